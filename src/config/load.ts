@@ -1,0 +1,211 @@
+// Parse + validate + cross-reference a multi-document YAML config. Pure apart from reading files.
+// Every problem is collected (not just the first) so `aam validate` can print them all.
+import { readFileSync, statSync, readdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { join } from 'node:path';
+import { parseAllDocuments, LineCounter, isMap, isSeq, type Document } from 'yaml';
+import type { z } from 'zod';
+import { documentSchema, specByKind, type ConfigSet, type Kind, type Resource } from './schema.ts';
+
+export interface ConfigIssue {
+  file: string;
+  /** 0-based document index within the file (-1: whole file). */
+  document: number;
+  /** Dotted field path, e.g. "spec.targets[0].provider". */
+  path: string;
+  line?: number;
+  message: string;
+}
+
+export class ConfigError extends Error {
+  readonly issues: ConfigIssue[];
+  constructor(issues: ConfigIssue[]) {
+    super(formatIssues(issues));
+    this.name = 'ConfigError';
+    this.issues = issues;
+  }
+}
+
+export function formatIssue(i: ConfigIssue): string {
+  const where = `${i.file}${i.line ? `:${i.line}` : ''}${i.document >= 0 ? ` (document ${i.document + 1})` : ''}`;
+  return `${where}: ${i.path ? i.path + ': ' : ''}${i.message}`;
+}
+export function formatIssues(issues: ConfigIssue[]): string {
+  return issues.map(formatIssue).join('\n');
+}
+
+function pathString(path: ReadonlyArray<PropertyKey>): string {
+  let s = '';
+  for (const p of path) s += typeof p === 'number' ? `[${p}]` : (s ? '.' : '') + String(p);
+  return s;
+}
+
+/** Best-effort line number of a path inside a YAML document. */
+function lineOf(doc: Document, path: ReadonlyArray<PropertyKey>, lc: LineCounter): number | undefined {
+  let node: unknown = doc.contents;
+  let best: number | undefined;
+  const pos = (n: unknown) => {
+    const r = (n as { range?: [number, number, number] } | null)?.range;
+    return r ? lc.linePos(r[0]).line : undefined;
+  };
+  best = pos(node);
+  for (const key of path) {
+    if (isMap(node)) {
+      const pair = node.items.find((p) => (p.key as { value?: unknown } | null)?.value === key);
+      if (!pair) break;
+      best = pos(pair.key) ?? best;
+      node = pair.value;
+    } else if (isSeq(node) && typeof key === 'number') {
+      node = node.items[key];
+      best = pos(node) ?? best;
+    } else break;
+  }
+  return best;
+}
+
+/** Expand a config path: a file, or a directory of *.yaml / *.yml files (sorted). */
+export function configFiles(path: string): string[] {
+  let st;
+  try { st = statSync(path); } catch {
+    throw new ConfigError([{ file: path, document: -1, path: '', message: 'config file not found (set --config or AAM_CONFIG)' }]);
+  }
+  if (!st.isDirectory()) return [path];
+  return readdirSync(path).filter((f) => /\.ya?ml$/.test(f)).sort().map((f) => join(path, f));
+}
+
+export interface ParsedDoc { kind: Kind; name: string; labels: Record<string, string>; spec: unknown; file: string; index: number; doc: Document; lc: LineCounter }
+
+/** Load and validate; throws ConfigError with every issue found. */
+export function loadConfig(path: string): ConfigSet {
+  const files = configFiles(path);
+  const texts = files.map((f) => {
+    try { return readFileSync(f, 'utf8'); } catch (e) {
+      throw new ConfigError([{ file: f, document: -1, path: '', message: `cannot read: ${(e as Error).message}` }]);
+    }
+  });
+  return parseConfigTexts(files.map((f, i) => ({ file: f, text: texts[i] })));
+}
+
+export function parseConfigTexts(sources: Array<{ file: string; text: string }>): ConfigSet {
+  const issues: ConfigIssue[] = [];
+  const parsed: ParsedDoc[] = [];
+  const hash = createHash('sha256');
+  for (const { file, text } of sources) {
+    hash.update(file).update('\0').update(text).update('\0');
+    const lc = new LineCounter();
+    const docs = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false });
+    const list = Array.isArray(docs) ? docs : [docs as unknown as Document];
+    list.forEach((doc, index) => {
+      for (const err of doc.errors) {
+        issues.push({ file, document: index, path: '', line: err.linePos?.[0]?.line, message: `YAML syntax: ${err.message.split('\n')[0]}` });
+      }
+      if (doc.errors.length) return;
+      const value = doc.toJS({ maxAliasCount: 100 }) as unknown;
+      if (value === null || value === undefined) return; // empty document (e.g. trailing ---)
+      const head = documentSchema.safeParse(value);
+      if (!head.success) {
+        for (const i of head.error.issues) issues.push({ file, document: index, path: pathString(i.path), line: lineOf(doc, i.path, lc), message: i.message });
+        return;
+      }
+      const d = head.data;
+      const schema = specByKind[d.kind] as z.ZodType;
+      const spec = schema.safeParse(d.spec ?? {});
+      if (!spec.success) {
+        for (const i of spec.error.issues) {
+          const p = ['spec', ...i.path];
+          issues.push({ file, document: index, path: pathString(p), line: lineOf(doc, p, lc), message: describeZodIssue(i) });
+        }
+        return;
+      }
+      parsed.push({ kind: d.kind, name: d.metadata.name, labels: d.metadata.labels ?? {}, spec: spec.data, file, index, doc, lc });
+    });
+  }
+  const set: ConfigSet = {
+    credentials: new Map(), providers: new Map(), models: new Map(), agents: new Map(), policies: new Map(),
+    mcpServers: new Map(), httpTools: new Map(), guardrails: new Map(), digest: hash.digest('hex'), files: sources.map((s) => s.file),
+  };
+  const bucket: Record<Kind, Map<string, Resource<unknown>>> = {
+    Credential: set.credentials, Provider: set.providers, Model: set.models, Agent: set.agents, AgentPolicy: set.policies,
+    McpServer: set.mcpServers, HttpTool: set.httpTools, Guardrail: set.guardrails,
+  } as Record<Kind, Map<string, Resource<unknown>>>;
+  for (const p of parsed) {
+    const m = bucket[p.kind];
+    const prev = m.get(p.name);
+    if (prev) {
+      issues.push({ file: p.file, document: p.index, path: 'metadata.name', line: lineOf(p.doc, ['metadata', 'name'], p.lc), message: `duplicate ${p.kind} "${p.name}" (first defined in ${prev.file} document ${prev.index + 1})` });
+      continue;
+    }
+    m.set(p.name, { name: p.name, labels: p.labels, spec: p.spec, file: p.file, index: p.index });
+  }
+  const byKey = new Map(parsed.map((p) => [`${p.kind}/${p.name}`, p]));
+  const at = (kind: Kind, r: Resource<unknown>, path: PropertyKey[], message: string) => {
+    const p = byKey.get(`${kind}/${r.name}`);
+    issues.push({ file: r.file, document: r.index, path: pathString(path), line: p ? lineOf(p.doc, path, p.lc) : undefined, message });
+  };
+  checkReferences(set, at);
+  if (issues.length) throw new ConfigError(issues);
+  return set;
+}
+
+function describeZodIssue(i: z.core.$ZodIssue): string {
+  if (i.code === 'unrecognized_keys') return `unknown field${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `"${k}"`).join(', ')}`;
+  if (i.code === 'invalid_type' && i.input === undefined) return `required field is missing (expected ${i.expected})`;
+  return i.message;
+}
+
+type At = (kind: Kind, r: Resource<unknown>, path: PropertyKey[], message: string) => void;
+
+/** Dangling references and cross-resource rules that a per-document schema cannot see. */
+function checkReferences(set: ConfigSet, at: At): void {
+  const names = (m: Map<string, unknown>) => [...m.keys()].join(', ') || 'none defined';
+  for (const p of set.providers.values()) {
+    const s = p.spec;
+    if (s.credential && !set.credentials.has(s.credential)) at('Provider', p, ['spec', 'credential'], `unknown Credential "${s.credential}" (defined: ${names(set.credentials)})`);
+    if (s.type !== 'demo' && !s.baseUrl && s.type !== 'openai' && s.type !== 'anthropic' && s.type !== 'gemini') at('Provider', p, ['spec', 'baseUrl'], `baseUrl is required for type ${s.type}`);
+    if (s.type === 'azure-openai' && !s.azure) at('Provider', p, ['spec', 'azure'], 'azure-openai needs azure: { apiVersion: "2024-10-21" }');
+  }
+  for (const m of set.models.values()) {
+    m.spec.targets.forEach((t, i) => {
+      if (!set.providers.has(t.provider)) at('Model', m, ['spec', 'targets', i, 'provider'], `unknown Provider "${t.provider}" (defined: ${names(set.providers)})`);
+    });
+    if (m.spec.cache?.mode === 'semantic' && m.spec.cache.embedding_model && !set.models.has(m.spec.cache.embedding_model)) {
+      at('Model', m, ['spec', 'cache', 'embedding_model'], `unknown Model "${m.spec.cache.embedding_model}"`);
+    }
+  }
+  const workloads = new Map<string, string>();
+  for (const a of set.agents.values()) {
+    const other = workloads.get(a.spec.workload);
+    if (other) at('Agent', a, ['spec', 'workload'], `workload ${a.spec.workload} is already used by Agent "${other}"`);
+    workloads.set(a.spec.workload, a.name);
+  }
+  for (const pol of set.policies.values()) {
+    const s = pol.spec;
+    if (s.identity.agent && !set.agents.has(s.identity.agent)) at('AgentPolicy', pol, ['spec', 'identity', 'agent'], `unknown Agent "${s.identity.agent}"`);
+    for (const list of ['allow', 'deny'] as const) {
+      (s.models?.[list] ?? []).forEach((name, i) => {
+        if (name !== '*' && !set.models.has(name)) at('AgentPolicy', pol, ['spec', 'models', list, i], `unknown Model route "${name}" (defined: ${names(set.models)})`);
+      });
+    }
+    (s.guardrails ?? []).forEach((g, i) => {
+      if (!set.guardrails.has(g)) at('AgentPolicy', pol, ['spec', 'guardrails', i], `unknown Guardrail "${g}" (defined: ${names(set.guardrails)})`);
+    });
+    (s.credentials?.allow ?? []).forEach((c, i) => {
+      if (!set.credentials.has(c)) at('AgentPolicy', pol, ['spec', 'credentials', 'allow', i], `unknown Credential "${c}"`);
+    });
+  }
+  for (const m of set.mcpServers.values()) {
+    const s = m.spec;
+    if (s.credential && !set.credentials.has(s.credential)) at('McpServer', m, ['spec', 'credential'], `unknown Credential "${s.credential}"`);
+    if (s.transport === 'stdio' && !s.command) at('McpServer', m, ['spec', 'command'], 'stdio transport needs command');
+    if (s.transport !== 'stdio' && !s.url) at('McpServer', m, ['spec', 'url'], `${s.transport} transport needs url`);
+    if (m.name.includes('__')) at('McpServer', m, ['metadata', 'name'], 'must not contain "__" (used to join server and tool names)');
+  }
+  for (const h of set.httpTools.values()) {
+    if (h.spec.credential && !set.credentials.has(h.spec.credential)) at('HttpTool', h, ['spec', 'credential'], `unknown Credential "${h.spec.credential}"`);
+  }
+  for (const g of set.guardrails.values()) {
+    (g.spec.regex ?? []).forEach((r, i) => {
+      try { new RegExp(r, 'u'); } catch (e) { at('Guardrail', g, ['spec', 'regex', i], `invalid regular expression: ${(e as Error).message}`); }
+    });
+  }
+}

@@ -1,0 +1,218 @@
+// Resource schemas: the one place that says what a valid config document is.
+// Strict objects everywhere so unknown fields are load errors, not silently ignored.
+import { z } from 'zod';
+
+export const API_VERSION = 'access.envisionai.dev/v1';
+
+const name = z.string().regex(/^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$/i, 'must be 1-128 letters, digits, ".", "_" or "-"');
+const spiffeId = z.string().regex(/^spiffe:\/\/[a-z0-9._-]+(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$/, 'must be a SPIFFE ID like spiffe://trust-domain/path');
+const positive = z.number().positive();
+const labels = z.record(z.string(), z.string());
+
+export const credentialSpec = z.strictObject({
+  env: z.string().min(1).optional(),
+  file: z.string().min(1).optional(),
+  stored: z.literal(true).optional(),
+  /** Inline value: only for local demos, refused unless `allowInline` is set in the loader. */
+  value: z.string().min(1).optional(),
+  /** How the secret is sent upstream; providers pick a sensible default when omitted. */
+  inject: z.strictObject({
+    header: z.string().min(1).optional(),
+    prefix: z.string().optional(),
+    query: z.string().min(1).optional(),
+  }).optional(),
+}).refine((s) => [s.env, s.file, s.stored, s.value].filter((v) => v !== undefined).length === 1, {
+  message: 'set exactly one source: env, file or stored',
+});
+
+export const providerType = z.enum(['openai', 'openai-compatible', 'anthropic', 'gemini', 'azure-openai', 'demo']);
+
+export const timeoutsSpec = z.strictObject({
+  connect_ms: positive.optional(),
+  first_byte_ms: positive.optional(),
+  total_ms: positive.optional(),
+});
+
+export const providerSpec = z.strictObject({
+  type: providerType,
+  baseUrl: z.url({ protocol: /^https?$/ }).optional(),
+  credential: name.optional(),
+  /** If the credential's env var/file is missing, skip this provider instead of failing the load. */
+  optional: z.boolean().optional(),
+  headers: z.record(z.string(), z.string()).optional(),
+  timeouts: timeoutsSpec.optional(),
+  azure: z.strictObject({ apiVersion: z.string().min(1), deployment: z.string().min(1).optional() }).optional(),
+});
+
+export const targetSpec = z.strictObject({
+  provider: name,
+  model: z.string().min(1),
+  weight: z.number().nonnegative().optional(),
+  region: z.string().optional(),
+  timeouts: timeoutsSpec.optional(),
+});
+
+export const cacheSpec = z.strictObject({
+  mode: z.enum(['exact', 'semantic']),
+  ttl_seconds: positive.optional(),
+  scope: z.enum(['agent', 'team', 'global']).optional(),
+  threshold: z.number().min(0).max(1).optional(),
+  embedding_model: z.string().optional(),
+});
+
+export const modelSpec = z.strictObject({
+  targets: z.array(targetSpec).min(1),
+  strategy: z.enum(['fallback', 'loadbalance']).optional(),
+  pricing: z.strictObject({ input_per_1m: z.number().nonnegative(), output_per_1m: z.number().nonnegative(), cached_input_per_1m: z.number().nonnegative().optional() }).optional(),
+  retries: z.strictObject({ attempts: z.number().int().min(0).max(10).optional(), backoff_ms: z.number().nonnegative().optional() }).optional(),
+  kind: z.enum(['chat', 'embeddings']).optional(),
+  cache: cacheSpec.optional(),
+});
+
+export const agentSpec = z.strictObject({
+  workload: spiffeId,
+  owner: z.string().optional(),
+  team: z.string().optional(),
+  environment: z.string().optional(),
+  deployment: z.string().optional(),
+  labels: labels.optional(),
+  description: z.string().optional(),
+});
+
+const argConstraint = z.strictObject({
+  enum: z.array(z.union([z.string(), z.number(), z.boolean()])).optional(),
+  max: z.number().optional(),
+  min: z.number().optional(),
+  pattern: z.string().optional(),
+  maxLength: z.number().int().nonnegative().optional(),
+  required: z.boolean().optional(),
+});
+
+export const toolRuleSpec = z.strictObject({
+  resource: z.string().min(1),
+  actions: z.array(z.string().min(1)).optional(),
+  deny: z.array(z.string().min(1)).optional(),
+  when: z.string().min(1).optional(),
+  args: z.record(z.string(), argConstraint).optional(),
+  approval: z.enum(['required', 'none']).optional(),
+});
+
+export const policySpec = z.strictObject({
+  identity: z.strictObject({
+    workload: z.string().min(1).optional(),
+    team: z.string().optional(),
+    environment: z.string().optional(),
+    owner: z.string().optional(),
+    deployment: z.string().optional(),
+    labels: labels.optional(),
+    agent: name.optional(),
+  }).refine((s) => Object.values(s).some((v) => v !== undefined), { message: 'name at least one of workload, agent, team, environment, owner, deployment, labels' }),
+  models: z.strictObject({
+    allow: z.array(z.string().min(1)).optional(),
+    deny: z.array(z.string().min(1)).optional(),
+    budget: z.strictObject({
+      daily_usd: positive.optional(),
+      monthly_usd: positive.optional(),
+      scope: z.enum(['agent', 'team']).optional(),
+      alert_at: z.array(z.number().positive().max(100)).optional(),
+    }).optional(),
+    rate: z.strictObject({ rpm: z.number().int().positive().optional(), tpm: z.number().int().positive().optional() }).optional(),
+  }).optional(),
+  tools: z.array(toolRuleSpec).optional(),
+  credentials: z.strictObject({
+    injection: z.enum(['runtime']).optional(),
+    expose_to_agent: z.literal(false, { error: 'expose_to_agent: only false is supported; aam never hands credentials to agents' }).optional(),
+    allow: z.array(name).optional(),
+  }).optional(),
+  audit: z.strictObject({
+    record: z.array(z.enum(['identity', 'policy', 'credential', 'action', 'outcome', 'model', 'arguments'])).optional(),
+  }).optional(),
+  guardrails: z.array(name).optional(),
+});
+
+export const mcpServerSpec = z.strictObject({
+  transport: z.enum(['streamable-http', 'sse', 'stdio']),
+  url: z.url().optional(),
+  command: z.string().optional(),
+  args: z.array(z.string()).optional(),
+  env: z.record(z.string(), z.string()).optional(),
+  credential: name.optional(),
+  tools: z.record(z.string(), z.strictObject({ resource: z.string().optional(), action: z.string().optional(), digest: z.string().optional(), mutating: z.boolean().optional() })).optional(),
+  timeout_ms: positive.optional(),
+});
+
+export const httpToolSpec = z.strictObject({
+  baseUrl: z.url({ protocol: /^https?$/ }),
+  credential: name.optional(),
+  resource: z.string().min(1),
+  actions: z.record(z.string(), z.strictObject({
+    method: z.enum(['GET', 'POST', 'PUT', 'PATCH', 'DELETE']),
+    path: z.string().startsWith('/'),
+    mutating: z.boolean().optional(),
+  })),
+  timeout_ms: positive.optional(),
+});
+
+export const guardrailSpec = z.strictObject({
+  on: z.array(z.enum(['input', 'output'])).min(1),
+  detect: z.array(z.enum(['email', 'phone', 'credit_card', 'ssn', 'iban', 'ip_address', 'secrets'])).optional(),
+  regex: z.array(z.string()).optional(),
+  keywords: z.array(z.string()).optional(),
+  action: z.enum(['block', 'redact', 'flag']),
+  max_chars: z.number().int().positive().optional(),
+  webhook: z.strictObject({ url: z.url(), timeout_ms: positive.optional(), on_error: z.enum(['block', 'allow']).optional() }).optional(),
+});
+
+export const specByKind = {
+  Credential: credentialSpec,
+  Provider: providerSpec,
+  Model: modelSpec,
+  Agent: agentSpec,
+  AgentPolicy: policySpec,
+  McpServer: mcpServerSpec,
+  HttpTool: httpToolSpec,
+  Guardrail: guardrailSpec,
+} as const;
+
+export type Kind = keyof typeof specByKind;
+export const KINDS = Object.keys(specByKind) as Kind[];
+
+export const documentSchema = z.strictObject({
+  apiVersion: z.literal(API_VERSION, { error: `apiVersion must be ${API_VERSION}` }),
+  kind: z.enum(KINDS as [Kind, ...Kind[]], { error: `kind must be one of ${KINDS.join(', ')}` }),
+  metadata: z.strictObject({
+    name,
+    labels: labels.optional(),
+    annotations: labels.optional(),
+  }),
+  spec: z.unknown(),
+});
+
+export type CredentialSpec = z.infer<typeof credentialSpec>;
+export type ProviderSpec = z.infer<typeof providerSpec>;
+export type ModelSpec = z.infer<typeof modelSpec>;
+export type TargetSpec = z.infer<typeof targetSpec>;
+export type AgentSpec = z.infer<typeof agentSpec>;
+export type PolicySpec = z.infer<typeof policySpec>;
+export type ToolRuleSpec = z.infer<typeof toolRuleSpec>;
+export type McpServerSpec = z.infer<typeof mcpServerSpec>;
+export type HttpToolSpec = z.infer<typeof httpToolSpec>;
+export type GuardrailSpec = z.infer<typeof guardrailSpec>;
+export type TimeoutsSpec = z.infer<typeof timeoutsSpec>;
+
+export interface Resource<S> { name: string; labels: Record<string, string>; spec: S; file: string; index: number }
+
+/** A validated config: resources by kind and name, in file order. */
+export interface ConfigSet {
+  credentials: Map<string, Resource<CredentialSpec>>;
+  providers: Map<string, Resource<ProviderSpec>>;
+  models: Map<string, Resource<ModelSpec>>;
+  agents: Map<string, Resource<AgentSpec>>;
+  policies: Map<string, Resource<PolicySpec>>;
+  mcpServers: Map<string, Resource<McpServerSpec>>;
+  httpTools: Map<string, Resource<HttpToolSpec>>;
+  guardrails: Map<string, Resource<GuardrailSpec>>;
+  /** sha256 of the source text(s): stamped on decisions and audit events. */
+  digest: string;
+  files: string[];
+}

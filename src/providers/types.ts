@@ -1,0 +1,161 @@
+// Canonical model shared by every provider translator.
+//
+// Requests are canonicalised to the OpenAI chat-completions shape (the lingua franca most SDKs
+// speak); responses and streams go through a provider-neutral result / event model so any client
+// format can be produced from any upstream. Tool calls are always tracked by index, because
+// several can stream interleaved. Everything in src/providers is pure: no I/O, no policy.
+
+export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
+
+export interface TextPart { type: 'text'; text: string }
+export interface ImagePart { type: 'image_url'; image_url: { url: string; detail?: string } }
+/** Other part types (input_audio, file, ...) are passed through untouched where the wire allows. */
+export interface OtherPart { type: string; [k: string]: unknown }
+export type ContentPart = TextPart | ImagePart | OtherPart;
+
+export interface ToolCall {
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: string };
+}
+
+export interface ChatMessage {
+  role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
+  content: string | ContentPart[] | null;
+  name?: string;
+  tool_calls?: ToolCall[];
+  tool_call_id?: string;
+}
+
+export interface ToolDef {
+  type: 'function';
+  function: { name: string; description?: string; parameters?: Record<string, unknown>; strict?: boolean };
+}
+
+export type ToolChoice = 'auto' | 'none' | 'required' | { type: 'function'; function: { name: string } };
+
+/** Canonical chat request (OpenAI chat-completions shape). Unknown fields ride along in `extra`. */
+export interface ChatRequest {
+  model: string;
+  messages: ChatMessage[];
+  stream?: boolean;
+  stream_options?: { include_usage?: boolean };
+  max_tokens?: number;
+  max_completion_tokens?: number;
+  temperature?: number;
+  top_p?: number;
+  stop?: string | string[];
+  tools?: ToolDef[];
+  tool_choice?: ToolChoice;
+  parallel_tool_calls?: boolean;
+  user?: string;
+  response_format?: Record<string, unknown>;
+  /** Any other OpenAI fields (seed, logprobs, ...) forwarded verbatim to OpenAI-wire upstreams. */
+  extra?: Record<string, unknown>;
+}
+
+export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'content_filter';
+
+export interface Usage {
+  inputTokens: number;
+  outputTokens: number;
+  /** Prompt tokens served from the provider's prompt cache (subset of inputTokens). */
+  cachedTokens?: number;
+}
+
+/** Provider-neutral, non-streamed chat result. */
+export interface ChatResult {
+  id: string;
+  model: string;
+  created: number;
+  text: string | null;
+  toolCalls: ToolCall[];
+  finishReason: FinishReason;
+  usage?: Usage;
+}
+
+/** Provider-neutral stream events. Tool calls are keyed by `index` (0-based, per response). */
+export type StreamEvent =
+  | { type: 'start'; id: string; model: string }
+  | { type: 'text'; text: string }
+  | { type: 'tool_start'; index: number; id: string; name: string }
+  | { type: 'tool_args'; index: number; delta: string }
+  | { type: 'finish'; reason: FinishReason }
+  | { type: 'usage'; usage: Usage }
+  /** Error reported inside an already-open upstream stream. */
+  | { type: 'error'; message: string; errorType: string };
+
+/** Events that carry content: the commit point for fallback is the first one sent to a client. */
+export function isContentEvent(ev: StreamEvent): boolean {
+  return ev.type === 'text' ? ev.text.length > 0 : ev.type === 'tool_start' || ev.type === 'tool_args';
+}
+
+export interface EmbeddingsRequest {
+  model: string;
+  input: string | string[] | number[] | number[][];
+  encoding_format?: 'float' | 'base64';
+  dimensions?: number;
+  user?: string;
+}
+
+export interface EmbeddingsResult {
+  model: string;
+  data: Array<{ index: number; embedding: number[] | string }>;
+  usage?: Usage;
+}
+
+/** What a translator produces for the transport to send. Auth headers are added by credentials. */
+export interface UpstreamRequest {
+  method: 'POST' | 'GET';
+  /** Path relative to the provider baseUrl, e.g. "/chat/completions". May include a query. */
+  path: string;
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** Where and how to call: resolved from a Model route target + Provider at config load. */
+export interface TargetInfo {
+  /** Upstream model name (e.g. "gpt-4o"). */
+  model: string;
+  stream: boolean;
+  /** Provider-specific options (azure apiVersion/deployment, etc). */
+  options: Record<string, string>;
+}
+
+export interface ProviderError { message: string; type: string }
+
+/** A stateful parser for one upstream stream: feed it each SSE event (or JSON line), get events. */
+export interface StreamParser {
+  /** `event` is the SSE `event:` field if any, `data` the joined data lines. */
+  push(data: string, event?: string): StreamEvent[];
+  /** Called at upstream end of stream; returns trailing events (e.g. a final finish). */
+  end(): StreamEvent[];
+}
+
+/** Pure translator for one upstream wire format. */
+export interface ProviderAdapter {
+  /** Wire family: requests from a client of the same family may use the raw pass-through path. */
+  wire: 'openai' | 'anthropic' | 'gemini';
+  chatRequest(req: ChatRequest, target: TargetInfo): UpstreamRequest;
+  chatResponse(body: unknown): ChatResult;
+  streamParser(): StreamParser;
+  /** How the upstream frames streams: SSE (most) or newline-delimited JSON array items. */
+  streamFraming: 'sse';
+  embeddingsRequest?(req: EmbeddingsRequest, target: TargetInfo): UpstreamRequest;
+  embeddingsResponse?(body: unknown): EmbeddingsResult;
+  /** Extract a human message from an upstream error body (already parsed JSON or raw text). */
+  errorMessage(status: number, body: unknown): ProviderError;
+}
+
+/** A client-facing wire format (what the agent speaks): OpenAI or Anthropic. */
+export interface ClientCodec {
+  wire: 'openai' | 'anthropic';
+  /** Encode a non-streamed result as the client's JSON body. */
+  encodeResult(result: ChatResult, routeName: string): unknown;
+  /** Make a stateful stream encoder; returns SSE text for each event ('' when nothing to send). */
+  streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev: StreamEvent) => string;
+  /** Text of the stream terminator (e.g. "data: [DONE]\n\n"), if any. */
+  streamDone: string;
+  /** SSE error event to end a stream that failed after commit. */
+  streamError(message: string, type: string): string;
+}
