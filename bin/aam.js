@@ -1,3 +1,5 @@
 #!/usr/bin/env node
 // Thin launcher: the CLI is TypeScript run directly by Node 24 (type stripping).
-import '../src/cli/main.ts';
+import { main } from '../src/cli/main.ts';
+
+main(process.argv.slice(2)).then((code) => { process.exitCode = code; });

@@ -122,11 +122,11 @@ export function parseConfigTexts(sources: Array<{ file: string; text: string }>)
   }
   const set: ConfigSet = {
     credentials: new Map(), providers: new Map(), models: new Map(), agents: new Map(), policies: new Map(),
-    mcpServers: new Map(), httpTools: new Map(), guardrails: new Map(), digest: hash.digest('hex'), files: sources.map((s) => s.file),
+    mcpServers: new Map(), httpTools: new Map(), guardrails: new Map(), trustDomains: new Map(), digest: hash.digest('hex'), files: sources.map((s) => s.file),
   };
   const bucket: Record<Kind, Map<string, Resource<unknown>>> = {
     Credential: set.credentials, Provider: set.providers, Model: set.models, Agent: set.agents, AgentPolicy: set.policies,
-    McpServer: set.mcpServers, HttpTool: set.httpTools, Guardrail: set.guardrails,
+    McpServer: set.mcpServers, HttpTool: set.httpTools, Guardrail: set.guardrails, TrustDomain: set.trustDomains,
   } as Record<Kind, Map<string, Resource<unknown>>>;
   for (const p of parsed) {
     const m = bucket[p.kind];

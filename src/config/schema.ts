@@ -9,6 +9,8 @@ const spiffeId = z.string().regex(/^spiffe:\/\/[a-z0-9._-]+(\/[A-Za-z0-9._~!$&'(
 const positive = z.number().positive();
 const labels = z.record(z.string(), z.string());
 
+export const credentialKind = z.enum(['api_key', 'bearer', 'basic', 'header', 'query', 'oauth2_client_credentials', 'on_behalf_of']);
+
 export const credentialSpec = z.strictObject({
   env: z.string().min(1).optional(),
   file: z.string().min(1).optional(),
@@ -21,8 +23,45 @@ export const credentialSpec = z.strictObject({
     prefix: z.string().optional(),
     query: z.string().min(1).optional(),
   }).optional(),
-}).refine((s) => [s.env, s.file, s.stored, s.value].filter((v) => v !== undefined).length === 1, {
-  message: 'set exactly one source: env, file or stored',
+  /** What the secret is; inferred when omitted (oauth2 -> oauth2_client_credentials, obo -> on_behalf_of, else api_key). */
+  kind: credentialKind.optional(),
+  /** basic: the user name (the source then holds only the password; without it the source holds "user:password"). */
+  username: z.string().min(1).optional(),
+  /** oauth2_client_credentials: the source holds the client secret. */
+  oauth2: z.strictObject({
+    token_url: z.url({ protocol: /^https?$/ }),
+    client_id: z.string().min(1),
+    scope: z.string().optional(),
+    audience: z.string().optional(),
+    auth_method: z.enum(['client_secret_basic', 'client_secret_post']).optional(),
+    timeout_ms: positive.optional(),
+  }).optional(),
+  /** on_behalf_of: a short-lived JWT signed by aam with the agent's SPIFFE ID as subject; no source needed. */
+  obo: z.strictObject({
+    audience: z.string().min(1),
+    ttl_seconds: z.number().int().min(10).max(3600).optional(),
+    /** RFC 8693 exchange of the assertion for an upstream token; the source (if any) is the client secret. */
+    token_exchange: z.strictObject({
+      token_url: z.url({ protocol: /^https?$/ }),
+      client_id: z.string().min(1).optional(),
+      scope: z.string().optional(),
+      audience: z.string().optional(),
+    }).optional(),
+  }).optional(),
+}).refine((s) => {
+  const n = [s.env, s.file, s.stored, s.value].filter((v) => v !== undefined).length;
+  return n === 1 || (n === 0 && (s.kind === 'on_behalf_of' || (s.kind === undefined && s.obo !== undefined)));
+}, {
+  message: 'set exactly one source: env, file, stored or value (only kind on_behalf_of may have none)',
+}).superRefine((s, ctx) => {
+  const kind = s.kind ?? (s.oauth2 ? 'oauth2_client_credentials' : s.obo ? 'on_behalf_of' : undefined);
+  if (kind === 'oauth2_client_credentials' && !s.oauth2) ctx.addIssue({ code: 'custom', path: ['oauth2'], message: 'kind oauth2_client_credentials needs oauth2: { token_url, client_id }' });
+  if (kind === 'on_behalf_of' && !s.obo) ctx.addIssue({ code: 'custom', path: ['obo'], message: 'kind on_behalf_of needs obo: { audience }' });
+  if (s.oauth2 && kind !== 'oauth2_client_credentials') ctx.addIssue({ code: 'custom', path: ['oauth2'], message: `oauth2 only applies to kind oauth2_client_credentials (kind is ${kind})` });
+  if (s.obo && kind !== 'on_behalf_of') ctx.addIssue({ code: 'custom', path: ['obo'], message: `obo only applies to kind on_behalf_of (kind is ${kind})` });
+  if (kind === 'header' && !s.inject?.header) ctx.addIssue({ code: 'custom', path: ['inject', 'header'], message: 'kind header needs inject.header (the header name)' });
+  if (kind === 'query' && !s.inject?.query) ctx.addIssue({ code: 'custom', path: ['inject', 'query'], message: 'kind query needs inject.query (the parameter name)' });
+  if (s.username && kind !== 'basic') ctx.addIssue({ code: 'custom', path: ['username'], message: 'username only applies to kind basic' });
 });
 
 export const providerType = z.enum(['openai', 'openai-compatible', 'anthropic', 'gemini', 'azure-openai', 'demo']);
@@ -139,6 +178,10 @@ export const mcpServerSpec = z.strictObject({
   credential: name.optional(),
   tools: z.record(z.string(), z.strictObject({ resource: z.string().optional(), action: z.string().optional(), digest: z.string().optional(), mutating: z.boolean().optional() })).optional(),
   timeout_ms: positive.optional(),
+  /** Default resource for this server's tools, resources/* and prompts/* (default: the server name). */
+  resource: z.string().min(1).optional(),
+  /** Largest tool/resource/prompt result passed back to the agent, in bytes (default 1 MiB). */
+  max_result_bytes: z.number().int().positive().optional(),
 });
 
 export const httpToolSpec = z.strictObject({
@@ -156,11 +199,25 @@ export const httpToolSpec = z.strictObject({
 export const guardrailSpec = z.strictObject({
   on: z.array(z.enum(['input', 'output'])).min(1),
   detect: z.array(z.enum(['email', 'phone', 'credit_card', 'ssn', 'iban', 'ip_address', 'secrets'])).optional(),
-  regex: z.array(z.string()).optional(),
+  regex: z.array(z.string().refine((src) => { try { new RegExp(src); return true; } catch { return false; } }, 'must be a valid JavaScript regular expression')).optional(),
   keywords: z.array(z.string()).optional(),
   action: z.enum(['block', 'redact', 'flag']),
   max_chars: z.number().int().positive().optional(),
   webhook: z.strictObject({ url: z.url(), timeout_ms: positive.optional(), on_error: z.enum(['block', 'allow']).optional() }).optional(),
+  /** JSON Schema (subset, see src/guardrails/json-schema.ts) that tool arguments / JSON payloads must satisfy. */
+  json_schema: z.record(z.string(), z.unknown()).optional(),
+});
+
+/** A trusted SPIFFE trust domain (metadata.name, e.g. "prod"): where its JWT-SVID signing keys come from. */
+export const trustDomainSpec = z.strictObject({
+  jwks_url: z.url({ protocol: /^https?$/ }).optional(),
+  /** Path to a JWKS (or SPIFFE bundle) JSON file; relative paths are resolved against the config file's directory. */
+  jwks_file: z.string().min(1).optional(),
+  refresh_seconds: positive.optional(),
+  /** Audience tokens from this trust domain must carry (default: the gateway's own audiences). */
+  audience: z.string().min(1).optional(),
+}).refine((s) => (s.jwks_url === undefined) !== (s.jwks_file === undefined), {
+  message: 'set exactly one of jwks_url or jwks_file',
 });
 
 export const specByKind = {
@@ -172,6 +229,7 @@ export const specByKind = {
   McpServer: mcpServerSpec,
   HttpTool: httpToolSpec,
   Guardrail: guardrailSpec,
+  TrustDomain: trustDomainSpec,
 } as const;
 
 export type Kind = keyof typeof specByKind;
@@ -189,6 +247,7 @@ export const documentSchema = z.strictObject({
 });
 
 export type CredentialSpec = z.infer<typeof credentialSpec>;
+export type CredentialKind = z.infer<typeof credentialKind>;
 export type ProviderSpec = z.infer<typeof providerSpec>;
 export type ModelSpec = z.infer<typeof modelSpec>;
 export type TargetSpec = z.infer<typeof targetSpec>;
@@ -199,6 +258,7 @@ export type McpServerSpec = z.infer<typeof mcpServerSpec>;
 export type HttpToolSpec = z.infer<typeof httpToolSpec>;
 export type GuardrailSpec = z.infer<typeof guardrailSpec>;
 export type TimeoutsSpec = z.infer<typeof timeoutsSpec>;
+export type TrustDomainSpec = z.infer<typeof trustDomainSpec>;
 
 export interface Resource<S> { name: string; labels: Record<string, string>; spec: S; file: string; index: number }
 
@@ -212,6 +272,8 @@ export interface ConfigSet {
   mcpServers: Map<string, Resource<McpServerSpec>>;
   httpTools: Map<string, Resource<HttpToolSpec>>;
   guardrails: Map<string, Resource<GuardrailSpec>>;
+  /** Trusted SPIFFE trust domains by name (JWKS source for their JWT-SVIDs). */
+  trustDomains: Map<string, Resource<TrustDomainSpec>>;
   /** sha256 of the source text(s): stamped on decisions and audit events. */
   digest: string;
   files: string[];

@@ -10,6 +10,8 @@ export interface Decision {
   policy: string;
   /** Index of the rule inside that policy (e.g. tools[2]); -1 when not applicable. */
   rule: number;
+  /** Where in the policy the rule is, e.g. "tools[0]", "models.allow[1]" ('' for default deny). */
+  rulePath?: string;
   /** Human-readable reason, e.g. 'model "gpt-4" is not in models.allow of policy "x"'. */
   reason: string;
   /** Config digest the decision was made against. */

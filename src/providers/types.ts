@@ -52,6 +52,8 @@ export interface ChatRequest {
   response_format?: Record<string, unknown>;
   /** Any other OpenAI fields (seed, logprobs, ...) forwarded verbatim to OpenAI-wire upstreams. */
   extra?: Record<string, unknown>;
+  /** Anthropic-only fields from an Anthropic client (top_k, thinking, metadata...), forwarded verbatim to Anthropic upstreams only. */
+  anthropicExtra?: Record<string, unknown>;
 }
 
 export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'content_filter';
@@ -124,7 +126,11 @@ export interface TargetInfo {
 
 export interface ProviderError { message: string; type: string }
 
-/** A stateful parser for one upstream stream: feed it each SSE event (or JSON line), get events. */
+/**
+ * A stateful parser for one upstream stream: feed it each SSE event (or JSON line), get events.
+ * Order contract (every adapter): start, content events..., usage (if known), finish. `end()`
+ * returns an `error` event (errorType 'upstream_incomplete') when the stream ended before finish.
+ */
 export interface StreamParser {
   /** `event` is the SSE `event:` field if any, `data` the joined data lines. */
   push(data: string, event?: string): StreamEvent[];

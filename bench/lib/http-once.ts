@@ -1,0 +1,50 @@
+// One HTTP request through an undici dispatcher with precise timings, using the low-level
+// handler API (no stream objects) so the client adds as little as possible to what it measures.
+import type { Dispatcher } from 'undici';
+
+export interface RequestSpec {
+  path: string;
+  headers: Record<string, string>;
+  body: Buffer;
+}
+
+export interface Timing {
+  status: number;
+  /** ms from dispatch to the response status line + headers */
+  headersMs: number;
+  /** ms from dispatch to the first body chunk (NaN if the body was empty) */
+  firstChunkMs: number;
+  /** ms from dispatch to the first chunk that carries a non-empty content delta (streams) */
+  firstContentMs: number;
+  /** ms from dispatch to the end of the body */
+  totalMs: number;
+  bytes: number;
+}
+
+// A streamed OpenAI chunk with real text: `"content":"` followed by anything but the closing quote.
+const CONTENT_RE = /"content":"[^"]/;
+
+const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6;
+
+export function sendOnce(dispatcher: Dispatcher, spec: RequestSpec, scanContent: boolean): Promise<Timing> {
+  return new Promise((resolve, reject) => {
+    const t0 = nowMs();
+    const t: Timing = { status: 0, headersMs: NaN, firstChunkMs: NaN, firstContentMs: NaN, totalMs: NaN, bytes: 0 };
+    // Content may straddle two chunks; keep a short tail of the previous chunk to scan across.
+    let tail = '';
+    dispatcher.dispatch({ path: spec.path, method: 'POST', headers: spec.headers, body: spec.body }, {
+      onResponseStart(_c, statusCode) { t.status = statusCode; t.headersMs = nowMs() - t0; },
+      onResponseData(_c, chunk) {
+        if (t.bytes === 0) t.firstChunkMs = nowMs() - t0;
+        t.bytes += chunk.length;
+        if (scanContent && Number.isNaN(t.firstContentMs)) {
+          const s = tail + chunk.toString('latin1');
+          if (CONTENT_RE.test(s)) t.firstContentMs = nowMs() - t0;
+          else tail = s.slice(-16);
+        }
+      },
+      onResponseEnd() { t.totalMs = nowMs() - t0; resolve(t); },
+      onResponseError(_c, err) { reject(err); },
+    });
+  });
+}

@@ -1,0 +1,143 @@
+// Child processes for the benchmark: start pinned to a CPU, wait for readiness, stop, and read
+// their memory and CPU use from /proc (Linux only, like taskset).
+import { spawn, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { createWriteStream, readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+export interface PinOptions {
+  /** CPU to pin to with taskset, or null for no pinning */
+  cpu: number | null;
+  /** nice value (negative needs root); 0 leaves priority alone */
+  nice: number;
+}
+
+export const hasCommand = (name: string): boolean => spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0;
+
+/** Command line that runs argv pinned (taskset execs, so the child pid is the real process). */
+export function pinnedArgv(pin: PinOptions, argv: string[]): string[] {
+  let out = argv;
+  if (pin.nice !== 0) out = ['nice', '-n', String(pin.nice), ...out];
+  if (pin.cpu !== null) out = ['taskset', '-c', String(pin.cpu), ...out];
+  return out;
+}
+
+export function startProcess(pin: PinOptions, argv: string[], env: Record<string, string>, logFile: string, cwd?: string): ChildProcess {
+  const [cmd, ...args] = pinnedArgv(pin, argv);
+  const child = spawn(cmd, args, { env: { ...process.env, ...env }, cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  const log = createWriteStream(logFile, { flags: 'a' });
+  child.stdout?.pipe(log);
+  child.stderr?.pipe(log);
+  return child;
+}
+
+/** Poll url until it answers with `status` or timeoutMs passes. */
+export async function waitHttp(url: string, timeoutMs: number, status = 200, child?: ChildProcess): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (child && child.exitCode !== null) return false;
+    try {
+      const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      await res.arrayBuffer();
+      if (res.status === status) return true;
+    } catch { /* not up yet */ }
+    await sleep(100);
+  }
+  return false;
+}
+
+export async function answers(url: string): Promise<boolean> {
+  try {
+    const res = await fetch(url, { signal: AbortSignal.timeout(1000) });
+    await res.arrayBuffer();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** SIGTERM, then SIGKILL after graceMs; resolves when the process is gone. */
+export async function stopProcess(child: ChildProcess, graceMs = 5000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await gone;
+  clearTimeout(timer);
+}
+
+export function rssKb(pid: number): number | null {
+  try {
+    const m = /^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+/** utime+stime of a process in clock ticks. */
+export function cpuTicks(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return null;
+  }
+}
+
+/** Busy ticks (user+nice+system+irq+softirq) per CPU, from /proc/stat. */
+export function coreBusyTicks(): number[] {
+  const out: number[] = [];
+  for (const line of readFileSync('/proc/stat', 'utf8').split('\n')) {
+    const m = /^cpu(\d+) (.*)$/.exec(line);
+    if (!m) continue;
+    const f = m[2].trim().split(/\s+/).map(Number);
+    out[Number(m[1])] = f[0] + f[1] + f[2] + f[5] + f[6];
+  }
+  return out;
+}
+
+/**
+ * CPU ticks of this process plus its already-reaped children (cutime+cstime): over a scenario
+ * the delta is the orchestrator's own work plus the load generator that finished in it.
+ */
+export function selfAndChildrenTicks(): number {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+}
+
+export const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+export interface RssSample { tMs: number; kb: number }
+
+/** Samples a process's RSS every intervalMs until stop() is called. */
+export function sampleRss(pid: number, intervalMs: number): { stop: () => RssSample[] } {
+  const t0 = Date.now();
+  const samples: RssSample[] = [];
+  const take = (): void => { const kb = rssKb(pid); if (kb !== null) samples.push({ tMs: Date.now() - t0, kb }); };
+  take();
+  const timer = setInterval(take, intervalMs);
+  return { stop: () => { clearInterval(timer); take(); return samples; } };
+}
+
+/**
+ * Waits (up to maxWaitS) until processes other than ours use less than maxPct % of one core,
+ * so that a run on a shared machine is not disturbed by foreign work. Returns the last reading.
+ */
+export async function waitQuiet(maxWaitS: number, maxPct: number, ownPids: number[], say: (s: string) => void): Promise<number> {
+  const t0 = Date.now();
+  for (;;) {
+    const a = coreBusyTicks().reduce((x, y) => x + y, 0);
+    const own0 = ownPids.reduce((s, p) => s + (cpuTicks(p) ?? 0), 0);
+    await sleep(2000);
+    const b = coreBusyTicks().reduce((x, y) => x + y, 0);
+    const own1 = ownPids.reduce((s, p) => s + (cpuTicks(p) ?? 0), 0);
+    const pct = ((b - a - (own1 - own0)) / CLK_TCK / 2) * 100;
+    if (pct < maxPct) return pct;
+    if ((Date.now() - t0) / 1000 >= maxWaitS) { say(`  machine still busy (${pct.toFixed(0)}% of a core used by other processes) - measuring anyway`); return pct; }
+    say(`  machine busy (${pct.toFixed(0)}% of a core used by other processes), waiting...`);
+    await sleep(3000);
+  }
+}

@@ -1,0 +1,148 @@
+// Renders a benchmark run as Markdown tables (medians over rounds) with the ratios the project
+// targets, and replaces one marked section of bench/RESULTS.md so other sections survive.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { median } from './stats.ts';
+import type { TargetResult } from './measure.ts';
+
+export interface RunMeta {
+  date: string;
+  host: string;
+  nproc: number;
+  cpu_model: string;
+  kernel: string;
+  node: string;
+  loadgen: string;
+  aam_commit: string;
+  settings: Record<string, string | number | boolean>;
+  notes: string[];
+}
+
+export interface BenchRun {
+  meta: RunMeta;
+  results: TargetResult[];
+}
+
+type Pick = (r: TargetResult) => number | null | undefined;
+
+const fmt = (v: number, digits = 3): string => (Number.isFinite(v) ? v.toFixed(digits) : 'n/a');
+const fmtInt = (v: number): string => (Number.isFinite(v) ? Math.round(v).toLocaleString('en-US') : 'n/a');
+const mb = (kb: number): string => (Number.isFinite(kb) ? (kb / 1024).toFixed(1) : 'n/a');
+const signed = (v: number, digits = 3): string => (Number.isFinite(v) ? (v >= 0 ? '+' : '') + v.toFixed(digits) : 'n/a');
+
+/** Median of one metric over the rounds of one target. */
+function med(run: BenchRun, name: string, pick: Pick): number {
+  return median(run.results.filter((r) => r.name === name && !r.error).map(pick));
+}
+
+function names(run: BenchRun): { name: string; label: string }[] {
+  const seen = new Map<string, string>();
+  for (const r of run.results) if (!seen.has(r.name)) seen.set(r.name, r.label);
+  return [...seen].map(([name, label]) => ({ name, label }));
+}
+
+function table(head: string[], rows: string[][]): string {
+  const align = head.map((_, i) => (i === 0 ? '---' : '---:'));
+  return [head, align, ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
+}
+
+function latencyTable(run: BenchRun): string {
+  const rows = names(run).map(({ name, label }) => {
+    const m = (p: Pick): number => med(run, name, p);
+    return [label,
+      fmt(m((r) => r.nonstream_c1?.p50_ms)), fmt(m((r) => r.nonstream_c1?.p99_ms)), fmtInt(m((r) => r.nonstream_c1?.rps)),
+      fmt(m((r) => r.nonstream_c64?.p50_ms), 2), fmt(m((r) => r.nonstream_c64?.p99_ms), 2), fmtInt(m((r) => r.nonstream_c64?.rps)),
+      fmt(m((r) => r.nonstream_c64?.sut_cpu_pct), 0), fmt(m((r) => Math.max(r.nonstream_c1?.foreign_cpu_pct ?? 0, r.nonstream_c64?.foreign_cpu_pct ?? 0)), 0)];
+  });
+  return table(['target', 'p50 ms c=1', 'p99 ms c=1', 'RPS c=1', 'p50 ms c=64', 'p99 ms c=64', 'RPS c=64', 'target CPU % c=64', 'foreign CPU % (max)'], rows);
+}
+
+function streamTable(run: BenchRun): string {
+  const rows = names(run).map(({ name, label }) => {
+    const m = (p: Pick): number => med(run, name, p);
+    return [label,
+      fmt(m((r) => r.ttfb?.first_chunk_ms.p50)), fmt(m((r) => r.ttfb?.first_chunk_ms.p99)),
+      fmt(m((r) => r.ttfb?.first_content_ms.p50)), fmt(m((r) => r.ttfb?.total_ms.p50)), fmtInt(m((r) => r.ttfb?.requests)),
+      fmt(m((r) => r.stream_c64?.p50_ms), 2), fmtInt(m((r) => r.stream_c64?.rps))];
+  });
+  return table(['target', 'first chunk p50 ms', 'first chunk p99 ms', 'first content p50 ms', 'whole stream p50 ms', 'streams probed', 'stream p50 ms c=64', 'stream RPS c=64'], rows);
+}
+
+function rssTable(run: BenchRun): string {
+  const rows = names(run).map(({ name, label }) => {
+    const m = (p: Pick): number => med(run, name, p);
+    const mid = m((r) => r.rss?.mid_sustained_kb);
+    const end = m((r) => r.rss?.end_sustained_kb);
+    return [label, mb(m((r) => r.rss?.start_kb)), mb(m((r) => r.rss?.peak_kb)), mb(mid), mb(end), mb(m((r) => r.rss?.end_kb)),
+      signed((end - mid) / 1024, 1),
+      fmtInt(m((r) => (r.sustained ? r.sustained.nonstream_c32.rps + r.sustained.stream_c32.rps : NaN)))];
+  });
+  return table(['target', 'start MB', 'peak MB', 'mid-sustained MB', 'end-sustained MB', 'end (+3 s idle) MB', 'growth 2nd half MB', 'sustained RPS'], rows);
+}
+
+/** The project's targets: aam against the bare proxy measured in the same run. */
+export function ratioRows(run: BenchRun): string[][] {
+  const m = (name: string, p: Pick): number => med(run, name, p);
+  const has = (n: string): boolean => run.results.some((r) => r.name === n && !r.error);
+  if (!has('aam') || !has('bare')) return [];
+  const addP50 = m('aam', (r) => r.nonstream_c1?.p50_ms) - m('bare', (r) => r.nonstream_c1?.p50_ms);
+  const bareAdd = m('bare', (r) => r.nonstream_c1?.p50_ms) - m('direct', (r) => r.nonstream_c1?.p50_ms);
+  const frac = m('aam', (r) => r.nonstream_c64?.rps) / m('bare', (r) => r.nonstream_c64?.rps);
+  const ttfb = m('aam', (r) => r.ttfb?.first_chunk_ms.p50) - m('bare', (r) => r.ttfb?.first_chunk_ms.p50);
+  const ttfc = m('aam', (r) => r.ttfb?.first_content_ms.p50) - m('bare', (r) => r.ttfb?.first_content_ms.p50);
+  const growth = (m('aam', (r) => r.rss?.end_sustained_kb) - m('aam', (r) => r.rss?.mid_sustained_kb)) / 1024;
+  const peak = m('aam', (r) => r.rss?.peak_kb) / 1024;
+  const ok = (b: boolean): string => (b ? 'yes' : '**no**');
+  return [
+    ['aam added p50 over bare proxy, non-stream c=1', `${signed(addP50)} ms`, '<= 0.10 ms', ok(addP50 <= 0.1)],
+    ['(bare proxy added p50 over direct, c=1)', `${signed(bareAdd)} ms`, 'context', ''],
+    ['aam RPS / bare proxy RPS, non-stream c=64', `${fmt(frac * 100, 1)} %`, '>= 60 %', ok(frac >= 0.6)],
+    ['aam first-chunk p50 minus bare proxy, stream c=1', `${signed(ttfb)} ms`, '<= 0.10 ms', ok(ttfb <= 0.1)],
+    ['(aam first-content p50 minus bare proxy)', `${signed(ttfc)} ms`, 'context', ''],
+    ['aam RSS growth over 2nd half of sustained run', `${signed(growth, 1)} MB (peak ${fmt(peak, 1)} MB)`, 'flat (< 5 MB)', ok(growth < 5)],
+  ];
+}
+
+export function renderRun(run: BenchRun): string {
+  const { meta } = run;
+  const errors = run.results.filter((r) => r.error).map((r) => `- ${r.label} (round ${r.round}) could not be measured: ${r.error}`);
+  const ratios = ratioRows(run);
+  const settings = Object.entries(meta.settings).map(([k, v]) => `${k}=${v}`).join(', ');
+  return [
+    `## \`npm run bench\` (bench/run.ts)`,
+    '',
+    `Measured ${meta.date} on ${meta.host}: ${meta.nproc} CPUs (${meta.cpu_model}), Linux ${meta.kernel}, Node ${meta.node}, load generator ${meta.loadgen}, aam at ${meta.aam_commit}.`,
+    `Settings: ${settings}. Values are medians over rounds; latencies in ms as seen by the load generator.`,
+    '',
+    ...(ratios.length ? ['### aam vs the bare proxy (the targets)', '', table(['metric', 'measured', 'target', 'met'], ratios), ''] : []),
+    '### Non-stream chat completions',
+    '',
+    latencyTable(run),
+    '',
+    '### Streaming (stream: true, include_usage, 20 chunks)',
+    '',
+    'First chunk / first content / whole stream: sequential requests (c=1) timed by bench/lib/ttfb-probe.ts. Stream c=64: wrk, time to the end of each stream.',
+    '',
+    streamTable(run),
+    '',
+    '### Memory (RSS of the process under test; for "direct" that is the mock)',
+    '',
+    `Sustained run: ${meta.settings.rss_duration_s} s of non-stream c=32 plus stream c=32 at the same time, after the scenarios above.`,
+    '',
+    rssTable(run),
+    '',
+    ...(errors.length ? ['### Not measured', '', ...errors, ''] : []),
+    ...(meta.notes.length ? ['### Notes', '', ...meta.notes.map((n) => `- ${n}`), ''] : []),
+  ].join('\n');
+}
+
+/** Replaces (or appends) the block between `<!-- BEGIN id -->` and `<!-- END id -->`. */
+export function replaceSection(file: string, id: string, body: string, header: string): void {
+  const begin = `<!-- BEGIN ${id} -->`;
+  const end = `<!-- END ${id} -->`;
+  const block = `${begin}\n${body.trim()}\n${end}`;
+  const text = existsSync(file) ? readFileSync(file, 'utf8') : header;
+  const i = text.indexOf(begin);
+  const j = text.indexOf(end);
+  const next = i >= 0 && j > i ? text.slice(0, i) + block + text.slice(j + end.length) : `${text.trimEnd()}\n\n${block}\n`;
+  writeFileSync(file, next);
+}

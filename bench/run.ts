@@ -1,0 +1,192 @@
+// `npm run bench`: mock upstream, bare pass-through proxy and aam measured in one run, with every
+// gateway pinned alone to one core and the load generator + mock on another. Writes
+// bench/RESULTS.md (its `npm-run-bench` section) and raw JSON to bench/results/. See bench/README.md.
+import { execFileSync, spawnSync } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { aamBenchConfig, aamServeArgv, createAamKey } from './lib/aam.ts';
+import { chooseLoadgen } from './lib/loadgen.ts';
+import { measureTarget, preflight } from './lib/measure.ts';
+import type { BenchSettings, Target, TargetResult } from './lib/measure.ts';
+import { answers, startProcess, stopProcess, waitHttp, waitQuiet } from './lib/procs.ts';
+import type { PinOptions } from './lib/procs.ts';
+import { renderRun, replaceSection } from './lib/report.ts';
+import type { BenchRun, RunMeta } from './lib/report.ts';
+
+const BENCH = dirname(fileURLToPath(import.meta.url));
+const REPO = dirname(BENCH);
+const env = process.env;
+const num = (name: string, dflt: number): number => (env[name] !== undefined && env[name] !== '' ? Number(env[name]) : dflt);
+
+const durationS = num('BENCH_DURATION', 10);
+const cfg = {
+  durationS,
+  warmupS: num('BENCH_WARMUP', 2),
+  rssDurationS: num('BENCH_RSS_DURATION', 2 * durationS),
+  rounds: num('BENCH_ROUNDS', 1),
+  targets: (env.BENCH_TARGETS ?? 'direct,bare,aam').split(',').map((s) => s.trim()).filter(Boolean),
+  mockPort: num('BENCH_MOCK_PORT', 18080),
+  barePort: num('BENCH_BARE_PORT', 18081),
+  aamPort: num('BENCH_AAM_PORT', 18082),
+  pin: env.BENCH_PIN !== '0',
+  sutCpu: num('BENCH_SUT_CPU', 1),
+  clientCpu: num('BENCH_LOADGEN_CPU', 0),
+  nice: num('BENCH_NICE', 0),
+  quietWaitS: num('BENCH_QUIET_WAIT', 60),
+  quietPct: num('BENCH_QUIET_PCT', 15),
+  chunks: num('MOCK_STREAM_CHUNKS', 20),
+  cpuProf: env.BENCH_CPU_PROF === '1',
+  aamWaitS: num('BENCH_AAM_READY_S', 30),
+};
+const say = (s: string): void => { process.stdout.write(s + '\n'); };
+const sh = (cmd: string, args: string[]): string => { try { return execFileSync(cmd, args, { encoding: 'utf8' }).trim(); } catch { return '?'; } };
+
+const children = new Set<ChildProcess>();
+async function stopAll(): Promise<void> { await Promise.all([...children].map((c) => stopProcess(c))); }
+process.on('SIGINT', () => { void stopAll().then(() => process.exit(130)); });
+
+function machineMeta(loadgen: string, notes: string[]): RunMeta {
+  const dirty = sh('git', ['-C', REPO, 'status', '--porcelain', '--', 'src']) !== '' ? ' + uncommitted changes in src/' : '';
+  return {
+    date: new Date().toISOString(), host: hostname(), nproc: Number(sh('nproc', [])),
+    cpu_model: /Model name:\s*(.*)/.exec(sh('lscpu', []))?.[1] ?? '?', kernel: sh('uname', ['-r']), node: process.version,
+    loadgen: loadgen === 'wrk' ? `wrk ${sh('sh', ['-c', 'wrk -v 2>&1 | head -1 | cut -d" " -f2'])}` : 'node (undici Pool)',
+    aam_commit: `git ${sh('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD'])}${dirty}`,
+    settings: {
+      duration_s: cfg.durationS, warmup_s: cfg.warmupS, rss_duration_s: cfg.rssDurationS, rounds: cfg.rounds,
+      pinned: cfg.pin, gateway_cpu: cfg.sutCpu, loadgen_and_mock_cpu: cfg.clientCpu, nice: cfg.nice, mock_stream_chunks: cfg.chunks,
+    },
+    notes,
+  };
+}
+
+function requestBodies(dir: string): { nonstream: string; stream: string } {
+  // The shared harness's request shape: a small typical chat request; streaming asks for usage.
+  const base = { model: 'gpt-4o-mini', messages: [{ role: 'system', content: 'You are a helpful assistant.' }, { role: 'user', content: 'Say hello in one short sentence.' }], max_tokens: 64, temperature: 0.2 };
+  const files = { nonstream: join(dir, 'nonstream.json'), stream: join(dir, 'stream.json') };
+  writeFileSync(files.nonstream, JSON.stringify(base));
+  writeFileSync(files.stream, JSON.stringify({ ...base, stream: true, stream_options: { include_usage: true } }));
+  return files;
+}
+
+interface Running { target: Target; child?: ChildProcess; startupMs?: number }
+
+/** Writes the aam config for this mock port and creates the bench key once per run. */
+function prepareAam(work: string): { configPath: string; dataDir: string; key: string } {
+  const text = aamBenchConfig(cfg.mockPort);
+  const configPath = cfg.mockPort === 18080 ? join(BENCH, 'aam-bench.yaml') : join(work, 'aam-bench.yaml');
+  writeFileSync(configPath, text);
+  const dataDir = join(work, 'aam-data');
+  mkdirSync(dataDir, { recursive: true });
+  return { configPath, dataDir, key: createAamKey(process.execPath, REPO, configPath, dataDir) };
+}
+
+async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir: string, aam: { configPath: string; dataDir: string; key: string } | Error | undefined): Promise<Running> {
+  const auth = { authorization: 'Bearer dummy' };
+  if (name === 'direct') return { target: { ...mock, headers: auth } };
+  const origin = `http://127.0.0.1:${name === 'bare' ? cfg.barePort : cfg.aamPort}`;
+  if (await answers(origin + '/')) throw new Error(`something already answers at ${origin}; stop it or set BENCH_${name.toUpperCase()}_PORT`);
+  let argv: string[];
+  let ready: () => Promise<boolean>;
+  let headers = auth;
+  const t0 = performance.now();
+  let child: ChildProcess;
+  if (name === 'bare') {
+    argv = [process.execPath, join(BENCH, 'bare-proxy.ts')];
+    child = startProcess(gwPin, argv, { UPSTREAM_URL: mock.origin, PORT: String(cfg.barePort) }, join(logDir, 'bare.log'));
+    ready = () => waitHttp(origin + '/__mock/stats', 10_000, 200, child);
+  } else if (name === 'aam') {
+    if (!aam || aam instanceof Error) throw aam ?? new Error('aam not prepared');
+    argv = aamServeArgv(process.execPath, REPO, aam.configPath, cfg.aamPort, aam.dataDir);
+    if (cfg.cpuProf) argv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(BENCH, 'results', 'prof')}`);
+    child = startProcess(gwPin, argv, { AAM_LOG_LEVEL: env.AAM_LOG_LEVEL ?? 'warn' }, join(logDir, 'aam.log'), REPO);
+    ready = () => waitHttp(origin + '/readyz', cfg.aamWaitS * 1000, 200, child);
+    headers = { authorization: `Bearer ${aam.key}` };
+  } else {
+    throw new Error(`unknown target ${name} (use direct, bare, aam)`);
+  }
+  children.add(child);
+  if (!(await ready())) {
+    await stopProcess(child);
+    children.delete(child);
+    const log = readFileSync(join(logDir, `${name}.log`), 'utf8').trim().split('\n').slice(-8).join(' | ');
+    throw new Error(`${name} did not become ready (${argv.slice(1).join(' ')}); last log lines: ${log}`);
+  }
+  const label = name === 'bare' ? 'bare proxy' : 'aam';
+  return { target: { name, label, origin, headers, pid: child.pid ?? 0 }, child, startupMs: Math.round(performance.now() - t0) };
+}
+
+async function main(): Promise<void> {
+  const notes: string[] = [];
+  if (cfg.pin) spawnSync('taskset', ['-a', '-p', '-c', String(cfg.clientCpu), String(process.pid)], { stdio: 'ignore' });
+  const clientPin: PinOptions = { cpu: cfg.pin ? cfg.clientCpu : null, nice: cfg.nice };
+  const gwPin: PinOptions = { cpu: cfg.pin ? cfg.sutCpu : null, nice: cfg.nice };
+  const loadgen = chooseLoadgen(env.BENCH_LOADGEN, say);
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
+  const resultsDir = join(BENCH, 'results');
+  const logDir = join(resultsDir, `logs-${stamp}`);
+  mkdirSync(logDir, { recursive: true });
+  const work = mkdtempSync(join(tmpdir(), 'aam-bench-'));
+  const bodyFiles = requestBodies(work);
+
+  const mockOrigin = `http://127.0.0.1:${cfg.mockPort}`;
+  if (await answers(mockOrigin + '/')) throw new Error(`port ${cfg.mockPort} is in use; stop that process or set BENCH_MOCK_PORT`);
+  const mockChild = startProcess(clientPin, [process.execPath, join(BENCH, 'mock-upstream.js')],
+    { MOCK_PORT: String(cfg.mockPort), MOCK_STREAM_CHUNKS: String(cfg.chunks) }, join(logDir, 'mock.log'));
+  children.add(mockChild);
+  if (!(await waitHttp(mockOrigin + '/__mock/stats', 10_000, 200, mockChild))) throw new Error('mock upstream did not start');
+  const mock: Target = { name: 'direct', label: 'direct (mock)', origin: mockOrigin, headers: {}, pid: mockChild.pid ?? 0 };
+  const settings: BenchSettings = {
+    durationS: cfg.durationS, warmupS: cfg.warmupS, rssDurationS: cfg.rssDurationS, loadgen, clientPin,
+    mockOrigin, mockPid: mock.pid, bodyFiles,
+  };
+
+  let aam: { configPath: string; dataDir: string; key: string } | Error | undefined;
+  if (cfg.targets.includes('aam')) {
+    try { aam = prepareAam(work); } catch (err) { aam = err instanceof Error ? err : new Error(String(err)); }
+  }
+
+  const results: TargetResult[] = [];
+  const perTarget = 5 * (cfg.durationS + cfg.warmupS) + cfg.rssDurationS + 10;
+  say(`bench: targets ${cfg.targets.join(', ')}, ${cfg.rounds} round(s), ~${Math.round((perTarget * cfg.targets.length * cfg.rounds) / 60)} min; loadgen ${loadgen}; logs in ${logDir}`);
+  for (let round = 1; round <= cfg.rounds; round++) {
+    for (const name of cfg.targets) {
+      await waitQuiet(cfg.quietWaitS, cfg.quietPct, [mock.pid], say);
+      let running: Running | undefined;
+      try {
+        running = await startTarget(name, mock, gwPin, logDir, aam);
+        say(`=== round ${round}: ${running.target.label} at ${running.target.origin} pid ${running.target.pid}`);
+        await preflight(running.target, settings, { nonstream: readFileSync(bodyFiles.nonstream, 'utf8'), stream: readFileSync(bodyFiles.stream, 'utf8') });
+        const r = await measureTarget(running.target, settings, round, say);
+        r.startup_ms = running.startupMs;
+        results.push(r);
+      } catch (err) {
+        const msg = err instanceof Error ? err.message : String(err);
+        say(`=== round ${round}: ${name} FAILED: ${msg}`);
+        results.push({ name, label: name === 'bare' ? 'bare proxy' : name === 'direct' ? 'direct (mock)' : name, round, error: msg });
+      } finally {
+        if (running?.child) { await stopProcess(running.child); children.delete(running.child); }
+      }
+    }
+  }
+  await stopAll();
+  rmSync(work, { recursive: true, force: true });
+
+  const fail = results.filter((r) => r.error).length;
+  if (loadgen === 'node') notes.push('wrk was unavailable; the Node load generator adds more client-side latency than wrk, so compare only within this run.');
+  notes.push('Machine shared with other work: "foreign CPU %" is CPU used by processes outside the benchmark during a scenario (100 = one core); high values mean noisy numbers.');
+  const run: BenchRun = { meta: machineMeta(loadgen, notes), results };
+  const jsonPath = join(resultsDir, `bench-${stamp}.json`);
+  writeFileSync(jsonPath, JSON.stringify(run, null, 1));
+  replaceSection(join(BENCH, 'RESULTS.md'), 'npm-run-bench', renderRun(run), '# Benchmark results\n\nHow to run and what the numbers mean: [README.md](README.md).\n');
+  say(`\n${renderRun(run)}\nraw JSON: ${jsonPath}\nwrote ${join(BENCH, 'RESULTS.md')}${fail ? ` (${fail} target run(s) failed)` : ''}`);
+}
+
+main().catch(async (err: unknown) => {
+  console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
+  await stopAll();
+  process.exit(1);
+});

@@ -1,0 +1,63 @@
+// Step 2 of every access path: may this identity do this? Policy decision, then rate limits and
+// budget reservation. Every decision is recorded as evidence, allow or deny.
+import { decide } from '../policy/decide.ts';
+import { setFor } from '../policy/compile.ts';
+import type { AccessRequest, Decision } from '../policy/types.ts';
+import type { Reservation } from '../policy/limits.ts';
+import { AamError } from '../server/errors.ts';
+import type { Ctx } from '../server/context.ts';
+import type { Identity } from '../identity/types.ts';
+import { identityEvidence } from './evidence.ts';
+
+/** Decide and record; throws 403 (policy_denied) when not allowed. */
+export function authorize(ctx: Ctx, identity: Identity, req: AccessRequest): Decision {
+  const d = decide(req, ctx.cfg.policies);
+  ctx.rt.audit?.record({
+    type: 'decision', request_id: ctx.requestId, identity: identityEvidence(identity),
+    policy: { name: d.policy, version: d.configVersion, rule: d.rule, decision: d.effect, reason: d.reason },
+    ...(req.kind === 'model' ? { model: { route: req.model } } : { tool: { resource: req.resource, action: req.action } }),
+  });
+  ctx.rt.metrics?.decision(d.effect, identity.agent.name);
+  if (d.effect === 'deny') throw new AamError(403, 'policy_denied', d.reason);
+  return d;
+}
+
+export interface Admission { reservation: Reservation | null; tokensEstimate: number; rateKeys: string[] }
+
+/**
+ * Rate limits, then budget: both check-and-count synchronously (no await in between), so
+ * concurrent requests cannot all pass on the same remaining allowance.
+ */
+export function admit(ctx: Ctx, identity: Identity, tokensEstimate: number, costEstimateUsd: number): Admission {
+  const limits = setFor(identity.agent, ctx.cfg.policies).limits;
+  const rateKeys: string[] = [];
+  if (limits.rate) {
+    const entries = [{ key: `agent:${identity.agent.spiffeId}`, limits: limits.rate }];
+    if (identity.keyId) entries.push({ key: `key:${identity.keyId}`, limits: limits.rate });
+    const r = ctx.rt.rates.checkMany(entries, tokensEstimate);
+    if (!r.ok) {
+      ctx.rt.metrics?.limited('rate_limited', identity.agent.name);
+      throw new AamError(429, 'rate_limited', `rate limit exceeded: ${r.limit} limit of ${r.limit === 'rpm' ? limits.rate.rpm : limits.rate.tpm} for ${r.key} (policy ${limits.rate.policies.join(', ')}); retry after ${r.retryAfterSeconds}s`, { headers: { 'retry-after': String(r.retryAfterSeconds) } });
+    }
+    for (const e of entries) rateKeys.push(e.key);
+  }
+  if (limits.budgets.length === 0) return { reservation: null, tokensEstimate, rateKeys };
+  const r = ctx.rt.ledger.reserveMany(limits.budgets.map((b) => ({ key: b.key, limits: b })), costEstimateUsd);
+  if (!r.ok) {
+    ctx.rt.metrics?.limited('budget_exceeded', identity.agent.name);
+    const retry = Math.max(1, Math.ceil((r.resetAt.getTime() - Date.now()) / 1000));
+    throw new AamError(429, 'budget_exceeded', `${r.period} budget of $${r.limit} for ${r.key} is exhausted ($${r.spent.toFixed(4)} spent incl. in-flight reservations); it resets at ${r.resetAt.toISOString()}`, { headers: { 'retry-after': String(retry) } });
+  }
+  return { reservation: r.reservation, tokensEstimate, rateKeys };
+}
+
+/** After the call: charge the real cost (null = unknown: the estimate stays charged) and correct tpm. */
+export function settle(ctx: Ctx, a: Admission, costUsd: number | null, tokens: number | null): void {
+  if (a.reservation) ctx.rt.ledger.settle(a.reservation, costUsd);
+  if (tokens !== null) for (const k of a.rateKeys) ctx.rt.rates.record(k, tokens, a.tokensEstimate);
+}
+
+/** The call never reached an upstream that could bill us: give the reservation back. */
+export function release(ctx: Ctx, a: Admission): void {
+  if (a.reservation) ctx.rt.ledger.release(a.reservation);
+}

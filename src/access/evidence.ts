@@ -1,0 +1,22 @@
+// How an identity appears in audit events and usage: the whole Agent record, never a secret.
+import type { Identity } from '../identity/types.ts';
+
+export interface IdentityEvidence {
+  spiffe_id: string;
+  agent: string;
+  owner?: string;
+  team?: string;
+  environment?: string;
+  deployment?: string;
+  method: Identity['method'];
+  key_id?: string;
+  token_id?: string;
+}
+
+export function identityEvidence(id: Identity): IdentityEvidence {
+  const a = id.agent;
+  return {
+    spiffe_id: a.spiffeId, agent: a.name, owner: a.owner, team: a.team, environment: a.environment, deployment: a.deployment,
+    method: id.method, key_id: id.keyId, token_id: id.tokenId,
+  };
+}

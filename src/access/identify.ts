@@ -1,0 +1,63 @@
+// Step 1 of every access path: who is calling? A virtual key, a JWT-SVID or an mTLS X.509-SVID,
+// always resolved to an Agent record. Anything else is a 401 that says what to send instead.
+import type { TLSSocket } from 'node:tls';
+import { AamError } from '../server/errors.ts';
+import type { Ctx } from '../server/context.ts';
+import type { AgentRecord, Identity } from '../identity/types.ts';
+import { KEY_PREFIX } from '../identity/keys.ts';
+import { looksLikeJwt } from '../identity/jwt-svid.ts';
+import { identifyTlsPeer } from '../identity/x509-svid.ts';
+import { trustDomainOfId } from '../policy/compile.ts';
+
+/** The bearer secret from `Authorization: Bearer`, `x-api-key` (Anthropic SDKs) or `api-key` (Azure SDKs). */
+export function presentedSecret(headers: Ctx['req']['headers']): string | undefined {
+  const auth = headers.authorization;
+  if (typeof auth === 'string') {
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
+    return m ? m[1] : undefined;
+  }
+  const k = headers['x-api-key'] ?? headers['api-key'];
+  return typeof k === 'string' && k ? k.trim() : undefined;
+}
+
+function unauthorized(message: string, code: 'missing_credentials' | 'invalid_api_key' | 'invalid_token' = 'invalid_api_key'): AamError {
+  return new AamError(401, code, message, { headers: { 'www-authenticate': 'Bearer realm="aam"' } });
+}
+
+/** An identity the config does not register (external JWT/X.509): policy may still match it by SPIFFE ID. */
+function unregistered(spiffeId: string): AgentRecord {
+  return { name: '', spiffeId, trustDomain: trustDomainOfId(spiffeId), labels: {} };
+}
+
+export async function identify(ctx: Ctx): Promise<Identity> {
+  const secret = presentedSecret(ctx.req.headers);
+  const { cfg, rt } = ctx;
+  if (secret === undefined) {
+    const sock = ctx.req.socket as TLSSocket;
+    if (sock.encrypted && rt.tls?.clientCa) {
+      const peer = identifyTlsPeer(sock);
+      if (!peer.ok) throw unauthorized(`client certificate rejected: ${peer.reason}`, 'invalid_token');
+      const agent = cfg.policies.agents.get(cfg.policies.bySpiffe.get(peer.spiffeId) ?? '') ?? unregistered(peer.spiffeId);
+      return { agent, method: 'x509_svid', tokenId: peer.serial };
+    }
+    throw unauthorized('no credentials: send "Authorization: Bearer <aam virtual key or JWT-SVID>" (create a key with: aam keys create --agent NAME)', 'missing_credentials');
+  }
+  if (secret.startsWith(KEY_PREFIX)) {
+    const r = rt.keys.authenticate(secret);
+    if (!r.ok) throw unauthorized(`invalid API key: ${r.reason}`);
+    const agent = cfg.policies.agents.get(r.key.agent);
+    if (!agent) throw unauthorized(`API key ${r.key.id} is bound to agent "${r.key.agent}", which is not in the current config`);
+    return { agent, method: 'virtual_key', keyId: r.key.id };
+  }
+  if (looksLikeJwt(secret) && rt.jwt) {
+    const v = await rt.jwt.verify(secret);
+    if (!v.ok) {
+      if (v.status === 503) throw new AamError(503, 'unavailable', `cannot verify JWT-SVID right now: ${v.message}`, { headers: { 'retry-after': '5' } });
+      throw unauthorized(`invalid JWT-SVID (${v.code}): ${v.message}`, 'invalid_token');
+    }
+    if (rt.isTokenRevoked(v)) throw unauthorized('JWT-SVID was issued for a virtual key that has since been revoked', 'invalid_token');
+    const agent = cfg.policies.agents.get(cfg.policies.bySpiffe.get(v.spiffeId) ?? '') ?? unregistered(v.spiffeId);
+    return { agent, method: 'jwt_svid', tokenId: v.jti };
+  }
+  throw unauthorized('unrecognised credential: expected an aam virtual key (aam_...) or a JWT-SVID');
+}

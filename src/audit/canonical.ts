@@ -1,0 +1,63 @@
+// Canonical JSON (RFC 8785-like) for hashing and signing: object keys sorted by UTF-16 code
+// units, no whitespace, undefined members omitted, numbers in ECMAScript shortest form.
+// Only the value types audit events use are supported; anything else throws so a bad event
+// can never hash differently on two machines.
+import { createHash } from 'node:crypto';
+
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+
+export function canonicalJson(value: unknown): string {
+  return write(value, 0);
+}
+
+function write(value: unknown, depth: number): string {
+  if (depth > 32) throw new TypeError('canonicalJson: nesting deeper than 32 levels');
+  if (value === null) return 'null';
+  switch (typeof value) {
+    case 'boolean':
+      return value ? 'true' : 'false';
+    case 'string':
+      return JSON.stringify(value);
+    case 'number':
+      if (!Number.isFinite(value)) throw new TypeError(`canonicalJson: non-finite number ${value}`);
+      return Object.is(value, -0) ? '0' : JSON.stringify(value);
+    case 'object':
+      break;
+    default:
+      throw new TypeError(`canonicalJson: unsupported type ${typeof value}`);
+  }
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) {
+      if (i > 0) out += ',';
+      const v: unknown = value[i];
+      out += v === undefined ? 'null' : write(v, depth + 1);
+    }
+    return out + ']';
+  }
+  const proto: unknown = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) {
+    throw new TypeError('canonicalJson: only plain objects are allowed (convert Dates, Maps, Buffers first)');
+  }
+  const obj = value as Record<string, unknown>;
+  const keys = Object.keys(obj).sort();
+  let out = '{';
+  let first = true;
+  for (const k of keys) {
+    const v = obj[k];
+    if (v === undefined) continue;
+    if (!first) out += ',';
+    first = false;
+    out += JSON.stringify(k) + ':' + write(v, depth + 1);
+  }
+  return out + '}';
+}
+
+export function sha256Hex(text: string): string {
+  return createHash('sha256').update(text).digest('hex');
+}
+
+/** Digest of tool arguments for the trail when the arguments themselves are not stored. */
+export function argsDigest(args: unknown): string {
+  return 'sha256:' + sha256Hex(canonicalJson(args));
+}

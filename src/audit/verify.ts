@@ -1,0 +1,253 @@
+// Verification of the hash chain and the signed checkpoints, for the live database and for an
+// exported JSONL file (which needs nothing but the public key). Reports the first problem with
+// the seq where it is and what kind of tampering it looks like.
+import { readFileSync } from 'node:fs';
+import { GENESIS_HASH, eventHash } from './event.ts';
+import { checkpointSignatureValid } from './checkpoint.ts';
+import type { Checkpoint } from './checkpoint.ts';
+import { signingKeyPath } from './keys.ts';
+import { createPrivateKey, createPublicKey } from 'node:crypto';
+import { openAuditDb, readCheckpoints, retentionAnchor } from './store.ts';
+import type { EventRow } from './store.ts';
+
+export type TamperKind = 'altered' | 'removed' | 'inserted' | 'reordered' | 'bad_checkpoint' | 'truncated';
+
+export interface VerifyError {
+  seq: number;
+  kind: TamperKind;
+  message: string;
+}
+
+export interface VerifyResult {
+  ok: boolean;
+  events: number;
+  checkpoints: number;
+  /** First and last seq checked (0 when empty). */
+  firstSeq: number;
+  lastSeq: number;
+  /** Events after the newest valid checkpoint: chained but not yet signed. */
+  unsignedTail: number;
+  /** Where the chain starts: genesis, or a signed checkpoint (retention cut or export start). */
+  anchor: 'genesis' | { tree_size: number; type: string };
+  /** 'given' when the caller supplied the public key; 'stored' when it came from the audit data itself. */
+  keySource: 'given' | 'stored' | 'key_file';
+  firstError?: VerifyError;
+}
+
+type Parsed = Record<string, unknown>;
+
+/**
+ * Streaming chain checker. On the first problem it keeps only the seqs of the remaining events
+ * so the problem can be classified (a later duplicate means an insertion, a later occurrence of
+ * the missing seq means a reordering, none means a removal).
+ */
+class ChainChecker {
+  expected: number;
+  prev: string;
+  count = 0;
+  first = 0;
+  private pending?: { seq: number; cause: 'gap' | 'mismatch' | 'duplicate'; found: number; message: string; tail: number[] };
+  private error?: VerifyError;
+  private readonly heads: Map<number, string>;
+
+  constructor(startSeq: number, startPrev: string, heads: Map<number, string>) {
+    this.expected = startSeq;
+    this.prev = startPrev;
+    this.heads = heads;
+  }
+
+  get failed(): boolean {
+    return this.pending !== undefined || this.error !== undefined;
+  }
+
+  /** Returns true when the event extends the chain correctly. */
+  push(e: Parsed): boolean {
+    const seq = typeof e.seq === 'number' && Number.isInteger(e.seq) ? e.seq : -1;
+    if (this.pending) { this.pending.tail.push(seq); return false; }
+    if (this.error) return false;
+    if (seq < 0 || typeof e.hash !== 'string' || typeof e.prev_hash !== 'string') {
+      this.fail(this.expected, 'altered', `event after seq ${this.expected - 1} is malformed (missing seq, hash or prev_hash)`);
+      return false;
+    }
+    if (seq < this.expected) return this.suspect(seq, 'duplicate', `seq ${seq} appears again after seq ${this.expected - 1}`);
+    if (seq > this.expected) return this.suspect(seq, 'gap', `expected seq ${this.expected}, found seq ${seq}`);
+    if (eventHash(e) !== e.hash) return this.suspect(seq, 'mismatch', `event ${seq}: content does not match its hash (a field was edited)`);
+    if (e.prev_hash !== this.prev) return this.suspect(seq, 'mismatch', `event ${seq}: prev_hash does not match the hash of event ${seq - 1}`);
+    const head = this.heads.get(seq);
+    if (head !== undefined && head !== e.hash) {
+      this.fail(seq, 'altered', `event ${seq} differs from the signed checkpoint at tree size ${seq}: the chain up to here was rewritten`);
+      return false;
+    }
+    if (this.count === 0) this.first = seq;
+    this.count++;
+    this.prev = e.hash;
+    this.expected++;
+    return true;
+  }
+
+  fail(seq: number, kind: TamperKind, message: string): void {
+    if (!this.failed) this.error = { seq, kind, message };
+  }
+
+  private suspect(seq: number, cause: 'gap' | 'mismatch' | 'duplicate', message: string): boolean {
+    this.pending = { seq, cause, found: this.expected, message, tail: [] };
+    return false;
+  }
+
+  finish(): VerifyError | undefined {
+    if (this.error || !this.pending) return this.error;
+    const { seq, cause, found, message, tail } = this.pending;
+    if (cause === 'duplicate') return { seq, kind: 'inserted', message: `${message}: an event was inserted` };
+    if (cause === 'mismatch') {
+      return tail.includes(seq)
+        ? { seq, kind: 'inserted', message: `two events claim seq ${seq}: an event was inserted` }
+        : { seq, kind: 'altered', message };
+    }
+    // gap: seq `found` was expected but `seq` came first.
+    if (tail.includes(seq)) return { seq, kind: 'inserted', message: `seq ${seq} appears twice: an event was inserted before seq ${found}` };
+    if (tail.includes(found)) return { seq: found, kind: 'reordered', message: `seq ${found} comes after seq ${seq}: events were reordered` };
+    return { seq: found, kind: 'removed', message: `${message}: event(s) ${found}..${seq - 1} were removed` };
+  }
+}
+
+interface CheckpointReview {
+  valid: Checkpoint[];
+  errors: VerifyError[];
+}
+
+function reviewCheckpoints(cps: readonly Checkpoint[], keyFor: (c: Checkpoint) => string | undefined): CheckpointReview {
+  const valid: Checkpoint[] = [];
+  const errors: VerifyError[] = [];
+  for (const c of cps) {
+    const pem = keyFor(c);
+    if (pem && checkpointSignatureValid(c, pem)) valid.push(c);
+    else errors.push({ seq: c.tree_size, kind: 'bad_checkpoint', message: pem ? `checkpoint at tree size ${c.tree_size} has an invalid signature (forged or edited)` : `checkpoint at tree size ${c.tree_size} was signed by unknown key ${c.key_id}` });
+  }
+  return { valid, errors };
+}
+
+function headsOf(valid: readonly Checkpoint[]): Map<number, string> {
+  const m = new Map<number, string>();
+  for (const c of valid) m.set(c.tree_size, c.head_hash);
+  return m;
+}
+
+function conclude(checker: ChainChecker, review: CheckpointReview, base: Omit<VerifyResult, 'ok' | 'events' | 'firstSeq' | 'lastSeq' | 'unsignedTail' | 'firstError'>): VerifyResult {
+  const errors = [...review.errors];
+  const chainError = checker.finish();
+  const lastSeq = checker.expected - 1;
+  const signed = review.valid.reduce((m, c) => Math.max(m, c.tree_size), 0);
+  if (chainError) errors.unshift(chainError);
+  else if (signed > lastSeq) errors.push({ seq: lastSeq + 1, kind: 'truncated', message: `a signed checkpoint covers ${signed} events but the chain ends at seq ${lastSeq}: events ${lastSeq + 1}..${signed} were removed` });
+  // Lowest seq first; the chain error wins a tie (stable sort, it was put first).
+  errors.sort((a, b) => a.seq - b.seq);
+  return {
+    ok: errors.length === 0,
+    events: checker.count,
+    firstSeq: checker.count ? checker.first : 0,
+    lastSeq: chainError ? 0 : lastSeq,
+    unsignedTail: Math.max(0, lastSeq - signed),
+    ...base,
+    firstError: errors[0],
+  };
+}
+
+/** Columns stored beside the body must agree with it (queries read them). */
+function rowMismatch(row: EventRow, e: Parsed): string | undefined {
+  const identity = e.identity as Parsed | undefined;
+  const policy = e.policy as Parsed | undefined;
+  const agent = typeof identity?.agent === 'string' ? identity.agent : null;
+  const decision = typeof policy?.decision === 'string' ? policy.decision : null;
+  if (Number(row.seq) !== e.seq) return `row ${row.seq} holds event ${String(e.seq)}`;
+  if (row.hash !== e.hash) return 'hash column differs from the event';
+  if (row.time !== e.time || row.type !== e.type || row.request_id !== e.request_id) return 'time/type/request_id columns differ from the event';
+  if ((row.agent ?? null) !== agent || (row.decision ?? null) !== decision) return 'agent/decision columns differ from the event';
+  return undefined;
+}
+
+/** Verify <dataDir>/audit.db. Pass the public key you trust; without it the key stored with the data is used. */
+export function verifyDatabase(dataDir: string, publicKeyPem?: string): VerifyResult {
+  const db = openAuditDb(dataDir);
+  try {
+    const cps = readCheckpoints(db);
+    const stored = new Map<string, string>();
+    for (const r of db.prepare("SELECT key, value FROM audit_meta WHERE key LIKE 'public_key:%'").all()) {
+      stored.set(String(r.key).slice('public_key:'.length), String(r.value));
+    }
+    let keySource: VerifyResult['keySource'] = 'given';
+    let given = publicKeyPem;
+    if (!given) {
+      given = publicKeyFromKeyFile(dataDir);
+      keySource = given ? 'key_file' : 'stored';
+    }
+    const review = reviewCheckpoints(cps, (c) => (given ?? stored.get(c.key_id)));
+    const anchor = retentionAnchor(review.valid);
+    // A retention checkpoint with a bad signature must not serve as the start of the chain.
+    const checker = new ChainChecker(anchor ? anchor.tree_size + 1 : 1, anchor ? anchor.head_hash : GENESIS_HASH, headsOf(review.valid));
+    const rows = db.prepare('SELECT seq, time, type, request_id, agent, decision, body, hash FROM audit_events ORDER BY seq').iterate();
+    for (const r of rows) {
+      const row = r as unknown as EventRow;
+      let e: Parsed;
+      try {
+        e = JSON.parse(row.body) as Parsed;
+      } catch {
+        checker.fail(Number(row.seq), 'altered', `row ${row.seq}: body is not valid JSON`);
+        continue;
+      }
+      if (checker.push(e)) {
+        const bad = rowMismatch(row, e);
+        if (bad) checker.fail(Number(row.seq), 'altered', `event ${row.seq}: ${bad}`);
+      }
+    }
+    return conclude(checker, review, {
+      checkpoints: cps.length,
+      anchor: anchor ? { tree_size: anchor.tree_size, type: anchor.type } : 'genesis',
+      keySource,
+    });
+  } finally {
+    db.close();
+  }
+}
+
+/** Verify an exported JSONL file with only the public key. */
+export function verifyExport(jsonlText: string, publicKeyPem: string): VerifyResult {
+  const events: Parsed[] = [];
+  const cps: Checkpoint[] = [];
+  let malformed: VerifyError | undefined;
+  const lines = jsonlText.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i].trim();
+    if (!line) continue;
+    let obj: Parsed;
+    try {
+      obj = JSON.parse(line) as Parsed;
+    } catch {
+      malformed ??= { seq: events.length ? Number(events[events.length - 1].seq) + 1 : 0, kind: 'altered', message: `line ${i + 1} is not valid JSON` };
+      continue;
+    }
+    const { kind, ...rest } = obj;
+    if (kind === 'event') events.push(rest);
+    else if (kind === 'checkpoint') cps.push(rest as unknown as Checkpoint);
+  }
+  const review = reviewCheckpoints(cps, () => publicKeyPem);
+  const firstSeq = events.length && typeof events[0].seq === 'number' ? events[0].seq : 1;
+  // The export starts at genesis or right after a signed checkpoint that vouches for prev_hash.
+  const anchor = firstSeq > 1 ? review.valid.find((c) => c.tree_size === firstSeq - 1) : undefined;
+  const checker = new ChainChecker(anchor ? firstSeq : 1, anchor ? anchor.head_hash : GENESIS_HASH, headsOf(review.valid));
+  if (malformed) checker.fail(malformed.seq, malformed.kind, malformed.message);
+  for (const e of events) checker.push(e);
+  return conclude(checker, review, {
+    checkpoints: cps.length,
+    anchor: anchor ? { tree_size: anchor.tree_size, type: anchor.type } : 'genesis',
+    keySource: 'given',
+  });
+}
+
+/** The verifier may read the public half of the signing key when it runs beside the server. */
+function publicKeyFromKeyFile(dataDir: string): string | undefined {
+  try {
+    return createPublicKey(createPrivateKey(readFileSync(signingKeyPath(dataDir), 'utf8'))).export({ type: 'spki', format: 'pem' }).toString();
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,172 @@
+// `aam` command line. Each subcommand is a small function; shared flags: --config, --data.
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { resolve } from 'node:path';
+import { loadConfig, ConfigError, formatIssues } from '../config/load.ts';
+import { openDatabase } from '../store/sqlite.ts';
+import { KeyStore } from '../identity/keys.ts';
+import { compilePolicies } from '../policy/compile.ts';
+import { serve } from './serve.ts';
+import { extraCommands } from './commands.ts';
+
+export interface Globals { config: string; data: string }
+
+export type Command = {
+  summary: string;
+  usage: string;
+  options?: ParseArgsConfig['options'];
+  run(args: { values: Record<string, string | boolean | string[] | undefined>; positionals: string[]; g: Globals }): Promise<number> | number;
+};
+
+const GLOBAL_OPTIONS: ParseArgsConfig['options'] = {
+  config: { type: 'string', short: 'c' },
+  data: { type: 'string', short: 'd' },
+  help: { type: 'boolean', short: 'h' },
+};
+
+export function globalsFrom(values: Record<string, unknown>, env = process.env): Globals {
+  return {
+    config: resolve(String(values.config ?? env.AAM_CONFIG ?? 'aam.yaml')),
+    data: resolve(String(values.data ?? env.AAM_DATA_DIR ?? 'data')),
+  };
+}
+
+function out(line: string): void { process.stdout.write(line + '\n'); }
+function err(line: string): void { process.stderr.write(line + '\n'); }
+
+function agentMustExist(g: Globals, agent: string): void {
+  const set = loadConfig(g.config);
+  if (!set.agents.has(agent)) {
+    throw new Error(`no Agent "${agent}" in ${g.config} (defined: ${[...set.agents.keys()].join(', ') || 'none'})`);
+  }
+}
+
+const commands: Record<string, Command> = {
+  serve: {
+    summary: 'run the gateway',
+    usage: 'aam serve [--config F] [--port N] [--host H] [--data D] [--tls-cert F --tls-key F [--client-ca F]]',
+    options: { port: { type: 'string', short: 'p' }, host: { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'client-ca': { type: 'string' } },
+    run: ({ values, g }) => serve({
+      configPath: g.config, dataDir: g.data,
+      port: Number(values.port ?? process.env.AAM_PORT ?? 8080), host: String(values.host ?? process.env.AAM_HOST ?? '0.0.0.0'),
+      tlsCert: values['tls-cert'] as string | undefined, tlsKey: values['tls-key'] as string | undefined, clientCa: values['client-ca'] as string | undefined,
+    }),
+  },
+  validate: {
+    summary: 'check a config file and print every problem',
+    usage: 'aam validate [FILE]   (default: --config / AAM_CONFIG / aam.yaml)',
+    run: ({ positionals, g }) => {
+      const file = positionals[0] ? resolve(positionals[0]) : g.config;
+      try {
+        const set = loadConfig(file);
+        compilePolicies(set);
+        out(`${file}: OK (${set.providers.size} providers, ${set.models.size} models, ${set.agents.size} agents, ${set.policies.size} policies, ${set.credentials.size} credentials; version ${set.digest.slice(0, 12)})`);
+        return 0;
+      } catch (e) {
+        if (e instanceof ConfigError) {
+          err(formatIssues(e.issues));
+          err(`${e.issues.length} problem${e.issues.length === 1 ? '' : 's'} found in ${file}`);
+          return 1;
+        }
+        throw e;
+      }
+    },
+  },
+  'keys create': {
+    summary: 'create a virtual key for an agent (printed once, as the last line)',
+    usage: 'aam keys create --agent NAME [--name LABEL] [--expires ISO-8601]',
+    options: { agent: { type: 'string' }, name: { type: 'string' }, expires: { type: 'string' } },
+    run: ({ values, g }) => {
+      const agent = values.agent as string | undefined;
+      if (!agent) { err('missing --agent NAME (an Agent defined in the config)'); return 2; }
+      agentMustExist(g, agent);
+      const expires = values.expires as string | undefined;
+      if (expires && Number.isNaN(Date.parse(expires))) { err(`--expires: "${expires}" is not an ISO-8601 time`); return 2; }
+      const keys = new KeyStore(openDatabase(g.data));
+      const { key, secret } = keys.create(agent, { name: values.name as string | undefined, expiresAt: expires ? new Date(expires).toISOString() : undefined });
+      err(`created key ${key.id} for agent ${agent}; store it now, it is not shown again:`);
+      out(secret);
+      return 0;
+    },
+  },
+  'keys list': {
+    summary: 'list virtual keys (ids and state, never secrets)',
+    usage: 'aam keys list [--json]',
+    options: { json: { type: 'boolean' } },
+    run: ({ values, g }) => {
+      const list = new KeyStore(openDatabase(g.data)).list();
+      if (values.json) { out(JSON.stringify(list, null, 2)); return 0; }
+      if (list.length === 0) { out('no keys (create one: aam keys create --agent NAME)'); return 0; }
+      out(['ID'.padEnd(22), 'AGENT'.padEnd(24), 'STATE'.padEnd(9), 'CREATED'].join(' '));
+      for (const k of list) {
+        const state = k.revokedAt ? 'revoked' : k.expiresAt && Date.parse(k.expiresAt) <= Date.now() ? 'expired' : 'active';
+        out([k.id.padEnd(22), k.agent.padEnd(24), state.padEnd(9), k.createdAt].join(' '));
+      }
+      return 0;
+    },
+  },
+  'keys revoke': {
+    summary: 'revoke a key; the next request with it is refused',
+    usage: 'aam keys revoke ID',
+    run: ({ positionals, g }) => {
+      if (!positionals[0]) { err('missing key ID (see: aam keys list)'); return 2; }
+      const k = new KeyStore(openDatabase(g.data)).revoke(positionals[0]);
+      out(`revoked ${k.id} (agent ${k.agent}) at ${k.revokedAt}`);
+      return 0;
+    },
+  },
+  'keys rotate': {
+    summary: 'new secret for the same key id; the old secret works for a grace period',
+    usage: 'aam keys rotate ID [--grace SECONDS]   (default grace 3600)',
+    options: { grace: { type: 'string' } },
+    run: ({ positionals, values, g }) => {
+      if (!positionals[0]) { err('missing key ID (see: aam keys list)'); return 2; }
+      const grace = Number(values.grace ?? 3600);
+      if (!Number.isFinite(grace) || grace < 0) { err('--grace must be a number of seconds >= 0'); return 2; }
+      const { key, secret } = new KeyStore(openDatabase(g.data)).rotate(positionals[0], grace);
+      err(`rotated ${key.id}; the previous secret stays valid for ${grace}s. New secret (shown once):`);
+      out(secret);
+      return 0;
+    },
+  },
+  ...extraCommands,
+};
+
+function help(): string {
+  const lines = ['aam - Agent Access Manager', '', 'Usage: aam <command> [options]', '', 'Commands:'];
+  for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(20)} ${c.summary}`);
+  lines.push('', 'Global options: --config F (env AAM_CONFIG, default aam.yaml), --data D (env AAM_DATA_DIR, default ./data), --help');
+  lines.push('Run "aam <command> --help" for the options of one command.');
+  return lines.join('\n');
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const words = argv.filter((a) => !a.startsWith('-'));
+  let name = words.slice(0, 2).join(' ');
+  if (!commands[name]) name = words[0] ?? '';
+  const cmd = commands[name];
+  if (!cmd) {
+    if (name && name !== 'help') { err(`unknown command "${name}"\n`); err(help()); return 2; }
+    out(help());
+    return 0;
+  }
+  const rest = [...argv];
+  for (const w of name.split(' ')) rest.splice(rest.indexOf(w), 1);
+  let parsed;
+  try {
+    parsed = parseArgs({ args: rest, options: { ...GLOBAL_OPTIONS, ...cmd.options }, allowPositionals: true, strict: true });
+  } catch (e) {
+    err(`${(e as Error).message}\nusage: ${cmd.usage}`);
+    return 2;
+  }
+  if (parsed.values.help) { out(`${cmd.summary}\n\nusage: ${cmd.usage}\n\nGlobal options: --config F, --data D`); return 0; }
+  try {
+    return await cmd.run({ values: parsed.values as Record<string, string | boolean | string[] | undefined>, positionals: parsed.positionals, g: globalsFrom(parsed.values) });
+  } catch (e) {
+    err(`error: ${e instanceof ConfigError ? formatIssues(e.issues) : (e as Error).message}`);
+    return 1;
+  }
+}
+
+if (import.meta.main) {
+  main(process.argv.slice(2)).then((code) => { if (code !== 0 || !process.argv.includes('serve')) process.exitCode = code; });
+}

@@ -1,0 +1,71 @@
+// `aam serve`: start the runtime, listen, hot-reload on file change and SIGHUP, drain on SIGTERM.
+import { watch } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { Runtime } from '../runtime.ts';
+import { configFiles } from '../config/load.ts';
+import { createServer, coreRoutes } from '../server/http.ts';
+import { tlsServerOptions } from '../identity/x509-svid.ts';
+
+export interface ServeOptions {
+  configPath: string;
+  dataDir: string;
+  port: number;
+  host: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  clientCa?: string;
+}
+
+export interface Running { rt: Runtime; server: Server; port: number; close(): Promise<void> }
+
+/** Start a gateway (used by the CLI and by the end-to-end tests). */
+export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; quiet?: boolean }): Promise<Running> {
+  const env = o.env ?? process.env;
+  const rt = new Runtime({
+    configPath: o.configPath, dataDir: o.dataDir, adminToken: env.AAM_ADMIN_TOKEN, env,
+    maxBodyBytes: env.AAM_MAX_BODY_BYTES ? Number(env.AAM_MAX_BODY_BYTES) : undefined,
+    sseKeepaliveMs: env.AAM_SSE_KEEPALIVE_MS ? Number(env.AAM_SSE_KEEPALIVE_MS) : undefined,
+  });
+  if ((o.tlsCert || o.tlsKey) && !(o.tlsCert && o.tlsKey)) throw new Error('--tls-cert and --tls-key go together');
+  const tls = o.tlsCert && o.tlsKey ? tlsServerOptions({ certFile: o.tlsCert, keyFile: o.tlsKey, clientCaFile: o.clientCa }) : undefined;
+  rt.tls = tls ? { clientCa: Boolean(o.clientCa) } : null;
+  const routes = coreRoutes();
+  const server = createServer(rt, routes, { tls });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(o.port, o.host, () => { server.off('error', reject); resolve(); });
+  });
+  rt.ready = true;
+  const port = (server.address() as AddressInfo).port;
+
+  // Hot reload: file change (debounced) or SIGHUP. A bad config is logged and the old one kept.
+  let timer: NodeJS.Timeout | null = null;
+  const reload = () => { if (timer) clearTimeout(timer); timer = setTimeout(() => { timer = null; rt.reload(); }, 100); };
+  const watchers = configFiles(o.configPath).map((f) => watch(f, reload));
+  let closing: Promise<void> | null = null;
+  const close = () => closing ??= (async () => {
+    for (const w of watchers) w.close();
+    rt.ready = false;
+    await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeIdleConnections(); });
+    await rt.close();
+  })();
+  return { rt, server, port, close };
+}
+
+export async function serve(o: ServeOptions): Promise<number> {
+  const g = await startGateway(o);
+  const scheme = o.tlsCert ? 'https' : 'http';
+  g.rt.log.info({ event: 'listening', port: g.port, config: o.configPath, data: o.dataDir, version: g.rt.compiled.version }, `aam listening on ${scheme}://${o.host}:${g.port}`);
+  process.on('SIGHUP', () => g.rt.reload());
+  const stop = (sig: string) => {
+    g.rt.log.info({ event: 'shutdown', signal: sig }, 'draining in-flight requests');
+    // Hard deadline so a stuck stream cannot block shutdown forever.
+    setTimeout(() => process.exit(1), 30_000).unref();
+    g.close().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+  return 0;
+}

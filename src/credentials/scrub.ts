@@ -1,0 +1,266 @@
+// Scrubbing: every text that goes back to an agent (bodies, stream chunks, headers, error
+// messages) passes through a Scrubber built at load/rotation time from every active secret and
+// its common encodings. The request path does one regex search; only a hit costs more.
+//
+// Overlapping secrets are handled by finding every start position (lookahead scan) and merging
+// the intervals, so a secret that overlaps another one is still fully covered.
+
+export const MIN_SCRUB_LENGTH = 8;
+const EMPTY: readonly string[] = Object.freeze([]);
+
+export interface ScrubEntry {
+  /** Credential name: what the marker and the leak report show. */
+  name: string;
+  /** The secret value itself. */
+  value: string;
+  /** Further exact strings to treat as this secret (e.g. base64 of "user:password" for basic auth). */
+  extra?: readonly string[];
+}
+
+export interface ScrubResult { text: string; leaked: readonly string[] }
+
+export interface StreamScrubber {
+  /** Scrub one chunk; may hold back the tail (at most maxPatternLength - 1 chars) if it could start a secret. */
+  push(chunk: string): string;
+  /** Flush what was held back. */
+  end(): string;
+  /** Credential names seen so far in this stream. */
+  readonly leaked: readonly string[];
+}
+
+type HeaderValue = string | string[] | number | undefined;
+
+function escapeRegex(s: string): string {
+  return s.replace(/[.*+?^${}()|[\]\\/-]/g, '\\$&');
+}
+
+/** Base64 substrings of `bytes` that do not depend on neighbouring bytes, for each of the 3 alignments. */
+function base64Forms(bytes: Buffer): string[] {
+  // The whole encoding first (covers the padding when the secret is the whole encoded value).
+  const out: string[] = [bytes.toString('base64'), bytes.toString('base64url')];
+  for (let k = 0; k < 3; k++) {
+    const enc = Buffer.concat([Buffer.alloc(k), bytes]).toString('base64');
+    const start = Math.ceil((8 * k) / 6);
+    const end = Math.floor((8 * (bytes.length + k)) / 6);
+    const stable = enc.slice(start, end);
+    out.push(stable, stable.replace(/\+/g, '-').replace(/\//g, '_'));
+  }
+  return out;
+}
+
+/** The forms a secret may take in text: raw, base64 (std/url, any alignment), URL-encoded, JSON-escaped. */
+export function secretForms(value: string): string[] {
+  const forms = new Set<string>([value]);
+  for (const f of base64Forms(Buffer.from(value, 'utf8'))) forms.add(f);
+  const url = encodeURIComponent(value);
+  forms.add(url);
+  forms.add(url.replace(/%[0-9A-F]{2}/g, (m) => m.toLowerCase()));
+  forms.add(url.replace(/%20/g, '+'));
+  forms.add(JSON.stringify(value).slice(1, -1));
+  return [...forms].filter((f) => f.length >= MIN_SCRUB_LENGTH);
+}
+
+interface Interval { start: number; end: number; names: string[] }
+
+export class Scrubber {
+  /** Exact pattern -> credential name. */
+  readonly #owner: Map<string, string>;
+  /** Any pattern at all (fast path: one search). */
+  readonly #quick: RegExp | undefined;
+  /** Every start position (slow path, only after a hit). */
+  readonly #all: RegExp | undefined;
+  /** First char code -> patterns starting with it (stream hold-back check). */
+  readonly #byFirst: Map<number, string[]>;
+  /** 1 where some pattern starts with that UTF-16 code unit: a branch-free first filter. */
+  readonly #firstChar = new Uint8Array(65536);
+  /** Longest pattern length; a stream holds back at most this minus one. */
+  readonly maxPatternLength: number;
+  /** Credentials that were too short to scrub safely. */
+  readonly skipped: readonly string[];
+
+  constructor(entries: readonly ScrubEntry[]) {
+    this.#owner = new Map();
+    const skipped: string[] = [];
+    for (const e of entries) {
+      if (e.value.length < MIN_SCRUB_LENGTH) { skipped.push(e.name); continue; }
+      for (const f of [...secretForms(e.value), ...(e.extra ?? []).flatMap((x) => secretForms(x))]) {
+        if (!this.#owner.has(f)) this.#owner.set(f, e.name);
+      }
+    }
+    this.skipped = Object.freeze(skipped);
+    // Longest first, so at one position the longest secret wins over a shorter one it contains.
+    const patterns = [...this.#owner.keys()].sort((a, b) => b.length - a.length);
+    this.maxPatternLength = patterns[0]?.length ?? 0;
+    this.#byFirst = new Map();
+    for (const p of patterns) {
+      const c = p.charCodeAt(0);
+      this.#firstChar[c] = 1;
+      const list = this.#byFirst.get(c);
+      if (list) list.push(p); else this.#byFirst.set(c, [p]);
+    }
+    if (patterns.length) {
+      const alt = patterns.map(escapeRegex).join('|');
+      this.#quick = new RegExp(alt);
+      this.#all = new RegExp(`(?=(${alt}))`, 'g');
+    }
+  }
+
+  get size(): number { return this.#owner.size; }
+
+  /** Replace every secret (in any known encoding) by [REDACTED:name]; unchanged text when none. */
+  scrub(text: string): ScrubResult {
+    if (!this.#quick) return { text, leaked: EMPTY };
+    const first = text.search(this.#quick);
+    if (first < 0) return { text, leaked: EMPTY };
+    const intervals = this.#intervals(text, first);
+    return { text: render(text, intervals, 0, text.length), leaked: namesOf(intervals) };
+  }
+
+  /** Scrub header values (names are left alone); returns the same object when nothing leaked. */
+  scrubHeaders<H extends Record<string, HeaderValue>>(headers: H): { headers: H; leaked: readonly string[] } {
+    if (!this.#quick) return { headers, leaked: EMPTY };
+    let out: Record<string, HeaderValue> | undefined;
+    const leaked = new Set<string>();
+    for (const [k, v] of Object.entries(headers)) {
+      if (typeof v === 'string') {
+        const r = this.scrub(v);
+        if (r.leaked.length) { (out ??= { ...headers })[k] = r.text; r.leaked.forEach((n) => leaked.add(n)); }
+      } else if (Array.isArray(v)) {
+        const rs = v.map((x) => this.scrub(x));
+        if (rs.some((r) => r.leaked.length)) {
+          (out ??= { ...headers })[k] = rs.map((r) => r.text);
+          rs.forEach((r) => r.leaked.forEach((n) => leaked.add(n)));
+        }
+      }
+    }
+    return out ? { headers: out as H, leaked: [...leaked] } : { headers, leaked: EMPTY };
+  }
+
+  /** A scrubber for one stream; catches secrets split across chunks. */
+  stream(onLeak?: (names: readonly string[]) => void): StreamScrubber {
+    return new ChunkScrubber(this, onLeak);
+  }
+
+  /** @internal used by ChunkScrubber */
+  scan(text: string): { intervals: Interval[]; hit: boolean } {
+    if (!this.#quick) return { intervals: [], hit: false };
+    const first = text.search(this.#quick);
+    if (first < 0) return { intervals: [], hit: false };
+    return { intervals: this.#intervals(text, first), hit: true };
+  }
+
+  /** @internal true when text[i..] is a proper prefix of some pattern (it may complete in a later chunk). */
+  couldStartAt(text: string, i: number): boolean {
+    const c = text.charCodeAt(i);
+    if (this.#firstChar[c] === 0) return false;
+    const list = this.#byFirst.get(c);
+    if (!list) return false;
+    const rest = text.length - i;
+    for (const p of list) {
+      if (p.length <= rest) continue;
+      let j = 1;
+      while (j < rest && p.charCodeAt(j) === text.charCodeAt(i + j)) j++;
+      if (j === rest) return true;
+    }
+    return false;
+  }
+
+  #intervals(text: string, from: number): Interval[] {
+    const re = this.#all as RegExp;
+    const out: Interval[] = [];
+    re.lastIndex = from;
+    let m: RegExpExecArray | null;
+    while ((m = re.exec(text)) !== null) {
+      const v = m[1];
+      const start = m.index;
+      const end = start + v.length;
+      const name = this.#owner.get(v) as string;
+      const last = out[out.length - 1];
+      if (last && start < last.end) {
+        if (end > last.end) last.end = end;
+        if (!last.names.includes(name)) last.names.push(name);
+      } else out.push({ start, end, names: [name] });
+      re.lastIndex = start + 1;
+    }
+    return out;
+  }
+}
+
+function marker(names: readonly string[]): string {
+  return `[REDACTED:${names.join(',')}]`;
+}
+
+/** text[from, to) with the intervals inside it replaced by markers. */
+function render(text: string, intervals: readonly Interval[], from: number, to: number): string {
+  let out = '';
+  let at = from;
+  for (const iv of intervals) {
+    if (iv.start >= to) break;
+    out += text.slice(at, iv.start) + marker(iv.names);
+    at = iv.end;
+  }
+  return out + text.slice(at, to);
+}
+
+function namesOf(intervals: readonly Interval[]): string[] {
+  const s = new Set<string>();
+  for (const iv of intervals) for (const n of iv.names) s.add(n);
+  return [...s];
+}
+
+class ChunkScrubber implements StreamScrubber {
+  readonly #s: Scrubber;
+  readonly #onLeak?: (names: readonly string[]) => void;
+  readonly #leaked = new Set<string>();
+  #pending = '';
+
+  constructor(s: Scrubber, onLeak?: (names: readonly string[]) => void) {
+    this.#s = s;
+    this.#onLeak = onLeak;
+  }
+
+  get leaked(): readonly string[] { return [...this.#leaked]; }
+
+  push(chunk: string): string {
+    const hold = this.#s.maxPatternLength - 1;
+    if (hold < 0) return chunk;
+    const buf = this.#pending ? this.#pending + chunk : chunk;
+    const { intervals } = this.#s.scan(buf);
+    // Every pattern starting before `pos` fits inside buf, so the scan saw it whole.
+    let pos = Math.max(0, buf.length - hold);
+    let k = 0;
+    for (; k < intervals.length && intervals[k].start < pos; k++) if (intervals[k].end > pos) pos = intervals[k].end;
+    // From pos on, emit until the first position that could begin a secret completed by later chunks.
+    let cut = buf.length;
+    // A complete match there may still be the prefix of a longer secret: then hold from its start.
+    for (let i = pos; i < buf.length; i++) {
+      while (k < intervals.length && intervals[k].end <= i) k++;
+      if (this.#s.couldStartAt(buf, i)) {
+        const iv = intervals[k];
+        cut = iv && iv.start <= i ? iv.start : i;
+        break;
+      }
+    }
+    this.#pending = buf.slice(cut);
+    if (!intervals.length) return cut === buf.length ? buf : buf.slice(0, cut);
+    const emitted = intervals.filter((iv) => iv.start < cut);
+    this.#report(emitted);
+    return render(buf, emitted, 0, cut);
+  }
+
+  end(): string {
+    const rest = this.#pending;
+    this.#pending = '';
+    if (!rest) return '';
+    const { intervals } = this.#s.scan(rest);
+    this.#report(intervals);
+    return render(rest, intervals, 0, rest.length);
+  }
+
+  #report(intervals: readonly Interval[]): void {
+    if (!intervals.length) return;
+    const names = namesOf(intervals);
+    for (const n of names) this.#leaked.add(n);
+    this.#onLeak?.(names);
+  }
+}

@@ -1,0 +1,58 @@
+// Fallback and retry over a route's targets, shared by chat, streams and embeddings.
+// Order: targets in route order (or weighted first pick); per target up to attemptsPerTarget tries
+// with backoff that honours retry-after; an open circuit breaker skips the target.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { targetOrder, type Route, type Target } from './routes.ts';
+import type { AttemptFailure } from './upstream.ts';
+
+/** Longest retry-after we wait on the same target before moving on to the next one. */
+const MAX_SAME_TARGET_WAIT_MS = 2_000;
+
+export interface AttemptLog { target: string; status: number; message: string }
+
+export type AttemptsResult<T> =
+  | { ok: true; value: T; target: Target; attempts: AttemptLog[] }
+  | { ok: false; failure: AttemptFailure; attempts: AttemptLog[] };
+
+export async function runAttempts<T>(
+  route: Route,
+  signal: AbortSignal,
+  once: (target: Target) => Promise<{ ok: true; value: T } | AttemptFailure>,
+): Promise<AttemptsResult<T>> {
+  const attempts: AttemptLog[] = [];
+  let last: AttemptFailure | null = null;
+  const order = targetOrder(route);
+  let skipped = 0;
+  for (const target of order) {
+    if (!target.breaker.allow()) { skipped++; continue; }
+    for (let i = 0; i < route.attemptsPerTarget; i++) {
+      if (signal.aborted) return { ok: false, failure: { ok: false, next: 'final', status: 499, clientStatus: 499, code: 'upstream_error', message: 'client closed the request' }, attempts };
+      const r = await once(target);
+      if (r.ok) {
+        target.breaker.success();
+        return { ok: true, value: r.value, target, attempts };
+      }
+      attempts.push({ target: target.label, status: r.status, message: r.message });
+      last = r;
+      if (r.next === 'final') return { ok: false, failure: r, attempts };
+      target.breaker.failure();
+      if (r.next === 'fallback' || i + 1 >= route.attemptsPerTarget) break;
+      const wait = r.retryAfterMs ?? route.backoffMs * 2 ** i;
+      if (wait > MAX_SAME_TARGET_WAIT_MS) break;
+      if (wait > 0) await sleep(wait, undefined, { signal }).catch(() => undefined);
+      if (!target.breaker.allow()) break;
+    }
+  }
+  if (!last) {
+    const why = order.length === 0
+      ? `no target of model route "${route.name}" is enabled (${route.targets.map((t) => `${t.label}: ${t.provider.disabledReason ?? 'disabled'}`).join('; ')})`
+      : `all ${skipped} target(s) of model route "${route.name}" are cooling down after repeated failures (circuit open); retry shortly`;
+    return { ok: false, failure: { ok: false, next: 'final', status: 503, clientStatus: 503, code: 'upstream_error', message: why }, attempts };
+  }
+  const summary = attempts.map((a) => `${a.target}: ${a.status}`).join(', ');
+  return {
+    ok: false,
+    failure: { ...last, message: `all targets of model route "${route.name}" failed (${summary}); last: ${last.message}` },
+    attempts,
+  };
+}

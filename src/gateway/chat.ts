@@ -1,0 +1,189 @@
+// Model plane: chat completions (OpenAI wire) and messages (Anthropic wire), stream and not.
+// The whole path reads top to bottom: identify -> parse -> decide -> admit -> call (fallback) ->
+// respond -> settle + record.
+import { once } from 'node:events';
+import type { ServerResponse } from 'node:http';
+import { codecFor } from '../providers/index.ts';
+import { parseOpenAIChatRequest } from '../providers/openai.ts';
+import { parseAnthropicRequest } from '../providers/anthropic.ts';
+import { SSE_KEEPALIVE } from '../providers/sse.ts';
+import type { ChatRequest, ChatResult, ClientCodec, Usage } from '../providers/types.ts';
+import { identify } from '../access/identify.ts';
+import { authorize, admit, settle, release, type Admission } from '../access/decide.ts';
+import { identityEvidence } from '../access/evidence.ts';
+import { AamError, badRequest } from '../server/errors.ts';
+import { readJson, sendText, type Ctx } from '../server/context.ts';
+import type { Identity } from '../identity/types.ts';
+import { runAttempts } from './attempts.ts';
+import { demoChat, demoStream } from './demo.ts';
+import { costUsd, estimateCostUsd } from './pricing.ts';
+import { localStream, openUpstreamStream, StreamBroken, type OpenStream } from './stream.ts';
+import { networkFailure, sendAttempt, type AttemptFailure } from './upstream.ts';
+import type { Route, Target } from './routes.ts';
+
+const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' };
+
+export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promise<void> {
+  ctx.wire = wire;
+  const identity = await identify(ctx);
+  ctx.identity = identity;
+  const body = await readJson(ctx);
+  const parsed = wire === 'openai' ? parseOpenAIChatRequest(body) : parseAnthropicRequest(body);
+  if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
+  const req = parsed.req;
+  const route = ctx.cfg.routes.get(req.model);
+  if (!route || route.kind !== 'chat') {
+    throw new AamError(404, 'model_not_found', `model "${req.model}" is not a chat model route on this gateway; GET /v1/models lists the models you may use`, { param: 'model' });
+  }
+  authorize(ctx, identity, { kind: 'model', agent: identity.agent, model: route.name });
+
+  const promptTokens = Math.ceil(JSON.stringify(req.messages).length / 4);
+  const maxOut = req.max_completion_tokens ?? req.max_tokens ?? 4096;
+  const estimate = Math.max(0, ...route.targets.map((t) => estimateCostUsd(promptTokens, maxOut, t.pricing)));
+  const adm = admit(ctx, identity, promptTokens + maxOut, estimate);
+
+  const ac = new AbortController();
+  ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });
+  const codec = codecFor(wire);
+  if (req.stream) await streamChat(ctx, identity, route, req, codec, adm, ac);
+  else await completeChat(ctx, identity, route, req, codec, adm, ac.signal);
+}
+
+function garbage(target: Target, what: string): AttemptFailure {
+  return { ok: false, next: 'retry', status: 502, clientStatus: 502, code: 'upstream_error', message: `${target.label} returned an unusable response (${what})` };
+}
+
+async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, signal: AbortSignal): Promise<void> {
+  const r = await runAttempts(route, signal, async (target) => {
+    if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoChat(req, target.model), raw: null as string | null } };
+    const adapter = target.provider.adapter!;
+    const up = adapter.chatRequest({ ...req, stream: false }, { model: target.model, stream: false, options: target.options });
+    const inj = await ctx.rt.injectProvider(target.provider, identity);
+    const s = AbortSignal.any([signal, AbortSignal.timeout(target.timeouts.totalMs)]);
+    const res = await sendAttempt(target, up, inj, s);
+    if (!res.ok) return res;
+    let text: string;
+    try { text = await res.body.text(); } catch (e) { return networkFailure(target, e, s); }
+    let result: ChatResult;
+    try { result = adapter.chatResponse(JSON.parse(text)); } catch { return garbage(target, 'not a valid chat response'); }
+    // Same wire format on both sides: hand the upstream body through untouched (keeps every field).
+    return { ok: true as const, value: { result, raw: adapter.wire === codec.wire ? text : null } };
+  });
+  if (!r.ok) {
+    release(ctx, adm);
+    recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, false, r.failure.message);
+    throw new AamError(r.failure.clientStatus, r.failure.code, r.failure.message);
+  }
+  const { result, raw } = r.value;
+  const cost = finish(ctx, identity, route, r.target, result.usage, adm, 200, false);
+  const text = ctx.rt.scrub(raw ?? JSON.stringify(codec.encodeResult(result, route.name)));
+  sendText(ctx, 200, text, 'application/json', responseHeaders(r.target, cost));
+}
+
+function responseHeaders(target: Target, cost: number | null): Record<string, string> {
+  return { 'x-aam-target': target.label, 'x-aam-cost-usd': cost === null ? 'unknown' : cost.toFixed(8) };
+}
+
+async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: AbortController): Promise<void> {
+  const res = ctx.res;
+  const includeUsage = codec.wire === 'anthropic' || req.stream_options?.include_usage === true;
+  // Keep-alive: an SSE comment after each idle period (also before the first token, when
+  // reasoning models think for minutes) so proxies and load balancers do not cut the stream.
+  const openHeaders = (extra?: Record<string, string>) => { if (!res.headersSent) res.writeHead(200, { ...SSE_HEADERS, 'x-request-id': ctx.requestId, ...extra }); };
+  const keepalive = setInterval(() => { openHeaders(); res.write(SSE_KEEPALIVE); }, ctx.rt.options.sseKeepaliveMs);
+  keepalive.unref();
+  try {
+    const r = await runAttempts(route, ac.signal, async (target) => {
+      if (target.provider.type === 'demo') return { ok: true as const, value: localStream(demoStream(req, target.model)) };
+      const adapter = target.provider.adapter!;
+      const up = adapter.chatRequest({ ...req, stream: true }, { model: target.model, stream: true, options: target.options });
+      const inj = await ctx.rt.injectProvider(target.provider, identity);
+      const s = AbortSignal.any([ac.signal, AbortSignal.timeout(target.timeouts.totalMs)]);
+      const up1 = await sendAttempt(target, up, inj, s);
+      if (!up1.ok) return up1;
+      const ct = String(up1.headers['content-type'] ?? '');
+      if (!ct.includes('event-stream')) { up1.body.destroy(); return garbage(target, `expected text/event-stream, got ${ct || 'no content-type'}`); }
+      return openUpstreamStream(target, up1.body, adapter.streamParser(), s);
+    });
+    if (!r.ok) {
+      release(ctx, adm);
+      recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, true, r.failure.message);
+      if (!res.headersSent) throw new AamError(r.failure.clientStatus, r.failure.code, r.failure.message);
+      res.end(codec.streamError(ctx.rt.scrub(r.failure.message), 'api_error'));
+      return;
+    }
+    const stream: OpenStream = r.value;
+    ac.signal.addEventListener('abort', () => stream.abort(), { once: true });
+    openHeaders({ 'x-aam-target': r.target.label });
+    const encode = codec.streamEncoder({ includeUsage, routeName: route.name });
+    const scrub = ctx.rt.streamScrubber();
+    let usage: Usage | undefined;
+    let broken: string | null = null;
+    const emit = async (events: typeof stream.head) => {
+      let out = '';
+      for (const ev of events) {
+        if (ev.type === 'usage') usage = ev.usage;
+        out += encode(ev);
+      }
+      out = scrub.push(out);
+      if (out) await write(res, out);
+    };
+    try {
+      await emit(stream.head);
+      for await (const batch of stream.rest) {
+        await emit(batch);
+        keepalive.refresh();
+      }
+    } catch (e) {
+      broken = e instanceof StreamBroken ? e.message : `stream failed: ${(e as Error).message}`;
+    }
+    const tail = scrub.end();
+    if (ac.signal.aborted) {
+      finish(ctx, identity, route, r.target, usage, adm, 499, true, 'client disconnected');
+      return;
+    }
+    if (broken) {
+      finish(ctx, identity, route, r.target, usage, adm, 502, true, broken);
+      res.end(tail + codec.streamError(ctx.rt.scrub(broken), 'api_error'));
+      return;
+    }
+    finish(ctx, identity, route, r.target, usage, adm, 200, true);
+    res.end(tail + codec.streamDone);
+  } finally {
+    clearInterval(keepalive);
+  }
+}
+
+async function write(res: ServerResponse, s: string): Promise<void> {
+  if (!res.write(s) && !res.destroyed) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+}
+
+/** Settle budget/limits and record usage + evidence for a call that reached an upstream. */
+function finish(ctx: Ctx, identity: Identity, route: Route, target: Target, usage: Usage | undefined, adm: Admission, status: number, stream: boolean, error?: string): number | null {
+  const cost = costUsd(usage, target.pricing);
+  settle(ctx, adm, cost, usage ? usage.inputTokens + usage.outputTokens : null);
+  recordCall(ctx, identity, route, target, usage, status, stream, error, cost);
+  return cost;
+}
+
+function recordCall(ctx: Ctx, identity: Identity, route: Route, target: Target | null, usage: Usage | undefined, status: number, stream: boolean, error?: string, cost: number | null = null): void {
+  const latencyMs = performance.now() - ctx.start;
+  const a = identity.agent;
+  ctx.rt.usage.record({
+    time: Date.now(), requestId: ctx.requestId, agent: a.name || a.spiffeId, team: a.team ?? null, keyId: identity.keyId ?? null,
+    route: route.name, provider: target?.provider.name ?? null, model: target?.model ?? null,
+    inputTokens: usage?.inputTokens ?? null, outputTokens: usage?.outputTokens ?? null, cachedTokens: usage?.cachedTokens ?? null,
+    costUsd: cost, latencyMs, status, stream, cache: null,
+  });
+  ctx.rt.metrics?.modelCall(a.name, a.team, route.name, target?.provider.name ?? '', status, latencyMs, usage, cost);
+  ctx.rt.audit?.record({
+    type: 'model_call', request_id: ctx.requestId, identity: identityEvidence(identity),
+    credential: target?.provider.credential ? { name: target.provider.credential } : undefined,
+    model: {
+      route: route.name, provider: target?.provider.name ?? null, model: target?.model ?? null, stream,
+      input_tokens: usage?.inputTokens ?? null, output_tokens: usage?.outputTokens ?? null, cached_tokens: usage?.cachedTokens ?? null,
+      cost_usd: cost, latency_ms: Math.round(latencyMs * 1000) / 1000,
+    },
+    outcome: { status, error_class: error ? (status >= 500 ? 'upstream' : 'client') : undefined, error },
+  });
+}

@@ -1,0 +1,81 @@
+// Model plane: POST /v1/embeddings (OpenAI wire) and GET /v1/models.
+import { parseEmbeddingsRequest } from '../providers/openai.ts';
+import type { EmbeddingsResult } from '../providers/types.ts';
+import { identify } from '../access/identify.ts';
+import { authorize, admit, settle, release } from '../access/decide.ts';
+import { identityEvidence } from '../access/evidence.ts';
+import { allowedModels } from '../policy/decide.ts';
+import { AamError, badRequest } from '../server/errors.ts';
+import { readJson, sendJson, sendText, type Ctx } from '../server/context.ts';
+import { runAttempts } from './attempts.ts';
+import { demoEmbeddings } from './demo.ts';
+import { costUsd, estimateCostUsd } from './pricing.ts';
+import { networkFailure, sendAttempt } from './upstream.ts';
+
+export async function handleEmbeddings(ctx: Ctx): Promise<void> {
+  const identity = await identify(ctx);
+  ctx.identity = identity;
+  const parsed = parseEmbeddingsRequest(await readJson(ctx));
+  if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
+  const req = parsed.req;
+  const route = ctx.cfg.routes.get(req.model);
+  if (!route || route.kind !== 'embeddings') {
+    throw new AamError(404, 'model_not_found', `model "${req.model}" is not an embeddings route on this gateway (set kind: embeddings on the Model); GET /v1/models lists the models you may use`, { param: 'model' });
+  }
+  authorize(ctx, identity, { kind: 'model', agent: identity.agent, model: route.name });
+  const tokens = Math.ceil(JSON.stringify(req.input).length / 4);
+  const adm = admit(ctx, identity, tokens, Math.max(0, ...route.targets.map((t) => estimateCostUsd(tokens, 0, t.pricing))));
+  const ac = new AbortController();
+  ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });
+  const r = await runAttempts(route, ac.signal, async (target) => {
+    if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoEmbeddings(req, target.model), raw: null as string | null } };
+    const adapter = target.provider.adapter!;
+    if (!adapter.embeddingsRequest || !adapter.embeddingsResponse) {
+      return { ok: false as const, next: 'fallback' as const, status: 400, clientStatus: 400, code: 'invalid_request' as const, message: `${target.label} does not support embeddings` };
+    }
+    const up = adapter.embeddingsRequest(req, { model: target.model, stream: false, options: target.options });
+    const s = AbortSignal.any([ac.signal, AbortSignal.timeout(target.timeouts.totalMs)]);
+    const res = await sendAttempt(target, up, await ctx.rt.injectProvider(target.provider, identity), s);
+    if (!res.ok) return res;
+    let text: string;
+    try { text = await res.body.text(); } catch (e) { return networkFailure(target, e, s); }
+    let result: EmbeddingsResult;
+    try { result = adapter.embeddingsResponse(JSON.parse(text)); } catch {
+      return { ok: false as const, next: 'retry' as const, status: 502, clientStatus: 502, code: 'upstream_error' as const, message: `${target.label} returned an unusable embeddings response` };
+    }
+    return { ok: true as const, value: { result, raw: adapter.wire === 'openai' ? text : null } };
+  });
+  if (!r.ok) {
+    release(ctx, adm);
+    throw new AamError(r.failure.clientStatus, r.failure.code, r.failure.message);
+  }
+  const { result, raw } = r.value;
+  const cost = costUsd(result.usage, r.target.pricing);
+  settle(ctx, adm, cost, result.usage ? result.usage.inputTokens : null);
+  const a = identity.agent;
+  const latencyMs = performance.now() - ctx.start;
+  ctx.rt.usage.record({
+    time: Date.now(), requestId: ctx.requestId, agent: a.name || a.spiffeId, team: a.team ?? null, keyId: identity.keyId ?? null,
+    route: route.name, provider: r.target.provider.name, model: r.target.model, inputTokens: result.usage?.inputTokens ?? null,
+    outputTokens: 0, cachedTokens: null, costUsd: cost, latencyMs, status: 200, stream: false, cache: null,
+  });
+  ctx.rt.audit?.record({
+    type: 'model_call', request_id: ctx.requestId, identity: identityEvidence(identity),
+    model: { route: route.name, provider: r.target.provider.name, model: r.target.model, input_tokens: result.usage?.inputTokens ?? null, cost_usd: cost, latency_ms: latencyMs },
+    outcome: { status: 200 },
+  });
+  const body = raw ?? JSON.stringify({
+    object: 'list', model: route.name,
+    data: result.data.map((d) => ({ object: 'embedding', index: d.index, embedding: d.embedding })),
+    usage: { prompt_tokens: result.usage?.inputTokens ?? 0, total_tokens: result.usage?.inputTokens ?? 0 },
+  });
+  sendText(ctx, 200, ctx.rt.scrub(body), 'application/json', { 'x-aam-target': r.target.label });
+}
+
+/** GET /v1/models: only the routes this caller's policy allows. */
+export async function handleModels(ctx: Ctx): Promise<void> {
+  const identity = await identify(ctx);
+  const created = Math.floor(ctx.rt.startedAt / 1000);
+  const data = allowedModels(identity.agent, ctx.cfg.policies).map((id) => ({ id, object: 'model', created, owned_by: 'aam' }));
+  sendJson(ctx, 200, { object: 'list', data });
+}

@@ -1,0 +1,136 @@
+// Compile Provider + Model resources into frozen lookup tables at load time: resolved targets,
+// adapters, pricing, timeouts, breakers. The request path only reads these.
+import { Agent as UndiciAgent, type Dispatcher } from 'undici';
+import type { ConfigSet, ModelSpec, ProviderSpec, TimeoutsSpec } from '../config/schema.ts';
+import { adapterFor } from '../providers/index.ts';
+import type { ProviderAdapter } from '../providers/types.ts';
+import { CircuitBreaker } from './breaker.ts';
+import { builtinPricing, type Pricing } from './pricing.ts';
+
+export type ProviderType = ProviderSpec['type'];
+
+export interface Timeouts { connectMs: number; firstByteMs: number; totalMs: number }
+export const DEFAULT_TIMEOUTS: Timeouts = { connectMs: 5_000, firstByteMs: 60_000, totalMs: 600_000 };
+
+export interface ProviderRuntime {
+  name: string;
+  type: ProviderType;
+  /** Base URL without trailing slash, e.g. https://api.openai.com/v1 ('' for demo). */
+  baseUrl: string;
+  adapter: ProviderAdapter | null;
+  credential: string | null;
+  /** Where the credential goes when the Credential does not say (provider convention). */
+  authStyle: 'bearer' | 'x-api-key' | 'x-goog-api-key' | 'api-key';
+  headers: Record<string, string>;
+  dispatcher: Dispatcher | null;
+  timeouts: Timeouts;
+  /** False when an optional provider's credential is absent: its targets are skipped. */
+  enabled: boolean;
+  disabledReason?: string;
+}
+
+export interface Target {
+  provider: ProviderRuntime;
+  model: string;
+  weight: number;
+  region?: string;
+  timeouts: Timeouts;
+  pricing: Pricing | null;
+  options: Record<string, string>;
+  breaker: CircuitBreaker;
+  /** "provider/model", used in logs, metrics and audit. */
+  label: string;
+}
+
+export interface Route {
+  name: string;
+  kind: 'chat' | 'embeddings';
+  strategy: 'fallback' | 'loadbalance';
+  targets: Target[];
+  attemptsPerTarget: number;
+  backoffMs: number;
+  cache?: ModelSpec['cache'];
+}
+
+const DEFAULT_BASE: Partial<Record<ProviderType, string>> = {
+  openai: 'https://api.openai.com/v1',
+  anthropic: 'https://api.anthropic.com/v1',
+  gemini: 'https://generativelanguage.googleapis.com/v1beta',
+};
+const AUTH_STYLE: Record<ProviderType, ProviderRuntime['authStyle']> = {
+  openai: 'bearer', 'openai-compatible': 'bearer', anthropic: 'x-api-key', gemini: 'x-goog-api-key', 'azure-openai': 'api-key', demo: 'bearer',
+};
+
+function timeouts(...specs: Array<TimeoutsSpec | undefined>): Timeouts {
+  const t = { ...DEFAULT_TIMEOUTS };
+  for (const s of specs) {
+    if (!s) continue;
+    if (s.connect_ms) t.connectMs = s.connect_ms;
+    if (s.first_byte_ms) t.firstByteMs = s.first_byte_ms;
+    if (s.total_ms) t.totalMs = s.total_ms;
+  }
+  return t;
+}
+
+/** `credentialAvailable` tells whether a credential can be resolved (env var set, file present...). */
+export function compileProviders(set: ConfigSet, credentialAvailable: (name: string) => string | null, previous?: Map<string, ProviderRuntime>): Map<string, ProviderRuntime> {
+  const out = new Map<string, ProviderRuntime>();
+  for (const r of set.providers.values()) {
+    const s = r.spec;
+    const problem = s.credential ? credentialAvailable(s.credential) : null;
+    const t = timeouts(s.timeouts);
+    const prev = previous?.get(r.name);
+    const baseUrl = (s.baseUrl ?? DEFAULT_BASE[s.type] ?? '').replace(/\/+$/, '');
+    // Keep pooled connections across reloads when the provider's endpoint did not change.
+    const dispatcher = s.type === 'demo' ? null
+      : prev && prev.baseUrl === baseUrl && prev.timeouts.connectMs === t.connectMs && prev.dispatcher ? prev.dispatcher
+        : new UndiciAgent({ connect: { timeout: t.connectMs }, keepAliveTimeout: 30_000, connections: 256, pipelining: 1 });
+    out.set(r.name, {
+      name: r.name, type: s.type, baseUrl, adapter: s.type === 'demo' ? null : adapterFor(s.type), credential: s.credential ?? null,
+      authStyle: AUTH_STYLE[s.type], headers: s.headers ?? {}, dispatcher, timeouts: t,
+      enabled: problem === null, disabledReason: problem ?? undefined,
+    });
+  }
+  return out;
+}
+
+export function compileRoutes(set: ConfigSet, providers: Map<string, ProviderRuntime>, previous?: Map<string, Route>): Map<string, Route> {
+  const out = new Map<string, Route>();
+  for (const m of set.models.values()) {
+    const s = m.spec;
+    const prev = previous?.get(m.name);
+    const targets: Target[] = s.targets.map((t) => {
+      const provider = providers.get(t.provider)!; // references were checked at load
+      const label = `${t.provider}/${t.model}`;
+      const options: Record<string, string> = {};
+      const az = set.providers.get(t.provider)?.spec.azure;
+      if (az) { options.apiVersion = az.apiVersion; options.deployment = az.deployment ?? t.model; }
+      return {
+        provider, model: t.model, weight: t.weight ?? 1, region: t.region,
+        timeouts: timeouts(set.providers.get(t.provider)?.spec.timeouts, t.timeouts),
+        pricing: provider.type === 'demo' ? { input_per_1m: 0, output_per_1m: 0 } : s.pricing ?? builtinPricing(t.model),
+        options,
+        // Breaker state survives reloads so a reload does not re-admit a dead upstream.
+        breaker: prev?.targets.find((p) => p.label === label)?.breaker ?? new CircuitBreaker(),
+        label,
+      };
+    });
+    out.set(m.name, {
+      name: m.name, kind: s.kind ?? 'chat', strategy: s.strategy ?? 'fallback', targets,
+      attemptsPerTarget: 1 + (s.retries?.attempts ?? 1), backoffMs: s.retries?.backoff_ms ?? 200, cache: s.cache,
+    });
+  }
+  return out;
+}
+
+/** Order in which to try targets: fallback = config order; loadbalance = weighted pick first. */
+export function targetOrder(route: Route, rand = Math.random): Target[] {
+  const live = route.targets.filter((t) => t.provider.enabled);
+  if (route.strategy !== 'loadbalance' || live.length < 2) return live;
+  const total = live.reduce((s, t) => s + t.weight, 0);
+  if (total <= 0) return live;
+  let x = rand() * total;
+  let first = live.length - 1;
+  for (let i = 0; i < live.length; i++) { x -= live[i].weight; if (x < 0) { first = i; break; } }
+  return [live[first], ...live.slice(0, first), ...live.slice(first + 1)];
+}

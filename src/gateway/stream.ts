@@ -1,0 +1,105 @@
+// Reading an upstream stream as canonical events, with a commit point: events are held until the
+// first content event, so an error before any content can still fall back to the next target.
+import { StringDecoder } from 'node:string_decoder';
+import { SseParser } from '../providers/sse.ts';
+import { isContentEvent, type StreamEvent, type StreamParser } from '../providers/types.ts';
+import type { AttemptFailure } from './upstream.ts';
+import { networkFailure } from './upstream.ts';
+import type { Target } from './routes.ts';
+
+/** A started upstream stream: `head` are the events up to and including the first content event. */
+export interface OpenStream {
+  head: StreamEvent[];
+  /** Remaining events, in arrival order; ends at upstream end. Throws on upstream failure. */
+  rest: AsyncIterable<StreamEvent[]>;
+  abort(): void;
+}
+
+/** Events from a local source (demo provider): already complete. */
+export function localStream(events: StreamEvent[]): OpenStream {
+  const i = events.findIndex(isContentEvent);
+  const cut = i < 0 ? events.length : i + 1;
+  return { head: events.slice(0, cut), rest: (async function* () { if (cut < events.length) yield events.slice(cut); })(), abort() {} };
+}
+
+/** Raised inside `rest` when the upstream breaks after the commit point. */
+export class StreamBroken extends Error {
+  readonly errorType: string;
+  constructor(message: string, errorType = 'api_error') { super(message); this.name = 'StreamBroken'; this.errorType = errorType; }
+}
+
+/**
+ * Read an upstream SSE body until the first content event. Returns a failure (to fall back on) if
+ * the stream ends, errors or reports an error event before that point.
+ */
+export async function openUpstreamStream(
+  target: Target,
+  body: AsyncIterable<Buffer> & { destroy(err?: Error): unknown },
+  parser: StreamParser,
+  signal: AbortSignal,
+): Promise<{ ok: true; value: OpenStream } | AttemptFailure> {
+  const sse = new SseParser();
+  const dec = new StringDecoder('utf8');
+  const it = body[Symbol.asyncIterator]();
+  const head: StreamEvent[] = [];
+  const toEvents = (text: string): StreamEvent[] => {
+    const out: StreamEvent[] = [];
+    for (const rec of sse.push(text)) {
+      if (rec.data === '[DONE]') continue;
+      for (const ev of parser.push(rec.data, rec.event)) out.push(ev);
+    }
+    return out;
+  };
+  const fail = (message: string): AttemptFailure => {
+    body.destroy();
+    return { ok: false, next: 'retry', status: 502, clientStatus: 502, code: 'upstream_error', message: `${target.label} stream failed before any content: ${message}` };
+  };
+  try {
+    for (;;) {
+      const r = await it.next();
+      if (r.done) {
+        // Ended without content (e.g. an empty answer): that is a valid, complete response.
+        for (const ev of sse.end()) if (ev.data !== '[DONE]') head.push(...parser.push(ev.data, ev.event));
+        head.push(...parser.end());
+        const err = head.find((e) => e.type === 'error');
+        if (err && err.type === 'error') return fail(err.message);
+        if (!head.some((e) => e.type === 'finish')) return fail('stream ended without a finish event');
+        return { ok: true, value: { head, rest: (async function* () {})(), abort() {} } };
+      }
+      const events = toEvents(dec.write(r.value));
+      let committed = false;
+      for (const ev of events) {
+        if (ev.type === 'error' && !committed) return fail(ev.message);
+        head.push(ev);
+        if (isContentEvent(ev)) committed = true;
+      }
+      if (committed) break;
+    }
+  } catch (err) {
+    return networkFailure(target, err, signal);
+  }
+  async function* rest(): AsyncGenerator<StreamEvent[]> {
+    try {
+      for (;;) {
+        const r = await it.next();
+        if (r.done) break;
+        const events = toEvents(dec.write(r.value));
+        for (const ev of events) {
+          if (ev.type === 'error') throw new StreamBroken(`upstream reported an error mid-stream: ${ev.message}`, ev.errorType);
+          if (ev.type === 'finish') sawFinish = true;
+        }
+        if (events.length) yield events;
+      }
+    } catch (err) {
+      if (err instanceof StreamBroken) throw err;
+      throw new StreamBroken(`upstream stream from ${target.label} broke: ${(err as { code?: string }).code ?? (err as Error).message}`);
+    }
+    const tail: StreamEvent[] = [];
+    for (const ev of sse.end()) if (ev.data !== '[DONE]') tail.push(...parser.push(ev.data, ev.event));
+    tail.push(...parser.end());
+    if (!tail.some((e) => e.type === 'finish') && !sawFinish) throw new StreamBroken(`upstream stream from ${target.label} ended before the response was complete`);
+    if (tail.length) yield tail;
+  }
+  let sawFinish = head.some((e) => e.type === 'finish');
+  return { ok: true, value: { head, rest: rest(), abort: () => body.destroy() } };
+}

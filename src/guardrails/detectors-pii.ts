@@ -1,0 +1,154 @@
+// PII detectors: email, phone, credit card, US SSN, IBAN, IP address. Written for precision:
+// a shape match must also pass a checksum (Luhn, mod-97), a numbering rule (SSN, NANP) or a
+// context rule, and numeric look-alikes (order ids, dates, versions, UUIDs) are rejected by
+// boundaries and negative context.
+import { isIPv6 } from 'node:net';
+import { IBAN_LENGTHS, ibanValid, luhnValid } from './checksums.ts';
+import { before, countDigits, finding, onlyDigits, scan } from './scan.ts';
+import type { Finding } from './types.ts';
+
+// ---------- email
+const EMAIL_RE = /(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,24})(?![\w-]|\.[A-Za-z0-9])/g;
+/** "logo@2x.png" and similar asset names are not addresses. */
+const FILE_TLDS = new Set(['png', 'jpg', 'jpeg', 'gif', 'svg', 'webp', 'js', 'ts', 'css', 'map', 'json', 'txt', 'md']);
+
+export function detectEmail(text: string, out: Finding[]): void {
+  if (!text.includes('@')) return;
+  scan(EMAIL_RE, text, out, (m) => FILE_TLDS.has(m[1].toLowerCase()) ? null : finding('email', m.index, m.index + m[0].length));
+}
+
+// ---------- phone
+const PHONE_CONTEXT = /(?:phone|tel|telephone|mobile|mob|cell|call|calling|fax|whatsapp|sms|text(?:ed)? me|contact|reach|ring|hotline|dial|number|nummer|telefon|téléphone|tél|móvil|cellulare|handy)\b[^\n;]{0,30}$/iu;
+/** Words that make a digit group an identifier rather than a phone number. */
+const NOT_PHONE_CONTEXT = /(?:order|invoice|inv|ticket|tracking|ref|reference|account|acct|iban|sku|id|serial|case|claim|po|transaction|txn|confirmation|booking|policy|part|batch|lot|build|version|isbn|#|no\.)[\s:#.-]{0,4}$/i;
+
+/** +CC international (E.164 with optional separators, "(0)" trunk allowed). */
+const PHONE_INTL_RE = /(?<![\w+])\+[1-9]\d{0,2}\)?(?:[ .-]?(?:\(0\))?[ .-]?\(?\d{1,5}\)?){1,6}(?![\w-]|[.,]\d)/g;
+/** 00CC international prefix, separators required so long ids do not match. */
+const PHONE_00_RE = /(?<![\w.-])00[1-9]\d{0,2}(?:[ .-]\(?\d{1,5}\)?){2,6}(?![\w-]|[.,]\d)/g;
+/** NANP: (415) 555-2671, 415-555-2671, 415.555.2671, 1-415-555-2671. */
+const PHONE_NANP_RE = /(?<![\w.-])(?:1[ .-]?)?(?:\(([2-9]\d{2})\)[ .-]?|([2-9]\d{2})[ .-])([2-9]\d{2})[ .-](\d{4})(?![\w-]|[.,]\d)/g;
+/** National numbers with trunk 0 (UK, DE, FR, AU, IN, ...): need separators plus context or the FR 5-pair shape. */
+const PHONE_TRUNK_RE = /(?<![\w.-])\(?0\d{1,4}\)?(?:[ .\/-]\d{2,4}){1,4}(?![\w-]|[.,]\d)/g;
+const FR_PAIRS = /^0[1-9](?:[ .]\d{2}){4}$/;
+/** Unformatted 10-digit NANP number, only with phone context. */
+const PHONE_BARE_RE = /(?<![\w.+-])1?[2-9]\d{2}[2-9]\d{6}(?![\w-]|[.,]\d)/g;
+
+export function detectPhone(text: string, out: Finding[]): void {
+  if (!/\d{2}/.test(text)) return;
+  scan(PHONE_INTL_RE, text, out, (m) => {
+    const n = countDigits(m[0].replace('(0)', ''));
+    return n >= 8 && n <= 15 ? finding('phone', m.index, m.index + m[0].length) : null;
+  });
+  scan(PHONE_00_RE, text, out, (m) => {
+    const n = countDigits(m[0]);
+    return n >= 10 && n <= 17 && !NOT_PHONE_CONTEXT.test(before(text, m.index, 20)) ? finding('phone', m.index, m.index + m[0].length) : null;
+  });
+  scan(PHONE_NANP_RE, text, out, (m) =>
+    NOT_PHONE_CONTEXT.test(before(text, m.index, 20)) ? null : finding('phone', m.index, m.index + m[0].length));
+  scan(PHONE_TRUNK_RE, text, out, (m) => {
+    const n = countDigits(m[0]);
+    if (n < 9 || n > 12) return null;
+    const ctx = before(text, m.index, 40);
+    if (NOT_PHONE_CONTEXT.test(ctx.slice(-20))) return null;
+    return FR_PAIRS.test(m[0]) || PHONE_CONTEXT.test(ctx) ? finding('phone', m.index, m.index + m[0].length) : null;
+  });
+  scan(PHONE_BARE_RE, text, out, (m) => {
+    const ctx = before(text, m.index, 40);
+    return PHONE_CONTEXT.test(ctx) && !NOT_PHONE_CONTEXT.test(ctx.slice(-20)) ? finding('phone', m.index, m.index + m[0].length) : null;
+  });
+}
+
+// ---------- credit card
+const CARD_RE = /(?<![\w.-]|\d[ -])\d(?:[ -]?\d){12,18}(?![ -]?\d|\w|[.,]\d)/g;
+
+/** Known issuer prefixes (IIN ranges) with their valid lengths. */
+function knownIssuer(d: string): boolean {
+  const len = d.length;
+  const p2 = Number(d.slice(0, 2)), p3 = Number(d.slice(0, 3)), p4 = Number(d.slice(0, 4)), p6 = Number(d.slice(0, 6));
+  if (d[0] === '4') return len === 13 || len === 16 || len === 19; // Visa
+  if (p2 >= 51 && p2 <= 55) return len === 16; // Mastercard
+  if (p4 >= 2221 && p4 <= 2720) return len === 16; // Mastercard 2-series
+  if (p2 === 34 || p2 === 37) return len === 15; // Amex
+  if (p4 === 6011 || p2 === 65 || (p3 >= 644 && p3 <= 649) || (p6 >= 622126 && p6 <= 622925)) return len >= 16 && len <= 19; // Discover
+  if (p4 >= 3528 && p4 <= 3589) return len >= 16 && len <= 19; // JCB
+  if ((p3 >= 300 && p3 <= 305) || p2 === 36 || p2 === 38 || p2 === 39) return len >= 14 && len <= 19; // Diners
+  if (p2 === 62) return len >= 16 && len <= 19; // UnionPay
+  if (p2 === 50 || (p2 >= 56 && p2 <= 69)) return len >= 12 && len <= 19; // Maestro
+  return false;
+}
+
+/** Separators, if any, must be one kind and split the number into groups of 3-7 digits. */
+function cardGrouping(s: string): boolean {
+  const hasSpace = s.includes(' '), hasDash = s.includes('-');
+  if (!hasSpace && !hasDash) return true;
+  if (hasSpace && hasDash) return false;
+  const groups = s.split(hasSpace ? ' ' : '-');
+  return groups.length >= 3 && groups.every((g) => g.length >= 3 && g.length <= 7);
+}
+
+export function detectCreditCard(text: string, out: Finding[]): void {
+  scan(CARD_RE, text, out, (m) => {
+    const d = onlyDigits(m[0]);
+    return d.length >= 13 && d.length <= 19 && cardGrouping(m[0]) && knownIssuer(d) && luhnValid(d)
+      ? finding('credit_card', m.index, m.index + m[0].length) : null;
+  });
+}
+
+// ---------- US SSN
+const SSN_SEP_RE = /(?<![\w.-]|\d[ -])(\d{3})([- ])(\d{2})\2(\d{4})(?![\w-]|[.,]\d| \d)/g;
+const SSN_BARE_RE = /(?<![\w.-])(\d{3})(\d{2})(\d{4})(?![\w-]|[.,]\d)/g;
+const SSN_CONTEXT = /(?:ssn|ss#|social security|soc\.? sec|taxpayer|\btin\b)[^\n,;]{0,20}$/i;
+
+function ssnValid(area: string, group: string, serial: string): boolean {
+  return area !== '000' && area !== '666' && area[0] !== '9' && group !== '00' && serial !== '0000';
+}
+
+export function detectSsn(text: string, out: Finding[]): void {
+  scan(SSN_SEP_RE, text, out, (m) => {
+    if (!ssnValid(m[1], m[3], m[4])) return null;
+    // Space-separated groups are common in other ids; accept them only with SSN context.
+    if (m[2] === ' ' && !SSN_CONTEXT.test(before(text, m.index, 40))) return null;
+    return finding('ssn', m.index, m.index + m[0].length);
+  });
+  scan(SSN_BARE_RE, text, out, (m) =>
+    ssnValid(m[1], m[2], m[3]) && SSN_CONTEXT.test(before(text, m.index, 40)) ? finding('ssn', m.index, m.index + m[0].length) : null);
+}
+
+// ---------- IBAN
+const IBAN_RE = /(?<![A-Za-z0-9])([A-Z]{2})(\d{2})((?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?)(?![a-z0-9])/g;
+
+export function detectIban(text: string, out: Finding[]): void {
+  scan(IBAN_RE, text, out, (m) => {
+    const want = IBAN_LENGTHS[m[1]];
+    if (want === undefined) return null;
+    // Take exactly `want` alphanumerics; the match may have swallowed a following word.
+    let n = 0, i = 0;
+    const s = m[0];
+    for (; i < s.length && n < want; i++) if (s[i] !== ' ') n++;
+    if (n !== want || (i < s.length && s[i] !== ' ')) return null;
+    return ibanValid(s.slice(0, i).replace(/ /g, '')) ? finding('iban', m.index, m.index + i) : null;
+  });
+}
+
+// ---------- IP addresses
+const OCTET = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
+const IPV4_RE = new RegExp(`(?<![\\w.-])${OCTET}(?:\\.${OCTET}){3}(?![\\w-]|\\.\\d)`, 'g');
+const NOT_IP_CONTEXT = /(?:\bv|version|ver\.?|build|release|rev|firmware|fw|section|chapter|clause|§|figure|fig\.|table|step|oid)\s*[:=]?\s*$/i;
+const IPV6_RE = /(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|(?:\d{1,3}\.){3}\d{1,3})(?:%[\w]+)?(?![\w:])/g;
+
+export function detectIp(text: string, out: Finding[]): void {
+  if (text.includes('.')) {
+    scan(IPV4_RE, text, out, (m) => NOT_IP_CONTEXT.test(before(text, m.index, 12)) ? null : finding('ip_address', m.index, m.index + m[0].length));
+  }
+  if (text.includes(':')) {
+    scan(IPV6_RE, text, out, (m) => {
+      const addr = m[0].replace(/%\w+$/, '');
+      if (!isIPv6(addr)) return null;
+      // "a::b" or "12::30" in prose/code is more likely scope syntax than an address.
+      const groups = addr.split(':').filter((g) => g.length > 0).length;
+      if (groups < 3 && addr !== '::1' && !m[0].includes('%') && !/^fe80:/i.test(addr)) return null;
+      return finding('ip_address', m.index, m.index + m[0].length);
+    });
+  }
+}

@@ -1,0 +1,197 @@
+// aam's own JWT-SVID issuer: ES256 signing keys kept in <dataDir>/issuer/keys.json (mode 0600),
+// published as a JWKS, rotated with an overlap so tokens signed just before a rotation keep working.
+import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { join } from 'node:path';
+import { SignJWT, calculateJwkThumbprint, type JWK } from 'jose';
+import { parseSpiffeId } from './spiffe-id.ts';
+
+export const DEFAULT_ISSUER = 'aam';
+export const ISSUER_ALG = 'ES256';
+/** Longest token aam mints; also the default overlap so no valid token loses its key. */
+export const MAX_TTL_SECONDS = 24 * 3600;
+const RESERVED = new Set(['iss', 'sub', 'aud', 'exp', 'nbf', 'iat', 'jti']);
+
+export interface IssuerOptions {
+  /** `iss` claim (e.g. https://aam.example.com); default "aam". */
+  issuer?: string;
+  /** How long a retired key stays in the JWKS and verifies tokens (default MAX_TTL_SECONDS). */
+  graceSeconds?: number;
+  /** Clock in ms (tests). */
+  now?: () => number;
+}
+
+export interface MintOptions {
+  spiffeId: string;
+  audience: string | string[];
+  ttlSeconds: number;
+  jti?: string;
+  /** Extra claims (e.g. agent name); may not override registered claims. */
+  extra?: Record<string, unknown>;
+}
+
+export interface IssuerKeyInfo { kid: string; createdAt: number; retiredAt?: number; active: boolean }
+
+export interface Issuer {
+  /** Value of the `iss` claim in every token this issuer signs. */
+  readonly issuer: string;
+  readonly activeKid: string;
+  /** Public keys (active + retired within grace) for GET /.well-known/jwks.json. */
+  jwks(): { keys: JWK[] };
+  /** Verification key for a kid, if it is active or still within its grace period. */
+  publicKey(kid: string): KeyObject | undefined;
+  mint(o: MintOptions): Promise<string>;
+  /** Sign an on-behalf-of assertion; iss/iat/nbf/exp are set here, jti defaults to a UUID. */
+  signAssertion(claims: Record<string, unknown>, o?: { ttlSeconds?: number }): Promise<string>;
+  /** Make a new active key; the previous one keeps verifying for graceSeconds. */
+  rotate(): Promise<{ kid: string; retired: string }>;
+  keys(): IssuerKeyInfo[];
+}
+
+export class IssuerError extends Error {
+  constructor(message: string) { super(message); this.name = 'IssuerError'; }
+}
+
+interface StoredKey { kid: string; alg: string; createdAt: number; retiredAt?: number; jwk: JWK }
+interface StoredState { version: 1; active: string; keys: StoredKey[] }
+interface LiveKey extends StoredKey { privateKey: KeyObject; publicKey: KeyObject; publicJwk: JWK }
+
+export function issuerKeyPath(dataDir: string): string {
+  return join(dataDir, 'issuer', 'keys.json');
+}
+
+/** Open (or create on first start) the issuer in dataDir. Refuses a key file others can read. */
+export async function openIssuer(dataDir: string, opts: IssuerOptions = {}): Promise<Issuer> {
+  const now = opts.now ?? Date.now;
+  const grace = opts.graceSeconds ?? MAX_TTL_SECONDS;
+  const path = issuerKeyPath(dataDir);
+  await mkdir(join(dataDir, 'issuer'), { recursive: true, mode: 0o700 });
+  let state = await readState(path);
+  if (!state) {
+    const k = await newKey(nowSec(now));
+    state = { version: 1, active: k.kid, keys: [k] };
+    await writeState(path, state);
+  }
+  const live = new Map<string, LiveKey>();
+  for (const k of state.keys) live.set(k.kid, toLive(k, path));
+  if (!live.has(state.active)) throw new IssuerError(`${path}: active key "${state.active}" is missing; restore the file from a backup or delete ${join(dataDir, 'issuer')} to start with a new key`);
+  let active = state.active;
+  const iss = opts.issuer ?? DEFAULT_ISSUER;
+
+  const usable = (k: LiveKey) => k.retiredAt === undefined || k.retiredAt + grace > nowSec(now);
+  const persist = () => writeState(path, { version: 1, active, keys: [...live.values()].map(stored) });
+
+  const sign = (payload: Record<string, unknown>) => {
+    const k = live.get(active)!;
+    return new SignJWT(payload).setProtectedHeader({ alg: ISSUER_ALG, kid: k.kid, typ: 'JWT' }).sign(k.privateKey);
+  };
+
+  return {
+    issuer: iss,
+    get activeKid() { return active; },
+    jwks: () => ({ keys: [...live.values()].filter(usable).map((k) => k.publicJwk) }),
+    publicKey(kid) {
+      const k = live.get(kid);
+      return k && usable(k) ? k.publicKey : undefined;
+    },
+    async mint(o) {
+      const id = parseSpiffeId(o.spiffeId);
+      if (typeof id === 'string') throw new IssuerError(`cannot mint for "${o.spiffeId}": ${id}`);
+      checkTtl(o.ttlSeconds);
+      const aud = Array.isArray(o.audience) ? o.audience : [o.audience];
+      if (aud.length === 0 || aud.some((a) => typeof a !== 'string' || a === '')) throw new IssuerError('audience must be a non-empty string or list of strings');
+      for (const key of Object.keys(o.extra ?? {})) {
+        if (RESERVED.has(key)) throw new IssuerError(`extra claim "${key}" would override a registered claim`);
+      }
+      const iat = nowSec(now);
+      return sign({
+        ...o.extra, iss, sub: o.spiffeId, aud: aud.length === 1 ? aud[0] : aud,
+        iat, nbf: iat, exp: iat + o.ttlSeconds, jti: o.jti ?? randomUUID(),
+      });
+    },
+    async signAssertion(claims, o = {}) {
+      const ttl = o.ttlSeconds ?? 300;
+      checkTtl(ttl);
+      for (const key of ['iss', 'iat', 'nbf', 'exp']) {
+        if (key in claims) throw new IssuerError(`assertion claim "${key}" is set by the issuer`);
+      }
+      const iat = nowSec(now);
+      return sign({ jti: randomUUID(), ...claims, iss, iat, nbf: iat, exp: iat + ttl });
+    },
+    async rotate() {
+      const t = nowSec(now);
+      const k = await newKey(t);
+      const retired = active;
+      live.get(retired)!.retiredAt = t;
+      live.set(k.kid, toLive(k, path));
+      active = k.kid;
+      for (const [kid, key] of live) if (!usable(key)) live.delete(kid);
+      await persist();
+      return { kid: active, retired };
+    },
+    keys: () => [...live.values()].map((k) => ({ kid: k.kid, createdAt: k.createdAt, retiredAt: k.retiredAt, active: k.kid === active })),
+  };
+}
+
+function nowSec(now: () => number): number {
+  return Math.floor(now() / 1000);
+}
+
+function checkTtl(ttl: number): void {
+  if (!Number.isInteger(ttl) || ttl <= 0 || ttl > MAX_TTL_SECONDS) {
+    throw new IssuerError(`ttl must be a whole number of seconds between 1 and ${MAX_TTL_SECONDS} (24h), got ${ttl}`);
+  }
+}
+
+async function newKey(createdAt: number): Promise<StoredKey> {
+  const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const jwk = privateKey.export({ format: 'jwk' }) as JWK;
+  const { d: _d, ...pub } = jwk;
+  const kid = await calculateJwkThumbprint(pub, 'sha256');
+  return { kid, alg: ISSUER_ALG, createdAt, jwk };
+}
+
+function toLive(k: StoredKey, path: string): LiveKey {
+  let privateKey: KeyObject;
+  try {
+    privateKey = createPrivateKey({ key: k.jwk as JsonWebKey, format: 'jwk' });
+  } catch (e) {
+    throw new IssuerError(`${path}: key "${k.kid}" cannot be loaded (${(e as Error).message}); restore the file from a backup`);
+  }
+  const publicKey = createPublicKey(privateKey);
+  const publicJwk: JWK = { ...(publicKey.export({ format: 'jwk' }) as JWK), kid: k.kid, alg: k.alg, use: 'sig' };
+  return { ...k, privateKey, publicKey, publicJwk };
+}
+
+function stored(k: LiveKey): StoredKey {
+  return { kid: k.kid, alg: k.alg, createdAt: k.createdAt, ...(k.retiredAt !== undefined ? { retiredAt: k.retiredAt } : {}), jwk: k.jwk };
+}
+
+async function readState(path: string): Promise<StoredState | undefined> {
+  let st;
+  try { st = await stat(path); } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new IssuerError(`cannot read issuer key file ${path}: ${(e as Error).message}`);
+  }
+  if ((st.mode & 0o077) !== 0) {
+    const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
+    throw new IssuerError(`issuer key file ${path} has mode ${mode}: group/others can read the signing key. Fix: chmod 600 ${path}`);
+  }
+  const text = await readFile(path, 'utf8');
+  let value: unknown;
+  try { value = JSON.parse(text); } catch {
+    throw new IssuerError(`issuer key file ${path} is not valid JSON; restore it from a backup (deleting it creates a new key and invalidates issued tokens)`);
+  }
+  const s = value as Partial<StoredState> | null;
+  if (!s || s.version !== 1 || typeof s.active !== 'string' || !Array.isArray(s.keys)) {
+    throw new IssuerError(`issuer key file ${path} has an unknown format; restore it from a backup`);
+  }
+  return s as StoredState;
+}
+
+/** Write atomically (temp file + rename) with mode 0600 so a crash never leaves a half key file. */
+async function writeState(path: string, state: StoredState): Promise<void> {
+  const tmp = `${path}.${process.pid}.${randomUUID()}.tmp`;
+  await writeFile(tmp, JSON.stringify(state, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
+  await rename(tmp, path);
+}

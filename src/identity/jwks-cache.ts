@@ -1,0 +1,181 @@
+// Per-trust-domain JWKS cache: keys imported once per fetch, served from memory on the request path.
+// Stale keys are used while a background refresh runs (bounded by maxStaleSeconds); an unknown kid
+// triggers one rate-limited refetch (key rotation); no keys at all fails closed (jwks_unavailable).
+import { readFile } from 'node:fs/promises';
+import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import type { ConfigSet } from '../config/schema.ts';
+
+export interface TrustDomainSource {
+  /** Trust domain name, e.g. "prod" (matches spiffe://prod/...). */
+  name: string;
+  jwksUrl?: string;
+  /** Absolute path. */
+  jwksFile?: string;
+  refreshSeconds: number;
+  audience?: string;
+}
+
+export interface KeyEntry {
+  kid: string;
+  key: KeyObject;
+  /** node:crypto asymmetricKeyType: ec, rsa, rsa-pss, ed25519, ed448. */
+  type: string;
+  /** EC curve (prime256v1, secp384r1) when type is ec. */
+  curve?: string;
+  modulusLength?: number;
+  /** `alg` from the JWK, when the publisher pinned one. */
+  alg?: string;
+}
+
+export type KeyLookup =
+  | { ok: true; key: KeyEntry }
+  | { ok: false; code: 'unknown_kid' | 'jwks_unavailable'; message: string };
+
+export interface JwksCacheOptions {
+  now?: () => number;
+  fetch?: typeof fetch;
+  /** Minimum gap between fetches caused by an unknown kid or a failure (default 10 s). */
+  minRefetchSeconds?: number;
+  /** How long keys may be used after a failed refresh before failing closed (default 3600 s). */
+  maxStaleSeconds?: number;
+  timeoutMs?: number;
+}
+
+export interface JwksCache {
+  readonly source: TrustDomainSource;
+  lookup(kid: string): Promise<KeyLookup>;
+  /** Keys currently cached (no fetch). */
+  peek(kid: string): KeyEntry | undefined;
+  /** Fetch now; resolves to an error message or undefined on success. */
+  refresh(): Promise<string | undefined>;
+  status(): { loadedAt?: number; keys: number; lastError?: string };
+}
+
+export const DEFAULT_REFRESH_SECONDS = 300;
+const MAX_BYTES = 1 << 20;
+const MAX_KEYS = 100;
+
+/** TrustDomain resources -> sources, with jwks_file resolved against the config file's directory. */
+export function trustDomainsFromConfig(config: Pick<ConfigSet, 'trustDomains'>): TrustDomainSource[] {
+  return [...config.trustDomains.values()].map((r) => ({
+    name: r.name,
+    ...(r.spec.jwks_url ? { jwksUrl: r.spec.jwks_url } : {}),
+    ...(r.spec.jwks_file ? { jwksFile: isAbsolute(r.spec.jwks_file) ? r.spec.jwks_file : resolve(dirname(r.file), r.spec.jwks_file) } : {}),
+    refreshSeconds: r.spec.refresh_seconds ?? DEFAULT_REFRESH_SECONDS,
+    ...(r.spec.audience ? { audience: r.spec.audience } : {}),
+  }));
+}
+
+export function createJwksCache(source: TrustDomainSource, opts: JwksCacheOptions = {}): JwksCache {
+  const now = opts.now ?? Date.now;
+  const minGap = (opts.minRefetchSeconds ?? 10) * 1000;
+  const maxStale = (opts.maxStaleSeconds ?? 3600) * 1000;
+  const doFetch = opts.fetch ?? fetch;
+  const timeoutMs = opts.timeoutMs ?? 5000;
+  let keys: Map<string, KeyEntry> | undefined;
+  let loadedAt: number | undefined;
+  let lastAttempt = -Infinity;
+  let lastError: string | undefined;
+  let inflight: Promise<string | undefined> | undefined;
+
+  const load = async (): Promise<Map<string, KeyEntry>> => {
+    const text = source.jwksUrl ? await fetchText(source.jwksUrl, doFetch, timeoutMs) : await readFile(source.jwksFile!, 'utf8');
+    if (text.length > MAX_BYTES) throw new Error(`JWKS larger than ${MAX_BYTES} bytes`);
+    return parseJwks(text);
+  };
+
+  const refresh = (): Promise<string | undefined> => {
+    inflight ??= (async () => {
+      lastAttempt = now();
+      try {
+        keys = await load();
+        loadedAt = now();
+        lastError = undefined;
+        return undefined;
+      } catch (e) {
+        lastError = `trust domain "${source.name}": cannot load JWKS from ${source.jwksUrl ?? source.jwksFile}: ${(e as Error).message}`;
+        return lastError;
+      } finally {
+        inflight = undefined;
+      }
+    })();
+    return inflight;
+  };
+
+  const unavailable = (why: string | undefined): KeyLookup => ({ ok: false, code: 'jwks_unavailable', message: why ?? `trust domain "${source.name}": JWKS not loaded` });
+
+  return {
+    source,
+    peek: (kid) => keys?.get(kid),
+    refresh,
+    status: () => ({ loadedAt, keys: keys?.size ?? 0, lastError }),
+    async lookup(kid) {
+      const canFetch = () => now() - lastAttempt >= minGap;
+      const age = () => (loadedAt === undefined ? Infinity : now() - loadedAt);
+      const ttl = source.refreshSeconds * 1000;
+      if (age() >= ttl + maxStale) {
+        // Nothing trustworthy cached: this request waits for a fetch, or fails closed.
+        if (inflight) await inflight;
+        else if (canFetch()) await refresh();
+        if (age() >= ttl + maxStale) return unavailable(lastError);
+      } else if (age() >= ttl && !inflight && canFetch()) {
+        void refresh(); // stale-while-revalidate: a routine refresh never blocks the request path
+      }
+      let k = keys?.get(kid);
+      if (!k && (inflight || canFetch())) {
+        // Unknown kid: the publisher may have rotated. One refetch, rate-limited by minRefetchSeconds.
+        const err = await (inflight ?? refresh());
+        if (err) return unavailable(err);
+        k = keys?.get(kid);
+      }
+      if (!k) return { ok: false, code: 'unknown_kid', message: `key "${kid}" is not in the JWKS of trust domain "${source.name}"` };
+      return { ok: true, key: k };
+    },
+  };
+}
+
+async function fetchText(url: string, doFetch: typeof fetch, timeoutMs: number): Promise<string> {
+  const res = await doFetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } });
+  if (!res.ok) {
+    await res.body?.cancel();
+    throw new Error(`HTTP ${res.status}`);
+  }
+  const len = Number(res.headers.get('content-length') ?? 0);
+  if (len > MAX_BYTES) {
+    await res.body?.cancel();
+    throw new Error(`JWKS larger than ${MAX_BYTES} bytes`);
+  }
+  return res.text();
+}
+
+/**
+ * Parse a JWKS or SPIFFE bundle. Keys without kid, symmetric keys (kty oct: the HMAC confusion
+ * vector), encryption keys and X.509-SVID bundle entries are skipped; only public parts are kept.
+ */
+export function parseJwks(text: string): Map<string, KeyEntry> {
+  let doc: unknown;
+  try { doc = JSON.parse(text); } catch { throw new Error('JWKS is not valid JSON'); }
+  const list = (doc as { keys?: unknown } | null)?.keys;
+  if (!Array.isArray(list)) throw new Error('JWKS has no "keys" array');
+  const out = new Map<string, KeyEntry>();
+  for (const raw of list.slice(0, MAX_KEYS)) {
+    if (!raw || typeof raw !== 'object') continue;
+    const jwk = raw as JsonWebKey & { kid?: unknown; use?: unknown; alg?: unknown };
+    if (typeof jwk.kid !== 'string' || !jwk.kid) continue;
+    if (jwk.kty !== 'EC' && jwk.kty !== 'RSA' && jwk.kty !== 'OKP') continue;
+    if (jwk.use !== undefined && jwk.use !== 'sig' && jwk.use !== 'jwt-svid') continue;
+    let key: KeyObject;
+    try { key = createPublicKey({ key: jwk, format: 'jwk' }); } catch { continue; }
+    const d = key.asymmetricKeyDetails ?? {};
+    out.set(jwk.kid, {
+      kid: jwk.kid,
+      key,
+      type: key.asymmetricKeyType ?? 'unknown',
+      ...(d.namedCurve ? { curve: d.namedCurve } : {}),
+      ...(d.modulusLength ? { modulusLength: d.modulusLength } : {}),
+      ...(typeof jwk.alg === 'string' ? { alg: jwk.alg } : {}),
+    });
+  }
+  return out;
+}

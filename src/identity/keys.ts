@@ -1,0 +1,142 @@
+// Virtual keys: `aam_<secret>` bound to one Agent. Only sha256(secret) is stored. A key has a
+// stable id; rotation adds a new secret to the same id and lets the old one live for a grace
+// period. The whole table is mirrored in memory (hash -> key) so authentication is a Map lookup;
+// `PRAGMA data_version` tells us cheaply when another process (the CLI) changed it.
+import { createHash, randomBytes } from 'node:crypto';
+import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import { transaction } from '../store/sqlite.ts';
+
+export interface KeyRecord {
+  id: string;
+  agent: string;
+  name: string | null;
+  createdAt: string;
+  revokedAt: string | null;
+  expiresAt: string | null;
+}
+
+export interface KeyListing extends KeyRecord { secrets: number; lastRotatedAt: string | null }
+
+interface SecretRow { hash: string; key_id: string; expires_at: number | null }
+
+export const KEY_PREFIX = 'aam_';
+
+export function hashKey(secret: string): string {
+  return createHash('sha256').update(secret).digest('hex');
+}
+
+function newSecret(): string {
+  return KEY_PREFIX + randomBytes(24).toString('base64url');
+}
+
+function newId(): string {
+  return 'key_' + randomBytes(8).toString('hex');
+}
+
+export class KeyStore {
+  readonly #db: DatabaseSync;
+  readonly #version: StatementSync;
+  #seenVersion = -1;
+  /** hash -> secret row (expires_at for secrets in their rotation grace period). */
+  #byHash = new Map<string, SecretRow>();
+  #keys = new Map<string, KeyRecord>();
+
+  constructor(db: DatabaseSync) {
+    this.#db = db;
+    db.exec(`CREATE TABLE IF NOT EXISTS keys (
+      id TEXT PRIMARY KEY, agent TEXT NOT NULL, name TEXT, created_at TEXT NOT NULL,
+      revoked_at TEXT, expires_at TEXT);
+    CREATE TABLE IF NOT EXISTS key_secrets (
+      hash TEXT PRIMARY KEY, key_id TEXT NOT NULL REFERENCES keys(id), created_at TEXT NOT NULL, expires_at INTEGER);`);
+    this.#version = db.prepare('PRAGMA data_version');
+    this.#reload();
+  }
+
+  /** Re-read the tables if another connection committed since we last looked. */
+  #refresh(): void {
+    const v = (this.#version.get() as { data_version: number }).data_version;
+    if (v !== this.#seenVersion) this.#reload();
+  }
+
+  #reload(): void {
+    this.#seenVersion = (this.#version.get() as { data_version: number }).data_version;
+    const keys = new Map<string, KeyRecord>();
+    for (const r of this.#db.prepare('SELECT id, agent, name, created_at, revoked_at, expires_at FROM keys').all()) {
+      const row = r as { id: string; agent: string; name: string | null; created_at: string; revoked_at: string | null; expires_at: string | null };
+      keys.set(row.id, { id: row.id, agent: row.agent, name: row.name, createdAt: row.created_at, revokedAt: row.revoked_at, expiresAt: row.expires_at });
+    }
+    const byHash = new Map<string, SecretRow>();
+    for (const r of this.#db.prepare('SELECT hash, key_id, expires_at FROM key_secrets').all()) {
+      const row = r as unknown as SecretRow;
+      byHash.set(row.hash, { hash: row.hash, key_id: row.key_id, expires_at: row.expires_at });
+    }
+    this.#keys = keys;
+    this.#byHash = byHash;
+  }
+
+  /** Hot path: resolve a presented secret to its key, or a reason it is not valid. */
+  authenticate(secret: string, now = Date.now()): { ok: true; key: KeyRecord } | { ok: false; reason: string } {
+    this.#refresh();
+    const row = this.#byHash.get(hashKey(secret));
+    if (!row) return { ok: false, reason: 'unknown API key' };
+    const key = this.#keys.get(row.key_id);
+    if (!key) return { ok: false, reason: 'unknown API key' };
+    if (key.revokedAt) return { ok: false, reason: `API key ${key.id} was revoked at ${key.revokedAt}` };
+    if (key.expiresAt && Date.parse(key.expiresAt) <= now) return { ok: false, reason: `API key ${key.id} expired at ${key.expiresAt}` };
+    if (row.expires_at !== null && row.expires_at <= now) return { ok: false, reason: `this secret of API key ${key.id} was rotated and its grace period ended; use the new secret` };
+    return { ok: true, key };
+  }
+
+  create(agent: string, opts: { name?: string; expiresAt?: string } = {}): { key: KeyRecord; secret: string } {
+    const id = newId();
+    const secret = newSecret();
+    const now = new Date().toISOString();
+    transaction(this.#db, () => {
+      this.#db.prepare('INSERT INTO keys (id, agent, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?)').run(id, agent, opts.name ?? null, now, opts.expiresAt ?? null);
+      this.#db.prepare('INSERT INTO key_secrets (hash, key_id, created_at, expires_at) VALUES (?, ?, ?, NULL)').run(hashKey(secret), id, now);
+    });
+    this.#reload();
+    return { key: this.#keys.get(id)!, secret };
+  }
+
+  /** New secret for the same key id; the current secrets stay valid for graceSeconds. */
+  rotate(id: string, graceSeconds: number): { key: KeyRecord; secret: string } {
+    const key = this.get(id);
+    if (!key) throw new Error(`no API key with id ${id} (see: aam keys list)`);
+    if (key.revokedAt) throw new Error(`API key ${id} is revoked; create a new key instead`);
+    const secret = newSecret();
+    const now = Date.now();
+    transaction(this.#db, () => {
+      this.#db.prepare('UPDATE key_secrets SET expires_at = ? WHERE key_id = ? AND (expires_at IS NULL OR expires_at > ?)').run(now + graceSeconds * 1000, id, now + graceSeconds * 1000);
+      this.#db.prepare('INSERT INTO key_secrets (hash, key_id, created_at, expires_at) VALUES (?, ?, ?, NULL)').run(hashKey(secret), id, new Date(now).toISOString());
+    });
+    this.#reload();
+    return { key: this.#keys.get(id)!, secret };
+  }
+
+  revoke(id: string): KeyRecord {
+    const key = this.get(id);
+    if (!key) throw new Error(`no API key with id ${id} (see: aam keys list)`);
+    if (!key.revokedAt) this.#db.prepare('UPDATE keys SET revoked_at = ? WHERE id = ?').run(new Date().toISOString(), id);
+    this.#reload();
+    return this.#keys.get(id)!;
+  }
+
+  get(id: string): KeyRecord | undefined {
+    this.#refresh();
+    return this.#keys.get(id);
+  }
+
+  list(): KeyListing[] {
+    this.#refresh();
+    const counts = new Map<string, { n: number; last: string | null }>();
+    for (const r of this.#db.prepare('SELECT key_id, count(*) AS n, max(created_at) AS last FROM key_secrets GROUP BY key_id').all()) {
+      const row = r as { key_id: string; n: number; last: string };
+      counts.set(row.key_id, { n: row.n, last: row.last });
+    }
+    return [...this.#keys.values()].map((k) => {
+      const c = counts.get(k.id);
+      return { ...k, secrets: c?.n ?? 0, lastRotatedAt: c && c.n > 1 ? c.last : null };
+    });
+  }
+}

@@ -1,0 +1,316 @@
+// AgentPolicy -> lookup tables, once per config load. The request path (decide.ts) only reads
+// what is built here: per-agent policy sets, Sets of actions/models, compiled CEL and regexes.
+import type { ConfigSet, Resource, AgentSpec, PolicySpec, ToolRuleSpec } from '../config/schema.ts';
+import { ConfigError, type ConfigIssue } from '../config/load.ts';
+import type { AgentRecord } from '../identity/types.ts';
+import type { Decision } from './types.ts';
+import { compileSubject, stringMatcher, type SubjectMatcher } from './subject.ts';
+import { compileCondition, isCompileError, type CompiledCondition } from './cel.ts';
+import { compileArg, type CompiledArg } from './args.ts';
+
+export interface CompiledToolRule {
+  policy: string;
+  index: number;
+  /** "tools[0]" */
+  path: string;
+  resource: string;
+  matchResource: (r: string) => boolean;
+  actions: ReadonlySet<string>;
+  anyAction: boolean;
+  deny: ReadonlySet<string>;
+  denyAll: boolean;
+  when: CompiledCondition | null;
+  args: readonly CompiledArg[];
+  approval: boolean;
+  /** Memos for decide(): resource -> action -> frozen decision (bounded; see decide.ts). */
+  memo: { allow: DecisionMemo; deny: DecisionMemo; unmet: DecisionMemo };
+}
+
+export type DecisionMemo = Map<string, Map<string, Decision>>;
+
+export interface BudgetLimits {
+  daily_usd?: number;
+  monthly_usd?: number;
+  /** Percent thresholds, ascending. */
+  alert_at: number[];
+}
+
+export interface CompiledPolicy {
+  name: string;
+  subject: SubjectMatcher;
+  /** model name -> index in models.allow / models.deny; '*' is kept as a key too. */
+  modelAllow: ReadonlyMap<string, number>;
+  modelDeny: ReadonlyMap<string, number>;
+  budget: (BudgetLimits & { scope: 'agent' | 'team' }) | null;
+  rate: { rpm?: number; tpm?: number } | null;
+  guardrails: readonly string[];
+  tools: readonly CompiledToolRule[];
+}
+
+export interface ScopedBudget extends BudgetLimits {
+  scope: 'agent' | 'team';
+  /** Ledger key, e.g. "agent:finance-analyst" or "team:finance". */
+  key: string;
+  policies: string[];
+}
+
+export interface EffectiveLimits {
+  /** One entry per scope that has a budget (smallest amount wins per field). */
+  budgets: ScopedBudget[];
+  rate: { rpm?: number; tpm?: number; policies: string[] } | null;
+}
+
+/** Everything decided about one identity, built on first use and reused. */
+export interface PolicySet {
+  agent: AgentRecord;
+  policies: readonly CompiledPolicy[];
+  /** CEL `identity` variable, built once. */
+  celIdentity: Readonly<Record<string, unknown>>;
+  allowedModels: readonly string[];
+  limits: EffectiveLimits;
+  guardrails: readonly string[];
+  /** Memo: model route -> decision (only for routes defined in config, so bounded). */
+  modelMemo: Map<string, Decision>;
+  /** Memo: resource -> tool rules (in policy order) whose resource matches. */
+  toolMemo: Map<string, readonly CompiledToolRule[]>;
+}
+
+export interface CompiledPolicies {
+  configVersion: string;
+  policies: readonly CompiledPolicy[];
+  /** Agent resources by name. */
+  agents: ReadonlyMap<string, AgentRecord>;
+  /** Agent name -> precomputed set. */
+  sets: ReadonlyMap<string, PolicySet>;
+  /** SPIFFE ID -> agent name. */
+  bySpiffe: ReadonlyMap<string, string>;
+  /** Model route names in config order. */
+  models: readonly string[];
+  modelSet: ReadonlySet<string>;
+  /** LRU for identities that are not Agent resources (e.g. a JWT-SVID matching a glob). */
+  unknownCache: Map<string, PolicySet>;
+  unknownCacheMax: number;
+}
+
+const TOOL_MEMO_MAX = 4096;
+
+export function trustDomainOfId(spiffeId: string): string {
+  const rest = spiffeId.startsWith('spiffe://') ? spiffeId.slice(9) : spiffeId;
+  const slash = rest.indexOf('/');
+  return slash === -1 ? rest : rest.slice(0, slash);
+}
+
+/** The AgentRecord for an Agent resource (spec.labels override metadata.labels). */
+export function agentRecord(r: Resource<AgentSpec>): AgentRecord {
+  const s = r.spec;
+  return Object.freeze({
+    name: r.name,
+    spiffeId: s.workload,
+    trustDomain: trustDomainOfId(s.workload),
+    owner: s.owner,
+    team: s.team,
+    environment: s.environment,
+    deployment: s.deployment,
+    labels: Object.freeze({ ...r.labels, ...(s.labels ?? {}) }),
+  });
+}
+
+type Issue = (r: Resource<PolicySpec>, path: string, message: string) => void;
+
+/** Identical `when` sources share one compiled program (templated policies repeat them). */
+type CelCache = Map<string, ReturnType<typeof compileCondition>>;
+
+function compileToolRule(policy: Resource<PolicySpec>, rule: ToolRuleSpec, index: number, issue: Issue, cel: CelCache): CompiledToolRule {
+  const path = `tools[${index}]`;
+  const actions = new Set(rule.actions ?? []);
+  const deny = new Set(rule.deny ?? []);
+  for (const a of actions) {
+    if (deny.has(a)) issue(policy, `spec.${path}.deny`, `action "${a}" is both allowed (actions) and denied (deny) in the same rule; remove it from one list`);
+  }
+  if (!rule.actions?.length && !rule.deny?.length) issue(policy, `spec.${path}`, 'a tool rule needs actions (to allow) or deny (to deny)');
+  let when: CompiledCondition | null = null;
+  if (rule.when !== undefined) {
+    let c = cel.get(rule.when);
+    if (!c) { c = compileCondition(rule.when); cel.set(rule.when, c); }
+    if (isCompileError(c)) issue(policy, `spec.${path}.when`, `${c.message}${c.column ? ` at column ${c.column}` : ''} in \`${rule.when}\``);
+    else when = c;
+  }
+  const args: CompiledArg[] = [];
+  for (const [name, spec] of Object.entries(rule.args ?? {})) {
+    const c = compileArg(name, spec);
+    if (typeof c === 'string') issue(policy, `spec.${path}.args.${name}`, c);
+    else args.push(c);
+  }
+  return {
+    policy: policy.name, index, path, resource: rule.resource,
+    matchResource: stringMatcher(rule.resource, true),
+    actions, anyAction: actions.has('*'), deny, denyAll: deny.has('*'),
+    when, args, approval: rule.approval === 'required', memo: { allow: new Map(), deny: new Map(), unmet: new Map() },
+  };
+}
+
+function compilePolicy(r: Resource<PolicySpec>, issue: Issue, cel: CelCache): CompiledPolicy {
+  const s = r.spec;
+  const modelAllow = new Map<string, number>();
+  const modelDeny = new Map<string, number>();
+  (s.models?.allow ?? []).forEach((m, i) => { if (!modelAllow.has(m)) modelAllow.set(m, i); });
+  (s.models?.deny ?? []).forEach((m, i) => {
+    if (!modelDeny.has(m)) modelDeny.set(m, i);
+    if (m !== '*' && modelAllow.has(m)) issue(r, `spec.models.deny[${i}]`, `model "${m}" is both in models.allow and models.deny; remove it from one list`);
+  });
+  if (s.identity.workload !== undefined && !s.identity.workload.startsWith('spiffe://') && s.identity.workload !== '**' && s.identity.workload !== '*') {
+    issue(r, 'spec.identity.workload', 'must be a SPIFFE ID or glob starting with spiffe:// (or "**" for every workload)');
+  }
+  const b = s.models?.budget;
+  return {
+    name: r.name,
+    subject: compileSubject(s.identity),
+    modelAllow, modelDeny,
+    budget: b && (b.daily_usd !== undefined || b.monthly_usd !== undefined)
+      ? { daily_usd: b.daily_usd, monthly_usd: b.monthly_usd, scope: b.scope ?? 'agent', alert_at: [...(b.alert_at ?? [])].sort((x, y) => x - y) }
+      : null,
+    rate: s.models?.rate && (s.models.rate.rpm !== undefined || s.models.rate.tpm !== undefined) ? { ...s.models.rate } : null,
+    guardrails: s.guardrails ?? [],
+    tools: (s.tools ?? []).map((t, i) => compileToolRule(r, t, i, issue, cel)),
+  };
+}
+
+const minDef = (a: number | undefined, b: number | undefined): number | undefined =>
+  a === undefined ? b : b === undefined ? a : Math.min(a, b);
+
+function effectiveLimits(agent: AgentRecord, policies: readonly CompiledPolicy[]): EffectiveLimits {
+  const budgets = new Map<string, ScopedBudget>();
+  let rate: EffectiveLimits['rate'] = null;
+  for (const p of policies) {
+    if (p.budget) {
+      const scope = p.budget.scope === 'team' && agent.team ? 'team' : 'agent';
+      const key = scope === 'team' ? `team:${agent.team}` : `agent:${agent.name || agent.spiffeId}`;
+      const cur = budgets.get(key);
+      if (!cur) budgets.set(key, { scope, key, daily_usd: p.budget.daily_usd, monthly_usd: p.budget.monthly_usd, alert_at: [...p.budget.alert_at], policies: [p.name] });
+      else {
+        cur.daily_usd = minDef(cur.daily_usd, p.budget.daily_usd);
+        cur.monthly_usd = minDef(cur.monthly_usd, p.budget.monthly_usd);
+        cur.alert_at = [...new Set([...cur.alert_at, ...p.budget.alert_at])].sort((x, y) => x - y);
+        cur.policies.push(p.name);
+      }
+    }
+    if (p.rate) {
+      if (!rate) rate = { rpm: p.rate.rpm, tpm: p.rate.tpm, policies: [p.name] };
+      else { rate.rpm = minDef(rate.rpm, p.rate.rpm); rate.tpm = minDef(rate.tpm, p.rate.tpm); rate.policies.push(p.name); }
+    }
+  }
+  return { budgets: [...budgets.values()], rate };
+}
+
+/** Build the set for one identity from the policies whose subject matches it. */
+export function buildSet(agent: AgentRecord, compiled: Pick<CompiledPolicies, 'policies' | 'models'>): PolicySet {
+  const policies = compiled.policies.filter((p) => p.subject.matches(agent));
+  const allowed: string[] = [];
+  for (const m of compiled.models) {
+    let allow = false;
+    let deny = false;
+    for (const p of policies) {
+      if (p.modelDeny.has(m) || p.modelDeny.has('*')) deny = true;
+      if (p.modelAllow.has(m) || p.modelAllow.has('*')) allow = true;
+    }
+    if (allow && !deny) allowed.push(m);
+  }
+  const guardrails = [...new Set(policies.flatMap((p) => p.guardrails))];
+  return {
+    agent, policies,
+    celIdentity: Object.freeze({
+      spiffe_id: agent.spiffeId, agent: agent.name, trust_domain: agent.trustDomain,
+      owner: agent.owner ?? '', team: agent.team ?? '', environment: agent.environment ?? '', deployment: agent.deployment ?? '',
+      labels: agent.labels,
+    }),
+    allowedModels: allowed,
+    limits: effectiveLimits(agent, policies),
+    guardrails,
+    modelMemo: new Map(),
+    toolMemo: new Map(),
+  };
+}
+
+/** Tool rules of a set whose resource matches, memoized (bounded) per resource. */
+export function rulesFor(set: PolicySet, resource: string): readonly CompiledToolRule[] {
+  const hit = set.toolMemo.get(resource);
+  if (hit) return hit;
+  const out: CompiledToolRule[] = [];
+  for (const p of set.policies) for (const t of p.tools) if (t.matchResource(resource)) out.push(t);
+  if (set.toolMemo.size < TOOL_MEMO_MAX) set.toolMemo.set(resource, out);
+  return out;
+}
+
+function unknownKey(a: AgentRecord): string {
+  let k = `${a.spiffeId}\0${a.name}\0${a.team ?? ''}\0${a.environment ?? ''}\0${a.owner ?? ''}\0${a.deployment ?? ''}`;
+  for (const key of Object.keys(a.labels).sort()) k += `\0${key}=${a.labels[key]}`;
+  return k;
+}
+
+/**
+ * The policy set for a caller. A configured Agent is one Map lookup; any other identity
+ * (unknown SPIFFE ID, or a record whose attributes differ from the config) is matched on
+ * first sight and kept in a small LRU.
+ */
+export function setFor(agent: AgentRecord, compiled: CompiledPolicies): PolicySet {
+  const known = compiled.sets.get(agent.name);
+  if (known && (known.agent === agent || (known.agent.spiffeId === agent.spiffeId && known.agent.team === agent.team
+    && known.agent.environment === agent.environment && known.agent.owner === agent.owner && known.agent.deployment === agent.deployment
+    && sameLabels(known.agent.labels, agent.labels)))) return known;
+  const key = unknownKey(agent);
+  const cache = compiled.unknownCache;
+  const hit = cache.get(key);
+  if (hit) {
+    cache.delete(key);
+    cache.set(key, hit);
+    return hit;
+  }
+  const set = buildSet(agent, compiled);
+  cache.set(key, set);
+  if (cache.size > compiled.unknownCacheMax) cache.delete(cache.keys().next().value as string);
+  return set;
+}
+
+function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<string, string>>): boolean {
+  if (a === b) return true;
+  const ka = Object.keys(a);
+  if (ka.length !== Object.keys(b).length) return false;
+  for (const k of ka) if (a[k] !== b[k]) return false;
+  return true;
+}
+
+/**
+ * Compile every AgentPolicy of a config. Throws ConfigError listing every problem
+ * (CEL that does not compile, with its column; bad arg patterns; contradictory rules).
+ */
+export function compilePolicies(config: ConfigSet, configVersion: string = config.digest): CompiledPolicies {
+  const issues: ConfigIssue[] = [];
+  const issue: Issue = (r, path, message) => issues.push({ file: r.file, document: r.index, path, message });
+  const cel: CelCache = new Map();
+  const policies = [...config.policies.values()].map((r) => compilePolicy(r, issue, cel));
+  if (issues.length) throw new ConfigError(issues);
+  const models = [...config.models.keys()];
+  const base = { policies, models };
+  const agents = new Map<string, AgentRecord>();
+  const sets = new Map<string, PolicySet>();
+  const bySpiffe = new Map<string, string>();
+  for (const r of config.agents.values()) {
+    const rec = agentRecord(r);
+    agents.set(rec.name, rec);
+    bySpiffe.set(rec.spiffeId, rec.name);
+    sets.set(rec.name, buildSet(rec, base));
+  }
+  return {
+    configVersion, policies, agents, sets, bySpiffe, models, modelSet: new Set(models),
+    unknownCache: new Map(), unknownCacheMax: 1024,
+  };
+}
+
+/** Look up a configured agent by name or SPIFFE ID. */
+export function findAgent(compiled: CompiledPolicies, nameOrSpiffeId: string): AgentRecord | undefined {
+  const byName = compiled.agents.get(nameOrSpiffeId);
+  if (byName) return byName;
+  const name = compiled.bySpiffe.get(nameOrSpiffeId);
+  return name === undefined ? undefined : compiled.agents.get(name);
+}
+

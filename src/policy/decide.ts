@@ -1,0 +1,169 @@
+// The decision function: pure, default deny, any explicit deny wins, fail closed.
+// Allow decisions are memoized per (set, model) and per (rule, action) and frozen, so the
+// common path is a few Map lookups and no string building.
+//
+// Tool rule semantics: `deny` actions are unconditional (no `when`, no args); `actions` allow
+// only when `args` constraints hold and `when` is true. A `when` that errors or returns a
+// non-boolean on any rule that would apply denies the whole request.
+import type { AgentRecord } from '../identity/types.ts';
+import type { AccessRequest, Decision, Effect } from './types.ts';
+import { setFor, rulesFor, type CompiledPolicies, type CompiledToolRule, type PolicySet, type EffectiveLimits, type DecisionMemo } from './compile.ts';
+import { checkArgs } from './args.ts';
+import type { CelVars } from './cel.ts';
+
+const MEMO_MAX = 256;
+const EMPTY: Readonly<Record<string, unknown>> = Object.freeze({});
+
+function make(compiled: CompiledPolicies, effect: Effect, policy: string, rule: number, rulePath: string, reason: string): Decision {
+  return Object.freeze({ effect, allowed: effect === 'allow', policy, rule, rulePath, reason, configVersion: compiled.configVersion });
+}
+
+export function who(agent: AgentRecord): string {
+  return agent.name ? `${agent.spiffeId} (agent "${agent.name}")` : agent.spiffeId;
+}
+
+export function decide(req: AccessRequest, compiled: CompiledPolicies): Decision {
+  const set = setFor(req.agent, compiled);
+  if (req.kind === 'model') return decideModel(set, req.model, compiled);
+  return decideTool(set, req.resource, req.action, req.args ?? EMPTY, req.context, compiled);
+}
+
+export function decideModel(set: PolicySet, model: string, compiled: CompiledPolicies): Decision {
+  const memo = set.modelMemo.get(model);
+  if (memo) return memo;
+  const d = computeModel(set, model, compiled);
+  if (compiled.modelSet.has(model)) set.modelMemo.set(model, d);
+  return d;
+}
+
+function computeModel(set: PolicySet, model: string, compiled: CompiledPolicies): Decision {
+  for (const p of set.policies) {
+    const i = p.modelDeny.get(model) ?? p.modelDeny.get('*');
+    if (i !== undefined) return make(compiled, 'deny', p.name, i, `models.deny[${i}]`, `policy "${p.name}" models.deny[${i}] denies model "${model}" for ${who(set.agent)}`);
+  }
+  for (const p of set.policies) {
+    const i = p.modelAllow.get(model) ?? p.modelAllow.get('*');
+    if (i !== undefined) return make(compiled, 'allow', p.name, i, `models.allow[${i}]`, `policy "${p.name}" models.allow[${i}] allows model "${model}"`);
+  }
+  if (set.policies.length === 0) return make(compiled, 'deny', '', -1, '', `no AgentPolicy applies to ${who(set.agent)}, so model "${model}" is denied by default`);
+  const allowed = set.allowedModels.length ? set.allowedModels.join(', ') : 'none';
+  const names = set.policies.map((p) => p.name).join(', ');
+  return make(compiled, 'deny', '', -1, '', `no policy allows model "${model}" for ${who(set.agent)} (policies: ${names}); allowed: ${allowed}`);
+}
+
+/** A rule's decision for (resource, action) does not depend on the caller: build it once. */
+function memoized(m: DecisionMemo, resource: string, action: string): Decision | undefined {
+  return m.get(resource)?.get(action);
+}
+
+function remember(m: DecisionMemo, resource: string, action: string, d: Decision): Decision {
+  let inner = m.get(resource);
+  if (!inner) {
+    if (m.size >= MEMO_MAX) return d;
+    inner = new Map();
+    m.set(resource, inner);
+  }
+  if (inner.size < MEMO_MAX) inner.set(action, d);
+  return d;
+}
+
+function explicitDeny(r: CompiledToolRule, action: string, resource: string, compiled: CompiledPolicies): Decision {
+  return memoized(r.memo.deny, resource, action) ?? remember(r.memo.deny, resource, action,
+    make(compiled, 'deny', r.policy, r.index, r.path, `policy "${r.policy}" ${r.path} denies action "${action}" on ${resource}`));
+}
+
+function allowDecision(r: CompiledToolRule, action: string, resource: string, compiled: CompiledPolicies): Decision {
+  return memoized(r.memo.allow, resource, action) ?? remember(r.memo.allow, resource, action, r.approval
+    ? make(compiled, 'approval_required', r.policy, r.index, r.path, `policy "${r.policy}" ${r.path} allows action "${action}" on ${resource} only with approval`)
+    : make(compiled, 'allow', r.policy, r.index, r.path, `policy "${r.policy}" ${r.path} allows action "${action}" on ${resource}`));
+}
+
+function conditionFalse(r: CompiledToolRule, action: string, resource: string, compiled: CompiledPolicies): Decision {
+  return memoized(r.memo.unmet, resource, action) ?? remember(r.memo.unmet, resource, action,
+    make(compiled, 'deny', r.policy, r.index, r.path, `policy "${r.policy}" ${r.path} allows action "${action}" on ${resource} only when \`${r.when?.source}\`, which is false for this request`));
+}
+
+export function celContext(c: Readonly<Record<string, unknown>> | undefined): Record<string, unknown> {
+  const t = c?.time;
+  const time = t instanceof Date ? t : typeof t === 'string' || typeof t === 'number' ? new Date(t) : new Date();
+  const hour = time.getUTCHours();
+  const weekday = time.getUTCDay();
+  return c ? { ...c, time, hour, weekday } : { time, hour, weekday };
+}
+
+export function decideTool(
+  set: PolicySet, resource: string, action: string, args: Readonly<Record<string, unknown>>,
+  context: Readonly<Record<string, unknown>> | undefined, compiled: CompiledPolicies,
+): Decision {
+  const rules = rulesFor(set, resource);
+  for (let i = 0; i < rules.length; i++) {
+    const r = rules[i];
+    if (r.denyAll || r.deny.has(action)) {
+      return explicitDeny(r, action, resource, compiled);
+    }
+  }
+  let best: CompiledToolRule | null = null;
+  let argFail: { rule: CompiledToolRule; why: string } | null = null;
+  let whenFalse: CompiledToolRule | null = null;
+  let vars: CelVars | null = null;
+  for (let i = 0; i < rules.length; i++) {
+    const r = rules[i];
+    if (!r.anyAction && !r.actions.has(action)) continue;
+    if (r.args.length) {
+      const why = checkArgs(r.args, args);
+      if (why !== null) { if (!argFail) argFail = { rule: r, why }; continue; }
+    }
+    if (r.when) {
+      vars ??= { identity: set.celIdentity, resource, action, args, context: celContext(context) };
+      const ok = r.when.evaluate(vars);
+      if (ok instanceof Error) {
+        return make(compiled, 'deny', r.policy, r.index, r.path,
+          `policy "${r.policy}" ${r.path} condition \`${r.when.source}\` could not be evaluated (${ok.message}); denied because conditions fail closed`);
+      }
+      if (!ok) { whenFalse ??= r; continue; }
+    }
+    if (!best || (r.approval && !best.approval)) best = r;
+  }
+  if (best) return allowDecision(best, action, resource, compiled);
+  if (argFail) {
+    const r = argFail.rule;
+    return make(compiled, 'deny', r.policy, r.index, r.path, `policy "${r.policy}" ${r.path} allows action "${action}" on ${resource} only within its args constraints: ${argFail.why}`);
+  }
+  if (whenFalse) return conditionFalse(whenFalse, action, resource, compiled);
+  if (rules.length === 0) {
+    const none = set.policies.length === 0 ? `no AgentPolicy applies to ${who(set.agent)}` : `no policy has a tool rule for ${resource} for ${who(set.agent)}`;
+    return make(compiled, 'deny', '', -1, '', `${none}, so action "${action}" is denied by default`);
+  }
+  const allowed = [...new Set(rules.flatMap((r) => [...r.actions]))].join(', ') || 'none';
+  return make(compiled, 'deny', '', -1, '', `no policy allows action "${action}" on ${resource} for ${who(set.agent)}; allowed actions: ${allowed}`);
+}
+
+/** Model routes this caller may use (for GET /v1/models), in config order. */
+export function allowedModels(agent: AgentRecord, compiled: CompiledPolicies): readonly string[] {
+  return setFor(agent, compiled).allowedModels;
+}
+
+/**
+ * Could some call of (resource, action) be allowed for this caller? Explicit denies hide the
+ * tool; `when` and `args` are not evaluated (they depend on the call), so tools/list may show a
+ * tool whose call is then denied with a reason, never the reverse.
+ */
+export function toolVisible(agent: AgentRecord, resource: string, action: string, compiled: CompiledPolicies): boolean {
+  const rules = rulesFor(setFor(agent, compiled), resource);
+  let any = false;
+  for (const r of rules) {
+    if (r.denyAll || r.deny.has(action)) return false;
+    if (r.anyAction || r.actions.has(action)) any = true;
+  }
+  return any;
+}
+
+/** Budgets (per scope; smallest amount wins) and rate limits (smallest wins) for this caller. */
+export function limitsFor(agent: AgentRecord, compiled: CompiledPolicies): EffectiveLimits {
+  return setFor(agent, compiled).limits;
+}
+
+/** Guardrail names attached by every policy that applies to this caller (deduplicated). */
+export function guardrailsFor(agent: AgentRecord, compiled: CompiledPolicies): readonly string[] {
+  return setFor(agent, compiled).guardrails;
+}

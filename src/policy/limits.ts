@@ -1,0 +1,259 @@
+// Budgets and rate limits, in memory. Atomic by construction: every check-and-increment runs
+// synchronously on Node's single thread, with no await between the check and the update, so
+// 64 concurrent requests cannot all see the same remaining budget (a common gateway failure).
+// No timers: stale entries are swept opportunistically, so memory stays bounded and nothing
+// keeps the process alive.
+
+export type Period = 'daily' | 'monthly';
+
+/** Budget amounts in USD; a ScopedBudget from limitsFor() fits as is. */
+export interface BudgetLimits { daily_usd?: number; monthly_usd?: number; alert_at?: readonly number[] }
+
+export interface BudgetAlert {
+  key: string;
+  period: Period;
+  /** Threshold percent that was crossed (e.g. 80). */
+  threshold: number;
+  spent: number;
+  limit: number;
+  /** Start of the UTC window the alert belongs to. */
+  windowStart: Date;
+}
+
+interface Window { start: number; spent: number; fired: Set<number> }
+interface Account { key: string; day: Window; month: Window; reserved: number }
+
+export interface Reservation {
+  readonly id: number;
+  readonly entries: ReadonlyArray<{ readonly key: string; readonly limits: BudgetLimits }>;
+  readonly amountUsd: number;
+  done: boolean;
+}
+
+export type ReserveResult =
+  | { ok: true; reservation: Reservation }
+  | { ok: false; code: 'budget_exceeded'; key: string; resetAt: Date; spent: number; limit: number; period: Period };
+
+export interface SettleResult {
+  /** USD charged to every key of the reservation. */
+  chargedUsd: number;
+  /** True when the real cost was unknown and the reserved estimate was charged instead. */
+  estimated: boolean;
+}
+
+export const dayStart = (t: number): number => { const d = new Date(t); return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()); };
+export const monthStart = (t: number): number => { const d = new Date(t); return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1); };
+const nextDay = (start: number): number => start + 86_400_000;
+const nextMonth = (start: number): number => { const d = new Date(start); return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1); };
+
+const SWEEP_EVERY = 1024;
+
+export interface BudgetLedgerOptions {
+  onAlert?: (alert: BudgetAlert) => void;
+}
+
+/** Spend per key (agent:NAME, team:NAME, key:ID) in UTC daily and monthly windows. */
+export class BudgetLedger {
+  private readonly accounts = new Map<string, Account>();
+  private readonly onAlert: (alert: BudgetAlert) => void;
+  private nextId = 1;
+  private ops = 0;
+
+  constructor(opts: BudgetLedgerOptions = {}) {
+    this.onAlert = opts.onAlert ?? (() => {});
+  }
+
+  private account(key: string, now: number): Account {
+    let a = this.accounts.get(key);
+    if (!a) {
+      a = { key, day: { start: dayStart(now), spent: 0, fired: new Set() }, month: { start: monthStart(now), spent: 0, fired: new Set() }, reserved: 0 };
+      this.accounts.set(key, a);
+      return a;
+    }
+    // Roll windows; in-flight reservations carry over and are charged to the window they settle in.
+    const d = dayStart(now);
+    if (a.day.start !== d) a.day = { start: d, spent: 0, fired: new Set() };
+    const m = monthStart(now);
+    if (a.month.start !== m) a.month = { start: m, spent: 0, fired: new Set() };
+    return a;
+  }
+
+  /** Seed spend from stored usage at start-up. Thresholds already crossed are not re-alerted. */
+  load(key: string, period: Period, spentUsd: number, limits?: BudgetLimits, now: Date = new Date()): void {
+    const a = this.account(key, now.getTime());
+    const w = period === 'daily' ? a.day : a.month;
+    w.spent = spentUsd;
+    const limit = period === 'daily' ? limits?.daily_usd : limits?.monthly_usd;
+    if (limit) for (const t of limits?.alert_at ?? []) if (spentUsd >= (limit * t) / 100) w.fired.add(t);
+  }
+
+  /** Reserve on one key. */
+  reserve(key: string, amountUsd: number, limits: BudgetLimits, now: Date = new Date()): ReserveResult {
+    return this.reserveMany([{ key, limits }], amountUsd, now);
+  }
+
+  /**
+   * Reserve the same amount on several keys (agent, team, virtual key) all-or-nothing: if any
+   * would exceed its limit nothing is reserved. spent + in-flight + amount must stay within limit.
+   */
+  reserveMany(entries: ReadonlyArray<{ key: string; limits: BudgetLimits }>, amountUsd: number, now: Date = new Date()): ReserveResult {
+    const t = now.getTime();
+    if (++this.ops % SWEEP_EVERY === 0) this.sweep(now);
+    const amount = amountUsd > 0 && Number.isFinite(amountUsd) ? amountUsd : 0;
+    for (const { key, limits } of entries) {
+      const a = this.account(key, t);
+      const fail = this.over(a, a.day, 'daily', limits.daily_usd, amount, limits) ?? this.over(a, a.month, 'monthly', limits.monthly_usd, amount, limits);
+      if (fail) return fail;
+    }
+    for (const { key } of entries) this.account(key, t).reserved += amount;
+    return { ok: true, reservation: { id: this.nextId++, entries: entries.slice(), amountUsd: amount, done: false } };
+  }
+
+  private over(a: Account, w: Window, period: Period, limit: number | undefined, amount: number, limits: BudgetLimits): ReserveResult | null {
+    if (limit === undefined) return null;
+    const committed = w.spent + a.reserved;
+    if (committed + amount <= limit + 1e-9) return null; // epsilon: float sums of cents
+    // Exhausted: the 100 % alert (when configured) fires even if settled spend never reaches it exactly.
+    if (limits.alert_at?.includes(100) && !w.fired.has(100)) {
+      w.fired.add(100);
+      this.onAlert({ key: a.key, period, threshold: 100, spent: w.spent, limit, windowStart: new Date(w.start) });
+    }
+    const resetAt = new Date(period === 'daily' ? nextDay(w.start) : nextMonth(w.start));
+    return { ok: false, code: 'budget_exceeded', key: a.key, resetAt, spent: committed, limit, period };
+  }
+
+  /**
+   * Charge the real cost (null = unknown: the reserved estimate is charged and flagged, never $0).
+   * Alert thresholds are checked against the settled spend; settling twice is a no-op.
+   */
+  settle(r: Reservation, actualUsd: number | null, now: Date = new Date()): SettleResult {
+    const estimated = actualUsd === null || !Number.isFinite(actualUsd) || actualUsd < 0;
+    const charge = estimated ? r.amountUsd : (actualUsd as number);
+    if (r.done) return { chargedUsd: 0, estimated };
+    r.done = true;
+    const t = now.getTime();
+    for (const { key, limits: l } of r.entries) {
+      const a = this.account(key, t);
+      a.reserved = Math.max(0, a.reserved - r.amountUsd);
+      a.day.spent += charge;
+      a.month.spent += charge;
+      this.alerts(a, a.day, 'daily', l.daily_usd, l.alert_at ?? []);
+      this.alerts(a, a.month, 'monthly', l.monthly_usd, l.alert_at ?? []);
+    }
+    return { chargedUsd: charge, estimated };
+  }
+
+  /** Give the reservation back (the request failed before any upstream cost). */
+  release(r: Reservation, now: Date = new Date()): void {
+    if (r.done) return;
+    r.done = true;
+    for (const { key } of r.entries) {
+      const a = this.account(key, now.getTime());
+      a.reserved = Math.max(0, a.reserved - r.amountUsd);
+    }
+  }
+
+  private alerts(a: Account, w: Window, period: Period, limit: number | undefined, thresholds: readonly number[]): void {
+    if (!limit) return;
+    for (const t of thresholds) {
+      if (w.fired.has(t) || w.spent < (limit * t) / 100) continue;
+      w.fired.add(t);
+      this.onAlert({ key: a.key, period, threshold: t, spent: w.spent, limit, windowStart: new Date(w.start) });
+    }
+  }
+
+  /** Current state of a key (for /admin and tests). */
+  usage(key: string, now: Date = new Date()): { daily: number; monthly: number; reserved: number } {
+    const a = this.accounts.get(key);
+    if (!a) return { daily: 0, monthly: 0, reserved: 0 };
+    const t = now.getTime();
+    return {
+      daily: a.day.start === dayStart(t) ? a.day.spent : 0,
+      monthly: a.month.start === monthStart(t) ? a.month.spent : 0,
+      reserved: a.reserved,
+    };
+  }
+
+  /** Drop accounts whose windows are over and that have nothing in flight (lossless). */
+  sweep(now: Date = new Date()): void {
+    const m = monthStart(now.getTime());
+    for (const [k, a] of this.accounts) if (a.month.start !== m && a.reserved === 0) this.accounts.delete(k);
+  }
+
+  get size(): number { return this.accounts.size; }
+}
+
+export interface RateLimits { rpm?: number; tpm?: number }
+
+export type RateResult = { ok: true } | { ok: false; retryAfterSeconds: number; limit: 'rpm' | 'tpm'; key: string };
+
+/** GCRA state: theoretical arrival time (ms) per key and dimension. */
+interface Cell { rpmTat: number; tpmTat: number; tpmInterval: number }
+
+const WINDOW_MS = 60_000;
+
+/**
+ * rpm and tpm per key with GCRA (a continuous sliding window): up to `limit` units in any
+ * burst, refilled at limit/60 per second. O(1) memory per key; entries expire once refilled.
+ */
+export class RateLimiter {
+  private readonly cells = new Map<string, Cell>();
+  private ops = 0;
+
+  /** Check and count one request of ~tokensEstimate tokens on one key. */
+  check(key: string, limits: RateLimits, tokensEstimate: number, now: Date = new Date()): RateResult {
+    return this.checkMany([{ key, limits }], tokensEstimate, now);
+  }
+
+  /** All-or-nothing over several keys (agent, key id, team): counts only when every key admits. */
+  checkMany(entries: ReadonlyArray<{ key: string; limits: RateLimits }>, tokensEstimate: number, now: Date = new Date()): RateResult {
+    const t = now.getTime();
+    if (++this.ops % SWEEP_EVERY === 0) this.sweep(now);
+    const tokens = tokensEstimate > 0 && Number.isFinite(tokensEstimate) ? tokensEstimate : 0;
+    for (const { key, limits } of entries) {
+      const c = this.cells.get(key);
+      if (limits.rpm) {
+        const wait = gcraWait(c?.rpmTat ?? 0, t, WINDOW_MS / limits.rpm, 1);
+        if (wait > 0) return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil(wait / 1000)), limit: 'rpm', key };
+      }
+      if (limits.tpm && tokens > 0) {
+        // A single request larger than the whole minute budget is admitted only into an empty bucket.
+        const wait = gcraWait(c?.tpmTat ?? 0, t, WINDOW_MS / limits.tpm, Math.min(tokens, limits.tpm));
+        if (wait > 0) return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil(wait / 1000)), limit: 'tpm', key };
+      }
+    }
+    for (const { key, limits } of entries) {
+      let c = this.cells.get(key);
+      if (!c) { c = { rpmTat: 0, tpmTat: 0, tpmInterval: 0 }; this.cells.set(key, c); }
+      if (limits.rpm) c.rpmTat = Math.max(c.rpmTat, t) + WINDOW_MS / limits.rpm;
+      if (limits.tpm) {
+        c.tpmInterval = WINDOW_MS / limits.tpm;
+        if (tokens > 0) c.tpmTat = Math.max(c.tpmTat, t) + tokens * c.tpmInterval;
+      }
+    }
+    return { ok: true };
+  }
+
+  /** Correct tpm after completion with the real token count (may go into debt, never below now). */
+  record(key: string, actualTokens: number, estimatedTokens: number, now: Date = new Date()): void {
+    const c = this.cells.get(key);
+    if (!c || !c.tpmInterval || !Number.isFinite(actualTokens)) return;
+    const est = estimatedTokens > 0 && Number.isFinite(estimatedTokens) ? estimatedTokens : 0;
+    c.tpmTat = Math.max(now.getTime(), c.tpmTat + (actualTokens - est) * c.tpmInterval);
+  }
+
+  /** Drop keys whose buckets are full again (equivalent to a fresh key). */
+  sweep(now: Date = new Date()): void {
+    const t = now.getTime();
+    for (const [k, c] of this.cells) if (c.rpmTat <= t && c.tpmTat <= t) this.cells.delete(k);
+  }
+
+  get size(): number { return this.cells.size; }
+}
+
+/** ms to wait before `cost` units fit (0 = admit now). Burst tolerance is one full window. */
+function gcraWait(tat: number, now: number, interval: number, cost: number): number {
+  const newTat = Math.max(tat, now) + cost * interval;
+  const excess = newTat - now - WINDOW_MS;
+  return excess > 1e-6 ? excess : 0;
+}

@@ -1,0 +1,146 @@
+// Client side of the Anthropic wire: canonical result / events -> Message JSON and Messages SSE.
+// Anthropic content blocks cannot interleave, so a tool call that starts while another is still
+// open is buffered and written, complete, when the open one ends (at finish).
+import type { ChatResult, ClientCodec, FinishReason, StreamEvent, Usage } from './types.ts';
+import { argsObject, localId } from './util.ts';
+
+const STOP_REASON: Readonly<Record<FinishReason, string>> = {
+  stop: 'end_turn', length: 'max_tokens', tool_calls: 'tool_use', content_filter: 'refusal',
+};
+
+export function anthropicErrorBody(type: string, message: string): { type: 'error'; error: { type: string; message: string } } {
+  return { type: 'error', error: { type, message } };
+}
+
+export function anthropicUsageJson(u: Usage): Record<string, number> {
+  const cached = u.cachedTokens ?? 0;
+  const out: Record<string, number> = { input_tokens: u.inputTokens - cached, output_tokens: u.outputTokens };
+  if (u.cachedTokens !== undefined) out.cache_read_input_tokens = cached;
+  return out;
+}
+
+function encodeResult(r: ChatResult, routeName: string): unknown {
+  const content: unknown[] = [];
+  if (r.text !== null && r.text.length > 0) content.push({ type: 'text', text: r.text });
+  for (const tc of r.toolCalls) content.push({ type: 'tool_use', id: tc.id, name: tc.function.name, input: argsObject(tc.function.arguments) });
+  return {
+    id: r.id,
+    type: 'message',
+    role: 'assistant',
+    model: routeName,
+    content,
+    stop_reason: STOP_REASON[r.finishReason],
+    stop_sequence: null,
+    usage: anthropicUsageJson(r.usage ?? { inputTokens: 0, outputTokens: 0 }),
+  };
+}
+
+function frame(event: string, json: string): string {
+  return `event: ${event}\ndata: ${json}\n\n`;
+}
+
+interface Pending { tool: boolean; index: number; id: string; name: string; buf: string }
+
+function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev: StreamEvent) => string {
+  const model = JSON.stringify(opts.routeName);
+  let started = false;
+  let done = false;
+  let block = -1; // Anthropic index of the open block, -1 when none
+  let openTool = -1; // canonical tool index of the open block, -1 for text
+  let nextBlock = 0;
+  let usage: Usage | undefined;
+  const queue: Pending[] = [];
+  const queuedTool = new Map<number, Pending>();
+
+  const startMsg = (id: string): string => {
+    started = true;
+    return frame('message_start', `{"type":"message_start","message":{"id":${JSON.stringify(id)},"type":"message","role":"assistant","model":${model},"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":0,"output_tokens":0}}}`);
+  };
+  const stopBlock = (): string => {
+    if (block < 0) return '';
+    const s = frame('content_block_stop', `{"type":"content_block_stop","index":${block}}`);
+    block = -1;
+    openTool = -1;
+    return s;
+  };
+  const openText = (): string => {
+    block = nextBlock++;
+    openTool = -1;
+    return frame('content_block_start', `{"type":"content_block_start","index":${block},"content_block":{"type":"text","text":""}}`);
+  };
+  const openToolBlock = (index: number, id: string, name: string): string => {
+    block = nextBlock++;
+    openTool = index;
+    return frame('content_block_start', `{"type":"content_block_start","index":${block},"content_block":{"type":"tool_use","id":${JSON.stringify(id)},"name":${JSON.stringify(name)},"input":{}}}`);
+  };
+  const textDelta = (t: string): string => frame('content_block_delta', `{"type":"content_block_delta","index":${block},"delta":{"type":"text_delta","text":${JSON.stringify(t)}}}`);
+  const argsDelta = (a: string): string => frame('content_block_delta', `{"type":"content_block_delta","index":${block},"delta":{"type":"input_json_delta","partial_json":${JSON.stringify(a)}}}`);
+  const flushQueue = (): string => {
+    let s = '';
+    for (const p of queue) {
+      s += p.tool ? openToolBlock(p.index, p.id, p.name) : openText();
+      if (p.buf.length > 0) s += p.tool ? argsDelta(p.buf) : textDelta(p.buf);
+      s += stopBlock();
+    }
+    queue.length = 0;
+    queuedTool.clear();
+    return s;
+  };
+
+  return (ev: StreamEvent): string => {
+    if (done) return '';
+    if (ev.type === 'error') { done = true; return streamError(ev.message, ev.errorType); }
+    if (ev.type === 'start') return started ? '' : startMsg(ev.id);
+    let s = started ? '' : startMsg(localId('msg_'));
+    switch (ev.type) {
+      case 'text':
+        if (ev.text.length === 0) return s;
+        if (block >= 0 && openTool < 0) return s + textDelta(ev.text);
+        if (block < 0) return s + openText() + textDelta(ev.text);
+        {
+          const last = queue[queue.length - 1];
+          if (last !== undefined && !last.tool) last.buf += ev.text;
+          else queue.push({ tool: false, index: -1, id: '', name: '', buf: ev.text });
+        }
+        return s;
+      case 'tool_start':
+        if (block >= 0 && openTool >= 0) {
+          const p: Pending = { tool: true, index: ev.index, id: ev.id, name: ev.name, buf: '' };
+          queue.push(p);
+          queuedTool.set(ev.index, p);
+          return s;
+        }
+        return s + stopBlock() + openToolBlock(ev.index, ev.id, ev.name);
+      case 'tool_args': {
+        if (ev.delta.length === 0) return s;
+        if (openTool === ev.index) return s + argsDelta(ev.delta);
+        const p = queuedTool.get(ev.index);
+        if (p !== undefined) p.buf += ev.delta;
+        return s;
+      }
+      case 'usage':
+        usage = ev.usage;
+        return s;
+      case 'finish': {
+        done = true;
+        s += stopBlock() + flushQueue();
+        const u = JSON.stringify(anthropicUsageJson(usage ?? { inputTokens: 0, outputTokens: 0 }));
+        s += frame('message_delta', `{"type":"message_delta","delta":{"stop_reason":"${STOP_REASON[ev.reason]}","stop_sequence":null},"usage":${u}}`);
+        return s + frame('message_stop', '{"type":"message_stop"}');
+      }
+    }
+  };
+}
+
+function streamError(message: string, type: string): string {
+  return frame('error', JSON.stringify(anthropicErrorBody(type, message)));
+}
+
+export const anthropicCodec: ClientCodec = {
+  wire: 'anthropic',
+  encodeResult,
+  streamEncoder,
+  // message_stop is written with the finish event; Anthropic streams have no extra terminator.
+  streamDone: '',
+  streamError,
+};

@@ -1,0 +1,239 @@
+// Anthropic Messages API wire, upstream side: canonical request -> /messages body; responses and
+// SSE events -> canonical. Tool calls get a per-response index in order of appearance.
+import type {
+  ChatMessage, ChatRequest, ChatResult, ContentPart, FinishReason, ProviderAdapter, ProviderError,
+  StreamEvent, StreamParser, TargetInfo, ToolCall, Usage,
+} from './types.ts';
+import { UpstreamShapeError, argsObject, arr, isObj, localId, num, nowSeconds, obj, parseJson, statusType, str, usageOf } from './util.ts';
+import type { Obj } from './util.ts';
+
+export { anthropicCodec, anthropicErrorBody } from './anthropic-codec.ts';
+export { parseAnthropicRequest } from './anthropic-parse.ts';
+
+export const ANTHROPIC_VERSION = '2023-06-01';
+export const DEFAULT_MAX_TOKENS = 4096;
+
+const STOP: Readonly<Record<string, FinishReason>> = {
+  end_turn: 'stop', stop_sequence: 'stop', pause_turn: 'stop', max_tokens: 'length',
+  model_context_window_exceeded: 'length', tool_use: 'tool_calls', refusal: 'content_filter',
+};
+
+const DATA_URL = /^data:([^;,]+);base64,(.*)$/s;
+
+function imageBlock(url: string): Obj {
+  const m = DATA_URL.exec(url);
+  return m !== null
+    ? { type: 'image', source: { type: 'base64', media_type: m[1], data: m[2] } }
+    : { type: 'image', source: { type: 'url', url } };
+}
+
+function partsToBlocks(content: string | ContentPart[] | null, out: unknown[]): void {
+  if (content === null) return;
+  if (typeof content === 'string') {
+    if (content.length > 0) out.push({ type: 'text', text: content });
+    return;
+  }
+  for (const p of content) {
+    if (p.type === 'text') out.push({ type: 'text', text: (p as { text: string }).text });
+    else if (p.type === 'image_url') out.push(imageBlock((p as { image_url: { url: string } }).image_url.url));
+    else out.push(p); // Anthropic-native blocks (document, ...) pass through untouched.
+  }
+}
+
+function systemText(content: string | ContentPart[] | null): string {
+  if (typeof content === 'string') return content;
+  if (content === null) return '';
+  let s = '';
+  for (const p of content) if (p.type === 'text') s += (s.length > 0 ? '\n' : '') + (p as { text: string }).text;
+  return s;
+}
+
+function toolResultContent(content: string | ContentPart[] | null): string | unknown[] {
+  if (content === null || typeof content === 'string') return content ?? '';
+  const blocks: unknown[] = [];
+  partsToBlocks(content, blocks);
+  return blocks;
+}
+
+interface AMsg { role: 'user' | 'assistant'; content: unknown[] }
+
+/** Canonical messages -> Anthropic system + alternating messages (same-role turns merged). */
+export function anthropicMessages(messages: ChatMessage[]): { system: string | undefined; messages: AMsg[] } {
+  let system: string | undefined;
+  const out: AMsg[] = [];
+  let last: AMsg | undefined;
+  for (const m of messages) {
+    if (m.role === 'system' || m.role === 'developer') {
+      const t = systemText(m.content);
+      system = system === undefined ? t : `${system}\n\n${t}`;
+      continue;
+    }
+    const role = m.role === 'assistant' ? 'assistant' : 'user';
+    if (last === undefined || last.role !== role) {
+      last = { role, content: [] };
+      out.push(last);
+    }
+    if (m.role === 'tool') {
+      last.content.push({ type: 'tool_result', tool_use_id: m.tool_call_id ?? '', content: toolResultContent(m.content) });
+      continue;
+    }
+    partsToBlocks(m.content, last.content);
+    if (m.tool_calls !== undefined) {
+      for (const tc of m.tool_calls) {
+        last.content.push({ type: 'tool_use', id: tc.id, name: tc.function.name, input: argsObject(tc.function.arguments) });
+      }
+    }
+  }
+  return { system, messages: out };
+}
+
+export function anthropicBody(req: ChatRequest, target: TargetInfo): Obj {
+  const { system, messages } = anthropicMessages(req.messages);
+  const body: Obj = req.anthropicExtra !== undefined ? { ...req.anthropicExtra } : {};
+  body.model = target.model;
+  body.messages = messages;
+  if (system !== undefined) body.system = system;
+  body.max_tokens = req.max_completion_tokens ?? req.max_tokens ?? DEFAULT_MAX_TOKENS;
+  if (req.temperature !== undefined) body.temperature = req.temperature;
+  if (req.top_p !== undefined) body.top_p = req.top_p;
+  if (req.stop !== undefined) body.stop_sequences = typeof req.stop === 'string' ? [req.stop] : req.stop;
+  if (req.tools !== undefined && req.tools.length > 0) {
+    body.tools = req.tools.map((t) => {
+      const def: Obj = { name: t.function.name };
+      if (t.function.description !== undefined) def.description = t.function.description;
+      def.input_schema = t.function.parameters ?? { type: 'object', properties: {} };
+      return def;
+    });
+  }
+  let choice: Obj | undefined;
+  const tc = req.tool_choice;
+  if (tc === 'auto') choice = { type: 'auto' };
+  else if (tc === 'required') choice = { type: 'any' };
+  else if (tc === 'none') choice = { type: 'none' };
+  else if (tc !== undefined) choice = { type: 'tool', name: tc.function.name };
+  if (req.parallel_tool_calls === false && req.tools !== undefined) {
+    choice ??= { type: 'auto' };
+    if (choice.type !== 'none') choice.disable_parallel_tool_use = true;
+  }
+  if (choice !== undefined) body.tool_choice = choice;
+  if (req.user !== undefined && !isObj(body.metadata)) body.metadata = { user_id: req.user };
+  if (target.stream) body.stream = true;
+  else delete body.stream;
+  return body;
+}
+
+/** Anthropic counts cache reads/writes apart from input_tokens; canonical input includes them. */
+export function anthropicUsage(u: Obj): Usage {
+  const cached = num(u.cache_read_input_tokens) ?? 0;
+  const input = (num(u.input_tokens) ?? 0) + cached + (num(u.cache_creation_input_tokens) ?? 0);
+  return usageOf(input, num(u.output_tokens) ?? 0, cached);
+}
+
+export function anthropicChatResponse(body: unknown): ChatResult {
+  if (!isObj(body)) throw new UpstreamShapeError('upstream returned a non-object message');
+  const content = arr(body.content);
+  if (content === undefined) throw new UpstreamShapeError('upstream message has no content array');
+  let text: string | null = null;
+  const toolCalls: ToolCall[] = [];
+  for (const b of content) {
+    if (!isObj(b)) continue;
+    if (b.type === 'text' && typeof b.text === 'string') text = text === null ? b.text : text + b.text;
+    else if (b.type === 'tool_use') {
+      toolCalls.push({ id: str(b.id) ?? `toolu_${toolCalls.length}`, type: 'function', function: { name: str(b.name) ?? '', arguments: JSON.stringify(b.input ?? {}) } });
+    }
+  }
+  const sr = str(body.stop_reason);
+  const result: ChatResult = {
+    id: str(body.id) ?? localId('msg_'),
+    model: str(body.model) ?? '',
+    created: nowSeconds(),
+    text,
+    toolCalls,
+    finishReason: (sr !== undefined ? STOP[sr] : undefined) ?? (toolCalls.length > 0 ? 'tool_calls' : 'stop'),
+  };
+  const u = obj(body.usage);
+  if (u !== undefined) result.usage = anthropicUsage(u);
+  return result;
+}
+
+class AnthropicStreamParser implements StreamParser {
+  /** Anthropic content-block index -> canonical tool index (only tool_use blocks). */
+  private toolOf = new Map<number, number>();
+  private tools = 0;
+  private usage: Obj = {};
+  private finished = false;
+
+  push(data: string, event?: string): StreamEvent[] {
+    const ev = parseJson(data);
+    if (!isObj(ev)) return [{ type: 'error', message: 'upstream sent a stream event that is not JSON', errorType: 'upstream_invalid_response' }];
+    switch (str(ev.type) ?? event) {
+      case 'message_start': {
+        const m = obj(ev.message) ?? {};
+        const u = obj(m.usage);
+        if (u !== undefined) Object.assign(this.usage, u);
+        return [{ type: 'start', id: str(m.id) ?? localId('msg_'), model: str(m.model) ?? '' }];
+      }
+      case 'content_block_start': {
+        const b = obj(ev.content_block);
+        const idx = num(ev.index) ?? 0;
+        if (b?.type === 'tool_use') {
+          const index = this.tools++;
+          this.toolOf.set(idx, index);
+          return [{ type: 'tool_start', index, id: str(b.id) ?? `toolu_${index}`, name: str(b.name) ?? '' }];
+        }
+        if (b?.type === 'text' && typeof b.text === 'string' && b.text.length > 0) return [{ type: 'text', text: b.text }];
+        return [];
+      }
+      case 'content_block_delta': {
+        const d = obj(ev.delta);
+        if (d === undefined) return [];
+        if (d.type === 'text_delta') return typeof d.text === 'string' && d.text.length > 0 ? [{ type: 'text', text: d.text }] : [];
+        if (d.type === 'input_json_delta') {
+          const index = this.toolOf.get(num(ev.index) ?? 0);
+          const pj = d.partial_json;
+          return index !== undefined && typeof pj === 'string' && pj.length > 0 ? [{ type: 'tool_args', index, delta: pj }] : [];
+        }
+        return []; // thinking / signature deltas have no canonical form
+      }
+      case 'message_delta': {
+        const u = obj(ev.usage);
+        if (u !== undefined) for (const k in u) if (u[k] !== null) this.usage[k] = u[k];
+        const sr = str(obj(ev.delta)?.stop_reason);
+        if (sr === undefined) return [];
+        this.finished = true;
+        return [{ type: 'usage', usage: anthropicUsage(this.usage) }, { type: 'finish', reason: STOP[sr] ?? 'stop' }];
+      }
+      case 'error': {
+        const e = obj(ev.error);
+        return [{ type: 'error', message: str(e?.message) ?? 'upstream stream error', errorType: str(e?.type) ?? 'api_error' }];
+      }
+      default:
+        return []; // ping, content_block_stop, message_stop
+    }
+  }
+
+  end(): StreamEvent[] {
+    return this.finished ? [] : [{ type: 'error', message: 'upstream stream ended before the response was complete', errorType: 'upstream_incomplete' }];
+  }
+}
+
+export function anthropicErrorMessage(status: number, body: unknown): ProviderError {
+  const e = isObj(body) ? obj(body.error) : undefined;
+  if (e !== undefined) return { message: str(e.message) ?? `upstream error ${status}`, type: str(e.type) ?? statusType(status) };
+  if (typeof body === 'string' && body.length > 0) return { message: body.slice(0, 500), type: statusType(status) };
+  return { message: `upstream returned HTTP ${status}`, type: statusType(status) };
+}
+
+export const anthropicAdapter: ProviderAdapter = {
+  wire: 'anthropic',
+  streamFraming: 'sse',
+  chatRequest: (req, target) => ({
+    method: 'POST',
+    path: '/messages',
+    headers: { 'content-type': 'application/json', 'anthropic-version': ANTHROPIC_VERSION },
+    body: JSON.stringify(anthropicBody(req, target)),
+  }),
+  chatResponse: anthropicChatResponse,
+  streamParser: () => new AnthropicStreamParser(),
+  errorMessage: anthropicErrorMessage,
+};

@@ -1,0 +1,276 @@
+// Google Gemini generateContent wire, upstream side. Function calls arrive whole (not streamed
+// in fragments), so each becomes tool_start + one tool_args; Gemini has no call ids, so ids
+// are synthesized (call_<n>) and tool results are matched back by function name.
+import type {
+  ChatMessage, ChatRequest, ChatResult, ContentPart, EmbeddingsRequest, EmbeddingsResult, FinishReason,
+  ProviderAdapter, ProviderError, StreamEvent, StreamParser, TargetInfo, ToolCall, Usage,
+} from './types.ts';
+import { UpstreamShapeError, arr, isObj, localId, num, nowSeconds, obj, parseJson, statusType, str, usageOf } from './util.ts';
+import type { Obj } from './util.ts';
+
+const FINISH: Readonly<Record<string, FinishReason>> = {
+  STOP: 'stop', MAX_TOKENS: 'length', SAFETY: 'content_filter', RECITATION: 'content_filter',
+  BLOCKLIST: 'content_filter', PROHIBITED_CONTENT: 'content_filter', SPII: 'content_filter', IMAGE_SAFETY: 'content_filter',
+};
+
+const DATA_URL = /^data:([^;,]+);base64,(.*)$/s;
+
+// Gemini 3 rejects a replayed functionCall without its thoughtSignature. Canonical tool calls have
+// no field for it, so it rides in the tool-call id (base64url, valid for Anthropic ids too).
+const SIG_MARK = '__ts_';
+/** Documented stand-in when the real signature is unknown (history from another model). */
+export const GEMINI_DUMMY_SIGNATURE = 'skip_thought_signature_validator';
+
+function toolId(base: string, sig: unknown): string {
+  if (typeof sig !== 'string' || sig === '') return base;
+  return base + SIG_MARK + sig.replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+function signatureOf(id: string): string | undefined {
+  const at = id.indexOf(SIG_MARK);
+  if (at === -1) return undefined;
+  const b = id.slice(at + SIG_MARK.length).replace(/-/g, '+').replace(/_/g, '/');
+  return b + '='.repeat((4 - (b.length % 4)) % 4);
+}
+
+function partsOf(content: string | ContentPart[] | null, out: Obj[]): void {
+  if (content === null) return;
+  if (typeof content === 'string') { if (content.length > 0) out.push({ text: content }); return; }
+  for (const p of content) {
+    if (p.type === 'text') out.push({ text: (p as { text: string }).text });
+    else if (p.type === 'image_url') {
+      const url = (p as { image_url: { url: string } }).image_url.url;
+      const m = DATA_URL.exec(url);
+      out.push(m !== null ? { inlineData: { mimeType: m[1], data: m[2] } } : { fileData: { fileUri: url } });
+    }
+  }
+}
+
+function textOf(content: string | ContentPart[] | null): string {
+  if (typeof content === 'string') return content;
+  let s = '';
+  if (content !== null) for (const p of content) if (p.type === 'text') s += (p as { text: string }).text;
+  return s;
+}
+
+/** functionResponse.response must be an object: JSON objects pass as-is, anything else is wrapped. */
+function responseObject(content: string | ContentPart[] | null): Obj {
+  const text = textOf(content);
+  const v = parseJson(text);
+  return isObj(v) ? v : { result: v !== undefined ? v : text };
+}
+
+export function geminiContents(messages: ChatMessage[]): { system: string | undefined; contents: Obj[] } {
+  let system: string | undefined;
+  const contents: Obj[] = [];
+  const nameById = new Map<string, string>();
+  let last: { role: string; parts: Obj[] } | undefined;
+  for (const m of messages) {
+    if (m.role === 'system' || m.role === 'developer') {
+      const t = textOf(m.content);
+      system = system === undefined ? t : `${system}\n\n${t}`;
+      continue;
+    }
+    const role = m.role === 'assistant' ? 'model' : 'user';
+    if (last === undefined || last.role !== role) {
+      last = { role, parts: [] };
+      contents.push(last);
+    }
+    if (m.role === 'tool') {
+      const name = nameById.get(m.tool_call_id ?? '') ?? m.name ?? 'unknown';
+      last.parts.push({ functionResponse: { name, response: responseObject(m.content) } });
+      continue;
+    }
+    partsOf(m.content, last.parts);
+    if (m.tool_calls !== undefined) {
+      for (let i = 0; i < m.tool_calls.length; i++) {
+        const tc = m.tool_calls[i];
+        nameById.set(tc.id, tc.function.name);
+        const args = parseJson(tc.function.arguments);
+        const part: Obj = { functionCall: { name: tc.function.name, args: isObj(args) ? args : {} } };
+        const sig = signatureOf(tc.id) ?? (i === 0 ? GEMINI_DUMMY_SIGNATURE : undefined);
+        if (sig !== undefined) part.thoughtSignature = sig;
+        last.parts.push(part);
+      }
+    }
+  }
+  return { system, contents };
+}
+
+export function geminiBody(req: ChatRequest, target: TargetInfo): Obj {
+  void target;
+  const { system, contents } = geminiContents(req.messages);
+  const body: Obj = { contents };
+  if (system !== undefined) body.systemInstruction = { parts: [{ text: system }] };
+  if (req.tools !== undefined && req.tools.length > 0) {
+    body.tools = [{
+      functionDeclarations: req.tools.map((t) => {
+        const d: Obj = { name: t.function.name };
+        if (t.function.description !== undefined) d.description = t.function.description;
+        if (t.function.parameters !== undefined) d.parametersJsonSchema = t.function.parameters;
+        return d;
+      }),
+    }];
+  }
+  const tc = req.tool_choice;
+  if (tc !== undefined) {
+    const cfg: Obj = tc === 'required' ? { mode: 'ANY' } : tc === 'none' ? { mode: 'NONE' } : tc === 'auto' ? { mode: 'AUTO' }
+      : { mode: 'ANY', allowedFunctionNames: [tc.function.name] };
+    body.toolConfig = { functionCallingConfig: cfg };
+  }
+  const gen: Obj = {};
+  if (req.temperature !== undefined) gen.temperature = req.temperature;
+  if (req.top_p !== undefined) gen.topP = req.top_p;
+  const max = req.max_completion_tokens ?? req.max_tokens;
+  if (max !== undefined) gen.maxOutputTokens = max;
+  if (req.stop !== undefined) gen.stopSequences = typeof req.stop === 'string' ? [req.stop] : req.stop;
+  const rf = req.response_format;
+  if (rf !== undefined && (rf.type === 'json_object' || rf.type === 'json_schema')) {
+    gen.responseMimeType = 'application/json';
+    const schema = obj(rf.json_schema)?.schema;
+    if (isObj(schema)) gen.responseJsonSchema = schema;
+  }
+  for (const _ in gen) { body.generationConfig = gen; break; }
+  return body;
+}
+
+export function geminiUsage(u: unknown): Usage | undefined {
+  if (!isObj(u)) return undefined;
+  const input = num(u.promptTokenCount) ?? 0;
+  // Thinking tokens are billed as output.
+  const output = (num(u.candidatesTokenCount) ?? 0) + (num(u.thoughtsTokenCount) ?? 0);
+  return usageOf(input, output, num(u.cachedContentTokenCount));
+}
+
+function candidateOf(body: Obj): Obj | undefined {
+  return obj(arr(body.candidates)?.[0]);
+}
+
+export function geminiChatResponse(body: unknown): ChatResult {
+  if (!isObj(body)) throw new UpstreamShapeError('upstream returned a non-object generateContent response');
+  const cand = candidateOf(body);
+  if (cand === undefined) {
+    const block = str(obj(body.promptFeedback)?.blockReason);
+    if (block === undefined) throw new UpstreamShapeError('upstream generateContent response has no candidates');
+  }
+  let text: string | null = null;
+  const toolCalls: ToolCall[] = [];
+  for (const p of arr(obj(cand?.content)?.parts) ?? []) {
+    if (!isObj(p) || p.thought === true) continue;
+    if (typeof p.text === 'string') text = (text ?? '') + p.text;
+    const fc = obj(p.functionCall);
+    if (fc !== undefined) {
+      toolCalls.push({ id: toolId(str(fc.id) ?? `call_${toolCalls.length}`, p.thoughtSignature), type: 'function', function: { name: str(fc.name) ?? '', arguments: JSON.stringify(fc.args ?? {}) } });
+    }
+  }
+  const fr = str(cand?.finishReason);
+  let finishReason: FinishReason = cand === undefined ? 'content_filter' : (fr !== undefined ? FINISH[fr] : undefined) ?? 'stop';
+  if (toolCalls.length > 0 && finishReason === 'stop') finishReason = 'tool_calls';
+  const result: ChatResult = {
+    id: str(body.responseId) ?? localId('gen-'),
+    model: str(body.modelVersion) ?? '',
+    created: nowSeconds(),
+    text,
+    toolCalls,
+    finishReason,
+  };
+  const usage = geminiUsage(body.usageMetadata);
+  if (usage !== undefined) result.usage = usage;
+  return result;
+}
+
+class GeminiStreamParser implements StreamParser {
+  private started = false;
+  private tools = 0;
+  private finished = false;
+  private usage: Usage | undefined;
+
+  push(data: string): StreamEvent[] {
+    const chunk = parseJson(data);
+    if (!isObj(chunk)) return [{ type: 'error', message: 'upstream sent a stream chunk that is not JSON', errorType: 'upstream_invalid_response' }];
+    if (isObj(chunk.error)) {
+      const e = chunk.error;
+      return [{ type: 'error', message: str(e.message) ?? 'upstream stream error', errorType: str(e.status) ?? 'api_error' }];
+    }
+    const out: StreamEvent[] = [];
+    if (!this.started) {
+      this.started = true;
+      out.push({ type: 'start', id: str(chunk.responseId) ?? localId('gen-'), model: str(chunk.modelVersion) ?? '' });
+    }
+    const cand = candidateOf(chunk);
+    for (const p of arr(obj(cand?.content)?.parts) ?? []) {
+      if (!isObj(p) || p.thought === true) continue;
+      if (typeof p.text === 'string' && p.text.length > 0) out.push({ type: 'text', text: p.text });
+      const fc = obj(p.functionCall);
+      if (fc !== undefined) {
+        const index = this.tools++;
+        out.push({ type: 'tool_start', index, id: toolId(str(fc.id) ?? `call_${index}`, p.thoughtSignature), name: str(fc.name) ?? '' });
+        out.push({ type: 'tool_args', index, delta: JSON.stringify(fc.args ?? {}) });
+      }
+    }
+    const u = geminiUsage(chunk.usageMetadata);
+    if (u !== undefined) this.usage = u;
+    const fr = str(cand?.finishReason);
+    if (fr !== undefined && !this.finished) {
+      this.finished = true;
+      if (this.usage !== undefined) out.push({ type: 'usage', usage: this.usage });
+      let reason = FINISH[fr] ?? 'stop';
+      if (reason === 'stop' && this.tools > 0) reason = 'tool_calls';
+      out.push({ type: 'finish', reason });
+    }
+    return out;
+  }
+
+  end(): StreamEvent[] {
+    return this.finished ? [] : [{ type: 'error', message: 'upstream stream ended before the response was complete', errorType: 'upstream_incomplete' }];
+  }
+}
+
+function embedTexts(input: EmbeddingsRequest['input']): string[] {
+  if (typeof input === 'string') return [input];
+  if (input.every((x): x is string => typeof x === 'string')) return input as string[];
+  throw new UpstreamShapeError('Gemini embeddings take text input only; send strings, not token arrays');
+}
+
+export function geminiErrorMessage(status: number, body: unknown): ProviderError {
+  const e = isObj(body) ? obj(body.error) : undefined;
+  if (e !== undefined) return { message: str(e.message) ?? `upstream error ${status}`, type: str(e.status) ?? statusType(status) };
+  if (typeof body === 'string' && body.length > 0) return { message: body.slice(0, 500), type: statusType(status) };
+  return { message: `upstream returned HTTP ${status}`, type: statusType(status) };
+}
+
+const modelPath = (model: string): string => `/models/${encodeURIComponent(model)}`;
+
+export const geminiAdapter: ProviderAdapter = {
+  wire: 'gemini',
+  streamFraming: 'sse',
+  chatRequest: (req, target) => ({
+    method: 'POST',
+    path: modelPath(target.model) + (target.stream ? ':streamGenerateContent?alt=sse' : ':generateContent'),
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(geminiBody(req, target)),
+  }),
+  chatResponse: geminiChatResponse,
+  streamParser: () => new GeminiStreamParser(),
+  embeddingsRequest: (req, target) => ({
+    method: 'POST',
+    path: `${modelPath(target.model)}:batchEmbedContents`,
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({
+      requests: embedTexts(req.input).map((text) => {
+        const r: Obj = { model: `models/${target.model}`, content: { parts: [{ text }] } };
+        if (req.dimensions !== undefined) r.outputDimensionality = req.dimensions;
+        return r;
+      }),
+    }),
+  }),
+  embeddingsResponse: (body: unknown): EmbeddingsResult => {
+    const list = isObj(body) ? arr(body.embeddings) : undefined;
+    if (list === undefined) throw new UpstreamShapeError('upstream batchEmbedContents response has no embeddings array');
+    return {
+      model: '',
+      data: list.map((e, index) => ({ index, embedding: (arr(obj(e)?.values) ?? []) as number[] })),
+    };
+  },
+  errorMessage: geminiErrorMessage,
+};

@@ -1,0 +1,75 @@
+// Small narrowing helpers shared by the translators (no I/O, no state).
+import type { FinishReason, Usage } from './types.ts';
+
+export type Obj = Record<string, unknown>;
+
+/** Thrown when an upstream body does not have the shape its wire format promises. */
+export class UpstreamShapeError extends Error {
+  override name = 'UpstreamShapeError';
+}
+
+export function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+export function str(v: unknown): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+export function num(v: unknown): number | undefined {
+  return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+}
+
+export function obj(v: unknown): Obj | undefined {
+  return isObj(v) ? v : undefined;
+}
+
+export function arr(v: unknown): unknown[] | undefined {
+  return Array.isArray(v) ? v : undefined;
+}
+
+/** Parse an SSE data payload; undefined when it is not JSON (the caller reports it). */
+export function parseJson(data: string): unknown {
+  try {
+    return JSON.parse(data);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Parse tool-call arguments into an object; non-object or invalid JSON is wrapped, never lost. */
+export function argsObject(args: string): Obj {
+  if (args === '') return {};
+  const v = parseJson(args);
+  return isObj(v) ? v : { _raw: args };
+}
+
+let idCounter = 0;
+/** Locally unique id for responses that upstreams leave without one. */
+export function localId(prefix: string): string {
+  idCounter = (idCounter + 1) % 1_000_000_000;
+  return `${prefix}${Date.now().toString(36)}${idCounter.toString(36)}`;
+}
+
+export function nowSeconds(): number {
+  return Math.floor(Date.now() / 1000);
+}
+
+export function usageOf(input: number, output: number, cached: number | undefined): Usage {
+  return cached !== undefined && cached > 0 ? { inputTokens: input, outputTokens: output, cachedTokens: cached } : { inputTokens: input, outputTokens: output };
+}
+
+export const OPENAI_FINISH: Readonly<Record<string, FinishReason>> = {
+  stop: 'stop', length: 'length', tool_calls: 'tool_calls', function_call: 'tool_calls', content_filter: 'content_filter',
+};
+
+/** Error type name for an upstream HTTP status when the body does not say. */
+export function statusType(status: number): string {
+  if (status === 400 || status === 422) return 'invalid_request_error';
+  if (status === 401) return 'authentication_error';
+  if (status === 403) return 'permission_error';
+  if (status === 404) return 'not_found_error';
+  if (status === 429) return 'rate_limit_error';
+  if (status === 529) return 'overloaded_error';
+  return 'api_error';
+}

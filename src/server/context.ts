@@ -1,0 +1,89 @@
+// Per-request context and the small I/O helpers every handler uses.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { randomBytes } from 'node:crypto';
+import type { Runtime, Compiled } from '../runtime.ts';
+import type { Identity } from '../identity/types.ts';
+import { AamError, anthropicErrorBody, openaiErrorBody, toAamError } from './errors.ts';
+
+export interface Ctx {
+  req: IncomingMessage;
+  res: ServerResponse;
+  rt: Runtime;
+  /** Config snapshot for the whole request (a reload mid-request does not change it). */
+  cfg: Compiled;
+  path: string;
+  query: string;
+  requestId: string;
+  /** Monotonic start time (ms, fractional). */
+  start: number;
+  /** Error body format the caller understands. */
+  wire: 'openai' | 'anthropic';
+  identity?: Identity;
+}
+
+
+const PREFIX = randomBytes(4).toString('hex');
+/** Cheap unique request id (no crypto per request). Honour a sane incoming x-request-id. */
+export function requestIdFor(req: IncomingMessage, rt: Runtime): string {
+  const given = req.headers['x-request-id'];
+  if (typeof given === 'string' && /^[A-Za-z0-9._:-]{1,128}$/.test(given)) return given;
+  return `req_${PREFIX}${(++rt.requestSeq).toString(36).padStart(8, '0')}`;
+}
+
+export function sendJson(ctx: Ctx, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  sendText(ctx, status, typeof body === 'string' ? body : JSON.stringify(body), 'application/json', headers);
+}
+
+export function sendText(ctx: Ctx, status: number, text: string, contentType: string, headers: Record<string, string> = {}): void {
+  const { res } = ctx;
+  if (res.headersSent) { res.end(); return; }
+  res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(text), 'x-request-id': ctx.requestId, ...headers });
+  res.end(text);
+}
+
+export function sendError(ctx: Ctx, err: unknown): void {
+  const e = toAamError(err);
+  if (e.status >= 500 && e.code === 'internal_error') ctx.rt.log.error({ requestId: ctx.requestId, err }, 'unhandled error');
+  if (ctx.res.headersSent) { ctx.res.destroy(); return; }
+  const body = ctx.wire === 'anthropic' ? anthropicErrorBody(e) : openaiErrorBody(e);
+  sendText(ctx, e.status, body, 'application/json', e.headers);
+}
+
+/** Read the request body with a size cap (413 above it). */
+export function readBody(ctx: Ctx): Promise<Buffer> {
+  const limit = ctx.rt.options.maxBodyBytes;
+  const declared = Number(ctx.req.headers['content-length']);
+  if (declared > limit) return Promise.reject(tooLarge(limit));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    ctx.req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > limit) {
+        reject(tooLarge(limit));
+        ctx.req.removeAllListeners('data');
+        ctx.req.resume();
+        return;
+      }
+      chunks.push(c);
+    });
+    ctx.req.on('end', () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)));
+    ctx.req.on('error', reject);
+  });
+}
+
+function tooLarge(limit: number): AamError {
+  return new AamError(413, 'body_too_large', `request body exceeds the ${limit} byte limit (AAM_MAX_BODY_BYTES)`);
+}
+
+export async function readJson(ctx: Ctx): Promise<unknown> {
+  const buf = await readBody(ctx);
+  const ct = ctx.req.headers['content-type'];
+  if (ct && !/json/i.test(ct)) throw new AamError(415, 'unsupported_media_type', `content-type must be application/json (got ${ct})`);
+  if (buf.length === 0) throw new AamError(400, 'invalid_json', 'request body is empty; send a JSON object');
+  try {
+    return JSON.parse(buf.toString('utf8'));
+  } catch (e) {
+    throw new AamError(400, 'invalid_json', `request body is not valid JSON: ${(e as Error).message}`);
+  }
+}

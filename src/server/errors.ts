@@ -1,0 +1,49 @@
+// Coded errors: every error a client can see has a stable code, an HTTP status, an OpenAI-style
+// type and a message that says what was wrong and how to fix it.
+
+export type ErrorCode =
+  | 'invalid_json' | 'invalid_request' | 'body_too_large' | 'unsupported_media_type' | 'not_found' | 'method_not_allowed'
+  | 'model_not_found' | 'missing_credentials' | 'invalid_api_key' | 'invalid_token' | 'policy_denied' | 'approval_required'
+  | 'rate_limited' | 'budget_exceeded' | 'guardrail_blocked' | 'upstream_error' | 'upstream_timeout'
+  | 'no_healthy_upstream' | 'unavailable' | 'admin_unauthorized' | 'internal_error';
+
+const TYPE_BY_STATUS: Record<number, string> = {
+  400: 'invalid_request_error', 401: 'authentication_error', 403: 'permission_error', 404: 'not_found_error',
+  405: 'invalid_request_error', 408: 'timeout_error', 413: 'invalid_request_error', 415: 'invalid_request_error',
+  429: 'rate_limit_error', 500: 'api_error', 502: 'api_error', 503: 'api_error', 504: 'timeout_error',
+};
+
+export class AamError extends Error {
+  readonly status: number;
+  readonly code: ErrorCode;
+  readonly param: string | null;
+  readonly headers: Record<string, string>;
+  constructor(status: number, code: ErrorCode, message: string, opts: { param?: string; headers?: Record<string, string> } = {}) {
+    super(message);
+    this.name = 'AamError';
+    this.status = status;
+    this.code = code;
+    this.param = opts.param ?? null;
+    this.headers = opts.headers ?? {};
+  }
+  get type(): string { return TYPE_BY_STATUS[this.status] ?? 'api_error'; }
+}
+
+export const badRequest = (message: string, param?: string) => new AamError(400, 'invalid_request', message, { param });
+
+/** OpenAI wire error body. */
+export function openaiErrorBody(e: AamError): string {
+  return JSON.stringify({ error: { message: e.message, type: e.type, param: e.param, code: e.code } });
+}
+
+/** Anthropic wire error body (type names follow Anthropic's error types). */
+export function anthropicErrorBody(e: AamError): string {
+  const t = e.status === 401 ? 'authentication_error' : e.status === 403 ? 'permission_error' : e.status === 404 ? 'not_found_error'
+    : e.status === 429 ? 'rate_limit_error' : e.status === 413 ? 'request_too_large' : e.status >= 500 ? (e.status === 529 ? 'overloaded_error' : 'api_error') : 'invalid_request_error';
+  return JSON.stringify({ type: 'error', error: { type: t, message: e.message, code: e.code } });
+}
+
+export function toAamError(err: unknown): AamError {
+  if (err instanceof AamError) return err;
+  return new AamError(500, 'internal_error', 'internal error; see the gateway log for details');
+}

@@ -1,0 +1,82 @@
+// The HTTP front door: a plain node:http server with a Map router (measured: a framework router
+// costs more per request than the whole policy decision). Routes are exact paths; the few
+// prefixed families (/mcp/, /tools/, /admin/) are dispatched by prefix.
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
+import { createServer as createHttpsServer, type ServerOptions as HttpsOptions } from 'node:https';
+import type { Runtime } from '../runtime.ts';
+import { AamError } from './errors.ts';
+import { requestIdFor, sendError, sendJson, type Ctx } from './context.ts';
+import { handleChat } from '../gateway/chat.ts';
+import { handleEmbeddings, handleModels } from '../gateway/embeddings.ts';
+
+export type Handler = (ctx: Ctx) => Promise<void> | void;
+
+export interface Routes {
+  exact: Map<string, Handler>;
+  /** [prefix, handler] checked in order when no exact route matches. */
+  prefixes: Array<[string, Handler]>;
+}
+
+export function coreRoutes(): Routes {
+  const exact = new Map<string, Handler>([
+    ['POST /v1/chat/completions', (ctx) => handleChat(ctx, 'openai')],
+    ['POST /chat/completions', (ctx) => handleChat(ctx, 'openai')],
+    ['POST /v1/messages', (ctx) => handleChat(ctx, 'anthropic')],
+    ['POST /v1/embeddings', handleEmbeddings],
+    ['POST /embeddings', handleEmbeddings],
+    ['GET /v1/models', handleModels],
+    ['GET /models', handleModels],
+    ['GET /healthz', (ctx) => sendJson(ctx, 200, { status: 'ok' })],
+    ['GET /readyz', (ctx) => ctx.rt.ready
+      ? sendJson(ctx, 200, { status: 'ready', config_version: ctx.cfg.version })
+      : sendJson(ctx, 503, { status: 'starting' })],
+  ]);
+  return { exact, prefixes: [] };
+}
+
+export function createRequestListener(rt: Runtime, routes: Routes) {
+  const methodsByPath = new Map<string, string[]>();
+  for (const key of routes.exact.keys()) {
+    const [m, p] = key.split(' ');
+    methodsByPath.set(p, [...(methodsByPath.get(p) ?? []), m]);
+  }
+  return (req: IncomingMessage, res: ServerResponse): void => {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
+    const ctx: Ctx = {
+      req, res, rt, cfg: rt.compiled, path, query: q < 0 ? '' : url.slice(q + 1), requestId: requestIdFor(req, rt),
+      start: performance.now(), wire: path === '/v1/messages' ? 'anthropic' : 'openai',
+    };
+    let handler = routes.exact.get(`${req.method} ${path}`);
+    if (!handler) {
+      for (const [prefix, h] of routes.prefixes) if (path.startsWith(prefix)) { handler = h; break; }
+    }
+    if (!handler) {
+      const allowed = methodsByPath.get(path);
+      sendError(ctx, allowed
+        ? new AamError(405, 'method_not_allowed', `${req.method} is not allowed on ${path}; use ${allowed.join(' or ')}`, { headers: { allow: allowed.join(', ') } })
+        : new AamError(404, 'not_found', `no route ${req.method} ${path}`));
+      return;
+    }
+    try {
+      const p = handler(ctx);
+      if (p) p.catch((err) => sendError(ctx, err));
+    } catch (err) {
+      sendError(ctx, err);
+    }
+  };
+}
+
+export interface ServerOptions { tls?: HttpsOptions; requestTimeoutMs?: number; headersTimeoutMs?: number }
+
+export function createServer(rt: Runtime, routes: Routes, opts: ServerOptions = {}): Server {
+  const listener = createRequestListener(rt, routes);
+  const server: Server = opts.tls ? createHttpsServer(opts.tls, listener) : createHttpServer(listener);
+  // Slow-loris: a client must send its headers within headersTimeout and its whole request
+  // within requestTimeout; responses (long streams) are not limited by these.
+  server.headersTimeout = opts.headersTimeoutMs ?? 15_000;
+  server.requestTimeout = opts.requestTimeoutMs ?? 60_000;
+  server.keepAliveTimeout = 65_000;
+  return server;
+}

@@ -1,0 +1,160 @@
+// The compiled tool table: for every upstream MCP server, its tools with their (resource, action)
+// mapping, integrity status and a compiled argument validator. Rebuilt when a server's tools list
+// changes or the config is reloaded; the request path only looks things up.
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
+import type { JsonSchemaType } from '@modelcontextprotocol/sdk/validation/types.js';
+import type { ConfigSet, McpServerSpec } from '../config/schema.ts';
+import { createUpstream, errMsg, type Upstream, type UpstreamOptions } from './upstream.ts';
+import type { ToolIntegrity, ToolStatus } from './tool-integrity.ts';
+import type { ToolDeps, UpstreamTool } from './types.ts';
+
+/** Separator between server and tool in the aggregated /mcp endpoint. */
+export const NAME_SEP = '__';
+
+export interface CompiledTool {
+  server: string;
+  def: UpstreamTool;
+  resource: string;
+  action: string;
+  mutating: boolean;
+  integrity: ToolStatus;
+  /** Returns an error message, or undefined when the arguments match the input schema. */
+  validate(args: unknown): string | undefined;
+}
+
+export interface ServerEntry {
+  name: string;
+  spec: McpServerSpec;
+  upstream: Upstream;
+  /** Resource used for this server's resources/* and prompts/* (and tools without a mapping). */
+  resource: string;
+  tools: Map<string, CompiledTool>;
+  /** The definitions last listed by the upstream (recompiled when an admin accepts a change). */
+  defs: UpstreamTool[];
+}
+
+export interface Catalog {
+  servers: Map<string, ServerEntry>;
+  /** Make sure each server in scope has listed its tools at least once (waits for connections). */
+  ready(scope: string | null): Promise<void>;
+  /** Servers in scope: all for the aggregated endpoint, one otherwise. */
+  inScope(scope: string | null): ServerEntry[];
+  /** Find a tool by the name the client uses (prefixed when aggregated). */
+  resolve(scope: string | null, exposedName: string): CompiledTool | undefined;
+  exposedName(scope: string | null, t: CompiledTool): string;
+  reload(config: ConfigSet): Promise<void>;
+  onToolsChanged(listener: (server: string) => void): void;
+  /** Re-run integrity and mapping on the last listed definitions (after an admin accepted a change). */
+  recompile(server: string): void;
+  close(): Promise<void>;
+}
+
+const validatorFactory = new AjvJsonSchemaValidator();
+
+export function compileValidator(schema: Record<string, unknown> | undefined): (args: unknown) => string | undefined {
+  if (!schema || typeof schema !== 'object') return () => undefined;
+  // Drop $id: Ajv caches by $id, and two upstreams may reuse one for different schemas.
+  const { $id: _ignored, ...rest } = schema;
+  try {
+    const v = validatorFactory.getValidator(rest as JsonSchemaType);
+    return (args) => { const r = v(args ?? {}); return r.valid ? undefined : r.errorMessage; };
+  } catch (e) {
+    const msg = `the tool's inputSchema cannot be compiled (${errMsg(e)})`;
+    return () => msg;
+  }
+}
+
+function compileServer(entry: ServerEntry, defs: UpstreamTool[], integrity: ToolIntegrity): void {
+  const mapping = entry.spec.tools ?? {};
+  const pins: Record<string, string | undefined> = {};
+  for (const [tool, m] of Object.entries(mapping)) pins[tool] = m.digest;
+  const status = integrity.check(entry.name, defs, pins);
+  const tools = new Map<string, CompiledTool>();
+  for (const def of defs) {
+    const m = mapping[def.name];
+    tools.set(def.name, {
+      server: entry.name, def,
+      resource: m?.resource ?? entry.resource,
+      action: m?.action ?? def.name,
+      mutating: m?.mutating ?? (def.annotations?.readOnlyHint === true ? false : def.annotations?.destructiveHint === true),
+      integrity: status.get(def.name) as ToolStatus,
+      validate: compileValidator(def.inputSchema),
+    });
+  }
+  entry.tools = tools;
+  entry.defs = defs;
+}
+
+export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: ToolIntegrity, opts: UpstreamOptions = {}): Catalog {
+  const servers = new Map<string, ServerEntry>();
+  const listeners: Array<(server: string) => void> = [];
+
+  function add(name: string, spec: McpServerSpec): void {
+    const upstream = createUpstream(name, spec, deps, opts);
+    const entry: ServerEntry = { name, spec, upstream, resource: spec.resource ?? name, tools: new Map(), defs: [] };
+    upstream.onToolsChanged((defs) => {
+      if (servers.get(name) !== entry) return;
+      try { compileServer(entry, defs, integrity); } catch (e) { deps.log.error({ mcp_server: name, err: errMsg(e) }, 'compiling tools failed'); }
+      for (const l of listeners) l(name);
+    });
+    servers.set(name, entry);
+  }
+
+  for (const [name, r] of config.mcpServers) add(name, r.spec);
+
+  const inScope = (scope: string | null): ServerEntry[] => {
+    if (scope === null) return [...servers.values()];
+    const e = servers.get(scope);
+    return e ? [e] : [];
+  };
+
+  return {
+    servers,
+    inScope,
+    async ready(scope) {
+      await Promise.all(inScope(scope).map((e) => e.upstream.tools().catch((err: unknown) => {
+        deps.log.warn({ mcp_server: e.name, err: errMsg(err) }, 'mcp server unavailable for listing');
+      })));
+    },
+    resolve(scope, exposed) {
+      if (scope !== null) return servers.get(scope)?.tools.get(exposed);
+      // Longest server-name prefix wins, so "a__b" and "a" cannot shadow each other.
+      let best: CompiledTool | undefined;
+      let bestLen = -1;
+      for (const e of servers.values()) {
+        const prefix = e.name + NAME_SEP;
+        if (exposed.startsWith(prefix) && e.name.length > bestLen) {
+          const t = e.tools.get(exposed.slice(prefix.length));
+          if (t) { best = t; bestLen = e.name.length; }
+        }
+      }
+      return best;
+    },
+    exposedName: (scope, t) => (scope === null ? `${t.server}${NAME_SEP}${t.def.name}` : t.def.name),
+    async reload(next) {
+      const closing: Promise<void>[] = [];
+      for (const [name, e] of servers) {
+        const r = next.mcpServers.get(name);
+        if (!r || JSON.stringify(r.spec) !== JSON.stringify(e.spec)) {
+          servers.delete(name);
+          closing.push(e.upstream.close());
+        }
+      }
+      for (const [name, r] of next.mcpServers) if (!servers.has(name)) add(name, r.spec);
+      await Promise.all(closing);
+      for (const l of listeners) for (const name of next.mcpServers.keys()) l(name);
+    },
+    onToolsChanged(l) { listeners.push(l); },
+    recompile(name) {
+      const e = servers.get(name);
+      if (!e) return;
+      compileServer(e, e.defs, integrity);
+      for (const l of listeners) l(name);
+    },
+    async close() {
+      const all = [...servers.values()];
+      servers.clear();
+      await Promise.all(all.map((e) => e.upstream.close()));
+    },
+  };
+}

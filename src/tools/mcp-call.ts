@@ -1,0 +1,181 @@
+// The MCP request path, one named phase per step:
+// resolve -> integrity -> validate -> decide -> approval -> intent -> call -> limit -> record.
+// Resources and prompts go through the same decide step (resource = server's resource,
+// action = 'resources/read' | 'prompts/get'; listing is filtered with visible()).
+import { randomUUID } from 'node:crypto';
+import type { CallToolResult, GetPromptResult, Progress, Prompt, ReadResourceResult, Resource } from '@modelcontextprotocol/sdk/types.js';
+import type { Identity } from '../identity/types.ts';
+import type { Decision } from '../policy/types.ts';
+import { argsDigest, type Approvals } from './approvals.ts';
+import { NAME_SEP, type Catalog, type CompiledTool, type ServerEntry } from './catalog.ts';
+import { errMsg } from './upstream.ts';
+import { identityFields, RPC, ToolError, type ToolDeps } from './types.ts';
+
+export const DEFAULT_MAX_RESULT_BYTES = 1024 * 1024;
+export const RESOURCE_READ = 'resources/read';
+export const PROMPT_GET = 'prompts/get';
+
+export interface Runtime { catalog: Catalog; deps: ToolDeps; approvals: Approvals; maxResultBytes: number }
+
+/** One client session: who it belongs to and which servers it sees. */
+export interface SessionCtx {
+  identity: Identity;
+  scope: string | null;
+  sessionId: () => string | undefined;
+  /** Aggregated endpoint: which server listed a resource URI (for resources/read). */
+  resourceOwner: Map<string, string>;
+}
+
+export interface Extra { signal?: AbortSignal; onprogress?: (p: Progress) => void; jsonrpcId?: string | number }
+
+/** The explanation a caller sees for a non-allow decision: policy, rule and reason. */
+export function denialMessage(d: Decision, what: string): string {
+  if (!d.policy) return `${what} denied: no policy allows it (default deny): ${d.reason}`;
+  return `${what} denied by policy "${d.policy}" rule tools[${d.rule}]: ${d.reason}`;
+}
+
+function decisionFields(d: Decision): Record<string, unknown> {
+  return { effect: d.effect, allowed: d.allowed, policy: d.policy, rule: d.rule, reason: d.reason, config_version: d.configVersion };
+}
+
+function context(rt: Runtime, s: SessionCtx, requestId: string, extra: Record<string, unknown>): Record<string, unknown> {
+  return { time: new Date().toISOString(), request_id: requestId, environment: s.identity.agent.environment, plane: 'mcp', session_id: s.sessionId(), ...extra };
+}
+
+function enforceLimit(rt: Runtime, entry: ServerEntry, what: string, result: unknown): number {
+  const max = entry.spec.max_result_bytes ?? rt.maxResultBytes;
+  const size = Buffer.byteLength(JSON.stringify(result));
+  if (size > max) {
+    throw new ToolError('result_too_large', `${what} on MCP server "${entry.name}" returned ${size} bytes, over the ${max} byte limit (spec.max_result_bytes); ask for less data`, { code: RPC.upstream, status: 502 });
+  }
+  return size;
+}
+
+export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs: unknown, extra: Extra): Promise<CallToolResult> {
+  const { deps, catalog } = rt;
+  const requestId = `req_${randomUUID()}`;
+  // resolve
+  const t = catalog.resolve(s.scope, name);
+  if (!t) throw new ToolError('unknown_tool', `unknown tool "${name}"; call tools/list for the tools you may call`, { code: RPC.notFound, status: 404 });
+  const entry = catalog.servers.get(t.server) as ServerEntry;
+  const args = (rawArgs ?? {}) as Record<string, unknown>;
+  const base = { type: 'tool.call', plane: 'mcp', request_id: requestId, jsonrpc_id: extra.jsonrpcId, session_id: s.sessionId(), ...identityFields(s.identity),
+    server: t.server, tool: t.def.name, resource: t.resource, action: t.action, args_digest: argsDigest(args), mutating: t.mutating };
+  // integrity
+  if (!t.integrity.ok) {
+    deps.audit.record({ ...base, type: 'tool.withheld', outcome: { status: 'withheld', error: t.integrity.reason } });
+    throw new ToolError('tool_definition_changed', `tool "${name}" is withheld: ${t.integrity.reason}`, { code: RPC.denied, status: 409, data: { reason: 'tool_definition_changed', digest: t.integrity.digest } });
+  }
+  // validate
+  const invalid = t.validate(args);
+  if (invalid) {
+    deps.audit.record({ ...base, type: 'tool.rejected', outcome: { status: 'invalid_arguments', error: invalid } });
+    throw new ToolError('invalid_arguments', `arguments for tool "${name}" do not match its input schema: ${invalid}`, { code: RPC.invalidParams, status: 400 });
+  }
+  // decide
+  const d = deps.authorize(s.identity, t.resource, t.action, args, context(rt, s, requestId, { server: t.server, tool: t.def.name }));
+  deps.audit.record({ ...base, type: 'tool.decision', decision: decisionFields(d) });
+  if (d.effect === 'deny' || (!d.allowed && d.effect !== 'approval_required')) {
+    throw new ToolError('policy_denied', denialMessage(d, `tools/call "${name}" (resource ${t.resource}, action ${t.action})`), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
+  }
+  // approval
+  if (d.effect === 'approval_required') {
+    const a = rt.approvals.check(s.identity, { plane: 'mcp', target: `${t.server}/${t.def.name}`, resource: t.resource, action: t.action }, base.args_digest, d);
+    if (a.status === 'pending') {
+      deps.audit.record({ ...base, type: 'tool.approval_pending', approval_id: a.approval.id });
+      throw new ToolError('approval_required', `approval required: approval id ${a.approval.id} (policy "${d.policy}" rule tools[${d.rule}]); retry the same call after an admin approves it, before ${a.approval.expiresAt}`,
+        { code: RPC.denied, status: 403, data: { approval_id: a.approval.id, policy: d.policy, rule: d.rule, expires_at: a.approval.expiresAt } });
+    }
+    deps.audit.record({ ...base, type: 'tool.approval_used', approval_id: a.approval.id, approved_by: a.approval.decidedBy });
+  }
+  // intent: a call that changes the outside world is on record before it happens
+  if (t.mutating) {
+    try {
+      await deps.audit.recordDurable({ ...base, type: 'tool.intent', decision: decisionFields(d) });
+    } catch (e) {
+      throw new ToolError('audit_unavailable', `tools/call "${name}" not forwarded: its intent could not be recorded durably (${errMsg(e)})`, { code: RPC.upstream, status: 503 });
+    }
+  }
+  // call -> limit -> record
+  const started = performance.now();
+  try {
+    const result = await entry.upstream.callTool(t.def.name, args, s.identity, { signal: extra.signal, onprogress: extra.onprogress });
+    const bytes = enforceLimit(rt, entry, `tools/call "${name}"`, result);
+    deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: result.isError ? 'tool_error' : 'ok', bytes, latency_ms: performance.now() - started } });
+    return result;
+  } catch (e) {
+    deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: 'error', error: errMsg(e), latency_ms: performance.now() - started } });
+    throw e;
+  }
+}
+
+/** tools/list for this session: only tools that are intact and that the caller could call. */
+export function visibleTools(rt: Runtime, s: SessionCtx): CompiledTool[] {
+  const out: CompiledTool[] = [];
+  for (const e of rt.catalog.inScope(s.scope)) {
+    for (const t of e.tools.values()) {
+      if (t.integrity.ok && rt.deps.visible(s.identity, t.resource, t.action)) out.push(t);
+    }
+  }
+  return out;
+}
+
+function authorizeOrThrow(rt: Runtime, s: SessionCtx, entry: ServerEntry, action: string, args: Record<string, unknown>, what: string): void {
+  const requestId = `req_${randomUUID()}`;
+  const d = rt.deps.authorize(s.identity, entry.resource, action, args, context(rt, s, requestId, { server: entry.name }));
+  rt.deps.audit.record({ type: 'tool.decision', plane: 'mcp', request_id: requestId, ...identityFields(s.identity), server: entry.name, resource: entry.resource, action,
+    args_digest: argsDigest(args), decision: decisionFields(d) });
+  // Approval flows are for tool calls; a resource or prompt read that needs one is refused.
+  if (!d.allowed || d.effect !== 'allow') throw new ToolError('policy_denied', denialMessage(d, what), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
+}
+
+export async function listResources(rt: Runtime, s: SessionCtx): Promise<Resource[]> {
+  const out: Resource[] = [];
+  await Promise.all(rt.catalog.inScope(s.scope).map(async (e) => {
+    if (!rt.deps.visible(s.identity, e.resource, RESOURCE_READ)) return;
+    try {
+      for (const r of await e.upstream.listResources(s.identity)) {
+        s.resourceOwner.set(r.uri, e.name);
+        out.push(r);
+      }
+    } catch (err) { rt.deps.log.warn({ mcp_server: e.name, err: errMsg(err) }, 'resources/list failed'); }
+  }));
+  return out;
+}
+
+export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extra: Extra): Promise<ReadResourceResult> {
+  const servers = rt.catalog.inScope(s.scope);
+  const owner = s.scope !== null ? servers[0] : rt.catalog.servers.get(s.resourceOwner.get(uri) ?? '') ?? (servers.length === 1 ? servers[0] : undefined);
+  if (!owner) throw new ToolError('unknown_resource', `unknown resource "${uri}"; call resources/list first so aam knows which server serves it`, { code: RPC.notFound, status: 404 });
+  authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/read "${uri}" (resource ${owner.resource})`);
+  const r = await owner.upstream.readResource(uri, s.identity, extra);
+  enforceLimit(rt, owner, `resources/read "${uri}"`, r);
+  return r;
+}
+
+export async function listPrompts(rt: Runtime, s: SessionCtx): Promise<Prompt[]> {
+  const out: Prompt[] = [];
+  await Promise.all(rt.catalog.inScope(s.scope).map(async (e) => {
+    if (!rt.deps.visible(s.identity, e.resource, PROMPT_GET)) return;
+    try {
+      for (const p of await e.upstream.listPrompts(s.identity)) out.push(s.scope === null ? { ...p, name: `${e.name}${NAME_SEP}${p.name}` } : p);
+    } catch (err) { rt.deps.log.warn({ mcp_server: e.name, err: errMsg(err) }, 'prompts/list failed'); }
+  }));
+  return out;
+}
+
+export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: Record<string, string> | undefined, extra: Extra): Promise<GetPromptResult> {
+  let entry: ServerEntry | undefined;
+  let prompt = name;
+  if (s.scope !== null) entry = rt.catalog.servers.get(s.scope);
+  else {
+    for (const e of rt.catalog.servers.values()) {
+      if (name.startsWith(e.name + NAME_SEP) && (!entry || e.name.length > entry.name.length)) { entry = e; prompt = name.slice(e.name.length + NAME_SEP.length); }
+    }
+  }
+  if (!entry) throw new ToolError('unknown_prompt', `unknown prompt "${name}"; call prompts/list for the prompts you may use`, { code: RPC.notFound, status: 404 });
+  authorizeOrThrow(rt, s, entry, PROMPT_GET, { name: prompt, arguments: args ?? {} }, `prompts/get "${name}" (resource ${entry.resource})`);
+  const r = await entry.upstream.getPrompt(prompt, args, s.identity, extra);
+  enforceLimit(rt, entry, `prompts/get "${name}"`, r);
+  return r;
+}

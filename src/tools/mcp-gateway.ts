@@ -1,0 +1,211 @@
+// MCP Streamable HTTP endpoint for agents: `/mcp` (all servers, tools named <server>__<tool>) and
+// `/mcp/<server>` (one server, original names). One SDK Server + transport per client session;
+// a session is bound to the identity that created it and to its endpoint.
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import {
+  CallToolRequestSchema, GetPromptRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListResourceTemplatesRequestSchema,
+  ListToolsRequestSchema, ReadResourceRequestSchema, isInitializeRequest, type Progress, type Tool,
+} from '@modelcontextprotocol/sdk/types.js';
+import type { ConfigSet } from '../config/schema.ts';
+import type { Identity } from '../identity/types.ts';
+import { createApprovals, type Approvals } from './approvals.ts';
+import { createCatalog } from './catalog.ts';
+import { callTool, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
+import { createToolIntegrity, type ToolDiff } from './tool-integrity.ts';
+import type { UpstreamOptions, UpstreamState } from './upstream.ts';
+import { RPC, ToolError, type ToolDeps } from './types.ts';
+
+export interface McpGatewayOptions extends UpstreamOptions {
+  /** tools/list page size (default 200). */
+  pageSize?: number;
+  maxSessions?: number;
+  /** Sessions idle longer than this are closed (default 30 min). */
+  sessionIdleMs?: number;
+  approvalWindowMs?: number;
+  maxResultBytes?: number;
+  /** Largest request body read when the caller did not pass parsedBody (default 4 MiB). */
+  maxBodyBytes?: number;
+}
+
+export interface McpGateway {
+  handle(req: IncomingMessage, res: ServerResponse, identity: Identity, serverName: string | null, parsedBody?: unknown): Promise<void>;
+  reload(config: ConfigSet): Promise<void>;
+  close(): Promise<void>;
+  approvals: Approvals;
+  toolDiff(server: string, tool: string): ToolDiff;
+  acceptTool(server: string, tool: string, actor: string): ToolDiff;
+  flaggedTools(): ToolDiff[];
+  status(): Record<string, { state: UpstreamState; restarts: number; lastError?: string; tools: number }>;
+}
+
+interface Session { id: string; ctx: SessionCtx; server: Server; transport: StreamableHTTPServerTransport; lastUsed: number }
+
+const identityKey = (i: Identity) => i.agent.spiffeId;
+
+export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGatewayOptions = {}): McpGateway {
+  const integrity = createToolIntegrity(deps.db);
+  const approvals = createApprovals(deps.db, { windowMs: opts.approvalWindowMs });
+  const catalog = createCatalog(config, deps, integrity, opts);
+  const rt: Runtime = { catalog, deps, approvals, maxResultBytes: opts.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES };
+  const pageSize = opts.pageSize ?? 200;
+  const maxSessions = opts.maxSessions ?? 10_000;
+  const idleMs = opts.sessionIdleMs ?? 30 * 60_000;
+  const maxBody = opts.maxBodyBytes ?? 4 * 1024 * 1024;
+  const sessions = new Map<string, Session>();
+
+  catalog.onToolsChanged((server) => {
+    for (const s of sessions.values()) {
+      if (s.ctx.scope === null || s.ctx.scope === server) s.server.sendToolListChanged().catch(() => {});
+    }
+  });
+
+  const sweeper = setInterval(() => {
+    const cutoff = Date.now() - idleMs;
+    for (const s of sessions.values()) if (s.lastUsed < cutoff) void s.transport.close();
+  }, Math.min(idleMs, 60_000));
+  sweeper.unref();
+
+  function buildServer(ctx: SessionCtx): Server {
+    const server = new Server({ name: 'aam', version: '0.1.0' }, {
+      capabilities: { tools: { listChanged: true }, resources: {}, prompts: {} },
+      instructions: ctx.scope === null ? 'aam MCP gateway: tools are named <server>__<tool>; every call is authorized and audited.' : undefined,
+    });
+    server.setRequestHandler(ListToolsRequestSchema, async (req) => {
+      await catalog.ready(ctx.scope);
+      const all = visibleTools(rt, ctx);
+      const start = decodeCursor(req.params?.cursor);
+      const page = all.slice(start, start + pageSize);
+      const tools = page.map((t) => ({ ...t.def, name: catalog.exposedName(ctx.scope, t) }) as Tool);
+      return start + pageSize < all.length ? { tools, nextCursor: encodeCursor(start + pageSize) } : { tools };
+    });
+    server.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
+      await catalog.ready(ctx.scope);
+      return callTool(rt, ctx, req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra));
+    });
+    server.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: await listResources(rt, ctx) }));
+    server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: [] }));
+    server.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => readResource(rt, ctx, req.params.uri, callExtra(req.params._meta?.progressToken, extra)));
+    server.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: await listPrompts(rt, ctx) }));
+    server.setRequestHandler(GetPromptRequestSchema, async (req, extra) => getPrompt(rt, ctx, req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra)));
+    return server;
+  }
+
+  async function startSession(req: IncomingMessage, res: ServerResponse, identity: Identity, scope: string | null, body: unknown): Promise<void> {
+    if (sessions.size >= maxSessions) return rpcError(res, 503, RPC.upstream, `too many MCP sessions (${maxSessions}); close unused sessions (HTTP DELETE with Mcp-Session-Id) and retry`);
+    let session: Session | undefined;
+    const ctx: SessionCtx = { identity, scope, sessionId: () => session?.id, resourceOwner: new Map() };
+    const server = buildServer(ctx);
+    const transport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => randomUUID(),
+      onsessioninitialized: (id) => {
+        session = { id, ctx, server, transport, lastUsed: Date.now() };
+        sessions.set(id, session);
+        deps.log.info({ session_id: id, spiffe_id: identity.agent.spiffeId, scope: scope ?? '*' }, 'mcp session started');
+      },
+      onsessionclosed: (id) => { sessions.delete(id); },
+    });
+    transport.onclose = () => { if (session) sessions.delete(session.id); };
+    await server.connect(transport);
+    await transport.handleRequest(req, res, body);
+  }
+
+  return {
+    async handle(req, res, identity, serverName, parsedBody) {
+      if (serverName !== null && !catalog.servers.has(serverName)) {
+        return rpcError(res, 404, RPC.notFound, `unknown MCP server "${serverName}"; use /mcp for all servers you may use`);
+      }
+      let body = parsedBody;
+      if (body === undefined && req.method === 'POST') {
+        const read = await readJson(req, maxBody);
+        if (!read.ok) return rpcError(res, read.status, read.code, read.message);
+        body = read.value;
+      }
+      const sid = req.headers['mcp-session-id'];
+      if (typeof sid === 'string' && sid) {
+        const s = sessions.get(sid);
+        if (!s) return rpcError(res, 404, RPC.notFound, 'unknown or expired MCP session; start a new one with initialize (without Mcp-Session-Id)');
+        if (identityKey(s.ctx.identity) !== identityKey(identity)) {
+          deps.log.warn({ session_id: sid, owner: identityKey(s.ctx.identity), caller: identityKey(identity) }, 'mcp session used by another identity');
+          return rpcError(res, 403, RPC.denied, 'this MCP session belongs to another identity; start your own session with initialize');
+        }
+        if (s.ctx.scope !== serverName) return rpcError(res, 400, RPC.invalidParams, `this MCP session was opened on ${s.ctx.scope === null ? '/mcp' : `/mcp/${s.ctx.scope}`}; use that endpoint`);
+        s.lastUsed = Date.now();
+        return s.transport.handleRequest(req, res, body);
+      }
+      const isInit = req.method === 'POST' && (Array.isArray(body) ? body.some(isInitializeRequest) : isInitializeRequest(body));
+      if (!isInit) return rpcError(res, 400, RPC.invalidParams, 'missing Mcp-Session-Id header; start a session with an initialize request first');
+      return startSession(req, res, identity, serverName, body);
+    },
+    async reload(next) {
+      await catalog.reload(next);
+    },
+    async close() {
+      clearInterval(sweeper);
+      await Promise.all([...sessions.values()].map((s) => s.transport.close().catch(() => {})));
+      sessions.clear();
+      await catalog.close();
+    },
+    approvals,
+    toolDiff: (server, tool) => integrity.diff(server, tool),
+    acceptTool(server, tool, actor) {
+      const d = integrity.accept(server, tool, actor);
+      deps.audit.record({ type: 'admin.tool_accepted', actor, server, tool, digest: d.currentDigest });
+      catalog.recompile(server);
+      return d;
+    },
+    flaggedTools: () => integrity.flagged(),
+    status() {
+      const out: ReturnType<McpGateway['status']> = {};
+      for (const [name, e] of catalog.servers) out[name] = { ...e.upstream.status(), tools: e.tools.size };
+      return out;
+    },
+  };
+}
+
+interface SdkExtra { signal: AbortSignal; requestId: string | number; sendNotification: (n: { method: 'notifications/progress'; params: { progressToken: string | number } & Progress }) => Promise<void> }
+
+/** Forward cancellation (signal) and, when the client asked for it, progress notifications. */
+function callExtra(progressToken: string | number | undefined, extra: SdkExtra): Extra {
+  const onprogress = progressToken === undefined ? undefined
+    : (p: Progress) => { extra.sendNotification({ method: 'notifications/progress', params: { ...p, progressToken } }).catch(() => {}); };
+  return { signal: extra.signal, onprogress, jsonrpcId: extra.requestId };
+}
+
+function encodeCursor(offset: number): string {
+  return Buffer.from(JSON.stringify({ o: offset })).toString('base64url');
+}
+
+function decodeCursor(cursor: string | undefined): number {
+  if (cursor === undefined) return 0;
+  try {
+    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as { o?: unknown };
+    if (typeof v.o === 'number' && Number.isSafeInteger(v.o) && v.o >= 0) return v.o;
+  } catch { /* fall through */ }
+  throw new ToolError('invalid_cursor', 'invalid tools/list cursor; pass the nextCursor from the previous page unchanged', { code: RPC.invalidParams, status: 400 });
+}
+
+function rpcError(res: ServerResponse, status: number, code: number, message: string): void {
+  if (res.headersSent) return void res.end();
+  res.writeHead(status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }));
+}
+
+type ReadResult = { ok: true; value: unknown } | { ok: false; status: number; code: number; message: string };
+
+async function readJson(req: IncomingMessage, max: number): Promise<ReadResult> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > max) return { ok: false, status: 413, code: -32600, message: `request body over ${max} bytes` };
+    chunks.push(chunk as Buffer);
+  }
+  try {
+    return { ok: true, value: JSON.parse(Buffer.concat(chunks).toString('utf8')) };
+  } catch (e) {
+    return { ok: false, status: 400, code: -32700, message: `parse error: request body is not valid JSON (${e instanceof Error ? e.message : String(e)})` };
+  }
+}

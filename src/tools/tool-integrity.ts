@@ -1,0 +1,119 @@
+// Rug-pull defence: the first definition aam sees of each upstream tool is trusted and its digest
+// stored; a later change withholds the tool until an admin accepts the new definition.
+// A digest pinned in config (McpServer spec.tools.<name>.digest) overrides trust-on-first-use.
+import { createHash } from 'node:crypto';
+import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import type { UpstreamTool } from './types.ts';
+
+export type ToolStatus =
+  | { ok: true; digest: string }
+  | { ok: false; digest: string; reason: string };
+
+export interface ToolDiff {
+  server: string;
+  tool: string;
+  status: 'accepted' | 'changed' | 'unknown';
+  acceptedDigest?: string;
+  currentDigest?: string;
+  accepted?: CanonicalTool;
+  current?: CanonicalTool;
+  /** Top-level fields that differ (name, description, inputSchema). */
+  changed: string[];
+  acceptedBy?: string;
+  acceptedAt?: string;
+}
+
+export interface CanonicalTool { name: string; description: string; inputSchema: unknown }
+
+export interface ToolIntegrity {
+  /** Compare a freshly listed set of tools with what was accepted; records first sightings and changes. */
+  check(server: string, tools: UpstreamTool[], pins: Record<string, string | undefined>): Map<string, ToolStatus>;
+  diff(server: string, tool: string): ToolDiff;
+  /** Accept the current (changed) definition; returns the new accepted digest. */
+  accept(server: string, tool: string, actor: string): ToolDiff;
+  /** Tools whose current definition differs from the accepted one. */
+  flagged(): ToolDiff[];
+}
+
+/** Stable JSON: object keys sorted, so equal definitions give equal digests. */
+export function canonicalJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(canonicalJson).join(',')}]`;
+  if (v && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    return `{${Object.keys(o).sort().filter((k) => o[k] !== undefined).map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(',')}}`;
+  }
+  return JSON.stringify(v) ?? 'null';
+}
+
+export function canonicalTool(t: UpstreamTool): CanonicalTool {
+  return { name: t.name, description: t.description ?? '', inputSchema: t.inputSchema ?? {} };
+}
+
+export function toolDigest(t: UpstreamTool): string {
+  return 'sha256:' + createHash('sha256').update(canonicalJson(canonicalTool(t))).digest('hex');
+}
+
+const normalizePin = (p: string) => (p.startsWith('sha256:') ? p : `sha256:${p}`).toLowerCase();
+
+interface Row { server: string; tool: string; accepted_digest: string; accepted_def: string; current_digest: string; current_def: string; accepted_by: string | null; accepted_at: string }
+
+export function createToolIntegrity(db: DatabaseSync): ToolIntegrity {
+  db.exec(`CREATE TABLE IF NOT EXISTS mcp_tool_digests (
+    server TEXT NOT NULL, tool TEXT NOT NULL,
+    accepted_digest TEXT NOT NULL, accepted_def TEXT NOT NULL,
+    current_digest TEXT NOT NULL, current_def TEXT NOT NULL,
+    accepted_by TEXT, accepted_at TEXT NOT NULL, first_seen TEXT NOT NULL,
+    PRIMARY KEY (server, tool))`);
+  const get: StatementSync = db.prepare('SELECT * FROM mcp_tool_digests WHERE server = ? AND tool = ?');
+  const insert = db.prepare(`INSERT INTO mcp_tool_digests (server, tool, accepted_digest, accepted_def, current_digest, current_def, accepted_by, accepted_at, first_seen)
+    VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)`);
+  const setCurrent = db.prepare('UPDATE mcp_tool_digests SET current_digest = ?, current_def = ? WHERE server = ? AND tool = ?');
+  const acceptStmt = db.prepare('UPDATE mcp_tool_digests SET accepted_digest = current_digest, accepted_def = current_def, accepted_by = ?, accepted_at = ? WHERE server = ? AND tool = ?');
+  const changedStmt = db.prepare('SELECT * FROM mcp_tool_digests WHERE accepted_digest <> current_digest ORDER BY server, tool');
+
+  const rowOf = (server: string, tool: string) => get.get(server, tool) as Row | undefined;
+
+  function toDiff(server: string, tool: string, r: Row | undefined): ToolDiff {
+    if (!r) return { server, tool, status: 'unknown', changed: [] };
+    const accepted = JSON.parse(r.accepted_def) as CanonicalTool;
+    const current = JSON.parse(r.current_def) as CanonicalTool;
+    const changed = (['name', 'description', 'inputSchema'] as const).filter((k) => canonicalJson(accepted[k]) !== canonicalJson(current[k]));
+    return {
+      server, tool, status: r.accepted_digest === r.current_digest ? 'accepted' : 'changed',
+      acceptedDigest: r.accepted_digest, currentDigest: r.current_digest, accepted, current, changed,
+      acceptedBy: r.accepted_by ?? undefined, acceptedAt: r.accepted_at,
+    };
+  }
+
+  return {
+    check(server, tools, pins) {
+      const out = new Map<string, ToolStatus>();
+      const now = new Date().toISOString();
+      for (const t of tools) {
+        const digest = toolDigest(t);
+        const def = JSON.stringify(canonicalTool(t));
+        const row = rowOf(server, t.name);
+        if (!row) insert.run(server, t.name, digest, def, digest, def, now, now);
+        else if (row.current_digest !== digest) setCurrent.run(digest, def, server, t.name);
+        const pin = pins[t.name];
+        if (pin !== undefined) {
+          out.set(t.name, normalizePin(pin) === digest ? { ok: true, digest }
+            : { ok: false, digest, reason: `tool definition does not match the digest pinned in config (pinned ${normalizePin(pin)}, now ${digest}); update spec.tools.${t.name}.digest after reviewing it` });
+          continue;
+        }
+        const accepted = row ? row.accepted_digest : digest;
+        out.set(t.name, accepted === digest ? { ok: true, digest }
+          : { ok: false, digest, reason: `tool definition changed; an admin must accept it (aam tools diff ${server} ${t.name}, then aam tools accept ${server} ${t.name})` });
+      }
+      return out;
+    },
+    diff: (server, tool) => toDiff(server, tool, rowOf(server, tool)),
+    accept(server, tool, actor) {
+      const r = rowOf(server, tool);
+      if (!r) throw new Error(`no definition of tool "${tool}" on MCP server "${server}" has been seen yet`);
+      acceptStmt.run(actor, new Date().toISOString(), server, tool);
+      return toDiff(server, tool, rowOf(server, tool));
+    },
+    flagged: () => (changedStmt.all() as unknown as Row[]).map((r) => toDiff(r.server, r.tool, r)),
+  };
+}

@@ -1,0 +1,63 @@
+// Tool plane dependencies and shared shapes. The gateway never imports policy, identity, credentials
+// or audit implementations: the server injects them as one ToolDeps object.
+import type { Identity } from '../identity/types.ts';
+import type { Decision } from '../policy/types.ts';
+
+export interface ToolDeps {
+  /** Per-call decision (policy engine). context carries e.g. {time, request_id, environment}. */
+  authorize(identity: Identity, resource: string, action: string, args: Record<string, unknown>, context: Record<string, unknown>): Decision;
+  /** Could this identity call (resource, action) for SOME arguments? Used to filter tools/list. */
+  visible(identity: Identity, resource: string, action: string): boolean;
+  /** Outbound auth for a credential name (headers to add; for stdio servers: env vars). Never shown to agents. */
+  credentialHeaders(credentialName: string, identity: Identity): Promise<{ headers: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number } }>;
+  /** Audit: fire-and-forget event, and durable write that resolves once stored (for side-effecting calls' intent). */
+  audit: { record(ev: Record<string, unknown>): void; recordDurable(ev: Record<string, unknown>): Promise<unknown> };
+  log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
+  /** node:sqlite database for approvals and tool-definition digests (create your own tables). */
+  db: import('node:sqlite').DatabaseSync;
+}
+
+/** A tool definition as an upstream MCP server lists it (the fields aam relies on). */
+export interface UpstreamTool {
+  name: string;
+  description?: string;
+  inputSchema: Record<string, unknown>;
+  outputSchema?: Record<string, unknown>;
+  title?: string;
+  annotations?: Record<string, unknown>;
+  _meta?: Record<string, unknown>;
+}
+
+/** The identity aam uses for its own upstream traffic (tool listing, spawning stdio servers). */
+export const GATEWAY_IDENTITY: Identity = Object.freeze({
+  agent: Object.freeze({ name: 'aam-gateway', spiffeId: 'spiffe://aam.local/gateway', trustDomain: 'aam.local', labels: Object.freeze({}) }),
+  method: 'jwt_svid',
+}) as Identity;
+
+/** Flat identity fields for audit events (never secrets). */
+export function identityFields(identity: Identity): Record<string, unknown> {
+  const a = identity.agent;
+  return {
+    spiffe_id: a.spiffeId, agent: a.name, owner: a.owner, team: a.team, environment: a.environment,
+    deployment: a.deployment, auth_method: identity.method, key_id: identity.keyId,
+  };
+}
+
+/** A user-visible tool-plane error with a JSON-RPC code and an HTTP status for the /tools proxy. */
+export class ToolError extends Error {
+  readonly code: number;
+  readonly status: number;
+  readonly errorCode: string;
+  readonly data?: Record<string, unknown>;
+  constructor(errorCode: string, message: string, opts: { code?: number; status?: number; data?: Record<string, unknown> } = {}) {
+    super(message);
+    this.name = 'ToolError';
+    this.errorCode = errorCode;
+    this.code = opts.code ?? -32603;
+    this.status = opts.status ?? 500;
+    this.data = opts.data;
+  }
+}
+
+/** JSON-RPC codes: denials (and held approvals) use -32001 as the Contract says; upstream trouble -32603. */
+export const RPC = { denied: -32001, invalidParams: -32602, upstream: -32603, notFound: -32602 } as const;

@@ -1,0 +1,252 @@
+// One supervised connection to an upstream MCP server (stdio, SSE or Streamable HTTP).
+// stdio: aam spawns the process, captures stderr to the log and restarts it with exponential backoff.
+// The tools list is cached and refreshed on notifications/tools/list_changed.
+// Credentials: HTTP transports get the injected headers per request for the identity of the call in
+// flight (AsyncLocalStorage), so one agent's on-behalf-of token is never used for another's call.
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport, getDefaultEnvironment } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
+import {
+  ErrorCode, McpError, ToolListChangedNotificationSchema,
+  type CallToolResult, type GetPromptResult, type ListPromptsResult, type ListResourcesResult, type Progress, type ReadResourceResult,
+} from '@modelcontextprotocol/sdk/types.js';
+import type { McpServerSpec } from '../config/schema.ts';
+import type { Identity } from '../identity/types.ts';
+import { GATEWAY_IDENTITY, ToolError, RPC, type ToolDeps, type UpstreamTool } from './types.ts';
+
+export type UpstreamState = 'connecting' | 'ready' | 'down' | 'closed';
+
+export interface UpstreamOptions {
+  /** First restart delay after a crash; doubles per consecutive failure up to restartMaxMs. */
+  restartMinMs?: number;
+  restartMaxMs?: number;
+  /** Per-call timeout when the McpServer has no timeout_ms. */
+  defaultTimeoutMs?: number;
+  /** A connection that stays up this long resets the backoff. */
+  stableAfterMs?: number;
+}
+
+export interface CallOptions { signal?: AbortSignal; onprogress?: (p: Progress) => void }
+
+export interface Upstream {
+  readonly name: string;
+  readonly spec: McpServerSpec;
+  /** Cached tool definitions; connects (or waits for the connection) on first use. */
+  tools(): Promise<UpstreamTool[]>;
+  callTool(tool: string, args: Record<string, unknown>, identity: Identity, opts?: CallOptions): Promise<CallToolResult>;
+  listResources(identity: Identity): Promise<ListResourcesResult['resources']>;
+  readResource(uri: string, identity: Identity, opts?: CallOptions): Promise<ReadResourceResult>;
+  listPrompts(identity: Identity): Promise<ListPromptsResult['prompts']>;
+  getPrompt(name: string, args: Record<string, string> | undefined, identity: Identity, opts?: CallOptions): Promise<GetPromptResult>;
+  /** Called with the new list whenever the cached tools list changes. */
+  onToolsChanged(listener: (tools: UpstreamTool[]) => void): void;
+  status(): { state: UpstreamState; restarts: number; lastError?: string; pid?: number | null };
+  close(): Promise<void>;
+}
+
+const MAX_STDERR_LINE = 2000;
+
+export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps, opts: UpstreamOptions = {}): Upstream {
+  const restartMinMs = opts.restartMinMs ?? 250;
+  const restartMaxMs = opts.restartMaxMs ?? 30_000;
+  const stableAfterMs = opts.stableAfterMs ?? 30_000;
+  const timeoutMs = spec.timeout_ms ?? opts.defaultTimeoutMs ?? 30_000;
+  const callerIdentity = new AsyncLocalStorage<Identity>();
+  const listeners: Array<(tools: UpstreamTool[]) => void> = [];
+
+  let state: UpstreamState = 'connecting';
+  let client: Client | undefined;
+  let transport: Transport | undefined;
+  let connecting: Promise<Client> | undefined;
+  let toolCache: UpstreamTool[] | undefined;
+  let restarts = 0;
+  let failures = 0;
+  let connectedAt = 0;
+  let lastError: string | undefined;
+  let restartTimer: NodeJS.Timeout | undefined;
+  let nextRestartAt = 0;
+
+  /** fetch for HTTP transports: adds the credential for the identity whose call is in flight. */
+  const credentialFetch = async (url: string | URL, init?: RequestInit): Promise<Response> => {
+    const headers = new Headers(init?.headers);
+    if (spec.credential) {
+      const cred = await deps.credentialHeaders(spec.credential, callerIdentity.getStore() ?? GATEWAY_IDENTITY);
+      for (const [k, v] of Object.entries(cred.headers)) headers.set(k, v);
+    }
+    return fetch(url, { ...init, headers });
+  };
+
+  async function makeTransport(): Promise<Transport> {
+    if (spec.transport === 'stdio') {
+      if (!spec.command) throw new ToolError('config', `McpServer "${name}": transport stdio needs spec.command`);
+      const credEnv = spec.credential ? (await deps.credentialHeaders(spec.credential, GATEWAY_IDENTITY)).env ?? {} : {};
+      const t = new StdioClientTransport({
+        command: spec.command, args: spec.args ?? [], stderr: 'pipe',
+        // Only the SDK's safe default env (PATH, HOME, ...) plus what config names: aam's own secrets stay out.
+        env: { ...getDefaultEnvironment(), ...(spec.env ?? {}), ...credEnv },
+      });
+      const stderr = t.stderr as Readable | null;
+      if (stderr) {
+        createInterface({ input: stderr }).on('line', (line) => deps.log.warn({ mcp_server: name, stderr: line.slice(0, MAX_STDERR_LINE) }, 'mcp server stderr'));
+      }
+      return t;
+    }
+    if (!spec.url) throw new ToolError('config', `McpServer "${name}": transport ${spec.transport} needs spec.url`);
+    const url = new URL(spec.url);
+    return spec.transport === 'sse'
+      ? new SSEClientTransport(url, { fetch: credentialFetch, eventSourceInit: { fetch: credentialFetch } })
+      : new StreamableHTTPClientTransport(url, { fetch: credentialFetch });
+  }
+
+  async function connect(): Promise<Client> {
+    state = 'connecting';
+    const c = new Client({ name: 'aam-gateway', version: '0.1.0' }, { capabilities: {} });
+    const t = await makeTransport();
+    c.setNotificationHandler(ToolListChangedNotificationSchema, async () => {
+      try { await refreshTools(c); } catch (e) { deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'tools/list refresh failed'); }
+    });
+    t.onclose = () => onTransportClosed(c);
+    await c.connect(t, { timeout: timeoutMs });
+    client = c;
+    transport = t;
+    await refreshTools(c);
+    state = 'ready';
+    connectedAt = Date.now();
+    lastError = undefined;
+    deps.log.info({ mcp_server: name, transport: spec.transport, tools: toolCache?.length ?? 0 }, 'mcp server connected');
+    return c;
+  }
+
+  function onTransportClosed(c: Client): void {
+    if (state === 'closed' || c !== client) return;
+    client = undefined;
+    transport = undefined;
+    state = 'down';
+    lastError = lastError ?? 'connection closed';
+    deps.log.warn({ mcp_server: name }, 'mcp server connection closed; restarting');
+    scheduleRestart();
+  }
+
+  function scheduleRestart(): void {
+    if (state === 'closed' || restartTimer) return;
+    if (connectedAt && Date.now() - connectedAt > stableAfterMs) failures = 0;
+    failures++;
+    const delay = Math.min(restartMaxMs, restartMinMs * 2 ** (failures - 1));
+    nextRestartAt = Date.now() + delay;
+    restartTimer = setTimeout(() => {
+      restartTimer = undefined;
+      restarts++;
+      ensureClient().catch(() => { /* logged in ensureClient; another restart is scheduled */ });
+    }, delay);
+    restartTimer.unref();
+  }
+
+  function ensureClient(): Promise<Client> {
+    if (state === 'closed') return Promise.reject(new ToolError('upstream_closed', `MCP server "${name}" was removed from the config`, { code: RPC.upstream, status: 502 }));
+    if (client && state === 'ready') return Promise.resolve(client);
+    if (state === 'down' && restartTimer) {
+      const wait = Math.max(0, nextRestartAt - Date.now());
+      return Promise.reject(new ToolError('upstream_unavailable', `MCP server "${name}" is unavailable (${lastError ?? 'connection closed'}); aam restarts it in ${wait} ms, retry then`, { code: RPC.upstream, status: 502 }));
+    }
+    if (!connecting) {
+      connecting = connect().catch((e: unknown) => {
+        lastError = errMsg(e);
+        state = 'down';
+        const old = transport;
+        client = undefined;
+        transport = undefined;
+        old?.close().catch(() => {});
+        deps.log.error({ mcp_server: name, err: lastError }, 'mcp server connect failed');
+        scheduleRestart();
+        throw new ToolError('upstream_unavailable', `MCP server "${name}" is unavailable: ${lastError}`, { code: RPC.upstream, status: 502 });
+      }).finally(() => { connecting = undefined; });
+    }
+    return connecting;
+  }
+
+  async function refreshTools(c: Client): Promise<void> {
+    const all: UpstreamTool[] = [];
+    let cursor: string | undefined;
+    for (let page = 0; page < 100; page++) {
+      const r = await c.listTools(cursor ? { cursor } : undefined, { timeout: timeoutMs });
+      for (const t of r.tools) all.push(t as UpstreamTool);
+      cursor = r.nextCursor;
+      if (!cursor) break;
+    }
+    toolCache = all;
+    for (const l of listeners) l(all);
+  }
+
+  /** Run an upstream request as `identity` with the server's timeout and clear errors. */
+  async function run<T>(what: string, identity: Identity, fn: (c: Client) => Promise<T>): Promise<T> {
+    const c = await ensureClient();
+    try {
+      return await callerIdentity.run(identity, () => fn(c));
+    } catch (e) {
+      throw upstreamError(name, what, timeoutMs, e);
+    }
+  }
+
+  const reqOpts = (o?: CallOptions) => ({ timeout: timeoutMs, signal: o?.signal, onprogress: o?.onprogress, resetTimeoutOnProgress: true, maxTotalTimeout: timeoutMs * 10 });
+
+  // Start eagerly: a stdio server is supervised from load time, not from the first call.
+  ensureClient().catch(() => {});
+
+  return {
+    name,
+    spec,
+    async tools() {
+      if (toolCache && state === 'ready') return toolCache;
+      await ensureClient();
+      return toolCache ?? [];
+    },
+    callTool: (tool, args, identity, o) => run(`tools/call "${tool}"`, identity, (c) =>
+      c.callTool({ name: tool, arguments: args }, undefined, reqOpts(o)) as Promise<CallToolResult>),
+    listResources: (identity) => run('resources/list', identity, async (c) =>
+      c.getServerCapabilities()?.resources ? (await c.listResources(undefined, reqOpts())).resources : []),
+    readResource: (uri, identity, o) => run('resources/read', identity, (c) => c.readResource({ uri }, reqOpts(o))),
+    listPrompts: (identity) => run('prompts/list', identity, async (c) =>
+      c.getServerCapabilities()?.prompts ? (await c.listPrompts(undefined, reqOpts())).prompts : []),
+    getPrompt: (p, args, identity, o) => run('prompts/get', identity, (c) => c.getPrompt({ name: p, arguments: args }, reqOpts(o))),
+    onToolsChanged(l) { listeners.push(l); },
+    status() {
+      const pid = transport instanceof StdioClientTransport ? transport.pid : undefined;
+      return { state, restarts, lastError, pid };
+    },
+    async close() {
+      state = 'closed';
+      if (restartTimer) clearTimeout(restartTimer);
+      const c = client;
+      client = undefined;
+      transport = undefined;
+      await c?.close().catch(() => {});
+    },
+  };
+}
+
+/** Turn SDK errors into messages that say which server, what happened and what to do. */
+export function upstreamError(server: string, what: string, timeoutMs: number, e: unknown): Error {
+  if (e instanceof ToolError) return e;
+  if (e instanceof McpError) {
+    if (e.code === ErrorCode.RequestTimeout) {
+      return new ToolError('upstream_timeout', `MCP server "${server}" did not answer ${what} within ${timeoutMs} ms (raise spec.timeout_ms if it is slow)`, { code: RPC.upstream, status: 504 });
+    }
+    if (e.code === ErrorCode.ConnectionClosed) {
+      return new ToolError('upstream_unavailable', `MCP server "${server}" closed the connection during ${what} (process exited?); aam restarts it, retry shortly`, { code: RPC.upstream, status: 502 });
+    }
+    // An upstream's own JSON-RPC error: keep its code, except the one aam reserves for denials.
+    const code = e.code === RPC.denied ? RPC.upstream : e.code;
+    return new ToolError('upstream_error', `MCP server "${server}" answered ${what} with an error: ${e.message.replace(/^MCP error -?\d+: /, '')}`, { code, status: 502 });
+  }
+  if (e instanceof Error && e.name === 'AbortError') return new ToolError('cancelled', `${what} on MCP server "${server}" was cancelled`, { code: RPC.upstream, status: 499 });
+  return new ToolError('upstream_error', `MCP server "${server}" failed during ${what}: ${errMsg(e)}`, { code: RPC.upstream, status: 502 });
+}
+
+export function errMsg(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

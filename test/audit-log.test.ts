@@ -1,0 +1,182 @@
+// The audit log itself: canonical JSON, durability, resume, fail modes, queries, retention, OCSF.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DatabaseSync } from 'node:sqlite';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { canonicalJson } from '../src/audit/canonical.ts';
+import { openAuditLog, AuditUnavailableError } from '../src/audit/log.ts';
+import type { AuditAlert } from '../src/audit/log.ts';
+import { verifyDatabase } from '../src/audit/verify.ts';
+import { queryEvents, showRequest, describeEvent } from '../src/audit/query.ts';
+import { applyRetention } from '../src/audit/retention.ts';
+import { toOcsf } from '../src/audit/ocsf.ts';
+import { sampleEvent, tempDir } from './audit-helpers.ts';
+
+test('canonical JSON sorts keys, drops undefined, has no whitespace and rejects what it cannot encode', () => {
+  assert.equal(canonicalJson({ b: 1, a: [true, null, 'x"y'], c: undefined, d: { z: -0, y: 1.5e-7 } }), '{"a":[true,null,"x\\"y"],"b":1,"d":{"y":1.5e-7,"z":0}}');
+  assert.equal(canonicalJson({ '\u00e9': 1, e: 2, E: 3 }), '{"E":3,"e":2,"\u00e9":1}');
+  assert.throws(() => canonicalJson({ n: Number.NaN }), /non-finite/);
+  assert.throws(() => canonicalJson({ d: new Date() }), /plain objects/);
+  assert.throws(() => canonicalJson({ b: 1n }), /unsupported/);
+});
+
+test('recordDurable resolves only after the event is readable from another connection', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir, flushDelayMs: 1000 });
+  log.record(sampleEvent(1));
+  const receipt = await log.recordDurable(sampleEvent(2, { type: 'tool_intent', tool: { server: 'sf', tool: 'update', resource: 'salesforce.accounts', action: 'update', args_digest: 'sha256:00' } }));
+  const other = new DatabaseSync(join(dir, 'audit.db'), { readOnly: true });
+  const row = other.prepare('SELECT type, hash FROM audit_events WHERE seq = ?').get(receipt.seq);
+  other.close();
+  assert.deepEqual({ ...row }, { type: 'tool_intent', hash: receipt.hash });
+  // The queued event before it was committed in the same batch, in order.
+  assert.equal(receipt.seq, 2);
+  await log.close();
+  assert.equal(statSync(join(dir, 'keys', 'audit-signing.key')).mode & 0o777, 0o600);
+});
+
+test('reopening resumes the chain; a tampered tail refuses to open', async () => {
+  const dir = tempDir();
+  let log = openAuditLog({ dataDir: dir });
+  for (let i = 0; i < 10; i++) log.record(sampleEvent(i));
+  await log.close();
+  log = openAuditLog({ dataDir: dir });
+  assert.equal(log.stats().lastSeq, 10);
+  log.record(sampleEvent(11));
+  await log.close();
+  assert.equal(verifyDatabase(dir).ok, true);
+  const db = new DatabaseSync(join(dir, 'audit.db'));
+  db.exec("UPDATE audit_events SET body = replace(body, 'req-', 'REQ-') WHERE seq = 11");
+  db.close();
+  assert.throws(() => openAuditLog({ dataDir: dir }), /tail \(seq 11\) does not verify/);
+});
+
+function lockDb(dir: string): DatabaseSync {
+  const blocker = new DatabaseSync(join(dir, 'audit.db'));
+  blocker.exec('BEGIN IMMEDIATE');
+  return blocker;
+}
+
+test('fail_closed: recordDurable rejects while storage fails; queued events are written after recovery', async () => {
+  const dir = tempDir();
+  const alerts: AuditAlert[] = [];
+  const log = openAuditLog({ dataDir: dir, failMode: 'fail_closed', busyTimeoutMs: 5, onAlert: (a) => alerts.push(a) });
+  await log.recordDurable(sampleEvent(0));
+  const blocker = lockDb(dir);
+  log.record(sampleEvent(1));
+  await assert.rejects(log.recordDurable(sampleEvent(2, { type: 'tool_intent' })), (e: unknown) => e instanceof AuditUnavailableError && /write failed/.test(e.message));
+  assert.ok(log.stats().failures >= 1);
+  assert.equal(log.stats().queued, 2);
+  assert.equal(alerts[0]?.kind, 'write_failed');
+  blocker.exec('COMMIT');
+  blocker.close();
+  await log.flush();
+  assert.equal(log.stats().written, 3);
+  assert.equal(log.stats().dropped, 0);
+  assert.ok(alerts.some((a) => a.kind === 'recovered'));
+  await log.close();
+  assert.equal(verifyDatabase(dir).ok, true);
+});
+
+test('buffer mode: bounded queue refuses (never drops) when full, durable waits for recovery', async () => {
+  const dir = tempDir();
+  const alerts: AuditAlert[] = [];
+  const log = openAuditLog({ dataDir: dir, failMode: 'buffer', maxQueue: 5, busyTimeoutMs: 5, onAlert: (a) => alerts.push(a) });
+  const blocker = lockDb(dir);
+  for (let i = 0; i < 4; i++) assert.equal(log.record(sampleEvent(i)), true);
+  const durable = log.recordDurable(sampleEvent(4, { type: 'tool_intent' }));
+  assert.equal(log.record(sampleEvent(5)), false);
+  await assert.rejects(log.recordDurable(sampleEvent(6)), /queue is full/);
+  assert.deepEqual([log.stats().rejected, log.stats().dropped, log.stats().queued], [2, 0, 5]);
+  assert.ok(alerts.some((a) => a.kind === 'queue_full'));
+  await sleep(100);
+  blocker.exec('COMMIT');
+  blocker.close();
+  const receipt = await durable;
+  assert.equal(receipt.seq, 5);
+  await log.close();
+  const r = verifyDatabase(dir);
+  assert.equal(r.ok, true);
+  assert.equal(r.events, 5);
+});
+
+test('an event that cannot be encoded is recorded as an encoding failure, not dropped', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir });
+  const bad = sampleEvent(1, { detail: { n: Number.POSITIVE_INFINITY } });
+  const r = await log.recordDurable(bad);
+  const [e] = queryEvents(log.db, { requestId: bad.request_id });
+  assert.equal(e.seq, r.seq);
+  assert.equal(e.outcome?.error_class, 'audit_encoding');
+  assert.throws(() => log.record({ type: 'decision' } as never), /request_id/);
+  await log.close();
+  assert.equal(verifyDatabase(dir).ok, true);
+});
+
+test('queries filter by agent, decision, type, time and request; show lists one request in order', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir });
+  for (let i = 0; i < 60; i++) log.record(sampleEvent(i));
+  await log.flush();
+  const denies = queryEvents(log.db, { decision: 'deny', limit: 1000 });
+  assert.equal(denies.length, 12);
+  assert.ok(denies.every((e) => e.policy?.decision === 'deny'));
+  const fin = queryEvents(log.db, { agent: 'finance-analyst', type: 'decision', limit: 1000 });
+  assert.equal(fin.length, 10);
+  assert.equal(queryEvents(log.db, { limit: 5 }).length, 5);
+  assert.equal(queryEvents(log.db, { since: new Date(Date.now() + 60_000) }).length, 0);
+  const chain = showRequest(log.db, 'req-7');
+  assert.deepEqual(chain.map((e) => e.type), ['decision', 'model_call']);
+  assert.ok(chain[0].seq < chain[1].seq);
+  assert.match(describeEvent(chain[1]), /model=reasoning-high->openai\/gpt-4o/);
+  assert.throws(() => queryEvents(log.db, { since: 'yesterday' }), /not a date/);
+  await log.close();
+});
+
+test('retention cuts old events at a signed anchor and the rest still verifies, across restarts', async () => {
+  const dir = tempDir();
+  let log = openAuditLog({ dataDir: dir, checkpointEvery: 50, batchSize: 20 });
+  for (let i = 0; i < 200; i++) log.record(sampleEvent(i, { time: new Date(Date.UTC(2026, 0, 1, 0, i)).toISOString() }));
+  await log.flush();
+  const res = applyRetention(log, new Date(Date.UTC(2026, 0, 1, 0, 120)));
+  assert.equal(res.cutSeq, 120);
+  assert.equal(res.deletedEvents, 120);
+  for (let i = 0; i < 5; i++) log.record(sampleEvent(i));
+  await log.close();
+  let r = verifyDatabase(dir, log.publicKeyPem());
+  assert.equal(r.ok, true, r.firstError?.message);
+  assert.deepEqual([r.firstSeq, r.lastSeq, r.anchor], [121, 205, { tree_size: 120, type: 'retention' }]);
+  // Everything cut: the anchor alone carries the chain over a restart.
+  log = openAuditLog({ dataDir: dir });
+  applyRetention(log, new Date(Date.now() + 60_000));
+  await log.close();
+  log = openAuditLog({ dataDir: dir });
+  log.record(sampleEvent(1));
+  await log.close();
+  r = verifyDatabase(dir, log.publicKeyPem());
+  assert.equal(r.ok, true, r.firstError?.message);
+  assert.equal(r.firstSeq, 206);
+  // Deleting beyond the anchor is still caught.
+  const db = new DatabaseSync(join(dir, 'audit.db'));
+  db.exec("DELETE FROM audit_checkpoints WHERE type = 'retention'");
+  db.close();
+  assert.deepEqual([verifyDatabase(dir).firstError?.seq, verifyDatabase(dir).firstError?.kind], [1, 'removed']);
+});
+
+test('OCSF mapping is an API Activity with actor, api, resources and status', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir });
+  await log.recordDurable(sampleEvent(0, { type: 'tool_call', tool: { server: 'sf', tool: 'search_accounts', resource: 'salesforce.accounts', action: 'search', args_digest: 'sha256:ab' }, policy: { name: 'p', version: 'v', rule: 1, decision: 'deny', reason: 'denied' }, outcome: { status: 403, error_class: 'policy_denied' } }));
+  const [e] = queryEvents(log.db);
+  const o = toOcsf(e);
+  assert.equal(o.class_uid, 6003);
+  assert.equal(o.type_uid, 600302);
+  assert.equal(o.status_id, 2);
+  assert.equal(o.actor.user?.uid, 'spiffe://prod/agent/finance-analyst');
+  assert.equal(o.resources?.[0].name, 'salesforce.accounts');
+  assert.equal(o.metadata.uid, e.hash);
+  assert.equal(o.metadata.sequence, e.seq);
+  await log.close();
+});

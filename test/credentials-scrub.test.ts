@@ -1,0 +1,148 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Scrubber, secretForms, MIN_SCRUB_LENGTH } from '../src/credentials/scrub.ts';
+
+const SECRET = 'sk-live-4f9a8b7c6d5e4f3a2b1c';
+const OTHER = 'ghp_Zz9Yy8Xx7Ww6Vv5Uu4';
+const s = new Scrubber([{ name: 'openai-key', value: SECRET }, { name: 'github', value: OTHER }, { name: 'tiny', value: 'abc' }]);
+
+function streamAll(sc: Scrubber, chunks: string[]): { out: string; leaked: readonly string[] } {
+  const st = sc.stream();
+  let out = '';
+  for (const c of chunks) out += st.push(c);
+  out += st.end();
+  return { out, leaked: st.leaked };
+}
+
+test('plain secret is replaced with a named marker and reported', () => {
+  const r = s.scrub(`error: key ${SECRET} is invalid`);
+  assert.equal(r.text, 'error: key [REDACTED:openai-key] is invalid');
+  assert.deepEqual(r.leaked, ['openai-key']);
+});
+
+test('text without secrets comes back as the same string', () => {
+  const text = 'hello world, nothing to see here sk-live- but not the key';
+  const r = s.scrub(text);
+  assert.equal(r.text, text);
+  assert.equal(r.leaked.length, 0);
+});
+
+test('base64 (std and url, any alignment), url-encoded and JSON-escaped forms are scrubbed', () => {
+  const weird = 'p@ss/word+with "quotes" and spaces==';
+  const sc = new Scrubber([{ name: 'w', value: weird }]);
+  const cases = [
+    Buffer.from(weird).toString('base64'),
+    Buffer.from(weird).toString('base64url'),
+    Buffer.from('x' + weird + 'y').toString('base64'),
+    Buffer.from('xy' + weird).toString('base64url'),
+    Buffer.from('user:' + weird).toString('base64'),
+    encodeURIComponent(weird),
+    encodeURIComponent(weird).toLowerCase().replace(/%[0-9a-f]{2}/g, (m) => m), // lowercase hex
+    JSON.stringify({ k: weird }),
+  ];
+  for (const c of cases) {
+    const r = sc.scrub(`before ${c} after`);
+    assert.ok(r.text.includes('[REDACTED:w]'), `not scrubbed: ${c} -> ${r.text}`);
+    assert.ok(!r.text.includes(weird), c);
+    assert.deepEqual(r.leaked, ['w']);
+  }
+});
+
+test('secrets shorter than 8 characters are not scrubbed and are reported as skipped', () => {
+  assert.equal(MIN_SCRUB_LENGTH, 8);
+  assert.deepEqual(s.skipped, ['tiny']);
+  assert.equal(s.scrub('abc abc').text, 'abc abc');
+});
+
+test('overlapping secrets are both fully covered', () => {
+  const a = 'AAAAbbbbCCCC';
+  const b = 'CCCCddddEEEE';
+  const sc = new Scrubber([{ name: 'a', value: a }, { name: 'b', value: b }]);
+  const r = sc.scrub('x AAAAbbbbCCCCddddEEEE y');
+  assert.equal(r.text, 'x [REDACTED:a,b] y');
+});
+
+test('a secret that contains another is reported as the longer one', () => {
+  const sc = new Scrubber([{ name: 'short', value: 'abcdefgh' }, { name: 'long', value: 'abcdefgh12345' }]);
+  assert.equal(sc.scrub('[abcdefgh12345]').text, '[[REDACTED:long]]');
+  assert.equal(sc.scrub('[abcdefgh]').text, '[[REDACTED:short]]');
+});
+
+test('stream: secret split at every position (2 chunks) never leaks and other text is preserved', () => {
+  const text = `data: {"content":"the key is ${SECRET} and ${Buffer.from(OTHER).toString('base64')} ok"}\n\n`;
+  const expected = s.scrub(text).text;
+  assert.ok(!expected.includes(SECRET));
+  for (let i = 0; i <= text.length; i++) {
+    const { out, leaked } = streamAll(s, [text.slice(0, i), text.slice(i)]);
+    assert.equal(out, expected, `split at ${i}`);
+    assert.ok(!out.includes(SECRET));
+    assert.deepEqual([...leaked].sort(), ['github', 'openai-key']);
+  }
+});
+
+test('stream: one character per chunk, and three-way splits around the secret', () => {
+  const text = `a ${SECRET} b ${encodeURIComponent(OTHER)} c`;
+  const expected = s.scrub(text).text;
+  assert.equal(streamAll(s, [...text]).out, expected);
+  const at = text.indexOf(SECRET);
+  for (let i = at - 2; i < at + SECRET.length + 2; i++) {
+    for (let j = i; j < at + SECRET.length + 3; j++) {
+      const { out } = streamAll(s, [text.slice(0, i), text.slice(i, j), text.slice(j)]);
+      assert.equal(out, expected, `split at ${i},${j}`);
+    }
+  }
+});
+
+test('stream: a short secret that prefixes a longer one does not leak the longer one across chunks', () => {
+  const sc = new Scrubber([{ name: 'short', value: 'abcdefgh' }, { name: 'long', value: 'abcdefgh12345' }]);
+  const text = 'xx abcdefgh12345 yy';
+  for (let i = 0; i <= text.length; i++) {
+    const { out } = streamAll(sc, [text.slice(0, i), text.slice(i)]);
+    assert.ok(!out.includes('12345'), `split at ${i}: ${out}`);
+  }
+});
+
+test('stream holds back at most maxPatternLength-1 chars, and nothing when no secret can start', () => {
+  const st = s.stream();
+  const plain = 'zzzz zzzz zzzz ';
+  assert.equal(st.push(plain), plain); // 'z' and ' ' start no pattern: emitted at once
+  const partial = SECRET.slice(0, 10);
+  const out = st.push('hi ' + partial);
+  assert.equal(out, 'hi '); // the possible start of a secret is held back
+  const big = 'q'.repeat(500);
+  const out2 = st.push(big);
+  assert.ok(out2.length >= partial.length + big.length - (s.maxPatternLength - 1));
+  assert.equal(out + out2 + st.end(), 'hi ' + partial + big);
+});
+
+test('stream reports leaks through the callback', () => {
+  const seen: string[] = [];
+  const st = s.stream((names) => seen.push(...names));
+  st.push(`x ${SECRET.slice(0, 5)}`);
+  st.push(`${SECRET.slice(5)} y`);
+  st.end();
+  assert.deepEqual(seen, ['openai-key']);
+});
+
+test('scrubHeaders replaces values and leaves clean headers object untouched', () => {
+  const clean = { 'content-type': 'application/json', 'x-n': 3 };
+  assert.equal(s.scrubHeaders(clean).headers, clean);
+  const r = s.scrubHeaders({ 'x-echo-auth': `Bearer ${SECRET}`, 'set-cookie': ['a=1', `t=${encodeURIComponent(OTHER)}`] });
+  assert.equal(r.headers['x-echo-auth'], 'Bearer [REDACTED:openai-key]');
+  assert.deepEqual(r.headers['set-cookie'], ['a=1', 't=[REDACTED:github]']);
+  assert.deepEqual([...r.leaked].sort(), ['github', 'openai-key']);
+});
+
+test('secretForms of a secret includes its raw and base64 forms', () => {
+  const f = secretForms(SECRET);
+  assert.ok(f.includes(SECRET));
+  assert.ok(f.includes(Buffer.from(SECRET).toString('base64').replace(/=+$/, '').slice(0, -1)) || f.some((x) => Buffer.from(SECRET).toString('base64').startsWith(x)));
+});
+
+test('an empty scrubber is a no-op', () => {
+  const e = new Scrubber([]);
+  assert.equal(e.scrub('abc').text, 'abc');
+  const st = e.stream();
+  assert.equal(st.push('abc'), 'abc');
+  assert.equal(st.end(), '');
+});

@@ -1,0 +1,259 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import { SignJWT, UnsecuredJWT, base64url } from 'jose';
+import { createSecretKey, createPublicKey, type JsonWebKey } from 'node:crypto';
+import { openIssuer } from '../src/identity/issuer.ts';
+import { createJwtVerifier, looksLikeJwt, type VerifyFailure, type VerifiedSvid } from '../src/identity/jwt-svid.ts';
+import { trustDomainsFromConfig, type TrustDomainSource } from '../src/identity/jwks-cache.ts';
+import { parseConfigTexts } from '../src/config/load.ts';
+import { jwksServer, makeKey, sign, svidClaims, tempDir, writeJwksFile, type TestKey } from './fixtures/identity-jwt.ts';
+
+const T0 = 1_800_000_000; // seconds
+const PARTNER = 'spiffe://partner/agent/billing';
+const PROD = 'spiffe://prod/agent/finance-analyst';
+
+function clock() {
+  let t = T0 * 1000;
+  return { now: () => t, advance: (s: number) => { t += s * 1000; } };
+}
+
+function failure(r: VerifiedSvid | VerifyFailure): VerifyFailure {
+  assert.equal(r.ok, false, `expected a failure, got ${JSON.stringify(r)}`);
+  return r as VerifyFailure;
+}
+
+async function fileDomain(name: string, ...keys: TestKey[]): Promise<TrustDomainSource> {
+  return { name, jwksFile: writeJwksFile(tempDir(), ...keys), refreshSeconds: 300 };
+}
+
+test('external JWKS file: a valid token verifies and is bound to its trust domain', async () => {
+  const c = clock();
+  const key = await makeKey('ES256');
+  const v = createJwtVerifier({ isRegisteredAgent: () => false, trustDomains: [await fileDomain('partner', key)], audience: ['aam'], now: c.now });
+  const r = await v.verify(await sign(key, svidClaims(PARTNER, T0)));
+  assert.equal(r.ok, true, JSON.stringify(r));
+  assert.equal(r.ok && r.spiffeId, PARTNER);
+  assert.equal(r.ok && r.trustDomain, 'partner');
+  assert.equal(r.ok && r.verifiedBy, 'partner');
+});
+
+test('every allowed algorithm verifies with its own key type', async () => {
+  const c = clock();
+  for (const alg of ['ES256', 'ES384', 'RS256', 'PS256', 'EdDSA'] as const) {
+    const key = await makeKey(alg);
+    const v = createJwtVerifier({ isRegisteredAgent: () => false, trustDomains: [await fileDomain('partner', key)], audience: ['aam'], now: c.now });
+    const r = await v.verify(await sign(key, svidClaims(PARTNER, T0)));
+    assert.equal(r.ok, true, `${alg}: ${JSON.stringify(r)}`);
+  }
+});
+
+test('time checks: expired, nbf/iat in the future, with 30 s skew tolerated', async () => {
+  const c = clock();
+  const key = await makeKey('ES256');
+  const v = createJwtVerifier({ isRegisteredAgent: () => false, trustDomains: [await fileDomain('partner', key)], audience: ['aam'], now: c.now });
+  assert.equal(failure(await v.verify(await sign(key, svidClaims(PARTNER, T0 - 600, { exp: T0 - 31 })))).code, 'expired');
+  assert.equal((await v.verify(await sign(key, svidClaims(PARTNER, T0 - 600, { exp: T0 - 10 })))).ok, true, 'within skew');
+  assert.equal(failure(await v.verify(await sign(key, svidClaims(PARTNER, T0, { nbf: T0 + 120 })))).code, 'not_yet_valid');
+  assert.equal(failure(await v.verify(await sign(key, svidClaims(PARTNER, T0, { iat: T0 + 120, nbf: undefined })))).code, 'not_yet_valid');
+  const noExp = svidClaims(PARTNER, T0);
+  delete noExp.exp;
+  assert.equal(failure(await v.verify(await sign(key, noExp))).code, 'malformed', 'exp is required');
+});
+
+test('audience: must include ours; a trust domain may pin its own audience', async () => {
+  const c = clock();
+  const key = await makeKey('ES256');
+  const td = await fileDomain('partner', key);
+  const v = createJwtVerifier({ isRegisteredAgent: () => false, trustDomains: [td], audience: ['aam', 'https://aam.example.com'], now: c.now });
+  assert.equal(failure(await v.verify(await sign(key, svidClaims(PARTNER, T0, { aud: 'other-service' })))).code, 'bad_audience');
+  assert.equal((await v.verify(await sign(key, svidClaims(PARTNER, T0, { aud: ['x', 'https://aam.example.com'] })))).ok, true);
+  const noAud = svidClaims(PARTNER, T0);
+  delete noAud.aud;
+  assert.equal(failure(await v.verify(await sign(key, noAud))).ok, false);
+  v.update([{ ...td, audience: 'partner-gw' }]);
+  assert.equal(failure(await v.verify(await sign(key, svidClaims(PARTNER, T0)))).code, 'bad_audience');
+  assert.equal((await v.verify(await sign(key, svidClaims(PARTNER, T0, { aud: 'partner-gw' })))).ok, true);
+});
+
+test('forged SPIFFE ID: a token signed by trust domain A claiming an ID in domain B is rejected', async () => {
+  const c = clock();
+  const partnerKey = await makeKey('ES256');
+  const prodKey = await makeKey('ES256');
+  const v = createJwtVerifier({
+    isRegisteredAgent: () => false,
+    trustDomains: [await fileDomain('partner', partnerKey), await fileDomain('prod', prodKey)],
+    audience: ['aam'], now: c.now,
+  });
+  assert.deepEqual(await v.warm(), []);
+  assert.equal((await v.verify(await sign(prodKey, svidClaims(PROD, T0)))).ok, true);
+  const f = failure(await v.verify(await sign(partnerKey, svidClaims(PROD, T0))));
+  assert.equal(f.code, 'bad_signature');
+  assert.match(f.message, /trust domain "partner".*forged/);
+  // Same key material but the kid of prod's key: signature check fails.
+  const f2 = failure(await v.verify(await sign(partnerKey, svidClaims(PROD, T0), { kid: prodKey.kid })));
+  assert.equal(f2.code, 'bad_signature');
+  // A trust domain nobody configured.
+  assert.equal(failure(await v.verify(await sign(partnerKey, svidClaims('spiffe://evil/agent/x', T0)))).code, 'unknown_trust_domain');
+});
+
+test('aam issuer tokens are not accepted for a foreign kid, and external keys cannot claim iss=aam', async () => {
+  const c = clock();
+  const issuer = await openIssuer(tempDir(), { now: c.now });
+  const partnerKey = await makeKey('ES256');
+  const v = createJwtVerifier({ issuer, isRegisteredAgent: () => true, trustDomains: [await fileDomain('partner', partnerKey)], audience: ['aam'], now: c.now });
+  const f = failure(await v.verify(await sign(partnerKey, svidClaims(PROD, T0, { iss: 'aam' }))));
+  assert.equal(f.code, 'bad_signature');
+  const f2 = failure(await v.verify(await sign(partnerKey, svidClaims(PROD, T0, { iss: 'aam' }), { kid: issuer.activeKid })));
+  assert.equal(f2.code, 'bad_signature');
+});
+
+test('alg none, HS256 with the public key as secret (confusion) and alg/key mismatch are refused', async () => {
+  const c = clock();
+  const key = await makeKey('ES256');
+  const rsa = await makeKey('RS256');
+  const v = createJwtVerifier({
+    isRegisteredAgent: () => false, trustDomains: [await fileDomain('partner', key, rsa)], audience: ['aam'], now: c.now,
+    algorithms: ['ES256', 'RS256', 'HS256', 'none'], // forbidden ones are dropped even if configured
+  });
+  const none = new UnsecuredJWT(svidClaims(PARTNER, T0)).encode();
+  assert.equal(failure(await v.verify(none)).code, 'alg_not_allowed');
+  const noneWithKid = `${base64url.encode(JSON.stringify({ alg: 'none', kid: key.kid }))}.${base64url.encode(JSON.stringify(svidClaims(PARTNER, T0)))}.`;
+  assert.equal(failure(await v.verify(noneWithKid)).code, 'alg_not_allowed');
+  for (const k of [key, rsa]) {
+    const pem = createPublicKey({ key: k.publicJwk as JsonWebKey, format: 'jwk' }).export({ type: 'spki', format: 'pem' });
+    const hs = await new SignJWT(svidClaims(PARTNER, T0)).setProtectedHeader({ alg: 'HS256', kid: k.kid }).sign(createSecretKey(Buffer.from(pem)));
+    assert.equal(failure(await v.verify(hs)).code, 'alg_not_allowed');
+  }
+  // RS256 header pointing at the EC key (and vice versa): refused before any crypto.
+  const ecAsRs = `${base64url.encode(JSON.stringify({ alg: 'RS256', kid: key.kid }))}.${base64url.encode(JSON.stringify(svidClaims(PARTNER, T0)))}.AAAA`;
+  assert.equal(failure(await v.verify(ecAsRs)).code, 'alg_not_allowed');
+  const rsAsEs = `${base64url.encode(JSON.stringify({ alg: 'ES256', kid: rsa.kid }))}.${base64url.encode(JSON.stringify(svidClaims(PARTNER, T0)))}.AAAA`;
+  assert.equal(failure(await v.verify(rsAsEs)).code, 'alg_not_allowed');
+});
+
+test('tampered payload, malformed tokens and non-SPIFFE subjects', async () => {
+  const c = clock();
+  const key = await makeKey('ES256');
+  const v = createJwtVerifier({ isRegisteredAgent: () => false, trustDomains: [await fileDomain('partner', key)], audience: ['aam'], now: c.now });
+  const good = await sign(key, svidClaims(PARTNER, T0));
+  const [h, , s] = good.split('.');
+  const forged = `${h}.${base64url.encode(JSON.stringify(svidClaims('spiffe://partner/agent/admin', T0)))}.${s}`;
+  assert.equal(failure(await v.verify(forged)).code, 'bad_signature');
+  const flipped = good.slice(0, -4) + (good.endsWith('AAAA') ? 'BBBB' : 'AAAA');
+  assert.equal(failure(await v.verify(flipped)).code, 'bad_signature');
+  for (const bad of ['', 'abc', 'a.b.c', 'eyJ.eyJ.', 'eyJhbGciOiJFUzI1NiJ9.%%%.sig', 'eyJub3Rqc29u.eyJ4IjoxfQ.c2ln', 'x'.repeat(10000)]) {
+    assert.equal(failure(await v.verify(bad)).code, 'malformed', bad.slice(0, 40));
+  }
+  assert.equal(failure(await v.verify(await sign(key, svidClaims('https://partner/agent', T0)))).code, 'bad_subject');
+  assert.equal(failure(await v.verify(await sign(key, svidClaims('spiffe://partner/../admin', T0)))).code, 'bad_subject');
+  assert.equal(failure(await v.verify(await sign(key, { ...svidClaims(PARTNER, T0), sub: undefined }))).code, 'bad_subject');
+  assert.equal(failure(await v.verify(await sign(key, svidClaims(PARTNER, T0), { kid: undefined }))).code, 'malformed');
+});
+
+test('JWKS URL: fetched once, cached; unknown kid refetches once (rate-limited) to pick up rotation', async () => {
+  const c = clock();
+  const k1 = await makeKey('ES256');
+  const k2 = await makeKey('EdDSA');
+  const srv = await jwksServer([k1]);
+  try {
+    const v = createJwtVerifier({
+      isRegisteredAgent: () => false, audience: ['aam'], now: c.now,
+      trustDomains: [{ name: 'partner', jwksUrl: srv.url, refreshSeconds: 300 }],
+    });
+    assert.deepEqual(await v.warm(), []);
+    assert.equal(srv.hits(), 1);
+    for (let i = 0; i < 5; i++) assert.equal((await v.verify(await sign(k1, svidClaims(PARTNER, T0)))).ok, true);
+    assert.equal(srv.hits(), 1, 'keys are served from the cache');
+    srv.setKeys([k1, k2]); // publisher rotates in a new key
+    const t2 = await sign(k2, svidClaims(PARTNER, T0));
+    // Within the refetch rate limit (10 s) an unknown kid does not hit the JWKS server.
+    assert.equal(failure(await v.verify(t2)).code, 'bad_signature');
+    assert.equal(srv.hits(), 1);
+    c.advance(11);
+    const r = await v.verify(t2);
+    assert.equal(r.ok, true, JSON.stringify(r));
+    assert.equal(srv.hits(), 2);
+    // A garbage kid right after is rate-limited (no request storm from forged kids).
+    assert.equal(failure(await v.verify(await sign(k2, svidClaims(PARTNER, T0), { kid: 'nope' }))).code, 'bad_signature');
+    assert.equal(srv.hits(), 2);
+    // Routine refresh after refresh_seconds happens in the background; the request is not blocked.
+    c.advance(301);
+    assert.equal((await v.verify(await sign(k1, svidClaims(PARTNER, T0 + 312)))).ok, true);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(srv.hits(), 3);
+  } finally {
+    await srv.close();
+  }
+});
+
+test('JWKS unavailable fails closed with 503, distinct from a bad token', async () => {
+  const c = clock();
+  const key = await makeKey('ES256');
+  const srv = await jwksServer([key]);
+  const url = srv.url;
+  await srv.close(); // server down from the start
+  const v = createJwtVerifier({ isRegisteredAgent: () => false, audience: ['aam'], now: c.now, trustDomains: [{ name: 'partner', jwksUrl: url, refreshSeconds: 300 }] });
+  const errors = await v.warm();
+  assert.equal(errors.length, 1);
+  assert.match(errors[0], /partner/);
+  c.advance(11);
+  const f = failure(await v.verify(await sign(key, svidClaims(PARTNER, T0 + 11))));
+  assert.equal(f.code, 'jwks_unavailable');
+  assert.equal(f.status, 503);
+  // A JWKS file with garbage is also unavailable, not "no keys -> everything forged".
+  const dir = tempDir();
+  const path = `${dir}/bad.json`;
+  writeFileSync(path, '<html>oops</html>');
+  const v2 = createJwtVerifier({ isRegisteredAgent: () => false, audience: ['aam'], now: c.now, trustDomains: [{ name: 'partner', jwksFile: path, refreshSeconds: 300 }] });
+  const f2 = failure(await v2.verify(await sign(key, svidClaims(PARTNER, T0 + 11))));
+  assert.equal(f2.code, 'jwks_unavailable');
+  assert.equal(f2.status, 503);
+});
+
+test('JWKS that goes down after loading: cached keys keep working until maxStale, then fail closed', async () => {
+  const c = clock();
+  const key = await makeKey('ES256');
+  const srv = await jwksServer([key]);
+  const v = createJwtVerifier({
+    isRegisteredAgent: () => false, audience: ['aam'], now: c.now, jwks: { maxStaleSeconds: 600 },
+    trustDomains: [{ name: 'partner', jwksUrl: srv.url, refreshSeconds: 60 }],
+  });
+  assert.equal((await v.verify(await sign(key, svidClaims(PARTNER, T0)))).ok, true);
+  await srv.close();
+  c.advance(120);
+  assert.equal((await v.verify(await sign(key, svidClaims(PARTNER, T0 + 120)))).ok, true, 'stale but usable');
+  c.advance(600);
+  const f = failure(await v.verify(await sign(key, svidClaims(PARTNER, T0 + 720))));
+  assert.equal(f.code, 'jwks_unavailable');
+});
+
+test('TrustDomain resources load from config; jwks_file is resolved next to the config file', async () => {
+  const config = parseConfigTexts([{ file: '/etc/aam/aam.yaml', text: `
+apiVersion: access.envisionai.dev/v1
+kind: TrustDomain
+metadata: { name: partner }
+spec: { jwks_file: bundles/partner.json, refresh_seconds: 60, audience: aam-partner }
+---
+apiVersion: access.envisionai.dev/v1
+kind: TrustDomain
+metadata: { name: prod }
+spec: { jwks_url: "https://spire.example.com/keys" }
+` }]);
+  const list = trustDomainsFromConfig(config);
+  assert.deepEqual(list, [
+    { name: 'partner', jwksFile: '/etc/aam/bundles/partner.json', refreshSeconds: 60, audience: 'aam-partner' },
+    { name: 'prod', jwksUrl: 'https://spire.example.com/keys', refreshSeconds: 300 },
+  ]);
+  for (const spec of ['{}', '{ jwks_file: a.json, jwks_url: "https://x/k" }', '{ jwks_file: a.json, extra: 1 }']) {
+    assert.throws(() => parseConfigTexts([{ file: 'x.yaml', text: `apiVersion: access.envisionai.dev/v1\nkind: TrustDomain\nmetadata: { name: p }\nspec: ${spec}\n` }]));
+  }
+});
+
+test('looksLikeJwt routes bearer tokens cheaply', async () => {
+  const key = await makeKey('ES256');
+  assert.equal(looksLikeJwt(await sign(key, svidClaims(PARTNER, T0))), true);
+  assert.equal(looksLikeJwt('aam_live_0123456789abcdef'), false);
+  assert.equal(looksLikeJwt('sk-abc.def.ghi'), false);
+  assert.equal(looksLikeJwt('eyJ' + 'a'.repeat(9000) + '.b.c'), false);
+});
