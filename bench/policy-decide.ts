@@ -2,7 +2,7 @@
 // Run: node_modules/.bin/node bench/policy-decide.ts [iterations]
 // Prints a table and writes bench/POLICY-RESULTS.md. Target: p99 under 5 us per decision.
 import { writeFileSync } from 'node:fs';
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { parseConfigTexts } from '../src/config/load.ts';
 import { compilePolicies, findAgent } from '../src/policy/compile.ts';
 import { decide } from '../src/policy/decide.ts';
@@ -44,18 +44,20 @@ function config(): string {
     docs.push(`${head('AgentPolicy', `glob-${g}-policy`)}spec:
   identity: { workload: 'spiffe://prod/agent/a${g}*' }
   tools:
-    - { resource: 'metrics.*', actions: [read], deny: [write] }`);
+    - { resource: 'metrics.*', actions: [read], deny: [write] }
+  models: { allow: [model-1] }`);
   }
   return docs.join('\n');
 }
 
-interface Row { name: string; p50: number; p99: number; p999: number; mean: number; allowed: number }
+interface Round { p50: number; p99: number; p999: number; mean: number }
+interface Row { name: string; best: Round; median: Round; allowed: number }
+const ROUNDS = 5;
 
-function measure(name: string, reqs: AccessRequest[], compiled: ReturnType<typeof compilePolicies>): Row {
-  for (let i = 0; i < 50_000; i++) decide(reqs[i % reqs.length], compiled); // warm-up (JIT, memos)
-  const samples = new Float64Array(ITER);
+function round(reqs: AccessRequest[], compiled: ReturnType<typeof compilePolicies>, n: number): Round & { allowed: number } {
+  const samples = new Float64Array(n);
   let allowed = 0;
-  for (let i = 0; i < ITER; i++) {
+  for (let i = 0; i < n; i++) {
     const r = reqs[i % reqs.length];
     const t0 = process.hrtime.bigint();
     const d = decide(r, compiled);
@@ -64,10 +66,19 @@ function measure(name: string, reqs: AccessRequest[], compiled: ReturnType<typeo
     if (d.allowed) allowed++;
   }
   samples.sort();
-  const q = (p: number) => samples[Math.min(samples.length - 1, Math.floor(p * samples.length))] / 1000;
+  const q = (p: number) => samples[Math.min(n - 1, Math.floor(p * n))] / 1000;
   let sum = 0;
   for (const s of samples) sum += s;
-  return { name, p50: q(0.5), p99: q(0.99), p999: q(0.999), mean: sum / samples.length / 1000, allowed: allowed / ITER };
+  return { p50: q(0.5), p99: q(0.99), p999: q(0.999), mean: sum / n / 1000, allowed: allowed / n };
+}
+
+// Several rounds, because other processes on a shared machine preempt single samples:
+// "best" is the quietest round, "median" the middle one; both are printed.
+function measure(name: string, reqs: AccessRequest[], compiled: ReturnType<typeof compilePolicies>): Row {
+  for (let i = 0; i < 50_000; i++) decide(reqs[i % reqs.length], compiled); // warm-up (JIT, memos)
+  const rounds = Array.from({ length: ROUNDS }, () => round(reqs, compiled, Math.ceil(ITER / ROUNDS)));
+  const byP99 = [...rounds].sort((a, b) => a.p99 - b.p99);
+  return { name, best: byP99[0], median: byP99[ROUNDS >> 1], allowed: rounds[0].allowed };
 }
 
 // Cost of the timer itself, so readers can subtract it.
@@ -111,16 +122,16 @@ const rows = [
 ];
 const overhead = timerOverhead();
 
-const fmt = (n: number) => n.toFixed(2).padStart(7);
-const header = `| case | p50 us | p99 us | p99.9 us | mean us | allowed |\n|---|---:|---:|---:|---:|---:|`;
-const table = rows.map((r) => `| ${r.name} | ${fmt(r.p50)} | ${fmt(r.p99)} | ${fmt(r.p999)} | ${fmt(r.mean)} | ${(r.allowed * 100).toFixed(0)}% |`).join('\n');
-const worst = Math.max(...rows.map((r) => r.p99));
+const fmt = (n: number) => n.toFixed(2).padStart(6);
+const header = '| case | p50 us | p99 us (median round) | p99.9 us | mean us | p99 us (best round) | allowed |\n|---|---:|---:|---:|---:|---:|---:|';
+const table = rows.map((r) => `| ${r.name} | ${fmt(r.median.p50)} | ${fmt(r.median.p99)} | ${fmt(r.median.p999)} | ${fmt(r.median.mean)} | ${fmt(r.best.p99)} | ${(r.allowed * 100).toFixed(0)}% |`).join('\n');
+const worst = Math.max(...rows.map((r) => r.median.p99));
 const summary = [
   `Policies: 1000 (800 per-agent with 3 tool rules incl. args + CEL, 150 team selectors, 50 globs); agents: ${N}; model routes: ${MODELS}.`,
   `Config parse+validate: ${parseMs.toFixed(0)} ms; compilePolicies: ${compileMs.toFixed(0)} ms.`,
-  `Iterations per case: ${ITER} after 50,000 warm-up; per-call timing with process.hrtime.bigint (timer overhead ~${overhead.toFixed(2)} us, included).`,
-  `Worst p99: ${worst.toFixed(2)} us (target < 5 us): ${worst < 5 ? 'MET' : 'NOT MET'}.`,
-  `Node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'}, ${new Date().toISOString()}.`,
+  `${ITER} timed calls per case in ${ROUNDS} rounds after 50,000 warm-up calls; each call timed with process.hrtime.bigint (timer overhead ~${overhead.toFixed(2)} us, included).`,
+  `Worst median-round p99: ${worst.toFixed(2)} us (target < 5 us): ${worst < 5 ? 'MET' : 'NOT MET'}.`,
+  `Node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? 'unknown CPU'}, load average ${loadavg()[0].toFixed(2)} while running (other jobs share the machine), ${new Date().toISOString()}.`,
 ];
 console.log(`${header}\n${table}\n\n${summary.join('\n')}`);
 writeFileSync(new URL('./POLICY-RESULTS.md', import.meta.url), `# decide() micro-benchmark\n\nCommand: \`node_modules/.bin/node bench/policy-decide.ts ${ITER}\`\n\n${header}\n${table}\n\n${summary.map((s) => `- ${s}`).join('\n')}\n`);

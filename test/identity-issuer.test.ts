@@ -143,3 +143,34 @@ spec: { workload: ${AGENT}, team: finance }
   const r2 = await v2.verify(s.token);
   assert.equal(!r2.ok && r2.code, 'unknown_agent');
 });
+
+test('a token exchanged for a virtual key stops working when that key is revoked', async () => {
+  const config = parseConfigTexts([{ file: 'aam.yaml', text: `
+apiVersion: access.envisionai.dev/v1
+kind: Agent
+metadata: { name: finance-analyst }
+spec: { workload: ${AGENT} }
+` }]);
+  const registry = buildAgentRegistry(config);
+  const issuer = await openIssuer(tempDir());
+  const active = new Set(['key_1']);
+  const s = await issueAgentSvid(issuer, registry, { agent: 'finance-analyst', keyId: 'key_1' });
+  const v = createJwtVerifier({ issuer, isRegisteredAgent: (id) => registry.bySpiffeId(id) !== undefined, isKeyActive: (id) => active.has(id), trustDomains: [], audience: ['aam'] });
+  const ok = await v.verify(s.token);
+  assert.equal(ok.ok && ok.keyId, 'key_1');
+  active.delete('key_1');
+  const r = await v.verify(s.token);
+  assert.equal(!r.ok && r.code, 'revoked');
+  // Without a key check configured, such tokens are refused rather than trusted.
+  const strict = createJwtVerifier({ issuer, isRegisteredAgent: () => true, trustDomains: [], audience: ['aam'] });
+  const r2 = await strict.verify(s.token);
+  assert.equal(!r2.ok && r2.code, 'revoked');
+});
+
+test('concurrent first starts agree on one key', async () => {
+  const dir = tempDir();
+  const all = await Promise.all(Array.from({ length: 8 }, () => openIssuer(dir)));
+  assert.equal(new Set(all.map((i) => i.activeKid)).size, 1);
+  const { readdirSync } = await import('node:fs');
+  assert.deepEqual(readdirSync(`${dir}/issuer`), ['keys.json'], 'no temp files left behind');
+});

@@ -257,3 +257,36 @@ test('looksLikeJwt routes bearer tokens cheaply', async () => {
   assert.equal(looksLikeJwt('sk-abc.def.ghi'), false);
   assert.equal(looksLikeJwt('eyJ' + 'a'.repeat(9000) + '.b.c'), false);
 });
+
+test('verified-token cache: a reused token is re-checked for expiry and for its key still being published', async () => {
+  const c = clock();
+  const k1 = await makeKey('ES256');
+  const k2 = await makeKey('ES256');
+  const srv = await jwksServer([k1, k2]);
+  try {
+    const v = createJwtVerifier({
+      isRegisteredAgent: () => false, audience: ['aam'], now: c.now,
+      trustDomains: [{ name: 'partner', jwksUrl: srv.url, refreshSeconds: 60 }],
+    });
+    const token = await sign(k1, svidClaims(PARTNER, T0, { exp: T0 + 100 }));
+    const first = await v.verify(token);
+    assert.equal(first.ok, true);
+    assert.equal(await v.verify(token), first, 'second use is served from the cache');
+    assert.ok(Object.isFrozen(first));
+    // The publisher withdraws k1 (compromised); after the next refresh the cached token is dead.
+    srv.setKeys([k2]);
+    c.advance(61);
+    await v.warm();
+    const r = failure(await v.verify(token));
+    assert.equal(r.code, 'bad_signature');
+    // Expiry is enforced on cache hits too.
+    const t2 = await sign(k2, svidClaims(PARTNER, T0 + 61, { exp: T0 + 100 }));
+    assert.equal((await v.verify(t2)).ok, true);
+    c.advance(40);
+    assert.equal((await v.verify(t2)).ok, true, 'within skew');
+    c.advance(30);
+    assert.equal(failure(await v.verify(t2)).code, 'expired');
+  } finally {
+    await srv.close();
+  }
+});

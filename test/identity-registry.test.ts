@@ -110,3 +110,19 @@ test('join tokens: one token redeemed through two connections succeeds once', ()
   const results = [sa.redeem(token), sb.redeem(token), sa.redeem(token)];
   assert.equal(results.filter((r) => r.ok).length, 1);
 });
+
+test('verified SVIDs resolve to the Agent record, unknown workloads do not', async () => {
+  const { identityFromJwtSvid, identityFromTlsPeer } = await import('../src/identity/resolve.ts');
+  const reg = buildAgentRegistry(parseConfigTexts([{ file: 'aam.yaml', text: CONFIG }]));
+  const svid = { ok: true as const, spiffeId: 'spiffe://prod/agent/finance-analyst', trustDomain: 'prod', verifiedBy: 'aam', kid: 'k', jti: 'j1', keyId: 'key_1', expiresAt: 0, claims: {} };
+  const r = identityFromJwtSvid(svid, reg);
+  assert.equal(r.ok && r.identity.agent.team, 'finance');
+  assert.equal(r.ok && r.identity.method, 'jwt_svid');
+  assert.equal(r.ok && r.identity.tokenId, 'j1');
+  assert.equal(r.ok && r.identity.keyId, 'key_1');
+  const miss = identityFromJwtSvid({ ...svid, spiffeId: 'spiffe://prod/agent/ghost' }, reg);
+  assert.equal(miss.ok === false && miss.code, 'unknown_agent');
+  const t = identityFromTlsPeer({ ok: true, spiffeId: 'spiffe://staging.example.org/ns/jobs/sa/batch', trustDomain: 'staging.example.org', serial: 'AB', fingerprint256: '' }, reg);
+  assert.equal(t.ok && t.identity.agent.name, 'batch');
+  assert.equal(t.ok && t.identity.method, 'x509_svid');
+});

@@ -266,3 +266,18 @@ test('unknown identities are cached in a bounded LRU', () => {
   }
   assert.ok(c.unknownCache.size <= 8);
 });
+
+test('label, owner and deployment selectors must all match; "*" workload matches everyone', () => {
+  const c = compile(
+    `${HEAD('Agent', 'labeled')}spec: { workload: spiffe://prod/agent/labeled, owner: bob@example.com, deployment: v2, labels: { tier: gold, region: eu } }`,
+    `${HEAD('AgentPolicy', 'gold-eu')}spec:\n  identity: { labels: { tier: gold, region: eu }, owner: bob@example.com, deployment: v2 }\n  models: { allow: [gpt-4] }`,
+    `${HEAD('AgentPolicy', 'gold-us')}spec:\n  identity: { labels: { tier: gold, region: us } }\n  models: { allow: [summarization] }`,
+    `${HEAD('AgentPolicy', 'all')}spec:\n  identity: { workload: '*' }\n  tools: [ { resource: '*', deny: [delete] } ]`,
+  );
+  const a = agent(c, 'labeled');
+  assert.equal(decide({ kind: 'model', agent: a, model: 'gpt-4' }, c).effect, 'allow');
+  assert.equal(decide({ kind: 'model', agent: a, model: 'summarization' }, c).effect, 'deny');
+  const del = decide(tool(agent(c, 'finance-analyst'), 'anything.at.all', 'delete'), c);
+  assert.equal(del.policy, 'all');
+  assert.equal(del.effect, 'deny');
+});

@@ -7,6 +7,8 @@ import { Runtime } from '../runtime.ts';
 import { configFiles } from '../config/load.ts';
 import { createServer, coreRoutes } from '../server/http.ts';
 import { tlsServerOptions } from '../identity/x509-svid.ts';
+import { addAdminRoutes } from '../server/admin.ts';
+import { Metrics } from '../observability/metrics.ts';
 
 export interface ServeOptions {
   configPath: string;
@@ -31,7 +33,16 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   if ((o.tlsCert || o.tlsKey) && !(o.tlsCert && o.tlsKey)) throw new Error('--tls-cert and --tls-key go together');
   const tls = o.tlsCert && o.tlsKey ? tlsServerOptions({ certFile: o.tlsCert, keyFile: o.tlsKey, clientCaFile: o.clientCa }) : undefined;
   rt.tls = tls ? { clientCa: Boolean(o.clientCa) } : null;
+  const metrics = new Metrics();
+  rt.metrics = metrics;
+  metrics.info.set({ version: rt.compiled.version }, 1);
   const routes = coreRoutes();
+  addAdminRoutes(routes);
+  routes.exact.set('GET /metrics', async (ctx) => {
+    const text = await metrics.registry.metrics();
+    ctx.res.writeHead(200, { 'content-type': metrics.registry.contentType });
+    ctx.res.end(text);
+  });
   const server = createServer(rt, routes, { tls });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -20,7 +20,7 @@ export function detectEmail(text: string, out: Finding[]): void {
 // ---------- phone
 const PHONE_CONTEXT = /(?:phone|tel|telephone|mobile|mob|cell|call|calling|fax|whatsapp|sms|text(?:ed)? me|contact|reach|ring|hotline|dial|number|nummer|telefon|téléphone|tél|móvil|cellulare|handy)\b[^\n;]{0,30}$/iu;
 /** Words that make a digit group an identifier rather than a phone number. */
-const NOT_PHONE_CONTEXT = /(?:order|invoice|inv|ticket|tracking|ref|reference|account|acct|iban|sku|id|serial|case|claim|po|transaction|txn|confirmation|booking|policy|part|batch|lot|build|version|isbn|#|no\.)[\s:#.-]{0,4}$/i;
+const NOT_PHONE_CONTEXT = /(?:\b(?:order|invoice|inv|ticket|tracking|ref|reference|account|acct|iban|sku|id|serial|case|claim|po|transaction|txn|confirmation|booking|policy|part|batch|lot|build|version|isbn|room|unit|suite|model)|#|no\.)(?:\s*(?:number|num|no\.?|nr\.?|id|#))?[\s:#.-]{0,4}$/i;
 
 /** +CC international (E.164 with optional separators, "(0)" trunk allowed). */
 const PHONE_INTL_RE = /(?<![\w+])\+[1-9]\d{0,2}\)?(?:[ .-]?(?:\(0\))?[ .-]?\(?\d{1,5}\)?){1,6}(?![\w-]|[.,]\d)/g;
@@ -29,7 +29,7 @@ const PHONE_00_RE = /(?<![\w.-])00[1-9]\d{0,2}(?:[ .-]\(?\d{1,5}\)?){2,6}(?![\w-
 /** NANP: (415) 555-2671, 415-555-2671, 415.555.2671, 1-415-555-2671. */
 const PHONE_NANP_RE = /(?<![\w.-])(?:1[ .-]?)?(?:\(([2-9]\d{2})\)[ .-]?|([2-9]\d{2})[ .-])([2-9]\d{2})[ .-](\d{4})(?![\w-]|[.,]\d)/g;
 /** National numbers with trunk 0 (UK, DE, FR, AU, IN, ...): need separators plus context or the FR 5-pair shape. */
-const PHONE_TRUNK_RE = /(?<![\w.-])\(?0\d{1,4}\)?(?:[ .\/-]\d{2,4}){1,4}(?![\w-]|[.,]\d)/g;
+const PHONE_TRUNK_RE = /(?<![\w.-])\(?0\d{1,4}\)?(?:[ .\/-]\d{2,8}){1,4}(?![\w-]|[.,]\d)/g;
 const FR_PAIRS = /^0[1-9](?:[ .]\d{2}){4}$/;
 /** Unformatted 10-digit NANP number, only with phone context. */
 const PHONE_BARE_RE = /(?<![\w.+-])1?[2-9]\d{2}[2-9]\d{6}(?![\w-]|[.,]\d)/g;
@@ -106,7 +106,7 @@ function ssnValid(area: string, group: string, serial: string): boolean {
 
 export function detectSsn(text: string, out: Finding[]): void {
   scan(SSN_SEP_RE, text, out, (m) => {
-    if (!ssnValid(m[1], m[3], m[4])) return null;
+    if (!ssnValid(m[1], m[3], m[4]) || NOT_PHONE_CONTEXT.test(before(text, m.index, 20))) return null;
     // Space-separated groups are common in other ids; accept them only with SSN context.
     if (m[2] === ' ' && !SSN_CONTEXT.test(before(text, m.index, 40))) return null;
     return finding('ssn', m.index, m.index + m[0].length);
@@ -143,12 +143,19 @@ export function detectIp(text: string, out: Finding[]): void {
   }
   if (text.includes(':')) {
     scan(IPV6_RE, text, out, (m) => {
-      const addr = m[0].replace(/%\w+$/, '');
-      if (!isIPv6(addr)) return null;
+      let addr = m[0].replace(/%\w+$/, '');
+      let end = m.index + m[0].length;
+      // "2001:db8::1:8443" written without brackets: try the address without a trailing port.
+      if (!isIPv6(addr)) {
+        const cut = addr.lastIndexOf(':');
+        if (!/^\d{1,5}$/.test(addr.slice(cut + 1)) || !isIPv6(addr.slice(0, cut))) return null;
+        end -= addr.length - cut;
+        addr = addr.slice(0, cut);
+      }
       // "a::b" or "12::30" in prose/code is more likely scope syntax than an address.
       const groups = addr.split(':').filter((g) => g.length > 0).length;
       if (groups < 3 && addr !== '::1' && !m[0].includes('%') && !/^fe80:/i.test(addr)) return null;
-      return finding('ip_address', m.index, m.index + m[0].length);
+      return finding('ip_address', m.index, end);
     });
   }
 }

@@ -90,6 +90,8 @@ export function detectSecrets(text: string, out: Finding[]): void {
   }
   scan(TOKEN_RE, text, out, (m) => {
     const tok = m[0];
+    // Inline data (data:...;base64,) is content, not a credential.
+    if (text.startsWith('base64,', m.index - 7)) return null;
     if (looksRandom(tok)) return finding('secret', m.index, m.index + tok.length, 'high_entropy');
     // 40-char base64 after an AWS secret label is the secret access key.
     if (tok.length === 40 && AWS_SECRET_CONTEXT.test(before(text, m.index, 40))) return finding('secret', m.index, m.index + 40, 'aws_secret_key');

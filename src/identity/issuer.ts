@@ -1,6 +1,6 @@
 // aam's own JWT-SVID issuer: ES256 signing keys kept in <dataDir>/issuer/keys.json (mode 0600),
 // published as a JWKS, rotated with an overlap so tokens signed just before a rotation keep working.
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { link, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { SignJWT, calculateJwkThumbprint, type JWK } from 'jose';
@@ -69,8 +69,11 @@ export async function openIssuer(dataDir: string, opts: IssuerOptions = {}): Pro
   let state = await readState(path);
   if (!state) {
     const k = await newKey(nowSec(now));
-    state = { version: 1, active: k.kid, keys: [k] };
-    await writeState(path, state);
+    // Create-if-absent: if another process (e.g. `aam identity issue` during first `aam serve`)
+    // won the race, use its key instead of overwriting it.
+    if (!(await writeState(path, { version: 1, active: k.kid, keys: [k] }, true))) state = await readState(path);
+    else state = { version: 1, active: k.kid, keys: [k] };
+    if (!state) throw new IssuerError(`cannot create issuer key file ${path}`);
   }
   const live = new Map<string, LiveKey>();
   for (const k of state.keys) live.set(k.kid, toLive(k, path));
@@ -79,7 +82,7 @@ export async function openIssuer(dataDir: string, opts: IssuerOptions = {}): Pro
   const iss = opts.issuer ?? DEFAULT_ISSUER;
 
   const usable = (k: LiveKey) => k.retiredAt === undefined || k.retiredAt + grace > nowSec(now);
-  const persist = () => writeState(path, { version: 1, active, keys: [...live.values()].map(stored) });
+  const persist = async () => { await writeState(path, { version: 1, active, keys: [...live.values()].map(stored) }); };
 
   const sign = (payload: Record<string, unknown>) => {
     const k = live.get(active)!;
@@ -189,9 +192,24 @@ async function readState(path: string): Promise<StoredState | undefined> {
   return s as StoredState;
 }
 
-/** Write atomically (temp file + rename) with mode 0600 so a crash never leaves a half key file. */
-async function writeState(path: string, state: StoredState): Promise<void> {
+/**
+ * Write atomically (temp file + rename) with mode 0600 so a crash never leaves a half key file.
+ * With onlyIfAbsent, link() instead of rename(): fails (returns false) when the file already exists.
+ */
+async function writeState(path: string, state: StoredState, onlyIfAbsent = false): Promise<boolean> {
   const tmp = `${path}.${process.pid}.${randomUUID()}.tmp`;
   await writeFile(tmp, JSON.stringify(state, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
-  await rename(tmp, path);
+  if (!onlyIfAbsent) {
+    await rename(tmp, path);
+    return true;
+  }
+  try {
+    await link(tmp, path);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw e;
+  } finally {
+    await unlink(tmp);
+  }
 }

@@ -57,6 +57,8 @@ export interface JwtVerifierOptions {
   algorithms?: readonly string[];
   now?: () => number;
   jwks?: Omit<JwksCacheOptions, 'now'>;
+  /** Verified tokens remembered (re-checked cheaply on reuse); 0 disables. Default 10,000. */
+  cacheSize?: number;
 }
 
 export interface JwtVerifier {
@@ -80,6 +82,10 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
   const algorithms = new Set((opts.algorithms ?? DEFAULT_ALGORITHMS).filter((a) => !FORBIDDEN.test(a)));
   if (opts.audience.length === 0) throw new Error('JWT verifier needs at least one audience');
   let domains = new Map<string, JwksCache>();
+  // Verified-token cache: agents reuse one JWT for many requests, and ECDSA verify costs ~200 us.
+  // A hit re-runs the cheap checks (time, agent registered, key still published/active).
+  const cacheMax = opts.cacheSize ?? 10_000;
+  const verified = new Map<string, { result: VerifiedSvid; until: number; stillValid: () => boolean }>();
 
   const update = (list: TrustDomainSource[]) => {
     const next = new Map<string, JwksCache>();
@@ -90,6 +96,7 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
       next.set(src.name, same ? prev : createJwksCache(src, { ...opts.jwks, now }));
     }
     domains = next; // atomic swap: in-flight verifications keep the map they started with
+    verified.clear();
   };
   update(opts.trustDomains);
 
@@ -97,6 +104,21 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
   const ownerOf = (kid: string, except: string) => [...domains.values()].find((c) => c.source.name !== except && c.peek(kid))?.source.name;
 
   async function verify(token: string): Promise<VerifiedSvid | VerifyFailure> {
+    const hit = verified.get(token);
+    if (hit) {
+      if (now() < hit.until && hit.stillValid()) return hit.result;
+      verified.delete(token);
+    }
+    const r = await verifyUncached(token);
+    if (!r.ok || cacheMax <= 0) return r.ok ? r.result : r;
+    if (verified.size >= cacheMax) verified.delete(verified.keys().next().value as string); // oldest first
+    verified.set(token, { result: r.result, until: r.until, stillValid: r.stillValid });
+    return r.result;
+  }
+
+  type Uncached = { ok: true; result: VerifiedSvid; until: number; stillValid: () => boolean } | VerifyFailure;
+
+  async function verifyUncached(token: string): Promise<Uncached> {
     if (typeof token !== 'string' || !looksLikeJwt(token)) return fail('malformed', 'not a compact JWS (header.payload.signature)');
     let header: ReturnType<typeof decodeProtectedHeader>;
     let claims: JWTPayload;
@@ -116,6 +138,7 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
     let key: KeyEntry | { key: KeyObject; alg?: string; type: string; curve?: string; modulusLength?: number };
     let audience = opts.audience;
     let verifiedBy: string;
+    let domain: JwksCache | undefined;
     if (opts.issuer && claims.iss === opts.issuer.issuer) {
       const k = opts.issuer.publicKey(header.kid);
       if (!k) return fail('bad_signature', `key "${header.kid}" is not an active aam issuer key (rotated out or forged)`);
@@ -133,6 +156,7 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
           : found.message);
       }
       key = found.key;
+      domain = cache;
       if (cache.source.audience) audience = [cache.source.audience];
       verifiedBy = cache.source.name;
     }
@@ -159,11 +183,25 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
     if (keyId !== undefined && !(opts.isKeyActive?.(keyId) ?? false)) {
       return fail('revoked', `the virtual key ${keyId} this token was issued for has been revoked`);
     }
-    return {
-      ok: true, spiffeId: id.id, trustDomain: id.trustDomain, verifiedBy, kid: header.kid,
+    const kid = header.kid;
+    // Frozen: a cached result is shared by every request that presents the same token.
+    const result: VerifiedSvid = Object.freeze({
+      ok: true as const, spiffeId: id.id, trustDomain: id.trustDomain, verifiedBy, kid,
       ...(typeof claims.jti === 'string' ? { jti: claims.jti } : {}),
       ...(keyId !== undefined ? { keyId } : {}),
-      expiresAt: claims.exp as number, claims,
+      expiresAt: claims.exp as number, claims: Object.freeze(claims),
+    });
+    const expiry = ((claims.exp as number) + skew) * 1000;
+    if (domain) {
+      // External keys: re-verify at least once per JWKS refresh period, and only while the key is still published.
+      const dom = domain;
+      const entry = key;
+      return { ok: true, result, until: Math.min(expiry, now() + dom.source.refreshSeconds * 1000), stillValid: () => domains.get(id.trustDomain) === dom && dom.peek(kid) === entry };
+    }
+    const issuer = opts.issuer!;
+    return {
+      ok: true, result, until: expiry,
+      stillValid: () => issuer.publicKey(kid) !== undefined && opts.isRegisteredAgent(id.id) && (keyId === undefined || (opts.isKeyActive?.(keyId) ?? false)),
     };
   }
 

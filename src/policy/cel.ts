@@ -13,6 +13,8 @@ export interface CelVars {
 
 export interface CompiledCondition {
   source: string;
+  /** False when the expression never mentions `context`: decide() then skips building it. */
+  usesContext: boolean;
   /** Returns true/false, or an Error when evaluation failed or returned a non-boolean (fail closed). */
   evaluate(vars: CelVars): boolean | Error;
 }
@@ -60,6 +62,7 @@ export function compileCondition(source: string): CompiledCondition | CelCompile
   }
   return {
     source,
+    usesContext: /\bcontext\b/.test(source),
     evaluate(vars) {
       let r: unknown;
       try {

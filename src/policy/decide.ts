@@ -1,6 +1,6 @@
 // The decision function: pure, default deny, any explicit deny wins, fail closed.
-// Allow decisions are memoized per (set, model) and per (rule, action) and frozen, so the
-// common path is a few Map lookups and no string building.
+// Decisions that do not depend on the call's args are memoized (per (set, model) and per
+// (rule, resource, action)) and frozen, so the common path is a few Map lookups and no string building.
 //
 // Tool rule semantics: `deny` actions are unconditional (no `when`, no args); `actions` allow
 // only when `args` constraints hold and `when` is true. A `when` that errors or returns a
@@ -11,7 +11,9 @@ import { setFor, rulesFor, type CompiledPolicies, type CompiledToolRule, type Po
 import { checkArgs } from './args.ts';
 import type { CelVars } from './cel.ts';
 
-const MEMO_MAX = 256;
+// Memo bounds: resources per rule x actions per resource (config-derived in practice).
+const MEMO_RESOURCES = 256;
+const MEMO_ACTIONS = 64;
 const EMPTY: Readonly<Record<string, unknown>> = Object.freeze({});
 
 function make(compiled: CompiledPolicies, effect: Effect, policy: string, rule: number, rulePath: string, reason: string): Decision {
@@ -59,11 +61,11 @@ function memoized(m: DecisionMemo, resource: string, action: string): Decision |
 function remember(m: DecisionMemo, resource: string, action: string, d: Decision): Decision {
   let inner = m.get(resource);
   if (!inner) {
-    if (m.size >= MEMO_MAX) return d;
+    if (m.size >= MEMO_RESOURCES) return d;
     inner = new Map();
     m.set(resource, inner);
   }
-  if (inner.size < MEMO_MAX) inner.set(action, d);
+  if (inner.size < MEMO_ACTIONS) inner.set(action, d);
   return d;
 }
 
@@ -114,7 +116,8 @@ export function decideTool(
       if (why !== null) { if (!argFail) argFail = { rule: r, why }; continue; }
     }
     if (r.when) {
-      vars ??= { identity: set.celIdentity, resource, action, args, context: celContext(context) };
+      vars ??= { identity: set.celIdentity, resource, action, args, context: EMPTY };
+      if (r.when.usesContext && vars.context === EMPTY) vars.context = celContext(context);
       const ok = r.when.evaluate(vars);
       if (ok instanceof Error) {
         return make(compiled, 'deny', r.policy, r.index, r.path,

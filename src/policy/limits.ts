@@ -257,3 +257,13 @@ function gcraWait(tat: number, now: number, interval: number, cost: number): num
   const excess = newTat - now - WINDOW_MS;
   return excess > 1e-6 ? excess : 0;
 }
+
+/**
+ * Ledger / limiter keys for a caller: the agent (by name, or SPIFFE ID for identities that are
+ * not Agent resources) and, when the request came with a virtual key, that key too.
+ */
+export function rateEntries(agent: { name: string; spiffeId: string }, keyId: string | undefined, limits: RateLimits): Array<{ key: string; limits: RateLimits }> {
+  const out = [{ key: `agent:${agent.name || agent.spiffeId}`, limits }];
+  if (keyId) out.push({ key: `key:${keyId}`, limits });
+  return out;
+}

@@ -48,7 +48,7 @@ export function compileSubject(id: IdentitySpec): SubjectMatcher {
   if (id.workload !== undefined) {
     const w = id.workload;
     if (hasWildcard(w)) {
-      const m = stringMatcher(w, false);
+      const m = stringMatcher(w, true);
       checks.push((a) => m(a.spiffeId));
     } else {
       exactWorkload = w;

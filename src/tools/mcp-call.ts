@@ -34,7 +34,7 @@ export function denialMessage(d: Decision, what: string): string {
   return `${what} denied by policy "${d.policy}" rule tools[${d.rule}]: ${d.reason}`;
 }
 
-function decisionFields(d: Decision): Record<string, unknown> {
+export function decisionFields(d: Decision): Record<string, unknown> {
   return { effect: d.effect, allowed: d.allowed, policy: d.policy, rule: d.rule, reason: d.reason, config_version: d.configVersion };
 }
 

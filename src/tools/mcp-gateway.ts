@@ -38,7 +38,7 @@ export interface McpGateway {
   toolDiff(server: string, tool: string): ToolDiff;
   acceptTool(server: string, tool: string, actor: string): ToolDiff;
   flaggedTools(): ToolDiff[];
-  status(): Record<string, { state: UpstreamState; restarts: number; lastError?: string; tools: number }>;
+  status(): Record<string, { state: UpstreamState; restarts: number; lastError?: string; pid?: number | null; tools: number }>;
 }
 
 interface Session { id: string; ctx: SessionCtx; server: Server; transport: StreamableHTTPServerTransport; lastUsed: number }

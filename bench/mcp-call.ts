@@ -1,0 +1,68 @@
+// Added latency of an authorized tools/call through aam's MCP gateway vs calling the same upstream
+// MCP server directly, for a Streamable HTTP upstream and a stdio upstream.
+// Run: node_modules/.bin/node bench/mcp-call.ts [calls=3000]
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
+import { FIXTURE, NODE, config, connectClient, makeDeps, startGateway, startHttpFixture, stdioServerDoc } from '../test/fixtures/mcp-accounts/harness.ts';
+
+const N = Number(process.argv[2] ?? 3000);
+const WARMUP = 300;
+
+function pct(sorted: number[], p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+}
+
+async function measure(client: Client, tool: string): Promise<number[]> {
+  const args = { query: 'acme', limit: 10 };
+  for (let i = 0; i < WARMUP; i++) await client.callTool({ name: tool, arguments: args });
+  const out: number[] = [];
+  for (let i = 0; i < N; i++) {
+    const t0 = performance.now();
+    await client.callTool({ name: tool, arguments: args });
+    out.push(performance.now() - t0);
+  }
+  return out.sort((a, b) => a - b);
+}
+
+const fmt = (ms: number) => `${(ms * 1000).toFixed(0)} us`;
+const rows: string[] = [];
+function report(label: string, direct: number[], via: number[]): void {
+  const line = `| ${label} | ${fmt(pct(direct, 50))} | ${fmt(pct(direct, 99))} | ${fmt(pct(via, 50))} | ${fmt(pct(via, 99))} | ${fmt(pct(via, 50) - pct(direct, 50))} | ${fmt(pct(via, 99) - pct(direct, 99))} |`;
+  rows.push(line);
+}
+
+const web = await startHttpFixture();
+const yaml = `${stdioServerDoc('crm')}---
+apiVersion: access.envisionai.dev/v1
+kind: McpServer
+metadata: { name: web }
+spec: { transport: streamable-http, url: ${JSON.stringify(web.url)}, timeout_ms: 5000, tools: { search_accounts: { resource: salesforce.accounts, action: search } } }
+`;
+const deps = makeDeps();
+const quiet = { info() {}, warn() {}, error() {} };
+deps.log = quiet;
+deps.audit = { record() {}, async recordDurable(ev) { return ev; } };
+const gw = await startGateway(config(yaml), deps);
+
+// Streamable HTTP upstream
+const directHttp = new Client({ name: 'bench', version: '1' });
+await directHttp.connect(new StreamableHTTPClientTransport(new URL(web.url)));
+const viaHttp = (await connectClient(gw.base, 'tok-analyst')).client;
+report('Streamable HTTP upstream', await measure(directHttp, 'search_accounts'), await measure(viaHttp, 'web__search_accounts'));
+
+// stdio upstream
+const directStdio = new Client({ name: 'bench', version: '1' });
+await directStdio.connect(new StdioClientTransport({ command: NODE, args: [FIXTURE, 'stdio'], stderr: 'ignore' }));
+report('stdio upstream (direct = client spawns it over stdio)', await measure(directStdio, 'search_accounts'), await measure(viaHttp, 'crm__search_accounts'));
+
+console.log(`tools/call search_accounts, ${N} sequential calls after ${WARMUP} warm-up, Node ${process.version}\n`);
+console.log('| upstream | direct p50 | direct p99 | via aam p50 | via aam p99 | added p50 | added p99 |');
+console.log('|---|---|---|---|---|---|---|');
+for (const r of rows) console.log(r);
+
+await directHttp.close();
+await directStdio.close();
+await viaHttp.close();
+await gw.close();
+await web.close();

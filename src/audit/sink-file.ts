@@ -1,0 +1,79 @@
+// JSONL file sink with size-based rotation: <path>, <path>.1 (newest rotated) ... <path>.<keep>.
+// Lines are the export format ({"kind":"event",...}) or OCSF, one event per line.
+import { open, rename, stat, unlink } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import type { AuditSink } from './sinks.ts';
+import type { AuditEvent } from './event.ts';
+import { canonicalJson } from './canonical.ts';
+import { toOcsf } from './ocsf.ts';
+
+export interface FileSinkOptions {
+  name?: string;
+  path: string;
+  /** Rotate when the file would exceed this size (default 100 MiB). */
+  maxBytes?: number;
+  /** Rotated files kept (default 10); older ones are deleted. */
+  keep?: number;
+  format?: 'native' | 'ocsf';
+}
+
+export function fileSink(opts: FileSinkOptions): AuditSink {
+  const maxBytes = opts.maxBytes ?? 100 * 1024 * 1024;
+  const keep = Math.max(1, opts.keep ?? 10);
+  let fh: FileHandle | undefined;
+  let size = 0;
+
+  async function ensureOpen(): Promise<FileHandle> {
+    if (fh) return fh;
+    mkdirSync(dirname(opts.path), { recursive: true, mode: 0o700 });
+    fh = await open(opts.path, 'a', 0o600);
+    size = (await stat(opts.path)).size;
+    return fh;
+  }
+
+  async function rotate(): Promise<void> {
+    await fh?.close();
+    fh = undefined;
+    await unlink(`${opts.path}.${keep}`).catch(() => undefined);
+    for (let i = keep - 1; i >= 1; i--) await rename(`${opts.path}.${i}`, `${opts.path}.${i + 1}`).catch(() => undefined);
+    await rename(opts.path, `${opts.path}.1`);
+  }
+
+  async function writeChunk(chunk: string, bytes: number): Promise<void> {
+    if (!chunk) return;
+    const h = await ensureOpen();
+    await h.appendFile(chunk);
+    // The cursor moves after deliver() returns: the lines must be on disk first.
+    await h.datasync();
+    size += bytes;
+  }
+
+  return {
+    name: opts.name ?? `file:${opts.path}`,
+    async deliver(events: AuditEvent[]) {
+      await ensureOpen();
+      let chunk = '';
+      let chunkBytes = 0;
+      for (const e of events) {
+        const line = (opts.format === 'ocsf' ? JSON.stringify(toOcsf(e)) : '{"kind":"event",' + canonicalJson(e).slice(1)) + '\n';
+        const bytes = Buffer.byteLength(line);
+        if (size + chunkBytes + bytes > maxBytes && size + chunkBytes > 0) {
+          await writeChunk(chunk, chunkBytes);
+          chunk = '';
+          chunkBytes = 0;
+          await rotate();
+          size = 0;
+        }
+        chunk += line;
+        chunkBytes += bytes;
+      }
+      await writeChunk(chunk, chunkBytes);
+    },
+    async close() {
+      await fh?.close();
+      fh = undefined;
+    },
+  };
+}

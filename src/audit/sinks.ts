@@ -1,0 +1,138 @@
+// Export sinks run off the hot path: each reads committed events from the audit database after
+// its own persistent cursor, delivers a batch, and advances the cursor only on success. A sink
+// that is down is retried with exponential backoff and, once back, gets every event after its
+// cursor in order. Delivery is at-least-once across crashes (the cursor moves after delivery);
+// every event carries its seq, which receivers use as the idempotency key.
+import type { DatabaseSync } from 'node:sqlite';
+import type { AuditEvent } from './event.ts';
+import { rowToEvent } from './store.ts';
+import type { EventRow } from './store.ts';
+
+export interface AuditSink {
+  /** Stable name: the cursor is stored under it. */
+  readonly name: string;
+  deliver(events: AuditEvent[]): Promise<void>;
+  close?(): Promise<void>;
+}
+
+export interface SinkSource {
+  readonly db: DatabaseSync;
+  /** Optional wake-up after commits (AuditLog.onCommit); otherwise sinks poll. */
+  onCommit?(listener: (lastSeq: number) => void): () => void;
+}
+
+export interface SinkRunnerOptions {
+  batchSize?: number;
+  /** Poll interval when idle (default 1000 ms; commits wake sinks earlier). */
+  pollMs?: number;
+  minBackoffMs?: number;
+  maxBackoffMs?: number;
+  /** Where a sink without a stored cursor starts: the first stored event (default) or the current head. */
+  startAt?: 'beginning' | 'now';
+  onError?: (sink: string, error: unknown, attempt: number) => void;
+}
+
+export interface SinkStatus {
+  name: string;
+  cursor: number;
+  delivered: number;
+  failures: number;
+  lastError?: string;
+}
+
+export interface SinkRunner {
+  status(): SinkStatus[];
+  /** Resolves when every sink has delivered everything committed so far (rejects after timeoutMs). */
+  drain(timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export function startSinks(source: SinkSource, sinks: readonly AuditSink[], opts: SinkRunnerOptions = {}): SinkRunner {
+  const cfg = { batchSize: opts.batchSize ?? 500, pollMs: opts.pollMs ?? 1000, minBackoffMs: opts.minBackoffMs ?? 100, maxBackoffMs: opts.maxBackoffMs ?? 30_000 };
+  const db = source.db;
+  const readBatch = db.prepare('SELECT seq, time, type, request_id, agent, decision, body, hash FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?');
+  const saveCursor = db.prepare('INSERT INTO audit_sink_cursors (name, seq, updated) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, updated = excluded.updated');
+  const loadCursor = db.prepare('SELECT seq FROM audit_sink_cursors WHERE name = ?');
+  const headSeq = (): number => Number(db.prepare('SELECT COALESCE(MAX(seq), 0) AS s FROM audit_events').get()?.s ?? 0);
+  let stopped = false;
+
+  const states = sinks.map((sink) => {
+    const stored = loadCursor.get(sink.name);
+    const cursor = stored ? Number(stored.seq) : opts.startAt === 'now' ? headSeq() : 0;
+    if (!stored) saveCursor.run(sink.name, cursor, new Date().toISOString());
+    return { sink, cursor, delivered: 0, failures: 0, lastError: undefined as string | undefined, wake: undefined as (() => void) | undefined, done: Promise.resolve() };
+  });
+
+  const unsubscribe = source.onCommit?.(() => { for (const s of states) s.wake?.(); });
+
+  const idle = (s: (typeof states)[number], ms: number): Promise<void> =>
+    new Promise((resolve) => {
+      const t = setTimeout(() => { s.wake = undefined; resolve(); }, ms);
+      s.wake = () => { clearTimeout(t); s.wake = undefined; resolve(); };
+    });
+
+  async function loop(s: (typeof states)[number]): Promise<void> {
+    let attempt = 0;
+    while (!stopped) {
+      let rows: EventRow[];
+      try {
+        rows = readBatch.all(s.cursor, cfg.batchSize) as unknown as EventRow[];
+      } catch (e) {
+        s.lastError = String(e);
+        await idle(s, cfg.pollMs);
+        continue;
+      }
+      if (rows.length === 0) { await idle(s, cfg.pollMs); continue; }
+      const events = rows.map(rowToEvent);
+      try {
+        await s.sink.deliver(events);
+      } catch (e) {
+        attempt++;
+        s.failures++;
+        s.lastError = e instanceof Error ? e.message : String(e);
+        opts.onError?.(s.sink.name, e, attempt);
+        const delay = Math.min(cfg.maxBackoffMs, cfg.minBackoffMs * 2 ** (attempt - 1));
+        await sleepUnlessStopped(delay * (0.75 + Math.random() * 0.5));
+        continue;
+      }
+      attempt = 0;
+      s.lastError = undefined;
+      s.cursor = events[events.length - 1].seq;
+      s.delivered += events.length;
+      if (db.isOpen) saveCursor.run(s.sink.name, s.cursor, new Date().toISOString());
+    }
+  }
+
+  const sleepers = new Set<() => void>();
+  function sleepUnlessStopped(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => { clearTimeout(t); sleepers.delete(done); resolve(); };
+      const t = setTimeout(done, ms);
+      sleepers.add(done);
+    });
+  }
+
+  for (const s of states) s.done = loop(s);
+
+  return {
+    status: () => states.map((s) => ({ name: s.sink.name, cursor: s.cursor, delivered: s.delivered, failures: s.failures, lastError: s.lastError })),
+    async drain(timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const head = headSeq();
+        if (states.every((s) => s.cursor >= head)) return;
+        if (Date.now() > deadline) throw new Error(`audit sinks not drained within ${timeoutMs} ms: ${states.filter((s) => s.cursor < head).map((s) => `${s.sink.name} at ${s.cursor}/${head}${s.lastError ? ' (' + s.lastError + ')' : ''}`).join(', ')}`);
+        for (const s of states) s.wake?.();
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    },
+    async stop() {
+      stopped = true;
+      unsubscribe?.();
+      for (const s of states) s.wake?.();
+      for (const wake of [...sleepers]) wake();
+      await Promise.all(states.map((s) => s.done));
+      await Promise.all(sinks.map((k) => k.close?.()));
+    },
+  };
+}

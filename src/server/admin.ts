@@ -1,0 +1,105 @@
+// Admin API (/admin/v1/...) and the AuthZEN decision endpoint. Authenticated only by
+// AAM_ADMIN_TOKEN: an agent's virtual key or JWT can never reach these routes.
+import { timingSafeEqual, createHash } from 'node:crypto';
+import { AamError } from './errors.ts';
+import { readJson, sendJson, type Ctx } from './context.ts';
+import type { Handler, Routes } from './http.ts';
+import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy/authzen.ts';
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+export function requireAdmin(ctx: Ctx): string {
+  const token = ctx.rt.options.adminToken;
+  if (!token) throw new AamError(401, 'admin_unauthorized', 'the admin API is disabled: start aam with AAM_ADMIN_TOKEN set');
+  const auth = ctx.req.headers.authorization;
+  const m = typeof auth === 'string' ? /^Bearer\s+(\S+)$/i.exec(auth) : null;
+  // Compare digests so the comparison is constant-time whatever the lengths.
+  if (!m || !timingSafeEqual(digest(m[1]), digest(token))) {
+    throw new AamError(401, 'admin_unauthorized', 'admin API needs "Authorization: Bearer $AAM_ADMIN_TOKEN"; agent keys are not accepted here', { headers: { 'www-authenticate': 'Bearer realm="aam-admin"' } });
+  }
+  return 'admin';
+}
+
+function audit(ctx: Ctx, action: string, target: string, extra: Record<string, unknown> = {}): void {
+  ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action, target, actor: 'admin-token', ...extra }, outcome: { status: 200 } });
+}
+
+const sinceParam = (ctx: Ctx): number => {
+  const s = new URLSearchParams(ctx.query).get('since');
+  if (!s) return Date.now() - 30 * 86_400_000;
+  const rel = /^(\d+)([hd])$/.exec(s);
+  if (rel) return Date.now() - Number(rel[1]) * (rel[2] === 'h' ? 3_600_000 : 86_400_000);
+  const t = Date.parse(s);
+  if (Number.isNaN(t)) throw new AamError(400, 'invalid_request', `since: "${s}" is neither an ISO time nor like 24h / 7d`, { param: 'since' });
+  return t;
+};
+
+/** Admin handlers by "METHOD /path" below /admin/v1; ids are taken from the path. */
+async function adminDispatch(ctx: Ctx): Promise<void> {
+  requireAdmin(ctx);
+  const rest = ctx.path.slice('/admin/v1'.length);
+  const method = ctx.req.method;
+  const rt = ctx.rt;
+  let m: RegExpExecArray | null;
+  if (method === 'GET' && rest === '/keys') return sendJson(ctx, 200, { data: rt.keys.list() });
+  if (method === 'POST' && rest === '/keys') {
+    const body = (await readJson(ctx)) as { agent?: unknown; name?: unknown };
+    if (typeof body.agent !== 'string' || !ctx.cfg.policies.agents.has(body.agent)) {
+      throw new AamError(400, 'invalid_request', `agent: must name an Agent in the config (${[...ctx.cfg.policies.agents.keys()].join(', ')})`, { param: 'agent' });
+    }
+    const { key, secret } = rt.keys.create(body.agent, { name: typeof body.name === 'string' ? body.name : undefined });
+    audit(ctx, 'key_created', key.id, { agent: key.agent });
+    return sendJson(ctx, 201, { ...key, key: secret });
+  }
+  if (method === 'POST' && (m = /^\/keys\/([\w-]+)\/revoke$/.exec(rest))) {
+    const key = wrap(() => rt.keys.revoke(m![1]));
+    audit(ctx, 'key_revoked', key.id, { agent: key.agent });
+    return sendJson(ctx, 200, key);
+  }
+  if (method === 'POST' && (m = /^\/keys\/([\w-]+)\/rotate$/.exec(rest))) {
+    const body = (await readJson(ctx).catch(() => ({}))) as { grace_seconds?: unknown };
+    const grace = typeof body.grace_seconds === 'number' ? body.grace_seconds : 3600;
+    const { key, secret } = wrap(() => rt.keys.rotate(m![1], grace));
+    audit(ctx, 'key_rotated', key.id, { agent: key.agent, grace_seconds: grace });
+    return sendJson(ctx, 200, { ...key, key: secret, previous_valid_for_seconds: grace });
+  }
+  if (method === 'GET' && rest === '/usage') {
+    const by = new URLSearchParams(ctx.query).get('by') ?? 'agent';
+    if (!['agent', 'team', 'model', 'route'].includes(by)) throw new AamError(400, 'invalid_request', 'by: one of agent, team, model, route', { param: 'by' });
+    rt.usage.flush();
+    return sendJson(ctx, 200, { by, data: rt.usage.summary(by as 'agent', sinceParam(ctx)) });
+  }
+  if (method === 'POST' && rest === '/reload') {
+    const error = rt.reload();
+    audit(ctx, 'config_reload', rt.compiled.version, { ok: error === null });
+    return error ? sendJson(ctx, 422, { ok: false, error, version: rt.compiled.version }) : sendJson(ctx, 200, { ok: true, version: rt.compiled.version });
+  }
+  if (method === 'GET' && rest === '/config') {
+    const c = rt.compiled;
+    return sendJson(ctx, 200, {
+      version: c.version, files: c.set.files,
+      providers: [...c.providers.values()].map((p) => ({ name: p.name, type: p.type, enabled: p.enabled, reason: p.disabledReason })),
+      models: [...c.routes.values()].map((r) => ({ name: r.name, kind: r.kind, strategy: r.strategy, targets: r.targets.map((t) => ({ target: t.label, enabled: t.provider.enabled, breaker: t.breaker.state })) })),
+      agents: [...c.policies.agents.values()], policies: c.policies.policies.map((p) => p.name),
+    });
+  }
+  throw new AamError(404, 'not_found', `no admin route ${method} ${ctx.path}`);
+}
+
+function wrap<T>(fn: () => T): T {
+  try { return fn(); } catch (e) { throw new AamError(404, 'not_found', (e as Error).message); }
+}
+
+const authzen = (batch: boolean): Handler => async (ctx) => {
+  requireAdmin(ctx);
+  const body = await readJson(ctx);
+  const compiled = ctx.cfg.policies;
+  const r = batch ? evaluateAuthZenBatch(body, lookupInConfig(compiled), compiled) : evaluateAuthZen(body, lookupInConfig(compiled), compiled);
+  sendJson(ctx, r.status, r.body);
+};
+
+export function addAdminRoutes(routes: Routes): void {
+  routes.exact.set('POST /access/v1/evaluation', authzen(false));
+  routes.exact.set('POST /access/v1/evaluations', authzen(true));
+  routes.prefixes.push(['/admin/v1/', adminDispatch]);
+}

@@ -1,0 +1,210 @@
+// HTTP action proxy: `/tools/<tool>/<action>` with a JSON body of path params and arguments.
+// resolve -> bind params -> decide -> approval -> intent -> inject credential -> call -> record.
+// Only configured actions exist; path params cannot escape their segment; the agent's own
+// Authorization header never leaves aam.
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { request } from 'undici';
+import type { ConfigSet, HttpToolSpec } from '../config/schema.ts';
+import type { Identity } from '../identity/types.ts';
+import { argsDigest, createApprovals, type Approvals } from './approvals.ts';
+import { decisionFields, denialMessage } from './mcp-call.ts';
+import { compilePathTemplate, PathParamError, type PathTemplate } from './path-template.ts';
+import { errMsg } from './upstream.ts';
+import { identityFields, type ToolDeps } from './types.ts';
+
+export interface HttpToolProxyOptions {
+  /** Share the MCP gateway's approvals so one admin list covers both planes. */
+  approvals?: Approvals;
+  approvalWindowMs?: number;
+  /** Largest upstream response body passed back (default 10 MiB). */
+  maxResponseBytes?: number;
+  defaultTimeoutMs?: number;
+}
+
+export interface HttpToolProxy {
+  handle(req: IncomingMessage, res: ServerResponse, identity: Identity, tool: string, action: string, body: unknown): Promise<void>;
+  reload(config: ConfigSet): void;
+  approvals: Approvals;
+}
+
+interface CompiledAction {
+  name: string;
+  method: string;
+  template: PathTemplate;
+  mutating: boolean;
+}
+
+interface CompiledTool {
+  name: string;
+  spec: HttpToolSpec;
+  base: URL;
+  actions: Map<string, CompiledAction>;
+}
+
+// Hop-by-hop headers (RFC 9110 7.6.1) plus ones aam sets itself.
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'content-length']);
+
+function compile(config: ConfigSet): Map<string, CompiledTool> {
+  const out = new Map<string, CompiledTool>();
+  for (const [name, r] of config.httpTools) {
+    const actions = new Map<string, CompiledAction>();
+    for (const [a, spec] of Object.entries(r.spec.actions)) {
+      actions.set(a, { name: a, method: spec.method, template: compilePathTemplate(spec.path), mutating: spec.mutating ?? spec.method !== 'GET' });
+    }
+    out.set(name, { name, spec: r.spec, base: new URL(r.spec.baseUrl), actions });
+  }
+  return out;
+}
+
+class HttpToolError extends Error {
+  readonly status: number;
+  readonly type: string;
+  readonly code: string;
+  readonly extra?: Record<string, unknown>;
+  constructor(status: number, type: string, code: string, message: string, extra?: Record<string, unknown>) {
+    super(message);
+    this.status = status; this.type = type; this.code = code; this.extra = extra;
+  }
+}
+
+function sendError(res: ServerResponse, e: HttpToolError, requestId: string): void {
+  if (res.headersSent) return void res.destroy();
+  res.writeHead(e.status, { 'content-type': 'application/json', 'x-aam-request-id': requestId });
+  res.end(JSON.stringify({ error: { message: e.message, type: e.type, code: e.code, ...e.extra } }));
+}
+
+/** Join base URL and rendered path; refuse anything that leaves the base (defence in depth). */
+export function joinUrl(base: URL, path: string, query: URLSearchParams): URL {
+  const basePath = base.pathname.replace(/\/+$/, '');
+  const u = new URL(base.origin);
+  const [p, q] = path.split('?', 2);
+  u.pathname = basePath + p;
+  if (q) for (const [k, v] of new URLSearchParams(q)) u.searchParams.append(k, v);
+  for (const [k, v] of query) u.searchParams.append(k, v);
+  if (u.origin !== base.origin || !u.pathname.startsWith(basePath + '/') && u.pathname !== basePath) {
+    throw new HttpToolError(400, 'invalid_request_error', 'invalid_path', 'the request would leave the configured baseUrl');
+  }
+  return u;
+}
+
+function toQuery(args: Record<string, unknown>): URLSearchParams {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(args)) {
+    const vals = Array.isArray(v) ? v : [v];
+    for (const x of vals) {
+      if (x === undefined || x === null) continue;
+      if (typeof x === 'object') throw new HttpToolError(400, 'invalid_request_error', 'invalid_argument', `argument "${k}" must be a string, number or boolean (or a list of them) for a GET/DELETE action`);
+      q.append(k, String(x));
+    }
+  }
+  return q;
+}
+
+export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: HttpToolProxyOptions = {}): HttpToolProxy {
+  let tools = compile(config);
+  const approvals = opts.approvals ?? createApprovals(deps.db, { windowMs: opts.approvalWindowMs });
+  const maxBytes = opts.maxResponseBytes ?? 10 * 1024 * 1024;
+
+  async function handle(req: IncomingMessage, res: ServerResponse, identity: Identity, toolName: string, actionName: string, body: unknown): Promise<void> {
+    const incoming = req.headers['x-request-id'];
+    const requestId = typeof incoming === 'string' && /^[\w.:-]{1,128}$/.test(incoming) ? incoming : `req_${randomUUID()}`;
+    const audit: Record<string, unknown> = { type: 'tool.call', plane: 'http', request_id: requestId, ...identityFields(identity), tool: toolName, action: actionName };
+    try {
+      // resolve
+      const tool = tools.get(toolName);
+      if (!tool) throw new HttpToolError(404, 'not_found_error', 'unknown_tool', `unknown HTTP tool "${toolName}"`);
+      const action = tool.actions.get(actionName);
+      if (!action) throw new HttpToolError(404, 'not_found_error', 'unknown_action', `unknown action "${actionName}" for HTTP tool "${toolName}" (actions: ${[...tool.actions.keys()].join(', ')})`);
+      if (body !== undefined && body !== null && (typeof body !== 'object' || Array.isArray(body))) {
+        throw new HttpToolError(400, 'invalid_request_error', 'invalid_body', 'request body must be a JSON object of path parameters and arguments');
+      }
+      const args = (body ?? {}) as Record<string, unknown>;
+      Object.assign(audit, { resource: tool.spec.resource, args_digest: argsDigest(args), mutating: action.mutating });
+      // bind params
+      let path: string;
+      try { path = action.template.render(args); } catch (e) {
+        if (e instanceof PathParamError) throw new HttpToolError(400, 'invalid_request_error', 'invalid_path_parameter', e.message, { param: e.param });
+        throw e;
+      }
+      const rest: Record<string, unknown> = {};
+      for (const [k, v] of Object.entries(args)) if (!action.template.params.includes(k)) rest[k] = v;
+      const hasBody = action.method !== 'GET' && action.method !== 'DELETE';
+      const url = joinUrl(tool.base, path, hasBody ? new URLSearchParams() : toQuery(rest));
+      // decide
+      const d = deps.authorize(identity, tool.spec.resource, actionName, args, { time: new Date().toISOString(), request_id: requestId, environment: identity.agent.environment, plane: 'http', tool: toolName });
+      deps.audit.record({ ...audit, type: 'tool.decision', decision: decisionFields(d) });
+      if (d.effect === 'deny' || (!d.allowed && d.effect !== 'approval_required')) {
+        throw new HttpToolError(403, 'permission_error', 'policy_denied', denialMessage(d, `${toolName}/${actionName} (resource ${tool.spec.resource})`), { policy: d.policy, rule: d.rule });
+      }
+      // approval
+      if (d.effect === 'approval_required') {
+        const a = approvals.check(identity, { plane: 'http', target: `${toolName}/${actionName}`, resource: tool.spec.resource, action: actionName }, audit.args_digest as string, d);
+        if (a.status === 'pending') {
+          throw new HttpToolError(403, 'permission_error', 'approval_required', `approval required: approval id ${a.approval.id} (policy "${d.policy}" rule tools[${d.rule}]); retry the same call after an admin approves it, before ${a.approval.expiresAt}`, { approval_id: a.approval.id });
+        }
+        audit.approval_id = a.approval.id;
+      }
+      // intent
+      if (action.mutating) {
+        try { await deps.audit.recordDurable({ ...audit, type: 'tool.intent', decision: decisionFields(d) }); } catch (e) {
+          throw new HttpToolError(503, 'api_error', 'audit_unavailable', `not forwarded: the intent of this call could not be recorded durably (${errMsg(e)})`);
+        }
+      }
+      // inject credential -> call
+      const headers: Record<string, string> = { accept: typeof req.headers.accept === 'string' ? req.headers.accept : 'application/json', 'x-aam-request-id': requestId, 'x-aam-agent': identity.agent.spiffeId };
+      let credential: { name: string; version: number } | undefined;
+      if (tool.spec.credential) {
+        const c = await deps.credentialHeaders(tool.spec.credential, identity);
+        Object.assign(headers, c.headers);
+        credential = c.credential;
+      }
+      let payload: string | undefined;
+      if (hasBody) { payload = JSON.stringify(rest); headers['content-type'] = 'application/json'; }
+      const timeout = tool.spec.timeout_ms ?? opts.defaultTimeoutMs ?? 30_000;
+      const started = performance.now();
+      let up;
+      try {
+        up = await request(url, { method: action.method as 'GET', headers, body: payload, headersTimeout: timeout, bodyTimeout: timeout });
+      } catch (e) {
+        throw upstreamFailure(toolName, e, timeout);
+      }
+      const chunks: Buffer[] = [];
+      let size = 0;
+      try {
+        for await (const chunk of up.body) {
+          size += (chunk as Buffer).length;
+          if (size > maxBytes) { up.body.destroy(); throw new HttpToolError(502, 'upstream_error', 'result_too_large', `HTTP tool "${toolName}" returned more than ${maxBytes} bytes; ask for less data`); }
+          chunks.push(chunk as Buffer);
+        }
+      } catch (e) {
+        throw e instanceof HttpToolError ? e : upstreamFailure(toolName, e, timeout);
+      }
+      // record -> respond
+      deps.audit.record({ ...audit, type: 'tool.outcome', credential: credential?.name, outcome: { status: up.statusCode, bytes: size, latency_ms: performance.now() - started } });
+      const out: Record<string, string | string[]> = { 'x-aam-request-id': requestId };
+      const connectionListed = new Set(String(up.headers.connection ?? '').toLowerCase().split(',').map((s) => s.trim()));
+      for (const [k, v] of Object.entries(up.headers)) {
+        if (v === undefined || HOP_BY_HOP.has(k) || connectionListed.has(k) || k === 'set-cookie') continue;
+        out[k] = v;
+      }
+      res.writeHead(up.statusCode, out);
+      res.end(Buffer.concat(chunks));
+    } catch (e) {
+      const err = e instanceof HttpToolError ? e : new HttpToolError(500, 'api_error', 'internal_error', `internal error in the HTTP tool proxy: ${errMsg(e)}`);
+      if (err.code !== 'policy_denied' && err.code !== 'approval_required') deps.audit.record({ ...audit, type: 'tool.outcome', outcome: { status: err.status, error: err.message } });
+      if (err.status >= 500) deps.log.warn({ request_id: requestId, tool: toolName, action: actionName, err: err.message }, 'http tool call failed');
+      sendError(res, err, requestId);
+    }
+  }
+
+  return { handle, reload(next) { tools = compile(next); }, approvals };
+}
+
+function upstreamFailure(tool: string, e: unknown, timeout: number): HttpToolError {
+  const code = (e as { code?: unknown }).code;
+  if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
+    return new HttpToolError(504, 'upstream_error', 'upstream_timeout', `HTTP tool "${tool}" did not answer within ${timeout} ms (raise spec.timeout_ms if it is slow)`);
+  }
+  return new HttpToolError(502, 'upstream_error', 'upstream_unavailable', `HTTP tool "${tool}" is unreachable: ${errMsg(e)}`);
+}

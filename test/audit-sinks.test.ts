@@ -1,0 +1,127 @@
+// Export sinks: a webhook that is down and then recovers gets every event exactly once; cursors
+// survive a restart; the file sink rotates without losing lines; OTLP reaches a local collector.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import type { IncomingMessage, ServerResponse, Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { openAuditLog } from '../src/audit/log.ts';
+import { startSinks } from '../src/audit/sinks.ts';
+import { webhookSink, otlpLogsSink, signWebhookBody } from '../src/audit/sink-http.ts';
+import { fileSink } from '../src/audit/sink-file.ts';
+import { verifyExport } from '../src/audit/verify.ts';
+import { sampleEvent, tempDir } from './audit-helpers.ts';
+
+function listen(handler: (req: IncomingMessage, body: string, res: ServerResponse) => void, port = 0): Promise<Server> {
+  const server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => handler(req, Buffer.concat(chunks).toString('utf8'), res));
+  });
+  return new Promise((resolve) => server.listen(port, '127.0.0.1', () => resolve(server)));
+}
+
+async function freePort(): Promise<number> {
+  const s = await listen(() => undefined);
+  const port = (s.address() as AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+test('webhook down then up: every event delivered exactly once, signed, in order', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir });
+  const port = await freePort();
+  const secret = 'whsec-test';
+  const runner = startSinks(log, [webhookSink({ name: 'siem', url: `http://127.0.0.1:${port}/hook`, secret })], { batchSize: 50, minBackoffMs: 20, maxBackoffMs: 100, pollMs: 50 });
+  for (let i = 0; i < 300; i++) log.record(sampleEvent(i));
+  await log.flush();
+  await sleep(150); // connection refused meanwhile
+  assert.ok(runner.status()[0].failures > 0);
+  assert.equal(runner.status()[0].cursor, 0);
+
+  const seen: number[] = [];
+  let requests = 0;
+  const server = await listen((req, body, res) => {
+    requests++;
+    assert.equal(req.headers['x-aam-signature'], signWebhookBody(secret, body));
+    assert.notEqual(req.headers['x-aam-signature'], signWebhookBody('other', body));
+    // The first answer after recovery is a 503: that batch must come again, not be skipped.
+    if (requests === 1) { res.writeHead(503).end('warming up'); return; }
+    const payload = JSON.parse(body) as { events: { seq: number }[] };
+    assert.equal(req.headers['idempotency-key'], `aam-audit-${payload.events[0].seq}-${payload.events.at(-1)?.seq}`);
+    for (const e of payload.events) seen.push(e.seq);
+    res.writeHead(204).end();
+  }, port);
+  for (let i = 300; i < 400; i++) log.record(sampleEvent(i));
+  await log.flush();
+  await runner.drain(5000);
+  await runner.stop();
+  assert.deepEqual(seen, Array.from({ length: 400 }, (_, i) => i + 1));
+
+  // A new runner (a restart) resumes from the stored cursor: only new events are sent.
+  seen.length = 0;
+  for (let i = 0; i < 20; i++) log.record(sampleEvent(i));
+  await log.flush();
+  const again = startSinks(log, [webhookSink({ name: 'siem', url: `http://127.0.0.1:${port}/hook`, secret })], { batchSize: 50, pollMs: 50 });
+  await again.drain(5000);
+  await again.stop();
+  assert.deepEqual(seen, Array.from({ length: 20 }, (_, i) => 401 + i));
+  await new Promise((r) => server.close(r));
+  await log.close();
+});
+
+test('file sink rotates by size, keeps every line once, and its lines verify as an export', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir, checkpointEvery: 1_000_000 });
+  const path = join(dir, 'export', 'audit.jsonl');
+  const runner = startSinks(log, [fileSink({ path, maxBytes: 20_000, keep: 50 })], { batchSize: 37, pollMs: 20 });
+  for (let i = 0; i < 300; i++) log.record(sampleEvent(i));
+  await log.flush();
+  await runner.drain(5000);
+  await runner.stop();
+  const files = readdirSync(join(dir, 'export')).filter((f) => f.startsWith('audit.jsonl'));
+  assert.ok(files.length > 5, `expected rotation, got ${files.join(',')}`);
+  // Oldest first: audit.jsonl.N ... audit.jsonl.1, audit.jsonl.
+  const ordered = files.sort((a, b) => suffix(b) - suffix(a));
+  const text = ordered.map((f) => readFileSync(join(dir, 'export', f), 'utf8')).join('');
+  for (const f of ordered) assert.ok(readFileSync(join(dir, 'export', f)).length <= 20_000);
+  const r = verifyExport(text, log.publicKeyPem());
+  assert.equal(r.ok, true, r.firstError?.message);
+  assert.equal(r.events, 300);
+  await log.close();
+});
+
+function suffix(f: string): number {
+  const m = /\.(\d+)$/.exec(f);
+  return m ? Number(m[1]) : 0;
+}
+
+test('OTLP logs sink posts /v1/logs JSON that a local collector can read', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir });
+  const records: { attributes: { key: string; value: Record<string, string> }[]; severityText: string; body: { stringValue: string } }[] = [];
+  const collector = await listen((req, body, res) => {
+    assert.equal(req.url, '/v1/logs');
+    assert.equal(req.headers['content-type'], 'application/json');
+    const payload = JSON.parse(body) as { resourceLogs: { scopeLogs: { logRecords: typeof records }[] }[] };
+    records.push(...payload.resourceLogs[0].scopeLogs[0].logRecords);
+    res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+  });
+  const port = (collector.address() as AddressInfo).port;
+  const runner = startSinks(log, [otlpLogsSink({ endpoint: `http://127.0.0.1:${port}` })], { pollMs: 20 });
+  for (let i = 0; i < 10; i++) log.record(sampleEvent(i, { trace_id: '0af7651916cd43dd8448eb211c80319c' }));
+  await log.flush();
+  await runner.drain(5000);
+  await runner.stop();
+  assert.equal(records.length, 10);
+  const seqs = records.map((r) => r.attributes.find((a) => a.key === 'aam.audit.seq')?.value.intValue);
+  assert.deepEqual(seqs, Array.from({ length: 10 }, (_, i) => String(i + 1)));
+  assert.equal(records[0].severityText, 'WARN'); // seq 1 is a deny in the sample data
+  assert.equal(JSON.parse(records[3].body.stringValue).seq, 4);
+  await new Promise((r) => collector.close(r));
+  await log.close();
+});

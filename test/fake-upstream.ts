@@ -1,0 +1,346 @@
+// Fake LLM upstream for end-to-end tests: speaks the OpenAI, Anthropic, Gemini and Azure OpenAI
+// wire formats (JSON and SSE). Behaviour is chosen by the upstream model name, so a test picks
+// it in an aam Model route target:
+//   ok (default for any other name)  text answer echoing the last user message
+//   tools                            two tool calls (get_weather, get_time)
+//   fail-500 | fail-400 | fail-429   error in the wire's shape (429 carries retry-after: 1)
+//   flaky-<n>                        503 for the first n requests to this model, then ok
+//   hang                             never answers
+//   slow-<ms>                        first byte (headers) after ms
+//   garbage                          200 with a body that is not JSON / not SSE
+//   cut-stream                       two content pieces, then the socket is destroyed
+//   error-before-content             stream opens (role chunk / message_start) then an error, no content
+//   silent-<ms>                      first chunk, silence for ms, then the rest
+// Every request is recorded in `requests` (with `aborted` set if the caller went away early).
+import { createServer } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface RecordedRequest {
+  method: string;
+  path: string;
+  headers: IncomingHttpHeaders;
+  body: unknown;
+  /** Upstream model the behaviour was chosen from. */
+  model: string;
+  /** True when the client closed the connection before the response finished. */
+  aborted: boolean;
+}
+
+export interface FakeUpstream {
+  /** Base URL, e.g. http://127.0.0.1:PORT (OpenAI/Anthropic under /v1, Gemini under /v1beta). */
+  url: string;
+  requests: RecordedRequest[];
+  /** Requests received per upstream model name. */
+  count(model: string): number;
+  reset(): void;
+  close(): Promise<void>;
+}
+
+export interface FakeUpstreamOptions {
+  /** Delay between streamed chunks in ms (default 0). */
+  chunkDelayMs?: number;
+}
+
+type Wire = 'openai' | 'anthropic' | 'gemini';
+type Obj = Record<string, unknown>;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function lastUserText(wire: Wire, body: unknown): string {
+  if (!isObj(body)) return '';
+  const list = wire === 'gemini' ? body.contents : body.messages;
+  if (!Array.isArray(list)) return '';
+  for (let i = list.length - 1; i >= 0; i--) {
+    const m: unknown = list[i];
+    if (!isObj(m) || m.role !== 'user') continue;
+    const c = wire === 'gemini' ? m.parts : m.content;
+    if (typeof c === 'string') return c;
+    if (Array.isArray(c)) {
+      const texts = c.filter((p): p is Obj => isObj(p) && typeof p.text === 'string' && p.type !== 'tool_result').map((p) => p.text as string);
+      if (texts.length > 0) return texts.join(' ');
+    }
+  }
+  return '';
+}
+
+const TOOLS = [
+  { id: 'call_fake_weather_001', name: 'get_weather', args: ['{"loc', 'ation": "Par', 'is"}'] },
+  { id: 'call_fake_time_002', name: 'get_time', args: ['{"tz": ', '"Europe/Paris"}'] },
+];
+
+interface Answer { pieces: string[]; tools: boolean; input: number; output: number }
+
+function answerFor(behaviour: string, userText: string): Answer {
+  if (behaviour === 'tools') return { pieces: [], tools: true, input: 42, output: 17 };
+  const text = `echo: ${userText}`;
+  const words = text.split(/(?<= )/);
+  return { pieces: words.length > 1 ? words : [text, ''], tools: false, input: 10 + userText.length, output: words.length };
+}
+
+function errorBody(wire: Wire, status: number, message: string): string {
+  const type = status === 429 ? 'rate_limit_error' : status === 400 ? 'invalid_request_error' : 'api_error';
+  if (wire === 'anthropic') return JSON.stringify({ type: 'error', error: { type, message } });
+  if (wire === 'gemini') return JSON.stringify({ error: { code: status, message, status: status === 429 ? 'RESOURCE_EXHAUSTED' : status === 400 ? 'INVALID_ARGUMENT' : 'INTERNAL' } });
+  return JSON.stringify({ error: { message, type, code: status === 429 ? 'rate_limit_exceeded' : null } });
+}
+
+// ---- non-streamed bodies ----
+
+function jsonAnswer(wire: Wire, model: string, a: Answer): Obj {
+  const text = a.pieces.join('');
+  if (wire === 'anthropic') {
+    const content: unknown[] = a.tools
+      ? [{ type: 'text', text: 'Let me check.' }, ...TOOLS.map((t) => ({ type: 'tool_use', id: t.id.replace('call_', 'toolu_'), name: t.name, input: JSON.parse(t.args.join('')) as unknown }))]
+      : [{ type: 'text', text }];
+    return { id: 'msg_fake_0001', type: 'message', role: 'assistant', model, content, stop_reason: a.tools ? 'tool_use' : 'end_turn', stop_sequence: null, usage: { input_tokens: a.input, output_tokens: a.output, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 } };
+  }
+  if (wire === 'gemini') {
+    const parts = a.tools ? TOOLS.map((t) => ({ functionCall: { name: t.name, args: JSON.parse(t.args.join('')) as unknown } })) : [{ text }];
+    return { candidates: [{ content: { role: 'model', parts }, finishReason: 'STOP', index: 0 }], usageMetadata: { promptTokenCount: a.input, candidatesTokenCount: a.output, totalTokenCount: a.input + a.output }, modelVersion: model, responseId: 'fake-response-1' };
+  }
+  const message: Obj = { role: 'assistant', content: a.tools ? null : text, refusal: null, annotations: [] };
+  if (a.tools) message.tool_calls = TOOLS.map((t) => ({ id: t.id, type: 'function', function: { name: t.name, arguments: t.args.join('') } }));
+  return {
+    id: 'chatcmpl-fake0001', object: 'chat.completion', created: 1764081600, model,
+    choices: [{ index: 0, message, logprobs: null, finish_reason: a.tools ? 'tool_calls' : 'stop' }],
+    usage: { prompt_tokens: a.input, completion_tokens: a.output, total_tokens: a.input + a.output, prompt_tokens_details: { cached_tokens: 0, audio_tokens: 0 } },
+    system_fingerprint: 'fp_fake',
+  };
+}
+
+// ---- streamed frames: each entry is one write; `content` marks the pieces cut-stream counts ----
+
+interface Frame { data: string; content: boolean }
+
+function openaiFrames(model: string, a: Answer, includeUsage: boolean): Frame[] {
+  const head = `{"id":"chatcmpl-fake0002","object":"chat.completion.chunk","created":1764081600,"model":${JSON.stringify(model)},"system_fingerprint":"fp_fake","choices":`;
+  const chunk = (delta: Obj, finish: string | null): string => `data: ${head}[{"index":0,"delta":${JSON.stringify(delta)},"logprobs":null,"finish_reason":${JSON.stringify(finish)}}]${includeUsage ? ',"usage":null' : ''}}\n\n`;
+  const out: Frame[] = [{ data: chunk({ role: 'assistant', content: '', refusal: null }, null), content: false }];
+  if (a.tools) {
+    TOOLS.forEach((t, index) => {
+      out.push({ data: chunk({ tool_calls: [{ index, id: t.id, type: 'function', function: { name: t.name, arguments: '' } }] }, null), content: true });
+      for (const f of t.args) out.push({ data: chunk({ tool_calls: [{ index, function: { arguments: f } }] }, null), content: true });
+    });
+  } else {
+    for (const p of a.pieces) out.push({ data: chunk({ content: p }, null), content: true });
+  }
+  out.push({ data: chunk({}, a.tools ? 'tool_calls' : 'stop'), content: false });
+  if (includeUsage) {
+    out.push({ data: `data: ${head}[],"usage":{"prompt_tokens":${a.input},"completion_tokens":${a.output},"total_tokens":${a.input + a.output},"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}}\n\n`, content: false });
+  }
+  out.push({ data: 'data: [DONE]\n\n', content: false });
+  return out;
+}
+
+function ev(event: string, data: Obj): string {
+  return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
+}
+
+function anthropicStart(model: string, input: number): string {
+  return ev('message_start', { type: 'message_start', message: { id: 'msg_fake_0002', type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: input, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 1, service_tier: 'standard' } } });
+}
+
+function anthropicFrames(model: string, a: Answer): Frame[] {
+  const out: Frame[] = [{ data: anthropicStart(model, a.input), content: false }];
+  out.push({ data: ev('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }), content: false });
+  out.push({ data: ev('ping', { type: 'ping' }), content: false });
+  const pieces = a.tools ? ['Let me check.'] : a.pieces;
+  for (const p of pieces) out.push({ data: ev('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: p } }), content: true });
+  out.push({ data: ev('content_block_stop', { type: 'content_block_stop', index: 0 }), content: false });
+  if (a.tools) {
+    TOOLS.forEach((t, i) => {
+      const index = i + 1;
+      out.push({ data: ev('content_block_start', { type: 'content_block_start', index, content_block: { type: 'tool_use', id: t.id.replace('call_', 'toolu_'), name: t.name, input: {} } }), content: true });
+      out.push({ data: ev('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: '' } }), content: false });
+      for (const f of t.args) out.push({ data: ev('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: f } }), content: true });
+      out.push({ data: ev('content_block_stop', { type: 'content_block_stop', index }), content: false });
+    });
+  }
+  out.push({ data: ev('message_delta', { type: 'message_delta', delta: { stop_reason: a.tools ? 'tool_use' : 'end_turn', stop_sequence: null }, usage: { output_tokens: a.output } }), content: false });
+  out.push({ data: ev('message_stop', { type: 'message_stop' }), content: false });
+  return out;
+}
+
+function geminiFrames(model: string, a: Answer): Frame[] {
+  const usage = { promptTokenCount: a.input, candidatesTokenCount: a.output, totalTokenCount: a.input + a.output };
+  const frame = (parts: unknown[], last: boolean): Frame => ({
+    data: `data: ${JSON.stringify({ candidates: [{ content: { parts, role: 'model' }, ...(last ? { finishReason: 'STOP' } : {}), index: 0 }], usageMetadata: usage, modelVersion: model, responseId: 'fake-response-2' })}\r\n\r\n`,
+    content: true,
+  });
+  if (a.tools) return [frame([{ text: 'Let me check.' }], false), frame(TOOLS.map((t) => ({ functionCall: { name: t.name, args: JSON.parse(t.args.join('')) as unknown } })), true)];
+  return a.pieces.map((p, i) => frame([{ text: p }], i === a.pieces.length - 1));
+}
+
+function streamErrorFrames(wire: Wire, model: string): Frame[] {
+  if (wire === 'anthropic') {
+    return [{ data: anthropicStart(model, 5), content: false }, { data: ev('error', { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } }), content: false }];
+  }
+  if (wire === 'gemini') return [{ data: `data: ${JSON.stringify({ error: { code: 503, message: 'The model is overloaded.', status: 'UNAVAILABLE' } })}\r\n\r\n`, content: false }];
+  return [
+    { data: `data: {"id":"chatcmpl-fake0003","object":"chat.completion.chunk","created":1764081600,"model":${JSON.stringify(model)},"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n`, content: false },
+    { data: `data: ${JSON.stringify({ error: { message: 'The server had an error while processing your request.', type: 'server_error', code: null } })}\n\n`, content: false },
+  ];
+}
+
+// ---- routing ----
+
+interface Route { wire: Wire; kind: 'chat' | 'embeddings' | 'models'; model?: string; stream?: boolean }
+
+function route(method: string, path: string): Route | undefined {
+  const [p, query = ''] = path.split('?', 2);
+  if (method === 'GET' && p === '/v1/models') return { wire: 'openai', kind: 'models' };
+  if (method !== 'POST') return undefined;
+  if (p === '/v1/chat/completions') return { wire: 'openai', kind: 'chat' };
+  if (p === '/v1/embeddings') return { wire: 'openai', kind: 'embeddings' };
+  if (p === '/v1/messages') return { wire: 'anthropic', kind: 'chat' };
+  let m = /^\/v1beta\/models\/([^/:]+):(generateContent|streamGenerateContent)$/.exec(p);
+  if (m !== null) return { wire: 'gemini', kind: 'chat', model: decodeURIComponent(m[1]), stream: m[2] === 'streamGenerateContent' && /(^|&)alt=sse(&|$)/.test(query) };
+  m = /^\/openai\/deployments\/([^/]+)\/(chat\/completions|embeddings)$/.exec(p);
+  if (m !== null) return { wire: 'openai', kind: m[2] === 'embeddings' ? 'embeddings' : 'chat', model: decodeURIComponent(m[1]) };
+  return undefined;
+}
+
+function embeddings(body: Obj, model: string): Obj {
+  const input = body.input;
+  const list = Array.isArray(input) ? input : [input];
+  const dims = typeof body.dimensions === 'number' ? body.dimensions : 8;
+  return {
+    object: 'list', model,
+    data: list.map((x, index) => {
+      const v = Array.from({ length: dims }, (_, i) => ((String(x).length + i) % 10) / 10);
+      // The openai SDK asks for base64 by default: little-endian float32, as OpenAI sends it.
+      const embedding = body.encoding_format === 'base64' ? Buffer.from(new Float32Array(v).buffer).toString('base64') : v;
+      return { object: 'embedding', index, embedding };
+    }),
+    usage: { prompt_tokens: list.length * 3, total_tokens: list.length * 3 },
+  };
+}
+
+export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise<FakeUpstream> {
+  const requests: RecordedRequest[] = [];
+  const counts = new Map<string, number>();
+  const chunkDelay = opts.chunkDelayMs ?? 0;
+  const timers = new Set<NodeJS.Timeout>();
+  const wait = (ms: number): Promise<void> => new Promise((resolve) => {
+    const t = setTimeout(() => { timers.delete(t); resolve(); }, ms);
+    timers.add(t);
+  });
+
+  async function writeFrames(res: ServerResponse, frames: Frame[], behaviour: string, silentMs: number): Promise<void> {
+    let content = 0;
+    for (let i = 0; i < frames.length; i++) {
+      if (res.destroyed) return;
+      res.write(frames[i].data);
+      if (frames[i].content) content++;
+      if (behaviour === 'cut-stream' && content === 2) { await sleep(5); res.socket?.destroy(); return; }
+      if (i === 0 && silentMs > 0) await wait(silentMs);
+      else if (chunkDelay > 0) await wait(chunkDelay);
+    }
+    res.end();
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse, raw: string): Promise<void> {
+    const path = req.url ?? '/';
+    let body: unknown = raw;
+    try { if (raw !== '') body = JSON.parse(raw); } catch { /* recorded as text */ }
+    const r = route(req.method ?? 'GET', path);
+    const b = isObj(body) ? body : {};
+    const model = r?.model ?? (typeof b.model === 'string' ? b.model : '');
+    const rec: RecordedRequest = { method: req.method ?? '', path, headers: req.headers, body, model, aborted: false };
+    requests.push(rec);
+    const n = (counts.get(model) ?? 0) + 1;
+    counts.set(model, n);
+    res.on('close', () => { if (!res.writableFinished) rec.aborted = true; });
+
+    if (r === undefined) {
+      res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ error: { message: `fake upstream: no route for ${req.method} ${path}`, type: 'not_found' } }));
+      return;
+    }
+    if (r.kind === 'models') {
+      const ids = ['ok', 'tools', 'fail-500', 'fail-429', 'fail-400', 'hang', 'garbage', 'cut-stream', 'error-before-content'];
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ object: 'list', data: ids.map((id) => ({ id, object: 'model', created: 1764081600, owned_by: 'fake' })) }));
+      return;
+    }
+    const wire = r.wire;
+    const behaviour = model;
+    const num = (prefix: string): number => (behaviour.startsWith(prefix) ? Number(behaviour.slice(prefix.length)) || 0 : 0);
+    const slowMs = num('slow-');
+    const silentMs = num('silent-');
+    const flaky = num('flaky-');
+    if (behaviour === 'hang') return; // never answers; close() destroys the socket
+    if (slowMs > 0) await wait(slowMs);
+    if (res.destroyed) return;
+
+    const fail = behaviour === 'fail-500' ? 500 : behaviour === 'fail-400' ? 400 : behaviour === 'fail-429' ? 429 : flaky > 0 && n <= flaky ? 503 : 0;
+    if (fail > 0) {
+      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      if (fail === 429) headers['retry-after'] = '1';
+      res.writeHead(fail, headers).end(errorBody(wire, fail, `fake upstream: ${behaviour} (status ${fail})`));
+      return;
+    }
+    const stream = r.stream ?? b.stream === true;
+    if (behaviour === 'garbage') {
+      res.writeHead(200, { 'content-type': stream ? 'text/event-stream' : 'application/json' }).end(stream ? 'this is {not an event stream\n\n' : '<html>this is not json</html>');
+      return;
+    }
+    if (r.kind === 'embeddings') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(embeddings(b, model)));
+      return;
+    }
+    const answer = answerFor(behaviour, lastUserText(wire, body));
+    if (!stream) {
+      if (behaviour === 'error-before-content') {
+        res.writeHead(503, { 'content-type': 'application/json' }).end(errorBody(wire, 503, 'fake upstream: overloaded'));
+        return;
+      }
+      const json = JSON.stringify(jsonAnswer(wire, model, answer));
+      if (behaviour === 'cut-stream') {
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': String(json.length) });
+        res.write(json.slice(0, json.length >> 1));
+        await sleep(5);
+        res.socket?.destroy();
+        return;
+      }
+      if (silentMs > 0) await wait(silentMs);
+      if (!res.destroyed) res.writeHead(200, { 'content-type': 'application/json' }).end(json);
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+    if (behaviour === 'error-before-content') {
+      await writeFrames(res, streamErrorFrames(wire, model), behaviour, 0);
+      return;
+    }
+    const so = isObj(b.stream_options) ? b.stream_options : {};
+    const frames = wire === 'anthropic' ? anthropicFrames(model, answer)
+      : wire === 'gemini' ? geminiFrames(model, answer)
+      : openaiFrames(model, answer, so.include_usage === true);
+    await writeFrames(res, frames, behaviour, silentMs);
+  }
+
+  const server = createServer((req, res) => {
+    const parts: Buffer[] = [];
+    req.on('data', (c: Buffer) => parts.push(c));
+    req.on('end', () => {
+      handle(req, res, Buffer.concat(parts).toString('utf8')).catch((err: unknown) => {
+        if (!res.headersSent) res.writeHead(500).end(String(err));
+        else res.destroy();
+      });
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    requests,
+    count: (model) => counts.get(model) ?? 0,
+    reset: () => { requests.length = 0; counts.clear(); },
+    close: async () => {
+      for (const t of timers) clearTimeout(t);
+      timers.clear();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}

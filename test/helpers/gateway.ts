@@ -1,0 +1,42 @@
+// Start a real aam gateway in-process (real HTTP server, real SQLite) for end-to-end tests.
+import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startGateway, type Running } from '../../src/cli/serve.ts';
+
+export interface TestGateway {
+  url: string;
+  port: number;
+  dataDir: string;
+  configPath: string;
+  g: Running;
+  /** Create a virtual key for an agent (through the same store the CLI uses). */
+  key(agent: string): string;
+  close(): Promise<void>;
+}
+
+export const doc = (kind: string, name: string, spec: unknown): string =>
+  `apiVersion: access.envisionai.dev/v1\nkind: ${kind}\nmetadata: { name: ${name} }\nspec: ${JSON.stringify(spec)}\n`;
+
+export const yaml = (...docs: string[]): string => docs.join('---\n');
+
+export async function startTestGateway(config: string, env: Record<string, string> = {}): Promise<TestGateway> {
+  const dir = mkdtempSync(join(tmpdir(), 'aam-test-'));
+  const configPath = join(dir, 'aam.yaml');
+  writeFileSync(configPath, config);
+  const dataDir = join(dir, 'data');
+  const g = await startGateway({ configPath, dataDir, port: 0, host: '127.0.0.1', env: { ...process.env, AAM_LOG_LEVEL: 'error', ...env } });
+  return {
+    url: `http://127.0.0.1:${g.port}`, port: g.port, dataDir, configPath, g,
+    key: (agent) => g.rt.keys.create(agent).secret,
+    close: async () => { await g.close(); rmSync(dir, { recursive: true, force: true }); },
+  };
+}
+
+/** The usual agent + allow-all policy documents for model-plane tests. */
+export function agentDocs(models: string[], extra: Record<string, unknown> = {}): string[] {
+  return [
+    doc('Agent', 'tester', { workload: 'spiffe://test/agent/tester', owner: 'qa@example.com', team: 'qa', environment: 'dev' }),
+    doc('AgentPolicy', 'tester-policy', { identity: { workload: 'spiffe://test/agent/tester' }, models: { allow: models, ...extra } }),
+  ];
+}
