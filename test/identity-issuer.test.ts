@@ -174,3 +174,18 @@ test('concurrent first starts agree on one key', async () => {
   const { readdirSync } = await import('node:fs');
   assert.deepEqual(readdirSync(`${dir}/issuer`), ['keys.json'], 'no temp files left behind');
 });
+
+test('a rotation done by another process is picked up by reload() and not lost by a later rotate()', async () => {
+  const dir = tempDir();
+  const server = await openIssuer(dir);
+  const cli = await openIssuer(dir);
+  const first = server.activeKid;
+  const r1 = await cli.rotate();
+  assert.equal(server.activeKid, first, 'the server has not reloaded yet');
+  await server.reload();
+  assert.equal(server.activeKid, r1.kid);
+  const r2 = await cli.rotate();
+  const r3 = await server.rotate();
+  assert.equal(r3.retired, r2.kid, 'rotate() re-reads the file before rotating');
+  assert.deepEqual(new Set(server.jwks().keys.map((k) => k.kid)), new Set([first, r1.kid, r2.kid, r3.kid]));
+});

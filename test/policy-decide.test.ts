@@ -281,3 +281,27 @@ test('label, owner and deployment selectors must all match; "*" workload matches
   assert.equal(del.policy, 'all');
   assert.equal(del.effect, 'deny');
 });
+
+test('odd inputs never throw and never allow by accident', () => {
+  const c = compile(CRM(`    - { resource: crm.deals, actions: [read], when: 'context.time < timestamp("2100-01-01T00:00:00Z")' }
+    - { resource: crm.notes, actions: [read], args: { id: { required: true, max: 10 } } }`));
+  const fa = agent(c, 'finance-analyst');
+  // Invalid time string: the condition cannot be evaluated, so deny.
+  const badTime = decide(tool(fa, 'crm.deals', 'read', {}, { time: 'not-a-date' }), c);
+  assert.equal(badTime.effect, 'deny');
+  assert.equal(decide(tool(fa, 'crm.deals', 'read', {}, { time: '2026-01-01T00:00:00Z' }), c).effect, 'allow');
+  // Missing args object, inherited properties do not satisfy "required".
+  const noArgs = decide({ kind: 'tool', agent: fa, resource: 'crm.notes', action: 'read', args: undefined as unknown as Record<string, unknown> }, c);
+  assert.equal(noArgs.effect, 'deny');
+  const proto = decide(tool(fa, 'crm.notes', 'read', Object.create({ id: 1 }) as Record<string, unknown>), c);
+  assert.equal(proto.effect, 'deny');
+  assert.match(proto.reason, /args.id is required/);
+  assert.equal(decide(tool(fa, 'crm.notes', 'read', JSON.parse('{"id": 3, "__proto__": {"x": 1}}') as Record<string, unknown>), c).effect, 'allow');
+});
+
+test('a workload that is not a SPIFFE ID or glob is a load error', () => {
+  assert.throws(() => compile(`${HEAD('AgentPolicy', 'bad')}spec:\n  identity: { workload: prod/agent/x }\n  models: { allow: [gpt-4] }`),
+    /spec.identity.workload: must be a SPIFFE ID or glob starting with spiffe:\/\//);
+  assert.throws(() => compile(`${HEAD('AgentPolicy', 'bad')}spec:\n  identity: { team: finance }\n  models: { allow: [gpt-4], deny: [gpt-4] }`),
+    /both in models.allow and models.deny/);
+});

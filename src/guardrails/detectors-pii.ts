@@ -34,18 +34,23 @@ const FR_PAIRS = /^0[1-9](?:[ .]\d{2}){4}$/;
 /** Unformatted 10-digit NANP number, only with phone context. */
 const PHONE_BARE_RE = /(?<![\w.+-])1?[2-9]\d{2}[2-9]\d{6}(?![\w-]|[.,]\d)/g;
 
+/** Length without an unmatched closing parenthesis at the end ("(call +44 20 7946 0958)"). */
+function balanced(s: string): number {
+  return s.endsWith(')') && s.split('(').length < s.split(')').length ? s.length - 1 : s.length;
+}
+
 export function detectPhone(text: string, out: Finding[]): void {
   if (!/\d{2}/.test(text)) return;
   scan(PHONE_INTL_RE, text, out, (m) => {
     const n = countDigits(m[0].replace('(0)', ''));
-    return n >= 8 && n <= 15 ? finding('phone', m.index, m.index + m[0].length) : null;
+    return n >= 8 && n <= 15 ? finding('phone', m.index, m.index + balanced(m[0])) : null;
   });
   scan(PHONE_00_RE, text, out, (m) => {
     const n = countDigits(m[0]);
-    return n >= 10 && n <= 17 && !NOT_PHONE_CONTEXT.test(before(text, m.index, 20)) ? finding('phone', m.index, m.index + m[0].length) : null;
+    return n >= 10 && n <= 17 && !NOT_PHONE_CONTEXT.test(before(text, m.index, 20)) ? finding('phone', m.index, m.index + balanced(m[0])) : null;
   });
   scan(PHONE_NANP_RE, text, out, (m) =>
-    NOT_PHONE_CONTEXT.test(before(text, m.index, 20)) ? null : finding('phone', m.index, m.index + m[0].length));
+    NOT_PHONE_CONTEXT.test(before(text, m.index, 20)) ? null : finding('phone', m.index, m.index + balanced(m[0])));
   scan(PHONE_TRUNK_RE, text, out, (m) => {
     const n = countDigits(m[0]);
     if (n < 9 || n > 12) return null;
@@ -106,9 +111,10 @@ function ssnValid(area: string, group: string, serial: string): boolean {
 
 export function detectSsn(text: string, out: Finding[]): void {
   scan(SSN_SEP_RE, text, out, (m) => {
-    if (!ssnValid(m[1], m[3], m[4]) || NOT_PHONE_CONTEXT.test(before(text, m.index, 20))) return null;
-    // Space-separated groups are common in other ids; accept them only with SSN context.
-    if (m[2] === ' ' && !SSN_CONTEXT.test(before(text, m.index, 40))) return null;
+    if (!ssnValid(m[1], m[3], m[4])) return null;
+    if (SSN_CONTEXT.test(before(text, m.index, 40))) return finding('ssn', m.index, m.index + m[0].length);
+    // Without context: dashes only (space-separated groups are common in other ids), and not after an id label.
+    if (m[2] === ' ' || NOT_PHONE_CONTEXT.test(before(text, m.index, 20))) return null;
     return finding('ssn', m.index, m.index + m[0].length);
   });
   scan(SSN_BARE_RE, text, out, (m) =>
@@ -135,7 +141,7 @@ export function detectIban(text: string, out: Finding[]): void {
 const OCTET = '(?:25[0-5]|2[0-4]\\d|1\\d\\d|[1-9]?\\d)';
 const IPV4_RE = new RegExp(`(?<![\\w.-])${OCTET}(?:\\.${OCTET}){3}(?![\\w-]|\\.\\d)`, 'g');
 const NOT_IP_CONTEXT = /(?:\bv|version|ver\.?|build|release|rev|firmware|fw|section|chapter|clause|§|figure|fig\.|table|step|oid)\s*[:=]?\s*$/i;
-const IPV6_RE = /(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{0,4}|(?:\d{1,3}\.){3}\d{1,3})(?:%[\w]+)?(?![\w:])/g;
+const IPV6_RE = /(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,8}(?:[0-9A-Fa-f]{0,4}|(?:\d{1,3}\.){3}\d{1,3})(?:%[\w]+)?(?![\w:])/g;
 
 export function detectIp(text: string, out: Finding[]): void {
   if (text.includes('.')) {

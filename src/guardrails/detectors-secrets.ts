@@ -23,7 +23,8 @@ const JWT_RE = /(?<![A-Za-z0-9_-])(eyJ[A-Za-z0-9_-]{8,})\.([A-Za-z0-9_-]{8,})\.(
 const ASSIGN_RE = /(?<![A-Za-z0-9])(?:[A-Za-z0-9]+[_.-])*(?:secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|passw(?:or)?d|pwd|credentials?|auth)(?:[_-][A-Za-z0-9]+)*["']?\s*(?:[:=]|=>)\s*["']?([^\s"'`,;<>{}()[\]]{8,})/gi;
 const BEARER_RE = /\bBearer\s+([A-Za-z0-9._~+/-]{16,}=*)/g;
 const AWS_SECRET_CONTEXT = /aws.{0,20}secret|secret.?access.?key/i;
-const TOKEN_RE = /(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_=-]{20,}(?![A-Za-z0-9+/_=-])/g;
+/** '=' only as trailing padding, so `token=abc...` splits into key and value. */
+const TOKEN_RE = /(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{20,}={0,2}(?![A-Za-z0-9+/_=-])/g;
 const PLACEHOLDER = /^(?:x{3,}|\*{3,}|\.{3,}|\$|%|<|\{\{|your|example|changeme|redacted|placeholder|dummy|none|null|undefined|true|false|process\.env|os\.environ|env\.|getenv|\[)/i;
 const HEX_RE = /^[0-9a-fA-F]+$/;
 const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;

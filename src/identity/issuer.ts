@@ -45,6 +45,8 @@ export interface Issuer {
   signAssertion(claims: Record<string, unknown>, o?: { ttlSeconds?: number }): Promise<string>;
   /** Make a new active key; the previous one keeps verifying for graceSeconds. */
   rotate(): Promise<{ kid: string; retired: string }>;
+  /** Re-read the key file (e.g. on SIGHUP after `aam identity rotate` ran in another process). */
+  reload(): Promise<void>;
   keys(): IssuerKeyInfo[];
 }
 
@@ -75,10 +77,21 @@ export async function openIssuer(dataDir: string, opts: IssuerOptions = {}): Pro
     else state = { version: 1, active: k.kid, keys: [k] };
     if (!state) throw new IssuerError(`cannot create issuer key file ${path}`);
   }
-  const live = new Map<string, LiveKey>();
-  for (const k of state.keys) live.set(k.kid, toLive(k, path));
-  if (!live.has(state.active)) throw new IssuerError(`${path}: active key "${state.active}" is missing; restore the file from a backup or delete ${join(dataDir, 'issuer')} to start with a new key`);
-  let active = state.active;
+  let live = new Map<string, LiveKey>();
+  let active = '';
+  const install = (st: StoredState) => {
+    const next = new Map<string, LiveKey>();
+    for (const k of st.keys) next.set(k.kid, toLive(k, path));
+    if (!next.has(st.active)) throw new IssuerError(`${path}: active key "${st.active}" is missing; restore the file from a backup or delete ${join(dataDir, 'issuer')} to start with a new key`);
+    live = next;
+    active = st.active;
+  };
+  install(state);
+  const reload = async () => {
+    const st = await readState(path);
+    if (!st) throw new IssuerError(`issuer key file ${path} disappeared; restore it from a backup`);
+    install(st);
+  };
   const iss = opts.issuer ?? DEFAULT_ISSUER;
 
   const usable = (k: LiveKey) => k.retiredAt === undefined || k.retiredAt + grace > nowSec(now);
@@ -121,7 +134,9 @@ export async function openIssuer(dataDir: string, opts: IssuerOptions = {}): Pro
       const iat = nowSec(now);
       return sign({ jti: randomUUID(), ...claims, iss, iat, nbf: iat, exp: iat + ttl });
     },
+    reload,
     async rotate() {
+      await reload(); // another process (CLI) may have rotated since we loaded
       const t = nowSec(now);
       const k = await newKey(t);
       const retired = active;

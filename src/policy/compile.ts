@@ -157,6 +157,7 @@ function compilePolicy(r: Resource<PolicySpec>, issue: Issue, cel: CelCache): Co
   (s.models?.deny ?? []).forEach((m, i) => {
     if (!modelDeny.has(m)) modelDeny.set(m, i);
     if (m !== '*' && modelAllow.has(m)) issue(r, `spec.models.deny[${i}]`, `model "${m}" is both in models.allow and models.deny; remove it from one list`);
+    if (m === '*' && modelAllow.size) issue(r, `spec.models.deny[${i}]`, 'models.deny "*" denies every model, so models.allow in the same policy can never apply; remove one');
   });
   if (s.identity.workload !== undefined && !s.identity.workload.startsWith('spiffe://') && s.identity.workload !== '**' && s.identity.workload !== '*') {
     issue(r, 'spec.identity.workload', 'must be a SPIFFE ID or glob starting with spiffe:// (or "**" for every workload)');

@@ -15,6 +15,11 @@ const FINISH: Readonly<Record<string, FinishReason>> = {
 
 const DATA_URL = /^data:([^;,]+);base64,(.*)$/s;
 
+const EXT = /\.([a-z0-9]+)(?:[?#]|$)/i;
+const MIME_BY_EXT: Readonly<Record<string, string>> = {
+  png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', webp: 'image/webp', gif: 'image/gif', heic: 'image/heic', pdf: 'application/pdf',
+};
+
 // Gemini 3 rejects a replayed functionCall without its thoughtSignature. Canonical tool calls have
 // no field for it, so it rides in the tool-call id (base64url, valid for Anthropic ids too).
 const SIG_MARK = '__ts_';
@@ -41,7 +46,11 @@ function partsOf(content: string | ContentPart[] | null, out: Obj[]): void {
     else if (p.type === 'image_url') {
       const url = (p as { image_url: { url: string } }).image_url.url;
       const m = DATA_URL.exec(url);
-      out.push(m !== null ? { inlineData: { mimeType: m[1], data: m[2] } } : { fileData: { fileUri: url } });
+      if (m !== null) out.push({ inlineData: { mimeType: m[1], data: m[2] } });
+      else {
+        const mime = MIME_BY_EXT[EXT.exec(url)?.[1]?.toLowerCase() ?? ''];
+        out.push({ fileData: mime !== undefined ? { mimeType: mime, fileUri: url } : { fileUri: url } });
+      }
     }
   }
 }

@@ -1,4 +1,5 @@
 // Small narrowing helpers shared by the translators (no I/O, no state).
+import { randomUUID } from 'node:crypto';
 import type { FinishReason, Usage } from './types.ts';
 
 export type Obj = Record<string, unknown>;
@@ -44,11 +45,9 @@ export function argsObject(args: string): Obj {
   return isObj(v) ? v : { _raw: args };
 }
 
-let idCounter = 0;
 /** Locally unique id for responses that upstreams leave without one. */
 export function localId(prefix: string): string {
-  idCounter = (idCounter + 1) % 1_000_000_000;
-  return `${prefix}${Date.now().toString(36)}${idCounter.toString(36)}`;
+  return prefix + randomUUID().replace(/-/g, '').slice(0, 24);
 }
 
 export function nowSeconds(): number {
