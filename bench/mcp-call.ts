@@ -4,7 +4,13 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
-import { FIXTURE, NODE, config, connectClient, makeDeps, startGateway, startHttpFixture, stdioServerDoc } from '../test/fixtures/mcp-accounts/harness.ts';
+import { DatabaseSync } from 'node:sqlite';
+import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { createApprovals } from '../src/tools/approvals.ts';
+import { compileValidator, type Catalog, type CompiledTool, type ServerEntry } from '../src/tools/catalog.ts';
+import { callTool, type Runtime, type SessionCtx } from '../src/tools/mcp-call.ts';
+import type { Upstream } from '../src/tools/upstream.ts';
+import { ANALYST, FIXTURE, NODE, config, connectClient, makeDeps, startGateway, startHttpFixture, stdioServerDoc } from '../test/fixtures/mcp-accounts/harness.ts';
 
 const N = Number(process.argv[2] ?? 3000);
 const WARMUP = 300;
@@ -25,7 +31,7 @@ async function measure(client: Client, tool: string): Promise<number[]> {
   return out.sort((a, b) => a - b);
 }
 
-const fmt = (ms: number) => `${(ms * 1000).toFixed(0)} us`;
+const fmt = (ms: number) => `${(ms * 1000).toFixed(ms < 0.1 ? 1 : 0)} us`;
 const rows: string[] = [];
 function report(label: string, direct: number[], via: number[]): void {
   const line = `| ${label} | ${fmt(pct(direct, 50))} | ${fmt(pct(direct, 99))} | ${fmt(pct(via, 50))} | ${fmt(pct(via, 99))} | ${fmt(pct(via, 50) - pct(direct, 50))} | ${fmt(pct(via, 99) - pct(direct, 99))} |`;
@@ -55,6 +61,24 @@ report('Streamable HTTP upstream', await measure(directHttp, 'search_accounts'),
 const directStdio = new Client({ name: 'bench', version: '1' });
 await directStdio.connect(new StdioClientTransport({ command: NODE, args: [FIXTURE, 'stdio'], stderr: 'ignore' }));
 report('stdio upstream (direct = client spawns it over stdio)', await measure(directStdio, 'search_accounts'), await measure(viaHttp, 'crm__search_accounts'));
+
+// aam's own per-call work (resolve, validate, decide, audit, size check) with a stub upstream, no sockets.
+{
+  const result: CallToolResult = { content: [{ type: 'text', text: '[{"id":"a1","name":"Acme Corp"}]' }] };
+  const upstream = { callTool: async () => result } as unknown as Upstream;
+  const def = { name: 'search_accounts', description: 'Search', inputSchema: { type: 'object', properties: { query: { type: 'string' }, limit: { type: 'integer' } }, required: ['query'] } };
+  const t: CompiledTool = { server: 'crm', def, resource: 'salesforce.accounts', action: 'search', mutating: false, integrity: { ok: true, digest: '' }, validate: compileValidator(def.inputSchema) };
+  const entry = { name: 'crm', spec: { transport: 'stdio' }, upstream, resource: 'crm', tools: new Map([['search_accounts', t]]), defs: [def] } as unknown as ServerEntry;
+  const catalog = { servers: new Map([['crm', entry]]), resolve: async () => t } as unknown as Catalog;
+  const rt: Runtime = { catalog, deps, approvals: createApprovals(new DatabaseSync(':memory:')), maxResultBytes: 1 << 20 };
+  const s: SessionCtx = { identity: ANALYST, scope: null, sessionId: () => 'bench', resourceOwner: new Map() };
+  const args = { query: 'acme', limit: 10 };
+  for (let i = 0; i < 2000; i++) await callTool(rt, s, 'crm__search_accounts', args, {});
+  const out: number[] = [];
+  for (let i = 0; i < N * 3; i++) { const t0 = performance.now(); await callTool(rt, s, 'crm__search_accounts', args, {}); out.push(performance.now() - t0); }
+  out.sort((a, b) => a - b);
+  rows.push(`| aam call pipeline only (in-process, stub upstream, no sockets) | - | - | ${fmt(pct(out, 50))} | ${fmt(pct(out, 99))} | ${fmt(pct(out, 50))} | ${fmt(pct(out, 99))} |`);
+}
 
 console.log(`tools/call search_accounts, ${N} sequential calls after ${WARMUP} warm-up, Node ${process.version}\n`);
 console.log('| upstream | direct p50 | direct p99 | via aam p50 | via aam p99 | added p50 | added p99 |');

@@ -105,7 +105,7 @@ test('buffer mode: bounded queue refuses (never drops) when full, durable waits 
 test('an event that cannot be encoded is recorded as an encoding failure, not dropped', async () => {
   const dir = tempDir();
   const log = openAuditLog({ dataDir: dir });
-  const bad = sampleEvent(1, { detail: { n: Number.POSITIVE_INFINITY } });
+  const bad = sampleEvent(1, { detail: { n: 1n } as never });
   const r = await log.recordDurable(bad);
   const [e] = queryEvents(log.db, { requestId: bad.request_id });
   assert.equal(e.seq, r.seq);
@@ -179,4 +179,45 @@ test('OCSF mapping is an API Activity with actor, api, resources and status', as
   assert.equal(o.metadata.uid, e.hash);
   assert.equal(o.metadata.sequence, e.seq);
   await log.close();
+});
+
+test('canonical JSON escapes like JSON.stringify for quotes, control characters and non-ASCII', () => {
+  for (const s of ['a"b', 'back\\slash', 'tab\there', '\u0001', 'é', '😀', '\ud800', 'line\nbreak', '']) {
+    assert.equal(canonicalJson({ [s]: s }), `{${JSON.stringify(s)}:${JSON.stringify(s)}}`);
+  }
+});
+
+test('checkpoints are also signed on a timer when events trickle in', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir, checkpointEvery: 1_000_000, checkpointIntervalMs: 30 });
+  await log.recordDurable(sampleEvent(1));
+  await sleep(200);
+  const db = new DatabaseSync(join(dir, 'audit.db'), { readOnly: true });
+  const n = Number(db.prepare("SELECT COUNT(*) AS n FROM audit_checkpoints WHERE type = 'periodic' AND tree_size = 1").get()?.n);
+  db.close();
+  assert.equal(n, 1);
+  await log.close();
+});
+
+test('two logs on one data dir (e.g. a CLI next to the server) still produce one valid chain', async () => {
+  const dir = tempDir();
+  const a = openAuditLog({ dataDir: dir, busyTimeoutMs: 2000 });
+  const b = openAuditLog({ dataDir: dir, busyTimeoutMs: 2000 });
+  for (let i = 0; i < 200; i++) (i % 2 ? a : b).record(sampleEvent(i));
+  await Promise.all([a.flush(), b.flush()]);
+  await a.close();
+  await b.close();
+  const r = verifyDatabase(dir);
+  assert.equal(r.ok, true, r.firstError?.message);
+  assert.equal(r.events, 200);
+});
+
+test('unknown top-level fields are kept in the chained event; assigned fields cannot be forged', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir });
+  const r = await log.recordDurable({ type: 'tool.outcome', request_id: 'r1', plane: 'http', bytes: 12, seq: 999, hash: 'x', prev_hash: 'y' } as never);
+  const [e] = queryEvents(log.db, { requestId: 'r1' }) as unknown as Record<string, unknown>[];
+  assert.deepEqual([e.plane, e.bytes, e.seq, e.hash], ['http', 12, r.seq, r.hash]);
+  await log.close();
+  assert.equal(verifyDatabase(dir).ok, true);
 });

@@ -1,4 +1,4 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { mkdtempSync } from 'node:fs';
@@ -16,6 +16,9 @@ const A: Principal = { spiffeId: 'spiffe://test/agent/a', name: 'a' };
 const B: Principal = { spiffeId: 'spiffe://test/agent/b', name: 'b' };
 
 interface TokenServer { url: string; requests: Array<{ form: URLSearchParams; auth?: string }>; mode: { status: number; delayMs: number; expiresIn?: number; error?: string }; close(): Promise<void> }
+
+const servers: TokenServer[] = [];
+after(() => Promise.all(servers.map((s) => s.close())));
 
 async function tokenServer(): Promise<TokenServer> {
   const requests: TokenServer['requests'] = [];
@@ -38,13 +41,21 @@ async function tokenServer(): Promise<TokenServer> {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as { port: number }).port;
-  return { url: `http://127.0.0.1:${port}/token`, requests, mode, close: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }) };
+  let closed = false;
+  const ts: TokenServer = { url: `http://127.0.0.1:${port}/token`, requests, mode, close: () => new Promise((r) => {
+    if (closed) return r();
+    closed = true;
+    server.closeAllConnections();
+    server.close(() => r());
+  }) };
+  servers.push(ts);
+  return ts;
 }
 
-function vaultWith(spec: string, env: Record<string, string> = {}): Vault {
+function vaultWith(spec: string, env: Record<string, string> = {}, now?: () => number): Vault {
   const dir = mkdtempSync(join(tmpdir(), 'aam-inj-'));
   const config = parseConfigTexts([{ file: 't.yaml', text: `apiVersion: access.envisionai.dev/v1\nkind: Credential\nmetadata: { name: up }\nspec: ${spec}` }]);
-  return openVault({ dataDir: dir, db: openDatabase(dir), config, env, refreshMs: 0 });
+  return openVault({ dataDir: dir, db: openDatabase(dir), config, env, refreshMs: 0, now });
 }
 
 const fast = { attempts: 3, baseMs: 1, maxMs: 5 };
@@ -52,7 +63,7 @@ const fast = { attempts: 3, baseMs: 1, maxMs: 5 };
 test('oauth2 client credentials: token fetched with basic client auth, cached, refreshed 60 s before expiry', async () => {
   const ts = await tokenServer();
   let clock = 1_000_000;
-  const vault = vaultWith(`{ env: CS, oauth2: { token_url: "${ts.url}", client_id: my-client, scope: "read write" } }`, { CS: CLIENT_SECRET });
+  const vault = vaultWith(`{ env: CS, oauth2: { token_url: "${ts.url}", client_id: my-client, scope: "read write" } }`, { CS: CLIENT_SECRET }, () => clock);
   const inj = createInjector({ vault, now: () => clock, retry: fast });
   ts.mode.expiresIn = 120;
   const first = await inj.injectionFor('up', { principal: A });

@@ -49,6 +49,8 @@ before(async () => {
 });
 after(async () => { await gw?.close(); await fake?.close(); });
 
+type ErrBody = { error: { code: string; message: string } };
+const errJson = async (r: Response): Promise<ErrBody> => (await r.json()) as ErrBody;
 const openai = () => new OpenAI({ apiKey: key, baseURL: `${gw.url}/v1`, maxRetries: 0 });
 const anthropic = () => new Anthropic({ apiKey: key, baseURL: gw.url, maxRetries: 0 });
 
@@ -206,26 +208,26 @@ test('bad input gets clear 4xx errors naming the problem', async () => {
   const post = (body: string, headers: Record<string, string> = {}) => fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers }, body });
   let r = await post('{"model": "gpt", "messages": [');
   assert.equal(r.status, 400);
-  assert.equal((await r.json()).error.code, 'invalid_json');
+  assert.equal((await errJson(r)).error.code, 'invalid_json');
   r = await post(JSON.stringify({ messages: [{ role: 'user', content: 'x' }] }));
   assert.equal(r.status, 400);
-  assert.match((await r.json()).error.message, /model/);
+  assert.match((await errJson(r)).error.message, /model/);
   r = await post(JSON.stringify({ model: 'gpt', messages: 'nope' }));
   assert.equal(r.status, 400);
-  assert.match((await r.json()).error.message, /messages/);
+  assert.match((await errJson(r)).error.message, /messages/);
   r = await post(JSON.stringify({ model: 'no-such-route', messages: [{ role: 'user', content: 'x' }] }));
   assert.equal(r.status, 404);
-  assert.equal((await r.json()).error.code, 'model_not_found');
+  assert.equal((await errJson(r)).error.code, 'model_not_found');
   r = await post(JSON.stringify({ model: 'gpt', messages: [{ role: 'user', content: 'x'.repeat(300_000) }] }));
   assert.equal(r.status, 413);
   r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
   assert.equal(r.status, 401);
   r = await post('{}', { authorization: 'Bearer aam_not-a-real-key' });
   assert.equal(r.status, 401);
-  assert.equal((await r.json()).error.code, 'invalid_api_key');
+  assert.equal((await errJson(r)).error.code, 'invalid_api_key');
   const a = await fetch(`${gw.url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': key, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'gpt' }) });
   assert.equal(a.status, 400);
-  assert.equal((await a.json()).type, 'error', 'Anthropic clients get Anthropic-shaped errors');
+  assert.equal(((await a.json()) as { type: string }).type, 'error', 'Anthropic clients get Anthropic-shaped errors');
 });
 
 test('policy: denied model is 403 naming the policy; /v1/models lists only allowed routes', async () => {

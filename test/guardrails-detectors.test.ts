@@ -79,6 +79,10 @@ test('secrets: vendor formats, PEM, JWT, assignments, entropy', () => {
     ['sk_live_' + 'a1B2c3D4e5F6g7H8i9J0k1L2', 'stripe_key'],
     [jwt, 'jwt'],
     [pem, 'private_key'],
+    ['glpat-' + 'Ab1Cd2Ef3Gh4Ij5Kl6Mn', 'gitlab_token'],
+    ['npm_' + 'Ab1Cd2Ef3Gh4Ij5Kl6Mn7Op8Qr9St0Uv1Wx2', 'npm_token'],
+    ['hf_' + 'AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh', 'huggingface_token'],
+    ['whsec_' + 'Ab1Cd2Ef3Gh4Ij5Kl6Mn7Op8Qr9St0Uv', 'stripe_webhook_secret'],
   ];
   for (const [v, kind] of cases) {
     const f = detect(`value: ${v} end`, ['secrets']);
@@ -97,6 +101,7 @@ test('secrets: hashes, UUIDs, placeholders, prose and base64 data are not secret
     'getUserAccountBalanceV2ForCustomerRecords', 'https://example.com/api/v1/users/12345/orders?page=2',
     'data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==',
     'eyJub3QiOiJqd3QifQ.eyJzdWIiOiIxIn0.signaturepart',
+    '{"id":"chatcmpl-9xQ2Lm7Rt4Vn8Ks1Wd5Zp3Yh6Jc0Bf"}', 'message msg_01XFDUDYJgAACzvnptvVoYEL', 'file-Ab3Cd5Ef7Gh9Ij2Kl4Mn6Op8Q',
   ]) {
     assert.deepEqual(found(s, ['secrets']), [], s);
   }

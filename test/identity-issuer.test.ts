@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, readFileSync, statSync } from 'node:fs';
-import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
 import { IssuerError, issuerKeyPath, openIssuer } from '../src/identity/issuer.ts';
 import { createJwtVerifier } from '../src/identity/jwt-svid.ts';
 import { issueAgentSvid, parseTtl, tokenResponse } from '../src/identity/issue.ts';
@@ -161,10 +161,11 @@ spec: { workload: ${AGENT} }
   active.delete('key_1');
   const r = await v.verify(s.token);
   assert.equal(!r.ok && r.code, 'revoked');
-  // Without a key check configured, such tokens are refused rather than trusted.
-  const strict = createJwtVerifier({ issuer, isRegisteredAgent: () => true, trustDomains: [], audience: ['aam'] });
-  const r2 = await strict.verify(s.token);
-  assert.equal(!r2.ok && r2.code, 'revoked');
+  assert.equal(decodeJwt(s.token).aam_key, 'key_1');
+  // Without isKeyActive the verifier hands the key id to the caller, who must check it.
+  const plain = createJwtVerifier({ issuer, isRegisteredAgent: () => true, trustDomains: [], audience: ['aam'] });
+  const r2 = await plain.verify(s.token);
+  assert.equal(r2.ok && r2.keyId, 'key_1');
 });
 
 test('concurrent first starts agree on one key', async () => {
@@ -188,4 +189,13 @@ test('a rotation done by another process is picked up by reload() and not lost b
   const r3 = await server.rotate();
   assert.equal(r3.retired, r2.kid, 'rotate() re-reads the file before rotating');
   assert.deepEqual(new Set(server.jwks().keys.map((k) => k.kid)), new Set([first, r1.kid, r2.kid, r3.kid]));
+});
+
+test('the published JWKS lets a third party (plain jose) verify aam-issued tokens', async () => {
+  const issuer = await openIssuer(tempDir());
+  const token = await issuer.mint({ spiffeId: AGENT, audience: 'downstream', ttlSeconds: 60 });
+  const published = JSON.parse(JSON.stringify(issuer.jwks())) as ReturnType<typeof issuer.jwks>;
+  const { payload } = await jwtVerify(token, createLocalJWKSet(published), { issuer: 'aam', audience: 'downstream', algorithms: ['ES256'] });
+  assert.equal(payload.sub, AGENT);
+  await assert.rejects(jwtVerify(token, createLocalJWKSet(published), { audience: 'other' }));
 });

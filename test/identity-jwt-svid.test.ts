@@ -245,6 +245,8 @@ spec: { jwks_url: "https://spire.example.com/keys" }
     { name: 'partner', jwksFile: '/etc/aam/bundles/partner.json', refreshSeconds: 60, audience: 'aam-partner' },
     { name: 'prod', jwksUrl: 'https://spire.example.com/keys', refreshSeconds: 300 },
   ]);
+  const upper = parseConfigTexts([{ file: 'x.yaml', text: 'apiVersion: access.envisionai.dev/v1\nkind: TrustDomain\nmetadata: { name: Prod }\nspec: { jwks_file: a.json }\n' }]);
+  assert.throws(() => trustDomainsFromConfig(upper), /TrustDomain "Prod".*lowercase/);
   for (const spec of ['{}', '{ jwks_file: a.json, jwks_url: "https://x/k" }', '{ jwks_file: a.json, extra: 1 }']) {
     assert.throws(() => parseConfigTexts([{ file: 'x.yaml', text: `apiVersion: access.envisionai.dev/v1\nkind: TrustDomain\nmetadata: { name: p }\nspec: ${spec}\n` }]));
   }

@@ -131,7 +131,7 @@ test('explain lists every rule that applies and the deciding one', () => {
   const text = lines.join('\n');
   assert.match(text, /identity: spiffe:\/\/prod\/agent\/finance-analyst \(agent "finance-analyst"\) \[team=finance/);
   assert.match(text, /policies that apply: finance-analyst-readonly \(workload spiffe:\/\/prod\/agent\/finance-analyst\); crm-prod/);
-  assert.match(text, /policy "crm-prod" tools\[0\] \(resource crm.deals\): covers "search"; args fail: args.limit = 500 exceeds max 100; when `identity.environment == "prod"` is true/);
+  assert.match(text, /policy "crm-prod" tools\[0\] \(resource crm.deals\): covers "search"; args fail: args.limit exceeds max 100; when `identity.environment == "prod"` is true/);
   assert.match(text, /policy "crm-prod" tools\[1\] \(resource crm.deals\): does not cover "search"/);
   assert.match(text, /decision: DENY by policy "crm-prod" tools\[0\]/);
   const m = explain(requestOf({ agent: 'finance-analyst', model: 'summarization' }, c), c).join('\n');

@@ -42,7 +42,7 @@ test('parseOpenAIChatRequest names the bad field', () => {
     assert.equal(r.ok, false, JSON.stringify(body));
     if (!r.ok) {
       assert.equal(r.field, field, JSON.stringify(body));
-      assert.ok(r.message.startsWith(field), r.message);
+      assert.ok(r.message.length > 0 && !r.message.startsWith(field), r.message);
     }
   }
 });
@@ -331,4 +331,16 @@ test('gemini embeddings via batchEmbedContents', () => {
   assert.equal(JSON.parse(up?.body ?? '{}').requests.length, 2);
   assert.deepEqual(a.embeddingsResponse?.({ embeddings: [{ values: [1, 2] }, { values: [3] }] }).data, [{ index: 0, embedding: [1, 2] }, { index: 1, embedding: [3] }]);
   assert.throws(() => a.embeddingsRequest?.({ model: 'e', input: [1, 2] }, T('x')), UpstreamShapeError);
+});
+
+test('architecture: providers import only each other and node:crypto (pure, no I/O, no policy)', async () => {
+  const { readdirSync, readFileSync } = await import('node:fs');
+  const dir = new URL('../src/providers/', import.meta.url);
+  for (const f of readdirSync(dir).filter((x) => x.endsWith('.ts'))) {
+    const src = readFileSync(new URL(f, dir), 'utf8');
+    for (const m of src.matchAll(/^(?:import|export)[^'"]*from\s+'([^']+)'/gm)) {
+      assert.ok(m[1].startsWith('./') || m[1] === 'node:crypto', `${f} imports ${m[1]}`);
+    }
+    assert.ok(!/\bany\b(?=[;,)>\]])/.test(src.replace(/\/\/.*$|\/\*[\s\S]*?\*\//gm, '')), `${f} uses any`);
+  }
 });

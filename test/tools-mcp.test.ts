@@ -242,6 +242,12 @@ test('malformed JSON and batches with denied calls', async () => {
   const headers = { authorization: 'Bearer tok-analyst', 'mcp-session-id': sid, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' };
   const bad = await fetch(`${gw.base}/mcp`, { method: 'POST', headers, body: '{"jsonrpc":' });
   assert.equal(bad.status, 400);
+  const raw = await fetch(`${gw.base}/mcp`, { method: 'POST', headers: { ...headers, 'x-test-raw-body': '1' }, body: '{"jsonrpc":' });
+  assert.equal(raw.status, 400);
+  assert.equal(((await raw.json()) as { error: { code: number } }).error.code, -32700, 'gateway parses bodies it is not given');
+  const rawOk = await fetch(`${gw.base}/mcp`, { method: 'POST', headers: { ...headers, 'x-test-raw-body': '1' }, body: JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'tools/list', params: {} }) });
+  assert.equal(rawOk.status, 200);
+  assert.match(await rawOk.text(), /crm__search_accounts/);
   const before = calls(crmCalls).length;
   const batch = await fetch(`${gw.base}/mcp`, {
     method: 'POST', headers, body: JSON.stringify([

@@ -33,6 +33,7 @@ export function sendOnce(dispatcher: Dispatcher, spec: RequestSpec, scanContent:
     // Content may straddle two chunks; keep a short tail of the previous chunk to scan across.
     let tail = '';
     dispatcher.dispatch({ path: spec.path, method: 'POST', headers: spec.headers, body: spec.body }, {
+      onRequestStart() { /* required by undici's handler API */ },
       onResponseStart(_c, statusCode) { t.status = statusCode; t.headersMs = nowMs() - t0; },
       onResponseData(_c, chunk) {
         if (t.bytes === 0) t.firstChunkMs = nowMs() - t0;

@@ -2,6 +2,7 @@
 // then non-stream load at c=1 and c=64, stream load at c=64, the time-to-first-chunk probe, and a
 // sustained mixed run while the target's RSS is sampled.
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { runLoad } from './loadgen.ts';
@@ -67,6 +68,8 @@ export interface TargetResult {
   ttfb?: ProbeRun;
   sustained?: { durationS: number; nonstream_c32: LoadResult; stream_c32: LoadResult } & CpuUse;
   rss?: RssReport;
+  /** failed requests during measurement and similar doubts about the numbers */
+  warnings?: string[];
 }
 
 async function withCpu<T extends object>(t: Target, s: BenchSettings, fn: () => Promise<T>): Promise<T & CpuUse> {
@@ -92,7 +95,20 @@ function loadSpec(t: Target, s: BenchSettings, mode: 'nonstream' | 'stream', con
 async function loadScenario(t: Target, s: BenchSettings, mode: 'nonstream' | 'stream', conc: number): Promise<LoadRun> {
   if (s.warmupS > 0) await runLoad(s.loadgen, s.clientPin, loadSpec(t, s, mode, conc, s.warmupS));
   await sleep(300);
-  return withCpu(t, s, () => runLoad(s.loadgen, s.clientPin, loadSpec(t, s, mode, conc, s.durationS)));
+  const r = await withCpu(t, s, () => runLoad(s.loadgen, s.clientPin, loadSpec(t, s, mode, conc, s.durationS)));
+  if (r.non2xx > 0) r.firstError ??= await sample(t, s, mode);
+  return r;
+}
+
+/** One request made after a run with failures, to show what the failures were. */
+async function sample(t: Target, s: BenchSettings, mode: 'nonstream' | 'stream'): Promise<string> {
+  try {
+    const res = await fetch(t.origin + CHAT_PATH, { method: 'POST', headers: { 'content-type': 'application/json', ...t.headers },
+      body: readFileSync(s.bodyFiles[mode]), signal: AbortSignal.timeout(10_000) });
+    return `a request after the run got HTTP ${res.status}: ${(await res.text()).slice(0, 300)}`;
+  } catch (err) {
+    return `a request after the run failed: ${err instanceof Error ? err.message : String(err)}`;
+  }
 }
 
 function runProbe(s: BenchSettings, spec: ProbeSpec): Promise<ProbeResult> {
@@ -152,20 +168,38 @@ export async function measureTarget(t: Target, s: BenchSettings, round: number, 
   await sleep(1000);
   const startKb = rssKb(t.pid);
   const sampler = sampleRss(t.pid, 250);
+  try {
+    await runScenarios(t, s, result, say, sampler, startKb);
+  } finally {
+    sampler.stop();
+  }
+  return result;
+}
+
+function checkErrors(result: TargetResult, what: string, r: { requests: number; errors: number; non2xx: number; firstError?: string }): void {
+  const bad = r.errors + r.non2xx;
+  if (bad > 0) (result.warnings ??= []).push(`${result.label} ${what}: ${bad} failed requests (${r.errors} errors, ${r.non2xx} non-2xx) of ${r.requests + r.errors}${r.firstError ? `; ${r.firstError}` : ''}`);
+}
+
+async function runScenarios(t: Target, s: BenchSettings, result: TargetResult, say: (m: string) => void,
+  sampler: { stop: () => RssSample[] }, startKb: number | null): Promise<void> {
   const t0 = Date.now();
   const step = async <K extends keyof TargetResult>(key: K, fn: () => Promise<TargetResult[K]>, show: (v: TargetResult[K]) => string): Promise<void> => {
     result[key] = await fn();
     say(`  ${t.label} ${String(key)}: ${show(result[key])}`);
   };
+  const f = (v: number | null | undefined, d = 3): string => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(d) : 'n/a');
   const showLoad = (r: LoadRun | undefined): string => r
-    ? `${r.rps.toFixed(0)} rps  p50 ${r.p50_ms.toFixed(3)} ms  p99 ${r.p99_ms.toFixed(3)} ms  non2xx ${r.non2xx} err ${r.errors}  cpu ${r.sut_cpu_pct}%  foreign ${r.foreign_cpu_pct}%`
+    ? `${f(r.rps, 0)} rps  p50 ${f(r.p50_ms)} ms  p99 ${f(r.p99_ms)} ms  non2xx ${r.non2xx} err ${r.errors}  cpu ${r.sut_cpu_pct}%  foreign ${r.foreign_cpu_pct}%`
     : '-';
   await step('nonstream_c1', () => loadScenario(t, s, 'nonstream', 1), showLoad);
   await step('nonstream_c64', () => loadScenario(t, s, 'nonstream', 64), showLoad);
   await step('stream_c64', () => loadScenario(t, s, 'stream', 64), showLoad);
-  await step('ttfb', () => withCpu(t, s, () => runProbe(s, {
-    origin: t.origin, path: CHAT_PATH, headers: t.headers, bodyFile: s.bodyFiles.stream, warmupN: 300, durationS: s.durationS, maxN: 200_000,
-  })), (p) => p ? `${p.requests} streams  first chunk p50 ${p.first_chunk_ms.p50.toFixed(3)} ms  first content p50 ${p.first_content_ms.p50.toFixed(3)} ms  whole stream p50 ${p.total_ms.p50.toFixed(3)} ms  non2xx ${p.non2xx} err ${p.errors}` : '-');
+  await step('ttfb', () => withCpu(t, s, async () => {
+    const p = await runProbe(s, { origin: t.origin, path: CHAT_PATH, headers: t.headers, bodyFile: s.bodyFiles.stream, warmupN: 300, durationS: s.durationS, maxN: 200_000 });
+    if (p.non2xx > 0) p.firstError ??= await sample(t, s, 'stream');
+    return p;
+  }), (p) => p ? `${p.requests} streams  first chunk p50 ${f(p.first_chunk_ms.p50)} ms  first content p50 ${f(p.first_content_ms.p50)} ms  whole stream p50 ${f(p.total_ms.p50)} ms  non2xx ${p.non2xx} err ${p.errors}` : '-');
   const from = Date.now() - t0;
   await step('sustained', () => withCpu(t, s, async () => {
     const [nonstream_c32, stream_c32] = await Promise.all([
@@ -173,11 +207,16 @@ export async function measureTarget(t: Target, s: BenchSettings, round: number, 
       runLoad(s.loadgen, s.clientPin, loadSpec(t, s, 'stream', 32, s.rssDurationS)),
     ]);
     return { durationS: s.rssDurationS, nonstream_c32, stream_c32 };
-  }), (v) => v ? `non-stream ${v.nonstream_c32.rps.toFixed(0)} rps + stream ${v.stream_c32.rps.toFixed(0)} rps  non2xx ${v.nonstream_c32.non2xx + v.stream_c32.non2xx}  cpu ${v.sut_cpu_pct}%` : '-');
+  }), (v) => v ? `non-stream ${f(v.nonstream_c32.rps, 0)} rps + stream ${f(v.stream_c32.rps, 0)} rps  non2xx ${v.nonstream_c32.non2xx + v.stream_c32.non2xx}  cpu ${v.sut_cpu_pct}%` : '-');
   const to = Date.now() - t0;
   await sleep(3000);
   result.rss = rssReport(startKb, sampler.stop(), from, to, rssKb(t.pid));
   const mb = (kb: number | null): string => (kb === null ? '?' : (kb / 1024).toFixed(1));
   say(`  ${t.label} rss MB: start ${mb(result.rss.start_kb)}  peak ${mb(result.rss.peak_kb)}  mid-sustained ${mb(result.rss.mid_sustained_kb)}  end-sustained ${mb(result.rss.end_sustained_kb)}  end ${mb(result.rss.end_kb)}`);
-  return result;
+  for (const key of ['nonstream_c1', 'nonstream_c64', 'stream_c64'] as const) { const r = result[key]; if (r) checkErrors(result, key, r); }
+  if (result.ttfb) checkErrors(result, 'ttfb', result.ttfb);
+  if (result.sustained) {
+    checkErrors(result, 'sustained non-stream', result.sustained.nonstream_c32);
+    checkErrors(result, 'sustained stream', result.sustained.stream_c32);
+  }
 }

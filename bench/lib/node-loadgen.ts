@@ -28,6 +28,8 @@ export interface LoadResult {
   mean_ms: number;
   max_ms: number;
   errors: number;
+  /** message of the first failed request, to say why */
+  firstError?: string;
   non2xx: number;
 }
 
@@ -36,6 +38,7 @@ export async function runNodeLoad(spec: LoadSpec): Promise<LoadResult> {
   const req: RequestSpec = { path: spec.path, headers: { 'content-type': 'application/json', ...spec.headers }, body: readFileSync(spec.bodyFile) };
   const latencies: number[] = [];
   let errors = 0;
+  let firstError: string | undefined;
   let non2xx = 0;
   const start = performance.now();
   const deadline = start + spec.durationS * 1000;
@@ -53,10 +56,11 @@ export async function runNodeLoad(spec: LoadSpec): Promise<LoadResult> {
   await Promise.all(Array.from({ length: spec.conc }, worker));
   const elapsedS = (performance.now() - start) / 1000;
   await pool.close();
+  if (latencies.length === 0) throw new Error(`no request succeeded (${errors} errors): ${firstError ?? ''}`);
   const s = summarize(latencies);
   return {
     tool: 'node', requests: s.n, durationS: elapsedS, rps: s.n / elapsedS,
-    p50_ms: s.p50, p90_ms: s.p90, p99_ms: s.p99, mean_ms: s.mean, max_ms: s.max, errors, non2xx,
+    p50_ms: s.p50, p90_ms: s.p90, p99_ms: s.p99, mean_ms: s.mean, max_ms: s.max, errors, firstError, non2xx,
   };
 }
 

@@ -105,6 +105,7 @@ export function ratioRows(run: BenchRun): string[][] {
 export function renderRun(run: BenchRun): string {
   const { meta } = run;
   const errors = run.results.filter((r) => r.error).map((r) => `- ${r.label} (round ${r.round}) could not be measured: ${r.error}`);
+  const warnings = run.results.flatMap((r) => (r.warnings ?? []).map((w) => `- round ${r.round}: ${w}`));
   const ratios = ratioRows(run);
   const settings = Object.entries(meta.settings).map(([k, v]) => `${k}=${v}`).join(', ');
   return [
@@ -131,6 +132,7 @@ export function renderRun(run: BenchRun): string {
     rssTable(run),
     '',
     ...(errors.length ? ['### Not measured', '', ...errors, ''] : []),
+    ...(warnings.length ? ['### Failed requests during measurement', '', ...warnings, ''] : []),
     ...(meta.notes.length ? ['### Notes', '', ...meta.notes.map((n) => `- ${n}`), ''] : []),
   ].join('\n');
 }

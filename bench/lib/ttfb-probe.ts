@@ -23,6 +23,8 @@ export interface ProbeSpec {
 export interface ProbeResult {
   requests: number;
   errors: number;
+  /** message of the first failed request, to say why */
+  firstError?: string;
   non2xx: number;
   /** requests whose stream had no content delta (a broken stream, or a different wire format) */
   noContent: number;
@@ -38,20 +40,22 @@ export async function runProbe(spec: ProbeSpec): Promise<ProbeResult> {
   for (let i = 0; i < spec.warmupN; i++) await sendOnce(client, req, true).catch(() => undefined);
   const samples: Timing[] = [];
   let errors = 0;
+  let firstError: string | undefined;
   let non2xx = 0;
   const deadline = performance.now() + spec.durationS * 1000;
   while (performance.now() < deadline && samples.length < spec.maxN) {
     try {
       const t = await sendOnce(client, req, true);
       if (t.status === 200) samples.push(t); else non2xx++;
-    } catch {
+    } catch (err) {
       errors++;
+      firstError ??= err instanceof Error ? err.message : String(err);
     }
   }
   await client.close();
   const pick = (f: (t: Timing) => number): Summary => summarize(samples.map(f).filter((v) => Number.isFinite(v)));
   return {
-    requests: samples.length, errors, non2xx,
+    requests: samples.length, errors, firstError, non2xx,
     noContent: samples.filter((t) => Number.isNaN(t.firstContentMs)).length,
     headers_ms: pick((t) => t.headersMs),
     first_chunk_ms: pick((t) => t.firstChunkMs),

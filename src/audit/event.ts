@@ -1,6 +1,6 @@
 // The audit event: one per decision and per upstream action, chained by hash.
 // hash = sha256(prev_hash + canonical(event without hash)); see canonical.ts.
-import { canonicalJson, sha256Hex } from './canonical.ts';
+import { canonicalEntries, canonicalJson, joinEntries, sha256Hex } from './canonical.ts';
 import type { JsonValue } from './canonical.ts';
 
 export type AuditEventType =
@@ -75,8 +75,12 @@ export interface AuditOutcome {
   error?: string;
 }
 
-/** What callers pass to record(): everything except the fields the log assigns. */
-export interface AuditEventInput {
+/**
+ * What callers pass to record(): everything except the fields the log assigns (seq, prev_hash,
+ * hash). A type alias, not an interface, so it is assignable to Record<string, unknown>.
+ * Top-level fields not listed here are kept in the trail as given (JSON values only).
+ */
+export type AuditEventInput = {
   type: AuditEventType;
   request_id: string;
   /** ISO-8601; stamped by record() when omitted. */
@@ -91,41 +95,52 @@ export interface AuditEventInput {
   outcome?: AuditOutcome;
   /** Event-specific extras (guardrail findings, budget thresholds, config digest...). */
   detail?: { [key: string]: JsonValue };
-}
+};
 
-export interface AuditEvent extends AuditEventInput {
+export type AuditEvent = AuditEventInput & {
   seq: number;
   time: string;
   prev_hash: string;
   hash: string;
-}
+};
 
 export const GENESIS_HASH = '0'.repeat(64);
 
-const OPTIONAL_FIELDS = ['trace_id', 'identity', 'policy', 'credential', 'model', 'tool', 'admin', 'outcome', 'detail'] as const;
+/** Assigned by the log; a caller's values for these are ignored. */
+const ASSIGNED = new Set(['seq', 'time', 'prev_hash', 'hash']);
 
 /**
- * Build the chained event: copies only known fields (so a caller's extra properties never reach
- * the trail) and computes the hash. Throws if a field is not canonicalisable.
+ * Build the chained event: every field the caller gave (a trail keeps what it was told) plus
+ * seq, time and prev_hash, and its hash. Throws if a field is not canonicalisable.
  */
 export function sealEvent(input: AuditEventInput, seq: number, prevHash: string, time: string): { hash: string; body: string } {
-  const unsealed: Record<string, unknown> = {
-    seq,
-    time,
-    type: input.type,
-    request_id: input.request_id,
-    prev_hash: prevHash,
-  };
-  for (const f of OPTIONAL_FIELDS) if (input[f] !== undefined) unsealed[f] = input[f];
-  const hash = eventHash(unsealed);
-  unsealed.hash = hash;
-  return { hash, body: canonicalJson(unsealed) };
+  const unsealed: Record<string, unknown> = { seq, time, prev_hash: prevHash };
+  const given: Record<string, unknown> = input;
+  for (const k of Object.keys(given)) if (!ASSIGNED.has(k)) unsealed[k] = given[k];
+  // Encode once: the hashed text is the body without `hash`; the body gets `hash` spliced in.
+  const entries = canonicalEntries(unsealed);
+  const hash = sha256Hex(prevHash + joinEntries(entries));
+  const at = entries.findIndex(([k]) => k > 'hash');
+  entries.splice(at < 0 ? entries.length : at, 0, ['hash', '"' + hash + '"']);
+  return { hash, body: joinEntries(entries) };
 }
 
 /** hash over everything but `hash` itself; prev_hash is part of the content and also prefixed. */
 export function eventHash(eventWithoutHash: Record<string, unknown>): string {
   const { hash: _ignored, ...rest } = eventWithoutHash;
   return sha256Hex(String(rest.prev_hash) + canonicalJson(rest));
+}
+
+/** Copies of event fields kept in indexed columns for queries; the verifier checks they agree. */
+export function indexColumns(e: Record<string, unknown>): { agent: string | null; decision: string | null } {
+  const identity = e.identity as Record<string, unknown> | undefined;
+  const policy = e.policy as Record<string, unknown> | undefined;
+  const decision = e.decision as Record<string, unknown> | string | undefined;
+  const agent = typeof identity?.agent === 'string' ? identity.agent : typeof e.agent === 'string' ? e.agent : null;
+  const effect = typeof policy?.decision === 'string' ? policy.decision
+    : typeof decision === 'string' ? decision
+      : typeof decision?.effect === 'string' ? decision.effect : null;
+  return { agent, decision: effect };
 }
 
 /** The event that replaces one whose content cannot be encoded: the failure is recorded, never dropped. */

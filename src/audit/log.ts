@@ -1,18 +1,21 @@
-// The audit log: record() only queues (the hot path does no I/O); a batch writer assigns seq and
-// chains hashes at commit time, so chain order is commit order. recordDurable() resolves only
-// once its event is committed with synchronous=FULL (tool intents before a side effect).
+// The audit log: record() only queues (the hot path does no I/O); a batch writer in a worker
+// thread (writer.ts) assigns seq and chains hashes at commit time, so chain order is commit
+// order. recordDurable() resolves only once its event is committed with synchronous=FULL
+// (tool intents before a side effect).
 // Storage failures never drop silently: events stay queued (bounded), record() returns false
 // when the bound is hit, onAlert is called, and in fail_closed mode recordDurable rejects.
-import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import type { DatabaseSync } from 'node:sqlite';
 import { writeFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
-import { GENESIS_HASH, eventHash, encodingFailureEvent, sealEvent } from './event.ts';
+import { GENESIS_HASH, eventHash, encodingFailureEvent } from './event.ts';
 import type { AuditEventInput } from './event.ts';
-import { checkpointSignatureValid, signCheckpoint } from './checkpoint.ts';
-import type { Checkpoint, CheckpointType } from './checkpoint.ts';
+import { checkpointSignatureValid } from './checkpoint.ts';
+import type { CheckpointType } from './checkpoint.ts';
 import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import type { SigningKey } from './keys.ts';
-import { insertCheckpoint, openAuditDb, readCheckpoints, retentionAnchor, setMeta, transaction } from './store.ts';
+import { openAuditDb, readCheckpoints, retentionAnchor, setMeta } from './store.ts';
+import type { WriterInit, WriterReply, WriterRequest } from './writer-worker.ts';
 
 export type AuditFailMode = 'buffer' | 'fail_closed';
 
@@ -61,7 +64,7 @@ export interface AuditStats {
   failures: number;
   lastSeq: number;
   lastHash: string;
-  lastCheckpointSeq: number;
+  /** Checkpoints signed by this process that it knows of (periodic ones from the timer are not counted). */
   checkpoints: number;
   failing: boolean;
 }
@@ -76,8 +79,8 @@ export interface AuditLog {
   recordDurable(event: AuditEventInput): Promise<DurableReceipt>;
   /** Resolves when everything recorded so far is committed; rejects if a write fails meanwhile. */
   flush(): Promise<void>;
-  /** Sign a checkpoint of the current head now (no-op if nothing new). */
-  checkpoint(type?: CheckpointType): Checkpoint | undefined;
+  /** Sign a checkpoint of the current head now; resolves to its tree size (null if nothing new). */
+  checkpoint(type?: CheckpointType): Promise<number | null>;
   /** Drain, sign a final checkpoint, close the database. */
   close(): Promise<void>;
   stats(): AuditStats;
@@ -113,157 +116,147 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     flushDelayMs: opts.flushDelayMs ?? 2,
     durableTimeoutMs: opts.durableTimeoutMs ?? 10_000,
   };
-  const key = loadOrCreateSigningKey(opts.keyFile ?? signingKeyPath(opts.dataDir));
+  const keyFile = opts.keyFile ?? signingKeyPath(opts.dataDir);
+  // Everything that can refuse to start (key permissions, a tampered tail) is checked here,
+  // synchronously, before the writer thread exists.
+  const key = loadOrCreateSigningKey(keyFile);
   const db = openAuditDb(opts.dataDir, { busyTimeoutMs: opts.busyTimeoutMs });
   setMeta(db, `public_key:${key.keyId}`, key.publicKeyPem);
   const head = resumeHead(db, key);
-  const insert: StatementSync = db.prepare(
-    'INSERT INTO audit_events (seq, time, type, request_id, agent, decision, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
+  const init: WriterInit = { dataDir: opts.dataDir, keyFile, busyTimeoutMs: opts.busyTimeoutMs, checkpointEvery: cfg.checkpointEvery, checkpointIntervalMs: cfg.checkpointIntervalMs };
 
   let lastSeq = head.seq;
   let lastHash = head.hash;
-  let lastCheckpointSeq = head.checkpointSeq;
   let checkpoints = 0;
-  // Queue as array + head index: O(1) dequeue without Array#shift.
+  // Queue as array + head index: O(1) dequeue without Array#shift. Entries stay queued until
+  // their batch is committed, so a failed batch is simply sent again.
   let items: Entry[] = [];
   let qHead = 0;
   let enqueued = 0;
   let committed = 0;
-  let written = 0;
   let rejected = 0;
   let failures = 0;
   let failing = false;
   let queueFullAlerted = false;
   let backoff = 0;
-  let retryTimer: NodeJS.Timeout | undefined;
   let closed = false;
+  let inFlight: { id: number; n: number } | undefined;
   let flushTimer: NodeJS.Timeout | undefined;
-  let immediate: NodeJS.Immediate | undefined;
+  let retryTimer: NodeJS.Timeout | undefined;
   let flushWaiters: { target: number; resolve: () => void; reject: (e: Error) => void }[] = [];
   const commitListeners = new Set<(seq: number) => void>();
+  const calls = new Map<number, (r: WriterReply) => void>();
+  let nextId = 1;
+  let worker = startWorker();
 
-  const alert = (a: Omit<AuditAlert, 'queued'>): void => {
-    try { opts.onAlert?.({ ...a, queued: items.length - qHead }); } catch { /* an alert hook must not break the writer */ }
-  };
   const queued = (): number => items.length - qHead;
+  const alert = (a: Omit<AuditAlert, 'queued'>): void => {
+    try { opts.onAlert?.({ ...a, queued: queued() }); } catch { /* an alert hook must not break the writer */ }
+  };
+
+  function startWorker(): Worker {
+    const w = new Worker(new URL('./writer-worker.ts', import.meta.url), { workerData: init });
+    w.unref();
+    w.on('message', (r: WriterReply) => {
+      if (r.op === 'alert') { alert({ kind: 'checkpoint_failed', message: r.message }); return; }
+      const cb = calls.get(r.id);
+      calls.delete(r.id);
+      if (calls.size === 0) w.unref();
+      cb?.(r);
+    });
+    w.on('error', (e) => {
+      // The writer thread died: fail what it had in hand and start a new one; entries stay queued.
+      const pending = [...calls.values()];
+      calls.clear();
+      for (const cb of pending) cb({ op: 'failed', id: 0, error: `audit writer crashed: ${e.message}` });
+      if (!closed) worker = startWorker();
+    });
+    return w;
+  }
+
+  function call(req: WriterRequest, cb: (r: WriterReply) => void): void {
+    calls.set(req.id, cb);
+    // Keep the process alive while the writer holds work for us.
+    worker.ref();
+    worker.postMessage(req);
+  }
 
   function schedule(now: boolean): void {
-    if (closed || retryTimer) return;
+    if (closed || retryTimer || inFlight) return;
     if (now) {
       if (flushTimer) { clearTimeout(flushTimer); flushTimer = undefined; }
-      immediate ??= setImmediate(runBatch);
-    } else if (!flushTimer && !immediate) {
-      flushTimer = setTimeout(runBatch, cfg.flushDelayMs);
+      dispatch();
+    } else {
+      flushTimer ??= setTimeout(dispatch, cfg.flushDelayMs);
     }
   }
 
-  function runBatch(): void {
+  /** Send the next batch to the writer; at most one batch is in flight, so commits stay in order. */
+  function dispatch(): Promise<boolean> {
     flushTimer = undefined;
-    immediate = undefined;
-    if (queued() === 0) return;
-    if (writeBatch()) {
-      backoff = 0;
-      if (queued() > 0) schedule(true);
-    } else {
-      backoff = Math.min(5000, backoff ? backoff * 2 : 50);
-      retryTimer = setTimeout(() => { retryTimer = undefined; runBatch(); }, backoff);
+    const n = Math.min(cfg.batchSize, queued());
+    if (n === 0 || inFlight) return Promise.resolve(true);
+    const batch = items.slice(qHead, qHead + n);
+    const want: number[] = [];
+    for (let i = 0; i < n; i++) if (batch[i].durable) want.push(i);
+    const id = nextId++;
+    inFlight = { id, n };
+    return new Promise((resolve) => {
+      call({ op: 'write', id, payload: encodeBatch(batch), want }, (r) => {
+        inFlight = undefined;
+        if (r.op === 'written') { onWritten(n, r); resolve(true); }
+        else { onFailed(r.op === 'failed' ? r.error : `unexpected reply ${r.op}`); resolve(false); }
+      });
+    });
+  }
+
+  function onWritten(n: number, r: Extract<WriterReply, { op: 'written' }>): void {
+    lastSeq = r.lastSeq;
+    lastHash = r.lastHash;
+    if (r.checkpointed) checkpoints++;
+    for (let i = 0; i < n; i++) {
+      const d = items[qHead + i].durable;
+      if (!d) continue;
+      if (d.timer) clearTimeout(d.timer);
+      d.resolve({ seq: r.firstSeq + i, hash: r.hashes[i] });
     }
+    qHead += n;
+    if (qHead > 1024 && qHead * 2 > items.length) { items = items.slice(qHead); qHead = 0; }
+    committed += n;
+    backoff = 0;
+    if (failing) { failing = false; alert({ kind: 'recovered', message: `audit storage recovered; ${committed} events written` }); }
+    queueFullAlerted = false;
+    flushWaiters = flushWaiters.filter((w) => (committed >= w.target ? (w.resolve(), false) : true));
+    for (const l of commitListeners) { try { l(lastSeq); } catch { /* listeners must not break the writer */ } }
+    if (queued() > 0) schedule(true);
+  }
+
+  function onFailed(message: string): void {
+    failures++;
+    const err = new AuditUnavailableError(`audit storage write failed (${message}); ${queued()} events are queued and will be retried`);
+    if (!failing) alert({ kind: 'write_failed', message: err.message, error: err });
+    failing = true;
+    // Waiting flushes learn about the failure; the events themselves stay queued.
+    for (const w of flushWaiters) w.reject(err);
+    flushWaiters = [];
+    if (cfg.failMode === 'fail_closed') {
+      for (let i = qHead; i < items.length; i++) {
+        const d = items[i].durable;
+        if (!d) continue;
+        if (d.timer) clearTimeout(d.timer);
+        d.reject(err);
+        items[i].durable = undefined;
+      }
+    }
+    if (closed) return;
+    backoff = Math.min(5000, backoff ? backoff * 2 : 50);
+    retryTimer = setTimeout(() => { retryTimer = undefined; schedule(true); }, backoff);
   }
 
   /** An explicit request (durable record, flush) retries storage now instead of after backoff. */
   function retryNow(): void {
     if (retryTimer) { clearTimeout(retryTimer); retryTimer = undefined; }
   }
-
-  /** Write up to batchSize queued events in one transaction. Returns false if the write failed. */
-  function writeBatch(): boolean {
-    const n = Math.min(cfg.batchSize, queued());
-    let seq = lastSeq;
-    let prev = lastHash;
-    const receipts: DurableReceipt[] = [];
-    try {
-      transaction(db, () => {
-        for (let i = 0; i < n; i++) {
-          const entry = items[qHead + i];
-          let input = entry.input;
-          const time = typeof input.time === 'string' ? input.time : new Date(entry.at).toISOString();
-          seq++;
-          let sealed: { hash: string; body: string };
-          try {
-            sealed = sealEvent(input, seq, prev, time);
-          } catch (e) {
-            input = encodingFailureEvent(input, e);
-            sealed = sealEvent(input, seq, prev, time);
-          }
-          const idx = indexColumns(input);
-          insert.run(seq, time, idx.type, idx.requestId, idx.agent, idx.decision, sealed.body, sealed.hash);
-          prev = sealed.hash;
-          receipts.push({ seq, hash: sealed.hash });
-        }
-      });
-    } catch (e) {
-      failures++;
-      const err = new AuditUnavailableError(`audit storage write failed (${errorMessage(e)}); ${queued()} events are queued and will be retried`, { cause: e });
-      if (!failing) alert({ kind: 'write_failed', message: err.message, error: e });
-      failing = true;
-      settleFailure(err);
-      return false;
-    }
-    lastSeq = seq;
-    lastHash = prev;
-    for (let i = 0; i < n; i++) {
-      const entry = items[qHead + i];
-      if (entry.durable) {
-        if (entry.durable.timer) clearTimeout(entry.durable.timer);
-        entry.durable.resolve(receipts[i]);
-      }
-    }
-    qHead += n;
-    if (qHead > 1024 && qHead * 2 > items.length) { items = items.slice(qHead); qHead = 0; }
-    committed += n;
-    written += n;
-    if (failing) { failing = false; alert({ kind: 'recovered', message: `audit storage recovered; ${written} events written` }); }
-    queueFullAlerted = false;
-    flushWaiters = flushWaiters.filter((w) => (committed >= w.target ? (w.resolve(), false) : true));
-    if (lastSeq - lastCheckpointSeq >= cfg.checkpointEvery) safeCheckpoint('periodic');
-    for (const l of commitListeners) { try { l(lastSeq); } catch { /* listeners must not break the writer */ } }
-    return true;
-  }
-
-  function settleFailure(err: AuditUnavailableError): void {
-    // Waiting flushes learn about the failure; the events themselves stay queued.
-    for (const w of flushWaiters) w.reject(err);
-    flushWaiters = [];
-    if (cfg.failMode !== 'fail_closed') return;
-    for (let i = qHead; i < items.length; i++) {
-      const d = items[i].durable;
-      if (!d) continue;
-      if (d.timer) clearTimeout(d.timer);
-      d.reject(err);
-      items[i].durable = undefined;
-    }
-  }
-
-  function safeCheckpoint(type: CheckpointType): Checkpoint | undefined {
-    try {
-      return writeCheckpoint(type);
-    } catch (e) {
-      alert({ kind: 'checkpoint_failed', message: `audit checkpoint failed: ${errorMessage(e)}`, error: e });
-      return undefined;
-    }
-  }
-
-  function writeCheckpoint(type: CheckpointType): Checkpoint | undefined {
-    if (lastSeq === 0 || lastSeq === lastCheckpointSeq) return undefined;
-    const c = signCheckpoint(key, lastSeq, lastHash, type);
-    insertCheckpoint(db, c);
-    lastCheckpointSeq = lastSeq;
-    checkpoints++;
-    return c;
-  }
-
-  const interval = setInterval(() => safeCheckpoint('periodic'), cfg.checkpointIntervalMs);
-  interval.unref();
 
   function enqueue(entry: Entry): boolean {
     if (closed) throw new AuditUnavailableError('audit log is closed');
@@ -278,6 +271,13 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     items.push(entry);
     enqueued++;
     return true;
+  }
+
+  function request<T extends WriterReply['op']>(req: WriterRequest, op: T): Promise<Extract<WriterReply, { op: T }>> {
+    return new Promise((resolve, reject) => call(req, (r) => {
+      if (r.op === op) resolve(r as Extract<WriterReply, { op: T }>);
+      else reject(new AuditUnavailableError(r.op === 'failed' ? r.error : `unexpected reply ${r.op}`));
+    }));
   }
 
   return {
@@ -298,14 +298,11 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
           reject(new AuditUnavailableError(`audit queue is full (${cfg.maxQueue} events); the action was not recorded`));
           return;
         }
-        if (cfg.failMode === 'buffer') {
-          const d = entry.durable;
-          if (d) {
-            d.timer = setTimeout(() => {
-              entry.durable = undefined;
-              reject(new AuditUnavailableError(`audit event not committed within ${cfg.durableTimeoutMs} ms; it stays queued`));
-            }, cfg.durableTimeoutMs);
-          }
+        if (cfg.failMode === 'buffer' && entry.durable) {
+          entry.durable.timer = setTimeout(() => {
+            entry.durable = undefined;
+            reject(new AuditUnavailableError(`audit event not committed within ${cfg.durableTimeoutMs} ms; it stays queued`));
+          }, cfg.durableTimeoutMs);
         }
         // A durable write is worth an attempt even while failing: fail_closed must answer now.
         if (failing) retryNow();
@@ -320,25 +317,32 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       schedule(true);
       return p;
     },
-    checkpoint(type = 'periodic') {
-      return writeCheckpoint(type);
+    async checkpoint(type = 'periodic') {
+      const r = await request({ op: 'checkpoint', id: nextId++, type }, 'checkpointed');
+      if (r.treeSize !== null) checkpoints++;
+      return r.treeSize;
     },
     async close() {
       if (closed) return;
-      clearInterval(interval);
-      if (flushTimer) clearTimeout(flushTimer);
-      if (immediate) clearImmediate(immediate);
-      retryNow();
       closed = true;
-      while (queued() > 0 && writeBatch()) { /* drain */ }
+      if (flushTimer) clearTimeout(flushTimer);
+      retryNow();
+      // Drain: wait for the batch in flight, then send the rest until empty or storage fails.
+      while (inFlight) await new Promise((r) => setImmediate(r));
+      while (queued() > 0 && (await dispatch())) { /* drain */ }
       let spill: string | undefined;
       if (queued() > 0) spill = spillQueue(opts.dataDir, items.slice(qHead));
-      safeCheckpoint('close');
+      try {
+        await request({ op: 'close', id: nextId++ }, 'closed');
+      } catch (e) {
+        alert({ kind: 'checkpoint_failed', message: `audit close checkpoint failed: ${String(e)}` });
+      }
+      await worker.terminate();
       db.close();
       if (spill) throw new AuditUnavailableError(`audit storage failed at shutdown; ${queued()} unwritten events were saved to ${spill}`);
     },
     stats() {
-      return { queued: queued(), written, dropped: 0, rejected, failures, lastSeq, lastHash, lastCheckpointSeq, checkpoints, failing };
+      return { queued: queued(), written: committed, dropped: 0, rejected, failures, lastSeq, lastHash, checkpoints, failing };
     },
     publicKeyPem() {
       return key.publicKeyPem;
@@ -350,12 +354,27 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   };
 }
 
-interface Head { seq: number; hash: string; checkpointSeq: number }
+/** JSON for the writer thread; an event JSON cannot encode (BigInt, cycles) becomes an encoding-failure event. */
+function encodeBatch(batch: readonly Entry[]): string {
+  try {
+    return JSON.stringify(batch.map((e) => [e.at, e.input]));
+  } catch {
+    return JSON.stringify(batch.map((e) => {
+      try {
+        JSON.stringify(e.input);
+        return [e.at, e.input];
+      } catch (err) {
+        return [e.at, encodingFailureEvent(e.input, err)];
+      }
+    }));
+  }
+}
+
+interface Head { seq: number; hash: string }
 
 /** Resume the chain from the stored tail, refusing to extend a tail whose hash does not verify. */
 function resumeHead(db: DatabaseSync, key: SigningKey): Head {
   const cps = readCheckpoints(db);
-  const checkpointSeq = cps.reduce((m, c) => Math.max(m, c.tree_size), 0);
   const row = db.prepare('SELECT seq, body, hash FROM audit_events ORDER BY seq DESC LIMIT 1').get();
   if (row) {
     const seq = Number(row.seq);
@@ -363,16 +382,16 @@ function resumeHead(db: DatabaseSync, key: SigningKey): Head {
     if (body.seq !== seq || body.hash !== row.hash || eventHash(body) !== row.hash) {
       throw new AuditUnavailableError(`audit chain tail (seq ${seq}) does not verify; the audit database was modified. Run \`aam audit verify\` and investigate before starting.`);
     }
-    return { seq, hash: String(row.hash), checkpointSeq };
+    return { seq, hash: String(row.hash) };
   }
   const anchor = retentionAnchor(cps);
   if (anchor) {
     if (!checkpointSignatureValid(anchor, key.publicKeyPem)) {
       throw new AuditUnavailableError('audit retention anchor checkpoint has a bad signature; run `aam audit verify`');
     }
-    return { seq: anchor.tree_size, hash: anchor.head_hash, checkpointSeq };
+    return { seq: anchor.tree_size, hash: anchor.head_hash };
   }
-  return { seq: 0, hash: GENESIS_HASH, checkpointSeq };
+  return { seq: 0, hash: GENESIS_HASH };
 }
 
 /** Programming errors surface at the call site, not later in the writer. */
@@ -382,21 +401,8 @@ function checkInput(e: AuditEventInput): void {
   }
 }
 
-function indexColumns(e: AuditEventInput): { type: string; requestId: string; agent: string | null; decision: string | null } {
-  return {
-    type: String(e.type),
-    requestId: String(e.request_id),
-    agent: typeof e.identity?.agent === 'string' ? e.identity.agent : null,
-    decision: typeof e.policy?.decision === 'string' ? e.policy.decision : null,
-  };
-}
-
 function spillQueue(dataDir: string, entries: Entry[]): string {
   const path = join(dataDir, `audit-unwritten-${Date.now()}.jsonl`);
   writeFileSync(path, entries.map((e) => JSON.stringify(e.input)).join('\n') + '\n', { mode: 0o600 });
   return path;
-}
-
-function errorMessage(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }

@@ -2,7 +2,7 @@
 // exported JSONL file (which needs nothing but the public key). Reports the first problem with
 // the seq where it is and what kind of tampering it looks like.
 import { readFileSync } from 'node:fs';
-import { GENESIS_HASH, eventHash } from './event.ts';
+import { GENESIS_HASH, eventHash, indexColumns } from './event.ts';
 import { checkpointSignatureValid } from './checkpoint.ts';
 import type { Checkpoint } from './checkpoint.ts';
 import { signingKeyPath } from './keys.ts';
@@ -154,10 +154,7 @@ function conclude(checker: ChainChecker, review: CheckpointReview, base: Omit<Ve
 
 /** Columns stored beside the body must agree with it (queries read them). */
 function rowMismatch(row: EventRow, e: Parsed): string | undefined {
-  const identity = e.identity as Parsed | undefined;
-  const policy = e.policy as Parsed | undefined;
-  const agent = typeof identity?.agent === 'string' ? identity.agent : null;
-  const decision = typeof policy?.decision === 'string' ? policy.decision : null;
+  const { agent, decision } = indexColumns(e);
   if (Number(row.seq) !== e.seq) return `row ${row.seq} holds event ${String(e.seq)}`;
   if (row.hash !== e.hash) return 'hash column differs from the event';
   if (row.time !== e.time || row.type !== e.type || row.request_id !== e.request_id) return 'time/type/request_id columns differ from the event';

@@ -25,16 +25,31 @@ const PRIORITY: Partial<Record<Category, number>> = {
   secret: 0, credit_card: 1, iban: 2, ssn: 3, email: 4, ip_address: 5, phone: 6,
 };
 
-/** Sort by start and drop findings that overlap a more specific (or, on ties, longer) one. */
+/** Within a cluster of overlapping findings keep the most specific (then longest) ones that do not overlap. */
+function pickWinners(cluster: Finding[], kept: Finding[]): void {
+  const ranked = cluster.sort((a, b) =>
+    (PRIORITY[a.category] ?? 9) - (PRIORITY[b.category] ?? 9) || (b.end - b.start) - (a.end - a.start) || a.start - b.start);
+  const won: Finding[] = [];
+  for (const f of ranked) if (!won.some((k) => f.start < k.end && k.start < f.end)) won.push(f);
+  for (const f of won.sort((a, b) => a.start - b.start)) kept.push(f);
+}
+
+/** Sort by start and drop findings that overlap a more specific (or, on ties, longer) one. Linear apart from overlap clusters. */
 export function resolveOverlaps(findings: Finding[]): Finding[] {
   if (findings.length < 2) return findings;
-  const ranked = [...findings].sort((a, b) =>
-    (PRIORITY[a.category] ?? 9) - (PRIORITY[b.category] ?? 9) || (b.end - b.start) - (a.end - a.start) || a.start - b.start);
+  const sorted = [...findings].sort((a, b) => a.start - b.start || b.end - a.end);
   const kept: Finding[] = [];
-  for (const f of ranked) {
-    if (!kept.some((k) => f.start < k.end && k.start < f.end)) kept.push(f);
+  let cluster: Finding[] = [sorted[0]];
+  let clusterEnd = sorted[0].end;
+  for (let i = 1; i <= sorted.length; i++) {
+    const f = sorted[i];
+    if (f !== undefined && f.start < clusterEnd) { cluster.push(f); clusterEnd = Math.max(clusterEnd, f.end); continue; }
+    if (cluster.length === 1) kept.push(cluster[0]); else pickWinners(cluster, kept);
+    if (f === undefined) break;
+    cluster = [f];
+    clusterEnd = f.end;
   }
-  return kept.sort((a, b) => a.start - b.start);
+  return kept;
 }
 
 /** Run the named detectors over text; findings are sorted and non-overlapping. */

@@ -21,6 +21,8 @@ export interface CompiledGuardrail {
   readonly detectors: readonly DetectorName[];
   readonly regexes: readonly RegExp[];
   readonly keywords: RegExp | null;
+  /** Longest keyword phrase in characters: the stream guard holds back at least this much. */
+  readonly keywordSpan: number;
   readonly maxChars: number | undefined;
   readonly webhook: WebhookSpec | undefined;
   readonly schema: Validator | undefined;
@@ -68,6 +70,7 @@ export function compileGuardrail(name: string, spec: GuardrailSpec): CompiledGua
     detectors: [...new Set(spec.detect ?? [])],
     regexes,
     keywords: compileKeywords(spec.keywords ?? []),
+    keywordSpan: Math.max(0, ...(spec.keywords ?? []).map((k) => k.length)),
     maxChars: spec.max_chars,
     webhook: spec.webhook,
     schema,
@@ -200,4 +203,19 @@ export function evaluateTextFindings(text: string, guardrails: readonly Compiled
     if (findings.length > 0) out.push({ g, findings });
   }
   return out;
+}
+
+const CATEGORY_TEXT: Readonly<Record<Category, string>> = {
+  email: 'an email address', phone: 'a phone number', credit_card: 'a payment card number', ssn: 'a US social security number',
+  iban: 'an IBAN', ip_address: 'an IP address', secret: 'a secret (API key, token or private key)', regex: 'a blocked pattern',
+  keyword: 'a blocked keyword', size: 'more text than allowed', schema: 'arguments that do not match the allowed schema',
+  webhook: 'content rejected by an external checker',
+};
+
+/** User-facing message for a block (for error.code guardrail_blocked); names the guardrail, never the value. */
+export function blockedMessage(guardrail: string, category: Category | undefined, direction: Direction): string {
+  const what = category === undefined ? 'content it does not allow' : CATEGORY_TEXT[category];
+  return direction === 'input'
+    ? `Request blocked by guardrail "${guardrail}": it contains ${what}. Remove it and retry, or ask an administrator to change the guardrail.`
+    : `Response blocked by guardrail "${guardrail}": it contained ${what}.`;
 }

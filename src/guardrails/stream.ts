@@ -14,6 +14,8 @@ export interface StreamGuardOptions {
   window?: number;
   /** Hold at most this many characters waiting for a run or PEM block to end (default 16384). */
   maxHold?: number;
+  /** Rescan only once this many new characters are pending beyond the window (default 32): bounds scans per KB. */
+  step?: number;
   direction?: Direction;
 }
 
@@ -47,8 +49,10 @@ function unterminatedPem(buf: string, cut: number): number {
 export function createStreamGuard(guardrails: readonly CompiledGuardrail[], opts: StreamGuardOptions = {}): StreamGuard {
   const direction = opts.direction ?? 'output';
   const active = guardrails.filter((g) => g.on.has(direction));
-  const window = opts.window ?? 128;
+  // Keyword phrases can match across extra whitespace, so leave them generous room.
+  const window = Math.max(opts.window ?? 128, ...active.map((g) => g.keywordSpan * 2 + 16));
   const maxHold = opts.maxHold ?? 16384;
+  const minStep = opts.step ?? 32;
   const tally: Tally = newTally();
   let tail = '';      // already emitted raw text, kept as context for the next scan
   let pending = '';   // received, not yet emitted
@@ -115,6 +119,8 @@ export function createStreamGuard(guardrails: readonly CompiledGuardrail[], opts
       if (truncated) return { emit: '' };
       pending += admit(textDelta);
       if (stopped) return { emit: '', blocked: stopped };
+      // Tiny deltas (a token or two) accumulate until a scan can release a useful amount.
+      if (pending.length < window + minStep) return { emit: '' };
       return step(false);
     },
     end() {

@@ -54,7 +54,7 @@ export async function issueAgentSvid(
   const jti = o.jti ?? crypto.randomUUID();
   const token = await issuer.mint({
     spiffeId: agent.spiffeId, audience: o.audience ?? DEFAULT_AUDIENCE, ttlSeconds: ttl, jti,
-    extra: { agent: agent.name, ...(o.keyId !== undefined ? { aam_key_id: o.keyId } : {}) },
+    extra: { agent: agent.name, ...(o.keyId !== undefined ? { aam_key: o.keyId } : {}) },
   });
   return { token, spiffeId: agent.spiffeId, agent: agent.name, expiresAt: decodeJwt(token).exp as number, jti };
 }

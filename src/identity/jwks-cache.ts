@@ -58,6 +58,10 @@ const MAX_KEYS = 100;
 
 /** TrustDomain resources -> sources, with jwks_file resolved against the config file's directory. */
 export function trustDomainsFromConfig(config: Pick<ConfigSet, 'trustDomains'>): TrustDomainSource[] {
+  const bad = [...config.trustDomains.values()].filter((r) => !/^[a-z0-9._-]+$/.test(r.name));
+  if (bad.length) {
+    throw new Error(bad.map((r) => `${r.file} (document ${r.index + 1}): TrustDomain "${r.name}": metadata.name must be a SPIFFE trust domain (lowercase letters, digits, ".", "-", "_")`).join('\n'));
+  }
   return [...config.trustDomains.values()].map((r) => ({
     name: r.name,
     ...(r.spec.jwks_url ? { jwksUrl: r.spec.jwks_url } : {}),

@@ -25,7 +25,7 @@ export interface VerifiedSvid {
   verifiedBy: string;
   kid: string;
   jti?: string;
-  /** Virtual-key id the token was exchanged for (aam-issued tokens only; claim aam_key_id). */
+  /** Virtual-key id the token was exchanged for (aam-issued tokens only; claim aam_key). */
   keyId?: string;
   /** Seconds since epoch. */
   expiresAt: number;
@@ -46,8 +46,8 @@ export interface JwtVerifierOptions {
   /** Decides which SPIFFE IDs aam's own issuer may vouch for (current registry, read per call). */
   isRegisteredAgent: (spiffeId: string) => boolean;
   /**
-   * For aam-issued tokens obtained by exchanging a virtual key (claim aam_key_id): is that key still
-   * active? Missing function = such tokens are refused (fail closed), so a revoked key's tokens die with it.
+   * For aam-issued tokens obtained by exchanging a virtual key (claim aam_key): is that key still
+   * active? Checked on every use, cached or not. When omitted, the caller must check result.keyId itself.
    */
   isKeyActive?: (keyId: string) => boolean;
   trustDomains: TrustDomainSource[];
@@ -179,8 +179,8 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
     if (verifiedBy === 'aam' && !opts.isRegisteredAgent(id.id)) {
       return fail('unknown_agent', `${id.id} is not a registered Agent (removed from the config?)`);
     }
-    const keyId = verifiedBy === 'aam' && typeof claims.aam_key_id === 'string' ? claims.aam_key_id : undefined;
-    if (keyId !== undefined && !(opts.isKeyActive?.(keyId) ?? false)) {
+    const keyId = verifiedBy === 'aam' && typeof claims.aam_key === 'string' ? claims.aam_key : undefined;
+    if (keyId !== undefined && opts.isKeyActive && !opts.isKeyActive(keyId)) {
       return fail('revoked', `the virtual key ${keyId} this token was issued for has been revoked`);
     }
     const kid = header.kid;
@@ -201,7 +201,7 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
     const issuer = opts.issuer!;
     return {
       ok: true, result, until: expiry,
-      stillValid: () => issuer.publicKey(kid) !== undefined && opts.isRegisteredAgent(id.id) && (keyId === undefined || (opts.isKeyActive?.(keyId) ?? false)),
+      stillValid: () => issuer.publicKey(kid) !== undefined && opts.isRegisteredAgent(id.id) && (keyId === undefined || !opts.isKeyActive || opts.isKeyActive(keyId)),
     };
   }
 

@@ -6,15 +6,15 @@ type ArgSpec = NonNullable<ToolRuleSpec['args']>[string];
 
 export interface CompiledArg {
   name: string;
+  /** null when satisfied, else one of a few reason strings built at load (no allocation). */
   check(value: unknown, present: boolean): string | null;
 }
 
-const show = (v: unknown): string => {
-  const s = typeof v === 'string' ? JSON.stringify(v) : String(v);
-  return s.length > 60 ? s.slice(0, 57) + '...' : s;
-};
-
-/** Compile one constraint; returns an error message when the spec itself is invalid. */
+/**
+ * Compile one constraint; returns an error message when the spec itself is invalid.
+ * Reasons name the argument and the constraint but never echo the value: reasons go to the
+ * audit trail, which records only an argument digest.
+ */
 export function compileArg(name: string, spec: ArgSpec): CompiledArg | string {
   let re: RegExp | null = null;
   if (spec.pattern !== undefined) {
@@ -22,29 +22,38 @@ export function compileArg(name: string, spec: ArgSpec): CompiledArg | string {
   }
   if (spec.min !== undefined && spec.max !== undefined && spec.min > spec.max) return `min ${spec.min} is greater than max ${spec.max}`;
   const allowed = spec.enum ? new Set<unknown>(spec.enum) : null;
-  const enumText = spec.enum ? spec.enum.map(show).join(', ') : '';
   const required = spec.required === true;
   const { min, max, maxLength } = spec;
+  const a = `args.${name}`;
+  const why = {
+    required: `${a} is required`,
+    notInEnum: `${a} is not one of ${(spec.enum ?? []).map((v) => JSON.stringify(v)).join(', ')}`,
+    notNumber: `${a} must be a number`,
+    belowMin: `${a} is below min ${min}`,
+    aboveMax: `${a} exceeds max ${max}`,
+    notString: `${a} must be a string`,
+    tooLong: `${a} is longer than maxLength ${maxLength}`,
+    noMatch: `${a} does not match pattern ${spec.pattern}`,
+  };
   return {
     name,
     check(value, present) {
-      if (!present || value === undefined || value === null) return required ? `args.${name} is required` : null;
-      if (allowed && !allowed.has(value)) return `args.${name} = ${show(value)} is not one of ${enumText}`;
+      if (!present || value === undefined || value === null) return required ? why.required : null;
+      if (allowed && !allowed.has(value)) return why.notInEnum;
       if (min !== undefined || max !== undefined) {
-        if (typeof value !== 'number' || Number.isNaN(value)) return `args.${name} = ${show(value)} is not a number`;
-        if (min !== undefined && value < min) return `args.${name} = ${show(value)} is below min ${min}`;
-        if (max !== undefined && value > max) return `args.${name} = ${show(value)} exceeds max ${max}`;
+        if (typeof value !== 'number' || Number.isNaN(value)) return why.notNumber;
+        if (min !== undefined && value < min) return why.belowMin;
+        if (max !== undefined && value > max) return why.aboveMax;
       }
       if (re || maxLength !== undefined) {
-        if (typeof value !== 'string') return `args.${name} = ${show(value)} is not a string`;
-        if (maxLength !== undefined && value.length > maxLength) return `args.${name} is longer than maxLength ${maxLength}`;
-        if (re && !re.test(value)) return `args.${name} = ${show(value)} does not match pattern ${spec.pattern}`;
+        if (typeof value !== 'string') return why.notString;
+        if (maxLength !== undefined && value.length > maxLength) return why.tooLong;
+        if (re && !re.test(value)) return why.noMatch;
       }
       return null;
     },
   };
 }
-
 /** First violated constraint's reason, or null when all hold. */
 export function checkArgs(list: readonly CompiledArg[], args: Readonly<Record<string, unknown>>): string | null {
   for (let i = 0; i < list.length; i++) {

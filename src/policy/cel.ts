@@ -15,6 +15,8 @@ export interface CompiledCondition {
   source: string;
   /** False when the expression never mentions `context`: decide() then skips building it. */
   usesContext: boolean;
+  /** False when the expression never mentions `args` (lets tools/list evaluate it per identity). */
+  usesArgs: boolean;
   /** Returns true/false, or an Error when evaluation failed or returned a non-boolean (fail closed). */
   evaluate(vars: CelVars): boolean | Error;
 }
@@ -63,6 +65,7 @@ export function compileCondition(source: string): CompiledCondition | CelCompile
   return {
     source,
     usesContext: /\bcontext\b/.test(source),
+    usesArgs: /\bargs\b/.test(source),
     evaluate(vars) {
       let r: unknown;
       try {

@@ -23,7 +23,7 @@ export interface CompiledToolRule {
   args: readonly CompiledArg[];
   approval: boolean;
   /** Memos for decide(): resource -> action -> frozen decision (bounded; see decide.ts). */
-  memo: { allow: DecisionMemo; deny: DecisionMemo; unmet: DecisionMemo };
+  memo: { allow: DecisionMemo; deny: DecisionMemo; unmet: DecisionMemo; args: Map<string, DecisionMemo> };
 }
 
 export type DecisionMemo = Map<string, Map<string, Decision>>;
@@ -73,6 +73,8 @@ export interface PolicySet {
   modelMemo: Map<string, Decision>;
   /** Memo: resource -> tool rules (in policy order) whose resource matches. */
   toolMemo: Map<string, readonly CompiledToolRule[]>;
+  /** Memo: resource -> action -> default-deny decision (its reason names this caller). */
+  denyMemo: DecisionMemo;
 }
 
 export interface CompiledPolicies {
@@ -145,7 +147,7 @@ function compileToolRule(policy: Resource<PolicySpec>, rule: ToolRuleSpec, index
     policy: policy.name, index, path, resource: rule.resource,
     matchResource: stringMatcher(rule.resource, true),
     actions, anyAction: actions.has('*'), deny, denyAll: deny.has('*'),
-    when, args, approval: rule.approval === 'required', memo: { allow: new Map(), deny: new Map(), unmet: new Map() },
+    when, args, approval: rule.approval === 'required', memo: { allow: new Map(), deny: new Map(), unmet: new Map(), args: new Map() },
   };
 }
 
@@ -229,6 +231,7 @@ export function buildSet(agent: AgentRecord, compiled: Pick<CompiledPolicies, 'p
     guardrails,
     modelMemo: new Map(),
     toolMemo: new Map(),
+    denyMemo: new Map(),
   };
 }
 

@@ -58,14 +58,14 @@ function memoized(m: DecisionMemo, resource: string, action: string): Decision |
   return m.get(resource)?.get(action);
 }
 
-function remember(m: DecisionMemo, resource: string, action: string, d: Decision): Decision {
+function remember(m: DecisionMemo, resource: string, action: string, d: Decision, maxResources = MEMO_RESOURCES, maxActions = MEMO_ACTIONS): Decision {
   let inner = m.get(resource);
   if (!inner) {
-    if (m.size >= MEMO_RESOURCES) return d;
+    if (m.size >= maxResources) return d;
     inner = new Map();
     m.set(resource, inner);
   }
-  if (inner.size < MEMO_ACTIONS) inner.set(action, d);
+  if (inner.size < maxActions) inner.set(action, d);
   return d;
 }
 
@@ -83,6 +83,14 @@ function allowDecision(r: CompiledToolRule, action: string, resource: string, co
 function conditionFalse(r: CompiledToolRule, action: string, resource: string, compiled: CompiledPolicies): Decision {
   return memoized(r.memo.unmet, resource, action) ?? remember(r.memo.unmet, resource, action,
     make(compiled, 'deny', r.policy, r.index, r.path, `policy "${r.policy}" ${r.path} allows action "${action}" on ${resource} only when \`${r.when?.source}\`, which is false for this request`));
+}
+
+/** `why` is one of the rule's precomputed constraint reasons, so it is a bounded memo key. */
+function argsViolated(r: CompiledToolRule, why: string, action: string, resource: string, compiled: CompiledPolicies): Decision {
+  let m = r.memo.args.get(why);
+  if (!m) { m = new Map(); r.memo.args.set(why, m); }
+  return memoized(m, resource, action) ?? remember(m, resource, action,
+    make(compiled, 'deny', r.policy, r.index, r.path, `policy "${r.policy}" ${r.path} allows action "${action}" on ${resource} only within its args constraints: ${why}`));
 }
 
 export function celContext(c: Readonly<Record<string, unknown>> | undefined): Record<string, unknown> {
@@ -128,11 +136,12 @@ export function decideTool(
     if (!best || (r.approval && !best.approval)) best = r;
   }
   if (best) return allowDecision(best, action, resource, compiled);
-  if (argFail) {
-    const r = argFail.rule;
-    return make(compiled, 'deny', r.policy, r.index, r.path, `policy "${r.policy}" ${r.path} allows action "${action}" on ${resource} only within its args constraints: ${argFail.why}`);
-  }
+  if (argFail) return argsViolated(argFail.rule, argFail.why, action, resource, compiled);
   if (whenFalse) return conditionFalse(whenFalse, action, resource, compiled);
+  return memoized(set.denyMemo, resource, action) ?? remember(set.denyMemo, resource, action, defaultDeny(set, rules, resource, action, compiled), 16, 16);
+}
+
+function defaultDeny(set: PolicySet, rules: readonly CompiledToolRule[], resource: string, action: string, compiled: CompiledPolicies): Decision {
   if (rules.length === 0) {
     const none = set.policies.length === 0 ? `no AgentPolicy applies to ${who(set.agent)}` : `no policy has a tool rule for ${resource} for ${who(set.agent)}`;
     return make(compiled, 'deny', '', -1, '', `${none}, so action "${action}" is denied by default`);
@@ -148,15 +157,21 @@ export function allowedModels(agent: AgentRecord, compiled: CompiledPolicies): r
 
 /**
  * Could some call of (resource, action) be allowed for this caller? Explicit denies hide the
- * tool; `when` and `args` are not evaluated (they depend on the call), so tools/list may show a
- * tool whose call is then denied with a reason, never the reverse.
+ * tool. A `when` that reads only identity/resource/action is evaluated (false or error hides
+ * the rule); conditions on args or context and args constraints depend on the call, so such a
+ * tool is listed and its call may still be denied with a reason (never the reverse).
  */
 export function toolVisible(agent: AgentRecord, resource: string, action: string, compiled: CompiledPolicies): boolean {
-  const rules = rulesFor(setFor(agent, compiled), resource);
+  const set = setFor(agent, compiled);
+  const rules = rulesFor(set, resource);
   let any = false;
   for (const r of rules) {
     if (r.denyAll || r.deny.has(action)) return false;
-    if (r.anyAction || r.actions.has(action)) any = true;
+    if (any || (!r.anyAction && !r.actions.has(action))) continue;
+    if (r.when && !r.when.usesArgs && !r.when.usesContext) {
+      if (r.when.evaluate({ identity: set.celIdentity, resource, action, args: EMPTY, context: EMPTY }) !== true) continue;
+    }
+    any = true;
   }
   return any;
 }

@@ -11,7 +11,7 @@ const KNOWN = new Set([
 
 type Bad = { ok: false; field: string; message: string };
 function bad(field: string, message: string): Bad {
-  return { ok: false, field, message: `${field} ${message}` };
+  return { ok: false, field, message };
 }
 
 function isNum(v: unknown): v is number {

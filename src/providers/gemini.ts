@@ -3,7 +3,7 @@
 // are synthesized (call_<n>) and tool results are matched back by function name.
 import type {
   ChatMessage, ChatRequest, ChatResult, ContentPart, EmbeddingsRequest, EmbeddingsResult, FinishReason,
-  ProviderAdapter, ProviderError, StreamEvent, StreamParser, TargetInfo, ToolCall, Usage,
+  ProviderAdapter, ProviderError, StreamEvent, StreamParser, ToolCall, Usage,
 } from './types.ts';
 import { UpstreamShapeError, arr, isObj, localId, num, nowSeconds, obj, parseJson, statusType, str, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
@@ -106,8 +106,7 @@ export function geminiContents(messages: ChatMessage[]): { system: string | unde
   return { system, contents };
 }
 
-export function geminiBody(req: ChatRequest, target: TargetInfo): Obj {
-  void target;
+export function geminiBody(req: ChatRequest): Obj {
   const { system, contents } = geminiContents(req.messages);
   const body: Obj = { contents };
   if (system !== undefined) body.systemInstruction = { parts: [{ text: system }] };
@@ -257,7 +256,7 @@ export const geminiAdapter: ProviderAdapter = {
     method: 'POST',
     path: modelPath(target.model) + (target.stream ? ':streamGenerateContent?alt=sse' : ':generateContent'),
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(geminiBody(req, target)),
+    body: JSON.stringify(geminiBody(req)),
   }),
   chatResponse: geminiChatResponse,
   streamParser: () => new GeminiStreamParser(),

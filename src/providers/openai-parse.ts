@@ -13,7 +13,7 @@ const KNOWN = new Set([
 ]);
 
 function bad(field: string, message: string): { ok: false; field: string; message: string } {
-  return { ok: false, field, message: `${field} ${message}` };
+  return { ok: false, field, message };
 }
 
 /** Returns an error message for one message, or undefined when valid. */

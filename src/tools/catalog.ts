@@ -35,12 +35,12 @@ export interface ServerEntry {
 
 export interface Catalog {
   servers: Map<string, ServerEntry>;
-  /** Make sure each server in scope has listed its tools at least once (waits for connections). */
-  ready(scope: string | null): Promise<void>;
+  /** Wait (at most waitMs) until each server in scope has listed its tools once; a slow server is skipped. */
+  ready(scope: string | null, waitMs: number): Promise<void>;
   /** Servers in scope: all for the aggregated endpoint, one otherwise. */
   inScope(scope: string | null): ServerEntry[];
-  /** Find a tool by the name the client uses (prefixed when aggregated). */
-  resolve(scope: string | null, exposedName: string): CompiledTool | undefined;
+  /** Find a tool by the name the client uses (prefixed when aggregated); waits only for its own server. */
+  resolve(scope: string | null, exposedName: string): Promise<CompiledTool | undefined>;
   exposedName(scope: string | null, t: CompiledTool): string;
   reload(config: ConfigSet): Promise<void>;
   onToolsChanged(listener: (server: string) => void): void;
@@ -111,24 +111,28 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
   return {
     servers,
     inScope,
-    async ready(scope) {
-      await Promise.all(inScope(scope).map((e) => e.upstream.tools().catch((err: unknown) => {
+    async ready(scope, waitMs) {
+      let timer: NodeJS.Timeout | undefined;
+      const budget = new Promise<void>((r) => { timer = setTimeout(r, waitMs); });
+      const all = Promise.all(inScope(scope).map((e) => e.upstream.tools().catch((err: unknown) => {
         deps.log.warn({ mcp_server: e.name, err: errMsg(err) }, 'mcp server unavailable for listing');
       })));
+      await Promise.race([all, budget]);
+      clearTimeout(timer);
     },
-    resolve(scope, exposed) {
-      if (scope !== null) return servers.get(scope)?.tools.get(exposed);
-      // Longest server-name prefix wins, so "a__b" and "a" cannot shadow each other.
-      let best: CompiledTool | undefined;
-      let bestLen = -1;
-      for (const e of servers.values()) {
-        const prefix = e.name + NAME_SEP;
-        if (exposed.startsWith(prefix) && e.name.length > bestLen) {
-          const t = e.tools.get(exposed.slice(prefix.length));
-          if (t) { best = t; bestLen = e.name.length; }
-        }
+    async resolve(scope, exposed) {
+      let entry: ServerEntry | undefined;
+      let tool = exposed;
+      if (scope !== null) entry = servers.get(scope);
+      else {
+        // Server names cannot contain "__" (the loader refuses them), so the first "__" splits.
+        const i = exposed.indexOf(NAME_SEP);
+        if (i > 0) { entry = servers.get(exposed.slice(0, i)); tool = exposed.slice(i + NAME_SEP.length); }
       }
-      return best;
+      if (!entry) return undefined;
+      // Not listed yet: wait for this server only; a down server says so instead of "unknown tool".
+      if (!entry.tools.has(tool)) await entry.upstream.tools();
+      return entry.tools.get(tool);
     },
     exposedName: (scope, t) => (scope === null ? `${t.server}${NAME_SEP}${t.def.name}` : t.def.name),
     async reload(next) {
@@ -142,6 +146,8 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
       }
       for (const [name, r] of next.mcpServers) if (!servers.has(name)) add(name, r.spec);
       await Promise.all(closing);
+      // Kept servers: re-read accepted digests (an admin may have accepted a tool from the CLI).
+      for (const e of servers.values()) if (e.defs.length) compileServer(e, e.defs, integrity);
       for (const l of listeners) for (const name of next.mcpServers.keys()) l(name);
     },
     onToolsChanged(l) { listeners.push(l); },

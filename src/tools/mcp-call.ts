@@ -26,7 +26,7 @@ export interface SessionCtx {
   resourceOwner: Map<string, string>;
 }
 
-export interface Extra { signal?: AbortSignal; onprogress?: (p: Progress) => void; jsonrpcId?: string | number }
+export interface Extra { signal?: AbortSignal; onprogress?: (p: Progress) => void; jsonrpcId?: string | number; requestId?: string }
 
 /** The explanation a caller sees for a non-allow decision: policy, rule and reason. */
 export function denialMessage(d: Decision, what: string): string {
@@ -53,9 +53,9 @@ function enforceLimit(rt: Runtime, entry: ServerEntry, what: string, result: unk
 
 export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs: unknown, extra: Extra): Promise<CallToolResult> {
   const { deps, catalog } = rt;
-  const requestId = `req_${randomUUID()}`;
+  const requestId = extra.requestId ?? `req_${randomUUID()}`;
   // resolve
-  const t = catalog.resolve(s.scope, name);
+  const t = await catalog.resolve(s.scope, name);
   if (!t) throw new ToolError('unknown_tool', `unknown tool "${name}"; call tools/list for the tools you may call`, { code: RPC.notFound, status: 404 });
   const entry = catalog.servers.get(t.server) as ServerEntry;
   const args = (rawArgs ?? {}) as Record<string, unknown>;
@@ -96,7 +96,8 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
       throw new ToolError('audit_unavailable', `tools/call "${name}" not forwarded: its intent could not be recorded durably (${errMsg(e)})`, { code: RPC.upstream, status: 503 });
     }
   }
-  // call -> limit -> record
+  // call -> limit -> record (a call the client already cancelled is not forwarded)
+  if (extra.signal?.aborted) throw new ToolError('cancelled', `tools/call "${name}" was cancelled by the client`, { code: RPC.upstream, status: 499 });
   const started = performance.now();
   try {
     const result = await entry.upstream.callTool(t.def.name, args, s.identity, { signal: extra.signal, onprogress: extra.onprogress });

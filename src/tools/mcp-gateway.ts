@@ -26,6 +26,8 @@ export interface McpGatewayOptions extends UpstreamOptions {
   sessionIdleMs?: number;
   approvalWindowMs?: number;
   maxResultBytes?: number;
+  /** tools/list waits at most this long for servers still starting, then lists what is ready (default 5 s). */
+  listWaitMs?: number;
   /** Largest request body read when the caller did not pass parsedBody (default 4 MiB). */
   maxBodyBytes?: number;
 }
@@ -54,6 +56,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   const maxSessions = opts.maxSessions ?? 10_000;
   const idleMs = opts.sessionIdleMs ?? 30 * 60_000;
   const maxBody = opts.maxBodyBytes ?? 4 * 1024 * 1024;
+  const listWaitMs = opts.listWaitMs ?? 5000;
   const sessions = new Map<string, Session>();
 
   catalog.onToolsChanged((server) => {
@@ -74,17 +77,15 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       instructions: ctx.scope === null ? 'aam MCP gateway: tools are named <server>__<tool>; every call is authorized and audited.' : undefined,
     });
     server.setRequestHandler(ListToolsRequestSchema, async (req) => {
-      await catalog.ready(ctx.scope);
+      await catalog.ready(ctx.scope, listWaitMs);
       const all = visibleTools(rt, ctx);
       const start = decodeCursor(req.params?.cursor);
       const page = all.slice(start, start + pageSize);
       const tools = page.map((t) => ({ ...t.def, name: catalog.exposedName(ctx.scope, t) }) as Tool);
       return start + pageSize < all.length ? { tools, nextCursor: encodeCursor(start + pageSize) } : { tools };
     });
-    server.setRequestHandler(CallToolRequestSchema, async (req, extra) => {
-      await catalog.ready(ctx.scope);
-      return callTool(rt, ctx, req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra));
-    });
+    server.setRequestHandler(CallToolRequestSchema, async (req, extra) =>
+      callTool(rt, ctx, req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra)));
     server.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: await listResources(rt, ctx) }));
     server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: [] }));
     server.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => readResource(rt, ctx, req.params.uri, callExtra(req.params._meta?.progressToken, extra)));
@@ -165,13 +166,22 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   };
 }
 
-interface SdkExtra { signal: AbortSignal; requestId: string | number; sendNotification: (n: { method: 'notifications/progress'; params: { progressToken: string | number } & Progress }) => Promise<void> }
+interface SdkExtra {
+  signal: AbortSignal;
+  requestId: string | number;
+  requestInfo?: { headers: Record<string, string | string[] | undefined> };
+  sendNotification: (n: { method: 'notifications/progress'; params: { progressToken: string | number } & Progress }) => Promise<void>;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** Forward cancellation (signal) and, when the client asked for it, progress notifications. */
 function callExtra(progressToken: string | number | undefined, extra: SdkExtra): Extra {
   const onprogress = progressToken === undefined ? undefined
     : (p: Progress) => { extra.sendNotification({ method: 'notifications/progress', params: { ...p, progressToken } }).catch(() => {}); };
-  return { signal: extra.signal, onprogress, jsonrpcId: extra.requestId };
+  // The HTTP request id of the POST that carried this message (set by the server), for correlation.
+  const rid = extra.requestInfo?.headers['x-request-id'];
+  return { signal: extra.signal, onprogress, jsonrpcId: extra.requestId, requestId: typeof rid === 'string' && REQUEST_ID.test(rid) ? rid : undefined };
 }
 
 function encodeCursor(offset: number): string {

@@ -111,10 +111,18 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       try { await refreshTools(c); } catch (e) { deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'tools/list refresh failed'); }
     });
     t.onclose = () => onTransportClosed(c);
-    await c.connect(t, { timeout: timeoutMs });
-    client = c;
-    transport = t;
-    await refreshTools(c);
+    try {
+      await c.connect(t, { timeout: timeoutMs });
+      client = c;
+      transport = t;
+      await refreshTools(c);
+    } catch (e) {
+      // Do not leave a half-started process behind (e.g. one that never answered initialize).
+      client = undefined;
+      transport = undefined;
+      await t.close().catch(() => {});
+      throw e;
+    }
     state = 'ready';
     connectedAt = Date.now();
     lastError = undefined;
@@ -157,10 +165,6 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       connecting = connect().catch((e: unknown) => {
         lastError = errMsg(e);
         state = 'down';
-        const old = transport;
-        client = undefined;
-        transport = undefined;
-        old?.close().catch(() => {});
         deps.log.error({ mcp_server: name, err: lastError }, 'mcp server connect failed');
         scheduleRestart();
         throw new ToolError('upstream_unavailable', `MCP server "${name}" is unavailable: ${lastError}`, { code: RPC.upstream, status: 502 });
@@ -183,11 +187,12 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   }
 
   /** Run an upstream request as `identity` with the server's timeout and clear errors. */
-  async function run<T>(what: string, identity: Identity, fn: (c: Client) => Promise<T>): Promise<T> {
+  async function run<T>(what: string, identity: Identity, fn: (c: Client) => Promise<T>, signal?: AbortSignal): Promise<T> {
     const c = await ensureClient();
     try {
       return await callerIdentity.run(identity, () => fn(c));
     } catch (e) {
+      if (signal?.aborted) throw new ToolError('cancelled', `${what} on MCP server "${name}" was cancelled by the client`, { code: RPC.upstream, status: 499 });
       throw upstreamError(name, what, timeoutMs, e);
     }
   }
@@ -206,13 +211,13 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       return toolCache ?? [];
     },
     callTool: (tool, args, identity, o) => run(`tools/call "${tool}"`, identity, (c) =>
-      c.callTool({ name: tool, arguments: args }, undefined, reqOpts(o)) as Promise<CallToolResult>),
+      c.callTool({ name: tool, arguments: args }, undefined, reqOpts(o)) as Promise<CallToolResult>, o?.signal),
     listResources: (identity) => run('resources/list', identity, async (c) =>
       c.getServerCapabilities()?.resources ? (await c.listResources(undefined, reqOpts())).resources : []),
-    readResource: (uri, identity, o) => run('resources/read', identity, (c) => c.readResource({ uri }, reqOpts(o))),
+    readResource: (uri, identity, o) => run('resources/read', identity, (c) => c.readResource({ uri }, reqOpts(o)), o?.signal),
     listPrompts: (identity) => run('prompts/list', identity, async (c) =>
       c.getServerCapabilities()?.prompts ? (await c.listPrompts(undefined, reqOpts())).prompts : []),
-    getPrompt: (p, args, identity, o) => run('prompts/get', identity, (c) => c.getPrompt({ name: p, arguments: args }, reqOpts(o))),
+    getPrompt: (p, args, identity, o) => run('prompts/get', identity, (c) => c.getPrompt({ name: p, arguments: args }, reqOpts(o)), o?.signal),
     onToolsChanged(l) { listeners.push(l); },
     status() {
       const pid = transport instanceof StdioClientTransport ? transport.pid : undefined;

@@ -1,0 +1,165 @@
+// `aam audit verify|export|query|show|public-key|prune`. Shaped like src/cli/main.ts's Command
+// (structurally, so audit does not import the cli layer); wire with
+// `Object.assign(extraCommands, auditCommands)` in src/cli/commands.ts.
+import type { ParseArgsConfig } from 'node:util';
+import { createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { once } from 'node:events';
+import type { Writable } from 'node:stream';
+import { verifyDatabase, verifyExport } from './verify.ts';
+import type { VerifyResult } from './verify.ts';
+import { exportJsonl } from './export.ts';
+import { queryEvents, showRequest, describeEvent } from './query.ts';
+import { toOcsf } from './ocsf.ts';
+import { openAuditDb } from './store.ts';
+import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
+import { openAuditLog } from './log.ts';
+import { applyRetention } from './retention.ts';
+import type { AuditEvent } from './event.ts';
+
+type Values = Record<string, string | boolean | string[] | undefined>;
+export interface AuditCommand {
+  summary: string;
+  usage: string;
+  options?: ParseArgsConfig['options'];
+  run(args: { values: Values; positionals: string[]; g: { config: string; data: string } }): Promise<number> | number;
+}
+
+const out = (line: string): void => { process.stdout.write(line + '\n'); };
+const err = (line: string): void => { process.stderr.write(line + '\n'); };
+const str = (v: Values[string]): string | undefined => (typeof v === 'string' ? v : undefined);
+
+export const auditCommands: Record<string, AuditCommand> = {
+  'audit verify': {
+    summary: 'verify the audit hash chain and signed checkpoints (database or exported file)',
+    usage: 'aam audit verify [--public-key PEM_FILE] [--file EXPORT.jsonl]   (exit 0 = intact, 1 = tampered)',
+    options: { 'public-key': { type: 'string' }, file: { type: 'string' }, json: { type: 'boolean' } },
+    run: ({ values, g }) => {
+      const keyFile = str(values['public-key']);
+      const pem = keyFile ? readFileSync(keyFile, 'utf8') : undefined;
+      const file = str(values.file);
+      let r: VerifyResult;
+      if (file) {
+        if (!pem) { err('verifying an export needs the public key you trust: --public-key FILE (from `aam audit public-key`)'); return 2; }
+        r = verifyExport(readFileSync(file, 'utf8'), pem);
+      } else {
+        r = verifyDatabase(g.data, pem);
+      }
+      if (values.json) out(JSON.stringify(r, null, 2));
+      else printVerify(r, file ?? g.data);
+      return r.ok ? 0 : 1;
+    },
+  },
+  'audit export': {
+    summary: 'export the audit trail as verifiable JSONL (or OCSF API Activity JSON lines)',
+    usage: 'aam audit export [--since ISO-8601] [--out FILE] [--format native|ocsf]',
+    options: { since: { type: 'string' }, out: { type: 'string', short: 'o' }, format: { type: 'string' } },
+    run: async ({ values, g }) => {
+      const format = str(values.format) ?? 'native';
+      if (format !== 'native' && format !== 'ocsf') { err(`--format must be native or ocsf, not "${format}"`); return 2; }
+      const path = str(values.out);
+      const stream: Writable = path ? createWriteStream(path, { mode: 0o600 }) : process.stdout;
+      if (format === 'native') {
+        const s = await exportJsonl(g.data, { since: str(values.since), out: stream });
+        err(`exported ${s.events} events and ${s.checkpoints} checkpoints from seq ${s.fromSeq}${path ? ' to ' + path : ''}`);
+      } else {
+        const db = openAuditDb(g.data);
+        const since = str(values.since);
+        try {
+          const rows = db.prepare('SELECT body FROM audit_events WHERE time >= ? ORDER BY seq').iterate(since ? new Date(since).toISOString() : '');
+          for (const r of rows) {
+            if (!stream.write(JSON.stringify(toOcsf(JSON.parse(String(r.body)) as AuditEvent)) + '\n')) await once(stream, 'drain');
+          }
+        } finally { db.close(); }
+      }
+      if (path) { stream.end(); await once(stream, 'finish'); }
+      return 0;
+    },
+  },
+  'audit query': {
+    summary: 'list audit events (newest first)',
+    usage: 'aam audit query [--agent NAME] [--since ISO-8601] [--decision allow|deny] [--request-id ID] [--type TYPE] [--limit N] [--json]',
+    options: { agent: { type: 'string' }, since: { type: 'string' }, decision: { type: 'string' }, 'request-id': { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
+    run: ({ values, g }) => {
+      const db = openAuditDb(g.data);
+      try {
+        const events = queryEvents(db, {
+          agent: str(values.agent), since: str(values.since), decision: str(values.decision),
+          requestId: str(values['request-id']), type: str(values.type), limit: values.limit ? Number(values.limit) : 100,
+        });
+        printEvents(events, values.json === true);
+        return 0;
+      } finally { db.close(); }
+    },
+  },
+  'audit show': {
+    summary: 'print the whole chain of one request: identity -> decision -> credential -> upstream -> outcome',
+    usage: 'aam audit show REQUEST_ID [--json]',
+    options: { json: { type: 'boolean' } },
+    run: ({ values, positionals, g }) => {
+      const id = positionals[0];
+      if (!id) { err('missing REQUEST_ID (the x-request-id of the request, or request_id in `aam audit query`)'); return 2; }
+      const db = openAuditDb(g.data);
+      try {
+        const events = showRequest(db, id);
+        if (events.length === 0) { err(`no audit events for request "${id}"`); return 1; }
+        printEvents(events, values.json === true);
+        return 0;
+      } finally { db.close(); }
+    },
+  },
+  'audit public-key': {
+    summary: 'print the public key that verifies audit checkpoints (give it to auditors)',
+    usage: 'aam audit public-key',
+    run: ({ g }) => {
+      const path = signingKeyPath(g.data);
+      try {
+        if (!existsSync(path)) throw new Error('no such file');
+        out(loadOrCreateSigningKey(path).publicKeyPem.trimEnd());
+      } catch (e) {
+        const db = openAuditDb(g.data);
+        const stored = db.prepare("SELECT value FROM audit_meta WHERE key LIKE 'public_key:%' LIMIT 1").get();
+        db.close();
+        if (!stored) { err(`cannot read the audit signing key ${path}: ${String(e)}`); return 1; }
+        err(`warning: key file unreadable (${String(e)}); printing the key stored with the audit data`);
+        out(String(stored.value).trimEnd());
+      }
+      return 0;
+    },
+  },
+  'audit prune': {
+    summary: 'delete audit events older than a time, keeping the rest verifiable (signed retention checkpoint)',
+    usage: 'aam audit prune --before ISO-8601 | --older-than 90d',
+    options: { before: { type: 'string' }, 'older-than': { type: 'string' } },
+    run: async ({ values, g }) => {
+      const cut = cutoff(str(values.before), str(values['older-than']));
+      if (!cut) { err('give --before ISO-8601 or --older-than Nd (days)'); return 2; }
+      const log = openAuditLog({ dataDir: g.data });
+      try {
+        const r = applyRetention(log, cut, { keepUndelivered: true });
+        out(r.cutSeq ? `removed ${r.deletedEvents} events up to seq ${r.cutSeq}; the chain now starts at a signed retention checkpoint` : 'nothing older than the cut');
+      } finally { await log.close(); }
+      return 0;
+    },
+  },
+};
+
+function cutoff(before: string | undefined, olderThan: string | undefined): Date | undefined {
+  if (before) { const d = new Date(before); return Number.isNaN(d.getTime()) ? undefined : d; }
+  const m = olderThan ? /^(\d+)d$/.exec(olderThan) : null;
+  return m ? new Date(Date.now() - Number(m[1]) * 86_400_000) : undefined;
+}
+
+function printVerify(r: VerifyResult, what: string): void {
+  if (r.ok) {
+    out(`OK: ${what}: ${r.events} events (seq ${r.firstSeq}..${r.lastSeq}), ${r.checkpoints} checkpoints, chain from ${r.anchor === 'genesis' ? 'genesis' : `${r.anchor.type} checkpoint at ${r.anchor.tree_size}`}`);
+    if (r.unsignedTail) out(`note: the last ${r.unsignedTail} events are chained but not yet covered by a signed checkpoint`);
+  } else {
+    const e = r.firstError;
+    out(`TAMPERED: ${what}: ${e?.kind} at seq ${e?.seq}: ${e?.message}`);
+  }
+  if (r.keySource !== 'given') out(`warning: checked with the ${r.keySource === 'key_file' ? "signing key file's public half" : 'public key stored with the data'}; pass --public-key with a copy kept elsewhere for an independent check`);
+}
+
+function printEvents(events: AuditEvent[], json: boolean): void {
+  for (const e of events) out(json ? JSON.stringify(e) : describeEvent(e));
+}

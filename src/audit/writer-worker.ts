@@ -1,0 +1,59 @@
+// Worker thread hosting the batch writer (see writer.ts). Messages in: write, checkpoint, close.
+// Every message gets one reply with the same id, in order.
+import { parentPort, workerData } from 'node:worker_threads';
+import { createBatchWriter } from './writer.ts';
+import type { WireEntry } from './writer.ts';
+import { loadOrCreateSigningKey } from './keys.ts';
+import { openAuditDb } from './store.ts';
+import type { CheckpointType } from './checkpoint.ts';
+
+export interface WriterInit {
+  dataDir: string;
+  keyFile: string;
+  busyTimeoutMs?: number;
+  checkpointEvery: number;
+  checkpointIntervalMs: number;
+}
+
+export type WriterRequest =
+  | { op: 'write'; id: number; payload: string; want: number[] }
+  | { op: 'checkpoint'; id: number; type: CheckpointType }
+  | { op: 'close'; id: number };
+
+export type WriterReply =
+  | { op: 'written'; id: number; firstSeq: number; lastSeq: number; lastHash: string; hashes: Record<number, string>; checkpointed: boolean }
+  | { op: 'checkpointed'; id: number; treeSize: number | null }
+  | { op: 'closed'; id: number }
+  | { op: 'failed'; id: number; error: string }
+  | { op: 'alert'; message: string };
+
+const port = parentPort;
+if (!port) throw new Error('writer-worker.ts must run in a worker thread');
+const init = workerData as WriterInit;
+const key = loadOrCreateSigningKey(init.keyFile);
+const db = openAuditDb(init.dataDir, { busyTimeoutMs: init.busyTimeoutMs });
+const writer = createBatchWriter(db, key, init.checkpointEvery);
+const reply = (r: WriterReply): void => port.postMessage(r);
+
+const timer = setInterval(() => {
+  try { writer.checkpoint('periodic'); } catch (e) { reply({ op: 'alert', message: `audit checkpoint failed: ${String(e)}` }); }
+}, init.checkpointIntervalMs);
+timer.unref();
+
+port.on('message', (m: WriterRequest) => {
+  try {
+    if (m.op === 'write') {
+      const r = writer.write(JSON.parse(m.payload) as WireEntry[], m.want);
+      reply({ op: 'written', id: m.id, firstSeq: r.firstSeq, lastSeq: r.lastSeq, lastHash: r.lastHash, hashes: r.hashes, checkpointed: r.checkpoint !== undefined });
+    } else if (m.op === 'checkpoint') {
+      reply({ op: 'checkpointed', id: m.id, treeSize: writer.checkpoint(m.type)?.tree_size ?? null });
+    } else {
+      clearInterval(timer);
+      try { writer.checkpoint('close'); } finally { db.close(); }
+      reply({ op: 'closed', id: m.id });
+      port.close();
+    }
+  } catch (e) {
+    reply({ op: 'failed', id: m.id, error: e instanceof Error ? e.message : String(e) });
+  }
+});

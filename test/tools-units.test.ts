@@ -1,0 +1,90 @@
+// Unit tests for the tool plane's pure parts: tool digests and integrity, approvals, metadata,
+// and the module boundary (src/tools imports no policy/identity/credentials/audit implementation).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { canonicalJson, createToolIntegrity, toolDigest } from '../src/tools/tool-integrity.ts';
+import { argsDigest, createApprovals } from '../src/tools/approvals.ts';
+import { protectedResourceMetadata, wwwAuthenticate } from '../src/tools/mcp-metadata.ts';
+import { compileValidator } from '../src/tools/catalog.ts';
+import type { Decision } from '../src/policy/types.ts';
+import { ANALYST, INTERN } from './fixtures/mcp-accounts/harness.ts';
+
+const tool = (description: string, schema: Record<string, unknown> = { type: 'object', properties: { a: { type: 'string' }, b: { type: 'number' } } }) => ({ name: 't', description, inputSchema: schema });
+
+test('digest ignores key order but not content', () => {
+  assert.equal(canonicalJson({ b: 1, a: [{ y: 2, x: 1 }] }), '{"a":[{"x":1,"y":2}],"b":1}');
+  assert.equal(toolDigest(tool('d', { type: 'object', properties: { b: { type: 'number' }, a: { type: 'string' } } })), toolDigest(tool('d')));
+  assert.notEqual(toolDigest(tool('d')), toolDigest(tool('d ')));
+  assert.match(toolDigest(tool('d')), /^sha256:[0-9a-f]{64}$/);
+});
+
+test('integrity: trust on first use, flag changes, accept, pins override', () => {
+  const db = new DatabaseSync(':memory:');
+  const integ = createToolIntegrity(db);
+  assert.equal(integ.check('s', [tool('v1')], {}).get('t')?.ok, true);
+  assert.equal(integ.check('s', [tool('v1')], {}).get('t')?.ok, true);
+  const changed = integ.check('s', [tool('v2')], {}).get('t');
+  assert.equal(changed?.ok, false);
+  assert.deepEqual(integ.flagged().map((f) => f.tool), ['t']);
+  assert.equal(createToolIntegrity(db).check('s', [tool('v2')], {}).get('t')?.ok, false, 'persists across restarts');
+  assert.equal(integ.check('s', [tool('v1')], {}).get('t')?.ok, true, 'reverting to the accepted definition is fine');
+  integ.check('s', [tool('v2')], {});
+  const d = integ.accept('s', 't', 'admin');
+  assert.equal(d.status, 'accepted');
+  assert.equal(d.acceptedBy, 'admin');
+  assert.equal(integ.check('s', [tool('v2')], {}).get('t')?.ok, true);
+  assert.equal(integ.check('s', [tool('v2')], { t: toolDigest(tool('v2')) }).get('t')?.ok, true);
+  assert.equal(integ.check('s', [tool('v2')], { t: toolDigest(tool('v1')) }).get('t')?.ok, false, 'pin mismatch even though accepted');
+  assert.throws(() => integ.accept('s', 'never-seen', 'admin'), /no definition/);
+});
+
+test('approvals: bound to identity, target and argument digest; single use; expiry', () => {
+  let now = 1_000_000;
+  const ap = createApprovals(new DatabaseSync(':memory:'), { windowMs: 1000, now: () => now });
+  const d: Decision = { effect: 'approval_required', allowed: false, policy: 'p', rule: 2, reason: 'r', configVersion: 'v' };
+  const target = { plane: 'mcp', target: 'crm/delete', resource: 'r', action: 'delete' };
+  const first = ap.check(ANALYST, target, argsDigest({ id: 1 }), d);
+  assert.equal(first.status, 'pending');
+  assert.match(first.approval.id, /^apr_/);
+  ap.approve(first.approval.id, 'admin');
+  assert.equal(ap.check(INTERN, target, argsDigest({ id: 1 }), d).status, 'pending', 'another identity does not get it');
+  assert.equal(ap.check(ANALYST, target, argsDigest({ id: 2 }), d).status, 'pending', 'other arguments do not');
+  assert.equal(ap.check(ANALYST, { ...target, target: 'crm/other' }, argsDigest({ id: 1 }), d).status, 'pending', 'other tool does not');
+  assert.equal(ap.check(ANALYST, target, argsDigest({ id: 1 }), d).status, 'approved');
+  assert.equal(ap.check(ANALYST, target, argsDigest({ id: 1 }), d).status, 'pending', 'used once');
+  const p = ap.list({ status: 'pending' });
+  assert.ok(p.length >= 3);
+  now += 2000;
+  assert.equal(ap.list({ status: 'pending' }).length, 0, 'pending approvals expire');
+  assert.throws(() => ap.approve(p[0].id, 'admin'), /is expired/);
+  assert.equal(argsDigest({ a: 1, b: 2 }), argsDigest({ b: 2, a: 1 }));
+});
+
+test('argument validator compiles JSON Schema once and explains failures', () => {
+  const v = compileValidator({ $id: 'x', type: 'object', properties: { limit: { type: 'integer', maximum: 5 } }, required: ['limit'] });
+  assert.equal(v({ limit: 3 }), undefined);
+  assert.match(v({ limit: 9 }) ?? '', /must be <= 5/);
+  assert.match(v({}) ?? '', /required property 'limit'/);
+  const other = compileValidator({ $id: 'x', type: 'object', properties: { q: { type: 'string' } }, required: ['q'] });
+  assert.match(other({}) ?? '', /'q'/, 'a reused $id does not pick up another schema');
+});
+
+test('RFC 9728 metadata for /mcp', () => {
+  const m = protectedResourceMetadata({ baseUrl: 'https://aam.example.com/' });
+  assert.equal(m.resource, 'https://aam.example.com/mcp');
+  assert.deepEqual(m.bearer_methods_supported, ['header']);
+  assert.equal(wwwAuthenticate('https://aam.example.com'), 'Bearer resource_metadata="https://aam.example.com/.well-known/oauth-protected-resource/mcp"');
+});
+
+test('src/tools imports only types from policy, identity, credentials and audit', () => {
+  const dir = join(process.cwd(), 'src/tools');
+  for (const f of readdirSync(dir).filter((n) => n.endsWith('.ts'))) {
+    const src = readFileSync(join(dir, f), 'utf8');
+    for (const m of src.matchAll(/^import\s+(type\s+)?[^;]*?from\s+'(\.\.\/(policy|identity|credentials|audit|server|gateway|cli)\/[^']+)'/gm)) {
+      assert.ok(m[1] && /\/types\.ts$/.test(m[2]), `${f} imports ${m[2]} (only type imports of */types.ts are allowed)`);
+    }
+  }
+});
