@@ -5,7 +5,7 @@
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir, cpus, loadavg } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,6 +15,13 @@ import { verifyDatabase } from '../src/audit/verify.ts';
 import type { AuditEventInput } from '../src/audit/event.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
+const tempDirs: string[] = [];
+process.once('exit', () => { for (const d of tempDirs) rmSync(d, { recursive: true, force: true }); });
+function benchDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'aam-bench-'));
+  tempDirs.push(d);
+  return d;
+}
 const seconds = Number(process.argv[process.argv.indexOf('--seconds') + 1]) || 3;
 
 function event(i: number): AuditEventInput {
@@ -31,7 +38,7 @@ function event(i: number): AuditEventInput {
 }
 
 async function hotPath(): Promise<{ nsPerRecord: number; events: number; writeEventsPerSec: number; verifyEventsPerSec: number }> {
-  const dir = mkdtempSync(join(tmpdir(), 'aam-bench-'));
+  const dir = benchDir();
   const log = openAuditLog({ dataDir: dir, maxQueue: 1_000_000, batchSize: 1000 });
   const n = 200_000;
   const events = Array.from({ length: n }, (_, i) => event(i));
@@ -61,7 +68,7 @@ async function hotPath(): Promise<{ nsPerRecord: number; events: number; writeEv
  * letting the log encode and hand batches to its writer thread, minus the same loop without audit.
  */
 async function mainThreadCost(): Promise<{ usPerEvent: number; events: number }> {
-  const dir = mkdtempSync(join(tmpdir(), 'aam-bench-'));
+  const dir = benchDir();
   const log = openAuditLog({ dataDir: dir, maxQueue: 1_000_000 });
   const n = 100_000;
   const events = Array.from({ length: n }, (_, i) => event(i));
@@ -84,7 +91,7 @@ async function mainThreadCost(): Promise<{ usPerEvent: number; events: number }>
 }
 
 async function durable(): Promise<{ sequentialMs: number; concurrent64PerSec: number }> {
-  const dir = mkdtempSync(join(tmpdir(), 'aam-bench-'));
+  const dir = benchDir();
   const log = openAuditLog({ dataDir: dir });
   const seq = 200;
   const t0 = process.hrtime.bigint();
@@ -101,7 +108,7 @@ async function durable(): Promise<{ sequentialMs: number; concurrent64PerSec: nu
 
 /** Child mode: a tiny HTTP handler that records two events per request when audit is on. */
 async function serve(audit: boolean): Promise<void> {
-  const log = audit ? openAuditLog({ dataDir: mkdtempSync(join(tmpdir(), 'aam-bench-')), maxQueue: 1_000_000 }) : undefined;
+  const log = audit ? openAuditLog({ dataDir: benchDir(), maxQueue: 1_000_000 }) : undefined;
   let i = 0;
   const body = JSON.stringify({ id: 'chatcmpl-1', object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }] });
   const server = createServer((req, res) => {

@@ -103,7 +103,7 @@ async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir
     if (!aam || aam instanceof Error) throw aam ?? new Error('aam not prepared');
     argv = aamServeArgv(process.execPath, REPO, aam.configPath, cfg.aamPort, aam.dataDir);
     if (cfg.cpuProf) argv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(BENCH, 'results', 'prof')}`);
-    child = startProcess(gwPin, argv, { AAM_LOG_LEVEL: env.AAM_LOG_LEVEL ?? 'warn' }, join(logDir, 'aam.log'), REPO);
+    child = startProcess(gwPin, argv, {}, join(logDir, 'aam.log'), REPO);
     ready = () => waitHttp(origin + '/readyz', cfg.aamWaitS * 1000, 200, child);
     headers = { authorization: `Bearer ${aam.key}` };
   } else {

@@ -16,6 +16,12 @@ import type { Injection } from './gateway/upstream.ts';
 import type { Identity } from './identity/types.ts';
 import type { JwtVerifier, VerifiedSvid } from './identity/jwt-svid.ts';
 import { AamError } from './server/errors.ts';
+import { buildAgentRegistry, type AgentRegistry } from './identity/registry.ts';
+import type { Issuer } from './identity/issuer.ts';
+import { createJoinTokenStore, type JoinTokenStore } from './identity/join-tokens.ts';
+import { trustDomainsFromConfig } from './identity/jwks-cache.ts';
+import type { McpGateway } from './tools/mcp-gateway.ts';
+import type { HttpToolProxy } from './tools/http-tool.ts';
 
 /** Evidence sink (the audit log); optional so tools like `aam validate` need none. */
 export interface AuditSink { record(ev: Record<string, unknown>): void; recordDurable?(ev: Record<string, unknown>): Promise<unknown> }
@@ -32,6 +38,7 @@ export interface Compiled {
   providers: Map<string, ProviderRuntime>;
   routes: Map<string, Route>;
   policies: CompiledPolicies;
+  registry: AgentRegistry;
   /** Every active credential value and its encodings: scrubbed from whatever reaches an agent. */
   scrubber: Scrubber;
 }
@@ -53,7 +60,7 @@ export function compileConfig(set: ConfigSet, creds: CredentialResolver, previou
   const providers = compileProviders(set, (name) => creds.problem(name, set), previous?.providers);
   const routes = compileRoutes(set, providers, previous?.routes);
   const secrets = [...set.credentials.keys()].filter((n) => creds.problem(n, set) === null).map((name) => ({ name, value: creds.value(name, set) }));
-  return { set, version, providers, routes, policies: compilePolicies(set, version), scrubber: new Scrubber(secrets) };
+  return { set, version, providers, routes, policies: compilePolicies(set, version), registry: buildAgentRegistry(set), scrubber: new Scrubber(secrets) };
 }
 
 const PASS_THROUGH = { push: (s: string) => s, end: () => '' };
@@ -73,6 +80,12 @@ export class Runtime {
   audit: AuditSink | null = null;
   metrics: MetricsSink | null = null;
   jwt: JwtVerifier | null = null;
+  issuer: Issuer | null = null;
+  /** Tool plane (set by the server): reloaded with the config. */
+  tools: { mcp: McpGateway; http: HttpToolProxy } | null = null;
+  /** Audiences accepted in JWT-SVIDs (the first is the one aam mints for itself). */
+  audience: string[] = ['aam'];
+  readonly joinTokens: JoinTokenStore;
   tls: { clientCa: boolean } | null = null;
   /** Request id sequence (cheap unique ids, no crypto per request). */
   requestSeq = 0;
@@ -90,6 +103,7 @@ export class Runtime {
     this.usage = new UsageRecorder(this.db);
     this.ledger = new BudgetLedger({ onAlert: (a) => this.log.warn({ event: 'budget_alert', ...a }, `budget ${a.key} crossed ${a.threshold}% of its ${a.period} limit`) });
     this.rates = new RateLimiter();
+    this.joinTokens = createJoinTokenStore(this.db);
     this.compiled = compileConfig(set, this.creds);
     for (const p of this.compiled.providers.values()) {
       if (!p.enabled) this.log.info({ provider: p.name, reason: p.disabledReason }, `provider ${p.name} is off`);
@@ -119,6 +133,18 @@ export class Runtime {
     return providerInjection(p, this.creds.value(p.credential, set), p.credential);
   }
 
+  /** Outbound auth for an MCP server or HTTP tool credential (header, or env for stdio servers). */
+  async injectTool(name: string, _identity: Identity): Promise<{ headers: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number } }> {
+    const set = this.compiled.set;
+    const c = set.credentials.get(name);
+    const problem = this.creds.problem(name, set);
+    if (!c || problem) throw new AamError(502, 'upstream_error', `credential "${name}" is not usable: ${problem}`);
+    const value = this.creds.value(name, set);
+    const header = c.spec.inject?.header ?? 'authorization';
+    const prefix = c.spec.inject?.prefix ?? (header === 'authorization' ? 'Bearer ' : '');
+    return { headers: { [header]: prefix + value }, env: { [name.toUpperCase().replace(/[^A-Z0-9]/g, '_')]: value }, credential: { name, version: 1 } };
+  }
+
   scrub(text: string): string {
     return this.compiled.scrubber.size ? this.compiled.scrubber.scrub(text).text : text;
   }
@@ -142,6 +168,9 @@ export class Runtime {
       if (set.digest === this.compiled.set.digest) return null;
       const next = compileConfig(set, this.creds, this.compiled);
       this.compiled = next; // atomic swap: in-flight requests keep the object they started with
+      this.jwt?.update(trustDomainsFromConfig(set));
+      this.tools?.http.reload(set);
+      this.tools?.mcp.reload(set).catch((e: unknown) => this.log.error({ err: e }, 'MCP gateway reload failed'));
       this.log.info({ event: 'config_reloaded', version: next.version }, 'config reloaded');
       return null;
     } catch (e) {

@@ -1,11 +1,17 @@
 // Shared fixtures for the audit tests (not a test file itself).
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AuditEventInput } from '../src/audit/event.ts';
 
+const made: string[] = [];
+process.once('exit', () => { for (const d of made) rmSync(d, { recursive: true, force: true }); });
+
+/** A fresh directory, removed when the test process exits. */
 export function tempDir(prefix = 'aam-audit-'): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  made.push(dir);
+  return dir;
 }
 
 export function sampleEvent(i: number, over: Partial<AuditEventInput> = {}): AuditEventInput {

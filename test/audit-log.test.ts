@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DatabaseSync } from 'node:sqlite';
-import { statSync } from 'node:fs';
+import { chmodSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { canonicalJson } from '../src/audit/canonical.ts';
@@ -218,6 +218,53 @@ test('unknown top-level fields are kept in the chained event; assigned fields ca
   const r = await log.recordDurable({ type: 'tool.outcome', request_id: 'r1', plane: 'http', bytes: 12, seq: 999, hash: 'x', prev_hash: 'y' } as never);
   const [e] = queryEvents(log.db, { requestId: 'r1' }) as unknown as Record<string, unknown>[];
   assert.deepEqual([e.plane, e.bytes, e.seq, e.hash], ['http', 12, r.seq, r.hash]);
+  await log.close();
+  assert.equal(verifyDatabase(dir).ok, true);
+});
+
+test('audit.record selection keeps identity and decision always, arguments only when asked', async () => {
+  const { selectForRecord } = await import('../src/audit/select.ts');
+  const e = sampleEvent(1, { credential: { name: 'sf-token' }, tool: { server: 'sf', tool: 'search', resource: 'salesforce.accounts', action: 'search', args_digest: 'sha256:1', args: { q: 'acme' } } });
+  const seed = selectForRecord(e, ['identity', 'policy', 'action', 'outcome']);
+  assert.equal(seed.identity?.agent, e.identity?.agent);
+  assert.equal(seed.policy?.decision, e.policy?.decision);
+  assert.equal(seed.credential, undefined);
+  assert.equal(seed.tool?.args, undefined);
+  assert.equal(seed.tool?.action, 'search');
+  assert.deepEqual(seed.model, { route: 'reasoning-high', provider: 'openai', model: 'gpt-4o', cost_usd: 0.0001 });
+  const minimal = selectForRecord(e, ['identity']);
+  assert.ok(minimal.identity && minimal.policy);
+  assert.deepEqual([minimal.outcome, minimal.model, minimal.tool?.resource], [undefined, undefined, undefined]);
+  assert.deepEqual(selectForRecord(e, ['action', 'arguments']).tool?.args, { q: 'acme' });
+  assert.equal(e.tool?.args !== undefined && e.credential !== undefined, true, 'input is not mutated');
+});
+
+test('after close, record refuses (false) and recordDurable rejects instead of throwing', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir });
+  log.record(sampleEvent(1));
+  await log.close();
+  assert.equal(log.record(sampleEvent(2)), false);
+  await assert.rejects(log.recordDurable(sampleEvent(3)), /closed/);
+  assert.equal(verifyDatabase(dir).events, 1);
+});
+
+test('a writer thread that dies is restarted and the queued events are written', async () => {
+  const dir = tempDir();
+  const keyFile = join(dir, 'keys', 'audit-signing.key');
+  const alerts: AuditAlert[] = [];
+  const log = openAuditLog({ dataDir: dir, onAlert: (a) => alerts.push(a) });
+  // The worker re-reads the key and refuses a group/world-readable one: it dies until fixed.
+  chmodSync(keyFile, 0o644);
+  for (let i = 0; i < 10; i++) log.record(sampleEvent(i));
+  await sleep(300);
+  assert.equal(log.stats().written, 0);
+  assert.ok(alerts.some((a) => a.kind === 'write_failed' && /writer thread died/.test(a.message)), JSON.stringify(alerts));
+  chmodSync(keyFile, 0o600);
+  await log.flush().catch(() => log.flush());
+  await sleep(50);
+  await log.flush();
+  assert.equal(log.stats().written, 10);
   await log.close();
   assert.equal(verifyDatabase(dir).ok, true);
 });

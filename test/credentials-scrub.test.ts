@@ -146,3 +146,18 @@ test('an empty scrubber is a no-op', () => {
   assert.equal(st.push('abc'), 'abc');
   assert.equal(st.end(), '');
 });
+
+test('stream of UTF-8 bytes split at every byte boundary (decoded with a streaming TextDecoder) never leaks', () => {
+  const text = `données → ${SECRET} ✓ fin 日本語`;
+  const bytes = Buffer.from(text, 'utf8');
+  const expected = s.scrub(text).text;
+  for (let i = 0; i <= bytes.length; i++) {
+    const dec = new TextDecoder('utf-8');
+    const st = s.stream();
+    let out = st.push(dec.decode(bytes.subarray(0, i), { stream: true }));
+    out += st.push(dec.decode(bytes.subarray(i), { stream: true }));
+    out += st.push(dec.decode());
+    out += st.end();
+    assert.equal(out, expected, `byte split at ${i}`);
+  }
+});

@@ -95,6 +95,8 @@ export type AuditEventInput = {
   outcome?: AuditOutcome;
   /** Event-specific extras (guardrail findings, budget thresholds, config digest...). */
   detail?: { [key: string]: JsonValue };
+  /** Other fields (e.g. the tool plane's `plane`, `approval_id`) are chained as given. */
+  [key: string]: unknown;
 };
 
 export type AuditEvent = AuditEventInput & {

@@ -43,7 +43,7 @@ export interface AuditLogOptions {
   flushDelayMs?: number;
   /** buffer mode: recordDurable rejects if not committed within this time (default 10 000). */
   durableTimeoutMs?: number;
-  /** SQLite busy timeout; node:sqlite is synchronous so keep it short (default 200 ms). */
+  /** SQLite busy timeout of the writer thread (default 5000 ms; it blocks that thread only). */
   busyTimeoutMs?: number;
   /** Signing key file; default AAM_AUDIT_KEY_FILE or <dataDir>/keys/audit-signing.key. */
   keyFile?: string;
@@ -73,7 +73,7 @@ export interface AuditLog {
   readonly dataDir: string;
   /** The log's own connection, for queries and retention in this process. */
   readonly db: DatabaseSync;
-  /** Hot path: queue only. false = queue full (refuse the request; an alert was raised). */
+  /** Hot path: queue only. false = queue full or log closed: refuse the request (an alert was raised). */
   record(event: AuditEventInput): boolean;
   /** Resolves after the event is committed to disk. */
   recordDurable(event: AuditEventInput): Promise<DurableReceipt>;
@@ -120,10 +120,11 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   // Everything that can refuse to start (key permissions, a tampered tail) is checked here,
   // synchronously, before the writer thread exists.
   const key = loadOrCreateSigningKey(keyFile);
-  const db = openAuditDb(opts.dataDir, { busyTimeoutMs: opts.busyTimeoutMs });
+  // This connection serves queries, sink cursors and retention on the event loop: never block it long.
+  const db = openAuditDb(opts.dataDir, { busyTimeoutMs: Math.min(opts.busyTimeoutMs ?? 200, 200) });
   setMeta(db, `public_key:${key.keyId}`, key.publicKeyPem);
   const head = resumeHead(db, key);
-  const init: WriterInit = { dataDir: opts.dataDir, keyFile, busyTimeoutMs: opts.busyTimeoutMs, checkpointEvery: cfg.checkpointEvery, checkpointIntervalMs: cfg.checkpointIntervalMs };
+  const init: WriterInit = { dataDir: opts.dataDir, keyFile, busyTimeoutMs: opts.busyTimeoutMs ?? 5000, checkpointEvery: cfg.checkpointEvery, checkpointIntervalMs: cfg.checkpointIntervalMs };
 
   let lastSeq = head.seq;
   let lastHash = head.hash;
@@ -147,6 +148,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   const commitListeners = new Set<(seq: number) => void>();
   const calls = new Map<number, (r: WriterReply) => void>();
   let nextId = 1;
+  let alive = false;
   let worker = startWorker();
 
   const queued = (): number => items.length - qHead;
@@ -155,6 +157,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   };
 
   function startWorker(): Worker {
+    alive = true;
     const w = new Worker(new URL('./writer-worker.ts', import.meta.url), { workerData: init });
     w.unref();
     w.on('message', (r: WriterReply) => {
@@ -164,13 +167,21 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       if (calls.size === 0) w.unref();
       cb?.(r);
     });
-    w.on('error', (e) => {
-      // The writer thread died: fail what it had in hand and start a new one; entries stay queued.
+    let dead = false;
+    const died = (why: string): void => {
+      // The writer thread died: fail what it had in hand and start a new one after a pause;
+      // the entries stay queued and are sent again.
+      if (dead || closed) return;
+      dead = true;
+      alive = false;
       const pending = [...calls.values()];
       calls.clear();
-      for (const cb of pending) cb({ op: 'failed', id: 0, error: `audit writer crashed: ${e.message}` });
-      if (!closed) worker = startWorker();
-    });
+      for (const cb of pending) cb({ op: 'failed', id: 0, error: `audit writer thread died: ${why}` });
+      if (pending.length === 0) onFailed(`audit writer thread died: ${why}`);
+      setTimeout(() => { if (!closed) { worker = startWorker(); schedule(true); } }, Math.max(backoff, 50)).unref();
+    };
+    w.on('error', (e) => died(e.message));
+    w.on('exit', (code) => died(`exit code ${code}`));
     return w;
   }
 
@@ -182,7 +193,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   }
 
   function schedule(now: boolean): void {
-    if (closed || retryTimer || inFlight) return;
+    if (closed || retryTimer || inFlight || !alive) return;
     if (now) {
       if (flushTimer) { clearTimeout(flushTimer); flushTimer = undefined; }
       dispatch();
@@ -196,6 +207,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     flushTimer = undefined;
     const n = Math.min(cfg.batchSize, queued());
     if (n === 0 || inFlight) return Promise.resolve(true);
+    if (!alive) return Promise.resolve(false);
     const batch = items.slice(qHead, qHead + n);
     const want: number[] = [];
     for (let i = 0; i < n; i++) if (batch[i].durable) want.push(i);
@@ -259,7 +271,8 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   }
 
   function enqueue(entry: Entry): boolean {
-    if (closed) throw new AuditUnavailableError('audit log is closed');
+    // After close() (shutdown) callers get the same answer as with a full queue: refuse the request.
+    if (closed) { rejected++; return false; }
     if (queued() >= cfg.maxQueue) {
       rejected++;
       if (!queueFullAlerted) {
@@ -295,7 +308,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
         checkInput(event);
         const entry: Entry = { input: event, at: Date.now(), durable: { resolve, reject } };
         if (!enqueue(entry)) {
-          reject(new AuditUnavailableError(`audit queue is full (${cfg.maxQueue} events); the action was not recorded`));
+          reject(new AuditUnavailableError(closed ? 'audit log is closed (shutting down); the action was not recorded' : `audit queue is full (${cfg.maxQueue} events); the action was not recorded`));
           return;
         }
         if (cfg.failMode === 'buffer' && entry.durable) {
@@ -331,7 +344,13 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       while (inFlight) await new Promise((r) => setImmediate(r));
       while (queued() > 0 && (await dispatch())) { /* drain */ }
       let spill: string | undefined;
-      if (queued() > 0) spill = spillQueue(opts.dataDir, items.slice(qHead));
+      if (queued() > 0) {
+        spill = spillQueue(opts.dataDir, items.slice(qHead));
+        for (let i = qHead; i < items.length; i++) {
+          const d = items[i].durable;
+          if (d) { if (d.timer) clearTimeout(d.timer); d.reject(new AuditUnavailableError(`audit storage failed at shutdown; event saved to ${spill}`)); }
+        }
+      }
       try {
         await request({ op: 'close', id: nextId++ }, 'closed');
       } catch (e) {

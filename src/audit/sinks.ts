@@ -99,7 +99,8 @@ export function startSinks(source: SinkSource, sinks: readonly AuditSink[], opts
       s.lastError = undefined;
       s.cursor = events[events.length - 1].seq;
       s.delivered += events.length;
-      if (db.isOpen) saveCursor.run(s.sink.name, s.cursor, new Date().toISOString());
+      // A busy database only delays persisting the cursor; the next batch saves it again.
+      try { if (db.isOpen) saveCursor.run(s.sink.name, s.cursor, new Date().toISOString()); } catch (e) { s.lastError = `cursor not saved: ${String(e)}`; }
     }
   }
 

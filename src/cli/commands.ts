@@ -1,4 +1,143 @@
 // Subcommands beyond serve/validate/keys, kept apart so main.ts stays a dispatcher.
+import { readFileSync } from 'node:fs';
 import type { Command } from './main.ts';
+import { loadConfig } from '../config/load.ts';
+import { compilePolicies } from '../policy/compile.ts';
+import { runPolicyTests, explain, requestOf } from '../policy/test-runner.ts';
+import { openIssuer } from '../identity/issuer.ts';
+import { buildAgentRegistry } from '../identity/registry.ts';
+import { issueAgentSvid, parseTtl } from '../identity/issue.ts';
+import { createJoinTokenStore } from '../identity/join-tokens.ts';
+import { openDatabase } from '../store/sqlite.ts';
+import { UsageRecorder } from '../gateway/usage.ts';
 
-export const extraCommands: Record<string, Command> = {};
+const out = (line: string) => process.stdout.write(line + '\n');
+const err = (line: string) => process.stderr.write(line + '\n');
+
+function since(v: unknown): number {
+  if (v === undefined) return Date.now() - 30 * 86_400_000;
+  const s = String(v);
+  const rel = /^(\d+)([mhd])$/.exec(s);
+  if (rel) return Date.now() - Number(rel[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[rel[2] as 'm' | 'h' | 'd'];
+  const t = Date.parse(s);
+  if (Number.isNaN(t)) throw new Error(`--since: "${s}" is neither an ISO time nor like 30m, 24h, 7d`);
+  return t;
+}
+
+export const extraCommands: Record<string, Command> = {
+  'policy test': {
+    summary: 'run a YAML table of decision cases against the config; exit 1 on any mismatch',
+    usage: 'aam policy test CASES.yaml   (cases: [{agent|workload|identity, model | resource+action+args, expect: allow|deny|approval_required}])',
+    run: ({ positionals, g }) => {
+      if (!positionals[0]) { err('missing CASES.yaml'); return 2; }
+      const compiled = compilePolicies(loadConfig(g.config));
+      const report = runPolicyTests(readFileSync(positionals[0], 'utf8'), compiled);
+      for (const l of report.lines) out(l);
+      return report.failed > 0 ? 1 : 0;
+    },
+  },
+  'policy explain': {
+    summary: 'show every rule that applies to one request and which one decided',
+    usage: 'aam policy explain --agent NAME (--model M | --resource R --action A [--args JSON])',
+    options: { agent: { type: 'string' }, workload: { type: 'string' }, model: { type: 'string' }, resource: { type: 'string' }, action: { type: 'string' }, args: { type: 'string' } },
+    run: ({ values, g }) => {
+      const compiled = compilePolicies(loadConfig(g.config));
+      let args: unknown;
+      try { args = values.args ? JSON.parse(String(values.args)) : undefined; } catch { err('--args must be a JSON object'); return 2; }
+      const req = requestOf({ agent: values.agent, workload: values.workload, model: values.model, resource: values.resource, action: values.action, args }, compiled);
+      for (const l of explain(req, compiled)) out(l);
+      return 0;
+    },
+  },
+  'identity issue': {
+    summary: 'mint a short-lived JWT-SVID for an agent with aam\'s issuer (printed as the last line)',
+    usage: 'aam identity issue --agent NAME [--ttl 15m] [--audience aam]',
+    options: { agent: { type: 'string' }, ttl: { type: 'string' }, audience: { type: 'string' } },
+    run: async ({ values, g }) => {
+      if (!values.agent) { err('missing --agent NAME'); return 2; }
+      const registry = buildAgentRegistry(loadConfig(g.config));
+      const issuer = await openIssuer(g.data, { issuer: process.env.AAM_ISSUER_URL });
+      const svid = await issueAgentSvid(issuer, registry, { agent: String(values.agent), ttlSeconds: parseTtl(String(values.ttl ?? '15m')), audience: String(values.audience ?? 'aam') });
+      err(`JWT-SVID for ${svid.spiffeId}, expires ${new Date(svid.expiresAt * 1000).toISOString()}:`);
+      out(svid.token);
+      return 0;
+    },
+  },
+  'identity join-token': {
+    summary: 'create a one-time join token an agent exchanges for a JWT-SVID at POST /identity/v1/token',
+    usage: 'aam identity join-token --agent NAME [--ttl 1h]',
+    options: { agent: { type: 'string' }, ttl: { type: 'string' } },
+    run: ({ values, g }) => {
+      const agent = String(values.agent ?? '');
+      if (!agent) { err('missing --agent NAME'); return 2; }
+      if (!loadConfig(g.config).agents.has(agent)) { err(`no Agent "${agent}" in ${g.config}`); return 1; }
+      const t = createJoinTokenStore(openDatabase(g.data)).create({ agent, ttlSeconds: parseTtl(String(values.ttl ?? '1h'), 7 * 86400), createdBy: 'cli' });
+      err(`join token ${t.id} for ${agent}, single use, expires ${new Date(t.expiresAt * 1000).toISOString()}:`);
+      out(t.token);
+      return 0;
+    },
+  },
+  'identity rotate': {
+    summary: 'rotate aam\'s JWT signing key (old public keys stay published for the grace period)',
+    usage: 'aam identity rotate',
+    run: async ({ g }) => {
+      const issuer = await openIssuer(g.data);
+      await issuer.rotate();
+      out(`new signing key ${issuer.activeKid}; restart or SIGHUP running gateways to publish it`);
+      return 0;
+    },
+  },
+  usage: {
+    summary: 'spend and tokens from the usage records',
+    usage: 'aam usage [--by agent|team|model|route] [--since 7d|ISO] [--json]',
+    options: { by: { type: 'string' }, since: { type: 'string' }, json: { type: 'boolean' } },
+    run: ({ values, g }) => {
+      const by = String(values.by ?? 'agent');
+      if (!['agent', 'team', 'model', 'route'].includes(by)) { err('--by must be agent, team, model or route'); return 2; }
+      const rows = new UsageRecorder(openDatabase(g.data)).summary(by as 'agent', since(values.since));
+      if (values.json) { out(JSON.stringify(rows, null, 2)); return 0; }
+      out([by.toUpperCase().padEnd(28), 'REQUESTS'.padStart(9), 'IN_TOK'.padStart(10), 'OUT_TOK'.padStart(10), 'COST_USD'.padStart(12), 'UNKNOWN'.padStart(8)].join(' '));
+      for (const r of rows) {
+        out([String(r[by] ?? '-').padEnd(28), String(r.requests).padStart(9), String(r.input_tokens ?? 0).padStart(10), String(r.output_tokens ?? 0).padStart(10),
+          (r.cost_usd === null ? '-' : Number(r.cost_usd).toFixed(6)).padStart(12), String(r.unknown_cost_requests ?? 0).padStart(8)].join(' '));
+      }
+      return 0;
+    },
+  },
+};
+
+/** The CLI talks to a running gateway's admin API for state that lives in the server. */
+async function admin(method: string, path: string, body?: unknown): Promise<unknown> {
+  const base = process.env.AAM_ADMIN_URL ?? `http://127.0.0.1:${process.env.AAM_PORT ?? 8080}`;
+  const token = process.env.AAM_ADMIN_TOKEN;
+  if (!token) throw new Error('set AAM_ADMIN_TOKEN (and AAM_ADMIN_URL if the gateway is not on localhost:8080)');
+  let res: Response;
+  try {
+    res = await fetch(base + path, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch (e) {
+    throw new Error(`cannot reach the gateway at ${base} (${(e as Error).message}); is it running?`);
+  }
+  const json = (await res.json().catch(() => ({}))) as { error?: { message?: string } };
+  if (!res.ok) throw new Error(json.error?.message ?? `HTTP ${res.status}`);
+  return json;
+}
+
+const printJson = (v: unknown) => { out(JSON.stringify(v, null, 2)); return 0; };
+
+Object.assign(extraCommands, {
+  'tools flagged': { summary: 'MCP tools withheld because their definition changed (rug-pull defence)', usage: 'aam tools flagged', run: async () => printJson(await admin('GET', '/admin/v1/tools/flagged')) },
+  'tools diff': {
+    summary: 'show how a tool definition changed since it was accepted', usage: 'aam tools diff SERVER TOOL',
+    run: async ({ positionals }) => { if (positionals.length < 2) { err('usage: aam tools diff SERVER TOOL'); return 2; } return printJson(await admin('GET', `/admin/v1/tools/${encodeURIComponent(positionals[0])}/${encodeURIComponent(positionals[1])}/diff`)); },
+  },
+  'tools accept': {
+    summary: 'accept the current definition of a tool so it is offered again', usage: 'aam tools accept SERVER TOOL',
+    run: async ({ positionals }) => { if (positionals.length < 2) { err('usage: aam tools accept SERVER TOOL'); return 2; } return printJson(await admin('POST', `/admin/v1/tools/${encodeURIComponent(positionals[0])}/${encodeURIComponent(positionals[1])}/accept`)); },
+  },
+  'approvals list': { summary: 'tool calls waiting for approval', usage: 'aam approvals list [--status pending]', options: { status: { type: 'string' } },
+    run: async ({ values }) => printJson(await admin('GET', `/admin/v1/approvals${values.status ? `?status=${values.status}` : ''}`)) },
+  'approvals approve': { summary: 'approve a held tool call (the agent retries it within the window)', usage: 'aam approvals approve ID',
+    run: async ({ positionals }) => { if (!positionals[0]) { err('missing approval ID'); return 2; } return printJson(await admin('POST', `/admin/v1/approvals/${positionals[0]}/approve`)); } },
+  'approvals reject': { summary: 'reject a held tool call', usage: 'aam approvals reject ID',
+    run: async ({ positionals }) => { if (!positionals[0]) { err('missing approval ID'); return 2; } return printJson(await admin('POST', `/admin/v1/approvals/${positionals[0]}/reject`)); } },
+} satisfies Record<string, Command>);

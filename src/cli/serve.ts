@@ -9,6 +9,14 @@ import { createServer, coreRoutes } from '../server/http.ts';
 import { tlsServerOptions } from '../identity/x509-svid.ts';
 import { addAdminRoutes } from '../server/admin.ts';
 import { Metrics } from '../observability/metrics.ts';
+import { addIdentityRoutes } from '../server/identity-routes.ts';
+import { addToolRoutes } from '../server/tool-routes.ts';
+import { createMcpGateway } from '../tools/mcp-gateway.ts';
+import { createHttpToolProxy } from '../tools/http-tool.ts';
+import { toolDeps } from '../access/tool-deps.ts';
+import { openIssuer } from '../identity/issuer.ts';
+import { createJwtVerifier } from '../identity/jwt-svid.ts';
+import { trustDomainsFromConfig } from '../identity/jwks-cache.ts';
 
 export interface ServeOptions {
   configPath: string;
@@ -33,11 +41,28 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   if ((o.tlsCert || o.tlsKey) && !(o.tlsCert && o.tlsKey)) throw new Error('--tls-cert and --tls-key go together');
   const tls = o.tlsCert && o.tlsKey ? tlsServerOptions({ certFile: o.tlsCert, keyFile: o.tlsKey, clientCaFile: o.clientCa }) : undefined;
   rt.tls = tls ? { clientCa: Boolean(o.clientCa) } : null;
+  // Identity: aam's own JWT-SVID issuer (keys created 0600 on first start) and the verifier for
+  // its tokens and for external SPIFFE trust domains.
+  rt.issuer = await openIssuer(o.dataDir, { issuer: env.AAM_ISSUER_URL });
+  rt.audience = ['aam', ...(env.AAM_AUDIENCE ? env.AAM_AUDIENCE.split(',') : []), ...(env.AAM_ISSUER_URL ? [env.AAM_ISSUER_URL] : [])];
+  rt.jwt = createJwtVerifier({
+    issuer: rt.issuer, audience: rt.audience, trustDomains: trustDomainsFromConfig(rt.compiled.set),
+    isRegisteredAgent: (id) => rt.compiled.policies.bySpiffe.has(id),
+    isKeyActive: (keyId) => { const k = rt.keys.get(keyId); return k !== undefined && k.revokedAt === null; },
+  });
+  for (const problem of await rt.jwt.warm()) rt.log.warn({ event: 'trust_domain_unavailable', problem }, 'trust domain JWKS not loaded yet');
   const metrics = new Metrics();
   rt.metrics = metrics;
   metrics.info.set({ version: rt.compiled.version }, 1);
   const routes = coreRoutes();
   addAdminRoutes(routes);
+  addIdentityRoutes(routes);
+  // Tool plane: MCP gateway + HTTP action proxy share one approvals list.
+  const deps = toolDeps(rt);
+  const mcp = createMcpGateway(rt.compiled.set, deps);
+  const httpTools = createHttpToolProxy(rt.compiled.set, deps, { approvals: mcp.approvals });
+  rt.tools = { mcp, http: httpTools };
+  addToolRoutes(routes, mcp, httpTools);
   routes.exact.set('GET /metrics', async (ctx) => {
     const text = await metrics.registry.metrics();
     ctx.res.writeHead(200, { 'content-type': metrics.registry.contentType });
@@ -60,6 +85,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     for (const w of watchers) w.close();
     rt.ready = false;
     await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeIdleConnections(); });
+    await mcp.close();
     await rt.close();
   })();
   return { rt, server, port, close };

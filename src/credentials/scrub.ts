@@ -73,6 +73,8 @@ export class Scrubber {
   readonly #byFirst: Map<number, string[]>;
   /** 1 where some pattern starts with that UTF-16 code unit: a branch-free first filter. */
   readonly #firstChar = new Uint8Array(65536);
+  /** 1 where some pattern starts with that (hashed) pair of code units: filters most tail positions. */
+  readonly #firstTwo = new Uint8Array(65536);
   /** Longest pattern length; a stream holds back at most this minus one. */
   readonly maxPatternLength: number;
   /** Credentials that were too short to scrub safely. */
@@ -95,6 +97,7 @@ export class Scrubber {
     for (const p of patterns) {
       const c = p.charCodeAt(0);
       this.#firstChar[c] = 1;
+      this.#firstTwo[pairHash(c, p.charCodeAt(1))] = 1;
       const list = this.#byFirst.get(c);
       if (list) list.push(p); else this.#byFirst.set(c, [p]);
     }
@@ -153,9 +156,10 @@ export class Scrubber {
   couldStartAt(text: string, i: number): boolean {
     const c = text.charCodeAt(i);
     if (this.#firstChar[c] === 0) return false;
+    const rest = text.length - i;
+    if (rest > 1 && this.#firstTwo[pairHash(c, text.charCodeAt(i + 1))] === 0) return false;
     const list = this.#byFirst.get(c);
     if (!list) return false;
-    const rest = text.length - i;
     for (const p of list) {
       if (p.length <= rest) continue;
       let j = 1;
@@ -184,6 +188,10 @@ export class Scrubber {
     }
     return out;
   }
+}
+
+function pairHash(a: number, b: number): number {
+  return ((a * 31) ^ b) & 0xffff;
 }
 
 function marker(names: readonly string[]): string {

@@ -83,6 +83,29 @@ async function adminDispatch(ctx: Ctx): Promise<void> {
       agents: [...c.policies.agents.values()], policies: c.policies.policies.map((p) => p.name),
     });
   }
+  const tools = rt.tools;
+  if (tools) {
+    if (method === 'GET' && rest === '/approvals') {
+      const status = new URLSearchParams(ctx.query).get('status') ?? undefined;
+      return sendJson(ctx, 200, { data: tools.mcp.approvals.list(status ? { status: status as 'pending' } : undefined) });
+    }
+    if (method === 'POST' && (m = /^\/approvals\/([\w-]+)\/(approve|reject)$/.exec(rest))) {
+      const a = wrap(() => (m![2] === 'approve' ? tools.mcp.approvals.approve(m![1], 'admin-token') : tools.mcp.approvals.reject(m![1], 'admin-token')));
+      audit(ctx, m[2] === 'approve' ? 'approval_granted' : 'approval_rejected', m[1]);
+      return sendJson(ctx, 200, a);
+    }
+    if (method === 'GET' && rest === '/tools/flagged') return sendJson(ctx, 200, { data: tools.mcp.flaggedTools() });
+    if (method === 'GET' && rest === '/mcp/status') return sendJson(ctx, 200, tools.mcp.status());
+    if ((m = /^\/tools\/([^/]+)\/([^/]+)\/(diff|accept)$/.exec(rest))) {
+      const [server, tool] = [decodeURIComponent(m[1]), decodeURIComponent(m[2])];
+      if (method === 'GET' && m[3] === 'diff') return sendJson(ctx, 200, wrap(() => tools.mcp.toolDiff(server, tool)));
+      if (method === 'POST' && m[3] === 'accept') {
+        const d = wrap(() => tools.mcp.acceptTool(server, tool, 'admin-token'));
+        audit(ctx, 'tool_definition_accepted', `${server}/${tool}`, { digest: d.currentDigest });
+        return sendJson(ctx, 200, d);
+      }
+    }
+  }
   throw new AamError(404, 'not_found', `no admin route ${method} ${ctx.path}`);
 }
 

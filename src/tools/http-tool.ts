@@ -68,10 +68,10 @@ class HttpToolError extends Error {
   }
 }
 
-function sendError(res: ServerResponse, e: HttpToolError, requestId: string): void {
+function sendError(res: ServerResponse, e: HttpToolError, requestId: string, scrub: (s: string) => string): void {
   if (res.headersSent) return void res.destroy();
   res.writeHead(e.status, { 'content-type': 'application/json', 'x-aam-request-id': requestId });
-  res.end(JSON.stringify({ error: { message: e.message, type: e.type, code: e.code, ...e.extra } }));
+  res.end(scrub(JSON.stringify({ error: { message: e.message, type: e.type, code: e.code, ...e.extra } })));
 }
 
 /** Join base URL and rendered path; refuse anything that leaves the base (defence in depth). */
@@ -188,13 +188,17 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
         if (v === undefined || HOP_BY_HOP.has(k) || connectionListed.has(k) || k === 'set-cookie') continue;
         out[k] = v;
       }
+      // Text bodies are scrubbed of every credential (an upstream may echo what it was sent).
+      const raw = Buffer.concat(chunks);
+      const textual = /json|text|xml|javascript|x-www-form-urlencoded/i.test(String(up.headers['content-type'] ?? 'application/json'));
+      delete out['content-length'];
       res.writeHead(up.statusCode, out);
-      res.end(Buffer.concat(chunks));
+      res.end(textual ? deps.scrub(raw.toString('utf8')) : raw);
     } catch (e) {
       const err = e instanceof HttpToolError ? e : new HttpToolError(500, 'api_error', 'internal_error', `internal error in the HTTP tool proxy: ${errMsg(e)}`);
       if (err.code !== 'policy_denied' && err.code !== 'approval_required') deps.audit.record({ ...audit, type: 'tool.outcome', outcome: { status: err.status, error: err.message } });
       if (err.status >= 500) deps.log.warn({ request_id: requestId, tool: toolName, action: actionName, err: err.message }, 'http tool call failed');
-      sendError(res, err, requestId);
+      sendError(res, err, requestId, deps.scrub);
     }
   }
 

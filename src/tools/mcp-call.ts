@@ -51,6 +51,13 @@ function enforceLimit(rt: Runtime, entry: ServerEntry, what: string, result: unk
   return size;
 }
 
+/** An upstream may echo the credential it was sent: scrub the whole result before the agent sees it. */
+export function scrubbed<T>(deps: { scrub(text: string): string }, result: T): T {
+  const json = JSON.stringify(result);
+  const clean = deps.scrub(json);
+  return clean === json ? result : (JSON.parse(clean) as T);
+}
+
 export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs: unknown, extra: Extra): Promise<CallToolResult> {
   const { deps, catalog } = rt;
   const requestId = extra.requestId ?? `req_${randomUUID()}`;
@@ -103,7 +110,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     const result = await entry.upstream.callTool(t.def.name, args, s.identity, { signal: extra.signal, onprogress: extra.onprogress });
     const bytes = enforceLimit(rt, entry, `tools/call "${name}"`, result);
     deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: result.isError ? 'tool_error' : 'ok', bytes, latency_ms: performance.now() - started } });
-    return result;
+    return scrubbed(deps, result);
   } catch (e) {
     deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: 'error', error: errMsg(e), latency_ms: performance.now() - started } });
     throw e;

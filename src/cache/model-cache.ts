@@ -1,0 +1,111 @@
+// The model plane's view of caching: one lookup per request that applies the route's cache
+// settings, the caller's scope and the client's cache-control, tries the exact cache, then (mode
+// semantic, chat only) the semantic cache, and hands back a save() for the fresh answer.
+// A failing embedding call degrades to a miss: the cache never fails a request.
+import type { DatabaseSync } from 'node:sqlite';
+import type { ModelSpec } from '../config/schema.ts';
+import type { ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult } from '../providers/types.ts';
+import { cacheDirectives } from './directives.ts';
+import { cacheKey, routeVersion, scopeKey, type CacheKind, type RouteShape } from './key.ts';
+import { DEFAULT_SEMANTIC_THRESHOLD, SemanticCache, type Embed, type SemanticOptions, type SemanticProbe, type SemanticScope } from './semantic.ts';
+import { ResponseCache, type CachedEntry, type ResponseCacheOptions } from './store.ts';
+
+export const DEFAULT_TTL_SECONDS = 300;
+
+export type CacheSpec = NonNullable<ModelSpec['cache']>;
+
+/** A compiled gateway Route or anything with its name, targets and cache settings. */
+export interface CacheableRoute extends RouteShape { name: string; cache?: CacheSpec }
+
+/** The verified caller: `agent` is its SPIFFE ID (stable across key rotation), `team` its team. */
+export interface CacheCaller { agent: string; team?: string }
+
+export interface CacheLookup {
+  /** `off`: the route has no cache or the client sent no-store (send no x-aam-cache header). */
+  status: 'hit' | 'miss' | 'off';
+  entry: CachedEntry | null;
+  via: 'exact' | 'semantic' | null;
+  similarity?: number;
+  /** Why the semantic lookup could not run (embedding call failed); the request goes on as a miss. */
+  semanticError?: string;
+  /** Store the fresh answer when allowed (not for no-store, nor a content_filter stop). Returns whether stored. */
+  save(result: ChatResult | EmbeddingsResult, now?: number): boolean;
+}
+
+type HeaderBag = Readonly<Record<string, string | string[] | undefined>>;
+
+const OFF: CacheLookup = Object.freeze({ status: 'off' as const, entry: null, via: null, save: () => false });
+
+export class ModelCache {
+  readonly exact: ResponseCache;
+  readonly semantic: SemanticCache;
+  private readonly versions = new WeakMap<object, string>();
+
+  constructor(db: DatabaseSync | null, opts: { exact?: ResponseCacheOptions; semantic?: SemanticOptions } = {}) {
+    this.exact = new ResponseCache(db, opts.exact);
+    this.semantic = new SemanticCache(db, opts.semantic);
+  }
+
+  /** Route version, computed once per compiled route object (a reload makes new objects). */
+  versionOf(route: CacheableRoute): string {
+    let v = this.versions.get(route);
+    if (v === undefined) this.versions.set(route, (v = routeVersion(route)));
+    return v;
+  }
+
+  async lookup(
+    kind: CacheKind, route: CacheableRoute, req: ChatRequest | EmbeddingsRequest, caller: CacheCaller, headers: HeaderBag,
+    opts: { embed?: Embed; now?: number } = {},
+  ): Promise<CacheLookup> {
+    const spec = route.cache;
+    if (!spec) return OFF;
+    const dir = cacheDirectives(headers);
+    if (!dir.lookup && !dir.store) return OFF;
+    const now = opts.now ?? Date.now();
+    const version = this.versionOf(route);
+    const scope = { mode: spec.scope ?? 'agent', agent: caller.agent, team: caller.team };
+    const sk = scopeKey(scope);
+    const key = cacheKey(kind, route.name, req, scope, version);
+    const ttl = spec.ttl_seconds ?? DEFAULT_TTL_SECONDS;
+    const semScope: SemanticScope = { scopeKey: sk, route: route.name, routeVersion: version };
+    const useSemantic = spec.mode === 'semantic' && kind === 'chat' && (opts.embed !== undefined || this.semantic.hasDefaultEmbed);
+    let probe: SemanticProbe | null = null;
+    let semanticError: string | undefined;
+
+    const save = (result: ChatResult | EmbeddingsResult, at = Date.now()): boolean => {
+      if (!dir.store || ('finishReason' in result && result.finishReason === 'content_filter')) return false;
+      const entry: CachedEntry = { kind, result, createdAt: at, route: route.name, scopeKey: sk, routeVersion: version };
+      const stored = this.exact.set(key, entry, ttl, at);
+      if (stored && probe) this.semantic.store(semScope, probe, entry, ttl, at);
+      return stored;
+    };
+
+    if (dir.lookup) {
+      const hit = this.exact.get(key, now, dir.maxAgeSeconds);
+      if (hit) return { status: 'hit', entry: hit, via: 'exact', save };
+    }
+    if (useSemantic) {
+      try {
+        probe = await this.semantic.probe(req as ChatRequest, opts.embed);
+        const hit = probe && dir.lookup ? this.semantic.search(semScope, probe.context, probe.embedding, spec.threshold ?? DEFAULT_SEMANTIC_THRESHOLD, now) : null;
+        const fresh = hit && (dir.maxAgeSeconds === undefined || now - hit.entry.createdAt <= dir.maxAgeSeconds * 1000);
+        if (hit && fresh) return { status: 'hit', entry: hit.entry, via: 'semantic', similarity: hit.similarity, save };
+      } catch (e) {
+        semanticError = `semantic cache lookup failed: ${(e as Error).message}`;
+      }
+    }
+    return { status: 'miss', entry: null, via: null, semanticError, save };
+  }
+
+  /** After a config reload: free entries of removed or changed routes. */
+  pruneRoutes(routes: Iterable<CacheableRoute>): number {
+    const current = new Map<string, string>();
+    for (const r of routes) if (r.cache) current.set(r.name, this.versionOf(r));
+    return this.exact.pruneRoutes(current) + this.semantic.pruneRoutes(current);
+  }
+
+  close(): void {
+    this.exact.close();
+    this.semantic.close();
+  }
+}

@@ -1,0 +1,107 @@
+// Cached answers are stored as one ChatResult and replayed in whichever form the client asks for:
+// a streaming client gets canonical events (start, text chunks, per-tool start/args, usage,
+// finish: the order every adapter and encoder uses), which its own codec then encodes. A streamed
+// answer is stored only when it completed: a finish event and no error.
+import type { ChatResult, FinishReason, StreamEvent, ToolCall, Usage } from '../providers/types.ts';
+
+/** Size of replayed text and tool-argument chunks (characters). */
+const CHUNK = 256;
+
+export function resultToEvents(result: ChatResult, chunkChars = CHUNK): StreamEvent[] {
+  const events: StreamEvent[] = [{ type: 'start', id: result.id, model: result.model }];
+  if (result.text) for (const text of chunks(result.text, chunkChars)) events.push({ type: 'text', text });
+  result.toolCalls.forEach((tc, index) => {
+    events.push({ type: 'tool_start', index, id: tc.id, name: tc.function.name });
+    for (const delta of chunks(tc.function.arguments, chunkChars)) events.push({ type: 'tool_args', index, delta });
+  });
+  if (result.usage) events.push({ type: 'usage', usage: result.usage });
+  events.push({ type: 'finish', reason: result.finishReason });
+  return events;
+}
+
+/** Split at whitespace near the size limit when possible; never inside a surrogate pair. */
+function chunks(s: string, size: number): string[] {
+  if (s.length <= size) return s ? [s] : [];
+  const out: string[] = [];
+  let i = 0;
+  while (i < s.length) {
+    let end = Math.min(s.length, i + size);
+    if (end < s.length) {
+      const ws = s.lastIndexOf(' ', end);
+      if (ws > i + size / 2) end = ws + 1;
+      else if (isHighSurrogate(s.charCodeAt(end - 1))) end = end - 1 > i ? end - 1 : end + 1;
+    }
+    out.push(s.slice(i, end));
+    i = end;
+  }
+  return out;
+}
+
+function isHighSurrogate(c: number): boolean { return c >= 0xd800 && c <= 0xdbff; }
+
+/**
+ * Collects a stream as it is relayed and yields the complete ChatResult at the end, or null when
+ * the stream must not be cached (no finish, an error event, or larger than maxChars). Push every
+ * event you send to the client; call result() after the upstream stream ended cleanly.
+ */
+export class StreamRecorder {
+  private id = '';
+  private model = '';
+  private text = '';
+  private hasText = false;
+  private readonly tools: ToolCall[] = [];
+  private reason: FinishReason | null = null;
+  private usage: Usage | undefined;
+  private failed = false;
+  private size = 0;
+  private readonly maxChars: number;
+  private readonly created: number;
+
+  constructor(maxChars = 1024 * 1024, now = Date.now()) {
+    this.maxChars = maxChars;
+    this.created = Math.floor(now / 1000);
+  }
+
+  push(ev: StreamEvent): void {
+    if (this.failed) return;
+    switch (ev.type) {
+      case 'start': this.id = ev.id; this.model = ev.model; break;
+      case 'text': this.text += ev.text; this.hasText ||= ev.text.length > 0; this.grow(ev.text.length); break;
+      case 'tool_start': this.tools[ev.index] = { id: ev.id, type: 'function', function: { name: ev.name, arguments: '' } }; break;
+      case 'tool_args': {
+        const tc = this.tools[ev.index];
+        if (!tc) { this.failed = true; break; } // args for a tool that never started: not a faithful record
+        tc.function.arguments += ev.delta;
+        this.grow(ev.delta.length);
+        break;
+      }
+      case 'usage': this.usage = ev.usage; break;
+      case 'finish': this.reason = ev.reason; break;
+      case 'error': this.failed = true; break;
+    }
+  }
+
+  /** The complete answer, or null if it must not be stored. */
+  result(): ChatResult | null {
+    if (this.failed || this.reason === null) return null;
+    for (let i = 0; i < this.tools.length; i++) if (!this.tools[i]) return null; // a gap in tool indexes
+    const out: ChatResult = {
+      id: this.id, model: this.model, created: this.created, text: this.hasText ? this.text : null,
+      toolCalls: this.tools, finishReason: this.reason,
+    };
+    if (this.usage) out.usage = this.usage;
+    return out;
+  }
+
+  private grow(n: number): void {
+    this.size += n;
+    if (this.size > this.maxChars) this.failed = true;
+  }
+}
+
+/** A completed stream as a ChatResult; null when it did not finish or reported an error. */
+export function eventsToResult(events: readonly StreamEvent[], now = Date.now()): ChatResult | null {
+  const rec = new StreamRecorder(Infinity, now);
+  for (const ev of events) rec.push(ev);
+  return rec.result();
+}

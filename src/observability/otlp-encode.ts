@@ -1,0 +1,158 @@
+// OTLP/JSON encoding (opentelemetry-proto docs/specification.md, "JSON Protobuf Encoding"):
+// lowerCamelCase field names, traceId/spanId as lowercase hex (not base64), enums as integers,
+// 64-bit integers (times in unix nanoseconds, intValue) as decimal strings. Runs at export time,
+// never on the request path.
+
+export type AttrValue = string | number | boolean | readonly string[] | readonly number[] | readonly boolean[];
+export type Attributes = Record<string, AttrValue | null | undefined>;
+
+export type AnyValue =
+  | { stringValue: string }
+  | { intValue: string }
+  | { doubleValue: number }
+  | { boolValue: boolean }
+  | { arrayValue: { values: AnyValue[] } }
+  | { kvlistValue: { values: KeyValue[] } }
+  | Record<string, never>;
+export interface KeyValue { key: string; value: AnyValue }
+
+const MAX_DEPTH = 8;
+
+/** Any JS value as an OTLP AnyValue (objects become kvlists, null/undefined the empty value). */
+export function anyValue(v: unknown, depth = 0): AnyValue {
+  switch (typeof v) {
+    case 'string': return { stringValue: v };
+    case 'boolean': return { boolValue: v };
+    case 'number':
+      if (Number.isSafeInteger(v)) return { intValue: String(v) };
+      // NaN and Infinity have no JSON form; the proto3 mapping spells them as strings.
+      return Number.isFinite(v) ? { doubleValue: v } : { stringValue: String(v) };
+    case 'bigint': return { intValue: v.toString() };
+    case 'object': {
+      if (v === null) return {};
+      if (depth >= MAX_DEPTH) return { stringValue: '[depth limit]' };
+      if (Array.isArray(v)) return { arrayValue: { values: v.map((x) => anyValue(x, depth + 1)) } };
+      if (v instanceof Date) return { stringValue: v.toISOString() };
+      if (v instanceof Error) return { stringValue: `${v.name}: ${v.message}` };
+      return { kvlistValue: { values: keyValues(v as Record<string, unknown>, depth + 1) } };
+    }
+    default: return {};
+  }
+}
+
+/** Object entries as OTLP KeyValues, skipping null and undefined (an absent attribute, not an empty one). */
+export function keyValues(obj: Record<string, unknown>, depth = 0): KeyValue[] {
+  const out: KeyValue[] = [];
+  for (const key in obj) {
+    const v = obj[key];
+    if (v === undefined || v === null) continue;
+    out.push({ key, value: anyValue(v, depth) });
+  }
+  return out;
+}
+
+/** Unix nanoseconds as the decimal string OTLP/JSON uses, from epoch milliseconds (fractional allowed). */
+export function msToNanoString(ms: number): string {
+  // Split so no intermediate exceeds 2^53: whole milliseconds as BigInt, the fraction in ns.
+  const whole = Math.floor(ms);
+  const frac = Math.round((ms - whole) * 1e6);
+  return (BigInt(whole) * 1_000_000n + BigInt(frac)).toString();
+}
+
+export const SPAN_KIND = { internal: 1, server: 2, client: 3, producer: 4, consumer: 5 } as const;
+export const STATUS_CODE = { unset: 0, ok: 1, error: 2 } as const;
+
+/** A finished span as the exporter sees it (times in epoch ms). */
+export interface SpanRecord {
+  readonly name: string;
+  readonly kind: keyof typeof SPAN_KIND;
+  readonly traceId: string;
+  readonly spanId: string;
+  readonly parentSpanId: string | undefined;
+  /** The parent came from another process (traceparent header). */
+  readonly parentRemote: boolean;
+  readonly traceState: string | undefined;
+  readonly startMs: number;
+  readonly endMs: number;
+  readonly attributes: Attributes;
+  readonly droppedAttributes: number;
+  readonly status: keyof typeof STATUS_CODE;
+  readonly statusMessage: string | undefined;
+}
+
+export interface Scope { name: string; version?: string }
+
+export function encodeSpans(resource: Record<string, string>, scope: Scope, spans: readonly SpanRecord[]): string {
+  return JSON.stringify({
+    resourceSpans: [{
+      resource: { attributes: keyValues(resource) },
+      scopeSpans: [{ scope, spans: spans.map(encodeSpan) }],
+    }],
+  });
+}
+
+function encodeSpan(s: SpanRecord): Record<string, unknown> {
+  const out: Record<string, unknown> = {
+    traceId: s.traceId,
+    spanId: s.spanId,
+    name: s.name,
+    kind: SPAN_KIND[s.kind],
+    startTimeUnixNano: msToNanoString(s.startMs),
+    endTimeUnixNano: msToNanoString(s.endMs),
+    attributes: keyValues(s.attributes),
+    // Low byte: W3C trace flags (always sampled: unsampled spans are never recorded). 0x100 says
+    // whether the parent is remote is known; 0x200 says it is (it came in a traceparent header).
+    flags: 0x101 | (s.parentRemote ? 0x200 : 0),
+    status: s.status === 'unset' ? {} : s.statusMessage ? { code: STATUS_CODE[s.status], message: s.statusMessage } : { code: STATUS_CODE[s.status] },
+  };
+  if (s.parentSpanId) out.parentSpanId = s.parentSpanId;
+  if (s.traceState) out.traceState = s.traceState;
+  if (s.droppedAttributes) out.droppedAttributesCount = s.droppedAttributes;
+  return out;
+}
+
+export type Severity = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal';
+export const SEVERITY_NUMBER: Record<Severity, number> = { trace: 1, debug: 5, info: 9, warn: 13, error: 17, fatal: 21 };
+
+export interface LogRecordInput {
+  /** Event time: epoch ms, a Date or an ISO string (default: when emitted). */
+  time?: number | Date | string;
+  severity?: Severity;
+  body: unknown;
+  attributes?: Record<string, unknown>;
+  traceId?: string;
+  spanId?: string;
+}
+
+export interface QueuedLog { record: LogRecordInput; observedMs: number }
+
+export function encodeLogs(resource: Record<string, string>, scope: Scope, logs: readonly QueuedLog[]): string {
+  return JSON.stringify({
+    resourceLogs: [{
+      resource: { attributes: keyValues(resource) },
+      scopeLogs: [{ scope, logRecords: logs.map(encodeLog) }],
+    }],
+  });
+}
+
+function encodeLog({ record: r, observedMs }: QueuedLog): Record<string, unknown> {
+  const sev = r.severity ?? 'info';
+  const out: Record<string, unknown> = {
+    timeUnixNano: msToNanoString(timeMs(r.time) ?? observedMs),
+    observedTimeUnixNano: msToNanoString(observedMs),
+    severityNumber: SEVERITY_NUMBER[sev] ?? 9,
+    severityText: sev.toUpperCase(),
+    body: anyValue(r.body),
+    attributes: r.attributes ? keyValues(r.attributes) : [],
+  };
+  if (r.traceId && /^[0-9a-f]{32}$/.test(r.traceId)) out.traceId = r.traceId;
+  if (r.spanId && /^[0-9a-f]{16}$/.test(r.spanId)) out.spanId = r.spanId;
+  return out;
+}
+
+function timeMs(t: LogRecordInput['time']): number | undefined {
+  if (t === undefined) return undefined;
+  if (typeof t === 'number') return Number.isFinite(t) ? t : undefined;
+  const ms = t instanceof Date ? t.getTime() : Date.parse(t);
+  return Number.isNaN(ms) ? undefined : ms;
+}

@@ -1,0 +1,141 @@
+// Span names and attributes per the OpenTelemetry GenAI and MCP semantic conventions
+// (open-telemetry/semantic-conventions-genai: gen-ai-spans.md, mcp.md; Development status).
+// Attributes the conventions do not define (route, policy, cost) use the aam.* namespace.
+import type { Attributes } from './otlp-encode.ts';
+
+/** aam Provider.type -> the well-known gen_ai.provider.name value (others pass through). */
+const PROVIDER_NAMES: Record<string, string> = {
+  openai: 'openai',
+  anthropic: 'anthropic',
+  gemini: 'gcp.gemini',
+  'azure-openai': 'azure.ai.openai',
+};
+
+export function genAiProviderName(providerType: string): string {
+  return PROVIDER_NAMES[providerType] ?? providerType;
+}
+
+export type ModelOperation = 'chat' | 'embeddings';
+
+export interface ModelSpanInput {
+  operation: ModelOperation;
+  /** aam Provider.type (openai, anthropic, gemini, azure-openai, openai-compatible) or a semconv name. */
+  provider?: string;
+  /** The Model route the caller asked for (aam.route). */
+  route?: string;
+  requestModel?: string;
+  responseModel?: string;
+  inputTokens?: number;
+  outputTokens?: number;
+  /** The agent's SPIFFE ID. */
+  agentId?: string;
+  agentName?: string;
+  finishReason?: string | readonly string[];
+  responseId?: string;
+  /** Upstream host and port (server.address / server.port). */
+  serverAddress?: string;
+  serverPort?: number;
+  streaming?: boolean;
+  costUsd?: number | null;
+  /** Low-cardinality error class when the call failed (error.type), e.g. '429', 'timeout'. */
+  errorType?: string;
+}
+
+/** `chat {model}` / `embeddings {model}`; the operation alone when the model is unknown. */
+export function modelSpanName(operation: ModelOperation, model?: string): string {
+  return model ? `${operation} ${model}` : operation;
+}
+
+export function modelSpanAttributes(m: ModelSpanInput): Attributes {
+  const provider = m.provider ? genAiProviderName(m.provider) : undefined;
+  return {
+    'gen_ai.operation.name': m.operation,
+    'gen_ai.provider.name': provider,
+    // Deprecated by gen_ai.provider.name but still what many backends read.
+    'gen_ai.system': provider,
+    'gen_ai.request.model': m.requestModel,
+    'gen_ai.response.model': m.responseModel,
+    'gen_ai.response.id': m.responseId,
+    'gen_ai.usage.input_tokens': m.inputTokens,
+    'gen_ai.usage.output_tokens': m.outputTokens,
+    'gen_ai.response.finish_reasons': m.finishReason === undefined ? undefined : typeof m.finishReason === 'string' ? [m.finishReason] : m.finishReason,
+    'gen_ai.agent.id': m.agentId,
+    'gen_ai.agent.name': m.agentName,
+    'server.address': m.serverAddress,
+    'server.port': m.serverPort,
+    'error.type': m.errorType,
+    'aam.route': m.route,
+    'aam.stream': m.streaming,
+    'aam.cost_usd': m.costUsd ?? undefined,
+  };
+}
+
+export interface ToolSpanInput {
+  /** Tool name as the upstream knows it (gen_ai.tool.name). */
+  tool?: string;
+  /** McpServer or HttpTool resource name (aam.tool.server). */
+  server?: string;
+  /** MCP method (tools/call, tools/list, resources/read, ...); absent for HTTP tools. */
+  method?: string;
+  /** Policy resource and action (aam.tool.resource / aam.tool.action). */
+  resource?: string;
+  action?: string;
+  agentId?: string;
+  agentName?: string;
+  mcpSessionId?: string;
+  jsonrpcRequestId?: string | number;
+  errorType?: string;
+  /** The policy decision for this call (aam.policy.name / aam.policy.decision). */
+  policy?: string;
+  decision?: string;
+}
+
+/** `execute_tool {tool}` for tool calls (GenAI), `{method} {target}` for other MCP methods (MCP semconv). */
+export function toolSpanName(t: { method?: string; tool?: string }): string {
+  if (!t.method || t.method === 'tools/call') return t.tool ? `execute_tool ${t.tool}` : 'execute_tool';
+  return t.tool ? `${t.method} ${t.tool}` : t.method;
+}
+
+export function toolSpanAttributes(t: ToolSpanInput): Attributes {
+  const isCall = !t.method || t.method === 'tools/call';
+  return {
+    // The MCP conventions: set gen_ai.operation.name only when the operation is a tool call.
+    'gen_ai.operation.name': isCall ? 'execute_tool' : undefined,
+    'gen_ai.tool.name': t.tool,
+    // Executed by the gateway against an external API on the agent's behalf.
+    'gen_ai.tool.type': isCall ? 'extension' : undefined,
+    'mcp.method.name': t.method,
+    'mcp.session.id': t.mcpSessionId,
+    'jsonrpc.request.id': t.jsonrpcRequestId === undefined ? undefined : String(t.jsonrpcRequestId),
+    'gen_ai.agent.id': t.agentId,
+    'gen_ai.agent.name': t.agentName,
+    'error.type': t.errorType,
+    // No convention names the MCP server a gateway routes to; server.address carries the host.
+    'aam.tool.server': t.server,
+    'aam.tool.resource': t.resource,
+    'aam.tool.action': t.action,
+    'aam.policy.name': t.policy,
+    'aam.policy.decision': t.decision,
+  };
+}
+
+export interface DecisionSpanInput {
+  policy?: string;
+  /** 'allow' | 'deny' (or the decision effect string). */
+  decision: string;
+  rule?: number | string;
+  reason?: string;
+  /** Config version the decision was made under. */
+  configVersion?: string;
+}
+
+/** aam.policy.* attributes for the span that carries a policy decision. */
+export function decisionSpanAttributes(d: DecisionSpanInput): Attributes {
+  return {
+    'aam.policy.name': d.policy,
+    'aam.policy.decision': d.decision,
+    'aam.policy.rule': d.rule === undefined ? undefined : String(d.rule),
+    'aam.policy.reason': d.reason,
+    'aam.config.version': d.configVersion,
+  };
+}

@@ -1,0 +1,55 @@
+// Tool plane routes: /mcp (all MCP servers the caller may use), /mcp/<server>, /tools/<tool>/<action>,
+// and the RFC 9728 metadata MCP clients use to discover how to authenticate.
+import type { Routes } from './http.ts';
+import { AamError } from './errors.ts';
+import { readJson, sendJson, type Ctx } from './context.ts';
+import { identify } from '../access/identify.ts';
+import { protectedResourceMetadata, wwwAuthenticate } from '../tools/mcp-metadata.ts';
+import type { McpGateway } from '../tools/mcp-gateway.ts';
+import type { HttpToolProxy } from '../tools/http-tool.ts';
+
+function baseUrl(ctx: Ctx): string {
+  const proto = (ctx.req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
+  return `${proto}://${ctx.req.headers.host ?? 'localhost'}`;
+}
+
+async function identifyForMcp(ctx: Ctx, path: string) {
+  try {
+    return await identify(ctx);
+  } catch (e) {
+    if (e instanceof AamError && e.status === 401) {
+      throw new AamError(401, e.code, e.message, { headers: { 'www-authenticate': wwwAuthenticate(baseUrl(ctx), path) } });
+    }
+    throw e;
+  }
+}
+
+export function addToolRoutes(routes: Routes, mcp: McpGateway, http: HttpToolProxy): void {
+  const mcpHandler = async (ctx: Ctx) => {
+    const rest = ctx.path === '/mcp' ? '' : ctx.path.slice('/mcp/'.length);
+    if (rest.includes('/')) throw new AamError(404, 'not_found', `no MCP endpoint ${ctx.path}; use /mcp or /mcp/<server>`);
+    const server = rest ? decodeURIComponent(rest) : null;
+    const identity = await identifyForMcp(ctx, ctx.path);
+    ctx.identity = identity;
+    const body = ctx.req.method === 'POST' ? await readJson(ctx) : undefined;
+    ctx.req.headers['x-request-id'] = ctx.requestId;
+    await mcp.handle(ctx.req, ctx.res, identity, server, body);
+  };
+  routes.exact.set('POST /mcp', mcpHandler);
+  routes.exact.set('GET /mcp', mcpHandler);
+  routes.exact.set('DELETE /mcp', mcpHandler);
+  routes.prefixes.push(['/mcp/', mcpHandler]);
+  routes.prefixes.push(['/tools/', async (ctx) => {
+    const m = /^\/tools\/([^/]+)\/([^/]+)$/.exec(ctx.path);
+    if (!m) throw new AamError(404, 'not_found', 'HTTP tools are called at /tools/<tool>/<action>');
+    const identity = await identify(ctx);
+    ctx.identity = identity;
+    const body = ctx.req.method === 'GET' || ctx.req.headers['content-length'] === '0' ? {} : await readJson(ctx);
+    ctx.req.headers['x-request-id'] = ctx.requestId;
+    await http.handle(ctx.req, ctx.res, identity, decodeURIComponent(m[1]), decodeURIComponent(m[2]), body);
+  }]);
+  const meta = (path: string) => (ctx: Ctx) => sendJson(ctx, 200, protectedResourceMetadata({ baseUrl: baseUrl(ctx), path }));
+  routes.exact.set('GET /.well-known/oauth-protected-resource', meta('/mcp'));
+  routes.exact.set('GET /.well-known/oauth-protected-resource/mcp', meta('/mcp'));
+  routes.prefixes.push(['/.well-known/oauth-protected-resource/mcp/', (ctx) => meta(ctx.path.slice('/.well-known/oauth-protected-resource'.length))(ctx)]);
+}
