@@ -3,15 +3,15 @@
 // bench/RESULTS.md (its `npm-run-bench` section) and raw JSON to bench/results/. See bench/README.md.
 import { execFileSync, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, hostname, tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { aamBenchConfig, aamServeArgv, createAamKey } from './lib/aam.ts';
 import { chooseLoadgen } from './lib/loadgen.ts';
 import { measureTarget, preflight } from './lib/measure.ts';
 import type { BenchSettings, Target, TargetResult } from './lib/measure.ts';
-import { answers, startProcess, stopProcess, waitHttp, waitQuiet } from './lib/procs.ts';
+import { answers, setAutogroupNice, startProcess, stopProcess, waitHttp, waitQuiet } from './lib/procs.ts';
 import type { PinOptions } from './lib/procs.ts';
 import { renderRun, replaceSection } from './lib/report.ts';
 import type { BenchRun, RunMeta } from './lib/report.ts';
@@ -125,12 +125,16 @@ async function main(): Promise<void> {
   if (cfg.pin) spawnSync('taskset', ['-a', '-p', '-c', String(cfg.clientCpu), String(process.pid)], { stdio: 'ignore' });
   const clientPin: PinOptions = { cpu: cfg.pin ? cfg.clientCpu : null, nice: cfg.nice };
   const gwPin: PinOptions = { cpu: cfg.pin ? cfg.sutCpu : null, nice: cfg.nice };
+  const prevAutogroup = cfg.nice !== 0 ? setAutogroupNice(cfg.nice) : null;
+  if (prevAutogroup !== null) process.on('exit', () => setAutogroupNice(prevAutogroup));
   const loadgen = chooseLoadgen(env.BENCH_LOADGEN, say);
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
   const resultsDir = join(BENCH, 'results');
   const logDir = join(resultsDir, `logs-${stamp}`);
   mkdirSync(logDir, { recursive: true });
-  const work = mkdtempSync(join(tmpdir(), 'aam-bench-'));
+  // Work files live under bench/results/ (git-ignored): other processes may sweep /tmp while we run.
+  const work = join(resultsDir, `work-${stamp}`);
+  mkdirSync(work, { recursive: true });
   const bodyFiles = requestBodies(work);
 
   const mockOrigin = `http://127.0.0.1:${cfg.mockPort}`;

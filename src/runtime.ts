@@ -10,8 +10,10 @@ import { KeyStore } from './identity/keys.ts';
 import { openDatabase } from './store/sqlite.ts';
 import { createLogger, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
-import { CredentialResolver, providerInjection } from './gateway/provider-auth.ts';
-import { Scrubber, type StreamScrubber } from './credentials/scrub.ts';
+import type { StreamScrubber } from './credentials/scrub.ts';
+import { openVault, type Vault } from './credentials/vault.ts';
+import { createInjector, type Injector, type DefaultStyle } from './credentials/inject.ts';
+import { CredentialError } from './credentials/errors.ts';
 import type { Injection } from './gateway/upstream.ts';
 import type { Identity } from './identity/types.ts';
 import type { JwtVerifier, VerifiedSvid } from './identity/jwt-svid.ts';
@@ -39,8 +41,6 @@ export interface Compiled {
   routes: Map<string, Route>;
   policies: CompiledPolicies;
   registry: AgentRegistry;
-  /** Every active credential value and its encodings: scrubbed from whatever reaches an agent. */
-  scrubber: Scrubber;
 }
 
 export interface RuntimeOptions {
@@ -55,15 +55,23 @@ export interface RuntimeOptions {
   env?: NodeJS.ProcessEnv;
 }
 
-export function compileConfig(set: ConfigSet, creds: CredentialResolver, previous?: Compiled): Compiled {
+/** `vault` must already hold this config's credentials (vault.reload(set) first). */
+export function compileConfig(set: ConfigSet, vault: Vault, previous?: Compiled): Compiled {
   const version = set.digest.slice(0, 12);
-  const providers = compileProviders(set, (name) => creds.problem(name, set), previous?.providers);
+  const providers = compileProviders(set, (name) => { const r = vault.tryResolve(name); return r.ok ? null : r.reason; }, previous?.providers);
   const routes = compileRoutes(set, providers, previous?.routes);
-  const secrets = [...set.credentials.keys()].filter((n) => creds.problem(n, set) === null).map((name) => ({ name, value: creds.value(name, set) }));
-  return { set, version, providers, routes, policies: compilePolicies(set, version), registry: buildAgentRegistry(set), scrubber: new Scrubber(secrets) };
+  return { set, version, providers, routes, policies: compilePolicies(set, version), registry: buildAgentRegistry(set) };
 }
 
+const STYLE: Record<ProviderRuntime['authStyle'], DefaultStyle> = { bearer: 'bearer', 'x-api-key': 'x-api-key', 'x-goog-api-key': 'header:x-goog-api-key', 'api-key': 'api-key' };
+
 const PASS_THROUGH = { push: (s: string) => s, end: () => '' };
+
+/** Credential problems reach the agent as a 502/500 naming the credential, never its value. */
+function credentialFailure(e: unknown, what: string): AamError {
+  if (e instanceof CredentialError) return new AamError(e.status >= 500 && e.status < 600 ? 502 : e.status, 'upstream_error', `${what}: ${e.message}`);
+  return new AamError(502, 'upstream_error', `${what}: credential injection failed`);
+}
 
 export class Runtime {
   compiled: Compiled;
@@ -74,7 +82,8 @@ export class Runtime {
   readonly usage: UsageRecorder;
   readonly ledger: BudgetLedger;
   readonly rates: RateLimiter;
-  readonly creds: CredentialResolver;
+  readonly vault: Vault;
+  readonly injector: Injector;
   readonly startedAt = Date.now();
   ready = false;
   audit: AuditSink | null = null;
@@ -96,15 +105,23 @@ export class Runtime {
       configPath: opts.configPath, dataDir: opts.dataDir, adminToken: opts.adminToken ?? null,
       maxBodyBytes: opts.maxBodyBytes ?? 10 * 1024 * 1024, sseKeepaliveMs: opts.sseKeepaliveMs ?? 15_000,
     };
-    this.creds = new CredentialResolver(opts.env ?? process.env);
     const set = loadConfig(opts.configPath); // throws ConfigError: refuse to start on a bad config
     this.db = openDatabase(opts.dataDir);
+    // Credentials: refuse to start on a wrong master key or a credential that cannot be resolved.
+    this.vault = openVault({ dataDir: opts.dataDir, db: this.db, config: set, env: opts.env ?? process.env });
+    this.injector = createInjector({
+      vault: this.vault, issuer: 'aam',
+      sign: (claims) => {
+        if (!this.issuer) throw new CredentialError('credential_principal', 'on-behalf-of assertions need aam\'s issuer, which is not running', { status: 500 });
+        return this.issuer.signAssertion(claims);
+      },
+    });
     this.keys = new KeyStore(this.db);
     this.usage = new UsageRecorder(this.db);
     this.ledger = new BudgetLedger({ onAlert: (a) => this.log.warn({ event: 'budget_alert', ...a }, `budget ${a.key} crossed ${a.threshold}% of its ${a.period} limit`) });
     this.rates = new RateLimiter();
     this.joinTokens = createJoinTokenStore(this.db);
-    this.compiled = compileConfig(set, this.creds);
+    this.compiled = compileConfig(set, this.vault);
     for (const p of this.compiled.providers.values()) {
       if (!p.enabled) this.log.info({ provider: p.name, reason: p.disabledReason }, `provider ${p.name} is off`);
     }
@@ -125,32 +142,44 @@ export class Runtime {
   }
 
   /** Outbound auth for a provider (the agent's own credential is never forwarded). */
-  async injectProvider(p: ProviderRuntime, _identity: Identity): Promise<Injection> {
+  async injectProvider(p: ProviderRuntime, identity: Identity): Promise<Injection> {
     if (!p.credential) return { headers: {} };
-    const set = this.compiled.set;
-    const problem = this.creds.problem(p.credential, set);
-    if (problem) throw new AamError(502, 'upstream_error', `provider ${p.name} has no usable credential: ${problem}`);
-    return providerInjection(p, this.creds.value(p.credential, set), p.credential);
+    try {
+      const inj = await this.injector.injectionFor(p.credential, { principal: identity.agent, defaultStyle: STYLE[p.authStyle] });
+      return { headers: inj.headers, query: inj.query, credential: inj.credential };
+    } catch (e) {
+      throw credentialFailure(e, `provider ${p.name}`);
+    }
   }
 
-  /** Outbound auth for an MCP server or HTTP tool credential (header, or env for stdio servers). */
-  async injectTool(name: string, _identity: Identity): Promise<{ headers: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number } }> {
-    const set = this.compiled.set;
-    const c = set.credentials.get(name);
-    const problem = this.creds.problem(name, set);
-    if (!c || problem) throw new AamError(502, 'upstream_error', `credential "${name}" is not usable: ${problem}`);
-    const value = this.creds.value(name, set);
-    const header = c.spec.inject?.header ?? 'authorization';
-    const prefix = c.spec.inject?.prefix ?? (header === 'authorization' ? 'Bearer ' : '');
-    return { headers: { [header]: prefix + value }, env: { [name.toUpperCase().replace(/[^A-Z0-9]/g, '_')]: value }, credential: { name, version: 1 } };
+  /** Outbound auth for an MCP server or HTTP tool credential (headers, and env for stdio servers). */
+  async injectTool(name: string, identity: Identity): Promise<{ headers: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number } }> {
+    try {
+      const inj = await this.injector.injectionFor(name, { principal: identity.agent });
+      const env = await this.injector.environmentFor(name, name.toUpperCase().replace(/[^A-Z0-9]/g, '_'), { principal: identity.agent });
+      return { headers: inj.headers, env: env.env, credential: inj.credential };
+    } catch (e) {
+      throw credentialFailure(e, `credential "${name}"`);
+    }
   }
 
+  /** Remove every credential (and its encodings) from text bound for an agent; a hit is evidence. */
   scrub(text: string): string {
-    return this.compiled.scrubber.size ? this.compiled.scrubber.scrub(text).text : text;
+    const sc = this.vault.scrubber();
+    if (sc.size === 0) return text;
+    const r = sc.scrub(text);
+    if (r.leaked.length) this.#leak(r.leaked);
+    return r.text;
   }
 
   streamScrubber(): Pick<StreamScrubber, 'push' | 'end'> {
-    return this.compiled.scrubber.size ? this.compiled.scrubber.stream() : PASS_THROUGH;
+    const sc = this.vault.scrubber();
+    return sc.size ? sc.stream((names) => this.#leak(names)) : PASS_THROUGH;
+  }
+
+  #leak(names: readonly string[]): void {
+    this.log.warn({ event: 'credential_leak', credentials: names }, 'an upstream response contained a credential; it was redacted');
+    this.audit?.record({ type: 'credential_leak', credential: { names: [...names] }, outcome: { status: 'redacted' } });
   }
 
   /** A JWT-SVID minted in exchange for a virtual key dies with that key. */
@@ -166,7 +195,10 @@ export class Runtime {
     try {
       const set = loadConfig(this.options.configPath);
       if (set.digest === this.compiled.set.digest) return null;
-      const next = compileConfig(set, this.creds, this.compiled);
+      const prevSet = this.compiled.set;
+      this.vault.reload(set);
+      let next: Compiled;
+      try { next = compileConfig(set, this.vault, this.compiled); } catch (e) { this.vault.reload(prevSet); throw e; }
       this.compiled = next; // atomic swap: in-flight requests keep the object they started with
       this.jwt?.update(trustDomainsFromConfig(set));
       this.tools?.http.reload(set);
@@ -182,6 +214,7 @@ export class Runtime {
 
   async close(): Promise<void> {
     this.usage.flush();
+    this.vault.close();
     this.db.close();
   }
 }

@@ -28,7 +28,7 @@ export function chooseLoadgen(want: string | undefined, say: (s: string) => void
   return 'node';
 }
 
-function collect(argv: string[], env: Record<string, string>): Promise<string> {
+function collect(argv: string[], env: Record<string, string>): Promise<{ out: string; err: string }> {
   return new Promise((resolve, reject) => {
     const [cmd, ...args] = argv;
     const child = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -37,7 +37,7 @@ function collect(argv: string[], env: Record<string, string>): Promise<string> {
     child.stdout.on('data', (c: Buffer) => { out += c.toString(); });
     child.stderr.on('data', (c: Buffer) => { err += c.toString(); });
     child.on('error', reject);
-    child.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`${cmd} exited ${code}: ${err.slice(0, 500)}`))));
+    child.on('close', (code, signal) => (code === 0 ? resolve({ out, err }) : reject(new Error(`${cmd} exited ${code ?? signal}: ${err.slice(0, 500)}`))));
   });
 }
 
@@ -51,9 +51,9 @@ async function runWrk(pin: PinOptions, spec: LoadSpec): Promise<LoadResult> {
   const headerArgs = Object.entries(spec.headers).flatMap(([k, v]) => ['-H', `${k}: ${v}`]);
   const argv = pinnedArgv(pin, ['wrk', '-t1', `-c${spec.conc}`, `-d${spec.durationS}s`, '--timeout', '10s',
     '-s', POST_LUA, ...headerArgs, spec.origin + spec.path]);
-  const out = await collect(argv, { BODY_FILE: spec.bodyFile });
+  const { out, err } = await collect(argv, { BODY_FILE: spec.bodyFile });
   const line = out.split('\n').find((l) => l.startsWith('WRKJSON '));
-  if (!line) throw new Error(`wrk printed no summary: ${out.slice(0, 500)}`);
+  if (!line) throw new Error(`wrk printed no summary: ${out.slice(-600)} stderr: ${err.slice(-400)}`);
   const w = JSON.parse(line.slice(8)) as WrkJson;
   const durationS = w.duration_us / 1e6;
   return {
@@ -65,7 +65,7 @@ async function runWrk(pin: PinOptions, spec: LoadSpec): Promise<LoadResult> {
 }
 
 async function runNode(pin: PinOptions, spec: LoadSpec): Promise<LoadResult> {
-  const out = await collect(pinnedArgv(pin, [process.execPath, NODE_LOADGEN]), { LOADGEN_SPEC: JSON.stringify(spec) });
+  const { out } = await collect(pinnedArgv(pin, [process.execPath, NODE_LOADGEN]), { LOADGEN_SPEC: JSON.stringify(spec) });
   return JSON.parse(out.trim().split('\n').pop() ?? '') as LoadResult;
 }
 

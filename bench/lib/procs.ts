@@ -2,7 +2,7 @@
 // their memory and CPU use from /proc (Linux only, like taskset).
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { createWriteStream, readFileSync } from 'node:fs';
+import { createWriteStream, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface PinOptions {
@@ -13,6 +13,22 @@ export interface PinOptions {
 }
 
 export const hasCommand = (name: string): boolean => spawnSync('sh', ['-c', `command -v ${name}`], { stdio: 'ignore' }).status === 0;
+
+/**
+ * With the kernel's autogroup scheduling (the default on desktop/VM kernels) a process's nice value
+ * only ranks it against its own session; other sessions get an equal share regardless. Setting the
+ * session's autogroup nice gives the benchmark's processes priority over other sessions' work.
+ * Returns the previous value (to restore), or null when autogroups are off or not writable.
+ */
+export function setAutogroupNice(nice: number): number | null {
+  try {
+    const prev = /nice (-?\d+)/.exec(readFileSync('/proc/self/autogroup', 'utf8'));
+    writeFileSync('/proc/self/autogroup', String(nice));
+    return prev ? Number(prev[1]) : 0;
+  } catch {
+    return null;
+  }
+}
 
 /** Command line that runs argv pinned (taskset execs, so the child pid is the real process). */
 export function pinnedArgv(pin: PinOptions, argv: string[]): string[] {

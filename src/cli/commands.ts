@@ -10,6 +10,8 @@ import { issueAgentSvid, parseTtl } from '../identity/issue.ts';
 import { createJoinTokenStore } from '../identity/join-tokens.ts';
 import { openDatabase } from '../store/sqlite.ts';
 import { UsageRecorder } from '../gateway/usage.ts';
+import { openVault } from '../credentials/vault.ts';
+import { readSecretFromStdin } from '../credentials/stdin.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
 const err = (line: string) => process.stderr.write(line + '\n');
@@ -140,4 +142,43 @@ Object.assign(extraCommands, {
     run: async ({ positionals }) => { if (!positionals[0]) { err('missing approval ID'); return 2; } return printJson(await admin('POST', `/admin/v1/approvals/${positionals[0]}/approve`)); } },
   'approvals reject': { summary: 'reject a held tool call', usage: 'aam approvals reject ID',
     run: async ({ positionals }) => { if (!positionals[0]) { err('missing approval ID'); return 2; } return printJson(await admin('POST', `/admin/v1/approvals/${positionals[0]}/reject`)); } },
+} satisfies Record<string, Command>);
+
+function cliVault(g: { config: string; data: string }) {
+  return openVault({ dataDir: g.data, db: openDatabase(g.data), config: loadConfig(g.config), strict: false, refreshMs: 0 });
+}
+
+Object.assign(extraCommands, {
+  'credentials set': {
+    summary: 'store a new version of a `stored: true` credential, read from stdin (never from argv)',
+    usage: 'printf %s "$SECRET" | aam credentials set NAME',
+    run: async ({ positionals, g }) => {
+      const name = positionals[0];
+      if (!name) { err('missing credential NAME'); return 2; }
+      if (process.stdin.isTTY) err(`enter the secret for ${name}, then press Ctrl-D:`);
+      const secret = await readSecretFromStdin();
+      const vault = cliVault(g);
+      const r = vault.set(name, secret);
+      vault.close();
+      out(`stored ${r.name} version ${r.version} (${r.created}); running gateways pick it up within a second`);
+      return 0;
+    },
+  },
+  'credentials list': {
+    summary: 'credential names, sources, versions and last use — never values',
+    usage: 'aam credentials list [--json]',
+    options: { json: { type: 'boolean' } },
+    run: ({ values, g }) => {
+      const vault = cliVault(g);
+      const list = vault.list();
+      vault.close();
+      if (values.json) return printJson(list);
+      out(['NAME'.padEnd(24), 'SOURCE'.padEnd(8), 'KIND'.padEnd(26), 'VER'.padStart(4), 'STATUS'.padEnd(8), 'LAST USED'].join(' '));
+      for (const c of list) {
+        out([c.name.padEnd(24), c.source.padEnd(8), c.kind.padEnd(26), String(c.version ?? '-').padStart(4), c.status.padEnd(8), c.last_used ?? '-'].join(' '));
+        for (const w of [...(c.problem ? [c.problem] : []), ...c.warnings]) out(`  ! ${w}`);
+      }
+      return 0;
+    },
+  },
 } satisfies Record<string, Command>);
