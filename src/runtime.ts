@@ -11,6 +11,7 @@ import { openDatabase } from './store/sqlite.ts';
 import { createLogger, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
 import type { StreamScrubber } from './credentials/scrub.ts';
+import { compileGuardrail, type CompiledGuardrail } from './guardrails/engine.ts';
 import { openVault, type Vault } from './credentials/vault.ts';
 import { createInjector, type Injector, type DefaultStyle } from './credentials/inject.ts';
 import { CredentialError } from './credentials/errors.ts';
@@ -41,6 +42,7 @@ export interface Compiled {
   routes: Map<string, Route>;
   policies: CompiledPolicies;
   registry: AgentRegistry;
+  guardrails: Map<string, CompiledGuardrail>;
 }
 
 export interface RuntimeOptions {
@@ -60,7 +62,8 @@ export function compileConfig(set: ConfigSet, vault: Vault, previous?: Compiled)
   const version = set.digest.slice(0, 12);
   const providers = compileProviders(set, (name) => { const r = vault.tryResolve(name); return r.ok ? null : r.reason; }, previous?.providers);
   const routes = compileRoutes(set, providers, previous?.routes);
-  return { set, version, providers, routes, policies: compilePolicies(set, version), registry: buildAgentRegistry(set) };
+  const guardrails = new Map([...set.guardrails.values()].map((g) => [g.name, compileGuardrail(g.name, g.spec)] as const));
+  return { set, version, providers, routes, policies: compilePolicies(set, version), registry: buildAgentRegistry(set), guardrails };
 }
 
 const STYLE: Record<ProviderRuntime['authStyle'], DefaultStyle> = { bearer: 'bearer', 'x-api-key': 'x-api-key', 'x-goog-api-key': 'header:x-goog-api-key', 'api-key': 'api-key' };

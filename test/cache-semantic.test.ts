@@ -97,6 +97,7 @@ test('not eligible: last message not user text (images, tool results) -> no prob
   assert.deepEqual(await c.lookup(img, A, TH), { hit: null, probe: null });
   assert.equal(textForEmbedding({ model: 'm', messages: [{ role: 'tool', content: '42', tool_call_id: 'c' }] }), null);
   assert.equal(textForEmbedding(ask('  hello  ')), 'hello');
+  assert.equal(textForEmbedding(ask('word '.repeat(2000))), null, 'too long to compare by meaning');
   assert.notEqual(contextHash(ask('a')), contextHash({ ...ask('a'), messages: [{ role: 'system', content: 'other' }, { role: 'user', content: 'a' }] }));
   assert.equal(contextHash(ask('a')), contextHash(ask('b')), 'the last user message is compared by meaning, not hashed');
 });

@@ -15,7 +15,7 @@ test('a full batch is exported without waiting for the timer; the rest waits for
   await col.waitFor((c) => spansOf(c).length >= 20);
   await new Promise((r) => setTimeout(r, 50));
   assert.equal(col.received.length, 2);
-  assert.deepEqual(col.received.map((r) => spansOf({ ...col, received: [r] }).length), [10, 10]);
+  assert.deepEqual(col.received.map((r) => spansOf({ ...col, received: [r] }).length), [10, 10], 'only full batches before the timer');
   assert.equal(tracer.stats().queued, 5);
   await tracer.flush();
   assert.equal(col.received.length, 3);

@@ -4,6 +4,7 @@
 import { decide, toolVisible } from '../policy/decide.ts';
 import type { Runtime } from '../runtime.ts';
 import type { ToolDeps } from '../tools/types.ts';
+import { guardJson } from './guard.ts';
 
 export function toolDeps(rt: Runtime): ToolDeps {
   return {
@@ -20,6 +21,7 @@ export function toolDeps(rt: Runtime): ToolDeps {
     },
     log: rt.log,
     scrub: (text) => rt.scrub(text),
+    guard: (identity, direction, value, where, requestId) => guardJson(rt, identity, direction, value, where, requestId),
     db: rt.db,
   };
 }

@@ -2,6 +2,14 @@
 // settings, the caller's scope and the client's cache-control, tries the exact cache, then (mode
 // semantic, chat only) the semantic cache, and hands back a save() for the fresh answer.
 // A failing embedding call degrades to a miss: the cache never fails a request.
+//
+// Where it sits in the chat path (after input guardrails, so the key is the request the upstream
+// would see, and before admit, so a hit reserves nothing):
+//   const look = await rt.cache.lookup('chat', route, req, { agent: spiffeId, team }, ctx.req.headers, { embed });
+//   if (look.status === 'hit') -> answer look.entry.result (stream: localStream(resultToEvents(r))) through
+//     the same output guardrails + scrub + codec as a fresh answer, header x-aam-cache: hit, record cost 0;
+//   else -> call upstream as today (header x-aam-cache: miss unless status 'off'), then look.save(result)
+//     (stream: feed a StreamRecorder every event, save(rec.result()) only when the stream ended cleanly).
 import type { DatabaseSync } from 'node:sqlite';
 import type { ModelSpec } from '../config/schema.ts';
 import type { ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult } from '../providers/types.ts';

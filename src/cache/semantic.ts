@@ -55,8 +55,19 @@ const SCHEMA = `CREATE TABLE IF NOT EXISTS cache_semantic (
   context TEXT NOT NULL, embedding BLOB NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS cache_semantic_expires ON cache_semantic(expires_at);`;
 
+/**
+ * Longer questions are not compared by meaning: embedding models truncate (two long prompts with a
+ * common prefix would then look identical) and long prompts rarely repeat as paraphrases anyway.
+ */
+export const MAX_EMBED_CHARS = 8_000;
+
 /** Text of the last message when it is a user message made only of text; null = not eligible. */
 export function textForEmbedding(req: ChatRequest): string | null {
+  const text = lastUserText(req);
+  return text && text.length <= MAX_EMBED_CHARS ? text : null;
+}
+
+function lastUserText(req: ChatRequest): string | null {
   const last = req.messages[req.messages.length - 1];
   if (!last || last.role !== 'user') return null;
   if (typeof last.content === 'string') return last.content.trim() || null;
@@ -145,9 +156,7 @@ export class SemanticCache {
       const dim = embedding.length;
       for (const it of bucket.values()) {
         if (it.context !== context || it.expiresAt <= now || it.vec.length !== dim) continue;
-        const v = it.vec;
-        let s = 0;
-        for (let i = 0; i < dim; i++) s += v[i] * embedding[i];
+        const s = dot(it.vec, embedding);
         if (s > bestSim) { bestSim = s; best = it; }
       }
     }
@@ -247,6 +256,18 @@ export class SemanticCache {
     if (bucket && bucket.size === 0) this.buckets.delete(it.bucket);
     this.bytes -= it.bytes;
   }
+}
+
+/** Four accumulators: ~2x faster than the naive loop in V8 (independent adds pipeline). */
+function dot(a: Float32Array, b: Float32Array): number {
+  const n = a.length;
+  let s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += a[i] * b[i]; s1 += a[i + 1] * b[i + 1]; s2 += a[i + 2] * b[i + 2]; s3 += a[i + 3] * b[i + 3];
+  }
+  for (; i < n; i++) s0 += a[i] * b[i];
+  return s0 + s1 + s2 + s3;
 }
 
 /** Unit length, so a dot product is the cosine similarity. Returns a copy. */

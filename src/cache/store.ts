@@ -84,7 +84,7 @@ export class ResponseCache {
       };
     } else this.q = null;
     const every = opts.sweepIntervalMs ?? 60_000;
-    this.timer = db && every > 0 ? setInterval(() => this.sweep(), every) : null;
+    this.timer = every > 0 ? setInterval(() => this.sweep(), every) : null;
     this.timer?.unref();
   }
 

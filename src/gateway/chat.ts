@@ -11,6 +11,8 @@ import type { ChatRequest, ChatResult, ClientCodec, Usage } from '../providers/t
 import { identify } from '../access/identify.ts';
 import { authorize, admit, settle, release, type Admission } from '../access/decide.ts';
 import { identityEvidence } from '../access/evidence.ts';
+import { guardrailsOf, guardChatInput, guardChatOutput, chatStreamGuard, recordStreamFindings } from '../access/guard.ts';
+import type { CompiledGuardrail } from '../guardrails/engine.ts';
 import { AamError, badRequest } from '../server/errors.ts';
 import { readJson, sendText, type Ctx } from '../server/context.ts';
 import type { Identity } from '../identity/types.ts';
@@ -20,6 +22,7 @@ import { costUsd, estimateCostUsd } from './pricing.ts';
 import { localStream, openUpstreamStream, StreamBroken, type OpenStream } from './stream.ts';
 import { networkFailure, sendAttempt, type AttemptFailure } from './upstream.ts';
 import type { Route, Target } from './routes.ts';
+import { blockedMessage } from '../guardrails/engine.ts';
 
 const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' };
 
@@ -36,6 +39,8 @@ export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promis
     throw new AamError(404, 'model_not_found', `model "${req.model}" is not a chat model route on this gateway; GET /v1/models lists the models you may use`, { param: 'model' });
   }
   authorize(ctx, identity, { kind: 'model', agent: identity.agent, model: route.name });
+  const gs = guardrailsOf(ctx.rt, identity);
+  if (gs.length) req.messages = await guardChatInput(ctx.rt, ctx.requestId, identity, gs, req.messages);
 
   const promptTokens = Math.ceil(JSON.stringify(req.messages).length / 4);
   const maxOut = req.max_completion_tokens ?? req.max_tokens ?? 4096;
@@ -45,15 +50,15 @@ export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promis
   const ac = new AbortController();
   ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });
   const codec = codecFor(wire);
-  if (req.stream) await streamChat(ctx, identity, route, req, codec, adm, ac);
-  else await completeChat(ctx, identity, route, req, codec, adm, ac.signal);
+  if (req.stream) await streamChat(ctx, identity, route, req, codec, adm, ac, gs);
+  else await completeChat(ctx, identity, route, req, codec, adm, ac.signal, gs);
 }
 
 function garbage(target: Target, what: string): AttemptFailure {
   return { ok: false, next: 'retry', status: 502, clientStatus: 502, code: 'upstream_error', message: `${target.label} returned an unusable response (${what})` };
 }
 
-async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, signal: AbortSignal): Promise<void> {
+async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, signal: AbortSignal, gs: readonly CompiledGuardrail[]): Promise<void> {
   const r = await runAttempts(route, signal, async (target) => {
     if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoChat(req, target.model), raw: null as string | null } };
     const adapter = target.provider.adapter!;
@@ -74,8 +79,10 @@ async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: Cha
     recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, false, r.failure.message);
     throw new AamError(r.failure.clientStatus, r.failure.code, r.failure.message);
   }
-  const { result, raw } = r.value;
-  const cost = finish(ctx, identity, route, r.target, result.usage, adm, 200, false);
+  const cost = finish(ctx, identity, route, r.target, r.value.result.usage, adm, 200, false);
+  const result = gs.length ? guardChatOutput(ctx.rt, ctx.requestId, identity, gs, r.value.result) : r.value.result;
+  // The raw upstream body is only usable when no guardrail changed the answer.
+  const raw = result === r.value.result ? r.value.raw : null;
   const text = ctx.rt.scrub(raw ?? JSON.stringify(codec.encodeResult(result, route.name)));
   sendText(ctx, 200, text, 'application/json', responseHeaders(r.target, cost));
 }
@@ -84,7 +91,7 @@ function responseHeaders(target: Target, cost: number | null): Record<string, st
   return { 'x-aam-target': target.label, 'x-aam-cost-usd': cost === null ? 'unknown' : cost.toFixed(8) };
 }
 
-async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: AbortController): Promise<void> {
+async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: AbortController, gs: readonly CompiledGuardrail[]): Promise<void> {
   const res = ctx.res;
   const includeUsage = codec.wire === 'anthropic' || req.stream_options?.include_usage === true;
   // Keep-alive: an SSE comment after each idle period (also before the first token, when
@@ -117,13 +124,21 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
     openHeaders({ 'x-aam-target': r.target.label });
     const encode = codec.streamEncoder({ includeUsage, routeName: route.name });
     const scrub = ctx.rt.streamScrubber();
+    const guard = chatStreamGuard(gs);
     let usage: Usage | undefined;
     let broken: string | null = null;
+    let blockedBy: string | undefined;
+    let brokenType = 'api_error';
     const emit = async (events: typeof stream.head) => {
       let out = '';
-      for (const ev of events) {
-        if (ev.type === 'usage') usage = ev.usage;
-        out += encode(ev);
+      for (const upstreamEv of events) {
+        if (upstreamEv.type === 'usage') usage = upstreamEv.usage;
+        // Output guardrails scan a sliding window across chunks: held text is released as soon
+        // as it is known clean; a block ends the stream with an error event.
+        const evs = guard ? guard.push(upstreamEv) : null;
+        if (evs?.blocked) { blockedBy = evs.blocked.guardrail; throw new StreamBroken(blockedMessage(evs.blocked.guardrail, evs.blocked.category, 'output'), 'guardrail_blocked'); }
+        if (evs) for (const ev of evs.events) out += encode(ev);
+        else out += encode(upstreamEv);
       }
       out = scrub.push(out);
       if (out) await write(res, out);
@@ -136,15 +151,18 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
       }
     } catch (e) {
       broken = e instanceof StreamBroken ? e.message : `stream failed: ${(e as Error).message}`;
+      if (e instanceof StreamBroken) brokenType = e.errorType;
     }
+    if (guard) recordStreamFindings(ctx.rt, ctx.requestId, identity, guard, blockedBy);
+    if (blockedBy) stream.abort();
     const tail = scrub.end();
     if (ac.signal.aborted) {
       finish(ctx, identity, route, r.target, usage, adm, 499, true, 'client disconnected');
       return;
     }
     if (broken) {
-      finish(ctx, identity, route, r.target, usage, adm, 502, true, broken);
-      res.end(tail + codec.streamError(ctx.rt.scrub(broken), 'api_error'));
+      finish(ctx, identity, route, r.target, usage, adm, blockedBy ? 400 : 502, true, broken);
+      res.end(tail + codec.streamError(ctx.rt.scrub(broken), brokenType));
       return;
     }
     finish(ctx, identity, route, r.target, usage, adm, 200, true);

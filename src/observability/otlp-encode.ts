@@ -53,10 +53,11 @@ export function keyValues(obj: Record<string, unknown>, depth = 0): KeyValue[] {
 
 /** Unix nanoseconds as the decimal string OTLP/JSON uses, from epoch milliseconds (fractional allowed). */
 export function msToNanoString(ms: number): string {
-  // Split so no intermediate exceeds 2^53: whole milliseconds as BigInt, the fraction in ns.
-  const whole = Math.floor(ms);
-  const frac = Math.round((ms - whole) * 1e6);
-  return (BigInt(whole) * 1_000_000n + BigInt(frac)).toString();
+  // Whole milliseconds and the nanosecond remainder as digits: no intermediate exceeds 2^53.
+  let whole = Math.floor(ms);
+  let frac = Math.round((ms - whole) * 1e6);
+  if (frac >= 1e6) { whole += 1; frac -= 1e6; }
+  return whole === 0 ? String(frac) : String(whole) + String(frac).padStart(6, '0');
 }
 
 export const SPAN_KIND = { internal: 1, server: 2, client: 3, producer: 4, consumer: 5 } as const;
@@ -78,7 +79,11 @@ export interface SpanRecord {
   readonly droppedAttributes: number;
   readonly status: keyof typeof STATUS_CODE;
   readonly statusMessage: string | undefined;
+  readonly events: readonly SpanEventRecord[] | undefined;
+  readonly droppedEvents: number;
 }
+
+export interface SpanEventRecord { readonly name: string; readonly timeMs: number; readonly attributes: Attributes | undefined }
 
 export interface Scope { name: string; version?: string }
 
@@ -108,6 +113,10 @@ function encodeSpan(s: SpanRecord): Record<string, unknown> {
   if (s.parentSpanId) out.parentSpanId = s.parentSpanId;
   if (s.traceState) out.traceState = s.traceState;
   if (s.droppedAttributes) out.droppedAttributesCount = s.droppedAttributes;
+  if (s.events) {
+    out.events = s.events.map((e) => ({ timeUnixNano: msToNanoString(e.timeMs), name: e.name, attributes: e.attributes ? keyValues(e.attributes) : [] }));
+  }
+  if (s.droppedEvents) out.droppedEventsCount = s.droppedEvents;
   return out;
 }
 

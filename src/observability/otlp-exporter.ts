@@ -1,7 +1,7 @@
 // Batched OTLP/HTTP JSON export, shared by traces and logs. The request path only pushes into a
 // bounded ring buffer (O(1), never blocks, never does I/O): when full, the oldest item is dropped
 // and counted. Encoding and POSTs happen on an unref'd timer, or as soon as a full batch is
-// waiting. One export is in flight at a time; retryable failures (network, 429, 502, 503, 504 per
+// waiting (then only full batches: the remainder waits for the timer). One export is in flight at a time; retryable failures (network, 429, 502, 503, 504 per
 // the OTLP/HTTP spec; Retry-After honoured) back off exponentially until maxRetryMs, then the batch
 // is counted as failed. Other 4xx/5xx answers are permanent: retrying cannot help.
 import { Agent, request } from 'undici';
@@ -60,13 +60,17 @@ export function createBatchExporter<T>(cfg: ResolvedOtlp, codec: BatchCodec<T>):
   /** Set during shutdown: nothing (request, backoff) may wait past it. */
   let deadline = Infinity;
   let failing = false;
+  /** The running drain sends partial batches too (timer, flush, shutdown). */
+  let drainAll = false;
+  /** Callers awaiting flush(): backoff sleeps keep the process up for them. */
+  let waiters = 0;
   /** Ends a backoff sleep early (shutdown). */
   let wake: (() => void) | null = null;
   const agent = new Agent({ keepAliveTimeout: 30_000, connections: 4 });
   const headers: Record<string, string> = { ...cfg.headers, 'content-type': 'application/json' };
   if (cfg.compression === 'gzip') headers['content-encoding'] = 'gzip';
 
-  const timer = setInterval(() => { if (size > 0) kick(); }, cfg.flushIntervalMs);
+  const timer = setInterval(() => { if (size > 0) void kick(); }, cfg.flushIntervalMs);
   timer.unref();
 
   function push(item: T): void {
@@ -75,9 +79,9 @@ export function createBatchExporter<T>(cfg: ResolvedOtlp, codec: BatchCodec<T>):
     if (size < cap) size++;
     else { head = (head + 1) % cap; st.dropped++; }
     // A full batch goes out without waiting for the timer, but never from inside the caller's stack.
-    if (size >= cfg.batchSize && !kickScheduled && !draining) {
+    if (size >= cfg.batchSize && !kickScheduled) {
       kickScheduled = true;
-      setImmediate(() => { kickScheduled = false; kick(); });
+      setImmediate(() => { kickScheduled = false; void kick(true); });
     }
   }
 
@@ -94,13 +98,15 @@ export function createBatchExporter<T>(cfg: ResolvedOtlp, codec: BatchCodec<T>):
     return out;
   }
 
-  function kick(): Promise<void> {
-    draining ??= drain().finally(() => { draining = null; });
+  /** Start draining unless a drain runs. fullOnly: a size trigger sends only full batches and leaves the rest to the timer. */
+  function kick(fullOnly = false): Promise<void> {
+    if (!fullOnly) drainAll = true;
+    draining ??= drain().finally(() => { draining = null; drainAll = false; });
     return draining;
   }
 
   async function drain(): Promise<void> {
-    while (size > 0 && Date.now() < deadline) {
+    while (size > 0 && (drainAll || size >= cfg.batchSize) && Date.now() < deadline) {
       await exportBatch(take(cfg.batchSize));
     }
   }
@@ -135,7 +141,7 @@ export function createBatchExporter<T>(cfg: ResolvedOtlp, codec: BatchCodec<T>):
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => { wake = null; resolve(); }, wait);
         // Never keeps the process up in normal running; during shutdown it must, or exit cuts the flush.
-        if (!stopped) t.unref();
+        if (!stopped && waiters === 0) t.unref();
         wake = () => { clearTimeout(t); wake = null; resolve(); };
       });
     }
@@ -179,7 +185,11 @@ export function createBatchExporter<T>(cfg: ResolvedOtlp, codec: BatchCodec<T>):
 
   return {
     push,
-    flush: () => kick(),
+    async flush(): Promise<void> {
+      waiters++;
+      // Let a running drain finish first: it may be about to stop without taking a partial batch.
+      try { await draining; await kick(); } finally { waiters--; }
+    },
     async shutdown(timeoutMs = 5000): Promise<void> {
       if (stopped) return draining ?? undefined;
       stopped = true;

@@ -5,7 +5,7 @@
 // non-recording span (ids still propagate); root spans are sampled at `sampleRatio` (default 1).
 import { resolveOtlp, type OtlpOptions } from './otlp-config.ts';
 import { createBatchExporter, type ExportStats } from './otlp-exporter.ts';
-import { encodeSpans, type AttrValue, type Attributes, type SpanRecord } from './otlp-encode.ts';
+import { encodeSpans, type AttrValue, type Attributes, type SpanEventRecord, type SpanRecord } from './otlp-encode.ts';
 import { IdPool, formatTraceparent, parseTraceparent, type SpanContext } from './otlp-context.ts';
 
 export type { AttrValue, Attributes } from './otlp-encode.ts';
@@ -33,6 +33,13 @@ export interface Span {
   setAttribute(key: string, value: AttrValue | null | undefined): this;
   setAttributes(attrs: Attributes): this;
   setStatus(code: 'ok' | 'error', message?: string): this;
+  /** A timestamped event on the span (at most 32 per span; more are counted as dropped). */
+  addEvent(name: string, attributes?: Attributes): this;
+  /**
+   * Record a failure: an `exception` event (type and message, no stack), error.type unless set,
+   * and status ERROR with the message. Pass only messages that are safe to export (scrubbed).
+   */
+  recordException(err: unknown, errorType?: string): this;
   /** Update the name (e.g. once the model is known). */
   updateName(name: string): this;
   /** End the span (only the first call counts); endTime on the performance.now() clock. */
@@ -116,6 +123,8 @@ class SpanImpl implements Span, SpanRecord {
   droppedAttributes = 0;
   status: 'unset' | 'ok' | 'error' = 'unset';
   statusMessage: string | undefined = undefined;
+  events: SpanEventRecord[] | undefined = undefined;
+  droppedEvents = 0;
   #count = 0;
   readonly #offset: number;
   readonly #max: number;
@@ -163,6 +172,24 @@ class SpanImpl implements Span, SpanRecord {
     return this;
   }
 
+  addEvent(name: string, attributes?: Attributes): this {
+    if (this.#sink === null) return this;
+    const events = (this.events ??= []);
+    if (events.length >= MAX_EVENTS) this.droppedEvents++;
+    else events.push({ name, timeMs: performance.now() + this.#offset, attributes });
+    return this;
+  }
+
+  recordException(err: unknown, errorType?: string): this {
+    if (this.#sink === null) return this;
+    const e = err instanceof Error ? err : undefined;
+    const type = e ? ((e as { code?: unknown }).code !== undefined ? String((e as { code?: unknown }).code) : e.name) : typeof err;
+    const message = e ? e.message : String(err);
+    this.addEvent('exception', { 'exception.type': type, 'exception.message': message });
+    if (!('error.type' in this.attributes)) this.setAttribute('error.type', errorType ?? type);
+    return this.setStatus('error', message);
+  }
+
   updateName(name: string): this {
     if (this.#sink !== null) this.name = name;
     return this;
@@ -180,6 +207,8 @@ class SpanImpl implements Span, SpanRecord {
     return formatTraceparent(this.context);
   }
 }
+
+const MAX_EVENTS = 32;
 
 function clampRatio(r: number): number {
   return Number.isFinite(r) ? Math.min(1, Math.max(0, r)) : 1;

@@ -119,7 +119,10 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
       if (body !== undefined && body !== null && (typeof body !== 'object' || Array.isArray(body))) {
         throw new HttpToolError(400, 'invalid_request_error', 'invalid_body', 'request body must be a JSON object of path parameters and arguments');
       }
-      const args = (body ?? {}) as Record<string, unknown>;
+      // guard (input): a blocked argument never leaves aam; a redacted one is forwarded redacted
+      const gi = deps.guard(identity, 'input', body ?? {}, `http tool ${toolName}/${actionName}`, requestId);
+      if (!gi.ok) throw new HttpToolError(400, 'invalid_request_error', 'guardrail_blocked', gi.message, { param: gi.guardrail });
+      const args = gi.value as Record<string, unknown>;
       Object.assign(audit, { resource: tool.spec.resource, args_digest: argsDigest(args), mutating: action.mutating });
       // bind params
       let path: string;

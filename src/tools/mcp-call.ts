@@ -65,7 +65,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   const t = await catalog.resolve(s.scope, name);
   if (!t) throw new ToolError('unknown_tool', `unknown tool "${name}"; call tools/list for the tools you may call`, { code: RPC.notFound, status: 404 });
   const entry = catalog.servers.get(t.server) as ServerEntry;
-  const args = (rawArgs ?? {}) as Record<string, unknown>;
+  let args = (rawArgs ?? {}) as Record<string, unknown>;
   const base = { type: 'tool.call', plane: 'mcp', request_id: requestId, jsonrpc_id: extra.jsonrpcId, session_id: s.sessionId(), ...identityFields(s.identity),
     server: t.server, tool: t.def.name, resource: t.resource, action: t.action, args_digest: argsDigest(args), mutating: t.mutating };
   // integrity
@@ -79,6 +79,13 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     deps.audit.record({ ...base, type: 'tool.rejected', outcome: { status: 'invalid_arguments', error: invalid } });
     throw new ToolError('invalid_arguments', `arguments for tool "${name}" do not match its input schema: ${invalid}`, { code: RPC.invalidParams, status: 400 });
   }
+  // guard (input): block, or redact before policy and upstream see the arguments
+  const gi = deps.guard(s.identity, 'input', args, `tools/call ${name}`, requestId);
+  if (!gi.ok) {
+    deps.audit.record({ ...base, type: 'tool.rejected', outcome: { status: 'guardrail_blocked', error: gi.message } });
+    throw new ToolError('guardrail_blocked', gi.message, { code: RPC.denied, status: 400, data: { guardrail: gi.guardrail } });
+  }
+  args = gi.value as Record<string, unknown>;
   // decide
   const d = deps.authorize(s.identity, t.resource, t.action, args, context(rt, s, requestId, { server: t.server, tool: t.def.name }));
   deps.audit.record({ ...base, type: 'tool.decision', decision: decisionFields(d) });
@@ -110,7 +117,9 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     const result = await entry.upstream.callTool(t.def.name, args, s.identity, { signal: extra.signal, onprogress: extra.onprogress });
     const bytes = enforceLimit(rt, entry, `tools/call "${name}"`, result);
     deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: result.isError ? 'tool_error' : 'ok', bytes, latency_ms: performance.now() - started } });
-    return scrubbed(deps, result);
+    const go = deps.guard(s.identity, 'output', result, `tools/call ${name}`, requestId);
+    if (!go.ok) throw new ToolError('guardrail_blocked', go.message, { code: RPC.denied, status: 400, data: { guardrail: go.guardrail } });
+    return scrubbed(deps, go.value as CallToolResult);
   } catch (e) {
     deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: 'error', error: errMsg(e), latency_ms: performance.now() - started } });
     throw e;
