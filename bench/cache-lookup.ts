@@ -100,6 +100,7 @@ try {
     '# Response cache: lookup cost',
     '',
     `Measured ${new Date().toISOString()} with \`node_modules/.bin/node bench/cache-lookup.ts\` on ${cpus()[0]?.model ?? 'unknown CPU'} (${cpus().length} cores, load ${loadavg()[0].toFixed(2)}), Node ${process.version}.`,
+    'Load above 1 per core means other work shared the CPU: then means and p99 are pessimistic and p50 is the steadier figure.',
     `Per-operation microseconds; p50/p99 are over means of batches of ${BATCH} operations (single operations are too short to time alone).`,
     '',
     '| operation | mean us | p50 us | p99 us |',

@@ -2,4 +2,4 @@
 // Thin launcher: the CLI is TypeScript run directly by Node 24 (type stripping).
 import { main } from '../src/cli/main.ts';
 
-main(process.argv.slice(2)).then((code) => { process.exitCode = code; });
+main(process.argv.slice(2)).then((code) => { if (code !== 0) process.exit(code); });

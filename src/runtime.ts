@@ -11,6 +11,7 @@ import { openDatabase } from './store/sqlite.ts';
 import { createLogger, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
 import type { StreamScrubber } from './credentials/scrub.ts';
+import type { AuditLog } from './audit/log.ts';
 import { compileGuardrail, type CompiledGuardrail } from './guardrails/engine.ts';
 import { openVault, type Vault } from './credentials/vault.ts';
 import { createInjector, type Injector, type DefaultStyle } from './credentials/inject.ts';
@@ -27,7 +28,11 @@ import type { McpGateway } from './tools/mcp-gateway.ts';
 import type { HttpToolProxy } from './tools/http-tool.ts';
 
 /** Evidence sink (the audit log); optional so tools like `aam validate` need none. */
-export interface AuditSink { record(ev: Record<string, unknown>): void; recordDurable?(ev: Record<string, unknown>): Promise<unknown> }
+export interface AuditSink {
+  /** Queue an event; false means the audit queue is full and the caller must refuse the request. */
+  record(ev: Record<string, unknown>): boolean | void;
+  recordDurable?(ev: Record<string, unknown>): Promise<unknown>;
+}
 export interface MetricsSink {
   decision(effect: string, agent: string): void;
   limited(code: string, agent: string): void;
@@ -90,6 +95,8 @@ export class Runtime {
   readonly startedAt = Date.now();
   ready = false;
   audit: AuditSink | null = null;
+  /** The audit log behind `audit`, for queries (admin API). */
+  auditLog: AuditLog | null = null;
   metrics: MetricsSink | null = null;
   jwt: JwtVerifier | null = null;
   issuer: Issuer | null = null;
@@ -182,7 +189,7 @@ export class Runtime {
 
   #leak(names: readonly string[]): void {
     this.log.warn({ event: 'credential_leak', credentials: names }, 'an upstream response contained a credential; it was redacted');
-    this.audit?.record({ type: 'credential_leak', credential: { names: [...names] }, outcome: { status: 'redacted' } });
+    this.audit?.record({ type: 'credential_leak', request_id: '-', credential: { names: [...names] }, outcome: { status: 'redacted' } });
   }
 
   /** A JWT-SVID minted in exchange for a virtual key dies with that key. */

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openDatabase } from '../src/store/sqlite.ts';
-import { SemanticCache, textForEmbedding, contextHash, type SemanticScope } from '../src/cache/semantic.ts';
+import { SemanticCache, textForEmbedding, contextHash, embeddingFromResult, type SemanticScope } from '../src/cache/semantic.ts';
 import { embedSync, testEmbedder } from '../src/cache/test-embedder.ts';
 import type { CachedEntry } from '../src/cache/store.ts';
 import type { ChatRequest, ChatResult } from '../src/providers/types.ts';
@@ -151,4 +151,13 @@ test('persisted across reopen (embedding as BLOB); stores the probe without embe
   assert.equal(c.stats().entries, 0, 'clear() removed the rows');
   c.close();
   db.close();
+});
+
+test('embeddingFromResult reads float arrays and base64 float32', () => {
+  const v = [0.5, -0.25, 1];
+  assert.deepEqual([...embeddingFromResult({ model: 'e', data: [{ index: 0, embedding: v }] })], v);
+  const b64 = Buffer.from(new Float32Array(v).buffer).toString('base64');
+  assert.deepEqual([...embeddingFromResult({ model: 'e', data: [{ index: 0, embedding: b64 }] })], v);
+  assert.throws(() => embeddingFromResult({ model: 'e', data: [] }), /no vectors/);
+  assert.throws(() => embeddingFromResult({ model: 'e', data: [{ index: 0, embedding: Buffer.from([1, 2, 3]).toString('base64') }] }), /float32/);
 });

@@ -14,13 +14,15 @@ export interface Collector {
   respond: { status: number; body?: string; headers?: Record<string, string> };
   /** Don't parse or keep bodies (benchmarks). */
   discard: boolean;
+  /** Never answer (a stuck collector). */
+  hang: boolean;
   waitFor(pred: (c: Collector) => boolean, timeoutMs?: number): Promise<void>;
   close(): Promise<void>;
 }
 
 export async function startCollector(port = 0): Promise<Collector> {
   const c: Collector = {
-    url: '', port: 0, received: [], respond: { status: 200 }, discard: false,
+    url: '', port: 0, received: [], respond: { status: 200 }, discard: false, hang: false,
     async waitFor(pred, timeoutMs = 5000) {
       const end = Date.now() + timeoutMs;
       while (!pred(c)) {
@@ -34,6 +36,7 @@ export async function startCollector(port = 0): Promise<Collector> {
     const chunks: Buffer[] = [];
     req.on('data', (d: Buffer) => { if (!c.discard) chunks.push(d); });
     req.on('end', () => {
+      if (c.hang) return;
       if (!c.discard) {
         let buf = Buffer.concat(chunks);
         if (req.headers['content-encoding'] === 'gzip') buf = gunzipSync(buf);
@@ -44,6 +47,8 @@ export async function startCollector(port = 0): Promise<Collector> {
     });
   });
   await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  // A failing test that skips close() must not keep the test process alive.
+  server.unref();
   c.port = (server.address() as AddressInfo).port;
   c.url = `http://127.0.0.1:${c.port}`;
   return c;

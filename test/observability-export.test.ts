@@ -131,6 +131,30 @@ test('shutdown with the collector down returns within its timeout and counts the
   assert.equal(st.queued, 0);
 });
 
+test('shutdown does not wait past its timeout for a collector that never answers', async () => {
+  const col = await startCollector();
+  col.hang = true;
+  const tracer = createTracer({ endpoint: col.url, env: {}, flushIntervalMs: SLOW, timeoutMs: 30_000 })!;
+  tracer.startSpan('stuck').end();
+  void tracer.flush();
+  await new Promise((r) => setTimeout(r, 30));
+  const t0 = Date.now();
+  await tracer.shutdown(200);
+  assert.ok(Date.now() - t0 < 1500, `shutdown took ${Date.now() - t0} ms`);
+  assert.equal(tracer.stats().failed, 1);
+  await col.close();
+});
+
+test('credentials in the endpoint URL never appear in stats', async () => {
+  const port = await freePort();
+  const tracer = createTracer({ endpoint: `http://user:s3cret@127.0.0.1:${port}`, env: {}, flushIntervalMs: SLOW, maxRetryMs: 1 })!;
+  tracer.startSpan('x').end();
+  await tracer.flush();
+  assert.ok(tracer.stats().lastError);
+  assert.doesNotMatch(tracer.stats().lastError ?? '', /s3cret/);
+  await tracer.shutdown();
+});
+
 test('partial success: rejected spans are counted apart from exported ones', async () => {
   const col = await startCollector();
   col.respond = { status: 200, body: JSON.stringify({ partialSuccess: { rejectedSpans: '2', errorMessage: 'too old' } }) };

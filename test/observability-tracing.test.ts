@@ -1,8 +1,8 @@
 // Tracing: OTLP/JSON structure, W3C trace context, parent/child linkage, sampling, GenAI attributes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createTracer, parseTraceparent, formatTraceparent } from '../src/observability/tracing.ts';
-import { modelSpanAttributes, modelSpanName, toolSpanAttributes, toolSpanName, decisionSpanAttributes, genAiProviderName } from '../src/observability/otlp-genai.ts';
+import { createTracer, parseTraceparent, formatTraceparent, startServerSpan, endHttpSpan, traceHeaders } from '../src/observability/tracing.ts';
+import { modelSpanAttributes, modelSpanName, toolSpanAttributes, toolSpanName, decisionSpanAttributes, genAiProviderName, mcpTraceparent, withMcpTraceContext } from '../src/observability/otlp-genai.ts';
 import { IdPool } from '../src/observability/otlp-context.ts';
 import { startCollector, spansOf, attrs } from './observability-collector.ts';
 
@@ -220,4 +220,73 @@ test('GenAI and MCP semantic-convention attributes and span names', () => {
   assert.equal(t['aam.policy.decision'], 'allow');
   assert.equal(toolSpanAttributes({ method: 'tools/list', server: 's' })['gen_ai.operation.name'], undefined, 'only tool calls are execute_tool');
   assert.deepEqual(decisionSpanAttributes({ policy: 'finance-analyst-readonly', decision: 'deny', rule: 0, reason: 'export denied' })['aam.policy.rule'], '0');
+});
+
+test('HTTP helpers: server span from request headers, status mapping, propagation headers; events and exceptions', async () => {
+  const col = await startCollector();
+  const tracer = createTracer({ endpoint: col.url, env: {} })!;
+  const req = { method: 'POST', headers: { traceparent: TP, tracestate: 'congo=t61' } };
+  const server = startServerSpan(tracer, req, { route: '/v1/chat/completions', path: '/v1/chat/completions' });
+  assert.deepEqual(traceHeaders(server), { traceparent: server.traceparent(), tracestate: 'congo=t61' });
+  assert.deepEqual(traceHeaders(null), {});
+  const upstream = tracer.startSpan('chat gpt-4o', { kind: 'client', parent: server.context });
+  upstream.recordException(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }));
+  upstream.addEvent('fallback', { 'aam.target': 'anthropic/claude' });
+  endHttpSpan(upstream, 502, 'client');
+  const clientErr = tracer.startSpan('denied upstream', { kind: 'client' });
+  endHttpSpan(clientErr, 404, 'client');
+  const server4xx = tracer.startSpan('GET /x', { kind: 'server' });
+  endHttpSpan(server4xx, 403, 'server');
+  endHttpSpan(server, 502, 'server');
+  await tracer.flush();
+  const byName = new Map(spansOf(col).map((s) => [s.name, s]));
+  const srv = byName.get('POST /v1/chat/completions')!;
+  assert.equal(srv.parentSpanId, '00f067aa0ba902b7');
+  const sa = attrs(srv.attributes);
+  assert.deepEqual(sa['http.request.method'], { stringValue: 'POST' });
+  assert.deepEqual(sa['http.route'], { stringValue: '/v1/chat/completions' });
+  assert.deepEqual(sa['http.response.status_code'], { intValue: '502' });
+  assert.equal(srv.status.code, 2);
+  const up = byName.get('chat gpt-4o')! as unknown as { events: Array<{ name: string; timeUnixNano: string; attributes: Array<{ key: string; value: unknown }> }>; status: { code: number; message: string }; attributes: never };
+  assert.deepEqual(up.events.map((e) => e.name), ['exception', 'fallback']);
+  assert.deepEqual(attrs(up.events[0].attributes as never), { 'exception.type': { stringValue: 'ECONNREFUSED' }, 'exception.message': { stringValue: 'connect ECONNREFUSED' } });
+  assert.match(up.events[0].timeUnixNano, /^\d{19}$/);
+  assert.deepEqual(up.status, { code: 2, message: 'connect ECONNREFUSED' });
+  assert.deepEqual(attrs(up.attributes)['error.type'], { stringValue: '502' }, 'the final HTTP outcome names the error class');
+  assert.equal(byName.get('denied upstream')!.status.code, 2, 'client 4xx is an error');
+  assert.deepEqual(byName.get('GET /x')!.status, {}, 'server 4xx leaves status unset');
+  await tracer.shutdown();
+  await col.close();
+});
+
+test('MCP trace context travels in params._meta', () => {
+  const span = { traceparent: () => TP, context: { traceId: 'a', spanId: 'b' } } as never;
+  const out = withMcpTraceContext({ name: 'search', arguments: { q: 1 }, _meta: { progressToken: 3, tracestate: 'old' } }, span);
+  assert.deepEqual(out, { name: 'search', arguments: { q: 1 }, _meta: { progressToken: 3, traceparent: TP } });
+  assert.deepEqual(withMcpTraceContext({ name: 'x' }, null), { name: 'x' });
+  assert.deepEqual(mcpTraceparent({ _meta: { traceparent: TP, tracestate: 'k=v' } }), { traceparent: TP, tracestate: 'k=v' });
+  assert.deepEqual(mcpTraceparent({ _meta: 'nope' }), {});
+  assert.deepEqual(mcpTraceparent(undefined), {});
+});
+
+test('span JSON is valid and escapes keys and values; odd numbers keep their meaning', async () => {
+  const col = await startCollector();
+  const tracer = createTracer({ endpoint: col.url, env: {} })!;
+  const s = tracer.startSpan('na"me\n\u2028ü', { attributes: { 'k"ey\\': 'v"al\n\u0000', nums: [1, 2.5], nan: Number.NaN, inf: Infinity, neg: -3, flags: [true, false] } });
+  s.setStatus('error', 'bad "thing"');
+  s.end();
+  await tracer.flush();
+  const [span] = spansOf(col);
+  assert.equal(span.name, 'na"me\n\u2028ü');
+  assert.deepEqual(attrs(span.attributes), {
+    'k"ey\\': { stringValue: 'v"al\n\u0000' },
+    nums: { arrayValue: { values: [{ intValue: '1' }, { doubleValue: 2.5 }] } },
+    nan: { doubleValue: 'NaN' },
+    inf: { doubleValue: 'Infinity' },
+    neg: { intValue: '-3' },
+    flags: { arrayValue: { values: [{ boolValue: true }, { boolValue: false }] } },
+  });
+  assert.equal(span.status.message, 'bad "thing"');
+  await tracer.shutdown();
+  await col.close();
 });

@@ -12,12 +12,14 @@ import { identityEvidence } from './evidence.ts';
 /** Decide and record; throws 403 (policy_denied) when not allowed. */
 export function authorize(ctx: Ctx, identity: Identity, req: AccessRequest): Decision {
   const d = decide(req, ctx.cfg.policies);
-  ctx.rt.audit?.record({
+  const recorded = ctx.rt.audit?.record({
     type: 'decision', request_id: ctx.requestId, identity: identityEvidence(identity),
     policy: { name: d.policy, version: d.configVersion, rule: d.rule, decision: d.effect, reason: d.reason },
     ...(req.kind === 'model' ? { model: { route: req.model } } : { tool: { resource: req.resource, action: req.action } }),
   });
   ctx.rt.metrics?.decision(d.effect, identity.agent.name);
+  // Never act without evidence: a full audit queue (storage down for long) refuses new requests.
+  if (recorded === false) throw new AamError(503, 'unavailable', 'the audit trail cannot record right now, so aam refuses to act; retry shortly', { headers: { 'retry-after': '5' } });
   if (d.effect === 'deny') throw new AamError(403, 'policy_denied', d.reason);
   return d;
 }

@@ -10,12 +10,12 @@
 // (maxEntries, maxBytes). Everything is mirrored in SQLite (embedding as a BLOB) and loaded at
 // start, so lookups never touch the disk.
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import type { ChatRequest } from '../providers/types.ts';
+import type { ChatRequest, EmbeddingsResult } from '../providers/types.ts';
 import { canonicalChat, sha256 } from './key.ts';
 import type { CachedEntry } from './store.ts';
-import type { Embed } from './test-embedder.ts';
 
-export type { Embed } from './test-embedder.ts';
+/** Text -> embedding; the model plane plugs in a call to the route's embedding_model. */
+export type Embed = (text: string) => Promise<Float32Array>;
 
 /**
  * Default for real embedding models (OpenAI text-embedding-3, etc.), where paraphrases score
@@ -54,6 +54,16 @@ const SCHEMA = `CREATE TABLE IF NOT EXISTS cache_semantic (
   id INTEGER PRIMARY KEY, bucket TEXT NOT NULL, scope_key TEXT NOT NULL, route TEXT NOT NULL, route_version TEXT NOT NULL,
   context TEXT NOT NULL, embedding BLOB NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS cache_semantic_expires ON cache_semantic(expires_at);`;
+
+/** First vector of an embeddings result (floats, or base64 little-endian float32) for an Embed function. */
+export function embeddingFromResult(r: EmbeddingsResult): Float32Array {
+  const e = r.data[0]?.embedding;
+  if (e === undefined) throw new Error('embedding route returned no vectors');
+  if (typeof e !== 'string') return Float32Array.from(e);
+  const b = Buffer.from(e, 'base64');
+  if (b.byteLength % 4) throw new Error('embedding route returned base64 that is not float32');
+  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+}
 
 /**
  * Longer questions are not compared by meaning: embedding models truncate (two long prompts with a
@@ -101,7 +111,6 @@ export class SemanticCache {
   private nextId = 1; // ids when there is no database
   private readonly counters = { hits: 0, misses: 0, evictions: 0, expired: 0 };
   private readonly q: Record<'put' | 'del' | 'sweep', StatementSync> | null;
-  private readonly db: DatabaseSync | null;
   private readonly timer: NodeJS.Timeout | null;
 
   constructor(db: DatabaseSync | null, opts: SemanticOptions = {}) {
@@ -109,7 +118,6 @@ export class SemanticCache {
     this.maxPerScope = opts.maxPerScope ?? 2_000;
     this.maxEntries = opts.maxEntries ?? 20_000;
     this.maxBytes = opts.maxBytes ?? 64 * 1024 * 1024;
-    this.db = db;
     if (db) {
       db.exec(SCHEMA);
       this.q = {

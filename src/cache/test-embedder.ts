@@ -12,8 +12,7 @@
 // both sides. Known blind spot (bag of words): "capital of France and Spain" also scores 0.85. Real embedding models compress the
 // range (unrelated questions often score 0.3-0.6, same-template ones 0.85-0.9), which is why the
 // production default threshold is higher (DEFAULT_SEMANTIC_THRESHOLD in semantic.ts).
-
-export type Embed = (text: string) => Promise<Float32Array>;
+import type { Embed } from './semantic.ts';
 
 const STOP = new Set(('a an the of is are was were be been what which who whom whose how do does did i me my we our you your ' +
   'tell please in on at to for and or can could would will should it its this that there here about with by from as ' +

@@ -12,6 +12,7 @@ import { openDatabase } from '../store/sqlite.ts';
 import { UsageRecorder } from '../gateway/usage.ts';
 import { openVault } from '../credentials/vault.ts';
 import { readSecretFromStdin } from '../credentials/stdin.ts';
+import { auditCommands } from '../audit/cli.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
 const err = (line: string) => process.stderr.write(line + '\n');
@@ -182,3 +183,5 @@ Object.assign(extraCommands, {
     },
   },
 } satisfies Record<string, Command>);
+
+Object.assign(extraCommands, auditCommands);

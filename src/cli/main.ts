@@ -168,5 +168,6 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
-  main(process.argv.slice(2)).then((code) => { if (code !== 0 || !process.argv.includes('serve')) process.exitCode = code; });
+  // A failed command exits now, even if a half-started service left handles open.
+  main(process.argv.slice(2)).then((code) => { if (code !== 0) process.exit(code); });
 }

@@ -14,6 +14,7 @@ import { addToolRoutes } from '../server/tool-routes.ts';
 import { createMcpGateway } from '../tools/mcp-gateway.ts';
 import { createHttpToolProxy } from '../tools/http-tool.ts';
 import { toolDeps } from '../access/tool-deps.ts';
+import { openAuditLog, startSinks, webhookSink, fileSink, otlpLogsSink, type AuditSink } from '../audit/index.ts';
 import { openIssuer } from '../identity/issuer.ts';
 import { createJwtVerifier } from '../identity/jwt-svid.ts';
 import { trustDomainsFromConfig } from '../identity/jwks-cache.ts';
@@ -41,6 +42,15 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   if ((o.tlsCert || o.tlsKey) && !(o.tlsCert && o.tlsKey)) throw new Error('--tls-cert and --tls-key go together');
   const tls = o.tlsCert && o.tlsKey ? tlsServerOptions({ certFile: o.tlsCert, keyFile: o.tlsKey, clientCaFile: o.clientCa }) : undefined;
   rt.tls = tls ? { clientCa: Boolean(o.clientCa) } : null;
+  // Evidence: hash-chained audit log (writes off the request path, in a worker thread) and sinks.
+  const audit = openAuditLog({
+    dataDir: o.dataDir, failMode: 'buffer', durableTimeoutMs: 2_000,
+    onAlert: (a) => rt.log.error({ event: 'audit_alert', ...a }, 'audit storage problem'),
+  });
+  rt.audit = audit;
+  rt.auditLog = audit;
+  const sinks = startSinks(audit, auditSinks(env));
+  rt.audit.record({ type: 'admin', request_id: `startup-${Date.now()}`, admin: { action: 'gateway_started', target: rt.compiled.version, actor: 'system' }, outcome: { status: 200 } });
   // Identity: aam's own JWT-SVID issuer (keys created 0600 on first start) and the verifier for
   // its tokens and for external SPIFFE trust domains.
   rt.issuer = await openIssuer(o.dataDir, { issuer: env.AAM_ISSUER_URL });
@@ -87,8 +97,24 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeIdleConnections(); });
     await mcp.close();
     await rt.close();
+    await sinks.stop();
+    await audit.close();
   })();
   return { rt, server, port, close };
+}
+
+/** Audit exports configured by environment: a JSONL/OCSF file, a signed webhook, OTLP logs. */
+function auditSinks(env: NodeJS.ProcessEnv): AuditSink[] {
+  const sinks: AuditSink[] = [];
+  const format = env.AAM_AUDIT_FORMAT === 'ocsf' ? 'ocsf' : 'native';
+  if (env.AAM_AUDIT_FILE) sinks.push(fileSink({ path: env.AAM_AUDIT_FILE, format }));
+  if (env.AAM_AUDIT_WEBHOOK_URL) {
+    if (!env.AAM_AUDIT_WEBHOOK_SECRET) throw new Error('AAM_AUDIT_WEBHOOK_URL needs AAM_AUDIT_WEBHOOK_SECRET (HMAC key for x-aam-signature)');
+    sinks.push(webhookSink({ url: env.AAM_AUDIT_WEBHOOK_URL, secret: env.AAM_AUDIT_WEBHOOK_SECRET, format }));
+  }
+  const otlp = env.OTEL_EXPORTER_OTLP_LOGS_ENDPOINT ?? env.OTEL_EXPORTER_OTLP_ENDPOINT;
+  if (otlp) sinks.push(otlpLogsSink({ endpoint: otlp }));
+  return sinks;
 }
 
 export async function serve(o: ServeOptions): Promise<number> {

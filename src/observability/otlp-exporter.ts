@@ -66,6 +66,11 @@ export function createBatchExporter<T>(cfg: ResolvedOtlp, codec: BatchCodec<T>):
   let waiters = 0;
   /** Ends a backoff sleep early (shutdown). */
   let wake: (() => void) | null = null;
+  /** Aborts a POST still in flight when the shutdown deadline passes. */
+  const stop = new AbortController();
+  let stopping: Promise<void> | null = null;
+  // Credentials in the URL's userinfo never reach logs or stats.
+  const shownUrl = redactUrl(cfg.url);
   const agent = new Agent({ keepAliveTimeout: 30_000, connections: 4 });
   const headers: Record<string, string> = { ...cfg.headers, 'content-type': 'application/json' };
   if (cfg.compression === 'gzip') headers['content-encoding'] = 'gzip';
@@ -127,7 +132,7 @@ export function createBatchExporter<T>(cfg: ResolvedOtlp, codec: BatchCodec<T>):
         st.exported += batch.length - r.rejected;
         st.rejected += r.rejected;
         if (r.rejected > 0) note(`collector rejected ${r.rejected} ${codec.noun}: ${r.error ?? ''}`);
-        if (failing) { failing = false; cfg.logger?.info({ url: cfg.url }, `OTLP export of ${codec.noun} recovered`); }
+        if (failing) { failing = false; cfg.logger?.info({ url: shownUrl }, `OTLP export of ${codec.noun} recovered`); }
         return;
       }
       const backoff = Math.min(cfg.maxBackoffMs, cfg.minBackoffMs * 2 ** attempt) * (0.5 + Math.random() / 2);
@@ -152,7 +157,7 @@ export function createBatchExporter<T>(cfg: ResolvedOtlp, codec: BatchCodec<T>):
     try {
       const res = await request(cfg.url, {
         method: 'POST', headers, body, dispatcher: agent,
-        headersTimeout: timeout, bodyTimeout: timeout, signal: AbortSignal.timeout(timeout),
+        headersTimeout: timeout, bodyTimeout: timeout, signal: AbortSignal.any([AbortSignal.timeout(timeout), stop.signal]),
       });
       const text = await res.body.text().catch(() => '');
       if (res.statusCode >= 200 && res.statusCode < 300) {
@@ -165,7 +170,7 @@ export function createBatchExporter<T>(cfg: ResolvedOtlp, codec: BatchCodec<T>):
       };
     } catch (e) {
       const err = e as { code?: string; name?: string; message?: string };
-      return { ok: false, retryable: true, rejected: 0, error: `cannot reach ${cfg.url} (${err.code ?? err.name ?? 'error'})` };
+      return { ok: false, retryable: true, rejected: 0, error: `cannot reach ${shownUrl} (${err.code ?? err.name ?? 'error'})` };
     }
   }
 
@@ -173,14 +178,14 @@ export function createBatchExporter<T>(cfg: ResolvedOtlp, codec: BatchCodec<T>):
     st.lastError = error;
     if (!failing) {
       failing = true;
-      cfg.logger?.warn({ url: cfg.url, error }, `OTLP export of ${codec.noun} failing; retrying with backoff`);
+      cfg.logger?.warn({ url: shownUrl, error }, `OTLP export of ${codec.noun} failing; retrying with backoff`);
     }
   }
 
   function giveUp(n: number, error: string): void {
     st.failed += n;
     st.lastError = error;
-    cfg.logger?.warn({ url: cfg.url, error, count: n }, `OTLP export gave up on ${n} ${codec.noun}`);
+    cfg.logger?.warn({ url: shownUrl, error, count: n }, `OTLP export gave up on ${n} ${codec.noun}`);
   }
 
   return {
@@ -190,17 +195,21 @@ export function createBatchExporter<T>(cfg: ResolvedOtlp, codec: BatchCodec<T>):
       // Let a running drain finish first: it may be about to stop without taking a partial batch.
       try { await draining; await kick(); } finally { waiters--; }
     },
-    async shutdown(timeoutMs = 5000): Promise<void> {
-      if (stopped) return draining ?? undefined;
-      stopped = true;
-      deadline = Date.now() + timeoutMs;
-      clearInterval(timer);
-      wake?.();
-      await draining;
-      await kick();
-      // Whatever could not be sent before the deadline is lost: count it.
-      if (size > 0) giveUp(take(size).length, 'shutdown deadline reached');
-      await agent.close().catch(() => {});
+    shutdown(timeoutMs = 5000): Promise<void> {
+      stopping ??= (async () => {
+        stopped = true;
+        deadline = Date.now() + timeoutMs;
+        clearInterval(timer);
+        const killer = setTimeout(() => stop.abort(), timeoutMs);
+        wake?.();
+        await draining;
+        await kick();
+        clearTimeout(killer);
+        // Whatever could not be sent before the deadline is lost: count it.
+        if (size > 0) giveUp(take(size).length, 'shutdown deadline reached');
+        await agent.close().catch(() => {});
+      })();
+      return stopping;
     },
     stats: () => ({ ...st, queued: size }),
   };
@@ -225,4 +234,10 @@ function retryAfter(h: string | string[] | undefined): number | undefined {
   if (Number.isFinite(s)) return Math.max(0, s * 1000);
   const at = Date.parse(v);
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
+}
+
+function redactUrl(url: string): string {
+  const u = new URL(url);
+  if (u.username || u.password) { u.username = '***'; u.password = ''; }
+  return u.toString();
 }

@@ -2,6 +2,7 @@
 // (open-telemetry/semantic-conventions-genai: gen-ai-spans.md, mcp.md; Development status).
 // Attributes the conventions do not define (route, policy, cost) use the aam.* namespace.
 import type { Attributes } from './otlp-encode.ts';
+import type { Span } from './tracing.ts';
 
 /** aam Provider.type -> the well-known gen_ai.provider.name value (others pass through). */
 const PROVIDER_NAMES: Record<string, string> = {
@@ -138,4 +139,29 @@ export function decisionSpanAttributes(d: DecisionSpanInput): Attributes {
     'aam.policy.reason': d.reason,
     'aam.config.version': d.configVersion,
   };
+}
+
+/**
+ * MCP carries trace context per message in `params._meta` (unprefixed `traceparent`,
+ * `tracestate`; MCP semconv "Context propagation"). The incoming one, if any:
+ */
+export function mcpTraceparent(params: unknown): { traceparent?: string; tracestate?: string } {
+  const meta = params && typeof params === 'object' ? (params as { _meta?: unknown })._meta : undefined;
+  if (!meta || typeof meta !== 'object') return {};
+  const m = meta as Record<string, unknown>;
+  return {
+    traceparent: typeof m.traceparent === 'string' ? m.traceparent : undefined,
+    tracestate: typeof m.tracestate === 'string' ? m.tracestate : undefined,
+  };
+}
+
+/** A copy of JSON-RPC params whose `_meta` names `span` as the parent (other _meta keys kept). */
+export function withMcpTraceContext<T extends object>(params: T | undefined, span: Span | null | undefined): T | Record<string, unknown> {
+  if (!span) return params ?? {};
+  const base = (params ?? {}) as Record<string, unknown>;
+  const prev = base._meta && typeof base._meta === 'object' ? (base._meta as Record<string, unknown>) : {};
+  const meta: Record<string, unknown> = { ...prev, traceparent: span.traceparent() };
+  if (span.context.traceState) meta.tracestate = span.context.traceState;
+  else delete meta.tracestate;
+  return { ...base, _meta: meta };
 }

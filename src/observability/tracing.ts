@@ -7,6 +7,7 @@ import { resolveOtlp, type OtlpOptions } from './otlp-config.ts';
 import { createBatchExporter, type ExportStats } from './otlp-exporter.ts';
 import { encodeSpans, type AttrValue, type Attributes, type SpanEventRecord, type SpanRecord } from './otlp-encode.ts';
 import { IdPool, formatTraceparent, parseTraceparent, type SpanContext } from './otlp-context.ts';
+import type { IncomingHttpHeaders } from 'node:http';
 
 export type { AttrValue, Attributes } from './otlp-encode.ts';
 export type { SpanContext } from './otlp-context.ts';
@@ -167,8 +168,9 @@ class SpanImpl implements Span, SpanRecord {
   setStatus(code: 'ok' | 'error', message?: string): this {
     // OK is final (the spec: later attempts to set ERROR are ignored); a message belongs to ERROR only.
     if (this.#sink === null || this.status === 'ok') return this;
+    if (code === 'ok') this.statusMessage = undefined;
+    else if (message) this.statusMessage = message;
     this.status = code;
-    this.statusMessage = code === 'error' && message ? message : undefined;
     return this;
   }
 
@@ -206,6 +208,40 @@ class SpanImpl implements Span, SpanRecord {
   traceparent(): string {
     return formatTraceparent(this.context);
   }
+}
+
+/**
+ * The SERVER span for an incoming HTTP request, continuing the caller's trace from its
+ * `traceparent`/`tracestate` headers. Name per the HTTP conventions: `{method} {route}`.
+ */
+export function startServerSpan(tracer: Tracer, req: { method?: string; headers: IncomingHttpHeaders }, opts: { route?: string; path?: string; startTime?: number; attributes?: Attributes } = {}): Span {
+  const method = req.method ?? 'GET';
+  const span = tracer.startSpan(opts.route ? `${method} ${opts.route}` : method, {
+    kind: 'server', parent: req.headers.traceparent ?? null, traceState: req.headers.tracestate, startTime: opts.startTime,
+  });
+  span.setAttribute('http.request.method', method).setAttribute('http.route', opts.route).setAttribute('url.path', opts.path);
+  if (opts.attributes) span.setAttributes(opts.attributes);
+  return span;
+}
+
+/**
+ * Record the HTTP status and end the span. Server spans are ERROR on 5xx only (a 4xx is the
+ * caller's mistake); client spans on any status >= 400 (HTTP semantic conventions).
+ */
+export function endHttpSpan(span: Span, status: number, side: 'server' | 'client', endTime?: number): void {
+  span.setAttribute('http.response.status_code', status);
+  if (status >= 500 || (side === 'client' && status >= 400)) {
+    span.setAttribute('error.type', String(status)).setStatus('error');
+  }
+  span.end(endTime);
+}
+
+/** Headers that make an upstream request continue this trace (empty without a span). */
+export function traceHeaders(span: Span | null | undefined): Record<string, string> {
+  if (!span) return {};
+  const h: Record<string, string> = { traceparent: span.traceparent() };
+  if (span.context.traceState) h.tracestate = span.context.traceState;
+  return h;
 }
 
 const MAX_EVENTS = 32;

@@ -4,6 +4,7 @@ import { timingSafeEqual, createHash } from 'node:crypto';
 import { AamError } from './errors.ts';
 import { readJson, sendJson, type Ctx } from './context.ts';
 import type { Handler, Routes } from './http.ts';
+import { queryEvents, showRequest } from '../audit/query.ts';
 import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy/authzen.ts';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
@@ -82,6 +83,21 @@ async function adminDispatch(ctx: Ctx): Promise<void> {
       models: [...c.routes.values()].map((r) => ({ name: r.name, kind: r.kind, strategy: r.strategy, targets: r.targets.map((t) => ({ target: t.label, enabled: t.provider.enabled, breaker: t.breaker.state })) })),
       agents: [...c.policies.agents.values()], policies: c.policies.policies.map((p) => p.name),
     });
+  }
+  if (method === 'GET' && rest === '/audit' && rt.auditLog) {
+    await rt.auditLog.flush();
+    const q = new URLSearchParams(ctx.query);
+    const limit = Math.min(10_000, Number(q.get('limit') ?? 100) || 100);
+    try {
+      return sendJson(ctx, 200, { data: queryEvents(rt.auditLog.db, {
+        agent: q.get('agent') ?? undefined, since: q.get('since') ? new Date(sinceParam(ctx)) : undefined, decision: q.get('decision') ?? undefined,
+        requestId: q.get('request_id') ?? undefined, type: q.get('type') ?? undefined, limit,
+      }) });
+    } catch (e) { throw new AamError(400, 'invalid_request', (e as Error).message); }
+  }
+  if (method === 'GET' && (m = /^\/audit\/requests\/([\w.:-]+)$/.exec(rest)) && rt.auditLog) {
+    await rt.auditLog.flush();
+    return sendJson(ctx, 200, { request_id: m[1], data: showRequest(rt.auditLog.db, m[1]) });
   }
   const tools = rt.tools;
   if (tools) {
