@@ -12,6 +12,7 @@ import { createLogger, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
 import type { StreamScrubber } from './credentials/scrub.ts';
 import type { AuditLog } from './audit/log.ts';
+import { ModelCache } from './cache/model-cache.ts';
 import { compileGuardrail, type CompiledGuardrail } from './guardrails/engine.ts';
 import { openVault, type Vault } from './credentials/vault.ts';
 import { createInjector, type Injector, type DefaultStyle } from './credentials/inject.ts';
@@ -90,6 +91,8 @@ export class Runtime {
   readonly usage: UsageRecorder;
   readonly ledger: BudgetLedger;
   readonly rates: RateLimiter;
+  /** Response cache (exact and semantic), for routes with spec.cache. */
+  readonly cache: ModelCache;
   readonly vault: Vault;
   readonly injector: Injector;
   readonly startedAt = Date.now();
@@ -130,6 +133,7 @@ export class Runtime {
     this.usage = new UsageRecorder(this.db);
     this.ledger = new BudgetLedger({ onAlert: (a) => this.log.warn({ event: 'budget_alert', ...a }, `budget ${a.key} crossed ${a.threshold}% of its ${a.period} limit`) });
     this.rates = new RateLimiter();
+    this.cache = new ModelCache(this.db);
     this.joinTokens = createJoinTokenStore(this.db);
     this.compiled = compileConfig(set, this.vault);
     for (const p of this.compiled.providers.values()) {
@@ -211,6 +215,7 @@ export class Runtime {
       try { next = compileConfig(set, this.vault, this.compiled); } catch (e) { this.vault.reload(prevSet); throw e; }
       this.compiled = next; // atomic swap: in-flight requests keep the object they started with
       this.jwt?.update(trustDomainsFromConfig(set));
+      this.cache.pruneRoutes(next.routes.values());
       this.tools?.http.reload(set);
       this.tools?.mcp.reload(set).catch((e: unknown) => this.log.error({ err: e }, 'MCP gateway reload failed'));
       this.log.info({ event: 'config_reloaded', version: next.version }, 'config reloaded');
@@ -225,6 +230,7 @@ export class Runtime {
   async close(): Promise<void> {
     this.usage.flush();
     this.vault.close();
+    this.cache.close();
     this.db.close();
   }
 }

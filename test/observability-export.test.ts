@@ -227,3 +227,21 @@ test('OTEL_EXPORTER_OTLP_LOGS_ENDPOINT is used as the full logs URL', async () =
   await logs.shutdown();
   await col.close();
 });
+
+test('logs send(): resolves once the collector accepted, rejects while it is down (for a cursor-keeping audit sink)', async () => {
+  const port = await freePort();
+  const logs = createOtlpLogExporter({ endpoint: `http://127.0.0.1:${port}`, env: {} })!;
+  await assert.rejects(logs.send([{ body: 'e1' }]), /OTLP export of 1 log records failed: cannot reach/);
+  const col = await startCollector(port);
+  col.respond = { status: 503 };
+  await assert.rejects(logs.send([{ body: 'e1' }]), /503/);
+  col.respond = { status: 200 };
+  await logs.send([{ body: 'e1' }, { body: 'e2', severity: 'error' }]);
+  const recs = (col.received.at(-1)!.body as { resourceLogs: Array<{ scopeLogs: Array<{ logRecords: Array<{ body: unknown; severityNumber: number }> }> }> }).resourceLogs[0].scopeLogs[0].logRecords;
+  assert.deepEqual(recs.map((r) => r.body), [{ stringValue: 'e1' }, { stringValue: 'e2' }]);
+  assert.equal(recs[1].severityNumber, 17);
+  assert.equal(logs.stats().exported, 2);
+  await logs.shutdown();
+  await assert.rejects(logs.send([{ body: 'late' }]), /shut down/);
+  await col.close();
+});

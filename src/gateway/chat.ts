@@ -23,6 +23,8 @@ import { localStream, openUpstreamStream, StreamBroken, type OpenStream } from '
 import { networkFailure, sendAttempt, type AttemptFailure } from './upstream.ts';
 import type { Route, Target } from './routes.ts';
 import { blockedMessage } from '../guardrails/engine.ts';
+import { resultToEvents, StreamRecorder } from '../cache/replay.ts';
+import { embedderFor } from './embeddings.ts';
 
 const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' };
 
@@ -42,23 +44,45 @@ export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promis
   const gs = guardrailsOf(ctx.rt, identity);
   if (gs.length) req.messages = await guardChatInput(ctx.rt, ctx.requestId, identity, gs, req.messages);
 
+  // Cache (scoped to this agent or team): looked up after policy and input guardrails, so a hit
+  // is only ever served to a caller who may make the request, and counts as a $0 call.
+  const look = route.cache
+    ? await ctx.rt.cache.lookup('chat', route, req, { agent: identity.agent.spiffeId, team: identity.agent.team }, ctx.req.headers,
+      { embed: embedderFor(ctx, identity, route.cache.embedding_model) })
+    : null;
+  const hit = look?.status === 'hit' && look.entry ? (look.entry.result as ChatResult) : null;
+
   const promptTokens = Math.ceil(JSON.stringify(req.messages).length / 4);
   const maxOut = req.max_completion_tokens ?? req.max_tokens ?? 4096;
-  const estimate = Math.max(0, ...route.targets.map((t) => estimateCostUsd(promptTokens, maxOut, t.pricing)));
+  const estimate = hit ? 0 : Math.max(0, ...route.targets.map((t) => estimateCostUsd(promptTokens, maxOut, t.pricing)));
   const adm = admit(ctx, identity, promptTokens + maxOut, estimate);
+  const cache: CacheState = { hit, save: look && look.status !== 'off' ? look.save : null };
 
   const ac = new AbortController();
   ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });
   const codec = codecFor(wire);
-  if (req.stream) await streamChat(ctx, identity, route, req, codec, adm, ac, gs);
-  else await completeChat(ctx, identity, route, req, codec, adm, ac.signal, gs);
+  if (req.stream) await streamChat(ctx, identity, route, req, codec, adm, ac, gs, cache);
+  else await completeChat(ctx, identity, route, req, codec, adm, ac.signal, gs, cache);
 }
 
 function garbage(target: Target, what: string): AttemptFailure {
   return { ok: false, next: 'retry', status: 502, clientStatus: 502, code: 'upstream_error', message: `${target.label} returned an unusable response (${what})` };
 }
 
-async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, signal: AbortSignal, gs: readonly CompiledGuardrail[]): Promise<void> {
+/** hit: a cached answer to replay; save: store the fresh answer (null when caching is off). */
+interface CacheState { hit: ChatResult | null; save: ((r: ChatResult) => boolean) | null }
+
+function cacheHeader(c: CacheState): Record<string, string> {
+  return c.hit ? { 'x-aam-cache': 'hit' } : c.save ? { 'x-aam-cache': 'miss' } : {};
+}
+
+async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, signal: AbortSignal, gs: readonly CompiledGuardrail[], cache: CacheState): Promise<void> {
+  if (cache.hit) {
+    finish(ctx, identity, route, null, cache.hit.usage, adm, 200, false, undefined, 'hit');
+    const result = gs.length ? guardChatOutput(ctx.rt, ctx.requestId, identity, gs, cache.hit) : cache.hit;
+    sendText(ctx, 200, ctx.rt.scrub(JSON.stringify(codec.encodeResult(result, route.name))), 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
+    return;
+  }
   const r = await runAttempts(route, signal, async (target) => {
     if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoChat(req, target.model), raw: null as string | null } };
     const adapter = target.provider.adapter!;
@@ -79,28 +103,29 @@ async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: Cha
     recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, false, r.failure.message);
     throw new AamError(r.failure.clientStatus, r.failure.code, r.failure.message);
   }
-  const cost = finish(ctx, identity, route, r.target, r.value.result.usage, adm, 200, false);
+  const cost = finish(ctx, identity, route, r.target, r.value.result.usage, adm, 200, false, undefined, cache.save ? 'miss' : null);
+  cache.save?.(r.value.result);
   const result = gs.length ? guardChatOutput(ctx.rt, ctx.requestId, identity, gs, r.value.result) : r.value.result;
   // The raw upstream body is only usable when no guardrail changed the answer.
   const raw = result === r.value.result ? r.value.raw : null;
   const text = ctx.rt.scrub(raw ?? JSON.stringify(codec.encodeResult(result, route.name)));
-  sendText(ctx, 200, text, 'application/json', responseHeaders(r.target, cost));
+  sendText(ctx, 200, text, 'application/json', { ...responseHeaders(r.target, cost), ...cacheHeader(cache) });
 }
 
 function responseHeaders(target: Target, cost: number | null): Record<string, string> {
   return { 'x-aam-target': target.label, 'x-aam-cost-usd': cost === null ? 'unknown' : cost.toFixed(8) };
 }
 
-async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: AbortController, gs: readonly CompiledGuardrail[]): Promise<void> {
+async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: AbortController, gs: readonly CompiledGuardrail[], cache: CacheState): Promise<void> {
   const res = ctx.res;
   const includeUsage = codec.wire === 'anthropic' || req.stream_options?.include_usage === true;
   // Keep-alive: an SSE comment after each idle period (also before the first token, when
   // reasoning models think for minutes) so proxies and load balancers do not cut the stream.
-  const openHeaders = (extra?: Record<string, string>) => { if (!res.headersSent) res.writeHead(200, { ...SSE_HEADERS, 'x-request-id': ctx.requestId, ...extra }); };
+  const openHeaders = (extra?: Record<string, string>) => { if (!res.headersSent) res.writeHead(200, { ...SSE_HEADERS, 'x-request-id': ctx.requestId, ...cacheHeader(cache), ...extra }); };
   const keepalive = setInterval(() => { openHeaders(); res.write(SSE_KEEPALIVE); }, ctx.rt.options.sseKeepaliveMs);
   keepalive.unref();
   try {
-    const r = await runAttempts(route, ac.signal, async (target) => {
+    const r = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null } : await runAttempts(route, ac.signal, async (target) => {
       if (target.provider.type === 'demo') return { ok: true as const, value: localStream(demoStream(req, target.model)) };
       const adapter = target.provider.adapter!;
       const up = adapter.chatRequest({ ...req, stream: true }, { model: target.model, stream: true, options: target.options });
@@ -121,7 +146,8 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
     }
     const stream: OpenStream = r.value;
     ac.signal.addEventListener('abort', () => stream.abort(), { once: true });
-    openHeaders({ 'x-aam-target': r.target.label });
+    openHeaders(r.target ? { 'x-aam-target': r.target.label } : undefined);
+    const recorder = cache.save ? new StreamRecorder() : null;
     const encode = codec.streamEncoder({ includeUsage, routeName: route.name });
     const scrub = ctx.rt.streamScrubber();
     const guard = chatStreamGuard(gs);
@@ -133,6 +159,7 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
       let out = '';
       for (const upstreamEv of events) {
         if (upstreamEv.type === 'usage') usage = upstreamEv.usage;
+        recorder?.push(upstreamEv);
         // Output guardrails scan a sliding window across chunks: held text is released as soon
         // as it is known clean; a block ends the stream with an error event.
         const evs = guard ? guard.push(upstreamEv) : null;
@@ -165,7 +192,10 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
       res.end(tail + codec.streamError(ctx.rt.scrub(broken), brokenType));
       return;
     }
-    finish(ctx, identity, route, r.target, usage, adm, 200, true);
+    finish(ctx, identity, route, r.target, usage, adm, 200, true, undefined, cache.hit ? 'hit' : cache.save ? 'miss' : null);
+    // Only a stream that ended cleanly is stored (never a cut or errored one).
+    const complete = recorder?.result();
+    if (complete) cache.save?.(complete);
     res.end(tail + codec.streamDone);
   } finally {
     clearInterval(keepalive);
@@ -176,22 +206,22 @@ async function write(res: ServerResponse, s: string): Promise<void> {
   if (!res.write(s) && !res.destroyed) await Promise.race([once(res, 'drain'), once(res, 'close')]);
 }
 
-/** Settle budget/limits and record usage + evidence for a call that reached an upstream. */
-function finish(ctx: Ctx, identity: Identity, route: Route, target: Target, usage: Usage | undefined, adm: Admission, status: number, stream: boolean, error?: string): number | null {
-  const cost = costUsd(usage, target.pricing);
+/** Settle budget/limits and record usage + evidence (target null: served from cache, $0). */
+function finish(ctx: Ctx, identity: Identity, route: Route, target: Target | null, usage: Usage | undefined, adm: Admission, status: number, stream: boolean, error?: string, cache: 'hit' | 'miss' | null = null): number | null {
+  const cost = target ? costUsd(usage, target.pricing) : 0;
   settle(ctx, adm, cost, usage ? usage.inputTokens + usage.outputTokens : null);
-  recordCall(ctx, identity, route, target, usage, status, stream, error, cost);
+  recordCall(ctx, identity, route, target, usage, status, stream, error, cost, cache);
   return cost;
 }
 
-function recordCall(ctx: Ctx, identity: Identity, route: Route, target: Target | null, usage: Usage | undefined, status: number, stream: boolean, error?: string, cost: number | null = null): void {
+function recordCall(ctx: Ctx, identity: Identity, route: Route, target: Target | null, usage: Usage | undefined, status: number, stream: boolean, error?: string, cost: number | null = null, cache: 'hit' | 'miss' | null = null): void {
   const latencyMs = performance.now() - ctx.start;
   const a = identity.agent;
   ctx.rt.usage.record({
     time: Date.now(), requestId: ctx.requestId, agent: a.name || a.spiffeId, team: a.team ?? null, keyId: identity.keyId ?? null,
     route: route.name, provider: target?.provider.name ?? null, model: target?.model ?? null,
     inputTokens: usage?.inputTokens ?? null, outputTokens: usage?.outputTokens ?? null, cachedTokens: usage?.cachedTokens ?? null,
-    costUsd: cost, latencyMs, status, stream, cache: null,
+    costUsd: cost, latencyMs, status, stream, cache,
   });
   ctx.rt.metrics?.modelCall(a.name, a.team, route.name, target?.provider.name ?? '', status, latencyMs, usage, cost);
   ctx.rt.audit?.record({
@@ -200,7 +230,7 @@ function recordCall(ctx: Ctx, identity: Identity, route: Route, target: Target |
     model: {
       route: route.name, provider: target?.provider.name ?? null, model: target?.model ?? null, stream,
       input_tokens: usage?.inputTokens ?? null, output_tokens: usage?.outputTokens ?? null, cached_tokens: usage?.cachedTokens ?? null,
-      cost_usd: cost, latency_ms: Math.round(latencyMs * 1000) / 1000,
+      cost_usd: cost, latency_ms: Math.round(latencyMs * 1000) / 1000, cache,
     },
     outcome: { status, error_class: error ? (status >= 500 ? 'upstream' : 'client') : undefined, error },
   });

@@ -7,6 +7,10 @@ import { identityEvidence } from '../access/evidence.ts';
 import { allowedModels } from '../policy/decide.ts';
 import { AamError, badRequest } from '../server/errors.ts';
 import { readJson, sendJson, sendText, type Ctx } from '../server/context.ts';
+import type { Identity } from '../identity/types.ts';
+import type { EmbeddingsRequest } from '../providers/types.ts';
+import type { Route, Target } from './routes.ts';
+import { embeddingFromResult } from '../cache/semantic.ts';
 import { runAttempts } from './attempts.ts';
 import { demoEmbeddings } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
@@ -27,14 +31,56 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const adm = admit(ctx, identity, tokens, Math.max(0, ...route.targets.map((t) => estimateCostUsd(tokens, 0, t.pricing))));
   const ac = new AbortController();
   ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });
-  const r = await runAttempts(route, ac.signal, async (target) => {
+  const look = route.cache ? await ctx.rt.cache.lookup('embeddings', route, req, { agent: identity.agent.spiffeId, team: identity.agent.team }, ctx.req.headers) : null;
+  if (look?.status === 'hit' && look.entry) {
+    settle(ctx, adm, 0, 0);
+    return sendEmbeddings(ctx, identity, route.name, look.entry.result as EmbeddingsResult, null, null, 'hit');
+  }
+  const r = await callEmbeddings(ctx, identity, route, req, ac.signal);
+  if (!r.ok) {
+    release(ctx, adm);
+    throw new AamError(r.failure.clientStatus, r.failure.code, r.failure.message);
+  }
+  look?.save(r.value.result);
+  const { result, raw } = r.value;
+  const cost = costUsd(result.usage, r.target.pricing);
+  settle(ctx, adm, cost, result.usage ? result.usage.inputTokens : null);
+  sendEmbeddings(ctx, identity, route.name, result, raw, r.target, look ? 'miss' : null, cost);
+}
+
+function sendEmbeddings(ctx: Ctx, identity: Identity, routeName: string, result: EmbeddingsResult, raw: string | null, target: Target | null, cache: 'hit' | 'miss' | null, cost: number | null = 0): void {
+  const a = identity.agent;
+  const latencyMs = performance.now() - ctx.start;
+  ctx.rt.usage.record({
+    time: Date.now(), requestId: ctx.requestId, agent: a.name || a.spiffeId, team: a.team ?? null, keyId: identity.keyId ?? null,
+    route: routeName, provider: target?.provider.name ?? null, model: target?.model ?? null, inputTokens: result.usage?.inputTokens ?? null,
+    outputTokens: 0, cachedTokens: null, costUsd: cost, latencyMs, status: 200, stream: false, cache,
+  });
+  ctx.rt.audit?.record({
+    type: 'model_call', request_id: ctx.requestId, identity: identityEvidence(identity),
+    model: { route: routeName, provider: target?.provider.name ?? null, model: target?.model ?? null, input_tokens: result.usage?.inputTokens ?? null, cost_usd: cost, latency_ms: latencyMs, cache },
+    outcome: { status: 200 },
+  });
+  const body = raw ?? JSON.stringify({
+    object: 'list', model: routeName,
+    data: result.data.map((d) => ({ object: 'embedding', index: d.index, embedding: d.embedding })),
+    usage: { prompt_tokens: result.usage?.inputTokens ?? 0, total_tokens: result.usage?.inputTokens ?? 0 },
+  });
+  const headers: Record<string, string> = target ? { 'x-aam-target': target.label } : {};
+  if (cache) headers['x-aam-cache'] = cache;
+  sendText(ctx, 200, ctx.rt.scrub(body), 'application/json', headers);
+}
+
+/** One embeddings call over a route's targets (also used by the semantic cache to embed prompts). */
+export function callEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: EmbeddingsRequest, signal: AbortSignal) {
+  return runAttempts(route, signal, async (target) => {
     if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoEmbeddings(req, target.model), raw: null as string | null } };
     const adapter = target.provider.adapter!;
     if (!adapter.embeddingsRequest || !adapter.embeddingsResponse) {
       return { ok: false as const, next: 'fallback' as const, status: 400, clientStatus: 400, code: 'invalid_request' as const, message: `${target.label} does not support embeddings` };
     }
     const up = adapter.embeddingsRequest(req, { model: target.model, stream: false, options: target.options });
-    const s = AbortSignal.any([ac.signal, AbortSignal.timeout(target.timeouts.totalMs)]);
+    const s = AbortSignal.any([signal, AbortSignal.timeout(target.timeouts.totalMs)]);
     const res = await sendAttempt(target, up, await ctx.rt.injectProvider(target.provider, identity), s);
     if (!res.ok) return res;
     let text: string;
@@ -45,31 +91,17 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
     }
     return { ok: true as const, value: { result, raw: adapter.wire === 'openai' ? text : null } };
   });
-  if (!r.ok) {
-    release(ctx, adm);
-    throw new AamError(r.failure.clientStatus, r.failure.code, r.failure.message);
-  }
-  const { result, raw } = r.value;
-  const cost = costUsd(result.usage, r.target.pricing);
-  settle(ctx, adm, cost, result.usage ? result.usage.inputTokens : null);
-  const a = identity.agent;
-  const latencyMs = performance.now() - ctx.start;
-  ctx.rt.usage.record({
-    time: Date.now(), requestId: ctx.requestId, agent: a.name || a.spiffeId, team: a.team ?? null, keyId: identity.keyId ?? null,
-    route: route.name, provider: r.target.provider.name, model: r.target.model, inputTokens: result.usage?.inputTokens ?? null,
-    outputTokens: 0, cachedTokens: null, costUsd: cost, latencyMs, status: 200, stream: false, cache: null,
-  });
-  ctx.rt.audit?.record({
-    type: 'model_call', request_id: ctx.requestId, identity: identityEvidence(identity),
-    model: { route: route.name, provider: r.target.provider.name, model: r.target.model, input_tokens: result.usage?.inputTokens ?? null, cost_usd: cost, latency_ms: latencyMs },
-    outcome: { status: 200 },
-  });
-  const body = raw ?? JSON.stringify({
-    object: 'list', model: route.name,
-    data: result.data.map((d) => ({ object: 'embedding', index: d.index, embedding: d.embedding })),
-    usage: { prompt_tokens: result.usage?.inputTokens ?? 0, total_tokens: result.usage?.inputTokens ?? 0 },
-  });
-  sendText(ctx, 200, ctx.rt.scrub(body), 'application/json', { 'x-aam-target': r.target.label });
+}
+
+/** The semantic cache's embedder: the route named in cache.embedding_model, called as the same caller. */
+export function embedderFor(ctx: Ctx, identity: Identity, routeName: string | undefined): ((text: string) => Promise<Float32Array>) | undefined {
+  const route = routeName ? ctx.cfg.routes.get(routeName) : undefined;
+  if (!route) return undefined;
+  return async (text) => {
+    const r = await callEmbeddings(ctx, identity, route, { model: route.name, input: text }, AbortSignal.timeout(10_000));
+    if (!r.ok) throw new Error(r.failure.message);
+    return embeddingFromResult(r.value.result);
+  };
 }
 
 /** GET /v1/models: only the routes this caller's policy allows. */

@@ -31,6 +31,12 @@ export interface BatchExporter<T> {
   push(item: T): void;
   /** Export everything queued now (resolves when done or given up on). */
   flush(): Promise<void>;
+  /**
+   * Send these items now in one POST, bypassing the queue: resolves when the collector accepted
+   * them (items it rejected in a partial success are counted, not retried), rejects on failure.
+   * For callers that keep their own durable cursor and retry (audit sinks).
+   */
+  send(items: readonly T[]): Promise<void>;
   /** Stop the timer, flush what is queued within timeoutMs, close connections. Idempotent. */
   shutdown(timeoutMs?: number): Promise<void>;
   stats(): ExportStats;
@@ -190,6 +196,19 @@ export function createBatchExporter<T>(cfg: ResolvedOtlp, codec: BatchCodec<T>):
 
   return {
     push,
+    async send(items: readonly T[]): Promise<void> {
+      if (items.length === 0) return;
+      if (stopped) throw new Error(`OTLP ${codec.noun} exporter is shut down`);
+      let body: string | Buffer = codec.encode(items);
+      if (cfg.compression === 'gzip') body = await gzipAsync(body);
+      const r = await post(body);
+      if (!r.ok) {
+        st.lastError = r.error;
+        throw new Error(`OTLP export of ${items.length} ${codec.noun} failed: ${r.error ?? 'unknown error'}`);
+      }
+      st.exported += items.length - r.rejected;
+      st.rejected += r.rejected;
+    },
     async flush(): Promise<void> {
       waiters++;
       // Let a running drain finish first: it may be about to stop without taking a partial batch.

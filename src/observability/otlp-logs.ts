@@ -7,7 +7,13 @@ import { encodeLogs, type LogRecordInput, type QueuedLog } from './otlp-encode.t
 export type { LogRecordInput, Severity } from './otlp-encode.ts';
 
 export interface OtlpLogExporter {
+  /** Queue a record (never blocks; drops the oldest when the queue is full). */
   emit(record: LogRecordInput): void;
+  /**
+   * POST these records now and resolve only once the collector accepted them; rejects on failure.
+   * For the audit sink runner, which keeps a durable cursor and retries with backoff itself.
+   */
+  send(records: readonly LogRecordInput[]): Promise<void>;
   flush(): Promise<void>;
   shutdown(timeoutMs?: number): Promise<void>;
   stats(): ExportStats;
@@ -31,6 +37,10 @@ export function createOtlpLogExporter(opts: OtlpLogOptions = {}): OtlpLogExporte
   });
   return {
     emit: (record) => exporter.push({ record, observedMs: Date.now() }),
+    send: (records) => {
+      const observedMs = Date.now();
+      return exporter.send(records.map((record) => ({ record, observedMs })));
+    },
     flush: () => exporter.flush(),
     shutdown: (timeoutMs) => exporter.shutdown(timeoutMs),
     stats: () => exporter.stats(),
