@@ -13,6 +13,7 @@ import type { DatabaseSync } from 'node:sqlite';
 import type { StreamScrubber } from './credentials/scrub.ts';
 import type { AuditLog } from './audit/log.ts';
 import { ModelCache } from './cache/model-cache.ts';
+import type { Tracer } from './observability/tracing.ts';
 import { compileGuardrail, type CompiledGuardrail } from './guardrails/engine.ts';
 import { openVault, type Vault } from './credentials/vault.ts';
 import { createInjector, type Injector, type DefaultStyle } from './credentials/inject.ts';
@@ -102,6 +103,8 @@ export class Runtime {
   auditLog: AuditLog | null = null;
   metrics: MetricsSink | null = null;
   jwt: JwtVerifier | null = null;
+  /** OpenTelemetry tracer; null (zero cost) unless OTEL_EXPORTER_OTLP_ENDPOINT is set. */
+  tracer: Tracer | null = null;
   issuer: Issuer | null = null;
   /** Tool plane (set by the server): reloaded with the config. */
   tools: { mcp: McpGateway; http: HttpToolProxy } | null = null;

@@ -8,12 +8,14 @@ import { AamError } from '../server/errors.ts';
 import type { Ctx } from '../server/context.ts';
 import type { Identity } from '../identity/types.ts';
 import { identityEvidence } from './evidence.ts';
+import { decisionSpanAttributes } from '../observability/otlp-genai.ts';
 
 /** Decide and record; throws 403 (policy_denied) when not allowed. */
 export function authorize(ctx: Ctx, identity: Identity, req: AccessRequest): Decision {
   const d = decide(req, ctx.cfg.policies);
+  ctx.span?.setAttributes(decisionSpanAttributes({ policy: d.policy, decision: d.effect, rule: d.rule, reason: d.reason, configVersion: d.configVersion }));
   const recorded = ctx.rt.audit?.record({
-    type: 'decision', request_id: ctx.requestId, identity: identityEvidence(identity),
+    type: 'decision', request_id: ctx.requestId, trace_id: ctx.span?.context.traceId, identity: identityEvidence(identity),
     policy: { name: d.policy, version: d.configVersion, rule: d.rule, decision: d.effect, reason: d.reason },
     ...(req.kind === 'model' ? { model: { route: req.model } } : { tool: { resource: req.resource, action: req.action } }),
   });

@@ -30,6 +30,12 @@ function unregistered(spiffeId: string): AgentRecord {
 }
 
 export async function identify(ctx: Ctx): Promise<Identity> {
+  const id = await resolveIdentity(ctx);
+  ctx.span?.setAttributes({ 'gen_ai.agent.id': id.agent.spiffeId, 'gen_ai.agent.name': id.agent.name, 'aam.auth.method': id.method });
+  return id;
+}
+
+async function resolveIdentity(ctx: Ctx): Promise<Identity> {
   const secret = presentedSecret(ctx.req.headers);
   const { cfg, rt } = ctx;
   if (secret === undefined) {

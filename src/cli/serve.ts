@@ -9,6 +9,7 @@ import { createServer, coreRoutes } from '../server/http.ts';
 import { tlsServerOptions } from '../identity/x509-svid.ts';
 import { addAdminRoutes } from '../server/admin.ts';
 import { Metrics } from '../observability/metrics.ts';
+import { createTracer } from '../observability/tracing.ts';
 import { addIdentityRoutes } from '../server/identity-routes.ts';
 import { addToolRoutes } from '../server/tool-routes.ts';
 import { createMcpGateway } from '../tools/mcp-gateway.ts';
@@ -61,6 +62,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     isKeyActive: (keyId) => { const k = rt.keys.get(keyId); return k !== undefined && k.revokedAt === null; },
   });
   for (const problem of await rt.jwt.warm()) rt.log.warn({ event: 'trust_domain_unavailable', problem }, 'trust domain JWKS not loaded yet');
+  rt.tracer = createTracer({ logger: rt.log, env });
   const metrics = new Metrics();
   rt.metrics = metrics;
   metrics.info.set({ version: rt.compiled.version }, 1);
@@ -99,6 +101,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     await rt.close();
     await sinks.stop();
     await audit.close();
+    await rt.tracer?.shutdown(5000);
   })();
   return { rt, server, port, close };
 }

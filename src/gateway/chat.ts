@@ -20,7 +20,9 @@ import { runAttempts } from './attempts.ts';
 import { demoChat, demoStream } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
 import { localStream, openUpstreamStream, StreamBroken, type OpenStream } from './stream.ts';
-import { networkFailure, sendAttempt, type AttemptFailure } from './upstream.ts';
+import { networkFailure, sendAttempt, type AttemptFailure, type Injection } from './upstream.ts';
+import { endHttpSpan, traceHeaders, type Span } from '../observability/tracing.ts';
+import { modelSpanAttributes, modelSpanName } from '../observability/otlp-genai.ts';
 import type { Route, Target } from './routes.ts';
 import { blockedMessage } from '../guardrails/engine.ts';
 import { resultToEvents, StreamRecorder } from '../cache/replay.ts';
@@ -89,7 +91,9 @@ async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: Cha
     const up = adapter.chatRequest({ ...req, stream: false }, { model: target.model, stream: false, options: target.options });
     const inj = await ctx.rt.injectProvider(target.provider, identity);
     const s = AbortSignal.any([signal, AbortSignal.timeout(target.timeouts.totalMs)]);
-    const res = await sendAttempt(target, up, inj, s);
+    const span = clientSpan(ctx, route, target, identity);
+    const res = await sendAttempt(target, up, withTrace(inj, span), s);
+    if (span) endHttpSpan(span, res.status, 'client');
     if (!res.ok) return res;
     let text: string;
     try { text = await res.body.text(); } catch (e) { return networkFailure(target, e, s); }
@@ -131,7 +135,9 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
       const up = adapter.chatRequest({ ...req, stream: true }, { model: target.model, stream: true, options: target.options });
       const inj = await ctx.rt.injectProvider(target.provider, identity);
       const s = AbortSignal.any([ac.signal, AbortSignal.timeout(target.timeouts.totalMs)]);
-      const up1 = await sendAttempt(target, up, inj, s);
+      const span = clientSpan(ctx, route, target, identity);
+      const up1 = await sendAttempt(target, up, withTrace(inj, span), s);
+      if (span) endHttpSpan(span, up1.status, 'client');
       if (!up1.ok) return up1;
       const ct = String(up1.headers['content-type'] ?? '');
       if (!ct.includes('event-stream')) { up1.body.destroy(); return garbage(target, `expected text/event-stream, got ${ct || 'no content-type'}`); }
@@ -202,6 +208,19 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
   }
 }
 
+/** Client span for one upstream attempt; its traceparent goes upstream with the request. */
+function clientSpan(ctx: Ctx, route: Route, target: Target, identity: Identity): Span | undefined {
+  if (!ctx.span || !ctx.rt.tracer) return undefined;
+  return ctx.rt.tracer.startSpan(modelSpanName('chat', target.model), {
+    kind: 'client', parent: ctx.span.context,
+    attributes: modelSpanAttributes({ operation: 'chat', provider: target.provider.type, route: route.name, requestModel: target.model, agentId: identity.agent.spiffeId, agentName: identity.agent.name }),
+  });
+}
+
+function withTrace(inj: Injection, span: Span | undefined): Injection {
+  return span ? { ...inj, headers: { ...inj.headers, ...traceHeaders(span) } } : inj;
+}
+
 async function write(res: ServerResponse, s: string): Promise<void> {
   if (!res.write(s) && !res.destroyed) await Promise.race([once(res, 'drain'), once(res, 'close')]);
 }
@@ -224,8 +243,9 @@ function recordCall(ctx: Ctx, identity: Identity, route: Route, target: Target |
     costUsd: cost, latencyMs, status, stream, cache,
   });
   ctx.rt.metrics?.modelCall(a.name, a.team, route.name, target?.provider.name ?? '', status, latencyMs, usage, cost);
+  ctx.span?.setAttributes(modelSpanAttributes({ operation: 'chat', provider: target?.provider.type, route: route.name, requestModel: target?.model, inputTokens: usage?.inputTokens, outputTokens: usage?.outputTokens, costUsd: cost ?? undefined }));
   ctx.rt.audit?.record({
-    type: 'model_call', request_id: ctx.requestId, identity: identityEvidence(identity),
+    type: 'model_call', request_id: ctx.requestId, trace_id: ctx.span?.context.traceId, identity: identityEvidence(identity),
     credential: target?.provider.credential ? { name: target.provider.credential } : undefined,
     model: {
       route: route.name, provider: target?.provider.name ?? null, model: target?.model ?? null, stream,

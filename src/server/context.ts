@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { randomBytes } from 'node:crypto';
 import type { Runtime, Compiled } from '../runtime.ts';
 import type { Identity } from '../identity/types.ts';
+import type { Span } from '../observability/tracing.ts';
 import { AamError, anthropicErrorBody, openaiErrorBody, toAamError } from './errors.ts';
 
 export interface Ctx {
@@ -19,6 +20,8 @@ export interface Ctx {
   /** Error body format the caller understands. */
   wire: 'openai' | 'anthropic';
   identity?: Identity;
+  /** Server span when tracing is on. */
+  span?: Span;
 }
 
 

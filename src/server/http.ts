@@ -8,6 +8,7 @@ import { AamError } from './errors.ts';
 import { requestIdFor, sendError, sendJson, type Ctx } from './context.ts';
 import { handleChat } from '../gateway/chat.ts';
 import { handleEmbeddings, handleModels } from '../gateway/embeddings.ts';
+import { startServerSpan, endHttpSpan } from '../observability/tracing.ts';
 
 export type Handler = (ctx: Ctx) => Promise<void> | void;
 
@@ -48,6 +49,11 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
       req, res, rt, cfg: rt.compiled, path, query: q < 0 ? '' : url.slice(q + 1), requestId: requestIdFor(req, rt),
       start: performance.now(), wire: path === '/v1/messages' ? 'anthropic' : 'openai',
     };
+    if (rt.tracer) {
+      const span = startServerSpan(rt.tracer, req, { route: path, path, startTime: ctx.start });
+      ctx.span = span;
+      res.once('close', () => endHttpSpan(span, res.statusCode, 'server'));
+    }
     let handler = routes.exact.get(`${req.method} ${path}`);
     if (!handler) {
       for (const [prefix, h] of routes.prefixes) if (path.startsWith(prefix)) { handler = h; break; }

@@ -1,0 +1,47 @@
+// Traces end to end: the gateway exports OTLP spans following the GenAI conventions, continues an
+// incoming W3C trace and propagates it to the upstream model provider.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+import { startFakeUpstream } from './fake-upstream.ts';
+import { startCollector } from './observability-collector.ts';
+import { startTestGateway, doc, yaml, agentDocs } from './helpers/gateway.ts';
+
+type Attr = { key: string; value: Record<string, unknown> };
+type OtlpSpan = { traceId: string; spanId: string; parentSpanId?: string; name: string; kind: number; attributes: Attr[] };
+
+test('spans carry gen_ai attributes, continue the caller trace and reach the upstream as traceparent', async () => {
+  const fake = await startFakeUpstream();
+  const collector = await startCollector();
+  const gw = await startTestGateway(yaml(
+    doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${fake.url}/v1` }),
+    doc('Model', 'gpt', { targets: [{ provider: 'oai', model: 'ok' }] }),
+    ...agentDocs(['gpt']),
+  ), { OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_BSP_SCHEDULE_DELAY: '50' });
+  try {
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const client = new OpenAI({ apiKey: gw.key('tester'), baseURL: `${gw.url}/v1`, maxRetries: 0, defaultHeaders: { traceparent: `00-${traceId}-00f067aa0ba902b7-01` } });
+    await client.chat.completions.create({ model: 'gpt', messages: [{ role: 'user', content: 'trace me' }] });
+    const up = String(fake.requests[0].headers.traceparent ?? '');
+    assert.match(up, new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`), 'upstream gets the same trace id');
+    await gw.g.rt.tracer!.flush();
+    const spans: OtlpSpan[] = [];
+    for (const r of collector.received) {
+      const b = r.body as { resourceSpans?: Array<{ scopeSpans: Array<{ spans: OtlpSpan[] }> }> };
+      for (const rs of b.resourceSpans ?? []) for (const ss of rs.scopeSpans) spans.push(...ss.spans);
+    }
+    const attr = (s: OtlpSpan, k: string) => s.attributes.find((a) => a.key === k)?.value;
+    const server = spans.find((s) => s.kind === 2);
+    const clientSpan = spans.find((s) => s.kind === 3);
+    assert.ok(server && clientSpan, 'a server and a client span were exported');
+    assert.equal(server.traceId, traceId);
+    assert.equal(clientSpan.parentSpanId, server.spanId);
+    assert.equal(attr(server, 'gen_ai.agent.id')?.stringValue, 'spiffe://test/agent/tester');
+    assert.equal(attr(clientSpan, 'gen_ai.request.model')?.stringValue, 'ok');
+    assert.equal(attr(server, 'aam.policy.name')?.stringValue, 'tester-policy');
+  } finally {
+    await gw.close();
+    await collector.close();
+    await fake.close();
+  }
+});
