@@ -75,6 +75,9 @@ export function compileConfig(set: ConfigSet, vault: Vault, previous?: Compiled)
 
 const STYLE: Record<ProviderRuntime['authStyle'], DefaultStyle> = { bearer: 'bearer', 'x-api-key': 'x-api-key', 'x-goog-api-key': 'header:x-goog-api-key', 'api-key': 'api-key' };
 
+/** Refuse new actions this far below the audit queue bound (100,000), leaving room for their outcomes. */
+const AUDIT_ROOM = 90_000;
+
 const PASS_THROUGH = { push: (s: string) => s, end: () => '' };
 
 /** Credential problems reach the agent as a 502/500 naming the credential, never its value. */
@@ -156,6 +159,11 @@ export class Runtime {
         this.ledger.load(b.key, 'monthly', this.usage.spendSince(col, value, monthStart).usd, b, now);
       }
     }
+  }
+
+  /** False when the audit queue is (nearly) full: new actions must be refused, not left unrecorded. */
+  auditHasRoom(): boolean {
+    return this.auditLog ? this.auditLog.stats().queued < AUDIT_ROOM : true;
   }
 
   /** Outbound auth for a provider (the agent's own credential is never forwarded). */

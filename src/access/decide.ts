@@ -10,20 +10,42 @@ import type { Identity } from '../identity/types.ts';
 import { identityEvidence } from './evidence.ts';
 import { decisionSpanAttributes } from '../observability/otlp-genai.ts';
 
-/** Decide and record; throws 403 (policy_denied) when not allowed. */
+/**
+ * Decide; throws 403 (policy_denied) when not allowed. A denial is recorded at once. An allow is
+ * carried on the request and written with its outcome (the model_call event, or the error that
+ * ended the request): one audit event per request on the hot path, and never an allow without
+ * its outcome.
+ */
 export function authorize(ctx: Ctx, identity: Identity, req: AccessRequest): Decision {
   const d = decide(req, ctx.cfg.policies);
   ctx.span?.setAttributes(decisionSpanAttributes({ policy: d.policy, decision: d.effect, rule: d.rule, reason: d.reason, configVersion: d.configVersion }));
-  const recorded = ctx.rt.audit?.record({
-    type: 'decision', request_id: ctx.requestId, trace_id: ctx.span?.context.traceId, identity: identityEvidence(identity),
-    policy: { name: d.policy, version: d.configVersion, rule: d.rule, decision: d.effect, reason: d.reason },
-    ...(req.kind === 'model' ? { model: { route: req.model } } : { tool: { resource: req.resource, action: req.action } }),
-  });
   ctx.rt.metrics?.decision(d.effect, identity.agent.name);
+  if (d.effect === 'deny') {
+    ctx.decision = { d, identity, req, recorded: false };
+    throw new AamError(403, 'policy_denied', d.reason);
+  }
   // Never act without evidence: a full audit queue (storage down for long) refuses new requests.
-  if (recorded === false) throw new AamError(503, 'unavailable', 'the audit trail cannot record right now, so aam refuses to act; retry shortly', { headers: { 'retry-after': '5' } });
-  if (d.effect === 'deny') throw new AamError(403, 'policy_denied', d.reason);
+  if (ctx.rt.audit && !ctx.rt.auditHasRoom()) throw new AamError(503, 'unavailable', 'the audit trail cannot record right now, so aam refuses to act; retry shortly', { headers: { 'retry-after': '5' } });
+  ctx.decision = { d, identity, req, recorded: false };
   return d;
+}
+
+/** The decision as it appears in audit events. */
+export function policyEvidence(d: Decision): Record<string, unknown> {
+  return { name: d.policy, version: d.configVersion, rule: d.rule, decision: d.effect, reason: d.reason };
+}
+
+/** Write the request's decision with the outcome that ended it, unless an event already carried it. */
+export function recordDecision(ctx: Ctx, status: number, error?: string): void {
+  const p = ctx.decision;
+  if (!p || p.recorded) return;
+  p.recorded = true;
+  ctx.rt.audit?.record({
+    type: 'decision', request_id: ctx.requestId, trace_id: ctx.span?.context.traceId, identity: identityEvidence(p.identity),
+    policy: policyEvidence(p.d),
+    ...(p.req.kind === 'model' ? { model: { route: p.req.model } } : { tool: { resource: p.req.resource, action: p.req.action } }),
+    outcome: { status, error_class: status >= 500 ? 'server' : status >= 400 ? 'client' : undefined, error },
+  });
 }
 
 export interface Admission { reservation: Reservation | null; tokensEstimate: number; rateKeys: string[] }

@@ -39,7 +39,7 @@ export interface AuditLogOptions {
   onAlert?: (alert: AuditAlert) => void;
   /** Events per transaction (default 1000). */
   batchSize?: number;
-  /** How long record() waits for company before a batch is written (default 2 ms). */
+  /** How long record() waits for company before a batch is written (default 10 ms). */
   flushDelayMs?: number;
   /** buffer mode: recordDurable rejects if not committed within this time (default 10 000). */
   durableTimeoutMs?: number;
@@ -113,7 +113,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     failMode: opts.failMode ?? 'buffer',
     maxQueue: opts.maxQueue ?? 100_000,
     batchSize: opts.batchSize ?? 1000,
-    flushDelayMs: opts.flushDelayMs ?? 2,
+    flushDelayMs: opts.flushDelayMs ?? 10,
     durableTimeoutMs: opts.durableTimeoutMs ?? 10_000,
   };
   const keyFile = opts.keyFile ?? signingKeyPath(opts.dataDir);
@@ -143,6 +143,8 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   let closed = false;
   let inFlight: { id: number; n: number } | undefined;
   let flushTimer: NodeJS.Timeout | undefined;
+  /** A durable write or flush is waiting: send the next batch without collecting first. */
+  let urgent = false;
   let retryTimer: NodeJS.Timeout | undefined;
   let flushWaiters: { target: number; resolve: () => void; reject: (e: Error) => void }[] = [];
   const commitListeners = new Set<(seq: number) => void>();
@@ -208,6 +210,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     const n = Math.min(cfg.batchSize, queued());
     if (n === 0 || inFlight) return Promise.resolve(true);
     if (!alive) return Promise.resolve(false);
+    urgent = false;
     const batch = items.slice(qHead, qHead + n);
     const want: number[] = [];
     for (let i = 0; i < n; i++) if (batch[i].durable) want.push(i);
@@ -240,7 +243,9 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     queueFullAlerted = false;
     flushWaiters = flushWaiters.filter((w) => (committed >= w.target ? (w.resolve(), false) : true));
     for (const l of commitListeners) { try { l(lastSeq); } catch { /* listeners must not break the writer */ } }
-    if (queued() > 0) schedule(true);
+    // Under load, batch: another round trip to the writer only when a batch is full or someone
+    // waits for durability; otherwise collect for flushDelayMs (postMessage per event is costly).
+    if (queued() > 0) schedule(urgent || queued() >= cfg.batchSize);
   }
 
   function onFailed(message: string): void {
@@ -319,6 +324,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
         }
         // A durable write is worth an attempt even while failing: fail_closed must answer now.
         if (failing) retryNow();
+        urgent = true;
         schedule(true);
       });
     },
@@ -327,6 +333,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       const target = enqueued;
       const p = new Promise<void>((resolve, reject) => flushWaiters.push({ target, resolve, reject }));
       if (failing) retryNow();
+      urgent = true;
       schedule(true);
       return p;
     },

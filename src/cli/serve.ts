@@ -44,14 +44,16 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   const tls = o.tlsCert && o.tlsKey ? tlsServerOptions({ certFile: o.tlsCert, keyFile: o.tlsKey, clientCaFile: o.clientCa }) : undefined;
   rt.tls = tls ? { clientCa: Boolean(o.clientCa) } : null;
   // Evidence: hash-chained audit log (writes off the request path, in a worker thread) and sinks.
-  const audit = openAuditLog({
+  // AAM_AUDIT=off exists only to measure the cost of audit (bench/); never run production so.
+  const audit = env.AAM_AUDIT === 'off' ? null : openAuditLog({
     dataDir: o.dataDir, failMode: 'buffer', durableTimeoutMs: 2_000,
     onAlert: (a) => rt.log.error({ event: 'audit_alert', ...a }, 'audit storage problem'),
   });
+  if (!audit) rt.log.warn({ event: 'audit_disabled' }, 'AAM_AUDIT=off: no audit trail is written (benchmark mode)');
   rt.audit = audit;
   rt.auditLog = audit;
-  const sinks = startSinks(audit, auditSinks(env));
-  rt.audit.record({ type: 'admin', request_id: `startup-${Date.now()}`, admin: { action: 'gateway_started', target: rt.compiled.version, actor: 'system' }, outcome: { status: 200 } });
+  const sinks = audit ? startSinks(audit, auditSinks(env)) : null;
+  rt.audit?.record({ type: 'admin', request_id: `startup-${Date.now()}`, admin: { action: 'gateway_started', target: rt.compiled.version, actor: 'system' }, outcome: { status: 200 } });
   // Identity: aam's own JWT-SVID issuer (keys created 0600 on first start) and the verifier for
   // its tokens and for external SPIFFE trust domains.
   rt.issuer = await openIssuer(o.dataDir, { issuer: env.AAM_ISSUER_URL });
@@ -99,8 +101,8 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeIdleConnections(); });
     await mcp.close();
     await rt.close();
-    await sinks.stop();
-    await audit.close();
+    await sinks?.stop();
+    await audit?.close();
     await rt.tracer?.shutdown(5000);
   })();
   return { rt, server, port, close };

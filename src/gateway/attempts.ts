@@ -28,6 +28,8 @@ export async function runAttempts<T>(
     for (let i = 0; i < route.attemptsPerTarget; i++) {
       if (signal.aborted) return { ok: false, failure: { ok: false, next: 'final', status: 499, clientStatus: 499, code: 'upstream_error', message: 'client closed the request' }, attempts };
       const r = await once(target);
+      // The client went away: not the upstream's fault, so no breaker failure and no retry.
+      if (!r.ok && signal.aborted) return { ok: false, failure: { ...r, next: 'final', clientStatus: 499, message: 'client closed the request' }, attempts };
       if (r.ok) {
         target.breaker.success();
         return { ok: true, value: r.value, target, attempts };

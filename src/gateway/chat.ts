@@ -9,7 +9,7 @@ import { parseAnthropicRequest } from '../providers/anthropic.ts';
 import { SSE_KEEPALIVE } from '../providers/sse.ts';
 import type { ChatRequest, ChatResult, ClientCodec, Usage } from '../providers/types.ts';
 import { identify } from '../access/identify.ts';
-import { authorize, admit, settle, release, type Admission } from '../access/decide.ts';
+import { authorize, admit, settle, release, policyEvidence, type Admission } from '../access/decide.ts';
 import { identityEvidence } from '../access/evidence.ts';
 import { guardrailsOf, guardChatInput, guardChatOutput, chatStreamGuard, recordStreamFindings } from '../access/guard.ts';
 import type { CompiledGuardrail } from '../guardrails/engine.ts';
@@ -20,7 +20,7 @@ import { runAttempts } from './attempts.ts';
 import { demoChat, demoStream } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
 import { localStream, openUpstreamStream, StreamBroken, type OpenStream } from './stream.ts';
-import { networkFailure, sendAttempt, type AttemptFailure, type Injection } from './upstream.ts';
+import { attemptSignal, networkFailure, sendAttempt, type AttemptFailure, type Injection } from './upstream.ts';
 import { endHttpSpan, traceHeaders, type Span } from '../observability/tracing.ts';
 import { modelSpanAttributes, modelSpanName } from '../observability/otlp-genai.ts';
 import type { Route, Target } from './routes.ts';
@@ -35,6 +35,7 @@ export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promis
   const identity = await identify(ctx);
   ctx.identity = identity;
   const body = await readJson(ctx);
+  const bodyBytes = Number(ctx.req.headers['content-length']) || 4096;
   const parsed = wire === 'openai' ? parseOpenAIChatRequest(body) : parseAnthropicRequest(body);
   if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
   const req = parsed.req;
@@ -54,7 +55,8 @@ export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promis
     : null;
   const hit = look?.status === 'hit' && look.entry ? (look.entry.result as ChatResult) : null;
 
-  const promptTokens = Math.ceil(JSON.stringify(req.messages).length / 4);
+  // ~4 bytes per token; the request body size is a free upper bound of the prompt.
+  const promptTokens = Math.ceil(bodyBytes / 4);
   const maxOut = req.max_completion_tokens ?? req.max_tokens ?? 4096;
   const estimate = hit ? 0 : Math.max(0, ...route.targets.map((t) => estimateCostUsd(promptTokens, maxOut, t.pricing)));
   const adm = admit(ctx, identity, promptTokens + maxOut, estimate);
@@ -90,13 +92,13 @@ async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: Cha
     const adapter = target.provider.adapter!;
     const up = adapter.chatRequest({ ...req, stream: false }, { model: target.model, stream: false, options: target.options });
     const inj = await ctx.rt.injectProvider(target.provider, identity);
-    const s = AbortSignal.any([signal, AbortSignal.timeout(target.timeouts.totalMs)]);
+    const att = attemptSignal(signal, target.timeouts.totalMs);
     const span = clientSpan(ctx, route, target, identity);
-    const res = await sendAttempt(target, up, withTrace(inj, span), s);
+    const res = await sendAttempt(target, up, withTrace(inj, span), att.signal);
     if (span) endHttpSpan(span, res.status, 'client');
-    if (!res.ok) return res;
+    if (!res.ok) { att.done(); return res; }
     let text: string;
-    try { text = await res.body.text(); } catch (e) { return networkFailure(target, e, s); }
+    try { text = await res.body.text(); } catch (e) { return networkFailure(target, e, att.signal); } finally { att.done(); }
     let result: ChatResult;
     try { result = adapter.chatResponse(JSON.parse(text)); } catch { return garbage(target, 'not a valid chat response'); }
     // Same wire format on both sides: hand the upstream body through untouched (keeps every field).
@@ -128,20 +130,22 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
   const openHeaders = (extra?: Record<string, string>) => { if (!res.headersSent) res.writeHead(200, { ...SSE_HEADERS, 'x-request-id': ctx.requestId, ...cacheHeader(cache), ...extra }); };
   const keepalive = setInterval(() => { openHeaders(); res.write(SSE_KEEPALIVE); }, ctx.rt.options.sseKeepaliveMs);
   keepalive.unref();
+  const cleanups: Array<() => void> = [];
   try {
     const r = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null } : await runAttempts(route, ac.signal, async (target) => {
       if (target.provider.type === 'demo') return { ok: true as const, value: localStream(demoStream(req, target.model)) };
       const adapter = target.provider.adapter!;
       const up = adapter.chatRequest({ ...req, stream: true }, { model: target.model, stream: true, options: target.options });
       const inj = await ctx.rt.injectProvider(target.provider, identity);
-      const s = AbortSignal.any([ac.signal, AbortSignal.timeout(target.timeouts.totalMs)]);
+      const att = attemptSignal(ac.signal, target.timeouts.totalMs);
+      cleanups.push(att.done);
       const span = clientSpan(ctx, route, target, identity);
-      const up1 = await sendAttempt(target, up, withTrace(inj, span), s);
+      const up1 = await sendAttempt(target, up, withTrace(inj, span), att.signal);
       if (span) endHttpSpan(span, up1.status, 'client');
       if (!up1.ok) return up1;
       const ct = String(up1.headers['content-type'] ?? '');
       if (!ct.includes('event-stream')) { up1.body.destroy(); return garbage(target, `expected text/event-stream, got ${ct || 'no content-type'}`); }
-      return openUpstreamStream(target, up1.body, adapter.streamParser(), s);
+      return openUpstreamStream(target, up1.body, adapter.streamParser(), att.signal);
     });
     if (!r.ok) {
       release(ctx, adm);
@@ -205,6 +209,7 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
     res.end(tail + codec.streamDone);
   } finally {
     clearInterval(keepalive);
+    for (const c of cleanups) c();
   }
 }
 
@@ -244,8 +249,11 @@ function recordCall(ctx: Ctx, identity: Identity, route: Route, target: Target |
   });
   ctx.rt.metrics?.modelCall(a.name, a.team, route.name, target?.provider.name ?? '', status, latencyMs, usage, cost);
   ctx.span?.setAttributes(modelSpanAttributes({ operation: 'chat', provider: target?.provider.type, route: route.name, requestModel: target?.model, inputTokens: usage?.inputTokens, outputTokens: usage?.outputTokens, costUsd: cost ?? undefined }));
+  const decision = ctx.decision;
+  if (decision) decision.recorded = true;
   ctx.rt.audit?.record({
     type: 'model_call', request_id: ctx.requestId, trace_id: ctx.span?.context.traceId, identity: identityEvidence(identity),
+    policy: decision ? policyEvidence(decision.d) : undefined,
     credential: target?.provider.credential ? { name: target.provider.credential } : undefined,
     model: {
       route: route.name, provider: target?.provider.name ?? null, model: target?.model ?? null, stream,

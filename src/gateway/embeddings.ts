@@ -2,7 +2,7 @@
 import { parseEmbeddingsRequest } from '../providers/openai.ts';
 import type { EmbeddingsResult } from '../providers/types.ts';
 import { identify } from '../access/identify.ts';
-import { authorize, admit, settle, release } from '../access/decide.ts';
+import { authorize, admit, settle, release, policyEvidence } from '../access/decide.ts';
 import { identityEvidence } from '../access/evidence.ts';
 import { allowedModels } from '../policy/decide.ts';
 import { AamError, badRequest } from '../server/errors.ts';
@@ -14,7 +14,7 @@ import { embeddingFromResult } from '../cache/semantic.ts';
 import { runAttempts } from './attempts.ts';
 import { demoEmbeddings } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
-import { networkFailure, sendAttempt } from './upstream.ts';
+import { attemptSignal, networkFailure, sendAttempt } from './upstream.ts';
 
 export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const identity = await identify(ctx);
@@ -56,8 +56,11 @@ function sendEmbeddings(ctx: Ctx, identity: Identity, routeName: string, result:
     route: routeName, provider: target?.provider.name ?? null, model: target?.model ?? null, inputTokens: result.usage?.inputTokens ?? null,
     outputTokens: 0, cachedTokens: null, costUsd: cost, latencyMs, status: 200, stream: false, cache,
   });
+  const decision = ctx.decision;
+  if (decision) decision.recorded = true;
   ctx.rt.audit?.record({
     type: 'model_call', request_id: ctx.requestId, identity: identityEvidence(identity),
+    policy: decision ? policyEvidence(decision.d) : undefined,
     model: { route: routeName, provider: target?.provider.name ?? null, model: target?.model ?? null, input_tokens: result.usage?.inputTokens ?? null, cost_usd: cost, latency_ms: latencyMs, cache },
     outcome: { status: 200 },
   });
@@ -80,11 +83,11 @@ export function callEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: 
       return { ok: false as const, next: 'fallback' as const, status: 400, clientStatus: 400, code: 'invalid_request' as const, message: `${target.label} does not support embeddings` };
     }
     const up = adapter.embeddingsRequest(req, { model: target.model, stream: false, options: target.options });
-    const s = AbortSignal.any([signal, AbortSignal.timeout(target.timeouts.totalMs)]);
-    const res = await sendAttempt(target, up, await ctx.rt.injectProvider(target.provider, identity), s);
-    if (!res.ok) return res;
+    const att = attemptSignal(signal, target.timeouts.totalMs);
+    const res = await sendAttempt(target, up, await ctx.rt.injectProvider(target.provider, identity), att.signal);
+    if (!res.ok) { att.done(); return res; }
     let text: string;
-    try { text = await res.body.text(); } catch (e) { return networkFailure(target, e, s); }
+    try { text = await res.body.text(); } catch (e) { return networkFailure(target, e, att.signal); } finally { att.done(); }
     let result: EmbeddingsResult;
     try { result = adapter.embeddingsResponse(JSON.parse(text)); } catch {
       return { ok: false as const, next: 'retry' as const, status: 502, clientStatus: 502, code: 'upstream_error' as const, message: `${target.label} returned an unusable embeddings response` };

@@ -41,6 +41,19 @@ export function retryAfterMs(h: IncomingHttpHeaders): number | undefined {
   return Number.isNaN(at) ? undefined : Math.max(0, at - Date.now());
 }
 
+/**
+ * Signal for one attempt: aborted by the request's signal or after `ms` (the target's total
+ * timeout). Cheaper than AbortSignal.any + AbortSignal.timeout, which keep weak references
+ * alive per request; call done() when the attempt (or its stream) is over.
+ */
+export function attemptSignal(parent: AbortSignal, ms: number): { signal: AbortSignal; done(): void } {
+  const ac = new AbortController();
+  const onAbort = () => ac.abort(parent.reason);
+  parent.addEventListener('abort', onAbort, { once: true });
+  const timer = setTimeout(() => ac.abort(new DOMException(`no complete answer within ${ms} ms`, 'TimeoutError')), ms);
+  return { signal: ac.signal, done: () => { clearTimeout(timer); parent.removeEventListener('abort', onAbort); } };
+}
+
 function buildUrl(target: Target, up: UpstreamRequest, inj: Injection): string {
   let url = target.provider.baseUrl + up.path;
   if (inj.query) {

@@ -4,6 +4,7 @@ import { randomBytes } from 'node:crypto';
 import type { Runtime, Compiled } from '../runtime.ts';
 import type { Identity } from '../identity/types.ts';
 import type { Span } from '../observability/tracing.ts';
+import type { AccessRequest, Decision } from '../policy/types.ts';
 import { AamError, anthropicErrorBody, openaiErrorBody, toAamError } from './errors.ts';
 
 export interface Ctx {
@@ -22,6 +23,8 @@ export interface Ctx {
   identity?: Identity;
   /** Server span when tracing is on. */
   span?: Span;
+  /** The policy decision for this request, until an audit event has carried it. */
+  decision?: { d: Decision; identity: Identity; req: AccessRequest; recorded: boolean };
 }
 
 

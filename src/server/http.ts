@@ -4,7 +4,8 @@
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import { createServer as createHttpsServer, type ServerOptions as HttpsOptions } from 'node:https';
 import type { Runtime } from '../runtime.ts';
-import { AamError } from './errors.ts';
+import { AamError, toAamError } from './errors.ts';
+import { recordDecision } from '../access/decide.ts';
 import { requestIdFor, sendError, sendJson, type Ctx } from './context.ts';
 import { handleChat } from '../gateway/chat.ts';
 import { handleEmbeddings, handleModels } from '../gateway/embeddings.ts';
@@ -67,11 +68,18 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
     }
     try {
       const p = handler(ctx);
-      if (p) p.catch((err) => sendError(ctx, err));
+      if (p) p.catch((err) => fail(ctx, err));
     } catch (err) {
-      sendError(ctx, err);
+      fail(ctx, err);
     }
   };
+}
+
+/** A request ended in an error: its decision (if any) is recorded with that outcome, then answered. */
+function fail(ctx: Ctx, err: unknown): void {
+  const e = toAamError(err);
+  recordDecision(ctx, e.status, e.message);
+  sendError(ctx, e);
 }
 
 export interface ServerOptions { tls?: HttpsOptions; requestTimeoutMs?: number; headersTimeoutMs?: number }
