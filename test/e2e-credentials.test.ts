@@ -23,10 +23,11 @@ const SECRETS = { llm: LLM_SECRET, tool: TOOL_SECRET, stored: STORED_SECRET };
 function forms(secret: string): string[] {
   return [secret, Buffer.from(secret).toString('base64'), Buffer.from(secret).toString('base64url'), encodeURIComponent(secret), JSON.stringify(secret).slice(1, -1)];
 }
+function offences(where: string, text: string): Offence[] {
+  return Object.entries(SECRETS).filter(([, s]) => forms(s).some((f) => text.includes(f))).map(([secret]) => ({ where, secret }));
+}
 function assertClean(what: string, text: string): void {
-  for (const [name, s] of Object.entries(SECRETS)) {
-    for (const f of forms(s)) assert.ok(!text.includes(f), `${what} contains the ${name} secret (${f === s ? 'plain' : 'encoded'})`);
-  }
+  assert.deepEqual(offences(what, text), [], `${what} contains a secret`);
 }
 
 let echo: LocalServer;
@@ -38,8 +39,8 @@ let url: string;
 let key: string;
 let child: ChildProcess;
 let logs = '';
-/** Everything the agent received: status, every header and every body. */
-const agentSaw: string[] = [];
+/** Where a secret turned up in something aam wrote, filled by the file/log grep. */
+interface Offence { where: string; secret: string }
 
 before(async () => {
   // Echo upstream: LLM answers whose content is JSON of the headers + body it got; HTTP tool
@@ -115,66 +116,92 @@ after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-/** Raw call; records everything the agent could see. */
-async function call(path: string, body: unknown, record = true): Promise<{ status: number; text: string; headers: string }> {
+/** Raw call: status, headers (as JSON) and body text. */
+async function call(path: string, body: unknown): Promise<{ status: number; text: string; headers: string }> {
   const r = await fetch(`${url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  const text = await r.text();
-  const headers = JSON.stringify([...r.headers]);
-  if (record) agentSaw.push(`${r.status} ${headers}\n${text}`);
-  return { status: r.status, text, headers };
+  return { status: r.status, text: await r.text(), headers: JSON.stringify([...r.headers]) };
+}
+const msg = (model: string, content: string, stream = false) => ({ model, messages: [{ role: 'user', content }], ...(stream ? { stream: true, stream_options: { include_usage: true } } : {}) });
+const sdk = () => new OpenAI({ apiKey: key, baseURL: `${url}/v1`, maxRetries: 0 });
+
+/** Streamed text content reassembled from an OpenAI SSE body (what a client shows the agent). */
+function sseText(body: string): string {
+  let t = '';
+  for (const l of body.split('\n')) {
+    if (!l.startsWith('data: ') || l.includes('[DONE]')) continue;
+    t += (JSON.parse(l.slice(6)) as { choices?: Array<{ delta?: { content?: string } }> }).choices?.[0]?.delta?.content ?? '';
+  }
+  return t;
 }
 
-/** Every file under dir, recursively (database, -wal, -shm, keys, exports). */
+/** Every file under dir, recursively (databases, -wal, -shm, keys, exports). */
 function allFiles(d: string): string[] {
   return readdirSync(d).flatMap((n) => { const p = join(d, n); return statSync(p).isDirectory() ? allFiles(p) : [p]; });
 }
-function grepFiles(d: string): string[] {
-  const files = allFiles(d);
-  for (const f of files) for (const l of readFileSync(f).toString('latin1').split('\n')) if (l.includes(LLM_SECRET)) console.log('FILEDBG', f, l.slice(0, 1500));
-  for (const f of files) assertClean(`file ${f}`, readFileSync(f).toString('latin1'));
-  return files;
+function grepFiles(d: string): Offence[] {
+  return allFiles(d).flatMap((f) => offences(f.slice(dir.length + 1), readFileSync(f).toString('latin1')));
 }
 
-test('chat JSON, stream and upstream errors: the upstream gets the credential, the agent never sees it', async () => {
-  const msg = (content: string) => ({ messages: [{ role: 'user', content }] });
+test('chat JSON: the upstream gets the credential, the echoed credential comes back as a marker', async () => {
   seen.length = 0;
-  const json = await call('/v1/chat/completions', { model: 'echo', ...msg('json please') });
-  assert.equal(json.status, 200);
+  const json = await call('/v1/chat/completions', msg('echo', 'json please'));
+  assert.equal(json.status, 200, json.text);
   assert.equal(seen[0].headers.authorization, `Bearer ${LLM_SECRET}`, 'the credential was injected upstream');
   assert.ok(!JSON.stringify(seen[0].headers).includes(key), 'the agent key is not forwarded');
   assert.match(json.text, /authorization/, 'the echo really came back (so the scrubber had work to do)');
   assert.match(json.text, /REDACTED:llm-key/);
-  const stream = await call('/v1/chat/completions', { model: 'echo', stream: true, stream_options: { include_usage: true }, ...msg('stream please') });
-  assert.equal(stream.status, 200);
-  assert.match(stream.text, /\[DONE\]/);
-  const fail = await call('/v1/chat/completions', { model: 'echo-fail', ...msg('fail please') });
-  assert.ok(fail.status >= 400, `error passes through as an error (${fail.status})`);
-  const failStream = await call('/v1/chat/completions', { model: 'echo-fail', stream: true, ...msg('fail stream please') });
-  assert.ok(failStream.status >= 400);
-  // The official SDK sees the same clean answer.
-  const client = new OpenAI({ apiKey: key, baseURL: `${url}/v1`, maxRetries: 0 });
-  const { data: r, response } = await client.chat.completions.create({ model: 'echo', messages: [{ role: 'user', content: 'sdk' }] }).withResponse();
-  agentSaw.push(JSON.stringify([...response.headers]) + JSON.stringify(r));
-  const s = await client.chat.completions.create({ model: 'echo', stream: true, messages: [{ role: 'user', content: 'sdk stream' }] });
+  assertClean('JSON answer', json.text + json.headers);
+  const { data, response } = await sdk().chat.completions.create({ model: 'echo', messages: [{ role: 'user', content: 'sdk' }] }).withResponse();
+  assert.match(data.choices[0].message.content ?? '', /REDACTED:llm-key/);
+  assertClean('SDK answer', JSON.stringify(data) + JSON.stringify([...response.headers]));
+});
+
+// BUG (todo): src/gateway/chat.ts streamChat scrubs the *encoded SSE text* (`out = scrub.push(out)`
+// after codec encoding). A secret split over two content deltas is never contiguous in that text
+// (JSON framing sits between the pieces), so it passes; the client reassembles it. The scrubber
+// must run on the canonical events' text/tool-argument deltas before encoding (like the output
+// guardrail's EventGuard does), holding back a suffix as long as the longest secret form.
+test('chat stream: a credential split over many SSE chunks never reaches the agent', { todo: 'stream scrubbing runs on encoded SSE frames, not on the reassembled content (src/gateway/chat.ts streamChat)' }, async () => {
+  const raw = await call('/v1/chat/completions', msg('echo', 'stream please', true));
+  assert.equal(raw.status, 200);
+  assert.match(raw.text, /\[DONE\]/);
+  assertClean('raw SSE bytes', raw.text + raw.headers);
+  const text = sseText(raw.text);
+  assert.match(text, /authorization/, 'the echo streamed back');
+  assertClean('reassembled streamed content', text);
+  const s = await sdk().chat.completions.create({ model: 'echo', stream: true, messages: [{ role: 'user', content: 'sdk stream' }] });
   let streamed = '';
   for await (const c of s) streamed += c.choices[0]?.delta?.content ?? '';
-  agentSaw.push(streamed);
-  assert.match(streamed, /authorization/);
-  const e = await client.chat.completions.create({ model: 'echo-fail', messages: [{ role: 'user', content: 'sdk fail' }] }).catch((x: unknown) => x);
+  assertClean('SDK streamed content', streamed);
+});
+
+// BUG (todo): an upstream error body that quotes the credential (as OpenAI's "Incorrect API key
+// provided: sk-..." does) reaches the agent verbatim: src/gateway/chat.ts completeChat (and
+// streamChat before headers) throws `new AamError(status, code, r.failure.message)` with the
+// unscrubbed upstream text, and src/server (error responder) does not scrub AamError messages.
+// Fix: scrub failure messages where they are built (src/gateway/upstream.ts) or in the one place
+// errors are serialised for the agent.
+test('upstream errors quoting the credential (JSON, stream, SDK) are scrubbed', { todo: 'upstream error messages reach the agent unscrubbed (src/gateway/chat.ts AamError(r.failure.message))' }, async () => {
+  const fail = await call('/v1/chat/completions', msg('echo-fail', 'fail please'));
+  assert.equal(fail.status, 502);
+  assert.match(fail.text, /Incorrect API key provided/);
+  const failStream = await call('/v1/chat/completions', msg('echo-fail', 'fail stream please', true));
+  assert.ok(failStream.status >= 400);
+  const e = await sdk().chat.completions.create({ model: 'echo-fail', messages: [{ role: 'user', content: 'sdk fail' }] }).catch((x: unknown) => x);
   assert.ok(e instanceof OpenAI.APIError);
-  agentSaw.push(`${e.message} ${JSON.stringify(e.error)} ${JSON.stringify(e.headers)}`);
-  for (const t of agentSaw) if (t.includes(LLM_SECRET)) console.log('LEAKDBG', t.slice(0, 2500));
-  for (const t of agentSaw) assertClean('a response to the agent', t);
+  assertClean('JSON error', fail.text + fail.headers);
+  assertClean('stream error', failStream.text + failStream.headers);
+  assertClean('SDK error', `${e.message} ${JSON.stringify(e.error)}`);
 });
 
 test('HTTP tool: credential injected upstream; echoed result and upstream error bodies scrubbed', async () => {
   seen.length = 0;
-  const ok = await call('/tools/echo-api/read', { id: 'item-1' }, false);
+  const ok = await call('/tools/echo-api/read', { id: 'item-1' });
   assert.equal(ok.status, 200, ok.text);
   assert.equal(seen[0].url, '/items/item-1');
   assert.match(JSON.stringify(seen[0].headers), new RegExp(TOOL_SECRET));
   assert.match(ok.text, /REDACTED:tool-key/, 'the echoed credential was replaced by a marker');
-  const fail = await call('/tools/echo-api/fail', { note: 'x' }, false);
+  const fail = await call('/tools/echo-api/fail', { note: 'x' });
   assert.ok(fail.status >= 400, `upstream 500 surfaces as an error (${fail.status})`);
   assertClean('a tool response body', ok.text);
   assertClean('a tool error body', fail.text);
@@ -183,18 +210,20 @@ test('HTTP tool: credential injected upstream; echoed result and upstream error 
 // BUG (todo): src/tools/http-tool.ts (the response-header loop before res.writeHead, ~line 190)
 // copies upstream response headers to the agent unscrubbed, so an upstream that reflects the
 // Authorization header (here `x-echo-auth`) hands the agent the credential.
+// Fix: out[k] = Array.isArray(v) ? v.map(deps.scrub) : deps.scrub(v).
 test('HTTP tool: upstream response headers are scrubbed too', { todo: 'src/tools/http-tool.ts forwards upstream response header values without deps.scrub' }, async () => {
-  const ok = await call('/tools/echo-api/read', { id: 'item-2' }, false);
-  const fail = await call('/tools/echo-api/fail', { note: 'y' }, false);
+  const ok = await call('/tools/echo-api/read', { id: 'item-2' });
+  const fail = await call('/tools/echo-api/fail', { note: 'y' });
   assertClean('tool response headers', ok.headers);
   assertClean('tool error response headers', fail.headers);
 });
 
-test('stored credential (aam credentials set via stdin) is used upstream and never stored or returned in plaintext', async () => {
+test('stored credential (aam credentials set via stdin) is used upstream and `credentials list` never shows it', async () => {
   seen.length = 0;
-  const r = await call('/v1/chat/completions', { model: 'stored', messages: [{ role: 'user', content: 'stored' }] });
+  const r = await call('/v1/chat/completions', msg('stored', 'stored'));
   assert.equal(r.status, 200, r.text);
   assert.equal(seen[0].headers.authorization, `Bearer ${STORED_SECRET}`);
+  assert.match(r.text, /REDACTED:stored-key/);
   assertClean('stored-credential answer', r.text);
   const list = await runCli(['credentials', 'list', '--json', '--config', cfg, '--data', data]);
   assert.equal(list.code, 0, list.stderr);
@@ -202,10 +231,11 @@ test('stored credential (aam credentials set via stdin) is used upstream and nev
   assertClean('credentials list', list.stdout + list.stderr);
 });
 
-test('nothing aam wrote contains a secret: logs, every data file (incl. WAL) while running and after shutdown, the audit export', async () => {
-  // While running: WAL files still hold recent pages.
-  const running = grepFiles(data);
+let found: Offence[] = [];
+test('grep everything aam wrote: logs, every data file (incl. WAL) while running and after shutdown, audit exports', async () => {
+  const running = allFiles(data);
   assert.ok(running.some((f) => f.endsWith('-wal')), `expected WAL files while running: ${running.join(', ')}`);
+  found.push(...grepFiles(data));
   child.kill('SIGTERM');
   await new Promise((r) => child.once('exit', r));
   const exportFile = join(dir, 'export.jsonl');
@@ -216,9 +246,22 @@ test('nothing aam wrote contains a secret: logs, every data file (incl. WAL) whi
   assert.match(exported, /"credential_leak"/, 'the echoed credential was reported as a leak event');
   assert.match(exported, /llm-key/, 'events name the credential');
   const ocsf = await runCli(['audit', 'export', '--format', 'ocsf', '--config', cfg, '--data', data]);
-  assertClean('OCSF export', ocsf.stdout);
-  const files = grepFiles(dir);
-  assert.ok(files.some((f) => f.endsWith('audit.db')) && files.some((f) => f.endsWith('audit-sink.jsonl')), files.join(', '));
+  assert.equal(ocsf.code, 0, ocsf.stderr);
+  found.push(...offences('OCSF export', ocsf.stdout), ...grepFiles(dir), ...offences('gateway log output', logs));
+  found = found.filter((o, i) => found.findIndex((x) => x.where === o.where && x.secret === o.secret) === i);
+  const files = allFiles(dir).map((f) => f.slice(dir.length + 1));
+  assert.ok(files.includes('data/audit.db') && files.includes('data/audit-sink.jsonl') && files.includes('export.jsonl'), files.join(', '));
   assert.ok(logs.split('\n').filter(Boolean).length > 5, 'debug logging produced output to grep');
-  assertClean('the gateway log output', logs);
+  // Strict: the stored and tool secrets are nowhere, and nothing leaked into the logs or the
+  // gateway's own database (keys, usage, vault ciphertext).
+  assert.deepEqual(found.filter((o) => o.secret !== 'llm'), [], 'stored/tool secret written somewhere');
+  assert.deepEqual(found.filter((o) => o.where === 'gateway log output' || /^data\/aam\.db/.test(o.where)), [], 'secret in logs or the gateway db');
+});
+
+// BUG (todo): the upstream error text of the failed call (see above) is also recorded verbatim
+// as outcome.error of the model_call audit event (src/gateway/chat.ts recordCall(..., r.failure.message)),
+// so the credential lands in audit.db (+ WAL), every audit sink and every export.
+// Fix: scrub `error` before recording (rt.scrub) — ideally once, where the failure is built.
+test('the audit trail (db, sink file, exports) holds no credential', { todo: 'model_call outcome.error stores the unscrubbed upstream error text (src/gateway/chat.ts recordCall)' }, () => {
+  assert.deepEqual(found, []);
 });

@@ -15,7 +15,7 @@ export const credentialSpec = z.strictObject({
   env: z.string().min(1).optional(),
   file: z.string().min(1).optional(),
   stored: z.literal(true).optional(),
-  /** Inline value: only for local demos, refused unless `allowInline` is set in the loader. */
+  /** Inline value: for local demos only (aam warns at start and in `aam credentials list`). */
   value: z.string().min(1).optional(),
   /** How the secret is sent upstream; providers pick a sensible default when omitted. */
   inject: z.strictObject({
