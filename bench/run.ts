@@ -99,15 +99,16 @@ async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir
     argv = [process.execPath, join(BENCH, 'bare-proxy.ts')];
     child = startProcess(gwPin, argv, { UPSTREAM_URL: mock.origin, PORT: String(cfg.barePort) }, join(logDir, 'bare.log'));
     ready = () => waitHttp(origin + '/__mock/stats', 10_000, 200, child);
-  } else if (name === 'aam') {
+  } else if (name === 'aam' || name === 'aam-noaudit') {
     if (!aam || aam instanceof Error) throw aam ?? new Error('aam not prepared');
     argv = aamServeArgv(process.execPath, REPO, aam.configPath, cfg.aamPort, aam.dataDir);
     if (cfg.cpuProf) argv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(BENCH, 'results', 'prof')}`);
-    child = startProcess(gwPin, argv, {}, join(logDir, 'aam.log'), REPO);
+    // aam-noaudit: the same gateway with AAM_AUDIT=off, only to show what the audit trail costs.
+    child = startProcess(gwPin, argv, name === 'aam-noaudit' ? { AAM_AUDIT: 'off' } : {}, join(logDir, `${name}.log`), REPO);
     ready = () => waitHttp(origin + '/readyz', cfg.aamWaitS * 1000, 200, child);
     headers = { authorization: `Bearer ${aam.key}` };
   } else {
-    throw new Error(`unknown target ${name} (use direct, bare, aam)`);
+    throw new Error(`unknown target ${name} (use direct, bare, aam, aam-noaudit)`);
   }
   children.add(child);
   if (!(await ready())) {
@@ -116,7 +117,7 @@ async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir
     const log = readFileSync(join(logDir, `${name}.log`), 'utf8').trim().split('\n').slice(-8).join(' | ');
     throw new Error(`${name} did not become ready (${argv.slice(1).join(' ')}); last log lines: ${log}`);
   }
-  const label = name === 'bare' ? 'bare proxy' : 'aam';
+  const label = name === 'bare' ? 'bare proxy' : name === 'aam-noaudit' ? 'aam (audit off)' : 'aam';
   return { target: { name, label, origin, headers, pid: child.pid ?? 0 }, child, startupMs: Math.round(performance.now() - t0) };
 }
 
@@ -150,7 +151,7 @@ async function main(): Promise<void> {
   };
 
   let aam: { configPath: string; dataDir: string; key: string } | Error | undefined;
-  if (cfg.targets.includes('aam')) {
+  if (cfg.targets.some((t) => t.startsWith('aam'))) {
     try { aam = prepareAam(work); } catch (err) { aam = err instanceof Error ? err : new Error(String(err)); }
   }
 

@@ -6,7 +6,7 @@ import { compilePolicies, type CompiledPolicies } from './policy/compile.ts';
 import { BudgetLedger, RateLimiter } from './policy/limits.ts';
 import { compileProviders, compileRoutes, type ProviderRuntime, type Route } from './gateway/routes.ts';
 import { UsageRecorder } from './gateway/usage.ts';
-import { KeyStore } from './identity/keys.ts';
+import { openKeyStore, type KeyStore } from './identity/keys.ts';
 import { openDatabase } from './store/sqlite.ts';
 import { createLogger, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
@@ -135,7 +135,7 @@ export class Runtime {
         return this.issuer.signAssertion(claims);
       },
     });
-    this.keys = new KeyStore(this.db);
+    this.keys = openKeyStore(this.db, opts.dataDir, true);
     this.usage = new UsageRecorder(this.db);
     this.ledger = new BudgetLedger({ onAlert: (a) => this.log.warn({ event: 'budget_alert', ...a }, `budget ${a.key} crossed ${a.threshold}% of its ${a.period} limit`) });
     this.rates = new RateLimiter();
@@ -241,6 +241,7 @@ export class Runtime {
   async close(): Promise<void> {
     this.usage.flush();
     this.vault.close();
+    this.keys.close();
     this.cache.close();
     this.db.close();
   }

@@ -263,11 +263,10 @@ test('key revocation and rotation take effect on the next request', async () => 
   await assert.rejects(client.models.list(), (e: InstanceType<typeof OpenAI.APIError>) => e.status === 401);
   const fresh = new OpenAI({ apiKey: rotated.secret, baseURL: `${gw.url}/v1`, maxRetries: 0 });
   await fresh.models.list();
-  // Revoke from another connection (what `aam keys revoke` does) — the server notices on the next request.
-  const { DatabaseSync } = await import('node:sqlite');
-  const other = new DatabaseSync(`${gw.dataDir}/aam.db`);
-  other.prepare('UPDATE keys SET revoked_at = ? WHERE id = ?').run(new Date().toISOString(), k.key.id);
-  other.close();
+  // Revoke from another process: the real CLI. The server notices before the next request.
+  const { execFileSync } = await import('node:child_process');
+  execFileSync(process.execPath, ['src/cli/main.ts', 'keys', 'revoke', k.key.id, '--data', gw.dataDir, '--config', gw.configPath], { stdio: 'pipe' });
+  await new Promise((r) => setTimeout(r, 20));
   await assert.rejects(fresh.models.list(), (e: InstanceType<typeof OpenAI.APIError>) => e.status === 401 && /revoked/.test(e.message));
 });
 

@@ -92,6 +92,10 @@ export function ratioRows(run: BenchRun): string[][] {
   const growth = (m('aam', (r) => r.rss?.end_sustained_kb) - m('aam', (r) => r.rss?.mid_sustained_kb)) / 1024;
   const peak = m('aam', (r) => r.rss?.peak_kb) / 1024;
   const ok = (b: boolean): string => (b ? 'yes' : '**no**');
+  const audit = has('aam-noaudit') ? [
+    ['(audit cost: aam minus aam with AAM_AUDIT=off, p50 c=1)', `${signed(m('aam', (r) => r.nonstream_c1?.p50_ms) - m('aam-noaudit', (r) => r.nonstream_c1?.p50_ms))} ms`, 'context', ''],
+    ['(audit cost: aam RPS / aam-noaudit RPS, c=64)', `${fmt((m('aam', (r) => r.nonstream_c64?.rps) / m('aam-noaudit', (r) => r.nonstream_c64?.rps)) * 100, 1)} %`, 'context', ''],
+  ] : [];
   return [
     ['aam added p50 over bare proxy, non-stream c=1', `${signed(addP50)} ms`, '<= 0.10 ms', ok(addP50 <= 0.1)],
     ['(bare proxy added p50 over direct, c=1)', `${signed(bareAdd)} ms`, 'context', ''],
@@ -99,6 +103,7 @@ export function ratioRows(run: BenchRun): string[][] {
     ['aam first-chunk p50 minus bare proxy, stream c=1', `${signed(ttfb)} ms`, '<= 0.10 ms', ok(ttfb <= 0.1)],
     ['(aam first-content p50 minus bare proxy)', `${signed(ttfc)} ms`, 'context', ''],
     ['aam RSS growth over 2nd half of sustained run', `${signed(growth, 1)} MB (peak ${fmt(peak, 1)} MB)`, 'flat (< 5 MB)', ok(growth < 5)],
+    ...audit,
   ];
 }
 

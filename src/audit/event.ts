@@ -51,6 +51,8 @@ export interface AuditModel {
   cost_usd: number | null;
   latency_ms?: number;
   stream?: boolean;
+  /** Response cache: hit (served at $0 from cache), miss, or null when the route has no cache. */
+  cache?: 'hit' | 'miss' | null;
 }
 
 export interface AuditTool {

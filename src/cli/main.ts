@@ -3,7 +3,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolve } from 'node:path';
 import { loadConfig, ConfigError, formatIssues } from '../config/load.ts';
 import { openDatabase } from '../store/sqlite.ts';
-import { KeyStore } from '../identity/keys.ts';
+import { openKeyStore } from '../identity/keys.ts';
 import { compilePolicies } from '../policy/compile.ts';
 import { serve } from './serve.ts';
 import { extraCommands } from './commands.ts';
@@ -81,7 +81,7 @@ const commands: Record<string, Command> = {
       agentMustExist(g, agent);
       const expires = values.expires as string | undefined;
       if (expires && Number.isNaN(Date.parse(expires))) { err(`--expires: "${expires}" is not an ISO-8601 time`); return 2; }
-      const keys = new KeyStore(openDatabase(g.data));
+      const keys = openKeyStore(openDatabase(g.data), g.data);
       const { key, secret } = keys.create(agent, { name: values.name as string | undefined, expiresAt: expires ? new Date(expires).toISOString() : undefined });
       err(`created key ${key.id} for agent ${agent}; store it now, it is not shown again:`);
       out(secret);
@@ -93,7 +93,7 @@ const commands: Record<string, Command> = {
     usage: 'aam keys list [--json]',
     options: { json: { type: 'boolean' } },
     run: ({ values, g }) => {
-      const list = new KeyStore(openDatabase(g.data)).list();
+      const list = openKeyStore(openDatabase(g.data), g.data).list();
       if (values.json) { out(JSON.stringify(list, null, 2)); return 0; }
       if (list.length === 0) { out('no keys (create one: aam keys create --agent NAME)'); return 0; }
       out(['ID'.padEnd(22), 'AGENT'.padEnd(24), 'STATE'.padEnd(9), 'CREATED'].join(' '));
@@ -109,7 +109,7 @@ const commands: Record<string, Command> = {
     usage: 'aam keys revoke ID',
     run: ({ positionals, g }) => {
       if (!positionals[0]) { err('missing key ID (see: aam keys list)'); return 2; }
-      const k = new KeyStore(openDatabase(g.data)).revoke(positionals[0]);
+      const k = openKeyStore(openDatabase(g.data), g.data).revoke(positionals[0]);
       out(`revoked ${k.id} (agent ${k.agent}) at ${k.revokedAt}`);
       return 0;
     },
@@ -122,7 +122,7 @@ const commands: Record<string, Command> = {
       if (!positionals[0]) { err('missing key ID (see: aam keys list)'); return 2; }
       const grace = Number(values.grace ?? 3600);
       if (!Number.isFinite(grace) || grace < 0) { err('--grace must be a number of seconds >= 0'); return 2; }
-      const { key, secret } = new KeyStore(openDatabase(g.data)).rotate(positionals[0], grace);
+      const { key, secret } = openKeyStore(openDatabase(g.data), g.data).rotate(positionals[0], grace);
       err(`rotated ${key.id}; the previous secret stays valid for ${grace}s. New secret (shown once):`);
       out(secret);
       return 0;

@@ -1,8 +1,12 @@
 // Virtual keys: `aam_<secret>` bound to one Agent. Only sha256(secret) is stored. A key has a
 // stable id; rotation adds a new secret to the same id and lets the old one live for a grace
-// period. The whole table is mirrored in memory (hash -> key) so authentication is a Map lookup;
-// `PRAGMA data_version` tells us cheaply when another process (the CLI) changed it.
+// period. The whole table is mirrored in memory (hash -> key) so authentication is a Map lookup.
+// Another process (the CLI) that changes keys touches a signal file next to the database; the
+// server watches it (inotify) and re-reads the tables before the next request. `PRAGMA
+// data_version` (5 us, too slow per request) is only the once-a-second backstop.
 import { createHash, randomBytes } from 'node:crypto';
+import { watch, writeFileSync, type FSWatcher } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { transaction } from '../store/sqlite.ts';
 
@@ -33,16 +37,34 @@ function newId(): string {
   return 'key_' + randomBytes(8).toString('hex');
 }
 
+const BACKSTOP_MS = 1000;
+const HASH_CACHE_MAX = 10_000;
+
 export class KeyStore {
   readonly #db: DatabaseSync;
   readonly #version: StatementSync;
+  readonly #signal: string | null;
+  #watcher: FSWatcher | null = null;
+  #dirty = false;
+  #checkedAt = 0;
   #seenVersion = -1;
+  /** secret -> sha256: hashing costs ~1 us, a Map hit ~50 ns. */
+  readonly #hashes = new Map<string, string>();
   /** hash -> secret row (expires_at for secrets in their rotation grace period). */
   #byHash = new Map<string, SecretRow>();
   #keys = new Map<string, KeyRecord>();
 
-  constructor(db: DatabaseSync) {
+  /** signalFile: path touched on every change (e.g. <dataDir>/keys.changed); watch: follow other processes' changes. */
+  constructor(db: DatabaseSync, opts: { signalFile?: string; watch?: boolean } = {}) {
     this.#db = db;
+    this.#signal = opts.signalFile ?? null;
+    if (this.#signal && opts.watch) {
+      const name = basename(this.#signal);
+      try {
+        this.#watcher = watch(dirname(this.#signal), (_ev, file) => { if (file === name) this.#dirty = true; });
+        this.#watcher.unref();
+      } catch { /* no inotify: the backstop check still applies */ }
+    }
     db.exec(`CREATE TABLE IF NOT EXISTS keys (
       id TEXT PRIMARY KEY, agent TEXT NOT NULL, name TEXT, created_at TEXT NOT NULL,
       revoked_at TEXT, expires_at TEXT);
@@ -53,10 +75,23 @@ export class KeyStore {
   }
 
   /** Re-read the tables if another connection committed since we last looked. */
-  #refresh(): void {
+  #refresh(force = false): void {
+    const now = Date.now();
+    if (!force && !this.#dirty && now - this.#checkedAt < BACKSTOP_MS) return;
+    this.#dirty = false;
+    this.#checkedAt = now;
     const v = (this.#version.get() as { data_version: number }).data_version;
     if (v !== this.#seenVersion) this.#reload();
   }
+
+  #changed(): void {
+    this.#reload();
+    if (this.#signal) {
+      try { writeFileSync(this.#signal, String(Date.now())); } catch { /* best effort; the backstop covers it */ }
+    }
+  }
+
+  close(): void { this.#watcher?.close(); }
 
   #reload(): void {
     this.#seenVersion = (this.#version.get() as { data_version: number }).data_version;
@@ -77,7 +112,18 @@ export class KeyStore {
   /** Hot path: resolve a presented secret to its key, or a reason it is not valid. */
   authenticate(secret: string, now = Date.now()): { ok: true; key: KeyRecord } | { ok: false; reason: string } {
     this.#refresh();
-    const row = this.#byHash.get(hashKey(secret));
+    let hash = this.#hashes.get(secret);
+    if (hash === undefined) {
+      hash = hashKey(secret);
+      if (this.#hashes.size >= HASH_CACHE_MAX) this.#hashes.clear();
+      this.#hashes.set(secret, hash);
+    }
+    let row = this.#byHash.get(hash);
+    if (!row) {
+      // Maybe created a moment ago by another process: look once more, now.
+      this.#refresh(true);
+      row = this.#byHash.get(hash);
+    }
     if (!row) return { ok: false, reason: 'unknown API key' };
     const key = this.#keys.get(row.key_id);
     if (!key) return { ok: false, reason: 'unknown API key' };
@@ -95,7 +141,7 @@ export class KeyStore {
       this.#db.prepare('INSERT INTO keys (id, agent, name, created_at, expires_at) VALUES (?, ?, ?, ?, ?)').run(id, agent, opts.name ?? null, now, opts.expiresAt ?? null);
       this.#db.prepare('INSERT INTO key_secrets (hash, key_id, created_at, expires_at) VALUES (?, ?, ?, NULL)').run(hashKey(secret), id, now);
     });
-    this.#reload();
+    this.#changed();
     return { key: this.#keys.get(id)!, secret };
   }
 
@@ -110,7 +156,7 @@ export class KeyStore {
       this.#db.prepare('UPDATE key_secrets SET expires_at = ? WHERE key_id = ? AND (expires_at IS NULL OR expires_at > ?)').run(now + graceSeconds * 1000, id, now + graceSeconds * 1000);
       this.#db.prepare('INSERT INTO key_secrets (hash, key_id, created_at, expires_at) VALUES (?, ?, ?, NULL)').run(hashKey(secret), id, new Date(now).toISOString());
     });
-    this.#reload();
+    this.#changed();
     return { key: this.#keys.get(id)!, secret };
   }
 
@@ -118,7 +164,7 @@ export class KeyStore {
     const key = this.get(id);
     if (!key) throw new Error(`no API key with id ${id} (see: aam keys list)`);
     if (!key.revokedAt) this.#db.prepare('UPDATE keys SET revoked_at = ? WHERE id = ?').run(new Date().toISOString(), id);
-    this.#reload();
+    this.#changed();
     return this.#keys.get(id)!;
   }
 
@@ -128,7 +174,7 @@ export class KeyStore {
   }
 
   list(): KeyListing[] {
-    this.#refresh();
+    this.#refresh(true);
     const counts = new Map<string, { n: number; last: string | null }>();
     for (const r of this.#db.prepare('SELECT key_id, count(*) AS n, max(created_at) AS last FROM key_secrets GROUP BY key_id').all()) {
       const row = r as { key_id: string; n: number; last: string };
@@ -139,4 +185,9 @@ export class KeyStore {
       return { ...k, secrets: c?.n ?? 0, lastRotatedAt: c && c.n > 1 ? c.last : null };
     });
   }
+}
+
+/** The key store of a data dir; the server watches for changes other processes make. */
+export function openKeyStore(db: DatabaseSync, dataDir: string, watchChanges = false): KeyStore {
+  return new KeyStore(db, { signalFile: `${dataDir}/keys.changed`, watch: watchChanges });
 }
