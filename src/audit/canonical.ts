@@ -14,6 +14,17 @@ function quote(s: string): string {
   return PLAIN.test(s) ? '"' + s + '"' : JSON.stringify(s);
 }
 
+// Member names repeat in every event: remember their quoted form (bounded).
+const QUOTED_KEYS = new Map<string, string>();
+function quoteKey(k: string): string {
+  let q = QUOTED_KEYS.get(k);
+  if (q === undefined) {
+    q = quote(k);
+    if (QUOTED_KEYS.size < 4096) QUOTED_KEYS.set(k, q);
+  }
+  return q;
+}
+
 export function canonicalJson(value: unknown): string {
   return write(value, 0);
 }
@@ -28,7 +39,8 @@ function write(value: unknown, depth: number): string {
       return quote(value);
     case 'number':
       if (!Number.isFinite(value)) throw new TypeError(`canonicalJson: non-finite number ${value}`);
-      return Object.is(value, -0) ? '0' : JSON.stringify(value);
+      // For finite numbers String() is the same ECMAScript shortest form JSON.stringify uses.
+      return Object.is(value, -0) ? '0' : String(value);
     case 'object':
       break;
     default:
@@ -48,7 +60,7 @@ function write(value: unknown, depth: number): string {
     throw new TypeError('canonicalJson: only plain objects are allowed (convert Dates, Maps, Buffers first)');
   }
   const obj = value as Record<string, unknown>;
-  const keys = Object.keys(obj).sort();
+  const keys = sortedKeys(obj);
   let out = '{';
   let first = true;
   for (const k of keys) {
@@ -56,15 +68,22 @@ function write(value: unknown, depth: number): string {
     if (v === undefined) continue;
     if (!first) out += ',';
     first = false;
-    out += quote(k) + ':' + write(v, depth + 1);
+    out += quoteKey(k) + ':' + write(v, depth + 1);
   }
   return out + '}';
+}
+
+/** Keys in UTF-16 code unit order; most objects are small and often already in order. */
+function sortedKeys(obj: Record<string, unknown>): string[] {
+  const keys = Object.keys(obj);
+  for (let i = 1; i < keys.length; i++) if (keys[i - 1] > keys[i]) return keys.sort();
+  return keys;
 }
 
 /** Canonical encoding of each top-level member, sorted: lets a caller add a member without re-encoding. */
 export function canonicalEntries(obj: Record<string, unknown>): [string, string][] {
   const out: [string, string][] = [];
-  for (const k of Object.keys(obj).sort()) {
+  for (const k of sortedKeys(obj)) {
     const v = obj[k];
     if (v !== undefined) out.push([k, write(v, 1)]);
   }
@@ -74,7 +93,7 @@ export function canonicalEntries(obj: Record<string, unknown>): [string, string]
 /** Join sorted entries back into the object's canonical JSON (same bytes as canonicalJson). */
 export function joinEntries(entries: readonly [string, string][]): string {
   let out = '{';
-  for (let i = 0; i < entries.length; i++) out += (i ? ',' : '') + quote(entries[i][0]) + ':' + entries[i][1];
+  for (let i = 0; i < entries.length; i++) out += (i ? ',' : '') + quoteKey(entries[i][0]) + ':' + entries[i][1];
   return out + '}';
 }
 
