@@ -127,8 +127,13 @@ async function main(): Promise<void> {
   const clientPin: PinOptions = { cpu: cfg.pin ? cfg.clientCpu : null, nice: cfg.nice };
   const gwPin: PinOptions = { cpu: cfg.pin ? cfg.sutCpu : null, nice: cfg.nice };
   const prevAutogroup = cfg.nice !== 0 ? setAutogroupNice(cfg.nice) : null;
-  if (prevAutogroup !== null) process.on('exit', () => setAutogroupNice(prevAutogroup));
+  if (prevAutogroup !== null) {
+    process.on('exit', () => setAutogroupNice(prevAutogroup));
+    notes.push(`All benchmark processes ran at nice ${cfg.nice}, also for their session's autogroup, so that other work on the machine disturbs every target alike and less.`);
+  }
   const loadgen = chooseLoadgen(env.BENCH_LOADGEN, say);
+  // Taken at the start: the date and the aam commit measured (the tree may change during the run).
+  const meta = machineMeta(loadgen, notes);
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
   const resultsDir = join(BENCH, 'results');
   const logDir = join(resultsDir, `logs-${stamp}`);
@@ -184,14 +189,22 @@ async function main(): Promise<void> {
   const fail = results.filter((r) => r.error).length;
   if (loadgen === 'node') notes.push('wrk was unavailable; the Node load generator adds more client-side latency than wrk, so compare only within this run.');
   notes.push('Machine shared with other work: "foreign CPU %" is CPU used by processes outside the benchmark during a scenario (100 = one core); high values mean noisy numbers.');
-  const run: BenchRun = { meta: machineMeta(loadgen, notes), results };
+  const run: BenchRun = { meta, results };
   const jsonPath = join(resultsDir, `bench-${stamp}.json`);
   writeFileSync(jsonPath, JSON.stringify(run, null, 1));
   replaceSection(join(BENCH, 'RESULTS.md'), 'npm-run-bench', renderRun(run), '# Benchmark results\n\nHow to run and what the numbers mean: [README.md](README.md).\n');
   say(`\n${renderRun(run)}\nraw JSON: ${jsonPath}\nwrote ${join(BENCH, 'RESULTS.md')}${fail ? ` (${fail} target run(s) failed)` : ''}`);
 }
 
-main().catch(async (err: unknown) => {
+/** Re-render RESULTS.md from a saved run (BENCH_RENDER=bench/results/bench-<time>.json). */
+function renderOnly(jsonPath: string): void {
+  const run = JSON.parse(readFileSync(jsonPath, 'utf8')) as BenchRun;
+  replaceSection(join(BENCH, 'RESULTS.md'), 'npm-run-bench', renderRun(run), '# Benchmark results\n');
+  say(renderRun(run));
+}
+
+if (env.BENCH_RENDER) renderOnly(env.BENCH_RENDER);
+else main().catch(async (err: unknown) => {
   console.error(`bench failed: ${err instanceof Error ? err.message : String(err)}`);
   await stopAll();
   process.exit(1);

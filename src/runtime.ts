@@ -12,6 +12,7 @@ import { createLogger, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
 import type { StreamScrubber } from './credentials/scrub.ts';
 import type { AuditLog } from './audit/log.ts';
+import { createEventScrubber, type EventScrubber } from './access/scrub-events.ts';
 import { ModelCache } from './cache/model-cache.ts';
 import type { Tracer } from './observability/tracing.ts';
 import { compileGuardrail, type CompiledGuardrail } from './guardrails/engine.ts';
@@ -119,7 +120,8 @@ export class Runtime {
   requestSeq = 0;
 
   constructor(opts: RuntimeOptions) {
-    this.log = opts.log ?? createLogger();
+    // Log lines pass the credential scrubber too (an upstream error may quote a key).
+    this.log = opts.log ?? createLogger({ scrub: (line) => (this.vault ? this.vault.scrubber().scrub(line).text : line) });
     this.options = {
       configPath: opts.configPath, dataDir: opts.dataDir, adminToken: opts.adminToken ?? null,
       maxBodyBytes: opts.maxBodyBytes ?? 10 * 1024 * 1024, sseKeepaliveMs: opts.sseKeepaliveMs ?? 15_000,
@@ -197,9 +199,11 @@ export class Runtime {
     return r.text;
   }
 
-  streamScrubber(): Pick<StreamScrubber, 'push' | 'end'> {
+
+  /** Event-level stream scrubber, or null when no credential is active (zero cost). */
+  eventScrubber(): EventScrubber | null {
     const sc = this.vault.scrubber();
-    return sc.size ? sc.stream((names) => this.#leak(names)) : PASS_THROUGH;
+    return sc.size ? createEventScrubber(() => sc.stream((names) => this.#leak(names))) : null;
   }
 
   #leak(names: readonly string[]): void {

@@ -12,7 +12,6 @@ import { DatabaseSync } from 'node:sqlite';
 import { startFakeUpstream, type FakeUpstream } from './fake-upstream.ts';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { chat, auditOf, runCli, freePort, until, NODE_BIN, CLI, ROOT } from './helpers/e2e.ts';
-import type { AuditEvent } from '../src/audit/event.ts';
 
 let fake: FakeUpstream;
 
@@ -162,6 +161,10 @@ test('SIGKILL under load: every acknowledged request is in the trail and the cha
     const total = (db.prepare('SELECT count(*) AS n FROM audit_events').get() as { n: number }).n;
     db.close();
     t.diagnostic(`${acked.length} acknowledged requests before SIGKILL; ${total} audit events on disk; ${missing.length} missing`);
+    // The CLI finds an acknowledged request by id.
+    const q = await runCli(['audit', 'query', '--request-id', acked[0], '--json', '--data', data, '--config', cfg]);
+    assert.equal(q.code, 0, q.stderr);
+    assert.ok(q.stdout.includes(acked[0]), `aam audit query --request-id ${acked[0]}: ${q.stdout.slice(0, 300)}`);
     const verify = await runCli(['audit', 'verify', '--data', data, '--config', cfg]);
     assert.equal(verify.code, 0, verify.stdout + verify.stderr);
     assert.deepEqual(missing, [], `${missing.length} of ${acked.length} acknowledged requests missing from the audit trail (events found per request: ${JSON.stringify(missing.slice(0, 5))})`);
@@ -170,4 +173,3 @@ test('SIGKILL under load: every acknowledged request is in the trail and the cha
   }
 });
 
-export type { AuditEvent };

@@ -106,8 +106,9 @@ async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: Cha
   });
   if (!r.ok) {
     release(ctx, adm);
-    recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, false, r.failure.message);
-    throw new AamError(r.failure.clientStatus, r.failure.code, r.failure.message);
+    const message = ctx.rt.scrub(r.failure.message);
+    recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, false, message);
+    throw new AamError(r.failure.clientStatus, r.failure.code, message);
   }
   const cost = finish(ctx, identity, route, r.target, r.value.result.usage, adm, 200, false, undefined, cache.save ? 'miss' : null);
   cache.save?.(r.value.result);
@@ -149,9 +150,10 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
     });
     if (!r.ok) {
       release(ctx, adm);
-      recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, true, r.failure.message);
-      if (!res.headersSent) throw new AamError(r.failure.clientStatus, r.failure.code, r.failure.message);
-      res.end(codec.streamError(ctx.rt.scrub(r.failure.message), 'api_error'));
+      const message = ctx.rt.scrub(r.failure.message);
+      recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, true, message);
+      if (!res.headersSent) throw new AamError(r.failure.clientStatus, r.failure.code, message);
+      res.end(codec.streamError(message, 'api_error'));
       return;
     }
     const stream: OpenStream = r.value;
@@ -159,7 +161,9 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
     openHeaders(r.target ? { 'x-aam-target': r.target.label } : undefined);
     const recorder = cache.save ? new StreamRecorder() : null;
     const encode = codec.streamEncoder({ includeUsage, routeName: route.name });
-    const scrub = ctx.rt.streamScrubber();
+    // Credentials are scrubbed per text/tool-argument stream (a secret can be split across
+    // deltas), then guardrails see the scrubbed events.
+    const scrub = ctx.rt.eventScrubber();
     const guard = chatStreamGuard(gs);
     let usage: Usage | undefined;
     let broken: string | null = null;
@@ -170,14 +174,15 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
       for (const upstreamEv of events) {
         if (upstreamEv.type === 'usage') usage = upstreamEv.usage;
         recorder?.push(upstreamEv);
-        // Output guardrails scan a sliding window across chunks: held text is released as soon
-        // as it is known clean; a block ends the stream with an error event.
-        const evs = guard ? guard.push(upstreamEv) : null;
-        if (evs?.blocked) { blockedBy = evs.blocked.guardrail; throw new StreamBroken(blockedMessage(evs.blocked.guardrail, evs.blocked.category, 'output'), 'guardrail_blocked'); }
-        if (evs) for (const ev of evs.events) out += encode(ev);
-        else out += encode(upstreamEv);
+        for (const clean of scrub ? scrub.push(upstreamEv) : [upstreamEv]) {
+          // Output guardrails scan a sliding window across chunks: held text is released as soon
+          // as it is known clean; a block ends the stream with an error event.
+          const evs = guard ? guard.push(clean) : null;
+          if (evs?.blocked) { blockedBy = evs.blocked.guardrail; throw new StreamBroken(blockedMessage(evs.blocked.guardrail, evs.blocked.category, 'output'), 'guardrail_blocked'); }
+          if (evs) for (const ev of evs.events) out += encode(ev);
+          else out += encode(clean);
+        }
       }
-      out = scrub.push(out);
       if (out) await write(res, out);
     };
     try {
@@ -187,19 +192,20 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
         keepalive.refresh();
       }
     } catch (e) {
-      broken = e instanceof StreamBroken ? e.message : `stream failed: ${(e as Error).message}`;
+      broken = ctx.rt.scrub(e instanceof StreamBroken ? e.message : `stream failed: ${(e as Error).message}`);
       if (e instanceof StreamBroken) brokenType = e.errorType;
     }
     if (guard) recordStreamFindings(ctx.rt, ctx.requestId, identity, guard, blockedBy);
     if (blockedBy) stream.abort();
-    const tail = scrub.end();
+    let tail = '';
+    if (scrub && !broken) for (const ev of scrub.end()) tail += encode(ev);
     if (ac.signal.aborted) {
       finish(ctx, identity, route, r.target, usage, adm, 499, true, 'client disconnected');
       return;
     }
     if (broken) {
       finish(ctx, identity, route, r.target, usage, adm, blockedBy ? 400 : 502, true, broken);
-      res.end(tail + codec.streamError(ctx.rt.scrub(broken), brokenType));
+      res.end(tail + codec.streamError(broken, brokenType));
       return;
     }
     finish(ctx, identity, route, r.target, usage, adm, 200, true, undefined, cache.hit ? 'hit' : cache.save ? 'miss' : null);

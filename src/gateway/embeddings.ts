@@ -39,7 +39,7 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const r = await callEmbeddings(ctx, identity, route, req, ac.signal);
   if (!r.ok) {
     release(ctx, adm);
-    throw new AamError(r.failure.clientStatus, r.failure.code, r.failure.message);
+    throw new AamError(r.failure.clientStatus, r.failure.code, ctx.rt.scrub(r.failure.message));
   }
   look?.save(r.value.result);
   const { result, raw } = r.value;

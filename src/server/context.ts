@@ -51,7 +51,8 @@ export function sendError(ctx: Ctx, err: unknown): void {
   const e = toAamError(err);
   if (e.status >= 500 && e.code === 'internal_error') ctx.rt.log.error({ requestId: ctx.requestId, err }, 'unhandled error');
   if (ctx.res.headersSent) { ctx.res.destroy(); return; }
-  const body = ctx.wire === 'anthropic' ? anthropicErrorBody(e) : openaiErrorBody(e);
+  // Safety net: no error text reaches an agent without passing the credential scrubber.
+  const body = ctx.rt.scrub(ctx.wire === 'anthropic' ? anthropicErrorBody(e) : openaiErrorBody(e));
   sendText(ctx, e.status, body, 'application/json', e.headers);
 }
 

@@ -189,7 +189,7 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
       const connectionListed = new Set(String(up.headers.connection ?? '').toLowerCase().split(',').map((s) => s.trim()));
       for (const [k, v] of Object.entries(up.headers)) {
         if (v === undefined || HOP_BY_HOP.has(k) || connectionListed.has(k) || k === 'set-cookie') continue;
-        out[k] = v;
+        out[k] = Array.isArray(v) ? v.map((x) => deps.scrub(x)) : deps.scrub(String(v));
       }
       // Text bodies are scrubbed of every credential (an upstream may echo what it was sent).
       const raw = Buffer.concat(chunks);

@@ -1,0 +1,43 @@
+// Credential scrubbing on canonical stream events. A secret split across two content deltas is
+// not contiguous in the SSE bytes (JSON framing sits between the pieces), so the text of each
+// text stream and each tool call's arguments is scrubbed as its own character stream, holding
+// back only what could be the start of a secret. Held text is released before any other event.
+import type { StreamEvent } from '../providers/types.ts';
+import type { StreamScrubber } from '../credentials/scrub.ts';
+
+export interface EventScrubber { push(ev: StreamEvent): StreamEvent[]; end(): StreamEvent[] }
+
+type MakeStream = () => Pick<StreamScrubber, 'push' | 'end'>;
+
+export function createEventScrubber(make: MakeStream): EventScrubber {
+  let text: ReturnType<MakeStream> | null = null;
+  const tools = new Map<number, ReturnType<MakeStream>>();
+  const flush = (out: StreamEvent[]) => {
+    if (text) { const t = text.end(); text = null; if (t) out.push({ type: 'text', text: t }); }
+    for (const [index, s] of tools) { const d = s.end(); if (d) out.push({ type: 'tool_args', index, delta: d }); }
+    tools.clear();
+  };
+  return {
+    push(ev) {
+      if (ev.type === 'text') {
+        text ??= make();
+        const t = text.push(ev.text);
+        return t ? [{ type: 'text', text: t }] : [];
+      }
+      if (ev.type === 'tool_args') {
+        let s = tools.get(ev.index);
+        if (!s) { s = make(); tools.set(ev.index, s); }
+        const d = s.push(ev.delta);
+        return d ? [{ type: 'tool_args', index: ev.index, delta: d }] : [];
+      }
+      const out: StreamEvent[] = [];
+      // A new tool call only ends the text stream; other tool calls may still be streaming.
+      if (ev.type === 'tool_start') {
+        if (text) { const t = text.end(); text = null; if (t) out.push({ type: 'text', text: t }); }
+      } else flush(out);
+      out.push(ev);
+      return out;
+    },
+    end() { const out: StreamEvent[] = []; flush(out); return out; },
+  };
+}
