@@ -11,6 +11,7 @@ import { exportJsonl } from './export.ts';
 import { queryEvents, showRequest, describeEvent } from './query.ts';
 import { toOcsf } from './ocsf.ts';
 import { openAuditDb } from './store.ts';
+import { recoverJournals } from './log.ts';
 import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import { openAuditLog } from './log.ts';
 import { applyRetention } from './retention.ts';
@@ -33,7 +34,7 @@ export const auditCommands: Record<string, AuditCommand> = {
     summary: 'verify the audit hash chain and signed checkpoints (database or exported file)',
     usage: 'aam audit verify [--public-key PEM_FILE] [--file EXPORT.jsonl]   (exit 0 = intact, 1 = tampered)',
     options: { 'public-key': { type: 'string' }, file: { type: 'string' }, json: { type: 'boolean' } },
-    run: ({ values, g }) => {
+    run: async ({ values, g }) => {
       const keyFile = str(values['public-key']);
       const pem = keyFile ? readFileSync(keyFile, 'utf8') : undefined;
       const file = str(values.file);
@@ -42,6 +43,7 @@ export const auditCommands: Record<string, AuditCommand> = {
         if (!pem) { err('verifying an export needs the public key you trust: --public-key FILE (from `aam audit public-key`)'); return 2; }
         r = verifyExport(readFileSync(file, 'utf8'), pem);
       } else {
+        await recover(g.data);
         r = verifyDatabase(g.data, pem);
       }
       if (values.json) out(JSON.stringify(r, null, 2));
@@ -54,6 +56,7 @@ export const auditCommands: Record<string, AuditCommand> = {
     usage: 'aam audit export [--since ISO-8601] [--out FILE] [--format native|ocsf]',
     options: { since: { type: 'string' }, out: { type: 'string', short: 'o' }, format: { type: 'string' } },
     run: async ({ values, g }) => {
+      await recover(g.data);
       const format = str(values.format) ?? 'native';
       if (format !== 'native' && format !== 'ocsf') { err(`--format must be native or ocsf, not "${format}"`); return 2; }
       const path = str(values.out);
@@ -79,7 +82,8 @@ export const auditCommands: Record<string, AuditCommand> = {
     summary: 'list audit events (newest first)',
     usage: 'aam audit query [--agent NAME] [--since ISO-8601] [--decision allow|deny] [--request-id ID] [--type TYPE] [--limit N] [--json]',
     options: { agent: { type: 'string' }, since: { type: 'string' }, decision: { type: 'string' }, 'request-id': { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
-    run: ({ values, g }) => {
+    run: async ({ values, g }) => {
+      await recover(g.data);
       const db = openAuditDb(g.data);
       try {
         const events = queryEvents(db, {
@@ -95,7 +99,8 @@ export const auditCommands: Record<string, AuditCommand> = {
     summary: 'print the whole chain of one request: identity -> decision -> credential -> upstream -> outcome',
     usage: 'aam audit show REQUEST_ID [--json]',
     options: { json: { type: 'boolean' } },
-    run: ({ values, positionals, g }) => {
+    run: async ({ values, positionals, g }) => {
+      await recover(g.data);
       const id = positionals[0];
       if (!id) { err('missing REQUEST_ID (the x-request-id of the request, or request_id in `aam audit query`)'); return 2; }
       const db = openAuditDb(g.data);
@@ -142,6 +147,12 @@ export const auditCommands: Record<string, AuditCommand> = {
     },
   },
 };
+
+/** A killed gateway's journaled events belong in the trail before anyone reads it. */
+async function recover(dataDir: string): Promise<void> {
+  const n = await recoverJournals(dataDir);
+  if (n > 0) err(`recovered ${n} journaled event(s) of a gateway that stopped without writing them`);
+}
 
 function cutoff(before: string | undefined, olderThan: string | undefined): Date | undefined {
   if (before) { const d = new Date(before); return Number.isNaN(d.getTime()) ? undefined : d; }

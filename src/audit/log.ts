@@ -5,7 +5,7 @@
 // Storage failures never drop silently: events stay queued (bounded), record() returns false
 // when the bound is hit, onAlert is called, and in fail_closed mode recordDurable rejects.
 import type { DatabaseSync } from 'node:sqlite';
-import { writeFileSync } from 'node:fs';
+import { readdirSync, writeFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
 import { GENESIS_HASH, eventHash, encodingFailureEvent } from './event.ts';
@@ -14,7 +14,8 @@ import { checkpointSignatureValid } from './checkpoint.ts';
 import type { CheckpointType } from './checkpoint.ts';
 import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import type { SigningKey } from './keys.ts';
-import { openAuditDb, readCheckpoints, retentionAnchor, setMeta } from './store.ts';
+import { getMeta, openAuditDb, readCheckpoints, retentionAnchor, setMeta } from './store.ts';
+import { journalMetaKey, openJournal, orphanedLines } from './journal.ts';
 import type { WriterInit, WriterReply, WriterRequest } from './writer-worker.ts';
 
 export type AuditFailMode = 'buffer' | 'fail_closed';
@@ -93,6 +94,11 @@ export interface AuditLog {
 
 interface Entry {
   input: AuditEventInput;
+  /** JSON [at, input] as written to the journal (and sent to the writer as is). */
+  line: string;
+  /** Journal generation and byte offset after this entry's line. */
+  gen: string;
+  jend: number;
   /** Date.now() at record(): formatting the ISO time is left to the writer. */
   at: number;
   durable?: { resolve: (r: DurableReceipt) => void; reject: (e: Error) => void; timer?: NodeJS.Timeout };
@@ -105,6 +111,8 @@ export class AuditUnavailableError extends Error {
     this.name = 'AuditUnavailableError';
   }
 }
+
+const JOURNAL_ROTATE_BYTES = 8 * 1024 * 1024;
 
 export function openAuditLog(opts: AuditLogOptions): AuditLog {
   const cfg = {
@@ -124,6 +132,9 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   const db = openAuditDb(opts.dataDir, { busyTimeoutMs: Math.min(opts.busyTimeoutMs ?? 200, 200) });
   setMeta(db, `public_key:${key.keyId}`, key.publicKeyPem);
   const head = resumeHead(db, key);
+  // Events a killed process journaled but never committed are written first, in their order.
+  const orphans = orphanedLines(opts.dataDir, (gen) => { const v = getMeta(db, journalMetaKey(gen)); return v === undefined ? undefined : Number(v); });
+  const journal = openJournal(opts.dataDir);
   const init: WriterInit = { dataDir: opts.dataDir, keyFile, busyTimeoutMs: opts.busyTimeoutMs ?? 5000, checkpointEvery: cfg.checkpointEvery, checkpointIntervalMs: cfg.checkpointIntervalMs };
 
   let lastSeq = head.seq;
@@ -152,6 +163,13 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   let nextId = 1;
   let alive = false;
   let worker = startWorker();
+  for (const line of orphans.lines) {
+    const [at, input] = JSON.parse(line) as [number, AuditEventInput];
+    items.push({ input, at, line, gen: journal.gen, jend: journal.append(line) });
+    enqueued++;
+  }
+  orphans.done();
+  if (orphans.lines.length) queueMicrotask(() => schedule(true));
 
   const queued = (): number => items.length - qHead;
   const alert = (a: Omit<AuditAlert, 'queued'>): void => {
@@ -217,7 +235,8 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     const id = nextId++;
     inFlight = { id, n };
     return new Promise((resolve) => {
-      call({ op: 'write', id, payload: encodeBatch(batch), want }, (r) => {
+      const last = batch[n - 1];
+      call({ op: 'write', id, payload: '[' + batch.map((e) => e.line).join(',') + ']', want, journal: { key: journalMetaKey(last.gen), end: last.jend } }, (r) => {
         inFlight = undefined;
         if (r.op === 'written') { onWritten(n, r); resolve(true); }
         else { onFailed(r.op === 'failed' ? r.error : `unexpected reply ${r.op}`); resolve(false); }
@@ -243,6 +262,8 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     queueFullAlerted = false;
     flushWaiters = flushWaiters.filter((w) => (committed >= w.target ? (w.resolve(), false) : true));
     for (const l of commitListeners) { try { l(lastSeq); } catch { /* listeners must not break the writer */ } }
+    // Everything committed: start a fresh journal file once this one has grown.
+    if (queued() === 0 && journal.size() > JOURNAL_ROTATE_BYTES) journal.rotate();
     // Under load, batch: another round trip to the writer only when a batch is full or someone
     // waits for durability; otherwise collect for flushDelayMs (postMessage per event is costly).
     if (queued() > 0) schedule(urgent || queued() >= cfg.batchSize);
@@ -286,6 +307,14 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       }
       return false;
     }
+    try {
+      entry.gen = journal.gen;
+      entry.jend = journal.append(entry.line);
+    } catch (e) {
+      rejected++;
+      alert({ kind: 'write_failed', message: `audit journal write failed (${String(e)}); the action is refused`, error: e });
+      return false;
+    }
     items.push(entry);
     enqueued++;
     return true;
@@ -304,14 +333,16 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     signingKey: key,
     record(event) {
       checkInput(event);
-      if (!enqueue({ input: event, at: Date.now() })) return false;
+      const at = Date.now();
+      if (!enqueue({ input: event, at, line: encodeLine(at, event), gen: '', jend: 0 })) return false;
       schedule(queued() >= cfg.batchSize);
       return true;
     },
     recordDurable(event) {
       return new Promise<DurableReceipt>((resolve, reject) => {
         checkInput(event);
-        const entry: Entry = { input: event, at: Date.now(), durable: { resolve, reject } };
+        const at = Date.now();
+        const entry: Entry = { input: event, at, line: encodeLine(at, event), gen: '', jend: 0, durable: { resolve, reject } };
         if (!enqueue(entry)) {
           reject(new AuditUnavailableError(closed ? 'audit log is closed (shutting down); the action was not recorded' : `audit queue is full (${cfg.maxQueue} events); the action was not recorded`));
           return;
@@ -364,6 +395,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
         alert({ kind: 'checkpoint_failed', message: `audit close checkpoint failed: ${String(e)}` });
       }
       await worker.terminate();
+      journal.close(queued() === 0);
       db.close();
       if (spill) throw new AuditUnavailableError(`audit storage failed at shutdown; ${queued()} unwritten events were saved to ${spill}`);
     },
@@ -380,19 +412,12 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   };
 }
 
-/** JSON for the writer thread; an event JSON cannot encode (BigInt, cycles) becomes an encoding-failure event. */
-function encodeBatch(batch: readonly Entry[]): string {
+/** One journal line / writer entry: [at, event]; an event JSON cannot encode (BigInt, cycles) becomes an encoding-failure event. */
+function encodeLine(at: number, input: AuditEventInput): string {
   try {
-    return JSON.stringify(batch.map((e) => [e.at, e.input]));
-  } catch {
-    return JSON.stringify(batch.map((e) => {
-      try {
-        JSON.stringify(e.input);
-        return [e.at, e.input];
-      } catch (err) {
-        return [e.at, encodingFailureEvent(e.input, err)];
-      }
-    }));
+    return JSON.stringify([at, input]);
+  } catch (err) {
+    return JSON.stringify([at, encodingFailureEvent(input, err)]);
   }
 }
 
@@ -431,4 +456,22 @@ function spillQueue(dataDir: string, entries: Entry[]): string {
   const path = join(dataDir, `audit-unwritten-${Date.now()}.jsonl`);
   writeFileSync(path, entries.map((e) => JSON.stringify(e.input)).join('\n') + '\n', { mode: 0o600 });
   return path;
+}
+
+/**
+ * Write the events of journals left by a killed process into the trail (what the next gateway
+ * start does anyway), so `aam audit verify|query|export|show` see every acknowledged event.
+ * Returns how many events were recovered.
+ */
+export async function recoverJournals(dataDir: string): Promise<number> {
+  const probe = orphanedLines(dataDir, () => undefined);
+  if (probe.lines.length === 0 && !hasJournalFiles(dataDir)) return 0;
+  const log = openAuditLog({ dataDir });
+  const n = log.stats().queued;
+  await log.close();
+  return n;
+}
+
+function hasJournalFiles(dataDir: string): boolean {
+  try { return readdirSync(dataDir).some((n) => n.startsWith('audit-journal-')); } catch { return false; }
 }

@@ -7,7 +7,7 @@ import type { AuditEventInput } from './event.ts';
 import { signCheckpoint } from './checkpoint.ts';
 import type { Checkpoint, CheckpointType } from './checkpoint.ts';
 import type { SigningKey } from './keys.ts';
-import { insertCheckpoint, readCheckpoints, retentionAnchor, transaction } from './store.ts';
+import { insertCheckpoint, readCheckpoints, retentionAnchor, setMeta, transaction } from './store.ts';
 
 /** One queued event as sent to the writer: [Date.now() at record(), event]. */
 export type WireEntry = [number, AuditEventInput];
@@ -22,7 +22,8 @@ export interface WriteResult {
 }
 
 export interface BatchWriter {
-  write(entries: readonly WireEntry[], wantHashes: readonly number[]): WriteResult;
+  /** meta: [key, value] stored in the same transaction (the journal's committed offset). */
+  write(entries: readonly WireEntry[], wantHashes: readonly number[], meta?: [string, string]): WriteResult;
   checkpoint(type: CheckpointType): Checkpoint | undefined;
   head(): { seq: number; hash: string };
 }
@@ -53,7 +54,7 @@ export function createBatchWriter(db: DatabaseSync, key: SigningKey, checkpointE
   return {
     head: storedHead,
     checkpoint,
-    write(entries, wantHashes) {
+    write(entries, wantHashes, meta) {
       const want = new Set(wantHashes);
       const hashes: Record<number, string> = {};
       const res = transaction(db, () => {
@@ -77,6 +78,7 @@ export function createBatchWriter(db: DatabaseSync, key: SigningKey, checkpointE
           prev = sealed.hash;
           if (want.has(i)) hashes[i] = sealed.hash;
         }
+        if (meta) setMeta(db, meta[0], meta[1]);
         return { firstSeq: head.seq + 1, lastSeq: seq, lastHash: prev };
       });
       let cp: Checkpoint | undefined;
