@@ -139,7 +139,13 @@ export class Runtime {
     });
     this.keys = openKeyStore(this.db, opts.dataDir, true);
     this.usage = new UsageRecorder(this.db);
-    this.ledger = new BudgetLedger({ onAlert: (a) => this.log.warn({ event: 'budget_alert', ...a }, `budget ${a.key} crossed ${a.threshold}% of its ${a.period} limit`) });
+    this.ledger = new BudgetLedger({
+      onAlert: (a) => {
+        this.log.warn({ event: 'budget_alert', ...a }, `budget ${a.key} crossed ${a.threshold}% of its ${a.period} limit`);
+        // Alerts are evidence too, so they reach the same sinks (webhook, OTLP, file) as the trail.
+        this.audit?.record({ type: 'budget_alert', request_id: `budget-${a.key}-${a.period}-${a.threshold}`, budget: { key: a.key, period: a.period, threshold_pct: a.threshold, spent_usd: a.spent, limit_usd: a.limit, window_start: a.windowStart.toISOString() } });
+      },
+    });
     this.rates = new RateLimiter();
     this.cache = new ModelCache(this.db);
     this.joinTokens = createJoinTokenStore(this.db);

@@ -82,7 +82,11 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     ctx.res.writeHead(200, { 'content-type': metrics.registry.contentType });
     ctx.res.end(text);
   });
-  const server = createServer(rt, routes, { tls });
+  const server = createServer(rt, routes, {
+    tls,
+    headersTimeoutMs: env.AAM_HEADERS_TIMEOUT_MS ? Number(env.AAM_HEADERS_TIMEOUT_MS) : undefined,
+    requestTimeoutMs: env.AAM_REQUEST_TIMEOUT_MS ? Number(env.AAM_REQUEST_TIMEOUT_MS) : undefined,
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(o.port, o.host, () => { server.off('error', reject); resolve(); });

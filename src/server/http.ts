@@ -86,11 +86,13 @@ export interface ServerOptions { tls?: HttpsOptions; requestTimeoutMs?: number; 
 
 export function createServer(rt: Runtime, routes: Routes, opts: ServerOptions = {}): Server {
   const listener = createRequestListener(rt, routes);
-  const server: Server = opts.tls ? createHttpsServer(opts.tls, listener) : createHttpServer(listener);
   // Slow-loris: a client must send its headers within headersTimeout and its whole request
-  // within requestTimeout; responses (long streams) are not limited by these.
-  server.headersTimeout = opts.headersTimeoutMs ?? 15_000;
-  server.requestTimeout = opts.requestTimeoutMs ?? 60_000;
+  // within requestTimeout (checked every second, not Node's default 30 s); responses (long
+  // streams) are not limited by these.
+  const headersTimeout = opts.headersTimeoutMs ?? 15_000;
+  const requestTimeout = opts.requestTimeoutMs ?? 60_000;
+  const timing = { headersTimeout, requestTimeout, connectionsCheckingInterval: Math.min(1000, headersTimeout) };
+  const server: Server = opts.tls ? createHttpsServer({ ...opts.tls, ...timing }, listener) : createHttpServer(timing, listener);
   server.keepAliveTimeout = 65_000;
   return server;
 }

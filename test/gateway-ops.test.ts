@@ -1,0 +1,116 @@
+// Operating the gateway: hot reload (good and bad configs), slow-loris clients, budgets under
+// concurrency, rpm limits, and mTLS X.509-SVID clients against `aam serve --tls-*`.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect } from 'node:net';
+import { request as httpsRequest } from 'node:https';
+import OpenAI from 'openai';
+import './fixtures/identity-reflect.ts';
+import { makeCa, issueLeaf } from './fixtures/identity-pki.ts';
+import { startFakeUpstream } from './fake-upstream.ts';
+import { startTestGateway, doc, yaml, agentDocs } from './helpers/gateway.ts';
+import { startGateway } from '../src/cli/serve.ts';
+
+const until = async (pred: () => Promise<boolean> | boolean, ms = 3000) => {
+  const end = Date.now() + ms;
+  while (Date.now() < end) { if (await pred()) return; await new Promise((r) => setTimeout(r, 25)); }
+  throw new Error('condition not reached in time');
+};
+
+test('hot reload: a changed file takes effect; a broken one is rejected and the last good config keeps serving', async () => {
+  const base = [doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] })];
+  const gw = await startTestGateway(yaml(...base, ...agentDocs(['one'])));
+  try {
+    const client = new OpenAI({ apiKey: gw.key('tester'), baseURL: `${gw.url}/v1`, maxRetries: 0 });
+    const ids = async () => (await client.models.list()).data.map((m) => m.id).sort();
+    assert.deepEqual(await ids(), ['one']);
+    writeFileSync(gw.configPath, yaml(...base, doc('Model', 'two', { targets: [{ provider: 'demo', model: 'd' }] }), ...agentDocs(['one', 'two'])));
+    await until(async () => (await ids()).includes('two'));
+    const good = gw.g.rt.compiled.version;
+    writeFileSync(gw.configPath, yaml(...base, doc('Model', 'three', { targets: [{ provider: 'nope', model: 'd' }] }), ...agentDocs(['one', 'two'])));
+    await new Promise((r) => setTimeout(r, 400));
+    assert.equal(gw.g.rt.compiled.version, good, 'bad config must not replace the running one');
+    assert.match(gw.g.rt.reload() ?? '', /unknown Provider "nope"/);
+    assert.deepEqual(await ids(), ['one', 'two']);
+    const r = await client.chat.completions.create({ model: 'two', messages: [{ role: 'user', content: 'still up' }] });
+    assert.ok(r.choices[0].message.content);
+  } finally { await gw.close(); }
+});
+
+test('slow-loris: a client that never finishes its headers is cut off; others are served meanwhile', async () => {
+  const gw = await startTestGateway(yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] }), ...agentDocs(['one'])), { AAM_HEADERS_TIMEOUT_MS: '300', AAM_REQUEST_TIMEOUT_MS: '600' });
+  try {
+    const sock = connect(gw.port, '127.0.0.1');
+    await new Promise((r) => sock.once('connect', r));
+    sock.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n');
+    const drip = setInterval(() => sock.write('X-Slow: 1\r\n'), 50);
+    const closedAfter = await new Promise<number>((resolve) => { const t0 = Date.now(); let data = ''; sock.on('data', (d) => { data += d; }); sock.on('close', () => resolve(Date.now() - t0)); });
+    clearInterval(drip);
+    assert.ok(closedAfter < 2000, `slow client cut off after ${closedAfter} ms`);
+    const ok = await fetch(`${gw.url}/healthz`);
+    assert.equal(ok.status, 200);
+  } finally { await gw.close(); }
+});
+
+test('budget: 64 concurrent requests cannot overspend beyond what is reserved; rpm limit answers 429 with retry-after', async () => {
+  const fake = await startFakeUpstream();
+  // Each call is reserved at (prompt + max_tokens) x price; the daily budget fits only a few.
+  const gw = await startTestGateway(yaml(
+    doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${fake.url}/v1` }),
+    doc('Model', 'pricey', { targets: [{ provider: 'oai', model: 'ok' }], pricing: { input_per_1m: 10_000, output_per_1m: 10_000 } }),
+    doc('Model', 'limited', { targets: [{ provider: 'oai', model: 'ok' }] }),
+    doc('Agent', 'spender', { workload: 'spiffe://test/agent/spender', team: 'qa' }),
+    doc('AgentPolicy', 'spender', { identity: { agent: 'spender' }, models: { allow: ['pricey'], budget: { daily_usd: 5 } } }),
+    doc('Agent', 'chatty', { workload: 'spiffe://test/agent/chatty', team: 'qa' }),
+    doc('AgentPolicy', 'chatty', { identity: { agent: 'chatty' }, models: { allow: ['limited'], rate: { rpm: 3 } } }),
+  ));
+  try {
+    const client = new OpenAI({ apiKey: gw.key('spender'), baseURL: `${gw.url}/v1`, maxRetries: 0 });
+    const results = await Promise.all(Array.from({ length: 64 }, () => client.chat.completions.create({ model: 'pricey', max_tokens: 20, messages: [{ role: 'user', content: 'spend' }] })
+      .then(() => 200, (e: InstanceType<typeof OpenAI.APIError>) => { if (e.status === 429) assert.equal(e.code, 'budget_exceeded'); return e.status ?? 0; })));
+    const ok = results.filter((s) => s === 200).length;
+    assert.ok(ok > 0 && ok < 64, `some calls admitted, the rest refused (admitted ${ok})`);
+    assert.equal(results.filter((s) => s !== 200 && s !== 429).length, 0);
+    gw.g.rt.usage.flush();
+    const spent = (gw.g.rt.db.prepare("SELECT sum(cost_usd) AS usd FROM usage WHERE agent = 'spender'").get() as { usd: number }).usd;
+    assert.ok(spent <= 5, `spent $${spent} of a $5 budget`);
+    assert.equal(fake.count('ok'), ok, 'refused calls never reached the upstream');
+    const chatty = new OpenAI({ apiKey: gw.key('chatty'), baseURL: `${gw.url}/v1`, maxRetries: 0 });
+    for (let i = 0; i < 3; i++) await chatty.chat.completions.create({ model: 'limited', messages: [{ role: 'user', content: 'x' }] });
+    const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${gw.key('chatty')}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'limited', messages: [{ role: 'user', content: 'x' }] }) });
+    assert.equal(r.status, 429);
+    assert.ok(Number(r.headers.get('retry-after')) >= 1);
+    assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'rate_limited');
+  } finally { await gw.close(); await fake.close(); }
+});
+
+test('mTLS: an X.509-SVID client certificate identifies the agent; other CAs and missing certs get 401', async () => {
+  const ca = await makeCa('agents');
+  const other = await makeCa('evil');
+  const server = await issueLeaf(ca, 'localhost', { serverAuth: true, sans: [{ type: 'dns', value: 'localhost' }, { type: 'ip', value: '127.0.0.1' }] });
+  const good = await issueLeaf(ca, 'analyst', { sans: [{ type: 'url', value: 'spiffe://test/agent/tester' }] });
+  const forged = await issueLeaf(other, 'analyst', { sans: [{ type: 'url', value: 'spiffe://test/agent/tester' }] });
+  const dir = mkdtempSync(join(tmpdir(), 'aam-mtls-'));
+  const f = (n: string, t: string) => { writeFileSync(join(dir, n), t); return join(dir, n); };
+  const configPath = f('aam.yaml', yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] }), ...agentDocs(['one'])));
+  const g = await startGateway({ configPath, dataDir: join(dir, 'data'), port: 0, host: '127.0.0.1', tlsCert: f('srv.pem', server.certPem), tlsKey: f('srv.key', server.keyPem), clientCa: f('ca.pem', ca.pem), env: { ...process.env, AAM_LOG_LEVEL: 'error' } });
+  const get = (leaf?: { certPem: string; keyPem: string }) => new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = httpsRequest({ host: '127.0.0.1', port: g.port, path: '/v1/models', ca: ca.pem, cert: leaf?.certPem, key: leaf?.keyPem, servername: 'localhost' }, (res) => {
+      let body = ''; res.on('data', (d) => { body += d; }); res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  try {
+    const ok = await get(good);
+    assert.equal(ok.status, 200, ok.body);
+    assert.match(ok.body, /"one"/);
+    const bad = await get(forged);
+    assert.equal(bad.status, 401);
+    assert.match(bad.body, /certificate/);
+    assert.equal((await get()).status, 401);
+  } finally { await g.close(); }
+});
