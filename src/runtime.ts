@@ -2,7 +2,7 @@
 // services. Everything mutable in a running gateway hangs off this object; nothing is global.
 import { loadConfig, ConfigError, formatIssues } from './config/load.ts';
 import type { ConfigSet } from './config/schema.ts';
-import { compilePolicies, type CompiledPolicies } from './policy/compile.ts';
+import { compilePolicies, setFor, type CompiledPolicies } from './policy/compile.ts';
 import { BudgetLedger, RateLimiter } from './policy/limits.ts';
 import { compileProviders, compileRoutes, type ProviderRuntime, type Route } from './gateway/routes.ts';
 import { UsageRecorder } from './gateway/usage.ts';
@@ -177,12 +177,21 @@ export class Runtime {
   /** Outbound auth for a provider (the agent's own credential is never forwarded). */
   async injectProvider(p: ProviderRuntime, identity: Identity): Promise<Injection> {
     if (!p.credential) return { headers: {} };
+    const refused = this.credentialRefusal(p.credential, identity);
+    if (refused) throw new AamError(403, 'policy_denied', refused);
     try {
       const inj = await this.injector.injectionFor(p.credential, { principal: identity.agent, defaultStyle: STYLE[p.authStyle] });
       return { headers: inj.headers, query: inj.query, credential: inj.credential };
     } catch (e) {
       throw credentialFailure(e, `provider ${p.name}`);
     }
+  }
+
+  /** Why policy forbids this identity's call to use a credential (credentials.allow), or null. */
+  credentialRefusal(name: string, identity: Identity): string | null {
+    const c = setFor(identity.agent, this.compiled.policies).credentials;
+    if (!c || c.allow.has(name)) return null;
+    return `${identity.agent.spiffeId} may not use credential "${name}": it is not in credentials.allow of policy ${c.policies.map((p) => `"${p}"`).join(', ')}`;
   }
 
   /** Outbound auth for an MCP server or HTTP tool credential (headers, and env for stdio servers). */

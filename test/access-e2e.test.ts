@@ -170,3 +170,26 @@ test('admin API needs the admin token; an agent key is refused', async () => {
   const z = await fetch(`${gw.url}/access/v1/evaluation`, { method: 'POST', headers: { authorization: `Bearer ${gw.key('finance-analyst')}` }, body: '{}' });
   assert.equal(z.status, 401);
 });
+
+test('credentials.allow: an identity may only use the credentials its policy names (403 otherwise)', async () => {
+  const gw2 = await startTestGateway(yaml(
+    doc('Credential', 'crm-token', { env: 'TEST_CRM_TOKEN' }),
+    doc('HttpTool', 'crm', { baseUrl: apiUrl, credential: 'crm-token', resource: 'crm', actions: { read: { method: 'GET', path: '/accounts/{id}' } } }),
+    doc('Agent', 'a', { workload: 'spiffe://prod/agent/a' }),
+    doc('AgentPolicy', 'a', { identity: { agent: 'a' }, tools: [{ resource: 'crm', actions: ['read'] }], credentials: { expose_to_agent: false, allow: ['other'] } }),
+    doc('Credential', 'other', { env: 'TEST_CRM_TOKEN' }),
+  ), { TEST_CRM_TOKEN: TOOL_SECRET });
+  try {
+    apiSeen.length = 0;
+    const r = await fetch(`${gw2.url}/tools/crm/read`, { method: 'POST', headers: { authorization: `Bearer ${gw2.key('a')}`, 'content-type': 'application/json' }, body: '{"id":"a1"}' });
+    assert.equal(r.status, 403);
+    assert.match(await r.text(), /credentials\.allow/);
+    assert.equal(apiSeen.length, 0);
+  } finally { await gw2.close(); }
+});
+
+test('expose_to_agent: true is refused at load with a reason', async () => {
+  const { parseConfigTexts, ConfigError } = await import('../src/config/load.ts');
+  assert.throws(() => parseConfigTexts([{ file: 'x.yaml', text: doc('AgentPolicy', 'p', { identity: { team: 't' }, credentials: { expose_to_agent: true } }) }]),
+    (e: InstanceType<typeof ConfigError>) => /expose_to_agent: only false is supported/.test(e.message));
+});

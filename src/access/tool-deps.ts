@@ -3,7 +3,7 @@
 // independent of policy, credentials and audit implementations.
 import { decide, toolVisible } from '../policy/decide.ts';
 import type { Runtime } from '../runtime.ts';
-import type { ToolDeps } from '../tools/types.ts';
+import { ToolError, RPC, type ToolDeps } from '../tools/types.ts';
 import { guardJson } from './guard.ts';
 
 export function toolDeps(rt: Runtime): ToolDeps {
@@ -14,7 +14,11 @@ export function toolDeps(rt: Runtime): ToolDeps {
       return d;
     },
     visible: (identity, resource, action) => toolVisible(identity.agent, resource, action, rt.compiled.policies),
-    credentialHeaders: (name, identity) => rt.injectTool(name, identity),
+    credentialHeaders: (name, identity) => {
+      const refused = rt.credentialRefusal(name, identity);
+      if (refused) throw new ToolError('policy_denied', refused, { code: RPC.denied, status: 403 });
+      return rt.injectTool(name, identity);
+    },
     audit: {
       record: (ev) => rt.audit?.record(ev),
       recordDurable: async (ev) => (rt.audit?.recordDurable ? rt.audit.recordDurable(ev) : undefined),

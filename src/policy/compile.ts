@@ -44,6 +44,8 @@ export interface CompiledPolicy {
   budget: (BudgetLimits & { scope: 'agent' | 'team' }) | null;
   rate: { rpm?: number; tpm?: number } | null;
   guardrails: readonly string[];
+  /** credentials.allow: the only credentials this identity's calls may use (null: not restricted). */
+  credentialsAllow: ReadonlySet<string> | null;
   tools: readonly CompiledToolRule[];
 }
 
@@ -69,6 +71,8 @@ export interface PolicySet {
   allowedModels: readonly string[];
   limits: EffectiveLimits;
   guardrails: readonly string[];
+  /** Union of credentials.allow over the policies that restrict it, with the names of those policies (null: any). */
+  credentials: { allow: ReadonlySet<string>; policies: string[] } | null;
   /** Memo: model route -> decision (only for routes defined in config, so bounded). */
   modelMemo: Map<string, Decision>;
   /** Memo: resource -> tool rules (in policy order) whose resource matches. */
@@ -174,6 +178,7 @@ function compilePolicy(r: Resource<PolicySpec>, issue: Issue, cel: CelCache): Co
       : null,
     rate: s.models?.rate && (s.models.rate.rpm !== undefined || s.models.rate.tpm !== undefined) ? { ...s.models.rate } : null,
     guardrails: s.guardrails ?? [],
+    credentialsAllow: s.credentials?.allow ? new Set(s.credentials.allow) : null,
     tools: (s.tools ?? []).map((t, i) => compileToolRule(r, t, i, issue, cel)),
   };
 }
@@ -219,6 +224,10 @@ export function buildSet(agent: AgentRecord, compiled: Pick<CompiledPolicies, 'p
     if (allow && !deny) allowed.push(m);
   }
   const guardrails = [...new Set(policies.flatMap((p) => p.guardrails))];
+  const restricting = policies.filter((p) => p.credentialsAllow !== null);
+  const credentials = restricting.length
+    ? { allow: new Set(restricting.flatMap((p) => [...(p.credentialsAllow ?? [])])), policies: restricting.map((p) => p.name) }
+    : null;
   return {
     agent, policies,
     celIdentity: Object.freeze({
@@ -229,6 +238,7 @@ export function buildSet(agent: AgentRecord, compiled: Pick<CompiledPolicies, 'p
     allowedModels: allowed,
     limits: effectiveLimits(agent, policies),
     guardrails,
+    credentials,
     modelMemo: new Map(),
     toolMemo: new Map(),
     denyMemo: new Map(),

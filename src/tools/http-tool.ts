@@ -11,7 +11,7 @@ import { argsDigest, createApprovals, type Approvals } from './approvals.ts';
 import { decisionFields, denialMessage } from './mcp-call.ts';
 import { compilePathTemplate, PathParamError, type PathTemplate } from './path-template.ts';
 import { errMsg } from './upstream.ts';
-import { identityFields, type ToolDeps } from './types.ts';
+import { identityFields, ToolError, type ToolDeps } from './types.ts';
 
 export interface HttpToolProxyOptions {
   /** Share the MCP gateway's approvals so one admin list covers both planes. */
@@ -198,7 +198,9 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
       res.writeHead(up.statusCode, out);
       res.end(textual ? deps.scrub(raw.toString('utf8')) : raw);
     } catch (e) {
-      const err = e instanceof HttpToolError ? e : new HttpToolError(500, 'api_error', 'internal_error', `internal error in the HTTP tool proxy: ${errMsg(e)}`);
+      const err = e instanceof HttpToolError ? e
+        : e instanceof ToolError ? new HttpToolError(e.status, e.status === 403 ? 'permission_error' : 'api_error', e.errorCode, e.message)
+          : new HttpToolError(500, 'api_error', 'internal_error', `internal error in the HTTP tool proxy: ${errMsg(e)}`);
       if (err.code !== 'policy_denied' && err.code !== 'approval_required') deps.audit.record({ ...audit, type: 'tool.outcome', outcome: { status: err.status, error: err.message } });
       if (err.status >= 500) deps.log.warn({ request_id: requestId, tool: toolName, action: actionName, err: err.message }, 'http tool call failed');
       sendError(res, err, requestId, deps.scrub);
