@@ -1,0 +1,94 @@
+// The `aam` command line as a user runs it (real processes, real files).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+
+const run = (args: string[], input?: string) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+  const child = execFile(process.execPath, ['bin/aam.js', ...args], { env: { ...process.env, AAM_LOG_LEVEL: 'error' } }, (err, stdout, stderr) => {
+    resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
+  });
+  if (input !== undefined) child.stdin?.end(input);
+});
+
+const dir = mkdtempSync(join(tmpdir(), 'aam-cli-'));
+const data = join(dir, 'data');
+
+test('validate: the repo config is valid; a broken one lists every problem with file, line and field, exit 1', async () => {
+  const ok = await run(['validate', 'aam.yaml']);
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stdout, /OK/);
+  const bad = join(dir, 'bad.yaml');
+  writeFileSync(bad, [
+    'apiVersion: access.envisionai.dev/v1\nkind: Model\nmetadata: { name: m }\nspec:\n  targets: [ { provider: ghost, model: x } ]\n  colour: blue\n',
+    'apiVersion: access.envisionai.dev/v1\nkind: Robot\nmetadata: { name: r }\nspec: {}\n',
+  ].join('---\n'));
+  const r = await run(['validate', bad]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /bad\.yaml:\d+ \(document 1\): spec: unknown field "colour"/);
+  assert.match(r.stderr, /\(document 2\): kind: kind must be one of/);
+  assert.match(r.stderr, /2 problems found/);
+});
+
+test('the seed policy from DESIGN.md loads unchanged', async () => {
+  const design = readFileSync('../shared/DESIGN.md', 'utf8');
+  const seed = /```yaml\n(apiVersion: access\.envisionai\.dev\/v1\nkind: AgentPolicy[\s\S]*?)```/.exec(design);
+  assert.ok(seed, 'seed policy block found in DESIGN.md');
+  const file = join(dir, 'seed.yaml');
+  writeFileSync(file, [
+    'apiVersion: access.envisionai.dev/v1\nkind: Provider\nmetadata: { name: demo }\nspec: { type: demo }\n',
+    'apiVersion: access.envisionai.dev/v1\nkind: Model\nmetadata: { name: reasoning-high }\nspec: { targets: [ { provider: demo, model: d } ] }\n',
+    'apiVersion: access.envisionai.dev/v1\nkind: Model\nmetadata: { name: summarization }\nspec: { targets: [ { provider: demo, model: d } ] }\n',
+    seed[1],
+  ].join('---\n'));
+  const r = await run(['validate', file]);
+  assert.equal(r.code, 0, r.stderr);
+});
+
+test('keys create prints the key as the last stdout line; list/revoke/rotate; --help everywhere', async () => {
+  const c = await run(['keys', 'create', '--agent', 'finance-analyst', '--config', 'aam.yaml', '--data', data]);
+  assert.equal(c.code, 0, c.stderr);
+  const key = c.stdout.trim().split('\n').at(-1)!;
+  assert.match(key, /^aam_[A-Za-z0-9_-]{20,}$/);
+  const list = await run(['keys', 'list', '--json', '--data', data]);
+  const [k] = JSON.parse(list.stdout) as Array<{ id: string; agent: string }>;
+  assert.equal(k.agent, 'finance-analyst');
+  assert.ok(!list.stdout.includes(key), 'list never shows secrets');
+  const rot = await run(['keys', 'rotate', k.id, '--grace', '60', '--data', data]);
+  assert.notEqual(rot.stdout.trim(), key);
+  const rev = await run(['keys', 'revoke', k.id, '--data', data]);
+  assert.match(rev.stdout, /revoked/);
+  const unknown = await run(['keys', 'create', '--agent', 'nobody', '--config', 'aam.yaml', '--data', data]);
+  assert.equal(unknown.code, 1);
+  assert.match(unknown.stderr, /no Agent "nobody"/);
+  for (const cmd of [['serve'], ['keys', 'create'], ['credentials', 'set']]) {
+    const h = await run([...cmd, '--help']);
+    assert.equal(h.code, 0, cmd.join(' '));
+    assert.match(h.stdout, /usage: .*aam /);
+  }
+});
+
+test('policy test: exit 0 when every case matches, 1 with the failing case explained', async () => {
+  const pass = join(dir, 'pass.yaml');
+  writeFileSync(pass, '- { agent: finance-analyst, model: reasoning-high, expect: allow }\n- { agent: finance-analyst, model: frontier-max, expect: deny }\n- { agent: finance-analyst, resource: salesforce.accounts, action: export, expect: deny, expect_policy: finance-analyst-readonly }\n');
+  const ok = await run(['policy', 'test', pass, '--config', 'aam.yaml']);
+  assert.equal(ok.code, 0, ok.stdout);
+  const fail = join(dir, 'fail.yaml');
+  writeFileSync(fail, '- { agent: finance-analyst, resource: salesforce.accounts, action: read, expect: deny }\n');
+  const bad = await run(['policy', 'test', fail, '--config', 'aam.yaml']);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stdout, /FAIL .*expected deny, got allow \(policy "finance-analyst-readonly" tools\[0\]\)/);
+});
+
+test('credentials set reads stdin only and list never shows values', async () => {
+  const cfg = join(dir, 'cred.yaml');
+  writeFileSync(cfg, 'apiVersion: access.envisionai.dev/v1\nkind: Credential\nmetadata: { name: vaulted }\nspec: { stored: true }\n');
+  const set = await run(['credentials', 'set', 'vaulted', '--config', cfg, '--data', data], 'super-secret-value-123');
+  assert.equal(set.code, 0, set.stderr);
+  const list = await run(['credentials', 'list', '--config', cfg, '--data', data]);
+  assert.match(list.stdout, /vaulted\s+stored/);
+  assert.ok(!list.stdout.includes('super-secret-value-123'));
+});
