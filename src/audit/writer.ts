@@ -32,6 +32,7 @@ export function createBatchWriter(db: DatabaseSync, key: SigningKey, checkpointE
   const insert: StatementSync = db.prepare(
     'INSERT INTO audit_events (seq, time, type, request_id, agent, decision, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)');
   const tail = db.prepare('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1');
+  let syncFull = true;
   let lastCheckpointSeq = readCheckpoints(db).reduce((m, c) => Math.max(m, c.tree_size), 0);
 
   /** The chain head as stored: read inside the write transaction, so even two processes sharing a data dir chain correctly. */
@@ -57,6 +58,10 @@ export function createBatchWriter(db: DatabaseSync, key: SigningKey, checkpointE
     write(entries, wantHashes, meta) {
       const want = new Set(wantHashes);
       const hashes: Record<number, string> = {};
+      // fsync only for batches someone waits on (recordDurable): the rest are already safe from
+      // a process crash in the write-ahead journal, and an fsync per batch costs the hot path.
+      const durable = wantHashes.length > 0;
+      if (durable !== syncFull) { db.exec(`PRAGMA synchronous=${durable ? 'FULL' : 'NORMAL'}`); syncFull = durable; }
       const res = transaction(db, () => {
         const head = storedHead();
         let seq = head.seq;
