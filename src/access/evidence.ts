@@ -1,19 +1,8 @@
 // How an identity appears in audit events and usage: the whole Agent record, never a secret.
 import type { Identity } from '../identity/types.ts';
+import type { AuditIdentity } from '../audit/event.ts';
 
-export interface IdentityEvidence {
-  spiffe_id: string;
-  agent: string;
-  owner?: string;
-  team?: string;
-  environment?: string;
-  deployment?: string;
-  method: Identity['method'];
-  key_id?: string;
-  token_id?: string;
-}
-
-export function identityEvidence(id: Identity): IdentityEvidence {
+export function identityEvidence(id: Identity): AuditIdentity {
   const a = id.agent;
   return {
     spiffe_id: a.spiffeId, agent: a.name, owner: a.owner, team: a.team, environment: a.environment, deployment: a.deployment,

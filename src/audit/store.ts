@@ -95,14 +95,5 @@ export function setMeta(db: DatabaseSync, key: string, value: string): void {
   db.prepare('INSERT INTO audit_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
 }
 
-export function transaction<T>(db: DatabaseSync, fn: () => T): T {
-  db.exec('BEGIN IMMEDIATE');
-  try {
-    const out = fn();
-    db.exec('COMMIT');
-    return out;
-  } catch (e) {
-    try { db.exec('ROLLBACK'); } catch { /* the failed BEGIN/COMMIT may have left no transaction */ }
-    throw e;
-  }
-}
+/** One transaction helper for every store (BEGIN IMMEDIATE, rollback on error). */
+export { transaction } from '../store/sqlite.ts';

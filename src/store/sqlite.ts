@@ -20,7 +20,7 @@ export function transaction<T>(db: DatabaseSync, fn: () => T): T {
     db.exec('COMMIT');
     return out;
   } catch (e) {
-    db.exec('ROLLBACK');
+    try { db.exec('ROLLBACK'); } catch { /* the failed BEGIN/COMMIT may have left no transaction */ }
     throw e;
   }
 }
