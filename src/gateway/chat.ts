@@ -45,7 +45,10 @@ export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promis
   }
   authorize(ctx, identity, { kind: 'model', agent: identity.agent, model: route.name });
   const gs = guardrailsOf(ctx.rt, identity);
-  if (gs.length) req.messages = await guardChatInput(ctx.rt, ctx.requestId, identity, gs, req.messages);
+  if (gs.length) {
+    ctx.guardrails = gs.map((g) => g.name);
+    req.messages = await guardChatInput(ctx.rt, ctx.requestId, identity, gs, req.messages);
+  }
 
   // Cache (scoped to this agent or team): looked up after policy and input guardrails, so a hit
   // is only ever served to a caller who may make the request, and counts as a $0 call.
@@ -260,6 +263,9 @@ function recordCall(ctx: Ctx, identity: Identity, route: Route, target: Target |
   ctx.rt.audit?.record({
     type: 'model_call', request_id: ctx.requestId, trace_id: ctx.span?.context.traceId, identity: identityEvidence(identity),
     policy: decision ? policyEvidence(decision.d) : undefined,
+    // Guardrails that checked this call; their block/redact/flag verdicts are 'guardrail' events,
+    // so an applied guardrail without such an event allowed the call.
+    guardrails: ctx.guardrails,
     credential: target?.provider.credential ? { name: target.provider.credential } : undefined,
     model: {
       route: route.name, provider: target?.provider.name ?? null, model: target?.model ?? null, stream,
