@@ -114,3 +114,24 @@ test('mTLS: an X.509-SVID client certificate identifies the agent; other CAs and
     assert.equal((await get()).status, 401);
   } finally { await g.close(); }
 });
+
+test('a Model route can carry its own guardrails, applied whoever calls it; unknown names are load errors', async () => {
+  const fake = await startFakeUpstream();
+  const gw = await startTestGateway(yaml(
+    doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${fake.url}/v1` }),
+    doc('Guardrail', 'no-falcon', { on: ['input'], keywords: ['project falcon'], action: 'block' }),
+    doc('Model', 'guarded', { targets: [{ provider: 'oai', model: 'ok' }], guardrails: ['no-falcon'] }),
+    ...agentDocs(['guarded']),
+  ));
+  try {
+    const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${gw.key('tester')}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'guarded', messages: [{ role: 'user', content: 'status of Project Falcon?' }] }) });
+    assert.equal(r.status, 400);
+    const body = (await r.json()) as { error: { code: string; message: string } };
+    assert.equal(body.error.code, 'guardrail_blocked');
+    assert.match(body.error.message, /no-falcon/);
+    assert.equal(fake.requests.length, 0);
+  } finally { await gw.close(); await fake.close(); }
+  const { parseConfigTexts } = await import('../src/config/load.ts');
+  assert.throws(() => parseConfigTexts([{ file: 'x.yaml', text: doc('Model', 'm', { targets: [{ provider: 'p', model: 'x' }], guardrails: ['ghost'] }) }]), /unknown Guardrail "ghost"/);
+});

@@ -13,12 +13,23 @@ import { AamError } from '../server/errors.ts';
 import { identityEvidence } from './evidence.ts';
 
 const NONE: readonly CompiledGuardrail[] = Object.freeze([]);
+const NONE_NAMES: readonly string[] = Object.freeze([]);
+/** (policy names, route names) -> union, memoized so the WeakMap below keeps working. */
+const merged = new WeakMap<readonly string[], WeakMap<readonly string[], readonly string[]>>();
+function mergedNames(a: readonly string[], b: readonly string[]): readonly string[] {
+  let inner = merged.get(a);
+  if (!inner) { inner = new WeakMap(); merged.set(a, inner); }
+  let u = inner.get(b);
+  if (!u) { u = [...new Set([...a, ...b])]; inner.set(b, u); }
+  return u;
+}
 /** names array (memoized per policy set) -> compiled guardrails, so a request allocates nothing. */
 const byNames = new WeakMap<readonly string[], readonly CompiledGuardrail[]>();
 
-export function guardrailsOf(rt: Runtime, identity: Identity): readonly CompiledGuardrail[] {
+export function guardrailsOf(rt: Runtime, identity: Identity, routeGuardrails: readonly string[] = NONE_NAMES): readonly CompiledGuardrail[] {
   const compiled = rt.compiled;
-  const names = guardrailsFor(identity.agent, compiled.policies);
+  const own = guardrailsFor(identity.agent, compiled.policies);
+  const names = routeGuardrails.length === 0 ? own : mergedNames(own, routeGuardrails);
   if (names.length === 0) return NONE;
   let list = byNames.get(names);
   if (!list || list.some((g) => compiled.guardrails.get(g.name) !== g)) {

@@ -168,6 +168,9 @@ function checkReferences(set: ConfigSet, at: At): void {
     m.spec.targets.forEach((t, i) => {
       if (!set.providers.has(t.provider)) at('Model', m, ['spec', 'targets', i, 'provider'], `unknown Provider "${t.provider}" (defined: ${names(set.providers)})`);
     });
+    (m.spec.guardrails ?? []).forEach((g, i) => {
+      if (!set.guardrails.has(g)) at('Model', m, ['spec', 'guardrails', i], `unknown Guardrail "${g}" (defined: ${names(set.guardrails)})`);
+    });
     if (m.spec.cache?.mode === 'semantic' && m.spec.cache.embedding_model && !set.models.has(m.spec.cache.embedding_model)) {
       at('Model', m, ['spec', 'cache', 'embedding_model'], `unknown Model "${m.spec.cache.embedding_model}"`);
     }

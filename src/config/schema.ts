@@ -106,6 +106,8 @@ export const modelSpec = z.strictObject({
   retries: z.strictObject({ attempts: z.number().int().min(0).max(10).optional(), backoff_ms: z.number().nonnegative().optional() }).optional(),
   kind: z.enum(['chat', 'embeddings']).optional(),
   cache: cacheSpec.optional(),
+  /** Guardrails applied to every call of this route, whoever the caller (in addition to the caller's policy guardrails). */
+  guardrails: z.array(name).optional(),
 });
 
 export const agentSpec = z.strictObject({

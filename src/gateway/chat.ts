@@ -44,7 +44,7 @@ export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promis
     throw new AamError(404, 'model_not_found', `model "${req.model}" is not a chat model route on this gateway; GET /v1/models lists the models you may use`, { param: 'model' });
   }
   authorize(ctx, identity, { kind: 'model', agent: identity.agent, model: route.name });
-  const gs = guardrailsOf(ctx.rt, identity);
+  const gs = guardrailsOf(ctx.rt, identity, route.guardrails);
   if (gs.length) {
     ctx.guardrails = gs.map((g) => g.name);
     req.messages = await guardChatInput(ctx.rt, ctx.requestId, identity, gs, req.messages);
@@ -95,6 +95,7 @@ async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: Cha
     const adapter = target.provider.adapter!;
     const up = adapter.chatRequest({ ...req, stream: false }, { model: target.model, stream: false, options: target.options });
     const inj = await ctx.rt.injectProvider(target.provider, identity);
+    ctx.credentialUsed = inj.credential;
     const att = attemptSignal(signal, target.timeouts.totalMs);
     const span = clientSpan(ctx, route, target, identity);
     const res = await sendAttempt(target, up, withTrace(inj, span), att.signal);
@@ -141,6 +142,7 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
       const adapter = target.provider.adapter!;
       const up = adapter.chatRequest({ ...req, stream: true }, { model: target.model, stream: true, options: target.options });
       const inj = await ctx.rt.injectProvider(target.provider, identity);
+      ctx.credentialUsed = inj.credential;
       const att = attemptSignal(ac.signal, target.timeouts.totalMs);
       cleanups.push(att.done);
       const span = clientSpan(ctx, route, target, identity);
@@ -266,7 +268,8 @@ function recordCall(ctx: Ctx, identity: Identity, route: Route, target: Target |
     // Guardrails that checked this call; their block/redact/flag verdicts are 'guardrail' events,
     // so an applied guardrail without such an event allowed the call.
     guardrails: ctx.guardrails,
-    credential: target?.provider.credential ? { name: target.provider.credential } : undefined,
+    // Which credential (name and version, never the value) the call went out with.
+    credential: ctx.credentialUsed ?? (target?.provider.credential ? { name: target.provider.credential } : undefined),
     model: {
       route: route.name, provider: target?.provider.name ?? null, model: target?.model ?? null, stream,
       input_tokens: usage?.inputTokens ?? null, output_tokens: usage?.outputTokens ?? null, cached_tokens: usage?.cachedTokens ?? null,

@@ -50,6 +50,8 @@ export interface Route {
   attemptsPerTarget: number;
   backoffMs: number;
   cache?: ModelSpec['cache'];
+  /** Guardrails every call of this route passes (besides the caller's policy guardrails). */
+  guardrails: readonly string[];
 }
 
 const DEFAULT_BASE: Partial<Record<ProviderType, string>> = {
@@ -118,6 +120,7 @@ export function compileRoutes(set: ConfigSet, providers: Map<string, ProviderRun
     out.set(m.name, {
       name: m.name, kind: s.kind ?? 'chat', strategy: s.strategy ?? 'fallback', targets,
       attemptsPerTarget: 1 + (s.retries?.attempts ?? 1), backoffMs: s.retries?.backoff_ms ?? 200, cache: s.cache,
+      guardrails: s.guardrails ?? [],
     });
   }
   return out;

@@ -25,6 +25,8 @@ export interface Ctx {
   span?: Span;
   /** The policy decision for this request, until an audit event has carried it. */
   decision?: { d: Decision; identity: Identity; req: AccessRequest; recorded: boolean };
+  /** Credential name and version the upstream call used (for evidence). */
+  credentialUsed?: { name: string; version: number };
   /** Names of the guardrails applied to this request (evidence of their allow verdicts). */
   guardrails?: string[];
 }

@@ -184,7 +184,7 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
         throw e instanceof HttpToolError ? e : upstreamFailure(toolName, e, timeout);
       }
       // record -> respond
-      deps.audit.record({ ...audit, type: 'tool.outcome', credential: credential?.name, outcome: { status: up.statusCode, bytes: size, latency_ms: performance.now() - started } });
+      deps.audit.record({ ...audit, type: 'tool.outcome', credential, outcome: { status: up.statusCode, bytes: size, latency_ms: performance.now() - started } });
       const out: Record<string, string | string[]> = { 'x-aam-request-id': requestId };
       const connectionListed = new Set(String(up.headers.connection ?? '').toLowerCase().split(',').map((s) => s.trim()));
       for (const [k, v] of Object.entries(up.headers)) {

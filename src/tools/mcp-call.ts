@@ -67,7 +67,8 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   const entry = catalog.servers.get(t.server) as ServerEntry;
   let args = (rawArgs ?? {}) as Record<string, unknown>;
   const base = { type: 'tool.call', plane: 'mcp', request_id: requestId, jsonrpc_id: extra.jsonrpcId, session_id: s.sessionId(), ...identityFields(s.identity),
-    server: t.server, tool: t.def.name, resource: t.resource, action: t.action, args_digest: argsDigest(args), mutating: t.mutating };
+    server: t.server, tool: t.def.name, resource: t.resource, action: t.action, args_digest: argsDigest(args), mutating: t.mutating,
+    credential: entry.spec.credential ? { name: entry.spec.credential } : undefined };
   // integrity
   if (!t.integrity.ok) {
     deps.audit.record({ ...base, type: 'tool.withheld', outcome: { status: 'withheld', error: t.integrity.reason } });
