@@ -173,3 +173,26 @@ test('SIGKILL under load: every acknowledged request is in the trail and the cha
   }
 });
 
+
+test('audit.record in AgentPolicy selects what is kept; identity and decision always are', async () => {
+  const { startTestGateway: start, doc: d, yaml: y } = await import('./helpers/gateway.ts');
+  const { queryEvents } = await import('../src/audit/query.ts');
+  const gw = await start(y(
+    d('Provider', 'demo', { type: 'demo' }),
+    d('Model', 'm', { targets: [{ provider: 'demo', model: 'x' }] }),
+    d('Agent', 'lean', { workload: 'spiffe://t/agent/lean' }),
+    d('AgentPolicy', 'lean', { identity: { agent: 'lean' }, models: { allow: ['m'] }, audit: { record: ['identity', 'policy', 'action'] } }),
+  ));
+  try {
+    const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${gw.key('lean')}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'x' }] }) });
+    assert.equal(r.status, 200);
+    await gw.g.rt.auditLog!.flush();
+    const [ev] = queryEvents(gw.g.rt.auditLog!.db, { requestId: r.headers.get('x-request-id')! });
+    assert.equal(ev.type, 'model_call');
+    assert.equal((ev.identity as { agent: string }).agent, 'lean');
+    assert.equal((ev.policy as { decision: string }).decision, 'allow');
+    assert.equal((ev.model as { route: string }).route, 'm');
+    assert.equal(ev.outcome, undefined, 'outcome not selected');
+    assert.equal((ev.model as { input_tokens?: number }).input_tokens, undefined, 'usage details not selected');
+  } finally { await gw.close(); }
+});

@@ -9,6 +9,8 @@ import type { Ctx } from '../server/context.ts';
 import type { Identity } from '../identity/types.ts';
 import { identityEvidence } from './evidence.ts';
 import { decisionSpanAttributes } from '../observability/otlp-genai.ts';
+import { selectForRecord } from '../audit/select.ts';
+import type { AuditEventInput, AuditPolicy } from '../audit/event.ts';
 
 /**
  * Decide; throws 403 (policy_denied) when not allowed. A denial is recorded at once. An allow is
@@ -31,7 +33,7 @@ export function authorize(ctx: Ctx, identity: Identity, req: AccessRequest): Dec
 }
 
 /** The decision as it appears in audit events. */
-export function policyEvidence(d: Decision): Record<string, unknown> {
+export function policyEvidence(d: Decision): AuditPolicy {
   return { name: d.policy, version: d.configVersion, rule: d.rule, decision: d.effect, reason: d.reason };
 }
 
@@ -40,12 +42,18 @@ export function recordDecision(ctx: Ctx, status: number, error?: string): void {
   const p = ctx.decision;
   if (!p || p.recorded) return;
   p.recorded = true;
-  ctx.rt.audit?.record({
+  recordEvidence(ctx, p.identity, {
     type: 'decision', request_id: ctx.requestId, trace_id: ctx.span?.context.traceId, identity: identityEvidence(p.identity),
     policy: policyEvidence(p.d),
     ...(p.req.kind === 'model' ? { model: { route: p.req.model } } : { tool: { resource: p.req.resource, action: p.req.action } }),
     outcome: { status, error_class: status >= 500 ? 'server' : status >= 400 ? 'client' : undefined, error },
   });
+}
+
+/** Record an event about one identity, keeping only what its policies' audit.record selects. */
+export function recordEvidence(ctx: Ctx, identity: Identity, ev: AuditEventInput): void {
+  const sel = setFor(identity.agent, ctx.cfg.policies).auditRecord;
+  ctx.rt.audit?.record(sel ? selectForRecord(ev, sel) : ev);
 }
 
 export interface Admission { reservation: Reservation | null; tokensEstimate: number; rateKeys: string[] }

@@ -37,18 +37,19 @@ export interface AuditPolicy {
 
 export interface AuditCredential {
   name: string;
-  version?: string;
+  version?: string | number;
 }
 
 export interface AuditModel {
   route: string;
-  provider: string;
-  model: string;
+  /** null/absent when no upstream was reached (all targets failed, served from cache, denied). */
+  provider?: string | null;
+  model?: string | null;
   input_tokens?: number | null;
   output_tokens?: number | null;
   cached_tokens?: number | null;
-  /** null = unknown (never record unknown spend as 0). */
-  cost_usd: number | null;
+  /** null = unknown (never record unknown spend as 0); absent when no call was made. */
+  cost_usd?: number | null;
   latency_ms?: number;
   stream?: boolean;
   /** Response cache: hit (served at $0 from cache), miss, or null when the route has no cache. */
@@ -56,11 +57,12 @@ export interface AuditModel {
 }
 
 export interface AuditTool {
-  server: string;
-  tool: string;
+  /** Absent on a decision made before any server/tool was involved (e.g. AuthZEN-style resource/action). */
+  server?: string;
+  tool?: string;
   resource?: string;
   action?: string;
-  args_digest: string;
+  args_digest?: string;
   /** Only when configured, after guardrail redaction. */
   args?: JsonValue;
 }

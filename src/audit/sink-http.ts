@@ -78,7 +78,7 @@ export function otlpRecord(e: AuditEvent): Record<string, unknown> {
   ];
   if (e.identity) attrs.push(attr('gen_ai.agent.id', e.identity.spiffe_id), attr('gen_ai.agent.name', e.identity.agent));
   if (e.policy) attrs.push(attr('aam.policy.name', e.policy.name), attr('aam.policy.decision', e.policy.decision));
-  if (e.model) attrs.push(attr('gen_ai.request.model', e.model.route), attr('gen_ai.provider.name', e.model.provider));
+  if (e.model) attrs.push(attr('gen_ai.request.model', e.model.route), attr('gen_ai.provider.name', e.model.provider ?? ''));
   if (e.tool) attrs.push(attr('gen_ai.tool.name', `${e.tool.server}__${e.tool.tool}`));
   const rec: Record<string, unknown> = {
     timeUnixNano: nanos,

@@ -9,7 +9,7 @@ import { parseAnthropicRequest } from '../providers/anthropic.ts';
 import { SSE_KEEPALIVE } from '../providers/sse.ts';
 import type { ChatRequest, ChatResult, ClientCodec, Usage } from '../providers/types.ts';
 import { identify } from '../access/identify.ts';
-import { authorize, admit, settle, release, policyEvidence, type Admission } from '../access/decide.ts';
+import { authorize, admit, settle, release, policyEvidence, recordEvidence, type Admission } from '../access/decide.ts';
 import { identityEvidence } from '../access/evidence.ts';
 import { guardrailsOf, guardChatInput, guardChatOutput, chatStreamGuard, recordStreamFindings } from '../access/guard.ts';
 import type { CompiledGuardrail } from '../guardrails/engine.ts';
@@ -262,7 +262,7 @@ function recordCall(ctx: Ctx, identity: Identity, route: Route, target: Target |
   ctx.span?.setAttributes(modelSpanAttributes({ operation: 'chat', provider: target?.provider.type, route: route.name, requestModel: target?.model, inputTokens: usage?.inputTokens, outputTokens: usage?.outputTokens, costUsd: cost ?? undefined }));
   const decision = ctx.decision;
   if (decision) decision.recorded = true;
-  ctx.rt.audit?.record({
+  recordEvidence(ctx, identity, {
     type: 'model_call', request_id: ctx.requestId, trace_id: ctx.span?.context.traceId, identity: identityEvidence(identity),
     policy: decision ? policyEvidence(decision.d) : undefined,
     // Guardrails that checked this call; their block/redact/flag verdicts are 'guardrail' events,

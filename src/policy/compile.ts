@@ -46,6 +46,8 @@ export interface CompiledPolicy {
   guardrails: readonly string[];
   /** credentials.allow: the only credentials this identity's calls may use (null: not restricted). */
   credentialsAllow: ReadonlySet<string> | null;
+  /** audit.record: what the trail keeps for this identity (null: the default). */
+  auditRecord: readonly string[] | null;
   tools: readonly CompiledToolRule[];
 }
 
@@ -71,6 +73,8 @@ export interface PolicySet {
   allowedModels: readonly string[];
   limits: EffectiveLimits;
   guardrails: readonly string[];
+  /** Union of audit.record over the policies that set it (null: none does, keep the default). */
+  auditRecord: readonly string[] | null;
   /** Union of credentials.allow over the policies that restrict it, with the names of those policies (null: any). */
   credentials: { allow: ReadonlySet<string>; policies: string[] } | null;
   /** Memo: model route -> decision (only for routes defined in config, so bounded). */
@@ -179,6 +183,7 @@ function compilePolicy(r: Resource<PolicySpec>, issue: Issue, cel: CelCache): Co
     rate: s.models?.rate && (s.models.rate.rpm !== undefined || s.models.rate.tpm !== undefined) ? { ...s.models.rate } : null,
     guardrails: s.guardrails ?? [],
     credentialsAllow: s.credentials?.allow ? new Set(s.credentials.allow) : null,
+    auditRecord: s.audit?.record ?? null,
     tools: (s.tools ?? []).map((t, i) => compileToolRule(r, t, i, issue, cel)),
   };
 }
@@ -228,8 +233,10 @@ export function buildSet(agent: AgentRecord, compiled: Pick<CompiledPolicies, 'p
   const credentials = restricting.length
     ? { allow: new Set(restricting.flatMap((p) => [...(p.credentialsAllow ?? [])])), policies: restricting.map((p) => p.name) }
     : null;
+  const recording = policies.filter((p) => p.auditRecord !== null);
+  const auditRecord = recording.length ? [...new Set(recording.flatMap((p) => [...(p.auditRecord ?? [])]))] : null;
   return {
-    agent, policies,
+    agent, policies, auditRecord,
     celIdentity: Object.freeze({
       spiffe_id: agent.spiffeId, agent: agent.name, trust_domain: agent.trustDomain,
       owner: agent.owner ?? '', team: agent.team ?? '', environment: agent.environment ?? '', deployment: agent.deployment ?? '',
