@@ -30,14 +30,33 @@ export class Metrics implements MetricsSink {
   decision(effect: string, agent: string): void { this.#decisions.inc({ effect, agent: agent || 'unregistered' }); }
   limited(code: string, agent: string): void { this.#limited.inc({ code, agent: agent || 'unregistered' }); }
   modelCall(agent: string, team: string | undefined, route: string, provider: string, status: number, latencyMs: number, usage: { inputTokens: number; outputTokens: number } | undefined, cost: number | null): void {
-    const a = agent || 'unregistered';
-    this.#requests.inc({ agent: a, team: team ?? '', route, provider, status: String(status) });
-    this.#latency.observe({ route, provider }, latencyMs / 1000);
+    const c = this.#children(agent || 'unregistered', team ?? '', route, provider, status);
+    c.requests.inc();
+    c.latency.observe(latencyMs / 1000);
     if (usage) {
-      this.#tokens.inc({ agent: a, route, direction: 'input' }, usage.inputTokens);
-      this.#tokens.inc({ agent: a, route, direction: 'output' }, usage.outputTokens);
+      c.tokensIn.inc(usage.inputTokens);
+      c.tokensOut.inc(usage.outputTokens);
     }
-    if (cost !== null && cost > 0) this.#cost.inc({ agent: a, team: team ?? '', route }, cost);
+    if (cost !== null && cost > 0) c.cost.inc(cost);
     if (status >= 500) this.#upstreamErrors.inc({ route, status: String(status) });
+  }
+
+  // Label children resolved once per label combination (prom-client hashes label objects on
+  // every inc otherwise). Labels come from the config, so the map stays small.
+  readonly #cache = new Map<string, { requests: { inc(v?: number): void }; latency: { observe(v: number): void }; tokensIn: { inc(v?: number): void }; tokensOut: { inc(v?: number): void }; cost: { inc(v?: number): void } }>();
+  #children(agent: string, team: string, route: string, provider: string, status: number) {
+    const key = `${agent}\0${team}\0${route}\0${provider}\0${status}`;
+    let c = this.#cache.get(key);
+    if (!c) {
+      c = {
+        requests: this.#requests.labels({ agent, team, route, provider, status: String(status) }),
+        latency: this.#latency.labels({ route, provider }),
+        tokensIn: this.#tokens.labels({ agent, route, direction: 'input' }),
+        tokensOut: this.#tokens.labels({ agent, route, direction: 'output' }),
+        cost: this.#cost.labels({ agent, team, route }),
+      };
+      if (this.#cache.size < 10_000) this.#cache.set(key, c);
+    }
+    return c;
   }
 }
