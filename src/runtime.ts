@@ -35,6 +35,8 @@ export interface AuditSink {
   /** Queue an event; false means the audit queue is full and the caller must refuse the request. */
   record(ev: Record<string, unknown>): boolean | void;
   recordDurable?(ev: Record<string, unknown>): Promise<unknown>;
+  /** Resolves when every recorded event is in the crash-safe journal (await before acknowledging). */
+  journaled?(): Promise<void>;
 }
 export interface MetricsSink {
   decision(effect: string, agent: string): void;
@@ -166,6 +168,14 @@ export class Runtime {
         this.ledger.load(b.key, 'daily', this.usage.spendSince(col, value, dayStart).usd, b, now);
         this.ledger.load(b.key, 'monthly', this.usage.spendSince(col, value, monthStart).usd, b, now);
       }
+    }
+  }
+
+  /** Before acknowledging a request: its evidence must survive a crash of this process. */
+  async evidenceSafe(): Promise<void> {
+    if (!this.audit?.journaled) return;
+    try { await this.audit.journaled(); } catch (e) {
+      throw new AamError(503, 'unavailable', `the audit trail could not record this request, so it is not acknowledged: ${(e as Error).message}`, { headers: { 'retry-after': '5' } });
     }
   }
 

@@ -15,6 +15,8 @@ export interface Journal {
   readonly gen: string;
   /** Append one line (already JSON); returns the byte offset after it. */
   append(line: string): number;
+  /** Append several lines with one write(2); returns the byte offset after each. */
+  appendMany(lines: readonly string[]): number[];
   /** Bytes written to this generation so far. */
   size(): number;
   /** Start a new generation file and delete the old one (only when every line is committed). */
@@ -71,6 +73,17 @@ export function openJournal(dataDir: string): Journal {
     append(line) {
       offset += writeSync(fd, line + '\n');
       return offset;
+    },
+    appendMany(lines) {
+      const ends: number[] = [];
+      let end = offset;
+      for (const l of lines) { end += Buffer.byteLength(l) + 1; ends.push(end); }
+      const text = lines.join('\n') + '\n';
+      let written = 0;
+      const buf = Buffer.from(text);
+      while (written < buf.length) written += writeSync(fd, buf, written);
+      offset = end;
+      return ends;
     },
     size: () => offset,
     rotate() {

@@ -76,6 +76,12 @@ export interface AuditLog {
   readonly db: DatabaseSync;
   /** Hot path: queue only. false = queue full or log closed: refuse the request (an alert was raised). */
   record(event: AuditEventInput): boolean;
+  /**
+   * Resolves once every event recorded so far is in the write-ahead journal (one write(2) per
+   * event-loop turn for all of them): await it before acknowledging a request, and the event
+   * survives a kill -9. Rejects if the journal cannot be written.
+   */
+  journaled(): Promise<void>;
   /** Resolves after the event is committed to disk. */
   recordDurable(event: AuditEventInput): Promise<DurableReceipt>;
   /** Resolves when everything recorded so far is committed; rejects if a write fails meanwhile. */
@@ -225,6 +231,8 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   /** Send the next batch to the writer; at most one batch is in flight, so commits stay in order. */
   function dispatch(): Promise<boolean> {
     flushTimer = undefined;
+    // Every entry sent to the writer has its journal offset (the database records it).
+    if (journalPending.length) flushJournal();
     const n = Math.min(cfg.batchSize, queued());
     if (n === 0 || inFlight) return Promise.resolve(true);
     if (!alive) return Promise.resolve(false);
@@ -296,6 +304,29 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     if (retryTimer) { clearTimeout(retryTimer); retryTimer = undefined; }
   }
 
+  // Write-ahead journal, batched: lines recorded during one event-loop turn share one write(2).
+  let journalPending: Entry[] = [];
+  let journalTimer: NodeJS.Immediate | undefined;
+  let journalWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
+  function flushJournal(): void {
+    if (journalTimer) { clearImmediate(journalTimer); journalTimer = undefined; }
+    const batch = journalPending;
+    const waiters = journalWaiters;
+    journalPending = [];
+    journalWaiters = [];
+    if (batch.length === 0) { for (const w of waiters) w.resolve(); return; }
+    try {
+      const gen = journal.gen;
+      const ends = journal.appendMany(batch.map((e) => e.line));
+      for (let i = 0; i < batch.length; i++) { batch[i].gen = gen; batch[i].jend = ends[i]; }
+      for (const w of waiters) w.resolve();
+    } catch (e) {
+      const err = new AuditUnavailableError(`audit journal write failed (${String(e)}); the action is not acknowledged`, { cause: e });
+      alert({ kind: 'write_failed', message: err.message, error: e });
+      for (const w of waiters) w.reject(err);
+    }
+  }
+
   function enqueue(entry: Entry): boolean {
     // After close() (shutdown) callers get the same answer as with a full queue: refuse the request.
     if (closed) { rejected++; return false; }
@@ -307,14 +338,8 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       }
       return false;
     }
-    try {
-      entry.gen = journal.gen;
-      entry.jend = journal.append(entry.line);
-    } catch (e) {
-      rejected++;
-      alert({ kind: 'write_failed', message: `audit journal write failed (${String(e)}); the action is refused`, error: e });
-      return false;
-    }
+    journalPending.push(entry);
+    journalTimer ??= setImmediate(flushJournal);
     items.push(entry);
     enqueued++;
     return true;
@@ -331,6 +356,10 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     dataDir: opts.dataDir,
     db,
     signingKey: key,
+    journaled() {
+      if (journalPending.length === 0) return Promise.resolve();
+      return new Promise<void>((resolve, reject) => journalWaiters.push({ resolve, reject }));
+    },
     record(event) {
       checkInput(event);
       const at = Date.now();
@@ -376,6 +405,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     async close() {
       if (closed) return;
       closed = true;
+      flushJournal();
       if (flushTimer) clearTimeout(flushTimer);
       retryNow();
       // Drain: wait for the batch in flight, then send the rest until empty or storage fails.

@@ -87,6 +87,7 @@ async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: Cha
   if (cache.hit) {
     finish(ctx, identity, route, null, cache.hit.usage, adm, 200, false, undefined, 'hit');
     const result = gs.length ? guardChatOutput(ctx.rt, ctx.requestId, identity, gs, cache.hit) : cache.hit;
+    await ctx.rt.evidenceSafe();
     sendText(ctx, 200, ctx.rt.scrub(JSON.stringify(codec.encodeResult(result, route.name))), 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
     return;
   }
@@ -120,6 +121,7 @@ async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: Cha
   // The raw upstream body is only usable when no guardrail changed the answer.
   const raw = result === r.value.result ? r.value.raw : null;
   const text = ctx.rt.scrub(raw ?? JSON.stringify(codec.encodeResult(result, route.name)));
+  await ctx.rt.evidenceSafe();
   sendText(ctx, 200, text, 'application/json', { ...responseHeaders(r.target, cost), ...cacheHeader(cache) });
 }
 
@@ -217,6 +219,8 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
     // Only a stream that ended cleanly is stored (never a cut or errored one).
     const complete = recorder?.result();
     if (complete) cache.save?.(complete);
+    // The stream is acknowledged by its terminator: only once its evidence is crash-safe.
+    await ctx.rt.evidenceSafe().catch(() => undefined);
     res.end(tail + codec.streamDone);
   } finally {
     clearInterval(keepalive);

@@ -34,7 +34,7 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const look = route.cache ? await ctx.rt.cache.lookup('embeddings', route, req, { agent: identity.agent.spiffeId, team: identity.agent.team }, ctx.req.headers) : null;
   if (look?.status === 'hit' && look.entry) {
     settle(ctx, adm, 0, 0);
-    return sendEmbeddings(ctx, identity, route.name, look.entry.result as EmbeddingsResult, null, null, 'hit');
+    return await sendEmbeddings(ctx, identity, route.name, look.entry.result as EmbeddingsResult, null, null, 'hit');
   }
   const r = await callEmbeddings(ctx, identity, route, req, ac.signal);
   if (!r.ok) {
@@ -45,10 +45,10 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const { result, raw } = r.value;
   const cost = costUsd(result.usage, r.target.pricing);
   settle(ctx, adm, cost, result.usage ? result.usage.inputTokens : null);
-  sendEmbeddings(ctx, identity, route.name, result, raw, r.target, look ? 'miss' : null, cost);
+  await sendEmbeddings(ctx, identity, route.name, result, raw, r.target, look ? 'miss' : null, cost);
 }
 
-function sendEmbeddings(ctx: Ctx, identity: Identity, routeName: string, result: EmbeddingsResult, raw: string | null, target: Target | null, cache: 'hit' | 'miss' | null, cost: number | null = 0): void {
+async function sendEmbeddings(ctx: Ctx, identity: Identity, routeName: string, result: EmbeddingsResult, raw: string | null, target: Target | null, cache: 'hit' | 'miss' | null, cost: number | null = 0): Promise<void> {
   const a = identity.agent;
   const latencyMs = performance.now() - ctx.start;
   ctx.rt.usage.record({
@@ -71,6 +71,7 @@ function sendEmbeddings(ctx: Ctx, identity: Identity, routeName: string, result:
   });
   const headers: Record<string, string> = target ? { 'x-aam-target': target.label } : {};
   if (cache) headers['x-aam-cache'] = cache;
+  await ctx.rt.evidenceSafe();
   sendText(ctx, 200, ctx.rt.scrub(body), 'application/json', headers);
 }
 

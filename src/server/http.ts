@@ -79,7 +79,8 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
 function fail(ctx: Ctx, err: unknown): void {
   const e = toAamError(err);
   recordDecision(ctx, e.status, e.message);
-  sendError(ctx, e);
+  // A refusal is acknowledged too: answer once its evidence is in the crash-safe journal.
+  ctx.rt.evidenceSafe().then(() => sendError(ctx, e), () => sendError(ctx, e));
 }
 
 export interface ServerOptions { tls?: HttpsOptions; requestTimeoutMs?: number; headersTimeoutMs?: number }
