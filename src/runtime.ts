@@ -36,7 +36,7 @@ export interface AuditSink {
   record(ev: Record<string, unknown>): boolean | void;
   recordDurable?(ev: Record<string, unknown>): Promise<unknown>;
   /** Resolves when every recorded event is in the crash-safe journal (await before acknowledging). */
-  journaled?(): Promise<void>;
+  journaled?(now?: boolean): Promise<void>;
 }
 export interface MetricsSink {
   decision(effect: string, agent: string): void;
@@ -118,6 +118,8 @@ export class Runtime {
   audience: string[] = ['aam'];
   readonly joinTokens: JoinTokenStore;
   tls: { clientCa: boolean } | null = null;
+  /** Requests being served right now (lets the audit journal batch only when it helps). */
+  inFlight = 0;
   /** Request id sequence (cheap unique ids, no crypto per request). */
   requestSeq = 0;
 
@@ -174,7 +176,7 @@ export class Runtime {
   /** Before acknowledging a request: its evidence must survive a crash of this process. */
   async evidenceSafe(): Promise<void> {
     if (!this.audit?.journaled) return;
-    try { await this.audit.journaled(); } catch (e) {
+    try { await this.audit.journaled(this.inFlight <= 1); } catch (e) {
       throw new AamError(503, 'unavailable', `the audit trail could not record this request, so it is not acknowledged: ${(e as Error).message}`, { headers: { 'retry-after': '5' } });
     }
   }

@@ -79,9 +79,10 @@ export interface AuditLog {
   /**
    * Resolves once every event recorded so far is in the write-ahead journal (one write(2) per
    * event-loop turn for all of them): await it before acknowledging a request, and the event
-   * survives a kill -9. Rejects if the journal cannot be written.
+   * survives a kill -9. Rejects if the journal cannot be written. now: write at once (no other
+   * request would share the write).
    */
-  journaled(): Promise<void>;
+  journaled(now?: boolean): Promise<void>;
   /** Resolves after the event is committed to disk. */
   recordDurable(event: AuditEventInput): Promise<DurableReceipt>;
   /** Resolves when everything recorded so far is committed; rejects if a write fails meanwhile. */
@@ -356,9 +357,12 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     dataDir: opts.dataDir,
     db,
     signingKey: key,
-    journaled() {
+    journaled(now = false) {
       if (journalPending.length === 0) return Promise.resolve();
-      return new Promise<void>((resolve, reject) => journalWaiters.push({ resolve, reject }));
+      const p = new Promise<void>((resolve, reject) => journalWaiters.push({ resolve, reject }));
+      // Alone (nothing else in flight): write now rather than wait a loop turn for company.
+      if (now) flushJournal();
+      return p;
     },
     record(event) {
       checkInput(event);

@@ -50,6 +50,8 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
       req, res, rt, cfg: rt.compiled, path, query: q < 0 ? '' : url.slice(q + 1), requestId: requestIdFor(req, rt),
       start: performance.now(), wire: path === '/v1/messages' ? 'anthropic' : 'openai',
     };
+    rt.inFlight++;
+    res.once('close', () => { rt.inFlight--; });
     if (rt.tracer) {
       const span = startServerSpan(rt.tracer, req, { route: path, path, startTime: ctx.start });
       ctx.span = span;
