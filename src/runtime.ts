@@ -10,7 +10,6 @@ import { openKeyStore, type KeyStore } from './identity/keys.ts';
 import { openDatabase } from './store/sqlite.ts';
 import { createLogger, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
-import type { StreamScrubber } from './credentials/scrub.ts';
 import type { AuditLog } from './audit/log.ts';
 import { createEventScrubber, type EventScrubber } from './access/scrub-events.ts';
 import { ModelCache } from './cache/model-cache.ts';
@@ -81,7 +80,6 @@ const STYLE: Record<ProviderRuntime['authStyle'], DefaultStyle> = { bearer: 'bea
 /** Refuse new actions this far below the audit queue bound (100,000), leaving room for their outcomes. */
 const AUDIT_ROOM = 90_000;
 
-const PASS_THROUGH = { push: (s: string) => s, end: () => '' };
 
 /** Credential problems reach the agent as a 502/500 naming the credential, never its value. */
 function credentialFailure(e: unknown, what: string): AamError {

@@ -9,7 +9,7 @@ import { buildAgentRegistry } from '../identity/registry.ts';
 import { issueAgentSvid, parseTtl } from '../identity/issue.ts';
 import { createJoinTokenStore } from '../identity/join-tokens.ts';
 import { openDatabase } from '../store/sqlite.ts';
-import { UsageRecorder } from '../gateway/usage.ts';
+import { UsageRecorder, sinceTime } from '../gateway/usage.ts';
 import { openVault } from '../credentials/vault.ts';
 import { readSecretFromStdin } from '../credentials/stdin.ts';
 import { auditCommands } from '../audit/cli.ts';
@@ -18,13 +18,7 @@ const out = (line: string) => process.stdout.write(line + '\n');
 const err = (line: string) => process.stderr.write(line + '\n');
 
 function since(v: unknown): number {
-  if (v === undefined) return Date.now() - 30 * 86_400_000;
-  const s = String(v);
-  const rel = /^(\d+)([mhd])$/.exec(s);
-  if (rel) return Date.now() - Number(rel[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[rel[2] as 'm' | 'h' | 'd'];
-  const t = Date.parse(s);
-  if (Number.isNaN(t)) throw new Error(`--since: "${s}" is neither an ISO time nor like 30m, 24h, 7d`);
-  return t;
+  try { return sinceTime(v === undefined ? undefined : String(v)); } catch (e) { throw new Error(`--since: ${(e as Error).message}`); }
 }
 
 export const extraCommands: Record<string, Command> = {

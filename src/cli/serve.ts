@@ -1,6 +1,5 @@
 // `aam serve`: start the runtime, listen, hot-reload on file change and SIGHUP, drain on SIGTERM.
 import { watch } from 'node:fs';
-import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { Runtime } from '../runtime.ts';

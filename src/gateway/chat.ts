@@ -9,8 +9,7 @@ import { parseAnthropicRequest } from '../providers/anthropic.ts';
 import { SSE_KEEPALIVE } from '../providers/sse.ts';
 import type { ChatRequest, ChatResult, ClientCodec, Usage } from '../providers/types.ts';
 import { identify } from '../access/identify.ts';
-import { authorize, admit, settle, release, policyEvidence, recordEvidence, type Admission } from '../access/decide.ts';
-import { identityEvidence } from '../access/evidence.ts';
+import { authorize, admit, settle, release, type Admission } from '../access/decide.ts';
 import { guardrailsOf, guardChatInput, guardChatOutput, chatStreamGuard, recordStreamFindings } from '../access/guard.ts';
 import type { CompiledGuardrail } from '../guardrails/engine.ts';
 import { AamError, badRequest } from '../server/errors.ts';
@@ -27,6 +26,7 @@ import type { Route, Target } from './routes.ts';
 import { blockedMessage } from '../guardrails/engine.ts';
 import { resultToEvents, StreamRecorder } from '../cache/replay.ts';
 import { embedderFor } from './embeddings.ts';
+import { recordCall } from './record.ts';
 
 const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' };
 
@@ -253,32 +253,3 @@ function finish(ctx: Ctx, identity: Identity, route: Route, target: Target | nul
   return cost;
 }
 
-function recordCall(ctx: Ctx, identity: Identity, route: Route, target: Target | null, usage: Usage | undefined, status: number, stream: boolean, error?: string, cost: number | null = null, cache: 'hit' | 'miss' | null = null): void {
-  const latencyMs = performance.now() - ctx.start;
-  const a = identity.agent;
-  ctx.rt.usage.record({
-    time: Date.now(), requestId: ctx.requestId, agent: a.name || a.spiffeId, team: a.team ?? null, keyId: identity.keyId ?? null,
-    route: route.name, provider: target?.provider.name ?? null, model: target?.model ?? null,
-    inputTokens: usage?.inputTokens ?? null, outputTokens: usage?.outputTokens ?? null, cachedTokens: usage?.cachedTokens ?? null,
-    costUsd: cost, latencyMs, status, stream, cache,
-  });
-  ctx.rt.metrics?.modelCall(a.name, a.team, route.name, target?.provider.name ?? '', status, latencyMs, usage, cost);
-  ctx.span?.setAttributes(modelSpanAttributes({ operation: 'chat', provider: target?.provider.type, route: route.name, requestModel: target?.model, inputTokens: usage?.inputTokens, outputTokens: usage?.outputTokens, costUsd: cost ?? undefined }));
-  const decision = ctx.decision;
-  if (decision) decision.recorded = true;
-  recordEvidence(ctx, identity, {
-    type: 'model_call', request_id: ctx.requestId, trace_id: ctx.span?.context.traceId, identity: identityEvidence(identity),
-    policy: decision ? policyEvidence(decision.d) : undefined,
-    // Guardrails that checked this call; their block/redact/flag verdicts are 'guardrail' events,
-    // so an applied guardrail without such an event allowed the call.
-    guardrails: ctx.guardrails,
-    // Which credential (name and version, never the value) the call went out with.
-    credential: ctx.credentialUsed ?? (target?.provider.credential ? { name: target.provider.credential } : undefined),
-    model: {
-      route: route.name, provider: target?.provider.name ?? null, model: target?.model ?? null, stream,
-      input_tokens: usage?.inputTokens ?? null, output_tokens: usage?.outputTokens ?? null, cached_tokens: usage?.cachedTokens ?? null,
-      cost_usd: cost, latency_ms: Math.round(latencyMs * 1000) / 1000, cache,
-    },
-    outcome: { status, error_class: error ? (status >= 500 ? 'upstream' : 'client') : undefined, error },
-  });
-}

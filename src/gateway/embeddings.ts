@@ -2,8 +2,8 @@
 import { parseEmbeddingsRequest } from '../providers/openai.ts';
 import type { EmbeddingsResult } from '../providers/types.ts';
 import { identify } from '../access/identify.ts';
-import { authorize, admit, settle, release, policyEvidence } from '../access/decide.ts';
-import { identityEvidence } from '../access/evidence.ts';
+import { authorize, admit, settle, release } from '../access/decide.ts';
+import { recordCall } from './record.ts';
 import { allowedModels } from '../policy/decide.ts';
 import { AamError, badRequest } from '../server/errors.ts';
 import { readJson, sendJson, sendText, type Ctx } from '../server/context.ts';
@@ -34,7 +34,7 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const look = route.cache ? await ctx.rt.cache.lookup('embeddings', route, req, { agent: identity.agent.spiffeId, team: identity.agent.team }, ctx.req.headers) : null;
   if (look?.status === 'hit' && look.entry) {
     settle(ctx, adm, 0, 0);
-    return await sendEmbeddings(ctx, identity, route.name, look.entry.result as EmbeddingsResult, null, null, 'hit');
+    return await sendEmbeddings(ctx, identity, route, look.entry.result as EmbeddingsResult, null, null, 'hit');
   }
   const r = await callEmbeddings(ctx, identity, route, req, ac.signal);
   if (!r.ok) {
@@ -45,25 +45,13 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const { result, raw } = r.value;
   const cost = costUsd(result.usage, r.target.pricing);
   settle(ctx, adm, cost, result.usage ? result.usage.inputTokens : null);
-  await sendEmbeddings(ctx, identity, route.name, result, raw, r.target, look ? 'miss' : null, cost);
+  await sendEmbeddings(ctx, identity, route, result, raw, r.target, look ? 'miss' : null, cost);
 }
 
-async function sendEmbeddings(ctx: Ctx, identity: Identity, routeName: string, result: EmbeddingsResult, raw: string | null, target: Target | null, cache: 'hit' | 'miss' | null, cost: number | null = 0): Promise<void> {
-  const a = identity.agent;
-  const latencyMs = performance.now() - ctx.start;
-  ctx.rt.usage.record({
-    time: Date.now(), requestId: ctx.requestId, agent: a.name || a.spiffeId, team: a.team ?? null, keyId: identity.keyId ?? null,
-    route: routeName, provider: target?.provider.name ?? null, model: target?.model ?? null, inputTokens: result.usage?.inputTokens ?? null,
-    outputTokens: 0, cachedTokens: null, costUsd: cost, latencyMs, status: 200, stream: false, cache,
-  });
-  const decision = ctx.decision;
-  if (decision) decision.recorded = true;
-  ctx.rt.audit?.record({
-    type: 'model_call', request_id: ctx.requestId, identity: identityEvidence(identity),
-    policy: decision ? policyEvidence(decision.d) : undefined,
-    model: { route: routeName, provider: target?.provider.name ?? null, model: target?.model ?? null, input_tokens: result.usage?.inputTokens ?? null, cost_usd: cost, latency_ms: latencyMs, cache },
-    outcome: { status: 200 },
-  });
+async function sendEmbeddings(ctx: Ctx, identity: Identity, route: Route, result: EmbeddingsResult, raw: string | null, target: Target | null, cache: 'hit' | 'miss' | null, cost: number | null = 0): Promise<void> {
+  const usage = result.usage ? { ...result.usage, outputTokens: 0 } : undefined;
+  recordCall(ctx, identity, route, target, usage, 200, false, undefined, cost, cache, 'embeddings');
+  const routeName = route.name;
   const body = raw ?? JSON.stringify({
     object: 'list', model: routeName,
     data: result.data.map((d) => ({ object: 'embedding', index: d.index, embedding: d.embedding })),

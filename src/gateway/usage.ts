@@ -79,3 +79,16 @@ export class UsageRecorder {
       FROM usage WHERE time >= ? GROUP BY ${col} ORDER BY cost_usd DESC`).all(since) as Array<Record<string, unknown>>;
   }
 }
+
+/**
+ * Start of a reporting window: an ISO time, or relative like 30m / 24h / 7d (default 30 days).
+ * Throws an Error whose message says what is accepted.
+ */
+export function sinceTime(text: string | undefined, now = Date.now()): number {
+  if (!text) return now - 30 * 86_400_000;
+  const rel = /^(\d+)([mhd])$/.exec(text);
+  if (rel) return now - Number(rel[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[rel[2] as 'm' | 'h' | 'd'];
+  const t = Date.parse(text);
+  if (Number.isNaN(t)) throw new Error(`"${text}" is neither an ISO time nor like 30m, 24h, 7d`);
+  return t;
+}

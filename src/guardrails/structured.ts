@@ -19,10 +19,6 @@ export interface StructuredVerdict<T> {
 
 const MAX_DEPTH = 64;
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
 interface Walk { gs: readonly CompiledGuardrail[]; dir: Direction; t: Tally; chars: number }
 
 function walk(v: unknown, path: string, w: Walk, depth: number): unknown {

@@ -5,6 +5,7 @@ import { AamError } from './errors.ts';
 import { readJson, sendJson, type Ctx } from './context.ts';
 import type { Handler, Routes } from './http.ts';
 import { queryEvents, showRequest } from '../audit/query.ts';
+import { sinceTime } from '../gateway/usage.ts';
 import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy/authzen.ts';
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
@@ -26,13 +27,9 @@ function audit(ctx: Ctx, action: string, target: string, extra: Record<string, u
 }
 
 const sinceParam = (ctx: Ctx): number => {
-  const s = new URLSearchParams(ctx.query).get('since');
-  if (!s) return Date.now() - 30 * 86_400_000;
-  const rel = /^(\d+)([hd])$/.exec(s);
-  if (rel) return Date.now() - Number(rel[1]) * (rel[2] === 'h' ? 3_600_000 : 86_400_000);
-  const t = Date.parse(s);
-  if (Number.isNaN(t)) throw new AamError(400, 'invalid_request', `since: "${s}" is neither an ISO time nor like 24h / 7d`, { param: 'since' });
-  return t;
+  try { return sinceTime(new URLSearchParams(ctx.query).get('since') ?? undefined); } catch (e) {
+    throw new AamError(400, 'invalid_request', `since: ${(e as Error).message}`, { param: 'since' });
+  }
 };
 
 /** Admin handlers by "METHOD /path" below /admin/v1; ids are taken from the path. */

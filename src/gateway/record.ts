@@ -1,0 +1,43 @@
+// The evidence side of a model request: one place writes usage, metrics, trace attributes and
+// the audit event, for chat and embeddings alike.
+import type { Usage } from '../providers/types.ts';
+import type { Identity } from '../identity/types.ts';
+import type { Ctx } from '../server/context.ts';
+import { identityEvidence } from '../access/evidence.ts';
+import { policyEvidence, recordEvidence } from '../access/decide.ts';
+import { modelSpanAttributes } from '../observability/otlp-genai.ts';
+import type { Route, Target } from './routes.ts';
+
+/**
+ * Usage row, metrics, span attributes and the model_call audit event (carrying the request's
+ * decision) for one model request, whatever its outcome. target null: no upstream answered.
+ */
+export function recordCall(ctx: Ctx, identity: Identity, route: Route, target: Target | null, usage: Usage | undefined, status: number, stream: boolean, error?: string, cost: number | null = null, cache: 'hit' | 'miss' | null = null, operation: 'chat' | 'embeddings' = 'chat'): void {
+  const latencyMs = performance.now() - ctx.start;
+  const a = identity.agent;
+  ctx.rt.usage.record({
+    time: Date.now(), requestId: ctx.requestId, agent: a.name || a.spiffeId, team: a.team ?? null, keyId: identity.keyId ?? null,
+    route: route.name, provider: target?.provider.name ?? null, model: target?.model ?? null,
+    inputTokens: usage?.inputTokens ?? null, outputTokens: usage?.outputTokens ?? null, cachedTokens: usage?.cachedTokens ?? null,
+    costUsd: cost, latencyMs, status, stream, cache,
+  });
+  ctx.rt.metrics?.modelCall(a.name, a.team, route.name, target?.provider.name ?? '', status, latencyMs, usage, cost);
+  ctx.span?.setAttributes(modelSpanAttributes({ operation, provider: target?.provider.type, route: route.name, requestModel: target?.model, inputTokens: usage?.inputTokens, outputTokens: usage?.outputTokens, costUsd: cost ?? undefined }));
+  const decision = ctx.decision;
+  if (decision) decision.recorded = true;
+  recordEvidence(ctx, identity, {
+    type: 'model_call', request_id: ctx.requestId, trace_id: ctx.span?.context.traceId, identity: identityEvidence(identity),
+    policy: decision ? policyEvidence(decision.d) : undefined,
+    // Guardrails that checked this call; their block/redact/flag verdicts are 'guardrail' events,
+    // so an applied guardrail without such an event allowed the call.
+    guardrails: ctx.guardrails,
+    // Which credential (name and version, never the value) the call went out with.
+    credential: ctx.credentialUsed ?? (target?.provider.credential ? { name: target.provider.credential } : undefined),
+    model: {
+      route: route.name, provider: target?.provider.name ?? null, model: target?.model ?? null, stream,
+      input_tokens: usage?.inputTokens ?? null, output_tokens: usage?.outputTokens ?? null, cached_tokens: usage?.cachedTokens ?? null,
+      cost_usd: cost, latency_ms: Math.round(latencyMs * 1000) / 1000, cache,
+    },
+    outcome: { status, error_class: error ? (status >= 500 ? 'upstream' : 'client') : undefined, error },
+  });
+}
