@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DatabaseSync } from 'node:sqlite';
-import { chmodSync, statSync } from 'node:fs';
+import { chmodSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { canonicalJson } from '../src/audit/canonical.ts';
@@ -267,4 +267,22 @@ test('a writer thread that dies is restarted and the queued events are written',
   assert.equal(log.stats().written, 10);
   await log.close();
   assert.equal(verifyDatabase(dir).ok, true);
+});
+
+test('a journal backlog larger than the queue bound is recovered and new events are still accepted', async () => {
+  const dir = tempDir();
+  // A crashed gateway's journal (its pid is gone) holding 30 events that never reached the database.
+  const lines = [JSON.stringify({ gen: 'deadbeefdeadbeef', pid: process.pid })];
+  for (let i = 0; i < 30; i++) lines.push(JSON.stringify([Date.now(), sampleEvent(i)]));
+  writeFileSync(join(dir, 'audit-journal-deadbeefdeadbeef.log'), lines.join('\n') + '\n', { mode: 0o600 });
+  const log = openAuditLog({ dataDir: dir, maxQueue: 10 });
+  assert.equal(log.stats().queued, 30);
+  const receipt = await log.recordDurable(sampleEvent(99, { type: 'tool_intent' }));
+  assert.equal(receipt.seq, 31, 'the new event follows the recovered ones');
+  // The bound still holds for new events.
+  for (let i = 0; i < 10; i++) log.record(sampleEvent(i));
+  await log.close();
+  const r = verifyDatabase(dir, log.signingKey.publicKeyPem);
+  assert.equal(r.ok, true, r.firstError?.message);
+  assert.equal(r.lastSeq, 41);
 });

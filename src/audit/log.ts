@@ -176,6 +176,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     enqueued++;
   }
   orphans.done();
+  const orphanCount = orphans.lines.length;
   if (orphans.lines.length) queueMicrotask(() => schedule(true));
 
   const queued = (): number => items.length - qHead;
@@ -331,7 +332,8 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   function enqueue(entry: Entry): boolean {
     // After close() (shutdown) callers get the same answer as with a full queue: refuse the request.
     if (closed) { rejected++; return false; }
-    if (queued() >= cfg.maxQueue) {
+    // Recovered orphans were bounded by the crashed process; only new events count against the bound.
+    if (queued() - Math.max(0, orphanCount - committed) >= cfg.maxQueue) {
       rejected++;
       if (!queueFullAlerted) {
         queueFullAlerted = true;
