@@ -273,8 +273,10 @@ test('a journal backlog larger than the queue bound is recovered and new events 
   const dir = tempDir();
   // A crashed gateway's journal (its pid is gone) holding 30 events that never reached the database.
   const lines = [JSON.stringify({ gen: 'deadbeefdeadbeef', pid: process.pid })];
-  for (let i = 0; i < 30; i++) lines.push(JSON.stringify([Date.now(), sampleEvent(i)]));
-  writeFileSync(join(dir, 'audit-journal-deadbeefdeadbeef.log'), lines.join('\n') + '\n', { mode: 0o600 });
+  // Older versions journaled [at, event]; current ones the event JSON with its time.
+  for (let i = 0; i < 30; i++) lines.push(i % 2 ? JSON.stringify([Date.now(), sampleEvent(i)]) : JSON.stringify({ time: new Date().toISOString(), ...sampleEvent(i) }));
+  // The process died mid-write: a torn last line without its newline was never acknowledged.
+  writeFileSync(join(dir, 'audit-journal-deadbeefdeadbeef.log'), lines.join('\n') + '\n{"time":"2026-', { mode: 0o600 });
   const log = openAuditLog({ dataDir: dir, maxQueue: 10 });
   assert.equal(log.stats().queued, 30);
   const receipt = await log.recordDurable(sampleEvent(99, { type: 'tool_intent' }));

@@ -10,6 +10,8 @@ import { verifyDatabase, verifyExport } from '../src/audit/verify.ts';
 import { exportJsonl } from '../src/audit/export.ts';
 import { signCheckpoint } from '../src/audit/checkpoint.ts';
 import { keyIdOf } from '../src/audit/keys.ts';
+import { encodeEvent, sealLine } from '../src/audit/event.ts';
+import type { AuditEventInput } from '../src/audit/event.ts';
 import { sampleEvent, tempDir } from './audit-helpers.ts';
 
 async function makeLog(n = 3000, checkpointEvery = 1000): Promise<{ dir: string; pub: string }> {
@@ -67,13 +69,11 @@ test('an edit whose hash was recomputed is still caught by the next link', async
   const { dir, pub } = await makeLog();
   // Re-seal event 500 with a different body but the correct hash: event 501's prev_hash no longer matches.
   const db = new DatabaseSync(join(dir, 'audit.db'));
-  const { eventHash } = await import('../src/audit/event.ts');
-  const { canonicalJson } = await import('../src/audit/canonical.ts');
   const row = db.prepare('SELECT body FROM audit_events WHERE seq = 500').get();
   const body = JSON.parse(String(row?.body)) as Record<string, unknown>;
   body.request_id = 'forged';
-  body.hash = eventHash(body);
-  db.prepare('UPDATE audit_events SET body = ?, hash = ?, request_id = ? WHERE seq = 500').run(canonicalJson(body), String(body.hash), 'forged');
+  const s = reseal(body, 500, String(body.prev_hash));
+  db.prepare('UPDATE audit_events SET body = ?, hash = ?, request_id = ? WHERE seq = 500').run(s.body, s.hash, 'forged');
   db.close();
   const r = verifyDatabase(dir, pub);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [501, 'altered']);
@@ -98,9 +98,8 @@ test('inserting a well-formed event (later rows renumbered) is reported as inser
   const db = new DatabaseSync(join(dir, 'audit.db'));
   // Shift rows 150.. up by one (high to low so the primary key never collides), then forge row 150.
   db.exec('UPDATE audit_events SET seq = -seq WHERE seq >= 150; UPDATE audit_events SET seq = 1 - seq WHERE seq < 0;');
-  const { sealEvent } = await import('../src/audit/event.ts');
   const prev = String(db.prepare('SELECT hash FROM audit_events WHERE seq = 149').get()?.hash);
-  const forged = sealEvent(sampleEvent(1, { request_id: 'forged' }), 150, prev, new Date().toISOString());
+  const forged = reseal(sampleEvent(1, { request_id: 'forged' }), 150, prev);
   db.prepare('INSERT INTO audit_events (seq, time, type, request_id, agent, decision, body, hash) VALUES (150, ?, ?, ?, ?, ?, ?, ?)')
     .run(String(JSON.parse(forged.body).time), 'model_call', 'forged', 'support-bot', 'allow', forged.body, forged.hash);
   db.close();
@@ -147,14 +146,13 @@ test('a forged or edited checkpoint is reported as bad_checkpoint', async () => 
 
 test('a rewritten chain (every hash recomputed) still disagrees with the signed checkpoint', async () => {
   const { dir, pub } = await makeLog(1500, 1000);
-  const { sealEvent } = await import('../src/audit/event.ts');
   const db = new DatabaseSync(join(dir, 'audit.db'));
   let prev = String(db.prepare('SELECT hash FROM audit_events WHERE seq = 899').get()?.hash);
   db.exec('BEGIN');
   for (let seq = 900; seq <= 1500; seq++) {
     const e = JSON.parse(String(db.prepare('SELECT body FROM audit_events WHERE seq = ?').get(seq)?.body)) as ReturnType<typeof sampleEvent> & { time: string };
     if (seq === 900) e.request_id = 'rewritten';
-    const s = sealEvent(e, seq, prev, e.time);
+    const s = reseal(e, seq, prev);
     db.prepare('UPDATE audit_events SET body = ?, hash = ?, request_id = ? WHERE seq = ?').run(s.body, s.hash, e.request_id, seq);
     prev = s.hash;
   }
@@ -216,3 +214,47 @@ test('an export since a time starts at a signed checkpoint and verifies on its o
 function pick(r: { firstError?: { seq: number; kind: string } }): [number | undefined, string | undefined] {
   return [r.firstError?.seq, r.firstError?.kind];
 }
+
+/** What an attacker with write access to the database can do: re-seal an edited event with a correct hash. */
+function reseal(e: Record<string, unknown>, seq: number, prev: string): { hash: string; body: string } {
+  const { seq: _s, prev_hash: _p, hash: _h, ...rest } = e;
+  return sealLine(encodeEvent(rest as AuditEventInput, Date.now()).json, seq, prev);
+}
+
+test('the stored bytes are the evidence: a reformatted but equal event is reported as altered', async () => {
+  const { dir, pub } = await makeLog(300, 100);
+  const db = new DatabaseSync(join(dir, 'audit.db'));
+  const body = String(db.prepare('SELECT body FROM audit_events WHERE seq = 42').get()?.body);
+  db.prepare('UPDATE audit_events SET body = ? WHERE seq = 42').run(body.replace('"type":', '"type": '));
+  db.close();
+  const r = verifyDatabase(dir, pub);
+  assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [42, 'altered']);
+});
+
+test('a trail written in the older canonical-JSON format still verifies, resumes and catches edits', async () => {
+  const { eventHash } = await import('../src/audit/event.ts');
+  const { canonicalJson } = await import('../src/audit/canonical.ts');
+  const { openAuditDb } = await import('../src/audit/store.ts');
+  const dir = tempDir();
+  const db = openAuditDb(dir);
+  let prev = '0'.repeat(64);
+  for (let seq = 1; seq <= 20; seq++) {
+    const unsealed: Record<string, unknown> = { ...sampleEvent(seq), seq, time: new Date(1_790_000_000_000 + seq).toISOString(), prev_hash: prev };
+    const hash = eventHash(unsealed);
+    const e = { ...unsealed, hash } as unknown as Record<string, unknown> & { identity: { agent: string }; policy: { decision: string } };
+    db.prepare('INSERT INTO audit_events (seq, time, type, request_id, agent, decision, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(seq, String(e.time), String(e.type), String(e.request_id), e.identity.agent, e.policy.decision, canonicalJson(e), hash);
+    prev = hash;
+  }
+  db.close();
+  const log = openAuditLog({ dataDir: dir });
+  await log.recordDurable(sampleEvent(21));
+  await log.close();
+  const pub = log.publicKeyPem();
+  const r = verifyDatabase(dir, pub);
+  assert.equal(r.ok, true, r.firstError?.message);
+  assert.equal(r.lastSeq, 21);
+  sql(dir, "UPDATE audit_events SET body = replace(body, '\"status\":200', '\"status\":500') WHERE seq = 7");
+  const bad = verifyDatabase(dir, pub);
+  assert.deepEqual([bad.firstError?.seq, bad.firstError?.kind], [7, 'altered']);
+});

@@ -1,6 +1,10 @@
 // The audit event: one per decision and per upstream action, chained by hash.
-// hash = sha256(prev_hash + canonical(event without hash)); see canonical.ts.
-import { canonicalEntries, canonicalJson, joinEntries, sha256Hex } from './canonical.ts';
+// The stored text of an event is {"seq":S,"prev_hash":"P",<members>,"hash":"H"} where H is the
+// SHA-256 of that same text without its trailing hash member: the bytes are the evidence, so a
+// verifier (ours or anyone's) hashes them as stored, with no re-encoding rules to agree on.
+// (Trails written before this format hashed prev_hash + canonical JSON; they still verify.)
+import { hash as oneShotHash } from 'node:crypto';
+import { canonicalJson, sha256Hex } from './canonical.ts';
 import type { JsonValue } from './canonical.ts';
 
 export type AuditEventType =
@@ -112,26 +116,73 @@ export type AuditEvent = AuditEventInput & {
 
 export const GENESIS_HASH = '0'.repeat(64);
 
-/** Assigned by the log; a caller's values for these are ignored. */
-const ASSIGNED = new Set(['seq', 'time', 'prev_hash', 'hash']);
+const HASH_TAIL = /,"hash":"([0-9a-f]{64})"\}$/;
 
 /**
- * Build the chained event: every field the caller gave (a trail keeps what it was told) plus
- * seq, time and prev_hash, and its hash. Throws if a field is not canonicalisable.
+ * Seal one event: `json` is the event's own JSON object text (from encodeEvent). Cheap by
+ * design: two concatenations and one hash, no parsing or re-encoding.
  */
-export function sealEvent(input: AuditEventInput, seq: number, prevHash: string, time: string): { hash: string; body: string } {
-  const unsealed: Record<string, unknown> = { seq, time, prev_hash: prevHash };
-  const given: Record<string, unknown> = input;
-  for (const k of Object.keys(given)) if (!ASSIGNED.has(k)) unsealed[k] = given[k];
-  // Encode once: the hashed text is the body without `hash`; the body gets `hash` spliced in.
-  const entries = canonicalEntries(unsealed);
-  const hash = sha256Hex(prevHash + joinEntries(entries));
-  const at = entries.findIndex(([k]) => k > 'hash');
-  entries.splice(at < 0 ? entries.length : at, 0, ['hash', '"' + hash + '"']);
-  return { hash, body: joinEntries(entries) };
+export function sealLine(json: string, seq: number, prevHash: string): { hash: string; body: string } {
+  const unsealed = '{"seq":' + seq + ',"prev_hash":"' + prevHash + '",' + json.slice(1);
+  const hash = oneShotHash('sha256', unsealed);
+  return { hash, body: unsealed.slice(0, -1) + ',"hash":"' + hash + '"}' };
 }
 
-/** hash over everything but `hash` itself; prev_hash is part of the content and also prefixed. */
+/**
+ * The hash a stored event text commits to, recomputed from its bytes; undefined when the text
+ * does not match its own hash member (edited) or has none. `parsed` is the same text parsed
+ * (only read for trails in the older canonical format).
+ */
+export function recomputeHash(body: string, parsed: Record<string, unknown>): string | undefined {
+  const m = HASH_TAIL.exec(body);
+  if (m) return oneShotHash('sha256', body.slice(0, m.index) + '}') === m[1] ? m[1] : undefined;
+  if (typeof parsed.hash !== 'string') return undefined;
+  return eventHash(parsed) === parsed.hash ? parsed.hash : undefined;
+}
+
+// Export/JSONL lines are the stored text with "kind" spliced in first, never re-serialised.
+const EXPORT_PREFIX = '{"kind":"event",';
+
+/** The export line of one stored event text. */
+export function exportLine(body: string): string {
+  return EXPORT_PREFIX + body.slice(1);
+}
+
+/** The stored text back from an export line (the bytes its hash covers). */
+export function storedText(line: string): string {
+  return line.startsWith(EXPORT_PREFIX) ? '{' + line.slice(EXPORT_PREFIX.length) : line;
+}
+
+/** Indexed columns of one event, in table order: time, type, request_id, agent, decision. */
+export type IndexCols = [string, string, string, string | null, string | null];
+
+/**
+ * Encode an event for the trail: its JSON member text as sealLine() takes it (time stamped,
+ * assigned fields dropped) and its indexed columns. Runs where the event is recorded, so the
+ * writer never parses. An event JSON cannot encode (BigInt, cycles) becomes an encoding-failure event.
+ */
+export function encodeEvent(input: AuditEventInput, at: number): { json: string; cols: IndexCols } {
+  let e: Record<string, unknown> = input;
+  if ('seq' in e || 'prev_hash' in e || 'hash' in e) {
+    const { seq: _s, prev_hash: _p, hash: _h, ...rest } = e;
+    e = rest;
+  }
+  const given = typeof e.time === 'string' ? e.time : undefined;
+  const time = given ?? new Date(at).toISOString();
+  let json: string;
+  try {
+    // The common case stamps the time without copying the caller's object.
+    const j = JSON.stringify(given !== undefined || e.time === undefined ? e : { ...e, time: undefined });
+    json = given !== undefined ? j : '{"time":"' + time + '"' + (j.length > 2 ? ',' + j.slice(1) : '}');
+  } catch (err) {
+    e = encodingFailureEvent(input, err);
+    json = JSON.stringify({ ...e, time });
+  }
+  const { agent, decision } = indexColumns(e);
+  return { json, cols: [time, String(e.type), String(e.request_id), agent, decision] };
+}
+
+/** Trails in the older format: hash over prev_hash + canonical JSON of everything but `hash`. */
 export function eventHash(eventWithoutHash: Record<string, unknown>): string {
   const { hash: _ignored, ...rest } = eventWithoutHash;
   return sha256Hex(String(rest.prev_hash) + canonicalJson(rest));

@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { openAuditDb, readCheckpoints, retentionAnchor } from './store.ts';
 import type { Checkpoint } from './checkpoint.ts';
+import { exportLine } from './event.ts';
 
 export interface ExportOptions {
   /** ISO time or Date: export events from this time on (plus the few since the checkpoint before it). */
@@ -46,8 +47,8 @@ export async function exportJsonl(dataDir: string, opts: ExportOptions): Promise
     let checkpoints = 0;
     if (anchor) { await write(checkpointLine(anchor)); checkpoints++; }
     for (const r of db.prepare('SELECT seq, body FROM audit_events WHERE seq >= ? ORDER BY seq').iterate(fromSeq)) {
-      // The stored body is already canonical JSON; splice the kind in instead of re-serialising.
-      await write('{"kind":"event",' + String(r.body).slice(1));
+      // The stored text is the evidence (its hash covers these bytes): splice the kind in, never re-serialise.
+      await write(exportLine(String(r.body)));
       events++;
       for (const c of byTree.get(Number(r.seq)) ?? []) { await write(checkpointLine(c)); checkpoints++; }
     }

@@ -49,7 +49,9 @@ export function orphanedLines(dataDir: string, committedEnd: (gen: string) => nu
     if (typeof head.pid === 'number' && alive(head.pid)) continue; // another running gateway owns it
     const from = Math.max(committedEnd(String(head.gen)) ?? 0, nl + 1);
     // A torn last line (killed mid-write) has no newline: its request was never acknowledged.
-    for (const l of buf.subarray(from).toString('utf8').split('\n')) if (l.endsWith(']')) lines.push(l);
+    const complete = buf.subarray(from).toString('utf8').split('\n');
+    complete.pop();
+    for (const l of complete) if (l) lines.push(l);
     files.push(path);
   }
   return { lines, done: () => { for (const f of files) { try { unlinkSync(f); } catch { /* already gone */ } } } };

@@ -8,7 +8,9 @@ import type { DatabaseSync } from 'node:sqlite';
 import { readdirSync, writeFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
-import { GENESIS_HASH, eventHash, encodingFailureEvent } from './event.ts';
+import { GENESIS_HASH, encodeEvent, indexColumns, recomputeHash } from './event.ts';
+import type { IndexCols } from './event.ts';
+import { COLS } from './writer.ts';
 import type { AuditEventInput } from './event.ts';
 import { checkpointSignatureValid } from './checkpoint.ts';
 import type { CheckpointType } from './checkpoint.ts';
@@ -100,14 +102,12 @@ export interface AuditLog {
 }
 
 interface Entry {
-  input: AuditEventInput;
-  /** JSON [at, input] as written to the journal (and sent to the writer as is). */
-  line: string;
+  /** The event's JSON text (encodeEvent): written to the journal and sent to the writer as is. */
+  json: string;
+  cols: IndexCols;
   /** Journal generation and byte offset after this entry's line. */
   gen: string;
   jend: number;
-  /** Date.now() at record(): formatting the ISO time is left to the writer. */
-  at: number;
   durable?: { resolve: (r: DurableReceipt) => void; reject: (e: Error) => void; timer?: NodeJS.Timeout };
 }
 
@@ -171,8 +171,8 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   let alive = false;
   let worker = startWorker();
   for (const line of orphans.lines) {
-    const [at, input] = JSON.parse(line) as [number, AuditEventInput];
-    items.push({ input, at, line, gen: journal.gen, jend: journal.append(line) });
+    const { json, cols } = decodeJournalLine(line);
+    items.push({ json, cols, gen: journal.gen, jend: journal.append(json) });
     enqueued++;
   }
   orphans.done();
@@ -246,7 +246,13 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     inFlight = { id, n };
     return new Promise((resolve) => {
       const last = batch[n - 1];
-      call({ op: 'write', id, payload: '[' + batch.map((e) => e.line).join(',') + ']', want, journal: { key: journalMetaKey(last.gen), end: last.jend } }, (r) => {
+      const jsons = new Array<string>(n);
+      const cols = new Array<string | null>(n * COLS);
+      for (let i = 0; i < n; i++) {
+        jsons[i] = batch[i].json;
+        for (let k = 0; k < COLS; k++) cols[i * COLS + k] = batch[i].cols[k];
+      }
+      call({ op: 'write', id, batch: { jsons, cols }, want, journal: { key: journalMetaKey(last.gen), end: last.jend } }, (r) => {
         inFlight = undefined;
         if (r.op === 'written') { onWritten(n, r); resolve(true); }
         else { onFailed(r.op === 'failed' ? r.error : `unexpected reply ${r.op}`); resolve(false); }
@@ -319,7 +325,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     if (batch.length === 0) { for (const w of waiters) w.resolve(); return; }
     try {
       const gen = journal.gen;
-      const ends = journal.appendMany(batch.map((e) => e.line));
+      const ends = journal.appendMany(batch.map((e) => e.json));
       for (let i = 0; i < batch.length; i++) { batch[i].gen = gen; batch[i].jend = ends[i]; }
       for (const w of waiters) w.resolve();
     } catch (e) {
@@ -369,7 +375,8 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     record(event) {
       checkInput(event);
       const at = Date.now();
-      if (!enqueue({ input: event, at, line: encodeLine(at, event), gen: '', jend: 0 })) return false;
+      const { json, cols } = encodeEvent(event, at);
+      if (!enqueue({ json, cols, gen: '', jend: 0 })) return false;
       schedule(queued() >= cfg.batchSize);
       return true;
     },
@@ -377,7 +384,8 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       return new Promise<DurableReceipt>((resolve, reject) => {
         checkInput(event);
         const at = Date.now();
-        const entry: Entry = { input: event, at, line: encodeLine(at, event), gen: '', jend: 0, durable: { resolve, reject } };
+        const { json, cols } = encodeEvent(event, at);
+        const entry: Entry = { json, cols, gen: '', jend: 0, durable: { resolve, reject } };
         if (!enqueue(entry)) {
           reject(new AuditUnavailableError(closed ? 'audit log is closed (shutting down); the action was not recorded' : `audit queue is full (${cfg.maxQueue} events); the action was not recorded`));
           return;
@@ -448,13 +456,15 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   };
 }
 
-/** One journal line / writer entry: [at, event]; an event JSON cannot encode (BigInt, cycles) becomes an encoding-failure event. */
-function encodeLine(at: number, input: AuditEventInput): string {
-  try {
-    return JSON.stringify([at, input]);
-  } catch (err) {
-    return JSON.stringify([at, encodingFailureEvent(input, err)]);
+/** A journal line back to an entry: the event JSON, or [at, event] as older versions wrote it. */
+function decodeJournalLine(line: string): { json: string; cols: IndexCols } {
+  if (line.startsWith('[')) {
+    const [at, input] = JSON.parse(line) as [number, AuditEventInput];
+    return encodeEvent(input, at);
   }
+  const e = JSON.parse(line) as Record<string, unknown>;
+  const { agent, decision } = indexColumns(e);
+  return { json: line, cols: [String(e.time), String(e.type), String(e.request_id), agent, decision] };
 }
 
 interface Head { seq: number; hash: string }
@@ -466,7 +476,7 @@ function resumeHead(db: DatabaseSync, key: SigningKey): Head {
   if (row) {
     const seq = Number(row.seq);
     const body = JSON.parse(String(row.body)) as Record<string, unknown>;
-    if (body.seq !== seq || body.hash !== row.hash || eventHash(body) !== row.hash) {
+    if (body.seq !== seq || body.hash !== row.hash || recomputeHash(String(row.body), body) !== row.hash) {
       throw new AuditUnavailableError(`audit chain tail (seq ${seq}) does not verify; the audit database was modified. Run \`aam audit verify\` and investigate before starting.`);
     }
     return { seq, hash: String(row.hash) };
@@ -490,7 +500,7 @@ function checkInput(e: AuditEventInput): void {
 
 function spillQueue(dataDir: string, entries: Entry[]): string {
   const path = join(dataDir, `audit-unwritten-${Date.now()}.jsonl`);
-  writeFileSync(path, entries.map((e) => JSON.stringify(e.input)).join('\n') + '\n', { mode: 0o600 });
+  writeFileSync(path, entries.map((e) => e.json).join('\n') + '\n', { mode: 0o600 });
   return path;
 }
 

@@ -6,7 +6,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import type { AuditSink } from './sinks.ts';
 import type { AuditEvent } from './event.ts';
-import { canonicalJson } from './canonical.ts';
+import { exportLine } from './event.ts';
 import { toOcsf } from './ocsf.ts';
 
 export interface FileSinkOptions {
@@ -52,12 +52,13 @@ export function fileSink(opts: FileSinkOptions): AuditSink {
 
   return {
     name: opts.name ?? `file:${opts.path}`,
-    async deliver(events: AuditEvent[]) {
+    async deliver(events: AuditEvent[], texts: string[]) {
       await ensureOpen();
       let chunk = '';
       let chunkBytes = 0;
-      for (const e of events) {
-        const line = (opts.format === 'ocsf' ? JSON.stringify(toOcsf(e)) : '{"kind":"event",' + canonicalJson(e).slice(1)) + '\n';
+      for (let i = 0; i < events.length; i++) {
+        // JSONL lines are the stored texts, so `aam audit verify --file` checks a sink's file too.
+        const line = (opts.format === 'ocsf' ? JSON.stringify(toOcsf(events[i])) : exportLine(texts[i])) + '\n';
         const bytes = Buffer.byteLength(line);
         if (size + chunkBytes + bytes > maxBytes && size + chunkBytes > 0) {
           await writeChunk(chunk, chunkBytes);

@@ -11,7 +11,8 @@ import type { EventRow } from './store.ts';
 export interface AuditSink {
   /** Stable name: the cursor is stored under it. */
   readonly name: string;
-  deliver(events: AuditEvent[]): Promise<void>;
+  /** `texts[i]` is events[i] exactly as stored (the bytes its hash covers), for sinks that must stay verifiable. */
+  deliver(events: AuditEvent[], texts: string[]): Promise<void>;
   close?(): Promise<void>;
 }
 
@@ -85,7 +86,7 @@ export function startSinks(source: SinkSource, sinks: readonly AuditSink[], opts
       if (rows.length === 0) { await idle(s, cfg.pollMs); continue; }
       const events = rows.map(rowToEvent);
       try {
-        await s.sink.deliver(events);
+        await s.sink.deliver(events, rows.map((r) => r.body));
       } catch (e) {
         attempt++;
         s.failures++;

@@ -2,7 +2,7 @@
 // exported JSONL file (which needs nothing but the public key). Reports the first problem with
 // the seq where it is and what kind of tampering it looks like.
 import { readFileSync } from 'node:fs';
-import { GENESIS_HASH, eventHash, indexColumns } from './event.ts';
+import { GENESIS_HASH, indexColumns, recomputeHash, storedText } from './event.ts';
 import { checkpointSignatureValid } from './checkpoint.ts';
 import type { Checkpoint } from './checkpoint.ts';
 import { signingKeyPath } from './keys.ts';
@@ -60,8 +60,8 @@ class ChainChecker {
     return this.pending !== undefined || this.error !== undefined;
   }
 
-  /** Returns true when the event extends the chain correctly. */
-  push(e: Parsed): boolean {
+  /** `text` is the event as stored (the bytes its hash covers), `e` the same parsed. Returns true when the event extends the chain correctly. */
+  push(e: Parsed, text: string): boolean {
     const seq = typeof e.seq === 'number' && Number.isInteger(e.seq) ? e.seq : -1;
     if (this.pending) { this.pending.tail.push(seq); return false; }
     if (this.error) return false;
@@ -71,7 +71,7 @@ class ChainChecker {
     }
     if (seq < this.expected) return this.suspect(seq, 'duplicate', `seq ${seq} appears again after seq ${this.expected - 1}`);
     if (seq > this.expected) return this.suspect(seq, 'gap', `expected seq ${this.expected}, found seq ${seq}`);
-    if (eventHash(e) !== e.hash) return this.suspect(seq, 'mismatch', `event ${seq}: content does not match its hash (a field was edited)`);
+    if (recomputeHash(text, e) !== e.hash) return this.suspect(seq, 'mismatch', `event ${seq}: content does not match its hash (a field was edited)`);
     if (e.prev_hash !== this.prev) return this.suspect(seq, 'mismatch', `event ${seq}: prev_hash does not match the hash of event ${seq - 1}`);
     const head = this.heads.get(seq);
     if (head !== undefined && head !== e.hash) {
@@ -191,7 +191,7 @@ export function verifyDatabase(dataDir: string, publicKeyPem?: string): VerifyRe
         checker.fail(Number(row.seq), 'altered', `row ${row.seq}: body is not valid JSON`);
         continue;
       }
-      if (checker.push(e)) {
+      if (checker.push(e, row.body)) {
         const bad = rowMismatch(row, e);
         if (bad) checker.fail(Number(row.seq), 'altered', `event ${row.seq}: ${bad}`);
       }
@@ -208,7 +208,7 @@ export function verifyDatabase(dataDir: string, publicKeyPem?: string): VerifyRe
 
 /** Verify an exported JSONL file with only the public key. */
 export function verifyExport(jsonlText: string, publicKeyPem: string): VerifyResult {
-  const events: Parsed[] = [];
+  const events: Array<{ e: Parsed; text: string }> = [];
   const cps: Checkpoint[] = [];
   let malformed: VerifyError | undefined;
   const lines = jsonlText.split('\n');
@@ -219,20 +219,20 @@ export function verifyExport(jsonlText: string, publicKeyPem: string): VerifyRes
     try {
       obj = JSON.parse(line) as Parsed;
     } catch {
-      malformed ??= { seq: events.length ? Number(events[events.length - 1].seq) + 1 : 0, kind: 'altered', message: `line ${i + 1} is not valid JSON` };
+      malformed ??= { seq: events.length ? Number(events[events.length - 1].e.seq) + 1 : 0, kind: 'altered', message: `line ${i + 1} is not valid JSON` };
       continue;
     }
     const { kind, ...rest } = obj;
-    if (kind === 'event') events.push(rest);
+    if (kind === 'event') events.push({ e: rest, text: storedText(line) });
     else if (kind === 'checkpoint') cps.push(rest as unknown as Checkpoint);
   }
   const review = reviewCheckpoints(cps, () => publicKeyPem);
-  const firstSeq = events.length && typeof events[0].seq === 'number' ? events[0].seq : 1;
+  const firstSeq = events.length && typeof events[0].e.seq === 'number' ? events[0].e.seq : 1;
   // The export starts at genesis or right after a signed checkpoint that vouches for prev_hash.
   const anchor = firstSeq > 1 ? review.valid.find((c) => c.tree_size === firstSeq - 1) : undefined;
   const checker = new ChainChecker(anchor ? firstSeq : 1, anchor ? anchor.head_hash : GENESIS_HASH, headsOf(review.valid));
   if (malformed) checker.fail(malformed.seq, malformed.kind, malformed.message);
-  for (const e of events) checker.push(e);
+  for (const { e, text } of events) checker.push(e, text);
   return conclude(checker, review, {
     checkpoints: cps.length,
     anchor: anchor ? { tree_size: anchor.tree_size, type: anchor.type } : 'genesis',

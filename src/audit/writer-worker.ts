@@ -2,7 +2,7 @@
 // Every message gets one reply with the same id, in order.
 import { parentPort, workerData } from 'node:worker_threads';
 import { createBatchWriter } from './writer.ts';
-import type { WireEntry } from './writer.ts';
+import type { WireBatch } from './writer.ts';
 import { loadOrCreateSigningKey } from './keys.ts';
 import { openAuditDb } from './store.ts';
 import type { CheckpointType } from './checkpoint.ts';
@@ -16,7 +16,7 @@ export interface WriterInit {
 }
 
 export type WriterRequest =
-  | { op: 'write'; id: number; payload: string; want: number[]; journal?: { key: string; end: number } }
+  | { op: 'write'; id: number; batch: WireBatch; want: number[]; journal?: { key: string; end: number } }
   | { op: 'checkpoint'; id: number; type: CheckpointType }
   | { op: 'close'; id: number };
 
@@ -43,7 +43,7 @@ timer.unref();
 port.on('message', (m: WriterRequest) => {
   try {
     if (m.op === 'write') {
-      const r = writer.write(JSON.parse(m.payload) as WireEntry[], m.want, m.journal ? [m.journal.key, String(m.journal.end)] : undefined);
+      const r = writer.write(m.batch, m.want, m.journal ? [m.journal.key, String(m.journal.end)] : undefined);
       reply({ op: 'written', id: m.id, firstSeq: r.firstSeq, lastSeq: r.lastSeq, lastHash: r.lastHash, hashes: r.hashes, checkpointed: r.checkpoint !== undefined });
     } else if (m.op === 'checkpoint') {
       reply({ op: 'checkpointed', id: m.id, treeSize: writer.checkpoint(m.type)?.tree_size ?? null });

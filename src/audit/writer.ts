@@ -2,15 +2,15 @@
 // in a worker thread (writer-worker.ts) so hashing, encoding and SQLite I/O stay off the event
 // loop that serves requests; this file is plain synchronous logic so it can be tested directly.
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { GENESIS_HASH, encodingFailureEvent, indexColumns, sealEvent } from './event.ts';
-import type { AuditEventInput } from './event.ts';
+import { GENESIS_HASH, sealLine } from './event.ts';
 import { signCheckpoint } from './checkpoint.ts';
 import type { Checkpoint, CheckpointType } from './checkpoint.ts';
 import type { SigningKey } from './keys.ts';
 import { insertCheckpoint, readCheckpoints, retentionAnchor, setMeta, transaction } from './store.ts';
 
-/** One queued event as sent to the writer: [Date.now() at record(), event]. */
-export type WireEntry = [number, AuditEventInput];
+/** Events as sent to the writer: their JSON texts, and their index columns flattened (COLS per event, see IndexCols). */
+export interface WireBatch { jsons: readonly string[]; cols: readonly (string | null)[] }
+export const COLS = 5;
 
 export interface WriteResult {
   firstSeq: number;
@@ -23,7 +23,7 @@ export interface WriteResult {
 
 export interface BatchWriter {
   /** meta: [key, value] stored in the same transaction (the journal's committed offset). */
-  write(entries: readonly WireEntry[], wantHashes: readonly number[], meta?: [string, string]): WriteResult;
+  write(batch: WireBatch, wantHashes: readonly number[], meta?: [string, string]): WriteResult;
   checkpoint(type: CheckpointType): Checkpoint | undefined;
   head(): { seq: number; hash: string };
 }
@@ -55,7 +55,7 @@ export function createBatchWriter(db: DatabaseSync, key: SigningKey, checkpointE
   return {
     head: storedHead,
     checkpoint,
-    write(entries, wantHashes, meta) {
+    write({ jsons, cols }, wantHashes, meta) {
       const want = new Set(wantHashes);
       const hashes: Record<number, string> = {};
       // fsync only for batches someone waits on (recordDurable): the rest are already safe from
@@ -66,20 +66,11 @@ export function createBatchWriter(db: DatabaseSync, key: SigningKey, checkpointE
         const head = storedHead();
         let seq = head.seq;
         let prev = head.hash;
-        for (let i = 0; i < entries.length; i++) {
-          const [at, raw] = entries[i];
-          let input = raw;
-          const time = typeof input.time === 'string' ? input.time : new Date(at).toISOString();
+        for (let i = 0; i < jsons.length; i++) {
           seq++;
-          let sealed: { hash: string; body: string };
-          try {
-            sealed = sealEvent(input, seq, prev, time);
-          } catch (e) {
-            input = encodingFailureEvent(input, e);
-            sealed = sealEvent(input, seq, prev, time);
-          }
-          const idx = indexColumns(input);
-          insert.run(seq, time, String(input.type), String(input.request_id), idx.agent, idx.decision, sealed.body, sealed.hash);
+          const sealed = sealLine(jsons[i], seq, prev);
+          const c = i * COLS;
+          insert.run(seq, cols[c], cols[c + 1], cols[c + 2], cols[c + 3], cols[c + 4], sealed.body, sealed.hash);
           prev = sealed.hash;
           if (want.has(i)) hashes[i] = sealed.hash;
         }
