@@ -25,8 +25,12 @@ async function run(cmd: string, data: string, values: Record<string, string | bo
 
 test('audit verify/export/query/show/public-key/prune work end to end and verify fails after tampering', async () => {
   const dir = tempDir();
-  const log = openAuditLog({ dataDir: dir, checkpointEvery: 50 });
-  for (let i = 0; i < 120; i++) log.record(sampleEvent(i, { time: new Date(Date.UTC(2026, 0, 1, 0, i)).toISOString() }));
+  // Two segments (1..60, 61..121), so prune has a whole old segment to drop.
+  const log = openAuditLog({ dataDir: dir, checkpointEvery: 50, segments: { maxAgeMs: 86_400_000, maxEvents: 60 } });
+  for (let i = 0; i < 120; i++) {
+    log.record(sampleEvent(i, { time: new Date(Date.UTC(2026, 0, 1, 0, i)).toISOString() }));
+    if (i === 59) await log.flush();
+  }
   // A tool-plane style event with flat fields: kept in the trail and indexed.
   log.record({ type: 'tool.intent', request_id: 'req-flat', agent: 'flat-agent', plane: 'mcp', decision: { effect: 'allow', policy: 'p' } });
   await log.close();
@@ -69,7 +73,7 @@ test('audit verify/export/query/show/public-key/prune work end to end and verify
   assert.match(after.out, /retention checkpoint at 60/);
 
   const db = new DatabaseSync(join(dir, 'audit.db'));
-  db.exec('DELETE FROM audit_events WHERE seq = 100');
+  db.exec('DELETE FROM audit_seg_000002 WHERE seq = 100');
   db.close();
   const t = await run('audit verify', dir, { 'public-key': pemFile });
   assert.equal(t.code, 1);

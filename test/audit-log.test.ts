@@ -10,7 +10,8 @@ import { openAuditLog, AuditUnavailableError } from '../src/audit/log.ts';
 import type { AuditAlert } from '../src/audit/log.ts';
 import { verifyDatabase } from '../src/audit/verify.ts';
 import { queryEvents, showRequest, describeEvent } from '../src/audit/query.ts';
-import { applyRetention } from '../src/audit/retention.ts';
+import { applyRetention, startRetention } from '../src/audit/retention.ts';
+import { segmentTables } from '../src/audit/store.ts';
 import { toOcsf } from '../src/audit/ocsf.ts';
 import { sampleEvent, tempDir } from './audit-helpers.ts';
 
@@ -48,7 +49,7 @@ test('reopening resumes the chain; a tampered tail refuses to open', async () =>
   await log.close();
   assert.equal(verifyDatabase(dir).ok, true);
   const db = new DatabaseSync(join(dir, 'audit.db'));
-  db.exec("UPDATE audit_events SET body = replace(body, 'req-', 'REQ-') WHERE seq = 11");
+  db.exec("UPDATE audit_seg_000001 SET body = replace(body, 'req-', 'REQ-') WHERE seq = 11");
   db.close();
   assert.throws(() => openAuditLog({ dataDir: dir }), /tail \(seq 11\) does not verify/);
 });
@@ -135,34 +136,36 @@ test('queries filter by agent, decision, type, time and request; show lists one 
   await log.close();
 });
 
-test('retention cuts old events at a signed anchor and the rest still verifies, across restarts', async () => {
+test('retention drops whole old segments behind a signed anchor; the rest verifies, queries and survives restarts', async () => {
   const dir = tempDir();
-  let log = openAuditLog({ dataDir: dir, checkpointEvery: 50, batchSize: 20 });
+  // 50-event segments; the writer checks before each 20-event batch: segments of 60 events.
+  const segments = { maxAgeMs: 86_400_000, maxEvents: 50 };
+  let log = openAuditLog({ dataDir: dir, checkpointEvery: 50, batchSize: 20, segments });
   for (let i = 0; i < 200; i++) log.record(sampleEvent(i, { time: new Date(Date.UTC(2026, 0, 1, 0, i)).toISOString() }));
   await log.flush();
-  const res = applyRetention(log, new Date(Date.UTC(2026, 0, 1, 0, 120)));
-  assert.equal(res.cutSeq, 120);
-  assert.equal(res.deletedEvents, 120);
+  assert.deepEqual(segmentTables(log.db).length, 4);
+  // Events 1..120 are older than the cut: the two segments holding them go, nothing else.
+  const res = await applyRetention(log, new Date(Date.UTC(2026, 0, 1, 0, 130)));
+  assert.deepEqual([res.cutSeq, res.deletedEvents, res.segments], [120, 120, 2]);
+  assert.equal(segmentTables(log.db).length, 2);
+  assert.equal(queryEvents(log.db, { order: 'asc', limit: 1 })[0].seq, 121, 'queries see what is left');
+  assert.equal(showRequest(log.db, 'req-10').length, 0, 'dropped events are gone');
   for (let i = 0; i < 5; i++) log.record(sampleEvent(i));
   await log.close();
   let r = verifyDatabase(dir, log.publicKeyPem());
   assert.equal(r.ok, true, r.firstError?.message);
   assert.deepEqual([r.firstSeq, r.lastSeq, r.anchor], [121, 205, { tree_size: 120, type: 'retention' }]);
-  // Everything cut: the anchor alone carries the chain over a restart.
-  log = openAuditLog({ dataDir: dir });
-  applyRetention(log, new Date(Date.now() + 60_000));
+  // A cut in the future: every segment but the one being written goes; the chain carries on over a restart.
+  log = openAuditLog({ dataDir: dir, segments });
+  const all = await applyRetention(log, new Date(Date.now() + 60_000));
+  assert.deepEqual([all.cutSeq, all.segments], [180, 1]);
   await log.close();
-  log = openAuditLog({ dataDir: dir });
+  log = openAuditLog({ dataDir: dir, segments });
   log.record(sampleEvent(1));
   await log.close();
   r = verifyDatabase(dir, log.publicKeyPem());
   assert.equal(r.ok, true, r.firstError?.message);
-  assert.equal(r.firstSeq, 206);
-  // Deleting beyond the anchor is still caught.
-  const db = new DatabaseSync(join(dir, 'audit.db'));
-  db.exec("DELETE FROM audit_checkpoints WHERE type = 'retention'");
-  db.close();
-  assert.deepEqual([verifyDatabase(dir).firstError?.seq, verifyDatabase(dir).firstError?.kind], [1, 'removed']);
+  assert.deepEqual([r.firstSeq, r.lastSeq, r.anchor], [181, 206, { tree_size: 180, type: 'retention' }]);
 });
 
 test('OCSF mapping is an API Activity with actor, api, resources and status', async () => {
@@ -287,4 +290,25 @@ test('a journal backlog larger than the queue bound is recovered and new events 
   const r = verifyDatabase(dir, log.signingKey.publicKeyPem);
   assert.equal(r.ok, true, r.firstError?.message);
   assert.equal(r.lastSeq, 41);
+});
+
+test('scheduled retention (AAM_AUDIT_RETENTION) prunes old segments on its own and stops when told', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir, batchSize: 10, segments: { maxAgeMs: 86_400_000, maxEvents: 10 } });
+  const old = new Date(Date.now() - 10 * 86_400_000).toISOString();
+  for (let i = 0; i < 30; i++) {
+    log.record(sampleEvent(i, { time: i < 20 ? old : new Date().toISOString() }));
+    if (i % 10 === 9) await log.flush();
+  }
+  const pruned: number[] = [];
+  const errors: unknown[] = [];
+  const stop = startRetention(log, 86_400_000, { onPruned: (r) => pruned.push(r.cutSeq), onError: (e) => errors.push(e) }, 50);
+  for (let i = 0; i < 100 && pruned.length === 0; i++) await sleep(20);
+  stop();
+  assert.deepEqual(errors, []);
+  assert.deepEqual(pruned, [20], 'the two old segments went, the current one stayed');
+  await log.close();
+  const r = verifyDatabase(dir, log.publicKeyPem());
+  assert.equal(r.ok, true, r.firstError?.message);
+  assert.equal(r.firstSeq, 21);
 });

@@ -52,7 +52,7 @@ test('an untouched log of 3000 events verifies, with checkpoints and no unsigned
 
 test('editing a field in the body is reported as altered at that seq', async () => {
   const { dir, pub } = await makeLog();
-  sql(dir, "UPDATE audit_events SET body = json_set(body, '$.outcome.status', 500) WHERE seq = 1234");
+  sql(dir, "UPDATE audit_seg_000001 SET body = json_set(body, '$.outcome.status', 500) WHERE seq = 1234");
   const r = verifyDatabase(dir, pub);
   assert.equal(r.ok, false);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [1234, 'altered']);
@@ -60,7 +60,7 @@ test('editing a field in the body is reported as altered at that seq', async () 
 
 test('editing an indexed column (what queries read) is reported as altered', async () => {
   const { dir, pub } = await makeLog();
-  sql(dir, "UPDATE audit_events SET agent = 'someone-else' WHERE seq = 77");
+  sql(dir, "UPDATE audit_seg_000001 SET agent = 'someone-else' WHERE seq = 77");
   const r = verifyDatabase(dir, pub);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [77, 'altered']);
 });
@@ -73,7 +73,7 @@ test('an edit whose hash was recomputed is still caught by the next link', async
   const body = JSON.parse(String(row?.body)) as Record<string, unknown>;
   body.request_id = 'forged';
   const s = reseal(body, 500, String(body.prev_hash));
-  db.prepare('UPDATE audit_events SET body = ?, hash = ?, request_id = ? WHERE seq = 500').run(s.body, s.hash, 'forged');
+  db.prepare('UPDATE audit_seg_000001 SET body = ?, hash = ?, request_id = ? WHERE seq = 500').run(s.body, s.hash, 'forged');
   db.close();
   const r = verifyDatabase(dir, pub);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [501, 'altered']);
@@ -81,14 +81,14 @@ test('an edit whose hash was recomputed is still caught by the next link', async
 
 test('deleting an event is reported as removed at that seq', async () => {
   const { dir, pub } = await makeLog();
-  sql(dir, 'DELETE FROM audit_events WHERE seq = 1500');
+  sql(dir, 'DELETE FROM audit_seg_000001 WHERE seq = 1500');
   const r = verifyDatabase(dir, pub);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [1500, 'removed']);
 });
 
 test('deleting the first events without a retention anchor is reported as removed at seq 1', async () => {
   const { dir, pub } = await makeLog(200, 50);
-  sql(dir, 'DELETE FROM audit_events WHERE seq <= 10');
+  sql(dir, 'DELETE FROM audit_seg_000001 WHERE seq <= 10');
   const r = verifyDatabase(dir, pub);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [1, 'removed']);
 });
@@ -97,10 +97,10 @@ test('inserting a well-formed event (later rows renumbered) is reported as inser
   const { dir, pub } = await makeLog(300, 100);
   const db = new DatabaseSync(join(dir, 'audit.db'));
   // Shift rows 150.. up by one (high to low so the primary key never collides), then forge row 150.
-  db.exec('UPDATE audit_events SET seq = -seq WHERE seq >= 150; UPDATE audit_events SET seq = 1 - seq WHERE seq < 0;');
+  db.exec('UPDATE audit_seg_000001 SET seq = -seq WHERE seq >= 150; UPDATE audit_seg_000001 SET seq = 1 - seq WHERE seq < 0;');
   const prev = String(db.prepare('SELECT hash FROM audit_events WHERE seq = 149').get()?.hash);
   const forged = reseal(sampleEvent(1, { request_id: 'forged' }), 150, prev);
-  db.prepare('INSERT INTO audit_events (seq, time, type, request_id, agent, decision, body, hash) VALUES (150, ?, ?, ?, ?, ?, ?, ?)')
+  db.prepare('INSERT INTO audit_seg_000001 (seq, time, type, request_id, agent, decision, body, hash) VALUES (150, ?, ?, ?, ?, ?, ?, ?)')
     .run(String(JSON.parse(forged.body).time), 'model_call', 'forged', 'support-bot', 'allow', forged.body, forged.hash);
   db.close();
   const r = verifyDatabase(dir, pub);
@@ -112,8 +112,8 @@ test('swapping two rows\' content is reported as reordered', async () => {
   const db = new DatabaseSync(join(dir, 'audit.db'));
   db.exec(`
     CREATE TEMP TABLE t AS SELECT * FROM audit_events WHERE seq IN (2000, 2001);
-    UPDATE audit_events SET time = (SELECT time FROM t WHERE seq = 2001), type = (SELECT type FROM t WHERE seq = 2001), request_id = (SELECT request_id FROM t WHERE seq = 2001), agent = (SELECT agent FROM t WHERE seq = 2001), decision = (SELECT decision FROM t WHERE seq = 2001), body = (SELECT body FROM t WHERE seq = 2001), hash = (SELECT hash FROM t WHERE seq = 2001) WHERE seq = 2000;
-    UPDATE audit_events SET time = (SELECT time FROM t WHERE seq = 2000), type = (SELECT type FROM t WHERE seq = 2000), request_id = (SELECT request_id FROM t WHERE seq = 2000), agent = (SELECT agent FROM t WHERE seq = 2000), decision = (SELECT decision FROM t WHERE seq = 2000), body = (SELECT body FROM t WHERE seq = 2000), hash = (SELECT hash FROM t WHERE seq = 2000) WHERE seq = 2001;
+    UPDATE audit_seg_000001 SET time = (SELECT time FROM t WHERE seq = 2001), type = (SELECT type FROM t WHERE seq = 2001), request_id = (SELECT request_id FROM t WHERE seq = 2001), agent = (SELECT agent FROM t WHERE seq = 2001), decision = (SELECT decision FROM t WHERE seq = 2001), body = (SELECT body FROM t WHERE seq = 2001), hash = (SELECT hash FROM t WHERE seq = 2001) WHERE seq = 2000;
+    UPDATE audit_seg_000001 SET time = (SELECT time FROM t WHERE seq = 2000), type = (SELECT type FROM t WHERE seq = 2000), request_id = (SELECT request_id FROM t WHERE seq = 2000), agent = (SELECT agent FROM t WHERE seq = 2000), decision = (SELECT decision FROM t WHERE seq = 2000), body = (SELECT body FROM t WHERE seq = 2000), hash = (SELECT hash FROM t WHERE seq = 2000) WHERE seq = 2001;
   `);
   db.close();
   const r = verifyDatabase(dir, pub);
@@ -122,7 +122,7 @@ test('swapping two rows\' content is reported as reordered', async () => {
 
 test('truncating the tail after a checkpoint is reported as truncated', async () => {
   const { dir, pub } = await makeLog(2500, 1000);
-  sql(dir, 'DELETE FROM audit_events WHERE seq > 1990');
+  sql(dir, 'DELETE FROM audit_seg_000001 WHERE seq > 1990');
   const r = verifyDatabase(dir, pub);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [1991, 'truncated']);
 });
@@ -153,7 +153,7 @@ test('a rewritten chain (every hash recomputed) still disagrees with the signed 
     const e = JSON.parse(String(db.prepare('SELECT body FROM audit_events WHERE seq = ?').get(seq)?.body)) as ReturnType<typeof sampleEvent> & { time: string };
     if (seq === 900) e.request_id = 'rewritten';
     const s = reseal(e, seq, prev);
-    db.prepare('UPDATE audit_events SET body = ?, hash = ?, request_id = ? WHERE seq = ?').run(s.body, s.hash, e.request_id, seq);
+    db.prepare('UPDATE audit_seg_000001 SET body = ?, hash = ?, request_id = ? WHERE seq = ?').run(s.body, s.hash, e.request_id, seq);
     prev = s.hash;
   }
   db.exec('COMMIT');
@@ -225,18 +225,19 @@ test('the stored bytes are the evidence: a reformatted but equal event is report
   const { dir, pub } = await makeLog(300, 100);
   const db = new DatabaseSync(join(dir, 'audit.db'));
   const body = String(db.prepare('SELECT body FROM audit_events WHERE seq = 42').get()?.body);
-  db.prepare('UPDATE audit_events SET body = ? WHERE seq = 42').run(body.replace('"type":', '"type": '));
+  db.prepare('UPDATE audit_seg_000001 SET body = ? WHERE seq = 42').run(body.replace('"type":', '"type": '));
   db.close();
   const r = verifyDatabase(dir, pub);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [42, 'altered']);
 });
 
-test('a trail written in the older canonical-JSON format still verifies, resumes and catches edits', async () => {
+test('a trail from an older version (one table, canonical-JSON hashes) is migrated, verifies, resumes and catches edits', async () => {
   const { eventHash } = await import('../src/audit/event.ts');
   const { canonicalJson } = await import('../src/audit/canonical.ts');
-  const { openAuditDb } = await import('../src/audit/store.ts');
   const dir = tempDir();
-  const db = openAuditDb(dir);
+  const db = new DatabaseSync(join(dir, 'audit.db'));
+  db.exec(`CREATE TABLE audit_events (seq INTEGER PRIMARY KEY, time TEXT NOT NULL, type TEXT NOT NULL, request_id TEXT NOT NULL,
+    agent TEXT, decision TEXT, body TEXT NOT NULL, hash TEXT NOT NULL); CREATE INDEX audit_events_request ON audit_events(request_id);`);
   let prev = '0'.repeat(64);
   for (let seq = 1; seq <= 20; seq++) {
     const unsealed: Record<string, unknown> = { ...sampleEvent(seq), seq, time: new Date(1_790_000_000_000 + seq).toISOString(), prev_hash: prev };
@@ -254,7 +255,7 @@ test('a trail written in the older canonical-JSON format still verifies, resumes
   const r = verifyDatabase(dir, pub);
   assert.equal(r.ok, true, r.firstError?.message);
   assert.equal(r.lastSeq, 21);
-  sql(dir, "UPDATE audit_events SET body = replace(body, '\"status\":200', '\"status\":500') WHERE seq = 7");
+  sql(dir, "UPDATE audit_seg_000001 SET body = replace(body, '\"status\":200', '\"status\":500') WHERE seq = 7");
   const bad = verifyDatabase(dir, pub);
   assert.deepEqual([bad.firstError?.seq, bad.firstError?.kind], [7, 'altered']);
 });

@@ -95,7 +95,7 @@ test('decisions and model calls are recorded with identity, policy and reason; m
   const db = new DatabaseSync(join(gw.dataDir, 'audit.db'));
   const row = db.prepare('SELECT seq, body FROM audit_events WHERE request_id = ?').get(explicit.requestId) as { seq: number; body: string };
   assert.ok(row.body.includes('"deny"'));
-  db.prepare('UPDATE audit_events SET body = ? WHERE seq = ?').run(row.body.replace('"deny"', '"allow"'), row.seq);
+  db.prepare('UPDATE audit_seg_000001 SET body = ? WHERE seq = ?').run(row.body.replace('"deny"', '"allow"'), row.seq);
   db.close();
   const bad = await runCli(['audit', 'verify', ...args]);
   assert.equal(bad.code, 1, bad.stdout + bad.stderr);

@@ -15,6 +15,7 @@ import { recoverJournals } from './log.ts';
 import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import { openAuditLog } from './log.ts';
 import { applyRetention } from './retention.ts';
+import { parseDurationSeconds } from '../config/duration.ts';
 import type { AuditEvent } from './event.ts';
 
 type Values = Record<string, string | boolean | string[] | undefined>;
@@ -137,11 +138,13 @@ export const auditCommands: Record<string, AuditCommand> = {
     options: { before: { type: 'string' }, 'older-than': { type: 'string' } },
     run: async ({ values, g }) => {
       const cut = cutoff(str(values.before), str(values['older-than']));
-      if (!cut) { err('give --before ISO-8601 or --older-than Nd (days)'); return 2; }
+      if (!cut) { err('give --before ISO-8601 or --older-than 90d (or 12h, 30m)'); return 2; }
       const log = openAuditLog({ dataDir: g.data });
       try {
-        const r = applyRetention(log, cut, { keepUndelivered: true });
-        out(r.cutSeq ? `removed ${r.deletedEvents} events up to seq ${r.cutSeq}; the chain now starts at a signed retention checkpoint` : 'nothing older than the cut');
+        const r = await applyRetention(log, cut, { keepUndelivered: true });
+        out(r.cutSeq
+          ? `dropped ${r.segments} segment(s), ${r.deletedEvents} events up to seq ${r.cutSeq}; the chain now starts at a signed retention checkpoint`
+          : 'no whole segment is older than the cut (the segment being written is never dropped)');
       } finally { await log.close(); }
       return 0;
     },
@@ -156,8 +159,7 @@ async function recover(dataDir: string): Promise<void> {
 
 function cutoff(before: string | undefined, olderThan: string | undefined): Date | undefined {
   if (before) { const d = new Date(before); return Number.isNaN(d.getTime()) ? undefined : d; }
-  const m = olderThan ? /^(\d+)d$/.exec(olderThan) : null;
-  return m ? new Date(Date.now() - Number(m[1]) * 86_400_000) : undefined;
+  return olderThan ? new Date(Date.now() - parseDurationSeconds(olderThan, '--older-than') * 1000) : undefined;
 }
 
 function printVerify(r: VerifyResult, what: string): void {

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { GENESIS_HASH, encodeEvent, indexColumns, recomputeHash } from './event.ts';
 import type { IndexCols } from './event.ts';
 import { COLS } from './writer.ts';
+import type { PruneResult, SegmentPolicy } from './writer.ts';
 import type { AuditEventInput } from './event.ts';
 import { checkpointSignatureValid } from './checkpoint.ts';
 import type { CheckpointType } from './checkpoint.ts';
@@ -50,6 +51,8 @@ export interface AuditLogOptions {
   busyTimeoutMs?: number;
   /** Signing key file; default AAM_AUDIT_KEY_FILE or <dataDir>/keys/audit-signing.key. */
   keyFile?: string;
+  /** When the writer starts a new segment (the unit retention drops); default a day or 10M events. */
+  segments?: SegmentPolicy;
 }
 
 export interface DurableReceipt {
@@ -91,6 +94,8 @@ export interface AuditLog {
   flush(): Promise<void>;
   /** Sign a checkpoint of the current head now; resolves to its tree size (null if nothing new). */
   checkpoint(type?: CheckpointType): Promise<number | null>;
+  /** Retention: drop whole segments older than `before` (ISO) and at or below maxSeq, between writer batches. */
+  prune(before: string, maxSeq?: number): Promise<PruneResult>;
   /** Drain, sign a final checkpoint, close the database. */
   close(): Promise<void>;
   stats(): AuditStats;
@@ -142,7 +147,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   // Events a killed process journaled but never committed are written first, in their order.
   const orphans = orphanedLines(opts.dataDir, (gen) => { const v = getMeta(db, journalMetaKey(gen)); return v === undefined ? undefined : Number(v); });
   const journal = openJournal(opts.dataDir);
-  const init: WriterInit = { dataDir: opts.dataDir, keyFile, busyTimeoutMs: opts.busyTimeoutMs ?? 5000, checkpointEvery: cfg.checkpointEvery, checkpointIntervalMs: cfg.checkpointIntervalMs };
+  const init: WriterInit = { dataDir: opts.dataDir, keyFile, busyTimeoutMs: opts.busyTimeoutMs ?? 5000, checkpointEvery: cfg.checkpointEvery, checkpointIntervalMs: cfg.checkpointIntervalMs, segments: opts.segments };
 
   let lastSeq = head.seq;
   let lastHash = head.hash;
@@ -410,6 +415,9 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       urgent = true;
       schedule(true);
       return p;
+    },
+    async prune(before, maxSeq) {
+      return (await request({ op: 'prune', id: nextId++, before, maxSeq }, 'pruned')).result;
     },
     async checkpoint(type = 'periodic') {
       const r = await request({ op: 'checkpoint', id: nextId++, type }, 'checkpointed');

@@ -1,44 +1,45 @@
-// Retention: cut the trail at a point in time without breaking verification. A signed
-// 'retention' checkpoint at the cut becomes the anchor the verifier starts from; everything at
-// or below it is deleted as one range (the seq primary key makes it a contiguous b-tree range).
+// Retention: cut the trail at a point in time without breaking verification. Whole segments
+// whose events are all older than the cut are dropped (DROP TABLE, see store.ts), and a signed
+// 'retention' checkpoint at the last dropped event becomes the anchor the verifier starts from.
+// The work runs in the writer thread, between batches, so it never races a commit.
 import type { AuditLog } from './log.ts';
-import { signCheckpoint } from './checkpoint.ts';
-import type { Checkpoint } from './checkpoint.ts';
-import { insertCheckpoint, transaction } from './store.ts';
+import type { PruneResult } from './writer.ts';
 
-export interface RetentionResult {
-  /** Last seq removed (the anchor's tree size); 0 when nothing was old enough. */
-  cutSeq: number;
-  deletedEvents: number;
-  anchor?: Checkpoint;
+export type RetentionResult = PruneResult;
+
+/**
+ * Drop the segments older than `olderThan`. The segment being written is never dropped, so what
+ * remains can be up to one segment length (a day by default) older than the cut.
+ * keepUndelivered: never drop an event an export sink has not delivered yet.
+ */
+export async function applyRetention(log: AuditLog, olderThan: Date | string, opts: { keepUndelivered?: boolean } = {}): Promise<RetentionResult> {
+  const d = new Date(olderThan);
+  if (Number.isNaN(d.getTime())) throw new Error(`retention cut "${String(olderThan)}" is not a date`);
+  let maxSeq: number | undefined;
+  if (opts.keepUndelivered) {
+    const c = log.db.prepare('SELECT MIN(seq) AS s FROM audit_sink_cursors').get();
+    if (c && c.s !== null) maxSeq = Number(c.s);
+  }
+  return log.prune(d.toISOString(), maxSeq);
+}
+
+/** Segment length for a retention period: a day, or shorter for short periods so cuts stay close. */
+export function segmentAgeFor(periodMs: number): number {
+  return Math.min(86_400_000, Math.max(60_000, Math.floor(periodMs / 4)));
 }
 
 /**
- * Delete events older than `olderThan`. Runs on the log's own connection between writer batches
- * (node:sqlite is synchronous, so it cannot interleave with a batch), so the chain head is never
- * touched. Export sinks that have not delivered past the cut are not waited for: pass
- * `keepUndelivered: true` to never cut above the slowest sink cursor.
+ * Apply retention now and then every `everyMs` (default hourly) until the returned stop() is
+ * called. Undelivered events are kept for the export sinks. Results and failures go to the hooks.
  */
-export function applyRetention(log: AuditLog, olderThan: Date | string, opts: { keepUndelivered?: boolean } = {}): RetentionResult {
-  const db = log.db;
-  const cutoff = new Date(olderThan).toISOString();
-  const row = db.prepare('SELECT seq, hash FROM audit_events WHERE time < ? ORDER BY seq DESC LIMIT 1').get(cutoff);
-  if (!row) return { cutSeq: 0, deletedEvents: 0 };
-  let cutSeq = Number(row.seq);
-  if (opts.keepUndelivered) {
-    const c = db.prepare('SELECT MIN(seq) AS s FROM audit_sink_cursors').get();
-    if (c && c.s !== null) cutSeq = Math.min(cutSeq, Number(c.s));
-  }
-  const head = db.prepare('SELECT hash FROM audit_events WHERE seq = ?').get(cutSeq);
-  if (!head) return { cutSeq: 0, deletedEvents: 0 };
-  const anchor = signCheckpoint(log.signingKey, cutSeq, String(head.hash), 'retention');
-  const deleted = transaction(db, () => {
-    insertCheckpoint(db, anchor);
-    const r = db.prepare('DELETE FROM audit_events WHERE seq <= ?').run(cutSeq);
-    // Older checkpoints can no longer be compared with events; the anchor supersedes them.
-    db.prepare('DELETE FROM audit_checkpoints WHERE tree_size < ?').run(cutSeq);
-    db.prepare("DELETE FROM audit_checkpoints WHERE tree_size = ? AND type <> 'retention'").run(cutSeq);
-    return Number(r.changes);
-  });
-  return { cutSeq, deletedEvents: deleted, anchor };
+export function startRetention(log: AuditLog, periodMs: number, hooks: { onPruned(r: RetentionResult): void; onError(e: unknown): void }, everyMs = 3_600_000): () => void {
+  const run = (): void => {
+    applyRetention(log, new Date(Date.now() - periodMs), { keepUndelivered: true })
+      .then((r) => { if (r.cutSeq) hooks.onPruned(r); }, hooks.onError);
+  };
+  const first = setTimeout(run, Math.min(1000, everyMs));
+  const timer = setInterval(run, everyMs);
+  first.unref();
+  timer.unref();
+  return () => { clearTimeout(first); clearInterval(timer); };
 }

@@ -1,11 +1,13 @@
 // The audit database: its own file <dataDir>/audit.db so audit I/O never contends with the
 // main store. Indexed columns (time, type, request_id, agent, decision) are copies of fields in
-// `body` for queries; the verifier checks that they agree with the hashed body.
+// `body` for queries; the verifier checks that they agree with the hashed body. Events live in
+// segment tables (see below); read them through the audit_events view.
 import { DatabaseSync } from 'node:sqlite';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AuditEvent } from './event.ts';
 import type { Checkpoint, CheckpointType } from './checkpoint.ts';
+import { transaction } from '../store/sqlite.ts';
 
 export const AUDIT_DB_FILE = 'audit.db';
 
@@ -13,25 +15,12 @@ export function auditDbPath(dataDir: string): string {
   return join(dataDir, AUDIT_DB_FILE);
 }
 
-export function openAuditDb(dataDir: string, opts: { busyTimeoutMs?: number; readOnly?: boolean } = {}): DatabaseSync {
+export function openAuditDb(dataDir: string, opts: { busyTimeoutMs?: number } = {}): DatabaseSync {
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const db = new DatabaseSync(auditDbPath(dataDir));
   // synchronous=FULL: a commit is on disk when it returns, which recordDurable promises.
   db.exec(`PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA busy_timeout=${Math.max(0, Math.floor(opts.busyTimeoutMs ?? 200))};`);
   db.exec(`
-    CREATE TABLE IF NOT EXISTS audit_events (
-      seq INTEGER PRIMARY KEY,
-      time TEXT NOT NULL,
-      type TEXT NOT NULL,
-      request_id TEXT NOT NULL,
-      agent TEXT,
-      decision TEXT,
-      body TEXT NOT NULL,
-      hash TEXT NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS audit_events_time ON audit_events(time);
-    CREATE INDEX IF NOT EXISTS audit_events_request ON audit_events(request_id);
-    CREATE INDEX IF NOT EXISTS audit_events_agent ON audit_events(agent, time);
     CREATE TABLE IF NOT EXISTS audit_checkpoints (
       id INTEGER PRIMARY KEY AUTOINCREMENT,
       tree_size INTEGER NOT NULL,
@@ -44,8 +33,72 @@ export function openAuditDb(dataDir: string, opts: { busyTimeoutMs?: number; rea
     CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS audit_sink_cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL, updated TEXT NOT NULL);
   `);
+  const legacy = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'").get();
+  if (legacy || segmentTables(db).length === 0) {
+    transaction(db, () => {
+      // Re-checked inside the write lock: the writer thread and the main thread open at once.
+      if (db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'").get()) {
+        // A data dir from before segments: its one table becomes the first segment.
+        db.exec(`ALTER TABLE audit_events RENAME TO ${segmentName(1)}`);
+        rebuildEventsView(db);
+      } else if (segmentTables(db).length === 0) {
+        addSegment(db);
+      }
+    });
+  }
   return db;
 }
+
+// Segments: the trail is stored in a series of tables (audit_seg_000001, ...), each holding a
+// contiguous seq range; the writer starts a new one when the current one is old or large, and
+// retention drops whole segments (DROP TABLE: no row-by-row deletes, no index churn). The view
+// audit_events is their UNION ALL, which SQLite merges in seq order using each table's keys.
+const SEGMENT_PREFIX = 'audit_seg_';
+/** SQLite allows at most 500 terms in a compound SELECT; past this the last segment just grows. */
+export const MAX_SEGMENTS = 400;
+
+function segmentName(n: number): string {
+  return SEGMENT_PREFIX + String(n).padStart(6, '0');
+}
+
+/** Segment tables, oldest first. */
+export function segmentTables(db: DatabaseSync): string[] {
+  return db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'audit_seg_[0-9]*' ORDER BY name").all().map((r) => String(r.name));
+}
+
+/** Recreate the audit_events view over the current segments (inside the caller's transaction). */
+export function rebuildEventsView(db: DatabaseSync): void {
+  const segs = segmentTables(db);
+  db.exec('DROP VIEW IF EXISTS audit_events');
+  db.exec('CREATE VIEW audit_events AS ' + segs.map((t) => `SELECT seq, time, type, request_id, agent, decision, body, hash FROM ${t}`).join(' UNION ALL '));
+}
+
+/** Start a new segment after the newest one and return its table name (inside the caller's transaction). */
+export function addSegment(db: DatabaseSync): string {
+  const segs = segmentTables(db);
+  const name = segmentName(segs.length ? Number(segs[segs.length - 1].slice(SEGMENT_PREFIX.length)) + 1 : 1);
+  db.exec(`
+    CREATE TABLE ${name} (
+      seq INTEGER PRIMARY KEY,
+      time TEXT NOT NULL,
+      type TEXT NOT NULL,
+      request_id TEXT NOT NULL,
+      agent TEXT,
+      decision TEXT,
+      body TEXT NOT NULL,
+      hash TEXT NOT NULL
+    );
+    CREATE INDEX ${name}_time ON ${name}(time);
+    CREATE INDEX ${name}_request ON ${name}(request_id);
+    CREATE INDEX ${name}_agent ON ${name}(agent, time);
+  `);
+  setMeta(db, segmentOpenedKey(name), new Date().toISOString());
+  rebuildEventsView(db);
+  return name;
+}
+
+/** audit_meta key holding when a segment was started (its age decides rotation, not event times). */
+export const segmentOpenedKey = (name: string): string => `segment_opened:${name}`;
 
 export interface EventRow {
   seq: number;
@@ -96,4 +149,4 @@ export function setMeta(db: DatabaseSync, key: string, value: string): void {
 }
 
 /** One transaction helper for every store (BEGIN IMMEDIATE, rollback on error). */
-export { transaction } from '../store/sqlite.ts';
+export { transaction };

@@ -2,7 +2,7 @@
 // Every message gets one reply with the same id, in order.
 import { parentPort, workerData } from 'node:worker_threads';
 import { createBatchWriter } from './writer.ts';
-import type { WireBatch } from './writer.ts';
+import type { PruneResult, SegmentPolicy, WireBatch } from './writer.ts';
 import { loadOrCreateSigningKey } from './keys.ts';
 import { openAuditDb } from './store.ts';
 import type { CheckpointType } from './checkpoint.ts';
@@ -13,16 +13,19 @@ export interface WriterInit {
   busyTimeoutMs?: number;
   checkpointEvery: number;
   checkpointIntervalMs: number;
+  segments?: SegmentPolicy;
 }
 
 export type WriterRequest =
   | { op: 'write'; id: number; batch: WireBatch; want: number[]; journal?: { key: string; end: number } }
   | { op: 'checkpoint'; id: number; type: CheckpointType }
+  | { op: 'prune'; id: number; before: string; maxSeq?: number }
   | { op: 'close'; id: number };
 
 export type WriterReply =
   | { op: 'written'; id: number; firstSeq: number; lastSeq: number; lastHash: string; hashes: Record<number, string>; checkpointed: boolean }
   | { op: 'checkpointed'; id: number; treeSize: number | null }
+  | { op: 'pruned'; id: number; result: PruneResult }
   | { op: 'closed'; id: number }
   | { op: 'failed'; id: number; error: string }
   | { op: 'alert'; message: string };
@@ -32,7 +35,7 @@ if (!port) throw new Error('writer-worker.ts must run in a worker thread');
 const init = workerData as WriterInit;
 const key = loadOrCreateSigningKey(init.keyFile);
 const db = openAuditDb(init.dataDir, { busyTimeoutMs: init.busyTimeoutMs });
-const writer = createBatchWriter(db, key, init.checkpointEvery);
+const writer = createBatchWriter(db, key, init.checkpointEvery, init.segments);
 const reply = (r: WriterReply): void => port.postMessage(r);
 
 const timer = setInterval(() => {
@@ -45,6 +48,8 @@ port.on('message', (m: WriterRequest) => {
     if (m.op === 'write') {
       const r = writer.write(m.batch, m.want, m.journal ? [m.journal.key, String(m.journal.end)] : undefined);
       reply({ op: 'written', id: m.id, firstSeq: r.firstSeq, lastSeq: r.lastSeq, lastHash: r.lastHash, hashes: r.hashes, checkpointed: r.checkpoint !== undefined });
+    } else if (m.op === 'prune') {
+      reply({ op: 'pruned', id: m.id, result: writer.prune(m.before, m.maxSeq) });
     } else if (m.op === 'checkpoint') {
       reply({ op: 'checkpointed', id: m.id, treeSize: writer.checkpoint(m.type)?.tree_size ?? null });
     } else {

@@ -15,6 +15,9 @@ import { createMcpGateway } from '../tools/mcp-gateway.ts';
 import { createHttpToolProxy } from '../tools/http-tool.ts';
 import { toolDeps } from '../access/tool-deps.ts';
 import { openAuditLog, startSinks, webhookSink, fileSink, otlpLogsSink, type AuditSink } from '../audit/index.ts';
+import { segmentAgeFor, startRetention } from '../audit/retention.ts';
+import { DEFAULT_SEGMENTS } from '../audit/writer.ts';
+import { parseDurationSeconds } from '../config/duration.ts';
 import { openIssuer } from '../identity/issuer.ts';
 import { createJwtVerifier } from '../identity/jwt-svid.ts';
 import { trustDomainsFromConfig } from '../identity/jwks-cache.ts';
@@ -44,10 +47,17 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   rt.tls = tls ? { clientCa: Boolean(o.clientCa) } : null;
   // Evidence: hash-chained audit log (writes off the request path, in a worker thread) and sinks.
   // AAM_AUDIT=off exists only to measure the cost of audit (bench/); never run production so.
+  // AAM_AUDIT_RETENTION=90d: older whole segments are dropped hourly, behind a signed anchor.
+  const retentionMs = env.AAM_AUDIT_RETENTION ? parseDurationSeconds(env.AAM_AUDIT_RETENTION, 'AAM_AUDIT_RETENTION') * 1000 : null;
   const audit = env.AAM_AUDIT === 'off' ? null : openAuditLog({
     dataDir: o.dataDir, failMode: 'buffer', durableTimeoutMs: 2_000,
     onAlert: (a) => rt.log.error({ event: 'audit_alert', ...a }, 'audit storage problem'),
+    segments: retentionMs ? { ...DEFAULT_SEGMENTS, maxAgeMs: segmentAgeFor(retentionMs) } : undefined,
   });
+  const stopRetention = audit && retentionMs ? startRetention(audit, retentionMs, {
+    onPruned: (r) => rt.log.info({ event: 'audit_retention', cut_seq: r.cutSeq, events: r.deletedEvents, segments: r.segments }, 'audit retention dropped old segments'),
+    onError: (e) => rt.log.error({ event: 'audit_retention_failed', err: e }, 'audit retention failed; retried next hour'),
+  }) : null;
   if (!audit) rt.log.warn({ event: 'audit_disabled' }, 'AAM_AUDIT=off: no audit trail is written (benchmark mode)');
   rt.audit = audit;
   rt.auditLog = audit;
@@ -104,6 +114,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeIdleConnections(); });
     await mcp.close();
     await rt.close();
+    stopRetention?.();
     await sinks?.stop();
     await audit?.close();
     await rt.tracer?.shutdown(5000);

@@ -3,29 +3,15 @@ import { decodeJwt } from 'jose';
 import type { Issuer } from './issuer.ts';
 import { MAX_TTL_SECONDS } from './issuer.ts';
 import type { AgentRegistry } from './registry.ts';
+import { parseDurationSeconds } from '../config/duration.ts';
 
 export const DEFAULT_TTL_SECONDS = 15 * 60;
 /** Audience aam expects in tokens for itself unless configured otherwise. */
 export const DEFAULT_AUDIENCE = 'aam';
 
-const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
-
 /** '15m' | '1h' | '90s' | '1h30m' | '300' (seconds) -> seconds; throws with a usage hint. */
 export function parseTtl(text: string, max = MAX_TTL_SECONDS): number {
-  const t = text.trim();
-  let seconds = 0;
-  if (/^\d+$/.test(t)) seconds = Number(t);
-  else {
-    const re = /(\d+)([smhd])/gy;
-    let m: RegExpExecArray | null;
-    let consumed = 0;
-    while ((m = re.exec(t)) !== null) {
-      seconds += Number(m[1]) * UNITS[m[2]];
-      consumed = re.lastIndex;
-    }
-    if (consumed === 0 || consumed !== t.length) throw new Error(`invalid ttl "${text}": use e.g. 90s, 15m, 1h or 1h30m`);
-  }
-  if (seconds <= 0) throw new Error(`invalid ttl "${text}": must be more than 0 seconds`);
+  const seconds = parseDurationSeconds(text, 'ttl');
   if (seconds > max) throw new Error(`ttl "${text}" is longer than the maximum of ${max}s; JWT-SVIDs are meant to be short-lived`);
   return seconds;
 }

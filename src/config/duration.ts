@@ -1,0 +1,22 @@
+// Durations as people write them in flags and environment variables: 90s, 15m, 1h30m, 90d, or
+// plain seconds. One parser for every such value (token TTLs, retention periods).
+const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
+
+/** Seconds in `text`; throws naming `what` with examples when it is not a positive duration. */
+export function parseDurationSeconds(text: string, what: string): number {
+  const t = text.trim();
+  let seconds = 0;
+  if (/^\d+$/.test(t)) seconds = Number(t);
+  else {
+    const re = /(\d+)([smhd])/gy;
+    let m: RegExpExecArray | null;
+    let consumed = 0;
+    while ((m = re.exec(t)) !== null) {
+      seconds += Number(m[1]) * UNITS[m[2]];
+      consumed = re.lastIndex;
+    }
+    if (consumed === 0 || consumed !== t.length) throw new Error(`invalid ${what} "${text}": use e.g. 90s, 15m, 1h30m or 90d`);
+  }
+  if (seconds <= 0) throw new Error(`invalid ${what} "${text}": must be more than 0 seconds`);
+  return seconds;
+}
