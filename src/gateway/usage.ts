@@ -5,6 +5,7 @@
 // Cost: a NULL/unknown cost is counted in unknown_cost_requests, never silently added as $0.
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { transaction } from '../store/sqlite.ts';
+import { level, type Level } from '../observability/label-tree.ts';
 
 export interface UsageRecord {
   /** Epoch ms; defaults to now. Only its minute is kept. */
@@ -74,23 +75,12 @@ const FOLD_LEGACY = `INSERT INTO usage_rollup (minute, agent, team, key_id, rout
     latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, latency_ms_max = max(latency_ms_max, excluded.latency_ms_max);
   ALTER TABLE usage RENAME TO usage_v1;`;
 
-/** A level of the in-memory rollup tree: one Map per dimension, leaves are aggregates. */
-type Level = Map<string | number | boolean | null, unknown>;
-
-/** The next level down for dimension value k (created on first use). */
-function level(m: Level, k: string | number | boolean | null): Level {
-  let n = m.get(k) as Level | undefined;
-  if (n === undefined) { n = new Map(); m.set(k, n); }
-  return n;
-}
-
 export class UsageRecorder {
   readonly #db: DatabaseSync;
   readonly #upsert: StatementSync;
   readonly #intervalMs: number;
-  // Aggregates not yet flushed: a tree per minute (dimension values as Map keys, so the hot path
-  // hashes strings the config already hashed instead of building and hashing a composite key),
-  // plus the flat list the flush walks.
+  // Aggregates not yet flushed: a label tree per minute (see label-tree.ts for why not a joined
+  // key), plus the flat list the flush walks.
   #trees = new Map<number, Level>();
   #pending: Aggregate[] = [];
   #minute = -1;
