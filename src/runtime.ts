@@ -162,6 +162,7 @@ export class Runtime {
   seedBudgets(now = new Date()): void {
     const dayStart = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate());
     const monthStart = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), 1);
+    this.usage.flush(); // spend still held in memory counts too
     for (const set of this.compiled.policies.sets.values()) {
       for (const b of set.limits.budgets) {
         const [col, value] = b.key.startsWith('team:') ? ['team' as const, b.key.slice(5)] : ['agent' as const, b.key.slice(6)];

@@ -58,7 +58,7 @@ after(async () => { await gw?.close(); await fake?.close(); await embedder?.clos
 
 const upstreamCalls = () => fake.requests.filter((r) => r.path === '/v1/chat/completions').length;
 
-test('exact cache: miss then hit; the upstream is called once; the hit is a $0 usage row marked hit', async () => {
+test('exact cache: miss then hit; the upstream is called once; the hit is $0 usage marked hit', async () => {
   fake.reset();
   const first = await chat(gw.url, keys['red-1'], 'by-agent', 'cache me please');
   assert.equal(first.status, 200);
@@ -70,12 +70,14 @@ test('exact cache: miss then hit; the upstream is called once; the hit is a $0 u
   const content = (r: typeof first) => (r.json as { choices: Array<{ message: { content: string } }> }).choices[0].message.content;
   assert.equal(content(second), content(first));
   gw.g.rt.usage.flush();
-  const row = (id: string) => gw.g.rt.db.prepare('SELECT cache, cost_usd, status FROM usage WHERE request_id = ?').get(id) as { cache: string | null; cost_usd: number | null; status: number } | undefined;
-  const miss = row(first.requestId);
-  const hit = row(second.requestId);
-  assert.equal(miss?.cache, 'miss');
-  assert.ok((miss?.cost_usd ?? 0) > 0, 'the miss was billed');
-  assert.deepEqual({ ...hit }, { cache: 'hit', cost_usd: 0, status: 200 });
+  // Usage is rolled up per minute: this agent's calls on this route so far are exactly these two.
+  const usage = gw.g.rt.db.prepare(`SELECT cache, status, sum(requests) AS requests, sum(cost_usd) AS cost_usd, sum(unknown_cost_requests) AS unknown
+    FROM usage_rollup WHERE agent = 'red-1' AND route = 'by-agent' GROUP BY cache, status ORDER BY cache`).all().map((r) => ({ ...r }));
+  assert.equal(usage.length, 2, JSON.stringify(usage));
+  const [hit, miss] = usage;
+  assert.equal(miss.cache, 'miss');
+  assert.ok(Number(miss.cost_usd) > 0, 'the miss was billed');
+  assert.deepEqual(hit, { cache: 'hit', status: 200, requests: 1, cost_usd: 0, unknown: 0 });
   // ...and in the audit trail, with the policy decision that let it through.
   const evs = await auditOf(gw, second.requestId);
   const call = evs.find((e) => e.type === 'model_call');

@@ -12,6 +12,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { startFakeUpstream, type FakeUpstream } from './fake-upstream.ts';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { chat, auditOf, runCli, freePort, until, NODE_BIN, CLI, ROOT } from './helpers/e2e.ts';
+import { parseProm, sumOf } from './helpers/prom.ts';
 
 let fake: FakeUpstream;
 
@@ -79,7 +80,7 @@ test('decisions and model calls are recorded with identity, policy and reason; m
   assert.equal(m.status, 200);
   assert.match(m.headers.get('content-type') ?? '', /text\/plain/);
   const samples = parseProm(await m.text());
-  const sum = (name: string, match: Record<string, string>) => samples.filter((s) => s.name === name && Object.entries(match).every(([k, v]) => s.labels[k] === v)).reduce((a, s) => a + s.value, 0);
+  const sum = (name: string, match: Record<string, string>) => sumOf(samples, name, match);
   assert.equal(sum('aam_model_requests_total', { agent: 'analyst', route: 'gpt', status: '200' }), 2);
   assert.equal(sum('aam_policy_decisions_total', { agent: 'analyst', effect: 'allow' }), 2);
   assert.equal(sum('aam_policy_decisions_total', { agent: 'analyst', effect: 'deny' }), 2);
@@ -101,20 +102,6 @@ test('decisions and model calls are recorded with identity, policy and reason; m
   assert.equal(bad.code, 1, bad.stdout + bad.stderr);
   assert.match(bad.stdout, new RegExp(`TAMPERED.*seq ${row.seq}\\b`));
 });
-
-interface Sample { name: string; labels: Record<string, string>; value: number }
-function parseProm(text: string): Sample[] {
-  const out: Sample[] = [];
-  for (const line of text.split('\n')) {
-    if (!line || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$/.exec(line);
-    assert.ok(m, `not a Prometheus sample line: ${line}`);
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
-    out.push({ name: m[1], labels, value: Number(m[3]) });
-  }
-  return out;
-}
 
 test('SIGKILL under load: every acknowledged request is in the trail and the chain verifies', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'aam-kill-'));

@@ -244,15 +244,25 @@ test('policy: denied model is 403 naming the policy; /v1/models lists only allow
 });
 
 test('usage is recorded per agent and key; unknown price is unknown, not $0', async () => {
+  // Rolled up per minute and key: compare this agent's totals per route before and after one call each.
+  const totals = () => {
+    gw.g.rt.usage.flush();
+    const rows = gw.g.rt.db.prepare(`SELECT route, key_id, sum(requests) AS requests, sum(cost_usd) AS cost_usd, sum(unknown_cost_requests) AS unknown
+      FROM usage_rollup WHERE agent = 'tester' AND route IN ('gpt','claude') GROUP BY route, key_id`).all() as Array<{ route: string; key_id: string; requests: number; cost_usd: number | null; unknown: number }>;
+    for (const r of rows) assert.match(r.key_id, /^key_/, 'calls are attributed to the virtual key');
+    const of = (route: string) => rows.filter((r) => r.route === route).reduce((t, r) => ({ requests: t.requests + r.requests, cost: r.cost_usd === null ? t.cost : (t.cost ?? 0) + r.cost_usd, unknown: t.unknown + r.unknown }), { requests: 0, cost: null as number | null, unknown: 0 });
+    return { gpt: of('gpt'), claude: of('claude') };
+  };
+  const before = totals();
   await openai().chat.completions.create({ model: 'gpt', messages: [{ role: 'user', content: 'priced' }] });
   await openai().chat.completions.create({ model: 'claude', messages: [{ role: 'user', content: 'unpriced' }] });
-  gw.g.rt.usage.flush();
-  const rows = gw.g.rt.db.prepare("SELECT route, cost_usd, key_id, agent FROM usage WHERE route IN ('gpt','claude') ORDER BY id DESC LIMIT 2").all() as Array<{ route: string; cost_usd: number | null; key_id: string; agent: string }>;
-  const byRoute = Object.fromEntries(rows.map((r) => [r.route, r]));
-  assert.ok((byRoute.gpt.cost_usd ?? 0) > 0);
-  assert.equal(byRoute.claude.cost_usd, null, 'model "ok" has no price: cost is unknown');
-  assert.equal(byRoute.gpt.agent, 'tester');
-  assert.match(byRoute.gpt.key_id, /^key_/);
+  const after = totals();
+  assert.equal(after.gpt.requests, before.gpt.requests + 1);
+  assert.ok((after.gpt.cost ?? 0) > (before.gpt.cost ?? 0), 'the priced call was billed');
+  assert.equal(after.gpt.unknown, before.gpt.unknown);
+  assert.equal(after.claude.requests, before.claude.requests + 1);
+  assert.equal(after.claude.cost, before.claude.cost, 'model "ok" has no price: no cost is added...');
+  assert.equal(after.claude.unknown, before.claude.unknown + 1, '...it is counted as unknown instead');
 });
 
 test('key revocation and rotation take effect on the next request', async () => {

@@ -87,8 +87,8 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   rt.tools = { mcp, http: httpTools };
   addToolRoutes(routes, mcp, httpTools);
   routes.exact.set('GET /metrics', async (ctx) => {
-    const text = await metrics.registry.metrics();
-    ctx.res.writeHead(200, { 'content-type': metrics.registry.contentType });
+    const text = await metrics.text();
+    ctx.res.writeHead(200, { 'content-type': metrics.contentType });
     ctx.res.end(text);
   });
   const server = createServer(rt, routes, {

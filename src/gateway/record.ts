@@ -9,14 +9,14 @@ import { modelSpanAttributes } from '../observability/otlp-genai.ts';
 import type { Route, Target } from './routes.ts';
 
 /**
- * Usage row, metrics, span attributes and the model_call audit event (carrying the request's
+ * Usage rollup, metrics, span attributes and the model_call audit event (carrying the request's
  * decision) for one model request, whatever its outcome. target null: no upstream answered.
  */
 export function recordCall(ctx: Ctx, identity: Identity, route: Route, target: Target | null, usage: Usage | undefined, status: number, stream: boolean, error?: string, cost: number | null = null, cache: 'hit' | 'miss' | null = null, operation: 'chat' | 'embeddings' = 'chat'): void {
   const latencyMs = performance.now() - ctx.start;
   const a = identity.agent;
   ctx.rt.usage.record({
-    time: Date.now(), requestId: ctx.requestId, agent: a.name || a.spiffeId, team: a.team ?? null, keyId: identity.keyId ?? null,
+    agent: a.name || a.spiffeId, team: a.team ?? null, keyId: identity.keyId ?? null,
     route: route.name, provider: target?.provider.name ?? null, model: target?.model ?? null,
     inputTokens: usage?.inputTokens ?? null, outputTokens: usage?.outputTokens ?? null, cachedTokens: usage?.cachedTokens ?? null,
     costUsd: cost, latencyMs, status, stream, cache,
