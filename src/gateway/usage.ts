@@ -4,6 +4,7 @@
 // per-request detail lives in the audit trail (model_call events), not here.
 // Cost: a NULL/unknown cost is counted in unknown_cost_requests, never silently added as $0.
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import { parseDurationSeconds } from '../config/duration.ts';
 import { transaction } from '../store/sqlite.ts';
 import { level, type Level } from '../observability/label-tree.ts';
 
@@ -179,8 +180,7 @@ export function minuteOf(t: number): number {
  */
 export function sinceTime(text: string | undefined, now = Date.now()): number {
   if (!text) return now - 30 * 86_400_000;
-  const rel = /^(\d+)([mhd])$/.exec(text);
-  if (rel) return now - Number(rel[1]) * { m: 60_000, h: 3_600_000, d: 86_400_000 }[rel[2] as 'm' | 'h' | 'd'];
+  if (/^\d+[smhd]/.test(text)) return now - parseDurationSeconds(text, 'window') * 1000;
   const t = Date.parse(text);
   if (Number.isNaN(t)) throw new Error(`"${text}" is neither an ISO time nor like 30m, 24h, 7d`);
   return t;
