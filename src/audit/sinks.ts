@@ -54,7 +54,8 @@ export function startSinks(source: SinkSource, sinks: readonly AuditSink[], opts
   const readBatch = db.prepare('SELECT seq, time, type, request_id, agent, decision, body, hash FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?');
   const saveCursor = db.prepare('INSERT INTO audit_sink_cursors (name, seq, updated) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, updated = excluded.updated');
   const loadCursor = db.prepare('SELECT seq FROM audit_sink_cursors WHERE name = ?');
-  const headSeq = (): number => Number(db.prepare('SELECT COALESCE(MAX(seq), 0) AS s FROM audit_events').get()?.s ?? 0);
+  // ORDER BY + LIMIT: merged from each segment's key (MAX() over the view would scan every row).
+  const headSeq = (): number => Number(db.prepare('SELECT seq FROM audit_events ORDER BY seq DESC LIMIT 1').get()?.seq ?? 0);
   let stopped = false;
 
   const states = sinks.map((sink) => {
