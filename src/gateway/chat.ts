@@ -19,7 +19,7 @@ import { runAttempts } from './attempts.ts';
 import { demoChat, demoStream } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
 import { localStream, openUpstreamStream, StreamBroken, type OpenStream } from './stream.ts';
-import { attemptSignal, networkFailure, sendAttempt, type AttemptFailure, type Injection } from './upstream.ts';
+import { CallAbort, sendAttempt, sendStreamAttempt, unusable, type Injection, type UpstreamBody } from './upstream.ts';
 import { endHttpSpan, traceHeaders, type Span } from '../observability/tracing.ts';
 import { modelSpanAttributes, modelSpanName } from '../observability/otlp-genai.ts';
 import type { Route, Target } from './routes.ts';
@@ -65,15 +65,11 @@ export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promis
   const adm = admit(ctx, identity, promptTokens + maxOut, estimate);
   const cache: CacheState = { hit, save: look && look.status !== 'off' ? look.save : null };
 
-  const ac = new AbortController();
+  const ac = new CallAbort();
   ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });
   const codec = codecFor(wire);
   if (req.stream) await streamChat(ctx, identity, route, req, codec, adm, ac, gs, cache);
-  else await completeChat(ctx, identity, route, req, codec, adm, ac.signal, gs, cache);
-}
-
-function garbage(target: Target, what: string): AttemptFailure {
-  return { ok: false, next: 'retry', status: 502, clientStatus: 502, code: 'upstream_error', message: `${target.label} returned an unusable response (${what})` };
+  else await completeChat(ctx, identity, route, req, codec, adm, ac, gs, cache);
 }
 
 /** hit: a cached answer to replay; save: store the fresh answer (null when caching is off). */
@@ -83,7 +79,7 @@ function cacheHeader(c: CacheState): Record<string, string> {
   return c.hit ? { 'x-aam-cache': 'hit' } : c.save ? { 'x-aam-cache': 'miss' } : {};
 }
 
-async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, signal: AbortSignal, gs: readonly CompiledGuardrail[], cache: CacheState): Promise<void> {
+async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, gs: readonly CompiledGuardrail[], cache: CacheState): Promise<void> {
   if (cache.hit) {
     finish(ctx, identity, route, null, cache.hit.usage, adm, 200, false, undefined, 'hit');
     const result = gs.length ? guardChatOutput(ctx.rt, ctx.requestId, identity, gs, cache.hit) : cache.hit;
@@ -91,23 +87,20 @@ async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: Cha
     sendText(ctx, 200, ctx.rt.scrub(JSON.stringify(codec.encodeResult(result, route.name))), 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
     return;
   }
-  const r = await runAttempts(route, signal, async (target) => {
+  const r = await runAttempts(route, ac.signal, async (target) => {
     if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoChat(req, target.model), raw: null as string | null } };
     const adapter = target.provider.adapter!;
     const up = adapter.chatRequest({ ...req, stream: false }, { model: target.model, stream: false, options: target.options });
     const inj = await ctx.rt.injectProvider(target.provider, identity);
     ctx.credentialUsed = inj.credential;
-    const att = attemptSignal(signal, target.timeouts.totalMs);
     const span = clientSpan(ctx, route, target, identity);
-    const res = await sendAttempt(target, up, withTrace(inj, span), att.signal);
+    const res = await sendAttempt(target, up, withTrace(inj, span), ac);
     if (span) endHttpSpan(span, res.status, 'client');
-    if (!res.ok) { att.done(); return res; }
-    let text: string;
-    try { text = await res.body.text(); } catch (e) { return networkFailure(target, e, att.signal); } finally { att.done(); }
+    if (!res.ok) return res;
     let result: ChatResult;
-    try { result = adapter.chatResponse(JSON.parse(text)); } catch { return garbage(target, 'not a valid chat response'); }
+    try { result = adapter.chatResponse(JSON.parse(res.text)); } catch { return unusable(target, 'not a valid chat response'); }
     // Same wire format on both sides: hand the upstream body through untouched (keeps every field).
-    return { ok: true as const, value: { result, raw: adapter.wire === codec.wire ? text : null } };
+    return { ok: true as const, value: { result, raw: adapter.wire === codec.wire ? res.text : null } };
   });
   if (!r.ok) {
     release(ctx, adm);
@@ -129,7 +122,7 @@ function responseHeaders(target: Target, cost: number | null): Record<string, st
   return { 'x-aam-target': target.label, 'x-aam-cost-usd': cost === null ? 'unknown' : cost.toFixed(8) };
 }
 
-async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: AbortController, gs: readonly CompiledGuardrail[], cache: CacheState): Promise<void> {
+async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, gs: readonly CompiledGuardrail[], cache: CacheState): Promise<void> {
   const res = ctx.res;
   const includeUsage = codec.wire === 'anthropic' || req.stream_options?.include_usage === true;
   // Keep-alive: an SSE comment after each idle period (also before the first token, when
@@ -137,7 +130,8 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
   const openHeaders = (extra?: Record<string, string>) => { if (!res.headersSent) res.writeHead(200, { ...SSE_HEADERS, 'x-request-id': ctx.requestId, ...cacheHeader(cache), ...extra }); };
   const keepalive = setInterval(() => { openHeaders(); res.write(SSE_KEEPALIVE); }, ctx.rt.options.sseKeepaliveMs);
   keepalive.unref();
-  const cleanups: Array<() => void> = [];
+  // Upstream bodies opened here; any still unread when we are done is aborted (no-op once ended).
+  const bodies: UpstreamBody[] = [];
   try {
     const r = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null } : await runAttempts(route, ac.signal, async (target) => {
       if (target.provider.type === 'demo') return { ok: true as const, value: localStream(demoStream(req, target.model)) };
@@ -145,15 +139,12 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
       const up = adapter.chatRequest({ ...req, stream: true }, { model: target.model, stream: true, options: target.options });
       const inj = await ctx.rt.injectProvider(target.provider, identity);
       ctx.credentialUsed = inj.credential;
-      const att = attemptSignal(ac.signal, target.timeouts.totalMs);
-      cleanups.push(att.done);
       const span = clientSpan(ctx, route, target, identity);
-      const up1 = await sendAttempt(target, up, withTrace(inj, span), att.signal);
+      const up1 = await sendStreamAttempt(target, up, withTrace(inj, span), ac);
       if (span) endHttpSpan(span, up1.status, 'client');
       if (!up1.ok) return up1;
-      const ct = String(up1.headers['content-type'] ?? '');
-      if (!ct.includes('event-stream')) { up1.body.destroy(); return garbage(target, `expected text/event-stream, got ${ct || 'no content-type'}`); }
-      return openUpstreamStream(target, up1.body, adapter.streamParser(), att.signal);
+      bodies.push(up1.body);
+      return openUpstreamStream(target, up1.body, adapter.streamParser());
     });
     if (!r.ok) {
       release(ctx, adm);
@@ -164,7 +155,6 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
       return;
     }
     const stream: OpenStream = r.value;
-    ac.signal.addEventListener('abort', () => stream.abort(), { once: true });
     openHeaders(r.target ? { 'x-aam-target': r.target.label } : undefined);
     const recorder = cache.save ? new StreamRecorder() : null;
     const encode = codec.streamEncoder({ includeUsage, routeName: route.name });
@@ -224,7 +214,7 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
     res.end(tail + codec.streamDone);
   } finally {
     clearInterval(keepalive);
-    for (const c of cleanups) c();
+    for (const b of bodies) b.destroy();
   }
 }
 

@@ -14,7 +14,7 @@ import { embeddingFromResult } from '../cache/semantic.ts';
 import { runAttempts } from './attempts.ts';
 import { demoEmbeddings } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
-import { attemptSignal, networkFailure, sendAttempt } from './upstream.ts';
+import { CallAbort, sendAttempt, unusable } from './upstream.ts';
 
 export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const identity = await identify(ctx);
@@ -29,14 +29,14 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   authorize(ctx, identity, { kind: 'model', agent: identity.agent, model: route.name });
   const tokens = Math.ceil(JSON.stringify(req.input).length / 4);
   const adm = admit(ctx, identity, tokens, Math.max(0, ...route.targets.map((t) => estimateCostUsd(tokens, 0, t.pricing))));
-  const ac = new AbortController();
+  const ac = new CallAbort();
   ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });
   const look = route.cache ? await ctx.rt.cache.lookup('embeddings', route, req, { agent: identity.agent.spiffeId, team: identity.agent.team }, ctx.req.headers) : null;
   if (look?.status === 'hit' && look.entry) {
     settle(ctx, adm, 0, 0);
     return await sendEmbeddings(ctx, identity, route, look.entry.result as EmbeddingsResult, null, null, 'hit');
   }
-  const r = await callEmbeddings(ctx, identity, route, req, ac.signal);
+  const r = await callEmbeddings(ctx, identity, route, req, ac);
   if (!r.ok) {
     release(ctx, adm);
     throw new AamError(r.failure.clientStatus, r.failure.code, ctx.rt.scrub(r.failure.message));
@@ -64,24 +64,19 @@ async function sendEmbeddings(ctx: Ctx, identity: Identity, route: Route, result
 }
 
 /** One embeddings call over a route's targets (also used by the semantic cache to embed prompts). */
-export function callEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: EmbeddingsRequest, signal: AbortSignal) {
-  return runAttempts(route, signal, async (target) => {
+export function callEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: EmbeddingsRequest, ac: CallAbort) {
+  return runAttempts(route, ac.signal, async (target) => {
     if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoEmbeddings(req, target.model), raw: null as string | null } };
     const adapter = target.provider.adapter!;
     if (!adapter.embeddingsRequest || !adapter.embeddingsResponse) {
       return { ok: false as const, next: 'fallback' as const, status: 400, clientStatus: 400, code: 'invalid_request' as const, message: `${target.label} does not support embeddings` };
     }
     const up = adapter.embeddingsRequest(req, { model: target.model, stream: false, options: target.options });
-    const att = attemptSignal(signal, target.timeouts.totalMs);
-    const res = await sendAttempt(target, up, await ctx.rt.injectProvider(target.provider, identity), att.signal);
-    if (!res.ok) { att.done(); return res; }
-    let text: string;
-    try { text = await res.body.text(); } catch (e) { return networkFailure(target, e, att.signal); } finally { att.done(); }
+    const res = await sendAttempt(target, up, await ctx.rt.injectProvider(target.provider, identity), ac);
+    if (!res.ok) return res;
     let result: EmbeddingsResult;
-    try { result = adapter.embeddingsResponse(JSON.parse(text)); } catch {
-      return { ok: false as const, next: 'retry' as const, status: 502, clientStatus: 502, code: 'upstream_error' as const, message: `${target.label} returned an unusable embeddings response` };
-    }
-    return { ok: true as const, value: { result, raw: adapter.wire === 'openai' ? text : null } };
+    try { result = adapter.embeddingsResponse(JSON.parse(res.text)); } catch { return unusable(target, 'not a valid embeddings response'); }
+    return { ok: true as const, value: { result, raw: adapter.wire === 'openai' ? res.text : null } };
   });
 }
 
@@ -90,7 +85,9 @@ export function embedderFor(ctx: Ctx, identity: Identity, routeName: string | un
   const route = routeName ? ctx.cfg.routes.get(routeName) : undefined;
   if (!route) return undefined;
   return async (text) => {
-    const r = await callEmbeddings(ctx, identity, route, { model: route.name, input: text }, AbortSignal.timeout(10_000));
+    const ac = new CallAbort();
+    const timer = setTimeout(() => ac.abort(new DOMException('no embedding within 10000 ms', 'TimeoutError')), 10_000);
+    const r = await callEmbeddings(ctx, identity, route, { model: route.name, input: text }, ac).finally(() => clearTimeout(timer));
     if (!r.ok) throw new Error(r.failure.message);
     return embeddingFromResult(r.value.result);
   };

@@ -17,6 +17,9 @@ export interface ProviderRuntime {
   type: ProviderType;
   /** Base URL without trailing slash, e.g. https://api.openai.com/v1 ('' for demo). */
   baseUrl: string;
+  /** baseUrl split for undici's dispatcher: scheme://host:port, and the path prefix without trailing slash. */
+  origin: string;
+  basePath: string;
   adapter: ProviderAdapter | null;
   credential: string | null;
   /** Where the credential goes when the Credential does not say (provider convention). */
@@ -87,8 +90,9 @@ export function compileProviders(set: ConfigSet, credentialAvailable: (name: str
     const dispatcher = s.type === 'demo' ? null
       : prev && prev.baseUrl === baseUrl && prev.timeouts.connectMs === t.connectMs && prev.dispatcher ? prev.dispatcher
         : new UndiciAgent({ connect: { timeout: t.connectMs }, keepAliveTimeout: 30_000, connections: 256, pipelining: 1 });
+    const url = baseUrl ? new URL(baseUrl) : null;
     out.set(r.name, {
-      name: r.name, type: s.type, baseUrl, adapter: s.type === 'demo' ? null : adapterFor(s.type), credential: s.credential ?? null,
+      name: r.name, type: s.type, baseUrl, origin: url?.origin ?? '', basePath: url?.pathname.replace(/\/+$/, '') ?? '', adapter: s.type === 'demo' ? null : adapterFor(s.type), credential: s.credential ?? null,
       authStyle: AUTH_STYLE[s.type], headers: s.headers ?? {}, dispatcher, timeouts: t,
       enabled: problem === null, disabledReason: problem ?? undefined,
     });

@@ -3,8 +3,7 @@
 import { StringDecoder } from 'node:string_decoder';
 import { SseParser } from '../providers/sse.ts';
 import { isContentEvent, type StreamEvent, type StreamParser } from '../providers/types.ts';
-import type { AttemptFailure } from './upstream.ts';
-import { networkFailure } from './upstream.ts';
+import { networkFailure, type AttemptFailure, type UpstreamBody } from './upstream.ts';
 import type { Target } from './routes.ts';
 
 /** A started upstream stream: `head` are the events up to and including the first content event. */
@@ -34,13 +33,11 @@ export class StreamBroken extends Error {
  */
 export async function openUpstreamStream(
   target: Target,
-  body: AsyncIterable<Buffer> & { destroy(err?: Error): unknown },
+  body: UpstreamBody,
   parser: StreamParser,
-  signal: AbortSignal,
 ): Promise<{ ok: true; value: OpenStream } | AttemptFailure> {
   const sse = new SseParser();
   const dec = new StringDecoder('utf8');
-  const it = body[Symbol.asyncIterator]();
   const head: StreamEvent[] = [];
   const toEvents = (text: string): StreamEvent[] => {
     const out: StreamEvent[] = [];
@@ -56,7 +53,7 @@ export async function openUpstreamStream(
   };
   try {
     for (;;) {
-      const r = await it.next();
+      const r = await body.next();
       if (r.done) {
         // Ended without content (e.g. an empty answer): that is a valid, complete response.
         for (const ev of sse.end()) if (ev.data !== '[DONE]') head.push(...parser.push(ev.data, ev.event));
@@ -76,12 +73,12 @@ export async function openUpstreamStream(
       if (committed) break;
     }
   } catch (err) {
-    return networkFailure(target, err, signal);
+    return networkFailure(target, err);
   }
   async function* rest(): AsyncGenerator<StreamEvent[]> {
     try {
       for (;;) {
-        const r = await it.next();
+        const r = await body.next();
         if (r.done) break;
         const events = toEvents(dec.write(r.value));
         for (const ev of events) {

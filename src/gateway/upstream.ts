@@ -1,7 +1,9 @@
 // One HTTP attempt against one target, and the explicit table of what is worth another attempt.
-import { request, errors as undiciErrors } from 'undici';
+// Requests go straight to undici's dispatcher with a handler of our own (an Exchange): no
+// Readable, no extra AbortController or abort-listener plumbing per call. One object per attempt
+// holds the total-timeout timer, the client-abort listener and the response body.
+import { getGlobalDispatcher, errors as undiciErrors, type Dispatcher } from 'undici';
 import type { IncomingHttpHeaders } from 'node:http';
-import type { Readable } from 'node:stream';
 import type { UpstreamRequest } from '../providers/types.ts';
 import type { Target } from './routes.ts';
 
@@ -18,7 +20,36 @@ export type AttemptFailure = {
   message: string;
   retryAfterMs?: number;
 };
-export type AttemptOk = { ok: true; status: number; headers: IncomingHttpHeaders; body: Readable & { text(): Promise<string> } };
+/** A complete (non-streamed) answer. */
+export type AttemptText = { ok: true; status: number; headers: IncomingHttpHeaders; text: string };
+/** A streamed answer whose head has arrived; its body is read with `body`. */
+export type AttemptStream = { ok: true; status: number; headers: IncomingHttpHeaders; body: UpstreamBody };
+
+/**
+ * A streamed response body: each next() gives what arrived since the last call (delivered as soon
+ * as it arrives); reading stops the upstream socket when more than HIGH_WATER_MARK bytes wait
+ * unread. Rejects on upstream failure or timeout. destroy() aborts the upstream request.
+ */
+export interface UpstreamBody extends AsyncIterableIterator<Buffer> { destroy(err?: Error): void }
+
+/**
+ * Cancellation of one client call. The upstream attempt in flight registers itself in `inFlight`
+ * (attempts of a call run one after another) and is aborted directly, instead of each attempt
+ * adding an abort listener to the signal, which allocates an events map and listener records per
+ * call. `signal` still serves everything else (retry backoff, checks of `aborted`).
+ */
+export class CallAbort extends AbortController {
+  inFlight: { abort(reason: Error): void } | null = null;
+  override abort(reason?: unknown): void {
+    if (this.signal.aborted) return;
+    super.abort(reason);
+    this.inFlight?.abort(this.signal.reason as Error);
+  }
+}
+
+/** Unread streamed bytes at which the upstream socket is paused (a slow client must not make us buffer a whole answer). */
+const HIGH_WATER_MARK = 64 * 1024;
+const NO_HEADERS: IncomingHttpHeaders = Object.freeze({}) as IncomingHttpHeaders;
 
 /**
  * What to do after an upstream HTTP status. 429/408/5xx: the same target may recover (retry, then
@@ -42,65 +73,238 @@ export function retryAfterMs(h: IncomingHttpHeaders): number | undefined {
 }
 
 /**
- * Signal for one attempt: aborted by the request's signal or after `ms` (the target's total
- * timeout). Cheaper than AbortSignal.any + AbortSignal.timeout, which keep weak references
- * alive per request; call done() when the attempt (or its stream) is over.
+ * Send one request and read its whole answer. Network errors, timeouts and error statuses come
+ * back as a classified failure, never a throw. Aborting `call` (the client went away) cancels it.
  */
-export function attemptSignal(parent: AbortSignal, ms: number): { signal: AbortSignal; done(): void } {
-  const ac = new AbortController();
-  const onAbort = () => ac.abort(parent.reason);
-  parent.addEventListener('abort', onAbort, { once: true });
-  const timer = setTimeout(() => ac.abort(new DOMException(`no complete answer within ${ms} ms`, 'TimeoutError')), ms);
-  return { signal: ac.signal, done: () => { clearTimeout(timer); parent.removeEventListener('abort', onAbort); } };
+export function sendAttempt(target: Target, up: UpstreamRequest, inj: Injection, call: CallAbort): Promise<AttemptText | AttemptFailure> {
+  return new Exchange(target, call, false).send(up, inj) as Promise<AttemptText | AttemptFailure>;
 }
 
-function buildUrl(target: Target, up: UpstreamRequest, inj: Injection): string {
-  let url = target.provider.baseUrl + up.path;
-  if (inj.query) {
-    const q = new URLSearchParams(inj.query).toString();
-    url += (url.includes('?') ? '&' : '?') + q;
-  }
-  return url;
+/**
+ * Send one streamed request; resolves when the response head arrives. A 2xx/3xx answer that is
+ * not text/event-stream is a failure. The target's total timeout and the client's abort keep
+ * applying while the body is read.
+ */
+export function sendStreamAttempt(target: Target, up: UpstreamRequest, inj: Injection, call: CallAbort): Promise<AttemptStream | AttemptFailure> {
+  return new Exchange(target, call, true).send(up, inj) as Promise<AttemptStream | AttemptFailure>;
 }
 
-/** Send one request. Network errors and timeouts come back as a classified failure, never a throw. */
-export async function sendAttempt(target: Target, up: UpstreamRequest, inj: Injection, signal: AbortSignal): Promise<AttemptOk | AttemptFailure> {
-  const headers: Record<string, string> = { ...target.provider.headers, ...up.headers, ...inj.headers };
-  if (up.method === 'POST') headers['content-type'] ??= 'application/json';
-  try {
-    const res = await request(buildUrl(target, up, inj), {
-      method: up.method,
-      headers,
-      body: up.method === 'POST' ? up.body : undefined,
-      dispatcher: target.provider.dispatcher ?? undefined,
-      signal,
-      headersTimeout: target.timeouts.firstByteMs,
-      bodyTimeout: target.timeouts.firstByteMs,
-    });
-    if (res.statusCode < 400) return { ok: true, status: res.statusCode, headers: res.headers, body: res.body as AttemptOk['body'] };
-    const text = await res.body.text().catch(() => '');
-    let parsed: unknown = text;
-    try { parsed = JSON.parse(text); } catch { /* plain-text error body */ }
-    const { message } = target.provider.adapter ? target.provider.adapter.errorMessage(res.statusCode, parsed) : { message: text };
-    const next = classifyStatus(res.statusCode);
-    return {
-      ok: false, next, status: res.statusCode,
-      clientStatus: next === 'final' ? res.statusCode : res.statusCode === 429 ? 429 : 502,
-      code: next === 'final' ? 'invalid_request' : 'upstream_error',
-      message: `${target.label} returned ${res.statusCode}: ${truncate(message)}`,
-      retryAfterMs: retryAfterMs(res.headers),
-    };
-  } catch (err) {
-    return networkFailure(target, err, signal);
-  }
+/** The target answered, but not with something we can use. */
+export function unusable(target: Target, what: string): AttemptFailure {
+  return { ok: false, next: 'retry', status: 502, clientStatus: 502, code: 'upstream_error', message: `${target.label} returned an unusable response (${what})` };
 }
 
-export function networkFailure(target: Target, err: unknown, signal?: AbortSignal): AttemptFailure {
-  const e = err as { code?: string; name?: string; message?: string };
+export function networkFailure(target: Target, err: unknown): AttemptFailure {
+  const e = err as { code?: string; name?: string } | undefined;
   const timeout = e instanceof undiciErrors.HeadersTimeoutError || e instanceof undiciErrors.BodyTimeoutError
-    || e instanceof undiciErrors.ConnectTimeoutError || e?.name === 'TimeoutError' || (signal?.aborted && (signal.reason as Error | undefined)?.name === 'TimeoutError');
+    || e instanceof undiciErrors.ConnectTimeoutError || e?.name === 'TimeoutError';
   if (timeout) return { ok: false, next: 'retry', status: 504, clientStatus: 504, code: 'upstream_timeout', message: `${target.label} timed out (${e.code ?? e.name})` };
-  return { ok: false, next: 'retry', status: 502, clientStatus: 502, code: 'upstream_error', message: `${target.label} connection failed (${e.code ?? e.name ?? 'error'})` };
+  return { ok: false, next: 'retry', status: 502, clientStatus: 502, code: 'upstream_error', message: `${target.label} connection failed (${e?.code ?? e?.name ?? 'error'})` };
+}
+
+function statusFailure(target: Target, status: number, headers: IncomingHttpHeaders, text: string): AttemptFailure {
+  let parsed: unknown = text;
+  try { parsed = JSON.parse(text); } catch { /* plain-text error body */ }
+  const { message } = target.provider.adapter ? target.provider.adapter.errorMessage(status, parsed) : { message: text };
+  const next = classifyStatus(status);
+  return {
+    ok: false, next, status,
+    clientStatus: next === 'final' ? status : status === 429 ? 429 : 502,
+    code: next === 'final' ? 'invalid_request' : 'upstream_error',
+    message: `${target.label} returned ${status}: ${truncate(message)}`,
+    retryAfterMs: retryAfterMs(headers),
+  };
+}
+
+function requestPath(target: Target, up: UpstreamRequest, inj: Injection): string {
+  let path = target.provider.basePath + up.path;
+  if (inj.query) path += (path.includes('?') ? '&' : '?') + new URLSearchParams(inj.query).toString();
+  return path;
+}
+
+function onTotalTimeout(x: Exchange): void {
+  x.abort(new DOMException(`no complete answer within ${x.target.timeouts.totalMs} ms`, 'TimeoutError'));
+}
+
+type Head = AttemptText | AttemptStream | AttemptFailure;
+
+/**
+ * One attempt: undici dispatch handler, the call's in-flight attempt and, for streams, the body
+ * iterator. A non-streamed answer (and any error body) is collected and settles `head` at
+ * its end; a streamed 2xx settles `head` at the response head and is then read through next().
+ */
+class Exchange implements Dispatcher.DispatchHandler, UpstreamBody {
+  readonly target: Target;
+  private readonly call: CallAbort;
+  private readonly stream: boolean;
+  private settle: ((h: Head) => void) | null = null;
+  private controller: Dispatcher.DispatchController | null = null;
+  private timer: NodeJS.Timeout | null = null;
+  private status = 0;
+  private headers = NO_HEADERS;
+  private chunks: Buffer[] = [];
+  private bytes = 0;
+  /** The body goes to a reader (streamed 2xx) rather than being collected. */
+  private piping = false;
+  /** Response ended or failed: timer and in-flight slot are released, nothing more arrives. */
+  private over = false;
+  private ended = false;
+  private error: Error | null = null;
+  private waiting: { resolve(r: IteratorResult<Buffer>): void; reject(e: Error): void } | null = null;
+
+  constructor(target: Target, call: CallAbort, stream: boolean) {
+    this.target = target;
+    this.call = call;
+    this.stream = stream;
+  }
+
+  send(up: UpstreamRequest, inj: Injection): Promise<Head> {
+    const head = new Promise<Head>((resolve) => { this.settle = resolve; });
+    if (this.call.signal.aborted) {
+      this.over = true;
+      this.resolveHead(networkFailure(this.target, this.call.signal.reason));
+      return head;
+    }
+    const { provider, timeouts } = this.target;
+    const headers: Record<string, string> = { ...provider.headers, ...up.headers, ...inj.headers };
+    if (up.method === 'POST') headers['content-type'] ??= 'application/json';
+    this.call.inFlight = this;
+    this.timer = setTimeout(onTotalTimeout, timeouts.totalMs, this);
+    try {
+      (provider.dispatcher ?? getGlobalDispatcher()).dispatch({
+        origin: provider.origin,
+        path: requestPath(this.target, up, inj),
+        method: up.method,
+        headers,
+        body: up.method === 'POST' ? up.body : undefined,
+        headersTimeout: timeouts.firstByteMs,
+        bodyTimeout: timeouts.firstByteMs,
+      }, this);
+    } catch (err) {
+      this.fail(err as Error);
+    }
+    return head;
+  }
+
+  abort(reason: Error): void {
+    if (this.over) return;
+    this.fail(reason);
+    // Before onRequestStart there is no controller yet: onRequestStart aborts then.
+    this.controller?.abort(reason);
+  }
+
+  // ---- undici dispatch handler ----
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.error) controller.abort(this.error);
+  }
+
+  onResponseStart(_c: Dispatcher.DispatchController, status: number, headers: IncomingHttpHeaders): void {
+    if (status < 200 || this.over) return;
+    this.status = status;
+    this.headers = headers;
+    if (!this.stream || status >= 400) return;
+    const ct = String(headers['content-type'] ?? '');
+    if (!ct.includes('event-stream')) {
+      this.resolveHead(unusable(this.target, `expected text/event-stream, got ${ct || 'no content-type'}`));
+      this.abort(new Error('unexpected content-type'));
+      return;
+    }
+    this.piping = true;
+    this.resolveHead({ ok: true, status, headers, body: this });
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.over) return;
+    const w = this.waiting;
+    if (w) {
+      this.waiting = null;
+      w.resolve({ value: chunk, done: false });
+      return;
+    }
+    this.chunks.push(chunk);
+    this.bytes += chunk.length;
+    if (this.piping && this.bytes >= HIGH_WATER_MARK) controller.pause();
+  }
+
+  onResponseEnd(): void {
+    if (this.over) return;
+    this.release();
+    this.ended = true;
+    if (this.piping) {
+      const w = this.waiting;
+      this.waiting = null;
+      w?.resolve({ value: undefined, done: true });
+      return;
+    }
+    const text = this.take().toString();
+    this.resolveHead(this.status >= 400 ? statusFailure(this.target, this.status, this.headers, text) : { ok: true, status: this.status, headers: this.headers, text });
+  }
+
+  onResponseError(_c: Dispatcher.DispatchController | null, err: Error): void {
+    this.fail(err);
+  }
+
+  // ---- body iterator (streamed answers) ----
+
+  next(): Promise<IteratorResult<Buffer>> {
+    if (this.bytes > 0) {
+      const value = this.take();
+      if (this.controller?.paused) this.controller.resume();
+      return Promise.resolve({ value, done: false });
+    }
+    if (this.error) return Promise.reject(this.error);
+    if (this.ended) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => { this.waiting = { resolve, reject }; });
+  }
+
+  return(): Promise<IteratorResult<Buffer>> {
+    this.destroy();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  destroy(err?: Error): void {
+    if (!this.over) this.abort(err ?? new Error('upstream response abandoned'));
+  }
+
+  // ---- internals ----
+
+  private fail(err: Error): void {
+    if (this.over) return;
+    this.release();
+    this.error = err;
+    // An error body cut short still yields its status (with whatever message arrived).
+    if (this.settle) this.resolveHead(this.status >= 400 ? statusFailure(this.target, this.status, this.headers, '') : networkFailure(this.target, err));
+    const w = this.waiting;
+    this.waiting = null;
+    w?.reject(err);
+  }
+
+  private release(): void {
+    this.over = true;
+    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+    if (this.call.inFlight === this) this.call.inFlight = null;
+  }
+
+  private resolveHead(h: Head): void {
+    const s = this.settle;
+    this.settle = null;
+    s?.(h);
+  }
+
+  /** Everything received and not yet handed out, as one buffer. */
+  private take(): Buffer {
+    const c = this.chunks;
+    const out = c.length === 1 ? c[0] : Buffer.concat(c, this.bytes);
+    this.chunks = [];
+    this.bytes = 0;
+    return out;
+  }
 }
 
 function truncate(s: string): string {

@@ -1,0 +1,175 @@
+// The upstream client on its own (sendAttempt / sendStreamAttempt against a scripted node:http
+// server): timeouts and their classification, client abort, error bodies, content-type check,
+// streaming latency and backpressure, and that nothing (timer, abort listener) outlives an attempt.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { parseConfigTexts } from '../src/config/load.ts';
+import { compileProviders, compileRoutes, type Target } from '../src/gateway/routes.ts';
+import { CallAbort, sendAttempt, sendStreamAttempt, type AttemptFailure } from '../src/gateway/upstream.ts';
+import type { UpstreamRequest } from '../src/providers/types.ts';
+import { doc, yaml } from './helpers/gateway.ts';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const MB = 1024 * 1024;
+
+/** What the scripted server did for the last request. */
+const seen = { requests: 0, aborted: false, written: 0, finished: false };
+type Script = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
+const scripts: Record<string, Script> = {
+  '/json': (_q, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"hello":"wörld"}'); },
+  '/json-chunked': async (_q, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    const s = Buffer.from('{"hello":"wörld"}');
+    // Split inside the two-byte "ö": decoding must happen once, on the whole body.
+    res.write(s.subarray(0, 12)); await sleep(20); res.end(s.subarray(12));
+  },
+  '/fail-429': (_q, res) => { res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '2' }); res.end('{"error":{"message":"slow down"}}'); },
+  '/hang': () => { /* never answers */ },
+  '/drip': async (_q, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    for (let i = 0; i < 40 && !res.destroyed; i++) { res.write(`data: {"i":${i}}\n\n`); await sleep(50); }
+    res.end();
+  },
+  '/not-sse': (_q, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{}'); },
+  '/first-then-wait': async (_q, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write('data: first\n\n');
+    await sleep(600);
+    if (!res.destroyed) res.end('data: second\n\n');
+  },
+  '/flood': async (_q, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    const line = Buffer.from(`data: ${'x'.repeat(64 * 1024 - 8)}\n\n`);
+    while (seen.written < 48 * MB && !res.destroyed) {
+      seen.written += line.length;
+      if (!res.write(line)) await new Promise<void>((r) => { const go = () => { res.off('drain', go); res.off('close', go); r(); }; res.on('drain', go); res.on('close', go); });
+    }
+    seen.finished = true;
+    res.end();
+  },
+};
+
+let server: Server;
+let url = '';
+before(async () => {
+  server = createServer((req, res) => {
+    seen.requests++;
+    seen.aborted = false;
+    res.on('close', () => { if (!res.writableFinished) seen.aborted = true; });
+    req.resume();
+    // The provider's baseUrl path (/base) prefixes every request path.
+    const script = req.url?.startsWith('/base/') ? scripts[req.url.slice(5)] : undefined;
+    if (script) void script(req, res);
+    else { res.writeHead(500); res.end(`no script for ${req.url}`); }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+after(() => { server.closeAllConnections(); server.close(); });
+
+function target(timeouts: Record<string, number> = {}): Target {
+  const set = parseConfigTexts([{ file: 't.yaml', text: yaml(
+    doc('Provider', 'p', { type: 'openai-compatible', baseUrl: `${url}/base`, timeouts }),
+    doc('Model', 'm', { targets: [{ provider: 'p', model: 'x' }] }),
+  ) }]);
+  return compileRoutes(set, compileProviders(set, () => null)).get('m')!.targets[0];
+}
+
+const at = (path: string): UpstreamRequest => ({ method: 'GET', path, headers: {}, body: '' });
+const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+
+test('a complete answer is read whole and decoded once; nothing outlives the attempt', async () => {
+  const ac = new CallAbort();
+  const before = timers();
+  for (const path of ['/json', '/json-chunked']) {
+    const r = await sendAttempt(target(), at(path), { headers: {} }, ac);
+    assert.ok(r.ok);
+    assert.equal(r.text, '{"hello":"wörld"}');
+    assert.equal(r.status, 200);
+  }
+  assert.equal(ac.inFlight, null, 'the finished attempt is no longer registered with the call');
+  assert.equal(timers(), before, 'no total-timeout timer left');
+});
+
+test('an error status is classified with the body message and retry-after', async () => {
+  const r = await sendAttempt(target(), at('/fail-429'), { headers: {} }, new CallAbort());
+  assert.ok(!r.ok);
+  assert.equal(r.status, 429);
+  assert.equal(r.next, 'retry');
+  assert.equal(r.retryAfterMs, 2000);
+  assert.match(r.message, /p\/x returned 429: slow down/);
+});
+
+test('first-byte and total timeouts are 504 upstream_timeout; a connection failure is 502', async () => {
+  let r = await sendAttempt(target({ first_byte_ms: 150 }), at('/hang'), { headers: {} }, new CallAbort()) as AttemptFailure;
+  assert.equal(r.ok, false);
+  assert.equal(r.clientStatus, 504);
+  assert.equal(r.code, 'upstream_timeout');
+  // The stream keeps dripping (never idle for first_byte_ms) but takes longer than total_ms.
+  const t0 = Date.now();
+  const s = await sendStreamAttempt(target({ total_ms: 400 }), at('/drip'), { headers: {} }, new CallAbort());
+  assert.ok(s.ok);
+  await assert.rejects(async () => { for await (const _ of s.body) { /* read on */ } }, (e: Error) => e.name === 'TimeoutError');
+  assert.ok(Date.now() - t0 < 1500, 'total timeout cuts a dripping stream');
+  await sleep(50);
+  assert.equal(seen.aborted, true, 'upstream request aborted at the total timeout');
+  r = await sendAttempt(target({ total_ms: 100 }), at('/hang'), { headers: {} }, new CallAbort()) as AttemptFailure;
+  assert.equal(r.clientStatus, 504);
+  const closed = { ...target(), provider: { ...target().provider, origin: 'http://127.0.0.1:1', dispatcher: null } };
+  r = await sendAttempt(closed, at('/json'), { headers: {} }, new CallAbort()) as AttemptFailure;
+  assert.equal(r.clientStatus, 502);
+  assert.match(r.message, /connection failed \(ECONNREFUSED\)/);
+});
+
+test('client abort: before the call it is not sent; during a stream it aborts the upstream and the reader', async () => {
+  const pre = new CallAbort();
+  pre.abort();
+  const sent = seen.requests;
+  const r = await sendAttempt(target(), at('/json'), { headers: {} }, pre);
+  assert.equal(r.ok, false);
+  assert.equal(seen.requests, sent, 'nothing was sent');
+  const ac = new CallAbort();
+  const s = await sendStreamAttempt(target(), at('/first-then-wait'), { headers: {} }, ac);
+  assert.ok(s.ok);
+  assert.equal(String((await s.body.next()).value), 'data: first\n\n');
+  const pending = s.body.next();
+  ac.abort();
+  await assert.rejects(pending, (e: Error) => e.name === 'AbortError');
+  await sleep(50);
+  assert.equal(seen.aborted, true);
+  assert.equal(ac.inFlight, null);
+});
+
+test('a streamed answer must be text/event-stream', async () => {
+  const r = await sendStreamAttempt(target(), at('/not-sse'), { headers: {} }, new CallAbort());
+  assert.ok(!r.ok);
+  assert.match(r.message, /expected text\/event-stream, got application\/json/);
+});
+
+test('stream chunks are delivered as they arrive, not at the end', async () => {
+  const t0 = Date.now();
+  const s = await sendStreamAttempt(target(), at('/first-then-wait'), { headers: {} }, new CallAbort());
+  assert.ok(s.ok);
+  const first = await s.body.next();
+  assert.equal(String(first.value), 'data: first\n\n');
+  assert.ok(Date.now() - t0 < 400, `first chunk after ${Date.now() - t0} ms; the server waits 600 ms before the rest`);
+  let rest = '';
+  for await (const c of s.body) rest += String(c);
+  assert.equal(rest, 'data: second\n\n');
+});
+
+test('backpressure: an unread stream stops the upstream instead of buffering it; reading resumes it intact', async () => {
+  seen.written = 0;
+  seen.finished = false;
+  const s = await sendStreamAttempt(target(), at('/flood'), { headers: {} }, new CallAbort());
+  assert.ok(s.ok);
+  await sleep(400);
+  assert.equal(seen.finished, false, `the server could write all ${seen.written} bytes while nobody read`);
+  assert.ok(seen.written < 32 * MB, `${seen.written} bytes written while nobody read`);
+  let n = 0;
+  for await (const c of s.body) n += c.length;
+  assert.equal(n, 48 * MB);
+  assert.equal(seen.finished, true);
+});
