@@ -11,7 +11,7 @@ import type { AuditAlert } from '../src/audit/log.ts';
 import { verifyDatabase } from '../src/audit/verify.ts';
 import { queryEvents, showRequest, describeEvent } from '../src/audit/query.ts';
 import { applyRetention, startRetention } from '../src/audit/retention.ts';
-import { segmentTables } from '../src/audit/store.ts';
+import { firstSeqAtOrAfter, segmentTables } from '../src/audit/store.ts';
 import { toOcsf } from '../src/audit/ocsf.ts';
 import { sampleEvent, tempDir } from './audit-helpers.ts';
 
@@ -311,4 +311,32 @@ test('scheduled retention (AAM_AUDIT_RETENTION) prunes old segments on its own a
   const r = verifyDatabase(dir, log.publicKeyPem());
   assert.equal(r.ok, true, r.firstError?.message);
   assert.equal(r.firstSeq, 21);
+});
+
+test('time bounds are found by binary search over seq, across segments and gaps', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir, batchSize: 10, segments: { maxAgeMs: 86_400_000, maxEvents: 25 } });
+  const t = (i: number) => new Date(Date.UTC(2026, 0, 1, 0, i)).toISOString();
+  for (let i = 0; i < 100; i++) {
+    log.record(sampleEvent(i, { time: t(i) }));
+    if (i % 10 === 9) await log.flush();
+  }
+  assert.ok(segmentTables(log.db).length >= 3);
+  log.db.exec('DELETE FROM audit_seg_000002 WHERE seq BETWEEN 40 AND 45');
+  assert.equal(firstSeqAtOrAfter(log.db, t(0)), 1);
+  assert.equal(firstSeqAtOrAfter(log.db, '2025-12-31T00:00:00.000Z'), 1);
+  assert.equal(firstSeqAtOrAfter(log.db, t(99)), 100);
+  assert.equal(firstSeqAtOrAfter(log.db, '2026-01-02T00:00:00.000Z'), null);
+  assert.equal(firstSeqAtOrAfter(log.db, t(30)), 31, 'across a segment boundary');
+  assert.equal(firstSeqAtOrAfter(log.db, t(41)), 46, 'the first event still there after a gap');
+  const stored = Array.from({ length: 100 }, (_, i) => i).filter((i) => i < 39 || i > 44);
+  for (const i of [0, 7, 26, 41, 50, 77, 99]) {
+    const since = queryEvents(log.db, { since: t(i), order: 'asc', limit: 10_000 });
+    assert.ok(since.every((e) => e.time >= t(i)));
+    assert.equal(since.length, stored.filter((k) => k >= i).length);
+    const until = queryEvents(log.db, { until: t(i), limit: 10_000 });
+    assert.ok(until.every((e) => e.time < t(i)));
+    assert.equal(until.length + since.length, 94);
+  }
+  await log.close();
 });

@@ -3,7 +3,7 @@
 // signed checkpoint (so `since` rounds down to the checkpoint before it).
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
-import { openAuditDb, readCheckpoints, retentionAnchor } from './store.ts';
+import { firstSeqAtOrAfter, openAuditDb, readCheckpoints, retentionAnchor } from './store.ts';
 import type { Checkpoint } from './checkpoint.ts';
 import { exportLine } from './event.ts';
 
@@ -27,8 +27,7 @@ export async function exportJsonl(dataDir: string, opts: ExportOptions): Promise
     let anchor: Checkpoint | undefined = retentionAnchor(cps);
     if (opts.since !== undefined) {
       const since = new Date(opts.since).toISOString();
-      const row = db.prepare('SELECT MIN(seq) AS s FROM audit_events WHERE time >= ?').get(since);
-      const firstWanted = row && row.s !== null ? Number(row.s) : Number.MAX_SAFE_INTEGER;
+      const firstWanted = firstSeqAtOrAfter(db, since) ?? Number.MAX_SAFE_INTEGER;
       // Newest checkpoint strictly before the first wanted event, not older than the retention cut.
       for (const c of cps) if (c.tree_size >= floor && c.tree_size < firstWanted && (!anchor || c.tree_size > anchor.tree_size)) anchor = c;
     }

@@ -43,7 +43,7 @@ export interface AuditLogOptions {
   onAlert?: (alert: AuditAlert) => void;
   /** Events per transaction (default 1000). */
   batchSize?: number;
-  /** How long record() waits for company before a batch is written (default 10 ms). */
+  /** How long record() waits for company before a batch is written (default 50 ms; the journal already makes each event crash-safe, and bigger batches cost the writer less per event). */
   flushDelayMs?: number;
   /** buffer mode: recordDurable rejects if not committed within this time (default 10 000). */
   durableTimeoutMs?: number;
@@ -133,7 +133,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     failMode: opts.failMode ?? 'buffer',
     maxQueue: opts.maxQueue ?? 100_000,
     batchSize: opts.batchSize ?? 1000,
-    flushDelayMs: opts.flushDelayMs ?? 10,
+    flushDelayMs: opts.flushDelayMs ?? 50,
     durableTimeoutMs: opts.durableTimeoutMs ?? 10_000,
   };
   const keyFile = opts.keyFile ?? signingKeyPath(opts.dataDir);

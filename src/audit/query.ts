@@ -2,7 +2,7 @@
 // copy columns and return the hashed bodies.
 import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
 import type { AuditEvent } from './event.ts';
-import { rowToEvent } from './store.ts';
+import { firstSeqAtOrAfter, rowToEvent } from './store.ts';
 import type { EventRow } from './store.ts';
 
 export interface AuditQuery {
@@ -24,8 +24,20 @@ export function queryEvents(db: DatabaseSync, q: AuditQuery = {}): AuditEvent[] 
   const where: string[] = [];
   const args: SQLInputValue[] = [];
   if (q.agent !== undefined) { where.push('agent = ?'); args.push(q.agent); }
-  if (q.since !== undefined) { where.push('time >= ?'); args.push(isoTime(q.since, 'since')); }
-  if (q.until !== undefined) { where.push('time < ?'); args.push(isoTime(q.until, 'until')); }
+  // Time bounds become seq bounds (the trail is in time order; see firstSeqAtOrAfter), keeping
+  // the time comparison as well so the edges stay exact.
+  if (q.since !== undefined) {
+    const since = isoTime(q.since, 'since');
+    const from = firstSeqAtOrAfter(db, since);
+    if (from === null) return [];
+    where.push('seq >= ?', 'time >= ?');
+    args.push(from, since);
+  }
+  if (q.until !== undefined) {
+    const until = isoTime(q.until, 'until');
+    const to = firstSeqAtOrAfter(db, until);
+    if (to !== null) { where.push('seq < ?', 'time < ?'); args.push(to, until); }
+  }
   if (q.decision !== undefined) { where.push('decision = ?'); args.push(q.decision); }
   if (q.requestId !== undefined) { where.push('request_id = ?'); args.push(q.requestId); }
   if (q.type !== undefined) { where.push('type = ?'); args.push(q.type); }
