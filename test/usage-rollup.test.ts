@@ -113,6 +113,13 @@ test('an old per-request usage table is folded into the rollup once and kept as 
   assert.ok(db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'usage_v1'").get(), 'the old rows are kept');
   new UsageRecorder(db); // a second start must not fold again
   assert.equal(new UsageRecorder(db).summary('agent', T0)[0].requests, 4);
+  // An older version started on this data dir again (downgrade, then upgrade): its new rows are
+  // folded too and appended to usage_v1 instead of failing the start.
+  db.exec(`CREATE TABLE usage AS SELECT * FROM usage_v1 WHERE 0`);
+  ins.run(T0 + 5, 'r5', 'analyst', 'finance', 'key_1', 'gpt', 'oai', 'gpt-4o', 1, 1, 0, 0.5, 1, 200, 0, null);
+  assert.equal(new UsageRecorder(db).summary('agent', T0)[0].requests, 5);
+  assert.equal((db.prepare('SELECT count(*) AS n FROM usage_v1').get() as { n: number }).n, 4);
+  assert.equal(db.prepare("SELECT 1 FROM sqlite_master WHERE name = 'usage'").get(), undefined);
 });
 
 test('gateway shutdown flushes usage the timer had not written yet', async () => {

@@ -73,8 +73,7 @@ const FOLD_LEGACY = `INSERT INTO usage_rollup (minute, agent, team, key_id, rout
   ON CONFLICT DO UPDATE SET requests = requests + excluded.requests,
     ${addNullable('input_tokens')}, ${addNullable('output_tokens')}, ${addNullable('cached_tokens')}, ${addNullable('cost_usd')},
     unknown_cost_requests = unknown_cost_requests + excluded.unknown_cost_requests,
-    latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, latency_ms_max = max(latency_ms_max, excluded.latency_ms_max);
-  ALTER TABLE usage RENAME TO usage_v1;`;
+    latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, latency_ms_max = max(latency_ms_max, excluded.latency_ms_max);`;
 
 export class UsageRecorder {
   readonly #db: DatabaseSync;
@@ -94,7 +93,12 @@ export class UsageRecorder {
     transaction(db, () => {
       db.exec(SCHEMA);
       const legacy = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage'").get();
-      if (legacy) db.exec(FOLD_LEGACY);
+      if (legacy) {
+        db.exec(FOLD_LEGACY);
+        // Kept as usage_v1; a data dir that an older version wrote to again appends to it.
+        const kept = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_v1'").get();
+        db.exec(kept ? 'INSERT INTO usage_v1 SELECT * FROM usage; DROP TABLE usage;' : 'ALTER TABLE usage RENAME TO usage_v1;');
+      }
     });
     this.#upsert = db.prepare(UPSERT);
   }
