@@ -92,12 +92,14 @@ test('summary and spendSince count from the start of the minute that holds `sinc
   assert.deepEqual(byModel.map((r) => [r.model, r.requests, r.unknown_cost_requests]), [['gpt-4o', 2, 0], [null, 1, 1]]);
 });
 
-test('an old per-request usage table is folded into the rollup once and kept as usage_v1', (t) => {
-  const db = freshDb(t);
-  db.exec(`CREATE TABLE usage (
+const LEGACY_USAGE = `CREATE TABLE usage (
       id INTEGER PRIMARY KEY, time INTEGER NOT NULL, request_id TEXT NOT NULL, agent TEXT NOT NULL, team TEXT, key_id TEXT,
       route TEXT NOT NULL, provider TEXT, model TEXT, input_tokens INTEGER, output_tokens INTEGER, cached_tokens INTEGER,
-      cost_usd REAL, latency_ms REAL NOT NULL, status INTEGER NOT NULL, stream INTEGER NOT NULL, cache TEXT)`);
+      cost_usd REAL, latency_ms REAL NOT NULL, status INTEGER NOT NULL, stream INTEGER NOT NULL, cache TEXT)`;
+
+test('an old per-request usage table is folded into the rollup once and kept as usage_v1', (t) => {
+  const db = freshDb(t);
+  db.exec(LEGACY_USAGE);
   const ins = db.prepare(`INSERT INTO usage (time, request_id, agent, team, key_id, route, provider, model, input_tokens, output_tokens,
     cached_tokens, cost_usd, latency_ms, status, stream, cache) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`);
   ins.run(T0 + 1, 'r1', 'analyst', 'finance', 'key_1', 'gpt', 'oai', 'gpt-4o', 100, 20, 0, 0.01, 10, 200, 0, null);
@@ -115,7 +117,7 @@ test('an old per-request usage table is folded into the rollup once and kept as 
   assert.equal(new UsageRecorder(db).summary('agent', T0)[0].requests, 4);
   // An older version started on this data dir again (downgrade, then upgrade): its new rows are
   // folded too and appended to usage_v1 instead of failing the start.
-  db.exec(`CREATE TABLE usage AS SELECT * FROM usage_v1 WHERE 0`);
+  db.exec(LEGACY_USAGE); // its ids start at 1 again
   ins.run(T0 + 5, 'r5', 'analyst', 'finance', 'key_1', 'gpt', 'oai', 'gpt-4o', 1, 1, 0, 0.5, 1, 200, 0, null);
   assert.equal(new UsageRecorder(db).summary('agent', T0)[0].requests, 5);
   assert.equal((db.prepare('SELECT count(*) AS n FROM usage_v1').get() as { n: number }).n, 4);

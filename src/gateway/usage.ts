@@ -64,6 +64,7 @@ const UPSERT = `INSERT INTO usage_rollup (minute, agent, team, key_id, route, pr
     latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, latency_ms_max = max(latency_ms_max, excluded.latency_ms_max)`;
 
 // The per-request table of earlier versions, folded into the rollup once and kept as usage_v1.
+const LEGACY_COLUMNS = 'time, request_id, agent, team, key_id, route, provider, model, input_tokens, output_tokens, cached_tokens, cost_usd, latency_ms, status, stream, cache';
 const FOLD_LEGACY = `INSERT INTO usage_rollup (minute, agent, team, key_id, route, provider, model, status, stream, cache, requests,
     input_tokens, output_tokens, cached_tokens, cost_usd, unknown_cost_requests, latency_ms_sum, latency_ms_max)
   SELECT time - time % ${MINUTE_MS} AS m, agent, coalesce(team, '') AS t, coalesce(key_id, '') AS k, route, coalesce(provider, '') AS p,
@@ -97,7 +98,7 @@ export class UsageRecorder {
         db.exec(FOLD_LEGACY);
         // Kept as usage_v1; a data dir that an older version wrote to again appends to it.
         const kept = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage_v1'").get();
-        db.exec(kept ? 'INSERT INTO usage_v1 SELECT * FROM usage; DROP TABLE usage;' : 'ALTER TABLE usage RENAME TO usage_v1;');
+        db.exec(kept ? `INSERT INTO usage_v1 (${LEGACY_COLUMNS}) SELECT ${LEGACY_COLUMNS} FROM usage; DROP TABLE usage;` : 'ALTER TABLE usage RENAME TO usage_v1;');
       }
     });
     this.#upsert = db.prepare(UPSERT);
