@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DatabaseSync } from 'node:sqlite';
-import { chmodSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { canonicalJson } from '../src/audit/canonical.ts';
@@ -338,5 +338,15 @@ test('time bounds are found by binary search over seq, across segments and gaps'
     assert.ok(until.every((e) => e.time < t(i)));
     assert.equal(until.length + since.length, 94);
   }
+  await log.close();
+});
+
+test('the writer thread runs at a lower priority than the request-serving thread (Linux)', { skip: process.platform !== 'linux' }, async () => {
+  const niceOf = (): number[] => readdirSync('/proc/self/task').map((t) => Number(readFileSync(`/proc/self/task/${t}/stat`, 'utf8').split(') ')[1].split(' ')[16]));
+  const before = niceOf().filter((n) => n === 5).length;
+  const log = openAuditLog({ dataDir: tempDir() });
+  await log.recordDurable(sampleEvent(1));
+  assert.equal(niceOf().filter((n) => n === 5).length, before + 1, 'one more thread at nice 5: the writer');
+  assert.equal(Number(readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ')[16]), 0, 'the main thread keeps its priority');
   await log.close();
 });

@@ -1,6 +1,8 @@
 // Worker thread hosting the batch writer (see writer.ts). Messages in: write, checkpoint, close.
 // Every message gets one reply with the same id, in order.
 import { parentPort, workerData } from 'node:worker_threads';
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { createBatchWriter } from './writer.ts';
 import type { PruneResult, SegmentPolicy, WireBatch } from './writer.ts';
 import { loadOrCreateSigningKey } from './keys.ts';
@@ -33,6 +35,20 @@ export type WriterReply =
 const port = parentPort;
 if (!port) throw new Error('writer-worker.ts must run in a worker thread');
 const init = workerData as WriterInit;
+lowerPriority(Number(process.env.AAM_AUDIT_WRITER_NICE ?? 5));
+
+/**
+ * Batches are background work (the journal already made each event crash-safe): on a busy core
+ * the writer should fill idle gaps rather than preempt a request mid-flight. Linux lets one
+ * thread be reniced through its thread id; elsewhere, or without permission, nothing changes.
+ */
+function lowerPriority(nice: number): void {
+  if (!nice) return;
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (tid > 0) setPriority(tid, nice);
+  } catch { /* not Linux, or not allowed: keep the default priority */ }
+}
 const key = loadOrCreateSigningKey(init.keyFile);
 const db = openAuditDb(init.dataDir, { busyTimeoutMs: init.busyTimeoutMs });
 const writer = createBatchWriter(db, key, init.checkpointEvery, init.segments);
