@@ -184,6 +184,9 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
     };
     try {
       await emit(stream.head);
+      // node:http corks a response's socket until the next tick; the rest of a read that came
+      // with the first content would be converted before then. Send the first chunk now.
+      res.socket?.uncork();
       for await (const batch of stream.rest) {
         await emit(batch);
         keepalive.refresh();

@@ -1,7 +1,7 @@
 // Reading an upstream stream as canonical events, with a commit point: events are held until the
 // first content event, so an error before any content can still fall back to the next target.
 import { StringDecoder } from 'node:string_decoder';
-import { SseParser } from '../providers/sse.ts';
+import { SseParser, type SseRecord } from '../providers/sse.ts';
 import { isContentEvent, type StreamEvent, type StreamParser } from '../providers/types.ts';
 import { networkFailure, type AttemptFailure, type UpstreamBody } from './upstream.ts';
 import type { Target } from './routes.ts';
@@ -39,9 +39,12 @@ export async function openUpstreamStream(
   const sse = new SseParser();
   const dec = new StringDecoder('utf8');
   const head: StreamEvent[] = [];
-  const toEvents = (text: string): StreamEvent[] => {
+  // Records that arrived with the first content but after it: converted once the head is out, so
+  // the first chunk reaches the client without waiting for the rest of a large read.
+  let pending: SseRecord[] = [];
+  const toEvents = (records: readonly SseRecord[]): StreamEvent[] => {
     const out: StreamEvent[] = [];
-    for (const rec of sse.push(text)) {
+    for (const rec of records) {
       if (rec.data === '[DONE]') continue;
       for (const ev of parser.push(rec.data, rec.event)) out.push(ev);
     }
@@ -56,19 +59,21 @@ export async function openUpstreamStream(
       const r = await body.next();
       if (r.done) {
         // Ended without content (e.g. an empty answer): that is a valid, complete response.
-        for (const ev of sse.end()) if (ev.data !== '[DONE]') head.push(...parser.push(ev.data, ev.event));
-        head.push(...parser.end());
+        head.push(...toEvents(sse.end()), ...parser.end());
         const err = head.find((e) => e.type === 'error');
         if (err && err.type === 'error') return fail(err.message);
         if (!head.some((e) => e.type === 'finish')) return fail('stream ended without a finish event');
         return { ok: true, value: { head, rest: (async function* () {})(), abort() {} } };
       }
-      const events = toEvents(dec.write(r.value));
+      const records = sse.push(dec.write(r.value));
       let committed = false;
-      for (const ev of events) {
-        if (ev.type === 'error' && !committed) return fail(ev.message);
-        head.push(ev);
-        if (isContentEvent(ev)) committed = true;
+      for (let i = 0; i < records.length && !committed; i++) {
+        for (const ev of toEvents([records[i]])) {
+          if (ev.type === 'error' && !committed) return fail(ev.message);
+          head.push(ev);
+          if (isContentEvent(ev)) committed = true;
+        }
+        if (committed) pending = records.slice(i + 1);
       }
       if (committed) break;
     }
@@ -77,23 +82,24 @@ export async function openUpstreamStream(
   }
   async function* rest(): AsyncGenerator<StreamEvent[]> {
     try {
+      let records = pending;
+      pending = [];
       for (;;) {
-        const r = await body.next();
-        if (r.done) break;
-        const events = toEvents(dec.write(r.value));
+        const events = toEvents(records);
         for (const ev of events) {
           if (ev.type === 'error') throw new StreamBroken(`upstream reported an error mid-stream: ${ev.message}`, ev.errorType);
           if (ev.type === 'finish') sawFinish = true;
         }
         if (events.length) yield events;
+        const r = await body.next();
+        if (r.done) break;
+        records = sse.push(dec.write(r.value));
       }
     } catch (err) {
       if (err instanceof StreamBroken) throw err;
       throw new StreamBroken(`upstream stream from ${target.label} broke: ${(err as { code?: string }).code ?? (err as Error).message}`);
     }
-    const tail: StreamEvent[] = [];
-    for (const ev of sse.end()) if (ev.data !== '[DONE]') tail.push(...parser.push(ev.data, ev.event));
-    tail.push(...parser.end());
+    const tail = [...toEvents(sse.end()), ...parser.end()];
     if (!tail.some((e) => e.type === 'finish') && !sawFinish) throw new StreamBroken(`upstream stream from ${target.label} ended before the response was complete`);
     if (tail.length) yield tail;
   }
