@@ -51,13 +51,12 @@ export function createBatchWriter(db: DatabaseSync, key: SigningKey, checkpointE
   let seg: { name: string; insert: StatementSync; opened: number; first: StatementSync } | undefined;
   /** The segment to append to: the newest one, or a new one when it is old or full. Inside the write transaction. */
   function currentSegment(headSeq: number): StatementSync {
-    let name = String(newest.get()?.name);
-    if (seg?.name !== name) seg = undefined;
-    const cur = seg ?? open(name);
-    const first = cur.first.get();
-    const full = first !== undefined && (headSeq - Number(first.seq) + 1 >= segments.maxEvents || Date.now() - cur.opened >= segments.maxAgeMs);
-    if (full && segmentTables(db).length < MAX_SEGMENTS) { name = addSegment(db); seg = undefined; }
-    seg ??= open(name);
+    // Read each time: another process sharing the data dir may have started a segment.
+    const name = String(newest.get()?.name);
+    if (seg?.name !== name) seg = open(name);
+    const first = seg.first.get();
+    const full = first !== undefined && (headSeq - Number(first.seq) + 1 >= segments.maxEvents || Date.now() - seg.opened >= segments.maxAgeMs);
+    if (full && segmentTables(db).length < MAX_SEGMENTS) seg = open(addSegment(db));
     return seg.insert;
   }
   function open(name: string) {
