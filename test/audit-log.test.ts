@@ -132,6 +132,9 @@ test('queries filter by agent, decision, type, time and request; show lists one 
   assert.deepEqual(chain.map((e) => e.type), ['decision', 'model_call']);
   assert.ok(chain[0].seq < chain[1].seq);
   assert.match(describeEvent(chain[1]), /model=reasoning-high->openai\/gpt-4o/);
+  const denied = describeEvent({ ...chain[0], model: { route: 'frontier-max' } });
+  assert.match(denied, /model=frontier-max(\s|$)/);
+  assert.doesNotMatch(denied, /undefined/);
   assert.throws(() => queryEvents(log.db, { since: 'yesterday' }), /not a date/);
   await log.close();
 });

@@ -57,7 +57,12 @@ export function describeEvent(e: AuditEvent): string {
   if (e.identity) parts.push(`agent=${e.identity.agent} (${e.identity.spiffe_id}, ${e.identity.method}${e.identity.key_id ? ' ' + e.identity.key_id : ''})`);
   if (e.policy) parts.push(`policy=${e.policy.name || '(default)'}#${e.policy.rule} ${e.policy.decision}: ${e.policy.reason}`);
   if (e.credential) parts.push(`credential=${e.credential.name}${e.credential.version ? '@' + e.credential.version : ''}`);
-  if (e.model) parts.push(`model=${e.model.route}->${e.model.provider}/${e.model.model} tokens=${e.model.input_tokens ?? '?'}/${e.model.output_tokens ?? '?'} cost=${e.model.cost_usd ?? 'unknown'}`);
+  if (e.model) {
+    // A decision names only the route; a call also says where it went and what it cost.
+    parts.push(e.model.provider
+      ? `model=${e.model.route}->${e.model.provider}/${e.model.model} tokens=${e.model.input_tokens ?? '?'}/${e.model.output_tokens ?? '?'} cost=${e.model.cost_usd ?? 'unknown'}`
+      : `model=${e.model.route}`);
+  }
   if (e.tool) parts.push(`tool=${e.tool.server}.${e.tool.tool} ${e.tool.resource ?? ''}:${e.tool.action ?? ''} args=${e.tool.args_digest}`);
   if (e.admin) parts.push(`admin=${e.admin.action} ${e.admin.target ?? ''} by ${e.admin.actor}`);
   if (e.outcome) parts.push(`outcome=${e.outcome.status}${e.outcome.error_class ? ' ' + e.outcome.error_class : ''}`);
