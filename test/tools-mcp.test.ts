@@ -199,11 +199,20 @@ test('resources and prompts pass through under the same policy', async () => {
   assert.match(JSON.stringify(read.contents), /Globex/);
   assert.deepEqual((await intern.listResources()).resources, []);
   const unknown = await rpcError(intern.readResource({ uri: 'account://a1' }));
-  assert.match(unknown.message, /call resources\/list first/, 'aggregated: the owner of a URI is known from listing');
+  assert.match(unknown.message, /call resources\/list or resources\/templates\/list first/, 'aggregated: the owner of a URI is known from listing');
   const { client: internCrm } = await connectClient(gw.base, 'tok-intern', '/mcp/crm');
   const denied = await rpcError(internCrm.readResource({ uri: 'account://a1' }));
   assert.equal(denied.code, -32001);
   await internCrm.close();
+  // Resource templates: listed under the same policy, and a URI built from one is routed to the
+  // server that listed it and authorized like any read.
+  const templates = await analyst.listResourceTemplates();
+  assert.ok(templates.resourceTemplates.some((t) => t.uriTemplate === 'account-history://{id}/{year}'));
+  const history = await analyst.readResource({ uri: 'account-history://a1/2025' });
+  assert.match(JSON.stringify(history.contents), /\\"deals\\":3/);
+  assert.deepEqual((await intern.listResourceTemplates()).resourceTemplates, [], 'hidden from a caller who may not read');
+  const internHistory = await rpcError(intern.readResource({ uri: 'account-history://a1/2025' }));
+  assert.match(internHistory.message, /resources\/templates\/list first/);
   const prompts = await analyst.listPrompts();
   assert.ok(prompts.prompts.some((p) => p.name === 'crm__summarize_account'));
   const p = await analyst.getPrompt({ name: 'crm__summarize_account', arguments: { id: 'a1' } });

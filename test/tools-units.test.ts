@@ -1,5 +1,6 @@
 // Unit tests for the tool plane's pure parts: tool digests and integrity, approvals, metadata,
 // and the module boundary (src/tools imports no policy/identity/credentials/audit implementation).
+import { uriTemplatePattern } from '../src/tools/mcp-call.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
@@ -87,4 +88,14 @@ test('src/tools imports only types from policy, identity, credentials and audit'
       assert.ok(m[1] && /\/types\.ts$/.test(m[2]), `${f} imports ${m[2]} (only type imports of */types.ts are allowed)`);
     }
   }
+});
+
+test('URI templates route reads: {var} is one segment, {+var} spans segments, the rest is literal', () => {
+  const one = uriTemplatePattern('account-history://{id}/{year}');
+  assert.ok(one.test('account-history://a1/2025'));
+  assert.ok(!one.test('account-history://a1/2025/x'), 'a {var} never spans a "/"');
+  assert.ok(!one.test('accountXhistory://a1/2025'), 'literal parts are matched literally');
+  const reserved = uriTemplatePattern('file:///{+path}');
+  assert.ok(reserved.test('file:///etc/app/config.json'));
+  assert.ok(uriTemplatePattern('search://q{?query,limit}').test('search://q?query=x&limit=2'));
 });

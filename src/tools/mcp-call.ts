@@ -3,7 +3,7 @@
 // Resources and prompts go through the same decide step (resource = server's resource,
 // action = 'resources/read' | 'prompts/get'; listing is filtered with visible()).
 import { randomUUID } from 'node:crypto';
-import type { CallToolResult, GetPromptResult, Progress, Prompt, ReadResourceResult, Resource } from '@modelcontextprotocol/sdk/types.js';
+import type { CallToolResult, GetPromptResult, Progress, Prompt, ReadResourceResult, Resource, ResourceTemplate } from '@modelcontextprotocol/sdk/types.js';
 import type { Identity } from '../identity/types.ts';
 import type { Decision } from '../policy/types.ts';
 import { argsDigest, type Approvals } from './approvals.ts';
@@ -24,6 +24,8 @@ export interface SessionCtx {
   sessionId: () => string | undefined;
   /** Aggregated endpoint: which server listed a resource URI (for resources/read). */
   resourceOwner: Map<string, string>;
+  /** Aggregated endpoint: URI templates listed per server, for reads of URIs built from them. */
+  templateOwners: Array<{ server: string; match: RegExp }>;
 }
 
 export interface Extra { signal?: AbortSignal; onprogress?: (p: Progress) => void; jsonrpcId?: string | number; requestId?: string }
@@ -161,10 +163,40 @@ export async function listResources(rt: Runtime, s: SessionCtx): Promise<Resourc
   return out;
 }
 
+export async function listResourceTemplates(rt: Runtime, s: SessionCtx): Promise<ResourceTemplate[]> {
+  // Per server in catalog order, so a URI two servers' templates both match routes the same way every time.
+  const servers = rt.catalog.inScope(s.scope).filter((e) => rt.deps.visible(s.identity, e.resource, RESOURCE_READ));
+  const lists = await Promise.all(servers.map(async (e) => {
+    try { return await e.upstream.listResourceTemplates(s.identity); } catch (err) {
+      rt.deps.log.warn({ mcp_server: e.name, err: errMsg(err) }, 'resources/templates/list failed');
+      return [];
+    }
+  }));
+  s.templateOwners = lists.flatMap((ts, i) => ts.map((t) => ({ server: servers[i].name, match: uriTemplatePattern(t.uriTemplate) })));
+  return lists.flat();
+}
+
+/**
+ * An RFC 6570 URI template as a pattern for the URIs it expands to: {var} is one segment
+ * (no '/', '?', '#'), {+var} / {#var} may span segments, other operators match the rest.
+ */
+export function uriTemplatePattern(template: string): RegExp {
+  const literal = (t: string): string => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  let re = '';
+  let last = 0;
+  for (const m of template.matchAll(/\{([^}]*)\}/g)) {
+    re += literal(template.slice(last, m.index));
+    re += /^[A-Za-z0-9_%]/.test(m[1]) ? '[^/?#]*' : '.*';
+    last = (m.index ?? 0) + m[0].length;
+  }
+  return new RegExp('^' + re + literal(template.slice(last)) + '$');
+}
+
 export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extra: Extra): Promise<ReadResourceResult> {
   const servers = rt.catalog.inScope(s.scope);
-  const owner = s.scope !== null ? servers[0] : rt.catalog.servers.get(s.resourceOwner.get(uri) ?? '') ?? (servers.length === 1 ? servers[0] : undefined);
-  if (!owner) throw new ToolError('unknown_resource', `unknown resource "${uri}"; call resources/list first so aam knows which server serves it`, { code: RPC.notFound, status: 404 });
+  const listed = s.resourceOwner.get(uri) ?? s.templateOwners.find((t) => t.match.test(uri))?.server;
+  const owner = s.scope !== null ? servers[0] : rt.catalog.servers.get(listed ?? '') ?? (servers.length === 1 ? servers[0] : undefined);
+  if (!owner) throw new ToolError('unknown_resource', `unknown resource "${uri}"; call resources/list or resources/templates/list first so aam knows which server serves it`, { code: RPC.notFound, status: 404 });
   authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/read "${uri}" (resource ${owner.resource})`);
   const r = await owner.upstream.readResource(uri, s.identity, extra);
   enforceLimit(rt, owner, `resources/read "${uri}"`, r);

@@ -13,7 +13,7 @@ import type { ConfigSet } from '../config/schema.ts';
 import type { Identity } from '../identity/types.ts';
 import { createApprovals, type Approvals } from './approvals.ts';
 import { createCatalog } from './catalog.ts';
-import { callTool, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
+import { callTool, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { createToolIntegrity, type ToolDiff } from './tool-integrity.ts';
 import type { UpstreamOptions, UpstreamState } from './upstream.ts';
 import { RPC, ToolError, type ToolDeps } from './types.ts';
@@ -87,7 +87,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     server.setRequestHandler(CallToolRequestSchema, async (req, extra) =>
       callTool(rt, ctx, req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra)));
     server.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: await listResources(rt, ctx) }));
-    server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: [] }));
+    server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: await listResourceTemplates(rt, ctx) }));
     server.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => readResource(rt, ctx, req.params.uri, callExtra(req.params._meta?.progressToken, extra)));
     server.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: await listPrompts(rt, ctx) }));
     server.setRequestHandler(GetPromptRequestSchema, async (req, extra) => getPrompt(rt, ctx, req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra)));
@@ -97,7 +97,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   async function startSession(req: IncomingMessage, res: ServerResponse, identity: Identity, scope: string | null, body: unknown): Promise<void> {
     if (sessions.size >= maxSessions) return rpcError(res, 503, RPC.upstream, `too many MCP sessions (${maxSessions}); close unused sessions (HTTP DELETE with Mcp-Session-Id) and retry`);
     let session: Session | undefined;
-    const ctx: SessionCtx = { identity, scope, sessionId: () => session?.id, resourceOwner: new Map() };
+    const ctx: SessionCtx = { identity, scope, sessionId: () => session?.id, resourceOwner: new Map(), templateOwners: [] };
     const server = buildServer(ctx);
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),

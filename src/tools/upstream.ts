@@ -13,7 +13,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import {
   ErrorCode, McpError, ToolListChangedNotificationSchema,
-  type CallToolResult, type GetPromptResult, type ListPromptsResult, type ListResourcesResult, type Progress, type ReadResourceResult,
+  type CallToolResult, type GetPromptResult, type ListPromptsResult, type ListResourcesResult, type ListResourceTemplatesResult, type Progress, type ReadResourceResult,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { McpServerSpec } from '../config/schema.ts';
 import type { Identity } from '../identity/types.ts';
@@ -41,6 +41,7 @@ export interface Upstream {
   callTool(tool: string, args: Record<string, unknown>, identity: Identity, opts?: CallOptions): Promise<CallToolResult>;
   listResources(identity: Identity): Promise<ListResourcesResult['resources']>;
   readResource(uri: string, identity: Identity, opts?: CallOptions): Promise<ReadResourceResult>;
+  listResourceTemplates(identity: Identity): Promise<ListResourceTemplatesResult['resourceTemplates']>;
   listPrompts(identity: Identity): Promise<ListPromptsResult['prompts']>;
   getPrompt(name: string, args: Record<string, string> | undefined, identity: Identity, opts?: CallOptions): Promise<GetPromptResult>;
   /** Called with the new list whenever the cached tools list changes. */
@@ -215,6 +216,8 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     listResources: (identity) => run('resources/list', identity, async (c) =>
       c.getServerCapabilities()?.resources ? (await c.listResources(undefined, reqOpts())).resources : []),
     readResource: (uri, identity, o) => run('resources/read', identity, (c) => c.readResource({ uri }, reqOpts(o)), o?.signal),
+    listResourceTemplates: (identity) => run('resources/templates/list', identity, async (c) =>
+      c.getServerCapabilities()?.resources ? (await c.listResourceTemplates(undefined, reqOpts())).resourceTemplates : []),
     listPrompts: (identity) => run('prompts/list', identity, async (c) =>
       c.getServerCapabilities()?.prompts ? (await c.listPrompts(undefined, reqOpts())).prompts : []),
     getPrompt: (p, args, identity, o) => run('prompts/get', identity, (c) => c.getPrompt({ name: p, arguments: args }, reqOpts(o)), o?.signal),
