@@ -71,7 +71,7 @@ report('stdio upstream (direct = client spawns it over stdio)', await measure(di
   const entry = { name: 'crm', spec: { transport: 'stdio' }, upstream, resource: 'crm', tools: new Map([['search_accounts', t]]), defs: [def] } as unknown as ServerEntry;
   const catalog = { servers: new Map([['crm', entry]]), resolve: async () => t } as unknown as Catalog;
   const rt: Runtime = { catalog, deps, approvals: createApprovals(new DatabaseSync(':memory:')), maxResultBytes: 1 << 20 };
-  const s: SessionCtx = { identity: ANALYST, scope: null, sessionId: () => 'bench', resourceOwner: new Map(), templateOwners: [] };
+  const s: SessionCtx = { identity: ANALYST, scope: null, sessionId: () => 'bench', resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
   const args = { query: 'acme', limit: 10 };
   for (let i = 0; i < 2000; i++) await callTool(rt, s, 'crm__search_accounts', args, {});
   const out: number[] = [];

@@ -4,10 +4,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { McpError, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { McpError, ResourceUpdatedNotificationSchema, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import {
-  ANALYST, NODE, config, connectClient, makeDeps, startGateway, startHttpFixture, stdioServerDoc, tempFile,
+  ANALYST, NODE, config, connectClient, waitFor, makeDeps, startGateway, startHttpFixture, stdioServerDoc, tempFile,
   type RunningFixture, type RunningGateway, type TestDeps,
 } from './fixtures/mcp-accounts/harness.ts';
 
@@ -218,6 +218,30 @@ test('resources and prompts pass through under the same policy', async () => {
   const p = await analyst.getPrompt({ name: 'crm__summarize_account', arguments: { id: 'a1' } });
   assert.match(JSON.stringify(p.messages), /Summarize account a1/);
   await assert.rejects(intern.getPrompt({ name: 'crm__summarize_account', arguments: { id: 'a1' } }), /denied/);
+});
+
+test('resource subscriptions: allowed like a read, updates reach only the subscribed session, unsubscribe stops them', async () => {
+  const { client: sub } = await connectClient(gw.base, 'tok-analyst', '/mcp/crm');
+  const { client: other } = await connectClient(gw.base, 'tok-analyst', '/mcp/crm');
+  const seen: string[] = [];
+  const otherSeen: string[] = [];
+  sub.setNotificationHandler(ResourceUpdatedNotificationSchema, async (n) => { seen.push(n.params.uri); });
+  other.setNotificationHandler(ResourceUpdatedNotificationSchema, async (n) => { otherSeen.push(n.params.uri); });
+  await sub.subscribeResource({ uri: 'account://a1' });
+  // The upstream changes its accounts (variant '' keeps tool descriptions as they were).
+  await other.callTool({ name: 'mutate', arguments: { variant: '' } });
+  await waitFor(() => seen.length > 0, 5000, 'resources/updated at the subscriber');
+  assert.deepEqual(seen, ['account://a1']);
+  assert.deepEqual(otherSeen, [], 'a session that did not subscribe hears nothing');
+  await sub.unsubscribeResource({ uri: 'account://a1' });
+  await other.callTool({ name: 'mutate', arguments: { variant: '' } });
+  await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual(seen, ['account://a1'], 'no update after unsubscribe');
+  // Subscribing is decided like a read: the intern may not read crm resources.
+  const { client: internCrm } = await connectClient(gw.base, 'tok-intern', '/mcp/crm');
+  const denied = await rpcError(internCrm.subscribeResource({ uri: 'account://a1' }));
+  assert.equal(denied.code, -32001);
+  await Promise.all([sub.close(), other.close(), internCrm.close()]);
 });
 
 test('huge results and hung upstreams give clear errors', async () => {

@@ -44,6 +44,8 @@ export interface Catalog {
   exposedName(scope: string | null, t: CompiledTool): string;
   reload(config: ConfigSet): Promise<void>;
   onToolsChanged(listener: (server: string) => void): void;
+  /** notifications/resources/updated from any server (including ones added by a reload). */
+  onResourceUpdated(listener: (server: string, uri: string) => void): void;
   /** Re-run integrity and mapping on the last listed definitions (after an admin accepted a change). */
   recompile(server: string): void;
   close(): Promise<void>;
@@ -88,6 +90,7 @@ function compileServer(entry: ServerEntry, defs: UpstreamTool[], integrity: Tool
 export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: ToolIntegrity, opts: UpstreamOptions = {}): Catalog {
   const servers = new Map<string, ServerEntry>();
   const listeners: Array<(server: string) => void> = [];
+  const updateListeners: Array<(server: string, uri: string) => void> = [];
 
   function add(name: string, spec: McpServerSpec): void {
     const upstream = createUpstream(name, spec, deps, opts);
@@ -96,6 +99,9 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
       if (servers.get(name) !== entry) return;
       try { compileServer(entry, defs, integrity); } catch (e) { deps.log.error({ mcp_server: name, err: errMsg(e) }, 'compiling tools failed'); }
       for (const l of listeners) l(name);
+    });
+    upstream.onResourceUpdated((uri) => {
+      if (servers.get(name) === entry) for (const l of updateListeners) l(name, uri);
     });
     servers.set(name, entry);
   }
@@ -151,6 +157,7 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
       for (const l of listeners) for (const name of next.mcpServers.keys()) l(name);
     },
     onToolsChanged(l) { listeners.push(l); },
+    onResourceUpdated(l) { updateListeners.push(l); },
     recompile(name) {
       const e = servers.get(name);
       if (!e) return;

@@ -26,6 +26,8 @@ export interface SessionCtx {
   resourceOwner: Map<string, string>;
   /** Aggregated endpoint: URI templates listed per server, for reads of URIs built from them. */
   templateOwners: Array<{ server: string; match: RegExp }>;
+  /** resources/subscribe of this session: URI -> server. */
+  subscriptions: Map<string, string>;
 }
 
 export interface Extra { signal?: AbortSignal; onprogress?: (p: Progress) => void; jsonrpcId?: string | number; requestId?: string }
@@ -192,15 +194,37 @@ export function uriTemplatePattern(template: string): RegExp {
   return new RegExp('^' + re + literal(template.slice(last)) + '$');
 }
 
-export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extra: Extra): Promise<ReadResourceResult> {
+/** The server that serves `uri` for this session, or an error telling the client how to find out. */
+function resourceOwner(rt: Runtime, s: SessionCtx, uri: string): ServerEntry {
   const servers = rt.catalog.inScope(s.scope);
   const listed = s.resourceOwner.get(uri) ?? s.templateOwners.find((t) => t.match.test(uri))?.server;
   const owner = s.scope !== null ? servers[0] : rt.catalog.servers.get(listed ?? '') ?? (servers.length === 1 ? servers[0] : undefined);
   if (!owner) throw new ToolError('unknown_resource', `unknown resource "${uri}"; call resources/list or resources/templates/list first so aam knows which server serves it`, { code: RPC.notFound, status: 404 });
+  return owner;
+}
+
+export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extra: Extra): Promise<ReadResourceResult> {
+  const owner = resourceOwner(rt, s, uri);
   authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/read "${uri}" (resource ${owner.resource})`);
   const r = await owner.upstream.readResource(uri, s.identity, extra);
   enforceLimit(rt, owner, `resources/read "${uri}"`, r);
   return r;
+}
+
+/** resources/subscribe: allowed when a read of the URI would be; updates then reach this session. */
+export async function subscribeResource(rt: Runtime, s: SessionCtx, uri: string): Promise<void> {
+  if (s.subscriptions.has(uri)) return;
+  const owner = resourceOwner(rt, s, uri);
+  authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/subscribe "${uri}" (resource ${owner.resource})`);
+  await owner.upstream.subscribe(uri, s.identity);
+  s.subscriptions.set(uri, owner.name);
+}
+
+export async function unsubscribeResource(rt: Runtime, s: SessionCtx, uri: string): Promise<void> {
+  const server = s.subscriptions.get(uri);
+  if (server === undefined) return;
+  s.subscriptions.delete(uri);
+  await rt.catalog.servers.get(server)?.upstream.unsubscribe(uri, s.identity);
 }
 
 export async function listPrompts(rt: Runtime, s: SessionCtx): Promise<Prompt[]> {

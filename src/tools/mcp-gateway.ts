@@ -7,13 +7,13 @@ import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import {
   CallToolRequestSchema, GetPromptRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListResourceTemplatesRequestSchema,
-  ListToolsRequestSchema, ReadResourceRequestSchema, isInitializeRequest, type Progress, type Tool,
+  ListToolsRequestSchema, ReadResourceRequestSchema, SubscribeRequestSchema, UnsubscribeRequestSchema, isInitializeRequest, type Progress, type Tool,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { ConfigSet } from '../config/schema.ts';
 import type { Identity } from '../identity/types.ts';
 import { createApprovals, type Approvals } from './approvals.ts';
 import { createCatalog } from './catalog.ts';
-import { callTool, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
+import { callTool, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, subscribeResource, unsubscribeResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { createToolIntegrity, type ToolDiff } from './tool-integrity.ts';
 import type { UpstreamOptions, UpstreamState } from './upstream.ts';
 import { RPC, ToolError, type ToolDeps } from './types.ts';
@@ -65,6 +65,13 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     }
   });
 
+  // Resource updates go to the sessions that subscribed to that URI on that server.
+  catalog.onResourceUpdated((server, uri) => {
+    for (const s of sessions.values()) {
+      if (s.ctx.subscriptions.get(uri) === server) s.server.sendResourceUpdated({ uri }).catch(() => {});
+    }
+  });
+
   const sweeper = setInterval(() => {
     const cutoff = Date.now() - idleMs;
     for (const s of sessions.values()) if (s.lastUsed < cutoff) void s.transport.close();
@@ -73,7 +80,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
 
   function buildServer(ctx: SessionCtx): Server {
     const server = new Server({ name: 'aam', version: '0.1.0' }, {
-      capabilities: { tools: { listChanged: true }, resources: {}, prompts: {} },
+      capabilities: { tools: { listChanged: true }, resources: { subscribe: true }, prompts: {} },
       instructions: ctx.scope === null ? 'aam MCP gateway: tools are named <server>__<tool>; every call is authorized and audited.' : undefined,
     });
     server.setRequestHandler(ListToolsRequestSchema, async (req) => {
@@ -89,6 +96,8 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     server.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: await listResources(rt, ctx) }));
     server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: await listResourceTemplates(rt, ctx) }));
     server.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => readResource(rt, ctx, req.params.uri, callExtra(req.params._meta?.progressToken, extra)));
+    server.setRequestHandler(SubscribeRequestSchema, async (req) => { await subscribeResource(rt, ctx, req.params.uri); return {}; });
+    server.setRequestHandler(UnsubscribeRequestSchema, async (req) => { await unsubscribeResource(rt, ctx, req.params.uri); return {}; });
     server.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: await listPrompts(rt, ctx) }));
     server.setRequestHandler(GetPromptRequestSchema, async (req, extra) => getPrompt(rt, ctx, req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra)));
     return server;
@@ -97,7 +106,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   async function startSession(req: IncomingMessage, res: ServerResponse, identity: Identity, scope: string | null, body: unknown): Promise<void> {
     if (sessions.size >= maxSessions) return rpcError(res, 503, RPC.upstream, `too many MCP sessions (${maxSessions}); close unused sessions (HTTP DELETE with Mcp-Session-Id) and retry`);
     let session: Session | undefined;
-    const ctx: SessionCtx = { identity, scope, sessionId: () => session?.id, resourceOwner: new Map(), templateOwners: [] };
+    const ctx: SessionCtx = { identity, scope, sessionId: () => session?.id, resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
     const server = buildServer(ctx);
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
@@ -108,7 +117,11 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       },
       onsessionclosed: (id) => { sessions.delete(id); },
     });
-    transport.onclose = () => { if (session) sessions.delete(session.id); };
+    transport.onclose = () => {
+      if (session) sessions.delete(session.id);
+      // The session's subscriptions end with it.
+      for (const uri of [...ctx.subscriptions.keys()]) void unsubscribeResource(rt, ctx, uri).catch(() => {});
+    };
     await server.connect(transport);
     await transport.handleRequest(req, res, body);
   }

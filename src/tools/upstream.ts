@@ -12,7 +12,7 @@ import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import {
-  ErrorCode, McpError, ToolListChangedNotificationSchema,
+  ErrorCode, McpError, ResourceUpdatedNotificationSchema, ToolListChangedNotificationSchema,
   type CallToolResult, type GetPromptResult, type ListPromptsResult, type ListResourcesResult, type ListResourceTemplatesResult, type Progress, type ReadResourceResult,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { McpServerSpec } from '../config/schema.ts';
@@ -42,6 +42,11 @@ export interface Upstream {
   listResources(identity: Identity): Promise<ListResourcesResult['resources']>;
   readResource(uri: string, identity: Identity, opts?: CallOptions): Promise<ReadResourceResult>;
   listResourceTemplates(identity: Identity): Promise<ListResourceTemplatesResult['resourceTemplates']>;
+  /** Counted per URI across sessions: the upstream is subscribed on the first and unsubscribed after the last. */
+  subscribe(uri: string, identity: Identity): Promise<void>;
+  unsubscribe(uri: string, identity: Identity): Promise<void>;
+  /** Called with the URI of each notifications/resources/updated from the upstream. */
+  onResourceUpdated(listener: (uri: string) => void): void;
   listPrompts(identity: Identity): Promise<ListPromptsResult['prompts']>;
   getPrompt(name: string, args: Record<string, string> | undefined, identity: Identity, opts?: CallOptions): Promise<GetPromptResult>;
   /** Called with the new list whenever the cached tools list changes. */
@@ -59,6 +64,9 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   const timeoutMs = spec.timeout_ms ?? opts.defaultTimeoutMs ?? 30_000;
   const callerIdentity = new AsyncLocalStorage<Identity>();
   const listeners: Array<(tools: UpstreamTool[]) => void> = [];
+  const updateListeners: Array<(uri: string) => void> = [];
+  /** Subscribed URIs and how many sessions want each; renewed on a reconnect. */
+  const subscribed = new Map<string, number>();
 
   let state: UpstreamState = 'connecting';
   let client: Client | undefined;
@@ -111,12 +119,15 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     c.setNotificationHandler(ToolListChangedNotificationSchema, async () => {
       try { await refreshTools(c); } catch (e) { deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'tools/list refresh failed'); }
     });
+    c.setNotificationHandler(ResourceUpdatedNotificationSchema, async (n) => { for (const l of updateListeners) l(n.params.uri); });
     t.onclose = () => onTransportClosed(c);
     try {
       await c.connect(t, { timeout: timeoutMs });
       client = c;
       transport = t;
       await refreshTools(c);
+      // A restarted server forgot its subscriptions: renew them.
+      for (const uri of subscribed.keys()) await c.subscribeResource({ uri }, { timeout: timeoutMs }).catch((e: unknown) => deps.log.warn({ mcp_server: name, uri, err: errMsg(e) }, 'resources/subscribe renewal failed'));
     } catch (e) {
       // Do not leave a half-started process behind (e.g. one that never answered initialize).
       client = undefined;
@@ -216,6 +227,19 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     listResources: (identity) => run('resources/list', identity, async (c) =>
       c.getServerCapabilities()?.resources ? (await c.listResources(undefined, reqOpts())).resources : []),
     readResource: (uri, identity, o) => run('resources/read', identity, (c) => c.readResource({ uri }, reqOpts(o)), o?.signal),
+    async subscribe(uri, identity) {
+      const n = subscribed.get(uri) ?? 0;
+      if (n === 0) await run(`resources/subscribe "${uri}"`, identity, (c) => c.subscribeResource({ uri }, reqOpts()));
+      subscribed.set(uri, n + 1);
+    },
+    async unsubscribe(uri, identity) {
+      const n = subscribed.get(uri) ?? 0;
+      if (n > 1) { subscribed.set(uri, n - 1); return; }
+      if (n === 0) return;
+      subscribed.delete(uri);
+      await run(`resources/unsubscribe "${uri}"`, identity, (c) => c.unsubscribeResource({ uri }, reqOpts())).catch(() => { /* the server may be gone; nothing to undo */ });
+    },
+    onResourceUpdated(l) { updateListeners.push(l); },
     listResourceTemplates: (identity) => run('resources/templates/list', identity, async (c) =>
       c.getServerCapabilities()?.resources ? (await c.listResourceTemplates(undefined, reqOpts())).resourceTemplates : []),
     listPrompts: (identity) => run('prompts/list', identity, async (c) =>
