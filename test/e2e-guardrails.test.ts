@@ -18,6 +18,7 @@ let gw: TestGateway;
 let checker: LocalServer;
 const checkerSeen: string[] = [];
 const callsFile = tempFile('guard-mcp-calls.jsonl');
+const guardedCalls = tempFile('guard-mcp-guarded-calls.jsonl');
 const EMAIL = 'jane.doe@example.com';
 const CARD = '4111 1111 1111 1111';
 
@@ -56,6 +57,9 @@ before(async () => {
     ...agent('webhooked', ['checker']),
     ...agent('tool-user', ['no-ssn-args'], { tools: [{ resource: 'salesforce.accounts', actions: ['search', 'read'] }] }),
     stdioServerDoc('salesforce', { CALLS_FILE: callsFile }),
+    // Attached to the server itself: applies to every caller, whatever their policy says.
+    ...agent('tool-plain', [], { tools: [{ resource: 'salesforce.accounts', actions: ['search'] }] }),
+    stdioServerDoc('guarded', { CALLS_FILE: guardedCalls }, '  guardrails: [no-falcon]\n'),
   );
   gw = await startTestGateway(config);
 });
@@ -175,6 +179,33 @@ test('MCP tool argument blocked: the upstream MCP server never receives the call
     assert.equal((evs[0] as unknown as { guardrail: { verdict: string } }).guardrail.verdict, 'block');
   } finally {
     await client.close();
+  }
+});
+
+test('a guardrail attached to an McpServer applies to a caller whose policy has none', async () => {
+  const lines = () => (existsSync(guardedCalls) ? readFileSync(guardedCalls, 'utf8').trim().split('\n').filter(Boolean).length : 0);
+  const client = new Client({ name: 'e2e-guard-server', version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(`${gw.url}/mcp/guarded`), { requestInit: { headers: { authorization: `Bearer ${gw.key('tool-plain')}` } } }));
+  try {
+    const ok = await client.callTool({ name: 'search_accounts', arguments: { query: 'Acme' } });
+    assert.notEqual(ok.isError, true, JSON.stringify(ok));
+    assert.equal(lines(), 1);
+    const res = await client.callTool({ name: 'search_accounts', arguments: { query: 'Project Falcon budget' } })
+      .catch((e: Error) => ({ isError: true, content: [{ type: 'text', text: e.message }] }));
+    assert.equal(res.isError, true);
+    assert.match(JSON.stringify(res.content), /no-falcon/);
+    assert.equal(lines(), 1, 'blocked call must not reach the MCP server');
+  } finally {
+    await client.close();
+  }
+  // The same caller on the unguarded server is not affected by it.
+  const plain = new Client({ name: 'e2e-guard-plain', version: '1.0.0' });
+  await plain.connect(new StreamableHTTPClientTransport(new URL(`${gw.url}/mcp/salesforce`), { requestInit: { headers: { authorization: `Bearer ${gw.key('tool-plain')}` } } }));
+  try {
+    const ok = await plain.callTool({ name: 'search_accounts', arguments: { query: 'Project Falcon budget' } });
+    assert.notEqual(ok.isError, true, JSON.stringify(ok));
+  } finally {
+    await plain.close();
   }
 });
 

@@ -135,4 +135,7 @@ test('a Model route can carry its own guardrails, applied whoever calls it; unkn
   } finally { await gw.close(); await fake.close(); }
   const { parseConfigTexts } = await import('../src/config/load.ts');
   assert.throws(() => parseConfigTexts([{ file: 'x.yaml', text: doc('Model', 'm', { targets: [{ provider: 'p', model: 'x' }], guardrails: ['ghost'] }) }]), /unknown Guardrail "ghost"/);
+  // Tools can carry guardrails too; a dangling name is refused with where it is.
+  assert.throws(() => parseConfigTexts([{ file: 'x.yaml', text: doc('McpServer', 'crm', { transport: 'streamable-http', url: 'http://127.0.0.1:1/mcp', guardrails: ['ghost'] }) }]), /x\.yaml:\d+ \(document 1\): spec\.guardrails\[0\]: unknown Guardrail "ghost"/);
+  assert.throws(() => parseConfigTexts([{ file: 'x.yaml', text: doc('HttpTool', 'sf', { baseUrl: 'http://127.0.0.1:1', resource: 'sf', actions: { read: { method: 'GET', path: '/a' } }, guardrails: ['ghost'] }) }]), /unknown Guardrail "ghost"/);
 });

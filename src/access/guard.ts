@@ -96,8 +96,8 @@ export function recordStreamFindings(rt: Runtime, requestId: string, identity: I
 export type GuardedEvents = { events: StreamEvent[]; blocked?: string };
 
 /** Tool arguments (input) or results (output): redacted value, or a block with a message. */
-export function guardJson(rt: Runtime, identity: Identity, direction: Direction, value: unknown, where: string, requestId: string): { ok: true; value: unknown } | { ok: false; guardrail: string; message: string } {
-  const gs = guardrailsOf(rt, identity);
+export function guardJson(rt: Runtime, identity: Identity, direction: Direction, value: unknown, where: string, requestId: string, attached?: readonly string[]): { ok: true; value: unknown } | { ok: false; guardrail: string; message: string } {
+  const gs = guardrailsOf(rt, identity, attached);
   if (gs.length === 0) return { ok: true, value };
   const v = applyToJson(value, gs, direction);
   if (v.verdict !== 'allow') record(rt, requestId, identity, direction, where, v.verdict, v.findings);

@@ -25,7 +25,7 @@ export function toolDeps(rt: Runtime): ToolDeps {
     },
     log: rt.log,
     scrub: (text) => rt.scrub(text),
-    guard: (identity, direction, value, where, requestId) => guardJson(rt, identity, direction, value, where, requestId),
+    guard: (identity, direction, value, where, requestId, attached) => guardJson(rt, identity, direction, value, where, requestId, attached),
     db: rt.db,
   };
 }

@@ -158,6 +158,11 @@ type At = (kind: Kind, r: Resource<unknown>, path: PropertyKey[], message: strin
 /** Dangling references and cross-resource rules that a per-document schema cannot see. */
 function checkReferences(set: ConfigSet, at: At): void {
   const names = (m: Map<string, unknown>) => [...m.keys()].join(', ') || 'none defined';
+  const knownGuardrails = (kind: Kind, r: Resource<unknown>, list: readonly string[] | undefined): void => {
+    (list ?? []).forEach((g, i) => {
+      if (!set.guardrails.has(g)) at(kind, r, ['spec', 'guardrails', i], `unknown Guardrail "${g}" (defined: ${names(set.guardrails)})`);
+    });
+  };
   for (const p of set.providers.values()) {
     const s = p.spec;
     if (s.credential && !set.credentials.has(s.credential)) at('Provider', p, ['spec', 'credential'], `unknown Credential "${s.credential}" (defined: ${names(set.credentials)})`);
@@ -168,9 +173,7 @@ function checkReferences(set: ConfigSet, at: At): void {
     m.spec.targets.forEach((t, i) => {
       if (!set.providers.has(t.provider)) at('Model', m, ['spec', 'targets', i, 'provider'], `unknown Provider "${t.provider}" (defined: ${names(set.providers)})`);
     });
-    (m.spec.guardrails ?? []).forEach((g, i) => {
-      if (!set.guardrails.has(g)) at('Model', m, ['spec', 'guardrails', i], `unknown Guardrail "${g}" (defined: ${names(set.guardrails)})`);
-    });
+    knownGuardrails('Model', m, m.spec.guardrails);
     if (m.spec.cache?.mode === 'semantic' && m.spec.cache.embedding_model && !set.models.has(m.spec.cache.embedding_model)) {
       at('Model', m, ['spec', 'cache', 'embedding_model'], `unknown Model "${m.spec.cache.embedding_model}"`);
     }
@@ -189,9 +192,7 @@ function checkReferences(set: ConfigSet, at: At): void {
         if (name !== '*' && !set.models.has(name)) at('AgentPolicy', pol, ['spec', 'models', list, i], `unknown Model route "${name}" (defined: ${names(set.models)})`);
       });
     }
-    (s.guardrails ?? []).forEach((g, i) => {
-      if (!set.guardrails.has(g)) at('AgentPolicy', pol, ['spec', 'guardrails', i], `unknown Guardrail "${g}" (defined: ${names(set.guardrails)})`);
-    });
+    knownGuardrails('AgentPolicy', pol, s.guardrails);
     (s.credentials?.allow ?? []).forEach((c, i) => {
       if (!set.credentials.has(c)) at('AgentPolicy', pol, ['spec', 'credentials', 'allow', i], `unknown Credential "${c}"`);
     });
@@ -202,9 +203,11 @@ function checkReferences(set: ConfigSet, at: At): void {
     if (s.transport === 'stdio' && !s.command) at('McpServer', m, ['spec', 'command'], 'stdio transport needs command');
     if (s.transport !== 'stdio' && !s.url) at('McpServer', m, ['spec', 'url'], `${s.transport} transport needs url`);
     if (m.name.includes('__')) at('McpServer', m, ['metadata', 'name'], 'must not contain "__" (used to join server and tool names)');
+    knownGuardrails('McpServer', m, s.guardrails);
   }
   for (const h of set.httpTools.values()) {
     if (h.spec.credential && !set.credentials.has(h.spec.credential)) at('HttpTool', h, ['spec', 'credential'], `unknown Credential "${h.spec.credential}"`);
+    knownGuardrails('HttpTool', h, h.spec.guardrails);
   }
   for (const g of set.guardrails.values()) {
     (g.spec.regex ?? []).forEach((r, i) => {

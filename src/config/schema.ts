@@ -184,6 +184,8 @@ export const mcpServerSpec = z.strictObject({
   resource: z.string().min(1).optional(),
   /** Largest tool/resource/prompt result passed back to the agent, in bytes (default 1 MiB). */
   max_result_bytes: z.number().int().positive().optional(),
+  /** Guardrails on every tool call of this server (arguments and results), whoever the caller, in addition to the caller's policy guardrails. */
+  guardrails: z.array(name).optional(),
 });
 
 export const httpToolSpec = z.strictObject({
@@ -196,6 +198,8 @@ export const httpToolSpec = z.strictObject({
     mutating: z.boolean().optional(),
   })),
   timeout_ms: positive.optional(),
+  /** Guardrails on every call of this tool (arguments), whoever the caller, in addition to the caller's policy guardrails. */
+  guardrails: z.array(name).optional(),
 });
 
 export const guardrailSpec = z.strictObject({

@@ -120,7 +120,7 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
         throw new HttpToolError(400, 'invalid_request_error', 'invalid_body', 'request body must be a JSON object of path parameters and arguments');
       }
       // guard (input): a blocked argument never leaves aam; a redacted one is forwarded redacted
-      const gi = deps.guard(identity, 'input', body ?? {}, `http tool ${toolName}/${actionName}`, requestId);
+      const gi = deps.guard(identity, 'input', body ?? {}, `http tool ${toolName}/${actionName}`, requestId, tool.spec.guardrails);
       if (!gi.ok) throw new HttpToolError(400, 'invalid_request_error', 'guardrail_blocked', gi.message, { param: gi.guardrail });
       const args = gi.value as Record<string, unknown>;
       Object.assign(audit, { resource: tool.spec.resource, args_digest: argsDigest(args), mutating: action.mutating });

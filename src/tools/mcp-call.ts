@@ -85,7 +85,8 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     throw new ToolError('invalid_arguments', `arguments for tool "${name}" do not match its input schema: ${invalid}`, { code: RPC.invalidParams, status: 400 });
   }
   // guard (input): block, or redact before policy and upstream see the arguments
-  const gi = deps.guard(s.identity, 'input', args, `tools/call ${name}`, requestId);
+  const attached = rt.catalog.servers.get(t.server)?.spec.guardrails;
+  const gi = deps.guard(s.identity, 'input', args, `tools/call ${name}`, requestId, attached);
   if (!gi.ok) {
     deps.audit.record({ ...base, type: 'tool.rejected', outcome: { status: 'guardrail_blocked', error: gi.message } });
     throw new ToolError('guardrail_blocked', gi.message, { code: RPC.denied, status: 400, data: { guardrail: gi.guardrail } });
@@ -122,7 +123,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     const result = await entry.upstream.callTool(t.def.name, args, s.identity, { signal: extra.signal, onprogress: extra.onprogress });
     const bytes = enforceLimit(rt, entry, `tools/call "${name}"`, result);
     deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: result.isError ? 'tool_error' : 'ok', bytes, latency_ms: performance.now() - started } });
-    const go = deps.guard(s.identity, 'output', result, `tools/call ${name}`, requestId);
+    const go = deps.guard(s.identity, 'output', result, `tools/call ${name}`, requestId, attached);
     if (!go.ok) throw new ToolError('guardrail_blocked', go.message, { code: RPC.denied, status: 400, data: { guardrail: go.guardrail } });
     return scrubbed(deps, go.value as CallToolResult);
   } catch (e) {

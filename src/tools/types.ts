@@ -14,7 +14,8 @@ export interface ToolDeps {
   audit: { record(ev: Record<string, unknown>): void; recordDurable(ev: Record<string, unknown>): Promise<unknown> };
   log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
   /** Guardrails on tool arguments (input) or results (output): the possibly redacted value, or a block. */
-  guard(identity: Identity, direction: 'input' | 'output', value: unknown, where: string, requestId: string): { ok: true; value: unknown } | { ok: false; guardrail: string; message: string };
+  /** `attached`: guardrails the tool's own resource (McpServer/HttpTool spec.guardrails) adds to the caller's. */
+  guard(identity: Identity, direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]): { ok: true; value: unknown } | { ok: false; guardrail: string; message: string };
   /** Remove every active credential value (and its encodings) from text that goes back to an agent. */
   scrub(text: string): string;
   /** node:sqlite database for approvals and tool-definition digests (create your own tables). */
