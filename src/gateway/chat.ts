@@ -91,11 +91,7 @@ async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: Cha
     if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoChat(req, target.model), raw: null as string | null } };
     const adapter = target.provider.adapter!;
     const up = adapter.chatRequest({ ...req, stream: false }, { model: target.model, stream: false, options: target.options });
-    const inj = await ctx.rt.injectProvider(target.provider, identity);
-    ctx.credentialUsed = inj.credential;
-    const span = clientSpan(ctx, route, target, identity);
-    const res = await sendAttempt(target, up, withTrace(inj, span), ac);
-    if (span) endHttpSpan(span, res.status, 'client');
+    const res = await traced(ctx, route, target, identity, (inj) => sendAttempt(target, up, inj, ac));
     if (!res.ok) return res;
     let result: ChatResult;
     try { result = adapter.chatResponse(JSON.parse(res.text)); } catch { return unusable(target, 'not a valid chat response'); }
@@ -137,11 +133,7 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
       if (target.provider.type === 'demo') return { ok: true as const, value: localStream(demoStream(req, target.model)) };
       const adapter = target.provider.adapter!;
       const up = adapter.chatRequest({ ...req, stream: true }, { model: target.model, stream: true, options: target.options });
-      const inj = await ctx.rt.injectProvider(target.provider, identity);
-      ctx.credentialUsed = inj.credential;
-      const span = clientSpan(ctx, route, target, identity);
-      const up1 = await sendStreamAttempt(target, up, withTrace(inj, span), ac);
-      if (span) endHttpSpan(span, up1.status, 'client');
+      const up1 = await traced(ctx, route, target, identity, (inj) => sendStreamAttempt(target, up, inj, ac));
       if (!up1.ok) return up1;
       bodies.push(up1.body);
       return openUpstreamStream(target, up1.body, adapter.streamParser());
@@ -219,6 +211,19 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
     clearInterval(keepalive);
     for (const b of bodies) b.destroy();
   }
+}
+
+/**
+ * One upstream attempt with the provider's credential injected (its name and version kept for
+ * the evidence) inside a client span whose traceparent goes upstream with the request.
+ */
+async function traced<R extends { status: number }>(ctx: Ctx, route: Route, target: Target, identity: Identity, send: (inj: Injection) => Promise<R>): Promise<R> {
+  const inj = await ctx.rt.injectProvider(target.provider, identity);
+  ctx.credentialUsed = inj.credential;
+  const span = clientSpan(ctx, route, target, identity);
+  const res = await send(withTrace(inj, span));
+  if (span) endHttpSpan(span, res.status, 'client');
+  return res;
 }
 
 /** Client span for one upstream attempt; its traceparent goes upstream with the request. */
