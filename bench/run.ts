@@ -77,9 +77,8 @@ interface Running { target: Target; child?: ChildProcess; startupMs?: number }
 
 /** Writes the aam config for this mock port and creates the bench key once per run. */
 function prepareAam(work: string): { configPath: string; dataDir: string; key: string } {
-  const text = aamBenchConfig(cfg.mockPort);
-  const configPath = cfg.mockPort === 18080 ? join(BENCH, 'aam-bench.yaml') : join(work, 'aam-bench.yaml');
-  writeFileSync(configPath, text);
+  const configPath = join(work, 'aam-bench.yaml');
+  writeFileSync(configPath, aamBenchConfig(cfg.mockPort));
   const dataDir = join(work, 'aam-data');
   mkdirSync(dataDir, { recursive: true });
   return { configPath, dataDir, key: createAamKey(process.execPath, REPO, configPath, dataDir) };

@@ -1,33 +1,19 @@
 // How the benchmark runs aam: the bench config (routing gpt-4o-mini to the mock), key creation
 // through the CLI, and the serve command line.
 import { spawnSync } from 'node:child_process';
-import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
+/** The Agent in bench/aam-bench.yaml that benchmark keys are created for. */
 export const AAM_AGENT = 'bench-agent';
 
-/** The benchmark config; bench/aam-bench.yaml is this text for the default mock port 18080. */
+const CONFIG = join(dirname(fileURLToPath(import.meta.url)), '..', 'aam-bench.yaml');
+const DEFAULT_MOCK = '127.0.0.1:18080';
+
+/** The benchmark config: bench/aam-bench.yaml (the one copy; also read by shared-target/aam.sh) for this mock port. */
 export function aamBenchConfig(mockPort: number): string {
-  return `# aam config used by \`npm run bench\` (bench/run.ts regenerates it for the mock port in use).
-apiVersion: access.envisionai.dev/v1
-kind: Provider
-metadata: { name: mock }
-spec: { type: openai-compatible, baseUrl: "http://127.0.0.1:${mockPort}/v1" }
----
-apiVersion: access.envisionai.dev/v1
-kind: Model
-metadata: { name: gpt-4o-mini }
-spec: { targets: [ { provider: mock, model: gpt-4o-mini } ] }
----
-apiVersion: access.envisionai.dev/v1
-kind: Agent
-metadata: { name: ${AAM_AGENT} }
-spec: { workload: spiffe://bench/agent/bench, team: bench, environment: dev }
----
-apiVersion: access.envisionai.dev/v1
-kind: AgentPolicy
-metadata: { name: bench-policy }
-spec: { identity: { workload: spiffe://bench/agent/bench }, models: { allow: [gpt-4o-mini] } }
-`;
+  return readFileSync(CONFIG, 'utf8').replaceAll(DEFAULT_MOCK, `127.0.0.1:${mockPort}`);
 }
 
 export function aamMain(repo: string): string {

@@ -8,27 +8,8 @@ AAM_REPO="${AAM_REPO:-/work/main}"
 AAM_PORT="${AAM_PORT:-18090}"
 AAM_WORK="$BENCH_DIR/results/aam-target"
 mkdir -p "$AAM_WORK/data"
-cat > "$AAM_WORK/aam-bench.yaml" <<EOF
-apiVersion: access.envisionai.dev/v1
-kind: Provider
-metadata: { name: mock }
-spec: { type: openai-compatible, baseUrl: "http://127.0.0.1:${MOCK_PORT}/v1" }
----
-apiVersion: access.envisionai.dev/v1
-kind: Model
-metadata: { name: gpt-4o-mini }
-spec: { targets: [ { provider: mock, model: gpt-4o-mini } ] }
----
-apiVersion: access.envisionai.dev/v1
-kind: Agent
-metadata: { name: bench-agent }
-spec: { workload: spiffe://bench/agent/bench, team: bench, environment: dev }
----
-apiVersion: access.envisionai.dev/v1
-kind: AgentPolicy
-metadata: { name: bench-policy }
-spec: { identity: { workload: spiffe://bench/agent/bench }, models: { allow: [gpt-4o-mini] } }
-EOF
+# The one bench config (bench/aam-bench.yaml), pointed at this harness's mock.
+sed "s/127\.0\.0\.1:18080/127.0.0.1:${MOCK_PORT}/g" "$AAM_REPO/bench/aam-bench.yaml" > "$AAM_WORK/aam-bench.yaml"
 # `aam keys create` prints the new key as its last stdout line.
 TARGET_KEY="$(cd "$AAM_REPO" && "$NODE_BIN" src/cli/main.ts keys create --agent bench-agent \
   --config "$AAM_WORK/aam-bench.yaml" --data "$AAM_WORK/data" | tail -1)"
