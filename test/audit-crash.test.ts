@@ -9,6 +9,7 @@ import { openAuditLog } from '../src/audit/log.ts';
 import { verifyDatabase } from '../src/audit/verify.ts';
 import { loadOrCreateSigningKey } from '../src/audit/keys.ts';
 import { sampleEvent, tempDir } from './audit-helpers.ts';
+import { readEvents } from '../src/audit/store.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const node = join(here, '..', 'node_modules', '.bin', 'node');
@@ -41,8 +42,8 @@ test('SIGKILL under load loses no acknowledged event and the chain verifies', as
   assert.equal(r.ok, true, r.firstError?.message);
   assert.ok(r.lastSeq > killAt, `only ${r.lastSeq} events on disk`);
   const db = new DatabaseSync(join(dir, 'audit.db'), { readOnly: true });
-  const get = db.prepare('SELECT hash FROM audit_events WHERE seq = ?');
-  for (const [seq, hash] of acked) assert.equal(get.get(seq)?.hash, hash, `acknowledged seq ${seq} missing or different`);
+  const stored = new Map([...readEvents(db)].map((e) => [e.seq, e.hash]));
+  for (const [seq, hash] of acked) assert.equal(stored.get(seq), hash, `acknowledged seq ${seq} missing or different`);
   db.close();
 
   // The log reopens on the crashed data and extends the same chain.

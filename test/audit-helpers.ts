@@ -3,6 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AuditEventInput } from '../src/audit/event.ts';
+import { BLOCK_COLUMNS, KEYS, openAuditDb, readBlocks } from '../src/audit/store.ts';
+import { createSegment, readLines, segmentFileName } from '../src/audit/segment.ts';
 
 const made: string[] = [];
 process.once('exit', () => { for (const d of made) rmSync(d, { recursive: true, force: true }); });
@@ -25,4 +27,66 @@ export function sampleEvent(i: number, over: Partial<AuditEventInput> = {}): Aud
     outcome: { status: 200 },
     ...over,
   };
+}
+
+/** One event as it sits in storage: its line, the hashes stored with it, its query keys. */
+export interface TrailEvent {
+  line: string;
+  prev: string;
+  hash: string;
+  keys: (string | null)[];
+  /** The line is a complete sealed text (a migrated trail). */
+  sealed: boolean;
+}
+
+/** Every stored event, in seq order. */
+export function trailEvents(dir: string): TrailEvent[] {
+  const db = openAuditDb(dir);
+  try {
+    const out: TrailEvent[] = [];
+    for (const b of readBlocks(db)) {
+      const lines = readLines(dir, b.segment, b.byte_start, b.byte_end);
+      const keys = JSON.parse(b.keys) as (string | null)[];
+      let prev = b.prev_hash;
+      lines.forEach((line, i) => {
+        const hash = b.hashes.slice(i * 64, i * 64 + 64);
+        out.push({ line, prev, hash, keys: keys.slice(i * KEYS, i * KEYS + KEYS), sealed: b.sealed === 1 });
+        prev = hash;
+      });
+    }
+    return out;
+  } finally { db.close(); }
+}
+
+/**
+ * What an attacker with write access to the data dir can do: rewrite the trail (segment file and
+ * block index) from an edited list of its events. Positions are renumbered from the first seq;
+ * within a block each event's prev_hash is the hash before it, as the writer stores them.
+ */
+export function rewriteTrail(dir: string, mutate: (events: TrailEvent[]) => TrailEvent[] | void, blockSize = 100): void {
+  const before = trailEvents(dir);
+  const events = mutate(before) ?? before;
+  const db = openAuditDb(dir);
+  try {
+    const first = Number(db.prepare('SELECT MIN(first_seq) AS s FROM audit_blocks').get()?.s ?? 1);
+    const old = db.prepare('SELECT DISTINCT segment FROM audit_blocks').all().map((r) => String(r.segment));
+    const seg = createSegment(dir);
+    const start0 = seg.size();
+    const ends = seg.appendMany(events.map((e) => e.line));
+    seg.close();
+    db.exec('BEGIN; DELETE FROM audit_blocks;');
+    const insert = db.prepare(`INSERT INTO audit_blocks (${BLOCK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+    for (let i = 0; i < events.length;) {
+      let j = i + 1;
+      while (j < events.length && j - i < blockSize && events[j].sealed === events[i].sealed) j++;
+      const part = events.slice(i, j);
+      const times = part.map((e) => String(e.keys[0])).sort();
+      insert.run(first + i, first + j - 1, part[0].prev, times[0], times[times.length - 1], seg.gen, i ? ends[i - 1] : start0, ends[j - 1],
+        part[0].sealed ? 1 : 0, part.map((e) => e.hash).join(''), JSON.stringify(part.flatMap((e) => e.keys)));
+      i = j;
+    }
+    db.prepare('INSERT OR REPLACE INTO audit_meta (key, value) VALUES (?, ?)').run(`closed:${seg.gen}`, new Date().toISOString());
+    db.exec('COMMIT');
+    for (const gen of old) rmSync(join(dir, segmentFileName(gen)), { force: true });
+  } finally { db.close(); }
 }

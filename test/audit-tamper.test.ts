@@ -10,9 +10,11 @@ import { verifyDatabase, verifyExport } from '../src/audit/verify.ts';
 import { exportJsonl } from '../src/audit/export.ts';
 import { signCheckpoint } from '../src/audit/checkpoint.ts';
 import { keyIdOf } from '../src/audit/keys.ts';
-import { encodeEvent, sealLine } from '../src/audit/event.ts';
+import { chainHash, encodeEvent } from '../src/audit/event.ts';
 import type { AuditEventInput } from '../src/audit/event.ts';
-import { sampleEvent, tempDir } from './audit-helpers.ts';
+import { rewriteTrail, sampleEvent, tempDir, trailEvents } from './audit-helpers.ts';
+import type { TrailEvent } from './audit-helpers.ts';
+import { readdirSync, truncateSync, rmSync, statSync } from 'node:fs';
 
 async function makeLog(n = 3000, checkpointEvery = 1000): Promise<{ dir: string; pub: string }> {
   const dir = tempDir();
@@ -50,79 +52,72 @@ test('an untouched log of 3000 events verifies, with checkpoints and no unsigned
   assert.equal(r.keySource, 'given');
 });
 
-test('editing a field in the body is reported as altered at that seq', async () => {
+/** Edit the stored line of event `seq` (1-based) in place. */
+function editLine(dir: string, seq: number, fn: (line: string) => string): void {
+  rewriteTrail(dir, (events) => { events[seq - 1] = { ...events[seq - 1], line: fn(events[seq - 1].line) }; });
+}
+
+test('editing a field in a stored line is reported as altered at that seq', async () => {
   const { dir, pub } = await makeLog();
-  sql(dir, "UPDATE audit_seg_000001 SET body = json_set(body, '$.outcome.status', 500) WHERE seq = 1234");
+  editLine(dir, 1234, (l) => l.replace('"status":200', '"status":500'));
   const r = verifyDatabase(dir, pub);
   assert.equal(r.ok, false);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [1234, 'altered']);
 });
 
-test('editing an indexed column (what queries read) is reported as altered', async () => {
+test('editing a stored query key (what queries read) is reported as altered', async () => {
   const { dir, pub } = await makeLog();
-  sql(dir, "UPDATE audit_seg_000001 SET agent = 'someone-else' WHERE seq = 77");
+  rewriteTrail(dir, (events) => { events[76].keys[3] = 'someone-else'; });
   const r = verifyDatabase(dir, pub);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [77, 'altered']);
 });
 
 test('an edit whose hash was recomputed is still caught by the next link', async () => {
   const { dir, pub } = await makeLog();
-  // Re-seal event 500 with a different body but the correct hash: event 501's prev_hash no longer matches.
-  const db = new DatabaseSync(join(dir, 'audit.db'));
-  const row = db.prepare('SELECT body FROM audit_events WHERE seq = 500').get();
-  const body = JSON.parse(String(row?.body)) as Record<string, unknown>;
-  body.request_id = 'forged';
-  const s = reseal(body, 500, String(body.prev_hash));
-  db.prepare('UPDATE audit_seg_000001 SET body = ?, hash = ?, request_id = ? WHERE seq = 500').run(s.body, s.hash, 'forged');
-  db.close();
+  // Re-seal event 500 with a different line but the correct hash: event 501 no longer chains to it.
+  rewriteTrail(dir, (events) => { events[499] = reseal(events[499], 500, 'forged'); });
   const r = verifyDatabase(dir, pub);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [501, 'altered']);
 });
 
+// The writer stores blocks of consecutive events (one per batch); the tests below move whole
+// blocks (here one event each), the unit an attacker deletes, inserts or swaps in the index.
 test('deleting an event is reported as removed at that seq', async () => {
   const { dir, pub } = await makeLog();
-  sql(dir, 'DELETE FROM audit_seg_000001 WHERE seq = 1500');
+  rewriteTrail(dir, (events) => events.filter((_, i) => i !== 1499), 1);
   const r = verifyDatabase(dir, pub);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [1500, 'removed']);
 });
 
 test('deleting the first events without a retention anchor is reported as removed at seq 1', async () => {
   const { dir, pub } = await makeLog(200, 50);
-  sql(dir, 'DELETE FROM audit_seg_000001 WHERE seq <= 10');
+  rewriteTrail(dir, (events) => events.slice(10), 1);
   const r = verifyDatabase(dir, pub);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [1, 'removed']);
 });
 
 test('inserting a well-formed event (later rows renumbered) is reported as inserted', async () => {
   const { dir, pub } = await makeLog(300, 100);
-  const db = new DatabaseSync(join(dir, 'audit.db'));
-  // Shift rows 150.. up by one (high to low so the primary key never collides), then forge row 150.
-  db.exec('UPDATE audit_seg_000001 SET seq = -seq WHERE seq >= 150; UPDATE audit_seg_000001 SET seq = 1 - seq WHERE seq < 0;');
-  const prev = String(db.prepare('SELECT hash FROM audit_events WHERE seq = 149').get()?.hash);
-  const forged = reseal(sampleEvent(1, { request_id: 'forged' }), 150, prev);
-  db.prepare('INSERT INTO audit_seg_000001 (seq, time, type, request_id, agent, decision, body, hash) VALUES (150, ?, ?, ?, ?, ?, ?, ?)')
-    .run(String(JSON.parse(forged.body).time), 'model_call', 'forged', 'support-bot', 'allow', forged.body, forged.hash);
-  db.close();
+  // A well-formed forged event at 150, chained to 149; the original 150.. move up by one.
+  rewriteTrail(dir, (events) => {
+    const { json: line, cols } = encodeEvent(sampleEvent(1, { request_id: 'forged' }), Date.now());
+    const prev = events[148].hash;
+    events.splice(149, 0, { line, prev, hash: chainHash(line, 150, prev), keys: [...cols], sealed: false });
+  }, 1);
   const r = verifyDatabase(dir, pub);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [150, 'inserted']);
 });
 
-test('swapping two rows\' content is reported as reordered', async () => {
+test('swapping two events is reported as reordered', async () => {
   const { dir, pub } = await makeLog();
-  const db = new DatabaseSync(join(dir, 'audit.db'));
-  db.exec(`
-    CREATE TEMP TABLE t AS SELECT * FROM audit_events WHERE seq IN (2000, 2001);
-    UPDATE audit_seg_000001 SET time = (SELECT time FROM t WHERE seq = 2001), type = (SELECT type FROM t WHERE seq = 2001), request_id = (SELECT request_id FROM t WHERE seq = 2001), agent = (SELECT agent FROM t WHERE seq = 2001), decision = (SELECT decision FROM t WHERE seq = 2001), body = (SELECT body FROM t WHERE seq = 2001), hash = (SELECT hash FROM t WHERE seq = 2001) WHERE seq = 2000;
-    UPDATE audit_seg_000001 SET time = (SELECT time FROM t WHERE seq = 2000), type = (SELECT type FROM t WHERE seq = 2000), request_id = (SELECT request_id FROM t WHERE seq = 2000), agent = (SELECT agent FROM t WHERE seq = 2000), decision = (SELECT decision FROM t WHERE seq = 2000), body = (SELECT body FROM t WHERE seq = 2000), hash = (SELECT hash FROM t WHERE seq = 2000) WHERE seq = 2001;
-  `);
-  db.close();
+  rewriteTrail(dir, (events) => { [events[1999], events[2000]] = [events[2000], events[1999]]; }, 1);
   const r = verifyDatabase(dir, pub);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [2000, 'reordered']);
 });
 
 test('truncating the tail after a checkpoint is reported as truncated', async () => {
   const { dir, pub } = await makeLog(2500, 1000);
-  sql(dir, 'DELETE FROM audit_seg_000001 WHERE seq > 1990');
+  rewriteTrail(dir, (events) => events.slice(0, 1990));
   const r = verifyDatabase(dir, pub);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [1991, 'truncated']);
 });
@@ -146,18 +141,14 @@ test('a forged or edited checkpoint is reported as bad_checkpoint', async () => 
 
 test('a rewritten chain (every hash recomputed) still disagrees with the signed checkpoint', async () => {
   const { dir, pub } = await makeLog(1500, 1000);
-  const db = new DatabaseSync(join(dir, 'audit.db'));
-  let prev = String(db.prepare('SELECT hash FROM audit_events WHERE seq = 899').get()?.hash);
-  db.exec('BEGIN');
-  for (let seq = 900; seq <= 1500; seq++) {
-    const e = JSON.parse(String(db.prepare('SELECT body FROM audit_events WHERE seq = ?').get(seq)?.body)) as ReturnType<typeof sampleEvent> & { time: string };
-    if (seq === 900) e.request_id = 'rewritten';
-    const s = reseal(e, seq, prev);
-    db.prepare('UPDATE audit_seg_000001 SET body = ?, hash = ?, request_id = ? WHERE seq = ?').run(s.body, s.hash, e.request_id, seq);
-    prev = s.hash;
-  }
-  db.exec('COMMIT');
-  db.close();
+  rewriteTrail(dir, (events) => {
+    let prev = events[898].hash;
+    for (let seq = 900; seq <= 1500; seq++) {
+      const e = seq === 900 ? reseal(events[seq - 1], seq, 'rewritten', prev) : events[seq - 1];
+      events[seq - 1] = { ...e, prev, hash: chainHash(e.line, seq, prev) };
+      prev = events[seq - 1].hash;
+    }
+  });
   const r = verifyDatabase(dir, pub);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [1000, 'altered']);
 });
@@ -215,18 +206,18 @@ function pick(r: { firstError?: { seq: number; kind: string } }): [number | unde
   return [r.firstError?.seq, r.firstError?.kind];
 }
 
-/** What an attacker with write access to the database can do: re-seal an edited event with a correct hash. */
-function reseal(e: Record<string, unknown>, seq: number, prev: string): { hash: string; body: string } {
-  const { seq: _s, prev_hash: _p, hash: _h, ...rest } = e;
-  return sealLine(encodeEvent(rest as AuditEventInput, Date.now()).json, seq, prev);
+/** What an attacker with write access to the data dir can do: give an event another request id, with a correct hash. */
+function reseal(e: TrailEvent, seq: number, requestId: string, prev = e.prev): TrailEvent {
+  const input = { ...(JSON.parse(e.line) as AuditEventInput), request_id: requestId };
+  const line = encodeEvent(input, Date.now()).json;
+  const keys = [...e.keys];
+  keys[2] = requestId;
+  return { line, prev, hash: chainHash(line, seq, prev), keys, sealed: false };
 }
 
 test('the stored bytes are the evidence: a reformatted but equal event is reported as altered', async () => {
   const { dir, pub } = await makeLog(300, 100);
-  const db = new DatabaseSync(join(dir, 'audit.db'));
-  const body = String(db.prepare('SELECT body FROM audit_events WHERE seq = 42').get()?.body);
-  db.prepare('UPDATE audit_seg_000001 SET body = ? WHERE seq = 42').run(body.replace('"type":', '"type": '));
-  db.close();
+  editLine(dir, 42, (l) => l.replace('"type":', '"type": '));
   const r = verifyDatabase(dir, pub);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [42, 'altered']);
 });
@@ -255,7 +246,30 @@ test('a trail from an older version (one table, canonical-JSON hashes) is migrat
   const r = verifyDatabase(dir, pub);
   assert.equal(r.ok, true, r.firstError?.message);
   assert.equal(r.lastSeq, 21);
-  sql(dir, "UPDATE audit_seg_000001 SET body = replace(body, '\"status\":200', '\"status\":500') WHERE seq = 7");
+  assert.equal(trailEvents(dir)[6].sealed, true, 'migrated events keep their stored text');
+  editLine(dir, 7, (l) => l.replace('"status":200', '"status":500'));
   const bad = verifyDatabase(dir, pub);
   assert.deepEqual([bad.firstError?.seq, bad.firstError?.kind], [7, 'altered']);
+});
+
+test('a line deleted inside a block (index rewritten to match) is reported at that seq', async () => {
+  const { dir, pub } = await makeLog(300, 100);
+  rewriteTrail(dir, (events) => events.filter((_, i) => i !== 41));
+  const r = verifyDatabase(dir, pub);
+  assert.equal(r.ok, false);
+  assert.equal(r.firstError?.seq, 42);
+});
+
+test('a deleted or truncated segment file is reported as removed events', async () => {
+  const { dir, pub } = await makeLog(300, 100);
+  const seg = readdirSync(dir).find((n) => n.startsWith('audit-segment-'));
+  assert.ok(seg);
+  truncateSync(join(dir, seg), statSync(join(dir, seg)).size - 10);
+  let r = verifyDatabase(dir, pub);
+  assert.equal(r.ok, false);
+  assert.ok(r.firstError && r.firstError.seq <= 300, r.firstError?.message);
+  rmSync(join(dir, seg));
+  r = verifyDatabase(dir, pub);
+  assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [1, 'removed']);
+  assert.match(r.firstError?.message ?? '', /audit-segment-.*missing/);
 });

@@ -10,7 +10,7 @@ import type { VerifyResult } from './verify.ts';
 import { exportJsonl } from './export.ts';
 import { queryEvents, showRequest, describeEvent } from './query.ts';
 import { toOcsf } from './ocsf.ts';
-import { firstSeqAtOrAfter, openAuditDb } from './store.ts';
+import { openAuditDb, readEvents } from './store.ts';
 import { recoverJournals } from './log.ts';
 import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import { openAuditLog } from './log.ts';
@@ -69,10 +69,8 @@ export const auditCommands: Record<string, AuditCommand> = {
         const db = openAuditDb(g.data);
         const since = str(values.since);
         try {
-          const from = since ? firstSeqAtOrAfter(db, new Date(since).toISOString()) : 0;
-          const rows = from === null ? [] : db.prepare('SELECT body FROM audit_events WHERE seq >= ? ORDER BY seq').iterate(from);
-          for (const r of rows) {
-            if (!stream.write(JSON.stringify(toOcsf(JSON.parse(String(r.body)) as AuditEvent)) + '\n')) await once(stream, 'drain');
+          for (const e of readEvents(db, { since: since ? new Date(since).toISOString() : undefined })) {
+            if (!stream.write(JSON.stringify(toOcsf(JSON.parse(e.text) as AuditEvent)) + '\n')) await once(stream, 'drain');
           }
         } finally { db.close(); }
       }

@@ -118,14 +118,20 @@ export const GENESIS_HASH = '0'.repeat(64);
 
 const HASH_TAIL = /,"hash":"([0-9a-f]{64})"\}$/;
 
-/**
- * Seal one event: `json` is the event's own JSON object text (from encodeEvent). Cheap by
- * design: two concatenations and one hash, no parsing or re-encoding.
- */
+/** The hash that seals event line `json` (from encodeEvent) as event `seq` after `prevHash`. */
+export function chainHash(json: string, seq: number, prevHash: string): string {
+  return oneShotHash('sha256', '{"seq":' + seq + ',"prev_hash":"' + prevHash + '",' + json.slice(1));
+}
+
+/** The sealed text of an event line: what exports carry and what chainHash covers, plus the hash. */
+export function sealedText(json: string, seq: number, prevHash: string, hash: string): string {
+  return '{"seq":' + seq + ',"prev_hash":"' + prevHash + '",' + json.slice(1, -1) + ',"hash":"' + hash + '"}';
+}
+
+/** Seal one event line: its hash and sealed text. */
 export function sealLine(json: string, seq: number, prevHash: string): { hash: string; body: string } {
-  const unsealed = '{"seq":' + seq + ',"prev_hash":"' + prevHash + '",' + json.slice(1);
-  const hash = oneShotHash('sha256', unsealed);
-  return { hash, body: unsealed.slice(0, -1) + ',"hash":"' + hash + '"}' };
+  const hash = chainHash(json, seq, prevHash);
+  return { hash, body: sealedText(json, seq, prevHash, hash) };
 }
 
 /**
@@ -153,12 +159,12 @@ export function storedText(line: string): string {
   return line.startsWith(EXPORT_PREFIX) ? '{' + line.slice(EXPORT_PREFIX.length) : line;
 }
 
-/** Indexed columns of one event, in table order: time, type, request_id, agent, decision. */
+/** Query keys of one event, stored beside its line: time, type, request_id, agent, decision. */
 export type IndexCols = [string, string, string, string | null, string | null];
 
 /**
- * Encode an event for the trail: its JSON member text as sealLine() takes it (time stamped,
- * assigned fields dropped) and its indexed columns. Runs where the event is recorded, so the
+ * Encode an event for the trail: its JSON line as chainHash() takes it (time stamped,
+ * assigned fields dropped) and its query keys. Runs where the event is recorded, so the
  * writer never parses. An event JSON cannot encode (BigInt, cycles) becomes an encoding-failure event.
  */
 export function encodeEvent(input: AuditEventInput, at: number): { json: string; cols: IndexCols } {
@@ -188,7 +194,7 @@ export function eventHash(eventWithoutHash: Record<string, unknown>): string {
   return sha256Hex(String(rest.prev_hash) + canonicalJson(rest));
 }
 
-/** Copies of event fields kept in indexed columns for queries; the verifier checks they agree. */
+/** Copies of event fields kept as query keys; the verifier checks they agree with the event. */
 export function indexColumns(e: Record<string, unknown>): { agent: string | null; decision: string | null } {
   const identity = e.identity as Record<string, unknown> | undefined;
   const policy = e.policy as Record<string, unknown> | undefined;

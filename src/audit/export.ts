@@ -3,7 +3,7 @@
 // signed checkpoint (so `since` rounds down to the checkpoint before it).
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
-import { firstSeqAtOrAfter, openAuditDb, readCheckpoints, retentionAnchor } from './store.ts';
+import { firstSeqAtOrAfter, openAuditDb, readCheckpoints, readEvents, retentionAnchor } from './store.ts';
 import type { Checkpoint } from './checkpoint.ts';
 import { exportLine } from './event.ts';
 
@@ -45,11 +45,11 @@ export async function exportJsonl(dataDir: string, opts: ExportOptions): Promise
     let events = 0;
     let checkpoints = 0;
     if (anchor) { await write(checkpointLine(anchor)); checkpoints++; }
-    for (const r of db.prepare('SELECT seq, body FROM audit_events WHERE seq >= ? ORDER BY seq').iterate(fromSeq)) {
+    for (const e of readEvents(db, { fromSeq })) {
       // The stored text is the evidence (its hash covers these bytes): splice the kind in, never re-serialise.
-      await write(exportLine(String(r.body)));
+      await write(exportLine(e.text));
       events++;
-      for (const c of byTree.get(Number(r.seq)) ?? []) { await write(checkpointLine(c)); checkpoints++; }
+      for (const c of byTree.get(e.seq) ?? []) { await write(checkpointLine(c)); checkpoints++; }
     }
     return { fromSeq, events, checkpoints };
   } finally {

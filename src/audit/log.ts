@@ -1,24 +1,25 @@
-// The audit log: record() only queues (the hot path does no I/O); a batch writer in a worker
-// thread (writer.ts) assigns seq and chains hashes at commit time, so chain order is commit
-// order. recordDurable() resolves only once its event is committed with synchronous=FULL
-// (tool intents before a side effect).
+// The audit log: record() encodes and queues; the event's line is appended to this process's
+// segment file once per event-loop turn (journaled(), before the request is acknowledged), and a
+// batch writer in a worker thread (writer.ts) chains those lines in place (seq, prev_hash, hash
+// at commit time, so chain order is commit order). recordDurable() resolves only once its event
+// is fsynced and committed (tool intents before a side effect).
 // Storage failures never drop silently: events stay queued (bounded), record() returns false
 // when the bound is hit, onAlert is called, and in fail_closed mode recordDurable rejects.
 import type { DatabaseSync } from 'node:sqlite';
-import { readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { join } from 'node:path';
 import { GENESIS_HASH, encodeEvent, indexColumns, recomputeHash } from './event.ts';
 import type { IndexCols } from './event.ts';
-import { COLS } from './writer.ts';
+import { DEFAULT_SEGMENTS } from './writer.ts';
 import type { PruneResult, SegmentPolicy } from './writer.ts';
 import type { AuditEventInput } from './event.ts';
 import { checkpointSignatureValid } from './checkpoint.ts';
 import type { CheckpointType } from './checkpoint.ts';
 import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import type { SigningKey } from './keys.ts';
-import { getMeta, openAuditDb, readCheckpoints, retentionAnchor, setMeta } from './store.ts';
-import { journalMetaKey, openJournal, orphanedLines } from './journal.ts';
+import { KEYS, auditDbPath, blockEvents, getMeta, lastBlock, openAuditDb, readCheckpoints, retentionAnchor, setMeta } from './store.ts';
+import { closedKey, createSegment, deleteSegment, indexedKey, legacyJournalKey, legacyJournalLines, linesFrom, listSegments, openInThisProcess, processAlive, segmentFileName } from './segment.ts';
+import type { SegmentFile } from './segment.ts';
 import type { WriterInit, WriterReply, WriterRequest } from './writer-worker.ts';
 
 export type AuditFailMode = 'buffer' | 'fail_closed';
@@ -51,7 +52,7 @@ export interface AuditLogOptions {
   busyTimeoutMs?: number;
   /** Signing key file; default AAM_AUDIT_KEY_FILE or <dataDir>/keys/audit-signing.key. */
   keyFile?: string;
-  /** When the writer starts a new segment (the unit retention drops); default a day or 10M events. */
+  /** When a new segment file is started (the unit retention drops); default a day or 10M events. */
   segments?: SegmentPolicy;
 }
 
@@ -82,9 +83,9 @@ export interface AuditLog {
   /** Hot path: queue only. false = queue full or log closed: refuse the request (an alert was raised). */
   record(event: AuditEventInput): boolean;
   /**
-   * Resolves once every event recorded so far is in the write-ahead journal (one write(2) per
+   * Resolves once every event recorded so far is in the segment file (one write(2) per
    * event-loop turn for all of them): await it before acknowledging a request, and the event
-   * survives a kill -9. Rejects if the journal cannot be written. now: write at once (no other
+   * survives a kill -9. Rejects if the file cannot be written. now: write at once (no other
    * request would share the write).
    */
   journaled(now?: boolean): Promise<void>;
@@ -107,11 +108,12 @@ export interface AuditLog {
 }
 
 interface Entry {
-  /** The event's JSON text (encodeEvent): written to the journal and sent to the writer as is. */
-  json: string;
+  /** The event's JSON line (encodeEvent), until it is in the segment file (then dropped: the writer reads the file). */
+  json: string | undefined;
   cols: IndexCols;
-  /** Journal generation and byte offset after this entry's line. */
+  /** Segment file and byte range of this entry's line; jend 0 = not written yet. */
   gen: string;
+  jstart: number;
   jend: number;
   durable?: { resolve: (r: DurableReceipt) => void; reject: (e: Error) => void; timer?: NodeJS.Timeout };
 }
@@ -124,8 +126,6 @@ export class AuditUnavailableError extends Error {
   }
 }
 
-const JOURNAL_ROTATE_BYTES = 8 * 1024 * 1024;
-
 export function openAuditLog(opts: AuditLogOptions): AuditLog {
   const cfg = {
     checkpointEvery: opts.checkpointEvery ?? 1000,
@@ -135,6 +135,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     batchSize: opts.batchSize ?? 1000,
     flushDelayMs: opts.flushDelayMs ?? 50,
     durableTimeoutMs: opts.durableTimeoutMs ?? 10_000,
+    segments: opts.segments ?? DEFAULT_SEGMENTS,
   };
   const keyFile = opts.keyFile ?? signingKeyPath(opts.dataDir);
   // Everything that can refuse to start (key permissions, a tampered tail) is checked here,
@@ -143,11 +144,8 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   // This connection serves queries, sink cursors and retention on the event loop: never block it long.
   const db = openAuditDb(opts.dataDir, { busyTimeoutMs: Math.min(opts.busyTimeoutMs ?? 200, 200) });
   setMeta(db, `public_key:${key.keyId}`, key.publicKeyPem);
-  const head = resumeHead(db, key);
-  // Events a killed process journaled but never committed are written first, in their order.
-  const orphans = orphanedLines(opts.dataDir, (gen) => { const v = getMeta(db, journalMetaKey(gen)); return v === undefined ? undefined : Number(v); });
-  const journal = openJournal(opts.dataDir);
-  const init: WriterInit = { dataDir: opts.dataDir, keyFile, busyTimeoutMs: opts.busyTimeoutMs ?? 5000, checkpointEvery: cfg.checkpointEvery, checkpointIntervalMs: cfg.checkpointIntervalMs, segments: opts.segments };
+  const head = resumeHead(db, key, opts.dataDir);
+  const init: WriterInit = { dataDir: opts.dataDir, keyFile, busyTimeoutMs: opts.busyTimeoutMs ?? 5000, checkpointEvery: cfg.checkpointEvery, checkpointIntervalMs: cfg.checkpointIntervalMs };
 
   let lastSeq = head.seq;
   let lastHash = head.hash;
@@ -155,6 +153,8 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   // Queue as array + head index: O(1) dequeue without Array#shift. Entries stay queued until
   // their batch is committed, so a failed batch is simply sent again.
   let items: Entry[] = [];
+  /** Segment files no process appends to any more, oldest first; marked closed once all their lines are committed. */
+  let pendingClose: string[] = [];
   let qHead = 0;
   let enqueued = 0;
   let committed = 0;
@@ -175,14 +175,33 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   let nextId = 1;
   let alive = false;
   let worker = startWorker();
-  for (const line of orphans.lines) {
-    const { json, cols } = decodeJournalLine(line);
-    items.push({ json, cols, gen: journal.gen, jend: journal.append(json) });
-    enqueued++;
+  let segment: SegmentFile = createSegment(opts.dataDir);
+  // Events a killed process wrote to its segment file but never committed are chained first, in
+  // their order, where they are; lines of an older version's journal are copied into ours.
+  const legacy = legacyJournalLines(opts.dataDir, (gen) => { const v = getMeta(db, legacyJournalKey(gen)); return v === undefined ? undefined : Number(v); });
+  if (legacy.lines.length) {
+    const decoded = legacy.lines.map(entryOf);
+    const before = segment.size();
+    const ends = segment.appendMany(decoded.map((d) => d.json));
+    decoded.forEach((d, i) => items.push({ json: undefined, cols: d.cols, gen: segment.gen, jstart: i ? ends[i - 1] : before, jend: ends[i] }));
   }
-  orphans.done();
-  const orphanCount = orphans.lines.length;
-  if (orphans.lines.length) queueMicrotask(() => schedule(true));
+  legacy.done();
+  for (const s of listSegments(opts.dataDir)) {
+    if (s.sealed || s.gen === segment.gen || openInThisProcess(s.gen)) continue;
+    if (getMeta(db, closedKey(s.gen)) !== undefined) {
+      // Closed and no block points to it: its events were dropped by retention (the unlink was cut short).
+      if (!db.prepare('SELECT 1 FROM audit_blocks WHERE segment = ? LIMIT 1').get(s.gen)) deleteSegment(opts.dataDir, s.gen);
+      continue;
+    }
+    if (processAlive(s.pid)) continue; // another running process appends to it
+    const from = Number(getMeta(db, indexedKey(s.gen)) ?? s.headerEnd);
+    const { lines, ends } = linesFrom(opts.dataDir, s.gen, from);
+    lines.forEach((l, i) => items.push({ json: undefined, cols: entryOf(l).cols, gen: s.gen, jstart: i ? ends[i - 1] : from, jend: ends[i] }));
+    pendingClose.push(s.gen);
+  }
+  enqueued = items.length;
+  const orphanCount = items.length;
+  if (orphanCount || pendingClose.length) queueMicrotask(() => schedule(true));
 
   const queued = (): number => items.length - qHead;
   const alert = (a: Omit<AuditAlert, 'queued'>): void => {
@@ -235,32 +254,46 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     }
   }
 
-  /** Send the next batch to the writer; at most one batch is in flight, so commits stay in order. */
+  /**
+   * Send the next batch to the writer: a run of written entries of one segment file (the writer
+   * reads their bytes from it), plus the finished files to mark closed. At most one batch is in
+   * flight, so commits stay in order.
+   */
   function dispatch(): Promise<boolean> {
     flushTimer = undefined;
-    // Every entry sent to the writer has its journal offset (the database records it).
     if (journalPending.length) flushJournal();
-    const n = Math.min(cfg.batchSize, queued());
-    if (n === 0 || inFlight) return Promise.resolve(true);
+    if (inFlight) return Promise.resolve(true);
     if (!alive) return Promise.resolve(false);
+    const first = items[qHead];
+    let n = 0;
+    if (first?.jend) {
+      n = 1;
+      while (n < cfg.batchSize && qHead + n < items.length && items[qHead + n].gen === first.gen && items[qHead + n].jend) n++;
+    }
+    // Files are in queue order: every pending one before the next entry's file is finished.
+    const next = items[qHead + n]?.gen;
+    const at = next === undefined ? -1 : pendingClose.indexOf(next);
+    const close = at < 0 ? pendingClose.slice() : pendingClose.slice(0, at);
+    if (n === 0 && close.length === 0) return Promise.resolve(true);
     urgent = false;
-    const batch = items.slice(qHead, qHead + n);
     const want: number[] = [];
-    for (let i = 0; i < n; i++) if (batch[i].durable) want.push(i);
+    const keys = new Array<string | null>(n * KEYS);
+    for (let i = 0; i < n; i++) {
+      const e = items[qHead + i];
+      if (e.durable) want.push(i);
+      for (let k = 0; k < KEYS; k++) keys[i * KEYS + k] = e.cols[k];
+    }
     const id = nextId++;
     inFlight = { id, n };
+    const batch = { segment: first?.gen ?? '', start: n ? first.jstart : 0, end: n ? items[qHead + n - 1].jend : 0, keys, close };
     return new Promise((resolve) => {
-      const last = batch[n - 1];
-      const jsons = new Array<string>(n);
-      const cols = new Array<string | null>(n * COLS);
-      for (let i = 0; i < n; i++) {
-        jsons[i] = batch[i].json;
-        for (let k = 0; k < COLS; k++) cols[i * COLS + k] = batch[i].cols[k];
-      }
-      call({ op: 'write', id, batch: { jsons, cols }, want, journal: { key: journalMetaKey(last.gen), end: last.jend } }, (r) => {
+      call({ op: 'write', id, batch, want }, (r) => {
         inFlight = undefined;
-        if (r.op === 'written') { onWritten(n, r); resolve(true); }
-        else { onFailed(r.op === 'failed' ? r.error : `unexpected reply ${r.op}`); resolve(false); }
+        if (r.op === 'written') {
+          pendingClose = pendingClose.filter((g) => !close.includes(g));
+          onWritten(n, r);
+          resolve(true);
+        } else { onFailed(r.op === 'failed' ? r.error : `unexpected reply ${r.op}`); resolve(false); }
       });
     });
   }
@@ -283,11 +316,9 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     queueFullAlerted = false;
     flushWaiters = flushWaiters.filter((w) => (committed >= w.target ? (w.resolve(), false) : true));
     for (const l of commitListeners) { try { l(lastSeq); } catch { /* listeners must not break the writer */ } }
-    // Everything committed: start a fresh journal file once this one has grown.
-    if (queued() === 0 && journal.size() > JOURNAL_ROTATE_BYTES) journal.rotate();
     // Under load, batch: another round trip to the writer only when a batch is full or someone
     // waits for durability; otherwise collect for flushDelayMs (postMessage per event is costly).
-    if (queued() > 0) schedule(urgent || queued() >= cfg.batchSize);
+    if (queued() > 0 || pendingClose.length) schedule(urgent || queued() >= cfg.batchSize);
   }
 
   function onFailed(message: string): void {
@@ -317,7 +348,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     if (retryTimer) { clearTimeout(retryTimer); retryTimer = undefined; }
   }
 
-  // Write-ahead journal, batched: lines recorded during one event-loop turn share one write(2).
+  // Lines recorded during one event-loop turn share one write(2) to the segment file.
   let journalPending: Entry[] = [];
   let journalTimer: NodeJS.Immediate | undefined;
   let journalWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
@@ -325,19 +356,39 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     if (journalTimer) { clearImmediate(journalTimer); journalTimer = undefined; }
     const batch = journalPending;
     const waiters = journalWaiters;
-    journalPending = [];
     journalWaiters = [];
     if (batch.length === 0) { for (const w of waiters) w.resolve(); return; }
     try {
-      const gen = journal.gen;
-      const ends = journal.appendMany(batch.map((e) => e.json));
-      for (let i = 0; i < batch.length; i++) { batch[i].gen = gen; batch[i].jend = ends[i]; }
+      rotateIfDue();
+      const before = segment.size();
+      const lines = new Array<string>(batch.length);
+      for (let i = 0; i < batch.length; i++) lines[i] = batch[i].json as string;
+      const ends = segment.appendMany(lines);
+      for (let i = 0; i < batch.length; i++) {
+        const e = batch[i];
+        e.gen = segment.gen;
+        e.jstart = i ? ends[i - 1] : before;
+        e.jend = ends[i];
+        e.json = undefined;
+      }
+      journalPending = [];
       for (const w of waiters) w.resolve();
     } catch (e) {
-      const err = new AuditUnavailableError(`audit journal write failed (${String(e)}); the action is not acknowledged`, { cause: e });
+      // The lines stay pending (and queued): the next flush writes them at the same offset.
+      const err = new AuditUnavailableError(`audit segment write failed (${String(e)}); the action is not acknowledged`, { cause: e });
       alert({ kind: 'write_failed', message: err.message, error: e });
       for (const w of waiters) w.reject(err);
     }
+  }
+
+  /** A new segment file each segments.maxAgeMs (the unit retention deletes) or maxEvents. */
+  function rotateIfDue(): void {
+    if (Date.now() - segment.openedAt < cfg.segments.maxAgeMs && segment.lines < cfg.segments.maxEvents) return;
+    const old = segment;
+    segment = createSegment(opts.dataDir);
+    old.close();
+    pendingClose.push(old.gen);
+    schedule(false);
   }
 
   function enqueue(entry: Entry): boolean {
@@ -381,7 +432,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       checkInput(event);
       const at = Date.now();
       const { json, cols } = encodeEvent(event, at);
-      if (!enqueue({ json, cols, gen: '', jend: 0 })) return false;
+      if (!enqueue({ json, cols, gen: '', jstart: 0, jend: 0 })) return false;
       schedule(queued() >= cfg.batchSize);
       return true;
     },
@@ -390,7 +441,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
         checkInput(event);
         const at = Date.now();
         const { json, cols } = encodeEvent(event, at);
-        const entry: Entry = { json, cols, gen: '', jend: 0, durable: { resolve, reject } };
+        const entry: Entry = { json, cols, gen: '', jstart: 0, jend: 0, durable: { resolve, reject } };
         if (!enqueue(entry)) {
           reject(new AuditUnavailableError(closed ? 'audit log is closed (shutting down); the action was not recorded' : `audit queue is full (${cfg.maxQueue} events); the action was not recorded`));
           return;
@@ -430,15 +481,20 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       flushJournal();
       if (flushTimer) clearTimeout(flushTimer);
       retryNow();
-      // Drain: wait for the batch in flight, then send the rest until empty or storage fails.
+      // Drain: wait for the batch in flight, then send the rest until empty or storage fails;
+      // then mark our file closed. What cannot be written stays in the file for the next start.
       while (inFlight) await new Promise((r) => setImmediate(r));
       while (queued() > 0 && (await dispatch())) { /* drain */ }
-      let spill: string | undefined;
-      if (queued() > 0) {
-        spill = spillQueue(opts.dataDir, items.slice(qHead));
+      if (queued() === 0) {
+        pendingClose.push(segment.gen);
+        while (pendingClose.length && (await dispatch())) { /* mark closed */ }
+      }
+      const left = queued();
+      const unwritten = journalPending.length;
+      if (left > 0) {
         for (let i = qHead; i < items.length; i++) {
           const d = items[i].durable;
-          if (d) { if (d.timer) clearTimeout(d.timer); d.reject(new AuditUnavailableError(`audit storage failed at shutdown; event saved to ${spill}`)); }
+          if (d) { if (d.timer) clearTimeout(d.timer); d.reject(new AuditUnavailableError('audit storage failed at shutdown; the event was not committed')); }
         }
       }
       try {
@@ -447,9 +503,11 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
         alert({ kind: 'checkpoint_failed', message: `audit close checkpoint failed: ${String(e)}` });
       }
       await worker.terminate();
-      journal.close(queued() === 0);
+      segment.close();
       db.close();
-      if (spill) throw new AuditUnavailableError(`audit storage failed at shutdown; ${queued()} unwritten events were saved to ${spill}`);
+      if (left > 0) {
+        throw new AuditUnavailableError(`audit storage failed at shutdown; ${left - unwritten} events stay in ${segmentFileName(segment.gen)} and are committed at the next start${unwritten ? `; ${unwritten} could not be written at all` : ''}`);
+      }
     },
     stats() {
       return { queued: queued(), written: committed, dropped: 0, rejected, failures, lastSeq, lastHash, checkpoints, failing };
@@ -464,13 +522,21 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   };
 }
 
-/** A journal line back to an entry: the event JSON, or [at, event] as older versions wrote it. */
-function decodeJournalLine(line: string): { json: string; cols: IndexCols } {
-  if (line.startsWith('[')) {
-    const [at, input] = JSON.parse(line) as [number, AuditEventInput];
-    return encodeEvent(input, at);
+/**
+ * A stored line back to its JSON and query keys: the event JSON, or [at, event] as journals of
+ * older versions held it. A line that is not JSON is still chained as found (verify reports it).
+ */
+function entryOf(line: string): { json: string; cols: IndexCols } {
+  let e: Record<string, unknown>;
+  try {
+    if (line.startsWith('[')) {
+      const [at, input] = JSON.parse(line) as [number, AuditEventInput];
+      return encodeEvent(input, at);
+    }
+    e = JSON.parse(line) as Record<string, unknown>;
+  } catch {
+    return { json: line, cols: [new Date().toISOString(), 'unknown', 'unknown', null, null] };
   }
-  const e = JSON.parse(line) as Record<string, unknown>;
   const { agent, decision } = indexColumns(e);
   return { json: line, cols: [String(e.time), String(e.type), String(e.request_id), agent, decision] };
 }
@@ -478,16 +544,21 @@ function decodeJournalLine(line: string): { json: string; cols: IndexCols } {
 interface Head { seq: number; hash: string }
 
 /** Resume the chain from the stored tail, refusing to extend a tail whose hash does not verify. */
-function resumeHead(db: DatabaseSync, key: SigningKey): Head {
+function resumeHead(db: DatabaseSync, key: SigningKey, dataDir: string): Head {
   const cps = readCheckpoints(db);
-  const row = db.prepare('SELECT seq, body, hash FROM audit_events ORDER BY seq DESC LIMIT 1').get();
-  if (row) {
-    const seq = Number(row.seq);
-    const body = JSON.parse(String(row.body)) as Record<string, unknown>;
-    if (body.seq !== seq || body.hash !== row.hash || recomputeHash(String(row.body), body) !== row.hash) {
-      throw new AuditUnavailableError(`audit chain tail (seq ${seq}) does not verify; the audit database was modified. Run \`aam audit verify\` and investigate before starting.`);
+  const b = lastBlock(db);
+  if (b) {
+    let ok = false;
+    try {
+      const events = blockEvents(dataDir, b);
+      const last = events[events.length - 1];
+      const parsed = JSON.parse(last.text) as Record<string, unknown>;
+      ok = parsed.seq === last.seq && recomputeHash(last.text, parsed) === last.hash;
+    } catch { ok = false; }
+    if (!ok) {
+      throw new AuditUnavailableError(`audit chain tail (seq ${b.last_seq}) does not verify; the audit data was modified. Run \`aam audit verify\` and investigate before starting.`);
     }
-    return { seq, hash: String(row.hash) };
+    return { seq: b.last_seq, hash: b.hashes.slice(-64) };
   }
   const anchor = retentionAnchor(cps);
   if (anchor) {
@@ -506,26 +577,24 @@ function checkInput(e: AuditEventInput): void {
   }
 }
 
-function spillQueue(dataDir: string, entries: Entry[]): string {
-  const path = join(dataDir, `audit-unwritten-${Date.now()}.jsonl`);
-  writeFileSync(path, entries.map((e) => e.json).join('\n') + '\n', { mode: 0o600 });
-  return path;
-}
-
 /**
- * Write the events of journals left by a killed process into the trail (what the next gateway
+ * Commit the events a killed process left uncommitted in its segment file (what the next gateway
  * start does anyway), so `aam audit verify|query|export|show` see every acknowledged event.
  * Returns how many events were recovered.
  */
 export async function recoverJournals(dataDir: string): Promise<number> {
-  const probe = orphanedLines(dataDir, () => undefined);
-  if (probe.lines.length === 0 && !hasJournalFiles(dataDir)) return 0;
+  const legacy = (() => { try { return readdirSync(dataDir).some((n) => n.startsWith('audit-journal-')); } catch { return false; } })();
+  if (!legacy) {
+    if (!existsSync(auditDbPath(dataDir))) return 0;
+    const db = openAuditDb(dataDir);
+    let orphans: boolean;
+    try {
+      orphans = listSegments(dataDir).some((s) => !s.sealed && !openInThisProcess(s.gen) && !processAlive(s.pid) && getMeta(db, closedKey(s.gen)) === undefined);
+    } finally { db.close(); }
+    if (!orphans) return 0;
+  }
   const log = openAuditLog({ dataDir });
   const n = log.stats().queued;
   await log.close();
   return n;
-}
-
-function hasJournalFiles(dataDir: string): boolean {
-  try { return readdirSync(dataDir).some((n) => n.startsWith('audit-journal-')); } catch { return false; }
 }

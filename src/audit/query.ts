@@ -1,9 +1,10 @@
-// Queries over the trail (CLI `aam audit query|show`, admin API). Read-only; they use the indexed
-// copy columns and return the hashed bodies.
-import type { DatabaseSync, SQLInputValue } from 'node:sqlite';
+// Queries over the trail (CLI `aam audit query|show`, admin API). Read-only: filters are decided
+// on the query keys stored per block (time ranges also per block), and only the segment bytes of
+// blocks with a match are read; results are the hashed event texts.
+import type { DatabaseSync } from 'node:sqlite';
 import type { AuditEvent } from './event.ts';
-import { firstSeqAtOrAfter, rowToEvent } from './store.ts';
-import type { EventRow } from './store.ts';
+import { readEvents, toEvent } from './store.ts';
+import type { EventKeys } from './store.ts';
 
 export interface AuditQuery {
   agent?: string;
@@ -21,29 +22,20 @@ export interface AuditQuery {
 }
 
 export function queryEvents(db: DatabaseSync, q: AuditQuery = {}): AuditEvent[] {
-  const where: string[] = [];
-  const args: SQLInputValue[] = [];
-  if (q.agent !== undefined) { where.push('agent = ?'); args.push(q.agent); }
-  // Time bounds become seq bounds (the trail is in time order; see firstSeqAtOrAfter), keeping
-  // the time comparison as well so the edges stay exact.
-  if (q.since !== undefined) {
-    const since = isoTime(q.since, 'since');
-    const from = firstSeqAtOrAfter(db, since);
-    if (from === null) return [];
-    where.push('seq >= ?', 'time >= ?');
-    args.push(from, since);
-  }
-  if (q.until !== undefined) {
-    const until = isoTime(q.until, 'until');
-    const to = firstSeqAtOrAfter(db, until);
-    if (to !== null) { where.push('seq < ?', 'time < ?'); args.push(to, until); }
-  }
-  if (q.decision !== undefined) { where.push('decision = ?'); args.push(q.decision); }
-  if (q.requestId !== undefined) { where.push('request_id = ?'); args.push(q.requestId); }
-  if (q.type !== undefined) { where.push('type = ?'); args.push(q.type); }
+  const since = q.since === undefined ? undefined : isoTime(q.since, 'since');
+  const until = q.until === undefined ? undefined : isoTime(q.until, 'until');
   const limit = Math.max(1, Math.min(10_000, Math.floor(q.limit ?? 100)));
-  const sql = `SELECT seq, time, type, request_id, agent, decision, body, hash FROM audit_events${where.length ? ' WHERE ' + where.join(' AND ') : ''} ORDER BY seq ${q.order === 'asc' ? 'ASC' : 'DESC'} LIMIT ${limit}`;
-  return db.prepare(sql).all(...args).map((r) => rowToEvent(r as unknown as EventRow));
+  const keyed = q.agent !== undefined || q.decision !== undefined || q.requestId !== undefined || q.type !== undefined;
+  const match = keyed
+    ? (k: EventKeys): boolean => (q.agent === undefined || k.agent === q.agent) && (q.decision === undefined || k.decision === q.decision)
+      && (q.requestId === undefined || k.request_id === q.requestId) && (q.type === undefined || k.type === q.type)
+    : undefined;
+  const out: AuditEvent[] = [];
+  for (const e of readEvents(db, { since, until, desc: q.order !== 'asc', match })) {
+    out.push(toEvent(e));
+    if (out.length >= limit) break;
+  }
+  return out;
 }
 
 /** The whole chain of one request in commit order: identity -> decision -> credential -> upstream -> outcome. */

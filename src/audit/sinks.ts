@@ -5,8 +5,8 @@
 // every event carries its seq, which receivers use as the idempotency key.
 import type { DatabaseSync } from 'node:sqlite';
 import type { AuditEvent } from './event.ts';
-import { rowToEvent } from './store.ts';
-import type { EventRow } from './store.ts';
+import { lastBlock, readEvents, toEvent } from './store.ts';
+import type { StoredEvent } from './store.ts';
 
 export interface AuditSink {
   /** Stable name: the cursor is stored under it. */
@@ -51,11 +51,14 @@ export interface SinkRunner {
 export function startSinks(source: SinkSource, sinks: readonly AuditSink[], opts: SinkRunnerOptions = {}): SinkRunner {
   const cfg = { batchSize: opts.batchSize ?? 500, pollMs: opts.pollMs ?? 1000, minBackoffMs: opts.minBackoffMs ?? 100, maxBackoffMs: opts.maxBackoffMs ?? 30_000 };
   const db = source.db;
-  const readBatch = db.prepare('SELECT seq, time, type, request_id, agent, decision, body, hash FROM audit_events WHERE seq > ? ORDER BY seq LIMIT ?');
+  const readBatch = (after: number, n: number): StoredEvent[] => {
+    const out: StoredEvent[] = [];
+    for (const e of readEvents(db, { fromSeq: after + 1 })) { out.push(e); if (out.length >= n) break; }
+    return out;
+  };
   const saveCursor = db.prepare('INSERT INTO audit_sink_cursors (name, seq, updated) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, updated = excluded.updated');
   const loadCursor = db.prepare('SELECT seq FROM audit_sink_cursors WHERE name = ?');
-  // ORDER BY + LIMIT: merged from each segment's key (MAX() over the view would scan every row).
-  const headSeq = (): number => Number(db.prepare('SELECT seq FROM audit_events ORDER BY seq DESC LIMIT 1').get()?.seq ?? 0);
+  const headSeq = (): number => lastBlock(db)?.last_seq ?? 0;
   let stopped = false;
 
   const states = sinks.map((sink) => {
@@ -76,18 +79,18 @@ export function startSinks(source: SinkSource, sinks: readonly AuditSink[], opts
   async function loop(s: (typeof states)[number]): Promise<void> {
     let attempt = 0;
     while (!stopped) {
-      let rows: EventRow[];
+      let rows: StoredEvent[];
       try {
-        rows = readBatch.all(s.cursor, cfg.batchSize) as unknown as EventRow[];
+        rows = readBatch(s.cursor, cfg.batchSize);
       } catch (e) {
         s.lastError = String(e);
         await idle(s, cfg.pollMs);
         continue;
       }
       if (rows.length === 0) { await idle(s, cfg.pollMs); continue; }
-      const events = rows.map(rowToEvent);
+      const events = rows.map(toEvent);
       try {
-        await s.sink.deliver(events, rows.map((r) => r.body));
+        await s.sink.deliver(events, rows.map((r) => r.text));
       } catch (e) {
         attempt++;
         s.failures++;

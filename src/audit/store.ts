@@ -1,15 +1,20 @@
-// The audit database: its own file <dataDir>/audit.db so audit I/O never contends with the
-// main store. Indexed columns (time, type, request_id, agent, decision) are copies of fields in
-// `body` for queries; the verifier checks that they agree with the hashed body. Events live in
-// segment tables (see below); read them through the audit_events view.
+// The audit database <dataDir>/audit.db indexes the trail; the events' bytes live in segment
+// files (segment.ts). One row per block of consecutive events (a writer batch): where its lines
+// are (segment, byte range), its seq range, the hash of each event, the hash before it, and the
+// query keys of each event (time, type, request_id, agent, decision: copies of fields in the
+// line; the verifier checks they agree). Checkpoints, metadata and sink cursors live here too.
 import { DatabaseSync } from 'node:sqlite';
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import type { AuditEvent } from './event.ts';
+import { sealedText } from './event.ts';
 import type { Checkpoint, CheckpointType } from './checkpoint.ts';
 import { transaction } from '../store/sqlite.ts';
+import { closedKey, createSegment, deleteSegment, listSegments, readLines } from './segment.ts';
 
 export const AUDIT_DB_FILE = 'audit.db';
+/** Query keys stored per event, in this order (see IndexCols in event.ts). */
+export const KEYS = 5;
 
 export function auditDbPath(dataDir: string): string {
   return join(dataDir, AUDIT_DB_FILE);
@@ -32,112 +37,208 @@ export function openAuditDb(dataDir: string, opts: { busyTimeoutMs?: number } = 
     );
     CREATE TABLE IF NOT EXISTS audit_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
     CREATE TABLE IF NOT EXISTS audit_sink_cursors (name TEXT PRIMARY KEY, seq INTEGER NOT NULL, updated TEXT NOT NULL);
+    CREATE TABLE IF NOT EXISTS audit_blocks (
+      first_seq INTEGER PRIMARY KEY,
+      last_seq INTEGER NOT NULL,
+      prev_hash TEXT NOT NULL,
+      min_time TEXT NOT NULL,
+      max_time TEXT NOT NULL,
+      segment TEXT NOT NULL,
+      byte_start INTEGER NOT NULL,
+      byte_end INTEGER NOT NULL,
+      sealed INTEGER NOT NULL DEFAULT 0,
+      hashes TEXT NOT NULL,
+      keys TEXT NOT NULL
+    );
   `);
-  const legacy = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'").get();
-  if (legacy || segmentTables(db).length === 0) {
-    transaction(db, () => {
-      // Re-checked inside the write lock: the writer thread and the main thread open at once.
-      if (db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'").get()) {
-        // A data dir from before segments: its one table becomes the first segment.
-        db.exec(`ALTER TABLE audit_events RENAME TO ${segmentName(1)}`);
-        rebuildEventsView(db);
-      } else if (segmentTables(db).length === 0) {
-        addSegment(db);
-      }
-    });
-  }
+  if (legacyTables(db).length) migrateLegacyTables(db, dataDir);
   return db;
 }
 
-// Segments: the trail is stored in a series of tables (audit_seg_000001, ...), each holding a
-// contiguous seq range; the writer starts a new one when the current one is old or large, and
-// retention drops whole segments (DROP TABLE: no row-by-row deletes, no index churn). The view
-// audit_events is their UNION ALL, which SQLite merges in seq order using each table's keys.
-const SEGMENT_PREFIX = 'audit_seg_';
-/** SQLite allows at most 500 terms in a compound SELECT; past this the last segment just grows. */
-export const MAX_SEGMENTS = 400;
-
-function segmentName(n: number): string {
-  return SEGMENT_PREFIX + String(n).padStart(6, '0');
+/** The data dir a connection's database lives in (where its segment files are). */
+export function dataDirOf(db: DatabaseSync): string {
+  return dirname(db.location() ?? '.');
 }
 
-/** Segment tables, oldest first. */
-export function segmentTables(db: DatabaseSync): string[] {
-  return db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'audit_seg_[0-9]*' ORDER BY name").all().map((r) => String(r.name));
+// Before segment files, events were rows in SQLite: one table audit_events, later segment tables
+// audit_seg_NNNNNN behind a view of that name. They move, once, into one segment file whose lines
+// are the stored texts as they were (sealed = 1: each line carries its own seq, prev_hash, hash).
+function legacyTables(db: DatabaseSync): string[] {
+  return db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND (name = 'audit_events' OR name GLOB 'audit_seg_[0-9]*') ORDER BY name = 'audit_events' DESC, name").all().map((r) => String(r.name));
 }
 
-/** Recreate the audit_events view over the current segments (inside the caller's transaction). */
-export function rebuildEventsView(db: DatabaseSync): void {
-  const segs = segmentTables(db);
-  db.exec('DROP VIEW IF EXISTS audit_events');
-  db.exec('CREATE VIEW audit_events AS ' + segs.map((t) => `SELECT seq, time, type, request_id, agent, decision, body, hash FROM ${t}`).join(' UNION ALL '));
-}
-
-/** Start a new segment after the newest one and return its table name (inside the caller's transaction). */
-export function addSegment(db: DatabaseSync): string {
-  const segs = segmentTables(db);
-  const name = segmentName(segs.length ? Number(segs[segs.length - 1].slice(SEGMENT_PREFIX.length)) + 1 : 1);
-  db.exec(`
-    CREATE TABLE ${name} (
-      seq INTEGER PRIMARY KEY,
-      time TEXT NOT NULL,
-      type TEXT NOT NULL,
-      request_id TEXT NOT NULL,
-      agent TEXT,
-      decision TEXT,
-      body TEXT NOT NULL,
-      hash TEXT NOT NULL
-    );
-    CREATE INDEX ${name}_request ON ${name}(request_id);
-    CREATE INDEX ${name}_agent ON ${name}(agent, time);
-  `);
-  setMeta(db, segmentOpenedKey(name), new Date().toISOString());
-  rebuildEventsView(db);
-  return name;
-}
-
-/**
- * The first seq whose event time is at or after `iso`, or null when every event is older. Time
- * filters use this instead of an index on time (which cost the writer ~20 % per event): events
- * are stamped when recorded and sealed in that order, so the trail is in time order and a binary
- * search over seq finds the boundary in ~log2(n) primary-key lookups.
- */
-export function firstSeqAtOrAfter(db: DatabaseSync, iso: string): number | null {
-  const edge = (dir: 'ASC' | 'DESC') => db.prepare(`SELECT seq, time FROM audit_events ORDER BY seq ${dir} LIMIT 1`).get();
-  const first = edge('ASC');
-  const last = edge('DESC');
-  if (!first || !last || String(last.time) < iso) return null;
-  if (String(first.time) >= iso) return Number(first.seq);
-  // Invariant: time(lo) < iso <= time(hi); probes stay in (lo, top), top <= hi (gaps shrink top).
-  let lo = Number(first.seq);
-  let hi = Number(last.seq);
-  let top = hi;
-  const at = db.prepare('SELECT seq, time FROM audit_events WHERE seq >= ? ORDER BY seq LIMIT 1');
-  while (top - lo > 1) {
-    const probe = Math.floor((lo + top) / 2);
-    const r = at.get(probe);
-    if (!r || Number(r.seq) >= hi) { top = probe; continue; } // nothing stored in [probe, hi)
-    if (String(r.time) >= iso) { hi = Number(r.seq); top = hi; } else lo = Number(r.seq);
+function migrateLegacyTables(db: DatabaseSync, dataDir: string): void {
+  // A migration that died before its commit left a file no block points to: remove it first.
+  for (const s of listSegments(dataDir)) {
+    if (s.sealed && !db.prepare('SELECT 1 FROM audit_blocks WHERE segment = ? LIMIT 1').get(s.gen)) deleteSegment(dataDir, s.gen);
   }
-  return hi;
+  transaction(db, () => {
+    const tables = legacyTables(db); // re-read under the write lock: another process may have migrated
+    if (tables.length === 0) return;
+    const seg = createSegment(dataDir, { sealed: true });
+    try {
+      const insert = db.prepare('INSERT INTO audit_blocks (first_seq, last_seq, prev_hash, min_time, max_time, segment, byte_start, byte_end, sealed, hashes, keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)');
+      let block: { rows: Record<string, unknown>[] } = { rows: [] };
+      let start = seg.size();
+      let prev = '';
+      const flush = (): void => {
+        const rows = block.rows;
+        if (rows.length === 0) return;
+        const ends = seg.appendMany(rows.map((r) => String(r.body)));
+        const keys: (string | null)[] = [];
+        let min = String(rows[0].time);
+        let max = min;
+        for (const r of rows) {
+          keys.push(String(r.time), String(r.type), String(r.request_id), r.agent === null ? null : String(r.agent), r.decision === null ? null : String(r.decision));
+          if (String(r.time) < min) min = String(r.time);
+          if (String(r.time) > max) max = String(r.time);
+        }
+        insert.run(Number(rows[0].seq), Number(rows[rows.length - 1].seq), prev, min, max, seg.gen, start, ends[ends.length - 1], rows.map((r) => String(r.hash)).join(''), JSON.stringify(keys));
+        prev = String(rows[rows.length - 1].hash);
+        start = ends[ends.length - 1];
+        block = { rows: [] };
+      };
+      for (const t of tables) {
+        for (const r of db.prepare(`SELECT seq, time, type, request_id, agent, decision, body, hash FROM ${t} ORDER BY seq`).iterate()) {
+          const last = block.rows[block.rows.length - 1];
+          if (last && (Number(r.seq) !== Number(last.seq) + 1 || block.rows.length >= 1000)) flush();
+          block.rows.push(r as Record<string, unknown>);
+        }
+      }
+      flush();
+      setMeta(db, closedKey(seg.gen), new Date().toISOString());
+      if (db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = 'audit_events'").get()) db.exec('DROP VIEW audit_events');
+      for (const t of legacyTables(db)) db.exec(`DROP TABLE ${t}`);
+    } catch (e) {
+      seg.close();
+      deleteSegment(dataDir, seg.gen);
+      throw e;
+    }
+    seg.close();
+  });
 }
 
-/** audit_meta key holding when a segment was started (its age decides rotation, not event times). */
-export const segmentOpenedKey = (name: string): string => `segment_opened:${name}`;
+/** One stored block: consecutive events first_seq..last_seq. */
+export interface Block {
+  first_seq: number;
+  last_seq: number;
+  prev_hash: string;
+  min_time: string;
+  max_time: string;
+  segment: string;
+  byte_start: number;
+  byte_end: number;
+  /** 1: the lines are complete sealed texts (migrated); 0: lines as recorded, sealed on reading. */
+  sealed: number;
+  /** Concatenated 64-hex hashes, one per event. */
+  hashes: string;
+  /** JSON array of KEYS values per event. */
+  keys: string;
+}
 
-export interface EventRow {
+export const BLOCK_COLUMNS = 'first_seq, last_seq, prev_hash, min_time, max_time, segment, byte_start, byte_end, sealed, hashes, keys';
+
+function toBlock(r: Record<string, unknown>): Block {
+  return {
+    first_seq: Number(r.first_seq), last_seq: Number(r.last_seq), prev_hash: String(r.prev_hash), min_time: String(r.min_time),
+    max_time: String(r.max_time), segment: String(r.segment), byte_start: Number(r.byte_start), byte_end: Number(r.byte_end),
+    sealed: Number(r.sealed), hashes: String(r.hashes), keys: String(r.keys),
+  };
+}
+
+/** The query keys of one event. */
+export interface EventKeys {
   seq: number;
   time: string;
   type: string;
   request_id: string;
   agent: string | null;
   decision: string | null;
-  body: string;
+}
+
+/** An event as stored: its keys, sealed text (the bytes its hash covers, with the hash) and hash. */
+export interface StoredEvent extends EventKeys {
+  text: string;
   hash: string;
 }
 
-export function rowToEvent(row: EventRow): AuditEvent {
-  return JSON.parse(row.body) as AuditEvent;
+export interface EventFilter {
+  fromSeq?: number;
+  toSeq?: number;
+  /** ISO bounds on the event time: since inclusive, until exclusive. */
+  since?: string;
+  until?: string;
+  desc?: boolean;
+  /** Decided on the keys alone; a block's lines are read only when one of its events matches. */
+  match?: (k: EventKeys) => boolean;
+}
+
+/** Blocks overlapping the filter's seq and time range, in seq order (or reversed). */
+export function* readBlocks(db: DatabaseSync, f: EventFilter = {}): Generator<Block> {
+  const where = ['last_seq >= ?', 'first_seq <= ?'];
+  const args: (number | string)[] = [f.fromSeq ?? 0, f.toSeq ?? Number.MAX_SAFE_INTEGER];
+  if (f.since !== undefined) { where.push('max_time >= ?'); args.push(f.since); }
+  if (f.until !== undefined) { where.push('min_time < ?'); args.push(f.until); }
+  const sql = `SELECT ${BLOCK_COLUMNS} FROM audit_blocks WHERE ${where.join(' AND ')} ORDER BY first_seq ${f.desc ? 'DESC' : 'ASC'}`;
+  for (const r of db.prepare(sql).iterate(...args)) yield toBlock(r as Record<string, unknown>);
+}
+
+/** The stored events of one block, in seq order (reads its segment file unless given the lines). */
+export function blockEvents(dataDir: string, b: Block, lines = readLines(dataDir, b.segment, b.byte_start, b.byte_end)): StoredEvent[] {
+  const keys = blockKeys(b);
+  const n = b.last_seq - b.first_seq + 1;
+  if (lines.length !== n || keys.length !== n || b.hashes.length !== n * 64) {
+    throw new Error(`audit block at seq ${b.first_seq} is inconsistent (${lines.length} lines, ${keys.length} keys, ${b.hashes.length / 64} hashes for ${n} events): run \`aam audit verify\``);
+  }
+  let prev = b.prev_hash;
+  return keys.map((k, i) => {
+    const hash = b.hashes.slice(i * 64, i * 64 + 64);
+    const text = b.sealed ? lines[i] : sealedText(lines[i], k.seq, prev, hash);
+    prev = hash;
+    return { ...k, text, hash };
+  });
+}
+
+/** Events matching the filter, in seq order (or reversed), read block by block. */
+export function* readEvents(db: DatabaseSync, f: EventFilter = {}): Generator<StoredEvent> {
+  const dataDir = dataDirOf(db);
+  const from = f.fromSeq ?? 0;
+  const to = f.toSeq ?? Number.MAX_SAFE_INTEGER;
+  const wanted = (k: EventKeys): boolean => k.seq >= from && k.seq <= to
+    && (f.since === undefined || k.time >= f.since) && (f.until === undefined || k.time < f.until)
+    && (f.match === undefined || f.match(k));
+  for (const b of readBlocks(db, f)) {
+    if (f.match && !blockKeys(b).some(wanted)) continue; // skip reading lines nobody asked for
+    const events = blockEvents(dataDir, b);
+    if (f.desc) events.reverse();
+    for (const e of events) if (wanted(e)) yield e;
+  }
+}
+
+/** The keys of a block's events without reading its segment file. */
+export function blockKeys(b: Block): EventKeys[] {
+  const keys = JSON.parse(b.keys) as (string | null)[];
+  const out: EventKeys[] = [];
+  for (let k = 0, seq = b.first_seq; k < keys.length; k += KEYS, seq++) {
+    out.push({ seq, time: String(keys[k]), type: String(keys[k + 1]), request_id: String(keys[k + 2]), agent: keys[k + 3], decision: keys[k + 4] });
+  }
+  return out;
+}
+
+export function toEvent(e: StoredEvent): AuditEvent {
+  return JSON.parse(e.text) as AuditEvent;
+}
+
+/** The newest block, or undefined when the trail is empty. */
+export function lastBlock(db: DatabaseSync): Block | undefined {
+  const r = db.prepare(`SELECT ${BLOCK_COLUMNS} FROM audit_blocks ORDER BY first_seq DESC LIMIT 1`).get();
+  return r ? toBlock(r as Record<string, unknown>) : undefined;
+}
+
+/** The first seq whose event time is at or after `iso`, or null when every event is older. */
+export function firstSeqAtOrAfter(db: DatabaseSync, iso: string): number | null {
+  for (const e of readEvents(db, { since: iso })) return e.seq;
+  return null;
 }
 
 export function readCheckpoints(db: DatabaseSync): Checkpoint[] {

@@ -2,13 +2,14 @@
 // exported JSONL file (which needs nothing but the public key). Reports the first problem with
 // the seq where it is and what kind of tampering it looks like.
 import { readFileSync } from 'node:fs';
-import { GENESIS_HASH, indexColumns, recomputeHash, storedText } from './event.ts';
+import { GENESIS_HASH, chainHash, indexColumns, recomputeHash, sealedText, storedText } from './event.ts';
 import { checkpointSignatureValid } from './checkpoint.ts';
 import type { Checkpoint } from './checkpoint.ts';
 import { signingKeyPath } from './keys.ts';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
-import { openAuditDb, readCheckpoints, retentionAnchor } from './store.ts';
-import type { EventRow } from './store.ts';
+import { blockKeys, dataDirOf, openAuditDb, readBlocks, readCheckpoints, retentionAnchor } from './store.ts';
+import type { Block, EventKeys } from './store.ts';
+import { SegmentMissingError, readLines } from './segment.ts';
 
 export type TamperKind = 'altered' | 'removed' | 'inserted' | 'reordered' | 'bad_checkpoint' | 'truncated';
 
@@ -58,6 +59,11 @@ class ChainChecker {
 
   get failed(): boolean {
     return this.pending !== undefined || this.error !== undefined;
+  }
+
+  /** Nothing more is checked (a definite error was found). */
+  get stopped(): boolean {
+    return this.error !== undefined;
   }
 
   /** `text` is the event as stored (the bytes its hash covers), `e` the same parsed. Returns true when the event extends the chain correctly. */
@@ -152,17 +158,35 @@ function conclude(checker: ChainChecker, review: CheckpointReview, base: Omit<Ve
   };
 }
 
-/** Columns stored beside the body must agree with it (queries read them). */
-function rowMismatch(row: EventRow, e: Parsed): string | undefined {
+/** Query keys stored beside an event must agree with it (queries read them). */
+function keysMismatch(k: EventKeys, e: Parsed): string | undefined {
   const { agent, decision } = indexColumns(e);
-  if (Number(row.seq) !== e.seq) return `row ${row.seq} holds event ${String(e.seq)}`;
-  if (row.hash !== e.hash) return 'hash column differs from the event';
-  if (row.time !== e.time || row.type !== e.type || row.request_id !== e.request_id) return 'time/type/request_id columns differ from the event';
-  if ((row.agent ?? null) !== agent || (row.decision ?? null) !== decision) return 'agent/decision columns differ from the event';
+  if (k.time !== e.time || k.type !== e.type || k.request_id !== e.request_id) return 'stored time/type/request_id keys differ from the event';
+  if ((k.agent ?? null) !== agent || (k.decision ?? null) !== decision) return 'stored agent/decision keys differ from the event';
   return undefined;
 }
 
-/** Verify <dataDir>/audit.db. Pass the public key you trust; without it the key stored with the data is used. */
+/** How far from its position a moved event is looked for (only after a mismatch), and how many such searches at most. */
+const MOVE_WINDOW = 5000;
+const MAX_SEARCHES = 20;
+
+/**
+ * Lines recorded in a segment carry no seq: an event's seq is its position in its block. The
+ * seq, prev_hash and hash stored with a line travel with it, so when a line does not hash at its
+ * position, the seq it does hash at (nearby) tells where it came from. That restores what the
+ * ChainChecker needs to tell removed, inserted and reordered events from edited ones.
+ */
+function claimedSeq(line: string, pos: number, prev: string, hash: string, budget: { left: number }): number {
+  if (chainHash(line, pos, prev) === hash || budget.left <= 0) return pos;
+  for (let d = 1; d <= MOVE_WINDOW; d++) {
+    if (chainHash(line, pos + d, prev) === hash) return pos + d;
+    if (pos - d > 0 && chainHash(line, pos - d, prev) === hash) return pos - d;
+  }
+  budget.left--; // an edited line: the whole window was hashed in vain
+  return pos;
+}
+
+/** Verify <dataDir>/audit.db and its segment files. Pass the public key you trust; without it the key stored with the data is used. */
 export function verifyDatabase(dataDir: string, publicKeyPem?: string): VerifyResult {
   const db = openAuditDb(dataDir);
   try {
@@ -181,21 +205,8 @@ export function verifyDatabase(dataDir: string, publicKeyPem?: string): VerifyRe
     const anchor = retentionAnchor(review.valid);
     // A retention checkpoint with a bad signature must not serve as the start of the chain.
     const checker = new ChainChecker(anchor ? anchor.tree_size + 1 : 1, anchor ? anchor.head_hash : GENESIS_HASH, headsOf(review.valid));
-    const rows = db.prepare('SELECT seq, time, type, request_id, agent, decision, body, hash FROM audit_events ORDER BY seq').iterate();
-    for (const r of rows) {
-      const row = r as unknown as EventRow;
-      let e: Parsed;
-      try {
-        e = JSON.parse(row.body) as Parsed;
-      } catch {
-        checker.fail(Number(row.seq), 'altered', `row ${row.seq}: body is not valid JSON`);
-        continue;
-      }
-      if (checker.push(e, row.body)) {
-        const bad = rowMismatch(row, e);
-        if (bad) checker.fail(Number(row.seq), 'altered', `event ${row.seq}: ${bad}`);
-      }
-    }
+    const budget = { left: MAX_SEARCHES };
+    for (const b of readBlocks(db)) checkBlock(dataDirOf(db), b, checker, budget);
     return conclude(checker, review, {
       checkpoints: cps.length,
       anchor: anchor ? { tree_size: anchor.tree_size, type: anchor.type } : 'genesis',
@@ -203,6 +214,43 @@ export function verifyDatabase(dataDir: string, publicKeyPem?: string): VerifyRe
     });
   } finally {
     db.close();
+  }
+}
+
+function checkBlock(dataDir: string, b: Block, checker: ChainChecker, budget: { left: number }): void {
+  let lines: string[];
+  try {
+    lines = readLines(dataDir, b.segment, b.byte_start, b.byte_end);
+  } catch (e) {
+    if (!(e instanceof SegmentMissingError)) throw e;
+    checker.fail(b.first_seq, 'removed', `events ${b.first_seq}..${b.last_seq}: ${e.message}`);
+    return;
+  }
+  let keys: EventKeys[];
+  try { keys = blockKeys(b); } catch { keys = []; }
+  const n = b.last_seq - b.first_seq + 1;
+  if (lines.length !== n || keys.length !== n || b.hashes.length !== n * 64) {
+    checker.fail(b.first_seq, 'altered', `block of events ${b.first_seq}..${b.last_seq} holds ${lines.length} lines, ${keys.length} keys and ${Math.floor(b.hashes.length / 64)} hashes: its segment bytes or index row were edited`);
+    return;
+  }
+  let prev = b.prev_hash;
+  for (let i = 0; i < n; i++) {
+    const pos = b.first_seq + i;
+    const hash = b.hashes.slice(i * 64, i * 64 + 64);
+    const line = lines[i];
+    const text = b.sealed ? line : sealedText(line, checker.stopped ? pos : claimedSeq(line, pos, prev, hash, budget), prev, hash);
+    prev = hash;
+    let e: Parsed;
+    try {
+      e = JSON.parse(text) as Parsed;
+    } catch {
+      checker.fail(pos, 'altered', `event ${pos}: stored line is not valid JSON`);
+      continue;
+    }
+    if (checker.push(e, text)) {
+      const bad = keysMismatch(keys[i], e);
+      if (bad) checker.fail(pos, 'altered', `event ${pos}: ${bad}`);
+    }
   }
 }
 

@@ -4,7 +4,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { readlinkSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { createBatchWriter } from './writer.ts';
-import type { PruneResult, SegmentPolicy, WireBatch } from './writer.ts';
+import type { PruneResult, WireBatch } from './writer.ts';
 import { loadOrCreateSigningKey } from './keys.ts';
 import { openAuditDb } from './store.ts';
 import type { CheckpointType } from './checkpoint.ts';
@@ -15,11 +15,10 @@ export interface WriterInit {
   busyTimeoutMs?: number;
   checkpointEvery: number;
   checkpointIntervalMs: number;
-  segments?: SegmentPolicy;
 }
 
 export type WriterRequest =
-  | { op: 'write'; id: number; batch: WireBatch; want: number[]; journal?: { key: string; end: number } }
+  | { op: 'write'; id: number; batch: WireBatch; want: number[] }
   | { op: 'checkpoint'; id: number; type: CheckpointType }
   | { op: 'prune'; id: number; before: string; maxSeq?: number }
   | { op: 'close'; id: number };
@@ -38,7 +37,7 @@ const init = workerData as WriterInit;
 lowerPriority(Number(process.env.AAM_AUDIT_WRITER_NICE ?? 5));
 
 /**
- * Batches are background work (the journal already made each event crash-safe): on a busy core
+ * Batches are background work (the segment file already made each event crash-safe): on a busy core
  * the writer should fill idle gaps rather than preempt a request mid-flight. Linux lets one
  * thread be reniced through its thread id; elsewhere, or without permission, nothing changes.
  */
@@ -51,7 +50,7 @@ function lowerPriority(nice: number): void {
 }
 const key = loadOrCreateSigningKey(init.keyFile);
 const db = openAuditDb(init.dataDir, { busyTimeoutMs: init.busyTimeoutMs });
-const writer = createBatchWriter(db, key, init.checkpointEvery, init.segments);
+const writer = createBatchWriter(db, init.dataDir, key, init.checkpointEvery);
 const reply = (r: WriterReply): void => port.postMessage(r);
 
 const timer = setInterval(() => {
@@ -62,7 +61,7 @@ timer.unref();
 port.on('message', (m: WriterRequest) => {
   try {
     if (m.op === 'write') {
-      const r = writer.write(m.batch, m.want, m.journal ? [m.journal.key, String(m.journal.end)] : undefined);
+      const r = writer.write(m.batch, m.want);
       reply({ op: 'written', id: m.id, firstSeq: r.firstSeq, lastSeq: r.lastSeq, lastHash: r.lastHash, hashes: r.hashes, checkpointed: r.checkpoint !== undefined });
     } else if (m.op === 'prune') {
       reply({ op: 'pruned', id: m.id, result: writer.prune(m.before, m.maxSeq) });

@@ -1,16 +1,21 @@
-// The batch writer: seals (seq, prev_hash, hash) and commits events, signs checkpoints. It runs
-// in a worker thread (writer-worker.ts) so hashing, encoding and SQLite I/O stay off the event
-// loop that serves requests; this file is plain synchronous logic so it can be tested directly.
-import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { GENESIS_HASH, sealLine } from './event.ts';
+// The batch writer: chains (seq, prev_hash, hash) the lines a batch names in a segment file and
+// commits one block row for them, signs checkpoints, applies retention. It runs in a worker
+// thread (writer-worker.ts) so hashing and SQLite I/O stay off the event loop that serves
+// requests; this file is plain synchronous logic so it can be tested directly.
+import type { DatabaseSync } from 'node:sqlite';
+import { GENESIS_HASH, chainHash } from './event.ts';
 import { signCheckpoint } from './checkpoint.ts';
 import type { Checkpoint, CheckpointType } from './checkpoint.ts';
 import type { SigningKey } from './keys.ts';
-import { MAX_SEGMENTS, addSegment, getMeta, insertCheckpoint, readCheckpoints, rebuildEventsView, retentionAnchor, segmentOpenedKey, segmentTables, setMeta, transaction } from './store.ts';
+import { KEYS, getMeta, insertCheckpoint, lastBlock, readCheckpoints, retentionAnchor, setMeta, transaction } from './store.ts';
+import { closedKey, deleteSegment, indexedKey, readLines } from './segment.ts';
 
-/** Events as sent to the writer: their JSON texts, and their index columns flattened (COLS per event, see IndexCols). */
-export interface WireBatch { jsons: readonly string[]; cols: readonly (string | null)[] }
-export const COLS = 5;
+/**
+ * A batch as sent to the writer: the lines in bytes [start, end) of segment `segment`, their
+ * query keys flattened (KEYS per line), and the segments no process will append to any more
+ * (all their lines are in this batch or earlier ones).
+ */
+export interface WireBatch { segment: string; start: number; end: number; keys: readonly (string | null)[]; close: readonly string[] }
 
 export interface WriteResult {
   firstSeq: number;
@@ -22,8 +27,7 @@ export interface WriteResult {
 }
 
 export interface BatchWriter {
-  /** meta: [key, value] stored in the same transaction (the journal's committed offset). */
-  write(batch: WireBatch, wantHashes: readonly number[], meta?: [string, string]): WriteResult;
+  write(batch: WireBatch, wantHashes: readonly number[]): WriteResult;
   checkpoint(type: CheckpointType): Checkpoint | undefined;
   head(): { seq: number; hash: string };
   /** Retention: drop the whole segments older than `before` (and at or below `maxSeq`), anchored by a signed checkpoint. */
@@ -39,43 +43,23 @@ export interface PruneResult {
 }
 
 export interface SegmentPolicy {
-  /** Start a new segment when the current one's first event is this old (retention granularity). */
+  /** Start a new segment file when the current one is this old (retention granularity)... */
   maxAgeMs: number;
+  /** ... or holds this many events. */
   maxEvents: number;
 }
 
 export const DEFAULT_SEGMENTS: SegmentPolicy = { maxAgeMs: 86_400_000, maxEvents: 10_000_000 };
 
-export function createBatchWriter(db: DatabaseSync, key: SigningKey, checkpointEvery: number, segments: SegmentPolicy = DEFAULT_SEGMENTS): BatchWriter {
-  const newest = db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name GLOB 'audit_seg_[0-9]*' ORDER BY name DESC LIMIT 1");
-  let seg: { name: string; insert: StatementSync; opened: number; first: StatementSync } | undefined;
-  /** The segment to append to: the newest one, or a new one when it is old or full. Inside the write transaction. */
-  function currentSegment(headSeq: number): StatementSync {
-    // Read each time: another process sharing the data dir may have started a segment.
-    const name = String(newest.get()?.name);
-    if (seg?.name !== name) seg = open(name);
-    const first = seg.first.get();
-    const full = first !== undefined && (headSeq - Number(first.seq) + 1 >= segments.maxEvents || Date.now() - seg.opened >= segments.maxAgeMs);
-    if (full && segmentTables(db).length < MAX_SEGMENTS) seg = open(addSegment(db));
-    return seg.insert;
-  }
-  function open(name: string) {
-    const first = db.prepare(`SELECT seq, time FROM ${name} ORDER BY seq LIMIT 1`);
-    // A segment from before this metadata existed is as old as its first event.
-    const opened = Date.parse(getMeta(db, segmentOpenedKey(name)) ?? String(first.get()?.time ?? new Date().toISOString()));
-    return {
-      name, first, opened: Number.isNaN(opened) ? Date.now() : opened,
-      insert: db.prepare(`INSERT INTO ${name} (seq, time, type, request_id, agent, decision, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`),
-    };
-  }
-  const tail = db.prepare('SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1');
+export function createBatchWriter(db: DatabaseSync, dataDir: string, key: SigningKey, checkpointEvery: number): BatchWriter {
+  const insert = db.prepare('INSERT INTO audit_blocks (first_seq, last_seq, prev_hash, min_time, max_time, segment, byte_start, byte_end, sealed, hashes, keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)');
   let syncFull = true;
   let lastCheckpointSeq = readCheckpoints(db).reduce((m, c) => Math.max(m, c.tree_size), 0);
 
   /** The chain head as stored: read inside the write transaction, so even two processes sharing a data dir chain correctly. */
   function storedHead(): { seq: number; hash: string } {
-    const row = tail.get();
-    if (row) return { seq: Number(row.seq), hash: String(row.hash) };
+    const b = lastBlock(db);
+    if (b) return { seq: b.last_seq, hash: b.hashes.slice(-64) };
     const anchor = retentionAnchor(readCheckpoints(db));
     return anchor ? { seq: anchor.tree_size, hash: anchor.head_hash } : { seq: 0, hash: GENESIS_HASH };
   }
@@ -92,27 +76,33 @@ export function createBatchWriter(db: DatabaseSync, key: SigningKey, checkpointE
   return {
     head: storedHead,
     checkpoint,
-    write({ jsons, cols }, wantHashes, meta) {
-      const want = new Set(wantHashes);
-      const hashes: Record<number, string> = {};
+    write({ segment, start, end, keys, close }, wantHashes) {
       // fsync only for batches someone waits on (recordDurable): the rest are already safe from
-      // a process crash in the write-ahead journal, and an fsync per batch costs the hot path.
+      // a process crash in the segment file, and an fsync per batch costs the hot path.
       const durable = wantHashes.length > 0;
       if (durable !== syncFull) { db.exec(`PRAGMA synchronous=${durable ? 'FULL' : 'NORMAL'}`); syncFull = durable; }
+      const lines = end > start ? readLines(dataDir, segment, start, end, durable) : [];
+      if (lines.length * KEYS !== keys.length) throw new Error(`audit segment ${segment} bytes ${start}..${end} hold ${lines.length} lines, the batch names ${keys.length / KEYS}`);
+      const hashes: Record<number, string> = {};
       const res = transaction(db, () => {
         const head = storedHead();
-        const insert = currentSegment(head.seq);
         let seq = head.seq;
         let prev = head.hash;
-        for (let i = 0; i < jsons.length; i++) {
-          seq++;
-          const sealed = sealLine(jsons[i], seq, prev);
-          const c = i * COLS;
-          insert.run(seq, cols[c], cols[c + 1], cols[c + 2], cols[c + 3], cols[c + 4], sealed.body, sealed.hash);
-          prev = sealed.hash;
-          if (want.has(i)) hashes[i] = sealed.hash;
+        if (lines.length) {
+          const all = new Array<string>(lines.length);
+          let min = String(keys[0]);
+          let max = min;
+          for (let i = 0; i < lines.length; i++) {
+            prev = chainHash(lines[i], ++seq, prev);
+            all[i] = prev;
+            const t = String(keys[i * KEYS]);
+            if (t < min) min = t; else if (t > max) max = t;
+          }
+          for (const i of wantHashes) hashes[i] = all[i];
+          insert.run(head.seq + 1, seq, head.hash, min, max, segment, start, end, all.join(''), JSON.stringify(keys));
+          setMeta(db, indexedKey(segment), String(end));
         }
-        if (meta) setMeta(db, meta[0], meta[1]);
+        for (const gen of close) setMeta(db, closedKey(gen), new Date().toISOString());
         return { firstSeq: head.seq + 1, lastSeq: seq, lastHash: prev };
       });
       let cp: Checkpoint | undefined;
@@ -123,31 +113,42 @@ export function createBatchWriter(db: DatabaseSync, key: SigningKey, checkpointE
       return { ...res, hashes, checkpoint: cp };
     },
     prune(before, maxSeq = Number.MAX_SAFE_INTEGER) {
-      return transaction(db, () => {
-        const segs = segmentTables(db);
-        // Whole segments only, oldest first, never the one being written: a segment goes when its
-        // newest event is older than the cut (and delivered to every sink, when maxSeq says so).
-        const drop: string[] = [];
-        let cut: { seq: number; hash: string } | undefined;
-        let deletedEvents = 0;
-        for (const name of segs.slice(0, -1)) {
-          const last = db.prepare(`SELECT seq, time, hash FROM ${name} ORDER BY seq DESC LIMIT 1`).get();
-          if (last && (String(last.time) >= before || Number(last.seq) > maxSeq)) break;
-          drop.push(name);
-          if (last) cut = { seq: Number(last.seq), hash: String(last.hash) };
-          deletedEvents += Number(db.prepare(`SELECT count(*) AS n FROM ${name}`).get()?.n ?? 0);
+      const dropped: string[] = [];
+      const result = transaction(db, (): PruneResult => {
+        // Whole segment files only, and only a seq prefix of the chain: walk the blocks oldest
+        // first while they are old enough, delivered (maxSeq) and in files no process appends to;
+        // a cut is possible after a block once every file seen so far ends at or before it.
+        const blocks = db.prepare('SELECT first_seq, last_seq, max_time, segment FROM audit_blocks ORDER BY first_seq').all();
+        const fileEnd = new Map<string, number>();
+        for (const b of blocks) fileEnd.set(String(b.segment), Number(b.last_seq));
+        const closed = (gen: string): boolean => getMeta(db, closedKey(gen)) !== undefined;
+        let cut = 0;
+        let need = 0;
+        const seen = new Set<string>();
+        for (const b of blocks) {
+          const gen = String(b.segment);
+          if (String(b.max_time) >= before || Number(b.last_seq) > maxSeq || !closed(gen)) break;
+          seen.add(gen);
+          need = Math.max(need, fileEnd.get(gen) ?? 0);
+          if (Number(b.last_seq) >= need) cut = Number(b.last_seq);
         }
-        if (!cut) return { cutSeq: 0, deletedEvents: 0, segments: 0 };
+        if (cut === 0) return { cutSeq: 0, deletedEvents: 0, segments: 0 };
+        const first = Number(blocks[0].first_seq);
+        const cutHash = String(db.prepare('SELECT hashes FROM audit_blocks WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1').get(cut)?.hashes).slice(-64);
         // The signed anchor the remaining chain starts from; older checkpoints are superseded by it.
-        const anchor = signCheckpoint(key, cut.seq, cut.hash, 'retention');
+        const anchor = signCheckpoint(key, cut, cutHash, 'retention');
         insertCheckpoint(db, anchor);
-        db.prepare('DELETE FROM audit_checkpoints WHERE tree_size < ?').run(cut.seq);
-        db.prepare("DELETE FROM audit_checkpoints WHERE tree_size = ? AND type <> 'retention'").run(cut.seq);
-        for (const name of drop) { db.exec(`DROP TABLE ${name}`); db.prepare('DELETE FROM audit_meta WHERE key = ?').run(segmentOpenedKey(name)); }
-        rebuildEventsView(db);
-        if (lastCheckpointSeq < cut.seq) lastCheckpointSeq = cut.seq;
-        return { cutSeq: cut.seq, deletedEvents, segments: drop.length, anchor };
+        db.prepare('DELETE FROM audit_checkpoints WHERE tree_size < ?').run(cut);
+        db.prepare("DELETE FROM audit_checkpoints WHERE tree_size = ? AND type <> 'retention'").run(cut);
+        db.prepare('DELETE FROM audit_blocks WHERE first_seq <= ?').run(cut);
+        for (const gen of seen) if ((fileEnd.get(gen) ?? 0) <= cut) dropped.push(gen);
+        if (lastCheckpointSeq < cut) lastCheckpointSeq = cut;
+        return { cutSeq: cut, deletedEvents: cut - first + 1, segments: dropped.length, anchor };
       });
+      // Files go after the commit; one left by a crash here is closed and unreferenced, and the
+      // next start deletes it (closed:<gen> stays in audit_meta for that).
+      for (const gen of dropped) deleteSegment(dataDir, gen);
+      return result;
     },
   };
 }

@@ -1,0 +1,213 @@
+// Segment files hold the trail's bytes. Each process appends the events it records to its own
+// file <dataDir>/audit-segment-<gen>.log, one JSON line per event and one write(2) per event-loop
+// turn, before the request is acknowledged: a process killed with kill -9 loses nothing it
+// acknowledged (the OS has the bytes). The writer thread then chains the lines where they are:
+// the database keeps, per block of lines, the byte range, seq range, hashes and query keys, so
+// an event's bytes are written once. (An fsync per event would also survive power loss; that is
+// what recordDurable is for.) A new file is started each day (the unit retention deletes).
+import { closeSync, fdatasyncSync, openSync, readSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+
+const PREFIX = 'audit-segment-';
+const SUFFIX = '.log';
+/** Write-ahead journals of versions before segment files: their lines are recovered, then the file deleted. */
+const LEGACY_JOURNAL_PREFIX = 'audit-journal-';
+
+export const segmentFileName = (gen: string): string => `${PREFIX}${gen}${SUFFIX}`;
+
+/** audit_meta keys: bytes of a segment already chained, and that no process appends to it any more. */
+export const indexedKey = (gen: string): string => `indexed:${gen}`;
+export const closedKey = (gen: string): string => `closed:${gen}`;
+
+export interface SegmentHeader {
+  gen: string;
+  pid: number;
+  opened: string;
+  /** A file made from events of an older database layout; its lines are complete sealed events. */
+  sealed?: boolean;
+}
+
+export interface SegmentFile {
+  readonly gen: string;
+  /** When this file was started (ms). */
+  readonly openedAt: number;
+  /** Lines appended so far. */
+  readonly lines: number;
+  /** Append lines (each one JSON text) with one write(2); returns the byte offset after each. */
+  appendMany(lines: readonly string[]): number[];
+  /** Bytes in the file (the header included). */
+  size(): number;
+  close(): void;
+}
+
+// Segment files this process has open for appending. Process-wide on purpose: a second audit log
+// opened in the same process (CLI helpers, tests) must not mistake them for a dead process's files.
+const openHere = new Set<string>();
+
+/** True when this process still appends to the segment (so it is not an orphan). */
+export function openInThisProcess(gen: string): boolean {
+  return openHere.has(gen);
+}
+
+/** Start a new segment file owned by this process. */
+export function createSegment(dataDir: string, extra: Partial<SegmentHeader> = {}): SegmentFile {
+  const gen = new Date().toISOString().slice(0, 10).replaceAll('-', '') + '-' + randomBytes(6).toString('hex');
+  const openedAt = Date.now();
+  const fd = openSync(join(dataDir, segmentFileName(gen)), 'wx', 0o600);
+  const header: SegmentHeader = { gen, pid: process.pid, opened: new Date(openedAt).toISOString(), ...extra };
+  let offset = writeAll(fd, Buffer.from(JSON.stringify(header) + '\n'), 0);
+  let lines = 0;
+  openHere.add(gen);
+  return {
+    gen,
+    openedAt,
+    get lines() { return lines; },
+    appendMany(batch) {
+      const ends = new Array<number>(batch.length);
+      let end = offset;
+      for (let i = 0; i < batch.length; i++) { end += Buffer.byteLength(batch[i]) + 1; ends[i] = end; }
+      offset = writeAll(fd, Buffer.from(batch.join('\n') + '\n'), offset);
+      if (offset !== end) throw new Error(`segment ${gen}: wrote up to byte ${offset}, expected ${end}`);
+      lines += batch.length;
+      return ends;
+    },
+    size: () => offset,
+    close: () => { openHere.delete(gen); closeSync(fd); },
+  };
+}
+
+function writeAll(fd: number, buf: Buffer, offset: number): number {
+  let written = 0;
+  while (written < buf.length) written += writeSync(fd, buf, written, buf.length - written, offset + written);
+  return offset + written;
+}
+
+export class SegmentMissingError extends Error {
+  readonly gen: string;
+  constructor(gen: string, message: string) {
+    super(message);
+    this.gen = gen;
+    this.name = 'SegmentMissingError';
+  }
+}
+
+/**
+ * The lines stored in bytes [start, end) of a segment (end is just after a newline).
+ * fsync: flush the file to disk first (a durable batch).
+ */
+export function readLines(dataDir: string, gen: string, start: number, end: number, fsync = false): string[] {
+  let fd: number;
+  try {
+    fd = openSync(join(dataDir, segmentFileName(gen)), 'r');
+  } catch (e) {
+    throw new SegmentMissingError(gen, `audit segment file ${segmentFileName(gen)} cannot be read (${(e as NodeJS.ErrnoException).code ?? String(e)}): the events it held are missing`);
+  }
+  try {
+    if (fsync) fdatasyncSync(fd);
+    const buf = Buffer.allocUnsafe(end - start);
+    let got = 0;
+    while (got < buf.length) {
+      const n = readSync(fd, buf, got, buf.length - got, start + got);
+      if (n === 0) break;
+      got += n;
+    }
+    if (got < buf.length) throw new SegmentMissingError(gen, `audit segment file ${segmentFileName(gen)} ends at byte ${start + got}, before byte ${end}: the file was truncated`);
+    const lines = buf.toString('utf8').split('\n');
+    lines.pop(); // the text after the last newline (empty)
+    return lines;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export interface SegmentInfo extends SegmentHeader {
+  /** Byte offset just after the header line. */
+  headerEnd: number;
+}
+
+/** Segment files in the data dir (oldest first by name), with their headers. */
+export function listSegments(dataDir: string): SegmentInfo[] {
+  const out: SegmentInfo[] = [];
+  let names: string[] = [];
+  try { names = readdirSync(dataDir).filter((n) => n.startsWith(PREFIX) && n.endsWith(SUFFIX)).sort(); } catch { /* no data dir yet */ }
+  for (const name of names) {
+    const head = readHeader(join(dataDir, name));
+    if (head) out.push(head);
+  }
+  return out;
+}
+
+function readHeader(path: string): SegmentInfo | undefined {
+  let fd: number;
+  try { fd = openSync(path, 'r'); } catch { return undefined; }
+  try {
+    const buf = Buffer.alloc(512);
+    const n = readSync(fd, buf, 0, buf.length, 0);
+    const nl = buf.subarray(0, n).indexOf(10);
+    if (nl < 0) return undefined;
+    const h = JSON.parse(buf.subarray(0, nl).toString('utf8')) as SegmentHeader;
+    return typeof h.gen === 'string' ? { ...h, headerEnd: nl + 1 } : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function deleteSegment(dataDir: string, gen: string): void {
+  try { unlinkSync(join(dataDir, segmentFileName(gen))); } catch { /* already gone */ }
+}
+
+export function processAlive(pid: number): boolean {
+  if (pid === process.pid) return false; // an earlier incarnation of a reused pid cannot be us
+  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+}
+
+/**
+ * Complete lines of a segment from byte `from` on, with the byte offset after each. A torn last
+ * line (killed mid-write) has no newline: its request was never acknowledged.
+ */
+export function linesFrom(dataDir: string, gen: string, from: number): { lines: string[]; ends: number[] } {
+  let buf: Buffer;
+  try { buf = readFileSync(join(dataDir, segmentFileName(gen))); } catch { return { lines: [], ends: [] }; }
+  const lines: string[] = [];
+  const ends: number[] = [];
+  let at = from;
+  for (;;) {
+    const nl = buf.indexOf(10, at);
+    if (nl < 0) break;
+    lines.push(buf.subarray(at, nl).toString('utf8'));
+    ends.push(nl + 1);
+    at = nl + 1;
+  }
+  return { lines, ends };
+}
+
+/**
+ * Journals left by versions before segment files, by processes that are gone: their lines after
+ * the committed offset, in order. Call `done()` once those lines are in a segment.
+ */
+export function legacyJournalLines(dataDir: string, committedEnd: (gen: string) => number | undefined): { lines: string[]; done(): void } {
+  const lines: string[] = [];
+  const files: string[] = [];
+  let names: string[] = [];
+  try { names = readdirSync(dataDir).filter((n) => n.startsWith(LEGACY_JOURNAL_PREFIX)).sort(); } catch { /* no data dir yet */ }
+  for (const name of names) {
+    const path = join(dataDir, name);
+    const buf = readFileSync(path);
+    const nl = buf.indexOf(10);
+    if (nl < 0) { files.push(path); continue; }
+    let head: { gen?: string; pid?: number };
+    try { head = JSON.parse(buf.subarray(0, nl).toString('utf8')) as { gen?: string; pid?: number }; } catch { files.push(path); continue; }
+    if (typeof head.pid === 'number' && processAlive(head.pid)) continue; // an older gateway still runs
+    const from = Math.max(committedEnd(String(head.gen)) ?? 0, nl + 1);
+    const complete = buf.subarray(from).toString('utf8').split('\n');
+    complete.pop();
+    for (const l of complete) if (l) lines.push(l);
+    files.push(path);
+  }
+  return { lines, done: () => { for (const f of files) { try { unlinkSync(f); } catch { /* already gone */ } } } };
+}
+
+export const legacyJournalKey = (gen: string): string => `journal:${gen}`;
