@@ -75,13 +75,13 @@ export function rewriteTrail(dir: string, mutate: (events: TrailEvent[]) => Trai
     const ends = seg.appendMany(events.map((e) => e.line));
     seg.close();
     db.exec('BEGIN; DELETE FROM audit_blocks;');
-    const insert = db.prepare(`INSERT INTO audit_blocks (${BLOCK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+    const insert = db.prepare(`INSERT INTO audit_blocks (${BLOCK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
     for (let i = 0; i < events.length;) {
       let j = i + 1;
       while (j < events.length && j - i < blockSize && events[j].sealed === events[i].sealed) j++;
       const part = events.slice(i, j);
       const times = part.map((e) => String(e.keys[0])).sort();
-      insert.run(first + i, first + j - 1, part[0].prev, times[0], times[times.length - 1], seg.gen, i ? ends[i - 1] : start0, ends[j - 1],
+      insert.run(first + i, first + j - 1, part[0].prev, part[part.length - 1].hash, times[0], times[times.length - 1], seg.gen, i ? ends[i - 1] : start0, ends[j - 1],
         part[0].sealed ? 1 : 0, part.map((e) => e.hash).join(''), JSON.stringify(part.flatMap((e) => e.keys)));
       i = j;
     }

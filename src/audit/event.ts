@@ -118,9 +118,35 @@ export const GENESIS_HASH = '0'.repeat(64);
 
 const HASH_TAIL = /,"hash":"([0-9a-f]{64})"\}$/;
 
-/** The hash that seals event line `json` (from encodeEvent) as event `seq` after `prevHash`. */
+// What an event's hash covers: its line (from encodeEvent) with seq and prev_hash put in front.
+const chainPrefix = (seq: number, prevHash: string): string => '{"seq":' + seq + ',"prev_hash":"' + prevHash + '",';
+
+/** The hash that seals event line `json` as event `seq` after `prevHash`. */
 export function chainHash(json: string, seq: number, prevHash: string): string {
-  return oneShotHash('sha256', '{"seq":' + seq + ',"prev_hash":"' + prevHash + '",' + json.slice(1));
+  return oneShotHash('sha256', chainPrefix(seq, prevHash) + json.slice(1));
+}
+
+/**
+ * chainHash for each newline-terminated line in `bytes` (UTF-8, as stored), numbered from
+ * firstSeq: the writer hashes the bytes it read without decoding them to strings.
+ */
+export function chainHashLines(bytes: Buffer, firstSeq: number, prevHash: string): string[] {
+  const out: string[] = [];
+  let scratch = Buffer.allocUnsafe(4096);
+  let prev = prevHash;
+  for (let at = 0, seq = firstSeq; at < bytes.length; seq++) {
+    const nl = bytes.indexOf(10, at);
+    const end = nl < 0 ? bytes.length : nl;
+    const prefix = chainPrefix(seq, prev);
+    const len = prefix.length + end - at - 1; // the prefix is ASCII: one byte per char
+    if (scratch.length < len) scratch = Buffer.allocUnsafe(len * 2);
+    scratch.write(prefix, 0, 'latin1');
+    bytes.copy(scratch, prefix.length, at + 1, end);
+    prev = oneShotHash('sha256', scratch.subarray(0, len));
+    out.push(prev);
+    at = end + 1;
+  }
+  return out;
 }
 
 /** The sealed text of an event line: what exports carry and what chainHash covers, plus the hash. */

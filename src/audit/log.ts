@@ -278,14 +278,18 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     urgent = false;
     const want: number[] = [];
     const keys = new Array<string | null>(n * KEYS);
+    let minTime = n ? first.cols[0] : '';
+    let maxTime = minTime;
     for (let i = 0; i < n; i++) {
       const e = items[qHead + i];
       if (e.durable) want.push(i);
       for (let k = 0; k < KEYS; k++) keys[i * KEYS + k] = e.cols[k];
+      if (e.cols[0] < minTime) minTime = e.cols[0]; else if (e.cols[0] > maxTime) maxTime = e.cols[0];
     }
     const id = nextId++;
     inFlight = { id, n };
-    const batch = { segment: first?.gen ?? '', start: n ? first.jstart : 0, end: n ? items[qHead + n - 1].jend : 0, keys, close };
+    // Keys go as one JSON text (what the block row stores): one string to copy, not 5 per event.
+    const batch = { segment: first?.gen ?? '', start: n ? first.jstart : 0, end: n ? items[qHead + n - 1].jend : 0, count: n, keys: JSON.stringify(keys), minTime, maxTime, close };
     return new Promise((resolve) => {
       call({ op: 'write', id, batch, want }, (r) => {
         inFlight = undefined;
@@ -553,12 +557,12 @@ function resumeHead(db: DatabaseSync, key: SigningKey, dataDir: string): Head {
       const events = blockEvents(dataDir, b);
       const last = events[events.length - 1];
       const parsed = JSON.parse(last.text) as Record<string, unknown>;
-      ok = parsed.seq === last.seq && recomputeHash(last.text, parsed) === last.hash;
+      ok = parsed.seq === last.seq && recomputeHash(last.text, parsed) === last.hash && last.hash === b.last_hash;
     } catch { ok = false; }
     if (!ok) {
       throw new AuditUnavailableError(`audit chain tail (seq ${b.last_seq}) does not verify; the audit data was modified. Run \`aam audit verify\` and investigate before starting.`);
     }
-    return { seq: b.last_seq, hash: b.hashes.slice(-64) };
+    return { seq: b.last_seq, hash: b.last_hash };
   }
   const anchor = retentionAnchor(cps);
   if (anchor) {

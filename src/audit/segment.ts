@@ -92,11 +92,15 @@ export class SegmentMissingError extends Error {
   }
 }
 
-/**
- * The lines stored in bytes [start, end) of a segment (end is just after a newline).
- * fsync: flush the file to disk first (a durable batch).
- */
-export function readLines(dataDir: string, gen: string, start: number, end: number, fsync = false): string[] {
+/** The lines stored in bytes [start, end) of a segment (end is just after a newline). */
+export function readLines(dataDir: string, gen: string, start: number, end: number): string[] {
+  const lines = readBytes(dataDir, gen, start, end).toString('utf8').split('\n');
+  lines.pop(); // the text after the last newline (empty)
+  return lines;
+}
+
+/** Bytes [start, end) of a segment. fsync: flush the file to disk first (a durable batch). */
+export function readBytes(dataDir: string, gen: string, start: number, end: number, fsync = false): Buffer {
   let fd: number;
   try {
     fd = openSync(join(dataDir, segmentFileName(gen)), 'r');
@@ -113,9 +117,7 @@ export function readLines(dataDir: string, gen: string, start: number, end: numb
       got += n;
     }
     if (got < buf.length) throw new SegmentMissingError(gen, `audit segment file ${segmentFileName(gen)} ends at byte ${start + got}, before byte ${end}: the file was truncated`);
-    const lines = buf.toString('utf8').split('\n');
-    lines.pop(); // the text after the last newline (empty)
-    return lines;
+    return buf;
   } finally {
     closeSync(fd);
   }

@@ -41,6 +41,7 @@ export function openAuditDb(dataDir: string, opts: { busyTimeoutMs?: number } = 
       first_seq INTEGER PRIMARY KEY,
       last_seq INTEGER NOT NULL,
       prev_hash TEXT NOT NULL,
+      last_hash TEXT NOT NULL,
       min_time TEXT NOT NULL,
       max_time TEXT NOT NULL,
       segment TEXT NOT NULL,
@@ -77,7 +78,7 @@ function migrateLegacyTables(db: DatabaseSync, dataDir: string): void {
     if (tables.length === 0) return;
     const seg = createSegment(dataDir, { sealed: true });
     try {
-      const insert = db.prepare('INSERT INTO audit_blocks (first_seq, last_seq, prev_hash, min_time, max_time, segment, byte_start, byte_end, sealed, hashes, keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)');
+      const insert = db.prepare('INSERT INTO audit_blocks (first_seq, last_seq, prev_hash, last_hash, min_time, max_time, segment, byte_start, byte_end, sealed, hashes, keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)');
       let block: { rows: Record<string, unknown>[] } = { rows: [] };
       let start = seg.size();
       let prev = '';
@@ -93,7 +94,7 @@ function migrateLegacyTables(db: DatabaseSync, dataDir: string): void {
           if (String(r.time) < min) min = String(r.time);
           if (String(r.time) > max) max = String(r.time);
         }
-        insert.run(Number(rows[0].seq), Number(rows[rows.length - 1].seq), prev, min, max, seg.gen, start, ends[ends.length - 1], rows.map((r) => String(r.hash)).join(''), JSON.stringify(keys));
+        insert.run(Number(rows[0].seq), Number(rows[rows.length - 1].seq), prev, String(rows[rows.length - 1].hash), min, max, seg.gen, start, ends[ends.length - 1], rows.map((r) => String(r.hash)).join(''), JSON.stringify(keys));
         prev = String(rows[rows.length - 1].hash);
         start = ends[ends.length - 1];
         block = { rows: [] };
@@ -123,6 +124,8 @@ export interface Block {
   first_seq: number;
   last_seq: number;
   prev_hash: string;
+  /** The hash of its last event (the chain head when it is the newest block). */
+  last_hash: string;
   min_time: string;
   max_time: string;
   segment: string;
@@ -136,11 +139,11 @@ export interface Block {
   keys: string;
 }
 
-export const BLOCK_COLUMNS = 'first_seq, last_seq, prev_hash, min_time, max_time, segment, byte_start, byte_end, sealed, hashes, keys';
+export const BLOCK_COLUMNS = 'first_seq, last_seq, prev_hash, last_hash, min_time, max_time, segment, byte_start, byte_end, sealed, hashes, keys';
 
 function toBlock(r: Record<string, unknown>): Block {
   return {
-    first_seq: Number(r.first_seq), last_seq: Number(r.last_seq), prev_hash: String(r.prev_hash), min_time: String(r.min_time),
+    first_seq: Number(r.first_seq), last_seq: Number(r.last_seq), prev_hash: String(r.prev_hash), last_hash: String(r.last_hash), min_time: String(r.min_time),
     max_time: String(r.max_time), segment: String(r.segment), byte_start: Number(r.byte_start), byte_end: Number(r.byte_end),
     sealed: Number(r.sealed), hashes: String(r.hashes), keys: String(r.keys),
   };

@@ -229,7 +229,7 @@ function checkBlock(dataDir: string, b: Block, checker: ChainChecker, budget: { 
   let keys: EventKeys[];
   try { keys = blockKeys(b); } catch { keys = []; }
   const n = b.last_seq - b.first_seq + 1;
-  if (lines.length !== n || keys.length !== n || b.hashes.length !== n * 64) {
+  if (lines.length !== n || keys.length !== n || b.hashes.length !== n * 64 || b.last_hash !== b.hashes.slice(-64)) {
     checker.fail(b.first_seq, 'altered', `block of events ${b.first_seq}..${b.last_seq} holds ${lines.length} lines, ${keys.length} keys and ${Math.floor(b.hashes.length / 64)} hashes: its segment bytes or index row were edited`);
     return;
   }

@@ -3,19 +3,28 @@
 // thread (writer-worker.ts) so hashing and SQLite I/O stay off the event loop that serves
 // requests; this file is plain synchronous logic so it can be tested directly.
 import type { DatabaseSync } from 'node:sqlite';
-import { GENESIS_HASH, chainHash } from './event.ts';
+import { GENESIS_HASH, chainHashLines } from './event.ts';
 import { signCheckpoint } from './checkpoint.ts';
 import type { Checkpoint, CheckpointType } from './checkpoint.ts';
 import type { SigningKey } from './keys.ts';
-import { KEYS, getMeta, insertCheckpoint, lastBlock, readCheckpoints, retentionAnchor, setMeta, transaction } from './store.ts';
-import { closedKey, deleteSegment, indexedKey, readLines } from './segment.ts';
+import { getMeta, insertCheckpoint, readCheckpoints, retentionAnchor, setMeta, transaction } from './store.ts';
+import { closedKey, deleteSegment, indexedKey, readBytes } from './segment.ts';
 
 /**
- * A batch as sent to the writer: the lines in bytes [start, end) of segment `segment`, their
- * query keys flattened (KEYS per line), and the segments no process will append to any more
- * (all their lines are in this batch or earlier ones).
+ * A batch as sent to the writer: the `count` lines in bytes [start, end) of segment `segment`,
+ * their query keys (JSON of KEYS values per line, stored as is) and time range, and the segments
+ * no process will append to any more (all their lines are in this batch or earlier ones).
  */
-export interface WireBatch { segment: string; start: number; end: number; keys: readonly (string | null)[]; close: readonly string[] }
+export interface WireBatch {
+  segment: string;
+  start: number;
+  end: number;
+  count: number;
+  keys: string;
+  minTime: string;
+  maxTime: string;
+  close: readonly string[];
+}
 
 export interface WriteResult {
   firstSeq: number;
@@ -52,14 +61,15 @@ export interface SegmentPolicy {
 export const DEFAULT_SEGMENTS: SegmentPolicy = { maxAgeMs: 86_400_000, maxEvents: 10_000_000 };
 
 export function createBatchWriter(db: DatabaseSync, dataDir: string, key: SigningKey, checkpointEvery: number): BatchWriter {
-  const insert = db.prepare('INSERT INTO audit_blocks (first_seq, last_seq, prev_hash, min_time, max_time, segment, byte_start, byte_end, sealed, hashes, keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)');
+  const tail = db.prepare('SELECT last_seq, last_hash FROM audit_blocks ORDER BY first_seq DESC LIMIT 1');
+  const insert = db.prepare('INSERT INTO audit_blocks (first_seq, last_seq, prev_hash, last_hash, min_time, max_time, segment, byte_start, byte_end, sealed, hashes, keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)');
   let syncFull = true;
   let lastCheckpointSeq = readCheckpoints(db).reduce((m, c) => Math.max(m, c.tree_size), 0);
 
   /** The chain head as stored: read inside the write transaction, so even two processes sharing a data dir chain correctly. */
   function storedHead(): { seq: number; hash: string } {
-    const b = lastBlock(db);
-    if (b) return { seq: b.last_seq, hash: b.hashes.slice(-64) };
+    const b = tail.get();
+    if (b) return { seq: Number(b.last_seq), hash: String(b.last_hash) };
     const anchor = retentionAnchor(readCheckpoints(db));
     return anchor ? { seq: anchor.tree_size, hash: anchor.head_hash } : { seq: 0, hash: GENESIS_HASH };
   }
@@ -76,30 +86,25 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
   return {
     head: storedHead,
     checkpoint,
-    write({ segment, start, end, keys, close }, wantHashes) {
+    write({ segment, start, end, count, keys, minTime, maxTime, close }, wantHashes) {
       // fsync only for batches someone waits on (recordDurable): the rest are already safe from
       // a process crash in the segment file, and an fsync per batch costs the hot path.
       const durable = wantHashes.length > 0;
       if (durable !== syncFull) { db.exec(`PRAGMA synchronous=${durable ? 'FULL' : 'NORMAL'}`); syncFull = durable; }
-      const lines = end > start ? readLines(dataDir, segment, start, end, durable) : [];
-      if (lines.length * KEYS !== keys.length) throw new Error(`audit segment ${segment} bytes ${start}..${end} hold ${lines.length} lines, the batch names ${keys.length / KEYS}`);
+      const bytes = count ? readBytes(dataDir, segment, start, end, durable) : Buffer.alloc(0);
+      if (count && bytes[bytes.length - 1] !== 10) throw new Error(`audit segment ${segment}: bytes ${start}..${end} do not end a line`);
       const hashes: Record<number, string> = {};
       const res = transaction(db, () => {
         const head = storedHead();
         let seq = head.seq;
         let prev = head.hash;
-        if (lines.length) {
-          const all = new Array<string>(lines.length);
-          let min = String(keys[0]);
-          let max = min;
-          for (let i = 0; i < lines.length; i++) {
-            prev = chainHash(lines[i], ++seq, prev);
-            all[i] = prev;
-            const t = String(keys[i * KEYS]);
-            if (t < min) min = t; else if (t > max) max = t;
-          }
+        if (count) {
+          const all = chainHashLines(bytes, head.seq + 1, head.hash);
+          if (all.length !== count) throw new Error(`audit segment ${segment} bytes ${start}..${end} hold ${all.length} lines, the batch names ${count}`);
+          seq += count;
+          prev = all[count - 1];
           for (const i of wantHashes) hashes[i] = all[i];
-          insert.run(head.seq + 1, seq, head.hash, min, max, segment, start, end, all.join(''), JSON.stringify(keys));
+          insert.run(head.seq + 1, seq, head.hash, prev, minTime, maxTime, segment, start, end, all.join(''), keys);
           setMeta(db, indexedKey(segment), String(end));
         }
         for (const gen of close) setMeta(db, closedKey(gen), new Date().toISOString());
@@ -134,7 +139,7 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
         }
         if (cut === 0) return { cutSeq: 0, deletedEvents: 0, segments: 0 };
         const first = Number(blocks[0].first_seq);
-        const cutHash = String(db.prepare('SELECT hashes FROM audit_blocks WHERE first_seq <= ? ORDER BY first_seq DESC LIMIT 1').get(cut)?.hashes).slice(-64);
+        const cutHash = String(db.prepare('SELECT last_hash FROM audit_blocks WHERE last_seq = ?').get(cut)?.last_hash);
         // The signed anchor the remaining chain starts from; older checkpoints are superseded by it.
         const anchor = signCheckpoint(key, cut, cutHash, 'retention');
         insertCheckpoint(db, anchor);
