@@ -11,7 +11,7 @@ import type { AuditAlert } from '../src/audit/log.ts';
 import { verifyDatabase } from '../src/audit/verify.ts';
 import { queryEvents, showRequest, describeEvent } from '../src/audit/query.ts';
 import { applyRetention, startRetention } from '../src/audit/retention.ts';
-import { firstSeqAtOrAfter, readEvents } from '../src/audit/store.ts';
+import { firstSeqAtOrAfter, openAuditDb, readEvents } from '../src/audit/store.ts';
 import { toOcsf } from '../src/audit/ocsf.ts';
 import { rewriteTrail, sampleEvent, tempDir } from './audit-helpers.ts';
 
@@ -355,4 +355,57 @@ test('the writer thread runs at a lower priority than the request-serving thread
   assert.equal(niceOf().filter((n) => n === 5).length, before + 1, 'one more thread at nice 5: the writer');
   assert.equal(Number(readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ')[16]), 0, 'the main thread keeps its priority');
   await log.close();
+});
+
+test('segment files: a log that recorded nothing leaves none; a killed process\'s file is chained where it is', async () => {
+  const dir = tempDir();
+  let log = openAuditLog({ dataDir: dir });
+  await log.close();
+  assert.deepEqual(segmentFiles(dir), [], 'an empty log (a CLI command that recorded nothing) leaves no file');
+
+  log = openAuditLog({ dataDir: dir });
+  for (let i = 0; i < 5; i++) log.record(sampleEvent(i));
+  await log.close();
+  assert.equal(segmentFiles(dir).length, 1);
+
+  // A process (pid gone) that wrote 3 lines and was killed before its writer committed them, the
+  // last one torn mid-write (never acknowledged).
+  const { encodeEvent } = await import('../src/audit/event.ts');
+  const gen = '20260101-deaddeadbeef';
+  const lines = [0, 1, 2].map((i) => encodeEvent(sampleEvent(100 + i), Date.now()).json);
+  writeFileSync(join(dir, `audit-segment-${gen}.log`), JSON.stringify({ gen, pid: 2 ** 22 + 7, opened: new Date().toISOString() }) + '\n' + lines.join('\n') + '\n{"time":"2026-', { mode: 0o600 });
+  log = openAuditLog({ dataDir: dir });
+  assert.equal(log.stats().queued, 3, 'the complete lines are recovered');
+  log.record(sampleEvent(200));
+  await log.close();
+  const r = verifyDatabase(dir, log.publicKeyPem());
+  assert.equal(r.ok, true, r.firstError?.message);
+  assert.equal(r.lastSeq, 9);
+  const db = openAuditDb(dir);
+  assert.deepEqual(queryEvents(db, { order: 'asc', limit: 10 }).map((e) => e.request_id).slice(5), ['req-50', 'req-50', 'req-51', 'req-100']);
+  db.close();
+  // Nothing is recovered twice.
+  log = openAuditLog({ dataDir: dir });
+  assert.equal(log.stats().queued, 0);
+  await log.close();
+  assert.equal(verifyDatabase(dir).lastSeq, 9);
+});
+
+test('the writer hashes stored bytes exactly as verification hashes the text (non-ASCII too)', async () => {
+  const { chainHash, chainHashLines, encodeEvent } = await import('../src/audit/event.ts');
+  const lines = [sampleEvent(1), sampleEvent(2, { request_id: 'réq-✓-日本' }), sampleEvent(3, { detail: { note: 'emoji 🙂 and "quotes"\n' } })]
+    .map((e) => encodeEvent(e, Date.now()).json);
+  const hashes = chainHashLines(Buffer.from(lines.join('\n') + '\n'), 41, 'ab'.repeat(32));
+  let prev = 'ab'.repeat(32);
+  const expected = lines.map((l, i) => (prev = chainHash(l, 41 + i, prev)));
+  assert.deepEqual(hashes, expected);
+  // And through a real log: the stored non-ASCII event verifies and reads back intact.
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir });
+  log.record(sampleEvent(2, { request_id: 'réq-✓-日本' }));
+  await log.close();
+  assert.equal(verifyDatabase(dir).ok, true);
+  const db = openAuditDb(dir);
+  assert.equal(showRequest(db, 'réq-✓-日本').length, 1);
+  db.close();
 });

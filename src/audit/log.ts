@@ -508,6 +508,8 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       }
       await worker.terminate();
       segment.close();
+      // A process that recorded nothing (most CLI commands) leaves no file behind.
+      if (segment.lines === 0 && pendingClose.length === 0 && left === 0) deleteSegment(opts.dataDir, segment.gen);
       db.close();
       if (left > 0) {
         throw new AuditUnavailableError(`audit storage failed at shutdown; ${left - unwritten} events stay in ${segmentFileName(segment.gen)} and are committed at the next start${unwritten ? `; ${unwritten} could not be written at all` : ''}`);
