@@ -2,7 +2,8 @@
 // sides alike: aam and aam with AAM_AUDIT=off run at the same time (both pinned to the gateway
 // core, only one under load at a time) and take turns in short wrk runs at c=64, in random order
 // per pair. Reported: the median of the per-pair RPS ratios and the CPU time per request of each
-// (from /proc, all threads: the audit writer thread shares the gateway's core).
+// (from /proc, all threads: the audit writer thread shares the gateway's core). On a shared VM
+// single runs of the same gateway differ by +-30 %; only the median over many pairs means much.
 //   node_modules/.bin/node bench/audit-ab.ts [--pairs 12] [--seconds 3]
 // Writes the "audit-ab" section of bench/AUDIT-RESULTS.md.
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -71,7 +72,9 @@ async function main(): Promise<void> {
     for (let i = 0; i < pairs; i++) {
       const order = Math.random() < 0.5 ? [on, off] : [off, on];
       const res = new Map<string, { rps: number; usPerReq: number }>();
-      for (const s of order) res.set(s.name, await run(s, seconds));
+      // A pause before each run lets the other side's background work (the audit writer's last
+      // batch, kernel writeback) finish, so it is not charged to the next run.
+      for (const s of order) { await new Promise((r) => setTimeout(r, 700)); res.set(s.name, await run(s, seconds)); }
       for (const s of [on, off]) { s.rps.push(res.get(s.name)!.rps); s.usPerReq.push(res.get(s.name)!.usPerReq); }
       const ratio = res.get('on')!.rps / res.get('off')!.rps;
       ratios.push(ratio);

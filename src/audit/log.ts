@@ -356,6 +356,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   let journalPending: Entry[] = [];
   let journalTimer: NodeJS.Immediate | undefined;
   let journalWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
+  let journalRetry: NodeJS.Timeout | undefined;
   function flushJournal(): void {
     if (journalTimer) { clearImmediate(journalTimer); journalTimer = undefined; }
     const batch = journalPending;
@@ -378,10 +379,20 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       journalPending = [];
       for (const w of waiters) w.resolve();
     } catch (e) {
-      // The lines stay pending (and queued): the next flush writes them at the same offset.
+      // The lines stay pending (and queued) and are written again, at the same offset, shortly.
       const err = new AuditUnavailableError(`audit segment write failed (${String(e)}); the action is not acknowledged`, { cause: e });
       alert({ kind: 'write_failed', message: err.message, error: e });
       for (const w of waiters) w.reject(err);
+      if (cfg.failMode === 'fail_closed') {
+        for (const entry of batch) {
+          const d = entry.durable;
+          if (d) { if (d.timer) clearTimeout(d.timer); d.reject(err); entry.durable = undefined; }
+        }
+      }
+      if (!closed && !journalRetry) {
+        journalRetry = setTimeout(() => { journalRetry = undefined; flushJournal(); schedule(false); }, 200);
+        journalRetry.unref();
+      }
     }
   }
 
