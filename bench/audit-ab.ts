@@ -24,6 +24,7 @@ const REPO = dirname(BENCH);
 const arg = (name: string, dflt: number): number => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? Number(process.argv[i + 1]) : dflt; };
 const pairs = arg('pairs', 12);
 const seconds = arg('seconds', 3);
+const conc = arg('conc', 64);
 const ports = { mock: 18090, on: 18091, off: 18092 };
 const nice = process.getuid?.() === 0 ? -10 : 0;
 const gwPin: PinOptions = { cpu: 1, nice };
@@ -55,30 +56,30 @@ async function main(): Promise<void> {
       const child = startProcess(gwPin, aamServeArgv(process.execPath, REPO, configPath, ports[name], dataDir), name === 'off' ? { AAM_AUDIT: 'off' } : {}, join(work, `aam-${name}.log`), REPO);
       children.push(child);
       if (!(await waitHttp(`http://127.0.0.1:${ports[name]}/readyz`, 30_000, 200, child))) throw new Error(`aam (${name}) did not start`);
-      return { name, child, headers: { authorization: `Bearer ${key}` }, origin: `http://127.0.0.1:${ports[name]}`, rps: [] as number[], usPerReq: [] as number[] };
+      return { name, child, headers: { authorization: `Bearer ${key}` }, origin: `http://127.0.0.1:${ports[name]}`, rps: [] as number[], p50: [] as number[], usPerReq: [] as number[] };
     };
     const on = await side('on');
     const off = await side('off');
     const run = async (s: typeof on, durationS: number) => {
       const t0 = cpuTicks(s.child.pid ?? 0) ?? 0;
-      const r = await runLoad(loadgen, clientPin, { origin: s.origin, path: '/v1/chat/completions', headers: s.headers, bodyFile: body, conc: 64, durationS });
+      const r = await runLoad(loadgen, clientPin, { origin: s.origin, path: '/v1/chat/completions', headers: s.headers, bodyFile: body, conc, durationS });
       const ticks = (cpuTicks(s.child.pid ?? 0) ?? 0) - t0;
       if (r.non2xx || r.errors) throw new Error(`aam (${s.name}): ${r.non2xx} non-2xx, ${r.errors} errors`);
-      return { rps: r.rps, usPerReq: (ticks / CLK_TCK) * 1e6 / r.requests };
+      return { rps: r.rps, p50: r.p50_ms, usPerReq: (ticks / CLK_TCK) * 1e6 / r.requests };
     };
-    say(`audit A/B: ${pairs} pairs of ${seconds} s wrk runs at c=64, aam with audit on vs off, both pinned to cpu 1`);
+    say(`audit A/B: ${pairs} pairs of ${seconds} s wrk runs at c=${conc}, aam with audit on vs off, both pinned to cpu 1`);
     for (const s of [on, off]) await run(s, 2); // warm up both
     const ratios: number[] = [];
     for (let i = 0; i < pairs; i++) {
       const order = Math.random() < 0.5 ? [on, off] : [off, on];
-      const res = new Map<string, { rps: number; usPerReq: number }>();
+      const res = new Map<string, { rps: number; p50: number; usPerReq: number }>();
       // A pause before each run lets the other side's background work (the audit writer's last
       // batch, kernel writeback) finish, so it is not charged to the next run.
       for (const s of order) { await new Promise((r) => setTimeout(r, 700)); res.set(s.name, await run(s, seconds)); }
-      for (const s of [on, off]) { s.rps.push(res.get(s.name)!.rps); s.usPerReq.push(res.get(s.name)!.usPerReq); }
+      for (const s of [on, off]) { s.rps.push(res.get(s.name)!.rps); s.p50.push(res.get(s.name)!.p50); s.usPerReq.push(res.get(s.name)!.usPerReq); }
       const ratio = res.get('on')!.rps / res.get('off')!.rps;
       ratios.push(ratio);
-      say(`  pair ${i + 1}: on ${Math.round(res.get('on')!.rps)} rps (${res.get('on')!.usPerReq.toFixed(1)} us/req), off ${Math.round(res.get('off')!.rps)} rps (${res.get('off')!.usPerReq.toFixed(1)} us/req), ratio ${(ratio * 100).toFixed(1)} %`);
+      say(`  pair ${i + 1}: on ${Math.round(res.get('on')!.rps)} rps p50 ${res.get('on')!.p50.toFixed(3)} ms (${res.get('on')!.usPerReq.toFixed(1)} us/req), off ${Math.round(res.get('off')!.rps)} rps p50 ${res.get('off')!.p50.toFixed(3)} ms (${res.get('off')!.usPerReq.toFixed(1)} us/req), ratio ${(ratio * 100).toFixed(1)} %`);
     }
     const sorted = [...ratios].sort((a, b) => a - b);
     const pct = (v: number): string => `${(v * 100).toFixed(1)} %`;
@@ -86,18 +87,19 @@ async function main(): Promise<void> {
     const cpuOff = median(off.usPerReq);
     const commit = execFileSync('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
     const body2 = [
-      `Measured ${new Date().toISOString()} with \`node_modules/.bin/node bench/audit-ab.ts --pairs ${pairs} --seconds ${seconds}\` on ${cpus().length} CPUs (${cpus()[0]?.model.trim()}), Node ${process.version}, aam at git ${commit}, load generator ${loadgen}.`,
-      'Both gateways run at once, pinned to the same core (the audit writer thread shares it); wrk (c=64, non-stream chat through the bench mock) loads one at a time, the order random per pair.',
+      `Measured ${new Date().toISOString()} with \`node_modules/.bin/node bench/audit-ab.ts --pairs ${pairs} --seconds ${seconds}${conc !== 64 ? ` --conc ${conc}` : ''}\` on ${cpus().length} CPUs (${cpus()[0]?.model.trim()}), Node ${process.version}, aam at git ${commit}, load generator ${loadgen}.`,
+      `Both gateways run at once, pinned to the same core (the audit writer thread shares it); wrk (c=${conc}, non-stream chat through the bench mock) loads one at a time, the order random per pair.`,
       '',
       '| measure | result |',
       '|---|---|',
       `| throughput with audit / without, median of ${pairs} pairs | ${pct(median(ratios))} (cost ${((1 - median(ratios)) * 100).toFixed(1)} %; target < 10 %) |`,
       `| per-pair ratio, 25th-75th percentile (min-max) | ${pct(percentile(sorted, 25))}-${pct(percentile(sorted, 75))} (${pct(sorted[0])}-${pct(sorted[sorted.length - 1])}) |`,
+      `| p50 latency with audit / without, medians | ${median(on.p50).toFixed(3)} / ${median(off.p50).toFixed(3)} ms (+${((median(on.p50) - median(off.p50)) * 1000).toFixed(0)} us) |`,
       `| RPS with audit / without, medians | ${Math.round(median(on.rps)).toLocaleString('en-US')} / ${Math.round(median(off.rps)).toLocaleString('en-US')} |`,
       `| CPU per request (all threads), medians | ${cpuOn.toFixed(1)} us with audit, ${cpuOff.toFixed(1)} us without: audit ${(cpuOn - cpuOff).toFixed(1)} us (${((cpuOn / cpuOff - 1) * 100).toFixed(1)} %) |`,
       '',
     ].join('\n');
-    replaceSection(join(BENCH, 'AUDIT-RESULTS.md'), 'audit-ab', body2, '# Audit benchmark results\n');
+    replaceSection(join(BENCH, 'AUDIT-RESULTS.md'), conc === 64 ? 'audit-ab' : `audit-ab-c${conc}`, body2, '# Audit benchmark results\n');
     say('\n' + body2);
   } finally {
     await Promise.all(children.map((c) => stopProcess(c)));
