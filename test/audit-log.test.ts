@@ -409,3 +409,23 @@ test('the writer hashes stored bytes exactly as verification hashes the text (no
   assert.equal(showRequest(db, 'réq-✓-日本').length, 1);
   db.close();
 });
+
+test('a new segment file is started when the current one reaches its age; each old one is closed once committed', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir, segments: { maxAgeMs: 30, maxEvents: 1_000_000 } });
+  for (let round = 0; round < 3; round++) {
+    for (let i = 0; i < 5; i++) log.record(sampleEvent(round * 5 + i));
+    await log.flush();
+    await sleep(40);
+  }
+  await log.close();
+  const files = segmentFiles(dir);
+  assert.equal(files.length, 3, files.join(', '));
+  const db = openAuditDb(dir);
+  const closed = db.prepare("SELECT count(*) AS n FROM audit_meta WHERE key LIKE 'closed:%'").get() as { n: number };
+  const blocks = db.prepare('SELECT DISTINCT segment FROM audit_blocks').all();
+  db.close();
+  assert.equal(closed.n, 3, 'every file is marked closed (retention may delete it)');
+  assert.equal(blocks.length, 3);
+  assert.equal(verifyDatabase(dir).events, 15);
+});
