@@ -10,7 +10,7 @@ import { verifyDatabase, verifyExport } from '../src/audit/verify.ts';
 import { exportJsonl } from '../src/audit/export.ts';
 import { signCheckpoint } from '../src/audit/checkpoint.ts';
 import { keyIdOf } from '../src/audit/keys.ts';
-import { chainHash, encodeEvent } from '../src/audit/event.ts';
+import { chainHash, encodeEvent, sealedText } from '../src/audit/event.ts';
 import type { AuditEventInput } from '../src/audit/event.ts';
 import { rewriteTrail, sampleEvent, tempDir, trailEvents } from './audit-helpers.ts';
 import type { TrailEvent } from './audit-helpers.ts';
@@ -272,4 +272,37 @@ test('a deleted or truncated segment file is reported as removed events', async 
   r = verifyDatabase(dir, pub);
   assert.deepEqual([r.firstError?.seq, r.firstError?.kind], [1, 'removed']);
   assert.match(r.firstError?.message ?? '', /audit-segment-.*missing/);
+});
+
+test('a trail in the previous layout (segment tables behind a view) is moved into a segment file and still verifies', async () => {
+  const dir = tempDir();
+  const db = new DatabaseSync(join(dir, 'audit.db'));
+  let prev = '0'.repeat(64);
+  for (const [table, from, to] of [['audit_seg_000001', 1, 30], ['audit_seg_000002', 31, 45]] as const) {
+    db.exec(`CREATE TABLE ${table} (seq INTEGER PRIMARY KEY, time TEXT NOT NULL, type TEXT NOT NULL, request_id TEXT NOT NULL,
+      agent TEXT, decision TEXT, body TEXT NOT NULL, hash TEXT NOT NULL); CREATE INDEX ${table}_request ON ${table}(request_id);`);
+    for (let seq = from; seq <= to; seq++) {
+      const { json, cols } = encodeEvent(sampleEvent(seq), 1_790_000_000_000 + seq);
+      const hash = chainHash(json, seq, prev);
+      db.prepare(`INSERT INTO ${table} (seq, time, type, request_id, agent, decision, body, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`)
+        .run(seq, cols[0], cols[1], cols[2], cols[3], cols[4], sealedText(json, seq, prev, hash), hash);
+      prev = hash;
+    }
+  }
+  db.exec('CREATE VIEW audit_events AS SELECT * FROM audit_seg_000001 UNION ALL SELECT * FROM audit_seg_000002');
+  db.close();
+  const log = openAuditLog({ dataDir: dir });
+  assert.equal(log.stats().lastSeq, 45, 'the chain resumes after the migrated events');
+  log.record(sampleEvent(46));
+  await log.close();
+  const r = verifyDatabase(dir, log.publicKeyPem());
+  assert.equal(r.ok, true, r.firstError?.message);
+  assert.equal(r.lastSeq, 46);
+  const after = new DatabaseSync(join(dir, 'audit.db'));
+  const left = after.prepare("SELECT name FROM sqlite_master WHERE name GLOB 'audit_seg_*' OR name = 'audit_events'").all();
+  after.close();
+  assert.deepEqual(left, [], 'the old tables and view are gone');
+  const text = await exportText(dir);
+  assert.equal(verifyExport(text, log.publicKeyPem()).ok, true);
+  assert.ok(text.includes('"seq":30,'), 'migrated events export as they were stored');
 });
