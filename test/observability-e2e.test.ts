@@ -16,7 +16,8 @@ test('spans carry gen_ai attributes, continue the caller trace and reach the ups
   const gw = await startTestGateway(yaml(
     doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${fake.url}/v1` }),
     doc('Model', 'gpt', { targets: [{ provider: 'oai', model: 'ok' }] }),
-    ...agentDocs(['gpt']),
+    doc('Model', 'embed', { kind: 'embeddings', targets: [{ provider: 'oai', model: 'text-embedding-3-small' }] }),
+    ...agentDocs(['gpt', 'embed']),
   ), { OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_BSP_SCHEDULE_DELAY: '50' });
   try {
     const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
@@ -39,6 +40,18 @@ test('spans carry gen_ai attributes, continue the caller trace and reach the ups
     assert.equal(attr(server, 'gen_ai.agent.id')?.stringValue, 'spiffe://test/agent/tester');
     assert.equal(attr(clientSpan, 'gen_ai.request.model')?.stringValue, 'ok');
     assert.equal(attr(server, 'aam.policy.name')?.stringValue, 'tester-policy');
+
+    // Embeddings attempts get their own client span and pass the trace upstream too.
+    await client.embeddings.create({ model: 'embed', input: 'trace me too' });
+    assert.match(String(fake.requests.at(-1)?.headers.traceparent ?? ''), new RegExp(`^00-${traceId}-[0-9a-f]{16}-01$`));
+    await gw.g.rt.tracer!.flush();
+    const all: OtlpSpan[] = [];
+    for (const r of collector.received) {
+      const b = r.body as { resourceSpans?: Array<{ scopeSpans: Array<{ spans: OtlpSpan[] }> }> };
+      for (const rs of b.resourceSpans ?? []) for (const ss of rs.scopeSpans) all.push(...ss.spans);
+    }
+    const embedClient = all.find((s) => s.kind === 3 && attr(s, 'gen_ai.operation.name')?.stringValue === 'embeddings');
+    assert.ok(embedClient, `an embeddings client span (spans: ${all.map((s) => s.name).join(', ')})`);
   } finally {
     await gw.close();
     await collector.close();

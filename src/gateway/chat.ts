@@ -19,9 +19,8 @@ import { runAttempts } from './attempts.ts';
 import { demoChat, demoStream } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
 import { localStream, openUpstreamStream, StreamBroken, type OpenStream } from './stream.ts';
-import { CallAbort, sendAttempt, sendStreamAttempt, unusable, type Injection, type UpstreamBody } from './upstream.ts';
-import { endHttpSpan, traceHeaders, type Span } from '../observability/tracing.ts';
-import { modelSpanAttributes, modelSpanName } from '../observability/otlp-genai.ts';
+import { CallAbort, sendAttempt, sendStreamAttempt, unusable, type UpstreamBody } from './upstream.ts';
+import { traced } from './traced.ts';
 import type { Route, Target } from './routes.ts';
 import { blockedMessage } from '../guardrails/engine.ts';
 import { resultToEvents, StreamRecorder } from '../cache/replay.ts';
@@ -91,7 +90,7 @@ async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: Cha
     if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoChat(req, target.model), raw: null as string | null } };
     const adapter = target.provider.adapter!;
     const up = adapter.chatRequest({ ...req, stream: false }, { model: target.model, stream: false, options: target.options });
-    const res = await traced(ctx, route, target, identity, (inj) => sendAttempt(target, up, inj, ac));
+    const res = await traced(ctx, 'chat', route, target, identity, (inj) => sendAttempt(target, up, inj, ac));
     if (!res.ok) return res;
     let result: ChatResult;
     try { result = adapter.chatResponse(JSON.parse(res.text)); } catch { return unusable(target, 'not a valid chat response'); }
@@ -133,7 +132,7 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
       if (target.provider.type === 'demo') return { ok: true as const, value: localStream(demoStream(req, target.model)) };
       const adapter = target.provider.adapter!;
       const up = adapter.chatRequest({ ...req, stream: true }, { model: target.model, stream: true, options: target.options });
-      const up1 = await traced(ctx, route, target, identity, (inj) => sendStreamAttempt(target, up, inj, ac));
+      const up1 = await traced(ctx, 'chat', route, target, identity, (inj) => sendStreamAttempt(target, up, inj, ac));
       if (!up1.ok) return up1;
       bodies.push(up1.body);
       return openUpstreamStream(target, up1.body, adapter.streamParser());
@@ -213,31 +212,6 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
   }
 }
 
-/**
- * One upstream attempt with the provider's credential injected (its name and version kept for
- * the evidence) inside a client span whose traceparent goes upstream with the request.
- */
-async function traced<R extends { status: number }>(ctx: Ctx, route: Route, target: Target, identity: Identity, send: (inj: Injection) => Promise<R>): Promise<R> {
-  const inj = await ctx.rt.injectProvider(target.provider, identity);
-  ctx.credentialUsed = inj.credential;
-  const span = clientSpan(ctx, route, target, identity);
-  const res = await send(withTrace(inj, span));
-  if (span) endHttpSpan(span, res.status, 'client');
-  return res;
-}
-
-/** Client span for one upstream attempt; its traceparent goes upstream with the request. */
-function clientSpan(ctx: Ctx, route: Route, target: Target, identity: Identity): Span | undefined {
-  if (!ctx.span || !ctx.rt.tracer) return undefined;
-  return ctx.rt.tracer.startSpan(modelSpanName('chat', target.model), {
-    kind: 'client', parent: ctx.span.context,
-    attributes: modelSpanAttributes({ operation: 'chat', provider: target.provider.type, route: route.name, requestModel: target.model, agentId: identity.agent.spiffeId, agentName: identity.agent.name }),
-  });
-}
-
-function withTrace(inj: Injection, span: Span | undefined): Injection {
-  return span ? { ...inj, headers: { ...inj.headers, ...traceHeaders(span) } } : inj;
-}
 
 async function write(res: ServerResponse, s: string): Promise<void> {
   if (!res.write(s) && !res.destroyed) await Promise.race([once(res, 'drain'), once(res, 'close')]);

@@ -15,6 +15,7 @@ import { runAttempts } from './attempts.ts';
 import { demoEmbeddings } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
 import { CallAbort, sendAttempt, unusable } from './upstream.ts';
+import { traced } from './traced.ts';
 
 export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const identity = await identify(ctx);
@@ -72,7 +73,7 @@ export function callEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: 
       return { ok: false as const, next: 'fallback' as const, status: 400, clientStatus: 400, code: 'invalid_request' as const, message: `${target.label} does not support embeddings` };
     }
     const up = adapter.embeddingsRequest(req, { model: target.model, stream: false, options: target.options });
-    const res = await sendAttempt(target, up, await ctx.rt.injectProvider(target.provider, identity), ac);
+    const res = await traced(ctx, 'embeddings', route, target, identity, (inj) => sendAttempt(target, up, inj, ac));
     if (!res.ok) return res;
     let result: EmbeddingsResult;
     try { result = adapter.embeddingsResponse(JSON.parse(res.text)); } catch { return unusable(target, 'not a valid embeddings response'); }
