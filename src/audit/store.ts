@@ -73,9 +73,12 @@ function migrateLegacyTables(db: DatabaseSync, dataDir: string): void {
   for (const s of listSegments(dataDir)) {
     if (s.sealed && !db.prepare('SELECT 1 FROM audit_blocks WHERE segment = ? LIMIT 1').get(s.gen)) deleteSegment(dataDir, s.gen);
   }
-  transaction(db, () => {
+  const moved = transaction(db, () => {
     const tables = legacyTables(db); // re-read under the write lock: another process may have migrated
-    if (tables.length === 0) return;
+    if (tables.length === 0) return 0;
+    const total = tables.reduce((n, t) => n + Number(db.prepare(`SELECT count(*) AS n FROM ${t}`).get()?.n ?? 0), 0);
+    // One-off and possibly long (about 10 s per million events): say so.
+    if (total > 10_000) process.stderr.write(`aam: moving ${total} audit events from audit.db into a segment file (one-off, for this version's storage)...\n`);
     const seg = createSegment(dataDir, { sealed: true });
     try {
       const insert = db.prepare('INSERT INTO audit_blocks (first_seq, last_seq, prev_hash, last_hash, min_time, max_time, segment, byte_start, byte_end, sealed, hashes, keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)');
@@ -116,7 +119,11 @@ function migrateLegacyTables(db: DatabaseSync, dataDir: string): void {
       throw e;
     }
     seg.close();
+    return total;
   });
+  // The old tables' pages are free now: give the space back to the file system.
+  if (moved > 0) db.exec('VACUUM');
+  if (moved > 10_000) process.stderr.write(`aam: moved ${moved} audit events; \`aam audit verify\` checks them as before\n`);
 }
 
 /** One stored block: consecutive events first_seq..last_seq. */

@@ -168,6 +168,8 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
+  // `aam audit query | head`: a reader that stops early is not an error.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); else throw e; });
   // A failed command exits now, even if a half-started service left handles open.
   main(process.argv.slice(2)).then((code) => { if (code !== 0) process.exit(code); });
 }
