@@ -34,7 +34,7 @@ export interface AuditSink {
   /** Queue an event; false means the audit queue is full and the caller must refuse the request. */
   record(ev: Record<string, unknown>): boolean | void;
   recordDurable?(ev: Record<string, unknown>): Promise<unknown>;
-  /** Resolves when every recorded event is in the crash-safe journal (await before acknowledging). */
+  /** Resolves when every recorded event is in its crash-safe segment file (await before acknowledging). */
   journaled?(now?: boolean): Promise<void>;
 }
 export interface MetricsSink {
@@ -116,7 +116,7 @@ export class Runtime {
   audience: string[] = ['aam'];
   readonly joinTokens: JoinTokenStore;
   tls: { clientCa: boolean } | null = null;
-  /** Requests being served right now (lets the audit journal batch only when it helps). */
+  /** Requests being served right now (lets the audit log batch its appends only when it helps). */
   inFlight = 0;
   /** Request id sequence (cheap unique ids, no crypto per request). */
   requestSeq = 0;

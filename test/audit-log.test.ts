@@ -278,9 +278,9 @@ test('a writer thread that dies is restarted and the queued events are written',
   assert.equal(verifyDatabase(dir).ok, true);
 });
 
-test('a journal backlog larger than the queue bound is recovered and new events are still accepted', async () => {
+test('a journal backlog of an older version, larger than the queue bound, is recovered and new events are still accepted', async () => {
   const dir = tempDir();
-  // A crashed gateway's journal (its pid is gone) holding 30 events that never reached the database.
+  // A crashed gateway's journal file (written by a version before segment files; its pid is gone) holding 30 events that never reached the database.
   const lines = [JSON.stringify({ gen: 'deadbeefdeadbeef', pid: process.pid })];
   // Older versions journaled [at, event]; current ones the event JSON with its time.
   for (let i = 0; i < 30; i++) lines.push(i % 2 ? JSON.stringify([Date.now(), sampleEvent(i)]) : JSON.stringify({ time: new Date().toISOString(), ...sampleEvent(i) }));

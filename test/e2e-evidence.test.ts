@@ -140,7 +140,7 @@ test('SIGKILL under load: every acknowledged request is in the trail and the cha
     stop = true;
     await Promise.all(workers);
 
-    // Recovery: the killed gateway's journal is written into the trail by the next reader
+    // Recovery: what the killed gateway wrote to its segment file is committed by the next reader
     // (aam audit verify, or the next gateway start); after that nothing acknowledged is missing.
     const first = await runCli(['audit', 'verify', '--data', data, '--config', cfg]);
     assert.equal(first.code, 0, first.stdout + first.stderr);

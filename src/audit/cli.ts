@@ -11,7 +11,7 @@ import { exportJsonl } from './export.ts';
 import { queryEvents, showRequest, describeEvent } from './query.ts';
 import { toOcsf } from './ocsf.ts';
 import { openAuditDb, readEvents } from './store.ts';
-import { recoverJournals } from './log.ts';
+import { recoverUncommitted } from './log.ts';
 import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import { openAuditLog } from './log.ts';
 import { applyRetention } from './retention.ts';
@@ -150,10 +150,10 @@ export const auditCommands: Record<string, AuditCommand> = {
   },
 };
 
-/** A killed gateway's journaled events belong in the trail before anyone reads it. */
+/** Events a killed gateway wrote to its segment file but never committed belong in the trail before anyone reads it. */
 async function recover(dataDir: string): Promise<void> {
-  const n = await recoverJournals(dataDir);
-  if (n > 0) err(`recovered ${n} journaled event(s) of a gateway that stopped without writing them`);
+  const n = await recoverUncommitted(dataDir);
+  if (n > 0) err(`recovered ${n} event(s) a gateway wrote to its segment file but stopped before committing`);
 }
 
 function cutoff(before: string | undefined, olderThan: string | undefined): Date | undefined {

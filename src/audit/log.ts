@@ -44,7 +44,7 @@ export interface AuditLogOptions {
   onAlert?: (alert: AuditAlert) => void;
   /** Events per transaction (default 1000). */
   batchSize?: number;
-  /** How long record() waits for company before a batch is written (default 50 ms; the journal already makes each event crash-safe, and bigger batches cost the writer less per event). */
+  /** How long record() waits for company before a batch is written (default 50 ms; the segment file already makes each event crash-safe, and bigger batches cost the writer less per event). */
   flushDelayMs?: number;
   /** buffer mode: recordDurable rejects if not committed within this time (default 10 000). */
   durableTimeoutMs?: number;
@@ -177,7 +177,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   let worker = startWorker();
   let segment: SegmentFile = createSegment(opts.dataDir);
   // Events a killed process wrote to its segment file but never committed are chained first, in
-  // their order, where they are; lines of an older version's journal are copied into ours.
+  // their order, where they are; lines of an older version's journal file are copied into ours.
   const legacy = legacyJournalLines(opts.dataDir, (gen) => { const v = getMeta(db, legacyJournalKey(gen)); return v === undefined ? undefined : Number(v); });
   if (legacy.lines.length) {
     const decoded = legacy.lines.map(entryOf);
@@ -261,7 +261,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
    */
   function dispatch(): Promise<boolean> {
     flushTimer = undefined;
-    if (journalPending.length) flushJournal();
+    if (unwritten.length) writeLines();
     if (inFlight) return Promise.resolve(true);
     if (!alive) return Promise.resolve(false);
     const first = items[qHead];
@@ -353,15 +353,15 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   }
 
   // Lines recorded during one event-loop turn share one write(2) to the segment file.
-  let journalPending: Entry[] = [];
-  let journalTimer: NodeJS.Immediate | undefined;
-  let journalWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
-  let journalRetry: NodeJS.Timeout | undefined;
-  function flushJournal(): void {
-    if (journalTimer) { clearImmediate(journalTimer); journalTimer = undefined; }
-    const batch = journalPending;
-    const waiters = journalWaiters;
-    journalWaiters = [];
+  let unwritten: Entry[] = [];
+  let writeTimer: NodeJS.Immediate | undefined;
+  let writeWaiters: Array<{ resolve: () => void; reject: (e: Error) => void }> = [];
+  let writeRetry: NodeJS.Timeout | undefined;
+  function writeLines(): void {
+    if (writeTimer) { clearImmediate(writeTimer); writeTimer = undefined; }
+    const batch = unwritten;
+    const waiters = writeWaiters;
+    writeWaiters = [];
     if (batch.length === 0) { for (const w of waiters) w.resolve(); return; }
     try {
       rotateIfDue();
@@ -376,7 +376,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
         e.jend = ends[i];
         e.json = undefined;
       }
-      journalPending = [];
+      unwritten = [];
       for (const w of waiters) w.resolve();
     } catch (e) {
       // The lines stay pending (and queued) and are written again, at the same offset, shortly.
@@ -389,9 +389,9 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
           if (d) { if (d.timer) clearTimeout(d.timer); d.reject(err); entry.durable = undefined; }
         }
       }
-      if (!closed && !journalRetry) {
-        journalRetry = setTimeout(() => { journalRetry = undefined; flushJournal(); schedule(false); }, 200);
-        journalRetry.unref();
+      if (!closed && !writeRetry) {
+        writeRetry = setTimeout(() => { writeRetry = undefined; writeLines(); schedule(false); }, 200);
+        writeRetry.unref();
       }
     }
   }
@@ -418,8 +418,8 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       }
       return false;
     }
-    journalPending.push(entry);
-    journalTimer ??= setImmediate(flushJournal);
+    unwritten.push(entry);
+    writeTimer ??= setImmediate(writeLines);
     items.push(entry);
     enqueued++;
     return true;
@@ -437,10 +437,10 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     db,
     signingKey: key,
     journaled(now = false) {
-      if (journalPending.length === 0) return Promise.resolve();
-      const p = new Promise<void>((resolve, reject) => journalWaiters.push({ resolve, reject }));
+      if (unwritten.length === 0) return Promise.resolve();
+      const p = new Promise<void>((resolve, reject) => writeWaiters.push({ resolve, reject }));
       // Alone (nothing else in flight): write now rather than wait a loop turn for company.
-      if (now) flushJournal();
+      if (now) writeLines();
       return p;
     },
     record(event) {
@@ -493,7 +493,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     async close() {
       if (closed) return;
       closed = true;
-      flushJournal();
+      writeLines();
       if (flushTimer) clearTimeout(flushTimer);
       retryNow();
       // Drain: wait for the batch in flight, then send the rest until empty or storage fails;
@@ -505,7 +505,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
         while (pendingClose.length && (await dispatch())) { /* mark closed */ }
       }
       const left = queued();
-      const unwritten = journalPending.length;
+      const notWritten = unwritten.length;
       if (left > 0) {
         for (let i = qHead; i < items.length; i++) {
           const d = items[i].durable;
@@ -523,7 +523,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       if (segment.lines === 0 && pendingClose.length === 0 && left === 0) deleteSegment(opts.dataDir, segment.gen);
       db.close();
       if (left > 0) {
-        throw new AuditUnavailableError(`audit storage failed at shutdown; ${left - unwritten} events stay in ${segmentFileName(segment.gen)} and are committed at the next start${unwritten ? `; ${unwritten} could not be written at all` : ''}`);
+        throw new AuditUnavailableError(`audit storage failed at shutdown; ${left - notWritten} events stay in ${segmentFileName(segment.gen)} and are committed at the next start${notWritten ? `; ${notWritten} could not be written at all` : ''}`);
       }
     },
     stats() {
@@ -599,7 +599,7 @@ function checkInput(e: AuditEventInput): void {
  * start does anyway), so `aam audit verify|query|export|show` see every acknowledged event.
  * Returns how many events were recovered.
  */
-export async function recoverJournals(dataDir: string): Promise<number> {
+export async function recoverUncommitted(dataDir: string): Promise<number> {
   const legacy = (() => { try { return readdirSync(dataDir).some((n) => n.startsWith('audit-journal-')); } catch { return false; } })();
   if (!legacy) {
     if (!existsSync(auditDbPath(dataDir))) return 0;

@@ -81,7 +81,7 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
 function fail(ctx: Ctx, err: unknown): void {
   const e = toAamError(err);
   recordDecision(ctx, e.status, e.message);
-  // A refusal is acknowledged too: answer once its evidence is in the crash-safe journal.
+  // A refusal is acknowledged too: answer once its evidence is in the crash-safe segment file.
   ctx.rt.evidenceSafe().then(() => sendError(ctx, e), () => sendError(ctx, e));
 }
 
