@@ -131,7 +131,11 @@ export class Runtime {
     const set = loadConfig(opts.configPath); // throws ConfigError: refuse to start on a bad config
     this.db = openDatabase(opts.dataDir);
     // Credentials: refuse to start on a wrong master key or a credential that cannot be resolved.
-    this.vault = openVault({ dataDir: opts.dataDir, db: this.db, config: set, env: opts.env ?? process.env });
+    this.vault = openVault({
+      dataDir: opts.dataDir, db: this.db, config: set, env: opts.env ?? process.env,
+      // A new version seen by this gateway (file changed, `aam credentials set` elsewhere): evidence of when it took effect.
+      onRotated: (name, version, source) => this.adminEvent('credential_rotated', name, 'system', { version, source }),
+    });
     this.injector = createInjector({
       vault: this.vault, issuer: 'aam',
       sign: (claims) => {
@@ -245,8 +249,11 @@ export class Runtime {
     return !k || k.revokedAt !== null;
   }
 
-  /** Re-read the config; on any error keep the last good one. Returns the error text, or null. */
-  reload(): string | null {
+  /**
+   * Re-read the config; on any error keep the last good one. Returns the error text, or null.
+   * `actor` (file-watch, SIGHUP, admin-token) is named in the admin event of a change or failure.
+   */
+  reload(actor = 'system'): string | null {
     try {
       const set = loadConfig(this.options.configPath);
       if (set.digest === this.compiled.set.digest) return null;
@@ -260,12 +267,19 @@ export class Runtime {
       this.tools?.http.reload(set);
       this.tools?.mcp.reload(set).catch((e: unknown) => this.log.error({ err: e }, 'MCP gateway reload failed'));
       this.log.info({ event: 'config_reloaded', version: next.version }, 'config reloaded');
+      this.adminEvent('config_reloaded', next.version, actor, { digest: set.digest, previous: prevSet.digest });
       return null;
     } catch (e) {
       const msg = e instanceof ConfigError ? formatIssues(e.issues) : (e as Error).message;
       this.log.error({ event: 'config_reload_failed', error: msg }, 'config reload failed; keeping the last good config');
+      this.adminEvent('config_reload_failed', this.compiled.version, actor, { error: msg.slice(0, 2000) }, 'error');
       return msg;
     }
+  }
+
+  /** An administrative action taken by the gateway itself (reload, credential rotation) for the audit trail. */
+  adminEvent(action: string, target: string, actor: string, detail: Record<string, string | number | boolean> = {}, status: number | string = 200): void {
+    this.audit?.record({ type: 'admin', request_id: `${action}-${Date.now()}`, admin: { action, target, actor }, detail, outcome: { status } });
   }
 
   async close(): Promise<void> {

@@ -58,6 +58,11 @@ test('keys create prints the key as the last stdout line; list/revoke/rotate; --
   assert.notEqual(rot.stdout.trim(), key);
   const rev = await run(['keys', 'revoke', k.id, '--data', data]);
   assert.match(rev.stdout, /revoked/);
+  // Each of these is in the audit trail, with the OS user who ran it.
+  const q = await run(['audit', 'query', '--type', 'admin', '--json', '--limit', '10', '--data', data]);
+  const admin = q.stdout.trim().split('\n').map((l) => JSON.parse(l) as { admin: { action: string; target: string; actor: string } }).map((e) => e.admin).reverse();
+  assert.deepEqual(admin.map((a) => [a.action, a.target]), [['key_created', k.id], ['key_rotated', k.id], ['key_revoked', k.id]]);
+  assert.ok(admin.every((a) => a.actor.startsWith('cli:')), JSON.stringify(admin));
   const unknown = await run(['keys', 'create', '--agent', 'nobody', '--config', 'aam.yaml', '--data', data]);
   assert.equal(unknown.code, 1);
   assert.match(unknown.stderr, /no Agent "nobody"/);
@@ -88,4 +93,9 @@ test('credentials set reads stdin only and list never shows values', async () =>
   const list = await run(['credentials', 'list', '--config', cfg, '--data', data]);
   assert.match(list.stdout, /vaulted\s+stored/);
   assert.ok(!list.stdout.includes('super-secret-value-123'));
+  const q = await run(['audit', 'query', '--type', 'admin', '--json', '--data', data]);
+  const ev = JSON.parse(q.stdout.trim().split('\n')[0]) as { admin: { action: string; target: string }; detail: { version: number } };
+  assert.deepEqual([ev.admin.action, ev.admin.target, ev.detail.version], ['credential_set', 'vaulted', 1]);
+  const all = await run(['audit', 'export', '--data', data]);
+  assert.ok(!all.stdout.includes('super-secret-value-123'), 'the trail never holds the value');
 });

@@ -64,7 +64,8 @@ test('file source: read at load, re-read on change with a new version, missing f
   const dir = tmp();
   const path = join(dir, 'token.txt');
   writeFileSync(path, 'file-secret-v1-abcdef\n');
-  const vault = openVault({ dataDir: dir, db: openDatabase(dir), config: cfg([cred('tok', `{ file: ${path}, inject: { header: X-Token, prefix: "Tok " } }`)]), env: {}, refreshMs: 0 });
+  const rotations: unknown[] = [];
+  const vault = openVault({ dataDir: dir, db: openDatabase(dir), config: cfg([cred('tok', `{ file: ${path}, inject: { header: X-Token, prefix: "Tok " } }`)]), env: {}, refreshMs: 0, onRotated: (...a) => rotations.push(a) });
   const inj = createInjector({ vault });
   const a = await inj.injectionFor('tok');
   assert.deepEqual(a.headers, { 'x-token': 'Tok file-secret-v1-abcdef' });
@@ -75,6 +76,7 @@ test('file source: read at load, re-read on change with a new version, missing f
   const b = await inj.injectionFor('tok');
   assert.deepEqual(b.headers, { 'x-token': 'Tok file-secret-v2-ghijkl' });
   assert.equal(b.credential.version, 2);
+  assert.deepEqual(rotations, [['tok', 2, 'file']], 'the new version is reported (for the audit trail), never the value');
   // A vanished file keeps the last good value instead of breaking traffic.
   rmSync(path);
   vault.refresh();
@@ -109,7 +111,8 @@ test('stored source: encrypted at rest (no plaintext in any db file), rotation w
   assert.equal(admin.set('sf', SECRET1).version, 1);
   admin.close();
 
-  const vault = openVault({ dataDir: dir, db, config, env: {}, refreshMs: 0 });
+  const rotations: unknown[] = [];
+  const vault = openVault({ dataDir: dir, db, config, env: {}, refreshMs: 0, onRotated: (...a) => rotations.push(a) });
   const inj = createInjector({ vault });
   const first = await inj.injectionFor('sf');
   assert.equal(first.headers.authorization, `Bearer ${SECRET1}`);
@@ -128,6 +131,7 @@ test('stored source: encrypted at rest (no plaintext in any db file), rotation w
   other.close();
   vault.refresh();
   assert.equal((await inj.injectionFor('sf')).credential.version, 3);
+  assert.deepEqual(rotations, [['sf', 2, 'stored'], ['sf', 3, 'stored']]);
 
   const listed = vault.list();
   assert.equal(listed[0].name, 'sf');

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { connect } from 'node:net';
 import { request as httpsRequest } from 'node:https';
 import OpenAI from 'openai';
+import { queryEvents } from '../src/audit/query.ts';
 import './fixtures/identity-reflect.ts';
 import { makeCa, issueLeaf } from './fixtures/identity-pki.ts';
 import { startFakeUpstream } from './fake-upstream.ts';
@@ -37,6 +38,12 @@ test('hot reload: a changed file takes effect; a broken one is rejected and the 
     assert.deepEqual(await ids(), ['one', 'two']);
     const r = await client.chat.completions.create({ model: 'two', messages: [{ role: 'user', content: 'still up' }] });
     assert.ok(r.choices[0].message.content);
+    // Both are evidence: what changed (with the config digest) and what was refused, and who triggered it.
+    const log = gw.g.rt.auditLog!;
+    await log.flush();
+    const admin = queryEvents(log.db, { type: 'admin', order: 'asc', limit: 100 }).map((e) => [e.admin?.action, e.admin?.actor, e.admin?.target]);
+    assert.deepEqual(admin.filter(([a]) => a === 'config_reloaded'), [['config_reloaded', 'file-watch', good]]);
+    assert.ok(admin.some(([a, actor]) => a === 'config_reload_failed' && actor === 'system'), JSON.stringify(admin));
   } finally { await gw.close(); }
 });
 
@@ -138,4 +145,21 @@ test('a Model route can carry its own guardrails, applied whoever calls it; unkn
   // Tools can carry guardrails too; a dangling name is refused with where it is.
   assert.throws(() => parseConfigTexts([{ file: 'x.yaml', text: doc('McpServer', 'crm', { transport: 'streamable-http', url: 'http://127.0.0.1:1/mcp', guardrails: ['ghost'] }) }]), /x\.yaml:\d+ \(document 1\): spec\.guardrails\[0\]: unknown Guardrail "ghost"/);
   assert.throws(() => parseConfigTexts([{ file: 'x.yaml', text: doc('HttpTool', 'sf', { baseUrl: 'http://127.0.0.1:1', resource: 'sf', actions: { read: { method: 'GET', path: '/a' } }, guardrails: ['ghost'] }) }]), /unknown Guardrail "ghost"/);
+});
+
+test('a credential rotated under a running gateway is an admin event with its new version, never its value', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aam-rot-'));
+  const path = join(dir, 'token.txt');
+  writeFileSync(path, 'rotating-secret-v1-abcdef');
+  const gw = await startTestGateway(yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] }),
+    doc('Credential', 'crm', { file: path }), ...agentDocs(['one'])));
+  try {
+    writeFileSync(path, 'rotating-secret-v2-ghijkl-longer');
+    const log = gw.g.rt.auditLog!;
+    const rotated = async () => { await log.flush(); return queryEvents(log.db, { type: 'admin', limit: 100 }).filter((e) => e.admin?.action === 'credential_rotated'); };
+    await until(async () => (await rotated()).length > 0);
+    const [e] = await rotated();
+    assert.deepEqual([e.admin?.target, e.admin?.actor, e.detail?.version, e.detail?.source], ['crm', 'system', 2, 'file']);
+    assert.ok(!JSON.stringify(e).includes('rotating-secret'), 'no value in the event');
+  } finally { await gw.close(); }
 });

@@ -13,6 +13,7 @@ import { UsageRecorder, sinceTime } from '../gateway/usage.ts';
 import { openVault } from '../credentials/vault.ts';
 import { readSecretFromStdin } from '../credentials/stdin.ts';
 import { auditCommands } from '../audit/cli.ts';
+import { recordCliAdmin } from './evidence.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
 const err = (line: string) => process.stderr.write(line + '\n');
@@ -156,6 +157,8 @@ Object.assign(extraCommands, {
       const r = vault.set(name, secret);
       vault.close();
       out(`stored ${r.name} version ${r.version} (${r.created}); running gateways pick it up within a second`);
+      const unrecorded = await recordCliAdmin(g.data, 'credential_set', r.name, { version: r.version });
+      if (unrecorded) { err(unrecorded); return 1; }
       return 0;
     },
   },

@@ -7,6 +7,7 @@ import { openKeyStore } from '../identity/keys.ts';
 import { compilePolicies } from '../policy/compile.ts';
 import { serve } from './serve.ts';
 import { extraCommands } from './commands.ts';
+import { recordCliAdmin } from './evidence.ts';
 
 export interface Globals { config: string; data: string }
 
@@ -75,7 +76,7 @@ const commands: Record<string, Command> = {
     summary: 'create a virtual key for an agent (printed once, as the last line)',
     usage: 'aam keys create --agent NAME [--name LABEL] [--expires ISO-8601]',
     options: { agent: { type: 'string' }, name: { type: 'string' }, expires: { type: 'string' } },
-    run: ({ values, g }) => {
+    run: async ({ values, g }) => {
       const agent = values.agent as string | undefined;
       if (!agent) { err('missing --agent NAME (an Agent defined in the config)'); return 2; }
       agentMustExist(g, agent);
@@ -83,8 +84,10 @@ const commands: Record<string, Command> = {
       if (expires && Number.isNaN(Date.parse(expires))) { err(`--expires: "${expires}" is not an ISO-8601 time`); return 2; }
       const keys = openKeyStore(openDatabase(g.data), g.data);
       const { key, secret } = keys.create(agent, { name: values.name as string | undefined, expiresAt: expires ? new Date(expires).toISOString() : undefined });
+      const unrecorded = await recordCliAdmin(g.data, 'key_created', key.id, { agent });
       err(`created key ${key.id} for agent ${agent}; store it now, it is not shown again:`);
       out(secret);
+      if (unrecorded) { err(unrecorded); return 1; }
       return 0;
     },
   },
@@ -107,10 +110,12 @@ const commands: Record<string, Command> = {
   'keys revoke': {
     summary: 'revoke a key; the next request with it is refused',
     usage: 'aam keys revoke ID',
-    run: ({ positionals, g }) => {
+    run: async ({ positionals, g }) => {
       if (!positionals[0]) { err('missing key ID (see: aam keys list)'); return 2; }
       const k = openKeyStore(openDatabase(g.data), g.data).revoke(positionals[0]);
       out(`revoked ${k.id} (agent ${k.agent}) at ${k.revokedAt}`);
+      const unrecorded = await recordCliAdmin(g.data, 'key_revoked', k.id, { agent: k.agent });
+      if (unrecorded) { err(unrecorded); return 1; }
       return 0;
     },
   },
@@ -118,13 +123,15 @@ const commands: Record<string, Command> = {
     summary: 'new secret for the same key id; the old secret works for a grace period',
     usage: 'aam keys rotate ID [--grace SECONDS]   (default grace 3600)',
     options: { grace: { type: 'string' } },
-    run: ({ positionals, values, g }) => {
+    run: async ({ positionals, values, g }) => {
       if (!positionals[0]) { err('missing key ID (see: aam keys list)'); return 2; }
       const grace = Number(values.grace ?? 3600);
       if (!Number.isFinite(grace) || grace < 0) { err('--grace must be a number of seconds >= 0'); return 2; }
       const { key, secret } = openKeyStore(openDatabase(g.data), g.data).rotate(positionals[0], grace);
+      const unrecorded = await recordCliAdmin(g.data, 'key_rotated', key.id, { agent: key.agent, grace_seconds: grace });
       err(`rotated ${key.id}; the previous secret stays valid for ${grace}s. New secret (shown once):`);
       out(secret);
+      if (unrecorded) { err(unrecorded); return 1; }
       return 0;
     },
   },

@@ -105,7 +105,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
 
   // Hot reload: file change (debounced) or SIGHUP. A bad config is logged and the old one kept.
   let timer: NodeJS.Timeout | null = null;
-  const reload = () => { if (timer) clearTimeout(timer); timer = setTimeout(() => { timer = null; rt.reload(); }, 100); };
+  const reload = () => { if (timer) clearTimeout(timer); timer = setTimeout(() => { timer = null; rt.reload('file-watch'); }, 100); };
   const watchers = configFiles(o.configPath).map((f) => watch(f, reload));
   let closing: Promise<void> | null = null;
   const close = () => closing ??= (async () => {
@@ -140,7 +140,7 @@ export async function serve(o: ServeOptions): Promise<number> {
   const g = await startGateway(o);
   const scheme = o.tlsCert ? 'https' : 'http';
   g.rt.log.info({ event: 'listening', port: g.port, config: o.configPath, data: o.dataDir, version: g.rt.compiled.version }, `aam listening on ${scheme}://${o.host}:${g.port}`);
-  process.on('SIGHUP', () => g.rt.reload());
+  process.on('SIGHUP', () => g.rt.reload('SIGHUP'));
   const stop = (sig: string) => {
     g.rt.log.info({ event: 'shutdown', signal: sig }, 'draining in-flight requests');
     // Hard deadline so a stuck stream cannot block shutdown forever.

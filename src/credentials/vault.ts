@@ -52,6 +52,8 @@ export interface VaultOptions {
   refreshMs?: number;
   /** false (CLI): unresolvable credentials are listed as missing instead of failing the open. */
   strict?: boolean;
+  /** Called when refresh() or set() makes a new version active (never with the value). */
+  onRotated?: (name: string, version: number, source: CredentialSource) => void;
   now?: () => number;
 }
 
@@ -210,7 +212,7 @@ export class Vault {
         this.#readFile(next, e);
         if (next.problem && e.secret) continue; // mid-write or unreadable: keep serving the old version
         this.#entries.set(name, next);
-        changed ||= next.version !== e.version;
+        if (next.version !== e.version) { changed = true; this.#rotated(name, next.version, e.source); }
       } else if (e.source === 'stored') {
         stored ??= this.#store.latestVersions();
         const info = stored.get(name);
@@ -219,12 +221,17 @@ export class Vault {
           if (row) {
             this.#entries.set(name, { ...e, secret: row.secret, version: row.version, created: Date.parse(row.createdAt), problem: undefined });
             changed = true;
+            this.#rotated(name, row.version, e.source);
           }
         }
       }
     }
     if (changed) this.#scrubber = undefined;
     this.#flushUsage();
+  }
+
+  #rotated(name: string, version: number, source: CredentialSource): void {
+    try { this.#opts.onRotated?.(name, version, source); } catch { /* evidence hooks must not break rotation */ }
   }
 
   #flushUsage(): void {
@@ -255,6 +262,7 @@ export class Vault {
       next.warnings = next.secret && next.secret.length < MIN_SCRUB_LENGTH ? [`value shorter than ${MIN_SCRUB_LENGTH} characters: it is not scrubbed from responses`] : [];
       this.#entries.set(name, next);
       this.#scrubber = undefined;
+      this.#rotated(name, info.version, 'stored');
     }
     return { name, version: info.version, created: info.createdAt };
   }

@@ -68,8 +68,7 @@ async function adminDispatch(ctx: Ctx): Promise<void> {
     return sendJson(ctx, 200, { by, data: rt.usage.summary(by as 'agent', sinceParam(ctx)) });
   }
   if (method === 'POST' && rest === '/reload') {
-    const error = rt.reload();
-    audit(ctx, 'config_reload', rt.compiled.version, { ok: error === null });
+    const error = rt.reload('admin-token');
     return error ? sendJson(ctx, 422, { ok: false, error, version: rt.compiled.version }) : sendJson(ctx, 200, { ok: true, version: rt.compiled.version });
   }
   if (method === 'GET' && rest === '/config') {

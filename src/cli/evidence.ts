@@ -1,0 +1,29 @@
+// Administrative actions taken from the command line (keys, stored credentials) are evidence too:
+// each is recorded in the audit trail by the CLI process itself, committed before it exits.
+import { userInfo } from 'node:os';
+import { openAuditLog } from '../audit/log.ts';
+
+/** Who ran the command, as far as the OS knows. */
+function cliActor(): string {
+  try { return `cli:${userInfo().username}`; } catch { return `cli:uid-${process.getuid?.() ?? '?'}`; }
+}
+
+/**
+ * Record one admin event durably. Returns an error text when it could not be written (the action
+ * itself already happened: the caller says so and exits non-zero), null when recorded or when the
+ * trail is off (AAM_AUDIT=off).
+ */
+export async function recordCliAdmin(dataDir: string, action: string, target: string, detail: Record<string, string | number | boolean> = {}): Promise<string | null> {
+  if (process.env.AAM_AUDIT === 'off') return null;
+  try {
+    const log = openAuditLog({ dataDir });
+    try {
+      await log.recordDurable({ type: 'admin', request_id: `cli-${action}-${Date.now()}`, admin: { action, target, actor: cliActor() }, detail, outcome: { status: 200 } });
+    } finally {
+      await log.close();
+    }
+    return null;
+  } catch (e) {
+    return `${action} ${target} was done, but its audit event could not be written: ${e instanceof Error ? e.message : String(e)}`;
+  }
+}
