@@ -51,6 +51,10 @@ export function openAuditDb(dataDir: string, opts: { busyTimeoutMs?: number } = 
       hashes TEXT NOT NULL,
       keys TEXT NOT NULL
     );
+    -- One entry per block (not per event): time bounds of queries and retention's per-file ends.
+    CREATE INDEX IF NOT EXISTS audit_blocks_max_time ON audit_blocks(max_time);
+    CREATE INDEX IF NOT EXISTS audit_blocks_min_time ON audit_blocks(min_time);
+    CREATE INDEX IF NOT EXISTS audit_blocks_segment ON audit_blocks(segment, last_seq);
   `);
   if (legacyTables(db).length) migrateLegacyTables(db, dataDir);
   return db;
@@ -185,10 +189,17 @@ export interface EventFilter {
 
 /** Blocks overlapping the filter's seq and time range, in seq order (or reversed). */
 export function* readBlocks(db: DatabaseSync, f: EventFilter = {}): Generator<Block> {
+  let from = f.fromSeq ?? 0;
+  let to = f.toSeq ?? Number.MAX_SAFE_INTEGER;
+  // Time bounds become seq bounds through the per-block time indexes, so a recent window of a
+  // long trail reads only its own blocks; the time terms stay as filters (+ keeps them off the
+  // indexes, so rows come in seq order from the primary key).
+  if (f.since !== undefined) from = Math.max(from, Number(db.prepare('SELECT MIN(first_seq) AS s FROM audit_blocks WHERE max_time >= ?').get(f.since)?.s ?? Number.MAX_SAFE_INTEGER));
+  if (f.until !== undefined) to = Math.min(to, Number(db.prepare('SELECT MAX(last_seq) AS s FROM audit_blocks WHERE min_time < ?').get(f.until)?.s ?? -1));
   const where = ['last_seq >= ?', 'first_seq <= ?'];
-  const args: (number | string)[] = [f.fromSeq ?? 0, f.toSeq ?? Number.MAX_SAFE_INTEGER];
-  if (f.since !== undefined) { where.push('max_time >= ?'); args.push(f.since); }
-  if (f.until !== undefined) { where.push('min_time < ?'); args.push(f.until); }
+  const args: (number | string)[] = [from, to];
+  if (f.since !== undefined) { where.push('+max_time >= ?'); args.push(f.since); }
+  if (f.until !== undefined) { where.push('+min_time < ?'); args.push(f.until); }
   const sql = `SELECT ${BLOCK_COLUMNS} FROM audit_blocks WHERE ${where.join(' AND ')} ORDER BY first_seq ${f.desc ? 'DESC' : 'ASC'}`;
   for (const r of db.prepare(sql).iterate(...args)) yield toBlock(r as Record<string, unknown>);
 }

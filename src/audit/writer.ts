@@ -123,22 +123,23 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
         // Whole segment files only, and only a seq prefix of the chain: walk the blocks oldest
         // first while they are old enough, delivered (maxSeq) and in files no process appends to;
         // a cut is possible after a block once every file seen so far ends at or before it.
-        const blocks = db.prepare('SELECT first_seq, last_seq, max_time, segment FROM audit_blocks ORDER BY first_seq').all();
+        // Only the old blocks are walked (iterated, never all loaded); a file's end comes from the
+        // per-segment index.
+        const endOf = db.prepare('SELECT MAX(last_seq) AS s FROM audit_blocks WHERE segment = ?');
         const fileEnd = new Map<string, number>();
-        for (const b of blocks) fileEnd.set(String(b.segment), Number(b.last_seq));
         const closed = (gen: string): boolean => getMeta(db, closedKey(gen)) !== undefined;
         let cut = 0;
         let need = 0;
-        const seen = new Set<string>();
-        for (const b of blocks) {
+        let first = 0;
+        for (const b of db.prepare('SELECT first_seq, last_seq, max_time, segment FROM audit_blocks ORDER BY first_seq').iterate()) {
           const gen = String(b.segment);
           if (String(b.max_time) >= before || Number(b.last_seq) > maxSeq || !closed(gen)) break;
-          seen.add(gen);
+          first ||= Number(b.first_seq);
+          if (!fileEnd.has(gen)) fileEnd.set(gen, Number(endOf.get(gen)?.s ?? 0));
           need = Math.max(need, fileEnd.get(gen) ?? 0);
           if (Number(b.last_seq) >= need) cut = Number(b.last_seq);
         }
         if (cut === 0) return { cutSeq: 0, deletedEvents: 0, segments: 0 };
-        const first = Number(blocks[0].first_seq);
         const cutHash = String(db.prepare('SELECT last_hash FROM audit_blocks WHERE last_seq = ?').get(cut)?.last_hash);
         // The signed anchor the remaining chain starts from; older checkpoints are superseded by it.
         const anchor = signCheckpoint(key, cut, cutHash, 'retention');
@@ -146,7 +147,7 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
         db.prepare('DELETE FROM audit_checkpoints WHERE tree_size < ?').run(cut);
         db.prepare("DELETE FROM audit_checkpoints WHERE tree_size = ? AND type <> 'retention'").run(cut);
         db.prepare('DELETE FROM audit_blocks WHERE first_seq <= ?').run(cut);
-        for (const gen of seen) if ((fileEnd.get(gen) ?? 0) <= cut) dropped.push(gen);
+        for (const [gen, end] of fileEnd) if (end <= cut) dropped.push(gen);
         if (lastCheckpointSeq < cut) lastCheckpointSeq = cut;
         return { cutSeq: cut, deletedEvents: cut - first + 1, segments: dropped.length, anchor };
       });
