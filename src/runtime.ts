@@ -52,6 +52,18 @@ export interface Compiled {
   policies: CompiledPolicies;
   registry: AgentRegistry;
   guardrails: Map<string, CompiledGuardrail>;
+  /**
+   * Per-config memo of the guardrail lists requests resolve (policy names, route names -> compiled
+   * guardrails): built on first use, dropped with this config on reload, so a request allocates nothing.
+   */
+  guardrailLists: GuardrailLists;
+}
+
+export interface GuardrailLists {
+  /** (policy names, route names) -> their union. */
+  merged: WeakMap<readonly string[], WeakMap<readonly string[], readonly string[]>>;
+  /** names -> compiled guardrails. */
+  byNames: WeakMap<readonly string[], readonly CompiledGuardrail[]>;
 }
 
 export interface RuntimeOptions {
@@ -72,7 +84,7 @@ export function compileConfig(set: ConfigSet, vault: Vault, previous?: Compiled)
   const providers = compileProviders(set, (name) => { const r = vault.tryResolve(name); return r.ok ? null : r.reason; }, previous?.providers);
   const routes = compileRoutes(set, providers, previous?.routes);
   const guardrails = new Map([...set.guardrails.values()].map((g) => [g.name, compileGuardrail(g.name, g.spec)] as const));
-  return { set, version, providers, routes, policies: compilePolicies(set, version), registry: buildAgentRegistry(set), guardrails };
+  return { set, version, providers, routes, policies: compilePolicies(set, version), registry: buildAgentRegistry(set), guardrails, guardrailLists: { merged: new WeakMap(), byNames: new WeakMap() } };
 }
 
 const STYLE: Record<ProviderRuntime['authStyle'], DefaultStyle> = { bearer: 'bearer', 'x-api-key': 'x-api-key', 'x-goog-api-key': 'header:x-goog-api-key', 'api-key': 'api-key' };

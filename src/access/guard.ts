@@ -1,7 +1,7 @@
 // The guardrail step of the shared access path: the guardrails an identity's policies attach,
 // applied to model prompts/completions (also streamed) and to tool arguments/results. Every
 // verdict other than allow is evidence (guardrail, category, where; never the value).
-import type { Runtime } from '../runtime.ts';
+import type { GuardrailLists, Runtime } from '../runtime.ts';
 import type { Identity } from '../identity/types.ts';
 import type { ChatMessage, ChatResult, StreamEvent } from '../providers/types.ts';
 import { guardrailsFor } from '../policy/decide.ts';
@@ -14,27 +14,26 @@ import { identityEvidence } from './evidence.ts';
 
 const NONE: readonly CompiledGuardrail[] = Object.freeze([]);
 const NONE_NAMES: readonly string[] = Object.freeze([]);
-/** (policy names, route names) -> union, memoized so the WeakMap below keeps working. */
-const merged = new WeakMap<readonly string[], WeakMap<readonly string[], readonly string[]>>();
-function mergedNames(a: readonly string[], b: readonly string[]): readonly string[] {
-  let inner = merged.get(a);
-  if (!inner) { inner = new WeakMap(); merged.set(a, inner); }
+
+/** The union of an identity's policy guardrails and a route's, memoized per config (see Compiled.guardrailLists). */
+function mergedNames(memo: GuardrailLists, a: readonly string[], b: readonly string[]): readonly string[] {
+  let inner = memo.merged.get(a);
+  if (!inner) { inner = new WeakMap(); memo.merged.set(a, inner); }
   let u = inner.get(b);
   if (!u) { u = [...new Set([...a, ...b])]; inner.set(b, u); }
   return u;
 }
-/** names array (memoized per policy set) -> compiled guardrails, so a request allocates nothing. */
-const byNames = new WeakMap<readonly string[], readonly CompiledGuardrail[]>();
 
 export function guardrailsOf(rt: Runtime, identity: Identity, routeGuardrails: readonly string[] = NONE_NAMES): readonly CompiledGuardrail[] {
   const compiled = rt.compiled;
+  const memo = compiled.guardrailLists;
   const own = guardrailsFor(identity.agent, compiled.policies);
-  const names = routeGuardrails.length === 0 ? own : mergedNames(own, routeGuardrails);
+  const names = routeGuardrails.length === 0 ? own : mergedNames(memo, own, routeGuardrails);
   if (names.length === 0) return NONE;
-  let list = byNames.get(names);
-  if (!list || list.some((g) => compiled.guardrails.get(g.name) !== g)) {
+  let list = memo.byNames.get(names);
+  if (!list) {
     list = names.map((n) => compiled.guardrails.get(n)).filter((g): g is CompiledGuardrail => g !== undefined);
-    byNames.set(names, list);
+    memo.byNames.set(names, list);
   }
   return list;
 }

@@ -14,16 +14,6 @@ function quote(s: string): string {
   return PLAIN.test(s) ? '"' + s + '"' : JSON.stringify(s);
 }
 
-// Member names repeat in every event: remember their quoted form (bounded).
-const QUOTED_KEYS = new Map<string, string>();
-function quoteKey(k: string): string {
-  let q = QUOTED_KEYS.get(k);
-  if (q === undefined) {
-    q = quote(k);
-    if (QUOTED_KEYS.size < 4096) QUOTED_KEYS.set(k, q);
-  }
-  return q;
-}
 
 export function canonicalJson(value: unknown): string {
   return write(value, 0);
@@ -68,7 +58,7 @@ function write(value: unknown, depth: number): string {
     if (v === undefined) continue;
     if (!first) out += ',';
     first = false;
-    out += quoteKey(k) + ':' + write(v, depth + 1);
+    out += quote(k) + ':' + write(v, depth + 1);
   }
   return out + '}';
 }
@@ -93,7 +83,7 @@ export function canonicalEntries(obj: Record<string, unknown>): [string, string]
 /** Join sorted entries back into the object's canonical JSON (same bytes as canonicalJson). */
 export function joinEntries(entries: readonly [string, string][]): string {
   let out = '{';
-  for (let i = 0; i < entries.length; i++) out += (i ? ',' : '') + quoteKey(entries[i][0]) + ':' + entries[i][1];
+  for (let i = 0; i < entries.length; i++) out += (i ? ',' : '') + quote(entries[i][0]) + ':' + entries[i][1];
   return out + '}';
 }
 
