@@ -429,3 +429,21 @@ test('a new segment file is started when the current one reaches its age; each o
   assert.equal(blocks.length, 3);
   assert.equal(verifyDatabase(dir).events, 15);
 });
+
+test('a segment file of a live process is left alone; one whose pid was reused by another process is recovered', { skip: process.platform !== 'linux' }, async () => {
+  const dir = tempDir();
+  const { encodeEvent } = await import('../src/audit/event.ts');
+  const stat = readFileSync('/proc/1/stat', 'utf8');
+  const start1 = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+  const write = (gen: string, pidStart: number) => writeFileSync(join(dir, `audit-segment-${gen}.log`),
+    JSON.stringify({ gen, pid: 1, pid_start: pidStart, opened: new Date().toISOString() }) + '\n' + encodeEvent(sampleEvent(1), Date.now()).json + '\n', { mode: 0o600 });
+  write('20260101-aaaaaaaaaaaa', start1); // pid 1, really running: someone else's live file
+  write('20260101-bbbbbbbbbbbb', start1 + 12345); // pid 1 now, but not the process that wrote it
+  const log = openAuditLog({ dataDir: dir });
+  assert.equal(log.stats().queued, 1, 'only the file of the dead writer is recovered');
+  await log.close();
+  const db = openAuditDb(dir);
+  const segs = db.prepare('SELECT DISTINCT segment FROM audit_blocks').all().map((r) => String(r.segment));
+  db.close();
+  assert.deepEqual(segs, ['20260101-bbbbbbbbbbbb']);
+});

@@ -193,7 +193,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       if (!db.prepare('SELECT 1 FROM audit_blocks WHERE segment = ? LIMIT 1').get(s.gen)) deleteSegment(opts.dataDir, s.gen);
       continue;
     }
-    if (processAlive(s.pid)) continue; // another running process appends to it
+    if (processAlive(s.pid, s.pid_start)) continue; // another running process appends to it
     const from = Number(getMeta(db, indexedKey(s.gen)) ?? s.headerEnd);
     const { lines, ends } = linesFrom(opts.dataDir, s.gen, from);
     lines.forEach((l, i) => items.push({ json: undefined, cols: entryOf(l).cols, gen: s.gen, jstart: i ? ends[i - 1] : from, jend: ends[i] }));
@@ -606,7 +606,7 @@ export async function recoverUncommitted(dataDir: string): Promise<number> {
     const db = openAuditDb(dataDir);
     let orphans: boolean;
     try {
-      orphans = listSegments(dataDir).some((s) => !s.sealed && !openInThisProcess(s.gen) && !processAlive(s.pid) && getMeta(db, closedKey(s.gen)) === undefined);
+      orphans = listSegments(dataDir).some((s) => !s.sealed && !openInThisProcess(s.gen) && !processAlive(s.pid, s.pid_start) && getMeta(db, closedKey(s.gen)) === undefined);
     } finally { db.close(); }
     if (!orphans) return 0;
   }

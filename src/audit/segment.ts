@@ -23,6 +23,8 @@ export const closedKey = (gen: string): string => `closed:${gen}`;
 export interface SegmentHeader {
   gen: string;
   pid: number;
+  /** When that process started (Linux: clock ticks since boot), so a reused pid is not mistaken for it. */
+  pid_start?: number;
   opened: string;
   /** A file made from events of an older database layout; its lines are complete sealed events. */
   sealed?: boolean;
@@ -55,7 +57,7 @@ export function createSegment(dataDir: string, extra: Partial<SegmentHeader> = {
   const gen = new Date().toISOString().slice(0, 10).replaceAll('-', '') + '-' + randomBytes(6).toString('hex');
   const openedAt = Date.now();
   const fd = openSync(join(dataDir, segmentFileName(gen)), 'wx', 0o600);
-  const header: SegmentHeader = { gen, pid: process.pid, opened: new Date(openedAt).toISOString(), ...extra };
+  const header: SegmentHeader = { gen, pid: process.pid, pid_start: processStart(process.pid), opened: new Date(openedAt).toISOString(), ...extra };
   let offset = writeAll(fd, Buffer.from(JSON.stringify(header) + '\n'), 0);
   let lines = 0;
   openHere.add(gen);
@@ -161,9 +163,22 @@ export function deleteSegment(dataDir: string, gen: string): void {
   try { unlinkSync(join(dataDir, segmentFileName(gen))); } catch { /* already gone */ }
 }
 
-export function processAlive(pid: number): boolean {
+/** Is the process that wrote a file still running? `start` (from its header) tells a reused pid apart. */
+export function processAlive(pid: number, start?: number): boolean {
   if (pid === process.pid) return false; // an earlier incarnation of a reused pid cannot be us
-  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
+  try { process.kill(pid, 0); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false; }
+  if (start === undefined) return true;
+  const now = processStart(pid);
+  return now === undefined || now === start;
+}
+
+/** Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat); undefined off Linux. */
+function processStart(pid: number): number | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const v = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
+    return Number.isFinite(v) ? v : undefined;
+  } catch { return undefined; }
 }
 
 /**
