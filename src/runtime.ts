@@ -117,6 +117,8 @@ export class Runtime {
   audit: AuditSink | null = null;
   /** The audit log behind `audit`, for queries (admin API). */
   auditLog: AuditLog | null = null;
+  /** AAM_AUDIT_FAIL_MODE=fail_closed: refuse every action while audit storage fails (default: buffer, bounded). */
+  auditFailClosed = false;
   metrics: MetricsSink | null = null;
   jwt: JwtVerifier | null = null;
   /** OpenTelemetry tracer; null (zero cost) unless OTEL_EXPORTER_OTLP_ENDPOINT is set. */
@@ -196,9 +198,15 @@ export class Runtime {
     }
   }
 
-  /** False when the audit queue is (nearly) full: new actions must be refused, not left unrecorded. */
+  /**
+   * False when new actions must be refused rather than left unrecorded: the audit queue is
+   * (nearly) full, or storage is failing and AAM_AUDIT_FAIL_MODE=fail_closed.
+   */
   auditHasRoom(): boolean {
-    return this.auditLog ? this.auditLog.stats().queued < AUDIT_ROOM : true;
+    if (!this.auditLog) return true;
+    const s = this.auditLog.stats();
+    if (s.failing && this.auditFailClosed) return false;
+    return s.queued < AUDIT_ROOM;
   }
 
   /** Outbound auth for a provider (the agent's own credential is never forwarded). */

@@ -163,3 +163,28 @@ test('a credential rotated under a running gateway is an admin event with its ne
     assert.ok(!JSON.stringify(e).includes('rotating-secret'), 'no value in the event');
   } finally { await gw.close(); }
 });
+
+test('AAM_AUDIT_FAIL_MODE=fail_closed: while audit storage fails every request is refused (503); after it recovers nothing is missing', async () => {
+  const gw = await startTestGateway(yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] }), ...agentDocs(['one'])),
+    { AAM_AUDIT_FAIL_MODE: 'fail_closed' });
+  const { DatabaseSync } = await import('node:sqlite');
+  const lock = new DatabaseSync(join(gw.dataDir, 'audit.db'));
+  try {
+    const key = gw.key('tester');
+    const call = () => fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'one', messages: [{ role: 'user', content: 'hi' }] }) });
+    lock.exec('BEGIN IMMEDIATE'); // audit storage is stuck: the writer thread times out (5 s) and fails
+    assert.equal((await call()).status, 200, 'recorded in its segment file; storage not known to fail yet');
+    await until(() => gw.g.rt.auditLog!.stats().failing, 15_000);
+    const refused = await call();
+    assert.equal(refused.status, 503);
+    assert.match(await refused.text(), /audit trail cannot record/);
+    lock.exec('ROLLBACK');
+    await until(async () => (await call()).status === 200, 15_000);
+    await gw.g.rt.auditLog!.flush();
+    const calls = queryEvents(gw.g.rt.auditLog!.db, { type: 'model_call', limit: 100 });
+    assert.ok(calls.length >= 2, `the request acknowledged while storage failed is in the trail (${calls.length} model_call events)`);
+  } finally {
+    lock.close();
+    await gw.close();
+  }
+});

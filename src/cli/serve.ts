@@ -49,8 +49,13 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   // AAM_AUDIT=off exists only to measure the cost of audit (bench/); never run production so.
   // AAM_AUDIT_RETENTION=90d: older whole segments are dropped hourly, behind a signed anchor.
   const retentionMs = env.AAM_AUDIT_RETENTION ? parseDurationSeconds(env.AAM_AUDIT_RETENTION, 'AAM_AUDIT_RETENTION') * 1000 : null;
+  // AAM_AUDIT_FAIL_MODE: while storage fails, buffer (default: bounded queue, alert, refuse when
+  // full) or fail_closed (refuse at once). Tool actions that change the world fail closed either way.
+  const failMode = env.AAM_AUDIT_FAIL_MODE ?? 'buffer';
+  if (failMode !== 'buffer' && failMode !== 'fail_closed') throw new Error(`AAM_AUDIT_FAIL_MODE must be buffer or fail_closed, not "${failMode}"`);
+  rt.auditFailClosed = failMode === 'fail_closed';
   const audit = env.AAM_AUDIT === 'off' ? null : openAuditLog({
-    dataDir: o.dataDir, failMode: 'buffer', durableTimeoutMs: 2_000,
+    dataDir: o.dataDir, failMode, durableTimeoutMs: 2_000,
     onAlert: (a) => rt.log.error({ event: 'audit_alert', ...a }, 'audit storage problem'),
     segments: retentionMs ? { ...DEFAULT_SEGMENTS, maxAgeMs: segmentAgeFor(retentionMs) } : undefined,
   });
