@@ -447,3 +447,20 @@ test('a segment file of a live process is left alone; one whose pid was reused b
   db.close();
   assert.deepEqual(segs, ['20260101-bbbbbbbbbbbb']);
 });
+
+test('two logs opening at once on a dead process\'s segment file chain its lines once', async () => {
+  const dir = tempDir();
+  const { encodeEvent } = await import('../src/audit/event.ts');
+  const gen = '20260101-cccccccccccc';
+  const lines = Array.from({ length: 20 }, (_, i) => encodeEvent(sampleEvent(i), Date.now()).json);
+  writeFileSync(join(dir, `audit-segment-${gen}.log`), JSON.stringify({ gen, pid: 2 ** 22 + 9, opened: new Date().toISOString() }) + '\n' + lines.join('\n') + '\n', { mode: 0o600 });
+  const a = openAuditLog({ dataDir: dir, busyTimeoutMs: 2000 });
+  const b = openAuditLog({ dataDir: dir, busyTimeoutMs: 2000 });
+  // Across processes the first claims the file (audit_meta claimed:<gen>); in one process both
+  // queue it, and the writer chains bytes another writer already chained only once.
+  assert.equal(a.stats().queued, 20);
+  await Promise.all([a.close(), b.close()]);
+  const r = verifyDatabase(dir);
+  assert.equal(r.ok, true, r.firstError?.message);
+  assert.equal(r.events, 20);
+});

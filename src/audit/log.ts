@@ -17,8 +17,8 @@ import { checkpointSignatureValid } from './checkpoint.ts';
 import type { CheckpointType } from './checkpoint.ts';
 import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import type { SigningKey } from './keys.ts';
-import { KEYS, auditDbPath, blockEvents, getMeta, lastBlock, openAuditDb, readCheckpoints, retentionAnchor, setMeta } from './store.ts';
-import { closedKey, createSegment, deleteSegment, indexedKey, legacyJournalKey, legacyJournalLines, linesFrom, listSegments, openInThisProcess, processAlive, segmentFileName } from './segment.ts';
+import { KEYS, auditDbPath, blockEvents, getMeta, lastBlock, openAuditDb, readCheckpoints, retentionAnchor, setMeta, transaction } from './store.ts';
+import { claimedKey, closedKey, createSegment, deleteSegment, indexedKey, legacyJournalKey, legacyJournalLines, linesFrom, listSegments, openInThisProcess, processAlive, processStartOf, segmentFileName } from './segment.ts';
 import type { SegmentFile } from './segment.ts';
 import type { WriterInit, WriterReply, WriterRequest } from './writer-worker.ts';
 
@@ -194,6 +194,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       continue;
     }
     if (processAlive(s.pid, s.pid_start)) continue; // another running process appends to it
+    if (!claimOrphan(db, s.gen)) continue; // another process starting now recovers it
     const from = Number(getMeta(db, indexedKey(s.gen)) ?? s.headerEnd);
     const { lines, ends } = linesFrom(opts.dataDir, s.gen, from);
     lines.forEach((l, i) => items.push({ json: undefined, cols: entryOf(l).cols, gen: s.gen, jstart: i ? ends[i - 1] : from, jend: ends[i] }));
@@ -585,6 +586,26 @@ function resumeHead(db: DatabaseSync, key: SigningKey, dataDir: string): Head {
     return { seq: anchor.tree_size, hash: anchor.head_hash };
   }
   return { seq: 0, hash: GENESIS_HASH };
+}
+
+/**
+ * Take a dead process's segment file for recovery, under the database write lock, unless another
+ * live process took it first (two gateways starting at once must not chain its lines twice).
+ */
+function claimOrphan(db: DatabaseSync, gen: string): boolean {
+  try {
+    return transaction(db, () => {
+      const prev = getMeta(db, claimedKey(gen));
+      if (prev) {
+        const [pid, start] = prev.split(':').map(Number);
+        if (pid !== process.pid && processAlive(pid, Number.isFinite(start) ? start : undefined)) return false;
+      }
+      setMeta(db, claimedKey(gen), `${process.pid}:${processStartOf(process.pid) ?? ''}`);
+      return true;
+    });
+  } catch {
+    return false; // the database is busy for long (another process migrating): the next start recovers it
+  }
 }
 
 /** Programming errors surface at the call site, not later in the writer. */

@@ -19,6 +19,8 @@ export const segmentFileName = (gen: string): string => `${PREFIX}${gen}${SUFFIX
 /** audit_meta keys: bytes of a segment already chained, and that no process appends to it any more. */
 export const indexedKey = (gen: string): string => `indexed:${gen}`;
 export const closedKey = (gen: string): string => `closed:${gen}`;
+/** audit_meta key: which process (pid:start) is recovering a dead process's segment. */
+export const claimedKey = (gen: string): string => `claimed:${gen}`;
 
 export interface SegmentHeader {
   gen: string;
@@ -57,7 +59,7 @@ export function createSegment(dataDir: string, extra: Partial<SegmentHeader> = {
   const gen = new Date().toISOString().slice(0, 10).replaceAll('-', '') + '-' + randomBytes(6).toString('hex');
   const openedAt = Date.now();
   const fd = openSync(join(dataDir, segmentFileName(gen)), 'wx', 0o600);
-  const header: SegmentHeader = { gen, pid: process.pid, pid_start: processStart(process.pid), opened: new Date(openedAt).toISOString(), ...extra };
+  const header: SegmentHeader = { gen, pid: process.pid, pid_start: processStartOf(process.pid), opened: new Date(openedAt).toISOString(), ...extra };
   let offset = writeAll(fd, Buffer.from(JSON.stringify(header) + '\n'), 0);
   let lines = 0;
   openHere.add(gen);
@@ -168,12 +170,12 @@ export function processAlive(pid: number, start?: number): boolean {
   if (pid === process.pid) return false; // an earlier incarnation of a reused pid cannot be us
   try { process.kill(pid, 0); } catch (e) { if ((e as NodeJS.ErrnoException).code !== 'EPERM') return false; }
   if (start === undefined) return true;
-  const now = processStart(pid);
+  const now = processStartOf(pid);
   return now === undefined || now === start;
 }
 
 /** Start time of a process in clock ticks since boot (field 22 of /proc/PID/stat); undefined off Linux. */
-function processStart(pid: number): number | undefined {
+export function processStartOf(pid: number): number | undefined {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const v = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);

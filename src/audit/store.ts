@@ -73,13 +73,14 @@ function legacyTables(db: DatabaseSync): string[] {
 }
 
 function migrateLegacyTables(db: DatabaseSync, dataDir: string): void {
-  // A migration that died before its commit left a file no block points to: remove it first.
-  for (const s of listSegments(dataDir)) {
-    if (s.sealed && !db.prepare('SELECT 1 FROM audit_blocks WHERE segment = ? LIMIT 1').get(s.gen)) deleteSegment(dataDir, s.gen);
-  }
   const moved = transaction(db, () => {
     const tables = legacyTables(db); // re-read under the write lock: another process may have migrated
     if (tables.length === 0) return 0;
+    // A migration that died before its commit left a file no block points to: remove it (under
+    // the lock, so never the file of a migration still running in another process).
+    for (const s of listSegments(dataDir)) {
+      if (s.sealed && !db.prepare('SELECT 1 FROM audit_blocks WHERE segment = ? LIMIT 1').get(s.gen)) deleteSegment(dataDir, s.gen);
+    }
     const total = tables.reduce((n, t) => n + Number(db.prepare(`SELECT count(*) AS n FROM ${t}`).get()?.n ?? 0), 0);
     // One-off and possibly long (about 10 s per million events): say so.
     if (total > 10_000) process.stderr.write(`aam: moving ${total} audit events from audit.db into a segment file (one-off, for this version's storage)...\n`);

@@ -98,7 +98,9 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
         const head = storedHead();
         let seq = head.seq;
         let prev = head.hash;
-        if (count) {
+        // Bytes another process already chained (it recovered the same dead file) are not chained twice.
+        const done = count ? Number(getMeta(db, indexedKey(segment)) ?? 0) : 0;
+        if (count && start >= done) {
           const all = chainHashLines(bytes, head.seq + 1, head.hash);
           if (all.length !== count) throw new Error(`audit segment ${segment} bytes ${start}..${end} hold ${all.length} lines, the batch names ${count}`);
           seq += count;
