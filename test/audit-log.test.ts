@@ -412,21 +412,21 @@ test('the writer hashes stored bytes exactly as verification hashes the text (no
 
 test('a new segment file is started when the current one reaches its age; each old one is closed once committed', async () => {
   const dir = tempDir();
-  const log = openAuditLog({ dataDir: dir, segments: { maxAgeMs: 30, maxEvents: 1_000_000 } });
+  const log = openAuditLog({ dataDir: dir, segments: { maxAgeMs: 100, maxEvents: 1_000_000 } });
   for (let round = 0; round < 3; round++) {
     for (let i = 0; i < 5; i++) log.record(sampleEvent(round * 5 + i));
     await log.flush();
-    await sleep(40);
+    await sleep(150);
   }
   await log.close();
   const files = segmentFiles(dir);
-  assert.equal(files.length, 3, files.join(', '));
   const db = openAuditDb(dir);
   const closed = db.prepare("SELECT count(*) AS n FROM audit_meta WHERE key LIKE 'closed:%'").get() as { n: number };
   const blocks = db.prepare('SELECT DISTINCT segment FROM audit_blocks').all();
   db.close();
-  assert.equal(closed.n, 3, 'every file is marked closed (retention may delete it)');
-  assert.equal(blocks.length, 3);
+  // Each round went to a new file (a slow machine may also rotate the first, still empty, one).
+  assert.ok(blocks.length === 3 && files.length >= 3, files.join(', '));
+  assert.equal(closed.n, files.length, 'every file is marked closed (retention may delete it)');
   assert.equal(verifyDatabase(dir).events, 15);
 });
 
