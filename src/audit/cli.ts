@@ -45,7 +45,9 @@ export const auditCommands: Record<string, AuditCommand> = {
         r = verifyExport(readFileSync(file, 'utf8'), pem);
       } else {
         await recover(g.data);
-        r = verifyDatabase(g.data, pem);
+        const progress = progressLine('verified', 'events');
+        r = verifyDatabase(g.data, pem, progress);
+        progress.done();
       }
       if (values.json) out(JSON.stringify(r, null, 2));
       else printVerify(r, file ?? g.data);
@@ -63,7 +65,9 @@ export const auditCommands: Record<string, AuditCommand> = {
       const path = str(values.out);
       const stream: Writable = path ? createWriteStream(path, { mode: 0o600 }) : process.stdout;
       if (format === 'native') {
-        const s = await exportJsonl(g.data, { since: str(values.since), out: stream });
+        const progress = progressLine('exported', 'events');
+        const s = await exportJsonl(g.data, { since: str(values.since), out: stream, onProgress: progress });
+        progress.done();
         err(`exported ${s.events} events and ${s.checkpoints} checkpoints from seq ${s.fromSeq}${path ? ' to ' + path : ''}`);
       } else {
         const db = openAuditDb(g.data);
@@ -149,6 +153,23 @@ export const auditCommands: Record<string, AuditCommand> = {
     },
   },
 };
+
+/**
+ * Progress of long CLI work on stderr, at most every 2 s and only on a terminal (scripts reading
+ * stdout, and logs, get no noise).
+ */
+function progressLine(verb: string, unit: string): ((n: number, total?: number) => void) & { done(): void } {
+  const tty = process.stderr.isTTY === true;
+  let last = Date.now();
+  let shown = false;
+  const show = (n: number, total?: number): void => {
+    if (!tty || Date.now() - last < 2000) return;
+    last = Date.now();
+    shown = true;
+    process.stderr.write(`\r${verb} ${n.toLocaleString('en-US')}${total ? ` of ${total.toLocaleString('en-US')}` : ''} ${unit}...`);
+  };
+  return Object.assign(show, { done: () => { if (shown) process.stderr.write('\n'); } });
+}
 
 /** Events a killed gateway wrote to its segment file but never committed belong in the trail before anyone reads it. */
 async function recover(dataDir: string): Promise<void> {

@@ -11,6 +11,8 @@ export interface ExportOptions {
   /** ISO time or Date: export events from this time on (plus the few since the checkpoint before it). */
   since?: string | Date;
   out: Writable;
+  /** Called after each event written (cheap: the caller decides how often to report). */
+  onProgress?: (events: number) => void;
 }
 
 export interface ExportSummary {
@@ -49,6 +51,7 @@ export async function exportJsonl(dataDir: string, opts: ExportOptions): Promise
       // The stored text is the evidence (its hash covers these bytes): splice the kind in, never re-serialise.
       await write(exportLine(e.text));
       events++;
+      opts.onProgress?.(events);
       for (const c of byTree.get(e.seq) ?? []) { await write(checkpointLine(c)); checkpoints++; }
     }
     return { fromSeq, events, checkpoints };

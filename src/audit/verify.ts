@@ -190,8 +190,11 @@ function claimedSeq(line: string, pos: number, prev: string, hash: string, budge
   return pos;
 }
 
-/** Verify <dataDir>/audit.db and its segment files. Pass the public key you trust; without it the key stored with the data is used. */
-export function verifyDatabase(dataDir: string, publicKeyPem?: string): VerifyResult {
+/**
+ * Verify <dataDir>/audit.db and its segment files. Pass the public key you trust; without it the
+ * key stored with the data is used. onProgress(events checked, last seq of the trail) after each block.
+ */
+export function verifyDatabase(dataDir: string, publicKeyPem?: string, onProgress?: (checked: number, total: number) => void): VerifyResult {
   const db = openAuditDb(dataDir);
   try {
     const cps = readCheckpoints(db);
@@ -210,7 +213,13 @@ export function verifyDatabase(dataDir: string, publicKeyPem?: string): VerifyRe
     // A retention checkpoint with a bad signature must not serve as the start of the chain.
     const checker = new ChainChecker(anchor ? anchor.tree_size + 1 : 1, anchor ? anchor.head_hash : GENESIS_HASH, headsOf(review.valid));
     const budget = { left: MAX_SEARCHES };
-    for (const b of readBlocks(db)) checkBlock(dataDirOf(db), b, checker, budget);
+    const total = onProgress ? Number(db.prepare('SELECT MAX(last_seq) AS s FROM audit_blocks').get()?.s ?? 0) : 0;
+    let checked = 0;
+    for (const b of readBlocks(db)) {
+      checkBlock(dataDirOf(db), b, checker, budget);
+      checked += b.last_seq - b.first_seq + 1;
+      onProgress?.(checked, total);
+    }
     return conclude(checker, review, {
       checkpoints: cps.length,
       anchor: anchor ? { tree_size: anchor.tree_size, type: anchor.type } : 'genesis',
