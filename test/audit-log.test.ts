@@ -464,3 +464,27 @@ test('two logs opening at once on a dead process\'s segment file chain its lines
   assert.equal(r.ok, true, r.firstError?.message);
   assert.equal(r.events, 20);
 });
+
+test('small closed segment files (one per CLI command) are merged into one; the trail still verifies and reads the same', async () => {
+  const { mergeSmallSegments } = await import('../src/audit/store.ts');
+  const dir = tempDir();
+  for (let i = 0; i < 20; i++) { const log = openAuditLog({ dataDir: dir }); log.record(sampleEvent(i)); await log.close(); }
+  assert.equal(segmentFiles(dir).length, 20);
+  const log = openAuditLog({ dataDir: dir });
+  log.record(sampleEvent(100)); // the running log's own file is not touched
+  await log.flush();
+  const before = queryEvents(log.db, { order: 'asc', limit: 100 }).map((e) => [e.seq, e.hash]);
+  assert.equal(mergeSmallSegments(log.db, dir, { minFiles: 16 }), 20);
+  assert.equal(segmentFiles(dir).length, 2, 'one merged file + the running one');
+  assert.deepEqual(queryEvents(log.db, { order: 'asc', limit: 100 }).map((e) => [e.seq, e.hash]), before);
+  assert.equal(mergeSmallSegments(log.db, dir, { minFiles: 16 }), 0, 'nothing left to merge');
+  await log.close();
+  const r = verifyDatabase(dir);
+  assert.equal(r.ok, true, r.firstError?.message);
+  assert.equal(r.events, 21);
+  // A restart neither recovers the merged file as an orphan nor deletes it.
+  const again = openAuditLog({ dataDir: dir });
+  assert.equal(again.stats().queued, 0);
+  await again.close();
+  assert.equal(verifyDatabase(dir).events, 21);
+});

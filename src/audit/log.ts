@@ -18,7 +18,7 @@ import type { CheckpointType } from './checkpoint.ts';
 import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import type { SigningKey } from './keys.ts';
 import { KEYS, auditDbPath, blockEvents, getMeta, lastBlock, openAuditDb, readCheckpoints, retentionAnchor, setMeta, transaction } from './store.ts';
-import { claimedKey, closedKey, createSegment, deleteSegment, indexedKey, legacyJournalKey, legacyJournalLines, linesFrom, listSegments, openInThisProcess, processAlive, processStartOf, segmentFileName } from './segment.ts';
+import { claimedKey, closedKey, createSegment, writtenWhole, deleteSegment, indexedKey, legacyJournalKey, legacyJournalLines, linesFrom, listSegments, openInThisProcess, processAlive, processStartOf, segmentFileName } from './segment.ts';
 import type { SegmentFile } from './segment.ts';
 import type { WriterInit, WriterReply, WriterRequest } from './writer-worker.ts';
 
@@ -187,7 +187,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   }
   legacy.done();
   for (const s of listSegments(opts.dataDir)) {
-    if (s.sealed || s.gen === segment.gen || openInThisProcess(s.gen)) continue;
+    if (writtenWhole(s) || s.gen === segment.gen || openInThisProcess(s.gen)) continue;
     if (getMeta(db, closedKey(s.gen)) !== undefined) {
       // Closed and no block points to it: its events were dropped by retention (the unlink was cut short).
       if (!db.prepare('SELECT 1 FROM audit_blocks WHERE segment = ? LIMIT 1').get(s.gen)) deleteSegment(opts.dataDir, s.gen);
@@ -627,7 +627,7 @@ export async function recoverUncommitted(dataDir: string): Promise<number> {
     const db = openAuditDb(dataDir);
     let orphans: boolean;
     try {
-      orphans = listSegments(dataDir).some((s) => !s.sealed && !openInThisProcess(s.gen) && !processAlive(s.pid, s.pid_start) && getMeta(db, closedKey(s.gen)) === undefined);
+      orphans = listSegments(dataDir).some((s) => !writtenWhole(s) && !openInThisProcess(s.gen) && !processAlive(s.pid, s.pid_start) && getMeta(db, closedKey(s.gen)) === undefined);
     } finally { db.close(); }
     if (!orphans) return 0;
   }

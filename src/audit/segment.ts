@@ -5,7 +5,7 @@
 // the database keeps, per block of lines, the byte range, seq range, hashes and query keys, so
 // an event's bytes are written once. (An fsync per event would also survive power loss; that is
 // what recordDurable is for.) A new file is started each day (the unit retention deletes).
-import { closeSync, fdatasyncSync, openSync, readSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fstatSync, openSync, readSync, readdirSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
 
@@ -30,7 +30,12 @@ export interface SegmentHeader {
   opened: string;
   /** A file made from events of an older database layout; its lines are complete sealed events. */
   sealed?: boolean;
+  /** Written whole inside one database transaction (a merge of small files): never appended to, never an orphan. */
+  whole?: boolean;
 }
+
+/** Files no process appends to by design (migration or merge output): never recovered as orphans. */
+export const writtenWhole = (s: SegmentHeader): boolean => s.sealed === true || s.whole === true;
 
 export interface SegmentFile {
   readonly gen: string;
@@ -40,6 +45,10 @@ export interface SegmentFile {
   readonly lines: number;
   /** Append lines (each one JSON text) with one write(2); returns the byte offset after each. */
   appendMany(lines: readonly string[]): number[];
+  /** Append bytes as they are (whole lines copied from another segment). */
+  appendRaw(bytes: Buffer): void;
+  /** Flush the file to disk. */
+  sync(): void;
   /** Bytes in the file (the header included). */
   size(): number;
   close(): void;
@@ -76,6 +85,10 @@ export function createSegment(dataDir: string, extra: Partial<SegmentHeader> = {
       lines += batch.length;
       return ends;
     },
+    appendRaw(bytes) {
+      offset = writeAll(fd, bytes, offset);
+    },
+    sync: () => fdatasyncSync(fd),
     size: () => offset,
     close: () => { openHere.delete(gen); closeSync(fd); },
   };
@@ -130,6 +143,8 @@ export function readBytes(dataDir: string, gen: string, start: number, end: numb
 export interface SegmentInfo extends SegmentHeader {
   /** Byte offset just after the header line. */
   headerEnd: number;
+  /** File size in bytes. */
+  size: number;
 }
 
 /** Segment files in the data dir (oldest first by name), with their headers. */
@@ -153,7 +168,7 @@ function readHeader(path: string): SegmentInfo | undefined {
     const nl = buf.subarray(0, n).indexOf(10);
     if (nl < 0) return undefined;
     const h = JSON.parse(buf.subarray(0, nl).toString('utf8')) as SegmentHeader;
-    return typeof h.gen === 'string' ? { ...h, headerEnd: nl + 1 } : undefined;
+    return typeof h.gen === 'string' ? { ...h, headerEnd: nl + 1, size: fstatSync(fd).size } : undefined;
   } catch {
     return undefined;
   } finally {

@@ -10,7 +10,7 @@ import type { AuditEvent } from './event.ts';
 import { sealedText } from './event.ts';
 import type { Checkpoint, CheckpointType } from './checkpoint.ts';
 import { transaction } from '../store/sqlite.ts';
-import { closedKey, createSegment, deleteSegment, listSegments, readLines } from './segment.ts';
+import { closedKey, createSegment, deleteSegment, listSegments, readBytes, readLines, writtenWhole } from './segment.ts';
 
 export const AUDIT_DB_FILE = 'audit.db';
 /** Query keys stored per event, in this order (see IndexCols in event.ts). */
@@ -78,9 +78,7 @@ function migrateLegacyTables(db: DatabaseSync, dataDir: string): void {
     if (tables.length === 0) return 0;
     // A migration that died before its commit left a file no block points to: remove it (under
     // the lock, so never the file of a migration still running in another process).
-    for (const s of listSegments(dataDir)) {
-      if (s.sealed && !db.prepare('SELECT 1 FROM audit_blocks WHERE segment = ? LIMIT 1').get(s.gen)) deleteSegment(dataDir, s.gen);
-    }
+    removeUnreferencedWholeFiles(db, dataDir);
     const total = tables.reduce((n, t) => n + Number(db.prepare(`SELECT count(*) AS n FROM ${t}`).get()?.n ?? 0), 0);
     // One-off and possibly long (about 10 s per million events): say so.
     if (total > 10_000) process.stderr.write(`aam: moving ${total} audit events from audit.db into a segment file (one-off, for this version's storage)...\n`);
@@ -129,6 +127,50 @@ function migrateLegacyTables(db: DatabaseSync, dataDir: string): void {
   // The old tables' pages are free now: give the space back to the file system.
   if (moved > 0) db.exec('VACUUM');
   if (moved > 10_000) process.stderr.write(`aam: moved ${moved} audit events; \`aam audit verify\` checks them as before\n`);
+}
+
+/** Migration or merge output that no block points to: a transaction that died before its commit. Under the write lock. */
+function removeUnreferencedWholeFiles(db: DatabaseSync, dataDir: string): void {
+  for (const s of listSegments(dataDir)) {
+    if (writtenWhole(s) && !db.prepare('SELECT 1 FROM audit_blocks WHERE segment = ? LIMIT 1').get(s.gen)) deleteSegment(dataDir, s.gen);
+  }
+}
+
+/**
+ * Merge small closed segment files (each short-lived CLI process that records an admin event
+ * leaves one) into one file, when there are at least `minFiles` of them. The bytes are copied
+ * unchanged and each block's byte range moved in the same transaction, so hashes, seqs and
+ * verification are untouched; the old files go after the commit (a crash leaves them closed and
+ * unreferenced, and the next start deletes them). Returns how many files were merged.
+ */
+export function mergeSmallSegments(db: DatabaseSync, dataDir: string, opts: { maxBytes?: number; minFiles?: number } = {}): number {
+  const maxBytes = opts.maxBytes ?? 64 * 1024;
+  const candidates = listSegments(dataDir).filter((s) => s.size <= maxBytes && getMeta(db, closedKey(s.gen)) !== undefined
+    && db.prepare('SELECT 1 FROM audit_blocks WHERE segment = ? LIMIT 1').get(s.gen));
+  if (candidates.length < (opts.minFiles ?? 16)) return 0;
+  const merged: string[] = transaction(db, () => {
+    removeUnreferencedWholeFiles(db, dataDir);
+    const out = createSegment(dataDir, { whole: true });
+    const move = db.prepare('UPDATE audit_blocks SET segment = ?, byte_start = byte_start + ?, byte_end = byte_end + ? WHERE segment = ?');
+    const done: string[] = [];
+    try {
+      for (const s of candidates) {
+        if (getMeta(db, closedKey(s.gen)) === undefined) continue; // re-checked under the lock
+        const body = readBytes(dataDir, s.gen, s.headerEnd, s.size);
+        const base = out.size();
+        out.appendRaw(body);
+        move.run(out.gen, base - s.headerEnd, base - s.headerEnd, s.gen);
+        done.push(s.gen);
+      }
+      out.sync(); // the copies are on disk before the rows point at them
+      setMeta(db, closedKey(out.gen), new Date().toISOString());
+    } finally {
+      out.close();
+    }
+    return done;
+  });
+  for (const gen of merged) deleteSegment(dataDir, gen);
+  return merged.length;
 }
 
 /** One stored block: consecutive events first_seq..last_seq. */

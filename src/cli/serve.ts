@@ -17,6 +17,7 @@ import { toolDeps } from '../access/tool-deps.ts';
 import { openAuditLog, startSinks, webhookSink, fileSink, otlpLogsSink, type AuditSink } from '../audit/index.ts';
 import { segmentAgeFor, startRetention } from '../audit/retention.ts';
 import { DEFAULT_SEGMENTS } from '../audit/writer.ts';
+import { mergeSmallSegments } from '../audit/store.ts';
 import { parseDurationSeconds } from '../config/duration.ts';
 import { openIssuer } from '../identity/issuer.ts';
 import { createJwtVerifier } from '../identity/jwt-svid.ts';
@@ -64,6 +65,13 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     onError: (e) => rt.log.error({ event: 'audit_retention_failed', err: e }, 'audit retention failed; retried next hour'),
   }) : null;
   if (!audit) rt.log.warn({ event: 'audit_disabled' }, 'AAM_AUDIT=off: no audit trail is written (benchmark mode)');
+  // Small files left by CLI commands are merged into one (bytes and hashes unchanged).
+  if (audit) {
+    try {
+      const merged = mergeSmallSegments(audit.db, o.dataDir);
+      if (merged) rt.log.info({ event: 'audit_segments_merged', files: merged }, `merged ${merged} small audit segment files`);
+    } catch (e) { rt.log.warn({ event: 'audit_merge_skipped', err: e }, 'small audit segment files not merged this time'); }
+  }
   rt.audit = audit;
   rt.auditLog = audit;
   const sinks = audit ? startSinks(audit, auditSinks(env)) : null;
