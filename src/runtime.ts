@@ -11,6 +11,7 @@ import { openDatabase } from './store/sqlite.ts';
 import { createLogger, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
 import type { AuditLog } from './audit/log.ts';
+import { adminEvent } from './audit/event.ts';
 import { createEventScrubber, type EventScrubber } from './access/scrub-events.ts';
 import { ModelCache } from './cache/model-cache.ts';
 import type { Tracer } from './observability/tracing.ts';
@@ -299,7 +300,7 @@ export class Runtime {
 
   /** An administrative action taken by the gateway itself (reload, credential rotation) for the audit trail. */
   adminEvent(action: string, target: string, actor: string, detail: Record<string, string | number | boolean> = {}, status: number | string = 200): void {
-    this.audit?.record({ type: 'admin', request_id: `${action}-${Date.now()}`, admin: { action, target, actor }, detail, outcome: { status } });
+    this.audit?.record(adminEvent(action, target, actor, detail, status));
   }
 
   async close(): Promise<void> {

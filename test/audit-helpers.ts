@@ -1,8 +1,9 @@
 // Shared fixtures for the audit tests (not a test file itself).
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AuditEventInput } from '../src/audit/event.ts';
+import { encodeEvent } from '../src/audit/event.ts';
 import { BLOCK_COLUMNS, KEYS, openAuditDb, readBlocks } from '../src/audit/store.ts';
 import { createSegment, readLines, segmentFileName } from '../src/audit/segment.ts';
 
@@ -27,6 +28,16 @@ export function sampleEvent(i: number, over: Partial<AuditEventInput> = {}): Aud
     outcome: { status: 200 },
     ...over,
   };
+}
+
+/**
+ * A segment file as another process (pid, pid_start) left it: these events' lines, then `tail`
+ * (e.g. a torn line). Default pid: one that cannot be running (above Linux's pid limit).
+ */
+export function writeSegmentFile(dir: string, gen: string, events: readonly AuditEventInput[], opts: { pid?: number; pidStart?: number; tail?: string } = {}): void {
+  const header = { gen, pid: opts.pid ?? 2 ** 22 + 7, pid_start: opts.pidStart, opened: new Date().toISOString() };
+  const lines = events.map((e) => encodeEvent(e, Date.now()).json);
+  writeFileSync(join(dir, segmentFileName(gen)), [JSON.stringify(header), ...lines].join('\n') + '\n' + (opts.tail ?? ''), { mode: 0o600 });
 }
 
 /** One event as it sits in storage: its line, the hashes stored with it, its query keys. */

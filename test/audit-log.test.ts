@@ -13,7 +13,8 @@ import { queryEvents, showRequest, describeEvent } from '../src/audit/query.ts';
 import { applyRetention, startRetention } from '../src/audit/retention.ts';
 import { firstSeqAtOrAfter, openAuditDb, readEvents } from '../src/audit/store.ts';
 import { toOcsf } from '../src/audit/ocsf.ts';
-import { rewriteTrail, sampleEvent, tempDir } from './audit-helpers.ts';
+import { rewriteTrail, sampleEvent, tempDir, writeSegmentFile } from './audit-helpers.ts';
+import { processStartOf } from '../src/audit/segment.ts';
 
 const segmentFiles = (dir: string): string[] => readdirSync(dir).filter((n) => n.startsWith('audit-segment-'));
 
@@ -370,10 +371,7 @@ test('segment files: a log that recorded nothing leaves none; a killed process\'
 
   // A process (pid gone) that wrote 3 lines and was killed before its writer committed them, the
   // last one torn mid-write (never acknowledged).
-  const { encodeEvent } = await import('../src/audit/event.ts');
-  const gen = '20260101-deaddeadbeef';
-  const lines = [0, 1, 2].map((i) => encodeEvent(sampleEvent(100 + i), Date.now()).json);
-  writeFileSync(join(dir, `audit-segment-${gen}.log`), JSON.stringify({ gen, pid: 2 ** 22 + 7, opened: new Date().toISOString() }) + '\n' + lines.join('\n') + '\n{"time":"2026-', { mode: 0o600 });
+  writeSegmentFile(dir, '20260101-deaddeadbeef', [0, 1, 2].map((i) => sampleEvent(100 + i)), { tail: '{"time":"2026-' });
   log = openAuditLog({ dataDir: dir });
   assert.equal(log.stats().queued, 3, 'the complete lines are recovered');
   log.record(sampleEvent(200));
@@ -432,13 +430,10 @@ test('a new segment file is started when the current one reaches its age; each o
 
 test('a segment file of a live process is left alone; one whose pid was reused by another process is recovered', { skip: process.platform !== 'linux' }, async () => {
   const dir = tempDir();
-  const { encodeEvent } = await import('../src/audit/event.ts');
-  const stat = readFileSync('/proc/1/stat', 'utf8');
-  const start1 = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]);
-  const write = (gen: string, pidStart: number) => writeFileSync(join(dir, `audit-segment-${gen}.log`),
-    JSON.stringify({ gen, pid: 1, pid_start: pidStart, opened: new Date().toISOString() }) + '\n' + encodeEvent(sampleEvent(1), Date.now()).json + '\n', { mode: 0o600 });
-  write('20260101-aaaaaaaaaaaa', start1); // pid 1, really running: someone else's live file
-  write('20260101-bbbbbbbbbbbb', start1 + 12345); // pid 1 now, but not the process that wrote it
+  const start1 = processStartOf(1);
+  assert.ok(start1 !== undefined);
+  writeSegmentFile(dir, '20260101-aaaaaaaaaaaa', [sampleEvent(1)], { pid: 1, pidStart: start1 }); // pid 1, really running: someone else's live file
+  writeSegmentFile(dir, '20260101-bbbbbbbbbbbb', [sampleEvent(1)], { pid: 1, pidStart: start1 + 12345 }); // pid 1 now, but not the process that wrote it
   const log = openAuditLog({ dataDir: dir });
   assert.equal(log.stats().queued, 1, 'only the file of the dead writer is recovered');
   await log.close();
@@ -450,10 +445,7 @@ test('a segment file of a live process is left alone; one whose pid was reused b
 
 test('two logs opening at once on a dead process\'s segment file chain its lines once', async () => {
   const dir = tempDir();
-  const { encodeEvent } = await import('../src/audit/event.ts');
-  const gen = '20260101-cccccccccccc';
-  const lines = Array.from({ length: 20 }, (_, i) => encodeEvent(sampleEvent(i), Date.now()).json);
-  writeFileSync(join(dir, `audit-segment-${gen}.log`), JSON.stringify({ gen, pid: 2 ** 22 + 9, opened: new Date().toISOString() }) + '\n' + lines.join('\n') + '\n', { mode: 0o600 });
+  writeSegmentFile(dir, '20260101-cccccccccccc', Array.from({ length: 20 }, (_, i) => sampleEvent(i)));
   const a = openAuditLog({ dataDir: dir, busyTimeoutMs: 2000 });
   const b = openAuditLog({ dataDir: dir, busyTimeoutMs: 2000 });
   // Across processes the first claims the file (audit_meta claimed:<gen>); in one process both

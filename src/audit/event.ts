@@ -232,6 +232,14 @@ export function indexColumns(e: Record<string, unknown>): { agent: string | null
   return { agent, decision: effect };
 }
 
+/**
+ * An administrative action taken outside a client request (by the gateway itself or from the CLI):
+ * who did what to which target; `detail` never holds a secret. The request id names the action.
+ */
+export function adminEvent(action: string, target: string, actor: string, detail: { [key: string]: string | number | boolean } = {}, status: number | string = 200, idPrefix = ''): AuditEventInput {
+  return { type: 'admin', request_id: `${idPrefix}${action}-${Date.now()}`, admin: { action, target, actor }, detail, outcome: { status } };
+}
+
 /** The event that replaces one whose content cannot be encoded: the failure is recorded, never dropped. */
 export function encodingFailureEvent(input: AuditEventInput, err: unknown): AuditEventInput {
   return {

@@ -17,7 +17,7 @@ import { checkpointSignatureValid } from './checkpoint.ts';
 import type { CheckpointType } from './checkpoint.ts';
 import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import type { SigningKey } from './keys.ts';
-import { KEYS, auditDbPath, blockEvents, getMeta, lastBlock, openAuditDb, readCheckpoints, retentionAnchor, setMeta, transaction } from './store.ts';
+import { KEYS, auditDbPath, blockEvents, getMeta, lastBlock, openAuditDb, readCheckpoints, retentionAnchor, segmentReferenced, setMeta, transaction } from './store.ts';
 import { claimedKey, closedKey, createSegment, writtenWhole, deleteSegment, indexedKey, legacyJournalKey, legacyJournalLines, linesFrom, listSegments, openInThisProcess, processAlive, processStartOf, segmentFileName } from './segment.ts';
 import type { SegmentFile } from './segment.ts';
 import type { WriterInit, WriterReply, WriterRequest } from './writer-worker.ts';
@@ -190,7 +190,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     if (writtenWhole(s) || s.gen === segment.gen || openInThisProcess(s.gen)) continue;
     if (getMeta(db, closedKey(s.gen)) !== undefined) {
       // Closed and no block points to it: its events were dropped by retention (the unlink was cut short).
-      if (!db.prepare('SELECT 1 FROM audit_blocks WHERE segment = ? LIMIT 1').get(s.gen)) deleteSegment(opts.dataDir, s.gen);
+      if (!segmentReferenced(db, s.gen)) deleteSegment(opts.dataDir, s.gen);
       continue;
     }
     if (processAlive(s.pid, s.pid_start)) continue; // another running process appends to it
@@ -334,18 +334,22 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     // Waiting flushes learn about the failure; the events themselves stay queued.
     for (const w of flushWaiters) w.reject(err);
     flushWaiters = [];
-    if (cfg.failMode === 'fail_closed') {
-      for (let i = qHead; i < items.length; i++) {
-        const d = items[i].durable;
-        if (!d) continue;
-        if (d.timer) clearTimeout(d.timer);
-        d.reject(err);
-        items[i].durable = undefined;
-      }
-    }
+    rejectDurableIfFailClosed(items.slice(qHead), err);
     if (closed) return;
     backoff = Math.min(5000, backoff ? backoff * 2 : 50);
     retryTimer = setTimeout(() => { retryTimer = undefined; schedule(true); }, backoff);
+  }
+
+  /** fail_closed: whoever waits for one of these events to be durable learns of the failure now (the events stay queued). */
+  function rejectDurableIfFailClosed(entries: readonly Entry[], err: Error): void {
+    if (cfg.failMode !== 'fail_closed') return;
+    for (const e of entries) {
+      const d = e.durable;
+      if (!d) continue;
+      if (d.timer) clearTimeout(d.timer);
+      d.reject(err);
+      e.durable = undefined;
+    }
   }
 
   /** An explicit request (durable record, flush) retries storage now instead of after backoff. */
@@ -384,12 +388,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       const err = new AuditUnavailableError(`audit segment write failed (${String(e)}); the action is not acknowledged`, { cause: e });
       alert({ kind: 'write_failed', message: err.message, error: e });
       for (const w of waiters) w.reject(err);
-      if (cfg.failMode === 'fail_closed') {
-        for (const entry of batch) {
-          const d = entry.durable;
-          if (d) { if (d.timer) clearTimeout(d.timer); d.reject(err); entry.durable = undefined; }
-        }
-      }
+      rejectDurableIfFailClosed(batch, err);
       if (!closed && !writeRetry) {
         writeRetry = setTimeout(() => { writeRetry = undefined; writeLines(); schedule(false); }, 200);
         writeRetry.unref();

@@ -132,7 +132,7 @@ function migrateLegacyTables(db: DatabaseSync, dataDir: string): void {
 /** Migration or merge output that no block points to: a transaction that died before its commit. Under the write lock. */
 function removeUnreferencedWholeFiles(db: DatabaseSync, dataDir: string): void {
   for (const s of listSegments(dataDir)) {
-    if (writtenWhole(s) && !db.prepare('SELECT 1 FROM audit_blocks WHERE segment = ? LIMIT 1').get(s.gen)) deleteSegment(dataDir, s.gen);
+    if (writtenWhole(s) && !segmentReferenced(db, s.gen)) deleteSegment(dataDir, s.gen);
   }
 }
 
@@ -145,8 +145,7 @@ function removeUnreferencedWholeFiles(db: DatabaseSync, dataDir: string): void {
  */
 export function mergeSmallSegments(db: DatabaseSync, dataDir: string, opts: { maxBytes?: number; minFiles?: number } = {}): number {
   const maxBytes = opts.maxBytes ?? 64 * 1024;
-  const candidates = listSegments(dataDir).filter((s) => s.size <= maxBytes && getMeta(db, closedKey(s.gen)) !== undefined
-    && db.prepare('SELECT 1 FROM audit_blocks WHERE segment = ? LIMIT 1').get(s.gen));
+  const candidates = listSegments(dataDir).filter((s) => s.size <= maxBytes && getMeta(db, closedKey(s.gen)) !== undefined && segmentReferenced(db, s.gen));
   if (candidates.length < (opts.minFiles ?? 16)) return 0;
   const merged: string[] = transaction(db, () => {
     removeUnreferencedWholeFiles(db, dataDir);
@@ -329,13 +328,27 @@ export function retentionAnchor(checkpoints: readonly Checkpoint[]): Checkpoint 
   return best;
 }
 
+/** Read/write audit_meta with statements prepared once (hold on to it where it runs per batch). */
+export function metaAccess(db: DatabaseSync): { get(key: string): string | undefined; set(key: string, value: string): void } {
+  const read = db.prepare('SELECT value FROM audit_meta WHERE key = ?');
+  const write = db.prepare('INSERT INTO audit_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value');
+  return {
+    get: (key) => { const row = read.get(key); return row ? String(row.value) : undefined; },
+    set: (key, value) => { write.run(key, value); },
+  };
+}
+
 export function getMeta(db: DatabaseSync, key: string): string | undefined {
-  const row = db.prepare('SELECT value FROM audit_meta WHERE key = ?').get(key);
-  return row ? String(row.value) : undefined;
+  return metaAccess(db).get(key);
 }
 
 export function setMeta(db: DatabaseSync, key: string, value: string): void {
-  db.prepare('INSERT INTO audit_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value').run(key, value);
+  metaAccess(db).set(key, value);
+}
+
+/** Whether any block still points into a segment file (else nothing needs its bytes). */
+export function segmentReferenced(db: DatabaseSync, gen: string): boolean {
+  return db.prepare('SELECT 1 FROM audit_blocks WHERE segment = ? LIMIT 1').get(gen) !== undefined;
 }
 
 /** One transaction helper for every store (BEGIN IMMEDIATE, rollback on error). */

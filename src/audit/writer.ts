@@ -7,7 +7,7 @@ import { GENESIS_HASH, chainHashLines } from './event.ts';
 import { signCheckpoint } from './checkpoint.ts';
 import type { Checkpoint, CheckpointType } from './checkpoint.ts';
 import type { SigningKey } from './keys.ts';
-import { getMeta, insertCheckpoint, readCheckpoints, retentionAnchor, setMeta, transaction } from './store.ts';
+import { getMeta, insertCheckpoint, metaAccess, readCheckpoints, retentionAnchor, transaction } from './store.ts';
 import { closedKey, deleteSegment, indexedKey, readBytes } from './segment.ts';
 
 /**
@@ -62,9 +62,7 @@ export const DEFAULT_SEGMENTS: SegmentPolicy = { maxAgeMs: 86_400_000, maxEvents
 
 export function createBatchWriter(db: DatabaseSync, dataDir: string, key: SigningKey, checkpointEvery: number): BatchWriter {
   const tail = db.prepare('SELECT last_seq, last_hash FROM audit_blocks ORDER BY first_seq DESC LIMIT 1');
-  // Per-batch metadata, prepared once (the batch path runs for every commit).
-  const indexedEnd = db.prepare('SELECT value FROM audit_meta WHERE key = ?');
-  const setIndexedEnd = db.prepare('INSERT INTO audit_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value');
+  const meta = metaAccess(db); // per batch: prepared once
   const insert = db.prepare('INSERT INTO audit_blocks (first_seq, last_seq, prev_hash, last_hash, min_time, max_time, segment, byte_start, byte_end, sealed, hashes, keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)');
   let syncFull = true;
   let lastCheckpointSeq = readCheckpoints(db).reduce((m, c) => Math.max(m, c.tree_size), 0);
@@ -102,7 +100,7 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
         let seq = head.seq;
         let prev = head.hash;
         // Bytes another process already chained (it recovered the same dead file) are not chained twice.
-        const done = count ? Number(indexedEnd.get(indexedKey(segment))?.value ?? 0) : 0;
+        const done = count ? Number(meta.get(indexedKey(segment)) ?? 0) : 0;
         if (count && start >= done) {
           const all = chainHashLines(bytes, head.seq + 1, head.hash);
           if (all.length !== count) throw new Error(`audit segment ${segment} bytes ${start}..${end} hold ${all.length} lines, the batch names ${count}`);
@@ -110,9 +108,9 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
           prev = all[count - 1];
           for (const i of wantHashes) hashes[i] = all[i];
           insert.run(head.seq + 1, seq, head.hash, prev, minTime, maxTime, segment, start, end, all.join(''), keys);
-          setIndexedEnd.run(indexedKey(segment), String(end));
+          meta.set(indexedKey(segment), String(end));
         }
-        for (const gen of close) setMeta(db, closedKey(gen), new Date().toISOString());
+        for (const gen of close) meta.set(closedKey(gen), new Date().toISOString());
         return { firstSeq: head.seq + 1, lastSeq: seq, lastHash: prev };
       });
       let cp: Checkpoint | undefined;

@@ -2,6 +2,7 @@
 // each is recorded in the audit trail by the CLI process itself, committed before it exits.
 import { userInfo } from 'node:os';
 import { openAuditLog } from '../audit/log.ts';
+import { adminEvent } from '../audit/event.ts';
 
 /** Who ran the command, as far as the OS knows. */
 function cliActor(): string {
@@ -18,7 +19,7 @@ export async function recordCliAdmin(dataDir: string, action: string, target: st
   try {
     const log = openAuditLog({ dataDir });
     try {
-      await log.recordDurable({ type: 'admin', request_id: `cli-${action}-${Date.now()}`, admin: { action, target, actor: cliActor() }, detail, outcome: { status: 200 } });
+      await log.recordDurable(adminEvent(action, target, cliActor(), detail, 200, 'cli-'));
     } finally {
       await log.close();
     }
