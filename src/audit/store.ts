@@ -249,10 +249,8 @@ export function* readBlocks(db: DatabaseSync, f: EventFilter = {}): Generator<Bl
 /** The stored events of one block, in seq order (reads its segment file unless given the lines). */
 export function blockEvents(dataDir: string, b: Block, lines = readLines(dataDir, b.segment, b.byte_start, b.byte_end)): StoredEvent[] {
   const keys = blockKeys(b);
-  const n = b.last_seq - b.first_seq + 1;
-  if (lines.length !== n || keys.length !== n || b.hashes.length !== n * 64) {
-    throw new Error(`audit block at seq ${b.first_seq} is inconsistent (${lines.length} lines, ${keys.length} keys, ${b.hashes.length / 64} hashes for ${n} events): run \`aam audit verify\``);
-  }
+  const problem = blockShapeProblem(b, lines.length, keys.length);
+  if (problem) throw new Error(`audit ${problem}: run \`aam audit verify\``);
   let prev = b.prev_hash;
   return keys.map((k, i) => {
     const hash = b.hashes.slice(i * 64, i * 64 + 64);
@@ -276,6 +274,13 @@ export function* readEvents(db: DatabaseSync, f: EventFilter = {}): Generator<St
     if (f.desc) events.reverse();
     for (const e of events) if (wanted(e)) yield e;
   }
+}
+
+/** A block's seq range must match its number of lines, keys and hashes; what is wrong, if anything. */
+export function blockShapeProblem(b: Block, lines: number, keys: number): string | undefined {
+  const n = b.last_seq - b.first_seq + 1;
+  if (lines === n && keys === n && b.hashes.length === n * 64) return undefined;
+  return `block of events ${b.first_seq}..${b.last_seq} holds ${lines} lines, ${keys} keys and ${Math.floor(b.hashes.length / 64)} hashes`;
 }
 
 /** The keys of a block's events without reading its segment file. */

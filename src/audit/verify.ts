@@ -7,7 +7,7 @@ import { checkpointSignatureValid } from './checkpoint.ts';
 import type { Checkpoint } from './checkpoint.ts';
 import { signingKeyPath } from './keys.ts';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
-import { blockKeys, dataDirOf, openAuditDb, readBlocks, readCheckpoints, retentionAnchor } from './store.ts';
+import { blockKeys, blockShapeProblem, dataDirOf, openAuditDb, readBlocks, readCheckpoints, retentionAnchor } from './store.ts';
 import type { Block, EventKeys } from './store.ts';
 import { SegmentMissingError, readLines } from './segment.ts';
 
@@ -241,11 +241,12 @@ function checkBlock(dataDir: string, b: Block, checker: ChainChecker, budget: { 
   }
   let keys: EventKeys[];
   try { keys = blockKeys(b); } catch { keys = []; }
-  const n = b.last_seq - b.first_seq + 1;
-  if (lines.length !== n || keys.length !== n || b.hashes.length !== n * 64 || b.last_hash !== b.hashes.slice(-64)) {
-    checker.fail(b.first_seq, 'altered', `block of events ${b.first_seq}..${b.last_seq} holds ${lines.length} lines, ${keys.length} keys and ${Math.floor(b.hashes.length / 64)} hashes: its segment bytes or index row were edited`);
+  const problem = blockShapeProblem(b, lines.length, keys.length) ?? (b.last_hash !== b.hashes.slice(-64) ? `block of events ${b.first_seq}..${b.last_seq} names a last hash that is not its last event's` : undefined);
+  if (problem) {
+    checker.fail(b.first_seq, 'altered', `${problem}: its segment bytes or index row were edited`);
     return;
   }
+  const n = b.last_seq - b.first_seq + 1;
   let prev = b.prev_hash;
   for (let i = 0; i < n; i++) {
     const pos = b.first_seq + i;
