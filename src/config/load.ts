@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { parseAllDocuments, LineCounter, isMap, isSeq, type Document } from 'yaml';
 import type { z } from 'zod';
 import { documentSchema, specByKind, type ConfigSet, type Kind, type Resource } from './schema.ts';
+import { resolvePricing } from './pricing.ts';
 
 export interface ConfigIssue {
   file: string;
@@ -209,9 +210,44 @@ function checkReferences(set: ConfigSet, at: At): void {
     if (h.spec.credential && !set.credentials.has(h.spec.credential)) at('HttpTool', h, ['spec', 'credential'], `unknown Credential "${h.spec.credential}"`);
     knownGuardrails('HttpTool', h, h.spec.guardrails);
   }
+  checkBudgetsCanBind(set, at);
   for (const g of set.guardrails.values()) {
     (g.spec.regex ?? []).forEach((r, i) => {
       try { new RegExp(r, 'u'); } catch (e) { at('Guardrail', g, ['spec', 'regex', i], `invalid regular expression: ${(e as Error).message}`); }
+    });
+  }
+}
+
+/** Budgeted policies that allow each route (a route denied by the same policy is not allowed by it). */
+function budgetedPoliciesByRoute(set: ConfigSet): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const pol of set.policies.values()) {
+    const m = pol.spec.models;
+    if (m?.budget?.daily_usd === undefined && m?.budget?.monthly_usd === undefined) continue;
+    const deny = new Set(m.deny ?? []);
+    if (deny.has('*')) continue;
+    const allow = m.allow ?? [];
+    for (const route of allow.includes('*') ? set.models.keys() : allow) {
+      if (deny.has(route) || !set.models.has(route)) continue;
+      out.set(route, [...(out.get(route) ?? []), pol.name]);
+    }
+  }
+  return out;
+}
+
+/**
+ * A budget must be able to bind: every target of a route a budgeted policy allows needs a price
+ * (its own, the route's, or a built-in one), or the explicit `pricing: { free: true }`.
+ * Otherwise its calls would cost $0 against the budget, silently.
+ */
+function checkBudgetsCanBind(set: ConfigSet, at: At): void {
+  for (const [route, policies] of budgetedPoliciesByRoute(set)) {
+    const m = set.models.get(route)!;
+    m.spec.targets.forEach((t, i) => {
+      const provider = set.providers.get(t.provider);
+      if (!provider || resolvePricing(provider.spec.type, t.model, t.pricing, m.spec.pricing)) return;
+      const who = policies.map((p) => `"${p}"`).join(', ');
+      at('Model', m, ['spec', 'targets', i], `no price for model "${t.model}" (provider ${t.provider}), but AgentPolicy ${who} puts a budget on route "${route}": its calls would never count against that budget. Add pricing: { input_per_1m, output_per_1m } (USD) to this target or the route, or pricing: { free: true } to let it run unbilled`);
     });
   }
 }

@@ -83,12 +83,26 @@ export const providerSpec = z.strictObject({
   azure: z.strictObject({ apiVersion: z.string().min(1), deployment: z.string().min(1).optional() }).optional(),
 });
 
+/** USD per 1M tokens, or `free: true`: the explicit opt-in for a route a budget cannot bill (e.g. a local model). */
+export const pricingSpec = z.strictObject({
+  input_per_1m: z.number().nonnegative().optional(),
+  output_per_1m: z.number().nonnegative().optional(),
+  cached_input_per_1m: z.number().nonnegative().optional(),
+  free: z.literal(true).optional(),
+}).refine((p) => p.free
+  ? p.input_per_1m === undefined && p.output_per_1m === undefined && p.cached_input_per_1m === undefined
+  : p.input_per_1m !== undefined && p.output_per_1m !== undefined, {
+  message: 'set input_per_1m and output_per_1m (USD per 1M tokens), or only free: true',
+});
+
 export const targetSpec = z.strictObject({
   provider: name,
   model: z.string().min(1),
   weight: z.number().nonnegative().optional(),
   region: z.string().optional(),
   timeouts: timeoutsSpec.optional(),
+  /** This target's price (wins over the route's pricing and the built-in table). */
+  pricing: pricingSpec.optional(),
 });
 
 export const cacheSpec = z.strictObject({
@@ -102,7 +116,7 @@ export const cacheSpec = z.strictObject({
 export const modelSpec = z.strictObject({
   targets: z.array(targetSpec).min(1),
   strategy: z.enum(['fallback', 'loadbalance']).optional(),
-  pricing: z.strictObject({ input_per_1m: z.number().nonnegative(), output_per_1m: z.number().nonnegative(), cached_input_per_1m: z.number().nonnegative().optional() }).optional(),
+  pricing: pricingSpec.optional(),
   retries: z.strictObject({ attempts: z.number().int().min(0).max(10).optional(), backoff_ms: z.number().nonnegative().optional() }).optional(),
   kind: z.enum(['chat', 'embeddings']).optional(),
   cache: cacheSpec.optional(),
@@ -241,9 +255,40 @@ export const specByKind = {
 export type Kind = keyof typeof specByKind;
 export const KINDS = Object.keys(specByKind) as Kind[];
 
+/** Names the kind that was found (and the nearest known one), so a typo is obvious. */
+export function unknownKindMessage(found: unknown): string {
+  const list = `kind must be one of ${KINDS.join(', ')}`;
+  if (found === undefined) return `${list} (no kind given)`;
+  const text = typeof found === 'string' ? found : JSON.stringify(found);
+  const near = typeof found === 'string' ? nearestKind(found) : null;
+  return `${list}, not "${text}"${near ? ` (did you mean ${near}?)` : ''}`;
+}
+
+/** The known kind within two edits (case-insensitive) of `s`, if any. */
+function nearestKind(s: string): Kind | null {
+  let best: Kind | null = null;
+  let bestD = 3;
+  for (const k of KINDS) {
+    const d = editDistance(s.toLowerCase(), k.toLowerCase());
+    if (d < bestD) { best = k; bestD = d; }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  if (Math.abs(a.length - b.length) > 2) return 3;
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length];
+}
+
 export const documentSchema = z.strictObject({
   apiVersion: z.literal(API_VERSION, { error: `apiVersion must be ${API_VERSION}` }),
-  kind: z.enum(KINDS as [Kind, ...Kind[]], { error: `kind must be one of ${KINDS.join(', ')}` }),
+  kind: z.enum(KINDS as [Kind, ...Kind[]], { error: (iss) => unknownKindMessage(iss.input) }),
   metadata: z.strictObject({
     name,
     labels: labels.optional(),
@@ -257,6 +302,7 @@ export type CredentialKind = z.infer<typeof credentialKind>;
 export type ProviderSpec = z.infer<typeof providerSpec>;
 export type ModelSpec = z.infer<typeof modelSpec>;
 export type TargetSpec = z.infer<typeof targetSpec>;
+export type PricingSpec = z.infer<typeof pricingSpec>;
 export type AgentSpec = z.infer<typeof agentSpec>;
 export type PolicySpec = z.infer<typeof policySpec>;
 export type ToolRuleSpec = z.infer<typeof toolRuleSpec>;

@@ -5,7 +5,8 @@ import type { ConfigSet, ModelSpec, ProviderSpec, TimeoutsSpec } from '../config
 import { adapterFor } from '../providers/index.ts';
 import type { ProviderAdapter } from '../providers/types.ts';
 import { CircuitBreaker } from './breaker.ts';
-import { builtinPricing, type Pricing } from './pricing.ts';
+import type { Pricing } from './pricing.ts';
+import { resolvePricing } from '../config/pricing.ts';
 
 export type ProviderType = ProviderSpec['type'];
 
@@ -114,7 +115,7 @@ export function compileRoutes(set: ConfigSet, providers: Map<string, ProviderRun
       return {
         provider, model: t.model, weight: t.weight ?? 1, region: t.region,
         timeouts: timeouts(set.providers.get(t.provider)?.spec.timeouts, t.timeouts),
-        pricing: provider.type === 'demo' ? { input_per_1m: 0, output_per_1m: 0 } : s.pricing ?? builtinPricing(t.model),
+        pricing: resolvePricing(provider.type, t.model, t.pricing, s.pricing),
         options,
         // Breaker state survives reloads so a reload does not re-admit a dead upstream.
         breaker: prev?.targets.find((p) => p.label === label)?.breaker ?? new CircuitBreaker(),

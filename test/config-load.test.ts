@@ -1,0 +1,74 @@
+// Config load errors a user acts on: an unknown kind is named, and a budget that could never
+// bind (a budgeted route without a price) is refused at load, naming the route, target and policy.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseConfigTexts, ConfigError } from '../src/config/load.ts';
+import { doc, yaml } from './helpers/gateway.ts';
+import { runCli } from './helpers/e2e.ts';
+
+const dir = mkdtempSync(join(tmpdir(), 'aam-config-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Every issue message of a config text ([] when it loads). */
+function problems(text: string): string[] {
+  try { parseConfigTexts([{ file: 'aam.yaml', text }]); return []; } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    return e.issues.map((i) => `${i.path}: ${i.message}`);
+  }
+}
+
+test('aam validate names the unknown kind it found (and the nearest known one)', async () => {
+  const file = join(dir, 'kinds.yaml');
+  writeFileSync(file, yaml(doc('Robot', 'r', {}), doc('Providr', 'p', { type: 'demo' }), doc('Provider', 'ok', { type: 'demo' })));
+  const r = await runCli(['validate', file], { env: { ...process.env, AAM_LOG_LEVEL: 'error' } });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /\(document 1\): kind: kind must be one of [^\n]*, not "Robot"\n/);
+  assert.match(r.stderr, /\(document 2\): kind: [^\n]*not "Providr" \(did you mean Provider\?\)/);
+  assert.match(r.stderr, /2 problems found/);
+});
+
+const local = doc('Provider', 'local', { type: 'openai-compatible', baseUrl: 'http://127.0.0.1:9/v1' });
+const demo = doc('Provider', 'demo', { type: 'demo' });
+const agent = doc('Agent', 'a', { workload: 'spiffe://test/agent/a', team: 'qa' });
+const policy = (models: Record<string, unknown>) => doc('AgentPolicy', 'capped', { identity: { agent: 'a' }, models });
+
+test('a route a budgeted policy allows must have a price: the error names route, target and policy and says how to fix it', () => {
+  const route = (spec: Record<string, unknown>) => doc('Model', 'llama', { targets: [{ provider: 'demo', model: 'd' }, { provider: 'local', model: 'llama-3' }], ...spec });
+  const [msg, ...rest] = problems(yaml(local, demo, route({}), agent, policy({ allow: ['llama'], budget: { daily_usd: 5 } })));
+  assert.equal(rest.length, 0);
+  assert.match(msg, /^spec\.targets\[1\]: no price for model "llama-3" \(provider local\), but AgentPolicy "capped" puts a budget on route "llama"/);
+  assert.match(msg, /pricing: \{ input_per_1m, output_per_1m \}/);
+  assert.match(msg, /pricing: \{ free: true \}/);
+  // Every way a budget reaches the route counts: "*", monthly budgets, team scope.
+  assert.equal(problems(yaml(local, demo, route({}), agent, policy({ allow: ['*'], budget: { monthly_usd: 50, scope: 'team' } }))).length, 1);
+  // Fixes: a route price, a target price, or the explicit opt-in.
+  assert.deepEqual(problems(yaml(local, demo, route({ pricing: { input_per_1m: 0.1, output_per_1m: 0.2 } }), agent, policy({ allow: ['llama'], budget: { daily_usd: 5 } }))), []);
+  assert.deepEqual(problems(yaml(local, demo, route({ pricing: { free: true } }), agent, policy({ allow: ['llama'], budget: { daily_usd: 5 } }))), []);
+  assert.deepEqual(problems(yaml(local, demo,
+    doc('Model', 'llama', { targets: [{ provider: 'local', model: 'llama-3', pricing: { input_per_1m: 0.1, output_per_1m: 0.2 } }] }),
+    agent, policy({ allow: ['llama'], budget: { daily_usd: 5 } }))), []);
+  // No budget, or the route denied by the budgeted policy: nothing to bind, nothing to refuse.
+  assert.deepEqual(problems(yaml(local, demo, route({}), agent, policy({ allow: ['llama'], rate: { rpm: 5 } }))), []);
+  assert.deepEqual(problems(yaml(local, demo, route({}), doc('Model', 'other', { targets: [{ provider: 'demo', model: 'd' }] }), agent,
+    policy({ allow: ['*'], deny: ['llama'], budget: { daily_usd: 5 } }))), []);
+  // Built-in prices count (by upstream model name).
+  assert.deepEqual(problems(yaml(local, doc('Model', 'mini', { targets: [{ provider: 'local', model: 'gpt-4o-mini' }] }), agent, policy({ allow: ['mini'], budget: { daily_usd: 5 } }))), []);
+});
+
+test('pricing is either both per-1M prices or only free: true', () => {
+  const with_ = (pricing: unknown) => problems(yaml(local, doc('Model', 'm', { targets: [{ provider: 'local', model: 'x' }], pricing })));
+  assert.match(with_({ free: true, input_per_1m: 1 }).join('\n'), /spec\.pricing: set input_per_1m and output_per_1m/);
+  assert.match(with_({ input_per_1m: 1 }).join('\n'), /spec\.pricing: set input_per_1m and output_per_1m/);
+  assert.match(with_({ free: false }).join('\n'), /spec\.pricing\.free/);
+  assert.deepEqual(with_({ input_per_1m: 1, output_per_1m: 2, cached_input_per_1m: 0.5 }), []);
+});
+
+test('the demo config and the seed fixture still load', async () => {
+  for (const f of ['aam.yaml', 'test/fixtures/policy-seed.yaml']) {
+    const r = await runCli(['validate', f], { env: { ...process.env, AAM_LOG_LEVEL: 'error' } });
+    assert.equal(r.code, 0, `${f}: ${r.stderr}`);
+  }
+});
