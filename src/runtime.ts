@@ -13,6 +13,7 @@ import type { DatabaseSync } from 'node:sqlite';
 import type { AuditLog } from './audit/log.ts';
 import { adminEvent } from './audit/event.ts';
 import { createEventScrubber, type EventScrubber } from './access/scrub-events.ts';
+import { clipAfterScrub, type ScrubSource } from './access/egress.ts';
 import { ModelCache } from './cache/model-cache.ts';
 import type { Tracer } from './observability/tracing.ts';
 import { compileGuardrail, type CompiledGuardrail } from './guardrails/engine.ts';
@@ -231,24 +232,34 @@ export class Runtime {
   }
 
   /** Outbound auth for an MCP server or HTTP tool credential (headers, and env for stdio servers). */
-  async injectTool(name: string, identity: Identity): Promise<{ headers: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number } }> {
+  async injectTool(name: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number } }> {
     try {
       const inj = await this.injector.injectionFor(name, { principal: identity.agent });
       const env = await this.injector.environmentFor(name, name.toUpperCase().replace(/[^A-Z0-9]/g, '_'), { principal: identity.agent });
-      return { headers: inj.headers, env: env.env, credential: inj.credential };
+      return { headers: inj.headers, query: inj.query, env: env.env, credential: inj.credential };
     } catch (e) {
       throw credentialFailure(e, `credential "${name}"`);
     }
   }
 
-  /** Remove every credential (and its encodings) from text bound for an agent; a hit is evidence. */
-  scrub(text: string): string {
+  /**
+   * Remove every credential (and its encodings) from text bound for an agent, the audit trail or
+   * a log; a hit is evidence. `max`: clip to that many characters, after scrubbing (a clipped
+   * secret would no longer match its pattern).
+   */
+  scrub(text: string, max?: number): string {
     const sc = this.vault.scrubber();
-    if (sc.size === 0) return text;
-    const r = sc.scrub(text);
-    if (r.leaked.length) this.#leak(r.leaked);
-    return r.text;
+    let out = text;
+    if (sc.size > 0) {
+      const r = sc.scrub(text);
+      if (r.leaked.length) this.#leak(r.leaked);
+      out = r.text;
+    }
+    return max === undefined ? out : clipAfterScrub(out, max);
   }
+
+  /** What the egress door of every response scrubs with (see access/egress.ts). */
+  readonly egress: ScrubSource = { scrubber: () => this.vault.scrubber(), leaked: (names) => this.#leak(names) };
 
 
   /** Event-level stream scrubber, or null when no credential is active (zero cost). */

@@ -33,6 +33,11 @@ export interface AuditAlert {
 
 export interface AuditLogOptions {
   dataDir: string;
+  /**
+   * The egress door for evidence: every event's JSON passes this before it is written (the
+   * gateway passes its credential scrubber, so upstream text quoting a secret never reaches disk).
+   */
+  scrub?: (json: string) => string;
   /** Sign a checkpoint every N events (default 1000) ... */
   checkpointEvery?: number;
   /** ... or every T ms when events were written (default 10 000), and at close. */
@@ -406,6 +411,11 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     schedule(false);
   }
 
+  function encode(event: AuditEventInput, at: number): { json: string; cols: IndexCols } {
+    const e = encodeEvent(event, at);
+    return opts.scrub ? { json: opts.scrub(e.json), cols: e.cols } : e;
+  }
+
   function enqueue(entry: Entry): boolean {
     // After close() (shutdown) callers get the same answer as with a full queue: refuse the request.
     if (closed) { rejected++; return false; }
@@ -446,7 +456,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     record(event) {
       checkInput(event);
       const at = Date.now();
-      const { json, cols } = encodeEvent(event, at);
+      const { json, cols } = encode(event, at);
       if (!enqueue({ json, cols, gen: '', jstart: 0, jend: 0 })) return false;
       schedule(queued() >= cfg.batchSize);
       return true;
@@ -455,7 +465,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       return new Promise<DurableReceipt>((resolve, reject) => {
         checkInput(event);
         const at = Date.now();
-        const { json, cols } = encodeEvent(event, at);
+        const { json, cols } = encode(event, at);
         const entry: Entry = { json, cols, gen: '', jstart: 0, jend: 0, durable: { resolve, reject } };
         if (!enqueue(entry)) {
           reject(new AuditUnavailableError(closed ? 'audit log is closed (shutting down); the action was not recorded' : `audit queue is full (${cfg.maxQueue} events); the action was not recorded`));

@@ -6,7 +6,7 @@ import { Runtime } from '../runtime.ts';
 import { configFiles } from '../config/load.ts';
 import { createServer, coreRoutes } from '../server/http.ts';
 import { tlsServerOptions } from '../identity/x509-svid.ts';
-import { addAdminRoutes } from '../server/admin.ts';
+import { addAdminRoutes, checkAdminToken } from '../server/admin.ts';
 import { Metrics } from '../observability/metrics.ts';
 import { createTracer } from '../observability/tracing.ts';
 import { addIdentityRoutes } from '../server/identity-routes.ts';
@@ -38,6 +38,7 @@ export interface Running { rt: Runtime; server: Server; port: number; close(): P
 /** Start a gateway (used by the CLI and by the end-to-end tests). */
 export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; quiet?: boolean }): Promise<Running> {
   const env = o.env ?? process.env;
+  checkAdminToken(env.AAM_ADMIN_TOKEN); // before anything listens or writes to the data dir
   const rt = new Runtime({
     configPath: o.configPath, dataDir: o.dataDir, adminToken: env.AAM_ADMIN_TOKEN, env,
     maxBodyBytes: env.AAM_MAX_BODY_BYTES ? Number(env.AAM_MAX_BODY_BYTES) : undefined,
@@ -57,6 +58,8 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   rt.auditFailClosed = failMode === 'fail_closed';
   const audit = env.AAM_AUDIT === 'off' ? null : openAuditLog({
     dataDir: o.dataDir, failMode, durableTimeoutMs: 2_000,
+    // Evidence passes the same scrubber as every response: upstream text never puts a secret on disk.
+    scrub: (json) => rt.scrub(json),
     onAlert: (a) => rt.log.error({ event: 'audit_alert', ...a }, 'audit storage problem'),
     segments: retentionMs ? { ...DEFAULT_SEGMENTS, maxAgeMs: segmentAgeFor(retentionMs) } : undefined,
   });

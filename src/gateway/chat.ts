@@ -19,7 +19,7 @@ import { runAttempts } from './attempts.ts';
 import { demoChat, demoStream } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
 import { localStream, openUpstreamStream, StreamBroken, type OpenStream } from './stream.ts';
-import { CallAbort, sendAttempt, sendStreamAttempt, unusable, type UpstreamBody } from './upstream.ts';
+import { CallAbort, sendAttempt, sendStreamAttempt, unusable, UPSTREAM_MESSAGE_MAX, type UpstreamBody } from './upstream.ts';
 import { traced } from './traced.ts';
 import type { Route, Target } from './routes.ts';
 import { blockedMessage } from '../guardrails/engine.ts';
@@ -83,7 +83,7 @@ async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: Cha
     finish(ctx, identity, route, null, cache.hit.usage, adm, 200, false, undefined, 'hit');
     const result = gs.length ? guardChatOutput(ctx.rt, ctx.requestId, identity, gs, cache.hit) : cache.hit;
     await ctx.rt.evidenceSafe();
-    sendText(ctx, 200, ctx.rt.scrub(JSON.stringify(codec.encodeResult(result, route.name))), 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
+    sendText(ctx, 200, JSON.stringify(codec.encodeResult(result, route.name)), 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
     return;
   }
   const r = await runAttempts(route, ac.signal, async (target) => {
@@ -99,7 +99,7 @@ async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: Cha
   });
   if (!r.ok) {
     release(ctx, adm);
-    const message = ctx.rt.scrub(r.failure.message);
+    const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
     recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, false, message);
     throw new AamError(r.failure.clientStatus, r.failure.code, message);
   }
@@ -108,7 +108,7 @@ async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: Cha
   const result = gs.length ? guardChatOutput(ctx.rt, ctx.requestId, identity, gs, r.value.result) : r.value.result;
   // The raw upstream body is only usable when no guardrail changed the answer.
   const raw = result === r.value.result ? r.value.raw : null;
-  const text = ctx.rt.scrub(raw ?? JSON.stringify(codec.encodeResult(result, route.name)));
+  const text = raw ?? JSON.stringify(codec.encodeResult(result, route.name));
   await ctx.rt.evidenceSafe();
   sendText(ctx, 200, text, 'application/json', { ...responseHeaders(r.target, cost), ...cacheHeader(cache) });
 }
@@ -139,7 +139,7 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
     });
     if (!r.ok) {
       release(ctx, adm);
-      const message = ctx.rt.scrub(r.failure.message);
+      const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
       recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, true, message);
       if (!res.headersSent) throw new AamError(r.failure.clientStatus, r.failure.code, message);
       res.end(codec.streamError(message, 'api_error'));
@@ -183,7 +183,7 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
         keepalive.refresh();
       }
     } catch (e) {
-      broken = ctx.rt.scrub(e instanceof StreamBroken ? e.message : `stream failed: ${(e as Error).message}`);
+      broken = ctx.rt.scrub(e instanceof StreamBroken ? e.message : `stream failed: ${(e as Error).message}`, UPSTREAM_MESSAGE_MAX);
       if (e instanceof StreamBroken) brokenType = e.errorType;
     }
     if (guard) recordStreamFindings(ctx.rt, ctx.requestId, identity, guard, blockedBy);

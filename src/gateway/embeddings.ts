@@ -14,7 +14,7 @@ import { embeddingFromResult } from '../cache/semantic.ts';
 import { runAttempts } from './attempts.ts';
 import { demoEmbeddings } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
-import { CallAbort, sendAttempt, unusable } from './upstream.ts';
+import { CallAbort, sendAttempt, unusable, UPSTREAM_MESSAGE_MAX } from './upstream.ts';
 import { traced } from './traced.ts';
 
 export async function handleEmbeddings(ctx: Ctx): Promise<void> {
@@ -40,7 +40,7 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const r = await callEmbeddings(ctx, identity, route, req, ac);
   if (!r.ok) {
     release(ctx, adm);
-    throw new AamError(r.failure.clientStatus, r.failure.code, ctx.rt.scrub(r.failure.message));
+    throw new AamError(r.failure.clientStatus, r.failure.code, ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX));
   }
   look?.save(r.value.result);
   const { result, raw } = r.value;
@@ -61,7 +61,7 @@ async function sendEmbeddings(ctx: Ctx, identity: Identity, route: Route, result
   const headers: Record<string, string> = target ? { 'x-aam-target': target.label } : {};
   if (cache) headers['x-aam-cache'] = cache;
   await ctx.rt.evidenceSafe();
-  sendText(ctx, 200, ctx.rt.scrub(body), 'application/json', headers);
+  sendText(ctx, 200, body, 'application/json', headers);
 }
 
 /** One embeddings call over a route's targets (also used by the semantic cache to embed prompts). */

@@ -47,6 +47,9 @@ export class CallAbort extends AbortController {
   }
 }
 
+/** Upstream error text shown to an agent is clipped to this, after scrubbing (never before). */
+export const UPSTREAM_MESSAGE_MAX = 600;
+
 /** Unread streamed bytes at which the upstream socket is paused (a slow client must not make us buffer a whole answer). */
 const HIGH_WATER_MARK = 64 * 1024;
 const NO_HEADERS: IncomingHttpHeaders = Object.freeze({}) as IncomingHttpHeaders;
@@ -111,7 +114,8 @@ function statusFailure(target: Target, status: number, headers: IncomingHttpHead
     ok: false, next, status,
     clientStatus: next === 'final' ? status : status === 429 ? 429 : 502,
     code: next === 'final' ? 'invalid_request' : 'upstream_error',
-    message: `${target.label} returned ${status}: ${truncate(message)}`,
+    // Not clipped here: the message is scrubbed first and clipped after (UPSTREAM_MESSAGE_MAX).
+    message: `${target.label} returned ${status}: ${message}`,
     retryAfterMs: retryAfterMs(headers),
   };
 }
@@ -307,6 +311,3 @@ class Exchange implements Dispatcher.DispatchHandler, UpstreamBody {
   }
 }
 
-function truncate(s: string): string {
-  return s.length > 500 ? s.slice(0, 500) + '...' : s;
-}

@@ -220,7 +220,7 @@ class AnthropicStreamParser implements StreamParser {
 export function anthropicErrorMessage(status: number, body: unknown): ProviderError {
   const e = isObj(body) ? obj(body.error) : undefined;
   if (e !== undefined) return { message: str(e.message) ?? `upstream error ${status}`, type: str(e.type) ?? statusType(status) };
-  if (typeof body === 'string' && body.length > 0) return { message: body.slice(0, 500), type: statusType(status) };
+  if (typeof body === 'string' && body.length > 0) return { message: body, type: statusType(status) };
   return { message: `upstream returned HTTP ${status}`, type: statusType(status) };
 }
 

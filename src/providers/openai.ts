@@ -198,7 +198,7 @@ export function openaiErrorMessage(status: number, body: unknown): ProviderError
     const m = str(body.message) ?? str(body.detail);
     if (m !== undefined) return { message: m, type: statusType(status) };
   }
-  if (typeof body === 'string' && body.length > 0) return { message: body.slice(0, 500), type: statusType(status) };
+  if (typeof body === 'string' && body.length > 0) return { message: body, type: statusType(status) };
   return { message: `upstream returned HTTP ${status}`, type: statusType(status) };
 }
 

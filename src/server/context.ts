@@ -1,5 +1,6 @@
 // Per-request context and the small I/O helpers every handler uses.
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import type { EgressResponse } from '../access/egress.ts';
 import { randomBytes } from 'node:crypto';
 import type { Runtime, Compiled } from '../runtime.ts';
 import type { Identity } from '../identity/types.ts';
@@ -9,7 +10,8 @@ import { AamError, anthropicErrorBody, openaiErrorBody, toAamError } from './err
 
 export interface Ctx {
   req: IncomingMessage;
-  res: ServerResponse;
+  /** The egress door: everything written here is scrubbed first (see access/egress.ts). */
+  res: EgressResponse;
   rt: Runtime;
   /** Config snapshot for the whole request (a reload mid-request does not change it). */
   cfg: Compiled;
@@ -45,19 +47,15 @@ export function sendJson(ctx: Ctx, status: number, body: unknown, headers: Recor
 }
 
 export function sendText(ctx: Ctx, status: number, text: string, contentType: string, headers: Record<string, string> = {}): void {
-  const { res } = ctx;
-  if (res.headersSent) { res.end(); return; }
-  res.writeHead(status, { 'content-type': contentType, 'content-length': Buffer.byteLength(text), 'x-request-id': ctx.requestId, ...headers });
-  res.end(text);
+  ctx.res.send(status, text, { 'content-type': contentType, 'x-request-id': ctx.requestId, ...headers });
 }
 
 export function sendError(ctx: Ctx, err: unknown): void {
   const e = toAamError(err);
   if (e.status >= 500 && e.code === 'internal_error') ctx.rt.log.error({ requestId: ctx.requestId, err }, 'unhandled error');
   if (ctx.res.headersSent) { ctx.res.destroy(); return; }
-  // Safety net: no error text reaches an agent without passing the credential scrubber.
-  const body = ctx.rt.scrub(ctx.wire === 'anthropic' ? anthropicErrorBody(e) : openaiErrorBody(e));
-  sendText(ctx, e.status, body, 'application/json', e.headers);
+  // The egress door scrubs the body: no error text reaches an agent unscrubbed.
+  sendText(ctx, e.status, ctx.wire === 'anthropic' ? anthropicErrorBody(e) : openaiErrorBody(e), 'application/json', e.headers);
 }
 
 /** Read the request body with a size cap (413 above it). */

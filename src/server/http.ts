@@ -4,6 +4,7 @@
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import { createServer as createHttpsServer, type ServerOptions as HttpsOptions } from 'node:https';
 import type { Runtime } from '../runtime.ts';
+import { EgressResponse } from '../access/egress.ts';
 import { AamError, toAamError } from './errors.ts';
 import { recordDecision } from '../access/decide.ts';
 import { requestIdFor, sendError, sendJson, type Ctx } from './context.ts';
@@ -43,6 +44,9 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
     methodsByPath.set(p, [...(methodsByPath.get(p) ?? []), m]);
   }
   return (req: IncomingMessage, res: ServerResponse): void => {
+    // First, before any handler: the egress door (every byte to the agent is scrubbed).
+    if (!(res instanceof EgressResponse)) throw new Error('the HTTP server must be created with EgressResponse (server/http.ts createServer)');
+    res.open(rt.egress);
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
@@ -95,7 +99,9 @@ export function createServer(rt: Runtime, routes: Routes, opts: ServerOptions = 
   const headersTimeout = opts.headersTimeoutMs ?? 15_000;
   const requestTimeout = opts.requestTimeoutMs ?? 60_000;
   const timing = { headersTimeout, requestTimeout, connectionsCheckingInterval: Math.min(1000, headersTimeout) };
-  const server: Server = opts.tls ? createHttpsServer({ ...opts.tls, ...timing }, listener) : createHttpServer(timing, listener);
+  // Every response object is an egress door: no handler or library can write around the scrubber.
+  const base = { ...timing, ServerResponse: EgressResponse };
+  const server: Server = opts.tls ? createHttpsServer({ ...opts.tls, ...base }, listener) : createHttpServer(base, listener);
   server.keepAliveTimeout = 65_000;
   return server;
 }

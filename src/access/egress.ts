@@ -1,0 +1,157 @@
+// The one egress door: every byte aam sends to an agent passes a scrubbing writer first.
+//
+// The HTTP server is created with EgressResponse as its response class, so every handler, every
+// plane and every library handed the response (the MCP SDK's transport) writes through it: there
+// is no other way to write. Header values, bodies, stream chunks (strings and binary) are
+// scrubbed of every active credential in every known encoding, with a stream scrubber that holds
+// back only what could be the start of a secret split across writes. Scrub first, then truncate.
+import { ServerResponse, type IncomingMessage, type OutgoingHttpHeaders, type OutgoingHttpHeader } from 'node:http';
+import type { Scrubber, StreamScrubber } from '../credentials/scrub.ts';
+
+/** Where the door gets the current scrubber and reports a hit (a hit is evidence). */
+export interface ScrubSource {
+  scrubber(): Scrubber;
+  leaked(names: readonly string[]): void;
+}
+
+type Cb = (err?: Error | null) => void;
+type Chunk = string | Buffer | Uint8Array;
+
+export class EgressResponse<Req extends IncomingMessage = IncomingMessage> extends ServerResponse<Req> {
+  /** null: no credential is active (pass-through, zero cost) — or the door was never opened (see open). */
+  #sc: Scrubber | null = null;
+  #src: ScrubSource | null = null;
+  #stream: StreamScrubber | null = null;
+  /** Last chunk kind written, so a held-back tail is flushed in the same form. */
+  #binary = false;
+  #opened = false;
+  /** send() knows the exact scrubbed length: its content-length must survive node's setHeader pass. */
+  #exact = false;
+
+  /** Called by the request listener before any handler runs (snapshot of the active secrets). */
+  open(src: ScrubSource): void {
+    this.#opened = true;
+    this.#src = src;
+    const sc = src.scrubber();
+    this.#sc = sc.size > 0 ? sc : null;
+  }
+
+  /** Scrub one text for this response (error messages, header values); a hit is reported. */
+  clean(text: string): string {
+    const sc = this.#sc;
+    if (sc === null) return text;
+    const r = sc.scrub(text);
+    if (r.leaked.length) this.#src?.leaked(r.leaked);
+    return r.text;
+  }
+
+  /** A whole body at once: scrubbed first, so content-length is exact. */
+  send(status: number, text: string, headers: OutgoingHttpHeaders): void {
+    this.#guardOpened();
+    if (this.headersSent) { super.end(); return; }
+    const body = this.clean(text);
+    this.#exact = true;
+    super.writeHead(status, { ...this.#cleanHeaders(headers), 'content-length': Buffer.byteLength(body) });
+    this.#exact = false;
+    super.end(body);
+  }
+
+  override writeHead(status: number, a?: string | OutgoingHttpHeaders | OutgoingHttpHeader[], b?: OutgoingHttpHeaders | OutgoingHttpHeader[]): this {
+    this.#guardOpened();
+    if (this.#sc === null) return super.writeHead(status, a as string, b);
+    const message = typeof a === 'string' ? this.clean(a) : undefined;
+    const headers = typeof a === 'string' ? b : a;
+    return message === undefined ? super.writeHead(status, this.#cleanAny(headers)) : super.writeHead(status, message, this.#cleanAny(headers));
+  }
+
+  override setHeader(name: string, value: number | string | readonly string[]): this {
+    if (this.#sc === null || this.#exact) return super.setHeader(name, value);
+    // The body may shrink or grow when scrubbed: let node frame it (chunked) instead.
+    if (name.toLowerCase() === 'content-length') return this;
+    return super.setHeader(name, typeof value === 'number' ? value : typeof value === 'string' ? this.clean(value) : value.map((v) => this.clean(v)));
+  }
+
+  override appendHeader(name: string, value: string | readonly string[]): this {
+    if (this.#sc === null) return super.appendHeader(name, value);
+    if (name.toLowerCase() === 'content-length') return this;
+    return super.appendHeader(name, typeof value === 'string' ? this.clean(value) : value.map((v) => this.clean(v)));
+  }
+
+  override write(chunk: Chunk, a?: BufferEncoding | Cb, b?: Cb): boolean {
+    this.#guardOpened();
+    const cb = typeof a === 'function' ? a : b;
+    if (this.#sc === null) return cb ? super.write(chunk, cb) : super.write(chunk, typeof a === 'string' ? a : 'utf8');
+    const out = this.#push(chunk, typeof a === 'string' ? a : undefined);
+    return cb ? super.write(out, cb) : super.write(out);
+  }
+
+  override end(a?: Chunk | Cb, b?: BufferEncoding | Cb, c?: Cb): this {
+    this.#guardOpened();
+    if (this.#sc === null) return super.end(a as string, b as BufferEncoding, c);
+    const cb = typeof a === 'function' ? a : typeof b === 'function' ? b : c;
+    let out: Chunk = '';
+    if (a !== undefined && a !== null && typeof a !== 'function') out = this.#push(a, typeof b === 'string' ? b : undefined);
+    const tail = this.#stream?.end() ?? '';
+    if (tail) out = this.#binary ? Buffer.concat([toBuffer(out), Buffer.from(tail, 'latin1')]) : (typeof out === 'string' ? out : toBuffer(out).toString('latin1')) + tail;
+    return cb ? super.end(out, cb) : super.end(out);
+  }
+
+  /** Strings are scrubbed as text; bytes as latin1 (one char per byte), so binary bodies are covered too. */
+  #push(chunk: Chunk, encoding: BufferEncoding | undefined): Chunk {
+    this.#stream ??= (this.#sc as Scrubber).stream((names) => this.#src?.leaked(names));
+    if (typeof chunk === 'string' && (encoding === undefined || encoding === 'utf8' || encoding === 'utf-8')) {
+      this.#binary = false;
+      return this.#stream.push(chunk);
+    }
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk, encoding) : toBuffer(chunk);
+    this.#binary = true;
+    const text = bytes.toString('latin1');
+    const out = this.#stream.push(text);
+    return out === text ? bytes : Buffer.from(out, 'latin1');
+  }
+
+  #cleanAny(h: OutgoingHttpHeaders | OutgoingHttpHeader[] | undefined): OutgoingHttpHeaders | OutgoingHttpHeader[] | undefined {
+    if (h === undefined) return h;
+    if (Array.isArray(h)) {
+      // Raw [name, value, name, value, ...] pairs.
+      const out: OutgoingHttpHeader[] = [];
+      for (let i = 0; i + 1 < h.length; i += 2) {
+        if (String(h[i]).toLowerCase() === 'content-length') continue;
+        out.push(h[i], cleanValue(h[i + 1], (s) => this.clean(s)));
+      }
+      return out;
+    }
+    return this.#cleanHeaders(h, true);
+  }
+
+  #cleanHeaders(h: OutgoingHttpHeaders, dropLength = false): OutgoingHttpHeaders {
+    if (this.#sc === null) return h;
+    const out: OutgoingHttpHeaders = {};
+    for (const [k, v] of Object.entries(h)) {
+      if (v === undefined) continue;
+      if (dropLength && k.toLowerCase() === 'content-length') continue;
+      out[k] = cleanValue(v, (s) => this.clean(s));
+    }
+    return out;
+  }
+
+  /** A response the listener never opened is a bug, not a reason to send unscrubbed bytes. */
+  #guardOpened(): void {
+    if (!this.#opened) throw new Error('EgressResponse used before open(): the request listener must open the egress door first');
+  }
+}
+
+function cleanValue<T extends OutgoingHttpHeader>(v: T, clean: (s: string) => string): T {
+  if (typeof v === 'string') return clean(v) as T;
+  if (Array.isArray(v)) return v.map((x) => clean(String(x))) as T;
+  return v;
+}
+
+function toBuffer(c: Chunk): Buffer {
+  return Buffer.isBuffer(c) ? c : typeof c === 'string' ? Buffer.from(c, 'utf8') : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+}
+
+/** Scrub first, then truncate: a clipped secret would no longer match its pattern. */
+export function clipAfterScrub(scrubbed: string, max: number): string {
+  return scrubbed.length > max ? scrubbed.slice(0, max) + '...' : scrubbed;
+}
