@@ -15,6 +15,7 @@ import { firstSeqAtOrAfter, openAuditDb, readEvents } from '../src/audit/store.t
 import { toOcsf } from '../src/audit/ocsf.ts';
 import { rewriteTrail, sampleEvent, tempDir, writeSegmentFile } from './audit-helpers.ts';
 import { processStartOf } from '../src/audit/segment.ts';
+import { until } from './helpers/e2e.ts';
 
 const segmentFiles = (dir: string): string[] => readdirSync(dir).filter((n) => n.startsWith('audit-segment-'));
 
@@ -264,18 +265,26 @@ test('a writer thread that dies is restarted and the queued events are written',
   const keyFile = join(dir, 'keys', 'audit-signing.key');
   const alerts: AuditAlert[] = [];
   const log = openAuditLog({ dataDir: dir, onAlert: (a) => alerts.push(a) });
-  // The worker re-reads the key and refuses a group/world-readable one: it dies until fixed.
-  chmodSync(keyFile, 0o644);
-  for (let i = 0; i < 10; i++) log.record(sampleEvent(i));
-  await sleep(300);
-  assert.equal(log.stats().written, 0);
-  assert.ok(alerts.some((a) => a.kind === 'write_failed' && /writer thread died/.test(a.message)), JSON.stringify(alerts));
-  chmodSync(keyFile, 0o600);
-  await log.flush().catch(() => log.flush());
-  await sleep(50);
-  await log.flush();
-  assert.equal(log.stats().written, 10);
-  await log.close();
+  const died = (): boolean => alerts.some((a) => a.kind === 'write_failed' && /writer thread died/.test(a.message));
+  try {
+    // The worker re-reads the key and refuses a group/world-readable one: it dies (and each restart
+    // dies again) until the mode is fixed. Its thread starts well after this synchronous chmod.
+    chmodSync(keyFile, 0o644);
+    for (let i = 0; i < 10; i++) log.record(sampleEvent(i));
+    await until(died, 15_000, 'a "writer thread died" alert').catch((e: Error) => {
+      throw new Error(`${e.message}; alerts: ${JSON.stringify(alerts)}; written: ${log.stats().written}`);
+    });
+    assert.equal(log.stats().written, 0);
+    chmodSync(keyFile, 0o600);
+    // The next restart (after its backoff) commits the queued events without being asked.
+    await until(() => log.stats().written === 10, 15_000, 'the restarted writer to commit the 10 queued events').catch((e: Error) => {
+      throw new Error(`${e.message}; stats: ${JSON.stringify(log.stats())}`);
+    });
+  } finally {
+    // Never leave a dying writer behind: it would keep the test process alive until the runner's timeout.
+    chmodSync(keyFile, 0o600);
+    await log.close();
+  }
   assert.equal(verifyDatabase(dir).ok, true);
 });
 
