@@ -266,6 +266,7 @@ test('a writer thread that dies is restarted and the queued events are written',
   const alerts: AuditAlert[] = [];
   const log = openAuditLog({ dataDir: dir, onAlert: (a) => alerts.push(a) });
   const died = (): boolean => alerts.some((a) => a.kind === 'write_failed' && /writer thread died/.test(a.message));
+  let passed = false;
   try {
     // The worker re-reads the key and refuses a group/world-readable one: it dies (and each restart
     // dies again) until the mode is fixed. Its thread starts well after this synchronous chmod.
@@ -280,12 +281,35 @@ test('a writer thread that dies is restarted and the queued events are written',
     await until(() => log.stats().written === 10, 15_000, 'the restarted writer to commit the 10 queued events').catch((e: Error) => {
       throw new Error(`${e.message}; stats: ${JSON.stringify(log.stats())}`);
     });
+    passed = true;
   } finally {
-    // Never leave a dying writer behind: it would keep the test process alive until the runner's timeout.
+    // Never leave a dying writer behind: it would keep the test process alive until the runner's
+    // timeout. After a failure, close() reports the uncommitted events: the first error matters.
     chmodSync(keyFile, 0o600);
-    await log.close();
+    await log.close().catch((e: unknown) => { if (passed) throw e; });
   }
   assert.equal(verifyDatabase(dir).ok, true);
+});
+
+test('close() while the writer thread is dead answers at once: the events stay in the segment file for the next start', async () => {
+  const dir = tempDir();
+  const keyFile = join(dir, 'keys', 'audit-signing.key');
+  const alerts: AuditAlert[] = [];
+  const log = openAuditLog({ dataDir: dir, onAlert: (a) => alerts.push(a) });
+  chmodSync(keyFile, 0o644); // every writer thread dies at start (see above)
+  for (let i = 0; i < 5; i++) log.record(sampleEvent(i));
+  await until(() => alerts.some((a) => /writer thread died/.test(a.message)), 15_000, 'a "writer thread died" alert');
+  // Before, close() sent its final request to the dead thread and waited for an answer forever.
+  let timer: NodeJS.Timeout | undefined;
+  const hung = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error('close() did not return within 15 s after the writer thread died')), 15_000); });
+  try {
+    await assert.rejects(Promise.race([log.close(), hung]), /5 events stay in audit-segment-/);
+  } finally { clearTimeout(timer); }
+  chmodSync(keyFile, 0o600);
+  const again = openAuditLog({ dataDir: dir });
+  await again.close();
+  const r = verifyDatabase(dir);
+  assert.deepEqual([r.ok, r.events], [true, 5], r.firstError?.message);
 });
 
 test('a journal backlog of an older version, larger than the queue bound, is recovered and new events are still accepted', async () => {

@@ -227,14 +227,15 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     });
     let dead = false;
     const died = (why: string): void => {
-      // The writer thread died: fail what it had in hand and start a new one after a pause;
-      // the entries stay queued and are sent again.
-      if (dead || closed) return;
+      // The writer thread died: fail what it had in hand (also while closing: close() waits on
+      // it) and, unless closing, start a new one after a pause; the entries stay queued and are sent again.
+      if (dead) return;
       dead = true;
       alive = false;
       const pending = [...calls.values()];
       calls.clear();
       for (const cb of pending) cb({ op: 'failed', id: 0, error: `audit writer thread died: ${why}` });
+      if (closed) return;
       if (pending.length === 0) onFailed(`audit writer thread died: ${why}`);
       setTimeout(() => { if (!closed) { worker = startWorker(); schedule(true); } }, Math.max(backoff, 50)).unref();
     };
@@ -244,6 +245,8 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   }
 
   function call(req: WriterRequest, cb: (r: WriterReply) => void): void {
+    // A dead thread never answers: fail now rather than wait forever (close() after a death).
+    if (!alive) { cb({ op: 'failed', id: req.id, error: 'audit writer thread is not running' }); return; }
     calls.set(req.id, cb);
     // Keep the process alive while the writer holds work for us.
     worker.ref();
