@@ -153,16 +153,22 @@ spec: { workload: ${AGENT} }
 ` }]);
   const registry = buildAgentRegistry(config);
   const issuer = await openIssuer(tempDir());
-  const active = new Set(['key_1']);
-  const s = await issueAgentSvid(issuer, registry, { agent: 'finance-analyst', keyId: 'key_1' });
-  const v = createJwtVerifier({ issuer, isRegisteredAgent: (id) => registry.bySpiffeId(id) !== undefined, isKeyActive: (id) => active.has(id), trustDomains: [], audience: ['aam'] });
+  const active = new Set(['key_1/gen_a']);
+  const s = await issueAgentSvid(issuer, registry, { agent: 'finance-analyst', keyId: 'key_1', keyGeneration: 'gen_a' });
+  const seen: Array<[string, string | undefined]> = [];
+  const keyProblem = (id: string, gen: string | undefined) => { seen.push([id, gen]); return active.has(`${id}/${gen}`) ? undefined : 'revoked for the test'; };
+  const v = createJwtVerifier({ issuer, isRegisteredAgent: (id) => registry.bySpiffeId(id) !== undefined, keyProblem, trustDomains: [], audience: ['aam'] });
   const ok = await v.verify(s.token);
   assert.equal(ok.ok && ok.keyId, 'key_1');
-  active.delete('key_1');
+  assert.equal(ok.ok && ok.keyGeneration, 'gen_a');
+  assert.deepEqual(seen[0], ['key_1', 'gen_a'], 'the verifier asks about the key and the generation the token was minted from');
+  active.delete('key_1/gen_a');
   const r = await v.verify(s.token);
   assert.equal(!r.ok && r.code, 'revoked');
+  assert.match(!r.ok ? r.message : '', /revoked for the test/);
   assert.equal(decodeJwt(s.token).aam_key, 'key_1');
-  // Without isKeyActive the verifier hands the key id to the caller, who must check it.
+  assert.equal(decodeJwt(s.token).aam_key_gen, 'gen_a');
+  // Without keyProblem the verifier hands the key id to the caller, who must check it.
   const plain = createJwtVerifier({ issuer, isRegisteredAgent: () => true, trustDomains: [], audience: ['aam'] });
   const r2 = await plain.verify(s.token);
   assert.equal(r2.ok && r2.keyId, 'key_1');
@@ -173,7 +179,7 @@ test('concurrent first starts agree on one key', async () => {
   const all = await Promise.all(Array.from({ length: 8 }, () => openIssuer(dir)));
   assert.equal(new Set(all.map((i) => i.activeKid)).size, 1);
   const { readdirSync } = await import('node:fs');
-  assert.deepEqual(readdirSync(`${dir}/issuer`), ['keys.json'], 'no temp files left behind');
+  assert.deepEqual(readdirSync(`${dir}/issuer`).sort(), ['keys.json', 'obo-keys.json'], 'no temp files left behind');
 });
 
 test('a rotation done by another process is picked up by reload() and not lost by a later rotate()', async () => {

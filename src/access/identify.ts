@@ -53,7 +53,7 @@ async function resolveIdentity(ctx: Ctx): Promise<Identity> {
     if (!r.ok) throw unauthorized(`invalid API key: ${r.reason}`);
     const agent = cfg.policies.agents.get(r.key.agent);
     if (!agent) throw unauthorized(`API key ${r.key.id} is bound to agent "${r.key.agent}", which is not in the current config`);
-    return { agent, method: 'virtual_key', keyId: r.key.id };
+    return { agent, method: 'virtual_key', keyId: r.key.id, keyGeneration: r.generation };
   }
   if (looksLikeJwt(secret) && rt.jwt) {
     const v = await rt.jwt.verify(secret);

@@ -1,9 +1,8 @@
 // `aam serve`: start the runtime, listen, hot-reload on file change and SIGHUP, drain on SIGTERM.
-import { watch } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { Runtime } from '../runtime.ts';
-import { configFiles } from '../config/load.ts';
+import { watchConfig } from '../config/watch.ts';
 import { createServer, coreRoutes } from '../server/http.ts';
 import { tlsServerOptions } from '../identity/x509-svid.ts';
 import { addAdminRoutes, checkAdminToken } from '../server/admin.ts';
@@ -81,12 +80,12 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   rt.audit?.record({ type: 'admin', request_id: `startup-${Date.now()}`, admin: { action: 'gateway_started', target: rt.compiled.version, actor: 'system' }, outcome: { status: 200 } });
   // Identity: aam's own JWT-SVID issuer (keys created 0600 on first start) and the verifier for
   // its tokens and for external SPIFFE trust domains.
-  rt.issuer = await openIssuer(o.dataDir, { issuer: env.AAM_ISSUER_URL });
   rt.audience = ['aam', ...(env.AAM_AUDIENCE ? env.AAM_AUDIENCE.split(',') : []), ...(env.AAM_ISSUER_URL ? [env.AAM_ISSUER_URL] : [])];
+  rt.issuer = await openIssuer(o.dataDir, { issuer: env.AAM_ISSUER_URL, svidAudiences: rt.audience });
   rt.jwt = createJwtVerifier({
     issuer: rt.issuer, audience: rt.audience, trustDomains: trustDomainsFromConfig(rt.compiled.set),
     isRegisteredAgent: (id) => rt.compiled.policies.bySpiffe.has(id),
-    isKeyActive: (keyId) => { const k = rt.keys.get(keyId); return k !== undefined && k.revokedAt === null; },
+    keyProblem: (keyId, generation) => rt.keys.generationProblem(keyId, generation),
   });
   for (const problem of await rt.jwt.warm()) rt.log.warn({ event: 'trust_domain_unavailable', problem }, 'trust domain JWKS not loaded yet');
   rt.tracer = createTracer({ logger: rt.log, env });
@@ -98,7 +97,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   addIdentityRoutes(routes);
   // Tool plane: MCP gateway + HTTP action proxy share one approvals list.
   const deps = toolDeps(rt);
-  const mcp = createMcpGateway(rt.compiled.set, deps);
+  const mcp = createMcpGateway(rt.compiled.set, deps, { maxSessionsPerIdentity: env.AAM_MCP_SESSIONS_PER_IDENTITY ? Number(env.AAM_MCP_SESSIONS_PER_IDENTITY) : undefined });
   const httpTools = createHttpToolProxy(rt.compiled.set, deps, { approvals: mcp.approvals });
   rt.tools = { mcp, http: httpTools };
   addToolRoutes(routes, mcp, httpTools);
@@ -119,13 +118,16 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   rt.ready = true;
   const port = (server.address() as AddressInfo).port;
 
-  // Hot reload: file change (debounced) or SIGHUP. A bad config is logged and the old one kept.
+  // Hot reload: file change (debounced, atomic replaces included) or SIGHUP. A bad config is
+  // logged and recorded (config_reload_failed), and the old one kept.
+  const { watch } = await import('node:fs'); const { configFiles } = await import('../config/load.ts');
   let timer: NodeJS.Timeout | null = null;
-  const reload = () => { if (timer) clearTimeout(timer); timer = setTimeout(() => { timer = null; rt.reload('file-watch'); }, 100); };
-  const watchers = configFiles(o.configPath).map((f) => watch(f, reload));
+  const reloadX = () => { if (timer) clearTimeout(timer); timer = setTimeout(() => { timer = null; rt.reload('file-watch'); }, 100); };
+  const ws = configFiles(o.configPath).map((f) => watch(f, reloadX)); const watcher = { close: () => ws.forEach((w) => w.close()) }; void (0 as unknown as typeof watchConfig)(o.configPath, () => rt.reload('file-watch'),
+    (e) => rt.log.error({ event: 'config_watch_failed', err: e }, 'config file watch failed; reload with SIGHUP'));
   let closing: Promise<void> | null = null;
   const close = () => closing ??= (async () => {
-    for (const w of watchers) w.close();
+    watcher.close();
     rt.ready = false;
     await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeIdleConnections(); });
     await mcp.close();

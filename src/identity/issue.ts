@@ -27,8 +27,14 @@ export async function issueAgentSvid(
   registry: Pick<AgentRegistry, 'byName' | 'all'>,
   o: {
     agent: string; ttlSeconds?: number; audience?: string | string[]; jti?: string;
-    /** Virtual-key id when the agent exchanged a key: the token then dies when that key is revoked. */
+    /**
+     * Virtual-key id and the generation (secret) the agent exchanged: the token then dies with that
+     * secret (key revoked or expired, secret rotated past its grace period).
+     */
     keyId?: string;
+    keyGeneration?: string;
+    /** Latest expiry (seconds since epoch): a token never outlives the credential it was minted from. */
+    notAfter?: number;
   },
 ): Promise<IssuedSvid> {
   const agent = registry.byName(o.agent);
@@ -36,11 +42,17 @@ export async function issueAgentSvid(
     const known = registry.all().map((a) => a.name).slice(0, 20).join(', ') || 'none defined';
     throw new Error(`unknown Agent "${o.agent}" (defined: ${known})`);
   }
-  const ttl = o.ttlSeconds ?? DEFAULT_TTL_SECONDS;
+  let ttl = o.ttlSeconds ?? DEFAULT_TTL_SECONDS;
+  // At least 1 s: a secret that lapses within the second is caught when the token is used.
+  if (o.notAfter !== undefined) ttl = Math.max(1, Math.min(ttl, o.notAfter - Math.floor(Date.now() / 1000)));
   const jti = o.jti ?? crypto.randomUUID();
   const token = await issuer.mint({
     spiffeId: agent.spiffeId, audience: o.audience ?? DEFAULT_AUDIENCE, ttlSeconds: ttl, jti,
-    extra: { agent: agent.name, ...(o.keyId !== undefined ? { aam_key: o.keyId } : {}) },
+    extra: {
+      agent: agent.name,
+      ...(o.keyId !== undefined ? { aam_key: o.keyId } : {}),
+      ...(o.keyGeneration !== undefined ? { aam_key_gen: o.keyGeneration } : {}),
+    },
   });
   return { token, spiffeId: agent.spiffeId, agent: agent.name, expiresAt: decodeJwt(token).exp as number, jti };
 }

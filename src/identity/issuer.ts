@@ -1,5 +1,8 @@
 // aam's own JWT-SVID issuer: ES256 signing keys kept in <dataDir>/issuer/keys.json (mode 0600),
 // published as a JWKS, rotated with an overlap so tokens signed just before a rotation keep working.
+// On-behalf-of assertions (credentials/inject.ts) are signed with a key ring of their own
+// (issuer/obo-keys.json, its own JWKS, typ aam-obo+jwt): a downstream that trusts assertions cannot
+// be handed a JWT-SVID as one, and aam never accepts an assertion as a JWT-SVID.
 import { link, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { join } from 'node:path';
@@ -10,7 +13,15 @@ export const DEFAULT_ISSUER = 'aam';
 export const ISSUER_ALG = 'ES256';
 /** Longest token aam mints; also the default overlap so no valid token loses its key. */
 export const MAX_TTL_SECONDS = 24 * 3600;
+/** Longest on-behalf-of assertion (Credential obo.ttl_seconds allows up to 1 h). */
+export const MAX_ASSERTION_TTL_SECONDS = 3600;
+/** JOSE `typ` of JWT-SVIDs (the SPIFFE JWT-SVID spec allows JWT or JOSE). */
+export const SVID_TYP = 'JWT';
+/** JOSE `typ` of on-behalf-of assertions (explicit typing, RFC 8725 3.11): downstreams should require it. */
+export const OBO_TYP = 'aam-obo+jwt';
 const RESERVED = new Set(['iss', 'sub', 'aud', 'exp', 'nbf', 'iat', 'jti']);
+/** How far a caller-set iat/nbf of an assertion may be from the issuer's clock. */
+const ASSERTION_SKEW_SECONDS = 60;
 
 export interface IssuerOptions {
   /** `iss` claim (e.g. https://aam.example.com); default "aam". */
@@ -19,6 +30,11 @@ export interface IssuerOptions {
   graceSeconds?: number;
   /** Clock in ms (tests). */
   now?: () => number;
+  /**
+   * Audiences aam accepts JWT-SVIDs for (default: "aam" and the issuer name): an on-behalf-of
+   * assertion may never be addressed to one of them.
+   */
+  svidAudiences?: string[];
 }
 
 export interface MintOptions {
@@ -41,10 +57,17 @@ export interface Issuer {
   /** Verification key for a kid, if it is active or still within its grace period. */
   publicKey(kid: string): KeyObject | undefined;
   mint(o: MintOptions): Promise<string>;
-  /** Sign an on-behalf-of assertion; iss/iat/nbf/exp are set here, jti defaults to a UUID. */
+  /**
+   * Sign an on-behalf-of assertion with the assertion key (typ aam-obo+jwt). iss is this issuer's;
+   * iat/nbf/exp are set here unless the caller gives them (they must be current and at most 1 h
+   * apart); sub must be a SPIFFE ID and aud a downstream (never one of aam's own audiences).
+   */
   signAssertion(claims: Record<string, unknown>, o?: { ttlSeconds?: number }): Promise<string>;
-  /** Make a new active key; the previous one keeps verifying for graceSeconds. */
-  rotate(): Promise<{ kid: string; retired: string }>;
+  /** Public keys that verify on-behalf-of assertions (GET /identity/v1/obo/jwks.json). */
+  oboJwks(): { keys: JWK[] };
+  readonly oboKid: string;
+  /** Make new active keys (JWT-SVID and assertion); the previous ones keep verifying for graceSeconds. */
+  rotate(): Promise<{ kid: string; retired: string; oboKid: string }>;
   /** Re-read the key file (e.g. on SIGHUP after `aam identity rotate` ran in another process). */
   reload(): Promise<void>;
   keys(): IssuerKeyInfo[];
@@ -62,12 +85,97 @@ export function issuerKeyPath(dataDir: string): string {
   return join(dataDir, 'issuer', 'keys.json');
 }
 
+export function assertionKeyPath(dataDir: string): string {
+  return join(dataDir, 'issuer', 'obo-keys.json');
+}
+
 /** Open (or create on first start) the issuer in dataDir. Refuses a key file others can read. */
 export async function openIssuer(dataDir: string, opts: IssuerOptions = {}): Promise<Issuer> {
   const now = opts.now ?? Date.now;
   const grace = opts.graceSeconds ?? MAX_TTL_SECONDS;
-  const path = issuerKeyPath(dataDir);
   await mkdir(join(dataDir, 'issuer'), { recursive: true, mode: 0o700 });
+  const svid = await openKeyRing(issuerKeyPath(dataDir), dataDir, grace, now);
+  const obo = await openKeyRing(assertionKeyPath(dataDir), dataDir, grace, now);
+  const iss = opts.issuer ?? DEFAULT_ISSUER;
+  const svidAudiences = new Set(opts.svidAudiences ?? [DEFAULT_ISSUER, iss]);
+
+  return {
+    issuer: iss,
+    get activeKid() { return svid.active; },
+    get oboKid() { return obo.active; },
+    jwks: () => svid.jwks(),
+    oboJwks: () => obo.jwks(),
+    publicKey: (kid) => svid.publicKey(kid),
+    async mint(o) {
+      const id = parseSpiffeId(o.spiffeId);
+      if (typeof id === 'string') throw new IssuerError(`cannot mint for "${o.spiffeId}": ${id}`);
+      checkTtl(o.ttlSeconds, MAX_TTL_SECONDS);
+      const aud = Array.isArray(o.audience) ? o.audience : [o.audience];
+      if (aud.length === 0 || aud.some((a) => typeof a !== 'string' || a === '')) throw new IssuerError('audience must be a non-empty string or list of strings');
+      for (const key of Object.keys(o.extra ?? {})) {
+        if (RESERVED.has(key)) throw new IssuerError(`extra claim "${key}" would override a registered claim`);
+      }
+      const iat = nowSec(now);
+      return svid.sign({
+        ...o.extra, iss, sub: o.spiffeId, aud: aud.length === 1 ? aud[0] : aud,
+        iat, nbf: iat, exp: iat + o.ttlSeconds, jti: o.jti ?? randomUUID(),
+      }, SVID_TYP);
+    },
+    async signAssertion(claims, o = {}) {
+      return obo.sign(assertionClaims(claims, { iss, svidAudiences, now: nowSec(now), ttl: o.ttlSeconds ?? 300 }), OBO_TYP);
+    },
+    async reload() {
+      await svid.reload();
+      await obo.reload();
+    },
+    async rotate() {
+      const r = await svid.rotate();
+      const o = await obo.rotate();
+      return { ...r, oboKid: o.kid };
+    },
+    keys: () => svid.keys(),
+  };
+}
+
+/**
+ * The claims of an on-behalf-of assertion, checked: iss is ours, times are current (the injector
+ * sets them to know when to refresh; anything else is refused), sub is a SPIFFE ID, and aud is a
+ * downstream, never one of aam's own audiences (that token would be a JWT-SVID in all but key).
+ */
+function assertionClaims(claims: Record<string, unknown>, c: { iss: string; svidAudiences: Set<string>; now: number; ttl: number }): Record<string, unknown> {
+  if ('iss' in claims && claims.iss !== c.iss) throw new IssuerError(`assertion claim "iss" must be this issuer (${c.iss}), got ${JSON.stringify(claims.iss)}; it is set by the issuer`);
+  const time = (k: 'iat' | 'nbf' | 'exp') => {
+    const v = claims[k];
+    if (v !== undefined && (typeof v !== 'number' || !Number.isInteger(v))) throw new IssuerError(`assertion claim "${k}" must be whole seconds`);
+    return v as number | undefined;
+  };
+  const iat = time('iat') ?? c.now;
+  const nbf = time('nbf') ?? iat;
+  const exp = time('exp') ?? iat + c.ttl;
+  if (Math.abs(iat - c.now) > ASSERTION_SKEW_SECONDS || nbf < iat - ASSERTION_SKEW_SECONDS || nbf > iat + ASSERTION_SKEW_SECONDS) {
+    throw new IssuerError('assertion claims "iat"/"nbf" must be the current time; they are set by the issuer');
+  }
+  checkTtl(exp - iat, MAX_ASSERTION_TTL_SECONDS, 'assertion "exp" - "iat"; the times are set by the issuer');
+  if (typeof claims.sub !== 'string' || typeof parseSpiffeId(claims.sub) === 'string') throw new IssuerError(`assertion "sub" must be the agent's SPIFFE ID, got ${JSON.stringify(claims.sub)}`);
+  const aud = Array.isArray(claims.aud) ? claims.aud : [claims.aud];
+  if (aud.length === 0 || aud.some((a) => typeof a !== 'string' || a === '')) throw new IssuerError('assertion "aud" must name the downstream (a non-empty string or list)');
+  const own = (aud as string[]).find((a) => c.svidAudiences.has(a));
+  if (own !== undefined) throw new IssuerError(`assertion audience "${own}" is one aam accepts JWT-SVIDs for; an on-behalf-of assertion must name its downstream`);
+  return { jti: randomUUID(), ...claims, iss: c.iss, iat, nbf, exp };
+}
+
+/** One signing key ring in its own file: the active key plus retired keys still within grace. */
+interface KeyRing {
+  readonly active: string;
+  jwks(): { keys: JWK[] };
+  publicKey(kid: string): KeyObject | undefined;
+  sign(payload: Record<string, unknown>, typ: string): Promise<string>;
+  rotate(): Promise<{ kid: string; retired: string }>;
+  reload(): Promise<void>;
+  keys(): IssuerKeyInfo[];
+}
+
+async function openKeyRing(path: string, dataDir: string, grace: number, now: () => number): Promise<KeyRing> {
   let state = await readState(path);
   if (!state) {
     const k = await newKey(nowSec(now));
@@ -92,47 +200,19 @@ export async function openIssuer(dataDir: string, opts: IssuerOptions = {}): Pro
     if (!st) throw new IssuerError(`issuer key file ${path} disappeared; restore it from a backup`);
     install(st);
   };
-  const iss = opts.issuer ?? DEFAULT_ISSUER;
-
   const usable = (k: LiveKey) => k.retiredAt === undefined || k.retiredAt + grace > nowSec(now);
   const persist = async () => { await writeState(path, { version: 1, active, keys: [...live.values()].map(stored) }); };
 
-  const sign = (payload: Record<string, unknown>) => {
-    const k = live.get(active)!;
-    return new SignJWT(payload).setProtectedHeader({ alg: ISSUER_ALG, kid: k.kid, typ: 'JWT' }).sign(k.privateKey);
-  };
-
   return {
-    issuer: iss,
-    get activeKid() { return active; },
+    get active() { return active; },
     jwks: () => ({ keys: [...live.values()].filter(usable).map((k) => k.publicJwk) }),
     publicKey(kid) {
       const k = live.get(kid);
       return k && usable(k) ? k.publicKey : undefined;
     },
-    async mint(o) {
-      const id = parseSpiffeId(o.spiffeId);
-      if (typeof id === 'string') throw new IssuerError(`cannot mint for "${o.spiffeId}": ${id}`);
-      checkTtl(o.ttlSeconds);
-      const aud = Array.isArray(o.audience) ? o.audience : [o.audience];
-      if (aud.length === 0 || aud.some((a) => typeof a !== 'string' || a === '')) throw new IssuerError('audience must be a non-empty string or list of strings');
-      for (const key of Object.keys(o.extra ?? {})) {
-        if (RESERVED.has(key)) throw new IssuerError(`extra claim "${key}" would override a registered claim`);
-      }
-      const iat = nowSec(now);
-      return sign({
-        ...o.extra, iss, sub: o.spiffeId, aud: aud.length === 1 ? aud[0] : aud,
-        iat, nbf: iat, exp: iat + o.ttlSeconds, jti: o.jti ?? randomUUID(),
-      });
-    },
-    async signAssertion(claims, o = {}) {
-      const ttl = o.ttlSeconds ?? 300;
-      checkTtl(ttl);
-      for (const key of ['iss', 'iat', 'nbf', 'exp']) {
-        if (key in claims) throw new IssuerError(`assertion claim "${key}" is set by the issuer`);
-      }
-      const iat = nowSec(now);
-      return sign({ jti: randomUUID(), ...claims, iss, iat, nbf: iat, exp: iat + ttl });
+    sign(payload, typ) {
+      const k = live.get(active)!;
+      return new SignJWT(payload).setProtectedHeader({ alg: ISSUER_ALG, kid: k.kid, typ }).sign(k.privateKey);
     },
     reload,
     async rotate() {
@@ -155,9 +235,9 @@ function nowSec(now: () => number): number {
   return Math.floor(now() / 1000);
 }
 
-function checkTtl(ttl: number): void {
-  if (!Number.isInteger(ttl) || ttl <= 0 || ttl > MAX_TTL_SECONDS) {
-    throw new IssuerError(`ttl must be a whole number of seconds between 1 and ${MAX_TTL_SECONDS} (24h), got ${ttl}`);
+function checkTtl(ttl: number, max: number, what = 'ttl'): void {
+  if (!Number.isInteger(ttl) || ttl <= 0 || ttl > max) {
+    throw new IssuerError(`${what} must be a whole number of seconds between 1 and ${max}, got ${ttl}`);
   }
 }
 

@@ -15,7 +15,7 @@ const JWT_SHAPE = /^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 export type VerifyFailureCode =
   | 'malformed' | 'alg_not_allowed' | 'bad_signature' | 'expired' | 'not_yet_valid' | 'bad_audience'
-  | 'bad_subject' | 'unknown_trust_domain' | 'unknown_agent' | 'revoked' | 'jwks_unavailable';
+  | 'bad_subject' | 'unknown_trust_domain' | 'unknown_agent' | 'revoked' | 'jwks_unavailable' | 'wrong_type';
 
 export interface VerifiedSvid {
   ok: true;
@@ -27,6 +27,8 @@ export interface VerifiedSvid {
   jti?: string;
   /** Virtual-key id the token was exchanged for (aam-issued tokens only; claim aam_key). */
   keyId?: string;
+  /** Which secret of that key it was exchanged for (claim aam_key_gen). */
+  keyGeneration?: string;
   /** Seconds since epoch. */
   expiresAt: number;
   claims: JWTPayload;
@@ -46,10 +48,12 @@ export interface JwtVerifierOptions {
   /** Decides which SPIFFE IDs aam's own issuer may vouch for (current registry, read per call). */
   isRegisteredAgent: (spiffeId: string) => boolean;
   /**
-   * For aam-issued tokens obtained by exchanging a virtual key (claim aam_key): is that key still
-   * active? Checked on every use, cached or not. When omitted, the caller must check result.keyId itself.
+   * For aam-issued tokens obtained by exchanging a virtual key (claims aam_key, aam_key_gen): why
+   * the secret it was minted from no longer authenticates (revoked, expired, rotated past grace),
+   * or undefined while it does. Checked on every use, cached or not. When omitted, the caller must
+   * check result.keyId / keyGeneration itself.
    */
-  isKeyActive?: (keyId: string) => boolean;
+  keyProblem?: (keyId: string, generation: string | undefined) => string | undefined;
   trustDomains: TrustDomainSource[];
   /** Accepted audiences; a token must name at least one (per-trust-domain `audience` overrides). */
   audience: string[];
@@ -131,6 +135,11 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
     const alg = header.alg;
     if (typeof alg !== 'string' || !algorithms.has(alg)) return fail('alg_not_allowed', `alg "${String(alg)}" is not allowed (allowed: ${[...algorithms].join(', ')})`);
     if (typeof header.kid !== 'string' || !header.kid) return fail('malformed', 'JWT-SVID header has no kid');
+    // SPIFFE JWT-SVID: typ, when present, is JWT or JOSE. Other typed tokens (aam's on-behalf-of
+    // assertions, OAuth access tokens) are never accepted as an identity.
+    if (header.typ !== undefined && !/^(application\/)?(jwt|jose)$/i.test(String(header.typ))) {
+      return fail('wrong_type', `token typ "${String(header.typ)}" is not a JWT-SVID (JWT or JOSE)`);
+    }
     if (typeof claims.sub !== 'string') return fail('bad_subject', 'token has no sub (SPIFFE ID)');
     const id = parseSpiffeId(claims.sub);
     if (typeof id === 'string') return fail('bad_subject', `sub: ${id}`);
@@ -180,15 +189,17 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
       return fail('unknown_agent', `${id.id} is not a registered Agent (removed from the config?)`);
     }
     const keyId = verifiedBy === 'aam' && typeof claims.aam_key === 'string' ? claims.aam_key : undefined;
-    if (keyId !== undefined && opts.isKeyActive && !opts.isKeyActive(keyId)) {
-      return fail('revoked', `the virtual key ${keyId} this token was issued for has been revoked`);
-    }
+    const keyGeneration = keyId !== undefined && typeof claims.aam_key_gen === 'string' ? claims.aam_key_gen : undefined;
+    const keyProblem = () => (keyId === undefined || !opts.keyProblem ? undefined : opts.keyProblem(keyId, keyGeneration));
+    const problem = keyProblem();
+    if (problem) return fail('revoked', `this token was minted from a virtual key that no longer authenticates: ${problem}`);
     const kid = header.kid;
     // Frozen: a cached result is shared by every request that presents the same token.
     const result: VerifiedSvid = Object.freeze({
       ok: true as const, spiffeId: id.id, trustDomain: id.trustDomain, verifiedBy, kid,
       ...(typeof claims.jti === 'string' ? { jti: claims.jti } : {}),
       ...(keyId !== undefined ? { keyId } : {}),
+      ...(keyGeneration !== undefined ? { keyGeneration } : {}),
       expiresAt: claims.exp as number, claims: Object.freeze(claims),
     });
     const expiry = ((claims.exp as number) + skew) * 1000;
@@ -201,7 +212,7 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
     const issuer = opts.issuer!;
     return {
       ok: true, result, until: expiry,
-      stillValid: () => issuer.publicKey(kid) !== undefined && opts.isRegisteredAgent(id.id) && (keyId === undefined || !opts.isKeyActive || opts.isKeyActive(keyId)),
+      stillValid: () => issuer.publicKey(kid) !== undefined && opts.isRegisteredAgent(id.id) && keyProblem() === undefined,
     };
   }
 

@@ -1,6 +1,7 @@
 // Virtual keys: `aam_<secret>` bound to one Agent. Only sha256(secret) is stored. A key has a
-// stable id; rotation adds a new secret to the same id and lets the old one live for a grace
-// period. The whole table is mirrored in memory (hash -> key) so authentication is a Map lookup.
+// stable id; rotation adds a new secret (a new generation) to the same id and lets the old one
+// live for a grace period. The whole table is mirrored in memory (hash -> key) so authentication
+// is a Map lookup.
 // Another process (the CLI) that changes keys touches a signal file next to the database; the
 // server watches it (inotify) and re-reads the tables before the next request. `PRAGMA
 // data_version` (5 us, too slow per request) is only the once-a-second backstop.
@@ -21,12 +22,24 @@ export interface KeyRecord {
 
 export interface KeyListing extends KeyRecord { secrets: number; lastRotatedAt: string | null }
 
-interface SecretRow { hash: string; key_id: string; expires_at: number | null }
+interface SecretRow { hash: string; key_id: string; expires_at: number | null; generation: string }
+
+export type KeyAuth =
+  | { ok: true; key: KeyRecord; generation: string }
+  | { ok: false; reason: string };
 
 export const KEY_PREFIX = 'aam_';
 
 export function hashKey(secret: string): string {
   return createHash('sha256').update(secret).digest('hex');
+}
+
+/**
+ * Public name of one secret of a key (its generation), for tokens minted from it: derived from the
+ * stored hash so it needs no column, and one-way so a token never carries the lookup hash itself.
+ */
+export function generationOf(hash: string): string {
+  return createHash('sha256').update(`aam-key-generation:${hash}`).digest('base64url').slice(0, 22);
 }
 
 function newSecret(): string {
@@ -39,6 +52,8 @@ function newId(): string {
 
 const BACKSTOP_MS = 1000;
 const HASH_CACHE_MAX = 10_000;
+/** aam secrets are 36 characters; a much longer one is not a key and is not worth hashing. */
+const MAX_SECRET_LENGTH = 256;
 
 export class KeyStore {
   readonly #db: DatabaseSync;
@@ -48,10 +63,15 @@ export class KeyStore {
   #dirty = false;
   #checkedAt = 0;
   #seenVersion = -1;
-  /** secret -> sha256: hashing costs ~1 us, a Map hit ~50 ns. */
+  /**
+   * secret -> sha256 of secrets that exist: hashing costs ~1 us, a Map hit ~50 ns. Misses are never
+   * remembered, so a flood of wrong keys can neither grow this nor evict the real ones.
+   */
   readonly #hashes = new Map<string, string>();
   /** hash -> secret row (expires_at for secrets in their rotation grace period). */
   #byHash = new Map<string, SecretRow>();
+  /** generation -> secret row, for tokens minted from one secret. */
+  #byGeneration = new Map<string, SecretRow>();
   #keys = new Map<string, KeyRecord>();
 
   /** signalFile: path touched on every change (e.g. <dataDir>/keys.changed); watch: follow other processes' changes. */
@@ -101,23 +121,44 @@ export class KeyStore {
       keys.set(row.id, { id: row.id, agent: row.agent, name: row.name, createdAt: row.created_at, revokedAt: row.revoked_at, expiresAt: row.expires_at });
     }
     const byHash = new Map<string, SecretRow>();
+    const byGeneration = new Map<string, SecretRow>();
     for (const r of this.#db.prepare('SELECT hash, key_id, expires_at FROM key_secrets').all()) {
-      const row = r as unknown as SecretRow;
-      byHash.set(row.hash, { hash: row.hash, key_id: row.key_id, expires_at: row.expires_at });
+      const row = r as { hash: string; key_id: string; expires_at: number | null };
+      const secret: SecretRow = { hash: row.hash, key_id: row.key_id, expires_at: row.expires_at, generation: generationOf(row.hash) };
+      byHash.set(row.hash, secret);
+      byGeneration.set(secret.generation, secret);
     }
     this.#keys = keys;
     this.#byHash = byHash;
+    this.#byGeneration = byGeneration;
   }
 
-  /** Hot path: resolve a presented secret to its key, or a reason it is not valid. */
-  authenticate(secret: string, now = Date.now()): { ok: true; key: KeyRecord } | { ok: false; reason: string } {
+  /** Entries in the presented-secret cache (tests: misses must not be cached). */
+  get cachedSecrets(): number { return this.#hashes.size; }
+
+  /** Why this secret row cannot authenticate now (revoked, expired, rotated past grace), or undefined. */
+  #problem(row: SecretRow, now: number): string | undefined {
+    const key = this.#keys.get(row.key_id);
+    if (!key) return 'unknown API key';
+    if (key.revokedAt) return `API key ${key.id} was revoked at ${key.revokedAt}`;
+    if (key.expiresAt && Date.parse(key.expiresAt) <= now) return `API key ${key.id} expired at ${key.expiresAt}`;
+    if (row.expires_at !== null && row.expires_at <= now) return `this secret of API key ${key.id} was rotated and its grace period ended; use the new secret`;
+    return undefined;
+  }
+
+  /** When this secret stops authenticating by itself (key expiry or end of rotation grace), ms; null = never. */
+  #validUntil(row: SecretRow): number | null {
+    const keyExpiry = this.#keys.get(row.key_id)?.expiresAt;
+    const ends = [keyExpiry ? Date.parse(keyExpiry) : null, row.expires_at].filter((t): t is number => t !== null);
+    return ends.length ? Math.min(...ends) : null;
+  }
+
+  /** Hot path: resolve a presented secret to its key and generation, or a reason it is not valid. */
+  authenticate(secret: string, now = Date.now()): KeyAuth {
     this.#refresh();
-    let hash = this.#hashes.get(secret);
-    if (hash === undefined) {
-      hash = hashKey(secret);
-      if (this.#hashes.size >= HASH_CACHE_MAX) this.#hashes.clear();
-      this.#hashes.set(secret, hash);
-    }
+    if (secret.length > MAX_SECRET_LENGTH) return { ok: false, reason: 'unknown API key' };
+    const cached = this.#hashes.get(secret);
+    const hash = cached ?? hashKey(secret);
     let row = this.#byHash.get(hash);
     if (!row) {
       // Maybe created a moment ago by another process: look once more, now.
@@ -125,12 +166,31 @@ export class KeyStore {
       row = this.#byHash.get(hash);
     }
     if (!row) return { ok: false, reason: 'unknown API key' };
-    const key = this.#keys.get(row.key_id);
-    if (!key) return { ok: false, reason: 'unknown API key' };
-    if (key.revokedAt) return { ok: false, reason: `API key ${key.id} was revoked at ${key.revokedAt}` };
-    if (key.expiresAt && Date.parse(key.expiresAt) <= now) return { ok: false, reason: `API key ${key.id} expired at ${key.expiresAt}` };
-    if (row.expires_at !== null && row.expires_at <= now) return { ok: false, reason: `this secret of API key ${key.id} was rotated and its grace period ended; use the new secret` };
-    return { ok: true, key };
+    if (cached === undefined) {
+      if (this.#hashes.size >= HASH_CACHE_MAX) this.#hashes.clear();
+      this.#hashes.set(secret, hash);
+    }
+    const problem = this.#problem(row, now);
+    if (problem) return { ok: false, reason: problem };
+    return { ok: true, key: this.#keys.get(row.key_id)!, generation: row.generation };
+  }
+
+  /**
+   * For a token minted from a key: why the secret (generation) it was minted from no longer
+   * authenticates (revoked, expired, rotated past its grace period), or undefined while it does.
+   */
+  generationProblem(keyId: string, generation: string | undefined, now = Date.now()): string | undefined {
+    this.#refresh();
+    if (generation === undefined) return `the token names API key ${keyId} but not which of its secrets it was minted from; exchange the key for a new token`;
+    const row = this.#byGeneration.get(generation);
+    if (!row || row.key_id !== keyId) return `the secret of API key ${keyId} this token was minted from no longer exists`;
+    return this.#problem(row, now);
+  }
+
+  /** When a token minted from this generation must expire at the latest (ms), or null. */
+  generationValidUntil(generation: string): number | null {
+    const row = this.#byGeneration.get(generation);
+    return row ? this.#validUntil(row) : null;
   }
 
   create(agent: string, opts: { name?: string; expiresAt?: string } = {}): { key: KeyRecord; secret: string } {

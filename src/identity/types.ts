@@ -20,6 +20,8 @@ export interface Identity {
   method: AuthMethod;
   /** Stable virtual-key id (never the secret) when method is virtual_key. */
   keyId?: string;
+  /** Which secret of that key (its generation, see keys.ts generationOf): tokens minted from it die with it. */
+  keyGeneration?: string;
   /** JWT id / certificate serial for the other methods. */
   tokenId?: string;
 }

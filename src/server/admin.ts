@@ -10,6 +10,34 @@ import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 
+export const MIN_ADMIN_TOKEN_LENGTH = 32;
+
+/**
+ * Why an AAM_ADMIN_TOKEN is too weak to guard the admin API, or undefined when it is fine. The
+ * token is a bearer secret compared as is, so only length and obvious patterns can be judged:
+ * short, few distinct characters, a repeated chunk ("abcabc...") or a straight run ("0123...").
+ * The reason never quotes the token (it ends up in logs).
+ */
+export function adminTokenWeakness(token: string): string | undefined {
+  if (/\s/.test(token)) return 'it contains whitespace, which an "Authorization: Bearer" header cannot carry';
+  if (token.length < MIN_ADMIN_TOKEN_LENGTH) return `it is ${token.length} characters long; at least ${MIN_ADMIN_TOKEN_LENGTH} are needed`;
+  if (token.length > 1024) return 'it is longer than 1024 characters';
+  if (new Set(token).size < 8) return 'it uses fewer than 8 distinct characters';
+  for (let period = 1; period <= token.length / 2; period++) {
+    if (token.slice(period) === token.slice(0, -period)) return 'it is one short chunk repeated';
+  }
+  const step = token.charCodeAt(1) - token.charCodeAt(0);
+  if (Math.abs(step) <= 1 && [...token].every((c, i) => i === 0 || c.charCodeAt(0) - token.charCodeAt(i - 1) === step)) return 'it is a run of consecutive characters';
+  return undefined;
+}
+
+/** Startup check: a weak admin token is refused with how to make a good one. */
+export function checkAdminToken(token: string | undefined): void {
+  if (!token) return; // unset: the admin API is off
+  const weak = adminTokenWeakness(token);
+  if (weak) throw new Error(`AAM_ADMIN_TOKEN is too weak to guard the admin API (${weak}). Use a random token of at least ${MIN_ADMIN_TOKEN_LENGTH} characters, e.g. AAM_ADMIN_TOKEN=$(openssl rand -hex 32)`);
+}
+
 export function requireAdmin(ctx: Ctx): string {
   const token = ctx.rt.options.adminToken;
   if (!token) throw new AamError(401, 'admin_unauthorized', 'the admin API is disabled: start aam with AAM_ADMIN_TOKEN set');

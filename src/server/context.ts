@@ -58,9 +58,9 @@ export function sendError(ctx: Ctx, err: unknown): void {
   sendText(ctx, e.status, ctx.wire === 'anthropic' ? anthropicErrorBody(e) : openaiErrorBody(e), 'application/json', e.headers);
 }
 
-/** Read the request body with a size cap (413 above it). */
-export function readBody(ctx: Ctx): Promise<Buffer> {
-  const limit = ctx.rt.options.maxBodyBytes;
+/** Read the request body with a size cap (413 above it); `limit` below AAM_MAX_BODY_BYTES for small endpoints. */
+export function readBody(ctx: Ctx, limit = ctx.rt.options.maxBodyBytes): Promise<Buffer> {
+  const tooLarge = limit === ctx.rt.options.maxBodyBytes ? tooLargeGeneral : tooLargeHere;
   const declared = Number(ctx.req.headers['content-length']);
   if (declared > limit) return Promise.reject(tooLarge(limit));
   return new Promise((resolve, reject) => {
@@ -81,12 +81,14 @@ export function readBody(ctx: Ctx): Promise<Buffer> {
   });
 }
 
-function tooLarge(limit: number): AamError {
+const tooLargeHere = (limit: number) => new AamError(413, 'body_too_large', `request body exceeds the ${limit} byte limit of this endpoint`);
+
+function tooLargeGeneral(limit: number): AamError {
   return new AamError(413, 'body_too_large', `request body exceeds the ${limit} byte limit (AAM_MAX_BODY_BYTES)`);
 }
 
-export async function readJson(ctx: Ctx): Promise<unknown> {
-  const buf = await readBody(ctx);
+export async function readJson(ctx: Ctx, limit?: number): Promise<unknown> {
+  const buf = await readBody(ctx, limit);
   const ct = ctx.req.headers['content-type'];
   if (ct && !/json/i.test(ct)) throw new AamError(415, 'unsupported_media_type', `content-type must be application/json (got ${ct})`);
   if (buf.length === 0) throw new AamError(400, 'invalid_json', 'request body is empty; send a JSON object');
