@@ -97,7 +97,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   addIdentityRoutes(routes);
   // Tool plane: MCP gateway + HTTP action proxy share one approvals list.
   const deps = toolDeps(rt);
-  const mcp = createMcpGateway(rt.compiled.set, deps, { maxSessionsPerIdentity: env.AAM_MCP_SESSIONS_PER_IDENTITY ? Number(env.AAM_MCP_SESSIONS_PER_IDENTITY) : undefined });
+  const mcp = createMcpGateway(rt.compiled.set, deps);
   const httpTools = createHttpToolProxy(rt.compiled.set, deps, { approvals: mcp.approvals });
   rt.tools = { mcp, http: httpTools };
   addToolRoutes(routes, mcp, httpTools);
@@ -120,10 +120,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
 
   // Hot reload: file change (debounced, atomic replaces included) or SIGHUP. A bad config is
   // logged and recorded (config_reload_failed), and the old one kept.
-  const { watch } = await import('node:fs'); const { configFiles } = await import('../config/load.ts');
-  let timer: NodeJS.Timeout | null = null;
-  const reloadX = () => { if (timer) clearTimeout(timer); timer = setTimeout(() => { timer = null; rt.reload('file-watch'); }, 100); };
-  const ws = configFiles(o.configPath).map((f) => watch(f, reloadX)); const watcher = { close: () => ws.forEach((w) => w.close()) }; void (0 as unknown as typeof watchConfig)(o.configPath, () => rt.reload('file-watch'),
+  const watcher = watchConfig(o.configPath, () => rt.reload('file-watch'),
     (e) => rt.log.error({ event: 'config_watch_failed', err: e }, 'config file watch failed; reload with SIGHUP'));
   let closing: Promise<void> | null = null;
   const close = () => closing ??= (async () => {
