@@ -97,7 +97,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   addIdentityRoutes(routes);
   // Tool plane: MCP gateway + HTTP action proxy share one approvals list.
   const deps = toolDeps(rt);
-  const mcp = createMcpGateway(rt.compiled.set, deps);
+  const mcp = createMcpGateway(rt.compiled.set, deps, { maxSessionsPerIdentity: env.AAM_MCP_SESSIONS_PER_IDENTITY ? Number(env.AAM_MCP_SESSIONS_PER_IDENTITY) : undefined });
   const httpTools = createHttpToolProxy(rt.compiled.set, deps, { approvals: mcp.approvals });
   rt.tools = { mcp, http: httpTools };
   addToolRoutes(routes, mcp, httpTools);
