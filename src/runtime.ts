@@ -76,6 +76,8 @@ export interface RuntimeOptions {
   maxBodyBytes?: number;
   /** Idle time before an SSE comment keeps a silent stream alive. */
   sseKeepaliveMs?: number;
+  /** Public base URL of this gateway (AAM_PUBLIC_URL), used in RFC 9728 metadata; never taken from the Host header. */
+  publicUrl?: string;
   log?: Logger;
   env?: NodeJS.ProcessEnv;
 }
@@ -103,7 +105,7 @@ function credentialFailure(e: unknown, what: string): AamError {
 
 export class Runtime {
   compiled: Compiled;
-  readonly options: Required<Omit<RuntimeOptions, 'adminToken' | 'log' | 'env'>> & { adminToken: string | null };
+  readonly options: Required<Omit<RuntimeOptions, 'adminToken' | 'log' | 'env' | 'publicUrl'>> & { adminToken: string | null; publicUrl: string | null };
   readonly log: Logger;
   readonly db: DatabaseSync;
   readonly keys: KeyStore;
@@ -142,7 +144,7 @@ export class Runtime {
     this.log = opts.log ?? createLogger({ scrub: (line) => (this.vault ? this.vault.scrubber().scrub(line).text : line) });
     this.options = {
       configPath: opts.configPath, dataDir: opts.dataDir, adminToken: opts.adminToken ?? null,
-      maxBodyBytes: opts.maxBodyBytes ?? 10 * 1024 * 1024, sseKeepaliveMs: opts.sseKeepaliveMs ?? 15_000,
+      maxBodyBytes: opts.maxBodyBytes ?? 10 * 1024 * 1024, sseKeepaliveMs: opts.sseKeepaliveMs ?? 15_000, publicUrl: opts.publicUrl ?? null,
     };
     const set = loadConfig(opts.configPath); // throws ConfigError: refuse to start on a bad config
     this.db = openDatabase(opts.dataDir);

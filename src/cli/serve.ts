@@ -42,6 +42,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     configPath: o.configPath, dataDir: o.dataDir, adminToken: env.AAM_ADMIN_TOKEN, env,
     maxBodyBytes: env.AAM_MAX_BODY_BYTES ? Number(env.AAM_MAX_BODY_BYTES) : undefined,
     sseKeepaliveMs: env.AAM_SSE_KEEPALIVE_MS ? Number(env.AAM_SSE_KEEPALIVE_MS) : undefined,
+    publicUrl: publicUrlFrom(env.AAM_PUBLIC_URL),
   });
   if ((o.tlsCert || o.tlsKey) && !(o.tlsCert && o.tlsKey)) throw new Error('--tls-cert and --tls-key go together');
   const tls = o.tlsCert && o.tlsKey ? tlsServerOptions({ certFile: o.tlsCert, keyFile: o.tlsKey, clientCaFile: o.clientCa }) : undefined;
@@ -135,6 +136,17 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     await rt.tracer?.shutdown(5000);
   })();
   return { rt, server, port, close };
+}
+
+/** AAM_PUBLIC_URL as a base URL (no trailing slash), or undefined; a bad value refuses to start. */
+export function publicUrlFrom(value: string | undefined): string | undefined {
+  if (!value) return undefined;
+  let u: URL;
+  try { u = new URL(value); } catch { throw new Error(`AAM_PUBLIC_URL must be an absolute http(s) URL like https://aam.example.com, not "${value}"`); }
+  if ((u.protocol !== 'https:' && u.protocol !== 'http:') || u.search || u.hash || u.username || u.password) {
+    throw new Error(`AAM_PUBLIC_URL must be an http(s) URL without query, fragment or credentials, like https://aam.example.com (got "${value}")`);
+  }
+  return `${u.origin}${u.pathname.replace(/\/+$/, '')}`;
 }
 
 /** Audit exports configured by environment: a JSONL/OCSF file, a signed webhook, OTLP logs. */

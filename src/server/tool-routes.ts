@@ -8,9 +8,15 @@ import { protectedResourceMetadata, wwwAuthenticate } from '../tools/mcp-metadat
 import type { McpGateway } from '../tools/mcp-gateway.ts';
 import type { HttpToolProxy } from '../tools/http-tool.ts';
 
+/**
+ * Where MCP clients are told to authenticate: AAM_PUBLIC_URL, else the address this connection
+ * arrived on. Never the Host header: a client could point other clients' metadata anywhere.
+ */
 function baseUrl(ctx: Ctx): string {
-  const proto = (ctx.req.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http';
-  return `${proto}://${ctx.req.headers.host ?? 'localhost'}`;
+  if (ctx.rt.options.publicUrl) return ctx.rt.options.publicUrl;
+  const s = ctx.req.socket as { encrypted?: boolean; localAddress?: string; localPort?: number };
+  const addr = (s.localAddress ?? '127.0.0.1').replace(/^::ffff:/, '');
+  return `${s.encrypted ? 'https' : 'http'}://${addr.includes(':') ? `[${addr}]` : addr}:${s.localPort}`;
 }
 
 async function identifyForMcp(ctx: Ctx, path: string) {
