@@ -4,13 +4,16 @@
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
-import { DatabaseSync } from 'node:sqlite';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { toolDeps } from '../src/access/tool-deps.ts';
+import type { Identity } from '../src/identity/types.ts';
 import { createApprovals } from '../src/tools/approvals.ts';
 import { compileValidator, type Catalog, type CompiledTool, type ServerEntry } from '../src/tools/catalog.ts';
 import { callTool, type Runtime, type SessionCtx } from '../src/tools/mcp-call.ts';
 import type { Upstream } from '../src/tools/upstream.ts';
-import { ANALYST, FIXTURE, NODE, config, connectClient, makeDeps, startGateway, startHttpFixture, stdioServerDoc } from '../test/fixtures/mcp-accounts/harness.ts';
+import { doc, startTestGateway, yaml } from '../test/helpers/gateway.ts';
+import { connectClient } from '../test/helpers/mcp.ts';
+import { FIXTURE, NODE, startHttpFixture, stdioServerDoc } from '../test/fixtures/mcp-accounts/upstream.ts';
 
 const N = Number(process.argv[2] ?? 3000);
 const WARMUP = 300;
@@ -38,23 +41,21 @@ function report(label: string, direct: number[], via: number[]): void {
   rows.push(line);
 }
 
+// The real gateway: virtual key, policy engine, guardrail step, credential scrubber and audit trail.
+process.env.AAM_LOG_LEVEL ??= 'error';
 const web = await startHttpFixture();
-const yaml = `${stdioServerDoc('crm')}---
-apiVersion: access.envisionai.dev/v1
-kind: McpServer
-metadata: { name: web }
-spec: { transport: streamable-http, url: ${JSON.stringify(web.url)}, timeout_ms: 5000, tools: { search_accounts: { resource: salesforce.accounts, action: search } } }
-`;
-const deps = makeDeps();
-const quiet = { info() {}, warn() {}, error() {} };
-deps.log = quiet;
-deps.audit = { record() {}, async recordDurable(ev) { return ev; } };
-const gw = await startGateway(config(yaml), deps);
+const workload = 'spiffe://prod/agent/finance-analyst';
+const gw = await startTestGateway(yaml(
+  stdioServerDoc('crm'),
+  doc('McpServer', 'web', { transport: 'streamable-http', url: web.url, timeout_ms: 5000, tools: { search_accounts: { resource: 'salesforce.accounts', action: 'search' } } }),
+  doc('Agent', 'finance-analyst', { workload, team: 'finance', environment: 'prod' }),
+  doc('AgentPolicy', 'finance-analyst-readonly', { identity: { workload }, tools: [{ resource: 'salesforce.accounts', actions: ['search'], args: { limit: { max: 100 } } }] }),
+));
 
 // Streamable HTTP upstream
 const directHttp = new Client({ name: 'bench', version: '1' });
 await directHttp.connect(new StreamableHTTPClientTransport(new URL(web.url)));
-const viaHttp = (await connectClient(gw.base, 'tok-analyst')).client;
+const viaHttp = (await connectClient(gw, gw.key('finance-analyst'))).client;
 report('Streamable HTTP upstream', await measure(directHttp, 'search_accounts'), await measure(viaHttp, 'web__search_accounts'));
 
 // stdio upstream
@@ -62,7 +63,8 @@ const directStdio = new Client({ name: 'bench', version: '1' });
 await directStdio.connect(new StdioClientTransport({ command: NODE, args: [FIXTURE, 'stdio'], stderr: 'ignore' }));
 report('stdio upstream (direct = client spawns it over stdio)', await measure(directStdio, 'search_accounts'), await measure(viaHttp, 'crm__search_accounts'));
 
-// aam's own per-call work (resolve, validate, decide, audit, size check) with a stub upstream, no sockets.
+// aam's own per-call work (resolve, validate, guard, decide, audit, scrub, size check) with the gateway's own
+// access steps and a stub upstream, no sockets.
 {
   const result: CallToolResult = { content: [{ type: 'text', text: '[{"id":"a1","name":"Acme Corp"}]' }] };
   const upstream = { callTool: async () => result } as unknown as Upstream;
@@ -70,8 +72,10 @@ report('stdio upstream (direct = client spawns it over stdio)', await measure(di
   const t: CompiledTool = { server: 'crm', def, resource: 'salesforce.accounts', action: 'search', mutating: false, integrity: { ok: true, digest: '' }, validate: compileValidator(def.inputSchema) };
   const entry = { name: 'crm', spec: { transport: 'stdio' }, upstream, resource: 'crm', tools: new Map([['search_accounts', t]]), defs: [def] } as unknown as ServerEntry;
   const catalog = { servers: new Map([['crm', entry]]), resolve: async () => t } as unknown as Catalog;
-  const rt: Runtime = { catalog, deps, approvals: createApprovals(new DatabaseSync(':memory:')), maxResultBytes: 1 << 20 };
-  const s: SessionCtx = { identity: ANALYST, scope: null, sessionId: () => 'bench', resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
+  const deps = toolDeps(gw.g.rt);
+  const rt: Runtime = { catalog, deps, approvals: createApprovals(deps.db), maxResultBytes: 1 << 20 };
+  const identity: Identity = { agent: gw.g.rt.compiled.registry.byName('finance-analyst')!, method: 'virtual_key' };
+  const s: SessionCtx = { identity, scope: null, sessionId: () => 'bench', resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
   const args = { query: 'acme', limit: 10 };
   for (let i = 0; i < 2000; i++) await callTool(rt, s, 'crm__search_accounts', args, {});
   const out: number[] = [];

@@ -11,7 +11,7 @@ import OpenAI from 'openai';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
-import { FIXTURE, NODE, tempFile } from './fixtures/mcp-accounts/harness.ts';
+import { FIXTURE, NODE, tempFile } from './fixtures/mcp-accounts/upstream.ts';
 
 let gw: TestGateway;
 let api: Server;

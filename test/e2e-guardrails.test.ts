@@ -10,7 +10,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { startFakeUpstream, type FakeUpstream } from './fake-upstream.ts';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { chat, sseContent, auditOf, localServer, type LocalServer } from './helpers/e2e.ts';
-import { stdioServerDoc, tempFile } from './fixtures/mcp-accounts/harness.ts';
+import { stdioServerDoc, tempFile } from './fixtures/mcp-accounts/upstream.ts';
 import type { AuditEvent } from '../src/audit/event.ts';
 
 let fake: FakeUpstream;

@@ -1,91 +1,79 @@
-// HTTP action proxy end-to-end: /tools/<tool>/<action> mounted on node:http, forwarding to a
-// recording upstream on 127.0.0.1.
+// HTTP action proxy end-to-end through the real gateway: /tools/<tool>/<action> with virtual keys,
+// aam's policy, credential injection, scrubbing and audit, forwarding to a recording upstream.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server, type IncomingHttpHeaders } from 'node:http';
-import { createHttpToolProxy, joinUrl, type HttpToolProxy } from '../src/tools/http-tool.ts';
+import type { IncomingHttpHeaders } from 'node:http';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { joinUrl } from '../src/tools/http-tool.ts';
 import { checkParam, compilePathTemplate } from '../src/tools/path-template.ts';
-import { TOKENS, config, makeDeps, type TestDeps } from './fixtures/mcp-accounts/harness.ts';
+import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { localServer, until, type LocalServer } from './helpers/e2e.ts';
+import { ADMIN_TOKEN, admin, toolEvents } from './helpers/mcp.ts';
 
 interface Seen { method: string; url: string; headers: IncomingHttpHeaders; body: string }
 const seen: Seen[] = [];
-let upstream: Server;
-let gateway: Server;
-let base = '';
-let proxy: HttpToolProxy;
-let deps: TestDeps;
+const SF_SECRET = 'sf-secret-NEEDLE-5f4e3d2c1b0a';
+let upstream: LocalServer;
+let gw: TestGateway;
+const keys: Record<string, string> = {};
 
 before(async () => {
-  upstream = createServer(async (req, res) => {
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks).toString() });
-    if (req.url?.startsWith('/v1/slow')) { await new Promise((r) => setTimeout(r, 1000)); }
-    res.writeHead(req.url?.includes('missing') ? 404 : 200, { 'content-type': 'application/json', 'x-upstream': 'yes', connection: 'keep-alive, x-hop', 'x-hop': 'drop me', 'set-cookie': 'sid=1' });
-    res.end(JSON.stringify({ ok: true, path: req.url }));
+  upstream = await localServer(async (req, res, body) => {
+    seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
+    if (req.url?.startsWith('/v1/slow')) await new Promise((r) => setTimeout(r, 3000));
+    if (res.destroyed) return;
+    // The upstream echoes the credential it received, in a header and in the body.
+    res.writeHead(req.url?.includes('missing') ? 404 : 200, {
+      'content-type': 'application/json', 'x-upstream': 'yes', connection: 'keep-alive, x-hop', 'x-hop': 'drop me', 'set-cookie': 'sid=1',
+      'x-echo-auth': String(req.headers.authorization),
+    });
+    res.end(JSON.stringify({ ok: true, path: req.url, auth: req.headers.authorization, owner: 'jane@example.com' }));
   });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
-  const port = (upstream.address() as { port: number }).port;
-  deps = makeDeps();
-  const yaml = `apiVersion: access.envisionai.dev/v1
-kind: Credential
-metadata: { name: sf-token }
-spec: { env: SF_TOKEN }
----
-apiVersion: access.envisionai.dev/v1
-kind: HttpTool
-metadata: { name: salesforce }
-spec:
-  baseUrl: http://127.0.0.1:${port}/v1
-  credential: sf-token
-  resource: salesforce.accounts
-  timeout_ms: 300
-  actions:
-    read: { method: GET, path: "/accounts/{id}" }
-    search: { method: GET, path: /accounts }
-    export: { method: POST, path: /accounts/export }
-    delete: { method: DELETE, path: "/accounts/{id}" }
-    update: { method: PATCH, path: "/accounts/{id}" }
----
-apiVersion: access.envisionai.dev/v1
-kind: HttpTool
-metadata: { name: ops }
-spec:
-  baseUrl: http://127.0.0.1:${port}/v1
-  resource: web
-  timeout_ms: 300
-  actions:
-    slow: { method: GET, path: /slow }
-    create: { method: POST, path: "/things/{kind}/items" }
-`;
-  proxy = createHttpToolProxy(config(yaml), deps);
-  gateway = createServer(async (req, res) => {
-    const who = TOKENS[(req.headers.authorization ?? '').replace(/^Bearer /, '')];
-    if (!who) { res.writeHead(401).end(); return; }
-    const m = /^\/tools\/([^/]+)\/([^/?]+)$/.exec(req.url ?? '');
-    if (!m) { res.writeHead(404).end(); return; }
-    const chunks: Buffer[] = [];
-    for await (const c of req) chunks.push(c as Buffer);
-    const body = chunks.length ? JSON.parse(Buffer.concat(chunks).toString()) as unknown : undefined;
-    await proxy.handle(req, res, who, decodeURIComponent(m[1]), decodeURIComponent(m[2]), body);
-  });
-  await new Promise<void>((r) => gateway.listen(0, '127.0.0.1', r));
-  base = `http://127.0.0.1:${(gateway.address() as { port: number }).port}`;
+  const base = `${upstream.url}/v1`;
+  const config = yaml(
+    doc('Credential', 'sf-token', { env: 'TEST_SF_TOKEN' }),
+    doc('HttpTool', 'salesforce', {
+      baseUrl: base, credential: 'sf-token', resource: 'salesforce.accounts', timeout_ms: 300,
+      actions: {
+        read: { method: 'GET', path: '/accounts/{id}' }, search: { method: 'GET', path: '/accounts' }, export: { method: 'POST', path: '/accounts/export' },
+        delete: { method: 'DELETE', path: '/accounts/{id}' }, update: { method: 'PATCH', path: '/accounts/{id}' },
+      },
+    }),
+    doc('HttpTool', 'ops', { baseUrl: base, resource: 'web', timeout_ms: 300, actions: { slow: { method: 'GET', path: '/slow' }, create: { method: 'POST', path: '/things/{kind}/items' } } }),
+    doc('Agent', 'finance-analyst', { workload: 'spiffe://prod/agent/finance-analyst', team: 'finance', environment: 'prod' }),
+    doc('Guardrail', 'mask-email-out', { on: ['output'], detect: ['email'], action: 'redact' }),
+    doc('Agent', 'careful', { workload: 'spiffe://prod/agent/careful', team: 'support', environment: 'prod' }),
+    doc('AgentPolicy', 'careful-policy', { identity: { workload: 'spiffe://prod/agent/careful' }, guardrails: ['mask-email-out'], tools: [{ resource: 'salesforce.accounts', actions: ['read'] }] }),
+    doc('Agent', 'intern', { workload: 'spiffe://dev/agent/intern', team: 'finance', environment: 'dev' }),
+    doc('AgentPolicy', 'finance-analyst-readonly', {
+      identity: { workload: 'spiffe://prod/agent/finance-analyst' },
+      tools: [
+        { resource: 'salesforce.accounts', deny: ['export', 'update'] },
+        { resource: 'salesforce.accounts', actions: ['search'], args: { limit: { max: 100 } } },
+        { resource: 'salesforce.accounts', actions: ['read'] },
+        { resource: 'salesforce.accounts', actions: ['delete'], approval: 'required' },
+        { resource: 'web', actions: ['*'] },
+      ],
+    }),
+    doc('AgentPolicy', 'prod-readers', { identity: { team: 'finance' }, tools: [{ resource: 'salesforce.accounts', actions: ['read'], when: 'identity.environment == "prod"' }] }),
+  );
+  gw = await startTestGateway(config, { TEST_SF_TOKEN: SF_SECRET, AAM_ADMIN_TOKEN: ADMIN_TOKEN });
+  for (const a of ['finance-analyst', 'intern', 'careful']) keys[a] = gw.key(a);
 });
 
 after(async () => {
-  gateway.closeAllConnections(); upstream.closeAllConnections();
-  await new Promise((r) => gateway.close(r));
-  await new Promise((r) => upstream.close(r));
+  await gw?.close();
+  await upstream?.close();
 });
 
-async function call(path: string, body: unknown, token = 'tok-analyst') {
-  const res = await fetch(base + path, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+async function call(path: string, body: unknown, agent = 'finance-analyst') {
+  const res = await fetch(gw.url + path, { method: 'POST', headers: { authorization: `Bearer ${keys[agent]}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
   const text = await res.text();
   return { status: res.status, headers: res.headers, text, json: () => JSON.parse(text) as { error?: { message: string; code: string; approval_id?: string } } };
 }
 
-test('allowed call: path param bound, credential injected, agent token not forwarded, correlation headers', async () => {
+test('allowed call: path param bound, credential injected, agent key not forwarded, correlation headers', async () => {
   const n = seen.length;
   const r = await call('/tools/salesforce/read', { id: 'a 1' });
   assert.equal(r.status, 200);
@@ -97,8 +85,8 @@ test('allowed call: path param bound, credential injected, agent token not forwa
   const up = seen[n];
   assert.equal(up.method, 'GET');
   assert.equal(up.url, '/v1/accounts/a%201');
-  assert.equal(up.headers['x-upstream-token'], 'secret-sf-token-for-finance-analyst');
-  assert.equal(up.headers.authorization, undefined, "agent's Authorization never forwarded");
+  assert.equal(up.headers.authorization, `Bearer ${SF_SECRET}`, 'the configured credential is injected');
+  assert.ok(!JSON.stringify(up.headers).includes(keys['finance-analyst']), "the agent's key is never forwarded");
   assert.equal(up.headers['x-aam-agent'], 'spiffe://prod/agent/finance-analyst');
   assert.equal(up.headers['x-aam-request-id'], r.headers.get('x-aam-request-id'));
   const s = await call('/tools/salesforce/search', { query: 'acme', limit: 5 });
@@ -106,6 +94,22 @@ test('allowed call: path param bound, credential injected, agent token not forwa
   assert.equal(seen.at(-1)?.url, '/v1/accounts?query=acme&limit=5');
   const nf = await call('/tools/salesforce/read', { id: 'missing' });
   assert.equal(nf.status, 404, 'upstream status passed back');
+});
+
+test('the credential an upstream echoes reaches the agent as [REDACTED:<credential>], in body and headers', async () => {
+  const r = await call('/tools/salesforce/read', { id: 'a1' });
+  assert.equal(r.status, 200);
+  assert.equal((JSON.parse(r.text) as { auth: string }).auth, 'Bearer [REDACTED:sf-token]');
+  assert.equal(r.headers.get('x-echo-auth'), 'Bearer [REDACTED:sf-token]');
+  assert.ok(!r.text.includes('NEEDLE') && ![...r.headers.values()].some((v) => v.includes('NEEDLE')));
+});
+
+test('output guardrails see HTTP tool results: a policy guardrail redacts them before the agent', async () => {
+  const masked = await call('/tools/salesforce/read', { id: 'a1' }, 'careful');
+  assert.equal(masked.status, 200);
+  assert.equal((JSON.parse(masked.text) as { owner: string }).owner, '[EMAIL]');
+  const plain = await call('/tools/salesforce/read', { id: 'a1' });
+  assert.equal((JSON.parse(plain.text) as { owner: string }).owner, 'jane@example.com', 'no guardrail for the analyst');
 });
 
 test('denied calls and unknown actions never reach the upstream', async () => {
@@ -116,14 +120,18 @@ test('denied calls and unknown actions never reach the upstream', async () => {
   assert.match(over.json().error?.message ?? '', /policy "finance-analyst-readonly" rule tools\[1\]/);
   const exp = await call('/tools/salesforce/export', {});
   assert.equal(exp.status, 403);
-  const intern = await call('/tools/salesforce/read', { id: 'a1' }, 'tok-intern');
+  assert.match(exp.json().error?.message ?? '', /policy "finance-analyst-readonly" rule tools\[0\]/);
+  const intern = await call('/tools/salesforce/read', { id: 'a1' }, 'intern');
   assert.equal(intern.status, 403, 'read only in prod');
+  assert.match(intern.json().error?.message ?? '', /prod-readers/);
   const unknown = await call('/tools/salesforce/purge', {});
   assert.equal(unknown.status, 404);
   assert.match(unknown.json().error?.message ?? '', /unknown action "purge".*actions: read, search/);
   assert.equal((await call('/tools/nope/read', {})).status, 404);
   assert.equal((await call('/tools/salesforce/read', [1, 2])).status, 400);
   assert.equal(seen.length, n, 'upstream saw nothing');
+  const denied = (await toolEvents(gw, { type: 'tool.decision', agent: 'finance-analyst' })).filter((e) => (e as { decision?: { effect?: string } }).decision?.effect === 'deny');
+  assert.ok(denied.length >= 2, 'denials are evidence');
 });
 
 test('path traversal and encoded tricks are rejected before the upstream', async () => {
@@ -137,23 +145,42 @@ test('path traversal and encoded tricks are rejected before the upstream', async
   assert.equal(seen.length, n);
 });
 
-test('body actions send the remaining arguments as JSON; approval flow on HTTP tools', async () => {
+test('body actions send the remaining arguments as JSON; approval flow on HTTP tools with intent on record', async () => {
   const held = await call('/tools/salesforce/delete', { id: 'a1' });
   assert.equal(held.status, 403);
   const id = held.json().error?.approval_id as string;
   assert.match(held.json().error?.message ?? '', /approval required: approval id apr_/);
   const n = seen.length;
-  proxy.approvals.approve(id, 'admin');
+  assert.equal((await admin(gw, 'POST', `/approvals/${id}/approve`)).status, 200);
   const ok = await call('/tools/salesforce/delete', { id: 'a1' });
   assert.equal(ok.status, 200);
   assert.equal(seen.length, n + 1);
   assert.equal(seen.at(-1)?.method, 'DELETE');
-  assert.ok(deps.events.some((e) => e.type === 'tool.intent' && e.plane === 'http' && e.durable === true));
+  const intents = await toolEvents(gw, { type: 'tool.intent', agent: 'finance-analyst' });
+  assert.ok(intents.some((e) => (e as { plane?: string }).plane === 'http' && (e as { action?: string }).action === 'delete'), 'the intent of the delete is on record');
   const c = await call('/tools/ops/create', { kind: 'widget', size: 3, tags: ['x'] });
   assert.equal(c.status, 200);
   assert.equal(seen.at(-1)?.url, '/v1/things/widget/items');
   assert.deepEqual(JSON.parse(seen.at(-1)?.body ?? ''), { size: 3, tags: ['x'] });
   assert.equal(seen.at(-1)?.headers['content-type'], 'application/json');
+});
+
+test('a mutating call whose intent cannot be recorded durably is refused (503) and not forwarded', async () => {
+  const n = seen.length;
+  const lock = new DatabaseSync(join(gw.dataDir, 'audit.db'));
+  lock.exec('BEGIN IMMEDIATE'); // the audit trail cannot commit anything
+  try {
+    const r = await call('/tools/ops/create', { kind: 'widget', size: 1 });
+    assert.equal(r.status, 503);
+    assert.equal(r.json().error?.code, 'audit_unavailable');
+    assert.match(r.json().error?.message ?? '', /not forwarded/);
+    assert.equal(seen.length, n, 'the upstream never saw the call');
+  } finally {
+    lock.exec('ROLLBACK');
+    lock.close();
+  }
+  await until(async () => (await call('/tools/ops/create', { kind: 'widget', size: 2 })).status === 200, 60_000, 'the call to go through after the audit storage recovered');
+  assert.deepEqual(seen.slice(n).map((s) => JSON.parse(s.body) as unknown), [{ size: 2 }], 'only the call whose intent was recorded reached the upstream');
 });
 
 test('hung upstream: clear 504', async () => {

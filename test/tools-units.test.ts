@@ -11,7 +11,12 @@ import { argsDigest, createApprovals } from '../src/tools/approvals.ts';
 import { protectedResourceMetadata, wwwAuthenticate } from '../src/tools/mcp-metadata.ts';
 import { compileValidator } from '../src/tools/catalog.ts';
 import type { Decision } from '../src/policy/types.ts';
-import { ANALYST, INTERN } from './fixtures/mcp-accounts/harness.ts';
+import type { Identity } from '../src/identity/types.ts';
+
+const identity = (name: string, spiffeId: string, environment: string): Identity =>
+  ({ agent: { name, spiffeId, trustDomain: spiffeId.split('/')[2], environment, team: 'finance', labels: {} }, method: 'virtual_key', keyId: `key_${name}` });
+const ANALYST = identity('finance-analyst', 'spiffe://prod/agent/finance-analyst', 'prod');
+const INTERN = identity('intern', 'spiffe://dev/agent/intern', 'dev');
 
 const tool = (description: string, schema: Record<string, unknown> = { type: 'object', properties: { a: { type: 'string' }, b: { type: 'number' } } }) => ({ name: 't', description, inputSchema: schema });
 

@@ -1,0 +1,44 @@
+// Agent-side helpers for tool-plane tests against a real gateway (test/helpers/gateway.ts): the
+// MCP SDK client over Streamable HTTP, the admin API, and the audit trail of tool calls.
+import assert from 'node:assert/strict';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { McpError, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { queryEvents } from '../../src/audit/query.ts';
+import type { AuditEvent } from '../../src/audit/event.ts';
+import type { TestGateway } from './gateway.ts';
+
+export const ADMIN_TOKEN = 'admin-token-for-tool-tests-0123456789';
+
+export async function connectClient(gw: TestGateway, key: string, path = '/mcp'): Promise<{ client: Client; transport: StreamableHTTPClientTransport }> {
+  const client = new Client({ name: 'test-agent', version: '1.0.0' });
+  const transport = new StreamableHTTPClientTransport(new URL(gw.url + path), { requestInit: { headers: { authorization: `Bearer ${key}` } } });
+  await client.connect(transport);
+  return { client, transport };
+}
+
+/** The first text content of a tools/call result. */
+export const textOf = (r: unknown): string => ((r as CallToolResult).content[0] as { text: string }).text;
+
+/** The JSON-RPC error a call fails with (fails the test if it succeeds or fails otherwise). */
+export async function rpcError(p: Promise<unknown>): Promise<McpError> {
+  try { await p; } catch (e) { assert.ok(e instanceof McpError, `expected McpError, got ${String(e)}`); return e; }
+  assert.fail('expected the call to fail');
+}
+
+/** Call the admin API with AAM_ADMIN_TOKEN (start the gateway with { AAM_ADMIN_TOKEN: ADMIN_TOKEN }). */
+export async function admin<T = unknown>(gw: TestGateway, method: string, path: string, body?: unknown): Promise<{ status: number; json: T }> {
+  const res = await fetch(`${gw.url}/admin/v1${path}`, {
+    method, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, json: (await res.json()) as T };
+}
+
+/** Tool-plane audit events (committed), oldest first, optionally of one type and agent. */
+export async function toolEvents(gw: TestGateway, q: { type?: string; agent?: string } = {}): Promise<AuditEvent[]> {
+  const log = gw.g.rt.auditLog;
+  if (!log) throw new Error('gateway has no audit log');
+  await log.flush();
+  return queryEvents(log.db, { ...q, order: 'asc', limit: 10_000 });
+}
