@@ -53,6 +53,7 @@ export function recordDecision(ctx: Ctx, status: number, error?: string): void {
 /** Record an event about one identity, keeping only what its policies' audit.record selects. */
 export function recordEvidence(ctx: Ctx, identity: Identity, ev: AuditEventInput): void {
   const sel = setFor(identity.agent, ctx.cfg.policies).auditRecord;
+  if (ctx.clientRequestId) ev = { ...ev, client_request_id: ctx.clientRequestId };
   ctx.rt.audit?.record(sel ? selectForRecord(ev, sel) : ev);
 }
 

@@ -18,6 +18,8 @@ export interface Ctx {
   path: string;
   query: string;
   requestId: string;
+  /** The caller's own x-request-id, if sane: kept beside aam's id in evidence, never in its place. */
+  clientRequestId?: string;
   /** Monotonic start time (ms, fractional). */
   start: number;
   /** Error body format the caller understands. */
@@ -35,11 +37,15 @@ export interface Ctx {
 
 
 const PREFIX = randomBytes(4).toString('hex');
-/** Cheap unique request id (no crypto per request). Honour a sane incoming x-request-id. */
-export function requestIdFor(req: IncomingMessage, rt: Runtime): string {
+/**
+ * aam's request id (cheap, unique, no crypto per request) and the caller's x-request-id when sane.
+ * aam always owns the id evidence is keyed by: an agent-chosen one could collide with (and be
+ * mistaken for) another request's trail. The client's id is kept as a separate field.
+ */
+export function requestIdFor(req: IncomingMessage, rt: Runtime): { requestId: string; clientRequestId?: string } {
   const given = req.headers['x-request-id'];
-  if (typeof given === 'string' && /^[A-Za-z0-9._:-]{1,128}$/.test(given)) return given;
-  return `req_${PREFIX}${(++rt.requestSeq).toString(36).padStart(8, '0')}`;
+  const requestId = `req_${PREFIX}${(++rt.requestSeq).toString(36).padStart(8, '0')}`;
+  return typeof given === 'string' && /^[A-Za-z0-9._:-]{1,128}$/.test(given) ? { requestId, clientRequestId: given } : { requestId };
 }
 
 export function sendJson(ctx: Ctx, status: number, body: unknown, headers: Record<string, string> = {}): void {

@@ -50,10 +50,13 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
+    const ids = requestIdFor(req, rt);
     const ctx: Ctx = {
-      req, res, rt, cfg: rt.compiled, path, query: q < 0 ? '' : url.slice(q + 1), requestId: requestIdFor(req, rt),
+      req, res, rt, cfg: rt.compiled, path, query: q < 0 ? '' : url.slice(q + 1), ...ids,
       start: performance.now(), wire: path === '/v1/messages' ? 'anthropic' : 'openai',
     };
+    // Echoed so a client can correlate; aam's own id is always x-request-id.
+    if (ids.clientRequestId) res.setHeader('x-client-request-id', ids.clientRequestId);
     rt.inFlight++;
     res.once('close', () => { rt.inFlight--; });
     if (rt.tracer) {

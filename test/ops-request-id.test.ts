@@ -1,0 +1,58 @@
+// aam owns the request id evidence is keyed by. An agent's x-request-id is kept beside it
+// (client_request_id, echoed as x-client-request-id) and can never make two requests share a trail.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { queryEvents } from '../src/audit/query.ts';
+import { startTestGateway, doc, yaml } from './helpers/gateway.ts';
+import { chat, auditOf, localServer } from './helpers/e2e.ts';
+
+test('two requests sending the same x-request-id get distinct aam ids and separate evidence; the client id is kept beside it', async () => {
+  const api = await localServer((_req, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"ok":true}'); });
+  const gw = await startTestGateway(yaml(
+    doc('Provider', 'demo', { type: 'demo' }),
+    doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] }),
+    doc('Model', 'other', { targets: [{ provider: 'demo', model: 'd' }] }),
+    doc('HttpTool', 'crm', { baseUrl: api.url, resource: 'crm', actions: { read: { method: 'GET', path: '/r' } } }),
+    doc('Agent', 'a', { workload: 'spiffe://test/agent/a' }),
+    doc('Agent', 'b', { workload: 'spiffe://test/agent/b' }),
+    doc('AgentPolicy', 'p', { identity: { workload: 'spiffe://test/agent/*' }, models: { allow: ['one'] }, tools: [{ resource: 'crm', actions: ['read'] }] }),
+  ));
+  try {
+    const headers = { 'x-request-id': 'collide-1' };
+    const a = await chat(gw.url, gw.key('a'), 'one', 'from a', { headers });
+    const b = await chat(gw.url, gw.key('b'), 'other', 'from b', { headers }); // denied: a decision event
+    assert.equal(a.status, 200);
+    assert.equal(b.status, 403);
+    for (const r of [a, b]) {
+      assert.match(r.requestId, /^req_[0-9a-f]{8}[0-9a-z]{8}$/, 'aam generates the id');
+      assert.equal(r.headers.get('x-client-request-id'), 'collide-1', 'the client id is echoed separately');
+    }
+    assert.notEqual(a.requestId, b.requestId);
+    const evA = await auditOf(gw, a.requestId);
+    const evB = await auditOf(gw, b.requestId);
+    assert.ok(evA.length > 0 && evB.length > 0);
+    assert.ok(evA.every((e) => e.identity?.spiffe_id === 'spiffe://test/agent/a' && e.client_request_id === 'collide-1'), JSON.stringify(evA));
+    assert.ok(evB.every((e) => e.identity?.spiffe_id === 'spiffe://test/agent/b' && e.client_request_id === 'collide-1'), JSON.stringify(evB));
+    assert.equal(evB[0].type, 'decision');
+    assert.deepEqual(await auditOf(gw, 'collide-1'), [], 'no evidence is keyed by an agent-chosen id');
+    // The tool plane too: its id is aam's, whatever the agent sent.
+    const t = await fetch(`${gw.url}/tools/crm/read`, { headers: { authorization: `Bearer ${gw.key('a')}`, 'x-request-id': 'collide-1' } });
+    assert.equal(t.status, 200);
+    assert.match(t.headers.get('x-aam-request-id') ?? '', /^req_/);
+    await gw.g.rt.auditLog!.flush();
+    assert.equal(queryEvents(gw.g.rt.auditLog!.db, { requestId: 'collide-1' }).length, 0);
+  } finally { await gw.close(); await api.close(); }
+});
+
+test('an x-request-id that is not a sane token is neither kept nor echoed', async () => {
+  const gw = await startTestGateway(yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] }),
+    doc('Agent', 'a', { workload: 'spiffe://test/agent/a' }), doc('AgentPolicy', 'p', { identity: { agent: 'a' }, models: { allow: ['one'] } })));
+  try {
+    for (const bad of ['has space', 'x'.repeat(129), '<script>']) {
+      const r = await chat(gw.url, gw.key('a'), 'one', 'hi', { headers: { 'x-request-id': bad } });
+      assert.equal(r.status, 200);
+      assert.equal(r.headers.get('x-client-request-id'), null);
+      assert.ok((await auditOf(gw, r.requestId)).every((e) => e.client_request_id === undefined));
+    }
+  } finally { await gw.close(); }
+});
