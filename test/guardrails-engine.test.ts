@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { applyGuardrails, applyToChatMessages, applyToJson, compileGuardrail } from '../src/guardrails/engine.ts';
+import { applyGuardrails, applyToChat, applyToJson, compileGuardrail, leafTexts, replaceLeaves } from '../src/guardrails/engine.ts';
 import { guardrailSpec, type GuardrailSpec } from '../src/config/schema.ts';
 import type { ChatMessage } from '../src/providers/types.ts';
 
@@ -77,25 +77,26 @@ test('chat messages: text, parts and tool-call arguments redacted; untouched mes
     { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'lookup', arguments: '{"email":"b@example.org","n":1}' } }] },
     { role: 'user', content: 'call +1 415-555-2671' },
   ];
-  const r = applyToChatMessages(messages, [pii], 'input');
+  const req = { messages };
+  const r = applyToChat(req, [pii], 'input');
   assert.equal(r.verdict, 'redact');
   assert.equal(r.changed, true);
-  assert.notEqual(r.value, messages);
-  assert.equal(r.value[0], messages[0], 'unchanged message reused');
-  assert.deepEqual(r.value[1].content, [{ type: 'text', text: 'my mail is [EMAIL]' }, { type: 'image_url', image_url: { url: 'https://x/y.png' } }]);
-  assert.equal(r.value[2].tool_calls![0].function.arguments, '{"email":"[EMAIL]","n":1}');
-  assert.equal(r.value[3].content, 'call [PHONE]');
+  assert.notEqual(r.value.messages, messages);
+  assert.equal(r.value.messages[0], messages[0], 'unchanged message reused');
+  assert.deepEqual(r.value.messages[1].content, [{ type: 'text', text: 'my mail is [EMAIL]' }, { type: 'image_url', image_url: { url: 'https://x/y.png' } }]);
+  assert.equal(r.value.messages[2].tool_calls![0].function.arguments, '{"email":"[EMAIL]","n":1}');
+  assert.equal(r.value.messages[3].content, 'call [PHONE]');
   assert.equal(messages[3].content, 'call +1 415-555-2671', 'input not mutated');
   const email = r.findings.find((f) => f.category === 'email')!;
   assert.equal(email.count, 2);
-  assert.deepEqual(email.where, ['messages[1].content[0].text', 'messages[2].tool_calls[0].arguments.email']);
-  const clean = applyToChatMessages([{ role: 'user', content: 'hello' }], [pii], 'input');
+  assert.deepEqual(email.where, ['$.messages[1].content[0].text', '$.messages[2].tool_calls[0].function.arguments.email']);
+  const clean = applyToChat({ messages: [{ role: 'user', content: 'hello' }] }, [pii], 'input');
   assert.equal(clean.changed, false);
   assert.equal(clean.verdict, 'allow');
 });
 
 test('chat size limit counts all messages and blocks even when action is redact', () => {
-  const r = applyToChatMessages([{ role: 'user', content: 'x'.repeat(6) }, { role: 'user', content: 'y'.repeat(6) }], [g('size', { max_chars: 10 })], 'input');
+  const r = applyToChat({ messages: [{ role: 'user', content: 'x'.repeat(6) }, { role: 'user', content: 'y'.repeat(6) }] }, [g('size', { max_chars: 10 })], 'input');
   assert.equal(r.verdict, 'block');
   assert.equal(r.blockedBy, 'size');
 });
@@ -147,4 +148,50 @@ test('blockedMessage names the guardrail and category, never the value', async (
   const msg = blockedMessage(r.blockedBy!, r.blockedCategory, 'input');
   assert.match(msg, /guardrail "no-cards".*payment card/);
   assert.ok(!msg.includes('4111'));
+});
+
+// The one walker: every string leaf an agent sends, wherever it sits (issue 12, finding 6).
+test('walker: tool definitions, unknown fields, file parts, documents and deep values are all seen', () => {
+  const ssn = '078-05-1120';
+  const block = g('ssn', { detect: ['ssn'], action: 'block' });
+  const b64 = (t: string) => Buffer.from(t, 'utf8').toString('base64');
+  const cases: Array<[string, object]> = [
+    ['tool description', { messages: [], tools: [{ type: 'function', function: { name: 'f', description: `ssn ${ssn}` } }] }],
+    ['unknown top-level field', { messages: [], extra: { metadata: { note: ssn } } }],
+    ['file part (data URL of text)', { messages: [{ role: 'user', content: [{ type: 'file', file: { filename: 'a.txt', file_data: `data:text/plain;base64,${b64(`ssn ${ssn}`)}` } }] }] }],
+    ['anthropic document (base64 text)', { messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'base64', media_type: 'text/plain', data: b64(`the customer ssn is ${ssn} as recorded in the file`) } }] }] }],
+    ['anthropic document (text source)', { messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'text', media_type: 'text/plain', data: `ssn ${ssn}` } }] }] }],
+    ['response_format schema', { messages: [], response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { description: ssn } } } }],
+  ];
+  for (const [what, req] of cases) {
+    const r = applyToChat(req, [block], 'input');
+    assert.equal(r.verdict, 'block', what);
+  }
+  // Deeper than the walker rebuilds: scanned as text, and redact escalates to block.
+  let deep: unknown = { note: ssn };
+  for (let i = 0; i < 100; i++) deep = { d: deep };
+  assert.equal(applyToChat({ messages: [], extra: deep }, [g('r', { detect: ['ssn'] })], 'input').verdict, 'block');
+});
+
+test('walker: redaction inside a base64 text payload is re-encoded; binary media and opaque tokens are skipped', () => {
+  const red = g('r', { detect: ['email', 'secrets'] });
+  const data = `data:text/plain;base64,${Buffer.from('write to a@example.com please').toString('base64')}`;
+  const r = applyToChat({ messages: [{ role: 'user', content: [{ type: 'file', file: { file_data: data } }] }] }, [red], 'input');
+  const out = (r.value.messages[0].content as Array<{ file: { file_data: string } }>)[0].file.file_data;
+  assert.ok(out.startsWith('data:text/plain;base64,'));
+  assert.equal(Buffer.from(out.slice('data:text/plain;base64,'.length), 'base64').toString(), 'write to [EMAIL] please');
+  const png = Buffer.alloc(3000, 0); png.write('\x89PNG', 0, 'latin1');
+  for (let i = 0; i < png.length; i++) png[i] = (i * 7919) & 0xff;
+  const image = { messages: [{ role: 'user', content: [{ type: 'image_url', image_url: { url: `data:image/png;base64,${png.toString('base64')}` } }] }] };
+  assert.equal(applyToChat(image, [red], 'input').verdict, 'allow', 'binary image not read as a secret');
+  const thinking = { messages: [{ role: 'assistant', content: [{ type: 'thinking', thinking: 'ok', signature: 'EqQBCgIYAhIM1gbcDa9GJwZA2b3hGgxBdjrkzLoky3dl1pkiMOYds' }] }] };
+  assert.equal(applyToChat(thinking, [red], 'input').verdict, 'allow', 'opaque signature not content');
+});
+
+test('walker: leaves in order for webhooks, and replaced in the same order', () => {
+  const v = { a: 'one', b: [{ c: 'two' }, 3], d: { arguments: '{"x":"three"}' }, role: 'user' };
+  assert.deepEqual(leafTexts(v), ['one', 'two', 'three']);
+  const out = replaceLeaves(v, ['1', '2', '3']);
+  assert.deepEqual(out, { a: '1', b: [{ c: '2' }, 3], d: { arguments: '{"x":"3"}' }, role: 'user' });
+  assert.equal(replaceLeaves(v, ['one', 'two', 'three']).a, 'one');
 });

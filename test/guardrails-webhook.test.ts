@@ -66,13 +66,16 @@ test('HTTP error, non-JSON, bad verdict and unreachable checker all go to on_err
 test('runWebhookGuardrails: redaction chains, block stops, flag action is shadow mode', async () => {
   const mk = (name: string, path: string, action: 'block' | 'redact' | 'flag') =>
     compileGuardrail(name, { on: ['input'], action, webhook: { url: `${base}${path}`, timeout_ms: 1000 } });
-  const r = await runWebhookGuardrails('about project falcon', [mk('r', '/redact', 'redact'), mk('a', '/allow', 'block')], 'input', 'agent-1');
+  const r = await runWebhookGuardrails(['about project falcon'], [mk('r', '/redact', 'redact'), mk('a', '/allow', 'block')], 'input', 'agent-1');
   assert.equal(r.verdict, 'redact');
-  assert.equal(r.text, 'about project [X]');
-  const b = await runWebhookGuardrails('t', [mk('b', '/block', 'block'), mk('r', '/redact', 'redact')], 'input', 'agent-1');
+  assert.deepEqual(r.texts, ['about project [X]']);
+  // Several leaves: a single-text answer cannot say which leaf it replaces, so on_error decides (block).
+  const many = await runWebhookGuardrails(['project falcon', 'b'], [mk('r', '/redact', 'redact')], 'input', 'agent-1');
+  assert.equal(many.verdict, 'block');
+  const b = await runWebhookGuardrails(['t'], [mk('b', '/block', 'block'), mk('r', '/redact', 'redact')], 'input', 'agent-1');
   assert.equal(b.verdict, 'block');
   assert.equal(b.blockedBy, 'b');
-  const s = await runWebhookGuardrails('t', [mk('shadow', '/block', 'flag')], 'input', 'agent-1');
+  const s = await runWebhookGuardrails(['t'], [mk('shadow', '/block', 'flag')], 'input', 'agent-1');
   assert.equal(s.verdict, 'flag');
-  assert.equal((await runWebhookGuardrails('t', [mk('b', '/block', 'block')], 'output', 'agent-1')).verdict, 'allow', 'input-only');
+  assert.equal((await runWebhookGuardrails(['t'], [mk('b', '/block', 'block')], 'output', 'agent-1')).verdict, 'allow', 'input-only');
 });

@@ -3,10 +3,10 @@
 // verdict other than allow is evidence (guardrail, category, where; never the value).
 import type { GuardrailLists, Runtime } from '../runtime.ts';
 import type { Identity } from '../identity/types.ts';
-import type { ChatMessage, ChatResult, StreamEvent } from '../providers/types.ts';
+import type { ChatRequest, ChatResult, StreamEvent } from '../providers/types.ts';
 import { guardrailsFor } from '../policy/decide.ts';
 import {
-  applyToChatMessages, applyToJson, applyGuardrails, blockedMessage, createEventGuard, runWebhookGuardrails,
+  applyToChat, applyToJson, blockedMessage, createEventGuard, leafTexts, replaceLeaves, runWebhookGuardrails,
   type CompiledGuardrail, type Direction, type FindingSummary, type EventGuard,
 } from '../guardrails/engine.ts';
 import { AamError } from '../server/errors.ts';
@@ -49,37 +49,55 @@ function blocked(guardrail: string, message: string): AamError {
   return new AamError(400, 'guardrail_blocked', message, { param: guardrail });
 }
 
-/** Input guardrails on a chat request; returns the (possibly redacted) messages or throws 400. */
-export async function guardChatInput(rt: Runtime, requestId: string, identity: Identity, gs: readonly CompiledGuardrail[], messages: ChatMessage[]): Promise<ChatMessage[]> {
-  const v = applyToChatMessages(messages, gs, 'input');
-  if (v.verdict !== 'allow') record(rt, requestId, identity, 'input', 'prompt', v.verdict, v.findings);
-  if (v.verdict === 'block') throw blocked(v.blockedBy ?? '', blockedMessage(v.blockedBy ?? 'guardrail', v.blockedCategory, 'input'));
-  let out: ChatMessage[] = v.value as ChatMessage[];
-  if (gs.some((g) => g.webhook !== undefined)) {
-    const text = out.map((m) => (typeof m.content === 'string' ? m.content : '')).join('\n');
-    const w = await runWebhookGuardrails(text, gs, 'input', identity.agent.spiffeId);
-    if (w.verdict !== 'allow') record(rt, requestId, identity, 'input', 'prompt', w.verdict, [], { webhook: w.results });
-    if (w.verdict === 'block') throw blocked(w.blockedBy ?? '', blockedMessage(w.blockedBy ?? 'webhook', undefined, 'input'));
-    if (w.verdict === 'redact') out = [...out.filter((m) => m.role === 'system'), { role: 'user', content: w.text }];
+export type Guarded<T> = { ok: true; value: T } | { ok: false; guardrail: string; message: string };
+
+/**
+ * The guardrail step for any value an agent sends (input) or receives (output), on every plane:
+ * detectors, regexes, keywords and size over every string leaf (the walker), json_schema on tool
+ * payloads, then webhook guardrails over the same leaves. Non-allow verdicts are evidence.
+ */
+export async function guardValue<T>(rt: Runtime, requestId: string, identity: Identity, gs: readonly CompiledGuardrail[], direction: Direction, value: T, where: string, shape: 'chat' | 'json' = 'json'): Promise<Guarded<T>> {
+  if (gs.length === 0) return { ok: true, value };
+  const v = shape === 'chat' ? applyToChat(value as object, gs, direction) : applyToJson(value, gs, direction);
+  if (v.verdict !== 'allow') record(rt, requestId, identity, direction, where, v.verdict, v.findings);
+  if (v.verdict === 'block') return { ok: false, guardrail: v.blockedBy ?? '', message: blockedMessage(v.blockedBy ?? 'guardrail', v.blockedCategory, direction) };
+  let out = v.value as T;
+  if (gs.some((g) => g.webhook !== undefined && g.on.has(direction))) {
+    const w = await runWebhookGuardrails(leafTexts(out), gs, direction, identity.agent.spiffeId, where);
+    if (w.verdict !== 'allow') record(rt, requestId, identity, direction, where, w.verdict, [], { webhook: w.results });
+    if (w.verdict === 'block') return { ok: false, guardrail: w.blockedBy ?? '', message: blockedMessage(w.blockedBy ?? 'webhook', undefined, direction) };
+    if (w.verdict === 'redact') out = replaceLeaves(out, w.texts);
   }
-  return out;
+  return { ok: true, value: out };
 }
 
-/** Output guardrails on a complete answer; returns the result to send (same object when clean). */
-export function guardChatOutput(rt: Runtime, requestId: string, identity: Identity, gs: readonly CompiledGuardrail[], result: ChatResult): ChatResult {
-  const text = result.text === null ? null : applyGuardrails(result.text, gs, 'output');
-  const args = result.toolCalls.map((tc) => applyGuardrails(tc.function.arguments, gs, 'output'));
-  const all = [...(text ? [text] : []), ...args];
-  const block = all.find((v) => v.verdict === 'block');
-  const findings = all.flatMap((v) => v.findings);
-  const worst = block ? 'block' : all.some((v) => v.verdict === 'redact') ? 'redact' : all.some((v) => v.verdict === 'flag') ? 'flag' : 'allow';
-  if (worst !== 'allow') record(rt, requestId, identity, 'output', 'completion', worst, findings);
-  if (block) throw blocked(block.blockedBy ?? '', blockedMessage(block.blockedBy ?? 'guardrail', block.blockedCategory, 'output'));
-  if (worst !== 'redact') return result;
-  return {
-    ...result, text: text ? text.text : null,
-    toolCalls: result.toolCalls.map((tc, i) => (args[i].text === tc.function.arguments ? tc : { ...tc, function: { ...tc.function, arguments: args[i].text } })),
-  };
+function orThrow<T>(g: Guarded<T>): T {
+  if (!g.ok) throw blocked(g.guardrail, g.message);
+  return g.value;
+}
+
+/** guardValue for the model plane: a block is the 400 guardrail_blocked error. */
+export async function guardOrThrow<T>(rt: Runtime, requestId: string, identity: Identity, gs: readonly CompiledGuardrail[], direction: Direction, value: T, where: string): Promise<T> {
+  return orThrow(await guardValue(rt, requestId, identity, gs, direction, value, where));
+}
+
+/** Input guardrails on a whole chat request (every message part, tool definitions, unknown fields); the route name is not content. */
+export async function guardChatInput(rt: Runtime, requestId: string, identity: Identity, gs: readonly CompiledGuardrail[], req: ChatRequest): Promise<ChatRequest> {
+  const { model, ...rest } = req;
+  const out = orThrow(await guardValue(rt, requestId, identity, gs, 'input', rest, 'prompt', 'chat'));
+  return out === rest ? req : { model, ...out };
+}
+
+/** Output guardrails on a complete answer (text and tool-call arguments); the same object when clean. */
+export async function guardChatOutput(rt: Runtime, requestId: string, identity: Identity, gs: readonly CompiledGuardrail[], result: ChatResult): Promise<ChatResult> {
+  const shown = { text: result.text, tool_calls: result.toolCalls };
+  const out = orThrow(await guardValue(rt, requestId, identity, gs, 'output', shown, 'completion', 'chat'));
+  return out === shown ? result : { ...result, text: out.text, toolCalls: out.tool_calls };
+}
+
+/** True when a webhook guardrail checks output: a stream cannot be checked piecewise by it. */
+export function hasOutputWebhook(gs: readonly CompiledGuardrail[]): boolean {
+  return gs.some((g) => g.webhook !== undefined && g.on.has('output'));
 }
 
 /** Windowed output guard for streams, or null when no guardrail watches output. */
@@ -94,12 +112,7 @@ export function recordStreamFindings(rt: Runtime, requestId: string, identity: I
 
 export type GuardedEvents = { events: StreamEvent[]; blocked?: string };
 
-/** Tool arguments (input) or results (output): redacted value, or a block with a message. */
-export function guardJson(rt: Runtime, identity: Identity, direction: Direction, value: unknown, where: string, requestId: string, attached?: readonly string[]): { ok: true; value: unknown } | { ok: false; guardrail: string; message: string } {
-  const gs = guardrailsOf(rt, identity, attached);
-  if (gs.length === 0) return { ok: true, value };
-  const v = applyToJson(value, gs, direction);
-  if (v.verdict !== 'allow') record(rt, requestId, identity, direction, where, v.verdict, v.findings);
-  if (v.verdict === 'block') return { ok: false, guardrail: v.blockedBy ?? '', message: blockedMessage(v.blockedBy ?? 'guardrail', v.blockedCategory, direction) };
-  return { ok: true, value: v.value };
+/** Tool arguments (input) or results (output), with the guardrails the tool's own resource attaches. */
+export function guardJson(rt: Runtime, identity: Identity, direction: Direction, value: unknown, where: string, requestId: string, attached?: readonly string[]): Promise<Guarded<unknown>> {
+  return guardValue(rt, requestId, identity, guardrailsOf(rt, identity, attached), direction, value, where);
 }

@@ -10,7 +10,7 @@ import { SSE_KEEPALIVE } from '../providers/sse.ts';
 import type { ChatRequest, ChatResult, ClientCodec, Usage } from '../providers/types.ts';
 import { identify } from '../access/identify.ts';
 import { authorize, admit, settle, release, type Admission } from '../access/decide.ts';
-import { guardrailsOf, guardChatInput, guardChatOutput, chatStreamGuard, recordStreamFindings } from '../access/guard.ts';
+import { guardrailsOf, guardChatInput, guardChatOutput, chatStreamGuard, hasOutputWebhook, recordStreamFindings } from '../access/guard.ts';
 import type { CompiledGuardrail } from '../guardrails/engine.ts';
 import { AamError, badRequest } from '../server/errors.ts';
 import { readJson, sendText, type Ctx } from '../server/context.ts';
@@ -34,10 +34,11 @@ export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promis
   const identity = await identify(ctx);
   ctx.identity = identity;
   const body = await readJson(ctx);
-  const bodyBytes = Number(ctx.req.headers['content-length']) || 4096;
+  // The bytes actually read bound the prompt (a chunked upload declares no length).
+  const bodyBytes = ctx.bodyBytes ?? 0;
   const parsed = wire === 'openai' ? parseOpenAIChatRequest(body) : parseAnthropicRequest(body);
   if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
-  const req = parsed.req;
+  let req = parsed.req;
   const route = ctx.cfg.routes.get(req.model);
   if (!route || route.kind !== 'chat') {
     throw new AamError(404, 'model_not_found', `model "${req.model}" is not a chat model route on this gateway; GET /v1/models lists the models you may use`, { param: 'model' });
@@ -46,7 +47,7 @@ export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promis
   const gs = guardrailsOf(ctx.rt, identity, route.guardrails);
   if (gs.length) {
     ctx.guardrails = gs.map((g) => g.name);
-    req.messages = await guardChatInput(ctx.rt, ctx.requestId, identity, gs, req.messages);
+    req = await guardChatInput(ctx.rt, ctx.requestId, identity, gs, req);
   }
 
   // Cache (scoped to this agent or team): looked up after policy and input guardrails, so a hit
@@ -81,12 +82,31 @@ function cacheHeader(c: CacheState): Record<string, string> {
 async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, gs: readonly CompiledGuardrail[], cache: CacheState): Promise<void> {
   if (cache.hit) {
     finish(ctx, identity, route, null, cache.hit.usage, adm, 200, false, undefined, 'hit');
-    const result = gs.length ? guardChatOutput(ctx.rt, ctx.requestId, identity, gs, cache.hit) : cache.hit;
+    const result = gs.length ? await guardChatOutput(ctx.rt, ctx.requestId, identity, gs, cache.hit) : cache.hit;
     await ctx.rt.evidenceSafe();
     sendText(ctx, 200, JSON.stringify(codec.encodeResult(result, route.name)), 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
     return;
   }
-  const r = await runAttempts(route, ac.signal, async (target) => {
+  const r = await callWhole(ctx, identity, route, req, codec, ac);
+  if (!r.ok) {
+    release(ctx, adm);
+    const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
+    recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, false, message);
+    throw new AamError(r.failure.clientStatus, r.failure.code, message);
+  }
+  const cost = finish(ctx, identity, route, r.target, r.value.result.usage, adm, 200, false, undefined, cache.save ? 'miss' : null);
+  cache.save?.(r.value.result);
+  const result = gs.length ? await guardChatOutput(ctx.rt, ctx.requestId, identity, gs, r.value.result) : r.value.result;
+  // The raw upstream body is only usable when no guardrail changed the answer.
+  const raw = result === r.value.result ? r.value.raw : null;
+  const text = raw ?? JSON.stringify(codec.encodeResult(result, route.name));
+  await ctx.rt.evidenceSafe();
+  sendText(ctx, 200, text, 'application/json', { ...responseHeaders(r.target, cost), ...cacheHeader(cache) });
+}
+
+/** One non-streamed answer over the route's targets (fallback, retries). */
+function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, ac: CallAbort) {
+  return runAttempts(route, ac.signal, async (target) => {
     if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoChat(req, target.model), raw: null as string | null } };
     const adapter = target.provider.adapter!;
     const up = adapter.chatRequest({ ...req, stream: false }, { model: target.model, stream: false, options: target.options });
@@ -97,20 +117,18 @@ async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: Cha
     // Same wire format on both sides: hand the upstream body through untouched (keeps every field).
     return { ok: true as const, value: { result, raw: adapter.wire === codec.wire ? res.text : null } };
   });
-  if (!r.ok) {
-    release(ctx, adm);
-    const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
-    recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, false, message);
-    throw new AamError(r.failure.clientStatus, r.failure.code, message);
-  }
-  const cost = finish(ctx, identity, route, r.target, r.value.result.usage, adm, 200, false, undefined, cache.save ? 'miss' : null);
-  cache.save?.(r.value.result);
-  const result = gs.length ? guardChatOutput(ctx.rt, ctx.requestId, identity, gs, r.value.result) : r.value.result;
-  // The raw upstream body is only usable when no guardrail changed the answer.
-  const raw = result === r.value.result ? r.value.raw : null;
-  const text = raw ?? JSON.stringify(codec.encodeResult(result, route.name));
-  await ctx.rt.evidenceSafe();
-  sendText(ctx, 200, text, 'application/json', { ...responseHeaders(r.target, cost), ...cacheHeader(cache) });
+}
+
+/**
+ * A webhook guardrail on output judges a whole answer, so a streamed request it watches is
+ * answered whole first, checked (detectors and webhooks), then replayed as a stream: the stream
+ * is never a way around it.
+ */
+async function checkedWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, ac: CallAbort, gs: readonly CompiledGuardrail[]) {
+  const r = await callWhole(ctx, identity, route, req, codec, ac);
+  if (!r.ok) return r;
+  const checked = await guardChatOutput(ctx.rt, ctx.requestId, identity, gs, r.value.result);
+  return { ok: true as const, value: localStream(resultToEvents(checked)), target: r.target };
 }
 
 function responseHeaders(target: Target, cost: number | null): Record<string, string> {
@@ -128,7 +146,9 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
   // Upstream bodies opened here; any still unread when we are done is aborted (no-op once ended).
   const bodies: UpstreamBody[] = [];
   try {
-    const r = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null } : await runAttempts(route, ac.signal, async (target) => {
+    const whole = !cache.hit && hasOutputWebhook(gs);
+    const r = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null }
+      : whole ? await checkedWhole(ctx, identity, route, req, codec, ac, gs) : await runAttempts(route, ac.signal, async (target) => {
       if (target.provider.type === 'demo') return { ok: true as const, value: localStream(demoStream(req, target.model)) };
       const adapter = target.provider.adapter!;
       const up = adapter.chatRequest({ ...req, stream: true }, { model: target.model, stream: true, options: target.options });
@@ -152,7 +172,7 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
     // Credentials are scrubbed per text/tool-argument stream (a secret can be split across
     // deltas), then guardrails see the scrubbed events.
     const scrub = ctx.rt.eventScrubber();
-    const guard = chatStreamGuard(gs);
+    const guard = whole ? null : chatStreamGuard(gs);
     let usage: Usage | undefined;
     let broken: string | null = null;
     let blockedBy: string | undefined;

@@ -3,6 +3,7 @@ import { parseEmbeddingsRequest } from '../providers/openai.ts';
 import type { EmbeddingsResult } from '../providers/types.ts';
 import { identify } from '../access/identify.ts';
 import { authorize, admit, settle, release } from '../access/decide.ts';
+import { guardOrThrow, guardrailsOf } from '../access/guard.ts';
 import { recordCall } from './record.ts';
 import { allowedModels } from '../policy/decide.ts';
 import { AamError, badRequest } from '../server/errors.ts';
@@ -22,12 +23,18 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   ctx.identity = identity;
   const parsed = parseEmbeddingsRequest(await readJson(ctx));
   if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
-  const req = parsed.req;
+  let req = parsed.req;
   const route = ctx.cfg.routes.get(req.model);
   if (!route || route.kind !== 'embeddings') {
     throw new AamError(404, 'model_not_found', `model "${req.model}" is not an embeddings route on this gateway (set kind: embeddings on the Model); GET /v1/models lists the models you may use`, { param: 'model' });
   }
   authorize(ctx, identity, { kind: 'model', agent: identity.agent, model: route.name });
+  // Embeddings input is text the agent sends a provider: the same input guardrails as a prompt.
+  const gs = guardrailsOf(ctx.rt, identity, route.guardrails);
+  if (gs.length) {
+    ctx.guardrails = gs.map((g) => g.name);
+    req = { ...req, input: await guardOrThrow(ctx.rt, ctx.requestId, identity, gs, 'input', req.input, 'embeddings input') };
+  }
   const tokens = Math.ceil(JSON.stringify(req.input).length / 4);
   const adm = admit(ctx, identity, tokens, Math.max(0, ...route.targets.map((t) => estimateCostUsd(tokens, 0, t.pricing))));
   const ac = new CallAbort();

@@ -2,7 +2,7 @@
 // Text scanning lives in engine-core.ts, chat/JSON walking in structured.ts, streams in stream.ts.
 export { applyGuardrails, blockedMessage, compileGuardrail, MARKERS } from './engine-core.ts';
 export type { CompiledGuardrail, TextVerdict, WebhookSpec } from './engine-core.ts';
-export { applyToChatMessages, applyToJson } from './structured.ts';
+export { applyToChat, applyToJson, leafTexts, mapLeaves, replaceLeaves } from './structured.ts';
 export type { StructuredVerdict } from './structured.ts';
 export type { Category, Direction, Finding, FindingSummary, Verdict } from './types.ts';
 export { createStreamGuard } from './stream.ts';

@@ -1,7 +1,6 @@
 // Guardrails over structured payloads: canonical chat messages (every text part and tool-call
 // argument) and JSON values (MCP tool arguments/results, string leaves). Copy-on-write: the
 // caller gets its own objects back unless something was redacted.
-import type { ChatMessage, ContentPart, ToolCall } from '../providers/types.ts';
 import { evaluateText, finding, newTally, record, summaries, validate, type CompiledGuardrail, type Tally } from './engine-core.ts';
 import type { Category, Direction, FindingSummary, Verdict } from './types.ts';
 
@@ -19,40 +18,122 @@ export interface StructuredVerdict<T> {
 
 const MAX_DEPTH = 64;
 
-interface Walk { gs: readonly CompiledGuardrail[]; dir: Direction; t: Tally; chars: number }
+/**
+ * The one guardrail walker: every string leaf of a JSON value, in a fixed order, mapped through
+ * `fn` with copy-on-write (the same object comes back when nothing changed). Every plane and
+ * direction uses it (chat requests and results, embeddings input, MCP arguments and results,
+ * HTTP tool bodies, webhooks), so nothing an agent sends or receives is out of its sight:
+ * - a string under a key named `arguments` that parses as JSON (tool-call arguments) is walked as JSON;
+ * - base64 payloads (`data:` URLs, and `data` / `file_data` / `b64_json` values) that decode to text
+ *   are walked as that text (re-encoded when changed); ones that decode to binary media are skipped;
+ * - opaque provider tokens (thinking `signature`, `encrypted_content`) and enum-like `role`/`type`
+ *   values are not content and are skipped;
+ * - deeper than MAX_DEPTH, a subtree is handed to `deep` as one flat JSON text (it cannot be rebuilt).
+ */
+export interface LeafVisitor {
+  leaf(text: string, path: string): string;
+  /** A subtree too deep to rebuild: scan its JSON text; the walker keeps the value unchanged. */
+  deep(flat: string, path: string): void;
+}
 
-function walk(v: unknown, path: string, w: Walk, depth: number): unknown {
-  if (typeof v === 'string') {
-    w.chars += v.length;
-    return evaluateText(v, w.gs, w.dir, w.t, false, path);
-  }
+const OPAQUE_KEYS: ReadonlySet<string> = new Set(['signature', 'encrypted_content']);
+const ENUM_KEYS: ReadonlySet<string> = new Set(['role', 'type']);
+const BASE64_KEYS: ReadonlySet<string> = new Set(['data', 'file_data', 'b64_json']);
+const ENUM_VALUE = /^[a-z_]{1,32}$/;
+const DATA_URL = /^data:([^,;]{0,100})((?:;[^,;]{0,100}){0,4});base64,/;
+const BASE64 = /^[A-Za-z0-9+/_-]+={0,2}$/;
+/** Shortest base64 value treated as an encoded payload (shorter ones are plain text). */
+const MIN_BASE64 = 64;
+
+export function mapLeaves(v: unknown, visit: LeafVisitor, path = '$', depth = 0, key = ''): unknown {
+  if (typeof v === 'string') return mapString(v, visit, path, key);
   if (typeof v !== 'object' || v === null) return v;
-  if (depth >= MAX_DEPTH) {
-    // Too deep to rebuild safely: scan it as text, and block rather than pass what we cannot redact.
-    const flat = JSON.stringify(v);
-    w.chars += flat.length;
-    const probe = newTally();
-    evaluateText(flat, w.gs, w.dir, probe, false, path);
-    for (const s of probe.summaries.values()) {
-      const g = w.gs.find((x) => x.name === s.guardrail);
-      if (g) record(w.t, g, Array.from({ length: s.count }, () => finding(s.category, 0, 0)), g.action === 'redact' ? 'block' : g.action, path);
-    }
-    return v;
-  }
+  if (depth >= MAX_DEPTH) { visit.deep(JSON.stringify(v), path); return v; }
   if (Array.isArray(v)) {
     let copy: unknown[] | null = null;
     for (let i = 0; i < v.length; i++) {
-      const r = walk(v[i], `${path}[${i}]`, w, depth + 1);
+      const r = mapLeaves(v[i], visit, `${path}[${i}]`, depth + 1, key);
       if (r !== v[i]) { copy ??= v.slice(); copy[i] = r; }
     }
     return copy ?? v;
   }
   let copy: Record<string, unknown> | null = null;
   for (const [k, item] of Object.entries(v)) {
-    const r = walk(item, `${path}.${k}`, w, depth + 1);
+    if (OPAQUE_KEYS.has(k) && typeof item === 'string') continue;
+    const r = mapLeaves(item, visit, `${path}.${k}`, depth + 1, k);
     if (r !== item) { copy ??= { ...v }; copy[k] = r; }
   }
   return copy ?? v;
+}
+
+function mapString(s: string, visit: LeafVisitor, path: string, key: string): string {
+  if (ENUM_KEYS.has(key) && ENUM_VALUE.test(s)) return s;
+  if (key === 'arguments' && (s.startsWith('{') || s.startsWith('['))) {
+    let parsed: unknown;
+    try { parsed = JSON.parse(s); } catch { parsed = undefined; }
+    if (parsed !== undefined) {
+      const out = mapLeaves(parsed, visit, path, 1);
+      return out === parsed ? s : JSON.stringify(out);
+    }
+  }
+  const url = s.startsWith('data:') ? DATA_URL.exec(s) : null;
+  if (url || (BASE64_KEYS.has(key) && s.length >= MIN_BASE64 && BASE64.test(s))) {
+    const prefix = url ? url[0] : '';
+    const decoded = textOf(s.slice(prefix.length));
+    if (decoded === null) return s; // binary media: not text, nothing a text detector can read
+    const out = visit.leaf(decoded, path);
+    return out === decoded ? s : prefix + Buffer.from(out, 'utf8').toString('base64');
+  }
+  return visit.leaf(s, path);
+}
+
+/** base64 -> UTF-8 text, or null when it is not base64 of printable text (an image, audio, a PDF). */
+function textOf(b64: string): string | null {
+  const bytes = Buffer.from(b64, b64.includes('-') || b64.includes('_') ? 'base64url' : 'base64');
+  if (bytes.length === 0) return null;
+  let control = 0;
+  for (let i = 0; i < bytes.length; i++) {
+    const c = bytes[i];
+    if (c < 9 || (c > 13 && c < 32) || c === 127) control++;
+  }
+  if (control > bytes.length / 100) return null;
+  const text = bytes.toString('utf8');
+  return text.includes('\uFFFD') ? null : text;
+}
+
+interface Walk { gs: readonly CompiledGuardrail[]; dir: Direction; t: Tally; chars: number }
+
+/** The detector pass over one value: every leaf scanned, redactions applied, findings tallied. */
+function walk(v: unknown, path: string, w: Walk): unknown {
+  return mapLeaves(v, {
+    leaf(text, at) {
+      w.chars += text.length;
+      return evaluateText(text, w.gs, w.dir, w.t, false, at);
+    },
+    deep(flat, at) {
+      // Too deep to rebuild safely: scan it as text, and block rather than pass what we cannot redact.
+      w.chars += flat.length;
+      const probe = newTally();
+      evaluateText(flat, w.gs, w.dir, probe, false, at);
+      for (const s of probe.summaries.values()) {
+        const g = w.gs.find((x) => x.name === s.guardrail);
+        if (g) record(w.t, g, Array.from({ length: s.count }, () => finding(s.category, 0, 0)), g.action === 'redact' ? 'block' : g.action, at);
+      }
+    },
+  }, path);
+}
+
+/** Every text leaf of a value, in walker order (what webhook guardrails are sent). */
+export function leafTexts(v: unknown): string[] {
+  const out: string[] = [];
+  mapLeaves(v, { leaf(text) { out.push(text); return text; }, deep(flat) { out.push(flat); } });
+  return out;
+}
+
+/** Replace the leaves of a value, in walker order, by `texts` (a webhook's per-leaf redaction). */
+export function replaceLeaves<T>(v: T, texts: readonly string[]): T {
+  let k = 0;
+  return mapLeaves(v, { leaf(text) { const r = texts[k++]; return typeof r === 'string' ? r : text; }, deep() { k++; } }) as T;
 }
 
 /** Size limits on structured payloads count all text; a truncated conversation or argument is not meaningful, so redact means block. */
@@ -74,7 +155,7 @@ function result<T>(w: Walk, input: T, value: T, schemaErrors?: string[]): Struct
 /** Scan string leaves of a JSON value (MCP tool arguments or results) and check json_schema guardrails. */
 export function applyToJson<T>(value: T, guardrails: readonly CompiledGuardrail[], direction: Direction): StructuredVerdict<T> {
   const w: Walk = { gs: guardrails, dir: direction, t: newTally(), chars: 0 };
-  const out = walk(value, '$', w, 0) as T;
+  const out = walk(value, '$', w) as T;
   checkSize(w, '$');
   const schemaErrors: string[] = [];
   for (const g of guardrails) {
@@ -88,54 +169,10 @@ export function applyToJson<T>(value: T, guardrails: readonly CompiledGuardrail[
   return result(w, value, out, schemaErrors);
 }
 
-function scanArguments(args: string, path: string, w: Walk): string {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(args);
-  } catch {
-    w.chars += args.length;
-    return evaluateText(args, w.gs, w.dir, w.t, false, path);
-  }
-  const out = walk(parsed, path, w, 0);
-  return out === parsed ? args : JSON.stringify(out);
-}
-
-function scanMessage(m: ChatMessage, i: number, w: Walk): ChatMessage {
-  let content = m.content;
-  if (typeof content === 'string') {
-    content = walk(content, `messages[${i}].content`, w, 0) as string;
-  } else if (Array.isArray(content)) {
-    const src: ContentPart[] = content;
-    let parts: ContentPart[] | null = null;
-    src.forEach((p, k) => {
-      if (p.type !== 'text' || typeof p.text !== 'string') return;
-      const text = walk(p.text, `messages[${i}].content[${k}].text`, w, 0) as string;
-      if (text !== p.text) { parts ??= src.slice(); parts[k] = { ...p, text } as ContentPart; }
-    });
-    if (parts !== null) content = parts;
-  }
-  let calls: ToolCall[] | undefined = m.tool_calls;
-  m.tool_calls?.forEach((c, j) => {
-    const args = scanArguments(c.function.arguments, `messages[${i}].tool_calls[${j}].arguments`, w);
-    if (args !== c.function.arguments) {
-      if (calls === m.tool_calls) calls = m.tool_calls!.slice();
-      calls![j] = { ...c, function: { ...c.function, arguments: args } };
-    }
-  });
-  if (content === m.content && calls === m.tool_calls) return m;
-  const out: ChatMessage = { ...m, content };
-  if (calls !== undefined) out.tool_calls = calls;
-  return out;
-}
-
-/** Scan every message's text and tool-call arguments; returns new messages only if something changed. */
-export function applyToChatMessages(messages: readonly ChatMessage[], guardrails: readonly CompiledGuardrail[], direction: Direction): StructuredVerdict<readonly ChatMessage[]> {
+/** Scan a whole chat request or result (messages, every content part, tool definitions, unknown fields). */
+export function applyToChat<T extends object>(value: T, guardrails: readonly CompiledGuardrail[], direction: Direction): StructuredVerdict<T> {
   const w: Walk = { gs: guardrails, dir: direction, t: newTally(), chars: 0 };
-  let out: ChatMessage[] | null = null;
-  messages.forEach((m, i) => {
-    const r = scanMessage(m, i, w);
-    if (r !== m) { out ??= messages.slice(); out[i] = r; }
-  });
+  const out = walk(value, '$', w) as T;
   checkSize(w, 'messages');
-  return result(w, messages, out ?? messages);
+  return result(w, value, out);
 }

@@ -31,6 +31,8 @@ export interface Ctx {
   decision?: { d: Decision; identity: Identity; req: AccessRequest; recorded: boolean };
   /** Credential name and version the upstream call used (for evidence). */
   credentialUsed?: { name: string; version: number };
+  /** Bytes of the request body actually read (not the declared content-length, which chunked uploads omit). */
+  bodyBytes?: number;
   /** Names of the guardrails applied to this request (evidence of their allow verdicts). */
   guardrails?: string[];
 }
@@ -82,7 +84,7 @@ export function readBody(ctx: Ctx, limit = ctx.rt.options.maxBodyBytes): Promise
       }
       chunks.push(c);
     });
-    ctx.req.on('end', () => resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)));
+    ctx.req.on('end', () => { ctx.bodyBytes = size; resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)); });
     ctx.req.on('error', reject);
   });
 }

@@ -4,6 +4,7 @@
 // Authorization header never leaves aam.
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { request } from 'undici';
 import type { ConfigSet, HttpToolSpec } from '../config/schema.ts';
 import type { Identity } from '../identity/types.ts';
@@ -62,16 +63,51 @@ class HttpToolError extends Error {
   readonly type: string;
   readonly code: string;
   readonly extra?: Record<string, unknown>;
-  constructor(status: number, type: string, code: string, message: string, extra?: Record<string, unknown>) {
+  readonly headers: Record<string, string>;
+  constructor(status: number, type: string, code: string, message: string, extra?: Record<string, unknown>, headers: Record<string, string> = {}) {
     super(message);
-    this.status = status; this.type = type; this.code = code; this.extra = extra;
+    this.status = status; this.type = type; this.code = code; this.extra = extra; this.headers = headers;
   }
 }
 
-function sendError(res: ServerResponse, e: HttpToolError, requestId: string, scrub: (s: string) => string): void {
+function sendError(res: ServerResponse, e: HttpToolError, requestId: string): void {
   if (res.headersSent) return void res.destroy();
-  res.writeHead(e.status, { 'content-type': 'application/json', 'x-aam-request-id': requestId });
-  res.end(scrub(JSON.stringify({ error: { message: e.message, type: e.type, code: e.code, ...e.extra } })));
+  res.writeHead(e.status, { 'content-type': 'application/json', 'x-aam-request-id': requestId, ...e.headers });
+  res.end(JSON.stringify({ error: { message: e.message, type: e.type, code: e.code, ...e.extra } }));
+}
+
+const TEXTUAL = /json|text|xml|javascript|x-www-form-urlencoded/i;
+
+/**
+ * An upstream body as the agent may see it: decoded (aam asks for identity encoding; a compressed
+ * answer anyway is inflated here, bounded, so guardrails and the egress scrubber read real bytes),
+ * then output guardrails over every leaf of JSON or text bodies. Binary bodies are not text to a
+ * detector; the egress door still scrubs their bytes.
+ */
+async function guardedBody(deps: ToolDeps, identity: Identity, raw: Buffer, headers: Record<string, unknown>, max: number, where: string, requestId: string, attached: readonly string[] | undefined): Promise<Buffer> {
+  const body = decoded(raw, String(headers['content-encoding'] ?? 'identity').toLowerCase(), max, where);
+  if (!TEXTUAL.test(String(headers['content-type'] ?? 'application/json'))) return body;
+  const text = body.toString('utf8');
+  let value: unknown = text;
+  let json = false;
+  try { value = JSON.parse(text); json = true; } catch { /* a text body: one leaf */ }
+  const g = await deps.guard(identity, 'output', value, where, requestId, attached);
+  if (!g.ok) throw new HttpToolError(400, 'invalid_request_error', 'guardrail_blocked', g.message, { param: g.guardrail });
+  if (g.value === value) return body;
+  return Buffer.from(json ? JSON.stringify(g.value) : String(g.value), 'utf8');
+}
+
+function decoded(raw: Buffer, encoding: string, max: number, where: string): Buffer {
+  const opts = { maxOutputLength: max };
+  try {
+    if (encoding === 'identity' || encoding === '') return raw;
+    if (encoding === 'gzip' || encoding === 'x-gzip') return gunzipSync(raw, opts);
+    if (encoding === 'deflate') return inflateSync(raw, opts);
+    if (encoding === 'br') return brotliDecompressSync(raw, opts);
+  } catch (e) {
+    throw new HttpToolError(502, 'upstream_error', 'upstream_error', `${where}: the upstream's ${encoding} body could not be decoded within ${max} bytes (${errMsg(e)})`);
+  }
+  throw new HttpToolError(502, 'upstream_error', 'upstream_error', `${where}: the upstream answered with content-encoding "${encoding}", which aam cannot inspect; it was not passed on`);
 }
 
 /** Join base URL and rendered path; refuse anything that leaves the base (defence in depth). */
@@ -116,15 +152,26 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
       if (!tool) throw new HttpToolError(404, 'not_found_error', 'unknown_tool', `unknown HTTP tool "${toolName}"`);
       const action = tool.actions.get(actionName);
       if (!action) throw new HttpToolError(404, 'not_found_error', 'unknown_action', `unknown action "${actionName}" for HTTP tool "${toolName}" (actions: ${[...tool.actions.keys()].join(', ')})`);
-      if (body !== undefined && body !== null && (typeof body !== 'object' || Array.isArray(body))) {
-        throw new HttpToolError(400, 'invalid_request_error', 'invalid_body', 'request body must be a JSON object of path parameters and arguments');
-      }
       // guard (input): a blocked argument never leaves aam; a redacted one is forwarded redacted
-      const gi = deps.guard(identity, 'input', body ?? {}, `http tool ${toolName}/${actionName}`, requestId, tool.spec.guardrails);
+      const gi = await deps.guard(identity, 'input', body ?? {}, `http tool ${toolName}/${actionName}`, requestId, tool.spec.guardrails);
       if (!gi.ok) throw new HttpToolError(400, 'invalid_request_error', 'guardrail_blocked', gi.message, { param: gi.guardrail });
       const args = gi.value as Record<string, unknown>;
       Object.assign(audit, { resource: tool.spec.resource, args_digest: argsDigest(args), mutating: action.mutating });
-      // bind params
+      // decide, before the input is validated: probing a forbidden action learns nothing about it
+      const isObject = args !== null && typeof args === 'object' && !Array.isArray(args);
+      const d = deps.authorize(identity, tool.spec.resource, actionName, isObject ? args : {}, { time: new Date().toISOString(), request_id: requestId, environment: identity.agent.environment, plane: 'http', tool: toolName });
+      deps.audit.record({ ...audit, type: 'tool.decision', decision: decisionFields(d) });
+      if (d.effect === 'deny' || (!d.allowed && d.effect !== 'approval_required')) {
+        throw new HttpToolError(403, 'permission_error', 'policy_denied', denialMessage(d, `${toolName}/${actionName} (resource ${tool.spec.resource})`), { policy: d.policy, rule: d.rule });
+      }
+      const refused = tool.spec.credential ? deps.credentialRefusal(tool.spec.credential, identity) : null;
+      if (refused) {
+        deps.audit.record({ ...audit, type: 'tool.rejected', outcome: { status: 'credential_denied', error: refused } });
+        throw new HttpToolError(403, 'permission_error', 'policy_denied', refused);
+      }
+      deps.admitCall(identity, d);
+      // validate: body shape, then bind params
+      if (!isObject) throw new HttpToolError(400, 'invalid_request_error', 'invalid_body', 'request body must be a JSON object of path parameters and arguments');
       let path: string;
       try { path = action.template.render(args); } catch (e) {
         if (e instanceof PathParamError) throw new HttpToolError(400, 'invalid_request_error', 'invalid_path_parameter', e.message, { param: e.param });
@@ -134,12 +181,6 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
       for (const [k, v] of Object.entries(args)) if (!action.template.params.includes(k)) rest[k] = v;
       const hasBody = action.method !== 'GET' && action.method !== 'DELETE';
       const url = joinUrl(tool.base, path, hasBody ? new URLSearchParams() : toQuery(rest));
-      // decide
-      const d = deps.authorize(identity, tool.spec.resource, actionName, args, { time: new Date().toISOString(), request_id: requestId, environment: identity.agent.environment, plane: 'http', tool: toolName });
-      deps.audit.record({ ...audit, type: 'tool.decision', decision: decisionFields(d) });
-      if (d.effect === 'deny' || (!d.allowed && d.effect !== 'approval_required')) {
-        throw new HttpToolError(403, 'permission_error', 'policy_denied', denialMessage(d, `${toolName}/${actionName} (resource ${tool.spec.resource})`), { policy: d.policy, rule: d.rule });
-      }
       // approval
       if (d.effect === 'approval_required') {
         const a = approvals.check(identity, { plane: 'http', target: `${toolName}/${actionName}`, resource: tool.spec.resource, action: actionName }, audit.args_digest as string, d);
@@ -155,11 +196,12 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
         }
       }
       // inject credential -> call
-      const headers: Record<string, string> = { accept: typeof req.headers.accept === 'string' ? req.headers.accept : 'application/json', 'x-aam-request-id': requestId, 'x-aam-agent': identity.agent.spiffeId };
+      const headers: Record<string, string> = { accept: typeof req.headers.accept === 'string' ? req.headers.accept : 'application/json', 'accept-encoding': 'identity', 'x-aam-request-id': requestId, 'x-aam-agent': identity.agent.spiffeId };
       let credential: { name: string; version: number } | undefined;
       if (tool.spec.credential) {
         const c = await deps.credentialHeaders(tool.spec.credential, identity);
         Object.assign(headers, c.headers);
+        for (const [k, v] of Object.entries(c.query ?? {})) url.searchParams.set(k, v);
         credential = c.credential;
       }
       let payload: string | undefined;
@@ -189,25 +231,32 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
       const connectionListed = new Set(String(up.headers.connection ?? '').toLowerCase().split(',').map((s) => s.trim()));
       for (const [k, v] of Object.entries(up.headers)) {
         if (v === undefined || HOP_BY_HOP.has(k) || connectionListed.has(k) || k === 'set-cookie') continue;
-        out[k] = Array.isArray(v) ? v.map((x) => deps.scrub(x)) : deps.scrub(String(v));
+        out[k] = Array.isArray(v) ? v : String(v);
       }
-      // Text bodies are scrubbed of every credential (an upstream may echo what it was sent).
-      const raw = Buffer.concat(chunks);
-      const textual = /json|text|xml|javascript|x-www-form-urlencoded/i.test(String(up.headers['content-type'] ?? 'application/json'));
+      const answer = await guardedBody(deps, identity, Buffer.concat(chunks), up.headers, maxBytes, `http tool ${toolName}/${actionName}`, requestId, tool.spec.guardrails);
       delete out['content-length'];
+      delete out['content-encoding'];
+      // The egress door (res) scrubs headers and body of every credential before they leave.
       res.writeHead(up.statusCode, out);
-      res.end(textual ? deps.scrub(raw.toString('utf8')) : raw);
+      res.end(answer);
     } catch (e) {
       const err = e instanceof HttpToolError ? e
-        : e instanceof ToolError ? new HttpToolError(e.status, e.status === 403 ? 'permission_error' : 'api_error', e.errorCode, e.message)
+        : e instanceof ToolError ? fromToolError(e)
           : new HttpToolError(500, 'api_error', 'internal_error', `internal error in the HTTP tool proxy: ${errMsg(e)}`);
       if (err.code !== 'policy_denied' && err.code !== 'approval_required') deps.audit.record({ ...audit, type: 'tool.outcome', outcome: { status: err.status, error: err.message } });
       if (err.status >= 500) deps.log.warn({ request_id: requestId, tool: toolName, action: actionName, err: err.message }, 'http tool call failed');
-      sendError(res, err, requestId, deps.scrub);
+      sendError(res, err, requestId);
     }
   }
 
   return { handle, reload(next) { tools = compile(next); }, approvals };
+}
+
+/** A ToolError from the shared deps (credential, rate limit) in this proxy's error shape; a 429 says when to retry. */
+function fromToolError(e: ToolError): HttpToolError {
+  const retry = e.data?.retry_after_seconds;
+  const type = e.status === 403 ? 'permission_error' : e.status === 429 ? 'rate_limit_error' : 'api_error';
+  return new HttpToolError(e.status, type, e.errorCode, e.message, undefined, typeof retry === 'number' ? { 'retry-after': String(retry) } : {});
 }
 
 function upstreamFailure(tool: string, e: unknown, timeout: number): HttpToolError {

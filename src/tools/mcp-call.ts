@@ -1,5 +1,5 @@
 // The MCP request path, one named phase per step:
-// resolve -> integrity -> validate -> decide -> approval -> intent -> call -> limit -> record.
+// resolve -> decide (policy, credentials.allow, rate) -> integrity -> validate -> approval -> intent -> call -> limit -> record.
 // Resources and prompts go through the same decide step (resource = server's resource,
 // action = 'resources/read' | 'prompts/get'; listing is filtered with visible()).
 import { randomUUID } from 'node:crypto';
@@ -17,7 +17,11 @@ export const PROMPT_GET = 'prompts/get';
 
 export interface Runtime { catalog: Catalog; deps: ToolDeps; approvals: Approvals; maxResultBytes: number }
 
-/** One client session: who it belongs to and which servers it sees. */
+/**
+ * One client session: who it belongs to and which servers it sees. Each request sees a copy
+ * whose `identity` is the one resolved for that HTTP request (current attributes and config);
+ * the maps and lists below are shared by those copies, so update them in place.
+ */
 export interface SessionCtx {
   identity: Identity;
   scope: string | null;
@@ -55,11 +59,29 @@ function enforceLimit(rt: Runtime, entry: ServerEntry, what: string, result: unk
   return size;
 }
 
-/** An upstream may echo the credential it was sent: scrub the whole result before the agent sees it. */
-export function scrubbed<T>(deps: { scrub(text: string): string }, result: T): T {
-  const json = JSON.stringify(result);
-  const clean = deps.scrub(json);
-  return clean === json ? result : (JSON.parse(clean) as T);
+/** Output guardrails on anything an upstream MCP server answers (tool results, resources, prompts). */
+async function guardedResult<T>(rt: Runtime, s: SessionCtx, result: T, where: string, requestId: string, attached: readonly string[] | undefined): Promise<T> {
+  const go = await rt.deps.guard(s.identity, 'output', result, where, requestId, attached);
+  if (!go.ok) throw new ToolError('guardrail_blocked', go.message, { code: RPC.denied, status: 400, data: { guardrail: go.guardrail } });
+  return go.value as T;
+}
+
+/**
+ * credentials.allow and tools[].rate for an allowed MCP access, checked on every call before the
+ * upstream sees it (a stdio server holds its credential from spawn, so injection is no check).
+ */
+function admit(rt: Runtime, s: SessionCtx, entry: ServerEntry, d: Decision, ev: Record<string, unknown>): void {
+  const refused = entry.spec.credential ? rt.deps.credentialRefusal(entry.spec.credential, s.identity) : null;
+  if (refused) {
+    rt.deps.audit.record({ ...ev, type: 'tool.rejected', outcome: { status: 'credential_denied', error: refused } });
+    throw new ToolError('policy_denied', refused, { code: RPC.denied, status: 403 });
+  }
+  rt.deps.admitCall(s.identity, d);
+}
+
+/** Servers in this session's scope whose credential the caller may use (listings hide the rest). */
+function listable(rt: Runtime, s: SessionCtx): ServerEntry[] {
+  return rt.catalog.inScope(s.scope).filter((e) => !e.spec.credential || rt.deps.credentialRefusal(e.spec.credential, s.identity) === null);
 }
 
 export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs: unknown, extra: Extra): Promise<CallToolResult> {
@@ -73,20 +95,9 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   const base = { type: 'tool.call', plane: 'mcp', request_id: requestId, jsonrpc_id: extra.jsonrpcId, session_id: s.sessionId(), ...identityFields(s.identity),
     server: t.server, tool: t.def.name, resource: t.resource, action: t.action, args_digest: argsDigest(args), mutating: t.mutating,
     credential: entry.spec.credential ? { name: entry.spec.credential } : undefined };
-  // integrity
-  if (!t.integrity.ok) {
-    deps.audit.record({ ...base, type: 'tool.withheld', outcome: { status: 'withheld', error: t.integrity.reason } });
-    throw new ToolError('tool_definition_changed', `tool "${name}" is withheld: ${t.integrity.reason}`, { code: RPC.denied, status: 409, data: { reason: 'tool_definition_changed', digest: t.integrity.digest } });
-  }
-  // validate
-  const invalid = t.validate(args);
-  if (invalid) {
-    deps.audit.record({ ...base, type: 'tool.rejected', outcome: { status: 'invalid_arguments', error: invalid } });
-    throw new ToolError('invalid_arguments', `arguments for tool "${name}" do not match its input schema: ${invalid}`, { code: RPC.invalidParams, status: 400 });
-  }
   // guard (input): block, or redact before policy and upstream see the arguments
   const attached = rt.catalog.servers.get(t.server)?.spec.guardrails;
-  const gi = deps.guard(s.identity, 'input', args, `tools/call ${name}`, requestId, attached);
+  const gi = await deps.guard(s.identity, 'input', args, `tools/call ${name}`, requestId, attached);
   if (!gi.ok) {
     deps.audit.record({ ...base, type: 'tool.rejected', outcome: { status: 'guardrail_blocked', error: gi.message } });
     throw new ToolError('guardrail_blocked', gi.message, { code: RPC.denied, status: 400, data: { guardrail: gi.guardrail } });
@@ -97,6 +108,17 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   deps.audit.record({ ...base, type: 'tool.decision', decision: decisionFields(d) });
   if (d.effect === 'deny' || (!d.allowed && d.effect !== 'approval_required')) {
     throw new ToolError('policy_denied', denialMessage(d, `tools/call "${name}" (resource ${t.resource}, action ${t.action})`), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
+  }
+  admit(rt, s, entry, d, base);
+  // integrity and validate come after decide: a caller denied the tool learns nothing about it
+  if (!t.integrity.ok) {
+    deps.audit.record({ ...base, type: 'tool.withheld', outcome: { status: 'withheld', error: t.integrity.reason } });
+    throw new ToolError('tool_definition_changed', `tool "${name}" is withheld: ${t.integrity.reason}`, { code: RPC.denied, status: 409, data: { reason: 'tool_definition_changed', digest: t.integrity.digest } });
+  }
+  const invalid = t.validate(args);
+  if (invalid) {
+    deps.audit.record({ ...base, type: 'tool.rejected', outcome: { status: 'invalid_arguments', error: invalid } });
+    throw new ToolError('invalid_arguments', `arguments for tool "${name}" do not match its input schema: ${invalid}`, { code: RPC.invalidParams, status: 400 });
   }
   // approval
   if (d.effect === 'approval_required') {
@@ -123,9 +145,8 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     const result = await entry.upstream.callTool(t.def.name, args, s.identity, { signal: extra.signal, onprogress: extra.onprogress });
     const bytes = enforceLimit(rt, entry, `tools/call "${name}"`, result);
     deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: result.isError ? 'tool_error' : 'ok', bytes, latency_ms: performance.now() - started } });
-    const go = deps.guard(s.identity, 'output', result, `tools/call ${name}`, requestId, attached);
-    if (!go.ok) throw new ToolError('guardrail_blocked', go.message, { code: RPC.denied, status: 400, data: { guardrail: go.guardrail } });
-    return scrubbed(deps, go.value as CallToolResult);
+    // The egress door scrubs credentials from the bytes the agent receives; guardrails see every leaf first.
+    return await guardedResult(rt, s, result, `tools/call ${name}`, requestId, attached);
   } catch (e) {
     deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: 'error', error: errMsg(e), latency_ms: performance.now() - started } });
     throw e;
@@ -135,7 +156,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
 /** tools/list for this session: only tools that are intact and that the caller could call. */
 export function visibleTools(rt: Runtime, s: SessionCtx): CompiledTool[] {
   const out: CompiledTool[] = [];
-  for (const e of rt.catalog.inScope(s.scope)) {
+  for (const e of listable(rt, s)) {
     for (const t of e.tools.values()) {
       if (t.integrity.ok && rt.deps.visible(s.identity, t.resource, t.action)) out.push(t);
     }
@@ -143,18 +164,21 @@ export function visibleTools(rt: Runtime, s: SessionCtx): CompiledTool[] {
   return out;
 }
 
-function authorizeOrThrow(rt: Runtime, s: SessionCtx, entry: ServerEntry, action: string, args: Record<string, unknown>, what: string): void {
+/** Decide a resource or prompt access; returns the request id its evidence is filed under. */
+function authorizeOrThrow(rt: Runtime, s: SessionCtx, entry: ServerEntry, action: string, args: Record<string, unknown>, what: string): string {
   const requestId = `req_${randomUUID()}`;
   const d = rt.deps.authorize(s.identity, entry.resource, action, args, context(rt, s, requestId, { server: entry.name }));
   rt.deps.audit.record({ type: 'tool.decision', plane: 'mcp', request_id: requestId, ...identityFields(s.identity), server: entry.name, resource: entry.resource, action,
     args_digest: argsDigest(args), decision: decisionFields(d) });
   // Approval flows are for tool calls; a resource or prompt read that needs one is refused.
   if (!d.allowed || d.effect !== 'allow') throw new ToolError('policy_denied', denialMessage(d, what), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
+  admit(rt, s, entry, d, { type: 'tool.call', plane: 'mcp', request_id: requestId, ...identityFields(s.identity), server: entry.name, resource: entry.resource, action });
+  return requestId;
 }
 
 export async function listResources(rt: Runtime, s: SessionCtx): Promise<Resource[]> {
   const out: Resource[] = [];
-  await Promise.all(rt.catalog.inScope(s.scope).map(async (e) => {
+  await Promise.all(listable(rt, s).map(async (e) => {
     if (!rt.deps.visible(s.identity, e.resource, RESOURCE_READ)) return;
     try {
       for (const r of await e.upstream.listResources(s.identity)) {
@@ -168,14 +192,16 @@ export async function listResources(rt: Runtime, s: SessionCtx): Promise<Resourc
 
 export async function listResourceTemplates(rt: Runtime, s: SessionCtx): Promise<ResourceTemplate[]> {
   // Per server in catalog order, so a URI two servers' templates both match routes the same way every time.
-  const servers = rt.catalog.inScope(s.scope).filter((e) => rt.deps.visible(s.identity, e.resource, RESOURCE_READ));
+  const servers = listable(rt, s).filter((e) => rt.deps.visible(s.identity, e.resource, RESOURCE_READ));
   const lists = await Promise.all(servers.map(async (e) => {
     try { return await e.upstream.listResourceTemplates(s.identity); } catch (err) {
       rt.deps.log.warn({ mcp_server: e.name, err: errMsg(err) }, 'resources/templates/list failed');
       return [];
     }
   }));
-  s.templateOwners = lists.flatMap((ts, i) => ts.map((t) => ({ server: servers[i].name, match: uriTemplatePattern(t.uriTemplate) })));
+  // In place: the session's containers are shared by the per-request views of it (see SessionCtx).
+  s.templateOwners.length = 0;
+  lists.forEach((ts, i) => { for (const t of ts) s.templateOwners.push({ server: servers[i].name, match: uriTemplatePattern(t.uriTemplate) }); });
   return lists.flat();
 }
 
@@ -206,10 +232,10 @@ function resourceOwner(rt: Runtime, s: SessionCtx, uri: string): ServerEntry {
 
 export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extra: Extra): Promise<ReadResourceResult> {
   const owner = resourceOwner(rt, s, uri);
-  authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/read "${uri}" (resource ${owner.resource})`);
+  const requestId = authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/read "${uri}" (resource ${owner.resource})`);
   const r = await owner.upstream.readResource(uri, s.identity, extra);
   enforceLimit(rt, owner, `resources/read "${uri}"`, r);
-  return r;
+  return guardedResult(rt, s, r, `resources/read ${uri}`, requestId, owner.spec.guardrails);
 }
 
 /** resources/subscribe: allowed when a read of the URI would be; updates then reach this session. */
@@ -230,7 +256,7 @@ export async function unsubscribeResource(rt: Runtime, s: SessionCtx, uri: strin
 
 export async function listPrompts(rt: Runtime, s: SessionCtx): Promise<Prompt[]> {
   const out: Prompt[] = [];
-  await Promise.all(rt.catalog.inScope(s.scope).map(async (e) => {
+  await Promise.all(listable(rt, s).map(async (e) => {
     if (!rt.deps.visible(s.identity, e.resource, PROMPT_GET)) return;
     try {
       for (const p of await e.upstream.listPrompts(s.identity)) out.push(s.scope === null ? { ...p, name: `${e.name}${NAME_SEP}${p.name}` } : p);
@@ -249,8 +275,8 @@ export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: 
     }
   }
   if (!entry) throw new ToolError('unknown_prompt', `unknown prompt "${name}"; call prompts/list for the prompts you may use`, { code: RPC.notFound, status: 404 });
-  authorizeOrThrow(rt, s, entry, PROMPT_GET, { name: prompt, arguments: args ?? {} }, `prompts/get "${name}" (resource ${entry.resource})`);
+  const requestId = authorizeOrThrow(rt, s, entry, PROMPT_GET, { name: prompt, arguments: args ?? {} }, `prompts/get "${name}" (resource ${entry.resource})`);
   const r = await entry.upstream.getPrompt(prompt, args, s.identity, extra);
   enforceLimit(rt, entry, `prompts/get "${name}"`, r);
-  return r;
+  return guardedResult(rt, s, r, `prompts/get ${name}`, requestId, entry.spec.guardrails);
 }

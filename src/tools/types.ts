@@ -9,15 +9,21 @@ export interface ToolDeps {
   /** Could this identity call (resource, action) for SOME arguments? Used to filter tools/list. */
   visible(identity: Identity, resource: string, action: string): boolean;
   /** Outbound auth for a credential name (headers to add; for stdio servers: env vars). Never shown to agents. */
-  credentialHeaders(credentialName: string, identity: Identity): Promise<{ headers: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number } }>;
+  credentialHeaders(credentialName: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number } }>;
+  /**
+   * Why this identity may not use the credential (credentials.allow of its policies), or null.
+   * Checked on every call, whatever the transport, before the upstream sees anything: a stdio
+   * server holds its credential from spawn, so injection time is not a check.
+   */
+  credentialRefusal(credentialName: string, identity: Identity): string | null;
+  /** Count an allowed call against the rate (tools[].rate) of the rule that allowed it, per agent and per key; throws a 429 ToolError when spent. */
+  admitCall(identity: Identity, decision: Decision): void;
   /** Audit: fire-and-forget event, and durable write that resolves once stored (for side-effecting calls' intent). */
   audit: { record(ev: Record<string, unknown>): void; recordDurable(ev: Record<string, unknown>): Promise<unknown> };
   log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
   /** Guardrails on tool arguments (input) or results (output): the possibly redacted value, or a block. */
   /** `attached`: guardrails the tool's own resource (McpServer/HttpTool spec.guardrails) adds to the caller's. */
-  guard(identity: Identity, direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]): { ok: true; value: unknown } | { ok: false; guardrail: string; message: string };
-  /** Remove every active credential value (and its encodings) from text that goes back to an agent. */
-  scrub(text: string): string;
+  guard(identity: Identity, direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]): Promise<{ ok: true; value: unknown } | { ok: false; guardrail: string; message: string }>;
   /** node:sqlite database for approvals and tool-definition digests (create your own tables). */
   db: import('node:sqlite').DatabaseSync;
 }
@@ -65,4 +71,5 @@ export class ToolError extends Error {
 }
 
 /** JSON-RPC codes: denials (and held approvals) use -32001 as the Contract says; upstream trouble -32603. */
-export const RPC = { denied: -32001, invalidParams: -32602, upstream: -32603, notFound: -32602 } as const;
+/** `limited` (rate limits, session caps) is in the implementation-defined server error range; data.retry_after_seconds says when to retry. */
+export const RPC = { denied: -32001, invalidParams: -32602, upstream: -32603, notFound: -32602, limited: -32029 } as const;
