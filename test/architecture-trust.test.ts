@@ -1,0 +1,111 @@
+// Architecture tests for the trust seams (DESIGN.md "Trust boundaries"): a rule that must hold
+// everywhere lives at a seam every path passes. These fail when a new path goes around a seam:
+// - egress: the only HTTP server is built with the egress door as its response class, and a new
+//   handler that writes a credential straight to the response (headers, chunks, binary, end) still
+//   sends only [REDACTED:...]; evidence recorded from upstream text never puts it on disk;
+// - guardrails: planes reach guardrails only through the access path (the one walker), never the
+//   text-level engine, so no plane can scan a subset of what the agent sends.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { startTestGateway, doc, yaml, agentDocs, type TestGateway } from './helpers/gateway.ts';
+import { createServer, type Routes } from '../src/server/http.ts';
+import { auditOf } from './helpers/e2e.ts';
+
+const ROOT = new URL('..', import.meta.url).pathname;
+const SECRET = 'sk-proj-ARCHtest9f8e7d6c5b4a3928171605aZ';
+
+function files(dir: string): string[] {
+  return readdirSync(dir).flatMap((f) => {
+    const p = join(dir, f);
+    return statSync(p).isDirectory() ? files(p) : p.endsWith('.ts') ? [p] : [];
+  });
+}
+const src = () => files(join(ROOT, 'src')).map((f) => ({ path: relative(ROOT, f), text: readFileSync(f, 'utf8') }));
+
+test('one HTTP server, created with the egress door as its response class', () => {
+  const creators = src().filter((f) => /import\s*\{[^}]*\bcreate(Secure)?Server\b[^}]*\}\s*from\s*'node:(https?|http2|net|tls)'|\b(http|https|http2|net|tls)\.create(Secure)?Server\(/.test(f.text));
+  assert.deepEqual(creators.map((f) => f.path), ['src/server/http.ts'], 'only src/server/http.ts may create HTTP servers');
+  const http = readFileSync(join(ROOT, 'src/server/http.ts'), 'utf8');
+  assert.match(http, /ServerResponse: EgressResponse/, 'the server must use EgressResponse for every response');
+  assert.match(http, /res\.open\(rt\.egress\)/, 'the listener opens the door before any handler');
+});
+
+test('nothing writes around the door: no raw socket writes, no second response class', () => {
+  const offenders = src().filter((f) => f.path !== 'src/access/egress.ts'
+    && /\.(socket|connection)\s*\??\.\s*(write|end)\s*\(|_writeRaw|extends ServerResponse/.test(f.text));
+  assert.deepEqual(offenders.map((f) => f.path), []);
+});
+
+test('planes reach guardrails only through the access path (one walker), never the text-level engine', () => {
+  const planes = src().filter((f) => /^src\/(gateway|tools|server|cache)\//.test(f.path));
+  for (const f of planes) {
+    for (const m of f.text.matchAll(/import\s+(type\s+)?\{([^}]*)\}\s+from\s+'\.\.\/guardrails\/[^']+'/g)) {
+      if (m[1]) continue; // type-only imports carry no behaviour
+      const names = m[2].split(',').map((s) => s.trim().replace(/^type\s+/, '')).filter((s) => s && !m[2].includes(`type ${s}`));
+      const behaviour = names.filter((n) => n !== 'blockedMessage');
+      assert.deepEqual(behaviour, [], `${f.path} imports guardrail engine functions (${behaviour.join(', ')}); use src/access/guard.ts`);
+    }
+  }
+  const walkers = src().filter((f) => /export function mapLeaves\b/.test(f.text));
+  assert.deepEqual(walkers.map((f) => f.path), ['src/guardrails/structured.ts'], 'exactly one leaf walker');
+});
+
+let gw: TestGateway;
+before(async () => {
+  gw = await startTestGateway(yaml(
+    doc('Credential', 'arch-key', { env: 'AAM_ARCH_TEST_KEY' }),
+    doc('Provider', 'up', { type: 'openai-compatible', baseUrl: 'http://127.0.0.1:9/v1', credential: 'arch-key' }),
+    doc('Model', 'm', { targets: [{ provider: 'up', model: 'x' }], pricing: { input_per_1m: 1, output_per_1m: 1 } }),
+    ...agentDocs(['m']),
+  ), { AAM_ARCH_TEST_KEY: SECRET });
+});
+after(async () => { await gw?.close(); });
+
+test('a new handler that forgets to scrub still cannot leak: headers, chunks, binary, split writes, end()', async () => {
+  const half = SECRET.length >> 1;
+  const routes: Routes = { exact: new Map(), prefixes: [] };
+  routes.exact.set('GET /forgetful', (ctx) => {
+    const res = ctx.res;
+    res.setHeader('x-upstream-said', `token=${SECRET}`);
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'x-echo': SECRET, 'content-length': '999' });
+    res.write(`raw:${SECRET};`);
+    res.write(`b64:${Buffer.from(SECRET).toString('base64')};`);
+    res.write(`split:${SECRET.slice(0, half)}`);
+    res.write(`${SECRET.slice(half)};`);
+    res.write(Buffer.concat([Buffer.from([0, 1, 2, 255]), Buffer.from(SECRET), Buffer.from([254])]));
+    res.end(`url:${encodeURIComponent(SECRET)}`);
+  });
+  const server = createServer(gw.g.rt, routes);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const r = await fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}/forgetful`);
+    const body = Buffer.from(await r.arrayBuffer());
+    const headers = JSON.stringify([...r.headers]);
+    assert.equal(r.status, 200);
+    for (const [what, text] of [['headers', headers], ['body', body.toString('latin1')]] as const) {
+      assert.ok(!text.includes(SECRET), `${what} leaked the raw secret`);
+      assert.ok(!text.includes(SECRET.slice(0, 12)), `${what} leaked a prefix of the secret`);
+      assert.ok(!text.includes(Buffer.from(SECRET).toString('base64').slice(0, 16)), `${what} leaked the base64 form`);
+    }
+    assert.match(headers, /\[REDACTED:arch-key\]/);
+    assert.equal((body.toString('latin1').match(/\[REDACTED:arch-key\]/g) ?? []).length, 5, 'raw, base64, split, binary and URL-encoded forms each redacted');
+    assert.deepEqual([...body.subarray(body.indexOf(0), body.indexOf(0) + 4)], [0, 1, 2, 255], 'binary bytes around a redaction survive');
+  } finally {
+    await new Promise<void>((r) => server.close(() => r()));
+  }
+});
+
+test('evidence built from upstream text never puts a credential on disk', async () => {
+  const rt = gw.g.rt;
+  rt.audit?.record({ type: 'tool.outcome', request_id: 'arch-1', outcome: { status: 'error', error: `upstream said: Authorization: Bearer ${SECRET}` } });
+  await rt.auditLog?.flush();
+  const onDisk = readdirSync(gw.dataDir).map((f) => join(gw.dataDir, f)).filter((f) => statSync(f).isFile());
+  assert.ok(onDisk.some((f) => /audit-segment/.test(f)), 'the event is in a segment file');
+  for (const f of onDisk) assert.ok(!readFileSync(f).includes(SECRET), `${relative(gw.dataDir, f)} holds the secret`);
+  const ev = await auditOf(gw, 'arch-1');
+  assert.equal(ev.length, 1);
+  assert.match(JSON.stringify(ev[0]), /Bearer \[REDACTED:arch-key\]/);
+});
