@@ -7,6 +7,7 @@ import type { Identity } from '../identity/types.ts';
 import type { Span } from '../observability/tracing.ts';
 import type { AccessRequest, Decision } from '../policy/types.ts';
 import { AamError, anthropicErrorBody, openaiErrorBody, toAamError } from './errors.ts';
+import { jsonTooDeep, MAX_JSON_DEPTH } from './json-depth.ts';
 
 export interface Ctx {
   req: IncomingMessage;
@@ -100,6 +101,11 @@ export async function readJson(ctx: Ctx, limit?: number): Promise<unknown> {
   const ct = ctx.req.headers['content-type'];
   if (ct && !/json/i.test(ct)) throw new AamError(415, 'unsupported_media_type', `content-type must be application/json (got ${ct})`);
   if (buf.length === 0) throw new AamError(400, 'invalid_json', 'request body is empty; send a JSON object');
+  const deep = jsonTooDeep(buf);
+  if (deep) {
+    const where = deep.field === null ? 'request body' : `field "${deep.field}"`;
+    throw new AamError(400, 'invalid_json', `${where} nests JSON deeper than ${MAX_JSON_DEPTH} levels (at byte ${deep.offset}); flatten it`, { param: deep.field ?? undefined });
+  }
   try {
     return JSON.parse(buf.toString('utf8'));
   } catch (e) {

@@ -1,0 +1,56 @@
+// A deeply nested JSON value inside an otherwise valid request is refused at the door (400 naming
+// the field), on every plane, instead of overflowing the stack somewhere downstream (500).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { jsonTooDeep, MAX_JSON_DEPTH } from '../src/server/json-depth.ts';
+import { startTestGateway, doc, yaml } from './helpers/gateway.ts';
+import { localServer } from './helpers/e2e.ts';
+
+const nested = (levels: number) => '{"a":'.repeat(levels) + '1' + '}'.repeat(levels);
+
+test('a value nested 10,000 levels deep answers 400 naming the field on chat, messages, embeddings, MCP and HTTP tools', async () => {
+  const api = await localServer((_req, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"ok":true}'); });
+  const gw = await startTestGateway(yaml(
+    doc('Provider', 'demo', { type: 'demo' }),
+    doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] }),
+    doc('Model', 'emb', { kind: 'embeddings', targets: [{ provider: 'demo', model: 'e' }] }),
+    doc('HttpTool', 'crm', { baseUrl: api.url, resource: 'crm', actions: { add: { method: 'POST', path: '/r' } } }),
+    doc('Agent', 'a', { workload: 'spiffe://test/agent/a' }),
+    doc('AgentPolicy', 'p', { identity: { agent: 'a' }, models: { allow: ['one', 'emb'] }, tools: [{ resource: 'crm', actions: ['add'] }] }),
+  ));
+  try {
+    const key = gw.key('a');
+    const deep = nested(10_000);
+    const cases: Array<[string, string, string]> = [
+      ['/v1/chat/completions', `{"model":"one","messages":[{"role":"user","content":"hi"}],"response_format":${deep}}`, 'response_format'],
+      ['/v1/chat/completions', `{"model":"one","messages":[{"role":"user","content":"hi","x":${deep}}]}`, 'messages'],
+      ['/v1/messages', `{"model":"one","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"metadata":${deep}}`, 'metadata'],
+      ['/v1/embeddings', `{"model":"emb","input":"hi","user":${deep}}`, 'user'],
+      ['/mcp', `{"jsonrpc":"2.0","id":1,"method":"tools/list","params":${deep}}`, 'params'],
+      ['/tools/crm/add', `{"note":${deep}}`, 'note'],
+    ];
+    for (const [path, body, field] of cases) {
+      const r = await fetch(`${gw.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body });
+      const text = await r.text();
+      assert.equal(r.status, 400, `${path}: ${text.slice(0, 300)}`);
+      assert.ok(text.includes(`field \\"${field}\\" nests JSON deeper than ${MAX_JSON_DEPTH} levels`), `${path}: ${text.slice(0, 300)}`);
+    }
+    // Just inside the limit is an ordinary request.
+    const ok = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: `{"model":"one","messages":[{"role":"user","content":"hi"}],"metadata":${nested(MAX_JSON_DEPTH - 1)}}` });
+    assert.equal(ok.status, 200, await ok.text());
+    assert.equal((await fetch(`${gw.url}/healthz`)).status, 200);
+  } finally { await gw.close(); await api.close(); }
+});
+
+test('the depth scan counts only structure: brackets and escaped quotes inside strings do not count', () => {
+  const b = (s: string) => Buffer.from(s);
+  assert.equal(jsonTooDeep(b(nested(MAX_JSON_DEPTH))), null);
+  assert.deepEqual(jsonTooDeep(b(nested(MAX_JSON_DEPTH + 1))), { offset: 5 * MAX_JSON_DEPTH, field: 'a' });
+  assert.equal(jsonTooDeep(b(`{"s":"${'['.repeat(10_000)}"}`)), null);
+  assert.equal(jsonTooDeep(b(`{"s":"\\"${'{'.repeat(500)}\\\\","t":[]}`)), null, 'escaped quote stays inside the string; an escaped backslash ends it');
+  assert.deepEqual(jsonTooDeep(b(`{"s":"x\\\\","deep":${nested(200)}}`)), { offset: 18 + 5 * (MAX_JSON_DEPTH - 1), field: 'deep' });
+  assert.deepEqual(jsonTooDeep(b(`  ${'['.repeat(200)}`))?.field, null, 'a top-level array has no field name');
+  assert.equal(jsonTooDeep(b(`{"s":"${'\\\\'.repeat(1000)}`)), null, 'an unterminated string is left to JSON.parse');
+  assert.equal(jsonTooDeep(b(nested(MAX_JSON_DEPTH + 1)), MAX_JSON_DEPTH + 1), null, 'the limit is a parameter');
+});
