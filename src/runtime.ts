@@ -26,6 +26,7 @@ import type { JwtVerifier, VerifiedSvid } from './identity/jwt-svid.ts';
 import { AamError } from './server/errors.ts';
 import { buildAgentRegistry, type AgentRegistry } from './identity/registry.ts';
 import type { Issuer } from './identity/issuer.ts';
+import type { Mtls } from './identity/x509-svid.ts';
 import { createJoinTokenStore, type JoinTokenStore } from './identity/join-tokens.ts';
 import { trustDomainsFromConfig } from './identity/jwks-cache.ts';
 import type { McpGateway } from './tools/mcp-gateway.ts';
@@ -133,7 +134,8 @@ export class Runtime {
   /** Audiences accepted in JWT-SVIDs (the first is the one aam mints for itself). */
   audience: string[] = ['aam'];
   readonly joinTokens: JoinTokenStore;
-  tls: { clientCa: boolean } | null = null;
+  /** mTLS (X.509-SVIDs), when serving TLS with CA bundles. */
+  tls: Mtls | null = null;
   /** Requests being served right now (lets the audit log batch its appends only when it helps). */
   inFlight = 0;
   /** Request id sequence (cheap unique ids, no crypto per request). */
@@ -297,6 +299,7 @@ export class Runtime {
       try { next = compileConfig(set, this.vault, this.compiled); } catch (e) { this.vault.reload(prevSet); throw e; }
       this.compiled = next; // atomic swap: in-flight requests keep the object they started with
       this.jwt?.update(trustDomainsFromConfig(set));
+      this.tls?.reload(set);
       this.cache.pruneRoutes(next.routes.values());
       this.tools?.http.reload(set);
       this.tools?.mcp.reload(set).catch((e: unknown) => this.log.error({ err: e }, 'MCP gateway reload failed'));

@@ -122,7 +122,7 @@ test('verified SVIDs resolve to the Agent record, unknown workloads do not', asy
   assert.equal(r.ok && r.identity.keyId, 'key_1');
   const miss = identityFromJwtSvid({ ...svid, spiffeId: 'spiffe://prod/agent/ghost' }, reg);
   assert.equal(miss.ok === false && miss.code, 'unknown_agent');
-  const t = identityFromTlsPeer({ ok: true, spiffeId: 'spiffe://staging.example.org/ns/jobs/sa/batch', trustDomain: 'staging.example.org', serial: 'AB', fingerprint256: '' }, reg);
+  const t = identityFromTlsPeer({ ok: true, spiffeId: 'spiffe://staging.example.org/ns/jobs/sa/batch', trustDomain: 'staging.example.org', serial: 'AB', fingerprint256: '', notAfter: 0 }, reg);
   assert.equal(t.ok && t.identity.agent.name, 'batch');
   assert.equal(t.ok && t.identity.method, 'x509_svid');
 });

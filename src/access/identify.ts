@@ -6,7 +6,6 @@ import type { Ctx } from '../server/context.ts';
 import type { AgentRecord, Identity } from '../identity/types.ts';
 import { KEY_PREFIX } from '../identity/keys.ts';
 import { looksLikeJwt } from '../identity/jwt-svid.ts';
-import { identifyTlsPeer } from '../identity/x509-svid.ts';
 import { trustDomainOfId } from '../policy/compile.ts';
 
 /** The bearer secret from `Authorization: Bearer`, `x-api-key` (Anthropic SDKs) or `api-key` (Azure SDKs). */
@@ -40,8 +39,8 @@ async function resolveIdentity(ctx: Ctx): Promise<Identity> {
   const { cfg, rt } = ctx;
   if (secret === undefined) {
     const sock = ctx.req.socket as TLSSocket;
-    if (sock.encrypted && rt.tls?.clientCa) {
-      const peer = identifyTlsPeer(sock);
+    if (sock.encrypted && rt.tls) {
+      const peer = rt.tls.identify(sock);
       if (!peer.ok) throw unauthorized(`client certificate rejected: ${peer.reason}`, 'invalid_token');
       const agent = cfg.policies.agents.get(cfg.policies.bySpiffe.get(peer.spiffeId) ?? '') ?? unregistered(peer.spiffeId);
       return { agent, method: 'x509_svid', tokenId: peer.serial };
@@ -63,7 +62,8 @@ async function resolveIdentity(ctx: Ctx): Promise<Identity> {
     }
     if (rt.isTokenRevoked(v)) throw unauthorized('JWT-SVID was issued for a virtual key that has since been revoked', 'invalid_token');
     const agent = cfg.policies.agents.get(cfg.policies.bySpiffe.get(v.spiffeId) ?? '') ?? unregistered(v.spiffeId);
-    return { agent, method: 'jwt_svid', tokenId: v.jti };
+    // A token minted from a virtual key counts against that key (per-key limits, usage) like the key itself.
+    return { agent, method: 'jwt_svid', tokenId: v.jti, ...(v.keyId !== undefined ? { keyId: v.keyId, keyGeneration: v.keyGeneration } : {}) };
   }
   throw unauthorized('unrecognised credential: expected an aam virtual key (aam_...) or a JWT-SVID');
 }

@@ -4,7 +4,8 @@ import type { Server } from 'node:http';
 import { Runtime } from '../runtime.ts';
 import { watchConfig } from '../config/watch.ts';
 import { createServer, coreRoutes } from '../server/http.ts';
-import { tlsServerOptions } from '../identity/x509-svid.ts';
+import type { Server as TlsServer, TLSSocket } from 'node:tls';
+import { createMtls, loadX509Trust, tlsServerOptions } from '../identity/x509-svid.ts';
 import { addAdminRoutes, checkAdminToken } from '../server/admin.ts';
 import { Metrics } from '../observability/metrics.ts';
 import { createTracer } from '../observability/tracing.ts';
@@ -38,15 +39,26 @@ export interface Running { rt: Runtime; server: Server; port: number; close(): P
 export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; quiet?: boolean }): Promise<Running> {
   const env = o.env ?? process.env;
   checkAdminToken(env.AAM_ADMIN_TOKEN); // before anything listens or writes to the data dir
+  if ((o.tlsCert || o.tlsKey) && !(o.tlsCert && o.tlsKey)) throw new Error('--tls-cert and --tls-key go together');
+  if (o.clientCa && !o.tlsCert) throw new Error('--client-ca needs --tls-cert and --tls-key: X.509-SVIDs are presented over TLS');
   const rt = new Runtime({
     configPath: o.configPath, dataDir: o.dataDir, adminToken: env.AAM_ADMIN_TOKEN, env,
     maxBodyBytes: env.AAM_MAX_BODY_BYTES ? Number(env.AAM_MAX_BODY_BYTES) : undefined,
     sseKeepaliveMs: env.AAM_SSE_KEEPALIVE_MS ? Number(env.AAM_SSE_KEEPALIVE_MS) : undefined,
     publicUrl: publicUrlFrom(env.AAM_PUBLIC_URL),
   });
-  if ((o.tlsCert || o.tlsKey) && !(o.tlsCert && o.tlsKey)) throw new Error('--tls-cert and --tls-key go together');
-  const tls = o.tlsCert && o.tlsKey ? tlsServerOptions({ certFile: o.tlsCert, keyFile: o.tlsKey, clientCaFile: o.clientCa }) : undefined;
-  rt.tls = tls ? { clientCa: Boolean(o.clientCa) } : null;
+  // X.509-SVIDs: one CA bundle per trust domain (TrustDomain x509_bundle_file; --client-ca for the
+  // local ones). The handshake verifies against all of them; each SVID against its own domain's.
+  const x509 = o.tlsCert ? loadX509Trust(rt.compiled.set, o.clientCa) : undefined;
+  if (!o.tlsCert && [...rt.compiled.set.trustDomains.values()].some((r) => r.spec.x509_bundle_file)) {
+    rt.log.warn({ event: 'x509_bundle_unused' }, 'TrustDomain x509_bundle_file has no effect without --tls-cert and --tls-key (mTLS)');
+  }
+  const tls = o.tlsCert && o.tlsKey ? tlsServerOptions({ certFile: o.tlsCert, keyFile: o.tlsKey }, x509) : undefined;
+  rt.tls = tls && x509?.pem ? createMtls({
+    trust: x509, clientCaFile: o.clientCa, log: rt.log,
+    // Bundles changed on reload: new handshakes verify against the new set.
+    onTrust: (t) => (server as unknown as TlsServer).setSecureContext({ ...tls, ca: t.pem }),
+  }) : null;
   // Evidence: hash-chained audit log (writes off the request path, in a worker thread) and sinks.
   // AAM_AUDIT=off exists only to measure the cost of audit (bench/); never run production so.
   // AAM_AUDIT_RETENTION=90d: older whole segments are dropped hourly, behind a signed anchor.
@@ -112,6 +124,8 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     headersTimeoutMs: env.AAM_HEADERS_TIMEOUT_MS ? Number(env.AAM_HEADERS_TIMEOUT_MS) : undefined,
     requestTimeoutMs: env.AAM_REQUEST_TIMEOUT_MS ? Number(env.AAM_REQUEST_TIMEOUT_MS) : undefined,
   });
+  // A connection's identity is its handshake's certificate: no renegotiating to another one.
+  if (rt.tls) server.on('secureConnection', (s: TLSSocket) => s.disableRenegotiation());
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(o.port, o.host, () => { server.off('error', reject); resolve(); });
@@ -167,7 +181,10 @@ export async function serve(o: ServeOptions): Promise<number> {
   const g = await startGateway(o);
   const scheme = o.tlsCert ? 'https' : 'http';
   g.rt.log.info({ event: 'listening', port: g.port, config: o.configPath, data: o.dataDir, version: g.rt.compiled.version }, `aam listening on ${scheme}://${o.host}:${g.port}`);
-  process.on('SIGHUP', () => g.rt.reload('SIGHUP'));
+  process.on('SIGHUP', () => {
+    g.rt.reload('SIGHUP');
+    g.rt.tls?.reload(g.rt.compiled.set); // re-read X.509 bundle files even when the config text is unchanged
+  });
   const stop = (sig: string) => {
     g.rt.log.info({ event: 'shutdown', signal: sig }, 'draining in-flight requests');
     // Hard deadline so a stuck stream cannot block shutdown forever.

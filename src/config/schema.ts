@@ -228,16 +228,20 @@ export const guardrailSpec = z.strictObject({
   json_schema: z.record(z.string(), z.unknown()).optional(),
 });
 
-/** A trusted SPIFFE trust domain (metadata.name, e.g. "prod"): where its JWT-SVID signing keys come from. */
+/** A trusted SPIFFE trust domain (metadata.name, e.g. "prod"): where its JWT-SVID keys and X.509-SVID CAs come from. */
 export const trustDomainSpec = z.strictObject({
   jwks_url: z.url({ protocol: /^https?$/ }).optional(),
   /** Path to a JWKS (or SPIFFE bundle) JSON file; relative paths are resolved against the config file's directory. */
   jwks_file: z.string().min(1).optional(),
+  /** PEM file of the CAs that sign this domain's X.509-SVIDs (mTLS); only they can vouch for its SPIFFE IDs. Relative to the config file. */
+  x509_bundle_file: z.string().min(1).optional(),
   refresh_seconds: positive.optional(),
   /** Audience tokens from this trust domain must carry (default: the gateway's own audiences). */
   audience: z.string().min(1).optional(),
-}).refine((s) => (s.jwks_url === undefined) !== (s.jwks_file === undefined), {
-  message: 'set exactly one of jwks_url or jwks_file',
+}).refine((s) => s.jwks_url === undefined || s.jwks_file === undefined, {
+  message: 'set at most one of jwks_url or jwks_file',
+}).refine((s) => s.jwks_url !== undefined || s.jwks_file !== undefined || s.x509_bundle_file !== undefined, {
+  message: 'set jwks_url or jwks_file (JWT-SVID keys), x509_bundle_file (X.509-SVID CAs), or both',
 });
 
 export const specByKind = {

@@ -4,7 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import type { ConfigSet } from '../config/schema.ts';
+import type { ConfigSet, Resource, TrustDomainSpec } from '../config/schema.ts';
 
 export interface TrustDomainSource {
   /** Trust domain name, e.g. "prod" (matches spiffe://prod/...). */
@@ -56,16 +56,26 @@ export const DEFAULT_REFRESH_SECONDS = 300;
 const MAX_BYTES = 1 << 20;
 const MAX_KEYS = 100;
 
-/** TrustDomain resources -> sources, with jwks_file resolved against the config file's directory. */
-export function trustDomainsFromConfig(config: Pick<ConfigSet, 'trustDomains'>): TrustDomainSource[] {
+/** A path from a config file, resolved against that file's directory when relative. */
+export function pathNextToConfig(configFile: string, path: string): string {
+  return isAbsolute(path) ? path : resolve(dirname(configFile), path);
+}
+
+/** TrustDomain resources, refused when a name is not a SPIFFE trust domain. */
+export function checkedTrustDomains(config: Pick<ConfigSet, 'trustDomains'>): Array<Resource<TrustDomainSpec>> {
   const bad = [...config.trustDomains.values()].filter((r) => !/^[a-z0-9._-]+$/.test(r.name));
   if (bad.length) {
     throw new Error(bad.map((r) => `${r.file} (document ${r.index + 1}): TrustDomain "${r.name}": metadata.name must be a SPIFFE trust domain (lowercase letters, digits, ".", "-", "_")`).join('\n'));
   }
-  return [...config.trustDomains.values()].map((r) => ({
+  return [...config.trustDomains.values()];
+}
+
+/** TrustDomain resources with JWT-SVID keys -> sources, with jwks_file resolved against the config file's directory. */
+export function trustDomainsFromConfig(config: Pick<ConfigSet, 'trustDomains'>): TrustDomainSource[] {
+  return checkedTrustDomains(config).filter((r) => r.spec.jwks_url || r.spec.jwks_file).map((r) => ({
     name: r.name,
     ...(r.spec.jwks_url ? { jwksUrl: r.spec.jwks_url } : {}),
-    ...(r.spec.jwks_file ? { jwksFile: isAbsolute(r.spec.jwks_file) ? r.spec.jwks_file : resolve(dirname(r.file), r.spec.jwks_file) } : {}),
+    ...(r.spec.jwks_file ? { jwksFile: pathNextToConfig(r.file, r.spec.jwks_file) } : {}),
     refreshSeconds: r.spec.refresh_seconds ?? DEFAULT_REFRESH_SECONDS,
     ...(r.spec.audience ? { audience: r.spec.audience } : {}),
   }));

@@ -155,7 +155,7 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
       verifiedBy = 'aam';
     } else {
       const cache = domains.get(id.trustDomain);
-      if (!cache) return fail('unknown_trust_domain', `trust domain "${id.trustDomain}" is not configured (add a TrustDomain resource)`);
+      if (!cache) return fail('unknown_trust_domain', `trust domain "${id.trustDomain}" has no JWT-SVID keys configured (a TrustDomain resource with jwks_url or jwks_file)`);
       const found = await cache.lookup(header.kid);
       if (!found.ok) {
         if (found.code === 'jwks_unavailable') return fail('jwks_unavailable', found.message);
