@@ -141,7 +141,13 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   const close = () => closing ??= (async () => {
     watcher.close();
     rt.ready = false;
-    await new Promise<void>((resolve) => { server.close(() => resolve()); server.closeIdleConnections(); });
+    await new Promise<void>((resolve) => {
+      // A keep-alive connection goes idle when its in-flight request finishes; close() would wait
+      // for it (until the hard deadline), so idle connections are swept until the last one is gone.
+      const sweep = setInterval(() => server.closeIdleConnections(), 50);
+      server.close(() => { clearInterval(sweep); resolve(); });
+      server.closeIdleConnections();
+    });
     await mcp.close();
     await rt.close();
     stopRetention?.();
