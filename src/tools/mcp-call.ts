@@ -71,17 +71,34 @@ async function guardedResult<T>(rt: Runtime, s: SessionCtx, result: T, where: st
  * upstream sees it (a stdio server holds its credential from spawn, so injection is no check).
  */
 function admit(rt: Runtime, s: SessionCtx, entry: ServerEntry, d: Decision, ev: Record<string, unknown>): void {
-  const refused = entry.spec.credential ? rt.deps.credentialRefusal(entry.spec.credential, s.identity) : null;
+  const refused = credentialRefusal(rt, s, entry);
   if (refused) {
-    rt.deps.audit.record({ ...ev, type: 'tool.rejected', outcome: { status: 'credential_denied', error: refused } });
-    throw new ToolError('policy_denied', refused, { code: RPC.denied, status: 403 });
+    rt.deps.audit.record({ ...ev, type: 'tool.rejected', outcome: { status: 'credential_denied', error: refused.message } });
+    throw refused;
   }
-  rt.deps.admitCall(s.identity, d);
+  try { rt.deps.admitCall(s.identity, d); } catch (e) {
+    rt.deps.audit.record({ ...ev, type: 'tool.rejected', outcome: { status: 'rate_limited', error: errMsg(e) } });
+    throw e;
+  }
 }
 
-/** Servers in this session's scope whose credential the caller may use (listings hide the rest). */
+function credentialRefusal(rt: Runtime, s: SessionCtx, entry: ServerEntry): ToolError | null {
+  const why = entry.spec.credential ? rt.deps.credentialRefusal(entry.spec.credential, s.identity) : null;
+  return why === null ? null : new ToolError('policy_denied', `MCP server "${entry.name}": ${why}`, { code: RPC.denied, status: 403, data: { reason: 'credential_not_allowed', credential: entry.spec.credential } });
+}
+
+/**
+ * Servers in this session's scope whose credential the caller may use: on /mcp listings hide the
+ * rest (like tools it may not call); on /mcp/<server> the listing itself is refused, saying why.
+ */
 function listable(rt: Runtime, s: SessionCtx): ServerEntry[] {
-  return rt.catalog.inScope(s.scope).filter((e) => !e.spec.credential || rt.deps.credentialRefusal(e.spec.credential, s.identity) === null);
+  const out: ServerEntry[] = [];
+  for (const e of rt.catalog.inScope(s.scope)) {
+    const refused = credentialRefusal(rt, s, e);
+    if (!refused) out.push(e);
+    else if (s.scope !== null) throw refused;
+  }
+  return out;
 }
 
 export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs: unknown, extra: Extra): Promise<CallToolResult> {
@@ -276,7 +293,10 @@ export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: 
   }
   if (!entry) throw new ToolError('unknown_prompt', `unknown prompt "${name}"; call prompts/list for the prompts you may use`, { code: RPC.notFound, status: 404 });
   const requestId = authorizeOrThrow(rt, s, entry, PROMPT_GET, { name: prompt, arguments: args ?? {} }, `prompts/get "${name}" (resource ${entry.resource})`);
-  const r = await entry.upstream.getPrompt(prompt, args, s.identity, extra);
+  // Prompt arguments are text the agent sends: input guardrails, like tool arguments.
+  const gi = await rt.deps.guard(s.identity, 'input', args ?? {}, `prompts/get ${name}`, requestId, entry.spec.guardrails);
+  if (!gi.ok) throw new ToolError('guardrail_blocked', gi.message, { code: RPC.denied, status: 400, data: { guardrail: gi.guardrail } });
+  const r = await entry.upstream.getPrompt(prompt, gi.value as Record<string, string>, s.identity, extra);
   enforceLimit(rt, entry, `prompts/get "${name}"`, r);
   return guardedResult(rt, s, r, `prompts/get ${name}`, requestId, entry.spec.guardrails);
 }

@@ -1,0 +1,151 @@
+// Issue 12, findings 2, 6 and 9, through the real gateway: guardrails see every string an agent
+// sends or receives on every plane (tool definitions, unknown fields, file and document parts,
+// embeddings input, MCP resources and prompts, webhooks on content-part arrays, completions and
+// streams), and the prompt estimate behind budgets and tpm cannot be dodged by a chunked upload.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { startFakeUpstream, type FakeUpstream } from './fake-upstream.ts';
+import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { localServer, type LocalServer } from './helpers/e2e.ts';
+import { stdioServerDoc } from './fixtures/mcp-accounts/upstream.ts';
+
+const SSN = '078-05-1120';
+let fake: FakeUpstream;
+let gw: TestGateway;
+let checker: LocalServer;
+const seen: Array<{ direction: string; texts?: string[]; text: string }> = [];
+
+function agent(name: string, guardrails: string[], extra: Record<string, unknown> = {}): string[] {
+  return [
+    doc('Agent', name, { workload: `spiffe://test/agent/${name}`, team: 'qa', environment: 'dev' }),
+    doc('AgentPolicy', `${name}-policy`, { identity: { workload: `spiffe://test/agent/${name}` }, models: { allow: ['gpt', 'claude', 'emb'] }, guardrails, ...extra }),
+  ];
+}
+
+before(async () => {
+  fake = await startFakeUpstream();
+  checker = await localServer((_req, res, body) => {
+    const p = JSON.parse(body) as { direction: string; texts?: string[]; text: string };
+    seen.push(p);
+    const verdict = p.text.includes('forbidden') ? { verdict: 'block', reason: 'policy word' } : { verdict: 'allow' };
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(verdict));
+  });
+  gw = await startTestGateway(yaml(
+    doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${fake.url}/v1` }),
+    doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${fake.url}/v1` }),
+    doc('Model', 'gpt', { targets: [{ provider: 'oai', model: 'ok' }], retries: { attempts: 0 }, pricing: { input_per_1m: 10, output_per_1m: 10 } }),
+    doc('Model', 'claude', { targets: [{ provider: 'ant', model: 'ok' }], retries: { attempts: 0 }, pricing: { input_per_1m: 1, output_per_1m: 1 } }),
+    doc('Model', 'emb', { kind: 'embeddings', targets: [{ provider: 'oai', model: 'e' }], pricing: { input_per_1m: 1, output_per_1m: 0 } }),
+    doc('Guardrail', 'no-ssn', { on: ['input', 'output'], detect: ['ssn'], action: 'block' }),
+    doc('Guardrail', 'mask-email-out', { on: ['output'], detect: ['email'], action: 'redact' }),
+    doc('Guardrail', 'checker-in', { on: ['input'], action: 'block', webhook: { url: `${checker.url}/in`, timeout_ms: 2000, on_error: 'block' } }),
+    doc('Guardrail', 'checker-out', { on: ['output'], action: 'block', webhook: { url: `${checker.url}/out`, timeout_ms: 2000, on_error: 'block' } }),
+    ...agent('ssn', ['no-ssn'], { tools: [{ resource: 'salesforce.accounts', actions: ['resources/read', 'prompts/get', 'search'] }] }),
+    ...agent('masked', ['mask-email-out'], { tools: [{ resource: 'salesforce.accounts', actions: ['resources/read', 'prompts/get', 'search'] }] }),
+    ...agent('hooked-in', ['checker-in']),
+    ...agent('hooked-out', ['checker-out']),
+    ...agent('tight', [], { models: { allow: ['gpt'], budget: { daily_usd: 0.5 } } }),
+    stdioServerDoc('salesforce', {}, '  resource: salesforce.accounts'),
+  ));
+});
+after(async () => { await gw?.close(); await checker?.close(); await fake?.close(); });
+
+async function post(path: string, agentName: string, body: unknown): Promise<{ status: number; json: { error?: { code?: string; message?: string } } & Record<string, unknown>; text: string }> {
+  const r = await fetch(`${gw.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${gw.key(agentName)}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const text = await r.text();
+  let json = {};
+  try { json = JSON.parse(text); } catch { /* SSE */ }
+  return { status: r.status, json, text };
+}
+
+test('an SSN anywhere in a chat request is blocked before the upstream: tool descriptions, unknown fields, file parts, documents', async () => {
+  const b64 = (t: string) => Buffer.from(t).toString('base64');
+  const cases: Array<[string, string, unknown]> = [
+    ['tools[].function.description', '/v1/chat/completions', { model: 'gpt', messages: [{ role: 'user', content: 'hi' }], tools: [{ type: 'function', function: { name: 'f', description: `customer ssn ${SSN}`, parameters: { type: 'object' } } }] }],
+    ['unknown top-level field', '/v1/chat/completions', { model: 'gpt', messages: [{ role: 'user', content: 'hi' }], metadata: { note: `ssn ${SSN}` } }],
+    ['file part', '/v1/chat/completions', { model: 'gpt', messages: [{ role: 'user', content: [{ type: 'text', text: 'read this' }, { type: 'file', file: { filename: 'a.txt', file_data: `data:text/plain;base64,${b64(`ssn ${SSN}`)}` } }] }] }],
+    ['anthropic document block', '/v1/messages', { model: 'claude', max_tokens: 50, messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'text', media_type: 'text/plain', data: `ssn ${SSN}` } }, { type: 'text', text: 'summarise' }] }] }],
+    ['anthropic document block (base64)', '/v1/messages', { model: 'claude', max_tokens: 50, messages: [{ role: 'user', content: [{ type: 'document', source: { type: 'base64', media_type: 'text/plain', data: b64(`the customer's ssn is ${SSN}, please keep it on file for the account`) } }] }] }],
+  ];
+  for (const [what, path, body] of cases) {
+    const before = fake.requests.length;
+    const r = await post(path, 'ssn', body);
+    assert.equal(r.status, 400, `${what}: ${r.text}`);
+    assert.match(r.text, /guardrail_blocked|no-ssn/, what);
+    assert.equal(fake.requests.length, before, `${what}: the upstream never sees it`);
+  }
+  assert.equal((await post('/v1/chat/completions', 'ssn', { model: 'gpt', messages: [{ role: 'user', content: 'hello' }] })).status, 200, 'a clean request passes');
+});
+
+test('/v1/embeddings input passes the input guardrails', async () => {
+  const before = fake.requests.length;
+  const r = await post('/v1/embeddings', 'ssn', { model: 'emb', input: ['fine', `ssn ${SSN}`] });
+  assert.equal(r.status, 400, r.text);
+  assert.equal(r.json.error?.code, 'guardrail_blocked');
+  assert.equal(fake.requests.length, before);
+  assert.equal((await post('/v1/embeddings', 'ssn', { model: 'emb', input: 'fine' })).status, 200);
+});
+
+test('webhook guardrails see content-part arrays and every leaf, and run on completions (stream too)', async () => {
+  seen.length = 0;
+  const parts = await post('/v1/chat/completions', 'hooked-in', { model: 'gpt', messages: [{ role: 'user', content: [{ type: 'text', text: 'this is forbidden' }] }] });
+  assert.equal(parts.status, 400, parts.text);
+  assert.ok(seen.some((p) => p.texts?.includes('this is forbidden')), 'the checker got the part text as a leaf');
+  // The fake upstream echoes the prompt: the completion carries the word, the output webhook blocks it.
+  for (const stream of [false, true]) {
+    const out = await post('/v1/chat/completions', 'hooked-out', { model: 'gpt', stream, messages: [{ role: 'user', content: 'say forbidden' }] });
+    if (stream) assert.ok(out.status === 400 || /guardrail_blocked/.test(out.text), `stream: ${out.text}`);
+    else assert.equal(out.status, 400, out.text);
+    assert.ok(!/echo: say forbidden/.test(out.text), `stream=${stream}: the blocked completion never reaches the agent`);
+    assert.ok(seen.some((p) => p.direction === 'output' && p.text.includes('forbidden')));
+  }
+  const fine = await post('/v1/chat/completions', 'hooked-out', { model: 'gpt', stream: true, messages: [{ role: 'user', content: 'say hello' }] });
+  assert.equal(fine.status, 200);
+  assert.match(fine.text, /data: /, 'still a stream');
+  assert.match(fine.text.replace(/"\}[^]*?"content":"/g, ''), /hello/);
+});
+
+test('MCP resources/read and prompts/get results pass output guardrails', async () => {
+  const connect = async (agentName: string) => {
+    const c = new Client({ name: 't', version: '1' });
+    await c.connect(new StreamableHTTPClientTransport(new URL(`${gw.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${gw.key(agentName)}` } } }));
+    return c;
+  };
+  const masked = await connect('masked');
+  try {
+    await masked.listResources();
+    const r = await masked.readResource({ uri: 'account://a1' });
+    const text = JSON.stringify(r);
+    assert.ok(!text.includes('jane@example.com'), text);
+    assert.match(text, /\[EMAIL\]/);
+  } finally { await masked.close(); }
+  const ssn = await connect('ssn');
+  try {
+    await assert.rejects(ssn.getPrompt({ name: 'salesforce__summarize_account', arguments: { id: `ssn ${SSN}` } }), /guardrail|no-ssn/);
+    const ok = await ssn.getPrompt({ name: 'salesforce__summarize_account', arguments: { id: 'a1' } });
+    assert.match(JSON.stringify(ok), /Summarize account a1/);
+  } finally { await ssn.close(); }
+});
+
+test('a chunked upload cannot dodge the budget pre-check (the bytes read, not content-length, bound the prompt)', async () => {
+  const big = { model: 'gpt', max_tokens: 16, messages: [{ role: 'user', content: 'x '.repeat(200_000) }] };
+  const bytes = Buffer.from(JSON.stringify(big));
+  const key = gw.key('tight');
+  const send = (chunked: boolean) => fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: chunked ? new ReadableStream({ start(c) { for (let i = 0; i < bytes.length; i += 65_536) c.enqueue(bytes.subarray(i, i + 65_536)); c.close(); } }) : bytes,
+    ...(chunked ? { duplex: 'half' } : {}),
+  } as RequestInit);
+  const before = fake.requests.length;
+  // ~100k prompt tokens at $10 per 1M is ~$1 of worst case: over the $0.50 daily budget.
+  const withLength = await send(false);
+  assert.equal(withLength.status, 429, (await withLength.text()).slice(0, 300));
+  const chunked = await send(true);
+  const body = await chunked.text();
+  assert.equal(chunked.status, 429, `chunked upload must be refused the same way: ${body.slice(0, 300)}`);
+  assert.match(body, /budget_exceeded/);
+  assert.equal(fake.requests.length, before, 'neither reached the upstream');
+});
