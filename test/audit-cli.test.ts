@@ -3,24 +3,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { auditCommands } from '../src/audit/cli.ts';
 import { openAuditLog } from '../src/audit/log.ts';
-import { rewriteTrail, sampleEvent, tempDir } from './audit-helpers.ts';
-
-async function run(cmd: string, data: string, values: Record<string, string | boolean> = {}, positionals: string[] = []): Promise<{ code: number; out: string }> {
-  let out = '';
-  const orig = process.stdout.write.bind(process.stdout);
-  const origErr = process.stderr.write.bind(process.stderr);
-  process.stdout.write = ((chunk: string | Uint8Array) => { out += chunk.toString(); return true; }) as typeof process.stdout.write;
-  process.stderr.write = (() => true) as typeof process.stderr.write;
-  try {
-    const code = await auditCommands[cmd].run({ values, positionals, g: { config: 'aam.yaml', data } });
-    return { code, out };
-  } finally {
-    process.stdout.write = orig;
-    process.stderr.write = origErr;
-  }
-}
+import { rewriteTrail, runAudit, sampleEvent, tempDir } from './audit-helpers.ts';
 
 test('audit verify/export/query/show/public-key/prune work end to end and verify fails after tampering', async () => {
   const dir = tempDir();
@@ -34,46 +18,46 @@ test('audit verify/export/query/show/public-key/prune work end to end and verify
   log.record({ type: 'tool.intent', request_id: 'req-flat', agent: 'flat-agent', plane: 'mcp', decision: { effect: 'allow', policy: 'p' } });
   await log.close();
 
-  const pub = await run('audit public-key', dir);
+  const pub = await runAudit('audit public-key', dir);
   assert.match(pub.out, /BEGIN PUBLIC KEY/);
   const pemFile = join(dir, 'audit.pub.pem');
   writeFileSync(pemFile, pub.out);
 
-  const v = await run('audit verify', dir, { 'public-key': pemFile });
+  const v = await runAudit('audit verify', dir, { 'public-key': pemFile });
   assert.equal(v.code, 0, v.out);
   assert.match(v.out, /^OK: .*121 events/);
 
   const exportFile = join(dir, 'export.jsonl');
-  assert.equal((await run('audit export', dir, { out: exportFile })).code, 0);
-  assert.equal((await run('audit verify', dir, { 'public-key': pemFile, file: exportFile })).code, 0);
+  assert.equal((await runAudit('audit export', dir, { out: exportFile })).code, 0);
+  assert.equal((await runAudit('audit verify', dir, { 'public-key': pemFile, file: exportFile })).code, 0);
   writeFileSync(exportFile, readFileSync(exportFile, 'utf8').replace('"req-3"', '"req-X"'));
-  const bad = await run('audit verify', dir, { 'public-key': pemFile, file: exportFile });
+  const bad = await runAudit('audit verify', dir, { 'public-key': pemFile, file: exportFile });
   assert.equal(bad.code, 1);
   assert.match(bad.out, /TAMPERED: .*altered at seq 7/);
 
-  const q = await run('audit query', dir, { agent: 'flat-agent', json: true });
+  const q = await runAudit('audit query', dir, { agent: 'flat-agent', json: true });
   const flat = JSON.parse(q.out.trim()) as Record<string, unknown>;
   assert.deepEqual([flat.plane, flat.seq], ['mcp', 121]);
-  assert.equal((await run('audit query', dir, { decision: 'allow', agent: 'flat-agent' })).out.split('\n').filter(Boolean).length, 1);
+  assert.equal((await runAudit('audit query', dir, { decision: 'allow', agent: 'flat-agent' })).out.split('\n').filter(Boolean).length, 1);
 
-  const show = await run('audit show', dir, {}, ['req-5']);
+  const show = await runAudit('audit show', dir, {}, ['req-5']);
   assert.equal(show.code, 0);
   assert.deepEqual(show.out.trim().split('\n').map((l) => l.split('  ')[2]), ['decision', 'model_call']);
-  assert.equal((await run('audit show', dir, {}, ['nope'])).code, 1);
+  assert.equal((await runAudit('audit show', dir, {}, ['nope'])).code, 1);
 
   const ocsf = join(dir, 'ocsf.jsonl');
-  await run('audit export', dir, { out: ocsf, format: 'ocsf' });
+  await runAudit('audit export', dir, { out: ocsf, format: 'ocsf' });
   const first = JSON.parse(readFileSync(ocsf, 'utf8').split('\n')[0]) as { class_uid: number };
   assert.equal(first.class_uid, 6003);
 
-  assert.equal((await run('audit prune', dir, { before: '2026-01-01T01:00:00Z' })).code, 0);
-  const after = await run('audit verify', dir, { 'public-key': pemFile });
+  assert.equal((await runAudit('audit prune', dir, { before: '2026-01-01T01:00:00Z' })).code, 0);
+  const after = await runAudit('audit verify', dir, { 'public-key': pemFile });
   assert.equal(after.code, 0, after.out);
   assert.match(after.out, /retention checkpoint at 60/);
 
   // The trail now starts at seq 61: drop event 100 (a block of its own, renumbering the rest).
   rewriteTrail(dir, (events) => events.filter((_, i) => i !== 100 - 61), 1);
-  const t = await run('audit verify', dir, { 'public-key': pemFile });
+  const t = await runAudit('audit verify', dir, { 'public-key': pemFile });
   assert.equal(t.code, 1);
   assert.match(t.out, /removed at seq 100/);
 });

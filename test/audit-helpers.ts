@@ -6,6 +6,7 @@ import type { AuditEventInput } from '../src/audit/event.ts';
 import { encodeEvent } from '../src/audit/event.ts';
 import { BLOCK_COLUMNS, KEYS, openAuditDb, readBlocks } from '../src/audit/store.ts';
 import { createSegment, readLines, segmentFileName } from '../src/audit/segment.ts';
+import { auditCommands } from '../src/audit/cli.ts';
 
 const made: string[] = [];
 process.once('exit', () => { for (const d of made) rmSync(d, { recursive: true, force: true }); });
@@ -100,4 +101,21 @@ export function rewriteTrail(dir: string, mutate: (events: TrailEvent[]) => Trai
     db.exec('COMMIT');
     for (const gen of old) rmSync(join(dir, segmentFileName(gen)), { force: true });
   } finally { db.close(); }
+}
+
+/** Run `aam audit <cmd>` in-process against data dir `data`; stdout is captured, stderr too (kept apart). */
+export async function runAudit(cmd: string, data: string, values: Record<string, string | boolean> = {}, positionals: string[] = []): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const orig = process.stdout.write.bind(process.stdout);
+  const origErr = process.stderr.write.bind(process.stderr);
+  process.stdout.write = ((chunk: string | Uint8Array) => { out += chunk.toString(); return true; }) as typeof process.stdout.write;
+  process.stderr.write = ((chunk: string | Uint8Array) => { err += chunk.toString(); return true; }) as typeof process.stderr.write;
+  try {
+    const code = await auditCommands[`audit ${cmd.replace(/^audit /, '')}`].run({ values, positionals, g: { config: 'aam.yaml', data } });
+    return { code, out, err };
+  } finally {
+    process.stdout.write = orig;
+    process.stderr.write = origErr;
+  }
 }

@@ -2,6 +2,7 @@
 // survive a restart; the file sink rotates without losing lines; OTLP reaches a local collector.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { IncomingMessage, ServerResponse, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -12,8 +13,14 @@ import { openAuditLog } from '../src/audit/log.ts';
 import { startSinks } from '../src/audit/sinks.ts';
 import { webhookSink, otlpLogsSink, signWebhookBody } from '../src/audit/sink-http.ts';
 import { fileSink } from '../src/audit/sink-file.ts';
-import { verifyExport } from '../src/audit/verify.ts';
+import { verifyDatabase, verifyExport } from '../src/audit/verify.ts';
+import { checkpointSignatureValid } from '../src/audit/checkpoint.ts';
+import type { Checkpoint } from '../src/audit/checkpoint.ts';
+import { newestCheckpoint, parseCheckpoints } from '../src/audit/anchor.ts';
 import { sampleEvent, tempDir } from './audit-helpers.ts';
+
+/** The documented webhook signature (README, AAM_AUDIT_WEBHOOK_SECRET), computed here without aam's signer. */
+const documentedSignature = (secret: string, rawBody: string) => 'sha256=' + createHmac('sha256', Buffer.from(secret, 'utf8')).update(Buffer.from(rawBody, 'utf8')).digest('hex');
 
 function listen(handler: (req: IncomingMessage, body: string, res: ServerResponse) => void, port = 0): Promise<Server> {
   const server = createServer((req, res) => {
@@ -47,10 +54,12 @@ test('webhook down then up: every event delivered exactly once, signed, in order
   let requests = 0;
   const server = await listen((req, body, res) => {
     requests++;
-    assert.equal(req.headers['x-aam-signature'], signWebhookBody(secret, body));
-    assert.notEqual(req.headers['x-aam-signature'], signWebhookBody('other', body));
+    assert.equal(req.headers['x-aam-signature'], documentedSignature(secret, body), 'HMAC-SHA256 of the raw body under the shared secret');
+    assert.notEqual(req.headers['x-aam-signature'], documentedSignature('other', body));
     // The first answer after recovery is a 503: that batch must come again, not be skipped.
     if (requests === 1) { res.writeHead(503).end('warming up'); return; }
+    // A checkpoint signed meanwhile (the 10 s timer on a slow machine) comes as its own record.
+    if (req.headers['x-aam-record'] === 'checkpoints') { res.writeHead(204).end(); return; }
     const payload = JSON.parse(body) as { events: { seq: number }[] };
     assert.equal(req.headers['idempotency-key'], `aam-audit-${payload.events[0].seq}-${payload.events.at(-1)?.seq}`);
     for (const e of payload.events) seen.push(e.seq);
@@ -122,6 +131,76 @@ test('OTLP logs sink posts /v1/logs JSON that a local collector can read', async
   assert.deepEqual(seqs, Array.from({ length: 10 }, (_, i) => String(i + 1)));
   assert.equal(records[0].severityText, 'WARN'); // seq 1 is a deny in the sample data
   assert.equal(JSON.parse(records[3].body.stringValue).seq, 4);
+  await new Promise((r) => collector.close(r));
+  await log.close();
+});
+
+test('every sink gets each signed checkpoint as its own record, after the events it covers, once across restarts', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir, checkpointEvery: 100, batchSize: 50 });
+  const pub = log.publicKeyPem();
+  const secret = 'whsec-cp';
+  let maxSeq = 0;
+  const hooked: { seqSeen: number; cps: Checkpoint[] }[] = [];
+  const hook = await listen((req, body, res) => {
+    assert.equal(req.headers['x-aam-signature'], signWebhookBody(secret, body));
+    const payload = JSON.parse(body) as { events?: { seq: number }[]; checkpoints?: Checkpoint[] };
+    if (req.headers['x-aam-record'] === 'checkpoints') {
+      assert.match(String(req.headers['idempotency-key']), /^aam-checkpoint-\d+-[0-9a-f]{16}$/);
+      hooked.push({ seqSeen: maxSeq, cps: payload.checkpoints ?? [] });
+    } else {
+      assert.equal(req.headers['x-aam-record'], 'events');
+      for (const e of payload.events ?? []) maxSeq = Math.max(maxSeq, e.seq);
+    }
+    res.writeHead(204).end();
+  });
+  const logs: { attributes: { key: string; value: Record<string, string> }[]; body: { stringValue: string } }[] = [];
+  const collector = await listen((_req, body, res) => {
+    logs.push(...(JSON.parse(body) as { resourceLogs: { scopeLogs: { logRecords: typeof logs }[] }[] }).resourceLogs[0].scopeLogs[0].logRecords);
+    res.writeHead(200).end('{}');
+  });
+  const path = join(dir, 'export', 'audit.jsonl');
+  const sinks = () => [
+    webhookSink({ name: 'siem', url: `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook`, secret }),
+    otlpLogsSink({ endpoint: `http://127.0.0.1:${(collector.address() as AddressInfo).port}` }),
+    fileSink({ path }),
+  ];
+  const runner = startSinks(log, sinks(), { batchSize: 30, pollMs: 20 });
+  for (let i = 0; i < 250; i++) log.record(sampleEvent(i));
+  await log.flush();
+  assert.equal(await log.checkpoint(), 250);
+  await runner.drain(10_000);
+  assert.deepEqual(runner.status().map((s) => s.checkpoints), [3, 3, 3]);
+  await runner.stop();
+
+  // Webhook: tree sizes 100, 200, 250, each signed and sent only once its events were.
+  const sent = hooked.flatMap((h) => h.cps.map((c) => ({ c, seqSeen: h.seqSeen })));
+  assert.deepEqual(sent.map((x) => x.c.tree_size), [100, 200, 250]);
+  for (const { c, seqSeen } of sent) {
+    assert.ok(checkpointSignatureValid(c, pub));
+    assert.ok(seqSeen >= c.tree_size, `checkpoint ${c.tree_size} came before its events (${seqSeen} delivered)`);
+  }
+  // OTLP: a log record of its own kind whose body is the checkpoint line.
+  const cpLogs = logs.filter((r) => r.attributes.some((a) => a.key === 'event.name' && a.value.stringValue === 'aam.audit.checkpoint'));
+  assert.deepEqual(cpLogs.map((r) => r.attributes.find((a) => a.key === 'aam.audit.checkpoint.tree_size')?.value.intValue), ['100', '200', '250']);
+  assert.ok(checkpointSignatureValid(parseCheckpoints(cpLogs[2].body.stringValue)[0], pub));
+  // File: still verifies as an export, and serves as the outside checkpoint for verify.
+  const text = readFileSync(path, 'utf8');
+  const asExport = verifyExport(text, pub);
+  assert.deepEqual([asExport.ok, asExport.events, asExport.checkpoints], [true, 250, 3], asExport.firstError?.message);
+  const held = verifyDatabase(dir, pub, undefined, newestCheckpoint(parseCheckpoints(text)));
+  assert.deepEqual([held.ok, held.outside?.tree_size], [true, 250], held.firstError?.message);
+
+  // A restart resumes both cursors: only the new checkpoint is sent.
+  hooked.length = 0;
+  for (let i = 0; i < 20; i++) log.record(sampleEvent(i));
+  await log.flush();
+  await log.checkpoint();
+  const again = startSinks(log, sinks(), { batchSize: 30, pollMs: 20 });
+  await again.drain(10_000);
+  await again.stop();
+  assert.deepEqual(hooked.flatMap((h) => h.cps.map((c) => c.tree_size)), [270]);
+  await new Promise((r) => hook.close(r));
   await new Promise((r) => collector.close(r));
   await log.close();
 });

@@ -28,3 +28,26 @@ export function signCheckpoint(key: SigningKey, treeSize: number, headHash: stri
 export function checkpointSignatureValid(c: Checkpoint, publicKeyPem: string): boolean {
   return verifyBytes(publicKeyPem, checkpointPayload(c), c.signature);
 }
+
+/** A checkpoint as a record wherever it leaves the database: exports, sinks, the checkpoint file. */
+export function checkpointRecord(c: Checkpoint): { kind: 'checkpoint' } & Checkpoint {
+  return { kind: 'checkpoint', tree_size: c.tree_size, head_hash: c.head_hash, time: c.time, type: c.type, key_id: c.key_id, signature: c.signature };
+}
+
+export function checkpointLine(c: Checkpoint): string {
+  return JSON.stringify(checkpointRecord(c));
+}
+
+const TYPES: readonly string[] = ['periodic', 'close', 'retention'] satisfies CheckpointType[];
+
+/** A checkpoint read from outside (a file, a URL), or what is wrong with it. */
+export function checkpointOf(v: unknown): Checkpoint | string {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'not a JSON object';
+  const o = v as Record<string, unknown>;
+  if (!Number.isSafeInteger(o.tree_size) || (o.tree_size as number) < 1) return 'tree_size is not a positive integer';
+  if (typeof o.head_hash !== 'string' || !/^[0-9a-f]{64}$/.test(o.head_hash)) return 'head_hash is not 64 hex digits';
+  if (typeof o.time !== 'string' || Number.isNaN(Date.parse(o.time))) return 'time is not an ISO date';
+  if (typeof o.type !== 'string' || !TYPES.includes(o.type)) return `type is not one of ${TYPES.join(', ')}`;
+  if (typeof o.key_id !== 'string' || typeof o.signature !== 'string') return 'key_id or signature is missing';
+  return { tree_size: o.tree_size as number, head_hash: o.head_hash, time: o.time, type: o.type as CheckpointType, key_id: o.key_id, signature: o.signature };
+}

@@ -7,6 +7,8 @@ import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { verifyDatabase, verifyExport } from './verify.ts';
 import type { VerifyResult } from './verify.ts';
+import { newestCheckpoint, readCheckpointSource } from './anchor.ts';
+import type { Checkpoint } from './checkpoint.ts';
 import { exportJsonl } from './export.ts';
 import { queryEvents, showRequest, describeEvent } from './query.ts';
 import { toOcsf } from './ocsf.ts';
@@ -32,21 +34,31 @@ const str = (v: Values[string]): string | undefined => (typeof v === 'string' ? 
 
 export const auditCommands: Record<string, AuditCommand> = {
   'audit verify': {
-    summary: 'verify the audit hash chain and signed checkpoints (database or exported file)',
-    usage: 'aam audit verify [--public-key PEM_FILE] [--file EXPORT.jsonl]   (exit 0 = intact, 1 = tampered)',
-    options: { 'public-key': { type: 'string' }, file: { type: 'string' }, json: { type: 'boolean' } },
+    summary: 'verify the audit hash chain and signed checkpoints (database or exported file), optionally against a checkpoint kept elsewhere',
+    usage: 'aam audit verify [--public-key PEM_FILE] [--file EXPORT.jsonl] [--checkpoint FILE|URL|JSON]   (exit 0 = intact, 1 = tampered or cut)',
+    options: { 'public-key': { type: 'string' }, file: { type: 'string' }, checkpoint: { type: 'string' }, json: { type: 'boolean' } },
     run: async ({ values, g }) => {
       const keyFile = str(values['public-key']);
       const pem = keyFile ? readFileSync(keyFile, 'utf8') : undefined;
       const file = str(values.file);
+      const source = str(values.checkpoint);
+      let outside: Checkpoint | undefined;
+      if (source) {
+        try {
+          outside = newestCheckpoint(await readCheckpointSource(source));
+        } catch (e) {
+          err(`--checkpoint ${source}: ${e instanceof Error ? e.message : String(e)}; give a copy of audit-checkpoints.jsonl (or one line of it), or an http(s) URL serving one`);
+          return 2;
+        }
+      }
       let r: VerifyResult;
       if (file) {
         if (!pem) { err('verifying an export needs the public key you trust: --public-key FILE (from `aam audit public-key`)'); return 2; }
-        r = verifyExport(readFileSync(file, 'utf8'), pem);
+        r = verifyExport(readFileSync(file, 'utf8'), pem, outside);
       } else {
         await recover(g.data);
         const progress = progressLine('verified', 'events');
-        r = verifyDatabase(g.data, pem, progress);
+        r = verifyDatabase(g.data, pem, progress, outside);
         progress.done();
       }
       if (values.json) out(JSON.stringify(r, null, 2));
@@ -186,11 +198,17 @@ function printVerify(r: VerifyResult, what: string): void {
   if (r.ok) {
     out(`OK: ${what}: ${r.events} events (seq ${r.firstSeq}..${r.lastSeq}), ${r.checkpoints} checkpoints, chain from ${r.anchor === 'genesis' ? 'genesis' : `${r.anchor.type} checkpoint at ${r.anchor.tree_size}`}`);
     if (r.unsignedTail) out(`note: the last ${r.unsignedTail} events are chained but not yet covered by a signed checkpoint`);
+    if (r.outside?.covered) out(`OK: the trail holds every event up to the outside checkpoint at seq ${r.outside.tree_size} (signed ${r.outside.time}) with the hash it signed`);
+    else if (r.outside) out(`note: the outside checkpoint at seq ${r.outside.tree_size} is older than the retention cut; give a newer one to check what remains`);
+    else out('note: without an outside checkpoint a cut tail, or a trail rewritten and re-signed with the signing key, goes unnoticed: add --checkpoint <copy of audit-checkpoints.jsonl>');
   } else {
     const e = r.firstError;
     out(`TAMPERED: ${what}: ${e?.kind} at seq ${e?.seq}: ${e?.message}`);
   }
-  if (r.keySource !== 'given') out(`warning: checked with the ${r.keySource === 'key_file' ? "signing key file's public half" : 'public key stored with the data'}; pass --public-key with a copy kept elsewhere for an independent check`);
+  if (r.keySource !== 'given') {
+    out(`warning: checked with the ${r.keySource === 'key_file' ? "signing key file's public half" : 'public key stored with the data'}; pass --public-key with a copy kept elsewhere for an independent check`);
+    if (r.outside) out('warning: so the outside checkpoint proves little: whoever can rewrite the data dir may hold that key too and sign a checkpoint for a rewritten trail');
+  }
 }
 
 function printEvents(events: AuditEvent[], json: boolean): void {

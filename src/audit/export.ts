@@ -4,6 +4,7 @@
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { firstSeqAtOrAfter, openAuditDb, readCheckpoints, readEvents, retentionAnchor } from './store.ts';
+import { checkpointLine } from './checkpoint.ts';
 import type { Checkpoint } from './checkpoint.ts';
 import { exportLine } from './event.ts';
 
@@ -58,8 +59,4 @@ export async function exportJsonl(dataDir: string, opts: ExportOptions): Promise
   } finally {
     db.close();
   }
-}
-
-function checkpointLine(c: Checkpoint): string {
-  return JSON.stringify({ kind: 'checkpoint', ...c });
 }

@@ -6,6 +6,8 @@ export { argsDigest, canonicalJson } from './canonical.ts';
 export { verifyDatabase, verifyExport } from './verify.ts';
 export type { VerifyResult, VerifyError, TamperKind } from './verify.ts';
 export { exportJsonl } from './export.ts';
+export { checkpointFilePath, newestCheckpoint, parseCheckpoints, readCheckpointSource } from './anchor.ts';
+export type { Checkpoint } from './checkpoint.ts';
 export { toOcsf } from './ocsf.ts';
 export { queryEvents, showRequest, describeEvent } from './query.ts';
 export type { AuditQuery } from './query.ts';

@@ -16,6 +16,7 @@ import type { AuditEventInput } from './event.ts';
 import { checkpointSignatureValid } from './checkpoint.ts';
 import type { CheckpointType } from './checkpoint.ts';
 import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
+import { checkpointFilePath } from './anchor.ts';
 import type { SigningKey } from './keys.ts';
 import { KEYS, auditDbPath, blockEvents, getMeta, lastBlock, openAuditDb, readCheckpoints, retentionAnchor, segmentReferenced, setMeta, transaction } from './store.ts';
 import { claimedKey, closedKey, createSegment, writtenWhole, deleteSegment, indexedKey, legacyJournalKey, legacyJournalLines, linesFrom, listSegments, openInThisProcess, processAlive, processStartOf, segmentFileName } from './segment.ts';
@@ -57,6 +58,8 @@ export interface AuditLogOptions {
   busyTimeoutMs?: number;
   /** Signing key file; default AAM_AUDIT_KEY_FILE or <dataDir>/keys/audit-signing.key. */
   keyFile?: string;
+  /** Each signed checkpoint is appended here too; default AAM_AUDIT_CHECKPOINT_FILE or <dataDir>/audit-checkpoints.jsonl. */
+  checkpointFile?: string;
   /** When a new segment file is started (the unit retention drops); default a day or 10M events. */
   segments?: SegmentPolicy;
 }
@@ -150,7 +153,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   const db = openAuditDb(opts.dataDir, { busyTimeoutMs: Math.min(opts.busyTimeoutMs ?? 200, 200) });
   setMeta(db, `public_key:${key.keyId}`, key.publicKeyPem);
   const head = resumeHead(db, key, opts.dataDir);
-  const init: WriterInit = { dataDir: opts.dataDir, keyFile, busyTimeoutMs: opts.busyTimeoutMs ?? 5000, checkpointEvery: cfg.checkpointEvery, checkpointIntervalMs: cfg.checkpointIntervalMs };
+  const init: WriterInit = { dataDir: opts.dataDir, keyFile, busyTimeoutMs: opts.busyTimeoutMs ?? 5000, checkpointEvery: cfg.checkpointEvery, checkpointIntervalMs: cfg.checkpointIntervalMs, checkpointFile: opts.checkpointFile ?? checkpointFilePath(opts.dataDir) };
 
   let lastSeq = head.seq;
   let lastHash = head.hash;

@@ -1,5 +1,6 @@
 // JSONL file sink with size-based rotation: <path>, <path>.1 (newest rotated) ... <path>.<keep>.
-// Lines are the export format ({"kind":"event",...}) or OCSF, one event per line.
+// Lines are the export format ({"kind":"event",...}) or OCSF, one event per line, and the
+// signed checkpoints as {"kind":"checkpoint",...} lines.
 import { open, rename, stat, unlink } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { mkdirSync } from 'node:fs';
@@ -8,6 +9,8 @@ import type { AuditSink } from './sinks.ts';
 import type { AuditEvent } from './event.ts';
 import { exportLine } from './event.ts';
 import { toOcsf } from './ocsf.ts';
+import { checkpointLine } from './checkpoint.ts';
+import type { Checkpoint } from './checkpoint.ts';
 
 export interface FileSinkOptions {
   name?: string;
@@ -50,27 +53,36 @@ export function fileSink(opts: FileSinkOptions): AuditSink {
     size += bytes;
   }
 
+  /** Append lines (each ending in \n), rotating between lines when the file would grow past maxBytes. */
+  async function writeLines(lines: readonly string[]): Promise<void> {
+    await ensureOpen();
+    let chunk = '';
+    let chunkBytes = 0;
+    for (const line of lines) {
+      const bytes = Buffer.byteLength(line);
+      if (size + chunkBytes + bytes > maxBytes && size + chunkBytes > 0) {
+        await writeChunk(chunk, chunkBytes);
+        chunk = '';
+        chunkBytes = 0;
+        await rotate();
+        size = 0;
+      }
+      chunk += line;
+      chunkBytes += bytes;
+    }
+    await writeChunk(chunk, chunkBytes);
+  }
+
   return {
     name: opts.name ?? `file:${opts.path}`,
-    async deliver(events: AuditEvent[], texts: string[]) {
-      await ensureOpen();
-      let chunk = '';
-      let chunkBytes = 0;
-      for (let i = 0; i < events.length; i++) {
-        // JSONL lines are the stored texts, so `aam audit verify --file` checks a sink's file too.
-        const line = (opts.format === 'ocsf' ? JSON.stringify(toOcsf(events[i])) : exportLine(texts[i])) + '\n';
-        const bytes = Buffer.byteLength(line);
-        if (size + chunkBytes + bytes > maxBytes && size + chunkBytes > 0) {
-          await writeChunk(chunk, chunkBytes);
-          chunk = '';
-          chunkBytes = 0;
-          await rotate();
-          size = 0;
-        }
-        chunk += line;
-        chunkBytes += bytes;
-      }
-      await writeChunk(chunk, chunkBytes);
+    deliver(events: AuditEvent[], texts: string[]) {
+      // JSONL lines are the stored texts, so `aam audit verify --file` checks a sink's file too.
+      return writeLines(events.map((e, i) => (opts.format === 'ocsf' ? JSON.stringify(toOcsf(e)) : exportLine(texts[i])) + '\n'));
+    },
+    // Checkpoint lines as in exports (in OCSF files too: a record of its own kind), after the
+    // events they cover: the file verifies as an export and serves `verify --checkpoint`.
+    deliverCheckpoints(checkpoints: Checkpoint[]) {
+      return writeLines(checkpoints.map((c) => checkpointLine(c) + '\n'));
     },
     async close() {
       await fh?.close();

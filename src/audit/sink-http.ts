@@ -1,9 +1,12 @@
 // HTTP sinks: a signed webhook (batched JSON, HMAC-SHA256 in x-aam-signature, seq range as the
-// idempotency key) and OpenTelemetry logs over OTLP/HTTP JSON (/v1/logs).
-import { createHmac } from 'node:crypto';
+// idempotency key) and OpenTelemetry logs over OTLP/HTTP JSON (/v1/logs). Both carry the signed
+// checkpoints too, as records of their own.
+import { createHash, createHmac } from 'node:crypto';
 import type { AuditSink } from './sinks.ts';
 import type { AuditEvent } from './event.ts';
 import { toOcsf } from './ocsf.ts';
+import { checkpointLine, checkpointRecord } from './checkpoint.ts';
+import type { Checkpoint } from './checkpoint.ts';
 
 export interface WebhookSinkOptions {
   name?: string;
@@ -16,6 +19,12 @@ export interface WebhookSinkOptions {
 }
 
 export function webhookSink(opts: WebhookSinkOptions): AuditSink {
+  const send = (body: string, headers: Record<string, string>): Promise<void> => post(opts.url, body, {
+    ...opts.headers,
+    'content-type': 'application/json',
+    'x-aam-signature': signWebhookBody(opts.secret, body),
+    ...headers,
+  }, opts.timeoutMs ?? 10_000);
   return {
     name: opts.name ?? `webhook:${opts.url}`,
     async deliver(events) {
@@ -25,13 +34,14 @@ export function webhookSink(opts: WebhookSinkOptions): AuditSink {
       });
       const first = events[0].seq;
       const last = events[events.length - 1].seq;
-      await post(opts.url, body, {
-        ...opts.headers,
-        'content-type': 'application/json',
-        'x-aam-signature': signWebhookBody(opts.secret, body),
-        'idempotency-key': `aam-audit-${first}-${last}`,
-        'x-aam-seq-range': `${first}-${last}`,
-      }, opts.timeoutMs ?? 10_000);
+      await send(body, { 'idempotency-key': `aam-audit-${first}-${last}`, 'x-aam-seq-range': `${first}-${last}`, 'x-aam-record': 'events' });
+    },
+    // Their own body ({"checkpoints":[...]}, lines as in exports): a receiver keeps the newest
+    // outside aam for `aam audit verify --checkpoint` (a body as received is accepted there).
+    async deliverCheckpoints(checkpoints) {
+      const body = JSON.stringify({ sent_at: new Date().toISOString(), checkpoints: checkpoints.map(checkpointRecord) });
+      const id = createHash('sha256').update(checkpoints.map((c) => c.signature).join()).digest('hex').slice(0, 16);
+      await send(body, { 'idempotency-key': `aam-checkpoint-${checkpoints[checkpoints.length - 1].tree_size}-${id}`, 'x-aam-record': 'checkpoints' });
     },
   };
 }
@@ -53,17 +63,38 @@ type OtlpValue = { stringValue: string } | { intValue: string } | { doubleValue:
 
 export function otlpLogsSink(opts: OtlpLogsSinkOptions): AuditSink {
   const url = opts.endpoint.replace(/\/+$/, '') + (opts.endpoint.endsWith('/v1/logs') ? '' : '/v1/logs');
+  const send = (logRecords: Record<string, unknown>[]): Promise<void> => {
+    const body = JSON.stringify({
+      resourceLogs: [{
+        resource: { attributes: [attr('service.name', opts.serviceName ?? 'aam')] },
+        scopeLogs: [{ scope: { name: 'aam.audit' }, logRecords }],
+      }],
+    });
+    return post(url, body, { ...opts.headers, 'content-type': 'application/json' }, opts.timeoutMs ?? 10_000);
+  };
   return {
     name: opts.name ?? `otlp:${opts.endpoint}`,
-    async deliver(events) {
-      const body = JSON.stringify({
-        resourceLogs: [{
-          resource: { attributes: [attr('service.name', opts.serviceName ?? 'aam')] },
-          scopeLogs: [{ scope: { name: 'aam.audit' }, logRecords: events.map(otlpRecord) }],
-        }],
-      });
-      await post(url, body, { ...opts.headers, 'content-type': 'application/json' }, opts.timeoutMs ?? 10_000);
-    },
+    deliver: (events) => send(events.map(otlpRecord)),
+    deliverCheckpoints: (checkpoints) => send(checkpoints.map(otlpCheckpointRecord)),
+  };
+}
+
+/** A signed checkpoint as a log record of its own (event.name aam.audit.checkpoint); the body is its export line. */
+export function otlpCheckpointRecord(c: Checkpoint): Record<string, unknown> {
+  const nanos = (BigInt(Date.parse(c.time)) * 1_000_000n).toString();
+  return {
+    timeUnixNano: nanos,
+    observedTimeUnixNano: nanos,
+    severityNumber: 9,
+    severityText: 'INFO',
+    body: { stringValue: checkpointLine(c) },
+    attributes: [
+      attr('event.name', 'aam.audit.checkpoint'),
+      { key: 'aam.audit.checkpoint.tree_size', value: { intValue: String(c.tree_size) } },
+      attr('aam.audit.checkpoint.head_hash', c.head_hash),
+      attr('aam.audit.checkpoint.type', c.type),
+      attr('aam.audit.checkpoint.key_id', c.key_id),
+    ],
   };
 }
 

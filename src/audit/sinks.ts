@@ -3,9 +3,13 @@
 // that is down is retried with exponential backoff and, once back, gets every event after its
 // cursor in order. Delivery is at-least-once across crashes (the cursor moves after delivery);
 // every event carries its seq, which receivers use as the idempotency key.
+// Signed checkpoints go to every sink that takes them as their own record type, right after the
+// events they cover (a second cursor, on the checkpoint row id): a copy of the trail's anchor
+// outside the data dir, which `aam audit verify --checkpoint` holds the trail to.
 import type { DatabaseSync } from 'node:sqlite';
 import type { AuditEvent } from './event.ts';
-import { lastBlock, readEvents, toEvent } from './store.ts';
+import type { Checkpoint } from './checkpoint.ts';
+import { checkpointsAfter, lastBlock, metaAccess, newestCheckpointId, readEvents, toEvent } from './store.ts';
 import type { StoredEvent } from './store.ts';
 
 export interface AuditSink {
@@ -13,6 +17,8 @@ export interface AuditSink {
   readonly name: string;
   /** `texts[i]` is events[i] exactly as stored (the bytes its hash covers), for sinks that must stay verifiable. */
   deliver(events: AuditEvent[], texts: string[]): Promise<void>;
+  /** Signed checkpoints, oldest first, each after the events it covers were delivered. */
+  deliverCheckpoints?(checkpoints: Checkpoint[]): Promise<void>;
   close?(): Promise<void>;
 }
 
@@ -37,6 +43,8 @@ export interface SinkStatus {
   name: string;
   cursor: number;
   delivered: number;
+  /** Checkpoints delivered by this runner. */
+  checkpoints: number;
   failures: number;
   lastError?: string;
 }
@@ -58,6 +66,9 @@ export function startSinks(source: SinkSource, sinks: readonly AuditSink[], opts
   };
   const saveCursor = db.prepare('INSERT INTO audit_sink_cursors (name, seq, updated) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, updated = excluded.updated');
   const loadCursor = db.prepare('SELECT seq FROM audit_sink_cursors WHERE name = ?');
+  // The checkpoint cursor lives in audit_meta: audit_sink_cursors holds event seqs only (retention reads their minimum).
+  const meta = metaAccess(db);
+  const checkpointKey = (name: string): string => `sink_checkpoints:${name}`;
   const headSeq = (): number => lastBlock(db)?.last_seq ?? 0;
   let stopped = false;
 
@@ -65,32 +76,75 @@ export function startSinks(source: SinkSource, sinks: readonly AuditSink[], opts
     const stored = loadCursor.get(sink.name);
     const cursor = stored ? Number(stored.seq) : opts.startAt === 'now' ? headSeq() : 0;
     if (!stored) saveCursor.run(sink.name, cursor, new Date().toISOString());
-    return { sink, cursor, delivered: 0, failures: 0, lastError: undefined as string | undefined, wake: undefined as (() => void) | undefined, done: Promise.resolve() };
+    // A new sink from the beginning gets every checkpoint; one starting now, none before; one
+    // from a version without checkpoint delivery, the newest (it anchors all before it).
+    const storedCk = meta.get(checkpointKey(sink.name));
+    const ckCursor = storedCk !== undefined ? Number(storedCk) : !stored && opts.startAt !== 'now' ? 0 : Math.max(0, newestCheckpointId(db) - (stored ? 1 : 0));
+    return { sink, cursor, ckCursor, delivered: 0, checkpoints: 0, failures: 0, lastError: undefined as string | undefined, wake: undefined as (() => void) | undefined, done: Promise.resolve() };
   });
+  type State = (typeof states)[number];
 
   const unsubscribe = source.onCommit?.(() => { for (const s of states) s.wake?.(); });
 
-  const idle = (s: (typeof states)[number], ms: number): Promise<void> =>
+  const idle = (s: State, ms: number): Promise<void> =>
     new Promise((resolve) => {
       const t = setTimeout(() => { s.wake = undefined; resolve(); }, ms);
       s.wake = () => { clearTimeout(t); s.wake = undefined; resolve(); };
     });
 
-  async function loop(s: (typeof states)[number]): Promise<void> {
+  /** Checkpoints to send now: stored after the sink's checkpoint cursor and covering only events it already has. */
+  function dueCheckpoints(s: State): { id: number; checkpoint: Checkpoint }[] {
+    if (!s.sink.deliverCheckpoints) return [];
+    const rows = checkpointsAfter(db, s.ckCursor, cfg.batchSize);
+    const waiting = rows.findIndex((r) => r.checkpoint.tree_size > s.cursor);
+    return waiting < 0 ? rows : rows.slice(0, waiting);
+  }
+
+  /** A cursor not saved (busy database) is saved with the next delivery. */
+  function persist(s: State, save: () => void): void {
+    try { if (db.isOpen) save(); } catch (e) { s.lastError = `cursor not saved: ${String(e)}`; }
+  }
+
+  /** The next delivery for a sink (checkpoints due first, then events), or undefined when it has everything. */
+  function nextDelivery(s: State): { send(): Promise<void>; sent(): void } | undefined {
+    const cps = dueCheckpoints(s);
+    if (cps.length) {
+      return {
+        send: () => (s.sink.deliverCheckpoints as NonNullable<AuditSink['deliverCheckpoints']>)(cps.map((r) => r.checkpoint)),
+        sent: () => {
+          s.ckCursor = cps[cps.length - 1].id;
+          s.checkpoints += cps.length;
+          persist(s, () => meta.set(checkpointKey(s.sink.name), String(s.ckCursor)));
+        },
+      };
+    }
+    const rows = readBatch(s.cursor, cfg.batchSize);
+    if (rows.length === 0) return undefined;
+    const events = rows.map(toEvent);
+    return {
+      send: () => s.sink.deliver(events, rows.map((r) => r.text)),
+      sent: () => {
+        s.cursor = events[events.length - 1].seq;
+        s.delivered += events.length;
+        persist(s, () => saveCursor.run(s.sink.name, s.cursor, new Date().toISOString()));
+      },
+    };
+  }
+
+  async function loop(s: State): Promise<void> {
     let attempt = 0;
     while (!stopped) {
-      let rows: StoredEvent[];
+      let next: ReturnType<typeof nextDelivery>;
       try {
-        rows = readBatch(s.cursor, cfg.batchSize);
+        next = nextDelivery(s);
       } catch (e) {
         s.lastError = String(e);
         await idle(s, cfg.pollMs);
         continue;
       }
-      if (rows.length === 0) { await idle(s, cfg.pollMs); continue; }
-      const events = rows.map(toEvent);
+      if (!next) { await idle(s, cfg.pollMs); continue; }
       try {
-        await s.sink.deliver(events, rows.map((r) => r.text));
+        await next.send();
       } catch (e) {
         attempt++;
         s.failures++;
@@ -102,10 +156,7 @@ export function startSinks(source: SinkSource, sinks: readonly AuditSink[], opts
       }
       attempt = 0;
       s.lastError = undefined;
-      s.cursor = events[events.length - 1].seq;
-      s.delivered += events.length;
-      // A busy database only delays persisting the cursor; the next batch saves it again.
-      try { if (db.isOpen) saveCursor.run(s.sink.name, s.cursor, new Date().toISOString()); } catch (e) { s.lastError = `cursor not saved: ${String(e)}`; }
+      next.sent();
     }
   }
 
@@ -121,13 +172,14 @@ export function startSinks(source: SinkSource, sinks: readonly AuditSink[], opts
   for (const s of states) s.done = loop(s);
 
   return {
-    status: () => states.map((s) => ({ name: s.sink.name, cursor: s.cursor, delivered: s.delivered, failures: s.failures, lastError: s.lastError })),
+    status: () => states.map((s) => ({ name: s.sink.name, cursor: s.cursor, delivered: s.delivered, checkpoints: s.checkpoints, failures: s.failures, lastError: s.lastError })),
     async drain(timeoutMs = 10_000) {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
         const head = headSeq();
-        if (states.every((s) => s.cursor >= head)) return;
-        if (Date.now() > deadline) throw new Error(`audit sinks not drained within ${timeoutMs} ms: ${states.filter((s) => s.cursor < head).map((s) => `${s.sink.name} at ${s.cursor}/${head}${s.lastError ? ' (' + s.lastError + ')' : ''}`).join(', ')}`);
+        const behind = states.filter((s) => s.cursor < head || dueCheckpoints(s).length > 0);
+        if (behind.length === 0) return;
+        if (Date.now() > deadline) throw new Error(`audit sinks not drained within ${timeoutMs} ms: ${behind.map((s) => `${s.sink.name} at ${s.cursor}/${head}${s.cursor >= head ? ' (checkpoints pending)' : ''}${s.lastError ? ' (' + s.lastError + ')' : ''}`).join(', ')}`);
         for (const s of states) s.wake?.();
         await new Promise((r) => setTimeout(r, 10));
       }

@@ -309,16 +309,32 @@ export function firstSeqAtOrAfter(db: DatabaseSync, iso: string): number | null 
   return null;
 }
 
-export function readCheckpoints(db: DatabaseSync): Checkpoint[] {
-  const rows = db.prepare('SELECT tree_size, head_hash, time, type, key_id, signature FROM audit_checkpoints ORDER BY tree_size, id').all();
-  return rows.map((r) => ({
+const CHECKPOINT_COLUMNS = 'id, tree_size, head_hash, time, type, key_id, signature';
+
+function toCheckpoint(r: Record<string, unknown>): Checkpoint {
+  return {
     tree_size: Number(r.tree_size),
     head_hash: String(r.head_hash),
     time: String(r.time),
     type: String(r.type) as CheckpointType,
     key_id: String(r.key_id),
     signature: String(r.signature),
-  }));
+  };
+}
+
+export function readCheckpoints(db: DatabaseSync): Checkpoint[] {
+  return db.prepare(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY tree_size, id`).all().map((r) => toCheckpoint(r as Record<string, unknown>));
+}
+
+/** Checkpoints in the order they were stored, after row id `afterId` (export sinks' checkpoint cursor). */
+export function checkpointsAfter(db: DatabaseSync, afterId: number, limit: number): { id: number; checkpoint: Checkpoint }[] {
+  return db.prepare(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE id > ? ORDER BY id LIMIT ?`).all(afterId, limit)
+    .map((r) => ({ id: Number(r.id), checkpoint: toCheckpoint(r as Record<string, unknown>) }));
+}
+
+/** Row id of the newest stored checkpoint (0 when none). */
+export function newestCheckpointId(db: DatabaseSync): number {
+  return Number(db.prepare('SELECT MAX(id) AS id FROM audit_checkpoints').get()?.id ?? 0);
 }
 
 export function insertCheckpoint(db: DatabaseSync, c: Checkpoint): void {

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { GENESIS_HASH, chainHash, indexColumns, recomputeHash, sealedText, storedText } from './event.ts';
 import { checkpointSignatureValid } from './checkpoint.ts';
 import type { Checkpoint } from './checkpoint.ts';
-import { signingKeyPath } from './keys.ts';
+import { keyIdOf, signingKeyPath } from './keys.ts';
 import { createPrivateKey, createPublicKey } from 'node:crypto';
 import { blockKeys, blockShapeProblem, dataDirOf, openAuditDb, readBlocks, readCheckpoints, retentionAnchor } from './store.ts';
 import type { Block, EventKeys } from './store.ts';
@@ -32,7 +32,26 @@ export interface VerifyResult {
   anchor: 'genesis' | { tree_size: number; type: string };
   /** 'given' when the caller supplied the public key; 'stored' when it came from the audit data itself. */
   keySource: 'given' | 'stored' | 'key_file';
+  /**
+   * The outside checkpoint the trail was held to (verify --checkpoint); covered: the trail was
+   * compared with it (false: it is older than the retention cut, so nothing it signed is left).
+   */
+  outside?: { tree_size: number; time: string; covered: boolean };
   firstError?: VerifyError;
+}
+
+/** A checkpoint kept outside the data dir, and whether its signature verified with the key in use. */
+interface Outside {
+  c: Checkpoint;
+  /** undefined: verified; else why not. */
+  problem?: string;
+}
+
+function reviewOutside(c: Checkpoint | undefined, pem: string | undefined): Outside | undefined {
+  if (!c) return undefined;
+  if (!pem) return { c, problem: `the outside checkpoint (tree size ${c.tree_size}) was signed by key ${c.key_id}, which this trail does not know: it belongs to another trail, or pass the --public-key that signed it` };
+  if (!checkpointSignatureValid(c, pem)) return { c, problem: `the outside checkpoint (tree size ${c.tree_size}, key ${c.key_id}) does not verify with the public key in use: it was forged or edited, or another key (another trail) signed it` };
+  return { c };
 }
 
 type Parsed = Record<string, unknown>;
@@ -50,11 +69,14 @@ class ChainChecker {
   private pending?: { seq: number; cause: 'gap' | 'mismatch' | 'duplicate'; found: number; message: string; tail: number[] };
   private error?: VerifyError;
   private readonly heads: Map<number, string>;
+  /** A verified outside checkpoint: the event at its tree size must carry its head hash. */
+  private readonly pin?: Checkpoint;
 
-  constructor(startSeq: number, startPrev: string, heads: Map<number, string>) {
+  constructor(startSeq: number, startPrev: string, heads: Map<number, string>, pin?: Checkpoint) {
     this.expected = startSeq;
     this.prev = startPrev;
     this.heads = heads;
+    this.pin = pin;
   }
 
   get failed(): boolean {
@@ -86,6 +108,10 @@ class ChainChecker {
     const head = this.heads.get(seq);
     if (head !== undefined && head !== e.hash) {
       this.fail(seq, 'altered', `event ${seq} differs from the signed checkpoint at tree size ${seq}: the chain up to here was rewritten`);
+      return false;
+    }
+    if (seq === this.pin?.tree_size && e.hash !== this.pin.head_hash) {
+      this.fail(seq, 'altered', `event ${seq} is not the event the outside checkpoint (signed ${this.pin.time}) vouches for at tree size ${seq}: the trail was rewritten up to here, or the checkpoint belongs to another trail`);
       return false;
     }
     if (this.count === 0) this.first = seq;
@@ -142,15 +168,27 @@ function headsOf(valid: readonly Checkpoint[]): Map<number, string> {
   return m;
 }
 
-function conclude(checker: ChainChecker, review: CheckpointReview, base: Omit<VerifyResult, 'ok' | 'events' | 'firstSeq' | 'lastSeq' | 'unsignedTail' | 'firstError'>): VerifyResult {
+/** Where the chain was checked from: genesis (0) or a signed anchor, with the hash it starts after. */
+interface Start { seq: number; hash: string }
+
+function conclude(checker: ChainChecker, review: CheckpointReview, start: Start, base: Omit<VerifyResult, 'ok' | 'events' | 'firstSeq' | 'lastSeq' | 'unsignedTail' | 'firstError' | 'outside'>, outside?: Outside): VerifyResult {
   const errors = [...review.errors];
   const chainError = checker.finish();
   const lastSeq = checker.expected - 1;
   const signed = review.valid.reduce((m, c) => Math.max(m, c.tree_size), 0);
+  const pinned = outside && !outside.problem ? outside.c : undefined;
+  const cut = pinned && !chainError && lastSeq < pinned.tree_size;
   if (chainError) errors.unshift(chainError);
+  else if (cut) errors.push({ seq: lastSeq + 1, kind: 'truncated', message: `the outside checkpoint (signed ${pinned.time}) covers events up to seq ${pinned.tree_size} but the trail ends at seq ${lastSeq}: events ${lastSeq + 1}..${pinned.tree_size} are missing (the tail was cut, or the checkpoint belongs to another trail)` });
   else if (signed > lastSeq) errors.push({ seq: lastSeq + 1, kind: 'truncated', message: `a signed checkpoint covers ${signed} events but the chain ends at seq ${lastSeq}: events ${lastSeq + 1}..${signed} were removed` });
-  // Lowest seq first; the chain error wins a tie (stable sort, it was put first).
+  // Retention cut exactly at the outside checkpoint: the anchor must carry the hash it signed.
+  if (pinned && pinned.tree_size === start.seq && pinned.head_hash !== start.hash) {
+    errors.push({ seq: start.seq, kind: 'altered', message: `the retention checkpoint at seq ${start.seq} names another hash than the outside checkpoint (signed ${pinned.time}): the trail was rewritten, or the checkpoint belongs to another trail` });
+  }
+  // Lowest seq first; the chain error wins a tie (stable sort, it was put first). A rejected
+  // outside checkpoint is named first: it is what the caller asked to be checked against.
   errors.sort((a, b) => a.seq - b.seq);
+  if (outside?.problem) errors.unshift({ seq: outside.c.tree_size, kind: 'bad_checkpoint', message: outside.problem });
   return {
     ok: errors.length === 0,
     events: checker.count,
@@ -158,6 +196,7 @@ function conclude(checker: ChainChecker, review: CheckpointReview, base: Omit<Ve
     lastSeq: chainError ? 0 : lastSeq,
     unsignedTail: Math.max(0, lastSeq - signed),
     ...base,
+    ...(outside ? { outside: { tree_size: outside.c.tree_size, time: outside.c.time, covered: !outside.problem && outside.c.tree_size >= start.seq } } : {}),
     firstError: errors[0],
   };
 }
@@ -193,8 +232,10 @@ function claimedSeq(line: string, pos: number, prev: string, hash: string, budge
 /**
  * Verify <dataDir>/audit.db and its segment files. Pass the public key you trust; without it the
  * key stored with the data is used. onProgress(events checked, last seq of the trail) after each block.
+ * outside: a signed checkpoint kept out of the data dir; the trail must still hold every event up
+ * to its tree size, with the hash it signed (without one, a cut tail goes unnoticed).
  */
-export function verifyDatabase(dataDir: string, publicKeyPem?: string, onProgress?: (checked: number, total: number) => void): VerifyResult {
+export function verifyDatabase(dataDir: string, publicKeyPem?: string, onProgress?: (checked: number, total: number) => void, outside?: Checkpoint): VerifyResult {
   const db = openAuditDb(dataDir);
   try {
     const cps = readCheckpoints(db);
@@ -209,9 +250,14 @@ export function verifyDatabase(dataDir: string, publicKeyPem?: string, onProgres
       keySource = given ? 'key_file' : 'stored';
     }
     const review = reviewCheckpoints(cps, (c) => (given ?? stored.get(c.key_id)));
+    // Without a trusted key, an outside checkpoint is checked with the trail's own key of that id
+    // (the key file's, or one stored with the data): a stranger's key is named as such.
+    const fileKey = keySource === 'key_file' ? given : undefined;
+    const out = reviewOutside(outside, outside && (publicKeyPem ?? (fileKey && keyIdOf(fileKey) === outside.key_id ? fileKey : stored.get(outside.key_id))));
     const anchor = retentionAnchor(review.valid);
     // A retention checkpoint with a bad signature must not serve as the start of the chain.
-    const checker = new ChainChecker(anchor ? anchor.tree_size + 1 : 1, anchor ? anchor.head_hash : GENESIS_HASH, headsOf(review.valid));
+    const start = anchor ? { seq: anchor.tree_size, hash: anchor.head_hash } : { seq: 0, hash: GENESIS_HASH };
+    const checker = new ChainChecker(start.seq + 1, start.hash, headsOf(review.valid), out && !out.problem ? out.c : undefined);
     const budget = { left: MAX_SEARCHES };
     const total = onProgress ? Number(db.prepare('SELECT MAX(last_seq) AS s FROM audit_blocks').get()?.s ?? 0) : 0;
     let checked = 0;
@@ -220,11 +266,11 @@ export function verifyDatabase(dataDir: string, publicKeyPem?: string, onProgres
       checked += b.last_seq - b.first_seq + 1;
       onProgress?.(checked, total);
     }
-    return conclude(checker, review, {
+    return conclude(checker, review, start, {
       checkpoints: cps.length,
       anchor: anchor ? { tree_size: anchor.tree_size, type: anchor.type } : 'genesis',
       keySource,
-    });
+    }, out);
   } finally {
     db.close();
   }
@@ -271,8 +317,8 @@ function checkBlock(dataDir: string, b: Block, checker: ChainChecker, budget: { 
   }
 }
 
-/** Verify an exported JSONL file with only the public key. */
-export function verifyExport(jsonlText: string, publicKeyPem: string): VerifyResult {
+/** Verify an exported JSONL file with only the public key (and, optionally, an outside checkpoint as for verifyDatabase). */
+export function verifyExport(jsonlText: string, publicKeyPem: string, outside?: Checkpoint): VerifyResult {
   const events: Array<{ e: Parsed; text: string }> = [];
   const cps: Checkpoint[] = [];
   let malformed: VerifyError | undefined;
@@ -295,14 +341,16 @@ export function verifyExport(jsonlText: string, publicKeyPem: string): VerifyRes
   const firstSeq = events.length && typeof events[0].e.seq === 'number' ? events[0].e.seq : 1;
   // The export starts at genesis or right after a signed checkpoint that vouches for prev_hash.
   const anchor = firstSeq > 1 ? review.valid.find((c) => c.tree_size === firstSeq - 1) : undefined;
-  const checker = new ChainChecker(anchor ? firstSeq : 1, anchor ? anchor.head_hash : GENESIS_HASH, headsOf(review.valid));
+  const start = anchor ? { seq: anchor.tree_size, hash: anchor.head_hash } : { seq: 0, hash: GENESIS_HASH };
+  const out = reviewOutside(outside, publicKeyPem);
+  const checker = new ChainChecker(start.seq + 1, start.hash, headsOf(review.valid), out && !out.problem ? out.c : undefined);
   if (malformed) checker.fail(malformed.seq, malformed.kind, malformed.message);
   for (const { e, text } of events) checker.push(e, text);
-  return conclude(checker, review, {
+  return conclude(checker, review, start, {
     checkpoints: cps.length,
     anchor: anchor ? { tree_size: anchor.tree_size, type: anchor.type } : 'genesis',
     keySource: 'given',
-  });
+  }, out);
 }
 
 /** The verifier may read the public half of the signing key when it runs beside the server. */

@@ -15,6 +15,8 @@ export interface WriterInit {
   busyTimeoutMs?: number;
   checkpointEvery: number;
   checkpointIntervalMs: number;
+  /** Signed checkpoints are also appended here (anchor.ts). */
+  checkpointFile?: string;
 }
 
 export type WriterRequest =
@@ -50,8 +52,9 @@ function lowerPriority(nice: number): void {
 }
 const key = loadOrCreateSigningKey(init.keyFile);
 const db = openAuditDb(init.dataDir, { busyTimeoutMs: init.busyTimeoutMs });
-const writer = createBatchWriter(db, init.dataDir, key, init.checkpointEvery);
 const reply = (r: WriterReply): void => port.postMessage(r);
+const copy = init.checkpointFile ? { path: init.checkpointFile, onError: (message: string) => reply({ op: 'alert', message }) } : undefined;
+const writer = createBatchWriter(db, init.dataDir, key, init.checkpointEvery, copy);
 
 const timer = setInterval(() => {
   try { writer.checkpoint('periodic'); } catch (e) { reply({ op: 'alert', message: `audit checkpoint failed: ${String(e)}` }); }

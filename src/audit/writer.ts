@@ -9,6 +9,7 @@ import type { Checkpoint, CheckpointType } from './checkpoint.ts';
 import type { SigningKey } from './keys.ts';
 import { getMeta, insertCheckpoint, metaAccess, readCheckpoints, retentionAnchor, transaction } from './store.ts';
 import { closedKey, deleteSegment, indexedKey, readBytes } from './segment.ts';
+import { appendCheckpoints } from './anchor.ts';
 
 /**
  * A batch as sent to the writer: the `count` lines in bytes [start, end) of segment `segment`,
@@ -60,7 +61,17 @@ export interface SegmentPolicy {
 
 export const DEFAULT_SEGMENTS: SegmentPolicy = { maxAgeMs: 86_400_000, maxEvents: 10_000_000 };
 
-export function createBatchWriter(db: DatabaseSync, dataDir: string, key: SigningKey, checkpointEvery: number): BatchWriter {
+export interface CheckpointCopy {
+  /** File each signed checkpoint is appended to (anchor.ts), outside the database that holds the trail. */
+  path: string;
+  /** A failed append: the checkpoints stay pending and go with the next one. */
+  onError(message: string): void;
+}
+
+/** Checkpoints not yet in the copy file are kept up to this many (the newest matter). */
+const MAX_UNCOPIED = 1000;
+
+export function createBatchWriter(db: DatabaseSync, dataDir: string, key: SigningKey, checkpointEvery: number, copy?: CheckpointCopy): BatchWriter {
   const tail = db.prepare('SELECT last_seq, last_hash FROM audit_blocks ORDER BY first_seq DESC LIMIT 1');
   const meta = metaAccess(db); // per batch: prepared once
   const insert = db.prepare('INSERT INTO audit_blocks (first_seq, last_seq, prev_hash, last_hash, min_time, max_time, segment, byte_start, byte_end, sealed, hashes, keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)');
@@ -75,12 +86,27 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
     return anchor ? { seq: anchor.tree_size, hash: anchor.head_hash } : { seq: 0, hash: GENESIS_HASH };
   }
 
+  let uncopied: Checkpoint[] = [];
+  /** After the commit: a copy must never vouch for a state the database rolled back. */
+  function copyOut(c: Checkpoint): void {
+    if (!copy) return;
+    uncopied.push(c);
+    if (uncopied.length > MAX_UNCOPIED) uncopied = uncopied.slice(-MAX_UNCOPIED);
+    try {
+      appendCheckpoints(copy.path, uncopied);
+      uncopied = [];
+    } catch (e) {
+      copy.onError(`audit checkpoint not appended to ${copy.path} (${uncopied.length} pending, retried with the next checkpoint): ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+
   function checkpoint(type: CheckpointType): Checkpoint | undefined {
     const head = storedHead();
     if (head.seq === 0 || head.seq === lastCheckpointSeq) return undefined;
     const c = signCheckpoint(key, head.seq, head.hash, type);
     insertCheckpoint(db, c);
     lastCheckpointSeq = head.seq;
+    copyOut(c);
     return c;
   }
 
@@ -157,6 +183,7 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
       // Files go after the commit; one left by a crash here is closed and unreferenced, and the
       // next start deletes it (closed:<gen> stays in audit_meta for that).
       for (const gen of dropped) deleteSegment(dataDir, gen);
+      if (result.anchor) copyOut(result.anchor);
       return result;
     },
   };
