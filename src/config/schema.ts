@@ -118,6 +118,8 @@ export const modelSpec = z.strictObject({
   strategy: z.enum(['fallback', 'loadbalance']).optional(),
   pricing: pricingSpec.optional(),
   retries: z.strictObject({ attempts: z.number().int().min(0).max(10).optional(), backoff_ms: z.number().nonnegative().optional() }).optional(),
+  /** Per-target circuit breaker: open after `failures` consecutive failures, for `cooldown_ms`, then one trial request. */
+  breaker: z.strictObject({ failures: z.number().int().min(1).max(1000).optional(), cooldown_ms: z.number().int().min(1).optional() }).optional(),
   kind: z.enum(['chat', 'embeddings']).optional(),
   cache: cacheSpec.optional(),
   /** Guardrails applied to every call of this route, whoever the caller (in addition to the caller's policy guardrails). */

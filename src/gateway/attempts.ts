@@ -27,16 +27,17 @@ export async function runAttempts<T>(
     if (!target.breaker.allow()) { skipped++; continue; }
     for (let i = 0; i < route.attemptsPerTarget; i++) {
       if (signal.aborted) return { ok: false, failure: { ok: false, next: 'final', status: 499, clientStatus: 499, code: 'upstream_error', message: 'client closed the request' }, attempts };
-      const r = await once(target);
+      let r: { ok: true; value: T } | AttemptFailure;
+      try { r = await once(target); } catch (e) { target.breaker.release(); throw e; }
       // The client went away: not the upstream's fault, so no breaker failure and no retry.
-      if (!r.ok && signal.aborted) return { ok: false, failure: { ...r, next: 'final', clientStatus: 499, message: 'client closed the request' }, attempts };
+      if (!r.ok && signal.aborted) { target.breaker.release(); return { ok: false, failure: { ...r, next: 'final', clientStatus: 499, message: 'client closed the request' }, attempts }; }
       if (r.ok) {
         target.breaker.success();
         return { ok: true, value: r.value, target, attempts };
       }
       attempts.push({ target: target.label, status: r.status, message: r.message });
       last = r;
-      if (r.next === 'final') return { ok: false, failure: r, attempts };
+      if (r.next === 'final') { target.breaker.release(); return { ok: false, failure: r, attempts }; }
       target.breaker.failure();
       if (r.next === 'fallback' || i + 1 >= route.attemptsPerTarget) break;
       const wait = r.retryAfterMs ?? route.backoffMs * 2 ** i;

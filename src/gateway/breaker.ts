@@ -20,11 +20,19 @@ export class CircuitBreaker {
     return true;
   }
   success(): void { this.#failures = 0; this.#trialInFlight = false; }
+  /**
+   * The attempt ended without a verdict on the upstream (the client went away, the upstream
+   * refused the request itself, or aam failed before sending): free the half-open trial slot so
+   * the next request can be the trial; otherwise the target would stay shut for good.
+   */
+  release(): void { this.#trialInFlight = false; }
   failure(now = Date.now()): void {
     this.#failures++;
     this.#trialInFlight = false;
     if (this.#failures >= this.opts.threshold) this.#openUntil = now + this.opts.cooldownMs;
   }
+  /** Same thresholds (a reload keeps a breaker's state only when its options did not change). */
+  sameOptions(o: BreakerOptions): boolean { return o.threshold === this.opts.threshold && o.cooldownMs === this.opts.cooldownMs; }
   get state(): 'closed' | 'open' | 'half_open' {
     if (this.#failures < this.opts.threshold) return 'closed';
     return Date.now() < this.#openUntil ? 'open' : 'half_open';

@@ -4,7 +4,7 @@ import { Agent as UndiciAgent, type Dispatcher } from 'undici';
 import type { ConfigSet, ModelSpec, ProviderSpec, TimeoutsSpec } from '../config/schema.ts';
 import { adapterFor } from '../providers/index.ts';
 import type { ProviderAdapter } from '../providers/types.ts';
-import { CircuitBreaker } from './breaker.ts';
+import { CircuitBreaker, DEFAULT_BREAKER, type BreakerOptions } from './breaker.ts';
 import type { Pricing } from './pricing.ts';
 import { resolvePricing } from '../config/pricing.ts';
 
@@ -106,6 +106,10 @@ export function compileRoutes(set: ConfigSet, providers: Map<string, ProviderRun
   for (const m of set.models.values()) {
     const s = m.spec;
     const prev = previous?.get(m.name);
+    const breakerOpts: BreakerOptions = {
+      threshold: s.breaker?.failures ?? DEFAULT_BREAKER.threshold,
+      cooldownMs: s.breaker?.cooldown_ms ?? DEFAULT_BREAKER.cooldownMs,
+    };
     const targets: Target[] = s.targets.map((t) => {
       const provider = providers.get(t.provider)!; // references were checked at load
       const label = `${t.provider}/${t.model}`;
@@ -118,7 +122,7 @@ export function compileRoutes(set: ConfigSet, providers: Map<string, ProviderRun
         pricing: resolvePricing(provider.type, t.model, t.pricing, s.pricing),
         options,
         // Breaker state survives reloads so a reload does not re-admit a dead upstream.
-        breaker: prev?.targets.find((p) => p.label === label)?.breaker ?? new CircuitBreaker(),
+        breaker: keptBreaker(prev?.targets.find((p) => p.label === label)?.breaker, breakerOpts),
         label,
       };
     });
@@ -129,6 +133,11 @@ export function compileRoutes(set: ConfigSet, providers: Map<string, ProviderRun
     });
   }
   return out;
+}
+
+/** The previous breaker (its open/closed state) when its options are unchanged, else a fresh one. */
+function keptBreaker(prev: CircuitBreaker | undefined, opts: BreakerOptions): CircuitBreaker {
+  return prev?.sameOptions(opts) ? prev : new CircuitBreaker(opts);
 }
 
 /** Order in which to try targets: fallback = config order; loadbalance = weighted pick first. */
