@@ -381,13 +381,19 @@ test('time bounds are found per block, across segments and gaps', async () => {
   await log.close();
 });
 
-test('the writer thread runs at a lower priority than the request-serving thread (Linux)', { skip: process.platform !== 'linux' }, async () => {
+test('the writer thread runs at a lower priority than the request-serving thread (Linux)', { skip: process.platform !== 'linux' }, async (t) => {
   const niceOf = (): number[] => readdirSync('/proc/self/task').map((t) => Number(readFileSync(`/proc/self/task/${t}/stat`, 'utf8').split(') ')[1].split(' ')[16]));
-  const before = niceOf().filter((n) => n === 5).length;
+  const mainNice = (): number => Number(readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ')[16]);
+  // Relative to the runner's own niceness (the suite may run under `nice`): 5 lower, at most 19.
+  const start = mainNice();
+  const want = Math.min(19, start + 5);
+  const before = niceOf().filter((n) => n === want).length;
   const log = openAuditLog({ dataDir: tempDir() });
   await log.recordDurable(sampleEvent(1));
-  assert.equal(niceOf().filter((n) => n === 5).length, before + 1, 'one more thread at nice 5: the writer');
-  assert.equal(Number(readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ')[16]), 0, 'the main thread keeps its priority');
+  if (want > start) assert.equal(niceOf().filter((n) => n === want).length, before + 1, `one more thread at nice ${want}: the writer`);
+  else t.diagnostic(`runner at nice ${start}: no lower priority left to check`);
+  assert.ok(niceOf().every((n) => n >= start), 'no thread runs above the runner\'s priority');
+  assert.equal(mainNice(), start, 'the main thread keeps its priority');
   await log.close();
 });
 

@@ -2,7 +2,7 @@
 // Every message gets one reply with the same id, in order.
 import { parentPort, workerData } from 'node:worker_threads';
 import { readlinkSync } from 'node:fs';
-import { setPriority } from 'node:os';
+import { getPriority, setPriority } from 'node:os';
 import { createBatchWriter } from './writer.ts';
 import type { PruneResult, WireBatch } from './writer.ts';
 import { loadOrCreateSigningKey } from './keys.ts';
@@ -42,12 +42,14 @@ lowerPriority(Number(process.env.AAM_AUDIT_WRITER_NICE ?? 5));
  * Batches are background work (the segment file already made each event crash-safe): on a busy core
  * the writer should fill idle gaps rather than preempt a request mid-flight. Linux lets one
  * thread be reniced through its thread id; elsewhere, or without permission, nothing changes.
+ * `by` is relative to the gateway's own niceness: under `nice -n 10` the writer runs at 15, not at
+ * an absolute 5 (which would raise it above the gateway, and is refused to an unprivileged user).
  */
-function lowerPriority(nice: number): void {
-  if (!nice) return;
+function lowerPriority(by: number): void {
+  if (!by) return;
   try {
     const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
-    if (tid > 0) setPriority(tid, nice);
+    if (tid > 0) setPriority(tid, Math.min(19, getPriority(tid) + by));
   } catch { /* not Linux, or not allowed: keep the default priority */ }
 }
 const key = loadOrCreateSigningKey(init.keyFile);
