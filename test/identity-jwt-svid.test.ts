@@ -292,3 +292,16 @@ test('verified-token cache: a reused token is re-checked for expiry and for its 
     await srv.close();
   }
 });
+
+test('typ: a JWT-SVID is typed JWT or JOSE (or untyped); other typed tokens (on-behalf-of assertions, access tokens) are refused', async () => {
+  const c = clock();
+  const key = await makeKey('ES256');
+  const v = createJwtVerifier({ isRegisteredAgent: () => false, trustDomains: [await fileDomain('partner', key)], audience: ['aam'], now: c.now });
+  for (const typ of ['JWT', 'jwt', 'JOSE', 'application/jwt']) assert.equal((await v.verify(await sign(key, svidClaims(PARTNER, T0), { typ }))).ok, true, typ);
+  assert.equal((await v.verify(await sign(key, svidClaims(PARTNER, T0), { typ: undefined }))).ok, true, 'no typ');
+  for (const typ of ['aam-obo+jwt', 'at+jwt', 'JWT+x']) {
+    const f = failure(await v.verify(await sign(key, svidClaims(PARTNER, T0), { typ })));
+    assert.equal(f.code, 'wrong_type', typ);
+    assert.match(f.message, /is not a JWT-SVID/);
+  }
+});

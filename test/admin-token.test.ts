@@ -1,0 +1,54 @@
+// AAM_ADMIN_TOKEN guards the whole admin API, so a weak one is refused at start with how to make a
+// good one, before anything listens or touches the data dir.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { adminTokenWeakness, checkAdminToken } from '../src/server/admin.ts';
+import { startGateway } from '../src/cli/serve.ts';
+import { execFile } from 'node:child_process';
+import { CLI, NODE_BIN, ROOT } from './helpers/e2e.ts';
+
+test('weak admin tokens are named weak: short, whitespace, few distinct characters, a repeated chunk, a straight run', () => {
+  const weak: Array<[string, RegExp]> = [
+    ['changeme', /8 characters long; at least 32/],
+    ['a'.repeat(64), /fewer than 8 distinct/],
+    ['abcdefgh'.repeat(4), /one short chunk repeated/],
+    ['password1234567890password1234567890', /one short chunk repeated|distinct/],
+    ['0123456789:;<=>?@ABCDEFGHIJKLMNOP', /run of consecutive characters/],
+    ['correct horse battery staple and more words', /whitespace/],
+    ['x'.repeat(2000), /distinct|longer than 1024/],
+  ];
+  for (const [token, why] of weak) assert.match(adminTokenWeakness(token) ?? 'accepted', why, token.slice(0, 20));
+  for (const strong of [randomBytes(32).toString('hex'), randomBytes(32).toString('base64url'), 'admin-token-for-tests-0123456789']) {
+    assert.equal(adminTokenWeakness(strong), undefined, strong);
+  }
+  assert.doesNotThrow(() => checkAdminToken(undefined), 'unset: the admin API is simply off');
+  assert.doesNotThrow(() => checkAdminToken(''));
+});
+
+test('a weak AAM_ADMIN_TOKEN refuses the start (in-process and `aam serve`), says how to make one, and never echoes it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aam-admintoken-'));
+  try {
+    const configPath = join(dir, 'aam.yaml');
+    writeFileSync(configPath, 'apiVersion: access.envisionai.dev/v1\nkind: Provider\nmetadata: { name: demo }\nspec: { type: demo }\n');
+    const data = join(dir, 'data');
+    const token = 'hunter2hunter2';
+    const started = await startGateway({ configPath, dataDir: data, port: 0, host: '127.0.0.1', env: { ...process.env, AAM_LOG_LEVEL: 'error', AAM_ADMIN_TOKEN: token } })
+      .then((g) => g, (e: Error) => e);
+    if (!(started instanceof Error)) { await started.close(); assert.fail('a weak admin token was accepted'); }
+    assert.match(started.message, /AAM_ADMIN_TOKEN is too weak .*openssl rand -hex 32/);
+    assert.ok(!started.message.includes(token));
+    assert.equal(existsSync(data), false, 'nothing was written to the data dir');
+    // The real command; if it wrongly started serving, it is stopped after a deadline and the test fails.
+    const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      execFile(NODE_BIN, [CLI, 'serve', '--config', configPath, '--data', data, '--port', '0'], { cwd: ROOT, timeout: 60_000, env: { ...process.env, AAM_LOG_LEVEL: 'error', AAM_ADMIN_TOKEN: token } },
+        (err, _out, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : null) : 0, stderr }));
+    });
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /AAM_ADMIN_TOKEN is too weak to guard the admin API \(it is 14 characters long; at least 32 are needed\)\. Use a random token .* AAM_ADMIN_TOKEN=\$\(openssl rand -hex 32\)/);
+    assert.ok(!r.stderr.includes(token));
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+});
