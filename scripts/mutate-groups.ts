@@ -1,0 +1,52 @@
+// Mutation-testing groups: the security-critical modules and the tests that guard them.
+// Stryker's command runner cannot tell which test covers which mutant (coverageAnalysis is off),
+// so each mutant runs its group's whole list: fast unit tests first (a killed mutant usually dies
+// there), then the few end-to-end tests that reach the module through the real gateway.
+// One list serves `npm run mutate` (per group) and `npm run test:security` (all groups).
+
+export interface MutateGroup {
+  /** Globs of the source files Stryker mutates. */
+  mutate: string[];
+  /** Test files run against each mutant, cheapest first. */
+  tests: string[];
+}
+
+export const groups: Record<string, MutateGroup> = {
+  policy: {
+    mutate: ['src/policy/**/*.ts'],
+    tests: ['test/policy-decide.test.ts', 'test/policy-authzen.test.ts', 'test/policy-limits.test.ts'],
+  },
+  credentials: {
+    mutate: ['src/credentials/**/*.ts'],
+    tests: [
+      'test/credentials-scrub.test.ts', 'test/credentials-inject.test.ts', 'test/credentials-vault.test.ts',
+      'test/credentials-master-key.test.ts', 'test/credentials-echo.test.ts',
+      'test/architecture-trust.test.ts',
+    ],
+  },
+  access: {
+    mutate: ['src/access/**/*.ts'],
+    tests: ['test/architecture-trust.test.ts', 'test/access-e2e.test.ts', 'test/gateway-e2e.test.ts', 'test/tools-http.test.ts'],
+  },
+  keys: {
+    mutate: ['src/identity/keys.ts'],
+    tests: ['test/mutation-keys.test.ts', 'test/identity-keys.test.ts'],
+  },
+  verify: {
+    mutate: ['src/audit/verify.ts'],
+    tests: ['test/audit-crash.test.ts', 'test/audit-sinks.test.ts', 'test/audit-anchor.test.ts', 'test/audit-tamper.test.ts'],
+  },
+};
+
+/** The named groups, or all of them; an unknown name is an error that lists the known ones. */
+export function selectGroups(names: string[]): string[] {
+  const known = Object.keys(groups);
+  const unknown = names.filter((n) => !known.includes(n));
+  if (unknown.length > 0) throw new Error(`unknown mutation group ${unknown.join(', ')}; known groups: ${known.join(', ')}`);
+  return names.length > 0 ? names : known;
+}
+
+/** The test files of the given groups, each once, in group order. */
+export function testsOf(names: string[]): string[] {
+  return [...new Set(names.flatMap((n) => groups[n].tests))];
+}
