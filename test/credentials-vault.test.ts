@@ -1,6 +1,8 @@
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { createDecipheriv, hkdfSync } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, utimesSync } from 'node:fs';
+import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -13,7 +15,9 @@ import { createInjector } from '../src/credentials/inject.ts';
 import { readSecretFromStdin } from '../src/credentials/stdin.ts';
 import { CredentialError } from '../src/credentials/errors.ts';
 
-const tmp = () => mkdtempSync(join(tmpdir(), 'aam-vault-'));
+const dirs: string[] = [];
+after(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+const tmp = () => { const d = mkdtempSync(join(tmpdir(), 'aam-vault-')); dirs.push(d); return d; };
 
 function cfg(docs: string[]): ConfigSet {
   const text = docs.map((d) => `apiVersion: access.envisionai.dev/v1\n${d}`).join('\n---\n');
@@ -168,6 +172,103 @@ test('wrong master key: refuses to open with a clear error, before anything is s
   const ok = openVault({ dataDir: dir, db: openDatabase(dir), config, env: { AAM_MASTER_KEY: keyA }, refreshMs: 0 });
   assert.equal(ok.tryResolve('sf').ok, true);
   ok.close();
+});
+
+// The documented layout of a stored credential (README, "Stored credentials at rest"): a row of
+// credential_versions in data/aam.db holds AES-256-GCM's 12-byte nonce, ciphertext and 16-byte tag,
+// under HKDF-SHA256(master key, no salt, info "aam credentials aes-256-gcm v1"), with additional
+// data "aam-credential\0<name>\0<version>".
+const MASTER = Buffer.alloc(32).map((_, i) => (i * 7 + 3) & 0xff);
+const masterEnv = { AAM_MASTER_KEY: MASTER.toString('base64') };
+interface Row { name: string; version: number; nonce: Uint8Array; ciphertext: Uint8Array; tag: Uint8Array }
+
+function storedRows(dir: string): Row[] {
+  const db = new DatabaseSync(join(dir, 'aam.db'));
+  try { return db.prepare('SELECT name, version, nonce, ciphertext, tag FROM credential_versions ORDER BY name, version').all() as unknown as Row[]; } finally { db.close(); }
+}
+
+function updateRow(dir: string, name: string, version: number, cols: Pick<Row, 'nonce' | 'ciphertext' | 'tag'>): void {
+  const db = new DatabaseSync(join(dir, 'aam.db'));
+  try { db.prepare('UPDATE credential_versions SET nonce = ?, ciphertext = ?, tag = ? WHERE name = ? AND version = ?').run(cols.nonce, cols.ciphertext, cols.tag, name, version); } finally { db.close(); }
+}
+
+/** Decrypt a row with node:crypto alone, from the documented layout. */
+function decryptIndependently(r: Row): string {
+  const key = Buffer.from(hkdfSync('sha256', MASTER, Buffer.alloc(0), 'aam credentials aes-256-gcm v1', 32));
+  const d = createDecipheriv('aes-256-gcm', key, r.nonce);
+  d.setAAD(Buffer.from(`aam-credential\0${r.name}\0${r.version}`, 'utf8'));
+  d.setAuthTag(r.tag);
+  return Buffer.concat([d.update(r.ciphertext), d.final()]).toString('utf8');
+}
+
+function storeSecrets(values: Array<[string, string]>): string {
+  const dir = tmp();
+  const names = [...new Set(values.map(([n]) => n))];
+  const v = openVault({ dataDir: dir, db: openDatabase(dir), config: cfg(names.map((n) => cred(n, '{ stored: true }'))), env: masterEnv, refreshMs: 0, strict: false });
+  for (const [n, s] of values) v.set(n, s);
+  v.close();
+  return dir;
+}
+
+const openStored = (dir: string, names: string[]) =>
+  openVault({ dataDir: dir, db: openDatabase(dir), config: cfg(names.map((n) => cred(n, '{ stored: true }'))), env: masterEnv, refreshMs: 0 });
+
+/** Opening refuses (before serving anything) with an error that names the credential and version, never a value. */
+function assertRefused(dir: string, names: string[], name: string, version: number): void {
+  assert.throws(() => openStored(dir, names), (e: unknown) => {
+    assert.ok(e instanceof CredentialError, String(e));
+    assert.match(e.message, new RegExp(`cannot decrypt stored credential "${name}" version ${version}: the master key is wrong or the row was altered`));
+    assert.match(e.message, new RegExp(`aam credentials set ${name}`), 'says how to fix it');
+    assert.doesNotMatch(e.message, /NEEDLE/);
+    return true;
+  });
+}
+
+test('stored rows are AES-256-GCM in the documented layout: decrypted here with node:crypto alone', async () => {
+  const dir = storeSecrets([['sf', 'stored-NEEDLE-first-value'], ['sf', 'stored-NEEDLE-second-value'], ['other', 'other-NEEDLE-value-123']]);
+  const rows = storedRows(dir);
+  assert.deepEqual(rows.map((r) => `${r.name}@${r.version}`), ['other@1', 'sf@1', 'sf@2']);
+  for (const r of rows) {
+    assert.equal(r.nonce.length, 12, 'a 96-bit nonce');
+    assert.equal(r.tag.length, 16, 'a 128-bit tag');
+    assert.equal(Buffer.from(r.ciphertext).indexOf('NEEDLE'), -1);
+  }
+  assert.equal(new Set(rows.map((r) => Buffer.from(r.nonce).toString('hex'))).size, rows.length, 'a fresh nonce per row');
+  assert.deepEqual(rows.map(decryptIndependently), ['other-NEEDLE-value-123', 'stored-NEEDLE-first-value', 'stored-NEEDLE-second-value']);
+  // And aam reads back what it wrote.
+  const vault = openStored(dir, ['sf', 'other']);
+  assert.equal((await createInjector({ vault }).injectionFor('sf')).headers.authorization, 'Bearer stored-NEEDLE-second-value');
+  vault.close();
+});
+
+test('a flipped byte in a stored nonce, ciphertext or tag fails closed with a clear error', async () => {
+  const dir = storeSecrets([['sf', 'stored-NEEDLE-tamper-me-1234']]);
+  const [row] = storedRows(dir);
+  for (const col of ['nonce', 'ciphertext', 'tag'] as const) {
+    const flipped = Buffer.from(row[col]);
+    flipped[flipped.length >> 1] ^= 0x01;
+    updateRow(dir, 'sf', 1, { ...row, [col]: flipped });
+    assertRefused(dir, ['sf'], 'sf', 1);
+  }
+  updateRow(dir, 'sf', 1, row);
+  const vault = openStored(dir, ['sf']);
+  assert.equal((await createInjector({ vault }).injectionFor('sf')).headers.authorization, 'Bearer stored-NEEDLE-tamper-me-1234', 'the untouched row still works');
+  vault.close();
+});
+
+test('rows swapped between credentials, or between versions, refuse to decrypt (the AAD binds name and version)', () => {
+  const dir = storeSecrets([['alpha', 'alpha-NEEDLE-secret-aaaa'], ['beta', 'beta-NEEDLE-secret-bbbb']]);
+  const [a, b] = storedRows(dir);
+  updateRow(dir, 'alpha', 1, b);
+  updateRow(dir, 'beta', 1, a);
+  assertRefused(dir, ['alpha'], 'alpha', 1);
+  assertRefused(dir, ['beta'], 'beta', 1);
+  // One credential's older version moved over its newest: refused too (no silent rollback).
+  const dir2 = storeSecrets([['sf', 'sf-NEEDLE-version-one'], ['sf', 'sf-NEEDLE-version-two']]);
+  const [v1, v2] = storedRows(dir2);
+  updateRow(dir2, 'sf', 2, v1);
+  updateRow(dir2, 'sf', 1, v2);
+  assertRefused(dir2, ['sf'], 'sf', 2);
 });
 
 test('set refuses non-stored credentials and empty secrets', () => {
