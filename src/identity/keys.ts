@@ -54,6 +54,8 @@ const BACKSTOP_MS = 1000;
 const HASH_CACHE_MAX = 10_000;
 /** aam secrets are 36 characters; a much longer one is not a key and is not worth hashing. */
 const MAX_SECRET_LENGTH = 256;
+/** A miss re-reads the tables (a key made by the CLI a moment ago) at most this often: wrong keys cannot make every request query SQLite. */
+const MISS_REFRESH_GAP_MS = 10;
 
 export class KeyStore {
   readonly #db: DatabaseSync;
@@ -63,6 +65,7 @@ export class KeyStore {
   #dirty = false;
   #checkedAt = 0;
   #seenVersion = -1;
+  #missRefreshAt = -Infinity;
   /**
    * secret -> sha256 of secrets that exist: hashing costs ~1 us, a Map hit ~50 ns. Misses are never
    * remembered, so a flood of wrong keys can neither grow this nor evict the real ones.
@@ -160,8 +163,9 @@ export class KeyStore {
     const cached = this.#hashes.get(secret);
     const hash = cached ?? hashKey(secret);
     let row = this.#byHash.get(hash);
-    if (!row) {
-      // Maybe created a moment ago by another process: look once more, now.
+    if (!row && Date.now() - this.#missRefreshAt >= MISS_REFRESH_GAP_MS) {
+      // Maybe created a moment ago by another process (its change signal not seen yet): look once more, now.
+      this.#missRefreshAt = Date.now();
       this.#refresh(true);
       row = this.#byHash.get(hash);
     }
