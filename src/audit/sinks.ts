@@ -68,6 +68,7 @@ export function startSinks(source: SinkSource, sinks: readonly AuditSink[], opts
   const loadCursor = db.prepare('SELECT seq FROM audit_sink_cursors WHERE name = ?');
   // The checkpoint cursor lives in audit_meta: audit_sink_cursors holds event seqs only (retention reads their minimum).
   const meta = metaAccess(db);
+  const readCheckpoints = checkpointsAfter(db);
   const checkpointKey = (name: string): string => `sink_checkpoints:${name}`;
   const headSeq = (): number => lastBlock(db)?.last_seq ?? 0;
   let stopped = false;
@@ -95,7 +96,7 @@ export function startSinks(source: SinkSource, sinks: readonly AuditSink[], opts
   /** Checkpoints to send now: stored after the sink's checkpoint cursor and covering only events it already has. */
   function dueCheckpoints(s: State): { id: number; checkpoint: Checkpoint }[] {
     if (!s.sink.deliverCheckpoints) return [];
-    const rows = checkpointsAfter(db, s.ckCursor, cfg.batchSize);
+    const rows = readCheckpoints(s.ckCursor, cfg.batchSize);
     const waiting = rows.findIndex((r) => r.checkpoint.tree_size > s.cursor);
     return waiting < 0 ? rows : rows.slice(0, waiting);
   }

@@ -326,10 +326,13 @@ export function readCheckpoints(db: DatabaseSync): Checkpoint[] {
   return db.prepare(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints ORDER BY tree_size, id`).all().map((r) => toCheckpoint(r as Record<string, unknown>));
 }
 
-/** Checkpoints in the order they were stored, after row id `afterId` (export sinks' checkpoint cursor). */
-export function checkpointsAfter(db: DatabaseSync, afterId: number, limit: number): { id: number; checkpoint: Checkpoint }[] {
-  return db.prepare(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE id > ? ORDER BY id LIMIT ?`).all(afterId, limit)
-    .map((r) => ({ id: Number(r.id), checkpoint: toCheckpoint(r as Record<string, unknown>) }));
+/**
+ * Checkpoints in the order they were stored, after row id `afterId` (export sinks' checkpoint
+ * cursor); prepared once: sinks ask after every batch they deliver.
+ */
+export function checkpointsAfter(db: DatabaseSync): (afterId: number, limit: number) => { id: number; checkpoint: Checkpoint }[] {
+  const select = db.prepare(`SELECT ${CHECKPOINT_COLUMNS} FROM audit_checkpoints WHERE id > ? ORDER BY id LIMIT ?`);
+  return (afterId, limit) => select.all(afterId, limit).map((r) => ({ id: Number(r.id), checkpoint: toCheckpoint(r as Record<string, unknown>) }));
 }
 
 /** Row id of the newest stored checkpoint (0 when none). */
