@@ -3,7 +3,8 @@
 import { decide } from '../policy/decide.ts';
 import { setFor } from '../policy/compile.ts';
 import type { AccessRequest, Decision } from '../policy/types.ts';
-import type { Reservation } from '../policy/limits.ts';
+import type { RateLimits, Reservation } from '../policy/limits.ts';
+import type { Runtime } from '../runtime.ts';
 import { AamError } from '../server/errors.ts';
 import type { Ctx } from '../server/context.ts';
 import type { Identity } from '../identity/types.ts';
@@ -65,16 +66,11 @@ export interface Admission { reservation: Reservation | null; tokensEstimate: nu
  */
 export function admit(ctx: Ctx, identity: Identity, tokensEstimate: number, costEstimateUsd: number): Admission {
   const limits = setFor(identity.agent, ctx.cfg.policies).limits;
-  const rateKeys: string[] = [];
+  let rateKeys: string[] = [];
   if (limits.rate) {
-    const entries = [{ key: `agent:${identity.agent.spiffeId}`, limits: limits.rate }];
-    if (identity.keyId) entries.push({ key: `key:${identity.keyId}`, limits: limits.rate });
-    const r = ctx.rt.rates.checkMany(entries, tokensEstimate);
-    if (!r.ok) {
-      ctx.rt.metrics?.limited('rate_limited', identity.agent.name);
-      throw new AamError(429, 'rate_limited', `rate limit exceeded: ${r.limit} limit of ${r.limit === 'rpm' ? limits.rate.rpm : limits.rate.tpm} for ${r.key} (policy ${limits.rate.policies.join(', ')}); retry after ${r.retryAfterSeconds}s`, { headers: { 'retry-after': String(r.retryAfterSeconds) } });
-    }
-    for (const e of entries) rateKeys.push(e.key);
+    const r = checkRates(ctx.rt, identity, '', limits.rate, limits.rate.policies.join(', '), tokensEstimate);
+    if (!r.ok) throw new AamError(429, 'rate_limited', r.message, { headers: { 'retry-after': String(r.retryAfterSeconds) } });
+    rateKeys = r.keys;
   }
   if (limits.budgets.length === 0) return { reservation: null, tokensEstimate, rateKeys };
   const r = ctx.rt.ledger.reserveMany(limits.budgets.map((b) => ({ key: b.key, limits: b })), costEstimateUsd);
@@ -84,6 +80,23 @@ export function admit(ctx: Ctx, identity: Identity, tokensEstimate: number, cost
     throw new AamError(429, 'budget_exceeded', `${r.period} budget of $${r.limit} for ${r.key} is exhausted ($${r.spent.toFixed(4)} spent incl. in-flight reservations); it resets at ${r.resetAt.toISOString()}`, { headers: { 'retry-after': String(retry) } });
   }
   return { reservation: r.reservation, tokensEstimate, rateKeys };
+}
+
+export type RateCheck = { ok: true; keys: string[] } | { ok: false; message: string; retryAfterSeconds: number };
+
+/**
+ * Check-and-count one request against `limits`, per agent and per virtual key (all or nothing).
+ * `prefix` keeps one limit's counters apart from another's (models: '', a tool rule: its own);
+ * `policy` names who set the limit in the message.
+ */
+export function checkRates(rt: Runtime, identity: Identity, prefix: string, limits: RateLimits, policy: string, tokensEstimate: number): RateCheck {
+  const entries = [{ key: `${prefix}agent:${identity.agent.spiffeId}`, limits }];
+  if (identity.keyId) entries.push({ key: `${prefix}key:${identity.keyId}`, limits });
+  const r = rt.rates.checkMany(entries, tokensEstimate);
+  if (r.ok) return { ok: true, keys: entries.map((e) => e.key) };
+  rt.metrics?.limited('rate_limited', identity.agent.name);
+  return { ok: false, retryAfterSeconds: r.retryAfterSeconds,
+    message: `rate limit exceeded: ${r.limit} limit of ${limits[r.limit]} for ${r.key} (policy ${policy}); retry after ${r.retryAfterSeconds}s` };
 }
 
 /** After the call: charge the real cost (null = unknown: the estimate stays charged) and correct tpm. */

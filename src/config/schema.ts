@@ -152,6 +152,8 @@ export const toolRuleSpec = z.strictObject({
   when: z.string().min(1).optional(),
   args: z.record(z.string(), argConstraint).optional(),
   approval: z.enum(['required', 'none']).optional(),
+  /** Calls this rule allows, per minute, per agent and per virtual key (429 / JSON-RPC -32029 above). */
+  rate: z.strictObject({ rpm: z.number().int().positive() }).optional(),
 });
 
 export const policySpec = z.strictObject({

@@ -22,6 +22,8 @@ export interface CompiledToolRule {
   when: CompiledCondition | null;
   args: readonly CompiledArg[];
   approval: boolean;
+  /** tools[].rate: calls this rule allows per minute, per agent and per key (null: unlimited). */
+  rate: { rpm: number } | null;
   /** Memos for decide(): resource -> action -> frozen decision (bounded; see decide.ts). */
   memo: { allow: DecisionMemo; deny: DecisionMemo; unmet: DecisionMemo; args: Map<string, DecisionMemo> };
 }
@@ -138,6 +140,7 @@ function compileToolRule(policy: Resource<PolicySpec>, rule: ToolRuleSpec, index
     if (deny.has(a)) issue(policy, `spec.${path}.deny`, `action "${a}" is both allowed (actions) and denied (deny) in the same rule; remove it from one list`);
   }
   if (!rule.actions?.length && !rule.deny?.length) issue(policy, `spec.${path}`, 'a tool rule needs actions (to allow) or deny (to deny)');
+  if (rule.rate && !rule.actions?.length) issue(policy, `spec.${path}.rate`, 'rate limits the calls a rule allows, and this rule allows none; add actions or move rate to the rule that allows them');
   let when: CompiledCondition | null = null;
   if (rule.when !== undefined) {
     let c = cel.get(rule.when);
@@ -155,7 +158,7 @@ function compileToolRule(policy: Resource<PolicySpec>, rule: ToolRuleSpec, index
     policy: policy.name, index, path, resource: rule.resource,
     matchResource: stringMatcher(rule.resource, true),
     actions, anyAction: actions.has('*'), deny, denyAll: deny.has('*'),
-    when, args, approval: rule.approval === 'required', memo: { allow: new Map(), deny: new Map(), unmet: new Map(), args: new Map() },
+    when, args, approval: rule.approval === 'required', rate: rule.rate ? { rpm: rule.rate.rpm } : null, memo: { allow: new Map(), deny: new Map(), unmet: new Map(), args: new Map() },
   };
 }
 
@@ -260,6 +263,16 @@ export function rulesFor(set: PolicySet, resource: string): readonly CompiledToo
   for (const p of set.policies) for (const t of p.tools) if (t.matchResource(resource)) out.push(t);
   if (set.toolMemo.size < TOOL_MEMO_MAX) set.toolMemo.set(resource, out);
   return out;
+}
+
+/**
+ * The rule that decided a tool call (by policy name and tools[] index, as the Decision names it),
+ * for what the decision does not carry itself: its rate.
+ */
+export function decidingToolRule(set: PolicySet, d: Pick<Decision, 'policy' | 'rule'>): CompiledToolRule | undefined {
+  if (!d.policy || d.rule < 0) return undefined;
+  for (const p of set.policies) if (p.name === d.policy) return p.tools[d.rule];
+  return undefined;
 }
 
 function unknownKey(a: AgentRecord): string {

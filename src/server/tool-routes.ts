@@ -30,13 +30,22 @@ async function identifyForMcp(ctx: Ctx, path: string) {
   }
 }
 
+/** A path segment, percent-decoded; malformed encoding (e.g. a lone "%") is the caller's mistake, not a 500. */
+function segment(raw: string, what: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new AamError(400, 'invalid_request', `malformed percent-encoding in the ${what} "${raw.slice(0, 200)}"; encode "%" as "%25"`);
+  }
+}
+
 export function addToolRoutes(routes: Routes, mcp: McpGateway, http: HttpToolProxy): void {
   const mcpHandler = async (ctx: Ctx) => {
     const rest = ctx.path === '/mcp' ? '' : ctx.path.slice('/mcp/'.length);
     if (rest.includes('/')) throw new AamError(404, 'not_found', `no MCP endpoint ${ctx.path}; use /mcp or /mcp/<server>`);
-    const server = rest ? decodeURIComponent(rest) : null;
     const identity = await identifyForMcp(ctx, ctx.path);
     ctx.identity = identity;
+    const server = rest ? segment(rest, 'MCP server name') : null;
     const body = ctx.req.method === 'POST' ? await readJson(ctx) : undefined;
     ctx.req.headers['x-request-id'] = ctx.requestId;
     await mcp.handle(ctx.req, ctx.res, identity, server, body);
@@ -50,9 +59,11 @@ export function addToolRoutes(routes: Routes, mcp: McpGateway, http: HttpToolPro
     if (!m) throw new AamError(404, 'not_found', 'HTTP tools are called at /tools/<tool>/<action>');
     const identity = await identify(ctx);
     ctx.identity = identity;
+    const tool = segment(m[1], 'tool name');
+    const action = segment(m[2], 'action name');
     const body = ctx.req.method === 'GET' || ctx.req.headers['content-length'] === '0' ? {} : await readJson(ctx);
     ctx.req.headers['x-request-id'] = ctx.requestId;
-    await http.handle(ctx.req, ctx.res, identity, decodeURIComponent(m[1]), decodeURIComponent(m[2]), body);
+    await http.handle(ctx.req, ctx.res, identity, tool, action, body);
   }]);
   const meta = (path: string) => (ctx: Ctx) => sendJson(ctx, 200, protectedResourceMetadata({ baseUrl: baseUrl(ctx), path }));
   routes.exact.set('GET /.well-known/oauth-protected-resource', meta('/mcp'));

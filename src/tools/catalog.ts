@@ -66,11 +66,12 @@ export function compileValidator(schema: Record<string, unknown> | undefined): (
   }
 }
 
-function compileServer(entry: ServerEntry, defs: UpstreamTool[], integrity: ToolIntegrity): void {
+function compileServer(entry: ServerEntry, defs: UpstreamTool[], integrity: ToolIntegrity, log: ToolDeps['log']): void {
   const mapping = entry.spec.tools ?? {};
   const pins: Record<string, string | undefined> = {};
   for (const [tool, m] of Object.entries(mapping)) pins[tool] = m.digest;
   const status = integrity.check(entry.name, defs, pins);
+  for (const [tool, st] of status) if (st.ok && st.notice) log.warn({ mcp_server: entry.name, tool, digest: st.digest }, st.notice);
   const tools = new Map<string, CompiledTool>();
   for (const def of defs) {
     const m = mapping[def.name];
@@ -97,7 +98,7 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
     const entry: ServerEntry = { name, spec, upstream, resource: spec.resource ?? name, tools: new Map(), defs: [] };
     upstream.onToolsChanged((defs) => {
       if (servers.get(name) !== entry) return;
-      try { compileServer(entry, defs, integrity); } catch (e) { deps.log.error({ mcp_server: name, err: errMsg(e) }, 'compiling tools failed'); }
+      try { compileServer(entry, defs, integrity, deps.log); } catch (e) { deps.log.error({ mcp_server: name, err: errMsg(e) }, 'compiling tools failed'); }
       for (const l of listeners) l(name);
     });
     upstream.onResourceUpdated((uri) => {
@@ -153,7 +154,7 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
       for (const [name, r] of next.mcpServers) if (!servers.has(name)) add(name, r.spec);
       await Promise.all(closing);
       // Kept servers: re-read accepted digests (an admin may have accepted a tool from the CLI).
-      for (const e of servers.values()) if (e.defs.length) compileServer(e, e.defs, integrity);
+      for (const e of servers.values()) if (e.defs.length) compileServer(e, e.defs, integrity, deps.log);
       for (const l of listeners) for (const name of next.mcpServers.keys()) l(name);
     },
     onToolsChanged(l) { listeners.push(l); },
@@ -161,7 +162,7 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
     recompile(name) {
       const e = servers.get(name);
       if (!e) return;
-      compileServer(e, e.defs, integrity);
+      compileServer(e, e.defs, integrity, deps.log);
       for (const l of listeners) l(name);
     },
     async close() {

@@ -3,6 +3,7 @@
 // a session is bound to the identity that created it and to its endpoint.
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import {
@@ -21,7 +22,9 @@ import { RPC, ToolError, type ToolDeps } from './types.ts';
 export interface McpGatewayOptions extends UpstreamOptions {
   /** tools/list page size (default 200). */
   pageSize?: number;
+  /** Open sessions, in all (default 10,000) and per identity (default 100), so one agent cannot lock the others out. */
   maxSessions?: number;
+  maxSessionsPerIdentity?: number;
   /** Sessions idle longer than this are closed (default 30 min). */
   sessionIdleMs?: number;
   approvalWindowMs?: number;
@@ -47,6 +50,24 @@ interface Session { id: string; ctx: SessionCtx; server: Server; transport: Stre
 
 const identityKey = (i: Identity) => i.agent.spiffeId;
 
+/**
+ * The identity resolved for one HTTP request rides on it as the SDK's authInfo, so each
+ * JSON-RPC request of a session is decided with its own request's identity (current attributes,
+ * current config), never the one the session was opened with.
+ */
+type AuthedRequest = IncomingMessage & { auth?: AuthInfo };
+function attachIdentity(req: IncomingMessage, identity: Identity): void {
+  (req as AuthedRequest).auth = { token: '', clientId: identity.agent.spiffeId, scopes: [], extra: { identity } };
+}
+
+/** The session as seen by one request: same shared state, that request's identity. */
+function forRequest(ctx: SessionCtx, extra: { authInfo?: AuthInfo }): SessionCtx {
+  const identity = extra.authInfo?.extra?.identity as Identity | undefined;
+  // Every request through handle() carries one; a missing one is a bug, and never means "use the old identity".
+  if (!identity || identityKey(identity) !== identityKey(ctx.identity)) throw new ToolError('internal_error', 'MCP request without the caller\'s identity', { code: RPC.upstream, status: 500 });
+  return identity === ctx.identity ? ctx : { ...ctx, identity };
+}
+
 export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGatewayOptions = {}): McpGateway {
   const integrity = createToolIntegrity(deps.db);
   const approvals = createApprovals(deps.db, { windowMs: opts.approvalWindowMs });
@@ -54,6 +75,11 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   const rt: Runtime = { catalog, deps, approvals, maxResultBytes: opts.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES };
   const pageSize = opts.pageSize ?? 200;
   const maxSessions = opts.maxSessions ?? 10_000;
+  const maxPerIdentity = opts.maxSessionsPerIdentity ?? 100;
+  if (!Number.isSafeInteger(maxPerIdentity) || maxPerIdentity < 1) throw new Error(`MCP sessions per identity (AAM_MCP_SESSIONS_PER_IDENTITY) must be a positive integer, not ${String(opts.maxSessionsPerIdentity)}`);
+  /** Sessions open or being opened, per identity (reserved before initialize, so a burst cannot overshoot). */
+  const opened = new Map<string, number>();
+  let openedTotal = 0;
   const idleMs = opts.sessionIdleMs ?? 30 * 60_000;
   const maxBody = opts.maxBodyBytes ?? 4 * 1024 * 1024;
   const listWaitMs = opts.listWaitMs ?? 5000;
@@ -83,28 +109,45 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       capabilities: { tools: { listChanged: true }, resources: { subscribe: true }, prompts: {} },
       instructions: ctx.scope === null ? 'aam MCP gateway: tools are named <server>__<tool>; every call is authorized and audited.' : undefined,
     });
-    server.setRequestHandler(ListToolsRequestSchema, async (req) => {
+    server.setRequestHandler(ListToolsRequestSchema, async (req, extra) => {
+      const rc = forRequest(ctx, extra);
       await catalog.ready(ctx.scope, listWaitMs);
-      const all = visibleTools(rt, ctx);
+      const all = visibleTools(rt, rc);
       const start = decodeCursor(req.params?.cursor);
       const page = all.slice(start, start + pageSize);
       const tools = page.map((t) => ({ ...t.def, name: catalog.exposedName(ctx.scope, t) }) as Tool);
       return start + pageSize < all.length ? { tools, nextCursor: encodeCursor(start + pageSize) } : { tools };
     });
     server.setRequestHandler(CallToolRequestSchema, async (req, extra) =>
-      callTool(rt, ctx, req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra)));
-    server.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: await listResources(rt, ctx) }));
-    server.setRequestHandler(ListResourceTemplatesRequestSchema, async () => ({ resourceTemplates: await listResourceTemplates(rt, ctx) }));
-    server.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => readResource(rt, ctx, req.params.uri, callExtra(req.params._meta?.progressToken, extra)));
-    server.setRequestHandler(SubscribeRequestSchema, async (req) => { await subscribeResource(rt, ctx, req.params.uri); return {}; });
-    server.setRequestHandler(UnsubscribeRequestSchema, async (req) => { await unsubscribeResource(rt, ctx, req.params.uri); return {}; });
-    server.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: await listPrompts(rt, ctx) }));
-    server.setRequestHandler(GetPromptRequestSchema, async (req, extra) => getPrompt(rt, ctx, req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra)));
+      callTool(rt, forRequest(ctx, extra), req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra)));
+    server.setRequestHandler(ListResourcesRequestSchema, async (_req, extra) => ({ resources: await listResources(rt, forRequest(ctx, extra)) }));
+    server.setRequestHandler(ListResourceTemplatesRequestSchema, async (_req, extra) => ({ resourceTemplates: await listResourceTemplates(rt, forRequest(ctx, extra)) }));
+    server.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => readResource(rt, forRequest(ctx, extra), req.params.uri, callExtra(req.params._meta?.progressToken, extra)));
+    server.setRequestHandler(SubscribeRequestSchema, async (req, extra) => { await subscribeResource(rt, forRequest(ctx, extra), req.params.uri); return {}; });
+    server.setRequestHandler(UnsubscribeRequestSchema, async (req, extra) => { await unsubscribeResource(rt, forRequest(ctx, extra), req.params.uri); return {}; });
+    server.setRequestHandler(ListPromptsRequestSchema, async (_req, extra) => ({ prompts: await listPrompts(rt, forRequest(ctx, extra)) }));
+    server.setRequestHandler(GetPromptRequestSchema, async (req, extra) => getPrompt(rt, forRequest(ctx, extra), req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra)));
     return server;
   }
 
   async function startSession(req: IncomingMessage, res: ServerResponse, identity: Identity, scope: string | null, body: unknown): Promise<void> {
-    if (sessions.size >= maxSessions) return rpcError(res, 503, RPC.upstream, `too many MCP sessions (${maxSessions}); close unused sessions (HTTP DELETE with Mcp-Session-Id) and retry`);
+    const who = identityKey(identity);
+    const mine = opened.get(who) ?? 0;
+    if (mine >= maxPerIdentity) {
+      deps.log.warn({ spiffe_id: who, sessions: mine }, 'mcp session refused: per-identity limit');
+      return rpcError(res, 429, RPC.limited, `too many open MCP sessions for ${who} (limit ${maxPerIdentity} per identity); close unused sessions (HTTP DELETE with Mcp-Session-Id) or let idle ones expire (after ${Math.round(idleMs / 60_000)} min), then retry`);
+    }
+    if (openedTotal >= maxSessions) return rpcError(res, 503, RPC.upstream, `too many MCP sessions (${maxSessions}); close unused sessions (HTTP DELETE with Mcp-Session-Id) and retry`);
+    opened.set(who, mine + 1);
+    openedTotal++;
+    let released = false;
+    const release = () => {
+      if (released) return;
+      released = true;
+      openedTotal--;
+      const n = (opened.get(who) ?? 1) - 1;
+      if (n > 0) opened.set(who, n); else opened.delete(who);
+    };
     let session: Session | undefined;
     const ctx: SessionCtx = { identity, scope, sessionId: () => session?.id, resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
     const server = buildServer(ctx);
@@ -115,15 +158,21 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
         sessions.set(id, session);
         deps.log.info({ session_id: id, spiffe_id: identity.agent.spiffeId, scope: scope ?? '*' }, 'mcp session started');
       },
-      onsessionclosed: (id) => { sessions.delete(id); },
+      onsessionclosed: (id) => { sessions.delete(id); release(); },
     });
     transport.onclose = () => {
       if (session) sessions.delete(session.id);
+      release();
       // The session's subscriptions end with it.
       for (const uri of [...ctx.subscriptions.keys()]) void unsubscribeResource(rt, ctx, uri).catch(() => {});
     };
-    await server.connect(transport);
-    await transport.handleRequest(req, res, body);
+    try {
+      await server.connect(transport);
+      attachIdentity(req, identity);
+      await transport.handleRequest(req, res, body);
+    } finally {
+      if (!session) release(); // initialize failed: no session holds the slot
+    }
   }
 
   return {
@@ -147,6 +196,10 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
         }
         if (s.ctx.scope !== serverName) return rpcError(res, 400, RPC.invalidParams, `this MCP session was opened on ${s.ctx.scope === null ? '/mcp' : `/mcp/${s.ctx.scope}`}; use that endpoint`);
         s.lastUsed = Date.now();
+        // Same SPIFFE ID, attributes as they are now: requests are decided with this identity, and
+        // the session's own background work (unsubscribing when it closes) uses the latest one.
+        s.ctx.identity = identity;
+        attachIdentity(req, identity);
         return s.transport.handleRequest(req, res, body);
       }
       const isInit = req.method === 'POST' && (Array.isArray(body) ? body.some(isInitializeRequest) : isInitializeRequest(body));
@@ -165,8 +218,8 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     approvals,
     toolDiff: (server, tool) => integrity.diff(server, tool),
     acceptTool(server, tool, actor) {
+      // Evidence of who accepted it is the admin event the caller (admin API) records.
       const d = integrity.accept(server, tool, actor);
-      deps.audit.record({ type: 'admin.tool_accepted', actor, server, tool, digest: d.currentDigest });
       catalog.recompile(server);
       return d;
     },

@@ -1,12 +1,16 @@
 // Rug-pull defence: the first definition aam sees of each upstream tool is trusted and its digest
 // stored; a later change withholds the tool until an admin accepts the new definition.
 // A digest pinned in config (McpServer spec.tools.<name>.digest) overrides trust-on-first-use.
+// The digest covers every field that reaches the model or decides how aam treats the tool: name,
+// description, inputSchema, title, outputSchema and annotations (readOnlyHint/destructiveHint decide
+// whether a call is mutating). Digests from before title/outputSchema/annotations were covered
+// ("legacy") are upgraded, not treated as changes: see check().
 import { createHash } from 'node:crypto';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import type { UpstreamTool } from './types.ts';
 
 export type ToolStatus =
-  | { ok: true; digest: string }
+  | { ok: true; digest: string; /** Something an operator should act on (logged), e.g. a legacy pin. */ notice?: string }
   | { ok: false; digest: string; reason: string };
 
 export interface ToolDiff {
@@ -17,13 +21,15 @@ export interface ToolDiff {
   currentDigest?: string;
   accepted?: CanonicalTool;
   current?: CanonicalTool;
-  /** Top-level fields that differ (name, description, inputSchema). */
+  /** Top-level fields that differ (name, description, inputSchema, title, outputSchema, annotations). */
   changed: string[];
   acceptedBy?: string;
   acceptedAt?: string;
 }
 
-export interface CanonicalTool { name: string; description: string; inputSchema: unknown }
+export interface CanonicalTool { name: string; description: string; inputSchema: unknown; title?: string; outputSchema?: unknown; annotations?: unknown }
+
+const FIELDS = ['name', 'description', 'inputSchema', 'title', 'outputSchema', 'annotations'] as const;
 
 export interface ToolIntegrity {
   /** Compare a freshly listed set of tools with what was accepted; records first sightings and changes. */
@@ -45,12 +51,20 @@ export function canonicalJson(v: unknown): string {
   return JSON.stringify(v) ?? 'null';
 }
 
+/** Absent optional fields are left out, so a tool without them keeps the digest it had before they were covered. */
 export function canonicalTool(t: UpstreamTool): CanonicalTool {
-  return { name: t.name, description: t.description ?? '', inputSchema: t.inputSchema ?? {} };
+  return { name: t.name, description: t.description ?? '', inputSchema: t.inputSchema ?? {}, title: t.title, outputSchema: t.outputSchema, annotations: t.annotations };
 }
 
+const sha256 = (v: unknown): string => 'sha256:' + createHash('sha256').update(canonicalJson(v)).digest('hex');
+
 export function toolDigest(t: UpstreamTool): string {
-  return 'sha256:' + createHash('sha256').update(canonicalJson(canonicalTool(t))).digest('hex');
+  return sha256(canonicalTool(t));
+}
+
+/** The digest of name, description and inputSchema only: what aam accepted and pinned before annotations were covered. */
+export function legacyToolDigest(t: UpstreamTool): string {
+  return sha256({ name: t.name, description: t.description ?? '', inputSchema: t.inputSchema ?? {} });
 }
 
 const normalizePin = (p: string) => (p.startsWith('sha256:') ? p : `sha256:${p}`).toLowerCase();
@@ -68,6 +82,7 @@ export function createToolIntegrity(db: DatabaseSync): ToolIntegrity {
   const insert = db.prepare(`INSERT INTO mcp_tool_digests (server, tool, accepted_digest, accepted_def, current_digest, current_def, accepted_by, accepted_at, first_seen)
     VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)`);
   const setCurrent = db.prepare('UPDATE mcp_tool_digests SET current_digest = ?, current_def = ? WHERE server = ? AND tool = ?');
+  const upgrade = db.prepare('UPDATE mcp_tool_digests SET accepted_digest = ?, accepted_def = ?, current_digest = ?, current_def = ? WHERE server = ? AND tool = ?');
   const acceptStmt = db.prepare('UPDATE mcp_tool_digests SET accepted_digest = current_digest, accepted_def = current_def, accepted_by = ?, accepted_at = ? WHERE server = ? AND tool = ?');
   const changedStmt = db.prepare('SELECT * FROM mcp_tool_digests WHERE accepted_digest <> current_digest ORDER BY server, tool');
 
@@ -77,7 +92,7 @@ export function createToolIntegrity(db: DatabaseSync): ToolIntegrity {
     if (!r) return { server, tool, status: 'unknown', changed: [] };
     const accepted = JSON.parse(r.accepted_def) as CanonicalTool;
     const current = JSON.parse(r.current_def) as CanonicalTool;
-    const changed = (['name', 'description', 'inputSchema'] as const).filter((k) => canonicalJson(accepted[k]) !== canonicalJson(current[k]));
+    const changed = FIELDS.filter((k) => canonicalJson(accepted[k]) !== canonicalJson(current[k]));
     return {
       server, tool, status: r.accepted_digest === r.current_digest ? 'accepted' : 'changed',
       acceptedDigest: r.accepted_digest, currentDigest: r.current_digest, accepted, current, changed,
@@ -91,18 +106,30 @@ export function createToolIntegrity(db: DatabaseSync): ToolIntegrity {
       const now = new Date().toISOString();
       for (const t of tools) {
         const digest = toolDigest(t);
+        const legacy = legacyToolDigest(t);
         const def = JSON.stringify(canonicalTool(t));
-        const row = rowOf(server, t.name);
+        let row = rowOf(server, t.name);
+        let notice: string | undefined;
         if (!row) insert.run(server, t.name, digest, def, digest, def, now, now);
-        else if (row.current_digest !== digest) setCurrent.run(digest, def, server, t.name);
+        else if (row.accepted_digest !== digest && row.accepted_digest === legacy) {
+          // Accepted before the digest covered annotations, and unchanged in everything it covered
+          // then: today's annotations become part of the accepted definition (trust on first use,
+          // once), so an upgrade does not withhold every annotated tool.
+          upgrade.run(digest, def, digest, def, server, t.name);
+          row = { ...row, accepted_digest: digest, current_digest: digest };
+          notice = `accepted digest upgraded to cover title, outputSchema and annotations (now ${digest}); later changes to them are withheld until accepted`;
+        } else if (row.current_digest !== digest) setCurrent.run(digest, def, server, t.name);
         const pin = pins[t.name];
         if (pin !== undefined) {
-          out.set(t.name, normalizePin(pin) === digest ? { ok: true, digest }
-            : { ok: false, digest, reason: `tool definition does not match the digest pinned in config (pinned ${normalizePin(pin)}, now ${digest}); update spec.tools.${t.name}.digest after reviewing it` });
+          const p = normalizePin(pin);
+          if (p === digest) out.set(t.name, { ok: true, digest });
+          // A pin taken before annotations were covered still holds for what it covered; say how to cover the rest.
+          else if (p === legacy) out.set(t.name, { ok: true, digest, notice: `spec.tools.${t.name}.digest is a pre-annotation digest: it does not cover title, outputSchema or annotations; pin ${digest} after reviewing them` });
+          else out.set(t.name, { ok: false, digest, reason: `tool definition does not match the digest pinned in config (pinned ${p}, now ${digest}); update spec.tools.${t.name}.digest after reviewing it` });
           continue;
         }
         const accepted = row ? row.accepted_digest : digest;
-        out.set(t.name, accepted === digest ? { ok: true, digest }
+        out.set(t.name, accepted === digest ? { ok: true, digest, notice }
           : { ok: false, digest, reason: `tool definition changed; an admin must accept it (aam tools diff ${server} ${t.name}, then aam tools accept ${server} ${t.name})` });
       }
       return out;

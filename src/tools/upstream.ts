@@ -80,14 +80,16 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   let restartTimer: NodeJS.Timeout | undefined;
   let nextRestartAt = 0;
 
-  /** fetch for HTTP transports: adds the credential for the identity whose call is in flight. */
+  /** fetch for HTTP transports: adds the credential (headers, or query parameters) for the identity whose call is in flight. */
   const credentialFetch = async (url: string | URL, init?: RequestInit): Promise<Response> => {
     const headers = new Headers(init?.headers);
+    let target = url;
     if (spec.credential) {
       const cred = await deps.credentialHeaders(spec.credential, callerIdentity.getStore() ?? GATEWAY_IDENTITY);
       for (const [k, v] of Object.entries(cred.headers)) headers.set(k, v);
+      if (cred.query) target = withQuery(url, cred.query);
     }
-    return fetch(url, { ...init, headers });
+    return fetch(target, { ...init, headers });
   };
 
   async function makeTransport(): Promise<Transport> {
@@ -277,6 +279,13 @@ export function upstreamError(server: string, what: string, timeoutMs: number, e
   }
   if (e instanceof Error && e.name === 'AbortError') return new ToolError('cancelled', `${what} on MCP server "${server}" was cancelled`, { code: RPC.upstream, status: 499 });
   return new ToolError('upstream_error', `MCP server "${server}" failed during ${what}: ${errMsg(e)}`, { code: RPC.upstream, status: 502 });
+}
+
+/** `url` with credential query parameters set (replacing any the URL already had under those names). */
+export function withQuery(url: string | URL, query: Record<string, string>): URL {
+  const u = new URL(url);
+  for (const [k, v] of Object.entries(query)) u.searchParams.set(k, v);
+  return u;
 }
 
 export function errMsg(e: unknown): string {
