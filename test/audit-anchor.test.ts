@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DatabaseSync } from 'node:sqlite';
-import { copyFileSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { generateKeyPairSync } from 'node:crypto';
 import { join } from 'node:path';
 import { openAuditLog } from '../src/audit/log.ts';
@@ -17,7 +17,8 @@ import { keyIdOf } from '../src/audit/keys.ts';
 import { segmentFileName } from '../src/audit/segment.ts';
 import { chainHash } from '../src/audit/event.ts';
 import { rewriteTrail, runAudit, sampleEvent, tempDir } from './audit-helpers.ts';
-import { localServer } from './helpers/e2e.ts';
+import { localServer, until } from './helpers/e2e.ts';
+import { agentDocs, doc, startTestGateway, yaml } from './helpers/gateway.ts';
 
 interface Trail { dir: string; pub: string; pubFile: string; log: AuditLogOptions }
 
@@ -278,4 +279,40 @@ test('the checkpoint file: AAM_AUDIT_CHECKPOINT_FILE puts it elsewhere; retentio
   const swapped = verifyDatabase(dir, pub, undefined, anchor);
   assert.equal(swapped.ok, false);
   assert.match(swapped.firstError?.message ?? '', /names another hash than the outside checkpoint|prev_hash/);
+});
+
+test('a real gateway appends its checkpoints to AAM_AUDIT_CHECKPOINT_FILE and to its file sink; both serve verify --checkpoint', async () => {
+  const elsewhere = tempDir('aam-elsewhere-');
+  const cpFile = join(elsewhere, 'volume', 'checkpoints.jsonl');
+  const sinkFile = join(elsewhere, 'audit.jsonl');
+  const gw = await startTestGateway(yaml(
+    doc('Credential', 'up-key', { env: 'AAM_ANCHOR_TEST_KEY' }),
+    doc('Provider', 'up', { type: 'openai-compatible', baseUrl: 'http://127.0.0.1:9/v1', credential: 'up-key' }),
+    doc('Model', 'm', { targets: [{ provider: 'up', model: 'x' }], pricing: { input_per_1m: 1, output_per_1m: 1 } }),
+    ...agentDocs(['m']),
+  ), { AAM_ANCHOR_TEST_KEY: 'sk-anchor', AAM_AUDIT_CHECKPOINT_FILE: cpFile, AAM_AUDIT_FILE: sinkFile });
+  try {
+    const key = gw.key('tester');
+    for (let i = 0; i < 3; i++) {
+      const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }] }) });
+      await r.text();
+    }
+    const log = gw.g.rt.auditLog;
+    assert.ok(log);
+    await log.flush();
+    const size = await log.checkpoint();
+    assert.ok(size !== null && size >= 4, `checkpoint at ${size}`);
+    // The sink delivers it on its next poll (about a second), after the events it covers.
+    await until(() => existsSync(sinkFile) && readFileSync(sinkFile, 'utf8').includes(`"kind":"checkpoint","tree_size":${size},`), 15_000, `checkpoint ${size} in the file sink`);
+    const pubFile = join(elsewhere, 'audit.pub.pem');
+    writeFileSync(pubFile, log.publicKeyPem());
+    await gw.g.close();
+    assert.equal(existsSync(join(gw.dataDir, CHECKPOINT_FILE)), false, 'the checkpoint file went where AAM_AUDIT_CHECKPOINT_FILE says');
+    assert.ok(newestIn(cpFile).tree_size >= size);
+    for (const source of [cpFile, sinkFile]) {
+      const v = await runAudit('verify', gw.dataDir, { 'public-key': pubFile, checkpoint: source });
+      assert.equal(v.code, 0, v.out);
+      assert.match(v.out, /OK: the trail holds every event up to the outside checkpoint/);
+    }
+  } finally { await gw.close(); }
 });

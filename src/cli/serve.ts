@@ -14,7 +14,7 @@ import { addToolRoutes } from '../server/tool-routes.ts';
 import { createMcpGateway } from '../tools/mcp-gateway.ts';
 import { createHttpToolProxy } from '../tools/http-tool.ts';
 import { toolDeps } from '../access/tool-deps.ts';
-import { openAuditLog, startSinks, webhookSink, fileSink, otlpLogsSink, type AuditSink } from '../audit/index.ts';
+import { openAuditLog, startSinks, webhookSink, fileSink, otlpLogsSink, checkpointFilePath, type AuditSink } from '../audit/index.ts';
 import { segmentAgeFor, startRetention } from '../audit/retention.ts';
 import { DEFAULT_SEGMENTS } from '../audit/writer.ts';
 import { mergeSmallSegments } from '../audit/store.ts';
@@ -69,7 +69,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   if (failMode !== 'buffer' && failMode !== 'fail_closed') throw new Error(`AAM_AUDIT_FAIL_MODE must be buffer or fail_closed, not "${failMode}"`);
   rt.auditFailClosed = failMode === 'fail_closed';
   const audit = env.AAM_AUDIT === 'off' ? null : openAuditLog({
-    dataDir: o.dataDir, failMode, durableTimeoutMs: 2_000,
+    dataDir: o.dataDir, failMode, durableTimeoutMs: 2_000, checkpointFile: checkpointFilePath(o.dataDir, env),
     // Evidence passes the same scrubber as every response: upstream text never puts a secret on disk.
     scrub: (json) => rt.scrub(json),
     onAlert: (a) => rt.log.error({ event: 'audit_alert', ...a }, 'audit storage problem'),
