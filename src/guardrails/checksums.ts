@@ -43,14 +43,24 @@ export function ibanValid(iban: string): boolean {
 
 /** Shannon entropy in bits per character. */
 export function shannonEntropy(s: string): number {
-  const counts = new Map<number, number>();
+  // Tokens are ASCII: count in a small array (a Map cost half the secrets detector's time), and sum
+  // in first-seen order as the Map did, so results are bit-identical.
+  const ascii = new Uint32Array(128);
+  const other = new Map<number, number>();
+  const order: number[] = [];
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
-    counts.set(c, (counts.get(c) ?? 0) + 1);
+    if (c < 128) {
+      if (ascii[c]++ === 0) order.push(c);
+    } else {
+      const n = other.get(c) ?? 0;
+      if (n === 0) order.push(c);
+      other.set(c, n + 1);
+    }
   }
   let h = 0;
-  for (const n of counts.values()) {
-    const p = n / s.length;
+  for (const c of order) {
+    const p = (c < 128 ? ascii[c] : other.get(c)!) / s.length;
     h -= p * Math.log2(p);
   }
   return h;

@@ -4,7 +4,7 @@
 // boundaries and negative context.
 import { isIPv6 } from 'node:net';
 import { IBAN_LENGTHS, ibanValid, luhnValid } from './checksums.ts';
-import { before, countDigits, finding, onlyDigits, scan } from './scan.ts';
+import { before, countDigits, finding, isDigit, isWord, onlyDigits, scan } from './scan.ts';
 import type { Finding } from './types.ts';
 
 // ---------- email
@@ -22,8 +22,6 @@ const PHONE_CONTEXT = /(?:phone|tel|telephone|mobile|mob|cell|call|calling|fax|w
 /** Words that make a digit group an identifier rather than a phone number. */
 const NOT_PHONE_CONTEXT = /(?:\b(?:order|invoice|inv|ticket|tracking|ref|reference|account|acct|iban|sku|id|serial|case|claim|po|transaction|txn|confirmation|booking|policy|part|batch|lot|build|version|isbn|room|unit|suite|model)|#|no\.)(?:\s*(?:number|num|no\.?|nr\.?|id|#))?[\s:#.-]{0,4}$/i;
 
-/** +CC international (E.164 with optional separators, "(0)" trunk allowed). */
-const PHONE_INTL_RE = /(?<![\w+])\+[1-9]\d{0,2}\)?(?:[ .-]?(?:\(0\))?[ .-]?\(?\d{1,5}\)?){1,6}(?![\w-]|[.,]\d)/g;
 /** 00CC international prefix, separators required so long ids do not match. */
 const PHONE_00_RE = /(?<![\w.-])00[1-9]\d{0,2}(?:[ .-]\(?\d{1,5}\)?){2,6}(?![\w-]|[.,]\d)/g;
 /** NANP: (415) 555-2671, 415-555-2671, 415.555.2671, 1-415-555-2671. */
@@ -34,6 +32,87 @@ const FR_PAIRS = /^0[1-9](?:[ .]\d{2}){4}$/;
 /** Unformatted 10-digit NANP number, only with phone context. */
 const PHONE_BARE_RE = /(?<![\w.+-])1?[2-9]\d{2}[2-9]\d{6}(?![\w-]|[.,]\d)/g;
 
+// +CC international (E.164 with optional separators, "(0)" trunk allowed):
+//   \+[1-9]\d{0,2}\)?(?:[ .-]?(?:\(0\))?[ .-]?\(?\d{1,5}\)?){1,6}  not followed by [\w-] or [.,]\d.
+// As a backtracking regex this tried every split of a digit run into groups (~12 us per character
+// on "+" and 40 digits), so it is matched by hand, in the regex's own preference order. A group
+// cannot end inside a digit run (the next group or the end would need a non-digit), so a run of L
+// digits costs ceil(L/5) groups whichever way it is split, and only the greedy split is tried.
+const INTL_GROUPS = 6, INTL_GROUP_DIGITS = 5;
+const isSep = (c: number): boolean => c === 32 || c === 46 || c === 45; // [ .-]
+
+/** The `(?![\w-]|[.,]\d)` boundary after a number. */
+function numberEndsAt(text: string, i: number): boolean {
+  const c = text.charCodeAt(i);
+  return !isWord(c) && c !== 45 && !((c === 46 || c === 44) && isDigit(text.charCodeAt(i + 1)));
+}
+
+/** End of the international number whose '+' is at `plus`, or -1; the same span the regex above matches. */
+export function intlPhoneEnd(text: string, plus: number): number {
+  const c0 = text.charCodeAt(plus + 1);
+  if (!isDigit(c0) || c0 === 48) return -1;
+  const memo = new Map<number, number>();
+  // After `count` groups at i: another group first (greedy), else the end boundary.
+  const after = (i: number, count: number): number => {
+    const key = i * 8 + count;
+    let r = memo.get(key);
+    if (r === undefined) {
+      r = count < INTL_GROUPS ? group(i, count) : -1;
+      if (r < 0 && count > 0 && numberEndsAt(text, i)) r = i;
+      memo.set(key, r);
+    }
+    return r;
+  };
+  // One group `[ .-]?(?:\(0\))?[ .-]?\(?\d{1,5}\)?`: each optional part taken first, then skipped.
+  const group = (i: number, count: number): number => {
+    for (const a of isSep(text.charCodeAt(i)) ? [i + 1, i] : [i]) {
+      for (const b of text.startsWith('(0)', a) ? [a + 3, a] : [a]) {
+        for (const c of isSep(text.charCodeAt(b)) ? [b + 1, b] : [b]) {
+          for (const d of text.charCodeAt(c) === 40 ? [c + 1, c] : [c]) {
+            const r = digitsThen(d, count);
+            if (r >= 0) return r;
+          }
+        }
+      }
+    }
+    return -1;
+  };
+  // A digit run at d takes ceil(L/5) groups; then the optional ')'.
+  const digitsThen = (d: number, count: number): number => {
+    let n = 0;
+    while (n <= INTL_GROUPS * INTL_GROUP_DIGITS && isDigit(text.charCodeAt(d + n))) n++;
+    if (n === 0) return -1;
+    const used = count + Math.ceil(n / INTL_GROUP_DIGITS);
+    if (used > INTL_GROUPS) return -1;
+    const e = d + n;
+    if (text.charCodeAt(e) === 41) { const r = after(e + 1, used); if (r >= 0) return r; }
+    return after(e, used);
+  };
+  // Country code [1-9]\d{0,2}, longest first, then an optional ')'.
+  let extra = 0;
+  while (extra < 2 && isDigit(text.charCodeAt(plus + 2 + extra))) extra++;
+  for (let k = extra; k >= 0; k--) {
+    const j = plus + 2 + k;
+    if (text.charCodeAt(j) === 41) { const r = after(j + 1, 0); if (r >= 0) return r; }
+    const r = after(j, 0);
+    if (r >= 0) return r;
+  }
+  return -1;
+}
+
+/** Each '+' that starts an international number (not after a word character or another '+'). */
+function scanIntl(text: string, out: Finding[]): void {
+  for (let p = text.indexOf('+'); p >= 0;) {
+    const prev = text.charCodeAt(p - 1);
+    const end = isWord(prev) || prev === 43 ? -1 : intlPhoneEnd(text, p);
+    if (end < 0) { p = text.indexOf('+', p + 1); continue; }
+    const m = text.slice(p, end);
+    const n = countDigits(m.replace('(0)', ''));
+    if (n >= 8 && n <= 15) out.push(finding('phone', p, p + balanced(m)));
+    p = text.indexOf('+', end);
+  }
+}
+
 /** Length without an unmatched closing parenthesis at the end ("(call +44 20 7946 0958)"). */
 function balanced(s: string): number {
   return s.endsWith(')') && s.split('(').length < s.split(')').length ? s.length - 1 : s.length;
@@ -41,10 +120,7 @@ function balanced(s: string): number {
 
 export function detectPhone(text: string, out: Finding[]): void {
   if (!/\d{2}/.test(text)) return;
-  scan(PHONE_INTL_RE, text, out, (m) => {
-    const n = countDigits(m[0].replace('(0)', ''));
-    return n >= 8 && n <= 15 ? finding('phone', m.index, m.index + balanced(m[0])) : null;
-  });
+  scanIntl(text, out);
   scan(PHONE_00_RE, text, out, (m) => {
     const n = countDigits(m[0]);
     return n >= 10 && n <= 17 && !NOT_PHONE_CONTEXT.test(before(text, m.index, 20)) ? finding('phone', m.index, m.index + balanced(m[0])) : null;

@@ -1,8 +1,11 @@
 // Secret detectors: vendor key formats (fixed prefixes make them precise), PEM private keys,
 // JWTs (header must decode to JSON), values assigned to secret-named keys, and generic
 // high-entropy tokens. Every finding is category `secret` with a `kind` for audit.
+// Linear time (see scan.ts): each regex below starts with a literal or a lookbehind that admits
+// one start per run; PEM bodies and URL passwords are found by hand-written scanners.
 import { shannonEntropy } from './checksums.ts';
-import { before, finding, scan } from './scan.ts';
+import { jsonObjectKeys } from './json-check.ts';
+import { before, finding, isAlnum, isLetter, isSpace, isWord, scan } from './scan.ts';
 import type { Finding } from './types.ts';
 
 /** Prefix formats: [kind, regex]. Boundaries keep them from firing inside longer identifiers. */
@@ -25,17 +28,22 @@ const PREFIXED: ReadonlyArray<readonly [string, RegExp]> = [
 ];
 /** OpenAI: sk-, sk-proj-, sk-svcacct-, sk-admin-; needs digits and capitals so "sk-learn-..." prose does not match. */
 const OPENAI_RE = /(?<![A-Za-z0-9_-])sk-(?!ant-)(?:(?:proj|svcacct|admin)-)?[A-Za-z0-9_-]{20,}(?![A-Za-z0-9_-])/g;
-const PEM_RE = /-----BEGIN ((?:[A-Z0-9]+ ){0,3})PRIVATE KEY(?: BLOCK)?-----(?:[\s\S]{0,16384}?-----END \1PRIVATE KEY(?: BLOCK)?-----|[A-Za-z0-9+/=\s:,-]*)/g;
+/** PEM armour: the words before PRIVATE KEY end at the first '-', so parses of two markers never overlap. */
+const PEM_BEGIN_RE = /-----BEGIN ((?:[A-Z0-9]+ ){0,3})PRIVATE KEY(?: BLOCK)?-----/g;
+const PEM_END_RE = /-----END ((?:[A-Z0-9]+ ){0,3})PRIVATE KEY(?: BLOCK)?-----/g;
+/** How far after BEGIN its END may be; without one, the key runs to the end of the base64 body. */
+const PEM_MAX_BODY = 16384;
+const PEM_BODY = /[A-Za-z0-9+/=\s:,-]*/y;
 const JWT_RE = /(?<![A-Za-z0-9_-])(eyJ[A-Za-z0-9_-]{8,})\.([A-Za-z0-9_-]{8,})\.([A-Za-z0-9_-]*)(?![A-Za-z0-9_-])/g;
-/** Secret-named key then a value: `api_key=...`, `"password": "..."`, `client_secret: ...`. */
-// Bounded repetitions keep this linear on long dotted/dashed runs ("a.a.a.a...").
-const ASSIGN_RE = /(?<![A-Za-z0-9])(?:[A-Za-z0-9]{1,32}[_.-]){0,4}(?:secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|passw(?:or)?d|pwd|credentials?|auth)(?:[_-][A-Za-z0-9]{1,32}){0,4}["']?\s*(?:[:=]|=>)\s*["']?([^\s"'`,;<>{}()[\]]{8,})/gi;
-/** Password in URL userinfo: scheme://user:password@host. */
-const URL_PASSWORD_RE = /\b[a-z][a-z0-9+.-]*:\/\/[^\s:@\/]+:([^\s@\/]{3,})@/gi;
+/**
+ * Secret-named key then a value: `api_key=...`, `"password": "..."`, `client_secret: ...`.
+ * The match starts at the secret word: words before it (`client_`, `db.`) never change which value
+ * is found, and matching them made every word boundary of "a.a.a..." a costly start. Each word
+ * after it is bounded and must start with a separator, so its split is unique.
+ */
+const ASSIGN_RE = /(?<![A-Za-z0-9])(?:secret|token|api[_-]?key|apikey|access[_-]?key|private[_-]?key|passw(?:or)?d|pwd|credentials?|auth)(?:[_-][A-Za-z0-9]{1,32}){0,4}["']?\s*(?:[:=]|=>)\s*["']?([^\s"'`,;<>{}()[\]]{8,})/gi;
 const BEARER_RE = /\bBearer\s+([A-Za-z0-9._~+/-]{16,}=*)/g;
 const AWS_SECRET_CONTEXT = /aws.{0,20}secret|secret.?access.?key/i;
-/** '=' only as trailing padding, so `token=abc...` splits into key and value. */
-const TOKEN_RE = /(?<![A-Za-z0-9+/_=-])[A-Za-z0-9+/_-]{20,}={0,2}(?![A-Za-z0-9+/_=-])/g;
 const PLACEHOLDER = /^(?:x{3,}|\*{3,}|\.{3,}|\$|%|<|\{\{|your|example|changeme|redacted|placeholder|dummy|none|null|undefined|true|false|process\.env|os\.environ|env\.|getenv|\[)/i;
 const HEX_RE = /^[0-9a-fA-F]+$/;
 const ID_PREFIX = /^[a-z]{2,12}[_-](?:[a-z]{2,8}[_-])?[A-Za-z0-9]/;
@@ -58,11 +66,103 @@ function entropyThreshold(len: number): number {
 }
 
 function jwtHeaderOk(seg: string): boolean {
-  try {
-    const h: unknown = JSON.parse(Buffer.from(seg, 'base64url').toString('utf8'));
-    return typeof h === 'object' && h !== null && ('alg' in h || 'typ' in h);
-  } catch {
-    return false;
+  const keys = jsonObjectKeys(Buffer.from(seg, 'base64url').toString('utf8'));
+  return keys !== null && (keys.includes('alg') || keys.includes('typ'));
+}
+
+/** Scheme character in a URL (`[a-z0-9+.-]`, case-insensitive). */
+function isSchemeChar(c: number): boolean {
+  return isLetter(c) || (c >= 48 && c <= 57) || c === 43 || c === 45 || c === 46;
+}
+
+/** True when some word-boundary start before `at` (the ':' of '://') begins a scheme `[a-z][a-z0-9+.-]*`. */
+function hasScheme(text: string, at: number): boolean {
+  for (let s = at - 1; s >= 0 && isSchemeChar(text.charCodeAt(s)); s--) {
+    if (isLetter(text.charCodeAt(s)) && !isWord(text.charCodeAt(s - 1))) return true;
+  }
+  return false;
+}
+
+/**
+ * Passwords in URL userinfo, `scheme://user:password@host`: the password is the run after the
+ * first ':' up to '@' (no whitespace or '/'). Scanned from each '://', so a long run of dots or
+ * scheme characters is read once instead of once per possible scheme start.
+ */
+function detectUrlPasswords(text: string, out: Finding[]): void {
+  for (let at = text.indexOf('://'); at >= 0; at = text.indexOf('://', at + 3)) {
+    let i = at + 3;
+    while (i < text.length && !isSpace(text.charCodeAt(i)) && !':@/'.includes(text[i])) i++;
+    if (i === at + 3 || text[i] !== ':' || !hasScheme(text, at)) continue;
+    const start = ++i;
+    while (i < text.length && !isSpace(text.charCodeAt(i)) && text[i] !== '@' && text[i] !== '/') i++;
+    if (text[i] !== '@' || i - start < 3 || PLACEHOLDER.test(text.slice(start, i))) continue;
+    out.push(finding('secret', start, i, 'url_password'));
+  }
+}
+
+/**
+ * PEM private keys: BEGIN, then the first END with the same words within PEM_MAX_BODY characters,
+ * else the base64 body that follows. END markers are indexed once per text, so a text full of
+ * BEGIN lines costs one lookup each instead of a 16 KB search each.
+ */
+function detectPem(text: string, out: Finding[]): void {
+  const ends = new Map<string, Array<{ at: number; end: number }>>();
+  if (text.includes('-----END')) {
+    PEM_END_RE.lastIndex = 0;
+    for (let m = PEM_END_RE.exec(text); m !== null; m = PEM_END_RE.exec(text)) {
+      let list = ends.get(m[1]);
+      if (list === undefined) ends.set(m[1], list = []);
+      list.push({ at: m.index, end: m.index + m[0].length });
+      PEM_END_RE.lastIndex = m.index + 1; // END markers may share dashes ("-----END X-----END X-----")
+    }
+  }
+  const cursor = new Map<string, number>();
+  PEM_BEGIN_RE.lastIndex = 0;
+  for (let m = PEM_BEGIN_RE.exec(text); m !== null; m = PEM_BEGIN_RE.exec(text)) {
+    const body = m.index + m[0].length;
+    const list = ends.get(m[1]) ?? [];
+    let k = cursor.get(m[1]) ?? 0;
+    while (k < list.length && list[k].at < body) k++;
+    cursor.set(m[1], k);
+    let end: number;
+    if (k < list.length && list[k].at - body <= PEM_MAX_BODY) {
+      end = list[k].end;
+    } else {
+      PEM_BODY.lastIndex = body;
+      PEM_BODY.test(text);
+      end = PEM_BODY.lastIndex;
+    }
+    out.push(finding('secret', m.index, end, 'private_key'));
+    PEM_BEGIN_RE.lastIndex = end;
+  }
+}
+
+/** `[A-Za-z0-9+/_-]`: the token alphabet ('=' is padding only, so `token=abc...` splits into key and value). */
+function isTokenChar(c: number): boolean {
+  return isAlnum(c) || c === 43 || c === 47 || c === 95 || c === 45;
+}
+
+/** Tokens are at least this long, so probing every TOKEN_MIN-th character finds every one. */
+const TOKEN_MIN = 20;
+
+/**
+ * Candidate tokens: maximal runs of 20+ token characters plus up to two '=' of padding, not next to
+ * '=' or another token character. Only runs that contain a probe (every 20th character) can be
+ * long enough, so most of a text is never looked at; each run is read once.
+ */
+function forEachToken(text: string, fn: (start: number, end: number) => void): void {
+  let next = 0;
+  for (let p = TOKEN_MIN - 1; p < text.length; p += TOKEN_MIN) {
+    if (p < next || !isTokenChar(text.charCodeAt(p))) continue;
+    let start = p;
+    while (isTokenChar(text.charCodeAt(start - 1))) start--;
+    let i = p + 1;
+    while (isTokenChar(text.charCodeAt(i))) i++;
+    const runEnd = i;
+    while (text.charCodeAt(i) === 61) i++;
+    next = i;
+    const padded = i - runEnd;
+    if (runEnd - start >= TOKEN_MIN && padded <= 2 && text.charCodeAt(start - 1) !== 61 && (padded === 0 || !isTokenChar(text.charCodeAt(i)))) fn(start, i);
   }
 }
 
@@ -85,7 +185,7 @@ export function detectSecrets(text: string, out: Finding[]): void {
       return c.digit > 0 && c.upper > 0 ? finding('secret', m.index, m.index + m[0].length, 'openai_key') : null;
     });
   }
-  if (text.includes('-----BEGIN')) scan(PEM_RE, text, out, (m) => finding('secret', m.index, m.index + m[0].length, 'private_key'));
+  if (text.includes('-----BEGIN')) detectPem(text, out);
   if (text.includes('eyJ')) {
     scan(JWT_RE, text, out, (m) => jwtHeaderOk(m[1]) ? finding('secret', m.index, m.index + m[0].length, 'jwt') : null);
   }
@@ -98,26 +198,19 @@ export function detectSecrets(text: string, out: Finding[]): void {
     const start = m.index + m[0].length - v.length;
     return finding('secret', start, start + v.length, 'assigned_secret');
   });
-  if (text.includes('://')) {
-    scan(URL_PASSWORD_RE, text, out, (m) => {
-      if (PLACEHOLDER.test(m[1])) return null;
-      const start = m.index + m[0].length - 1 - m[1].length;
-      return finding('secret', start, start + m[1].length, 'url_password');
-    });
-  }
+  detectUrlPasswords(text, out);
   if (text.includes('Bearer')) {
     scan(BEARER_RE, text, out, (m) => {
       const start = m.index + m[0].length - m[1].length;
       return finding('secret', start, start + m[1].length, 'bearer_token');
     });
   }
-  scan(TOKEN_RE, text, out, (m) => {
-    const tok = m[0];
+  forEachToken(text, (start, end) => {
     // Inline data (data:...;base64,) is content, not a credential.
-    if (text.startsWith('base64,', m.index - 7)) return null;
-    if (looksRandom(tok)) return finding('secret', m.index, m.index + tok.length, 'high_entropy');
+    if (text.startsWith('base64,', start - 7)) return;
+    const tok = text.slice(start, end);
+    if (looksRandom(tok)) out.push(finding('secret', start, end, 'high_entropy'));
     // 40-char base64 after an AWS secret label is the secret access key.
-    if (tok.length === 40 && AWS_SECRET_CONTEXT.test(before(text, m.index, 40))) return finding('secret', m.index, m.index + 40, 'aws_secret_key');
-    return null;
+    else if (tok.length === 40 && AWS_SECRET_CONTEXT.test(before(text, start, 40))) out.push(finding('secret', start, start + 40, 'aws_secret_key'));
   });
 }

@@ -25,16 +25,26 @@ const PRIORITY: Partial<Record<Category, number>> = {
   secret: 0, credit_card: 1, iban: 2, ssn: 3, email: 4, ip_address: 5, phone: 6,
 };
 
-/** Within a cluster of overlapping findings keep the most specific (then longest) ones that do not overlap. */
-function pickWinners(cluster: Finding[], kept: Finding[]): void {
+/**
+ * Within a cluster of overlapping findings keep the most specific (then longest) ones that do not
+ * overlap. Taken characters are marked, so a long chain of overlapping findings costs the sum of
+ * their lengths, not the square of their number.
+ */
+function pickWinners(cluster: Finding[], from: number, to: number, kept: Finding[]): void {
   const ranked = cluster.sort((a, b) =>
     (PRIORITY[a.category] ?? 9) - (PRIORITY[b.category] ?? 9) || (b.end - b.start) - (a.end - a.start) || a.start - b.start);
+  const taken = new Uint8Array(to - from);
   const won: Finding[] = [];
-  for (const f of ranked) if (!won.some((k) => f.start < k.end && k.start < f.end)) won.push(f);
-  for (const f of won.sort((a, b) => a.start - b.start)) kept.push(f);
+  for (const f of ranked) {
+    const a = f.start - from, b = f.end - from;
+    if (taken.subarray(a, b).includes(1)) continue;
+    taken.fill(1, a, b);
+    won.push(f);
+  }
+  for (const f of won.sort((x, y) => x.start - y.start)) kept.push(f);
 }
 
-/** Sort by start and drop findings that overlap a more specific (or, on ties, longer) one. Linear apart from overlap clusters. */
+/** Sort by start and drop findings that overlap a more specific (or, on ties, longer) one. Findings are non-empty. */
 export function resolveOverlaps(findings: Finding[]): Finding[] {
   if (findings.length < 2) return findings;
   const sorted = [...findings].sort((a, b) => a.start - b.start || b.end - a.end);
@@ -44,7 +54,7 @@ export function resolveOverlaps(findings: Finding[]): Finding[] {
   for (let i = 1; i <= sorted.length; i++) {
     const f = sorted[i];
     if (f !== undefined && f.start < clusterEnd) { cluster.push(f); clusterEnd = Math.max(clusterEnd, f.end); continue; }
-    if (cluster.length === 1) kept.push(cluster[0]); else pickWinners(cluster, kept);
+    if (cluster.length === 1) kept.push(cluster[0]); else pickWinners(cluster, cluster[0].start, clusterEnd, kept);
     if (f === undefined) break;
     cluster = [f];
     clusterEnd = f.end;

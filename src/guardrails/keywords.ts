@@ -18,20 +18,56 @@ export function foldChar(c: string): string {
   return c.normalize('NFD').replace(MARKS, '').toLowerCase();
 }
 
+/**
+ * Fold text for keyword matching, with the original offset of every folded code unit. Written into
+ * typed arrays, with each distinct non-ASCII character folded once per call: building strings one
+ * character at a time cost ~200 us per KB of non-ASCII text.
+ */
 export function fold(text: string): Folded {
   if (ASCII.test(text)) return { text: text.toLowerCase(), map: null };
-  let out = '';
-  const map: number[] = [];
+  const folds = new Map<number, string>();
+  let units = new Uint16Array(text.length + 16);
+  let map = new Int32Array(text.length + 16);
+  let n = 0;
   for (let i = 0; i < text.length;) {
-    const cp = text.codePointAt(i) ?? 0;
+    const c = text.charCodeAt(i);
+    if (c < 0x80) {
+      units[n] = c >= 65 && c <= 90 ? c + 32 : c;
+      map[n++] = i++;
+      continue;
+    }
+    const cp = c >= 0xd800 && c <= 0xdbff ? text.codePointAt(i)! : c;
     const w = cp > 0xffff ? 2 : 1;
-    const ch = text.slice(i, i + w);
-    const f = cp < 0x80 ? ch.toLowerCase() : foldChar(ch);
-    for (let k = 0; k < f.length; k++) map.push(i);
-    out += f;
+    let f = folds.get(cp);
+    if (f === undefined) folds.set(cp, f = foldChar(text.slice(i, i + w)));
+    // Room for this fold and one unit per remaining input unit.
+    const need = n + f.length + (text.length - i);
+    if (need > units.length) {
+      units = grown(units, new Uint16Array(need * 2));
+      map = grown(map, new Int32Array(need * 2));
+    }
+    for (let k = 0; k < f.length; k++) {
+      units[n] = f.charCodeAt(k);
+      map[n++] = i;
+    }
     i += w;
   }
-  return { text: out, map: Int32Array.from(map) };
+  return { text: fromUnits(units.subarray(0, n)), map: map.subarray(0, n) };
+}
+
+function grown<T extends Uint16Array | Int32Array>(from: T, to: T): T {
+  to.set(from);
+  return to;
+}
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** UTF-16 code units to a string, lone surrogates kept (TextDecoder would replace them). */
+function fromUnits(units: Uint16Array): string {
+  if (LITTLE_ENDIAN) return Buffer.from(units.buffer, units.byteOffset, units.byteLength).toString('utf16le');
+  const parts: string[] = [];
+  for (let k = 0; k < units.length; k += 8192) parts.push(String.fromCharCode.apply(null, Array.from(units.subarray(k, k + 8192))));
+  return parts.join('');
 }
 
 /** One regex for the whole list; longest keywords first so "project falcon x" beats "project falcon". */
@@ -55,7 +91,8 @@ export function findKeywords(re: RegExp, text: string, folded: Folded = fold(tex
     const start = map[f.start];
     const lastStart = map[f.end - 1];
     let end = lastStart + (text.codePointAt(lastStart)! > 0xffff ? 2 : 1);
-    while (end < text.length && IS_MARK.test(text[end])) end++;
+    // Combining marks start at U+0300: the cheap test first.
+    while (end < text.length && text.charCodeAt(end) >= 0x300 && IS_MARK.test(text[end])) end++;
     return { category: 'keyword', start, end };
   });
 }

@@ -1,5 +1,12 @@
 // Small helpers shared by the detectors. Regexes are module-level constants compiled once; the
 // scan loop resets lastIndex itself, which is safe because scanning is synchronous.
+//
+// Linear time, by construction: every detector regex is either bounded (each quantifier has a
+// small maximum, so one match attempt does constant work) or has at most one possible start per
+// run of the characters it repeats (a literal prefix, or a lookbehind that fails inside the run)
+// and no two adjacent quantifiers that can match the same character, so an attempt costs O(run)
+// and runs do not overlap. Shapes that cannot be written that way are hand-written scanners.
+// test/guardrails-linear.test.ts checks every detector against long hostile runs.
 import type { Category, Finding } from './types.ts';
 
 /** Run a global regex over text and keep the matches `accept` returns a finding for. */
@@ -29,4 +36,30 @@ export function countDigits(s: string): number {
 
 export function onlyDigits(s: string): string {
   return s.replace(/\D+/g, '');
+}
+
+/** Character tests on UTF-16 code units (NaN, past either end of the text, is none of them). */
+export function isDigit(c: number): boolean {
+  return c >= 48 && c <= 57;
+}
+
+export function isLetter(c: number): boolean {
+  return (c >= 65 && c <= 90) || (c >= 97 && c <= 122);
+}
+
+export function isAlnum(c: number): boolean {
+  return isDigit(c) || isLetter(c);
+}
+
+/** Regex `\w` without the u flag. */
+export function isWord(c: number): boolean {
+  return isAlnum(c) || c === 95;
+}
+
+/** Regex `\s`: ASCII whitespace plus the Unicode space separators, line separators and BOM. */
+export function isSpace(c: number): boolean {
+  if (c <= 32) return c === 32 || (c >= 9 && c <= 13);
+  if (c < 0xa0) return false;
+  return c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a) || c === 0x2028 || c === 0x2029
+    || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff;
 }
