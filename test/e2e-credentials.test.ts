@@ -107,7 +107,7 @@ before(async () => {
   child.stdout?.on('data', (c: Buffer) => { logs += c.toString(); });
   child.stderr?.on('data', (c: Buffer) => { logs += c.toString(); });
   url = `http://127.0.0.1:${port}`;
-  await until(async () => (await fetch(`${url}/readyz`).catch(() => null))?.status === 200, 8000, `gateway ready; logs: ${logs}`);
+  await until(async () => (await fetch(`${url}/readyz`).catch(() => null))?.status === 200, 60_000, `gateway ready; logs: ${logs}`);
 });
 
 after(async () => {

@@ -121,7 +121,7 @@ test('SIGKILL under load: every acknowledged request is in the trail and the cha
     child.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
     const exited = new Promise<NodeJS.Signals | null>((r) => child.on('exit', (_c, sig) => r(sig)));
     const url = `http://127.0.0.1:${port}`;
-    await until(async () => (await fetch(`${url}/readyz`).catch(() => null))?.status === 200, 8000, `gateway ready (${stderr})`);
+    await until(async () => (await fetch(`${url}/readyz`).catch(() => null))?.status === 200, 60_000, `gateway ready (${stderr})`);
 
     const acked: string[] = [];
     let stop = false;
