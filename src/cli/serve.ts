@@ -50,6 +50,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   // X.509-SVIDs: one CA bundle per trust domain (TrustDomain x509_bundle_file; --client-ca for the
   // local ones). The handshake verifies against all of them; each SVID against its own domain's.
   const x509 = o.tlsCert ? loadX509Trust(rt.compiled.set, o.clientCa) : undefined;
+  for (const w of x509?.warnings ?? []) rt.log.warn({ event: 'x509_bundle_warning' }, w);
   if (!o.tlsCert && [...rt.compiled.set.trustDomains.values()].some((r) => r.spec.x509_bundle_file)) {
     rt.log.warn({ event: 'x509_bundle_unused' }, 'TrustDomain x509_bundle_file has no effect without --tls-cert and --tls-key (mTLS)');
   }

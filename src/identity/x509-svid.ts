@@ -267,12 +267,12 @@ export interface Mtls {
 
 /**
  * `onTrust` is told every new bundle set (the server swaps its TLS context so the handshake
- * verifies against it); `trust` is the set already loaded at start (its errors refuse the start).
+ * verifies against it); `trust` is the set already loaded at start (its errors refuse the start,
+ * its warnings are the caller's to log).
  */
 export function createMtls(o: { trust: X509Trust; clientCaFile?: string; log: TrustLog; onTrust(t: X509Trust): void }): Mtls {
   let trust = o.trust;
   const seen = new WeakMap<TLSSocket, { trust: X509Trust; result: TlsPeerResult; notAfter: number }>();
-  for (const w of trust.warnings) o.log.warn({ event: 'x509_bundle_warning' }, w);
   return {
     get trust() { return trust; },
     identify(socket) {
@@ -290,7 +290,7 @@ export function createMtls(o: { trust: X509Trust; clientCaFile?: string; log: Tr
         o.log.error({ event: 'x509_bundle_reload_failed', error: (e as Error).message }, 'X.509 bundles not reloaded; the previous ones stay in use');
         return;
       }
-      for (const w of next.warnings) o.log.warn({ event: 'x509_bundle_warning' }, w);
+      if (next.warnings.join('\n') !== trust.warnings.join('\n')) for (const w of next.warnings) o.log.warn({ event: 'x509_bundle_warning' }, w);
       if (next.pem !== trust.pem) o.onTrust(next);
       trust = next;
     },
