@@ -7,6 +7,7 @@ import { parseAllDocuments, LineCounter, isMap, isSeq, type Document } from 'yam
 import type { z } from 'zod';
 import { documentSchema, specByKind, type ConfigSet, type Kind, type Resource } from './schema.ts';
 import { resolvePricing } from './pricing.ts';
+import { compileLinearRegex } from './linear-regex.ts';
 
 export interface ConfigIssue {
   file: string;
@@ -213,7 +214,7 @@ function checkReferences(set: ConfigSet, at: At): void {
   checkBudgetsCanBind(set, at);
   for (const g of set.guardrails.values()) {
     (g.spec.regex ?? []).forEach((r, i) => {
-      try { new RegExp(r, 'u'); } catch (e) { at('Guardrail', g, ['spec', 'regex', i], `invalid regular expression: ${(e as Error).message}`); }
+      try { compileLinearRegex(r); } catch (e) { at('Guardrail', g, ['spec', 'regex', i], (e as Error).message); }
     });
   }
 }

@@ -227,6 +227,9 @@ export const guardrailSpec = z.strictObject({
   keywords: z.array(z.string()).optional(),
   action: z.enum(['block', 'redact', 'flag']),
   max_chars: z.number().int().positive().optional(),
+  /** Characters of one request or response scanned (default 1 MiB); beyond it the guardrail blocks, or flags with on_scan_limit: flag. */
+  max_scan_chars: z.number().int().positive().optional(),
+  on_scan_limit: z.enum(['block', 'flag']).optional(),
   webhook: z.strictObject({ url: z.url(), timeout_ms: positive.optional(), on_error: z.enum(['block', 'allow']).optional() }).optional(),
   /** JSON Schema (subset, see src/guardrails/json-schema.ts) that tool arguments / JSON payloads must satisfy. */
   json_schema: z.record(z.string(), z.unknown()).optional(),

@@ -3,6 +3,7 @@
 // flag; redaction swaps each finding for a typed marker; summaries carry categories and counts,
 // never the matched values.
 import type { GuardrailSpec } from '../config/schema.ts';
+import { compileLinearRegex } from '../config/linear-regex.ts';
 import { DETECTORS, resolveOverlaps } from './detectors.ts';
 import { compileSchema, type Validator } from './json-schema.ts';
 import { compileKeywords, findKeywords, fold, type Folded } from './keywords.ts';
@@ -24,6 +25,9 @@ export interface CompiledGuardrail {
   /** Longest keyword phrase in characters: the stream guard holds back at least this much. */
   readonly keywordSpan: number;
   readonly maxChars: number | undefined;
+  /** Characters of one request (or response) this guardrail scans; beyond it `onScanLimit` applies. */
+  readonly maxScanChars: number;
+  readonly onScanLimit: 'block' | 'flag';
   readonly webhook: WebhookSpec | undefined;
   readonly schema: Validator | undefined;
 }
@@ -41,8 +45,14 @@ export interface TextVerdict {
 export const MARKERS: Readonly<Record<Category, string>> = {
   email: '[EMAIL]', phone: '[PHONE]', credit_card: '[CREDIT_CARD]', ssn: '[SSN]', iban: '[IBAN]',
   ip_address: '[IP_ADDRESS]', secret: '[SECRET]', regex: '[REDACTED]', keyword: '[KEYWORD]',
-  size: '[TRUNCATED]', schema: '[REDACTED]', webhook: '[REDACTED]',
+  size: '[TRUNCATED]', schema: '[REDACTED]', webhook: '[REDACTED]', scan_limit: '[REDACTED]',
 };
+
+/**
+ * Default per-request scan budget: linear detectors cost ~0.1 s per MiB on one core (bench/DETECTORS.md),
+ * so one request can hold the event loop for about that long at most, per guardrail.
+ */
+export const DEFAULT_MAX_SCAN_CHARS = 1024 * 1024;
 
 const RANK: Readonly<Record<Verdict, number>> = { allow: 0, flag: 1, redact: 2, block: 3 };
 
@@ -50,9 +60,9 @@ const RANK: Readonly<Record<Verdict, number>> = { allow: 0, flag: 1, redact: 2, 
 export function compileGuardrail(name: string, spec: GuardrailSpec): CompiledGuardrail {
   const regexes = (spec.regex ?? []).map((src, i) => {
     try {
-      return new RegExp(src, 'g');
+      return compileLinearRegex(src);
     } catch (err) {
-      throw new Error(`guardrail "${name}": regex[${i}] is not a valid regular expression (${(err as Error).message}); fix or remove it`);
+      throw new Error(`guardrail "${name}": regex[${i}] ${(err as Error).message}`);
     }
   });
   let schema: Validator | undefined;
@@ -72,6 +82,9 @@ export function compileGuardrail(name: string, spec: GuardrailSpec): CompiledGua
     keywords: compileKeywords(spec.keywords ?? []),
     keywordSpan: Math.max(0, ...(spec.keywords ?? []).map((k) => k.length)),
     maxChars: spec.max_chars,
+    maxScanChars: spec.max_scan_chars ?? DEFAULT_MAX_SCAN_CHARS,
+    // A flag-only guardrail never blocks; the others fail closed unless told to let unscanned text pass.
+    onScanLimit: spec.on_scan_limit ?? (spec.action === 'flag' ? 'flag' : 'block'),
     webhook: spec.webhook,
     schema,
   });
@@ -110,13 +123,15 @@ export function findingsFor(g: CompiledGuardrail, memo: ScanMemo, checkSize: boo
 /** Running verdict over several texts and guardrails (an explicit object, not module state). */
 export interface Tally {
   verdict: Verdict;
+  /** Characters scanned so far in this request's walk: the scan budget of every guardrail. */
+  scanned: number;
   blockedBy?: string;
   blockedCategory?: Category;
   summaries: Map<string, FindingSummary>;
 }
 
 export function newTally(): Tally {
-  return { verdict: 'allow', summaries: new Map() };
+  return { verdict: 'allow', scanned: 0, summaries: new Map() };
 }
 
 /** Record one guardrail's findings; `action` may differ from g.action (e.g. a size redact on JSON blocks). */
@@ -140,6 +155,11 @@ export function record(t: Tally, g: CompiledGuardrail, findings: readonly Findin
       if (s.where.length < 10 && !s.where.includes(where)) s.where.push(where);
     }
   }
+}
+
+/** A guardrail's budget is spent: the text is not scanned, and the guardrail blocks (or flags) once per walk. */
+export function overScanLimit(t: Tally, g: CompiledGuardrail, where?: string): void {
+  if (!t.summaries.has(`${g.name}\u0000scan_limit`)) record(t, g, [finding('scan_limit', 0, 0)], g.onScanLimit, where);
 }
 
 export function summaries(t: Tally): FindingSummary[] {
@@ -175,8 +195,11 @@ export function toSpans(findings: readonly Finding[]): Span[] {
 export function evaluateText(text: string, guardrails: readonly CompiledGuardrail[], direction: Direction, t: Tally, checkSize: boolean, where?: string): string {
   const memo = newMemo(text);
   const spans: Span[] = [];
+  const scanned = t.scanned;
+  t.scanned += text.length;
   for (const g of guardrails) {
     if (!g.on.has(direction)) continue;
+    if (scanned + text.length > g.maxScanChars) { overScanLimit(t, g, where); continue; }
     const found = findingsFor(g, memo, checkSize);
     if (found.length === 0) continue;
     record(t, g, found, g.action, where);
@@ -210,6 +233,7 @@ const CATEGORY_TEXT: Readonly<Record<Category, string>> = {
   iban: 'an IBAN', ip_address: 'an IP address', secret: 'a secret (API key, token or private key)', regex: 'a blocked pattern',
   keyword: 'a blocked keyword', size: 'more text than allowed', schema: 'arguments that do not match the allowed schema',
   webhook: 'content rejected by an external checker',
+  scan_limit: 'more text than the guardrail scans per request (spec.max_scan_chars)',
 };
 
 /** User-facing message for a block (for error.code guardrail_blocked); names the guardrail, never the value. */

@@ -6,7 +6,7 @@
 // - back to the start of an unterminated PEM private-key block,
 // - never in the middle of a finding.
 // Findings are redacted in flight; a block-action finding tells the caller to cut the stream.
-import { evaluateTextFindings, MARKERS, newTally, record, redactSpans, summaries, toSpans, finding, type CompiledGuardrail, type Tally } from './engine-core.ts';
+import { evaluateTextFindings, MARKERS, newTally, overScanLimit, record, redactSpans, summaries, toSpans, finding, type CompiledGuardrail, type Tally } from './engine-core.ts';
 import type { Category, Direction, FindingSummary } from './types.ts';
 
 export interface StreamGuardOptions {
@@ -56,14 +56,23 @@ export function createStreamGuard(guardrails: readonly CompiledGuardrail[], opts
   const tally: Tally = newTally();
   let tail = '';      // already emitted raw text, kept as context for the next scan
   let pending = '';   // received, not yet emitted
+  let heldAt = 0;     // pending length at the last scan that could emit nothing (a long run is being held)
   let total = 0;
   let stopped: StreamPush['blocked'] | undefined;
   let truncated = false;
   const sizeFlagged = new Set<string>();
+  let scanning = active; // guardrails whose scan budget (max_scan_chars) is not spent
 
   // Size limits count all characters seen: block cuts the stream, redact truncates, flag records once.
   function admit(delta: string): string {
     let keep = delta.length;
+    if (scanning.some((g) => total + delta.length > g.maxScanChars)) {
+      for (const g of scanning) if (total + delta.length > g.maxScanChars) {
+        overScanLimit(tally, g);
+        if (g.onScanLimit === 'block') stopped ??= { guardrail: g.name, category: 'scan_limit' };
+      }
+      scanning = scanning.filter((g) => total + delta.length <= g.maxScanChars);
+    }
     for (const g of active) {
       if (g.maxChars === undefined || total + delta.length <= g.maxChars || sizeFlagged.has(g.name)) continue;
       sizeFlagged.add(g.name);
@@ -78,7 +87,7 @@ export function createStreamGuard(guardrails: readonly CompiledGuardrail[], opts
   function step(final: boolean): StreamPush {
     const buf = tail + pending;
     const offset = tail.length;
-    const perGuardrail = evaluateTextFindings(buf, active);
+    const perGuardrail = evaluateTextFindings(buf, scanning);
     const all = perGuardrail.flatMap((p) => p.findings).sort((a, b) => a.start - b.start);
     let cut = final ? buf.length : buf.length - window;
     if (!final) {
@@ -93,6 +102,7 @@ export function createStreamGuard(guardrails: readonly CompiledGuardrail[], opts
         for (const f of all) if (f.start < cut && f.end > cut) cut = f.end;
       }
     }
+    heldAt = cut <= offset ? pending.length : 0;
     if (cut <= offset) return { emit: '' };
     const spans = [];
     for (const { g, findings } of perGuardrail) {
@@ -119,8 +129,11 @@ export function createStreamGuard(guardrails: readonly CompiledGuardrail[], opts
       if (truncated) return { emit: '' };
       pending += admit(textDelta);
       if (stopped) return { emit: '', blocked: stopped };
-      // Tiny deltas (a token or two) accumulate until a scan can release a useful amount.
-      if (pending.length < window + minStep) return { emit: '' };
+      // Tiny deltas (a token or two) accumulate until a scan can release a useful amount. While a
+      // long run is held, rescan only once it has doubled: a held run then costs linear time, not
+      // one rescan of everything held per delta (a 16 KB base64 run streamed 4 characters at a time
+      // cost ~9 s of CPU).
+      if (pending.length < Math.max(window + minStep, Math.min(heldAt * 2, maxHold + 1))) return { emit: '' };
       return step(false);
     },
     end() {

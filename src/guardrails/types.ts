@@ -7,7 +7,7 @@ export type DetectorName = 'email' | 'phone' | 'credit_card' | 'ssn' | 'iban' | 
 /** Finding categories: one per detector (secrets report `secret`), plus the non-detector checks. */
 export type Category =
   | 'email' | 'phone' | 'credit_card' | 'ssn' | 'iban' | 'ip_address' | 'secret'
-  | 'regex' | 'keyword' | 'size' | 'schema' | 'webhook';
+  | 'regex' | 'keyword' | 'size' | 'schema' | 'webhook' | 'scan_limit';
 
 export interface Finding {
   category: Category;
