@@ -199,7 +199,7 @@ function printVerify(r: VerifyResult, what: string): void {
     out(`OK: ${what}: ${r.events} events (seq ${r.firstSeq}..${r.lastSeq}), ${r.checkpoints} checkpoints, chain from ${r.anchor === 'genesis' ? 'genesis' : `${r.anchor.type} checkpoint at ${r.anchor.tree_size}`}`);
     if (r.unsignedTail) out(`note: the last ${r.unsignedTail} events are chained but not yet covered by a signed checkpoint`);
     if (r.outside?.covered) out(`OK: the trail holds every event up to the outside checkpoint at seq ${r.outside.tree_size} (signed ${r.outside.time}) with the hash it signed`);
-    else if (r.outside) out(`note: the outside checkpoint at seq ${r.outside.tree_size} is older than the retention cut; give a newer one to check what remains`);
+    else if (r.outside) out(`note: the outside checkpoint at seq ${r.outside.tree_size} is older than the retention cut, so nothing it signed is left to compare and it proves nothing; give a newer one`);
     else out('note: without an outside checkpoint a cut tail, or a trail rewritten and re-signed with the signing key, goes unnoticed: add --checkpoint <copy of audit-checkpoints.jsonl>');
   } else {
     const e = r.firstError;
