@@ -2,10 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readFileSync, existsSync } from 'node:fs';
+import { tempDir } from './helpers/temp.ts';
 
 const run = (args: string[], input?: string) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
   const child = execFile(process.execPath, ['bin/aam.js', ...args], { env: { ...process.env, AAM_LOG_LEVEL: 'error' } }, (err, stdout, stderr) => {
@@ -14,7 +14,7 @@ const run = (args: string[], input?: string) => new Promise<{ code: number; stdo
   if (input !== undefined) child.stdin?.end(input);
 });
 
-const dir = mkdtempSync(join(tmpdir(), 'aam-cli-'));
+const dir = tempDir('aam-cli-');
 const data = join(dir, 'data');
 
 test('validate: the repo config is valid; a broken one lists every problem with file, line and field, exit 1', async () => {

@@ -1,8 +1,6 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SignJWT, generateKeyPair, jwtVerify, decodeJwt } from 'jose';
 import { parseConfigTexts } from '../src/config/load.ts';
@@ -10,6 +8,7 @@ import { openDatabase } from '../src/store/sqlite.ts';
 import { openVault, type Vault } from '../src/credentials/vault.ts';
 import { createInjector, stripInboundAuth, type Principal } from '../src/credentials/inject.ts';
 import { CredentialError } from '../src/credentials/errors.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const CLIENT_SECRET = 'client-secret-NEEDLE-42xyz';
 const A: Principal = { spiffeId: 'spiffe://test/agent/a', name: 'a' };
@@ -53,7 +52,7 @@ async function tokenServer(): Promise<TokenServer> {
 }
 
 function vaultWith(spec: string, env: Record<string, string> = {}, now?: () => number): Vault {
-  const dir = mkdtempSync(join(tmpdir(), 'aam-inj-'));
+  const dir = tempDir('aam-inj-');
   const config = parseConfigTexts([{ file: 't.yaml', text: `apiVersion: access.envisionai.dev/v1\nkind: Credential\nmetadata: { name: up }\nspec: ${spec}` }]);
   return openVault({ dataDir: dir, db: openDatabase(dir), config, env, refreshMs: 0, now });
 }

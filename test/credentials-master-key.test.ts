@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { chmodSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { loadMasterKey, parseMasterKeyEnv } from '../src/credentials/master-key.ts';
 import { CredentialError } from '../src/credentials/errors.ts';
+import { tempDir } from './helpers/temp.ts';
 
-const tmp = () => mkdtempSync(join(tmpdir(), 'aam-mk-'));
+const tmp = () => tempDir('aam-mk-');
 
 test('first start creates master.key with mode 0600, second start reads the same key', () => {
   const dir = tmp();

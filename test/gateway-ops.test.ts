@@ -2,8 +2,7 @@
 // concurrency, rpm limits, and mTLS X.509-SVID clients against `aam serve --tls-*`.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import { request as httpsRequest } from 'node:https';
@@ -14,6 +13,7 @@ import { makeCa, issueLeaf } from './fixtures/identity-pki.ts';
 import { startFakeUpstream } from './fake-upstream.ts';
 import { startTestGateway, doc, yaml, agentDocs } from './helpers/gateway.ts';
 import { startGateway } from '../src/cli/serve.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const until = async (pred: () => Promise<boolean> | boolean, ms = 3000) => {
   const end = Date.now() + ms;
@@ -101,7 +101,7 @@ test('mTLS: an X.509-SVID client certificate identifies the agent; other CAs and
   const server = await issueLeaf(ca, 'localhost', { serverAuth: true, sans: [{ type: 'dns', value: 'localhost' }, { type: 'ip', value: '127.0.0.1' }] });
   const good = await issueLeaf(ca, 'analyst', { sans: [{ type: 'url', value: 'spiffe://test/agent/tester' }] });
   const forged = await issueLeaf(other, 'analyst', { sans: [{ type: 'url', value: 'spiffe://test/agent/tester' }] });
-  const dir = mkdtempSync(join(tmpdir(), 'aam-mtls-'));
+  const dir = tempDir('aam-mtls-');
   const f = (n: string, t: string) => { writeFileSync(join(dir, n), t); return join(dir, n); };
   const configPath = f('aam.yaml', yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] }), ...agentDocs(['one'])));
   const g = await startGateway({ configPath, dataDir: join(dir, 'data'), port: 0, host: '127.0.0.1', tlsCert: f('srv.pem', server.certPem), tlsKey: f('srv.key', server.keyPem), clientCa: f('ca.pem', ca.pem), env: { ...process.env, AAM_LOG_LEVEL: 'error' } });
@@ -148,7 +148,7 @@ test('a Model route can carry its own guardrails, applied whoever calls it; unkn
 });
 
 test('a credential rotated under a running gateway is an admin event with its new version, never its value', async () => {
-  const dir = mkdtempSync(join(tmpdir(), 'aam-rot-'));
+  const dir = tempDir('aam-rot-');
   const path = join(dir, 'token.txt');
   writeFileSync(path, 'rotating-secret-v1-abcdef');
   const gw = await startTestGateway(yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] }),
