@@ -377,3 +377,21 @@ test('a session is decided with the identity as it is now: after the agent moves
     await g.close();
   }
 });
+
+test('closing the gateway while a stdio MCP server is still starting stops that process (no orphan, no restart)', async () => {
+  const pidFile = join(dir, 'starting.pid');
+  // Never answers initialize: the connection stays "starting" until the gateway closes.
+  const script = `require('node:fs').writeFileSync(${JSON.stringify(pidFile)}, String(process.pid)); setInterval(() => {}, 60000);`;
+  const g = await startTestGateway(yaml(doc('McpServer', 'slowstart', { transport: 'stdio', command: NODE, args: ['-e', script], timeout_ms: 120_000 })));
+  let pid = 0;
+  try {
+    await until(() => existsSync(pidFile) && readFileSync(pidFile, 'utf8') !== '', 60_000, 'the stdio server to start');
+    pid = Number(readFileSync(pidFile, 'utf8'));
+    await g.close();
+    const alive = () => { try { process.kill(pid, 0); return true; } catch { return false; } };
+    await until(() => !alive(), 10_000, `the starting stdio server (pid ${pid}) to be stopped by close()`);
+  } finally {
+    if (pid > 0) try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+    await g.close();
+  }
+});

@@ -79,6 +79,11 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   let lastError: string | undefined;
   let restartTimer: NodeJS.Timeout | undefined;
   let nextRestartAt = 0;
+  /** The transport of a connection still starting (close() must stop it too). */
+  let starting: Transport | undefined;
+  // A function, not an inline comparison: close() may change `state` across the awaits of connect().
+  const isClosed = () => state === 'closed';
+  const closedError = () => new ToolError('upstream_closed', `MCP server "${name}" was removed from the config or the gateway is closing`, { code: RPC.upstream, status: 502 });
 
   /** fetch for HTTP transports: adds the credential (headers, or query parameters) for the identity whose call is in flight. */
   const credentialFetch = async (url: string | URL, init?: RequestInit): Promise<Response> => {
@@ -118,13 +123,17 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     state = 'connecting';
     const c = new Client({ name: 'aam-gateway', version: '0.1.0' }, { capabilities: {} });
     const t = await makeTransport();
+    if (isClosed()) throw closedError();
     c.setNotificationHandler(ToolListChangedNotificationSchema, async () => {
       try { await refreshTools(c); } catch (e) { deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'tools/list refresh failed'); }
     });
     c.setNotificationHandler(ResourceUpdatedNotificationSchema, async (n) => { for (const l of updateListeners) l(n.params.uri); });
     t.onclose = () => onTransportClosed(c);
+    starting = t;
     try {
       await c.connect(t, { timeout: timeoutMs });
+      // close() ran while the process was starting: it must not outlive the gateway.
+      if (isClosed()) throw closedError();
       client = c;
       transport = t;
       await refreshTools(c);
@@ -136,7 +145,10 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       transport = undefined;
       await t.close().catch(() => {});
       throw e;
+    } finally {
+      starting = undefined;
     }
+    if (isClosed()) { await c.close().catch(() => {}); throw closedError(); }
     state = 'ready';
     connectedAt = Date.now();
     lastError = undefined;
@@ -169,7 +181,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   }
 
   function ensureClient(): Promise<Client> {
-    if (state === 'closed') return Promise.reject(new ToolError('upstream_closed', `MCP server "${name}" was removed from the config`, { code: RPC.upstream, status: 502 }));
+    if (state === 'closed') return Promise.reject(closedError());
     if (client && state === 'ready') return Promise.resolve(client);
     if (state === 'down' && restartTimer) {
       const wait = Math.max(0, nextRestartAt - Date.now());
@@ -177,6 +189,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     }
     if (!connecting) {
       connecting = connect().catch((e: unknown) => {
+        if (state === 'closed') throw closedError(); // no restart after close()
         lastError = errMsg(e);
         state = 'down';
         deps.log.error({ mcp_server: name, err: lastError }, 'mcp server connect failed');
@@ -259,6 +272,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       client = undefined;
       transport = undefined;
       await c?.close().catch(() => {});
+      await starting?.close().catch(() => {});
     },
   };
 }
