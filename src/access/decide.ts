@@ -1,7 +1,7 @@
 // Step 2 of every access path: may this identity do this? Policy decision, then rate limits and
 // budget reservation. Every decision is recorded as evidence, allow or deny.
-import { decide } from '../policy/decide.ts';
-import { setFor } from '../policy/compile.ts';
+import { decide, decideModel } from '../policy/decide.ts';
+import { setFor, type PolicySet } from '../policy/compile.ts';
 import type { AccessRequest, Decision } from '../policy/types.ts';
 import type { RateLimits, Reservation } from '../policy/limits.ts';
 import type { Runtime } from '../runtime.ts';
@@ -19,8 +19,8 @@ import type { AuditEventInput, AuditPolicy } from '../audit/event.ts';
  * ended the request): one audit event per request on the hot path, and never an allow without
  * its outcome.
  */
-export function authorize(ctx: Ctx, identity: Identity, req: AccessRequest): Decision {
-  const d = decide(req, ctx.cfg.policies);
+export function authorize(ctx: Ctx, identity: Identity, req: AccessRequest, set?: PolicySet): Decision {
+  const d = set && req.kind === 'model' ? decideModel(set, req.model, ctx.cfg.policies) : decide(req, ctx.cfg.policies);
   ctx.span?.setAttributes(decisionSpanAttributes({ policy: d.policy, decision: d.effect, rule: d.rule, reason: d.reason, configVersion: d.configVersion }));
   ctx.rt.metrics?.decision(d.effect, identity.agent.name);
   if (d.effect === 'deny') {
@@ -52,8 +52,8 @@ export function recordDecision(ctx: Ctx, status: number, error?: string): void {
 }
 
 /** Record an event about one identity, keeping only what its policies' audit.record selects. */
-export function recordEvidence(ctx: Ctx, identity: Identity, ev: AuditEventInput): void {
-  const sel = setFor(identity.agent, ctx.cfg.policies).auditRecord;
+export function recordEvidence(ctx: Ctx, identity: Identity, ev: AuditEventInput, set: PolicySet = ctx.access?.identity === identity ? ctx.access.set : setFor(identity.agent, ctx.cfg.policies)): void {
+  const sel = set.auditRecord;
   if (ctx.clientRequestId) ev = { ...ev, client_request_id: ctx.clientRequestId };
   ctx.rt.audit?.record(sel ? selectForRecord(ev, sel) : ev);
 }
@@ -64,8 +64,8 @@ export interface Admission { reservation: Reservation | null; tokensEstimate: nu
  * Rate limits, then budget: both check-and-count synchronously (no await in between), so
  * concurrent requests cannot all pass on the same remaining allowance.
  */
-export function admit(ctx: Ctx, identity: Identity, tokensEstimate: number, costEstimateUsd: number): Admission {
-  const limits = setFor(identity.agent, ctx.cfg.policies).limits;
+export function admit(ctx: Ctx, identity: Identity, tokensEstimate: number, costEstimateUsd: number, set: PolicySet = setFor(identity.agent, ctx.cfg.policies)): Admission {
+  const limits = set.limits;
   let rateKeys: string[] = [];
   if (limits.rate) {
     const r = checkRates(ctx.rt, identity, '', limits.rate, limits.rate.policies.join(', '), tokensEstimate);

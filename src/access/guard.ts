@@ -5,6 +5,7 @@ import type { GuardrailLists, Runtime } from '../runtime.ts';
 import type { Identity } from '../identity/types.ts';
 import type { ChatRequest, ChatResult, StreamEvent } from '../providers/types.ts';
 import { guardrailsFor } from '../policy/decide.ts';
+import type { PolicySet } from '../policy/compile.ts';
 import {
   applyToChat, applyToJson, blockedMessage, createEventGuard, leafTexts, replaceLeaves, runWebhookGuardrails,
   type CompiledGuardrail, type Direction, type FindingSummary, type EventGuard,
@@ -24,10 +25,10 @@ function mergedNames(memo: GuardrailLists, a: readonly string[], b: readonly str
   return u;
 }
 
-export function guardrailsOf(rt: Runtime, identity: Identity, routeGuardrails: readonly string[] = NONE_NAMES): readonly CompiledGuardrail[] {
+export function guardrailsOf(rt: Runtime, identity: Identity, routeGuardrails: readonly string[] = NONE_NAMES, set?: PolicySet): readonly CompiledGuardrail[] {
   const compiled = rt.compiled;
   const memo = compiled.guardrailLists;
-  const own = guardrailsFor(identity.agent, compiled.policies);
+  const own = set ? set.guardrails : guardrailsFor(identity.agent, compiled.policies);
   const names = routeGuardrails.length === 0 ? own : mergedNames(memo, own, routeGuardrails);
   if (names.length === 0) return NONE;
   let list = memo.byNames.get(names);

@@ -8,10 +8,9 @@ import { parseOpenAIChatRequest } from '../providers/openai.ts';
 import { parseAnthropicRequest } from '../providers/anthropic.ts';
 import { SSE_KEEPALIVE } from '../providers/sse.ts';
 import type { ChatRequest, ChatResult, ClientCodec, Usage } from '../providers/types.ts';
-import { identify } from '../access/identify.ts';
-import { authorize, admit, settle, release, type Admission } from '../access/decide.ts';
-import { guardrailsOf, guardChatInput, guardChatOutput, chatStreamGuard, hasOutputWebhook, recordStreamFindings } from '../access/guard.ts';
-import type { CompiledGuardrail } from '../guardrails/engine.ts';
+import { openAccess, type Access } from '../access/context.ts';
+import type { Admission } from '../access/decide.ts';
+import { chatStreamGuard, hasOutputWebhook } from '../access/guard.ts';
 import { AamError, badRequest } from '../server/errors.ts';
 import { readJson, sendText, type Ctx } from '../server/context.ts';
 import type { Identity } from '../identity/types.ts';
@@ -31,8 +30,8 @@ const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache
 
 export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promise<void> {
   ctx.wire = wire;
-  const identity = await identify(ctx);
-  ctx.identity = identity;
+  const a = await openAccess(ctx);
+  const identity = a.identity;
   const body = await readJson(ctx);
   // The bytes actually read bound the prompt (a chunked upload declares no length).
   const bodyBytes = ctx.bodyBytes ?? 0;
@@ -43,12 +42,9 @@ export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promis
   if (!route || route.kind !== 'chat') {
     throw new AamError(404, 'model_not_found', `model "${req.model}" is not a chat model route on this gateway; GET /v1/models lists the models you may use`, { param: 'model' });
   }
-  authorize(ctx, identity, { kind: 'model', agent: identity.agent, model: route.name });
-  const gs = guardrailsOf(ctx.rt, identity, route.guardrails);
-  if (gs.length) {
-    ctx.guardrails = gs.map((g) => g.name);
-    req = await guardChatInput(ctx.rt, ctx.requestId, identity, gs, req);
-  }
+  a.authorizeModel(route.name);
+  a.guardrails(route.guardrails);
+  req = await a.guardChatInput(req);
 
   // Cache (scoped to this agent or team): looked up after policy and input guardrails, so a hit
   // is only ever served to a caller who may make the request, and counts as a $0 call.
@@ -62,14 +58,14 @@ export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promis
   const promptTokens = Math.ceil(bodyBytes / 4);
   const maxOut = req.max_completion_tokens ?? req.max_tokens ?? 4096;
   const estimate = hit ? 0 : Math.max(0, ...route.targets.map((t) => estimateCostUsd(promptTokens, maxOut, t.pricing)));
-  const adm = admit(ctx, identity, promptTokens + maxOut, estimate);
+  const adm = a.admit(promptTokens + maxOut, estimate);
   const cache: CacheState = { hit, save: look && look.status !== 'off' ? look.save : null };
 
   const ac = new CallAbort();
   ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });
   const codec = codecFor(wire);
-  if (req.stream) await streamChat(ctx, identity, route, req, codec, adm, ac, gs, cache);
-  else await completeChat(ctx, identity, route, req, codec, adm, ac, gs, cache);
+  if (req.stream) await streamChat(a, route, req, codec, adm, ac, cache);
+  else await completeChat(a, route, req, codec, adm, ac, cache);
 }
 
 /** hit: a cached answer to replay; save: store the fresh answer (null when caching is off). */
@@ -79,24 +75,25 @@ function cacheHeader(c: CacheState): Record<string, string> {
   return c.hit ? { 'x-aam-cache': 'hit' } : c.save ? { 'x-aam-cache': 'miss' } : {};
 }
 
-async function completeChat(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, gs: readonly CompiledGuardrail[], cache: CacheState): Promise<void> {
+async function completeChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState): Promise<void> {
+  const { ctx, identity } = a;
   if (cache.hit) {
-    finish(ctx, identity, route, null, cache.hit.usage, adm, 200, false, undefined, 'hit');
-    const result = gs.length ? await guardChatOutput(ctx.rt, ctx.requestId, identity, gs, cache.hit) : cache.hit;
+    finish(a, route, null, cache.hit.usage, adm, 200, false, undefined, 'hit');
+    const result = await a.guardChatOutput(cache.hit);
     await ctx.rt.evidenceSafe();
     sendText(ctx, 200, JSON.stringify(codec.encodeResult(result, route.name)), 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
     return;
   }
   const r = await callWhole(ctx, identity, route, req, codec, ac);
   if (!r.ok) {
-    release(ctx, adm);
+    a.release(adm);
     const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
     recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, false, message);
     throw new AamError(r.failure.clientStatus, r.failure.code, message);
   }
-  const cost = finish(ctx, identity, route, r.target, r.value.result.usage, adm, 200, false, undefined, cache.save ? 'miss' : null);
+  const cost = finish(a, route, r.target, r.value.result.usage, adm, 200, false, undefined, cache.save ? 'miss' : null);
   cache.save?.(r.value.result);
-  const result = gs.length ? await guardChatOutput(ctx.rt, ctx.requestId, identity, gs, r.value.result) : r.value.result;
+  const result = await a.guardChatOutput(r.value.result);
   // The raw upstream body is only usable when no guardrail changed the answer.
   const raw = result === r.value.result ? r.value.raw : null;
   const text = raw ?? JSON.stringify(codec.encodeResult(result, route.name));
@@ -124,10 +121,10 @@ function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest,
  * answered whole first, checked (detectors and webhooks), then replayed as a stream: the stream
  * is never a way around it.
  */
-async function checkedWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, ac: CallAbort, gs: readonly CompiledGuardrail[]) {
-  const r = await callWhole(ctx, identity, route, req, codec, ac);
+async function checkedWhole(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, ac: CallAbort) {
+  const r = await callWhole(a.ctx, a.identity, route, req, codec, ac);
   if (!r.ok) return r;
-  const checked = await guardChatOutput(ctx.rt, ctx.requestId, identity, gs, r.value.result);
+  const checked = await a.guardChatOutput(r.value.result);
   return { ok: true as const, value: localStream(resultToEvents(checked)), target: r.target };
 }
 
@@ -135,7 +132,8 @@ function responseHeaders(target: Target, cost: number | null): Record<string, st
   return { 'x-aam-target': target.label, 'x-aam-cost-usd': cost === null ? 'unknown' : cost.toFixed(8) };
 }
 
-async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, gs: readonly CompiledGuardrail[], cache: CacheState): Promise<void> {
+async function streamChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState): Promise<void> {
+  const { ctx, identity, gs } = a;
   const res = ctx.res;
   const includeUsage = codec.wire === 'anthropic' || req.stream_options?.include_usage === true;
   // Keep-alive: an SSE comment after each idle period (also before the first token, when
@@ -148,7 +146,7 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
   try {
     const whole = !cache.hit && hasOutputWebhook(gs);
     const r = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null }
-      : whole ? await checkedWhole(ctx, identity, route, req, codec, ac, gs) : await runAttempts(route, ac.signal, async (target) => {
+      : whole ? await checkedWhole(a, route, req, codec, ac) : await runAttempts(route, ac.signal, async (target) => {
       if (target.provider.type === 'demo') return { ok: true as const, value: localStream(demoStream(req, target.model)) };
       const adapter = target.provider.adapter!;
       const up = adapter.chatRequest({ ...req, stream: true }, { model: target.model, stream: true, options: target.options });
@@ -158,7 +156,7 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
       return openUpstreamStream(target, up1.body, adapter.streamParser());
     });
     if (!r.ok) {
-      release(ctx, adm);
+      a.release(adm);
       const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
       recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, true, message);
       if (!res.headersSent) throw new AamError(r.failure.clientStatus, r.failure.code, message);
@@ -206,20 +204,20 @@ async function streamChat(ctx: Ctx, identity: Identity, route: Route, req: ChatR
       broken = ctx.rt.scrub(e instanceof StreamBroken ? e.message : `stream failed: ${(e as Error).message}`, UPSTREAM_MESSAGE_MAX);
       if (e instanceof StreamBroken) brokenType = e.errorType;
     }
-    if (guard) recordStreamFindings(ctx.rt, ctx.requestId, identity, guard, blockedBy);
+    if (guard) a.streamFindings(guard, blockedBy);
     if (blockedBy) stream.abort();
     let tail = '';
     if (scrub && !broken) for (const ev of scrub.end()) tail += encode(ev);
     if (ac.signal.aborted) {
-      finish(ctx, identity, route, r.target, usage, adm, 499, true, 'client disconnected');
+      finish(a, route, r.target, usage, adm, 499, true, 'client disconnected');
       return;
     }
     if (broken) {
-      finish(ctx, identity, route, r.target, usage, adm, blockedBy ? 400 : 502, true, broken);
+      finish(a, route, r.target, usage, adm, blockedBy ? 400 : 502, true, broken);
       res.end(tail + codec.streamError(broken, brokenType));
       return;
     }
-    finish(ctx, identity, route, r.target, usage, adm, 200, true, undefined, cache.hit ? 'hit' : cache.save ? 'miss' : null);
+    finish(a, route, r.target, usage, adm, 200, true, undefined, cache.hit ? 'hit' : cache.save ? 'miss' : null);
     // Only a stream that ended cleanly is stored (never a cut or errored one).
     const complete = recorder?.result();
     if (complete) cache.save?.(complete);
@@ -238,10 +236,10 @@ async function write(res: ServerResponse, s: string): Promise<void> {
 }
 
 /** Settle budget/limits and record usage + evidence (target null: served from cache, $0). */
-function finish(ctx: Ctx, identity: Identity, route: Route, target: Target | null, usage: Usage | undefined, adm: Admission, status: number, stream: boolean, error?: string, cache: 'hit' | 'miss' | null = null): number | null {
+function finish(a: Access, route: Route, target: Target | null, usage: Usage | undefined, adm: Admission, status: number, stream: boolean, error?: string, cache: 'hit' | 'miss' | null = null): number | null {
   const cost = target ? costUsd(usage, target.pricing) : 0;
-  settle(ctx, adm, cost, usage ? usage.inputTokens + usage.outputTokens : null);
-  recordCall(ctx, identity, route, target, usage, status, stream, error, cost, cache);
+  a.settle(adm, cost, usage ? usage.inputTokens + usage.outputTokens : null);
+  recordCall(a.ctx, a.identity, route, target, usage, status, stream, error, cost, cache);
   return cost;
 }
 

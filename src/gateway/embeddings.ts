@@ -2,8 +2,7 @@
 import { parseEmbeddingsRequest } from '../providers/openai.ts';
 import type { EmbeddingsResult } from '../providers/types.ts';
 import { identify } from '../access/identify.ts';
-import { authorize, admit, settle, release } from '../access/decide.ts';
-import { guardOrThrow, guardrailsOf } from '../access/guard.ts';
+import { openAccess } from '../access/context.ts';
 import { recordCall } from './record.ts';
 import { allowedModels } from '../policy/decide.ts';
 import { AamError, badRequest } from '../server/errors.ts';
@@ -19,8 +18,8 @@ import { CallAbort, sendAttempt, unusable, UPSTREAM_MESSAGE_MAX } from './upstre
 import { traced } from './traced.ts';
 
 export async function handleEmbeddings(ctx: Ctx): Promise<void> {
-  const identity = await identify(ctx);
-  ctx.identity = identity;
+  const a = await openAccess(ctx);
+  const identity = a.identity;
   const parsed = parseEmbeddingsRequest(await readJson(ctx));
   if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
   let req = parsed.req;
@@ -28,31 +27,29 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   if (!route || route.kind !== 'embeddings') {
     throw new AamError(404, 'model_not_found', `model "${req.model}" is not an embeddings route on this gateway (set kind: embeddings on the Model); GET /v1/models lists the models you may use`, { param: 'model' });
   }
-  authorize(ctx, identity, { kind: 'model', agent: identity.agent, model: route.name });
+  a.authorizeModel(route.name);
   // Embeddings input is text the agent sends a provider: the same input guardrails as a prompt.
-  const gs = guardrailsOf(ctx.rt, identity, route.guardrails);
-  if (gs.length) {
-    ctx.guardrails = gs.map((g) => g.name);
-    req = { ...req, input: await guardOrThrow(ctx.rt, ctx.requestId, identity, gs, 'input', req.input, 'embeddings input') };
-  }
+  a.guardrails(route.guardrails);
+  const input = await a.guard('input', req.input, 'embeddings input');
+  if (input !== req.input) req = { ...req, input };
   const tokens = Math.ceil(JSON.stringify(req.input).length / 4);
-  const adm = admit(ctx, identity, tokens, Math.max(0, ...route.targets.map((t) => estimateCostUsd(tokens, 0, t.pricing))));
+  const adm = a.admit(tokens, Math.max(0, ...route.targets.map((t) => estimateCostUsd(tokens, 0, t.pricing))));
   const ac = new CallAbort();
   ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });
   const look = route.cache ? await ctx.rt.cache.lookup('embeddings', route, req, { agent: identity.agent.spiffeId, team: identity.agent.team }, ctx.req.headers) : null;
   if (look?.status === 'hit' && look.entry) {
-    settle(ctx, adm, 0, 0);
+    a.settle(adm, 0, 0);
     return await sendEmbeddings(ctx, identity, route, look.entry.result as EmbeddingsResult, null, null, 'hit');
   }
   const r = await callEmbeddings(ctx, identity, route, req, ac);
   if (!r.ok) {
-    release(ctx, adm);
+    a.release(adm);
     throw new AamError(r.failure.clientStatus, r.failure.code, ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX));
   }
   look?.save(r.value.result);
   const { result, raw } = r.value;
   const cost = costUsd(result.usage, r.target.pricing);
-  settle(ctx, adm, cost, result.usage ? result.usage.inputTokens : null);
+  a.settle(adm, cost, result.usage ? result.usage.inputTokens : null);
   await sendEmbeddings(ctx, identity, route, result, raw, r.target, look ? 'miss' : null, cost);
 }
 

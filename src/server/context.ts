@@ -1,6 +1,7 @@
 // Per-request context and the small I/O helpers every handler uses.
 import type { IncomingMessage } from 'node:http';
 import type { EgressResponse } from '../access/egress.ts';
+import type { Access } from '../access/context.ts';
 import { randomBytes } from 'node:crypto';
 import type { Runtime, Compiled } from '../runtime.ts';
 import type { Identity } from '../identity/types.ts';
@@ -26,6 +27,8 @@ export interface Ctx {
   /** Error body format the caller understands. */
   wire: 'openai' | 'anthropic';
   identity?: Identity;
+  /** The access context opened by identify (model plane): identity with its resolved policy set. */
+  access?: Access;
   /** Server span when tracing is on. */
   span?: Span;
   /** The policy decision for this request, until an audit event has carried it. */

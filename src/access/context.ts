@@ -1,0 +1,77 @@
+// A request's access context: created once the caller is identified, it holds the identity and
+// its resolved policy set, and offers the access path's steps in order — authorize, guardrails,
+// admit, (inject + call: the plane), guard output, settle, record. A plane drives it step by
+// step; nothing re-resolves the policy set, and the egress door (ctx.res) is where it writes.
+import type { Ctx } from '../server/context.ts';
+import type { Identity } from '../identity/types.ts';
+import type { Decision } from '../policy/types.ts';
+import { setFor, type PolicySet } from '../policy/compile.ts';
+import type { AuditEventInput } from '../audit/event.ts';
+import type { CompiledGuardrail, Direction, EventGuard } from '../guardrails/engine.ts';
+import type { ChatRequest, ChatResult } from '../providers/types.ts';
+import { identify } from './identify.ts';
+import { authorize, admit, settle, release, recordEvidence, type Admission } from './decide.ts';
+import { guardrailsOf, guardChatInput, guardChatOutput, guardOrThrow, recordStreamFindings } from './guard.ts';
+
+export class Access {
+  readonly ctx: Ctx;
+  readonly identity: Identity;
+  /** The identity's policies, resolved once for the whole request (config snapshot of ctx.cfg). */
+  readonly set: PolicySet;
+  /** Guardrails this request runs (policy's and the route's), once known. */
+  gs: readonly CompiledGuardrail[] = [];
+
+  constructor(ctx: Ctx, identity: Identity) {
+    this.ctx = ctx;
+    this.identity = identity;
+    this.set = setFor(identity.agent, ctx.cfg.policies);
+    ctx.identity = identity;
+    ctx.access = this;
+  }
+
+  /** May this identity use this model route? Throws 403 naming the policy when not. */
+  authorizeModel(route: string): Decision {
+    return authorize(this.ctx, this.identity, { kind: 'model', agent: this.identity.agent, model: route }, this.set);
+  }
+
+  /** The guardrails of the caller's policies plus the route's; remembered for evidence. */
+  guardrails(route: readonly string[] = []): readonly CompiledGuardrail[] {
+    this.gs = guardrailsOf(this.ctx.rt, this.identity, route, this.set);
+    if (this.gs.length) this.ctx.guardrails = this.gs.map((g) => g.name);
+    return this.gs;
+  }
+
+  guardChatInput(req: ChatRequest): Promise<ChatRequest> {
+    return this.gs.length ? guardChatInput(this.ctx.rt, this.ctx.requestId, this.identity, this.gs, req) : Promise.resolve(req);
+  }
+
+  guardChatOutput(result: ChatResult): Promise<ChatResult> {
+    return this.gs.length ? guardChatOutput(this.ctx.rt, this.ctx.requestId, this.identity, this.gs, result) : Promise.resolve(result);
+  }
+
+  /** Any other value the agent sends (input) or receives (output), through the one walker. */
+  guard<T>(direction: Direction, value: T, where: string): Promise<T> {
+    return this.gs.length ? guardOrThrow(this.ctx.rt, this.ctx.requestId, this.identity, this.gs, direction, value, where) : Promise.resolve(value);
+  }
+
+  streamFindings(guard: EventGuard, blockedBy?: string): void {
+    recordStreamFindings(this.ctx.rt, this.ctx.requestId, this.identity, guard, blockedBy);
+  }
+
+  /** Rate limits and budget reservation (check-and-count, no await in between). */
+  admit(tokensEstimate: number, costEstimateUsd: number): Admission {
+    return admit(this.ctx, this.identity, tokensEstimate, costEstimateUsd, this.set);
+  }
+
+  settle(a: Admission, costUsd: number | null, tokens: number | null): void { settle(this.ctx, a, costUsd, tokens); }
+
+  release(a: Admission): void { release(this.ctx, a); }
+
+  /** Evidence about this request, filtered by the policies' audit.record. */
+  record(ev: AuditEventInput): void { recordEvidence(this.ctx, this.identity, ev, this.set); }
+}
+
+/** Step 1 of the access path: identify the caller and open its access context. */
+export async function openAccess(ctx: Ctx): Promise<Access> {
+  return new Access(ctx, await identify(ctx));
+}
