@@ -114,7 +114,9 @@ function walk(v: unknown, path: string, w: Walk): unknown {
       // Too deep to rebuild safely: scan it as text, and block rather than pass what we cannot redact.
       w.chars += flat.length;
       const probe = newTally();
+      probe.scanned = w.t.scanned; // one scan budget per walk, deep subtrees included
       evaluateText(flat, w.gs, w.dir, probe, false, at);
+      w.t.scanned = probe.scanned;
       for (const s of probe.summaries.values()) {
         const g = w.gs.find((x) => x.name === s.guardrail);
         if (g) record(w.t, g, Array.from({ length: s.count }, () => finding(s.category, 0, 0)), g.action === 'redact' ? 'block' : g.action, at);
