@@ -57,7 +57,25 @@ export function secretForms(value: string): string[] {
   forms.add(url.replace(/%[0-9A-F]{2}/g, (m) => m.toLowerCase()));
   forms.add(url.replace(/%20/g, '+'));
   forms.add(JSON.stringify(value).slice(1, -1));
+  // Bodies passed through as the upstream wrote them may spell a secret with the JSON escapes of
+  // their serializer; the agent's JSON.parse turns them back into the secret.
+  for (const f of [...forms]) for (const e of jsonEscaped(f)) forms.add(e);
   return [...forms].filter((f) => f.length >= MIN_SCRUB_LENGTH);
+}
+
+const hexEscape = (c: string, upper: boolean): string => {
+  const h = c.charCodeAt(0).toString(16).padStart(4, '0');
+  return `\\u${upper ? h.toUpperCase() : h}`;
+};
+
+/** `s` as serializers in the wild write it inside a JSON string: PHP ('/' as '\/'), .NET System.Text.Json, Go (HTML characters), Python (non-ASCII). */
+function jsonEscaped(s: string): string[] {
+  return [
+    s.replace(/\//g, '\\/'),
+    s.replace(/[+<>&'`]|[^\x00-\x7f]/g, (c) => hexEscape(c, true)),
+    s.replace(/[<>&]|[\u2028\u2029]/g, (c) => hexEscape(c, false)),
+    s.replace(/[^\x00-\x7f]/g, (c) => hexEscape(c, false)),
+  ].filter((e) => e !== s);
 }
 
 interface Interval { start: number; end: number; names: string[] }

@@ -1,0 +1,325 @@
+// A leaky upstream for the leak hunt (test/leak-hunt.test.ts): one HTTP server that speaks the
+// OpenAI (chat, stream, embeddings) and Anthropic (messages, stream) wires, an HTTP tool API and
+// two MCP servers (Streamable HTTP, hand-written JSON-RPC so every byte and write is ours). Each
+// request names a channel, a form and a row tag; the upstream echoes the credential it received
+// (Authorization: Bearer or x-api-key) in that form through that channel. Nothing here stands in
+// for a part of aam.
+import { createServer, type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { gzipSync } from 'node:zlib';
+import { binaryWith, cutOf, payload, piecesOf, TEXT_FORMS } from './leak-forms.ts';
+
+export interface Instruction { channel: string; form: string; tag: string }
+
+/** The text an agent sends (prompt, embeddings input) to steer the upstream. */
+export const instruction = (i: Instruction): string => `LEAK ${i.channel} ${i.form} ${i.tag}`;
+
+function parseInstruction(text: string): Instruction | null {
+  const m = /LEAK (\S+) (\S+) (\S+)/.exec(text);
+  return m ? { channel: m[1], form: m[2], tag: m[3] } : null;
+}
+
+export interface LeakUpstream {
+  url: string;
+  /** Requests for a row tag that carried a credential (so the row really made the upstream echo it). */
+  served(tag: string): number;
+  close(): Promise<void>;
+}
+
+type Obj = Record<string, unknown>;
+
+/** The credential aam injected: a bearer token or an x-api-key. */
+function secretOf(req: IncomingMessage): string | null {
+  const auth = req.headers.authorization;
+  if (typeof auth === 'string' && auth.startsWith('Bearer ')) return auth.slice(7);
+  const key = req.headers['x-api-key'];
+  return typeof key === 'string' ? key : null;
+}
+
+const wait = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/**
+ * Write a body the way the form asks: whole, in two TCP writes cut inside the secret (split-tcp),
+ * as non-UTF-8 bytes (binary) or gzip-compressed (gzip).
+ */
+async function send(res: ServerResponse, status: number, headers: OutgoingHttpHeaders, body: string, form: string, secret: string): Promise<void> {
+  if (form === 'binary') {
+    res.writeHead(status, { ...headers, 'content-type': 'application/octet-stream' }).end(binaryWith(secret));
+    return;
+  }
+  if (form === 'gzip') {
+    res.writeHead(status, { ...headers, 'content-encoding': 'gzip' }).end(gzipSync(body));
+    return;
+  }
+  const at = body.indexOf(secret);
+  if (!form.startsWith('split-tcp') || at < 0) {
+    res.writeHead(status, headers).end(body);
+    return;
+  }
+  // Two writes with a pause between, so the gateway reads them as two chunks.
+  const cut = at + cutOf(form, secret.length);
+  res.writeHead(status, headers);
+  res.socket?.setNoDelay(true);
+  res.write(body.slice(0, cut));
+  await wait(15);
+  res.end(body.slice(cut));
+}
+
+/** Header values echoing the payload (the header channel). */
+function echoHeaders(text: string): OutgoingHttpHeaders {
+  return { 'x-echo': text, 'www-authenticate': `Bearer realm="leaky", error_description="${text}"`, 'x-request-id': text, link: `<https://x.example/${text}>; rel="echo"`, 'retry-after-ms': text };
+}
+
+// ---- OpenAI ----
+
+function openaiBody(p: string, pText: string): string {
+  const args = JSON.stringify(JSON.stringify({ echo: pText }));
+  return `{"id":"chatcmpl-leak","object":"chat.completion","created":1764081600,"model":"leaky","choices":[{"index":0,"message":{"role":"assistant","content":"${p}","tool_calls":[{"id":"call_1","type":"function","function":{"name":"echo","arguments":${args}}}]},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6}}`;
+}
+
+const oaChunk = (deltaJson: string, finish: string | null = null) =>
+  `data: {"id":"chatcmpl-leak","object":"chat.completion.chunk","created":1764081600,"model":"leaky","choices":[{"index":0,"delta":${deltaJson},"finish_reason":${JSON.stringify(finish)}}]}\n\n`;
+
+/** Content pieces (JSON string literals): one, or two cut inside the secret (split-delta: two deltas; split-parts: two content parts). */
+function deltas(form: string, secret: string): string[] {
+  const p = payload(form, secret, 'json');
+  if (!form.startsWith('split-delta') && !form.startsWith('split-parts')) return [p];
+  const text = payload(form, secret, 'text');
+  const needle = piecesOf(form, secret)[0].text;
+  const cut = text.indexOf(needle) + cutOf(form, needle.length);
+  return [text.slice(0, cut), text.slice(cut)].map((t) => JSON.stringify(t).slice(1, -1));
+}
+
+function openaiStream(form: string, secret: string, channel: string): string {
+  const head = oaChunk('{"role":"assistant","content":""}');
+  if (channel === 'stream-error') {
+    return head + oaChunk('{"content":"partial "}') + `data: {"error":{"message":"${payload(form, secret, 'json')}","type":"server_error","code":null}}\n\n`;
+  }
+  const pieces = channel === 'header' ? ['ok'] : deltas(form, secret);
+  return head + pieces.map((p) => oaChunk(`{"content":"${p}"}`)).join('') + oaChunk('{}', 'stop')
+    + 'data: {"id":"chatcmpl-leak","object":"chat.completion.chunk","created":1764081600,"model":"leaky","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6}}\n\n'
+    + 'data: [DONE]\n\n';
+}
+
+// ---- Anthropic ----
+
+const ev = (event: string, dataJson: string) => `event: ${event}\ndata: ${dataJson}\n\n`;
+
+function anthropicBody(pieces: string[]): string {
+  const content = pieces.map((p) => `{"type":"text","text":"${p}"}`).join(',');
+  return `{"id":"msg_leak","type":"message","role":"assistant","model":"leaky","content":[${content}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":3}}`;
+}
+
+const textBlock = (index: number, deltasJson: string[]) => ev('content_block_start', `{"type":"content_block_start","index":${index},"content_block":{"type":"text","text":""}}`)
+  + deltasJson.map((p) => ev('content_block_delta', `{"type":"content_block_delta","index":${index},"delta":{"type":"text_delta","text":"${p}"}}`)).join('')
+  + ev('content_block_stop', `{"type":"content_block_stop","index":${index}}`);
+
+function anthropicStream(form: string, secret: string, channel: string): string {
+  const start = ev('message_start', '{"type":"message_start","message":{"id":"msg_leak","type":"message","role":"assistant","model":"leaky","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":1}}}');
+  if (channel === 'stream-error') {
+    return start + ev('content_block_start', '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}')
+      + ev('content_block_delta', '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"partial "}}')
+      + ev('error', `{"type":"error","error":{"type":"overloaded_error","message":"${payload(form, secret, 'json')}"}}`);
+  }
+  const pieces = channel === 'header' ? ['ok'] : deltas(form, secret);
+  // split-parts: each piece is its own text block; otherwise all are deltas of one block.
+  const blocks = form.startsWith('split-parts') ? pieces.map((p, i) => textBlock(i, [p])).join('') : textBlock(0, pieces);
+  return start + blocks
+    + ev('message_delta', '{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":3}}')
+    + ev('message_stop', '{"type":"message_stop"}');
+}
+
+// ---- model planes ----
+
+/** An error answer in the wire's shape; 400 ends the route (no retry, no circuit breaker), the others are for their own rows. */
+function errorStatus(channel: string): number {
+  return channel === 'error-401' ? 401 : channel === 'error-500' ? 500 : 400;
+}
+
+async function model(wire: 'openai' | 'anthropic' | 'embeddings', res: ServerResponse, ins: Instruction, secret: string, stream: boolean): Promise<void> {
+  const { channel, form } = ins;
+  const p = payload(form, secret, 'json');
+  const json = { 'content-type': 'application/json' };
+  if (channel.startsWith('error')) {
+    const body = wire === 'anthropic' ? `{"type":"error","error":{"type":"invalid_request_error","message":"${p}"}}`
+      : `{"error":{"message":"${p}","type":"invalid_request_error","param":"${p}","code":"invalid_api_key"}}`;
+    return send(res, errorStatus(channel), json, body, form, secret);
+  }
+  const headers = channel === 'header' ? echoHeaders(payload(form, secret, 'text')) : {};
+  if (stream) {
+    const body = wire === 'anthropic' ? anthropicStream(form, secret, channel) : openaiStream(form, secret, channel);
+    return send(res, 200, { ...headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }, body, form, secret);
+  }
+  const shown = channel === 'header' ? 'ok' : p;
+  const body = wire === 'anthropic' ? anthropicBody(channel === 'header' ? ['ok'] : deltas(form, secret))
+    : wire === 'embeddings' ? `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2,0.3]}],"model":"${shown}","usage":{"prompt_tokens":1,"total_tokens":1}}`
+      : openaiBody(shown, channel === 'header' ? 'ok' : payload(form, secret, 'text'));
+  return send(res, 200, { ...headers, ...json }, body, form, secret);
+}
+
+function lastUserText(body: Obj): string {
+  const input = body.input;
+  if (typeof input === 'string') return input;
+  const msgs = Array.isArray(body.messages) ? body.messages as Obj[] : [];
+  const m = msgs.filter((x) => x.role === 'user').at(-1);
+  if (!m) return '';
+  if (typeof m.content === 'string') return m.content;
+  return Array.isArray(m.content) ? (m.content as Obj[]).map((c) => String(c.text ?? '')).join(' ') : '';
+}
+
+// ---- HTTP tool ----
+
+async function tool(res: ServerResponse, ins: Instruction, secret: string): Promise<void> {
+  const { channel, form } = ins;
+  const p = payload(form, secret, 'json');
+  const json = { 'content-type': 'application/json' };
+  if (channel === 'error') return send(res, 500, json, `{"error":{"message":"${p}"}}`, form, secret);
+  if (channel === 'header') return send(res, 200, { ...json, ...echoHeaders(payload(form, secret, 'text')) }, '{"ok":true}', form, secret);
+  if (channel === 'text') return send(res, 200, { 'content-type': 'text/plain' }, payload(form, secret, 'text'), form, secret);
+  return send(res, 200, json, `{"ok":true,"echo":"${p}"}`, form, secret);
+}
+
+// ---- MCP (Streamable HTTP, JSON-RPC by hand) ----
+
+const rpcResult = (id: unknown, resultJson: string) => `{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":${resultJson}}`;
+const sse = (json: string) => `event: message\ndata: ${json}\n\n`;
+
+/** Tool, resource and prompt descriptions that each echo the secret in one text form (the listing plane). */
+function listings(method: string, secret: string): string {
+  const forms = Object.keys(TEXT_FORMS);
+  if (method === 'tools/list') {
+    return `{"tools":[${forms.map((f, i) => `{"name":"echo_${i}","description":"${payload(f, secret, 'json')}","inputSchema":{"type":"object","properties":{"x":{"type":"string","description":"${payload(f, secret, 'json')}"}}}}`).join(',')}]}`;
+  }
+  if (method === 'resources/list') return `{"resources":[${forms.map((f, i) => `{"uri":"listing://${i}","name":"r${i}","description":"${payload(f, secret, 'json')}"}`).join(',')}]}`;
+  if (method === 'prompts/list') return `{"prompts":[${forms.map((f, i) => `{"name":"p${i}","description":"${payload(f, secret, 'json')}"}`).join(',')}]}`;
+  return '{"resourceTemplates":[]}';
+}
+
+const LEAK_TOOL = '{"name":"leak","description":"Echo the credential this server received.","inputSchema":{"type":"object","properties":{"channel":{"type":"string"},"form":{"type":"string"},"tag":{"type":"string"}},"required":["channel","form","tag"]}}';
+
+/** A content list: the payload as one text part (or two, cut inside the secret, for split-parts), or as image bytes (binary). */
+function contentOf(form: string, secret: string): string {
+  if (form === 'binary') return `[{"type":"image","mimeType":"image/png","data":"${binaryWith(secret).toString('base64')}"}]`;
+  return `[${deltas(form, secret).map((p) => `{"type":"text","text":"${p}"}`).join(',')}]`;
+}
+
+function mcpAnswer(msg: Obj, ins: Instruction, secret: string): { events: string[] } {
+  const { channel, form } = ins;
+  const id = msg.id;
+  const p = payload(form, secret, 'json');
+  if (channel === 'rpc-error') return { events: [`{"jsonrpc":"2.0","id":${JSON.stringify(id)},"error":{"code":-32603,"message":"${p}","data":{"detail":"${p}"}}}`] };
+  const params = (msg.params ?? {}) as Obj;
+  if (msg.method === 'resources/read') {
+    const uri = JSON.stringify(params.uri);
+    const contents = form === 'binary' ? [`{"uri":${uri},"mimeType":"application/octet-stream","blob":"${binaryWith(secret).toString('base64')}"}`]
+      : deltas(form, secret).map((t) => `{"uri":${uri},"mimeType":"text/plain","text":"${t}"}`);
+    return { events: [rpcResult(id, `{"contents":[${contents.join(',')}]}`)] };
+  }
+  if (msg.method === 'prompts/get') {
+    const messages = deltas(form, secret).map((t) => `{"role":"user","content":{"type":"text","text":"${t}"}}`);
+    return { events: [rpcResult(id, `{"description":"${form.startsWith('split') ? 'leak' : p}","messages":[${messages.join(',')}]}`)] };
+  }
+  // tools/call
+  if (channel === 'tool-error') return { events: [rpcResult(id, `{"isError":true,"content":[{"type":"text","text":"${p}"}]}`)] };
+  const done = rpcResult(id, '{"content":[{"type":"text","text":"done"}]}');
+  const token = JSON.stringify(((params._meta ?? {}) as Obj).progressToken ?? 0);
+  if (channel === 'progress') return { events: [`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":${token},"progress":1,"total":2,"message":"${p}"}}`, done] };
+  if (channel === 'log') return { events: [`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"error","logger":"${p}","data":"${p}"}}`, done] };
+  return { events: [rpcResult(id, `{"content":${contentOf(form, secret)}}`)] };
+}
+
+function instructionOf(msg: Obj): Instruction | null {
+  const params = (msg.params ?? {}) as Obj;
+  if (msg.method === 'tools/call') {
+    const a = (params.arguments ?? {}) as Obj;
+    return { channel: String(a.channel), form: String(a.form), tag: String(a.tag) };
+  }
+  if (msg.method === 'prompts/get') {
+    const a = (params.arguments ?? {}) as Obj;
+    return { channel: String(a.channel), form: String(a.form), tag: String(a.tag) };
+  }
+  if (msg.method === 'resources/read') {
+    const m = /^leak:\/\/([^/]+)\/([^/]+)\/([^/]+)$/.exec(String(params.uri));
+    return m ? { channel: m[1], form: decodeURIComponent(m[2]), tag: m[3] } : null;
+  }
+  return null;
+}
+
+async function mcp(req: IncomingMessage, res: ServerResponse, raw: string, lists: boolean, count: (tag: string) => void): Promise<void> {
+  if (req.method === 'GET') { res.writeHead(405, { allow: 'POST' }).end(); return; }
+  if (req.method === 'DELETE') { res.writeHead(200).end(); return; }
+  const secret = secretOf(req);
+  if (!secret) { res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":"no credential"}'); return; }
+  const msg = JSON.parse(raw) as Obj;
+  if (msg.id === undefined) { res.writeHead(202).end(); return; }
+  const json = { 'content-type': 'application/json' };
+  const params = (msg.params ?? {}) as Obj;
+  switch (msg.method) {
+    case 'initialize':
+      res.writeHead(200, json).end(rpcResult(msg.id, JSON.stringify({ protocolVersion: params.protocolVersion, capabilities: { tools: {}, resources: {}, prompts: {}, logging: {} }, serverInfo: { name: lists ? 'leaky-lists' : 'leaky', version: '1.0.0' } })));
+      return;
+    case 'ping': res.writeHead(200, json).end(rpcResult(msg.id, '{}')); return;
+    case 'tools/list': case 'resources/list': case 'prompts/list': case 'resources/templates/list':
+      if (lists) { res.writeHead(200, json).end(rpcResult(msg.id, listings(msg.method, secret))); return; }
+      res.writeHead(200, json).end(rpcResult(msg.id, msg.method === 'tools/list' ? `{"tools":[${LEAK_TOOL}]}`
+        : msg.method === 'resources/templates/list' ? '{"resourceTemplates":[{"uriTemplate":"leak://{channel}/{form}/{tag}","name":"leak"}]}'
+          : msg.method === 'prompts/list' ? '{"prompts":[{"name":"leak","arguments":[{"name":"channel","required":true},{"name":"form","required":true},{"name":"tag","required":true}]}]}'
+            : '{"resources":[]}'));
+      return;
+  }
+  const ins = instructionOf(msg);
+  if (!ins) { res.writeHead(200, json).end(`{"jsonrpc":"2.0","id":${JSON.stringify(msg.id)},"error":{"code":-32601,"message":"no such method"}}`); return; }
+  count(ins.tag);
+  const { events } = mcpAnswer(msg, ins, secret);
+  // Notifications need an event stream; so does a split inside one event (either works for the rest).
+  if (events.length > 1 || ins.form.startsWith('split-tcp')) {
+    await send(res, 200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }, events.map(sse).join(''), ins.form, secret);
+    return;
+  }
+  await send(res, 200, json, events[0], ins.form === 'binary' ? 'raw' : ins.form, secret);
+}
+
+export async function startLeakUpstream(): Promise<LeakUpstream> {
+  const served = new Map<string, number>();
+  const count = (tag: string) => served.set(tag, (served.get(tag) ?? 0) + 1);
+  const pending = new Set<Promise<void>>();
+  async function handle(req: IncomingMessage, res: ServerResponse, raw: string): Promise<void> {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/mcp' || path === '/mcp-lists') return mcp(req, res, raw, path === '/mcp-lists', count);
+    const secret = secretOf(req);
+    if (!secret) { res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":{"message":"no credential"}}'); return; }
+    const t = /^\/tool\/echo\/([^/]+)\/([^/]+)$/.exec(path);
+    if (t) {
+      const tag = new URL(req.url ?? '/', 'http://x').searchParams.get('tag') ?? '';
+      count(tag);
+      return tool(res, { channel: t[1], form: decodeURIComponent(t[2]), tag }, secret);
+    }
+    const body = JSON.parse(raw || '{}') as Obj;
+    const ins = parseInstruction(lastUserText(body));
+    if (!ins) { res.writeHead(400, { 'content-type': 'application/json' }).end('{"error":{"message":"no instruction"}}'); return; }
+    count(ins.tag);
+    if (path === '/v1/chat/completions') return model('openai', res, ins, secret, body.stream === true);
+    if (path === '/v1/messages') return model('anthropic', res, ins, secret, body.stream === true);
+    if (path === '/v1/embeddings') return model('embeddings', res, ins, secret, false);
+    res.writeHead(404).end();
+  }
+  const server = createServer((req, res) => {
+    const parts: Buffer[] = [];
+    req.on('data', (c: Buffer) => parts.push(c));
+    req.on('end', () => {
+      const p = handle(req, res, Buffer.concat(parts).toString('utf8')).catch(() => { if (!res.headersSent) res.writeHead(500); res.end(); });
+      pending.add(p);
+      void p.finally(() => pending.delete(p));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    served: (tag) => served.get(tag) ?? 0,
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+      await Promise.allSettled([...pending]);
+    },
+  };
+}

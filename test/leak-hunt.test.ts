@@ -1,0 +1,292 @@
+// The leak hunt: for every plane, every channel an upstream can answer through, and every form a
+// credential can be echoed in, a leaky upstream echoes the credential aam injected, and the
+// agent's bytes (bodies, stream chunks, headers, errors, notifications, as the SDKs decode them
+// too), the gateway's log lines, every file under the data dir and /metrics must not contain it.
+//
+// The table is generated: rows = planes x their channels x forms. A new plane joins by adding an
+// entry to PLANES (its channels, the forms that make sense there, and how an agent calls it).
+// One gateway with every plane configured serves all rows.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
+import Anthropic from '@anthropic-ai/sdk';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { until } from './helpers/e2e.ts';
+import { BINARY, SPLIT_DELTA, SPLIT_PARTS, SPLIT_TCP, TEXT_FORMS, findLeaks, providerSecret, valueViews, type Leak, type Secret } from './helpers/leak-forms.ts';
+import { startLeakUpstream, instruction, type Instruction, type LeakUpstream } from './helpers/leak-upstream.ts';
+import { Capture, captureStderr, grepDir } from './helpers/leak-capture.ts';
+
+// Secrets shaped like providers' (random per run; a failure prints the one it found).
+// The Anthropic provider gets an opaque token with '+' and '/', so JSON escapes matter on a model plane too.
+const SECRETS = {
+  'llm-key': providerSecret('sk-proj-', 40),
+  'ant-key': providerSecret('ak_', 44, true),
+  'mcp-key': providerSecret('mcp_', 44, true),
+  'tool-key': providerSecret('tok_', 44, true),
+  'stdio-key': providerSecret('stdio_', 40, true),
+};
+const ALL: Secret[] = Object.entries(SECRETS).map(([name, value]) => ({ name, value }));
+const STDIO_SERVER = fileURLToPath(new URL('./helpers/leak-stdio-server.ts', import.meta.url));
+
+const TEXT = Object.keys(TEXT_FORMS);
+const MARKER = /\[REDACTED:[a-z-]+(,[a-z-]+)*\]/;
+
+let up: LeakUpstream;
+let gw: TestGateway;
+let logs: ReturnType<typeof captureStderr>;
+const cap = new Capture();
+let openai: OpenAI;
+let anthropic: Anthropic;
+let mcp: Client;
+
+// ---- how an agent calls each plane (every byte through cap.fetch) ----
+
+/** Run an SDK call; what it returned or threw (a thrown error is what the agent sees). */
+async function outcome(p: () => Promise<unknown>): Promise<unknown[]> {
+  try { return [await p()]; } catch (e) { return [e]; }
+}
+
+/** Every event of an SDK stream, and the error that ended it, if any. */
+async function drain(open: () => Promise<AsyncIterable<unknown>>): Promise<unknown[]> {
+  const got: unknown[] = [];
+  try { for await (const ev of await open()) got.push(ev); } catch (e) { got.push(e); }
+  return got;
+}
+
+const user = (i: Instruction) => [{ role: 'user' as const, content: instruction(i) }];
+
+const chat = (model: string) => (i: Instruction) => outcome(() => openai.chat.completions.create({ model, messages: user(i) }));
+const chatStream = (model: string) => (i: Instruction) => drain(() => openai.chat.completions.create({ model, stream: true, stream_options: { include_usage: true }, messages: user(i) }));
+const messages = (model: string) => (i: Instruction) => outcome(() => anthropic.messages.create({ model, max_tokens: 64, messages: user(i) }));
+const messagesStream = (model: string) => (i: Instruction) => drain(() => anthropic.messages.create({ model, max_tokens: 64, stream: true, messages: user(i) }));
+const embeddings = (i: Instruction) => outcome(() => openai.embeddings.create({ model: 'leak-embed', input: instruction(i), encoding_format: 'float' }));
+
+async function httpTool(i: Instruction): Promise<unknown[]> {
+  const r = await cap.fetch(`${gw.url}/tools/leaky-api/echo`, { method: 'POST', headers: { authorization: `Bearer ${key()}`, 'content-type': 'application/json' }, body: JSON.stringify(i) });
+  return [await r.text()];
+}
+
+/** tools/call, asking for progress (so the upstream's progress notifications are forwarded). */
+async function toolCall(i: Instruction): Promise<unknown[]> {
+  const progress: unknown[] = [];
+  const r = await outcome(() => mcp.callTool({ name: 'leaky__leak', arguments: { ...i } }, undefined, { onprogress: (p) => { progress.push(p); } }));
+  return [...r, ...progress];
+}
+const readResource = (i: Instruction) => outcome(() => mcp.readResource({ uri: `leak://${i.channel}/${encodeURIComponent(i.form)}/${i.tag}` }));
+const getPrompt = (i: Instruction) => outcome(() => mcp.getPrompt({ name: 'leaky__leak', arguments: { channel: i.channel, form: i.form, tag: i.tag } }));
+
+let agentKey = '';
+const key = () => agentKey;
+
+// ---- the table ----
+
+interface Plane {
+  name: string;
+  /** Channel -> forms tried there. */
+  channels: Record<string, readonly string[]>;
+  /** One agent call for (channel, form, tag); returns what the SDK handed back (results, events, errors). */
+  call(i: Instruction): Promise<unknown[]>;
+  /** Where aam passes the echo on (so the agent must see a [REDACTED:...] marker, proving the row was not vacuous). */
+  shows(channel: string, form: string): boolean;
+  /** The channel (and caller) the truncation sweep uses, if this plane quotes upstream error text. */
+  sweep?: string;
+  /** Rows that do not make a request to the leaky upstream (listings, stdio). */
+  noUpstreamCount?: boolean;
+  /** The echo went to the log before the row began (a process's stderr): check the whole log, and the marker there. */
+  wholeLog?: boolean;
+  /** The marker the redacted echo shows (default: any credential's). */
+  marker?: RegExp;
+}
+
+/** Model planes drop upstream headers, and refuse a 2xx body that is not their wire format (binary, gzip): nothing to show then. */
+const modelShows = (channel: string, form: string) => channel !== 'header' && !(channel !== 'error' && (BINARY as readonly string[]).includes(form));
+const ERRORS = { 'error-401': ['raw'], 'error-500': ['raw'] } as const;
+
+const PLANES: Plane[] = [
+  // Tool, resource and prompt listings whose descriptions echo the secret in every text form. First:
+  // aam fetches the listings when it connects, so what they leave in the data dir is theirs.
+  { name: 'mcp listings', shows: () => true, noUpstreamCount: true,
+    channels: { 'tools/list': ['all-text-forms'], 'resources/list': ['all-text-forms'], 'prompts/list': ['all-text-forms'] },
+    call: (i) => outcome(async () => {
+      if (i.channel === 'tools/list') return (await mcp.listTools()).tools.filter((t) => t.name.startsWith('leaky-lists__'));
+      if (i.channel === 'resources/list') return (await mcp.listResources()).resources.filter((r) => r.uri.startsWith('listing://'));
+      return (await mcp.listPrompts()).prompts.filter((p) => p.name.startsWith('leaky-lists__'));
+    }) },
+  { name: 'chat completions', call: chat('leak-chat'), shows: modelShows, sweep: 'error',
+    channels: { body: [...TEXT, ...SPLIT_TCP, ...BINARY], header: TEXT, error: [...TEXT, ...SPLIT_TCP, 'binary'], ...ERRORS } },
+  { name: 'chat completions stream', call: chatStream('leak-stream'), shows: modelShows, sweep: 'error',
+    channels: { stream: [...TEXT, ...SPLIT_DELTA, ...SPLIT_TCP, ...BINARY], 'stream-error': [...TEXT, ...SPLIT_TCP], header: TEXT, error: TEXT, ...ERRORS } },
+  { name: 'anthropic messages', call: messages('leak-claude'), shows: modelShows, sweep: 'error',
+    channels: { body: [...TEXT, ...SPLIT_PARTS, ...SPLIT_TCP, ...BINARY], header: TEXT, error: [...TEXT, ...SPLIT_TCP, 'binary'], ...ERRORS } },
+  { name: 'anthropic messages stream', call: messagesStream('leak-claude-stream'), shows: modelShows, sweep: 'error',
+    channels: { stream: [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, ...SPLIT_TCP, ...BINARY], 'stream-error': [...TEXT, ...SPLIT_TCP], header: TEXT, error: TEXT, ...ERRORS } },
+  { name: 'embeddings', call: embeddings, shows: modelShows, sweep: 'error',
+    channels: { body: [...TEXT, ...SPLIT_TCP, ...BINARY], header: ['raw', 'b64-std-1'], error: TEXT } },
+  // A cached route: the second identical call is served from the cache (stored in the data dir).
+  { name: 'chat completions cached', shows: modelShows, channels: { body: [...TEXT, 'split-tcp@mid'] },
+    call: async (i) => [...await chat('leak-cached')(i), ...await chat('leak-cached')(i)] },
+  { name: 'mcp tools/call', call: toolCall, shows: () => true,
+    channels: { body: [...TEXT, ...SPLIT_PARTS, ...SPLIT_TCP, ...BINARY], 'tool-error': TEXT } },
+  { name: 'mcp resources/read', call: readResource, shows: () => true, channels: { body: [...TEXT, 'split-parts@mid', 'binary', 'split-tcp@mid', 'gzip'] } },
+  { name: 'mcp prompts/get', call: getPrompt, shows: () => true, channels: { body: [...TEXT, 'split-parts@mid', 'split-tcp@mid'] } },
+  // Upstream notifications: progress is forwarded to a caller who asked for it; log messages are not forwarded.
+  { name: 'mcp notifications', call: toolCall, shows: (c) => c === 'progress', channels: { progress: [...TEXT, 'split-tcp@mid'], log: ['raw', 'b64-std-1'] } },
+  // An upstream's own JSON-RPC error (message and data), for each request kind.
+  { name: 'mcp upstream errors', shows: () => true, sweep: 'tools/call',
+    channels: { 'tools/call': [...TEXT, 'split-tcp@mid', 'gzip'], 'resources/read': TEXT, 'prompts/get': TEXT },
+    call: (i) => {
+      const e = { ...i, channel: 'rpc-error' };
+      return i.channel === 'resources/read' ? readResource(e) : i.channel === 'prompts/get' ? getPrompt(e) : toolCall(e);
+    } },
+  { name: 'http tools', call: httpTool, shows: () => true, sweep: 'error',
+    channels: { body: [...TEXT, ...SPLIT_TCP, ...BINARY], text: TEXT, header: TEXT, error: [...TEXT, 'split-tcp@mid', 'gzip'] } },
+  // A stdio MCP server that prints its credential to stderr: aam logs those lines.
+  { name: 'mcp stdio server', shows: () => true, noUpstreamCount: true, wholeLog: true, marker: /\[REDACTED:stdio-key\]/, channels: { 'stderr (log)': ['all-text-forms'] },
+    call: async () => {
+      await until(() => logs.lines.some((l) => l.includes('stdio done')), 30_000, 'the stdio server\'s stderr in the log');
+      return [];
+    } },
+];
+
+function report(where: string, leaks: readonly Leak[]): string {
+  return `${where}: ${leaks.map((l) => `${l.secret} as ${l.form} in ${l.context}`).join('\n  ')}\n(secrets this run: ${JSON.stringify(SECRETS)})`;
+}
+
+/** Everything the agent got since the last take (bytes, headers, decoded values) and the log lines written since `logFrom`. */
+async function seen(values: unknown[], logFrom: number): Promise<{ agent: string[]; log: string }> {
+  const agent = [...await cap.take(), ...valueViews(values)];
+  return { agent, log: logs.since(logFrom).join('\n') };
+}
+
+/** One agent call: nothing of any secret reaches the agent or the log; the upstream did echo it, and aam passed the echo on redacted. */
+async function hunt(plane: Plane, channel: string, form: string, tag: string): Promise<void> {
+  const from = plane.wholeLog ? 0 : logs.lines.length;
+  const values = await plane.call({ channel, form, tag });
+  const { agent, log } = await seen(values, from);
+  const leaks = agent.flatMap((v) => findLeaks(v, ALL));
+  assert.deepEqual(leaks, [], report('reached the agent', leaks));
+  const logLeaks = findLeaks(log, ALL);
+  assert.deepEqual(logLeaks, [], report('reached the log', logLeaks));
+  if (!plane.noUpstreamCount) assert.ok(up.served(tag) >= 1, `the leaky upstream got no credentialed request for ${tag}; the agent saw: ${agent.join('\n').slice(0, 800)}`);
+  const shown = plane.wholeLog ? log : agent.join('\n');
+  if (plane.shows(channel, form)) assert.match(shown, plane.marker ?? MARKER, `the echo should arrive redacted; got: ${shown.slice(0, 1500)}`);
+}
+
+/** Truncate-then-scrub: the secret after 0..600 characters of text; no offset may reveal even its first 8 characters. */
+async function sweep(plane: Plane, channel: string): Promise<void> {
+  const tagOf = (n: number) => `sweep-${plane.name.replace(/\W/g, '')}-${n}`;
+  const found: string[] = [];
+  for (let i = 0; i < OFFSETS.length; i += SWEEP_CONCURRENCY) {
+    const batch = OFFSETS.slice(i, i + SWEEP_CONCURRENCY);
+    const from = logs.lines.length;
+    const values = (await Promise.all(batch.map((n) => plane.call({ channel, form: `offset-${n}`, tag: tagOf(n) })))).flat();
+    const { agent, log } = await seen(values, from);
+    const leaks = [...agent.flatMap((v) => findLeaks(v, ALL)), ...findLeaks(log, ALL)];
+    if (leaks.length) found.push(report(`offsets ${batch[0]}..${batch.at(-1)}`, leaks));
+  }
+  assert.deepEqual(found, [], found.join('\n'));
+  assert.deepEqual(OFFSETS.filter((n) => up.served(tagOf(n)) < 1), [], 'every offset reached the upstream');
+}
+const OFFSETS = Array.from({ length: 601 }, (_, n) => n);
+const SWEEP_CONCURRENCY = 8;
+
+/** Occurrences already blamed on an earlier plane (the data dir only grows). */
+const onDisk = new Set<string>();
+
+/** Every file under the data dir: what this plane's rows left there (audit segments, databases, WAL, cache). */
+async function dataDir(plane: string): Promise<void> {
+  await gw.g.rt.auditLog?.flush();
+  gw.g.rt.usage.flush();
+  const fresh = grepDir(gw.dataDir, ALL).filter((l) => {
+    const k = `${l.secret}|${l.form}|${l.context}`;
+    if (onDisk.has(k)) return false;
+    onDisk.add(k);
+    return true;
+  });
+  assert.deepEqual(fresh, [], `${plane} left secrets in the data dir:\n${fresh.map((l) => `${l.file}: ${l.secret} as ${l.form} in ${l.context}`).join('\n')}`);
+}
+
+/** A row of the table: what the upstream does (plane, channel, form) and the check it runs. */
+interface Row { plane: string; channel: string; form: string; run(): Promise<void> }
+
+const ROWS: Row[] = PLANES.flatMap((plane, p) => [
+  ...Object.entries(plane.channels).flatMap(([channel, forms]) => forms.map((form, f): Row => ({
+    plane: plane.name, channel, form, run: () => hunt(plane, channel, form, `r${p}-${channel.replace(/\W/g, '')}-${f}`),
+  }))),
+  ...(plane.sweep ? [{ plane: plane.name, channel: `${plane.sweep} truncation`, form: 'offset-0..600', run: () => sweep(plane, plane.sweep as string) }] : []),
+  { plane: plane.name, channel: 'data dir', form: 'all forms', run: () => dataDir(plane.name) },
+]);
+
+// ---- gateway ----
+
+before(async () => {
+  process.env.AAM_LOG_LEVEL = 'debug'; // the logger reads it at start: the most it would ever write
+  logs = captureStderr();
+  up = await startLeakUpstream();
+  const target = (provider: string, model: string, extra: Record<string, unknown> = {}) =>
+    ({ targets: [{ provider, model }], retries: { attempts: 0 }, ...extra });
+  const config = yaml(
+    doc('Credential', 'llm-key', { env: 'LEAK_LLM_KEY' }),
+    doc('Credential', 'ant-key', { env: 'LEAK_ANT_KEY' }),
+    doc('Credential', 'mcp-key', { env: 'LEAK_MCP_KEY' }),
+    doc('Credential', 'tool-key', { env: 'LEAK_TOOL_KEY' }),
+    doc('Credential', 'stdio-key', { env: 'LEAK_STDIO_KEY' }),
+    doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${up.url}/v1`, credential: 'llm-key' }),
+    doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${up.url}/v1`, credential: 'ant-key' }),
+    // One target per plane: failing rows of one plane never open another plane's circuit breaker.
+    doc('Model', 'leak-chat', target('oai', 'leaky-chat')),
+    doc('Model', 'leak-stream', target('oai', 'leaky-stream')),
+    doc('Model', 'leak-claude', target('ant', 'leaky-claude')),
+    doc('Model', 'leak-claude-stream', target('ant', 'leaky-claude-stream')),
+    doc('Model', 'leak-embed', target('oai', 'leaky-embed', { kind: 'embeddings' })),
+    doc('Model', 'leak-cached', target('oai', 'leaky-cached', { cache: { mode: 'exact' } })),
+    doc('McpServer', 'leaky', { transport: 'streamable-http', url: `${up.url}/mcp`, credential: 'mcp-key', timeout_ms: 10_000 }),
+    doc('McpServer', 'leaky-lists', { transport: 'streamable-http', url: `${up.url}/mcp-lists`, credential: 'mcp-key', timeout_ms: 10_000 }),
+    doc('McpServer', 'leaky-stdio', { transport: 'stdio', command: process.execPath, args: [STDIO_SERVER], env: { LEAK_ENV: 'STDIO_KEY' }, credential: 'stdio-key', timeout_ms: 30_000 }),
+    doc('HttpTool', 'leaky-api', { baseUrl: `${up.url}/tool`, credential: 'tool-key', resource: 'leaky.api', actions: { echo: { method: 'GET', path: '/echo/{channel}/{form}' } } }),
+    doc('Agent', 'hunter', { workload: 'spiffe://test/agent/hunter', team: 'qa', environment: 'dev' }),
+    doc('AgentPolicy', 'hunter-policy', {
+      identity: { workload: 'spiffe://test/agent/hunter' },
+      models: { allow: ['leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached'] },
+      tools: [{ resource: 'leaky', actions: ['*'] }, { resource: 'leaky-lists', actions: ['*'] }, { resource: 'leaky-stdio', actions: ['*'] }, { resource: 'leaky.api', actions: ['*'] }],
+    }),
+  );
+  gw = await startTestGateway(config, { LEAK_LLM_KEY: SECRETS['llm-key'], LEAK_ANT_KEY: SECRETS['ant-key'], LEAK_MCP_KEY: SECRETS['mcp-key'], LEAK_TOOL_KEY: SECRETS['tool-key'], LEAK_STDIO_KEY: SECRETS['stdio-key'] });
+  agentKey = gw.key('hunter');
+  openai = new OpenAI({ apiKey: agentKey, baseURL: `${gw.url}/v1`, maxRetries: 0, fetch: cap.fetch });
+  anthropic = new Anthropic({ apiKey: agentKey, baseURL: gw.url, maxRetries: 0, fetch: cap.fetch });
+  const mcpServers = gw.g.rt.tools?.mcp;
+  await until(() => Object.values(mcpServers?.status() ?? {}).every((s) => s.state === 'ready'), 30_000, 'MCP upstreams ready');
+  mcp = new Client({ name: 'leak-hunter', version: '1.0.0' });
+  await mcp.connect(new StreamableHTTPClientTransport(new URL(`${gw.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${agentKey}` } }, fetch: cap.fetch }));
+  // resources/read through /mcp needs the owner of a URI known: list the templates once.
+  await mcp.listResourceTemplates();
+  await cap.take();
+});
+
+after(async () => {
+  await mcp?.close().catch(() => {});
+  await gw?.close();
+  await up?.close();
+  logs?.restore();
+});
+
+for (const row of ROWS) test(`${row.plane} | ${row.channel} | ${row.form}`, row.run);
+
+// ---- what aam exposes or keeps beyond one plane ----
+
+test('metrics | /metrics | all forms', async () => {
+  const text = await (await fetch(`${gw.url}/metrics`)).text();
+  assert.match(text, /aam_/);
+  const leaks = findLeaks(text, ALL);
+  assert.deepEqual(leaks, [], report('/metrics', leaks));
+});
+
+test('log | every line written | all forms', () => {
+  const leaks = findLeaks(logs.lines.join('\n'), ALL, { stride: 6 });
+  assert.deepEqual(leaks, [], report('the log', leaks));
+  assert.ok(logs.lines.some((l) => l.includes('credential_leak')), 'redactions are logged (names only)');
+});
