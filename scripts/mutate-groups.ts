@@ -14,13 +14,13 @@ export interface MutateGroup {
 export const groups: Record<string, MutateGroup> = {
   policy: {
     mutate: ['src/policy/**/*.ts'],
-    tests: ['test/policy-decide.test.ts', 'test/policy-authzen.test.ts', 'test/policy-limits.test.ts'],
+    tests: ['test/policy-decide.test.ts', 'test/mutation-policy.test.ts', 'test/policy-authzen.test.ts', 'test/policy-limits.test.ts'],
   },
   credentials: {
     mutate: ['src/credentials/**/*.ts'],
     tests: [
       'test/credentials-scrub.test.ts', 'test/credentials-inject.test.ts', 'test/credentials-vault.test.ts',
-      'test/credentials-master-key.test.ts', 'test/credentials-echo.test.ts',
+      'test/credentials-master-key.test.ts',
       'test/architecture-trust.test.ts',
     ],
   },
@@ -30,7 +30,7 @@ export const groups: Record<string, MutateGroup> = {
   },
   keys: {
     mutate: ['src/identity/keys.ts'],
-    tests: ['test/mutation-keys.test.ts', 'test/identity-keys.test.ts'],
+    tests: ['test/mutation-keys.test.ts'],
   },
   verify: {
     mutate: ['src/audit/verify.ts'],

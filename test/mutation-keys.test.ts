@@ -186,6 +186,47 @@ test('another process (the CLI) creating, rotating or revoking keys takes effect
   assert.match(refused(keys.authenticate(next)), /was revoked at/);
 });
 
+test('without change signals (no inotify), the server still sees a revocation by another process within its 1 s backstop', async () => {
+  const { data, keys } = fresh();
+  const serverDb = new DatabaseSync(join(data, 'aam.db'));
+  const server = openKeyStore(serverDb, data, false);
+  after(() => { server.close(); serverDb.close(); });
+  const { key, secret } = keys.create('alice');
+  assert.ok(server.authenticate(secret).ok);
+  keys.revoke(key.id);
+  await until('the server refuses the revoked key', () => !server.authenticate(secret).ok);
+  assert.match(refused(server.authenticate(secret)), /was revoked at/);
+});
+
+test('a token minted from a key that another process revoked or rotated away is refused by the running server', async () => {
+  const { data, keys: server } = fresh();
+  const cliDb = new DatabaseSync(join(data, 'aam.db'));
+  const cli = openKeyStore(cliDb, data);
+  after(() => { cli.close(); cliDb.close(); });
+  const { key, secret } = cli.create('alice');
+  const minted = server.authenticate(secret);
+  assert.ok(minted.ok);
+  // Token checks (no key presented) must see the change on their own.
+  const { secret: next } = cli.rotate(key.id, 0);
+  await until('the rotated-away generation is refused', () => server.generationProblem(key.id, minted.generation) !== undefined);
+  assert.match(server.generationProblem(key.id, minted.generation)!, /grace period ended/);
+  const current = cli.authenticate(next);
+  assert.ok(current.ok);
+  cli.revoke(key.id);
+  await until('the revoked key is seen', () => server.get(key.id)?.revokedAt != null);
+  assert.match(server.generationProblem(key.id, current.generation)!, /was revoked at/);
+});
+
+test('aam keys list through the server shows a key another process created a moment ago', () => {
+  const { data, keys: server } = fresh();
+  const cliDb = new DatabaseSync(join(data, 'aam.db'));
+  const cli = openKeyStore(cliDb, data);
+  after(() => { cli.close(); cliDb.close(); });
+  assert.equal(server.list().length, 0);
+  const { key } = cli.create('alice');
+  assert.deepEqual(server.list().map((k) => k.id), [key.id]);
+});
+
 test('wrong secrets are never remembered, so they cannot fill or evict the presented-key cache', () => {
   const { keys } = fresh();
   const { secret } = keys.create('alice');

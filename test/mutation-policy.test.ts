@@ -1,0 +1,157 @@
+// Policy decisions as the agent and the audit trail see them: the effect, the policy and rule it
+// is attributed to, and the exact reason (the 403 message and the evidence). Written for the
+// mutants `npm run mutate -- policy` found alive in src/policy/decide.ts: wildcard denies,
+// approval winning whatever the rule order, tools/list hiding what a call would deny, default
+// denies naming no rule, and conditions on time when the caller gives none.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseConfigTexts } from '../src/config/load.ts';
+import { compilePolicies, findAgent, type CompiledPolicies } from '../src/policy/compile.ts';
+import { decide, toolVisible } from '../src/policy/decide.ts';
+import type { AgentRecord } from '../src/identity/types.ts';
+import type { Decision } from '../src/policy/types.ts';
+
+const HEAD = (kind: string, name: string) => `apiVersion: access.envisionai.dev/v1\nkind: ${kind}\nmetadata: { name: ${name} }\n`;
+const BASE = [
+  `${HEAD('Provider', 'demo')}spec: { type: demo }`,
+  ...['alpha', 'beta', 'gamma'].map((m) => `${HEAD('Model', m)}spec: { targets: [ { provider: demo, model: d } ] }`),
+  `${HEAD('Agent', 'ann')}spec: { workload: spiffe://prod/agent/ann, team: finance, environment: prod }`,
+  `${HEAD('Agent', 'bob')}spec: { workload: spiffe://prod/agent/bob, team: sales, environment: prod }`,
+];
+const ANN = 'spiffe://prod/agent/ann (agent "ann")';
+const BOB = 'spiffe://prod/agent/bob (agent "bob")';
+
+function compile(...policies: string[]): CompiledPolicies {
+  return compilePolicies(parseConfigTexts([{ file: 't.yaml', text: [...BASE, ...policies].join('\n---\n') }]), 'v1');
+}
+const policy = (name: string, identity: string, body: string) => `${HEAD('AgentPolicy', name)}spec:\n  identity: ${identity}\n${body}`;
+const who = (c: CompiledPolicies, name: string): AgentRecord => findAgent(c, name)!;
+const model = (c: CompiledPolicies, a: string, m: string) => decide({ kind: 'model', agent: who(c, a), model: m }, c);
+const tool = (c: CompiledPolicies, a: string, resource: string, action: string, args: Record<string, unknown> = {}, context?: Record<string, unknown>) =>
+  decide({ kind: 'tool', agent: who(c, a), resource, action, args, context }, c);
+const shape = (d: Decision) => ({ effect: d.effect, allowed: d.allowed, policy: d.policy, rule: d.rule, rulePath: d.rulePath, reason: d.reason });
+
+test('models: a wildcard deny refuses every model, even one another policy allows, and says which rule', () => {
+  const c = compile(
+    policy('open', '{ team: finance }', '  models: { allow: [alpha, beta] }'),
+    policy('freeze', '{ workload: spiffe://prod/agent/ann }', "  models: { deny: ['*'] }"),
+  );
+  assert.deepEqual(shape(model(c, 'ann', 'alpha')), {
+    effect: 'deny', allowed: false, policy: 'freeze', rule: 0, rulePath: 'models.deny[0]',
+    reason: 'policy "freeze" models.deny[0] denies model "alpha" for spiffe://prod/agent/ann (agent "ann")',
+  });
+  assert.equal(model(c, 'ann', 'gamma').effect, 'deny');
+});
+
+test('models: allow and default-deny decisions name the policy, rule and what is allowed', () => {
+  const c = compile(
+    policy('fin', '{ team: finance }', '  models: { allow: [gamma, alpha] }'),
+    policy('fin-extra', '{ team: finance }', '  models: { allow: [beta] }'),
+    policy('sales-none', '{ team: sales }', '  guardrails: []'),
+  );
+  assert.deepEqual(shape(model(c, 'ann', 'alpha')), {
+    effect: 'allow', allowed: true, policy: 'fin', rule: 1, rulePath: 'models.allow[1]', reason: 'policy "fin" models.allow[1] allows model "alpha"',
+  });
+  assert.deepEqual(shape(model(c, 'ann', 'nope')), {
+    effect: 'deny', allowed: false, policy: '', rule: -1, rulePath: '',
+    reason: `no policy allows model "nope" for ${ANN} (policies: fin, fin-extra); allowed: alpha, beta, gamma`,
+  });
+  // A policy that applies but allows no model at all says so.
+  assert.equal(model(c, 'bob', 'alpha').reason, `no policy allows model "alpha" for ${BOB} (policies: sales-none); allowed: none`);
+  assert.equal(model(c, 'bob', 'alpha').rule, -1);
+  const none = compile();
+  assert.deepEqual(shape(model(none, 'ann', 'alpha')), {
+    effect: 'deny', allowed: false, policy: '', rule: -1, rulePath: '',
+    reason: `no AgentPolicy applies to ${ANN}, so model "alpha" is denied by default`,
+  });
+});
+
+test('tools: approval wins over a plain allow whichever rule comes first', () => {
+  for (const order of [['plain', 'approval'], ['approval', 'plain']]) {
+    const rules = order.map((k) => (k === 'plain' ? '    - { resource: crm.deals, actions: [update, read] }' : '    - { resource: crm.deals, actions: [update], approval: required }'));
+    const c = compile(policy('crm', '{ team: finance }', `  tools:\n${rules.join('\n')}`));
+    const i = order.indexOf('approval');
+    assert.deepEqual(shape(tool(c, 'ann', 'crm.deals', 'update')), {
+      effect: 'approval_required', allowed: false, policy: 'crm', rule: i, rulePath: `tools[${i}]`,
+      reason: `policy "crm" tools[${i}] allows action "update" on crm.deals only with approval`,
+    }, `rules in order ${order.join(', ')}`);
+    assert.equal(tool(c, 'ann', 'crm.deals', 'read').effect, 'allow');
+  }
+});
+
+test('tools: every kind of deny and allow has its exact reason and rule', () => {
+  const c = compile(policy('crm', '{ team: finance }', `  tools:
+    - { resource: crm.deals, actions: [read, search], deny: [export] }
+    - { resource: crm.deals, actions: [update], when: 'identity.environment == "dev"' }
+    - { resource: crm.notes, actions: [read], args: { id: { required: true, max: 10 } } }
+    - { resource: crm.audit, deny: [read] }`));
+  assert.deepEqual(shape(tool(c, 'ann', 'crm.deals', 'read')), {
+    effect: 'allow', allowed: true, policy: 'crm', rule: 0, rulePath: 'tools[0]', reason: 'policy "crm" tools[0] allows action "read" on crm.deals',
+  });
+  assert.deepEqual(shape(tool(c, 'ann', 'crm.deals', 'export')), {
+    effect: 'deny', allowed: false, policy: 'crm', rule: 0, rulePath: 'tools[0]', reason: 'policy "crm" tools[0] denies action "export" on crm.deals',
+  });
+  assert.deepEqual(shape(tool(c, 'ann', 'crm.deals', 'update')), {
+    effect: 'deny', allowed: false, policy: 'crm', rule: 1, rulePath: 'tools[1]',
+    reason: 'policy "crm" tools[1] allows action "update" on crm.deals only when `identity.environment == "dev"`, which is false for this request',
+  });
+  assert.deepEqual(shape(tool(c, 'ann', 'crm.notes', 'read', { id: 3 })), {
+    effect: 'allow', allowed: true, policy: 'crm', rule: 2, rulePath: 'tools[2]', reason: 'policy "crm" tools[2] allows action "read" on crm.notes',
+  });
+  assert.deepEqual(shape(tool(c, 'ann', 'crm.notes', 'read', { id: 11 })), {
+    effect: 'deny', allowed: false, policy: 'crm', rule: 2, rulePath: 'tools[2]',
+    reason: 'policy "crm" tools[2] allows action "read" on crm.notes only within its args constraints: args.id exceeds max 10',
+  });
+  // Default denies name no rule (rule -1), and say what would be allowed.
+  assert.deepEqual(shape(tool(c, 'ann', 'crm.deals', 'merge')), {
+    effect: 'deny', allowed: false, policy: '', rule: -1, rulePath: '',
+    reason: `no policy allows action "merge" on crm.deals for ${ANN}; allowed actions: read, search, update`,
+  });
+  assert.equal(tool(c, 'ann', 'crm.audit', 'write').reason, `no policy allows action "write" on crm.audit for ${ANN}; allowed actions: none`);
+  assert.deepEqual(shape(tool(c, 'ann', 'github.repos', 'read')), {
+    effect: 'deny', allowed: false, policy: '', rule: -1, rulePath: '',
+    reason: `no policy has a tool rule for github.repos for ${ANN}, so action "read" is denied by default`,
+  });
+  assert.deepEqual(shape(tool(c, 'bob', 'crm.deals', 'read')), {
+    effect: 'deny', allowed: false, policy: '', rule: -1, rulePath: '',
+    reason: `no AgentPolicy applies to ${BOB}, so action "read" is denied by default`,
+  });
+});
+
+test('tools/list shows a tool exactly when some call of it could be allowed', () => {
+  const c = compile(
+    policy('crm', '{ team: finance }', `  tools:
+    - { resource: crm.deals, actions: [read, update] }
+    - { resource: crm.deals, deny: [update] }
+    - { resource: crm.notes, actions: [search] }
+    - { resource: crm.notes, actions: [read] }
+    - { resource: 'crm.*', actions: ['*'] }
+    - { resource: crm.secret, deny: ['*'] }`),
+  );
+  const visible = (resource: string, action: string) => toolVisible(who(c, 'ann'), resource, action, c);
+  assert.equal(visible('crm.deals', 'read'), true);
+  assert.equal(visible('crm.deals', 'update'), false, 'an explicit deny of the action hides it, even after a rule that allows it');
+  assert.equal(visible('crm.notes', 'read'), true, 'a later rule for the action makes it visible');
+  assert.equal(visible('crm.notes', 'delete'), true, "'*' actions allow any action");
+  assert.equal(visible('crm.secret', 'read'), false, 'deny * hides every action');
+  assert.equal(visible('github.repos', 'read'), false);
+  const narrow = compile(policy('crm', '{ team: finance }', '  tools:\n    - { resource: crm.notes, actions: [search] }'));
+  assert.equal(toolVisible(who(narrow, 'ann'), 'crm.notes', 'read', narrow), false, 'a rule for another action does not show this one');
+  assert.equal(toolVisible(who(narrow, 'ann'), 'crm.notes', 'search', narrow), true);
+  // Whatever tools/list shows or hides, the call agrees when the rule does not depend on the call.
+  for (const [r, a] of [['crm.deals', 'read'], ['crm.deals', 'update'], ['crm.secret', 'read'], ['crm.notes', 'read']]) {
+    assert.equal(tool(c, 'ann', r, a).allowed, visible(r, a), `${r} ${a}`);
+  }
+});
+
+test('time conditions read the time the caller gives (ISO text, epoch ms or Date), else the current time', () => {
+  const c = compile(policy('crm', '{ team: finance }', `  tools:
+    - { resource: crm.deals, actions: [read], when: 'context.hour >= 9 && context.hour < 17 && context.weekday == 3' }
+    - { resource: crm.clock, actions: [read], when: 'context.hour >= 0 && context.hour < 24 && context.time > timestamp("2020-01-01T00:00:00Z")' }`));
+  const wed10 = Date.parse('2026-11-25T10:00:00Z');
+  const wed20 = Date.parse('2026-11-25T20:00:00Z');
+  for (const t of [wed10, new Date(wed10), new Date(wed10).toISOString()]) assert.equal(tool(c, 'ann', 'crm.deals', 'read', {}, { time: t }).effect, 'allow', String(t));
+  for (const t of [wed20, new Date(wed20), new Date(wed20).toISOString()]) assert.equal(tool(c, 'ann', 'crm.deals', 'read', {}, { time: t }).effect, 'deny', String(t));
+  assert.equal(tool(c, 'ann', 'crm.clock', 'read').effect, 'allow', 'no context: the current time is used');
+  assert.equal(tool(c, 'ann', 'crm.clock', 'read', {}, { ip: '10.0.0.1' }).effect, 'allow', 'context without time: the current time is used');
+});
