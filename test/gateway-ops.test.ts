@@ -15,7 +15,7 @@ import { startTestGateway, doc, yaml, agentDocs } from './helpers/gateway.ts';
 import { startGateway } from '../src/cli/serve.ts';
 import { tempDir } from './helpers/temp.ts';
 
-const until = async (pred: () => Promise<boolean> | boolean, ms = 3000) => {
+const until = async (pred: () => Promise<boolean> | boolean, ms = 30_000) => {
   const end = Date.now() + ms;
   while (Date.now() < end) { if (await pred()) return; await new Promise((r) => setTimeout(r, 25)); }
   throw new Error('condition not reached in time');
@@ -32,7 +32,9 @@ test('hot reload: a changed file takes effect; a broken one is rejected and the 
     await until(async () => (await ids()).includes('two'));
     const good = gw.g.rt.compiled.version;
     writeFileSync(gw.configPath, yaml(...base, doc('Model', 'three', { targets: [{ provider: 'nope', model: 'd' }] }), ...agentDocs(['one', 'two'])));
-    await new Promise((r) => setTimeout(r, 400));
+    // Wait for the watcher to have tried (and refused) the bad file, however slow the machine.
+    const failedByWatch = async () => { await gw.g.rt.auditLog!.flush(); return queryEvents(gw.g.rt.auditLog!.db, { type: 'admin', order: 'asc', limit: 100 }).some((e) => e.admin?.action === 'config_reload_failed' && e.admin?.actor === 'file-watch'); };
+    await until(failedByWatch);
     assert.equal(gw.g.rt.compiled.version, good, 'bad config must not replace the running one');
     assert.match(gw.g.rt.reload() ?? '', /unknown Provider "nope"/);
     assert.deepEqual(await ids(), ['one', 'two']);
