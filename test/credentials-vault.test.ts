@@ -178,7 +178,7 @@ test('wrong master key: refuses to open with a clear error, before anything is s
 // credential_versions in data/aam.db holds AES-256-GCM's 12-byte nonce, ciphertext and 16-byte tag,
 // under HKDF-SHA256(master key, no salt, info "aam credentials aes-256-gcm v1"), with additional
 // data "aam-credential\0<name>\0<version>".
-const MASTER = Buffer.alloc(32).map((_, i) => (i * 7 + 3) & 0xff);
+const MASTER = Buffer.from(Array.from({ length: 32 }, (_, i) => (i * 7 + 3) & 0xff));
 const masterEnv = { AAM_MASTER_KEY: MASTER.toString('base64') };
 interface Row { name: string; version: number; nonce: Uint8Array; ciphertext: Uint8Array; tag: Uint8Array }
 

@@ -34,13 +34,15 @@ before(async () => {
   const config = yaml(
     doc('Credential', 'sf-token', { env: 'TEST_SF_TOKEN' }),
     doc('HttpTool', 'salesforce', {
-      baseUrl: base, credential: 'sf-token', resource: 'salesforce.accounts', timeout_ms: 300,
+      baseUrl: base, credential: 'sf-token', resource: 'salesforce.accounts',
       actions: {
         read: { method: 'GET', path: '/accounts/{id}' }, search: { method: 'GET', path: '/accounts' }, export: { method: 'POST', path: '/accounts/export' },
         delete: { method: 'DELETE', path: '/accounts/{id}' }, update: { method: 'PATCH', path: '/accounts/{id}' },
       },
     }),
-    doc('HttpTool', 'ops', { baseUrl: base, resource: 'web', timeout_ms: 300, actions: { slow: { method: 'GET', path: '/slow' }, create: { method: 'POST', path: '/things/{kind}/items' } } }),
+    doc('HttpTool', 'ops', { baseUrl: base, resource: 'web', actions: { create: { method: 'POST', path: '/things/{kind}/items' } } }),
+    // Only this tool has a short timeout: a slow CPU must not trip the others.
+    doc('HttpTool', 'sluggish', { baseUrl: base, resource: 'web', timeout_ms: 300, actions: { slow: { method: 'GET', path: '/slow' } } }),
     doc('Agent', 'finance-analyst', { workload: 'spiffe://prod/agent/finance-analyst', team: 'finance', environment: 'prod' }),
     doc('Guardrail', 'mask-email-out', { on: ['output'], detect: ['email'], action: 'redact' }),
     doc('Agent', 'careful', { workload: 'spiffe://prod/agent/careful', team: 'support', environment: 'prod' }),
@@ -184,7 +186,7 @@ test('a mutating call whose intent cannot be recorded durably is refused (503) a
 });
 
 test('hung upstream: clear 504', async () => {
-  const r = await call('/tools/ops/slow', {});
+  const r = await call('/tools/sluggish/slow', {});
   assert.equal(r.status, 504);
   assert.match(r.json().error?.message ?? '', /did not answer within 300 ms/);
 });

@@ -9,7 +9,7 @@ import { ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/typ
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { until } from './helpers/e2e.ts';
-import { ADMIN_TOKEN, admin, connectClient, rpcError, textOf, toolEvents } from './helpers/mcp.ts';
+import { ADMIN_TOKEN, admin, connectClient, mcpStatus, rpcError, serversReady, textOf, toolEvents } from './helpers/mcp.ts';
 import { callsIn, startHttpFixture, stdioServerDoc, tempFile } from './fixtures/mcp-accounts/upstream.ts';
 import type { Approval } from '../src/tools/approvals.ts';
 import type { ToolDiff } from '../src/tools/tool-integrity.ts';
@@ -37,16 +37,14 @@ const identities = [
   doc('AgentPolicy', 'writer-policy', { identity: { workload: 'spiffe://prod/agent/writer' }, tools: [{ resource: 'salesforce.accounts', actions: ['delete'] }] }),
 ];
 
-type Status = Record<string, { state: string; restarts: number; lastError?: string; pid?: number | null }>;
+const status = mcpStatus;
 
-async function status(gw: TestGateway): Promise<Status> {
-  return (await admin<Status>(gw, 'GET', '/mcp/status')).json;
-}
-
-async function setup(docs: string[], env: Record<string, string> = {}, agent = 'finance-analyst'): Promise<{ gw: TestGateway; client: Client }> {
-  const gw = await startTestGateway(yaml(...identities, ...docs), { AAM_ADMIN_TOKEN: ADMIN_TOKEN, ...env });
-  const { client } = await connectClient(gw, gw.key(agent));
-  cleanups.push(async () => { await client.close(); await gw.close(); });
+async function setup(docs: string[], opts: { env?: Record<string, string>; agent?: string; ready?: boolean } = {}): Promise<{ gw: TestGateway; client: Client }> {
+  const gw = await startTestGateway(yaml(...identities, ...docs), { AAM_ADMIN_TOKEN: ADMIN_TOKEN, ...opts.env });
+  cleanups.push(() => gw.close());
+  if (opts.ready !== false) await serversReady(gw);
+  const { client } = await connectClient(gw, gw.key(opts.agent ?? 'finance-analyst'));
+  cleanups.push(() => client.close());
   return { gw, client };
 }
 
@@ -114,7 +112,7 @@ test('approval: expired approvals do not let the call through', async () => {
 
 test('a mutating call whose intent cannot be recorded durably is not forwarded', async () => {
   const file = tempFile('calls.jsonl');
-  const { gw, client } = await setup([stdioServerDoc('crm', { CALLS_FILE: file })], {}, 'writer');
+  const { gw, client } = await setup([stdioServerDoc('crm', { CALLS_FILE: file })], { agent: 'writer' });
   // Another connection holds the audit database's write lock: nothing can be committed.
   const lock = new DatabaseSync(join(gw.dataDir, 'audit.db'));
   cleanups.push(async () => { if (lock.isOpen) lock.close(); });
@@ -208,7 +206,7 @@ test('upstream crash: in-flight call gets a clear error, then aam restarts the s
 });
 
 test('upstream that cannot start: clear error, backoff keeps trying', async () => {
-  const { client, gw } = await setup([doc('McpServer', 'broken', { transport: 'stdio', command: '/nonexistent/mcp-server', timeout_ms: 1000, tools: { x: { resource: 'crm' } } })]);
+  const { client, gw } = await setup([doc('McpServer', 'broken', { transport: 'stdio', command: '/nonexistent/mcp-server', timeout_ms: 1000, tools: { x: { resource: 'crm' } } })], { ready: false });
   assert.deepEqual((await client.listTools()).tools, []);
   const err = await rpcError(client.callTool({ name: 'broken__x', arguments: {} }));
   assert.match(err.message, /MCP server "broken" is unavailable/);
@@ -248,7 +246,7 @@ test('legacy HTTP+SSE upstream: tools listed, calls authorized, credential injec
   const { client } = await setup([
     doc('Credential', 'legacy-token', { env: 'TEST_LEGACY_TOKEN' }),
     doc('McpServer', 'legacy', { transport: 'sse', url: sse.url, credential: 'legacy-token', resource: 'salesforce.accounts', tools: { search_accounts: { action: 'search' }, whoami: { resource: 'web' } } }),
-  ], { TEST_LEGACY_TOKEN: SECRET });
+  ], { env: { TEST_LEGACY_TOKEN: SECRET } });
   const names = (await client.listTools()).tools.map((t) => t.name);
   assert.ok(names.includes('legacy__search_accounts') && names.includes('legacy__whoami'));
   assert.ok(!names.includes('legacy__export_accounts'), 'export_accounts maps to (salesforce.accounts, export_accounts): no rule allows it');

@@ -8,7 +8,7 @@ import { ResourceUpdatedNotificationSchema } from '@modelcontextprotocol/sdk/typ
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { until } from './helpers/e2e.ts';
-import { ADMIN_TOKEN, admin, connectClient, rpcError, textOf, toolEvents } from './helpers/mcp.ts';
+import { ADMIN_TOKEN, connectClient, rpcError, serversReady, textOf, toolEvents } from './helpers/mcp.ts';
 import { NODE, STDIO_TIMEOUT_MS, callsIn, startHttpFixture, stdioServerDoc, tempFile, type RunningFixture } from './fixtures/mcp-accounts/upstream.ts';
 
 const crmCalls = tempFile('crm-calls.jsonl');
@@ -19,7 +19,8 @@ const CRM_SECRET = 'crm-secret-NEEDLE-9z8y7x6w5v4u';
 /** Every form an upstream may echo a credential in; none may reach an agent. */
 const forms = (s: string) => [s, Buffer.from(s).toString('base64'), encodeURIComponent(s), 'NEEDLE'];
 const EXTRA_TOOLS = 200;
-const WEB_TIMEOUT_MS = 1000;
+/** Only the `sluggish` server (the web fixture again) has a short timeout: a slow CPU must not trip the others. */
+const SLUGGISH_TIMEOUT_MS = 1000;
 
 let web: RunningFixture;
 let gw: TestGateway;
@@ -49,6 +50,7 @@ before(async () => {
         { resource: 'salesforce.accounts', actions: ['delete'], approval: 'required' },
         { resource: 'crm', actions: ['crash', 'slow', 'big', 'whoami', 'leak', 'echo', 'mutate', 'resources/read', 'prompts/get'] },
         { resource: 'web', actions: ['*'] },
+        { resource: 'sluggish', actions: ['slow'] },
         { resource: 'everything', actions: ['*'] },
       ],
     }),
@@ -60,14 +62,14 @@ before(async () => {
       tools: [{ resource: 'salesforce.accounts', actions: ['read'] }, { resource: 'crm', actions: ['echo'] }],
     }),
     stdioServerDoc('crm', { CALLS_FILE: crmCalls, ECHO_ENV: 'CRM_TOKEN' }, '  credential: crm-token\n  max_result_bytes: 100000\n'),
-    doc('McpServer', 'web', { transport: 'streamable-http', url: web.url, credential: 'web-token', timeout_ms: WEB_TIMEOUT_MS }),
+    doc('McpServer', 'web', { transport: 'streamable-http', url: web.url, credential: 'web-token', timeout_ms: STDIO_TIMEOUT_MS }),
+    doc('McpServer', 'sluggish', { transport: 'streamable-http', url: web.url, timeout_ms: SLUGGISH_TIMEOUT_MS }),
     // A guardrail attached to the server applies to every caller's results, whatever their policy says.
     doc('McpServer', 'everything', { transport: 'stdio', command: NODE, args: [EVERYTHING, 'stdio'], timeout_ms: STDIO_TIMEOUT_MS, guardrails: ['mask-email-out'] }),
   );
   gw = await startTestGateway(config, { TEST_WEB_TOKEN: WEB_SECRET, TEST_CRM_TOKEN: CRM_SECRET, AAM_ADMIN_TOKEN: ADMIN_TOKEN });
   for (const a of ['finance-analyst', 'intern', 'nobody', 'careful']) keys[a] = gw.key(a);
-  // Wait for every upstream once, so no test depends on how fast a cold process starts.
-  await until(async () => Object.values((await admin<Record<string, { state: string }>>(gw, 'GET', '/mcp/status')).json).every((s) => s.state === 'ready'), 60_000, 'all MCP servers ready');
+  await serversReady(gw);
   analyst = (await connectClient(gw, keys['finance-analyst'])).client;
   intern = (await connectClient(gw, keys.intern)).client;
 });
@@ -310,8 +312,8 @@ test('huge results and hung upstreams give clear errors', async () => {
   const big = await rpcError(analyst.callTool({ name: 'crm__big', arguments: { bytes: 200_000 } }));
   assert.match(big.message, /over the 100000 byte limit/);
   const t0 = Date.now();
-  const slow = await rpcError(analyst.callTool({ name: 'web__slow', arguments: { ms: 20_000 } }));
-  assert.match(slow.message, new RegExp(`MCP server "web" did not answer tools/call "slow" within ${WEB_TIMEOUT_MS} ms`));
+  const slow = await rpcError(analyst.callTool({ name: 'sluggish__slow', arguments: { ms: 20_000 } }));
+  assert.match(slow.message, new RegExp(`MCP server "sluggish" did not answer tools/call "slow" within ${SLUGGISH_TIMEOUT_MS} ms`));
   assert.ok(Date.now() - t0 < 15_000, 'the timeout, not the upstream, ended the call');
 });
 

@@ -7,6 +7,7 @@ import { McpError, type CallToolResult } from '@modelcontextprotocol/sdk/types.j
 import { queryEvents } from '../../src/audit/query.ts';
 import type { AuditEvent } from '../../src/audit/event.ts';
 import type { TestGateway } from './gateway.ts';
+import { until } from './e2e.ts';
 
 export const ADMIN_TOKEN = 'admin-token-for-tool-tests-0123456789';
 
@@ -41,4 +42,16 @@ export async function toolEvents(gw: TestGateway, q: { type?: string; agent?: st
   if (!log) throw new Error('gateway has no audit log');
   await log.flush();
   return queryEvents(log.db, { ...q, order: 'asc', limit: 10_000 });
+}
+
+export type McpStatus = Record<string, { state: string; restarts: number; lastError?: string; pid?: number | null }>;
+
+/** Upstream MCP servers as the admin API reports them. */
+export async function mcpStatus(gw: TestGateway): Promise<McpStatus> {
+  return (await admin<McpStatus>(gw, 'GET', '/mcp/status')).json;
+}
+
+/** Wait until every MCP server is ready, so no test depends on how fast a cold process starts. */
+export async function serversReady(gw: TestGateway, ms = 60_000): Promise<void> {
+  await until(async () => Object.values(await mcpStatus(gw)).every((s) => s.state === 'ready'), ms, 'all MCP servers ready');
 }
