@@ -90,15 +90,28 @@ function deltas(form: string, secret: string): string[] {
   return [text.slice(0, cut), text.slice(cut)].map((t) => JSON.stringify(t).slice(1, -1));
 }
 
+/** Streamed tool-call arguments (JSON text) carrying the payload: two pieces, cut inside the secret for split-delta forms. */
+function toolArgPieces(form: string, secret: string): string[] {
+  const args = `{"echo":"${payload(form, secret, 'json')}"}`;
+  const needle = piecesOf(form, secret)[0].json;
+  const cut = form.startsWith('split-delta') ? args.indexOf(needle) + cutOf(form, needle.length) : 5;
+  return [args.slice(0, cut), args.slice(cut)].map((a) => JSON.stringify(a));
+}
+
+const USAGE_CHUNK = 'data: {"id":"chatcmpl-leak","object":"chat.completion.chunk","created":1764081600,"model":"leaky","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6}}\n\n';
+
 function openaiStream(form: string, secret: string, channel: string): string {
   const head = oaChunk('{"role":"assistant","content":""}');
   if (channel === 'stream-error') {
     return head + oaChunk('{"content":"partial "}') + `data: {"error":{"message":"${payload(form, secret, 'json')}","type":"server_error","code":null}}\n\n`;
   }
+  if (channel === 'tool-args') {
+    return head + oaChunk('{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"echo","arguments":""}}]}')
+      + toolArgPieces(form, secret).map((a) => oaChunk(`{"tool_calls":[{"index":0,"function":{"arguments":${a}}}]}`)).join('')
+      + oaChunk('{}', 'tool_calls') + USAGE_CHUNK + 'data: [DONE]\n\n';
+  }
   const pieces = channel === 'header' ? ['ok'] : deltas(form, secret);
-  return head + pieces.map((p) => oaChunk(`{"content":"${p}"}`)).join('') + oaChunk('{}', 'stop')
-    + 'data: {"id":"chatcmpl-leak","object":"chat.completion.chunk","created":1764081600,"model":"leaky","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6}}\n\n'
-    + 'data: [DONE]\n\n';
+  return head + pieces.map((p) => oaChunk(`{"content":"${p}"}`)).join('') + oaChunk('{}', 'stop') + USAGE_CHUNK + 'data: [DONE]\n\n';
 }
 
 // ---- Anthropic ----
@@ -114,6 +127,10 @@ const textBlock = (index: number, deltasJson: string[]) => ev('content_block_sta
   + deltasJson.map((p) => ev('content_block_delta', `{"type":"content_block_delta","index":${index},"delta":{"type":"text_delta","text":"${p}"}}`)).join('')
   + ev('content_block_stop', `{"type":"content_block_stop","index":${index}}`);
 
+const toolUseBlock = (argPieces: string[]) => ev('content_block_start', '{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"echo","input":{}}}')
+  + argPieces.map((a) => ev('content_block_delta', `{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":${a}}}`)).join('')
+  + ev('content_block_stop', '{"type":"content_block_stop","index":0}');
+
 function anthropicStream(form: string, secret: string, channel: string): string {
   const start = ev('message_start', '{"type":"message_start","message":{"id":"msg_leak","type":"message","role":"assistant","model":"leaky","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":1}}}');
   if (channel === 'stream-error') {
@@ -123,7 +140,8 @@ function anthropicStream(form: string, secret: string, channel: string): string 
   }
   const pieces = channel === 'header' ? ['ok'] : deltas(form, secret);
   // split-parts: each piece is its own text block; otherwise all are deltas of one block.
-  const blocks = form.startsWith('split-parts') ? pieces.map((p, i) => textBlock(i, [p])).join('') : textBlock(0, pieces);
+  const blocks = channel === 'tool-args' ? toolUseBlock(toolArgPieces(form, secret))
+    : form.startsWith('split-parts') ? pieces.map((p, i) => textBlock(i, [p])).join('') : textBlock(0, pieces);
   return start + blocks
     + ev('message_delta', '{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":3}}')
     + ev('message_stop', '{"type":"message_stop"}');
