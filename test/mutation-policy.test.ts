@@ -155,3 +155,19 @@ test('time conditions read the time the caller gives (ISO text, epoch ms or Date
   assert.equal(tool(c, 'ann', 'crm.clock', 'read').effect, 'allow', 'no context: the current time is used');
   assert.equal(tool(c, 'ann', 'crm.clock', 'read', {}, { ip: '10.0.0.1' }).effect, 'allow', 'context without time: the current time is used');
 });
+
+test('when several rules match, the decision names the first one that decides it', () => {
+  const c = compile(policy('crm', '{ team: finance }', `  tools:
+    - { resource: 'crm.*', actions: [read] }
+    - { resource: crm.deals, actions: [read, write] }
+    - { resource: crm.deals, actions: [write], args: { id: { max: 10 } } }
+    - { resource: crm.deals, actions: [write], args: { id: { max: 5 } } }`));
+  assert.deepEqual([tool(c, 'ann', 'crm.deals', 'read').rule, tool(c, 'ann', 'crm.deals', 'read').rulePath], [0, 'tools[0]'], 'two plain allows: the first');
+  const narrow = compile(policy('crm', '{ team: finance }', `  tools:
+    - { resource: crm.deals, actions: [write], args: { id: { max: 10 } } }
+    - { resource: crm.deals, actions: [write], args: { id: { max: 5 } } }`));
+  const d = tool(narrow, 'ann', 'crm.deals', 'write', { id: 20 });
+  assert.deepEqual([d.effect, d.rule], ['deny', 0], 'every args constraint fails: the first rule is named');
+  assert.match(d.reason, /tools\[0\] allows action "write" on crm.deals only within its args constraints: args.id exceeds max 10$/);
+  assert.equal(tool(narrow, 'ann', 'crm.deals', 'write', { id: 7 }).rule, 0);
+});

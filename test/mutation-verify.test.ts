@@ -1,0 +1,129 @@
+// The verdict of `aam audit verify` on small exported trails, fast enough to run against every
+// mutant of `npm run mutate -- verify`: what counts as signed, what a cut tail looks like with and
+// without an outside checkpoint, which problem is named first, and the numbers the report shows.
+// The large tamper matrix over the database is test/audit-tamper.test.ts and audit-anchor.test.ts.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { verifyExport } from '../src/audit/verify.ts';
+import { checkpointLine, signCheckpoint, type Checkpoint } from '../src/audit/checkpoint.ts';
+import { keyIdOf } from '../src/audit/keys.ts';
+import { GENESIS_HASH, encodeEvent, exportLine, sealLine } from '../src/audit/event.ts';
+import { sampleEvent } from './audit-helpers.ts';
+
+interface Line { raw: string; kind: string; seq?: number; tree_size?: number }
+
+/**
+ * A trail of 25 events as the writer seals them, with a signed checkpoint every 10 events, as
+ * an export (built in-process: the writer thread would make every mutant's run seconds slower).
+ */
+function makeExport(): { pub: string; lines: Line[]; cps: Checkpoint[] } {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const pub = publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  const key = { privateKey, publicKeyPem: pub, keyId: keyIdOf(pub) };
+  const lines: Line[] = [];
+  const cps: Checkpoint[] = [];
+  let prev = GENESIS_HASH;
+  for (let seq = 1; seq <= 25; seq++) {
+    const { hash, body } = sealLine(encodeEvent(sampleEvent(seq), Date.UTC(2026, 0, 1, 0, 0, seq)).json, seq, prev);
+    lines.push({ raw: exportLine(body), kind: 'event', seq });
+    prev = hash;
+    if (seq % 10 === 0) {
+      const c = signCheckpoint(key, seq, hash, 'periodic');
+      cps.push(c);
+      lines.push({ raw: checkpointLine(c), kind: 'checkpoint', tree_size: seq });
+    }
+  }
+  return { pub, lines, cps };
+}
+
+const { pub, lines, cps } = makeExport();
+
+/** The export with only the events up to `lastSeq` and the checkpoints up to `signedUpTo`. */
+function cut(lastSeq: number, signedUpTo: number): string {
+  return lines.filter((l) => (l.kind === 'event' ? l.seq! <= lastSeq : l.tree_size! <= signedUpTo)).map((l) => l.raw).join('\n');
+}
+const all = () => lines.map((l) => l.raw).join('\n');
+const pick = (r: ReturnType<typeof verifyExport>) => [r.firstError?.seq, r.firstError?.kind];
+
+test('an untouched export verifies: its numbers count events, checkpoints and the unsigned tail', () => {
+  assert.deepEqual(cps.map((c) => c.tree_size), [10, 20], 'a checkpoint every 10 events (fixture)');
+  const r = verifyExport(all(), pub);
+  assert.equal(r.ok, true, r.firstError?.message);
+  assert.equal(r.firstError, undefined);
+  assert.deepEqual([r.events, r.firstSeq, r.lastSeq, r.checkpoints, r.unsignedTail], [25, 1, 25, 2, 5]);
+  assert.equal(r.anchor, 'genesis');
+  assert.equal(r.keySource, 'given');
+  assert.equal(r.outside, undefined);
+  // Signed up to the last event: no unsigned tail.
+  const signedAll = verifyExport(cut(20, 20), pub);
+  assert.equal(signedAll.ok, true);
+  assert.deepEqual([signedAll.events, signedAll.lastSeq, signedAll.unsignedTail], [20, 20, 0]);
+  // An empty export is an empty, valid trail.
+  const empty = verifyExport('', pub);
+  assert.deepEqual([empty.ok, empty.events, empty.firstSeq, empty.lastSeq, empty.unsignedTail], [true, 0, 0, 0, 0]);
+});
+
+test('a tail cut below a checkpoint the export still carries is truncated, naming the missing events', () => {
+  const r = verifyExport(cut(15, 20), pub);
+  assert.equal(r.ok, false);
+  assert.deepEqual(pick(r), [16, 'truncated']);
+  assert.equal(r.firstError?.message, 'a signed checkpoint covers 20 events but the chain ends at seq 15: events 16..20 were removed');
+  assert.equal(r.lastSeq, 15);
+  assert.equal(r.unsignedTail, 0);
+});
+
+test('a tail cut together with its checkpoints passes alone, and is caught by the outside checkpoint', () => {
+  const alone = verifyExport(cut(15, 10), pub);
+  assert.equal(alone.ok, true, 'without an outside checkpoint a clean cut cannot be seen');
+  assert.deepEqual([alone.lastSeq, alone.unsignedTail], [15, 5]);
+  const outside = cps[1];
+  const r = verifyExport(cut(15, 10), pub, outside);
+  assert.equal(r.ok, false);
+  assert.deepEqual(pick(r), [16, 'truncated']);
+  assert.match(r.firstError!.message, /^the outside checkpoint \(signed .*\) covers events up to seq 20 but the trail ends at seq 15: events 16\.\.20 are missing/);
+  assert.deepEqual(r.outside, { tree_size: 20, time: outside.time, covered: true });
+  // The whole trail holds it.
+  const ok = verifyExport(all(), pub, outside);
+  assert.equal(ok.ok, true, ok.firstError?.message);
+  assert.deepEqual(ok.outside, { tree_size: 20, time: outside.time, covered: true });
+});
+
+test('an outside checkpoint that does not verify is named first, before any problem in the trail', () => {
+  const forged = { ...cps[0], head_hash: 'f'.repeat(64) };
+  const r = verifyExport(cut(15, 20), pub, forged);
+  assert.equal(r.ok, false);
+  assert.deepEqual(pick(r), [10, 'bad_checkpoint']);
+  assert.match(r.firstError!.message, /the outside checkpoint \(tree size 10, key .*\) does not verify with the public key in use/);
+  assert.equal(r.outside?.covered, false, 'a rejected outside checkpoint covers nothing');
+  // Another trail's key signed it: rejected as well.
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const pem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  const stranger = signCheckpoint({ privateKey, publicKeyPem: pem, keyId: keyIdOf(pem) }, 20, cps[1].head_hash, 'periodic');
+  assert.deepEqual(pick(verifyExport(all(), pub, stranger)), [20, 'bad_checkpoint']);
+});
+
+test('problems are reported lowest seq first; a broken chain wins over a bad checkpoint at the same seq', () => {
+  const bad = lines.map((l) => (l.kind === 'checkpoint' && l.tree_size === 20 ? l.raw.replace(/"head_hash":"[0-9a-f]{64}"/, `"head_hash":"${'e'.repeat(64)}"`) : l.raw));
+  const r = verifyExport(bad.join('\n'), pub);
+  assert.deepEqual(pick(r), [20, 'bad_checkpoint']);
+  assert.equal(r.firstError?.message, 'checkpoint at tree size 20 has an invalid signature (forged or edited)');
+  assert.equal(r.unsignedTail, 15, 'only valid checkpoints count as signed');
+  // Also edit event 7: the chain error comes first, by seq.
+  const both = bad.map((raw) => (raw.includes('"seq":7,') ? raw.replace('"status":200', '"status":201') : raw));
+  const r2 = verifyExport(both.join('\n'), pub);
+  assert.deepEqual(pick(r2), [7, 'altered']);
+  assert.equal(r2.lastSeq, 0, 'a broken chain has no trustworthy last seq');
+  // A chain error at the seq of a bad checkpoint: the chain error is named.
+  const tie = bad.map((raw) => (raw.includes('"seq":20,') ? raw.replace('"status":200', '"status":201') : raw));
+  assert.deepEqual(pick(verifyExport(tie.join('\n'), pub)), [20, 'altered']);
+});
+
+test('a checkpoint signed by another key is named as such, not as a forgery', () => {
+  const { publicKey } = generateKeyPairSync('ed25519');
+  const other = publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  const r = verifyExport(all(), other);
+  assert.deepEqual(pick(r), [10, 'bad_checkpoint']);
+  assert.equal(r.firstError?.message, 'checkpoint at tree size 10 has an invalid signature (forged or edited)');
+  assert.equal(r.unsignedTail, 25);
+});
