@@ -173,7 +173,7 @@ export class Runtime {
       },
     });
     this.rates = new RateLimiter();
-    this.cache = new ModelCache(this.db);
+    this.cache = new ModelCache(this.db, { scrub: (json) => this.scrub(json) });
     this.joinTokens = createJoinTokenStore(this.db);
     this.compiled = compileConfig(set, this.vault);
     for (const p of this.compiled.providers.values()) {

@@ -7,6 +7,7 @@
 // back only what could be the start of a secret split across writes. Scrub first, then truncate.
 import { ServerResponse, type IncomingMessage, type OutgoingHttpHeaders, type OutgoingHttpHeader } from 'node:http';
 import type { Scrubber, StreamScrubber } from '../credentials/scrub.ts';
+import { mapLeaves } from '../guardrails/structured.ts';
 
 /** Where the door gets the current scrubber and reports a hit (a hit is evidence). */
 export interface ScrubSource {
@@ -149,6 +150,31 @@ function cleanValue<T extends OutgoingHttpHeader>(v: T, clean: (s: string) => st
 
 function toBuffer(c: Chunk): Buffer {
   return Buffer.isBuffer(c) ? c : typeof c === 'string' ? Buffer.from(c, 'utf8') : Buffer.from(c.buffer, c.byteOffset, c.byteLength);
+}
+
+/**
+ * The door sees bytes; an agent reassembles values. A secret an upstream splits across content
+ * parts (each half harmless on the wire) is redacted here, across the value's `text` leaves (MCP
+ * and chat content parts, resource contents, prompt messages) in walker order, before the value
+ * is written out.
+ */
+export function scrubAcross<T>(src: ScrubSource, value: T): T {
+  const sc = src.scrubber();
+  if (sc.size === 0) return value;
+  const parts: string[] = [];
+  mapLeaves(value, { leaf(t, path) { if (path.endsWith('.text')) parts.push(t); return t; }, deep() { /* not rebuilt */ } });
+  if (parts.length < 2) return value;
+  const r = sc.scrubJoined(parts);
+  if (r.leaked.length === 0) return value;
+  src.leaked(r.leaked);
+  let k = 0;
+  return mapLeaves(value, { leaf: (t, path) => (path.endsWith('.text') ? r.texts[k++] : t), deep() { /* not rebuilt */ } }) as T;
+}
+
+/** True when the text holds an active credential (in any known encoding). */
+export function holdsSecret(src: ScrubSource, text: string): boolean {
+  const sc = src.scrubber();
+  return sc.size > 0 && sc.scan(text).hit;
 }
 
 /** Scrub first, then truncate: a clipped secret would no longer match its pattern. */

@@ -6,6 +6,7 @@ import { decidingToolRule, setFor } from '../policy/compile.ts';
 import type { Runtime } from '../runtime.ts';
 import { ToolError, RPC, type ToolDeps } from '../tools/types.ts';
 import { guardJson } from './guard.ts';
+import { scrubAcross } from './egress.ts';
 import { checkRates } from './decide.ts';
 
 export function toolDeps(rt: Runtime): ToolDeps {
@@ -34,6 +35,8 @@ export function toolDeps(rt: Runtime): ToolDeps {
       recordDurable: async (ev) => (rt.audit?.recordDurable ? rt.audit.recordDurable(ev) : undefined),
     },
     log: rt.log,
+    scrub: (text) => rt.scrub(text),
+    scrubAcross: (value) => scrubAcross(rt.egress, value),
     guard: (identity, direction, value, where, requestId, attached) => guardJson(rt, identity, direction, value, where, requestId, attached),
     db: rt.db,
   };

@@ -48,10 +48,20 @@ export class ModelCache {
   readonly exact: ResponseCache;
   readonly semantic: SemanticCache;
   private readonly versions = new WeakMap<object, string>();
+  /** What is stored passes the credential scrubber first (an answer may echo a secret): disk and replays stay clean. */
+  private readonly scrub: ((json: string) => string) | undefined;
 
-  constructor(db: DatabaseSync | null, opts: { exact?: ResponseCacheOptions; semantic?: SemanticOptions } = {}) {
+  constructor(db: DatabaseSync | null, opts: { exact?: ResponseCacheOptions; semantic?: SemanticOptions; scrub?: (json: string) => string } = {}) {
+    this.scrub = opts.scrub;
     this.exact = new ResponseCache(db, opts.exact);
     this.semantic = new SemanticCache(db, opts.semantic);
+  }
+
+  private scrubbed<T>(v: T): T {
+    if (!this.scrub) return v;
+    const json = JSON.stringify(v);
+    const clean = this.scrub(json);
+    return clean === json ? v : JSON.parse(clean) as T;
   }
 
   /** Route version, computed once per compiled route object (a reload makes new objects). */
@@ -80,8 +90,9 @@ export class ModelCache {
     let probe: SemanticProbe | null = null;
     let semanticError: string | undefined;
 
-    const save = (result: ChatResult | EmbeddingsResult, at = Date.now()): boolean => {
-      if (!dir.store || ('finishReason' in result && result.finishReason === 'content_filter')) return false;
+    const save = (answer: ChatResult | EmbeddingsResult, at = Date.now()): boolean => {
+      if (!dir.store || ('finishReason' in answer && answer.finishReason === 'content_filter')) return false;
+      const result = this.scrubbed(answer);
       const entry: CachedEntry = { kind, result, createdAt: at, route: route.name, scopeKey: sk, routeVersion: version };
       const stored = this.exact.set(key, entry, ttl, at);
       if (stored && probe) this.semantic.store(semScope, probe, entry, ttl, at);

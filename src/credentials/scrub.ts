@@ -137,6 +137,33 @@ export class Scrubber {
     return { text: render(text, intervals, 0, text.length), leaked: namesOf(intervals) };
   }
 
+  /**
+   * Texts a reader joins back together (content parts, text blocks): a secret split across a
+   * boundary is redacted too, its marker where it starts. The same array when nothing leaked.
+   */
+  scrubJoined(texts: readonly string[]): { texts: readonly string[]; leaked: readonly string[] } {
+    if (!this.#quick || texts.length === 0) return { texts, leaked: EMPTY };
+    const joined = texts.join('');
+    const first = joined.search(this.#quick);
+    if (first < 0) return { texts, leaked: EMPTY };
+    const ivs = this.#intervals(joined, first);
+    const out: string[] = [];
+    let o = 0;
+    for (const t of texts) {
+      const end = o + t.length;
+      let piece = '';
+      let pos = o;
+      for (const iv of ivs) {
+        if (iv.end <= o || iv.start >= end) continue;
+        if (iv.start >= pos) piece += joined.slice(pos, iv.start) + marker(iv.names);
+        pos = Math.max(pos, Math.min(iv.end, end));
+      }
+      out.push(piece + joined.slice(pos, end));
+      o = end;
+    }
+    return { texts: out, leaked: namesOf(ivs) };
+  }
+
   /** Scrub header values (names are left alone); returns the same object when nothing leaked. */
   scrubHeaders<H extends Record<string, HeaderValue>>(headers: H): { headers: H; leaked: readonly string[] } {
     if (!this.#quick) return { headers, leaked: EMPTY };

@@ -9,6 +9,7 @@ import { parseAnthropicRequest } from '../providers/anthropic.ts';
 import { SSE_KEEPALIVE } from '../providers/sse.ts';
 import type { ChatRequest, ChatResult, ClientCodec, Usage } from '../providers/types.ts';
 import { openAccess, type Access } from '../access/context.ts';
+import { holdsSecret } from '../access/egress.ts';
 import type { Admission } from '../access/decide.ts';
 import { chatStreamGuard, hasOutputWebhook } from '../access/guard.ts';
 import { AamError, badRequest } from '../server/errors.ts';
@@ -94,8 +95,9 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
   const cost = finish(a, route, r.target, r.value.result.usage, adm, 200, false, undefined, cache.save ? 'miss' : null);
   cache.save?.(r.value.result);
   const result = await a.guardChatOutput(r.value.result);
-  // The raw upstream body is only usable when no guardrail changed the answer.
-  const raw = result === r.value.result ? r.value.raw : null;
+  // The raw upstream body is only usable when no guardrail changed the answer, and when no secret
+  // hides in it split across text blocks (the joined text shows it; re-encoded, the door scrubs it).
+  const raw = result === r.value.result && !holdsSecret(ctx.rt.egress, result.text ?? '') ? r.value.raw : null;
   const text = raw ?? JSON.stringify(codec.encodeResult(result, route.name));
   await ctx.rt.evidenceSafe();
   sendText(ctx, 200, text, 'application/json', { ...responseHeaders(r.target, cost), ...cacheHeader(cache) });

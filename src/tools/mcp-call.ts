@@ -63,7 +63,7 @@ function enforceLimit(rt: Runtime, entry: ServerEntry, what: string, result: unk
 async function guardedResult<T>(rt: Runtime, s: SessionCtx, result: T, where: string, requestId: string, attached: readonly string[] | undefined): Promise<T> {
   const go = await rt.deps.guard(s.identity, 'output', result, where, requestId, attached);
   if (!go.ok) throw new ToolError('guardrail_blocked', go.message, { code: RPC.denied, status: 400, data: { guardrail: go.guardrail } });
-  return go.value as T;
+  return rt.deps.scrubAcross(go.value as T);
 }
 
 /**

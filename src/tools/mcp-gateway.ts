@@ -69,7 +69,7 @@ function forRequest(ctx: SessionCtx, extra: { authInfo?: AuthInfo }): SessionCtx
 }
 
 export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGatewayOptions = {}): McpGateway {
-  const integrity = createToolIntegrity(deps.db);
+  const integrity = createToolIntegrity(deps.db, deps.scrub);
   const approvals = createApprovals(deps.db, { windowMs: opts.approvalWindowMs });
   const catalog = createCatalog(config, deps, integrity, opts);
   const rt: Runtime = { catalog, deps, approvals, maxResultBytes: opts.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES };

@@ -71,7 +71,8 @@ const normalizePin = (p: string) => (p.startsWith('sha256:') ? p : `sha256:${p}`
 
 interface Row { server: string; tool: string; accepted_digest: string; accepted_def: string; current_digest: string; current_def: string; accepted_by: string | null; accepted_at: string }
 
-export function createToolIntegrity(db: DatabaseSync): ToolIntegrity {
+/** `scrub`: stored definitions pass the credential scrubber (a server may echo its credential in a description); digests cover the real definition. */
+export function createToolIntegrity(db: DatabaseSync, scrub: (text: string) => string = (t) => t): ToolIntegrity {
   db.exec(`CREATE TABLE IF NOT EXISTS mcp_tool_digests (
     server TEXT NOT NULL, tool TEXT NOT NULL,
     accepted_digest TEXT NOT NULL, accepted_def TEXT NOT NULL,
@@ -107,7 +108,7 @@ export function createToolIntegrity(db: DatabaseSync): ToolIntegrity {
       for (const t of tools) {
         const digest = toolDigest(t);
         const legacy = legacyToolDigest(t);
-        const def = JSON.stringify(canonicalTool(t));
+        const def = scrub(JSON.stringify(canonicalTool(t)));
         let row = rowOf(server, t.name);
         let notice: string | undefined;
         if (!row) insert.run(server, t.name, digest, def, digest, def, now, now);

@@ -24,6 +24,10 @@ export interface ToolDeps {
   /** Guardrails on tool arguments (input) or results (output): the possibly redacted value, or a block. */
   /** `attached`: guardrails the tool's own resource (McpServer/HttpTool spec.guardrails) adds to the caller's. */
   guard(identity: Identity, direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]): Promise<{ ok: true; value: unknown } | { ok: false; guardrail: string; message: string }>;
+  /** Scrub text aam writes to disk (stored tool definitions); what reaches agents is scrubbed by the egress door. */
+  scrub(text: string): string;
+  /** Redact a secret an upstream split across a result's text parts (an agent joins them). */
+  scrubAcross<T>(value: T): T;
   /** node:sqlite database for approvals and tool-definition digests (create your own tables). */
   db: import('node:sqlite').DatabaseSync;
 }
