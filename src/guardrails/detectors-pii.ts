@@ -47,54 +47,83 @@ function numberEndsAt(text: string, i: number): boolean {
   return !isWord(c) && c !== 45 && !((c === 46 || c === 44) && isDigit(text.charCodeAt(i + 1)));
 }
 
+/** One number being matched: the text and the memo of `after` results (per position and group count). */
+interface Intl { text: string; memo: Map<number, number> }
+
+/** After `count` groups at i: another group first (greedy), else the end boundary. */
+function intlAfter(m: Intl, i: number, count: number): number {
+  const key = i * 8 + count;
+  let r = m.memo.get(key);
+  if (r === undefined) {
+    r = count < INTL_GROUPS ? intlGroup(m, i, count) : -1;
+    if (r < 0 && count > 0 && numberEndsAt(m.text, i)) r = i;
+    m.memo.set(key, r);
+  }
+  return r;
+}
+
+/** One group `[ .-]?(?:\(0\))?[ .-]?\(?\d{1,5}\)?`: each optional part taken first, then skipped. */
+function intlGroup(m: Intl, i: number, count: number): number {
+  const text = m.text;
+  for (let a = isSep(text.charCodeAt(i)) ? i + 1 : i; a >= i; a--) {
+    for (let b = text.startsWith('(0)', a) ? a + 3 : a; b >= a; b -= 3) {
+      for (let c = isSep(text.charCodeAt(b)) ? b + 1 : b; c >= b; c--) {
+        for (let d = text.charCodeAt(c) === 40 ? c + 1 : c; d >= c; d--) {
+          const r = intlDigits(m, d, count);
+          if (r >= 0) return r;
+        }
+      }
+    }
+  }
+  return -1;
+}
+
+/** A digit run at d takes ceil(L/5) groups; then the optional ')'. */
+function intlDigits(m: Intl, d: number, count: number): number {
+  const text = m.text;
+  let n = 0;
+  while (n <= INTL_GROUPS * INTL_GROUP_DIGITS && isDigit(text.charCodeAt(d + n))) n++;
+  if (n === 0) return -1;
+  const used = count + Math.ceil(n / INTL_GROUP_DIGITS);
+  if (used > INTL_GROUPS) return -1;
+  const e = d + n;
+  if (text.charCodeAt(e) === 41) { const r = intlAfter(m, e + 1, used); if (r >= 0) return r; }
+  return intlAfter(m, e, used);
+}
+
+/** Longest text the pattern can match: '+', 3 country-code digits, ')', 6 groups of at most 12 characters. */
+const INTL_MAX_LEN = 5 + INTL_GROUPS * 12;
+
+/**
+ * Cheap necessary condition: a group (a digit or ')') followed by the end boundary, within the run
+ * of number characters after '+'. Most '+' in hostile text fail here, before any search.
+ */
+function intlCanEnd(text: string, plus: number): boolean {
+  for (let q = plus + 2; q <= plus + INTL_MAX_LEN; q++) {
+    const prev = text.charCodeAt(q - 1);
+    if ((isDigit(prev) || prev === 41) && numberEndsAt(text, q)) return true;
+    const c = text.charCodeAt(q);
+    if (!(isDigit(c) || isSep(c) || c === 40 || c === 41)) return false;
+  }
+  return false;
+}
+
 /** End of the international number whose '+' is at `plus`, or -1; the same span the regex above matches. */
 export function intlPhoneEnd(text: string, plus: number): number {
   const c0 = text.charCodeAt(plus + 1);
   if (!isDigit(c0) || c0 === 48) return -1;
-  const memo = new Map<number, number>();
-  // After `count` groups at i: another group first (greedy), else the end boundary.
-  const after = (i: number, count: number): number => {
-    const key = i * 8 + count;
-    let r = memo.get(key);
-    if (r === undefined) {
-      r = count < INTL_GROUPS ? group(i, count) : -1;
-      if (r < 0 && count > 0 && numberEndsAt(text, i)) r = i;
-      memo.set(key, r);
-    }
-    return r;
-  };
-  // One group `[ .-]?(?:\(0\))?[ .-]?\(?\d{1,5}\)?`: each optional part taken first, then skipped.
-  const group = (i: number, count: number): number => {
-    for (const a of isSep(text.charCodeAt(i)) ? [i + 1, i] : [i]) {
-      for (const b of text.startsWith('(0)', a) ? [a + 3, a] : [a]) {
-        for (const c of isSep(text.charCodeAt(b)) ? [b + 1, b] : [b]) {
-          for (const d of text.charCodeAt(c) === 40 ? [c + 1, c] : [c]) {
-            const r = digitsThen(d, count);
-            if (r >= 0) return r;
-          }
-        }
-      }
-    }
-    return -1;
-  };
-  // A digit run at d takes ceil(L/5) groups; then the optional ')'.
-  const digitsThen = (d: number, count: number): number => {
-    let n = 0;
-    while (n <= INTL_GROUPS * INTL_GROUP_DIGITS && isDigit(text.charCodeAt(d + n))) n++;
-    if (n === 0) return -1;
-    const used = count + Math.ceil(n / INTL_GROUP_DIGITS);
-    if (used > INTL_GROUPS) return -1;
-    const e = d + n;
-    if (text.charCodeAt(e) === 41) { const r = after(e + 1, used); if (r >= 0) return r; }
-    return after(e, used);
-  };
+  // The digits right after '+' fill the country code and at most every group: a longer run never matches.
+  let run = 1;
+  while (run <= 3 + INTL_GROUPS * INTL_GROUP_DIGITS && isDigit(text.charCodeAt(plus + 1 + run))) run++;
+  if (run > 3 + INTL_GROUPS * INTL_GROUP_DIGITS) return -1;
+  if (!intlCanEnd(text, plus)) return -1;
+  const m: Intl = { text, memo: new Map() };
   // Country code [1-9]\d{0,2}, longest first, then an optional ')'.
-  let extra = 0;
-  while (extra < 2 && isDigit(text.charCodeAt(plus + 2 + extra))) extra++;
+  const extra = Math.min(2, run - 1);
   for (let k = extra; k >= 0; k--) {
     const j = plus + 2 + k;
-    if (text.charCodeAt(j) === 41) { const r = after(j + 1, 0); if (r >= 0) return r; }
-    const r = after(j, 0);
+    if (text.charCodeAt(j) === 41) { const r = intlAfter(m, j + 1, 0); if (r >= 0) return r; }
+    const r = intlAfter(m, j, 0);
     if (r >= 0) return r;
   }
   return -1;
@@ -106,9 +135,18 @@ function scanIntl(text: string, out: Finding[]): void {
     const prev = text.charCodeAt(p - 1);
     const end = isWord(prev) || prev === 43 ? -1 : intlPhoneEnd(text, p);
     if (end < 0) { p = text.indexOf('+', p + 1); continue; }
-    const m = text.slice(p, end);
-    const n = countDigits(m.replace('(0)', ''));
-    if (n >= 8 && n <= 15) out.push(finding('phone', p, p + balanced(m)));
+    // Digits, not counting the 0 of the first "(0)" trunk marker.
+    let n = 0, trunk = 0, open = 0, close = 0;
+    for (let i = p; i < end; i++) {
+      const c = text.charCodeAt(i);
+      if (isDigit(c)) n++;
+      else if (c === 40) { open++; if (trunk === 0 && text.startsWith('(0)', i) && i + 3 <= end) trunk = 1; }
+      else if (c === 41) close++;
+    }
+    n -= trunk;
+    // Without an unmatched closing parenthesis at the end ("(call +44 20 7946 0958)").
+    const len = text.charCodeAt(end - 1) === 41 && open < close ? end - p - 1 : end - p;
+    if (n >= 8 && n <= 15) out.push(finding('phone', p, p + len));
     p = text.indexOf('+', end);
   }
 }

@@ -56,6 +56,15 @@ const SHAPES: ReadonlyArray<readonly [string, string, string]> = [
   ['"Ab1" run (one long token)', '', 'Ab1'],
   ['"Ab1+/" run + "==="', '', 'Ab1+/'],
   ['whitespace run', '', ' \n\t'],
+  // Dense hits: every few characters a finding (per-finding costs).
+  ['"a@b.co " run (dense emails)', '', 'a@b.co '],
+  ['"4111 1111 1111 1111 " run (dense cards)', '', '4111 1111 1111 1111 '],
+  ['"078-05-1120 " run (dense SSNs)', '', '078-05-1120 '],
+  ['"+44 20 7946 0958 " run (dense phones)', '', '+44 20 7946 0958 '],
+  ['"10.0.0.1 " run (dense IPs)', '', '10.0.0.1 '],
+  ['"DE89370400440532013000 " run (dense IBANs)', '', 'DE89370400440532013000 '],
+  ['"AKIAIOSFODNN7EXAMPLE " run (dense keys)', '', 'AKIAIOSFODNN7EXAMPLE '],
+  ['"project falcon café " run (dense keywords)', '', 'project falcon café '],
 ];
 
 export function adversarialInputs(size: number): Array<[string, string]> {

@@ -1,0 +1,114 @@
+// /healthz latency of a real aam gateway (its own process) while one client (another process)
+// posts hostile chat bodies back to back to a policy with a guardrail running every detector.
+// The prober sends one /healthz at a time, every 2 ms, over a kept-alive connection.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Pool } from 'undici';
+import { adversarialInputs } from '../../test/helpers/hostile-text.ts';
+import { aamBenchConfig, aamServeArgv, createAamKey } from './aam.ts';
+import { startProcess, stopProcess, waitHttp } from './procs.ts';
+import { freePort } from '../../test/helpers/e2e.ts';
+import { percentile } from './stats.ts';
+
+const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const NODE = process.execPath;
+const HOSTILE_SECONDS = Number(process.env.BENCH_HOSTILE_SECONDS ?? 10);
+
+export interface HealthzScenario {
+  label: string;
+  bodyBytes: number;
+  samples: number;
+  p50: number;
+  p99: number;
+  max: number;
+  hostileRequests: number;
+  statuses: string;
+  hostileMedianMs: number;
+}
+
+export interface HealthzResult { idleP50: number; idleP99: number; scenarios: HealthzScenario[] }
+
+const GUARDRAIL = `---
+apiVersion: access.envisionai.dev/v1
+kind: Guardrail
+metadata: { name: pii }
+spec: { on: [input, output], detect: [email, phone, credit_card, ssn, iban, ip_address, secrets], action: block }
+`;
+
+/** Every adversarial shape, one after the other, `size` characters in all. */
+function hostileText(size: number): string {
+  const shapes = adversarialInputs(Math.ceil(size / 50));
+  return shapes.map(([, t]) => t).join(' ').repeat(2).slice(0, size);
+}
+
+function chatBody(content: string): Buffer {
+  return Buffer.from(JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content }] }));
+}
+
+/** Poll /healthz until `stop` resolves; latencies in ms. */
+async function probe(pool: Pool, stop: Promise<unknown>): Promise<number[]> {
+  let done = false;
+  void stop.finally(() => { done = true; });
+  const out: number[] = [];
+  while (!done) {
+    const t = performance.now();
+    const res = await pool.request({ path: '/healthz', method: 'GET' });
+    await res.body.arrayBuffer();
+    out.push(performance.now() - t);
+    await sleep(2);
+  }
+  return out.sort((a, b) => a - b);
+}
+
+function runClient(url: string, key: string, bodyFile: string): Promise<{ requests: number; statuses: Record<string, number>; medianMs: number }> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(NODE, [join(REPO, 'bench/lib/hostile-client.ts'), url, key, bodyFile, String(HOSTILE_SECONDS)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    p.stdout.on('data', (d: Buffer) => { out += d; });
+    p.on('close', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`hostile client exited ${code}`))));
+  });
+}
+
+export async function healthzUnderHostileLoad(): Promise<HealthzResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'aam-bench-detectors-'));
+  const pin = { cpu: null, nice: 0 };
+  const mockPort = await freePort(), aamPort = await freePort();
+  const mock = startProcess(pin, [NODE, join(REPO, 'bench/mock-upstream.js')], { MOCK_PORT: String(mockPort) }, join(dir, 'mock.log'));
+  const config = join(dir, 'aam.yaml');
+  writeFileSync(config, aamBenchConfig(mockPort).replace('models: { allow: [gpt-4o-mini] }', 'models: { allow: [gpt-4o-mini] }, guardrails: [pii]') + GUARDRAIL);
+  const data = join(dir, 'data');
+  const key = createAamKey(NODE, REPO, config, data);
+  const aam = startProcess(pin, aamServeArgv(NODE, REPO, config, aamPort, data), { AAM_LOG_LEVEL: 'error' }, join(dir, 'aam.log'), REPO);
+  const url = `http://127.0.0.1:${aamPort}`;
+  try {
+    if (!(await waitHttp(`${url}/healthz`, 60_000, 200, aam)) || !(await waitHttp(`http://127.0.0.1:${mockPort}/v1/models`, 10_000, 200, mock))) {
+      throw new Error(`gateway or mock did not start; see ${dir}`);
+    }
+    const pool = new Pool(url, { connections: 1 });
+    const idle = await probe(pool, sleep(3000));
+    const scenarios: HealthzScenario[] = [];
+    for (const [label, chars] of [['10 MB body (over the 1 MiB scan budget)', 10 * 1024 * 1024 - 100], ['1 MB body (scanned whole)', 1_000_000]] as const) {
+      const bodyFile = join(dir, 'body.json');
+      const body = chatBody(hostileText(chars));
+      writeFileSync(bodyFile, body);
+      const client = runClient(url, key, bodyFile);
+      const lat = await probe(pool, client);
+      const c = await client;
+      scenarios.push({
+        label, bodyBytes: body.length, samples: lat.length, p50: percentile(lat, 50), p99: percentile(lat, 99), max: lat[lat.length - 1] ?? NaN,
+        hostileRequests: c.requests, statuses: Object.entries(c.statuses).map(([s, n]) => `${n} x ${s}`).join(', '), hostileMedianMs: c.medianMs,
+      });
+      process.stderr.write(`healthz during ${label}: p50 ${percentile(lat, 50).toFixed(2)} ms, p99 ${percentile(lat, 99).toFixed(2)} ms\n`);
+    }
+    await pool.close();
+    return { idleP50: percentile(idle, 50), idleP99: percentile(idle, 99), scenarios };
+  } finally {
+    await stopProcess(aam);
+    await stopProcess(mock);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
