@@ -281,10 +281,13 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
 export function upstreamError(server: string, what: string, timeoutMs: number, e: unknown): Error {
   if (e instanceof ToolError) return e;
   if (e instanceof McpError) {
-    if (e.code === ErrorCode.RequestTimeout) {
+    // -32001/-32000 are also codes an upstream may send itself: only the SDK's own errors (which
+    // carry their own messages) mean a timeout or a closed connection.
+    const sdk = /^MCP error -?\d+: (Request timed out|Maximum total timeout exceeded|Connection closed)\b/.test(e.message);
+    if (sdk && e.code === ErrorCode.RequestTimeout) {
       return new ToolError('upstream_timeout', `MCP server "${server}" did not answer ${what} within ${timeoutMs} ms (raise spec.timeout_ms if it is slow)`, { code: RPC.upstream, status: 504 });
     }
-    if (e.code === ErrorCode.ConnectionClosed) {
+    if (sdk && e.code === ErrorCode.ConnectionClosed) {
       return new ToolError('upstream_unavailable', `MCP server "${server}" closed the connection during ${what} (process exited?); aam restarts it, retry shortly`, { code: RPC.upstream, status: 502 });
     }
     // An upstream's own JSON-RPC error: keep its code, except the one aam reserves for denials.
