@@ -1,6 +1,9 @@
 // How the benchmark runs aam: the bench config (routing gpt-4o-mini to the mock), key creation
-// through the CLI, and the serve command line.
-import { spawnSync } from 'node:child_process';
+// through the CLI, and the serve command line. By default that is what `npm start` runs: the
+// launcher bin/aam.js with the node flags of package.json's start script. A benchmark can build
+// its own copy of dist/ first (buildAam), so edits to src/ made during a long run do not change
+// what it measures; BENCH_AAM_FROM=src measures the TypeScript sources instead.
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,13 +19,38 @@ export function aamBenchConfig(mockPort: number): string {
   return readFileSync(CONFIG, 'utf8').replaceAll(DEFAULT_MOCK, `127.0.0.1:${mockPort}`);
 }
 
-export function aamMain(repo: string): string {
-  return join(repo, 'src/cli/main.ts');
+/** What runs as aam: an entry script and the node flags before it. */
+export interface AamBuild {
+  main: string;
+  flags: string[];
+  /** for reports: which code ran */
+  from: string;
+}
+
+/** Node flags of `npm start` (package.json: "node <flags> bin/aam.js serve"). */
+export function startFlags(repo: string): string[] {
+  const start = (JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start;
+  const words = start.trim().split(/\s+/);
+  const i = words.indexOf('bin/aam.js');
+  if (words[0] !== 'node' || i < 0) throw new Error(`package.json "start" is not "node [flags] bin/aam.js serve": ${start}`);
+  return words.slice(1, i);
+}
+
+/** What `npm start` / the `aam` command run (bin/aam.js picks dist/ when it is current). */
+export function launcher(repo: string): AamBuild {
+  return { main: join(repo, 'bin/aam.js'), flags: startFlags(repo), from: 'bin/aam.js' };
+}
+
+/** Builds src/ into outDir (scripts/build.ts) and runs that, with npm start's flags; BENCH_AAM_FROM=src: the sources. */
+export function buildAam(node: string, repo: string, outDir: string): AamBuild {
+  if (process.env.BENCH_AAM_FROM === 'src') return { main: join(repo, 'src/cli/main.ts'), flags: startFlags(repo), from: 'TypeScript sources (src/)' };
+  execFileSync(node, ['--disable-warning=ExperimentalWarning', join(repo, 'scripts/build.ts'), '--out', outDir], { cwd: repo, stdio: 'pipe' });
+  return { main: join(outDir, 'cli/main.js'), flags: startFlags(repo), from: 'JavaScript built from src/ at the start of the run (scripts/build.ts)' };
 }
 
 /** Runs `aam keys create` and returns the key (the last stdout line); throws with the CLI's output. */
-export function createAamKey(node: string, repo: string, configPath: string, dataDir: string): string {
-  const r = spawnSync(node, [aamMain(repo), 'keys', 'create', '--agent', AAM_AGENT, '--config', configPath, '--data', dataDir],
+export function createAamKey(node: string, repo: string, configPath: string, dataDir: string, build: AamBuild = launcher(repo)): string {
+  const r = spawnSync(node, [build.main, 'keys', 'create', '--agent', AAM_AGENT, '--config', configPath, '--data', dataDir],
     { cwd: repo, encoding: 'utf8', timeout: 30_000 });
   const lines = (r.stdout ?? '').trim().split('\n');
   const key = lines[lines.length - 1]?.trim() ?? '';
@@ -32,6 +60,6 @@ export function createAamKey(node: string, repo: string, configPath: string, dat
   return key;
 }
 
-export function aamServeArgv(node: string, repo: string, configPath: string, port: number, dataDir: string): string[] {
-  return [node, aamMain(repo), 'serve', '--config', configPath, '--port', String(port), '--data', dataDir];
+export function aamServeArgv(node: string, repo: string, configPath: string, port: number, dataDir: string, build: AamBuild = launcher(repo)): string[] {
+  return [node, ...build.flags, build.main, 'serve', '--config', configPath, '--port', String(port), '--data', dataDir];
 }

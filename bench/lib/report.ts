@@ -40,7 +40,7 @@ function names(run: BenchRun): { name: string; label: string }[] {
   return [...seen].map(([name, label]) => ({ name, label }));
 }
 
-function table(head: string[], rows: string[][]): string {
+export function table(head: string[], rows: string[][]): string {
   const align = head.map((_, i) => (i === 0 ? '---' : '---:'));
   return [head, align, ...rows].map((r) => `| ${r.join(' | ')} |`).join('\n');
 }
