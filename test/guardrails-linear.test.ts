@@ -131,6 +131,18 @@ test('operator regexes the linear engine cannot run are refused, naming the guar
   }
 });
 
+test('json_schema patterns run on the linear-time engine too; ones it cannot run are refused naming the path', () => {
+  const schema = (pattern: string) => ({ type: 'object', properties: { q: { type: 'string', pattern } } });
+  const g = compileGuardrail('args', { on: ['input'], action: 'block', json_schema: schema('^(a+)+$') } as GuardrailSpec);
+  const ms = cpuMs(() => assert.equal(applyToJson({ q: 'a'.repeat(50_000) + 'b' }, [g], 'input').verdict, 'block'), 1);
+  assert.ok(ms < MAX_BIG_MS, `${ms} ms`);
+  assert.equal(applyToJson({ q: 'aaa' }, [g], 'input').verdict, 'allow');
+  for (const [pattern, why] of [['^(\\w)\\1$', /backreference/], ['^\\p{L}+$', /Unicode property escape/]] as const) {
+    assert.throws(() => compileGuardrail('args', { on: ['input'], action: 'block', json_schema: schema(pattern) } as GuardrailSpec),
+      (e: Error) => e.message.includes('json_schema at $.properties.q.pattern cannot run in linear time') && why.test(e.message), pattern);
+  }
+});
+
 test('scan budget: text beyond max_scan_chars is not scanned; block by default with a message naming the setting', () => {
   const g = (spec: Partial<GuardrailSpec>) => compileGuardrail('pii', { on: ['input'], action: 'redact', detect: ['email'], max_scan_chars: 100, ...spec } as GuardrailSpec);
   const big = 'x'.repeat(80);

@@ -3,6 +3,8 @@
 // minimum/maximum, minItems/maxItems. Unknown assertion keywords are a compile error, because
 // silently ignoring one would allow what the author meant to refuse.
 
+import { compileLinearRegex } from '../config/linear-regex.ts';
+
 export interface SchemaError { path: string; message: string }
 export type Validator = (value: unknown, path: string, errors: SchemaError[]) => void;
 
@@ -69,7 +71,11 @@ export function compileSchema(schema: unknown, at = '$'): Validator {
   };
   const minLength = num('minLength'), maxLength = num('maxLength'), minimum = num('minimum'), maximum = num('maximum');
   const minItems = num('minItems'), maxItems = num('maxItems');
-  const pattern = typeof s.pattern === 'string' ? new RegExp(s.pattern, 'u') : undefined;
+  // Agent-sent text meets an operator's pattern here: linear-time engine, like Guardrail.spec.regex.
+  let pattern: RegExp | undefined;
+  if (typeof s.pattern === 'string') {
+    try { pattern = compileLinearRegex(s.pattern, ''); } catch (e) { throw new Error(`json_schema at ${at}.pattern ${(e as Error).message}`); }
+  }
   if (minLength !== undefined || maxLength !== undefined || pattern !== undefined) {
     checks.push((v, path, errors) => {
       if (typeof v !== 'string') return;
