@@ -312,9 +312,9 @@ test('huge results and hung upstreams give clear errors', async () => {
   const big = await rpcError(analyst.callTool({ name: 'crm__big', arguments: { bytes: 200_000 } }));
   assert.match(big.message, /over the 100000 byte limit/);
   const t0 = Date.now();
-  const slow = await rpcError(analyst.callTool({ name: 'sluggish__slow', arguments: { ms: 20_000 } }));
+  const slow = await rpcError(analyst.callTool({ name: 'sluggish__slow', arguments: { ms: 60_000 } }));
   assert.match(slow.message, new RegExp(`MCP server "sluggish" did not answer tools/call "slow" within ${SLUGGISH_TIMEOUT_MS} ms`));
-  assert.ok(Date.now() - t0 < 15_000, 'the timeout, not the upstream, ended the call');
+  assert.ok(Date.now() - t0 < 45_000, 'the timeout, not the upstream, ended the call');
 });
 
 test('progress notifications are forwarded', async () => {

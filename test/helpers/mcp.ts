@@ -52,6 +52,6 @@ export async function mcpStatus(gw: TestGateway): Promise<McpStatus> {
 }
 
 /** Wait until every MCP server is ready, so no test depends on how fast a cold process starts. */
-export async function serversReady(gw: TestGateway, ms = 60_000): Promise<void> {
+export async function serversReady(gw: TestGateway, ms = 90_000): Promise<void> {
   await until(async () => Object.values(await mcpStatus(gw)).every((s) => s.state === 'ready'), ms, 'all MCP servers ready');
 }
