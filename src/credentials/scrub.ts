@@ -56,7 +56,11 @@ export function secretForms(value: string): string[] {
   forms.add(url);
   forms.add(url.replace(/%[0-9A-F]{2}/g, (m) => m.toLowerCase()));
   forms.add(url.replace(/%20/g, '+'));
-  forms.add(JSON.stringify(value).slice(1, -1));
+  const once = JSON.stringify(value).slice(1, -1);
+  forms.add(once);
+  // JSON text inside a JSON string (an MCP tool returning JSON.stringify(...) as text): a secret
+  // with a quote or backslash is escaped twice on the wire, and the agent's two parses undo both.
+  forms.add(JSON.stringify(once).slice(1, -1));
   // Bodies passed through as the upstream wrote them may spell a secret with the JSON escapes of
   // their serializer; the agent's JSON.parse turns them back into the secret.
   for (const f of [...forms]) for (const e of jsonEscaped(f)) forms.add(e);
