@@ -20,11 +20,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { aamBenchConfig, aamServeArgv, buildAam, createAamKey, startFlags } from './lib/aam.ts';
 import type { AamBuild } from './lib/aam.ts';
 import { chooseLoadgen, runLoad } from './lib/loadgen.ts';
-import { answers, rssKb, sampleRss, setAutogroupNice, startProcess, stopProcess, waitHttp } from './lib/procs.ts';
+import { CLK_TCK, answers, cpuTicks, rssKb, sampleRss, setAutogroupNice, startProcess, stopProcess, waitHttp } from './lib/procs.ts';
 import type { PinOptions } from './lib/procs.ts';
 import { replaceSection, table } from './lib/report.ts';
 import { median } from './lib/stats.ts';
-import { emitModule } from '../scripts/build.ts';
+import { bareProxyScript } from './lib/bare.ts';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const REPO = dirname(BENCH);
@@ -53,7 +53,7 @@ interface MemUsage {
   spaces: Record<string, { size: number; used: number }>;
 }
 
-interface Reading { rss_kb: number | null; peak_kb?: number; usage?: MemUsage; rps?: number; p50_ms?: number; errors?: number }
+interface Reading { rss_kb: number | null; peak_kb?: number; usage?: MemUsage; rps?: number; p50_ms?: number; errors?: number; cpu_us_per_req?: number }
 
 interface Gateway { name: string; label: string; child: ChildProcess; origin: string; headers: Record<string, string>; rounds: Reading[]; idle?: Reading }
 
@@ -97,13 +97,6 @@ async function idleDemo(work: string, label: string, argv: string[], port: numbe
   }
 }
 
-/** The bare proxy as JavaScript (stripped like dist/), so both sides run without the type stripper. */
-function bareProxyJs(work: string): string {
-  const file = join(work, 'bare-proxy.js');
-  writeFileSync(file, emitModule(readFileSync(join(BENCH, 'bare-proxy.ts'), 'utf8')).code);
-  return file;
-}
-
 /** bench config + one MCP server (connected on first use, so it costs what aam loads for it). */
 function loadedConfig(mockPort: number): string {
   const server = join(REPO, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js');
@@ -137,7 +130,7 @@ async function startGateways(work: string, build: AamBuild, loadgenBody: string)
     if (await answers(`http://127.0.0.1:${port}/`)) throw new Error(`port ${port} is in use (set MEM_FIRST_PORT)`);
     const log = join(work, `gw-${port}.log`);
     if (t.kind === 'bare') {
-      const child = spawnTracked(gwPin, [process.execPath, `--import=${REPORTER}`, bareProxyJs(work)], { UPSTREAM_URL: `http://127.0.0.1:${cfg.ports.mock}`, PORT: String(port), MEM_REPORT_DIR: work }, log);
+      const child = spawnTracked(gwPin, [process.execPath, `--import=${REPORTER}`, bareProxyScript(work)], { UPSTREAM_URL: `http://127.0.0.1:${cfg.ports.mock}`, PORT: String(port), MEM_REPORT_DIR: work }, log);
       if (!(await waitHttp(`http://127.0.0.1:${port}/__mock/stats`, 15_000, 200, child))) throw new Error('bare proxy did not start');
       out.push({ name: spec, label: 'bare proxy', child, origin: `http://127.0.0.1:${port}`, headers: { authorization: 'Bearer dummy' }, rounds: [] });
       continue;
@@ -165,10 +158,12 @@ async function startGateways(work: string, build: AamBuild, loadgenBody: string)
 async function loadRound(g: Gateway, body: string, loadgen: 'wrk' | 'node', work: string, snapshot?: string): Promise<Reading> {
   const pid = g.child.pid ?? 0;
   const sampler = sampleRss(pid, 250);
+  const ticks0 = cpuTicks(pid) ?? 0;
   const r = await runLoad(loadgen, clientPin, { origin: g.origin, path: '/v1/chat/completions', headers: g.headers, bodyFile: body, conc: cfg.conc, durationS: cfg.roundS });
+  const cpuUs = (((cpuTicks(pid) ?? 0) - ticks0) / CLK_TCK) * 1e6;
   const samples = sampler.stop();
   const usage = await usageOf(pid, work, snapshot);
-  return { rss_kb: rssKb(pid), peak_kb: Math.max(...samples.map((s) => s.kb)), usage: usage ?? undefined, rps: r.rps, p50_ms: r.p50_ms, errors: r.errors + r.non2xx };
+  return { rss_kb: rssKb(pid), peak_kb: Math.max(...samples.map((s) => s.kb)), usage: usage ?? undefined, rps: r.rps, p50_ms: r.p50_ms, errors: r.errors + r.non2xx, cpu_us_per_req: cpuUs / Math.max(1, r.requests) };
 }
 
 const mb = (bytes: number | undefined): string => (bytes === undefined || !Number.isFinite(bytes) ? 'n/a' : (bytes / MB).toFixed(1));
@@ -204,13 +199,13 @@ function render(meta: Record<string, string>, idle: Awaited<ReturnType<typeof id
     };
     const rows = [row('after start + 1 request', (g) => g.idle), ...Array.from({ length: cfg.rounds }, (_, i) => row(String(i + 1), (g) => g.rounds[i]))];
     lines.push(table(head, rows), '');
-    lines.push('| gateway | RSS after last round MB | max RSS MB | growth over the 2nd half of the rounds MB | requests served | median RPS |', '|---|---:|---:|---:|---:|---:|');
+    lines.push('| gateway | RSS after last round MB | max RSS MB | growth over the 2nd half of the rounds MB | requests served | median RPS | median p50 ms | median CPU per request (all threads) |', '|---|---:|---:|---:|---:|---:|---:|---:|');
     for (const g of gws) {
       const last = g.rounds[g.rounds.length - 1];
       const mid = g.rounds[Math.floor((g.rounds.length - 1) / 2)];
       const peak = Math.max(...g.rounds.map((r) => r.peak_kb ?? 0));
       const served = g.rounds.reduce((s, r) => s + (r.rps ?? 0) * cfg.roundS, 0);
-      lines.push(`| ${g.label} | ${kbMb(last?.rss_kb)} | ${kbMb(peak)} | ${last && mid ? (((last.rss_kb ?? 0) - (mid.rss_kb ?? 0)) / 1024).toFixed(1) : 'n/a'} | ${Math.round(served).toLocaleString('en-US')} | ${Math.round(median(g.rounds.map((r) => r.rps))).toLocaleString('en-US')} |`);
+      lines.push(`| ${g.label} | ${kbMb(last?.rss_kb)} | ${kbMb(peak)} | ${last && mid ? (((last.rss_kb ?? 0) - (mid.rss_kb ?? 0)) / 1024).toFixed(1) : 'n/a'} | ${Math.round(served).toLocaleString('en-US')} | ${Math.round(median(g.rounds.map((r) => r.rps))).toLocaleString('en-US')} | ${median(g.rounds.map((r) => r.p50_ms)).toFixed(3)} | ${median(g.rounds.map((r) => r.cpu_us_per_req)).toFixed(0)} us |`);
     }
     lines.push('');
     const bare = gws.find((g) => g.name === 'bare');
@@ -265,7 +260,7 @@ async function main(): Promise<void> {
           const snap = cfg.snapshots && g.name !== 'bare' && (r === 0 || r === cfg.rounds - 1) ? join(work, `${g.name.replace(/\W+/g, '_')}-round${r + 1}.heapsnapshot`) : undefined;
           const reading = await loadRound(g, body, loadgen, work, snap);
           g.rounds.push(reading);
-          say(`round ${r + 1} ${g.label}: ${Math.round(reading.rps ?? 0)} rps, RSS ${kbMb(reading.rss_kb)} MB (peak ${kbMb(reading.peak_kb)}), heap ${usageCells(reading.usage).join(' | ')}${reading.errors ? `, ${reading.errors} failed` : ''}${snap ? `, snapshot ${snap}` : ''}`);
+          say(`round ${r + 1} ${g.label}: ${Math.round(reading.rps ?? 0)} rps, p50 ${reading.p50_ms?.toFixed(3)} ms, ${reading.cpu_us_per_req?.toFixed(0)} us CPU/request, RSS ${kbMb(reading.rss_kb)} MB (peak ${kbMb(reading.peak_kb)}), heap ${usageCells(reading.usage).join(' | ')}${reading.errors ? `, ${reading.errors} failed` : ''}${snap ? `, snapshot ${snap}` : ''}`);
         }
       }
     }

@@ -7,7 +7,9 @@ import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, hostname } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { aamBenchConfig, aamServeArgv, createAamKey } from './lib/aam.ts';
+import { aamBenchConfig, aamServeArgv, buildAam, createAamKey } from './lib/aam.ts';
+import type { AamBuild } from './lib/aam.ts';
+import { bareProxyScript } from './lib/bare.ts';
 import { chooseLoadgen } from './lib/loadgen.ts';
 import { measureTarget, preflight } from './lib/measure.ts';
 import type { BenchSettings, Target, TargetResult } from './lib/measure.ts';
@@ -49,13 +51,13 @@ const children = new Set<ChildProcess>();
 async function stopAll(): Promise<void> { await Promise.all([...children].map((c) => stopProcess(c))); }
 process.on('SIGINT', () => { void stopAll().then(() => process.exit(130)); });
 
-function machineMeta(loadgen: string, notes: string[]): RunMeta {
+function machineMeta(loadgen: string, notes: string[], aamFrom: string): RunMeta {
   const dirty = sh('git', ['-C', REPO, 'status', '--porcelain', '--', 'src']) !== '' ? ' + uncommitted changes in src/' : '';
   return {
     date: new Date().toISOString(), host: hostname(), nproc: cpus().length,
     cpu_model: /Model name:\s*(.*)/.exec(sh('lscpu', []))?.[1] ?? '?', kernel: sh('uname', ['-r']), node: process.version,
     loadgen: loadgen === 'wrk' ? `wrk ${sh('sh', ['-c', 'wrk -v 2>&1 | head -1 | cut -d" " -f2'])}` : 'node (undici Pool)',
-    aam_commit: `git ${sh('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD'])}${dirty}`,
+    aam_commit: `git ${sh('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD'])}${dirty}, run as ${aamFrom}`,
     settings: {
       duration_s: cfg.durationS, warmup_s: cfg.warmupS, rss_duration_s: cfg.rssDurationS, rounds: cfg.rounds,
       pinned: cfg.pin, gateway_cpu: cfg.sutCpu, loadgen_and_mock_cpu: cfg.clientCpu, nice: cfg.nice, mock_stream_chunks: cfg.chunks,
@@ -75,16 +77,18 @@ function requestBodies(dir: string): { nonstream: string; stream: string } {
 
 interface Running { target: Target; child?: ChildProcess; startupMs?: number }
 
+interface PreparedAam { configPath: string; dataDir: string; key: string; build: AamBuild }
+
 /** Writes the aam config for this mock port and creates the bench key once per run. */
-function prepareAam(work: string): { configPath: string; dataDir: string; key: string } {
+function prepareAam(work: string, build: AamBuild): PreparedAam {
   const configPath = join(work, 'aam-bench.yaml');
   writeFileSync(configPath, aamBenchConfig(cfg.mockPort));
   const dataDir = join(work, 'aam-data');
   mkdirSync(dataDir, { recursive: true });
-  return { configPath, dataDir, key: createAamKey(process.execPath, REPO, configPath, dataDir) };
+  return { configPath, dataDir, key: createAamKey(process.execPath, REPO, configPath, dataDir, build), build };
 }
 
-async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir: string, aam: { configPath: string; dataDir: string; key: string } | Error | undefined): Promise<Running> {
+async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir: string, work: string, aam: PreparedAam | Error | undefined): Promise<Running> {
   const auth = { authorization: 'Bearer dummy' };
   if (name === 'direct') return { target: { ...mock, headers: auth } };
   const origin = `http://127.0.0.1:${name === 'bare' ? cfg.barePort : cfg.aamPort}`;
@@ -95,12 +99,12 @@ async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir
   const t0 = performance.now();
   let child: ChildProcess;
   if (name === 'bare') {
-    argv = [process.execPath, join(BENCH, 'bare-proxy.ts')];
+    argv = [process.execPath, bareProxyScript(work)];
     child = startProcess(gwPin, argv, { UPSTREAM_URL: mock.origin, PORT: String(cfg.barePort) }, join(logDir, 'bare.log'));
     ready = () => waitHttp(origin + '/__mock/stats', 10_000, 200, child);
   } else if (name === 'aam' || name === 'aam-noaudit') {
     if (!aam || aam instanceof Error) throw aam ?? new Error('aam not prepared');
-    argv = aamServeArgv(process.execPath, REPO, aam.configPath, cfg.aamPort, aam.dataDir);
+    argv = aamServeArgv(process.execPath, REPO, aam.configPath, cfg.aamPort, aam.dataDir, aam.build);
     if (cfg.cpuProf) argv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(BENCH, 'results', 'prof')}`);
     // aam-noaudit: the same gateway with AAM_AUDIT=off, only to show what the audit trail costs.
     child = startProcess(gwPin, argv, name === 'aam-noaudit' ? { AAM_AUDIT: 'off' } : {}, join(logDir, `${name}.log`), REPO);
@@ -131,8 +135,6 @@ async function main(): Promise<void> {
     notes.push(`All benchmark processes ran at nice ${cfg.nice}, also for their session's autogroup, so that other work on the machine disturbs every target alike and less.`);
   }
   const loadgen = chooseLoadgen(env.BENCH_LOADGEN, say);
-  // Taken at the start: the date and the aam commit measured (the tree may change during the run).
-  const meta = machineMeta(loadgen, notes);
   const stamp = new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19);
   const resultsDir = join(BENCH, 'results');
   const logDir = join(resultsDir, `logs-${stamp}`);
@@ -140,6 +142,11 @@ async function main(): Promise<void> {
   // Work files live under bench/results/ (git-ignored): other processes may sweep /tmp while we run.
   const work = join(resultsDir, `work-${stamp}`);
   mkdirSync(work, { recursive: true });
+  // aam as `npm start` runs it (built JavaScript, start flags), built once now: edits to src/
+  // during the run do not change what is measured.
+  const build = cfg.targets.some((t) => t.startsWith('aam')) ? buildAam(process.execPath, REPO, join(work, 'dist')) : undefined;
+  // Taken at the start: the date and the aam commit measured (the tree may change during the run).
+  const meta = machineMeta(loadgen, notes, build?.from ?? 'n/a');
   const bodyFiles = requestBodies(work);
 
   const mockOrigin = `http://127.0.0.1:${cfg.mockPort}`;
@@ -154,9 +161,9 @@ async function main(): Promise<void> {
     mockOrigin, mockPid: mock.pid, bodyFiles,
   };
 
-  let aam: { configPath: string; dataDir: string; key: string } | Error | undefined;
-  if (cfg.targets.some((t) => t.startsWith('aam'))) {
-    try { aam = prepareAam(work); } catch (err) { aam = err instanceof Error ? err : new Error(String(err)); }
+  let aam: PreparedAam | Error | undefined;
+  if (build) {
+    try { aam = prepareAam(work, build); } catch (err) { aam = err instanceof Error ? err : new Error(String(err)); }
   }
 
   const results: TargetResult[] = [];
@@ -167,7 +174,7 @@ async function main(): Promise<void> {
       await waitQuiet(cfg.quietWaitS, cfg.quietPct, [mock.pid], say);
       let running: Running | undefined;
       try {
-        running = await startTarget(name, mock, gwPin, logDir, aam);
+        running = await startTarget(name, mock, gwPin, logDir, work, aam);
         say(`=== round ${round}: ${running.target.label} at ${running.target.origin} pid ${running.target.pid}`);
         await preflight(running.target, settings, { nonstream: readFileSync(bodyFiles.nonstream, 'utf8'), stream: readFileSync(bodyFiles.stream, 'utf8') });
         const r = await measureTarget(running.target, settings, round, say);

@@ -1,7 +1,8 @@
 // Prometheus metrics. Labels are bounded: agent and route names come from the config (a JWT
 // identity the config does not know is reported as "unregistered"), never from raw input.
-// Request-path metrics are aam's own (prom.ts); prom-client only collects the process metrics.
-import { Registry, collectDefaultMetrics } from 'prom-client';
+// Request-path metrics are aam's own (prom.ts); prom-client only collects the process metrics
+// (from the first scrape on: GC and event-loop histograms start then).
+import type { Registry } from 'prom-client';
 import type { MetricsSink } from '../runtime.ts';
 import { Counter, Gauge, Histogram, exposition, CONTENT_TYPE, type CounterSeries, type HistogramSeries, type Metric } from './prom.ts';
 import { level, type Level } from './label-tree.ts';
@@ -19,7 +20,8 @@ interface CallSeries {
 
 export class Metrics implements MetricsSink {
   readonly contentType = CONTENT_TYPE;
-  readonly #process = new Registry();
+  /** prom-client (~7 MB RSS) only collects the process metrics: loaded at the first scrape. */
+  #process: Promise<Registry> | null = null;
   readonly #requests = new Counter('aam_model_requests_total', 'Model calls by outcome', ['agent', 'team', 'route', 'provider', 'status']);
   readonly #latency = new Histogram('aam_model_request_duration_seconds', 'Model call latency (gateway in to last byte out)', ['route', 'provider'], [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]);
   readonly #tokens = new Counter('aam_model_tokens_total', 'Tokens by direction', ['agent', 'route', 'direction']);
@@ -36,13 +38,14 @@ export class Metrics implements MetricsSink {
   readonly #decisionSeries: Level = new Map();
   readonly #limitedSeries: Level = new Map();
 
-  constructor() {
-    collectDefaultMetrics({ register: this.#process, prefix: 'aam_process_' });
-  }
-
   /** The scrape body: process metrics, then aam's. */
   async text(): Promise<string> {
-    return `${await this.#process.metrics()}\n${exposition(this.#all)}`;
+    this.#process ??= import('prom-client').then(({ Registry: R, collectDefaultMetrics }) => {
+      const r = new R();
+      collectDefaultMetrics({ register: r, prefix: 'aam_process_' });
+      return r;
+    });
+    return `${await (await this.#process).metrics()}\n${exposition(this.#all)}`;
   }
 
   decision(effect: string, agent: string): void { this.#pair(this.#decisionSeries, this.#decisions, effect, agent || 'unregistered').inc(); }
