@@ -17,15 +17,13 @@ interface Line { raw: string; kind: string; seq?: number; tree_size?: number }
  * A trail of 25 events as the writer seals them, with a signed checkpoint every 10 events, as
  * an export (built in-process: the writer thread would make every mutant's run seconds slower).
  */
-function makeExport(): { pub: string; lines: Line[]; cps: Checkpoint[] } {
-  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-  const pub = publicKey.export({ type: 'spki', format: 'pem' }).toString();
-  const key = { privateKey, publicKeyPem: pub, keyId: keyIdOf(pub) };
+function makeExport(key = newKey(), from = 1, start = GENESIS_HASH, tag = ''): { pub: string; lines: Line[]; cps: Checkpoint[] } {
+  const pub = key.publicKeyPem;
   const lines: Line[] = [];
   const cps: Checkpoint[] = [];
-  let prev = GENESIS_HASH;
-  for (let seq = 1; seq <= 25; seq++) {
-    const { hash, body } = sealLine(encodeEvent(sampleEvent(seq), Date.UTC(2026, 0, 1, 0, 0, seq)).json, seq, prev);
+  let prev = start;
+  for (let seq = from; seq <= 25; seq++) {
+    const { hash, body } = sealLine(encodeEvent(sampleEvent(seq, { request_id: `req${tag}-${seq}` }), Date.UTC(2026, 0, 1, 0, 0, seq)).json, seq, prev);
     lines.push({ raw: exportLine(body), kind: 'event', seq });
     prev = hash;
     if (seq % 10 === 0) {
@@ -37,7 +35,14 @@ function makeExport(): { pub: string; lines: Line[]; cps: Checkpoint[] } {
   return { pub, lines, cps };
 }
 
-const { pub, lines, cps } = makeExport();
+function newKey() {
+  const { privateKey, publicKey } = generateKeyPairSync('ed25519');
+  const publicKeyPem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  return { privateKey, publicKeyPem, keyId: keyIdOf(publicKeyPem) };
+}
+
+const KEY = newKey();
+const { pub, lines, cps } = makeExport(KEY);
 
 /** The export with only the events up to `lastSeq` and the checkpoints up to `signedUpTo`. */
 function cut(lastSeq: number, signedUpTo: number): string {
@@ -126,4 +131,35 @@ test('a checkpoint signed by another key is named as such, not as a forgery', ()
   assert.deepEqual(pick(r), [10, 'bad_checkpoint']);
   assert.equal(r.firstError?.message, 'checkpoint at tree size 10 has an invalid signature (forged or edited)');
   assert.equal(r.unsignedTail, 25);
+});
+
+test('a bad checkpoint above a cut tail does not hide the cut: the lowest seq is named first', () => {
+  // A checkpoint line claiming tree size 25 that was not signed so (edited from the one at 20).
+  const forged = checkpointLine({ ...cps[1], tree_size: 25 });
+  const r = verifyExport([cut(15, 20), forged].join('\n'), pub);
+  assert.deepEqual(pick(r), [16, 'truncated']);
+  assert.equal(r.checkpoints, 3);
+});
+
+test('an export starting after a checkpoint must carry the hash the outside checkpoint signed there', () => {
+  // Honest partial export: events 11..25 anchored at the signed checkpoint 10.
+  const from11 = (l: Line) => (l.kind === 'event' ? l.seq! > 10 : true);
+  const honest = lines.filter(from11).map((l) => l.raw).join('\n');
+  const ok = verifyExport(honest, pub, cps[0]);
+  assert.equal(ok.ok, true, ok.firstError?.message);
+  assert.deepEqual(ok.anchor, { tree_size: 10, type: 'periodic' });
+  assert.equal(ok.firstSeq, 11);
+  assert.deepEqual(ok.outside, { tree_size: 10, time: cps[0].time, covered: true });
+  // An older outside checkpoint than the export's start: nothing it signed is left to compare.
+  const older = signCheckpoint(KEY, 5, 'a'.repeat(64), 'periodic');
+  assert.deepEqual(verifyExport(honest, pub, older).outside, { tree_size: 5, time: older.time, covered: false });
+  // Whoever holds the signing key rewrites history before 11 and re-signs checkpoint 10 over it:
+  // the export verifies on its own, but not against the checkpoint kept outside.
+  const fake = 'b'.repeat(64);
+  const anchor = signCheckpoint(KEY, 10, fake, 'periodic');
+  const rewritten = [checkpointLine(anchor), ...makeExport(KEY, 11, fake, '-forged').lines.map((l) => l.raw)].join('\n');
+  assert.equal(verifyExport(rewritten, pub).ok, true, 'on its own the forgery holds together');
+  const r = verifyExport(rewritten, pub, cps[0]);
+  assert.deepEqual(pick(r), [10, 'altered']);
+  assert.match(r.firstError!.message, /^the retention checkpoint at seq 10 names another hash than the outside checkpoint/);
 });
