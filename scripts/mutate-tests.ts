@@ -15,6 +15,9 @@ import { selectGroups, testsOf } from './mutate-groups.ts';
 
 const CONCURRENCY = 2;
 const FAILED = /^\s*not ok \d+/m;
+/** The end of the YAML diagnostics block after a "not ok" line. */
+const DIAGNOSED = /^\s*not ok \d+[^]*?^\s*\.\.\.$/m;
+const DIAGNOSTICS_MS = 1000;
 
 interface Run { file: string; child: ChildProcess; output: string }
 
@@ -45,22 +48,31 @@ function runAll(files: string[], env: NodeJS.ProcessEnv): Promise<Run | null> {
     const queue = [...files];
     const live = new Set<Run>();
     let done = false;
+    let failing = false;
     const finish = (failed: Run | null): void => {
       if (done) return;
       done = true;
       for (const r of live) killGroup(r);
       resolve(failed);
     };
+    // The failing file gets a moment to print why (its diagnostics follow the "not ok" line).
+    const failFast = (run: Run): void => {
+      failing = true;
+      for (const r of live) if (r !== run) killGroup(r);
+      const timer = setTimeout(() => finish(run), DIAGNOSTICS_MS);
+      run.child.once('exit', () => { clearTimeout(timer); finish(run); });
+      run.child.stdout?.on('data', () => { if (DIAGNOSED.test(run.output)) { clearTimeout(timer); finish(run); } });
+    };
     const next = (): void => {
-      if (done) return;
+      if (done || failing) return;
       if (queue.length === 0 && live.size === 0) return finish(null);
       while (live.size < CONCURRENCY && queue.length > 0) {
         const run = startFile(queue.shift()!, env);
         live.add(run);
-        run.child.stdout?.on('data', () => { if (FAILED.test(run.output)) finish(run); });
+        run.child.stdout?.on('data', () => { if (!done && !failing && FAILED.test(run.output)) failFast(run); });
         run.child.on('exit', (code) => {
           live.delete(run);
-          if (done) return;
+          if (done || failing) return;
           if (code !== 0) return finish(run);
           next();
         });
