@@ -17,7 +17,8 @@ function cliActor(): string {
 export async function recordCliAdmin(dataDir: string, action: string, target: string, detail: Record<string, string | number | boolean> = {}): Promise<string | null> {
   if (process.env.AAM_AUDIT === 'off') return null;
   try {
-    const log = openAuditLog({ dataDir });
+    // A person is waiting, not a request path: give a busy machine time to commit (default 10 s).
+    const log = openAuditLog({ dataDir, durableTimeoutMs: 120_000 });
     try {
       await log.recordDurable(adminEvent(action, target, cliActor(), detail, 200, 'cli-'));
     } finally {
