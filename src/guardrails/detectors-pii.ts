@@ -4,7 +4,7 @@
 // boundaries and negative context.
 import { isIPv6 } from 'node:net';
 import { IBAN_LENGTHS, ibanValid, luhnValid } from './checksums.ts';
-import { before, countDigits, finding, isDigit, isWord, onlyDigits, scan } from './scan.ts';
+import { countDigits, finding, inContext, isDigit, isWord, onlyDigits, scan } from './scan.ts';
 import type { Finding } from './types.ts';
 
 // ---------- email
@@ -161,20 +161,18 @@ export function detectPhone(text: string, out: Finding[]): void {
   scanIntl(text, out);
   scan(PHONE_00_RE, text, out, (m) => {
     const n = countDigits(m[0]);
-    return n >= 10 && n <= 17 && !NOT_PHONE_CONTEXT.test(before(text, m.index, 20)) ? finding('phone', m.index, m.index + balanced(m[0])) : null;
+    return n >= 10 && n <= 17 && !inContext(NOT_PHONE_CONTEXT, text, m.index, 20) ? finding('phone', m.index, m.index + balanced(m[0])) : null;
   });
   scan(PHONE_NANP_RE, text, out, (m) =>
-    NOT_PHONE_CONTEXT.test(before(text, m.index, 20)) ? null : finding('phone', m.index, m.index + balanced(m[0])));
+    inContext(NOT_PHONE_CONTEXT, text, m.index, 20) ? null : finding('phone', m.index, m.index + balanced(m[0])));
   scan(PHONE_TRUNK_RE, text, out, (m) => {
     const n = countDigits(m[0]);
     if (n < 9 || n > 12) return null;
-    const ctx = before(text, m.index, 40);
-    if (NOT_PHONE_CONTEXT.test(ctx.slice(-20))) return null;
-    return FR_PAIRS.test(m[0]) || PHONE_CONTEXT.test(ctx) ? finding('phone', m.index, m.index + m[0].length) : null;
+    if (inContext(NOT_PHONE_CONTEXT, text, m.index, 20)) return null;
+    return FR_PAIRS.test(m[0]) || inContext(PHONE_CONTEXT, text, m.index, 40) ? finding('phone', m.index, m.index + m[0].length) : null;
   });
   scan(PHONE_BARE_RE, text, out, (m) => {
-    const ctx = before(text, m.index, 40);
-    return PHONE_CONTEXT.test(ctx) && !NOT_PHONE_CONTEXT.test(ctx.slice(-20)) ? finding('phone', m.index, m.index + m[0].length) : null;
+    return inContext(PHONE_CONTEXT, text, m.index, 40) && !inContext(NOT_PHONE_CONTEXT, text, m.index, 20) ? finding('phone', m.index, m.index + m[0].length) : null;
   });
 }
 
@@ -226,13 +224,13 @@ function ssnValid(area: string, group: string, serial: string): boolean {
 export function detectSsn(text: string, out: Finding[]): void {
   scan(SSN_SEP_RE, text, out, (m) => {
     if (!ssnValid(m[1], m[3], m[4])) return null;
-    if (SSN_CONTEXT.test(before(text, m.index, 40))) return finding('ssn', m.index, m.index + m[0].length);
+    if (inContext(SSN_CONTEXT, text, m.index, 40)) return finding('ssn', m.index, m.index + m[0].length);
     // Without context: dashes only (space-separated groups are common in other ids), and not after an id label.
-    if (m[2] === ' ' || NOT_PHONE_CONTEXT.test(before(text, m.index, 20))) return null;
+    if (m[2] === ' ' || inContext(NOT_PHONE_CONTEXT, text, m.index, 20)) return null;
     return finding('ssn', m.index, m.index + m[0].length);
   });
   scan(SSN_BARE_RE, text, out, (m) =>
-    ssnValid(m[1], m[2], m[3]) && SSN_CONTEXT.test(before(text, m.index, 40)) ? finding('ssn', m.index, m.index + m[0].length) : null);
+    ssnValid(m[1], m[2], m[3]) && inContext(SSN_CONTEXT, text, m.index, 40) ? finding('ssn', m.index, m.index + m[0].length) : null);
 }
 
 // ---------- IBAN
@@ -259,7 +257,7 @@ const IPV6_RE = /(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,8}(?:[0-9A-Fa-f]{0,4}|(?:\d{
 
 export function detectIp(text: string, out: Finding[]): void {
   if (text.includes('.')) {
-    scan(IPV4_RE, text, out, (m) => NOT_IP_CONTEXT.test(before(text, m.index, 12)) ? null : finding('ip_address', m.index, m.index + m[0].length));
+    scan(IPV4_RE, text, out, (m) => inContext(NOT_IP_CONTEXT, text, m.index, 12) ? null : finding('ip_address', m.index, m.index + m[0].length));
   }
   if (text.includes(':')) {
     scan(IPV6_RE, text, out, (m) => {

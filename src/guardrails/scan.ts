@@ -28,6 +28,19 @@ export function before(text: string, start: number, n: number): string {
   return text.slice(Math.max(0, start - n), start);
 }
 
+/**
+ * A context rule (a regex anchored at `$`) on the `n` characters before `start`. Every context rule
+ * needs a word, '#' or '§', so a window of only digits and separators (dense numbers) skips it.
+ */
+export function inContext(re: RegExp, text: string, start: number, n: number): boolean {
+  const from = Math.max(0, start - n);
+  for (let i = from; i < start; i++) {
+    const c = text.charCodeAt(i);
+    if (isLetter(c) || c === 35 || c >= 0x80) return re.test(text.slice(from, start));
+  }
+  return false;
+}
+
 export function countDigits(s: string): number {
   let n = 0;
   for (let i = 0; i < s.length; i++) { const c = s.charCodeAt(i); if (c >= 48 && c <= 57) n++; }
