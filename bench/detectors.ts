@@ -4,7 +4,7 @@
 // A benchmark, not a test: it reports numbers and never fails on them.
 // Run: npm run bench:detectors   (BENCH_KB=1024 input size, BENCH_GATEWAY=0 skips the gateway part;
 // writes bench/DETECTORS.md)
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { DETECTORS, DETECTOR_NAMES, detect } from '../src/guardrails/detectors.ts';
@@ -36,7 +36,8 @@ const SCANNERS: ReadonlyArray<readonly [string, Scanner]> = [
 
 /**
  * CPU microseconds per KB for one scanner on one text: the least of a few runs (at least 3, ~300 ms).
- * CPU time and the least run, because on a shared machine wall time mostly measures the neighbours.
+ * CPU time (process.threadCpuUsage would leave out GC helper threads, but counts in ~4 ms ticks) and
+ * the least run, because on a shared machine wall time mostly measures the neighbours.
  */
 function usPerKb(fn: Scanner, text: string): number {
   let best = Infinity;
@@ -84,6 +85,14 @@ function measureStream(): Array<[string, number]> {
     for (let i = 0; i < t.length; i += 4) sg.push(t.slice(i, i + 4));
     sg.end();
   }, text)]);
+}
+
+/** The hand-written `<!-- notes -->` section of the previous file (before/after, analysis), kept across runs. */
+function keptNotes(path: string): string {
+  let old = '';
+  try { old = readFileSync(path, 'utf8'); } catch { return ''; }
+  const a = old.indexOf('<!-- notes -->'), b = old.indexOf('<!-- /notes -->');
+  return a >= 0 && b > a ? `\n${old.slice(a, b + '<!-- /notes -->'.length)}\n` : '';
 }
 
 function report(rows: Row[], stream: Array<[string, number]>, hz: HealthzResult | null): string {
@@ -140,6 +149,7 @@ function report(rows: Row[], stream: Array<[string, number]>, hz: HealthzResult 
 const rows = measureScanners();
 const stream = measureStream();
 const hz = process.env.BENCH_GATEWAY === '0' ? null : await healthzUnderHostileLoad();
-const md = report(rows, stream, hz);
+const OUT = fileURLToPath(new URL('./DETECTORS.md', import.meta.url));
+const md = report(rows, stream, hz) + keptNotes(OUT);
 console.log(md);
-writeFileSync(fileURLToPath(new URL('./DETECTORS.md', import.meta.url)), md);
+writeFileSync(OUT, md);

@@ -1,6 +1,8 @@
 // /healthz latency of a real aam gateway (its own process) while one client (another process)
 // posts hostile chat bodies back to back to a policy with a guardrail running every detector.
-// The prober sends one /healthz at a time, every 2 ms, over a kept-alive connection.
+// The prober sends one /healthz at a time, every 2 ms, over a kept-alive connection. Placement as
+// in `npm run bench`: the gateway alone on CPU 1, everything else on CPU 0, all at nice -10 (also
+// for the session's autogroup) when run as root, so other work on a shared machine disturbs less.
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,14 +11,17 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Pool } from 'undici';
 import { adversarialInputs } from '../../test/helpers/hostile-text.ts';
-import { aamBenchConfig, aamServeArgv, createAamKey } from './aam.ts';
-import { startProcess, stopProcess, waitHttp } from './procs.ts';
+import { AAM_AGENT, aamServeArgv, createAamKey } from './aam.ts';
+import { pinnedArgv, setAutogroupNice, startProcess, stopProcess, waitHttp, type PinOptions } from './procs.ts';
 import { freePort } from '../../test/helpers/e2e.ts';
 import { percentile } from './stats.ts';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const NODE = process.execPath;
 const HOSTILE_SECONDS = Number(process.env.BENCH_HOSTILE_SECONDS ?? 10);
+const NICE = process.getuid?.() === 0 ? -10 : 0;
+const GATEWAY_PIN: PinOptions = { cpu: 1, nice: NICE };
+const CLIENT_PIN: PinOptions = { cpu: 0, nice: NICE };
 
 export interface HealthzScenario {
   label: string;
@@ -32,12 +37,17 @@ export interface HealthzScenario {
 
 export interface HealthzResult { idleP50: number; idleP99: number; scenarios: HealthzScenario[] }
 
-const GUARDRAIL = `---
-apiVersion: access.envisionai.dev/v1
-kind: Guardrail
-metadata: { name: pii }
-spec: { on: [input, output], detect: [email, phone, credit_card, ssn, iban, ip_address, secrets], action: block }
-`;
+/** Mock provider and route, the bench agent, and a policy attaching one guardrail with every detector. */
+function config(mockPort: number): string {
+  const doc = (kind: string, name: string, spec: string) => `apiVersion: access.envisionai.dev/v1\nkind: ${kind}\nmetadata: { name: ${name} }\nspec: ${spec}\n`;
+  return [
+    doc('Provider', 'mock', `{ type: openai-compatible, baseUrl: "http://127.0.0.1:${mockPort}/v1" }`),
+    doc('Model', 'gpt-4o-mini', '{ targets: [ { provider: mock, model: gpt-4o-mini } ] }'),
+    doc('Agent', AAM_AGENT, '{ workload: spiffe://bench/agent/bench, team: bench, environment: dev }'),
+    doc('AgentPolicy', 'bench-policy', '{ identity: { workload: spiffe://bench/agent/bench }, models: { allow: [gpt-4o-mini] }, guardrails: [pii] }'),
+    doc('Guardrail', 'pii', '{ on: [input, output], detect: [email, phone, credit_card, ssn, iban, ip_address, secrets], action: block }'),
+  ].join('---\n');
+}
 
 /** Every adversarial shape, one after the other, `size` characters in all. */
 function hostileText(size: number): string {
@@ -66,7 +76,8 @@ async function probe(pool: Pool, stop: Promise<unknown>): Promise<number[]> {
 
 function runClient(url: string, key: string, bodyFile: string): Promise<{ requests: number; statuses: Record<string, number>; medianMs: number }> {
   return new Promise((resolve, reject) => {
-    const p = spawn(NODE, [join(REPO, 'bench/lib/hostile-client.ts'), url, key, bodyFile, String(HOSTILE_SECONDS)], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const [cmd, ...args] = pinnedArgv(CLIENT_PIN, [NODE, join(REPO, 'bench/lib/hostile-client.ts'), url, key, bodyFile, String(HOSTILE_SECONDS)]);
+    const p = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     p.stdout.on('data', (d: Buffer) => { out += d; });
     p.on('close', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`hostile client exited ${code}`))));
@@ -75,14 +86,14 @@ function runClient(url: string, key: string, bodyFile: string): Promise<{ reques
 
 export async function healthzUnderHostileLoad(): Promise<HealthzResult> {
   const dir = mkdtempSync(join(tmpdir(), 'aam-bench-detectors-'));
-  const pin = { cpu: null, nice: 0 };
+  const prevAutogroup = NICE !== 0 ? setAutogroupNice(NICE) : null;
   const mockPort = await freePort(), aamPort = await freePort();
-  const mock = startProcess(pin, [NODE, join(REPO, 'bench/mock-upstream.js')], { MOCK_PORT: String(mockPort) }, join(dir, 'mock.log'));
-  const config = join(dir, 'aam.yaml');
-  writeFileSync(config, aamBenchConfig(mockPort).replace('models: { allow: [gpt-4o-mini] }', 'models: { allow: [gpt-4o-mini] }, guardrails: [pii]') + GUARDRAIL);
+  const mock = startProcess(CLIENT_PIN, [NODE, join(REPO, 'bench/mock-upstream.js')], { MOCK_PORT: String(mockPort) }, join(dir, 'mock.log'));
+  const configPath = join(dir, 'aam.yaml');
+  writeFileSync(configPath, config(mockPort));
   const data = join(dir, 'data');
-  const key = createAamKey(NODE, REPO, config, data);
-  const aam = startProcess(pin, aamServeArgv(NODE, REPO, config, aamPort, data), { AAM_LOG_LEVEL: 'error' }, join(dir, 'aam.log'), REPO);
+  const key = createAamKey(NODE, REPO, configPath, data);
+  const aam = startProcess(GATEWAY_PIN, aamServeArgv(NODE, REPO, configPath, aamPort, data), { AAM_LOG_LEVEL: 'error' }, join(dir, 'aam.log'), REPO);
   const url = `http://127.0.0.1:${aamPort}`;
   try {
     if (!(await waitHttp(`${url}/healthz`, 60_000, 200, aam)) || !(await waitHttp(`http://127.0.0.1:${mockPort}/v1/models`, 10_000, 200, mock))) {
@@ -91,7 +102,7 @@ export async function healthzUnderHostileLoad(): Promise<HealthzResult> {
     const pool = new Pool(url, { connections: 1 });
     const idle = await probe(pool, sleep(3000));
     const scenarios: HealthzScenario[] = [];
-    for (const [label, chars] of [['10 MB body (over the 1 MiB scan budget)', 10 * 1024 * 1024 - 100], ['1 MB body (scanned whole)', 1_000_000]] as const) {
+    for (const [label, chars] of [['10 MB body (over the 1 MiB scan budget)', 10_000_000], ['1 MB body (scanned whole)', 1_000_000], ['100 KB body (scanned whole)', 100_000]] as const) {
       const bodyFile = join(dir, 'body.json');
       const body = chatBody(hostileText(chars));
       writeFileSync(bodyFile, body);
@@ -110,5 +121,6 @@ export async function healthzUnderHostileLoad(): Promise<HealthzResult> {
     await stopProcess(aam);
     await stopProcess(mock);
     rmSync(dir, { recursive: true, force: true });
+    if (prevAutogroup !== null) setAutogroupNice(prevAutogroup);
   }
 }
