@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { cpus } from 'node:os';
 import { execFileSync, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { aamBenchConfig, aamServeArgv, createAamKey } from './lib/aam.ts';
+import { aamBenchConfig, aamServeArgv, createAamKey, launcher } from './lib/aam.ts';
 import { chooseLoadgen, runLoad } from './lib/loadgen.ts';
 import { CLK_TCK, answers, cpuTicks, setAutogroupNice, startProcess, stopProcess, waitHttp } from './lib/procs.ts';
 import type { PinOptions } from './lib/procs.ts';
@@ -53,7 +53,7 @@ async function main(): Promise<void> {
       const dataDir = join(work, `data-${name}`);
       mkdirSync(dataDir, { recursive: true });
       const key = createAamKey(process.execPath, REPO, configPath, dataDir);
-      const child = startProcess(gwPin, aamServeArgv(process.execPath, REPO, configPath, ports[name], dataDir), name === 'off' ? { AAM_AUDIT: 'off' } : {}, join(work, `aam-${name}.log`), REPO);
+      const child = startProcess(gwPin, aamServeArgv(process.execPath, REPO, configPath, ports[name], dataDir), { ...launcher(REPO).env, ...(name === 'off' ? { AAM_AUDIT: 'off' } : {}) }, join(work, `aam-${name}.log`), REPO);
       children.push(child);
       if (!(await waitHttp(`http://127.0.0.1:${ports[name]}/readyz`, 30_000, 200, child))) throw new Error(`aam (${name}) did not start`);
       return { name, child, headers: { authorization: `Bearer ${key}` }, origin: `http://127.0.0.1:${ports[name]}`, rps: [] as number[], p50: [] as number[], usPerReq: [] as number[] };

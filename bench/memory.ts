@@ -17,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { execFileSync, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { aamBenchConfig, aamServeArgv, buildAam, createAamKey, startFlags } from './lib/aam.ts';
+import { aamBenchConfig, aamServeArgv, buildAam, createAamKey, startCommand } from './lib/aam.ts';
 import type { AamBuild } from './lib/aam.ts';
 import { chooseLoadgen, runLoad } from './lib/loadgen.ts';
 import { CLK_TCK, answers, cpuTicks, rssKb, sampleRss, setAutogroupNice, startProcess, stopProcess, waitHttp } from './lib/procs.ts';
@@ -36,7 +36,8 @@ const cfg = {
   roundS: num('MEM_ROUND_S', 20),
   conc: num('MEM_CONC', 64),
   mode: env.MEM_MODE === 'stream' ? 'stream' as const : 'nonstream' as const,
-  targets: (env.MEM_TARGETS ?? 'bare,aam').split(',').map((s) => s.trim()).filter(Boolean),
+  // commas inside [flags] or {env} belong to the target
+  targets: (env.MEM_TARGETS ?? 'bare,aam').split(/,(?![^[{]*[\]}])/).map((s) => s.trim()).filter(Boolean),
   idle: env.MEM_IDLE !== '0',
   snapshots: env.MEM_SNAPSHOT === '1',
   ports: { mock: num('MEM_MOCK_PORT', 18380), first: num('MEM_FIRST_PORT', 18381) },
@@ -51,9 +52,11 @@ const MB = 1024 * 1024;
 interface MemUsage {
   rss: number; heapTotal: number; heapUsed: number; external: number; arrayBuffers: number;
   spaces: Record<string, { size: number; used: number }>;
+  /** worker threads' heaps (the audit writer) */
+  workers?: { total: number; used: number; external: number; malloced: number }[];
 }
 
-interface Reading { rss_kb: number | null; peak_kb?: number; usage?: MemUsage; rps?: number; p50_ms?: number; errors?: number; cpu_us_per_req?: number }
+interface Reading { rss_kb: number | null; anon_kb?: number; peak_kb?: number; usage?: MemUsage; rps?: number; p50_ms?: number; errors?: number; cpu_us_per_req?: number }
 
 interface Gateway { name: string; label: string; child: ChildProcess; origin: string; headers: Record<string, string>; rounds: Reading[]; idle?: Reading }
 
@@ -65,6 +68,11 @@ function spawnTracked(pin: PinOptions, argv: string[], extraEnv: Record<string, 
   const child = startProcess(pin, argv, extraEnv, log, cwd);
   children.add(child);
   return child;
+}
+
+/** Anonymous (private) part of RSS; the rest is file-backed, mostly the node binary's own pages. */
+function anonKb(pid: number): number | undefined {
+  try { return Number(/^RssAnon:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]); } catch { return undefined; }
 }
 
 /** Asks the process (started with mem-report.js) for its memory; null if it does not answer. */
@@ -82,15 +90,15 @@ async function usageOf(pid: number, dir: string, snapshotFile?: string): Promise
 }
 
 /** `npm start`'s process with the demo config, or the same from the sources: idle memory. */
-async function idleDemo(work: string, label: string, argv: string[], port: number): Promise<{ label: string; argv: string; reading: Reading } | { label: string; error: string }> {
+async function idleDemo(work: string, label: string, argv: string[], env: Record<string, string>, port: number): Promise<{ label: string; argv: string; reading: Reading } | { label: string; error: string }> {
   const dataDir = join(work, `idle-data-${port}`);
-  const child = spawnTracked(gwPin, argv, { AAM_PORT: String(port), AAM_DATA_DIR: dataDir, MEM_REPORT_DIR: work }, join(work, `idle-${port}.log`));
+  const child = spawnTracked(gwPin, argv, { ...env, AAM_PORT: String(port), AAM_DATA_DIR: dataDir, MEM_REPORT_DIR: work }, join(work, `idle-${port}.log`));
   try {
     if (!(await waitHttp(`http://127.0.0.1:${port}/readyz`, 60_000, 200, child))) return { label, error: `did not become ready; log: ${readFileSync(join(work, `idle-${port}.log`), 'utf8').slice(-600)}` };
     await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.arrayBuffer());
     await sleep(5000);
     const usage = await usageOf(child.pid ?? 0, work);
-    return { label, argv: argv.slice(1).map((a) => a.replace(REPO + '/', '')).join(' '), reading: { rss_kb: rssKb(child.pid ?? 0), usage: usage ?? undefined } };
+    return { label, argv: argv.slice(1).map((a) => a.replace(REPO + '/', '')).join(' '), reading: { rss_kb: rssKb(child.pid ?? 0), anon_kb: anonKb(child.pid ?? 0), usage: usage ?? undefined } };
   } finally {
     await stopProcess(child);
     children.delete(child);
@@ -135,12 +143,12 @@ async function startGateways(work: string, build: AamBuild, loadgenBody: string)
       out.push({ name: spec, label: 'bare proxy', child, origin: `http://127.0.0.1:${port}`, headers: { authorization: 'Bearer dummy' }, rounds: [] });
       continue;
     }
-    const b: AamBuild = t.src ? { main: join(REPO, 'src/cli/main.ts'), flags: build.flags, from: 'src' } : build;
+    const b: AamBuild = t.src ? { ...build, main: join(REPO, 'src/cli/main.ts'), from: 'src' } : build;
     const withFlags: AamBuild = { ...b, flags: [`--import=${REPORTER}`, ...b.flags, ...t.flags] };
     const dataDir = join(work, `data-${port}`);
     mkdirSync(dataDir, { recursive: true });
     const key = createAamKey(process.execPath, REPO, configPath, dataDir, b);
-    const child = spawnTracked(gwPin, aamServeArgv(process.execPath, REPO, configPath, port, dataDir, withFlags), { MEM_REPORT_DIR: work, AAM_LOG_LEVEL: 'warn', ...t.env }, log);
+    const child = spawnTracked(gwPin, aamServeArgv(process.execPath, REPO, configPath, port, dataDir, withFlags), { ...b.env, MEM_REPORT_DIR: work, AAM_LOG_LEVEL: 'warn', ...t.env }, log);
     if (!(await waitHttp(`http://127.0.0.1:${port}/readyz`, 60_000, 200, child))) throw new Error(`${spec} did not start: ${readFileSync(log, 'utf8').slice(-600)}`);
     out.push({ name: spec, label: spec, child, origin: `http://127.0.0.1:${port}`, headers: { authorization: `Bearer ${key}` }, rounds: [] });
   }
@@ -151,7 +159,7 @@ async function startGateways(work: string, build: AamBuild, loadgenBody: string)
     if (res.status !== 200) throw new Error(`${g.label} answered ${res.status} to the first request`);
   }
   await sleep(3000);
-  for (const g of out) g.idle = { rss_kb: rssKb(g.child.pid ?? 0), usage: (await usageOf(g.child.pid ?? 0, work)) ?? undefined };
+  for (const g of out) g.idle = { rss_kb: rssKb(g.child.pid ?? 0), anon_kb: anonKb(g.child.pid ?? 0), usage: (await usageOf(g.child.pid ?? 0, work)) ?? undefined };
   return out;
 }
 
@@ -163,15 +171,16 @@ async function loadRound(g: Gateway, body: string, loadgen: 'wrk' | 'node', work
   const cpuUs = (((cpuTicks(pid) ?? 0) - ticks0) / CLK_TCK) * 1e6;
   const samples = sampler.stop();
   const usage = await usageOf(pid, work, snapshot);
-  return { rss_kb: rssKb(pid), peak_kb: Math.max(...samples.map((s) => s.kb)), usage: usage ?? undefined, rps: r.rps, p50_ms: r.p50_ms, errors: r.errors + r.non2xx, cpu_us_per_req: cpuUs / Math.max(1, r.requests) };
+  return { rss_kb: rssKb(pid), anon_kb: anonKb(pid), peak_kb: Math.max(...samples.map((s) => s.kb)), usage: usage ?? undefined, rps: r.rps, p50_ms: r.p50_ms, errors: r.errors + r.non2xx, cpu_us_per_req: cpuUs / Math.max(1, r.requests) };
 }
 
 const mb = (bytes: number | undefined): string => (bytes === undefined || !Number.isFinite(bytes) ? 'n/a' : (bytes / MB).toFixed(1));
 const kbMb = (kb: number | null | undefined): string => (typeof kb === 'number' ? (kb / 1024).toFixed(1) : 'n/a');
 
 function usageCells(u: MemUsage | undefined): string[] {
-  if (!u) return ['n/a', 'n/a', 'n/a', 'n/a'];
-  return [`${mb(u.heapUsed)} / ${mb(u.heapTotal)}`, mb(u.spaces.new_space?.size), mb(u.external), mb(u.arrayBuffers)];
+  if (!u) return ['n/a', 'n/a', 'n/a', 'n/a', 'n/a'];
+  const w = u.workers?.length ? u.workers.map((x) => `${mb(x.used)} / ${mb(x.total)}`).join(', ') : '-';
+  return [`${mb(u.heapUsed)} / ${mb(u.heapTotal)}`, mb(u.spaces.new_space?.size), mb(u.external), mb(u.arrayBuffers), w];
 }
 
 function render(meta: Record<string, string>, idle: Awaited<ReturnType<typeof idleDemo>>[], gws: Gateway[]): string {
@@ -179,21 +188,21 @@ function render(meta: Record<string, string>, idle: Awaited<ReturnType<typeof id
   lines.push(`Measured ${meta.date} on ${meta.machine}, aam at ${meta.commit}; ${meta.build}. \`npm start\` runs \`${meta.start}\`.`, '');
   if (idle.length) {
     lines.push('### Idle, demo config (`npm start` with aam.yaml, 5 s after the first /healthz)', '');
-    lines.push(table(['what ran', 'RSS MB', 'heap used / total MB', 'new space MB', 'external MB', 'array buffers MB'],
-      idle.map((i) => ('error' in i ? [i.label, `failed: ${i.error.slice(0, 200)}`, '', '', '', ''] : [`${i.label}: \`${i.argv}\``, kbMb(i.reading.rss_kb), ...usageCells(i.reading.usage)]))));
+    lines.push(table(['what ran', 'RSS MB', 'of it anonymous MB', 'heap used / total MB', 'new space MB', 'external MB', 'array buffers MB', 'worker heap used / total MB'],
+      idle.map((i) => ('error' in i ? [i.label, `failed: ${i.error.slice(0, 200)}`, '', '', '', '', '', ''] : [`${i.label}: \`${i.argv}\``, kbMb(i.reading.rss_kb), kbMb(i.reading.anon_kb), ...usageCells(i.reading.usage)]))));
     lines.push('');
   }
   if (gws.length) {
     lines.push(`### Sustained load: ${cfg.rounds} rounds of ${cfg.roundS} s, wrk c=${cfg.conc} ${cfg.mode}, gateways loaded in turns`, '');
     lines.push('RSS after each round (and its peak during the round); heap figures from `process.memoryUsage()` right after the round (not after a forced GC).', '');
     const head = ['round'];
-    for (const g of gws) head.push(`${g.label} RSS MB (peak)`, `${g.label} heap used / total MB`, `${g.label} new space / external / array buffers MB`, `${g.label} RPS`);
+    for (const g of gws) head.push(`${g.label} RSS MB (anonymous; peak)`, `${g.label} heap used / total MB`, `${g.label} new space / external / array buffers MB`, `${g.label} worker heap used / total MB`, `${g.label} RPS`);
     const row = (label: string, pick: (g: Gateway) => Reading | undefined): string[] => {
       const cells = [label];
       for (const g of gws) {
         const r = pick(g);
         const u = usageCells(r?.usage);
-        cells.push(r ? `${kbMb(r.rss_kb)}${r.peak_kb ? ` (${kbMb(r.peak_kb)})` : ''}` : 'n/a', u[0], `${u[1]} / ${u[2]} / ${u[3]}`, r?.rps ? Math.round(r.rps).toLocaleString('en-US') : '');
+        cells.push(r ? `${kbMb(r.rss_kb)} (${kbMb(r.anon_kb)}${r.peak_kb ? `; ${kbMb(r.peak_kb)}` : ''})` : 'n/a', u[0], `${u[1]} / ${u[2]} / ${u[3]}`, u[4], r?.rps ? Math.round(r.rps).toLocaleString('en-US') : '');
       }
       return cells;
     };
@@ -233,7 +242,7 @@ async function main(): Promise<void> {
   const meta = {
     date: new Date().toISOString(), machine: `${cpus().length} CPUs (${cpus()[0]?.model.trim()}), Node ${process.version}, load average ${sh('cat', ['/proc/loadavg']).split(' ').slice(0, 3).join(' ')}`,
     commit: `git ${sh('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD'])}${dirty}`, build: `aam ran as ${build.from}`,
-    start: `node ${startFlags(REPO).join(' ')} bin/aam.js serve`.replace(/\s+/g, ' '),
+    start: startCommand(REPO).text,
   };
   const body = join(work, 'body.json');
   const base = { model: 'gpt-4o-mini', messages: [{ role: 'system', content: 'You are a helpful assistant.' }, { role: 'user', content: 'Say hello in one short sentence.' }], max_tokens: 64, temperature: 0.2 };
@@ -242,8 +251,8 @@ async function main(): Promise<void> {
     const idle: Awaited<ReturnType<typeof idleDemo>>[] = [];
     if (cfg.idle) {
       const demo = (main: string): string[] => [process.execPath, `--import=${REPORTER}`, ...build.flags, main, 'serve', '--config', join(REPO, 'aam.yaml')];
-      idle.push(await idleDemo(work, 'built JavaScript', demo(build.main), cfg.ports.first));
-      idle.push(await idleDemo(work, 'TypeScript sources', demo(join(REPO, 'src/cli/main.ts')), cfg.ports.first + 1));
+      idle.push(await idleDemo(work, 'built JavaScript', demo(build.main), build.env, cfg.ports.first));
+      idle.push(await idleDemo(work, 'TypeScript sources', demo(join(REPO, 'src/cli/main.ts')), build.env, cfg.ports.first + 1));
       for (const i of idle) say('error' in i ? `idle ${i.label}: ${i.error}` : `idle ${i.label}: RSS ${kbMb(i.reading.rss_kb)} MB, heap ${usageCells(i.reading.usage).join(' | ')}`);
     }
     const gws: Gateway[] = [];
@@ -260,7 +269,7 @@ async function main(): Promise<void> {
           const snap = cfg.snapshots && g.name !== 'bare' && (r === 0 || r === cfg.rounds - 1) ? join(work, `${g.name.replace(/\W+/g, '_')}-round${r + 1}.heapsnapshot`) : undefined;
           const reading = await loadRound(g, body, loadgen, work, snap);
           g.rounds.push(reading);
-          say(`round ${r + 1} ${g.label}: ${Math.round(reading.rps ?? 0)} rps, p50 ${reading.p50_ms?.toFixed(3)} ms, ${reading.cpu_us_per_req?.toFixed(0)} us CPU/request, RSS ${kbMb(reading.rss_kb)} MB (peak ${kbMb(reading.peak_kb)}), heap ${usageCells(reading.usage).join(' | ')}${reading.errors ? `, ${reading.errors} failed` : ''}${snap ? `, snapshot ${snap}` : ''}`);
+          say(`round ${r + 1} ${g.label}: ${Math.round(reading.rps ?? 0)} rps, p50 ${reading.p50_ms?.toFixed(3)} ms, ${reading.cpu_us_per_req?.toFixed(0)} us CPU/request, RSS ${kbMb(reading.rss_kb)} MB (anon ${kbMb(reading.anon_kb)}, peak ${kbMb(reading.peak_kb)}), heap ${usageCells(reading.usage).join(' | ')}${reading.errors ? `, ${reading.errors} failed` : ''}${snap ? `, snapshot ${snap}` : ''}`);
         }
       }
     }

@@ -107,7 +107,7 @@ async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir
     argv = aamServeArgv(process.execPath, REPO, aam.configPath, cfg.aamPort, aam.dataDir, aam.build);
     if (cfg.cpuProf) argv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(BENCH, 'results', 'prof')}`);
     // aam-noaudit: the same gateway with AAM_AUDIT=off, only to show what the audit trail costs.
-    child = startProcess(gwPin, argv, name === 'aam-noaudit' ? { AAM_AUDIT: 'off' } : {}, join(logDir, `${name}.log`), REPO);
+    child = startProcess(gwPin, argv, { ...aam.build.env, ...(name === 'aam-noaudit' ? { AAM_AUDIT: 'off' } : {}) }, join(logDir, `${name}.log`), REPO);
     ready = () => waitHttp(origin + '/readyz', cfg.aamWaitS * 1000, 200, child);
     headers = { authorization: `Bearer ${aam.key}` };
   } else {

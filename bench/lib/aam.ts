@@ -1,6 +1,7 @@
 // How the benchmark runs aam: the bench config (routing gpt-4o-mini to the mock), key creation
 // through the CLI, and the serve command line. By default that is what `npm start` runs: the
-// launcher bin/aam.js with the node flags of package.json's start script. A benchmark can build
+// launcher bin/aam.js with the node flags and environment of package.json's start script
+// (serve's environment: AamBuild.env, to pass when spawning). A benchmark can build
 // its own copy of dist/ first (buildAam), so edits to src/ made during a long run do not change
 // what it measures; BENCH_AAM_FROM=src measures the TypeScript sources instead.
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -19,33 +20,38 @@ export function aamBenchConfig(mockPort: number): string {
   return readFileSync(CONFIG, 'utf8').replaceAll(DEFAULT_MOCK, `127.0.0.1:${mockPort}`);
 }
 
-/** What runs as aam: an entry script and the node flags before it. */
+/** What runs as aam: an entry script, the node flags before it and the environment it adds. */
 export interface AamBuild {
   main: string;
   flags: string[];
+  env: Record<string, string>;
   /** for reports: which code ran */
   from: string;
 }
 
-/** Node flags of `npm start` (package.json: "node <flags> bin/aam.js serve"). */
-export function startFlags(repo: string): string[] {
-  const start = (JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start;
-  const words = start.trim().split(/\s+/);
+/** `npm start` as package.json says: "[NAME=value ...] node [flags] bin/aam.js serve". */
+export function startCommand(repo: string): { env: Record<string, string>; flags: string[]; text: string } {
+  const text = (JSON.parse(readFileSync(join(repo, 'package.json'), 'utf8')) as { scripts: Record<string, string> }).scripts.start;
+  const words = text.trim().split(/\s+/);
+  const env: Record<string, string> = {};
+  while (words.length && /^[A-Z_][A-Z0-9_]*=/.test(words[0])) { const w = words.shift() as string; env[w.slice(0, w.indexOf('='))] = w.slice(w.indexOf('=') + 1); }
   const i = words.indexOf('bin/aam.js');
-  if (words[0] !== 'node' || i < 0) throw new Error(`package.json "start" is not "node [flags] bin/aam.js serve": ${start}`);
-  return words.slice(1, i);
+  if (words[0] !== 'node' || i < 0) throw new Error(`package.json "start" is not "[NAME=value] node [flags] bin/aam.js serve": ${text}`);
+  return { env, flags: words.slice(1, i), text };
 }
 
 /** What `npm start` / the `aam` command run (bin/aam.js picks dist/ when it is current). */
 export function launcher(repo: string): AamBuild {
-  return { main: join(repo, 'bin/aam.js'), flags: startFlags(repo), from: 'bin/aam.js' };
+  const { env, flags } = startCommand(repo);
+  return { main: join(repo, 'bin/aam.js'), flags, env, from: 'bin/aam.js' };
 }
 
-/** Builds src/ into outDir (scripts/build.ts) and runs that, with npm start's flags; BENCH_AAM_FROM=src: the sources. */
+/** Builds src/ into outDir (scripts/build.ts) and runs that as npm start does; BENCH_AAM_FROM=src: the sources. */
 export function buildAam(node: string, repo: string, outDir: string): AamBuild {
-  if (process.env.BENCH_AAM_FROM === 'src') return { main: join(repo, 'src/cli/main.ts'), flags: startFlags(repo), from: 'TypeScript sources (src/)' };
+  const { env, flags } = startCommand(repo);
+  if (process.env.BENCH_AAM_FROM === 'src') return { main: join(repo, 'src/cli/main.ts'), flags, env, from: 'TypeScript sources (src/)' };
   execFileSync(node, ['--disable-warning=ExperimentalWarning', join(repo, 'scripts/build.ts'), '--out', outDir], { cwd: repo, stdio: 'pipe' });
-  return { main: join(outDir, 'cli/main.js'), flags: startFlags(repo), from: 'JavaScript built from src/ at the start of the run (scripts/build.ts)' };
+  return { main: join(outDir, 'cli/main.js'), flags, env, from: 'JavaScript built from src/ at the start of the run (scripts/build.ts)' };
 }
 
 /** Runs `aam keys create` and returns the key (the last stdout line); throws with the CLI's output. */
