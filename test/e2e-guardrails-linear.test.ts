@@ -1,8 +1,10 @@
 // No input can stall the gateway, end to end: hostile prompts and MCP tool arguments that once
-// held the event loop for seconds are scanned in milliseconds while /healthz keeps answering; a
-// request with more text than a guardrail scans is refused naming max_scan_chars; operator regexes
-// the linear-time engine cannot run are config errors from every entry point (bin/aam.js here).
-// Bounds are generous (seconds, where the fixed code takes milliseconds and the old one ~7 s).
+// held the event loop for seconds are scanned in milliseconds; a request with more text than a
+// guardrail scans is refused naming max_scan_chars; operator regexes the linear-time engine cannot
+// run are config errors from every entry point (bin/aam.js here). The gateway runs in this
+// process, so the CPU time a request costs this process is what it held the event loop (plus a
+// little client work): bounded generously (seconds, where the fixed code takes milliseconds and
+// the old one ~7 s), and CPU time, so a busy machine does not fail it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -18,7 +20,7 @@ import { run } from './helpers/hostile-text.ts';
 import { stdioServerDoc, tempFile } from './fixtures/mcp-accounts/upstream.ts';
 
 const ALL = ['email', 'phone', 'credit_card', 'ssn', 'iban', 'ip_address', 'secrets'];
-/** A stall: the old detectors took ~7 s on the first input below; the fixed ones take milliseconds. */
+/** A stall: the old detectors took ~7 s of CPU on the first input below; the fixed ones take milliseconds. */
 const STALL_MS = 3000;
 
 let fake: FakeUpstream;
@@ -46,37 +48,30 @@ before(async () => {
 });
 after(async () => { await gw?.close(); await fake?.close(); rmSync(scratch, { recursive: true, force: true }); });
 
-/** Milliseconds until /healthz answers, polled while `work` runs; the slowest answer seen. */
-async function healthzWhile<T>(work: Promise<T>): Promise<{ result: T; slowestMs: number }> {
-  let done = false;
-  let slowestMs = 0;
-  const poll = (async () => {
-    while (!done) {
-      const t = performance.now();
-      assert.equal((await fetch(`${gw.url}/healthz`)).status, 200);
-      slowestMs = Math.max(slowestMs, performance.now() - t);
-    }
-  })();
-  const result = await work.finally(() => { done = true; });
-  await poll;
-  return { result, slowestMs };
+/** CPU milliseconds this process (gateway included) spends until `work` settles. */
+async function cpuMsOf<T>(work: () => Promise<T>): Promise<{ result: T; ms: number }> {
+  const t = process.cpuUsage();
+  const result = await work();
+  const d = process.cpuUsage(t);
+  return { result, ms: (d.user + d.system) / 1000 };
 }
 
 const HOSTILE: Array<[string, string]> = [
   ['"://" + "a." x 48000 (96 KB)', '://' + 'a.'.repeat(48_000)],
-  ['"+" and 40 digits, 50 KB', run('', '+' + '1'.repeat(40) + ' ', 50 * 1024)],
+  ['"+1", 21 digits and "x", 200 KB (~24 us per character before)', run('', '+1' + '1'.repeat(20) + 'x ', 200 * 1024)],
   ['"-----BEGIN PRIVATE KEY-----!" x 3600', run('', '-----BEGIN PRIVATE KEY-----!', 100 * 1024)],
   ['"a" x 100 KB for the operator regex (a+)+b', 'a'.repeat(100 * 1024)],
 ];
 
 for (const [label, text] of HOSTILE) {
-  test(`chat prompt ${label}: scanned in milliseconds, /healthz keeps answering`, async () => {
-    const t = performance.now();
-    const { result, slowestMs } = await healthzWhile(chat(gw.url, gw.key('guarded'), 'gpt', text));
-    const ms = performance.now() - t;
+  test(`chat prompt ${label}: scanned in milliseconds`, async (t) => {
+    const key = gw.key('guarded');
+    await chat(gw.url, key, 'gpt', 'warm up'); // first-request compilation is not the prompt's cost
+    const { result, ms } = await cpuMsOf(() => chat(gw.url, key, 'gpt', text));
     assert.equal(result.status, 200, result.text.slice(0, 300));
-    assert.ok(ms < STALL_MS, `request took ${ms.toFixed(0)} ms`);
-    assert.ok(slowestMs < STALL_MS, `/healthz waited ${slowestMs.toFixed(0)} ms`);
+    t.diagnostic(`${ms.toFixed(0)} ms of CPU`);
+    assert.ok(ms < STALL_MS, `request cost ${ms.toFixed(0)} ms of CPU`);
+    assert.equal((await fetch(`${gw.url}/healthz`)).status, 200);
   });
 }
 
@@ -86,11 +81,9 @@ test('MCP tool arguments with hostile text are scanned in milliseconds', async (
   try {
     assert.notEqual((await client.callTool({ name: 'salesforce__search_accounts', arguments: { query: 'Acme' } })).isError, true);
     for (const [label, text] of HOSTILE) {
-      const t = performance.now();
-      const res = await client.callTool({ name: 'salesforce__search_accounts', arguments: { query: text } });
-      const ms = performance.now() - t;
-      assert.notEqual(res.isError, true, `${label}: ${JSON.stringify(res).slice(0, 300)}`);
-      assert.ok(ms < STALL_MS, `${label}: ${ms.toFixed(0)} ms`);
+      const { result, ms } = await cpuMsOf(() => client.callTool({ name: 'salesforce__search_accounts', arguments: { query: text } }));
+      assert.notEqual(result.isError, true, `${label}: ${JSON.stringify(result).slice(0, 300)}`);
+      assert.ok(ms < STALL_MS, `${label}: ${ms.toFixed(0)} ms of CPU`);
     }
   } finally {
     await client.close();
