@@ -311,3 +311,17 @@ test('a workload that is not a SPIFFE ID or glob is a load error', () => {
   assert.throws(() => compile(`${HEAD('AgentPolicy', 'bad')}spec:\n  identity: { team: finance }\n  models: { allow: [gpt-4], deny: [gpt-4] }`),
     /both in models.allow and models.deny/);
 });
+
+// Issue 12, finding 1 (same class): an args pattern meets agent-controlled text, so it runs on the
+// linear-time engine: a catastrophic pattern costs time proportional to the argument, not exponential.
+test('args pattern on a hostile argument runs in linear time', () => {
+  const c = compile(CRM(`    - { resource: crm.deals, actions: [read], args: { q: { pattern: '^(a+)+$' } } }`));
+  const hostile = 'a'.repeat(30_000) + '!';
+  const cpu = process.cpuUsage();
+  const d = decide(tool(agent(c, 'finance-analyst'), 'crm.deals', 'read', { q: hostile }), c);
+  const used = process.cpuUsage(cpu);
+  assert.equal(d.allowed, false);
+  assert.match(d.reason, /does not match pattern/);
+  assert.ok((used.user + used.system) / 1000 < 500, `took ${(used.user + used.system) / 1000} ms of CPU`);
+  assert.throws(() => compile(CRM(`    - { resource: crm.deals, actions: [read], args: { q: { pattern: '(a)\\1' } } }`)), /args.q: invalid pattern.*backreference/);
+});

@@ -1,6 +1,7 @@
 // `args:` constraints on tool-call arguments, compiled once (regexes included).
 // A check returns null when satisfied, or a short human reason when not.
 import type { ToolRuleSpec } from '../config/schema.ts';
+import { compileLinearRegex } from '../config/linear-regex.ts';
 
 type ArgSpec = NonNullable<ToolRuleSpec['args']>[string];
 
@@ -18,7 +19,8 @@ export interface CompiledArg {
 export function compileArg(name: string, spec: ArgSpec): CompiledArg | string {
   let re: RegExp | null = null;
   if (spec.pattern !== undefined) {
-    try { re = new RegExp(spec.pattern, 'u'); } catch (e) { return `invalid pattern: ${(e as Error).message}`; }
+    // Agent-controlled strings meet an operator's pattern: linear-time engine, never backtracking.
+    try { re = compileLinearRegex(spec.pattern, ''); } catch (e) { return `invalid pattern: ${(e as Error).message}`; }
   }
   if (spec.min !== undefined && spec.max !== undefined && spec.min > spec.max) return `min ${spec.min} is greater than max ${spec.max}`;
   const allowed = spec.enum ? new Set<unknown>(spec.enum) : null;
