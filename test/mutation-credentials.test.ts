@@ -111,3 +111,28 @@ test('stream: a leak is reported once it is seen, also when the secret completes
   assert.deepEqual(clean.calls, [], 'no leak report without a leak');
   assert.deepEqual(clean.leaked, []);
 });
+
+test("a secret as other serializers escape it inside JSON (PHP, .NET, Go, Python) or escaped twice is redacted", () => {
+  const secret = 'k/é+<&>\'`"\\ zz';
+  const sc = new Scrubber([{ name: 'w', value: secret }]);
+  const u = (c: string, upper: boolean) => { const h = c.charCodeAt(0).toString(16).padStart(4, '0'); return `\\u${upper ? h.toUpperCase() : h}`; };
+  const std = JSON.stringify(secret).slice(1, -1);
+  const forms: Record<string, string> = {
+    php: std.replaceAll('/', '\\/'),
+    dotnet: std.replace(/[+<>&'`é]/g, (c) => u(c, true)),
+    go: std.replace(/[<>&]/g, (c) => u(c, false)),
+    python: std.replace(/é/g, (c) => u(c, false)),
+  };
+  for (const [who, f] of Object.entries(forms)) {
+    assert.notEqual(f, std, who);
+    assert.equal(JSON.parse(`"${f}"`), secret, `${who} spells the secret`);
+    const r = sc.scrub(`{"v":"${f}"}`);
+    assert.equal(r.text, '{"v":"[REDACTED:w]"}', who);
+  }
+  // JSON text inside a JSON string: two parses give the secret back.
+  const twice = JSON.stringify(JSON.stringify({ v: secret }));
+  assert.equal(JSON.parse(JSON.parse(twice)).v, secret);
+  const r = sc.scrub(twice);
+  assert.deepEqual(r.leaked, ['w']);
+  assert.ok(!JSON.parse(JSON.parse(r.text)).v.includes('zz'), r.text);
+});
