@@ -4,8 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { registerHooks } from 'node:module';
-import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readFileSync, readdirSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
@@ -31,6 +31,23 @@ test('prom-client (process metrics) is loaded by the first /metrics scrape, not 
     assert.ok(resolved.has('prom-client'));
     assert.match(text, /^aam_process_process_cpu_user_seconds_total /m, 'process metrics on the first scrape');
     assert.match(text, /^# TYPE aam_config_info gauge$/m);
+  } finally {
+    await gw.close();
+  }
+});
+
+test('the key-change watch is woken only by key changes, not by every audit and database write in the data dir', async () => {
+  const { startTestGateway, agentDocs, doc, yaml } = await import('./helpers/gateway.ts');
+  const gw = await startTestGateway(yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'm', { targets: [{ provider: 'demo', model: 'demo-small' }] }), ...agentDocs(['m'])));
+  try {
+    const key = gw.key('tester');
+    const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }] }) });
+    assert.equal(res.status, 200);
+    await gw.g.rt.auditLog?.flush();
+    // The watched directory holds the change signal and nothing the request path writes to.
+    const signal = gw.g.rt.keys.signalFile;
+    assert.ok(signal, 'the gateway watches for key changes');
+    assert.deepEqual(readdirSync(dirname(signal)).filter((f) => f !== basename(signal)), []);
   } finally {
     await gw.close();
   }

@@ -6,8 +6,8 @@
 // server watches it (inotify) and re-reads the tables before the next request. `PRAGMA
 // data_version` (5 us, too slow per request) is only the once-a-second backstop.
 import { createHash, randomBytes } from 'node:crypto';
-import { watch, writeFileSync, type FSWatcher } from 'node:fs';
-import { basename, dirname } from 'node:path';
+import { mkdirSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { transaction } from '../store/sqlite.ts';
 
@@ -77,10 +77,13 @@ export class KeyStore {
   #byGeneration = new Map<string, SecretRow>();
   #keys = new Map<string, KeyRecord>();
 
-  /** signalFile: path touched on every change (e.g. <dataDir>/keys.changed); watch: follow other processes' changes. */
+  /** signalFile: path touched on every change (e.g. <dataDir>/signals/keys.changed); watch: follow other processes' changes. */
   constructor(db: DatabaseSync, opts: { signalFile?: string; watch?: boolean } = {}) {
     this.#db = db;
     this.#signal = opts.signalFile ?? null;
+    if (this.#signal) {
+      try { mkdirSync(dirname(this.#signal), { recursive: true }); } catch { /* then no signal: the backstop check still applies */ }
+    }
     if (this.#signal && opts.watch) {
       const name = basename(this.#signal);
       try {
@@ -115,6 +118,9 @@ export class KeyStore {
   }
 
   close(): void { this.#watcher?.close(); }
+
+  /** The file other processes touch on a change (its directory is watched), or null. */
+  get signalFile(): string | null { return this.#signal; }
 
   #reload(): void {
     this.#seenVersion = (this.#version.get() as { data_version: number }).data_version;
@@ -251,7 +257,11 @@ export class KeyStore {
   }
 }
 
-/** The key store of a data dir; the server watches for changes other processes make. */
+/**
+ * The key store of a data dir; the server watches for changes other processes make. The signal has
+ * a directory of its own: a watch on the data dir woke the gateway for every audit and SQLite write
+ * there (two inotify reads and a callback per request).
+ */
 export function openKeyStore(db: DatabaseSync, dataDir: string, watchChanges = false): KeyStore {
-  return new KeyStore(db, { signalFile: `${dataDir}/keys.changed`, watch: watchChanges });
+  return new KeyStore(db, { signalFile: join(dataDir, 'signals', 'keys.changed'), watch: watchChanges });
 }
