@@ -136,3 +136,19 @@ test("a secret as other serializers escape it inside JSON (PHP, .NET, Go, Python
   assert.deepEqual(r.leaked, ['w']);
   assert.ok(!JSON.parse(JSON.parse(r.text)).v.includes('zz'), r.text);
 });
+
+test('texts an agent joins back together (content parts): a secret split across them is redacted, its marker where it starts', () => {
+  const sc = new Scrubber([{ name: 'k', value: SECRET }]);
+  const two = sc.scrubJoined(['hello ' + SECRET.slice(0, 9), SECRET.slice(9) + ' bye', 'clean']);
+  assert.deepEqual(two.texts, ['hello [REDACTED:k]', ' bye', 'clean']);
+  assert.deepEqual(two.leaked, ['k']);
+  const three = sc.scrubJoined(['a ' + SECRET.slice(0, 4), SECRET.slice(4, 20), SECRET.slice(20) + ' z ' + SECRET]);
+  assert.deepEqual(three.texts, ['a [REDACTED:k]', '', ' z [REDACTED:k]']);
+  assert.equal(three.texts.join('').includes(SECRET.slice(4, 20)), false);
+  const clean = ['nothing', ' here'];
+  const c = sc.scrubJoined(clean);
+  assert.equal(c.texts, clean, 'the same array when nothing leaked');
+  assert.deepEqual(c.leaked, []);
+  assert.equal(new Scrubber([]).scrubJoined(clean).texts, clean);
+  assert.deepEqual(sc.scrubJoined([]).texts, []);
+});
