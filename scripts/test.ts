@@ -1,0 +1,176 @@
+// `npm test`: type-check, bring up a real PostgreSQL and Redis for the fleet tests (loopback,
+// free ports, a temp dir), run the suite against them, and tear both down — on success, failure
+// and Ctrl-C alike. Missing Debian packages are installed (as root) or named (otherwise): fleet
+// tests never skip silently.
+//   npm test                          whole suite (tsc, then node --test test/**/*.test.ts)
+//   npm test -- test/fleet-*.test.ts  only these files, same services, no tsc
+import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { randomBytes } from 'node:crypto';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const NODE = process.execPath;
+const PACKAGES = { postgresql: () => pgBinDir() !== null, 'redis-server': () => onPath('redis-server'), chromium: () => onPath('chromium') };
+
+function fail(message: string): never {
+  process.stderr.write(`npm test: ${message}\n`);
+  process.exit(1);
+}
+
+function onPath(bin: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${bin}`], { stdio: 'ignore' }).status === 0;
+}
+
+/** Debian keeps the server binaries per major version: /usr/lib/postgresql/<ver>/bin. Newest wins. */
+export function pgBinDir(): string | null {
+  const base = '/usr/lib/postgresql';
+  if (!existsSync(base)) return null;
+  const versions = readdirSync(base).filter((v) => existsSync(join(base, v, 'bin', 'initdb'))).sort((a, b) => Number(b) - Number(a));
+  return versions.length ? join(base, versions[0], 'bin') : null;
+}
+
+function ensurePackages(): void {
+  const missing = Object.entries(PACKAGES).filter(([, present]) => !present()).map(([name]) => name);
+  if (missing.length === 0) return;
+  if (process.getuid?.() !== 0) {
+    fail(`the fleet tests need the Debian packages ${missing.join(', ')}, which are not installed, and installing them needs root.\n` +
+      `  Install them once:  sudo apt-get install -y --no-install-recommends ${missing.join(' ')}\n  then run npm test again.`);
+  }
+  process.stderr.write(`npm test: installing ${missing.join(', ')} (apt-get)\n`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  for (const args of [['update'], ['install', '-y', '--no-install-recommends', ...missing]]) {
+    const r = spawnSync('apt-get', args, { stdio: 'inherit', env });
+    if (r.status !== 0) fail(`apt-get ${args.join(' ')} failed (exit ${r.status}); install ${missing.join(', ')} by hand and retry`);
+  }
+  const still = Object.entries(PACKAGES).filter(([, present]) => !present()).map(([name]) => name);
+  if (still.length) fail(`${still.join(', ')} still missing after apt-get install`);
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolvePort, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolvePort(port));
+    });
+  });
+}
+
+/** PostgreSQL refuses to run as root: as root, its processes run as the `postgres` OS user. */
+function pgUser(): { uid: number; gid: number } | null {
+  if (process.getuid?.() !== 0) return null;
+  const uid = spawnSync('id', ['-u', 'postgres'], { encoding: 'utf8' });
+  const gid = spawnSync('id', ['-g', 'postgres'], { encoding: 'utf8' });
+  if (uid.status !== 0 || gid.status !== 0) fail('running as root but there is no "postgres" OS user to run PostgreSQL as (the postgresql package creates it)');
+  return { uid: Number(uid.stdout), gid: Number(gid.stdout) };
+}
+
+function runAs(user: { uid: number; gid: number } | null, bin: string, args: string[], what: string): string {
+  const opts: SpawnOptions = user ? { uid: user.uid, gid: user.gid } : {};
+  const r = spawnSync(bin, args, { ...opts, encoding: 'utf8', cwd: '/' });
+  if (r.status !== 0) throw new Error(`${what} failed (exit ${r.status}):\n${r.stdout}${r.stderr}`);
+  return r.stdout;
+}
+
+interface Services { env: Record<string, string>; stop(): void }
+
+/**
+ * A throwaway cluster: initdb without fsync, loopback only, password auth on TCP, a role `aam`
+ * that owns database `aam` and may create databases (one per test file), no superuser.
+ */
+async function startPostgres(dir: string, user: { uid: number; gid: number } | null, stops: Array<() => void>): Promise<string> {
+  const bin = pgBinDir()!;
+  const data = join(dir, 'pg');
+  const sock = join(dir, 'pgsock');
+  mkdirSync(data, { mode: 0o700 });
+  mkdirSync(sock, { mode: 0o700 });
+  if (user) { chownSync(data, user.uid, user.gid); chownSync(sock, user.uid, user.gid); }
+  runAs(user, join(bin, 'initdb'), ['-D', data, '-U', 'postgres', '--auth-local=trust', '--auth-host=scram-sha-256', '-N', '-E', 'UTF8', '--locale=C'], 'initdb');
+  const port = await freePort();
+  const opts = `-k ${sock} -h 127.0.0.1 -p ${port} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 -c shared_buffers=32MB`;
+  runAs(user, join(bin, 'pg_ctl'), ['-D', data, '-l', join(data, 'server.log'), '-w', '-t', '30', '-o', opts, 'start'], 'pg_ctl start');
+  stops.push(() => { spawnSync(join(bin, 'pg_ctl'), ['-D', data, '-m', 'immediate', '-w', 'stop'], { ...(user ?? {}), stdio: 'ignore', cwd: '/' }); });
+  const password = randomBytes(12).toString('hex');
+  runAs(user, join(bin, 'psql'), ['-h', sock, '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-q', '-c',
+    `CREATE ROLE aam LOGIN CREATEDB PASSWORD '${password}'`, '-c', 'CREATE DATABASE aam OWNER aam'], 'creating the aam role and database');
+  return `postgres://aam:${password}@127.0.0.1:${port}/aam`;
+}
+
+/** redis-server on loopback with a password and no persistence; resolves once it accepts commands. */
+async function startRedis(dir: string, stops: Array<() => void>): Promise<string> {
+  const port = await freePort();
+  const password = randomBytes(12).toString('hex');
+  const rdir = join(dir, 'redis');
+  mkdirSync(rdir);
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--requirepass', password, '--save', '', '--appendonly', 'no', '--dir', rdir, '--loglevel', 'warning'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  stops.push(() => { if (proc.exitCode === null) proc.kill('SIGKILL'); });
+  let out = '';
+  proc.stdout!.on('data', (c: Buffer) => { out += c; });
+  proc.stderr!.on('data', (c: Buffer) => { out += c; });
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const r = spawnSync('redis-cli', ['-h', '127.0.0.1', '-p', String(port), '--no-auth-warning', '-a', password, 'PING'], { encoding: 'utf8' });
+    if (r.stdout.trim() === 'PONG') break;
+    if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`redis-server did not start:\n${out}`);
+    await new Promise((r2) => setTimeout(r2, 20));
+  }
+  return `redis://:${password}@127.0.0.1:${port}`;
+}
+
+async function startServices(): Promise<Services> {
+  ensurePackages();
+  const user = pgUser();
+  const dir = mkdtempSync(join(tmpdir(), 'aam-test-services-'));
+  // The postgres user must reach its data dir inside ours.
+  chmodSync(dir, 0o711);
+  const stops: Array<() => void> = [];
+  const stop = () => {
+    for (const s of stops.splice(0).reverse()) { try { s(); } catch { /* keep tearing down */ } }
+    rmSync(dir, { recursive: true, force: true });
+  };
+  try {
+    const t0 = performance.now();
+    const [pg, redis] = await Promise.all([startPostgres(dir, user, stops), startRedis(dir, stops)]);
+    process.stderr.write(`npm test: PostgreSQL and Redis up in ${Math.round(performance.now() - t0)} ms\n`);
+    return {
+      env: { AAM_TEST_DATABASE_URL: pg, AAM_TEST_REDIS_URL: redis },
+      stop,
+    };
+  } catch (e) { stop(); throw e; }
+}
+
+function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
+  return new Promise((resolveCode) => {
+    const child = spawn(cmd, args, { stdio: 'inherit', env, cwd: ROOT });
+    current = child;
+    child.once('exit', (code, signal) => { current = null; resolveCode(code ?? (signal ? 1 : 0)); });
+  });
+}
+
+let current: ChildProcess | null = null;
+
+async function main(): Promise<number> {
+  const files = process.argv.slice(2);
+  if (files.length === 0) {
+    const code = await run(NODE, [join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '-p', '.'], process.env);
+    if (code !== 0) return code;
+  }
+  const services = await startServices();
+  let stopped = false;
+  const stop = () => { if (!stopped) { stopped = true; services.stop(); } };
+  // Ctrl-C / SIGTERM: let the test runner stop, then remove the services; exit covers the rest.
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(sig, () => { current?.kill(sig); setTimeout(() => { stop(); process.exit(130); }, 2_000).unref(); });
+  }
+  process.once('exit', stop);
+  try {
+    const args = ['--test', '--test-concurrency=2', '--test-timeout=120000', ...(files.length ? files : ['test/**/*.test.ts'])];
+    return await run(NODE, args, { ...process.env, ...services.env });
+  } finally { stop(); }
+}
+
+if (import.meta.main) main().then((code) => process.exit(code), (e: unknown) => fail((e as Error).stack ?? String(e)));

@@ -1,0 +1,90 @@
+// Real PostgreSQL and Redis for fleet tests. `npm test` (scripts/test.ts) starts both and passes
+// their URLs in AAM_TEST_DATABASE_URL / AAM_TEST_REDIS_URL; without them a fleet test fails
+// loudly instead of skipping. Each test file gets a database of its own (and so a Redis key
+// prefix of its own: the fleet store derives it from the database name), so files run in parallel.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
+import postgres from 'postgres';
+import { tempDir } from './temp.ts';
+
+export interface FleetTestStore {
+  databaseUrl: string;
+  redisUrl: string;
+  /** AAM_DATABASE_URL and AAM_REDIS_URL for a replica or CLI of this fleet. */
+  env: Record<string, string>;
+  /** Drop the database (call in after()). */
+  drop(): Promise<void>;
+}
+
+export function fleetUrls(): { databaseUrl: string; redisUrl: string } {
+  const databaseUrl = process.env.AAM_TEST_DATABASE_URL;
+  const redisUrl = process.env.AAM_TEST_REDIS_URL;
+  if (!databaseUrl || !redisUrl) {
+    throw new Error('fleet tests need a real PostgreSQL and Redis: AAM_TEST_DATABASE_URL / AAM_TEST_REDIS_URL are not set. ' +
+      'Run them through npm test (e.g. npm test -- test/fleet-keys.test.ts), which starts both.');
+  }
+  return { databaseUrl, redisUrl };
+}
+
+/** A fresh database owned by the test role, for one test file. */
+export async function fleetStore(redisUrl?: string): Promise<FleetTestStore> {
+  const urls = fleetUrls();
+  const name = `aam_t_${randomBytes(6).toString('hex')}`;
+  const admin = postgres(urls.databaseUrl, { max: 1, onnotice: () => {} });
+  try { await admin.unsafe(`CREATE DATABASE ${name}`); } finally { await admin.end(); }
+  const u = new URL(urls.databaseUrl);
+  u.pathname = `/${name}`;
+  const databaseUrl = u.toString();
+  const r = redisUrl ?? urls.redisUrl;
+  return {
+    databaseUrl, redisUrl: r, env: { AAM_DATABASE_URL: databaseUrl, AAM_REDIS_URL: r },
+    drop: async () => {
+      const sql = postgres(urls.databaseUrl, { max: 1, onnotice: () => {} });
+      try { await sql.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`); } finally { await sql.end(); }
+    },
+  };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); });
+  });
+}
+
+export interface PrivateRedis {
+  url: string;
+  /** Stop the server (SIGKILL: like a crash) and wait until it is gone. */
+  stop(): Promise<void>;
+  /** Start it again on the same port, empty. */
+  start(): Promise<void>;
+}
+
+/** A redis-server of the test's own (fault tests stop it; the shared one stays up for other files). */
+export async function privateRedis(): Promise<PrivateRedis> {
+  fleetUrls(); // same precondition: npm test made sure redis-server is installed
+  const port = await freePort();
+  const dir = tempDir('aam-redis-');
+  let proc: ChildProcess | null = null;
+  const start = async () => {
+    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--loglevel', 'warning'], { stdio: 'ignore' });
+    const deadline = Date.now() + 10_000;
+    while (spawnSync('redis-cli', ['-p', String(port), 'PING'], { encoding: 'utf8' }).stdout.trim() !== 'PONG') {
+      if (Date.now() > deadline) throw new Error(`redis-server on port ${port} did not start`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  const stop = async () => {
+    const p = proc;
+    proc = null;
+    if (!p || p.exitCode !== null) return;
+    const gone = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await gone;
+  };
+  process.once('exit', () => { (proc as ChildProcess | null)?.kill('SIGKILL'); });
+  await start();
+  return { url: `redis://127.0.0.1:${port}`, start, stop };
+}
