@@ -2,7 +2,7 @@
 // its resolved policy set, and offers the access path's steps in order — authorize, guardrails,
 // admit, (inject + call: the plane), guard output, settle, record. A plane drives it step by
 // step; nothing re-resolves the policy set, and the egress door (ctx.res) is where it writes.
-import type { Ctx } from '../server/context.ts';
+import type { BodyWatch, Ctx } from '../server/context.ts';
 import type { Identity } from '../identity/types.ts';
 import type { Decision } from '../policy/types.ts';
 import { setFor, type PolicySet } from '../policy/compile.ts';
@@ -11,7 +11,8 @@ import type { CompiledGuardrail, Direction, EventGuard } from '../guardrails/eng
 import type { ChatRequest, ChatResult } from '../providers/types.ts';
 import { identify } from './identify.ts';
 import { authorize, admit, settle, release, recordEvidence, type Admission } from './decide.ts';
-import { guardrailsOf, guardChatInput, guardChatOutput, guardOrThrow, recordStreamFindings } from './guard.ts';
+import { guardrailsOf, guardChatInput, guardChatOutput, guardOrThrow, overScanBudget, recordStreamFindings } from './guard.ts';
+import { createTextCounter, type TextShape } from '../guardrails/text-budget.ts';
 
 export class Access {
   readonly ctx: Ctx;
@@ -39,6 +40,26 @@ export class Access {
     this.gs = guardrailsOf(this.ctx.rt, this.identity, route, this.set);
     if (this.gs.length) this.ctx.guardrails = this.gs.map((g) => g.name);
     return this.gs;
+  }
+
+  /**
+   * Refuses a chat body, while it is read, whose message text alone is over the scan budget of a
+   * blocking input guardrail of the caller's policies: the walker would block it after parsing,
+   * and reading, decoding and parsing megabytes is what would hold the event loop meanwhile.
+   */
+  bodyWatch(shape: TextShape): BodyWatch | undefined {
+    let g: CompiledGuardrail | undefined;
+    for (const x of guardrailsOf(this.ctx.rt, this.identity, [], this.set)) {
+      if (x.on.has('input') && x.onScanLimit === 'block' && (g === undefined || x.maxScanChars < g.maxScanChars)) g = x;
+    }
+    if (g === undefined) return undefined;
+    const budget = g;
+    const counter = createTextCounter(shape);
+    const { rt, requestId } = this.ctx;
+    return {
+      from: budget.maxScanChars,
+      feed: (chunk) => counter.feed(chunk) > budget.maxScanChars ? overScanBudget(rt, requestId, this.identity, budget) : undefined,
+    };
   }
 
   guardChatInput(req: ChatRequest): Promise<ChatRequest> {

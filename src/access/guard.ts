@@ -50,6 +50,12 @@ function blocked(guardrail: string, message: string): AamError {
   return new AamError(400, 'guardrail_blocked', message, { param: guardrail });
 }
 
+/** The walker's scan-limit block, decided while the body is read (Access.bodyWatch): the same answer and evidence. */
+export function overScanBudget(rt: Runtime, requestId: string, identity: Identity, g: CompiledGuardrail): AamError {
+  record(rt, requestId, identity, 'input', 'prompt', 'block', [{ guardrail: g.name, category: 'scan_limit', count: 1 }]);
+  return blocked(g.name, blockedMessage(g.name, 'scan_limit', 'input'));
+}
+
 export type Guarded<T> = { ok: true; value: T } | { ok: false; guardrail: string; message: string };
 
 /**

@@ -39,7 +39,13 @@ export interface LeafVisitor {
 const OPAQUE_KEYS: ReadonlySet<string> = new Set(['signature', 'encrypted_content']);
 const ENUM_KEYS: ReadonlySet<string> = new Set(['role', 'type']);
 const BASE64_KEYS: ReadonlySet<string> = new Set(['data', 'file_data', 'b64_json']);
+const ARGUMENTS_KEY = 'arguments';
 const ENUM_VALUE = /^[a-z_]{1,32}$/;
+
+/** Keys whose string values the walker may skip, decode or re-parse rather than scan as they are. */
+export function walkerMaySkip(key: string): boolean {
+  return OPAQUE_KEYS.has(key) || ENUM_KEYS.has(key) || BASE64_KEYS.has(key) || key === ARGUMENTS_KEY;
+}
 const DATA_URL = /^data:([^,;]{0,100})((?:;[^,;]{0,100}){0,4});base64,/;
 const BASE64 = /^[A-Za-z0-9+/_-]+={0,2}$/;
 /** Shortest base64 value treated as an encoded payload (shorter ones are plain text). */
@@ -68,7 +74,7 @@ export function mapLeaves(v: unknown, visit: LeafVisitor, path = '$', depth = 0,
 
 function mapString(s: string, visit: LeafVisitor, path: string, key: string): string {
   if (ENUM_KEYS.has(key) && ENUM_VALUE.test(s)) return s;
-  if (key === 'arguments' && (s.startsWith('{') || s.startsWith('['))) {
+  if (key === ARGUMENTS_KEY && (s.startsWith('{') || s.startsWith('['))) {
     let parsed: unknown;
     try { parsed = JSON.parse(s); } catch { parsed = undefined; }
     if (parsed !== undefined) {

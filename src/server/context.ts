@@ -70,23 +70,43 @@ export function sendError(ctx: Ctx, err: unknown): void {
   sendText(ctx, e.status, ctx.wire === 'anthropic' ? anthropicErrorBody(e) : openaiErrorBody(e), 'application/json', e.headers);
 }
 
+/**
+ * Watches a body while it is read: `feed` sees each chunk once the body may exceed `from` bytes
+ * and may refuse it; the error is then the answer, and the rest is drained unread and unparsed.
+ */
+export interface BodyWatch {
+  from: number;
+  feed(chunk: Buffer): Error | undefined;
+}
+
 /** Read the request body with a size cap (413 above it); `limit` below AAM_MAX_BODY_BYTES for small endpoints. */
-export function readBody(ctx: Ctx, limit = ctx.rt.options.maxBodyBytes): Promise<Buffer> {
+export function readBody(ctx: Ctx, limit = ctx.rt.options.maxBodyBytes, watch?: BodyWatch): Promise<Buffer> {
   const tooLarge = limit === ctx.rt.options.maxBodyBytes ? tooLargeGeneral : tooLargeHere;
   const declared = Number(ctx.req.headers['content-length']);
   if (declared > limit) return Promise.reject(tooLarge(limit));
+  // Small bodies (the usual case) are never watched: nothing is spent on them.
+  let watching = watch !== undefined && declared > watch.from;
   return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
+    let chunks: Buffer[] = [];
     let size = 0;
+    const refuse = (err: Error): void => {
+      reject(err);
+      chunks = [];
+      ctx.req.removeAllListeners('data');
+      ctx.req.resume();
+    };
     ctx.req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > limit) {
-        reject(tooLarge(limit));
-        ctx.req.removeAllListeners('data');
-        ctx.req.resume();
-        return;
-      }
+      if (size > limit) { refuse(tooLarge(limit)); return; }
       chunks.push(c);
+      if (watch === undefined) return;
+      let err: Error | undefined;
+      if (watching) err = watch.feed(c);
+      else if (size > watch.from) {
+        watching = true;
+        for (const x of chunks) if ((err = watch.feed(x)) !== undefined) break;
+      }
+      if (err !== undefined) refuse(err);
     });
     ctx.req.on('end', () => { ctx.bodyBytes = size; resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)); });
     ctx.req.on('error', reject);
@@ -99,8 +119,8 @@ function tooLargeGeneral(limit: number): AamError {
   return new AamError(413, 'body_too_large', `request body exceeds the ${limit} byte limit (AAM_MAX_BODY_BYTES)`);
 }
 
-export async function readJson(ctx: Ctx, limit?: number): Promise<unknown> {
-  const buf = await readBody(ctx, limit);
+export async function readJson(ctx: Ctx, limit?: number, watch?: BodyWatch): Promise<unknown> {
+  const buf = await readBody(ctx, limit, watch);
   const ct = ctx.req.headers['content-type'];
   if (ct && !/json/i.test(ct)) throw new AamError(415, 'unsupported_media_type', `content-type must be application/json (got ${ct})`);
   if (buf.length === 0) throw new AamError(400, 'invalid_json', 'request body is empty; send a JSON object');
