@@ -30,7 +30,7 @@ export const groups: Record<string, MutateGroup> = {
   },
   keys: {
     mutate: ['src/identity/keys.ts'],
-    tests: ['test/mutation-keys.test.ts'],
+    tests: ['test/mutation-keys.test.ts', 'test/keys-propagation.test.ts'],
   },
   verify: {
     mutate: ['src/audit/verify.ts'],
