@@ -15,6 +15,8 @@ import { adminEvent } from './audit/event.ts';
 import { createEventScrubber, type EventScrubber } from './access/scrub-events.ts';
 import { clipAfterScrub, type ScrubSource } from './access/egress.ts';
 import { ModelCache } from './cache/model-cache.ts';
+import { openResponseStore, type ResponseStore } from './gateway/response-store.ts';
+import { parseDurationSeconds } from './config/duration.ts';
 import type { Tracer } from './observability/tracing.ts';
 import { compileGuardrail, type CompiledGuardrail } from './guardrails/engine.ts';
 import { openVault, type Vault } from './credentials/vault.ts';
@@ -115,6 +117,10 @@ export class Runtime {
   readonly rates: RateLimiter;
   /** Response cache (exact and semantic), for routes with spec.cache. */
   readonly cache: ModelCache;
+  /** Stored Responses API state (previous_response_id, GET /v1/responses/{id}): per agent, expiring. */
+  readonly responses: ResponseStore;
+  /** How long a stored response lives (AAM_RESPONSES_TTL, default 30d). */
+  readonly responsesTtlMs: number;
   readonly vault: Vault;
   readonly injector: Injector;
   readonly startedAt = Date.now();
@@ -174,6 +180,8 @@ export class Runtime {
     });
     this.rates = new RateLimiter();
     this.cache = new ModelCache(this.db, { scrub: (json) => this.scrub(json) });
+    this.responses = openResponseStore(this.db);
+    this.responsesTtlMs = parseDurationSeconds((opts.env ?? process.env).AAM_RESPONSES_TTL ?? '30d', 'AAM_RESPONSES_TTL') * 1000;
     this.joinTokens = createJoinTokenStore(this.db);
     this.compiled = compileConfig(set, this.vault);
     for (const p of this.compiled.providers.values()) {

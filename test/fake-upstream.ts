@@ -3,6 +3,8 @@
 // it in an aam Model route target:
 //   ok (default for any other name)  text answer echoing the last user message
 //   tools                            two tool calls (get_weather, get_time)
+//   tool-loop                        one get_weather call, then (once the last message is its
+//                                    result) a final answer quoting that result: a whole tool loop
 //   fail-500 | fail-400 | fail-429   error in the wire's shape (429 carries retry-after: 1)
 //   flaky-<n>                        503 for the first n requests to this model, then ok
 //   hang                             never answers
@@ -70,10 +72,31 @@ const TOOLS = [
   { id: 'call_fake_time_002', name: 'get_time', args: ['{"tz": ', '"Europe/Paris"}'] },
 ];
 
-interface Answer { pieces: string[]; tools: boolean; input: number; output: number }
+interface Answer { pieces: string[]; tools: boolean; input: number; output: number; calls?: typeof TOOLS }
 
-function answerFor(behaviour: string, userText: string): Answer {
+/** The tool result the conversation ends with (OpenAI tool message, Anthropic tool_result, Gemini functionResponse), or null. */
+function lastToolResult(wire: Wire, body: unknown): string | null {
+  const list = isObj(body) ? (wire === 'gemini' ? body.contents : body.messages) : undefined;
+  const m: unknown = Array.isArray(list) ? list[list.length - 1] : undefined;
+  if (!isObj(m)) return null;
+  const text = (c: unknown): string => typeof c === 'string' ? c : Array.isArray(c) ? c.map((p) => (isObj(p) && typeof p.text === 'string' ? p.text : '')).join('') : '';
+  if (wire === 'openai') return m.role === 'tool' ? text(m.content) : null;
+  const parts = wire === 'gemini' ? m.parts : m.content;
+  if (!Array.isArray(parts)) return null;
+  for (const p of parts) {
+    if (wire === 'anthropic' && isObj(p) && p.type === 'tool_result') return text(p.content);
+    if (wire === 'gemini' && isObj(p) && isObj(p.functionResponse)) {
+      const r = p.functionResponse.response;
+      return isObj(r) && typeof r.result === 'string' ? r.result : JSON.stringify(r);
+    }
+  }
+  return null;
+}
+
+function answerFor(behaviour: string, userText: string, toolResult: string | null = null): Answer {
   if (behaviour === 'tools') return { pieces: [], tools: true, input: 42, output: 17 };
+  if (behaviour === 'tool-loop' && toolResult === null) return { pieces: [], tools: true, input: 30, output: 9, calls: [TOOLS[0]] };
+  if (behaviour === 'tool-loop') return { pieces: ['final: ', 'the tool said ', toolResult], tools: false, input: 50, output: 6 };
   const text = `echo: ${userText}`;
   const words = text.split(/(?<= )/);
   return { pieces: words.length > 1 ? words : [text, ''], tools: false, input: 10 + userText.length, output: words.length };
@@ -92,16 +115,16 @@ function jsonAnswer(wire: Wire, model: string, a: Answer): Obj {
   const text = a.pieces.join('');
   if (wire === 'anthropic') {
     const content: unknown[] = a.tools
-      ? [{ type: 'text', text: 'Let me check.' }, ...TOOLS.map((t) => ({ type: 'tool_use', id: t.id.replace('call_', 'toolu_'), name: t.name, input: JSON.parse(t.args.join('')) as unknown }))]
+      ? [{ type: 'text', text: 'Let me check.' }, ...(a.calls ?? TOOLS).map((t) => ({ type: 'tool_use', id: t.id.replace('call_', 'toolu_'), name: t.name, input: JSON.parse(t.args.join('')) as unknown }))]
       : [{ type: 'text', text }];
     return { id: 'msg_fake_0001', type: 'message', role: 'assistant', model, content, stop_reason: a.tools ? 'tool_use' : 'end_turn', stop_sequence: null, usage: { input_tokens: a.input, output_tokens: a.output, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 } };
   }
   if (wire === 'gemini') {
-    const parts = a.tools ? TOOLS.map((t) => ({ functionCall: { name: t.name, args: JSON.parse(t.args.join('')) as unknown } })) : [{ text }];
+    const parts = a.tools ? (a.calls ?? TOOLS).map((t) => ({ functionCall: { name: t.name, args: JSON.parse(t.args.join('')) as unknown } })) : [{ text }];
     return { candidates: [{ content: { role: 'model', parts }, finishReason: 'STOP', index: 0 }], usageMetadata: { promptTokenCount: a.input, candidatesTokenCount: a.output, totalTokenCount: a.input + a.output }, modelVersion: model, responseId: 'fake-response-1' };
   }
   const message: Obj = { role: 'assistant', content: a.tools ? null : text, refusal: null, annotations: [] };
-  if (a.tools) message.tool_calls = TOOLS.map((t) => ({ id: t.id, type: 'function', function: { name: t.name, arguments: t.args.join('') } }));
+  if (a.tools) message.tool_calls = (a.calls ?? TOOLS).map((t) => ({ id: t.id, type: 'function', function: { name: t.name, arguments: t.args.join('') } }));
   return {
     id: 'chatcmpl-fake0001', object: 'chat.completion', created: 1764081600, model,
     choices: [{ index: 0, message, logprobs: null, finish_reason: a.tools ? 'tool_calls' : 'stop' }],
@@ -119,7 +142,7 @@ function openaiFrames(model: string, a: Answer, includeUsage: boolean): Frame[] 
   const chunk = (delta: Obj, finish: string | null): string => `data: ${head}[{"index":0,"delta":${JSON.stringify(delta)},"logprobs":null,"finish_reason":${JSON.stringify(finish)}}]${includeUsage ? ',"usage":null' : ''}}\n\n`;
   const out: Frame[] = [{ data: chunk({ role: 'assistant', content: '', refusal: null }, null), content: false }];
   if (a.tools) {
-    TOOLS.forEach((t, index) => {
+    (a.calls ?? TOOLS).forEach((t, index) => {
       out.push({ data: chunk({ tool_calls: [{ index, id: t.id, type: 'function', function: { name: t.name, arguments: '' } }] }, null), content: true });
       for (const f of t.args) out.push({ data: chunk({ tool_calls: [{ index, function: { arguments: f } }] }, null), content: true });
     });
@@ -150,7 +173,7 @@ function anthropicFrames(model: string, a: Answer): Frame[] {
   for (const p of pieces) out.push({ data: ev('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: p } }), content: true });
   out.push({ data: ev('content_block_stop', { type: 'content_block_stop', index: 0 }), content: false });
   if (a.tools) {
-    TOOLS.forEach((t, i) => {
+    (a.calls ?? TOOLS).forEach((t, i) => {
       const index = i + 1;
       out.push({ data: ev('content_block_start', { type: 'content_block_start', index, content_block: { type: 'tool_use', id: t.id.replace('call_', 'toolu_'), name: t.name, input: {} } }), content: true });
       out.push({ data: ev('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: '' } }), content: false });
@@ -169,7 +192,7 @@ function geminiFrames(model: string, a: Answer): Frame[] {
     data: `data: ${JSON.stringify({ candidates: [{ content: { parts, role: 'model' }, ...(last ? { finishReason: 'STOP' } : {}), index: 0 }], usageMetadata: usage, modelVersion: model, responseId: 'fake-response-2' })}\r\n\r\n`,
     content: true,
   });
-  if (a.tools) return [frame([{ text: 'Let me check.' }], false), frame(TOOLS.map((t) => ({ functionCall: { name: t.name, args: JSON.parse(t.args.join('')) as unknown } })), true)];
+  if (a.tools) return [frame([{ text: 'Let me check.' }], false), frame((a.calls ?? TOOLS).map((t) => ({ functionCall: { name: t.name, args: JSON.parse(t.args.join('')) as unknown } })), true)];
   return a.pieces.map((p, i) => frame([{ text: p }], i === a.pieces.length - 1));
 }
 
@@ -289,7 +312,7 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(embeddings(b, model)));
       return;
     }
-    const answer = answerFor(behaviour, lastUserText(wire, body));
+    const answer = answerFor(behaviour, lastUserText(wire, body), lastToolResult(wire, body));
     if (!stream) {
       if (behaviour === 'error-before-content') {
         res.writeHead(503, { 'content-type': 'application/json' }).end(errorBody(wire, 503, 'fake upstream: overloaded'));

@@ -32,18 +32,38 @@ const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache
 export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promise<void> {
   ctx.wire = wire;
   const a = await openAccess(ctx);
-  const identity = a.identity;
   const body = await readJson(ctx);
-  // The bytes actually read bound the prompt (a chunked upload declares no length).
-  const bodyBytes = ctx.bodyBytes ?? 0;
   const parsed = wire === 'openai' ? parseOpenAIChatRequest(body) : parseAnthropicRequest(body);
   if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
-  let req = parsed.req;
+  await serveChat(a, parsed.req, codecFor(wire));
+}
+
+/** What a plane speaking another wire over the chat path (the Responses API) adds to it. */
+export interface ServeOptions {
+  /**
+   * Completes the request once the model is authorized (decide before you look), before the
+   * input guardrails, so they see the result: e.g. stored conversation state. `bytes`: what it
+   * added to the prompt, for the budget estimate.
+   */
+  resolve?: (req: ChatRequest) => Promise<{ req: ChatRequest; bytes: number }>;
+}
+
+/** The model access path for a parsed chat request, answered in the client's wire (codec). */
+export async function serveChat(a: Access, parsedReq: ChatRequest, codec: ClientCodec, opts: ServeOptions = {}): Promise<void> {
+  const { ctx, identity } = a;
+  // The bytes actually read bound the prompt (a chunked upload declares no length).
+  let bodyBytes = ctx.bodyBytes ?? 0;
+  let req = parsedReq;
   const route = ctx.cfg.routes.get(req.model);
   if (!route || route.kind !== 'chat') {
     throw new AamError(404, 'model_not_found', `model "${req.model}" is not a chat model route on this gateway; GET /v1/models lists the models you may use`, { param: 'model' });
   }
   a.authorizeModel(route.name);
+  if (opts.resolve) {
+    const r = await opts.resolve(req);
+    req = r.req;
+    bodyBytes += r.bytes;
+  }
   a.guardrails(route.guardrails);
   req = await a.guardChatInput(req);
 
@@ -64,7 +84,6 @@ export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promis
 
   const ac = new CallAbort();
   ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });
-  const codec = codecFor(wire);
   if (req.stream) await streamChat(a, route, req, codec, adm, ac, cache);
   else await completeChat(a, route, req, codec, adm, ac, cache);
 }

@@ -153,9 +153,9 @@ export interface ProviderAdapter {
   errorMessage(status: number, body: unknown): ProviderError;
 }
 
-/** A client-facing wire format (what the agent speaks): OpenAI or Anthropic. */
+/** A client-facing wire format (what the agent speaks): OpenAI chat, Anthropic or OpenAI Responses. */
 export interface ClientCodec {
-  wire: 'openai' | 'anthropic';
+  wire: 'openai' | 'anthropic' | 'responses';
   /** Encode a non-streamed result as the client's JSON body. */
   encodeResult(result: ChatResult, routeName: string): unknown;
   /** Make a stateful stream encoder; returns SSE text for each event ('' when nothing to send). */

@@ -9,6 +9,7 @@ import { AamError, toAamError } from './errors.ts';
 import { recordDecision } from '../access/decide.ts';
 import { requestIdFor, sendError, sendJson, type Ctx } from './context.ts';
 import { handleChat } from '../gateway/chat.ts';
+import { handleResponseById, handleResponses } from '../gateway/responses.ts';
 import { handleEmbeddings, handleModels } from '../gateway/embeddings.ts';
 import { startServerSpan, endHttpSpan } from '../observability/tracing.ts';
 
@@ -25,6 +26,7 @@ export function coreRoutes(): Routes {
     ['POST /v1/chat/completions', (ctx) => handleChat(ctx, 'openai')],
     ['POST /chat/completions', (ctx) => handleChat(ctx, 'openai')],
     ['POST /v1/messages', (ctx) => handleChat(ctx, 'anthropic')],
+    ['POST /v1/responses', handleResponses],
     ['POST /v1/embeddings', handleEmbeddings],
     ['POST /embeddings', handleEmbeddings],
     ['GET /v1/models', handleModels],
@@ -34,7 +36,7 @@ export function coreRoutes(): Routes {
       ? sendJson(ctx, 200, { status: 'ready', config_version: ctx.cfg.version })
       : sendJson(ctx, 503, { status: 'starting' })],
   ]);
-  return { exact, prefixes: [] };
+  return { exact, prefixes: [['/v1/responses/', handleResponseById]] };
 }
 
 export function createRequestListener(rt: Runtime, routes: Routes) {

@@ -1,0 +1,134 @@
+// Model plane: the OpenAI Responses API (POST /v1/responses, GET/DELETE /v1/responses/{id}) over
+// any provider. A Responses request is translated to a canonical chat request and driven down the
+// SAME access path as chat (serveChat: policy, guardrails, budgets, cache, fallback, scrubbing,
+// evidence); only the wire differs (responses-parse / responses-codec). Conversation state
+// (previous_response_id, item_reference) is kept by aam per agent and resolved into the
+// conversation sent upstream: never forwarded as ids to a provider.
+import { openAccess } from '../access/context.ts';
+import { itemsToMessages, parseResponsesRequest, type ResponseItem, type ResponsesRequest } from '../providers/responses-parse.ts';
+import { responsesCodec, type ResponseMeta } from '../providers/responses-codec.ts';
+import { localId, nowSeconds } from '../providers/util.ts';
+import type { ChatRequest } from '../providers/types.ts';
+import { AamError, badRequest } from '../server/errors.ts';
+import { readJson, sendJson, type Ctx } from '../server/context.ts';
+import { serveChat } from './chat.ts';
+import type { ResponseStore, StoredResponse } from './response-store.ts';
+
+/** Bounds on the stored conversation one request may pull in (no input can stall the process). */
+const MAX_CHAIN = 1000;
+const MAX_HISTORY_CHARS = 64 * 1024 * 1024;
+
+type Obj = Record<string, unknown>;
+
+export async function handleResponses(ctx: Ctx): Promise<void> {
+  ctx.wire = 'openai';
+  const a = await openAccess(ctx);
+  const parsed = parseResponsesRequest(await readJson(ctx));
+  if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
+  const p = parsed.req;
+  const agent = a.identity.agent.spiffeId;
+  const store = ctx.rt.responses;
+  const meta: ResponseMeta = {
+    id: localId('resp_'), createdAt: nowSeconds(), instructions: p.instructions,
+    previousResponseId: p.previousResponseId, store: p.store, echo: p.echo,
+  };
+  let input: ResponseItem[] = p.input;
+  // Stored scrubbed (like cached answers): a credential an upstream echoed is not kept at rest,
+  // nor sent upstream again with the next turn.
+  const save = (response: Obj): void => {
+    const items = [...input, ...(response.output as Obj[])].map((it) => it.id).filter((id): id is string => typeof id === 'string');
+    const rec: StoredResponse = {
+      id: meta.id, agent, previousId: p.previousResponseId, input: ctx.rt.scrub(JSON.stringify(input)),
+      response: ctx.rt.scrub(JSON.stringify(response)), expiresAt: Date.now() + ctx.rt.responsesTtlMs,
+    };
+    store.put(rec, items).catch((err: unknown) => ctx.rt.log.error({ err, requestId: ctx.requestId }, 'storing a response failed'));
+  };
+  const codec = responsesCodec(meta, p.store ? save : undefined);
+  await serveChat(a, p.chat, codec, {
+    // After the model is authorized (decide before you look), before the input guardrails (they see it all).
+    resolve: async (req) => {
+      const history = p.previousResponseId ? await conversationOf(store, agent, p.previousResponseId) : { items: [], chars: 0 };
+      input = await resolveReferences(store, agent, p.input);
+      return { req: withConversation(req, p, [...history.items, ...input]), bytes: history.chars };
+    },
+  });
+}
+
+function withConversation(req: ChatRequest, p: ResponsesRequest, items: ResponseItem[]): ChatRequest {
+  const messages = itemsToMessages(p.instructions, items);
+  if (!messages.some((m) => m.role !== 'system' && m.role !== 'developer')) {
+    throw badRequest('input: the conversation holds no message to answer; send a user message or a function_call_output', 'input');
+  }
+  return { ...req, messages };
+}
+
+const unknownResponse = (id: string, param?: string) => new AamError(404, 'not_found',
+  `response "${id}" was not found: it is unknown, expired, was created with store: false, or belongs to another agent`, { param });
+
+/** The stored conversation up to and including response `id` (its chain of inputs and outputs), oldest first. */
+async function conversationOf(store: ResponseStore, agent: string, id: string): Promise<{ items: ResponseItem[]; chars: number }> {
+  const turns: ResponseItem[][] = [];
+  let chars = 0;
+  let next: string | null = id;
+  for (let depth = 0; next !== null; depth++) {
+    if (depth >= MAX_CHAIN) throw badRequest(`previous_response_id: the conversation is longer than ${MAX_CHAIN} responses; start a new one with the history you need as input`, 'previous_response_id');
+    const rec: StoredResponse | null = await store.get(agent, next);
+    if (rec === null) {
+      throw depth === 0 ? unknownResponse(next, 'previous_response_id')
+        : new AamError(404, 'not_found', `previous_response_id: an earlier response of this conversation ("${next}") has expired; start a new conversation`, { param: 'previous_response_id' });
+    }
+    chars += rec.input.length + rec.response.length;
+    if (chars > MAX_HISTORY_CHARS) throw badRequest(`previous_response_id: the stored conversation exceeds ${MAX_HISTORY_CHARS} characters; start a new one`, 'previous_response_id');
+    turns.push([...(JSON.parse(rec.input) as ResponseItem[]), ...((JSON.parse(rec.response) as { output: ResponseItem[] }).output)]);
+    next = rec.previousId;
+  }
+  return { items: turns.reverse().flat(), chars };
+}
+
+/** item_reference inputs -> the items they name, from this agent's stored responses. */
+async function resolveReferences(store: ResponseStore, agent: string, input: ResponseItem[]): Promise<ResponseItem[]> {
+  if (!input.some((it) => it.type === 'item_reference')) return input;
+  const records = new Map<string, ResponseItem[]>();
+  const out: ResponseItem[] = [];
+  for (let i = 0; i < input.length; i++) {
+    const it = input[i];
+    if (it.type !== 'item_reference') { out.push(it); continue; }
+    const ref = it.id as string;
+    const notFound = () => new AamError(404, 'not_found', `input[${i}].id: item "${ref}" is not an item of a stored response of this agent (unknown, expired, or another agent's)`, { param: `input[${i}].id` });
+    const owner = await store.itemOwner(agent, ref);
+    if (owner === null) throw notFound();
+    let items = records.get(owner);
+    if (items === undefined) {
+      const rec = await store.get(agent, owner);
+      if (rec === null) throw notFound();
+      items = [...(JSON.parse(rec.input) as ResponseItem[]), ...((JSON.parse(rec.response) as { output: ResponseItem[] }).output)];
+      records.set(owner, items);
+    }
+    const found = items.find((x) => x.id === ref);
+    if (found === undefined || found.type === 'item_reference') throw notFound();
+    out.push(found);
+  }
+  return out;
+}
+
+/** GET and DELETE /v1/responses/{id}: only the agent that created a response can see or remove it. */
+export async function handleResponseById(ctx: Ctx): Promise<void> {
+  ctx.wire = 'openai';
+  const rest = ctx.path.slice('/v1/responses/'.length);
+  const method = ctx.req.method;
+  if (rest === '' || rest.includes('/') || (method !== 'GET' && method !== 'DELETE')) {
+    throw new AamError(404, 'not_found', `no route ${method} ${ctx.path}; use GET or DELETE /v1/responses/{id}`);
+  }
+  const a = await openAccess(ctx);
+  const agent = a.identity.agent.spiffeId;
+  let id: string;
+  try { id = decodeURIComponent(rest); } catch { throw unknownResponse(rest); }
+  if (method === 'DELETE') {
+    if (!(await ctx.rt.responses.delete(agent, id))) throw unknownResponse(id);
+    sendJson(ctx, 200, { id, object: 'response.deleted', deleted: true });
+    return;
+  }
+  const rec = await ctx.rt.responses.get(agent, id);
+  if (rec === null) throw unknownResponse(id);
+  sendJson(ctx, 200, rec.response);
+}

@@ -1,0 +1,199 @@
+// OpenAI Responses API, client side: canonical result / events -> a Response object and the
+// Responses SSE event sequence (response.created, response.in_progress, output items with their
+// content parts and text deltas, function-call argument deltas, response.completed with usage).
+// One codec per request: it knows the response's id and the request fields a Response echoes,
+// and hands the finished Response to `onCompleted` (the gateway stores it). Pure: no I/O.
+import type { ChatResult, ClientCodec, FinishReason, StreamEvent, Usage } from './types.ts';
+import { nowSeconds } from './util.ts';
+import type { Obj } from './util.ts';
+
+export interface ResponseMeta {
+  /** resp_... (aam's own id: state lives in aam, not at a provider). */
+  id: string;
+  /** Unix seconds. */
+  createdAt: number;
+  instructions: string | null;
+  previousResponseId: string | null;
+  store: boolean;
+  /** Request fields echoed back (see ResponsesRequest.echo). */
+  echo: Obj;
+  /** Clock for completed_at (unix seconds); tests fix it. */
+  now?: () => number;
+}
+
+export function responsesUsageJson(u: Usage): Obj {
+  return {
+    input_tokens: u.inputTokens,
+    input_tokens_details: { cached_tokens: u.cachedTokens ?? 0 },
+    output_tokens: u.outputTokens,
+    output_tokens_details: { reasoning_tokens: 0 },
+    total_tokens: u.inputTokens + u.outputTokens,
+  };
+}
+
+/** Item ids derive from the response id (unique), so they need no randomness and read back to it. */
+export function itemId(meta: ResponseMeta, kind: 'msg' | 'fc', outputIndex: number): string {
+  return `${kind}_${meta.id.startsWith('resp_') ? meta.id.slice(5) : meta.id}_${outputIndex}`;
+}
+
+/** The Response object before any output (response.created / response.in_progress). */
+function responseJson(meta: ResponseMeta, model: string, status: string): Obj {
+  const e = meta.echo;
+  return {
+    id: meta.id, object: 'response', created_at: meta.createdAt, status, background: false, error: null, incomplete_details: null,
+    instructions: meta.instructions, max_output_tokens: e.max_output_tokens ?? null, model, output: [],
+    parallel_tool_calls: e.parallel_tool_calls ?? true, previous_response_id: meta.previousResponseId,
+    reasoning: e.reasoning ?? { effort: null, summary: null }, store: meta.store, temperature: e.temperature ?? 1,
+    text: e.text ?? { format: { type: 'text' } }, tool_choice: e.tool_choice ?? 'auto', tools: e.tools ?? [], top_p: e.top_p ?? 1,
+    truncation: 'disabled', usage: null, user: e.user ?? null, metadata: e.metadata ?? {},
+  };
+}
+
+const INCOMPLETE: Partial<Record<FinishReason, string>> = { length: 'max_output_tokens', content_filter: 'content_filter' };
+
+function finished(meta: ResponseMeta, model: string, output: Obj[], reason: FinishReason, usage: Usage | undefined): Obj {
+  const incomplete = INCOMPLETE[reason];
+  const r = responseJson(meta, model, incomplete ? 'incomplete' : 'completed');
+  if (incomplete) r.incomplete_details = { reason: incomplete };
+  r.completed_at = meta.now ? meta.now() : nowSeconds();
+  r.output = output;
+  r.usage = usage ? responsesUsageJson(usage) : null;
+  return r;
+}
+
+function messageItem(id: string, text: string, status: string): Obj {
+  return { id, type: 'message', status, role: 'assistant', content: [{ type: 'output_text', annotations: [], logprobs: [], text }] };
+}
+
+function callItem(id: string, callId: string, name: string, args: string, status: string): Obj {
+  return { id, type: 'function_call', status, arguments: args, call_id: callId, name };
+}
+
+/** Output items of a whole answer: its text as one message (also when empty and no call was made), then its calls. */
+export function outputItems(meta: ResponseMeta, r: ChatResult): Obj[] {
+  const out: Obj[] = [];
+  const status = INCOMPLETE[r.finishReason] ? 'incomplete' : 'completed';
+  if ((r.text !== null && r.text !== '') || r.toolCalls.length === 0) out.push(messageItem(itemId(meta, 'msg', 0), r.text ?? '', status));
+  for (const tc of r.toolCalls) out.push(callItem(itemId(meta, 'fc', out.length), tc.id, tc.function.name, tc.function.arguments, 'completed'));
+  return out;
+}
+
+interface OpenText { index: number; id: string; text: string }
+interface OpenCall { index: number; id: string; callId: string; name: string; args: string }
+
+/**
+ * The Responses API over the chat path for one request. `onCompleted` gets the finished Response
+ * (whole or streamed) synchronously, before its bytes are returned for writing.
+ */
+export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: Obj) => void): ClientCodec {
+  let seq = 0;
+  const frame = (type: string, body: string): string => `event: ${type}\ndata: {"type":"${type}","sequence_number":${seq++},${body}}\n\n`;
+
+  function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev: StreamEvent) => string {
+    const model = opts.routeName;
+    let started = false;
+    let done = false;
+    let usage: Usage | undefined;
+    let text: OpenText | null = null;
+    const calls = new Map<number, OpenCall>(); // canonical tool index -> open function_call item
+    const slots: Obj[] = []; // finished items by output_index
+    let next = 0;
+
+    const start = (): string => {
+      started = true;
+      const r = JSON.stringify(responseJson(meta, model, 'in_progress'));
+      return frame('response.created', `"response":${r}`) + frame('response.in_progress', `"response":${r}`);
+    };
+    const openText = (): string => {
+      text = { index: next, id: itemId(meta, 'msg', next), text: '' };
+      next++;
+      const at = `"item_id":${JSON.stringify(text.id)},"output_index":${text.index},"content_index":0`;
+      return frame('response.output_item.added', `"output_index":${text.index},"item":${JSON.stringify({ id: text.id, type: 'message', status: 'in_progress', role: 'assistant', content: [] })}`)
+        + frame('response.content_part.added', `${at},"part":{"type":"output_text","annotations":[],"logprobs":[],"text":""}`);
+    };
+    const closeText = (status: string): string => {
+      const t = text;
+      if (t === null) return '';
+      text = null;
+      const item = messageItem(t.id, t.text, status);
+      slots[t.index] = item;
+      const at = `"item_id":${JSON.stringify(t.id)},"output_index":${t.index},"content_index":0`;
+      return frame('response.output_text.done', `${at},"text":${JSON.stringify(t.text)},"logprobs":[]`)
+        + frame('response.content_part.done', `${at},"part":${JSON.stringify((item.content as Obj[])[0])}`)
+        + frame('response.output_item.done', `"output_index":${t.index},"item":${JSON.stringify(item)}`);
+    };
+    const closeCalls = (): string => {
+      let s = '';
+      for (const c of calls.values()) {
+        const item = callItem(c.id, c.callId, c.name, c.args, 'completed');
+        slots[c.index] = item;
+        s += frame('response.function_call_arguments.done', `"item_id":${JSON.stringify(c.id)},"output_index":${c.index},"name":${JSON.stringify(c.name)},"arguments":${JSON.stringify(c.args)}`)
+          + frame('response.output_item.done', `"output_index":${c.index},"item":${JSON.stringify(item)}`);
+      }
+      calls.clear();
+      return s;
+    };
+
+    return (ev: StreamEvent): string => {
+      if (done) return '';
+      if (ev.type === 'error') { done = true; return streamError(ev.message, ev.errorType); }
+      let s = started ? '' : start();
+      switch (ev.type) {
+        case 'start':
+          return s;
+        case 'text': {
+          if (ev.text.length === 0) return s;
+          if (text === null) s += openText();
+          const t = text as unknown as OpenText;
+          t.text += ev.text;
+          return s + frame('response.output_text.delta', `"item_id":${JSON.stringify(t.id)},"output_index":${t.index},"content_index":0,"delta":${JSON.stringify(ev.text)},"logprobs":[]`);
+        }
+        case 'tool_start': {
+          // Text before a call is its own message item; calls stay open (their arguments may interleave) until finish.
+          s += closeText('completed');
+          const c: OpenCall = { index: next, id: itemId(meta, 'fc', next), callId: ev.id, name: ev.name, args: '' };
+          next++;
+          calls.set(ev.index, c);
+          return s + frame('response.output_item.added', `"output_index":${c.index},"item":${JSON.stringify(callItem(c.id, c.callId, c.name, '', 'in_progress'))}`);
+        }
+        case 'tool_args': {
+          const c = calls.get(ev.index);
+          if (c === undefined || ev.delta.length === 0) return s;
+          c.args += ev.delta;
+          return s + frame('response.function_call_arguments.delta', `"item_id":${JSON.stringify(c.id)},"output_index":${c.index},"delta":${JSON.stringify(ev.delta)}`);
+        }
+        case 'usage':
+          usage = ev.usage;
+          return s;
+        case 'finish': {
+          done = true;
+          const status = INCOMPLETE[ev.reason] ? 'incomplete' : 'completed';
+          if (next === 0) s += openText(); // an empty answer is still one (empty) message
+          s += closeText(status) + closeCalls();
+          const r = finished(meta, model, slots, ev.reason, usage);
+          onCompleted?.(r);
+          return s + frame(status === 'completed' ? 'response.completed' : 'response.incomplete', `"response":${JSON.stringify(r)}`);
+        }
+      }
+    };
+  }
+
+  /** The error event (top-level and nested fields: the older and newer shapes SDKs read). */
+  function streamError(message: string, type: string): string {
+    const m = JSON.stringify(message);
+    const t = JSON.stringify(type);
+    return frame('error', `"code":${t},"message":${m},"param":null,"error":{"type":${t},"code":${t},"message":${m},"param":null}`);
+  }
+
+  return {
+    wire: 'responses',
+    encodeResult(result, routeName) {
+      const r = finished(meta, routeName, outputItems(meta, result), result.finishReason, result.usage);
+      onCompleted?.(r);
+      return r;
+    },
+    streamEncoder,
+    streamDone: '',
+    streamError,
+  };
+}

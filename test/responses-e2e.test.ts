@@ -1,0 +1,231 @@
+// End-to-end: POST /v1/responses through the real gateway (same access path as chat) with the
+// official OpenAI SDK, translated to chat-completions, Anthropic and Gemini upstreams (the fake
+// upstream); stored responses per agent (previous_response_id, item_reference, GET/DELETE),
+// and the negative paths: denied model, guardrail block, a secret echoed upstream, bad input.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { startFakeUpstream, type FakeUpstream } from './fake-upstream.ts';
+import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { openDatabase } from '../src/store/sqlite.ts';
+import { openResponseStore } from '../src/gateway/response-store.ts';
+
+let fake: FakeUpstream;
+let gw: TestGateway;
+let key: string;
+let otherKey: string;
+const SECRET = 'sk-upstream-secret-value-responses-0123456789';
+
+const route = (name: string, provider: string, model: string) => doc('Model', name, { targets: [{ provider, model }], retries: { attempts: 1, backoff_ms: 0 } });
+const MODELS = ['gpt', 'claude', 'gemini', 'loop-oai', 'loop-ant', 'loop-gem'];
+
+before(async () => {
+  fake = await startFakeUpstream();
+  gw = await startTestGateway(yaml(
+    doc('Credential', 'up-key', { env: 'TEST_UPSTREAM_KEY' }),
+    doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${fake.url}/v1`, credential: 'up-key' }),
+    doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${fake.url}/v1`, credential: 'up-key' }),
+    doc('Provider', 'gem', { type: 'gemini', baseUrl: `${fake.url}/v1beta`, credential: 'up-key' }),
+    route('gpt', 'oai', 'ok'), route('claude', 'ant', 'ok'), route('gemini', 'gem', 'ok'),
+    route('loop-oai', 'oai', 'tool-loop'), route('loop-ant', 'ant', 'tool-loop'), route('loop-gem', 'gem', 'tool-loop'),
+    route('denied', 'oai', 'ok'),
+    doc('Guardrail', 'no-falcon', { on: ['input'], keywords: ['project falcon'], action: 'block' }),
+    doc('Agent', 'tester', { workload: 'spiffe://test/agent/tester', owner: 'qa@example.com', team: 'qa', environment: 'dev' }),
+    doc('Agent', 'other', { workload: 'spiffe://test/agent/other', owner: 'qa@example.com', team: 'qa', environment: 'dev' }),
+    doc('AgentPolicy', 'tester-policy', { identity: { workload: 'spiffe://test/agent/tester' }, models: { allow: MODELS }, guardrails: ['no-falcon'] }),
+    doc('AgentPolicy', 'other-policy', { identity: { workload: 'spiffe://test/agent/other' }, models: { allow: MODELS } }),
+  ), { TEST_UPSTREAM_KEY: SECRET });
+  key = gw.key('tester');
+  otherKey = gw.key('other');
+});
+after(async () => { await gw?.close(); await fake?.close(); });
+
+const client = (k = key) => new OpenAI({ apiKey: k, baseURL: `${gw.url}/v1`, maxRetries: 0 });
+const WEATHER = { type: 'function' as const, name: 'get_weather', description: 'Weather for a city', strict: false, parameters: { type: 'object', properties: { location: { type: 'string' } }, required: ['location'] } };
+type Up = { messages?: Array<{ role: string; content: unknown; tool_calls?: unknown[]; tool_call_id?: string }>; system?: unknown };
+
+test('OpenAI SDK responses.create, not streamed: translated to chat completions, instructions as system, usage', async () => {
+  fake.reset();
+  const r = await client().responses.create({ model: 'gpt', instructions: 'Be nice.', input: 'hello there' });
+  assert.match(r.id, /^resp_/);
+  assert.equal(r.status, 'completed');
+  assert.equal(r.output_text, 'echo: hello there');
+  assert.equal(r.model, 'gpt');
+  assert.ok(r.usage && r.usage.input_tokens > 0 && r.usage.total_tokens === r.usage.input_tokens + r.usage.output_tokens);
+  const up = fake.requests[0];
+  assert.equal(up.path, '/v1/chat/completions');
+  assert.deepEqual((up.body as Up).messages, [{ role: 'system', content: 'Be nice.' }, { role: 'user', content: 'hello there' }]);
+  assert.equal(up.headers.authorization, `Bearer ${SECRET}`);
+});
+
+test('OpenAI SDK responses.create, streamed: the full event sequence and response.completed with usage', async () => {
+  for (const model of ['gpt', 'claude', 'gemini']) {
+    const stream = await client().responses.create({ model, input: 'one two three', stream: true });
+    const types: string[] = [];
+    let text = '';
+    let completed: OpenAI.Responses.Response | undefined;
+    for await (const ev of stream) {
+      types.push(ev.type);
+      if (ev.type === 'response.output_text.delta') text += ev.delta;
+      if (ev.type === 'response.completed') completed = ev.response;
+    }
+    assert.equal(text, 'echo: one two three', model);
+    assert.deepEqual([...new Set(types)], ['response.created', 'response.in_progress', 'response.output_item.added', 'response.content_part.added',
+      'response.output_text.delta', 'response.output_text.done', 'response.content_part.done', 'response.output_item.done', 'response.completed'], model);
+    assert.ok(completed?.usage && completed.usage.output_tokens > 0 && completed.usage.total_tokens > 0, model);
+  }
+});
+
+test('function tools and their results over every upstream wire; stream and not; previous_response_id carries the conversation', async () => {
+  for (const model of ['loop-oai', 'loop-ant', 'loop-gem']) {
+    for (const stream of [false, true]) {
+      fake.reset();
+      const first = stream
+        ? await client().responses.stream({ model, input: 'Weather in Paris?', tools: [WEATHER] }).finalResponse()
+        : await client().responses.create({ model, input: 'Weather in Paris?', tools: [WEATHER] });
+      const call = first.output.find((o) => o.type === 'function_call');
+      assert.ok(call && call.type === 'function_call', `${model} stream=${stream}: a function_call item`);
+      assert.equal(call.name, 'get_weather');
+      assert.deepEqual(JSON.parse(call.arguments), { location: 'Paris' });
+      const second = await client().responses.create({
+        model, previous_response_id: first.id, tools: [WEATHER], stream: false,
+        input: [{ type: 'function_call_output', call_id: call.call_id, output: 'sunny, 21C' }],
+      });
+      assert.equal(second.output_text, 'final: the tool said sunny, 21C', `${model} stream=${stream}`);
+      assert.equal(second.previous_response_id, first.id);
+      assert.equal(fake.requests.length, 2);
+      if (model === 'loop-oai') {
+        const msgs = (fake.requests[1].body as Up).messages ?? [];
+        assert.deepEqual(msgs.map((m) => m.role), ['user', 'assistant', 'tool']);
+        assert.equal(msgs[2].tool_call_id, call.call_id);
+      }
+    }
+  }
+});
+
+test('item_reference inputs are resolved by aam from the agent\'s stored responses', async () => {
+  fake.reset();
+  const first = await client().responses.create({ model: 'loop-oai', input: 'Weather in Paris?', tools: [WEATHER] });
+  const call = first.output.find((o) => o.type === 'function_call');
+  assert.ok(call && call.type === 'function_call' && call.id);
+  const r = await client().responses.create({
+    model: 'loop-oai', tools: [WEATHER],
+    input: [{ role: 'user', content: 'Weather in Paris?' }, { type: 'item_reference', id: call.id }, { type: 'function_call_output', call_id: call.call_id, output: 'rain' }],
+  });
+  assert.equal(r.output_text, 'final: the tool said rain');
+  const msgs = (fake.requests[1].body as Up).messages ?? [];
+  assert.deepEqual(msgs.map((m) => m.role), ['user', 'assistant', 'tool'], 'the reference became the assistant tool call');
+  await assert.rejects(client(otherKey).responses.create({ model: 'gpt', input: [{ type: 'item_reference', id: call.id }] }),
+    (e: unknown) => e instanceof OpenAI.NotFoundError && /not an item of a stored response of this agent/.test(e.message));
+});
+
+test('GET /v1/responses/{id} returns the stored response to its agent only; another agent gets 404 like an unknown id', async () => {
+  const r = await client().responses.create({ model: 'gpt', input: 'remember me' });
+  const got = await client().responses.retrieve(r.id);
+  assert.equal(got.id, r.id);
+  assert.equal(got.output_text, 'echo: remember me');
+  for (const id of [r.id, 'resp_doesnotexist']) {
+    await assert.rejects(client(otherKey).responses.retrieve(id), (e: unknown) => e instanceof OpenAI.NotFoundError && /was not found/.test(e.message));
+    await assert.rejects(client(otherKey).responses.create({ model: 'gpt', previous_response_id: id, input: 'and?' }),
+      (e: unknown) => e instanceof OpenAI.NotFoundError && (e.error as { param?: string }).param === 'previous_response_id');
+  }
+  // The other agent cannot delete it either; its owner can, after which it is gone.
+  const del = await fetch(`${gw.url}/v1/responses/${r.id}`, { method: 'DELETE', headers: { authorization: `Bearer ${otherKey}` } });
+  assert.equal(del.status, 404);
+  await client().responses.delete(r.id);
+  await assert.rejects(client().responses.retrieve(r.id), OpenAI.NotFoundError);
+  const anon = await fetch(`${gw.url}/v1/responses/${r.id}`);
+  assert.equal(anon.status, 401);
+});
+
+test('store: false is not stored (retrieve and previous_response_id are 404)', async () => {
+  const r = await client().responses.create({ model: 'gpt', input: 'forget me', store: false });
+  assert.equal(r.store, false);
+  await assert.rejects(client().responses.retrieve(r.id), OpenAI.NotFoundError);
+  await assert.rejects(client().responses.create({ model: 'gpt', previous_response_id: r.id, input: 'x' }), OpenAI.NotFoundError);
+});
+
+test('a model the policy does not allow is 403 policy_denied, before any stored state is looked at', async () => {
+  fake.reset();
+  await assert.rejects(client().responses.create({ model: 'denied', input: 'hi', previous_response_id: 'resp_unknown' }),
+    (e: unknown) => e instanceof OpenAI.PermissionDeniedError && (e.error as { code?: string }).code === 'policy_denied' && /tester-policy|policy/.test(e.message));
+  assert.equal(fake.requests.length, 0);
+});
+
+test('input guardrails see the Responses input (and the stored conversation): blocked with guardrail_blocked', async () => {
+  fake.reset();
+  await assert.rejects(client().responses.create({ model: 'gpt', input: 'tell me about Project Falcon' }),
+    (e: unknown) => e instanceof OpenAI.BadRequestError && (e.error as { code?: string }).code === 'guardrail_blocked');
+  // The same words as a tool result inside a stored conversation are seen too.
+  const first = await client().responses.create({ model: 'loop-oai', input: 'Weather?', tools: [WEATHER] });
+  const call = first.output.find((o) => o.type === 'function_call');
+  assert.ok(call && call.type === 'function_call');
+  await assert.rejects(client().responses.create({ model: 'loop-oai', previous_response_id: first.id, tools: [WEATHER], input: [{ type: 'function_call_output', call_id: call.call_id, output: 'project falcon data' }] }),
+    (e: unknown) => e instanceof OpenAI.BadRequestError && (e.error as { code?: string }).code === 'guardrail_blocked');
+  assert.equal(fake.requests.length, 1, 'blocked requests never reach the upstream');
+});
+
+test('a credential echoed by the upstream is scrubbed from the Responses stream, the answer and the stored response', async () => {
+  const stream = await client().responses.create({ model: 'gpt', input: `my key is ${SECRET} ok`, stream: true });
+  let raw = '';
+  let id = '';
+  for await (const ev of stream) {
+    raw += JSON.stringify(ev);
+    if (ev.type === 'response.completed') id = ev.response.id;
+  }
+  assert.ok(!raw.includes(SECRET), 'no secret in any stream event');
+  assert.match(raw, /my key is \[/);
+  const stored = await fetch(`${gw.url}/v1/responses/${id}`, { headers: { authorization: `Bearer ${key}` } });
+  const body = await stored.text();
+  assert.ok(!body.includes(SECRET));
+  const whole = await client().responses.create({ model: 'gpt', input: `again ${SECRET}` });
+  assert.ok(!JSON.stringify(whole).includes(SECRET));
+  assert.ok(!(await gw.g.rt.responses.get('spiffe://test/agent/tester', whole.id))?.response.includes(SECRET), 'not at rest either');
+});
+
+test('bad input is a 400 in the OpenAI error shape naming the field', async () => {
+  const post = (body: unknown) => fetch(`${gw.url}/v1/responses`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  for (const [body, param] of [
+    [{ model: 'gpt' }, 'input'],
+    [{ model: 'gpt', input: 'x', tools: [{ type: 'web_search' }] }, 'tools[0].type'],
+    [{ model: 'gpt', input: [{ type: 'function_call_output', output: 'x' }] }, 'input[0].call_id'],
+    [{ model: 'gpt', input: [] }, 'input'],
+  ] as Array<[unknown, string]>) {
+    const r = await post(body);
+    assert.equal(r.status, 400, JSON.stringify(body));
+    const e = (await r.json()) as { error: { message: string; type: string; param: string; code: string } };
+    assert.equal(e.error.type, 'invalid_request_error');
+    assert.equal(e.error.param, param);
+    assert.ok(e.error.message.startsWith(param), e.error.message);
+  }
+  const unknownModel = await post({ model: 'nope', input: 'x' });
+  assert.equal(unknownModel.status, 404);
+});
+
+test('response store: per agent, expiring, items indexed (unit, with a clock)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aam-resp-'));
+  try {
+    const db = openDatabase(dir);
+    let t = 1_000_000;
+    const s = openResponseStore(db, () => t);
+    await s.put({ id: 'resp_a', agent: 'A', previousId: null, input: '[]', response: '{"output":[]}', expiresAt: t + 1000 }, ['msg_a_0']);
+    assert.equal((await s.get('A', 'resp_a'))?.id, 'resp_a');
+    assert.equal(await s.get('B', 'resp_a'), null);
+    assert.equal(await s.itemOwner('A', 'msg_a_0'), 'resp_a');
+    assert.equal(await s.itemOwner('B', 'msg_a_0'), null);
+    assert.equal(await s.delete('B', 'resp_a'), false);
+    t += 1000;
+    assert.equal(await s.get('A', 'resp_a'), null, 'expired');
+    assert.equal(await s.itemOwner('A', 'msg_a_0'), null);
+    t += 120_000;
+    await s.put({ id: 'resp_b', agent: 'A', previousId: null, input: '[]', response: '{"output":[]}', expiresAt: t + 1000 }, []);
+    const rows = db.prepare('SELECT count(*) AS n FROM responses').get() as { n: number };
+    assert.equal(rows.n, 1, 'expired rows are purged');
+    db.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

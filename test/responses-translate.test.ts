@@ -1,0 +1,218 @@
+// Responses API translation, as data: a /v1/responses body -> the canonical chat request -> every
+// upstream wire (golden files under test/golden/responses), and canonical stream events (the
+// provider stream goldens) -> the Responses SSE event sequence. UPDATE_GOLDEN=1 rewrites them.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, readdirSync, writeFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { adapterFor, SseParser } from '../src/providers/index.ts';
+import type { AdapterType } from '../src/providers/index.ts';
+import { itemsToMessages, parseResponsesRequest } from '../src/providers/responses-parse.ts';
+import { responsesCodec, type ResponseMeta } from '../src/providers/responses-codec.ts';
+import type { ChatResult, StreamEvent } from '../src/providers/types.ts';
+
+const DIR = join(import.meta.dirname, 'golden');
+const UPDATE = process.env.UPDATE_GOLDEN === '1';
+
+function golden(path: string, actual: string): void {
+  if (UPDATE || !existsSync(path)) {
+    writeFileSync(path, actual);
+    if (!UPDATE) assert.fail(`golden file ${path} was missing and has been written; review it and re-run`);
+    return;
+  }
+  assert.equal(actual, readFileSync(path, 'utf8'), `mismatch with ${path} (UPDATE_GOLDEN=1 to accept)`);
+}
+
+const TARGETS: Record<string, { type: AdapterType; model: string; options: Record<string, string> }> = {
+  openai: { type: 'openai', model: 'gpt-4o', options: {} },
+  anthropic: { type: 'anthropic', model: 'claude-sonnet-4-5', options: {} },
+  gemini: { type: 'gemini', model: 'gemini-2.5-flash', options: {} },
+};
+
+const meta = (over: Partial<ResponseMeta> = {}): ResponseMeta => ({
+  id: 'resp_0123456789abcdef01234567', createdAt: 1764081600, instructions: null, previousResponseId: null, store: true, echo: {}, now: () => 1764081601, ...over,
+});
+
+const reqDir = join(DIR, 'responses');
+const cases = readdirSync(reqDir).filter((f) => /^[^.]+\.json$/.test(f)).map((f) => f.slice(0, -5));
+
+for (const c of cases) {
+  test(`responses request golden: ${c}`, () => {
+    const parsed = parseResponsesRequest(JSON.parse(readFileSync(join(reqDir, `${c}.json`), 'utf8')));
+    assert.ok(parsed.ok, parsed.ok ? '' : `${parsed.field}: ${parsed.message}`);
+    const p = parsed.req;
+    const chat = { ...p.chat, messages: itemsToMessages(p.instructions, p.input) };
+    golden(join(reqDir, `${c}.chat.json`), JSON.stringify({ chat, store: p.store, previousResponseId: p.previousResponseId, echo: p.echo }, null, 2) + '\n');
+    for (const [name, t] of Object.entries(TARGETS)) {
+      const up = adapterFor(t.type).chatRequest(chat, { model: t.model, options: t.options, stream: chat.stream === true });
+      golden(join(reqDir, `${c}.${name}.json`), JSON.stringify({ path: up.path, body: JSON.parse(up.body) as unknown }, null, 2) + '\n');
+    }
+  });
+}
+
+test('parseResponsesRequest names the bad field, in the OpenAI error sense', () => {
+  const cases: Array<[unknown, string]> = [
+    [null, 'body'],
+    [{ input: 'hi' }, 'model'],
+    [{ model: 'm' }, 'input'],
+    [{ model: 'm', input: 5 }, 'input'],
+    [{ model: 'm', input: [{ role: 'wizard', content: 'x' }] }, 'input[0].role'],
+    [{ model: 'm', input: [{ role: 'user', content: [{ type: 'output_text', text: 'x' }] }] }, 'input[0].content[0].type'],
+    [{ model: 'm', input: [{ role: 'user', content: [{ type: 'input_text' }] }] }, 'input[0].content[0].text'],
+    [{ model: 'm', input: [{ role: 'user', content: [{ type: 'input_image', file_id: 'file-1' }] }] }, 'input[0].content[0].image_url'],
+    [{ model: 'm', input: [{ type: 'function_call', call_id: 'c', name: 'f', arguments: {} }] }, 'input[0].arguments'],
+    [{ model: 'm', input: [{ type: 'function_call_output', output: 'x' }] }, 'input[0].call_id'],
+    [{ model: 'm', input: [{ type: 'item_reference' }] }, 'input[0].id'],
+    [{ model: 'm', input: [{ type: 'web_search_call', id: 'ws' }] }, 'input[0].type'],
+    [{ model: 'm', input: 'x', tools: [{ type: 'web_search' }] }, 'tools[0].type'],
+    [{ model: 'm', input: 'x', tools: [{ type: 'function' }] }, 'tools[0].name'],
+    [{ model: 'm', input: 'x', tool_choice: { type: 'file_search' } }, 'tool_choice'],
+    [{ model: 'm', input: 'x', temperature: '1' }, 'temperature'],
+    [{ model: 'm', input: 'x', max_output_tokens: 0 }, 'max_output_tokens'],
+    [{ model: 'm', input: 'x', stream: 'yes' }, 'stream'],
+    [{ model: 'm', input: 'x', store: 1 }, 'store'],
+    [{ model: 'm', input: 'x', background: true }, 'background'],
+    [{ model: 'm', input: 'x', conversation: 'conv_1' }, 'conversation'],
+    [{ model: 'm', input: 'x', previous_response_id: 7 }, 'previous_response_id'],
+    [{ model: 'm', input: 'x', text: { format: { type: 'yaml' } } }, 'text.format.type'],
+    [{ model: 'm', input: 'x', metadata: { n: 1 } }, 'metadata'],
+  ];
+  for (const [body, field] of cases) {
+    const r = parseResponsesRequest(body);
+    assert.equal(r.ok, false, JSON.stringify(body));
+    if (!r.ok) {
+      assert.equal(r.field, field, JSON.stringify(body));
+      assert.ok(r.message.length > 10, r.message);
+    }
+  }
+  // previous_response_id alone is a valid request (the stored conversation is the input).
+  const ok = parseResponsesRequest({ model: 'm', previous_response_id: 'resp_1' });
+  assert.ok(ok.ok && ok.req.input.length === 0 && ok.req.previousResponseId === 'resp_1');
+  const noStore = parseResponsesRequest({ model: 'm', input: 'x', store: false });
+  assert.ok(noStore.ok && noStore.req.store === false);
+});
+
+test('itemsToMessages: an assistant message and the calls after it are one turn; outputs become tool messages', () => {
+  const msgs = itemsToMessages(null, [
+    { type: 'message', role: 'user', content: 'q' },
+    { type: 'function_call', call_id: 'a', name: 'f', arguments: '{}' },
+    { type: 'function_call', call_id: 'b', name: 'g', arguments: '{"x":1}' },
+    { type: 'function_call_output', call_id: 'a', output: 'A' },
+    { type: 'function_call_output', call_id: 'b', output: 'B' },
+    { type: 'message', role: 'assistant', content: [{ type: 'output_text', text: 'done' }] },
+  ]);
+  assert.deepEqual(msgs, [
+    { role: 'user', content: 'q' },
+    { role: 'assistant', content: null, tool_calls: [
+      { id: 'a', type: 'function', function: { name: 'f', arguments: '{}' } },
+      { id: 'b', type: 'function', function: { name: 'g', arguments: '{"x":1}' } }] },
+    { role: 'tool', tool_call_id: 'a', content: 'A' },
+    { role: 'tool', tool_call_id: 'b', content: 'B' },
+    { role: 'assistant', content: 'done' },
+  ]);
+});
+
+test('non-streamed result -> Response object: message then function_call items, usage, incomplete on length', () => {
+  const r: ChatResult = {
+    id: 'chatcmpl-1', model: 'gpt-4o', created: 1, text: 'Let me check.', finishReason: 'tool_calls',
+    toolCalls: [{ id: 'call_w', type: 'function', function: { name: 'get_weather', arguments: '{"location":"Paris"}' } }],
+    usage: { inputTokens: 42, outputTokens: 17, cachedTokens: 2 },
+  };
+  let stored: unknown;
+  const body = responsesCodec(meta({ instructions: 'Be brief.', echo: { tools: [{ type: 'function', name: 'get_weather' }], temperature: 0.5 } }), (x) => { stored = x; }).encodeResult(r, 'my-route') as Record<string, unknown>;
+  assert.equal(stored, body, 'the stored Response is the answered one');
+  assert.equal(body.object, 'response');
+  assert.equal(body.status, 'completed');
+  assert.equal(body.model, 'my-route');
+  assert.equal(body.instructions, 'Be brief.');
+  assert.equal(body.temperature, 0.5);
+  assert.deepEqual(body.output, [
+    { id: 'msg_0123456789abcdef01234567_0', type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', annotations: [], logprobs: [], text: 'Let me check.' }] },
+    { id: 'fc_0123456789abcdef01234567_1', type: 'function_call', status: 'completed', arguments: '{"location":"Paris"}', call_id: 'call_w', name: 'get_weather' },
+  ]);
+  assert.deepEqual(body.usage, { input_tokens: 42, input_tokens_details: { cached_tokens: 2 }, output_tokens: 17, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 59 });
+  const cut = responsesCodec(meta()).encodeResult({ ...r, toolCalls: [], finishReason: 'length' }, 'x') as Record<string, unknown>;
+  assert.equal(cut.status, 'incomplete');
+  assert.deepEqual(cut.incomplete_details, { reason: 'max_output_tokens' });
+});
+
+// ---- streams ----
+
+interface Ev { event: string; data: Record<string, unknown> }
+
+function readSse(s: string): Ev[] {
+  const sse = new SseParser();
+  return [...sse.push(s), ...sse.end()].map((r) => ({ event: r.event ?? '', data: JSON.parse(r.data) as Record<string, unknown> }));
+}
+
+/** What a Responses client assembles from the events, checked against the event-sequence rules on the way. */
+function assembleResponses(events: Ev[]): { text: string; calls: Array<{ call_id: string; name: string; arguments: string }>; completed: Record<string, unknown> } {
+  assert.deepEqual(events.slice(0, 2).map((e) => e.event), ['response.created', 'response.in_progress']);
+  const open = new Map<string, string>();
+  let text = '';
+  const args = new Map<string, string>();
+  events.forEach((e, i) => {
+    assert.equal(e.data.type, e.event, 'type names the event');
+    assert.equal(e.data.sequence_number, i, 'sequence numbers count from 0 without gaps');
+    if (e.event === 'response.output_item.added') open.set((e.data.item as { id: string }).id, (e.data.item as { type: string }).type);
+    if (e.event === 'response.output_text.delta') { assert.ok(open.has(e.data.item_id as string)); text += e.data.delta as string; }
+    if (e.event === 'response.function_call_arguments.delta') args.set(e.data.item_id as string, (args.get(e.data.item_id as string) ?? '') + (e.data.delta as string));
+    if (e.event === 'response.function_call_arguments.done') assert.equal(e.data.arguments, args.get(e.data.item_id as string) ?? '');
+    if (e.event === 'response.output_item.done') { assert.ok(open.delete((e.data.item as { id: string }).id), 'done follows added'); }
+  });
+  assert.equal(open.size, 0, 'every item added is done');
+  const last = events[events.length - 1];
+  assert.match(last.event, /^response\.(completed|incomplete)$/);
+  const completed = last.data.response as Record<string, unknown>;
+  const output = completed.output as Array<Record<string, unknown>>;
+  const finalText = output.filter((o) => o.type === 'message').map((o) => (o.content as Array<{ text: string }>)[0].text).join('');
+  assert.equal(finalText, text, 'completed output holds the streamed text');
+  const calls = output.filter((o) => o.type === 'function_call').map((o) => ({ call_id: o.call_id as string, name: o.name as string, arguments: o.arguments as string }));
+  return { text, calls, completed };
+}
+
+const streamDir = join(DIR, 'streams');
+const eventFiles = readdirSync(streamDir).filter((f) => f.endsWith('.events.json')).map((f) => f.slice(0, -'.events.json'.length));
+
+for (const name of eventFiles) {
+  test(`responses stream golden: ${name} -> Responses events`, () => {
+    const events = JSON.parse(readFileSync(join(streamDir, `${name}.events.json`), 'utf8')) as StreamEvent[];
+    let stored: Record<string, unknown> | undefined;
+    const codec = responsesCodec(meta(), (r) => { stored = r; });
+    const enc = codec.streamEncoder({ includeUsage: true, routeName: 'my-route' });
+    let out = '';
+    for (const ev of events) out += enc(ev);
+    golden(join(streamDir, `${name}.to-responses.sse`), out);
+    const got = assembleResponses(readSse(out));
+    let text = '';
+    const tools: Array<{ call_id: string; name: string; arguments: string }> = [];
+    for (const ev of events) {
+      if (ev.type === 'text') text += ev.text;
+      if (ev.type === 'tool_start') tools[ev.index] = { call_id: ev.id, name: ev.name, arguments: '' };
+      if (ev.type === 'tool_args') tools[ev.index].arguments += ev.delta;
+    }
+    assert.equal(got.text, text);
+    assert.deepEqual(got.calls, tools.filter(Boolean));
+    assert.deepEqual(stored, got.completed, 'the stored Response is the completed one');
+    const usage = events.find((e) => e.type === 'usage');
+    if (usage?.type === 'usage') assert.equal((got.completed.usage as { total_tokens: number }).total_tokens, usage.usage.inputTokens + usage.usage.outputTokens);
+  });
+}
+
+test('responses stream: an empty answer is one empty message; an error is an error event carrying both shapes', () => {
+  const codec = responsesCodec(meta());
+  const enc = codec.streamEncoder({ includeUsage: true, routeName: 'r' });
+  const out = [{ type: 'start', id: 'x', model: 'm' }, { type: 'finish', reason: 'stop' }].map((e) => enc(e as StreamEvent)).join('');
+  const got = assembleResponses(readSse(out));
+  assert.equal(got.text, '');
+  assert.equal((got.completed.output as unknown[]).length, 1);
+  const c2 = responsesCodec(meta());
+  const enc2 = c2.streamEncoder({ includeUsage: true, routeName: 'r' });
+  const text = enc2({ type: 'text', text: 'partial' }) + c2.streamError('upstream broke', 'api_error');
+  const evs = readSse(text);
+  const err = evs[evs.length - 1];
+  assert.equal(err.event, 'error');
+  assert.equal(err.data.message, 'upstream broke');
+  assert.deepEqual(err.data.error, { type: 'api_error', code: 'api_error', message: 'upstream broke', param: null });
+  assert.equal(err.data.sequence_number, evs.length - 1);
+});
