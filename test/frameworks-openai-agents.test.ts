@@ -1,0 +1,54 @@
+// The OpenAI Agents SDK against aam: a Responses model and a chat-completions model, a function
+// tool, streaming and not; each runs its tool loop to the final answer (tracing export off).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+import { z } from 'zod';
+import { Agent, run, tool, setTracingDisabled, OpenAIResponsesModel, OpenAIChatCompletionsModel, type Model } from '@openai/agents';
+import { startFrameworkRig, weatherOf, FINAL, type FrameworkRig } from './helpers/frameworks.ts';
+
+let rig: FrameworkRig;
+before(async () => {
+  setTracingDisabled(true); // no export to OpenAI's trace endpoint from a test
+  rig = await startFrameworkRig();
+});
+after(async () => { await rig?.close(); });
+
+function agentWith(model: Model, calls: string[]): Agent {
+  const getWeather = tool({
+    name: 'get_weather',
+    description: 'Current weather for a city',
+    parameters: z.object({ location: z.string() }),
+    execute: async ({ location }) => { calls.push(location); return weatherOf(location); },
+  });
+  return new Agent({ name: 'weather', instructions: 'Use the tool.', tools: [getWeather], model });
+}
+
+const client = () => new OpenAI({ apiKey: rig.key, baseURL: `${rig.gw.url}/v1`, maxRetries: 0 });
+
+for (const [label, make] of [
+  ['Responses model', (m: string) => new OpenAIResponsesModel(client(), m)],
+  ['chat-completions model', (m: string) => new OpenAIChatCompletionsModel(client(), m)],
+] as Array<[string, (m: string) => Model]>) {
+  for (const route of ['loop-oai', 'loop-ant']) {
+    test(`Agents SDK, ${label} on ${route}: tool loop to the final answer, not streamed`, async () => {
+      const calls: string[] = [];
+      const result = await run(agentWith(make(route), calls), 'What is the weather in Paris?');
+      assert.deepEqual(calls, ['Paris']);
+      assert.equal(result.finalOutput, FINAL);
+    });
+
+    test(`Agents SDK, ${label} on ${route}: tool loop to the final answer, streamed`, async () => {
+      const calls: string[] = [];
+      const stream = await run(agentWith(make(route), calls), 'What is the weather in Paris?', { stream: true });
+      let deltas = '';
+      for await (const ev of stream) {
+        if (ev.type === 'raw_model_stream_event' && ev.data.type === 'output_text_delta') deltas += ev.data.delta;
+      }
+      await stream.completed;
+      assert.deepEqual(calls, ['Paris']);
+      assert.equal(stream.finalOutput, FINAL);
+      assert.ok(deltas.endsWith(FINAL), `text arrived as deltas: ${deltas}`);
+    });
+  }
+}

@@ -1,0 +1,27 @@
+// A real gateway in front of the fake upstream, for the agent-framework tests: routes whose
+// upstream runs a whole tool loop (first turn: a get_weather call; once the conversation ends
+// with its result: "final: the tool said <result>"), on each upstream wire.
+import { startFakeUpstream, type FakeUpstream } from '../fake-upstream.ts';
+import { startTestGateway, doc, yaml, type TestGateway } from './gateway.ts';
+
+export interface FrameworkRig { fake: FakeUpstream; gw: TestGateway; key: string; close(): Promise<void> }
+
+/** loop-oai (chat completions), loop-ant (Anthropic), loop-gem (Gemini): each a tool-loop upstream. */
+export async function startFrameworkRig(): Promise<FrameworkRig> {
+  const fake = await startFakeUpstream();
+  const route = (name: string, provider: string) => doc('Model', name, { targets: [{ provider, model: 'tool-loop' }], retries: { attempts: 1, backoff_ms: 0 } });
+  const gw = await startTestGateway(yaml(
+    doc('Credential', 'up-key', { env: 'TEST_UPSTREAM_KEY' }),
+    doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${fake.url}/v1`, credential: 'up-key' }),
+    doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${fake.url}/v1`, credential: 'up-key' }),
+    doc('Provider', 'gem', { type: 'gemini', baseUrl: `${fake.url}/v1beta`, credential: 'up-key' }),
+    route('loop-oai', 'oai'), route('loop-ant', 'ant'), route('loop-gem', 'gem'),
+    doc('Agent', 'fw', { workload: 'spiffe://test/agent/fw', owner: 'qa@example.com', team: 'qa', environment: 'dev' }),
+    doc('AgentPolicy', 'fw-policy', { identity: { workload: 'spiffe://test/agent/fw' }, models: { allow: ['loop-oai', 'loop-ant', 'loop-gem'] } }),
+  ), { TEST_UPSTREAM_KEY: 'sk-fw-upstream-secret-0123456789abcdef' });
+  return { fake, gw, key: gw.key('fw'), close: async () => { await gw.close(); await fake.close(); } };
+}
+
+/** What the weather tool answers, and the final answer the fake upstream makes of it. */
+export const weatherOf = (location: string): string => `sunny in ${location}`;
+export const FINAL = 'final: the tool said sunny in Paris';
