@@ -5,7 +5,9 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
-import { toolDeps } from '../src/access/tool-deps.ts';
+import { toolAccess, toolDeps } from '../src/access/tool-deps.ts';
+import { Access } from '../src/access/context.ts';
+import type { Ctx } from '../src/server/context.ts';
 import type { Identity } from '../src/identity/types.ts';
 import { createApprovals } from '../src/tools/approvals.ts';
 import { compileValidator, type Catalog, type CompiledTool, type ServerEntry } from '../src/tools/catalog.ts';
@@ -75,7 +77,9 @@ report('stdio upstream (direct = client spawns it over stdio)', await measure(di
   const deps = toolDeps(gw.g.rt);
   const rt: Runtime = { catalog, deps, approvals: createApprovals(deps.db), maxResultBytes: 1 << 20 };
   const identity: Identity = { agent: gw.g.rt.compiled.registry.byName('finance-analyst')!, method: 'virtual_key' };
-  const s: SessionCtx = { identity, scope: null, sessionId: () => 'bench', resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
+  // One access context for the whole run: the per-request policy resolution is not part of a call.
+  const access = toolAccess(new Access({ rt: gw.g.rt, cfg: gw.g.rt.compiled, requestId: 'bench' } as unknown as Ctx, identity));
+  const s: SessionCtx = { identity, access, scope: null, sessionId: () => 'bench', resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
   const args = { query: 'acme', limit: 10 };
   for (let i = 0; i < 2000; i++) await callTool(rt, s, 'crm__search_accounts', args, {});
   const out: number[] = [];

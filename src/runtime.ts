@@ -2,7 +2,7 @@
 // services. Everything mutable in a running gateway hangs off this object; nothing is global.
 import { loadConfig, ConfigError, formatIssues } from './config/load.ts';
 import type { ConfigSet } from './config/schema.ts';
-import { compilePolicies, setFor, type CompiledPolicies } from './policy/compile.ts';
+import { compilePolicies, setFor, type CompiledPolicies, type PolicySet } from './policy/compile.ts';
 import { BudgetLedger, RateLimiter } from './policy/limits.ts';
 import { compileProviders, compileRoutes, type ProviderRuntime, type Route } from './gateway/routes.ts';
 import { UsageRecorder } from './gateway/usage.ts';
@@ -237,8 +237,8 @@ export class Runtime {
   }
 
   /** Why policy forbids this identity's call to use a credential (credentials.allow), or null. */
-  credentialRefusal(name: string, identity: Identity): string | null {
-    const c = setFor(identity.agent, this.compiled.policies).credentials;
+  credentialRefusal(name: string, identity: Identity, set: PolicySet = setFor(identity.agent, this.compiled.policies)): string | null {
+    const c = set.credentials;
     if (!c || c.allow.has(name)) return null;
     return `${identity.agent.spiffeId} may not use credential "${name}": it is not in credentials.allow of policy ${c.policies.map((p) => `"${p}"`).join(', ')}`;
   }

@@ -1,31 +1,23 @@
 // The shared access steps handed to the tool plane (MCP gateway, HTTP tools): the same decision
 // function, credential injection and evidence as the model plane, injected so src/tools stays
-// independent of policy, credentials and audit implementations.
-import { decide, toolVisible } from '../policy/decide.ts';
-import { decidingToolRule, setFor } from '../policy/compile.ts';
+// independent of policy, credentials and audit implementations. Long-lived services go in once
+// (toolDeps); each request's decisions, limits and guardrails come from its access context
+// (toolAccess), whose policy set was resolved once when the caller was identified.
+import { decideTool, toolVisibleIn } from '../policy/decide.ts';
+import { decidingToolRule, type CompiledToolRule } from '../policy/compile.ts';
+import type { Decision } from '../policy/types.ts';
 import type { Runtime } from '../runtime.ts';
-import { ToolError, RPC, type ToolDeps } from '../tools/types.ts';
-import { guardJson } from './guard.ts';
+import { ToolError, RPC, type ToolAccess, type ToolAdmission, type ToolDeps } from '../tools/types.ts';
+import type { Access } from './context.ts';
+import { guardrailsOf, guardValue } from './guard.ts';
 import { scrubAcross } from './egress.ts';
 import { checkRates } from './decide.ts';
 
 export function toolDeps(rt: Runtime): ToolDeps {
   return {
-    authorize(identity, resource, action, args, context) {
-      const d = decide({ kind: 'tool', agent: identity.agent, resource, action, args, context }, rt.compiled.policies);
-      rt.metrics?.decision(d.effect, identity.agent.name);
-      return d;
-    },
-    visible: (identity, resource, action) => toolVisible(identity.agent, resource, action, rt.compiled.policies),
-    credentialRefusal: (name, identity) => rt.credentialRefusal(name, identity),
-    admitCall(identity, d) {
-      const rule = decidingToolRule(setFor(identity.agent, rt.compiled.policies), d);
-      if (!rule?.rate) return;
-      // Counters per rule: every call a rule allows shares its bucket, whatever resource or action.
-      const r = checkRates(rt, identity, `tool:${rule.policy}/${rule.path}:`, rule.rate, `${rule.policy} ${rule.path}`, 0);
-      if (!r.ok) throw new ToolError('rate_limited', r.message, { code: RPC.limited, status: 429, data: { retry_after_seconds: r.retryAfterSeconds, policy: rule.policy, rule: rule.index } });
-    },
     credentialHeaders: (name, identity) => {
+      // The tool plane checked credentials.allow with the caller's access context; this is the
+      // injection step's own last check (stdio servers and listings inject as the gateway).
       const refused = rt.credentialRefusal(name, identity);
       if (refused) throw new ToolError('policy_denied', refused, { code: RPC.denied, status: 403 });
       return rt.injectTool(name, identity);
@@ -37,7 +29,78 @@ export function toolDeps(rt: Runtime): ToolDeps {
     log: rt.log,
     scrub: (text) => rt.scrub(text),
     scrubAcross: (value) => scrubAcross(rt.egress, value),
-    guard: (identity, direction, value, where, requestId, attached) => guardJson(rt, identity, direction, value, where, requestId, attached),
     db: rt.db,
   };
+}
+
+/** Nothing to count (no budget on the deciding rule). */
+const UNCOUNTED: ToolAdmission = Object.freeze({ forwarded() {}, dropped() {} });
+
+/** The tool plane's view of one request's access context. */
+class ToolAccessOf implements ToolAccess {
+  readonly #a: Access;
+  constructor(a: Access) { this.#a = a; }
+
+  get identity() { return this.#a.identity; }
+
+  authorize(resource: string, action: string, args: Record<string, unknown>, context: Record<string, unknown>): Decision {
+    const a = this.#a;
+    const d = decideTool(a.set, resource, action, args, context, a.ctx.cfg.policies);
+    a.ctx.rt.metrics?.decision(d.effect, a.identity.agent.name);
+    return d;
+  }
+
+  visible(resource: string, action: string): boolean { return toolVisibleIn(this.#a.set, resource, action); }
+
+  credentialRefusal(name: string): string | null { return this.#a.ctx.rt.credentialRefusal(name, this.#a.identity, this.#a.set); }
+
+  admitCall(d: Decision): ToolAdmission {
+    const rule = decidingToolRule(this.#a.set, d);
+    if (!rule) return UNCOUNTED;
+    const { rt } = this.#a.ctx;
+    const identity = this.#a.identity;
+    // Counters per rule: every call a rule allows shares its bucket, whatever resource or action.
+    const prefix = `tool:${rule.policy}/${rule.path}:`;
+    if (rule.rate) {
+      const r = checkRates(rt, identity, prefix, rule.rate, `${rule.policy} ${rule.path}`, 0);
+      if (!r.ok) throw new ToolError('rate_limited', r.message, { code: RPC.limited, status: 429, data: { retry_after_seconds: r.retryAfterSeconds, policy: rule.policy, rule: rule.index } });
+    }
+    return rule.budget ? reserveCall(rt, identity, prefix, rule) : UNCOUNTED;
+  }
+
+  guard(direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]) {
+    const a = this.#a;
+    return guardValue(a.ctx.rt, requestId, a.identity, guardrailsOf(a.ctx.rt, a.identity, attached, a.set), direction, value, where);
+  }
+}
+
+/**
+ * tools[].budget: one call reserved per agent and per virtual key (all or nothing), in the same
+ * ledger and UTC day/month windows as model budgets, counted in calls instead of dollars. A call
+ * that is never forwarded (invalid arguments, held for approval, intent not recorded) is given back.
+ */
+function reserveCall(rt: Runtime, identity: Access['identity'], prefix: string, rule: CompiledToolRule): ToolAdmission {
+  const b = rule.budget as NonNullable<CompiledToolRule['budget']>;
+  const limits = { daily_usd: b.calls_per_day, monthly_usd: b.calls_per_month, alert_at: [] };
+  const entries = [{ key: `${prefix}agent:${identity.agent.spiffeId}`, limits }];
+  if (identity.keyId) entries.push({ key: `${prefix}key:${identity.keyId}`, limits });
+  const r = rt.ledger.reserveMany(entries, 1);
+  if (!r.ok) {
+    rt.metrics?.limited('budget_exceeded', identity.agent.name);
+    const retry = Math.max(1, Math.ceil((r.resetAt.getTime() - Date.now()) / 1000));
+    const per = r.period === 'daily' ? 'day' : 'month';
+    throw new ToolError('budget_exceeded',
+      `tool call budget exhausted: policy "${rule.policy}" ${rule.path}.budget allows ${r.limit} calls per ${per} for ${r.key.slice(prefix.length)}, and ${r.spent} were made; it resets at ${r.resetAt.toISOString()}`,
+      { code: RPC.limited, status: 429, data: { retry_after_seconds: retry, policy: rule.policy, rule: rule.index, resets_at: r.resetAt.toISOString() } });
+  }
+  const reservation = r.reservation;
+  return {
+    forwarded: () => { rt.ledger.settle(reservation, 1); },
+    dropped: () => { rt.ledger.release(reservation); },
+  };
+}
+
+/** The tool plane's view of a request's access context (one per request, like the context itself). */
+export function toolAccess(a: Access): ToolAccess {
+  return new ToolAccessOf(a);
 }

@@ -154,6 +154,8 @@ export const toolRuleSpec = z.strictObject({
   approval: z.enum(['required', 'none']).optional(),
   /** Calls this rule allows, per minute, per agent and per virtual key (429 / JSON-RPC -32029 above). */
   rate: z.strictObject({ rpm: z.number().int().positive() }).optional(),
+  /** Calls this rule allows per UTC day and/or month, per agent and per virtual key (429 budget_exceeded / -32029 above). */
+  budget: z.strictObject({ calls_per_day: z.number().int().positive().optional(), calls_per_month: z.number().int().positive().optional() }).optional(),
 });
 
 export const policySpec = z.strictObject({

@@ -24,6 +24,8 @@ export interface CompiledToolRule {
   approval: boolean;
   /** tools[].rate: calls this rule allows per minute, per agent and per key (null: unlimited). */
   rate: { rpm: number } | null;
+  /** tools[].budget: calls this rule allows per UTC day / month, per agent and per key (null: unlimited). */
+  budget: { calls_per_day?: number; calls_per_month?: number } | null;
   /** Memos for decide(): resource -> action -> frozen decision (bounded; see decide.ts). */
   memo: { allow: DecisionMemo; deny: DecisionMemo; unmet: DecisionMemo; args: Map<string, DecisionMemo> };
 }
@@ -141,6 +143,8 @@ function compileToolRule(policy: Resource<PolicySpec>, rule: ToolRuleSpec, index
   }
   if (!rule.actions?.length && !rule.deny?.length) issue(policy, `spec.${path}`, 'a tool rule needs actions (to allow) or deny (to deny)');
   if (rule.rate && !rule.actions?.length) issue(policy, `spec.${path}.rate`, 'rate limits the calls a rule allows, and this rule allows none; add actions or move rate to the rule that allows them');
+  if (rule.budget && !rule.actions?.length) issue(policy, `spec.${path}.budget`, 'budget limits the calls a rule allows, and this rule allows none; add actions or move budget to the rule that allows them');
+  if (rule.budget && rule.budget.calls_per_day === undefined && rule.budget.calls_per_month === undefined) issue(policy, `spec.${path}.budget`, 'budget needs calls_per_day, calls_per_month or both');
   let when: CompiledCondition | null = null;
   if (rule.when !== undefined) {
     let c = cel.get(rule.when);
@@ -158,7 +162,8 @@ function compileToolRule(policy: Resource<PolicySpec>, rule: ToolRuleSpec, index
     policy: policy.name, index, path, resource: rule.resource,
     matchResource: stringMatcher(rule.resource, true),
     actions, anyAction: actions.has('*'), deny, denyAll: deny.has('*'),
-    when, args, approval: rule.approval === 'required', rate: rule.rate ? { rpm: rule.rate.rpm } : null, memo: { allow: new Map(), deny: new Map(), unmet: new Map(), args: new Map() },
+    when, args, approval: rule.approval === 'required', rate: rule.rate ? { rpm: rule.rate.rpm } : null,
+    budget: rule.budget && (rule.budget.calls_per_day !== undefined || rule.budget.calls_per_month !== undefined) ? { ...rule.budget } : null, memo: { allow: new Map(), deny: new Map(), unmet: new Map(), args: new Map() },
   };
 }
 

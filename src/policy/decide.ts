@@ -162,7 +162,11 @@ export function allowedModels(agent: AgentRecord, compiled: CompiledPolicies): r
  * tool is listed and its call may still be denied with a reason (never the reverse).
  */
 export function toolVisible(agent: AgentRecord, resource: string, action: string, compiled: CompiledPolicies): boolean {
-  const set = setFor(agent, compiled);
+  return toolVisibleIn(setFor(agent, compiled), resource, action);
+}
+
+/** toolVisible for a policy set already resolved (a request's access context). */
+export function toolVisibleIn(set: PolicySet, resource: string, action: string): boolean {
   const rules = rulesFor(set, resource);
   let any = false;
   for (const r of rules) {

@@ -3,7 +3,8 @@
 import type { Routes } from './http.ts';
 import { AamError } from './errors.ts';
 import { readJson, sendJson, type Ctx } from './context.ts';
-import { identify } from '../access/identify.ts';
+import { openAccess } from '../access/context.ts';
+import { toolAccess } from '../access/tool-deps.ts';
 import { protectedResourceMetadata, wwwAuthenticate } from '../tools/mcp-metadata.ts';
 import type { McpGateway } from '../tools/mcp-gateway.ts';
 import type { HttpToolProxy } from '../tools/http-tool.ts';
@@ -19,9 +20,10 @@ function baseUrl(ctx: Ctx): string {
   return `${s.encrypted ? 'https' : 'http'}://${addr.includes(':') ? `[${addr}]` : addr}:${s.localPort}`;
 }
 
-async function identifyForMcp(ctx: Ctx, path: string) {
+/** Identify the caller and open its access context; a 401 tells MCP clients where to authenticate. */
+async function accessForMcp(ctx: Ctx, path: string) {
   try {
-    return await identify(ctx);
+    return toolAccess(await openAccess(ctx));
   } catch (e) {
     if (e instanceof AamError && e.status === 401) {
       throw new AamError(401, e.code, e.message, { headers: { 'www-authenticate': wwwAuthenticate(baseUrl(ctx), path) } });
@@ -43,12 +45,11 @@ export function addToolRoutes(routes: Routes, mcp: McpGateway, http: HttpToolPro
   const mcpHandler = async (ctx: Ctx) => {
     const rest = ctx.path === '/mcp' ? '' : ctx.path.slice('/mcp/'.length);
     if (rest.includes('/')) throw new AamError(404, 'not_found', `no MCP endpoint ${ctx.path}; use /mcp or /mcp/<server>`);
-    const identity = await identifyForMcp(ctx, ctx.path);
-    ctx.identity = identity;
+    const access = await accessForMcp(ctx, ctx.path);
     const server = rest ? segment(rest, 'MCP server name') : null;
     const body = ctx.req.method === 'POST' ? await readJson(ctx) : undefined;
     ctx.req.headers['x-request-id'] = ctx.requestId;
-    await mcp.handle(ctx.req, ctx.res, identity, server, body);
+    await mcp.handle(ctx.req, ctx.res, access, server, body);
   };
   routes.exact.set('POST /mcp', mcpHandler);
   routes.exact.set('GET /mcp', mcpHandler);
@@ -57,13 +58,12 @@ export function addToolRoutes(routes: Routes, mcp: McpGateway, http: HttpToolPro
   routes.prefixes.push(['/tools/', async (ctx) => {
     const m = /^\/tools\/([^/]+)\/([^/]+)$/.exec(ctx.path);
     if (!m) throw new AamError(404, 'not_found', 'HTTP tools are called at /tools/<tool>/<action>');
-    const identity = await identify(ctx);
-    ctx.identity = identity;
+    const access = toolAccess(await openAccess(ctx));
     const tool = segment(m[1], 'tool name');
     const action = segment(m[2], 'action name');
     const body = ctx.req.method === 'GET' || ctx.req.headers['content-length'] === '0' ? {} : await readJson(ctx);
     ctx.req.headers['x-request-id'] = ctx.requestId;
-    await http.handle(ctx.req, ctx.res, identity, tool, action, body);
+    await http.handle(ctx.req, ctx.res, access, tool, action, body);
   }]);
   const meta = (path: string) => (ctx: Ctx) => sendJson(ctx, 200, protectedResourceMetadata({ baseUrl: baseUrl(ctx), path }));
   routes.exact.set('GET /.well-known/oauth-protected-resource', meta('/mcp'));

@@ -7,12 +7,11 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { request } from 'undici';
 import type { ConfigSet, HttpToolSpec } from '../config/schema.ts';
-import type { Identity } from '../identity/types.ts';
 import { argsDigest, createApprovals, type Approvals } from './approvals.ts';
 import { decisionFields, denialMessage } from './mcp-call.ts';
 import { compilePathTemplate, PathParamError, type PathTemplate } from './path-template.ts';
 import { errMsg } from './upstream.ts';
-import { identityFields, ToolError, type ToolDeps } from './types.ts';
+import { identityFields, ToolError, type ToolAccess, type ToolAdmission, type ToolDeps } from './types.ts';
 
 export interface HttpToolProxyOptions {
   /** Share the MCP gateway's approvals so one admin list covers both planes. */
@@ -24,7 +23,8 @@ export interface HttpToolProxyOptions {
 }
 
 export interface HttpToolProxy {
-  handle(req: IncomingMessage, res: ServerResponse, identity: Identity, tool: string, action: string, body: unknown): Promise<void>;
+  /** One call, with the caller's access context for this request. */
+  handle(req: IncomingMessage, res: ServerResponse, access: ToolAccess, tool: string, action: string, body: unknown): Promise<void>;
   reload(config: ConfigSet): void;
   approvals: Approvals;
 }
@@ -84,14 +84,14 @@ const TEXTUAL = /json|text|xml|javascript|x-www-form-urlencoded/i;
  * then output guardrails over every leaf of JSON or text bodies. Binary bodies are not text to a
  * detector; the egress door still scrubs their bytes.
  */
-async function guardedBody(deps: ToolDeps, identity: Identity, raw: Buffer, headers: Record<string, unknown>, max: number, where: string, requestId: string, attached: readonly string[] | undefined): Promise<Buffer> {
+async function guardedBody(access: ToolAccess, raw: Buffer, headers: Record<string, unknown>, max: number, where: string, requestId: string, attached: readonly string[] | undefined): Promise<Buffer> {
   const body = decoded(raw, String(headers['content-encoding'] ?? 'identity').toLowerCase(), max, where);
   if (!TEXTUAL.test(String(headers['content-type'] ?? 'application/json'))) return body;
   const text = body.toString('utf8');
   let value: unknown = text;
   let json = false;
   try { value = JSON.parse(text); json = true; } catch { /* a text body: one leaf */ }
-  const g = await deps.guard(identity, 'output', value, where, requestId, attached);
+  const g = await access.guard('output', value, where, requestId, attached);
   if (!g.ok) throw new HttpToolError(400, 'invalid_request_error', 'guardrail_blocked', g.message, { param: g.guardrail });
   if (g.value === value) return body;
   return Buffer.from(json ? JSON.stringify(g.value) : String(g.value), 'utf8');
@@ -142,10 +142,12 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
   const approvals = opts.approvals ?? createApprovals(deps.db, { windowMs: opts.approvalWindowMs });
   const maxBytes = opts.maxResponseBytes ?? 10 * 1024 * 1024;
 
-  async function handle(req: IncomingMessage, res: ServerResponse, identity: Identity, toolName: string, actionName: string, body: unknown): Promise<void> {
+  async function handle(req: IncomingMessage, res: ServerResponse, access: ToolAccess, toolName: string, actionName: string, body: unknown): Promise<void> {
+    const identity = access.identity;
     const incoming = req.headers['x-request-id'];
     const requestId = typeof incoming === 'string' && /^[\w.:-]{1,128}$/.test(incoming) ? incoming : `req_${randomUUID()}`;
     const audit: Record<string, unknown> = { type: 'tool.call', plane: 'http', request_id: requestId, ...identityFields(identity), tool: toolName, action: actionName };
+    let adm: ToolAdmission | undefined;
     try {
       // resolve
       const tool = tools.get(toolName);
@@ -153,23 +155,23 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
       const action = tool.actions.get(actionName);
       if (!action) throw new HttpToolError(404, 'not_found_error', 'unknown_action', `unknown action "${actionName}" for HTTP tool "${toolName}" (actions: ${[...tool.actions.keys()].join(', ')})`);
       // guard (input): a blocked argument never leaves aam; a redacted one is forwarded redacted
-      const gi = await deps.guard(identity, 'input', body ?? {}, `http tool ${toolName}/${actionName}`, requestId, tool.spec.guardrails);
+      const gi = await access.guard('input', body ?? {}, `http tool ${toolName}/${actionName}`, requestId, tool.spec.guardrails);
       if (!gi.ok) throw new HttpToolError(400, 'invalid_request_error', 'guardrail_blocked', gi.message, { param: gi.guardrail });
       const args = gi.value as Record<string, unknown>;
       Object.assign(audit, { resource: tool.spec.resource, args_digest: argsDigest(args), mutating: action.mutating });
       // decide, before the input is validated: probing a forbidden action learns nothing about it
       const isObject = args !== null && typeof args === 'object' && !Array.isArray(args);
-      const d = deps.authorize(identity, tool.spec.resource, actionName, isObject ? args : {}, { time: new Date().toISOString(), request_id: requestId, environment: identity.agent.environment, plane: 'http', tool: toolName });
+      const d = access.authorize(tool.spec.resource, actionName, isObject ? args : {}, { time: new Date().toISOString(), request_id: requestId, environment: identity.agent.environment, plane: 'http', tool: toolName });
       deps.audit.record({ ...audit, type: 'tool.decision', decision: decisionFields(d) });
       if (d.effect === 'deny' || (!d.allowed && d.effect !== 'approval_required')) {
         throw new HttpToolError(403, 'permission_error', 'policy_denied', denialMessage(d, `${toolName}/${actionName} (resource ${tool.spec.resource})`), { policy: d.policy, rule: d.rule });
       }
-      const refused = tool.spec.credential ? deps.credentialRefusal(tool.spec.credential, identity) : null;
+      const refused = tool.spec.credential ? access.credentialRefusal(tool.spec.credential) : null;
       if (refused) {
         deps.audit.record({ ...audit, type: 'tool.rejected', outcome: { status: 'credential_denied', error: refused } });
         throw new HttpToolError(403, 'permission_error', 'policy_denied', refused);
       }
-      deps.admitCall(identity, d);
+      adm = access.admitCall(d);
       // validate: body shape, then bind params
       if (!isObject) throw new HttpToolError(400, 'invalid_request_error', 'invalid_body', 'request body must be a JSON object of path parameters and arguments');
       let path: string;
@@ -208,6 +210,7 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
       if (hasBody) { payload = JSON.stringify(rest); headers['content-type'] = 'application/json'; }
       const timeout = tool.spec.timeout_ms ?? opts.defaultTimeoutMs ?? 30_000;
       const started = performance.now();
+      adm.forwarded();
       let up;
       try {
         up = await request(url, { method: action.method as 'GET', headers, body: payload, headersTimeout: timeout, bodyTimeout: timeout });
@@ -233,13 +236,14 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
         if (v === undefined || HOP_BY_HOP.has(k) || connectionListed.has(k) || k === 'set-cookie') continue;
         out[k] = Array.isArray(v) ? v : String(v);
       }
-      const answer = await guardedBody(deps, identity, Buffer.concat(chunks), up.headers, maxBytes, `http tool ${toolName}/${actionName}`, requestId, tool.spec.guardrails);
+      const answer = await guardedBody(access, Buffer.concat(chunks), up.headers, maxBytes, `http tool ${toolName}/${actionName}`, requestId, tool.spec.guardrails);
       delete out['content-length'];
       delete out['content-encoding'];
       // The egress door (res) scrubs headers and body of every credential before they leave.
       res.writeHead(up.statusCode, out);
       res.end(answer);
     } catch (e) {
+      adm?.dropped(); // a call never forwarded gives its budget back (after forwarded(): no-op)
       const err = e instanceof HttpToolError ? e
         : e instanceof ToolError ? fromToolError(e)
           : new HttpToolError(500, 'api_error', 'internal_error', `internal error in the HTTP tool proxy: ${errMsg(e)}`);

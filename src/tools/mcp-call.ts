@@ -9,7 +9,7 @@ import type { Decision } from '../policy/types.ts';
 import { argsDigest, type Approvals } from './approvals.ts';
 import { NAME_SEP, type Catalog, type CompiledTool, type ServerEntry } from './catalog.ts';
 import { errMsg } from './upstream.ts';
-import { identityFields, RPC, ToolError, type ToolDeps } from './types.ts';
+import { identityFields, RPC, ToolError, type ToolAccess, type ToolAdmission, type ToolDeps } from './types.ts';
 
 export const DEFAULT_MAX_RESULT_BYTES = 1024 * 1024;
 export const RESOURCE_READ = 'resources/read';
@@ -19,11 +19,12 @@ export interface Runtime { catalog: Catalog; deps: ToolDeps; approvals: Approval
 
 /**
  * One client session: who it belongs to and which servers it sees. Each request sees a copy
- * whose `identity` is the one resolved for that HTTP request (current attributes and config);
- * the maps and lists below are shared by those copies, so update them in place.
+ * whose `access` (and its `identity`) is the one opened for that HTTP request (current
+ * attributes and config); the maps and lists below are shared by those copies, so update them in place.
  */
 export interface SessionCtx {
   identity: Identity;
+  access: ToolAccess;
   scope: string | null;
   sessionId: () => string | undefined;
   /** Aggregated endpoint: which server listed a resource URI (for resources/read). */
@@ -61,29 +62,37 @@ function enforceLimit(rt: Runtime, entry: ServerEntry, what: string, result: unk
 
 /** Output guardrails on anything an upstream MCP server answers (tool results, resources, prompts). */
 async function guardedResult<T>(rt: Runtime, s: SessionCtx, result: T, where: string, requestId: string, attached: readonly string[] | undefined): Promise<T> {
-  const go = await rt.deps.guard(s.identity, 'output', result, where, requestId, attached);
+  const go = await s.access.guard('output', result, where, requestId, attached);
   if (!go.ok) throw new ToolError('guardrail_blocked', go.message, { code: RPC.denied, status: 400, data: { guardrail: go.guardrail } });
   return rt.deps.scrubAcross(go.value as T);
 }
 
 /**
- * credentials.allow and tools[].rate for an allowed MCP access, checked on every call before the
- * upstream sees it (a stdio server holds its credential from spawn, so injection is no check).
+ * credentials.allow, tools[].rate and tools[].budget for an allowed MCP access, checked on every
+ * call before the upstream sees it (a stdio server holds its credential from spawn, so injection is no check).
  */
-function admit(rt: Runtime, s: SessionCtx, entry: ServerEntry, d: Decision, ev: Record<string, unknown>): void {
-  const refused = credentialRefusal(rt, s, entry);
+function admit(rt: Runtime, s: SessionCtx, entry: ServerEntry, d: Decision, ev: Record<string, unknown>): ToolAdmission {
+  const refused = credentialRefusal(s, entry);
   if (refused) {
     rt.deps.audit.record({ ...ev, type: 'tool.rejected', outcome: { status: 'credential_denied', error: refused.message } });
     throw refused;
   }
-  try { rt.deps.admitCall(s.identity, d); } catch (e) {
-    rt.deps.audit.record({ ...ev, type: 'tool.rejected', outcome: { status: 'rate_limited', error: errMsg(e) } });
+  try { return s.access.admitCall(d); } catch (e) {
+    rt.deps.audit.record({ ...ev, type: 'tool.rejected', outcome: { status: e instanceof ToolError ? e.errorCode : 'rate_limited', error: errMsg(e) } });
     throw e;
   }
 }
 
-function credentialRefusal(rt: Runtime, s: SessionCtx, entry: ServerEntry): ToolError | null {
-  const why = entry.spec.credential ? rt.deps.credentialRefusal(entry.spec.credential, s.identity) : null;
+/** Run the steps between admission and the upstream call; a call they stop gives its budget back. */
+async function untilForwarded<T>(adm: ToolAdmission, steps: () => T | Promise<T>): Promise<T> {
+  let out: T;
+  try { out = await steps(); } catch (e) { adm.dropped(); throw e; }
+  adm.forwarded();
+  return out;
+}
+
+function credentialRefusal(s: SessionCtx, entry: ServerEntry): ToolError | null {
+  const why = entry.spec.credential ? s.access.credentialRefusal(entry.spec.credential) : null;
   return why === null ? null : new ToolError('policy_denied', `MCP server "${entry.name}": ${why}`, { code: RPC.denied, status: 403, data: { reason: 'credential_not_allowed', credential: entry.spec.credential } });
 }
 
@@ -94,7 +103,7 @@ function credentialRefusal(rt: Runtime, s: SessionCtx, entry: ServerEntry): Tool
 function listable(rt: Runtime, s: SessionCtx): ServerEntry[] {
   const out: ServerEntry[] = [];
   for (const e of rt.catalog.inScope(s.scope)) {
-    const refused = credentialRefusal(rt, s, e);
+    const refused = credentialRefusal(s, e);
     if (!refused) out.push(e);
     else if (s.scope !== null) throw refused;
   }
@@ -114,49 +123,51 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     credential: entry.spec.credential ? { name: entry.spec.credential } : undefined };
   // guard (input): block, or redact before policy and upstream see the arguments
   const attached = rt.catalog.servers.get(t.server)?.spec.guardrails;
-  const gi = await deps.guard(s.identity, 'input', args, `tools/call ${name}`, requestId, attached);
+  const gi = await s.access.guard('input', args, `tools/call ${name}`, requestId, attached);
   if (!gi.ok) {
     deps.audit.record({ ...base, type: 'tool.rejected', outcome: { status: 'guardrail_blocked', error: gi.message } });
     throw new ToolError('guardrail_blocked', gi.message, { code: RPC.denied, status: 400, data: { guardrail: gi.guardrail } });
   }
   args = gi.value as Record<string, unknown>;
   // decide
-  const d = deps.authorize(s.identity, t.resource, t.action, args, context(rt, s, requestId, { server: t.server, tool: t.def.name }));
+  const d = s.access.authorize(t.resource, t.action, args, context(rt, s, requestId, { server: t.server, tool: t.def.name }));
   deps.audit.record({ ...base, type: 'tool.decision', decision: decisionFields(d) });
   if (d.effect === 'deny' || (!d.allowed && d.effect !== 'approval_required')) {
     throw new ToolError('policy_denied', denialMessage(d, `tools/call "${name}" (resource ${t.resource}, action ${t.action})`), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
   }
-  admit(rt, s, entry, d, base);
-  // integrity and validate come after decide: a caller denied the tool learns nothing about it
-  if (!t.integrity.ok) {
-    deps.audit.record({ ...base, type: 'tool.withheld', outcome: { status: 'withheld', error: t.integrity.reason } });
-    throw new ToolError('tool_definition_changed', `tool "${name}" is withheld: ${t.integrity.reason}`, { code: RPC.denied, status: 409, data: { reason: 'tool_definition_changed', digest: t.integrity.digest } });
-  }
-  const invalid = t.validate(args);
-  if (invalid) {
-    deps.audit.record({ ...base, type: 'tool.rejected', outcome: { status: 'invalid_arguments', error: invalid } });
-    throw new ToolError('invalid_arguments', `arguments for tool "${name}" do not match its input schema: ${invalid}`, { code: RPC.invalidParams, status: 400 });
-  }
-  // approval
-  if (d.effect === 'approval_required') {
-    const a = rt.approvals.check(s.identity, { plane: 'mcp', target: `${t.server}/${t.def.name}`, resource: t.resource, action: t.action }, base.args_digest, d);
-    if (a.status === 'pending') {
-      deps.audit.record({ ...base, type: 'tool.approval_pending', approval_id: a.approval.id });
-      throw new ToolError('approval_required', `approval required: approval id ${a.approval.id} (policy "${d.policy}" rule tools[${d.rule}]); retry the same call after an admin approves it, before ${a.approval.expiresAt}`,
-        { code: RPC.denied, status: 403, data: { approval_id: a.approval.id, policy: d.policy, rule: d.rule, expires_at: a.approval.expiresAt } });
+  const adm = admit(rt, s, entry, d, base);
+  await untilForwarded(adm, async () => {
+    // integrity and validate come after decide: a caller denied the tool learns nothing about it
+    if (!t.integrity.ok) {
+      deps.audit.record({ ...base, type: 'tool.withheld', outcome: { status: 'withheld', error: t.integrity.reason } });
+      throw new ToolError('tool_definition_changed', `tool "${name}" is withheld: ${t.integrity.reason}`, { code: RPC.denied, status: 409, data: { reason: 'tool_definition_changed', digest: t.integrity.digest } });
     }
-    deps.audit.record({ ...base, type: 'tool.approval_used', approval_id: a.approval.id, approved_by: a.approval.decidedBy });
-  }
-  // intent: a call that changes the outside world is on record before it happens
-  if (t.mutating) {
-    try {
-      await deps.audit.recordDurable({ ...base, type: 'tool.intent', decision: decisionFields(d) });
-    } catch (e) {
-      throw new ToolError('audit_unavailable', `tools/call "${name}" not forwarded: its intent could not be recorded durably (${errMsg(e)})`, { code: RPC.upstream, status: 503 });
+    const invalid = t.validate(args);
+    if (invalid) {
+      deps.audit.record({ ...base, type: 'tool.rejected', outcome: { status: 'invalid_arguments', error: invalid } });
+      throw new ToolError('invalid_arguments', `arguments for tool "${name}" do not match its input schema: ${invalid}`, { code: RPC.invalidParams, status: 400 });
     }
-  }
-  // call -> limit -> record (a call the client already cancelled is not forwarded)
-  if (extra.signal?.aborted) throw new ToolError('cancelled', `tools/call "${name}" was cancelled by the client`, { code: RPC.upstream, status: 499 });
+    // approval
+    if (d.effect === 'approval_required') {
+      const a = rt.approvals.check(s.identity, { plane: 'mcp', target: `${t.server}/${t.def.name}`, resource: t.resource, action: t.action }, base.args_digest, d);
+      if (a.status === 'pending') {
+        deps.audit.record({ ...base, type: 'tool.approval_pending', approval_id: a.approval.id });
+        throw new ToolError('approval_required', `approval required: approval id ${a.approval.id} (policy "${d.policy}" rule tools[${d.rule}]); retry the same call after an admin approves it, before ${a.approval.expiresAt}`,
+          { code: RPC.denied, status: 403, data: { approval_id: a.approval.id, policy: d.policy, rule: d.rule, expires_at: a.approval.expiresAt } });
+      }
+      deps.audit.record({ ...base, type: 'tool.approval_used', approval_id: a.approval.id, approved_by: a.approval.decidedBy });
+    }
+    // intent: a call that changes the outside world is on record before it happens
+    if (t.mutating) {
+      try {
+        await deps.audit.recordDurable({ ...base, type: 'tool.intent', decision: decisionFields(d) });
+      } catch (e) {
+        throw new ToolError('audit_unavailable', `tools/call "${name}" not forwarded: its intent could not be recorded durably (${errMsg(e)})`, { code: RPC.upstream, status: 503 });
+      }
+    }
+    // call -> limit -> record (a call the client already cancelled is not forwarded)
+    if (extra.signal?.aborted) throw new ToolError('cancelled', `tools/call "${name}" was cancelled by the client`, { code: RPC.upstream, status: 499 });
+  });
   const started = performance.now();
   try {
     const result = await entry.upstream.callTool(t.def.name, args, s.identity, { signal: extra.signal, onprogress: extra.onprogress });
@@ -175,28 +186,28 @@ export function visibleTools(rt: Runtime, s: SessionCtx): CompiledTool[] {
   const out: CompiledTool[] = [];
   for (const e of listable(rt, s)) {
     for (const t of e.tools.values()) {
-      if (t.integrity.ok && rt.deps.visible(s.identity, t.resource, t.action)) out.push(t);
+      if (t.integrity.ok && s.access.visible(t.resource, t.action)) out.push(t);
     }
   }
   return out;
 }
 
-/** Decide a resource or prompt access; returns the request id its evidence is filed under. */
-function authorizeOrThrow(rt: Runtime, s: SessionCtx, entry: ServerEntry, action: string, args: Record<string, unknown>, what: string): string {
+/** Decide and admit a resource or prompt access: the request id its evidence is filed under, and its admission. */
+function authorizeOrThrow(rt: Runtime, s: SessionCtx, entry: ServerEntry, action: string, args: Record<string, unknown>, what: string): { requestId: string; adm: ToolAdmission } {
   const requestId = `req_${randomUUID()}`;
-  const d = rt.deps.authorize(s.identity, entry.resource, action, args, context(rt, s, requestId, { server: entry.name }));
+  const d = s.access.authorize(entry.resource, action, args, context(rt, s, requestId, { server: entry.name }));
   rt.deps.audit.record({ type: 'tool.decision', plane: 'mcp', request_id: requestId, ...identityFields(s.identity), server: entry.name, resource: entry.resource, action,
     args_digest: argsDigest(args), decision: decisionFields(d) });
   // Approval flows are for tool calls; a resource or prompt read that needs one is refused.
   if (!d.allowed || d.effect !== 'allow') throw new ToolError('policy_denied', denialMessage(d, what), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
-  admit(rt, s, entry, d, { type: 'tool.call', plane: 'mcp', request_id: requestId, ...identityFields(s.identity), server: entry.name, resource: entry.resource, action });
-  return requestId;
+  const adm = admit(rt, s, entry, d, { type: 'tool.call', plane: 'mcp', request_id: requestId, ...identityFields(s.identity), server: entry.name, resource: entry.resource, action });
+  return { requestId, adm };
 }
 
 export async function listResources(rt: Runtime, s: SessionCtx): Promise<Resource[]> {
   const out: Resource[] = [];
   await Promise.all(listable(rt, s).map(async (e) => {
-    if (!rt.deps.visible(s.identity, e.resource, RESOURCE_READ)) return;
+    if (!s.access.visible(e.resource, RESOURCE_READ)) return;
     try {
       for (const r of await e.upstream.listResources(s.identity)) {
         s.resourceOwner.set(r.uri, e.name);
@@ -209,7 +220,7 @@ export async function listResources(rt: Runtime, s: SessionCtx): Promise<Resourc
 
 export async function listResourceTemplates(rt: Runtime, s: SessionCtx): Promise<ResourceTemplate[]> {
   // Per server in catalog order, so a URI two servers' templates both match routes the same way every time.
-  const servers = listable(rt, s).filter((e) => rt.deps.visible(s.identity, e.resource, RESOURCE_READ));
+  const servers = listable(rt, s).filter((e) => s.access.visible(e.resource, RESOURCE_READ));
   const lists = await Promise.all(servers.map(async (e) => {
     try { return await e.upstream.listResourceTemplates(s.identity); } catch (err) {
       rt.deps.log.warn({ mcp_server: e.name, err: errMsg(err) }, 'resources/templates/list failed');
@@ -249,7 +260,8 @@ function resourceOwner(rt: Runtime, s: SessionCtx, uri: string): ServerEntry {
 
 export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extra: Extra): Promise<ReadResourceResult> {
   const owner = resourceOwner(rt, s, uri);
-  const requestId = authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/read "${uri}" (resource ${owner.resource})`);
+  const { requestId, adm } = authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/read "${uri}" (resource ${owner.resource})`);
+  adm.forwarded();
   const r = await owner.upstream.readResource(uri, s.identity, extra);
   enforceLimit(rt, owner, `resources/read "${uri}"`, r);
   return guardedResult(rt, s, r, `resources/read ${uri}`, requestId, owner.spec.guardrails);
@@ -259,7 +271,7 @@ export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extr
 export async function subscribeResource(rt: Runtime, s: SessionCtx, uri: string): Promise<void> {
   if (s.subscriptions.has(uri)) return;
   const owner = resourceOwner(rt, s, uri);
-  authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/subscribe "${uri}" (resource ${owner.resource})`);
+  authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/subscribe "${uri}" (resource ${owner.resource})`).adm.forwarded();
   await owner.upstream.subscribe(uri, s.identity);
   s.subscriptions.set(uri, owner.name);
 }
@@ -274,7 +286,7 @@ export async function unsubscribeResource(rt: Runtime, s: SessionCtx, uri: strin
 export async function listPrompts(rt: Runtime, s: SessionCtx): Promise<Prompt[]> {
   const out: Prompt[] = [];
   await Promise.all(listable(rt, s).map(async (e) => {
-    if (!rt.deps.visible(s.identity, e.resource, PROMPT_GET)) return;
+    if (!s.access.visible(e.resource, PROMPT_GET)) return;
     try {
       for (const p of await e.upstream.listPrompts(s.identity)) out.push(s.scope === null ? { ...p, name: `${e.name}${NAME_SEP}${p.name}` } : p);
     } catch (err) { rt.deps.log.warn({ mcp_server: e.name, err: errMsg(err) }, 'prompts/list failed'); }
@@ -292,9 +304,9 @@ export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: 
     }
   }
   if (!entry) throw new ToolError('unknown_prompt', `unknown prompt "${name}"; call prompts/list for the prompts you may use`, { code: RPC.notFound, status: 404 });
-  const requestId = authorizeOrThrow(rt, s, entry, PROMPT_GET, { name: prompt, arguments: args ?? {} }, `prompts/get "${name}" (resource ${entry.resource})`);
+  const { requestId, adm } = authorizeOrThrow(rt, s, entry, PROMPT_GET, { name: prompt, arguments: args ?? {} }, `prompts/get "${name}" (resource ${entry.resource})`);
   // Prompt arguments are text the agent sends: input guardrails, like tool arguments.
-  const gi = await rt.deps.guard(s.identity, 'input', args ?? {}, `prompts/get ${name}`, requestId, entry.spec.guardrails);
+  const gi = await untilForwarded(adm, () => s.access.guard('input', args ?? {}, `prompts/get ${name}`, requestId, entry.spec.guardrails));
   if (!gi.ok) throw new ToolError('guardrail_blocked', gi.message, { code: RPC.denied, status: 400, data: { guardrail: gi.guardrail } });
   const r = await entry.upstream.getPrompt(prompt, gi.value as Record<string, string>, s.identity, extra);
   enforceLimit(rt, entry, `prompts/get "${name}"`, r);

@@ -17,7 +17,7 @@ import { createCatalog } from './catalog.ts';
 import { callTool, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, subscribeResource, unsubscribeResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { createToolIntegrity, type ToolDiff } from './tool-integrity.ts';
 import type { UpstreamOptions, UpstreamState } from './upstream.ts';
-import { RPC, ToolError, type ToolDeps } from './types.ts';
+import { RPC, ToolError, type ToolAccess, type ToolDeps } from './types.ts';
 
 export interface McpGatewayOptions extends UpstreamOptions {
   /** tools/list page size (default 200). */
@@ -36,7 +36,8 @@ export interface McpGatewayOptions extends UpstreamOptions {
 }
 
 export interface McpGateway {
-  handle(req: IncomingMessage, res: ServerResponse, identity: Identity, serverName: string | null, parsedBody?: unknown): Promise<void>;
+  /** One HTTP request of an MCP client, with the caller's access context for that request. */
+  handle(req: IncomingMessage, res: ServerResponse, access: ToolAccess, serverName: string | null, parsedBody?: unknown): Promise<void>;
   reload(config: ConfigSet): Promise<void>;
   close(): Promise<void>;
   approvals: Approvals;
@@ -51,21 +52,21 @@ interface Session { id: string; ctx: SessionCtx; server: Server; transport: Stre
 const identityKey = (i: Identity) => i.agent.spiffeId;
 
 /**
- * The identity resolved for one HTTP request rides on it as the SDK's authInfo, so each
- * JSON-RPC request of a session is decided with its own request's identity (current attributes,
- * current config), never the one the session was opened with.
+ * The access context opened for one HTTP request rides on it as the SDK's authInfo, so each
+ * JSON-RPC request of a session is decided with its own request's identity and policy set
+ * (current attributes, current config), never the ones the session was opened with.
  */
 type AuthedRequest = IncomingMessage & { auth?: AuthInfo };
-function attachIdentity(req: IncomingMessage, identity: Identity): void {
-  (req as AuthedRequest).auth = { token: '', clientId: identity.agent.spiffeId, scopes: [], extra: { identity } };
+function attachAccess(req: IncomingMessage, access: ToolAccess): void {
+  (req as AuthedRequest).auth = { token: '', clientId: access.identity.agent.spiffeId, scopes: [], extra: { access } };
 }
 
-/** The session as seen by one request: same shared state, that request's identity. */
+/** The session as seen by one request: same shared state, that request's access context. */
 function forRequest(ctx: SessionCtx, extra: { authInfo?: AuthInfo }): SessionCtx {
-  const identity = extra.authInfo?.extra?.identity as Identity | undefined;
+  const access = extra.authInfo?.extra?.access as ToolAccess | undefined;
   // Every request through handle() carries one; a missing one is a bug, and never means "use the old identity".
-  if (!identity || identityKey(identity) !== identityKey(ctx.identity)) throw new ToolError('internal_error', 'MCP request without the caller\'s identity', { code: RPC.upstream, status: 500 });
-  return identity === ctx.identity ? ctx : { ...ctx, identity };
+  if (!access || identityKey(access.identity) !== identityKey(ctx.identity)) throw new ToolError('internal_error', 'MCP request without the caller\'s identity', { code: RPC.upstream, status: 500 });
+  return access === ctx.access ? ctx : { ...ctx, identity: access.identity, access };
 }
 
 export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGatewayOptions = {}): McpGateway {
@@ -130,7 +131,8 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     return server;
   }
 
-  async function startSession(req: IncomingMessage, res: ServerResponse, identity: Identity, scope: string | null, body: unknown): Promise<void> {
+  async function startSession(req: IncomingMessage, res: ServerResponse, access: ToolAccess, scope: string | null, body: unknown): Promise<void> {
+    const identity = access.identity;
     const who = identityKey(identity);
     const mine = opened.get(who) ?? 0;
     if (mine >= maxPerIdentity) {
@@ -149,7 +151,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       if (n > 0) opened.set(who, n); else opened.delete(who);
     };
     let session: Session | undefined;
-    const ctx: SessionCtx = { identity, scope, sessionId: () => session?.id, resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
+    const ctx: SessionCtx = { identity, access, scope, sessionId: () => session?.id, resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
     const server = buildServer(ctx);
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => randomUUID(),
@@ -168,7 +170,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     };
     try {
       await server.connect(transport);
-      attachIdentity(req, identity);
+      attachAccess(req, access);
       await transport.handleRequest(req, res, body);
     } finally {
       if (!session) release(); // initialize failed: no session holds the slot
@@ -176,7 +178,8 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   }
 
   return {
-    async handle(req, res, identity, serverName, parsedBody) {
+    async handle(req, res, access, serverName, parsedBody) {
+      const identity = access.identity;
       if (serverName !== null && !catalog.servers.has(serverName)) {
         return rpcError(res, 404, RPC.notFound, `unknown MCP server "${serverName}"; use /mcp for all servers you may use`);
       }
@@ -196,15 +199,16 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
         }
         if (s.ctx.scope !== serverName) return rpcError(res, 400, RPC.invalidParams, `this MCP session was opened on ${s.ctx.scope === null ? '/mcp' : `/mcp/${s.ctx.scope}`}; use that endpoint`);
         s.lastUsed = Date.now();
-        // Same SPIFFE ID, attributes as they are now: requests are decided with this identity, and
-        // the session's own background work (unsubscribing when it closes) uses the latest one.
+        // Same SPIFFE ID, attributes as they are now: requests are decided with this access context,
+        // and the session's own background work (unsubscribing when it closes) uses the latest identity.
         s.ctx.identity = identity;
-        attachIdentity(req, identity);
+        s.ctx.access = access;
+        attachAccess(req, access);
         return s.transport.handleRequest(req, res, body);
       }
       const isInit = req.method === 'POST' && (Array.isArray(body) ? body.some(isInitializeRequest) : isInitializeRequest(body));
       if (!isInit) return rpcError(res, 400, RPC.invalidParams, 'missing Mcp-Session-Id header; start a session with an initialize request first');
-      return startSession(req, res, identity, serverName, body);
+      return startSession(req, res, access, serverName, body);
     },
     async reload(next) {
       await catalog.reload(next);

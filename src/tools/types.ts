@@ -1,29 +1,46 @@
 // Tool plane dependencies and shared shapes. The gateway never imports policy, identity, credentials
-// or audit implementations: the server injects them as one ToolDeps object.
+// or audit implementations: the server injects them as one ToolDeps object (long-lived services)
+// and, per request, the caller's ToolAccess (decisions, limits, guardrails).
 import type { Identity } from '../identity/types.ts';
 import type { Decision } from '../policy/types.ts';
 
-export interface ToolDeps {
+/**
+ * The caller's access context for one HTTP request (src/access/context.ts, opened when the caller
+ * was identified): its identity and policy set, resolved once, drive every decision, listing,
+ * limit and guardrail of the tool calls that request carries (a batch, an MCP session's message).
+ */
+export interface ToolAccess {
+  readonly identity: Identity;
   /** Per-call decision (policy engine). context carries e.g. {time, request_id, environment}. */
-  authorize(identity: Identity, resource: string, action: string, args: Record<string, unknown>, context: Record<string, unknown>): Decision;
-  /** Could this identity call (resource, action) for SOME arguments? Used to filter tools/list. */
-  visible(identity: Identity, resource: string, action: string): boolean;
-  /** Outbound auth for a credential name (headers to add; for stdio servers: env vars). Never shown to agents. */
-  credentialHeaders(credentialName: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number } }>;
+  authorize(resource: string, action: string, args: Record<string, unknown>, context: Record<string, unknown>): Decision;
+  /** Could this caller call (resource, action) for SOME arguments? Used to filter listings. */
+  visible(resource: string, action: string): boolean;
   /**
-   * Why this identity may not use the credential (credentials.allow of its policies), or null.
+   * Why this caller may not use the credential (credentials.allow of its policies), or null.
    * Checked on every call, whatever the transport, before the upstream sees anything: a stdio
    * server holds its credential from spawn, so injection time is not a check.
    */
-  credentialRefusal(credentialName: string, identity: Identity): string | null;
-  /** Count an allowed call against the rate (tools[].rate) of the rule that allowed it, per agent and per key; throws a 429 ToolError when spent. */
-  admitCall(identity: Identity, decision: Decision): void;
+  credentialRefusal(credentialName: string): string | null;
+  /**
+   * Count an allowed call against the rate (tools[].rate) and budget (tools[].budget) of the rule
+   * that allowed it, per agent and per key; throws a 429 ToolError when either is spent. Call
+   * `forwarded()` once the call goes upstream (it then counts against the budget), else `dropped()`.
+   */
+  admitCall(decision: Decision): ToolAdmission;
+  /** Guardrails on tool arguments (input) or results (output): the possibly redacted value, or a block. */
+  /** `attached`: guardrails the tool's own resource (McpServer/HttpTool spec.guardrails) adds to the caller's. */
+  guard(direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]): Promise<{ ok: true; value: unknown } | { ok: false; guardrail: string; message: string }>;
+}
+
+/** A call admitted against its rule's budget: charged once it is forwarded, given back otherwise. */
+export interface ToolAdmission { forwarded(): void; dropped(): void }
+
+export interface ToolDeps {
+  /** Outbound auth for a credential name (headers to add; for stdio servers: env vars). Never shown to agents. */
+  credentialHeaders(credentialName: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number } }>;
   /** Audit: fire-and-forget event, and durable write that resolves once stored (for side-effecting calls' intent). */
   audit: { record(ev: Record<string, unknown>): void; recordDurable(ev: Record<string, unknown>): Promise<unknown> };
   log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
-  /** Guardrails on tool arguments (input) or results (output): the possibly redacted value, or a block. */
-  /** `attached`: guardrails the tool's own resource (McpServer/HttpTool spec.guardrails) adds to the caller's. */
-  guard(identity: Identity, direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]): Promise<{ ok: true; value: unknown } | { ok: false; guardrail: string; message: string }>;
   /** Scrub text aam writes to disk (stored tool definitions); what reaches agents is scrubbed by the egress door. */
   scrub(text: string): string;
   /** Redact a secret an upstream split across a result's text parts (an agent joins them). */
