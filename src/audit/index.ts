@@ -12,7 +12,7 @@ export { toOcsf } from './ocsf.ts';
 export { queryEvents, showRequest, describeEvent } from './query.ts';
 export type { AuditQuery } from './query.ts';
 export { applyRetention } from './retention.ts';
-export { startSinks } from './sinks.ts';
+export { startSinks, stopSinksWithCheckpoint } from './sinks.ts';
 export type { AuditSink, SinkRunner, SinkRunnerOptions, SinkStatus } from './sinks.ts';
 export { fileSink } from './sink-file.ts';
 export { webhookSink, otlpLogsSink, signWebhookBody } from './sink-http.ts';

@@ -195,3 +195,29 @@ export function startSinks(source: SinkSource, sinks: readonly AuditSink[], opts
     },
   };
 }
+
+/** What shutdown needs of the audit log: flush the queue, then sign a checkpoint of the head. */
+export interface CheckpointSource {
+  flush(): Promise<void>;
+  checkpoint(type?: 'close'): Promise<number | null>;
+}
+
+/**
+ * Graceful stop: sign the final checkpoint now and let the sinks deliver it (with the events it
+ * covers) before they stop, waiting at most `waitMs`, so the last anchor is outside the data dir
+ * when the process exits, not only at the next start. A sink that is down keeps its cursor: it
+ * gets everything, that checkpoint included, once the gateway runs again. Resolves to what was
+ * not delivered in time (null when everything was).
+ */
+export async function stopSinksWithCheckpoint(log: CheckpointSource, runner: SinkRunner, waitMs: number): Promise<string | null> {
+  let problem: string | null = null;
+  try {
+    await log.flush();
+    await log.checkpoint('close');
+    await runner.drain(waitMs);
+  } catch (e) {
+    problem = e instanceof Error ? e.message : String(e);
+  }
+  await runner.stop();
+  return problem;
+}

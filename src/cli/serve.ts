@@ -14,7 +14,7 @@ import { addToolRoutes } from '../server/tool-routes.ts';
 import { createMcpGateway } from '../tools/mcp-gateway.ts';
 import { createHttpToolProxy } from '../tools/http-tool.ts';
 import { toolDeps } from '../access/tool-deps.ts';
-import { openAuditLog, startSinks, webhookSink, fileSink, otlpLogsSink, checkpointFilePath, type AuditSink } from '../audit/index.ts';
+import { openAuditLog, startSinks, stopSinksWithCheckpoint, webhookSink, fileSink, otlpLogsSink, checkpointFilePath, type AuditSink } from '../audit/index.ts';
 import { segmentAgeFor, startRetention } from '../audit/retention.ts';
 import { DEFAULT_SEGMENTS } from '../audit/writer.ts';
 import { mergeSmallSegments } from '../audit/store.ts';
@@ -91,6 +91,8 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   rt.audit = audit;
   rt.auditLog = audit;
   const sinks = audit ? startSinks(audit, auditSinks(env)) : null;
+  const sinkShutdownMs = env.AAM_AUDIT_SINK_SHUTDOWN_MS ? Number(env.AAM_AUDIT_SINK_SHUTDOWN_MS) : 5000;
+  if (!Number.isSafeInteger(sinkShutdownMs) || sinkShutdownMs < 0) throw new Error(`AAM_AUDIT_SINK_SHUTDOWN_MS must be a whole number of milliseconds (default 5000), not "${env.AAM_AUDIT_SINK_SHUTDOWN_MS}"`);
   rt.audit?.record({ type: 'admin', request_id: `startup-${Date.now()}`, admin: { action: 'gateway_started', target: rt.compiled.version, actor: 'system' }, outcome: { status: 200 } });
   // Identity: aam's own JWT-SVID issuer (keys created 0600 on first start) and the verifier for
   // its tokens and for external SPIFFE trust domains.
@@ -152,7 +154,9 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     await mcp.close();
     await rt.close();
     stopRetention?.();
-    await sinks?.stop();
+    // The final signed checkpoint reaches the sinks before exit (bounded wait), not only at the next start.
+    const late = audit && sinks ? await stopSinksWithCheckpoint(audit, sinks, sinkShutdownMs) : null;
+    if (late) rt.log.warn({ event: 'audit_sinks_not_drained', err: late }, 'audit sinks did not get the final checkpoint before shutdown; each resumes from its cursor at the next start');
     await audit?.close();
     await rt.tracer?.shutdown(5000);
   })();
