@@ -113,7 +113,10 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   addIdentityRoutes(routes);
   // Tool plane: MCP gateway + HTTP action proxy share one approvals list.
   const deps = toolDeps(rt);
-  const mcp = createMcpGateway(rt.compiled.set, deps, { maxSessionsPerIdentity: env.AAM_MCP_SESSIONS_PER_IDENTITY ? Number(env.AAM_MCP_SESSIONS_PER_IDENTITY) : undefined });
+  const mcp = createMcpGateway(rt.compiled.set, deps, {
+    maxSessionsPerIdentity: env.AAM_MCP_SESSIONS_PER_IDENTITY ? Number(env.AAM_MCP_SESSIONS_PER_IDENTITY) : undefined,
+    maxSessionsPerTrustDomain: env.AAM_MCP_SESSIONS_PER_TRUST_DOMAIN ? Number(env.AAM_MCP_SESSIONS_PER_TRUST_DOMAIN) : undefined,
+  });
   const httpTools = createHttpToolProxy(rt.compiled.set, deps, { approvals: mcp.approvals });
   rt.tools = { mcp, http: httpTools };
   addToolRoutes(routes, mcp, httpTools);

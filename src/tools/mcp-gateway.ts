@@ -25,6 +25,11 @@ export interface McpGatewayOptions extends UpstreamOptions {
   /** Open sessions, in all (default 10,000) and per identity (default 100), so one agent cannot lock the others out. */
   maxSessions?: number;
   maxSessionsPerIdentity?: number;
+  /**
+   * Open sessions of identities no Agent registers (external SPIFFE IDs), per trust domain
+   * (default 1,000): a domain can mint any number of IDs, so per identity alone does not bound it.
+   */
+  maxSessionsPerTrustDomain?: number;
   /** Sessions idle longer than this are closed (default 30 min). */
   sessionIdleMs?: number;
   approvalWindowMs?: number;
@@ -78,8 +83,12 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   const maxSessions = opts.maxSessions ?? 10_000;
   const maxPerIdentity = opts.maxSessionsPerIdentity ?? 100;
   if (!Number.isSafeInteger(maxPerIdentity) || maxPerIdentity < 1) throw new Error(`MCP sessions per identity (AAM_MCP_SESSIONS_PER_IDENTITY) must be a positive integer, not ${String(opts.maxSessionsPerIdentity)}`);
+  const maxPerDomain = opts.maxSessionsPerTrustDomain ?? 1000;
+  if (!Number.isSafeInteger(maxPerDomain) || maxPerDomain < 1) throw new Error(`MCP sessions per trust domain (AAM_MCP_SESSIONS_PER_TRUST_DOMAIN) must be a positive integer, not ${String(opts.maxSessionsPerTrustDomain)}`);
   /** Sessions open or being opened, per identity (reserved before initialize, so a burst cannot overshoot). */
   const opened = new Map<string, number>();
+  /** The same for unregistered identities, per trust domain (the authority that vouched for them). */
+  const openedByDomain = new Map<string, number>();
   let openedTotal = 0;
   const idleMs = opts.sessionIdleMs ?? 30 * 60_000;
   const maxBody = opts.maxBodyBytes ?? 4 * 1024 * 1024;
@@ -139,16 +148,24 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       deps.log.warn({ spiffe_id: who, sessions: mine }, 'mcp session refused: per-identity limit');
       return rpcError(res, 429, RPC.limited, `too many open MCP sessions for ${who} (limit ${maxPerIdentity} per identity); close unused sessions (HTTP DELETE with Mcp-Session-Id) or let idle ones expire (after ${Math.round(idleMs / 60_000)} min), then retry`);
     }
+    // A registered Agent is one of a configured few; an external SPIFFE ID is whatever its domain mints.
+    const domain = identity.agent.name ? null : identity.agent.trustDomain;
+    const ours = domain === null ? 0 : openedByDomain.get(domain) ?? 0;
+    if (domain !== null && ours >= maxPerDomain) {
+      deps.log.warn({ spiffe_id: who, trust_domain: domain, sessions: ours }, 'mcp session refused: per-trust-domain limit');
+      return rpcError(res, 429, RPC.limited, `too many open MCP sessions for identities of trust domain ${domain} that are not registered as Agents (limit ${maxPerDomain} per trust domain); close unused sessions (HTTP DELETE with Mcp-Session-Id) or let idle ones expire (after ${Math.round(idleMs / 60_000)} min), then retry; an operator can register the workload as an Agent or raise AAM_MCP_SESSIONS_PER_TRUST_DOMAIN`);
+    }
     if (openedTotal >= maxSessions) return rpcError(res, 503, RPC.upstream, `too many MCP sessions (${maxSessions}); close unused sessions (HTTP DELETE with Mcp-Session-Id) and retry`);
     opened.set(who, mine + 1);
+    if (domain !== null) openedByDomain.set(domain, ours + 1);
     openedTotal++;
     let released = false;
     const release = () => {
       if (released) return;
       released = true;
       openedTotal--;
-      const n = (opened.get(who) ?? 1) - 1;
-      if (n > 0) opened.set(who, n); else opened.delete(who);
+      decrement(opened, who);
+      if (domain !== null) decrement(openedByDomain, domain);
     };
     let session: Session | undefined;
     const ctx: SessionCtx = { identity, access, scope, sessionId: () => session?.id, resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
@@ -265,6 +282,11 @@ function decodeCursor(cursor: string | undefined): number {
     if (typeof v.o === 'number' && Number.isSafeInteger(v.o) && v.o >= 0) return v.o;
   } catch { /* fall through */ }
   throw new ToolError('invalid_cursor', 'invalid tools/list cursor; pass the nextCursor from the previous page unchanged', { code: RPC.invalidParams, status: 400 });
+}
+
+function decrement(counts: Map<string, number>, key: string): void {
+  const n = (counts.get(key) ?? 1) - 1;
+  if (n > 0) counts.set(key, n); else counts.delete(key);
 }
 
 function rpcError(res: ServerResponse, status: number, code: number, message: string): void {
