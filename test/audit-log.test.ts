@@ -4,7 +4,6 @@ import assert from 'node:assert/strict';
 import { DatabaseSync } from 'node:sqlite';
 import { chmodSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { canonicalJson } from '../src/audit/canonical.ts';
 import { openAuditLog, AuditUnavailableError } from '../src/audit/log.ts';
 import type { AuditAlert } from '../src/audit/log.ts';
@@ -94,7 +93,8 @@ test('buffer mode: bounded queue refuses (never drops) when full, durable waits 
   await assert.rejects(log.recordDurable(sampleEvent(6)), /queue is full/);
   assert.deepEqual([log.stats().rejected, log.stats().dropped, log.stats().queued], [2, 0, 5]);
   assert.ok(alerts.some((a) => a.kind === 'queue_full'));
-  await sleep(100);
+  // The writer has met the locked database (the durable event waits for storage, not for its turn).
+  await until(() => log.stats().failing, 30_000, 'the audit writer to report the locked database');
   blocker.exec('COMMIT');
   blocker.close();
   const receipt = await durable;
@@ -202,11 +202,12 @@ test('checkpoints are also signed on a timer when events trickle in', async () =
   const dir = tempDir();
   const log = openAuditLog({ dataDir: dir, checkpointEvery: 1_000_000, checkpointIntervalMs: 30 });
   await log.recordDurable(sampleEvent(1));
-  await sleep(200);
-  const db = new DatabaseSync(join(dir, 'audit.db'), { readOnly: true });
-  const n = Number(db.prepare("SELECT COUNT(*) AS n FROM audit_checkpoints WHERE type = 'periodic' AND tree_size = 1").get()?.n);
-  db.close();
-  assert.equal(n, 1);
+  const periodic = (): number => {
+    const db = new DatabaseSync(join(dir, 'audit.db'), { readOnly: true });
+    try { return Number(db.prepare("SELECT COUNT(*) AS n FROM audit_checkpoints WHERE type = 'periodic' AND tree_size = 1").get()?.n); } finally { db.close(); }
+  };
+  await until(() => periodic() > 0, 30_000, 'a periodic checkpoint of the one event');
+  assert.equal(periodic(), 1, 'one checkpoint per new head, not one per tick');
   await log.close();
 });
 
@@ -343,7 +344,7 @@ test('scheduled retention (AAM_AUDIT_RETENTION) prunes old segments on its own a
   const pruned: number[] = [];
   const errors: unknown[] = [];
   const stop = startRetention(log, 86_400_000, { onPruned: (r) => pruned.push(r.cutSeq), onError: (e) => errors.push(e) }, 50);
-  for (let i = 0; i < 100 && pruned.length === 0; i++) await sleep(20);
+  await until(() => pruned.length > 0 || errors.length > 0, 30_000, 'scheduled retention to prune');
   stop();
   assert.deepEqual(errors, []);
   assert.deepEqual(pruned, [20], 'the two old segments went, the current one stayed');
@@ -453,7 +454,10 @@ test('a new segment file is started when the current one reaches its age; each o
   for (let round = 0; round < 3; round++) {
     for (let i = 0; i < 5; i++) log.record(sampleEvent(round * 5 + i));
     await log.flush();
-    await sleep(150);
+    // The round's segment was opened by its first record, so before now: once 100 ms have passed
+    // from here it is old enough (a clock condition, checked on a deadline rather than slept on).
+    const flushed = Date.now();
+    await until(() => Date.now() - flushed > 100, 30_000, 'the segment to pass its age');
   }
   await log.close();
   const files = segmentFiles(dir);
