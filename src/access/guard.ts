@@ -118,8 +118,3 @@ export function recordStreamFindings(rt: Runtime, requestId: string, identity: I
 }
 
 export type GuardedEvents = { events: StreamEvent[]; blocked?: string };
-
-/** Tool arguments (input) or results (output), with the guardrails the tool's own resource attaches. */
-export function guardJson(rt: Runtime, identity: Identity, direction: Direction, value: unknown, where: string, requestId: string, attached?: readonly string[]): Promise<Guarded<unknown>> {
-  return guardValue(rt, requestId, identity, guardrailsOf(rt, identity, attached), direction, value, where);
-}
