@@ -3,6 +3,7 @@
 import { loadConfig, ConfigError, formatIssues } from './config/load.ts';
 import type { ConfigSet } from './config/schema.ts';
 import { compilePolicies, setFor, type CompiledPolicies, type PolicySet } from './policy/compile.ts';
+import { CatalogRoutes } from './gateway/catalog-routes.ts';
 import { BudgetLedger, RateLimiter } from './policy/limits.ts';
 import { compileProviders, compileRoutes, type ProviderRuntime, type Route } from './gateway/routes.ts';
 import { UsageRecorder } from './gateway/usage.ts';
@@ -54,6 +55,8 @@ export interface Compiled {
   version: string;
   providers: Map<string, ProviderRuntime>;
   routes: Map<string, Route>;
+  /** Provider catalog models (`provider/model` without a Model document), routed on first use. */
+  catalog: CatalogRoutes;
   policies: CompiledPolicies;
   registry: AgentRegistry;
   guardrails: Map<string, CompiledGuardrail>;
@@ -91,7 +94,7 @@ export function compileConfig(set: ConfigSet, vault: Vault, previous?: Compiled)
   const providers = compileProviders(set, (name) => { const r = vault.tryResolve(name); return r.ok ? null : r.reason; }, previous?.providers);
   const routes = compileRoutes(set, providers, previous?.routes);
   const guardrails = new Map([...set.guardrails.values()].map((g) => [g.name, compileGuardrail(g.name, g.spec)] as const));
-  return { set, version, providers, routes, policies: compilePolicies(set, version), registry: buildAgentRegistry(set), guardrails, guardrailLists: { merged: new WeakMap(), byNames: new WeakMap() } };
+  return { set, version, providers, routes, catalog: new CatalogRoutes(set, providers, previous?.catalog), policies: compilePolicies(set, version), registry: buildAgentRegistry(set), guardrails, guardrailLists: { merged: new WeakMap(), byNames: new WeakMap() } };
 }
 
 const STYLE: Record<ProviderRuntime['authStyle'], DefaultStyle> = { bearer: 'bearer', 'x-api-key': 'x-api-key', 'x-goog-api-key': 'header:x-goog-api-key', 'api-key': 'api-key' };

@@ -1,8 +1,9 @@
 // Fallback and retry over a route's targets, shared by chat, streams and embeddings.
-// Order: targets in route order (or weighted first pick); per target up to attemptsPerTarget tries
-// with backoff that honours retry-after; an open circuit breaker skips the target.
+// Order: the route's strategy (strategy.ts); per target up to attemptsPerTarget tries with backoff
+// that honours retry-after; an open circuit breaker skips the target.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { targetOrder, type Route, type Target } from './routes.ts';
+import type { Route, Target } from './routes.ts';
+import { targetOrder, type TokenNeed } from './strategy.ts';
 import type { AttemptFailure } from './upstream.ts';
 
 /** Longest retry-after we wait on the same target before moving on to the next one. */
@@ -18,21 +19,25 @@ export async function runAttempts<T>(
   route: Route,
   signal: AbortSignal,
   once: (target: Target) => Promise<{ ok: true; value: T } | AttemptFailure>,
+  need?: TokenNeed,
 ): Promise<AttemptsResult<T>> {
   const attempts: AttemptLog[] = [];
   let last: AttemptFailure | null = null;
-  const order = targetOrder(route);
+  const order = targetOrder(route, need);
   let skipped = 0;
   for (const target of order) {
     if (!target.breaker.allow()) { skipped++; continue; }
     for (let i = 0; i < route.attemptsPerTarget; i++) {
       if (signal.aborted) return { ok: false, failure: { ok: false, next: 'final', status: 499, clientStatus: 499, code: 'upstream_error', message: 'client closed the request' }, attempts };
       let r: { ok: true; value: T } | AttemptFailure;
+      const started = performance.now();
       try { r = await once(target); } catch (e) { target.breaker.release(); throw e; }
       // The client went away: not the upstream's fault, so no breaker failure and no retry.
       if (!r.ok && signal.aborted) { target.breaker.release(); return { ok: false, failure: { ...r, next: 'final', clientStatus: 499, message: 'client closed the request' }, attempts }; }
       if (r.ok) {
         target.breaker.success();
+        // `once` returns at the commit point: a stream's first content, or a whole answer.
+        target.latency.observe(performance.now() - started);
         return { ok: true, value: r.value, target, attempts };
       }
       attempts.push({ target: target.label, status: r.status, message: r.message });

@@ -16,6 +16,7 @@ import { AamError, badRequest } from '../server/errors.ts';
 import { readJson, sendText, type Ctx } from '../server/context.ts';
 import type { Identity } from '../identity/types.ts';
 import { runAttempts } from './attempts.ts';
+import type { TokenNeed } from './strategy.ts';
 import { demoChat, demoStream } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
 import { localStream, openUpstreamStream, StreamBroken, type OpenStream } from './stream.ts';
@@ -26,6 +27,7 @@ import { blockedMessage } from '../guardrails/engine.ts';
 import { resultToEvents, StreamRecorder } from '../cache/replay.ts';
 import { embedderFor } from './embeddings.ts';
 import { recordCall } from './record.ts';
+import { resolveRoute } from './resolve.ts';
 
 const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' };
 
@@ -54,11 +56,7 @@ export async function serveChat(a: Access, parsedReq: ChatRequest, codec: Client
   // The bytes actually read bound the prompt (a chunked upload declares no length).
   let bodyBytes = ctx.bodyBytes ?? 0;
   let req = parsedReq;
-  const route = ctx.cfg.routes.get(req.model);
-  if (!route || route.kind !== 'chat') {
-    throw new AamError(404, 'model_not_found', `model "${req.model}" is not a chat model route on this gateway; GET /v1/models lists the models you may use`, { param: 'model' });
-  }
-  a.authorizeModel(route.name);
+  const route = resolveRoute(a, req.model, 'chat');
   if (opts.resolve) {
     const r = await opts.resolve(req);
     req = r.req;
@@ -84,8 +82,9 @@ export async function serveChat(a: Access, parsedReq: ChatRequest, codec: Client
 
   const ac = new CallAbort();
   ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });
-  if (req.stream) await streamChat(a, route, req, codec, adm, ac, cache);
-  else await completeChat(a, route, req, codec, adm, ac, cache);
+  const need: TokenNeed = { inputTokens: promptTokens, outputTokens: maxOut };
+  if (req.stream) await streamChat(a, route, req, codec, adm, ac, cache, need);
+  else await completeChat(a, route, req, codec, adm, ac, cache, need);
 }
 
 /** hit: a cached answer to replay; save: store the fresh answer (null when caching is off). */
@@ -95,7 +94,7 @@ function cacheHeader(c: CacheState): Record<string, string> {
   return c.hit ? { 'x-aam-cache': 'hit' } : c.save ? { 'x-aam-cache': 'miss' } : {};
 }
 
-async function completeChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState): Promise<void> {
+async function completeChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState, need: TokenNeed): Promise<void> {
   const { ctx, identity } = a;
   if (cache.hit) {
     finish(a, route, null, cache.hit.usage, adm, 200, false, undefined, 'hit');
@@ -104,7 +103,7 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
     sendText(ctx, 200, JSON.stringify(codec.encodeResult(result, route.name)), 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
     return;
   }
-  const r = await callWhole(ctx, identity, route, req, codec, ac);
+  const r = await callWhole(ctx, identity, route, req, codec, ac, need);
   if (!r.ok) {
     a.release(adm);
     const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
@@ -122,8 +121,8 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
   sendText(ctx, 200, text, 'application/json', { ...responseHeaders(r.target, cost), ...cacheHeader(cache) });
 }
 
-/** One non-streamed answer over the route's targets (fallback, retries). */
-function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, ac: CallAbort) {
+/** One non-streamed answer over the route's targets (fallback, retries); `need` orders them for strategy cost. */
+function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, ac: CallAbort, need: TokenNeed) {
   return runAttempts(route, ac.signal, async (target) => {
     if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoChat(req, target.model), raw: null as string | null } };
     const adapter = target.provider.adapter!;
@@ -134,7 +133,7 @@ function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest,
     try { result = adapter.chatResponse(JSON.parse(res.text)); } catch { return unusable(target, 'not a valid chat response'); }
     // Same wire format on both sides: hand the upstream body through untouched (keeps every field).
     return { ok: true as const, value: { result, raw: adapter.wire === codec.wire ? res.text : null } };
-  });
+  }, need);
 }
 
 /**
@@ -142,8 +141,8 @@ function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest,
  * answered whole first, checked (detectors and webhooks), then replayed as a stream: the stream
  * is never a way around it.
  */
-async function checkedWhole(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, ac: CallAbort) {
-  const r = await callWhole(a.ctx, a.identity, route, req, codec, ac);
+async function checkedWhole(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, ac: CallAbort, need: TokenNeed) {
+  const r = await callWhole(a.ctx, a.identity, route, req, codec, ac, need);
   if (!r.ok) return r;
   const checked = await a.guardChatOutput(r.value.result);
   return { ok: true as const, value: localStream(resultToEvents(checked)), target: r.target };
@@ -153,7 +152,7 @@ function responseHeaders(target: Target, cost: number | null): Record<string, st
   return { 'x-aam-target': target.label, 'x-aam-cost-usd': cost === null ? 'unknown' : cost.toFixed(8) };
 }
 
-async function streamChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState): Promise<void> {
+async function streamChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState, need: TokenNeed): Promise<void> {
   const { ctx, identity, gs } = a;
   const res = ctx.res;
   const includeUsage = codec.wire === 'anthropic' || req.stream_options?.include_usage === true;
@@ -167,7 +166,7 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
   try {
     const whole = !cache.hit && hasOutputWebhook(gs);
     const r = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null }
-      : whole ? await checkedWhole(a, route, req, codec, ac) : await runAttempts(route, ac.signal, async (target) => {
+      : whole ? await checkedWhole(a, route, req, codec, ac, need) : await runAttempts(route, ac.signal, async (target) => {
       if (target.provider.type === 'demo') return { ok: true as const, value: localStream(demoStream(req, target.model)) };
       const adapter = target.provider.adapter!;
       const up = adapter.chatRequest({ ...req, stream: true }, { model: target.model, stream: true, options: target.options });
@@ -175,7 +174,7 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
       if (!up1.ok) return up1;
       bodies.push(up1.body);
       return openUpstreamStream(target, up1.body, adapter.streamParser());
-    });
+    }, need);
     if (!r.ok) {
       a.release(adm);
       const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);

@@ -16,6 +16,7 @@ import { demoEmbeddings } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
 import { CallAbort, sendAttempt, unusable, UPSTREAM_MESSAGE_MAX } from './upstream.ts';
 import { traced } from './traced.ts';
+import { resolveRoute } from './resolve.ts';
 
 export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const a = await openAccess(ctx);
@@ -23,11 +24,7 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const parsed = parseEmbeddingsRequest(await readJson(ctx));
   if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
   let req = parsed.req;
-  const route = ctx.cfg.routes.get(req.model);
-  if (!route || route.kind !== 'embeddings') {
-    throw new AamError(404, 'model_not_found', `model "${req.model}" is not an embeddings route on this gateway (set kind: embeddings on the Model); GET /v1/models lists the models you may use`, { param: 'model' });
-  }
-  a.authorizeModel(route.name);
+  const route = resolveRoute(a, req.model, 'embeddings');
   // Embeddings input is text the agent sends a provider: the same input guardrails as a prompt.
   a.guardrails(route.guardrails);
   const input = await a.guard('input', req.input, 'embeddings input');

@@ -7,6 +7,7 @@ import type { ProviderAdapter } from '../providers/types.ts';
 import { CircuitBreaker, DEFAULT_BREAKER, type BreakerOptions } from './breaker.ts';
 import type { Pricing } from './pricing.ts';
 import { resolvePricing } from '../config/pricing.ts';
+import { LatencyStats } from './strategy.ts';
 
 export type ProviderType = ProviderSpec['type'];
 
@@ -42,6 +43,8 @@ export interface Target {
   pricing: Pricing | null;
   options: Record<string, string>;
   breaker: CircuitBreaker;
+  /** Recent time to first token (strategy latency); kept across reloads like the breaker. */
+  latency: LatencyStats;
   /** "provider/model", used in logs, metrics and audit. */
   label: string;
 }
@@ -49,13 +52,15 @@ export interface Target {
 export interface Route {
   name: string;
   kind: 'chat' | 'embeddings';
-  strategy: 'fallback' | 'loadbalance';
+  strategy: NonNullable<ModelSpec['strategy']>;
   targets: Target[];
   attemptsPerTarget: number;
   backoffMs: number;
   cache?: ModelSpec['cache'];
   /** Guardrails every call of this route passes (besides the caller's policy guardrails). */
   guardrails: readonly string[];
+  /** This route narrowed to a caller's allowed regions (policy models.regions), built once per region set. */
+  regionViews: WeakMap<ReadonlySet<string>, Route>;
 }
 
 const DEFAULT_BASE: Partial<Record<ProviderType, string>> = {
@@ -103,51 +108,43 @@ export function compileProviders(set: ConfigSet, credentialAvailable: (name: str
 
 export function compileRoutes(set: ConfigSet, providers: Map<string, ProviderRuntime>, previous?: Map<string, Route>): Map<string, Route> {
   const out = new Map<string, Route>();
-  for (const m of set.models.values()) {
-    const s = m.spec;
-    const prev = previous?.get(m.name);
-    const breakerOpts: BreakerOptions = {
-      threshold: s.breaker?.failures ?? DEFAULT_BREAKER.threshold,
-      cooldownMs: s.breaker?.cooldown_ms ?? DEFAULT_BREAKER.cooldownMs,
-    };
-    const targets: Target[] = s.targets.map((t) => {
-      const provider = providers.get(t.provider)!; // references were checked at load
-      const label = `${t.provider}/${t.model}`;
-      const options: Record<string, string> = {};
-      const az = set.providers.get(t.provider)?.spec.azure;
-      if (az) { options.apiVersion = az.apiVersion; options.deployment = az.deployment ?? t.model; }
-      return {
-        provider, model: t.model, weight: t.weight ?? 1, region: t.region,
-        timeouts: timeouts(set.providers.get(t.provider)?.spec.timeouts, t.timeouts),
-        pricing: resolvePricing(provider.type, t.model, t.pricing, s.pricing),
-        options,
-        // Breaker state survives reloads so a reload does not re-admit a dead upstream.
-        breaker: keptBreaker(prev?.targets.find((p) => p.label === label)?.breaker, breakerOpts),
-        label,
-      };
-    });
-    out.set(m.name, {
-      name: m.name, kind: s.kind ?? 'chat', strategy: s.strategy ?? 'fallback', targets,
-      attemptsPerTarget: 1 + (s.retries?.attempts ?? 1), backoffMs: s.retries?.backoff_ms ?? 200, cache: s.cache,
-      guardrails: s.guardrails ?? [],
-    });
-  }
+  for (const m of set.models.values()) out.set(m.name, compileRoute(m.name, m.spec, set, providers, previous?.get(m.name)));
   return out;
+}
+
+/** One route (a Model document, or a provider catalog model given as a one-target spec). */
+export function compileRoute(name: string, s: ModelSpec, set: ConfigSet, providers: Map<string, ProviderRuntime>, prev?: Route): Route {
+  const breakerOpts: BreakerOptions = {
+    threshold: s.breaker?.failures ?? DEFAULT_BREAKER.threshold,
+    cooldownMs: s.breaker?.cooldown_ms ?? DEFAULT_BREAKER.cooldownMs,
+  };
+  const targets: Target[] = s.targets.map((t) => {
+    const provider = providers.get(t.provider)!; // references were checked at load
+    const label = `${t.provider}/${t.model}`;
+    const options: Record<string, string> = {};
+    const az = set.providers.get(t.provider)?.spec.azure;
+    if (az) { options.apiVersion = az.apiVersion; options.deployment = az.deployment ?? t.model; }
+    const kept = prev?.targets.find((p) => p.label === label);
+    return {
+      provider, model: t.model, weight: t.weight ?? 1, region: t.region ?? set.providers.get(t.provider)?.spec.region,
+      timeouts: timeouts(set.providers.get(t.provider)?.spec.timeouts, t.timeouts),
+      pricing: resolvePricing(provider.type, t.model, t.pricing, s.pricing),
+      options,
+      // Breaker state survives reloads so a reload does not re-admit a dead upstream.
+      breaker: keptBreaker(kept?.breaker, breakerOpts),
+      latency: kept?.latency ?? new LatencyStats(),
+      label,
+    };
+  });
+  return {
+    name, kind: s.kind ?? 'chat', strategy: s.strategy ?? 'fallback', targets,
+    attemptsPerTarget: 1 + (s.retries?.attempts ?? 1), backoffMs: s.retries?.backoff_ms ?? 200, cache: s.cache,
+    guardrails: s.guardrails ?? [],
+    regionViews: new WeakMap(),
+  };
 }
 
 /** The previous breaker (its open/closed state) when its options are unchanged, else a fresh one. */
 function keptBreaker(prev: CircuitBreaker | undefined, opts: BreakerOptions): CircuitBreaker {
   return prev?.sameOptions(opts) ? prev : new CircuitBreaker(opts);
-}
-
-/** Order in which to try targets: fallback = config order; loadbalance = weighted pick first. */
-export function targetOrder(route: Route, rand = Math.random): Target[] {
-  const live = route.targets.filter((t) => t.provider.enabled);
-  if (route.strategy !== 'loadbalance' || live.length < 2) return live;
-  const total = live.reduce((s, t) => s + t.weight, 0);
-  if (total <= 0) return live;
-  let x = rand() * total;
-  let first = live.length - 1;
-  for (let i = 0; i < live.length; i++) { x -= live[i].weight; if (x < 0) { first = i; break; } }
-  return [live[first], ...live.slice(0, first), ...live.slice(first + 1)];
 }

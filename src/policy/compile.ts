@@ -7,6 +7,8 @@ import type { Decision } from './types.ts';
 import { compileSubject, stringMatcher, type SubjectMatcher } from './subject.ts';
 import { compileCondition, isCompileError, type CompiledCondition } from './cel.ts';
 import { compileArg, type CompiledArg } from './args.ts';
+import { catalogNames, catalogTargets, compileCatalog, modelTargets, type Catalog, type TargetFacts } from '../config/catalog.ts';
+import { hasWildcard } from '../config/glob.ts';
 
 export interface CompiledToolRule {
   policy: string;
@@ -39,12 +41,20 @@ export interface BudgetLimits {
   alert_at: number[];
 }
 
+/** A models.allow/deny entry with a wildcard other than '*' alone (e.g. "openai/*"), compiled at load. */
+export interface ModelGlob { pattern: string; index: number; match: (model: string) => boolean }
+
 export interface CompiledPolicy {
   name: string;
   subject: SubjectMatcher;
   /** model name -> index in models.allow / models.deny; '*' is kept as a key too. */
   modelAllow: ReadonlyMap<string, number>;
   modelDeny: ReadonlyMap<string, number>;
+  /** Glob entries of models.allow / models.deny, in list order. */
+  modelAllowGlobs: readonly ModelGlob[];
+  modelDenyGlobs: readonly ModelGlob[];
+  /** models.regions (null: any region). */
+  regions: ReadonlySet<string> | null;
   budget: (BudgetLimits & { scope: 'agent' | 'team' }) | null;
   rate: { rpm?: number; tpm?: number } | null;
   guardrails: readonly string[];
@@ -76,12 +86,14 @@ export interface PolicySet {
   celIdentity: Readonly<Record<string, unknown>>;
   allowedModels: readonly string[];
   limits: EffectiveLimits;
+  /** Intersection of models.regions over the policies that set it, with their names (null: any region). */
+  regions: { allow: ReadonlySet<string>; policies: string[] } | null;
   guardrails: readonly string[];
   /** Union of audit.record over the policies that set it (null: none does, keep the default). */
   auditRecord: readonly string[] | null;
   /** Union of credentials.allow over the policies that restrict it, with the names of those policies (null: any). */
   credentials: { allow: ReadonlySet<string>; policies: string[] } | null;
-  /** Memo: model route -> decision (only for routes defined in config, so bounded). */
+  /** Memo: model name -> decision (every configured route, and a bounded number of other names). */
   modelMemo: Map<string, Decision>;
   /** Memo: resource -> tool rules (in policy order) whose resource matches. */
   toolMemo: Map<string, readonly CompiledToolRule[]>;
@@ -101,6 +113,11 @@ export interface CompiledPolicies {
   /** Model route names in config order. */
   models: readonly string[];
   modelSet: ReadonlySet<string>;
+  /** What GET /v1/models may list: the routes, then catalog models (see catalogNames). */
+  listed: readonly string[];
+  /** Targets (region, priced) of each configured route. */
+  routeFacts: ReadonlyMap<string, readonly TargetFacts[]>;
+  catalog: Catalog;
   /** LRU for identities that are not Agent resources (e.g. a JWT-SVID matching a glob). */
   unknownCache: Map<string, PolicySet>;
   unknownCacheMax: number;
@@ -171,11 +188,19 @@ function compilePolicy(r: Resource<PolicySpec>, issue: Issue, cel: CelCache): Co
   const s = r.spec;
   const modelAllow = new Map<string, number>();
   const modelDeny = new Map<string, number>();
-  (s.models?.allow ?? []).forEach((m, i) => { if (!modelAllow.has(m)) modelAllow.set(m, i); });
+  const modelAllowGlobs: ModelGlob[] = [];
+  const modelDenyGlobs: ModelGlob[] = [];
+  // '*' stays an exact key (the common "allow everything" is one Map lookup); other globs compile once.
+  const glob = (pattern: string, index: number): ModelGlob => ({ pattern, index, match: stringMatcher(pattern, true) });
+  (s.models?.allow ?? []).forEach((m, i) => {
+    if (m !== '*' && hasWildcard(m)) modelAllowGlobs.push(glob(m, i));
+    else if (!modelAllow.has(m)) modelAllow.set(m, i);
+  });
   (s.models?.deny ?? []).forEach((m, i) => {
-    if (!modelDeny.has(m)) modelDeny.set(m, i);
+    if (m !== '*' && hasWildcard(m)) modelDenyGlobs.push(glob(m, i));
+    else if (!modelDeny.has(m)) modelDeny.set(m, i);
     if (m !== '*' && modelAllow.has(m)) issue(r, `spec.models.deny[${i}]`, `model "${m}" is both in models.allow and models.deny; remove it from one list`);
-    if (m === '*' && modelAllow.size) issue(r, `spec.models.deny[${i}]`, 'models.deny "*" denies every model, so models.allow in the same policy can never apply; remove one');
+    if (m === '*' && (modelAllow.size || modelAllowGlobs.length)) issue(r, `spec.models.deny[${i}]`, 'models.deny "*" denies every model, so models.allow in the same policy can never apply; remove one');
   });
   if (s.identity.workload !== undefined && !s.identity.workload.startsWith('spiffe://') && s.identity.workload !== '**' && s.identity.workload !== '*') {
     issue(r, 'spec.identity.workload', 'must be a SPIFFE ID or glob starting with spiffe:// (or "**" for every workload)');
@@ -184,7 +209,8 @@ function compilePolicy(r: Resource<PolicySpec>, issue: Issue, cel: CelCache): Co
   return {
     name: r.name,
     subject: compileSubject(s.identity),
-    modelAllow, modelDeny,
+    modelAllow, modelDeny, modelAllowGlobs, modelDenyGlobs,
+    regions: s.models?.regions ? new Set(s.models.regions) : null,
     budget: b && (b.daily_usd !== undefined || b.monthly_usd !== undefined)
       ? { daily_usd: b.daily_usd, monthly_usd: b.monthly_usd, scope: b.scope ?? 'agent', alert_at: [...(b.alert_at ?? [])].sort((x, y) => x - y) }
       : null,
@@ -223,19 +249,73 @@ function effectiveLimits(agent: AgentRecord, policies: readonly CompiledPolicy[]
   return { budgets: [...budgets.values()], rate };
 }
 
-/** Build the set for one identity from the policies whose subject matches it. */
-export function buildSet(agent: AgentRecord, compiled: Pick<CompiledPolicies, 'policies' | 'models'>): PolicySet {
-  const policies = compiled.policies.filter((p) => p.subject.matches(agent));
-  const allowed: string[] = [];
-  for (const m of compiled.models) {
-    let allow = false;
-    let deny = false;
-    for (const p of policies) {
-      if (p.modelDeny.has(m) || p.modelDeny.has('*')) deny = true;
-      if (p.modelAllow.has(m) || p.modelAllow.has('*')) allow = true;
-    }
-    if (allow && !deny) allowed.push(m);
+/** Index of the models.allow/deny entry naming `model`: exact, then '*', then the first matching glob. */
+export function modelEntry(exact: ReadonlyMap<string, number>, globs: readonly ModelGlob[], model: string): number | undefined {
+  const i = exact.get(model) ?? exact.get('*');
+  if (i !== undefined || globs.length === 0) return i;
+  for (const g of globs) if (g.match(model)) return g.index;
+  return undefined;
+}
+
+/**
+ * What the policies say about one model name, before it becomes a Decision (decide.ts words it):
+ * an explicit deny wins, then an allow, else default deny. An allowed model is still denied when
+ * none of its targets runs in the caller's regions, or when it is a catalog model without a known
+ * price and a budget applies (a budget that cannot bind must not let calls run as $0).
+ */
+export type ModelRuling =
+  | { effect: 'allow'; by: 'allow'; policy: string; index: number; /** targets in the caller's regions (null: not restricted) */ usable: readonly TargetFacts[] | null }
+  | { effect: 'deny'; by: 'deny'; policy: string; index: number }
+  | { effect: 'deny'; by: 'none' }
+  | { effect: 'deny'; by: 'regions'; policy: string; targets: readonly TargetFacts[] }
+  | { effect: 'deny'; by: 'pricing'; policy: string; unpriced: readonly TargetFacts[] };
+
+type RulingSet = Pick<PolicySet, 'policies' | 'regions' | 'limits'>;
+type RulingFacts = Pick<CompiledPolicies, 'routeFacts' | 'catalog'>;
+
+export function ruleModel(set: RulingSet, model: string, compiled: RulingFacts): ModelRuling {
+  for (const p of set.policies) {
+    const i = modelEntry(p.modelDeny, p.modelDenyGlobs, model);
+    if (i !== undefined) return { effect: 'deny', by: 'deny', policy: p.name, index: i };
   }
+  let allow: { policy: string; index: number } | null = null;
+  for (const p of set.policies) {
+    const i = modelEntry(p.modelAllow, p.modelAllowGlobs, model);
+    if (i !== undefined) { allow = { policy: p.name, index: i }; break; }
+  }
+  if (!allow) return { effect: 'deny', by: 'none' };
+  const configured = compiled.routeFacts.get(model);
+  const budgeted = set.limits.budgets.length > 0;
+  const targets = configured ?? (set.regions || budgeted ? catalogTargets(compiled.catalog, model) : null);
+  if (!targets) return { effect: 'allow', by: 'allow', ...allow, usable: null };
+  let usable: readonly TargetFacts[] = targets;
+  if (set.regions) {
+    const regions = set.regions.allow;
+    usable = targets.filter((t) => t.region !== undefined && regions.has(t.region));
+    if (usable.length === 0) return { effect: 'deny', by: 'regions', policy: set.regions.policies[0], targets };
+  }
+  // Configured routes were checked at load (a budgeted route without a price is a load error).
+  if (!configured && budgeted) {
+    const unpriced = usable.filter((t) => !t.priced);
+    if (unpriced.length) return { effect: 'deny', by: 'pricing', policy: set.limits.budgets[0].policies[0], unpriced };
+  }
+  return { effect: 'allow', by: 'allow', ...allow, usable: set.regions ? usable : null };
+}
+
+/** Intersection of models.regions over the policies that set one. */
+function regionsOf(policies: readonly CompiledPolicy[]): PolicySet['regions'] {
+  const restricting = policies.filter((p) => p.regions !== null);
+  if (restricting.length === 0) return null;
+  const allow = new Set([...restricting[0].regions!].filter((r) => restricting.every((p) => p.regions!.has(r))));
+  return { allow, policies: restricting.map((p) => p.name) };
+}
+
+/** Build the set for one identity from the policies whose subject matches it. */
+export function buildSet(agent: AgentRecord, compiled: Pick<CompiledPolicies, 'policies' | 'listed' | 'routeFacts' | 'catalog'>): PolicySet {
+  const policies = compiled.policies.filter((p) => p.subject.matches(agent));
+  const limits = effectiveLimits(agent, policies);
+  const regions = regionsOf(policies);
+  const allowed = compiled.listed.filter((m) => ruleModel({ policies, regions, limits }, m, compiled).effect === 'allow');
   const guardrails = [...new Set(policies.flatMap((p) => p.guardrails))];
   const restricting = policies.filter((p) => p.credentialsAllow !== null);
   const credentials = restricting.length
@@ -251,7 +331,8 @@ export function buildSet(agent: AgentRecord, compiled: Pick<CompiledPolicies, 'p
       labels: agent.labels,
     }),
     allowedModels: allowed,
-    limits: effectiveLimits(agent, policies),
+    limits,
+    regions,
     guardrails,
     credentials,
     modelMemo: new Map(),
@@ -329,7 +410,11 @@ export function compilePolicies(config: ConfigSet, configVersion: string = confi
   const policies = [...config.policies.values()].map((r) => compilePolicy(r, issue, cel));
   if (issues.length) throw new ConfigError(issues);
   const models = [...config.models.keys()];
-  const base = { policies, models };
+  const catalog = compileCatalog(config);
+  const routeFacts = new Map(models.map((m) => [m, modelTargets(config, m)!] as const));
+  const literals = [...config.policies.values()].flatMap((p) => p.spec.models?.allow ?? []);
+  const listed = [...models, ...catalogNames(catalog, literals)];
+  const base = { policies, listed, routeFacts, catalog };
   const agents = new Map<string, AgentRecord>();
   const sets = new Map<string, PolicySet>();
   const bySpiffe = new Map<string, string>();
@@ -340,7 +425,7 @@ export function compilePolicies(config: ConfigSet, configVersion: string = confi
     sets.set(rec.name, buildSet(rec, base));
   }
   return {
-    configVersion, policies, agents, sets, bySpiffe, models, modelSet: new Set(models),
+    configVersion, policies, agents, sets, bySpiffe, models, modelSet: new Set(models), listed, routeFacts, catalog,
     unknownCache: new Map(), unknownCacheMax: 1024,
   };
 }

@@ -7,13 +7,16 @@
 // non-boolean on any rule that would apply denies the whole request.
 import type { AgentRecord } from '../identity/types.ts';
 import type { AccessRequest, Decision, Effect } from './types.ts';
-import { setFor, rulesFor, type CompiledPolicies, type CompiledToolRule, type PolicySet, type EffectiveLimits, type DecisionMemo } from './compile.ts';
+import { setFor, rulesFor, ruleModel, type CompiledPolicies, type CompiledToolRule, type PolicySet, type EffectiveLimits, type DecisionMemo } from './compile.ts';
+import type { TargetFacts } from '../config/catalog.ts';
 import { checkArgs } from './args.ts';
 import type { CelVars } from './cel.ts';
 
 // Memo bounds: resources per rule x actions per resource (config-derived in practice).
 const MEMO_RESOURCES = 256;
 const MEMO_ACTIONS = 64;
+// Model names beyond the configured routes (catalog models, anything a client sends) memoized per set.
+const MEMO_OTHER_MODELS = 256;
 const EMPTY: Readonly<Record<string, unknown>> = Object.freeze({});
 
 function make(compiled: CompiledPolicies, effect: Effect, policy: string, rule: number, rulePath: string, reason: string): Decision {
@@ -34,18 +37,25 @@ export function decideModel(set: PolicySet, model: string, compiled: CompiledPol
   const memo = set.modelMemo.get(model);
   if (memo) return memo;
   const d = computeModel(set, model, compiled);
-  if (compiled.modelSet.has(model)) set.modelMemo.set(model, d);
+  if (compiled.modelSet.has(model) || set.modelMemo.size < compiled.modelSet.size + MEMO_OTHER_MODELS) set.modelMemo.set(model, d);
   return d;
 }
 
+const regionOf = (t: TargetFacts): string => `${t.label}: ${t.region ?? 'no region'}`;
+
 function computeModel(set: PolicySet, model: string, compiled: CompiledPolicies): Decision {
-  for (const p of set.policies) {
-    const i = p.modelDeny.get(model) ?? p.modelDeny.get('*');
-    if (i !== undefined) return make(compiled, 'deny', p.name, i, `models.deny[${i}]`, `policy "${p.name}" models.deny[${i}] denies model "${model}" for ${who(set.agent)}`);
+  const r = ruleModel(set, model, compiled);
+  if (r.by === 'deny') return make(compiled, 'deny', r.policy, r.index, `models.deny[${r.index}]`, `policy "${r.policy}" models.deny[${r.index}] denies model "${model}" for ${who(set.agent)}`);
+  if (r.by === 'allow') {
+    const where = r.usable ? `; regions ${[...set.regions!.allow].join(', ') || 'none'} (models.regions of ${set.regions!.policies.join(', ')}) leave targets ${r.usable.map((t) => t.label).join(', ')}` : '';
+    return make(compiled, 'allow', r.policy, r.index, `models.allow[${r.index}]`, `policy "${r.policy}" models.allow[${r.index}] allows model "${model}"${where}`);
   }
-  for (const p of set.policies) {
-    const i = p.modelAllow.get(model) ?? p.modelAllow.get('*');
-    if (i !== undefined) return make(compiled, 'allow', p.name, i, `models.allow[${i}]`, `policy "${p.name}" models.allow[${i}] allows model "${model}"`);
+  if (r.by === 'regions') {
+    const allow = [...set.regions!.allow].join(', ') || 'none (the policies\' lists do not overlap)';
+    return make(compiled, 'deny', r.policy, -1, 'models.regions', `policy "${r.policy}" models.regions allows only regions ${allow} for ${who(set.agent)}, and no target of model "${model}" runs there (${r.targets.map(regionOf).join('; ')}); use a model with a target in an allowed region, or set region on its target or Provider`);
+  }
+  if (r.by === 'pricing') {
+    return make(compiled, 'deny', r.policy, -1, 'models.budget', `model "${model}" has no known price (${r.unpriced.map((t) => t.label).join(', ')}), and policy "${r.policy}" puts a budget on ${who(set.agent)}: its calls could not count against the budget. Add a Model document named "${model}" with pricing: { input_per_1m, output_per_1m } (USD), or pricing: { free: true }, or use a model with a built-in price`);
   }
   if (set.policies.length === 0) return make(compiled, 'deny', '', -1, '', `no AgentPolicy applies to ${who(set.agent)}, so model "${model}" is denied by default`);
   const allowed = set.allowedModels.length ? set.allowedModels.join(', ') : 'none';

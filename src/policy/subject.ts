@@ -3,6 +3,10 @@
 // every selector that is given must match (AND), so adding a selector only narrows a policy.
 import type { AgentRecord } from '../identity/types.ts';
 import type { PolicySpec } from '../config/schema.ts';
+import { hasWildcard, stringMatcher } from '../config/glob.ts';
+
+// Globs live with the config (load checks model globs too); re-exported for the policy engine.
+export { globToRegExp, hasWildcard, stringMatcher } from '../config/glob.ts';
 
 type IdentitySpec = PolicySpec['identity'];
 
@@ -12,33 +16,6 @@ export interface SubjectMatcher {
   /** Human-readable description, for explain output. */
   describe: string;
   matches(agent: AgentRecord): boolean;
-}
-
-const escapeRe = (s: string): string => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&');
-
-/**
- * Glob to an anchored RegExp. '**' matches any characters (including '/'),
- * '*' matches within one segment (no '/'). Compiled once at load.
- */
-export function globToRegExp(glob: string): RegExp {
-  let re = '';
-  for (let i = 0; i < glob.length; i++) {
-    const c = glob[i];
-    if (c === '*') {
-      if (glob[i + 1] === '*') { re += '.*'; i++; } else re += '[^/]*';
-    } else re += escapeRe(c);
-  }
-  return new RegExp(`^${re}$`);
-}
-
-export const hasWildcard = (s: string): boolean => s.includes('*');
-
-/** Matcher for strings that may be exact or a glob; '*' alone matches everything. */
-export function stringMatcher(pattern: string, starMatchesAll: boolean): (s: string) => boolean {
-  if (!hasWildcard(pattern)) return (s) => s === pattern;
-  if (pattern === '**' || (starMatchesAll && pattern === '*')) return () => true;
-  const re = globToRegExp(pattern);
-  return (s) => re.test(s);
 }
 
 export function compileSubject(id: IdentitySpec): SubjectMatcher {

@@ -4,7 +4,8 @@
 import { parse as parseYaml } from 'yaml';
 import type { AgentRecord } from '../identity/types.ts';
 import type { AccessRequest, Decision, Effect } from './types.ts';
-import { setFor, rulesFor, trustDomainOfId, type CompiledPolicies } from './compile.ts';
+import { setFor, rulesFor, trustDomainOfId, modelEntry, type CompiledPolicies, type ModelGlob } from './compile.ts';
+import { catalogTargets } from '../config/catalog.ts';
 import { decide, celContext, who } from './decide.ts';
 import { checkArgs } from './args.ts';
 import type { CelVars } from './cel.ts';
@@ -120,11 +121,17 @@ export function explain(req: AccessRequest, compiled: CompiledPolicies): string[
   if (req.kind === 'model') {
     lines.push(`request: model "${req.model}"`);
     for (const p of set.policies) {
-      const di = p.modelDeny.get(req.model) ?? p.modelDeny.get('*');
-      const ai = p.modelAllow.get(req.model) ?? p.modelAllow.get('*');
-      if (di !== undefined) lines.push(`  policy "${p.name}" models.deny[${di}]: denies`);
-      if (ai !== undefined) lines.push(`  policy "${p.name}" models.allow[${ai}]: allows`);
+      const di = modelEntry(p.modelDeny, p.modelDenyGlobs, req.model);
+      const ai = modelEntry(p.modelAllow, p.modelAllowGlobs, req.model);
+      const glob = (globs: readonly ModelGlob[], i: number) => { const g = globs.find((x) => x.index === i); return g ? ` (glob "${g.pattern}")` : ''; };
+      if (di !== undefined) lines.push(`  policy "${p.name}" models.deny[${di}]${glob(p.modelDenyGlobs, di)}: denies`);
+      if (ai !== undefined) lines.push(`  policy "${p.name}" models.allow[${ai}]${glob(p.modelAllowGlobs, ai)}: allows`);
       if (di === undefined && ai === undefined) lines.push(`  policy "${p.name}": does not mention this model`);
+    }
+    if (set.regions) {
+      const targets = compiled.routeFacts.get(req.model) ?? catalogTargets(compiled.catalog, req.model) ?? [];
+      lines.push(`  regions: ${[...set.regions.allow].join(', ') || 'none'} (models.regions of ${set.regions.policies.join(', ')})`);
+      for (const t of targets) lines.push(`    target ${t.label} (${t.region ?? 'no region'}): ${t.region !== undefined && set.regions.allow.has(t.region) ? 'may serve' : 'never used'}`);
     }
   } else {
     lines.push(`request: action "${req.action}" on ${req.resource} with args ${JSON.stringify(req.args)}`);
