@@ -12,7 +12,7 @@ import { openDatabase } from './store/sqlite.ts';
 import { createLogger, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
 import type { AuditLog } from './audit/log.ts';
-import { adminEvent } from './audit/event.ts';
+import { adminEvent, type AdminActor } from './audit/event.ts';
 import { createEventScrubber, type EventScrubber } from './access/scrub-events.ts';
 import { clipAfterScrub, type ScrubSource } from './access/egress.ts';
 import { ModelCache } from './cache/model-cache.ts';
@@ -300,7 +300,7 @@ export class Runtime {
    * Re-read the config; on any error keep the last good one. Returns the error text, or null.
    * `actor` (file-watch, SIGHUP, admin-token) is named in the admin event of a change or failure.
    */
-  reload(actor = 'system'): string | null {
+  reload(actor: AdminActor = 'system'): string | null {
     try {
       const set = loadConfig(this.options.configPath);
       if (set.digest === this.compiled.set.digest) return null;
@@ -326,7 +326,7 @@ export class Runtime {
   }
 
   /** An administrative action taken by the gateway itself (reload, credential rotation) for the audit trail. */
-  adminEvent(action: string, target: string, actor: string, detail: Record<string, string | number | boolean> = {}, status: number | string = 200): void {
+  adminEvent(action: string, target: string, actor: AdminActor, detail: Record<string, string | number | boolean> = {}, status: number | string = 200): void {
     this.audit?.record(adminEvent(action, target, actor, detail, status));
   }
 

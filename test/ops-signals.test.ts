@@ -29,7 +29,7 @@ async function createKey(config: string, data: string): Promise<string> {
 /** Admin events of a stopped gateway's trail, read straight from the store (no recovery). */
 function adminEvents(data: string): Array<[string | undefined, string | undefined]> {
   const db = openAuditDb(data);
-  try { return queryEvents(db, { type: 'admin', order: 'asc', limit: 1000 }).map((e) => [e.admin?.action, e.admin?.actor]); } finally { db.close(); }
+  try { return queryEvents(db, { type: 'admin', order: 'asc', limit: 1000 }).map((e) => [e.admin?.action, e.admin?.actor as string | undefined]); } finally { db.close(); }
 }
 
 test('SIGHUP: a changed config is applied on the signal (the file watcher cannot see this change) and recorded with actor SIGHUP', async () => {

@@ -71,10 +71,13 @@ export interface AuditTool {
   args?: JsonValue;
 }
 
+/** Who took an admin action: a system/CLI/token name, or a person from the IdP. */
+export type AdminActor = string | { type: 'user'; sub: string; email?: string };
+
 export interface AuditAdmin {
   action: string;
   target?: string;
-  actor: string;
+  actor: AdminActor;
 }
 
 export interface AuditOutcome {
@@ -236,7 +239,7 @@ export function indexColumns(e: Record<string, unknown>): { agent: string | null
  * An administrative action taken outside a client request (by the gateway itself or from the CLI):
  * who did what to which target; `detail` never holds a secret. The request id names the action.
  */
-export function adminEvent(action: string, target: string, actor: string, detail: { [key: string]: string | number | boolean } = {}, status: number | string = 200, idPrefix = ''): AuditEventInput {
+export function adminEvent(action: string, target: string, actor: AdminActor, detail: { [key: string]: string | number | boolean } = {}, status: number | string = 200, idPrefix = ''): AuditEventInput {
   return { type: 'admin', request_id: `${idPrefix}${action}-${Date.now()}`, admin: { action, target, actor }, detail, outcome: { status } };
 }
 

@@ -55,7 +55,8 @@ export function toOcsf(e: AuditEvent): OcsfApiActivity {
     out.actor.user = { name: e.identity.agent, uid: e.identity.spiffe_id, email_addr: e.identity.owner, groups: e.identity.team ? [{ name: e.identity.team }] : undefined };
     out.actor.app_name = e.identity.deployment;
   } else if (e.admin) {
-    out.actor.user = { name: e.admin.actor, uid: e.admin.actor };
+    const a = e.admin.actor;
+    out.actor.user = typeof a === 'string' ? { name: a, uid: a } : { name: a.email ?? a.sub, uid: a.sub, email_addr: a.email };
   }
   if (e.tool) out.resources = [{ name: e.tool.resource ?? `${e.tool.server}/${e.tool.tool}`, type: 'tool', data: { server: e.tool.server, tool: e.tool.tool, action: e.tool.action, args_digest: e.tool.args_digest } }];
   else if (e.model) out.resources = [{ name: e.model.route, type: 'model', data: { provider: e.model.provider, model: e.model.model } }];
@@ -85,7 +86,8 @@ function operationOf(e: AuditEvent): string {
 }
 
 function messageOf(e: AuditEvent): string {
-  const who = e.identity?.agent ?? e.admin?.actor ?? 'unknown';
+  const a = e.admin?.actor;
+  const who = e.identity?.agent ?? (typeof a === 'object' ? a.email ?? a.sub : a) ?? 'unknown';
   const what = operationOf(e);
   const decision = e.policy ? ` ${e.policy.decision} by ${e.policy.name || 'default'}` : '';
   return `${e.type} ${who} ${what}${decision}`;

@@ -56,7 +56,7 @@ export function describeEvent(e: AuditEvent): string {
       : `model=${e.model.route}`);
   }
   if (e.tool) parts.push(`tool=${e.tool.server}.${e.tool.tool} ${e.tool.resource ?? ''}:${e.tool.action ?? ''} args=${e.tool.args_digest}`);
-  if (e.admin) parts.push(`admin=${e.admin.action} ${e.admin.target ?? ''} by ${e.admin.actor}`);
+  if (e.admin) parts.push(`admin=${e.admin.action} ${e.admin.target ?? ''} by ${typeof e.admin.actor === 'string' ? e.admin.actor : `${e.admin.actor.email ?? e.admin.actor.sub} (sub ${e.admin.actor.sub})`}`);
   if (e.outcome) parts.push(`outcome=${e.outcome.status}${e.outcome.error_class ? ' ' + e.outcome.error_class : ''}`);
   return parts.join('  ');
 }

@@ -7,6 +7,7 @@ import { createServer, coreRoutes } from '../server/http.ts';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { createMtls, loadX509Trust, tlsServerOptions } from '../identity/x509-svid.ts';
 import { addAdminRoutes, checkAdminToken } from '../server/admin.ts';
+import { addConsoleRoutes, createConsoleAuth } from '../console/routes.ts';
 import { Metrics } from '../observability/metrics.ts';
 import { createTracer } from '../observability/tracing.ts';
 import { addIdentityRoutes } from '../server/identity-routes.ts';
@@ -109,7 +110,9 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   rt.metrics = metrics;
   metrics.info.set({ version: rt.compiled.version }, 1);
   const routes = coreRoutes();
-  addAdminRoutes(routes);
+  const people = createConsoleAuth(rt, env, !!o.tlsCert); // console sign-in and roles for the admin API
+  addAdminRoutes(routes, people);
+  addConsoleRoutes(routes, people, { publicUrl: rt.options.publicUrl });
   addIdentityRoutes(routes);
   // Tool plane: MCP gateway + HTTP action proxy share one approvals list.
   const deps = toolDeps(rt);

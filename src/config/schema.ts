@@ -4,12 +4,7 @@ import { z } from 'zod';
 
 export const API_VERSION = 'access.envisionai.dev/v1';
 
-const NAME_RE = /^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$/i;
-const NAME_RULE = 'must be 1-128 letters, digits, ".", "_" or "-"';
-const name = z.string().regex(NAME_RE, NAME_RULE);
-/** Model route names may also hold "/" between segments (`openai/gpt-4o`, as OpenRouter-style clients send). */
-const ROUTE_NAME_RE = /^[a-z0-9]([a-z0-9._/-]{0,126}[a-z0-9])?$/i;
-const routeName = z.string().regex(ROUTE_NAME_RE, `${NAME_RULE} (Model names may also contain "/")`).refine((s) => !s.includes('//'), 'must not contain "//"');
+const name = z.string().regex(/^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$/i, 'must be 1-128 letters, digits, ".", "_" or "-"');
 const spiffeId = z.string().regex(/^spiffe:\/\/[a-z0-9._-]+(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$/, 'must be a SPIFFE ID like spiffe://trust-domain/path');
 const positive = z.number().positive();
 const labels = z.record(z.string(), z.string());
@@ -86,10 +81,6 @@ export const providerSpec = z.strictObject({
   headers: z.record(z.string(), z.string()).optional(),
   timeouts: timeoutsSpec.optional(),
   azure: z.strictObject({ apiVersion: z.string().min(1), deployment: z.string().min(1).optional() }).optional(),
-  /** Catalog: "*" (any model) or the model names clients may reach as `<provider>/<model>` without a Model document. */
-  models: z.union([z.literal('*'), z.array(z.string().min(1)).min(1)]).optional(),
-  /** Where this provider serves from (e.g. eu); a target's own region wins. Policy `models.regions` routes by it. */
-  region: z.string().min(1).optional(),
 });
 
 /** USD per 1M tokens, or `free: true`: the explicit opt-in for a route a budget cannot bill (e.g. a local model). */
@@ -124,8 +115,7 @@ export const cacheSpec = z.strictObject({
 
 export const modelSpec = z.strictObject({
   targets: z.array(targetSpec).min(1),
-  /** fallback: config order; loadbalance: weighted first pick; latency: lowest recent time to first token; cost: cheapest for this request. */
-  strategy: z.enum(['fallback', 'loadbalance', 'latency', 'cost']).optional(),
+  strategy: z.enum(['fallback', 'loadbalance']).optional(),
   pricing: pricingSpec.optional(),
   retries: z.strictObject({ attempts: z.number().int().min(0).max(10).optional(), backoff_ms: z.number().nonnegative().optional() }).optional(),
   /** Per-target circuit breaker: open after `failures` consecutive failures, for `cooldown_ms`, then one trial request. */
@@ -188,8 +178,6 @@ export const policySpec = z.strictObject({
       alert_at: z.array(z.number().positive().max(100)).optional(),
     }).optional(),
     rate: z.strictObject({ rpm: z.number().int().positive().optional(), tpm: z.number().int().positive().optional() }).optional(),
-    /** Only targets in these regions may serve this identity's calls (several policies: every list must hold). */
-    regions: z.array(z.string().min(1)).min(1).optional(),
   }).optional(),
   tools: z.array(toolRuleSpec).optional(),
   credentials: z.strictObject({
@@ -265,6 +253,15 @@ export const trustDomainSpec = z.strictObject({
   message: 'set jwks_url or jwks_file (JWT-SVID keys), x509_bundle_file (X.509-SVID CAs), or both',
 });
 
+/** Console and admin API roles for people (viewer < approver < operator < admin), by email or ID-token group. */
+export const roleBindingSpec = z.strictObject({
+  role: z.enum(['viewer', 'approver', 'operator', 'admin']),
+  subjects: z.array(z.union([
+    z.strictObject({ email: z.string().min(3).includes('@', { message: 'must be an email address' }) }),
+    z.strictObject({ group: z.string().min(1) }),
+  ], { error: 'each subject is { email: ADDRESS } or { group: NAME } (groups come from the ID token\'s "groups" claim)' })).min(1),
+});
+
 export const specByKind = {
   Credential: credentialSpec,
   Provider: providerSpec,
@@ -275,6 +272,7 @@ export const specByKind = {
   HttpTool: httpToolSpec,
   Guardrail: guardrailSpec,
   TrustDomain: trustDomainSpec,
+  RoleBinding: roleBindingSpec,
 } as const;
 
 export type Kind = keyof typeof specByKind;
@@ -315,13 +313,11 @@ export const documentSchema = z.strictObject({
   apiVersion: z.literal(API_VERSION, { error: `apiVersion must be ${API_VERSION}` }),
   kind: z.enum(KINDS as [Kind, ...Kind[]], { error: (iss) => unknownKindMessage(iss.input) }),
   metadata: z.strictObject({
-    name: routeName,
+    name,
     labels: labels.optional(),
     annotations: labels.optional(),
   }),
   spec: z.unknown(),
-}).superRefine((d, ctx) => {
-  if (d.kind !== 'Model' && !NAME_RE.test(d.metadata.name)) ctx.addIssue({ code: 'custom', path: ['metadata', 'name'], message: `${NAME_RULE} ("/" only in Model names)` });
 });
 
 export type CredentialSpec = z.infer<typeof credentialSpec>;
@@ -338,6 +334,7 @@ export type HttpToolSpec = z.infer<typeof httpToolSpec>;
 export type GuardrailSpec = z.infer<typeof guardrailSpec>;
 export type TimeoutsSpec = z.infer<typeof timeoutsSpec>;
 export type TrustDomainSpec = z.infer<typeof trustDomainSpec>;
+export type RoleBindingSpec = z.infer<typeof roleBindingSpec>;
 
 export interface Resource<S> { name: string; labels: Record<string, string>; spec: S; file: string; index: number }
 
@@ -353,6 +350,8 @@ export interface ConfigSet {
   guardrails: Map<string, Resource<GuardrailSpec>>;
   /** Trusted SPIFFE trust domains by name (JWKS source for their JWT-SVIDs). */
   trustDomains: Map<string, Resource<TrustDomainSpec>>;
+  /** Who may use the console and admin API in which role. */
+  roleBindings: Map<string, Resource<RoleBindingSpec>>;
   /** sha256 of the source text(s): stamped on decisions and audit events. */
   digest: string;
   files: string[];

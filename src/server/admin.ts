@@ -1,14 +1,17 @@
-// Admin API (/admin/v1/...) and the AuthZEN decision endpoint. Authenticated only by
-// AAM_ADMIN_TOKEN: an agent's virtual key or JWT can never reach these routes.
-import { timingSafeEqual, createHash } from 'node:crypto';
+// Admin API (/admin/v1/...) and the AuthZEN decision endpoint. Opened by AAM_ADMIN_TOKEN
+// (break-glass admin), a console session or an OIDC ID token (console/auth.ts), with the person's
+// role checked per route: viewer reads, approver decides held calls, operator changes keys, tool
+// pins and reloads, admin sets credentials. An agent's virtual key or JWT never gets in.
 import { AamError } from './errors.ts';
 import { readJson, sendJson, type Ctx } from './context.ts';
 import type { Handler, Routes } from './http.ts';
+import type { Runtime } from '../runtime.ts';
 import { queryEvents, showRequest } from '../audit/query.ts';
 import { sinceTime } from '../gateway/usage.ts';
 import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy/authzen.ts';
-
-const digest = (s: string) => createHash('sha256').update(s).digest();
+import { createHumanAuth, type HumanAuth, type Principal } from '../console/auth.ts';
+import { atLeast, type Role } from '../console/roles.ts';
+import { agentsOverview, capabilities, simulate } from '../console/views.ts';
 
 export const MIN_ADMIN_TOKEN_LENGTH = 32;
 
@@ -38,20 +41,13 @@ export function checkAdminToken(token: string | undefined): void {
   if (weak) throw new Error(`AAM_ADMIN_TOKEN is too weak to guard the admin API (${weak}). Use a random token of at least ${MIN_ADMIN_TOKEN_LENGTH} characters, e.g. AAM_ADMIN_TOKEN=$(openssl rand -hex 32)`);
 }
 
-export function requireAdmin(ctx: Ctx): string {
-  const token = ctx.rt.options.adminToken;
-  if (!token) throw new AamError(401, 'admin_unauthorized', 'the admin API is disabled: start aam with AAM_ADMIN_TOKEN set');
-  const auth = ctx.req.headers.authorization;
-  const m = typeof auth === 'string' ? /^Bearer\s+(\S+)$/i.exec(auth) : null;
-  // Compare digests so the comparison is constant-time whatever the lengths.
-  if (!m || !timingSafeEqual(digest(m[1]), digest(token))) {
-    throw new AamError(401, 'admin_unauthorized', 'admin API needs "Authorization: Bearer $AAM_ADMIN_TOKEN"; agent keys are not accepted here', { headers: { 'www-authenticate': 'Bearer realm="aam-admin"' } });
-  }
-  return 'admin';
+/** Token-only authentication when no console is wired (tests and tools that build their own routes). */
+function tokenOnlyAuth(rt: Runtime): HumanAuth {
+  return createHumanAuth({ db: rt.db, config: () => rt.compiled.set, adminToken: rt.options.adminToken, oidc: null, publicUrl: rt.options.publicUrl, tls: false });
 }
 
-function audit(ctx: Ctx, action: string, target: string, extra: Record<string, unknown> = {}): void {
-  ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action, target, actor: 'admin-token', ...extra }, outcome: { status: 200 } });
+function audit(ctx: Ctx, who: Principal, action: string, target: string, extra: Record<string, unknown> = {}): void {
+  ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action, target, actor: who.actor, ...extra }, outcome: { status: 200 } });
 }
 
 const sinceParam = (ctx: Ctx): number => {
@@ -60,33 +56,63 @@ const sinceParam = (ctx: Ctx): number => {
   }
 };
 
+function must(who: Principal, need: Role): void {
+  if (!atLeast(who.role, need)) throw new AamError(403, 'admin_forbidden', `this needs the ${need} role; ${who.label} has ${who.role}`);
+}
+
+/** An optional JSON body ({} when empty); a body that is there must be valid. */
+async function optionalJson(ctx: Ctx): Promise<Record<string, unknown>> {
+  if (!Number(ctx.req.headers['content-length'] ?? 0) && !ctx.req.headers['transfer-encoding']) return {};
+  const b = await readJson(ctx, 64 * 1024);
+  if (typeof b !== 'object' || b === null || Array.isArray(b)) throw new AamError(400, 'invalid_request', 'body must be a JSON object');
+  return b as Record<string, unknown>;
+}
+
 /** Admin handlers by "METHOD /path" below /admin/v1; ids are taken from the path. */
-async function adminDispatch(ctx: Ctx): Promise<void> {
-  requireAdmin(ctx);
+async function adminDispatch(ctx: Ctx, auth: HumanAuth): Promise<void> {
+  // Every route needs at least viewer; changes check their own role below.
+  const who = await auth.require(ctx.req, 'viewer');
   const rest = ctx.path.slice('/admin/v1'.length);
   const method = ctx.req.method;
   const rt = ctx.rt;
   let m: RegExpExecArray | null;
+  if (method === 'GET' && rest === '/me') {
+    return sendJson(ctx, 200, { actor: who.actor, role: who.role, csrf_token: who.session?.csrf ?? null, session_expires_at: who.session ? new Date(who.session.expiresAt).toISOString() : null });
+  }
   if (method === 'GET' && rest === '/keys') return sendJson(ctx, 200, { data: rt.keys.list() });
+  if (method === 'GET' && rest === '/agents') return sendJson(ctx, 200, { data: agentsOverview(rt, ctx.cfg) });
+  if (method === 'GET' && (m = /^\/agents\/([^/]+)$/.exec(rest))) {
+    const name = decodeURIComponent(m[1]);
+    const a = ctx.cfg.policies.agents.get(name);
+    if (!a) throw new AamError(404, 'not_found', `no Agent "${name}" in the config`);
+    return sendJson(ctx, 200, { agent: a, ...capabilities(a, ctx.cfg) });
+  }
+  if (method === 'POST' && rest === '/policy/explain') {
+    const body = await optionalJson(ctx);
+    return sendJson(ctx, 200, simulate(body, ctx.cfg.policies));
+  }
   if (method === 'POST' && rest === '/keys') {
+    must(who, 'operator');
     const body = (await readJson(ctx)) as { agent?: unknown; name?: unknown };
     if (typeof body.agent !== 'string' || !ctx.cfg.policies.agents.has(body.agent)) {
       throw new AamError(400, 'invalid_request', `agent: must name an Agent in the config (${[...ctx.cfg.policies.agents.keys()].join(', ')})`, { param: 'agent' });
     }
     const { key, secret } = rt.keys.create(body.agent, { name: typeof body.name === 'string' ? body.name : undefined });
-    audit(ctx, 'key_created', key.id, { agent: key.agent });
+    audit(ctx, who, 'key_created', key.id, { agent: key.agent });
     return sendJson(ctx, 201, { ...key, key: secret });
   }
   if (method === 'POST' && (m = /^\/keys\/([\w-]+)\/revoke$/.exec(rest))) {
+    must(who, 'operator');
     const key = wrap(() => rt.keys.revoke(m![1]));
-    audit(ctx, 'key_revoked', key.id, { agent: key.agent });
+    audit(ctx, who, 'key_revoked', key.id, { agent: key.agent });
     return sendJson(ctx, 200, key);
   }
   if (method === 'POST' && (m = /^\/keys\/([\w-]+)\/rotate$/.exec(rest))) {
+    must(who, 'operator');
     const body = (await readJson(ctx).catch(() => ({}))) as { grace_seconds?: unknown };
     const grace = typeof body.grace_seconds === 'number' ? body.grace_seconds : 3600;
     const { key, secret } = wrap(() => rt.keys.rotate(m![1], grace));
-    audit(ctx, 'key_rotated', key.id, { agent: key.agent, grace_seconds: grace });
+    audit(ctx, who, 'key_rotated', key.id, { agent: key.agent, grace_seconds: grace });
     return sendJson(ctx, 200, { ...key, key: secret, previous_valid_for_seconds: grace });
   }
   if (method === 'GET' && rest === '/usage') {
@@ -96,8 +122,19 @@ async function adminDispatch(ctx: Ctx): Promise<void> {
     return sendJson(ctx, 200, { by, data: rt.usage.summary(by as 'agent', sinceParam(ctx)) });
   }
   if (method === 'POST' && rest === '/reload') {
-    const error = rt.reload('admin-token');
+    must(who, 'operator');
+    const error = rt.reload(who.actor);
     return error ? sendJson(ctx, 422, { ok: false, error, version: rt.compiled.version }) : sendJson(ctx, 200, { ok: true, version: rt.compiled.version });
+  }
+  if (method === 'GET' && rest === '/credentials') return sendJson(ctx, 200, { data: rt.vault.list() });
+  if (method === 'POST' && (m = /^\/credentials\/([\w.-]+)$/.exec(rest))) {
+    must(who, 'admin');
+    const body = await optionalJson(ctx);
+    if (typeof body.secret !== 'string' || !body.secret) throw new AamError(400, 'invalid_request', 'secret: the new value of this stored credential, as a string', { param: 'secret' });
+    let r: { name: string; version: number };
+    try { r = rt.vault.set(m[1], body.secret); } catch (e) { throw new AamError(400, 'invalid_request', (e as Error).message); }
+    audit(ctx, who, 'credential_set', r.name, { version: r.version });
+    return sendJson(ctx, 200, { name: r.name, version: r.version });
   }
   if (method === 'GET' && rest === '/config') {
     const c = rt.compiled;
@@ -130,9 +167,12 @@ async function adminDispatch(ctx: Ctx): Promise<void> {
       return sendJson(ctx, 200, { data: tools.mcp.approvals.list(status ? { status: status as 'pending' } : undefined) });
     }
     if (method === 'POST' && (m = /^\/approvals\/([\w-]+)\/(approve|reject)$/.exec(rest))) {
-      const a = wrap(() => (m![2] === 'approve' ? tools.mcp.approvals.approve(m![1], 'admin-token') : tools.mcp.approvals.reject(m![1], 'admin-token')));
-      audit(ctx, m[2] === 'approve' ? 'approval_granted' : 'approval_rejected', m[1]);
-      return sendJson(ctx, 200, a);
+      must(who, 'approver');
+      const body = await optionalJson(ctx);
+      const reason = typeof body.reason === 'string' ? body.reason.slice(0, 1000) : undefined;
+      const a = wrap(() => (m![2] === 'approve' ? tools.mcp.approvals.approve(m![1], who.label) : tools.mcp.approvals.reject(m![1], who.label)));
+      audit(ctx, who, m[2] === 'approve' ? 'approval_granted' : 'approval_rejected', m[1], { ...(reason ? { reason } : {}), agent: a.agent, tool: a.target });
+      return sendJson(ctx, 200, { ...a, decisionReason: reason ?? null });
     }
     if (method === 'GET' && rest === '/tools/flagged') return sendJson(ctx, 200, { data: tools.mcp.flaggedTools() });
     if (method === 'GET' && rest === '/mcp/status') return sendJson(ctx, 200, tools.mcp.status());
@@ -140,8 +180,9 @@ async function adminDispatch(ctx: Ctx): Promise<void> {
       const [server, tool] = [decodeURIComponent(m[1]), decodeURIComponent(m[2])];
       if (method === 'GET' && m[3] === 'diff') return sendJson(ctx, 200, wrap(() => tools.mcp.toolDiff(server, tool)));
       if (method === 'POST' && m[3] === 'accept') {
-        const d = wrap(() => tools.mcp.acceptTool(server, tool, 'admin-token'));
-        audit(ctx, 'tool_definition_accepted', `${server}/${tool}`, { digest: d.currentDigest });
+        must(who, 'operator');
+        const d = wrap(() => tools.mcp.acceptTool(server, tool, who.label));
+        audit(ctx, who, 'tool_definition_accepted', `${server}/${tool}`, { digest: d.currentDigest });
         return sendJson(ctx, 200, d);
       }
     }
@@ -153,16 +194,19 @@ function wrap<T>(fn: () => T): T {
   try { return fn(); } catch (e) { throw new AamError(404, 'not_found', (e as Error).message); }
 }
 
-const authzen = (batch: boolean): Handler => async (ctx) => {
-  requireAdmin(ctx);
+const authzen = (batch: boolean, auth: (ctx: Ctx) => HumanAuth): Handler => async (ctx) => {
+  await auth(ctx).require(ctx.req, 'viewer');
   const body = await readJson(ctx);
   const compiled = ctx.cfg.policies;
   const r = batch ? evaluateAuthZenBatch(body, lookupInConfig(compiled), compiled) : evaluateAuthZen(body, lookupInConfig(compiled), compiled);
   sendJson(ctx, r.status, r.body);
 };
 
-export function addAdminRoutes(routes: Routes): void {
-  routes.exact.set('POST /access/v1/evaluation', authzen(false));
-  routes.exact.set('POST /access/v1/evaluations', authzen(true));
-  routes.prefixes.push(['/admin/v1/', adminDispatch]);
+/** `auth`: the console's authentication (sessions, OIDC); without it only AAM_ADMIN_TOKEN opens the admin API. */
+export function addAdminRoutes(routes: Routes, auth?: HumanAuth): void {
+  let fallback: HumanAuth | null = null;
+  const authOf = (ctx: Ctx) => auth ?? (fallback ??= tokenOnlyAuth(ctx.rt));
+  routes.exact.set('POST /access/v1/evaluation', authzen(false, authOf));
+  routes.exact.set('POST /access/v1/evaluations', authzen(true, authOf));
+  routes.prefixes.push(['/admin/v1/', (ctx) => adminDispatch(ctx, authOf(ctx))]);
 }

@@ -1,0 +1,197 @@
+// aam console: a small dependency-free page over the admin API (no build step). The DOM is built
+// with textContent only — never innerHTML — so agent names, arguments and audit text cannot run
+// as markup. Every change is a fetch with the session's CSRF token; the server checks roles.
+'use strict';
+
+const main = document.getElementById('main');
+let me = { role: 'viewer', csrf_token: null };
+const RANK = { viewer: 0, approver: 1, operator: 2, admin: 3 };
+const can = (role) => RANK[me.role] >= RANK[role];
+
+/** el('tag', { attr: value, onclick: fn }, ...children): children are nodes or text. */
+function el(tag, attrs, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith('on')) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? '' : String(v));
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined && c !== false) e.append(c instanceof Node ? c : String(c));
+  return e;
+}
+
+async function api(method, path, body) {
+  const headers = { accept: 'application/json' };
+  if (method !== 'GET') { headers['content-type'] = 'application/json'; headers['x-csrf-token'] = me.csrf_token || ''; }
+  const r = await fetch(`/admin/v1${path}`, { method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body) });
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) throw new Error((data.error && data.error.message) || `${method} ${path}: HTTP ${r.status}`);
+  return data;
+}
+
+function table(headers, rows) {
+  return el('table', {}, el('thead', {}, el('tr', {}, headers.map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, rows.length ? rows.map((r) => el('tr', {}, r.map((c) => el('td', {}, c)))) : el('tr', {}, el('td', { colspan: headers.length }, 'none'))));
+}
+
+const usd = (n) => (typeof n === 'number' ? `$${n.toFixed(2)}` : '-');
+const when = (iso) => (iso ? new Date(iso).toLocaleString() : '-');
+const effectBadge = (effect) => el('span', { class: `badge ${effect}` }, effect);
+
+function show(title, ...content) {
+  main.replaceChildren(el('h1', {}, title), ...content);
+  document.title = `${title} · aam console`;
+  main.focus();
+}
+
+function notice(text, kind) { return el('p', { class: kind || 'notice', role: kind === 'error' ? 'alert' : 'status' }, text); }
+
+/** Run an action from a button, showing its outcome in `out`. */
+function action(out, fn) {
+  return async (ev) => {
+    ev.preventDefault();
+    out.replaceChildren(notice('Working…'));
+    try { await fn(); } catch (e) { out.replaceChildren(notice(e.message, 'error')); }
+  };
+}
+
+async function agentsPage() {
+  const { data } = await api('GET', '/agents');
+  show('Agents', table(['Agent', 'Owner', 'Team', 'Environment', 'Deployment', 'Active keys', 'Spend (30 days)', 'Budgets (spent / limit)', 'Last model call'],
+    data.map((a) => [
+      el('a', { href: `#/agents/${encodeURIComponent(a.name)}` }, a.name), a.owner || '-', a.team || '-', a.environment || '-', a.deployment || '-',
+      String(a.keys.filter((k) => !k.revoked_at).length),
+      a.usage_30d ? `${usd(a.usage_30d.cost_usd)} in ${a.usage_30d.requests} requests${a.usage_30d.unknown_cost_requests ? ` (+${a.usage_30d.unknown_cost_requests} of unknown cost)` : ''}` : '-',
+      a.budgets.length ? a.budgets.map((b) => `${b.key}: ${b.daily_usd !== null ? `${usd(b.spent.daily)} / ${usd(b.daily_usd)} a day` : ''}${b.monthly_usd !== null ? ` ${usd(b.spent.monthly)} / ${usd(b.monthly_usd)} a month` : ''}`).join('; ') : 'no budget',
+      when(a.last_model_call),
+    ])));
+}
+
+async function agentPage(name) {
+  const [{ data }, detail] = await Promise.all([api('GET', '/agents'), api('GET', `/agents/${encodeURIComponent(name)}`)]);
+  const a = data.find((x) => x.name === name);
+  const out = el('div', { 'aria-live': 'polite' });
+  const keyRows = a.keys.map((k) => [k.id, k.name || '-', when(k.created_at), k.revoked_at ? `revoked ${when(k.revoked_at)}` : 'active', when(k.last_rotated_at),
+    k.revoked_at || !can('operator') ? '' : el('span', {},
+      el('button', { type: 'button', onclick: action(out, async () => { const r = await api('POST', `/keys/${k.id}/rotate`, { grace_seconds: 3600 }); showSecret(out, r.key, 'Rotated. The old secret keeps working for an hour.'); }) }, 'Rotate'), ' ',
+      el('button', { type: 'button', class: 'danger', onclick: action(out, async () => { await api('POST', `/keys/${k.id}/revoke`); route(); }) }, 'Revoke'))]);
+  const create = can('operator') ? el('form', { onsubmit: action(out, async () => { const r = await api('POST', '/keys', { agent: name, name: create.elements.keyname.value || undefined }); showSecret(out, r.key, `Key ${r.id} created.`); }) },
+    el('label', { for: 'keyname' }, 'New key name '), el('input', { id: 'keyname', name: 'keyname', autocomplete: 'off' }), ' ', el('button', { type: 'submit' }, 'Create key')) : null;
+  show(`Agent ${name}`,
+    el('dl', {}, [['SPIFFE ID', a.spiffe_id], ['Owner', a.owner], ['Team', a.team], ['Environment', a.environment], ['Deployment', a.deployment], ['Policies', a.policies.join(', ') || 'none']]
+      .flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v || '-')])),
+    el('h2', {}, 'Keys'), table(['Key id', 'Name', 'Created', 'Status', 'Last rotated', ''], keyRows), create, out,
+    el('h2', {}, 'What can this agent do?'),
+    el('h3', {}, 'Models'), table(['Model', 'Decision', 'Policy', 'Rule', 'Why'], detail.models.map((m) => [m.model, effectBadge(m.effect), m.policy || '(default deny)', m.rule || '-', m.reason])),
+    el('h3', {}, 'Tools'), table(['Resource', 'Action', 'Known from', 'Decision', 'Policy', 'Rule', 'Why'], detail.tools.map((t) => [t.resource, t.action, t.via,
+      el('span', {}, effectBadge(t.effect), t.conditional ? ' (depends on arguments)' : ''), t.policy || '(default deny)', t.rule || '-', t.reason])));
+}
+
+/** A new key secret is shown once, here, and never again. */
+function showSecret(out, secret, text) {
+  out.replaceChildren(el('div', { class: 'secret', role: 'status' }, el('p', {}, `${text} Copy the key now: it is not shown again.`), el('code', {}, secret)));
+}
+
+async function approvalsPage() {
+  const { data } = await api('GET', '/approvals?status=pending');
+  const out = el('div', { 'aria-live': 'polite' });
+  const rows = data.map((a) => {
+    const reason = el('input', { 'aria-label': `Reason for ${a.id}`, placeholder: 'reason (recorded)', autocomplete: 'off' });
+    const decideBtn = (verb, label, cls) => el('button', { type: 'button', class: cls, onclick: action(out, async () => {
+      if (!reason.value.trim()) throw new Error('give a reason: it is recorded in the audit trail with your name');
+      await api('POST', `/approvals/${a.id}/${verb}`, { reason: reason.value.trim() });
+      await approvalsPage();
+      main.append(notice(`${label}: ${a.id}`));
+    }) }, label);
+    return [a.id, a.agent, `${a.plane} ${a.target}`, `${a.action} on ${a.resource}`, el('code', {}, a.argsDigest), `${a.policy} tools[${a.rule}]: ${a.reason}`, when(a.createdAt), when(a.expiresAt),
+      can('approver') ? el('span', {}, reason, ' ', decideBtn('approve', 'Approve'), ' ', decideBtn('reject', 'Reject', 'danger')) : 'approver role needed'];
+  });
+  show('Approvals', el('p', {}, 'Tool calls held by a rule with approval: required. Approving lets the same call (same agent, tool and arguments) through once.'),
+    table(['Id', 'Agent', 'Tool', 'Action', 'Arguments (digest)', 'Held by', 'Asked', 'Expires', 'Decision'], rows), out);
+}
+
+async function simulatorPage() {
+  const { data } = await api('GET', '/agents');
+  const out = el('div', { 'aria-live': 'polite' });
+  const f = el('form', {},
+    el('p', {}, el('label', { for: 'sim-agent' }, 'Agent '), el('select', { id: 'sim-agent', name: 'agent' }, data.map((a) => el('option', { value: a.name }, a.name)))),
+    el('fieldset', {}, el('legend', {}, 'Request'),
+      el('p', {}, el('label', { for: 'sim-model' }, 'Model '), el('input', { id: 'sim-model', name: 'model', placeholder: 'e.g. reasoning-high', autocomplete: 'off' })),
+      el('p', {}, 'or a tool action: ', el('label', { for: 'sim-resource' }, 'Resource '), el('input', { id: 'sim-resource', name: 'resource', autocomplete: 'off' }), ' ',
+        el('label', { for: 'sim-action' }, 'Action '), el('input', { id: 'sim-action', name: 'action', autocomplete: 'off' })),
+      el('p', {}, el('label', { for: 'sim-args' }, 'Arguments (JSON) '), el('textarea', { id: 'sim-args', name: 'args', rows: 3, cols: 60 }, '{}'))),
+    el('button', { type: 'submit' }, 'Decide'));
+  f.addEventListener('submit', action(out, async () => {
+    const v = (n) => f.elements[n].value.trim();
+    const body = { agent: v('agent') };
+    if (v('model')) body.model = v('model');
+    else {
+      body.resource = v('resource'); body.action = v('action');
+      try { body.args = JSON.parse(v('args') || '{}'); } catch { throw new Error('arguments must be a JSON object'); }
+    }
+    const r = await api('POST', '/policy/explain', body);
+    out.replaceChildren(el('h2', {}, 'Decision: ', effectBadge(r.decision.effect)), el('p', {}, r.decision.reason), el('pre', {}, r.explanation.join('\n')));
+  }));
+  show('Policy simulator', el('p', {}, 'Pick an agent and a request to see what the policy decides and why (like aam policy explain).'), f, out);
+}
+
+async function auditPage(params) {
+  const q = new URLSearchParams(params);
+  const f = el('form', { class: 'filters' },
+    ...[['agent', 'Agent'], ['decision', 'Decision'], ['type', 'Event type'], ['since', 'Since (e.g. 24h)'], ['request_id', 'Request id']].map(([n, label]) =>
+      el('span', {}, el('label', { for: `f-${n}` }, `${label} `), el('input', { id: `f-${n}`, name: n, value: q.get(n) || '', autocomplete: 'off' }), ' ')),
+    el('button', { type: 'submit' }, 'Search'));
+  f.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const p = new URLSearchParams();
+    for (const n of ['agent', 'decision', 'type', 'since', 'request_id']) if (f.elements[n].value.trim()) p.set(n, f.elements[n].value.trim());
+    location.hash = `#/audit?${p}`;
+  });
+  q.set('limit', '100');
+  const { data } = await api('GET', `/audit?${q}`);
+  show('Audit', f, table(['#', 'Time', 'Type', 'Agent / actor', 'Decision', 'What', 'Request'], data.map((e) => [String(e.seq), when(e.time), e.type,
+    e.identity ? e.identity.agent : e.admin ? actorText(e.admin.actor) : '-',
+    e.policy ? effectBadge(e.policy.decision) : '-', whatText(e),
+    el('a', { href: `#/audit/${encodeURIComponent(e.request_id)}` }, e.request_id)])));
+}
+
+const actorText = (a) => (typeof a === 'string' ? a : `${a.email || a.sub}`);
+function whatText(e) {
+  if (e.model) return `model ${e.model.route}${e.model.provider ? ` via ${e.model.provider}` : ''}`;
+  if (e.tool) return `tool ${e.tool.server ? `${e.tool.server}/${e.tool.tool}` : `${e.tool.action} ${e.tool.resource}`}`;
+  if (e.admin) return `${e.admin.action} ${e.admin.target || ''}`;
+  return '';
+}
+
+async function requestPage(id) {
+  const { data } = await api('GET', `/audit/requests/${encodeURIComponent(id)}`);
+  show(`Request ${id}`, el('p', {}, 'Identity → policy and rule → credential → upstream call → outcome, in the order the trail recorded them.'),
+    el('ol', { class: 'chain' }, data.map((e) => el('li', {},
+      el('h2', {}, `#${e.seq} ${e.type}`),
+      e.identity ? el('p', {}, `Identity: ${e.identity.agent} (${e.identity.spiffe_id}, ${e.identity.method}${e.identity.key_id ? ` key ${e.identity.key_id}` : ''})`) : null,
+      e.policy ? el('p', {}, 'Policy: ', effectBadge(e.policy.decision), ` ${e.policy.name || '(default deny)'} rule ${e.policy.rule}: ${e.policy.reason}`) : null,
+      e.credential ? el('p', {}, `Credential: ${e.credential.name}${e.credential.version ? ` version ${e.credential.version}` : ''}`) : null,
+      el('details', {}, el('summary', {}, 'Event as recorded'), el('pre', {}, JSON.stringify(e, null, 2)))))));
+}
+
+async function route() {
+  const h = decodeURIComponent(location.hash.slice(1) || '/agents');
+  const [path, query] = h.split('?');
+  let m;
+  try {
+    if ((m = /^\/agents\/(.+)$/.exec(path))) await agentPage(m[1]);
+    else if (path === '/approvals') await approvalsPage();
+    else if (path === '/simulator') await simulatorPage();
+    else if ((m = /^\/audit\/(.+)$/.exec(path))) await requestPage(m[1]);
+    else if (path === '/audit') await auditPage(query || '');
+    else await agentsPage();
+  } catch (e) {
+    show('Error', notice(e.message, 'error'));
+  }
+  for (const a of document.querySelectorAll('nav a')) {
+    if (location.hash.startsWith(a.getAttribute('href'))) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
+  }
+}
+
+api('GET', '/me').then((m) => { me = m; route(); }, (e) => show('Error', notice(e.message, 'error')));
+window.addEventListener('hashchange', route);

@@ -1,0 +1,157 @@
+// Who is calling the admin API or the console, and may they do this? Three ways in, one answer:
+// the break-glass AAM_ADMIN_TOKEN (admin), an OIDC ID token as Bearer, or a console session
+// cookie (state-changing requests then need the session's CSRF token and a same-origin Origin).
+// Agent credentials open nothing here: a virtual key or JWT-SVID is neither the admin token nor
+// an ID token from the configured IdP. Roles come from the config as it is now, on every request.
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { DatabaseSync } from 'node:sqlite';
+import type { ConfigSet } from '../config/schema.ts';
+import { AamError } from '../server/errors.ts';
+import { atLeast, compileRoles, type Role, type RoleTable, type HumanClaims } from './roles.ts';
+import { createSessionStore, type Session, type SessionStore } from './sessions.ts';
+import { OidcError, type OidcClient } from './oidc.ts';
+
+/** The person behind an admin event (the break-glass token is recorded as such). */
+export type Actor = 'admin-token' | { type: 'user'; sub: string; email?: string };
+
+export interface Principal {
+  actor: Actor;
+  role: Role;
+  /** Short name for tables (approvals' decided_by, tool pins): "user:<email or sub>" or "admin-token". */
+  label: string;
+  /** Set when the request came with a console session. */
+  session?: { id: string; csrf: string; expiresAt: number };
+}
+
+export interface HumanAuthOptions {
+  db: DatabaseSync;
+  /** Current config (roles are read from it per request). */
+  config: () => ConfigSet;
+  adminToken: string | null;
+  oidc: OidcClient | null;
+  /** AAM_PUBLIC_URL (its origin is the only one state-changing cookie requests may come from). */
+  publicUrl: string | null;
+  /** Serving TLS: cookies are Secure and __Host- prefixed. */
+  tls: boolean;
+}
+
+export interface HumanAuth {
+  readonly oidc: OidcClient | null;
+  readonly sessions: SessionStore;
+  readonly adminTokenEnabled: boolean;
+  readonly cookie: { name: string; secure: boolean };
+  /** Authenticate and check the role; throws 401/403 (AamError) otherwise. */
+  require(req: IncomingMessage, need: Role): Promise<Principal>;
+  /** The session of a request's cookie, if live (for pages). */
+  sessionOf(req: IncomingMessage): { id: string; session: Session } | undefined;
+  /** A person's current role, or null when no RoleBinding names them. */
+  roleOf(c: HumanClaims): Role | null;
+  /** Is this the break-glass token? (constant time) */
+  isAdminToken(token: string): boolean;
+  /** Throws unless the request comes from our own origin (login forms, logout, every cookie-authenticated change). */
+  checkOrigin(req: IncomingMessage): void;
+  principalOf(s: Session, id?: string): Principal | null;
+}
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+const safeEqual = (a: string, b: string) => timingSafeEqual(digest(a), digest(b));
+const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+export function parseCookies(header: string | undefined): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const part of (header ?? '').split(';')) {
+    const i = part.indexOf('=');
+    if (i > 0) out.set(part.slice(0, i).trim(), part.slice(i + 1).trim());
+  }
+  return out;
+}
+
+const unauthorized = (msg: string) => new AamError(401, 'admin_unauthorized', msg, { headers: { 'www-authenticate': 'Bearer realm="aam-admin"' } });
+
+export function userActor(c: HumanClaims): Actor {
+  return c.email ? { type: 'user', sub: c.sub, email: c.email } : { type: 'user', sub: c.sub };
+}
+
+export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
+  const sessions = createSessionStore(o.db);
+  const tables = new WeakMap<ConfigSet, RoleTable>();
+  const roleOf = (c: HumanClaims): Role | null => {
+    const set = o.config();
+    let t = tables.get(set);
+    if (!t) { t = compileRoles(set); tables.set(set, t); }
+    return t.roleOf(c);
+  };
+  const cookie = { name: o.tls ? '__Host-aam_session' : 'aam_session', secure: o.tls };
+  const expectedOrigin = (req: IncomingMessage): string | null => {
+    if (o.publicUrl) return new URL(o.publicUrl).origin;
+    const host = req.headers.host;
+    return host ? `${o.tls ? 'https' : 'http'}://${host}` : null;
+  };
+  const isAdminToken = (t: string) => o.adminToken !== null && safeEqual(t, o.adminToken);
+
+  const principalOf = (s: Session, id?: string): Principal | null => {
+    const session = id ? { id, csrf: s.csrf, expiresAt: s.expiresAt } : undefined;
+    // A break-glass session dies with the token it was opened with (unset at restart: gone).
+    if (s.kind === 'admin-token') return o.adminToken ? { actor: 'admin-token', role: 'admin', label: 'admin-token', session } : null;
+    const role = roleOf(s);
+    return role ? { actor: userActor(s), role, label: `user:${s.email ?? s.sub}`, session } : null;
+  };
+
+  function checkOrigin(req: IncomingMessage): void {
+    const origin = req.headers.origin;
+    const want = expectedOrigin(req);
+    if (typeof origin !== 'string' || origin !== want) {
+      throw new AamError(403, 'csrf_failed', `cross-origin request refused: Origin ${typeof origin === 'string' ? `"${origin}"` : 'is missing'}, expected "${want}" (set AAM_PUBLIC_URL to the URL people open the console at)`);
+    }
+  }
+
+  const sessionOf = (req: IncomingMessage) => {
+    const id = parseCookies(req.headers.cookie).get(cookie.name);
+    const session = id ? sessions.get(id) : undefined;
+    return id && session ? { id, session } : undefined;
+  };
+
+  async function authenticate(req: IncomingMessage): Promise<Principal> {
+    const auth = req.headers.authorization;
+    if (typeof auth === 'string') {
+      const m = /^Bearer\s+(\S+)$/i.exec(auth);
+      if (!m) throw unauthorized('admin API needs "Authorization: Bearer <AAM_ADMIN_TOKEN or an OpenID Connect ID token>"');
+      if (isAdminToken(m[1])) return { actor: 'admin-token', role: 'admin', label: 'admin-token' };
+      // Only something shaped like a JWT is shown to the IdP's keys; agent keys (aam_...) never are.
+      if (o.oidc && /^[\w-]+\.[\w-]+\.[\w-]+$/.test(m[1])) {
+        let who: HumanClaims;
+        try { who = await o.oidc.verifyBearer(m[1]); } catch (e) {
+          throw unauthorized(e instanceof OidcError ? e.message : 'the Bearer token could not be verified');
+        }
+        const role = roleOf(who);
+        if (!role) throw new AamError(403, 'admin_forbidden', `no RoleBinding names ${who.email ?? who.sub}${who.groups.length ? ` or the groups ${who.groups.join(', ')}` : ''}; ask an admin to add one`);
+        return { actor: userActor(who), role, label: `user:${who.email ?? who.sub}` };
+      }
+      throw unauthorized(`admin API needs "Authorization: Bearer $AAM_ADMIN_TOKEN"${o.oidc ? ' or an OpenID Connect ID token' : ''}; agent keys and agent tokens are not accepted here`);
+    }
+    const s = sessionOf(req);
+    if (s) {
+      const p = principalOf(s.session, s.id);
+      if (!p) throw new AamError(403, 'admin_forbidden', `no RoleBinding names ${s.session.email ?? s.session.sub} any more; ask an admin to add one`);
+      if (UNSAFE.has(req.method ?? '')) {
+        checkOrigin(req);
+        const sent = req.headers['x-csrf-token'];
+        if (typeof sent !== 'string' || !safeEqual(sent, s.session.csrf)) throw new AamError(403, 'csrf_failed', 'missing or wrong x-csrf-token header: reload the console page (the token is in GET /admin/v1/me)');
+      }
+      return p;
+    }
+    throw unauthorized(o.adminToken || o.oidc
+      ? 'admin API needs a console session or "Authorization: Bearer <AAM_ADMIN_TOKEN or an OpenID Connect ID token>"'
+      : 'the admin API is disabled: start aam with AAM_ADMIN_TOKEN set, or with AAM_OIDC_ISSUER/AAM_OIDC_CLIENT_ID/AAM_OIDC_CLIENT_SECRET/AAM_PUBLIC_URL');
+  }
+
+  return {
+    oidc: o.oidc, sessions, cookie, adminTokenEnabled: o.adminToken !== null, roleOf, isAdminToken, checkOrigin, sessionOf, principalOf,
+    async require(req, need) {
+      const p = await authenticate(req);
+      if (!atLeast(p.role, need)) throw new AamError(403, 'admin_forbidden', `this needs the ${need} role; ${p.label} has ${p.role}`);
+      return p;
+    },
+  };
+}

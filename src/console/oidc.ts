@@ -1,0 +1,114 @@
+// OpenID Connect for people: the authorization code flow with PKCE, state and nonce (openid-client,
+// a certified relying party), and ID tokens presented as Bearer to the admin API (jose, checked
+// against the issuer's JWKS, issuer, audience = our client id, expiry). Nothing here decides a role.
+import * as oidc from 'openid-client';
+import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose';
+import type { HumanClaims } from './roles.ts';
+
+export interface OidcSettings {
+  issuer: string;
+  clientId: string;
+  clientSecret: string;
+  /** $AAM_PUBLIC_URL/console/callback */
+  redirectUri: string;
+  scopes: string;
+}
+
+/** Settings from the environment, null when OIDC is off; a half-configured set refuses to start. */
+export function oidcSettingsFrom(env: NodeJS.ProcessEnv, publicUrl: string | null): OidcSettings | null {
+  const { AAM_OIDC_ISSUER: issuer, AAM_OIDC_CLIENT_ID: clientId, AAM_OIDC_CLIENT_SECRET: clientSecret } = env;
+  if (!issuer && !clientId && !clientSecret) return null;
+  const missing = Object.entries({ AAM_OIDC_ISSUER: issuer, AAM_OIDC_CLIENT_ID: clientId, AAM_OIDC_CLIENT_SECRET: clientSecret, AAM_PUBLIC_URL: publicUrl })
+    .filter(([, v]) => !v).map(([k]) => k);
+  if (missing.length) throw new Error(`console login (OpenID Connect) needs ${missing.join(', ')} as well; set all of AAM_OIDC_ISSUER, AAM_OIDC_CLIENT_ID, AAM_OIDC_CLIENT_SECRET and AAM_PUBLIC_URL, or none`);
+  try { new URL(issuer!); } catch { throw new Error(`AAM_OIDC_ISSUER must be the issuer's URL, like https://login.example.com/realms/acme (got "${issuer}")`); }
+  return { issuer: issuer!, clientId: clientId!, clientSecret: clientSecret!, redirectUri: `${publicUrl}/console/callback`, scopes: env.AAM_OIDC_SCOPES ?? 'openid email profile' };
+}
+
+/** One login in progress: what the callback must see again (kept server-side, never in the URL). */
+export interface LoginTransaction { state: string; nonce: string; verifier: string; createdAt: number }
+
+export interface LoggedIn extends HumanClaims { /** ID token expiry (epoch seconds): the session ends then at the latest. */ exp: number }
+
+export class OidcError extends Error {}
+
+export interface OidcClient {
+  readonly settings: OidcSettings;
+  /** Where to send the browser, and the transaction to keep until the callback. */
+  begin(): Promise<{ url: string; tx: LoginTransaction }>;
+  /** Redeem the callback URL: state, PKCE, nonce, ID token signature/iss/aud/exp all checked. */
+  finish(callbackUrl: URL, tx: LoginTransaction): Promise<LoggedIn>;
+  /** An ID token as Bearer: verified against the issuer's current JWKS. */
+  verifyBearer(token: string): Promise<LoggedIn>;
+}
+
+// Asymmetric only: an HS256 token "signed" with the client secret proves nothing about the IdP.
+const ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
+const CLOCK_TOLERANCE_S = 5;
+
+/** email (only when not marked unverified) and groups, in the shape roles need. */
+export function humanClaims(c: Record<string, unknown>): HumanClaims {
+  if (typeof c.sub !== 'string' || !c.sub) throw new OidcError('the ID token has no subject (sub)');
+  const email = typeof c.email === 'string' && c.email_verified !== false ? c.email : undefined;
+  const groups = Array.isArray(c.groups) ? c.groups.filter((g): g is string => typeof g === 'string') : [];
+  return { sub: c.sub, email, groups };
+}
+
+export function createOidcClient(settings: OidcSettings): OidcClient {
+  const issuerUrl = new URL(settings.issuer);
+  // Discovery happens on first use and is retried after a failure, so an IdP that is down when
+  // aam starts does not keep the gateway from serving agents.
+  let config: Promise<oidc.Configuration> | null = null;
+  let jwks: ReturnType<typeof createRemoteJWKSet> | null = null;
+  const configured = (): Promise<oidc.Configuration> => config ??= oidc.discovery(issuerUrl, settings.clientId, undefined, oidc.ClientSecretBasic(settings.clientSecret),
+    // A plain-http issuer is allowed only when the operator configured one (local IdPs, tests).
+    issuerUrl.protocol === 'http:' ? { execute: [oidc.allowInsecureRequests] } : undefined)
+    .catch((e: unknown) => { config = null; throw new OidcError(`the OpenID Provider ${settings.issuer} could not be reached or described itself badly: ${(e as Error).message}`); });
+
+  return {
+    settings,
+    async begin() {
+      const c = await configured();
+      const tx: LoginTransaction = { state: oidc.randomState(), nonce: oidc.randomNonce(), verifier: oidc.randomPKCECodeVerifier(), createdAt: Date.now() };
+      const url = oidc.buildAuthorizationUrl(c, {
+        redirect_uri: settings.redirectUri, scope: settings.scopes, response_type: 'code',
+        state: tx.state, nonce: tx.nonce, code_challenge: await oidc.calculatePKCECodeChallenge(tx.verifier), code_challenge_method: 'S256',
+      });
+      return { url: url.href, tx };
+    },
+    async finish(callbackUrl, tx) {
+      const c = await configured();
+      let tokens: Awaited<ReturnType<typeof oidc.authorizationCodeGrant>>;
+      try {
+        tokens = await oidc.authorizationCodeGrant(c, callbackUrl, { pkceCodeVerifier: tx.verifier, expectedState: tx.state, expectedNonce: tx.nonce, idTokenExpected: true });
+      } catch (e) {
+        // openid-client's message is generic ("invalid response encountered"); the cause says which check failed.
+        const cause = (e as Error).cause;
+        throw new OidcError(`login failed: ${(e as Error).message}${cause instanceof Error ? ` (${cause.message})` : ''}`);
+      }
+      const idc = tokens.claims();
+      if (!idc) throw new OidcError('login failed: the OpenID Provider returned no ID token');
+      let claims: Record<string, unknown> = idc;
+      // Many IdPs put email/groups only in userinfo; ask it (bound to the same subject).
+      if ((idc.email === undefined || idc.groups === undefined) && c.serverMetadata().userinfo_endpoint) {
+        try { claims = { ...(await oidc.fetchUserInfo(c, tokens.access_token, idc.sub)), ...idc }; } catch { /* the ID token's claims stand */ }
+      }
+      return { ...humanClaims(claims), exp: idc.exp };
+    },
+    async verifyBearer(token) {
+      const c = await configured();
+      const meta = c.serverMetadata();
+      if (!meta.jwks_uri) throw new OidcError('the OpenID Provider publishes no jwks_uri');
+      jwks ??= createRemoteJWKSet(new URL(meta.jwks_uri));
+      let payload: JWTPayload;
+      try {
+        ({ payload } = await jwtVerify(token, jwks, { issuer: meta.issuer, audience: settings.clientId, algorithms: ALGS, clockTolerance: CLOCK_TOLERANCE_S, requiredClaims: ['exp', 'sub'] }));
+      } catch (e) {
+        throw new OidcError(`the Bearer token is not a valid ID token from ${meta.issuer} for client ${settings.clientId}: ${(e as Error).message}`);
+      }
+      // A token for several audiences must name us as the party it was issued to.
+      if (Array.isArray(payload.aud) && payload.aud.length > 1 && payload.azp !== settings.clientId) throw new OidcError(`the ID token was issued to ${String(payload.azp)}, not ${settings.clientId}`);
+      return { ...humanClaims(payload), exp: payload.exp! };
+    },
+  };
+}

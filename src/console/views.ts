@@ -1,0 +1,78 @@
+// What the console shows, computed from the running gateway (and served by the admin API, so every
+// page is scriptable): agents with keys, spend and budgets; what one agent may do, rule by rule; the
+// policy simulator. Read-only; nothing here returns a secret (keys are listed by id, never value).
+import type { Runtime, Compiled } from '../runtime.ts';
+import type { AgentRecord } from '../identity/types.ts';
+import type { CompiledPolicies } from '../policy/compile.ts';
+import { setFor } from '../policy/compile.ts';
+import { decide } from '../policy/decide.ts';
+import { explain, requestOf } from '../policy/test-runner.ts';
+import { AamError } from '../server/errors.ts';
+import type { Decision } from '../policy/types.ts';
+
+const DAY_MS = 86_400_000;
+
+/** One row per Agent: who owns it, its keys, spend against each budget and when it last called a model. */
+export function agentsOverview(rt: Runtime, cfg: Compiled): Array<Record<string, unknown>> {
+  rt.usage.flush();
+  const spend30d = new Map(rt.usage.summary('agent', Date.now() - 30 * DAY_MS).map((r) => [String(r.agent), r]));
+  const keys = rt.keys.list();
+  const last = lastModelCall(rt);
+  return [...cfg.policies.agents.values()].map((a) => {
+    const set = setFor(a, cfg.policies);
+    return {
+      name: a.name, spiffe_id: a.spiffeId, owner: a.owner ?? null, team: a.team ?? null, environment: a.environment ?? null, deployment: a.deployment ?? null,
+      policies: set.policies.map((p) => p.name),
+      keys: keys.filter((k) => k.agent === a.name).map((k) => ({ id: k.id, name: k.name, created_at: k.createdAt, revoked_at: k.revokedAt, expires_at: k.expiresAt, last_rotated_at: k.lastRotatedAt })),
+      budgets: set.limits.budgets.map((b) => ({ key: b.key, daily_usd: b.daily_usd ?? null, monthly_usd: b.monthly_usd ?? null, spent: rt.ledger.usage(b.key), policies: b.policies })),
+      usage_30d: spend30d.get(a.name) ?? null,
+      last_model_call: last.get(a.name) ?? null,
+    };
+  });
+}
+
+/** Latest minute with a model call per agent (usage rollups; no audit scan). */
+function lastModelCall(rt: Runtime): Map<string, string> {
+  const rows = rt.db.prepare('SELECT agent, max(minute) AS t FROM usage_rollup GROUP BY agent').all() as Array<{ agent: string; t: number }>;
+  return new Map(rows.map((r) => [r.agent, new Date(r.t).toISOString()]));
+}
+
+const verdict = (d: Decision) => ({ effect: d.effect, policy: d.policy || null, rule: d.rulePath ?? null, reason: d.reason });
+
+/**
+ * "What can this agent do": every model route and every known tool resource/action (from MCP
+ * servers, HTTP tools and the agent's own rules) decided for this agent by the compiled policy,
+ * with the deciding rule. Actions guarded by `when`/`args` are decided without arguments and flagged.
+ */
+export function capabilities(agent: AgentRecord, cfg: Compiled): { models: unknown[]; tools: unknown[] } {
+  const compiled = cfg.policies;
+  const models = compiled.models.map((model) => ({ model, ...verdict(decide({ kind: 'model', agent, model }, compiled)) }));
+  const pairs = new Map<string, { resource: string; action: string; via: string }>();
+  const add = (resource: string, action: string, via: string) => { if (!pairs.has(`${resource}\u0000${action}`)) pairs.set(`${resource}\u0000${action}`, { resource, action, via }); };
+  for (const s of cfg.set.mcpServers.values()) {
+    for (const [tool, t] of Object.entries(s.spec.tools ?? {})) add(t.resource ?? s.spec.resource ?? s.name, t.action ?? tool, `MCP ${s.name}/${tool}`);
+  }
+  for (const h of cfg.set.httpTools.values()) for (const action of Object.keys(h.spec.actions)) add(h.spec.resource, action, `HTTP tool ${h.name}/${action}`);
+  const set = setFor(agent, compiled);
+  for (const p of set.policies) {
+    for (const r of p.tools) {
+      if (/[*?]/.test(r.resource)) continue; // a glob names no concrete resource to list
+      for (const action of [...r.actions, ...r.deny]) add(r.resource, action, `policy ${p.name} ${r.path}`);
+    }
+  }
+  const tools = [...pairs.values()].map(({ resource, action, via }) => {
+    const d = decide({ kind: 'tool', agent, resource, action, args: {} }, compiled);
+    const rule = set.policies.find((p) => p.name === d.policy)?.tools[d.rule];
+    return { resource, action, via, ...verdict(d), conditional: Boolean(rule && (rule.when || rule.args.length)) };
+  });
+  return { models, tools };
+}
+
+/** The policy simulator: `aam policy explain` over the admin API. */
+export function simulate(body: Record<string, unknown>, compiled: CompiledPolicies): { decision: ReturnType<typeof verdict>; explanation: string[] } {
+  let req;
+  try { req = requestOf(body, compiled); } catch (e) {
+    throw new AamError(400, 'invalid_request', `${(e as Error).message} (send { agent, model } or { agent, resource, action, args })`);
+  }
+  return { decision: verdict(decide(req, compiled)), explanation: explain(req, compiled) };
+}

@@ -1,0 +1,79 @@
+// A gateway with single sign-on against the in-process OpenID Provider, role bindings for five
+// people, an HTTP tool whose deletes need approval, and an agent with a hostile name.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startGateway, type Running } from '../../src/cli/serve.ts';
+import { doc, yaml } from './gateway.ts';
+import { freePort, localServer, type LocalServer } from './e2e.ts';
+import { startTestIdp, type TestIdp } from './oidc-idp.ts';
+
+export const ADMIN_TOKEN = 'console-break-glass-token-0123456789abcdef';
+export const TOOL_SECRET = 'sf-secret-value-never-in-a-page-9f8e7d';
+
+/** login -> email, groups; roles come from the RoleBindings below. */
+export const USERS = {
+  alice: { email: 'alice@example.com', groups: ['security'] }, // admin (by email)
+  olga: { email: 'olga@example.com', groups: ['platform'] }, // operator (by group)
+  april: { email: 'april@example.com', groups: ['everyone'] }, // approver (by email)
+  victor: { email: 'victor@example.com', groups: ['everyone'] }, // viewer (by group)
+  mallory: { email: 'mallory@example.com', groups: ['contractors'] }, // no binding
+};
+
+export function consoleConfig(upstream: string): string {
+  return yaml(
+    doc('Provider', 'demo', { type: 'demo' }),
+    doc('Model', 'reasoning-high', { targets: [{ provider: 'demo', model: 'd' }] }),
+    doc('Model', 'summarization', { targets: [{ provider: 'demo', model: 'd' }] }),
+    doc('Credential', 'sf-token', { env: 'TEST_CONSOLE_SF_TOKEN' }),
+    doc('HttpTool', 'salesforce', {
+      baseUrl: upstream, credential: 'sf-token', resource: 'salesforce.accounts',
+      actions: { read: { method: 'GET', path: '/accounts/{id}' }, delete: { method: 'DELETE', path: '/accounts/{id}' } },
+    }),
+    doc('Agent', 'finance-analyst', { workload: 'spiffe://prod/agent/finance-analyst', owner: 'jane@example.com', team: 'finance', environment: 'prod', deployment: 'analyst-v3' }),
+    doc('AgentPolicy', 'finance-analyst-readonly', {
+      identity: { workload: 'spiffe://prod/agent/finance-analyst' },
+      models: { allow: ['reasoning-high'], budget: { daily_usd: 75 } },
+      tools: [
+        { resource: 'salesforce.accounts', actions: ['read'], deny: ['export'] },
+        { resource: 'salesforce.accounts', actions: ['delete'], approval: 'required' },
+      ],
+    }),
+    // An agent whose metadata is markup: the console must show it as text.
+    doc('Agent', 'xss', { workload: 'spiffe://prod/agent/xss', owner: '<script>window.__pwned=1</script>', team: '<img src=x onerror=window.__pwned=2>' }),
+    doc('RoleBinding', 'admins', { role: 'admin', subjects: [{ email: 'alice@example.com' }] }),
+    doc('RoleBinding', 'platform', { role: 'operator', subjects: [{ group: 'platform' }] }),
+    doc('RoleBinding', 'approvers', { role: 'approver', subjects: [{ email: 'APRIL@example.com' }] }),
+    doc('RoleBinding', 'everyone', { role: 'viewer', subjects: [{ group: 'everyone' }] }),
+  );
+}
+
+export interface ConsoleEnv {
+  url: string;
+  idp: TestIdp;
+  g: Running;
+  upstream: LocalServer;
+  configPath: string;
+  close(): Promise<void>;
+}
+
+export async function startConsoleEnv(o: { idTokenTtlS?: number } = {}): Promise<ConsoleEnv> {
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const upstream = await localServer((_req, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"ok":true}'); });
+  const idp = await startTestIdp({ redirectUri: `${url}/console/callback`, users: USERS, idTokenTtlS: o.idTokenTtlS });
+  const dir = mkdtempSync(join(tmpdir(), 'aam-console-'));
+  const configPath = join(dir, 'aam.yaml');
+  writeFileSync(configPath, consoleConfig(upstream.url));
+  const g = await startGateway({
+    configPath, dataDir: join(dir, 'data'), port, host: '127.0.0.1',
+    env: {
+      ...process.env, AAM_LOG_LEVEL: 'error', AAM_ADMIN_TOKEN: ADMIN_TOKEN, TEST_CONSOLE_SF_TOKEN: TOOL_SECRET, AAM_PUBLIC_URL: url,
+      AAM_OIDC_ISSUER: idp.issuer, AAM_OIDC_CLIENT_ID: idp.clientId, AAM_OIDC_CLIENT_SECRET: idp.clientSecret,
+    },
+  });
+  return {
+    url, idp, g, upstream, configPath,
+    close: async () => { await g.close(); await idp.close(); await upstream.close(); rmSync(dir, { recursive: true, force: true }); },
+  };
+}

@@ -1,0 +1,125 @@
+// A real OpenID Provider in-process (oidc-provider, a certified implementation) for console tests:
+// users with emails and groups, one confidential client for aam's console, PKCE required, and the
+// provider's signing key exposed so tests can mint tokens it would (and one it would not) sign.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { exportJWK, generateKeyPair, SignJWT, type JWK } from 'jose';
+
+export interface TestUser { email: string; groups: string[]; email_verified?: boolean }
+
+export interface TestIdp {
+  issuer: string;
+  clientId: string;
+  clientSecret: string;
+  /** Sign a token with the provider's own key (claims merged over iss/aud/sub/iat/exp defaults). */
+  sign(claims: Record<string, unknown>, opts?: { key?: 'provider' | 'other' }): Promise<string>;
+  close(): Promise<void>;
+}
+
+interface ProviderLike { callback(): (req: unknown, res: unknown) => void; proxy?: boolean }
+type ProviderCtor = new (issuer: string, config: Record<string, unknown>) => ProviderLike;
+
+export async function startTestIdp(o: { redirectUri: string; users: Record<string, TestUser>; idTokenTtlS?: number }): Promise<TestIdp> {
+  const spec = 'oidc-provider'; // untyped package: loaded by name so the type checker does not look for its types
+  const { default: Provider } = (await import(spec)) as { default: ProviderCtor };
+  const server: Server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const issuer = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const mk = async (kid: string) => {
+    const { privateKey } = await generateKeyPair('RS256', { extractable: true });
+    return { key: privateKey, jwk: { ...(await exportJWK(privateKey)), kid, alg: 'RS256', use: 'sig' } as JWK };
+  };
+  const provider = await mk('idp-key');
+  const other = await mk('idp-key'); // same kid, other key: a forgery that names the real key
+  const clientId = 'aam-console';
+  const clientSecret = 'test-client-secret-0123456789abcdef';
+  const p = new Provider(issuer, {
+    clients: [{ client_id: clientId, client_secret: clientSecret, redirect_uris: [o.redirectUri], response_types: ['code'], grant_types: ['authorization_code'], token_endpoint_auth_method: 'client_secret_basic' }],
+    jwks: { keys: [provider.jwk] },
+    findAccount: (_ctx: unknown, id: string) => {
+      const u = o.users[id];
+      return u ? { accountId: id, claims: () => ({ sub: id, email: u.email, email_verified: u.email_verified ?? true, groups: u.groups }) } : undefined;
+    },
+    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['groups'] },
+    // Real IdPs (Okta, Entra, Keycloak) put email and groups in the ID token; so does this one.
+    conformIdTokenClaims: false,
+    pkce: { required: () => true },
+    features: { devInteractions: { enabled: true } },
+    cookies: { keys: ['test-cookie-signing-key-0123456789'] },
+    ttl: { IdToken: o.idTokenTtlS ?? 3600, AccessToken: 3600, Interaction: 600, Session: 3600, Grant: 3600 },
+    // First-party console: no consent screen.
+    loadExistingGrant: async (ctx: { oidc: { provider: { Grant: new (o: object) => { addOIDCScope(s: string): void; save(): Promise<string> } }; client: { clientId: string }; session: { accountId: string } } }) => {
+      const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
+      grant.addOIDCScope('openid email profile');
+      await grant.save();
+      return grant;
+    },
+  });
+  server.on('request', p.callback());
+  return {
+    issuer, clientId, clientSecret,
+    async sign(claims, opts = {}) {
+      const now = Math.floor(Date.now() / 1000);
+      const key = opts.key === 'other' ? other : provider;
+      return new SignJWT({ iss: issuer, aud: clientId, sub: 'alice', iat: now, exp: now + 600, ...claims })
+        .setProtectedHeader({ alg: 'RS256', kid: key.jwk.kid, typ: 'JWT' }).sign(key.key);
+    },
+    close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+  };
+}
+
+/** Cookies by name (browsers do not separate cookies by port, and neither does this jar). */
+export class CookieJar {
+  readonly cookies = new Map<string, string>();
+  take(res: Response): void {
+    for (const c of res.headers.getSetCookie()) {
+      const [pair] = c.split(';');
+      const i = pair.indexOf('=');
+      const [name, value] = [pair.slice(0, i).trim(), pair.slice(i + 1).trim()];
+      if (/max-age=0\b/i.test(c) || value === '') this.cookies.delete(name); else this.cookies.set(name, value);
+    }
+  }
+  header(): string { return [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; '); }
+}
+
+export interface LoginSteps {
+  /** Change the IdP authorization URL before the browser follows it (attacks on nonce etc.). */
+  authorizeUrl?: (u: URL) => URL;
+  /** Change the callback URL before it reaches aam (attacks on state, code). */
+  callbackUrl?: (u: URL) => URL;
+}
+
+/**
+ * Sign in to aam's console the way a browser does (redirects, cookies, the IdP's login form), without
+ * a browser. Returns aam's answer to the callback and the jar (with aam_session on success).
+ */
+export async function loginWithoutBrowser(gateway: string, login: string, steps: LoginSteps = {}, jar = new CookieJar()): Promise<{ callback: Response; jar: CookieJar; body: string }> {
+  const get = async (url: string, init: RequestInit = {}) => {
+    const r = await fetch(url, { ...init, redirect: 'manual', headers: { ...(init.headers as Record<string, string>), cookie: jar.header() } });
+    jar.take(r);
+    return r;
+  };
+  let r = await get(`${gateway}/console/login`);
+  if (r.status !== 303) throw new Error(`/console/login answered ${r.status}: ${await r.text()}`);
+  let next = new URL(r.headers.get('location')!);
+  if (steps.authorizeUrl) next = steps.authorizeUrl(next);
+  for (let hops = 0; hops < 12; hops++) {
+    if (next.href.startsWith(`${gateway}/console/callback`)) {
+      const cb = steps.callbackUrl ? steps.callbackUrl(next) : next;
+      const callback = await get(cb.href);
+      return { callback, jar, body: await callback.text() };
+    }
+    r = await get(next.href);
+    if (r.status >= 300 && r.status < 400) { next = new URL(r.headers.get('location')!, next); continue; }
+    const html = await r.text();
+    const action = /<form[^>]*action="([^"]+)"/.exec(html)?.[1];
+    if (r.status !== 200 || !action || !html.includes('name="login"')) throw new Error(`unexpected IdP page ${r.status} at ${next.href}: ${html.slice(0, 300)}`);
+    r = await get(new URL(action.replace(/&amp;/g, '&'), next).href, {
+      method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ prompt: 'login', login, password: 'any' }).toString(),
+    });
+    if (r.status < 300 || r.status >= 400) throw new Error(`IdP login answered ${r.status}: ${(await r.text()).slice(0, 300)}`);
+    next = new URL(r.headers.get('location')!, next);
+  }
+  throw new Error('too many redirects during sign-in');
+}

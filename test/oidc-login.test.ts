@@ -1,0 +1,217 @@
+// People sign in with OpenID Connect (a real provider in-process) and use the admin API as
+// themselves: code flow with PKCE, state and nonce checked, sessions in HttpOnly SameSite cookies
+// bounded by the ID token, CSRF token and Origin on every change, roles from RoleBindings as they
+// are now, ID tokens as Bearer verified against the issuer's keys, and agent credentials refused.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { startConsoleEnv, ADMIN_TOKEN, type ConsoleEnv } from './helpers/console-setup.ts';
+import { loginWithoutBrowser, type CookieJar } from './helpers/oidc-idp.ts';
+import type { AuditEvent } from '../src/audit/event.ts';
+
+let env: ConsoleEnv;
+before(async () => { env = await startConsoleEnv(); });
+after(async () => { await env?.close(); });
+
+interface Me { actor: unknown; role: string; csrf_token: string | null; session_expires_at: string | null }
+
+async function signIn(login: string): Promise<{ jar: CookieJar; me: Me }> {
+  const { callback, jar, body } = await loginWithoutBrowser(env.url, login);
+  assert.equal(callback.status, 303, body);
+  const me = await (await fetch(`${env.url}/admin/v1/me`, { headers: { cookie: jar.header() } })).json() as Me;
+  return { jar, me };
+}
+
+/** A state-changing admin call with the session cookie (CSRF token and Origin unless overridden). */
+function post(jar: CookieJar, path: string, body: unknown, o: { csrf?: string | null; origin?: string | null } = {}) {
+  const headers: Record<string, string> = { cookie: jar.header(), 'content-type': 'application/json' };
+  if (o.csrf !== null && o.csrf !== undefined) headers['x-csrf-token'] = o.csrf;
+  if (o.origin !== null) headers.origin = o.origin ?? env.url;
+  return fetch(`${env.url}/admin/v1${path}`, { method: 'POST', headers, body: JSON.stringify(body) });
+}
+
+async function adminEvents(action: string): Promise<AuditEvent[]> {
+  const r = await fetch(`${env.url}/admin/v1/audit?type=admin&limit=200`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  return ((await r.json()) as { data: AuditEvent[] }).data.filter((e) => e.admin?.action === action);
+}
+
+test('sign-in: code flow with PKCE lands in an HttpOnly SameSite=Lax session bounded by the ID token; the person is the actor', async () => {
+  let authorize: URL | undefined;
+  const { callback, jar } = await loginWithoutBrowser(env.url, 'olga', { authorizeUrl: (u) => { authorize = u; return u; } });
+  assert.equal(callback.status, 303);
+  assert.equal(callback.headers.get('location'), '/console');
+  const p = authorize!.searchParams;
+  assert.equal(p.get('code_challenge_method'), 'S256');
+  assert.ok(p.get('code_challenge') && p.get('state') && p.get('nonce'), 'PKCE challenge, state and nonce are sent');
+  assert.equal(p.get('redirect_uri'), `${env.url}/console/callback`);
+  const setCookie = callback.headers.getSetCookie().find((c) => c.startsWith('aam_session='))!;
+  assert.match(setCookie, /HttpOnly/);
+  assert.match(setCookie, /SameSite=Lax/);
+  assert.match(setCookie, /Path=\//);
+  assert.doesNotMatch(setCookie, /Secure/, 'plain http: no Secure flag (the browser would drop the cookie)');
+  const maxAge = Number(/Max-Age=(\d+)/.exec(setCookie)![1]);
+  assert.ok(maxAge > 3000 && maxAge <= 3600, `session lives as long as the 1 h ID token, not longer (${maxAge} s)`);
+
+  const me = await (await fetch(`${env.url}/admin/v1/me`, { headers: { cookie: jar.header() } })).json() as Me;
+  assert.equal(me.role, 'operator');
+  assert.deepEqual(me.actor, { type: 'user', sub: 'olga', email: 'olga@example.com' });
+  assert.ok(Date.parse(me.session_expires_at!) <= Date.now() + 3600_000 + 5000);
+
+  const made = await post(jar, '/keys', { agent: 'finance-analyst' }, { csrf: me.csrf_token });
+  assert.equal(made.status, 201, await made.clone().text());
+  const { id } = await made.json() as { id: string };
+  const ev = (await adminEvents('key_created')).find((e) => e.admin?.target === id);
+  assert.deepEqual(ev?.admin?.actor, { type: 'user', sub: 'olga', email: 'olga@example.com' }, 'the key event names the person');
+  const login = (await adminEvents('console_login')).find((e) => typeof e.admin?.actor === 'object' && e.admin.actor.sub === 'olga');
+  assert.ok(login, 'the sign-in itself is on record');
+});
+
+test('CSRF: a change without the token, with a wrong one, cross-origin or without Origin is refused (403) and nothing changes', async () => {
+  const { jar, me } = await signIn('olga');
+  const before = (await (await fetch(`${env.url}/admin/v1/keys`, { headers: { cookie: jar.header() } })).json() as { data: unknown[] }).data.length;
+  const cases: Array<[string, { csrf?: string | null; origin?: string | null }]> = [
+    ['no CSRF token', { csrf: null }],
+    ['wrong CSRF token', { csrf: 'x'.repeat(43) }],
+    ['cross-origin POST', { csrf: me.csrf_token, origin: 'https://evil.example' }],
+    ['no Origin', { csrf: me.csrf_token, origin: null }],
+  ];
+  for (const [what, o] of cases) {
+    const r = await post(jar, '/keys', { agent: 'finance-analyst' }, o);
+    assert.equal(r.status, 403, what);
+    assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'csrf_failed', what);
+  }
+  const after = (await (await fetch(`${env.url}/admin/v1/keys`, { headers: { cookie: jar.header() } })).json() as { data: unknown[] }).data.length;
+  assert.equal(after, before, 'no key was made');
+  // Sign-out is a change too: a cross-site form cannot log a person out.
+  const out = await fetch(`${env.url}/console/logout`, { method: 'POST', redirect: 'manual', headers: { cookie: jar.header(), origin: 'https://evil.example', 'content-type': 'application/x-www-form-urlencoded' }, body: `csrf=${me.csrf_token}` });
+  assert.equal(out.status, 403);
+});
+
+test('roles: a viewer reads but cannot revoke a key (403), an approver cannot create one, no RoleBinding means no session', async () => {
+  const key = env.g.rt.keys.create('finance-analyst').key;
+  const viewer = await signIn('victor');
+  assert.equal(viewer.me.role, 'viewer');
+  assert.equal((await fetch(`${env.url}/admin/v1/agents`, { headers: { cookie: viewer.jar.header() } })).status, 200);
+  const r = await post(viewer.jar, `/keys/${key.id}/revoke`, {}, { csrf: viewer.me.csrf_token });
+  assert.equal(r.status, 403);
+  assert.match(((await r.json()) as { error: { message: string } }).error.message, /operator role/);
+  assert.equal(env.g.rt.keys.get(key.id)?.revokedAt, null, 'the key still works');
+
+  const approver = await signIn('april'); // bound by email in another case (APRIL@example.com)
+  assert.equal(approver.me.role, 'approver');
+  assert.equal((await post(approver.jar, '/keys', { agent: 'finance-analyst' }, { csrf: approver.me.csrf_token })).status, 403);
+
+  const { callback, jar, body } = await loginWithoutBrowser(env.url, 'mallory');
+  assert.equal(callback.status, 403);
+  assert.match(body, /no RoleBinding names you/);
+  assert.ok(!jar.cookies.has('aam_session'), 'no session for a person without a role');
+});
+
+test('sign-in attacks: a wrong state or a nonce the session did not choose is refused; the login cannot be replayed', async () => {
+  const wrongState = await loginWithoutBrowser(env.url, 'alice', { callbackUrl: (u) => { u.searchParams.set('state', 'attacker-state'); return u; } });
+  assert.equal(wrongState.callback.status, 400);
+  assert.match(wrongState.body, /state/i);
+  assert.ok(!wrongState.jar.cookies.has('aam_session'));
+
+  const wrongNonce = await loginWithoutBrowser(env.url, 'alice', { authorizeUrl: (u) => { u.searchParams.set('nonce', 'attacker-nonce'); return u; } });
+  assert.equal(wrongNonce.callback.status, 400);
+  assert.match(wrongNonce.body, /nonce/i);
+  assert.ok(!wrongNonce.jar.cookies.has('aam_session'));
+
+  // A callback replayed (same code, same browser) finds no login in progress.
+  let cb: URL | undefined;
+  const first = await loginWithoutBrowser(env.url, 'alice', { callbackUrl: (u) => { cb = new URL(u); return u; } });
+  assert.equal(first.callback.status, 303);
+  const replay = await fetch(cb!, { redirect: 'manual', headers: { cookie: first.jar.header() } });
+  assert.equal(replay.status, 400);
+  // A callback in a browser that never started the login (login CSRF) is refused too.
+  const foreign = await fetch(cb!, { redirect: 'manual' });
+  assert.equal(foreign.status, 400);
+  assert.match(await foreign.text(), /not started from this browser/);
+});
+
+test('ID tokens as Bearer: the issuer\'s own token works with the person\'s role; another audience, expired, forged and agent credentials do not', async () => {
+  const now = Math.floor(Date.now() / 1000);
+  const good = await env.idp.sign({ sub: 'olga', email: 'olga@example.com', groups: ['platform'] });
+  const me = await fetch(`${env.url}/admin/v1/me`, { headers: { authorization: `Bearer ${good}` } });
+  assert.equal(me.status, 200);
+  assert.equal(((await me.json()) as Me).role, 'operator');
+  // A Bearer token is not ambient authority: no CSRF token needed.
+  const reload = await fetch(`${env.url}/admin/v1/reload`, { method: 'POST', headers: { authorization: `Bearer ${good}` } });
+  assert.equal(reload.status, 200);
+
+  const agentKey = env.g.rt.keys.create('finance-analyst').secret;
+  const svid = await env.g.rt.issuer!.mint({ spiffeId: 'spiffe://prod/agent/finance-analyst', audience: 'aam', ttlSeconds: 300 });
+  const bad: Array<[string, string]> = [
+    ['another audience', await env.idp.sign({ sub: 'olga', email: 'olga@example.com', groups: ['platform'], aud: 'some-other-app' })],
+    ['expired', await env.idp.sign({ sub: 'olga', email: 'olga@example.com', groups: ['platform'], iat: now - 7200, exp: now - 60 })],
+    ['forged (other key, same kid)', await env.idp.sign({ sub: 'alice', email: 'alice@example.com' }, { key: 'other' })],
+    ['another issuer', await env.idp.sign({ sub: 'alice', email: 'alice@example.com', iss: 'https://evil.example' })],
+    ['agent virtual key', agentKey],
+    ['agent JWT-SVID', svid],
+  ];
+  for (const [what, token] of bad) {
+    const r = await fetch(`${env.url}/admin/v1/keys`, { headers: { authorization: `Bearer ${token}` } });
+    assert.equal(r.status, 401, what);
+  }
+  // An agent key never opens a console session either, whatever cookie it is put in.
+  for (const cookie of [`aam_session=${agentKey}`, `aam_session=${svid}`]) {
+    assert.equal((await fetch(`${env.url}/admin/v1/me`, { headers: { cookie } })).status, 401);
+    const page = await fetch(`${env.url}/console`, { headers: { cookie } });
+    assert.match(await page.text(), /Sign in with single sign-on/);
+  }
+  // A valid token for a person without a RoleBinding is 403, naming what to fix.
+  const nobody = await fetch(`${env.url}/admin/v1/me`, { headers: { authorization: `Bearer ${await env.idp.sign({ sub: 'mallory', email: 'mallory@example.com', groups: ['contractors'] })}` } });
+  assert.equal(nobody.status, 403);
+});
+
+test('roles are read as they are now: removing a RoleBinding ends that person\'s access at the next request; sign-out ends the session', async () => {
+  const { jar, me } = await signIn('olga');
+  assert.equal(me.role, 'operator');
+  const original = readFileSync(env.configPath, 'utf8');
+  try {
+    writeFileSync(env.configPath, original.replace('role: "operator"', 'role: "viewer"').replace('"role":"operator"', '"role":"viewer"'));
+    assert.equal(env.g.rt.reload('test'), null);
+    const after = await (await fetch(`${env.url}/admin/v1/me`, { headers: { cookie: jar.header() } })).json() as Me;
+    assert.equal(after.role, 'viewer', 'the same session now has the role the config gives');
+  } finally {
+    writeFileSync(env.configPath, original);
+    env.g.rt.reload('test');
+  }
+  const out = await fetch(`${env.url}/console/logout`, { method: 'POST', redirect: 'manual', headers: { cookie: jar.header(), origin: env.url, 'content-type': 'application/x-www-form-urlencoded' }, body: `csrf=${me.csrf_token}` });
+  assert.equal(out.status, 303);
+  assert.match(out.headers.getSetCookie().join(), /aam_session=;.*Max-Age=0/);
+  assert.equal((await fetch(`${env.url}/admin/v1/me`, { headers: { cookie: jar.header() } })).status, 401, 'the old cookie opens nothing');
+});
+
+test('approvals: an approver decides a held call with a reason; the event names the person and the reason, and the call then goes through', async () => {
+  const key = env.g.rt.keys.create('finance-analyst').secret;
+  const call = () => fetch(`${env.url}/tools/salesforce/delete`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{"id":"a1"}' });
+  const held = await call();
+  assert.equal(held.status, 403);
+  const approvalId = ((await held.json()) as { error: { approval_id: string } }).error.approval_id;
+  const viewer = await signIn('victor');
+  assert.equal((await post(viewer.jar, `/approvals/${approvalId}/approve`, { reason: 'looks fine' }, { csrf: viewer.me.csrf_token })).status, 403, 'a viewer cannot approve');
+  const approver = await signIn('april');
+  const ok = await post(approver.jar, `/approvals/${approvalId}/approve`, { reason: 'ticket OPS-42' }, { csrf: approver.me.csrf_token });
+  assert.equal(ok.status, 200, await ok.clone().text());
+  assert.equal(((await ok.json()) as { decidedBy: string }).decidedBy, 'user:april@example.com');
+  const ev = (await adminEvents('approval_granted')).find((e) => e.admin?.target === approvalId) as AuditEvent & { admin: { reason?: string } };
+  assert.deepEqual(ev.admin.actor, { type: 'user', sub: 'april', email: 'april@example.com' });
+  assert.equal(ev.admin.reason, 'ticket OPS-42');
+  assert.equal((await call()).status, 200, 'the approved call completes');
+});
+
+test('break-glass: AAM_ADMIN_TOKEN still opens the admin API and a console session, recorded as the admin token', async () => {
+  assert.equal((await fetch(`${env.url}/admin/v1/keys`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status, 200);
+  const wrong = await fetch(`${env.url}/console/token-login`, { method: 'POST', redirect: 'manual', headers: { origin: env.url, 'content-type': 'application/x-www-form-urlencoded' }, body: 'token=nope' });
+  assert.equal(wrong.status, 401);
+  const cross = await fetch(`${env.url}/console/token-login`, { method: 'POST', redirect: 'manual', headers: { origin: 'https://evil.example', 'content-type': 'application/x-www-form-urlencoded' }, body: `token=${ADMIN_TOKEN}` });
+  assert.equal(cross.status, 403, 'no login CSRF');
+  const r = await fetch(`${env.url}/console/token-login`, { method: 'POST', redirect: 'manual', headers: { origin: env.url, 'content-type': 'application/x-www-form-urlencoded' }, body: `token=${ADMIN_TOKEN}` });
+  assert.equal(r.status, 303);
+  const cookie = r.headers.getSetCookie()[0].split(';')[0];
+  const me = await (await fetch(`${env.url}/admin/v1/me`, { headers: { cookie } })).json() as Me;
+  assert.equal(me.role, 'admin');
+  assert.equal(me.actor, 'admin-token');
+});
