@@ -4,7 +4,7 @@
 // boundaries and negative context.
 import { isIPv6 } from 'node:net';
 import { IBAN_LENGTHS, ibanValid, luhnValid } from './checksums.ts';
-import { countDigits, finding, inContext, isAlnum, isDigit, isLetter, isWord, onlyDigits, scan } from './scan.ts';
+import { countDigits, finding, inContext, isDigit, isWord, onlyDigits, scan } from './scan.ts';
 import type { Finding } from './types.ts';
 
 // ---------- email
@@ -15,57 +15,85 @@ import type { Finding } from './types.ts';
 // its domain never spans an '@', so every character is looked at a bounded number of times.
 // test/guardrails-email.test.ts holds it to that regex on random and hostile text.
 /** "logo@2x.png" and similar asset names are not addresses. */
-const FILE_TLDS = new Set(['png', 'jpg', 'jpeg', 'gif', 'svg', 'webp', 'js', 'ts', 'css', 'map', 'json', 'txt', 'md']);
+const FILE_TLDS = ['png', 'jpg', 'jpeg', 'gif', 'svg', 'webp', 'js', 'ts', 'css', 'map', 'json', 'txt', 'md'];
+/** Up to 4 lower-cased characters packed into one number: a TLD is looked up without a substring. */
+function packed(text: string, start: number, end: number): number {
+  let k = 0;
+  for (let i = start; i < end; i++) k = k * 256 + (text.charCodeAt(i) | 32);
+  return k;
+}
+const FILE_TLD_KEYS = new Set(FILE_TLDS.map((t) => packed(t, 0, t.length)));
 const LOCAL_MAX = 64, LABEL_MAX = 63, TLD_MIN = 2, TLD_MAX = 24;
 
-/** [A-Za-z0-9._%+-]: the local part's characters (and the lookbehind's). */
-function isLocal(c: number): boolean {
-  return isWord(c) || c === 46 || c === 37 || c === 43 || c === 45;
+// Character classes of the shape, one table lookup per character (ASCII only, like the regex).
+const LETTER = 1, DIGIT = 2, WORD = 4, LOCAL = 8, LABEL = 16;
+const CLASS = new Uint8Array(128);
+for (let c = 0; c < 128; c++) {
+  const letter = (c >= 65 && c <= 90) || (c >= 97 && c <= 122), digit = c >= 48 && c <= 57;
+  CLASS[c] = (letter ? LETTER : 0) | (digit ? DIGIT : 0) | (letter || digit || c === 95 ? WORD : 0)
+    | (letter || digit || c === 95 || c === 46 || c === 37 || c === 43 || c === 45 ? LOCAL : 0) | (letter || digit || c === 45 ? LABEL : 0);
+}
+/** The class bits of text[i] (0 outside ASCII and past the end). */
+function cls(text: string, i: number): number {
+  const c = text.charCodeAt(i);
+  return c < 128 ? CLASS[c] : 0;
+}
+const ALNUM = LETTER | DIGIT;
+
+/** Is text[start, end) one of FILE_TLDS, in any case? */
+function isFileTld(text: string, start: number, end: number): boolean {
+  return end - start <= 4 && FILE_TLD_KEYS.has(packed(text, start, end));
 }
 
 /** End of a TLD starting at i ([A-Za-z]{2,24} and the end boundary), or -1. */
 function tldEnd(text: string, i: number): number {
   let e = i;
-  while (e - i <= TLD_MAX && isLetter(text.charCodeAt(e))) e++;
+  while (e - i <= TLD_MAX && (cls(text, e) & LETTER) !== 0) e++;
   if (e - i < TLD_MIN || e - i > TLD_MAX) return -1;
   const c = text.charCodeAt(e);
-  if (isWord(c) || c === 45 || (c === 46 && isAlnum(text.charCodeAt(e + 1)))) return -1;
+  if ((cls(text, e) & WORD) !== 0 || c === 45 || (c === 46 && (cls(text, e + 1) & ALNUM) !== 0)) return -1;
   return e;
 }
 
-/** The match whose '@' is at `at` ([start, end, tld start]), or null. `from`: where the previous match ended. */
-function emailAt(text: string, at: number, from: number): [number, number, number] | null {
+/**
+ * The match whose '@' is at `at`: its end, with its start and TLD start in found[0], found[1];
+ * or -1. `from`: where the previous match ended.
+ */
+function emailAt(text: string, at: number, from: number, found: Int32Array): number {
   let s = at;
-  while (s > from && at - s <= LOCAL_MAX && isLocal(text.charCodeAt(s - 1))) s--;
+  while (s > from && at - s <= LOCAL_MAX && (cls(text, s - 1) & LOCAL) !== 0) s--;
   // The run must begin at s (a start inside it fails the lookbehind) with a letter or digit.
-  if (s === at || at - s > LOCAL_MAX || !isAlnum(text.charCodeAt(s)) || (s > 0 && isLocal(text.charCodeAt(s - 1)))) return null;
+  if (s === at || at - s > LOCAL_MAX || (cls(text, s) & ALNUM) === 0 || (s > 0 && (cls(text, s - 1) & LOCAL) !== 0)) return -1;
   // Domain labels, greedily: [A-Za-z0-9] [A-Za-z0-9-]* ending in [A-Za-z0-9], at most 63, then '.'.
   let p = at + 1, last = -1;
   for (;;) {
-    if (!isAlnum(text.charCodeAt(p))) break;
+    if ((cls(text, p) & ALNUM) === 0) break;
     let q = p + 1;
-    while (q - p <= LABEL_MAX && (isAlnum(text.charCodeAt(q)) || text.charCodeAt(q) === 45)) q++;
+    while (q - p <= LABEL_MAX && (cls(text, q) & LABEL) !== 0) q++;
     if (q - p > LABEL_MAX || text.charCodeAt(q - 1) === 45 || text.charCodeAt(q) !== 46) break;
     last = p;
     p = q + 1;
   }
-  if (last < 0) return null;
+  if (last < 0) return -1;
+  found[0] = s;
   const e = tldEnd(text, p);
-  if (e >= 0) return [s, e, p];
+  if (e >= 0) { found[1] = p; return e; }
   // Backtracking to one label fewer makes the last label the TLD; only "." plus a non-alphanumeric
   // (or the end) can follow it, and with still fewer labels a label's first character follows.
-  if (last === at + 1) return null;
-  const e2 = tldEnd(text, last);
-  return e2 === p - 1 ? [s, e2, last] : null;
+  if (last === at + 1 || tldEnd(text, last) !== p - 1) return -1;
+  found[1] = last;
+  return p - 1;
 }
 
 export function detectEmail(text: string, out: Finding[]): void {
-  let from = 0;
-  for (let at = text.indexOf('@'); at >= 0; at = text.indexOf('@', Math.max(at + 1, from))) {
-    const m = emailAt(text, at, from);
-    if (m === null) continue;
-    from = m[1];
-    if (!FILE_TLDS.has(text.slice(m[2], m[1]).toLowerCase())) out.push(finding('email', m[0], m[1]));
+  let at = text.indexOf('@');
+  if (at < 0) return;
+  const found = new Int32Array(2);
+  for (let from = 0; at >= 0; at = text.indexOf('@', Math.max(at + 1, from))) {
+    const end = emailAt(text, at, from, found);
+    if (end < 0) continue;
+    from = end;
+    if (!isFileTld(text, found[1], end)) out.push(finding('email', found[0], end));
   }
 }
 
