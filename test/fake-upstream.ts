@@ -95,8 +95,10 @@ function lastToolResult(wire: Wire, body: unknown): string | null {
 
 function answerFor(behaviour: string, userText: string, toolResult: string | null = null): Answer {
   if (behaviour === 'tools') return { pieces: [], tools: true, input: 42, output: 17 };
-  if (behaviour === 'tool-loop' && toolResult === null) return { pieces: [], tools: true, input: 30, output: 9, calls: [TOOLS[0]] };
-  if (behaviour === 'tool-loop') return { pieces: ['final: ', 'the tool said ', toolResult], tools: false, input: 50, output: 6 };
+  if (behaviour === 'tool-loop') {
+    return toolResult === null ? { pieces: [], tools: true, input: 30, output: 9, calls: [TOOLS[0]] }
+      : { pieces: ['final: ', 'the tool said ', toolResult], tools: false, input: 50, output: 6 };
+  }
   const text = `echo: ${userText}`;
   const words = text.split(/(?<= )/);
   return { pieces: words.length > 1 ? words : [text, ''], tools: false, input: 10 + userText.length, output: words.length };

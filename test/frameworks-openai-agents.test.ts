@@ -24,7 +24,9 @@ function agentWith(model: Model, calls: string[]): Agent {
   return new Agent({ name: 'weather', instructions: 'Use the tool.', tools: [getWeather], model });
 }
 
-const client = () => new OpenAI({ apiKey: rig.key, baseURL: `${rig.gw.url}/v1`, maxRetries: 0 });
+// The Agents SDK pins its own openai release; the client object is the same at run time.
+type AgentsClient = ConstructorParameters<typeof OpenAIResponsesModel>[0];
+const client = () => new OpenAI({ apiKey: rig.key, baseURL: `${rig.gw.url}/v1`, maxRetries: 0 }) as unknown as AgentsClient;
 
 for (const [label, make] of [
   ['Responses model', (m: string) => new OpenAIResponsesModel(client(), m)],

@@ -62,6 +62,8 @@ const chat = (model: string) => (i: Instruction) => outcome(() => openai.chat.co
 const chatStream = (model: string) => (i: Instruction) => drain(() => openai.chat.completions.create({ model, stream: true, stream_options: { include_usage: true }, messages: user(i) }));
 const messages = (model: string) => (i: Instruction) => outcome(() => anthropic.messages.create({ model, max_tokens: 64, messages: user(i) }));
 const messagesStream = (model: string) => (i: Instruction) => drain(() => anthropic.messages.create({ model, max_tokens: 64, stream: true, messages: user(i) }));
+const responses = (model: string) => (i: Instruction) => outcome(() => openai.responses.create({ model, input: instruction(i) }));
+const responsesStream = (model: string) => (i: Instruction) => drain(() => openai.responses.create({ model, stream: true, input: instruction(i) }));
 const embeddings = (i: Instruction) => outcome(() => openai.embeddings.create({ model: 'leak-embed', input: instruction(i), encoding_format: 'float' }));
 
 async function httpTool(i: Instruction): Promise<unknown[]> {
@@ -123,6 +125,11 @@ const PLANES: Plane[] = [
     channels: { body: [...TEXT, ...SPLIT_PARTS, ...SPLIT_TCP, ...BINARY], header: TEXT, error: [...TEXT, ...SPLIT_TCP, 'binary'], ...ERRORS } },
   { name: 'anthropic messages stream', call: messagesStream('leak-claude-stream'), shows: modelShows, sweep: 'error',
     channels: { stream: [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, ...SPLIT_TCP, ...BINARY], 'tool-args': [...TEXT, ...SPLIT_DELTA], 'stream-error': [...TEXT, ...SPLIT_TCP], header: TEXT, error: TEXT, ...ERRORS } },
+  // The Responses API, translated to a chat-completions upstream (and stored by aam: the data-dir row checks it at rest).
+  { name: 'responses', call: responses('leak-responses'), shows: modelShows, sweep: 'error',
+    channels: { body: [...TEXT, ...SPLIT_TCP, ...BINARY], header: TEXT, error: [...TEXT, ...SPLIT_TCP, 'binary'], ...ERRORS } },
+  { name: 'responses stream', call: responsesStream('leak-responses-stream'), shows: modelShows, sweep: 'error',
+    channels: { stream: [...TEXT, ...SPLIT_DELTA, ...SPLIT_TCP, ...BINARY], 'tool-args': [...TEXT, ...SPLIT_DELTA], 'stream-error': [...TEXT, ...SPLIT_TCP], header: TEXT, error: TEXT, ...ERRORS } },
   { name: 'embeddings', call: embeddings, shows: modelShows, sweep: 'error',
     channels: { body: [...TEXT, ...SPLIT_TCP, ...BINARY], header: ['raw', 'b64-std-1'], error: TEXT } },
   // A cached route: the second identical call is served from the cache (stored in the data dir).
@@ -242,6 +249,8 @@ before(async () => {
     doc('Model', 'leak-stream', target('oai', 'leaky-stream')),
     doc('Model', 'leak-claude', target('ant', 'leaky-claude')),
     doc('Model', 'leak-claude-stream', target('ant', 'leaky-claude-stream')),
+    doc('Model', 'leak-responses', target('oai', 'leaky-responses')),
+    doc('Model', 'leak-responses-stream', target('oai', 'leaky-responses-stream')),
     doc('Model', 'leak-embed', target('oai', 'leaky-embed', { kind: 'embeddings' })),
     doc('Model', 'leak-cached', target('oai', 'leaky-cached', { cache: { mode: 'exact' } })),
     doc('McpServer', 'leaky', { transport: 'streamable-http', url: `${up.url}/mcp`, credential: 'mcp-key', timeout_ms: 10_000 }),
@@ -251,7 +260,7 @@ before(async () => {
     doc('Agent', 'hunter', { workload: 'spiffe://test/agent/hunter', team: 'qa', environment: 'dev' }),
     doc('AgentPolicy', 'hunter-policy', {
       identity: { workload: 'spiffe://test/agent/hunter' },
-      models: { allow: ['leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached'] },
+      models: { allow: ['leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached', 'leak-responses', 'leak-responses-stream'] },
       tools: [{ resource: 'leaky', actions: ['*'] }, { resource: 'leaky-lists', actions: ['*'] }, { resource: 'leaky-stdio', actions: ['*'] }, { resource: 'leaky.api', actions: ['*'] }],
     }),
   );

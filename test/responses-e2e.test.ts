@@ -12,6 +12,7 @@ import { startFakeUpstream, type FakeUpstream } from './fake-upstream.ts';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { openDatabase } from '../src/store/sqlite.ts';
 import { openResponseStore } from '../src/gateway/response-store.ts';
+import { queryEvents } from '../src/audit/query.ts';
 
 let fake: FakeUpstream;
 let gw: TestGateway;
@@ -20,7 +21,7 @@ let otherKey: string;
 const SECRET = 'sk-upstream-secret-value-responses-0123456789';
 
 const route = (name: string, provider: string, model: string) => doc('Model', name, { targets: [{ provider, model }], retries: { attempts: 1, backoff_ms: 0 } });
-const MODELS = ['gpt', 'claude', 'gemini', 'loop-oai', 'loop-ant', 'loop-gem'];
+const MODELS = ['gpt', 'claude', 'gemini', 'loop-oai', 'loop-ant', 'loop-gem', 'cut', 'cached'];
 
 before(async () => {
   fake = await startFakeUpstream();
@@ -31,7 +32,8 @@ before(async () => {
     doc('Provider', 'gem', { type: 'gemini', baseUrl: `${fake.url}/v1beta`, credential: 'up-key' }),
     route('gpt', 'oai', 'ok'), route('claude', 'ant', 'ok'), route('gemini', 'gem', 'ok'),
     route('loop-oai', 'oai', 'tool-loop'), route('loop-ant', 'ant', 'tool-loop'), route('loop-gem', 'gem', 'tool-loop'),
-    route('denied', 'oai', 'ok'),
+    route('denied', 'oai', 'ok'), route('cut', 'oai', 'cut-stream'),
+    doc('Model', 'cached', { targets: [{ provider: 'oai', model: 'ok' }], cache: { mode: 'exact', ttl_seconds: 300, scope: 'agent' } }),
     doc('Guardrail', 'no-falcon', { on: ['input'], keywords: ['project falcon'], action: 'block' }),
     doc('Agent', 'tester', { workload: 'spiffe://test/agent/tester', owner: 'qa@example.com', team: 'qa', environment: 'dev' }),
     doc('Agent', 'other', { workload: 'spiffe://test/agent/other', owner: 'qa@example.com', team: 'qa', environment: 'dev' }),
@@ -143,7 +145,7 @@ test('GET /v1/responses/{id} returns the stored response to its agent only; anot
 
 test('store: false is not stored (retrieve and previous_response_id are 404)', async () => {
   const r = await client().responses.create({ model: 'gpt', input: 'forget me', store: false });
-  assert.equal(r.store, false);
+  assert.equal((r as { store?: boolean }).store, false);
   await assert.rejects(client().responses.retrieve(r.id), OpenAI.NotFoundError);
   await assert.rejects(client().responses.create({ model: 'gpt', previous_response_id: r.id, input: 'x' }), OpenAI.NotFoundError);
 });
@@ -203,6 +205,33 @@ test('bad input is a 400 in the OpenAI error shape naming the field', async () =
   }
   const unknownModel = await post({ model: 'nope', input: 'x' });
   assert.equal(unknownModel.status, 404);
+});
+
+test('one access path: a Responses call is model-call evidence with the route, tokens and the caller; a cached answer is served to it too', async () => {
+  const r = await client().responses.create({ model: 'gpt', input: 'evidence please' }).withResponse();
+  await gw.g.rt.auditLog!.flush();
+  const [ev] = queryEvents(gw.g.rt.auditLog!.db, { requestId: r.response.headers.get('x-request-id')! });
+  assert.equal(ev.type, 'model_call');
+  assert.equal((ev.identity as { agent: string }).agent, 'tester');
+  assert.equal((ev.model as { route: string }).route, 'gpt');
+  assert.ok(((ev.model as { input_tokens?: number }).input_tokens ?? 0) > 0);
+  fake.reset();
+  const a = await client().responses.create({ model: 'cached', input: 'same question' }).withResponse();
+  const b = await client().responses.create({ model: 'cached', input: 'same question', stream: true }).withResponse();
+  assert.equal(a.response.headers.get('x-aam-cache'), 'miss');
+  assert.equal(b.response.headers.get('x-aam-cache'), 'hit');
+  let text = '';
+  for await (const ev of b.data) if (ev.type === 'response.output_text.delta') text += ev.delta;
+  assert.equal(text, 'echo: same question');
+  assert.equal(fake.requests.length, 1, 'the hit never reached the upstream');
+});
+
+test('an upstream that breaks mid-stream ends the Responses stream with an error event (the SDK throws)', async () => {
+  const stream = await client().responses.create({ model: 'cut', input: 'a b c d e f', stream: true });
+  const seen: string[] = [];
+  await assert.rejects((async () => { for await (const ev of stream) seen.push(ev.type); })(), (e: unknown) => e instanceof OpenAI.APIError && /stream|upstream/i.test(e.message));
+  assert.ok(seen.includes('response.output_text.delta'), 'content had been committed before the break');
+  assert.ok(!seen.includes('response.completed'));
 });
 
 test('response store: per agent, expiring, items indexed (unit, with a clock)', async () => {

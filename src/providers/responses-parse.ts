@@ -81,7 +81,7 @@ function checkItem(it: unknown, at: string): ResponseItem | Bad | null {
   switch (type) {
     case 'message': {
       const e = checkMessage(it, at);
-      return e ?? { ...it, type };
+      return e ?? { ...it, type: 'message' };
     }
     case 'function_call':
       if (typeof it.call_id !== 'string' || it.call_id === '') return bad(`${at}.call_id`, 'must be a non-empty string');
