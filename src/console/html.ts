@@ -11,15 +11,16 @@ export const PAGE_HEADERS: Record<string, string> = {
   'content-security-policy': CSP,
   'x-content-type-options': 'nosniff',
   'x-frame-options': 'DENY',
-  // The callback URL carries an authorization code: never leak it (or any page URL) as a Referer.
-  'referrer-policy': 'no-referrer',
+  // The callback URL carries an authorization code: never leak it (or any page URL) to another
+  // origin. (no-referrer would also make browsers send "Origin: null" on form posts.)
+  'referrer-policy': 'same-origin',
   'cache-control': 'no-store',
 };
 
 function layout(title: string, body: string): string {
   return `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>${esc(title)} · aam console</title><link rel="stylesheet" href="/console/style.css"></head>
+<title>${esc(title)} · aam console</title><link rel="icon" href="/console/favicon.svg"><link rel="stylesheet" href="/console/style.css"></head>
 <body>${body}</body></html>`;
 }
 

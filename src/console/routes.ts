@@ -18,6 +18,7 @@ const MAX_PENDING_LOGINS = 10_000;
 const ASSETS: Record<string, { file: string; type: string }> = {
   '/console/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
   '/console/style.css': { file: 'style.css', type: 'text/css; charset=utf-8' },
+  '/console/favicon.svg': { file: 'favicon.svg', type: 'image/svg+xml' },
 };
 
 function send(ctx: Ctx, status: number, html: string, extra: Record<string, string | string[]> = {}): void {

@@ -1,0 +1,164 @@
+// The console in a real browser (Debian's chromium driven by playwright-core): sign-in through the
+// in-process OpenID Provider, every page without a console error, agent metadata that is markup
+// shown as text (no script runs), the approve flow end to end (an agent's held call completes after
+// a person approves it), viewer role enforced in the UI, and no configured secret in any response.
+// AAM_CONSOLE_SCREENSHOTS=DIR keeps a screenshot of each page there (docs/ holds the README's).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { startConsoleEnv, ADMIN_TOKEN, TOOL_SECRET, type ConsoleEnv } from './helpers/console-setup.ts';
+
+const CHROMIUM = '/usr/bin/chromium';
+const SHOTS = process.env.AAM_CONSOLE_SCREENSHOTS;
+const skip = existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install chromium)`;
+
+let env: ConsoleEnv;
+let browser: Browser;
+let profile: string;
+/** Every response the browser got from aam, for the secret check. */
+const bodies: Array<{ url: string; text: string }> = [];
+const problems: string[] = [];
+
+before(async () => {
+  if (skip) return;
+  env = await startConsoleEnv();
+  profile = mkdtempSync(join(tmpdir(), 'aam-chromium-'));
+  browser = await chromium.launch({
+    executablePath: CHROMIUM, headless: true, timeout: 60_000,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--disk-cache-dir=${profile}`],
+  });
+});
+after(async () => {
+  await browser?.close();
+  await env?.close();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+async function newPage(): Promise<{ ctx: BrowserContext; page: Page }> {
+  const ctx = await browser.newContext({ viewport: { width: 1366, height: 800 } });
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(30_000);
+  // aam's pages only (the test IdP's own login page is not ours to judge).
+  const ours = () => page.url().startsWith(env.url);
+  page.on('console', (m) => { if (m.type() === 'error' && ours()) problems.push(`console error on ${page.url()}: ${m.text()}`); });
+  page.on('pageerror', (e) => { if (ours()) problems.push(`page error on ${page.url()}: ${e.message}`); });
+  page.on('response', async (r) => {
+    if (!r.url().startsWith(env.url)) return;
+    try { bodies.push({ url: r.url(), text: await r.text() }); } catch { /* redirects have no body */ }
+  });
+  return { ctx, page };
+}
+
+async function signIn(page: Page, login: string): Promise<void> {
+  await page.goto(`${env.url}/console`);
+  await page.getByRole('link', { name: 'Sign in with single sign-on' }).click();
+  await page.locator('input[name="login"]').fill(login);
+  await page.locator('input[name="password"]').fill('any');
+  await page.locator('button[type="submit"]').click();
+  await page.waitForURL(`${env.url}/console`);
+  await page.getByRole('heading', { name: 'Agents' }).waitFor();
+}
+
+async function shot(page: Page, name: string): Promise<void> {
+  if (SHOTS) await page.screenshot({ path: join(SHOTS, `console-${name}.png`), fullPage: true });
+}
+
+test('console in a browser: SSO sign-in, every page, markup shown as text, approve flow end to end, no console errors, no secret in any response', { skip }, async () => {
+  const { ctx, page } = await newPage();
+  await signIn(page, 'alice');
+  assert.match(await page.locator('.who').innerText(), /alice@example\.com \(admin\)/);
+
+  // Agents: the hostile agent's owner and team are text, and nothing ran.
+  const rows = page.locator('main table tbody tr');
+  await rows.first().waitFor();
+  assert.ok((await page.locator('main').innerText()).includes('<script>window.__pwned=1</script>'), 'the owner is shown literally');
+  assert.ok((await page.locator('main').innerText()).includes('<img src=x onerror=window.__pwned=2>'));
+  assert.equal(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned), undefined, 'no injected script ran');
+  assert.equal(await page.locator('main script, main img').count(), 0, 'no element was made from agent data');
+  await shot(page, 'agents');
+
+  // One agent: what it can do, rule by rule; a key made here is shown once.
+  await page.getByRole('link', { name: 'finance-analyst' }).click();
+  await page.getByRole('heading', { name: 'What can this agent do?' }).waitFor();
+  const caps = await page.locator('main').innerText();
+  assert.match(caps, /reasoning-high\s+allow\s+finance-analyst-readonly\s+models\.allow\[0\]/);
+  assert.match(caps, /summarization\s+deny/);
+  assert.match(caps, /salesforce\.accounts\s+delete[^\n]*approval_required/);
+  assert.match(caps, /salesforce\.accounts\s+export[^\n]*deny/);
+  await page.getByLabel('New key name').fill('from-console');
+  await page.getByRole('button', { name: 'Create key' }).click();
+  const secret = await page.locator('.secret code').innerText();
+  assert.match(secret, /^aam_/);
+  await shot(page, 'agent');
+
+  // Approvals: the agent's held call, approved with a reason, then goes through.
+  const call = () => fetch(`${env.url}/tools/salesforce/delete`, { method: 'POST', headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' }, body: '{"id":"acct-7"}' });
+  const held = await call();
+  assert.equal(held.status, 403);
+  const approvalId = ((await held.json()) as { error: { approval_id: string } }).error.approval_id;
+  await page.getByRole('link', { name: 'Approvals' }).click();
+  await page.getByRole('cell', { name: approvalId }).waitFor();
+  await shot(page, 'approvals');
+  await page.getByLabel(`Reason for ${approvalId}`).fill('ticket OPS-7, owner agreed');
+  await page.getByRole('button', { name: 'Approve' }).click();
+  await page.getByText(`Approve: ${approvalId}`).waitFor();
+  assert.equal((await call()).status, 200, 'the held call completes once approved');
+
+  // Policy simulator.
+  await page.getByRole('link', { name: 'Policy simulator' }).click();
+  await page.getByLabel('Agent').selectOption('finance-analyst');
+  await page.getByLabel('Model').fill('summarization');
+  await page.getByRole('button', { name: 'Decide' }).click();
+  await page.getByRole('heading', { name: /Decision:/ }).waitFor();
+  assert.match(await page.locator('main pre').innerText(), /decision: DENY/);
+  await shot(page, 'simulator');
+
+  // Audit: the approval is on record under alice's name; one request's chain opens.
+  await page.getByRole('link', { name: 'Audit' }).click();
+  await page.getByLabel('Event type').fill('admin');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.getByRole('cell', { name: `approval_granted ${approvalId}` }).waitFor();
+  assert.match(await page.locator('main').innerText(), /alice@example\.com/);
+  await shot(page, 'audit');
+  await page.getByRole('link', { name: /^req_/ }).first().click();
+  await page.getByRole('heading', { name: /^Request req_/ }).waitFor();
+
+  // Every response: the security headers on pages, no configured secret anywhere.
+  const shell = await page.request.get(`${env.url}/console`);
+  assert.match(shell.headers()['content-security-policy'], /script-src 'self'/);
+  assert.equal(shell.headers()['x-frame-options'], 'DENY');
+  for (const s of [TOOL_SECRET, ADMIN_TOKEN, env.idp.clientSecret]) {
+    const leaks = bodies.filter((b) => b.text.includes(s)).map((b) => b.url);
+    assert.deepEqual(leaks, [], 'a configured secret reached the browser');
+  }
+  assert.ok(bodies.some((b) => b.url.includes('/admin/v1/agents')), 'the check saw the API responses');
+  await ctx.close();
+  assert.deepEqual(problems, []);
+});
+
+test('console as a viewer: pages load, changes are not offered, and the API refuses them', { skip }, async () => {
+  const { ctx, page } = await newPage();
+  await signIn(page, 'victor');
+  await page.getByRole('link', { name: 'finance-analyst' }).click();
+  await page.getByRole('heading', { name: 'What can this agent do?' }).waitFor();
+  assert.equal(await page.getByRole('button', { name: 'Revoke' }).count(), 0);
+  assert.equal(await page.getByRole('button', { name: 'Create key' }).count(), 0);
+  // Forcing it from the page's own origin, with its CSRF token: still 403 (the browser logs that 403).
+  const seen = problems.length;
+  const status = await page.evaluate(async () => {
+    const me = await (await fetch('/admin/v1/me')).json() as { csrf_token: string };
+    const r = await fetch('/admin/v1/keys', { method: 'POST', headers: { 'content-type': 'application/json', 'x-csrf-token': me.csrf_token }, body: '{"agent":"finance-analyst"}' });
+    return r.status;
+  });
+  assert.equal(status, 403);
+  problems.splice(seen);
+  await page.getByRole('link', { name: 'Approvals' }).click();
+  await page.getByRole('heading', { name: 'Approvals' }).waitFor();
+  await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('link', { name: 'Sign in with single sign-on' }).waitFor();
+  await ctx.close();
+  assert.deepEqual(problems, []);
+});
