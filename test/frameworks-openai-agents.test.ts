@@ -54,3 +54,19 @@ for (const [label, make] of [
     });
   }
 }
+
+test('Agents SDK, Responses model: a run chained with previousResponseId continues the conversation aam stored', async () => {
+  const calls: string[] = [];
+  const agent = agentWith(new OpenAIResponsesModel(client(), 'loop-oai'), calls);
+  const first = await run(agent, 'What is the weather in Paris?');
+  assert.match(first.lastResponseId ?? '', /^resp_/);
+  rig.fake.reset();
+  const second = await run(agent, 'And once more?', { previousResponseId: first.lastResponseId });
+  assert.equal(second.finalOutput, FINAL);
+  assert.deepEqual(calls, ['Paris', 'Paris']);
+  // The upstream got the first run's whole conversation, resolved by aam, before the new question.
+  const msgs = (rig.fake.requests[0].body as { messages: Array<{ role: string; content: unknown }> }).messages;
+  assert.deepEqual(msgs.map((m) => m.role), ['system', 'user', 'assistant', 'tool', 'assistant', 'user']);
+  assert.equal(msgs[4].content, FINAL);
+  assert.equal(msgs[5].content, 'And once more?');
+});
