@@ -1,0 +1,86 @@
+// The console without a browser: RoleBinding documents and role lookup, the break-glass sign-in with
+// the demo-style config (no OIDC), security headers on every page, escaping in server-rendered
+// pages, and a half-configured OIDC set refusing to start.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseConfigTexts, ConfigError } from '../src/config/load.ts';
+import { compileRoles } from '../src/console/roles.ts';
+import { humanClaims, oidcSettingsFrom } from '../src/console/oidc.ts';
+import { errorPage, esc, loginPage } from '../src/console/html.ts';
+import { startTestGateway, doc, yaml, agentDocs, type TestGateway } from './helpers/gateway.ts';
+
+const TOKEN = 'console-pages-admin-token-0123456789abcdef';
+const binding = (name: string, spec: unknown) => doc('RoleBinding', name, spec);
+const parse = (...docs: string[]) => parseConfigTexts([{ file: 'aam.yaml', text: yaml(...docs) }]);
+
+test('RoleBinding: roles by email (any case) or group, the highest wins; unverified emails and unknown people get no role', () => {
+  const set = parse(
+    binding('viewers', { role: 'viewer', subjects: [{ group: 'everyone' }] }),
+    binding('ops', { role: 'operator', subjects: [{ group: 'platform' }, { email: 'Olga@Example.com' }] }),
+    binding('approvers', { role: 'approver', subjects: [{ email: 'olga@example.com' }] }),
+  );
+  const roles = compileRoles(set);
+  assert.equal(roles.roleOf({ sub: 'a', email: 'olga@example.COM', groups: [] }), 'operator', 'highest of operator and approver');
+  assert.equal(roles.roleOf({ sub: 'b', groups: ['everyone', 'platform'] }), 'operator');
+  assert.equal(roles.roleOf({ sub: 'c', groups: ['everyone'] }), 'viewer');
+  assert.equal(roles.roleOf({ sub: 'd', email: 'eve@example.com', groups: ['Everyone'] }), null, 'groups compare exactly');
+  assert.equal(humanClaims({ sub: 'x', email: 'olga@example.com', email_verified: false }).email, undefined, 'an unverified email binds nothing');
+  assert.deepEqual(humanClaims({ sub: 'x', groups: ['a', 7, 'b'] }).groups, ['a', 'b']);
+});
+
+test('RoleBinding: a bad role or subject is a load error naming the field', () => {
+  const bad = (spec: unknown, re: RegExp) => {
+    assert.throws(() => parse(binding('b', spec)), (e: unknown) => {
+      assert.ok(e instanceof ConfigError);
+      assert.match(e.issues.map((i) => `${i.path}: ${i.message}`).join('\n'), re);
+      return true;
+    });
+  };
+  bad({ role: 'superuser', subjects: [{ group: 'x' }] }, /spec\.role/);
+  bad({ role: 'viewer', subjects: [] }, /spec\.subjects/);
+  bad({ role: 'viewer', subjects: [{ user: 'x' }] }, /spec\.subjects\[0\].*email.*group/s);
+  bad({ role: 'viewer', subjects: [{ email: 'not-an-address' }] }, /email address/);
+});
+
+test('OIDC settings: all four variables or none; a half-configured set names what is missing', () => {
+  assert.equal(oidcSettingsFrom({}, null), null);
+  assert.throws(() => oidcSettingsFrom({ AAM_OIDC_ISSUER: 'https://idp.example.com' }, null), /AAM_OIDC_CLIENT_ID, AAM_OIDC_CLIENT_SECRET, AAM_PUBLIC_URL/);
+  const s = oidcSettingsFrom({ AAM_OIDC_ISSUER: 'https://idp.example.com', AAM_OIDC_CLIENT_ID: 'c', AAM_OIDC_CLIENT_SECRET: 's' }, 'https://aam.example.com');
+  assert.equal(s?.redirectUri, 'https://aam.example.com/console/callback');
+});
+
+test('server-rendered pages escape what they show', () => {
+  assert.equal(esc(`<a href="x" onclick='y'>&`), '&#60;a href=&#34;x&#34; onclick=&#39;y&#39;&#62;&#38;');
+  const page = errorPage('Sign-in failed', '<script>alert(1)</script>');
+  assert.ok(!page.includes('<script>alert(1)'));
+  assert.ok(loginPage({ sso: false, token: false }).includes('Sign-in is not configured'));
+});
+
+let gw: TestGateway;
+before(async () => { gw = await startTestGateway(yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'm', { targets: [{ provider: 'demo', model: 'd' }] }), ...agentDocs(['m'])), { AAM_ADMIN_TOKEN: TOKEN }); });
+after(async () => { await gw?.close(); });
+
+test('without OIDC, /console offers the break-glass sign-in; every console response carries CSP and friends; SSO routes say they are off', async () => {
+  const r = await fetch(`${gw.url}/console`);
+  assert.equal(r.status, 200);
+  const html = await r.text();
+  assert.match(html, /AAM_ADMIN_TOKEN/);
+  assert.doesNotMatch(html, /single sign-on<\/a>/);
+  for (const path of ['/console', '/console/app.js', '/console/style.css']) {
+    const h = (await fetch(`${gw.url}${path}`)).headers;
+    assert.match(h.get('content-security-policy') ?? '', /default-src 'none'; script-src 'self'/, path);
+    assert.equal(h.get('x-content-type-options'), 'nosniff', path);
+    assert.equal(h.get('x-frame-options'), 'DENY', path);
+  }
+  assert.equal((await fetch(`${gw.url}/console/login`)).status, 404);
+  // Signed in with the token, the app shell comes with the session's CSRF token in the sign-out form only.
+  const login = await fetch(`${gw.url}/console/token-login`, { method: 'POST', redirect: 'manual', headers: { origin: gw.url, 'content-type': 'application/x-www-form-urlencoded' }, body: `token=${TOKEN}` });
+  assert.equal(login.status, 303);
+  const cookie = login.headers.getSetCookie()[0];
+  assert.match(cookie, /^aam_session=[\w-]{43}; Path=\/; HttpOnly; SameSite=Lax; Max-Age=\d+$/);
+  const shell = await (await fetch(`${gw.url}/console`, { headers: { cookie: cookie.split(';')[0] } })).text();
+  assert.match(shell, /break-glass admin token \(admin\)/);
+  assert.ok(!shell.includes(TOKEN), 'the token never comes back');
+  assert.match(shell, /<script src="\/console\/app.js"><\/script>/);
+  assert.doesNotMatch(shell, /<script>/, 'no inline script (CSP forbids it)');
+});
