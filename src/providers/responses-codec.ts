@@ -78,8 +78,9 @@ export function outputItems(meta: ResponseMeta, r: ChatResult): Obj[] {
   return out;
 }
 
-interface OpenText { index: number; id: string; text: string }
-interface OpenCall { index: number; id: string; callId: string; name: string; args: string }
+/** `at`: the item's fixed delta fields, serialized once per item (deltas are the hot path). */
+interface OpenText { index: number; id: string; text: string; at: string }
+interface OpenCall { index: number; id: string; callId: string; name: string; args: string; at: string }
 
 /**
  * The Responses API over the chat path for one request. `onCompleted` gets the finished Response
@@ -105,11 +106,11 @@ export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: Obj)
       return frame('response.created', `"response":${r}`) + frame('response.in_progress', `"response":${r}`);
     };
     const openText = (): string => {
-      text = { index: next, id: itemId(meta, 'msg', next), text: '' };
+      const id = itemId(meta, 'msg', next);
+      text = { index: next, id, text: '', at: `"item_id":${JSON.stringify(id)},"output_index":${next},"content_index":0` };
       next++;
-      const at = `"item_id":${JSON.stringify(text.id)},"output_index":${text.index},"content_index":0`;
-      return frame('response.output_item.added', `"output_index":${text.index},"item":${JSON.stringify({ id: text.id, type: 'message', status: 'in_progress', role: 'assistant', content: [] })}`)
-        + frame('response.content_part.added', `${at},"part":{"type":"output_text","annotations":[],"logprobs":[],"text":""}`);
+      return frame('response.output_item.added', `"output_index":${text.index},"item":${JSON.stringify({ id, type: 'message', status: 'in_progress', role: 'assistant', content: [] })}`)
+        + frame('response.content_part.added', `${text.at},"part":{"type":"output_text","annotations":[],"logprobs":[],"text":""}`);
     };
     const closeText = (status: string): string => {
       const t = text;
@@ -117,9 +118,8 @@ export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: Obj)
       text = null;
       const item = messageItem(t.id, t.text, status);
       slots[t.index] = item;
-      const at = `"item_id":${JSON.stringify(t.id)},"output_index":${t.index},"content_index":0`;
-      return frame('response.output_text.done', `${at},"text":${JSON.stringify(t.text)},"logprobs":[]`)
-        + frame('response.content_part.done', `${at},"part":${JSON.stringify((item.content as Obj[])[0])}`)
+      return frame('response.output_text.done', `${t.at},"text":${JSON.stringify(t.text)},"logprobs":[]`)
+        + frame('response.content_part.done', `${t.at},"part":${JSON.stringify((item.content as Obj[])[0])}`)
         + frame('response.output_item.done', `"output_index":${t.index},"item":${JSON.stringify(item)}`);
     };
     const closeCalls = (): string => {
@@ -127,7 +127,7 @@ export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: Obj)
       for (const c of calls.values()) {
         const item = callItem(c.id, c.callId, c.name, c.args, 'completed');
         slots[c.index] = item;
-        s += frame('response.function_call_arguments.done', `"item_id":${JSON.stringify(c.id)},"output_index":${c.index},"name":${JSON.stringify(c.name)},"arguments":${JSON.stringify(c.args)}`)
+        s += frame('response.function_call_arguments.done', `${c.at},"name":${JSON.stringify(c.name)},"arguments":${JSON.stringify(c.args)}`)
           + frame('response.output_item.done', `"output_index":${c.index},"item":${JSON.stringify(item)}`);
       }
       calls.clear();
@@ -146,12 +146,13 @@ export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: Obj)
           if (text === null) s += openText();
           const t = text as unknown as OpenText;
           t.text += ev.text;
-          return s + frame('response.output_text.delta', `"item_id":${JSON.stringify(t.id)},"output_index":${t.index},"content_index":0,"delta":${JSON.stringify(ev.text)},"logprobs":[]`);
+          return s + frame('response.output_text.delta', `${t.at},"delta":${JSON.stringify(ev.text)},"logprobs":[]`);
         }
         case 'tool_start': {
           // Text before a call is its own message item; calls stay open (their arguments may interleave) until finish.
           s += closeText('completed');
-          const c: OpenCall = { index: next, id: itemId(meta, 'fc', next), callId: ev.id, name: ev.name, args: '' };
+          const id = itemId(meta, 'fc', next);
+          const c: OpenCall = { index: next, id, callId: ev.id, name: ev.name, args: '', at: `"item_id":${JSON.stringify(id)},"output_index":${next}` };
           next++;
           calls.set(ev.index, c);
           return s + frame('response.output_item.added', `"output_index":${c.index},"item":${JSON.stringify(callItem(c.id, c.callId, c.name, '', 'in_progress'))}`);
@@ -160,7 +161,7 @@ export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: Obj)
           const c = calls.get(ev.index);
           if (c === undefined || ev.delta.length === 0) return s;
           c.args += ev.delta;
-          return s + frame('response.function_call_arguments.delta', `"item_id":${JSON.stringify(c.id)},"output_index":${c.index},"delta":${JSON.stringify(ev.delta)}`);
+          return s + frame('response.function_call_arguments.delta', `${c.at},"delta":${JSON.stringify(ev.delta)}`);
         }
         case 'usage':
           usage = ev.usage;
