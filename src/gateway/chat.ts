@@ -34,7 +34,7 @@ const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache
 export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promise<void> {
   ctx.wire = wire;
   const a = await openAccess(ctx);
-  const body = await readJson(ctx);
+  const body = await readJson(ctx, undefined, a.bodyWatch(wire === 'openai' ? 'openai-chat' : 'anthropic-messages'));
   const parsed = wire === 'openai' ? parseOpenAIChatRequest(body) : parseAnthropicRequest(body);
   if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
   await serveChat(a, parsed.req, codecFor(wire));
