@@ -233,7 +233,7 @@ export class Runtime {
     if (refused) throw new AamError(403, 'policy_denied', refused);
     try {
       const inj = await this.injector.injectionFor(p.credential, { principal: identity.agent, defaultStyle: STYLE[p.authStyle] });
-      return { headers: inj.headers, query: inj.query, credential: inj.credential };
+      return { headers: inj.headers, query: inj.query, credential: inj.credential, sign: inj.sign };
     } catch (e) {
       throw credentialFailure(e, `provider ${p.name}`);
     }

@@ -37,6 +37,17 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
     this.#sc = sc.size > 0 ? sc : null;
   }
 
+  /**
+   * Take the source's scrubber as it is now, until a stream starts (its held-back text belongs to
+   * one scrubber): a token fetched while this request ran (OAuth, service account) is a secret of
+   * this very response. The source returns the same object unless something changed.
+   */
+  #refresh(): void {
+    if (this.#stream !== null || this.#src === null) return;
+    const sc = this.#src.scrubber();
+    this.#sc = sc.size > 0 ? sc : null;
+  }
+
   /** Scrub one text for this response (error messages, header values); a hit is reported. */
   clean(text: string): string {
     const sc = this.#sc;
@@ -50,6 +61,7 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
   send(status: number, text: string, headers: OutgoingHttpHeaders): void {
     this.#guardOpened();
     if (this.headersSent) { super.end(); return; }
+    this.#refresh();
     const body = this.clean(text);
     this.#exact = true;
     super.writeHead(status, { ...this.#cleanHeaders(headers), 'content-length': Buffer.byteLength(body) });
@@ -59,6 +71,7 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
 
   override writeHead(status: number, a?: string | OutgoingHttpHeaders | OutgoingHttpHeader[], b?: OutgoingHttpHeaders | OutgoingHttpHeader[]): this {
     this.#guardOpened();
+    this.#refresh();
     if (this.#sc === null) return super.writeHead(status, a as string, b);
     const message = typeof a === 'string' ? this.clean(a) : undefined;
     const headers = typeof a === 'string' ? b : a;
@@ -80,6 +93,7 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
 
   override write(chunk: Chunk, a?: BufferEncoding | Cb, b?: Cb): boolean {
     this.#guardOpened();
+    this.#refresh();
     const cb = typeof a === 'function' ? a : b;
     if (this.#sc === null) return cb ? super.write(chunk, cb) : super.write(chunk, typeof a === 'string' ? a : 'utf8');
     const out = this.#push(chunk, typeof a === 'string' ? a : undefined);
@@ -88,6 +102,7 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
 
   override end(a?: Chunk | Cb, b?: BufferEncoding | Cb, c?: Cb): this {
     this.#guardOpened();
+    this.#refresh();
     if (this.#sc === null) return super.end(a as string, b as BufferEncoding, c);
     const cb = typeof a === 'function' ? a : typeof b === 'function' ? b : c;
     let out: Chunk = '';

@@ -168,8 +168,12 @@ function checkReferences(set: ConfigSet, at: At): void {
   for (const p of set.providers.values()) {
     const s = p.spec;
     if (s.credential && !set.credentials.has(s.credential)) at('Provider', p, ['spec', 'credential'], `unknown Credential "${s.credential}" (defined: ${names(set.credentials)})`);
-    if (s.type !== 'demo' && !s.baseUrl && s.type !== 'openai' && s.type !== 'anthropic' && s.type !== 'gemini') at('Provider', p, ['spec', 'baseUrl'], `baseUrl is required for type ${s.type}`);
+    if (s.type !== 'demo' && !s.baseUrl && s.type !== 'openai' && s.type !== 'anthropic' && s.type !== 'gemini' && s.type !== 'bedrock' && s.type !== 'vertex') at('Provider', p, ['spec', 'baseUrl'], `baseUrl is required for type ${s.type}`);
     if (s.type === 'azure-openai' && !s.azure) at('Provider', p, ['spec', 'azure'], 'azure-openai needs azure: { apiVersion: "2024-10-21" }');
+    const cred = s.credential ? set.credentials.get(s.credential)?.spec : undefined;
+    if (cred && (cred.kind ?? (cred.aws ? 'aws_sigv4' : undefined)) === 'aws_sigv4' && s.type !== 'bedrock') at('Provider', p, ['spec', 'credential'], `Credential "${s.credential}" signs AWS requests (aws_sigv4); only a Provider of type bedrock can use it`);
+    if (s.type === 'bedrock' && !s.bedrock) at('Provider', p, ['spec', 'bedrock'], 'bedrock needs bedrock: { region: us-east-1 } (the AWS region requests are signed for)');
+    if (s.type === 'vertex' && !s.vertex) at('Provider', p, ['spec', 'vertex'], 'vertex needs vertex: { project: my-project, region: europe-west4 }');
   }
   for (const m of set.models.values()) {
     m.spec.targets.forEach((t, i) => {

@@ -9,7 +9,7 @@ const spiffeId = z.string().regex(/^spiffe:\/\/[a-z0-9._-]+(\/[A-Za-z0-9._~!$&'(
 const positive = z.number().positive();
 const labels = z.record(z.string(), z.string());
 
-export const credentialKind = z.enum(['api_key', 'bearer', 'basic', 'header', 'query', 'oauth2_client_credentials', 'on_behalf_of']);
+export const credentialKind = z.enum(['api_key', 'bearer', 'basic', 'header', 'query', 'oauth2_client_credentials', 'on_behalf_of', 'aws_sigv4', 'google_service_account']);
 
 export const credentialSpec = z.strictObject({
   env: z.string().min(1).optional(),
@@ -48,13 +48,22 @@ export const credentialSpec = z.strictObject({
       audience: z.string().optional(),
     }).optional(),
   }).optional(),
+  /** aws_sigv4: requests are signed (SigV4). The source holds the secret access key, or the JSON of `aws configure export-credentials` (with a session token). */
+  aws: z.strictObject({ access_key_id: z.string().regex(/^[A-Z0-9]{16,128}$/, 'must be an AWS access key id (AKIA... or ASIA...)').optional() }).optional(),
+  /** google_service_account: the source holds the service account's JSON key; aam signs a JWT and exchanges it for an access token. */
+  google: z.strictObject({
+    token_url: z.url({ protocol: /^https?$/ }).optional(),
+    scope: z.string().min(1).optional(),
+  }).optional(),
 }).refine((s) => {
   const n = [s.env, s.file, s.stored, s.value].filter((v) => v !== undefined).length;
   return n === 1 || (n === 0 && (s.kind === 'on_behalf_of' || (s.kind === undefined && s.obo !== undefined)));
 }, {
   message: 'set exactly one source: env, file, stored or value (only kind on_behalf_of may have none)',
 }).superRefine((s, ctx) => {
-  const kind = s.kind ?? (s.oauth2 ? 'oauth2_client_credentials' : s.obo ? 'on_behalf_of' : undefined);
+  const kind = s.kind ?? (s.oauth2 ? 'oauth2_client_credentials' : s.obo ? 'on_behalf_of' : s.aws ? 'aws_sigv4' : s.google ? 'google_service_account' : undefined);
+  if (s.aws && kind !== 'aws_sigv4') ctx.addIssue({ code: 'custom', path: ['aws'], message: `aws only applies to kind aws_sigv4 (kind is ${kind})` });
+  if (s.google && kind !== 'google_service_account') ctx.addIssue({ code: 'custom', path: ['google'], message: `google only applies to kind google_service_account (kind is ${kind})` });
   if (kind === 'oauth2_client_credentials' && !s.oauth2) ctx.addIssue({ code: 'custom', path: ['oauth2'], message: 'kind oauth2_client_credentials needs oauth2: { token_url, client_id }' });
   if (kind === 'on_behalf_of' && !s.obo) ctx.addIssue({ code: 'custom', path: ['obo'], message: 'kind on_behalf_of needs obo: { audience }' });
   if (s.oauth2 && kind !== 'oauth2_client_credentials') ctx.addIssue({ code: 'custom', path: ['oauth2'], message: `oauth2 only applies to kind oauth2_client_credentials (kind is ${kind})` });
@@ -64,7 +73,7 @@ export const credentialSpec = z.strictObject({
   if (s.username && kind !== 'basic') ctx.addIssue({ code: 'custom', path: ['username'], message: 'username only applies to kind basic' });
 });
 
-export const providerType = z.enum(['openai', 'openai-compatible', 'anthropic', 'gemini', 'azure-openai', 'demo']);
+export const providerType = z.enum(['openai', 'openai-compatible', 'anthropic', 'gemini', 'azure-openai', 'bedrock', 'vertex', 'demo']);
 
 export const timeoutsSpec = z.strictObject({
   connect_ms: positive.optional(),
@@ -81,6 +90,10 @@ export const providerSpec = z.strictObject({
   headers: z.record(z.string(), z.string()).optional(),
   timeouts: timeoutsSpec.optional(),
   azure: z.strictObject({ apiVersion: z.string().min(1), deployment: z.string().min(1).optional() }).optional(),
+  /** bedrock: the AWS region requests are signed for (and served from, unless baseUrl says otherwise). */
+  bedrock: z.strictObject({ region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, 'must be an AWS region like us-east-1') }).optional(),
+  /** vertex: the Google Cloud project and region (or "global") of the Gemini models. */
+  vertex: z.strictObject({ project: z.string().min(1), region: z.string().regex(/^(global|[a-z]+-[a-z]+\d+)$/, 'must be a Google Cloud region like europe-west4, or global') }).optional(),
 });
 
 /** USD per 1M tokens, or `free: true`: the explicit opt-in for a route a budget cannot bill (e.g. a local model). */

@@ -7,6 +7,8 @@ import type { CredentialKind } from '../config/schema.ts';
 import { CredentialError } from './errors.ts';
 import { DEFAULT_RETRY, requestToken, type FetchLike, type RetryPolicy, type TokenRequest, type TokenResult } from './oauth.ts';
 import { REVEAL } from './secret.ts';
+import { awsSigner, parseAwsKeys, type RequestSigner } from './aws-sigv4.ts';
+import { CLOUD_PLATFORM_SCOPE, GOOGLE_TOKEN_URL, JWT_BEARER_GRANT, parseServiceAccount, serviceAccountAssertion } from './google-sa.ts';
 import type { Revealed, Vault } from './vault.ts';
 
 /** How a plain secret is sent when the Credential does not say: the provider's convention. */
@@ -19,6 +21,8 @@ export interface Injection {
   query?: Record<string, string>;
   /** For the audit: which credential and version went out (never the value). */
   credential: { name: string; version: number; kind: CredentialKind };
+  /** aws_sigv4: signs the final request (the signature covers path and body, so it is made last). */
+  sign?: RequestSigner;
 }
 
 export type Signer = (claims: Record<string, unknown>) => Promise<string>;
@@ -67,6 +71,8 @@ export function createInjector(opts: InjectorOptions): Injector {
   const defaultTtl = opts.defaultTokenTtlMs ?? 300_000;
   const maxCached = opts.maxCachedTokens ?? 10_000;
   const slots = new Map<string, Slot>();
+  /** One SigV4 signer per credential version (it caches derived signing keys). */
+  const signers = new Map<string, RequestSigner>();
 
   const slotKey = (r: Revealed, p: Principal | undefined) => `${p?.spiffeId ?? '-'}\n${r.name}\n${r.version}`;
 
@@ -145,9 +151,34 @@ export function createInjector(opts: InjectorOptions): Injector {
     return got.expiresAt <= subject.expiresAt ? got : { ...got, expiresAt: subject.expiresAt, refreshAt: Math.min(got.refreshAt, subject.refreshAt) };
   }
 
+  /** A service account's access token is aam's, the same for every agent: one cache slot. */
+  async function serviceAccount(r: Revealed): Promise<CachedToken> {
+    if (!r.secret) throw new CredentialError('credential_config', `Credential "${r.name}" has no value`, { status: 502, credential: r.name });
+    const sa = parseServiceAccount(r.name, r.secret[REVEAL]());
+    const tokenUrl = r.spec.google?.token_url ?? sa.tokenUri ?? GOOGLE_TOKEN_URL;
+    const assertion = await serviceAccountAssertion(sa, tokenUrl, r.spec.google?.scope ?? CLOUD_PLATFORM_SCOPE, now());
+    // The assertion buys tokens for an hour: as secret as the token itself.
+    opts.vault.addDerived(r.name, assertion.jwt, assertion.expiresAt);
+    const req: TokenRequest = { credential: r.name, tokenUrl, form: { grant_type: JWT_BEARER_GRANT, assertion: assertion.jwt }, timeoutMs: 10_000 };
+    return toCached(await requestToken(req, fetchFn, retry, sleep));
+  }
+
+  function signerFor(r: Revealed): RequestSigner {
+    const key = `${r.name}\n${r.version}`;
+    let s = signers.get(key);
+    if (!s) {
+      if (!r.secret) throw new CredentialError('credential_config', `Credential "${r.name}" has no value`, { status: 502, credential: r.name });
+      for (const k of signers.keys()) if (k.startsWith(`${r.name}\n`)) signers.delete(k);
+      s = awsSigner(parseAwsKeys(r.name, r.secret[REVEAL](), r.spec.aws?.access_key_id), now);
+      signers.set(key, s);
+    }
+    return s;
+  }
+
   /** The string that goes on the wire for this credential and principal. */
   async function valueFor(r: Revealed, p: Principal | undefined): Promise<string> {
     if (r.kind === 'oauth2_client_credentials') return cachedToken(slotKey(r, p), r.name, () => clientCredentials(r));
+    if (r.kind === 'google_service_account') return cachedToken(slotKey(r, undefined), r.name, () => serviceAccount(r));
     if (r.kind === 'on_behalf_of') {
       if (!p) throw new CredentialError('credential_principal', `Credential "${r.name}" acts on behalf of the calling agent, but this call has no agent identity; it is not sent without one`, { status: 500, credential: r.name });
       return cachedToken(slotKey(r, p), r.name, () => (r.spec.obo?.token_exchange ? exchange(r, p) : assertion(r, p)));
@@ -159,6 +190,7 @@ export function createInjector(opts: InjectorOptions): Injector {
   async function injectionFor(credential: string, o: InjectOptions = {}): Promise<Injection> {
     // Resolve once: this request keeps this version even if a rotation lands while it is in flight.
     const r = opts.vault[REVEAL](credential);
+    if (r.kind === 'aws_sigv4') return { headers: {}, credential: { name: r.name, version: r.version, kind: r.kind }, sign: signerFor(r) };
     const value = await valueFor(r, o.principal);
     const out: Injection = { headers: {}, credential: { name: r.name, version: r.version, kind: r.kind } };
     place(out, r, value, o.defaultStyle ?? 'bearer');
@@ -199,7 +231,7 @@ function place(out: Injection, r: Revealed, value: string, style: DefaultStyle):
   }
   if (inj?.query) { out.query = { [inj.query]: value }; return; }
   if (inj?.header) { out.headers[inj.header.toLowerCase()] = (inj.prefix ?? '') + value; return; }
-  const isToken = r.kind === 'oauth2_client_credentials' || r.kind === 'on_behalf_of' || r.kind === 'bearer';
+  const isToken = r.kind === 'oauth2_client_credentials' || r.kind === 'on_behalf_of' || r.kind === 'bearer' || r.kind === 'google_service_account';
   if (isToken) { out.headers.authorization = `${inj?.prefix ?? 'Bearer '}${value}`; return; }
   if (inj?.prefix !== undefined && style === 'bearer') { out.headers.authorization = inj.prefix + value; return; }
   setStyle(out, style, value);

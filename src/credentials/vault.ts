@@ -9,6 +9,8 @@ import { loadMasterKey, type MasterKey } from './master-key.ts';
 import { MIN_SCRUB_LENGTH, Scrubber, type ScrubEntry } from './scrub.ts';
 import { REVEAL, Secret } from './secret.ts';
 import { EncryptedStore } from './stored.ts';
+import { awsScrubParts } from './aws-sigv4.ts';
+import { serviceAccountScrubParts } from './google-sa.ts';
 
 export type CredentialSource = 'env' | 'file' | 'stored' | 'value' | 'none';
 
@@ -76,6 +78,8 @@ export function effectiveKind(spec: CredentialSpec): CredentialKind {
   if (spec.kind) return spec.kind;
   if (spec.oauth2) return 'oauth2_client_credentials';
   if (spec.obo) return 'on_behalf_of';
+  if (spec.aws) return 'aws_sigv4';
+  if (spec.google) return 'google_service_account';
   if (spec.inject?.query) return 'query';
   if (spec.inject?.header) return 'header';
   return 'api_key';
@@ -307,7 +311,8 @@ export class Vault {
       if (e.kind === 'basic') {
         if (e.spec.username) extra.push(`${e.spec.username}:${v}`);
         else if (v.includes(':')) extra.push(v.slice(v.indexOf(':') + 1));
-      }
+      } else if (e.kind === 'aws_sigv4') extra.push(...awsScrubParts(v));
+      else if (e.kind === 'google_service_account') extra.push(...serviceAccountScrubParts(v));
       entries.push({ name: e.name, value: v, extra });
     }
     for (const [v, d] of this.#derived) entries.push({ name: d.name, value: v });

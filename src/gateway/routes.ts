@@ -2,7 +2,7 @@
 // adapters, pricing, timeouts, breakers. The request path only reads these.
 import { Agent as UndiciAgent, type Dispatcher } from 'undici';
 import type { ConfigSet, ModelSpec, ProviderSpec, TimeoutsSpec } from '../config/schema.ts';
-import { adapterFor } from '../providers/index.ts';
+import { adapterFor, bedrockEndpoint, vertexBasePath, vertexEndpoint } from '../providers/index.ts';
 import type { ProviderAdapter } from '../providers/types.ts';
 import { CircuitBreaker, DEFAULT_BREAKER, type BreakerOptions } from './breaker.ts';
 import type { Pricing } from './pricing.ts';
@@ -29,6 +29,8 @@ export interface ProviderRuntime {
   headers: Record<string, string>;
   dispatcher: Dispatcher | null;
   timeouts: Timeouts;
+  /** AWS SigV4 scope (bedrock): requests are signed for this region and service. */
+  signing?: { region: string; service: string };
   /** False when an optional provider's credential is absent: its targets are skipped. */
   enabled: boolean;
   disabledReason?: string;
@@ -70,7 +72,16 @@ const DEFAULT_BASE: Partial<Record<ProviderType, string>> = {
 };
 const AUTH_STYLE: Record<ProviderType, ProviderRuntime['authStyle']> = {
   openai: 'bearer', 'openai-compatible': 'bearer', anthropic: 'x-api-key', gemini: 'x-goog-api-key', 'azure-openai': 'api-key', demo: 'bearer',
+  bedrock: 'bearer', vertex: 'bearer',
 };
+
+/** Where a provider is served: baseUrl, or its type's default; Bedrock and Vertex derive it from region (and project). */
+function baseUrlOf(s: ProviderSpec): string {
+  if (s.type === 'bedrock' && s.bedrock) return s.baseUrl ?? bedrockEndpoint(s.bedrock.region);
+  // Vertex: baseUrl replaces only the endpoint root (e.g. a Private Service Connect host).
+  if (s.type === 'vertex' && s.vertex) return (s.baseUrl ?? vertexEndpoint(s.vertex.region)).replace(/\/+$/, '') + vertexBasePath(s.vertex.project, s.vertex.region);
+  return s.baseUrl ?? DEFAULT_BASE[s.type] ?? '';
+}
 
 function timeouts(...specs: Array<TimeoutsSpec | undefined>): Timeouts {
   const t = { ...DEFAULT_TIMEOUTS };
@@ -91,7 +102,7 @@ export function compileProviders(set: ConfigSet, credentialAvailable: (name: str
     const problem = s.credential ? credentialAvailable(s.credential) : null;
     const t = timeouts(s.timeouts);
     const prev = previous?.get(r.name);
-    const baseUrl = (s.baseUrl ?? DEFAULT_BASE[s.type] ?? '').replace(/\/+$/, '');
+    const baseUrl = baseUrlOf(s).replace(/\/+$/, '');
     // Keep pooled connections across reloads when the provider's endpoint did not change.
     const dispatcher = s.type === 'demo' ? null
       : prev && prev.baseUrl === baseUrl && prev.timeouts.connectMs === t.connectMs && prev.dispatcher ? prev.dispatcher
@@ -101,6 +112,7 @@ export function compileProviders(set: ConfigSet, credentialAvailable: (name: str
       name: r.name, type: s.type, baseUrl, origin: url?.origin ?? '', basePath: url?.pathname.replace(/\/+$/, '') ?? '', adapter: s.type === 'demo' ? null : adapterFor(s.type), credential: s.credential ?? null,
       authStyle: AUTH_STYLE[s.type], headers: s.headers ?? {}, dispatcher, timeouts: t,
       enabled: problem === null, disabledReason: problem ?? undefined,
+      ...(s.bedrock ? { signing: { region: s.bedrock.region, service: 'bedrock' } } : {}),
     });
   }
   return out;

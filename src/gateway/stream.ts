@@ -2,6 +2,7 @@
 // first content event, so an error before any content can still fall back to the next target.
 import { StringDecoder } from 'node:string_decoder';
 import { SseParser, type SseRecord } from '../providers/sse.ts';
+import { EventStreamFramer } from '../providers/bedrock-eventstream.ts';
 import { isContentEvent, type StreamEvent, type StreamParser } from '../providers/types.ts';
 import { networkFailure, type AttemptFailure, type UpstreamBody } from './upstream.ts';
 import type { Target } from './routes.ts';
@@ -21,6 +22,14 @@ export function localStream(events: StreamEvent[]): OpenStream {
   return { head: events.slice(0, cut), rest: (async function* () { if (cut < events.length) yield events.slice(cut); })(), abort() {} };
 }
 
+/** Records from raw body bytes: SSE text, or AWS event-stream frames (Bedrock). */
+function framesFor(target: Target): { push(b: Buffer): SseRecord[]; end(): SseRecord[] } {
+  if (target.provider.adapter?.streamFraming === 'aws-eventstream') return new EventStreamFramer();
+  const sse = new SseParser();
+  const dec = new StringDecoder('utf8');
+  return { push: (b) => sse.push(dec.write(b)), end: () => sse.end() };
+}
+
 /** Raised inside `rest` when the upstream breaks after the commit point. */
 export class StreamBroken extends Error {
   readonly errorType: string;
@@ -36,8 +45,7 @@ export async function openUpstreamStream(
   body: UpstreamBody,
   parser: StreamParser,
 ): Promise<{ ok: true; value: OpenStream } | AttemptFailure> {
-  const sse = new SseParser();
-  const dec = new StringDecoder('utf8');
+  const sse = framesFor(target);
   const head: StreamEvent[] = [];
   // Records that arrived with the first content but after it: converted once the head is out, so
   // the first chunk reaches the client without waiting for the rest of a large read.
@@ -65,7 +73,7 @@ export async function openUpstreamStream(
         if (!head.some((e) => e.type === 'finish')) return fail('stream ended without a finish event');
         return { ok: true, value: { head, rest: (async function* () {})(), abort() {} } };
       }
-      const records = sse.push(dec.write(r.value));
+      const records = sse.push(r.value);
       let committed = false;
       for (let i = 0; i < records.length && !committed; i++) {
         for (const ev of toEvents([records[i]])) {
@@ -93,7 +101,7 @@ export async function openUpstreamStream(
         if (events.length) yield events;
         const r = await body.next();
         if (r.done) break;
-        records = sse.push(dec.write(r.value));
+        records = sse.push(r.value);
       }
     } catch (err) {
       if (err instanceof StreamBroken) throw err;

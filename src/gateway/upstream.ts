@@ -7,7 +7,13 @@ import type { IncomingHttpHeaders } from 'node:http';
 import type { UpstreamRequest } from '../providers/types.ts';
 import type { Target } from './routes.ts';
 
-export interface Injection { headers: Record<string, string>; query?: Record<string, string>; credential?: { name: string; version: number } }
+export interface Injection {
+  headers: Record<string, string>;
+  query?: Record<string, string>;
+  credential?: { name: string; version: number };
+  /** Request signing (AWS SigV4): headers computed over the final request, just before it is sent. */
+  sign?: (req: { method: string; url: string; headers: Readonly<Record<string, string>>; body: string }, scope: { region: string; service: string }) => Promise<Record<string, string>>;
+}
 
 export type AttemptFailure = {
   ok: false;
@@ -169,15 +175,31 @@ class Exchange implements Dispatcher.DispatchHandler, UpstreamBody {
       this.resolveHead(networkFailure(this.target, this.call.signal.reason));
       return head;
     }
-    const { provider, timeouts } = this.target;
+    const { provider } = this.target;
     const headers: Record<string, string> = { ...provider.headers, ...up.headers, ...inj.headers };
     if (up.method === 'POST') headers['content-type'] ??= 'application/json';
     this.call.inFlight = this;
-    this.timer = setTimeout(onTotalTimeout, timeouts.totalMs, this);
+    this.timer = setTimeout(onTotalTimeout, this.target.timeouts.totalMs, this);
+    const path = requestPath(this.target, up, inj);
+    if (!inj.sign) this.dispatch(path, headers, up);
+    else if (!provider.signing) {
+      this.release();
+      this.resolveHead({ ok: false, next: 'final', status: 500, clientStatus: 500, code: 'upstream_error', message: `${this.target.label}: its credential signs AWS requests (aws_sigv4), which only a Provider of type bedrock can use` });
+    } else {
+      inj.sign({ method: up.method, url: provider.origin + path, headers, body: up.body }, provider.signing).then(
+        (signed) => { if (!this.over) this.dispatch(path, { ...headers, ...signed }, up); },
+        (err: unknown) => this.fail(err as Error),
+      );
+    }
+    return head;
+  }
+
+  private dispatch(path: string, headers: Record<string, string>, up: UpstreamRequest): void {
+    const { provider, timeouts } = this.target;
     try {
       (provider.dispatcher ?? getGlobalDispatcher()).dispatch({
         origin: provider.origin,
-        path: requestPath(this.target, up, inj),
+        path,
         method: up.method,
         headers,
         body: up.method === 'POST' ? up.body : undefined,
@@ -187,7 +209,6 @@ class Exchange implements Dispatcher.DispatchHandler, UpstreamBody {
     } catch (err) {
       this.fail(err as Error);
     }
-    return head;
   }
 
   abort(reason: Error): void {
@@ -210,7 +231,7 @@ class Exchange implements Dispatcher.DispatchHandler, UpstreamBody {
     this.headers = headers;
     if (!this.stream || status >= 400) return;
     const ct = String(headers['content-type'] ?? '');
-    if (!ct.includes('event-stream')) {
+    if (!ct.includes('event-stream') && !ct.includes('vnd.amazon.eventstream')) {
       this.resolveHead(unusable(this.target, `expected text/event-stream, got ${ct || 'no content-type'}`));
       this.abort(new Error('unexpected content-type'));
       return;

@@ -5,8 +5,10 @@ import { openaiAdapter, openaiCodec } from './openai.ts';
 import { anthropicAdapter, anthropicCodec } from './anthropic.ts';
 import { geminiAdapter } from './gemini.ts';
 import { azureAdapter } from './azure.ts';
+import { bedrockAdapter } from './bedrock.ts';
+import { vertexAdapter } from './vertex.ts';
 
-export type AdapterType = 'openai' | 'openai-compatible' | 'anthropic' | 'gemini' | 'azure-openai';
+export type AdapterType = 'openai' | 'openai-compatible' | 'anthropic' | 'gemini' | 'azure-openai' | 'bedrock' | 'vertex';
 
 const ADAPTERS: Readonly<Record<AdapterType, ProviderAdapter>> = {
   'openai': openaiAdapter,
@@ -14,6 +16,8 @@ const ADAPTERS: Readonly<Record<AdapterType, ProviderAdapter>> = {
   'anthropic': anthropicAdapter,
   'gemini': geminiAdapter,
   'azure-openai': azureAdapter,
+  'bedrock': bedrockAdapter,
+  'vertex': vertexAdapter,
 };
 
 export function adapterFor(type: AdapterType): ProviderAdapter {
@@ -33,3 +37,6 @@ export type { ParseResult } from './openai-parse.ts';
 export { parseAnthropicRequest } from './anthropic-parse.ts';
 export { anthropicErrorBody } from './anthropic-codec.ts';
 export { UpstreamShapeError } from './util.ts';
+export { EventStreamFramer } from './bedrock-eventstream.ts';
+export { bedrockEndpoint } from './bedrock.ts';
+export { vertexEndpoint, vertexBasePath } from './vertex.ts';

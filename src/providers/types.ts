@@ -141,12 +141,12 @@ export interface StreamParser {
 /** Pure translator for one upstream wire format. */
 export interface ProviderAdapter {
   /** Wire family: requests from a client of the same family may use the raw pass-through path. */
-  wire: 'openai' | 'anthropic' | 'gemini';
+  wire: 'openai' | 'anthropic' | 'gemini' | 'bedrock';
   chatRequest(req: ChatRequest, target: TargetInfo): UpstreamRequest;
   chatResponse(body: unknown): ChatResult;
   streamParser(): StreamParser;
-  /** How the upstream frames streams: SSE (most) or newline-delimited JSON array items. */
-  streamFraming: 'sse';
+  /** How the upstream frames streams: SSE (most) or AWS event-stream binary frames (Bedrock). */
+  streamFraming: 'sse' | 'aws-eventstream';
   embeddingsRequest?(req: EmbeddingsRequest, target: TargetInfo): UpstreamRequest;
   embeddingsResponse?(body: unknown): EmbeddingsResult;
   /** Extract a human message from an upstream error body (already parsed JSON or raw text). */

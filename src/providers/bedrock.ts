@@ -1,0 +1,233 @@
+// Amazon Bedrock Converse / ConverseStream wire, upstream side. One request shape for every model
+// on Bedrock. Streams are AWS event-stream frames (bedrock-eventstream.ts turns them into
+// records: `event` is the event type, `data` its JSON payload). Bedrock sends usage (`metadata`)
+// after `messageStop`, so the finish is held until usage arrives or the stream ends, keeping the
+// adapters' order contract (usage before finish). Signing (SigV4) is the credentials module's job.
+import type {
+  ChatMessage, ChatRequest, ChatResult, ContentPart, FinishReason, ProviderAdapter, ProviderError,
+  StreamEvent, StreamParser, ToolCall, Usage,
+} from './types.ts';
+import { UpstreamShapeError, argsObject, arr, isObj, localId, num, nowSeconds, obj, parseJson, statusType, str, usageOf } from './util.ts';
+import type { Obj } from './util.ts';
+
+const STOP: Readonly<Record<string, FinishReason>> = {
+  end_turn: 'stop', stop_sequence: 'stop', max_tokens: 'length', model_context_window_exceeded: 'length',
+  tool_use: 'tool_calls', guardrail_intervened: 'content_filter', content_filtered: 'content_filter',
+};
+
+const DATA_URL = /^data:image\/(png|jpeg|jpg|gif|webp);base64,(.*)$/s;
+
+/** Default endpoint of a region (a Provider's baseUrl replaces it, e.g. a VPC endpoint). */
+export function bedrockEndpoint(region: string): string {
+  return `https://bedrock-runtime.${region}.amazonaws.com`;
+}
+
+function imageBlock(url: string): Obj {
+  const m = DATA_URL.exec(url);
+  if (m === null) throw new UpstreamShapeError('Bedrock takes images as base64 data URLs (data:image/png;base64,...), not links; inline the image');
+  return { image: { format: m[1] === 'jpg' ? 'jpeg' : m[1], source: { bytes: m[2] } } };
+}
+
+function blocksOf(content: string | ContentPart[] | null, out: Obj[]): void {
+  if (content === null) return;
+  if (typeof content === 'string') { if (content.length > 0) out.push({ text: content }); return; }
+  for (const p of content) {
+    if (p.type === 'text') { const t = (p as { text: string }).text; if (t.length > 0) out.push({ text: t }); }
+    else if (p.type === 'image_url') out.push(imageBlock((p as { image_url: { url: string } }).image_url.url));
+  }
+}
+
+function textOf(content: string | ContentPart[] | null): string {
+  if (typeof content === 'string') return content;
+  let s = '';
+  if (content !== null) for (const p of content) if (p.type === 'text') s += (s.length > 0 ? '\n' : '') + (p as { text: string }).text;
+  return s;
+}
+
+/** A tool result: JSON objects go as `json` blocks (models read them structured), anything else as text. */
+function toolResult(m: ChatMessage): Obj {
+  const text = textOf(m.content);
+  const v = parseJson(text);
+  return { toolResult: { toolUseId: m.tool_call_id ?? '', content: [isObj(v) ? { json: v } : { text: text.length > 0 ? text : '(empty)' }] } };
+}
+
+interface BMsg { role: 'user' | 'assistant'; content: Obj[] }
+
+/** Canonical messages -> Bedrock system blocks + alternating user/assistant messages. */
+export function bedrockMessages(messages: ChatMessage[]): { system: Obj[]; messages: BMsg[] } {
+  const system: Obj[] = [];
+  const out: BMsg[] = [];
+  let last: BMsg | undefined;
+  for (const m of messages) {
+    if (m.role === 'system' || m.role === 'developer') {
+      const t = textOf(m.content);
+      if (t.length > 0) system.push({ text: t });
+      continue;
+    }
+    const role = m.role === 'assistant' ? 'assistant' : 'user';
+    if (last === undefined || last.role !== role) {
+      last = { role, content: [] };
+      out.push(last);
+    }
+    if (m.role === 'tool') { last.content.push(toolResult(m)); continue; }
+    blocksOf(m.content, last.content);
+    for (const tc of m.tool_calls ?? []) {
+      last.content.push({ toolUse: { toolUseId: tc.id, name: tc.function.name, input: argsObject(tc.function.arguments) } });
+    }
+  }
+  return { system, messages: out };
+}
+
+function hasToolHistory(messages: BMsg[]): boolean {
+  return messages.some((m) => m.content.some((b) => b.toolUse !== undefined || b.toolResult !== undefined));
+}
+
+export function bedrockBody(req: ChatRequest): Obj {
+  const { system, messages } = bedrockMessages(req.messages);
+  const body: Obj = { messages };
+  if (system.length > 0) body.system = system;
+  const inf: Obj = {};
+  const max = req.max_completion_tokens ?? req.max_tokens;
+  if (max !== undefined) inf.maxTokens = max;
+  if (req.temperature !== undefined) inf.temperature = req.temperature;
+  if (req.top_p !== undefined) inf.topP = req.top_p;
+  if (req.stop !== undefined) inf.stopSequences = typeof req.stop === 'string' ? [req.stop] : req.stop;
+  for (const _ in inf) { body.inferenceConfig = inf; break; }
+  const tc = req.tool_choice;
+  // Converse has no "none": without tool history the tools are left out; with it they must stay
+  // (Bedrock rejects toolUse blocks without a toolConfig).
+  const tools = req.tools !== undefined && req.tools.length > 0 && (tc !== 'none' || hasToolHistory(messages)) ? req.tools : undefined;
+  if (tools !== undefined) {
+    const cfg: Obj = {
+      tools: tools.map((t) => {
+        const spec: Obj = { name: t.function.name };
+        if (t.function.description !== undefined) spec.description = t.function.description;
+        spec.inputSchema = { json: t.function.parameters ?? { type: 'object', properties: {} } };
+        return { toolSpec: spec };
+      }),
+    };
+    if (tc === 'auto') cfg.toolChoice = { auto: {} };
+    else if (tc === 'required') cfg.toolChoice = { any: {} };
+    else if (tc !== undefined && tc !== 'none') cfg.toolChoice = { tool: { name: tc.function.name } };
+    body.toolConfig = cfg;
+  }
+  // Model-specific fields an Anthropic client sent (top_k, thinking...) go where Bedrock takes them.
+  if (req.anthropicExtra !== undefined) {
+    const extra: Obj = {};
+    for (const [k, v] of Object.entries(req.anthropicExtra)) if (k !== 'metadata') extra[k] = v;
+    for (const _ in extra) { body.additionalModelRequestFields = extra; break; }
+  }
+  return body;
+}
+
+/** Converse counts cached prompt tokens apart from inputTokens; canonical input includes them. */
+export function bedrockUsage(u: unknown): Usage | undefined {
+  if (!isObj(u)) return undefined;
+  const cached = num(u.cacheReadInputTokens) ?? 0;
+  const input = (num(u.inputTokens) ?? 0) + cached + (num(u.cacheWriteInputTokens) ?? 0);
+  return usageOf(input, num(u.outputTokens) ?? 0, cached);
+}
+
+export function bedrockChatResponse(body: unknown): ChatResult {
+  if (!isObj(body)) throw new UpstreamShapeError('upstream returned a non-object Converse response');
+  const content = arr(obj(obj(body.output)?.message)?.content);
+  if (content === undefined) throw new UpstreamShapeError('upstream Converse response has no output.message.content');
+  let text: string | null = null;
+  const toolCalls: ToolCall[] = [];
+  for (const b of content) {
+    if (!isObj(b)) continue;
+    if (typeof b.text === 'string') text = (text ?? '') + b.text;
+    const tu = obj(b.toolUse);
+    if (tu !== undefined) toolCalls.push({ id: str(tu.toolUseId) ?? `call_${toolCalls.length}`, type: 'function', function: { name: str(tu.name) ?? '', arguments: JSON.stringify(tu.input ?? {}) } });
+  }
+  const sr = str(body.stopReason);
+  let finishReason: FinishReason = (sr !== undefined ? STOP[sr] : undefined) ?? 'stop';
+  if (toolCalls.length > 0 && finishReason === 'stop') finishReason = 'tool_calls';
+  const result: ChatResult = { id: localId('bedrock-'), model: '', created: nowSeconds(), text, toolCalls, finishReason };
+  const usage = bedrockUsage(body.usage);
+  if (usage !== undefined) result.usage = usage;
+  return result;
+}
+
+class BedrockStreamParser implements StreamParser {
+  private started = false;
+  private tools = 0;
+  /** contentBlockIndex -> tool-call index. */
+  private readonly toolAt = new Map<number, number>();
+  private stop: FinishReason | undefined;
+  private done = false;
+
+  push(data: string, event?: string): StreamEvent[] {
+    const ev = event ?? '';
+    if (ev.startsWith('error:')) return [{ type: 'error', message: data, errorType: ev === 'error:eventstream' ? 'upstream_invalid_response' : ev.slice(6) }];
+    const payload = parseJson(data);
+    if (ev.startsWith('exception:')) {
+      return [{ type: 'error', message: str(obj(payload)?.message) ?? str(obj(payload)?.Message) ?? ev.slice(10), errorType: ev.slice(10) }];
+    }
+    if (!isObj(payload)) return [{ type: 'error', message: `upstream sent a ${ev || 'stream'} event that is not JSON`, errorType: 'upstream_invalid_response' }];
+    const out: StreamEvent[] = [];
+    if (!this.started) {
+      this.started = true;
+      out.push({ type: 'start', id: localId('bedrock-'), model: '' });
+    }
+    if (ev === 'contentBlockStart') {
+      const tu = obj(obj(payload.start)?.toolUse);
+      if (tu !== undefined) {
+        const index = this.tools++;
+        this.toolAt.set(num(payload.contentBlockIndex) ?? -1, index);
+        out.push({ type: 'tool_start', index, id: str(tu.toolUseId) ?? `call_${index}`, name: str(tu.name) ?? '' });
+      }
+    } else if (ev === 'contentBlockDelta') {
+      const d = obj(payload.delta);
+      if (typeof d?.text === 'string' && d.text.length > 0) out.push({ type: 'text', text: d.text });
+      const input = str(obj(d?.toolUse)?.input);
+      const index = this.toolAt.get(num(payload.contentBlockIndex) ?? -1);
+      if (input !== undefined && input.length > 0 && index !== undefined) out.push({ type: 'tool_args', index, delta: input });
+    } else if (ev === 'messageStop') {
+      const sr = str(payload.stopReason);
+      this.stop = (sr !== undefined ? STOP[sr] : undefined) ?? 'stop';
+      if (this.stop === 'stop' && this.tools > 0) this.stop = 'tool_calls';
+    } else if (ev === 'metadata') {
+      const usage = bedrockUsage(payload.usage);
+      if (usage !== undefined) out.push({ type: 'usage', usage });
+      if (this.stop !== undefined) out.push(...this.finish());
+    }
+    return out;
+  }
+
+  private finish(): StreamEvent[] {
+    if (this.done || this.stop === undefined) return [];
+    this.done = true;
+    return [{ type: 'finish', reason: this.stop }];
+  }
+
+  end(): StreamEvent[] {
+    if (this.done) return [];
+    if (this.stop !== undefined) return this.finish();
+    return [{ type: 'error', message: 'upstream stream ended before the response was complete', errorType: 'upstream_incomplete' }];
+  }
+}
+
+export function bedrockErrorMessage(status: number, body: unknown): ProviderError {
+  const b = obj(body);
+  let message = str(b?.message) ?? str(b?.Message) ?? (typeof body === 'string' && body.length > 0 ? body : `upstream returned HTTP ${status}`);
+  // A signature or key problem is ours to fix, not the agent's: say where to look.
+  if (status === 401 || status === 403) message += ' (check the AWS access key id and secret of the Provider\'s credential and its bedrock.region)';
+  return { message, type: status === 403 ? 'authentication_error' : statusType(status) };
+}
+
+const modelPath = (model: string): string => `/model/${encodeURIComponent(model)}`;
+
+export const bedrockAdapter: ProviderAdapter = {
+  wire: 'bedrock',
+  streamFraming: 'aws-eventstream',
+  chatRequest: (req, target) => ({
+    method: 'POST',
+    path: modelPath(target.model) + (target.stream ? '/converse-stream' : '/converse'),
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(bedrockBody(req)),
+  }),
+  chatResponse: bedrockChatResponse,
+  streamParser: () => new BedrockStreamParser(),
+  errorMessage: bedrockErrorMessage,
+};
