@@ -14,7 +14,7 @@ export interface MutateGroup {
 export const groups: Record<string, MutateGroup> = {
   policy: {
     mutate: ['src/policy/**/*.ts'],
-    tests: ['test/policy-decide.test.ts', 'test/mutation-policy.test.ts', 'test/policy-authzen.test.ts', 'test/policy-limits.test.ts'],
+    tests: ['test/policy-decide.test.ts', 'test/mutation-policy.test.ts', 'test/catalog-policy.test.ts', 'test/policy-authzen.test.ts', 'test/policy-limits.test.ts'],
   },
   credentials: {
     mutate: ['src/credentials/**/*.ts'],
