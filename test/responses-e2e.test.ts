@@ -254,6 +254,9 @@ test('response store: per agent, expiring, items indexed (unit, with a clock)', 
     const rows = db.prepare('SELECT count(*) AS n FROM responses').get() as { n: number };
     assert.equal(rows.n, 1, 'expired rows are purged');
     db.close();
+    // A failed write is a rejected promise, never a throw inside the answer being encoded.
+    const failed = s.put({ id: 'resp_c', agent: 'A', previousId: null, input: '[]', response: '{}', expiresAt: t + 1000 }, []);
+    await assert.rejects(failed);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

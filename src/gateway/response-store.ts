@@ -4,6 +4,7 @@
 // Records expire (AAM_RESPONSES_TTL, default 30 days). The interface is small so a fleet store
 // (PostgreSQL) can implement it; the embedded one is SQLite in the data dir.
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import { transaction } from '../store/sqlite.ts';
 
 export interface StoredResponse {
   id: string;
@@ -52,20 +53,20 @@ export function openResponseStore(db: DatabaseSync, now: () => number = Date.now
   const purge = db.prepare('DELETE FROM responses WHERE expires_at <= ?');
   let lastPurge = 0;
 
-  const inTx = (fn: () => void): void => {
-    db.exec('BEGIN');
-    try { fn(); db.exec('COMMIT'); } catch (e) { db.exec('ROLLBACK'); throw e; }
-  };
   const row = (st: StatementSync, ...args: Array<string | number>) => st.get(...args) as Record<string, string | number | null> | undefined;
 
   return {
     put(r, itemIds) {
       const t = now();
-      inTx(() => {
-        if (t - lastPurge > PURGE_EVERY_MS) { lastPurge = t; purge.run(t); }
-        insert.run(r.id, r.agent, r.previousId, r.input, r.response, r.expiresAt);
-        for (const id of itemIds) insertItem.run(r.agent, id, r.id);
-      });
+      try {
+        transaction(db, () => {
+          if (t - lastPurge > PURGE_EVERY_MS) { lastPurge = t; purge.run(t); }
+          insert.run(r.id, r.agent, r.previousId, r.input, r.response, r.expiresAt);
+          for (const id of itemIds) insertItem.run(r.agent, id, r.id);
+        });
+      } catch (e) {
+        return Promise.reject(e as Error);
+      }
       return Promise.resolve();
     },
     get(agent, id) {

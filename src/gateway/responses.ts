@@ -34,7 +34,8 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
   };
   let input: ResponseItem[] = p.input;
   // Stored scrubbed (like cached answers): a credential an upstream echoed is not kept at rest,
-  // nor sent upstream again with the next turn.
+  // nor sent upstream again with the next turn. A failed write is logged; the answer still goes out
+  // (a later previous_response_id naming it gets 404).
   const save = (response: Obj): void => {
     const items = [...input, ...(response.output as Obj[])].map((it) => it.id).filter((id): id is string => typeof id === 'string');
     const rec: StoredResponse = {
