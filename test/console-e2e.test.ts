@@ -126,6 +126,12 @@ test('console in a browser: SSO sign-in, every page, markup shown as text, appro
   await page.getByRole('link', { name: /^req_/ }).first().click();
   await page.getByRole('heading', { name: /^Request req_/ }).waitFor();
 
+  // Revoking the key in the console cuts the agent off at its next call.
+  await page.goto(`${env.url}/console#/agents/finance-analyst`);
+  await page.getByRole('button', { name: 'Revoke' }).click();
+  await page.getByText(/Key key_\w+ revoked\./).waitFor();
+  assert.equal((await call()).status, 401);
+
   // Every response: the security headers on pages, no configured secret anywhere.
   const shell = await page.request.get(`${env.url}/console`);
   assert.match(shell.headers()['content-security-policy'], /script-src 'self'/);

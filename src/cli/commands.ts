@@ -107,8 +107,9 @@ export const extraCommands: Record<string, Command> = {
 /** The CLI talks to a running gateway's admin API for state that lives in the server. */
 async function admin(method: string, path: string, body?: unknown): Promise<unknown> {
   const base = process.env.AAM_ADMIN_URL ?? `http://127.0.0.1:${process.env.AAM_PORT ?? 8080}`;
-  const token = process.env.AAM_ADMIN_TOKEN;
-  if (!token) throw new Error('set AAM_ADMIN_TOKEN (and AAM_ADMIN_URL if the gateway is not on localhost:8080)');
+  // A person's OpenID Connect ID token first: the action is then recorded under their name and role.
+  const token = process.env.AAM_OIDC_TOKEN || process.env.AAM_ADMIN_TOKEN;
+  if (!token) throw new Error('set AAM_OIDC_TOKEN (your ID token) or AAM_ADMIN_TOKEN (break-glass), and AAM_ADMIN_URL if the gateway is not on localhost:8080');
   let res: Response;
   try {
     res = await fetch(base + path, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });

@@ -67,15 +67,15 @@ async function agentsPage() {
     ])));
 }
 
-async function agentPage(name) {
+async function agentPage(name, flash) {
   const [{ data }, detail] = await Promise.all([api('GET', '/agents'), api('GET', `/agents/${encodeURIComponent(name)}`)]);
   const a = data.find((x) => x.name === name);
   const out = el('div', { 'aria-live': 'polite' });
   const keyRows = a.keys.map((k) => [k.id, k.name || '-', when(k.created_at), k.revoked_at ? `revoked ${when(k.revoked_at)}` : 'active', when(k.last_rotated_at),
     k.revoked_at || !can('operator') ? '' : el('span', {},
-      el('button', { type: 'button', onclick: action(out, async () => { const r = await api('POST', `/keys/${k.id}/rotate`, { grace_seconds: 3600 }); showSecret(out, r.key, 'Rotated. The old secret keeps working for an hour.'); }) }, 'Rotate'), ' ',
-      el('button', { type: 'button', class: 'danger', onclick: action(out, async () => { await api('POST', `/keys/${k.id}/revoke`); route(); }) }, 'Revoke'))]);
-  const create = can('operator') ? el('form', { onsubmit: action(out, async () => { const r = await api('POST', '/keys', { agent: name, name: create.elements.keyname.value || undefined }); showSecret(out, r.key, `Key ${r.id} created.`); }) },
+      el('button', { type: 'button', onclick: action(out, async () => { const r = await api('POST', `/keys/${k.id}/rotate`, { grace_seconds: 3600 }); await agentPage(name, { secret: r.key, text: 'Rotated. The old secret keeps working for an hour.' }); }) }, 'Rotate'), ' ',
+      el('button', { type: 'button', class: 'danger', onclick: action(out, async () => { await api('POST', `/keys/${k.id}/revoke`); await agentPage(name, { text: `Key ${k.id} revoked.` }); }) }, 'Revoke'))]);
+  const create = can('operator') ? el('form', { onsubmit: action(out, async () => { const r = await api('POST', '/keys', { agent: name, name: create.elements.keyname.value || undefined }); await agentPage(name, { secret: r.key, text: `Key ${r.id} created.` }); }) },
     el('label', { for: 'keyname' }, 'New key name '), el('input', { id: 'keyname', name: 'keyname', autocomplete: 'off' }), ' ', el('button', { type: 'submit' }, 'Create key')) : null;
   show(`Agent ${name}`,
     el('dl', {}, [['SPIFFE ID', a.spiffe_id], ['Owner', a.owner], ['Team', a.team], ['Environment', a.environment], ['Deployment', a.deployment], ['Policies', a.policies.join(', ') || 'none']]
@@ -85,6 +85,8 @@ async function agentPage(name) {
     el('h3', {}, 'Models'), table(['Model', 'Decision', 'Policy', 'Rule', 'Why'], detail.models.map((m) => [m.model, effectBadge(m.effect), m.policy || '(default deny)', m.rule || '-', m.reason])),
     el('h3', {}, 'Tools'), table(['Resource', 'Action', 'Known from', 'Decision', 'Policy', 'Rule', 'Why'], detail.tools.map((t) => [t.resource, t.action, t.via,
       el('span', {}, effectBadge(t.effect), t.conditional ? ' (depends on arguments)' : ''), t.policy || '(default deny)', t.rule || '-', t.reason])));
+  if (flash && flash.secret) showSecret(out, flash.secret, flash.text);
+  else if (flash) out.replaceChildren(notice(flash.text));
 }
 
 /** A new key secret is shown once, here, and never again. */
