@@ -76,7 +76,7 @@ test('console in a browser: SSO sign-in, every page, markup shown as text, appro
   await rows.first().waitFor();
   assert.ok((await page.locator('main').innerText()).includes('<script>window.__pwned=1</script>'), 'the owner is shown literally');
   assert.ok((await page.locator('main').innerText()).includes('<img src=x onerror=window.__pwned=2>'));
-  assert.equal(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned), undefined, 'no injected script ran');
+  assert.equal(await page.evaluate(() => (globalThis as unknown as { __pwned?: number }).__pwned), undefined, 'no injected script ran');
   assert.equal(await page.locator('main script, main img').count(), 0, 'no element was made from agent data');
   await shot(page, 'agents');
 

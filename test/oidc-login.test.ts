@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { startConsoleEnv, ADMIN_TOKEN, type ConsoleEnv } from './helpers/console-setup.ts';
+import { startConsoleEnv, ADMIN_TOKEN, TOOL_SECRET, type ConsoleEnv } from './helpers/console-setup.ts';
 import { loginWithoutBrowser, type CookieJar } from './helpers/oidc-idp.ts';
 import type { AuditEvent } from '../src/audit/event.ts';
 
@@ -184,13 +184,20 @@ test('roles are read as they are now: removing a RoleBinding ends that person\'s
   assert.equal((await fetch(`${env.url}/admin/v1/me`, { headers: { cookie: jar.header() } })).status, 401, 'the old cookie opens nothing');
 });
 
-test('approvals: an approver decides a held call with a reason; the event names the person and the reason, and the call then goes through', async () => {
+test('approvals: an approver sees the held call\'s arguments redacted, decides with a reason; the event names the person and the reason, and the call then goes through', async () => {
   const key = env.g.rt.keys.create('finance-analyst').secret;
-  const call = () => fetch(`${env.url}/tools/salesforce/delete`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{"id":"a1"}' });
+  const args = JSON.stringify({ id: 'a1', note: 'customer bob@example.org asked', leaked: `token ${TOOL_SECRET}` });
+  const call = () => fetch(`${env.url}/tools/salesforce/delete`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: args });
   const held = await call();
   assert.equal(held.status, 403);
   const approvalId = ((await held.json()) as { error: { approval_id: string } }).error.approval_id;
   const viewer = await signIn('victor');
+  const listed = await (await fetch(`${env.url}/admin/v1/approvals?status=pending`, { headers: { cookie: viewer.jar.header() } })).text();
+  const pending = (JSON.parse(listed) as { data: Array<{ id: string; argsForReview?: string }> }).data.find((a) => a.id === approvalId)!;
+  const shown = JSON.parse(pending.argsForReview!) as Record<string, string>;
+  assert.equal(shown.id, 'a1', 'what is not sensitive is shown as sent');
+  assert.equal(shown.note, 'customer [EMAIL] asked', 'PII is redacted');
+  assert.ok(!listed.includes(TOOL_SECRET) && !listed.includes('bob@example.org'), 'neither the credential nor the email reaches the reviewer');
   assert.equal((await post(viewer.jar, `/approvals/${approvalId}/approve`, { reason: 'looks fine' }, { csrf: viewer.me.csrf_token })).status, 403, 'a viewer cannot approve');
   const approver = await signIn('april');
   const ok = await post(approver.jar, `/approvals/${approvalId}/approve`, { reason: 'ticket OPS-42' }, { csrf: approver.me.csrf_token });

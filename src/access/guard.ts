@@ -7,7 +7,7 @@ import type { ChatRequest, ChatResult, StreamEvent } from '../providers/types.ts
 import { guardrailsFor } from '../policy/decide.ts';
 import type { PolicySet } from '../policy/compile.ts';
 import {
-  applyToChat, applyToJson, blockedMessage, createEventGuard, leafTexts, replaceLeaves, runWebhookGuardrails,
+  applyToChat, applyToJson, blockedMessage, compileGuardrail, createEventGuard, leafTexts, replaceLeaves, runWebhookGuardrails,
   type CompiledGuardrail, type Direction, type FindingSummary, type EventGuard,
 } from '../guardrails/engine.ts';
 import { AamError } from '../server/errors.ts';
@@ -23,6 +23,16 @@ function mergedNames(memo: GuardrailLists, a: readonly string[], b: readonly str
   let u = inner.get(b);
   if (!u) { u = [...new Set([...a, ...b])]; inner.set(b, u); }
   return u;
+}
+
+/** Every PII and secret detector, redacting: what people deciding a held call are shown. */
+const REVIEW_REDACTOR: readonly CompiledGuardrail[] = [compileGuardrail('approval-review', {
+  on: ['input'], detect: ['email', 'phone', 'credit_card', 'ssn', 'iban', 'ip_address', 'secrets'], action: 'redact',
+})];
+
+/** A held call's arguments for the approvals inbox: PII redacted, then credentials scrubbed, then clipped (64 KiB). */
+export function redactForReview(rt: Runtime, args: unknown): string {
+  return rt.scrub(JSON.stringify(applyToJson(args ?? {}, REVIEW_REDACTOR, 'input').value), 64 * 1024);
 }
 
 export function guardrailsOf(rt: Runtime, identity: Identity, routeGuardrails: readonly string[] = NONE_NAMES, set?: PolicySet): readonly CompiledGuardrail[] {

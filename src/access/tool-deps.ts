@@ -9,7 +9,7 @@ import type { Decision } from '../policy/types.ts';
 import type { Runtime } from '../runtime.ts';
 import { ToolError, RPC, type ToolAccess, type ToolAdmission, type ToolDeps } from '../tools/types.ts';
 import type { Access } from './context.ts';
-import { guardrailsOf, guardValue } from './guard.ts';
+import { guardrailsOf, guardValue, redactForReview } from './guard.ts';
 import { scrubAcross } from './egress.ts';
 import { checkRates } from './decide.ts';
 
@@ -29,6 +29,7 @@ export function toolDeps(rt: Runtime): ToolDeps {
     log: rt.log,
     scrub: (text) => rt.scrub(text),
     scrubAcross: (value) => scrubAcross(rt.egress, value),
+    redactForReview: (args) => redactForReview(rt, args),
     db: rt.db,
   };
 }

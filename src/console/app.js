@@ -94,6 +94,13 @@ function showSecret(out, secret, text) {
   out.replaceChildren(el('div', { class: 'secret', role: 'status' }, el('p', {}, `${text} Copy the key now: it is not shown again.`), el('code', {}, secret)));
 }
 
+/** Arguments as recorded for review (PII redacted, credentials scrubbed by aam), and their digest. */
+function argsCell(a) {
+  let text = a.argsForReview;
+  try { if (text) text = JSON.stringify(JSON.parse(text), null, 2); } catch { /* clipped: show as recorded */ }
+  return el('div', {}, text ? el('pre', {}, text) : el('p', {}, 'not recorded'), el('code', { title: 'argument digest' }, a.argsDigest));
+}
+
 async function approvalsPage() {
   const { data } = await api('GET', '/approvals?status=pending');
   const out = el('div', { 'aria-live': 'polite' });
@@ -105,11 +112,11 @@ async function approvalsPage() {
       await approvalsPage();
       main.append(notice(`${label}: ${a.id}`));
     }) }, label);
-    return [a.id, a.agent, `${a.plane} ${a.target}`, `${a.action} on ${a.resource}`, el('code', {}, a.argsDigest), `${a.policy} tools[${a.rule}]: ${a.reason}`, when(a.createdAt), when(a.expiresAt),
+    return [a.id, a.agent, `${a.plane} ${a.target}`, `${a.action} on ${a.resource}`, argsCell(a), `${a.policy} tools[${a.rule}]: ${a.reason}`, when(a.createdAt), when(a.expiresAt),
       can('approver') ? el('span', {}, reason, ' ', decideBtn('approve', 'Approve'), ' ', decideBtn('reject', 'Reject', 'danger')) : 'approver role needed'];
   });
   show('Approvals', el('p', {}, 'Tool calls held by a rule with approval: required. Approving lets the same call (same agent, tool and arguments) through once.'),
-    table(['Id', 'Agent', 'Tool', 'Action', 'Arguments (digest)', 'Held by', 'Asked', 'Expires', 'Decision'], rows), out);
+    table(['Id', 'Agent', 'Tool', 'Action', 'Arguments (redacted)', 'Held by', 'Asked', 'Expires', 'Decision'], rows), out);
 }
 
 async function simulatorPage() {

@@ -28,6 +28,8 @@ export interface Approval {
   expiresAt: string;
   decidedBy?: string;
   decidedAt?: string;
+  /** The call's arguments as a reviewer may see them (credentials scrubbed, PII redacted; JSON text), when recorded. */
+  argsForReview?: string;
 }
 
 export interface ApprovalTarget { plane: string; target: string; resource: string; action: string }
@@ -37,7 +39,7 @@ export interface Approvals {
    * Called when a decision says approval_required. Returns 'approved' (and consumes the approval)
    * when an admin approved this exact call within the window; otherwise the pending approval's id.
    */
-  check(identity: Identity, target: ApprovalTarget, argsDigest: string, decision: Decision): { status: 'approved' | 'pending'; approval: Approval };
+  check(identity: Identity, target: ApprovalTarget, argsDigest: string, decision: Decision, argsForReview?: string): { status: 'approved' | 'pending'; approval: Approval };
   list(filter?: { status?: ApprovalStatus }): Approval[];
   get(id: string): Approval | undefined;
   approve(id: string, actor: string): Approval;
@@ -51,6 +53,7 @@ export function argsDigest(args: unknown): string {
 interface Row {
   id: string; status: string; spiffe_id: string; agent: string; plane: string; target: string; resource: string; action: string;
   args_digest: string; policy: string; rule: number; reason: string; created_at: number; expires_at: number; decided_by: string | null; decided_at: number | null;
+  args_review: string | null;
 }
 
 const iso = (ms: number) => new Date(ms).toISOString();
@@ -69,11 +72,15 @@ export function createApprovals(db: DatabaseSync, opts: { windowMs?: number; now
     policy TEXT NOT NULL, rule INTEGER NOT NULL, reason TEXT NOT NULL,
     created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, decided_by TEXT, decided_at INTEGER);
     CREATE INDEX IF NOT EXISTS tool_approvals_key ON tool_approvals (spiffe_id, plane, target, args_digest, status)`);
+  // Added for the console's approvals inbox; stores made before it get the column here.
+  if (!(db.prepare('PRAGMA table_info(tool_approvals)').all() as Array<{ name: string }>).some((c) => c.name === 'args_review')) {
+    db.exec('ALTER TABLE tool_approvals ADD COLUMN args_review TEXT');
+  }
   const findLive = db.prepare(`SELECT * FROM tool_approvals WHERE spiffe_id = ? AND plane = ? AND target = ? AND args_digest = ?
     AND status IN ('pending', 'approved') AND expires_at > ? ORDER BY status = 'approved' DESC, created_at DESC LIMIT 1`);
   const consume = db.prepare(`UPDATE tool_approvals SET status = 'used' WHERE id = ? AND status = 'approved' AND expires_at > ?`);
-  const insert = db.prepare(`INSERT INTO tool_approvals (id, status, spiffe_id, agent, plane, target, resource, action, args_digest, policy, rule, reason, created_at, expires_at)
-    VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
+  const insert = db.prepare(`INSERT INTO tool_approvals (id, status, spiffe_id, agent, plane, target, resource, action, args_digest, policy, rule, reason, created_at, expires_at, args_review)
+    VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
   const byId = db.prepare('SELECT * FROM tool_approvals WHERE id = ?');
   const decide = db.prepare(`UPDATE tool_approvals SET status = ?, decided_by = ?, decided_at = ?, expires_at = ? WHERE id = ? AND status = 'pending' AND expires_at > ?`);
   const expire = db.prepare(`UPDATE tool_approvals SET status = 'expired' WHERE status IN ('pending', 'approved') AND expires_at <= ?`);
@@ -85,6 +92,7 @@ export function createApprovals(db: DatabaseSync, opts: { windowMs?: number; now
     resource: r.resource, action: r.action, argsDigest: r.args_digest, policy: r.policy, rule: r.rule, reason: r.reason,
     createdAt: iso(r.created_at), expiresAt: iso(r.expires_at),
     decidedBy: r.decided_by ?? undefined, decidedAt: r.decided_at === null ? undefined : iso(r.decided_at),
+    ...(r.args_review === null ? {} : { argsForReview: r.args_review }),
   });
   const get = (id: string) => { const r = byId.get(id) as Row | undefined; return r ? toApproval(r) : undefined; };
 
@@ -101,7 +109,7 @@ export function createApprovals(db: DatabaseSync, opts: { windowMs?: number; now
   }
 
   return {
-    check(identity, target, digest, decision) {
+    check(identity, target, digest, decision, argsForReview) {
       const t = now();
       const live = findLive.get(identity.agent.spiffeId, target.plane, target.target, digest, t) as Row | undefined;
       if (live?.status === 'approved' && Number(consume.run(live.id, t).changes) === 1) {
@@ -110,7 +118,7 @@ export function createApprovals(db: DatabaseSync, opts: { windowMs?: number; now
       if (live?.status === 'pending') return { status: 'pending', approval: toApproval(live) };
       const id = 'apr_' + randomBytes(12).toString('base64url');
       insert.run(id, identity.agent.spiffeId, identity.agent.name, target.plane, target.target, target.resource, target.action, digest,
-        decision.policy, decision.rule, decision.reason, t, t + windowMs);
+        decision.policy, decision.rule, decision.reason, t, t + windowMs, argsForReview ?? null);
       return { status: 'pending', approval: get(id) as Approval };
     },
     list(filter) {

@@ -149,7 +149,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     }
     // approval
     if (d.effect === 'approval_required') {
-      const a = rt.approvals.check(s.identity, { plane: 'mcp', target: `${t.server}/${t.def.name}`, resource: t.resource, action: t.action }, base.args_digest, d);
+      const a = rt.approvals.check(s.identity, { plane: 'mcp', target: `${t.server}/${t.def.name}`, resource: t.resource, action: t.action }, base.args_digest, d, deps.redactForReview?.(args));
       if (a.status === 'pending') {
         deps.audit.record({ ...base, type: 'tool.approval_pending', approval_id: a.approval.id });
         throw new ToolError('approval_required', `approval required: approval id ${a.approval.id} (policy "${d.policy}" rule tools[${d.rule}]); retry the same call after an admin approves it, before ${a.approval.expiresAt}`,

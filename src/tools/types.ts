@@ -45,6 +45,8 @@ export interface ToolDeps {
   scrub(text: string): string;
   /** Redact a secret an upstream split across a result's text parts (an agent joins them). */
   scrubAcross<T>(value: T): T;
+  /** Arguments of a held call as the people deciding it may see them (credentials scrubbed, PII redacted). */
+  redactForReview?(args: unknown): string;
   /** node:sqlite database for approvals and tool-definition digests (create your own tables). */
   db: import('node:sqlite').DatabaseSync;
 }
