@@ -23,19 +23,34 @@ function answer(res: ServerResponse, model: string): void {
   res.end(JSON.stringify({ id: 'c1', object: 'chat.completion', created: 1, model, choices: [{ index: 0, message: { role: 'assistant', content: `from ${model}` }, finish_reason: 'stop' }], usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } }));
 }
 
-/** An OpenAI-wire upstream whose delay (ms) and failure a test sets per upstream model name. */
+const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A streamed answer: the first content after `delay` ms, the rest `tail` ms later. */
+async function streamAnswer(res: ServerResponse, model: string, delay: number, tail: number): Promise<void> {
+  const chunk = (delta: object, finish: string | null) => `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+  res.writeHead(200, { 'content-type': 'text/event-stream' });
+  await wait(delay);
+  res.write(chunk({ role: 'assistant', content: `from ${model}` }, null));
+  await wait(tail);
+  res.end(chunk({}, 'stop') + 'data: [DONE]\n\n');
+}
+
+/** An OpenAI-wire upstream whose delay (ms) to first content, tail and failure a test sets per upstream model name. */
 async function tunableUpstream() {
   const delay: Record<string, number> = {};
+  const tail: Record<string, number> = {};
   const failing = new Set<string>();
   const hits: string[] = [];
   const s = await localServer(async (_req, res, body) => {
-    const model = (JSON.parse(body) as { model: string }).model;
+    const req = JSON.parse(body) as { model: string; stream?: boolean };
+    const model = req.model;
     hits.push(model);
-    await new Promise((r) => setTimeout(r, delay[model] ?? 0));
+    if (req.stream && !failing.has(model)) return streamAnswer(res, model, delay[model] ?? 0, tail[model] ?? 0);
+    await wait((delay[model] ?? 0) + (tail[model] ?? 0));
     if (failing.has(model)) res.writeHead(500, { 'content-type': 'application/json' }).end('{"error":{"message":"down"}}');
     else answer(res, model);
   });
-  return { ...s, delay, failing, hits };
+  return { ...s, delay, tail, failing, hits };
 }
 
 const served = async (url: string, key: string, model: string, content = 'x', body: Record<string, unknown> = {}) => {
@@ -76,6 +91,36 @@ test('latency: the lowest recent time to first token wins, and the choice moves 
     const route = gw.g.rt.compiled.routes.get('fast')!;
     const ms = Object.fromEntries(route.targets.map((t) => [t.model, t.latency.ms!]));
     assert.ok(ms.a > ms.b, `EWMA a ${ms.a} > b ${ms.b}`);
+  } finally { await gw.close(); await up.close(); }
+});
+
+test('latency of a stream is its time to first token, not its length', async () => {
+  const up = await tunableUpstream();
+  // a: first token at once, then a long answer (600 ms); b: first token after 250 ms, then done.
+  up.delay.a = 0;
+  up.tail.a = 600;
+  up.delay.b = 250;
+  const gw = await startTestGateway(yaml(
+    doc('Provider', 'up', { type: 'openai-compatible', baseUrl: `${up.url}/v1` }),
+    doc('Model', 'ttft', { strategy: 'latency', targets: [{ provider: 'up', model: 'b' }, { provider: 'up', model: 'a' }] }),
+    doc('Model', 'warm', { targets: [{ provider: 'up', model: 'w' }] }),
+    ...agent({ allow: ['ttft', 'warm'] }),
+  ));
+  try {
+    const key = gw.key('bot');
+    for (let i = 0; i < 3; i++) await served(gw.url, key, 'warm');
+    const streamed = async () => {
+      const r = await chat(gw.url, key, 'ttft', 'x', { stream: true });
+      assert.equal(r.status, 200, r.text);
+      assert.match(r.text, /from (a|b)/);
+      return r.headers.get('x-aam-target');
+    };
+    await streamed();
+    await streamed();
+    for (let i = 0; i < 3; i++) assert.equal(await streamed(), 'up/a', 'a answers first, though it answers longer');
+    const ms = Object.fromEntries(gw.g.rt.compiled.routes.get('ttft')!.targets.map((t) => [t.model, t.latency.ms!]));
+    // a's 600 ms tail is not in its measurement (a whole-answer measure would rank it behind b).
+    assert.ok(ms.a < ms.b && ms.a < 600 && ms.b >= 250, `measured to first token: a ${ms.a} ms, b ${ms.b} ms`);
   } finally { await gw.close(); await up.close(); }
 });
 
