@@ -107,6 +107,20 @@ test('console in a browser: SSO sign-in, every page, markup shown as text, appro
   await page.getByText(`Approve: ${approvalId}`).waitFor();
   assert.equal((await call()).status, 200, 'the held call completes once approved');
 
+  // Spend: a model call shows up per agent, team, model and route, with the budget burn-down.
+  const chat = await fetch(`${env.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'reasoning-high', messages: [{ role: 'user', content: 'hi' }] }) });
+  assert.equal(chat.status, 200);
+  await page.getByRole('link', { name: 'Spend' }).click();
+  await page.getByRole('heading', { name: 'Budgets (burn-down)' }).waitFor();
+  assert.match(await page.locator('main').innerText(), /finance-analyst\s+agent:finance-analyst\s+day/);
+  await page.getByRole('cell', { name: 'reasoning-high' }).first().waitFor();
+  await shot(page, 'spend');
+  // Tools: servers, changed definitions, providers and routes.
+  await page.getByRole('link', { name: 'Tools' }).click();
+  await page.getByRole('heading', { name: 'Changed tool definitions' }).waitFor();
+  await page.getByRole('cell', { name: 'reasoning-high' }).waitFor();
+  await shot(page, 'tools');
+
   // Policy simulator.
   await page.getByRole('link', { name: 'Policy simulator' }).click();
   await page.getByLabel('Agent').selectOption('finance-analyst');

@@ -183,6 +183,48 @@ async function requestPage(id) {
       el('details', {}, el('summary', {}, 'Event as recorded'), el('pre', {}, JSON.stringify(e, null, 2)))))));
 }
 
+async function toolsPage() {
+  const [status, flagged, config] = await Promise.all([api('GET', '/mcp/status').catch(() => ({})), api('GET', '/tools/flagged').catch(() => ({ data: [] })), api('GET', '/config')]);
+  const out = el('div', { 'aria-live': 'polite' });
+  const side = (t) => el('pre', {}, t ? JSON.stringify(t, null, 2) : '(none)');
+  const flaggedRows = flagged.data.map((d) => [`${d.server}/${d.tool}`, d.status, d.changed.join(', ') || '-', side(d.accepted), side(d.current),
+    can('operator') ? el('button', { type: 'button', onclick: action(out, async () => {
+      await api('POST', `/tools/${encodeURIComponent(d.server)}/${encodeURIComponent(d.tool)}/accept`);
+      await toolsPage();
+      main.append(notice(`Accepted the current definition of ${d.server}/${d.tool}.`));
+    }) }, 'Accept') : 'operator role needed']);
+  show('Tools',
+    el('h2', {}, 'MCP servers'), table(['Server', 'State', 'Tools', 'Restarts', 'Last error'], Object.entries(status).map(([name, st]) => [name, st.state, String(st.tools), String(st.restarts), st.lastError || '-'])),
+    el('h2', {}, 'Changed tool definitions'),
+    el('p', {}, 'A tool whose definition changed since it was accepted is withheld from agents until someone accepts the new one.'),
+    table(['Tool', 'Status', 'Changed fields', 'Accepted', 'Current', ''], flaggedRows), out,
+    el('h2', {}, 'Providers and model routes'),
+    table(['Provider', 'Type', 'Enabled'], config.providers.map((p) => [p.name, p.type, p.enabled ? 'yes' : `no (${p.reason || 'off'})`])),
+    table(['Route', 'Strategy', 'Targets'], config.models.map((m) => [m.name, m.strategy || '-', m.targets.map((t) => `${t.target}${t.enabled ? '' : ' (off)'} [${t.breaker}]`).join(', ')])));
+}
+
+async function spendPage(params) {
+  const since = new URLSearchParams(params).get('since') || '30d';
+  const f = el('form', { class: 'filters' }, el('label', { for: 'sp-since' }, 'Since '), el('input', { id: 'sp-since', name: 'since', value: since, autocomplete: 'off' }), ' ', el('button', { type: 'submit' }, 'Show'));
+  f.addEventListener('submit', (ev) => { ev.preventDefault(); location.hash = `#/spend?since=${encodeURIComponent(f.elements.since.value.trim())}`; });
+  const by = ['agent', 'team', 'model', 'route'];
+  const [agents, ...usage] = await Promise.all([api('GET', '/agents'), ...by.map((b) => api('GET', `/usage?by=${b}&since=${encodeURIComponent(since)}`))]);
+  const max = Math.max(0.000001, ...usage[0].data.map((r) => r.cost_usd || 0));
+  const bar = (v, limit) => el('span', { class: 'bar', role: 'img', 'aria-label': `${Math.round((100 * v) / limit)}%` }, el('span', { class: `fill${v >= limit ? ' over' : ''}`, style: null, 'data-pct': String(Math.min(100, Math.round((100 * v) / limit))) }));
+  const burn = agents.data.flatMap((a) => a.budgets.flatMap((b) => [
+    ...(b.daily_usd !== null ? [[a.name, b.key, 'day', usd(b.spent.daily), usd(b.daily_usd), bar(b.spent.daily, b.daily_usd)]] : []),
+    ...(b.monthly_usd !== null ? [[a.name, b.key, 'month', usd(b.spent.monthly), usd(b.monthly_usd), bar(b.spent.monthly, b.monthly_usd)]] : []),
+  ]));
+  const rows = (data, key) => data.map((r) => [r[key] ?? '(none)', String(r.requests), String(r.input_tokens), String(r.output_tokens), usd(r.cost_usd),
+    String(r.unknown_cost_requests || 0), String(r.cache_hits || 0), key === 'agent' ? bar(r.cost_usd || 0, max) : '']);
+  const head = ['', 'Requests', 'Input tokens', 'Output tokens', 'Cost', 'Unknown cost', 'Cache hits', ''];
+  show('Spend', f, el('h2', {}, 'Budgets (burn-down)'), table(['Agent', 'Budget', 'Window', 'Spent', 'Limit', ''], burn),
+    ...by.flatMap((b, i) => [el('h2', {}, `By ${b}`), table([b[0].toUpperCase() + b.slice(1), ...head.slice(1)], rows(usage[i].data, b))]),
+    el('p', {}, 'Calls whose cost is unknown are counted apart, never as $0.'));
+  // Widths are set from script (CSP forbids inline style attributes in markup).
+  for (const e of main.querySelectorAll('.fill')) e.style.width = `${e.dataset.pct}%`;
+}
+
 async function route() {
   const h = decodeURIComponent(location.hash.slice(1) || '/agents');
   const [path, query] = h.split('?');
@@ -191,6 +233,8 @@ async function route() {
     if ((m = /^\/agents\/(.+)$/.exec(path))) await agentPage(m[1]);
     else if (path === '/approvals') await approvalsPage();
     else if (path === '/simulator') await simulatorPage();
+    else if (path === '/tools') await toolsPage();
+    else if (path === '/spend') await spendPage(query || '');
     else if ((m = /^\/audit\/(.+)$/.exec(path))) await requestPage(m[1]);
     else if (path === '/audit') await auditPage(query || '');
     else await agentsPage();
