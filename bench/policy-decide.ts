@@ -50,6 +50,19 @@ function config(): string {
   return docs.join('\n');
 }
 
+/** Provider catalogs (no Model documents) and per-agent glob allow/deny lists. */
+function catalogConfig(): string {
+  const head = (kind: string, name: string) => `---\napiVersion: access.envisionai.dev/v1\nkind: ${kind}\nmetadata: { name: ${name} }\n`;
+  const docs = [`${head('Provider', 'openai')}spec: { type: openai, models: "*" }`, `${head('Provider', 'anthropic')}spec: { type: anthropic, models: "*" }`];
+  for (let i = 0; i < N; i++) {
+    docs.push(`${head('Agent', `agent-${i}`)}spec: { workload: spiffe://prod/agent/a${i}, team: team-${i % TEAMS} }`);
+    docs.push(`${head('AgentPolicy', `agent-${i}-policy`)}spec:
+  identity: { workload: spiffe://prod/agent/a${i} }
+  models: { allow: ["openai/gpt-4o-*", "anthropic/*"], deny: ["openai/gpt-4o-audio*"], budget: { daily_usd: 50 } }`);
+  }
+  return docs.join('\n');
+}
+
 interface Round { p50: number; p99: number; p999: number; mean: number }
 interface Row { name: string; best: Round; median: Round; allowed: number }
 const ROUNDS = 5;
@@ -113,12 +126,18 @@ const jwtReqs: AccessRequest[] = Array.from({ length: M }, (_, k) => ({
   kind: 'model', agent: { name: '', spiffeId: `spiffe://prod/agent/a${k % 500}x`, trustDomain: 'prod', labels: {} }, model: 'model-1',
 }));
 
+const catalogSet = parseConfigTexts([{ file: 'bench-catalog.yaml', text: catalogConfig() }]);
+const catalogCompiled = compilePolicies(catalogSet, catalogSet.digest);
+const catalogModels = ['openai/gpt-4o-mini', 'anthropic/claude-sonnet-4-5', 'openai/gpt-4o-audio-preview', 'openai-evil/gpt-4o-mini'];
+const catalogReqs: AccessRequest[] = Array.from({ length: M }, (_, k) => ({ kind: 'model', agent: findAgent(catalogCompiled, `agent-${(k * 7919) % N}`)!, model: catalogModels[k % catalogModels.length] }));
+
 const rows = [
   measure('model (known agent)', modelReqs, compiled),
   measure('tool + args constraints', argsReqs, compiled),
   measure('tool + CEL when', celReqs, compiled),
   measure('tool explicit deny', denyReqs, compiled),
   measure('model (JWT identity, LRU)', jwtReqs, compiled),
+  measure('model (catalog, glob allow/deny)', catalogReqs, catalogCompiled),
 ];
 const overhead = timerOverhead();
 
