@@ -4,10 +4,14 @@ import { loadConfig, ConfigError, formatIssues } from './config/load.ts';
 import type { ConfigSet } from './config/schema.ts';
 import { compilePolicies, setFor, type CompiledPolicies, type PolicySet } from './policy/compile.ts';
 import { CatalogRoutes } from './gateway/catalog-routes.ts';
-import { BudgetLedger, RateLimiter } from './policy/limits.ts';
+import { BudgetLedger, EmbeddedLimiter, RateLimiter } from './policy/limits.ts';
 import { compileProviders, compileRoutes, type ProviderRuntime, type Route } from './gateway/routes.ts';
 import { UsageRecorder } from './gateway/usage.ts';
-import { openKeyStore, type KeyStore } from './identity/keys.ts';
+import { embeddedKeyBook, openKeyStore, type KeyStore } from './identity/keys.ts';
+import type { KeyBook, Limiter, StoreHealth } from './store/types.ts';
+import { fleetEnv, openFleet, type Fleet } from './store/fleet.ts';
+import { FleetKeyBook } from './store/fleet-keys.ts';
+import { FleetLimiter } from './store/fleet-limits.ts';
 import { openDatabase } from './store/sqlite.ts';
 import { createLogger, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
@@ -86,6 +90,32 @@ export interface RuntimeOptions {
   publicUrl?: string;
   log?: Logger;
   env?: NodeJS.ProcessEnv;
+  /** The fleet store (openFleetStores), or none: the embedded store in the data dir. */
+  fleet?: FleetStores;
+}
+
+/** The fleet implementations of the store seam, opened (and migrated) before the runtime. */
+export interface FleetStores { fleet: Fleet; keys: FleetKeyBook; limiter: FleetLimiter }
+
+/**
+ * Fleet mode when AAM_DATABASE_URL and AAM_REDIS_URL are set (null: embedded). A serving replica
+ * migrates, follows changes and admits through Redis; `follow: false` is the CLI.
+ */
+export async function openFleetStores(env: NodeJS.ProcessEnv, opts: { follow: boolean; log?: Logger }): Promise<FleetStores | null> {
+  const urls = fleetEnv(env);
+  if (!urls) return null;
+  const fleet = await openFleet(urls, { follow: opts.follow, migrate: opts.follow, poolMax: env.AAM_DATABASE_POOL ? Number(env.AAM_DATABASE_POOL) : undefined });
+  try {
+    const keys = await FleetKeyBook.open(fleet, { follow: opts.follow, pollMs: env.AAM_FLEET_POLL_MS ? Number(env.AAM_FLEET_POLL_MS) : undefined });
+    const limiter = new FleetLimiter(fleet, {
+      reservationTtlMs: env.AAM_RESERVATION_TTL_MS ? Number(env.AAM_RESERVATION_TTL_MS) : undefined,
+      onError: (what, e) => opts.log?.warn({ event: 'fleet_store_error', what, err: e }, `fleet store: ${what} failed`),
+    });
+    return { fleet, keys, limiter };
+  } catch (e) {
+    await fleet.close();
+    throw e;
+  }
 }
 
 /** `vault` must already hold this config's credentials (vault.reload(set) first). */
@@ -111,10 +141,16 @@ function credentialFailure(e: unknown, what: string): AamError {
 
 export class Runtime {
   compiled: Compiled;
-  readonly options: Required<Omit<RuntimeOptions, 'adminToken' | 'log' | 'env' | 'publicUrl'>> & { adminToken: string | null; publicUrl: string | null };
+  readonly options: Required<Omit<RuntimeOptions, 'adminToken' | 'log' | 'env' | 'publicUrl' | 'fleet'>> & { adminToken: string | null; publicUrl: string | null };
   readonly log: Logger;
   readonly db: DatabaseSync;
-  readonly keys: KeyStore;
+  /** Virtual keys behind the store seam (embedded SQLite or fleet PostgreSQL). */
+  readonly keyBook: KeyBook;
+  /** Budgets and rate limits behind the store seam (embedded memory or fleet Redis). */
+  readonly limiter: Limiter;
+  /** The fleet store's connections, or null in embedded mode. */
+  readonly fleet: FleetStores | null;
+  readonly #keys: KeyStore | null;
   readonly usage: UsageRecorder;
   readonly ledger: BudgetLedger;
   readonly rates: RateLimiter;
@@ -172,7 +208,9 @@ export class Runtime {
         return this.issuer.signAssertion(claims);
       },
     });
-    this.keys = openKeyStore(this.db, opts.dataDir, true);
+    this.fleet = opts.fleet ?? null;
+    this.#keys = this.fleet ? null : openKeyStore(this.db, opts.dataDir, true);
+    this.keyBook = this.fleet ? this.fleet.keys : embeddedKeyBook(this.#keys!);
     this.usage = new UsageRecorder(this.db);
     this.ledger = new BudgetLedger({
       onAlert: (a) => {
@@ -182,6 +220,7 @@ export class Runtime {
       },
     });
     this.rates = new RateLimiter();
+    this.limiter = this.fleet ? this.fleet.limiter : new EmbeddedLimiter(this.ledger, this.rates);
     this.cache = new ModelCache(this.db, { scrub: (json) => this.scrub(json) });
     this.responses = openResponseStore(this.db);
     this.responsesTtlMs = parseDurationSeconds((opts.env ?? process.env).AAM_RESPONSES_TTL ?? '30d', 'AAM_RESPONSES_TTL') * 1000;
@@ -190,7 +229,18 @@ export class Runtime {
     for (const p of this.compiled.providers.values()) {
       if (!p.enabled) this.log.info({ provider: p.name, reason: p.disabledReason }, `provider ${p.name} is off`);
     }
-    this.seedBudgets();
+    if (!this.fleet) this.seedBudgets(); // the fleet seeds each budget from PostgreSQL on first use
+  }
+
+  /** The embedded key store (synchronous; tests and embedded-only tools). Fleet mode has none: use keyBook. */
+  get keys(): KeyStore {
+    if (!this.#keys) throw new Error('rt.keys is the embedded key store; this gateway runs on the fleet store (use rt.keyBook)');
+    return this.#keys;
+  }
+
+  /** What /readyz reports: the store in use and whether each backing store answers. */
+  storeHealth(): StoreHealth {
+    return this.fleet ? this.fleet.fleet.health() : { kind: 'embedded', ok: true, stores: { sqlite: { ok: true } } };
   }
 
   /** Start budgets from what was already spent this day/month (survives restarts). */
@@ -292,7 +342,7 @@ export class Runtime {
   isTokenRevoked(v: VerifiedSvid): boolean {
     const keyId = v.claims.aam_key;
     if (typeof keyId !== 'string') return false;
-    const k = this.keys.get(keyId);
+    const k = this.keyBook.get(keyId);
     return !k || k.revokedAt !== null;
   }
 
@@ -333,8 +383,12 @@ export class Runtime {
   async close(): Promise<void> {
     this.usage.flush();
     this.vault.close();
-    this.keys.close();
+    this.keyBook.close();
     this.cache.close();
     this.db.close();
+    if (this.fleet) {
+      await this.fleet.limiter.close();
+      await this.fleet.fleet.close();
+    }
   }
 }

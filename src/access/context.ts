@@ -79,8 +79,8 @@ export class Access {
     recordStreamFindings(this.ctx.rt, this.ctx.requestId, this.identity, guard, blockedBy);
   }
 
-  /** Rate limits and budget reservation (check-and-count, no await in between). */
-  admit(tokensEstimate: number, costEstimateUsd: number): Admission {
+  /** Rate limits and budget reservation (check-and-count; a promise only with the fleet store). */
+  admit(tokensEstimate: number, costEstimateUsd: number): Admission | Promise<Admission> {
     return admit(this.ctx, this.identity, tokensEstimate, costEstimateUsd, this.set);
   }
 

@@ -3,7 +3,8 @@
 import { decide, decideModel } from '../policy/decide.ts';
 import { setFor, type PolicySet } from '../policy/compile.ts';
 import type { AccessRequest, Decision } from '../policy/types.ts';
-import type { RateLimits, Reservation } from '../policy/limits.ts';
+import type { RateLimits } from '../policy/limits.ts';
+import { StoreUnavailable, type AdmitResult, type Ticket } from '../store/types.ts';
 import type { Runtime } from '../runtime.ts';
 import { AamError } from '../server/errors.ts';
 import type { Ctx } from '../server/context.ts';
@@ -58,28 +59,52 @@ export function recordEvidence(ctx: Ctx, identity: Identity, ev: AuditEventInput
   ctx.rt.audit?.record(sel ? selectForRecord(ev, sel) : ev);
 }
 
-export interface Admission { reservation: Reservation | null; tokensEstimate: number; rateKeys: string[] }
+export interface Admission { ticket: Ticket | null }
+
+const NOTHING_COUNTED: Admission = { ticket: null };
+const NO_RATES: ReadonlyArray<{ key: string; limits: RateLimits }> = [];
 
 /**
- * Rate limits, then budget: both check-and-count synchronously (no await in between), so
- * concurrent requests cannot all pass on the same remaining allowance.
+ * Rate limits, then budget, checked and counted together by the store's Limiter: embedded, with
+ * no await in between (the result is not a promise); fleet, in one Redis script. Either way,
+ * concurrent requests cannot all pass on the same remaining allowance. A store that cannot
+ * answer refuses the request (503 store_unavailable): a limit is never skipped.
  */
-export function admit(ctx: Ctx, identity: Identity, tokensEstimate: number, costEstimateUsd: number, set: PolicySet = setFor(identity.agent, ctx.cfg.policies)): Admission {
+export function admit(ctx: Ctx, identity: Identity, tokensEstimate: number, costEstimateUsd: number, set: PolicySet = setFor(identity.agent, ctx.cfg.policies)): Admission | Promise<Admission> {
   const limits = set.limits;
-  let rateKeys: string[] = [];
-  if (limits.rate) {
-    const r = checkRates(ctx.rt, identity, '', limits.rate, limits.rate.policies.join(', '), tokensEstimate);
-    if (!r.ok) throw new AamError(429, 'rate_limited', r.message, { headers: { 'retry-after': String(r.retryAfterSeconds) } });
-    rateKeys = r.keys;
+  const rates = limits.rate ? rateEntriesOf(identity, '', limits.rate) : NO_RATES;
+  if (rates.length === 0 && limits.budgets.length === 0) return NOTHING_COUNTED;
+  const req = { rates, tokens: tokensEstimate, budgets: limits.budgets.map((b) => ({ key: b.key, limits: b })), amountUsd: costEstimateUsd };
+  let r: AdmitResult | Promise<AdmitResult>;
+  try { r = ctx.rt.limiter.admit(req); } catch (e) { throw storeFailure(e); }
+  if (r instanceof Promise) return r.then((v) => admitted(ctx, identity, set, v), (e: unknown) => { throw storeFailure(e); });
+  return admitted(ctx, identity, set, r);
+}
+
+function admitted(ctx: Ctx, identity: Identity, set: PolicySet, r: AdmitResult): Admission {
+  if (r.ok) return r.ticket ? { ticket: r.ticket } : NOTHING_COUNTED;
+  if (r.code === 'rate_limited') {
+    ctx.rt.metrics?.limited('rate_limited', identity.agent.name);
+    const rate = set.limits.rate!;
+    throw new AamError(429, 'rate_limited', `rate limit exceeded: ${r.limit} limit of ${rate[r.limit]} for ${r.key} (policy ${rate.policies.join(', ')}); retry after ${r.retryAfterSeconds}s`,
+      { headers: { 'retry-after': String(r.retryAfterSeconds) } });
   }
-  if (limits.budgets.length === 0) return { reservation: null, tokensEstimate, rateKeys };
-  const r = ctx.rt.ledger.reserveMany(limits.budgets.map((b) => ({ key: b.key, limits: b })), costEstimateUsd);
-  if (!r.ok) {
-    ctx.rt.metrics?.limited('budget_exceeded', identity.agent.name);
-    const retry = Math.max(1, Math.ceil((r.resetAt.getTime() - Date.now()) / 1000));
-    throw new AamError(429, 'budget_exceeded', `${r.period} budget of $${r.limit} for ${r.key} is exhausted ($${r.spent.toFixed(4)} spent incl. in-flight reservations); it resets at ${r.resetAt.toISOString()}`, { headers: { 'retry-after': String(retry) } });
-  }
-  return { reservation: r.reservation, tokensEstimate, rateKeys };
+  ctx.rt.metrics?.limited('budget_exceeded', identity.agent.name);
+  const retry = Math.max(1, Math.ceil((r.resetAt.getTime() - Date.now()) / 1000));
+  throw new AamError(429, 'budget_exceeded', `${r.period} budget of $${r.limit} for ${r.key} is exhausted ($${r.spent.toFixed(4)} spent incl. in-flight reservations); it resets at ${r.resetAt.toISOString()}`, { headers: { 'retry-after': String(retry) } });
+}
+
+/** A fleet store that cannot answer: fail closed, naming the store, never admit unchecked. */
+function storeFailure(e: unknown): unknown {
+  if (!(e instanceof StoreUnavailable)) return e;
+  return new AamError(503, 'store_unavailable', `${e.store === 'redis' ? 'Redis' : 'PostgreSQL'} (the fleet store for budgets and rate limits) is unavailable, so aam refuses rather than skip a limit: ${e.message}; retry shortly`, { headers: { 'retry-after': '1' } });
+}
+
+/** Rate-limit counters of one caller: per agent, and per virtual key when it came with one. */
+function rateEntriesOf(identity: Identity, prefix: string, limits: RateLimits): Array<{ key: string; limits: RateLimits }> {
+  const entries = [{ key: `${prefix}agent:${identity.agent.spiffeId}`, limits }];
+  if (identity.keyId) entries.push({ key: `${prefix}key:${identity.keyId}`, limits });
+  return entries;
 }
 
 export type RateCheck = { ok: true; keys: string[] } | { ok: false; message: string; retryAfterSeconds: number };
@@ -90,8 +115,7 @@ export type RateCheck = { ok: true; keys: string[] } | { ok: false; message: str
  * `policy` names who set the limit in the message.
  */
 export function checkRates(rt: Runtime, identity: Identity, prefix: string, limits: RateLimits, policy: string, tokensEstimate: number): RateCheck {
-  const entries = [{ key: `${prefix}agent:${identity.agent.spiffeId}`, limits }];
-  if (identity.keyId) entries.push({ key: `${prefix}key:${identity.keyId}`, limits });
+  const entries = rateEntriesOf(identity, prefix, limits);
   const r = rt.rates.checkMany(entries, tokensEstimate);
   if (r.ok) return { ok: true, keys: entries.map((e) => e.key) };
   rt.metrics?.limited('rate_limited', identity.agent.name);
@@ -101,11 +125,10 @@ export function checkRates(rt: Runtime, identity: Identity, prefix: string, limi
 
 /** After the call: charge the real cost (null = unknown: the estimate stays charged) and correct tpm. */
 export function settle(ctx: Ctx, a: Admission, costUsd: number | null, tokens: number | null): void {
-  if (a.reservation) ctx.rt.ledger.settle(a.reservation, costUsd);
-  if (tokens !== null) for (const k of a.rateKeys) ctx.rt.rates.record(k, tokens, a.tokensEstimate);
+  if (a.ticket) ctx.rt.limiter.settle(a.ticket, costUsd, tokens);
 }
 
 /** The call never reached an upstream that could bill us: give the reservation back. */
 export function release(ctx: Ctx, a: Admission): void {
-  if (a.reservation) ctx.rt.ledger.release(a.reservation);
+  if (a.ticket) ctx.rt.limiter.release(a.ticket);
 }

@@ -48,7 +48,7 @@ async function resolveIdentity(ctx: Ctx): Promise<Identity> {
     throw unauthorized('no credentials: send "Authorization: Bearer <aam virtual key or JWT-SVID>" (create a key with: aam keys create --agent NAME)', 'missing_credentials');
   }
   if (secret.startsWith(KEY_PREFIX)) {
-    const r = rt.keys.authenticate(secret);
+    const r = rt.keyBook.authenticate(secret);
     if (!r.ok) throw unauthorized(`invalid API key: ${r.reason}`);
     const agent = cfg.policies.agents.get(r.key.agent);
     if (!agent) throw unauthorized(`API key ${r.key.id} is bound to agent "${r.key.agent}", which is not in the current config`);

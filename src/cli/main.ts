@@ -2,8 +2,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolve } from 'node:path';
 import { loadConfig, ConfigError, formatIssues } from '../config/load.ts';
-import { openDatabase } from '../store/sqlite.ts';
-import { openKeyStore } from '../identity/keys.ts';
+import { withKeyBook, migrateFleet } from './stores.ts';
 import { compilePolicies } from '../policy/compile.ts';
 import { serve } from './serve.ts';
 import { extraCommands } from './commands.ts';
@@ -82,8 +81,7 @@ const commands: Record<string, Command> = {
       agentMustExist(g, agent);
       const expires = values.expires as string | undefined;
       if (expires && Number.isNaN(Date.parse(expires))) { err(`--expires: "${expires}" is not an ISO-8601 time`); return 2; }
-      const keys = openKeyStore(openDatabase(g.data), g.data);
-      const { key, secret } = keys.create(agent, { name: values.name as string | undefined, expiresAt: expires ? new Date(expires).toISOString() : undefined });
+      const { key, secret } = await withKeyBook(g.data, (keys) => keys.create(agent, { name: values.name as string | undefined, expiresAt: expires ? new Date(expires).toISOString() : undefined }));
       const unrecorded = await recordCliAdmin(g.data, 'key_created', key.id, { agent });
       err(`created key ${key.id} for agent ${agent}; store it now, it is not shown again:`);
       out(secret);
@@ -95,8 +93,8 @@ const commands: Record<string, Command> = {
     summary: 'list virtual keys (ids and state, never secrets)',
     usage: 'aam keys list [--json]',
     options: { json: { type: 'boolean' } },
-    run: ({ values, g }) => {
-      const list = openKeyStore(openDatabase(g.data), g.data).list();
+    run: async ({ values, g }) => {
+      const list = await withKeyBook(g.data, (keys) => keys.list());
       if (values.json) { out(JSON.stringify(list, null, 2)); return 0; }
       if (list.length === 0) { out('no keys (create one: aam keys create --agent NAME)'); return 0; }
       out(['ID'.padEnd(22), 'AGENT'.padEnd(24), 'STATE'.padEnd(9), 'CREATED'].join(' '));
@@ -112,7 +110,7 @@ const commands: Record<string, Command> = {
     usage: 'aam keys revoke ID',
     run: async ({ positionals, g }) => {
       if (!positionals[0]) { err('missing key ID (see: aam keys list)'); return 2; }
-      const k = openKeyStore(openDatabase(g.data), g.data).revoke(positionals[0]);
+      const k = await withKeyBook(g.data, (keys) => keys.revoke(positionals[0]));
       out(`revoked ${k.id} (agent ${k.agent}) at ${k.revokedAt}`);
       const unrecorded = await recordCliAdmin(g.data, 'key_revoked', k.id, { agent: k.agent });
       if (unrecorded) { err(unrecorded); return 1; }
@@ -127,13 +125,18 @@ const commands: Record<string, Command> = {
       if (!positionals[0]) { err('missing key ID (see: aam keys list)'); return 2; }
       const grace = Number(values.grace ?? 3600);
       if (!Number.isFinite(grace) || grace < 0) { err('--grace must be a number of seconds >= 0'); return 2; }
-      const { key, secret } = openKeyStore(openDatabase(g.data), g.data).rotate(positionals[0], grace);
+      const { key, secret } = await withKeyBook(g.data, (keys) => keys.rotate(positionals[0], grace));
       const unrecorded = await recordCliAdmin(g.data, 'key_rotated', key.id, { agent: key.agent, grace_seconds: grace });
       err(`rotated ${key.id}; the previous secret stays valid for ${grace}s. New secret (shown once):`);
       out(secret);
       if (unrecorded) { err(unrecorded); return 1; }
       return 0;
     },
+  },
+  migrate: {
+    summary: 'apply the fleet database schema migrations (AAM_DATABASE_URL) and exit; replicas also run them at start',
+    usage: 'aam migrate',
+    run: async () => { out(await migrateFleet(process.env)); return 0; },
   },
   ...extraCommands,
 };

@@ -1,7 +1,7 @@
 // `aam serve`: start the runtime, listen, hot-reload on file change and SIGHUP, drain on SIGTERM.
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
-import { Runtime } from '../runtime.ts';
+import { Runtime, openFleetStores, type FleetStores } from '../runtime.ts';
 import { watchConfig } from '../config/watch.ts';
 import { createServer, coreRoutes } from '../server/http.ts';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
@@ -42,12 +42,14 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   checkAdminToken(env.AAM_ADMIN_TOKEN); // before anything listens or writes to the data dir
   if ((o.tlsCert || o.tlsKey) && !(o.tlsCert && o.tlsKey)) throw new Error('--tls-cert and --tls-key go together');
   if (o.clientCa && !o.tlsCert) throw new Error('--client-ca needs --tls-cert and --tls-key: X.509-SVIDs are presented over TLS');
-  const rt = new Runtime({
-    configPath: o.configPath, dataDir: o.dataDir, adminToken: env.AAM_ADMIN_TOKEN, env,
+  // Fleet mode (AAM_DATABASE_URL + AAM_REDIS_URL): connect and migrate before anything else.
+  const fleet = await openFleetStores(env, { follow: true });
+  const rt = newRuntime(fleet, () => new Runtime({
+    configPath: o.configPath, dataDir: o.dataDir, adminToken: env.AAM_ADMIN_TOKEN, env, fleet: fleet ?? undefined,
     maxBodyBytes: env.AAM_MAX_BODY_BYTES ? Number(env.AAM_MAX_BODY_BYTES) : undefined,
     sseKeepaliveMs: env.AAM_SSE_KEEPALIVE_MS ? Number(env.AAM_SSE_KEEPALIVE_MS) : undefined,
     publicUrl: publicUrlFrom(env.AAM_PUBLIC_URL),
-  });
+  }));
   // X.509-SVIDs: one CA bundle per trust domain (TrustDomain x509_bundle_file; --client-ca for the
   // local ones). The handshake verifies against all of them; each SVID against its own domain's.
   const x509 = o.tlsCert ? loadX509Trust(rt.compiled.set, o.clientCa) : undefined;
@@ -102,7 +104,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   rt.jwt = createJwtVerifier({
     issuer: rt.issuer, audience: rt.audience, trustDomains: trustDomainsFromConfig(rt.compiled.set),
     isRegisteredAgent: (id) => rt.compiled.policies.bySpiffe.has(id),
-    keyProblem: (keyId, generation) => rt.keys.generationProblem(keyId, generation),
+    keyProblem: (keyId, generation) => rt.keyBook.generationProblem(keyId, generation),
   });
   for (const problem of await rt.jwt.warm()) rt.log.warn({ event: 'trust_domain_unavailable', problem }, 'trust domain JWKS not loaded yet');
   rt.tracer = createTracer({ logger: rt.log, env });
@@ -167,6 +169,14 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     await rt.tracer?.shutdown(5000);
   })();
   return { rt, server, port, close };
+}
+
+/** A runtime that fails to start does not leave the fleet connections open. */
+function newRuntime(fleet: FleetStores | null, make: () => Runtime): Runtime {
+  try { return make(); } catch (e) {
+    if (fleet) { fleet.keys.close(); void fleet.limiter.close().finally(() => fleet.fleet.close()); }
+    throw e;
+  }
 }
 
 /** AAM_PUBLIC_URL as a base URL (no trailing slash), or undefined; a bad value refuses to start. */

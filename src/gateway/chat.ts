@@ -77,7 +77,7 @@ export async function serveChat(a: Access, parsedReq: ChatRequest, codec: Client
   const promptTokens = Math.ceil(bodyBytes / 4);
   const maxOut = req.max_completion_tokens ?? req.max_tokens ?? 4096;
   const estimate = hit ? 0 : Math.max(0, ...route.targets.map((t) => estimateCostUsd(promptTokens, maxOut, t.pricing)));
-  const adm = a.admit(promptTokens + maxOut, estimate);
+  const adm = await a.admit(promptTokens + maxOut, estimate);
   const cache: CacheState = { hit, save: look && look.status !== 'off' ? look.save : null };
 
   const ac = new CallAbort();

@@ -30,7 +30,7 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const input = await a.guard('input', req.input, 'embeddings input');
   if (input !== req.input) req = { ...req, input };
   const tokens = Math.ceil(JSON.stringify(req.input).length / 4);
-  const adm = a.admit(tokens, Math.max(0, ...route.targets.map((t) => estimateCostUsd(tokens, 0, t.pricing))));
+  const adm = await a.admit(tokens, Math.max(0, ...route.targets.map((t) => estimateCostUsd(tokens, 0, t.pricing))));
   const ac = new CallAbort();
   ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });
   const look = route.cache ? await ctx.rt.cache.lookup('embeddings', route, req, { agent: identity.agent.spiffeId, team: identity.agent.team }, ctx.req.headers) : null;

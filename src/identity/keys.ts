@@ -5,55 +5,18 @@
 // Another process (the CLI) that changes keys touches a signal file next to the database; the
 // server watches it (inotify) and re-reads the tables before the next request. `PRAGMA
 // data_version` (5 us, too slow per request) is only the once-a-second backstop.
-import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { transaction } from '../store/sqlite.ts';
+import { hashKey, newSecret, newKeyId as newId } from '../store/key-secrets.ts';
+import { KeyMirror } from '../store/key-mirror.ts';
+import type { KeyAuth, KeyBook, KeyListing, KeyRecord } from '../store/types.ts';
 
-export interface KeyRecord {
-  id: string;
-  agent: string;
-  name: string | null;
-  createdAt: string;
-  revokedAt: string | null;
-  expiresAt: string | null;
-}
-
-export interface KeyListing extends KeyRecord { secrets: number; lastRotatedAt: string | null }
-
-interface SecretRow { hash: string; key_id: string; expires_at: number | null; generation: string }
-
-export type KeyAuth =
-  | { ok: true; key: KeyRecord; generation: string }
-  | { ok: false; reason: string };
-
-export const KEY_PREFIX = 'aam_';
-
-export function hashKey(secret: string): string {
-  return createHash('sha256').update(secret).digest('hex');
-}
-
-/**
- * Public name of one secret of a key (its generation), for tokens minted from it: derived from the
- * stored hash so it needs no column, and one-way so a token never carries the lookup hash itself.
- */
-export function generationOf(hash: string): string {
-  return createHash('sha256').update(`aam-key-generation:${hash}`).digest('base64url').slice(0, 22);
-}
-
-function newSecret(): string {
-  return KEY_PREFIX + randomBytes(24).toString('base64url');
-}
-
-function newId(): string {
-  return 'key_' + randomBytes(8).toString('hex');
-}
+export type { KeyAuth, KeyListing, KeyRecord } from '../store/types.ts';
+export { KEY_PREFIX, hashKey, generationOf } from '../store/key-secrets.ts';
 
 const BACKSTOP_MS = 1000;
-const HASH_CACHE_MAX = 10_000;
-/** aam secrets are 36 characters; a much longer one is not a key and is not worth hashing. */
-const MAX_SECRET_LENGTH = 256;
 /** A miss re-reads the tables (a key made by the CLI a moment ago) at most this often: wrong keys cannot make every request query SQLite. */
 const MISS_REFRESH_GAP_MS = 10;
 
@@ -66,16 +29,7 @@ export class KeyStore {
   #checkedAt = 0;
   #seenVersion = -1;
   #missRefreshAt = -Infinity;
-  /**
-   * secret -> sha256 of secrets that exist: hashing costs ~1 us, a Map hit ~50 ns. Misses are never
-   * remembered, so a flood of wrong keys can neither grow this nor evict the real ones.
-   */
-  readonly #hashes = new Map<string, string>();
-  /** hash -> secret row (expires_at for secrets in their rotation grace period). */
-  #byHash = new Map<string, SecretRow>();
-  /** generation -> secret row, for tokens minted from one secret. */
-  #byGeneration = new Map<string, SecretRow>();
-  #keys = new Map<string, KeyRecord>();
+  readonly #mirror = new KeyMirror();
 
   /** signalFile: path touched on every change (e.g. <dataDir>/signals/keys.changed); watch: follow other processes' changes. */
   constructor(db: DatabaseSync, opts: { signalFile?: string; watch?: boolean } = {}) {
@@ -124,65 +78,27 @@ export class KeyStore {
 
   #reload(): void {
     this.#seenVersion = (this.#version.get() as { data_version: number }).data_version;
-    const keys = new Map<string, KeyRecord>();
-    for (const r of this.#db.prepare('SELECT id, agent, name, created_at, revoked_at, expires_at FROM keys').all()) {
+    const keys = this.#db.prepare('SELECT id, agent, name, created_at, revoked_at, expires_at FROM keys').all().map((r) => {
       const row = r as { id: string; agent: string; name: string | null; created_at: string; revoked_at: string | null; expires_at: string | null };
-      keys.set(row.id, { id: row.id, agent: row.agent, name: row.name, createdAt: row.created_at, revokedAt: row.revoked_at, expiresAt: row.expires_at });
-    }
-    const byHash = new Map<string, SecretRow>();
-    const byGeneration = new Map<string, SecretRow>();
-    for (const r of this.#db.prepare('SELECT hash, key_id, expires_at FROM key_secrets').all()) {
-      const row = r as { hash: string; key_id: string; expires_at: number | null };
-      const secret: SecretRow = { hash: row.hash, key_id: row.key_id, expires_at: row.expires_at, generation: generationOf(row.hash) };
-      byHash.set(row.hash, secret);
-      byGeneration.set(secret.generation, secret);
-    }
-    this.#keys = keys;
-    this.#byHash = byHash;
-    this.#byGeneration = byGeneration;
+      return { id: row.id, agent: row.agent, name: row.name, createdAt: row.created_at, revokedAt: row.revoked_at, expiresAt: row.expires_at };
+    });
+    const secrets = this.#db.prepare('SELECT hash, key_id, expires_at FROM key_secrets').all() as Array<{ hash: string; key_id: string; expires_at: number | null }>;
+    this.#mirror.replaceAll(keys, secrets);
   }
 
   /** Entries in the presented-secret cache (tests: misses must not be cached). */
-  get cachedSecrets(): number { return this.#hashes.size; }
-
-  /** Why this secret row cannot authenticate now (revoked, expired, rotated past grace), or undefined. */
-  #problem(row: SecretRow, now: number): string | undefined {
-    const key = this.#keys.get(row.key_id);
-    if (!key) return 'unknown API key';
-    if (key.revokedAt) return `API key ${key.id} was revoked at ${key.revokedAt}`;
-    if (key.expiresAt && Date.parse(key.expiresAt) <= now) return `API key ${key.id} expired at ${key.expiresAt}`;
-    if (row.expires_at !== null && row.expires_at <= now) return `this secret of API key ${key.id} was rotated and its grace period ended; use the new secret`;
-    return undefined;
-  }
-
-  /** When this secret stops authenticating by itself (key expiry or end of rotation grace), ms; null = never. */
-  #validUntil(row: SecretRow): number | null {
-    const keyExpiry = this.#keys.get(row.key_id)?.expiresAt;
-    const ends = [keyExpiry ? Date.parse(keyExpiry) : null, row.expires_at].filter((t): t is number => t !== null);
-    return ends.length ? Math.min(...ends) : null;
-  }
+  get cachedSecrets(): number { return this.#mirror.cachedSecrets; }
 
   /** Hot path: resolve a presented secret to its key and generation, or a reason it is not valid. */
   authenticate(secret: string, now = Date.now()): KeyAuth {
     this.#refresh();
-    if (secret.length > MAX_SECRET_LENGTH) return { ok: false, reason: 'unknown API key' };
-    const cached = this.#hashes.get(secret);
-    const hash = cached ?? hashKey(secret);
-    let row = this.#byHash.get(hash);
-    if (!row && Date.now() - this.#missRefreshAt >= MISS_REFRESH_GAP_MS) {
+    return this.#mirror.authenticate(secret, now, () => {
+      if (Date.now() - this.#missRefreshAt < MISS_REFRESH_GAP_MS) return false;
       // Maybe created a moment ago by another process (its change signal not seen yet): look once more, now.
       this.#missRefreshAt = Date.now();
       this.#refresh(true);
-      row = this.#byHash.get(hash);
-    }
-    if (!row) return { ok: false, reason: 'unknown API key' };
-    if (cached === undefined) {
-      if (this.#hashes.size >= HASH_CACHE_MAX) this.#hashes.clear();
-      this.#hashes.set(secret, hash);
-    }
-    const problem = this.#problem(row, now);
-    if (problem) return { ok: false, reason: problem };
-    return { ok: true, key: this.#keys.get(row.key_id)!, generation: row.generation };
+      return true;
+    });
   }
 
   /**
@@ -191,16 +107,12 @@ export class KeyStore {
    */
   generationProblem(keyId: string, generation: string | undefined, now = Date.now()): string | undefined {
     this.#refresh();
-    if (generation === undefined) return `the token names API key ${keyId} but not which of its secrets it was minted from; exchange the key for a new token`;
-    const row = this.#byGeneration.get(generation);
-    if (!row || row.key_id !== keyId) return `the secret of API key ${keyId} this token was minted from no longer exists`;
-    return this.#problem(row, now);
+    return this.#mirror.generationProblem(keyId, generation, now);
   }
 
   /** When a token minted from this generation must expire at the latest (ms), or null. */
   generationValidUntil(generation: string): number | null {
-    const row = this.#byGeneration.get(generation);
-    return row ? this.#validUntil(row) : null;
+    return this.#mirror.generationValidUntil(generation);
   }
 
   create(agent: string, opts: { name?: string; expiresAt?: string } = {}): { key: KeyRecord; secret: string } {
@@ -212,7 +124,7 @@ export class KeyStore {
       this.#db.prepare('INSERT INTO key_secrets (hash, key_id, created_at, expires_at) VALUES (?, ?, ?, NULL)').run(hashKey(secret), id, now);
     });
     this.#changed();
-    return { key: this.#keys.get(id)!, secret };
+    return { key: this.#mirror.get(id)!, secret };
   }
 
   /** New secret for the same key id; the current secrets stay valid for graceSeconds. */
@@ -227,7 +139,7 @@ export class KeyStore {
       this.#db.prepare('INSERT INTO key_secrets (hash, key_id, created_at, expires_at) VALUES (?, ?, ?, NULL)').run(hashKey(secret), id, new Date(now).toISOString());
     });
     this.#changed();
-    return { key: this.#keys.get(id)!, secret };
+    return { key: this.#mirror.get(id)!, secret };
   }
 
   revoke(id: string): KeyRecord {
@@ -235,12 +147,12 @@ export class KeyStore {
     if (!key) throw new Error(`no API key with id ${id} (see: aam keys list)`);
     if (!key.revokedAt) this.#db.prepare('UPDATE keys SET revoked_at = ? WHERE id = ?').run(new Date().toISOString(), id);
     this.#changed();
-    return this.#keys.get(id)!;
+    return this.#mirror.get(id)!;
   }
 
   get(id: string): KeyRecord | undefined {
     this.#refresh();
-    return this.#keys.get(id);
+    return this.#mirror.get(id);
   }
 
   list(): KeyListing[] {
@@ -250,7 +162,7 @@ export class KeyStore {
       const row = r as { key_id: string; n: number; last: string };
       counts.set(row.key_id, { n: row.n, last: row.last });
     }
-    return [...this.#keys.values()].map((k) => {
+    return [...this.#mirror.keys()].map((k) => {
       const c = counts.get(k.id);
       return { ...k, secrets: c?.n ?? 0, lastRotatedAt: c && c.n > 1 ? c.last : null };
     });
@@ -264,4 +176,19 @@ export class KeyStore {
  */
 export function openKeyStore(db: DatabaseSync, dataDir: string, watchChanges = false): KeyStore {
   return new KeyStore(db, { signalFile: join(dataDir, 'signals', 'keys.changed'), watch: watchChanges });
+}
+
+/** The embedded store behind the KeyBook seam: the same KeyStore, its changes resolved at once. */
+export function embeddedKeyBook(ks: KeyStore): KeyBook {
+  return {
+    authenticate: (secret, now) => ks.authenticate(secret, now),
+    generationProblem: (keyId, generation, now) => ks.generationProblem(keyId, generation, now),
+    generationValidUntil: (generation) => ks.generationValidUntil(generation),
+    get: (id) => ks.get(id),
+    list: async () => ks.list(),
+    create: async (agent, opts) => ks.create(agent, opts),
+    rotate: async (id, grace) => ks.rotate(id, grace),
+    revoke: async (id) => ks.revoke(id),
+    close: () => ks.close(),
+  };
 }

@@ -4,10 +4,9 @@
 // No timers: stale entries are swept opportunistically, so memory stays bounded and nothing
 // keeps the process alive.
 
-export type Period = 'daily' | 'monthly';
+import type { AdmitRequest, AdmitResult, BudgetLimits, Limiter, Period, RateLimits, Ticket } from '../store/types.ts';
 
-/** Budget amounts in USD; a ScopedBudget from limitsFor() fits as is. */
-export interface BudgetLimits { daily_usd?: number; monthly_usd?: number; alert_at?: readonly number[] }
+export type { BudgetLimits, Period, RateLimits } from '../store/types.ts';
 
 export interface BudgetAlert {
   key: string;
@@ -183,8 +182,6 @@ export class BudgetLedger {
   get size(): number { return this.accounts.size; }
 }
 
-export interface RateLimits { rpm?: number; tpm?: number }
-
 export type RateResult = { ok: true } | { ok: false; retryAfterSeconds: number; limit: 'rpm' | 'tpm'; key: string };
 
 /** GCRA state: theoretical arrival time (ms) per key and dimension. */
@@ -266,4 +263,47 @@ export function rateEntries(agent: { name: string; spiffeId: string }, keyId: st
   const out = [{ key: `agent:${agent.name || agent.spiffeId}`, limits }];
   if (keyId) out.push({ key: `key:${keyId}`, limits });
   return out;
+}
+
+interface EmbeddedTicket extends Ticket { reservation: Reservation | null; rateKeys: readonly string[]; tokens: number }
+
+/**
+ * The embedded Limiter: this process's ledger and limiter, answered synchronously (no await
+ * between check and count). A request rejected by its budget has already counted against rpm,
+ * as before the store seam.
+ */
+export class EmbeddedLimiter implements Limiter {
+  readonly ledger: BudgetLedger;
+  readonly rates: RateLimiter;
+
+  constructor(ledger: BudgetLedger, rates: RateLimiter) {
+    this.ledger = ledger;
+    this.rates = rates;
+  }
+
+  admit(req: AdmitRequest): AdmitResult {
+    if (req.rates.length) {
+      const r = this.rates.checkMany(req.rates, req.tokens);
+      if (!r.ok) return { ok: false, code: 'rate_limited', limit: r.limit, key: r.key, retryAfterSeconds: r.retryAfterSeconds };
+    }
+    let reservation: Reservation | null = null;
+    if (req.budgets.length) {
+      const r = this.ledger.reserveMany(req.budgets, req.amountUsd);
+      if (!r.ok) return r;
+      reservation = r.reservation;
+    }
+    const ticket: EmbeddedTicket = { kind: 'ticket', reservation, rateKeys: req.rates.map((e) => e.key), tokens: req.tokens };
+    return { ok: true, ticket };
+  }
+
+  settle(t: Ticket, costUsd: number | null, tokens: number | null): void {
+    const e = t as EmbeddedTicket;
+    if (e.reservation) this.ledger.settle(e.reservation, costUsd);
+    if (tokens !== null) for (const k of e.rateKeys) this.rates.record(k, tokens, e.tokens);
+  }
+
+  release(t: Ticket): void {
+    const e = t as EmbeddedTicket;
+    if (e.reservation) this.ledger.release(e.reservation);
+  }
 }

@@ -79,8 +79,8 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth): Promise<void> {
   if (method === 'GET' && rest === '/me') {
     return sendJson(ctx, 200, { actor: who.actor, role: who.role, csrf_token: who.session?.csrf ?? null, session_expires_at: who.session ? new Date(who.session.expiresAt).toISOString() : null });
   }
-  if (method === 'GET' && rest === '/keys') return sendJson(ctx, 200, { data: rt.keys.list() });
-  if (method === 'GET' && rest === '/agents') return sendJson(ctx, 200, { data: agentsOverview(rt, ctx.cfg, rt.keys.list()) });
+  if (method === 'GET' && rest === '/keys') return sendJson(ctx, 200, { data: await rt.keyBook.list() });
+  if (method === 'GET' && rest === '/agents') return sendJson(ctx, 200, { data: agentsOverview(rt, ctx.cfg) });
   if (method === 'GET' && (m = /^\/agents\/([^/]+)$/.exec(rest))) {
     const name = decodeURIComponent(m[1]);
     const a = ctx.cfg.policies.agents.get(name);
@@ -97,13 +97,13 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth): Promise<void> {
     if (typeof body.agent !== 'string' || !ctx.cfg.policies.agents.has(body.agent)) {
       throw new AamError(400, 'invalid_request', `agent: must name an Agent in the config (${[...ctx.cfg.policies.agents.keys()].join(', ')})`, { param: 'agent' });
     }
-    const { key, secret } = rt.keys.create(body.agent, { name: typeof body.name === 'string' ? body.name : undefined });
+    const { key, secret } = await rt.keyBook.create(body.agent, { name: typeof body.name === 'string' ? body.name : undefined });
     audit(ctx, who, 'key_created', key.id, { agent: key.agent });
     return sendJson(ctx, 201, { ...key, key: secret });
   }
   if (method === 'POST' && (m = /^\/keys\/([\w-]+)\/revoke$/.exec(rest))) {
     must(who, 'operator');
-    const key = wrap(() => rt.keys.revoke(m![1]));
+    const key = await wrapAsync(() => rt.keyBook.revoke(m![1]));
     audit(ctx, who, 'key_revoked', key.id, { agent: key.agent });
     return sendJson(ctx, 200, key);
   }
@@ -111,7 +111,7 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth): Promise<void> {
     must(who, 'operator');
     const body = (await readJson(ctx).catch(() => ({}))) as { grace_seconds?: unknown };
     const grace = typeof body.grace_seconds === 'number' ? body.grace_seconds : 3600;
-    const { key, secret } = wrap(() => rt.keys.rotate(m![1], grace));
+    const { key, secret } = await wrapAsync(() => rt.keyBook.rotate(m![1], grace));
     audit(ctx, who, 'key_rotated', key.id, { agent: key.agent, grace_seconds: grace });
     return sendJson(ctx, 200, { ...key, key: secret, previous_valid_for_seconds: grace });
   }
@@ -192,6 +192,10 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth): Promise<void> {
 
 function wrap<T>(fn: () => T): T {
   try { return fn(); } catch (e) { throw new AamError(404, 'not_found', (e as Error).message); }
+}
+
+async function wrapAsync<T>(fn: () => Promise<T>): Promise<T> {
+  try { return await fn(); } catch (e) { throw new AamError(404, 'not_found', (e as Error).message); }
 }
 
 const authzen = (batch: boolean, auth: (ctx: Ctx) => HumanAuth): Handler => async (ctx) => {

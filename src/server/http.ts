@@ -32,9 +32,12 @@ export function coreRoutes(): Routes {
     ['GET /v1/models', handleModels],
     ['GET /models', handleModels],
     ['GET /healthz', (ctx) => sendJson(ctx, 200, { status: 'ok' })],
-    ['GET /readyz', (ctx) => ctx.rt.ready
-      ? sendJson(ctx, 200, { status: 'ready', config_version: ctx.cfg.version })
-      : sendJson(ctx, 503, { status: 'starting' })],
+    ['GET /readyz', (ctx) => {
+      if (!ctx.rt.ready) return sendJson(ctx, 503, { status: 'starting' });
+      const store = ctx.rt.storeHealth();
+      if (!store.ok) return sendJson(ctx, 503, { status: 'store_unavailable', store, down: Object.keys(store.stores).filter((k) => !store.stores[k].ok) });
+      return sendJson(ctx, 200, { status: 'ready', config_version: ctx.cfg.version, store: store.kind });
+    }],
   ]);
   return { exact, prefixes: [['/v1/responses/', handleResponseById]] };
 }

@@ -46,7 +46,7 @@ async function token(ctx: Ctx): Promise<void> {
   }
   // The token carries the key and the secret (generation) it was minted from and dies with them;
   // it never outlives the secret's own expiry (key expiry or end of a rotation grace period).
-  const until = id.keyGeneration !== undefined ? rt.keys.generationValidUntil(id.keyGeneration) : null;
+  const until = id.keyGeneration !== undefined ? rt.keyBook.generationValidUntil(id.keyGeneration) : null;
   const svid = await issueAgentSvid(rt.issuer, ctx.cfg.registry, {
     agent: id.agent.name, ttlSeconds, audience, keyId: id.keyId, keyGeneration: id.keyGeneration,
     ...(until !== null ? { notAfter: Math.floor(until / 1000) } : {}),

@@ -1,0 +1,31 @@
+// The CLI's side of the store seam: the same stores as the gateway, chosen the same way
+// (AAM_DATABASE_URL + AAM_REDIS_URL: the fleet; otherwise the data dir's SQLite).
+import { openDatabase } from '../store/sqlite.ts';
+import { embeddedKeyBook, openKeyStore } from '../identity/keys.ts';
+import { openFleetStores } from '../runtime.ts';
+import { connectPostgres, migrate, SCHEMA_VERSION } from '../store/postgres.ts';
+import { fleetEnv } from '../store/fleet.ts';
+import type { KeyBook } from '../store/types.ts';
+
+/** Run fn with the key store of this data dir or fleet, then close what was opened. */
+export async function withKeyBook<T>(dataDir: string, fn: (keys: KeyBook) => Promise<T>): Promise<T> {
+  const fleet = await openFleetStores(process.env, { follow: false });
+  const keys = fleet ? fleet.keys : embeddedKeyBook(openKeyStore(openDatabase(dataDir), dataDir));
+  try { return await fn(keys); } finally {
+    keys.close();
+    if (fleet) { await fleet.limiter.close(); await fleet.fleet.close(); }
+  }
+}
+
+/** `aam migrate`: bring the fleet database to this version's schema (replicas also do it at start). */
+export async function migrateFleet(env: NodeJS.ProcessEnv): Promise<string> {
+  const urls = fleetEnv(env);
+  if (!urls) throw new Error('aam migrate works on the fleet database: set AAM_DATABASE_URL (and AAM_REDIS_URL); the embedded store needs no migration');
+  const sql = connectPostgres(urls.databaseUrl, 1);
+  try {
+    const r = await migrate(sql);
+    return r.applied.length
+      ? `migrated the fleet database from schema ${r.from} to ${r.to} (${r.applied.map((m) => `${m.version} ${m.name}`).join('; ')})`
+      : `the fleet database is at schema ${r.from}, current for this aam (${SCHEMA_VERSION}); nothing to do`;
+  } finally { await sql.end({ timeout: 2 }); }
+}

@@ -1,0 +1,110 @@
+// The fleet store's connections: PostgreSQL (durable state) and Redis (hot counters and the
+// invalidation bus), opened once at start when AAM_DATABASE_URL / AAM_REDIS_URL are set.
+// Invalidations: a change is committed in PostgreSQL first, then announced on one pub/sub channel
+// per fleet; a replica that was disconnected (and may have missed messages) re-reads on reconnect,
+// and each kind also polls on a short timer, so a lost message delays a change by at most that.
+import { randomBytes } from 'node:crypto';
+import { connectPostgres, databaseName, migrate, type Sql } from './postgres.ts';
+import { connectRedis, fleetPrefix, type Redis } from './redis.ts';
+import type { StoreHealth } from './types.ts';
+
+export interface FleetEnv { databaseUrl: string; redisUrl: string }
+
+export interface Fleet {
+  readonly sql: Sql;
+  readonly redis: Redis;
+  /** Prefix of every Redis key and channel of this fleet. */
+  readonly prefix: string;
+  /** Random per process: names this replica's reservations and its heartbeat. */
+  readonly replicaId: string;
+  /** Announce a change of one kind ('keys', ...) to every replica; never throws (the poll covers a lost message). */
+  announce(kind: string): Promise<void>;
+  /** Run fn on announcements of a kind, and after the bus reconnects (messages may have been lost). */
+  follow(kind: string, fn: () => void): void;
+  /** Remember whether PostgreSQL answered (the key poll doubles as its health check). */
+  notePostgres(error: unknown): void;
+  health(): StoreHealth;
+  close(): Promise<void>;
+}
+
+/** The fleet URLs from the environment; null for embedded mode. Only one of the two is an error. */
+export function fleetEnv(env: NodeJS.ProcessEnv): FleetEnv | null {
+  const databaseUrl = env.AAM_DATABASE_URL;
+  const redisUrl = env.AAM_REDIS_URL;
+  if (!databaseUrl && !redisUrl) return null;
+  if (!databaseUrl || !redisUrl) {
+    throw new Error(`fleet mode needs both AAM_DATABASE_URL (PostgreSQL: keys, settled spend) and AAM_REDIS_URL (Redis: budgets, rate limits, invalidations); only ${databaseUrl ? 'AAM_DATABASE_URL' : 'AAM_REDIS_URL'} is set`);
+  }
+  if (!/^postgres(ql)?:\/\//.test(databaseUrl)) throw new Error('AAM_DATABASE_URL must be a postgres:// URL, like postgres://aam:PASSWORD@db:5432/aam');
+  if (!/^rediss?:\/\//.test(redisUrl)) throw new Error('AAM_REDIS_URL must be a redis:// or rediss:// URL, like redis://:PASSWORD@redis:6379');
+  return { databaseUrl, redisUrl };
+}
+
+const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+/**
+ * Connect, and (replicas, `aam migrate`) bring the schema up to date under the advisory lock.
+ * `follow`: subscribe to invalidations (a serving replica); the CLI only announces.
+ */
+export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate: boolean; poolMax?: number }): Promise<Fleet> {
+  const sql = connectPostgres(env.databaseUrl, opts.poolMax);
+  const prefix = fleetPrefix(databaseName(env.databaseUrl));
+  const redis = connectRedis(env.redisUrl, 'aam');
+  redis.on('error', () => { /* state is read from redis.status; errors reach the callers of commands */ });
+  let pgError: string | null = null;
+  let sub: Redis | null = null;
+  try {
+    try {
+      if (opts.migrate) await migrate(sql);
+      else await sql`SELECT 1`;
+    } catch (e) {
+      throw new Error(`cannot use the fleet database (AAM_DATABASE_URL): ${messageOf(e)}`, { cause: e });
+    }
+    // Redis may be down at start: requests then get 503 store_unavailable until it answers.
+    await redis.connect().catch(() => {});
+  } catch (e) {
+    redis.disconnect();
+    await sql.end({ timeout: 1 });
+    throw e;
+  }
+  const followers = new Map<string, Array<() => void>>();
+  const channel = `${prefix}changes`;
+  if (opts.follow) {
+    sub = connectRedis(env.redisUrl, 'aam-sub', { subscriber: true });
+    sub.on('error', () => {});
+    sub.on('message', (_ch: string, kind: string) => { for (const fn of followers.get(kind) ?? []) fn(); });
+    // (Re)subscribed after a reconnect: anything announced meanwhile was missed, so re-read all.
+    let first = true;
+    sub.on('ready', () => {
+      if (first) { first = false; return; }
+      for (const fns of followers.values()) for (const fn of fns) fn();
+    });
+    await sub.connect().catch(() => {});
+    await sub.subscribe(channel).catch(() => {});
+  }
+  const replicaId = randomBytes(6).toString('hex');
+  return {
+    sql, redis, prefix, replicaId,
+    async announce(kind) {
+      try { await redis.publish(channel, kind); } catch { /* replicas poll; the change is committed already */ }
+    },
+    follow(kind, fn) {
+      const list = followers.get(kind);
+      if (list) list.push(fn); else followers.set(kind, [fn]);
+    },
+    notePostgres(error) { pgError = error === null || error === undefined ? null : messageOf(error); },
+    health() {
+      const redisOk = redis.status === 'ready';
+      const stores = {
+        postgres: pgError === null ? { ok: true } : { ok: false, error: pgError },
+        redis: redisOk ? { ok: true } : { ok: false, error: `connection ${redis.status}` },
+      };
+      return { kind: 'fleet', ok: stores.postgres.ok && redisOk, stores };
+    },
+    async close() {
+      sub?.disconnect();
+      redis.disconnect();
+      await sql.end({ timeout: 2 });
+    },
+  };
+}

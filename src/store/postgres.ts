@@ -1,0 +1,91 @@
+// Fleet store, durable half: PostgreSQL through `postgres` (postgres.js: pipelining, prepared
+// statements and a pool built in; the fastest pure-JS client). Schema changes are versioned here,
+// in code, and applied once per fleet under an advisory lock, so replicas starting together do
+// not race; a replica refuses a schema newer than it knows instead of writing to it.
+import postgres, { type ISql, type Sql } from 'postgres';
+
+export type { Sql } from 'postgres';
+
+export interface Migration { version: number; name: string; sql: string }
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1, name: 'virtual keys',
+    // seq: the order of changes, assigned under a transaction lock so commit order = seq order and
+    // replicas can follow changes with "seq > last seen".
+    sql: `CREATE SEQUENCE key_seq;
+      CREATE TABLE keys (id text PRIMARY KEY, agent text NOT NULL, name text, created_at text NOT NULL,
+        revoked_at text, expires_at text, seq bigint NOT NULL);
+      CREATE INDEX keys_seq ON keys (seq);
+      CREATE TABLE key_secrets (hash text PRIMARY KEY, key_id text NOT NULL REFERENCES keys (id),
+        created_at text NOT NULL, expires_at bigint);
+      CREATE INDEX key_secrets_key ON key_secrets (key_id);`,
+  },
+  {
+    version: 2, name: 'settled budget spend',
+    sql: `CREATE TABLE budget_spend (key text NOT NULL, period text NOT NULL, window_start bigint NOT NULL,
+        spent_usd double precision NOT NULL, PRIMARY KEY (key, period, window_start));`,
+  },
+];
+
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
+
+/** pg_advisory_lock key for migrations ('aam-migrate'); advisory locks are per database. */
+const MIGRATION_LOCK = 0x61616d2d6d;
+
+export class SchemaTooNew extends Error {
+  constructor(found: number) {
+    super(`the fleet database is at schema version ${found}, newer than this aam knows (${SCHEMA_VERSION}): a newer aam migrated it. ` +
+      'Run the same aam version as the rest of the fleet (or newer); this replica will not write to a schema it does not know.');
+    this.name = 'SchemaTooNew';
+  }
+}
+
+export function connectPostgres(url: string, max = 10): Sql {
+  return postgres(url, {
+    max, onnotice: () => {}, connect_timeout: 5, idle_timeout: 60,
+    connection: { application_name: 'aam' },
+  });
+}
+
+/** Apply the migrations this database lacks, one transaction each, under the fleet-wide lock. */
+export async function migrate(sql: Sql): Promise<{ from: number; to: number; applied: Migration[] }> {
+  const conn = await sql.reserve();
+  try {
+    await conn`SELECT pg_advisory_lock(${MIGRATION_LOCK})`;
+    try {
+      await conn`CREATE TABLE IF NOT EXISTS aam_schema (version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`;
+      const from = await schemaVersion(conn);
+      if (from > SCHEMA_VERSION) throw new SchemaTooNew(from);
+      const applied: Migration[] = [];
+      for (const m of MIGRATIONS) {
+        if (m.version <= from) continue;
+        await conn.unsafe('BEGIN');
+        try {
+          await conn.unsafe(m.sql);
+          await conn`INSERT INTO aam_schema (version, name) VALUES (${m.version}, ${m.name})`;
+          await conn.unsafe('COMMIT');
+        } catch (e) {
+          await conn.unsafe('ROLLBACK').catch(() => {});
+          throw new Error(`migration ${m.version} (${m.name}) failed: ${(e as Error).message}`);
+        }
+        applied.push(m);
+      }
+      return { from, to: Math.max(from, SCHEMA_VERSION), applied };
+    } finally {
+      await conn`SELECT pg_advisory_unlock(${MIGRATION_LOCK})`.catch(() => {});
+    }
+  } finally {
+    conn.release();
+  }
+}
+
+export async function schemaVersion(sql: ISql): Promise<number> {
+  const [r] = await sql<Array<{ v: number }>>`SELECT coalesce(max(version), 0)::int AS v FROM aam_schema`;
+  return r.v;
+}
+
+/** The database name (the Redis key prefix is derived from it, so fleets sharing a Redis stay apart). */
+export function databaseName(url: string): string {
+  try { return decodeURIComponent(new URL(url).pathname.slice(1)) || 'postgres'; } catch { return 'postgres'; }
+}

@@ -1,0 +1,93 @@
+// The store seam: one interface per kind of state, each with an embedded implementation (SQLite +
+// memory, one process) and a fleet one (PostgreSQL + Redis, many replicas). The runtime picks one
+// set at start (AAM_DATABASE_URL / AAM_REDIS_URL); planes and the access path only see these
+// interfaces. Reads on the hot path stay synchronous (in-memory mirrors); what must be shared at
+// the instant of the request (budget reservations, rate counters) may return a promise, which the
+// embedded implementation never does.
+
+// ---- Virtual keys -------------------------------------------------------------------------------
+
+export interface KeyRecord {
+  id: string;
+  agent: string;
+  name: string | null;
+  createdAt: string;
+  revokedAt: string | null;
+  expiresAt: string | null;
+}
+
+export interface KeyListing extends KeyRecord { secrets: number; lastRotatedAt: string | null }
+
+export type KeyAuth =
+  | { ok: true; key: KeyRecord; generation: string }
+  | { ok: false; reason: string };
+
+/** Virtual keys: reads answer from memory (the hot path); changes are durable before they resolve. */
+export interface KeyBook {
+  authenticate(secret: string, now?: number): KeyAuth;
+  generationProblem(keyId: string, generation: string | undefined, now?: number): string | undefined;
+  generationValidUntil(generation: string): number | null;
+  get(id: string): KeyRecord | undefined;
+  list(): Promise<KeyListing[]>;
+  create(agent: string, opts?: { name?: string; expiresAt?: string }): Promise<{ key: KeyRecord; secret: string }>;
+  rotate(id: string, graceSeconds: number): Promise<{ key: KeyRecord; secret: string }>;
+  revoke(id: string): Promise<KeyRecord>;
+  close(): void;
+}
+
+// ---- Budgets and rate limits --------------------------------------------------------------------
+
+export type Period = 'daily' | 'monthly';
+
+/** Budget amounts in USD; a ScopedBudget from limitsFor() fits as is. */
+export interface BudgetLimits { daily_usd?: number; monthly_usd?: number; alert_at?: readonly number[] }
+
+export interface RateLimits { rpm?: number; tpm?: number }
+
+export interface AdmitRequest {
+  /** Rate-limited keys (agent, virtual key), checked and counted all-or-nothing. */
+  rates: ReadonlyArray<{ key: string; limits: RateLimits }>;
+  tokens: number;
+  /** Budget keys (agent:, team:), reserved all-or-nothing. */
+  budgets: ReadonlyArray<{ key: string; limits: BudgetLimits }>;
+  amountUsd: number;
+}
+
+/** What settle/release need to undo or charge an admission; opaque to callers. */
+export interface Ticket { readonly kind: 'ticket' }
+
+export type AdmitResult =
+  | { ok: true; ticket: Ticket | null }
+  | { ok: false; code: 'rate_limited'; limit: 'rpm' | 'tpm'; key: string; retryAfterSeconds: number }
+  | { ok: false; code: 'budget_exceeded'; key: string; resetAt: Date; spent: number; limit: number; period: Period };
+
+/**
+ * Admission: rate limits then budget, checked and counted atomically (embedded: synchronously on
+ * the one thread; fleet: one Redis script). settle/release never wait (off the response path).
+ */
+export interface Limiter {
+  admit(req: AdmitRequest): AdmitResult | Promise<AdmitResult>;
+  /** Charge the real cost (null = unknown: the reserved estimate is charged) and correct tpm. */
+  settle(ticket: Ticket, costUsd: number | null, tokens: number | null): void;
+  /** Give the reservation back (no upstream cost was incurred). */
+  release(ticket: Ticket): void;
+}
+
+// ---- The set ------------------------------------------------------------------------------------
+
+export interface StoreHealth {
+  kind: 'embedded' | 'fleet';
+  ok: boolean;
+  /** Each backing store and whether it answers ('sqlite', 'postgres', 'redis'). */
+  stores: Record<string, { ok: boolean; error?: string }>;
+}
+
+/** Raised by a fleet store that cannot answer; the access path turns it into 503 store_unavailable. */
+export class StoreUnavailable extends Error {
+  readonly store: 'postgres' | 'redis';
+  constructor(store: 'postgres' | 'redis', message: string) {
+    super(message);
+    this.name = 'StoreUnavailable';
+    this.store = store;
+  }
+}
