@@ -3,6 +3,7 @@
 // policy simulator. Read-only; nothing here returns a secret (keys are listed by id, never value).
 import type { Runtime, Compiled } from '../runtime.ts';
 import type { AgentRecord } from '../identity/types.ts';
+import type { KeyListing } from '../store/types.ts';
 import type { CompiledPolicies } from '../policy/compile.ts';
 import { setFor } from '../policy/compile.ts';
 import { decide } from '../policy/decide.ts';
@@ -13,10 +14,10 @@ import type { Decision } from '../policy/types.ts';
 const DAY_MS = 86_400_000;
 
 /** One row per Agent: who owns it, its keys, spend against each budget and when it last called a model. */
-export function agentsOverview(rt: Runtime, cfg: Compiled): Array<Record<string, unknown>> {
+/** `keys`: every key listing (from the key store the caller uses, embedded or fleet). */
+export function agentsOverview(rt: Runtime, cfg: Compiled, keys: readonly KeyListing[]): Array<Record<string, unknown>> {
   rt.usage.flush();
   const spend30d = new Map(rt.usage.summary('agent', Date.now() - 30 * DAY_MS).map((r) => [String(r.agent), r]));
-  const keys = rt.keys.list();
   const last = lastModelCall(rt);
   return [...cfg.policies.agents.values()].map((a) => {
     const set = setFor(a, cfg.policies);
