@@ -1,6 +1,6 @@
-// Fake LLM upstream for end-to-end tests: speaks the OpenAI, Anthropic, Gemini and Azure OpenAI
-// wire formats (JSON and SSE). Behaviour is chosen by the upstream model name, so a test picks
-// it in an aam Model route target:
+// Fake LLM upstream for end-to-end tests: speaks the OpenAI (chat completions and Responses),
+// Anthropic, Gemini and Azure OpenAI wire formats (JSON and SSE). Behaviour is chosen by the
+// upstream model name, so a test picks it in an aam Model route target:
 //   ok (default for any other name)  text answer echoing the last user message
 //   tools                            two tool calls (get_weather, get_time)
 //   tool-loop                        one get_weather call, then (once the last message is its
@@ -44,7 +44,7 @@ export interface FakeUpstreamOptions {
   chunkDelayMs?: number;
 }
 
-type Wire = 'openai' | 'anthropic' | 'gemini';
+type Wire = 'openai' | 'anthropic' | 'gemini' | 'responses';
 type Obj = Record<string, unknown>;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -52,7 +52,7 @@ const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !
 
 function lastUserText(wire: Wire, body: unknown): string {
   if (!isObj(body)) return '';
-  const list = wire === 'gemini' ? body.contents : body.messages;
+  const list = wire === 'gemini' ? body.contents : wire === 'responses' ? body.input : body.messages;
   if (!Array.isArray(list)) return '';
   for (let i = list.length - 1; i >= 0; i--) {
     const m: unknown = list[i];
@@ -76,10 +76,11 @@ interface Answer { pieces: string[]; tools: boolean; input: number; output: numb
 
 /** The tool result the conversation ends with (OpenAI tool message, Anthropic tool_result, Gemini functionResponse), or null. */
 function lastToolResult(wire: Wire, body: unknown): string | null {
-  const list = isObj(body) ? (wire === 'gemini' ? body.contents : body.messages) : undefined;
+  const list = isObj(body) ? (wire === 'gemini' ? body.contents : wire === 'responses' ? body.input : body.messages) : undefined;
   const m: unknown = Array.isArray(list) ? list[list.length - 1] : undefined;
   if (!isObj(m)) return null;
   const text = (c: unknown): string => typeof c === 'string' ? c : Array.isArray(c) ? c.map((p) => (isObj(p) && typeof p.text === 'string' ? p.text : '')).join('') : '';
+  if (wire === 'responses') return m.type === 'function_call_output' ? text(m.output) : null;
   if (wire === 'openai') return m.role === 'tool' ? text(m.content) : null;
   const parts = wire === 'gemini' ? m.parts : m.content;
   if (!Array.isArray(parts)) return null;
@@ -113,7 +114,35 @@ function errorBody(wire: Wire, status: number, message: string): string {
 
 // ---- non-streamed bodies ----
 
+/** OpenAI Responses API: a Response object (text as one message item, calls as function_call items). */
+function responsesAnswer(model: string, a: Answer, status = 'completed'): Obj {
+  const output: Obj[] = a.tools
+    ? (a.calls ?? TOOLS).map((t, i) => ({ id: `fc_fake_${i}`, type: 'function_call', status: 'completed', call_id: t.id, name: t.name, arguments: t.args.join('') }))
+    : [{ id: 'msg_fake_0', type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: a.pieces.join(''), annotations: [] }] }];
+  return { id: 'resp_fake_0001', object: 'response', created_at: 1764081600, status, model, output, usage: { input_tokens: a.input, input_tokens_details: { cached_tokens: 0 }, output_tokens: a.output, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: a.input + a.output } };
+}
+
+function responsesFrames(model: string, a: Answer): Frame[] {
+  let seq = 0;
+  const e = (type: string, data: Obj, content = false): Frame => ({ data: ev(type, { type, sequence_number: seq++, ...data }), content });
+  const out: Frame[] = [e('response.created', { response: { ...responsesAnswer(model, a, 'in_progress'), output: [], usage: null } })];
+  if (a.tools) {
+    (a.calls ?? TOOLS).forEach((t, i) => {
+      const id = `fc_fake_${i}`;
+      out.push(e('response.output_item.added', { output_index: i, item: { id, type: 'function_call', status: 'in_progress', call_id: t.id, name: t.name, arguments: '' } }, true));
+      for (const f of t.args) out.push(e('response.function_call_arguments.delta', { item_id: id, output_index: i, delta: f }, true));
+      out.push(e('response.output_item.done', { output_index: i, item: { id, type: 'function_call', status: 'completed', call_id: t.id, name: t.name, arguments: t.args.join('') } }));
+    });
+  } else {
+    out.push(e('response.output_item.added', { output_index: 0, item: { id: 'msg_fake_0', type: 'message', status: 'in_progress', role: 'assistant', content: [] } }));
+    for (const p of a.pieces) out.push(e('response.output_text.delta', { item_id: 'msg_fake_0', output_index: 0, content_index: 0, delta: p }, true));
+  }
+  out.push(e('response.completed', { response: responsesAnswer(model, a) }));
+  return out;
+}
+
 function jsonAnswer(wire: Wire, model: string, a: Answer): Obj {
+  if (wire === 'responses') return responsesAnswer(model, a);
   const text = a.pieces.join('');
   if (wire === 'anthropic') {
     const content: unknown[] = a.tools
@@ -220,6 +249,7 @@ function route(method: string, path: string): Route | undefined {
   if (p === '/v1/chat/completions') return { wire: 'openai', kind: 'chat' };
   if (p === '/v1/embeddings') return { wire: 'openai', kind: 'embeddings' };
   if (p === '/v1/messages') return { wire: 'anthropic', kind: 'chat' };
+  if (p === '/v1/responses') return { wire: 'responses', kind: 'chat' };
   let m = /^\/v1beta\/models\/([^/:]+):(generateContent|streamGenerateContent)$/.exec(p);
   if (m !== null) return { wire: 'gemini', kind: 'chat', model: decodeURIComponent(m[1]), stream: m[2] === 'streamGenerateContent' && /(^|&)alt=sse(&|$)/.test(query) };
   m = /^\/openai\/deployments\/([^/]+)\/(chat\/completions|embeddings)$/.exec(p);
@@ -340,6 +370,7 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
     const so = isObj(b.stream_options) ? b.stream_options : {};
     const frames = wire === 'anthropic' ? anthropicFrames(model, answer)
       : wire === 'gemini' ? geminiFrames(model, answer)
+      : wire === 'responses' ? responsesFrames(model, answer)
       : openaiFrames(model, answer, so.include_usage === true);
     await writeFrames(res, frames, behaviour, silentMs);
   }

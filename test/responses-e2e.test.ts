@@ -21,7 +21,7 @@ let otherKey: string;
 const SECRET = 'sk-upstream-secret-value-responses-0123456789';
 
 const route = (name: string, provider: string, model: string) => doc('Model', name, { targets: [{ provider, model }], retries: { attempts: 1, backoff_ms: 0 } });
-const MODELS = ['gpt', 'claude', 'gemini', 'loop-oai', 'loop-ant', 'loop-gem', 'cut', 'cached'];
+const MODELS = ['gpt', 'claude', 'gemini', 'loop-oai', 'loop-ant', 'loop-gem', 'cut', 'cached', 'native', 'loop-native'];
 
 before(async () => {
   fake = await startFakeUpstream();
@@ -32,6 +32,9 @@ before(async () => {
     doc('Provider', 'gem', { type: 'gemini', baseUrl: `${fake.url}/v1beta`, credential: 'up-key' }),
     route('gpt', 'oai', 'ok'), route('claude', 'ant', 'ok'), route('gemini', 'gem', 'ok'),
     route('loop-oai', 'oai', 'tool-loop'), route('loop-ant', 'ant', 'tool-loop'), route('loop-gem', 'gem', 'tool-loop'),
+    // type openai: OpenAI itself, called on its own Responses API by Responses clients.
+    doc('Provider', 'openai', { type: 'openai', baseUrl: `${fake.url}/v1`, credential: 'up-key' }),
+    route('native', 'openai', 'ok'), route('loop-native', 'openai', 'tool-loop'),
     route('denied', 'oai', 'ok'), route('cut', 'oai', 'cut-stream'),
     doc('Model', 'cached', { targets: [{ provider: 'oai', model: 'ok' }], cache: { mode: 'exact', ttl_seconds: 300, scope: 'agent' } }),
     doc('Guardrail', 'no-falcon', { on: ['input'], keywords: ['project falcon'], action: 'block' }),
@@ -106,6 +109,33 @@ test('function tools and their results over every upstream wire; stream and not;
       }
     }
   }
+});
+
+test('an OpenAI provider is called on its own Responses API: whole conversation, store: false, aam\'s ids; chat clients still get chat completions', async () => {
+  for (const stream of [false, true]) {
+    fake.reset();
+    const first = stream
+      ? await client().responses.stream({ model: 'loop-native', instructions: 'Use tools.', input: 'Weather in Paris?', tools: [WEATHER] }).finalResponse()
+      : await client().responses.create({ model: 'loop-native', instructions: 'Use tools.', input: 'Weather in Paris?', tools: [WEATHER] });
+    assert.match(first.id, /^resp_(?!fake)/, 'the id is aam\'s, not the provider\'s');
+    const call = first.output.find((o) => o.type === 'function_call');
+    assert.ok(call && call.type === 'function_call');
+    assert.match(call.id ?? '', /^fc_(?!fake)/);
+    const second = await client().responses.create({ model: 'loop-native', previous_response_id: first.id, tools: [WEATHER], input: [{ type: 'function_call_output', call_id: call.call_id, output: 'hail' }] });
+    assert.equal(second.output_text, 'final: the tool said hail');
+    assert.deepEqual(fake.requests.map((r) => r.path), ['/v1/responses', '/v1/responses']);
+    const body = fake.requests[1].body as { store: boolean; previous_response_id?: string; input: Array<{ type: string; role?: string }> };
+    assert.equal(body.store, false);
+    assert.equal(body.previous_response_id, undefined, 'never forwarded: aam resolved it');
+    assert.deepEqual((fake.requests[0].body as typeof body).input.map((i) => i.role ?? i.type), ['system', 'user']);
+    // instructions are not carried over by previous_response_id (as at OpenAI)
+    assert.deepEqual(body.input.map((i) => i.role ?? i.type), ['user', 'function_call', 'function_call_output']);
+    assert.equal(fake.requests[1].headers.authorization, `Bearer ${SECRET}`);
+  }
+  fake.reset();
+  const chat = await client().chat.completions.create({ model: 'native', messages: [{ role: 'user', content: 'plain chat' }] });
+  assert.equal(chat.choices[0].message.content, 'echo: plain chat');
+  assert.equal(fake.requests[0].path, '/v1/chat/completions');
 });
 
 test('item_reference inputs are resolved by aam from the agent\'s stored responses', async () => {

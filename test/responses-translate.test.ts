@@ -9,6 +9,7 @@ import { adapterFor, SseParser } from '../src/providers/index.ts';
 import type { AdapterType } from '../src/providers/index.ts';
 import { itemsToMessages, parseResponsesRequest } from '../src/providers/responses-parse.ts';
 import { responsesCodec, type ResponseMeta } from '../src/providers/responses-codec.ts';
+import { responsesUpstreamAdapter } from '../src/providers/responses-upstream.ts';
 import type { ChatResult, StreamEvent } from '../src/providers/types.ts';
 
 const DIR = join(import.meta.dirname, 'golden');
@@ -47,6 +48,12 @@ for (const c of cases) {
       const up = adapterFor(t.type).chatRequest(chat, { model: t.model, options: t.options, stream: chat.stream === true });
       golden(join(reqDir, `${c}.${name}.json`), JSON.stringify({ path: up.path, body: JSON.parse(up.body) as unknown }, null, 2) + '\n');
     }
+    // OpenAI providers are called on their own Responses API: the whole conversation, store: false.
+    const native = responsesUpstreamAdapter.chatRequest(chat, { model: 'gpt-5', options: {}, stream: chat.stream === true });
+    const body = JSON.parse(native.body) as { store: boolean; previous_response_id?: string };
+    assert.equal(body.store, false, 'OpenAI keeps no state: aam does');
+    assert.equal(body.previous_response_id, undefined);
+    golden(join(reqDir, `${c}.openai-responses.json`), JSON.stringify({ path: native.path, body }, null, 2) + '\n');
   });
 }
 
@@ -171,6 +178,23 @@ function assembleResponses(events: Ev[]): { text: string; calls: Array<{ call_id
   return { text, calls, completed };
 }
 
+/** What a client assembles from canonical events (text, calls, usage, finish), independent of chunking. */
+function canonicalView(events: StreamEvent[]): unknown {
+  let text = '';
+  const calls: Array<{ id: string; name: string; args: string }> = [];
+  let usage: unknown;
+  let finish: string | undefined;
+  for (const ev of events) {
+    if (ev.type === 'text') text += ev.text;
+    else if (ev.type === 'tool_start') calls.push({ id: ev.id, name: ev.name, args: '' });
+    else if (ev.type === 'tool_args') calls[ev.index].args += ev.delta;
+    else if (ev.type === 'usage') usage = { input: ev.usage.inputTokens, output: ev.usage.outputTokens };
+    else if (ev.type === 'finish') finish = ev.reason;
+    else if (ev.type === 'error') assert.fail(ev.message);
+  }
+  return { text, calls, usage, finish };
+}
+
 const streamDir = join(DIR, 'streams');
 const eventFiles = readdirSync(streamDir).filter((f) => f.endsWith('.events.json')).map((f) => f.slice(0, -'.events.json'.length));
 
@@ -198,6 +222,14 @@ for (const name of eventFiles) {
     assert.deepEqual(stored, got.completed, 'the stored Response is the completed one');
     const usage = events.find((e) => e.type === 'usage');
     if (usage?.type === 'usage') assert.equal((got.completed.usage as { total_tokens: number }).total_tokens, usage.usage.inputTokens + usage.usage.outputTokens);
+    // Read back by the Responses upstream parser (OpenAI's Responses API as an upstream): the same answer.
+    const parser = responsesUpstreamAdapter.streamParser();
+    const sse = new SseParser();
+    const back: StreamEvent[] = [];
+    for (const r of [...sse.push(out), ...sse.end()]) back.push(...parser.push(r.data, r.event));
+    back.push(...parser.end());
+    assert.deepEqual(canonicalView(back), canonicalView(events));
+    assert.deepEqual(responsesUpstreamAdapter.chatResponse(got.completed).toolCalls.map((t) => t.function.arguments), tools.filter(Boolean).map((t) => t.arguments));
   });
 }
 

@@ -125,7 +125,7 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
 function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, ac: CallAbort, need: TokenNeed) {
   return runAttempts(route, ac.signal, async (target) => {
     if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoChat(req, target.model), raw: null as string | null } };
-    const adapter = target.provider.adapter!;
+    const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
     const up = adapter.chatRequest({ ...req, stream: false }, { model: target.model, stream: false, options: target.options });
     const res = await traced(ctx, 'chat', route, target, identity, (inj) => sendAttempt(target, up, inj, ac));
     if (!res.ok) return res;
@@ -168,7 +168,7 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
     const r = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null }
       : whole ? await checkedWhole(a, route, req, codec, ac, need) : await runAttempts(route, ac.signal, async (target) => {
       if (target.provider.type === 'demo') return { ok: true as const, value: localStream(demoStream(req, target.model)) };
-      const adapter = target.provider.adapter!;
+      const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
       const up = adapter.chatRequest({ ...req, stream: true }, { model: target.model, stream: true, options: target.options });
       const up1 = await traced(ctx, 'chat', route, target, identity, (inj) => sendStreamAttempt(target, up, inj, ac));
       if (!up1.ok) return up1;

@@ -7,6 +7,7 @@
 import { openAccess } from '../access/context.ts';
 import { itemsToMessages, parseResponsesRequest, type ResponseItem, type ResponsesRequest } from '../providers/responses-parse.ts';
 import { responsesCodec, type ResponseMeta } from '../providers/responses-codec.ts';
+import { responsesUpstreamAdapter } from '../providers/responses-upstream.ts';
 import { localId, nowSeconds } from '../providers/util.ts';
 import type { ChatRequest } from '../providers/types.ts';
 import { AamError, badRequest } from '../server/errors.ts';
@@ -44,7 +45,9 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
     };
     store.put(rec, items).catch((err: unknown) => ctx.rt.log.error({ err, requestId: ctx.requestId }, 'storing a response failed'));
   };
-  const codec = responsesCodec(meta, p.store ? save : undefined);
+  // OpenAI itself is called on its own Responses API (models offered only there work); every
+  // other provider through its chat translator.
+  const codec = { ...responsesCodec(meta, p.store ? save : undefined), native: (type: string) => (type === 'openai' ? responsesUpstreamAdapter : undefined) };
   await serveChat(a, p.chat, codec, {
     // After the model is authorized (decide before you look), before the input guardrails (they see it all).
     resolve: async (req) => {

@@ -141,7 +141,7 @@ export interface StreamParser {
 /** Pure translator for one upstream wire format. */
 export interface ProviderAdapter {
   /** Wire family: requests from a client of the same family may use the raw pass-through path. */
-  wire: 'openai' | 'anthropic' | 'gemini' | 'bedrock';
+  wire: 'openai' | 'anthropic' | 'gemini' | 'bedrock' | 'openai-responses';
   chatRequest(req: ChatRequest, target: TargetInfo): UpstreamRequest;
   chatResponse(body: unknown): ChatResult;
   streamParser(): StreamParser;
@@ -164,4 +164,9 @@ export interface ClientCodec {
   streamDone: string;
   /** SSE error event to end a stream that failed after commit. */
   streamError(message: string, type: string): string;
+  /**
+   * The upstream translator to use instead of the provider's own for a provider type, when this
+   * client wire has a native API there (Responses clients -> OpenAI's Responses API).
+   */
+  native?(providerType: string): ProviderAdapter | undefined;
 }
