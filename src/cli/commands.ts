@@ -13,6 +13,7 @@ import { UsageRecorder, sinceTime } from '../gateway/usage.ts';
 import { openVault } from '../credentials/vault.ts';
 import { readSecretFromStdin } from '../credentials/stdin.ts';
 import { auditCommands } from '../audit/cli.ts';
+import { importCommands } from './import.ts';
 import { recordCliAdmin } from './evidence.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
@@ -182,4 +183,4 @@ Object.assign(extraCommands, {
   },
 } satisfies Record<string, Command>);
 
-Object.assign(extraCommands, auditCommands);
+Object.assign(extraCommands, auditCommands, importCommands);
