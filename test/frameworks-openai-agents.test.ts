@@ -32,7 +32,7 @@ for (const [label, make] of [
   ['Responses model', (m: string) => new OpenAIResponsesModel(client(), m)],
   ['chat-completions model', (m: string) => new OpenAIChatCompletionsModel(client(), m)],
 ] as Array<[string, (m: string) => Model]>) {
-  for (const route of ['loop-oai', 'loop-ant']) {
+  for (const route of ['loop-oai', 'loop-ant', 'loop-native']) {
     test(`Agents SDK, ${label} on ${route}: tool loop to the final answer, not streamed`, async () => {
       const calls: string[] = [];
       const result = await run(agentWith(make(route), calls), 'What is the weather in Paris?');

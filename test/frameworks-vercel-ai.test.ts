@@ -29,6 +29,7 @@ const MODELS: Array<[string, () => LanguageModel]> = [
   ['@ai-sdk/openai responses (chat-completions upstream)', () => createOpenAI({ apiKey: rig.key, baseURL: `${rig.gw.url}/v1` }).responses('loop-oai')],
   // Its text parts come back as item_reference inputs (store defaults to true): aam resolves them.
   ['@ai-sdk/openai responses (Anthropic upstream)', () => createOpenAI({ apiKey: rig.key, baseURL: `${rig.gw.url}/v1` }).responses('loop-ant')],
+  ['@ai-sdk/openai responses (OpenAI provider: its own Responses API)', () => createOpenAI({ apiKey: rig.key, baseURL: `${rig.gw.url}/v1` }).responses('loop-native')],
   ['@ai-sdk/openai chat', () => createOpenAI({ apiKey: rig.key, baseURL: `${rig.gw.url}/v1` }).chat('loop-oai')],
   ['@ai-sdk/openai-compatible', () => createOpenAICompatible({ name: 'aam', apiKey: rig.key, baseURL: `${rig.gw.url}/v1` }).chatModel('loop-gem')],
   ['@ai-sdk/anthropic (/v1/messages)', () => createAnthropic({ apiKey: rig.key, baseURL: `${rig.gw.url}/v1` })('loop-oai')],

@@ -6,7 +6,10 @@ import { startTestGateway, doc, yaml, type TestGateway } from './gateway.ts';
 
 export interface FrameworkRig { fake: FakeUpstream; gw: TestGateway; key: string; close(): Promise<void> }
 
-/** loop-oai (chat completions), loop-ant (Anthropic), loop-gem (Gemini): each a tool-loop upstream. */
+/**
+ * loop-oai (chat completions), loop-ant (Anthropic), loop-gem (Gemini), loop-native (a type: openai
+ * provider, which Responses clients reach on its own Responses API): each a tool-loop upstream.
+ */
 export async function startFrameworkRig(): Promise<FrameworkRig> {
   const fake = await startFakeUpstream();
   const route = (name: string, provider: string) => doc('Model', name, { targets: [{ provider, model: 'tool-loop' }], retries: { attempts: 1, backoff_ms: 0 } });
@@ -15,9 +18,10 @@ export async function startFrameworkRig(): Promise<FrameworkRig> {
     doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${fake.url}/v1`, credential: 'up-key' }),
     doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${fake.url}/v1`, credential: 'up-key' }),
     doc('Provider', 'gem', { type: 'gemini', baseUrl: `${fake.url}/v1beta`, credential: 'up-key' }),
-    route('loop-oai', 'oai'), route('loop-ant', 'ant'), route('loop-gem', 'gem'),
+    doc('Provider', 'openai', { type: 'openai', baseUrl: `${fake.url}/v1`, credential: 'up-key' }),
+    route('loop-oai', 'oai'), route('loop-ant', 'ant'), route('loop-gem', 'gem'), route('loop-native', 'openai'),
     doc('Agent', 'fw', { workload: 'spiffe://test/agent/fw', owner: 'qa@example.com', team: 'qa', environment: 'dev' }),
-    doc('AgentPolicy', 'fw-policy', { identity: { workload: 'spiffe://test/agent/fw' }, models: { allow: ['loop-oai', 'loop-ant', 'loop-gem'] } }),
+    doc('AgentPolicy', 'fw-policy', { identity: { workload: 'spiffe://test/agent/fw' }, models: { allow: ['loop-oai', 'loop-ant', 'loop-gem', 'loop-native'] } }),
   ), { TEST_UPSTREAM_KEY: 'sk-fw-upstream-secret-0123456789abcdef' });
   return { fake, gw, key: gw.key('fw'), close: async () => { await gw.close(); await fake.close(); } };
 }
