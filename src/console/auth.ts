@@ -5,11 +5,10 @@
 // an ID token from the configured IdP. Roles come from the config as it is now, on every request.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import type { DatabaseSync } from 'node:sqlite';
 import type { ConfigSet } from '../config/schema.ts';
 import { AamError } from '../server/errors.ts';
 import { atLeast, compileRoles, type Role, type RoleTable, type HumanClaims } from './roles.ts';
-import { createSessionStore, type Session, type SessionStore } from './sessions.ts';
+import type { LoginStore, Session, SessionStore } from './sessions.ts';
 import { OidcError, type OidcClient } from './oidc.ts';
 
 /** The person behind an admin event (the break-glass token is recorded as such). */
@@ -25,7 +24,8 @@ export interface Principal {
 }
 
 export interface HumanAuthOptions {
-  db: DatabaseSync;
+  sessions: SessionStore;
+  logins: LoginStore;
   /** Current config (roles are read from it per request). */
   config: () => ConfigSet;
   adminToken: string | null;
@@ -39,12 +39,13 @@ export interface HumanAuthOptions {
 export interface HumanAuth {
   readonly oidc: OidcClient | null;
   readonly sessions: SessionStore;
+  readonly logins: LoginStore;
   readonly adminTokenEnabled: boolean;
   readonly cookie: { name: string; secure: boolean };
   /** Authenticate and check the role; throws 401/403 (AamError) otherwise. */
   require(req: IncomingMessage, need: Role): Promise<Principal>;
   /** The session of a request's cookie, if live (for pages). */
-  sessionOf(req: IncomingMessage): { id: string; session: Session } | undefined;
+  sessionOf(req: IncomingMessage): Promise<{ id: string; session: Session } | undefined>;
   /** A person's current role, or null when no RoleBinding names them. */
   roleOf(c: HumanClaims): Role | null;
   /** Is this the break-glass token? (constant time) */
@@ -74,7 +75,7 @@ export function userActor(c: HumanClaims): Actor {
 }
 
 export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
-  const sessions = createSessionStore(o.db);
+  const { sessions, logins } = o;
   const tables = new WeakMap<ConfigSet, RoleTable>();
   const roleOf = (c: HumanClaims): Role | null => {
     const set = o.config();
@@ -106,10 +107,15 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
     }
   }
 
-  const sessionOf = (req: IncomingMessage) => {
+  const sessionOf = async (req: IncomingMessage) => {
     const id = parseCookies(req.headers.cookie).get(cookie.name);
-    const session = id ? sessions.get(id) : undefined;
-    return id && session ? { id, session } : undefined;
+    if (!id) return undefined;
+    let session: Session | undefined;
+    try { session = await sessions.get(id); } catch (e) {
+      // Fail closed: without its store a session opens nothing (the fleet's Redis is down).
+      throw new AamError(503, 'store_unavailable', `console sessions are unavailable: ${(e as Error).message}`, { headers: { 'retry-after': '5' } });
+    }
+    return session ? { id, session } : undefined;
   };
 
   async function authenticate(req: IncomingMessage): Promise<Principal> {
@@ -130,7 +136,7 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
       }
       throw unauthorized(`admin API needs "Authorization: Bearer $AAM_ADMIN_TOKEN"${o.oidc ? ' or an OpenID Connect ID token' : ''}; agent keys and agent tokens are not accepted here`);
     }
-    const s = sessionOf(req);
+    const s = await sessionOf(req);
     if (s) {
       const p = principalOf(s.session, s.id);
       if (!p) throw new AamError(403, 'admin_forbidden', `no RoleBinding names ${s.session.email ?? s.session.sub} any more; ask an admin to add one`);
@@ -147,7 +153,7 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
   }
 
   return {
-    oidc: o.oidc, sessions, cookie, adminTokenEnabled: o.adminToken !== null, roleOf, isAdminToken, checkOrigin, sessionOf, principalOf,
+    oidc: o.oidc, sessions, logins, cookie, adminTokenEnabled: o.adminToken !== null, roleOf, isAdminToken, checkOrigin, sessionOf, principalOf,
     async require(req, need) {
       const p = await authenticate(req);
       if (!atLeast(p.role, need)) throw new AamError(403, 'admin_forbidden', `this needs the ${need} role; ${p.label} has ${p.role}`);

@@ -7,13 +7,10 @@ import { readBody, type Ctx } from '../server/context.ts';
 import { AamError, toAamError } from '../server/errors.ts';
 import { createHumanAuth, parseCookies, type HumanAuth } from './auth.ts';
 import type { Runtime } from '../runtime.ts';
-import { MAX_SESSION_MS } from './sessions.ts';
-import { createOidcClient, oidcSettingsFrom, type LoginTransaction } from './oidc.ts';
+import { consoleStores, LOGIN_TTL_MS, MAX_SESSION_MS } from './sessions.ts';
+import { createOidcClient, oidcSettingsFrom } from './oidc.ts';
 import { appShell, errorPage, loginPage, PAGE_HEADERS } from './html.ts';
 
-const LOGIN_TTL_MS = 10 * 60_000;
-/** Logins in progress are bounded: a flood of /console/login drops the oldest, never grows memory. */
-const MAX_PENDING_LOGINS = 10_000;
 
 const ASSETS: Record<string, { file: string; type: string }> = {
   '/console/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
@@ -41,7 +38,7 @@ export function createConsoleAuth(rt: Runtime, env: NodeJS.ProcessEnv, tls: bool
   const publicUrl = rt.options.publicUrl;
   const settings = oidcSettingsFrom(env, publicUrl);
   return createHumanAuth({
-    db: rt.db, config: () => rt.compiled.set, adminToken: rt.options.adminToken, oidc: settings ? createOidcClient(settings) : null, publicUrl,
+    ...consoleStores(rt), config: () => rt.compiled.set, adminToken: rt.options.adminToken, oidc: settings ? createOidcClient(settings) : null, publicUrl,
     // Secure cookies whenever people reach aam over TLS (here or at a proxy in front of it).
     tls: tls || (publicUrl?.startsWith('https:') ?? false),
   });
@@ -49,7 +46,6 @@ export function createConsoleAuth(rt: Runtime, env: NodeJS.ProcessEnv, tls: bool
 
 export function addConsoleRoutes(routes: Routes, auth: HumanAuth, o: ConsoleOptions): void {
   const assets = new Map(Object.entries(ASSETS).map(([path, a]) => [path, { text: readFileSync(new URL(`./${a.file}`, import.meta.url), 'utf8'), type: a.type }]));
-  const pending = new Map<string, LoginTransaction>();
   const secure = auth.cookie.secure;
   const loginCookie = secure ? '__Host-aam_login' : 'aam_login';
   const cookie = (name: string, value: string, maxAgeS: number) =>
@@ -64,8 +60,8 @@ export function addConsoleRoutes(routes: Routes, auth: HumanAuth, o: ConsoleOpti
     }
   };
 
-  routes.exact.set('GET /console', page((ctx) => {
-    const s = auth.sessionOf(ctx.req);
+  routes.exact.set('GET /console', page(async (ctx) => {
+    const s = await auth.sessionOf(ctx.req);
     const p = s && auth.principalOf(s.session, s.id);
     if (!s || !p) return send(ctx, 200, loginPage({ sso: !!auth.oidc, token: auth.adminTokenEnabled, error: s ? `no RoleBinding names ${s.session.email ?? s.session.sub}; ask an admin to add one` : undefined }));
     const who = typeof p.actor === 'string' ? 'break-glass admin token' : p.actor.email ?? p.actor.sub;
@@ -79,18 +75,15 @@ export function addConsoleRoutes(routes: Routes, auth: HumanAuth, o: ConsoleOpti
   routes.exact.set('GET /console/login', page(async (ctx) => {
     if (!auth.oidc) throw new AamError(404, 'not_found', 'single sign-on is not configured (AAM_OIDC_ISSUER, AAM_OIDC_CLIENT_ID, AAM_OIDC_CLIENT_SECRET, AAM_PUBLIC_URL)');
     const { url, tx } = await auth.oidc.begin().catch((e: unknown) => { throw new AamError(503, 'unavailable', (e as Error).message); });
-    const now = Date.now();
-    for (const [k, t] of pending) if (pending.size >= MAX_PENDING_LOGINS || now - t.createdAt > LOGIN_TTL_MS) pending.delete(k); else break;
     const id = randomBytes(32).toString('base64url');
-    pending.set(id, tx);
+    await auth.logins.put(id, tx);
     redirect(ctx, url, [cookie(loginCookie, id, LOGIN_TTL_MS / 1000)]);
   }));
 
   routes.exact.set('GET /console/callback', page(async (ctx) => {
     if (!auth.oidc || !o.publicUrl) throw new AamError(404, 'not_found', 'single sign-on is not configured');
     const id = parseCookies(ctx.req.headers.cookie).get(loginCookie);
-    const tx = id ? pending.get(id) : undefined;
-    if (id) pending.delete(id); // one use, whatever happens next
+    const tx = id ? await auth.logins.take(id) : undefined; // one use, whatever happens next
     if (!tx || Date.now() - tx.createdAt > LOGIN_TTL_MS) {
       return send(ctx, 400, errorPage('Sign-in failed', 'this sign-in was not started from this browser or took longer than 10 minutes; start again from the console'));
     }
@@ -106,7 +99,7 @@ export function addConsoleRoutes(routes: Routes, auth: HumanAuth, o: ConsoleOpti
       ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action: 'console_login_refused', target: 'console', actor: { type: 'user', sub: who.sub, email: who.email } }, detail: { groups: who.groups.join(',') }, outcome: { status: 403 } });
       return send(ctx, 403, errorPage('No access', `you signed in as ${who.email ?? who.sub}, but no RoleBinding names you${who.groups.length ? ` or your groups (${who.groups.join(', ')})` : ''}; ask an aam admin to add one`));
     }
-    const { id: sid, session } = auth.sessions.create({ kind: 'oidc', sub: who.sub, email: who.email, groups: who.groups, expiresAt: who.exp * 1000 });
+    const { id: sid, session } = await auth.sessions.create({ kind: 'oidc', sub: who.sub, email: who.email, groups: who.groups, expiresAt: who.exp * 1000 });
     ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action: 'console_login', target: 'console', actor: { type: 'user', sub: who.sub, email: who.email } }, detail: { role, expires_at: new Date(session.expiresAt).toISOString() }, outcome: { status: 200 } });
     redirect(ctx, '/console', [cookie(sessionCookie, sid, (session.expiresAt - Date.now()) / 1000), cookie(loginCookie, '', 0)]);
   }));
@@ -115,18 +108,18 @@ export function addConsoleRoutes(routes: Routes, auth: HumanAuth, o: ConsoleOpti
     auth.checkOrigin(ctx.req);
     const token = (await formOf(ctx)).get('token') ?? '';
     if (!auth.adminTokenEnabled || !auth.isAdminToken(token)) throw new AamError(401, 'admin_unauthorized', 'that is not the AAM_ADMIN_TOKEN this gateway was started with');
-    const { id, session } = auth.sessions.create({ kind: 'admin-token', sub: 'admin-token', groups: [], expiresAt: Date.now() + MAX_SESSION_MS });
+    const { id, session } = await auth.sessions.create({ kind: 'admin-token', sub: 'admin-token', groups: [], expiresAt: Date.now() + MAX_SESSION_MS });
     ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action: 'console_login', target: 'console', actor: 'admin-token' }, outcome: { status: 200 } });
     redirect(ctx, '/console', [cookie(sessionCookie, id, (session.expiresAt - Date.now()) / 1000)]);
   }));
 
   routes.exact.set('POST /console/logout', page(async (ctx) => {
     auth.checkOrigin(ctx.req);
-    const s = auth.sessionOf(ctx.req);
+    const s = await auth.sessionOf(ctx.req);
     if (s) {
       const csrf = (await formOf(ctx)).get('csrf') ?? ctx.req.headers['x-csrf-token'];
       if (csrf !== s.session.csrf) throw new AamError(403, 'csrf_failed', 'sign-out needs the page\'s CSRF token; reload the console and try again');
-      auth.sessions.delete(s.id);
+      await auth.sessions.delete(s.id);
     }
     redirect(ctx, '/console', [cookie(sessionCookie, '', 0)]);
   }));

@@ -10,6 +10,7 @@ import { queryEvents, showRequest } from '../audit/query.ts';
 import { sinceTime } from '../gateway/usage.ts';
 import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy/authzen.ts';
 import { createHumanAuth, type HumanAuth, type Principal } from '../console/auth.ts';
+import { consoleStores } from '../console/sessions.ts';
 import { atLeast, type Role } from '../console/roles.ts';
 import { agentsOverview, capabilities, simulate } from '../console/views.ts';
 
@@ -43,7 +44,7 @@ export function checkAdminToken(token: string | undefined): void {
 
 /** Token-only authentication when no console is wired (tests and tools that build their own routes). */
 function tokenOnlyAuth(rt: Runtime): HumanAuth {
-  return createHumanAuth({ db: rt.db, config: () => rt.compiled.set, adminToken: rt.options.adminToken, oidc: null, publicUrl: rt.options.publicUrl, tls: false });
+  return createHumanAuth({ ...consoleStores(rt), config: () => rt.compiled.set, adminToken: rt.options.adminToken, oidc: null, publicUrl: rt.options.publicUrl, tls: false });
 }
 
 function audit(ctx: Ctx, who: Principal, action: string, target: string, extra: Record<string, unknown> = {}): void {

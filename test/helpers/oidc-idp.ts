@@ -104,7 +104,7 @@ export async function loginWithoutBrowser(gateway: string, login: string, steps:
   let next = new URL(r.headers.get('location')!);
   if (steps.authorizeUrl) next = steps.authorizeUrl(next);
   for (let hops = 0; hops < 12; hops++) {
-    if (next.href.startsWith(`${gateway}/console/callback`)) {
+    if (next.pathname === '/console/callback') { // on whichever replica the IdP sends the browser to
       const cb = steps.callbackUrl ? steps.callbackUrl(next) : next;
       const callback = await get(cb.href);
       return { callback, jar, body: await callback.text() };

@@ -1,0 +1,74 @@
+// Console sessions in fleet mode: two replicas on one PostgreSQL + Redis behind one public URL. A
+// sign-in started on one replica finishes on the other, the session works on either, sign-out on
+// one ends it on both, and no session row lands in a replica's data dir. Run through `npm test`
+// (it starts PostgreSQL and Redis): npm test -- test/console-fleet.test.ts
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startGateway, type Running } from '../src/cli/serve.ts';
+import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
+import { freePort, localServer, type LocalServer } from './helpers/e2e.ts';
+import { startTestIdp, loginWithoutBrowser, CookieJar, type TestIdp } from './helpers/oidc-idp.ts';
+import { consoleConfig, USERS, ADMIN_TOKEN } from './helpers/console-setup.ts';
+
+let store: FleetTestStore;
+let idp: TestIdp;
+let upstream: LocalServer;
+let dir: string;
+const replicas: Running[] = [];
+const urls: string[] = [];
+
+before(async () => {
+  store = await fleetStore();
+  upstream = await localServer((_req, res) => { res.writeHead(200); res.end('{}'); });
+  const ports = [await freePort(), await freePort()];
+  urls.push(...ports.map((p) => `http://127.0.0.1:${p}`));
+  // The public URL (a load balancer in production) is replica 0; both replicas serve it.
+  idp = await startTestIdp({ redirectUri: `${urls[0]}/console/callback`, users: USERS });
+  dir = mkdtempSync(join(tmpdir(), 'aam-console-fleet-'));
+  const configPath = join(dir, 'aam.yaml');
+  writeFileSync(configPath, consoleConfig(upstream.url));
+  for (const [i, port] of ports.entries()) {
+    replicas.push(await startGateway({
+      configPath, dataDir: join(dir, `data-${i}`), port, host: '127.0.0.1',
+      env: {
+        ...process.env, ...store.env, AAM_LOG_LEVEL: 'error', AAM_ADMIN_TOKEN: ADMIN_TOKEN, TEST_CONSOLE_SF_TOKEN: 'x'.repeat(24), AAM_PUBLIC_URL: urls[0],
+        AAM_OIDC_ISSUER: idp.issuer, AAM_OIDC_CLIENT_ID: idp.clientId, AAM_OIDC_CLIENT_SECRET: idp.clientSecret,
+      },
+    }));
+  }
+});
+after(async () => {
+  for (const r of replicas) await r.close();
+  await idp?.close();
+  await upstream?.close();
+  await store?.drop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const me = (url: string, jar: CookieJar) => fetch(`${url}/admin/v1/me`, { headers: { cookie: jar.header() } });
+
+test('fleet: sign-in started on one replica finishes on another; the session works on both; sign-out on one ends it everywhere', async () => {
+  // /console/login answered by replica 1; the IdP sends the browser back to the public URL (replica 0).
+  const { callback, jar, body } = await loginWithoutBrowser(urls[1], 'olga', {
+    callbackUrl: (u) => new URL(`${urls[0]}${u.pathname}${u.search}`),
+  });
+  assert.equal(callback.status, 303, body);
+  for (const url of urls) {
+    const r = await me(url, jar);
+    assert.equal(r.status, 200, url);
+    assert.equal(((await r.json()) as { role: string }).role, 'operator');
+  }
+  const csrf = ((await (await me(urls[1], jar)).json()) as { csrf_token: string }).csrf_token;
+  const made = await fetch(`${urls[1]}/admin/v1/keys`, { method: 'POST', headers: { cookie: jar.header(), origin: urls[0], 'x-csrf-token': csrf, 'content-type': 'application/json' }, body: '{"agent":"finance-analyst"}' });
+  assert.equal(made.status, 201, 'a change through the other replica, same CSRF token');
+  for (const r of replicas) {
+    const rows = r.rt.db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE name = 'console_session'").get() as { n: number };
+    assert.equal(rows.n, 0, 'fleet sessions live in Redis, not in a replica\'s data dir');
+  }
+  const out = await fetch(`${urls[0]}/console/logout`, { method: 'POST', redirect: 'manual', headers: { cookie: jar.header(), origin: urls[0], 'content-type': 'application/x-www-form-urlencoded' }, body: `csrf=${csrf}` });
+  assert.equal(out.status, 303);
+  for (const url of urls) assert.equal((await me(url, jar)).status, 401, `signed out on ${url}`);
+});
