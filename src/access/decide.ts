@@ -1,6 +1,7 @@
 // Step 2 of every access path: may this identity do this? Policy decision, then rate limits and
 // budget reservation. Every decision is recorded as evidence, allow or deny.
 import { decide, decideModel } from '../policy/decide.ts';
+import type { AgentRecord } from '../identity/types.ts';
 import { setFor, type PolicySet } from '../policy/compile.ts';
 import type { AccessRequest, Decision } from '../policy/types.ts';
 import type { RateLimits } from '../policy/limits.ts';
@@ -21,7 +22,7 @@ import type { AuditEventInput, AuditPolicy } from '../audit/event.ts';
  * its outcome.
  */
 export function authorize(ctx: Ctx, identity: Identity, req: AccessRequest, set?: PolicySet): Decision {
-  const d = set && req.kind === 'model' ? decideModel(set, req.model, ctx.cfg.policies) : decide(req, ctx.cfg.policies);
+  const d = shadowed(ctx, identity.agent, req, set && req.kind === 'model' ? decideModel(set, req.model, ctx.cfg.policies) : decide(req, ctx.cfg.policies));
   ctx.span?.setAttributes(decisionSpanAttributes({ policy: d.policy, decision: d.effect, rule: d.rule, reason: d.reason, configVersion: d.configVersion }));
   ctx.rt.metrics?.decision(d.effect, identity.agent.name);
   if (d.effect === 'deny') {
@@ -34,9 +35,25 @@ export function authorize(ctx: Ctx, identity: Identity, req: AccessRequest, set?
   return d;
 }
 
+/**
+ * Shadow mode: when AgentPolicies in mode: audit exist, an enforced allow is decided again with
+ * them counted as enforced; a deny there is carried on the decision as `wouldDeny` (evidence) and
+ * counted (aam_policy_decisions_total{effect="would_deny"}), and the request goes on.
+ */
+export function shadowed(ctx: Ctx, agent: AgentRecord, req: AccessRequest, d: Decision): Decision {
+  const shadow = ctx.cfg.policies.shadow;
+  if (!shadow || d.effect === 'deny') return d;
+  const s = decide(req, shadow);
+  if (s.effect !== 'deny') return d;
+  ctx.rt.metrics?.decision('would_deny', agent.name);
+  return { ...d, wouldDeny: { policy: s.policy, rule: s.rule, rulePath: s.rulePath, reason: s.reason } };
+}
+
 /** The decision as it appears in audit events. */
 export function policyEvidence(d: Decision): AuditPolicy {
-  return { name: d.policy, version: d.configVersion, rule: d.rule, decision: d.effect, reason: d.reason };
+  const p: AuditPolicy = { name: d.policy, version: d.configVersion, rule: d.rule, decision: d.effect, reason: d.reason };
+  if (d.wouldDeny) p.would_deny = { policy: d.wouldDeny.policy, rule: d.wouldDeny.rulePath ?? d.wouldDeny.rule, reason: d.wouldDeny.reason };
+  return p;
 }
 
 /** Write the request's decision with the outcome that ended it, unless an event already carried it. */
@@ -47,7 +64,7 @@ export function recordDecision(ctx: Ctx, status: number, error?: string): void {
   recordEvidence(ctx, p.identity, {
     type: 'decision', request_id: ctx.requestId, trace_id: ctx.span?.context.traceId, identity: identityEvidence(p.identity),
     policy: policyEvidence(p.d),
-    ...(p.req.kind === 'model' ? { model: { route: p.req.model } } : { tool: { resource: p.req.resource, action: p.req.action } }),
+    ...(p.req.kind === 'model' ? { model: { route: p.req.model } } : p.req.kind === 'agent' ? { a2a: { agent: p.req.callee, skill: p.req.skill } } : { tool: { resource: p.req.resource, action: p.req.action } }),
     outcome: { status, error_class: status >= 500 ? 'server' : status >= 400 ? 'client' : undefined, error },
   });
 }

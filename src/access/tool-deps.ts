@@ -11,7 +11,7 @@ import { ToolError, RPC, type ToolAccess, type ToolAdmission, type ToolDeps } fr
 import type { Access } from './context.ts';
 import { guardrailsOf, guardValue, redactForReview } from './guard.ts';
 import { scrubAcross } from './egress.ts';
-import { checkRates } from './decide.ts';
+import { checkRates, shadowed } from './decide.ts';
 
 export function toolDeps(rt: Runtime): ToolDeps {
   return {
@@ -48,7 +48,7 @@ class ToolAccessOf implements ToolAccess {
     const a = this.#a;
     const d = decideTool(a.set, resource, action, args, context, a.ctx.cfg.policies);
     a.ctx.rt.metrics?.decision(d.effect, a.identity.agent.name);
-    return d;
+    return shadowed(a.ctx, a.identity.agent, { kind: 'tool', agent: a.identity.agent, resource, action, args, context }, d);
   }
 
   visible(resource: string, action: string): boolean { return toolVisibleIn(this.#a.set, resource, action); }

@@ -37,6 +37,8 @@ export interface AuditPolicy {
   rule: number | string;
   decision: 'allow' | 'deny' | 'approval_required' | (string & {});
   reason: string;
+  /** Shadow mode: the audit-mode policy rule that would have denied this request. */
+  would_deny?: { policy: string; rule: number | string; reason: string };
 }
 
 export interface AuditCredential {

@@ -172,6 +172,8 @@ export const toolRuleSpec = z.strictObject({
 });
 
 export const policySpec = z.strictObject({
+  /** audit: shadow mode, decisions it would deny are recorded (would_deny), nothing is enforced. */
+  mode: z.enum(['enforce', 'audit']).optional(),
   identity: z.strictObject({
     workload: z.string().min(1).optional(),
     team: z.string().optional(),

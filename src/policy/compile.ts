@@ -9,6 +9,7 @@ import { compileCondition, isCompileError, type CompiledCondition } from './cel.
 import { compileArg, type CompiledArg } from './args.ts';
 import { catalogNames, catalogTargets, compileCatalog, modelTargets, type Catalog, type TargetFacts } from '../config/catalog.ts';
 import { hasWildcard } from '../config/glob.ts';
+import { compileAgentRules, type CompiledAgentRule } from './agents.ts';
 
 export interface CompiledToolRule {
   policy: string;
@@ -63,6 +64,9 @@ export interface CompiledPolicy {
   /** audit.record: what the trail keeps for this identity (null: the default). */
   auditRecord: readonly string[] | null;
   tools: readonly CompiledToolRule[];
+  /** agents: A2A callees (and skills) this identity may call. */
+  agents: readonly CompiledAgentRule[];
+  maxDelegationDepth: number | null;
 }
 
 export interface ScopedBudget extends BudgetLimits {
@@ -121,6 +125,11 @@ export interface CompiledPolicies {
   /** LRU for identities that are not Agent resources (e.g. a JWT-SVID matching a glob). */
   unknownCache: Map<string, PolicySet>;
   unknownCacheMax: number;
+  /**
+   * Shadow mode: every policy, those with mode: audit included, compiled as if enforced. Present
+   * only when some policy is in audit mode; the enforced tables above leave those policies out.
+   */
+  shadow?: CompiledPolicies;
 }
 
 const TOOL_MEMO_MAX = 4096;
@@ -219,6 +228,8 @@ function compilePolicy(r: Resource<PolicySpec>, issue: Issue, cel: CelCache): Co
     credentialsAllow: s.credentials?.allow ? new Set(s.credentials.allow) : null,
     auditRecord: s.audit?.record ?? null,
     tools: (s.tools ?? []).map((t, i) => compileToolRule(r, t, i, issue, cel)),
+    agents: compileAgentRules(r.name, s.agents, (src) => { let c = cel.get(src); if (!c) { c = compileCondition(src); cel.set(src, c); } return c; }, (path, m) => issue(r, `spec.${path}`, m)),
+    maxDelegationDepth: s.max_delegation_depth ?? null,
   };
 }
 
@@ -404,6 +415,12 @@ function sameLabels(a: Readonly<Record<string, string>>, b: Readonly<Record<stri
  * (CEL that does not compile, with its column; bad arg patterns; contradictory rules).
  */
 export function compilePolicies(config: ConfigSet, configVersion: string = config.digest): CompiledPolicies {
+  if (![...config.policies.values()].some((p) => p.spec.mode === 'audit')) return compileEnforced(config, configVersion);
+  const enforced = new Map([...config.policies].filter(([, p]) => p.spec.mode !== 'audit'));
+  return { ...compileEnforced({ ...config, policies: enforced }, configVersion), shadow: compileEnforced(config, configVersion) };
+}
+
+function compileEnforced(config: ConfigSet, configVersion: string): CompiledPolicies {
   const issues: ConfigIssue[] = [];
   const issue: Issue = (r, path, message) => issues.push({ file: r.file, document: r.index, path, message });
   const cel: CelCache = new Map();

@@ -16,11 +16,15 @@ export interface Decision {
   reason: string;
   /** Config digest the decision was made against. */
   configVersion: string;
+  /** Shadow mode: an AgentPolicy with mode: audit would have denied this (allowed) request. */
+  wouldDeny?: { policy: string; rule: number; rulePath?: string; reason: string };
 }
 
 /** A request to decide, in the shape shared by the model plane, tool plane and AuthZEN. */
 export type AccessRequest =
   | { kind: 'model'; agent: AgentRecord; model: string }
+  /** An A2A call: `callee` (Agent name) and the skill named in message.metadata.skill ('' when none). */
+  | { kind: 'agent'; agent: AgentRecord; callee: string; skill: string; context?: Readonly<Record<string, unknown>> }
   | {
       kind: 'tool';
       agent: AgentRecord;

@@ -44,7 +44,9 @@ export function denialMessage(d: Decision, what: string): string {
 }
 
 export function decisionFields(d: Decision): Record<string, unknown> {
-  return { effect: d.effect, allowed: d.allowed, policy: d.policy, rule: d.rule, reason: d.reason, config_version: d.configVersion };
+  const f: Record<string, unknown> = { effect: d.effect, allowed: d.allowed, policy: d.policy, rule: d.rule, reason: d.reason, config_version: d.configVersion };
+  if (d.wouldDeny) f.would_deny = { policy: d.wouldDeny.policy, rule: d.wouldDeny.rulePath ?? d.wouldDeny.rule, reason: d.wouldDeny.reason };
+  return f;
 }
 
 function context(rt: Runtime, s: SessionCtx, requestId: string, extra: Record<string, unknown>): Record<string, unknown> {
