@@ -8,6 +8,7 @@ import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { createMtls, loadX509Trust, tlsServerOptions } from '../identity/x509-svid.ts';
 import { addAdminRoutes, checkAdminToken } from '../server/admin.ts';
 import { addConsoleRoutes, createConsoleAuth } from '../console/routes.ts';
+import { approvalNotifier, approvalWebhookFrom } from '../console/notify.ts';
 import { Metrics } from '../observability/metrics.ts';
 import { createTracer } from '../observability/tracing.ts';
 import { addIdentityRoutes } from '../server/identity-routes.ts';
@@ -118,7 +119,11 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   addIdentityRoutes(routes);
   // Tool plane: MCP gateway + HTTP action proxy share one approvals list.
   const deps = toolDeps(rt);
+  const hook = approvalWebhookFrom(env);
   const mcp = createMcpGateway(rt.compiled.set, deps, {
+    // Held calls: how long a person has to decide (AAM_APPROVAL_TTL, default 15m) and who is told.
+    approvalWindowMs: env.AAM_APPROVAL_TTL ? parseDurationSeconds(env.AAM_APPROVAL_TTL, 'AAM_APPROVAL_TTL') * 1000 : undefined,
+    onApprovalPending: hook ? approvalNotifier(hook, rt.options.publicUrl, rt.log) : undefined,
     maxSessionsPerIdentity: env.AAM_MCP_SESSIONS_PER_IDENTITY ? Number(env.AAM_MCP_SESSIONS_PER_IDENTITY) : undefined,
     maxSessionsPerTrustDomain: env.AAM_MCP_SESSIONS_PER_TRUST_DOMAIN ? Number(env.AAM_MCP_SESSIONS_PER_TRUST_DOMAIN) : undefined,
   });

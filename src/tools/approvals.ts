@@ -63,7 +63,7 @@ export class ApprovalError extends Error {
   constructor(message: string, status: number) { super(message); this.name = 'ApprovalError'; this.status = status; }
 }
 
-export function createApprovals(db: DatabaseSync, opts: { windowMs?: number; now?: () => number } = {}): Approvals {
+export function createApprovals(db: DatabaseSync, opts: { windowMs?: number; now?: () => number; onPending?: (a: Approval) => void } = {}): Approvals {
   const windowMs = opts.windowMs ?? 15 * 60_000;
   const now = opts.now ?? Date.now;
   db.exec(`CREATE TABLE IF NOT EXISTS tool_approvals (
@@ -119,7 +119,9 @@ export function createApprovals(db: DatabaseSync, opts: { windowMs?: number; now
       const id = 'apr_' + randomBytes(12).toString('base64url');
       insert.run(id, identity.agent.spiffeId, identity.agent.name, target.plane, target.target, target.resource, target.action, digest,
         decision.policy, decision.rule, decision.reason, t, t + windowMs, argsForReview ?? null);
-      return { status: 'pending', approval: get(id) as Approval };
+      const made = get(id) as Approval;
+      opts.onPending?.(made); // a new held call (not a retry of one already pending): tell people
+      return { status: 'pending', approval: made };
     },
     list(filter) {
       expire.run(now());

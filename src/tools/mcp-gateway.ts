@@ -12,7 +12,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import type { ConfigSet } from '../config/schema.ts';
 import type { Identity } from '../identity/types.ts';
-import { createApprovals, type Approvals } from './approvals.ts';
+import { createApprovals, type Approval, type Approvals } from './approvals.ts';
 import { createCatalog } from './catalog.ts';
 import { callTool, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, subscribeResource, unsubscribeResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { createToolIntegrity, type ToolDiff } from './tool-integrity.ts';
@@ -33,6 +33,8 @@ export interface McpGatewayOptions extends UpstreamOptions {
   /** Sessions idle longer than this are closed (default 30 min). */
   sessionIdleMs?: number;
   approvalWindowMs?: number;
+  /** A call was newly held for approval (notify people). */
+  onApprovalPending?: (a: Approval) => void;
   maxResultBytes?: number;
   /** tools/list waits at most this long for servers still starting, then lists what is ready (default 5 s). */
   listWaitMs?: number;
@@ -76,7 +78,7 @@ function forRequest(ctx: SessionCtx, extra: { authInfo?: AuthInfo }): SessionCtx
 
 export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGatewayOptions = {}): McpGateway {
   const integrity = createToolIntegrity(deps.db, deps.scrub);
-  const approvals = createApprovals(deps.db, { windowMs: opts.approvalWindowMs });
+  const approvals = createApprovals(deps.db, { windowMs: opts.approvalWindowMs, onPending: opts.onApprovalPending });
   const catalog = createCatalog(config, deps, integrity, opts);
   const rt: Runtime = { catalog, deps, approvals, maxResultBytes: opts.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES };
   const pageSize = opts.pageSize ?? 200;
