@@ -29,7 +29,7 @@ const cfg = {
   warmupS: num('BENCH_WARMUP', 2),
   rssDurationS: num('BENCH_RSS_DURATION', 2 * durationS),
   rounds: num('BENCH_ROUNDS', 1),
-  targets: (env.BENCH_TARGETS ?? 'direct,bare,aam').split(',').map((s) => s.trim()).filter(Boolean),
+  targets: (env.BENCH_TARGETS ?? 'direct,bare,aam,aam-responses').split(',').map((s) => s.trim()).filter(Boolean),
   mockPort: num('BENCH_MOCK_PORT', 18080),
   barePort: num('BENCH_BARE_PORT', 18081),
   aamPort: num('BENCH_AAM_PORT', 18082),
@@ -66,12 +66,21 @@ function machineMeta(loadgen: string, notes: string[], aamFrom: string): RunMeta
   };
 }
 
-function requestBodies(dir: string): { nonstream: string; stream: string } {
+interface BodyFiles { nonstream: string; stream: string; responses: { nonstream: string; stream: string } }
+
+function requestBodies(dir: string): BodyFiles {
   // The shared harness's request shape: a small typical chat request; streaming asks for usage.
   const base = { model: 'gpt-4o-mini', messages: [{ role: 'system', content: 'You are a helpful assistant.' }, { role: 'user', content: 'Say hello in one short sentence.' }], max_tokens: 64, temperature: 0.2 };
-  const files = { nonstream: join(dir, 'nonstream.json'), stream: join(dir, 'stream.json') };
+  // The same request in the Responses API (aam translates it to the mock's chat completions; not stored).
+  const resp = { model: 'gpt-4o-mini', instructions: 'You are a helpful assistant.', input: 'Say hello in one short sentence.', max_output_tokens: 64, temperature: 0.2, store: false };
+  const files = {
+    nonstream: join(dir, 'nonstream.json'), stream: join(dir, 'stream.json'),
+    responses: { nonstream: join(dir, 'responses-nonstream.json'), stream: join(dir, 'responses-stream.json') },
+  };
   writeFileSync(files.nonstream, JSON.stringify(base));
   writeFileSync(files.stream, JSON.stringify({ ...base, stream: true, stream_options: { include_usage: true } }));
+  writeFileSync(files.responses.nonstream, JSON.stringify(resp));
+  writeFileSync(files.responses.stream, JSON.stringify({ ...resp, stream: true }));
   return files;
 }
 
@@ -102,7 +111,7 @@ async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir
     argv = [process.execPath, bareProxyScript(work)];
     child = startProcess(gwPin, argv, { UPSTREAM_URL: mock.origin, PORT: String(cfg.barePort) }, join(logDir, 'bare.log'));
     ready = () => waitHttp(origin + '/__mock/stats', 10_000, 200, child);
-  } else if (name === 'aam' || name === 'aam-noaudit') {
+  } else if (name === 'aam' || name === 'aam-noaudit' || name === 'aam-responses') {
     if (!aam || aam instanceof Error) throw aam ?? new Error('aam not prepared');
     argv = aamServeArgv(process.execPath, REPO, aam.configPath, cfg.aamPort, aam.dataDir, aam.build);
     if (cfg.cpuProf) argv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(BENCH, 'results', 'prof')}`);
@@ -111,7 +120,7 @@ async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir
     ready = () => waitHttp(origin + '/readyz', cfg.aamWaitS * 1000, 200, child);
     headers = { authorization: `Bearer ${aam.key}` };
   } else {
-    throw new Error(`unknown target ${name} (use direct, bare, aam, aam-noaudit)`);
+    throw new Error(`unknown target ${name} (use direct, bare, aam, aam-noaudit, aam-responses)`);
   }
   children.add(child);
   if (!(await ready())) {
@@ -120,7 +129,7 @@ async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir
     const log = readFileSync(join(logDir, `${name}.log`), 'utf8').trim().split('\n').slice(-8).join(' | ');
     throw new Error(`${name} did not become ready (${argv.slice(1).join(' ')}); last log lines: ${log}`);
   }
-  const label = name === 'bare' ? 'bare proxy' : name === 'aam-noaudit' ? 'aam (audit off)' : 'aam';
+  const label = name === 'bare' ? 'bare proxy' : name === 'aam-noaudit' ? 'aam (audit off)' : name === 'aam-responses' ? 'aam (Responses API)' : 'aam';
   return { target: { name, label, origin, headers, pid: child.pid ?? 0 }, child, startupMs: Math.round(performance.now() - t0) };
 }
 
@@ -175,8 +184,11 @@ async function main(): Promise<void> {
       let running: Running | undefined;
       try {
         running = await startTarget(name, mock, gwPin, logDir, work, aam);
+        // aam-responses: the same gateway answering the same request in the Responses API.
+        if (name === 'aam-responses') running.target.responses = bodyFiles.responses;
         say(`=== round ${round}: ${running.target.label} at ${running.target.origin} pid ${running.target.pid}`);
-        await preflight(running.target, settings, { nonstream: readFileSync(bodyFiles.nonstream, 'utf8'), stream: readFileSync(bodyFiles.stream, 'utf8') });
+        const files = running.target.responses ?? bodyFiles;
+        await preflight(running.target, settings, { nonstream: readFileSync(files.nonstream, 'utf8'), stream: readFileSync(files.stream, 'utf8') });
         const r = await measureTarget(running.target, settings, round, say);
         r.startup_ms = running.startupMs;
         results.push(r);

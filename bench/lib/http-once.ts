@@ -21,8 +21,9 @@ export interface Timing {
   bytes: number;
 }
 
-// A streamed OpenAI chunk with real text: `"content":"` followed by anything but the closing quote.
-const CONTENT_RE = /"content":"[^"]/;
+// A streamed OpenAI chunk with real text: `"content":"` (chat) or `"delta":"` (a Responses text
+// delta) followed by anything but the closing quote.
+const CONTENT_RE = /"(?:content|delta)":"[^"]/;
 
 const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6;
 

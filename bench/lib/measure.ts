@@ -13,6 +13,7 @@ import type { PinOptions, RssSample } from './procs.ts';
 
 const PROBE = fileURLToPath(new URL('./ttfb-probe.ts', import.meta.url));
 export const CHAT_PATH = '/v1/chat/completions';
+export const RESPONSES_PATH = '/v1/responses';
 
 export interface BenchSettings {
   durationS: number;
@@ -33,7 +34,12 @@ export interface Target {
   headers: Record<string, string>;
   /** process under test (the mock itself for "direct") */
   pid: number;
+  /** The Responses API instead of chat completions (its own path and request bodies; the mock still answers chat). */
+  responses?: { nonstream: string; stream: string };
 }
+
+const pathOf = (t: Target): string => (t.responses ? RESPONSES_PATH : CHAT_PATH);
+const bodiesOf = (t: Target, s: BenchSettings): { nonstream: string; stream: string } => t.responses ?? s.bodyFiles;
 
 /** CPU accounting of one scenario, to show whether the gateway was saturated or disturbed. */
 export interface CpuUse {
@@ -89,7 +95,7 @@ async function withCpu<T extends object>(t: Target, s: BenchSettings, fn: () => 
 }
 
 function loadSpec(t: Target, s: BenchSettings, mode: 'nonstream' | 'stream', conc: number, durationS: number): LoadSpec {
-  return { origin: t.origin, path: CHAT_PATH, headers: t.headers, bodyFile: s.bodyFiles[mode], conc, durationS };
+  return { origin: t.origin, path: pathOf(t), headers: t.headers, bodyFile: bodiesOf(t, s)[mode], conc, durationS };
 }
 
 async function loadScenario(t: Target, s: BenchSettings, mode: 'nonstream' | 'stream', conc: number, result: TargetResult, say: (m: string) => void): Promise<LoadRun> {
@@ -113,8 +119,8 @@ async function settle(t: Target, s: BenchSettings, after: string, result: Target
   const t0 = Date.now();
   let first = '';
   while (Date.now() - t0 < 45_000) {
-    const status = await fetch(t.origin + CHAT_PATH, { method: 'POST', headers: { 'content-type': 'application/json', ...t.headers },
-      body: readFileSync(s.bodyFiles.nonstream), signal: AbortSignal.timeout(10_000) })
+    const status = await fetch(t.origin + pathOf(t), { method: 'POST', headers: { 'content-type': 'application/json', ...t.headers },
+      body: readFileSync(bodiesOf(t, s).nonstream), signal: AbortSignal.timeout(10_000) })
       .then(async (res) => { const text = await res.text(); if (res.status !== 200 && !first) first = `HTTP ${res.status}: ${text.slice(0, 300)}`; return res.status; })
       .catch((err: unknown) => { if (!first) first = String(err); return 0; });
     if (status === 200) break;
@@ -130,8 +136,8 @@ async function settle(t: Target, s: BenchSettings, after: string, result: Target
 /** One request made after a run with failures, to show what the failures were. */
 async function sample(t: Target, s: BenchSettings, mode: 'nonstream' | 'stream'): Promise<string> {
   try {
-    const res = await fetch(t.origin + CHAT_PATH, { method: 'POST', headers: { 'content-type': 'application/json', ...t.headers },
-      body: readFileSync(s.bodyFiles[mode]), signal: AbortSignal.timeout(10_000) });
+    const res = await fetch(t.origin + pathOf(t), { method: 'POST', headers: { 'content-type': 'application/json', ...t.headers },
+      body: readFileSync(bodiesOf(t, s)[mode]), signal: AbortSignal.timeout(10_000) });
     return `a request after the run got HTTP ${res.status}: ${(await res.text()).slice(0, 300)}`;
   } catch (err) {
     return `a request after the run failed: ${err instanceof Error ? err.message : String(err)}`;
@@ -163,14 +169,21 @@ async function mockTotal(s: BenchSettings): Promise<number> {
 export async function preflight(t: Target, s: BenchSettings, bodies: { nonstream: string; stream: string }): Promise<void> {
   for (const mode of ['nonstream', 'stream'] as const) {
     const before = await mockTotal(s);
-    const res = await fetch(t.origin + CHAT_PATH, {
+    const res = await fetch(t.origin + pathOf(t), {
       method: 'POST', headers: { 'content-type': 'application/json', ...t.headers }, body: bodies[mode], signal: AbortSignal.timeout(10_000),
     });
     const text = await res.text();
     if (res.status !== 200) throw new Error(`${mode} preflight: HTTP ${res.status}: ${text.slice(0, 400)}`);
-    if (mode === 'nonstream' && !/"choices"/.test(text)) throw new Error(`nonstream preflight: no choices in ${text.slice(0, 400)}`);
-    if (mode === 'stream' && !(text.includes('data: [DONE]') && /"content":"[^"]/.test(text) && text.includes('"usage":{'))) {
-      throw new Error(`stream preflight: expected content chunks, a usage chunk and [DONE], got ${text.slice(0, 400)}`);
+    if (t.responses) {
+      if (mode === 'nonstream' && !/"output_text"/.test(text)) throw new Error(`nonstream preflight: no output_text in ${text.slice(0, 400)}`);
+      if (mode === 'stream' && !(/"delta":"[^"]/.test(text) && text.includes('event: response.completed') && text.includes('"usage":{'))) {
+        throw new Error(`stream preflight: expected text deltas and response.completed with usage, got ${text.slice(0, 400)}`);
+      }
+    } else {
+      if (mode === 'nonstream' && !/"choices"/.test(text)) throw new Error(`nonstream preflight: no choices in ${text.slice(0, 400)}`);
+      if (mode === 'stream' && !(text.includes('data: [DONE]') && /"content":"[^"]/.test(text) && text.includes('"usage":{'))) {
+        throw new Error(`stream preflight: expected content chunks, a usage chunk and [DONE], got ${text.slice(0, 400)}`);
+      }
     }
     const seen = (await mockTotal(s)) - before;
     if (seen !== 1) throw new Error(`${mode} preflight: the mock saw ${seen} requests for one client request (expected 1)`);
@@ -223,7 +236,7 @@ async function runScenarios(t: Target, s: BenchSettings, result: TargetResult, s
   await step('nonstream_c64', () => loadScenario(t, s, 'nonstream', 64, result, say), showLoad);
   await step('stream_c64', () => loadScenario(t, s, 'stream', 64, result, say), showLoad);
   await step('ttfb', () => withCpu(t, s, async () => {
-    const p = await runProbe(s, { origin: t.origin, path: CHAT_PATH, headers: t.headers, bodyFile: s.bodyFiles.stream, warmupN: 300, durationS: s.durationS, maxN: 200_000 });
+    const p = await runProbe(s, { origin: t.origin, path: pathOf(t), headers: t.headers, bodyFile: bodiesOf(t, s).stream, warmupN: 300, durationS: s.durationS, maxN: 200_000 });
     if (p.non2xx > 0) p.firstError ??= await sample(t, s, 'stream');
     return p;
   }), (p) => p ? `${p.requests} streams  first chunk p50 ${f(p.first_chunk_ms.p50)} ms  first content p50 ${f(p.first_content_ms.p50)} ms  whole stream p50 ${f(p.total_ms.p50)} ms  non2xx ${p.non2xx} err ${p.errors}` : '-');

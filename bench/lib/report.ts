@@ -96,6 +96,14 @@ export function ratioRows(run: BenchRun): string[][] {
     ['(audit cost: aam minus aam with AAM_AUDIT=off, p50 c=1)', `${signed(m('aam', (r) => r.nonstream_c1?.p50_ms) - m('aam-noaudit', (r) => r.nonstream_c1?.p50_ms))} ms`, 'context', ''],
     ['(audit cost: aam RPS / aam-noaudit RPS, c=64)', `${fmt((m('aam', (r) => r.nonstream_c64?.rps) / m('aam-noaudit', (r) => r.nonstream_c64?.rps)) * 100, 1)} %`, 'context', ''],
   ] : [];
+  // The Responses API, translated to the mock's chat completions, against the bare proxy's chat (issue 16's targets).
+  const rp = (p: Pick): number => m('aam-responses', p) - m('bare', p);
+  const responses = has('aam-responses') ? [
+    ['aam Responses API added p50 over bare proxy (chat), non-stream c=1', `${signed(rp((r) => r.nonstream_c1?.p50_ms))} ms`, '<= +0.10 ms', ok(rp((r) => r.nonstream_c1?.p50_ms) <= 0.1)],
+    ['aam Responses API RPS / bare proxy RPS, non-stream c=64', `${fmt((m('aam-responses', (r) => r.nonstream_c64?.rps) / m('bare', (r) => r.nonstream_c64?.rps)) * 100, 1)} %`, '>= 60 %',
+      ok(m('aam-responses', (r) => r.nonstream_c64?.rps) / m('bare', (r) => r.nonstream_c64?.rps) >= 0.6)],
+    ['aam Responses API first-content p50 minus bare proxy, stream c=1', `${signed(rp((r) => r.ttfb?.first_content_ms.p50))} ms`, '<= +0.10 ms', ok(rp((r) => r.ttfb?.first_content_ms.p50) <= 0.1)],
+  ] : [];
   return [
     ['aam added p50 over bare proxy, non-stream c=1', `${signed(addP50)} ms`, '<= +0.05 ms', ok(addP50 <= 0.05)],
     ['(bare proxy added p50 over direct, c=1)', `${signed(bareAdd)} ms`, 'context', ''],
@@ -105,6 +113,7 @@ export function ratioRows(run: BenchRun): string[][] {
     ['aam peak RSS over the whole run (sustained: 64 requests in flight)', `${fmt(peak, 1)} MB`, '<= 150 MB', ok(peak <= 150)],
     ['aam RSS growth over 2nd half of sustained run', `${signed(growth, 1)} MB`, 'flat (< 5 MB)', ok(growth < 5)],
     ...audit,
+    ...responses,
   ];
 }
 
