@@ -10,6 +10,7 @@ import { adapterFor, codecFor, parseOpenAIChatRequest } from '../src/providers/i
 import { crc32, decodeMessage, EventStreamDecoder, EventStreamFramer, encodeMessage, MAX_MESSAGE } from '../src/providers/bedrock-eventstream.ts';
 import type { StreamEvent } from '../src/providers/types.ts';
 import { golden } from './helpers/golden.ts';
+import { builtinPricing, resolvePricing } from '../src/config/pricing.ts';
 import { eventFrame, eventStream, exceptionFrame, type Frame } from './helpers/eventstream.ts';
 
 const DIR = join(import.meta.dirname, 'golden');
@@ -195,6 +196,15 @@ test('bedrock response: text, tool calls, stop reason and usage (cached tokens c
   assert.equal(adapterFor('bedrock').chatResponse({ output: { message: { content: [{ text: 'x' }] } }, stopReason: 'max_tokens' }).finishReason, 'length');
   assert.equal(adapterFor('bedrock').chatResponse({ output: { message: { content: [] } }, stopReason: 'guardrail_intervened' }).finishReason, 'content_filter');
   assert.throws(() => adapterFor('bedrock').chatResponse({ message: 'nope' }), /no output.message.content/);
+});
+
+test('bedrock pricing: built-in prices apply to Bedrock model ids and inference profiles (budgets bind without pricing)', () => {
+  const sonnet4 = builtinPricing('claude-sonnet-4');
+  assert.ok(sonnet4);
+  assert.deepEqual(resolvePricing('bedrock', 'us.anthropic.claude-sonnet-4-20250514-v1:0'), sonnet4);
+  assert.deepEqual(resolvePricing('bedrock', 'anthropic.claude-3-5-sonnet-20240620-v1:0'), builtinPricing('claude-3-5-sonnet'));
+  assert.equal(resolvePricing('bedrock', 'amazon.nova-pro-v1:0'), null, 'unknown models stay unpriced');
+  assert.equal(resolvePricing('openai', 'anthropic.claude-3-5-sonnet'), null, 'only Bedrock ids are rewritten');
 });
 
 test('bedrock errors: a rejected signature says where to look', () => {

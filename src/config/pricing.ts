@@ -38,6 +38,14 @@ export function builtinPricing(model: string): Pricing | null {
   return null;
 }
 
+/**
+ * Bedrock model ids carry the vendor, and inference profiles a geography, before the model name
+ * (us.anthropic.claude-sonnet-4-...): list prices are the vendor's, so look the name up without them.
+ */
+function bedrockBaseModel(model: string): string {
+  return model.replace(/^(?:[a-z]{2,6}\.)?[a-z0-9-]+\./, '');
+}
+
 /** Zero: the demo provider, and routes that opted in with `pricing: { free: true }`. */
 const FREE: Pricing = { input_per_1m: 0, output_per_1m: 0 };
 
@@ -45,7 +53,7 @@ const FREE: Pricing = { input_per_1m: 0, output_per_1m: 0 };
 export function resolvePricing(providerType: string, model: string, ...specs: Array<PricingSpec | undefined>): Pricing | null {
   if (providerType === 'demo') return FREE;
   const spec = specs.find((s) => s !== undefined);
-  if (!spec) return builtinPricing(model);
+  if (!spec) return builtinPricing(providerType === 'bedrock' ? bedrockBaseModel(model) : model);
   if (spec.free) return FREE;
   return { input_per_1m: spec.input_per_1m ?? 0, output_per_1m: spec.output_per_1m ?? 0, ...(spec.cached_input_per_1m !== undefined ? { cached_input_per_1m: spec.cached_input_per_1m } : {}) };
 }
