@@ -38,12 +38,14 @@ let tokenTtl = 3600;
 
 before(async () => {
   server = await localServer(async (req, res, raw) => {
-    if (req.url === '/token') {
+    if (req.url === '/token' || req.url === '/token-slow') {
+      // The slow endpoint answers after the stream's first keep-alive was written.
+      if (req.url === '/token-slow') await new Promise((r) => setTimeout(r, 400));
       const form = new URLSearchParams(raw);
       try {
         assert.equal(form.get('grant_type'), 'urn:ietf:params:oauth:grant-type:jwt-bearer');
         const assertion = form.get('assertion') ?? '';
-        const { payload } = await jwtVerify(assertion, good.publicKey, { issuer: EMAIL, audience: `${server.url}/token`, algorithms: ['RS256'] });
+        const { payload } = await jwtVerify(assertion, good.publicKey, { issuer: EMAIL, audience: `${server.url}${req.url}`, algorithms: ['RS256'] });
         assert.equal(payload.scope, SCOPE);
         assert.ok((payload.exp ?? 0) - (payload.iat ?? 0) <= 3600);
         tokenRequests.push({ ok: true, kid: decodeProtectedHeader(assertion).kid });
@@ -88,11 +90,12 @@ before(async () => {
   gw = await startTestGateway(yaml(
     doc('Credential', 'gcp-sa', { env: 'AAM_TEST_GCP_SA', kind: 'google_service_account' }),
     // The rogue key names the same account but was not issued by it: the endpoint refuses it.
+    doc('Credential', 'gcp-slow', { env: 'AAM_TEST_GCP_SA', google: { token_url: `${server.url}/token-slow` } }),
     doc('Credential', 'gcp-rogue', { env: 'AAM_TEST_GCP_ROGUE', google: { token_url: `${server.url}/token` } }),
-    provider('vertex', 'gcp-sa'), provider('vertex-rogue', 'gcp-rogue'),
-    route('gemini', 'vertex'), route('gemini-rogue', 'vertex-rogue'),
-    ...agentDocs(['gemini', 'gemini-rogue']),
-  ), { AAM_TEST_GCP_SA: good.json, AAM_TEST_GCP_ROGUE: rogue.json });
+    provider('vertex', 'gcp-sa'), provider('vertex-rogue', 'gcp-rogue'), provider('vertex-slow', 'gcp-slow'),
+    route('gemini', 'vertex'), route('gemini-rogue', 'vertex-rogue'), route('gemini-slow', 'vertex-slow'),
+    ...agentDocs(['gemini', 'gemini-rogue', 'gemini-slow']),
+  ), { AAM_TEST_GCP_SA: good.json, AAM_TEST_GCP_ROGUE: rogue.json, AAM_SSE_KEEPALIVE_MS: '100' });
   key = gw.key('tester');
 });
 
@@ -152,4 +155,14 @@ test('vertex e2e (negative): the private key and access token echoed upstream ne
   await gw.g.rt.auditLog?.flush();
   const leaks = grepDir(gw.dataDir, [{ name: 'sa-key', value: body }, { name: 'token', value: token }]);
   assert.deepEqual(leaks.map((l) => `${l.file}: ${l.secret}`), []);
+});
+
+test('vertex e2e (negative): a token fetched after the stream opened (keep-alive already sent) is still scrubbed from that stream', async () => {
+  const s = await chat(gw.url, key, 'gemini-slow', 'ECHO', { stream: true });
+  assert.equal(s.status, 200, s.text);
+  assert.match(s.text, /^: /m, 'a keep-alive comment went out before the token existed');
+  const token = vertexCalls[vertexCalls.length - 1].auth.slice(7);
+  const out = sseContent(s.text).text;
+  assert.match(out, /^key /);
+  assert.ok(!out.includes(token), `access token leaked: ${out.slice(-120)}`);
 });
