@@ -137,6 +137,12 @@ test('console in a browser: SSO sign-in, every page, markup shown as text, appro
   await page.getByRole('cell', { name: `approval_granted ${approvalId}` }).waitFor();
   assert.match(await page.locator('main').innerText(), /alice@example\.com/);
   await shot(page, 'audit');
+  // Live tail (server-sent events): a key made elsewhere shows up without a reload.
+  await page.getByRole('button', { name: 'Live tail' }).click();
+  await page.getByText('following new events').waitFor();
+  const other = await fetch(`${env.url}/admin/v1/keys`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: '{"agent":"xss"}' });
+  const otherId = ((await other.json()) as { id: string }).id;
+  await page.getByRole('cell', { name: `key_created ${otherId}` }).waitFor();
   await page.getByRole('link', { name: /^req_/ }).first().click();
   await page.getByRole('heading', { name: /^Request req_/ }).waitFor();
 

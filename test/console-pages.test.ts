@@ -84,3 +84,30 @@ test('without OIDC, /console offers the break-glass sign-in; every console respo
   assert.match(shell, /<script src="\/console\/app.js"><\/script>/);
   assert.doesNotMatch(shell, /<script>/, 'no inline script (CSP forbids it)');
 });
+
+test('audit live tail: server-sent events of what is committed after it opened, with filters; a viewer\'s stream, never an agent\'s', async () => {
+  const agentKey = gw.key('tester');
+  assert.equal((await fetch(`${gw.url}/admin/v1/audit/stream`, { headers: { authorization: `Bearer ${agentKey}` } })).status, 401);
+  const ctl = new AbortController();
+  const r = await fetch(`${gw.url}/admin/v1/audit/stream?type=admin`, { headers: { authorization: `Bearer ${TOKEN}` }, signal: ctl.signal });
+  assert.equal(r.status, 200);
+  assert.match(r.headers.get('content-type') ?? '', /text\/event-stream/);
+  const reader = r.body!.getReader();
+  const made = await fetch(`${gw.url}/admin/v1/keys`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: '{"agent":"tester"}' });
+  const { id } = await made.json() as { id: string };
+  // A model call is not an admin event: the filter keeps it out.
+  await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${agentKey}`, 'content-type': 'application/json' }, body: '{"model":"m","messages":[{"role":"user","content":"hi"}]}' }).then((x) => x.text());
+  let text = '';
+  const deadline = Date.now() + 20_000;
+  while (!text.includes(`"target":"${id}"`)) {
+    assert.ok(Date.now() < deadline, `no key_created event in the tail: ${text}`);
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += new TextDecoder().decode(value);
+  }
+  ctl.abort();
+  const events = text.split('\n\n').filter((b) => b.startsWith('id: ')).map((b) => JSON.parse(b.slice(b.indexOf('data: ') + 6)) as { type: string; admin?: { action: string } });
+  assert.ok(events.length >= 1 && events.every((e) => e.type === 'admin'), 'only admin events');
+  assert.ok(events.some((e) => e.admin?.action === 'key_created'));
+  assert.ok(!events.some((e) => e.admin?.action === 'gateway_started'), 'nothing from before the stream opened');
+});

@@ -158,11 +158,34 @@ async function auditPage(params) {
   });
   q.set('limit', '100');
   const { data } = await api('GET', `/audit?${q}`);
-  show('Audit', f, table(['#', 'Time', 'Type', 'Agent / actor', 'Decision', 'What', 'Request'], data.map((e) => [String(e.seq), when(e.time), e.type,
+  const cells = (e) => [String(e.seq), when(e.time), e.type,
     e.identity ? e.identity.agent : e.admin ? actorText(e.admin.actor) : '-',
     e.policy ? effectBadge(e.policy.decision) : '-', whatText(e),
-    el('a', { href: `#/audit/${encodeURIComponent(e.request_id)}` }, e.request_id)])));
+    el('a', { href: `#/audit/${encodeURIComponent(e.request_id)}` }, e.request_id)];
+  const t = table(['#', 'Time', 'Type', 'Agent / actor', 'Decision', 'What', 'Request'], data.map(cells));
+  const status = el('span', { role: 'status' }, '');
+  const live = el('button', { type: 'button', 'aria-pressed': 'false', onclick: () => {
+    if (tail) { stopTail(); live.setAttribute('aria-pressed', 'false'); status.textContent = ''; return; }
+    const p = new URLSearchParams();
+    for (const n of ['agent', 'decision', 'type']) if (q.get(n)) p.set(n, q.get(n));
+    tail = new EventSource(`/admin/v1/audit/stream?${p}`);
+    live.setAttribute('aria-pressed', 'true');
+    status.textContent = ' connecting…';
+    // Open = the server has fixed where the tail starts: everything after this is shown.
+    tail.onopen = () => { status.textContent = ' following new events…'; };
+    tail.addEventListener('audit', (ev) => {
+      const body = t.querySelector('tbody');
+      if (body.querySelector('td[colspan]')) body.replaceChildren();
+      body.prepend(el('tr', { class: 'new' }, cells(JSON.parse(ev.data)).map((c) => el('td', {}, c))));
+    });
+    tail.onerror = () => { status.textContent = ' live tail interrupted; retrying…'; };
+  } }, 'Live tail');
+  show('Audit', f, el('p', {}, live, status), t);
 }
+
+/** The audit page's live tail (server-sent events); closed when the page changes. */
+let tail = null;
+function stopTail() { if (tail) { tail.close(); tail = null; } }
 
 const actorText = (a) => (typeof a === 'string' ? a : `${a.email || a.sub}`);
 function whatText(e) {
@@ -226,6 +249,7 @@ async function spendPage(params) {
 }
 
 async function route() {
+  stopTail();
   const h = decodeURIComponent(location.hash.slice(1) || '/agents');
   const [path, query] = h.split('?');
   let m;

@@ -11,6 +11,7 @@ import { sinceTime } from '../gateway/usage.ts';
 import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy/authzen.ts';
 import { createHumanAuth, type HumanAuth, type Principal } from '../console/auth.ts';
 import { consoleStores } from '../console/sessions.ts';
+import { MAX_TAILS, tailAudit, type TailCounter } from '../console/tail.ts';
 import { atLeast, type Role } from '../console/roles.ts';
 import { agentsOverview, capabilities, simulate } from '../console/views.ts';
 
@@ -70,7 +71,7 @@ async function optionalJson(ctx: Ctx): Promise<Record<string, unknown>> {
 }
 
 /** Admin handlers by "METHOD /path" below /admin/v1; ids are taken from the path. */
-async function adminDispatch(ctx: Ctx, auth: HumanAuth): Promise<void> {
+async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Promise<void> {
   // Every route needs at least viewer; changes check their own role below.
   const who = await auth.require(ctx.req, 'viewer');
   const rest = ctx.path.slice('/admin/v1'.length);
@@ -157,6 +158,11 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth): Promise<void> {
       }) });
     } catch (e) { throw new AamError(400, 'invalid_request', (e as Error).message); }
   }
+  if (method === 'GET' && rest === '/audit/stream' && rt.auditLog) {
+    if (tails.open >= MAX_TAILS) throw new AamError(503, 'unavailable', `${MAX_TAILS} audit tails are open on this gateway already; close one or query /admin/v1/audit`, { headers: { 'retry-after': '10' } });
+    const q = new URLSearchParams(ctx.query);
+    return tailAudit(ctx.res, rt.auditLog, { agent: q.get('agent') ?? undefined, decision: q.get('decision') ?? undefined, type: q.get('type') ?? undefined }, tails, { 'x-request-id': ctx.requestId });
+  }
   if (method === 'GET' && (m = /^\/audit\/requests\/([\w.:-]+)$/.exec(rest)) && rt.auditLog) {
     await rt.auditLog.flush();
     return sendJson(ctx, 200, { request_id: m[1], data: showRequest(rt.auditLog.db, m[1]) });
@@ -213,5 +219,6 @@ export function addAdminRoutes(routes: Routes, auth?: HumanAuth): void {
   const authOf = (ctx: Ctx) => auth ?? (fallback ??= tokenOnlyAuth(ctx.rt));
   routes.exact.set('POST /access/v1/evaluation', authzen(false, authOf));
   routes.exact.set('POST /access/v1/evaluations', authzen(true, authOf));
-  routes.prefixes.push(['/admin/v1/', (ctx) => adminDispatch(ctx, authOf(ctx))]);
+  const tails: TailCounter = { open: 0 };
+  routes.prefixes.push(['/admin/v1/', (ctx) => adminDispatch(ctx, authOf(ctx), tails)]);
 }
