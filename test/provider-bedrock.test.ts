@@ -274,3 +274,19 @@ test('bedrock stream: messageStop without metadata still finishes (no usage); an
   const ex = parseFrames(Buffer.concat([eventFrame('messageStart', { role: 'assistant' }), exceptionFrame('modelStreamErrorException', 'model failed')]), 5);
   assert.deepEqual(ex.find((e) => e.type === 'error'), { type: 'error', message: 'model failed', errorType: 'modelStreamErrorException' });
 });
+
+test('config: bedrock and vertex providers need their region block; an aws_sigv4 credential only signs for bedrock', async () => {
+  const { parseConfigTexts } = await import('../src/config/load.ts');
+  const { doc, yaml } = await import('./helpers/gateway.ts');
+  const load = (...docs: string[]) => { try { parseConfigTexts([{ file: 'c.yaml', text: yaml(...docs) }]); return ''; } catch (e) { return (e as Error).message; } };
+  assert.match(load(doc('Provider', 'b', { type: 'bedrock' })), /spec\.bedrock: bedrock needs bedrock: \{ region: us-east-1 \}/);
+  assert.match(load(doc('Provider', 'v', { type: 'vertex' })), /spec\.vertex: vertex needs vertex: \{ project/);
+  assert.match(load(doc('Provider', 'b', { type: 'bedrock', bedrock: { region: 'Frankfurt' } })), /must be an AWS region like us-east-1/);
+  assert.match(load(doc('Credential', 'aws', { env: 'X', aws: { access_key_id: 'AKIAIOSFODNN7EXAMPLE' } }), doc('Provider', 'o', { type: 'openai', credential: 'aws' })),
+    /Credential "aws" signs AWS requests \(aws_sigv4\); only a Provider of type bedrock can use it/);
+  assert.match(load(doc('Credential', 'g', { env: 'X', kind: 'api_key', google: {} })), /google only applies to kind google_service_account/);
+  assert.equal(load(
+    doc('Credential', 'aws', { env: 'X', aws: { access_key_id: 'AKIAIOSFODNN7EXAMPLE' } }), doc('Provider', 'b', { type: 'bedrock', credential: 'aws', bedrock: { region: 'eu-central-1' } }),
+    doc('Credential', 'sa', { file: '/run/sa.json', kind: 'google_service_account' }), doc('Provider', 'v', { type: 'vertex', credential: 'sa', vertex: { project: 'p-1', region: 'global' } }),
+  ), '');
+});
