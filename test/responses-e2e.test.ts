@@ -159,6 +159,18 @@ test('GET /v1/responses/{id} returns the stored response to its agent only; anot
   const got = await client().responses.retrieve(r.id);
   assert.equal(got.id, r.id);
   assert.equal(got.output_text, 'echo: remember me');
+  // Its input items, with ids aam gave them; paged like OpenAI's lists; item_reference can name them.
+  const multi = await client().responses.create({ model: 'gpt', input: [{ role: 'user', content: 'a' }, { role: 'user', content: 'b' }, { role: 'user', content: 'c' }] });
+  const page = await client().responses.inputItems.list(multi.id, { order: 'asc', limit: 2 });
+  assert.deepEqual(page.data.map((i) => i.type === 'message' && i.content), ['a', 'b']);
+  assert.equal(page.has_more, true);
+  const all: string[] = [];
+  for await (const it of client().responses.inputItems.list(multi.id, { limit: 1 })) all.push(it.id);
+  assert.equal(all.length, 3, 'the SDK pages through with after');
+  assert.match(all[0], /_in2$/, 'newest first by default');
+  const ref = await client().responses.create({ model: 'gpt', input: [{ type: 'item_reference', id: all[1] }] });
+  assert.equal(ref.output_text, 'echo: b');
+  await assert.rejects(client(otherKey).responses.inputItems.list(multi.id), OpenAI.NotFoundError);
   for (const id of [r.id, 'resp_doesnotexist']) {
     await assert.rejects(client(otherKey).responses.retrieve(id), (e: unknown) => e instanceof OpenAI.NotFoundError && /was not found/.test(e.message));
     await assert.rejects(client(otherKey).responses.create({ model: 'gpt', previous_response_id: id, input: 'and?' }),

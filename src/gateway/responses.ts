@@ -38,9 +38,10 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
   // nor sent upstream again with the next turn. A failed write is logged; the answer still goes out
   // (a later previous_response_id naming it gets 404).
   const save = (response: Obj): void => {
-    const items = [...input, ...(response.output as Obj[])].map((it) => it.id).filter((id): id is string => typeof id === 'string');
+    const stored = withIds(meta.id, input);
+    const items = [...stored, ...(response.output as Obj[])].map((it) => it.id).filter((id): id is string => typeof id === 'string');
     const rec: StoredResponse = {
-      id: meta.id, agent, previousId: p.previousResponseId, input: ctx.rt.scrub(JSON.stringify(input)),
+      id: meta.id, agent, previousId: p.previousResponseId, input: ctx.rt.scrub(JSON.stringify(stored)),
       response: ctx.rt.scrub(JSON.stringify(response)), expiresAt: Date.now() + ctx.rt.responsesTtlMs,
     };
     store.put(rec, items).catch((err: unknown) => ctx.rt.log.error({ err, requestId: ctx.requestId }, 'storing a response failed'));
@@ -56,6 +57,13 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
       return { req: withConversation(req, p, [...history.items, ...input]), bytes: history.chars };
     },
   });
+}
+
+/** Input items get ids when stored (as at OpenAI), so input_items lists them and item_reference can name them. */
+function withIds(responseId: string, items: readonly ResponseItem[]): ResponseItem[] {
+  const hex = responseId.startsWith('resp_') ? responseId.slice(5) : responseId;
+  const kind: Record<string, string> = { message: 'msg', function_call: 'fc', function_call_output: 'fco' };
+  return items.map((it, i) => (typeof it.id === 'string' ? it : { ...it, id: `${kind[it.type] ?? 'item'}_${hex}_in${i}` }));
 }
 
 function withConversation(req: ChatRequest, p: ResponsesRequest, items: ResponseItem[]): ChatRequest {
@@ -115,18 +123,28 @@ async function resolveReferences(store: ResponseStore, agent: string, input: Res
   return out;
 }
 
-/** GET and DELETE /v1/responses/{id}: only the agent that created a response can see or remove it. */
+/**
+ * GET and DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items: only the agent that
+ * created a response can see or remove it.
+ */
 export async function handleResponseById(ctx: Ctx): Promise<void> {
   ctx.wire = 'openai';
-  const rest = ctx.path.slice('/v1/responses/'.length);
+  const parts = ctx.path.slice('/v1/responses/'.length).split('/');
   const method = ctx.req.method;
-  if (rest === '' || rest.includes('/') || (method !== 'GET' && method !== 'DELETE')) {
-    throw new AamError(404, 'not_found', `no route ${method} ${ctx.path}; use GET or DELETE /v1/responses/{id}`);
+  const listing = parts.length === 2 && parts[1] === 'input_items';
+  if (parts[0] === '' || (parts.length > 1 && !listing) || (method !== 'GET' && method !== 'DELETE') || (listing && method !== 'GET')) {
+    throw new AamError(404, 'not_found', `no route ${method} ${ctx.path}; use GET or DELETE /v1/responses/{id}, or GET /v1/responses/{id}/input_items`);
   }
   const a = await openAccess(ctx);
   const agent = a.identity.agent.spiffeId;
   let id: string;
-  try { id = decodeURIComponent(rest); } catch { throw unknownResponse(rest); }
+  try { id = decodeURIComponent(parts[0]); } catch { throw unknownResponse(parts[0]); }
+  if (listing) {
+    const rec = await ctx.rt.responses.get(agent, id);
+    if (rec === null) throw unknownResponse(id);
+    sendJson(ctx, 200, inputItemsPage(JSON.parse(rec.input) as ResponseItem[], new URLSearchParams(ctx.query)));
+    return;
+  }
   if (method === 'DELETE') {
     if (!(await ctx.rt.responses.delete(agent, id))) throw unknownResponse(id);
     sendJson(ctx, 200, { id, object: 'response.deleted', deleted: true });
@@ -135,4 +153,18 @@ export async function handleResponseById(ctx: Ctx): Promise<void> {
   const rec = await ctx.rt.responses.get(agent, id);
   if (rec === null) throw unknownResponse(id);
   sendJson(ctx, 200, rec.response);
+}
+
+/** One page of a stored response's input items (OpenAI's list shape: order, limit, after). */
+function inputItemsPage(items: ResponseItem[], q: URLSearchParams): Obj {
+  const order = q.get('order') ?? 'desc';
+  if (order !== 'asc' && order !== 'desc') throw badRequest('order: must be "asc" or "desc"', 'order');
+  const limit = Number(q.get('limit') ?? 20);
+  if (!Number.isInteger(limit) || limit < 1 || limit > 100) throw badRequest('limit: must be an integer from 1 to 100', 'limit');
+  const list = order === 'desc' ? [...items].reverse() : items;
+  const after = q.get('after');
+  const from = after === null ? 0 : list.findIndex((it) => it.id === after) + 1;
+  if (after !== null && from === 0) throw badRequest(`after: "${after}" is not an input item of this response`, 'after');
+  const data = list.slice(from, from + limit);
+  return { object: 'list', data, first_id: data[0]?.id ?? null, last_id: data[data.length - 1]?.id ?? null, has_more: from + limit < list.length };
 }
