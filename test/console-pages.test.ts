@@ -111,3 +111,20 @@ test('audit live tail: server-sent events of what is committed after it opened, 
   assert.ok(events.some((e) => e.admin?.action === 'key_created'));
   assert.ok(!events.some((e) => e.admin?.action === 'gateway_started'), 'nothing from before the stream opened');
 });
+
+test('a request\'s chain comes with the newest signed checkpoint, its signature checked, covering the request once it is signed', async () => {
+  const made = await fetch(`${gw.url}/admin/v1/keys`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: '{"agent":"tester"}' });
+  const rid = made.headers.get('x-request-id')!;
+  const deadline = Date.now() + 40_000; // checkpoints are signed every 10 s (or 1,000 events)
+  for (;;) {
+    const r = (await (await fetch(`${gw.url}/admin/v1/audit/requests/${rid}`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as {
+      data: Array<{ seq: number }>; checkpoint: { tree_size: number; signature_valid: boolean | null } | null;
+    };
+    if (r.checkpoint && r.data.length && r.checkpoint.tree_size >= Math.max(...r.data.map((e) => e.seq))) {
+      assert.equal(r.checkpoint.signature_valid, true);
+      break;
+    }
+    assert.ok(Date.now() < deadline, `no checkpoint covers ${rid}: ${JSON.stringify(r)}`);
+    await new Promise((res) => setTimeout(res, 200));
+  }
+});

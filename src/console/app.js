@@ -196,8 +196,13 @@ function whatText(e) {
 }
 
 async function requestPage(id) {
-  const { data } = await api('GET', `/audit/requests/${encodeURIComponent(id)}`);
-  show(`Request ${id}`, el('p', {}, 'Identity → policy and rule → credential → upstream call → outcome, in the order the trail recorded them.'),
+  const { data, checkpoint: c } = await api('GET', `/audit/requests/${encodeURIComponent(id)}`);
+  const lastSeq = Math.max(...data.map((e) => e.seq));
+  const proof = !c ? 'No signed checkpoint yet.'
+    : `Latest signed checkpoint: ${c.tree_size} events at ${when(c.time)} (${c.type}, key ${c.key_id}), signature ${c.signature_valid === true ? 'valid' : c.signature_valid === false ? 'INVALID' : 'not checkable here'}; `
+      + (data.length && lastSeq <= c.tree_size ? 'this request\'s events are covered by it.' : 'this request\'s newest events come after it (the next checkpoint will cover them).')
+      + ' aam audit verify proves the whole trail.';
+  show(`Request ${id}`, el('p', {}, 'Identity → policy and rule → credential → upstream call → outcome, in the order the trail recorded them.'), el('p', { class: 'proof' }, proof),
     el('ol', { class: 'chain' }, data.map((e) => el('li', {},
       el('h2', {}, `#${e.seq} ${e.type}`),
       e.identity ? el('p', {}, `Identity: ${e.identity.agent} (${e.identity.spiffe_id}, ${e.identity.method}${e.identity.key_id ? ` key ${e.identity.key_id}` : ''})`) : null,

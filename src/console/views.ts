@@ -10,6 +10,10 @@ import { decide } from '../policy/decide.ts';
 import { explain, requestOf } from '../policy/test-runner.ts';
 import { AamError } from '../server/errors.ts';
 import type { Decision } from '../policy/types.ts';
+import type { DatabaseSync } from 'node:sqlite';
+import { getMeta, readCheckpoints } from '../audit/store.ts';
+import { newestCheckpoint } from '../audit/anchor.ts';
+import { checkpointSignatureValid } from '../audit/checkpoint.ts';
 
 const DAY_MS = 86_400_000;
 
@@ -76,4 +80,17 @@ export function simulate(body: Record<string, unknown>, compiled: CompiledPolici
     throw new AamError(400, 'invalid_request', `${(e as Error).message} (send { agent, model } or { agent, resource, action, args })`);
   }
   return { decision: verdict(decide(req, compiled)), explanation: explain(req, compiled) };
+}
+
+/**
+ * The newest signed checkpoint of the trail and whether its signature holds (with the public key
+ * that signed it, kept in the trail's metadata): what a request page shows beside the chain.
+ * Events up to seq = tree_size are covered; `aam audit verify` proves the whole trail.
+ */
+export function latestCheckpoint(auditDb: DatabaseSync): Record<string, unknown> | null {
+  const all = readCheckpoints(auditDb);
+  if (!all.length) return null;
+  const c = newestCheckpoint(all);
+  const pem = getMeta(auditDb, `public_key:${c.key_id}`);
+  return { tree_size: c.tree_size, head_hash: c.head_hash, time: c.time, type: c.type, key_id: c.key_id, signature_valid: pem ? checkpointSignatureValid(c, pem) : null };
 }

@@ -13,7 +13,7 @@ import { createHumanAuth, type HumanAuth, type Principal } from '../console/auth
 import { consoleStores } from '../console/sessions.ts';
 import { MAX_TAILS, tailAudit, type TailCounter } from '../console/tail.ts';
 import { atLeast, type Role } from '../console/roles.ts';
-import { agentsOverview, capabilities, simulate } from '../console/views.ts';
+import { agentsOverview, capabilities, latestCheckpoint, simulate } from '../console/views.ts';
 
 export const MIN_ADMIN_TOKEN_LENGTH = 32;
 
@@ -165,7 +165,7 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
   }
   if (method === 'GET' && (m = /^\/audit\/requests\/([\w.:-]+)$/.exec(rest)) && rt.auditLog) {
     await rt.auditLog.flush();
-    return sendJson(ctx, 200, { request_id: m[1], data: showRequest(rt.auditLog.db, m[1]) });
+    return sendJson(ctx, 200, { request_id: m[1], data: showRequest(rt.auditLog.db, m[1]), checkpoint: latestCheckpoint(rt.auditLog.db) });
   }
   const tools = rt.tools;
   if (tools) {
