@@ -7,7 +7,7 @@
 import { test, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
@@ -182,12 +182,17 @@ test('the presented-secret cache remembers valid secrets and never holds more th
   stopClock(t);
   for (let i = 0; i < 3; i++) assert.ok(keys.authenticate(secrets[i]).ok);
   assert.equal(keys.cachedSecrets, 3, 'each valid secret is remembered once');
+  for (const secret of secrets.slice(0, 10_000)) assert.ok(keys.authenticate(secret).ok);
+  assert.equal(keys.cachedSecrets, 10_000);
+  // A hit on a full cache changes nothing: the hot keys stay remembered.
+  assert.ok(keys.authenticate(secrets[0]).ok);
+  assert.equal(keys.cachedSecrets, 10_000, 'a hit never evicts');
   let most = 0;
-  for (const secret of secrets) {
+  for (const secret of secrets.slice(10_000)) {
     assert.ok(keys.authenticate(secret).ok);
     most = Math.max(most, keys.cachedSecrets);
   }
-  assert.equal(most, 10_000, 'bounded at 10,000 entries');
+  assert.ok(most <= 10_000, `bounded at 10,000 entries, held ${most}`);
   for (const secret of secrets.slice(0, 10)) assert.ok(keys.authenticate(secret).ok, 'still authenticates after the cache was emptied');
 });
 
@@ -215,4 +220,50 @@ test('a process that watches for key changes and never closes its store still ex
   assert.equal(r.error, undefined, `the process did not exit: ${r.error?.message}`);
   assert.equal(r.status, 0, r.stderr);
   assert.equal(r.stdout.trim(), 'ok');
+});
+
+test('rows left half-deleted by hand (sqlite3 without foreign keys) are refused or listed, never a crash', () => {
+  const data = newDataDir();
+  const db = openDatabase(data);
+  after(() => db.close());
+  const keys = openKeyStore(db, data);
+  after(() => keys.close());
+  const orphan = keys.create('alice');
+  const g = keys.authenticate(orphan.secret);
+  assert.ok(g.ok);
+  const bare = keys.create('bob');
+  // What an operator's manual cleanup in the sqlite3 shell (foreign keys off there by default) can leave.
+  const manual = new DatabaseSync(join(data, 'aam.db'));
+  manual.exec('PRAGMA foreign_keys = OFF');
+  manual.prepare('DELETE FROM keys WHERE id = ?').run(orphan.key.id);
+  manual.prepare('DELETE FROM key_secrets WHERE key_id = ?').run(bare.key.id);
+  manual.close();
+  const listed = keys.list(); // re-reads the tables
+  const r = keys.authenticate(orphan.secret);
+  assert.ok(!r.ok && r.reason === 'unknown API key', JSON.stringify(r));
+  assert.equal(keys.generationProblem(orphan.key.id, g.generation), 'unknown API key');
+  assert.equal(keys.generationValidUntil(g.generation), null);
+  assert.deepEqual(listed.map((k) => [k.id, k.secrets, k.lastRotatedAt]), [[bare.key.id, 0, null]]);
+});
+
+/** inotify watches this process holds (Linux: one 'inotify wd:' line per watch in its fds' fdinfo). */
+function inotifyWatches(): number {
+  let n = 0;
+  for (const fd of readdirSync('/proc/self/fdinfo')) {
+    try { n += (readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8').match(/^inotify wd:/gm) ?? []).length; } catch { /* closed meanwhile */ }
+  }
+  return n;
+}
+
+test('the change signal is <data>/signals/keys.changed, and a closed store stops watching it', { skip: process.platform !== 'linux' }, () => {
+  const data = newDataDir();
+  const db = openDatabase(data);
+  after(() => db.close());
+  const watches = inotifyWatches;
+  const before = watches();
+  const keys = openKeyStore(db, data, true);
+  assert.equal(keys.signalFile, join(data, 'signals', 'keys.changed'));
+  assert.equal(watches(), before + 1, 'one watch, on the signals directory');
+  keys.close();
+  assert.equal(watches(), before, 'closing the store releases its watch (a reopened store must not pile up inotify watches)');
 });
