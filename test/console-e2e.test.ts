@@ -95,12 +95,13 @@ test('console in a browser: SSO sign-in, every page, markup shown as text, appro
   await shot(page, 'agent');
 
   // Approvals: the agent's held call, approved with a reason, then goes through.
-  const call = () => fetch(`${env.url}/tools/salesforce/delete`, { method: 'POST', headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' }, body: '{"id":"acct-7"}' });
+  const call = () => fetch(`${env.url}/tools/salesforce/delete`, { method: 'POST', headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' }, body: '{"id":"acct-7","note":"closing it for jane.doe@example.org"}' });
   const held = await call();
   assert.equal(held.status, 403);
   const approvalId = ((await held.json()) as { error: { approval_id: string } }).error.approval_id;
   await page.getByRole('link', { name: 'Approvals' }).click();
   await page.getByRole('cell', { name: approvalId }).waitFor();
+  assert.match(await page.locator('main').innerText(), /"note": "closing it for \[EMAIL\]"/, 'arguments shown with PII redacted');
   await shot(page, 'approvals');
   await page.getByLabel(`Reason for ${approvalId}`).fill('ticket OPS-7, owner agreed');
   await page.getByRole('button', { name: 'Approve' }).click();
@@ -119,6 +120,8 @@ test('console in a browser: SSO sign-in, every page, markup shown as text, appro
   await page.getByRole('link', { name: 'Tools' }).click();
   await page.getByRole('heading', { name: 'Changed tool definitions' }).waitFor();
   await page.getByRole('cell', { name: 'reasoning-high' }).waitFor();
+  assert.match(await page.locator('main').innerText(), /salesforce\.accounts\s+read\s+HTTP tool salesforce\/read\s+finance-analyst\s+-/);
+  assert.match(await page.locator('main').innerText(), /salesforce\.accounts\s+delete\s+HTTP tool salesforce\/delete\s+nobody\s+finance-analyst/);
   await shot(page, 'tools');
 
   // Policy simulator.

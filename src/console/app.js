@@ -98,7 +98,7 @@ function showSecret(out, secret, text) {
 function argsCell(a) {
   let text = a.argsForReview;
   try { if (text) text = JSON.stringify(JSON.parse(text), null, 2); } catch { /* clipped: show as recorded */ }
-  return el('div', {}, text ? el('pre', {}, text) : el('p', {}, 'not recorded'), el('code', { title: 'argument digest' }, a.argsDigest));
+  return el('div', { class: 'args' }, text ? el('pre', {}, text) : el('p', {}, 'not recorded'), el('code', { title: 'argument digest' }, a.argsDigest));
 }
 
 async function approvalsPage() {
@@ -212,7 +212,17 @@ async function requestPage(id) {
 }
 
 async function toolsPage() {
-  const [status, flagged, config] = await Promise.all([api('GET', '/mcp/status').catch(() => ({})), api('GET', '/tools/flagged').catch(() => ({ data: [] })), api('GET', '/config')]);
+  const [status, flagged, config, agents] = await Promise.all([api('GET', '/mcp/status').catch(() => ({})), api('GET', '/tools/flagged').catch(() => ({ data: [] })), api('GET', '/config'), api('GET', '/agents')]);
+  // Who may call what: each agent's decided capabilities, folded by tool action.
+  const byTool = new Map();
+  for (const a of await Promise.all(agents.data.map((x) => api('GET', `/agents/${encodeURIComponent(x.name)}`)))) {
+    for (const t of a.tools) {
+      const k = `${t.resource} ${t.action}`;
+      if (!byTool.has(k)) byTool.set(k, { resource: t.resource, action: t.action, via: t.via, allow: [], approval: [] });
+      if (t.effect === 'allow') byTool.get(k).allow.push(a.agent.name + (t.conditional ? ' (conditional)' : ''));
+      if (t.effect === 'approval_required') byTool.get(k).approval.push(a.agent.name);
+    }
+  }
   const out = el('div', { 'aria-live': 'polite' });
   const side = (t) => el('pre', {}, t ? JSON.stringify(t, null, 2) : '(none)');
   const flaggedRows = flagged.data.map((d) => [`${d.server}/${d.tool}`, d.status, d.changed.join(', ') || '-', side(d.accepted), side(d.current),
@@ -226,6 +236,8 @@ async function toolsPage() {
     el('h2', {}, 'Changed tool definitions'),
     el('p', {}, 'A tool whose definition changed since it was accepted is withheld from agents until someone accepts the new one.'),
     table(['Tool', 'Status', 'Changed fields', 'Accepted', 'Current', ''], flaggedRows), out,
+    el('h2', {}, 'Who may call each tool'),
+    table(['Resource', 'Action', 'Known from', 'Allowed', 'With approval'], [...byTool.values()].map((t) => [t.resource, t.action, t.via, t.allow.join(', ') || 'nobody', t.approval.join(', ') || '-'])),
     el('h2', {}, 'Providers and model routes'),
     table(['Provider', 'Type', 'Enabled'], config.providers.map((p) => [p.name, p.type, p.enabled ? 'yes' : `no (${p.reason || 'off'})`])),
     table(['Route', 'Strategy', 'Targets'], config.models.map((m) => [m.name, m.strategy || '-', m.targets.map((t) => `${t.target}${t.enabled ? '' : ' (off)'} [${t.breaker}]`).join(', ')])));

@@ -43,7 +43,7 @@ export function errorPage(title: string, message: string): string {
 }
 
 export function appShell(o: { who: string; role: string; csrf: string }): string {
-  return layout('Console', `<header><a class="brand" href="#/agents">aam</a>
+  return layout('Console', `<a class="skip" href="#main">Skip to content</a><header><a class="brand" href="#/agents">aam</a>
 <nav aria-label="Main"><a href="#/agents">Agents</a><a href="#/approvals">Approvals</a><a href="#/simulator">Policy simulator</a><a href="#/audit">Audit</a><a href="#/spend">Spend</a><a href="#/tools">Tools</a></nav>
 <span class="who">${esc(o.who)} (${esc(o.role)})</span>
 <form method="post" action="/console/logout"><input type="hidden" name="csrf" value="${esc(o.csrf)}"><button type="submit">Sign out</button></form></header>
