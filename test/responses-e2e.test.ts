@@ -11,7 +11,8 @@ import OpenAI from 'openai';
 import { startFakeUpstream, type FakeUpstream } from './fake-upstream.ts';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { openDatabase } from '../src/store/sqlite.ts';
-import { openResponseStore } from '../src/gateway/response-store.ts';
+import { openResponseStore, type ResponseStore, type StoredResponse } from '../src/gateway/response-store.ts';
+import { conversationOf, resolveReferences, MAX_CHAIN } from '../src/gateway/responses.ts';
 import { queryEvents } from '../src/audit/query.ts';
 
 let fake: FakeUpstream;
@@ -302,4 +303,37 @@ test('response store: per agent, expiring, items indexed (unit, with a clock)', 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+/** The store interface with a Map behind it (what a fleet store implements), for bounds tests. */
+function memoryStore(): ResponseStore & { recs: Map<string, StoredResponse> } {
+  const recs = new Map<string, StoredResponse>();
+  const items = new Map<string, string>();
+  return {
+    recs,
+    put: async (r, ids) => { recs.set(r.id, r); for (const i of ids) items.set(`${r.agent} ${i}`, r.id); },
+    get: async (agent, id) => { const r = recs.get(id); return r && r.agent === agent ? r : null; },
+    itemOwner: async (agent, id) => items.get(`${agent} ${id}`) ?? null,
+    delete: async (agent, id) => recs.get(id)?.agent === agent && recs.delete(id),
+  };
+}
+
+test('stored state a request pulls in is bounded: a chain or item references over 1000 responses is a 400, not a stall', async () => {
+  const s = memoryStore();
+  const out = (i: number) => JSON.stringify({ output: [{ id: `msg_${i}`, type: 'message', role: 'assistant', content: [{ type: 'output_text', text: `t${i}` }] }] });
+  for (let i = 0; i <= MAX_CHAIN; i++) {
+    await s.put({ id: `resp_${i}`, agent: 'A', previousId: i === 0 ? null : `resp_${i - 1}`, input: '[]', response: out(i), expiresAt: Infinity }, [`msg_${i}`]);
+  }
+  const ok = await conversationOf(s, 'A', `resp_${MAX_CHAIN - 1}`);
+  assert.equal(ok.items.length, MAX_CHAIN, 'a chain of the maximum length is resolved, oldest first');
+  assert.equal(ok.items[0].id, 'msg_0');
+  await assert.rejects(conversationOf(s, 'A', `resp_${MAX_CHAIN}`), /longer than 1000 responses/);
+  await assert.rejects(conversationOf(s, 'B', 'resp_5'), /was not found/);
+  const refs = Array.from({ length: MAX_CHAIN + 1 }, (_, i) => ({ type: 'item_reference', id: `msg_${i}` }));
+  await assert.rejects(resolveReferences(s, 'A', refs), /reach more than 1000 stored responses/);
+  const some = await resolveReferences(s, 'A', refs.slice(0, 3));
+  assert.deepEqual(some.map((x) => x.id), ['msg_0', 'msg_1', 'msg_2']);
+  // An earlier response of the chain gone (expired): said so, naming it.
+  s.recs.delete('resp_2');
+  await assert.rejects(conversationOf(s, 'A', 'resp_4'), /\("resp_2"\) has expired/);
 });

@@ -16,7 +16,7 @@ import { serveChat } from './chat.ts';
 import type { ResponseStore, StoredResponse } from './response-store.ts';
 
 /** Bounds on the stored conversation one request may pull in (no input can stall the process). */
-const MAX_CHAIN = 1000;
+export const MAX_CHAIN = 1000;
 const MAX_HISTORY_CHARS = 64 * 1024 * 1024;
 
 type Obj = Record<string, unknown>;
@@ -78,7 +78,7 @@ const unknownResponse = (id: string, param?: string) => new AamError(404, 'not_f
   `response "${id}" was not found: it is unknown, expired, was created with store: false, or belongs to another agent`, { param });
 
 /** The stored conversation up to and including response `id` (its chain of inputs and outputs), oldest first. */
-async function conversationOf(store: ResponseStore, agent: string, id: string): Promise<{ items: ResponseItem[]; chars: number }> {
+export async function conversationOf(store: ResponseStore, agent: string, id: string): Promise<{ items: ResponseItem[]; chars: number }> {
   const turns: ResponseItem[][] = [];
   let chars = 0;
   let next: string | null = id;
@@ -98,10 +98,11 @@ async function conversationOf(store: ResponseStore, agent: string, id: string): 
 }
 
 /** item_reference inputs -> the items they name, from this agent's stored responses. */
-async function resolveReferences(store: ResponseStore, agent: string, input: ResponseItem[]): Promise<ResponseItem[]> {
+export async function resolveReferences(store: ResponseStore, agent: string, input: ResponseItem[]): Promise<ResponseItem[]> {
   if (!input.some((it) => it.type === 'item_reference')) return input;
   const records = new Map<string, ResponseItem[]>();
   const out: ResponseItem[] = [];
+  let chars = 0; // stored JSON read for references: bounded like a conversation
   for (let i = 0; i < input.length; i++) {
     const it = input[i];
     if (it.type !== 'item_reference') { out.push(it); continue; }
@@ -113,6 +114,10 @@ async function resolveReferences(store: ResponseStore, agent: string, input: Res
     if (items === undefined) {
       const rec = await store.get(agent, owner);
       if (rec === null) throw notFound();
+      chars += rec.input.length + rec.response.length;
+      if (records.size >= MAX_CHAIN || chars > MAX_HISTORY_CHARS) {
+        throw badRequest(`input[${i}]: the item references reach more than ${MAX_CHAIN} stored responses or ${MAX_HISTORY_CHARS} characters; send the items themselves`, `input[${i}]`);
+      }
       items = [...(JSON.parse(rec.input) as ResponseItem[]), ...((JSON.parse(rec.response) as { output: ResponseItem[] }).output)];
       records.set(owner, items);
     }
