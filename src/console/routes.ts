@@ -1,5 +1,5 @@
-// /console: sign-in (OpenID Connect or the break-glass token), sign-out, the app shell and its two
-// static assets. Everything the app shows comes from the admin API with the session cookie.
+// /console: sign-in (OpenID Connect or the break-glass token), sign-out, the app shell and its
+// static assets (script, style sheet, icon). Everything the app shows comes from the admin API with the session cookie.
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { Handler, Routes } from '../server/http.ts';
@@ -10,7 +10,6 @@ import type { Runtime } from '../runtime.ts';
 import { consoleStores, LOGIN_TTL_MS, MAX_SESSION_MS } from './sessions.ts';
 import { createOidcClient, oidcSettingsFrom } from './oidc.ts';
 import { appShell, errorPage, loginPage, PAGE_HEADERS } from './html.ts';
-
 
 const ASSETS: Record<string, { file: string; type: string }> = {
   '/console/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
@@ -33,7 +32,7 @@ async function formOf(ctx: Ctx): Promise<URLSearchParams> {
 
 export interface ConsoleOptions { publicUrl: string | null }
 
-/** The console's authentication for a gateway: OIDC from the environment (or none), sessions in its database. */
+/** The console's authentication for a gateway: OIDC from the environment (or none), sessions in its store. */
 export function createConsoleAuth(rt: Runtime, env: NodeJS.ProcessEnv, tls: boolean): HumanAuth {
   const publicUrl = rt.options.publicUrl;
   const settings = oidcSettingsFrom(env, publicUrl);
@@ -55,6 +54,7 @@ export function addConsoleRoutes(routes: Routes, auth: HumanAuth, o: ConsoleOpti
   // Pages answer errors as pages (the admin API answers them as JSON).
   const page = (h: (ctx: Ctx) => Promise<void> | void): Handler => async (ctx) => {
     try { await h(ctx); } catch (err) {
+      if (!(err instanceof AamError)) ctx.rt.log.error({ requestId: ctx.requestId, err }, 'console page failed');
       const e = toAamError(err);
       send(ctx, e.status, e.status === 401 || e.status === 403 ? loginPage({ sso: !!auth.oidc, token: auth.adminTokenEnabled, error: e.message }) : errorPage('Something went wrong', e.message));
     }
