@@ -1,14 +1,15 @@
-// Model plane: the OpenAI Responses API (POST /v1/responses, GET/DELETE /v1/responses/{id}) over
-// any provider. A Responses request is translated to a canonical chat request and driven down the
-// SAME access path as chat (serveChat: policy, guardrails, budgets, cache, fallback, scrubbing,
-// evidence); only the wire differs (responses-parse / responses-codec). Conversation state
-// (previous_response_id, item_reference) is kept by aam per agent and resolved into the
+// Model plane: the OpenAI Responses API (POST /v1/responses; GET/DELETE /v1/responses/{id} and
+// GET .../input_items) over any provider. A Responses request is translated to a canonical chat
+// request and driven down the SAME access path as chat (serveChat: policy, guardrails, budgets,
+// cache, fallback, scrubbing, evidence); only the wire differs (responses-parse / responses-codec;
+// OpenAI providers are called on their own Responses API through responses-upstream). Conversation
+// state (previous_response_id, item_reference) is kept by aam per agent and resolved into the
 // conversation sent upstream: never forwarded as ids to a provider.
 import { openAccess } from '../access/context.ts';
 import { itemsToMessages, parseResponsesRequest, type ResponseItem, type ResponsesRequest } from '../providers/responses-parse.ts';
 import { responsesCodec, type ResponseMeta } from '../providers/responses-codec.ts';
 import { responsesUpstreamAdapter } from '../providers/responses-upstream.ts';
-import { localId, nowSeconds } from '../providers/util.ts';
+import { localId, nowSeconds, type Obj } from '../providers/util.ts';
 import type { ChatRequest } from '../providers/types.ts';
 import { AamError, badRequest } from '../server/errors.ts';
 import { readJson, sendJson, type Ctx } from '../server/context.ts';
@@ -19,7 +20,8 @@ import type { ResponseStore, StoredResponse } from './response-store.ts';
 export const MAX_CHAIN = 1000;
 const MAX_HISTORY_CHARS = 64 * 1024 * 1024;
 
-type Obj = Record<string, unknown>;
+/** Id prefixes of stored input items, by item type. */
+const ITEM_PREFIX: Readonly<Record<string, string>> = { message: 'msg', function_call: 'fc', function_call_output: 'fco' };
 
 export async function handleResponses(ctx: Ctx): Promise<void> {
   ctx.wire = 'openai';
@@ -62,8 +64,7 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
 /** Input items get ids when stored (as at OpenAI), so input_items lists them and item_reference can name them. */
 function withIds(responseId: string, items: readonly ResponseItem[]): ResponseItem[] {
   const hex = responseId.startsWith('resp_') ? responseId.slice(5) : responseId;
-  const kind: Record<string, string> = { message: 'msg', function_call: 'fc', function_call_output: 'fco' };
-  return items.map((it, i) => (typeof it.id === 'string' ? it : { ...it, id: `${kind[it.type] ?? 'item'}_${hex}_in${i}` }));
+  return items.map((it, i) => (typeof it.id === 'string' ? it : { ...it, id: `${ITEM_PREFIX[it.type] ?? 'item'}_${hex}_in${i}` }));
 }
 
 function withConversation(req: ChatRequest, p: ResponsesRequest, items: ResponseItem[]): ChatRequest {
