@@ -13,6 +13,8 @@ import { identify } from './identify.ts';
 import { authorize, admit, settle, release, recordEvidence, type Admission } from './decide.ts';
 import { guardrailsOf, guardChatInput, guardChatOutput, guardOrThrow, overScanBudget, recordStreamFindings } from './guard.ts';
 import { createTextCounter, type TextShape } from '../guardrails/text-budget.ts';
+import { DELEGATION_HEADER, delegationEvidence, verifyDelegation, type Delegation } from './delegation.ts';
+import { identityEvidence } from './evidence.ts';
 
 export class Access {
   readonly ctx: Ctx;
@@ -21,6 +23,8 @@ export class Access {
   readonly set: PolicySet;
   /** Guardrails this request runs (policy's and the route's), once known. */
   gs: readonly CompiledGuardrail[] = [];
+  /** The A2A call this request serves (x-aam-delegation, verified and bound to this caller), if any. */
+  delegation?: Delegation;
 
   constructor(ctx: Ctx, identity: Identity) {
     this.ctx = ctx;
@@ -92,7 +96,17 @@ export class Access {
   record(ev: AuditEventInput): void { recordEvidence(this.ctx, this.identity, ev, this.set); }
 }
 
-/** Step 1 of the access path: identify the caller and open its access context. */
+/**
+ * Step 1 of the access path: identify the caller and open its access context. A request made
+ * while serving an A2A call (x-aam-delegation) is linked to that call in the evidence, whatever
+ * the plane: one `delegation` event under this request's id names the chain and the parent call.
+ */
 export async function openAccess(ctx: Ctx): Promise<Access> {
-  return new Access(ctx, await identify(ctx));
+  const a = new Access(ctx, await identify(ctx));
+  const d = verifyDelegation(ctx.rt, ctx.req.headers[DELEGATION_HEADER], a.identity);
+  if (d) {
+    a.delegation = d;
+    a.record({ type: 'delegation', request_id: ctx.requestId, trace_id: ctx.span?.context.traceId, identity: identityEvidence(a.identity), delegation: delegationEvidence(d) });
+  }
+  return a;
 }

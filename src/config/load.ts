@@ -202,6 +202,15 @@ function checkReferences(set: ConfigSet, at: At): void {
     (s.credentials?.allow ?? []).forEach((c, i) => {
       if (!set.credentials.has(c)) at('AgentPolicy', pol, ['spec', 'credentials', 'allow', i], `unknown Credential "${c}"`);
     });
+    (s.agents ?? []).forEach((r, i) => {
+      const callee = set.agents.get(r.agent);
+      if (r.agent !== '*' && !callee) at('AgentPolicy', pol, ['spec', 'agents', i, 'agent'], `unknown Agent "${r.agent}" (defined: ${names(set.agents)})`);
+      else if (callee && !callee.spec.a2a) at('AgentPolicy', pol, ['spec', 'agents', i, 'agent'], `Agent "${r.agent}" publishes no A2A endpoint; add spec.a2a: { url } to it`);
+    });
+  }
+  for (const a of set.agents.values()) {
+    const c = a.spec.a2a?.credential;
+    if (c && !set.credentials.has(c)) at('Agent', a, ['spec', 'a2a', 'credential'], `unknown Credential "${c}"`);
   }
   for (const m of set.mcpServers.values()) {
     const s = m.spec;

@@ -147,6 +147,16 @@ export const agentSpec = z.strictObject({
   deployment: z.string().optional(),
   labels: labels.optional(),
   description: z.string().optional(),
+  /** The agent's A2A endpoint: callers reach it only through aam at /a2a/<agent>, with this credential injected. */
+  a2a: z.strictObject({ url: z.url({ protocol: /^https?$/ }), credential: name.optional() }).optional(),
+});
+
+/** agents: which A2A agents (and skills) this identity may call; deny wins, default deny. */
+export const agentRuleSpec = z.strictObject({
+  agent: z.string().min(1),
+  skills: z.array(z.string().min(1)).optional(),
+  deny: z.array(z.string().min(1)).optional(),
+  when: z.string().min(1).optional(),
 });
 
 const argConstraint = z.strictObject({
@@ -195,6 +205,9 @@ export const policySpec = z.strictObject({
     rate: z.strictObject({ rpm: z.number().int().positive().optional(), tpm: z.number().int().positive().optional() }).optional(),
   }).optional(),
   tools: z.array(toolRuleSpec).optional(),
+  agents: z.array(agentRuleSpec).optional(),
+  /** Longest agent-to-agent chain a call of this identity may start or extend (the caller's call is hop 1; default 4). */
+  max_delegation_depth: z.number().int().min(1).max(32).optional(),
   credentials: z.strictObject({
     injection: z.enum(['runtime']).optional(),
     expose_to_agent: z.literal(false, { error: 'expose_to_agent: only false is supported; aam never hands credentials to agents' }).optional(),
@@ -344,6 +357,7 @@ export type PricingSpec = z.infer<typeof pricingSpec>;
 export type AgentSpec = z.infer<typeof agentSpec>;
 export type PolicySpec = z.infer<typeof policySpec>;
 export type ToolRuleSpec = z.infer<typeof toolRuleSpec>;
+export type AgentRuleSpec = z.infer<typeof agentRuleSpec>;
 export type McpServerSpec = z.infer<typeof mcpServerSpec>;
 export type HttpToolSpec = z.infer<typeof httpToolSpec>;
 export type GuardrailSpec = z.infer<typeof guardrailSpec>;

@@ -123,6 +123,7 @@ export class Vault {
   #lastUsedDb: Map<string, string>;
   #timer: NodeJS.Timeout | undefined;
   readonly masterKeyId: string;
+  readonly #master: MasterKey;
 
   constructor(opts: VaultOptions) {
     this.#opts = opts;
@@ -130,6 +131,7 @@ export class Vault {
     this.#now = opts.now ?? Date.now;
     const key = opts.masterKey ?? loadMasterKey({ dataDir: opts.dataDir, env: this.#env });
     this.masterKeyId = key.keyId;
+    this.#master = key;
     this.#store = new EncryptedStore(opts.db, key);
     this.#lastUsedDb = this.#store.lastUsed();
     this.#entries = this.#resolveAll(opts.config);
@@ -139,6 +141,9 @@ export class Vault {
       this.#timer.unref();
     }
   }
+
+  /** A purpose-bound subkey of the master key (HKDF): the same on every replica sharing AAM_MASTER_KEY. */
+  subkey(info: string): Buffer { return this.#master.derive(info); }
 
   #resolveAll(config: ConfigSet): Map<string, Entry> {
     const optional = optionalNames(config);

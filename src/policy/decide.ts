@@ -11,6 +11,7 @@ import { setFor, rulesFor, ruleModel, type CompiledPolicies, type CompiledToolRu
 import type { TargetFacts } from '../config/catalog.ts';
 import { checkArgs } from './args.ts';
 import type { CelVars } from './cel.ts';
+import { decideAgentCall } from './agents.ts';
 
 // Memo bounds: resources per rule x actions per resource (config-derived in practice).
 const MEMO_RESOURCES = 256;
@@ -30,6 +31,7 @@ export function who(agent: AgentRecord): string {
 export function decide(req: AccessRequest, compiled: CompiledPolicies): Decision {
   const set = setFor(req.agent, compiled);
   if (req.kind === 'model') return decideModel(set, req.model, compiled);
+  if (req.kind === 'agent') return decideAgentCall(set, req.callee, req.skill, celContext(req.context), (e, p, i, path, reason) => make(compiled, e, p, i, path, reason));
   return decideTool(set, req.resource, req.action, req.args ?? EMPTY, req.context, compiled);
 }
 

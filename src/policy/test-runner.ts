@@ -133,6 +133,8 @@ export function explain(req: AccessRequest, compiled: CompiledPolicies): string[
       lines.push(`  regions: ${[...set.regions.allow].join(', ') || 'none'} (models.regions of ${set.regions.policies.join(', ')})`);
       for (const t of targets) lines.push(`    target ${t.label} (${t.region ?? 'no region'}): ${t.region !== undefined && set.regions.allow.has(t.region) ? 'may serve' : 'never used'}`);
     }
+  } else if (req.kind === 'agent') {
+    lines.push(`request: call skill "${req.skill}" of agent "${req.callee}" (A2A)`);
   } else {
     lines.push(`request: action "${req.action}" on ${req.resource} with args ${JSON.stringify(req.args)}`);
     const rules = rulesFor(set, req.resource);

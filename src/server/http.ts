@@ -12,6 +12,7 @@ import { handleChat } from '../gateway/chat.ts';
 import { handleResponseById, handleResponses } from '../gateway/responses.ts';
 import { handleEmbeddings, handleModels } from '../gateway/embeddings.ts';
 import { startServerSpan, endHttpSpan } from '../observability/tracing.ts';
+import { createA2aGateway } from '../a2a/gateway.ts';
 
 export type Handler = (ctx: Ctx) => Promise<void> | void;
 
@@ -39,7 +40,8 @@ export function coreRoutes(): Routes {
       return sendJson(ctx, 200, { status: 'ready', config_version: ctx.cfg.version, store: store.kind });
     }],
   ]);
-  return { exact, prefixes: [['/v1/responses/', handleResponseById]] };
+  const a2a = createA2aGateway();
+  return { exact, prefixes: [['/v1/responses/', handleResponseById], ['/a2a/', a2a.handle]] };
 }
 
 export function createRequestListener(rt: Runtime, routes: Routes) {

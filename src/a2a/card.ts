@@ -1,0 +1,66 @@
+// A callee's agent card as callers see it through aam: fetched from `<url>/.well-known/agent-card.json`
+// (cached briefly), then rewritten so the only way to reach the agent is aam's `/a2a/<agent>`
+// (JSON-RPC) with the auth scheme aam enforces, and listing only the skills this caller may call.
+// A signature over the callee's card no longer matches the rewritten one, so it is dropped.
+import { request } from 'undici';
+
+export const CARD_PATH = '/.well-known/agent-card.json';
+const CARD_TTL_MS = 30_000;
+const MAX_CARD_BYTES = 1024 * 1024;
+
+export type Card = Record<string, unknown>;
+
+export class CardCache {
+  readonly #m = new Map<string, { card: Card; expires: number }>();
+
+  /** The callee's own card, from cache or fetched with aam's credential for it. */
+  async get(agent: string, baseUrl: string, headers: Record<string, string>, timeoutMs: number): Promise<Card> {
+    const key = `${agent}\0${baseUrl}`;
+    const hit = this.#m.get(key);
+    if (hit && hit.expires > Date.now()) return hit.card;
+    const url = baseUrl.replace(/\/+$/, '') + CARD_PATH;
+    const up = await request(url, { method: 'GET', headers: { accept: 'application/json', 'a2a-version': '1.0', ...headers }, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    let size = 0;
+    const chunks: Buffer[] = [];
+    for await (const c of up.body) {
+      size += (c as Buffer).length;
+      if (size > MAX_CARD_BYTES) { up.body.destroy(); throw new Error(`the card is larger than ${MAX_CARD_BYTES} bytes`); }
+      chunks.push(c as Buffer);
+    }
+    if (up.statusCode !== 200) throw new Error(`the card request answered HTTP ${up.statusCode}`);
+    const card = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+    if (!card || typeof card !== 'object' || Array.isArray(card)) throw new Error('the card is not a JSON object');
+    this.#m.set(key, { card: card as Card, expires: Date.now() + CARD_TTL_MS });
+    if (this.#m.size > 1024) this.#m.delete(this.#m.keys().next().value as string);
+    return card as Card;
+  }
+}
+
+/** The scheme aam enforces on /a2a/<agent>, in A2A v1 card form. */
+const AAM_SCHEME = {
+  aam: { httpAuthSecurityScheme: { scheme: 'Bearer', bearerFormat: 'aam virtual key or JWT-SVID', description: 'An aam virtual key (aam_...) or a JWT-SVID; or mTLS with an X.509-SVID. aam injects the callee\'s own credential.' } },
+};
+
+/**
+ * The card rewritten for one caller: one JSON-RPC interface at aam, aam's security scheme,
+ * skills filtered by `mayCall`, no signatures. Other fields (name, description, capabilities,
+ * modes, provider) pass as the callee wrote them.
+ */
+export function rewriteCard(card: Card, endpoint: string, mayCall: (skill: string) => boolean): Card {
+  const ifaces = Array.isArray(card.supportedInterfaces) ? card.supportedInterfaces as Array<Record<string, unknown>> : [];
+  const jsonrpc = ifaces.find((i) => String(i.protocolBinding ?? '').toUpperCase() === 'JSONRPC' && i.protocolVersion === '1.0')
+    ?? ifaces.find((i) => String(i.protocolBinding ?? '').toUpperCase() === 'JSONRPC');
+  const skills = Array.isArray(card.skills) ? (card.skills as Array<Record<string, unknown>>) : [];
+  const out: Card = {
+    ...card,
+    supportedInterfaces: [{ url: endpoint, protocolBinding: 'JSONRPC', protocolVersion: typeof jsonrpc?.protocolVersion === 'string' ? jsonrpc.protocolVersion : '1.0' }],
+    securitySchemes: AAM_SCHEME,
+    securityRequirements: [{ schemes: { aam: { list: [] } } }],
+    skills: skills.filter((s) => typeof s.id === 'string' && mayCall(s.id)).map(({ securityRequirements: _drop, security: _legacy, ...s }) => s),
+  };
+  delete out.signatures;
+  delete out.url; // v0.3 fields that would point past aam
+  delete out.additionalInterfaces;
+  delete out.security;
+  return out;
+}

@@ -1,0 +1,309 @@
+// The A2A v1 plane: `/a2a/<agent>` proxies A2A JSON-RPC to an Agent's `spec.a2a.url`, and
+// `/a2a/<agent>/.well-known/agent-card.json` serves its card rewritten to point at aam.
+// identify -> resolve callee -> delegation (cycle, depth) -> decide (agents rules, skill) ->
+// guard input -> admit -> inject (aam's credential for the callee, never the caller's) -> call
+// (SSE relayed event by event) -> guard output -> record (linked to the delegation chain).
+// Everything written to the caller goes through the egress door (ctx.res), which scrubs it.
+import { request } from 'undici';
+import type { Ctx } from '../server/context.ts';
+import { readJson, sendJson } from '../server/context.ts';
+import { AamError, toAamError } from '../server/errors.ts';
+import { openAccess, type Access } from '../access/context.ts';
+import { authorize, policyEvidence, recordDecision } from '../access/decide.ts';
+import { identityEvidence } from '../access/evidence.ts';
+import { scrubAcross } from '../access/egress.ts';
+import { chainName, delegate, delegationEvidence, encodeDelegation, outgoingTraceparent, DELEGATION_HEADER, type Delegation } from '../access/delegation.ts';
+import { decide } from '../policy/decide.ts';
+import { agentVisible, maxDelegationDepth } from '../policy/agents.ts';
+import type { AgentSpec } from '../config/schema.ts';
+import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
+import { idsIn, TaskOwners } from './tasks.ts';
+
+const TIMEOUT_MS = 300_000;
+const MAX_RESPONSE_BYTES = 10 * 1024 * 1024;
+
+const SEND = new Set(['SendMessage', 'SendStreamingMessage']);
+/** Task methods and where their task id is. */
+const TASK_ID: Record<string, 'id' | 'taskId'> = {
+  GetTask: 'id', CancelTask: 'id', SubscribeToTask: 'id',
+  CreateTaskPushNotificationConfig: 'taskId', GetTaskPushNotificationConfig: 'taskId',
+  ListTaskPushNotificationConfigs: 'taskId', DeleteTaskPushNotificationConfig: 'taskId',
+};
+const STREAMING = new Set(['SendStreamingMessage', 'SubscribeToTask']);
+
+/** JSON-RPC error codes aam uses (A2A keeps -32001..-32009 for its own errors). */
+const RPC_CODE: Record<number, number> = { 400: -32602, 401: -32051, 403: -32050, 404: -32053, 413: -32602, 415: -32602, 429: -32029 };
+const TASK_NOT_FOUND = -32001;
+const UNSUPPORTED = -32004;
+
+type Rpc = { jsonrpc: '2.0'; id: string | number | null; method: string; params: Record<string, unknown> };
+
+class RpcError extends Error {
+  readonly code: number;
+  constructor(code: number, message: string) { super(message); this.code = code; }
+}
+
+export interface A2aGateway { handle(ctx: Ctx): Promise<void> }
+
+export function createA2aGateway(): A2aGateway {
+  const cards = new CardCache();
+  const owners = new TaskOwners();
+
+  async function handle(ctx: Ctx): Promise<void> {
+    const m = /^\/a2a\/([^/]+)(\/\.well-known\/agent-card\.json)?\/?$/.exec(ctx.path);
+    if (!m) throw new AamError(404, 'not_found', `no A2A endpoint ${ctx.path}; use /a2a/<agent> (JSON-RPC) or /a2a/<agent>${CARD_PATH}`);
+    let name: string;
+    try { name = decodeURIComponent(m[1]); } catch { throw new AamError(400, 'invalid_request', 'malformed percent-encoding in the agent name'); }
+    const isCard = m[2] !== undefined;
+    if (isCard ? ctx.req.method !== 'GET' : ctx.req.method !== 'POST') {
+      throw new AamError(405, 'method_not_allowed', `${ctx.req.method} is not allowed on ${ctx.path}; use ${isCard ? 'GET' : 'POST'}`, { headers: { allow: isCard ? 'GET' : 'POST' } });
+    }
+    if (isCard) return card(ctx, name);
+    let rpcId: Rpc['id'] = null;
+    try {
+      const access = await openAccess(ctx);
+      const spec = calleeSpec(ctx, name);
+      const rpc = parseRpc(await readJson(ctx));
+      rpcId = rpc.id;
+      await call(ctx, access, name, spec, rpc);
+    } catch (e) {
+      rpcError(ctx, e, rpcId);
+    }
+  }
+
+  function calleeSpec(ctx: Ctx, name: string): NonNullable<AgentSpec['a2a']> {
+    const a2a = ctx.cfg.set.agents.get(name)?.spec.a2a;
+    if (!a2a) throw new AamError(404, 'unknown_agent', `no A2A agent "${name}": an Agent resource with spec.a2a.url publishes one`);
+    return a2a;
+  }
+
+  async function card(ctx: Ctx, name: string): Promise<void> {
+    const access = await openAccess(ctx);
+    const spec = calleeSpec(ctx, name);
+    if (!agentVisible(access.set, name)) throw new AamError(403, 'policy_denied', `no AgentPolicy lets ${chainName(access.identity)} call agent "${name}"; add \`agents: [{ agent: ${name} }]\` to its policy`);
+    const auth = spec.credential ? await inject(ctx, access, spec.credential) : { headers: {} };
+    let raw;
+    try { raw = await cards.get(name, spec.url, auth.headers, 10_000); } catch (e) {
+      throw new AamError(502, 'upstream_error', `agent "${name}" did not serve its agent card: ${(e as Error).message}`);
+    }
+    const context = { time: new Date().toISOString(), request_id: ctx.requestId };
+    const mayCall = (skill: string) => decide({ kind: 'agent', agent: access.identity.agent, callee: name, skill, context }, ctx.cfg.policies).allowed;
+    sendJson(ctx, 200, rewriteCard(raw, `${publicBase(ctx)}/a2a/${encodeURIComponent(name)}`, mayCall), { 'cache-control': 'private, max-age=30' });
+  }
+
+  async function call(ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc): Promise<void> {
+    const identity = access.identity;
+    const caller = identity.agent.spiffeId;
+    // Which skill: named by the message, or the one that created the task.
+    let skill = '';
+    let taskId: string | undefined;
+    if (SEND.has(rpc.method)) {
+      const msg = rpc.params.message as Record<string, unknown> | undefined;
+      if (!msg || typeof msg !== 'object') throw new RpcError(-32602, `${rpc.method} needs params.message`);
+      const meta = msg.metadata as Record<string, unknown> | undefined;
+      skill = typeof meta?.skill === 'string' ? meta.skill : '';
+      taskId = typeof msg.taskId === 'string' && msg.taskId ? msg.taskId : undefined;
+      if (taskId) skill = ownedBy(name, 'task', taskId, caller)?.skill ?? skill;
+      const ctxId = typeof msg.contextId === 'string' ? msg.contextId : undefined;
+      if (ctxId) { const o = owners.get(name, 'context', ctxId); if (o && o.caller !== caller) throw new RpcError(TASK_NOT_FOUND, `context "${ctxId}" not found`); }
+    } else if (rpc.method in TASK_ID) {
+      const id = rpc.params[TASK_ID[rpc.method]];
+      if (typeof id !== 'string' || !id) throw new RpcError(-32602, `${rpc.method} needs params.${TASK_ID[rpc.method]}`);
+      taskId = id;
+      skill = ownedBy(name, 'task', id, caller)!.skill;
+    } else if (rpc.method === 'ListTasks' || rpc.method === 'GetExtendedAgentCard') {
+      throw new RpcError(UNSUPPORTED, `aam does not relay ${rpc.method}: the callee sees every caller as aam, so its answer would mix callers; use GetTask with your task ids, or the card at /a2a/${name}${CARD_PATH}`);
+    } else {
+      throw new RpcError(-32601, `method "${rpc.method}" is not an A2A v1 method aam relays (SendMessage, SendStreamingMessage, GetTask, CancelTask, SubscribeToTask, *TaskPushNotificationConfig*)`);
+    }
+    // The chain: this call extends the delegation the caller is serving, if any.
+    const from = access.delegation;
+    const chain = from?.chain ?? [chainName(identity)];
+    if (chain.includes(name)) {
+      throw new AamError(403, 'delegation_cycle', `calling agent "${name}" would loop: it is already in this delegation chain (${[...chain, name].join(' -> ')}); aam refuses cycles`);
+    }
+    const hop = (from?.hop ?? 0) + 1;
+    const max = maxDelegationDepth(access.set);
+    if (hop > max) {
+      throw new AamError(403, 'delegation_depth_exceeded', `calling agent "${name}" would be hop ${hop} of the delegation chain ${[...chain, name].join(' -> ')}, over max_delegation_depth ${max} of ${chainName(identity)}'s policies`);
+    }
+    const context = { time: new Date().toISOString(), request_id: ctx.requestId, method: rpc.method, hop, chain: [...chain], environment: identity.agent.environment ?? '' };
+    const d = authorize(ctx, identity, { kind: 'agent', agent: identity.agent, callee: name, skill, context }, access.set);
+    if (spec.credential) {
+      const refused = ctx.rt.credentialRefusal(spec.credential, identity, access.set);
+      if (refused) throw new AamError(403, 'policy_denied', refused);
+    }
+    access.guardrails();
+    const params = await access.guard('input', rpc.params, `a2a ${name}`);
+    const adm = await access.admit(0, 0);
+    const delegation = delegate(from, identity, name, ctx.requestId);
+    const trace = outgoingTraceparent(ctx.span, ctx.req.headers.traceparent);
+    const started = performance.now();
+    const ev = {
+      request_id: ctx.requestId, trace_id: trace.traceId, identity: identityEvidence(identity), policy: policyEvidence(d),
+      a2a: { agent: name, skill, method: rpc.method, ...(taskId ? { task_id: taskId } : {}), stream: STREAMING.has(rpc.method), delegation: delegationEvidence(delegation) },
+    };
+    let credential: { name: string; version: number } | undefined;
+    let status = 0;
+    try {
+      const auth = spec.credential ? await inject(ctx, access, spec.credential) : { headers: {} as Record<string, string> };
+      credential = auth.credential;
+      const headers: Record<string, string> = {
+        'content-type': 'application/json', accept: STREAMING.has(rpc.method) ? 'text/event-stream' : 'application/json',
+        'a2a-version': headerOf(ctx, 'a2a-version') ?? '1.0', traceparent: trace.traceparent,
+        [DELEGATION_HEADER]: encodeDelegation(ctx.rt, delegation), 'x-aam-request-id': ctx.requestId, 'x-aam-caller': caller,
+        ...auth.headers,
+      };
+      const ext = headerOf(ctx, 'a2a-extensions');
+      if (ext) headers['a2a-extensions'] = ext;
+      let up;
+      try {
+        up = await request(spec.url, { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params }), headersTimeout: TIMEOUT_MS, bodyTimeout: TIMEOUT_MS });
+      } catch (e) {
+        throw new AamError(502, 'upstream_error', `agent "${name}" is unreachable: ${(e as Error).message}`);
+      }
+      status = up.statusCode;
+      const ct = String(up.headers['content-type'] ?? '');
+      if (ct.startsWith('text/event-stream')) await relayStream(ctx, access, name, skill, caller, up.body);
+      else await relayJson(ctx, access, name, skill, caller, up.statusCode, up.body);
+      access.settle(adm, 0, 0);
+    } catch (e) {
+      access.release(adm);
+      access.record({ type: 'a2a_call', ...ev, credential, outcome: { status: toAamError(e).status, error: (e as Error).message, latency_ms: performance.now() - started } } as never);
+      if (ctx.decision) ctx.decision.recorded = true;
+      throw e;
+    }
+    access.record({ type: 'a2a_call', ...ev, credential, outcome: { status, latency_ms: performance.now() - started } } as never);
+    if (ctx.decision) ctx.decision.recorded = true;
+  }
+
+  /** The owner of a task id, which must be this caller (another caller's task does not exist for it). */
+  function ownedBy(callee: string, kind: 'task', id: string, caller: string) {
+    const o = owners.get(callee, kind, id);
+    if (!o || o.caller !== caller) throw new RpcError(TASK_NOT_FOUND, `task "${id}" not found`);
+    return o;
+  }
+
+  async function relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, status: number, body: AsyncIterable<unknown> & { destroy(): void }): Promise<void> {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    for await (const c of body) {
+      size += (c as Buffer).length;
+      if (size > MAX_RESPONSE_BYTES) { body.destroy(); throw new AamError(502, 'upstream_error', `agent "${name}" answered more than ${MAX_RESPONSE_BYTES} bytes`); }
+      chunks.push(c as Buffer);
+    }
+    let msg: Record<string, unknown>;
+    try { msg = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>; } catch {
+      throw new AamError(502, 'upstream_error', `agent "${name}" answered HTTP ${status} without a JSON-RPC body`);
+    }
+    if (msg.result !== undefined) {
+      owners.bind(name, idsIn(msg.result), caller, skill);
+      msg = { ...msg, result: scrubAcross(ctx.rt.egress, await access.guard('output', msg.result, `a2a ${name}`)) };
+    } else if (msg.error !== undefined) {
+      msg = { ...msg, error: await access.guard('output', msg.error, `a2a ${name}`) };
+    }
+    sendJson(ctx, status, msg);
+  }
+
+  /** SSE relayed event by event: each event's JSON-RPC result is bound, guarded and written at once. */
+  async function relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: AsyncIterable<unknown> & { destroy(): void }): Promise<void> {
+    const res = ctx.res;
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-request-id': ctx.requestId });
+    res.flushHeaders();
+    let buf = '';
+    const dec = new TextDecoder();
+    const emit = async (block: string): Promise<boolean> => {
+      const data: string[] = [];
+      const other: string[] = [];
+      for (const line of block.split(/\r?\n/)) {
+        if (line.startsWith('data:')) data.push(line.slice(line[5] === ' ' ? 6 : 5));
+        else if (line) other.push(line);
+      }
+      if (data.length === 0) { res.write(other.join('\n') + '\n\n'); return true; }
+      let ev: Record<string, unknown>;
+      try { ev = JSON.parse(data.join('\n')) as Record<string, unknown>; } catch {
+        res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32603, message: `agent "${name}" sent a stream event that is not JSON` } })}\n\n`);
+        return false;
+      }
+      if (ev.result !== undefined) {
+        owners.bind(name, idsIn(ev.result), caller, skill);
+        try {
+          ev = { ...ev, result: scrubAcross(ctx.rt.egress, await access.guard('output', ev.result, `a2a ${name} stream`)) };
+        } catch (e) {
+          const err = toAamError(e);
+          res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', id: ev.id ?? null, error: { code: RPC_CODE[err.status] ?? -32603, message: err.message, data: { code: err.code } } })}\n\n`);
+          return false;
+        }
+      }
+      res.write(`${other.length ? other.join('\n') + '\n' : ''}data: ${JSON.stringify(ev)}\n\n`);
+      return true;
+    };
+    try {
+      for await (const c of body) {
+        buf += dec.decode(c as Buffer, { stream: true });
+        if (buf.length > MAX_RESPONSE_BYTES) throw new Error(`a stream event over ${MAX_RESPONSE_BYTES} bytes`);
+        let i: number;
+        while ((i = buf.search(/\r?\n\r?\n/)) >= 0) {
+          const block = buf.slice(0, i);
+          buf = buf.slice(buf[i] === '\r' ? i + 4 : i + 2);
+          if (!(await emit(block))) { body.destroy(); res.end(); return; }
+        }
+      }
+      if (buf.trim()) await emit(buf);
+    } catch (e) {
+      body.destroy();
+      res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32603, message: `agent "${name}" stream failed: ${(e as Error).message}` } })}\n\n`);
+    }
+    res.end();
+  }
+
+  return { handle };
+}
+
+async function inject(ctx: Ctx, access: Access, credential: string): Promise<{ headers: Record<string, string>; credential?: { name: string; version: number } }> {
+  const refused = ctx.rt.credentialRefusal(credential, access.identity, access.set);
+  if (refused) throw new AamError(403, 'policy_denied', refused);
+  const c = await ctx.rt.injectTool(credential, access.identity);
+  return { headers: c.headers, credential: c.credential };
+}
+
+function headerOf(ctx: Ctx, name: string): string | undefined {
+  const v = ctx.req.headers[name];
+  return typeof v === 'string' && v.length <= 1024 ? v : undefined;
+}
+
+/** AAM_PUBLIC_URL, else the scheme and Host the caller used (the rewritten card goes only to that caller). */
+function publicBase(ctx: Ctx): string {
+  if (ctx.rt.options.publicUrl) return ctx.rt.options.publicUrl.replace(/\/+$/, '');
+  const tls = (ctx.req.socket as { encrypted?: boolean }).encrypted === true;
+  const host = typeof ctx.req.headers.host === 'string' && /^[A-Za-z0-9.\-:[\]]{1,255}$/.test(ctx.req.headers.host) ? ctx.req.headers.host : `127.0.0.1:${ctx.req.socket.localPort}`;
+  return `${tls ? 'https' : 'http'}://${host}`;
+}
+
+function parseRpc(body: unknown): Rpc {
+  if (!body || typeof body !== 'object' || Array.isArray(body)) throw new RpcError(-32600, 'send one JSON-RPC 2.0 request object (batches are not part of A2A)');
+  const b = body as Record<string, unknown>;
+  if (b.jsonrpc !== '2.0' || typeof b.method !== 'string') throw new RpcError(-32600, 'a JSON-RPC 2.0 request needs jsonrpc: "2.0" and a method');
+  const id = typeof b.id === 'string' || typeof b.id === 'number' ? b.id : null;
+  const params = b.params && typeof b.params === 'object' && !Array.isArray(b.params) ? b.params as Record<string, unknown> : {};
+  return { jsonrpc: '2.0', id, method: b.method, params };
+}
+
+/**
+ * An A2A caller gets JSON-RPC errors: aam's refusals keep their HTTP status (403 denied, 401,
+ * 404, 429) with the error code in error.data.code; A2A's own errors (task not found) are HTTP 200.
+ */
+function rpcError(ctx: Ctx, e: unknown, id: Rpc['id']): void {
+  if (e instanceof RpcError) {
+    recordDecision(ctx, 400, e.message);
+    return sendJson(ctx, 200, { jsonrpc: '2.0', id, error: { code: e.code, message: e.message } });
+  }
+  const err = toAamError(e);
+  if (err.status >= 500 && err.code === 'internal_error') ctx.rt.log.error({ requestId: ctx.requestId, err: e }, 'a2a call failed');
+  recordDecision(ctx, err.status, err.message);
+  if (ctx.res.headersSent) { ctx.res.destroy(); return; }
+  const body = { jsonrpc: '2.0', id, error: { code: RPC_CODE[err.status] ?? -32603, message: err.message, data: { code: err.code, http_status: err.status } } };
+  ctx.rt.evidenceSafe().then(() => sendJson(ctx, err.status, body, err.headers), () => sendJson(ctx, err.status, body, err.headers));
+}
+
+

@@ -1,0 +1,220 @@
+// A2A v1 through aam, end to end: the official @a2a-js/sdk client calls real @a2a-js/sdk agents
+// behind aam (card, send, stream, tasks), with identity, policy per skill, credential injection,
+// delegation chains (cycles, depth), scrubbing and linked evidence.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { ClientFactory, ClientFactoryOptions, JsonRpcTransportFactory } from '@a2a-js/sdk/client';
+import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { startTestAgents, type TestAgents } from './helpers/a2a-agents.ts';
+
+const SCORER_SECRET = 'scorer-cred-8d1f0a7c3e9b4f21aa';
+let gw: TestGateway;
+let agents: TestAgents;
+const keys: Record<string, string> = {};
+
+before(async () => {
+  process.env.A2A_TEST_SCORER_TOKEN = SCORER_SECRET;
+  const aamUrl = () => gw.url;
+  agents = await startTestAgents([
+    { name: 'planner', skills: ['plan'], aamUrl, key: () => keys.planner },
+    { name: 'risk-scorer', skills: ['score', 'export'], aamUrl, key: () => keys['risk-scorer'], secret: SCORER_SECRET },
+    { name: 'helper', skills: ['help'], aamUrl, key: () => keys.helper },
+    { name: 'archivist', skills: ['archive'], aamUrl, key: () => keys.archivist },
+  ]);
+  const agent = (name: string, a2a: Record<string, unknown>) => doc('Agent', name, { workload: `spiffe://test/agent/${name}`, team: 'qa', environment: 'dev', a2a });
+  gw = await startTestGateway(yaml(
+    doc('Credential', 'scorer-token', { env: 'A2A_TEST_SCORER_TOKEN' }),
+    doc('Provider', 'demo', { type: 'demo' }),
+    doc('Model', 'small', { targets: [{ provider: 'demo', model: 'd' }] }),
+    agent('planner', { url: `${agents.base}/planner` }),
+    agent('risk-scorer', { url: `${agents.base}/risk-scorer`, credential: 'scorer-token' }),
+    agent('helper', { url: `${agents.base}/helper` }),
+    agent('archivist', { url: `${agents.base}/archivist` }),
+    doc('Agent', 'outsider', { workload: 'spiffe://test/agent/outsider' }),
+    doc('AgentPolicy', 'planner-calls', { identity: { agent: 'planner' }, agents: [{ agent: 'risk-scorer', skills: ['score'] }, { agent: 'helper' }] }),
+    doc('AgentPolicy', 'scorer-calls', { identity: { agent: 'risk-scorer' }, models: { allow: ['small'] }, agents: [{ agent: 'helper' }, { agent: 'planner' }] }),
+    doc('AgentPolicy', 'helper-calls', { identity: { agent: 'helper' }, agents: [{ agent: 'archivist' }], max_delegation_depth: 2 }),
+    doc('AgentPolicy', 'outsider-none', { identity: { agent: 'outsider' }, agents: [{ agent: 'risk-scorer', deny: ['*'] }] }),
+  ));
+  for (const n of ['planner', 'risk-scorer', 'helper', 'archivist', 'outsider']) keys[n] = gw.key(n);
+});
+
+after(async () => {
+  await gw?.close();
+  await agents?.close();
+  delete process.env.A2A_TEST_SCORER_TOKEN;
+});
+
+/** The official SDK client, reaching the agent only through aam, authenticated as `as`. */
+async function sdkClient(agent: string, as: string) {
+  const fetchImpl: typeof fetch = (input, init) => {
+    const headers = new Headers(init?.headers);
+    headers.set('authorization', `Bearer ${keys[as]}`);
+    return fetch(input, { ...init, headers });
+  };
+  const factory = new ClientFactory(ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
+    transports: [new JsonRpcTransportFactory({ fetchImpl })],
+    cardResolver: undefined,
+  }));
+  const card = await (await fetchImpl(`${gw.url}/a2a/${agent}/.well-known/agent-card.json`)).json();
+  return factory.createFromAgentCard(card);
+}
+
+const userMessage = (text: string, skill?: string, extra: Record<string, unknown> = {}) => ({
+  message: { messageId: `u-${Math.random().toString(36).slice(2)}`, contextId: '', taskId: '', role: 1, parts: [{ content: { $case: 'text', value: text }, metadata: undefined, filename: '', mediaType: '' }], metadata: skill ? { skill } : undefined, extensions: [], referenceTaskIds: [], ...extra },
+  configuration: undefined, metadata: undefined, tenant: '',
+}) as never;
+
+const replyText = (r: unknown): string => {
+  const m = r as { parts?: Array<{ content?: { value?: unknown } }> };
+  return (m.parts ?? []).map((p) => String(p.content?.value ?? '')).join('');
+};
+
+async function rpc(agent: string, as: string | null, method: string, params: unknown, headers: Record<string, string> = {}) {
+  const r = await fetch(`${gw.url}/a2a/${agent}`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'a2a-version': '1.0', ...(as ? { authorization: `Bearer ${keys[as]}` } : {}), ...headers },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 7, method, params }),
+  });
+  return { status: r.status, requestId: r.headers.get('x-request-id'), body: await r.json() as { result?: Record<string, unknown>; error?: { code: number; message: string; data?: Record<string, unknown> } } };
+}
+
+const send = (text: string, skill?: string) => ({ message: { messageId: `r-${Math.random()}`, role: 'ROLE_USER', parts: [{ text }], ...(skill ? { metadata: { skill } } : {}) } });
+
+test('the card is served through aam: endpoint, auth scheme and skills rewritten for the caller', async () => {
+  const r = await fetch(`${gw.url}/a2a/risk-scorer/.well-known/agent-card.json`, { headers: { authorization: `Bearer ${keys.planner}` } });
+  assert.equal(r.status, 200);
+  const card = await r.json() as Record<string, unknown>;
+  assert.deepEqual(card.supportedInterfaces, [{ url: `${gw.url}/a2a/risk-scorer`, protocolBinding: 'JSONRPC', protocolVersion: '1.0' }]);
+  assert.ok(!JSON.stringify(card).includes(agents.base), 'no URL of the callee itself');
+  assert.deepEqual(Object.keys(card.securitySchemes as object), ['aam']);
+  assert.deepEqual((card.skills as Array<{ id: string }>).map((s) => s.id), ['score'], 'only the skills the planner may call');
+  assert.equal((await fetch(`${gw.url}/a2a/risk-scorer/.well-known/agent-card.json`)).status, 401, 'the card needs an identity');
+  const denied = await fetch(`${gw.url}/a2a/risk-scorer/.well-known/agent-card.json`, { headers: { authorization: `Bearer ${keys.outsider}` } });
+  assert.equal(denied.status, 403);
+});
+
+test('SDK client -> aam -> SDK agent: the allowed skill is answered; the callee gets aam\'s credential, never the caller\'s key', async () => {
+  const client = await sdkClient('risk-scorer', 'planner');
+  const reply = await client.sendMessage(userMessage('hello scorer', 'score'));
+  assert.match(replyText(reply), /risk-scorer says: hello scorer/);
+  const h = agents.received.get('risk-scorer')!;
+  assert.equal(h.authorization, `Bearer ${SCORER_SECRET}`, 'aam injected the callee credential');
+  assert.ok(!JSON.stringify(h).includes(keys.planner), 'the caller key never reaches the callee');
+  assert.match(String(h.traceparent), /^00-[0-9a-f]{32}-[0-9a-f]{16}-0[01]$/);
+  assert.match(String(h['x-aam-delegation']), /^v1\./);
+  assert.equal(h['a2a-version'], '1.0');
+  assert.equal(h['x-aam-caller'], 'spiffe://test/agent/planner');
+});
+
+test('streaming: SendStreamingMessage is relayed event by event; the task belongs to its caller only', async () => {
+  const client = await sdkClient('helper', 'planner');
+  const events: unknown[] = [];
+  for await (const ev of client.sendMessageStream(userMessage('stream please'))) events.push(ev);
+  assert.ok(events.length >= 5, `task, working, 3 artifact chunks, completed (got ${events.length})`);
+  const text = JSON.stringify(events);
+  assert.match(text, /alpha/);
+  assert.match(text, /gamma/);
+  const first = events[0] as { id?: string; payload?: { $case: string; value: { id: string } } };
+  const taskId = first.id ?? first.payload?.value.id;
+  assert.ok(taskId);
+  const mine = await rpc('helper', 'planner', 'GetTask', { id: taskId });
+  assert.equal(mine.body.result?.id, taskId);
+  const theirs = await rpc('helper', 'risk-scorer', 'GetTask', { id: taskId });
+  assert.equal(theirs.body.error?.code, -32001, 'another caller cannot see the task');
+});
+
+test('a denied skill is 403 naming the policy; the callee never sees it', async () => {
+  agents.received.delete('risk-scorer');
+  const r = await rpc('risk-scorer', 'planner', 'SendMessage', send('give me everything', 'export'));
+  assert.equal(r.status, 403);
+  assert.match(r.body.error!.message, /planner-calls.*agents\[0\].*only skills score/);
+  assert.equal(r.body.error!.data?.code, 'policy_denied');
+  assert.equal(agents.received.get('risk-scorer'), undefined);
+  const noSkill = await rpc('risk-scorer', 'planner', 'SendMessage', send('hi'));
+  assert.equal(noSkill.status, 403);
+  const outsider = await rpc('risk-scorer', 'outsider', 'SendMessage', send('hi', 'score'));
+  assert.equal(outsider.status, 403);
+  assert.match(outsider.body.error!.message, /outsider-none/);
+});
+
+test('unknown agent is 404; no identity is 401; an unknown method is refused without forwarding', async () => {
+  const r = await rpc('nobody', 'planner', 'SendMessage', send('x', 'score'));
+  assert.equal(r.status, 404);
+  assert.match(r.body.error!.message, /no A2A agent "nobody"/);
+  const anon = await rpc('risk-scorer', null, 'SendMessage', send('x', 'score'));
+  assert.equal(anon.status, 401);
+  const odd = await rpc('risk-scorer', 'planner', 'DoSomethingElse', {});
+  assert.equal(odd.body.error?.code, -32601);
+  const list = await rpc('risk-scorer', 'planner', 'ListTasks', {});
+  assert.equal(list.body.error?.code, -32004);
+});
+
+test('a cycle is refused: planner -> risk-scorer -> planner', async () => {
+  const client = await sdkClient('risk-scorer', 'planner');
+  const reply = replyText(await client.sendMessage(userMessage('call:planner:back to you', 'score')));
+  assert.match(reply, /refused\(403\).*would loop.*planner -> risk-scorer -> planner/);
+});
+
+test('depth is bounded: planner -> risk-scorer -> helper -> archivist is hop 3, over helper\'s max_delegation_depth 2', async () => {
+  const client = await sdkClient('risk-scorer', 'planner');
+  const ok = replyText(await client.sendMessage(userMessage('call:helper:plain', 'score')));
+  assert.match(ok, /relayed: helper says: plain/, 'hop 2 is allowed');
+  const deep = replyText(await client.sendMessage(userMessage('call:helper:call:archivist:deep', 'score')));
+  assert.match(deep, /refused\(403\).*hop 3.*max_delegation_depth 2/);
+});
+
+test('a forged or borrowed delegation header is refused', async () => {
+  const forged = await rpc('helper', 'risk-scorer', 'SendMessage', send('x'), { 'x-aam-delegation': 'v1.e30.AAAA' });
+  assert.equal(forged.status, 401);
+  assert.match(forged.body.error!.message, /bad signature/);
+  // A real header given to risk-scorer, presented by another agent.
+  const client = await sdkClient('risk-scorer', 'planner');
+  await client.sendMessage(userMessage('hello', 'score'));
+  const real = String(agents.received.get('risk-scorer')!['x-aam-delegation']);
+  const borrowed = await rpc('archivist', 'helper', 'SendMessage', send('x'), { 'x-aam-delegation': real });
+  assert.equal(borrowed.status, 403);
+  assert.match(borrowed.body.error!.message, /issued to agent "risk-scorer"/);
+});
+
+test('a secret the callee echoes is scrubbed, in answers and in streams', async () => {
+  const r = await rpc('risk-scorer', 'planner', 'SendMessage', send('echo-secret', 'score'));
+  assert.equal(r.status, 200);
+  const text = JSON.stringify(r.body);
+  assert.ok(!text.includes(SCORER_SECRET), text);
+  assert.match(text, /the key is/);
+  const s = await fetch(`${gw.url}/a2a/risk-scorer`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'a2a-version': '1.0', authorization: `Bearer ${keys.planner}`, accept: 'text/event-stream' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 3, method: 'SendStreamingMessage', params: send('stream the secret', 'score') }),
+  });
+  assert.equal(s.headers.get('content-type'), 'text/event-stream');
+  const streamed = await s.text();
+  assert.match(streamed, /alpha/);
+  assert.ok(!streamed.includes(SCORER_SECRET));
+});
+
+test('evidence: the A2A call and the callee\'s own calls are linked by the delegation', async () => {
+  const r = await rpc('risk-scorer', 'planner', 'SendMessage', send('call:helper:linked', 'score'));
+  assert.equal(r.status, 200);
+  assert.match(JSON.stringify(r.body), /relayed: helper says: linked/);
+  // The callee's model call while serving, with the header it was given.
+  const h = agents.received.get('risk-scorer')!;
+  const m = await fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${keys['risk-scorer']}`, 'x-aam-delegation': String(h['x-aam-delegation']) },
+    body: JSON.stringify({ model: 'small', messages: [{ role: 'user', content: 'score this' }] }),
+  });
+  assert.equal(m.status, 200);
+  const { queryEvents } = await import('../src/audit/query.ts');
+  await gw.g.rt.auditLog!.flush();
+  const db = gw.g.rt.auditLog!.db;
+  const [call] = queryEvents(db, { requestId: r.requestId!, type: 'a2a_call' });
+  assert.ok(call, 'the A2A call is recorded');
+  const a2a = call.a2a as { agent: string; skill: string; delegation: { id: string; hop: number } };
+  assert.equal(a2a.agent, 'risk-scorer');
+  assert.equal(a2a.skill, 'score');
+  assert.equal(a2a.delegation.hop, 1);
+  const links = queryEvents(db, { type: 'delegation', limit: 1000 }).filter((e) => (e.delegation as { parent_request_id: string }).parent_request_id === r.requestId);
+  assert.equal(links.length, 2, 'risk-scorer\'s A2A call to helper and its model call are linked to the planner\'s call');
+  for (const l of links) assert.equal((l.delegation as { id: string }).id, a2a.delegation.id);
+  assert.equal(call.policy?.name, 'planner-calls');
+});

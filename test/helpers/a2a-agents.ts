@@ -1,0 +1,89 @@
+// Real A2A v1 agents built with the official @a2a-js/sdk server (express), for end-to-end tests.
+// Each agent echoes, streams (task -> working -> artifact -> completed), echoes a secret on
+// request, or calls another agent through aam (`call:<agent>:<text>`), forwarding the
+// x-aam-delegation and traceparent headers it received, as a well-behaved callee does.
+import express from 'express';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { DefaultRequestHandler, InMemoryTaskStore, type AgentExecutor, type ExecutionEventBus, type RequestContext } from '@a2a-js/sdk/server';
+import { agentCardHandler, jsonRpcHandler, UserBuilder } from '@a2a-js/sdk/server/express';
+
+export interface TestAgents {
+  base: string;
+  /** Headers each agent received on its last A2A call (by agent path name). */
+  received: Map<string, Record<string, string | string[] | undefined>>;
+  close(): Promise<void>;
+}
+
+export interface AgentDef { name: string; skills: string[]; aamUrl: () => string; key: () => string; secret?: string }
+
+type Part = { content?: { $case: string; value: unknown } };
+const textOf = (parts: readonly Part[]): string => parts.map((p) => (p.content?.$case === 'text' ? String(p.content.value) : '')).join('');
+const textPart = (text: string) => ({ content: { $case: 'text', value: text }, metadata: undefined, filename: '', mediaType: '' });
+const agentMessage = (text: string, contextId: string, taskId = '') => ({ messageId: `m-${Math.random().toString(36).slice(2)}`, contextId, taskId, role: 2, parts: [textPart(text)], metadata: undefined, extensions: [], referenceTaskIds: [] });
+
+function executor(def: AgentDef, received: TestAgents['received']): AgentExecutor {
+  return {
+    async execute(rc: RequestContext, bus: ExecutionEventBus): Promise<void> {
+      const headers = (rc.context.state.get('headers') ?? {}) as Record<string, string | string[] | undefined>;
+      received.set(def.name, headers);
+      const text = textOf(rc.userMessage.parts as unknown as Part[]);
+      if (text.startsWith('stream')) {
+        const task = { id: rc.taskId, contextId: rc.contextId, status: { state: 1, message: undefined, timestamp: undefined }, artifacts: [], history: [rc.userMessage], metadata: undefined };
+        bus.publish({ kind: 'task', data: task as never });
+        bus.publish({ kind: 'statusUpdate', data: { taskId: rc.taskId, contextId: rc.contextId, status: { state: 2, message: undefined, timestamp: undefined }, metadata: undefined } as never });
+        for (const chunk of ['alpha ', 'beta ', def.secret && text.includes('secret') ? def.secret : 'gamma']) {
+          bus.publish({ kind: 'artifactUpdate', data: { taskId: rc.taskId, contextId: rc.contextId, artifact: { artifactId: 'a1', name: 'out', description: '', parts: [textPart(chunk)], metadata: undefined, extensions: [] }, append: true, lastChunk: false, metadata: undefined } as never });
+        }
+        bus.publish({ kind: 'statusUpdate', data: { taskId: rc.taskId, contextId: rc.contextId, status: { state: 3, message: undefined, timestamp: undefined }, metadata: undefined } as never });
+        bus.finished();
+        return;
+      }
+      let answer = `${def.name} says: ${text}`;
+      if (text === 'echo-secret' && def.secret) answer = `the key is ${def.secret}`;
+      const call = /^call:([^:]+):?(.*)$/.exec(text);
+      if (call) answer = await callThroughAam(def, headers, call[1], call[2] || 'hello');
+      bus.publish({ kind: 'message', data: agentMessage(answer, rc.contextId) as never });
+      bus.finished();
+    },
+    async cancelTask(): Promise<void> { /* nothing long-running */ },
+  };
+}
+
+/** The callee's own call through aam, with its own key, forwarding delegation and trace context. */
+async function callThroughAam(def: AgentDef, headers: Record<string, string | string[] | undefined>, agent: string, text: string): Promise<string> {
+  const h: Record<string, string> = { authorization: `Bearer ${def.key()}`, 'content-type': 'application/json', 'a2a-version': '1.0' };
+  for (const k of ['x-aam-delegation', 'traceparent']) if (typeof headers[k] === 'string') h[k] = headers[k] as string;
+  const r = await fetch(`${def.aamUrl()}/a2a/${agent}`, {
+    method: 'POST', headers: h,
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendMessage', params: { message: { messageId: 'n1', role: 'ROLE_USER', parts: [{ text }], metadata: { skill: 'any' } } } }),
+  });
+  const j = await r.json() as { result?: { message?: { parts?: Array<{ text?: string }> } }; error?: { message: string } };
+  return j.error ? `refused(${r.status}): ${j.error.message}` : `relayed: ${j.result?.message?.parts?.map((p) => p.text).join('') ?? ''}`;
+}
+
+export async function startTestAgents(defs: AgentDef[]): Promise<TestAgents> {
+  const app = express();
+  const received: TestAgents['received'] = new Map();
+  let base = '';
+  for (const def of defs) {
+    const card = () => ({
+      name: def.name, description: `test agent ${def.name}`, version: '1.0.0',
+      supportedInterfaces: [{ url: `${base}/${def.name}`, protocolBinding: 'JSONRPC', protocolVersion: '1.0', tenant: '' }],
+      capabilities: { streaming: true, pushNotifications: false, extensions: [] },
+      securitySchemes: { direct: { httpAuthSecurityScheme: { scheme: 'Bearer' } } },
+      defaultInputModes: ['text/plain'], defaultOutputModes: ['text/plain'],
+      skills: def.skills.map((s) => ({ id: s, name: s, description: `skill ${s}`, tags: [s], examples: [], inputModes: [], outputModes: [], securityRequirements: [] })),
+      signatures: [],
+    });
+    const handler = new DefaultRequestHandler(card() as never, new InMemoryTaskStore(), executor(def, received));
+    app.use(`/${def.name}/.well-known/agent-card.json`, agentCardHandler({ agentCardProvider: async () => card() as never }));
+    app.use(`/${def.name}`, jsonRpcHandler({ requestHandler: handler, userBuilder: UserBuilder.noAuthentication }));
+  }
+  const server: Server = await new Promise((resolve) => { const s = app.listen(0, '127.0.0.1', () => resolve(s)); });
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    base, received,
+    close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
+  };
+}
