@@ -14,6 +14,7 @@ import { openVault } from '../credentials/vault.ts';
 import { readSecretFromStdin } from '../credentials/stdin.ts';
 import { auditCommands } from '../audit/cli.ts';
 import { importCommands } from './import.ts';
+import { policyDiffCommands } from './policy-diff.ts';
 import { recordCliAdmin } from './evidence.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
@@ -183,4 +184,4 @@ Object.assign(extraCommands, {
   },
 } satisfies Record<string, Command>);
 
-Object.assign(extraCommands, auditCommands, importCommands);
+Object.assign(extraCommands, auditCommands, importCommands, policyDiffCommands);

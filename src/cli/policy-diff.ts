@@ -1,0 +1,64 @@
+// `aam policy diff OLD NEW [--against-trail 7d]`: exit 0 when nothing would change, 1 when
+// something would (like diff(1)), 2 when the arguments or inputs are wrong.
+import { existsSync } from 'node:fs';
+import type { Command } from './main.ts';
+import { loadConfig, ConfigError, formatIssues } from '../config/load.ts';
+import { compilePolicies } from '../policy/compile.ts';
+import { diffAgainstTrail, diffCapabilities, type DiffSide } from '../policy/diff.ts';
+import { sinceTime } from '../gateway/usage.ts';
+import { auditDbPath, openAuditDb, readEvents, toEvent } from '../audit/store.ts';
+import { recoverUncommitted } from '../audit/log.ts';
+
+const out = (line: string) => process.stdout.write(line + '\n');
+const err = (line: string) => process.stderr.write(line + '\n');
+
+/** Event types that carry a decision (the key test skips every other block unread). */
+const DECISION_TYPES = new Set(['decision', 'model_call', 'tool.decision']);
+
+function side(path: string, which: string): DiffSide {
+  if (!existsSync(path)) throw new Error(`${which} config ${path} does not exist`);
+  try {
+    const config = loadConfig(path);
+    return { config, compiled: compilePolicies(config) };
+  } catch (e) {
+    if (e instanceof ConfigError) throw new Error(`${which} config ${path} is not valid:\n${formatIssues(e.issues)}`);
+    throw e;
+  }
+}
+
+export const policyDiffCommands: Record<string, Command> = {
+  'policy diff': {
+    summary: 'what a config change would change: replay the trail\'s recent decisions under NEW (--against-trail), or compare what each agent may do',
+    usage: 'aam policy diff OLD.yaml NEW.yaml [--against-trail 7d|ISO] [--data D] [--json]   (exit 0: no change, 1: changes, 2: error)',
+    options: { 'against-trail': { type: 'string' }, json: { type: 'boolean' } },
+    run: async ({ values, positionals, g }) => {
+      if (positionals.length !== 2) { err('usage: aam policy diff OLD.yaml NEW.yaml [--against-trail 7d]  (give exactly two config files)'); return 2; }
+      let old: DiffSide, next: DiffSide;
+      try {
+        old = side(positionals[0], 'OLD');
+        next = side(positionals[1], 'NEW');
+      } catch (e) { err(`error: ${(e as Error).message}`); return 2; }
+      const window = values['against-trail'];
+      if (window === undefined) {
+        const r = diffCapabilities(old, next);
+        if (values.json) out(JSON.stringify(r.changes, null, 2)); else for (const l of r.lines) out(l);
+        return r.changes.length ? 1 : 0;
+      }
+      let since: number;
+      try { since = sinceTime(String(window)); } catch (e) { err(`--against-trail: ${(e as Error).message}`); return 2; }
+      if (since > Date.now()) { err(`--against-trail ${String(window)} is in the future; give a window like 7d or a past ISO time`); return 2; }
+      if (!existsSync(auditDbPath(g.data))) { err(`no audit trail in ${g.data}; pass --data (or AAM_DATA_DIR) of the gateway whose decisions to replay`); return 2; }
+      await recoverUncommitted(g.data);
+      const db = openAuditDb(g.data);
+      try {
+        const events = (function* () {
+          for (const e of readEvents(db, { since: new Date(since).toISOString(), match: (k) => DECISION_TYPES.has(k.type) })) yield toEvent(e) as Record<string, unknown>;
+        })();
+        const r = diffAgainstTrail(old.compiled, next.compiled, events);
+        if (values.json) out(JSON.stringify({ replayed: r.replayed, changed: r.changed, not_reproduced: r.notReproduced, changes: r.changes }, null, 2));
+        else for (const l of r.lines) out(l);
+        return r.changed ? 1 : 0;
+      } finally { db.close(); }
+    },
+  },
+};
