@@ -29,8 +29,8 @@ export const groups: Record<string, MutateGroup> = {
     tests: ['test/architecture-trust.test.ts', 'test/access-e2e.test.ts', 'test/gateway-e2e.test.ts', 'test/tools-http.test.ts'],
   },
   keys: {
-    mutate: ['src/identity/keys.ts'],
-    tests: ['test/mutation-keys.test.ts', 'test/keys-propagation.test.ts'],
+    mutate: ['src/identity/keys.ts', 'src/store/key-mirror.ts'],
+    tests: ['test/mutation-keys.test.ts', 'test/keys-propagation.test.ts', 'test/keys-book.test.ts'],
   },
   verify: {
     mutate: ['src/audit/verify.ts'],

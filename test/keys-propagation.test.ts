@@ -7,12 +7,13 @@
 import { test, after, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { openDatabase, transaction } from '../src/store/sqlite.ts';
 import { KeyStore, hashKey, openKeyStore } from '../src/identity/keys.ts';
+import { inotifyWatchCount } from './helpers/inotify.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'aam-keys-propagation-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -246,20 +247,11 @@ test('rows left half-deleted by hand (sqlite3 without foreign keys) are refused 
   assert.deepEqual(listed.map((k) => [k.id, k.secrets, k.lastRotatedAt]), [[bare.key.id, 0, null]]);
 });
 
-/** inotify watches this process holds (Linux: one 'inotify wd:' line per watch in its fds' fdinfo). */
-function inotifyWatches(): number {
-  let n = 0;
-  for (const fd of readdirSync('/proc/self/fdinfo')) {
-    try { n += (readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8').match(/^inotify wd:/gm) ?? []).length; } catch { /* closed meanwhile */ }
-  }
-  return n;
-}
-
 test('the change signal is <data>/signals/keys.changed, and a closed store stops watching it', { skip: process.platform !== 'linux' }, () => {
   const data = newDataDir();
   const db = openDatabase(data);
   after(() => db.close());
-  const watches = inotifyWatches;
+  const watches = () => inotifyWatchCount() ?? 0;
   const before = watches();
   const keys = openKeyStore(db, data, true);
   assert.equal(keys.signalFile, join(data, 'signals', 'keys.changed'));
