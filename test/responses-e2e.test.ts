@@ -186,6 +186,22 @@ test('GET /v1/responses/{id} returns the stored response to its agent only; anot
   assert.equal(anon.status, 401);
 });
 
+test('the answer is acknowledged once stored: with a slow (fleet-like) store, chaining right after the answer finds it', async () => {
+  const rt = gw.g.rt as { responses: ResponseStore };
+  const real = rt.responses;
+  // Writes land 400 ms after put is called, as over a network.
+  rt.responses = { ...real, put: (r, ids) => new Promise((resolve, reject) => { setTimeout(() => { real.put(r, ids).then(resolve, reject); }, 400); }) };
+  try {
+    const whole = await client().responses.create({ model: 'gpt', input: 'slow store' });
+    assert.equal((await client().responses.retrieve(whole.id)).id, whole.id, 'non-stream: stored before the answer was sent');
+    let id = '';
+    for await (const ev of await client().responses.create({ model: 'gpt', input: 'slow store, streamed', stream: true })) if (ev.type === 'response.completed') id = ev.response.id;
+    assert.equal((await client().responses.retrieve(id)).id, id, 'stream: stored before response.completed was sent');
+  } finally {
+    rt.responses = real;
+  }
+});
+
 test('store: false is not stored (retrieve and previous_response_id are 404)', async () => {
   const r = await client().responses.create({ model: 'gpt', input: 'forget me', store: false });
   assert.equal((r as { store?: boolean }).store, false);

@@ -206,6 +206,8 @@ for (const name of eventFiles) {
     const enc = codec.streamEncoder({ includeUsage: true, routeName: 'my-route' });
     let out = '';
     for (const ev of events) out += enc(ev);
+    assert.ok(!out.includes('response.completed'), 'the terminator waits for streamDone (written once the answer is stored)');
+    out += codec.streamDone;
     // A provider transcript added later is checked by the rules below; its golden is written with UPDATE_GOLDEN=1.
     const file = join(streamDir, `${name}.to-responses.sse`);
     if (UPDATE || existsSync(file)) golden(file, out);
@@ -236,7 +238,7 @@ for (const name of eventFiles) {
 test('responses stream: an empty answer is one empty message; an error is an error event carrying both shapes', () => {
   const codec = responsesCodec(meta());
   const enc = codec.streamEncoder({ includeUsage: true, routeName: 'r' });
-  const out = [{ type: 'start', id: 'x', model: 'm' }, { type: 'finish', reason: 'stop' }].map((e) => enc(e as StreamEvent)).join('');
+  const out = [{ type: 'start', id: 'x', model: 'm' }, { type: 'finish', reason: 'stop' }].map((e) => enc(e as StreamEvent)).join('') + codec.streamDone;
   const got = assembleResponses(readSse(out));
   assert.equal(got.text, '');
   assert.equal((got.completed.output as unknown[]).length, 1);

@@ -99,8 +99,10 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
   if (cache.hit) {
     finish(a, route, null, cache.hit.usage, adm, 200, false, undefined, 'hit');
     const result = await a.guardChatOutput(cache.hit);
+    const body = JSON.stringify(codec.encodeResult(result, route.name));
     await ctx.rt.evidenceSafe();
-    sendText(ctx, 200, JSON.stringify(codec.encodeResult(result, route.name)), 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
+    await codec.settle?.();
+    sendText(ctx, 200, body, 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
     return;
   }
   const r = await callWhole(ctx, identity, route, req, codec, ac, need);
@@ -118,6 +120,7 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
   const raw = result === r.value.result && !holdsSecret(ctx.rt.egress, result.text ?? '') ? r.value.raw : null;
   const text = raw ?? JSON.stringify(codec.encodeResult(result, route.name));
   await ctx.rt.evidenceSafe();
+  await codec.settle?.();
   sendText(ctx, 200, text, 'application/json', { ...responseHeaders(r.target, cost), ...cacheHeader(cache) });
 }
 
@@ -241,8 +244,10 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
     // Only a stream that ended cleanly is stored (never a cut or errored one).
     const complete = recorder?.result();
     if (complete) cache.save?.(complete);
-    // The stream is acknowledged by its terminator: only once its evidence is crash-safe.
+    // The stream is acknowledged by its terminator: only once its evidence is crash-safe (and
+    // what the codec handed on, e.g. a stored Response, is written).
     await ctx.rt.evidenceSafe().catch(() => undefined);
+    await codec.settle?.();
     res.end(tail + codec.streamDone);
   } finally {
     clearInterval(keepalive);

@@ -21,11 +21,7 @@ export interface StoredResponse {
 
 /** Where an item id points: the stored response holding it (input or output). */
 export interface ResponseStore {
-  /**
-   * Store a response and index its items' ids. The embedded store has written it when put
-   * returns (a client that reads response.completed and chains at once finds it); a fleet store
-   * must resolve before the answer is acknowledged.
-   */
+  /** Store a response and index its items' ids; the answer is acknowledged once this resolves. */
   put(r: StoredResponse, itemIds: readonly string[]): Promise<void>;
   /** The agent's stored response, or null (unknown, expired, or another agent's). */
   get(agent: string, id: string): Promise<StoredResponse | null>;

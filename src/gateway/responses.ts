@@ -36,21 +36,26 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
     previousResponseId: p.previousResponseId, store: p.store, echo: p.echo,
   };
   let input: ResponseItem[] = p.input;
+  let stored: Promise<void> = Promise.resolve();
   // Stored scrubbed (like cached answers): a credential an upstream echoed is not kept at rest,
   // nor sent upstream again with the next turn. A failed write is logged; the answer still goes out
   // (a later previous_response_id naming it gets 404).
   const save = (response: Obj): void => {
-    const stored = withIds(meta.id, input);
-    const items = [...stored, ...(response.output as Obj[])].map((it) => it.id).filter((id): id is string => typeof id === 'string');
+    const withIdsIn = withIds(meta.id, input);
+    const items = [...withIdsIn, ...(response.output as Obj[])].map((it) => it.id).filter((id): id is string => typeof id === 'string');
     const rec: StoredResponse = {
-      id: meta.id, agent, previousId: p.previousResponseId, input: ctx.rt.scrub(JSON.stringify(stored)),
+      id: meta.id, agent, previousId: p.previousResponseId, input: ctx.rt.scrub(JSON.stringify(withIdsIn)),
       response: ctx.rt.scrub(JSON.stringify(response)), expiresAt: Date.now() + ctx.rt.responsesTtlMs,
     };
-    store.put(rec, items).catch((err: unknown) => ctx.rt.log.error({ err, requestId: ctx.requestId }, 'storing a response failed'));
+    stored = store.put(rec, items).catch((err: unknown) => ctx.rt.log.error({ err, requestId: ctx.requestId }, 'storing a response failed'));
   };
   // OpenAI itself is called on its own Responses API (models offered only there work); every
   // other provider through its chat translator.
-  const codec = { ...responsesCodec(meta, p.store ? save : undefined), native: (type: string) => (type === 'openai' ? responsesUpstreamAdapter : undefined) };
+  // The answer is acknowledged once stored, so a client that chains at once finds it (any replica).
+  const codec = Object.assign(responsesCodec(meta, p.store ? save : undefined), {
+    native: (type: string) => (type === 'openai' ? responsesUpstreamAdapter : undefined),
+    settle: () => stored,
+  });
   await serveChat(a, p.chat, codec, {
     // After the model is authorized (decide before you look), before the input guardrails (they see it all).
     resolve: async (req) => {

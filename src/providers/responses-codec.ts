@@ -84,10 +84,12 @@ interface OpenCall { index: number; id: string; callId: string; name: string; ar
 
 /**
  * The Responses API over the chat path for one request. `onCompleted` gets the finished Response
- * (whole or streamed) synchronously, before its bytes are returned for writing.
+ * (whole or streamed) synchronously, before its bytes are returned for writing. A stream's
+ * terminator is its response.completed (or .incomplete) event: `streamDone`, once finished.
  */
 export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: Obj) => void): ClientCodec {
   let seq = 0;
+  let terminator = '';
   const frame = (type: string, body: string): string => `event: ${type}\ndata: {"type":"${type}","sequence_number":${seq++},${body}}\n\n`;
 
   function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev: StreamEvent) => string {
@@ -173,7 +175,8 @@ export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: Obj)
           s += closeText(status) + closeCalls();
           const r = finished(meta, model, slots, ev.reason, usage);
           onCompleted?.(r);
-          return s + frame(status === 'completed' ? 'response.completed' : 'response.incomplete', `"response":${JSON.stringify(r)}`);
+          terminator = frame(status === 'completed' ? 'response.completed' : 'response.incomplete', `"response":${JSON.stringify(r)}`);
+          return s;
         }
       }
     };
@@ -194,7 +197,7 @@ export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: Obj)
       return r;
     },
     streamEncoder,
-    streamDone: '',
+    get streamDone() { return terminator; },
     streamError,
   };
 }
