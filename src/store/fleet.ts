@@ -79,8 +79,9 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
       if (first) { first = false; return; }
       for (const fns of followers.values()) for (const fn of fns) fn();
     });
-    await sub.connect().catch(() => {});
-    await sub.subscribe(channel).catch(() => {});
+    // Not awaited: with Redis down at start the replica still starts (requests get 503 until it is back).
+    sub.connect().catch(() => {});
+    sub.subscribe(channel).catch(() => {});
   }
   const replicaId = randomBytes(6).toString('hex');
   return {
