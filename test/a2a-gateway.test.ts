@@ -57,7 +57,7 @@ async function sdkClient(agent: string, as: string) {
     cardResolver: undefined,
   }));
   const card = await (await fetchImpl(`${gw.url}/a2a/${agent}/.well-known/agent-card.json`)).json();
-  return factory.createFromAgentCard(card);
+  return factory.createFromAgentCard(card as never);
 }
 
 const userMessage = (text: string, skill?: string, extra: Record<string, unknown> = {}) => ({
@@ -217,4 +217,14 @@ test('evidence: the A2A call and the callee\'s own calls are linked by the deleg
   assert.equal(links.length, 2, 'risk-scorer\'s A2A call to helper and its model call are linked to the planner\'s call');
   for (const l of links) assert.equal((l.delegation as { id: string }).id, a2a.delegation.id);
   assert.equal(call.policy?.name, 'planner-calls');
+  // aam audit show prints the tree: the planner's call, then what risk-scorer did for it.
+  const { runAudit } = await import('./audit-helpers.ts');
+  const show = await runAudit('audit show', gw.dataDir, {}, [r.requestId!]);
+  assert.equal(show.code, 0, show.err);
+  const lines = show.out.trimEnd().split('\n');
+  assert.match(lines[0], new RegExp(`^request ${r.requestId} \\(agent planner\\)`));
+  assert.ok(lines.some((l) => /^ {3}#\d+ .*a2a_call .*a2a=risk-scorer skill=score SendMessage hop=1/.test(l)), show.out);
+  assert.ok(lines.some((l) => /^ {2}-> request \S+ \(agent risk-scorer\)/.test(l)), show.out);
+  assert.ok(lines.some((l) => /^ {5}#\d+ .*model_call/.test(l)), show.out);
+  assert.ok(lines.some((l) => /^ {5}#\d+ .*a2a=helper .*hop=2/.test(l)), show.out);
 });

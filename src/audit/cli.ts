@@ -10,7 +10,8 @@ import type { VerifyResult } from './verify.ts';
 import { newestCheckpoint, readCheckpointSource } from './anchor.ts';
 import type { Checkpoint } from './checkpoint.ts';
 import { exportJsonl } from './export.ts';
-import { queryEvents, showRequest, describeEvent } from './query.ts';
+import { queryEvents, describeEvent } from './query.ts';
+import { delegationTree, describeTree, type RequestNode } from './tree.ts';
 import { toOcsf } from './ocsf.ts';
 import { openAuditDb, readEvents } from './store.ts';
 import { recoverUncommitted } from './log.ts';
@@ -96,15 +97,15 @@ export const auditCommands: Record<string, AuditCommand> = {
   },
   'audit query': {
     summary: 'list audit events (newest first)',
-    usage: 'aam audit query [--agent NAME] [--since ISO-8601] [--decision allow|deny] [--request-id ID] [--type TYPE] [--limit N] [--json]',
-    options: { agent: { type: 'string' }, since: { type: 'string' }, decision: { type: 'string' }, 'request-id': { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
+    usage: 'aam audit query [--agent NAME] [--since ISO-8601] [--decision allow|deny] [--request-id ID] [--trace TRACE_ID] [--type TYPE] [--limit N] [--json]',
+    options: { agent: { type: 'string' }, since: { type: 'string' }, decision: { type: 'string' }, 'request-id': { type: 'string' }, trace: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
     run: async ({ values, g }) => {
       await recover(g.data);
       const db = openAuditDb(g.data);
       try {
         const events = queryEvents(db, {
           agent: str(values.agent), since: str(values.since), decision: str(values.decision),
-          requestId: str(values['request-id']), type: str(values.type), limit: values.limit ? Number(values.limit) : 100,
+          requestId: str(values['request-id']), traceId: str(values.trace), type: str(values.type), limit: values.limit ? Number(values.limit) : 100,
         });
         printEvents(events, values.json === true);
         return 0;
@@ -121,9 +122,11 @@ export const auditCommands: Record<string, AuditCommand> = {
       if (!id) { err('missing REQUEST_ID (the x-request-id of the request, or request_id in `aam audit query`)'); return 2; }
       const db = openAuditDb(g.data);
       try {
-        const events = showRequest(db, id);
-        if (events.length === 0) { err(`no audit events for request "${id}"`); return 1; }
-        printEvents(events, values.json === true);
+        const tree = delegationTree(db, id);
+        if (tree.events.length === 0) { err(`no audit events for request "${id}"`); return 1; }
+        // The request's own events, then (indented) what agents did while serving its A2A calls.
+        if (values.json === true || tree.children.length === 0) printEvents(flatten(tree), values.json === true);
+        else for (const line of describeTree(tree)) out(line);
         return 0;
       } finally { db.close(); }
     },
@@ -209,6 +212,10 @@ function printVerify(r: VerifyResult, what: string): void {
     out(`warning: checked with the ${r.keySource === 'key_file' ? "signing key file's public half" : 'public key stored with the data'}; pass --public-key with a copy kept elsewhere for an independent check`);
     if (r.outside) out('warning: so the outside checkpoint proves little: whoever can rewrite the data dir may hold that key too and sign a checkpoint for a rewritten trail');
   }
+}
+
+function flatten(n: RequestNode): AuditEvent[] {
+  return [...n.events, ...n.children.flatMap(flatten)];
 }
 
 function printEvents(events: AuditEvent[], json: boolean): void {

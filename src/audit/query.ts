@@ -15,6 +15,8 @@ export interface AuditQuery {
   decision?: string;
   requestId?: string;
   type?: string;
+  /** W3C trace id (32 hex): every event of one trace, across requests and planes. */
+  traceId?: string;
   /** Default 100, at most 10 000. */
   limit?: number;
   /** Newest first (default) or oldest first. */
@@ -30,8 +32,11 @@ export function queryEvents(db: DatabaseSync, q: AuditQuery = {}): AuditEvent[] 
     ? (k: EventKeys): boolean => (q.agent === undefined || k.agent === q.agent) && (q.decision === undefined || k.decision === q.decision)
       && (q.requestId === undefined || k.request_id === q.requestId) && (q.type === undefined || k.type === q.type)
     : undefined;
+  // The trace id is not a block key: matched on the event text (exact member, so no parse per event).
+  const trace = q.traceId === undefined ? undefined : `"trace_id":"${traceIdArg(q.traceId)}"`;
   const out: AuditEvent[] = [];
   for (const e of readEvents(db, { since, until, desc: q.order !== 'asc', match })) {
+    if (trace !== undefined && !e.text.includes(trace)) continue;
     out.push(toEvent(e));
     if (out.length >= limit) break;
   }
@@ -55,6 +60,10 @@ export function describeEvent(e: AuditEvent): string {
       ? `model=${e.model.route}->${e.model.provider}/${e.model.model} tokens=${e.model.input_tokens ?? '?'}/${e.model.output_tokens ?? '?'} cost=${e.model.cost_usd ?? 'unknown'}`
       : `model=${e.model.route}`);
   }
+  const a2a = e.a2a as { agent?: string; skill?: string; method?: string; delegation?: { hop?: number } } | undefined;
+  if (a2a) parts.push(`a2a=${a2a.agent}${a2a.skill ? ` skill=${a2a.skill}` : ''}${a2a.method ? ` ${a2a.method}` : ''}${a2a.delegation?.hop ? ` hop=${a2a.delegation.hop}` : ''}`);
+  const dlg = e.delegation as { id?: string; hop?: number; parent_request_id?: string; chain?: string[] } | undefined;
+  if (dlg) parts.push(`serving=${dlg.parent_request_id} (${(dlg.chain ?? []).join(' -> ')}, hop ${dlg.hop}, ${dlg.id})`);
   if (e.tool) parts.push(`tool=${e.tool.server}.${e.tool.tool} ${e.tool.resource ?? ''}:${e.tool.action ?? ''} args=${e.tool.args_digest}`);
   if (e.admin) parts.push(`admin=${e.admin.action} ${e.admin.target ?? ''} by ${typeof e.admin.actor === 'string' ? e.admin.actor : `${e.admin.actor.email ?? e.admin.actor.sub} (sub ${e.admin.actor.sub})`}`);
   if (e.outcome) parts.push(`outcome=${e.outcome.status}${e.outcome.error_class ? ' ' + e.outcome.error_class : ''}`);
@@ -65,4 +74,10 @@ function isoTime(v: string | Date, field: string): string {
   const d = new Date(v);
   if (Number.isNaN(d.getTime())) throw new Error(`audit query: ${field} "${String(v)}" is not a date; use ISO-8601 like 2026-01-31T00:00:00Z`);
   return d.toISOString();
+}
+
+function traceIdArg(v: string): string {
+  const id = v.trim().toLowerCase();
+  if (!/^[0-9a-f]{32}$/.test(id)) throw new Error(`audit query: trace id "${v}" is not 32 hex digits; take it from an event's trace_id or the traceparent header (00-<trace id>-<span id>-01)`);
+  return id;
 }

@@ -1,12 +1,14 @@
-// Real A2A v1 agents built with the official @a2a-js/sdk server (express), for end-to-end tests.
+// Real A2A v1 agents built with the official @a2a-js/sdk server (its JSON-RPC transport handler
+// on node:http, as its express adapter does), for end-to-end tests.
 // Each agent echoes, streams (task -> working -> artifact -> completed), echoes a secret on
 // request, or calls another agent through aam (`call:<agent>:<text>`), forwarding the
 // x-aam-delegation and traceparent headers it received, as a well-behaved callee does.
-import express from 'express';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Server } from 'node:http';
-import { DefaultRequestHandler, InMemoryTaskStore, type AgentExecutor, type ExecutionEventBus, type RequestContext } from '@a2a-js/sdk/server';
-import { agentCardHandler, jsonRpcHandler, UserBuilder } from '@a2a-js/sdk/server/express';
+import {
+  DefaultRequestHandler, InMemoryTaskStore, JsonRpcTransportHandler, UnauthenticatedUser, defaultServerCallContextBuilder,
+  type AgentExecutor, type ExecutionEventBus, type RequestContext,
+} from '@a2a-js/sdk/server';
 
 export interface TestAgents {
   base: string;
@@ -63,24 +65,44 @@ async function callThroughAam(def: AgentDef, headers: Record<string, string | st
 }
 
 export async function startTestAgents(defs: AgentDef[]): Promise<TestAgents> {
-  const app = express();
   const received: TestAgents['received'] = new Map();
   let base = '';
+  const byName = new Map<string, { card: () => unknown; rpc: JsonRpcTransportHandler }>();
   for (const def of defs) {
     const card = () => ({
       name: def.name, description: `test agent ${def.name}`, version: '1.0.0',
-      supportedInterfaces: [{ url: `${base}/${def.name}`, protocolBinding: 'JSONRPC', protocolVersion: '1.0', tenant: '' }],
+      supportedInterfaces: [{ url: `${base}/${def.name}`, protocolBinding: 'JSONRPC', protocolVersion: '1.0' }],
       capabilities: { streaming: true, pushNotifications: false, extensions: [] },
       securitySchemes: { direct: { httpAuthSecurityScheme: { scheme: 'Bearer' } } },
       defaultInputModes: ['text/plain'], defaultOutputModes: ['text/plain'],
-      skills: def.skills.map((s) => ({ id: s, name: s, description: `skill ${s}`, tags: [s], examples: [], inputModes: [], outputModes: [], securityRequirements: [] })),
-      signatures: [],
+      skills: def.skills.map((s) => ({ id: s, name: s, description: `skill ${s}`, tags: [s] })),
     });
     const handler = new DefaultRequestHandler(card() as never, new InMemoryTaskStore(), executor(def, received));
-    app.use(`/${def.name}/.well-known/agent-card.json`, agentCardHandler({ agentCardProvider: async () => card() as never }));
-    app.use(`/${def.name}`, jsonRpcHandler({ requestHandler: handler, userBuilder: UserBuilder.noAuthentication }));
+    byName.set(def.name, { card, rpc: new JsonRpcTransportHandler(handler) });
   }
-  const server: Server = await new Promise((resolve) => { const s = app.listen(0, '127.0.0.1', () => resolve(s)); });
+  const serve = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const [, name, rest] = /^\/([^/]+)(.*)$/.exec(req.url ?? '') ?? [];
+    const agent = byName.get(name ?? '');
+    if (!agent) { res.writeHead(404).end(); return; }
+    if (req.method === 'GET' && rest === '/.well-known/agent-card.json') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(agent.card()));
+      return;
+    }
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+    const context = defaultServerCallContextBuilder({ extensions: undefined, user: new UnauthenticatedUser(), headers: req.headers as never, requestedVersion: String(req.headers['a2a-version'] ?? '1.0') });
+    const out = await agent.rpc.handle(body as never, context) as unknown;
+    if (out && typeof out === 'object' && Symbol.asyncIterator in out) {
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      for await (const ev of out as AsyncIterable<unknown>) res.write(`data: ${JSON.stringify(ev)}\n\n`);
+      res.end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(out));
+  };
+  const server: Server = createServer((req, res) => { serve(req, res).catch((e: unknown) => { res.writeHead(500).end(String(e)); }); });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
     base, received,
