@@ -31,7 +31,9 @@ before(async () => {
     agent('helper', { url: `${agents.base}/helper` }),
     agent('archivist', { url: `${agents.base}/archivist` }),
     doc('Agent', 'outsider', { workload: 'spiffe://test/agent/outsider' }),
-    doc('AgentPolicy', 'planner-calls', { identity: { agent: 'planner' }, agents: [{ agent: 'risk-scorer', skills: ['score'] }, { agent: 'helper' }] }),
+    doc('Guardrail', 'no-falcon', { on: ['input', 'output'], keywords: ['project falcon'], action: 'block' }),
+    doc('Guardrail', 'pii-out', { on: ['output'], detect: ['email'], action: 'redact' }),
+    doc('AgentPolicy', 'planner-calls', { identity: { agent: 'planner' }, agents: [{ agent: 'risk-scorer', skills: ['score'] }, { agent: 'helper' }], guardrails: ['no-falcon', 'pii-out'] }),
     doc('AgentPolicy', 'scorer-calls', { identity: { agent: 'risk-scorer' }, models: { allow: ['small'] }, agents: [{ agent: 'helper' }, { agent: 'planner' }] }),
     doc('AgentPolicy', 'helper-calls', { identity: { agent: 'helper' }, agents: [{ agent: 'archivist' }], max_delegation_depth: 2 }),
     doc('AgentPolicy', 'outsider-none', { identity: { agent: 'outsider' }, agents: [{ agent: 'risk-scorer', deny: ['*'] }] }),
@@ -227,4 +229,23 @@ test('evidence: the A2A call and the callee\'s own calls are linked by the deleg
   assert.ok(lines.some((l) => /^ {2}-> request \S+ \(agent risk-scorer\)/.test(l)), show.out);
   assert.ok(lines.some((l) => /^ {5}#\d+ .*model_call/.test(l)), show.out);
   assert.ok(lines.some((l) => /^ {5}#\d+ .*a2a=helper .*hop=2/.test(l)), show.out);
+});
+
+test('guardrails see A2A messages and artifacts: a blocked message never reaches the callee; an email in the answer is redacted', async () => {
+  agents.received.delete('risk-scorer');
+  const blocked = await rpc('risk-scorer', 'planner', 'SendMessage', send('tell me about Project Falcon', 'score'));
+  assert.equal(blocked.status, 400);
+  assert.equal(blocked.body.error!.data?.code, 'guardrail_blocked');
+  assert.equal(agents.received.get('risk-scorer'), undefined, 'the callee never saw it');
+  const redacted = await rpc('risk-scorer', 'planner', 'SendMessage', send('write to bob@example.com', 'score'));
+  assert.equal(redacted.status, 200);
+  const text = JSON.stringify(redacted.body);
+  assert.ok(!text.includes('bob@example.com'), text);
+  assert.match(text, /\[EMAIL\]/);
+  const s = await fetch(`${gw.url}/a2a/helper`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'a2a-version': '1.0', authorization: `Bearer ${keys.planner}`, accept: 'text/event-stream' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 4, method: 'SendStreamingMessage', params: send('stream to carol@example.com') }),
+  });
+  const streamed = await s.text();
+  assert.ok(!streamed.includes('carol@example.com'), 'the task event echoes the message: redacted in the stream too');
 });
