@@ -20,7 +20,8 @@ import { adminEvent, type AdminActor } from './audit/event.ts';
 import { createEventScrubber, type EventScrubber } from './access/scrub-events.ts';
 import { clipAfterScrub, type ScrubSource } from './access/egress.ts';
 import { ModelCache } from './cache/model-cache.ts';
-import { openResponseStore, type ResponseStore } from './gateway/response-store.ts';
+import { openResponseStore, type ResponseStore } from './store/responses.ts';
+import { fleetResponseStore } from './store/fleet-responses.ts';
 import { parseDurationSeconds } from './config/duration.ts';
 import type { Tracer } from './observability/tracing.ts';
 import { compileGuardrail, type CompiledGuardrail } from './guardrails/engine.ts';
@@ -222,7 +223,7 @@ export class Runtime {
     this.rates = new RateLimiter();
     this.limiter = this.fleet ? this.fleet.limiter : new EmbeddedLimiter(this.ledger, this.rates);
     this.cache = new ModelCache(this.db, { scrub: (json) => this.scrub(json) });
-    this.responses = openResponseStore(this.db);
+    this.responses = this.fleet ? fleetResponseStore(this.fleet.fleet.sql) : openResponseStore(this.db);
     this.responsesTtlMs = parseDurationSeconds((opts.env ?? process.env).AAM_RESPONSES_TTL ?? '30d', 'AAM_RESPONSES_TTL') * 1000;
     this.joinTokens = createJoinTokenStore(this.db);
     this.compiled = compileConfig(set, this.vault);

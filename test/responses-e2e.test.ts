@@ -11,7 +11,7 @@ import OpenAI from 'openai';
 import { startFakeUpstream, type FakeUpstream } from './fake-upstream.ts';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { openDatabase } from '../src/store/sqlite.ts';
-import { openResponseStore, type ResponseStore, type StoredResponse } from '../src/gateway/response-store.ts';
+import { openResponseStore, type ResponseStore, type StoredResponse } from '../src/store/responses.ts';
 import { conversationOf, resolveReferences, MAX_CHAIN } from '../src/gateway/responses.ts';
 import { queryEvents } from '../src/audit/query.ts';
 

@@ -14,7 +14,8 @@ import type { ChatRequest } from '../providers/types.ts';
 import { AamError, badRequest } from '../server/errors.ts';
 import { readJson, sendJson, type Ctx } from '../server/context.ts';
 import { serveChat } from './chat.ts';
-import type { ResponseStore, StoredResponse } from './response-store.ts';
+import type { ResponseStore, StoredResponse } from '../store/responses.ts';
+import { StoreUnavailable } from '../store/types.ts';
 
 /** Bounds on the stored conversation one request may pull in (no input can stall the process). */
 export const MAX_CHAIN = 1000;
@@ -30,7 +31,7 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
   if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
   const p = parsed.req;
   const agent = a.identity.agent.spiffeId;
-  const store = ctx.rt.responses;
+  const store = failClosed(ctx.rt.responses);
   const meta: ResponseMeta = {
     id: localId('resp_'), createdAt: nowSeconds(), instructions: p.instructions,
     previousResponseId: p.previousResponseId, store: p.store, echo: p.echo,
@@ -64,6 +65,20 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
       return { req: withConversation(req, p, [...history.items, ...input]), bytes: history.chars };
     },
   });
+}
+
+/** A fleet store that cannot answer is 503 store_unavailable (never "not found", never skipped). */
+function failClosed(s: ResponseStore): ResponseStore {
+  const map = (e: unknown): never => {
+    if (!(e instanceof StoreUnavailable)) throw e;
+    throw new AamError(503, 'store_unavailable', `PostgreSQL (the fleet store for stored responses) is unavailable: ${e.message}; retry shortly`, { headers: { 'retry-after': '1' } });
+  };
+  return {
+    put: (r, ids) => s.put(r, ids).catch(map),
+    get: (agent, id) => s.get(agent, id).catch(map),
+    itemOwner: (agent, id) => s.itemOwner(agent, id).catch(map),
+    delete: (agent, id) => s.delete(agent, id).catch(map),
+  };
 }
 
 /** Input items get ids when stored (as at OpenAI), so input_items lists them and item_reference can name them. */
@@ -148,20 +163,21 @@ export async function handleResponseById(ctx: Ctx): Promise<void> {
   }
   const a = await openAccess(ctx);
   const agent = a.identity.agent.spiffeId;
+  const store = failClosed(ctx.rt.responses);
   let id: string;
   try { id = decodeURIComponent(parts[0]); } catch { throw unknownResponse(parts[0]); }
   if (listing) {
-    const rec = await ctx.rt.responses.get(agent, id);
+    const rec = await store.get(agent, id);
     if (rec === null) throw unknownResponse(id);
     sendJson(ctx, 200, inputItemsPage(JSON.parse(rec.input) as ResponseItem[], new URLSearchParams(ctx.query)));
     return;
   }
   if (method === 'DELETE') {
-    if (!(await ctx.rt.responses.delete(agent, id))) throw unknownResponse(id);
+    if (!(await store.delete(agent, id))) throw unknownResponse(id);
     sendJson(ctx, 200, { id, object: 'response.deleted', deleted: true });
     return;
   }
-  const rec = await ctx.rt.responses.get(agent, id);
+  const rec = await store.get(agent, id);
   if (rec === null) throw unknownResponse(id);
   sendJson(ctx, 200, rec.response);
 }

@@ -26,6 +26,15 @@ export const MIGRATIONS: readonly Migration[] = [
     sql: `CREATE TABLE budget_spend (key text NOT NULL, period text NOT NULL, window_start bigint NOT NULL,
         spent_usd double precision NOT NULL, PRIMARY KEY (key, period, window_start));`,
   },
+  {
+    version: 3, name: 'stored responses (Responses API)',
+    sql: `CREATE TABLE responses (id text PRIMARY KEY, agent text NOT NULL, previous_id text, input text NOT NULL,
+        response text NOT NULL, expires_at bigint NOT NULL);
+      CREATE INDEX responses_expiry ON responses (expires_at);
+      CREATE TABLE response_items (agent text NOT NULL, item_id text NOT NULL,
+        response_id text NOT NULL REFERENCES responses (id) ON DELETE CASCADE, PRIMARY KEY (agent, item_id));
+      CREATE INDEX response_items_response ON response_items (response_id);`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

@@ -1,10 +1,10 @@
 // Stored Responses (the state behind previous_response_id, item_reference and GET
 // /v1/responses/{id}), kept by aam itself so they work over every provider. Every record belongs
 // to one agent (its SPIFFE ID): a lookup names the agent, so another agent's id reads as unknown.
-// Records expire (AAM_RESPONSES_TTL, default 30 days). The interface is small so a fleet store
-// (PostgreSQL) can implement it; the embedded one is SQLite in the data dir.
+// Records expire (AAM_RESPONSES_TTL, default 30 days). Embedded: SQLite in the data dir (here);
+// fleet: PostgreSQL (fleet-responses.ts), so a conversation continues on any replica.
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { transaction } from '../store/sqlite.ts';
+import { transaction } from './sqlite.ts';
 
 export interface StoredResponse {
   id: string;
