@@ -27,6 +27,7 @@ const SECRETS = {
   'mcp-key': providerSecret('mcp_', 44, true),
   'tool-key': providerSecret('tok_', 44, true),
   'stdio-key': providerSecret('st_', 44, true),
+  'agent-key': providerSecret('a2a_', 44, true),
 };
 const ALL: Secret[] = Object.entries(SECRETS).map(([name, value]) => ({ name, value }));
 const STDIO_SERVER = fileURLToPath(new URL('./helpers/leak-stdio-server.ts', import.meta.url));
@@ -68,6 +69,16 @@ const embeddings = (i: Instruction) => outcome(() => openai.embeddings.create({ 
 
 async function httpTool(i: Instruction): Promise<unknown[]> {
   const r = await cap.fetch(`${gw.url}/tools/leaky-api/echo`, { method: 'POST', headers: { authorization: `Bearer ${key()}`, 'content-type': 'application/json' }, body: JSON.stringify(i) });
+  return [await r.text()];
+}
+
+/** An A2A SendMessage / SendStreamingMessage through /a2a/<agent>: the body, or every SSE event. */
+async function a2aCall(i: Instruction): Promise<unknown[]> {
+  const stream = i.channel === 'stream';
+  const r = await cap.fetch(`${gw.url}/a2a/leaky-agent`, {
+    method: 'POST', headers: { authorization: `Bearer ${key()}`, 'content-type': 'application/json', 'a2a-version': '1.0', ...(stream ? { accept: 'text/event-stream' } : {}) },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: stream ? 'SendStreamingMessage' : 'SendMessage', params: { message: { messageId: 'h1', role: 'ROLE_USER', parts: [{ text: instruction(i) }], metadata: { skill: 'echo' } } } }),
+  });
   return [await r.text()];
 }
 
@@ -150,6 +161,9 @@ const PLANES: Plane[] = [
     } },
   { name: 'http tools', call: httpTool, shows: () => true, sweep: 'error',
     channels: { body: [...TEXT, ...SPLIT_TCP, ...BINARY], text: TEXT, header: TEXT, error: [...TEXT, 'split-tcp@mid', 'gzip'] } },
+  // An A2A agent echoing aam's credential for it: in its answer, its stream events, its JSON-RPC errors, its headers (not passed on).
+  { name: 'a2a', call: a2aCall, shows: (c) => c !== 'header',
+    channels: { body: [...TEXT, 'split-parts@mid', ...SPLIT_TCP], stream: [...TEXT, ...SPLIT_TCP], error: [...TEXT, 'split-tcp@mid'], header: TEXT } },
   // A stdio MCP server that prints its credential to stderr: aam logs those lines.
   { name: 'mcp stdio server', shows: () => true, noUpstreamCount: true, wholeLog: true, marker: /\[REDACTED:stdio-key\]/, channels: { 'stderr (log)': ['all-text-forms'] },
     call: async () => {
@@ -257,14 +271,17 @@ before(async () => {
     doc('McpServer', 'leaky-lists', { transport: 'streamable-http', url: `${up.url}/mcp-lists`, credential: 'mcp-key', timeout_ms: 10_000 }),
     doc('McpServer', 'leaky-stdio', { transport: 'stdio', command: process.execPath, args: [STDIO_SERVER], env: { LEAK_ENV: 'STDIO_KEY' }, credential: 'stdio-key', timeout_ms: 30_000 }),
     doc('HttpTool', 'leaky-api', { baseUrl: `${up.url}/tool`, credential: 'tool-key', resource: 'leaky.api', actions: { echo: { method: 'GET', path: '/echo/{channel}/{form}' } } }),
+    doc('Credential', 'agent-key', { env: 'LEAK_A2A_KEY' }),
+    doc('Agent', 'leaky-agent', { workload: 'spiffe://test/agent/leaky-agent', a2a: { url: `${up.url}/a2a`, credential: 'agent-key' } }),
     doc('Agent', 'hunter', { workload: 'spiffe://test/agent/hunter', team: 'qa', environment: 'dev' }),
     doc('AgentPolicy', 'hunter-policy', {
       identity: { workload: 'spiffe://test/agent/hunter' },
       models: { allow: ['leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached', 'leak-responses', 'leak-responses-stream'] },
       tools: [{ resource: 'leaky', actions: ['*'] }, { resource: 'leaky-lists', actions: ['*'] }, { resource: 'leaky-stdio', actions: ['*'] }, { resource: 'leaky.api', actions: ['*'] }],
+      agents: [{ agent: 'leaky-agent' }],
     }),
   );
-  gw = await startTestGateway(config, { LEAK_LLM_KEY: SECRETS['llm-key'], LEAK_ANT_KEY: SECRETS['ant-key'], LEAK_MCP_KEY: SECRETS['mcp-key'], LEAK_TOOL_KEY: SECRETS['tool-key'], LEAK_STDIO_KEY: SECRETS['stdio-key'] });
+  gw = await startTestGateway(config, { LEAK_LLM_KEY: SECRETS['llm-key'], LEAK_ANT_KEY: SECRETS['ant-key'], LEAK_MCP_KEY: SECRETS['mcp-key'], LEAK_TOOL_KEY: SECRETS['tool-key'], LEAK_STDIO_KEY: SECRETS['stdio-key'], LEAK_A2A_KEY: SECRETS['agent-key'] });
   agentKey = gw.key('hunter');
   openai = new OpenAI({ apiKey: agentKey, baseURL: `${gw.url}/v1`, maxRetries: 0, fetch: cap.fetch });
   anthropic = new Anthropic({ apiKey: agentKey, baseURL: gw.url, maxRetries: 0, fetch: cap.fetch });

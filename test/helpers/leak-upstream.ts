@@ -197,6 +197,25 @@ async function tool(res: ServerResponse, ins: Instruction, secret: string): Prom
   return send(res, 200, json, `{"ok":true,"echo":"${p}"}`, form, secret);
 }
 
+// ---- A2A v1 agent (JSON-RPC by hand): an answer, a stream of events, a JSON-RPC error, headers ----
+
+async function a2a(res: ServerResponse, id: unknown, ins: Instruction, secret: string): Promise<void> {
+  const { channel, form } = ins;
+  const p = payload(form, secret, 'json');
+  const json = { 'content-type': 'application/json' };
+  const message = (pieces: string[]) => `{"message":{"messageId":"m1","role":"ROLE_AGENT","parts":[${pieces.map((t) => `{"text":"${t}"}`).join(',')}]}}`;
+  if (channel === 'error') return send(res, 200, json, `{"jsonrpc":"2.0","id":${JSON.stringify(id)},"error":{"code":-32603,"message":"${p}","data":{"echo":"${p}"}}}`, form, secret);
+  if (channel === 'header') return send(res, 200, { ...json, ...echoHeaders(payload(form, secret, 'text')) }, rpcResult(id, message(['ok'])), form, secret);
+  if (channel === 'stream') {
+    const ev = (result: string) => `data: ${rpcResult(id, result)}\n\n`;
+    const body = ev(`{"task":{"id":"t1","contextId":"c1","status":{"state":"TASK_STATE_WORKING"}}}`)
+      + ev(`{"artifactUpdate":{"taskId":"t1","contextId":"c1","artifact":{"artifactId":"a1","parts":[{"text":"${p}"}]}}}`)
+      + ev(`{"statusUpdate":{"taskId":"t1","contextId":"c1","status":{"state":"TASK_STATE_COMPLETED"}}}`);
+    return send(res, 200, { 'content-type': 'text/event-stream' }, body, form, secret);
+  }
+  return send(res, 200, json, rpcResult(id, message(deltas(form, secret))), form, secret);
+}
+
 // ---- MCP (Streamable HTTP, JSON-RPC by hand) ----
 
 const rpcResult = (id: unknown, resultJson: string) => `{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":${resultJson}}`;
@@ -313,6 +332,13 @@ export async function startLeakUpstream(): Promise<LeakUpstream> {
       return tool(res, { channel: t[1], form: decodeURIComponent(t[2]), tag }, secret);
     }
     const body = JSON.parse(raw || '{}') as Obj;
+    if (path === '/a2a') {
+      const parts = ((body.params as Obj | undefined)?.message as Obj | undefined)?.parts as Array<{ text?: string }> | undefined;
+      const ai = parseInstruction((parts ?? []).map((x) => x.text ?? '').join(''));
+      if (!ai) { res.writeHead(400).end(); return; }
+      count(ai.tag);
+      return a2a(res, body.id, ai, secret);
+    }
     const ins = parseInstruction(lastUserText(body));
     if (!ins) { res.writeHead(400, { 'content-type': 'application/json' }).end('{"error":{"message":"no instruction"}}'); return; }
     count(ins.tag);
