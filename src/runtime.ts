@@ -52,6 +52,8 @@ export interface MetricsSink {
   decision(effect: string, agent: string): void;
   limited(code: string, agent: string): void;
   modelCall(agent: string, team: string | undefined, route: string, provider: string, status: number, latencyMs: number, usage: { inputTokens: number; outputTokens: number } | undefined, cost: number | null): void;
+  /** One upstream tool call (MCP tools/call or HTTP tool), by agent and McpServer/HttpTool name. */
+  toolCall?(agent: string, server: string, outcome: string, latencyMs: number): void;
 }
 
 export interface Compiled {

@@ -1,6 +1,9 @@
 // How an identity appears in audit events and usage: the whole Agent record, never a secret.
 import type { Identity } from '../identity/types.ts';
 import type { AuditIdentity } from '../audit/event.ts';
+import type { Ctx } from '../server/context.ts';
+import { randomBytes } from 'node:crypto';
+import { parseTraceparent } from '../observability/tracing.ts';
 
 export function identityEvidence(id: Identity): AuditIdentity {
   const a = id.agent;
@@ -8,4 +11,14 @@ export function identityEvidence(id: Identity): AuditIdentity {
     spiffe_id: a.spiffeId, agent: a.name, owner: a.owner, team: a.team, environment: a.environment, deployment: a.deployment,
     method: id.method, key_id: id.keyId, token_id: id.tokenId,
   };
+}
+
+/**
+ * The trace this request belongs to, stamped on its evidence: the span's when tracing is on, else
+ * the caller's `traceparent` (so `aam audit query --trace` finds an agent's trace even when aam
+ * exports none), else a new one, made on first use only.
+ */
+export function traceIdOf(ctx: Ctx): string {
+  if (ctx.span) return ctx.span.context.traceId;
+  return ctx.traceId ??= parseTraceparent(ctx.req.headers.traceparent)?.traceId ?? randomBytes(16).toString('hex');
 }

@@ -7,7 +7,11 @@ import { decideTool, toolVisibleIn } from '../policy/decide.ts';
 import { decidingToolRule, type CompiledToolRule } from '../policy/compile.ts';
 import type { Decision } from '../policy/types.ts';
 import type { Runtime } from '../runtime.ts';
-import { ToolError, RPC, type ToolAccess, type ToolAdmission, type ToolDeps } from '../tools/types.ts';
+import { ToolError, RPC, type ToolAccess, type ToolAdmission, type ToolCallTrace, type ToolDeps } from '../tools/types.ts';
+import { randomBytes } from 'node:crypto';
+import { parseTraceparent, traceHeaders } from '../observability/tracing.ts';
+import { toolSpanAttributes, toolSpanName } from '../observability/otlp-genai.ts';
+import { traceIdOf } from './evidence.ts';
 import type { Access } from './context.ts';
 import { guardrailsOf, guardValue, redactForReview } from './guard.ts';
 import { scrubAcross } from './egress.ts';
@@ -73,6 +77,43 @@ class ToolAccessOf implements ToolAccess {
     const a = this.#a;
     return guardValue(a.ctx.rt, requestId, a.identity, guardrailsOf(a.ctx.rt, a.identity, attached, a.set), direction, value, where);
   }
+
+  get traceId(): string { return traceIdOf(this.#a.ctx); }
+
+  traceCall(call: Parameters<ToolAccess['traceCall']>[0]): ToolCallTrace {
+    const { ctx, identity } = this.#a;
+    const agent = identity.agent;
+    const started = performance.now();
+    // A CLIENT span under the request's server span (GenAI execute_tool; MCP method for MCP calls).
+    const span = ctx.span && ctx.rt.tracer
+      ? ctx.rt.tracer.startSpan(toolSpanName({ method: call.method, tool: call.tool }), {
+        kind: 'client', parent: ctx.span.context, startTime: started,
+        attributes: toolSpanAttributes({ ...call, jsonrpcRequestId: call.jsonrpcId, mcpSessionId: call.sessionId, agentId: agent.spiffeId, agentName: agent.name || undefined }),
+      })
+      : undefined;
+    return {
+      traceContext: span ? traceHeaders(span) as { traceparent: string; tracestate?: string } : untracedContext(ctx),
+      end: (outcome, errorType) => {
+        const ms = performance.now() - started;
+        ctx.rt.metrics?.toolCall?.(agent.name, call.server, outcome, ms);
+        if (!span) return;
+        if (outcome !== 'ok') span.setAttribute('error.type', errorType ?? outcome).setStatus('error');
+        span.end();
+      },
+    };
+  }
+}
+
+/**
+ * Without a span of its own, aam passes the caller's trace context on unchanged (a transparent hop),
+ * or names the request's trace (its evidence's trace_id) with a fresh parent id, not sampled.
+ */
+function untracedContext(ctx: Access['ctx']): { traceparent: string; tracestate?: string } {
+  const h = ctx.req.headers;
+  if (parseTraceparent(h.traceparent) && typeof h.traceparent === 'string') {
+    return typeof h.tracestate === 'string' ? { traceparent: h.traceparent.trim(), tracestate: h.tracestate } : { traceparent: h.traceparent.trim() };
+  }
+  return { traceparent: `00-${traceIdOf(ctx)}-${randomBytes(8).toString('hex')}-00` };
 }
 
 /**

@@ -30,13 +30,16 @@ export class Metrics implements MetricsSink {
   readonly #decisions = new Counter('aam_policy_decisions_total', 'Policy decisions by effect', ['effect', 'agent']);
   readonly #limited = new Counter('aam_limited_total', 'Requests refused by rate limit or budget', ['code', 'agent']);
   readonly #upstreamErrors = new Counter('aam_upstream_errors_total', 'Model calls that failed after fallbacks', ['route', 'status']);
+  // Per agent (bounded like every agent label): percentiles of the tool calls each agent makes.
+  readonly #toolLatency = new Histogram('aam_tool_call_duration_seconds', 'Upstream tool call latency (MCP tools/call, HTTP tools) by agent, McpServer/HttpTool and outcome (ok, tool_error, error)', ['agent', 'server', 'outcome'], [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]);
   readonly info = new Gauge('aam_config_info', 'Loaded config version', ['version']);
-  readonly #all: readonly Metric[] = [this.#requests, this.#latency, this.#tokens, this.#cost, this.#unknownCost, this.#decisions, this.#limited, this.#upstreamErrors, this.info];
+  readonly #all: readonly Metric[] = [this.#requests, this.#latency, this.#tokens, this.#cost, this.#unknownCost, this.#decisions, this.#limited, this.#upstreamErrors, this.#toolLatency, this.info];
   // Resolved series by label values (see label-tree.ts): agent > team > route > provider > status
   // for model calls, effect|code > agent for decisions and refusals.
   readonly #calls: Level = new Map();
   readonly #decisionSeries: Level = new Map();
   readonly #limitedSeries: Level = new Map();
+  readonly #toolSeries: Level = new Map();
 
   /** The scrape body: process metrics, then aam's. */
   async text(): Promise<string> {
@@ -62,6 +65,14 @@ export class Metrics implements MetricsSink {
     if (cost === null) c.unknownCost.inc();
     else if (cost > 0) c.cost.inc(cost);
     if (status >= 500) c.upstreamErrors.inc();
+  }
+
+  toolCall(agent: string, server: string, outcome: string, latencyMs: number): void {
+    const a = agent || 'unregistered';
+    const byOutcome = level(level(this.#toolSeries, a), server);
+    let h = byOutcome.get(outcome) as HistogramSeries | undefined;
+    if (h === undefined) { h = this.#toolLatency.labels(a, server, outcome); byOutcome.set(outcome, h); }
+    h.observe(latencyMs / 1000);
   }
 
   #callSeries(agent: string, team: string, route: string, provider: string, status: number): CallSeries {

@@ -31,6 +31,8 @@ export interface Ctx {
   access?: Access;
   /** Server span when tracing is on. */
   span?: Span;
+  /** The request's trace id once asked for (traceIdOf), when there is no span to carry it. */
+  traceId?: string;
   /** The policy decision for this request, until an audit event has carried it. */
   decision?: { d: Decision; identity: Identity; req: AccessRequest; recorded: boolean };
   /** Credential name and version the upstream call used (for evidence). */

@@ -146,7 +146,7 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
     const identity = access.identity;
     const incoming = req.headers['x-request-id'];
     const requestId = typeof incoming === 'string' && /^[\w.:-]{1,128}$/.test(incoming) ? incoming : `req_${randomUUID()}`;
-    const audit: Record<string, unknown> = { type: 'tool.call', plane: 'http', request_id: requestId, ...identityFields(identity), tool: toolName, action: actionName };
+    const audit: Record<string, unknown> = { type: 'tool.call', plane: 'http', request_id: requestId, trace_id: access.traceId, ...identityFields(identity), tool: toolName, action: actionName };
     let adm: ToolAdmission | undefined;
     try {
       // resolve
@@ -211,10 +211,14 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
       const timeout = tool.spec.timeout_ms ?? opts.defaultTimeoutMs ?? 30_000;
       const started = performance.now();
       adm.forwarded();
+      // The upstream continues this call's trace (execute_tool span, or the caller's trace).
+      const trace = access.traceCall({ server: toolName, tool: `${toolName}/${actionName}`, resource: tool.spec.resource, action: actionName });
+      Object.assign(headers, trace.traceContext);
       let up;
       try {
         up = await request(url, { method: action.method as 'GET', headers, body: payload, headersTimeout: timeout, bodyTimeout: timeout });
       } catch (e) {
+        trace.end('error', 'upstream_unreachable');
         throw upstreamFailure(toolName, e, timeout);
       }
       const chunks: Buffer[] = [];
@@ -226,8 +230,10 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
           chunks.push(chunk as Buffer);
         }
       } catch (e) {
+        trace.end('error', e instanceof HttpToolError ? e.code : 'upstream_body');
         throw e instanceof HttpToolError ? e : upstreamFailure(toolName, e, timeout);
       }
+      trace.end(up.statusCode >= 400 ? 'tool_error' : 'ok', up.statusCode >= 400 ? String(up.statusCode) : undefined);
       // record -> respond
       deps.audit.record({ ...audit, type: 'tool.outcome', credential, outcome: { status: up.statusCode, bytes: size, latency_ms: performance.now() - started } });
       const out: Record<string, string | string[]> = { 'x-aam-request-id': requestId };

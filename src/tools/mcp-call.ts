@@ -120,7 +120,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   if (!t) throw new ToolError('unknown_tool', `unknown tool "${name}"; call tools/list for the tools you may call`, { code: RPC.notFound, status: 404 });
   const entry = catalog.servers.get(t.server) as ServerEntry;
   let args = (rawArgs ?? {}) as Record<string, unknown>;
-  const base = { type: 'tool.call', plane: 'mcp', request_id: requestId, jsonrpc_id: extra.jsonrpcId, session_id: s.sessionId(), ...identityFields(s.identity),
+  const base = { type: 'tool.call', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId, jsonrpc_id: extra.jsonrpcId, session_id: s.sessionId(), ...identityFields(s.identity),
     server: t.server, tool: t.def.name, resource: t.resource, action: t.action, args_digest: argsDigest(args), mutating: t.mutating,
     credential: entry.spec.credential ? { name: entry.spec.credential } : undefined };
   // guard (input): block, or redact before policy and upstream see the arguments
@@ -171,8 +171,16 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     if (extra.signal?.aborted) throw new ToolError('cancelled', `tools/call "${name}" was cancelled by the client`, { code: RPC.upstream, status: 499 });
   });
   const started = performance.now();
+  const trace = s.access.traceCall({ server: t.server, tool: t.def.name, resource: t.resource, action: t.action, method: 'tools/call', jsonrpcId: extra.jsonrpcId, sessionId: base.session_id });
   try {
-    const result = await entry.upstream.callTool(t.def.name, args, s.identity, { signal: extra.signal, onprogress: extra.onprogress });
+    let result: CallToolResult;
+    try {
+      result = await entry.upstream.callTool(t.def.name, args, s.identity, { signal: extra.signal, onprogress: extra.onprogress, traceContext: trace.traceContext });
+    } catch (e) {
+      trace.end('error', e instanceof ToolError ? e.errorCode : 'upstream_error');
+      throw e;
+    }
+    trace.end(result.isError ? 'tool_error' : 'ok', result.isError ? 'tool_error' : undefined);
     const bytes = enforceLimit(rt, entry, `tools/call "${name}"`, result);
     deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: result.isError ? 'tool_error' : 'ok', bytes, latency_ms: performance.now() - started } });
     // The egress door scrubs credentials from the bytes the agent receives; guardrails see every leaf first.
@@ -198,11 +206,11 @@ export function visibleTools(rt: Runtime, s: SessionCtx): CompiledTool[] {
 function authorizeOrThrow(rt: Runtime, s: SessionCtx, entry: ServerEntry, action: string, args: Record<string, unknown>, what: string): { requestId: string; adm: ToolAdmission } {
   const requestId = `req_${randomUUID()}`;
   const d = s.access.authorize(entry.resource, action, args, context(rt, s, requestId, { server: entry.name }));
-  rt.deps.audit.record({ type: 'tool.decision', plane: 'mcp', request_id: requestId, ...identityFields(s.identity), server: entry.name, resource: entry.resource, action,
+  rt.deps.audit.record({ type: 'tool.decision', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId, ...identityFields(s.identity), server: entry.name, resource: entry.resource, action,
     args_digest: argsDigest(args), decision: decisionFields(d) });
   // Approval flows are for tool calls; a resource or prompt read that needs one is refused.
   if (!d.allowed || d.effect !== 'allow') throw new ToolError('policy_denied', denialMessage(d, what), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
-  const adm = admit(rt, s, entry, d, { type: 'tool.call', plane: 'mcp', request_id: requestId, ...identityFields(s.identity), server: entry.name, resource: entry.resource, action });
+  const adm = admit(rt, s, entry, d, { type: 'tool.call', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId, ...identityFields(s.identity), server: entry.name, resource: entry.resource, action });
   return { requestId, adm };
 }
 

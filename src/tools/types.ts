@@ -30,6 +30,21 @@ export interface ToolAccess {
   /** Guardrails on tool arguments (input) or results (output): the possibly redacted value, or a block. */
   /** `attached`: guardrails the tool's own resource (McpServer/HttpTool spec.guardrails) adds to the caller's. */
   guard(direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]): Promise<{ ok: true; value: unknown } | { ok: false; guardrail: string; message: string }>;
+  /** The trace this request belongs to (trace_id of its audit events). */
+  readonly traceId: string;
+  /** Start observing one upstream tool call (just before it is forwarded). */
+  traceCall(call: { server: string; tool: string; resource: string; action: string; method?: string; jsonrpcId?: string | number; sessionId?: string }): ToolCallTrace;
+}
+
+/**
+ * One tool call as observed: its `execute_tool` span (when tracing is on), the trace context the
+ * upstream continues (MCP `params._meta`, HTTP `traceparent` header), and its latency metric.
+ */
+export interface ToolCallTrace {
+  /** W3C trace context for the upstream: this call's span as parent, else the caller's trace. */
+  readonly traceContext: { traceparent: string; tracestate?: string };
+  /** End the span and observe the latency; `outcome` ok | tool_error (upstream said no) | error (no answer). */
+  end(outcome: 'ok' | 'tool_error' | 'error', errorType?: string): void;
 }
 
 /** A call admitted against its rule's budget: charged once it is forwarded, given back otherwise. */

@@ -31,7 +31,12 @@ export interface UpstreamOptions {
   stableAfterMs?: number;
 }
 
-export interface CallOptions { signal?: AbortSignal; onprogress?: (p: Progress) => void }
+export interface CallOptions {
+  signal?: AbortSignal;
+  onprogress?: (p: Progress) => void;
+  /** W3C trace context for the upstream, sent in `params._meta` (MCP semconv context propagation). */
+  traceContext?: { traceparent: string; tracestate?: string };
+}
 
 export interface Upstream {
   readonly name: string;
@@ -238,7 +243,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       return toolCache ?? [];
     },
     callTool: (tool, args, identity, o) => run(`tools/call "${tool}"`, identity, (c) =>
-      c.callTool({ name: tool, arguments: args }, undefined, reqOpts(o)) as Promise<CallToolResult>, o?.signal),
+      c.callTool(o?.traceContext ? { name: tool, arguments: args, _meta: { ...o.traceContext } } : { name: tool, arguments: args }, undefined, reqOpts(o)) as Promise<CallToolResult>, o?.signal),
     listResources: (identity) => run('resources/list', identity, async (c) =>
       c.getServerCapabilities()?.resources ? (await c.listResources(undefined, reqOpts())).resources : []),
     readResource: (uri, identity, o) => run('resources/read', identity, (c) => c.readResource({ uri }, reqOpts(o)), o?.signal),
