@@ -22,7 +22,7 @@ let otherKey: string;
 const SECRET = 'sk-upstream-secret-value-responses-0123456789';
 
 const route = (name: string, provider: string, model: string) => doc('Model', name, { targets: [{ provider, model }], retries: { attempts: 1, backoff_ms: 0 } });
-const MODELS = ['gpt', 'claude', 'gemini', 'loop-oai', 'loop-ant', 'loop-gem', 'cut', 'cached', 'native', 'loop-native'];
+const MODELS = ['gpt', 'claude', 'gemini', 'loop-oai', 'loop-ant', 'loop-gem', 'cut', 'cached', 'native', 'loop-native', 'masked'];
 
 before(async () => {
   fake = await startFakeUpstream();
@@ -39,6 +39,8 @@ before(async () => {
     route('denied', 'oai', 'ok'), route('cut', 'oai', 'cut-stream'),
     doc('Model', 'cached', { targets: [{ provider: 'oai', model: 'ok' }], cache: { mode: 'exact', ttl_seconds: 300, scope: 'agent' } }),
     doc('Guardrail', 'no-falcon', { on: ['input'], keywords: ['project falcon'], action: 'block' }),
+    doc('Guardrail', 'mask-email-out', { on: ['output'], detect: ['email'], action: 'redact' }),
+    doc('Model', 'masked', { targets: [{ provider: 'oai', model: 'ok' }], guardrails: ['mask-email-out'] }),
     doc('Agent', 'tester', { workload: 'spiffe://test/agent/tester', owner: 'qa@example.com', team: 'qa', environment: 'dev' }),
     doc('Agent', 'other', { workload: 'spiffe://test/agent/other', owner: 'qa@example.com', team: 'qa', environment: 'dev' }),
     doc('AgentPolicy', 'tester-policy', { identity: { workload: 'spiffe://test/agent/tester' }, models: { allow: MODELS }, guardrails: ['no-falcon'] }),
@@ -227,6 +229,22 @@ test('input guardrails see the Responses input (and the stored conversation): bl
   await assert.rejects(client().responses.create({ model: 'loop-oai', previous_response_id: first.id, tools: [WEATHER], input: [{ type: 'function_call_output', call_id: call.call_id, output: 'project falcon data' }] }),
     (e: unknown) => e instanceof OpenAI.BadRequestError && (e.error as { code?: string }).code === 'guardrail_blocked');
   assert.equal(fake.requests.length, 1, 'blocked requests never reach the upstream');
+});
+
+test('output guardrails redact the Responses answer, streamed and not, and what is stored', async () => {
+  const whole = await client().responses.create({ model: 'masked', input: 'write to jane.doe@example.com please' });
+  assert.equal(whole.output_text, 'echo: write to [EMAIL] please');
+  let text = '';
+  let id = '';
+  for await (const ev of await client().responses.create({ model: 'masked', input: 'mail jane.doe@example.com now', stream: true })) {
+    if (ev.type === 'response.output_text.delta') text += ev.delta;
+    if (ev.type === 'response.completed') id = ev.response.id;
+  }
+  assert.equal(text, 'echo: mail [EMAIL] now');
+  for (const rid of [whole.id, id]) {
+    const stored = await gw.g.rt.responses.get('spiffe://test/agent/tester', rid);
+    assert.ok(stored && stored.response.includes('[EMAIL]') && !stored.response.includes('jane.doe@example.com'), 'the stored answer is the redacted one');
+  }
 });
 
 test('a credential echoed by the upstream is scrubbed from the Responses stream, the answer and the stored response', async () => {
