@@ -8,7 +8,7 @@ import { BudgetLedger, EmbeddedLimiter, RateLimiter } from './policy/limits.ts';
 import { compileProviders, compileRoutes, type ProviderRuntime, type Route } from './gateway/routes.ts';
 import { UsageRecorder } from './gateway/usage.ts';
 import { embeddedKeyBook, openKeyStore, type KeyStore } from './identity/keys.ts';
-import type { KeyBook, Limiter, StoreHealth } from './store/types.ts';
+import type { BudgetAlert, KeyBook, Limiter, StoreHealth } from './store/types.ts';
 import { fleetEnv, openFleet, type Fleet } from './store/fleet.ts';
 import { FleetKeyBook } from './store/fleet-keys.ts';
 import { FleetLimiter } from './store/fleet-limits.ts';
@@ -215,14 +215,14 @@ export class Runtime {
     this.#keys = this.fleet ? null : openKeyStore(this.db, opts.dataDir, true);
     this.keyBook = this.fleet ? this.fleet.keys : embeddedKeyBook(this.#keys!);
     this.usage = new UsageRecorder(this.db);
-    this.ledger = new BudgetLedger({
-      onAlert: (a) => {
-        this.log.warn({ event: 'budget_alert', ...a }, `budget ${a.key} crossed ${a.threshold}% of its ${a.period} limit`);
-        // Alerts are evidence too, so they reach the same sinks (webhook, OTLP, file) as the trail.
-        this.audit?.record({ type: 'budget_alert', request_id: `budget-${a.key}-${a.period}-${a.threshold}`, budget: { key: a.key, period: a.period, threshold_pct: a.threshold, spent_usd: a.spent, limit_usd: a.limit, window_start: a.windowStart.toISOString() } });
-      },
-    });
+    const onAlert = (a: BudgetAlert) => {
+      this.log.warn({ event: 'budget_alert', ...a }, `budget ${a.key} crossed ${a.threshold}% of its ${a.period} limit`);
+      // Alerts are evidence too, so they reach the same sinks (webhook, OTLP, file) as the trail.
+      this.audit?.record({ type: 'budget_alert', request_id: `budget-${a.key}-${a.period}-${a.threshold}`, budget: { key: a.key, period: a.period, threshold_pct: a.threshold, spent_usd: a.spent, limit_usd: a.limit, window_start: a.windowStart.toISOString() } });
+    };
+    this.ledger = new BudgetLedger({ onAlert });
     this.rates = new RateLimiter();
+    if (this.fleet) this.fleet.limiter.onAlert = onAlert;
     this.limiter = this.fleet ? this.fleet.limiter : new EmbeddedLimiter(this.ledger, this.rates);
     this.cache = new ModelCache(this.db, { scrub: (json) => this.scrub(json) });
     this.responses = this.fleet ? fleetResponseStore(this.fleet.fleet.sql) : openResponseStore(this.db);

@@ -26,7 +26,7 @@ function configFor(upstream: string, budgetUsd: number, rpm = 20): string {
     doc('Model', 'priced', { targets: [{ provider: 'up', model: 'm' }], pricing: PRICE }),
     doc('Model', 'free', { targets: [{ provider: 'up', model: 'm' }] }),
     doc('Agent', 'spender', { workload: 'spiffe://test/agent/spender', team: 'qa' }),
-    doc('AgentPolicy', 'spender', { identity: { agent: 'spender' }, models: { allow: ['priced'], budget: { daily_usd: budgetUsd } } }),
+    doc('AgentPolicy', 'spender', { identity: { agent: 'spender' }, models: { allow: ['priced'], budget: { daily_usd: budgetUsd, alert_at: [50, 100] } } }),
     doc('Agent', 'chatty', { workload: 'spiffe://test/agent/chatty', team: 'qa' }),
     doc('AgentPolicy', 'chatty', { identity: { agent: 'chatty' }, models: { allow: ['free'], rate: { rpm } } }),
   );
@@ -107,6 +107,10 @@ test('budget: a burst of 64 over 3 replicas admits exactly what one process admi
   assert.equal(upstream.calls, 10, 'refused calls never reached the upstream');
   // Settled spend reaches PostgreSQL (batched about once a second): exactly the budget.
   await until(async () => Math.abs(await settledSpend(store.databaseUrl, 'agent:spender') - 1) < 1e-9, 10_000, 'settled spend of $1 in PostgreSQL');
+  // alert_at 50 and 100: each fires once for the whole fleet, on whichever replica crossed it.
+  const alerts = (t: number) => replicas.reduce((n, r) => n + r.stderr().split('\n').filter((l) => l.includes('"event":"budget_alert"') && l.includes(`"threshold":${t},`)).length, 0);
+  await until(() => alerts(50) > 0 && alerts(100) > 0, 10_000, 'the 50 % and 100 % budget alerts');
+  assert.deepEqual([alerts(50), alerts(100)], [1, 1]);
 
   // The same burst against one embedded process: the same answers.
   const one = await startTestGateway(configFor(upstream.url, 1));

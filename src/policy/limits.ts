@@ -4,20 +4,10 @@
 // No timers: stale entries are swept opportunistically, so memory stays bounded and nothing
 // keeps the process alive.
 
-import type { AdmitRequest, AdmitResult, BudgetLimits, Limiter, Period, RateLimits, Ticket } from '../store/types.ts';
+import type { AdmitRequest, AdmitResult, BudgetAlert, BudgetLimits, Limiter, Period, RateLimits, Ticket } from '../store/types.ts';
 
-export type { BudgetLimits, Period, RateLimits } from '../store/types.ts';
+export type { BudgetAlert, BudgetLimits, Period, RateLimits } from '../store/types.ts';
 
-export interface BudgetAlert {
-  key: string;
-  period: Period;
-  /** Threshold percent that was crossed (e.g. 80). */
-  threshold: number;
-  spent: number;
-  limit: number;
-  /** Start of the UTC window the alert belongs to. */
-  windowStart: Date;
-}
 
 interface Window { start: number; spent: number; fired: Set<number> }
 interface Account { key: string; day: Window; month: Window; reserved: number }

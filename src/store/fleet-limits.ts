@@ -5,7 +5,7 @@
 // live total the script checks) and, batched about once a second, to PostgreSQL (durable: a
 // Redis that restarts empty is re-seeded from it, so an exhausted budget stays exhausted).
 import type { Fleet } from './fleet.ts';
-import { StoreUnavailable, type AdmitRequest, type AdmitResult, type Limiter, type Period, type Ticket } from './types.ts';
+import { StoreUnavailable, type AdmitRequest, type AdmitResult, type BudgetAlert, type Limiter, type Period, type Ticket } from './types.ts';
 
 const dayStart = (t: number): number => { const d = new Date(t); return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()); };
 const monthStart = (t: number): number => { const d = new Date(t); return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1); };
@@ -126,22 +126,26 @@ if actual >= 0 then
 end
 local nb = tonumber(ARGV[4])
 local member, amount, charge, dayF, monF = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9]
+local totals = {}
 for j = 1, nb do
   local bk, zk = KEYS[nr + 2 * j - 1], KEYS[nr + 2 * j]
   if redis.call('ZREM', zk, member) == 1 then redis.call('HINCRBYFLOAT', bk, 'r', -amount) end
+  local d, m = '', ''
   if charge > 0 then
-    if redis.call('HEXISTS', bk, dayF) == 1 then redis.call('HINCRBYFLOAT', bk, dayF, charge) end
-    if redis.call('HEXISTS', bk, monF) == 1 then redis.call('HINCRBYFLOAT', bk, monF, charge) end
+    if redis.call('HEXISTS', bk, dayF) == 1 then d = redis.call('HINCRBYFLOAT', bk, dayF, charge) end
+    if redis.call('HEXISTS', bk, monF) == 1 then m = redis.call('HINCRBYFLOAT', bk, monF, charge) end
   end
+  totals[#totals + 1] = d
+  totals[#totals + 1] = m
 end
-return 1
+return totals
 `;
 
 interface FleetTicket extends Ticket {
   keys: string[];
   nRates: number;
   nBudgets: number;
-  budgetKeys: readonly string[];
+  budgets: AdmitRequest['budgets'];
   member: string;
   amount: number;
   tokens: number;
@@ -156,7 +160,7 @@ export interface FleetLimiterOptions {
   onError?: (what: string, e: unknown) => void;
 }
 
-type Scripted = { aamAdmit(...args: Array<string | number>): Promise<unknown[]>; aamSettle(...args: Array<string | number>): Promise<number> };
+type Scripted = { aamAdmit(...args: Array<string | number>): Promise<unknown[]>; aamSettle(...args: Array<string | number>): Promise<string[]> };
 
 export class FleetLimiter implements Limiter {
   readonly #fleet: Fleet;
@@ -170,6 +174,8 @@ export class FleetLimiter implements Limiter {
   #flushing: Promise<void> | null = null;
   /** Redis round trips made by admissions (for the benchmark notes and tests). */
   admitCalls = 0;
+  /** Budget threshold crossings (alert_at); each fires on exactly one replica of the fleet. */
+  onAlert: (alert: BudgetAlert) => void = () => {};
 
   constructor(fleet: Fleet, opts: FleetLimiterOptions = {}) {
     this.#fleet = fleet;
@@ -208,7 +214,7 @@ export class FleetLimiter implements Limiter {
       if (reply[0] === 'seed') throw new StoreUnavailable('redis', 'budget totals could not be loaded into Redis');
     }
     if (reply[0] === 'ok') {
-      const ticket: FleetTicket = { kind: 'ticket', keys, nRates: req.rates.length, nBudgets: req.budgets.length, budgetKeys: req.budgets.map((b) => b.key), member, amount, tokens, done: false };
+      const ticket: FleetTicket = { kind: 'ticket', keys, nRates: req.rates.length, nBudgets: req.budgets.length, budgets: req.budgets, member, amount, tokens, done: false };
       return { ok: true, ticket };
     }
     if (reply[0] === 'rate') {
@@ -218,9 +224,11 @@ export class FleetLimiter implements Limiter {
     const j = Number(reply[1]) - 1;
     const period = reply[2] as Period;
     const b = req.budgets[j];
+    const limit = (period === 'daily' ? b.limits.daily_usd : b.limits.monthly_usd) ?? 0;
+    // Exhausted: the 100 % alert (when configured) fires even if settled spend never reaches it exactly.
+    if (b.limits.alert_at?.includes(100)) this.#alertOnce(b.key, period, 100, Number(reply[3]), limit, period === 'daily' ? d : m);
     return {
-      ok: false, code: 'budget_exceeded', key: b.key, period, spent: Number(reply[3]),
-      limit: (period === 'daily' ? b.limits.daily_usd : b.limits.monthly_usd) ?? 0,
+      ok: false, code: 'budget_exceeded', key: b.key, period, spent: Number(reply[3]), limit,
       resetAt: new Date(period === 'daily' ? d + 86_400_000 : nextMonth(m)),
     };
   }
@@ -267,7 +275,7 @@ export class FleetLimiter implements Limiter {
     this.#send(ft, charge, tokens === null || !Number.isFinite(tokens) ? -1 : tokens);
     if (charge > 0 && ft.nBudgets > 0) {
       const now = Date.now();
-      for (const key of ft.budgetKeys) {
+      for (const { key } of ft.budgets) {
         this.#add(`${key}|daily|${dayStart(now)}`, charge);
         this.#add(`${key}|monthly|${monthStart(now)}`, charge);
       }
@@ -286,8 +294,32 @@ export class FleetLimiter implements Limiter {
   /** Not awaited by the request: pipelined with other commands; if it fails the reservation expires. */
   #send(ft: FleetTicket, charge: number, tokens: number): void {
     const now = Date.now();
-    this.#redis.aamSettle(ft.keys.length, ...ft.keys, ft.nRates, tokens, ft.tokens, ft.nBudgets, ft.member, ft.amount, charge, `d:${dayStart(now)}`, `m:${monthStart(now)}`)
+    const d = dayStart(now);
+    const m = monthStart(now);
+    this.#redis.aamSettle(ft.keys.length, ...ft.keys, ft.nRates, tokens, ft.tokens, ft.nBudgets, ft.member, ft.amount, charge, `d:${d}`, `m:${m}`)
+      .then((totals) => { if (charge > 0) this.#crossed(ft, charge, totals, d, m); })
       .catch((e: unknown) => this.#onError('settle', e));
+  }
+
+  /** Thresholds this charge crossed: the script returned the totals after it, atomically, so one replica sees each crossing. */
+  #crossed(ft: FleetTicket, charge: number, totals: string[], d: number, m: number): void {
+    ft.budgets.forEach((b, j) => {
+      for (const [period, total, limit, start] of [['daily', totals[2 * j], b.limits.daily_usd, d], ['monthly', totals[2 * j + 1], b.limits.monthly_usd, m]] as const) {
+        if (!limit || total === '' || total === undefined) continue;
+        const after = Number(total);
+        for (const t of b.limits.alert_at ?? []) {
+          const at = (limit * t) / 100;
+          if (after - charge < at && after >= at) this.#alertOnce(b.key, period, t, after, limit, start);
+        }
+      }
+    });
+  }
+
+  /** Fire an alert once per key, period, window and threshold fleet-wide (a Redis flag decides who). */
+  #alertOnce(key: string, period: Period, threshold: number, spent: number, limit: number, windowStart: number): void {
+    this.#fleet.redis.set(`${this.#fleet.prefix}alert:${key}:${period}:${windowStart}:${threshold}`, '1', 'PX', 32 * 86_400_000, 'NX')
+      .then((won) => { if (won === 'OK') this.onAlert({ key, period, threshold, spent, limit, windowStart: new Date(windowStart) }); })
+      .catch((e: unknown) => this.#onError('budget alert', e));
   }
 
   /** Write settled spend to PostgreSQL (additive upserts); kept for the next try if it fails. */

@@ -44,6 +44,17 @@ export interface BudgetLimits { daily_usd?: number; monthly_usd?: number; alert_
 
 export interface RateLimits { rpm?: number; tpm?: number }
 
+export interface BudgetAlert {
+  key: string;
+  period: Period;
+  /** Threshold percent that was crossed (e.g. 80). */
+  threshold: number;
+  spent: number;
+  limit: number;
+  /** Start of the UTC window the alert belongs to. */
+  windowStart: Date;
+}
+
 export interface AdmitRequest {
   /** Rate-limited keys (agent, virtual key), checked and counted all-or-nothing. */
   rates: ReadonlyArray<{ key: string; limits: RateLimits }>;
