@@ -31,6 +31,8 @@ before(async () => {
     agent('helper', { url: `${agents.base}/helper` }),
     agent('archivist', { url: `${agents.base}/archivist` }),
     doc('Agent', 'outsider', { workload: 'spiffe://test/agent/outsider' }),
+    doc('Agent', 'burst', { workload: 'spiffe://test/agent/burst' }),
+    doc('AgentPolicy', 'burst-calls', { identity: { agent: 'burst' }, agents: [{ agent: 'helper' }], models: { rate: { rpm: 2 } } }),
     doc('Guardrail', 'no-falcon', { on: ['input', 'output'], keywords: ['project falcon'], action: 'block' }),
     doc('Guardrail', 'pii-out', { on: ['output'], detect: ['email'], action: 'redact' }),
     doc('AgentPolicy', 'planner-calls', { identity: { agent: 'planner' }, agents: [{ agent: 'risk-scorer', skills: ['score'] }, { agent: 'helper' }], guardrails: ['no-falcon', 'pii-out'] }),
@@ -38,7 +40,7 @@ before(async () => {
     doc('AgentPolicy', 'helper-calls', { identity: { agent: 'helper' }, agents: [{ agent: 'archivist' }], max_delegation_depth: 2 }),
     doc('AgentPolicy', 'outsider-none', { identity: { agent: 'outsider' }, agents: [{ agent: 'risk-scorer', deny: ['*'] }] }),
   ));
-  for (const n of ['planner', 'risk-scorer', 'helper', 'archivist', 'outsider']) keys[n] = gw.key(n);
+  for (const n of ['planner', 'risk-scorer', 'helper', 'archivist', 'outsider', 'burst']) keys[n] = gw.key(n);
 });
 
 after(async () => {
@@ -248,4 +250,18 @@ test('guardrails see A2A messages and artifacts: a blocked message never reaches
   });
   const streamed = await s.text();
   assert.ok(!streamed.includes('carol@example.com'), 'the task event echoes the message: redacted in the stream too');
+});
+
+test('rate limits apply to A2A calls: the third call in a minute with rpm 2 is 429 with retry-after', async () => {
+  assert.equal((await rpc('helper', 'burst', 'SendMessage', send('one'))).status, 200);
+  assert.equal((await rpc('helper', 'burst', 'SendMessage', send('two'))).status, 200);
+  const r = await fetch(`${gw.url}/a2a/helper`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'a2a-version': '1.0', authorization: `Bearer ${keys.burst}` },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'SendMessage', params: send('three') }),
+  });
+  assert.equal(r.status, 429);
+  assert.ok(Number(r.headers.get('retry-after')) >= 1);
+  const body = await r.json() as { error: { code: number; data: { code: string } } };
+  assert.equal(body.error.code, -32029);
+  assert.equal(body.error.data.code, 'rate_limited');
 });

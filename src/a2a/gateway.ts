@@ -12,7 +12,7 @@ import { openAccess, type Access } from '../access/context.ts';
 import { authorize, policyEvidence, recordDecision } from '../access/decide.ts';
 import { identityEvidence } from '../access/evidence.ts';
 import { scrubAcross } from '../access/egress.ts';
-import { chainName, delegate, delegationEvidence, encodeDelegation, outgoingTraceparent, DELEGATION_HEADER, type Delegation } from '../access/delegation.ts';
+import { chainName, delegate, delegationEvidence, encodeDelegation, outgoingTraceparent, DELEGATION_HEADER } from '../access/delegation.ts';
 import { decide } from '../policy/decide.ts';
 import { agentVisible, maxDelegationDepth } from '../policy/agents.ts';
 import type { AgentSpec } from '../config/schema.ts';
@@ -20,6 +20,8 @@ import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
 import { idsIn, TaskOwners } from './tasks.ts';
 
 const TIMEOUT_MS = 300_000;
+/** An A2A call costs aam nothing, but a caller whose budget is spent is refused like any other call. */
+const BUDGET_PROBE_USD = 0.000001;
 const MAX_RESPONSE_BYTES = 10 * 1024 * 1024;
 
 const SEND = new Set(['SendMessage', 'SendStreamingMessage']);
@@ -135,7 +137,8 @@ export function createA2aGateway(): A2aGateway {
     }
     access.guardrails();
     const params = await access.guard('input', rpc.params, `a2a ${name}`);
-    const adm = await access.admit(0, 0);
+    // Counted against the caller's rate limits; the smallest reservation makes a spent budget refuse it (settled at $0).
+    const adm = await access.admit(0, BUDGET_PROBE_USD);
     const delegation = delegate(from, identity, name, ctx.requestId);
     const trace = outgoingTraceparent(ctx.span, ctx.req.headers.traceparent);
     const started = performance.now();
