@@ -113,7 +113,7 @@ export class FleetKeyBook implements KeyBook {
       if (!key) throw new Error(`no API key with id ${id} (see: aam keys list)`);
       if (key.revokedAt) throw new Error(`API key ${id} is revoked; create a new key instead`);
       const now = Date.now();
-      const until = now + graceSeconds * 1000;
+      const until = now + Math.round(graceSeconds * 1000); // a bigint column: whole ms
       await tx`UPDATE key_secrets SET expires_at = ${until} WHERE key_id = ${id} AND (expires_at IS NULL OR expires_at > ${until})`;
       await tx`INSERT INTO key_secrets (hash, key_id, created_at, expires_at) VALUES (${hashKey(secret)}, ${id}, ${new Date(now).toISOString()}, NULL)`;
       await tx`UPDATE keys SET seq = ${seq} WHERE id = ${id}`;
