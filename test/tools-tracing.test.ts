@@ -13,7 +13,7 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { chat, localServer, runCli, type LocalServer } from './helpers/e2e.ts';
-import { textOf } from './helpers/mcp.ts';
+import { ADMIN_TOKEN, admin, textOf } from './helpers/mcp.ts';
 import { parseProm, sumOf } from './helpers/prom.ts';
 import { startCollector, type Collector } from './observability-collector.ts';
 import { queryEvents } from '../src/audit/query.ts';
@@ -67,7 +67,7 @@ before(async () => {
   crm = await localServer((req, res) => { crmHeaders.push(req.headers); res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"rows":1}'); });
   collector = await startCollector();
   traced = await startTestGateway(config(mcp.url, crm.url), { OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_BSP_SCHEDULE_DELAY: '50' });
-  plain = await startTestGateway(config(mcp.url, crm.url));
+  plain = await startTestGateway(config(mcp.url, crm.url), { AAM_ADMIN_TOKEN: ADMIN_TOKEN });
 });
 after(async () => { await traced?.close(); await plain?.close(); await collector?.close(); await crm?.close(); await mcp?.close(); });
 
@@ -151,6 +151,12 @@ test('tracing off: upstreams still get the caller\'s trace; one trace id finds t
   assert.ok(events.every((e) => e.trace_id === trace));
   const ownEvents = queryEvents(plain.g.rt.auditLog!.db, { traceId: own.slice(3, 35) });
   assert.ok(ownEvents.length >= 2 && ownEvents.every((e) => e.type.startsWith('tool.')), 'the untraced request\'s events carry the trace id it was given');
+
+  // The admin API (the console's audit search) filters the same way.
+  const api = await admin<{ data: Array<{ trace_id: string }> }>(plain, 'GET', `/audit?trace_id=${trace}&limit=1000`);
+  assert.equal(api.status, 200);
+  assert.equal(api.json.data.length, events.length);
+  assert.equal((await admin(plain, 'GET', '/audit?trace_id=nope')).status, 400);
 
   // The CLI: --trace, and a clear error for something that is not a trace id.
   const cli = await runCli(['audit', 'query', '--trace', trace.toUpperCase(), '--json', '--data', plain.dataDir]);

@@ -154,7 +154,7 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     try {
       return sendJson(ctx, 200, { data: queryEvents(rt.auditLog.db, {
         agent: q.get('agent') ?? undefined, since: q.get('since') ? new Date(sinceParam(ctx)) : undefined, decision: q.get('decision') ?? undefined,
-        requestId: q.get('request_id') ?? undefined, type: q.get('type') ?? undefined, limit,
+        requestId: q.get('request_id') ?? undefined, traceId: q.get('trace_id') ?? undefined, type: q.get('type') ?? undefined, limit,
       }) });
     } catch (e) { throw new AamError(400, 'invalid_request', (e as Error).message); }
   }
