@@ -40,7 +40,7 @@ test('nothing writes around the door: no raw socket writes, no second response c
 });
 
 test('planes reach guardrails only through the access path (one walker), never the text-level engine', () => {
-  const planes = src().filter((f) => /^src\/(gateway|tools|server|cache)\//.test(f.path));
+  const planes = src().filter((f) => /^src\/(gateway|tools|server|cache|a2a)\//.test(f.path));
   for (const f of planes) {
     for (const m of f.text.matchAll(/import\s+(type\s+)?\{([^}]*)\}\s+from\s+'\.\.\/guardrails\/[^']+'/g)) {
       if (m[1]) continue; // type-only imports carry no behaviour
