@@ -47,9 +47,9 @@ const config = (mcpUrl: string, crmUrl: string) => yaml(
   doc('Provider', 'demo', { type: 'demo' }),
   doc('Model', 'fast', { targets: [{ provider: 'demo', model: 'demo' }] }),
   doc('McpServer', 'kb', { transport: 'streamable-http', url: mcpUrl }),
-  doc('HttpTool', 'crm', { baseUrl: crmUrl, resource: 'crm.accounts', actions: { read: { method: 'GET', path: '/accounts' } } }),
+  doc('HttpTool', 'crm', { baseUrl: crmUrl, resource: 'crm.accounts', actions: { read: { method: 'GET', path: '/accounts' }, broken: { method: 'GET', path: '/broken' }, secret: { method: 'GET', path: '/secret' } } }),
   doc('Agent', 'tester', { workload: 'spiffe://test/agent/tester', team: 'qa' }),
-  doc('AgentPolicy', 'tester', { identity: { agent: 'tester' }, models: { allow: ['fast'] }, tools: [{ resource: 'kb', actions: ['lookup'] }, { resource: 'crm.accounts', actions: ['read'] }] }),
+  doc('AgentPolicy', 'tester', { identity: { agent: 'tester' }, models: { allow: ['fast'] }, tools: [{ resource: 'kb', actions: ['lookup'] }, { resource: 'crm.accounts', actions: ['read', 'broken'] }] }),
 );
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
@@ -64,7 +64,11 @@ let plain: TestGateway;
 
 before(async () => {
   mcp = await fakeMcp();
-  crm = await localServer((req, res) => { crmHeaders.push(req.headers); res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"rows":1}'); });
+  crm = await localServer((req, res) => {
+    crmHeaders.push(req.headers);
+    res.writeHead(req.url?.startsWith('/broken') ? 500 : 200, { 'content-type': 'application/json' });
+    res.end('{"rows":1}');
+  });
   collector = await startCollector();
   traced = await startTestGateway(config(mcp.url, crm.url), { OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_BSP_SCHEDULE_DELAY: '50' });
   plain = await startTestGateway(config(mcp.url, crm.url), { AAM_ADMIN_TOKEN: ADMIN_TOKEN });
@@ -165,6 +169,25 @@ test('tracing off: upstreams still get the caller\'s trace; one trace id finds t
   const bad = await runCli(['audit', 'query', '--trace', 'req_123', '--data', plain.dataDir]);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /trace id "req_123" is not 32 hex digits/);
+});
+
+test('tracing on: a failing tool call\'s span is an error; a denied call has no execute_tool span and never reaches the tool', async () => {
+  const key = traced.key('tester');
+  const seen = crmHeaders.length;
+  const broken = await fetch(`${traced.url}/tools/crm/broken`, { headers: { authorization: `Bearer ${key}`, traceparent: TP } });
+  assert.equal(broken.status, 500);
+  const denied = await fetch(`${traced.url}/tools/crm/secret`, { headers: { authorization: `Bearer ${key}`, traceparent: TP } });
+  assert.equal(denied.status, 403);
+  assert.equal(crmHeaders.length, seen + 1, 'only the allowed call reached the tool');
+  await traced.g.rt.tracer!.flush();
+  await collector.waitFor((c) => spansOf(c).some((s) => s.name === 'execute_tool crm/broken'), 10_000);
+  const spans = spansOf(collector);
+  const failed = spans.find((s) => s.name === 'execute_tool crm/broken')!;
+  assert.equal(attr(failed, 'error.type')?.stringValue, '500');
+  assert.equal(failed.status?.code, 2, 'status ERROR');
+  assert.ok(!spans.some((s) => s.name === 'execute_tool crm/secret'), 'no tool span for a denied call');
+  const samples = parseProm(await (await fetch(`${traced.url}/metrics`)).text());
+  assert.equal(sumOf(samples, 'aam_tool_call_duration_seconds_count', { agent: 'tester', server: 'crm', outcome: 'tool_error' }), 1);
 });
 
 test('metrics: tool-call latency per agent (aam_tool_call_duration_seconds{agent, server, outcome})', async () => {
