@@ -6,6 +6,7 @@ import { parseConfigTexts, ConfigError } from '../src/config/load.ts';
 import { compilePolicies, findAgent, setFor, type CompiledPolicies } from '../src/policy/compile.ts';
 import { decide } from '../src/policy/decide.ts';
 import { agentVisible, maxDelegationDepth } from '../src/policy/agents.ts';
+import { evaluateAuthZen, lookupInConfig } from '../src/policy/authzen.ts';
 
 const doc = (kind: string, name: string, spec: unknown) => `apiVersion: access.envisionai.dev/v1\nkind: ${kind}\nmetadata: { name: ${name} }\nspec: ${JSON.stringify(spec)}\n`;
 
@@ -89,4 +90,13 @@ test('load errors: unknown callee, a callee without spec.a2a, a dangling credent
   assert.match(cel, /spec\.agents\[0\]\.when/);
   assert.match(cel, /skill "a" is both in skills and deny/);
   assert.match(loadErrors(doc('Agent', 'x', { workload: 'spiffe://prod/agent/x', a2a: { url: 'ftp://x.example' } })), /spec\.a2a\.url/);
+});
+
+test('AuthZEN: resource.type "agent" asks the same decision (callee and skill)', () => {
+  const c = compile(doc('AgentPolicy', 'p', { identity: { agent: 'planner' }, agents: [{ agent: 'risk-scorer', skills: ['score'] }] }));
+  const ask = (skill: string) => evaluateAuthZen({ subject: { type: 'agent', id: 'planner' }, resource: { type: 'agent', id: 'risk-scorer' }, action: { name: skill } }, lookupInConfig(c), c);
+  const yes = ask('score').body as { decision: boolean; context: { rule_path: string } };
+  assert.equal(yes.decision, true);
+  assert.equal(yes.context.rule_path, 'agents[0]');
+  assert.equal((ask('export').body as { decision: boolean }).decision, false);
 });

@@ -1,7 +1,8 @@
 // OpenID AuthZEN Access Evaluation API over decide(): POST /access/v1/evaluation and
 // /access/v1/evaluations (batch). Pure: the HTTP layer passes the parsed body and gets
-// {status, body} back. resource.type "model" asks a model decision; any other type is a tool
-// decision with resource.id as resource, action.name as action and context.args as args.
+// {status, body} back. resource.type "model" asks a model decision, "agent" an A2A call (resource.id
+// the callee, action.name the skill); any other type is a tool decision with resource.id as
+// resource, action.name as action and context.args as args.
 import type { AgentRecord } from '../identity/types.ts';
 import type { AccessRequest, Decision } from './types.ts';
 import type { CompiledPolicies } from './compile.ts';
@@ -59,6 +60,8 @@ function toRequest(item: Obj, agent: AgentRecord): AccessRequest {
   const id = str(resource, 'id', 'resource', 'the model route name or tool resource, e.g. salesforce.accounts');
   if (type === 'model') return { kind: 'model', agent, model: id };
   const name = str(action, 'name', 'action', 'e.g. "read"');
+  // An A2A call: resource.id is the callee Agent, action.name the skill.
+  if (type === 'agent') return { kind: 'agent', agent, callee: id, skill: name, context };
   const args = context?.args === undefined ? {} : obj(context.args, 'context.args', true) as Obj;
   return { kind: 'tool', agent, resource: id, action: name, args, context };
 }
