@@ -49,7 +49,8 @@ const config = (mcpUrl: string, crmUrl: string) => yaml(
   doc('McpServer', 'kb', { transport: 'streamable-http', url: mcpUrl }),
   doc('HttpTool', 'crm', { baseUrl: crmUrl, resource: 'crm.accounts', actions: { read: { method: 'GET', path: '/accounts' }, broken: { method: 'GET', path: '/broken' }, secret: { method: 'GET', path: '/secret' } } }),
   doc('Agent', 'tester', { workload: 'spiffe://test/agent/tester', team: 'qa' }),
-  doc('AgentPolicy', 'tester', { identity: { agent: 'tester' }, models: { allow: ['fast'] }, tools: [{ resource: 'kb', actions: ['lookup'] }, { resource: 'crm.accounts', actions: ['read', 'broken'] }] }),
+  doc('Guardrail', 'flag-falcon', { on: ['input'], keywords: ['project falcon'], action: 'flag' }),
+  doc('AgentPolicy', 'tester', { identity: { agent: 'tester' }, guardrails: ['flag-falcon'], models: { allow: ['fast'] }, tools: [{ resource: 'kb', actions: ['lookup'] }, { resource: 'crm.accounts', actions: ['read', 'broken'] }] }),
 );
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
@@ -132,7 +133,7 @@ test('tracing off: upstreams still get the caller\'s trace; one trace id finds t
   const key = plain.key('tester');
   const trace = 'a'.repeat(31) + '1';
   const tp = `00-${trace}-1111111111111111-01`;
-  const c = await chat(plain.url, key, 'fast', 'plan the task', { headers: { traceparent: tp } });
+  const c = await chat(plain.url, key, 'fast', 'plan project falcon', { headers: { traceparent: tp } });
   assert.equal(c.status, 200);
   const client = await agentClient(plain, key, tp);
   try { await client.callTool({ name: 'kb__lookup', arguments: {} }); } finally { await client.close(); }
@@ -150,6 +151,7 @@ test('tracing off: upstreams still get the caller\'s trace; one trace id finds t
   const events = queryEvents(plain.g.rt.auditLog!.db, { traceId: trace, order: 'asc' });
   const types = events.map((e) => `${e.type}${e.plane ? `:${String(e.plane)}` : ''}`);
   assert.ok(types.includes('model_call'), types.join(', '));
+  assert.ok(types.includes('guardrail'), `guardrail events carry the trace too: ${types.join(', ')}`);
   assert.ok(types.includes('tool.decision:mcp') && types.includes('tool.outcome:mcp'), types.join(', '));
   assert.ok(types.includes('tool.decision:http') && types.includes('tool.outcome:http'), types.join(', '));
   assert.ok(events.every((e) => e.trace_id === trace));

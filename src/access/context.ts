@@ -14,7 +14,7 @@ import { authorize, admit, settle, release, recordEvidence, type Admission } fro
 import { guardrailsOf, guardChatInput, guardChatOutput, guardOrThrow, overScanBudget, recordStreamFindings } from './guard.ts';
 import { createTextCounter, type TextShape } from '../guardrails/text-budget.ts';
 import { DELEGATION_HEADER, delegationEvidence, verifyDelegation, type Delegation } from './delegation.ts';
-import { identityEvidence } from './evidence.ts';
+import { identityEvidence, traceIdOf, type EvidenceAt } from './evidence.ts';
 
 export class Access {
   readonly ctx: Ctx;
@@ -59,28 +59,28 @@ export class Access {
     if (g === undefined) return undefined;
     const budget = g;
     const counter = createTextCounter(shape);
-    const { rt, requestId } = this.ctx;
+    const rt = this.ctx.rt;
     return {
       from: budget.maxScanChars,
-      feed: (chunk) => counter.feed(chunk) > budget.maxScanChars ? overScanBudget(rt, requestId, this.identity, budget) : undefined,
+      feed: (chunk) => counter.feed(chunk) > budget.maxScanChars ? overScanBudget(rt, this.at(), this.identity, budget) : undefined,
     };
   }
 
   guardChatInput(req: ChatRequest): Promise<ChatRequest> {
-    return this.gs.length ? guardChatInput(this.ctx.rt, this.ctx.requestId, this.identity, this.gs, req) : Promise.resolve(req);
+    return this.gs.length ? guardChatInput(this.ctx.rt, this.at(), this.identity, this.gs, req) : Promise.resolve(req);
   }
 
   guardChatOutput(result: ChatResult): Promise<ChatResult> {
-    return this.gs.length ? guardChatOutput(this.ctx.rt, this.ctx.requestId, this.identity, this.gs, result) : Promise.resolve(result);
+    return this.gs.length ? guardChatOutput(this.ctx.rt, this.at(), this.identity, this.gs, result) : Promise.resolve(result);
   }
 
   /** Any other value the agent sends (input) or receives (output), through the one walker. */
   guard<T>(direction: Direction, value: T, where: string): Promise<T> {
-    return this.gs.length ? guardOrThrow(this.ctx.rt, this.ctx.requestId, this.identity, this.gs, direction, value, where) : Promise.resolve(value);
+    return this.gs.length ? guardOrThrow(this.ctx.rt, this.at(), this.identity, this.gs, direction, value, where) : Promise.resolve(value);
   }
 
   streamFindings(guard: EventGuard, blockedBy?: string): void {
-    recordStreamFindings(this.ctx.rt, this.ctx.requestId, this.identity, guard, blockedBy);
+    recordStreamFindings(this.ctx.rt, this.at(), this.identity, guard, blockedBy);
   }
 
   /** Rate limits and budget reservation (check-and-count; a promise only with the fleet store). */
@@ -91,6 +91,9 @@ export class Access {
   settle(a: Admission, costUsd: number | null, tokens: number | null): void { settle(this.ctx, a, costUsd, tokens); }
 
   release(a: Admission): void { release(this.ctx, a); }
+
+  /** This request and its trace, for evidence written outside recordEvidence (guardrail events). */
+  at(): EvidenceAt { return { requestId: this.ctx.requestId, traceId: traceIdOf(this.ctx) }; }
 
   /** Evidence about this request, filtered by the policies' audit.record. */
   record(ev: AuditEventInput): void { recordEvidence(this.ctx, this.identity, ev, this.set); }

@@ -13,6 +13,9 @@ export function identityEvidence(id: Identity): AuditIdentity {
   };
 }
 
+/** Where an event belongs: its request, and the trace that request is part of. */
+export interface EvidenceAt { requestId: string; traceId?: string }
+
 /**
  * The trace this request belongs to, stamped on its evidence: the span's when tracing is on, else
  * the caller's `traceparent` (so `aam audit query --trace` finds an agent's trace even when aam

@@ -11,7 +11,7 @@ import {
   type CompiledGuardrail, type Direction, type FindingSummary, type EventGuard,
 } from '../guardrails/engine.ts';
 import { AamError } from '../server/errors.ts';
-import { identityEvidence } from './evidence.ts';
+import { identityEvidence, type EvidenceAt } from './evidence.ts';
 
 const NONE: readonly CompiledGuardrail[] = Object.freeze([]);
 const NONE_NAMES: readonly string[] = Object.freeze([]);
@@ -49,9 +49,9 @@ export function guardrailsOf(rt: Runtime, identity: Identity, routeGuardrails: r
   return list;
 }
 
-function record(rt: Runtime, requestId: string, identity: Identity, direction: Direction, where: string, verdict: string, findings: readonly FindingSummary[], extra: Record<string, unknown> = {}): void {
+function record(rt: Runtime, at: EvidenceAt, identity: Identity, direction: Direction, where: string, verdict: string, findings: readonly FindingSummary[], extra: Record<string, unknown> = {}): void {
   rt.audit?.record({
-    type: 'guardrail', request_id: requestId, identity: identityEvidence(identity),
+    type: 'guardrail', request_id: at.requestId, trace_id: at.traceId, identity: identityEvidence(identity),
     guardrail: { direction, where, verdict, findings: findings.map((f) => ({ guardrail: f.guardrail, category: f.category, count: f.count })), ...extra },
   });
 }
@@ -61,8 +61,8 @@ function blocked(guardrail: string, message: string): AamError {
 }
 
 /** The walker's scan-limit block, decided while the body is read (Access.bodyWatch): the same answer and evidence. */
-export function overScanBudget(rt: Runtime, requestId: string, identity: Identity, g: CompiledGuardrail): AamError {
-  record(rt, requestId, identity, 'input', 'prompt', 'block', [{ guardrail: g.name, category: 'scan_limit', count: 1 }]);
+export function overScanBudget(rt: Runtime, at: EvidenceAt, identity: Identity, g: CompiledGuardrail): AamError {
+  record(rt, at, identity, 'input', 'prompt', 'block', [{ guardrail: g.name, category: 'scan_limit', count: 1 }]);
   return blocked(g.name, blockedMessage(g.name, 'scan_limit', 'input'));
 }
 
@@ -73,15 +73,15 @@ export type Guarded<T> = { ok: true; value: T } | { ok: false; guardrail: string
  * detectors, regexes, keywords and size over every string leaf (the walker), json_schema on tool
  * payloads, then webhook guardrails over the same leaves. Non-allow verdicts are evidence.
  */
-export async function guardValue<T>(rt: Runtime, requestId: string, identity: Identity, gs: readonly CompiledGuardrail[], direction: Direction, value: T, where: string, shape: 'chat' | 'json' = 'json'): Promise<Guarded<T>> {
+export async function guardValue<T>(rt: Runtime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], direction: Direction, value: T, where: string, shape: 'chat' | 'json' = 'json'): Promise<Guarded<T>> {
   if (gs.length === 0) return { ok: true, value };
   const v = shape === 'chat' ? applyToChat(value as object, gs, direction) : applyToJson(value, gs, direction);
-  if (v.verdict !== 'allow') record(rt, requestId, identity, direction, where, v.verdict, v.findings);
+  if (v.verdict !== 'allow') record(rt, at, identity, direction, where, v.verdict, v.findings);
   if (v.verdict === 'block') return { ok: false, guardrail: v.blockedBy ?? '', message: blockedMessage(v.blockedBy ?? 'guardrail', v.blockedCategory, direction) };
   let out = v.value as T;
   if (gs.some((g) => g.webhook !== undefined && g.on.has(direction))) {
     const w = await runWebhookGuardrails(leafTexts(out), gs, direction, identity.agent.spiffeId, where);
-    if (w.verdict !== 'allow') record(rt, requestId, identity, direction, where, w.verdict, [], { webhook: w.results });
+    if (w.verdict !== 'allow') record(rt, at, identity, direction, where, w.verdict, [], { webhook: w.results });
     if (w.verdict === 'block') return { ok: false, guardrail: w.blockedBy ?? '', message: blockedMessage(w.blockedBy ?? 'webhook', undefined, direction) };
     if (w.verdict === 'redact') out = replaceLeaves(out, w.texts);
   }
@@ -94,21 +94,21 @@ function orThrow<T>(g: Guarded<T>): T {
 }
 
 /** guardValue for the model plane: a block is the 400 guardrail_blocked error. */
-export async function guardOrThrow<T>(rt: Runtime, requestId: string, identity: Identity, gs: readonly CompiledGuardrail[], direction: Direction, value: T, where: string): Promise<T> {
-  return orThrow(await guardValue(rt, requestId, identity, gs, direction, value, where));
+export async function guardOrThrow<T>(rt: Runtime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], direction: Direction, value: T, where: string): Promise<T> {
+  return orThrow(await guardValue(rt, at, identity, gs, direction, value, where));
 }
 
 /** Input guardrails on a whole chat request (every message part, tool definitions, unknown fields); the route name is not content. */
-export async function guardChatInput(rt: Runtime, requestId: string, identity: Identity, gs: readonly CompiledGuardrail[], req: ChatRequest): Promise<ChatRequest> {
+export async function guardChatInput(rt: Runtime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], req: ChatRequest): Promise<ChatRequest> {
   const { model, ...rest } = req;
-  const out = orThrow(await guardValue(rt, requestId, identity, gs, 'input', rest, 'prompt', 'chat'));
+  const out = orThrow(await guardValue(rt, at, identity, gs, 'input', rest, 'prompt', 'chat'));
   return out === rest ? req : { model, ...out };
 }
 
 /** Output guardrails on a complete answer (text and tool-call arguments); the same object when clean. */
-export async function guardChatOutput(rt: Runtime, requestId: string, identity: Identity, gs: readonly CompiledGuardrail[], result: ChatResult): Promise<ChatResult> {
+export async function guardChatOutput(rt: Runtime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], result: ChatResult): Promise<ChatResult> {
   const shown = { text: result.text, tool_calls: result.toolCalls };
-  const out = orThrow(await guardValue(rt, requestId, identity, gs, 'output', shown, 'completion', 'chat'));
+  const out = orThrow(await guardValue(rt, at, identity, gs, 'output', shown, 'completion', 'chat'));
   return out === shown ? result : { ...result, text: out.text, toolCalls: out.tool_calls };
 }
 
@@ -122,9 +122,9 @@ export function chatStreamGuard(gs: readonly CompiledGuardrail[]): EventGuard | 
   return gs.some((g) => g.on.has('output')) ? createEventGuard(gs) : null;
 }
 
-export function recordStreamFindings(rt: Runtime, requestId: string, identity: Identity, guard: EventGuard, blockedBy?: string): void {
+export function recordStreamFindings(rt: Runtime, at: EvidenceAt, identity: Identity, guard: EventGuard, blockedBy?: string): void {
   const f = guard.findings();
-  if (f.length || blockedBy) record(rt, requestId, identity, 'output', 'stream', blockedBy ? 'block' : 'redact_or_flag', f);
+  if (f.length || blockedBy) record(rt, at, identity, 'output', 'stream', blockedBy ? 'block' : 'redact_or_flag', f);
 }
 
 export type GuardedEvents = { events: StreamEvent[]; blocked?: string };

@@ -75,7 +75,7 @@ class ToolAccessOf implements ToolAccess {
 
   guard(direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]) {
     const a = this.#a;
-    return guardValue(a.ctx.rt, requestId, a.identity, guardrailsOf(a.ctx.rt, a.identity, attached, a.set), direction, value, where);
+    return guardValue(a.ctx.rt, { requestId, traceId: traceIdOf(a.ctx) }, a.identity, guardrailsOf(a.ctx.rt, a.identity, attached, a.set), direction, value, where);
   }
 
   get traceId(): string { return traceIdOf(this.#a.ctx); }
