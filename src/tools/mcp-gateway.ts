@@ -14,9 +14,10 @@ import type { ConfigSet } from '../config/schema.ts';
 import type { Identity } from '../identity/types.ts';
 import { createApprovals, type Approval, type Approvals } from './approvals.ts';
 import { createCatalog } from './catalog.ts';
-import { callTool, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, subscribeResource, unsubscribeResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
+import { callTool, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, subscribeResource, unsubscribeResource, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { createToolIntegrity, type ToolDiff } from './tool-integrity.ts';
 import type { UpstreamOptions, UpstreamState } from './upstream.ts';
+import { handleModern, isModernRequest, toolsPage } from './mcp-stateless.ts';
 import { RPC, ToolError, type ToolAccess, type ToolDeps } from './types.ts';
 
 export interface McpGatewayOptions extends UpstreamOptions {
@@ -57,6 +58,7 @@ export interface McpGateway {
 interface Session { id: string; ctx: SessionCtx; server: Server; transport: StreamableHTTPServerTransport; lastUsed: number }
 
 const identityKey = (i: Identity) => i.agent.spiffeId;
+const instructions = (scope: string | null) => (scope === null ? 'aam MCP gateway: tools are named <server>__<tool>; every call is authorized and audited.' : undefined);
 
 /**
  * The access context opened for one HTTP request rides on it as the SDK's authInfo, so each
@@ -119,16 +121,12 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   function buildServer(ctx: SessionCtx): Server {
     const server = new Server({ name: 'aam', version: '0.1.0' }, {
       capabilities: { tools: { listChanged: true }, resources: { subscribe: true }, prompts: {} },
-      instructions: ctx.scope === null ? 'aam MCP gateway: tools are named <server>__<tool>; every call is authorized and audited.' : undefined,
+      instructions: instructions(ctx.scope),
     });
     server.setRequestHandler(ListToolsRequestSchema, async (req, extra) => {
       const rc = forRequest(ctx, extra);
       await catalog.ready(ctx.scope, listWaitMs);
-      const all = visibleTools(rt, rc);
-      const start = decodeCursor(req.params?.cursor);
-      const page = all.slice(start, start + pageSize);
-      const tools = page.map((t) => ({ ...t.def, name: catalog.exposedName(ctx.scope, t) }) as Tool);
-      return start + pageSize < all.length ? { tools, nextCursor: encodeCursor(start + pageSize) } : { tools };
+      return toolsPage(rt, rc, req.params?.cursor, pageSize) as { tools: Tool[]; nextCursor?: string };
     });
     server.setRequestHandler(CallToolRequestSchema, async (req, extra) =>
       callTool(rt, forRequest(ctx, extra), req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra)));
@@ -208,6 +206,14 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
         if (!read.ok) return rpcError(res, read.status, read.code, read.message);
         body = read.value;
       }
+      // MCP 2026-07-28: no session, each request carries its own version and capabilities.
+      if (req.method === 'POST' && isModernRequest(req.headers, body)) {
+        const abort = new AbortController();
+        res.on('close', () => { if (!res.writableFinished) abort.abort(); }); // a closed response cancels the request
+        const rid = req.headers['x-request-id'];
+        const extra = { signal: abort.signal, requestId: typeof rid === 'string' && REQUEST_ID.test(rid) ? rid : undefined };
+        return handleModern({ rt, pageSize, listWaitMs, instructions }, req.headers, res, body as Record<string, unknown>, access, serverName, extra);
+      }
       const sid = req.headers['mcp-session-id'];
       if (typeof sid === 'string' && sid) {
         const s = sessions.get(sid);
@@ -271,19 +277,6 @@ function callExtra(progressToken: string | number | undefined, extra: SdkExtra):
   // The HTTP request id of the POST that carried this message (set by the server), for correlation.
   const rid = extra.requestInfo?.headers['x-request-id'];
   return { signal: extra.signal, onprogress, jsonrpcId: extra.requestId, requestId: typeof rid === 'string' && REQUEST_ID.test(rid) ? rid : undefined };
-}
-
-function encodeCursor(offset: number): string {
-  return Buffer.from(JSON.stringify({ o: offset })).toString('base64url');
-}
-
-function decodeCursor(cursor: string | undefined): number {
-  if (cursor === undefined) return 0;
-  try {
-    const v = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as { o?: unknown };
-    if (typeof v.o === 'number' && Number.isSafeInteger(v.o) && v.o >= 0) return v.o;
-  } catch { /* fall through */ }
-  throw new ToolError('invalid_cursor', 'invalid tools/list cursor; pass the nextCursor from the previous page unchanged', { code: RPC.invalidParams, status: 400 });
 }
 
 function decrement(counts: Map<string, number>, key: string): void {

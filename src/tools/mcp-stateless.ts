@@ -1,0 +1,224 @@
+// MCP 2026-07-28 ("modern", stateless) beside the session-based 2025-11-25 generation on /mcp and
+// /mcp/<server>. A modern request carries its protocol version and client capabilities in
+// params._meta, mirrors method and name into Mcp-Method / Mcp-Name (and annotated tool arguments
+// into Mcp-Param-*) headers, and is answered on its own: no initialize, no session, decided with
+// the identity of the HTTP request that carried it. Upstream servers are reached through the same
+// call path as legacy sessions (aam speaks to each upstream in its own generation), so a modern
+// client reaches a legacy server through aam unchanged.
+// Spec: modelcontextprotocol.io/specification/2026-07-28 (basic/transports/streamable-http,
+// basic/versioning, server/discover; schema/2026-07-28/schema.ts).
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/sdk/types.js';
+import type { CompiledTool } from './catalog.ts';
+import { callTool, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
+import { RPC, ToolError, type ToolAccess } from './types.ts';
+
+export const MODERN_VERSION = '2026-07-28';
+/** What server/discover and UnsupportedProtocolVersionError advertise: modern first, then the legacy ones (via initialize). */
+export const SUPPORTED_VERSIONS: readonly string[] = [MODERN_VERSION, ...SUPPORTED_PROTOCOL_VERSIONS];
+/** Error codes the 2026-07-28 schema allocates (HEADER_MISMATCH, MISSING_REQUIRED_CLIENT_CAPABILITY, UNSUPPORTED_PROTOCOL_VERSION). */
+export const MODERN_RPC = { headerMismatch: -32020, missingCapability: -32021, unsupportedVersion: -32022, methodNotFound: -32601 } as const;
+
+const META_VERSION = 'io.modelcontextprotocol/protocolVersion';
+const META_CAPS = 'io.modelcontextprotocol/clientCapabilities';
+const META_SERVER = 'io.modelcontextprotocol/serverInfo';
+/** Methods whose params.name (or params.uri) is mirrored into Mcp-Name. */
+const NAMED: Record<string, 'name' | 'uri'> = { 'tools/call': 'name', 'prompts/get': 'name', 'resources/read': 'uri' };
+/** RFC 9110 field value: visible ASCII, space, tab. */
+const HEADER_SAFE = /^[\t\x20-\x7e]*$/;
+const SENTINEL = /^=\?base64\?([A-Za-z0-9+/]*={0,2})\?=$/;
+
+type Json = Record<string, unknown>;
+const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+const metaOf = (body: Json): Json | undefined => (isObj(body.params) && isObj(body.params._meta) ? body.params._meta : undefined);
+
+/**
+ * Does this POST speak the modern generation? A request carrying a modern _meta version, or a
+ * protocol version header no legacy session would send, without a session. `initialize` (and
+ * anything on a session) stays legacy; batches are legacy-only.
+ */
+export function isModernRequest(headers: IncomingHttpHeaders, body: unknown): boolean {
+  if (headers['mcp-session-id'] !== undefined || !isObj(body) || body.method === 'initialize') return false;
+  if (metaOf(body)?.[META_VERSION] !== undefined) return true;
+  const v = headers['mcp-protocol-version'];
+  return typeof v === 'string' && !(SUPPORTED_PROTOCOL_VERSIONS as readonly string[]).includes(v);
+}
+
+/** A header value as sent, Base64 sentinel decoded (spec: "Value Encoding"); null when malformed. */
+export function decodeHeaderValue(raw: string): string | null {
+  if (!HEADER_SAFE.test(raw)) return null;
+  const m = SENTINEL.exec(raw);
+  if (!m) return raw.startsWith('=?base64?') && raw.endsWith('?=') ? null : raw;
+  const text = Buffer.from(m[1], 'base64').toString('utf8');
+  return Buffer.from(text, 'utf8').toString('base64').replace(/=+$/, '') === m[1].replace(/=+$/, '') ? text : null;
+}
+
+/** Tool parameters annotated `x-mcp-header`, reachable from the root through `properties` only. */
+export function headerParams(schema: unknown, path: string[] = []): Array<{ header: string; path: string[] }> {
+  if (!isObj(schema) || !isObj(schema.properties)) return [];
+  const out: Array<{ header: string; path: string[] }> = [];
+  for (const [key, prop] of Object.entries(schema.properties)) {
+    if (!isObj(prop)) continue;
+    if (typeof prop['x-mcp-header'] === 'string') out.push({ header: prop['x-mcp-header'], path: [...path, key] });
+    out.push(...headerParams(prop, [...path, key]));
+  }
+  return out;
+}
+
+function valueAt(args: unknown, path: string[]): unknown {
+  let v = args;
+  for (const k of path) v = isObj(v) ? v[k] : undefined;
+  return v;
+}
+
+/** Header and body agree (integers compared as numbers, booleans as lowercase words). */
+function sameValue(header: string, body: unknown): boolean {
+  if (typeof body === 'number') return header.trim() !== '' && Number(header) === body;
+  if (typeof body === 'boolean') return header === String(body);
+  return typeof body === 'string' && header === body;
+}
+
+const one = (h: string | string[] | undefined): string | undefined => (Array.isArray(h) ? h.join(', ') : h);
+
+/**
+ * The spec's Server Validation: required headers present, well-formed and equal to the body
+ * (MCP-Protocol-Version, Mcp-Method, Mcp-Name, and Mcp-Param-* of `tool` when given). Returns
+ * what is wrong, or null. Runs before anything is routed or decided: aam acts on the body, and a
+ * proxy in front may have acted on the headers, so they must say the same thing.
+ */
+export function headerMismatch(headers: IncomingHttpHeaders, body: Json, tool?: CompiledTool): string | null {
+  const version = one(headers['mcp-protocol-version']);
+  const bodyVersion = metaOf(body)?.[META_VERSION];
+  if (version === undefined) return 'missing MCP-Protocol-Version header; send the protocol version of params._meta["io.modelcontextprotocol/protocolVersion"]';
+  if (version !== bodyVersion) return `MCP-Protocol-Version header "${version}" does not match params._meta["${META_VERSION}"] ${JSON.stringify(bodyVersion ?? null)}`;
+  const method = one(headers['mcp-method']);
+  if (method === undefined) return `missing Mcp-Method header; send the JSON-RPC method ("${String(body.method)}")`;
+  if (method !== body.method) return `Mcp-Method header "${method}" does not match body method "${String(body.method)}"`;
+  const field = NAMED[method];
+  const params = isObj(body.params) ? body.params : {};
+  if (field) {
+    const raw = one(headers['mcp-name']);
+    if (raw === undefined) return `missing Mcp-Name header; ${method} must mirror params.${field} into it`;
+    const name = decodeHeaderValue(raw);
+    if (name === null) return 'Mcp-Name header is malformed; non-ASCII values use =?base64?...?=';
+    if (name !== params[field]) return `Mcp-Name header value "${name.slice(0, 200)}" does not match body params.${field}`;
+  }
+  if (!tool) return null;
+  for (const p of headerParams(tool.def.inputSchema)) {
+    const raw = one(headers[`mcp-param-${p.header.toLowerCase()}`]);
+    const v = valueAt(params.arguments, p.path);
+    if (v === undefined || v === null) {
+      if (raw !== undefined) return `Mcp-Param-${p.header} header sent but arguments.${p.path.join('.')} is absent`;
+      continue;
+    }
+    if (raw === undefined) return `missing Mcp-Param-${p.header} header for arguments.${p.path.join('.')} (the tool's inputSchema marks it x-mcp-header)`;
+    const decoded = decodeHeaderValue(raw);
+    if (decoded === null) return `Mcp-Param-${p.header} header is malformed; non-ASCII values use =?base64?...?=`;
+    if (!sameValue(decoded, v)) return `Mcp-Param-${p.header} header does not match arguments.${p.path.join('.')}`;
+  }
+  return null;
+}
+
+export interface StatelessOptions {
+  rt: Runtime;
+  pageSize: number;
+  listWaitMs: number;
+  instructions(scope: string | null): string | undefined;
+}
+
+type Reply = { status: number; body: Json };
+const error = (id: unknown, status: number, code: number, message: string, data?: unknown): Reply =>
+  ({ status, body: { jsonrpc: '2.0', id: id ?? null, error: { code, message, ...(data === undefined ? {} : { data }) } } });
+/** aam's listings depend on who asks: a shared cache must never serve them to anyone else. */
+const PRIVATE = { ttlMs: 0, cacheScope: 'private' } as const;
+
+/** One modern JSON-RPC request, answered statelessly with this HTTP request's access context. */
+export async function handleModern(o: StatelessOptions, headers: IncomingHttpHeaders, res: ServerResponse, body: Json, access: ToolAccess, scope: string | null, extra: Extra): Promise<void> {
+  const r = await answer(o, headers, body, access, scope, extra);
+  if (res.headersSent) return void res.end();
+  if (r === null) { res.writeHead(202); return void res.end(); }
+  res.writeHead(r.status, { 'content-type': 'application/json' });
+  res.end(JSON.stringify(r.body));
+}
+
+async function answer(o: StatelessOptions, headers: IncomingHttpHeaders, body: Json, access: ToolAccess, scope: string | null, extra: Extra): Promise<Reply | null> {
+  const id = body.id;
+  if (body.jsonrpc !== '2.0' || typeof body.method !== 'string') return error(id, 400, -32600, 'invalid JSON-RPC request: needs "jsonrpc": "2.0" and a string "method"');
+  const method = body.method;
+  const mismatch = headerMismatch(headers, body);
+  if (mismatch) return error(id, 400, MODERN_RPC.headerMismatch, `Header mismatch: ${mismatch}`);
+  if (id === undefined) return null; // no client notifications are defined over HTTP in this revision: accept and ignore
+  const meta = metaOf(body) ?? {};
+  if (meta[META_VERSION] !== MODERN_VERSION) {
+    return error(id, 400, MODERN_RPC.unsupportedVersion, `Unsupported protocol version ${JSON.stringify(meta[META_VERSION])}: use ${MODERN_VERSION} per request, or initialize a session for ${LATEST_PROTOCOL_VERSION} and earlier`,
+      { supported: SUPPORTED_VERSIONS, requested: meta[META_VERSION] });
+  }
+  if (!isObj(meta[META_CAPS])) return error(id, 400, -32602, `params._meta["${META_CAPS}"] is required (an object; {} declares no optional capabilities)`);
+  const params = isObj(body.params) ? body.params : {};
+  const s: SessionCtx = { identity: access.identity, access, scope, sessionId: () => undefined, resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
+  try {
+    const result = await dispatch(o, s, method, params, headers, body, extra);
+    if (result === undefined) return error(id, 404, MODERN_RPC.methodNotFound, `Method not found: ${method} (aam serves server/discover, tools, resources and prompts; sessions, subscriptions and logging are legacy-only)`);
+    return { status: 200, body: { jsonrpc: '2.0', id, result: { ...result, resultType: 'complete' } } };
+  } catch (e) {
+    if (e instanceof ToolError && e.code === MODERN_RPC.headerMismatch) return error(id, 400, e.code, e.message);
+    if (e instanceof ToolError) return error(id, 200, e.code, e.message, e.data);
+    throw e;
+  }
+}
+
+async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, params: Json, headers: IncomingHttpHeaders, body: Json, extra: Extra): Promise<Json | undefined> {
+  const { rt } = o;
+  switch (method) {
+    case 'server/discover':
+      return {
+        supportedVersions: SUPPORTED_VERSIONS, capabilities: { tools: {}, resources: {}, prompts: {} },
+        ...(o.instructions(s.scope) ? { instructions: o.instructions(s.scope) } : {}),
+        _meta: { [META_SERVER]: { name: 'aam', version: '0.1.0' } }, ...PRIVATE,
+      };
+    case 'tools/list': {
+      await rt.catalog.ready(s.scope, o.listWaitMs);
+      return { ...toolsPage(rt, s, params.cursor, o.pageSize), ...PRIVATE };
+    }
+    case 'tools/call': {
+      const name = String(params.name);
+      // Mcp-Param-* are checked against the tool's schema only for tools this caller may see, so a
+      // mismatch error cannot reveal the schema of a tool it may not use (that call is denied next).
+      const tool = await rt.catalog.resolve(s.scope, name);
+      const mismatch = tool && s.access.visible(tool.resource, tool.action) ? headerMismatch(headers, body, tool) : null;
+      if (mismatch) throw new ToolError('header_mismatch', `Header mismatch: ${mismatch}`, { code: MODERN_RPC.headerMismatch, status: 400 });
+      return callTool(rt, s, name, params.arguments, extra) as Promise<Json>;
+    }
+    case 'resources/list': return { resources: await listResources(rt, s), ...PRIVATE };
+    case 'resources/templates/list': return { resourceTemplates: await listResourceTemplates(rt, s), ...PRIVATE };
+    case 'resources/read': {
+      // No session remembers which server listed a URI: on /mcp, list (as this caller) to find its owner.
+      if (s.scope === null) await Promise.all([listResources(rt, s), listResourceTemplates(rt, s)]);
+      return readResource(rt, s, String(params.uri), extra) as Promise<Json>;
+    }
+    case 'prompts/list': return { prompts: await listPrompts(rt, s), ...PRIVATE };
+    case 'prompts/get': return getPrompt(rt, s, String(params.name), isObj(params.arguments) ? params.arguments as Record<string, string> : undefined, extra) as Promise<Json>;
+    default: return undefined;
+  }
+}
+
+/** One page of the tools this caller may call, named as its endpoint exposes them (both generations). */
+export function toolsPage(rt: Runtime, s: SessionCtx, cursor: unknown, pageSize: number): { tools: Json[]; nextCursor?: string } {
+  const all = visibleTools(rt, s);
+  const start = decodeCursor(cursor);
+  const tools = all.slice(start, start + pageSize).map((t) => ({ ...t.def, name: rt.catalog.exposedName(s.scope, t) }));
+  return start + pageSize < all.length ? { tools, nextCursor: encodeCursor(start + pageSize) } : { tools };
+}
+
+function encodeCursor(offset: number): string {
+  return Buffer.from(JSON.stringify({ o: offset })).toString('base64url');
+}
+
+function decodeCursor(cursor: unknown): number {
+  if (cursor === undefined) return 0;
+  try {
+    const v = JSON.parse(Buffer.from(String(cursor), 'base64url').toString('utf8')) as { o?: unknown };
+    if (typeof v.o === 'number' && Number.isSafeInteger(v.o) && v.o >= 0) return v.o;
+  } catch { /* fall through */ }
+  throw new ToolError('invalid_cursor', 'invalid tools/list cursor; pass the nextCursor from the previous page unchanged', { code: RPC.invalidParams, status: 400 });
+}

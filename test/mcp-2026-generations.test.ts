@@ -1,0 +1,244 @@
+// MCP 2026-07-28 (stateless) and 2025-11-25 (sessions) on the same aam endpoints, end to end: the
+// SDK's client for 2025-11-25, and for 2026-07-28 (which the installed SDK does not speak) a small
+// client written from the spec (basic/transports/streamable-http, server/discover). The upstream is
+// a real SDK server that speaks only 2025-11-25, so every modern call is translated by aam.
+// With MCP_2026_SCHEMA=<path to the spec's schema/2026-07-28/schema.json>, every modern message
+// sent and received is also validated against the spec's JSON Schema.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server as HttpServer } from 'node:http';
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { connectClient, serversReady, textOf, ADMIN_TOKEN } from './helpers/mcp.ts';
+
+const SECRET = 'upstream-secret-NEEDLE-5f4e3d2c1b0a';
+const VERSION = '2026-07-28';
+
+/** What the legacy upstream saw: JSON-RPC methods, tool calls and the Authorization headers. */
+const seen = { methods: [] as string[], calls: [] as string[], auth: [] as string[] };
+let upstream: HttpServer;
+let gw: TestGateway;
+let key: string;
+
+const TOOLS = [
+  { name: 'search', description: 'search accounts in a region', inputSchema: { type: 'object', properties: { region: { type: 'string', 'x-mcp-header': 'Region' }, q: { type: 'string' }, limit: { type: 'integer', 'x-mcp-header': 'Limit' } }, required: ['region', 'q'] } },
+  { name: 'leak', description: 'echoes the token it was called with', inputSchema: { type: 'object', properties: {} } },
+  { name: 'wipe', description: 'deletes everything', inputSchema: { type: 'object', properties: {} } },
+];
+
+/** A 2025-11-25-only MCP server (the SDK's), stateless transport, one Server per POST. */
+async function startLegacyUpstream(): Promise<string> {
+  upstream = createServer(async (req, res) => {
+    seen.auth.push(String(req.headers.authorization ?? ''));
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = chunks.length ? JSON.parse(Buffer.concat(chunks).toString('utf8')) as { method?: string } : undefined;
+    if (body?.method) seen.methods.push(body.method);
+    const server = new Server({ name: 'legacy-upstream', version: '1.0.0' }, { capabilities: { tools: {} } });
+    server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: TOOLS }) as never);
+    server.setRequestHandler(CallToolRequestSchema, async (r) => {
+      seen.calls.push(r.params.name);
+      if (r.params.name === 'leak') return { content: [{ type: 'text', text: `I was called with ${req.headers.authorization}` }] };
+      const a = r.params.arguments as { region: string; q: string };
+      return { content: [{ type: 'text', text: `found ${a.q} in ${a.region}` }] };
+    });
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    await server.connect(transport);
+    await transport.handleRequest(req, res, body);
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/mcp`;
+}
+
+/** Optional: validate against the spec's schema (not vendored; see the header comment). */
+type Check = (def: string, value: unknown) => void;
+async function schemaCheck(): Promise<Check> {
+  const path = process.env.MCP_2026_SCHEMA;
+  if (!path) return () => {};
+  const { Ajv2020 } = await import('ajv/dist/2020.js') as unknown as { Ajv2020: new (o: object) => { addSchema(s: object, id: string): void; validate(ref: string, v: unknown): boolean; errorsText(): string } };
+  const ajv = new Ajv2020({ strict: false, allErrors: true, logger: false });
+  ajv.addSchema(JSON.parse(readFileSync(path, 'utf8')) as object, 'mcp');
+  return (def, value) => assert.ok(ajv.validate(`mcp#/$defs/${def}`, value), `${def}: ${ajv.errorsText()}`);
+}
+let check: Check = () => {};
+
+interface Sent { status: number; body: { id?: unknown; result?: Record<string, unknown>; error?: { code: number; message: string; data?: Record<string, unknown> } } }
+
+/**
+ * A conformant 2026-07-28 request: _meta with version and capabilities, MCP-Protocol-Version,
+ * Mcp-Method, Mcp-Name for named methods, Mcp-Param-* for x-mcp-header arguments; `headers` overrides.
+ */
+async function modern(method: string, params: Record<string, unknown> = {}, o: { path?: string; headers?: Record<string, string | null>; token?: string; version?: string } = {}): Promise<Sent> {
+  const version = o.version ?? VERSION;
+  const body = { jsonrpc: '2.0', id: Math.floor(Math.random() * 1e9), method, params: { ...params, _meta: { 'io.modelcontextprotocol/protocolVersion': version, 'io.modelcontextprotocol/clientInfo': { name: 'spec-client', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': {} } } };
+  const headers: Record<string, string> = {
+    'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${o.token ?? key}`,
+    'mcp-protocol-version': version, 'mcp-method': method,
+  };
+  const name = params.name ?? params.uri;
+  if (typeof name === 'string') headers['mcp-name'] = name;
+  const args = params.arguments as Record<string, unknown> | undefined;
+  if (method === 'tools/call' && args) {
+    if (args.region !== undefined) headers['mcp-param-region'] = String(args.region);
+    if (args.limit !== undefined) headers['mcp-param-limit'] = String(args.limit);
+  }
+  for (const [k, v] of Object.entries(o.headers ?? {})) { if (v === null) delete headers[k]; else headers[k] = v; }
+  if (!o.version) check(method === 'tools/call' ? 'CallToolRequest' : method === 'tools/list' ? 'ListToolsRequest' : method === 'server/discover' ? 'DiscoverRequest' : 'JSONRPCRequest', body);
+  const r = await fetch(`${gw.url}${o.path ?? '/mcp'}`, { method: 'POST', headers, body: JSON.stringify(body) });
+  const text = await r.text();
+  return { status: r.status, body: text ? JSON.parse(text) as Sent['body'] : {} };
+}
+
+before(async () => {
+  check = await schemaCheck();
+  const url = await startLegacyUpstream();
+  gw = await startTestGateway(yaml(
+    doc('Credential', 'up-token', { env: 'TEST_UP_TOKEN' }),
+    doc('Agent', 'navigator', { workload: 'spiffe://prod/agent/navigator', team: 'ops', environment: 'prod' }),
+    doc('AgentPolicy', 'navigator-policy', { identity: { workload: 'spiffe://prod/agent/navigator' }, tools: [{ resource: 'legacy', actions: ['search', 'leak'], deny: ['wipe'] }] }),
+    doc('McpServer', 'legacy', { transport: 'streamable-http', url, credential: 'up-token', timeout_ms: 60_000 }),
+  ), { TEST_UP_TOKEN: SECRET, AAM_ADMIN_TOKEN: ADMIN_TOKEN });
+  key = gw.key('navigator');
+  await serversReady(gw);
+});
+
+after(async () => {
+  await gw?.close();
+  await new Promise((r) => upstream?.close(r));
+});
+
+test('server/discover answers both generations on /mcp and /mcp/<server>, without a session', async () => {
+  for (const path of ['/mcp', '/mcp/legacy']) {
+    const r = await modern('server/discover', {}, { path });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const res = r.body.result!;
+    assert.deepEqual((res.supportedVersions as string[]).slice(0, 2), ['2026-07-28', '2025-11-25']);
+    assert.equal(res.resultType, 'complete');
+    assert.ok((res.capabilities as Record<string, unknown>).tools);
+    assert.equal(res.cacheScope, 'private', 'what aam lists depends on who asks');
+    check('DiscoverResultResponse', r.body);
+  }
+});
+
+test('a modern client lists and calls tools of a 2025-11-25 upstream through aam; the upstream sees aam\'s credential only', async () => {
+  const list = await modern('tools/list');
+  assert.equal(list.status, 200);
+  check('ListToolsResultResponse', list.body);
+  const names = (list.body.result!.tools as Array<{ name: string }>).map((t) => t.name).sort();
+  assert.deepEqual(names, ['legacy__leak', 'legacy__search'], 'the denied tool is not listed');
+  const before = seen.auth.length;
+  const call = await modern('tools/call', { name: 'legacy__search', arguments: { region: 'us-west1', q: 'acme', limit: 5 } });
+  assert.equal(call.status, 200, JSON.stringify(call.body));
+  check('CallToolResultResponse', call.body);
+  assert.equal(call.body.result!.resultType, 'complete');
+  assert.equal(textOf(call.body.result), 'found acme in us-west1');
+  const one = await modern('tools/call', { name: 'search', arguments: { region: 'eu', q: 'x' } }, { path: '/mcp/legacy' });
+  assert.equal(textOf(one.body.result), 'found x in eu');
+  const upstreamAuth = seen.auth.slice(before);
+  assert.ok(upstreamAuth.length > 0);
+  for (const a of upstreamAuth) {
+    assert.ok(!a.includes(key), 'the client\'s token never goes upstream');
+    assert.ok(a.includes(SECRET), 'the upstream gets the credential aam injects');
+  }
+  assert.ok(!seen.methods.includes('server/discover'), 'the legacy upstream is spoken to in its own generation');
+});
+
+test('the SDK\'s 2025-11-25 client keeps initialize and sessions on the same endpoint', async () => {
+  const { client } = await connectClient(gw, key);
+  try {
+    assert.equal(client.getServerVersion()?.name, 'aam');
+    const tools = (await client.listTools()).tools.map((t) => t.name).sort();
+    assert.deepEqual(tools, ['legacy__leak', 'legacy__search']);
+    const r = await client.callTool({ name: 'legacy__search', arguments: { region: 'ap', q: 'y' } });
+    assert.equal(textOf(r), 'found y in ap');
+    // a modern request in between, on the same endpoint, is still answered statelessly
+    assert.equal((await modern('tools/list')).status, 200);
+    assert.equal(textOf(await client.callTool({ name: 'legacy__search', arguments: { region: 'ap', q: 'z' } })), 'found z in ap');
+  } finally {
+    await client.close();
+  }
+});
+
+test('header/body mismatch is -32020 with 400, before routing or deciding: nothing reaches the upstream', async () => {
+  const calls = seen.calls.length;
+  const cases: Array<[string, Record<string, unknown>, Record<string, string | null>, RegExp]> = [
+    ['tools/call', { name: 'legacy__search', arguments: { region: 'us', q: 'a' } }, { 'mcp-name': 'legacy__leak' }, /Mcp-Name header value "legacy__leak" does not match/],
+    ['tools/call', { name: 'legacy__wipe', arguments: {} }, { 'mcp-name': 'legacy__search' }, /Mcp-Name/],
+    ['tools/call', { name: 'legacy__search', arguments: { region: 'us', q: 'a' } }, { 'mcp-method': 'tools/list' }, /Mcp-Method header "tools\/list" does not match/],
+    ['tools/call', { name: 'legacy__search', arguments: { region: 'us', q: 'a' } }, { 'mcp-name': null }, /missing Mcp-Name/],
+    ['tools/list', {}, { 'mcp-method': null }, /missing Mcp-Method/],
+    ['tools/list', {}, { 'mcp-protocol-version': '2025-11-25' }, /MCP-Protocol-Version header "2025-11-25" does not match/],
+    ['tools/call', { name: 'legacy__search', arguments: { region: 'us', q: 'a' } }, { 'mcp-param-region': 'eu' }, /Mcp-Param-Region header does not match/],
+    ['tools/call', { name: 'legacy__search', arguments: { region: 'us', q: 'a' } }, { 'mcp-param-region': null }, /missing Mcp-Param-Region/],
+    ['tools/call', { name: 'legacy__search', arguments: { region: 'us', q: 'a', limit: 5 } }, { 'mcp-param-limit': '6' }, /Mcp-Param-Limit/],
+    ['tools/call', { name: 'legacy__search', arguments: { region: 'us', q: 'a' } }, { 'mcp-param-limit': '6' }, /Mcp-Param-Limit header sent but arguments.limit is absent/],
+  ];
+  for (const [method, params, headers, message] of cases) {
+    const r = await modern(method, params, { headers });
+    assert.equal(r.status, 400, `${JSON.stringify(headers)}: ${JSON.stringify(r.body)}`);
+    assert.equal(r.body.error?.code, -32020);
+    assert.match(r.body.error!.message, message);
+    check('HeaderMismatchError', r.body);
+  }
+  assert.equal(seen.calls.length, calls, 'no mismatched call reached the upstream');
+  // Base64 sentinel values decode before comparison; integers compare as numbers.
+  const ok = await modern('tools/call', { name: 'legacy__search', arguments: { region: 'Zürich', q: 'b', limit: 7 } },
+    { headers: { 'mcp-param-region': `=?base64?${Buffer.from('Zürich').toString('base64')}?=`, 'mcp-param-limit': '7.0' } });
+  assert.equal(textOf(ok.body.result), 'found b in Zürich');
+});
+
+test('a denied tool is still denied on the modern generation, naming the policy, and never reaches the upstream', async () => {
+  const calls = seen.calls.length;
+  const r = await modern('tools/call', { name: 'legacy__wipe', arguments: {} });
+  assert.equal(r.body.error?.code, -32001);
+  assert.match(r.body.error!.message, /navigator-policy/);
+  assert.equal(seen.calls.length, calls);
+});
+
+test('a secret echoed by the upstream is scrubbed on the modern generation', async () => {
+  const r = await modern('tools/call', { name: 'legacy__leak', arguments: {} });
+  const raw = JSON.stringify(r.body);
+  assert.equal(r.status, 200);
+  assert.ok(seen.calls.includes('leak'));
+  assert.ok(!raw.includes(SECRET) && !raw.includes('NEEDLE'), raw);
+});
+
+test('versions: an unknown one is -32022 listing the supported ones; capabilities are required', async () => {
+  const r = await modern('tools/list', {}, { version: '1900-01-01' });
+  assert.equal(r.status, 400);
+  assert.equal(r.body.error?.code, -32022);
+  assert.deepEqual(r.body.error?.data?.requested, '1900-01-01');
+  assert.ok((r.body.error?.data?.supported as string[]).includes('2026-07-28'));
+  check('UnsupportedProtocolVersionError', r.body);
+  const noSession = await fetch(`${gw.url}/mcp`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} }) });
+  assert.equal(noSession.status, 400, 'a request of neither generation is refused');
+  const unknown = await modern('logging/setLevel', { level: 'info' });
+  assert.equal(unknown.status, 404);
+  assert.equal(unknown.body.error?.code, -32601);
+});
+
+test('tokens for another audience are refused (RFC 8707): a JWT-SVID for another resource, an on-behalf-of assertion', async () => {
+  const issuer = gw.g.rt.issuer!;
+  const spiffeId = 'spiffe://prod/agent/navigator';
+  const good = await issuer.mint({ spiffeId, audience: 'aam', ttlSeconds: 60 });
+  assert.equal((await modern('tools/list', {}, { token: good })).status, 200, 'a JWT-SVID for aam works');
+  const elsewhere = await issuer.mint({ spiffeId, audience: 'https://other.example.com/mcp', ttlSeconds: 60 });
+  const obo = await issuer.signAssertion({ sub: spiffeId, aud: 'https://downstream.example.com' });
+  const calls = seen.calls.length;
+  for (const token of [elsewhere, obo]) {
+    const r = await fetch(`${gw.url}/mcp`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'mcp-protocol-version': VERSION, 'mcp-method': 'tools/call', 'mcp-name': 'legacy__leak' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'legacy__leak', arguments: {}, _meta: { 'io.modelcontextprotocol/protocolVersion': VERSION, 'io.modelcontextprotocol/clientCapabilities': {} } } }),
+    });
+    assert.equal(r.status, 401);
+    assert.match(r.headers.get('www-authenticate') ?? '', /resource_metadata="[^"]+\/\.well-known\/oauth-protected-resource\/mcp"/);
+  }
+  assert.equal(seen.calls.length, calls);
+  const meta = await (await fetch(`${gw.url}/.well-known/oauth-protected-resource/mcp`)).json() as { resource: string };
+  assert.match(meta.resource, /\/mcp$/);
+});
