@@ -167,17 +167,21 @@ export function createA2aGateway(): A2aGateway {
       }
       status = up.statusCode;
       const ct = String(up.headers['content-type'] ?? '');
-      if (ct.startsWith('text/event-stream')) await relayStream(ctx, access, name, skill, caller, up.body);
-      else await relayJson(ctx, access, name, skill, caller, up.statusCode, up.body);
+      const answer = ct.startsWith('text/event-stream') ? await relayStream(ctx, access, name, skill, caller, up.body) : await relayJson(ctx, access, name, skill, caller, up.body);
       access.settle(adm, 0, 0);
+      access.record({ type: 'a2a_call', ...ev, credential, outcome: { status, latency_ms: performance.now() - started } } as never);
+      if (ctx.decision) ctx.decision.recorded = true;
+      // Acknowledged (the answer, or the stream's end) only once its evidence is crash-safe.
+      await ctx.rt.evidenceSafe().catch(() => undefined);
+      if (answer) sendJson(ctx, status, answer);
+      else ctx.res.end();
     } catch (e) {
       access.release(adm);
+      if (ctx.decision?.recorded) throw e;
       access.record({ type: 'a2a_call', ...ev, credential, outcome: { status: toAamError(e).status, error: (e as Error).message, latency_ms: performance.now() - started } } as never);
       if (ctx.decision) ctx.decision.recorded = true;
       throw e;
     }
-    access.record({ type: 'a2a_call', ...ev, credential, outcome: { status, latency_ms: performance.now() - started } } as never);
-    if (ctx.decision) ctx.decision.recorded = true;
   }
 
   /** The owner of a task id, which must be this caller (another caller's task does not exist for it). */
@@ -187,7 +191,8 @@ export function createA2aGateway(): A2aGateway {
     return o;
   }
 
-  async function relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, status: number, body: AsyncIterable<unknown> & { destroy(): void }): Promise<void> {
+  /** The callee's JSON-RPC answer, bound, guarded and scrubbed across parts (sent by the caller of this). */
+  async function relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: AsyncIterable<unknown> & { destroy(): void }): Promise<Record<string, unknown>> {
     const chunks: Buffer[] = [];
     let size = 0;
     for await (const c of body) {
@@ -197,7 +202,7 @@ export function createA2aGateway(): A2aGateway {
     }
     let msg: Record<string, unknown>;
     try { msg = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>; } catch {
-      throw new AamError(502, 'upstream_error', `agent "${name}" answered HTTP ${status} without a JSON-RPC body`);
+      throw new AamError(502, 'upstream_error', `agent "${name}" answered without a JSON-RPC body`);
     }
     if (msg.result !== undefined) {
       owners.bind(name, idsIn(msg.result), caller, skill);
@@ -205,11 +210,11 @@ export function createA2aGateway(): A2aGateway {
     } else if (msg.error !== undefined) {
       msg = { ...msg, error: await access.guard('output', msg.error, `a2a ${name}`) };
     }
-    sendJson(ctx, status, msg);
+    return msg;
   }
 
-  /** SSE relayed event by event: each event's JSON-RPC result is bound, guarded and written at once. */
-  async function relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: AsyncIterable<unknown> & { destroy(): void }): Promise<void> {
+  /** SSE relayed event by event: each event's JSON-RPC result is bound, guarded and written at once; the caller ends it. */
+  async function relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: AsyncIterable<unknown> & { destroy(): void }): Promise<null> {
     const res = ctx.res;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-request-id': ctx.requestId });
     res.flushHeaders();
@@ -249,7 +254,7 @@ export function createA2aGateway(): A2aGateway {
         while ((i = buf.search(/\r?\n\r?\n/)) >= 0) {
           const block = buf.slice(0, i);
           buf = buf.slice(buf[i] === '\r' ? i + 4 : i + 2);
-          if (!(await emit(block))) { body.destroy(); res.end(); return; }
+          if (!(await emit(block))) { body.destroy(); return null; }
         }
       }
       if (buf.trim()) await emit(buf);
@@ -257,7 +262,7 @@ export function createA2aGateway(): A2aGateway {
       body.destroy();
       res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32603, message: `agent "${name}" stream failed: ${(e as Error).message}` } })}\n\n`);
     }
-    res.end();
+    return null;
   }
 
   return { handle };
