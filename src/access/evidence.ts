@@ -2,7 +2,6 @@
 import type { Identity } from '../identity/types.ts';
 import type { AuditIdentity } from '../audit/event.ts';
 import type { Ctx } from '../server/context.ts';
-import { randomBytes } from 'node:crypto';
 import { parseTraceparent } from '../observability/tracing.ts';
 
 export function identityEvidence(id: Identity): AuditIdentity {
@@ -23,5 +22,5 @@ export interface EvidenceAt { requestId: string; traceId?: string }
  */
 export function traceIdOf(ctx: Ctx): string {
   if (ctx.span) return ctx.span.context.traceId;
-  return ctx.traceId ??= parseTraceparent(ctx.req.headers.traceparent)?.traceId ?? randomBytes(16).toString('hex');
+  return ctx.traceId ??= parseTraceparent(ctx.req.headers.traceparent)?.traceId ?? ctx.rt.ids.traceId();
 }

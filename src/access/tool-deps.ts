@@ -8,7 +8,6 @@ import { decidingToolRule, type CompiledToolRule } from '../policy/compile.ts';
 import type { Decision } from '../policy/types.ts';
 import type { Runtime } from '../runtime.ts';
 import { ToolError, RPC, type ToolAccess, type ToolAdmission, type ToolCallTrace, type ToolDeps } from '../tools/types.ts';
-import { randomBytes } from 'node:crypto';
 import { parseTraceparent, traceHeaders } from '../observability/tracing.ts';
 import { toolSpanAttributes, toolSpanName } from '../observability/otlp-genai.ts';
 import { traceIdOf } from './evidence.ts';
@@ -113,7 +112,7 @@ function untracedContext(ctx: Access['ctx']): { traceparent: string; tracestate?
   if (parseTraceparent(h.traceparent) && typeof h.traceparent === 'string') {
     return typeof h.tracestate === 'string' ? { traceparent: h.traceparent.trim(), tracestate: h.tracestate } : { traceparent: h.traceparent.trim() };
   }
-  return { traceparent: `00-${traceIdOf(ctx)}-${randomBytes(8).toString('hex')}-00` };
+  return { traceparent: `00-${traceIdOf(ctx)}-${ctx.rt.ids.spanId()}-00` };
 }
 
 /**
