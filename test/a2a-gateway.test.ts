@@ -28,7 +28,8 @@ before(async () => {
     doc('Model', 'small', { targets: [{ provider: 'demo', model: 'd' }] }),
     agent('planner', { url: `${agents.base}/planner` }),
     agent('risk-scorer', { url: `${agents.base}/risk-scorer`, credential: 'scorer-token' }),
-    agent('helper', { url: `${agents.base}/helper` }),
+    doc('Credential', 'helper-obo', { kind: 'on_behalf_of', obo: { audience: 'a2a://helper', ttl_seconds: 60 } }),
+    agent('helper', { url: `${agents.base}/helper`, credential: 'helper-obo' }),
     agent('archivist', { url: `${agents.base}/archivist` }),
     doc('Agent', 'outsider', { workload: 'spiffe://test/agent/outsider' }),
     doc('Agent', 'burst', { workload: 'spiffe://test/agent/burst' }),
@@ -264,4 +265,17 @@ test('rate limits apply to A2A calls: the third call in a minute with rpm 2 is 4
   const body = await r.json() as { error: { code: number; data: { code: string } } };
   assert.equal(body.error.code, -32029);
   assert.equal(body.error.data.code, 'rate_limited');
+});
+
+test('an on-behalf-of credential gives the callee a short-lived assertion naming the caller, not a static key', async () => {
+  const r = await rpc('helper', 'planner', 'SendMessage', send('who am I'));
+  assert.equal(r.status, 200);
+  const auth = String(agents.received.get('helper')!.authorization);
+  const m = /^Bearer ([\w-]+)\.([\w-]+)\.[\w-]+$/.exec(auth);
+  assert.ok(m, auth);
+  const claims = JSON.parse(Buffer.from(m[2], 'base64url').toString('utf8')) as { sub: string; aud: string | string[]; exp: number };
+  assert.equal(claims.sub, 'spiffe://test/agent/planner');
+  assert.deepEqual([claims.aud].flat(), ['a2a://helper']);
+  assert.ok(claims.exp - Date.now() / 1000 <= 61);
+  assert.ok(!auth.includes(keys.planner));
 });
