@@ -4,7 +4,12 @@ import { z } from 'zod';
 
 export const API_VERSION = 'access.envisionai.dev/v1';
 
-const name = z.string().regex(/^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$/i, 'must be 1-128 letters, digits, ".", "_" or "-"');
+const NAME_RE = /^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$/i;
+const NAME_RULE = 'must be 1-128 letters, digits, ".", "_" or "-"';
+const name = z.string().regex(NAME_RE, NAME_RULE);
+/** Model route names may also hold "/" between segments (`openai/gpt-4o`, as OpenRouter-style clients send). */
+const ROUTE_NAME_RE = /^[a-z0-9]([a-z0-9._/-]{0,126}[a-z0-9])?$/i;
+const routeName = z.string().regex(ROUTE_NAME_RE, `${NAME_RULE} (Model names may also contain "/")`).refine((s) => !s.includes('//'), 'must not contain "//"');
 const spiffeId = z.string().regex(/^spiffe:\/\/[a-z0-9._-]+(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]+)*$/, 'must be a SPIFFE ID like spiffe://trust-domain/path');
 const positive = z.number().positive();
 const labels = z.record(z.string(), z.string());
@@ -94,6 +99,10 @@ export const providerSpec = z.strictObject({
   bedrock: z.strictObject({ region: z.string().regex(/^[a-z]{2}(-[a-z]+)+-\d+$/, 'must be an AWS region like us-east-1') }).optional(),
   /** vertex: the Google Cloud project and region (or "global") of the Gemini models. */
   vertex: z.strictObject({ project: z.string().min(1), region: z.string().regex(/^(global|[a-z]+-[a-z]+\d+)$/, 'must be a Google Cloud region like europe-west4, or global') }).optional(),
+  /** Catalog: "*" (any model) or the model names clients may reach as `<provider>/<model>` without a Model document. */
+  models: z.union([z.literal('*'), z.array(z.string().min(1)).min(1)]).optional(),
+  /** Where this provider serves from (e.g. eu); a target's own region wins. Policy `models.regions` routes by it. */
+  region: z.string().min(1).optional(),
 });
 
 /** USD per 1M tokens, or `free: true`: the explicit opt-in for a route a budget cannot bill (e.g. a local model). */
@@ -128,7 +137,8 @@ export const cacheSpec = z.strictObject({
 
 export const modelSpec = z.strictObject({
   targets: z.array(targetSpec).min(1),
-  strategy: z.enum(['fallback', 'loadbalance']).optional(),
+  /** fallback: config order; loadbalance: weighted first pick; latency: lowest recent time to first token; cost: cheapest for this request. */
+  strategy: z.enum(['fallback', 'loadbalance', 'latency', 'cost']).optional(),
   pricing: pricingSpec.optional(),
   retries: z.strictObject({ attempts: z.number().int().min(0).max(10).optional(), backoff_ms: z.number().nonnegative().optional() }).optional(),
   /** Per-target circuit breaker: open after `failures` consecutive failures, for `cooldown_ms`, then one trial request. */
@@ -203,6 +213,8 @@ export const policySpec = z.strictObject({
       alert_at: z.array(z.number().positive().max(100)).optional(),
     }).optional(),
     rate: z.strictObject({ rpm: z.number().int().positive().optional(), tpm: z.number().int().positive().optional() }).optional(),
+    /** Only targets in these regions may serve this identity's calls (several policies: every list must hold). */
+    regions: z.array(z.string().min(1)).min(1).optional(),
   }).optional(),
   tools: z.array(toolRuleSpec).optional(),
   agents: z.array(agentRuleSpec).optional(),
@@ -341,11 +353,13 @@ export const documentSchema = z.strictObject({
   apiVersion: z.literal(API_VERSION, { error: `apiVersion must be ${API_VERSION}` }),
   kind: z.enum(KINDS as [Kind, ...Kind[]], { error: (iss) => unknownKindMessage(iss.input) }),
   metadata: z.strictObject({
-    name,
+    name: routeName,
     labels: labels.optional(),
     annotations: labels.optional(),
   }),
   spec: z.unknown(),
+}).superRefine((d, ctx) => {
+  if (d.kind !== 'Model' && !NAME_RE.test(d.metadata.name)) ctx.addIssue({ code: 'custom', path: ['metadata', 'name'], message: `${NAME_RULE} ("/" only in Model names)` });
 });
 
 export type CredentialSpec = z.infer<typeof credentialSpec>;
