@@ -35,6 +35,22 @@ export const MIGRATIONS: readonly Migration[] = [
         response_id text NOT NULL REFERENCES responses (id) ON DELETE CASCADE, PRIMARY KEY (agent, item_id));
       CREATE INDEX response_items_response ON response_items (response_id);`,
   },
+  {
+    version: 4, name: 'audit trail (one hash chain per replica start, signed fleet checkpoints)',
+    // body is the sealed event text (the bytes its hash covers); ts/type/request_id/agent are copies for queries.
+    sql: `CREATE TABLE audit_chains (replica text PRIMARY KEY, started_at timestamptz NOT NULL DEFAULT now(),
+        head_seq bigint NOT NULL DEFAULT 0, head_hash text NOT NULL);
+      CREATE TABLE audit_events (replica text NOT NULL REFERENCES audit_chains (replica), seq bigint NOT NULL,
+        ts text NOT NULL, type text NOT NULL, request_id text NOT NULL, agent text, prev_hash text NOT NULL,
+        hash text NOT NULL, body text NOT NULL, PRIMARY KEY (replica, seq));
+      CREATE INDEX audit_events_ts ON audit_events (ts);
+      CREATE INDEX audit_events_agent ON audit_events (agent, ts);
+      CREATE INDEX audit_events_request ON audit_events (request_id);
+      CREATE TABLE audit_keys (key_id text PRIMARY KEY, public_pem text NOT NULL, private_enc text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now());
+      CREATE TABLE audit_checkpoints (id bigserial PRIMARY KEY, time text NOT NULL, heads text NOT NULL,
+        key_id text NOT NULL REFERENCES audit_keys (key_id), signature text NOT NULL);`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
