@@ -18,6 +18,7 @@ import { agentVisible, maxDelegationDepth } from '../policy/agents.ts';
 import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
 import { idsIn, TaskOwners } from './tasks.ts';
+import { SseParser, sseFrame, type SseRecord } from '../providers/sse.ts';
 
 const TIMEOUT_MS = 300_000;
 /** An A2A call costs aam nothing, but a caller whose budget is spent is refused like any other call. */
@@ -218,19 +219,12 @@ export function createA2aGateway(): A2aGateway {
     const res = ctx.res;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-request-id': ctx.requestId });
     res.flushHeaders();
-    let buf = '';
-    const dec = new TextDecoder();
-    const emit = async (block: string): Promise<boolean> => {
-      const data: string[] = [];
-      const other: string[] = [];
-      for (const line of block.split(/\r?\n/)) {
-        if (line.startsWith('data:')) data.push(line.slice(line[5] === ' ' ? 6 : 5));
-        else if (line) other.push(line);
-      }
-      if (data.length === 0) { res.write(other.join('\n') + '\n\n'); return true; }
+    const fail = (id: unknown, code: number, message: string, data?: Record<string, unknown>) => res.write(sseFrame(JSON.stringify({ jsonrpc: '2.0', id: id ?? null, error: { code, message, ...(data ? { data } : {}) } })));
+    /** One event to the caller; false ends the stream. */
+    const emit = async (rec: SseRecord): Promise<boolean> => {
       let ev: Record<string, unknown>;
-      try { ev = JSON.parse(data.join('\n')) as Record<string, unknown>; } catch {
-        res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32603, message: `agent "${name}" sent a stream event that is not JSON` } })}\n\n`);
+      try { ev = JSON.parse(rec.data) as Record<string, unknown>; } catch {
+        fail(null, -32603, `agent "${name}" sent a stream event that is not JSON`);
         return false;
       }
       if (ev.result !== undefined) {
@@ -239,28 +233,28 @@ export function createA2aGateway(): A2aGateway {
           ev = { ...ev, result: scrubAcross(ctx.rt.egress, await access.guard('output', ev.result, `a2a ${name} stream`)) };
         } catch (e) {
           const err = toAamError(e);
-          res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', id: ev.id ?? null, error: { code: RPC_CODE[err.status] ?? -32603, message: err.message, data: { code: err.code } } })}\n\n`);
+          fail(ev.id, RPC_CODE[err.status] ?? -32603, err.message, { code: err.code });
           return false;
         }
       }
-      res.write(`${other.length ? other.join('\n') + '\n' : ''}data: ${JSON.stringify(ev)}\n\n`);
+      res.write(sseFrame(JSON.stringify(ev), rec.event));
       return true;
     };
+    const parser = new SseParser();
+    const dec = new TextDecoder();
+    let pending = 0;
     try {
       for await (const c of body) {
-        buf += dec.decode(c as Buffer, { stream: true });
-        if (buf.length > MAX_RESPONSE_BYTES) throw new Error(`a stream event over ${MAX_RESPONSE_BYTES} bytes`);
-        let i: number;
-        while ((i = buf.search(/\r?\n\r?\n/)) >= 0) {
-          const block = buf.slice(0, i);
-          buf = buf.slice(buf[i] === '\r' ? i + 4 : i + 2);
-          if (!(await emit(block))) { body.destroy(); return null; }
-        }
+        const chunk = c as Buffer;
+        const records = parser.push(dec.decode(chunk, { stream: true }));
+        pending = records.length ? 0 : pending + chunk.length;
+        if (pending > MAX_RESPONSE_BYTES) throw new Error(`an event larger than ${MAX_RESPONSE_BYTES} bytes`);
+        for (const rec of records) if (!(await emit(rec))) { body.destroy(); return null; }
       }
-      if (buf.trim()) await emit(buf);
+      for (const rec of parser.end()) if (!(await emit(rec))) return null;
     } catch (e) {
       body.destroy();
-      res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', id: null, error: { code: -32603, message: `agent "${name}" stream failed: ${(e as Error).message}` } })}\n\n`);
+      fail(null, -32603, `agent "${name}" stream failed: ${(e as Error).message}`);
     }
     return null;
   }
