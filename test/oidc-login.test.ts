@@ -222,3 +222,31 @@ test('break-glass: AAM_ADMIN_TOKEN still opens the admin API and a console sessi
   assert.equal(me.role, 'admin');
   assert.equal(me.actor, 'admin-token');
 });
+
+test('credentials are admin-only and name the person; a reload by an operator is recorded under their name', async () => {
+  const bearer = async (sub: string, email: string, groups: string[]) => ({ authorization: `Bearer ${await env.idp.sign({ sub, email, groups })}`, 'content-type': 'application/json' });
+  const operator = await bearer('olga', 'olga@example.com', ['platform']);
+  const admin = await bearer('alice', 'alice@example.com', ['security']);
+  const secret = 'vendor-secret-value-7c1e9a0b5d';
+  const refused = await fetch(`${env.url}/admin/v1/credentials/vendor-key`, { method: 'POST', headers: operator, body: JSON.stringify({ secret }) });
+  assert.equal(refused.status, 403, 'an operator may not set credentials');
+  const set = await fetch(`${env.url}/admin/v1/credentials/vendor-key`, { method: 'POST', headers: admin, body: JSON.stringify({ secret }) });
+  assert.equal(set.status, 200, await set.clone().text());
+  assert.ok(!(await set.text()).includes(secret), 'the value never comes back');
+  const listed = await (await fetch(`${env.url}/admin/v1/credentials`, { headers: operator })).text();
+  assert.ok(listed.includes('sf-token') && !listed.includes(secret) && !listed.includes(TOOL_SECRET), 'names and versions only, never a value');
+  const ev = (await adminEvents('credential_set')).find((e) => e.admin?.target === 'vendor-key');
+  assert.deepEqual(ev?.admin?.actor, { type: 'user', sub: 'alice', email: 'alice@example.com' });
+
+  const original = readFileSync(env.configPath, 'utf8');
+  try {
+    writeFileSync(env.configPath, `${original}---\napiVersion: access.envisionai.dev/v1\nkind: RoleBinding\nmetadata: { name: extra }\nspec: { role: viewer, subjects: [ { email: nobody@example.com } ] }\n`);
+    const r = await fetch(`${env.url}/admin/v1/reload`, { method: 'POST', headers: operator });
+    assert.equal(r.status, 200);
+    const reloaded = (await adminEvents('config_reloaded')).find((e) => typeof e.admin?.actor === 'object' && e.admin.actor.sub === 'olga');
+    assert.deepEqual(reloaded?.admin?.actor, { type: 'user', sub: 'olga', email: 'olga@example.com' }, 'the reload names the person');
+  } finally {
+    writeFileSync(env.configPath, original);
+    env.g.rt.reload('test');
+  }
+});

@@ -65,13 +65,20 @@ export async function startConsoleEnv(o: { idTokenTtlS?: number } = {}): Promise
   const dir = mkdtempSync(join(tmpdir(), 'aam-console-'));
   const configPath = join(dir, 'aam.yaml');
   writeFileSync(configPath, consoleConfig(upstream.url));
-  const g = await startGateway({
-    configPath, dataDir: join(dir, 'data'), port, host: '127.0.0.1',
-    env: {
-      ...process.env, AAM_LOG_LEVEL: 'error', AAM_ADMIN_TOKEN: ADMIN_TOKEN, TEST_CONSOLE_SF_TOKEN: TOOL_SECRET, AAM_PUBLIC_URL: url,
-      AAM_OIDC_ISSUER: idp.issuer, AAM_OIDC_CLIENT_ID: idp.clientId, AAM_OIDC_CLIENT_SECRET: idp.clientSecret,
-    },
-  });
+  let g: Running;
+  try {
+    g = await startGateway({
+      configPath, dataDir: join(dir, 'data'), port, host: '127.0.0.1',
+      env: {
+        ...process.env, AAM_LOG_LEVEL: 'error', AAM_ADMIN_TOKEN: ADMIN_TOKEN, TEST_CONSOLE_SF_TOKEN: TOOL_SECRET, AAM_PUBLIC_URL: url,
+        AAM_OIDC_ISSUER: idp.issuer, AAM_OIDC_CLIENT_ID: idp.clientId, AAM_OIDC_CLIENT_SECRET: idp.clientSecret,
+      },
+    });
+  } catch (e) {
+    // Nothing left listening: a failed start must fail the file, not hang it.
+    await idp.close(); await upstream.close(); rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   return {
     url, idp, g, upstream, configPath,
     close: async () => { await g.close(); await idp.close(); await upstream.close(); rmSync(dir, { recursive: true, force: true }); },
