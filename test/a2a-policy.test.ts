@@ -7,6 +7,7 @@ import { compilePolicies, findAgent, setFor, type CompiledPolicies } from '../sr
 import { decide } from '../src/policy/decide.ts';
 import { agentVisible, maxDelegationDepth } from '../src/policy/agents.ts';
 import { evaluateAuthZen, lookupInConfig } from '../src/policy/authzen.ts';
+import { runPolicyTests, explain, requestOf } from '../src/policy/test-runner.ts';
 
 const doc = (kind: string, name: string, spec: unknown) => `apiVersion: access.envisionai.dev/v1\nkind: ${kind}\nmetadata: { name: ${name} }\nspec: ${JSON.stringify(spec)}\n`;
 
@@ -99,4 +100,13 @@ test('AuthZEN: resource.type "agent" asks the same decision (callee and skill)',
   assert.equal(yes.decision, true);
   assert.equal(yes.context.rule_path, 'agents[0]');
   assert.equal((ask('export').body as { decision: boolean }).decision, false);
+});
+
+test('aam policy test and explain take A2A cases: callee and skill', () => {
+  const c = compile(doc('AgentPolicy', 'p', { identity: { agent: 'planner' }, agents: [{ agent: 'risk-scorer', skills: ['score'], deny: ['export'] }] }));
+  const report = runPolicyTests('- { agent: planner, callee: risk-scorer, skill: score, expect: allow }\n- { agent: planner, callee: risk-scorer, skill: export, expect: deny }\n', c);
+  assert.equal(report.failed, 0, report.lines.join('\n'));
+  const text = explain(requestOf({ agent: 'planner', callee: 'risk-scorer', skill: 'export' }, c), c).join('\n');
+  assert.match(text, /call skill "export" of agent "risk-scorer"/);
+  assert.match(text, /policy "p" agents\[0\] \(agent risk-scorer\): skills score; deny export/);
 });

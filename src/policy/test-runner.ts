@@ -61,16 +61,21 @@ function identityOf(c: Obj, compiled: CompiledPolicies, agents: ReadonlyMap<stri
 export function requestOf(c: Obj, compiled: CompiledPolicies, agents: ReadonlyMap<string, AgentRecord> = compiled.agents): AccessRequest {
   const agent = identityOf(c, compiled, agents);
   if (typeof c.model === 'string') return { kind: 'model', agent, model: c.model };
+  if (typeof c.callee === 'string') {
+    if (c.context !== undefined && !isObj(c.context)) throw new CaseError('context must be a mapping');
+    return { kind: 'agent', agent, callee: c.callee, skill: typeof c.skill === 'string' ? c.skill : '', context: c.context as Obj | undefined };
+  }
   if (typeof c.resource === 'string' && typeof c.action === 'string') {
     if (c.args !== undefined && !isObj(c.args)) throw new CaseError('args must be a mapping');
     if (c.context !== undefined && !isObj(c.context)) throw new CaseError('context must be a mapping');
     return { kind: 'tool', agent, resource: c.resource, action: c.action, args: (c.args as Obj | undefined) ?? {}, context: c.context as Obj | undefined };
   }
-  throw new CaseError('needs model, or resource and action');
+  throw new CaseError('needs model, or resource and action (or callee and skill for an A2A call)');
 }
 
 function describe(c: Obj): string {
   const subject = typeof c.agent === 'string' ? c.agent : typeof c.workload === 'string' ? c.workload : isObj(c.identity) ? String(c.identity.workload ?? c.identity.spiffe_id ?? '?') : '?';
+  if (typeof c.callee === 'string') return `${subject} calls ${c.callee}${typeof c.skill === 'string' ? ` skill ${c.skill}` : ''}`;
   return typeof c.model === 'string' ? `${subject} model ${c.model}` : `${subject} ${String(c.action)} ${String(c.resource)}`;
 }
 
@@ -135,6 +140,12 @@ export function explain(req: AccessRequest, compiled: CompiledPolicies): string[
     }
   } else if (req.kind === 'agent') {
     lines.push(`request: call skill "${req.skill}" of agent "${req.callee}" (A2A)`);
+    const rules = set.policies.flatMap((p) => p.agents).filter((r) => r.agent === req.callee || r.agent === '*');
+    if (rules.length === 0) lines.push('  no agents rule names this agent');
+    for (const r of rules) {
+      const parts = [r.skills ? `skills ${[...r.skills].join(', ')}` : 'any skill', ...(r.deny.size ? [`deny ${[...r.deny].join(', ')}`] : []), ...(r.when ? [`when \`${r.when.source}\``] : [])];
+      lines.push(`  policy "${r.policy}" ${r.path} (agent ${r.agent}): ${parts.join('; ')}`);
+    }
   } else {
     lines.push(`request: action "${req.action}" on ${req.resource} with args ${JSON.stringify(req.args)}`);
     const rules = rulesFor(set, req.resource);
