@@ -92,7 +92,11 @@ test('console in a browser: SSO sign-in, every page, markup shown as text, appro
   await page.getByRole('button', { name: 'Create key' }).click();
   const secret = await page.locator('.secret code').innerText();
   assert.match(secret, /^aam_/);
-  await shot(page, 'agent');
+  if (SHOTS) { // the README's picture shows where the key appears, not a key
+    await page.locator('.secret code').evaluate((e) => { e.textContent = 'aam_•••••••••••••••••••••••••••••••'; });
+    await shot(page, 'agent');
+    await page.locator('.secret code').evaluate((e, k) => { e.textContent = k; }, secret);
+  }
 
   // Approvals: the agent's held call, approved with a reason, then goes through.
   const call = () => fetch(`${env.url}/tools/salesforce/delete`, { method: 'POST', headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' }, body: '{"id":"acct-7","note":"closing it for jane.doe@example.org"}' });
