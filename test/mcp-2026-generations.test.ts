@@ -20,7 +20,10 @@ const VERSION = '2026-07-28';
 
 /** What the legacy upstream saw: JSON-RPC methods, tool calls and the Authorization headers. */
 const seen = { methods: [] as string[], calls: [] as string[], auth: [] as string[] };
+/** What the 2026-07-28-only upstream saw: each POST's headers and body. */
+const modernSeen: Array<{ headers: Record<string, string | string[] | undefined>; body: { method: string; params: Record<string, unknown> } }> = [];
 let upstream: HttpServer;
+let modernUpstream: HttpServer;
 let gw: TestGateway;
 let key: string;
 
@@ -52,6 +55,38 @@ async function startLegacyUpstream(): Promise<string> {
   });
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
   return `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/mcp`;
+}
+
+/**
+ * A 2026-07-28-only MCP server written from the spec: stateless, validates the mirrored headers
+ * against the body (-32020), answers server/discover, refuses initialize (modern-only).
+ */
+async function startModernUpstream(): Promise<string> {
+  modernUpstream = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { id: number; method: string; params: Record<string, unknown> & { _meta?: Record<string, unknown>; arguments?: Record<string, unknown> } };
+    modernSeen.push({ headers: req.headers, body });
+    const reply = (status: number, msg: Record<string, unknown>) => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, ...msg })); };
+    const version = body.params?._meta?.['io.modelcontextprotocol/protocolVersion'];
+    if (version !== VERSION) return reply(400, { error: { code: -32022, message: 'Unsupported protocol version', data: { supported: [VERSION], requested: version ?? null } } });
+    const name = body.params.name ?? body.params.uri;
+    const region = body.params.arguments?.region;
+    const raw = String(req.headers['mcp-param-region'] ?? '');
+    const b64 = /^=\?base64\?(.*)\?=$/.exec(raw);
+    const regionHeader = b64 ? Buffer.from(b64[1], 'base64').toString('utf8') : raw;
+    if (req.headers['mcp-protocol-version'] !== VERSION || req.headers['mcp-method'] !== body.method
+      || (typeof name === 'string' && req.headers['mcp-name'] !== name)
+      || (region !== undefined && regionHeader !== region)) return reply(400, { error: { code: -32020, message: 'Header mismatch' } });
+    const ok = (result: Record<string, unknown>) => reply(200, { result: { resultType: 'complete', ...result } });
+    if (body.method === 'server/discover') return ok({ supportedVersions: [VERSION], capabilities: { tools: {} }, ttlMs: 0, cacheScope: 'public' });
+    if (body.method === 'tools/list') return ok({ tools: [TOOLS[0], { name: 'whoami', inputSchema: { type: 'object', properties: {} } }], ttlMs: 0, cacheScope: 'public' });
+    if (body.method === 'tools/call' && name === 'search') return ok({ content: [{ type: 'text', text: `modern found ${String(body.params.arguments?.q)} in ${String(region)}` }] });
+    if (body.method === 'tools/call' && name === 'whoami') return ok({ content: [{ type: 'text', text: `token ${req.headers.authorization}` }] });
+    return reply(404, { error: { code: -32601, message: `Method not found: ${body.method}` } });
+  });
+  await new Promise<void>((r) => modernUpstream.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(modernUpstream.address() as AddressInfo).port}/mcp`;
 }
 
 /** Optional: validate against the spec's schema (not vendored; see the header comment). */
@@ -96,11 +131,13 @@ async function modern(method: string, params: Record<string, unknown> = {}, o: {
 before(async () => {
   check = await schemaCheck();
   const url = await startLegacyUpstream();
+  const modernUrl = await startModernUpstream();
   gw = await startTestGateway(yaml(
     doc('Credential', 'up-token', { env: 'TEST_UP_TOKEN' }),
     doc('Agent', 'navigator', { workload: 'spiffe://prod/agent/navigator', team: 'ops', environment: 'prod' }),
-    doc('AgentPolicy', 'navigator-policy', { identity: { workload: 'spiffe://prod/agent/navigator' }, tools: [{ resource: 'legacy', actions: ['search', 'leak'], deny: ['wipe'] }] }),
+    doc('AgentPolicy', 'navigator-policy', { identity: { workload: 'spiffe://prod/agent/navigator' }, tools: [{ resource: 'legacy', actions: ['search', 'leak'], deny: ['wipe'] }, { resource: 'modern', actions: ['search', 'whoami'] }] }),
     doc('McpServer', 'legacy', { transport: 'streamable-http', url, credential: 'up-token', timeout_ms: 60_000 }),
+    doc('McpServer', 'modern', { transport: 'streamable-http', url: modernUrl, credential: 'up-token', timeout_ms: 60_000 }),
   ), { TEST_UP_TOKEN: SECRET, AAM_ADMIN_TOKEN: ADMIN_TOKEN });
   key = gw.key('navigator');
   await serversReady(gw);
@@ -109,6 +146,7 @@ before(async () => {
 after(async () => {
   await gw?.close();
   await new Promise((r) => upstream?.close(r));
+  await new Promise((r) => modernUpstream?.close(r));
 });
 
 test('server/discover answers both generations on /mcp and /mcp/<server>, without a session', async () => {
@@ -128,7 +166,7 @@ test('a modern client lists and calls tools of a 2025-11-25 upstream through aam
   const list = await modern('tools/list');
   assert.equal(list.status, 200);
   check('ListToolsResultResponse', list.body);
-  const names = (list.body.result!.tools as Array<{ name: string }>).map((t) => t.name).sort();
+  const names = (list.body.result!.tools as Array<{ name: string }>).map((t) => t.name).filter((n) => n.startsWith('legacy__')).sort();
   assert.deepEqual(names, ['legacy__leak', 'legacy__search'], 'the denied tool is not listed');
   const before = seen.auth.length;
   const call = await modern('tools/call', { name: 'legacy__search', arguments: { region: 'us-west1', q: 'acme', limit: 5 } });
@@ -144,14 +182,16 @@ test('a modern client lists and calls tools of a 2025-11-25 upstream through aam
     assert.ok(!a.includes(key), 'the client\'s token never goes upstream');
     assert.ok(a.includes(SECRET), 'the upstream gets the credential aam injects');
   }
-  assert.ok(!seen.methods.includes('server/discover'), 'the legacy upstream is spoken to in its own generation');
+  // aam probed it once (server/discover, answered -32601 by a legacy server), then initialized a session.
+  assert.ok(seen.methods.indexOf('initialize') > seen.methods.indexOf('server/discover'), 'the legacy upstream is spoken to in its own generation');
+  assert.equal(seen.methods.filter((m) => m === 'server/discover').length, 1);
 });
 
 test('the SDK\'s 2025-11-25 client keeps initialize and sessions on the same endpoint', async () => {
   const { client } = await connectClient(gw, key);
   try {
     assert.equal(client.getServerVersion()?.name, 'aam');
-    const tools = (await client.listTools()).tools.map((t) => t.name).sort();
+    const tools = (await client.listTools()).tools.map((t) => t.name).filter((n) => n.startsWith('legacy__')).sort();
     assert.deepEqual(tools, ['legacy__leak', 'legacy__search']);
     const r = await client.callTool({ name: 'legacy__search', arguments: { region: 'ap', q: 'y' } });
     assert.equal(textOf(r), 'found y in ap');
@@ -241,4 +281,31 @@ test('tokens for another audience are refused (RFC 8707): a JWT-SVID for another
   assert.equal(seen.calls.length, calls);
   const meta = await (await fetch(`${gw.url}/.well-known/oauth-protected-resource/mcp`)).json() as { resource: string };
   assert.match(meta.resource, /\/mcp$/);
+});
+
+test('aam speaks 2026-07-28 to an upstream that does: SDK (2025-11-25) and modern clients both reach it, with mirrored headers and aam\'s credential', async () => {
+  const start = modernSeen.length;
+  const { client } = await connectClient(gw, key);
+  try {
+    const tools = (await client.listTools()).tools.map((t) => t.name).filter((n) => n.startsWith('modern__')).sort();
+    assert.deepEqual(tools, ['modern__search', 'modern__whoami']);
+    assert.equal(textOf(await client.callTool({ name: 'modern__search', arguments: { region: 'Zürich', q: 'acme' } })), 'modern found acme in Zürich');
+    const who = textOf(await client.callTool({ name: 'modern__whoami', arguments: {} }));
+    assert.ok(!who.includes(SECRET) && !who.includes(key), 'the credential is scrubbed and the client key never went upstream');
+  } finally {
+    await client.close();
+  }
+  const call = await modern('tools/call', { name: 'search', arguments: { region: 'eu', q: 'm' } }, { path: '/mcp/modern' });
+  assert.equal(textOf(call.body.result), 'modern found m in eu');
+  const got = modernSeen.slice(start);
+  assert.ok(got.length >= 3);
+  assert.ok(got.every((r) => r.body.method !== 'initialize' && r.headers['mcp-session-id'] === undefined), 'no handshake, no session');
+  const calls = got.filter((r) => r.body.method === 'tools/call');
+  assert.equal(calls.length, 3, 'every call reached the upstream once, none refused for its headers');
+  const zurich = calls.find((r) => (r.body.params.arguments as { q?: string }).q === 'acme')!;
+  assert.equal(zurich.headers['mcp-param-region'], `=?base64?${Buffer.from('Zürich').toString('base64')}?=`, 'non-ASCII header values are Base64-encoded');
+  for (const r of calls) {
+    assert.ok(String(r.headers.authorization).includes(SECRET) && !String(r.headers.authorization).includes(key));
+    assert.equal((r.body.params._meta as Record<string, unknown>)['io.modelcontextprotocol/protocolVersion'], VERSION);
+  }
 });

@@ -10,10 +10,12 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/sdk/types.js';
 import type { CompiledTool } from './catalog.ts';
+import { decodeHeaderValue, headerParams, MODERN_VERSION, NAMED, valueAt } from './mcp-headers.ts';
 import { callTool, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { RPC, ToolError, type ToolAccess } from './types.ts';
 
-export const MODERN_VERSION = '2026-07-28';
+export { MODERN_VERSION };
+
 /** What server/discover and UnsupportedProtocolVersionError advertise: modern first, then the legacy ones (via initialize). */
 export const SUPPORTED_VERSIONS: readonly string[] = [MODERN_VERSION, ...SUPPORTED_PROTOCOL_VERSIONS];
 /** Error codes the 2026-07-28 schema allocates (HEADER_MISMATCH, MISSING_REQUIRED_CLIENT_CAPABILITY, UNSUPPORTED_PROTOCOL_VERSION). */
@@ -22,11 +24,6 @@ export const MODERN_RPC = { headerMismatch: -32020, missingCapability: -32021, u
 const META_VERSION = 'io.modelcontextprotocol/protocolVersion';
 const META_CAPS = 'io.modelcontextprotocol/clientCapabilities';
 const META_SERVER = 'io.modelcontextprotocol/serverInfo';
-/** Methods whose params.name (or params.uri) is mirrored into Mcp-Name. */
-const NAMED: Record<string, 'name' | 'uri'> = { 'tools/call': 'name', 'prompts/get': 'name', 'resources/read': 'uri' };
-/** RFC 9110 field value: visible ASCII, space, tab. */
-const HEADER_SAFE = /^[\t\x20-\x7e]*$/;
-const SENTINEL = /^=\?base64\?([A-Za-z0-9+/]*={0,2})\?=$/;
 
 type Json = Record<string, unknown>;
 const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -42,33 +39,6 @@ export function isModernRequest(headers: IncomingHttpHeaders, body: unknown): bo
   if (metaOf(body)?.[META_VERSION] !== undefined) return true;
   const v = headers['mcp-protocol-version'];
   return typeof v === 'string' && !(SUPPORTED_PROTOCOL_VERSIONS as readonly string[]).includes(v);
-}
-
-/** A header value as sent, Base64 sentinel decoded (spec: "Value Encoding"); null when malformed. */
-export function decodeHeaderValue(raw: string): string | null {
-  if (!HEADER_SAFE.test(raw)) return null;
-  const m = SENTINEL.exec(raw);
-  if (!m) return raw.startsWith('=?base64?') && raw.endsWith('?=') ? null : raw;
-  const text = Buffer.from(m[1], 'base64').toString('utf8');
-  return Buffer.from(text, 'utf8').toString('base64').replace(/=+$/, '') === m[1].replace(/=+$/, '') ? text : null;
-}
-
-/** Tool parameters annotated `x-mcp-header`, reachable from the root through `properties` only. */
-export function headerParams(schema: unknown, path: string[] = []): Array<{ header: string; path: string[] }> {
-  if (!isObj(schema) || !isObj(schema.properties)) return [];
-  const out: Array<{ header: string; path: string[] }> = [];
-  for (const [key, prop] of Object.entries(schema.properties)) {
-    if (!isObj(prop)) continue;
-    if (typeof prop['x-mcp-header'] === 'string') out.push({ header: prop['x-mcp-header'], path: [...path, key] });
-    out.push(...headerParams(prop, [...path, key]));
-  }
-  return out;
-}
-
-function valueAt(args: unknown, path: string[]): unknown {
-  let v = args;
-  for (const k of path) v = isObj(v) ? v[k] : undefined;
-  return v;
 }
 
 /** Header and body agree (integers compared as numbers, booleans as lowercase words). */

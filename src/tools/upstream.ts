@@ -18,6 +18,8 @@ import {
 import type { McpServerSpec } from '../config/schema.ts';
 import type { Identity } from '../identity/types.ts';
 import { GATEWAY_IDENTITY, ToolError, RPC, type ToolDeps, type UpstreamTool } from './types.ts';
+import { createModernClient, discoverModern, type UpstreamClient } from './mcp-modern-client.ts';
+import { MODERN_VERSION } from './mcp-headers.ts';
 
 export type UpstreamState = 'connecting' | 'ready' | 'down' | 'closed';
 
@@ -74,9 +76,9 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   const subscribed = new Map<string, number>();
 
   let state: UpstreamState = 'connecting';
-  let client: Client | undefined;
+  let client: UpstreamClient | undefined;
   let transport: Transport | undefined;
-  let connecting: Promise<Client> | undefined;
+  let connecting: Promise<UpstreamClient> | undefined;
   let toolCache: UpstreamTool[] | undefined;
   let restarts = 0;
   let failures = 0;
@@ -124,8 +126,27 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       : new StreamableHTTPClientTransport(url, { fetch: credentialFetch });
   }
 
-  async function connect(): Promise<Client> {
+  /** A 2026-07-28 upstream is stateless: no connection to keep open, supervise or renew. */
+  async function adopt(c: UpstreamClient): Promise<UpstreamClient> {
+    if (isClosed()) throw closedError();
+    await refreshTools(c);
+    client = c;
+    state = 'ready';
+    connectedAt = Date.now();
+    lastError = undefined;
+    deps.log.info({ mcp_server: name, transport: spec.transport, protocol: MODERN_VERSION, tools: toolCache?.length ?? 0 }, 'mcp server connected');
+    return c;
+  }
+
+  async function connect(): Promise<UpstreamClient> {
     state = 'connecting';
+    // Dual-era client (spec 2026-07-28, versioning): an HTTP upstream whose server/discover names
+    // 2026-07-28 is spoken to statelessly; any other answer means initialize and a session.
+    if (spec.transport === 'streamable-http' && spec.url) {
+      const url = new URL(spec.url);
+      const caps = await discoverModern(url, credentialFetch, timeoutMs);
+      if (caps) return adopt(createModernClient(url, credentialFetch, caps, timeoutMs));
+    }
     const c = new Client({ name: 'aam-gateway', version: '0.1.0' }, { capabilities: {} });
     const t = await makeTransport();
     if (isClosed()) throw closedError();
@@ -185,7 +206,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     restartTimer.unref();
   }
 
-  function ensureClient(): Promise<Client> {
+  function ensureClient(): Promise<UpstreamClient> {
     if (state === 'closed') return Promise.reject(closedError());
     if (client && state === 'ready') return Promise.resolve(client);
     if (state === 'down' && restartTimer) {
@@ -205,7 +226,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     return connecting;
   }
 
-  async function refreshTools(c: Client): Promise<void> {
+  async function refreshTools(c: UpstreamClient): Promise<void> {
     const all: UpstreamTool[] = [];
     let cursor: string | undefined;
     for (let page = 0; page < 100; page++) {
@@ -219,7 +240,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   }
 
   /** Run an upstream request as `identity` with the server's timeout and clear errors. */
-  async function run<T>(what: string, identity: Identity, fn: (c: Client) => Promise<T>, signal?: AbortSignal): Promise<T> {
+  async function run<T>(what: string, identity: Identity, fn: (c: UpstreamClient) => Promise<T>, signal?: AbortSignal): Promise<T> {
     const c = await ensureClient();
     try {
       return await callerIdentity.run(identity, () => fn(c));

@@ -1,0 +1,112 @@
+// aam as a 2026-07-28 client of an upstream MCP server that speaks it (Streamable HTTP). Dual-era
+// per the spec (basic/versioning, "Backward Compatibility"): probe with server/discover; a result
+// naming 2026-07-28 means modern, anything else (a legacy server's 400, -32601 in a 200, ...) means
+// the SDK's initialize-and-session client. Each modern request carries _meta (version, client info,
+// capabilities) and the mirrored headers (MCP-Protocol-Version, Mcp-Method, Mcp-Name, Mcp-Param-*),
+// so a validating server or proxy in front of it accepts it.
+import type { RequestOptions } from '@modelcontextprotocol/sdk/shared/protocol.js';
+import {
+  McpError, type CallToolResult, type GetPromptResult, type ListPromptsResult, type ListResourcesResult, type ListResourceTemplatesResult,
+  type ListToolsResult, type ReadResourceResult, type ServerCapabilities,
+} from '@modelcontextprotocol/sdk/types.js';
+import { MODERN_VERSION, modernHeaders } from './mcp-headers.ts';
+
+/** What aam needs of a client of one upstream; the SDK's Client (legacy) and ModernClient (2026-07-28) both provide it. */
+export interface UpstreamClient {
+  getServerCapabilities(): ServerCapabilities | undefined;
+  listTools(params: { cursor?: string } | undefined, o?: RequestOptions): Promise<ListToolsResult>;
+  callTool(params: { name: string; arguments?: Record<string, unknown>; _meta?: Record<string, unknown> }, schema: undefined, o?: RequestOptions): Promise<unknown>;
+  listResources(params: undefined, o?: RequestOptions): Promise<ListResourcesResult>;
+  readResource(params: { uri: string }, o?: RequestOptions): Promise<ReadResourceResult>;
+  listResourceTemplates(params: undefined, o?: RequestOptions): Promise<ListResourceTemplatesResult>;
+  listPrompts(params: undefined, o?: RequestOptions): Promise<ListPromptsResult>;
+  getPrompt(params: { name: string; arguments?: Record<string, string> }, o?: RequestOptions): Promise<GetPromptResult>;
+  subscribeResource(params: { uri: string }, o?: RequestOptions): Promise<unknown>;
+  unsubscribeResource(params: { uri: string }, o?: RequestOptions): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+type Fetch = (url: string | URL, init?: RequestInit) => Promise<Response>;
+type Json = Record<string, unknown>;
+const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** The JSON-RPC response for `id` from a JSON body or an SSE stream (progress notifications relayed). */
+async function responseFor(res: Response, id: number, o?: RequestOptions): Promise<Json> {
+  if (!(res.headers.get('content-type') ?? '').includes('text/event-stream')) {
+    const text = await res.text();
+    try { return JSON.parse(text) as Json; } catch { throw new Error(`HTTP ${res.status} with a body that is not JSON-RPC: ${text.slice(0, 200)}`); }
+  }
+  let buf = '';
+  const decoder = new TextDecoder();
+  for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    buf += decoder.decode(chunk, { stream: true });
+    let end: number;
+    while ((end = buf.search(/\r?\n\r?\n/)) >= 0) {
+      const event = buf.slice(0, end);
+      buf = buf.slice(end).replace(/^\r?\n\r?\n/, '');
+      const data = event.split(/\r?\n/).filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n');
+      if (!data) continue;
+      const msg = JSON.parse(data) as Json;
+      if (msg.id === id) return msg;
+      if (msg.method === 'notifications/progress' && isObj(msg.params)) o?.onprogress?.(msg.params as never);
+    }
+  }
+  throw new Error('the response stream ended without a result');
+}
+
+/** A 2026-07-28 client of one upstream: stateless, so nothing to connect or close. */
+export function createModernClient(url: URL, fetchFn: Fetch, capabilities: ServerCapabilities, defaultTimeoutMs: number): UpstreamClient {
+  let nextId = 1;
+  /** Tool input schemas as last listed, for the Mcp-Param-* headers of calls. */
+  const schemas = new Map<string, unknown>();
+
+  async function request<T>(method: string, params: Json, o?: RequestOptions): Promise<T> {
+    const id = nextId++;
+    const meta = { ...(isObj(params._meta) ? params._meta : {}), 'io.modelcontextprotocol/protocolVersion': MODERN_VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'aam-gateway', version: '0.1.0' }, 'io.modelcontextprotocol/clientCapabilities': {} };
+    const body = { jsonrpc: '2.0', id, method, params: { ...params, _meta: meta } };
+    const timeout = AbortSignal.timeout(o?.timeout ?? defaultTimeoutMs);
+    const res = await fetchFn(url, {
+      method: 'POST', headers: modernHeaders(method, params, method === 'tools/call' ? schemas.get(String(params.name)) : undefined),
+      body: JSON.stringify(body), signal: o?.signal ? AbortSignal.any([o.signal, timeout]) : timeout,
+    });
+    const msg = await responseFor(res, id, o);
+    if (isObj(msg.error)) throw new McpError(Number(msg.error.code), String(msg.error.message), msg.error.data);
+    if (!isObj(msg.result)) throw new Error(`HTTP ${res.status} without a JSON-RPC result`);
+    // Multi-round-trip input (elicitation, sampling) would need the agent's answer: not relayed yet.
+    if (msg.result.resultType === 'input_required') throw new McpError(-32603, `${method} needs input from the client (resultType input_required), which aam does not relay yet`);
+    return msg.result as T;
+  }
+
+  return {
+    getServerCapabilities: () => capabilities,
+    async listTools(params, o) {
+      const r = await request<ListToolsResult>('tools/list', params ?? {}, o);
+      for (const t of r.tools) schemas.set(t.name, t.inputSchema);
+      return r;
+    },
+    callTool: (params, _schema, o) => request<CallToolResult>('tools/call', params, o),
+    listResources: (_p, o) => request<ListResourcesResult>('resources/list', {}, o),
+    readResource: (params, o) => request<ReadResourceResult>('resources/read', params, o),
+    listResourceTemplates: (_p, o) => request<ListResourceTemplatesResult>('resources/templates/list', {}, o),
+    listPrompts: (_p, o) => request<ListPromptsResult>('prompts/list', {}, o),
+    getPrompt: (params, o) => request<GetPromptResult>('prompts/get', params, o),
+    // 2026-07-28 replaced per-URI subscriptions with subscriptions/listen streams.
+    subscribeResource: async () => { throw new McpError(-32601, 'resources/subscribe is not part of MCP 2026-07-28 (subscriptions/listen replaced it)'); },
+    unsubscribeResource: async () => ({}),
+    close: async () => {},
+  };
+}
+
+/**
+ * server/discover against `url`: the upstream's capabilities when it speaks 2026-07-28, else null
+ * (fall back to initialize). A network failure is thrown: it says nothing about the generation.
+ */
+export async function discoverModern(url: URL, fetchFn: Fetch, timeoutMs: number): Promise<ServerCapabilities | null> {
+  const body = { jsonrpc: '2.0', id: 0, method: 'server/discover', params: { _meta: { 'io.modelcontextprotocol/protocolVersion': MODERN_VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'aam-gateway', version: '0.1.0' }, 'io.modelcontextprotocol/clientCapabilities': {} } } };
+  const res = await fetchFn(url, { method: 'POST', headers: modernHeaders('server/discover', {}), body: JSON.stringify(body), signal: AbortSignal.timeout(timeoutMs) });
+  let msg: Json;
+  try { msg = await responseFor(res, 0); } catch { return null; }
+  const r = msg.result;
+  if (!isObj(r) || !Array.isArray(r.supportedVersions) || !r.supportedVersions.includes(MODERN_VERSION)) return null;
+  return isObj(r.capabilities) ? r.capabilities as ServerCapabilities : {};
+}
