@@ -279,3 +279,20 @@ test('an on-behalf-of credential gives the callee a short-lived assertion naming
   assert.ok(claims.exp - Date.now() / 1000 <= 61);
   assert.ok(!auth.includes(keys.planner));
 });
+
+test('a JWT-SVID caller is identified and decided like a key holder; the token never reaches the callee', async () => {
+  const tr = await fetch(`${gw.url}/identity/v1/token`, { method: 'POST', headers: { authorization: `Bearer ${keys.planner}`, 'content-type': 'application/json' }, body: JSON.stringify({ ttl: '5m' }) });
+  assert.equal(tr.status, 200);
+  const { access_token } = await tr.json() as { access_token: string };
+  const call = (skill: string) => fetch(`${gw.url}/a2a/risk-scorer`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'a2a-version': '1.0', authorization: `Bearer ${access_token}` },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 5, method: 'SendMessage', params: send('via svid', skill) }),
+  });
+  const ok = await call('score');
+  assert.equal(ok.status, 200);
+  assert.match(await ok.text(), /risk-scorer says: via svid/);
+  const h = agents.received.get('risk-scorer')!;
+  assert.ok(!JSON.stringify(h).includes(access_token));
+  assert.equal(h['x-aam-caller'], 'spiffe://test/agent/planner');
+  assert.equal((await call('export')).status, 403);
+});
