@@ -192,6 +192,25 @@ test('tracing on: a failing tool call\'s span is an error; a denied call has no 
   assert.equal(sumOf(samples, 'aam_tool_call_duration_seconds_count', { agent: 'tester', server: 'crm', outcome: 'tool_error' }), 1);
 });
 
+test('an MCP message carrying its own trace in params._meta (MCP semconv) is continued, with and without tracing', async () => {
+  const carried = 'c'.repeat(31) + '2';
+  const ctp = `00-${carried}-2222222222222222-01`;
+  for (const gw of [traced, plain]) {
+    const client = await agentClient(gw, gw.key('tester'), TP);
+    try { await client.callTool({ name: 'kb__lookup', arguments: {}, _meta: { traceparent: ctp } }); } finally { await client.close(); }
+    await gw.g.rt.auditLog!.flush();
+    const events = queryEvents(gw.g.rt.auditLog!.db, { traceId: carried, order: 'asc' });
+    assert.deepEqual(events.map((e) => e.type), ['tool.decision', 'tool.outcome'], 'the call\'s evidence is filed under the trace it carried');
+    const sent = String(mcp.metas.at(-1)?.traceparent ?? '');
+    if (gw === plain) { assert.equal(sent, ctp, 'untraced: passed on unchanged'); continue; }
+    await gw.g.rt.tracer!.flush();
+    await collector.waitFor((c) => spansOf(c).some((s) => s.name === 'execute_tool lookup' && s.traceId === carried), 10_000);
+    const span = spansOf(collector).find((s) => s.name === 'execute_tool lookup' && s.traceId === carried)!;
+    assert.equal(span.parentSpanId, '2222222222222222', 'child of the span the message named');
+    assert.equal(sent, `00-${carried}-${span.spanId}-01`);
+  }
+});
+
 test('metrics: tool-call latency per agent (aam_tool_call_duration_seconds{agent, server, outcome})', async () => {
   const samples = parseProm(await (await fetch(`${plain.url}/metrics`)).text());
   assert.ok(sumOf(samples, 'aam_tool_call_duration_seconds_count', { agent: 'tester', server: 'kb', outcome: 'ok' }) >= 1);

@@ -7,7 +7,7 @@ import { decideTool, toolVisibleIn } from '../policy/decide.ts';
 import { decidingToolRule, type CompiledToolRule } from '../policy/compile.ts';
 import type { Decision } from '../policy/types.ts';
 import type { Runtime } from '../runtime.ts';
-import { ToolError, RPC, type ToolAccess, type ToolAdmission, type ToolCallTrace, type ToolDeps } from '../tools/types.ts';
+import { ToolError, RPC, type ToolAccess, type ToolAdmission, type ToolCallTrace, type ToolDeps, type TraceContextIn } from '../tools/types.ts';
 import { parseTraceparent, traceHeaders } from '../observability/tracing.ts';
 import { toolSpanAttributes, toolSpanName } from '../observability/otlp-genai.ts';
 import { traceIdOf } from './evidence.ts';
@@ -77,21 +77,25 @@ class ToolAccessOf implements ToolAccess {
     return guardValue(a.ctx.rt, { requestId, traceId: traceIdOf(a.ctx) }, a.identity, guardrailsOf(a.ctx.rt, a.identity, attached, a.set), direction, value, where);
   }
 
-  get traceId(): string { return traceIdOf(this.#a.ctx); }
+  traceId(carried?: TraceContextIn): string {
+    return (carried?.traceparent !== undefined ? parseTraceparent(carried.traceparent)?.traceId : undefined) ?? traceIdOf(this.#a.ctx);
+  }
 
   traceCall(call: Parameters<ToolAccess['traceCall']>[0]): ToolCallTrace {
     const { ctx, identity } = this.#a;
     const agent = identity.agent;
     const started = performance.now();
-    // A CLIENT span under the request's server span (GenAI execute_tool; MCP method for MCP calls).
+    const carried = call.carried?.traceparent !== undefined && parseTraceparent(call.carried.traceparent) ? call.carried : undefined;
+    // A CLIENT span (GenAI execute_tool; MCP method for MCP calls) under the trace the message
+    // carried, else under the request's server span.
     const span = ctx.span && ctx.rt.tracer
       ? ctx.rt.tracer.startSpan(toolSpanName({ method: call.method, tool: call.tool }), {
-        kind: 'client', parent: ctx.span.context, startTime: started,
+        kind: 'client', parent: carried ? carried.traceparent : ctx.span.context, traceState: carried?.tracestate, startTime: started,
         attributes: toolSpanAttributes({ ...call, jsonrpcRequestId: call.jsonrpcId, mcpSessionId: call.sessionId, agentId: agent.spiffeId, agentName: agent.name || undefined }),
       })
       : undefined;
     return {
-      traceContext: span ? traceHeaders(span) as { traceparent: string; tracestate?: string } : untracedContext(ctx),
+      traceContext: span ? traceHeaders(span) as { traceparent: string; tracestate?: string } : carried ? carried as { traceparent: string; tracestate?: string } : untracedContext(ctx),
       end: (outcome, errorType) => {
         const ms = performance.now() - started;
         ctx.rt.metrics?.toolCall?.(agent.name, call.server, outcome, ms);

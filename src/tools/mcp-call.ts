@@ -9,7 +9,7 @@ import type { Decision } from '../policy/types.ts';
 import { argsDigest, type Approvals } from './approvals.ts';
 import { NAME_SEP, type Catalog, type CompiledTool, type ServerEntry } from './catalog.ts';
 import { errMsg } from './upstream.ts';
-import { identityFields, RPC, ToolError, type ToolAccess, type ToolAdmission, type ToolDeps } from './types.ts';
+import { identityFields, RPC, ToolError, type ToolAccess, type ToolAdmission, type ToolDeps, type TraceContextIn } from './types.ts';
 
 export const DEFAULT_MAX_RESULT_BYTES = 1024 * 1024;
 export const RESOURCE_READ = 'resources/read';
@@ -35,7 +35,11 @@ export interface SessionCtx {
   subscriptions: Map<string, string>;
 }
 
-export interface Extra { signal?: AbortSignal; onprogress?: (p: Progress) => void; jsonrpcId?: string | number; requestId?: string }
+export interface Extra {
+  signal?: AbortSignal; onprogress?: (p: Progress) => void; jsonrpcId?: string | number; requestId?: string;
+  /** Trace context the message carried in params._meta, if any. */
+  carried?: TraceContextIn;
+}
 
 /** The explanation a caller sees for a non-allow decision: policy, rule and reason. */
 export function denialMessage(d: Decision, what: string): string {
@@ -120,7 +124,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   if (!t) throw new ToolError('unknown_tool', `unknown tool "${name}"; call tools/list for the tools you may call`, { code: RPC.notFound, status: 404 });
   const entry = catalog.servers.get(t.server) as ServerEntry;
   let args = (rawArgs ?? {}) as Record<string, unknown>;
-  const base = { type: 'tool.call', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId, jsonrpc_id: extra.jsonrpcId, session_id: s.sessionId(), ...identityFields(s.identity),
+  const base = { type: 'tool.call', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId(extra.carried), jsonrpc_id: extra.jsonrpcId, session_id: s.sessionId(), ...identityFields(s.identity),
     server: t.server, tool: t.def.name, resource: t.resource, action: t.action, args_digest: argsDigest(args), mutating: t.mutating,
     credential: entry.spec.credential ? { name: entry.spec.credential } : undefined };
   // guard (input): block, or redact before policy and upstream see the arguments
@@ -171,7 +175,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     if (extra.signal?.aborted) throw new ToolError('cancelled', `tools/call "${name}" was cancelled by the client`, { code: RPC.upstream, status: 499 });
   });
   const started = performance.now();
-  const trace = s.access.traceCall({ server: t.server, tool: t.def.name, resource: t.resource, action: t.action, method: 'tools/call', jsonrpcId: extra.jsonrpcId, sessionId: base.session_id });
+  const trace = s.access.traceCall({ server: t.server, tool: t.def.name, resource: t.resource, action: t.action, method: 'tools/call', jsonrpcId: extra.jsonrpcId, sessionId: base.session_id, carried: extra.carried });
   try {
     let result: CallToolResult;
     try {
@@ -206,11 +210,11 @@ export function visibleTools(rt: Runtime, s: SessionCtx): CompiledTool[] {
 function authorizeOrThrow(rt: Runtime, s: SessionCtx, entry: ServerEntry, action: string, args: Record<string, unknown>, what: string): { requestId: string; adm: ToolAdmission } {
   const requestId = `req_${randomUUID()}`;
   const d = s.access.authorize(entry.resource, action, args, context(rt, s, requestId, { server: entry.name }));
-  rt.deps.audit.record({ type: 'tool.decision', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId, ...identityFields(s.identity), server: entry.name, resource: entry.resource, action,
+  rt.deps.audit.record({ type: 'tool.decision', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId(), ...identityFields(s.identity), server: entry.name, resource: entry.resource, action,
     args_digest: argsDigest(args), decision: decisionFields(d) });
   // Approval flows are for tool calls; a resource or prompt read that needs one is refused.
   if (!d.allowed || d.effect !== 'allow') throw new ToolError('policy_denied', denialMessage(d, what), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
-  const adm = admit(rt, s, entry, d, { type: 'tool.call', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId, ...identityFields(s.identity), server: entry.name, resource: entry.resource, action });
+  const adm = admit(rt, s, entry, d, { type: 'tool.call', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId(), ...identityFields(s.identity), server: entry.name, resource: entry.resource, action });
   return { requestId, adm };
 }
 

@@ -12,6 +12,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import type { ConfigSet } from '../config/schema.ts';
 import type { Identity } from '../identity/types.ts';
+import { mcpTraceparent } from '../observability/otlp-genai.ts';
 import { createApprovals, type Approval, type Approvals } from './approvals.ts';
 import { createCatalog } from './catalog.ts';
 import { callTool, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, subscribeResource, unsubscribeResource, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
@@ -129,7 +130,8 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       return toolsPage(rt, rc, req.params?.cursor, pageSize) as { tools: Tool[]; nextCursor?: string };
     });
     server.setRequestHandler(CallToolRequestSchema, async (req, extra) =>
-      callTool(rt, forRequest(ctx, extra), req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra)));
+      // A trace the agent carried in params._meta (MCP semconv) is the one this call continues.
+      callTool(rt, forRequest(ctx, extra), req.params.name, req.params.arguments, { ...callExtra(req.params._meta?.progressToken, extra), carried: mcpTraceparent(req.params) }));
     server.setRequestHandler(ListResourcesRequestSchema, async (_req, extra) => ({ resources: await listResources(rt, forRequest(ctx, extra)) }));
     server.setRequestHandler(ListResourceTemplatesRequestSchema, async (_req, extra) => ({ resourceTemplates: await listResourceTemplates(rt, forRequest(ctx, extra)) }));
     server.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => readResource(rt, forRequest(ctx, extra), req.params.uri, callExtra(req.params._meta?.progressToken, extra)));

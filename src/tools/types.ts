@@ -30,11 +30,14 @@ export interface ToolAccess {
   /** Guardrails on tool arguments (input) or results (output): the possibly redacted value, or a block. */
   /** `attached`: guardrails the tool's own resource (McpServer/HttpTool spec.guardrails) adds to the caller's. */
   guard(direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]): Promise<{ ok: true; value: unknown } | { ok: false; guardrail: string; message: string }>;
-  /** The trace this request belongs to (trace_id of its audit events). */
-  readonly traceId: string;
-  /** Start observing one upstream tool call (just before it is forwarded). */
-  traceCall(call: { server: string; tool: string; resource: string; action: string; method?: string; jsonrpcId?: string | number; sessionId?: string }): ToolCallTrace;
+  /** The trace of a call (trace_id of its audit events): the one its MCP message carried, else the request's. */
+  traceId(carried?: TraceContextIn): string;
+  /** Start observing one upstream tool call (just before it is forwarded); `carried`: see traceId. */
+  traceCall(call: { server: string; tool: string; resource: string; action: string; method?: string; jsonrpcId?: string | number; sessionId?: string; carried?: TraceContextIn }): ToolCallTrace;
 }
+
+/** W3C trace context an MCP message carried in `params._meta` (MCP semconv), if any. */
+export interface TraceContextIn { traceparent?: string; tracestate?: string }
 
 /**
  * One tool call as observed: its `execute_tool` span (when tracing is on), the trace context the
