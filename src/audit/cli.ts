@@ -20,6 +20,9 @@ import { openAuditLog } from './log.ts';
 import { applyRetention } from './retention.ts';
 import { parseDurationSeconds } from '../config/duration.ts';
 import type { AuditEvent } from './event.ts';
+import { connectPostgres } from '../store/postgres.ts';
+import { verifyFleet, type FleetVerifyResult } from './fleet-verify.ts';
+import { queryFleetEvents } from './fleet-log.ts';
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 export interface AuditCommand {
@@ -51,6 +54,13 @@ export const auditCommands: Record<string, AuditCommand> = {
           err(`--checkpoint ${source}: ${e instanceof Error ? e.message : String(e)}; give a copy of audit-checkpoints.jsonl (or one line of it), or an http(s) URL serving one`);
           return 2;
         }
+      }
+      const fleetUrl = process.env.AAM_DATABASE_URL;
+      if (fleetUrl && !file) {
+        const fr = await withFleet(fleetUrl, verifyFleet);
+        if (values.json) out(JSON.stringify(fr, null, 2));
+        else printFleetVerify(fr);
+        return fr.ok ? 0 : 1;
       }
       let r: VerifyResult;
       if (file) {
@@ -100,6 +110,14 @@ export const auditCommands: Record<string, AuditCommand> = {
     usage: 'aam audit query [--agent NAME] [--since ISO-8601] [--decision allow|deny] [--request-id ID] [--trace TRACE_ID] [--type TYPE] [--limit N] [--json]',
     options: { agent: { type: 'string' }, since: { type: 'string' }, decision: { type: 'string' }, 'request-id': { type: 'string' }, trace: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
     run: async ({ values, g }) => {
+      const fleetUrl = process.env.AAM_DATABASE_URL;
+      if (fleetUrl) {
+        const events = await withFleet(fleetUrl, (sql) => queryFleetEvents(sql, {
+          agent: str(values.agent), since: str(values.since), requestId: str(values['request-id']), type: str(values.type), limit: values.limit ? Number(values.limit) : 100,
+        }));
+        printEvents(events as unknown as AuditEvent[], values.json === true);
+        return 0;
+      }
       await recover(g.data);
       const db = openAuditDb(g.data);
       try {
@@ -120,6 +138,13 @@ export const auditCommands: Record<string, AuditCommand> = {
       await recover(g.data);
       const id = positionals[0];
       if (!id) { err('missing REQUEST_ID (the x-request-id of the request, or request_id in `aam audit query`)'); return 2; }
+      const fleetUrl = process.env.AAM_DATABASE_URL;
+      if (fleetUrl) {
+        const events = (await withFleet(fleetUrl, (sql) => queryFleetEvents(sql, { requestId: id, limit: 10_000 }))).reverse();
+        if (events.length === 0) { err(`no audit events for request "${id}" in the fleet trail`); return 1; }
+        printEvents(events as unknown as AuditEvent[], values.json === true);
+        return 0;
+      }
       const db = openAuditDb(g.data);
       try {
         const tree = delegationTree(db, id);
@@ -212,6 +237,22 @@ function printVerify(r: VerifyResult, what: string): void {
     out(`warning: checked with the ${r.keySource === 'key_file' ? "signing key file's public half" : 'public key stored with the data'}; pass --public-key with a copy kept elsewhere for an independent check`);
     if (r.outside) out('warning: so the outside checkpoint proves little: whoever can rewrite the data dir may hold that key too and sign a checkpoint for a rewritten trail');
   }
+}
+
+/** Fleet mode (AAM_DATABASE_URL): the trail is in PostgreSQL, whichever machine runs the command. */
+async function withFleet<T>(url: string, fn: (sql: ReturnType<typeof connectPostgres>) => Promise<T>): Promise<T> {
+  const sql = connectPostgres(url, 2);
+  try { return await fn(sql); } finally { await sql.end({ timeout: 2 }); }
+}
+
+function printFleetVerify(r: FleetVerifyResult): void {
+  if (r.ok) {
+    out(`OK: fleet trail: ${r.events} events in ${r.chains} replica chains, ${r.checkpoints} signed checkpoints`);
+    if (r.unsignedTail) out(`note: the last ${r.unsignedTail} events are chained but not yet covered by a signed checkpoint`);
+  } else {
+    for (const e of r.errors) out(`TAMPERED: fleet trail: ${e.kind} in replica ${e.replica} at seq ${e.seq}: ${e.message}`);
+  }
+  out('warning: checked with the public keys stored in the fleet database; keep a copy of a recent checkpoint elsewhere for an independent check');
 }
 
 function flatten(n: RequestNode): AuditEvent[] {

@@ -20,6 +20,8 @@ import { openAuditLog, startSinks, stopSinksWithCheckpoint, webhookSink, fileSin
 import { segmentAgeFor, startRetention } from '../audit/retention.ts';
 import { DEFAULT_SEGMENTS } from '../audit/writer.ts';
 import { mergeSmallSegments } from '../audit/store.ts';
+import { openFleetAuditLog, SIGNING_KEY_KEK_INFO } from '../audit/fleet-log.ts';
+import { loadMasterKey } from '../credentials/master-key.ts';
 import { parseDurationSeconds } from '../config/duration.ts';
 import { openIssuer } from '../identity/issuer.ts';
 import { createJwtVerifier } from '../identity/jwt-svid.ts';
@@ -73,7 +75,14 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   const failMode = env.AAM_AUDIT_FAIL_MODE ?? 'buffer';
   if (failMode !== 'buffer' && failMode !== 'fail_closed') throw new Error(`AAM_AUDIT_FAIL_MODE must be buffer or fail_closed, not "${failMode}"`);
   rt.auditFailClosed = failMode === 'fail_closed';
-  const audit = env.AAM_AUDIT === 'off' ? null : openAuditLog({
+  // Fleet mode: the trail is in PostgreSQL (one chain per replica start, group commit), not the data dir.
+  const fleetAudit = fleet && env.AAM_AUDIT !== 'off' ? await openFleetAuditLog(fleet.fleet.sql, {
+    replica: fleet.fleet.replicaId, keyEncryptionKey: loadMasterKey({ dataDir: o.dataDir, env }).derive(SIGNING_KEY_KEK_INFO),
+    scrub: (json) => rt.scrub(json),
+    onAlert: (a) => rt.log.error({ event: 'audit_alert', ...a }, 'audit storage problem'),
+    checkpointIntervalMs: env.AAM_AUDIT_CHECKPOINT_INTERVAL_MS ? Number(env.AAM_AUDIT_CHECKPOINT_INTERVAL_MS) : undefined,
+  }) : null;
+  const audit = env.AAM_AUDIT === 'off' || fleetAudit ? null : openAuditLog({
     dataDir: o.dataDir, failMode, durableTimeoutMs: 2_000, checkpointFile: checkpointFilePath(o.dataDir, env),
     // Evidence passes the same scrubber as every response: upstream text never puts a secret on disk.
     scrub: (json) => rt.scrub(json),
@@ -84,7 +93,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     onPruned: (r) => rt.log.info({ event: 'audit_retention', cut_seq: r.cutSeq, events: r.deletedEvents, segments: r.segments }, 'audit retention dropped old segments'),
     onError: (e) => rt.log.error({ event: 'audit_retention_failed', err: e }, 'audit retention failed; retried next hour'),
   }) : null;
-  if (!audit) rt.log.warn({ event: 'audit_disabled' }, 'AAM_AUDIT=off: no audit trail is written (benchmark mode)');
+  if (!audit && !fleetAudit) rt.log.warn({ event: 'audit_disabled' }, 'AAM_AUDIT=off: no audit trail is written (benchmark mode)');
   // Small files left by CLI commands are merged into one (bytes and hashes unchanged).
   if (audit) {
     try {
@@ -92,7 +101,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
       if (merged) rt.log.info({ event: 'audit_segments_merged', files: merged }, `merged ${merged} small audit segment files`);
     } catch (e) { rt.log.warn({ event: 'audit_merge_skipped', err: e }, 'small audit segment files not merged this time'); }
   }
-  rt.audit = audit;
+  rt.audit = fleetAudit ?? audit;
   rt.auditLog = audit;
   const sinks = audit ? startSinks(audit, auditSinks(env)) : null;
   const sinkShutdownMs = env.AAM_AUDIT_SINK_SHUTDOWN_MS ? Number(env.AAM_AUDIT_SINK_SHUTDOWN_MS) : 5000;
@@ -165,6 +174,8 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
       server.closeIdleConnections();
     });
     await mcp.close();
+    // Before rt.close() ends the fleet's connections: the last events and a final checkpoint.
+    await fleetAudit?.close().catch((e: unknown) => rt.log.error({ event: 'audit_close_failed', err: e }, 'fleet audit trail not closed cleanly'));
     await rt.close();
     stopRetention?.();
     // The final signed checkpoint reaches the sinks before exit (bounded wait), not only at the next start.

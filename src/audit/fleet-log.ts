@@ -1,0 +1,269 @@
+// The audit trail in fleet mode, on PostgreSQL: each process start appends its own hash chain
+// (replica id random per start, so no fleet-wide lock on the hot path), in one multi-row INSERT
+// per event-loop turn (group commit) that also moves the chain's head. journaled() resolves once
+// everything recorded so far is committed, so an acknowledged event survives the loss of the
+// replica, disk included. One replica at a time (advisory lock) signs checkpoints naming every
+// chain's head with an Ed25519 key kept in PostgreSQL, encrypted under the master key.
+// The events' bytes are the same sealed text as the embedded trail's (event.ts), so one verifier
+// rule covers both.
+import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
+import type { Sql } from '../store/postgres.ts';
+import { GENESIS_HASH, encodeEvent, sealLine } from './event.ts';
+import type { AuditEventInput } from './event.ts';
+import { canonicalJson } from './canonical.ts';
+import { keyIdOf, signBytes } from './keys.ts';
+import type { SigningKey } from './keys.ts';
+import type { AuditAlert, DurableReceipt } from './log.ts';
+import { AuditUnavailableError } from './log.ts';
+
+export interface FleetAuditOptions {
+  /** Names this chain; random per process start. */
+  replica: string;
+  /** 32-byte key (derived from the master key) that encrypts the signing key at rest. */
+  keyEncryptionKey: Buffer;
+  scrub?: (json: string) => string;
+  onAlert?: (alert: AuditAlert) => void;
+  /** Try to sign a fleet checkpoint this often (default 10 000 ms); one replica wins each round. */
+  checkpointIntervalMs?: number;
+  /** record() refuses beyond this many uncommitted events (default 100 000). */
+  maxQueue?: number;
+  /** Rows per INSERT at most (default 1000). */
+  batchSize?: number;
+}
+
+export interface FleetAuditStats {
+  queued: number;
+  written: number;
+  lastSeq: number;
+  failures: number;
+  failing: boolean;
+  /** INSERTs so far and the events they carried (events per group commit = written / batches). */
+  batches: number;
+  /** Sum of the INSERTs' round-trip times in ms (mean group-commit latency = commitMs / batches). */
+  commitMs: number;
+}
+
+export interface FleetAuditLog {
+  readonly replica: string;
+  record(event: AuditEventInput): boolean;
+  /** Resolves once every event recorded so far is committed in PostgreSQL; rejects while it cannot be. */
+  journaled(now?: boolean): Promise<void>;
+  recordDurable(event: AuditEventInput): Promise<DurableReceipt>;
+  flush(): Promise<void>;
+  /** Sign a fleet checkpoint now if no other replica is signing one; true if this call signed. */
+  checkpoint(): Promise<boolean>;
+  stats(): FleetAuditStats;
+  close(): Promise<void>;
+}
+
+interface Row { replica: string; seq: number; ts: string; type: string; request_id: string; agent: string | null; prev_hash: string; hash: string; body: string }
+interface Waiter { target: number; resolve: () => void; reject: (e: Error) => void }
+
+/** pg_try_advisory_xact_lock key for signing checkpoints ('aam-ckpt'). */
+const CHECKPOINT_LOCK = 0x61616d2d636b;
+/** HKDF info under which the master key yields the key that encrypts the fleet's signing key. */
+export const SIGNING_KEY_KEK_INFO = 'aam audit signing key v1';
+const COLUMNS = ['replica', 'seq', 'ts', 'type', 'request_id', 'agent', 'prev_hash', 'hash', 'body'] as const;
+
+export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Promise<FleetAuditLog> {
+  const key = await fleetSigningKey(sql, opts.keyEncryptionKey);
+  const replica = opts.replica;
+  await sql`INSERT INTO audit_chains (replica, head_hash) VALUES (${replica}, ${GENESIS_HASH})`;
+  const maxQueue = opts.maxQueue ?? 100_000;
+  const batchSize = opts.batchSize ?? 1000;
+  let seq = 0;
+  let prev = GENESIS_HASH;
+  let committed = 0;
+  let pending: Row[] = [];
+  let inFlight = false;
+  let scheduled = false;
+  let closed = false;
+  let failing = false;
+  let failures = 0;
+  let batches = 0;
+  let commitMs = 0;
+  let retryTimer: NodeJS.Timeout | undefined;
+  let waiters: Waiter[] = [];
+  const alert = (a: Omit<AuditAlert, 'queued'>) => opts.onAlert?.({ ...a, queued: pending.length });
+
+  const settle = (error?: Error) => {
+    const still: Waiter[] = [];
+    for (const w of waiters) {
+      if (w.target <= committed) w.resolve();
+      else if (error) w.reject(error);
+      else still.push(w);
+    }
+    waiters = still;
+  };
+
+  const schedule = () => {
+    if (scheduled || inFlight || retryTimer || pending.length === 0) return;
+    scheduled = true;
+    setImmediate(write);
+  };
+
+  // One statement: the rows and the chain's new head commit together (a retry after a lost reply
+  // finds its rows there already and changes nothing).
+  function write(): void {
+    scheduled = false;
+    if (inFlight || pending.length === 0) return;
+    inFlight = true;
+    const batch = pending.length <= batchSize ? pending : pending.slice(0, batchSize);
+    pending = batch === pending ? [] : pending.slice(batchSize);
+    const last = batch[batch.length - 1];
+    const t0 = performance.now();
+    sql`WITH ins AS (INSERT INTO audit_events ${sql(batch, ...COLUMNS)} ON CONFLICT (replica, seq) DO NOTHING)
+      UPDATE audit_chains SET head_seq = ${last.seq}, head_hash = ${last.hash} WHERE replica = ${replica} AND head_seq < ${last.seq}`
+      .then(() => {
+        commitMs += performance.now() - t0;
+        batches++;
+        committed = last.seq;
+        inFlight = false;
+        if (failing) { failing = false; alert({ kind: 'recovered', message: 'audit trail writes to PostgreSQL again' }); }
+        settle();
+        schedule();
+      }, (e: unknown) => {
+        inFlight = false;
+        failures++;
+        pending = batch.concat(pending);
+        const error = new AuditUnavailableError(`cannot write the audit trail to PostgreSQL: ${(e as Error).message}`, { cause: e });
+        if (!failing) { failing = true; alert({ kind: 'write_failed', message: error.message, error: e }); }
+        settle(error);
+        // Kept and retried: evidence is never dropped, the requests waiting for it were refused.
+        retryTimer = setTimeout(() => { retryTimer = undefined; schedule(); }, Math.min(5000, 100 * 2 ** Math.min(failures, 6)));
+        retryTimer.unref();
+      });
+  }
+
+  const record = (event: AuditEventInput): boolean => {
+    if (closed || pending.length >= maxQueue) {
+      if (!closed) alert({ kind: 'queue_full', message: `audit queue full (${maxQueue} events waiting for PostgreSQL): refusing new actions` });
+      return false;
+    }
+    const enc = encodeEvent(event, Date.now());
+    const json = opts.scrub ? opts.scrub(enc.json) : enc.json;
+    seq++;
+    const sealed = sealLine(json, seq, prev);
+    const [ts, type, requestId, agent] = enc.cols;
+    pending.push({ replica, seq, ts, type, request_id: requestId, agent, prev_hash: prev, hash: sealed.hash, body: sealed.body });
+    prev = sealed.hash;
+    schedule();
+    return true;
+  };
+
+  const upTo = (target: number): Promise<void> => {
+    if (target <= committed) return Promise.resolve();
+    return new Promise((resolve, reject) => { waiters.push({ target, resolve, reject }); schedule(); });
+  };
+
+  const checkpoint = async (): Promise<boolean> => sql.begin(async (tx) => {
+    const [lock] = await tx<Array<{ ok: boolean }>>`SELECT pg_try_advisory_xact_lock(${CHECKPOINT_LOCK}) AS ok`;
+    if (!lock.ok) return false;
+    const heads = await tx<Array<{ replica: string; head_seq: string; head_hash: string }>>`
+      SELECT replica, head_seq, head_hash FROM audit_chains WHERE head_seq > 0 ORDER BY replica`;
+    const text = headsText(heads.map((h) => ({ replica: h.replica, seq: Number(h.head_seq), hash: h.head_hash })));
+    const [last] = await tx<Array<{ heads: string }>>`SELECT heads FROM audit_checkpoints ORDER BY id DESC LIMIT 1`;
+    if (heads.length === 0 || last?.heads === text) return false;
+    const time = new Date().toISOString();
+    const signature = signBytes(key.privateKey, fleetCheckpointPayload(text, time));
+    await tx`INSERT INTO audit_checkpoints (time, heads, key_id, signature) VALUES (${time}, ${text}, ${key.keyId}, ${signature})`;
+    return true;
+  });
+
+  const timer = setInterval(() => {
+    checkpoint().catch((e: unknown) => alert({ kind: 'checkpoint_failed', message: `fleet checkpoint not signed: ${(e as Error).message}`, error: e }));
+  }, opts.checkpointIntervalMs ?? 10_000);
+  timer.unref();
+
+  return {
+    replica,
+    record,
+    journaled: () => upTo(seq),
+    async recordDurable(event) {
+      if (!record(event)) throw new AuditUnavailableError('the audit queue is full: the action is refused rather than left unrecorded');
+      const mine = seq;
+      const hash = prev;
+      await upTo(mine);
+      return { seq: mine, hash };
+    },
+    flush: () => upTo(seq),
+    checkpoint,
+    stats: () => ({ queued: pending.length, written: committed, lastSeq: seq, failures, failing, batches, commitMs }),
+    async close() {
+      clearInterval(timer);
+      try { await upTo(seq); await checkpoint(); } finally {
+        closed = true;
+        if (retryTimer) clearTimeout(retryTimer);
+      }
+    },
+  };
+}
+
+export interface ChainHead { replica: string; seq: number; hash: string }
+
+/** The signed text naming every chain's head (replica order, so any signer writes the same bytes). */
+export function headsText(heads: readonly ChainHead[]): string {
+  return JSON.stringify([...heads].sort((a, b) => (a.replica < b.replica ? -1 : a.replica > b.replica ? 1 : 0)).map((h) => [h.replica, h.seq, h.hash]));
+}
+
+export function parseHeads(text: string): ChainHead[] {
+  return (JSON.parse(text) as Array<[string, number, string]>).map(([replica, seq, hash]) => ({ replica, seq, hash }));
+}
+
+export function fleetCheckpointPayload(heads: string, time: string): string {
+  return canonicalJson({ heads, time, type: 'fleet' });
+}
+
+// ---- The signing key, shared by the fleet, encrypted under the master key -------------------
+
+function encryptKey(kek: Buffer, pem: string): string {
+  const iv = randomBytes(12);
+  const c = createCipheriv('aes-256-gcm', kek, iv);
+  const ct = Buffer.concat([c.update(pem, 'utf8'), c.final()]);
+  return ['v1', iv.toString('base64'), c.getAuthTag().toString('base64'), ct.toString('base64')].join(':');
+}
+
+function decryptKey(kek: Buffer, text: string): string | null {
+  const [v, iv, tag, ct] = text.split(':');
+  if (v !== 'v1') return null;
+  try {
+    const d = createDecipheriv('aes-256-gcm', kek, Buffer.from(iv, 'base64'));
+    d.setAuthTag(Buffer.from(tag, 'base64'));
+    return Buffer.concat([d.update(Buffer.from(ct, 'base64')), d.final()]).toString('utf8');
+  } catch { return null; }
+}
+
+/** The newest signing key this master key opens; the first replica creates it (its public half stays for verifiers). */
+async function fleetSigningKey(sql: Sql, kek: Buffer): Promise<SigningKey> {
+  const rows = await sql<Array<{ key_id: string; private_enc: string }>>`SELECT key_id, private_enc FROM audit_keys ORDER BY created_at DESC`;
+  for (const r of rows) {
+    const pem = decryptKey(kek, r.private_enc);
+    if (pem) return signingKeyOf(pem);
+  }
+  if (rows.length > 0) {
+    throw new Error('the fleet\'s audit signing key is encrypted under another master key: give every replica the same AAM_MASTER_KEY as the rest of the fleet');
+  }
+  const pem = generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  const key = signingKeyOf(pem);
+  await sql`INSERT INTO audit_keys (key_id, public_pem, private_enc) VALUES (${key.keyId}, ${key.publicKeyPem}, ${encryptKey(kek, pem)}) ON CONFLICT DO NOTHING`;
+  return key;
+}
+
+function signingKeyOf(pem: string): SigningKey {
+  const privateKey = createPrivateKey(pem);
+  const publicKeyPem = createPublicKey(privateKey).export({ type: 'spki', format: 'pem' }).toString();
+  return { privateKey, publicKeyPem, keyId: keyIdOf(publicKeyPem) };
+}
+
+// ---- Fleet-wide reads (aam audit query/show) ------------------------------------------------
+
+export interface FleetQuery { agent?: string; since?: string; type?: string; requestId?: string; limit?: number }
+
+/** Events of every replica, newest first (by time, then replica and seq), parsed from their sealed text. */
+export async function queryFleetEvents(sql: Sql, q: FleetQuery): Promise<Array<Record<string, unknown> & { replica: string }>> {
+  const rows = await sql<Array<{ replica: string; body: string }>>`SELECT replica, body FROM audit_events WHERE true
+    ${q.agent ? sql`AND agent = ${q.agent}` : sql``} ${q.since ? sql`AND ts >= ${new Date(q.since).toISOString()}` : sql``}
+    ${q.type ? sql`AND type = ${q.type}` : sql``} ${q.requestId ? sql`AND request_id = ${q.requestId}` : sql``}
+    ORDER BY ts DESC, replica, seq DESC LIMIT ${q.limit ?? 100}`;
+  return rows.map((r) => ({ ...(JSON.parse(r.body) as Record<string, unknown>), replica: r.replica }));
+}

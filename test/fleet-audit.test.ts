@@ -1,0 +1,158 @@
+// Fleet mode, evidence: two real `aam serve` replicas append their own hash chains to one real
+// PostgreSQL; `aam audit verify` (any machine, AAM_DATABASE_URL) checks them as one trail with the
+// signed fleet checkpoints; an edited row and rows deleted after a checkpoint are caught, naming
+// the replica and seq; a replica killed with SIGKILL under load loses no acknowledged event.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import postgres from 'postgres';
+import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
+import { startServeChild, type ServeChild } from './helpers/serve-child.ts';
+import { chat, runCli, until } from './helpers/e2e.ts';
+import { tempDir } from './helpers/temp.ts';
+import { doc, yaml, agentDocs } from './helpers/gateway.ts';
+import { openFleetAuditLog, SIGNING_KEY_KEK_INFO } from '../src/audit/fleet-log.ts';
+import { parseMasterKeyEnv } from '../src/credentials/master-key.ts';
+import { migrate } from '../src/store/postgres.ts';
+
+const ADMIN = randomBytes(24).toString('hex');
+const MASTER = randomBytes(32).toString('hex');
+const CONFIG = yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] }), ...agentDocs(['one']));
+
+let store: FleetTestStore;
+let dir: string;
+let config: string;
+let sql: postgres.Sql;
+let secret: string;
+let replicas: ServeChild[] = [];
+
+const fleetEnv = () => ({ ...process.env, ...store.env, AAM_ADMIN_TOKEN: ADMIN, AAM_MASTER_KEY: MASTER, AAM_AUDIT_CHECKPOINT_INTERVAL_MS: '200' });
+const cli = (...args: string[]) => runCli([...args, '--config', config, '--data', join(dir, 'cli-data')], { env: fleetEnv() });
+
+async function replica(i: number): Promise<ServeChild> {
+  const data = join(dir, `data-${i}`);
+  mkdirSync(data);
+  return startServeChild({ config, data, env: fleetEnv() });
+}
+
+/** The chain ids (replica column) in start order. */
+const chains = async () => (await sql<Array<{ replica: string }>>`SELECT replica FROM audit_chains ORDER BY started_at, replica`).map((r) => r.replica);
+
+before(async () => {
+  store = await fleetStore();
+  dir = tempDir('aam-fleet-audit-');
+  config = join(dir, 'aam.yaml');
+  writeFileSync(config, CONFIG);
+  replicas = await Promise.all([0, 1].map(replica));
+  sql = postgres(store.databaseUrl, { max: 2, onnotice: () => {} });
+  const created = await cli('keys', 'create', '--agent', 'tester');
+  assert.equal(created.code, 0, created.stderr);
+  secret = created.stdout.trim().split('\n').at(-1)!;
+});
+
+after(async () => {
+  await Promise.all(replicas.map((r) => r.stop()));
+  await sql?.end();
+  await store.drop();
+});
+
+test('events from both replicas verify as one trail from the CLI; query and show answer fleet-wide', async () => {
+  const ids: string[] = [];
+  for (let i = 0; i < 6; i++) {
+    const r = await chat(replicas[i % 2].url, secret, 'one', `hello ${i}`);
+    assert.equal(r.status, 200, r.text);
+    ids.push(r.requestId);
+  }
+  // Acknowledged = committed: every request is in PostgreSQL the moment its answer arrived.
+  const found = await sql<Array<{ request_id: string; replica: string }>>`SELECT DISTINCT request_id, replica FROM audit_events WHERE request_id = ANY(${ids})`;
+  assert.deepEqual(new Set(found.map((f) => f.request_id)), new Set(ids));
+  assert.equal(new Set(found.map((f) => f.replica)).size, 2, 'both replicas wrote their own chain');
+  await until(async () => (await sql`SELECT 1 FROM audit_checkpoints`).length > 0, 10_000, 'a signed fleet checkpoint');
+  const v = await cli('audit', 'verify');
+  assert.equal(v.code, 0, v.stdout + v.stderr);
+  assert.match(v.stdout, /OK: fleet trail: \d+ events in 2 replica chains, \d+ signed checkpoints/);
+  const show = await cli('audit', 'show', ids[1], '--json');
+  assert.equal(show.code, 0, show.stderr);
+  assert.ok(show.stdout.trim().split('\n').every((l) => (JSON.parse(l) as { request_id: string }).request_id === ids[1]));
+  const q = await cli('audit', 'query', '--agent', 'tester', '--json');
+  assert.equal(q.code, 0, q.stderr);
+  const seen = new Set(q.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { request_id: string }).request_id));
+  for (const id of ids) assert.ok(seen.has(id), `query lists ${id}`);
+});
+
+test('an edited row fails verify naming the replica and seq; restoring it verifies again', async () => {
+  const [victim] = await chains();
+  const [row] = await sql<Array<{ seq: string; body: string }>>`SELECT seq, body FROM audit_events WHERE replica = ${victim} AND seq = 2`;
+  await sql`UPDATE audit_events SET body = ${row.body.replace('"status":200', '"status":403')} WHERE replica = ${victim} AND seq = 2`;
+  const v = await cli('audit', 'verify');
+  assert.equal(v.code, 1, v.stdout);
+  assert.match(v.stdout, new RegExp(`TAMPERED: fleet trail: altered in replica ${victim} at seq 2`));
+  await sql`UPDATE audit_events SET body = ${row.body} WHERE replica = ${victim} AND seq = 2`;
+  assert.equal((await cli('audit', 'verify')).code, 0);
+});
+
+test('deleting the newest rows of a chain after a checkpoint (head moved back too) is caught by the checkpoint', async () => {
+  const victim = (await chains())[1];
+  const r = await chat(replicas[1].url, secret, 'one', 'one more');
+  assert.equal(r.status, 200);
+  const [head] = await sql<Array<{ head_seq: string }>>`SELECT head_seq FROM audit_chains WHERE replica = ${victim}`;
+  const signed = JSON.stringify([victim, Number(head.head_seq)]).slice(0, -1);
+  await until(async () => (await sql`SELECT 1 FROM audit_checkpoints WHERE heads LIKE ${'%' + signed + '%'}`).length > 0, 10_000, 'a checkpoint naming the head');
+  await replicas[1].stop(); // nothing may write to the chain while it is cut
+  const cut = Number(head.head_seq) - 2;
+  await sql`DELETE FROM audit_events WHERE replica = ${victim} AND seq > ${cut}`;
+  // A careful attacker moves the chain's head back too, so later checkpoints sign the cut chain.
+  await sql`UPDATE audit_chains SET head_seq = ${cut}, head_hash = (SELECT hash FROM audit_events WHERE replica = ${victim} AND seq = ${cut}) WHERE replica = ${victim}`;
+  const v = await cli('audit', 'verify');
+  assert.equal(v.code, 1, v.stdout);
+  assert.match(v.stdout, new RegExp(`TAMPERED: fleet trail: truncated in replica ${victim} at seq ${cut + 1}: .*signed checkpoint names seq ${head.head_seq}`));
+});
+
+test('kill -9 of a replica under load (c=16): every request id that got a 200 is in PostgreSQL', async () => {
+  const victim = await replica(9);
+  replicas.push(victim);
+  const acked: string[] = [];
+  let stop = false;
+  const worker = async () => {
+    while (!stop) {
+      try {
+        const r = await chat(victim.url, secret, 'one', 'load');
+        if (r.status === 200) acked.push(r.requestId);
+      } catch { return; } // the replica is gone
+    }
+  };
+  const workers = Array.from({ length: 16 }, worker);
+  await until(() => acked.length >= 200, 60_000, '200 acknowledged requests');
+  victim.proc.kill('SIGKILL');
+  stop = true;
+  await Promise.all(workers);
+  await victim.exited;
+  const rows = await sql<Array<{ request_id: string }>>`SELECT DISTINCT request_id FROM audit_events WHERE request_id = ANY(${acked})`;
+  const missing = acked.filter((id) => !rows.some((r) => r.request_id === id));
+  assert.deepEqual(missing, [], `${missing.length} of ${acked.length} acknowledged requests have no evidence`);
+});
+
+test('group commit: events recorded in one event-loop turn share one INSERT', async () => {
+  const own = postgres(store.databaseUrl, { max: 4, onnotice: () => {} });
+  try {
+    await migrate(own);
+    const log = await openFleetAuditLog(own, { replica: `bench-${randomBytes(3).toString('hex')}`, keyEncryptionKey: parseMasterKeyEnv(MASTER, dir).derive(SIGNING_KEY_KEK_INFO), checkpointIntervalMs: 60_000 });
+    // c=1: one event, awaited (what a lone request pays).
+    const t0 = performance.now();
+    for (let i = 0; i < 50; i++) { log.record({ type: 'admin', request_id: `one-${i}` }); await log.journaled(); }
+    const single = (performance.now() - t0) / 50;
+    // c=64: 64 events per turn, then await them all.
+    const before = log.stats();
+    for (let i = 0; i < 50; i++) {
+      const waits = Array.from({ length: 64 }, (_, j) => { log.record({ type: 'admin', request_id: `many-${i}-${j}` }); return log.journaled(); });
+      await Promise.all(waits);
+    }
+    const s = log.stats();
+    const perInsert = (s.written - before.written) / (s.batches - before.batches);
+    process.stderr.write(`fleet audit group commit: c=1 ${single.toFixed(2)} ms per awaited event; c=64 ${perInsert.toFixed(1)} events per INSERT, ${((s.commitMs - before.commitMs) / (s.batches - before.batches)).toFixed(2)} ms per INSERT\n`);
+    assert.ok(perInsert >= 32, `events per INSERT at c=64: ${perInsert}`);
+    await log.close();
+  } finally { await own.end(); }
+});
