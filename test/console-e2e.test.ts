@@ -119,6 +119,7 @@ test('console in a browser: SSO sign-in, every page, markup shown as text, appro
   await page.getByRole('heading', { name: 'Budgets (burn-down)' }).waitFor();
   assert.match(await page.locator('main').innerText(), /finance-analyst\s+agent:finance-analyst\s+day/);
   await page.getByRole('cell', { name: 'reasoning-high' }).first().waitFor();
+  await page.getByRole('img', { name: /^Tokens per day: \d{4}-\d\d-\d\d [1-9]\d*$/ }).waitFor(); // today's tokens, charted
   await shot(page, 'spend');
   // Tools: servers, changed definitions, providers and routes.
   await page.getByRole('link', { name: 'Tools' }).click();

@@ -128,3 +128,17 @@ test('a request\'s chain comes with the newest signed checkpoint, its signature 
     await new Promise((res) => setTimeout(res, 200));
   }
 });
+
+test('spend over time: GET /admin/v1/usage/daily counts today\'s calls per agent; a bad grouping names the choices', async () => {
+  const key = gw.key('tester');
+  const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{"model":"m","messages":[{"role":"user","content":"hi"}]}' });
+  assert.equal(r.status, 200);
+  await r.text();
+  const today = new Date().toISOString().slice(0, 10);
+  const daily = (await (await fetch(`${gw.url}/admin/v1/usage/daily?by=agent&since=2d`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { data: Array<{ day: string; key: string; requests: number; input_tokens: number }> };
+  const row = daily.data.find((d) => d.key === 'tester' && d.day === today);
+  assert.ok(row && row.requests >= 1 && row.input_tokens > 0, JSON.stringify(daily));
+  const bad = await fetch(`${gw.url}/admin/v1/usage/daily?by=planet`, { headers: { authorization: `Bearer ${TOKEN}` } });
+  assert.equal(bad.status, 400);
+  assert.match(await bad.text(), /agent, team, model, route/);
+});

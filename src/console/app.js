@@ -248,7 +248,7 @@ async function spendPage(params) {
   const f = el('form', { class: 'filters' }, el('label', { for: 'sp-since' }, 'Since '), el('input', { id: 'sp-since', name: 'since', value: since, autocomplete: 'off' }), ' ', el('button', { type: 'submit' }, 'Show'));
   f.addEventListener('submit', (ev) => { ev.preventDefault(); location.hash = `#/spend?since=${encodeURIComponent(f.elements.since.value.trim())}`; });
   const by = ['agent', 'team', 'model', 'route'];
-  const [agents, ...usage] = await Promise.all([api('GET', '/agents'), ...by.map((b) => api('GET', `/usage?by=${b}&since=${encodeURIComponent(since)}`))]);
+  const [agents, daily, ...usage] = await Promise.all([api('GET', '/agents'), api('GET', `/usage/daily?by=agent&since=${encodeURIComponent(since)}`), ...by.map((b) => api('GET', `/usage?by=${b}&since=${encodeURIComponent(since)}`))]);
   const max = Math.max(0.000001, ...usage[0].data.map((r) => r.cost_usd || 0));
   const bar = (v, limit) => el('span', { class: 'bar', role: 'img', 'aria-label': `${Math.round((100 * v) / limit)}%` }, el('span', { class: `fill${v >= limit ? ' over' : ''}`, style: null, 'data-pct': String(Math.min(100, Math.round((100 * v) / limit))) }));
   const burn = agents.data.flatMap((a) => a.budgets.flatMap((b) => [
@@ -258,11 +258,39 @@ async function spendPage(params) {
   const rows = (data, key) => data.map((r) => [r[key] ?? '(none)', String(r.requests), String(r.input_tokens), String(r.output_tokens), usd(r.cost_usd),
     String(r.unknown_cost_requests || 0), String(r.cache_hits || 0), key === 'agent' ? bar(r.cost_usd || 0, max) : '']);
   const head = ['', 'Requests', 'Input tokens', 'Output tokens', 'Cost', 'Unknown cost', 'Cache hits', ''];
-  show('Spend', f, el('h2', {}, 'Budgets (burn-down)'), table(['Agent', 'Budget', 'Window', 'Spent', 'Limit', ''], burn),
+  const days = new Map();
+  for (const r of daily.data) {
+    const d = days.get(r.day) || { cost: 0, tokens: 0 };
+    d.cost += r.cost_usd; d.tokens += r.input_tokens + r.output_tokens;
+    days.set(r.day, d);
+  }
+  const series = [...days].map(([day, v]) => ({ day, ...v }));
+  show('Spend', f, el('h2', {}, 'Over time'),
+    el('div', { class: 'charts' }, chart('Cost per day (USD)', series.map((s) => [s.day, s.cost]), usd), chart('Tokens per day', series.map((s) => [s.day, s.tokens]), String)),
+    el('h2', {}, 'Budgets (burn-down)'), table(['Agent', 'Budget', 'Window', 'Spent', 'Limit', ''], burn),
     ...by.flatMap((b, i) => [el('h2', {}, `By ${b}`), table([b[0].toUpperCase() + b.slice(1), ...head.slice(1)], rows(usage[i].data, b))]),
     el('p', {}, 'Calls whose cost is unknown are counted apart, never as $0.'));
   // Widths are set from script (CSP forbids inline style attributes in markup).
   for (const e of main.querySelectorAll('.fill')) e.style.width = `${e.dataset.pct}%`;
+}
+
+/** A bar chart as SVG (no library, no inline style): one bar per [label, value], values as text too. */
+function chart(title, points, fmt) {
+  const NS = 'http://www.w3.org/2000/svg';
+  const svg = (tag, attrs, ...kids) => { const e = document.createElementNS(NS, tag); for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v)); e.append(...kids); return e; };
+  const W = 480, H = 160, pad = 24;
+  const top = Math.max(0, ...points.map((p) => p[1]));
+  const max = top || 1;
+  const bw = points.length ? Math.min(40, (W - pad) / points.length) : 0;
+  const bars = points.map(([label, v], i) => {
+    const h = Math.round(((H - pad) * v) / max);
+    return svg('rect', { x: pad + i * bw + 2, y: H - pad - h, width: Math.max(1, bw - 4), height: h, class: 'bar-rect' }, svg('title', {}, `${label}: ${fmt(v)}`));
+  });
+  const axis = svg('line', { x1: pad, y1: H - pad, x2: W, y2: H - pad, class: 'axis' });
+  const labels = points.length ? [svg('text', { x: pad, y: H - 6, class: 'tick' }, points[0][0]), svg('text', { x: W, y: H - 6, class: 'tick', 'text-anchor': 'end' }, points[points.length - 1][0]), svg('text', { x: pad, y: 12, class: 'tick' }, `max ${fmt(top)}`)] : [svg('text', { x: pad, y: H / 2, class: 'tick' }, 'no calls in this window')];
+  const figure = el('figure', {}, el('figcaption', {}, title));
+  figure.append(svg('svg', { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'img', 'aria-label': `${title}: ${points.map(([l, v]) => `${l} ${fmt(v)}`).join(', ') || 'no data'}` }, axis, ...bars, ...labels));
+  return figure;
 }
 
 async function route() {

@@ -172,6 +172,14 @@ export class UsageRecorder {
       round(sum(cost_usd), 6) AS cost_usd, sum(unknown_cost_requests) AS unknown_cost_requests, sum(CASE WHEN cache = 'hit' THEN requests ELSE 0 END) AS cache_hits
       FROM usage_rollup WHERE minute >= ? GROUP BY ${col} ORDER BY cost_usd DESC`).all(minuteOf(since)) as Array<Record<string, unknown>>;
   }
+
+  /** Per UTC day since `since`: requests, tokens and cost per agent/team/model/route (spend over time). */
+  daily(by: 'agent' | 'team' | 'model' | 'route', since: number): Array<{ day: string; key: string; requests: number; input_tokens: number; output_tokens: number; cost_usd: number; unknown_cost_requests: number }> {
+    const rows = this.#db.prepare(`SELECT (minute / 86400000) * 86400000 AS d, ${by} AS k, sum(requests) AS requests, coalesce(sum(input_tokens), 0) AS input_tokens,
+      coalesce(sum(output_tokens), 0) AS output_tokens, round(coalesce(sum(cost_usd), 0), 6) AS cost_usd, sum(unknown_cost_requests) AS unknown_cost_requests
+      FROM usage_rollup WHERE minute >= ? GROUP BY d, k ORDER BY d, k`).all(minuteOf(since)) as Array<{ d: number; k: string; requests: number; input_tokens: number; output_tokens: number; cost_usd: number; unknown_cost_requests: number }>;
+    return rows.map(({ d, k, ...r }) => ({ day: new Date(d).toISOString().slice(0, 10), key: k, ...r }));
+  }
 }
 
 /** Start of the minute holding `t`: the finest time step usage can be queried at. */

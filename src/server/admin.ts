@@ -117,6 +117,12 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     audit(ctx, who, 'key_rotated', key.id, { agent: key.agent, grace_seconds: grace });
     return sendJson(ctx, 200, { ...key, key: secret, previous_valid_for_seconds: grace });
   }
+  if (method === 'GET' && rest === '/usage/daily') {
+    const by = new URLSearchParams(ctx.query).get('by') ?? 'agent';
+    if (!['agent', 'team', 'model', 'route'].includes(by)) throw new AamError(400, 'invalid_request', 'by: one of agent, team, model, route', { param: 'by' });
+    rt.usage.flush();
+    return sendJson(ctx, 200, { by, data: rt.usage.daily(by as 'agent', sinceParam(ctx)) });
+  }
   if (method === 'GET' && rest === '/usage') {
     const by = new URLSearchParams(ctx.query).get('by') ?? 'agent';
     if (!['agent', 'team', 'model', 'route'].includes(by)) throw new AamError(400, 'invalid_request', 'by: one of agent, team, model, route', { param: 'by' });
