@@ -167,6 +167,13 @@ test('depth is bounded: planner -> risk-scorer -> helper -> archivist is hop 3, 
   assert.match(ok, /relayed: helper says: plain/, 'hop 2 is allowed');
   const deep = replyText(await client.sendMessage(userMessage('call:helper:call:archivist:deep', 'score')));
   assert.match(deep, /refused\(403\).*hop 3.*max_delegation_depth 2/);
+  // The refusal is evidence (it shows in the caller's tree).
+  const { queryEvents } = await import('../src/audit/query.ts');
+  await gw.g.rt.auditLog!.flush();
+  const refused = queryEvents(gw.g.rt.auditLog!.db, { type: 'a2a_call', agent: 'helper', limit: 50 }).find((e) => (e.a2a as { agent: string }).agent === 'archivist');
+  assert.ok(refused, 'the refused hop is recorded');
+  assert.equal(refused.outcome?.status, 403);
+  assert.equal((refused.a2a as { delegation: { hop: number } }).delegation.hop, 2);
 });
 
 test('a forged or borrowed delegation header is refused', async () => {

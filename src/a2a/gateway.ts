@@ -122,14 +122,16 @@ export function createA2aGateway(): A2aGateway {
     // The chain: this call extends the delegation the caller is serving, if any.
     const from = access.delegation;
     const chain = from?.chain ?? [chainName(identity)];
-    if (chain.includes(name)) {
-      throw new AamError(403, 'delegation_cycle', `calling agent "${name}" would loop: it is already in this delegation chain (${[...chain, name].join(' -> ')}); aam refuses cycles`);
-    }
     const hop = (from?.hop ?? 0) + 1;
     const max = maxDelegationDepth(access.set);
-    if (hop > max) {
-      throw new AamError(403, 'delegation_depth_exceeded', `calling agent "${name}" would be hop ${hop} of the delegation chain ${[...chain, name].join(' -> ')}, over max_delegation_depth ${max} of ${chainName(identity)}'s policies`);
-    }
+    /** A refused chain is evidence too (it shows in the caller's tree), then a 403. */
+    const refuse = (code: 'delegation_cycle' | 'delegation_depth_exceeded', message: string): never => {
+      access.record({ type: 'a2a_call', request_id: ctx.requestId, identity: identityEvidence(identity),
+        a2a: { agent: name, skill, method: rpc.method, ...(from ? { delegation: delegationEvidence(from) } : {}) }, outcome: { status: 403, error_class: 'client', error: message } } as never);
+      throw new AamError(403, code, message);
+    };
+    if (chain.includes(name)) refuse('delegation_cycle', `calling agent "${name}" would loop: it is already in this delegation chain (${[...chain, name].join(' -> ')}); aam refuses cycles`);
+    if (hop > max) refuse('delegation_depth_exceeded', `calling agent "${name}" would be hop ${hop} of the delegation chain ${[...chain, name].join(' -> ')}, over max_delegation_depth ${max} of ${chainName(identity)}'s policies`);
     const context = { time: new Date().toISOString(), request_id: ctx.requestId, method: rpc.method, hop, chain: [...chain], environment: identity.agent.environment ?? '' };
     const d = authorize(ctx, identity, { kind: 'agent', agent: identity.agent, callee: name, skill, context }, access.set);
     if (spec.credential) {
