@@ -119,3 +119,20 @@ test('policy diff: a tool decision whose rule checks arguments the trail did not
   const withArgs = diffAgainstTrail(cfg(null), cfg({ region: { enum: ['eu'], required: true } }), [{ ...ev, args: { region: 'eu' } }]);
   assert.equal(withArgs.changed, 0);
 });
+
+test('policy diff: A2A calls (a2a_call and denied decision events) are replayed too', () => {
+  const cfg = (skills: string[]) => compilePolicies(parseConfigTexts([{ file: 'c.yaml', text: yaml(...common('http://127.0.0.1:9'),
+    doc('Agent', 'helper', { workload: 'spiffe://prod/agent/helper', a2a: { url: 'http://127.0.0.1:9/a2a' } }),
+    doc('AgentPolicy', 'analyst', { identity: { agent: 'analyst' }, agents: [{ agent: 'helper', skills: skills }] })) }]));
+  const who = { agent: 'analyst', spiffe_id: 'spiffe://prod/agent/analyst', method: 'api_key' };
+  const events = [
+    { type: 'a2a_call', seq: 1, time: '2026-01-01T00:00:00Z', identity: who, policy: { decision: 'allow' }, a2a: { agent: 'helper', skill: 'summarize', method: 'message/send' } },
+    { type: 'decision', seq: 2, time: '2026-01-01T00:00:01Z', identity: who, policy: { decision: 'deny' }, a2a: { agent: 'helper', skill: 'translate' } },
+  ];
+  const r = diffAgainstTrail(cfg(['summarize']), cfg(['translate']), events);
+  assert.equal(r.replayed, 2);
+  assert.equal(r.changed, 2);
+  assert.deepEqual(r.changes.map((c) => `${c.target}/${c.action}: ${c.old.effect}->${c.new.effect}`).sort(), ['helper/summarize: allow->deny', 'helper/translate: deny->allow']);
+  assert.match(r.lines.join('\n'), /analyst  call agent helper skill summarize: allow/);
+  assert.equal(r.notReproduced, 0);
+});

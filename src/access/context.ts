@@ -14,7 +14,7 @@ import { authorize, admit, settle, release, recordEvidence, type Admission } fro
 import { guardrailsOf, guardChatInput, guardChatOutput, guardOrThrow, overScanBudget, recordStreamFindings } from './guard.ts';
 import { createTextCounter, type TextShape } from '../guardrails/text-budget.ts';
 import { DELEGATION_HEADER, delegationEvidence, verifyDelegation, type Delegation } from './delegation.ts';
-import { identityEvidence, traceIdOf, type EvidenceAt } from './evidence.ts';
+import { identityEvidence, requestTraceId, type EvidenceAt } from './evidence.ts';
 
 export class Access {
   readonly ctx: Ctx;
@@ -93,7 +93,7 @@ export class Access {
   release(a: Admission): void { release(this.ctx, a); }
 
   /** This request and its trace, for evidence written outside recordEvidence (guardrail events). */
-  at(): EvidenceAt { return { requestId: this.ctx.requestId, traceId: traceIdOf(this.ctx) }; }
+  at(): EvidenceAt { return { requestId: this.ctx.requestId, traceId: requestTraceId(this.ctx) }; }
 
   /** Evidence about this request, filtered by the policies' audit.record. */
   record(ev: AuditEventInput): void { recordEvidence(this.ctx, this.identity, ev, this.set); }

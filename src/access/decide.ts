@@ -10,7 +10,7 @@ import type { Runtime } from '../runtime.ts';
 import { AamError } from '../server/errors.ts';
 import type { Ctx } from '../server/context.ts';
 import type { Identity } from '../identity/types.ts';
-import { identityEvidence, traceIdOf } from './evidence.ts';
+import { identityEvidence, requestTraceId } from './evidence.ts';
 import { decisionSpanAttributes } from '../observability/otlp-genai.ts';
 import { selectForRecord } from '../audit/select.ts';
 import type { AuditEventInput, AuditPolicy } from '../audit/event.ts';
@@ -73,7 +73,7 @@ export function recordDecision(ctx: Ctx, status: number, error?: string): void {
 export function recordEvidence(ctx: Ctx, identity: Identity, ev: AuditEventInput, set: PolicySet = ctx.access?.identity === identity ? ctx.access.set : setFor(identity.agent, ctx.cfg.policies)): void {
   const sel = set.auditRecord;
   // Every event names its trace (aam audit query --trace), with or without an OTLP exporter.
-  if (ev.trace_id === undefined) ev = { ...ev, trace_id: traceIdOf(ctx) };
+  if (ev.trace_id === undefined) ev = { ...ev, trace_id: requestTraceId(ctx) };
   if (ctx.clientRequestId) ev = { ...ev, client_request_id: ctx.clientRequestId };
   ctx.rt.audit?.record(sel ? selectForRecord(ev, sel) : ev);
 }

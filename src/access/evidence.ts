@@ -20,7 +20,7 @@ export interface EvidenceAt { requestId: string; traceId?: string }
  * the caller's `traceparent` (so `aam audit query --trace` finds an agent's trace even when aam
  * exports none), else a new one, made on first use only.
  */
-export function traceIdOf(ctx: Ctx): string {
+export function requestTraceId(ctx: Ctx): string {
   if (ctx.span) return ctx.span.context.traceId;
   return ctx.traceId ??= parseTraceparent(ctx.req.headers.traceparent)?.traceId ?? ctx.rt.ids.traceId();
 }

@@ -10,7 +10,7 @@ import type { Runtime } from '../runtime.ts';
 import { ToolError, RPC, type ToolAccess, type ToolAdmission, type ToolCallTrace, type ToolDeps, type TraceContextIn } from '../tools/types.ts';
 import { parseTraceparent, traceHeaders } from '../observability/tracing.ts';
 import { toolSpanAttributes, toolSpanName } from '../observability/otlp-genai.ts';
-import { traceIdOf } from './evidence.ts';
+import { requestTraceId } from './evidence.ts';
 import type { Access } from './context.ts';
 import { guardrailsOf, guardValue, redactForReview } from './guard.ts';
 import { scrubAcross } from './egress.ts';
@@ -74,11 +74,11 @@ class ToolAccessOf implements ToolAccess {
 
   guard(direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]) {
     const a = this.#a;
-    return guardValue(a.ctx.rt, { requestId, traceId: traceIdOf(a.ctx) }, a.identity, guardrailsOf(a.ctx.rt, a.identity, attached, a.set), direction, value, where);
+    return guardValue(a.ctx.rt, { requestId, traceId: requestTraceId(a.ctx) }, a.identity, guardrailsOf(a.ctx.rt, a.identity, attached, a.set), direction, value, where);
   }
 
   traceId(carried?: TraceContextIn): string {
-    return (carried?.traceparent !== undefined ? parseTraceparent(carried.traceparent)?.traceId : undefined) ?? traceIdOf(this.#a.ctx);
+    return (carried?.traceparent !== undefined ? parseTraceparent(carried.traceparent)?.traceId : undefined) ?? requestTraceId(this.#a.ctx);
   }
 
   traceCall(call: Parameters<ToolAccess['traceCall']>[0]): ToolCallTrace {
@@ -116,7 +116,7 @@ function untracedContext(ctx: Access['ctx']): { traceparent: string; tracestate?
   if (parseTraceparent(h.traceparent) && typeof h.traceparent === 'string') {
     return typeof h.tracestate === 'string' ? { traceparent: h.traceparent.trim(), tracestate: h.tracestate } : { traceparent: h.traceparent.trim() };
   }
-  return { traceparent: `00-${traceIdOf(ctx)}-${ctx.rt.ids.spanId()}-00` };
+  return { traceparent: `00-${requestTraceId(ctx)}-${ctx.rt.ids.spanId()}-00` };
 }
 
 /**

@@ -13,7 +13,7 @@ const out = (line: string) => process.stdout.write(line + '\n');
 const err = (line: string) => process.stderr.write(line + '\n');
 
 /** Event types that carry a decision (the key test skips every other block unread). */
-const DECISION_TYPES = new Set(['decision', 'model_call', 'tool.decision']);
+const DECISION_TYPES = new Set(['decision', 'model_call', 'a2a_call', 'tool.decision']);
 
 function side(path: string, which: string): DiffSide {
   if (!existsSync(path)) throw new Error(`${which} config ${path} does not exist`);

@@ -44,7 +44,7 @@ export function replayable(e: Obj): Replayable | null {
   const type = str(e.type);
   const seq = Number(e.seq ?? 0);
   const time = str(e.time) ?? '';
-  if (type === 'decision' || type === 'model_call') {
+  if (type === 'decision' || type === 'model_call' || type === 'a2a_call') {
     const id = isObj(e.identity) ? e.identity : undefined;
     const p = isObj(e.policy) ? e.policy : undefined;
     if (!id || !p || typeof p.decision !== 'string') return null;

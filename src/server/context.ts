@@ -31,7 +31,7 @@ export interface Ctx {
   access?: Access;
   /** Server span when tracing is on. */
   span?: Span;
-  /** The request's trace id once asked for (traceIdOf), when there is no span to carry it. */
+  /** The request's trace id once asked for (requestTraceId in access/evidence.ts), when there is no span to carry it. */
   traceId?: string;
   /** The policy decision for this request, until an audit event has carried it. */
   decision?: { d: Decision; identity: Identity; req: AccessRequest; recorded: boolean };
