@@ -19,7 +19,7 @@ const SECRET = 'upstream-secret-NEEDLE-5f4e3d2c1b0a';
 const VERSION = '2026-07-28';
 
 /** What the legacy upstream saw: JSON-RPC methods, tool calls and the Authorization headers. */
-const seen = { methods: [] as string[], calls: [] as string[], auth: [] as string[] };
+const seen = { methods: [] as string[], calls: [] as string[], auth: [] as string[], traceparents: [] as string[] };
 /** What the 2026-07-28-only upstream saw: each POST's headers and body. */
 const modernSeen: Array<{ headers: Record<string, string | string[] | undefined>; body: { method: string; params: Record<string, unknown> } }> = [];
 let upstream: HttpServer;
@@ -45,6 +45,7 @@ async function startLegacyUpstream(): Promise<string> {
     server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: TOOLS }) as never);
     server.setRequestHandler(CallToolRequestSchema, async (r) => {
       seen.calls.push(r.params.name);
+      seen.traceparents.push(String(r.params._meta?.traceparent ?? ''));
       if (r.params.name === 'leak') return { content: [{ type: 'text', text: `I was called with ${req.headers.authorization}` }] };
       const a = r.params.arguments as { region: string; q: string };
       return { content: [{ type: 'text', text: `found ${a.q} in ${a.region}` }] };
@@ -107,9 +108,9 @@ interface Sent { status: number; body: { id?: unknown; result?: Record<string, u
  * A conformant 2026-07-28 request: _meta with version and capabilities, MCP-Protocol-Version,
  * Mcp-Method, Mcp-Name for named methods, Mcp-Param-* for x-mcp-header arguments; `headers` overrides.
  */
-async function modern(method: string, params: Record<string, unknown> = {}, o: { path?: string; headers?: Record<string, string | null>; token?: string; version?: string } = {}): Promise<Sent> {
+async function modern(method: string, params: Record<string, unknown> = {}, o: { path?: string; headers?: Record<string, string | null>; token?: string; version?: string; meta?: Record<string, unknown> } = {}): Promise<Sent> {
   const version = o.version ?? VERSION;
-  const body = { jsonrpc: '2.0', id: Math.floor(Math.random() * 1e9), method, params: { ...params, _meta: { 'io.modelcontextprotocol/protocolVersion': version, 'io.modelcontextprotocol/clientInfo': { name: 'spec-client', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': {} } } };
+  const body = { jsonrpc: '2.0', id: Math.floor(Math.random() * 1e9), method, params: { ...params, _meta: { 'io.modelcontextprotocol/protocolVersion': version, 'io.modelcontextprotocol/clientInfo': { name: 'spec-client', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': {}, ...o.meta } } };
   const headers: Record<string, string> = {
     'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${o.token ?? key}`,
     'mcp-protocol-version': version, 'mcp-method': method,
@@ -308,4 +309,11 @@ test('aam speaks 2026-07-28 to an upstream that does: SDK (2025-11-25) and moder
     assert.ok(String(r.headers.authorization).includes(SECRET) && !String(r.headers.authorization).includes(key));
     assert.equal((r.body.params._meta as Record<string, unknown>)['io.modelcontextprotocol/protocolVersion'], VERSION);
   }
+});
+
+test('a trace the modern client carries in params._meta is continued to the upstream', async () => {
+  const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+  const r = await modern('tools/call', { name: 'legacy__search', arguments: { region: 'us', q: 't' } }, { meta: { traceparent: `00-${traceId}-00f067aa0ba902b7-01` } });
+  assert.equal(textOf(r.body.result), 'found t in us');
+  assert.match(seen.traceparents.at(-1)!, new RegExp(`^00-${traceId}-[0-9a-f]{16}-0[01]$`));
 });

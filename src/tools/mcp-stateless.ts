@@ -9,6 +9,7 @@
 // basic/versioning, server/discover; schema/2026-07-28/schema.ts).
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/sdk/types.js';
+import { mcpTraceparent } from '../observability/otlp-genai.ts';
 import type { CompiledTool } from './catalog.ts';
 import { decodeHeaderValue, headerParams, MODERN_VERSION, NAMED, valueAt } from './mcp-headers.ts';
 import { callTool, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
@@ -157,7 +158,8 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
       const tool = await rt.catalog.resolve(s.scope, name);
       const mismatch = tool && s.access.visible(tool.resource, tool.action) ? headerMismatch(headers, body, tool) : null;
       if (mismatch) throw new ToolError('header_mismatch', `Header mismatch: ${mismatch}`, { code: MODERN_RPC.headerMismatch, status: 400 });
-      return callTool(rt, s, name, params.arguments, extra) as Promise<Json>;
+      // A trace the agent carried in params._meta is the one this call continues (as on sessions).
+      return callTool(rt, s, name, params.arguments, { ...extra, carried: mcpTraceparent(params) }) as Promise<Json>;
     }
     case 'resources/list': return { resources: await listResources(rt, s), ...PRIVATE };
     case 'resources/templates/list': return { resourceTemplates: await listResourceTemplates(rt, s), ...PRIVATE };
