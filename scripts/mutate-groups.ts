@@ -30,7 +30,7 @@ export const groups: Record<string, MutateGroup> = {
   },
   keys: {
     mutate: ['src/identity/keys.ts', 'src/store/key-mirror.ts'],
-    tests: ['test/mutation-keys.test.ts', 'test/keys-propagation.test.ts', 'test/keys-book.test.ts'],
+    tests: ['test/mutation-keys.test.ts', 'test/keys-propagation.test.ts', 'test/keys-book.test.ts', 'test/keys-mirror.test.ts'],
   },
   verify: {
     mutate: ['src/audit/verify.ts'],
