@@ -257,6 +257,14 @@ test('versions: an unknown one is -32022 listing the supported ones; capabilitie
   check('UnsupportedProtocolVersionError', r.body);
   const noSession = await fetch(`${gw.url}/mcp`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/list', params: {} }) });
   assert.equal(noSession.status, 400, 'a request of neither generation is refused');
+  assert.match(((await noSession.json()) as Sent['body']).error!.message, /initialize.*or send MCP 2026-07-28 requests/);
+  const noCaps = await fetch(`${gw.url}/mcp`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'mcp-protocol-version': VERSION, 'mcp-method': 'tools/list' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/list', params: { _meta: { 'io.modelcontextprotocol/protocolVersion': VERSION } } }),
+  });
+  assert.equal(noCaps.status, 400);
+  assert.match(((await noCaps.json()) as Sent['body']).error!.message, /clientCapabilities"\] is required/);
   const unknown = await modern('logging/setLevel', { level: 'info' });
   assert.equal(unknown.status, 404);
   assert.equal(unknown.body.error?.code, -32601);

@@ -234,7 +234,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
         return s.transport.handleRequest(req, res, body);
       }
       const isInit = req.method === 'POST' && (Array.isArray(body) ? body.some(isInitializeRequest) : isInitializeRequest(body));
-      if (!isInit) return rpcError(res, 400, RPC.invalidParams, 'missing Mcp-Session-Id header; start a session with an initialize request first');
+      if (!isInit) return rpcError(res, 400, RPC.invalidParams, 'missing Mcp-Session-Id header: start a session with an initialize request first (MCP 2025-11-25 and earlier), or send MCP 2026-07-28 requests carrying params._meta["io.modelcontextprotocol/protocolVersion"] and the MCP-Protocol-Version header');
       return startSession(req, res, access, serverName, body);
     },
     async reload(next) {
