@@ -80,6 +80,15 @@ test('events from both replicas verify as one trail from the CLI; query and show
   assert.equal(q.code, 0, q.stderr);
   const seen = new Set(q.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { request_id: string }).request_id));
   for (const id of ids) assert.ok(seen.has(id), `query lists ${id}`);
+  // --trace: the events of one trace, whichever replica served them.
+  const trace = randomBytes(16).toString('hex');
+  const traced = await Promise.all([0, 1].map((i) => chat(replicas[i].url, secret, 'one', 'traced', { headers: { traceparent: `00-${trace}-00f067aa0ba902b7-01` } })));
+  const t = await cli('audit', 'query', '--trace', trace, '--json');
+  assert.equal(t.code, 0, t.stderr);
+  const tev = t.stdout.trim().split('\n').map((l) => JSON.parse(l) as { request_id: string; trace_id: string; replica: string });
+  assert.deepEqual(new Set(tev.map((e) => e.request_id)), new Set(traced.map((r) => r.requestId)));
+  assert.ok(tev.every((e) => e.trace_id === trace));
+  assert.equal(new Set(tev.map((e) => e.replica)).size, 2);
 });
 
 test('an edited row fails verify naming the replica and seq; restoring it verifies again', async () => {

@@ -113,7 +113,7 @@ export const auditCommands: Record<string, AuditCommand> = {
       const fleetUrl = process.env.AAM_DATABASE_URL;
       if (fleetUrl) {
         const events = await withFleet(fleetUrl, (sql) => queryFleetEvents(sql, {
-          agent: str(values.agent), since: str(values.since), requestId: str(values['request-id']), type: str(values.type), limit: values.limit ? Number(values.limit) : 100,
+          agent: str(values.agent), since: str(values.since), requestId: str(values['request-id']), traceId: str(values.trace), type: str(values.type), limit: values.limit ? Number(values.limit) : 100,
         }));
         printEvents(events as unknown as AuditEvent[], values.json === true);
         return 0;

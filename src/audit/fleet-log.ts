@@ -15,6 +15,7 @@ import { keyIdOf, signBytes } from './keys.ts';
 import type { SigningKey } from './keys.ts';
 import type { AuditAlert, DurableReceipt } from './log.ts';
 import { AuditUnavailableError } from './log.ts';
+import { traceIdArg } from './query.ts';
 
 export interface FleetAuditOptions {
   /** Names this chain; random per process start. */
@@ -257,13 +258,14 @@ function signingKeyOf(pem: string): SigningKey {
 
 // ---- Fleet-wide reads (aam audit query/show) ------------------------------------------------
 
-export interface FleetQuery { agent?: string; since?: string; type?: string; requestId?: string; limit?: number }
+export interface FleetQuery { agent?: string; since?: string; type?: string; requestId?: string; traceId?: string; limit?: number }
 
 /** Events of every replica, newest first (by time, then replica and seq), parsed from their sealed text. */
 export async function queryFleetEvents(sql: Sql, q: FleetQuery): Promise<Array<Record<string, unknown> & { replica: string }>> {
   const rows = await sql<Array<{ replica: string; body: string }>>`SELECT replica, body FROM audit_events WHERE true
     ${q.agent ? sql`AND agent = ${q.agent}` : sql``} ${q.since ? sql`AND ts >= ${new Date(q.since).toISOString()}` : sql``}
     ${q.type ? sql`AND type = ${q.type}` : sql``} ${q.requestId ? sql`AND request_id = ${q.requestId}` : sql``}
+    ${q.traceId ? sql`AND strpos(body, ${`"trace_id":"${traceIdArg(q.traceId)}"`}) > 0` : sql``}
     ORDER BY ts DESC, replica, seq DESC LIMIT ${q.limit ?? 100}`;
   return rows.map((r) => ({ ...(JSON.parse(r.body) as Record<string, unknown>), replica: r.replica }));
 }

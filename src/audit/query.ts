@@ -76,7 +76,8 @@ function isoTime(v: string | Date, field: string): string {
   return d.toISOString();
 }
 
-function traceIdArg(v: string): string {
+/** A trace id as given on the command line or API, checked and lower-cased (throws saying what is wrong). */
+export function traceIdArg(v: string): string {
   const id = v.trim().toLowerCase();
   if (!/^[0-9a-f]{32}$/.test(id)) throw new Error(`audit query: trace id "${v}" is not 32 hex digits; take it from an event's trace_id or the traceparent header (00-<trace id>-<span id>-01)`);
   return id;
