@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { CallToolRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, ReadResourceRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { connectClient, serversReady, textOf, ADMIN_TOKEN } from './helpers/mcp.ts';
 
@@ -41,7 +41,9 @@ async function startLegacyUpstream(): Promise<string> {
     for await (const c of req) chunks.push(c as Buffer);
     const body = chunks.length ? JSON.parse(Buffer.concat(chunks).toString('utf8')) as { method?: string } : undefined;
     if (body?.method) seen.methods.push(body.method);
-    const server = new Server({ name: 'legacy-upstream', version: '1.0.0' }, { capabilities: { tools: {} } });
+    const server = new Server({ name: 'legacy-upstream', version: '1.0.0' }, { capabilities: { tools: {}, resources: {} } });
+    server.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: [{ uri: 'memo://q3', name: 'q3 memo' }] }));
+    server.setRequestHandler(ReadResourceRequestSchema, async (r) => ({ contents: [{ uri: r.params.uri, text: 'the q3 memo' }] }));
     server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: TOOLS }) as never);
     server.setRequestHandler(CallToolRequestSchema, async (r) => {
       seen.calls.push(r.params.name);
@@ -136,7 +138,7 @@ before(async () => {
   gw = await startTestGateway(yaml(
     doc('Credential', 'up-token', { env: 'TEST_UP_TOKEN' }),
     doc('Agent', 'navigator', { workload: 'spiffe://prod/agent/navigator', team: 'ops', environment: 'prod' }),
-    doc('AgentPolicy', 'navigator-policy', { identity: { workload: 'spiffe://prod/agent/navigator' }, tools: [{ resource: 'legacy', actions: ['search', 'leak'], deny: ['wipe'] }, { resource: 'modern', actions: ['search', 'whoami'] }] }),
+    doc('AgentPolicy', 'navigator-policy', { identity: { workload: 'spiffe://prod/agent/navigator' }, tools: [{ resource: 'legacy', actions: ['search', 'leak', 'resources/read'], deny: ['wipe'] }, { resource: 'modern', actions: ['search', 'whoami'] }] }),
     doc('McpServer', 'legacy', { transport: 'streamable-http', url, credential: 'up-token', timeout_ms: 60_000 }),
     doc('McpServer', 'modern', { transport: 'streamable-http', url: modernUrl, credential: 'up-token', timeout_ms: 60_000 }),
   ), { TEST_UP_TOKEN: SECRET, AAM_ADMIN_TOKEN: ADMIN_TOKEN });
@@ -324,4 +326,16 @@ test('a trace the modern client carries in params._meta is continued to the upst
   const r = await modern('tools/call', { name: 'legacy__search', arguments: { region: 'us', q: 't' } }, { meta: { traceparent: `00-${traceId}-00f067aa0ba902b7-01` } });
   assert.equal(textOf(r.body.result), 'found t in us');
   assert.match(seen.traceparents.at(-1)!, new RegExp(`^00-${traceId}-[0-9a-f]{16}-0[01]$`));
+});
+
+test('resources on the modern generation: listed and read without a session (the owner is found per request), private to the caller', async () => {
+  const list = await modern('resources/list');
+  assert.deepEqual((list.body.result!.resources as Array<{ uri: string }>).map((r) => r.uri), ['memo://q3']);
+  check('ListResourcesResultResponse', list.body);
+  const read = await modern('resources/read', { uri: 'memo://q3' });
+  assert.equal(read.status, 200, JSON.stringify(read.body));
+  check('ReadResourceResultResponse', read.body);
+  assert.equal((read.body.result!.contents as Array<{ text: string }>)[0].text, 'the q3 memo');
+  assert.equal(read.body.result!.cacheScope, 'private');
+  assert.equal(read.body.result!.ttlMs, 0);
 });

@@ -100,7 +100,7 @@ export interface StatelessOptions {
 type Reply = { status: number; body: Json };
 const error = (id: unknown, status: number, code: number, message: string, data?: unknown): Reply =>
   ({ status, body: { jsonrpc: '2.0', id: id ?? null, error: { code, message, ...(data === undefined ? {} : { data }) } } });
-/** aam's listings depend on who asks: a shared cache must never serve them to anyone else. */
+/** Cacheable results (lists, resources/read) depend on who asks: a shared cache must never serve them to anyone else. */
 const PRIVATE = { ttlMs: 0, cacheScope: 'private' } as const;
 
 /** One modern JSON-RPC request, answered statelessly with this HTTP request's access context. */
@@ -166,7 +166,7 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
     case 'resources/read': {
       // No session remembers which server listed a URI: on /mcp, list (as this caller) to find its owner.
       if (s.scope === null) await Promise.all([listResources(rt, s), listResourceTemplates(rt, s)]);
-      return readResource(rt, s, String(params.uri), extra) as Promise<Json>;
+      return { ...await readResource(rt, s, String(params.uri), extra), ...PRIVATE };
     }
     case 'prompts/list': return { prompts: await listPrompts(rt, s), ...PRIVATE };
     case 'prompts/get': return getPrompt(rt, s, String(params.name), isObj(params.arguments) ? params.arguments as Record<string, string> : undefined, extra) as Promise<Json>;
