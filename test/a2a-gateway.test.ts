@@ -174,6 +174,11 @@ test('depth is bounded: planner -> risk-scorer -> helper -> archivist is hop 3, 
   assert.ok(refused, 'the refused hop is recorded');
   assert.equal(refused.outcome?.status, 403);
   assert.equal((refused.a2a as { delegation: { hop: number } }).delegation.hop, 2);
+  // One trace for the whole chain: the callee forwarded the traceparent aam gave it.
+  const link = queryEvents(gw.g.rt.auditLog!.db, { type: 'delegation', agent: 'helper', limit: 50 }).find((e) => (e.delegation as { hop: number }).hop === 2)!;
+  const root = queryEvents(gw.g.rt.auditLog!.db, { type: 'a2a_call', agent: 'planner', limit: 50 }).find((e) => (e.delegation === undefined) && (e.a2a as { delegation?: { id: string } }).delegation?.id === (link.delegation as { id: string }).id);
+  assert.ok(root?.trace_id);
+  assert.equal(link.trace_id, root.trace_id);
 });
 
 test('a forged or borrowed delegation header is refused', async () => {

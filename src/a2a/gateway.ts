@@ -10,7 +10,7 @@ import { readJson, sendJson } from '../server/context.ts';
 import { AamError, toAamError } from '../server/errors.ts';
 import { openAccess, type Access } from '../access/context.ts';
 import { authorize, policyEvidence, recordDecision } from '../access/decide.ts';
-import { identityEvidence } from '../access/evidence.ts';
+import { identityEvidence, requestTraceId } from '../access/evidence.ts';
 import { scrubAcross } from '../access/egress.ts';
 import { chainName, delegate, delegationEvidence, encodeDelegation, outgoingTraceparent, DELEGATION_HEADER } from '../access/delegation.ts';
 import { decide } from '../policy/decide.ts';
@@ -143,10 +143,11 @@ export function createA2aGateway(): A2aGateway {
     // Counted against the caller's rate limits; the smallest reservation makes a spent budget refuse it (settled at $0).
     const adm = await access.admit(0, BUDGET_PROBE_USD);
     const delegation = delegate(from, identity, name, ctx.requestId);
-    const trace = outgoingTraceparent(ctx.span, ctx.req.headers.traceparent);
+    const traceId = requestTraceId(ctx);
+    const traceparent = outgoingTraceparent(ctx.span, traceId);
     const started = performance.now();
     const ev = {
-      request_id: ctx.requestId, trace_id: trace.traceId, identity: identityEvidence(identity), policy: policyEvidence(d),
+      request_id: ctx.requestId, trace_id: traceId, identity: identityEvidence(identity), policy: policyEvidence(d),
       a2a: { agent: name, skill, method: rpc.method, ...(taskId ? { task_id: taskId } : {}), stream: STREAMING.has(rpc.method), delegation: delegationEvidence(delegation) },
     };
     let credential: { name: string; version: number } | undefined;
@@ -156,7 +157,7 @@ export function createA2aGateway(): A2aGateway {
       credential = auth.credential;
       const headers: Record<string, string> = {
         'content-type': 'application/json', accept: STREAMING.has(rpc.method) ? 'text/event-stream' : 'application/json',
-        'a2a-version': headerOf(ctx, 'a2a-version') ?? '1.0', traceparent: trace.traceparent,
+        'a2a-version': headerOf(ctx, 'a2a-version') ?? '1.0', traceparent,
         [DELEGATION_HEADER]: encodeDelegation(ctx.rt, delegation), 'x-aam-request-id': ctx.requestId, 'x-aam-caller': caller,
         ...auth.headers,
       };

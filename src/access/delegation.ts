@@ -100,16 +100,11 @@ export function delegationEvidence(d: Delegation): { id: string; hop: number; pa
   return { id: d.id, hop: d.hop, parent_request_id: d.parent, chain: [...d.chain] };
 }
 
-const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
-
 /**
- * The W3C traceparent for an upstream call: the request's span when tracing is on, else a new
- * span id in the caller's trace (or a new trace), so the callee's calls join the same trace.
+ * The W3C traceparent for an upstream call in the request's trace (`traceId`, see
+ * requestTraceId): the request's span when tracing is on, else a new span id in that trace, so
+ * the callee's calls (which forward it) join the same trace in the evidence.
  */
-export function outgoingTraceparent(span: { traceparent(): string } | undefined, incoming: string | string[] | undefined): { traceparent: string; traceId: string } {
-  const tp = span?.traceparent();
-  const m = TRACEPARENT.exec(tp ?? (typeof incoming === 'string' ? incoming.trim() : ''));
-  if (m && tp) return { traceparent: tp, traceId: m[1] };
-  const traceId = m && !/^0+$/.test(m[1]) ? m[1] : randomBytes(16).toString('hex');
-  return { traceparent: `00-${traceId}-${randomBytes(8).toString('hex')}-01`, traceId };
+export function outgoingTraceparent(span: { traceparent(): string } | undefined, traceId: string): string {
+  return span?.traceparent() ?? `00-${traceId}-${randomBytes(8).toString('hex')}-01`;
 }
