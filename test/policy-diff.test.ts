@@ -69,6 +69,23 @@ test('policy diff --against-trail: lists every recorded decision NEW would decid
   assert.equal(parsed.changed, 4);
 });
 
+test('policy diff --against-trail --file: the same replay from an `aam audit export` file (e.g. a fleet\'s trail)', async () => {
+  const file = join(dir, 'trail.jsonl');
+  const exp = await runCli(['audit', 'export', '--out', file, '--data', gw.dataDir]);
+  assert.equal(exp.code, 0, exp.stderr);
+  const r = await runCli(['policy', 'diff', oldPath, newPath, '--against-trail', '7d', '--file', file]);
+  assert.equal(r.code, 1, r.stderr + r.stdout);
+  assert.match(r.stdout, /^4 of 6 recorded decisions would change \(3 distinct: /m);
+  const alone = await runCli(['policy', 'diff', oldPath, newPath, '--file', file]);
+  assert.equal(alone.code, 2);
+  assert.match(alone.stderr, /give --against-trail too/);
+  const garbage = join(dir, 'garbage.jsonl');
+  writeFileSync(garbage, 'not json\n');
+  const bad = await runCli(['policy', 'diff', oldPath, newPath, '--against-trail', '7d', '--file', garbage]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /line 1 is not JSON/);
+});
+
 test('policy diff --against-trail: the same config changes nothing (exit 0)', async () => {
   const r = await runCli(['policy', 'diff', oldPath, oldPath, '--against-trail', '1h', '--data', gw.dataDir]);
   assert.equal(r.code, 0, r.stderr + r.stdout);

@@ -1,6 +1,7 @@
 // `aam policy diff OLD NEW [--against-trail 7d]`: exit 0 when nothing would change, 1 when
 // something would (like diff(1)), 2 when the arguments or inputs are wrong.
-import { existsSync } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import type { Command } from './main.ts';
 import { loadConfig, ConfigError, formatIssues } from '../config/load.ts';
 import { compilePolicies } from '../policy/compile.ts';
@@ -14,6 +15,22 @@ const err = (line: string) => process.stderr.write(line + '\n');
 
 /** Event types that carry a decision (the key test skips every other block unread). */
 const DECISION_TYPES = new Set(['decision', 'model_call', 'a2a_call', 'tool.decision']);
+
+/** Decision events of an `aam audit export` file (native JSONL) at or after `since`, e.g. a fleet's trail. */
+async function exportedDecisions(file: string, since: string): Promise<Record<string, unknown>[]> {
+  const out: Record<string, unknown>[] = [];
+  let n = 0;
+  for await (const line of createInterface({ input: createReadStream(file), crlfDelay: Infinity })) {
+    n++;
+    if (!line.trim()) continue;
+    let e: unknown;
+    try { e = JSON.parse(line); } catch { throw new Error(`line ${n} is not JSON; give a native export (aam audit export), not --format ocsf`); }
+    if (typeof e !== 'object' || e === null) throw new Error(`line ${n} is not an audit event`);
+    const ev = e as Record<string, unknown>;
+    if (DECISION_TYPES.has(String(ev.type)) && String(ev.time ?? '') >= since) out.push(ev);
+  }
+  return out;
+}
 
 function side(path: string, which: string): DiffSide {
   if (!existsSync(path)) throw new Error(`${which} config ${path} does not exist`);
@@ -29,8 +46,8 @@ function side(path: string, which: string): DiffSide {
 export const policyDiffCommands: Record<string, Command> = {
   'policy diff': {
     summary: 'what a config change would change: replay the trail\'s recent decisions under NEW (--against-trail), or compare what each agent may do',
-    usage: 'aam policy diff OLD.yaml NEW.yaml [--against-trail 7d|ISO] [--data D] [--json]   (exit 0: no change, 1: changes, 2: error)',
-    options: { 'against-trail': { type: 'string' }, json: { type: 'boolean' } },
+    usage: 'aam policy diff OLD.yaml NEW.yaml [--against-trail 7d|ISO [--data D | --file EXPORT.jsonl]] [--json]   (exit 0: no change, 1: changes, 2: error)',
+    options: { 'against-trail': { type: 'string' }, file: { type: 'string' }, json: { type: 'boolean' } },
     run: async ({ values, positionals, g }) => {
       if (positionals.length !== 2) { err('usage: aam policy diff OLD.yaml NEW.yaml [--against-trail 7d]  (give exactly two config files)'); return 2; }
       let old: DiffSide, next: DiffSide;
@@ -39,6 +56,7 @@ export const policyDiffCommands: Record<string, Command> = {
         next = side(positionals[1], 'NEW');
       } catch (e) { err(`error: ${(e as Error).message}`); return 2; }
       const window = values['against-trail'];
+      if (window === undefined && values.file !== undefined) { err('--file is the trail to replay: give --against-trail too (e.g. --against-trail 7d)'); return 2; }
       if (window === undefined) {
         const r = diffCapabilities(old, next);
         if (values.json) out(JSON.stringify(r.changes, null, 2)); else for (const l of r.lines) out(l);
@@ -47,6 +65,18 @@ export const policyDiffCommands: Record<string, Command> = {
       let since: number;
       try { since = sinceTime(String(window)); } catch (e) { err(`--against-trail: ${(e as Error).message}`); return 2; }
       if (since > Date.now()) { err(`--against-trail ${String(window)} is in the future; give a window like 7d or a past ISO time`); return 2; }
+      const report = (r: ReturnType<typeof diffAgainstTrail>): number => {
+        if (values.json) out(JSON.stringify({ replayed: r.replayed, changed: r.changed, not_reproduced: r.notReproduced, changes: r.changes }, null, 2));
+        else for (const l of r.lines) out(l);
+        return r.changed ? 1 : 0;
+      };
+      if (values.file !== undefined) {
+        const file = String(values.file);
+        if (!existsSync(file)) { err(`--file ${file} does not exist; write one with \`aam audit export --out FILE\``); return 2; }
+        let events: Record<string, unknown>[];
+        try { events = await exportedDecisions(file, new Date(since).toISOString()); } catch (e) { err(`--file ${file}: ${(e as Error).message}`); return 2; }
+        return report(diffAgainstTrail(old.compiled, next.compiled, events));
+      }
       if (!existsSync(auditDbPath(g.data))) { err(`no audit trail in ${g.data}; pass --data (or AAM_DATA_DIR) of the gateway whose decisions to replay`); return 2; }
       await recoverUncommitted(g.data);
       const db = openAuditDb(g.data);
@@ -54,10 +84,7 @@ export const policyDiffCommands: Record<string, Command> = {
         const events = (function* () {
           for (const e of readEvents(db, { since: new Date(since).toISOString(), match: (k) => DECISION_TYPES.has(k.type) })) yield toEvent(e) as Record<string, unknown>;
         })();
-        const r = diffAgainstTrail(old.compiled, next.compiled, events);
-        if (values.json) out(JSON.stringify({ replayed: r.replayed, changed: r.changed, not_reproduced: r.notReproduced, changes: r.changes }, null, 2));
-        else for (const l of r.lines) out(l);
-        return r.changed ? 1 : 0;
+        return report(diffAgainstTrail(old.compiled, next.compiled, events));
       } finally { db.close(); }
     },
   },
