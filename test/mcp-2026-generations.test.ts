@@ -17,6 +17,8 @@ import { connectClient, serversReady, textOf, ADMIN_TOKEN } from './helpers/mcp.
 
 const SECRET = 'upstream-secret-NEEDLE-5f4e3d2c1b0a';
 const VERSION = '2026-07-28';
+/** Only modern-slow has a short timeout (it bounds its server/discover probe too): a slow CPU must not trip it. */
+const SLOW_TIMEOUT_MS = 2000;
 
 /** What the legacy upstream saw: JSON-RPC methods, tool calls and the Authorization headers. */
 const seen = { methods: [] as string[], calls: [] as string[], auth: [] as string[], traceparents: [] as string[] };
@@ -83,7 +85,8 @@ async function startModernUpstream(): Promise<string> {
       || (region !== undefined && regionHeader !== region)) return reply(400, { error: { code: -32020, message: 'Header mismatch' } });
     const ok = (result: Record<string, unknown>) => reply(200, { result: { resultType: 'complete', ...result } });
     if (body.method === 'server/discover') return ok({ supportedVersions: [VERSION], capabilities: { tools: {} }, ttlMs: 0, cacheScope: 'public' });
-    if (body.method === 'tools/list') return ok({ tools: [TOOLS[0], { name: 'whoami', inputSchema: { type: 'object', properties: {} } }], ttlMs: 0, cacheScope: 'public' });
+    if (body.method === 'tools/list') return ok({ tools: [TOOLS[0], { name: 'whoami', inputSchema: { type: 'object', properties: {} } }, { name: 'hang', inputSchema: { type: 'object', properties: {} } }], ttlMs: 0, cacheScope: 'public' });
+    if (body.method === 'tools/call' && name === 'hang') return; // never answers (the client gives up)
     if (body.method === 'tools/call' && name === 'search') return ok({ content: [{ type: 'text', text: `modern found ${String(body.params.arguments?.q)} in ${String(region)}` }] });
     if (body.method === 'tools/call' && name === 'whoami') return ok({ content: [{ type: 'text', text: `token ${req.headers.authorization}` }] });
     return reply(404, { error: { code: -32601, message: `Method not found: ${body.method}` } });
@@ -138,9 +141,10 @@ before(async () => {
   gw = await startTestGateway(yaml(
     doc('Credential', 'up-token', { env: 'TEST_UP_TOKEN' }),
     doc('Agent', 'navigator', { workload: 'spiffe://prod/agent/navigator', team: 'ops', environment: 'prod' }),
-    doc('AgentPolicy', 'navigator-policy', { identity: { workload: 'spiffe://prod/agent/navigator' }, tools: [{ resource: 'legacy', actions: ['search', 'leak', 'resources/read'], deny: ['wipe'] }, { resource: 'modern', actions: ['search', 'whoami'] }] }),
+    doc('AgentPolicy', 'navigator-policy', { identity: { workload: 'spiffe://prod/agent/navigator' }, tools: [{ resource: 'legacy', actions: ['search', 'leak', 'resources/read'], deny: ['wipe'] }, { resource: 'modern', actions: ['search', 'whoami'] }, { resource: 'modern-slow', actions: ['hang'] }] }),
     doc('McpServer', 'legacy', { transport: 'streamable-http', url, credential: 'up-token', timeout_ms: 60_000 }),
     doc('McpServer', 'modern', { transport: 'streamable-http', url: modernUrl, credential: 'up-token', timeout_ms: 60_000 }),
+    doc('McpServer', 'modern-slow', { transport: 'streamable-http', url: modernUrl, timeout_ms: SLOW_TIMEOUT_MS }),
   ), { TEST_UP_TOKEN: SECRET, AAM_ADMIN_TOKEN: ADMIN_TOKEN });
   key = gw.key('navigator');
   await serversReady(gw);
@@ -149,6 +153,7 @@ before(async () => {
 after(async () => {
   await gw?.close();
   await new Promise((r) => upstream?.close(r));
+  modernUpstream?.closeAllConnections();
   await new Promise((r) => modernUpstream?.close(r));
 });
 
@@ -338,4 +343,10 @@ test('resources on the modern generation: listed and read without a session (the
   assert.equal((read.body.result!.contents as Array<{ text: string }>)[0].text, 'the q3 memo');
   assert.equal(read.body.result!.cacheScope, 'private');
   assert.equal(read.body.result!.ttlMs, 0);
+});
+
+test('a 2026-07-28 upstream that does not answer in time gets the same clear timeout as a session-based one', async () => {
+  const r = await modern('tools/call', { name: 'modern-slow__hang', arguments: {} });
+  assert.equal(r.body.error?.code, -32603, JSON.stringify(r.body));
+  assert.match(r.body.error!.message, new RegExp(`MCP server "modern-slow" did not answer tools/call "hang" within ${SLOW_TIMEOUT_MS} ms \\(raise spec.timeout_ms`));
 });

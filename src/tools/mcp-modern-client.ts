@@ -6,7 +6,7 @@
 // so a validating server or proxy in front of it accepts it.
 import type { RequestOptions } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import {
-  McpError, type CallToolResult, type GetPromptResult, type ListPromptsResult, type ListResourcesResult, type ListResourceTemplatesResult,
+  ErrorCode, McpError, type CallToolResult, type GetPromptResult, type ListPromptsResult, type ListResourcesResult, type ListResourceTemplatesResult,
   type ListToolsResult, type ReadResourceResult, type ServerCapabilities,
 } from '@modelcontextprotocol/sdk/types.js';
 import { MODERN_VERSION, modernHeaders } from './mcp-headers.ts';
@@ -65,11 +65,19 @@ export function createModernClient(url: URL, fetchFn: Fetch, capabilities: Serve
     const meta = { ...(isObj(params._meta) ? params._meta : {}), 'io.modelcontextprotocol/protocolVersion': MODERN_VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'aam-gateway', version: '0.1.0' }, 'io.modelcontextprotocol/clientCapabilities': {} };
     const body = { jsonrpc: '2.0', id, method, params: { ...params, _meta: meta } };
     const timeout = AbortSignal.timeout(o?.timeout ?? defaultTimeoutMs);
-    const res = await fetchFn(url, {
-      method: 'POST', headers: modernHeaders(method, params, method === 'tools/call' ? schemas.get(String(params.name)) : undefined),
-      body: JSON.stringify(body), signal: o?.signal ? AbortSignal.any([o.signal, timeout]) : timeout,
-    });
-    const msg = await responseFor(res, id, o);
+    let res: Response;
+    let msg: Json;
+    try {
+      res = await fetchFn(url, {
+        method: 'POST', headers: modernHeaders(method, params, method === 'tools/call' ? schemas.get(String(params.name)) : undefined),
+        body: JSON.stringify(body), signal: o?.signal ? AbortSignal.any([o.signal, timeout]) : timeout,
+      });
+      msg = await responseFor(res, id, o);
+    } catch (e) {
+      // The same error the SDK client gives, so both generations report a slow upstream alike.
+      if (timeout.aborted && !o?.signal?.aborted) throw new McpError(ErrorCode.RequestTimeout, 'Request timed out');
+      throw e;
+    }
     if (isObj(msg.error)) throw new McpError(Number(msg.error.code), String(msg.error.message), msg.error.data);
     if (!isObj(msg.result)) throw new Error(`HTTP ${res.status} without a JSON-RPC result`);
     // Multi-round-trip input (elicitation, sampling) would need the agent's answer: not relayed yet.
