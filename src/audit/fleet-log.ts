@@ -234,16 +234,15 @@ function decryptKey(kek: Buffer, text: string): string | null {
   } catch { return null; }
 }
 
-/** The newest signing key this master key opens; the first replica creates it (its public half stays for verifiers). */
+/** The newest signing key this master key opens, created when there is none. */
 async function fleetSigningKey(sql: Sql, kek: Buffer): Promise<SigningKey> {
   const rows = await sql<Array<{ key_id: string; private_enc: string }>>`SELECT key_id, private_enc FROM audit_keys ORDER BY created_at DESC`;
   for (const r of rows) {
     const pem = decryptKey(kek, r.private_enc);
     if (pem) return signingKeyOf(pem);
   }
-  if (rows.length > 0) {
-    throw new Error('the fleet\'s audit signing key is encrypted under another master key: give every replica the same AAM_MASTER_KEY as the rest of the fleet');
-  }
+  // None opens (first start, or a replica with another master key): add a key of its own. Its
+  // public half is stored like the others', so verifiers accept its checkpoints too.
   const pem = generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
   const key = signingKeyOf(pem);
   await sql`INSERT INTO audit_keys (key_id, public_pem, private_enc) VALUES (${key.keyId}, ${key.publicKeyPem}, ${encryptKey(kek, pem)}) ON CONFLICT DO NOTHING`;
