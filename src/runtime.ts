@@ -3,9 +3,9 @@
 import { loadConfig, ConfigError, formatIssues } from './config/load.ts';
 import type { ConfigSet } from './config/schema.ts';
 import { compilePolicies, setFor, type CompiledPolicies, type PolicySet } from './policy/compile.ts';
-import { CatalogRoutes } from './gateway/catalog-routes.ts';
 import { BudgetLedger, EmbeddedLimiter, RateLimiter } from './policy/limits.ts';
 import { compileProviders, compileRoutes, type ProviderRuntime, type Route } from './gateway/routes.ts';
+import { CatalogRoutes } from './gateway/catalog-routes.ts';
 import { UsageRecorder } from './gateway/usage.ts';
 import { embeddedKeyBook, openKeyStore, type KeyStore } from './identity/keys.ts';
 import type { BudgetAlert, KeyBook, Limiter, StoreHealth } from './store/types.ts';

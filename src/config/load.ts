@@ -8,6 +8,8 @@ import type { z } from 'zod';
 import { documentSchema, specByKind, type ConfigSet, type Kind, type Resource } from './schema.ts';
 import { resolvePricing } from './pricing.ts';
 import { compileLinearRegex } from './linear-regex.ts';
+import { catalogLookup, catalogProviderOf, compileCatalog, type Catalog } from './catalog.ts';
+import { hasWildcard, stringMatcher } from './glob.ts';
 
 export interface ConfigIssue {
   file: string;
@@ -184,6 +186,7 @@ function checkReferences(set: ConfigSet, at: At): void {
       at('Model', m, ['spec', 'cache', 'embedding_model'], `unknown Model "${m.spec.cache.embedding_model}"`);
     }
   }
+  const catalog = compileCatalog(set);
   const workloads = new Map<string, string>();
   for (const a of set.agents.values()) {
     const other = workloads.get(a.spec.workload);
@@ -195,7 +198,8 @@ function checkReferences(set: ConfigSet, at: At): void {
     if (s.identity.agent && !set.agents.has(s.identity.agent)) at('AgentPolicy', pol, ['spec', 'identity', 'agent'], `unknown Agent "${s.identity.agent}"`);
     for (const list of ['allow', 'deny'] as const) {
       (s.models?.[list] ?? []).forEach((name, i) => {
-        if (name !== '*' && !set.models.has(name)) at('AgentPolicy', pol, ['spec', 'models', list, i], `unknown Model route "${name}" (defined: ${names(set.models)})`);
+        const problem = modelNameProblem(set, catalog, name);
+        if (problem) at('AgentPolicy', pol, ['spec', 'models', list, i], problem === 'unknown' ? `unknown Model route "${name}" (defined: ${names(set.models)})` : problem);
       });
     }
     knownGuardrails('AgentPolicy', pol, s.guardrails);
@@ -225,11 +229,33 @@ function checkReferences(set: ConfigSet, at: At): void {
     knownGuardrails('HttpTool', h, h.spec.guardrails);
   }
   checkBudgetsCanBind(set, at);
+  for (const p of set.providers.values()) {
+    if (Array.isArray(p.spec.models)) p.spec.models.forEach((m, i) => {
+      if (m.includes('*')) at('Provider', p, ['spec', 'models', i], 'list model names, or set models: "*" for any model (no globs in a list)');
+    });
+  }
   for (const g of set.guardrails.values()) {
     (g.spec.regex ?? []).forEach((r, i) => {
       try { compileLinearRegex(r); } catch (e) { at('Guardrail', g, ['spec', 'regex', i], (e as Error).message); }
     });
   }
+}
+
+/**
+ * Why a models.allow/deny entry cannot name anything: 'unknown', a message, or null when it is
+ * '*', a Model route, a catalog model, or a glob matching a route or reaching a provider catalog.
+ */
+function modelNameProblem(set: ConfigSet, catalog: Catalog, name: string): string | null {
+  if (name === '*' || set.models.has(name)) return null;
+  if (hasWildcard(name)) {
+    const match = stringMatcher(name, true);
+    if (catalogProviderOf(catalog, name) || [...set.models.keys()].some(match)) return null;
+    return `"${name}" matches no Model route and no provider catalog (a glob's provider part must be literal, e.g. "openai/*", and that Provider needs spec.models)`;
+  }
+  const hit = catalogLookup(catalog, name);
+  if (hit?.ok) return null;
+  if (hit) return `model "${hit.model}" is not in the catalog of Provider "${hit.provider}" (spec.models: ${hit.listed.join(', ')})`;
+  return 'unknown';
 }
 
 /** Budgeted policies that allow each route (a route denied by the same policy is not allowed by it). */
@@ -238,11 +264,10 @@ function budgetedPoliciesByRoute(set: ConfigSet): Map<string, string[]> {
   for (const pol of set.policies.values()) {
     const m = pol.spec.models;
     if (m?.budget?.daily_usd === undefined && m?.budget?.monthly_usd === undefined) continue;
-    const deny = new Set(m.deny ?? []);
-    if (deny.has('*')) continue;
-    const allow = m.allow ?? [];
-    for (const route of allow.includes('*') ? set.models.keys() : allow) {
-      if (deny.has(route) || !set.models.has(route)) continue;
+    const deny = (m.deny ?? []).map((d) => stringMatcher(d, true));
+    const allow = (m.allow ?? []).map((a) => stringMatcher(a, true));
+    for (const route of set.models.keys()) {
+      if (!allow.some((f) => f(route)) || deny.some((f) => f(route))) continue;
       out.set(route, [...(out.get(route) ?? []), pol.name]);
     }
   }
