@@ -168,7 +168,7 @@ async function main(): Promise<number> {
   }
   process.once('exit', stop);
   try {
-    const args = ['--test', '--test-concurrency=2', '--test-timeout=120000', ...(files.length ? files : ['test/**/*.test.ts'])];
+    const args = ['--test', '--test-force-exit', '--test-concurrency=2', '--test-timeout=120000', ...(files.length ? files : ['test/**/*.test.ts'])];
     return await run(NODE, args, { ...process.env, ...services.env });
   } finally { stop(); }
 }
