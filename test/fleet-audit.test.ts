@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { createServer, connect, type Socket, type AddressInfo } from 'node:net';
 import postgres from 'postgres';
 import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
 import { startServeChild, type ServeChild } from './helpers/serve-child.ts';
@@ -164,4 +165,45 @@ test('group commit: events recorded in one event-loop turn share one INSERT', as
     assert.ok(perInsert >= 32, `events per INSERT at c=64: ${perInsert}`);
     await log.close();
   } finally { await own.end(); }
+});
+
+test('a PostgreSQL that stops answering: journaled() rejects within the commit timeout (no stalled request), the events stay queued and are committed when it answers', async () => {
+  // A TCP proxy to the test's PostgreSQL that can hold every byte (a hung database, not a refused one).
+  const target = new URL(store.databaseUrl);
+  let hold = false;
+  const held: Array<() => void> = [];
+  const proxy = createServer((client) => {
+    const upstream = connect(Number(target.port || 5432), target.hostname);
+    const pipe = (from: Socket, to: Socket) => from.on('data', (c) => { if (hold) held.push(() => to.write(c)); else to.write(c); });
+    pipe(client, upstream);
+    pipe(upstream, client);
+    const end = () => { client.destroy(); upstream.destroy(); };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+  const via = new URL(store.databaseUrl);
+  via.hostname = '127.0.0.1';
+  via.port = String((proxy.address() as AddressInfo).port);
+  const own = postgres(via.toString(), { max: 1, onnotice: () => {} });
+  try {
+    const replicaId = `hang-${randomBytes(3).toString('hex')}`;
+    const log = await openFleetAuditLog(own, { replica: replicaId, keyEncryptionKey: parseMasterKeyEnv(MASTER, dir).derive(SIGNING_KEY_KEK_INFO), checkpointIntervalMs: 60_000, commitTimeoutMs: 300 });
+    log.record({ type: 'admin', request_id: 'before-hang' });
+    await log.journaled();
+    hold = true;
+    log.record({ type: 'admin', request_id: 'during-hang' });
+    const t0 = performance.now();
+    await assert.rejects(log.journaled(), /did not commit the audit trail within 300 ms/);
+    assert.ok(performance.now() - t0 < 2000, 'refused promptly');
+    assert.equal(log.stats().failing, true);
+    hold = false;
+    for (const f of held.splice(0)) f();
+    await until(async () => (await sql`SELECT 1 FROM audit_events WHERE replica = ${replicaId} AND request_id = 'during-hang'`).length === 1, 10_000, 'the queued event committed');
+    await log.journaled();
+    await log.close();
+  } finally {
+    await own.end({ timeout: 1 });
+    proxy.close();
+  }
 });

@@ -30,6 +30,8 @@ export interface FleetAuditOptions {
   maxQueue?: number;
   /** Rows per INSERT at most (default 1000). */
   batchSize?: number;
+  /** journaled()/recordDurable() reject when their events are not committed within this time (default 2000 ms): a PostgreSQL that hangs refuses requests instead of stalling them. */
+  commitTimeoutMs?: number;
 }
 
 export interface FleetAuditStats {
@@ -58,7 +60,7 @@ export interface FleetAuditLog {
 }
 
 interface Row { replica: string; seq: number; ts: string; type: string; request_id: string; agent: string | null; prev_hash: string; hash: string; body: string }
-interface Waiter { target: number; resolve: () => void; reject: (e: Error) => void }
+interface Waiter { target: number; since: number; resolve: () => void; reject: (e: Error) => void }
 
 /** pg_try_advisory_xact_lock key for signing checkpoints ('aam-ckpt'). */
 const CHECKPOINT_LOCK = 0x61616d2d636b;
@@ -154,8 +156,22 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
 
   const upTo = (target: number): Promise<void> => {
     if (target <= committed) return Promise.resolve();
-    return new Promise((resolve, reject) => { waiters.push({ target, resolve, reject }); schedule(); });
+    return new Promise((resolve, reject) => { waiters.push({ target, since: performance.now(), resolve, reject }); schedule(); });
   };
+
+  // One watchdog instead of a timer per request: waiters are in arrival order.
+  const commitTimeoutMs = opts.commitTimeoutMs ?? 2000;
+  const watchdog = setInterval(() => {
+    const cut = performance.now() - commitTimeoutMs;
+    let n = 0;
+    while (n < waiters.length && waiters[n].since < cut) n++;
+    if (n === 0) return;
+    const late = waiters.splice(0, n);
+    const error = new AuditUnavailableError(`PostgreSQL did not commit the audit trail within ${commitTimeoutMs} ms; the events stay queued and are written when it answers`);
+    if (!failing) { failing = true; alert({ kind: 'write_failed', message: error.message }); }
+    for (const w of late) w.reject(error);
+  }, Math.max(50, Math.min(500, commitTimeoutMs / 4)));
+  watchdog.unref();
 
   const checkpoint = async (): Promise<boolean> => sql.begin(async (tx) => {
     const [lock] = await tx<Array<{ ok: boolean }>>`SELECT pg_try_advisory_xact_lock(${CHECKPOINT_LOCK}) AS ok`;
@@ -193,6 +209,7 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
     async close() {
       clearInterval(timer);
       try { await upTo(seq); await checkpoint(); } finally {
+        clearInterval(watchdog);
         closed = true;
         if (retryTimer) clearTimeout(retryTimer);
       }
