@@ -27,7 +27,7 @@ const ITEM_PREFIX: Readonly<Record<string, string>> = { message: 'msg', function
 export async function handleResponses(ctx: Ctx): Promise<void> {
   ctx.wire = 'openai';
   const a = await openAccess(ctx);
-  const parsed = parseResponsesRequest(await readJson(ctx));
+  const parsed = parseResponsesRequest(await readJson(ctx, undefined, a.bodyWatch('openai-responses')));
   if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
   const p = parsed.req;
   const agent = a.identity.agent.spiffeId;

@@ -10,7 +10,7 @@
 import { walkerMaySkip } from './structured.ts';
 
 /** Which string values count, by their key path (`#` for an array element). */
-export type TextShape = 'openai-chat' | 'anthropic-messages';
+export type TextShape = 'openai-chat' | 'anthropic-messages' | 'openai-responses';
 
 export interface TextCounter {
   /** Feed the next body bytes; returns the characters counted so far. */
@@ -22,7 +22,7 @@ interface Frame { array: boolean; key: string; expectKey: boolean }
 const KEY_MAX = 64;
 
 export function createTextCounter(shape: TextShape): TextCounter {
-  const counts = shape === 'openai-chat' ? openaiCounts : anthropicCounts;
+  const counts = shape === 'openai-chat' ? openaiCounts : shape === 'anthropic-messages' ? anthropicCounts : responsesCounts;
   const frames: Frame[] = [];
   let total = 0;
   // 0 outside a string, 1 in a string, 2 after a backslash, 3..6 hex digits of \uXXXX left + 2
@@ -112,4 +112,14 @@ function anthropicCounts(f: readonly Frame[]): boolean {
   if (f[2].key !== 'content' || f[3].key !== '#') return false;
   if (n === 5) return k === 'text' || k === 'content'; // a block's text; a tool_result's string content
   return n === 7 && f[4].key === 'content' && f[5].key === '#' && k === 'text'; // text blocks in a tool_result
+}
+
+/**
+ * Responses: `input` and `instructions` given as strings, and a message item's string `content`,
+ * become message text verbatim (part arrays are left to the walker: some item types are dropped).
+ */
+function responsesCounts(f: readonly Frame[]): boolean {
+  const n = f.length;
+  if (n === 1) return f[0].key === 'input' || f[0].key === 'instructions';
+  return n === 3 && f[0].key === 'input' && f[1].key === '#' && f[2].key === 'content';
 }
