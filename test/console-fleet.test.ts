@@ -40,11 +40,14 @@ before(async () => {
     }));
   }
 });
+/** Teardown never hangs the file: each step gets 20 s, then the next one runs. */
+const bounded = (p: Promise<unknown> | undefined) => Promise.race([p, new Promise((r) => setTimeout(r, 20_000).unref())]);
+
 after(async () => {
-  for (const r of replicas) await r.close();
-  await idp?.close();
-  await upstream?.close();
-  await store?.drop();
+  for (const r of replicas) await bounded(r.close());
+  await bounded(idp?.close());
+  await bounded(upstream?.close());
+  await bounded(store?.drop());
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
