@@ -116,30 +116,22 @@ function admitted(ctx: Ctx, identity: Identity, set: PolicySet, r: AdmitResult):
 /** A fleet store that cannot answer: fail closed, naming the store, never admit unchecked. */
 function storeFailure(e: unknown): unknown {
   if (!(e instanceof StoreUnavailable)) return e;
-  return new AamError(503, 'store_unavailable', `${e.store === 'redis' ? 'Redis' : 'PostgreSQL'} (the fleet store for budgets and rate limits) is unavailable, so aam refuses rather than skip a limit: ${e.message}; retry shortly`, { headers: { 'retry-after': '1' } });
+  return new AamError(503, 'store_unavailable', storeUnavailableMessage(e), { headers: { 'retry-after': '1' } });
 }
 
-/** Rate-limit counters of one caller: per agent, and per virtual key when it came with one. */
-function rateEntriesOf(identity: Identity, prefix: string, limits: RateLimits): Array<{ key: string; limits: RateLimits }> {
+/** What a caller refused because the fleet store is down is told (model and tool planes alike). */
+export function storeUnavailableMessage(e: StoreUnavailable): string {
+  return `${e.store === 'redis' ? 'Redis' : 'PostgreSQL'} (the fleet store for budgets and rate limits) is unavailable, so aam refuses rather than skip a limit: ${e.message}; retry shortly`;
+}
+
+/**
+ * Rate-limit counters of one caller: per agent, and per virtual key when it came with one.
+ * `prefix` keeps one limit's counters apart from another's (models: '', a tool rule: its own).
+ */
+export function rateEntriesOf(identity: Identity, prefix: string, limits: RateLimits): Array<{ key: string; limits: RateLimits }> {
   const entries = [{ key: `${prefix}agent:${identity.agent.spiffeId}`, limits }];
   if (identity.keyId) entries.push({ key: `${prefix}key:${identity.keyId}`, limits });
   return entries;
-}
-
-export type RateCheck = { ok: true; keys: string[] } | { ok: false; message: string; retryAfterSeconds: number };
-
-/**
- * Check-and-count one request against `limits`, per agent and per virtual key (all or nothing).
- * `prefix` keeps one limit's counters apart from another's (models: '', a tool rule: its own);
- * `policy` names who set the limit in the message.
- */
-export function checkRates(rt: Runtime, identity: Identity, prefix: string, limits: RateLimits, policy: string, tokensEstimate: number): RateCheck {
-  const entries = rateEntriesOf(identity, prefix, limits);
-  const r = rt.rates.checkMany(entries, tokensEstimate);
-  if (r.ok) return { ok: true, keys: entries.map((e) => e.key) };
-  rt.metrics?.limited('rate_limited', identity.agent.name);
-  return { ok: false, retryAfterSeconds: r.retryAfterSeconds,
-    message: `rate limit exceeded: ${r.limit} limit of ${limits[r.limit]} for ${r.key} (policy ${policy}); retry after ${r.retryAfterSeconds}s` };
 }
 
 /** After the call: charge the real cost (null = unknown: the estimate stays charged) and correct tpm. */

@@ -14,7 +14,8 @@ import { requestTraceId } from './evidence.ts';
 import type { Access } from './context.ts';
 import { guardrailsOf, guardValue, redactForReview } from './guard.ts';
 import { scrubAcross } from './egress.ts';
-import { checkRates, shadowed } from './decide.ts';
+import { rateEntriesOf, shadowed, storeUnavailableMessage } from './decide.ts';
+import { StoreUnavailable, type AdmitResult } from '../store/types.ts';
 
 export function toolDeps(rt: Runtime): ToolDeps {
   return {
@@ -58,18 +59,10 @@ class ToolAccessOf implements ToolAccess {
 
   credentialRefusal(name: string): string | null { return this.#a.ctx.rt.credentialRefusal(name, this.#a.identity, this.#a.set); }
 
-  admitCall(d: Decision): ToolAdmission {
+  admitCall(d: Decision): ToolAdmission | Promise<ToolAdmission> {
     const rule = decidingToolRule(this.#a.set, d);
-    if (!rule) return UNCOUNTED;
-    const { rt } = this.#a.ctx;
-    const identity = this.#a.identity;
-    // Counters per rule: every call a rule allows shares its bucket, whatever resource or action.
-    const prefix = `tool:${rule.policy}/${rule.path}:`;
-    if (rule.rate) {
-      const r = checkRates(rt, identity, prefix, rule.rate, `${rule.policy} ${rule.path}`, 0);
-      if (!r.ok) throw new ToolError('rate_limited', r.message, { code: RPC.limited, status: 429, data: { retry_after_seconds: r.retryAfterSeconds, policy: rule.policy, rule: rule.index } });
-    }
-    return rule.budget ? reserveCall(rt, identity, prefix, rule) : UNCOUNTED;
+    if (!rule || (!rule.rate && !rule.budget)) return UNCOUNTED;
+    return admitToolCall(this.#a.ctx.rt, this.#a.identity, rule);
   }
 
   guard(direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]) {
@@ -120,29 +113,52 @@ function untracedContext(ctx: Access['ctx']): { traceparent: string; tracestate?
 }
 
 /**
- * tools[].budget: one call reserved per agent and per virtual key (all or nothing), in the same
- * ledger and UTC day/month windows as model budgets, counted in calls instead of dollars. A call
+ * tools[].rate and tools[].budget through the runtime's Limiter (so they hold fleet-wide): the
+ * rule's rpm per agent and per virtual key, then one call reserved per agent and per key (all or
+ * nothing), in the same ledger and UTC day/month windows as model budgets, counted in calls
+ * instead of dollars. Counters are per rule: every call a rule allows shares its bucket. A call
  * that is never forwarded (invalid arguments, held for approval, intent not recorded) is given back.
  */
-function reserveCall(rt: Runtime, identity: Access['identity'], prefix: string, rule: CompiledToolRule): ToolAdmission {
-  const b = rule.budget as NonNullable<CompiledToolRule['budget']>;
-  const limits = { daily_usd: b.calls_per_day, monthly_usd: b.calls_per_month, alert_at: [] };
-  const entries = [{ key: `${prefix}agent:${identity.agent.spiffeId}`, limits }];
-  if (identity.keyId) entries.push({ key: `${prefix}key:${identity.keyId}`, limits });
-  const r = rt.ledger.reserveMany(entries, 1);
-  if (!r.ok) {
-    rt.metrics?.limited('budget_exceeded', identity.agent.name);
-    const retry = Math.max(1, Math.ceil((r.resetAt.getTime() - Date.now()) / 1000));
-    const per = r.period === 'daily' ? 'day' : 'month';
-    throw new ToolError('budget_exceeded',
-      `tool call budget exhausted: policy "${rule.policy}" ${rule.path}.budget allows ${r.limit} calls per ${per} for ${r.key.slice(prefix.length)}, and ${r.spent} were made; it resets at ${r.resetAt.toISOString()}`,
-      { code: RPC.limited, status: 429, data: { retry_after_seconds: retry, policy: rule.policy, rule: rule.index, resets_at: r.resetAt.toISOString() } });
+function admitToolCall(rt: Runtime, identity: Access['identity'], rule: CompiledToolRule): ToolAdmission | Promise<ToolAdmission> {
+  const prefix = `tool:${rule.policy}/${rule.path}:`;
+  const b = rule.budget;
+  const limits = b ? { daily_usd: b.calls_per_day, monthly_usd: b.calls_per_month, alert_at: [] } : undefined;
+  const budgets = limits ? rateEntriesOf(identity, prefix, {}).map((e) => ({ key: e.key, limits })) : [];
+  const req = { rates: rule.rate ? rateEntriesOf(identity, prefix, rule.rate) : [], tokens: 0, budgets, amountUsd: 1 };
+  let r: AdmitResult | Promise<AdmitResult>;
+  try { r = rt.limiter.admit(req); } catch (e) { throw toolStoreFailure(e); }
+  if (r instanceof Promise) return r.then((v) => toolAdmitted(rt, identity, prefix, rule, v), (e: unknown) => { throw toolStoreFailure(e); });
+  return toolAdmitted(rt, identity, prefix, rule, r);
+}
+
+function toolAdmitted(rt: Runtime, identity: Access['identity'], prefix: string, rule: CompiledToolRule, r: AdmitResult): ToolAdmission {
+  const where = { policy: rule.policy, rule: rule.index };
+  if (r.ok) {
+    const ticket = r.ticket;
+    if (!ticket) return UNCOUNTED;
+    let done = false;
+    return {
+      forwarded: () => { if (!done) { done = true; rt.limiter.settle(ticket, 1, null); } },
+      dropped: () => { if (!done) { done = true; rt.limiter.release(ticket); } },
+    };
   }
-  const reservation = r.reservation;
-  return {
-    forwarded: () => { rt.ledger.settle(reservation, 1); },
-    dropped: () => { rt.ledger.release(reservation); },
-  };
+  rt.metrics?.limited(r.code, identity.agent.name);
+  if (r.code === 'rate_limited') {
+    const rate = rule.rate as NonNullable<CompiledToolRule['rate']>;
+    throw new ToolError('rate_limited', `rate limit exceeded: ${r.limit} limit of ${rate.rpm} for ${r.key} (policy ${rule.policy} ${rule.path}); retry after ${r.retryAfterSeconds}s`,
+      { code: RPC.limited, status: 429, data: { retry_after_seconds: r.retryAfterSeconds, ...where } });
+  }
+  const retry = Math.max(1, Math.ceil((r.resetAt.getTime() - Date.now()) / 1000));
+  const per = r.period === 'daily' ? 'day' : 'month';
+  throw new ToolError('budget_exceeded',
+    `tool call budget exhausted: policy "${rule.policy}" ${rule.path}.budget allows ${r.limit} calls per ${per} for ${r.key.slice(prefix.length)}, and ${r.spent} were made; it resets at ${r.resetAt.toISOString()}`,
+    { code: RPC.limited, status: 429, data: { retry_after_seconds: retry, ...where, resets_at: r.resetAt.toISOString() } });
+}
+
+/** A fleet store that cannot answer refuses the call (503, retry in 1 s): a limit is never skipped. */
+function toolStoreFailure(e: unknown): unknown {
+  if (!(e instanceof StoreUnavailable)) return e;
+  return new ToolError('store_unavailable', storeUnavailableMessage(e), { code: RPC.upstream, status: 503, data: { retry_after_seconds: 1, store: e.store } });
 }
 
 /** The tool plane's view of a request's access context (one per request, like the context itself). */

@@ -171,7 +171,7 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
         deps.audit.record({ ...audit, type: 'tool.rejected', outcome: { status: 'credential_denied', error: refused } });
         throw new HttpToolError(403, 'permission_error', 'policy_denied', refused);
       }
-      adm = access.admitCall(d);
+      adm = await access.admitCall(d);
       // validate: body shape, then bind params
       if (!isObject) throw new HttpToolError(400, 'invalid_request_error', 'invalid_body', 'request body must be a JSON object of path parameters and arguments');
       let path: string;

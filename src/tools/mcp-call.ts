@@ -77,13 +77,13 @@ async function guardedResult<T>(rt: Runtime, s: SessionCtx, result: T, where: st
  * credentials.allow, tools[].rate and tools[].budget for an allowed MCP access, checked on every
  * call before the upstream sees it (a stdio server holds its credential from spawn, so injection is no check).
  */
-function admit(rt: Runtime, s: SessionCtx, entry: ServerEntry, d: Decision, ev: Record<string, unknown>): ToolAdmission {
+async function admit(rt: Runtime, s: SessionCtx, entry: ServerEntry, d: Decision, ev: Record<string, unknown>): Promise<ToolAdmission> {
   const refused = credentialRefusal(s, entry);
   if (refused) {
     rt.deps.audit.record({ ...ev, type: 'tool.rejected', outcome: { status: 'credential_denied', error: refused.message } });
     throw refused;
   }
-  try { return s.access.admitCall(d); } catch (e) {
+  try { return await s.access.admitCall(d); } catch (e) {
     rt.deps.audit.record({ ...ev, type: 'tool.rejected', outcome: { status: e instanceof ToolError ? e.errorCode : 'rate_limited', error: errMsg(e) } });
     throw e;
   }
@@ -141,7 +141,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   if (d.effect === 'deny' || (!d.allowed && d.effect !== 'approval_required')) {
     throw new ToolError('policy_denied', denialMessage(d, `tools/call "${name}" (resource ${t.resource}, action ${t.action})`), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
   }
-  const adm = admit(rt, s, entry, d, base);
+  const adm = await admit(rt, s, entry, d, base);
   await untilForwarded(adm, async () => {
     // integrity and validate come after decide: a caller denied the tool learns nothing about it
     if (!t.integrity.ok) {
@@ -207,14 +207,14 @@ export function visibleTools(rt: Runtime, s: SessionCtx): CompiledTool[] {
 }
 
 /** Decide and admit a resource or prompt access: the request id its evidence is filed under, and its admission. */
-function authorizeOrThrow(rt: Runtime, s: SessionCtx, entry: ServerEntry, action: string, args: Record<string, unknown>, what: string): { requestId: string; adm: ToolAdmission } {
+async function authorizeOrThrow(rt: Runtime, s: SessionCtx, entry: ServerEntry, action: string, args: Record<string, unknown>, what: string): Promise<{ requestId: string; adm: ToolAdmission }> {
   const requestId = `req_${randomUUID()}`;
   const d = s.access.authorize(entry.resource, action, args, context(rt, s, requestId, { server: entry.name }));
   rt.deps.audit.record({ type: 'tool.decision', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId(), ...identityFields(s.identity), server: entry.name, resource: entry.resource, action,
     args_digest: argsDigest(args), decision: decisionFields(d) });
   // Approval flows are for tool calls; a resource or prompt read that needs one is refused.
   if (!d.allowed || d.effect !== 'allow') throw new ToolError('policy_denied', denialMessage(d, what), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
-  const adm = admit(rt, s, entry, d, { type: 'tool.call', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId(), ...identityFields(s.identity), server: entry.name, resource: entry.resource, action });
+  const adm = await admit(rt, s, entry, d, { type: 'tool.call', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId(), ...identityFields(s.identity), server: entry.name, resource: entry.resource, action });
   return { requestId, adm };
 }
 
@@ -274,7 +274,7 @@ function resourceOwner(rt: Runtime, s: SessionCtx, uri: string): ServerEntry {
 
 export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extra: Extra): Promise<ReadResourceResult> {
   const owner = resourceOwner(rt, s, uri);
-  const { requestId, adm } = authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/read "${uri}" (resource ${owner.resource})`);
+  const { requestId, adm } = await authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/read "${uri}" (resource ${owner.resource})`);
   adm.forwarded();
   const r = await owner.upstream.readResource(uri, s.identity, extra);
   enforceLimit(rt, owner, `resources/read "${uri}"`, r);
@@ -285,7 +285,7 @@ export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extr
 export async function subscribeResource(rt: Runtime, s: SessionCtx, uri: string): Promise<void> {
   if (s.subscriptions.has(uri)) return;
   const owner = resourceOwner(rt, s, uri);
-  authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/subscribe "${uri}" (resource ${owner.resource})`).adm.forwarded();
+  (await authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/subscribe "${uri}" (resource ${owner.resource})`)).adm.forwarded();
   await owner.upstream.subscribe(uri, s.identity);
   s.subscriptions.set(uri, owner.name);
 }
@@ -318,7 +318,7 @@ export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: 
     }
   }
   if (!entry) throw new ToolError('unknown_prompt', `unknown prompt "${name}"; call prompts/list for the prompts you may use`, { code: RPC.notFound, status: 404 });
-  const { requestId, adm } = authorizeOrThrow(rt, s, entry, PROMPT_GET, { name: prompt, arguments: args ?? {} }, `prompts/get "${name}" (resource ${entry.resource})`);
+  const { requestId, adm } = await authorizeOrThrow(rt, s, entry, PROMPT_GET, { name: prompt, arguments: args ?? {} }, `prompts/get "${name}" (resource ${entry.resource})`);
   // Prompt arguments are text the agent sends: input guardrails, like tool arguments.
   const gi = await untilForwarded(adm, () => s.access.guard('input', args ?? {}, `prompts/get ${name}`, requestId, entry.spec.guardrails));
   if (!gi.ok) throw new ToolError('guardrail_blocked', gi.message, { code: RPC.denied, status: 400, data: { guardrail: gi.guardrail } });

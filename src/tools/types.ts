@@ -26,7 +26,7 @@ export interface ToolAccess {
    * that allowed it, per agent and per key; throws a 429 ToolError when either is spent. Call
    * `forwarded()` once the call goes upstream (it then counts against the budget), else `dropped()`.
    */
-  admitCall(decision: Decision): ToolAdmission;
+  admitCall(decision: Decision): ToolAdmission | Promise<ToolAdmission>;
   /** Guardrails on tool arguments (input) or results (output): the possibly redacted value, or a block. */
   /** `attached`: guardrails the tool's own resource (McpServer/HttpTool spec.guardrails) adds to the caller's. */
   guard(direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]): Promise<{ ok: true; value: unknown } | { ok: false; guardrail: string; message: string }>;
