@@ -1,7 +1,11 @@
 // Administrative actions taken from the command line (keys, stored credentials) are evidence too:
 // each is recorded in the audit trail by the CLI process itself, committed before it exits.
 import { userInfo } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { openAuditLog } from '../audit/log.ts';
+import { openFleetAuditLog, SIGNING_KEY_KEK_INFO } from '../audit/fleet-log.ts';
+import { connectPostgres } from '../store/postgres.ts';
+import { loadMasterKey } from '../credentials/master-key.ts';
 import { adminEvent } from '../audit/event.ts';
 
 /** Who ran the command, as far as the OS knows. */
@@ -17,6 +21,19 @@ function cliActor(): string {
 export async function recordCliAdmin(dataDir: string, action: string, target: string, detail: Record<string, string | number | boolean> = {}): Promise<string | null> {
   if (process.env.AAM_AUDIT === 'off') return null;
   try {
+    const fleetUrl = process.env.AAM_DATABASE_URL;
+    if (fleetUrl) {
+      // Fleet mode: the event joins the fleet's trail in PostgreSQL, on a chain of this command's own.
+      const sql = connectPostgres(fleetUrl, 1);
+      try {
+        const log = await openFleetAuditLog(sql, {
+          replica: `cli-${randomBytes(6).toString('hex')}`, commitTimeoutMs: 120_000,
+          keyEncryptionKey: loadMasterKey({ dataDir, env: process.env }).derive(SIGNING_KEY_KEK_INFO),
+        });
+        try { await log.recordDurable(adminEvent(action, target, cliActor(), detail, 200, 'cli-')); } finally { await log.close(); }
+      } finally { await sql.end({ timeout: 2 }); }
+      return null;
+    }
     // A person is waiting, not a request path: give a busy machine time to commit (default 10 s).
     const log = openAuditLog({ dataDir, durableTimeoutMs: 120_000 });
     try {
