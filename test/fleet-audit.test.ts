@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync, mkdirSync } from 'node:fs';
+import { writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer, connect, type Socket, type AddressInfo } from 'node:net';
 import postgres from 'postgres';
@@ -121,6 +121,16 @@ test('deleting the newest rows of a chain after a checkpoint (head moved back to
   const v = await cli('audit', 'verify');
   assert.equal(v.code, 1, v.stdout);
   assert.match(v.stdout, new RegExp(`TAMPERED: fleet trail: truncated in replica ${victim} at seq ${cut + 1}: .*signed checkpoint names seq ${head.head_seq}`));
+  // Checkpoint rows deleted too: the database alone cannot tell; the replicas' copies can.
+  await sql`DELETE FROM audit_checkpoints`;
+  const alone = await cli('audit', 'verify');
+  assert.equal(alone.code, 0, alone.stdout);
+  assert.match(alone.stdout, /without an outside checkpoint/);
+  const copy = join(dir, 'checkpoints-copy.jsonl');
+  writeFileSync(copy, [0, 1].map((i) => { try { return readFileSync(join(dir, `data-${i}`, 'audit-checkpoints.jsonl'), 'utf8'); } catch { return ''; } }).join(''));
+  const withCopy = await cli('audit', 'verify', '--checkpoint', copy);
+  assert.equal(withCopy.code, 1, withCopy.stdout + withCopy.stderr);
+  assert.match(withCopy.stdout, new RegExp(`TAMPERED: fleet trail: truncated in replica ${victim} at seq ${cut + 1}`));
 });
 
 test('kill -9 of a replica under load (c=16): every request id that got a 200 is in PostgreSQL', async () => {

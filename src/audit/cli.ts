@@ -22,7 +22,7 @@ import { parseDurationSeconds } from '../config/duration.ts';
 import type { AuditEvent } from './event.ts';
 import { connectPostgres } from '../store/postgres.ts';
 import { verifyFleet, type FleetVerifyResult } from './fleet-verify.ts';
-import { queryFleetEvents } from './fleet-log.ts';
+import { parseFleetCheckpoints, queryFleetEvents, type FleetCheckpoint } from './fleet-log.ts';
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 export interface AuditCommand {
@@ -46,6 +46,21 @@ export const auditCommands: Record<string, AuditCommand> = {
       const pem = keyFile ? readFileSync(keyFile, 'utf8') : undefined;
       const file = str(values.file);
       const source = str(values.checkpoint);
+      const fleetUrl = process.env.AAM_DATABASE_URL;
+      if (fleetUrl && !file) {
+        let given: FleetCheckpoint[] = [];
+        if (source) {
+          try { given = parseFleetCheckpoints(/^https?:\/\//i.test(source) ? await (await fetch(source, { signal: AbortSignal.timeout(10_000) })).text() : readFileSync(source, 'utf8')); } catch (e) {
+            err(`--checkpoint ${source}: ${e instanceof Error ? e.message : String(e)}; give a copy of a replica's audit-checkpoints.jsonl (its fleet_checkpoint lines)`);
+            return 2;
+          }
+          if (given.length === 0) { err(`--checkpoint ${source}: no fleet_checkpoint line in it; give a copy of a replica's audit-checkpoints.jsonl`); return 2; }
+        }
+        const fr = await withFleet(fleetUrl, (sql) => verifyFleet(sql, given));
+        if (values.json) out(JSON.stringify(fr, null, 2));
+        else printFleetVerify(fr);
+        return fr.ok ? 0 : 1;
+      }
       let outside: Checkpoint | undefined;
       if (source) {
         try {
@@ -54,13 +69,6 @@ export const auditCommands: Record<string, AuditCommand> = {
           err(`--checkpoint ${source}: ${e instanceof Error ? e.message : String(e)}; give a copy of audit-checkpoints.jsonl (or one line of it), or an http(s) URL serving one`);
           return 2;
         }
-      }
-      const fleetUrl = process.env.AAM_DATABASE_URL;
-      if (fleetUrl && !file) {
-        const fr = await withFleet(fleetUrl, verifyFleet);
-        if (values.json) out(JSON.stringify(fr, null, 2));
-        else printFleetVerify(fr);
-        return fr.ok ? 0 : 1;
       }
       let r: VerifyResult;
       if (file) {
@@ -249,6 +257,8 @@ function printFleetVerify(r: FleetVerifyResult): void {
   if (r.ok) {
     out(`OK: fleet trail: ${r.events} events in ${r.chains} replica chains, ${r.checkpoints} signed checkpoints`);
     if (r.unsignedTail) out(`note: the last ${r.unsignedTail} events are chained but not yet covered by a signed checkpoint`);
+    if (r.outside) out(`OK: the trail holds every chain head the ${r.outside} given checkpoint(s) signed`);
+    else out('note: without an outside checkpoint a trail cut short together with its checkpoint rows goes unnoticed: add --checkpoint <copy of a replica\'s audit-checkpoints.jsonl>');
   } else {
     for (const e of r.errors) out(`TAMPERED: fleet trail: ${e.kind} in replica ${e.replica} at seq ${e.seq}: ${e.message}`);
   }

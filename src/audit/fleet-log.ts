@@ -30,6 +30,8 @@ export interface FleetAuditOptions {
   maxQueue?: number;
   /** Rows per INSERT at most (default 1000). */
   batchSize?: number;
+  /** Each checkpoint this process signs, as one JSON line (kind fleet_checkpoint): copy it out of the database's trust domain. */
+  onCheckpoint?: (line: string) => void;
   /** journaled()/recordDurable() reject when their events are not committed within this time (default 2000 ms): a PostgreSQL that hangs refuses requests instead of stalling them. */
   commitTimeoutMs?: number;
 }
@@ -173,7 +175,7 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
   }, Math.max(50, Math.min(500, commitTimeoutMs / 4)));
   watchdog.unref();
 
-  const checkpoint = async (): Promise<boolean> => sql.begin(async (tx) => {
+  const checkpoint = async (): Promise<boolean> => sql.begin(async (tx): Promise<FleetCheckpoint | false> => {
     const [lock] = await tx<Array<{ ok: boolean }>>`SELECT pg_try_advisory_xact_lock(${CHECKPOINT_LOCK}) AS ok`;
     if (!lock.ok) return false;
     const heads = await tx<Array<{ replica: string; head_seq: string; head_hash: string }>>`
@@ -184,6 +186,12 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
     const time = new Date().toISOString();
     const signature = signBytes(key.privateKey, fleetCheckpointPayload(text, time));
     await tx`INSERT INTO audit_checkpoints (time, heads, key_id, signature) VALUES (${time}, ${text}, ${key.keyId}, ${signature})`;
+    return { time, heads: text, key_id: key.keyId, signature };
+  }).then((c) => {
+    if (!c) return false;
+    try { opts.onCheckpoint?.(JSON.stringify({ kind: 'fleet_checkpoint', ...c })); } catch (e) {
+      alert({ kind: 'checkpoint_failed', message: `fleet checkpoint signed but not copied out: ${(e as Error).message}`, error: e });
+    }
     return true;
   });
 
@@ -218,6 +226,21 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
 }
 
 export interface ChainHead { replica: string; seq: number; hash: string }
+
+/** A signed fleet checkpoint as stored and as copied out (heads: headsText()). */
+export interface FleetCheckpoint { time: string; heads: string; key_id: string; signature: string }
+
+/** Fleet checkpoints from the lines of a copied-out file (other lines, e.g. embedded checkpoints, are skipped). */
+export function parseFleetCheckpoints(text: string): FleetCheckpoint[] {
+  const out: FleetCheckpoint[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.includes('"fleet_checkpoint"')) continue;
+    const o = JSON.parse(line) as Record<string, unknown>;
+    if (typeof o.time !== 'string' || typeof o.heads !== 'string' || typeof o.key_id !== 'string' || typeof o.signature !== 'string') throw new Error('a fleet_checkpoint line lacks time, heads, key_id or signature');
+    out.push({ time: o.time, heads: o.heads, key_id: o.key_id, signature: o.signature });
+  }
+  return out;
+}
 
 /** The signed text naming every chain's head (replica order, so any signer writes the same bytes). */
 export function headsText(heads: readonly ChainHead[]): string {

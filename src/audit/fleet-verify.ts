@@ -6,7 +6,7 @@
 import type { Sql } from '../store/postgres.ts';
 import { GENESIS_HASH, recomputeHash } from './event.ts';
 import { verifyBytes } from './keys.ts';
-import { fleetCheckpointPayload, parseHeads } from './fleet-log.ts';
+import { fleetCheckpointPayload, parseHeads, type FleetCheckpoint } from './fleet-log.ts';
 import type { TamperKind } from './verify.ts';
 
 export interface FleetVerifyError { replica: string; seq: number; kind: TamperKind; message: string }
@@ -19,14 +19,21 @@ export interface FleetVerifyResult {
   /** Events after the newest checkpoint's heads (chained, not yet signed). */
   unsignedTail: number;
   errors: FleetVerifyError[];
+  /** Checkpoints given from outside the database (--checkpoint) that were checked too. */
+  outside: number;
 }
 
 interface EventRow { seq: string; prev_hash: string; hash: string; body: string }
 
-export async function verifyFleet(sql: Sql): Promise<FleetVerifyResult> {
+/**
+ * outside: checkpoints kept out of the database (a copy of the checkpoint file): they catch a trail
+ * cut short together with its checkpoint rows.
+ */
+export async function verifyFleet(sql: Sql, outside: readonly FleetCheckpoint[] = []): Promise<FleetVerifyResult> {
   const errors: FleetVerifyError[] = [];
   const keys = new Map((await sql<Array<{ key_id: string; public_pem: string }>>`SELECT key_id, public_pem FROM audit_keys`).map((k) => [k.key_id, k.public_pem]));
-  const cps = await sql<Array<{ id: string; time: string; heads: string; key_id: string; signature: string }>>`SELECT id, time, heads, key_id, signature FROM audit_checkpoints ORDER BY id`;
+  const stored = await sql<Array<{ id: string; time: string; heads: string; key_id: string; signature: string }>>`SELECT id, time, heads, key_id, signature FROM audit_checkpoints ORDER BY id`;
+  const cps = [...stored, ...outside.map((c, i) => ({ ...c, id: `given #${i + 1}` }))];
   // What the signed checkpoints claim: replica -> seq -> hash.
   const claims = new Map<string, Map<number, string>>();
   for (const c of cps) {
@@ -80,5 +87,5 @@ export async function verifyFleet(sql: Sql): Promise<FleetVerifyResult> {
     else if (last < Number(chain.head_seq)) fail(last + 1, 'truncated', `replica ${chain.replica}: the chain head says seq ${chain.head_seq}, the events end at ${last}`);
     else unsignedTail += last - signedUpTo;
   }
-  return { ok: errors.length === 0, events, chains: chains.length, checkpoints: cps.length, unsignedTail, errors };
+  return { ok: errors.length === 0, events, chains: chains.length, checkpoints: stored.length, unsignedTail, errors, outside: outside.length };
 }

@@ -1,6 +1,7 @@
 // `aam serve`: start the runtime, listen, hot-reload on file change and SIGHUP, drain on SIGTERM.
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
+import { appendFileSync } from 'node:fs';
 import { Runtime, openFleetStores, type FleetStores } from '../runtime.ts';
 import { watchConfig } from '../config/watch.ts';
 import { createServer, coreRoutes } from '../server/http.ts';
@@ -81,6 +82,8 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     scrub: (json) => rt.scrub(json),
     onAlert: (a) => rt.log.error({ event: 'audit_alert', ...a }, 'audit storage problem'),
     checkpointIntervalMs: env.AAM_AUDIT_CHECKPOINT_INTERVAL_MS ? Number(env.AAM_AUDIT_CHECKPOINT_INTERVAL_MS) : undefined,
+    // A copy outside the database: `aam audit verify --checkpoint` catches rows and checkpoints cut together.
+    onCheckpoint: (line) => appendFileSync(checkpointFilePath(o.dataDir, env), line + '\n', { mode: 0o600 }),
   }) : null;
   const audit = env.AAM_AUDIT === 'off' || fleetAudit ? null : openAuditLog({
     dataDir: o.dataDir, failMode, durableTimeoutMs: 2_000, checkpointFile: checkpointFilePath(o.dataDir, env),
