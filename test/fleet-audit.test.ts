@@ -80,6 +80,13 @@ test('events from both replicas verify as one trail from the CLI; query and show
   const show = await cli('audit', 'show', ids[1], '--json');
   assert.equal(show.code, 0, show.stderr);
   assert.ok(show.stdout.trim().split('\n').every((l) => (JSON.parse(l) as { request_id: string }).request_id === ids[1]));
+  // The admin API of either replica answers fleet-wide too.
+  const viaB = await fetch(`${replicas[1].url}/admin/v1/audit/requests/${ids[0]}`, { headers: { authorization: `Bearer ${ADMIN}` } });
+  assert.equal(viaB.status, 200);
+  const got = (await viaB.json()) as { data: Array<{ request_id: string; replica: string }> };
+  assert.ok(got.data.length > 0 && got.data.every((e) => e.request_id === ids[0]), 'replica B shows a request replica A served');
+  const listed = (await (await fetch(`${replicas[0].url}/admin/v1/audit?agent=tester&limit=1000`, { headers: { authorization: `Bearer ${ADMIN}` } })).json()) as { data: Array<{ request_id: string }> };
+  for (const id of ids) assert.ok(listed.data.some((e) => e.request_id === id), `the admin API lists ${id}`);
   const q = await cli('audit', 'query', '--agent', 'tester', '--json');
   assert.equal(q.code, 0, q.stderr);
   const seen = new Set(q.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { request_id: string }).request_id));

@@ -304,6 +304,7 @@ export async function queryFleetEvents(sql: Sql, q: FleetQuery): Promise<Array<R
   const rows = await sql<Array<{ replica: string; body: string }>>`SELECT replica, body FROM audit_events WHERE true
     ${q.agent ? sql`AND agent = ${q.agent}` : sql``} ${q.since ? sql`AND ts >= ${new Date(q.since).toISOString()}` : sql``}
     ${q.type ? sql`AND type = ${q.type}` : sql``} ${q.requestId ? sql`AND request_id = ${q.requestId}` : sql``}
+    ${q.traceId ? sql`AND (body::jsonb)->>'trace_id' = ${q.traceId}` : sql``}
     ${q.traceId ? sql`AND strpos(body, ${`"trace_id":"${traceIdArg(q.traceId)}"`}) > 0` : sql``}
     ORDER BY ts DESC, replica, seq DESC LIMIT ${q.limit ?? 100}`;
   return rows.map((r) => ({ ...(JSON.parse(r.body) as Record<string, unknown>), replica: r.replica }));

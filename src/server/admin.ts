@@ -7,6 +7,7 @@ import { readJson, sendJson, type Ctx } from './context.ts';
 import type { Handler, Routes } from './http.ts';
 import type { Runtime } from '../runtime.ts';
 import { queryEvents, showRequest } from '../audit/query.ts';
+import { queryFleetEvents } from '../audit/fleet-log.ts';
 import { sinceTime } from '../gateway/usage.ts';
 import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy/authzen.ts';
 import { createHumanAuth, type HumanAuth, type Principal } from '../console/auth.ts';
@@ -152,6 +153,19 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
       models: [...c.routes.values()].map((r) => ({ name: r.name, kind: r.kind, strategy: r.strategy, targets: r.targets.map((t) => ({ target: t.label, enabled: t.provider.enabled, breaker: t.breaker.state })) })),
       agents: [...c.policies.agents.values()], policies: c.policies.policies.map((p) => p.name),
     });
+  }
+  // Fleet mode: the trail is in PostgreSQL; answer fleet-wide from it (this replica's own events first committed).
+  if (method === 'GET' && rt.fleet && !rt.auditLog && rt.audit && (rest === '/audit' || /^\/audit\/requests\/[\w.:-]+$/.test(rest))) {
+    await rt.audit.journaled?.().catch(() => {});
+    const q = new URLSearchParams(ctx.query);
+    const one = /^\/audit\/requests\/([\w.:-]+)$/.exec(rest)?.[1];
+    if (!one && q.get('decision')) throw new AamError(400, 'invalid_request', 'decision: not supported by the fleet audit query yet; filter by agent, type, request_id, trace_id or since', { param: 'decision' });
+    const data = await queryFleetEvents(rt.fleet.fleet.sql, one ? { requestId: one, limit: 10_000 } : {
+      agent: q.get('agent') ?? undefined, since: q.get('since') ? new Date(sinceParam(ctx)).toISOString() : undefined,
+      requestId: q.get('request_id') ?? undefined, traceId: q.get('trace_id') ?? undefined, type: q.get('type') ?? undefined,
+      limit: Math.min(10_000, Number(q.get('limit') ?? 100) || 100),
+    });
+    return sendJson(ctx, 200, one ? { request_id: one, data: data.reverse() } : { data });
   }
   if (method === 'GET' && rest === '/audit' && rt.auditLog) {
     await rt.auditLog.flush();
