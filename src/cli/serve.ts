@@ -179,6 +179,10 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     await mcp.close();
     // Before rt.close() ends the fleet's connections: the last events and a final checkpoint.
     await fleetAudit?.close().catch((e: unknown) => rt.log.error({ event: 'audit_close_failed', err: e }, 'fleet audit trail not closed cleanly'));
+    if (fleetAudit) {
+      const st = fleetAudit.stats();
+      rt.log.info({ event: 'audit_fleet_stats', events: st.written, inserts: st.batches, events_per_insert: st.batches ? +(st.written / st.batches).toFixed(1) : 0, mean_commit_ms: st.batches ? +(st.commitMs / st.batches).toFixed(2) : 0, failures: st.failures }, 'fleet audit trail: group commits this run');
+    }
     await rt.close();
     stopRetention?.();
     // The final signed checkpoint reaches the sinks before exit (bounded wait), not only at the next start.
