@@ -12,6 +12,7 @@ import type { BudgetAlert, KeyBook, Limiter, StoreHealth } from './store/types.t
 import { fleetEnv, openFleet, type Fleet } from './store/fleet.ts';
 import { FleetKeyBook } from './store/fleet-keys.ts';
 import { FleetLimiter } from './store/fleet-limits.ts';
+import { startHeartbeat } from './store/fleet-status.ts';
 import { openDatabase } from './store/sqlite.ts';
 import { createLogger, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
@@ -155,6 +156,8 @@ export class Runtime {
   /** The fleet store's connections, or null in embedded mode. */
   readonly fleet: FleetStores | null;
   readonly #keys: KeyStore | null;
+  /** Fleet mode: this replica's heartbeat in Redis (aam fleet status). */
+  readonly #heartbeat: { stop(): Promise<void> } | null;
   readonly usage: UsageRecorder;
   readonly ledger: BudgetLedger;
   readonly rates: RateLimiter;
@@ -236,6 +239,7 @@ export class Runtime {
       if (!p.enabled) this.log.info({ provider: p.name, reason: p.disabledReason }, `provider ${p.name} is off`);
     }
     if (!this.fleet) this.seedBudgets(); // the fleet seeds each budget from PostgreSQL on first use
+    this.#heartbeat = this.fleet ? startHeartbeat(this.fleet.fleet, () => this.compiled.version, Number((opts.env ?? process.env).AAM_FLEET_HEARTBEAT_MS) || undefined) : null;
   }
 
   /** The embedded key store (synchronous; tests and embedded-only tools). Fleet mode has none: use keyBook. */
@@ -393,6 +397,7 @@ export class Runtime {
     this.cache.close();
     this.db.close();
     if (this.fleet) {
+      await this.#heartbeat?.stop();
       await this.fleet.limiter.close();
       await this.fleet.fleet.close();
     }

@@ -2,7 +2,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolve } from 'node:path';
 import { loadConfig, ConfigError, formatIssues } from '../config/load.ts';
-import { withKeyBook, migrateFleet } from './stores.ts';
+import { withKeyBook, migrateFleet, fleetStatus } from './stores.ts';
 import { compilePolicies } from '../policy/compile.ts';
 import { serve } from './serve.ts';
 import { extraCommands } from './commands.ts';
@@ -137,6 +137,16 @@ const commands: Record<string, Command> = {
     summary: 'apply the fleet database schema migrations (AAM_DATABASE_URL) and exit; replicas also run them at start',
     usage: 'aam migrate',
     run: async () => { out(await migrateFleet(process.env)); return 0; },
+  },
+  'fleet status': {
+    summary: 'replicas seen (heartbeats), their config digests (drift flagged), PostgreSQL and Redis health; exit 1 on drift or a store down',
+    usage: 'aam fleet status [--json]',
+    options: { json: { type: 'boolean' } },
+    run: async ({ values }) => {
+      const r = await fleetStatus(process.env, values.json === true);
+      for (const l of r.lines) out(l);
+      return r.code;
+    },
   },
   ...extraCommands,
 };

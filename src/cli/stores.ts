@@ -6,6 +6,7 @@ import { openFleetStores } from '../runtime.ts';
 import { connectPostgres, migrate, SCHEMA_VERSION } from '../store/postgres.ts';
 import { fleetEnv } from '../store/fleet.ts';
 import type { KeyBook } from '../store/types.ts';
+import { formatFleetStatus, readFleetStatus } from '../store/fleet-status.ts';
 
 /** Run fn with the key store of this data dir or fleet, then close what was opened. */
 export async function withKeyBook<T>(dataDir: string, fn: (keys: KeyBook) => Promise<T>): Promise<T> {
@@ -28,4 +29,12 @@ export async function migrateFleet(env: NodeJS.ProcessEnv): Promise<string> {
       ? `migrated the fleet database from schema ${r.from} to ${r.to} (${r.applied.map((m) => `${m.version} ${m.name}`).join('; ')})`
       : `the fleet database is at schema ${r.from}, current for this aam (${SCHEMA_VERSION}); nothing to do`;
   } finally { await sql.end({ timeout: 2 }); }
+}
+
+/** `aam fleet status`: the lines to print (a table, or JSON) and the exit code (1: drift or a store down). */
+export async function fleetStatus(env: NodeJS.ProcessEnv, json: boolean): Promise<{ lines: string[]; code: number }> {
+  const urls = fleetEnv(env);
+  if (!urls) throw new Error('aam fleet status reads the fleet store: set AAM_DATABASE_URL and AAM_REDIS_URL (as the replicas have them)');
+  const s = await readFleetStatus(urls);
+  return { lines: json ? [JSON.stringify(s, null, 2)] : formatFleetStatus(s), code: s.ok ? 0 : 1 };
 }
