@@ -35,7 +35,9 @@ export function queryEvents(db: DatabaseSync, q: AuditQuery = {}): AuditEvent[] 
   // The trace id is not a block key: matched on the event text (exact member, so no parse per event).
   const trace = q.traceId === undefined ? undefined : `"trace_id":"${traceIdArg(q.traceId)}"`;
   const out: AuditEvent[] = [];
-  for (const e of readEvents(db, { since, until, desc: q.order !== 'asc', match })) {
+  // The most selective indexed key narrows the blocks read; `match` still decides per event.
+  const indexed = q.requestId !== undefined ? { kind: 'r' as const, value: q.requestId } : q.agent !== undefined ? { kind: 'a' as const, value: q.agent } : undefined;
+  for (const e of readEvents(db, { since, until, desc: q.order !== 'asc', match, indexed })) {
     if (trace !== undefined && !e.text.includes(trace)) continue;
     out.push(toEvent(e));
     if (out.length >= limit) break;

@@ -55,6 +55,14 @@ export function openAuditDb(dataDir: string, opts: { busyTimeoutMs?: number } = 
     CREATE INDEX IF NOT EXISTS audit_blocks_max_time ON audit_blocks(max_time);
     CREATE INDEX IF NOT EXISTS audit_blocks_min_time ON audit_blocks(min_time);
     CREATE INDEX IF NOT EXISTS audit_blocks_segment ON audit_blocks(segment, last_seq);
+    -- Which blocks hold a request id (kind 'r') or an agent ('a'): one row per distinct key per
+    -- block, written with the block; queries by request or agent read only those blocks.
+    CREATE TABLE IF NOT EXISTS audit_key_blocks (
+      kind TEXT NOT NULL,
+      value TEXT NOT NULL,
+      first_seq INTEGER NOT NULL,
+      PRIMARY KEY (kind, value, first_seq)
+    ) WITHOUT ROWID;
   `);
   if (legacyTables(db).length) migrateLegacyTables(db, dataDir);
   return db;
@@ -218,6 +226,59 @@ export interface StoredEvent extends EventKeys {
   hash: string;
 }
 
+/** What the key index answers: blocks holding one request id or one agent. */
+export interface IndexedKey {
+  kind: 'r' | 'a';
+  value: string;
+}
+
+/** audit_meta: blocks with first_seq at or above this are in audit_key_blocks (absent: none are). */
+export const KEY_INDEX_FROM = 'key_index_from';
+
+/** The distinct index keys of a block's keys JSON (request ids and agents). */
+export function indexKeysOf(keysJson: string): IndexedKey[] {
+  const keys = JSON.parse(keysJson) as (string | null)[];
+  const seen = new Set<string>();
+  const out: IndexedKey[] = [];
+  const add = (kind: 'r' | 'a', value: string | null): void => {
+    if (value === null || seen.has(kind + value)) return;
+    seen.add(kind + value);
+    out.push({ kind, value });
+  };
+  for (let k = 0; k < keys.length; k += KEYS) { add('r', keys[k + 2]); add('a', keys[k + 3]); }
+  return out;
+}
+
+/** Inserts a block's index rows (prepared once; call inside the transaction that writes the block). */
+export function keyIndexInserter(db: DatabaseSync): (firstSeq: number, keysJson: string) => void {
+  const insert = db.prepare('INSERT OR IGNORE INTO audit_key_blocks (kind, value, first_seq) VALUES (?, ?, ?)');
+  return (firstSeq, keysJson) => { for (const k of indexKeysOf(keysJson)) insert.run(k.kind, k.value, firstSeq); };
+}
+
+/**
+ * Index blocks written before the index existed, newest first, at most `maxBlocks` per call (one
+ * transaction each, so a long trail is indexed in slices between batches). Returns whether older
+ * blocks remain. The first call starts the index at the current head: every block written after
+ * it is indexed by the writer in its own transaction.
+ */
+export function backfillKeyIndex(db: DatabaseSync, maxBlocks: number): boolean {
+  if (getMeta(db, KEY_INDEX_FROM) === '0') return false; // done: no write lock taken
+  return transaction(db, () => {
+    const meta = metaAccess(db);
+    let from = meta.get(KEY_INDEX_FROM);
+    if (from === undefined) {
+      from = String(Number(db.prepare('SELECT MAX(last_seq) AS s FROM audit_blocks').get()?.s ?? 0) + 1);
+      meta.set(KEY_INDEX_FROM, from);
+    }
+    const rows = db.prepare('SELECT first_seq, keys FROM audit_blocks WHERE first_seq < ? ORDER BY first_seq DESC LIMIT ?').all(Number(from), maxBlocks);
+    const add = keyIndexInserter(db);
+    for (const r of rows) add(Number(r.first_seq), String(r.keys));
+    const oldest = rows.length ? Number(rows[rows.length - 1].first_seq) : 0;
+    meta.set(KEY_INDEX_FROM, String(rows.length < maxBlocks ? 0 : oldest));
+    return rows.length === maxBlocks;
+  });
+}
+
 export interface EventFilter {
   fromSeq?: number;
   toSeq?: number;
@@ -227,6 +288,8 @@ export interface EventFilter {
   desc?: boolean;
   /** Decided on the keys alone; a block's lines are read only when one of its events matches. */
   match?: (k: EventKeys) => boolean;
+  /** Only blocks holding this key can match (`match` must imply it): read them through the key index. */
+  indexed?: IndexedKey;
 }
 
 /** Blocks overlapping the filter's seq and time range, in seq order (or reversed). */
@@ -242,8 +305,17 @@ export function* readBlocks(db: DatabaseSync, f: EventFilter = {}): Generator<Bl
   const args: (number | string)[] = [from, to];
   if (f.since !== undefined) { where.push('+max_time >= ?'); args.push(f.since); }
   if (f.until !== undefined) { where.push('+min_time < ?'); args.push(f.until); }
-  const sql = `SELECT ${BLOCK_COLUMNS} FROM audit_blocks WHERE ${where.join(' AND ')} ORDER BY first_seq ${f.desc ? 'DESC' : 'ASC'}`;
-  for (const r of db.prepare(sql).iterate(...args)) yield toBlock(r as Record<string, unknown>);
+  const order = `ORDER BY first_seq ${f.desc ? 'DESC' : 'ASC'}`;
+  const select = (extra: string, extraArgs: (number | string)[]): Generator<Block> => (function* () {
+    const sql = `SELECT ${BLOCK_COLUMNS} FROM audit_blocks WHERE ${[...where, extra].join(' AND ')} ${order}`;
+    for (const r of db.prepare(sql).iterate(...args, ...extraArgs)) yield toBlock(r as Record<string, unknown>);
+  })();
+  const indexFrom = f.indexed ? getMeta(db, KEY_INDEX_FROM) : undefined;
+  if (!f.indexed || indexFrom === undefined) { yield* select('1', []); return; }
+  // Blocks from indexFrom on come through the index; older ones (still being backfilled) by scan.
+  const viaIndex = select('first_seq IN (SELECT first_seq FROM audit_key_blocks WHERE kind = ? AND value = ? AND first_seq >= ?)', [f.indexed.kind, f.indexed.value, Number(indexFrom)]);
+  const scanned = select('first_seq < ?', [Number(indexFrom)]);
+  if (f.desc) { yield* viaIndex; yield* scanned; } else { yield* scanned; yield* viaIndex; }
 }
 
 /** The stored events of one block, in seq order (reads its segment file unless given the lines). */
@@ -269,11 +341,31 @@ export function* readEvents(db: DatabaseSync, f: EventFilter = {}): Generator<St
     && (f.since === undefined || k.time >= f.since) && (f.until === undefined || k.time < f.until)
     && (f.match === undefined || f.match(k));
   for (const b of readBlocks(db, f)) {
-    if (f.match && !blockKeys(b).some(wanted)) continue; // skip reading lines nobody asked for
-    const events = blockEvents(dataDir, b);
+    const keys = blockKeys(b);
+    const picked: number[] = [];
+    for (let i = 0; i < keys.length; i++) if (wanted(keys[i])) picked.push(i);
+    if (picked.length === 0) continue; // skip reading lines nobody asked for
+    // A few matches in a big block (one request, a rare agent): decode and seal only their lines.
+    const events = picked.length === keys.length ? blockEvents(dataDir, b) : pickedEvents(dataDir, b, keys, picked);
     if (f.desc) events.reverse();
-    for (const e of events) if (wanted(e)) yield e;
+    yield* events;
   }
+}
+
+/** The events at positions `picked` (ascending) of one block: only their lines are decoded. */
+function pickedEvents(dataDir: string, b: Block, keys: EventKeys[], picked: number[]): StoredEvent[] {
+  const bytes = readBytes(dataDir, b.segment, b.byte_start, b.byte_end);
+  const starts: number[] = [];
+  for (let pos = 0; pos < bytes.length; pos = bytes.indexOf(10, pos) + 1 || bytes.length) starts.push(pos);
+  const problem = blockShapeProblem(b, starts.length, keys.length);
+  if (problem || bytes[bytes.length - 1] !== 10) throw new Error(`audit ${problem ?? `block of events ${b.first_seq}..${b.last_seq} does not end a line`}: run \`aam audit verify\``);
+  starts.push(bytes.length);
+  return picked.map((i) => {
+    const line = bytes.toString('utf8', starts[i], starts[i + 1] - 1);
+    const hash = b.hashes.slice(i * 64, i * 64 + 64);
+    const prev = i === 0 ? b.prev_hash : b.hashes.slice(i * 64 - 64, i * 64);
+    return { ...keys[i], text: b.sealed ? line : sealedText(line, keys[i].seq, prev, hash), hash };
+  });
 }
 
 /** A block's seq range must match its number of lines, keys and hashes; what is wrong, if anything. */

@@ -6,7 +6,7 @@ import { getPriority, setPriority } from 'node:os';
 import { createBatchWriter } from './writer.ts';
 import type { PruneResult, WireBatch } from './writer.ts';
 import { loadOrCreateSigningKey } from './keys.ts';
-import { openAuditDb } from './store.ts';
+import { backfillKeyIndex, openAuditDb } from './store.ts';
 import type { CheckpointType } from './checkpoint.ts';
 
 export interface WriterInit {
@@ -63,6 +63,18 @@ const timer = setInterval(() => {
 }, init.checkpointIntervalMs);
 timer.unref();
 
+// Blocks written before the key index existed are indexed in small slices between batches
+// (each its own transaction), so a long old trail never holds up the writer; a failed slice
+// (say, another process holds the lock) is retried later.
+// The first slice runs before any message is handled, so it never races the first batch.
+let backfill: NodeJS.Timeout | undefined;
+function backfillSlice(): void {
+  let more = true;
+  try { more = backfillKeyIndex(db, 20); } catch { /* retried below */ }
+  backfill = more ? setTimeout(backfillSlice, 20).unref() : undefined;
+}
+backfillSlice();
+
 port.on('message', (m: WriterRequest) => {
   try {
     if (m.op === 'write') {
@@ -74,6 +86,7 @@ port.on('message', (m: WriterRequest) => {
       reply({ op: 'checkpointed', id: m.id, treeSize: writer.checkpoint(m.type)?.tree_size ?? null });
     } else {
       clearInterval(timer);
+      clearTimeout(backfill);
       try { writer.checkpoint('close'); } finally { db.close(); }
       reply({ op: 'closed', id: m.id });
       port.close();

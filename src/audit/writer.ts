@@ -7,7 +7,7 @@ import { GENESIS_HASH, chainHashLines } from './event.ts';
 import { signCheckpoint } from './checkpoint.ts';
 import type { Checkpoint, CheckpointType } from './checkpoint.ts';
 import type { SigningKey } from './keys.ts';
-import { getMeta, insertCheckpoint, metaAccess, readCheckpoints, retentionAnchor, transaction } from './store.ts';
+import { getMeta, insertCheckpoint, keyIndexInserter, metaAccess, readCheckpoints, retentionAnchor, transaction } from './store.ts';
 import { closedKey, deleteSegment, indexedKey, readBytes } from './segment.ts';
 import { appendCheckpoints } from './anchor.ts';
 
@@ -75,6 +75,7 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
   const tail = db.prepare('SELECT last_seq, last_hash FROM audit_blocks ORDER BY first_seq DESC LIMIT 1');
   const meta = metaAccess(db); // per batch: prepared once
   const insert = db.prepare('INSERT INTO audit_blocks (first_seq, last_seq, prev_hash, last_hash, min_time, max_time, segment, byte_start, byte_end, sealed, hashes, keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)');
+  const indexKeys = keyIndexInserter(db);
   let syncFull = true;
   let lastCheckpointSeq = readCheckpoints(db).reduce((m, c) => Math.max(m, c.tree_size), 0);
 
@@ -134,6 +135,7 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
           prev = all[count - 1];
           for (const i of wantHashes) hashes[i] = all[i];
           insert.run(head.seq + 1, seq, head.hash, prev, minTime, maxTime, segment, start, end, all.join(''), keys);
+          indexKeys(head.seq + 1, keys);
           meta.set(indexedKey(segment), String(end));
         }
         for (const gen of close) meta.set(closedKey(gen), new Date().toISOString());
@@ -176,6 +178,7 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
         db.prepare('DELETE FROM audit_checkpoints WHERE tree_size < ?').run(cut);
         db.prepare("DELETE FROM audit_checkpoints WHERE tree_size = ? AND type <> 'retention'").run(cut);
         db.prepare('DELETE FROM audit_blocks WHERE first_seq <= ?').run(cut);
+        db.prepare('DELETE FROM audit_key_blocks WHERE first_seq <= ?').run(cut);
         for (const [gen, end] of fileEnd) if (end <= cut) dropped.push(gen);
         if (lastCheckpointSeq < cut) lastCheckpointSeq = cut;
         return { cutSeq: cut, deletedEvents: cut - first + 1, segments: dropped.length, anchor };
