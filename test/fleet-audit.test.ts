@@ -41,6 +41,29 @@ async function replica(i: number): Promise<ServeChild> {
 /** The serving replicas' chain ids in start order (each CLI command has a chain of its own too). */
 const chains = async () => (await sql<Array<{ replica: string }>>`SELECT replica FROM audit_chains WHERE replica NOT LIKE 'cli-%' ORDER BY started_at, replica`).map((r) => r.replica);
 
+/**
+ * A TCP proxy to the test's PostgreSQL; `relay` decides when each chunk (either direction) is
+ * passed on. Chunks not yet passed on when either side closes are dropped, as a crash drops them.
+ */
+async function pgProxy(relay: (send: () => void) => void): Promise<{ url: string; close(): void }> {
+  const target = new URL(store.databaseUrl);
+  const server = createServer((client) => {
+    const upstream = connect(Number(target.port || 5432), target.hostname);
+    let open = true;
+    const pipe = (from: Socket, to: Socket) => from.on('data', (c) => relay(() => { if (open) to.write(c); }));
+    pipe(client, upstream);
+    pipe(upstream, client);
+    const end = () => { open = false; client.destroy(); upstream.destroy(); };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const via = new URL(store.databaseUrl);
+  via.hostname = '127.0.0.1';
+  via.port = String((server.address() as AddressInfo).port);
+  return { url: via.toString(), close: () => server.close() };
+}
+
 before(async () => {
   store = await fleetStore();
   dir = tempDir('aam-fleet-audit-');
@@ -141,7 +164,13 @@ test('deleting the newest rows of a chain after a checkpoint (head moved back to
 });
 
 test('kill -9 of a replica under load (c=16): every request id that got a 200 is in PostgreSQL', async () => {
-  const victim = await replica(9);
+  // Its PostgreSQL traffic is 30 ms late, so an event not awaited before the answer would still be
+  // on its way when the process dies (and the kill drops it): the test then finds it missing.
+  const slow = await pgProxy((send) => { setTimeout(send, 30); });
+  after(() => slow.close());
+  const data = join(dir, 'data-9');
+  mkdirSync(data);
+  const victim = await startServeChild({ config, data, env: { ...fleetEnv(), AAM_DATABASE_URL: slow.url } });
   replicas.push(victim);
   const acked: string[] = [];
   let stop = false;
@@ -188,24 +217,10 @@ test('group commit: events recorded in one event-loop turn share one INSERT', as
 });
 
 test('a PostgreSQL that stops answering: journaled() rejects within the commit timeout (no stalled request), the events stay queued and are committed when it answers', async () => {
-  // A TCP proxy to the test's PostgreSQL that can hold every byte (a hung database, not a refused one).
-  const target = new URL(store.databaseUrl);
   let hold = false;
   const held: Array<() => void> = [];
-  const proxy = createServer((client) => {
-    const upstream = connect(Number(target.port || 5432), target.hostname);
-    const pipe = (from: Socket, to: Socket) => from.on('data', (c) => { if (hold) held.push(() => to.write(c)); else to.write(c); });
-    pipe(client, upstream);
-    pipe(upstream, client);
-    const end = () => { client.destroy(); upstream.destroy(); };
-    client.on('error', end).on('close', end);
-    upstream.on('error', end).on('close', end);
-  });
-  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
-  const via = new URL(store.databaseUrl);
-  via.hostname = '127.0.0.1';
-  via.port = String((proxy.address() as AddressInfo).port);
-  const own = postgres(via.toString(), { max: 1, onnotice: () => {} });
+  const proxy = await pgProxy((send) => { if (hold) held.push(send); else send(); });
+  const own = postgres(proxy.url, { max: 1, onnotice: () => {} });
   try {
     const replicaId = `hang-${randomBytes(3).toString('hex')}`;
     const log = await openFleetAuditLog(own, { replica: replicaId, keyEncryptionKey: parseMasterKeyEnv(MASTER, dir).derive(SIGNING_KEY_KEK_INFO), checkpointIntervalMs: 60_000, commitTimeoutMs: 300 });
