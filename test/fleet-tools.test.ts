@@ -13,11 +13,15 @@ import { localServer, until, type LocalServer } from './helpers/e2e.ts';
 import { tempDir } from './helpers/temp.ts';
 import { doc, yaml } from './helpers/gateway.ts';
 import { startGateway } from '../src/cli/serve.ts';
+import { connectClient, rpcError } from './helpers/mcp.ts';
+import type { TestGateway } from './helpers/gateway.ts';
+import { startHttpFixture, STDIO_TIMEOUT_MS, type RunningFixture } from './fixtures/mcp-accounts/upstream.ts';
 
 const ADMIN = randomBytes(24).toString('hex');
 
-function configFor(api: string): string {
+function configFor(api: string, mcp?: string): string {
   return yaml(
+    ...(mcp ? [doc('McpServer', 'web', { transport: 'streamable-http', url: mcp, resource: 'salesforce.accounts', timeout_ms: STDIO_TIMEOUT_MS, tools: { read_account: { action: 'read' } } })] : []),
     doc('HttpTool', 'mail', { baseUrl: api, resource: 'mail', actions: {
       send: { method: 'POST', path: '/send' }, list: { method: 'GET', path: '/messages' },
     } }),
@@ -25,6 +29,7 @@ function configFor(api: string): string {
     doc('AgentPolicy', 'ops', { identity: { team: 'ops' }, tools: [
       { resource: 'mail', actions: ['list'], rate: { rpm: 5 } },
       { resource: 'mail', actions: ['send'], budget: { calls_per_day: 5 } },
+      { resource: 'salesforce.accounts', actions: ['read'], rate: { rpm: 100 } },
     ] }),
   );
 }
@@ -90,12 +95,13 @@ test('tools[].budget: calls_per_day 5 holds fleet-wide (12 calls over 2 replicas
   assert.deepEqual(await spread(replicas.map((r) => r.url), other, 'send', 2), { '429 budget_exceeded': 2 });
 });
 
-test('Redis down: tool calls get 503 store_unavailable (never forwarded unchecked); back by itself', async () => {
+test('Redis down: tool calls get 503 store_unavailable (never forwarded unchecked; MCP: -32603 naming the store); back by itself', async () => {
+  const mcp: RunningFixture = await startHttpFixture();
   const redis = await privateRedis();
   const own = await fleetStore(redis.url);
   const d = tempDir('aam-fleet-tools-redis-');
   const config = join(d, 'aam.yaml');
-  writeFileSync(config, configFor(api.url));
+  writeFileSync(config, configFor(api.url, mcp.url));
   const gw = await startGateway({ configPath: config, dataDir: join(d, 'data'), port: 0, host: '127.0.0.1', env: { ...process.env, ...own.env, AAM_LOG_LEVEL: 'error' } });
   const url = `http://127.0.0.1:${gw.port}`;
   try {
@@ -111,9 +117,18 @@ test('Redis down: tool calls get 503 store_unavailable (never forwarded unchecke
     assert.match(j.error.message, /Redis .* is unavailable/);
     assert.equal(await callTool(url, key, 'send'), '503 store_unavailable');
     assert.equal(api.calls, 0, 'nothing reached the tool while its limits could not be checked');
-    await redis.start();
-    await until(async () => (await callTool(url, key, 'list')) === '200', 15_000, 'tool calls to recover with Redis');
+    const { client } = await connectClient({ url } as TestGateway, key);
+    try {
+      const e = await rpcError(client.callTool({ name: 'web__read_account', arguments: { id: 'a1' } }));
+      assert.equal(e.code, -32603);
+      assert.match(e.message, /Redis .* is unavailable/);
+      assert.deepEqual(e.data, { retry_after_seconds: 1, store: 'redis' });
+      await redis.start();
+      await until(async () => (await callTool(url, key, 'list')) === '200', 15_000, 'tool calls to recover with Redis');
+      assert.ok(!(await client.callTool({ name: 'web__read_account', arguments: { id: 'a1' } })).isError, 'MCP calls recover too');
+    } finally { await client.close(); }
   } finally {
+    await mcp.close();
     await gw.close();
     await redis.stop();
     await own.drop();
