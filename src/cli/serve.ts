@@ -14,7 +14,7 @@ import { Metrics } from '../observability/metrics.ts';
 import { createTracer } from '../observability/tracing.ts';
 import { addIdentityRoutes } from '../server/identity-routes.ts';
 import { addToolRoutes } from '../server/tool-routes.ts';
-import { createMcpGateway } from '../tools/mcp-gateway.ts';
+import { createLazyMcpGateway } from '../tools/mcp-lazy.ts';
 import { createHttpToolProxy } from '../tools/http-tool.ts';
 import { toolDeps } from '../access/tool-deps.ts';
 import { openAuditLog, startSinks, stopSinksWithCheckpoint, webhookSink, fileSink, otlpLogsSink, checkpointFilePath, type AuditSink } from '../audit/index.ts';
@@ -132,7 +132,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   // Tool plane: MCP gateway + HTTP action proxy share one approvals list.
   const deps = toolDeps(rt);
   const hook = approvalWebhookFrom(env);
-  const mcp = createMcpGateway(rt.compiled.set, deps, {
+  const mcp = createLazyMcpGateway(rt.compiled.set, deps, {
     // Held calls: how long a person has to decide (AAM_APPROVAL_TTL, default 15m) and who is told.
     approvalWindowMs: env.AAM_APPROVAL_TTL ? parseDurationSeconds(env.AAM_APPROVAL_TTL, 'AAM_APPROVAL_TTL') * 1000 : undefined,
     onApprovalPending: hook ? approvalNotifier(hook, rt.options.publicUrl, rt.log) : undefined,

@@ -4,12 +4,10 @@
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import type { JsonSchemaType } from '@modelcontextprotocol/sdk/validation/types.js';
 import type { ConfigSet, McpServerSpec } from '../config/schema.ts';
-import { createUpstream, errMsg, type Upstream, type UpstreamOptions } from './upstream.ts';
+import { createUpstream, type Upstream, type UpstreamOptions } from './upstream.ts';
+import { errMsg, NAME_SEP } from './util.ts';
 import type { ToolIntegrity, ToolStatus } from './tool-integrity.ts';
 import type { ToolDeps, UpstreamTool } from './types.ts';
-
-/** Separator between server and tool in the aggregated /mcp endpoint. */
-export const NAME_SEP = '__';
 
 export interface CompiledTool {
   server: string;

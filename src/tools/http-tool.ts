@@ -8,9 +8,8 @@ import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { request } from 'undici';
 import type { ConfigSet, HttpToolSpec } from '../config/schema.ts';
 import { argsDigest, createApprovals, type Approvals } from './approvals.ts';
-import { decisionFields, denialMessage } from './mcp-call.ts';
 import { compilePathTemplate, PathParamError, type PathTemplate } from './path-template.ts';
-import { errMsg } from './upstream.ts';
+import { decisionFields, denialMessage, errMsg } from './util.ts';
 import { identityFields, ToolError, type ToolAccess, type ToolAdmission, type ToolDeps } from './types.ts';
 
 export interface HttpToolProxyOptions {

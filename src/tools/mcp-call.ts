@@ -7,8 +7,8 @@ import type { CallToolResult, GetPromptResult, Progress, Prompt, ReadResourceRes
 import type { Identity } from '../identity/types.ts';
 import type { Decision } from '../policy/types.ts';
 import { argsDigest, type Approvals } from './approvals.ts';
-import { NAME_SEP, type Catalog, type CompiledTool, type ServerEntry } from './catalog.ts';
-import { errMsg } from './upstream.ts';
+import type { Catalog, CompiledTool, ServerEntry } from './catalog.ts';
+import { decisionFields, denialMessage, errMsg, NAME_SEP } from './util.ts';
 import { identityFields, RPC, ToolError, type ToolAccess, type ToolAdmission, type ToolDeps, type TraceContextIn } from './types.ts';
 
 export const DEFAULT_MAX_RESULT_BYTES = 1024 * 1024;
@@ -39,18 +39,6 @@ export interface Extra {
   signal?: AbortSignal; onprogress?: (p: Progress) => void; jsonrpcId?: string | number; requestId?: string;
   /** Trace context the message carried in params._meta, if any. */
   carried?: TraceContextIn;
-}
-
-/** The explanation a caller sees for a non-allow decision: policy, rule and reason. */
-export function denialMessage(d: Decision, what: string): string {
-  if (!d.policy) return `${what} denied: no policy allows it (default deny): ${d.reason}`;
-  return `${what} denied by policy "${d.policy}" rule tools[${d.rule}]: ${d.reason}`;
-}
-
-export function decisionFields(d: Decision): Record<string, unknown> {
-  const f: Record<string, unknown> = { effect: d.effect, allowed: d.allowed, policy: d.policy, rule: d.rule, reason: d.reason, config_version: d.configVersion };
-  if (d.wouldDeny) f.would_deny = { policy: d.wouldDeny.policy, rule: d.wouldDeny.rulePath ?? d.wouldDeny.rule, reason: d.wouldDeny.reason };
-  return f;
 }
 
 function context(rt: Runtime, s: SessionCtx, requestId: string, extra: Record<string, unknown>): Record<string, unknown> {

@@ -13,10 +13,11 @@ import {
 import type { ConfigSet } from '../config/schema.ts';
 import type { Identity } from '../identity/types.ts';
 import { mcpTraceparent } from '../observability/otlp-genai.ts';
-import { createApprovals, type Approval, type Approvals } from './approvals.ts';
+import type { Approval, Approvals } from './approvals.ts';
 import { createCatalog } from './catalog.ts';
 import { callTool, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, subscribeResource, unsubscribeResource, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
-import { createToolIntegrity, type ToolDiff } from './tool-integrity.ts';
+import type { ToolDiff } from './tool-integrity.ts';
+import { createMcpShared, type McpShared } from './mcp-lazy.ts';
 import type { UpstreamOptions, UpstreamState } from './upstream.ts';
 import { handleModern, isModernRequest, toolsPage } from './mcp-stateless.ts';
 import { RPC, ToolError, type ToolAccess, type ToolDeps } from './types.ts';
@@ -79,9 +80,8 @@ function forRequest(ctx: SessionCtx, extra: { authInfo?: AuthInfo }): SessionCtx
   return access === ctx.access ? ctx : { ...ctx, identity: access.identity, access };
 }
 
-export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGatewayOptions = {}): McpGateway {
-  const integrity = createToolIntegrity(deps.db, deps.scrub);
-  const approvals = createApprovals(deps.db, { windowMs: opts.approvalWindowMs, onPending: opts.onApprovalPending });
+export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGatewayOptions = {}, shared: McpShared = createMcpShared(deps, opts)): McpGateway {
+  const { integrity, approvals } = shared;
   const catalog = createCatalog(config, deps, integrity, opts);
   const rt: Runtime = { catalog, deps, approvals, maxResultBytes: opts.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES };
   const pageSize = opts.pageSize ?? 200;

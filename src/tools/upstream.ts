@@ -20,6 +20,7 @@ import type { Identity } from '../identity/types.ts';
 import { GATEWAY_IDENTITY, ToolError, RPC, type ToolDeps, type UpstreamTool } from './types.ts';
 import { createModernClient, discoverModern, type UpstreamClient } from './mcp-modern-client.ts';
 import { MODERN_VERSION } from './mcp-headers.ts';
+import { errMsg } from './util.ts';
 
 export type UpstreamState = 'connecting' | 'ready' | 'down' | 'closed';
 
@@ -331,6 +332,3 @@ export function withQuery(url: string | URL, query: Record<string, string>): URL
   return u;
 }
 
-export function errMsg(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}

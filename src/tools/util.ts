@@ -1,0 +1,22 @@
+// Small tool-plane helpers with no MCP SDK behind them: the HTTP tool proxy and the gateway's
+// lazy front (mcp-lazy.ts) use them without loading the SDK (~13 MB RSS) when no MCP server is configured.
+import type { Decision } from '../policy/types.ts';
+
+/** Separator of <server>__<tool> names on /mcp (all servers). */
+export const NAME_SEP = '__';
+
+export function errMsg(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+/** The explanation a caller sees for a non-allow decision: policy, rule and reason. */
+export function denialMessage(d: Decision, what: string): string {
+  if (!d.policy) return `${what} denied: no policy allows it (default deny): ${d.reason}`;
+  return `${what} denied by policy "${d.policy}" rule tools[${d.rule}]: ${d.reason}`;
+}
+
+export function decisionFields(d: Decision): Record<string, unknown> {
+  const f: Record<string, unknown> = { effect: d.effect, allowed: d.allowed, policy: d.policy, rule: d.rule, reason: d.reason, config_version: d.configVersion };
+  if (d.wouldDeny) f.would_deny = { policy: d.wouldDeny.policy, rule: d.wouldDeny.rulePath ?? d.wouldDeny.rule, reason: d.wouldDeny.reason };
+  return f;
+}

@@ -1,0 +1,105 @@
+// The MCP SDK (~13 MB RSS) loads only when needed: a real `aam serve` whose config has no MCP
+// server must not load any '@modelcontextprotocol/sdk' module until /mcp is called (then /mcp
+// answers as before), and a reload that adds an MCP server loads it without any /mcp call.
+// A preload resolve hook records, in a file, every SDK module the process resolves.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { doc, yaml } from './helpers/gateway.ts';
+import { runCli, until } from './helpers/e2e.ts';
+import { startServeChild } from './helpers/serve-child.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'aam-lazy-sdk-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+
+const SDK = '@modelcontextprotocol/sdk';
+const agent = doc('Agent', 'tester', { workload: 'spiffe://test/agent/tester', team: 'qa' });
+const policy = doc('AgentPolicy', 'tester-policy', { identity: { agent: 'tester' }, models: { allow: ['m'] } });
+const base = [doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'm', { targets: [{ provider: 'demo', model: 'd' }] }), agent, policy];
+
+/** A preload whose resolve hook appends every SDK module resolved to `log` (and marks itself active). */
+function sdkWatcher(dir: string): { preload: string; log: string; active: string } {
+  const log = join(dir, 'sdk-resolved.log');
+  const active = join(dir, 'hook-active');
+  const preload = join(dir, 'watch-sdk.mjs');
+  writeFileSync(preload, `import { registerHooks } from 'node:module';
+import { appendFileSync, writeFileSync } from 'node:fs';
+writeFileSync(${JSON.stringify(active)}, '1');
+registerHooks({ resolve(spec, ctx, next) {
+  const r = next(spec, ctx);
+  if (r.url.includes(${JSON.stringify(`/node_modules/${SDK}/`)})) appendFileSync(${JSON.stringify(log)}, r.url + '\\n');
+  return r;
+} });
+`);
+  return { preload, log, active };
+}
+
+async function setup(name: string, docs: string[]) {
+  const dir = join(root, name);
+  mkdirSync(dir, { recursive: true });
+  const config = join(dir, 'aam.yaml');
+  const data = join(dir, 'data');
+  writeFileSync(config, yaml(...docs));
+  const r = await runCli(['keys', 'create', '--agent', 'tester', '--config', config, '--data', data], { env: { ...process.env, AAM_LOG_LEVEL: 'error' } });
+  assert.equal(r.code, 0, r.stderr);
+  const key = r.stdout.trim().split('\n').at(-1)!;
+  const w = sdkWatcher(dir);
+  const gw = await startServeChild({ config, data, env: { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${w.preload}` } });
+  return { dir, config, key, gw, ...w };
+}
+
+const sdkLoaded = (log: string) => existsSync(log) && readFileSync(log, 'utf8').includes(SDK);
+
+async function mcp(url: string, key: string, body: unknown, headers: Record<string, string> = {}) {
+  const r = await fetch(`${url}/mcp`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers },
+    body: JSON.stringify(body),
+  });
+  return { status: r.status, headers: r.headers, text: await r.text() };
+}
+
+test('no MCP server configured: the SDK is not loaded until /mcp is called, then /mcp works', async () => {
+  const s = await setup('idle', base);
+  try {
+    assert.ok(existsSync(s.active), 'the preload hook runs in the gateway');
+    // Requests that touch the tool plane without /mcp: the HTTP tool proxy (unknown tool) still loads nothing.
+    const tool = await fetch(`${s.gw.url}/tools/nope/act`, { method: 'POST', headers: { authorization: `Bearer ${s.key}`, 'content-type': 'application/json' }, body: '{}' });
+    assert.ok(tool.status >= 400, `an unknown HTTP tool is refused (${tool.status})`);
+    assert.equal(sdkLoaded(s.log), false, `SDK loaded before any /mcp call:\n${existsSync(s.log) ? readFileSync(s.log, 'utf8') : ''}`);
+
+    // MCP 2025-11-25: initialize opens a session on the SDK's server.
+    const init = await mcp(s.gw.url, s.key, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 't', version: '1' } } });
+    assert.equal(init.status, 200, init.text);
+    assert.match(init.text, /"serverInfo":\{"name":"aam"/);
+    const sid = init.headers.get('mcp-session-id');
+    assert.ok(sid, 'a session id');
+    const list = await mcp(s.gw.url, s.key, { jsonrpc: '2.0', id: 2, method: 'tools/list', params: {} }, { 'mcp-session-id': sid, 'mcp-protocol-version': '2025-11-25' });
+    assert.equal(list.status, 200, list.text);
+    assert.match(list.text, /"tools":\[\]/);
+    assert.ok(sdkLoaded(s.log), 'the SDK is loaded once /mcp is used');
+
+    // MCP 2026-07-28: server/discover, stateless.
+    const v = '2026-07-28';
+    const discover = await mcp(s.gw.url, s.key,
+      { jsonrpc: '2.0', id: 3, method: 'server/discover', params: { _meta: { 'io.modelcontextprotocol/protocolVersion': v, 'io.modelcontextprotocol/clientCapabilities': {} } } },
+      { 'mcp-protocol-version': v, 'mcp-method': 'server/discover' });
+    assert.equal(discover.status, 200, discover.text);
+    assert.match(discover.text, /"supportedVersions":\[[^\]]*"2026-07-28"/);
+  } finally { await s.gw.stop(); }
+});
+
+test('a reload that adds an MCP server loads the SDK without any /mcp call', async () => {
+  const s = await setup('reload', base);
+  try {
+    assert.ok(existsSync(s.active), 'the preload hook runs in the gateway');
+    assert.equal(sdkLoaded(s.log), false, 'nothing loaded at start');
+    // An HTTP MCP server nobody listens on: the gateway loads, tries it and keeps retrying.
+    writeFileSync(s.config, yaml(...base, doc('McpServer', 'later', { transport: 'streamable-http', url: 'http://127.0.0.1:9/mcp' })));
+    s.gw.proc.kill('SIGHUP');
+    await until(() => sdkLoaded(s.log), 30_000, 'the SDK to load after a reload added an MCP server')
+      .catch((e: Error) => { throw new Error(`${e.message}\n${s.gw.stderr().slice(-3000)}`); });
+  } finally { await s.gw.stop(); }
+});
