@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
-import { fleetStore, privateRedis, type FleetTestStore } from './helpers/fleet.ts';
+import { fleetStore, keyOnEveryReplica, privateRedis, type FleetTestStore } from './helpers/fleet.ts';
 import { startServeChild, heldUpstream, type ServeChild } from './helpers/serve-child.ts';
 import { localServer, until, type LocalServer } from './helpers/e2e.ts';
 import { tempDir } from './helpers/temp.ts';
@@ -53,10 +53,9 @@ async function call(url: string, key: string, model: string): Promise<{ status: 
   return { status: r.status, code: body.error?.code };
 }
 
-async function newKey(url: string, agent: string): Promise<string> {
-  const r = await fetch(`${url}/admin/v1/keys`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ agent }) });
-  assert.equal(r.status, 201);
-  return ((await r.json()) as { key: string }).key;
+/** A key created on `url`, once every replica accepts it (propagation takes up to ~1 s). */
+async function newKey(url: string, agent: string, others: string[] = replicas.map((r) => r.url)): Promise<string> {
+  return keyOnEveryReplica([url, ...others.filter((u) => u !== url)], agent, ADMIN);
 }
 
 /** c requests at once, spread round-robin over the urls; counts by status/code. */
@@ -151,7 +150,7 @@ test('a replica killed mid-request holds its reservation only until it expires',
     await r.del(`${prefix}b:agent:spender`, `${prefix}bz:agent:spender`);
     r.disconnect();
 
-    const key = await newKey(a.url, 'spender');
+    const key = await newKey(a.url, 'spender', [b.url]);
     const inFlight = call(a.url, key, 'priced').catch(() => null);
     await until(() => held.received === 1, 30_000, 'the call to be in flight on replica A');
     a.proc.kill('SIGKILL');

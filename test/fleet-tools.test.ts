@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { fleetStore, privateRedis, type FleetTestStore } from './helpers/fleet.ts';
+import { fleetStore, keyOnEveryReplica, privateRedis, type FleetTestStore } from './helpers/fleet.ts';
 import { startServeChild, type ServeChild } from './helpers/serve-child.ts';
 import { localServer, until, type LocalServer } from './helpers/e2e.ts';
 import { tempDir } from './helpers/temp.ts';
@@ -34,10 +34,9 @@ function configFor(api: string, mcp?: string): string {
   );
 }
 
+/** A key created on `url`, once every replica accepts it (propagation takes up to ~1 s). */
 async function newKey(url: string, agent: string): Promise<string> {
-  const r = await fetch(`${url}/admin/v1/keys`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ agent }) });
-  assert.equal(r.status, 201);
-  return ((await r.json()) as { key: string }).key;
+  return keyOnEveryReplica([url, ...replicas.map((r) => r.url).filter((u) => u !== url)], agent, ADMIN);
 }
 
 async function callTool(url: string, key: string, action: 'list' | 'send'): Promise<string> {

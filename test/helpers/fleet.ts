@@ -88,3 +88,25 @@ export async function privateRedis(): Promise<PrivateRedis> {
   await start();
   return { url: `redis://127.0.0.1:${port}`, start, stop };
 }
+
+/**
+ * A virtual key created through one replica's admin API, returned once every replica accepts
+ * it: the contract is "within 1 s" (push, then a poll backstop), not at once, so a test that
+ * uses a fresh key on another replica must wait for it rather than race the announcement.
+ */
+export async function keyOnEveryReplica(urls: readonly string[], agent: string, adminToken: string, ms = 5000): Promise<string> {
+  const r = await fetch(`${urls[0]}/admin/v1/keys`, { method: 'POST', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ agent }) });
+  if (r.status !== 201) throw new Error(`creating a key for ${agent}: HTTP ${r.status} ${await r.text()}`);
+  const key = ((await r.json()) as { key: string }).key;
+  const deadline = Date.now() + ms;
+  for (const url of urls) {
+    for (;;) {
+      const seen = await fetch(`${url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+      await seen.arrayBuffer();
+      if (seen.status !== 401) break;
+      if (Date.now() > deadline) throw new Error(`key for ${agent} not accepted by ${url} within ${ms} ms`);
+      await new Promise((res) => setTimeout(res, 20));
+    }
+  }
+  return key;
+}
