@@ -4,7 +4,7 @@
 // A preload resolve hook records, in a file, every SDK module the process resolves.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { doc, yaml } from './helpers/gateway.ts';
@@ -97,7 +97,9 @@ test('a reload that adds an MCP server loads the SDK without any /mcp call', asy
     assert.ok(existsSync(s.active), 'the preload hook runs in the gateway');
     assert.equal(sdkLoaded(s.log), false, 'nothing loaded at start');
     // An HTTP MCP server nobody listens on: the gateway loads, tries it and keeps retrying.
-    writeFileSync(s.config, yaml(...base, doc('McpServer', 'later', { transport: 'streamable-http', url: 'http://127.0.0.1:9/mcp' })));
+    // Replaced whole (rename), so neither the file watcher nor SIGHUP can read it half written.
+    writeFileSync(`${s.config}.new`, yaml(...base, doc('McpServer', 'later', { transport: 'streamable-http', url: 'http://127.0.0.1:9/mcp' })));
+    renameSync(`${s.config}.new`, s.config);
     s.gw.proc.kill('SIGHUP');
     await until(() => sdkLoaded(s.log), 30_000, 'the SDK to load after a reload added an MCP server')
       .catch((e: Error) => { throw new Error(`${e.message}\n${s.gw.stderr().slice(-3000)}`); });
