@@ -4,6 +4,7 @@
 // A preload resolve hook records, in a file, every SDK module the process resolves.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -36,6 +37,8 @@ registerHooks({ resolve(spec, ctx, next) {
   return { preload, log, active };
 }
 
+const ADMIN = randomBytes(32).toString('hex');
+
 async function setup(name: string, docs: string[]) {
   const dir = join(root, name);
   mkdirSync(dir, { recursive: true });
@@ -46,7 +49,7 @@ async function setup(name: string, docs: string[]) {
   assert.equal(r.code, 0, r.stderr);
   const key = r.stdout.trim().split('\n').at(-1)!;
   const w = sdkWatcher(dir);
-  const gw = await startServeChild({ config, data, env: { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${w.preload}` } });
+  const gw = await startServeChild({ config, data, env: { AAM_ADMIN_TOKEN: ADMIN, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${w.preload}` } });
   return { dir, config, key, gw, ...w };
 }
 
@@ -68,6 +71,17 @@ test('no MCP server configured: the SDK is not loaded until /mcp is called, then
     // Requests that touch the tool plane without /mcp: the HTTP tool proxy (unknown tool) still loads nothing.
     const tool = await fetch(`${s.gw.url}/tools/nope/act`, { method: 'POST', headers: { authorization: `Bearer ${s.key}`, 'content-type': 'application/json' }, body: '{}' });
     assert.ok(tool.status >= 400, `an unknown HTTP tool is refused (${tool.status})`);
+    // The admin API's tool endpoints answer as a gateway without MCP servers always did.
+    const admin = async (method: string, path: string) => {
+      const r = await fetch(`${s.gw.url}/admin/v1${path}`, { method, headers: { authorization: `Bearer ${ADMIN}` } });
+      return { status: r.status, json: await r.json() as unknown };
+    };
+    assert.deepEqual(await admin('GET', '/mcp/status'), { status: 200, json: {} });
+    assert.deepEqual(await admin('GET', '/tools/flagged'), { status: 200, json: { data: [] } });
+    assert.deepEqual(await admin('GET', '/approvals'), { status: 200, json: { data: [] } });
+    const diff = await admin('GET', '/tools/none/nope/diff');
+    assert.equal(diff.status, 200);
+    assert.equal((diff.json as { status: string }).status, 'unknown');
     assert.equal(sdkLoaded(s.log), false, `SDK loaded before any /mcp call:\n${existsSync(s.log) ? readFileSync(s.log, 'utf8') : ''}`);
 
     // MCP 2025-11-25: initialize opens a session on the SDK's server.
