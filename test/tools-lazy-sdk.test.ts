@@ -119,3 +119,14 @@ test('a reload that adds an MCP server loads the SDK without any /mcp call', asy
       .catch((e: Error) => { throw new Error(`${e.message}\n${s.gw.stderr().slice(-3000)}`); });
   } finally { await s.gw.stop(); }
 });
+
+test('a bad MCP session limit still refuses the start when no MCP server is configured (checked without the SDK)', async () => {
+  const dir = join(root, 'bad-limit');
+  mkdirSync(dir, { recursive: true });
+  const config = join(dir, 'aam.yaml');
+  writeFileSync(config, yaml(...base));
+  // A gateway that starts anyway is stopped, so a failure does not leave it running.
+  const outcome = await startServeChild({ config, data: join(dir, 'data'), env: { AAM_MCP_SESSIONS_PER_IDENTITY: '0' } })
+    .then(async (gw) => { await gw.stop(); return 'it started'; }, (e: Error) => e.message);
+  assert.match(outcome, /AAM_MCP_SESSIONS_PER_IDENTITY\) must be a positive integer, not 0/);
+});

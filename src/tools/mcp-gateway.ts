@@ -17,7 +17,7 @@ import type { Approval, Approvals } from './approvals.ts';
 import { createCatalog } from './catalog.ts';
 import { callTool, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, subscribeResource, unsubscribeResource, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import type { ToolDiff } from './tool-integrity.ts';
-import { createMcpShared, type McpShared } from './mcp-lazy.ts';
+import { createMcpShared, sessionLimits, type McpShared } from './mcp-lazy.ts';
 import type { UpstreamOptions, UpstreamState } from './upstream.ts';
 import { handleModern, isModernRequest, toolsPage } from './mcp-stateless.ts';
 import { RPC, ToolError, type ToolAccess, type ToolDeps } from './types.ts';
@@ -86,10 +86,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   const rt: Runtime = { catalog, deps, approvals, maxResultBytes: opts.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES };
   const pageSize = opts.pageSize ?? 200;
   const maxSessions = opts.maxSessions ?? 10_000;
-  const maxPerIdentity = opts.maxSessionsPerIdentity ?? 100;
-  if (!Number.isSafeInteger(maxPerIdentity) || maxPerIdentity < 1) throw new Error(`MCP sessions per identity (AAM_MCP_SESSIONS_PER_IDENTITY) must be a positive integer, not ${String(opts.maxSessionsPerIdentity)}`);
-  const maxPerDomain = opts.maxSessionsPerTrustDomain ?? 1000;
-  if (!Number.isSafeInteger(maxPerDomain) || maxPerDomain < 1) throw new Error(`MCP sessions per trust domain (AAM_MCP_SESSIONS_PER_TRUST_DOMAIN) must be a positive integer, not ${String(opts.maxSessionsPerTrustDomain)}`);
+  const { maxPerIdentity, maxPerDomain } = sessionLimits(opts);
   /** Sessions open or being opened, per identity (reserved before initialize, so a burst cannot overshoot). */
   const opened = new Map<string, number>();
   /** The same for unregistered identities, per trust domain (the authority that vouched for them). */

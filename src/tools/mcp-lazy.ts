@@ -11,7 +11,17 @@ import type { ToolDeps } from './types.ts';
 /** What outlives the loading of the gateway: created before the SDK is, handed to it once it is. */
 export interface McpShared { approvals: Approvals; integrity: ToolIntegrity }
 
+/** Open-session limits; a bad one refuses the start, whether or not the SDK loads then. */
+export function sessionLimits(opts: McpGatewayOptions): { maxPerIdentity: number; maxPerDomain: number } {
+  const maxPerIdentity = opts.maxSessionsPerIdentity ?? 100;
+  if (!Number.isSafeInteger(maxPerIdentity) || maxPerIdentity < 1) throw new Error(`MCP sessions per identity (AAM_MCP_SESSIONS_PER_IDENTITY) must be a positive integer, not ${String(opts.maxSessionsPerIdentity)}`);
+  const maxPerDomain = opts.maxSessionsPerTrustDomain ?? 1000;
+  if (!Number.isSafeInteger(maxPerDomain) || maxPerDomain < 1) throw new Error(`MCP sessions per trust domain (AAM_MCP_SESSIONS_PER_TRUST_DOMAIN) must be a positive integer, not ${String(opts.maxSessionsPerTrustDomain)}`);
+  return { maxPerIdentity, maxPerDomain };
+}
+
 export function createMcpShared(deps: ToolDeps, opts: McpGatewayOptions): McpShared {
+  sessionLimits(opts);
   return {
     integrity: createToolIntegrity(deps.db, deps.scrub),
     approvals: createApprovals(deps.db, { windowMs: opts.approvalWindowMs, onPending: opts.onApprovalPending }),
