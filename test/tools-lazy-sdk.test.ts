@@ -114,8 +114,13 @@ test('a reload that adds an MCP server loads the SDK without any /mcp call', asy
     // Replaced whole (rename), so neither the file watcher nor SIGHUP can read it half written.
     writeFileSync(`${s.config}.new`, yaml(...base, doc('McpServer', 'later', { transport: 'streamable-http', url: 'http://127.0.0.1:9/mcp' })));
     renameSync(`${s.config}.new`, s.config);
+    // SIGHUP again each second until it shows: a signal that arrives while the gateway is still
+    // wiring its handlers is not what this test is about (a reload that swapped the config
+    // without loading the SDK is: later SIGHUPs are no-ops then, and it still fails).
+    const nudge = setInterval(() => s.gw.proc.kill('SIGHUP'), 1000);
     s.gw.proc.kill('SIGHUP');
     await until(() => sdkLoaded(s.log), 30_000, 'the SDK to load after a reload added an MCP server')
+      .finally(() => clearInterval(nudge))
       .catch((e: Error) => { throw new Error(`${e.message}\n${s.gw.stderr().slice(-3000)}`); });
   } finally { await s.gw.stop(); }
 });
