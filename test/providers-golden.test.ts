@@ -2,23 +2,14 @@
 // expected output, reviewed as data). UPDATE_GOLDEN=1 rewrites the expected files.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync, writeFileSync, existsSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { adapterFor, codecFor, parseOpenAIChatRequest, SseParser } from '../src/providers/index.ts';
 import type { AdapterType } from '../src/providers/index.ts';
 import type { StreamEvent, TargetInfo } from '../src/providers/types.ts';
+import { golden, GOLDEN_DIR } from './helpers/golden.ts';
 
-const DIR = join(import.meta.dirname, 'golden');
-const UPDATE = process.env.UPDATE_GOLDEN === '1';
-
-function golden(path: string, actual: string): void {
-  if (UPDATE || !existsSync(path)) {
-    writeFileSync(path, actual);
-    if (!UPDATE) assert.fail(`golden file ${path} was missing and has been written; review it and re-run`);
-    return;
-  }
-  assert.equal(actual, readFileSync(path, 'utf8'), `mismatch with ${path} (UPDATE_GOLDEN=1 to accept)`);
-}
+const DIR = GOLDEN_DIR;
 
 const TARGETS: Record<string, { type: AdapterType; target: Omit<TargetInfo, 'stream'> }> = {
   openai: { type: 'openai', target: { model: 'gpt-4o', options: {} } },

@@ -3,7 +3,7 @@
 // provider stream goldens) -> the Responses SSE event sequence. UPDATE_GOLDEN=1 rewrites them.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, readdirSync, writeFileSync, existsSync } from 'node:fs';
+import { readFileSync, readdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { adapterFor, SseParser } from '../src/providers/index.ts';
 import type { AdapterType } from '../src/providers/index.ts';
@@ -11,18 +11,9 @@ import { itemsToMessages, parseResponsesRequest } from '../src/providers/respons
 import { responsesCodec, type ResponseMeta } from '../src/providers/responses-codec.ts';
 import { responsesUpstreamAdapter } from '../src/providers/responses-upstream.ts';
 import type { ChatResult, StreamEvent } from '../src/providers/types.ts';
+import { golden, GOLDEN_DIR, UPDATE_GOLDEN } from './helpers/golden.ts';
 
-const DIR = join(import.meta.dirname, 'golden');
-const UPDATE = process.env.UPDATE_GOLDEN === '1';
-
-function golden(path: string, actual: string): void {
-  if (UPDATE || !existsSync(path)) {
-    writeFileSync(path, actual);
-    if (!UPDATE) assert.fail(`golden file ${path} was missing and has been written; review it and re-run`);
-    return;
-  }
-  assert.equal(actual, readFileSync(path, 'utf8'), `mismatch with ${path} (UPDATE_GOLDEN=1 to accept)`);
-}
+const DIR = GOLDEN_DIR;
 
 const TARGETS: Record<string, { type: AdapterType; model: string; options: Record<string, string> }> = {
   openai: { type: 'openai', model: 'gpt-4o', options: {} },
@@ -210,7 +201,7 @@ for (const name of eventFiles) {
     out += codec.streamDone;
     // A provider transcript added later is checked by the rules below; its golden is written with UPDATE_GOLDEN=1.
     const file = join(streamDir, `${name}.to-responses.sse`);
-    if (UPDATE || existsSync(file)) golden(file, out);
+    if (UPDATE_GOLDEN || existsSync(file)) golden(file, out);
     const got = assembleResponses(readSse(out));
     let text = '';
     const tools: Array<{ call_id: string; name: string; arguments: string }> = [];

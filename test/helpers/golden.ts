@@ -2,7 +2,9 @@
 // is written and fails the test so it gets reviewed.
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 
+export const GOLDEN_DIR = join(import.meta.dirname, '..', 'golden');
 export const UPDATE_GOLDEN = process.env.UPDATE_GOLDEN === '1';
 
 export function golden(path: string, actual: string): void {
