@@ -22,7 +22,7 @@ let otherKey: string;
 const SECRET = 'sk-upstream-secret-value-responses-0123456789';
 
 const route = (name: string, provider: string, model: string) => doc('Model', name, { targets: [{ provider, model }], retries: { attempts: 1, backoff_ms: 0 } });
-const MODELS = ['gpt', 'claude', 'gemini', 'loop-oai', 'loop-ant', 'loop-gem', 'cut', 'cached', 'native', 'loop-native', 'masked'];
+const MODELS = ['gpt', 'claude', 'gemini', 'loop-oai', 'loop-ant', 'loop-gem', 'cut', 'cached', 'native', 'loop-native', 'masked', 'masked-in'];
 
 before(async () => {
   fake = await startFakeUpstream();
@@ -41,6 +41,8 @@ before(async () => {
     doc('Guardrail', 'no-falcon', { on: ['input'], keywords: ['project falcon'], action: 'block' }),
     doc('Guardrail', 'mask-email-out', { on: ['output'], detect: ['email'], action: 'redact' }),
     doc('Model', 'masked', { targets: [{ provider: 'oai', model: 'ok' }], guardrails: ['mask-email-out'] }),
+    doc('Guardrail', 'mask-email-in', { on: ['input'], detect: ['email'], action: 'redact' }),
+    doc('Model', 'masked-in', { targets: [{ provider: 'oai', model: 'ok' }], guardrails: ['mask-email-in'] }),
     doc('Agent', 'tester', { workload: 'spiffe://test/agent/tester', owner: 'qa@example.com', team: 'qa', environment: 'dev' }),
     doc('Agent', 'other', { workload: 'spiffe://test/agent/other', owner: 'qa@example.com', team: 'qa', environment: 'dev' }),
     doc('AgentPolicy', 'tester-policy', { identity: { workload: 'spiffe://test/agent/tester' }, models: { allow: MODELS }, guardrails: ['no-falcon'] }),
@@ -245,6 +247,20 @@ test('output guardrails redact the Responses answer, streamed and not, and what 
     const stored = await gw.g.rt.responses.get('spiffe://test/agent/tester', rid);
     assert.ok(stored && stored.response.includes('[EMAIL]') && !stored.response.includes('jane.doe@example.com'), 'the stored answer is the redacted one');
   }
+});
+
+test('input guardrails redact what is sent upstream and what is stored; the next turn carries the redacted text', async () => {
+  const first = await client().responses.create({ model: 'masked-in', input: [{ role: 'user', content: [{ type: 'input_text', text: 'reach me at jane.doe@example.com' }] }] });
+  assert.equal(first.output_text, 'echo: reach me at [EMAIL]', 'the upstream saw the redacted text');
+  const stored = await gw.g.rt.responses.get('spiffe://test/agent/tester', first.id);
+  assert.ok(stored, 'stored');
+  assert.ok(stored.input.includes('[EMAIL]') && !stored.input.includes('jane.doe@example.com'), `the stored input is the redacted one: ${stored.input}`);
+  const items = await client().responses.inputItems.list(first.id);
+  assert.ok(!JSON.stringify(items.data).includes('jane.doe@example.com'), 'input_items shows the redacted input');
+  // A clean input is stored as sent (nothing to rewrite).
+  const clean = await client().responses.create({ model: 'masked-in', input: 'plain words' });
+  const cleanStored = await gw.g.rt.responses.get('spiffe://test/agent/tester', clean.id);
+  assert.ok(cleanStored?.input.includes('plain words'));
 });
 
 test('a credential echoed by the upstream is scrubbed from the Responses stream, the answer and the stored response', async () => {

@@ -105,6 +105,21 @@ export async function guardChatInput(rt: Runtime, at: EvidenceAt, identity: Iden
   return out === rest ? req : { model, ...out };
 }
 
+/**
+ * `value` with each text leaf that the guardrails rewrote between `before` and `after` (the same
+ * shape, leaves in walker order) rewritten the same way: a wire's own form of a request (e.g. the
+ * Responses items aam stores) keeps the redactions, webhook ones included, without a second scan.
+ */
+export function sameRedactions<T>(value: T, before: unknown, after: unknown): T {
+  if (before === after) return value;
+  const from = leafTexts(before);
+  const to = leafTexts(after);
+  const changed = new Map<string, string>();
+  for (let i = 0; i < from.length; i++) if (from[i] !== to[i] && to[i] !== undefined) changed.set(from[i], to[i]);
+  if (changed.size === 0) return value;
+  return replaceLeaves(value, leafTexts(value).map((t) => changed.get(t) ?? t));
+}
+
 /** Output guardrails on a complete answer (text and tool-call arguments); the same object when clean. */
 export async function guardChatOutput(rt: Runtime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], result: ChatResult): Promise<ChatResult> {
   const shown = { text: result.text, tool_calls: result.toolCalls };

@@ -48,6 +48,8 @@ export interface ServeOptions {
    * added to the prompt, for the budget estimate.
    */
   resolve?: (req: ChatRequest) => Promise<{ req: ChatRequest; bytes: number }>;
+  /** Sees the request before and after the input guardrails (e.g. to keep at rest what they redacted, not what was sent). */
+  guarded?: (before: ChatRequest, after: ChatRequest) => void;
 }
 
 /** The model access path for a parsed chat request, answered in the client's wire (codec). */
@@ -63,7 +65,9 @@ export async function serveChat(a: Access, parsedReq: ChatRequest, codec: Client
     bodyBytes += r.bytes;
   }
   a.guardrails(route.guardrails);
+  const unguarded = req;
   req = await a.guardChatInput(req);
+  opts.guarded?.(unguarded, req);
 
   // Cache (scoped to this agent or team): looked up after policy and input guardrails, so a hit
   // is only ever served to a caller who may make the request, and counts as a $0 call.

@@ -6,6 +6,7 @@
 // state (previous_response_id, item_reference) is kept by aam per agent and resolved into the
 // conversation sent upstream: never forwarded as ids to a provider.
 import { openAccess } from '../access/context.ts';
+import { sameRedactions } from '../access/guard.ts';
 import { itemsToMessages, parseResponsesRequest, type ResponseItem, type ResponsesRequest } from '../providers/responses-parse.ts';
 import { responsesCodec, type ResponseMeta } from '../providers/responses-codec.ts';
 import { responsesUpstreamAdapter } from '../providers/responses-upstream.ts';
@@ -37,12 +38,13 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
     previousResponseId: p.previousResponseId, store: p.store, echo: p.echo,
   };
   let input: ResponseItem[] = p.input;
+  let atRest: ResponseItem[] | null = null; // the input as the input guardrails left it
   let stored: Promise<void> = Promise.resolve();
   // Stored scrubbed (like cached answers): a credential an upstream echoed is not kept at rest,
   // nor sent upstream again with the next turn. A failed write is logged; the answer still goes out
   // (a later previous_response_id naming it gets 404).
   const save = (response: Obj): void => {
-    const withIdsIn = withIds(meta.id, input);
+    const withIdsIn = withIds(meta.id, atRest ?? input);
     const items = [...withIdsIn, ...(response.output as Obj[])].map((it) => it.id).filter((id): id is string => typeof id === 'string');
     const rec: StoredResponse = {
       id: meta.id, agent, previousId: p.previousResponseId, input: ctx.rt.scrub(JSON.stringify(withIdsIn)),
@@ -64,6 +66,8 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
       input = await resolveReferences(store, agent, p.input);
       return { req: withConversation(req, p, [...history.items, ...input]), bytes: history.chars };
     },
+    // Stored as redacted, like the answer: PII a redact guardrail masked upstream is not kept at rest.
+    guarded: (before, after) => { atRest = sameRedactions(input, before, after); },
   });
 }
 
