@@ -91,6 +91,27 @@ async function toolCall(i: Instruction): Promise<unknown[]> {
 const readResource = (i: Instruction) => outcome(() => mcp.readResource({ uri: `leak://${i.channel}/${encodeURIComponent(i.form)}/${i.tag}` }));
 const getPrompt = (i: Instruction) => outcome(() => mcp.getPrompt({ name: 'leaky__leak', arguments: { channel: i.channel, form: i.form, tag: i.tag } }));
 
+/**
+ * The same MCP calls in the stateless 2026-07-28 generation (no session; _meta and Mcp-* headers):
+ * aam translates them for the 2025-11-25 leaky server, and answers on its own stateless egress.
+ */
+async function modern(method: string, params: Record<string, unknown>): Promise<unknown[]> {
+  const version = '2026-07-28';
+  const name = (params.name ?? params.uri) as string;
+  const r = await cap.fetch(`${gw.url}/mcp`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key()}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': version, 'mcp-method': method, 'mcp-name': name },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { ...params, _meta: { 'io.modelcontextprotocol/protocolVersion': version, 'io.modelcontextprotocol/clientInfo': { name: 'leak-hunter', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': {} } } }),
+  });
+  return [await r.text()];
+}
+const modernCall = (i: Instruction) => {
+  if (i.channel === 'resources/read') return modern('resources/read', { uri: `leak://body/${encodeURIComponent(i.form)}/${i.tag}` });
+  if (i.channel === 'prompts/get') return modern('prompts/get', { name: 'leaky__leak', arguments: { channel: 'body', form: i.form, tag: i.tag } });
+  const upstream = i.channel.startsWith('rpc-error') ? 'rpc-error' : i.channel;
+  return modern('tools/call', { name: 'leaky__leak', arguments: { ...i, channel: upstream } });
+};
+
 let agentKey = '';
 const key = () => agentKey;
 
@@ -159,6 +180,9 @@ const PLANES: Plane[] = [
       const e = { ...i, channel: 'rpc-error' };
       return i.channel === 'resources/read' ? readResource(e) : i.channel === 'prompts/get' ? getPrompt(e) : toolCall(e);
     } },
+  // The stateless 2026-07-28 generation on the same /mcp: results, tool errors, upstream JSON-RPC errors, resources and prompts.
+  { name: 'mcp 2026-07-28 stateless', call: modernCall, shows: () => true,
+    channels: { body: [...TEXT, 'split-parts@mid', 'split-tcp@mid', ...BINARY], 'tool-error': TEXT, 'rpc-error': TEXT, 'resources/read': TEXT, 'prompts/get': TEXT } },
   { name: 'http tools', call: httpTool, shows: () => true, sweep: 'error',
     channels: { body: [...TEXT, ...SPLIT_TCP, ...BINARY], text: TEXT, header: TEXT, error: [...TEXT, 'split-tcp@mid', 'gzip'] } },
   // An A2A agent echoing aam's credential for it: in its answer, its stream events, its JSON-RPC errors, its headers (not passed on).
