@@ -38,6 +38,7 @@ import { buildAgentRegistry, type AgentRegistry } from './identity/registry.ts';
 import type { Issuer } from './identity/issuer.ts';
 import type { Mtls } from './identity/x509-svid.ts';
 import { createJoinTokenStore, type JoinTokenStore } from './identity/join-tokens.ts';
+import { IdentitySeen, redisSeenBackend, sqliteSeenBackend } from './identity/seen.ts';
 import { trustDomainsFromConfig } from './identity/jwks-cache.ts';
 import type { McpGateway } from './tools/mcp-gateway.ts';
 import type { HttpToolProxy } from './tools/http-tool.ts';
@@ -159,6 +160,8 @@ export class Runtime {
   /** Fleet mode: this replica's heartbeat in Redis (aam fleet status). */
   readonly #heartbeat: { stop(): Promise<void> } | null;
   readonly usage: UsageRecorder;
+  /** Identity methods each agent used, and when last (console Agents page). */
+  readonly identitySeen: IdentitySeen;
   readonly ledger: BudgetLedger;
   readonly rates: RateLimiter;
   /** Response cache (exact and semantic), for routes with spec.cache. */
@@ -221,6 +224,8 @@ export class Runtime {
     this.#keys = this.fleet ? null : openKeyStore(this.db, opts.dataDir, true);
     this.keyBook = this.fleet ? this.fleet.keys : embeddedKeyBook(this.#keys!);
     this.usage = new UsageRecorder(this.db);
+    this.identitySeen = new IdentitySeen(this.fleet ? redisSeenBackend(this.fleet.fleet.redis, this.fleet.fleet.prefix) : sqliteSeenBackend(this.db),
+      (e) => this.log.warn({ event: 'identity_seen_write_failed', err: e }, 'identity methods seen: write failed (retried at the next flush)'));
     const onAlert = (a: BudgetAlert) => {
       this.log.warn({ event: 'budget_alert', ...a }, `budget ${a.key} crossed ${a.threshold}% of its ${a.period} limit`);
       // Alerts are evidence too, so they reach the same sinks (webhook, OTLP, file) as the trail.
@@ -293,6 +298,7 @@ export class Runtime {
     if (refused) throw new AamError(403, 'policy_denied', refused);
     try {
       const inj = await this.injector.injectionFor(p.credential, { principal: identity.agent, defaultStyle: STYLE[p.authStyle] });
+      if (inj.credential.kind === 'on_behalf_of') this.identitySeen.note(identity.agent.name, 'on_behalf_of');
       return { headers: inj.headers, query: inj.query, credential: inj.credential, sign: inj.sign };
     } catch (e) {
       throw credentialFailure(e, `provider ${p.name}`);
@@ -310,6 +316,7 @@ export class Runtime {
   async injectTool(name: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number } }> {
     try {
       const inj = await this.injector.injectionFor(name, { principal: identity.agent });
+      if (inj.credential.kind === 'on_behalf_of') this.identitySeen.note(identity.agent.name, 'on_behalf_of');
       const env = await this.injector.environmentFor(name, name.toUpperCase().replace(/[^A-Z0-9]/g, '_'), { principal: identity.agent });
       return { headers: inj.headers, query: inj.query, env: env.env, credential: inj.credential };
     } catch (e) {
@@ -392,6 +399,7 @@ export class Runtime {
 
   async close(): Promise<void> {
     this.usage.flush();
+    await this.identitySeen.flush();
     this.vault.close();
     this.keyBook.close();
     this.cache.close();

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startGateway, type Running } from '../src/cli/serve.ts';
-import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
+import { fleetStore, keyOnEveryReplica, type FleetTestStore } from './helpers/fleet.ts';
 import { freePort, localServer, type LocalServer } from './helpers/e2e.ts';
 import { startTestIdp, loginWithoutBrowser, CookieJar, type TestIdp } from './helpers/oidc-idp.ts';
 import { consoleConfig, USERS, ADMIN_TOKEN } from './helpers/console-setup.ts';
@@ -74,4 +74,29 @@ test('fleet: sign-in started on one replica finishes on another; the session wor
   const out = await fetch(`${urls[0]}/console/logout`, { method: 'POST', redirect: 'manual', headers: { cookie: jar.header(), origin: urls[0], 'content-type': 'application/x-www-form-urlencoded' }, body: `csrf=${csrf}` });
   assert.equal(out.status, 303);
   for (const url of urls) assert.equal((await me(url, jar)).status, 401, `signed out on ${url}`);
+});
+
+test('fleet: identity methods seen on one replica show on every replica (kept in the fleet store, not per replica)', async () => {
+  const key = await keyOnEveryReplica(urls, 'finance-analyst', ADMIN_TOKEN);
+  // A JWT-SVID minted and used on replica 1 only.
+  const tr = await fetch(`${urls[1]}/identity/v1/token`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{"ttl":"5m"}' });
+  assert.equal(tr.status, 200);
+  const svid = ((await tr.json()) as { access_token: string }).access_token;
+  const chat = await fetch(`${urls[1]}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${svid}`, 'content-type': 'application/json' }, body: '{"model":"reasoning-high","messages":[{"role":"user","content":"hi"}]}' });
+  assert.equal(chat.status, 200, await chat.text());
+  const methodsOn = async (url: string) => {
+    const r = await fetch(`${url}/admin/v1/agents`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+    return ((await r.json()) as { data: Array<{ name: string; identity_methods: Record<string, string> | null }> }).data.find((a) => a.name === 'finance-analyst')!.identity_methods;
+  };
+  // Replica 1 writes what it saw within a few seconds; replica 0 reads it from the store.
+  const deadline = Date.now() + 15_000;
+  let seen = await methodsOn(urls[0]);
+  while (!seen?.jwt_svid && Date.now() < deadline) { await new Promise((r) => setTimeout(r, 200)); seen = await methodsOn(urls[0]); }
+  assert.ok(seen?.jwt_svid, `replica 0 shows the JWT-SVID replica 1 saw: ${JSON.stringify(seen)}`);
+  assert.ok(seen.virtual_key);
+  assert.deepEqual(await methodsOn(urls[1]), seen, 'both replicas answer the same');
+  for (const r of replicas) {
+    const rows = r.rt.db.prepare("SELECT count(*) AS n FROM sqlite_master WHERE name = 'identity_seen'").get() as { n: number };
+    assert.equal(rows.n, 0, 'fleet mode keeps it in the fleet store, not in a replica\'s data dir');
+  }
 });

@@ -109,6 +109,7 @@ export async function openAccess(ctx: Ctx): Promise<Access> {
   const d = verifyDelegation(ctx.rt, ctx.req.headers[DELEGATION_HEADER], a.identity);
   if (d) {
     a.delegation = d;
+    ctx.rt.identitySeen.note(a.identity.agent.name, 'delegation');
     a.record({ type: 'delegation', request_id: ctx.requestId, trace_id: requestTraceId(ctx), identity: identityEvidence(a.identity), delegation: delegationEvidence(d) });
   }
   return a;

@@ -30,6 +30,7 @@ function unregistered(spiffeId: string): AgentRecord {
 
 export async function identify(ctx: Ctx): Promise<Identity> {
   const id = await resolveIdentity(ctx);
+  ctx.rt.identitySeen.note(id.agent.name, id.method);
   ctx.span?.setAttributes({ 'gen_ai.agent.id': id.agent.spiffeId, 'gen_ai.agent.name': id.agent.name, 'aam.auth.method': id.method });
   return id;
 }

@@ -55,12 +55,20 @@ function action(out, fn) {
   };
 }
 
+const METHOD_NAMES = { virtual_key: 'virtual key', jwt_svid: 'JWT-SVID', x509_svid: 'X.509-SVID', delegation: 'A2A delegation', on_behalf_of: 'on-behalf-of' };
+/** "virtual key (last 5/12/2026, 10:00:00), JWT-SVID (…)": the ways an agent proved who it is, newest first. */
+function methodsText(m) {
+  if (m === null) return 'unavailable (store not answering)';
+  const seen = Object.entries(m).sort((a, b) => b[1].localeCompare(a[1]));
+  return seen.length ? seen.map(([k, t]) => `${METHOD_NAMES[k] || k} (last ${when(t)})`).join(', ') : 'none yet';
+}
+
 async function agentsPage() {
   const { data } = await api('GET', '/agents');
-  show('Agents', table(['Agent', 'Owner', 'Team', 'Environment', 'Deployment', 'Active keys', 'Spend (30 days)', 'Budgets (spent / limit)', 'Last model call'],
+  show('Agents', table(['Agent', 'Owner', 'Team', 'Environment', 'Deployment', 'Identity methods seen', 'Active keys', 'Spend (30 days)', 'Budgets (spent / limit)', 'Last model call'],
     data.map((a) => [
       el('a', { href: `#/agents/${encodeURIComponent(a.name)}` }, a.name), a.owner || '-', a.team || '-', a.environment || '-', a.deployment || '-',
-      String(a.keys.filter((k) => !k.revoked_at).length),
+      methodsText(a.identity_methods), String(a.keys.filter((k) => !k.revoked_at).length),
       a.usage_30d ? `${usd(a.usage_30d.cost_usd)} in ${a.usage_30d.requests} requests${a.usage_30d.unknown_cost_requests ? ` (+${a.usage_30d.unknown_cost_requests} of unknown cost)` : ''}` : '-',
       a.budgets.length ? a.budgets.map((b) => `${b.key}: ${b.daily_usd !== null ? `${usd(b.spent.daily)} / ${usd(b.daily_usd)} a day` : ''}${b.monthly_usd !== null ? ` ${usd(b.spent.monthly)} / ${usd(b.monthly_usd)} a month` : ''}`).join('; ') : 'no budget',
       when(a.last_model_call),
@@ -78,7 +86,7 @@ async function agentPage(name, flash) {
   const create = can('operator') ? el('form', { onsubmit: action(out, async () => { const r = await api('POST', '/keys', { agent: name, name: create.elements.keyname.value || undefined }); await agentPage(name, { secret: r.key, text: `Key ${r.id} created.` }); }) },
     el('label', { for: 'keyname' }, 'New key name '), el('input', { id: 'keyname', name: 'keyname', autocomplete: 'off' }), ' ', el('button', { type: 'submit' }, 'Create key')) : null;
   show(`Agent ${name}`,
-    el('dl', {}, [['SPIFFE ID', a.spiffe_id], ['Owner', a.owner], ['Team', a.team], ['Environment', a.environment], ['Deployment', a.deployment], ['Policies', a.policies.join(', ') || 'none']]
+    el('dl', {}, [['SPIFFE ID', a.spiffe_id], ['Owner', a.owner], ['Team', a.team], ['Environment', a.environment], ['Deployment', a.deployment], ['Identity methods seen', methodsText(a.identity_methods)], ['Policies', a.policies.join(', ') || 'none']]
       .flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v || '-')])),
     el('h2', {}, 'Keys'), table(['Key id', 'Name', 'Created', 'Status', 'Last rotated', ''], keyRows), create, out,
     el('h2', {}, 'What can this agent do?'),

@@ -4,6 +4,7 @@
 import type { Runtime, Compiled } from '../runtime.ts';
 import type { AgentRecord } from '../identity/types.ts';
 import type { KeyListing } from '../store/types.ts';
+import type { SeenTable } from '../identity/seen.ts';
 import type { CompiledPolicies } from '../policy/compile.ts';
 import { setFor } from '../policy/compile.ts';
 import { decide } from '../policy/decide.ts';
@@ -17,9 +18,12 @@ import { checkpointSignatureValid } from '../audit/checkpoint.ts';
 
 const DAY_MS = 86_400_000;
 
-/** One row per Agent: who owns it, its keys, spend against each budget and when it last called a model. */
-/** `keys`: every key listing (from the key store the caller uses, embedded or fleet). */
-export function agentsOverview(rt: Runtime, cfg: Compiled, keys: readonly KeyListing[]): Array<Record<string, unknown>> {
+/**
+ * One row per Agent: who owns it, its keys, spend against each budget, the identity methods it was
+ * seen using (and when last) and when it last called a model. `keys` and `seen` come from the store
+ * the gateway uses (embedded or fleet), so every replica answers the same.
+ */
+export function agentsOverview(rt: Runtime, cfg: Compiled, keys: readonly KeyListing[], seen: SeenTable | null): Array<Record<string, unknown>> {
   rt.usage.flush();
   const spend30d = new Map(rt.usage.summary('agent', Date.now() - 30 * DAY_MS).map((r) => [String(r.agent), r]));
   const last = lastModelCall(rt);
@@ -30,6 +34,7 @@ export function agentsOverview(rt: Runtime, cfg: Compiled, keys: readonly KeyLis
       policies: set.policies.map((p) => p.name),
       keys: keys.filter((k) => k.agent === a.name).map((k) => ({ id: k.id, name: k.name, created_at: k.createdAt, revoked_at: k.revokedAt, expires_at: k.expiresAt, last_rotated_at: k.lastRotatedAt })),
       budgets: set.limits.budgets.map((b) => ({ key: b.key, daily_usd: b.daily_usd ?? null, monthly_usd: b.monthly_usd ?? null, spent: rt.ledger.usage(b.key), policies: b.policies })),
+      identity_methods: seen ? seen.get(a.name) ?? {} : null,
       usage_30d: spend30d.get(a.name) ?? null,
       last_model_call: last.get(a.name) ?? null,
     };

@@ -71,6 +71,9 @@ async function optionalJson(ctx: Ctx): Promise<Record<string, unknown>> {
   return b as Record<string, unknown>;
 }
 
+/** Identity methods seen per agent; null (shown as unavailable, not as none seen) when its store does not answer. */
+const seenTable = (rt: Runtime) => rt.identitySeen.table().catch(() => null);
+
 /** Admin handlers by "METHOD /path" below /admin/v1; ids are taken from the path. */
 async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Promise<void> {
   // Every route needs at least viewer; changes check their own role below.
@@ -83,7 +86,7 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     return sendJson(ctx, 200, { actor: who.actor, role: who.role, csrf_token: who.session?.csrf ?? null, session_expires_at: who.session ? new Date(who.session.expiresAt).toISOString() : null });
   }
   if (method === 'GET' && rest === '/keys') return sendJson(ctx, 200, { data: await rt.keyBook.list() });
-  if (method === 'GET' && rest === '/agents') return sendJson(ctx, 200, { data: agentsOverview(rt, ctx.cfg, await rt.keyBook.list()) });
+  if (method === 'GET' && rest === '/agents') return sendJson(ctx, 200, { data: agentsOverview(rt, ctx.cfg, await rt.keyBook.list(), await seenTable(rt)) });
   if (method === 'GET' && (m = /^\/agents\/([^/]+)$/.exec(rest))) {
     const name = decodeURIComponent(m[1]);
     const a = ctx.cfg.policies.agents.get(name);
