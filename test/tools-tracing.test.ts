@@ -10,7 +10,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
+import { CallToolRequestSchema, GetPromptRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, ReadResourceRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { chat, localServer, runCli, type LocalServer } from './helpers/e2e.ts';
 import { ADMIN_TOKEN, admin, textOf } from './helpers/mcp.ts';
@@ -21,15 +21,21 @@ import { queryEvents } from '../src/audit/query.ts';
 type Attr = { key: string; value: Record<string, unknown> };
 type OtlpSpan = { traceId: string; spanId: string; parentSpanId?: string; name: string; kind: number; attributes: Attr[]; status?: { code?: number } };
 
-/** A Streamable HTTP MCP server (stateless) that records the _meta of every tools/call it receives. */
-async function fakeMcp(): Promise<{ url: string; metas: Array<Record<string, unknown> | undefined>; close(): Promise<void> }> {
+/** A Streamable HTTP MCP server (stateless) that records the _meta of every tools/call (and, apart, every read) it receives. */
+async function fakeMcp(): Promise<{ url: string; metas: Array<Record<string, unknown> | undefined>; readMetas: Map<string, Record<string, unknown> | undefined>; close(): Promise<void> }> {
   const metas: Array<Record<string, unknown> | undefined> = [];
+  const readMetas = new Map<string, Record<string, unknown> | undefined>();
   const read = (req: IncomingMessage) => new Promise<string>((r) => { const c: Buffer[] = []; req.on('data', (d: Buffer) => c.push(d)); req.on('end', () => r(Buffer.concat(c).toString())); });
   const http: HttpServer = createServer(async (req, res) => {
     if (req.method !== 'POST') { res.writeHead(405).end(); return; }
     const body = JSON.parse(await read(req)) as { method?: string; params?: { _meta?: Record<string, unknown> } };
     if (body.method === 'tools/call') metas.push(body.params?._meta);
-    const server = new Server({ name: 'fake', version: '1.0.0' }, { capabilities: { tools: {} } });
+    if (body.method === 'resources/read' || body.method === 'prompts/get') readMetas.set(body.method, body.params?._meta);
+    const server = new Server({ name: 'fake', version: '1.0.0' }, { capabilities: { tools: {}, resources: {}, prompts: {} } });
+    server.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: [{ uri: 'doc://kb/faq', name: 'faq' }] }));
+    server.setRequestHandler(ReadResourceRequestSchema, async (r) => ({ contents: [{ uri: r.params.uri, text: 'the faq' }] }));
+    server.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: [{ name: 'greet' }] }));
+    server.setRequestHandler(GetPromptRequestSchema, async () => ({ messages: [{ role: 'user', content: { type: 'text', text: 'hello' } }] }));
     server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: [{ name: 'lookup', inputSchema: { type: 'object' } }] }));
     server.setRequestHandler(CallToolRequestSchema, async () => ({ content: [{ type: 'text', text: 'found it' }] }));
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
@@ -38,7 +44,7 @@ async function fakeMcp(): Promise<{ url: string; metas: Array<Record<string, unk
   });
   await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
   return {
-    url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/mcp`, metas,
+    url: `http://127.0.0.1:${(http.address() as AddressInfo).port}/mcp`, metas, readMetas,
     close: () => new Promise((r) => { http.closeAllConnections(); http.close(() => r()); }),
   };
 }
@@ -50,7 +56,7 @@ const config = (mcpUrl: string, crmUrl: string) => yaml(
   doc('HttpTool', 'crm', { baseUrl: crmUrl, resource: 'crm.accounts', actions: { read: { method: 'GET', path: '/accounts' }, broken: { method: 'GET', path: '/broken' }, secret: { method: 'GET', path: '/secret' } } }),
   doc('Agent', 'tester', { workload: 'spiffe://test/agent/tester', team: 'qa' }),
   doc('Guardrail', 'flag-falcon', { on: ['input'], keywords: ['project falcon'], action: 'flag' }),
-  doc('AgentPolicy', 'tester', { identity: { agent: 'tester' }, guardrails: ['flag-falcon'], models: { allow: ['fast'] }, tools: [{ resource: 'kb', actions: ['lookup'] }, { resource: 'crm.accounts', actions: ['read', 'broken'] }] }),
+  doc('AgentPolicy', 'tester', { identity: { agent: 'tester' }, guardrails: ['flag-falcon'], models: { allow: ['fast'] }, tools: [{ resource: 'kb', actions: ['lookup', 'resources/read', 'prompts/get'] }, { resource: 'crm.accounts', actions: ['read', 'broken'] }] }),
 );
 
 const TRACE = '4bf92f3577b34da6a3ce929d0e0e4736';
@@ -127,6 +133,35 @@ test('tracing on: execute_tool spans for MCP and HTTP tool calls reach the colle
   assert.equal(attr(httpSpan, 'gen_ai.tool.name')?.stringValue, 'crm/read');
   assert.equal(attr(httpSpan, 'aam.tool.resource')?.stringValue, 'crm.accounts');
   assert.equal(crmHeaders.at(-1)?.traceparent, `00-${TRACE}-${httpSpan.spanId}-01`, 'the HTTP tool got the span as parent');
+});
+
+test('tracing on: resources/read and prompts/get get spans of their own ({method} {target}, MCP conventions); servers continue them; no tool-call metric', async () => {
+  const key = traced.key('tester');
+  const client = await agentClient(traced, key, TP);
+  try {
+    await client.listResources();
+    const r = await client.readResource({ uri: 'doc://kb/faq' });
+    assert.equal((r.contents[0] as { text?: string }).text, 'the faq');
+    const p = await client.getPrompt({ name: 'kb__greet' });
+    assert.equal(p.messages.length, 1);
+  } finally { await client.close(); }
+  await traced.g.rt.tracer!.flush();
+  await collector.waitFor((c) => spansOf(c).some((s) => s.name === 'resources/read doc://kb/faq') && spansOf(c).some((s) => s.name === 'prompts/get greet'), 10_000);
+  const spans = spansOf(collector);
+  for (const [method, name] of [['resources/read', 'resources/read doc://kb/faq'], ['prompts/get', 'prompts/get greet']] as const) {
+    const span = spans.find((s) => s.name === name);
+    assert.ok(span, `a span for ${method} (spans: ${spans.map((s) => s.name).join(', ')})`);
+    assert.equal(span.traceId, TRACE, 'the agent\'s trace continues through aam');
+    assert.equal(span.kind, 3, 'CLIENT span');
+    assert.equal(attr(span, 'mcp.method.name')?.stringValue, method);
+    assert.equal(attr(span, 'gen_ai.operation.name'), undefined, 'not a tool call (MCP conventions)');
+    assert.equal(attr(span, 'aam.tool.server')?.stringValue, 'kb');
+    assert.equal(spans.find((s) => s.spanId === span.parentSpanId)?.kind, 2, 'child of the POST /mcp server span');
+    assert.equal(mcp.readMetas.get(method)?.traceparent, `00-${TRACE}-${span.spanId}-01`, `the server got the ${method} span as parent in _meta`);
+  }
+  const samples = parseProm(await (await fetch(`${traced.url}/metrics`)).text());
+  const kbCalls = sumOf(samples, 'aam_tool_call_duration_seconds_count', { agent: 'tester', server: 'kb' });
+  assert.equal(kbCalls, spans.filter((s) => s.name === 'execute_tool lookup').length, 'reads are not counted as tool calls');
 });
 
 test('tracing off: upstreams still get the caller\'s trace; one trace id finds the chat and tool events (aam audit query --trace)', async () => {

@@ -91,7 +91,8 @@ class ToolAccessOf implements ToolAccess {
       traceContext: span ? traceHeaders(span) as { traceparent: string; tracestate?: string } : carried ? carried as { traceparent: string; tracestate?: string } : untracedContext(ctx),
       end: (outcome, errorType) => {
         const ms = performance.now() - started;
-        ctx.rt.metrics?.toolCall?.(agent.name, call.server, outcome, ms);
+        // The histogram is tool calls' (MCP tools/call, HTTP tools); reads have their spans only.
+        if (call.method === undefined || call.method === 'tools/call') ctx.rt.metrics?.toolCall?.(agent.name, call.server, outcome, ms);
         if (!span) return;
         if (outcome !== 'ok') span.setAttribute('error.type', errorType ?? outcome).setStatus('error');
         span.end();

@@ -8,6 +8,7 @@ import type { Identity } from '../identity/types.ts';
 import type { Decision } from '../policy/types.ts';
 import { argsDigest, type Approvals } from './approvals.ts';
 import type { Catalog, CompiledTool, ServerEntry } from './catalog.ts';
+import type { CallOptions } from './upstream.ts';
 import { decisionFields, denialMessage, errMsg, NAME_SEP } from './util.ts';
 import { identityFields, RPC, ToolError, type ToolAccess, type ToolAdmission, type ToolDeps, type TraceContextIn } from './types.ts';
 
@@ -264,9 +265,25 @@ export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extr
   const owner = resourceOwner(rt, s, uri);
   const { requestId, adm } = await authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/read "${uri}" (resource ${owner.resource})`);
   adm.forwarded();
-  const r = await owner.upstream.readResource(uri, s.identity, extra);
+  const r = await traced(s, owner, RESOURCE_READ, uri, extra, (o) => owner.upstream.readResource(uri, s.identity, o));
   enforceLimit(rt, owner, `resources/read "${uri}"`, r);
   return guardedResult(rt, s, r, `resources/read ${uri}`, requestId, owner.spec.guardrails);
+}
+
+/**
+ * A read (resources/read, prompts/get) under its own CLIENT span, named `{method} {target}` (MCP
+ * conventions), with the span's trace context passed on to the server in `_meta`, like tools/call.
+ */
+async function traced<T>(s: SessionCtx, entry: ServerEntry, method: string, target: string, extra: Extra, run: (o: CallOptions) => Promise<T>): Promise<T> {
+  const trace = s.access.traceCall({ server: entry.name, tool: target, resource: entry.resource, action: method, method, jsonrpcId: extra.jsonrpcId, sessionId: s.sessionId(), carried: extra.carried });
+  try {
+    const r = await run({ signal: extra.signal, onprogress: extra.onprogress, traceContext: trace.traceContext });
+    trace.end('ok');
+    return r;
+  } catch (e) {
+    trace.end('error', e instanceof ToolError ? e.errorCode : 'upstream_error');
+    throw e;
+  }
 }
 
 /** resources/subscribe: allowed when a read of the URI would be; updates then reach this session. */
@@ -310,7 +327,7 @@ export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: 
   // Prompt arguments are text the agent sends: input guardrails, like tool arguments.
   const gi = await untilForwarded(adm, () => s.access.guard('input', args ?? {}, `prompts/get ${name}`, requestId, entry.spec.guardrails));
   if (!gi.ok) throw new ToolError('guardrail_blocked', gi.message, { code: RPC.denied, status: 400, data: { guardrail: gi.guardrail } });
-  const r = await entry.upstream.getPrompt(prompt, gi.value as Record<string, string>, s.identity, extra);
+  const r = await traced(s, entry, PROMPT_GET, prompt, extra, (o) => entry.upstream.getPrompt(prompt, gi.value as Record<string, string>, s.identity, o));
   enforceLimit(rt, entry, `prompts/get "${name}"`, r);
   return guardedResult(rt, s, r, `prompts/get ${name}`, requestId, entry.spec.guardrails);
 }

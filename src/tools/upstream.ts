@@ -251,6 +251,8 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     }
   }
 
+  // The call's trace context travels in params._meta (MCP's place for it).
+  const withTrace = <P extends object>(params: P, o?: CallOptions): P => (o?.traceContext ? { ...params, _meta: { ...o.traceContext } } : params);
   const reqOpts = (o?: CallOptions) => ({ timeout: timeoutMs, signal: o?.signal, onprogress: o?.onprogress, resetTimeoutOnProgress: true, maxTotalTimeout: timeoutMs * 10 });
 
   // Start eagerly: a stdio server is supervised from load time, not from the first call.
@@ -265,10 +267,10 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       return toolCache ?? [];
     },
     callTool: (tool, args, identity, o) => run(`tools/call "${tool}"`, identity, (c) =>
-      c.callTool(o?.traceContext ? { name: tool, arguments: args, _meta: { ...o.traceContext } } : { name: tool, arguments: args }, undefined, reqOpts(o)) as Promise<CallToolResult>, o?.signal),
+      c.callTool(withTrace({ name: tool, arguments: args }, o), undefined, reqOpts(o)) as Promise<CallToolResult>, o?.signal),
     listResources: (identity) => run('resources/list', identity, async (c) =>
       c.getServerCapabilities()?.resources ? (await c.listResources(undefined, reqOpts())).resources : []),
-    readResource: (uri, identity, o) => run('resources/read', identity, (c) => c.readResource({ uri }, reqOpts(o)), o?.signal),
+    readResource: (uri, identity, o) => run('resources/read', identity, (c) => c.readResource(withTrace({ uri }, o), reqOpts(o)), o?.signal),
     async subscribe(uri, identity) {
       const n = subscribed.get(uri) ?? 0;
       if (n === 0) await run(`resources/subscribe "${uri}"`, identity, (c) => c.subscribeResource({ uri }, reqOpts()));
@@ -286,7 +288,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       c.getServerCapabilities()?.resources ? (await c.listResourceTemplates(undefined, reqOpts())).resourceTemplates : []),
     listPrompts: (identity) => run('prompts/list', identity, async (c) =>
       c.getServerCapabilities()?.prompts ? (await c.listPrompts(undefined, reqOpts())).prompts : []),
-    getPrompt: (p, args, identity, o) => run('prompts/get', identity, (c) => c.getPrompt({ name: p, arguments: args }, reqOpts(o)), o?.signal),
+    getPrompt: (p, args, identity, o) => run('prompts/get', identity, (c) => c.getPrompt(withTrace({ name: p, arguments: args }, o), reqOpts(o)), o?.signal),
     onToolsChanged(l) { listeners.push(l); },
     status() {
       const pid = transport instanceof StdioClientTransport ? transport.pid : undefined;
