@@ -90,7 +90,7 @@ test('the card is served through aam: endpoint, auth scheme and skills rewritten
   const r = await fetch(`${gw.url}/a2a/risk-scorer/.well-known/agent-card.json`, { headers: { authorization: `Bearer ${keys.planner}` } });
   assert.equal(r.status, 200);
   const card = await r.json() as Record<string, unknown>;
-  assert.deepEqual(card.supportedInterfaces, [{ url: `${gw.url}/a2a/risk-scorer`, protocolBinding: 'JSONRPC', protocolVersion: '1.0' }]);
+  assert.deepEqual((card.supportedInterfaces as Array<{ url: string; protocolBinding: string }>).map((i) => [i.url, i.protocolBinding]), [[`${gw.url}/a2a/risk-scorer`, 'JSONRPC'], [`${gw.url}/a2a/risk-scorer`, 'HTTP+JSON']]);
   assert.ok(!JSON.stringify(card).includes(agents.base), 'no URL of the callee itself');
   assert.deepEqual(Object.keys(card.securitySchemes as object), ['aam']);
   assert.deepEqual((card.skills as Array<{ id: string }>).map((s) => s.id), ['score'], 'only the skills the planner may call');

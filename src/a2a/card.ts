@@ -1,6 +1,6 @@
 // A callee's agent card as callers see it through aam: fetched from `<url>/.well-known/agent-card.json`
 // (cached briefly), then rewritten so the only way to reach the agent is aam's `/a2a/<agent>`
-// (JSON-RPC) with the auth scheme aam enforces, and listing only the skills this caller may call.
+// (JSON-RPC, and HTTP+JSON under it) with the auth scheme aam enforces, and listing only the skills this caller may call.
 // A signature over the callee's card no longer matches the rewritten one, so it is dropped.
 import { request } from 'undici';
 
@@ -42,7 +42,7 @@ const AAM_SCHEME = {
 };
 
 /**
- * The card rewritten for one caller: one JSON-RPC interface at aam, aam's security scheme,
+ * The card rewritten for one caller: a JSON-RPC and an HTTP+JSON interface at aam, aam's security scheme,
  * skills filtered by `mayCall`, no signatures. Other fields (name, description, capabilities,
  * modes, provider) pass as the callee wrote them.
  */
@@ -51,9 +51,11 @@ export function rewriteCard(card: Card, endpoint: string, mayCall: (skill: strin
   const jsonrpc = ifaces.find((i) => String(i.protocolBinding ?? '').toUpperCase() === 'JSONRPC' && i.protocolVersion === '1.0')
     ?? ifaces.find((i) => String(i.protocolBinding ?? '').toUpperCase() === 'JSONRPC');
   const skills = Array.isArray(card.skills) ? (card.skills as Array<Record<string, unknown>>) : [];
+  const protocolVersion = typeof jsonrpc?.protocolVersion === 'string' ? jsonrpc.protocolVersion : '1.0';
   const out: Card = {
     ...card,
-    supportedInterfaces: [{ url: endpoint, protocolBinding: 'JSONRPC', protocolVersion: typeof jsonrpc?.protocolVersion === 'string' ? jsonrpc.protocolVersion : '1.0' }],
+    // Both bindings at the same URL: JSON-RPC POSTs to it, HTTP+JSON routes live under it (rest.ts).
+    supportedInterfaces: [{ url: endpoint, protocolBinding: 'JSONRPC', protocolVersion }, { url: endpoint, protocolBinding: 'HTTP+JSON', protocolVersion }],
     securitySchemes: AAM_SCHEME,
     securityRequirements: [{ schemes: { aam: { list: [] } } }],
     skills: skills.filter((s) => typeof s.id === 'string' && mayCall(s.id)).map(({ securityRequirements: _drop, security: _legacy, ...s }) => s),

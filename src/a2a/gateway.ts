@@ -1,4 +1,5 @@
-// The A2A v1 plane: `/a2a/<agent>` proxies A2A JSON-RPC to an Agent's `spec.a2a.url`, and
+// The A2A v1 plane: `/a2a/<agent>` proxies A2A JSON-RPC (and, under it, the HTTP+JSON binding's
+// routes, read as the JSON-RPC call each stands for: rest.ts) to an Agent's `spec.a2a.url`, and
 // `/a2a/<agent>/.well-known/agent-card.json` serves its card rewritten to point at aam.
 // identify -> resolve callee -> delegation (cycle, depth) -> decide (agents rules, skill) ->
 // guard input -> admit -> inject (aam's credential for the callee, never the caller's) -> call
@@ -18,6 +19,7 @@ import { agentVisible, maxDelegationDepth } from '../policy/agents.ts';
 import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
 import { idsIn, TaskOwners } from './tasks.ts';
+import { restFromAam, restFromRpc, restOp } from './rest.ts';
 import { SseParser, sseFrame, type SseRecord } from '../providers/sse.ts';
 
 const TIMEOUT_MS = 300_000;
@@ -53,24 +55,27 @@ export function createA2aGateway(): A2aGateway {
   const owners = new TaskOwners();
 
   async function handle(ctx: Ctx): Promise<void> {
-    const m = /^\/a2a\/([^/]+)(\/\.well-known\/agent-card\.json)?\/?$/.exec(ctx.path);
+    const m = /^\/a2a\/([^/]+)(\/.*)?$/.exec(ctx.path);
     if (!m) throw new AamError(404, 'not_found', `no A2A endpoint ${ctx.path}; use /a2a/<agent> (JSON-RPC) or /a2a/<agent>${CARD_PATH}`);
     let name: string;
     try { name = decodeURIComponent(m[1]); } catch { throw new AamError(400, 'invalid_request', 'malformed percent-encoding in the agent name'); }
-    const isCard = m[2] !== undefined;
-    if (isCard ? ctx.req.method !== 'GET' : ctx.req.method !== 'POST') {
-      throw new AamError(405, 'method_not_allowed', `${ctx.req.method} is not allowed on ${ctx.path}; use ${isCard ? 'GET' : 'POST'}`, { headers: { allow: isCard ? 'GET' : 'POST' } });
+    const rest = m[2] === '/' ? '' : m[2] ?? '';
+    if (rest === CARD_PATH) {
+      if (ctx.req.method !== 'GET') throw new AamError(405, 'method_not_allowed', `${ctx.req.method} is not allowed on ${ctx.path}; use GET`, { headers: { allow: 'GET' } });
+      return card(ctx, name);
     }
-    if (isCard) return card(ctx, name);
+    const binding = rest ? REST : JSONRPC;
     let rpcId: Rpc['id'] = null;
     try {
+      if (!rest && ctx.req.method !== 'POST') throw new AamError(405, 'method_not_allowed', `${ctx.req.method} is not allowed on ${ctx.path}; use POST (JSON-RPC) or an HTTP+JSON route such as ${ctx.path.replace(/\/$/, '')}/message:send`, { headers: { allow: 'POST' } });
+      const op = rest ? restOp(ctx.req.method ?? '', rest, ctx.query) : undefined;
       const access = await openAccess(ctx);
       const spec = calleeSpec(ctx, name);
-      const rpc = parseRpc(await readJson(ctx));
+      const rpc = op ? await restRpc(ctx, op) : parseRpc(await readJson(ctx));
       rpcId = rpc.id;
-      await call(ctx, access, name, spec, rpc);
+      await call(ctx, access, name, spec, rpc, binding);
     } catch (e) {
-      rpcError(ctx, e, rpcId);
+      binding.refuse(ctx, e, rpcId);
     }
   }
 
@@ -94,7 +99,7 @@ export function createA2aGateway(): A2aGateway {
     sendJson(ctx, 200, rewriteCard(raw, `${publicBase(ctx)}/a2a/${encodeURIComponent(name)}`, mayCall), { 'cache-control': 'private, max-age=30' });
   }
 
-  async function call(ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc): Promise<void> {
+  async function call(ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding): Promise<void> {
     const identity = access.identity;
     const caller = identity.agent.spiffeId;
     // Which skill: named by the message, or the one that created the task.
@@ -171,13 +176,13 @@ export function createA2aGateway(): A2aGateway {
       }
       status = up.statusCode;
       const ct = String(up.headers['content-type'] ?? '');
-      const answer = ct.startsWith('text/event-stream') ? await relayStream(ctx, access, name, skill, caller, up.body) : await relayJson(ctx, access, name, skill, caller, up.body);
+      const answer = ct.startsWith('text/event-stream') ? await relayStream(ctx, access, name, skill, caller, up.body, binding) : await relayJson(ctx, access, name, skill, caller, up.body);
       access.settle(adm, 0, 0);
       access.record({ type: 'a2a_call', ...ev, credential, outcome: { status, latency_ms: performance.now() - started } } as never);
       if (ctx.decision) ctx.decision.recorded = true;
       // Acknowledged (the answer, or the stream's end) only once its evidence is crash-safe.
       await ctx.rt.evidenceSafe().catch(() => undefined);
-      if (answer) sendJson(ctx, status, answer);
+      if (answer) binding.answer(ctx, status, answer, rpc.method);
       else ctx.res.end();
     } catch (e) {
       access.release(adm);
@@ -218,11 +223,11 @@ export function createA2aGateway(): A2aGateway {
   }
 
   /** SSE relayed event by event: each event's JSON-RPC result is bound, guarded and written at once; the caller ends it. */
-  async function relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: AsyncIterable<unknown> & { destroy(): void }): Promise<null> {
+  async function relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: AsyncIterable<unknown> & { destroy(): void }, binding: Binding): Promise<null> {
     const res = ctx.res;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-request-id': ctx.requestId });
     res.flushHeaders();
-    const fail = (id: unknown, code: number, message: string, data?: Record<string, unknown>) => res.write(sseFrame(JSON.stringify({ jsonrpc: '2.0', id: id ?? null, error: { code, message, ...(data ? { data } : {}) } })));
+    const fail = (id: unknown, code: number, message: string, data?: { code: string; http_status?: number }) => res.write(binding.failFrame(id, code, message, data));
     /** One event to the caller; false ends the stream. */
     const emit = async (rec: SseRecord): Promise<boolean> => {
       let ev: Record<string, unknown>;
@@ -236,11 +241,12 @@ export function createA2aGateway(): A2aGateway {
           ev = { ...ev, result: scrubAcross(ctx.rt.egress, await access.guard('output', ev.result, `a2a ${name} stream`)) };
         } catch (e) {
           const err = toAamError(e);
-          fail(ev.id, RPC_CODE[err.status] ?? -32603, err.message, { code: err.code });
+          fail(ev.id, RPC_CODE[err.status] ?? -32603, err.message, { code: err.code, http_status: err.status });
           return false;
         }
       }
-      res.write(sseFrame(JSON.stringify(ev), rec.event));
+      res.write(binding.frame(ev, rec.event));
+      if (ev.error !== undefined && binding === REST) return false;
       return true;
     };
     const parser = new SseParser();
@@ -263,6 +269,78 @@ export function createA2aGateway(): A2aGateway {
   }
 
   return { handle };
+}
+
+/** How answers, stream events and refusals are framed for the caller's binding; everything else is shared. */
+interface Binding {
+  /** The callee's JSON-RPC answer (guarded and scrubbed) to the caller. */
+  answer(ctx: Ctx, status: number, msg: Record<string, unknown>, method: string): void;
+  /** One stream event (a JSON-RPC response from the callee, guarded) as an SSE frame. */
+  frame(ev: Record<string, unknown>, event?: string): string;
+  /** The frame that ends a stream with an error. */
+  failFrame(id: unknown, code: number, message: string, data?: { code: string; http_status?: number }): string;
+  /** A refusal or failure before any answer was sent. */
+  refuse(ctx: Ctx, e: unknown, id: Rpc['id']): void;
+}
+
+const JSONRPC: Binding = {
+  answer: (ctx, status, msg) => sendJson(ctx, status, msg),
+  frame: (ev, event) => sseFrame(JSON.stringify(ev), event),
+  failFrame: (id, code, message, data) => sseFrame(JSON.stringify({ jsonrpc: '2.0', id: id ?? null, error: { code, message, ...(data ? { data: { code: data.code } } : {}) } })),
+  refuse: rpcError,
+};
+
+/** HTTP+JSON: the result is the body; errors are google.rpc.Status bodies with the matching HTTP status. */
+const REST: Binding = {
+  answer(ctx, status, msg, method) {
+    const err = msg.error as { code?: unknown; message?: unknown } | undefined;
+    if (err !== undefined) {
+      const r = restFromRpc(typeof err.code === 'number' ? err.code : -32603, typeof err.message === 'string' ? err.message : 'the agent answered an error');
+      return sendJson(ctx, r.status, r.body);
+    }
+    if (status < 200 || status > 299) {
+      const r = restFromAam(502, 'upstream_error', `the agent answered HTTP ${status}`);
+      return sendJson(ctx, r.status, r.body);
+    }
+    if (method === 'DeleteTaskPushNotificationConfig') return ctx.res.send(204, '', { 'x-request-id': ctx.requestId });
+    sendJson(ctx, 200, msg.result ?? {});
+  },
+  frame(ev, event) {
+    const err = ev.error as { code?: unknown; message?: unknown } | undefined;
+    if (err === undefined) return sseFrame(JSON.stringify(ev.result ?? {}), event);
+    return sseFrame(JSON.stringify(restFromRpc(typeof err.code === 'number' ? err.code : -32603, String(err.message ?? 'the agent stream failed')).body), 'error');
+  },
+  failFrame(_id, code, message, data) {
+    const body = data ? restFromAam(data.http_status ?? 500, data.code, message).body : restFromRpc(code, message).body;
+    return sseFrame(JSON.stringify(body), 'error');
+  },
+  refuse(ctx, e) {
+    if (e instanceof RpcError) {
+      recordDecision(ctx, 400, e.message);
+      const r = restFromRpc(e.code, e.message);
+      return sendJson(ctx, r.status, r.body);
+    }
+    const err = toAamError(e);
+    if (failed(ctx, e, err)) return;
+    const r = restFromAam(err.status, err.code, err.message);
+    ctx.rt.evidenceSafe().then(() => sendJson(ctx, r.status, r.body, err.headers), () => sendJson(ctx, r.status, r.body, err.headers));
+  },
+};
+
+/** The JSON-RPC request an HTTP+JSON route stands for (its body merged under the path's ids). */
+async function restRpc(ctx: Ctx, op: ReturnType<typeof restOp>): Promise<Rpc> {
+  let body: Record<string, unknown> = {};
+  if (op.body !== 'none') {
+    // HTTP framing: no content-length and no transfer-encoding means no body (a bare POST .../tasks/ID:cancel).
+    const h = ctx.req.headers;
+    const empty = op.body === 'optional' && (h['content-length'] === '0' || (h['content-length'] === undefined && h['transfer-encoding'] === undefined));
+    if (!empty) {
+      const b = await readJson(ctx);
+      if (!b || typeof b !== 'object' || Array.isArray(b)) throw new RpcError(-32602, `${op.method} needs a JSON object body`);
+      body = b as Record<string, unknown>;
+    }
+  }
+  return { jsonrpc: '2.0', id: ctx.requestId, method: op.method, params: { ...body, ...op.params } };
 }
 
 async function inject(ctx: Ctx, access: Access, credential: string): Promise<{ headers: Record<string, string>; credential?: { name: string; version: number } }> {
@@ -304,11 +382,15 @@ function rpcError(ctx: Ctx, e: unknown, id: Rpc['id']): void {
     return sendJson(ctx, 200, { jsonrpc: '2.0', id, error: { code: e.code, message: e.message } });
   }
   const err = toAamError(e);
-  if (err.status >= 500 && err.code === 'internal_error') ctx.rt.log.error({ requestId: ctx.requestId, err: e }, 'a2a call failed');
-  recordDecision(ctx, err.status, err.message);
-  if (ctx.res.headersSent) { ctx.res.destroy(); return; }
+  if (failed(ctx, e, err)) return;
   const body = { jsonrpc: '2.0', id, error: { code: RPC_CODE[err.status] ?? -32603, message: err.message, data: { code: err.code, http_status: err.status } } };
   ctx.rt.evidenceSafe().then(() => sendJson(ctx, err.status, body, err.headers), () => sendJson(ctx, err.status, body, err.headers));
 }
 
-
+/** Log and record a failed call; true when the answer had begun (the connection is then cut). */
+function failed(ctx: Ctx, e: unknown, err: AamError): boolean {
+  if (err.status >= 500 && err.code === 'internal_error') ctx.rt.log.error({ requestId: ctx.requestId, err: e }, 'a2a call failed');
+  recordDecision(ctx, err.status, err.message);
+  if (ctx.res.headersSent) { ctx.res.destroy(); return true; }
+  return false;
+}

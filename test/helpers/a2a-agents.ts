@@ -17,7 +17,11 @@ export interface TestAgents {
   close(): Promise<void>;
 }
 
-export interface AgentDef { name: string; skills: string[]; aamUrl: () => string; key: () => string; secret?: string }
+export interface AgentDef {
+  name: string; skills: string[]; aamUrl: () => string; key: () => string; secret?: string;
+  /** A streamed task whose text includes "hold" waits here after its first two events (tests of chunk-by-chunk relay and idle streams). */
+  hold?: () => Promise<void>;
+}
 
 type Part = { content?: { $case: string; value: unknown } };
 const textOf = (parts: readonly Part[]): string => parts.map((p) => (p.content?.$case === 'text' ? String(p.content.value) : '')).join('');
@@ -34,6 +38,7 @@ function executor(def: AgentDef, received: TestAgents['received']): AgentExecuto
         const task = { id: rc.taskId, contextId: rc.contextId, status: { state: 1, message: undefined, timestamp: undefined }, artifacts: [], history: [rc.userMessage], metadata: undefined };
         bus.publish({ kind: 'task', data: task as never });
         bus.publish({ kind: 'statusUpdate', data: { taskId: rc.taskId, contextId: rc.contextId, status: { state: 2, message: undefined, timestamp: undefined }, metadata: undefined } as never });
+        if (def.hold && text.includes('hold')) await def.hold();
         for (const chunk of ['alpha ', 'beta ', def.secret && text.includes('secret') ? def.secret : 'gamma']) {
           bus.publish({ kind: 'artifactUpdate', data: { taskId: rc.taskId, contextId: rc.contextId, artifact: { artifactId: 'a1', name: 'out', description: '', parts: [textPart(chunk)], metadata: undefined, extensions: [] }, append: true, lastChunk: false, metadata: undefined } as never });
         }
