@@ -10,6 +10,7 @@ import { decodeProtectedHeader, jwtVerify } from 'jose';
 import { startTestGateway, doc, yaml, agentDocs, type TestGateway } from './helpers/gateway.ts';
 import { localServer, chat, sseContent, until, type LocalServer } from './helpers/e2e.ts';
 import { grepDir } from './helpers/leak-capture.ts';
+import OpenAI from 'openai';
 
 const PROJECT = 'acme-prod';
 const REGION = 'europe-west4';
@@ -68,6 +69,12 @@ before(async () => {
       res.end(JSON.stringify({ error: { code: 401, message: 'Request had invalid authentication credentials.', status: 'UNAUTHENTICATED' } }));
       return;
     }
+    if (req.url === '/v1/projects/acme-prod/locations/europe-west4/publishers/google/models/text-embedding-005:predict') {
+      const { instances } = JSON.parse(raw) as { instances: Array<{ content: string }> };
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ predictions: instances.map((x, i) => ({ embeddings: { values: [0.25 * (i + 1), -0.5, x.content.length], statistics: { token_count: x.content.length, truncated: false } } })) }));
+      return;
+    }
     const m = /^\/v1\/projects\/acme-prod\/locations\/europe-west4\/publishers\/google\/models\/gemini-2\.5-flash:(generateContent|streamGenerateContent\?alt=sse)$/.exec(req.url ?? '');
     if (!m) { res.writeHead(404, { 'content-type': 'application/json' }); res.end('{"error":{"message":"not found","status":"NOT_FOUND"}}'); return; }
     const said = JSON.stringify(JSON.parse(raw));
@@ -94,7 +101,8 @@ before(async () => {
     doc('Credential', 'gcp-rogue', { env: 'AAM_TEST_GCP_ROGUE', google: { token_url: `${server.url}/token` } }),
     provider('vertex', 'gcp-sa'), provider('vertex-rogue', 'gcp-rogue'), provider('vertex-slow', 'gcp-slow'),
     route('gemini', 'vertex'), route('gemini-rogue', 'vertex-rogue'), route('gemini-slow', 'vertex-slow'),
-    ...agentDocs(['gemini', 'gemini-rogue', 'gemini-slow']),
+    doc('Model', 'vertex-embed', { kind: 'embeddings', targets: [{ provider: 'vertex', model: 'text-embedding-005' }], retries: { attempts: 0 } }),
+    ...agentDocs(['gemini', 'gemini-rogue', 'gemini-slow', 'vertex-embed']),
   ), { AAM_TEST_GCP_SA: good.json, AAM_TEST_GCP_ROGUE: rogue.json, AAM_SSE_KEEPALIVE_MS: '100' });
   key = gw.key('tester');
 });
@@ -116,6 +124,17 @@ test('vertex e2e: service-account token obtained once (JWT verified by the endpo
   assert.match(vertexCalls[1].url, /:streamGenerateContent\?alt=sse$/);
   assert.equal(tokenRequests.length, 1, 'the access token is cached across calls');
   assert.equal(vertexCalls[0].auth, vertexCalls[1].auth);
+});
+
+test('vertex e2e: embeddings through the prediction API, with the OpenAI SDK (its default base64 and float)', async () => {
+  const openai = new OpenAI({ apiKey: key, baseURL: `${gw.url}/v1`, maxRetries: 0 });
+  // The SDK asks for base64 by default and decodes float32 from it.
+  const r = await openai.embeddings.create({ model: 'vertex-embed', input: ['hello', 'hi'] });
+  assert.deepEqual(r.data.map((d) => d.embedding), [[0.25, -0.5, 5], [0.5, -0.5, 2]]);
+  assert.equal(r.usage.prompt_tokens, 7);
+  const f = await openai.embeddings.create({ model: 'vertex-embed', input: 'hey', encoding_format: 'float' });
+  assert.deepEqual(f.data[0].embedding, [0.25, -0.5, 3]);
+  assert.ok(vertexCalls.some((c) => c.url.endsWith('/models/text-embedding-005:predict')));
 });
 
 test('vertex e2e: the token is renewed shortly before it expires', async () => {

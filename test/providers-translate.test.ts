@@ -4,6 +4,7 @@ import {
   adapterFor, codecFor, parseAnthropicRequest, parseEmbeddingsRequest, parseOpenAIChatRequest, anthropicErrorBody, UpstreamShapeError,
 } from '../src/providers/index.ts';
 import type { ChatRequest, StreamEvent, TargetInfo } from '../src/providers/types.ts';
+import { embeddingAs } from '../src/providers/openai.ts';
 
 const T = (model: string, stream = false, options: Record<string, string> = {}): TargetInfo => ({ model, stream, options });
 
@@ -331,6 +332,32 @@ test('gemini embeddings via batchEmbedContents', () => {
   assert.equal(JSON.parse(up?.body ?? '{}').requests.length, 2);
   assert.deepEqual(a.embeddingsResponse?.({ embeddings: [{ values: [1, 2] }, { values: [3] }] }).data, [{ index: 0, embedding: [1, 2] }, { index: 1, embedding: [3] }]);
   assert.throws(() => a.embeddingsRequest?.({ model: 'e', input: [1, 2] }, T('x')), UpstreamShapeError);
+});
+
+test('vertex embeddings via :predict (one instance per text), token counts from statistics; errors name what is missing', () => {
+  const a = adapterFor('vertex');
+  const up = a.embeddingsRequest?.({ model: 'e', input: ['a', 'b'], dimensions: 8 }, T('text-embedding-005'));
+  assert.equal(up?.path, '/models/text-embedding-005:predict');
+  assert.deepEqual(JSON.parse(up?.body ?? '{}'), { instances: [{ content: 'a' }, { content: 'b' }], parameters: { outputDimensionality: 8 } });
+  assert.deepEqual(JSON.parse(a.embeddingsRequest?.({ model: 'e', input: 'x' }, T('m')).body ?? '{}'), { instances: [{ content: 'x' }] });
+  const r = a.embeddingsResponse?.({ predictions: [{ embeddings: { values: [1, 2], statistics: { token_count: 3 } } }, { embeddings: { values: [3], statistics: { token_count: 4 } } }] });
+  assert.deepEqual(r?.data, [{ index: 0, embedding: [1, 2] }, { index: 1, embedding: [3] }]);
+  assert.deepEqual(r?.usage, { inputTokens: 7, outputTokens: 0 });
+  assert.throws(() => a.embeddingsResponse?.({ embeddings: [] }), /no predictions array/);
+  assert.throws(() => a.embeddingsResponse?.({ predictions: [{ embeddings: {} }] }), /prediction 0 has no embeddings.values/);
+  assert.throws(() => a.embeddingsRequest?.({ model: 'e', input: [1, 2] }, T('x')), UpstreamShapeError);
+});
+
+test('embeddings in the encoding the client asked for: base64 is little-endian float32 (what the OpenAI SDK decodes)', () => {
+  const floats = [0.25, -0.5, 1, 3.5];
+  const b64 = embeddingAs(floats, 'base64') as string;
+  const bytes = Buffer.from(b64, 'base64');
+  assert.equal(bytes.length, 16);
+  assert.deepEqual([0, 4, 8, 12].map((o) => bytes.readFloatLE(o)), floats);
+  assert.deepEqual(embeddingAs(b64, 'float'), floats);
+  assert.deepEqual(embeddingAs(b64, undefined), floats, 'OpenAI\'s default is float');
+  assert.equal(embeddingAs(b64, 'base64'), b64);
+  assert.equal(embeddingAs(floats, 'float'), floats);
 });
 
 test('architecture: providers import only each other and node:crypto (pure, no I/O, no policy)', async () => {

@@ -1,5 +1,5 @@
 // Model plane: POST /v1/embeddings (OpenAI wire) and GET /v1/models.
-import { parseEmbeddingsRequest } from '../providers/openai.ts';
+import { embeddingAs, parseEmbeddingsRequest } from '../providers/openai.ts';
 import type { EmbeddingsResult } from '../providers/types.ts';
 import { identify } from '../access/identify.ts';
 import { openAccess } from '../access/context.ts';
@@ -36,7 +36,7 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const look = route.cache ? await ctx.rt.cache.lookup('embeddings', route, req, { agent: identity.agent.spiffeId, team: identity.agent.team }, ctx.req.headers) : null;
   if (look?.status === 'hit' && look.entry) {
     a.settle(adm, 0, 0);
-    return await sendEmbeddings(ctx, identity, route, look.entry.result as EmbeddingsResult, null, null, 'hit');
+    return await sendEmbeddings(ctx, identity, route, req, look.entry.result as EmbeddingsResult, null, null, 'hit');
   }
   const r = await callEmbeddings(ctx, identity, route, req, ac);
   if (!r.ok) {
@@ -47,16 +47,16 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const { result, raw } = r.value;
   const cost = costUsd(result.usage, r.target.pricing);
   a.settle(adm, cost, result.usage ? result.usage.inputTokens : null);
-  await sendEmbeddings(ctx, identity, route, result, raw, r.target, look ? 'miss' : null, cost);
+  await sendEmbeddings(ctx, identity, route, req, result, raw, r.target, look ? 'miss' : null, cost);
 }
 
-async function sendEmbeddings(ctx: Ctx, identity: Identity, route: Route, result: EmbeddingsResult, raw: string | null, target: Target | null, cache: 'hit' | 'miss' | null, cost: number | null = 0): Promise<void> {
+async function sendEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: EmbeddingsRequest, result: EmbeddingsResult, raw: string | null, target: Target | null, cache: 'hit' | 'miss' | null, cost: number | null = 0): Promise<void> {
   const usage = result.usage ? { ...result.usage, outputTokens: 0 } : undefined;
   recordCall(ctx, identity, route, target, usage, 200, false, undefined, cost, cache, 'embeddings');
   const routeName = route.name;
   const body = raw ?? JSON.stringify({
     object: 'list', model: routeName,
-    data: result.data.map((d) => ({ object: 'embedding', index: d.index, embedding: d.embedding })),
+    data: result.data.map((d) => ({ object: 'embedding', index: d.index, embedding: embeddingAs(d.embedding, req.encoding_format) })),
     usage: { prompt_tokens: result.usage?.inputTokens ?? 0, total_tokens: result.usage?.inputTokens ?? 0 },
   });
   const headers: Record<string, string> = target ? { 'x-aam-target': target.label } : {};

@@ -234,7 +234,7 @@ class GeminiStreamParser implements StreamParser {
   }
 }
 
-function embedTexts(input: EmbeddingsRequest['input']): string[] {
+export function embedTexts(input: EmbeddingsRequest['input']): string[] {
   if (typeof input === 'string') return [input];
   if (input.every((x): x is string => typeof x === 'string')) return input as string[];
   throw new UpstreamShapeError('Gemini embeddings take text input only; send strings, not token arrays');
@@ -247,7 +247,7 @@ export function geminiErrorMessage(status: number, body: unknown): ProviderError
   return { message: `upstream returned HTTP ${status}`, type: statusType(status) };
 }
 
-const modelPath = (model: string): string => `/models/${encodeURIComponent(model)}`;
+export const modelPath = (model: string): string => `/models/${encodeURIComponent(model)}`;
 
 export const geminiAdapter: ProviderAdapter = {
   wire: 'gemini',

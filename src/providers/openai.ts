@@ -173,6 +173,20 @@ export function openaiEmbeddingsBody(req: EmbeddingsRequest, target: TargetInfo)
   return body;
 }
 
+/**
+ * One embedding in the encoding the client asked for: OpenAI's `base64` is the little-endian
+ * float32 bytes (the OpenAI SDK asks for it by default and decodes it, so a provider that answers
+ * floats must be encoded, or the SDK decodes numbers as base64), `float` the numbers.
+ */
+export function embeddingAs(e: number[] | string, format: 'float' | 'base64' | undefined): number[] | string {
+  if (format === 'base64') return typeof e === 'string' ? e : Buffer.from(new Float32Array(e).buffer).toString('base64');
+  if (typeof e === 'string') {
+    const b = Buffer.from(e, 'base64');
+    return Array.from(new Float32Array(b.buffer, b.byteOffset, Math.floor(b.length / 4)));
+  }
+  return e;
+}
+
 export function openaiEmbeddingsResponse(body: unknown): EmbeddingsResult {
   if (!isObj(body)) throw new UpstreamShapeError('upstream returned a non-object embeddings response');
   const list = arr(body.data);
