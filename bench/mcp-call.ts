@@ -9,7 +9,7 @@ import { toolAccess, toolDeps } from '../src/access/tool-deps.ts';
 import { Access } from '../src/access/context.ts';
 import type { Ctx } from '../src/server/context.ts';
 import type { Identity } from '../src/identity/types.ts';
-import { createApprovals } from '../src/tools/approvals.ts';
+import { createApprovals } from '../src/store/approvals.ts';
 import { compileValidator, type Catalog, type CompiledTool, type ServerEntry } from '../src/tools/catalog.ts';
 import { callTool, type Runtime, type SessionCtx } from '../src/tools/mcp-call.ts';
 import type { Upstream } from '../src/tools/upstream.ts';

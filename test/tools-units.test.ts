@@ -7,7 +7,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { canonicalJson, createToolIntegrity, toolDigest } from '../src/tools/tool-integrity.ts';
-import { argsDigest, createApprovals } from '../src/tools/approvals.ts';
+import { argsDigest, heldCall } from '../src/tools/approvals.ts';
+import { createApprovals } from '../src/store/approvals.ts';
 import { protectedResourceMetadata, wwwAuthenticate } from '../src/tools/mcp-metadata.ts';
 import { compileValidator } from '../src/tools/catalog.ts';
 import type { Decision } from '../src/policy/types.ts';
@@ -47,25 +48,26 @@ test('integrity: trust on first use, flag changes, accept, pins override', () =>
   assert.throws(() => integ.accept('s', 'never-seen', 'admin'), /no definition/);
 });
 
-test('approvals: bound to identity, target and argument digest; single use; expiry', () => {
+test('approvals: bound to identity, target and argument digest; single use; expiry', async () => {
   let now = 1_000_000;
   const ap = createApprovals(new DatabaseSync(':memory:'), { windowMs: 1000, now: () => now });
   const d: Decision = { effect: 'approval_required', allowed: false, policy: 'p', rule: 2, reason: 'r', configVersion: 'v' };
   const target = { plane: 'mcp', target: 'crm/delete', resource: 'r', action: 'delete' };
-  const first = ap.check(ANALYST, target, argsDigest({ id: 1 }), d);
+  const check = (who: Identity, t: typeof target, digest: string) => ap.check(heldCall(who, t, digest, d));
+  const first = await check(ANALYST, target, argsDigest({ id: 1 }));
   assert.equal(first.status, 'pending');
   assert.match(first.approval.id, /^apr_/);
-  ap.approve(first.approval.id, 'admin');
-  assert.equal(ap.check(INTERN, target, argsDigest({ id: 1 }), d).status, 'pending', 'another identity does not get it');
-  assert.equal(ap.check(ANALYST, target, argsDigest({ id: 2 }), d).status, 'pending', 'other arguments do not');
-  assert.equal(ap.check(ANALYST, { ...target, target: 'crm/other' }, argsDigest({ id: 1 }), d).status, 'pending', 'other tool does not');
-  assert.equal(ap.check(ANALYST, target, argsDigest({ id: 1 }), d).status, 'approved');
-  assert.equal(ap.check(ANALYST, target, argsDigest({ id: 1 }), d).status, 'pending', 'used once');
-  const p = ap.list({ status: 'pending' });
+  await ap.approve(first.approval.id, 'admin');
+  assert.equal((await check(INTERN, target, argsDigest({ id: 1 }))).status, 'pending', 'another identity does not get it');
+  assert.equal((await check(ANALYST, target, argsDigest({ id: 2 }))).status, 'pending', 'other arguments do not');
+  assert.equal((await check(ANALYST, { ...target, target: 'crm/other' }, argsDigest({ id: 1 }))).status, 'pending', 'other tool does not');
+  assert.equal((await check(ANALYST, target, argsDigest({ id: 1 }))).status, 'approved');
+  assert.equal((await check(ANALYST, target, argsDigest({ id: 1 }))).status, 'pending', 'used once');
+  const p = await ap.list({ status: 'pending' });
   assert.ok(p.length >= 3);
   now += 2000;
-  assert.equal(ap.list({ status: 'pending' }).length, 0, 'pending approvals expire');
-  assert.throws(() => ap.approve(p[0].id, 'admin'), /is expired/);
+  assert.equal((await ap.list({ status: 'pending' })).length, 0, 'pending approvals expire');
+  await assert.rejects(ap.approve(p[0].id, 'admin'), /is expired/);
   assert.equal(argsDigest({ a: 1, b: 2 }), argsDigest({ b: 2, a: 1 }));
 });
 

@@ -16,6 +16,8 @@ import { addIdentityRoutes } from '../server/identity-routes.ts';
 import { addToolRoutes } from '../server/tool-routes.ts';
 import { createLazyMcpGateway } from '../tools/mcp-lazy.ts';
 import { createHttpToolProxy } from '../tools/http-tool.ts';
+import { createApprovals } from '../store/approvals.ts';
+import { fleetApprovals } from '../store/fleet-approvals.ts';
 import { toolDeps } from '../access/tool-deps.ts';
 import { openAuditLog, startSinks, stopSinksWithCheckpoint, webhookSink, fileSink, otlpLogsSink, checkpointFilePath, type AuditSink } from '../audit/index.ts';
 import { segmentAgeFor, startRetention } from '../audit/retention.ts';
@@ -132,10 +134,13 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   // Tool plane: MCP gateway + HTTP action proxy share one approvals list.
   const deps = toolDeps(rt);
   const hook = approvalWebhookFrom(env);
+  // Held calls: how long a person has to decide (AAM_APPROVAL_TTL, default 15m) and who is told.
+  const approvalOpts = {
+    windowMs: env.AAM_APPROVAL_TTL ? parseDurationSeconds(env.AAM_APPROVAL_TTL, 'AAM_APPROVAL_TTL') * 1000 : undefined,
+    onPending: hook ? approvalNotifier(hook, rt.options.publicUrl, rt.log) : undefined,
+  };
   const mcp = createLazyMcpGateway(rt.compiled.set, deps, {
-    // Held calls: how long a person has to decide (AAM_APPROVAL_TTL, default 15m) and who is told.
-    approvalWindowMs: env.AAM_APPROVAL_TTL ? parseDurationSeconds(env.AAM_APPROVAL_TTL, 'AAM_APPROVAL_TTL') * 1000 : undefined,
-    onApprovalPending: hook ? approvalNotifier(hook, rt.options.publicUrl, rt.log) : undefined,
+    approvals: rt.fleet ? fleetApprovals(rt.fleet.fleet.sql, approvalOpts) : createApprovals(rt.db, approvalOpts),
     maxSessionsPerIdentity: env.AAM_MCP_SESSIONS_PER_IDENTITY ? Number(env.AAM_MCP_SESSIONS_PER_IDENTITY) : undefined,
     maxSessionsPerTrustDomain: env.AAM_MCP_SESSIONS_PER_TRUST_DOMAIN ? Number(env.AAM_MCP_SESSIONS_PER_TRUST_DOMAIN) : undefined,
   });

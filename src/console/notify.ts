@@ -3,7 +3,7 @@
 // sha256=HMAC of the raw body), with a link to the console's approvals inbox. Best effort: a
 // failed delivery is logged, the call stays held either way.
 import { signWebhookBody } from '../audit/sink-http.ts';
-import type { Approval } from '../tools/approvals.ts';
+import type { Approval } from '../store/approvals.ts';
 import type { Logger } from '../observability/log.ts';
 
 export interface ApprovalWebhook { url: string; secret: string }

@@ -3,6 +3,7 @@
 // role checked per route: viewer reads, approver decides held calls, operator changes keys, tool
 // pins and reloads, admin sets credentials. An agent's virtual key or JWT never gets in.
 import { AamError } from './errors.ts';
+import { StoreUnavailable } from '../store/types.ts';
 import { readJson, sendJson, type Ctx } from './context.ts';
 import type { Handler, Routes } from './http.ts';
 import type { Runtime } from '../runtime.ts';
@@ -194,13 +195,13 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
   if (tools) {
     if (method === 'GET' && rest === '/approvals') {
       const status = new URLSearchParams(ctx.query).get('status') ?? undefined;
-      return sendJson(ctx, 200, { data: tools.mcp.approvals.list(status ? { status: status as 'pending' } : undefined) });
+      return sendJson(ctx, 200, { data: await tools.mcp.approvals.list(status ? { status: status as 'pending' } : undefined) });
     }
     if (method === 'POST' && (m = /^\/approvals\/([\w-]+)\/(approve|reject)$/.exec(rest))) {
       must(who, 'approver');
       const body = await optionalJson(ctx);
       const reason = typeof body.reason === 'string' ? body.reason.slice(0, 1000) : undefined;
-      const a = wrap(() => (m![2] === 'approve' ? tools.mcp.approvals.approve(m![1], who.label) : tools.mcp.approvals.reject(m![1], who.label)));
+      const a = await wrapAsync(() => (m![2] === 'approve' ? tools.mcp.approvals.approve(m![1], who.label) : tools.mcp.approvals.reject(m![1], who.label)));
       audit(ctx, who, m[2] === 'approve' ? 'approval_granted' : 'approval_rejected', m[1], { ...(reason ? { reason } : {}), agent: a.agent, tool: a.target });
       return sendJson(ctx, 200, { ...a, decisionReason: reason ?? null });
     }
@@ -225,7 +226,11 @@ function wrap<T>(fn: () => T): T {
 }
 
 async function wrapAsync<T>(fn: () => Promise<T>): Promise<T> {
-  try { return await fn(); } catch (e) { throw new AamError(404, 'not_found', (e as Error).message); }
+  try { return await fn(); } catch (e) {
+    // A fleet store that cannot answer is 503 (retry), not "not found".
+    if (e instanceof StoreUnavailable) throw new AamError(503, 'store_unavailable', `${e.message}; retry shortly`, { headers: { 'retry-after': '1' } });
+    throw new AamError(404, 'not_found', (e as Error).message);
+  }
 }
 
 const authzen = (batch: boolean, auth: (ctx: Ctx) => HumanAuth): Handler => async (ctx) => {

@@ -51,6 +51,15 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE TABLE audit_checkpoints (id bigserial PRIMARY KEY, time text NOT NULL, heads text NOT NULL,
         key_id text NOT NULL REFERENCES audit_keys (key_id), signature text NOT NULL);`,
   },
+  {
+    version: 5, name: 'held tool calls (approvals)',
+    sql: `CREATE TABLE tool_approvals (id text PRIMARY KEY, status text NOT NULL, spiffe_id text NOT NULL, agent text NOT NULL,
+        plane text NOT NULL, target text NOT NULL, resource text NOT NULL, action text NOT NULL, args_digest text NOT NULL,
+        policy text NOT NULL, rule int NOT NULL, reason text NOT NULL, created_at bigint NOT NULL, expires_at bigint NOT NULL,
+        decided_by text, decided_at bigint, args_review text);
+      CREATE INDEX tool_approvals_call ON tool_approvals (spiffe_id, plane, target, args_digest, status);
+      CREATE INDEX tool_approvals_created ON tool_approvals (created_at);`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

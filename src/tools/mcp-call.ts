@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { CallToolResult, GetPromptResult, Progress, Prompt, ReadResourceResult, Resource, ResourceTemplate } from '@modelcontextprotocol/sdk/types.js';
 import type { Identity } from '../identity/types.ts';
 import type { Decision } from '../policy/types.ts';
-import { argsDigest, type Approvals } from './approvals.ts';
+import { argsDigest, heldCall, type Approvals } from './approvals.ts';
 import type { Catalog, CompiledTool, ServerEntry } from './catalog.ts';
 import type { CallOptions } from './upstream.ts';
 import { decisionFields, denialMessage, errMsg, NAME_SEP } from './util.ts';
@@ -144,7 +144,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     }
     // approval
     if (d.effect === 'approval_required') {
-      const a = rt.approvals.check(s.identity, { plane: 'mcp', target: `${t.server}/${t.def.name}`, resource: t.resource, action: t.action }, base.args_digest, d, deps.redactForReview?.(args));
+      const a = await rt.approvals.check(heldCall(s.identity, { plane: 'mcp', target: `${t.server}/${t.def.name}`, resource: t.resource, action: t.action }, base.args_digest, d, deps.redactForReview?.(args)));
       if (a.status === 'pending') {
         deps.audit.record({ ...base, type: 'tool.approval_pending', approval_id: a.approval.id });
         throw new ToolError('approval_required', `approval required: approval id ${a.approval.id} (policy "${d.policy}" rule tools[${d.rule}]); retry the same call after an admin approves it, before ${a.approval.expiresAt}`,

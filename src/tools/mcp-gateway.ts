@@ -38,6 +38,8 @@ export interface McpGatewayOptions extends UpstreamOptions {
   approvalWindowMs?: number;
   /** A call was newly held for approval (notify people). */
   onApprovalPending?: (a: Approval) => void;
+  /** The held-calls store chosen at start (fleet: PostgreSQL); default: the embedded one in deps.db. */
+  approvals?: Approvals;
   maxResultBytes?: number;
   /** tools/list waits at most this long for servers still starting, then lists what is ready (default 5 s). */
   listWaitMs?: number;

@@ -3,7 +3,7 @@
 // to /mcp. Until then this front answers what needs no SDK: approvals (shared with the HTTP tool
 // proxy), tool digests (admin diff/accept/flagged) and status (no servers, so empty).
 import type { ConfigSet } from '../config/schema.ts';
-import { createApprovals, type Approvals } from './approvals.ts';
+import { createApprovals, type Approvals } from '../store/approvals.ts';
 import type { McpGateway, McpGatewayOptions } from './mcp-gateway.ts';
 import { createToolIntegrity, type ToolIntegrity } from './tool-integrity.ts';
 import type { ToolDeps } from './types.ts';
@@ -24,7 +24,8 @@ export function createMcpShared(deps: ToolDeps, opts: McpGatewayOptions): McpSha
   sessionLimits(opts);
   return {
     integrity: createToolIntegrity(deps.db, deps.scrub),
-    approvals: createApprovals(deps.db, { windowMs: opts.approvalWindowMs, onPending: opts.onApprovalPending }),
+    // The store the runtime chose (fleet: PostgreSQL), else the embedded one in the data dir.
+    approvals: opts.approvals ?? createApprovals(deps.db, { windowMs: opts.approvalWindowMs, onPending: opts.onApprovalPending }),
   };
 }
 

@@ -1,0 +1,130 @@
+// Fleet mode, shared control-plane state: two real `aam serve` replicas on one real PostgreSQL +
+// Redis, each with its own data dir. What a person decides or changes on one replica (or the CLI)
+// counts on the other: held tool calls (approvals), ...
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import postgres from 'postgres';
+import { fleetStore, keyOnEveryReplica, type FleetTestStore } from './helpers/fleet.ts';
+import { startServeChild, type ServeChild } from './helpers/serve-child.ts';
+import { localServer, runCli, type LocalServer } from './helpers/e2e.ts';
+import { tempDir } from './helpers/temp.ts';
+import { doc, yaml } from './helpers/gateway.ts';
+
+const ADMIN = randomBytes(24).toString('hex');
+
+function configFor(api: string): string {
+  return yaml(
+    doc('HttpTool', 'mail', { baseUrl: api, resource: 'mail', actions: { purge: { method: 'POST', path: '/purge' } } }),
+    doc('Agent', 'mailer', { workload: 'spiffe://test/agent/mailer', team: 'ops' }),
+    doc('Agent', 'intern', { workload: 'spiffe://test/agent/intern', team: 'ops' }),
+    doc('AgentPolicy', 'ops', { identity: { team: 'ops' }, tools: [{ resource: 'mail', actions: ['purge'], approval: 'required' }] }),
+  );
+}
+
+let store: FleetTestStore;
+let dir: string;
+let api: LocalServer & { calls: number };
+let replicas: ServeChild[] = [];
+let A: string;
+let B: string;
+const env = () => ({ ...process.env, ...store.env, AAM_ADMIN_TOKEN: ADMIN });
+
+before(async () => {
+  store = await fleetStore();
+  dir = tempDir('aam-fleet-state-');
+  const s = await localServer((_req, res) => { api.calls++; res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}'); });
+  api = Object.assign(s, { calls: 0 });
+  const config = join(dir, 'aam.yaml');
+  writeFileSync(config, configFor(api.url));
+  replicas = await Promise.all([0, 1].map((i) => {
+    const data = join(dir, `data-${i}`);
+    mkdirSync(data);
+    return startServeChild({ config, data, env: env() });
+  }));
+  [A, B] = replicas.map((r) => r.url);
+});
+
+after(async () => {
+  await Promise.all(replicas.map((r) => r.stop()));
+  await api?.close();
+  await store?.drop();
+});
+
+const adminCall = async <T = Record<string, unknown>>(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; json: T }> => {
+  const r = await fetch(`${url}/admin/v1${path}`, {
+    method, headers: { authorization: `Bearer ${ADMIN}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: r.status, json: (await r.json()) as T };
+};
+
+interface Outcome { status: number; code?: string; approvalId?: string }
+async function purge(url: string, key: string, box: string): Promise<Outcome> {
+  const r = await fetch(`${url}/tools/mail/purge`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ box }) });
+  const j = (await r.json().catch(() => ({}))) as { error?: { code?: string; approval_id?: string } };
+  return { status: r.status, code: j.error?.code, approvalId: j.error?.approval_id };
+}
+
+test('approvals: a call held on replica B is released by an approval on replica A, once, and only for the same agent and arguments', async () => {
+  const key = await keyOnEveryReplica([A, B], 'mailer', ADMIN);
+  const intern = await keyOnEveryReplica([B, A], 'intern', ADMIN);
+  const held = await purge(B, key, 'inbox');
+  assert.deepEqual([held.status, held.code], [403, 'approval_required']);
+  const id = held.approvalId!;
+  // The inbox of either replica (the console's list) shows the call held on B.
+  const inbox = await adminCall<{ data: Array<{ id: string; status: string; agent: string }> }>(A, 'GET', '/approvals?status=pending');
+  assert.ok(inbox.json.data.some((a) => a.id === id && a.agent === 'mailer'), 'replica A lists the call held on B');
+  // A retry on A before the decision is the same pending approval (no second one).
+  assert.equal((await purge(A, key, 'inbox')).approvalId, id);
+
+  // Approved through the CLI against replica A.
+  const cli = await runCli(['approvals', 'approve', id], { env: { ...env(), AAM_ADMIN_URL: A } });
+  assert.equal(cli.code, 0, cli.stderr);
+  const upstreamBefore = api.calls;
+  // Another agent, and other arguments, do not get it.
+  assert.equal((await purge(B, intern, 'inbox')).code, 'approval_required');
+  assert.equal((await purge(B, key, 'archive')).code, 'approval_required');
+  const t0 = performance.now();
+  const released = await purge(B, key, 'inbox');
+  process.stdout.write(`# approval on A -> held call released on B at the first retry (${(performance.now() - t0).toFixed(0)} ms round trip, no propagation wait)\n`);
+  assert.equal(released.status, 200, 'the retry on B goes through');
+  assert.equal(api.calls, upstreamBefore + 1);
+  // Used once, fleet-wide: the next retry on either replica is held again.
+  assert.equal((await purge(A, key, 'inbox')).code, 'approval_required');
+  const listed = await adminCall<{ data: Array<{ id: string; status: string }> }>(B, 'GET', '/approvals');
+  assert.equal(listed.json.data.find((a) => a.id === id)?.status, 'used');
+});
+
+test('approvals: two replicas retrying one approved call at once let exactly one through', async () => {
+  const key = await keyOnEveryReplica([A, B], 'mailer', ADMIN);
+  for (let round = 0; round < 3; round++) {
+    const box = `race-${round}`;
+    const id = (await purge(A, key, box)).approvalId!;
+    assert.equal((await adminCall(B, 'POST', `/approvals/${id}/approve`)).status, 200);
+    const before = api.calls;
+    const outcomes = await Promise.all(Array.from({ length: 8 }, (_, i) => purge(i % 2 ? A : B, key, box)));
+    assert.equal(outcomes.filter((o) => o.status === 200).length, 1, `round ${round}: ${JSON.stringify(outcomes)}`);
+    assert.equal(api.calls, before + 1);
+  }
+});
+
+test('approvals: a rejection on A and an expiry both hold on B; a decided or expired approval cannot be decided again', async () => {
+  const key = await keyOnEveryReplica([A, B], 'mailer', ADMIN);
+  const id = (await purge(B, key, 'spam')).approvalId!;
+  const rejected = await adminCall<{ status: string; decidedBy: string }>(A, 'POST', `/approvals/${id}/reject`, { reason: 'no' });
+  assert.equal(rejected.json.status, 'rejected');
+  const retry = await purge(B, key, 'spam');
+  assert.equal(retry.code, 'approval_required', 'a rejected call stays held');
+  assert.notEqual(retry.approvalId, id, 'the retry is a new request for approval');
+  assert.equal((await adminCall(B, 'POST', `/approvals/${id}/approve`)).status, 404, 'a rejected approval cannot be approved on another replica');
+
+  // Expiry is judged on the shared row: one whose window passed is expired on every replica.
+  const sql = postgres(store.databaseUrl, { max: 1, onnotice: () => {} });
+  try { await sql`UPDATE tool_approvals SET expires_at = ${Date.now() - 1} WHERE id = ${retry.approvalId!}`; } finally { await sql.end(); }
+  const onA = await adminCall<{ data: Array<{ id: string; status: string }> }>(A, 'GET', '/approvals');
+  assert.equal(onA.json.data.find((a) => a.id === retry.approvalId)?.status, 'expired');
+  assert.equal((await adminCall(B, 'POST', `/approvals/${retry.approvalId!}/approve`)).status, 404, 'an expired approval cannot be granted');
+});
