@@ -191,7 +191,11 @@ test('console as a viewer: pages load, changes are not offered, and the API refu
   problems.splice(seen);
   await page.getByRole('link', { name: 'Approvals' }).click();
   await page.getByRole('heading', { name: 'Approvals' }).waitFor();
+  // Sign-out goes on to the IdP (RP-initiated logout; the page's CSP lets the form's redirect go there) and back.
   await page.getByRole('button', { name: 'Sign out' }).click();
+  await page.getByRole('button', { name: 'Yes, sign me out' }).click();
+  await page.waitForURL(`${env.url}/console/signed-out`);
+  await page.getByText('You are signed out of aam and of your identity provider.').waitFor();
   await page.getByRole('link', { name: 'Sign in with single sign-on' }).waitFor();
   await ctx.close();
   assert.deepEqual(problems, []);

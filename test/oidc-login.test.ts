@@ -6,7 +6,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { startConsoleEnv, ADMIN_TOKEN, TOOL_SECRET, type ConsoleEnv } from './helpers/console-setup.ts';
-import { loginWithoutBrowser, type CookieJar } from './helpers/oidc-idp.ts';
+import { loginWithoutBrowser, startTestIdp, CookieJar } from './helpers/oidc-idp.ts';
+import { createOidcClient, oidcSettingsFrom } from '../src/console/oidc.ts';
 import type { AuditEvent } from '../src/audit/event.ts';
 
 let env: ConsoleEnv;
@@ -249,4 +250,62 @@ test('credentials are admin-only and name the person; a reload by an operator is
     writeFileSync(env.configPath, original);
     env.g.rt.reload('test');
   }
+});
+
+/** Does /console/login come back to aam's callback without the IdP asking anyone to sign in (an IdP session)? */
+async function signsInSilently(jar: CookieJar): Promise<boolean> {
+  let next = new URL(`${env.url}/console/login`);
+  for (let hops = 0; hops < 10; hops++) {
+    if (next.href.startsWith(`${env.url}/console/callback`)) return true;
+    const r = await fetch(next, { redirect: 'manual', headers: { cookie: jar.header() } });
+    jar.take(r);
+    if (r.status < 300 || r.status >= 400) { await r.arrayBuffer(); return false; }
+    next = new URL(r.headers.get('location')!, next);
+  }
+  throw new Error('too many redirects');
+}
+
+test('sign-out at the IdP: RP-initiated logout with id_token_hint and post_logout_redirect_uri ends the IdP session too; the ID token is kept sealed', async () => {
+  const { jar, me } = await signIn('april');
+  const stored = env.g.rt.db.prepare('SELECT record FROM console_session').all().map((r) => String(r.record));
+  assert.ok(stored.some((t) => t.includes('"idTokenSealed":"v1:')), 'the session keeps the ID token for sign-out');
+  assert.ok(stored.every((t) => !/eyJ[\w-]+\.eyJ/.test(t)), 'never in clear: a copy of the store gives no usable ID token');
+  assert.equal(await signsInSilently(new CookieJar(jar)), true, 'before: the IdP session signs her in again without a form');
+
+  const out = await fetch(`${env.url}/console/logout`, { method: 'POST', redirect: 'manual', headers: { cookie: jar.header(), origin: env.url, 'content-type': 'application/x-www-form-urlencoded' }, body: `csrf=${me.csrf_token}` });
+  assert.equal(out.status, 303);
+  jar.take(out);
+  const end = new URL(out.headers.get('location')!);
+  assert.ok(end.href.startsWith(env.idp.issuer), `sent to the IdP: ${end.href}`);
+  assert.equal(end.searchParams.get('post_logout_redirect_uri'), `${env.url}/console/signed-out`);
+  assert.equal(end.searchParams.get('client_id'), env.idp.clientId);
+  const hint = JSON.parse(Buffer.from(end.searchParams.get('id_token_hint')!.split('.')[1], 'base64url').toString()) as { sub: string; aud: string };
+  assert.deepEqual([hint.sub, hint.aud], ['april', env.idp.clientId], 'id_token_hint is the ID token she signed in with');
+  assert.equal((await fetch(`${env.url}/admin/v1/me`, { headers: { cookie: jar.header() } })).status, 401, 'the session here is over at once');
+
+  // At the IdP: its confirmation form, then back to aam's signed-out page.
+  const confirm = await fetch(end, { headers: { cookie: jar.header() } });
+  const html = await confirm.text();
+  const action = /<form[^>]*action="([^"]+)"/.exec(html)?.[1];
+  const xsrf = /name="xsrf" value="([^"]+)"/.exec(html)?.[1];
+  assert.ok(action && xsrf, html.slice(0, 300));
+  const done = await fetch(new URL(action.replace(/&amp;/g, '&'), end), { method: 'POST', redirect: 'manual', headers: { cookie: jar.header(), 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ xsrf, logout: 'yes' }).toString() });
+  jar.take(done);
+  assert.ok(done.status >= 300 && done.status < 400, `IdP answered ${done.status}`);
+  assert.equal(new URL(done.headers.get('location')!).href.split('?')[0], `${env.url}/console/signed-out`);
+  const page = await fetch(`${env.url}/console/signed-out`);
+  assert.match(await page.text(), /You are signed out of aam and of your identity provider/);
+  assert.equal(await signsInSilently(new CookieJar(jar)), false, 'after: the IdP asks her to sign in again');
+  const ev = (await adminEvents('console_logout')).find((e) => typeof e.admin?.actor === 'object' && e.admin.actor.sub === 'april');
+  assert.equal((ev?.detail as { at_idp?: boolean } | undefined)?.at_idp, true, 'the sign-out is on record, naming her');
+});
+
+test('sign-out with an IdP that offers no end_session_endpoint is local only: no URL to send the browser to', async () => {
+  const idp = await startTestIdp({ redirectUri: 'http://127.0.0.1:9/console/callback', users: {}, rpLogout: false });
+  try {
+    const client = createOidcClient(oidcSettingsFrom({ AAM_OIDC_ISSUER: idp.issuer, AAM_OIDC_CLIENT_ID: idp.clientId, AAM_OIDC_CLIENT_SECRET: idp.clientSecret }, 'http://127.0.0.1:9')!);
+    assert.equal(await client.endSessionUrl('x.y.z'), null);
+    const down = createOidcClient(oidcSettingsFrom({ AAM_OIDC_ISSUER: 'http://127.0.0.1:9', AAM_OIDC_CLIENT_ID: 'c', AAM_OIDC_CLIENT_SECRET: 's' }, 'http://127.0.0.1:9')!);
+    assert.equal(await down.endSessionUrl(undefined), null, 'an IdP out of reach: sign out here anyway');
+  } finally { await idp.close(); }
 });

@@ -6,7 +6,8 @@
 // chain's head with an Ed25519 key kept in PostgreSQL, encrypted under the master key.
 // The events' bytes are the same sealed text as the embedded trail's (event.ts), so one verifier
 // rule covers both.
-import { createCipheriv, createDecipheriv, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes } from 'node:crypto';
+import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
+import { seal, unseal } from '../store/seal.ts';
 import type { Sql } from '../store/postgres.ts';
 import { GENESIS_HASH, encodeEvent, sealLine } from './event.ts';
 import type { AuditEventInput } from './event.ts';
@@ -257,35 +258,18 @@ export function fleetCheckpointPayload(heads: string, time: string): string {
 
 // ---- The signing key, shared by the fleet, encrypted under the master key -------------------
 
-function encryptKey(kek: Buffer, pem: string): string {
-  const iv = randomBytes(12);
-  const c = createCipheriv('aes-256-gcm', kek, iv);
-  const ct = Buffer.concat([c.update(pem, 'utf8'), c.final()]);
-  return ['v1', iv.toString('base64'), c.getAuthTag().toString('base64'), ct.toString('base64')].join(':');
-}
-
-function decryptKey(kek: Buffer, text: string): string | null {
-  const [v, iv, tag, ct] = text.split(':');
-  if (v !== 'v1') return null;
-  try {
-    const d = createDecipheriv('aes-256-gcm', kek, Buffer.from(iv, 'base64'));
-    d.setAuthTag(Buffer.from(tag, 'base64'));
-    return Buffer.concat([d.update(Buffer.from(ct, 'base64')), d.final()]).toString('utf8');
-  } catch { return null; }
-}
-
 /** The newest signing key this master key opens, created when there is none. */
 async function fleetSigningKey(sql: Sql, kek: Buffer): Promise<SigningKey> {
   const rows = await sql<Array<{ key_id: string; private_enc: string }>>`SELECT key_id, private_enc FROM audit_keys ORDER BY created_at DESC`;
   for (const r of rows) {
-    const pem = decryptKey(kek, r.private_enc);
+    const pem = unseal(kek, r.private_enc);
     if (pem) return signingKeyOf(pem);
   }
   // None opens (first start, or a replica with another master key): add a key of its own. Its
   // public half is stored like the others', so verifiers accept its checkpoints too.
   const pem = generateKeyPairSync('ed25519').privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
   const key = signingKeyOf(pem);
-  await sql`INSERT INTO audit_keys (key_id, public_pem, private_enc) VALUES (${key.keyId}, ${key.publicKeyPem}, ${encryptKey(kek, pem)}) ON CONFLICT DO NOTHING`;
+  await sql`INSERT INTO audit_keys (key_id, public_pem, private_enc) VALUES (${key.keyId}, ${key.publicKeyPem}, ${seal(kek, pem)}) ON CONFLICT DO NOTHING`;
   return key;
 }
 

@@ -7,6 +7,12 @@ export const esc = (s: string): string => s.replace(/[&<>"']/g, (c) => `&#${c.ch
 /** Same-origin scripts, styles and fetches only; no inline code, no framing, no plugins. */
 export const CSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/**
+ * The CSP of a page whose forms may end up at another origin: sign-out redirects to the IdP's
+ * end_session_endpoint, and browsers apply form-action to a form's redirects too.
+ */
+export const cspFormTargets = (origins: readonly string[]): string => (origins.length ? CSP.replace("form-action 'self'", `form-action 'self' ${origins.join(' ')}`) : CSP);
+
 export const PAGE_HEADERS: Record<string, string> = {
   'content-security-policy': CSP,
   'x-content-type-options': 'nosniff',
@@ -24,8 +30,9 @@ function layout(title: string, body: string): string {
 <body>${body}</body></html>`;
 }
 
-export function loginPage(o: { sso: boolean; token: boolean; error?: string }): string {
+export function loginPage(o: { sso: boolean; token: boolean; error?: string; notice?: string }): string {
   const parts = [`<main class="login"><h1>aam console</h1><p>People see, decide and answer for what agents do.</p>`];
+  if (o.notice) parts.push(`<p class="notice" role="status">${esc(o.notice)}</p>`);
   if (o.error) parts.push(`<p class="error" role="alert">${esc(o.error)}</p>`);
   if (o.sso) parts.push('<p><a class="button" href="/console/login">Sign in with single sign-on</a></p>');
   if (o.token) {

@@ -11,6 +11,8 @@ export interface OidcSettings {
   clientSecret: string;
   /** $AAM_PUBLIC_URL/console/callback */
   redirectUri: string;
+  /** $AAM_PUBLIC_URL/console/signed-out: where the IdP sends people after signing them out. */
+  postLogoutRedirectUri: string;
   scopes: string;
 }
 
@@ -22,13 +24,18 @@ export function oidcSettingsFrom(env: NodeJS.ProcessEnv, publicUrl: string | nul
     .filter(([, v]) => !v).map(([k]) => k);
   if (missing.length) throw new Error(`console login (OpenID Connect) needs ${missing.join(', ')} as well; set all of AAM_OIDC_ISSUER, AAM_OIDC_CLIENT_ID, AAM_OIDC_CLIENT_SECRET and AAM_PUBLIC_URL, or none`);
   try { new URL(issuer!); } catch { throw new Error(`AAM_OIDC_ISSUER must be the issuer's URL, like https://login.example.com/realms/acme (got "${issuer}")`); }
-  return { issuer: issuer!, clientId: clientId!, clientSecret: clientSecret!, redirectUri: `${publicUrl}/console/callback`, scopes: env.AAM_OIDC_SCOPES ?? 'openid email profile' };
+  return { issuer: issuer!, clientId: clientId!, clientSecret: clientSecret!, redirectUri: `${publicUrl}/console/callback`, postLogoutRedirectUri: `${publicUrl}/console/signed-out`, scopes: env.AAM_OIDC_SCOPES ?? 'openid email profile' };
 }
 
 /** One login in progress: what the callback must see again (kept server-side, never in the URL). */
 export interface LoginTransaction { state: string; nonce: string; verifier: string; createdAt: number }
 
-export interface LoggedIn extends HumanClaims { /** ID token expiry (epoch seconds): the session ends then at the latest. */ exp: number }
+export interface LoggedIn extends HumanClaims {
+  /** ID token expiry (epoch seconds): the session ends then at the latest. */
+  exp: number;
+  /** The ID token itself (after a login; kept for sign-out at the IdP). */
+  idToken?: string;
+}
 
 export class OidcError extends Error {}
 
@@ -40,6 +47,11 @@ export interface OidcClient {
   finish(callbackUrl: URL, tx: LoginTransaction): Promise<LoggedIn>;
   /** An ID token as Bearer: verified against the issuer's current JWKS. */
   verifyBearer(token: string): Promise<LoggedIn>;
+  /**
+   * RP-initiated logout: the IdP's end_session_endpoint with id_token_hint and
+   * post_logout_redirect_uri, or null when the IdP offers none (or cannot be reached): sign out locally.
+   */
+  endSessionUrl(idToken: string | undefined): Promise<string | null>;
 }
 
 // Asymmetric only: an HS256 token "signed" with the client secret proves nothing about the IdP.
@@ -93,7 +105,12 @@ export function createOidcClient(settings: OidcSettings): OidcClient {
       if ((idc.email === undefined || idc.groups === undefined) && c.serverMetadata().userinfo_endpoint) {
         try { claims = { ...(await oidc.fetchUserInfo(c, tokens.access_token, idc.sub)), ...idc }; } catch { /* the ID token's claims stand */ }
       }
-      return { ...humanClaims(claims), exp: idc.exp };
+      return { ...humanClaims(claims), exp: idc.exp, idToken: tokens.id_token };
+    },
+    async endSessionUrl(idToken) {
+      const c = await configured().catch(() => null);
+      if (!c?.serverMetadata().end_session_endpoint) return null;
+      return oidc.buildEndSessionUrl(c, { post_logout_redirect_uri: settings.postLogoutRedirectUri, ...(idToken ? { id_token_hint: idToken } : {}) }).href;
     },
     async verifyBearer(token) {
       const c = await configured();

@@ -5,11 +5,11 @@ import { randomBytes } from 'node:crypto';
 import type { Handler, Routes } from '../server/http.ts';
 import { readBody, type Ctx } from '../server/context.ts';
 import { AamError, toAamError } from '../server/errors.ts';
-import { createHumanAuth, parseCookies, type HumanAuth } from './auth.ts';
+import { createHumanAuth, parseCookies, userActor, type HumanAuth } from './auth.ts';
 import type { Runtime } from '../runtime.ts';
 import { consoleStores, LOGIN_TTL_MS, MAX_SESSION_MS } from './sessions.ts';
 import { createOidcClient, oidcSettingsFrom } from './oidc.ts';
-import { appShell, errorPage, loginPage, PAGE_HEADERS } from './html.ts';
+import { appShell, cspFormTargets, errorPage, loginPage, PAGE_HEADERS } from './html.ts';
 
 const ASSETS: Record<string, { file: string; type: string }> = {
   '/console/app.js': { file: 'app.js', type: 'text/javascript; charset=utf-8' },
@@ -65,7 +65,9 @@ export function addConsoleRoutes(routes: Routes, auth: HumanAuth, o: ConsoleOpti
     const p = s && auth.principalOf(s.session, s.id);
     if (!s || !p) return send(ctx, 200, loginPage({ sso: !!auth.oidc, token: auth.adminTokenEnabled, error: s ? `no RoleBinding names ${s.session.email ?? s.session.sub}; ask an admin to add one` : undefined }));
     const who = typeof p.actor === 'string' ? 'break-glass admin token' : p.actor.email ?? p.actor.sub;
-    send(ctx, 200, appShell({ who, role: p.role, csrf: s.session.csrf }));
+    // Sign-out (a form) goes on to the IdP's end_session_endpoint: the page's CSP must let it.
+    const end = s.session.kind === 'oidc' && auth.oidc ? await auth.oidc.endSessionUrl(undefined) : null;
+    send(ctx, 200, appShell({ who, role: p.role, csrf: s.session.csrf }), end ? { 'content-security-policy': cspFormTargets([new URL(end).origin]) } : {});
   }));
   routes.exact.set('GET /console/', (ctx) => redirect(ctx, '/console'));
   for (const [path, a] of assets) {
@@ -99,7 +101,7 @@ export function addConsoleRoutes(routes: Routes, auth: HumanAuth, o: ConsoleOpti
       ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action: 'console_login_refused', target: 'console', actor: { type: 'user', sub: who.sub, email: who.email } }, detail: { groups: who.groups.join(',') }, outcome: { status: 403 } });
       return send(ctx, 403, errorPage('No access', `you signed in as ${who.email ?? who.sub}, but no RoleBinding names you${who.groups.length ? ` or your groups (${who.groups.join(', ')})` : ''}; ask an aam admin to add one`));
     }
-    const { id: sid, session } = await auth.sessions.create({ kind: 'oidc', sub: who.sub, email: who.email, groups: who.groups, expiresAt: who.exp * 1000 });
+    const { id: sid, session } = await auth.sessions.create({ kind: 'oidc', sub: who.sub, email: who.email, groups: who.groups, expiresAt: who.exp * 1000, idToken: who.idToken });
     ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action: 'console_login', target: 'console', actor: { type: 'user', sub: who.sub, email: who.email } }, detail: { role, expires_at: new Date(session.expiresAt).toISOString() }, outcome: { status: 200 } });
     redirect(ctx, '/console', [cookie(sessionCookie, sid, (session.expiresAt - Date.now()) / 1000), cookie(loginCookie, '', 0)]);
   }));
@@ -113,14 +115,26 @@ export function addConsoleRoutes(routes: Routes, auth: HumanAuth, o: ConsoleOpti
     redirect(ctx, '/console', [cookie(sessionCookie, id, (session.expiresAt - Date.now()) / 1000)]);
   }));
 
+  // Sign-out ends the session here and, when the IdP offers RP-initiated logout, there too: the
+  // browser goes to its end_session_endpoint (id_token_hint, post_logout_redirect_uri) and comes
+  // back to /console/signed-out. Without one, the session here ends and the IdP's stays.
   routes.exact.set('POST /console/logout', page(async (ctx) => {
     auth.checkOrigin(ctx.req);
     const s = await auth.sessionOf(ctx.req);
+    let next = '/console';
     if (s) {
       const csrf = (await formOf(ctx)).get('csrf') ?? ctx.req.headers['x-csrf-token'];
       if (csrf !== s.session.csrf) throw new AamError(403, 'csrf_failed', 'sign-out needs the page\'s CSRF token; reload the console and try again');
       await auth.sessions.delete(s.id);
+      const actor = s.session.kind === 'admin-token' ? 'admin-token' : userActor(s.session);
+      const idp = s.session.kind === 'oidc' && auth.oidc ? await auth.oidc.endSessionUrl(s.session.idToken) : null;
+      ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action: 'console_logout', target: 'console', actor }, detail: { at_idp: idp !== null }, outcome: { status: 200 } });
+      if (idp) next = idp;
     }
-    redirect(ctx, '/console', [cookie(sessionCookie, '', 0)]);
+    redirect(ctx, next, [cookie(sessionCookie, '', 0)]);
+  }));
+
+  routes.exact.set('GET /console/signed-out', page(async (ctx) => {
+    send(ctx, 200, loginPage({ sso: !!auth.oidc, token: auth.adminTokenEnabled, notice: 'You are signed out of aam and of your identity provider.' }));
   }));
 }

@@ -1,7 +1,9 @@
 // Console sessions and logins in progress. A session is a server-side record keyed by the SHA-256
 // of a random id (the cookie holds the id, the store only its hash, so a copy of the store opens no
 // session). It carries who the person is (never their role: that is looked up in the current
-// config on every request), its CSRF token and an expiry no later than the ID token's.
+// config on every request), its CSRF token and an expiry no later than the ID token's. The ID token
+// (kept for sign-out at the IdP, as id_token_hint) is sealed under a key derived from the session id,
+// so the store alone cannot give it back either.
 // Embedded: SQLite in the data dir and an in-memory login map. Fleet: Redis with expiries, so a
 // person may land on any replica (login started on one, callback on another, pages on a third).
 import { createHash, randomBytes } from 'node:crypto';
@@ -10,12 +12,15 @@ import type { Redis } from '../store/redis.ts';
 import type { HumanClaims } from './roles.ts';
 import type { LoginTransaction } from './oidc.ts';
 import type { Runtime } from '../runtime.ts';
+import { seal, unseal } from '../store/seal.ts';
 
 export interface Session extends HumanClaims {
   /** 'oidc' (a person from the IdP) or 'admin-token' (break-glass login). */
   kind: 'oidc' | 'admin-token';
   csrf: string;
   expiresAt: number;
+  /** The ID token the session was opened with (sign-out at the IdP); OIDC sessions only. */
+  idToken?: string;
 }
 
 export interface SessionStore {
@@ -46,9 +51,18 @@ function newSession(s: Omit<Session, 'csrf'>, now: number): { id: string; sessio
   return { id, session: { ...s, expiresAt: Math.min(s.expiresAt, now + MAX_SESSION_MS), csrf: randomBytes(32).toString('base64url') } };
 }
 
-function parseSession(text: string): Session {
-  const r = JSON.parse(text) as Session;
-  return { kind: r.kind === 'admin-token' ? 'admin-token' : 'oidc', sub: r.sub, email: r.email ?? undefined, groups: r.groups, csrf: r.csrf, expiresAt: r.expiresAt };
+const idTokenKey = (id: string) => createHash('sha256').update('aam console id_token v1\0').update(id).digest();
+
+/** The record as stored: the ID token sealed under the session id (which the store never holds). */
+function storedSession(id: string, s: Session): string {
+  const { idToken, ...rest } = s;
+  return JSON.stringify(idToken ? { ...rest, idTokenSealed: seal(idTokenKey(id), idToken) } : rest);
+}
+
+function parseSession(id: string, text: string): Session {
+  const r = JSON.parse(text) as Session & { idTokenSealed?: string };
+  const idToken = typeof r.idTokenSealed === 'string' ? unseal(idTokenKey(id), r.idTokenSealed) ?? undefined : undefined;
+  return { kind: r.kind === 'admin-token' ? 'admin-token' : 'oidc', sub: r.sub, email: r.email ?? undefined, groups: r.groups, csrf: r.csrf, expiresAt: r.expiresAt, ...(idToken ? { idToken } : {}) };
 }
 
 export function createSqliteSessionStore(db: DatabaseSync, now: () => number = Date.now): SessionStore {
@@ -63,13 +77,13 @@ export function createSqliteSessionStore(db: DatabaseSync, now: () => number = D
       const t = now();
       purge.run(t);
       const made = newSession(s, t);
-      insert.run(hashId(made.id), JSON.stringify(made.session), t, made.session.expiresAt);
+      insert.run(hashId(made.id), storedSession(made.id, made.session), t, made.session.expiresAt);
       return made;
     },
     async get(id) {
       if (!ID_SHAPE.test(id)) return undefined;
       const r = byId.get(hashId(id), now()) as { record: string } | undefined;
-      return r ? parseSession(r.record) : undefined;
+      return r ? parseSession(id, r.record) : undefined;
     },
     async delete(id) { del.run(hashId(id)); },
   };
@@ -98,13 +112,13 @@ export function createRedisConsoleStores(redis: Redis, prefix: string, now: () =
     sessions: {
       async create(s) {
         const made = newSession(s, now());
-        await redis.set(sessionKey(made.id), JSON.stringify(made.session), 'PX', Math.max(1, made.session.expiresAt - now()));
+        await redis.set(sessionKey(made.id), storedSession(made.id, made.session), 'PX', Math.max(1, made.session.expiresAt - now()));
         return made;
       },
       async get(id) {
         if (!ID_SHAPE.test(id)) return undefined;
         const text = await redis.get(sessionKey(id));
-        const s = text ? parseSession(text) : undefined;
+        const s = text ? parseSession(id, text) : undefined;
         return s && s.expiresAt > now() ? s : undefined;
       },
       async delete(id) { await redis.del(sessionKey(id)); },

@@ -19,7 +19,8 @@ export interface TestIdp {
 interface ProviderLike { callback(): (req: unknown, res: unknown) => void; proxy?: boolean }
 type ProviderCtor = new (issuer: string, config: Record<string, unknown>) => ProviderLike;
 
-export async function startTestIdp(o: { redirectUri: string; users: Record<string, TestUser>; idTokenTtlS?: number }): Promise<TestIdp> {
+/** rpLogout: false hides the end_session_endpoint (an IdP without RP-initiated logout). */
+export async function startTestIdp(o: { redirectUri: string; users: Record<string, TestUser>; idTokenTtlS?: number; rpLogout?: boolean }): Promise<TestIdp> {
   const spec = 'oidc-provider'; // untyped package: loaded by name so the type checker does not look for its types
   const { default: Provider } = (await import(spec)) as { default: ProviderCtor };
   const server: Server = createServer();
@@ -34,7 +35,7 @@ export async function startTestIdp(o: { redirectUri: string; users: Record<strin
   const clientId = 'aam-console';
   const clientSecret = 'test-client-secret-0123456789abcdef';
   const p = new Provider(issuer, {
-    clients: [{ client_id: clientId, client_secret: clientSecret, redirect_uris: [o.redirectUri], response_types: ['code'], grant_types: ['authorization_code'], token_endpoint_auth_method: 'client_secret_basic' }],
+    clients: [{ client_id: clientId, client_secret: clientSecret, redirect_uris: [o.redirectUri], post_logout_redirect_uris: [o.redirectUri.replace(/\/callback$/, '/signed-out')], response_types: ['code'], grant_types: ['authorization_code'], token_endpoint_auth_method: 'client_secret_basic' }],
     jwks: { keys: [provider.jwk] },
     findAccount: (_ctx: unknown, id: string) => {
       const u = o.users[id];
@@ -44,7 +45,7 @@ export async function startTestIdp(o: { redirectUri: string; users: Record<strin
     // Real IdPs (Okta, Entra, Keycloak) put email and groups in the ID token; so does this one.
     conformIdTokenClaims: false,
     pkce: { required: () => true },
-    features: { devInteractions: { enabled: true } },
+    features: { devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: o.rpLogout ?? true } },
     cookies: { keys: ['test-cookie-signing-key-0123456789'] },
     ttl: { IdToken: o.idTokenTtlS ?? 3600, AccessToken: 3600, Interaction: 600, Session: 3600, Grant: 3600 },
     // First-party console: no consent screen.
@@ -71,6 +72,8 @@ export async function startTestIdp(o: { redirectUri: string; users: Record<strin
 /** Cookies by name (browsers do not separate cookies by port, and neither does this jar). */
 export class CookieJar {
   readonly cookies = new Map<string, string>();
+  /** A copy of another jar (a second browser tab's view of the same cookies). */
+  constructor(from?: CookieJar) { if (from) for (const [k, v] of from.cookies) this.cookies.set(k, v); }
   take(res: Response): void {
     for (const c of res.headers.getSetCookie()) {
       const [pair] = c.split(';');
