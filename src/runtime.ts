@@ -27,20 +27,22 @@ import { parseDurationSeconds } from './config/duration.ts';
 import type { Tracer } from './observability/tracing.ts';
 import { IdPool } from './observability/otlp-context.ts';
 import { compileGuardrail, type CompiledGuardrail } from './guardrails/engine.ts';
+import type { GuardrailLists } from './access/guard.ts';
+import type { MetricsSink } from './observability/metrics.ts';
 import { openVault, type Vault } from './credentials/vault.ts';
 import { createInjector, type Injector, type DefaultStyle } from './credentials/inject.ts';
 import { CredentialError } from './credentials/errors.ts';
 import type { Injection } from './gateway/upstream.ts';
 import type { Identity } from './identity/types.ts';
 import type { JwtVerifier, VerifiedSvid } from './identity/jwt-svid.ts';
-import { AamError } from './server/errors.ts';
+import { AamError } from './access/errors.ts';
 import { buildAgentRegistry, type AgentRegistry } from './identity/registry.ts';
 import type { Issuer } from './identity/issuer.ts';
 import type { Mtls } from './identity/x509-svid.ts';
 import { createJoinTokenStore, type JoinTokenStore } from './identity/join-tokens.ts';
 import { IdentitySeen, redisSeenBackend, sqliteSeenBackend } from './identity/seen.ts';
 import { trustDomainsFromConfig } from './identity/jwks-cache.ts';
-import type { McpGateway } from './tools/mcp-gateway.ts';
+import type { McpGateway } from './tools/mcp-lazy.ts';
 import type { HttpToolProxy } from './tools/http-tool.ts';
 
 /** Evidence sink (the audit log); optional so tools like `aam validate` need none. */
@@ -50,13 +52,6 @@ export interface AuditSink {
   recordDurable?(ev: Record<string, unknown>): Promise<unknown>;
   /** Resolves when every recorded event is in its crash-safe segment file (await before acknowledging). */
   journaled?(now?: boolean): Promise<void>;
-}
-export interface MetricsSink {
-  decision(effect: string, agent: string): void;
-  limited(code: string, agent: string): void;
-  modelCall(agent: string, team: string | undefined, route: string, provider: string, status: number, latencyMs: number, usage: { inputTokens: number; outputTokens: number } | undefined, cost: number | null): void;
-  /** One upstream tool call (MCP tools/call or HTTP tool), by agent and McpServer/HttpTool name. */
-  toolCall?(agent: string, server: string, outcome: string, latencyMs: number): void;
 }
 
 export interface Compiled {
@@ -77,12 +72,6 @@ export interface Compiled {
   guardrailLists: GuardrailLists;
 }
 
-export interface GuardrailLists {
-  /** (policy names, route names) -> their union. */
-  merged: WeakMap<readonly string[], WeakMap<readonly string[], readonly string[]>>;
-  /** names -> compiled guardrails. */
-  byNames: WeakMap<readonly string[], readonly CompiledGuardrail[]>;
-}
 
 export interface RuntimeOptions {
   configPath: string;

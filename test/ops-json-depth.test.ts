@@ -2,7 +2,7 @@
 // the field), on every plane, instead of overflowing the stack somewhere downstream (500).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { jsonTooDeep, MAX_JSON_DEPTH } from '../src/server/json-depth.ts';
+import { jsonTooDeep, MAX_JSON_DEPTH } from '../src/access/json-depth.ts';
 import { startTestGateway, doc, yaml } from './helpers/gateway.ts';
 import { localServer } from './helpers/e2e.ts';
 

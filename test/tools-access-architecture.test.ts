@@ -19,7 +19,7 @@ test('src/tools imports no policy, identity, credential, audit or access impleme
 });
 
 test('the tool plane\'s decisions come from the access context\'s policy set, never a fresh lookup', () => {
-  const deps = read('src/access/tool-deps.ts');
+  const deps = read('src/server/tool-deps.ts');
   assert.doesNotMatch(deps, /\bsetFor\(|\bdecide\(|\btoolVisible\(|\bguardrailsFor\(/, 'tool-deps.ts resolves a policy set itself');
   const routes = read('src/server/tool-routes.ts');
   assert.match(routes, /toolAccess\(await openAccess\(ctx\)\)/, 'tool routes open the access context once per request');

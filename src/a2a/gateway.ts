@@ -6,9 +6,9 @@
 // (SSE relayed event by event) -> guard output -> record (linked to the delegation chain).
 // Everything written to the caller goes through the egress door (ctx.res), which scrubs it.
 import { request } from 'undici';
-import type { Ctx } from '../server/context.ts';
-import { readJson, sendJson } from '../server/context.ts';
-import { AamError, toAamError } from '../server/errors.ts';
+import type { Ctx } from '../access/request.ts';
+import { readJson, sendJson } from '../access/request.ts';
+import { AamError, toAamError } from '../access/errors.ts';
 import { openAccess, type Access } from '../access/context.ts';
 import { authorize, policyEvidence, recordDecision } from '../access/decide.ts';
 import { identityEvidence, requestTraceId } from '../access/evidence.ts';

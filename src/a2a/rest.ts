@@ -2,7 +2,7 @@
 // as the JSON-RPC method and params it stands for, so both bindings share one decision, guard,
 // relay and evidence path (gateway.ts); only the framing of answers and errors differs. The
 // callee is always spoken to in JSON-RPC at spec.a2a.url. Pure functions, no I/O.
-import { AamError } from '../server/errors.ts';
+import { AamError } from '../access/errors.ts';
 
 export interface RestOp {
   /** The JSON-RPC method this route stands for. */

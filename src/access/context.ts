@@ -2,7 +2,7 @@
 // its resolved policy set, and offers the access path's steps in order — authorize, guardrails,
 // admit, (inject + call: the plane), guard output, settle, record. A plane drives it step by
 // step; nothing re-resolves the policy set, and the egress door (ctx.res) is where it writes.
-import type { BodyWatch, Ctx } from '../server/context.ts';
+import type { BodyWatch, Ctx } from './request.ts';
 import type { Identity } from '../identity/types.ts';
 import type { Decision } from '../policy/types.ts';
 import { setFor, type PolicySet } from '../policy/compile.ts';

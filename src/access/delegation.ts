@@ -9,7 +9,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Identity } from '../identity/types.ts';
 import type { Runtime } from '../runtime.ts';
-import { AamError } from '../server/errors.ts';
+import { AamError } from './errors.ts';
 
 export const DELEGATION_HEADER = 'x-aam-delegation';
 const VERSION = 'v1';

@@ -1,7 +1,7 @@
 // How an identity appears in audit events and usage: the whole Agent record, never a secret.
 import type { Identity } from '../identity/types.ts';
 import type { AuditIdentity } from '../audit/event.ts';
-import type { Ctx } from '../server/context.ts';
+import type { Ctx } from './request.ts';
 import { parseTraceparent } from '../observability/tracing.ts';
 
 export function identityEvidence(id: Identity): AuditIdentity {

@@ -1,7 +1,7 @@
 // The guardrail step of the shared access path: the guardrails an identity's policies attach,
 // applied to model prompts/completions (also streamed) and to tool arguments/results. Every
 // verdict other than allow is evidence (guardrail, category, where; never the value).
-import type { GuardrailLists, Runtime } from '../runtime.ts';
+import type { Runtime } from '../runtime.ts';
 import type { Identity } from '../identity/types.ts';
 import type { ChatRequest, ChatResult, StreamEvent } from '../providers/types.ts';
 import { guardrailsFor } from '../policy/decide.ts';
@@ -10,11 +10,18 @@ import {
   applyToChat, applyToJson, blockedMessage, compileGuardrail, createEventGuard, leafTexts, replaceLeaves, runWebhookGuardrails,
   type CompiledGuardrail, type Direction, type FindingSummary, type EventGuard,
 } from '../guardrails/engine.ts';
-import { AamError } from '../server/errors.ts';
+import { AamError } from './errors.ts';
 import { identityEvidence, type EvidenceAt } from './evidence.ts';
 
 const NONE: readonly CompiledGuardrail[] = Object.freeze([]);
 const NONE_NAMES: readonly string[] = Object.freeze([]);
+
+export interface GuardrailLists {
+  /** (policy names, route names) -> their union. */
+  merged: WeakMap<readonly string[], WeakMap<readonly string[], readonly string[]>>;
+  /** names -> compiled guardrails. */
+  byNames: WeakMap<readonly string[], readonly CompiledGuardrail[]>;
+}
 
 /** The union of an identity's policy guardrails and a route's, memoized per config (see Compiled.guardrailLists). */
 function mergedNames(memo: GuardrailLists, a: readonly string[], b: readonly string[]): readonly string[] {

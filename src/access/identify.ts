@@ -1,8 +1,8 @@
 // Step 1 of every access path: who is calling? A virtual key, a JWT-SVID or an mTLS X.509-SVID,
 // always resolved to an Agent record. Anything else is a 401 that says what to send instead.
 import type { TLSSocket } from 'node:tls';
-import { AamError } from '../server/errors.ts';
-import type { Ctx } from '../server/context.ts';
+import { AamError } from './errors.ts';
+import type { Ctx } from './request.ts';
 import type { AgentRecord, Identity } from '../identity/types.ts';
 import { KEY_PREFIX } from '../identity/keys.ts';
 import { looksLikeJwt } from '../identity/jwt-svid.ts';

@@ -4,7 +4,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { basename, extname } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import type { Command } from './main.ts';
+import type { Command } from './command.ts';
 import { ConfigError, parseConfigTexts } from '../config/load.ts';
 import { renderDocs, type ImportResult } from '../config/import-common.ts';
 import { importLitellm } from '../config/import-litellm.ts';

@@ -7,15 +7,7 @@ import { compilePolicies } from '../policy/compile.ts';
 import { serve } from './serve.ts';
 import { extraCommands } from './commands.ts';
 import { recordCliAdmin } from './evidence.ts';
-
-export interface Globals { config: string; data: string }
-
-export type Command = {
-  summary: string;
-  usage: string;
-  options?: ParseArgsConfig['options'];
-  run(args: { values: Record<string, string | boolean | string[] | undefined>; positionals: string[]; g: Globals }): Promise<number> | number;
-};
+import type { Command, Globals } from './command.ts';
 
 const GLOBAL_OPTIONS: ParseArgsConfig['options'] = {
   config: { type: 'string', short: 'c' },

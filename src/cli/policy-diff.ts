@@ -2,7 +2,7 @@
 // something would (like diff(1)), 2 when the arguments or inputs are wrong.
 import { createReadStream, existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import type { Command } from './main.ts';
+import type { Command } from './command.ts';
 import { loadConfig, ConfigError, formatIssues } from '../config/load.ts';
 import { compilePolicies } from '../policy/compile.ts';
 import { diffAgainstTrail, diffCapabilities, type DiffSide } from '../policy/diff.ts';

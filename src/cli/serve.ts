@@ -18,7 +18,7 @@ import { createLazyMcpGateway } from '../tools/mcp-lazy.ts';
 import { createHttpToolProxy } from '../tools/http-tool.ts';
 import { createApprovals } from '../store/approvals.ts';
 import { fleetApprovals } from '../store/fleet-approvals.ts';
-import { toolDeps } from '../access/tool-deps.ts';
+import { toolDeps } from '../server/tool-deps.ts';
 import { openAuditLog, startSinks, stopSinksWithCheckpoint, webhookSink, fileSink, otlpLogsSink, checkpointFilePath, type AuditSink } from '../audit/index.ts';
 import { segmentAgeFor, startRetention } from '../audit/retention.ts';
 import { DEFAULT_SEGMENTS } from '../audit/writer.ts';

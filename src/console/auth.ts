@@ -6,7 +6,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { ConfigSet } from '../config/schema.ts';
-import { AamError } from '../server/errors.ts';
+import { AamError } from '../access/errors.ts';
 import { atLeast, compileRoles, type Role, type RoleTable, type HumanClaims } from './roles.ts';
 import type { LoginStore, Session, SessionStore } from './sessions.ts';
 import { OidcError, type OidcClient } from './oidc.ts';

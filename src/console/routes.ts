@@ -2,9 +2,8 @@
 // static assets (script, style sheet, icon). Everything the app shows comes from the admin API with the session cookie.
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import type { Handler, Routes } from '../server/http.ts';
-import { readBody, type Ctx } from '../server/context.ts';
-import { AamError, toAamError } from '../server/errors.ts';
+import { readBody, type Ctx, type Handler, type Routes } from '../access/request.ts';
+import { AamError, toAamError } from '../access/errors.ts';
 import { createHumanAuth, parseCookies, userActor, type HumanAuth } from './auth.ts';
 import type { Runtime } from '../runtime.ts';
 import { consoleStores, LOGIN_TTL_MS, MAX_SESSION_MS } from './sessions.ts';

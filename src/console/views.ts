@@ -9,7 +9,7 @@ import type { CompiledPolicies } from '../policy/compile.ts';
 import { setFor } from '../policy/compile.ts';
 import { decide } from '../policy/decide.ts';
 import { explain, requestOf } from '../policy/test-runner.ts';
-import { AamError } from '../server/errors.ts';
+import { AamError } from '../access/errors.ts';
 import type { Decision } from '../policy/types.ts';
 import type { DatabaseSync } from 'node:sqlite';
 import { getMeta, readCheckpoints } from '../audit/store.ts';

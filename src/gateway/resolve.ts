@@ -2,7 +2,7 @@
 // (404 model_not_found when neither), authorized (403 naming the policy), and narrowed to the
 // targets in the caller's allowed regions, so no other target can ever serve it.
 import type { Access } from '../access/context.ts';
-import { AamError } from '../server/errors.ts';
+import { AamError } from '../access/errors.ts';
 import type { Route } from './routes.ts';
 
 const NOT_FOUND: Record<Route['kind'], string> = {

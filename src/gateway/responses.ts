@@ -12,8 +12,8 @@ import { responsesCodec, type ResponseMeta } from '../providers/responses-codec.
 import { responsesUpstreamAdapter } from '../providers/responses-upstream.ts';
 import { localId, nowSeconds, type Obj } from '../providers/util.ts';
 import type { ChatRequest } from '../providers/types.ts';
-import { AamError, badRequest } from '../server/errors.ts';
-import { readJson, sendJson, type Ctx } from '../server/context.ts';
+import { AamError, badRequest } from '../access/errors.ts';
+import { readJson, sendJson, type Ctx } from '../access/request.ts';
 import { serveChat } from './chat.ts';
 import type { ResponseStore, StoredResponse } from '../store/responses.ts';
 import { StoreUnavailable } from '../store/types.ts';

@@ -7,7 +7,7 @@ import type { ProviderAdapter } from '../providers/types.ts';
 import { CircuitBreaker, DEFAULT_BREAKER, type BreakerOptions } from './breaker.ts';
 import type { Pricing } from './pricing.ts';
 import { resolvePricing } from '../config/pricing.ts';
-import { LatencyStats } from './strategy.ts';
+import { LatencyStats } from './latency.ts';
 
 export type ProviderType = ProviderSpec['type'];
 

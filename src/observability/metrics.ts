@@ -3,7 +3,6 @@
 // Request-path metrics are aam's own (prom.ts); prom-client only collects the process metrics
 // (from the first scrape on: GC and event-loop histograms start then).
 import type { Registry } from 'prom-client';
-import type { MetricsSink } from '../runtime.ts';
 import { Counter, Gauge, Histogram, exposition, CONTENT_TYPE, type CounterSeries, type HistogramSeries, type Metric } from './prom.ts';
 import { level, type Level } from './label-tree.ts';
 
@@ -16,6 +15,14 @@ interface CallSeries {
   cost: CounterSeries;
   unknownCost: CounterSeries;
   upstreamErrors: CounterSeries;
+}
+
+export interface MetricsSink {
+  decision(effect: string, agent: string): void;
+  limited(code: string, agent: string): void;
+  modelCall(agent: string, team: string | undefined, route: string, provider: string, status: number, latencyMs: number, usage: { inputTokens: number; outputTokens: number } | undefined, cost: number | null): void;
+  /** One upstream tool call (MCP tools/call or HTTP tool), by agent and McpServer/HttpTool name. */
+  toolCall?(agent: string, server: string, outcome: string, latencyMs: number): void;
 }
 
 export class Metrics implements MetricsSink {

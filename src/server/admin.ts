@@ -2,9 +2,9 @@
 // (break-glass admin), a console session or an OIDC ID token (console/auth.ts), with the person's
 // role checked per route: viewer reads, approver decides held calls, operator changes keys, tool
 // pins and reloads, admin sets credentials. An agent's virtual key or JWT never gets in.
-import { AamError } from './errors.ts';
+import { AamError } from '../access/errors.ts';
 import { StoreUnavailable } from '../store/types.ts';
-import { readJson, sendJson, type Ctx } from './context.ts';
+import { readJson, sendJson, type Ctx } from '../access/request.ts';
 import type { Handler, Routes } from './http.ts';
 import type { Runtime } from '../runtime.ts';
 import { queryEvents, showRequest } from '../audit/query.ts';

@@ -5,22 +5,16 @@ import { createServer as createHttpServer, type IncomingMessage, type ServerResp
 import { createServer as createHttpsServer, type ServerOptions as HttpsOptions } from 'node:https';
 import type { Runtime } from '../runtime.ts';
 import { EgressResponse } from '../access/egress.ts';
-import { AamError, toAamError } from './errors.ts';
+import { AamError, toAamError } from '../access/errors.ts';
 import { recordDecision } from '../access/decide.ts';
-import { requestIdFor, sendError, sendJson, type Ctx } from './context.ts';
+import { requestIdFor, sendError, sendJson, type Ctx, type Handler, type Routes } from '../access/request.ts';
 import { handleChat } from '../gateway/chat.ts';
 import { handleResponseById, handleResponses } from '../gateway/responses.ts';
 import { handleEmbeddings, handleModels } from '../gateway/embeddings.ts';
 import { startServerSpan, endHttpSpan } from '../observability/tracing.ts';
 import { createA2aGateway } from '../a2a/gateway.ts';
 
-export type Handler = (ctx: Ctx) => Promise<void> | void;
-
-export interface Routes {
-  exact: Map<string, Handler>;
-  /** [prefix, handler] checked in order when no exact route matches. */
-  prefixes: Array<[string, Handler]>;
-}
+export type { Handler, Routes } from '../access/request.ts';
 
 export function coreRoutes(): Routes {
   const exact = new Map<string, Handler>([

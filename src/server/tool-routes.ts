@@ -1,12 +1,12 @@
 // Tool plane routes: /mcp (all MCP servers the caller may use), /mcp/<server>, /tools/<tool>/<action>,
 // and the RFC 9728 metadata MCP clients use to discover how to authenticate.
 import type { Routes } from './http.ts';
-import { AamError } from './errors.ts';
-import { readJson, sendJson, type Ctx } from './context.ts';
+import { AamError } from '../access/errors.ts';
+import { readJson, sendJson, type Ctx } from '../access/request.ts';
 import { openAccess } from '../access/context.ts';
-import { toolAccess } from '../access/tool-deps.ts';
+import { toolAccess } from './tool-deps.ts';
 import { protectedResourceMetadata, wwwAuthenticate } from '../tools/mcp-metadata.ts';
-import type { McpGateway } from '../tools/mcp-gateway.ts';
+import type { McpGateway } from '../tools/mcp-lazy.ts';
 import type { HttpToolProxy } from '../tools/http-tool.ts';
 
 /**

@@ -13,51 +13,11 @@ import {
 import type { ConfigSet } from '../config/schema.ts';
 import type { Identity } from '../identity/types.ts';
 import { mcpTraceparent } from '../observability/otlp-genai.ts';
-import type { Approval, Approvals } from './approvals.ts';
 import { createCatalog } from './catalog.ts';
 import { callTool, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, subscribeResource, unsubscribeResource, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
-import type { ToolDiff } from './tool-integrity.ts';
-import { createMcpShared, sessionLimits, type McpShared } from './mcp-lazy.ts';
-import type { UpstreamOptions, UpstreamState } from './upstream.ts';
+import { createMcpShared, sessionLimits, type McpGateway, type McpGatewayOptions, type McpShared } from './mcp-lazy.ts';
 import { handleModern, isModernRequest, toolsPage } from './mcp-stateless.ts';
 import { RPC, ToolError, type ToolAccess, type ToolDeps } from './types.ts';
-
-export interface McpGatewayOptions extends UpstreamOptions {
-  /** tools/list page size (default 200). */
-  pageSize?: number;
-  /** Open sessions, in all (default 10,000) and per identity (default 100), so one agent cannot lock the others out. */
-  maxSessions?: number;
-  maxSessionsPerIdentity?: number;
-  /**
-   * Open sessions of identities no Agent registers (external SPIFFE IDs), per trust domain
-   * (default 1,000): a domain can mint any number of IDs, so per identity alone does not bound it.
-   */
-  maxSessionsPerTrustDomain?: number;
-  /** Sessions idle longer than this are closed (default 30 min). */
-  sessionIdleMs?: number;
-  approvalWindowMs?: number;
-  /** A call was newly held for approval (notify people). */
-  onApprovalPending?: (a: Approval) => void;
-  /** The held-calls store chosen at start (fleet: PostgreSQL); default: the embedded one in deps.db. */
-  approvals?: Approvals;
-  maxResultBytes?: number;
-  /** tools/list waits at most this long for servers still starting, then lists what is ready (default 5 s). */
-  listWaitMs?: number;
-  /** Largest request body read when the caller did not pass parsedBody (default 4 MiB). */
-  maxBodyBytes?: number;
-}
-
-export interface McpGateway {
-  /** One HTTP request of an MCP client, with the caller's access context for that request. */
-  handle(req: IncomingMessage, res: ServerResponse, access: ToolAccess, serverName: string | null, parsedBody?: unknown): Promise<void>;
-  reload(config: ConfigSet): Promise<void>;
-  close(): Promise<void>;
-  approvals: Approvals;
-  toolDiff(server: string, tool: string): ToolDiff;
-  acceptTool(server: string, tool: string, actor: string): ToolDiff;
-  flaggedTools(): ToolDiff[];
-  status(): Record<string, { state: UpstreamState; restarts: number; lastError?: string; pid?: number | null; tools: number }>;
-}
 
 interface Session { id: string; ctx: SessionCtx; server: Server; transport: StreamableHTTPServerTransport; lastUsed: number }
 

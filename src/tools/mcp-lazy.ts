@@ -3,10 +3,48 @@
 // to /mcp. Until then this front answers what needs no SDK: approvals (shared with the HTTP tool
 // proxy), tool digests (admin diff/accept/flagged) and status (no servers, so empty).
 import type { ConfigSet } from '../config/schema.ts';
-import { createApprovals, type Approvals } from '../store/approvals.ts';
-import type { McpGateway, McpGatewayOptions } from './mcp-gateway.ts';
-import { createToolIntegrity, type ToolIntegrity } from './tool-integrity.ts';
-import type { ToolDeps } from './types.ts';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createApprovals, type Approval, type Approvals } from '../store/approvals.ts';
+import { createToolIntegrity, type ToolDiff, type ToolIntegrity } from './tool-integrity.ts';
+import type { ToolAccess, ToolDeps } from './types.ts';
+import type { UpstreamOptions, UpstreamState } from './upstream.ts';
+
+export interface McpGatewayOptions extends UpstreamOptions {
+  /** tools/list page size (default 200). */
+  pageSize?: number;
+  /** Open sessions, in all (default 10,000) and per identity (default 100), so one agent cannot lock the others out. */
+  maxSessions?: number;
+  maxSessionsPerIdentity?: number;
+  /**
+   * Open sessions of identities no Agent registers (external SPIFFE IDs), per trust domain
+   * (default 1,000): a domain can mint any number of IDs, so per identity alone does not bound it.
+   */
+  maxSessionsPerTrustDomain?: number;
+  /** Sessions idle longer than this are closed (default 30 min). */
+  sessionIdleMs?: number;
+  approvalWindowMs?: number;
+  /** A call was newly held for approval (notify people). */
+  onApprovalPending?: (a: Approval) => void;
+  /** The held-calls store chosen at start (fleet: PostgreSQL); default: the embedded one in deps.db. */
+  approvals?: Approvals;
+  maxResultBytes?: number;
+  /** tools/list waits at most this long for servers still starting, then lists what is ready (default 5 s). */
+  listWaitMs?: number;
+  /** Largest request body read when the caller did not pass parsedBody (default 4 MiB). */
+  maxBodyBytes?: number;
+}
+
+export interface McpGateway {
+  /** One HTTP request of an MCP client, with the caller's access context for that request. */
+  handle(req: IncomingMessage, res: ServerResponse, access: ToolAccess, serverName: string | null, parsedBody?: unknown): Promise<void>;
+  reload(config: ConfigSet): Promise<void>;
+  close(): Promise<void>;
+  approvals: Approvals;
+  toolDiff(server: string, tool: string): ToolDiff;
+  acceptTool(server: string, tool: string, actor: string): ToolDiff;
+  flaggedTools(): ToolDiff[];
+  status(): Record<string, { state: UpstreamState; restarts: number; lastError?: string; pid?: number | null; tools: number }>;
+}
 
 /** What outlives the loading of the gateway: created before the SDK is, handed to it once it is. */
 export interface McpShared { approvals: Approvals; integrity: ToolIntegrity }

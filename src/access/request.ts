@@ -1,12 +1,12 @@
 // Per-request context and the small I/O helpers every handler uses.
 import type { IncomingMessage } from 'node:http';
-import type { EgressResponse } from '../access/egress.ts';
-import type { Access } from '../access/context.ts';
+import type { EgressResponse } from './egress.ts';
 import { randomBytes } from 'node:crypto';
 import type { Runtime, Compiled } from '../runtime.ts';
 import type { Identity } from '../identity/types.ts';
 import type { Span } from '../observability/tracing.ts';
 import type { AccessRequest, Decision } from '../policy/types.ts';
+import type { PolicySet } from '../policy/compile.ts';
 import { AamError, anthropicErrorBody, openaiErrorBody, toAamError } from './errors.ts';
 import { jsonTooDeep, MAX_JSON_DEPTH } from './json-depth.ts';
 
@@ -27,8 +27,8 @@ export interface Ctx {
   /** Error body format the caller understands. */
   wire: 'openai' | 'anthropic';
   identity?: Identity;
-  /** The access context opened by identify (model plane): identity with its resolved policy set. */
-  access?: Access;
+  /** The access context opened by identify (model plane; access/context.ts): identity with its resolved policy set. */
+  access?: { readonly identity: Identity; readonly set: PolicySet };
   /** Server span when tracing is on. */
   span?: Span;
   /** The request's trace id once asked for (requestTraceId in access/evidence.ts), when there is no span to carry it. */
@@ -41,6 +41,15 @@ export interface Ctx {
   bodyBytes?: number;
   /** Names of the guardrails applied to this request (evidence of their allow verdicts). */
   guardrails?: string[];
+}
+
+/** A route handler of the one HTTP server (src/server/http.ts); planes export these. */
+export type Handler = (ctx: Ctx) => Promise<void> | void;
+
+export interface Routes {
+  exact: Map<string, Handler>;
+  /** [prefix, handler] checked in order when no exact route matches. */
+  prefixes: Array<[string, Handler]>;
 }
 
 

@@ -10,11 +10,11 @@ import type { Runtime } from '../runtime.ts';
 import { ToolError, RPC, type ToolAccess, type ToolAdmission, type ToolCallTrace, type ToolDeps, type TraceContextIn } from '../tools/types.ts';
 import { parseTraceparent, traceHeaders } from '../observability/tracing.ts';
 import { toolSpanAttributes, toolSpanName } from '../observability/otlp-genai.ts';
-import { requestTraceId } from './evidence.ts';
-import type { Access } from './context.ts';
-import { guardrailsOf, guardValue, redactForReview } from './guard.ts';
-import { scrubAcross } from './egress.ts';
-import { rateEntriesOf, shadowed, storeUnavailableMessage } from './decide.ts';
+import { requestTraceId } from '../access/evidence.ts';
+import type { Access } from '../access/context.ts';
+import { guardrailsOf, guardValue, redactForReview } from '../access/guard.ts';
+import { scrubAcross } from '../access/egress.ts';
+import { rateEntriesOf, shadowed, storeUnavailableMessage } from '../access/decide.ts';
 import { StoreUnavailable, type AdmitResult } from '../store/types.ts';
 
 export function toolDeps(rt: Runtime): ToolDeps {
