@@ -29,6 +29,7 @@ import { IdPool } from './observability/otlp-context.ts';
 import { compileGuardrail, type CompiledGuardrail } from './guardrails/engine.ts';
 import type { GuardrailLists } from './access/guard.ts';
 import type { MetricsSink } from './observability/metrics.ts';
+import { createScanThread, type ScanThread } from './guardrails/offload.ts';
 import { openVault, type Vault } from './credentials/vault.ts';
 import { createInjector, type Injector, type DefaultStyle } from './credentials/inject.ts';
 import { CredentialError } from './credentials/errors.ts';
@@ -184,6 +185,8 @@ export class Runtime {
   inFlight = 0;
   /** Request id sequence (cheap unique ids, no crypto per request). */
   requestSeq = 0;
+  /** Guardrail scans of large texts, off the event loop (a worker thread started on first use). */
+  readonly scanThread: ScanThread = createScanThread();
   /** Random trace and span ids from a pooled buffer (a randomBytes call per request measured 6-12 us here). */
   readonly ids = new IdPool();
 
@@ -392,6 +395,7 @@ export class Runtime {
     this.vault.close();
     this.keyBook.close();
     this.cache.close();
+    await this.scanThread.close();
     this.db.close();
     if (this.fleet) {
       await this.#heartbeat?.stop();

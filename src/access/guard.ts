@@ -7,9 +7,10 @@ import type { ChatRequest, ChatResult, StreamEvent } from '../providers/types.ts
 import { guardrailsFor } from '../policy/decide.ts';
 import type { PolicySet } from '../policy/compile.ts';
 import {
-  applyToChat, applyToJson, blockedMessage, compileGuardrail, createEventGuard, leafTexts, replaceLeaves, runWebhookGuardrails,
+  applyToJson, blockedMessage, compileGuardrail, createEventGuard, leafTexts, replaceLeaves, runWebhookGuardrails,
   type CompiledGuardrail, type Direction, type FindingSummary, type EventGuard,
 } from '../guardrails/engine.ts';
+import { scanValue } from '../guardrails/structured.ts';
 import { AamError } from './errors.ts';
 import { identityEvidence, type EvidenceAt } from './evidence.ts';
 
@@ -82,7 +83,9 @@ export type Guarded<T> = { ok: true; value: T } | { ok: false; guardrail: string
  */
 export async function guardValue<T>(rt: Runtime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], direction: Direction, value: T, where: string, shape: 'chat' | 'json' = 'json'): Promise<Guarded<T>> {
   if (gs.length === 0) return { ok: true, value };
-  const v = shape === 'chat' ? applyToChat(value as object, gs, direction) : applyToJson(value, gs, direction);
+  // Large values are scanned across loop turns (big leaves on the scan thread); small ones at once, with no await.
+  const scanned = scanValue(value, gs, direction, shape, rt.scanThread);
+  const v = scanned instanceof Promise ? await scanned : scanned;
   if (v.verdict !== 'allow') record(rt, at, identity, direction, where, v.verdict, v.findings);
   if (v.verdict === 'block') return { ok: false, guardrail: v.blockedBy ?? '', message: blockedMessage(v.blockedBy ?? 'guardrail', v.blockedCategory, direction) };
   let out = v.value as T;

@@ -107,26 +107,80 @@ function textOf(b64: string): string | null {
   return text.includes('\uFFFD') ? null : text;
 }
 
-interface Walk { gs: readonly CompiledGuardrail[]; dir: Direction; t: Tally; chars: number }
+/** One walk's state. `queue` is set once the walk defers leaves (scanValue), so they run across loop turns. */
+interface Walk {
+  gs: readonly CompiledGuardrail[];
+  dir: Direction;
+  t: Tally;
+  chars: number;
+  /** Leaves (and deep subtrees) visited so far: a leaf's index in walker order. */
+  k: number;
+  /** Characters scanned inline, in the caller's loop turn (only counted when deferring is allowed). */
+  inline: number;
+  defer: boolean;
+  queue: Queued[] | null;
+  /** Outputs that differ from their leaf, by leaf index (kept once leaves may be deferred). */
+  changed: Map<number, string> | null;
+}
 
-/** The detector pass over one value: every leaf scanned, redactions applied, findings tallied. */
+/** A leaf (or a deep subtree's JSON text) left for later, in walker order. */
+export interface Queued { k: number; text: string; at: string; deep: boolean }
+
+function newWalk(gs: readonly CompiledGuardrail[], dir: Direction, defer: boolean): Walk {
+  return { gs, dir, t: newTally(), chars: 0, k: 0, inline: 0, defer, queue: null, changed: null };
+}
+
+/** Deep subtrees are scanned as text, and block rather than pass what cannot be redacted. */
+function scanDeep(gs: readonly CompiledGuardrail[], dir: Direction, t: Tally, flat: string, at: string): void {
+  const probe = newTally();
+  probe.scanned = t.scanned; // one scan budget per walk, deep subtrees included
+  evaluateText(flat, gs, dir, probe, false, at);
+  t.scanned = probe.scanned;
+  for (const s of probe.summaries.values()) {
+    const g = gs.find((x) => x.name === s.guardrail);
+    if (g) record(t, g, Array.from({ length: s.count }, () => finding(s.category, 0, 0)), g.action === 'redact' ? 'block' : g.action, at);
+  }
+}
+
+/** Scan one leaf or deep subtree into the tally: the output text (the same string when unchanged). */
+export function scanQueued(gs: readonly CompiledGuardrail[], dir: Direction, t: Tally, q: Queued): string {
+  if (!q.deep) return evaluateText(q.text, gs, dir, t, false, q.at);
+  scanDeep(gs, dir, t, q.text, q.at);
+  return q.text;
+}
+
+/**
+ * Characters scanned in the caller's loop turn before the rest of a walk is deferred: ~1-1.5 ms of
+ * every detector (bench/DETECTORS.md: at most ~80 us/KB), so small bodies pay nothing extra.
+ */
+export const INLINE_CHARS = 16 * 1024;
+
+/** Is this leaf (and so every later one) left for scanValue to scan across loop turns? */
+function deferred(w: Walk, len: number): boolean {
+  if (!w.defer) return false;
+  if (w.queue === null) {
+    if (w.inline + len <= INLINE_CHARS) { w.inline += len; return false; }
+    w.queue = [];
+  }
+  return true;
+}
+
+/** The detector pass over one value: every leaf scanned (or queued), redactions applied, findings tallied. */
 function walk(v: unknown, path: string, w: Walk): unknown {
   return mapLeaves(v, {
     leaf(text, at) {
+      const k = w.k++;
       w.chars += text.length;
-      return evaluateText(text, w.gs, w.dir, w.t, false, at);
+      if (deferred(w, text.length)) { w.queue!.push({ k, text, at, deep: false }); return text; }
+      const out = evaluateText(text, w.gs, w.dir, w.t, false, at);
+      if (out !== text && w.defer) (w.changed ??= new Map()).set(k, out);
+      return out;
     },
     deep(flat, at) {
-      // Too deep to rebuild safely: scan it as text, and block rather than pass what we cannot redact.
+      const k = w.k++;
       w.chars += flat.length;
-      const probe = newTally();
-      probe.scanned = w.t.scanned; // one scan budget per walk, deep subtrees included
-      evaluateText(flat, w.gs, w.dir, probe, false, at);
-      w.t.scanned = probe.scanned;
-      for (const s of probe.summaries.values()) {
-        const g = w.gs.find((x) => x.name === s.guardrail);
-        if (g) record(w.t, g, Array.from({ length: s.count }, () => finding(s.category, 0, 0)), g.action === 'redact' ? 'block' : g.action, at);
-      }
+      if (deferred(w, flat.length)) { w.queue!.push({ k, text: flat, at, deep: true }); return; }
+      scanDeep(w.gs, w.dir, w.t, flat, at);
     },
   }, path);
 }
@@ -140,8 +194,13 @@ export function leafTexts(v: unknown): string[] {
 
 /** Replace the leaves of a value, in walker order, by `texts` (a webhook's per-leaf redaction). */
 export function replaceLeaves<T>(v: T, texts: readonly string[]): T {
+  return replaceEach(v, (k, text) => { const r = texts[k]; return typeof r === 'string' ? r : text; });
+}
+
+/** The leaves of a value mapped by their index in walker order. */
+function replaceEach<T>(v: T, fn: (k: number, text: string) => string): T {
   let k = 0;
-  return mapLeaves(v, { leaf(text) { const r = texts[k++]; return typeof r === 'string' ? r : text; }, deep() { k++; } }) as T;
+  return mapLeaves(v, { leaf(text) { return fn(k++, text); }, deep() { k++; } }) as T;
 }
 
 /** Size limits on structured payloads count all text; a truncated conversation or argument is not meaningful, so redact means block. */
@@ -160,14 +219,13 @@ function result<T>(w: Walk, input: T, value: T, schemaErrors?: string[]): Struct
   return res;
 }
 
-/** Scan string leaves of a JSON value (MCP tool arguments or results) and check json_schema guardrails. */
-export function applyToJson<T>(value: T, guardrails: readonly CompiledGuardrail[], direction: Direction): StructuredVerdict<T> {
-  const w: Walk = { gs: guardrails, dir: direction, t: newTally(), chars: 0 };
-  const out = walk(value, '$', w) as T;
-  checkSize(w, '$');
+/** After the walk: size limits, and json_schema guardrails on JSON payloads (tool arguments and results). */
+function finish<T>(w: Walk, shape: 'chat' | 'json', value: T, out: T): StructuredVerdict<T> {
+  checkSize(w, shape === 'chat' ? 'messages' : '$');
+  if (shape === 'chat') return result(w, value, out);
   const schemaErrors: string[] = [];
-  for (const g of guardrails) {
-    if (!g.on.has(direction) || g.schema === undefined) continue;
+  for (const g of w.gs) {
+    if (!g.on.has(w.dir) || g.schema === undefined) continue;
     const errors = validate(g.schema, value);
     if (errors.length === 0) continue;
     // A schema violation cannot be redacted away: redact escalates to block.
@@ -177,10 +235,58 @@ export function applyToJson<T>(value: T, guardrails: readonly CompiledGuardrail[
   return result(w, value, out, schemaErrors);
 }
 
+/** Scan string leaves of a JSON value (MCP tool arguments or results) and check json_schema guardrails. */
+export function applyToJson<T>(value: T, guardrails: readonly CompiledGuardrail[], direction: Direction): StructuredVerdict<T> {
+  const w = newWalk(guardrails, direction, false);
+  return finish(w, 'json', value, walk(value, '$', w) as T);
+}
+
 /** Scan a whole chat request or result (messages, every content part, tool definitions, unknown fields). */
 export function applyToChat<T extends object>(value: T, guardrails: readonly CompiledGuardrail[], direction: Direction): StructuredVerdict<T> {
-  const w: Walk = { gs: guardrails, dir: direction, t: newTally(), chars: 0 };
+  const w = newWalk(guardrails, direction, false);
+  return finish(w, 'chat', value, walk(value, '$', w) as T);
+}
+
+/** Scans one large leaf on another thread (src/guardrails/offload.ts), updating the tally in place. */
+export interface ScanOffload {
+  scan(gs: readonly CompiledGuardrail[], dir: Direction, t: Tally, q: Queued): Promise<string>;
+}
+
+/** Leaves at least this long go to the offload thread, when there is one. */
+export const OFFLOAD_CHARS = 16 * 1024;
+/** The most a deferred scan holds the event loop before it lets other requests run. */
+const TURN_MS = 1;
+
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/**
+ * applyToChat / applyToJson without holding the event loop: the first INLINE_CHARS characters are
+ * scanned at once (a small value is answered synchronously, with no await); the rest, in walker
+ * order, across loop turns, large leaves on the offload thread. Same tally, same order, same
+ * redactions as the synchronous walk (test/guardrails-offload.test.ts).
+ */
+export function scanValue<T>(value: T, gs: readonly CompiledGuardrail[], dir: Direction, shape: 'chat' | 'json', offload?: ScanOffload): StructuredVerdict<T> | Promise<StructuredVerdict<T>> {
+  const w = newWalk(gs, dir, true);
   const out = walk(value, '$', w) as T;
-  checkSize(w, 'messages');
-  return result(w, value, out);
+  if (w.queue === null) return finish(w, shape, value, out);
+  // Deferred leaves came back unchanged from the walk: when none changes, `out` is the answer.
+  return drain(w, offload).then((changed) => finish(w, shape, value, changed ? replaceEach(value, (k, text) => w.changed!.get(k) ?? text) : out));
+}
+
+/** Scan the deferred leaves in order; true when one of them changed (a redaction). */
+async function drain(w: Walk, offload: ScanOffload | undefined): Promise<boolean> {
+  let changed = false;
+  let since = performance.now();
+  for (const q of w.queue!) {
+    let out: string | undefined;
+    if (offload !== undefined && q.text.length >= OFFLOAD_CHARS) {
+      // A failed thread (crashed, closing) leaves the tally untouched: scan here instead.
+      try { out = await offload.scan(w.gs, w.dir, w.t, q); } catch { out = undefined; }
+      since = performance.now();
+    }
+    out ??= scanQueued(w.gs, w.dir, w.t, q);
+    if (out !== q.text) { (w.changed ??= new Map()).set(q.k, out); changed = true; }
+    if (performance.now() - since >= TURN_MS) { await nextTurn(); since = performance.now(); }
+  }
+  return changed;
 }
