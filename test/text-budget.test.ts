@@ -104,6 +104,8 @@ test('the counted characters are never more than the walker scans, in any chunki
     for (const [shape, body] of [['openai-chat', openaiBody(r)], ['anthropic-messages', anthropicBody(r)], ['openai-responses', responsesBody(r)]] as Array<[TextShape, unknown]>) {
       const raw = Buffer.from(JSON.stringify(body));
       const counted = count(shape, raw, r);
+      // Chunking never changes the count (plain runs are skipped to the next quote or backslash, not read byte by byte).
+      assert.equal(createTextCounter(shape).feed(raw), counted, `seed ${seed} ${shape}: one chunk`);
       const walked = walkerChars(shape, body);
       assert.ok(counted <= walked, `seed ${seed} ${shape}: counted ${counted} > walked ${walked}`);
       countedAll += counted;

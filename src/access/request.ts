@@ -2,6 +2,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { EgressResponse } from './egress.ts';
 import { randomBytes } from 'node:crypto';
+import { StringDecoder } from 'node:string_decoder';
 import type { Runtime, Compiled } from '../runtime.ts';
 import type { Identity } from '../identity/types.ts';
 import type { Span } from '../observability/tracing.ts';
@@ -90,8 +91,12 @@ export interface BodyWatch {
   feed(chunk: Buffer): Error | undefined;
 }
 
+/** Bodies this large are paced while read: at most READ_TURN_MS of watching and decoding per loop turn. */
+const PACE_FROM = 64 * 1024;
+const READ_TURN_MS = 1;
+
 /** Read the request body with a size cap (413 above it); `limit` below AAM_MAX_BODY_BYTES for small endpoints. */
-export function readBody(ctx: Ctx, limit = ctx.rt.options.maxBodyBytes, watch?: BodyWatch): Promise<Buffer> {
+export function readBody(ctx: Ctx, limit = ctx.rt.options.maxBodyBytes, watch?: BodyWatch, text?: BodyText): Promise<Buffer> {
   const tooLarge = limit === ctx.rt.options.maxBodyBytes ? tooLargeGeneral : tooLargeHere;
   const declared = Number(ctx.req.headers['content-length']);
   if (declared > limit) return Promise.reject(tooLarge(limit));
@@ -106,18 +111,28 @@ export function readBody(ctx: Ctx, limit = ctx.rt.options.maxBodyBytes, watch?: 
       ctx.req.removeAllListeners('data');
       ctx.req.resume();
     };
+    let busy = 0; // ms spent on this body's chunks since reading last paused
     ctx.req.on('data', (c: Buffer) => {
       size += c.length;
       if (size > limit) { refuse(tooLarge(limit)); return; }
       chunks.push(c);
-      if (watch === undefined) return;
+      // A large body is watched and decoded as it arrives; one turn can bring megabytes of chunks.
+      const t0 = size >= PACE_FROM ? performance.now() : -1;
+      text?.feed(chunks, size);
       let err: Error | undefined;
-      if (watching) err = watch.feed(c);
+      if (watch === undefined) { /* nothing to watch */ }
+      else if (watching) err = watch.feed(c);
       else if (size > watch.from) {
         watching = true;
         for (const x of chunks) if ((err = watch.feed(x)) !== undefined) break;
       }
-      if (err !== undefined) refuse(err);
+      if (err !== undefined) { refuse(err); return; }
+      if (t0 >= 0 && (busy += performance.now() - t0) >= READ_TURN_MS) {
+        // Let other requests run before reading on: the socket waits (TCP backpressure), not they.
+        busy = 0;
+        ctx.req.pause();
+        setImmediate(() => ctx.req.resume());
+      }
     });
     ctx.req.on('end', () => { ctx.bodyBytes = size; resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)); });
     ctx.req.on('error', reject);
@@ -130,8 +145,30 @@ function tooLargeGeneral(limit: number): AamError {
   return new AamError(413, 'body_too_large', `request body exceeds the ${limit} byte limit (AAM_MAX_BODY_BYTES)`);
 }
 
+/** Bodies this large are decoded chunk by chunk while read: decoding 1 MB at once held the loop ~4 ms. */
+const DECODE_WHILE_READING = 256 * 1024;
+
+/** A body's text, decoded as it arrives once it is large (the same string as decoding it whole). */
+export class BodyText {
+  #decoder: StringDecoder | null = null;
+  #text = '';
+
+  /** `chunks`: every chunk read so far, the newest last; `size`: their bytes. */
+  feed(chunks: readonly Buffer[], size: number): void {
+    if (this.#decoder !== null) { this.#text += this.#decoder.write(chunks[chunks.length - 1]); return; }
+    if (size < DECODE_WHILE_READING) return;
+    this.#decoder = new StringDecoder('utf8');
+    for (const c of chunks) this.#text += this.#decoder.write(c);
+  }
+
+  of(body: Buffer): string {
+    return this.#decoder === null ? body.toString('utf8') : this.#text + this.#decoder.end();
+  }
+}
+
 export async function readJson(ctx: Ctx, limit?: number, watch?: BodyWatch): Promise<unknown> {
-  const buf = await readBody(ctx, limit, watch);
+  const text = new BodyText();
+  const buf = await readBody(ctx, limit, watch, text);
   const ct = ctx.req.headers['content-type'];
   if (ct && !/json/i.test(ct)) throw new AamError(415, 'unsupported_media_type', `content-type must be application/json (got ${ct})`);
   if (buf.length === 0) throw new AamError(400, 'invalid_json', 'request body is empty; send a JSON object');
@@ -141,7 +178,7 @@ export async function readJson(ctx: Ctx, limit?: number, watch?: BodyWatch): Pro
     throw new AamError(400, 'invalid_json', `${where} nests JSON deeper than ${MAX_JSON_DEPTH} levels (at byte ${deep.offset}); flatten it`, { param: deep.field ?? undefined });
   }
   try {
-    return JSON.parse(buf.toString('utf8'));
+    return JSON.parse(text.of(buf));
   } catch (e) {
     throw new AamError(400, 'invalid_json', `request body is not valid JSON: ${(e as Error).message}`);
   }

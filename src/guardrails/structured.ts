@@ -277,9 +277,12 @@ export function scanValue<T>(value: T, gs: readonly CompiledGuardrail[], dir: Di
 async function drain(w: Walk, offload: ScanOffload | undefined): Promise<boolean> {
   let changed = false;
   let since = performance.now();
+  let handed = false;
   for (const q of w.queue!) {
     let out: string | undefined;
     if (offload !== undefined && q.text.length >= OFFLOAD_CHARS) {
+      // Copying megabytes to the thread costs ~1-3 ms: not in the turn that just parsed them.
+      if (!handed) { handed = true; await nextTurn(); }
       // A failed thread (crashed, closing) leaves the tally untouched: scan here instead.
       try { out = await offload.scan(w.gs, w.dir, w.t, q); } catch { out = undefined; }
       since = performance.now();
