@@ -1,9 +1,11 @@
-// Large request bodies are decoded chunk by chunk while read (src/server/context.ts BodyText), so
-// no loop turn decodes megabytes at once; the text must be exactly what decoding the whole body
+// Large request bodies are read in short loop turns (src/server/context.ts readBody): watched and
+// decoded chunk by chunk (BodyText), pausing the socket for a turn once a turn's work is spent, so
+// other requests run meanwhile. The decoded text must be exactly what decoding the whole body
 // gives, for any bytes (invalid UTF-8 included) cut anywhere (inside multi-byte characters too).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { BodyText } from '../src/server/context.ts';
+import { PassThrough } from 'node:stream';
+import { BodyText, readBody, type Ctx } from '../src/server/context.ts';
 
 function prng(seed: number): () => number {
   let a = seed;
@@ -43,4 +45,23 @@ test('a small body is decoded once at the end (nothing spent while reading)', ()
   const body = Buffer.from('{"a":"café"}');
   text.feed([body], body.length);
   assert.equal(text.of(body), '{"a":"café"}');
+});
+
+test('a large body is read in paced turns: once a turn\'s watch work is spent, the next chunk waits for another loop turn', async () => {
+  const req = Object.assign(new PassThrough(), { headers: { 'content-length': String(40 * 65536) } });
+  const ctx = { req, rt: { options: { maxBodyBytes: 10 * 1024 * 1024 } } } as unknown as Ctx;
+  let turn = 0, running = true;
+  const tick = () => { turn++; if (running) setImmediate(tick); };
+  setImmediate(tick);
+  const seen: number[] = [];
+  // A watch whose work per chunk is over a turn's allowance (READ_TURN_MS, 1 ms).
+  const watch = { from: 0, feed: () => { seen.push(turn); const t = performance.now(); while (performance.now() - t < 1.5) { /* work */ } return undefined; } };
+  const body = readBody(ctx, undefined, watch);
+  for (let i = 0; i < 40; i++) req.write(Buffer.alloc(65536, 0x61)); // all buffered at once: one turn could read them all
+  req.end();
+  const buf = await body;
+  running = false;
+  assert.equal(buf.length, 40 * 65536);
+  assert.equal(seen.length, 40);
+  for (let i = 1; i < seen.length; i++) assert.ok(seen[i] > seen[i - 1], `chunks ${i - 1} and ${i} were watched in the same loop turn (${seen.join(',')})`);
 });
