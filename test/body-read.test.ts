@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
-import { BodyText, readBody, type Ctx } from '../src/server/context.ts';
+import { BodyText, readBody, type Ctx } from '../src/access/request.ts';
 
 function prng(seed: number): () => number {
   let a = seed;
