@@ -206,7 +206,7 @@ export class Runtime {
       onRotated: (name, version, source) => this.adminEvent('credential_rotated', name, 'system', { version, source }),
     });
     this.injector = createInjector({
-      vault: this.vault, issuer: (opts.env ?? process.env).AAM_ISSUER_URL ?? 'aam', // iss of assertions = the issuer's name
+      vault: this.vault, env: opts.env ?? process.env, issuer: (opts.env ?? process.env).AAM_ISSUER_URL ?? 'aam', // iss of assertions = the issuer's name
       sign: (claims) => {
         if (!this.issuer) throw new CredentialError('credential_principal', 'on-behalf-of assertions need aam\'s issuer, which is not running', { status: 500 });
         return this.issuer.signAssertion(claims);

@@ -49,6 +49,15 @@ test('missing env var: load error names the credential and the variable', () => 
   });
 });
 
+test('aws.access_key_id_env that is not set: load error names the credential and the variable', () => {
+  const dir = tmp();
+  const config = cfg([cred('aws', '{ env: AWS_SECRET, aws: { access_key_id_env: AWS_KEY_ID } }')]);
+  assert.throws(() => openVault({ dataDir: dir, db: openDatabase(dir), config, env: { AWS_SECRET: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' }, refreshMs: 0 }),
+    /Credential "aws": environment variable AWS_KEY_ID \(aws.access_key_id_env\) is not set/);
+  const ok = openVault({ dataDir: dir, db: openDatabase(dir), config, env: { AWS_SECRET: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY', AWS_KEY_ID: 'AKIAIOSFODNN7EXAMPLE' }, refreshMs: 0 });
+  ok.close?.();
+});
+
 test('optional provider credential: missing env var is reported by tryResolve, not thrown', () => {
   const dir = tmp();
   const config = cfg([

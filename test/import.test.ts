@@ -32,6 +32,9 @@ test('import litellm: providers, credentials by env, load-balanced group with we
   assert.deepEqual([...set.providers.keys()], ['openai', 'azure', 'anthropic', 'bedrock', 'vertex', 'openai-2', 'groq']);
   assert.deepEqual(byName(r.docs, 'Provider', 'azure'), { type: 'azure-openai', baseUrl: 'https://acme-eastus.openai.azure.com', azure: { apiVersion: '2024-10-21' }, credential: 'azure-api-key' });
   assert.deepEqual(byName(r.docs, 'Provider', 'bedrock'), { type: 'bedrock', bedrock: { region: 'eu-west-1' }, credential: 'aws-secret-access-key' });
+  // os.environ/AWS_ACCESS_KEY_ID: the key id is read from the same variable, not a placeholder to edit.
+  assert.deepEqual(byName(r.docs, 'Credential', 'aws-secret-access-key'), { env: 'AWS_SECRET_ACCESS_KEY', aws: { access_key_id_env: 'AWS_ACCESS_KEY_ID' } });
+  assert.ok(!r.unmapped.some((u) => u.includes('aws_access_key_id')), r.unmapped.join('\n'));
   assert.deepEqual(byName(r.docs, 'Provider', 'vertex'), { type: 'vertex', vertex: { project: 'acme-prod', region: 'europe-west4' }, credential: 'file-vertex-sa.json' });
   assert.deepEqual(byName(r.docs, 'Credential', 'file-vertex-sa.json'), { file: '/run/secrets/vertex-sa.json', kind: 'google_service_account' });
   assert.equal(byName(r.docs, 'Provider', 'groq').models, '*', 'a wildcard route becomes the provider catalog');

@@ -78,11 +78,14 @@ before(async () => {
     doc('Credential', 'aws-key', { env: 'AAM_TEST_AWS_SECRET', aws: { access_key_id: KEY_ID } }),
     doc('Credential', 'aws-wrong', { env: 'AAM_TEST_AWS_BAD', aws: { access_key_id: KEY_ID } }),
     doc('Credential', 'aws-sts', { env: 'AAM_TEST_AWS_STS', kind: 'aws_sigv4' }),
+    // The key id from the environment (AWS_ACCESS_KEY_ID style), not written in the config.
+    doc('Credential', 'aws-env-id', { env: 'AAM_TEST_AWS_SECRET', aws: { access_key_id_env: 'AAM_TEST_AWS_KEY_ID' } }),
+    provider('bedrock-env-id', 'aws-env-id'), route('claude-env-id', 'bedrock-env-id'),
     provider('bedrock', 'aws-key'), provider('bedrock-wrong', 'aws-wrong'), provider('bedrock-sts', 'aws-sts'),
     route('claude', 'bedrock'), route('claude-wrong', 'bedrock-wrong'), route('claude-sts', 'bedrock-sts'),
-    ...agentDocs(['claude', 'claude-wrong', 'claude-sts']),
+    ...agentDocs(['claude', 'claude-wrong', 'claude-sts', 'claude-env-id']),
   ), {
-    AAM_TEST_AWS_SECRET: SECRET, AAM_TEST_AWS_BAD: BAD_SECRET,
+    AAM_TEST_AWS_SECRET: SECRET, AAM_TEST_AWS_BAD: BAD_SECRET, AAM_TEST_AWS_KEY_ID: KEY_ID,
     AAM_TEST_AWS_STS: JSON.stringify({ Version: 1, AccessKeyId: STS_ID, SecretAccessKey: STS_SECRET, SessionToken: STS_TOKEN }),
   });
   key = gw.key('tester');
@@ -166,6 +169,14 @@ test('bedrock e2e (negative): a signature the upstream rejects is a clear upstre
   for (const s of [SECRET, BAD_SECRET]) assert.ok(!r.text.includes(s));
   const events = await auditOf(gw, r.requestId);
   assert.ok(events.some((e) => e.outcome?.status === 502), JSON.stringify(events.map((e) => e.outcome)));
+});
+
+test('bedrock e2e: the access key id can come from an environment variable (aws.access_key_id_env)', async () => {
+  const r = await chat(gw.url, key, 'claude-env-id', 'Say hello');
+  assert.equal(r.status, 200, r.text);
+  const s = last();
+  assert.ok(s.verified.ok, s.verified.ok ? '' : s.verified.reason);
+  assert.match(String(s.headers.authorization), new RegExp(`Credential=${KEY_ID}/`));
 });
 
 test('bedrock e2e: temporary keys (export-credentials JSON) send a signed session token', async () => {

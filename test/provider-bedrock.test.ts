@@ -285,6 +285,8 @@ test('config: bedrock and vertex providers need their region block; an aws_sigv4
   assert.match(load(doc('Credential', 'aws', { env: 'X', aws: { access_key_id: 'AKIAIOSFODNN7EXAMPLE' } }), doc('Provider', 'o', { type: 'openai', credential: 'aws' })),
     /Credential "aws" signs AWS requests \(aws_sigv4\); only a Provider of type bedrock can use it/);
   assert.match(load(doc('Credential', 'g', { env: 'X', kind: 'api_key', google: {} })), /google only applies to kind google_service_account/);
+  assert.match(load(doc('Credential', 'aws', { env: 'X', aws: { access_key_id: 'AKIAIOSFODNN7EXAMPLE', access_key_id_env: 'AWS_ACCESS_KEY_ID' } })), /set access_key_id or access_key_id_env, not both/);
+  assert.match(load(doc('Credential', 'aws', { env: 'X', aws: { access_key_id_env: 'AWS ACCESS' } })), /must be an environment variable name/);
   assert.equal(load(
     doc('Credential', 'aws', { env: 'X', aws: { access_key_id: 'AKIAIOSFODNN7EXAMPLE' } }), doc('Provider', 'b', { type: 'bedrock', credential: 'aws', bedrock: { region: 'eu-central-1' } }),
     doc('Credential', 'sa', { file: '/run/sa.json', kind: 'google_service_account' }), doc('Provider', 'v', { type: 'vertex', credential: 'sa', vertex: { project: 'p-1', region: 'global' } }),

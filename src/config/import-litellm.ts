@@ -67,9 +67,10 @@ function providerOf(b: ImportBuilder, p: Obj, path: string): { provider: string;
     const secretEnv = envRef(p.aws_secret_access_key) ?? 'AWS_SECRET_ACCESS_KEY';
     const keyId = str(p.aws_access_key_id);
     const literalId = keyId !== undefined && envRef(keyId) === undefined && /^[A-Z0-9]{16,128}$/.test(keyId) ? keyId : undefined;
-    if (!literalId) b.note(`${path}.aws_access_key_id`, `aam needs the access key id in the Credential (aws.access_key_id): replace the placeholder, or store the JSON of \`aws configure export-credentials\` as the secret`);
+    const idEnv = literalId ? undefined : envRef(keyId) ?? (keyId === undefined ? 'AWS_ACCESS_KEY_ID' : undefined);
+    if (!literalId && !idEnv) b.note(`${path}.aws_access_key_id`, `aam needs the access key id in the Credential (aws.access_key_id or aws.access_key_id_env): replace the placeholder, or store the JSON of \`aws configure export-credentials\` as the secret`);
     if (p.aws_secret_access_key !== undefined && envRef(p.aws_secret_access_key) === undefined) b.note(`${path}.aws_secret_access_key`, `a literal secret is not copied; the Credential reads ${secretEnv}`);
-    spec.credential = b.credential({ env: secretEnv, extra: { aws: { access_key_id: literalId ?? 'AKIAXXXXXXXXXXXXXXXX' } } });
+    spec.credential = b.credential({ env: secretEnv, extra: { aws: idEnv ? { access_key_id_env: idEnv } : { access_key_id: literalId ?? 'AKIAXXXXXXXXXXXXXXXX' } } });
     return { provider: b.provider({ base: 'bedrock', spec }), model };
   } else if (prefix === 'vertex_ai') {
     if (!model.startsWith('gemini')) { b.note(`${path}.model`, `"${full}": aam serves Gemini models on Vertex; use the publisher's own API for others`); return undefined; }

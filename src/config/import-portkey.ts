@@ -46,9 +46,10 @@ function providerOf(b: ImportBuilder, t: Obj, path: string): { provider: string;
     if (host) spec.baseUrl = host;
     const keyId = str(t.aws_access_key_id);
     const literal = keyId !== undefined && /^[A-Z0-9]{16,128}$/.test(keyId) ? keyId : undefined;
-    if (!literal) b.note(`${path}.aws_access_key_id`, 'set aws.access_key_id in the Credential (placeholder written)');
+    const idEnv = literal ? undefined : envRef(keyId) ?? (keyId === undefined ? 'AWS_ACCESS_KEY_ID' : undefined);
+    if (!literal && !idEnv) b.note(`${path}.aws_access_key_id`, 'set aws.access_key_id (or aws.access_key_id_env) in the Credential (placeholder written)');
     if (t.aws_secret_access_key !== undefined && envRef(t.aws_secret_access_key) === undefined) b.note(`${path}.aws_secret_access_key`, 'a literal secret is not copied; the Credential reads AWS_SECRET_ACCESS_KEY');
-    spec.credential = b.credential({ env: envRef(t.aws_secret_access_key) ?? 'AWS_SECRET_ACCESS_KEY', extra: { aws: { access_key_id: literal ?? 'AKIAXXXXXXXXXXXXXXXX' } } });
+    spec.credential = b.credential({ env: envRef(t.aws_secret_access_key) ?? 'AWS_SECRET_ACCESS_KEY', extra: { aws: idEnv ? { access_key_id_env: idEnv } : { access_key_id: literal ?? 'AKIAXXXXXXXXXXXXXXXX' } } });
     return model ? { provider: b.provider({ base: 'bedrock', spec }), model } : missingModel(b, path);
   } else if (kind === 'vertex-ai') {
     const project = str(t.vertex_project_id);

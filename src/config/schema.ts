@@ -54,7 +54,11 @@ export const credentialSpec = z.strictObject({
     }).optional(),
   }).optional(),
   /** aws_sigv4: requests are signed (SigV4). The source holds the secret access key, or the JSON of `aws configure export-credentials` (with a session token). */
-  aws: z.strictObject({ access_key_id: z.string().regex(/^[A-Z0-9]{16,128}$/, 'must be an AWS access key id (AKIA... or ASIA...)').optional() }).optional(),
+  aws: z.strictObject({
+    access_key_id: z.string().regex(/^[A-Z0-9]{16,128}$/, 'must be an AWS access key id (AKIA... or ASIA...)').optional(),
+    /** The environment variable holding the access key id (e.g. AWS_ACCESS_KEY_ID), instead of writing it here. */
+    access_key_id_env: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an environment variable name').optional(),
+  }).refine((a) => !(a.access_key_id !== undefined && a.access_key_id_env !== undefined), 'set access_key_id or access_key_id_env, not both').optional(),
   /** google_service_account: the source holds the service account's JSON key; aam signs a JWT and exchanges it for an access token. */
   google: z.strictObject({
     token_url: z.url({ protocol: /^https?$/ }).optional(),

@@ -31,7 +31,7 @@ export function parseAwsKeys(credential: string, value: string, accessKeyId: str
     }
     return { accessKeyId: id, secretAccessKey: j.SecretAccessKey, ...(typeof j.SessionToken === 'string' && j.SessionToken !== '' ? { sessionToken: j.SessionToken } : {}) };
   }
-  if (!accessKeyId) throw new CredentialError('credential_config', `Credential "${credential}" (aws_sigv4) needs aws: { access_key_id: AKIA... } when its value is only the secret access key`, { status: 502, credential });
+  if (!accessKeyId) throw new CredentialError('credential_config', `Credential "${credential}" (aws_sigv4) needs aws: { access_key_id: AKIA... } or aws: { access_key_id_env: AWS_ACCESS_KEY_ID } (set in the environment) when its value is only the secret access key`, { status: 502, credential });
   return { accessKeyId, secretAccessKey: trimmed };
 }
 

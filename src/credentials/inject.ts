@@ -34,6 +34,8 @@ export interface InjectorOptions {
   /** aam's own identity: `iss` and `act.sub` of on-behalf-of assertions. */
   issuer?: string;
   fetch?: FetchLike;
+  /** Where aws.access_key_id_env is read (default process.env). */
+  env?: Readonly<Record<string, string | undefined>>;
   now?: () => number;
   sleep?: (ms: number) => Promise<void>;
   retry?: Partial<RetryPolicy>;
@@ -61,6 +63,14 @@ interface Slot { cached?: CachedToken; inflight?: Promise<CachedToken> }
 const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
 const JWT_TYPE = 'urn:ietf:params:oauth:token-type:jwt';
 const ACCESS_TOKEN_TYPE = 'urn:ietf:params:oauth:token-type:access_token';
+
+/** The access key id a Credential names: written in it, or read from the environment variable it names. */
+export function awsKeyId(spec: Revealed['spec'], env: Readonly<Record<string, string | undefined>>): string | undefined {
+  const a = spec.aws;
+  if (a?.access_key_id !== undefined) return a.access_key_id;
+  const v = a?.access_key_id_env !== undefined ? env[a.access_key_id_env]?.trim() : undefined;
+  return v === '' ? undefined : v;
+}
 
 export function createInjector(opts: InjectorOptions): Injector {
   const now = opts.now ?? Date.now;
@@ -169,7 +179,7 @@ export function createInjector(opts: InjectorOptions): Injector {
     if (!s) {
       if (!r.secret) throw new CredentialError('credential_config', `Credential "${r.name}" has no value`, { status: 502, credential: r.name });
       for (const k of signers.keys()) if (k.startsWith(`${r.name}\n`)) signers.delete(k);
-      s = awsSigner(parseAwsKeys(r.name, r.secret[REVEAL](), r.spec.aws?.access_key_id), now);
+      s = awsSigner(parseAwsKeys(r.name, r.secret[REVEAL](), awsKeyId(r.spec, opts.env ?? process.env)), now);
       signers.set(key, s);
     }
     return s;

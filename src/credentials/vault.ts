@@ -179,6 +179,8 @@ export class Vault {
       this.#setValue(e, new Secret(spec.value as string), prev);
       e.warnings.push('inline value in the config file: for demos only; use env, file or stored');
     }
+    const idEnv = spec.aws?.access_key_id_env;
+    if (idEnv !== undefined && !e.problem && !this.#env[idEnv]?.trim()) e.problem = `Credential "${name}": environment variable ${idEnv} (aws.access_key_id_env) is not set (export the AWS access key id in it)`;
     if (e.secret && e.secret.length < MIN_SCRUB_LENGTH) e.warnings.push(`value shorter than ${MIN_SCRUB_LENGTH} characters: it is not scrubbed from responses`);
     return e;
   }
