@@ -11,6 +11,7 @@ import {
   type CompiledGuardrail, type Direction, type FindingSummary, type EventGuard,
 } from '../guardrails/engine.ts';
 import { scanValue } from '../guardrails/structured.ts';
+export { nextTurn, TURN_MS } from '../guardrails/structured.ts';
 import { AamError } from './errors.ts';
 import { identityEvidence, type EvidenceAt } from './evidence.ts';
 
@@ -140,6 +141,29 @@ export async function guardChatOutput(rt: Runtime, at: EvidenceAt, identity: Ide
 /** True when a webhook guardrail checks output: a stream cannot be checked piecewise by it. */
 export function hasOutputWebhook(gs: readonly CompiledGuardrail[]): boolean {
   return gs.some((g) => g.webhook !== undefined && g.on.has('output'));
+}
+
+/** Stream deltas longer than this reach the output guard in pieces: one push scans about this much. */
+const STREAM_PIECE = 16 * 1024;
+
+/**
+ * A text or tool-argument delta cut into pieces of at most STREAM_PIECE characters (never inside a
+ * surrogate pair), so a giant delta is guarded across loop turns; any other event as it is. The
+ * guard holds back what could still become a match, so pieces are guarded like any other chunking.
+ */
+export function streamPieces(ev: StreamEvent): StreamEvent[] {
+  const s = ev.type === 'text' ? ev.text : ev.type === 'tool_args' ? ev.delta : '';
+  if (s.length <= STREAM_PIECE) return [ev];
+  const out: StreamEvent[] = [];
+  for (let i = 0; i < s.length;) {
+    let j = Math.min(s.length, i + STREAM_PIECE);
+    const last = s.charCodeAt(j - 1);
+    if (j < s.length && last >= 0xd800 && last <= 0xdbff) j--;
+    const p = s.slice(i, j);
+    out.push(ev.type === 'tool_args' ? { type: 'tool_args', index: ev.index, delta: p } : { type: 'text', text: p });
+    i = j;
+  }
+  return out;
 }
 
 /** Windowed output guard for streams, or null when no guardrail watches output. */

@@ -11,7 +11,7 @@ import type { ChatRequest, ChatResult, ClientCodec, Usage } from '../providers/t
 import { openAccess, type Access } from '../access/context.ts';
 import { holdsSecret } from '../access/egress.ts';
 import type { Admission } from '../access/decide.ts';
-import { chatStreamGuard, hasOutputWebhook } from '../access/guard.ts';
+import { chatStreamGuard, hasOutputWebhook, nextTurn, streamPieces, TURN_MS } from '../access/guard.ts';
 import { AamError, badRequest } from '../access/errors.ts';
 import { readJson, sendText, type Ctx } from '../access/request.ts';
 import type { Identity } from '../identity/types.ts';
@@ -204,16 +204,25 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
     let brokenType = 'api_error';
     const emit = async (events: typeof stream.head) => {
       let out = '';
+      let since = guard ? performance.now() : 0;
       for (const upstreamEv of events) {
         if (upstreamEv.type === 'usage') usage = upstreamEv.usage;
         recorder?.push(upstreamEv);
         for (const clean of scrub ? scrub.push(upstreamEv) : [upstreamEv]) {
+          if (!guard) { out += encode(clean); continue; }
           // Output guardrails scan a sliding window across chunks: held text is released as soon
           // as it is known clean; a block ends the stream with an error event.
-          const evs = guard ? guard.push(clean) : null;
-          if (evs?.blocked) { blockedBy = evs.blocked.guardrail; throw new StreamBroken(blockedMessage(evs.blocked.guardrail, evs.blocked.category, 'output'), 'guardrail_blocked'); }
-          if (evs) for (const ev of evs.events) out += encode(ev);
-          else out += encode(clean);
+          for (const piece of streamPieces(clean)) {
+            const evs = guard.push(piece);
+            if (evs.blocked) { blockedBy = evs.blocked.guardrail; throw new StreamBroken(blockedMessage(evs.blocked.guardrail, evs.blocked.category, 'output'), 'guardrail_blocked'); }
+            for (const ev of evs.events) out += encode(ev);
+            // A large batch or delta is guarded across loop turns: send what is ready, let others run.
+            if (performance.now() - since >= TURN_MS) {
+              if (out) { await write(res, out); out = ''; }
+              await nextTurn();
+              since = performance.now();
+            }
+          }
         }
       }
       if (out) await write(res, out);

@@ -254,10 +254,11 @@ export interface ScanOffload {
 
 /** Leaves at least this long go to the offload thread, when there is one. */
 export const OFFLOAD_CHARS = 16 * 1024;
-/** The most a deferred scan holds the event loop before it lets other requests run. */
-const TURN_MS = 1;
+/** The most a deferred scan (or a guarded stream) holds the event loop before it lets other requests run. */
+export const TURN_MS = 1;
 
-const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+/** Resolves in a later loop turn, after pending I/O (other requests) has run. */
+export const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /**
  * applyToChat / applyToJson without holding the event loop: the first INLINE_CHARS characters are
