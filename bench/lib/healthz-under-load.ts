@@ -55,8 +55,11 @@ function hostileText(size: number): string {
   return shapes.map(([, t]) => t).join(' ').repeat(2).slice(0, size);
 }
 
-function chatBody(content: string): Buffer {
-  return Buffer.from(JSON.stringify({ model: 'gpt-4o-mini', messages: [{ role: 'user', content }] }));
+/** A chat body with the text as one message, or cut into `parts` messages (many small leaves). */
+function chatBody(content: string, parts = 1): Buffer {
+  const size = Math.ceil(content.length / parts);
+  const messages = Array.from({ length: parts }, (_, i) => ({ role: 'user', content: content.slice(i * size, (i + 1) * size) }));
+  return Buffer.from(JSON.stringify({ model: 'gpt-4o-mini', messages }));
 }
 
 /** Poll /healthz until `stop` resolves; latencies in ms. */
@@ -102,9 +105,13 @@ export async function healthzUnderHostileLoad(): Promise<HealthzResult> {
     const pool = new Pool(url, { connections: 1 });
     const idle = await probe(pool, sleep(3000));
     const scenarios: HealthzScenario[] = [];
-    for (const [label, chars] of [['10 MB body (over the 1 MiB scan budget)', 10_000_000], ['1 MB body (scanned whole)', 1_000_000], ['100 KB body (scanned whole)', 100_000]] as const) {
+    const cases = [
+      ['10 MB body (over the 1 MiB scan budget)', 10_000_000, 1], ['1 MB body (just under the budget, scanned)', 1_000_000, 1],
+      ['1 MB body in 2,000 messages (scanned)', 1_000_000, 2000], ['100 KB body (scanned)', 100_000, 1],
+    ] as const;
+    for (const [label, chars, parts] of cases) {
       const bodyFile = join(dir, 'body.json');
-      const body = chatBody(hostileText(chars));
+      const body = chatBody(hostileText(chars), parts);
       writeFileSync(bodyFile, body);
       const client = runClient(url, key, bodyFile);
       const lat = await probe(pool, client);
