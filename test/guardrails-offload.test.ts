@@ -180,3 +180,21 @@ test('a 2 MB scan leaves the loop to other work: no turn holds it for more than 
   assert.ok(longest < Math.max(12, wholeMs / 5), `longest turn ${longest.toFixed(1)} ms of CPU; the whole scan on the loop took ${wholeMs.toFixed(1)} ms`);
   assert.ok(turns > 10, `the loop turned ${turns} times during the scan`);
 });
+
+test('an idle scan thread stops (its memory goes back) and starts again on the next large value', async () => {
+  const gs = SETS[0][1];
+  const own = createScanThread({ idleMs: 50 });
+  try {
+    const v = { messages: [{ role: 'user', content: text(prng(9), 100_000) }] };
+    assert.deepEqual(await scanValue(v, gs, 'input', 'chat', own), applyToChat(v, gs, 'input'));
+    assert.ok(own.running());
+    for (const deadline = Date.now() + 10_000; own.running();) {
+      assert.ok(Date.now() < deadline, 'the idle thread did not stop');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.deepEqual(await scanValue(v, gs, 'input', 'chat', own), applyToChat(v, gs, 'input'));
+    assert.ok(own.running(), 'started again');
+  } finally {
+    await own.close();
+  }
+});

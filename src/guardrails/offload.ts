@@ -2,7 +2,8 @@
 // the event loop that answers everyone else. The thread runs the very same scan (scanQueued) on
 // the same guardrails and the same tally, so its verdicts and redactions are the walker's own;
 // the tally is small (one summary per guardrail and category) and travels whole.
-// Started on first use (an idle gateway pays nothing), unreferenced while idle, replaced if it dies.
+// Started on first use (an idle gateway pays nothing), stopped after a quiet spell (its ~14 MB go
+// back), unreferenced while idle, replaced if it dies.
 import { Worker } from 'node:worker_threads';
 import type { CompiledGuardrail, Tally } from './engine-core.ts';
 import type { Queued, ScanOffload } from './structured.ts';
@@ -34,11 +35,18 @@ export function fromWire(w: GuardrailWire): CompiledGuardrail {
 }
 
 export interface ScanThread extends ScanOffload {
+  /** Is the thread up (started and not stopped since)? */
+  running(): boolean;
   close(): Promise<void>;
 }
 
-export function createScanThread(): ScanThread {
+/** A thread with nothing to scan for this long is stopped. */
+const IDLE_MS = 30_000;
+
+export function createScanThread(opts: { idleMs?: number } = {}): ScanThread {
+  const idleMs = opts.idleMs ?? IDLE_MS;
   let worker: Worker | null = null;
+  let idle: NodeJS.Timeout | null = null;
   // Guardrails are sent once per thread, by id; a config reload compiles new objects (new ids).
   const ids = new WeakMap<CompiledGuardrail, number>();
   let nextId = 0;
@@ -60,7 +68,10 @@ export function createScanThread(): ScanThread {
     w.on('message', (r: ScanReply) => {
       const cb = calls.get(r.id);
       calls.delete(r.id);
-      if (calls.size === 0) w.unref();
+      if (calls.size === 0) {
+        w.unref();
+        idle = setTimeout(() => { if (worker === w && calls.size === 0) { failAll('idle'); void w.terminate(); } }, idleMs).unref();
+      }
       cb?.(r);
     });
     const died = (why: string): void => { if (worker === w) failAll(why); };
@@ -71,6 +82,7 @@ export function createScanThread(): ScanThread {
 
   return {
     scan(gs, dir, t, q) {
+      if (idle !== null) { clearTimeout(idle); idle = null; }
       const w = worker ??= start();
       const defs: Array<[number, GuardrailWire]> = [];
       const list = gs.map((g) => {
@@ -90,7 +102,9 @@ export function createScanThread(): ScanThread {
         w.postMessage({ id, defs, gs: list, dir, t, q } satisfies ScanJob);
       });
     },
+    running: () => worker !== null,
     async close() {
+      if (idle !== null) { clearTimeout(idle); idle = null; }
       const w = worker;
       if (w === null) return;
       failAll('closed');
