@@ -10,6 +10,7 @@ import type { AccessRequest, Decision } from '../policy/types.ts';
 import type { PolicySet } from '../policy/compile.ts';
 import { AamError, anthropicErrorBody, openaiErrorBody, toAamError } from './errors.ts';
 import { jsonTooDeep, MAX_JSON_DEPTH } from './json-depth.ts';
+import { parseJsonInTurns } from './json-turns.ts';
 
 export interface Ctx {
   req: IncomingMessage;
@@ -151,18 +152,21 @@ const DECODE_WHILE_READING = 256 * 1024;
 /** A body's text, decoded as it arrives once it is large (the same string as decoding it whole). */
 export class BodyText {
   #decoder: StringDecoder | null = null;
-  #text = '';
+  #parts: string[] = [];
 
   /** `chunks`: every chunk read so far, the newest last; `size`: their bytes. */
   feed(chunks: readonly Buffer[], size: number): void {
-    if (this.#decoder !== null) { this.#text += this.#decoder.write(chunks[chunks.length - 1]); return; }
+    if (this.#decoder !== null) { this.#parts.push(this.#decoder.write(chunks[chunks.length - 1])); return; }
     if (size < DECODE_WHILE_READING) return;
     this.#decoder = new StringDecoder('utf8');
-    for (const c of chunks) this.#text += this.#decoder.write(c);
+    for (const c of chunks) this.#parts.push(this.#decoder.write(c));
   }
 
+  /** The whole text, flat (joined once, not a rope that each reader would flatten). */
   of(body: Buffer): string {
-    return this.#decoder === null ? body.toString('utf8') : this.#text + this.#decoder.end();
+    if (this.#decoder === null) return body.toString('utf8');
+    this.#parts.push(this.#decoder.end());
+    return this.#parts.join('');
   }
 }
 
@@ -178,7 +182,9 @@ export async function readJson(ctx: Ctx, limit?: number, watch?: BodyWatch): Pro
     throw new AamError(400, 'invalid_json', `${where} nests JSON deeper than ${MAX_JSON_DEPTH} levels (at byte ${deep.offset}); flatten it`, { param: deep.field ?? undefined });
   }
   try {
-    return JSON.parse(text.of(buf));
+    // A large body's long strings are decoded across loop turns; a small body is parsed at once.
+    const v = parseJsonInTurns(text.of(buf));
+    return v instanceof Promise ? await v : v;
   } catch (e) {
     throw new AamError(400, 'invalid_json', `request body is not valid JSON: ${(e as Error).message}`);
   }
