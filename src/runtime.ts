@@ -8,10 +8,12 @@ import { compileProviders, compileRoutes, type ProviderRuntime, type Route } fro
 import { CatalogRoutes } from './gateway/catalog-routes.ts';
 import { UsageRecorder } from './gateway/usage.ts';
 import { embeddedKeyBook, openKeyStore, type KeyStore } from './identity/keys.ts';
-import type { BudgetAlert, KeyBook, Limiter, StoreHealth } from './store/types.ts';
+import type { BudgetAlert, KeyBook, Limiter, McpSessionRegistry, StoreHealth } from './store/types.ts';
 import { fleetEnv, openFleet, type Fleet } from './store/fleet.ts';
 import { FleetKeyBook } from './store/fleet-keys.ts';
 import { FleetLimiter } from './store/fleet-limits.ts';
+import { FleetMcpSessions } from './store/fleet-mcp-sessions.ts';
+import { memoryMcpSessions } from './store/mcp-sessions.ts';
 import { startHeartbeat } from './store/fleet-status.ts';
 import { openDatabase } from './store/sqlite.ts';
 import { createLogger, type Logger } from './observability/log.ts';
@@ -156,6 +158,8 @@ export class Runtime {
   readonly rates: RateLimiter;
   /** Response cache (exact and semantic), for routes with spec.cache. */
   readonly cache: ModelCache;
+  /** Open MCP sessions and whom they are bound to (embedded memory or fleet Redis). */
+  readonly mcpSessions: McpSessionRegistry;
   /** Stored Responses API state (previous_response_id, GET /v1/responses/{id}): per agent, expiring. */
   readonly responses: ResponseStore;
   /** How long a stored response lives (AAM_RESPONSES_TTL, default 30d). */
@@ -228,6 +232,7 @@ export class Runtime {
     if (this.fleet) this.fleet.limiter.onAlert = onAlert;
     this.limiter = this.fleet ? this.fleet.limiter : new EmbeddedLimiter(this.ledger, this.rates);
     this.cache = new ModelCache(this.db, { scrub: (json) => this.scrub(json) });
+    this.mcpSessions = this.fleet ? new FleetMcpSessions(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryMcpSessions();
     this.responses = this.fleet ? fleetResponseStore(this.fleet.fleet.sql) : openResponseStore(this.db);
     this.responsesTtlMs = parseDurationSeconds((opts.env ?? process.env).AAM_RESPONSES_TTL ?? '30d', 'AAM_RESPONSES_TTL') * 1000;
     this.joinTokens = createJoinTokenStore(this.db);

@@ -13,7 +13,7 @@ import { localServer, until, type LocalServer } from './helpers/e2e.ts';
 import { tempDir } from './helpers/temp.ts';
 import { doc, yaml } from './helpers/gateway.ts';
 import { startGateway } from '../src/cli/serve.ts';
-import { connectClient, rpcError } from './helpers/mcp.ts';
+import { connectClient } from './helpers/mcp.ts';
 import type { TestGateway } from './helpers/gateway.ts';
 import { startHttpFixture, STDIO_TIMEOUT_MS, type RunningFixture } from './fixtures/mcp-accounts/upstream.ts';
 
@@ -94,7 +94,7 @@ test('tools[].budget: calls_per_day 5 holds fleet-wide (12 calls over 2 replicas
   assert.deepEqual(await spread(replicas.map((r) => r.url), other, 'send', 2), { '429 budget_exceeded': 2 });
 });
 
-test('Redis down: tool calls get 503 store_unavailable (never forwarded unchecked; MCP: -32603 naming the store); back by itself', async () => {
+test('Redis down: tool calls and MCP sessions get 503 store_unavailable (never forwarded unchecked; MCP: -32603 naming the store); back by itself', async () => {
   const mcp: RunningFixture = await startHttpFixture();
   const redis = await privateRedis();
   const own = await fleetStore(redis.url);
@@ -106,6 +106,8 @@ test('Redis down: tool calls get 503 store_unavailable (never forwarded unchecke
   try {
     const key = (await gw.rt.keyBook.create('mailer')).secret;
     assert.equal(await callTool(url, key, 'send'), '200');
+    const before = await connectClient({ url } as TestGateway, key);
+    const sid = before.transport.sessionId!;
     await redis.stop();
     api.calls = 0;
     const r = await fetch(`${url}/tools/mail/list`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{}' });
@@ -116,14 +118,26 @@ test('Redis down: tool calls get 503 store_unavailable (never forwarded unchecke
     assert.match(j.error.message, /Redis .* is unavailable/);
     assert.equal(await callTool(url, key, 'send'), '503 store_unavailable');
     assert.equal(api.calls, 0, 'nothing reached the tool while its limits could not be checked');
+    // An MCP session (its owner is in the fleet's session registry) cannot be checked: 503, the store named.
+    const r2 = await fetch(`${url}/mcp`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-session-id': sid, 'mcp-protocol-version': '2025-06-18' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'web__read_account', arguments: { id: 'a1' } } }) });
+    assert.equal(r2.status, 503);
+    assert.equal(r2.headers.get('retry-after'), '1');
+    const e = ((await r2.json()) as { error: { code: number; message: string; data: unknown } }).error;
+    assert.equal(e.code, -32603);
+    assert.match(e.message, /Redis .* is unavailable/);
+    assert.deepEqual(e.data, { retry_after_seconds: 1, store: 'redis' });
+    await before.client.close();
+    // A new session cannot be opened either (its caps are counted in Redis).
+    const r3 = await fetch(`${url}/mcp`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } }) });
+    assert.equal(r3.status, 503);
+    await r3.arrayBuffer();
+    await redis.start();
+    await until(async () => (await callTool(url, key, 'list')) === '200', 15_000, 'tool calls to recover with Redis');
+    // This Redis came back empty, so the old session is gone (like an idle one); a new one works.
     const { client } = await connectClient({ url } as TestGateway, key);
     try {
-      const e = await rpcError(client.callTool({ name: 'web__read_account', arguments: { id: 'a1' } }));
-      assert.equal(e.code, -32603);
-      assert.match(e.message, /Redis .* is unavailable/);
-      assert.deepEqual(e.data, { retry_after_seconds: 1, store: 'redis' });
-      await redis.start();
-      await until(async () => (await callTool(url, key, 'list')) === '200', 15_000, 'tool calls to recover with Redis');
       assert.ok(!(await client.callTool({ name: 'web__read_account', arguments: { id: 'a1' } })).isError, 'MCP calls recover too');
     } finally { await client.close(); }
   } finally {

@@ -34,6 +34,8 @@ export function toolDeps(rt: Runtime): ToolDeps {
     scrub: (text) => rt.scrub(text),
     scrubAcross: (value) => scrubAcross(rt.egress, value),
     redactForReview: (args) => redactForReview(rt, args),
+    sessions: rt.mcpSessions,
+    keyProblem: (keyId, generation) => rt.keyBook.generationProblem(keyId, generation),
     db: rt.db,
   };
 }

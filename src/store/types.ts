@@ -102,3 +102,38 @@ export class StoreUnavailable extends Error {
     this.store = store;
   }
 }
+
+// ---- MCP sessions -------------------------------------------------------------------------------
+
+/** An MCP (2025-11-25 generation) session: whom it is bound to. Any replica may serve it. */
+export interface McpSessionRecord {
+  id: string;
+  /** SPIFFE ID of the identity that opened it: only that identity may use it. */
+  owner: string;
+  /** null: opened on /mcp; else on /mcp/<server>. */
+  scope: string | null;
+  /** Trust domain whose cap counts it (identities no Agent registers); null for registered Agents. */
+  domain: string | null;
+  /** The virtual key (and which of its secrets) it was opened with, if any: the session dies with it. */
+  keyId?: string;
+  keyGeneration?: string;
+}
+
+/** Open-session caps (counted over every replica) and the idle time after which a session ends. */
+export interface McpSessionCaps { total: number; perIdentity: number; perDomain: number; idleMs: number }
+
+export type McpSessionOpened = { ok: true } | { ok: false; limit: 'identity' | 'domain' | 'total'; open: number };
+
+/**
+ * Registry of open MCP sessions (embedded: memory; fleet: Redis), so a session opened on one
+ * replica continues on any other. Each replica keeps its own SDK objects and upstream connections
+ * and rebuilds them from the record. A fleet registry that cannot answer throws StoreUnavailable.
+ */
+export interface McpSessionRegistry {
+  /** Count a new session against the caps and record it, all or nothing. */
+  open(rec: McpSessionRecord, caps: McpSessionCaps): McpSessionOpened | Promise<McpSessionOpened>;
+  /** The record with its idle timer restarted, or null once it was closed or expired. */
+  touch(id: string, idleMs: number): McpSessionRecord | null | Promise<McpSessionRecord | null>;
+  /** End it (DELETE, revoked key): no replica serves it any more. */
+  close(id: string): void | Promise<void>;
+}

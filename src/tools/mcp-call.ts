@@ -261,8 +261,20 @@ function resourceOwner(rt: Runtime, s: SessionCtx, uri: string): ServerEntry {
   return owner;
 }
 
+/**
+ * As resourceOwner; a URI this replica has not seen listed in this session (it was listed on
+ * another replica of the fleet) is looked up by listing here once.
+ */
+async function ownerOf(rt: Runtime, s: SessionCtx, uri: string): Promise<ServerEntry> {
+  try { return resourceOwner(rt, s, uri); } catch (e) {
+    if (s.scope !== null || s.resourceOwner.size > 0 || s.templateOwners.length > 0) throw e;
+    await Promise.all([listResources(rt, s), listResourceTemplates(rt, s)]);
+    return resourceOwner(rt, s, uri);
+  }
+}
+
 export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extra: Extra): Promise<ReadResourceResult> {
-  const owner = resourceOwner(rt, s, uri);
+  const owner = await ownerOf(rt, s, uri);
   const { requestId, adm } = await authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/read "${uri}" (resource ${owner.resource})`);
   adm.forwarded();
   const r = await traced(s, owner, RESOURCE_READ, uri, extra, (o) => owner.upstream.readResource(uri, s.identity, o));
@@ -289,7 +301,7 @@ async function traced<T>(s: SessionCtx, entry: ServerEntry, method: string, targ
 /** resources/subscribe: allowed when a read of the URI would be; updates then reach this session. */
 export async function subscribeResource(rt: Runtime, s: SessionCtx, uri: string): Promise<void> {
   if (s.subscriptions.has(uri)) return;
-  const owner = resourceOwner(rt, s, uri);
+  const owner = await ownerOf(rt, s, uri);
   (await authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/subscribe "${uri}" (resource ${owner.resource})`)).adm.forwarded();
   await owner.upstream.subscribe(uri, s.identity);
   s.subscriptions.set(uri, owner.name);

@@ -18,8 +18,10 @@ import { callTool, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResourc
 import { createMcpShared, sessionLimits, type McpGateway, type McpGatewayOptions, type McpShared } from './mcp-lazy.ts';
 import { handleModern, isModernRequest, toolsPage } from './mcp-stateless.ts';
 import { RPC, ToolError, type ToolAccess, type ToolDeps } from './types.ts';
+import { StoreUnavailable, type McpSessionRecord } from '../store/types.ts';
 
-interface Session { id: string; ctx: SessionCtx; server: Server; transport: StreamableHTTPServerTransport; lastUsed: number }
+/** This replica's objects for one session; `ready` once the SDK server is connected, `started` once initialized. */
+interface Session { rec: McpSessionRecord; ctx: SessionCtx; server: Server; transport: StreamableHTTPServerTransport; lastUsed: number; ready: Promise<void>; started: boolean }
 
 const identityKey = (i: Identity) => i.agent.spiffeId;
 const instructions = (scope: string | null) => (scope === null ? 'aam MCP gateway: tools are named <server>__<tool>; every call is authorized and audited.' : undefined);
@@ -49,14 +51,10 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   const pageSize = opts.pageSize ?? 200;
   const maxSessions = opts.maxSessions ?? 10_000;
   const { maxPerIdentity, maxPerDomain } = sessionLimits(opts);
-  /** Sessions open or being opened, per identity (reserved before initialize, so a burst cannot overshoot). */
-  const opened = new Map<string, number>();
-  /** The same for unregistered identities, per trust domain (the authority that vouched for them). */
-  const openedByDomain = new Map<string, number>();
-  let openedTotal = 0;
   const idleMs = opts.sessionIdleMs ?? 30 * 60_000;
   const maxBody = opts.maxBodyBytes ?? 4 * 1024 * 1024;
   const listWaitMs = opts.listWaitMs ?? 5000;
+  /** Sessions this replica has SDK objects for (the registry, deps.sessions, says which exist at all). */
   const sessions = new Map<string, Session>();
 
   catalog.onToolsChanged((server) => {
@@ -72,10 +70,16 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     }
   });
 
+  // Every second: drop objects of sessions idle here (the registry ends them when idle fleet-wide),
+  // and end sessions whose key was revoked, so their open streams close on every replica within ~1 s.
   const sweeper = setInterval(() => {
     const cutoff = Date.now() - idleMs;
-    for (const s of sessions.values()) if (s.lastUsed < cutoff) void s.transport.close();
-  }, Math.min(idleMs, 60_000));
+    for (const s of sessions.values()) {
+      const dead = s.started ? keyProblemOf(s.rec) : undefined;
+      if (dead) void end(s.rec.id, dead).catch((e: unknown) => deps.log.warn({ session_id: s.rec.id, err: errText(e) }, 'mcp session end not recorded; retried'));
+      else if (s.lastUsed < cutoff) void s.transport.close();
+    }
+  }, Math.min(idleMs, 1000));
   sweeper.unref();
 
   function buildServer(ctx: SessionCtx): Server {
@@ -101,63 +105,114 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     return server;
   }
 
+  /**
+   * This replica's SDK objects for a session (its upstream connections are the catalog's, shared
+   * by all sessions). `resumed`: the session was opened elsewhere (or before a restart of these
+   * objects): the transport starts out initialized, as the client expects.
+   */
+  function mount(rec: McpSessionRecord, access: ToolAccess, resumed: boolean): Session {
+    const ctx: SessionCtx = { identity: access.identity, access, scope: rec.scope, sessionId: () => rec.id, resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
+    const server = buildServer(ctx);
+    const transport = new StreamableHTTPServerTransport({
+      sessionIdGenerator: () => rec.id,
+      onsessioninitialized: (id) => { session.started = true; deps.log.info({ session_id: id, spiffe_id: rec.owner, scope: rec.scope ?? '*' }, 'mcp session started'); },
+      // DELETE from the client: the session ends on every replica.
+      onsessionclosed: (id) => { void Promise.resolve(deps.sessions.close(id)).catch((e: unknown) => deps.log.warn({ session_id: id, err: errText(e) }, 'mcp session close not recorded; it ends when idle')); },
+    });
+    const session: Session = { rec, ctx, server, transport, lastUsed: Date.now(), ready: Promise.resolve(), started: resumed };
+    sessions.set(rec.id, session);
+    // Closing the transport drops this replica's objects only; the session lives on in the registry.
+    transport.onclose = () => {
+      if (sessions.get(rec.id) === session) sessions.delete(rec.id);
+      for (const uri of [...ctx.subscriptions.keys()]) void unsubscribeResource(rt, ctx, uri).catch(() => {});
+    };
+    session.ready = server.connect(transport).then(() => { if (resumed) markInitialized(transport, rec.id); });
+    return session;
+  }
+
+  /** End a session everywhere (its key was revoked): registry first, then this replica's objects. */
+  async function end(id: string, why: string): Promise<void> {
+    deps.log.info({ session_id: id, reason: why }, 'mcp session ended');
+    await deps.sessions.close(id);
+    const s = sessions.get(id);
+    if (s) await s.transport.close().catch(() => {});
+  }
+
   async function startSession(req: IncomingMessage, res: ServerResponse, access: ToolAccess, scope: string | null, body: unknown): Promise<void> {
     const identity = access.identity;
     const who = identityKey(identity);
-    const mine = opened.get(who) ?? 0;
-    if (mine >= maxPerIdentity) {
-      deps.log.warn({ spiffe_id: who, sessions: mine }, 'mcp session refused: per-identity limit');
-      return rpcError(res, 429, RPC.limited, `too many open MCP sessions for ${who} (limit ${maxPerIdentity} per identity); close unused sessions (HTTP DELETE with Mcp-Session-Id) or let idle ones expire (after ${Math.round(idleMs / 60_000)} min), then retry`);
-    }
     // A registered Agent is one of a configured few; an external SPIFFE ID is whatever its domain mints.
     const domain = identity.agent.name ? null : identity.agent.trustDomain;
-    const ours = domain === null ? 0 : openedByDomain.get(domain) ?? 0;
-    if (domain !== null && ours >= maxPerDomain) {
-      deps.log.warn({ spiffe_id: who, trust_domain: domain, sessions: ours }, 'mcp session refused: per-trust-domain limit');
+    const rec: McpSessionRecord = {
+      id: randomUUID(), owner: who, scope, domain,
+      ...(identity.keyId !== undefined ? { keyId: identity.keyId, keyGeneration: identity.keyGeneration } : {}),
+    };
+    // Counted (fleet-wide) before initialize runs, so a burst cannot overshoot a cap.
+    const opened = await deps.sessions.open(rec, { total: maxSessions, perIdentity: maxPerIdentity, perDomain: maxPerDomain, idleMs });
+    if (!opened.ok && opened.limit === 'identity') {
+      deps.log.warn({ spiffe_id: who, sessions: opened.open }, 'mcp session refused: per-identity limit');
+      return rpcError(res, 429, RPC.limited, `too many open MCP sessions for ${who} (limit ${maxPerIdentity} per identity); close unused sessions (HTTP DELETE with Mcp-Session-Id) or let idle ones expire (after ${Math.round(idleMs / 60_000)} min), then retry`);
+    }
+    if (!opened.ok && opened.limit === 'domain') {
+      deps.log.warn({ spiffe_id: who, trust_domain: domain, sessions: opened.open }, 'mcp session refused: per-trust-domain limit');
       return rpcError(res, 429, RPC.limited, `too many open MCP sessions for identities of trust domain ${domain} that are not registered as Agents (limit ${maxPerDomain} per trust domain); close unused sessions (HTTP DELETE with Mcp-Session-Id) or let idle ones expire (after ${Math.round(idleMs / 60_000)} min), then retry; an operator can register the workload as an Agent or raise AAM_MCP_SESSIONS_PER_TRUST_DOMAIN`);
     }
-    if (openedTotal >= maxSessions) return rpcError(res, 503, RPC.upstream, `too many MCP sessions (${maxSessions}); close unused sessions (HTTP DELETE with Mcp-Session-Id) and retry`);
-    opened.set(who, mine + 1);
-    if (domain !== null) openedByDomain.set(domain, ours + 1);
-    openedTotal++;
-    let released = false;
-    const release = () => {
-      if (released) return;
-      released = true;
-      openedTotal--;
-      decrement(opened, who);
-      if (domain !== null) decrement(openedByDomain, domain);
-    };
-    let session: Session | undefined;
-    const ctx: SessionCtx = { identity, access, scope, sessionId: () => session?.id, resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
-    const server = buildServer(ctx);
-    const transport = new StreamableHTTPServerTransport({
-      sessionIdGenerator: () => randomUUID(),
-      onsessioninitialized: (id) => {
-        session = { id, ctx, server, transport, lastUsed: Date.now() };
-        sessions.set(id, session);
-        deps.log.info({ session_id: id, spiffe_id: identity.agent.spiffeId, scope: scope ?? '*' }, 'mcp session started');
-      },
-      onsessionclosed: (id) => { sessions.delete(id); release(); },
-    });
-    transport.onclose = () => {
-      if (session) sessions.delete(session.id);
-      release();
-      // The session's subscriptions end with it.
-      for (const uri of [...ctx.subscriptions.keys()]) void unsubscribeResource(rt, ctx, uri).catch(() => {});
-    };
+    if (!opened.ok) return rpcError(res, 503, RPC.upstream, `too many MCP sessions (${maxSessions}); close unused sessions (HTTP DELETE with Mcp-Session-Id) and retry`);
+    const session = mount(rec, access, false);
     try {
-      await server.connect(transport);
+      await session.ready;
       attachAccess(req, access);
-      await transport.handleRequest(req, res, body);
+      await session.transport.handleRequest(req, res, body);
     } finally {
-      if (!session) release(); // initialize failed: no session holds the slot
+      // initialize failed: no session holds the slot
+      if (!session.started) {
+        await Promise.resolve(deps.sessions.close(rec.id)).catch(() => {});
+        void session.transport.close().catch(() => {});
+      }
     }
+  }
+
+  /** A request of an existing session, on whichever replica it lands. */
+  async function continueSession(req: IncomingMessage, res: ServerResponse, access: ToolAccess, serverName: string | null, body: unknown, sid: string): Promise<void> {
+    const identity = access.identity;
+    // The registry decides (one round trip in fleet mode), so a session closed or expired elsewhere is gone here too.
+    const rec = await deps.sessions.touch(sid, idleMs);
+    let s = sessions.get(sid);
+    if (!rec) {
+      if (s) void s.transport.close().catch(() => {});
+      return rpcError(res, 404, RPC.notFound, 'unknown or expired MCP session; start a new one with initialize (without Mcp-Session-Id)');
+    }
+    if (rec.owner !== identityKey(identity)) {
+      deps.log.warn({ session_id: sid, owner: rec.owner, caller: identityKey(identity) }, 'mcp session used by another identity');
+      return rpcError(res, 403, RPC.denied, 'this MCP session belongs to another identity; start your own session with initialize');
+    }
+    const dead = keyProblemOf(rec);
+    if (dead) {
+      await end(sid, dead);
+      return rpcError(res, 404, RPC.notFound, `this MCP session has ended: the API key it was opened with no longer authenticates (${dead}); start a new one with initialize`);
+    }
+    if (rec.scope !== serverName) return rpcError(res, 400, RPC.invalidParams, `this MCP session was opened on ${rec.scope === null ? '/mcp' : `/mcp/${rec.scope}`}; use that endpoint`);
+    if (!s) {
+      s = mount(rec, access, true);
+      deps.log.info({ session_id: sid, spiffe_id: rec.owner, scope: rec.scope ?? '*' }, 'mcp session resumed on this replica');
+    }
+    await s.ready;
+    s.lastUsed = Date.now();
+    // Same SPIFFE ID, attributes as they are now: requests are decided with this access context,
+    // and the session's own background work (unsubscribing when it closes) uses the latest identity.
+    s.ctx.identity = identity;
+    s.ctx.access = access;
+    attachAccess(req, access);
+    return s.transport.handleRequest(req, res, body);
+  }
+
+  /** Why the key a session was opened with no longer authenticates (the session dies with it), or undefined. */
+  function keyProblemOf(rec: McpSessionRecord): string | undefined {
+    return rec.keyId === undefined ? undefined : deps.keyProblem(rec.keyId, rec.keyGeneration);
   }
 
   return {
     async handle(req, res, access, serverName, parsedBody) {
-      const identity = access.identity;
       if (serverName !== null && !catalog.servers.has(serverName)) {
         return rpcError(res, 404, RPC.notFound, `unknown MCP server "${serverName}"; use /mcp for all servers you may use`);
       }
@@ -176,25 +231,17 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
         return handleModern({ rt, pageSize, listWaitMs, instructions }, req.headers, res, body as Record<string, unknown>, access, serverName, extra);
       }
       const sid = req.headers['mcp-session-id'];
-      if (typeof sid === 'string' && sid) {
-        const s = sessions.get(sid);
-        if (!s) return rpcError(res, 404, RPC.notFound, 'unknown or expired MCP session; start a new one with initialize (without Mcp-Session-Id)');
-        if (identityKey(s.ctx.identity) !== identityKey(identity)) {
-          deps.log.warn({ session_id: sid, owner: identityKey(s.ctx.identity), caller: identityKey(identity) }, 'mcp session used by another identity');
-          return rpcError(res, 403, RPC.denied, 'this MCP session belongs to another identity; start your own session with initialize');
-        }
-        if (s.ctx.scope !== serverName) return rpcError(res, 400, RPC.invalidParams, `this MCP session was opened on ${s.ctx.scope === null ? '/mcp' : `/mcp/${s.ctx.scope}`}; use that endpoint`);
-        s.lastUsed = Date.now();
-        // Same SPIFFE ID, attributes as they are now: requests are decided with this access context,
-        // and the session's own background work (unsubscribing when it closes) uses the latest identity.
-        s.ctx.identity = identity;
-        s.ctx.access = access;
-        attachAccess(req, access);
-        return s.transport.handleRequest(req, res, body);
+      try {
+        if (typeof sid === 'string' && sid) return await continueSession(req, res, access, serverName, body, sid);
+        const isInit = req.method === 'POST' && (Array.isArray(body) ? body.some(isInitializeRequest) : isInitializeRequest(body));
+        if (!isInit) return rpcError(res, 400, RPC.invalidParams, 'missing Mcp-Session-Id header: start a session with an initialize request first (MCP 2025-11-25 and earlier), or send MCP 2026-07-28 requests carrying params._meta["io.modelcontextprotocol/protocolVersion"] and the MCP-Protocol-Version header');
+        return await startSession(req, res, access, serverName, body);
+      } catch (e) {
+        // The fleet's session registry cannot answer: refuse (a session's owner cannot be checked).
+        if (!(e instanceof StoreUnavailable)) throw e;
+        res.setHeader('retry-after', '1');
+        return rpcError(res, 503, RPC.upstream, `Redis (the fleet store for MCP sessions) is unavailable, so aam cannot check whom this session belongs to: ${e.message}; retry shortly`, { retry_after_seconds: 1, store: e.store });
       }
-      const isInit = req.method === 'POST' && (Array.isArray(body) ? body.some(isInitializeRequest) : isInitializeRequest(body));
-      if (!isInit) return rpcError(res, 400, RPC.invalidParams, 'missing Mcp-Session-Id header: start a session with an initialize request first (MCP 2025-11-25 and earlier), or send MCP 2026-07-28 requests carrying params._meta["io.modelcontextprotocol/protocolVersion"] and the MCP-Protocol-Version header');
-      return startSession(req, res, access, serverName, body);
     },
     async reload(next) {
       await catalog.reload(next);
@@ -240,15 +287,24 @@ function callExtra(progressToken: string | number | undefined, extra: SdkExtra):
   return { signal: extra.signal, onprogress, jsonrpcId: extra.requestId, requestId: typeof rid === 'string' && REQUEST_ID.test(rid) ? rid : undefined };
 }
 
-function decrement(counts: Map<string, number>, key: string): void {
-  const n = (counts.get(key) ?? 1) - 1;
-  if (n > 0) counts.set(key, n); else counts.delete(key);
+const errText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
+
+/**
+ * A session opened on another replica (or whose objects were dropped here) continues on fresh
+ * SDK objects: the SDK has no public way to start a transport as initialized, so its two fields
+ * are set here; a changed SDK fails loudly (the fleet session test catches it).
+ */
+function markInitialized(t: StreamableHTTPServerTransport, id: string): void {
+  const inner = (t as unknown as { _webStandardTransport?: { _initialized?: unknown; sessionId?: string } })._webStandardTransport;
+  if (!inner || typeof inner._initialized !== 'boolean') throw new Error('this MCP SDK version cannot resume a session on another replica (transport internals changed)');
+  inner._initialized = true;
+  inner.sessionId = id;
 }
 
-function rpcError(res: ServerResponse, status: number, code: number, message: string): void {
+function rpcError(res: ServerResponse, status: number, code: number, message: string, data?: Record<string, unknown>): void {
   if (res.headersSent) return void res.end();
   res.writeHead(status, { 'content-type': 'application/json' });
-  res.end(JSON.stringify({ jsonrpc: '2.0', error: { code, message }, id: null }));
+  res.end(JSON.stringify({ jsonrpc: '2.0', error: { code, message, ...(data ? { data } : {}) }, id: null }));
 }
 
 type ReadResult = { ok: true; value: unknown } | { ok: false; status: number; code: number; message: string };

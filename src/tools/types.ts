@@ -65,6 +65,10 @@ export interface ToolDeps {
   scrubAcross<T>(value: T): T;
   /** Arguments of a held call as the people deciding it may see them (credentials scrubbed, PII redacted). */
   redactForReview?(args: unknown): string;
+  /** Open MCP sessions, shared by every replica in fleet mode. */
+  sessions: import('../store/types.ts').McpSessionRegistry;
+  /** Why a virtual key's secret (generation) no longer authenticates (revoked, expired, rotated), or undefined. */
+  keyProblem(keyId: string, generation: string | undefined): string | undefined;
   /** node:sqlite database for approvals and tool-definition digests (create your own tables). */
   db: import('node:sqlite').DatabaseSync;
 }

@@ -1,0 +1,33 @@
+// MCP session registry of one process (embedded mode): records in memory, expiring when idle.
+// Counting walks the records; opening a session is rare next to using one, and there are at most
+// the global cap of them (default 10,000).
+import type { McpSessionCaps, McpSessionOpened, McpSessionRecord, McpSessionRegistry } from './types.ts';
+
+export function memoryMcpSessions(now: () => number = Date.now): McpSessionRegistry {
+  const live = new Map<string, { rec: McpSessionRecord; expires: number }>();
+  return {
+    open(rec: McpSessionRecord, caps: McpSessionCaps): McpSessionOpened {
+      const t = now();
+      let total = 0, mine = 0, domain = 0;
+      for (const [id, s] of live) {
+        if (s.expires <= t) { live.delete(id); continue; }
+        total++;
+        if (s.rec.owner === rec.owner) mine++;
+        if (rec.domain !== null && s.rec.domain === rec.domain) domain++;
+      }
+      if (mine >= caps.perIdentity) return { ok: false, limit: 'identity', open: mine };
+      if (rec.domain !== null && domain >= caps.perDomain) return { ok: false, limit: 'domain', open: domain };
+      if (total >= caps.total) return { ok: false, limit: 'total', open: total };
+      live.set(rec.id, { rec, expires: t + caps.idleMs });
+      return { ok: true };
+    },
+    touch(id: string, idleMs: number): McpSessionRecord | null {
+      const s = live.get(id);
+      const t = now();
+      if (!s || s.expires <= t) { live.delete(id); return null; }
+      s.expires = t + idleMs;
+      return s.rec;
+    },
+    close(id: string): void { live.delete(id); },
+  };
+}
