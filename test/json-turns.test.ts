@@ -77,3 +77,14 @@ test('a large body with long literals is parsed across loop turns; a small one a
   const small = '{"model":"m","messages":[{"role":"user","content":"hi"}]}';
   assert.deepEqual(parseJsonInTurns(small), JSON.parse(small));
 });
+
+test('long literals are put back at any depth and under a "__proto__" key, as JSON.parse has them', async () => {
+  let deep = `"${'x'.repeat(70_000)}"`;
+  for (let i = 0; i < 20_000; i++) deep = `[${deep}]`;
+  assert.deepEqual(await parseJsonInTurns(deep), JSON.parse(deep));
+  const proto = `{"__proto__": "${'y'.repeat(70_000)}", "a": {"__proto__": "${'z'.repeat(70_000)}"}}`;
+  const v = await parseJsonInTurns(proto) as Record<string, unknown>;
+  assert.deepEqual(Object.keys(v), ['__proto__', 'a']);
+  assert.equal(Object.getPrototypeOf(v), Object.prototype);
+  assert.deepEqual(v, JSON.parse(proto));
+});

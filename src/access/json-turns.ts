@@ -65,17 +65,21 @@ function nextToken(text: string, i: number): number {
   return -1;
 }
 
-/** Put decoded literals back where their placeholders are (string values only; keys stay in the skeleton). */
-function restore(v: unknown, long: ReadonlyMap<string, string>): unknown {
-  if (typeof v === 'string') return long.get(v) ?? v;
-  if (typeof v !== 'object' || v === null) return v;
-  if (Array.isArray(v)) {
-    for (let i = 0; i < v.length; i++) v[i] = restore(v[i], long);
-    return v;
+/** Put decoded literals back where their placeholders are (string values only; keys stay in the skeleton). Iterative: any depth. */
+function restore(root: unknown, long: ReadonlyMap<string, string>): unknown {
+  if (typeof root === 'string') return long.get(root) ?? root;
+  const stack: unknown[] = [root];
+  const put = (o: Record<string | number, unknown>, k: string | number): void => {
+    const x = o[k];
+    if (typeof x === 'string') { const r = long.get(x); if (r !== undefined) o[k] = r; }
+    else if (typeof x === 'object' && x !== null) stack.push(x);
+  };
+  while (stack.length > 0) {
+    const v = stack.pop() as Record<string | number, unknown>;
+    if (Array.isArray(v)) for (let i = 0; i < v.length; i++) put(v, i);
+    else for (const k of Object.keys(v)) put(v, k);
   }
-  const o = v as Record<string, unknown>;
-  for (const k of Object.keys(o)) o[k] = restore(o[k], long);
-  return o;
+  return root;
 }
 
 /**
