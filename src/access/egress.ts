@@ -95,9 +95,10 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
     this.#guardOpened();
     this.#refresh();
     const cb = typeof a === 'function' ? a : b;
-    if (this.#sc === null) return cb ? super.write(chunk, cb) : super.write(chunk, typeof a === 'string' ? a : 'utf8');
-    const out = this.#push(chunk, typeof a === 'string' ? a : undefined);
-    return cb ? super.write(out, cb) : super.write(out);
+    const encoding = typeof a === 'string' ? a : undefined;
+    // Node's write(chunk, encoding, cb) takes an undefined encoding or callback as not given.
+    if (this.#sc === null) return super.write(chunk, encoding as BufferEncoding, cb);
+    return super.write(this.#push(chunk, encoding), cb);
   }
 
   override end(a?: Chunk | Cb, b?: BufferEncoding | Cb, c?: Cb): this {
@@ -109,7 +110,7 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
     if (a !== undefined && a !== null && typeof a !== 'function') out = this.#push(a, typeof b === 'string' ? b : undefined);
     const tail = this.#stream?.end() ?? '';
     if (tail) out = this.#binary ? Buffer.concat([toBuffer(out), Buffer.from(tail, 'latin1')]) : (typeof out === 'string' ? out : toBuffer(out).toString('latin1')) + tail;
-    return cb ? super.end(out, cb) : super.end(out);
+    return super.end(out, cb);
   }
 
   /** Strings are scrubbed as text; bytes as latin1 (one char per byte), so binary bodies are covered too. */
