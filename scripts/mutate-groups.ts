@@ -26,8 +26,8 @@ export const groups: Record<string, MutateGroup> = {
   },
   access: {
     mutate: ['src/access/**/*.ts'],
-    // mutation-egress needs no gateway (about a second per mutant it kills); the rest start one.
-    tests: ['test/mutation-egress.test.ts', 'test/architecture-trust.test.ts', 'test/access-e2e.test.ts', 'test/gateway-e2e.test.ts', 'test/tools-http.test.ts'],
+    // mutation-egress needs no gateway (a mutant it kills costs seconds); the rest start one.
+    tests: ['test/mutation-egress.test.ts', 'test/mutation-access.test.ts', 'test/architecture-trust.test.ts', 'test/gateway-e2e.test.ts', 'test/tools-http.test.ts'],
   },
   keys: {
     mutate: ['src/identity/keys.ts', 'src/store/key-mirror.ts'],
