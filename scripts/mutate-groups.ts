@@ -24,10 +24,20 @@ export const groups: Record<string, MutateGroup> = {
       'test/architecture-trust.test.ts',
     ],
   },
+  // The access path's two trust seams have their own groups and sharp lists: a group's whole list
+  // runs against each surviving mutant, so a list made for one file would slow the others.
+  egress: {
+    mutate: ['src/access/egress.ts'],
+    // mutation-egress starts no gateway: a mutant it kills costs seconds.
+    tests: ['test/mutation-egress.test.ts', 'test/architecture-trust.test.ts'],
+  },
+  guard: {
+    mutate: ['src/access/guard.ts'],
+    tests: ['test/mutation-access.test.ts', 'test/tools-http.test.ts', 'test/responses-e2e.test.ts', 'test/stream-guard-turns.test.ts'],
+  },
   access: {
-    mutate: ['src/access/**/*.ts'],
-    // mutation-egress needs no gateway (a mutant it kills costs seconds); the rest start one.
-    tests: ['test/mutation-egress.test.ts', 'test/mutation-access.test.ts', 'test/architecture-trust.test.ts', 'test/gateway-e2e.test.ts', 'test/tools-http.test.ts'],
+    mutate: ['src/access/**/*.ts', '!src/access/egress.ts', '!src/access/guard.ts'],
+    tests: ['test/architecture-trust.test.ts', 'test/access-e2e.test.ts', 'test/gateway-e2e.test.ts', 'test/tools-http.test.ts'],
   },
   keys: {
     mutate: ['src/identity/keys.ts', 'src/store/key-mirror.ts'],
