@@ -10,12 +10,13 @@ import type { Ctx } from '../access/request.ts';
 import { readJson, sendJson } from '../access/request.ts';
 import { AamError, toAamError } from '../access/errors.ts';
 import { openAccess, type Access } from '../access/context.ts';
-import { authorize, policyEvidence, recordDecision } from '../access/decide.ts';
+import { authorize, policyEvidence, recordDecision, storeFailure } from '../access/decide.ts';
+import { admitRuleCall } from '../access/rule-limits.ts';
 import { identityEvidence, requestTraceId } from '../access/evidence.ts';
 import { scrubAcross } from '../access/egress.ts';
 import { chainName, delegate, delegationEvidence, encodeDelegation, outgoingTraceparent, DELEGATION_HEADER } from '../access/delegation.ts';
 import { decide } from '../policy/decide.ts';
-import { agentVisible, maxDelegationDepth } from '../policy/agents.ts';
+import { agentVisible, decidingAgentRule, maxDelegationDepth } from '../policy/agents.ts';
 import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
 import { idsIn, TaskOwners } from './tasks.ts';
@@ -147,6 +148,12 @@ export function createA2aGateway(): A2aGateway {
     const params = await access.guard('input', rpc.params, `a2a ${name}`);
     // Counted against the caller's rate limits; the smallest reservation makes a spent budget refuse it (settled at $0).
     const adm = await access.admit(0, BUDGET_PROBE_USD);
+    // The deciding agents rule's own rate and call budget (fleet-wide, like tools[].rate/budget).
+    let calls;
+    try {
+      const rule = decidingAgentRule(access.set, d);
+      calls = rule ? await admitRuleCall(ctx.rt, identity, rule, 'a2a', (r) => new AamError(429, r.code, r.message, { headers: { 'retry-after': String(r.retryAfterSeconds) } }), storeFailure) : undefined;
+    } catch (e) { access.release(adm); throw e; }
     const delegation = delegate(from, identity, name, ctx.requestId);
     const traceId = requestTraceId(ctx);
     const traceparent = outgoingTraceparent(ctx.span, traceId);
@@ -174,6 +181,7 @@ export function createA2aGateway(): A2aGateway {
       } catch (e) {
         throw new AamError(502, 'upstream_error', `agent "${name}" is unreachable: ${(e as Error).message}`);
       }
+      calls?.forwarded();
       status = up.statusCode;
       const ct = String(up.headers['content-type'] ?? '');
       const answer = ct.startsWith('text/event-stream') ? await relayStream(ctx, access, name, skill, caller, up.body, binding) : await relayJson(ctx, access, name, skill, caller, up.body);
@@ -186,6 +194,7 @@ export function createA2aGateway(): A2aGateway {
       else ctx.res.end();
     } catch (e) {
       access.release(adm);
+      calls?.dropped();
       if (ctx.decision?.recorded) throw e;
       access.record({ type: 'a2a_call', ...ev, credential, outcome: { status: toAamError(e).status, error: (e as Error).message, latency_ms: performance.now() - started } } as never);
       if (ctx.decision) ctx.decision.recorded = true;

@@ -114,7 +114,7 @@ function admitted(ctx: Ctx, identity: Identity, set: PolicySet, r: AdmitResult):
 }
 
 /** A fleet store that cannot answer: fail closed, naming the store, never admit unchecked. */
-function storeFailure(e: unknown): unknown {
+export function storeFailure(e: unknown): unknown {
   if (!(e instanceof StoreUnavailable)) return e;
   return new AamError(503, 'store_unavailable', storeUnavailableMessage(e), { headers: { 'retry-after': '1' } });
 }

@@ -166,11 +166,18 @@ export const agentSpec = z.strictObject({
 });
 
 /** agents: which A2A agents (and skills) this identity may call; deny wins, default deny. */
+/** Calls a rule allows, per minute, per agent and per virtual key (429 / JSON-RPC -32029 above). */
+const ruleRate = z.strictObject({ rpm: z.number().int().positive() });
+/** Calls a rule allows per UTC day and/or month, per agent and per virtual key (429 budget_exceeded / -32029 above). */
+const ruleBudget = z.strictObject({ calls_per_day: z.number().int().positive().optional(), calls_per_month: z.number().int().positive().optional() });
+
 export const agentRuleSpec = z.strictObject({
   agent: z.string().min(1),
   skills: z.array(z.string().min(1)).optional(),
   deny: z.array(z.string().min(1)).optional(),
   when: z.string().min(1).optional(),
+  rate: ruleRate.optional(),
+  budget: ruleBudget.optional(),
 });
 
 const argConstraint = z.strictObject({
@@ -189,10 +196,8 @@ export const toolRuleSpec = z.strictObject({
   when: z.string().min(1).optional(),
   args: z.record(z.string(), argConstraint).optional(),
   approval: z.enum(['required', 'none']).optional(),
-  /** Calls this rule allows, per minute, per agent and per virtual key (429 / JSON-RPC -32029 above). */
-  rate: z.strictObject({ rpm: z.number().int().positive() }).optional(),
-  /** Calls this rule allows per UTC day and/or month, per agent and per virtual key (429 budget_exceeded / -32029 above). */
-  budget: z.strictObject({ calls_per_day: z.number().int().positive().optional(), calls_per_month: z.number().int().positive().optional() }).optional(),
+  rate: ruleRate.optional(),
+  budget: ruleBudget.optional(),
 });
 
 export const policySpec = z.strictObject({

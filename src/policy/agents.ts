@@ -21,6 +21,10 @@ export interface CompiledAgentRule {
   /** Skills denied; '*' denies the agent outright. */
   deny: ReadonlySet<string>;
   when: CompiledCondition | null;
+  /** Calls per minute this rule allows, per agent and per key (null: no rule rate). */
+  rate: { rpm: number } | null;
+  /** Calls per UTC day/month this rule allows, per agent and per key (null: no rule budget). */
+  budget: { calls_per_day?: number; calls_per_month?: number } | null;
 }
 
 /** The parts of a policy set and compiled config this module needs (no import cycle with compile.ts). */
@@ -40,13 +44,16 @@ export function compileAgentRules(policy: string, rules: readonly AgentRuleSpec[
       const both = r.skills.filter((s) => r.deny!.includes(s));
       if (both.length) issue(`${path}.deny`, `skill "${both[0]}" is both in skills and deny; remove it from one list`);
     }
+    if (r.deny?.includes('*') && (r.rate || r.budget)) issue(path, 'rate and budget limit the calls a rule allows, and this rule denies the agent outright; move them to the rule that allows it');
+    const budget = r.budget && (r.budget.calls_per_day !== undefined || r.budget.calls_per_month !== undefined) ? { ...r.budget } : null;
+    if (r.budget && !budget) issue(`${path}.budget`, 'budget needs calls_per_day, calls_per_month or both');
     let when: CompiledCondition | null = null;
     if (r.when !== undefined) {
       const c = compile(r.when);
       if (isCompileError(c)) issue(`${path}.when`, `${c.message}${c.column ? ` at column ${c.column}` : ''} in \`${r.when}\``);
       else when = c;
     }
-    return { policy, index, path, agent: r.agent, skills: r.skills ? new Set(r.skills) : null, deny: new Set(r.deny ?? []), when };
+    return { policy, index, path, agent: r.agent, skills: r.skills ? new Set(r.skills) : null, deny: new Set(r.deny ?? []), when, rate: r.rate ? { rpm: r.rate.rpm } : null, budget };
   });
 }
 
@@ -97,6 +104,13 @@ export function decideAgentCall(set: AgentRuleSource, callee: string, skill: str
   const who = set.agent.name ? `${set.agent.spiffeId} (agent "${set.agent.name}")` : set.agent.spiffeId;
   if (set.policies.length === 0) return make('deny', '', -1, '', `no AgentPolicy applies to ${who}, so calling ${what} is denied by default`);
   return make('deny', '', -1, '', `no policy has an agents rule allowing ${who} to call ${what}; add \`agents: [{ agent: ${callee} }]\` to its AgentPolicy`);
+}
+
+/** The agents rule a decision names (its rate and budget apply to the call). */
+export function decidingAgentRule(set: AgentRuleSource, d: Pick<Decision, 'policy' | 'rule'>): CompiledAgentRule | undefined {
+  if (!d.policy || d.rule < 0) return undefined;
+  for (const p of set.policies) if (p.name === d.policy) return p.agents[d.rule];
+  return undefined;
 }
 
 /** Could this caller call some skill of `callee`? (Its card is shown only then.) */

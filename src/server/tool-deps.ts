@@ -14,8 +14,9 @@ import { requestTraceId } from '../access/evidence.ts';
 import type { Access } from '../access/context.ts';
 import { guardrailsOf, guardValue, redactForReview } from '../access/guard.ts';
 import { scrubAcross } from '../access/egress.ts';
-import { rateEntriesOf, shadowed, storeUnavailableMessage } from '../access/decide.ts';
-import { StoreUnavailable, type AdmitResult } from '../store/types.ts';
+import { shadowed, storeUnavailableMessage } from '../access/decide.ts';
+import { StoreUnavailable } from '../store/types.ts';
+import { admitRuleCall, UNCOUNTED } from '../access/rule-limits.ts';
 
 export function toolDeps(rt: Runtime): ToolDeps {
   return {
@@ -39,9 +40,6 @@ export function toolDeps(rt: Runtime): ToolDeps {
     db: rt.db,
   };
 }
-
-/** Nothing to count (no budget on the deciding rule). */
-const UNCOUNTED: ToolAdmission = Object.freeze({ forwarded() {}, dropped() {} });
 
 /** The tool plane's view of one request's access context. */
 class ToolAccessOf implements ToolAccess {
@@ -115,47 +113,9 @@ function untracedContext(ctx: Access['ctx']): { traceparent: string; tracestate?
   return { traceparent: `00-${requestTraceId(ctx)}-${ctx.rt.ids.spanId()}-00` };
 }
 
-/**
- * tools[].rate and tools[].budget through the runtime's Limiter (so they hold fleet-wide): the
- * rule's rpm per agent and per virtual key, then one call reserved per agent and per key (all or
- * nothing), in the same ledger and UTC day/month windows as model budgets, counted in calls
- * instead of dollars. Counters are per rule: every call a rule allows shares its bucket. A call
- * that is never forwarded (invalid arguments, held for approval, intent not recorded) is given back.
- */
+/** tools[].rate and tools[].budget (rule-limits.ts), refused as the tool plane's JSON-RPC error. */
 function admitToolCall(rt: Runtime, identity: Access['identity'], rule: CompiledToolRule): ToolAdmission | Promise<ToolAdmission> {
-  const prefix = `tool:${rule.policy}/${rule.path}:`;
-  const b = rule.budget;
-  const limits = b ? { daily_usd: b.calls_per_day, monthly_usd: b.calls_per_month, alert_at: [] } : undefined;
-  const budgets = limits ? rateEntriesOf(identity, prefix, {}).map((e) => ({ key: e.key, limits })) : [];
-  const req = { rates: rule.rate ? rateEntriesOf(identity, prefix, rule.rate) : [], tokens: 0, budgets, amountUsd: 1 };
-  let r: AdmitResult | Promise<AdmitResult>;
-  try { r = rt.limiter.admit(req); } catch (e) { throw toolStoreFailure(e); }
-  if (r instanceof Promise) return r.then((v) => toolAdmitted(rt, identity, prefix, rule, v), (e: unknown) => { throw toolStoreFailure(e); });
-  return toolAdmitted(rt, identity, prefix, rule, r);
-}
-
-function toolAdmitted(rt: Runtime, identity: Access['identity'], prefix: string, rule: CompiledToolRule, r: AdmitResult): ToolAdmission {
-  const where = { policy: rule.policy, rule: rule.index };
-  if (r.ok) {
-    const ticket = r.ticket;
-    if (!ticket) return UNCOUNTED;
-    let done = false;
-    return {
-      forwarded: () => { if (!done) { done = true; rt.limiter.settle(ticket, 1, null); } },
-      dropped: () => { if (!done) { done = true; rt.limiter.release(ticket); } },
-    };
-  }
-  rt.metrics?.limited(r.code, identity.agent.name);
-  if (r.code === 'rate_limited') {
-    const rate = rule.rate as NonNullable<CompiledToolRule['rate']>;
-    throw new ToolError('rate_limited', `rate limit exceeded: ${r.limit} limit of ${rate.rpm} for ${r.key} (policy ${rule.policy} ${rule.path}); retry after ${r.retryAfterSeconds}s`,
-      { code: RPC.limited, status: 429, data: { retry_after_seconds: r.retryAfterSeconds, ...where } });
-  }
-  const retry = Math.max(1, Math.ceil((r.resetAt.getTime() - Date.now()) / 1000));
-  const per = r.period === 'daily' ? 'day' : 'month';
-  throw new ToolError('budget_exceeded',
-    `tool call budget exhausted: policy "${rule.policy}" ${rule.path}.budget allows ${r.limit} calls per ${per} for ${r.key.slice(prefix.length)}, and ${r.spent} were made; it resets at ${r.resetAt.toISOString()}`,
-    { code: RPC.limited, status: 429, data: { retry_after_seconds: retry, ...where, resets_at: r.resetAt.toISOString() } });
+  return admitRuleCall(rt, identity, rule, 'tool', (r) => new ToolError(r.code, r.message, { code: RPC.limited, status: 429, data: r.data }), toolStoreFailure);
 }
 
 /** A fleet store that cannot answer refuses the call (503, retry in 1 s): a limit is never skipped. */
