@@ -11,6 +11,7 @@ import OpenAI from 'openai';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { until } from './helpers/e2e.ts';
 import { FIXTURE, NODE, tempFile } from './fixtures/mcp-accounts/upstream.ts';
 
 let gw: TestGateway;
@@ -65,6 +66,8 @@ spec:
     doc('AgentPolicy', 'partners', { identity: { team: 'partners' }, models: { allow: ['summarization'] } }),
   );
   gw = await startTestGateway(config, { TEST_CRM_TOKEN: TOOL_SECRET });
+  // A cold stdio server on a loaded CPU takes seconds: no test depends on how fast it starts.
+  await until(() => Object.values(gw.g.rt.tools?.mcp.status() ?? {}).every((s) => s.state === 'ready'), 90_000, 'the salesforce MCP server ready');
 });
 after(async () => { await gw?.close(); await new Promise((r) => api?.close(r)); });
 
