@@ -14,6 +14,7 @@ import type { Admission } from '../access/decide.ts';
 import { chatStreamGuard, hasOutputWebhook, nextTurn, streamPieces, TURN_MS } from '../access/guard.ts';
 import { AamError, badRequest } from '../access/errors.ts';
 import { readJson, sendText, type Ctx } from '../access/request.ts';
+import { parseJsonInTurns } from '../access/json-turns.ts';
 import type { Identity } from '../identity/types.ts';
 import { runAttempts } from './attempts.ts';
 import type { TokenNeed } from './strategy.ts';
@@ -137,7 +138,10 @@ function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest,
     const res = await traced(ctx, 'chat', route, target, identity, (inj) => sendAttempt(target, up, inj, ac));
     if (!res.ok) return res;
     let result: ChatResult;
-    try { result = adapter.chatResponse(JSON.parse(res.text)); } catch { return unusable(target, 'not a valid chat response'); }
+    try {
+      const parsed = parseJsonInTurns(res.text); // a large answer's long strings are decoded across loop turns
+      result = adapter.chatResponse(parsed instanceof Promise ? await parsed : parsed);
+    } catch { return unusable(target, 'not a valid chat response'); }
     // Same wire format on both sides: hand the upstream body through untouched (keeps every field).
     return { ok: true as const, value: { result, raw: adapter.wire === codec.wire ? res.text : null } };
   }, need);
