@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { startConsoleEnv, ADMIN_TOKEN, TOOL_SECRET, type ConsoleEnv } from './helpers/console-setup.ts';
 import { loginWithoutBrowser, startTestIdp, CookieJar } from './helpers/oidc-idp.ts';
-import { createOidcClient, oidcSettingsFrom } from '../src/console/oidc.ts';
+import { createOidcClient, oidcSettingsFrom, OidcError, OidcUnavailable } from '../src/console/oidc.ts';
 import type { AuditEvent } from '../src/audit/event.ts';
 
 let env: ConsoleEnv;
@@ -308,4 +308,58 @@ test('sign-out with an IdP that offers no end_session_endpoint is local only: no
     const down = createOidcClient(oidcSettingsFrom({ AAM_OIDC_ISSUER: 'http://127.0.0.1:9', AAM_OIDC_CLIENT_ID: 'c', AAM_OIDC_CLIENT_SECRET: 's' }, 'http://127.0.0.1:9')!);
     assert.equal(await down.endSessionUrl(undefined), null, 'an IdP out of reach: sign out here anyway');
   } finally { await idp.close(); }
+});
+
+const asBearer = (token: string, path = '/me', init: RequestInit = {}) => fetch(`${env.url}/admin/v1${path}`, { ...init, headers: { ...(init.headers as Record<string, string>), authorization: `Bearer ${token}` } });
+async function errorOf(r: Response): Promise<string> { return ((await r.json()) as { error: { message: string } }).error.message; }
+
+test('opaque access tokens as Bearer: checked by the IdP\'s introspection, with the person\'s role; revoked, expired, unknown and other clients\' tokens are refused', async () => {
+  const olga = await env.idp.accessToken('olga');
+  assert.doesNotMatch(olga, /\./, 'an opaque token, not a JWT');
+  const me = await asBearer(olga);
+  assert.equal(me.status, 200);
+  assert.deepEqual(((await me.json()) as Me).actor, { type: 'user', sub: 'olga', email: 'olga@example.com' });
+  const made = await asBearer(olga, '/keys', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"agent":"finance-analyst"}' });
+  assert.equal(made.status, 201, 'an operator\'s change, no CSRF token needed for a Bearer');
+  const { id } = (await made.json()) as { id: string };
+  assert.deepEqual((await adminEvents('key_created')).find((e) => e.admin?.target === id)?.admin?.actor, { type: 'user', sub: 'olga', email: 'olga@example.com' });
+  const victor = await env.idp.accessToken('victor');
+  assert.equal((await asBearer(victor, `/keys/${id}/revoke`, { method: 'POST' })).status, 403, 'a viewer\'s token has a viewer\'s rights');
+
+  const unknown = await asBearer('opaque-token-the-idp-never-issued-0123456789');
+  assert.equal(unknown.status, 401);
+  assert.match(await errorOf(unknown), /not active/);
+  const revoked = await env.idp.accessToken('april');
+  await env.idp.revoke(revoked);
+  assert.equal((await asBearer(revoked)).status, 401, 'revoked at the IdP');
+  const other = await asBearer(await env.idp.accessToken('alice', { clientId: 'other-app' }));
+  assert.equal(other.status, 401, 'a token another application got for an admin opens nothing here');
+  assert.match(await errorOf(other), /issued to other-app, not to aam-console/);
+  assert.equal((await asBearer(await env.idp.accessToken('mallory'))).status, 403, 'a real person without a RoleBinding');
+  const expiring = await env.idp.accessToken('alice', { expiresIn: 1 });
+  for (const deadline = Date.now() + 15_000; (await env.idp.introspect(expiring)).active;) {
+    assert.ok(Date.now() < deadline, 'the token did not expire');
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal((await asBearer(expiring)).status, 401, 'expired');
+  assert.equal((await asBearer(`aam_${'x'.repeat(40)}`)).status, 401, 'agent keys are never taken for access tokens');
+});
+
+test('access tokens by userinfo (AAM_OIDC_ACCESS_TOKENS=userinfo), refused when off, and a 503 (not a 401) when the IdP is away', async () => {
+  const client = (mode: string, issuer = env.idp.issuer) => createOidcClient(oidcSettingsFrom({ AAM_OIDC_ISSUER: issuer, AAM_OIDC_CLIENT_ID: env.idp.clientId, AAM_OIDC_CLIENT_SECRET: env.idp.clientSecret, AAM_OIDC_ACCESS_TOKENS: mode }, env.url)!);
+  const userinfo = client('userinfo');
+  const who = await userinfo.verifyAccessToken(await env.idp.accessToken('olga'));
+  assert.deepEqual([who.sub, who.email, who.groups], ['olga', 'olga@example.com', ['platform']]);
+  // Answers are reused briefly (at most a minute): a token revoked after it was checked still works until then.
+  const used = await env.idp.accessToken('olga');
+  await userinfo.verifyAccessToken(used);
+  await env.idp.revoke(used);
+  assert.equal((await userinfo.verifyAccessToken(used)).sub, 'olga', 'cached answer');
+  assert.equal((await client('userinfo').verifyAccessToken(await env.idp.accessToken('olga'))).sub, 'olga');
+  const revoked = await env.idp.accessToken('olga');
+  await env.idp.revoke(revoked);
+  await assert.rejects(userinfo.verifyAccessToken(revoked), (e: unknown) => e instanceof OidcError && !(e instanceof OidcUnavailable) && /userinfo endpoint refused/.test((e as Error).message));
+  await assert.rejects(client('off').verifyAccessToken(await env.idp.accessToken('olga')), /AAM_OIDC_ACCESS_TOKENS=off/);
+  await assert.rejects(client('auto', 'http://127.0.0.1:9').verifyAccessToken('opaque-token-0123456789abcdef'), (e: unknown) => e instanceof OidcUnavailable);
+  assert.throws(() => oidcSettingsFrom({ AAM_OIDC_ISSUER: env.idp.issuer, AAM_OIDC_CLIENT_ID: 'c', AAM_OIDC_CLIENT_SECRET: 's', AAM_OIDC_ACCESS_TOKENS: 'jwt' }, env.url), /AAM_OIDC_ACCESS_TOKENS must be one of auto, introspection, userinfo, off/);
 });

@@ -9,7 +9,7 @@ import type { ConfigSet } from '../config/schema.ts';
 import { AamError } from '../access/errors.ts';
 import { atLeast, compileRoles, type Role, type RoleTable, type HumanClaims } from './roles.ts';
 import type { LoginStore, Session, SessionStore } from './sessions.ts';
-import { OidcError, type OidcClient } from './oidc.ts';
+import { OidcError, OidcUnavailable, type OidcClient } from './oidc.ts';
 
 /** The person behind an admin event (the break-glass token is recorded as such). */
 export type Actor = 'admin-token' | { type: 'user'; sub: string; email?: string };
@@ -118,23 +118,29 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
     return session ? { id, session } : undefined;
   };
 
+  /** A person named by a token the IdP vouches for, with the role the config gives them now. */
+  async function person(verify: () => Promise<HumanClaims>): Promise<Principal> {
+    let who: HumanClaims;
+    try { who = await verify(); } catch (e) {
+      if (e instanceof OidcUnavailable) throw new AamError(503, 'unavailable', `cannot check the Bearer token right now: ${e.message}`, { headers: { 'retry-after': '5' } });
+      throw unauthorized(e instanceof OidcError ? e.message : 'the Bearer token could not be verified');
+    }
+    const role = roleOf(who);
+    if (!role) throw new AamError(403, 'admin_forbidden', `no RoleBinding names ${who.email ?? who.sub}${who.groups.length ? ` or the groups ${who.groups.join(', ')}` : ''}; ask an admin to add one`);
+    return { actor: userActor(who), role, label: `user:${who.email ?? who.sub}` };
+  }
+
   async function authenticate(req: IncomingMessage): Promise<Principal> {
     const auth = req.headers.authorization;
     if (typeof auth === 'string') {
       const m = /^Bearer\s+(\S+)$/i.exec(auth);
       if (!m) throw unauthorized('admin API needs "Authorization: Bearer <AAM_ADMIN_TOKEN or an OpenID Connect ID token>"');
       if (isAdminToken(m[1])) return { actor: 'admin-token', role: 'admin', label: 'admin-token' };
-      // Only something shaped like a JWT is shown to the IdP's keys; agent keys (aam_...) never are.
-      if (o.oidc && /^[\w-]+\.[\w-]+\.[\w-]+$/.test(m[1])) {
-        let who: HumanClaims;
-        try { who = await o.oidc.verifyBearer(m[1]); } catch (e) {
-          throw unauthorized(e instanceof OidcError ? e.message : 'the Bearer token could not be verified');
-        }
-        const role = roleOf(who);
-        if (!role) throw new AamError(403, 'admin_forbidden', `no RoleBinding names ${who.email ?? who.sub}${who.groups.length ? ` or the groups ${who.groups.join(', ')}` : ''}; ask an admin to add one`);
-        return { actor: userActor(who), role, label: `user:${who.email ?? who.sub}` };
-      }
-      throw unauthorized(`admin API needs "Authorization: Bearer $AAM_ADMIN_TOKEN"${o.oidc ? ' or an OpenID Connect ID token' : ''}; agent keys and agent tokens are not accepted here`);
+      // Only something shaped like a JWT is shown to the IdP's keys, and only what cannot be an
+      // aam credential (virtual keys and join tokens start with "aam") is ever sent to the IdP.
+      if (o.oidc && /^[\w-]+\.[\w-]+\.[\w-]+$/.test(m[1])) return person(() => o.oidc!.verifyBearer(m[1]));
+      if (o.oidc && !m[1].startsWith('aam') && /^[\x21-\x7e]{16,4096}$/.test(m[1])) return person(() => o.oidc!.verifyAccessToken(m[1]));
+      throw unauthorized(`admin API needs "Authorization: Bearer $AAM_ADMIN_TOKEN"${o.oidc ? ' or an OpenID Connect ID or access token' : ''}; agent keys and agent tokens are not accepted here`);
     }
     const s = await sessionOf(req);
     if (s) {

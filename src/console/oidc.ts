@@ -1,6 +1,9 @@
 // OpenID Connect for people: the authorization code flow with PKCE, state and nonce (openid-client,
 // a certified relying party), and ID tokens presented as Bearer to the admin API (jose, checked
-// against the issuer's JWKS, issuer, audience = our client id, expiry). Nothing here decides a role.
+// against the issuer's JWKS, issuer, audience = our client id, expiry). Opaque access tokens as
+// Bearer are asked about at the IdP (introspection, which also says which client the token is for,
+// or userinfo), with answers cached briefly and boundedly. Nothing here decides a role.
+import { createHash } from 'node:crypto';
 import * as oidc from 'openid-client';
 import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose';
 import type { HumanClaims } from './roles.ts';
@@ -14,7 +17,12 @@ export interface OidcSettings {
   /** $AAM_PUBLIC_URL/console/signed-out: where the IdP sends people after signing them out. */
   postLogoutRedirectUri: string;
   scopes: string;
+  /** Opaque access tokens as Bearer: checked by introspection, userinfo, either (auto) or refused. */
+  accessTokens: AccessTokenMode;
 }
+
+export type AccessTokenMode = 'auto' | 'introspection' | 'userinfo' | 'off';
+const ACCESS_TOKEN_MODES: readonly AccessTokenMode[] = ['auto', 'introspection', 'userinfo', 'off'];
 
 /** Settings from the environment, null when OIDC is off; a half-configured set refuses to start. */
 export function oidcSettingsFrom(env: NodeJS.ProcessEnv, publicUrl: string | null): OidcSettings | null {
@@ -24,7 +32,9 @@ export function oidcSettingsFrom(env: NodeJS.ProcessEnv, publicUrl: string | nul
     .filter(([, v]) => !v).map(([k]) => k);
   if (missing.length) throw new Error(`console login (OpenID Connect) needs ${missing.join(', ')} as well; set all of AAM_OIDC_ISSUER, AAM_OIDC_CLIENT_ID, AAM_OIDC_CLIENT_SECRET and AAM_PUBLIC_URL, or none`);
   try { new URL(issuer!); } catch { throw new Error(`AAM_OIDC_ISSUER must be the issuer's URL, like https://login.example.com/realms/acme (got "${issuer}")`); }
-  return { issuer: issuer!, clientId: clientId!, clientSecret: clientSecret!, redirectUri: `${publicUrl}/console/callback`, postLogoutRedirectUri: `${publicUrl}/console/signed-out`, scopes: env.AAM_OIDC_SCOPES ?? 'openid email profile' };
+  const accessTokens = (env.AAM_OIDC_ACCESS_TOKENS ?? 'auto') as AccessTokenMode;
+  if (!ACCESS_TOKEN_MODES.includes(accessTokens)) throw new Error(`AAM_OIDC_ACCESS_TOKENS must be one of ${ACCESS_TOKEN_MODES.join(', ')} (got "${env.AAM_OIDC_ACCESS_TOKENS}")`);
+  return { accessTokens, issuer: issuer!, clientId: clientId!, clientSecret: clientSecret!, redirectUri: `${publicUrl}/console/callback`, postLogoutRedirectUri: `${publicUrl}/console/signed-out`, scopes: env.AAM_OIDC_SCOPES ?? 'openid email profile' };
 }
 
 /** One login in progress: what the callback must see again (kept server-side, never in the URL). */
@@ -38,6 +48,13 @@ export interface LoggedIn extends HumanClaims {
 }
 
 export class OidcError extends Error {}
+/** The IdP could not be asked (down, or it refused aam itself): not the caller's fault, a 503. */
+export class OidcUnavailable extends OidcError {}
+
+/** How long an access token's answer is reused (never past the token's expiry), and how many are kept. */
+const ACCESS_CACHE_MS = 60_000;
+const ACCESS_NEGATIVE_MS = 10_000;
+const ACCESS_CACHE_MAX = 1000;
 
 export interface OidcClient {
   readonly settings: OidcSettings;
@@ -52,6 +69,11 @@ export interface OidcClient {
    * post_logout_redirect_uri, or null when the IdP offers none (or cannot be reached): sign out locally.
    */
   endSessionUrl(idToken: string | undefined): Promise<string | null>;
+  /**
+   * An opaque access token as Bearer: active, issued to this client (when the IdP can say:
+   * introspection) and whose person userinfo names. Answers are reused for up to a minute.
+   */
+  verifyAccessToken(token: string): Promise<LoggedIn>;
 }
 
 // Asymmetric only: an HS256 token "signed" with the client secret proves nothing about the IdP.
@@ -77,8 +99,68 @@ export function createOidcClient(settings: OidcSettings): OidcClient {
     issuerUrl.protocol === 'http:' ? { execute: [oidc.allowInsecureRequests] } : undefined)
     .catch((e: unknown) => { config = null; throw new OidcError(`the OpenID Provider ${settings.issuer} could not be reached or described itself badly: ${(e as Error).message}`); });
 
+  // Answers per token hash (the token itself is not kept): the person, or why not; bounded, oldest out.
+  const answers = new Map<string, { until: number; who?: LoggedIn; error?: OidcError; pending?: Promise<LoggedIn> }>();
+  const remember = (k: string, a: { until: number; who?: LoggedIn; error?: OidcError; pending?: Promise<LoggedIn> }) => {
+    answers.delete(k);
+    if (answers.size >= ACCESS_CACHE_MAX) answers.delete(answers.keys().next().value!);
+    answers.set(k, a);
+  };
+
+  async function askIdp(token: string): Promise<LoggedIn> {
+    const c = await configured().catch((e: unknown) => { throw new OidcUnavailable((e as Error).message); });
+    const meta = c.serverMetadata();
+    const mode = settings.accessTokens === 'auto' ? (meta.introspection_endpoint ? 'introspection' : 'userinfo') : settings.accessTokens;
+    if (mode === 'off') throw new OidcError('opaque access tokens are not accepted here (AAM_OIDC_ACCESS_TOKENS=off); send an ID token');
+    let sub: string | typeof oidc.skipSubjectCheck = oidc.skipSubjectCheck;
+    let exp = Math.floor((Date.now() + ACCESS_CACHE_MS) / 1000);
+    if (mode === 'introspection') {
+      if (!meta.introspection_endpoint) throw new OidcUnavailable(`AAM_OIDC_ACCESS_TOKENS=introspection, but ${meta.issuer} publishes no introspection_endpoint; set AAM_OIDC_ACCESS_TOKENS=userinfo`);
+      let r: oidc.IntrospectionResponse;
+      try { r = await oidc.tokenIntrospection(c, token); } catch (e) {
+        throw new OidcUnavailable(`the IdP's introspection endpoint did not answer aam (client ${settings.clientId}): ${(e as Error).message}; let this client introspect tokens, or set AAM_OIDC_ACCESS_TOKENS=userinfo`);
+      }
+      if (!r.active) throw new OidcError(`the access token is not active at ${meta.issuer} (expired, revoked or unknown)`);
+      const auds = r.aud === undefined ? [] : [r.aud].flat();
+      if (r.client_id !== settings.clientId && !auds.includes(settings.clientId)) throw new OidcError(`the access token was issued to ${r.client_id ?? 'another client'}, not to ${settings.clientId}`);
+      if (typeof r.sub !== 'string') throw new OidcError('the IdP does not say whose access token this is (no sub); send an ID token');
+      sub = r.sub;
+      if (typeof r.exp === 'number') exp = Math.min(exp, r.exp);
+    }
+    let claims: Record<string, unknown>;
+    try { claims = await oidc.fetchUserInfo(c, token, sub); } catch (e) {
+      const status = (e as { status?: number }).status;
+      if (status === 401 || status === 403 || (e as { code?: string }).code === 'OAUTH_WWW_AUTHENTICATE_CHALLENGE') {
+        throw new OidcError(`the IdP's userinfo endpoint refused the access token (expired, revoked or unknown)`);
+      }
+      throw new OidcUnavailable(`the IdP's userinfo endpoint could not be asked: ${(e as Error).message}`);
+    }
+    return { ...humanClaims(claims), exp };
+  }
+
   return {
     settings,
+    async verifyAccessToken(token) {
+      const k = createHash('sha256').update(token).digest('base64url');
+      const now = Date.now();
+      const a = answers.get(k);
+      if (a && a.until > now) {
+        if (a.pending) return a.pending;
+        if (a.who) return a.who;
+        throw a.error!;
+      }
+      // One question per token at a time; the IdP being away is not remembered as the token being bad.
+      const pending = askIdp(token).then((who) => {
+        remember(k, { until: Math.min(Date.now() + ACCESS_CACHE_MS, who.exp * 1000), who });
+        return who;
+      }, (e: unknown) => {
+        if (e instanceof OidcError && !(e instanceof OidcUnavailable)) remember(k, { until: Date.now() + ACCESS_NEGATIVE_MS, error: e });
+        else answers.delete(k);
+        throw e;
+      });
+      remember(k, { until: now + ACCESS_CACHE_MS, pending });
+      return pending;
+    },
     async begin() {
       const c = await configured();
       const tx: LoginTransaction = { state: oidc.randomState(), nonce: oidc.randomNonce(), verifier: oidc.randomPKCECodeVerifier(), createdAt: Date.now() };

@@ -13,10 +13,23 @@ export interface TestIdp {
   clientSecret: string;
   /** Sign a token with the provider's own key (claims merged over iss/aud/sub/iat/exp defaults). */
   sign(claims: Record<string, unknown>, opts?: { key?: 'provider' | 'other' }): Promise<string>;
+  /** An opaque access token the provider issued for a user (to aam's client unless another is named). */
+  accessToken(login: string, opts?: { clientId?: string; expiresIn?: number }): Promise<string>;
+  /** Revoke an access token at the provider. */
+  revoke(token: string): Promise<void>;
+  /** The provider's own view of a token (its introspection answer, as aam's client). */
+  introspect(token: string): Promise<{ active: boolean }>;
   close(): Promise<void>;
 }
 
-interface ProviderLike { callback(): (req: unknown, res: unknown) => void; proxy?: boolean }
+interface TokenLike { save(): Promise<string> }
+interface ProviderLike {
+  callback(): (req: unknown, res: unknown) => void;
+  proxy?: boolean;
+  Client: { find(id: string): Promise<unknown> };
+  Grant: new (o: object) => { addOIDCScope(s: string): void; save(): Promise<string> };
+  AccessToken: (new (o: object) => TokenLike) & { find(v: string): Promise<{ destroy(): Promise<void> } | undefined> };
+}
 type ProviderCtor = new (issuer: string, config: Record<string, unknown>) => ProviderLike;
 
 /** rpLogout: false hides the end_session_endpoint (an IdP without RP-initiated logout). */
@@ -35,7 +48,9 @@ export async function startTestIdp(o: { redirectUri: string; users: Record<strin
   const clientId = 'aam-console';
   const clientSecret = 'test-client-secret-0123456789abcdef';
   const p = new Provider(issuer, {
-    clients: [{ client_id: clientId, client_secret: clientSecret, redirect_uris: [o.redirectUri], post_logout_redirect_uris: [o.redirectUri.replace(/\/callback$/, '/signed-out')], response_types: ['code'], grant_types: ['authorization_code'], token_endpoint_auth_method: 'client_secret_basic' }],
+    clients: [{ client_id: clientId, client_secret: clientSecret, redirect_uris: [o.redirectUri], post_logout_redirect_uris: [o.redirectUri.replace(/\/callback$/, '/signed-out')], response_types: ['code'], grant_types: ['authorization_code'], token_endpoint_auth_method: 'client_secret_basic' },
+      // Another application at the same IdP: its users' tokens are not for aam.
+      { client_id: 'other-app', client_secret: 'other-app-secret-0123456789abcdef', redirect_uris: ['http://127.0.0.1:9/cb'], response_types: ['code'], grant_types: ['authorization_code'] }],
     jwks: { keys: [provider.jwk] },
     findAccount: (_ctx: unknown, id: string) => {
       const u = o.users[id];
@@ -45,7 +60,7 @@ export async function startTestIdp(o: { redirectUri: string; users: Record<strin
     // Real IdPs (Okta, Entra, Keycloak) put email and groups in the ID token; so does this one.
     conformIdTokenClaims: false,
     pkce: { required: () => true },
-    features: { devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: o.rpLogout ?? true } },
+    features: { devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: o.rpLogout ?? true }, introspection: { enabled: true }, revocation: { enabled: true } },
     cookies: { keys: ['test-cookie-signing-key-0123456789'] },
     ttl: { IdToken: o.idTokenTtlS ?? 3600, AccessToken: 3600, Interaction: 600, Session: 3600, Grant: 3600 },
     // First-party console: no consent screen.
@@ -64,6 +79,18 @@ export async function startTestIdp(o: { redirectUri: string; users: Record<strin
       const key = opts.key === 'other' ? other : provider;
       return new SignJWT({ iss: issuer, aud: clientId, sub: 'alice', iat: now, exp: now + 600, ...claims })
         .setProtectedHeader({ alg: 'RS256', kid: key.jwk.kid, typ: 'JWT' }).sign(key.key);
+    },
+    async accessToken(login, opts = {}) {
+      const id = opts.clientId ?? clientId;
+      const grant = new p.Grant({ clientId: id, accountId: login });
+      grant.addOIDCScope('openid email profile');
+      const grantId = await grant.save();
+      return new p.AccessToken({ accountId: login, client: await p.Client.find(id), grantId, scope: 'openid email profile', gty: 'authorization_code', ...(opts.expiresIn ? { expiresIn: opts.expiresIn } : {}) }).save();
+    },
+    async revoke(token) { await (await p.AccessToken.find(token))?.destroy(); },
+    async introspect(token) {
+      const r = await fetch(`${issuer}/token/introspection`, { method: 'POST', headers: { authorization: `Basic ${Buffer.from(`${clientId}:${clientSecret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' }, body: `token=${encodeURIComponent(token)}` });
+      return r.json() as Promise<{ active: boolean }>;
     },
     close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
   };
