@@ -250,6 +250,20 @@ test('write and end with a credential active: callbacks run, encodings decode, b
   for (const r of [text, endCb, hex, binary, heldBinary, heldInEnd, heldText, heldUnicode]) assert.deepEqual(r.thrown, []);
 });
 
+test('a held-back prefix of a non-ASCII secret is flushed in the form it was written (text or bytes); an empty end() sends nothing', async () => {
+  const key = 'schlüssel-geheim-9876';
+  const prefix = 'key: schlü';
+  const text = await through(new Vault([key]), (res) => { res.write(prefix); res.end(); });
+  assert.equal(text.text, prefix);
+  const bytes = await through(new Vault([key]), (res) => { res.write(Buffer.from(prefix)); res.end(); });
+  assert.deepEqual([...bytes.body], [...Buffer.from(prefix)]);
+  const whole = await through(new Vault([key]), (res) => { res.write(Buffer.from(`${key}!`)); res.end(); });
+  assert.equal(whole.text, `${MARK}!`, 'the secret\'s UTF-8 bytes are redacted in a binary body');
+  const empty = await through(new Vault([key]), (res) => { res.writeHead(200, { 'x-a': 'b' }); res.end(); });
+  assert.equal(empty.text, '');
+  for (const r of [text, bytes, whole, empty]) assert.deepEqual(r.thrown, []);
+});
+
 test('a response the listener never opened refuses to write anything', () => {
   for (const write of [
     (res: EgressResponse) => res.send(200, 'x', {}),

@@ -51,7 +51,10 @@ function base64Forms(bytes: Buffer): string[] {
 /** The forms a secret may take in text: raw, base64 (std/url, any alignment), URL-encoded, JSON-escaped. */
 export function secretForms(value: string): string[] {
   const forms = new Set<string>([value]);
-  for (const f of base64Forms(Buffer.from(value, 'utf8'))) forms.add(f);
+  const bytes = Buffer.from(value, 'utf8');
+  for (const f of base64Forms(bytes)) forms.add(f);
+  // Its UTF-8 bytes one char per byte: how the egress door reads a binary body (a non-ASCII secret).
+  forms.add(bytes.toString('latin1'));
   const url = encodeURIComponent(value);
   forms.add(url);
   forms.add(url.replace(/%[0-9A-F]{2}/g, (m) => m.toLowerCase()));
