@@ -119,6 +119,17 @@ test('a route\'s guardrails run on top of the caller\'s, each once; a caller wit
   assert.equal(fev.guardrail.verdict, 'flag');
 });
 
+test('a prompt too large to scan at once (scanned across loop turns) is redacted and evidenced the same', async () => {
+  fake.reset();
+  const filler = 'lorem ipsum '.repeat(4000);
+  const r = await chat(gw.url, gw.key('redactor'), 'gpt', `${filler} mail ${EMAIL}`);
+  assert.equal(r.status, 200, r.text.slice(0, 300));
+  assert.ok(sentUpstream().includes(`mail [EMAIL]`), 'the address is redacted at the end of a large prompt');
+  assert.ok(!sentUpstream().includes(EMAIL));
+  const evs = await guardEvents(r.requestId);
+  assert.deepEqual(evs.map((e) => e.guardrail), [{ direction: 'input', where: 'prompt', verdict: 'redact', findings: [{ guardrail: 'mask-email-in', category: 'email', count: 1 }] }]);
+});
+
 test('a chat request is not checked against a tool-argument JSON schema; the model name is not content', async () => {
   const r = await chat(gw.url, gw.key('redactor'), 'gpt', 'no limit field here');
   assert.equal(r.status, 200, r.text);
@@ -214,7 +225,7 @@ test('a prompt over a blocking guardrail\'s scan budget is refused while it is r
   assert.equal(r.status, 400);
   assert.equal((r.json as Err).error.param, 'scan-cap');
   assert.equal((r.json as Err).error.code, 'guardrail_blocked');
-  assert.match((r.json as Err).error.message, /^Request blocked by guardrail "scan-cap": /);
+  assert.equal((r.json as Err).error.message, 'Request blocked by guardrail "scan-cap": it contains more text than the guardrail scans per request (spec.max_scan_chars). Remove it and retry, or ask an administrator to change the guardrail.');
   assert.equal(fake.requests.length, 0);
   const [ev] = await guardEvents(r.requestId);
   assert.deepEqual(ev.guardrail, { direction: 'input', where: 'prompt', verdict: 'block', findings: [{ guardrail: 'scan-cap', category: 'scan_limit', count: 1 }] });
