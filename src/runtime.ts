@@ -13,6 +13,7 @@ import { fleetEnv, openFleet, type Fleet } from './store/fleet.ts';
 import { FleetKeyBook } from './store/fleet-keys.ts';
 import { FleetLimiter } from './store/fleet-limits.ts';
 import { FleetMcpSessions } from './store/fleet-mcp-sessions.ts';
+import { FleetCache } from './store/fleet-cache.ts';
 import { memoryMcpSessions } from './store/mcp-sessions.ts';
 import { startHeartbeat } from './store/fleet-status.ts';
 import { openDatabase } from './store/sqlite.ts';
@@ -231,7 +232,11 @@ export class Runtime {
     this.rates = new RateLimiter();
     if (this.fleet) this.fleet.limiter.onAlert = onAlert;
     this.limiter = this.fleet ? this.fleet.limiter : new EmbeddedLimiter(this.ledger, this.rates);
-    this.cache = new ModelCache(this.db, { scrub: (json) => this.scrub(json) });
+    // Fleet: answers are shared through Redis (each replica keeps a memory copy in front); embedded: memory + SQLite.
+    this.cache = new ModelCache(this.fleet ? null : this.db, {
+      scrub: (json) => this.scrub(json),
+      shared: this.fleet ? new FleetCache(this.fleet.fleet, { onError: (what, e) => this.log.warn({ event: 'fleet_store_error', what, err: e }, `fleet store: ${what} failed`) }) : undefined,
+    });
     this.mcpSessions = this.fleet ? new FleetMcpSessions(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryMcpSessions();
     this.responses = this.fleet ? fleetResponseStore(this.fleet.fleet.sql) : openResponseStore(this.db);
     this.responsesTtlMs = parseDurationSeconds((opts.env ?? process.env).AAM_RESPONSES_TTL ?? '30d', 'AAM_RESPONSES_TTL') * 1000;

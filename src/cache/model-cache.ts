@@ -17,6 +17,7 @@ import { cacheDirectives } from './directives.ts';
 import { cacheKey, routeVersion, scopeKey, type CacheKind, type RouteShape } from './key.ts';
 import { DEFAULT_SEMANTIC_THRESHOLD, SemanticCache, type Embed, type SemanticOptions, type SemanticProbe, type SemanticScope } from './semantic.ts';
 import { ResponseCache, type CachedEntry, type ResponseCacheOptions } from './store.ts';
+import { StoreUnavailable, type SharedCache } from '../store/types.ts';
 
 export const DEFAULT_TTL_SECONDS = 300;
 
@@ -51,10 +52,34 @@ export class ModelCache {
   /** What is stored passes the credential scrubber first (an answer may echo a secret): disk and replays stay clean. */
   private readonly scrub: ((json: string) => string) | undefined;
 
-  constructor(db: DatabaseSync | null, opts: { exact?: ResponseCacheOptions; semantic?: SemanticOptions; scrub?: (json: string) => string } = {}) {
+  /** Fleet mode: the cache every replica shares (Redis); the two caches above are then this replica's memory in front of it. */
+  private readonly shared: SharedCache | null;
+
+  constructor(db: DatabaseSync | null, opts: { exact?: ResponseCacheOptions; semantic?: SemanticOptions; scrub?: (json: string) => string; shared?: SharedCache } = {}) {
     this.scrub = opts.scrub;
     this.exact = new ResponseCache(db, opts.exact);
     this.semantic = new SemanticCache(db, opts.semantic);
+    this.shared = opts.shared ?? null;
+    if (this.shared) {
+      const shared = this.shared;
+      this.semantic.onStored = (e) => shared.publishSemantic(e);
+      shared.onSemantic((e) => this.semantic.adopt(e));
+    }
+  }
+
+  /**
+   * The fleet's entry for `key`, copied into this replica's memory; null on a miss and when Redis
+   * cannot answer (the cache is skipped, never a reason to fail: limits decide that on their own).
+   */
+  private async fromShared(key: string, now: number, maxAgeSeconds: number | undefined): Promise<CachedEntry | null> {
+    let far: { entry: string; expiresAt: number } | null;
+    try { far = await this.shared!.get(key); } catch (e) {
+      if (e instanceof StoreUnavailable) return null;
+      throw e;
+    }
+    if (!far || far.expiresAt <= now) return null;
+    this.exact.set(key, JSON.parse(far.entry) as CachedEntry, (far.expiresAt - now) / 1000, now);
+    return this.exact.get(key, now, maxAgeSeconds);
   }
 
   private scrubbed<T>(v: T): T {
@@ -95,12 +120,13 @@ export class ModelCache {
       const result = this.scrubbed(answer);
       const entry: CachedEntry = { kind, result, createdAt: at, route: route.name, scopeKey: sk, routeVersion: version };
       const stored = this.exact.set(key, entry, ttl, at);
+      if (stored) this.shared?.set(key, JSON.stringify(entry), at + Math.round(ttl * 1000));
       if (stored && probe) this.semantic.store(semScope, probe, entry, ttl, at);
       return stored;
     };
 
     if (dir.lookup) {
-      const hit = this.exact.get(key, now, dir.maxAgeSeconds);
+      const hit = this.exact.get(key, now, dir.maxAgeSeconds) ?? (this.shared ? await this.fromShared(key, now, dir.maxAgeSeconds) : null);
       if (hit) return { status: 'hit', entry: hit, via: 'exact', save };
     }
     if (useSemantic) {
@@ -126,5 +152,6 @@ export class ModelCache {
   close(): void {
     this.exact.close();
     this.semantic.close();
+    this.shared?.close();
   }
 }

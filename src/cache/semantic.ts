@@ -13,6 +13,7 @@ import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import type { ChatRequest, EmbeddingsResult } from '../providers/types.ts';
 import { canonicalChat, sha256 } from './key.ts';
 import type { CachedEntry } from './store.ts';
+import type { SharedSemanticEntry } from '../store/types.ts';
 
 /** Text -> embedding; the model plane plugs in a call to the route's embedding_model. */
 export type Embed = (text: string) => Promise<Float32Array>;
@@ -112,6 +113,8 @@ export class SemanticCache {
   private readonly counters = { hits: 0, misses: 0, evictions: 0, expired: 0 };
   private readonly q: Record<'put' | 'del' | 'sweep', StatementSync> | null;
   private readonly timer: NodeJS.Timeout | null;
+  /** Fleet mode: each entry stored here is shared with the other replicas (see adopt()). */
+  onStored: ((e: SharedSemanticEntry) => void) | null = null;
 
   constructor(db: DatabaseSync | null, opts: SemanticOptions = {}) {
     this.embed = opts.embed ?? null;
@@ -186,6 +189,14 @@ export class SemanticCache {
     if (it.bytes > this.maxBytes) return;
     it.id = this.q ? Number(this.q.put.run(null, it.bucket, scope.scopeKey, scope.route, scope.routeVersion, it.context, blob(vec), entry.createdAt, it.expiresAt, body).lastInsertRowid) : this.nextId++;
     this.insert(it);
+    this.onStored?.({ ...scope, context: it.context, embedding: vec, entry: body, expiresAt: it.expiresAt });
+  }
+
+  /** An entry another replica stored (memory only: in fleet mode there is no table). */
+  adopt(e: SharedSemanticEntry): void {
+    const bytes = Buffer.byteLength(e.entry) + e.embedding.byteLength;
+    if (bytes > this.maxBytes) return;
+    this.insert({ id: this.nextId++, bucket: bucketOf(e), context: e.context, vec: e.embedding, entry: JSON.parse(e.entry) as CachedEntry, expiresAt: e.expiresAt, bytes });
   }
 
   /** Remove every entry, or those of one route. */

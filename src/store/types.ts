@@ -137,3 +137,31 @@ export interface McpSessionRegistry {
   /** End it (DELETE, revoked key): no replica serves it any more. */
   close(id: string): void | Promise<void>;
 }
+
+// ---- Response cache -----------------------------------------------------------------------------
+
+/** A semantic cache entry as the replicas share it (the embedding unit length, float32). */
+export interface SharedSemanticEntry {
+  scopeKey: string;
+  route: string;
+  routeVersion: string;
+  context: string;
+  embedding: Float32Array;
+  /** The CachedEntry, JSON. */
+  entry: string;
+  expiresAt: number;
+}
+
+/**
+ * The fleet's shared response cache (Redis): exact entries by key, and semantic entries
+ * broadcast to every replica's in-memory index. A cache that cannot answer throws
+ * StoreUnavailable from get(); writes never throw (a lost write is a later miss).
+ */
+export interface SharedCache {
+  get(key: string): Promise<{ entry: string; expiresAt: number } | null>;
+  set(key: string, entry: string, expiresAt: number): void;
+  publishSemantic(e: SharedSemanticEntry): void;
+  /** Semantic entries stored by other replicas (and, at start, the recent ones still live). */
+  onSemantic(fn: (e: SharedSemanticEntry) => void): void;
+  close(): void;
+}
