@@ -21,7 +21,7 @@ import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
 import { idsIn, TaskOwners } from './tasks.ts';
 import { restFromAam, restFromRpc, restOp } from './rest.ts';
-import { SseParser, sseFrame, type SseRecord } from '../providers/sse.ts';
+import { keepSseAlive, SseParser, sseFrame, type SseRecord } from '../providers/sse.ts';
 
 const TIMEOUT_MS = 300_000;
 /** An A2A call costs aam nothing, but a caller whose budget is spent is refused like any other call. */
@@ -236,6 +236,7 @@ export function createA2aGateway(): A2aGateway {
     const res = ctx.res;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-request-id': ctx.requestId });
     res.flushHeaders();
+    keepSseAlive(res, ctx.rt.options.sseKeepaliveMs);
     const fail = (id: unknown, code: number, message: string, data?: { code: string; http_status?: number }) => res.write(binding.failFrame(id, code, message, data));
     /** One event to the caller; false ends the stream. */
     const emit = async (rec: SseRecord): Promise<boolean> => {

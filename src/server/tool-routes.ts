@@ -8,6 +8,7 @@ import { toolAccess } from './tool-deps.ts';
 import { protectedResourceMetadata, wwwAuthenticate } from '../tools/mcp-metadata.ts';
 import type { McpGateway } from '../tools/mcp-lazy.ts';
 import type { HttpToolProxy } from '../tools/http-tool.ts';
+import { keepSseAlive } from '../providers/sse.ts';
 
 /**
  * Where MCP clients are told to authenticate: AAM_PUBLIC_URL, else the address this connection
@@ -49,6 +50,8 @@ export function addToolRoutes(routes: Routes, mcp: McpGateway, http: HttpToolPro
     const server = rest ? segment(rest, 'MCP server name') : null;
     const body = ctx.req.method === 'POST' ? await readJson(ctx) : undefined;
     ctx.req.headers['x-request-id'] = ctx.requestId;
+    // Session streams (GET /mcp) are idle by nature: comment frames keep proxies from cutting them.
+    keepSseAlive(ctx.res, ctx.rt.options.sseKeepaliveMs);
     await mcp.handle(ctx.req, ctx.res, access, server, body);
   };
   routes.exact.set('POST /mcp', mcpHandler);
