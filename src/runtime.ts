@@ -9,13 +9,13 @@ import { CatalogRoutes } from './gateway/catalog-routes.ts';
 import { UsageRecorder } from './gateway/usage.ts';
 import { embeddedKeyBook, openKeyStore, type KeyStore } from './identity/keys.ts';
 import type { BudgetAlert, KeyBook, Limiter, McpSessionRegistry, StoreHealth } from './store/types.ts';
-import { fleetEnv, openFleet, type Fleet } from './store/fleet.ts';
+import type { Fleet } from './store/fleet.ts';
+import { fleetDrivers, fleetEnv } from './store/fleet-lazy.ts';
 import { FleetKeyBook } from './store/fleet-keys.ts';
 import { FleetLimiter } from './store/fleet-limits.ts';
 import { FleetMcpSessions } from './store/fleet-mcp-sessions.ts';
 import { FleetCache } from './store/fleet-cache.ts';
 import { memoryMcpSessions } from './store/mcp-sessions.ts';
-import { startHeartbeat } from './store/fleet-status.ts';
 import { openDatabase } from './store/sqlite.ts';
 import { createLogger, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
@@ -94,7 +94,11 @@ export interface RuntimeOptions {
 }
 
 /** The fleet implementations of the store seam, opened (and migrated) before the runtime. */
-export interface FleetStores { fleet: Fleet; keys: FleetKeyBook; limiter: FleetLimiter }
+export interface FleetStores {
+  fleet: Fleet; keys: FleetKeyBook; limiter: FleetLimiter;
+  /** This replica's heartbeat in Redis (aam fleet status). */
+  heartbeat(config: () => string, everyMs?: number): { stop(): Promise<void> };
+}
 
 /**
  * Fleet mode when AAM_DATABASE_URL and AAM_REDIS_URL are set (null: embedded). A serving replica
@@ -103,6 +107,7 @@ export interface FleetStores { fleet: Fleet; keys: FleetKeyBook; limiter: FleetL
 export async function openFleetStores(env: NodeJS.ProcessEnv, opts: { follow: boolean; log?: Logger }): Promise<FleetStores | null> {
   const urls = fleetEnv(env);
   if (!urls) return null;
+  const { openFleet, startHeartbeat } = await fleetDrivers();
   const fleet = await openFleet(urls, { follow: opts.follow, migrate: opts.follow, poolMax: env.AAM_DATABASE_POOL ? Number(env.AAM_DATABASE_POOL) : undefined });
   try {
     const keys = await FleetKeyBook.open(fleet, { follow: opts.follow, pollMs: env.AAM_FLEET_POLL_MS ? Number(env.AAM_FLEET_POLL_MS) : undefined });
@@ -110,7 +115,7 @@ export async function openFleetStores(env: NodeJS.ProcessEnv, opts: { follow: bo
       reservationTtlMs: env.AAM_RESERVATION_TTL_MS ? Number(env.AAM_RESERVATION_TTL_MS) : undefined,
       onError: (what, e) => opts.log?.warn({ event: 'fleet_store_error', what, err: e }, `fleet store: ${what} failed`),
     });
-    return { fleet, keys, limiter };
+    return { fleet, keys, limiter, heartbeat: (config, everyMs) => startHeartbeat(fleet, config, everyMs) };
   } catch (e) {
     await fleet.close();
     throw e;
@@ -246,7 +251,7 @@ export class Runtime {
       if (!p.enabled) this.log.info({ provider: p.name, reason: p.disabledReason }, `provider ${p.name} is off`);
     }
     if (!this.fleet) this.seedBudgets(); // the fleet seeds each budget from PostgreSQL on first use
-    this.#heartbeat = this.fleet ? startHeartbeat(this.fleet.fleet, () => this.compiled.version, Number((opts.env ?? process.env).AAM_FLEET_HEARTBEAT_MS) || undefined) : null;
+    this.#heartbeat = this.fleet ? this.fleet.heartbeat(() => this.compiled.version, Number((opts.env ?? process.env).AAM_FLEET_HEARTBEAT_MS) || undefined) : null;
   }
 
   /** The embedded key store (synchronous; tests and embedded-only tools). Fleet mode has none: use keyBook. */

@@ -20,7 +20,8 @@ import { openAuditLog } from './log.ts';
 import { applyRetention } from './retention.ts';
 import { parseDurationSeconds } from '../config/duration.ts';
 import type { AuditEvent } from './event.ts';
-import { connectPostgres } from '../store/postgres.ts';
+import { fleetDrivers } from '../store/fleet-lazy.ts';
+import type { Sql } from '../store/postgres.ts';
 import { verifyFleet, type FleetVerifyResult } from './fleet-verify.ts';
 import { parseFleetCheckpoints, queryFleetEvents, type FleetCheckpoint } from './fleet-log.ts';
 
@@ -248,8 +249,8 @@ function printVerify(r: VerifyResult, what: string): void {
 }
 
 /** Fleet mode (AAM_DATABASE_URL): the trail is in PostgreSQL, whichever machine runs the command. */
-async function withFleet<T>(url: string, fn: (sql: ReturnType<typeof connectPostgres>) => Promise<T>): Promise<T> {
-  const sql = connectPostgres(url, 2);
+async function withFleet<T>(url: string, fn: (sql: Sql) => Promise<T>): Promise<T> {
+  const sql = (await fleetDrivers()).connectPostgres(url, 2);
   try { return await fn(sql); } finally { await sql.end({ timeout: 2 }); }
 }
 

@@ -3,10 +3,8 @@
 import { openDatabase } from '../store/sqlite.ts';
 import { embeddedKeyBook, openKeyStore } from '../identity/keys.ts';
 import { openFleetStores } from '../runtime.ts';
-import { connectPostgres, migrate, SCHEMA_VERSION } from '../store/postgres.ts';
-import { fleetEnv } from '../store/fleet.ts';
+import { fleetDrivers, fleetEnv } from '../store/fleet-lazy.ts';
 import type { KeyBook } from '../store/types.ts';
-import { formatFleetStatus, readFleetStatus } from '../store/fleet-status.ts';
 
 /** Run fn with the key store of this data dir or fleet, then close what was opened. */
 export async function withKeyBook<T>(dataDir: string, fn: (keys: KeyBook) => Promise<T>): Promise<T> {
@@ -22,6 +20,7 @@ export async function withKeyBook<T>(dataDir: string, fn: (keys: KeyBook) => Pro
 export async function migrateFleet(env: NodeJS.ProcessEnv): Promise<string> {
   const urls = fleetEnv(env);
   if (!urls) throw new Error('aam migrate works on the fleet database: set AAM_DATABASE_URL (and AAM_REDIS_URL); the embedded store needs no migration');
+  const { connectPostgres, migrate, SCHEMA_VERSION } = await fleetDrivers();
   const sql = connectPostgres(urls.databaseUrl, 1);
   try {
     const r = await migrate(sql);
@@ -35,6 +34,7 @@ export async function migrateFleet(env: NodeJS.ProcessEnv): Promise<string> {
 export async function fleetStatus(env: NodeJS.ProcessEnv, json: boolean): Promise<{ lines: string[]; code: number }> {
   const urls = fleetEnv(env);
   if (!urls) throw new Error('aam fleet status reads the fleet store: set AAM_DATABASE_URL and AAM_REDIS_URL (as the replicas have them)');
+  const { readFleetStatus, formatFleetStatus } = await fleetDrivers();
   const s = await readFleetStatus(urls);
   return { lines: json ? [JSON.stringify(s, null, 2)] : formatFleetStatus(s), code: s.ok ? 0 : 1 };
 }

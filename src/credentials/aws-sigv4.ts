@@ -1,8 +1,8 @@
 // AWS Signature Version 4 for upstream requests (Amazon Bedrock). The signature covers the method,
 // path, query, host and body, so it is made per request, at the last hop, after the body is
-// final. Signing uses @smithy/signature-v4 (the AWS SDK's own signer), not a hand-rolled HMAC.
-import { SignatureV4 } from '@smithy/signature-v4';
-import { Sha256 } from '@aws-crypto/sha256-js';
+// final. Signing uses @smithy/signature-v4 (the AWS SDK's own signer), not a hand-rolled HMAC,
+// imported with the first request signed (~4 MB RSS that gateways without Bedrock never load).
+import type { SignatureV4 } from '@smithy/signature-v4';
 import { CredentialError } from './errors.ts';
 
 export interface AwsKeys { accessKeyId: string; secretAccessKey: string; sessionToken?: string }
@@ -56,8 +56,11 @@ function signedHeaders(h: Readonly<Record<string, string>>, host: string): Recor
 
 export function awsSigner(keys: AwsKeys, now: () => number = Date.now): RequestSigner {
   // One signer per key: it caches the derived signing key per day, region and service.
-  const signer = new SignatureV4({ credentials: keys, region: 'us-east-1', service: 'bedrock', sha256: Sha256 });
+  let made: Promise<SignatureV4> | undefined;
+  const signerOf = (): Promise<SignatureV4> => made ??= Promise.all([import('@smithy/signature-v4'), import('@aws-crypto/sha256-js')])
+    .then(([{ SignatureV4: Signer }, { Sha256 }]) => new Signer({ credentials: keys, region: 'us-east-1', service: 'bedrock', sha256: Sha256 }));
   return async (req, scope) => {
+    const signer = await signerOf();
     const u = new URL(req.url);
     const query: Record<string, string | string[]> = {};
     for (const [k, v] of u.searchParams) {

@@ -1,7 +1,11 @@
 // CEL `when:` conditions: parsed and type-checked once at load, evaluated per request.
 // Variables are declared (not dyn) so a typo such as `identty.team` is a load error, not a
 // condition that silently never matches at runtime.
-import { Environment } from '@marcbachmann/cel-js';
+// The CEL library (~3 MB RSS) loads with the first condition compiled, not with the gateway:
+// configs without `when:` never load it (test/idle-modules.test.ts). Compiling is synchronous
+// (config load), so it is required, which Node 24 does for ES modules without top-level await.
+import { createRequire } from 'node:module';
+import type { Environment } from '@marcbachmann/cel-js';
 
 export interface CelVars {
   identity: Readonly<Record<string, unknown>>;
@@ -27,12 +31,17 @@ export interface CelCompileError {
   column?: number;
 }
 
-const env = new Environment({ unlistedVariablesAreDyn: false, homogeneousAggregateLiterals: false })
-  .registerVariable('identity', 'map')
-  .registerVariable('resource', 'string')
-  .registerVariable('action', 'string')
-  .registerVariable('args', 'map')
-  .registerVariable('context', 'map');
+let env: Environment | undefined;
+function celEnv(): Environment {
+  if (env) return env;
+  const { Environment: Env } = createRequire(import.meta.url)('@marcbachmann/cel-js') as typeof import('@marcbachmann/cel-js');
+  return env = new Env({ unlistedVariablesAreDyn: false, homogeneousAggregateLiterals: false })
+    .registerVariable('identity', 'map')
+    .registerVariable('resource', 'string')
+    .registerVariable('action', 'string')
+    .registerVariable('args', 'map')
+    .registerVariable('context', 'map');
+}
 
 interface Ranged { message: string; range?: { start: number }; node?: { pos?: number } }
 
@@ -47,9 +56,9 @@ function position(e: Ranged): number | undefined {
 }
 
 export function compileCondition(source: string): CompiledCondition | CelCompileError {
-  let fn: ReturnType<typeof env.parse>;
+  let fn: ReturnType<Environment['parse']>;
   try {
-    fn = env.parse(source);
+    fn = celEnv().parse(source);
   } catch (e) {
     const err = e as Ranged;
     return { message: `CEL syntax error: ${firstLine(err.message)}`, column: position(err) };

@@ -7,8 +7,9 @@ import { randomBytes } from 'node:crypto';
 import { connectPostgres, databaseName, migrate, type Sql } from './postgres.ts';
 import { connectRedis, fleetPrefix, type Redis } from './redis.ts';
 import type { StoreHealth } from './types.ts';
+import type { FleetEnv } from './fleet-lazy.ts';
 
-export interface FleetEnv { databaseUrl: string; redisUrl: string }
+export { fleetEnv, type FleetEnv } from './fleet-lazy.ts';
 
 export interface Fleet {
   readonly sql: Sql;
@@ -27,18 +28,6 @@ export interface Fleet {
   close(): Promise<void>;
 }
 
-/** The fleet URLs from the environment; null for embedded mode. Only one of the two is an error. */
-export function fleetEnv(env: NodeJS.ProcessEnv): FleetEnv | null {
-  const databaseUrl = env.AAM_DATABASE_URL;
-  const redisUrl = env.AAM_REDIS_URL;
-  if (!databaseUrl && !redisUrl) return null;
-  if (!databaseUrl || !redisUrl) {
-    throw new Error(`fleet mode needs both AAM_DATABASE_URL (PostgreSQL: keys, settled spend) and AAM_REDIS_URL (Redis: budgets, rate limits, invalidations); only ${databaseUrl ? 'AAM_DATABASE_URL' : 'AAM_REDIS_URL'} is set`);
-  }
-  if (!/^postgres(ql)?:\/\//.test(databaseUrl)) throw new Error('AAM_DATABASE_URL must be a postgres:// URL, like postgres://aam:PASSWORD@db:5432/aam');
-  if (!/^rediss?:\/\//.test(redisUrl)) throw new Error('AAM_REDIS_URL must be a redis:// or rediss:// URL, like redis://:PASSWORD@redis:6379');
-  return { databaseUrl, redisUrl };
-}
 
 const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
