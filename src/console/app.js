@@ -121,7 +121,7 @@ async function approvalsPage() {
       main.append(notice(`${label}: ${a.id}`));
     }) }, label);
     return [a.id, a.agent, `${a.plane} ${a.target}`, `${a.action} on ${a.resource}`, argsCell(a), `${a.policy} tools[${a.rule}]: ${a.reason}`, when(a.createdAt), when(a.expiresAt),
-      can('approver') ? el('span', {}, reason, ' ', decideBtn('approve', 'Approve'), ' ', decideBtn('reject', 'Reject', 'danger')) : 'approver role needed'];
+      can('approver') ? el('div', { class: 'decide' }, reason, el('span', {}, decideBtn('approve', 'Approve'), ' ', decideBtn('reject', 'Reject', 'danger'))) : 'approver role needed'];
   });
   show('Approvals', el('p', {}, 'Tool calls held by a rule with approval: required. Approving lets the same call (same agent, tool and arguments) through once.'),
     table(['Id', 'Agent', 'Tool', 'Action', 'Arguments (redacted)', 'Held by', 'Asked', 'Expires', 'Decision'], rows), out);
@@ -325,3 +325,5 @@ async function route() {
 
 api('GET', '/me').then((m) => { me = m; route(); }, (e) => show('Error', notice(e.message, 'error')));
 window.addEventListener('hashchange', route);
+// The skip link moves focus to the content without touching the hash (the hash is the router's).
+document.querySelector('.skip').addEventListener('click', (ev) => { ev.preventDefault(); main.focus(); });
