@@ -72,3 +72,15 @@ test('the demo config and the seed fixture still load', async () => {
     assert.equal(r.code, 0, `${f}: ${r.stderr}`);
   }
 });
+
+test('the config digest names the content, not where the file lies (fleet drift compares digests)', () => {
+  const text = yaml(doc('Agent', 'a', { workload: 'spiffe://test/agent/a' }));
+  const other = yaml(doc('Agent', 'b', { workload: 'spiffe://test/agent/b' }));
+  const at = (file: string, t = text) => parseConfigTexts([{ file, text: t }]).digest;
+  assert.equal(at('/etc/aam/aam.yaml'), at('/srv/replica-2/config.yaml'), 'same config at another path: same digest');
+  assert.notEqual(at('/etc/aam/aam.yaml'), at('/etc/aam/aam.yaml', other), 'another config: another digest');
+  // A directory's file names still count: they decide the merge order.
+  const dir = (a: string, b: string) => parseConfigTexts([{ file: `/x/${a}`, text }, { file: `/x/${b}`, text: other }]).digest;
+  assert.equal(dir('1.yaml', '2.yaml'), parseConfigTexts([{ file: '/y/1.yaml', text }, { file: '/y/2.yaml', text: other }]).digest);
+  assert.notEqual(dir('1.yaml', '2.yaml'), dir('1.yaml', '3.yaml'));
+});

@@ -62,12 +62,14 @@ test('two replicas on different configs: both seen, drift flagged (exit 1), stor
   assert.match(human.stdout, /config DRIFT: 2 different configs/);
   assert.match(human.stdout, /postgres: ok, schema \d+\nredis: ok/);
 
-  // Replica 1 reloads another config: its next heartbeat carries the new digest.
+  // Replica 1 reloads replica 0's config, at its own path: the same config is no drift.
   const [pid0, pid1] = replicas.map((r) => r.proc.pid);
   const digestOf = (st: FleetStatus, pid: number | undefined) => st.replicas.find((r) => r.pid === pid)?.config;
-  const before1 = digestOf(s, pid1);
+  writeFileSync(join(dir, 'r1', 'aam.yaml'), config(['a']));
+  await until(async () => { const now = await status(); return digestOf(now.s, pid1) === digestOf(now.s, pid0) && now.code === 0 && !now.s.drift; }, 30_000, 'the same config at another path to count as one config (no drift)');
+  // Then another config: its next heartbeat carries the new digest, and that is drift again.
   writeFileSync(join(dir, 'r1', 'aam.yaml'), config(['a', 'c']));
-  await until(async () => { const now = (await status()).s; return digestOf(now, pid1) !== before1 && digestOf(now, pid0) === digestOf(s, pid0); }, 30_000, 'the reloaded config digest in the heartbeat');
+  await until(async () => { const now = await status(); return digestOf(now.s, pid1) !== digestOf(now.s, pid0) && digestOf(now.s, pid0) === digestOf(s, pid0) && now.code === 1 && now.s.drift; }, 30_000, 'the reloaded config digest in the heartbeat, flagged as drift');
 });
 
 test('a replica that stops leaves the list: at once when it drains (SIGTERM), within 3 beats when killed', async () => {

@@ -23,7 +23,12 @@ import type { AuditEvent } from './event.ts';
 import { fleetDrivers } from '../store/fleet-lazy.ts';
 import type { Sql } from '../store/postgres.ts';
 import { verifyFleet, type FleetVerifyResult } from './fleet-verify.ts';
-import { parseFleetCheckpoints, queryFleetEvents, type FleetCheckpoint } from './fleet-log.ts';
+import { fleetSigningKey, parseFleetCheckpoints, queryFleetEvents, SIGNING_KEY_KEK_INFO, type FleetCheckpoint } from './fleet-log.ts';
+import { verifyFleetFile } from './fleet-verify.ts';
+import { exportFleetJsonl } from './fleet-export.ts';
+import { pruneFleet } from './fleet-retention.ts';
+import { keyIdOf } from './keys.ts';
+import { loadMasterKey } from '../credentials/master-key.ts';
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 export interface AuditCommand {
@@ -62,6 +67,15 @@ export const auditCommands: Record<string, AuditCommand> = {
         else printFleetVerify(fr);
         return fr.ok ? 0 : 1;
       }
+      // A fleet export or a fleet sink's file (its event lines name their replica chain).
+      const text = file ? readFileSync(file, 'utf8') : '';
+      if (file && FLEET_FILE.test(text)) {
+        if (!pem) { err('verifying a fleet export needs the public key(s) you trust: --public-key FILE (from `aam audit public-key` with AAM_DATABASE_URL set)'); return 2; }
+        const fr = await verifyFleetFile(text, pem.match(/-----BEGIN PUBLIC KEY-----[\s\S]*?-----END PUBLIC KEY-----/g) ?? [], keyIdOf);
+        if (values.json) out(JSON.stringify(fr, null, 2));
+        else printFleetVerify(fr, file);
+        return fr.ok ? 0 : 1;
+      }
       let outside: Checkpoint | undefined;
       if (source) {
         try {
@@ -74,7 +88,7 @@ export const auditCommands: Record<string, AuditCommand> = {
       let r: VerifyResult;
       if (file) {
         if (!pem) { err('verifying an export needs the public key you trust: --public-key FILE (from `aam audit public-key`)'); return 2; }
-        r = verifyExport(readFileSync(file, 'utf8'), pem, outside);
+        r = verifyExport(text, pem, outside);
       } else {
         await recover(g.data);
         const progress = progressLine('verified', 'events');
@@ -91,12 +105,28 @@ export const auditCommands: Record<string, AuditCommand> = {
     usage: 'aam audit export [--since ISO-8601] [--out FILE] [--format native|ocsf]',
     options: { since: { type: 'string' }, out: { type: 'string', short: 'o' }, format: { type: 'string' } },
     run: async ({ values, g }) => {
-      await recover(g.data);
       const format = str(values.format) ?? 'native';
       if (format !== 'native' && format !== 'ocsf') { err(`--format must be native or ocsf, not "${format}"`); return 2; }
+      const fleetUrl = process.env.AAM_DATABASE_URL;
+      if (!fleetUrl) await recover(g.data);
       const path = str(values.out);
       const stream: Writable = path ? createWriteStream(path, { mode: 0o600 }) : process.stdout;
-      if (format === 'native') {
+      if (fleetUrl) {
+        // Fleet mode: every replica's chain, from PostgreSQL, whichever machine runs the command.
+        const since = str(values.since);
+        const progress = progressLine('exported', 'events');
+        await withFleet(fleetUrl, async (sql) => {
+          if (format === 'native') {
+            const s = await exportFleetJsonl(sql, { since, out: stream, onProgress: progress });
+            progress.done();
+            err(`exported ${s.events} events of ${s.chains} replica chains, ${s.checkpoints} checkpoints and ${s.retention} retention records${path ? ' to ' + path : ''}`);
+            return;
+          }
+          for await (const rows of sql<Array<{ body: string }>>`SELECT body FROM audit_events ${since ? sql`WHERE ts >= ${new Date(since).toISOString()}` : sql``} ORDER BY ts, replica, seq`.cursor(2000)) {
+            for (const r of rows) if (!stream.write(JSON.stringify(toOcsf(JSON.parse(r.body) as AuditEvent)) + '\n')) await once(stream, 'drain');
+          }
+        });
+      } else if (format === 'native') {
         const progress = progressLine('exported', 'events');
         const s = await exportJsonl(g.data, { since: str(values.since), out: stream, onProgress: progress });
         progress.done();
@@ -168,7 +198,15 @@ export const auditCommands: Record<string, AuditCommand> = {
   'audit public-key': {
     summary: 'print the public key that verifies audit checkpoints (give it to auditors)',
     usage: 'aam audit public-key',
-    run: ({ g }) => {
+    run: async ({ g }) => {
+      const fleetUrl = process.env.AAM_DATABASE_URL;
+      if (fleetUrl) {
+        // Fleet mode: the keys that sign fleet checkpoints (one per master key the fleet has run with).
+        const keys = await withFleet(fleetUrl, (sql) => sql<Array<{ public_pem: string }>>`SELECT public_pem FROM audit_keys ORDER BY created_at`);
+        if (keys.length === 0) { err('the fleet has no audit signing key yet: it is created when the first replica starts'); return 1; }
+        for (const k of keys) out(k.public_pem.trimEnd());
+        return 0;
+      }
       const path = signingKeyPath(g.data);
       try {
         if (!existsSync(path)) throw new Error('no such file');
@@ -191,6 +229,16 @@ export const auditCommands: Record<string, AuditCommand> = {
     run: async ({ values, g }) => {
       const cut = cutoff(str(values.before), str(values['older-than']));
       if (!cut) { err('give --before ISO-8601 or --older-than 90d (or 12h, 30m)'); return 2; }
+      const fleetUrl = process.env.AAM_DATABASE_URL;
+      if (fleetUrl) {
+        // Signing the retention record needs the fleet's key, opened with the master key (AAM_MASTER_KEY).
+        const kek = loadMasterKey({ dataDir: g.data, env: process.env }).derive(SIGNING_KEY_KEK_INFO);
+        const r = await withFleet(fleetUrl, async (sql) => pruneFleet(sql, await fleetSigningKey(sql, kek), cut));
+        if (!r.record) { out('no event is older than the cut (or every older one still waits for a sink)'); return 0; }
+        out(`dropped ${r.deletedEvents} events of ${r.chains} replica chain(s); each now starts at a signed retention cut:`);
+        out(JSON.stringify({ kind: 'fleet_retention', ...r.record }));
+        return 0;
+      }
       const log = openAuditLog({ dataDir: g.data });
       try {
         const r = await applyRetention(log, cut, { keepUndelivered: true });
@@ -254,16 +302,21 @@ async function withFleet<T>(url: string, fn: (sql: Sql) => Promise<T>): Promise<
   try { return await fn(sql); } finally { await sql.end({ timeout: 2 }); }
 }
 
-function printFleetVerify(r: FleetVerifyResult): void {
+/** Lines only a fleet trail's file has: events naming their chain, fleet checkpoints and retention records. */
+const FLEET_FILE = /^\{"kind":"(event","replica"|fleet_chain"|fleet_checkpoint"|fleet_retention")/m;
+
+function printFleetVerify(r: FleetVerifyResult, file?: string): void {
   if (r.ok) {
-    out(`OK: fleet trail: ${r.events} events in ${r.chains} replica chains, ${r.checkpoints} signed checkpoints`);
+    out(`OK: fleet trail${file ? ` ${file}` : ''}: ${r.events} events in ${r.chains} replica chains, ${r.checkpoints} signed checkpoints`);
+    if (r.pruned) out(`note: ${r.pruned} chain(s) start at a signed retention cut (aam audit prune)`);
+    if (r.partial) out(`note: ${r.partial} chain(s) start after a signed checkpoint (an export --since)`);
     if (r.unsignedTail) out(`note: the last ${r.unsignedTail} events are chained but not yet covered by a signed checkpoint`);
     if (r.outside) out(`OK: the trail holds every chain head the ${r.outside} given checkpoint(s) signed`);
-    else out('note: without an outside checkpoint a trail cut short together with its checkpoint rows goes unnoticed: add --checkpoint <copy of a replica\'s audit-checkpoints.jsonl>');
+    else if (!file) out('note: without an outside checkpoint a trail cut short together with its checkpoint rows goes unnoticed: add --checkpoint <copy of a replica\'s audit-checkpoints.jsonl>');
   } else {
     for (const e of r.errors) out(`TAMPERED: fleet trail: ${e.kind} in replica ${e.replica} at seq ${e.seq}: ${e.message}`);
   }
-  out('warning: checked with the public keys stored in the fleet database; keep a copy of a recent checkpoint elsewhere for an independent check');
+  if (!file) out('warning: checked with the public keys stored in the fleet database; keep a copy of a recent checkpoint elsewhere for an independent check');
 }
 
 function flatten(n: RequestNode): AuditEvent[] {

@@ -259,7 +259,7 @@ export function fleetCheckpointPayload(heads: string, time: string): string {
 // ---- The signing key, shared by the fleet, encrypted under the master key -------------------
 
 /** The newest signing key this master key opens, created when there is none. */
-async function fleetSigningKey(sql: Sql, kek: Buffer): Promise<SigningKey> {
+export async function fleetSigningKey(sql: Sql, kek: Buffer): Promise<SigningKey> {
   const rows = await sql<Array<{ key_id: string; private_enc: string }>>`SELECT key_id, private_enc FROM audit_keys ORDER BY created_at DESC`;
   for (const r of rows) {
     const pem = unseal(kek, r.private_enc);
@@ -281,15 +281,23 @@ function signingKeyOf(pem: string): SigningKey {
 
 // ---- Fleet-wide reads (aam audit query/show) ------------------------------------------------
 
-export interface FleetQuery { agent?: string; since?: string; type?: string; requestId?: string; traceId?: string; limit?: number }
+export interface FleetQuery {
+  agent?: string; since?: string; type?: string; requestId?: string; traceId?: string; limit?: number;
+  /** The policy decision (allow, deny, ...), read from the event as indexColumns() reads it. */
+  decision?: string;
+  /** Oldest first (the live tail) instead of newest first. */
+  order?: 'asc' | 'desc';
+}
 
 /** Events of every replica, newest first (by time, then replica and seq), parsed from their sealed text. */
 export async function queryFleetEvents(sql: Sql, q: FleetQuery): Promise<Array<Record<string, unknown> & { replica: string }>> {
+  const asc = q.order === 'asc';
   const rows = await sql<Array<{ replica: string; body: string }>>`SELECT replica, body FROM audit_events WHERE true
     ${q.agent ? sql`AND agent = ${q.agent}` : sql``} ${q.since ? sql`AND ts >= ${new Date(q.since).toISOString()}` : sql``}
     ${q.type ? sql`AND type = ${q.type}` : sql``} ${q.requestId ? sql`AND request_id = ${q.requestId}` : sql``}
     ${q.traceId ? sql`AND (body::jsonb)->>'trace_id' = ${q.traceId}` : sql``}
     ${q.traceId ? sql`AND strpos(body, ${`"trace_id":"${traceIdArg(q.traceId)}"`}) > 0` : sql``}
-    ORDER BY ts DESC, replica, seq DESC LIMIT ${q.limit ?? 100}`;
+    ${q.decision ? sql`AND coalesce((body::jsonb)#>>'{policy,decision}', CASE WHEN jsonb_typeof((body::jsonb)->'decision') = 'string' THEN (body::jsonb)->>'decision' END, (body::jsonb)#>>'{decision,effect}') = ${q.decision}` : sql``}
+    ORDER BY ${asc ? sql`ts, replica, seq` : sql`ts DESC, replica, seq DESC`} LIMIT ${q.limit ?? 100}`;
   return rows.map((r) => ({ ...(JSON.parse(r.body) as Record<string, unknown>), replica: r.replica }));
 }

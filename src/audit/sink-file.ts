@@ -84,6 +84,10 @@ export function fileSink(opts: FileSinkOptions): AuditSink {
     deliverCheckpoints(checkpoints: Checkpoint[]) {
       return writeLines(checkpoints.map((c) => checkpointLine(c) + '\n'));
     },
+    // Fleet checkpoints likewise: the file then serves `aam audit verify --file` and `--checkpoint` in fleet mode.
+    deliverFleetCheckpoints(lines: string[]) {
+      return writeLines(lines.map((l) => l + '\n'));
+    },
     async close() {
       await fh?.close();
       fh = undefined;

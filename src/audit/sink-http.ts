@@ -34,7 +34,12 @@ export function webhookSink(opts: WebhookSinkOptions): AuditSink {
       });
       const first = events[0].seq;
       const last = events[events.length - 1].seq;
-      await send(body, { 'idempotency-key': `aam-audit-${first}-${last}`, 'x-aam-seq-range': `${first}-${last}`, 'x-aam-record': 'events' });
+      // Fleet mode: a batch is one replica chain's; (replica, seq) is what identifies an event.
+      const replica = typeof events[0].replica === 'string' ? events[0].replica : undefined;
+      await send(body, {
+        'idempotency-key': `aam-audit-${replica ? `${replica}-` : ''}${first}-${last}`, 'x-aam-seq-range': `${first}-${last}`, 'x-aam-record': 'events',
+        ...(replica ? { 'x-aam-replica': replica } : {}),
+      });
     },
     // Their own body ({"checkpoints":[...]}, lines as in exports): a receiver keeps the newest
     // outside aam for `aam audit verify --checkpoint` (a body as received is accepted there).
@@ -42,6 +47,11 @@ export function webhookSink(opts: WebhookSinkOptions): AuditSink {
       const body = JSON.stringify({ sent_at: new Date().toISOString(), checkpoints: checkpoints.map(checkpointRecord) });
       const id = createHash('sha256').update(checkpoints.map((c) => c.signature).join()).digest('hex').slice(0, 16);
       await send(body, { 'idempotency-key': `aam-checkpoint-${checkpoints[checkpoints.length - 1].tree_size}-${id}`, 'x-aam-record': 'checkpoints' });
+    },
+    async deliverFleetCheckpoints(lines) {
+      const body = JSON.stringify({ sent_at: new Date().toISOString(), checkpoints: lines.map((l) => JSON.parse(l) as unknown) });
+      const id = createHash('sha256').update(lines.join('\n')).digest('hex').slice(0, 16);
+      await send(body, { 'idempotency-key': `aam-fleet-checkpoint-${id}`, 'x-aam-record': 'checkpoints' });
     },
   };
 }
@@ -76,6 +86,10 @@ export function otlpLogsSink(opts: OtlpLogsSinkOptions): AuditSink {
     name: opts.name ?? `otlp:${opts.endpoint}`,
     deliver: (events) => send(events.map(otlpRecord)),
     deliverCheckpoints: (checkpoints) => send(checkpoints.map(otlpCheckpointRecord)),
+    deliverFleetCheckpoints: (lines) => send(lines.map((line) => {
+      const nanos = (BigInt(Date.parse((JSON.parse(line) as { time: string }).time)) * 1_000_000n).toString();
+      return { timeUnixNano: nanos, observedTimeUnixNano: nanos, severityNumber: 9, severityText: 'INFO', body: { stringValue: line }, attributes: [attr('event.name', 'aam.audit.fleet_checkpoint')] };
+    })),
   };
 }
 

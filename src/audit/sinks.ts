@@ -19,6 +19,8 @@ export interface AuditSink {
   deliver(events: AuditEvent[], texts: string[]): Promise<void>;
   /** Signed checkpoints, oldest first, each after the events it covers were delivered. */
   deliverCheckpoints?(checkpoints: Checkpoint[]): Promise<void>;
+  /** Fleet mode: signed fleet checkpoints as their JSON lines ({"kind":"fleet_checkpoint",...}), after the events they cover. */
+  deliverFleetCheckpoints?(lines: string[]): Promise<void>;
   close?(): Promise<void>;
 }
 

@@ -24,6 +24,7 @@ import { segmentAgeFor, startRetention } from '../audit/retention.ts';
 import { DEFAULT_SEGMENTS } from '../audit/writer.ts';
 import { mergeSmallSegments } from '../audit/store.ts';
 import { openFleetAuditLog, SIGNING_KEY_KEK_INFO } from '../audit/fleet-log.ts';
+import { startFleetSinks } from '../audit/fleet-sinks.ts';
 import { loadMasterKey } from '../credentials/master-key.ts';
 import { parseDurationSeconds } from '../config/duration.ts';
 import { openIssuer } from '../identity/issuer.ts';
@@ -109,7 +110,10 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   }
   rt.audit = fleetAudit ?? audit;
   rt.auditLog = audit;
-  const sinks = audit ? startSinks(audit, auditSinks(env)) : null;
+  // Fleet: every replica runs the sinks; for each sink one replica at a time delivers the whole fleet's trail.
+  const sinks = audit ? startSinks(audit, auditSinks(env)) : fleet && fleetAudit ? startFleetSinks(fleet.fleet.sql, auditSinks(env), {
+    onError: (name, e, attempt) => { if (attempt === 1) rt.log.warn({ event: 'audit_sink_failed', sink: name, err: e }, `audit sink ${name} failed; retrying with backoff`); },
+  }) : null;
   const sinkShutdownMs = env.AAM_AUDIT_SINK_SHUTDOWN_MS ? Number(env.AAM_AUDIT_SINK_SHUTDOWN_MS) : 5000;
   if (!Number.isSafeInteger(sinkShutdownMs) || sinkShutdownMs < 0) throw new Error(`AAM_AUDIT_SINK_SHUTDOWN_MS must be a whole number of milliseconds (default 5000), not "${env.AAM_AUDIT_SINK_SHUTDOWN_MS}"`);
   rt.audit?.record({ type: 'admin', request_id: `startup-${Date.now()}`, admin: { action: 'gateway_started', target: rt.compiled.version, actor: 'system' }, outcome: { status: 200 } });
@@ -183,7 +187,9 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
       server.closeIdleConnections();
     });
     await mcp.close();
-    // Before rt.close() ends the fleet's connections: the last events and a final checkpoint.
+    // Before rt.close() ends the fleet's connections: the last events and a final checkpoint, to the sinks too (bounded wait).
+    const fleetLate = fleetAudit && sinks ? await stopSinksWithCheckpoint({ flush: () => fleetAudit.flush(), checkpoint: async () => { await fleetAudit.checkpoint(); return null; } }, sinks, sinkShutdownMs) : null;
+    if (fleetLate) rt.log.warn({ event: 'audit_sinks_not_drained', err: fleetLate }, 'audit sinks did not get the final checkpoint before shutdown; whichever replica delivers next resumes from the cursors');
     await fleetAudit?.close().catch((e: unknown) => rt.log.error({ event: 'audit_close_failed', err: e }, 'fleet audit trail not closed cleanly'));
     if (fleetAudit) {
       const st = fleetAudit.stats();

@@ -2,7 +2,7 @@
 // Every problem is collected (not just the first) so `aam validate` can print them all.
 import { readFileSync, statSync, readdirSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { parseAllDocuments, LineCounter, isMap, isSeq, type Document } from 'yaml';
 import type { z } from 'zod';
 import { documentSchema, specByKind, type ConfigSet, type Kind, type Resource } from './schema.ts';
@@ -93,9 +93,11 @@ export function loadConfig(path: string): ConfigSet {
 export function parseConfigTexts(sources: Array<{ file: string; text: string }>): ConfigSet {
   const issues: ConfigIssue[] = [];
   const parsed: ParsedDoc[] = [];
+  // The digest names the config, not where it lies: the same files at another path are the same
+  // config (no drift in `aam fleet status`); a directory's file names still count (their order is the merge order).
   const hash = createHash('sha256');
   for (const { file, text } of sources) {
-    hash.update(file).update('\0').update(text).update('\0');
+    hash.update(sources.length > 1 ? basename(file) : '').update('\0').update(text).update('\0');
     const lc = new LineCounter();
     const docs = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false });
     const list = Array.isArray(docs) ? docs : [docs as unknown as Document];

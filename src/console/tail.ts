@@ -1,10 +1,13 @@
 // The audit trail's live tail for people (GET /admin/v1/audit/stream): server-sent events of the
 // events committed after the stream opened, with the audit query's filters. It polls the trail once
-// a second (a query over the newest block, not a scan), so a tail costs the same whether the
-// trail holds a thousand events or a million; streams per process are bounded.
+// a second (a query over the newest events, not a scan), so a tail costs the same whether the
+// trail holds a thousand events or a million; streams per process are bounded. In fleet mode it
+// polls PostgreSQL, so a tail opened on any replica shows the events of every replica.
 import type { ServerResponse } from 'node:http';
 import type { AuditLog } from '../audit/log.ts';
 import { queryEvents, type AuditQuery } from '../audit/query.ts';
+import { queryFleetEvents } from '../audit/fleet-log.ts';
+import type { Sql } from '../store/postgres.ts';
 
 export const MAX_TAILS = 32;
 const POLL_MS = 1000;
@@ -12,14 +15,51 @@ const KEEPALIVE_MS = 15_000;
 const LOOKBACK_MS = 5000;
 
 export interface TailCounter { open: number }
+type Filter = Pick<AuditQuery, 'agent' | 'decision' | 'type'>;
+interface Fresh { id: string; event: Record<string, unknown> }
 
 /** Stream events matching `filter` (agent, decision, type) until the client goes away. */
-export async function tailAudit(res: ServerResponse, log: AuditLog, filter: Pick<AuditQuery, 'agent' | 'decision' | 'type'>, count: TailCounter, headers: Record<string, string>): Promise<void> {
+export async function tailAudit(res: ServerResponse, log: AuditLog, filter: Filter, count: TailCounter, headers: Record<string, string>): Promise<void> {
   await log.flush();
   // Start after the newest event already committed: the page shows history with a query.
   const newest = queryEvents(log.db, { limit: 1 })[0];
   let lastSeq = newest?.seq ?? -1;
   let lastTime = newest ? new Date(newest.time) : new Date();
+  return stream(res, count, headers, async () => {
+    await log.flush();
+    // Events at the same millisecond as the last one sent may still be new: filter by seq.
+    // Commit order (seq) and creation time differ by a little: look back a few seconds, keep only new seqs.
+    const fresh = queryEvents(log.db, { ...filter, since: new Date(lastTime.getTime() - LOOKBACK_MS), order: 'asc', limit: 500 }).filter((e) => e.seq > lastSeq);
+    for (const e of fresh) { lastSeq = e.seq; lastTime = new Date(e.time); }
+    return fresh.map((e) => ({ id: String(e.seq), event: e as unknown as Record<string, unknown> }));
+  });
+}
+
+/**
+ * The fleet's tail: every replica's events from PostgreSQL. Replicas commit in their own order, so
+ * each poll looks back a few seconds (commit delay plus clock skew) and sends what it has not sent
+ * yet, named by chain and seq (the SSE id is replica:seq).
+ */
+export async function tailFleetAudit(res: ServerResponse, sql: Sql, flush: () => Promise<void>, filter: Filter, count: TailCounter, headers: Record<string, string>): Promise<void> {
+  await flush().catch(() => {});
+  const seen = new Map<string, number>();
+  const key = (e: Record<string, unknown>) => `${String(e.replica)}:${String(e.seq)}`;
+  const recent = async (): Promise<Array<Record<string, unknown>>> =>
+    queryFleetEvents(sql, { ...filter, since: new Date(Date.now() - LOOKBACK_MS).toISOString(), order: 'asc', limit: 2000 });
+  // What is there already is history (the page queried it): only later events are sent.
+  for (const e of await recent()) seen.set(key(e), Date.parse(String(e.time)));
+  return stream(res, count, headers, async () => {
+    await flush().catch(() => {});
+    const fresh = (await recent()).filter((e) => !seen.has(key(e)));
+    const now = Date.now();
+    for (const e of fresh) seen.set(key(e), Date.parse(String(e.time)));
+    for (const [k, t] of seen) if (t < now - 2 * LOOKBACK_MS) seen.delete(k);
+    return fresh.map((e) => ({ id: key(e), event: e }));
+  });
+}
+
+/** The SSE framing and pacing both tails share: poll, send what is new, keep the stream alive. */
+function stream(res: ServerResponse, count: TailCounter, headers: Record<string, string>, poll: () => Promise<Fresh[]>): void {
   count.open++;
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', ...headers });
   res.write(': aam audit tail\n\n');
@@ -29,15 +69,8 @@ export async function tailAudit(res: ServerResponse, log: AuditLog, filter: Pick
     if (busy) return;
     busy = true;
     try {
-      await log.flush();
-      // Events at the same millisecond as the last one sent may still be new: filter by seq.
-      // Commit order (seq) and creation time differ by a little: look back a few seconds, keep only new seqs.
-      const fresh = queryEvents(log.db, { ...filter, since: new Date(lastTime.getTime() - LOOKBACK_MS), order: 'asc', limit: 500 }).filter((e) => e.seq > lastSeq);
-      for (const e of fresh) {
-        res.write(`id: ${e.seq}\nevent: audit\ndata: ${JSON.stringify(e)}\n\n`);
-        lastSeq = e.seq;
-        lastTime = new Date(e.time);
-      }
+      const fresh = await poll();
+      for (const e of fresh) res.write(`id: ${e.id}\nevent: audit\ndata: ${JSON.stringify(e.event)}\n\n`);
       idle = fresh.length ? 0 : idle + POLL_MS;
       if (idle >= KEEPALIVE_MS) { res.write(': keep-alive\n\n'); idle = 0; }
     } catch (e) {

@@ -13,7 +13,7 @@ import { sinceTime } from '../gateway/usage.ts';
 import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy/authzen.ts';
 import { createHumanAuth, type HumanAuth, type Principal } from '../console/auth.ts';
 import { consoleStores } from '../console/sessions.ts';
-import { MAX_TAILS, tailAudit, type TailCounter } from '../console/tail.ts';
+import { MAX_TAILS, tailAudit, tailFleetAudit, type TailCounter } from '../console/tail.ts';
 import { atLeast, type Role } from '../console/roles.ts';
 import { agentsOverview, capabilities, latestCheckpoint, simulate } from '../console/views.ts';
 
@@ -163,9 +163,8 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     await rt.audit.journaled?.().catch(() => {});
     const q = new URLSearchParams(ctx.query);
     const one = /^\/audit\/requests\/([\w.:-]+)$/.exec(rest)?.[1];
-    if (!one && q.get('decision')) throw new AamError(400, 'invalid_request', 'decision: not supported by the fleet audit query yet; filter by agent, type, request_id, trace_id or since', { param: 'decision' });
     const data = await queryFleetEvents(rt.fleet.fleet.sql, one ? { requestId: one, limit: 10_000 } : {
-      agent: q.get('agent') ?? undefined, since: q.get('since') ? new Date(sinceParam(ctx)).toISOString() : undefined,
+      agent: q.get('agent') ?? undefined, since: q.get('since') ? new Date(sinceParam(ctx)).toISOString() : undefined, decision: q.get('decision') ?? undefined,
       requestId: q.get('request_id') ?? undefined, traceId: q.get('trace_id') ?? undefined, type: q.get('type') ?? undefined,
       limit: Math.min(10_000, Number(q.get('limit') ?? 100) || 100),
     });
@@ -181,6 +180,12 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
         requestId: q.get('request_id') ?? undefined, traceId: q.get('trace_id') ?? undefined, type: q.get('type') ?? undefined, limit,
       }) });
     } catch (e) { throw new AamError(400, 'invalid_request', (e as Error).message); }
+  }
+  if (method === 'GET' && rest === '/audit/stream' && rt.fleet && !rt.auditLog && rt.audit) {
+    if (tails.open >= MAX_TAILS) throw new AamError(503, 'unavailable', `${MAX_TAILS} audit tails are open on this gateway already; close one or query /admin/v1/audit`, { headers: { 'retry-after': '10' } });
+    const q = new URLSearchParams(ctx.query);
+    const audit = rt.audit;
+    return tailFleetAudit(ctx.res, rt.fleet.fleet.sql, async () => { await audit.journaled?.(); }, { agent: q.get('agent') ?? undefined, decision: q.get('decision') ?? undefined, type: q.get('type') ?? undefined }, tails, { 'x-request-id': ctx.requestId });
   }
   if (method === 'GET' && rest === '/audit/stream' && rt.auditLog) {
     if (tails.open >= MAX_TAILS) throw new AamError(503, 'unavailable', `${MAX_TAILS} audit tails are open on this gateway already; close one or query /admin/v1/audit`, { headers: { 'retry-after': '10' } });

@@ -60,6 +60,18 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX tool_approvals_call ON tool_approvals (spiffe_id, plane, target, args_digest, status);
       CREATE INDEX tool_approvals_created ON tool_approvals (created_at);`,
   },
+  {
+    version: 6, name: 'audit sinks (cursors per chain) and retention (signed cut per chain)',
+    // audit_sinks: one row per sink, locked by the replica delivering for it (no two replicas send
+    // the same events); audit_retention: signed (replica, seq, hash) where each pruned chain now starts.
+    sql: `CREATE TABLE audit_sinks (name text PRIMARY KEY, checkpoint_id bigint NOT NULL DEFAULT 0,
+        updated timestamptz NOT NULL DEFAULT now());
+      CREATE TABLE audit_sink_chains (sink text NOT NULL REFERENCES audit_sinks (name), replica text NOT NULL,
+        seq bigint NOT NULL, PRIMARY KEY (sink, replica));
+      CREATE TABLE audit_retention (id bigserial PRIMARY KEY, time text NOT NULL, cuts text NOT NULL,
+        key_id text NOT NULL REFERENCES audit_keys (key_id), signature text NOT NULL);
+      ALTER TABLE audit_chains ADD COLUMN base_seq bigint NOT NULL DEFAULT 0, ADD COLUMN base_hash text;`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
