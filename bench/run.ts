@@ -4,7 +4,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, hostname } from 'node:os';
+import { cpus, hostname, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { aamBenchConfig, aamServeArgv, buildAam, createAamKey } from './lib/aam.ts';
@@ -16,6 +16,7 @@ import type { BenchSettings, Target, TargetResult } from './lib/measure.ts';
 import { answers, setAutogroupNice, startProcess, stopProcess, waitHttp, waitQuiet } from './lib/procs.ts';
 import type { PinOptions } from './lib/procs.ts';
 import { renderRun, replaceSection } from './lib/report.ts';
+import { startBenchFleet, storeCost, type BenchFleet } from './lib/fleet.ts';
 import type { BenchRun, RunMeta } from './lib/report.ts';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
@@ -29,7 +30,7 @@ const cfg = {
   warmupS: num('BENCH_WARMUP', 2),
   rssDurationS: num('BENCH_RSS_DURATION', 2 * durationS),
   rounds: num('BENCH_ROUNDS', 1),
-  targets: (env.BENCH_TARGETS ?? 'direct,bare,aam,aam-responses').split(',').map((s) => s.trim()).filter(Boolean),
+  targets: (env.BENCH_TARGETS ?? 'direct,bare,aam,aam-fleet,aam-responses').split(',').map((s) => s.trim()).filter(Boolean),
   mockPort: num('BENCH_MOCK_PORT', 18080),
   barePort: num('BENCH_BARE_PORT', 18081),
   aamPort: num('BENCH_AAM_PORT', 18082),
@@ -86,18 +87,20 @@ function requestBodies(dir: string): BodyFiles {
 
 interface Running { target: Target; child?: ChildProcess; startupMs?: number }
 
-interface PreparedAam { configPath: string; dataDir: string; key: string; build: AamBuild }
+interface PreparedAam { configPath: string; dataDir: string; key: string; build: AamBuild; env: Record<string, string> }
 
-/** Writes the aam config for this mock port and creates the bench key once per run. */
-function prepareAam(work: string, build: AamBuild): PreparedAam {
+/** Writes the aam config for this mock port and creates the bench key once per run (in the fleet's store for the fleet run). */
+function prepareAam(work: string, build: AamBuild, fleet?: BenchFleet): PreparedAam {
   const configPath = join(work, 'aam-bench.yaml');
   writeFileSync(configPath, aamBenchConfig(cfg.mockPort));
-  const dataDir = join(work, 'aam-data');
+  const dataDir = join(work, fleet ? 'aam-fleet-data' : 'aam-data');
   mkdirSync(dataDir, { recursive: true });
-  return { configPath, dataDir, key: createAamKey(process.execPath, REPO, configPath, dataDir, build), build };
+  const env = fleet?.env ?? {};
+  return { configPath, dataDir, key: createAamKey(process.execPath, REPO, configPath, dataDir, build, env), build, env };
 }
 
-async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir: string, work: string, aam: PreparedAam | Error | undefined): Promise<Running> {
+async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir: string, work: string, embedded: PreparedAam | Error | undefined, fleet?: PreparedAam | Error): Promise<Running> {
+  const aam = name === 'aam-fleet' ? fleet : embedded;
   const auth = { authorization: 'Bearer dummy' };
   if (name === 'direct') return { target: { ...mock, headers: auth } };
   const origin = `http://127.0.0.1:${name === 'bare' ? cfg.barePort : cfg.aamPort}`;
@@ -111,16 +114,17 @@ async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir
     argv = [process.execPath, bareProxyScript(work)];
     child = startProcess(gwPin, argv, { UPSTREAM_URL: mock.origin, PORT: String(cfg.barePort) }, join(logDir, 'bare.log'));
     ready = () => waitHttp(origin + '/__mock/stats', 10_000, 200, child);
-  } else if (name === 'aam' || name === 'aam-noaudit' || name === 'aam-responses') {
+  } else if (name === 'aam' || name === 'aam-noaudit' || name === 'aam-responses' || name === 'aam-fleet') {
     if (!aam || aam instanceof Error) throw aam ?? new Error('aam not prepared');
     argv = aamServeArgv(process.execPath, REPO, aam.configPath, cfg.aamPort, aam.dataDir, aam.build);
     if (cfg.cpuProf) argv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(BENCH, 'results', 'prof')}`);
     // aam-noaudit: the same gateway with AAM_AUDIT=off, only to show what the audit trail costs.
-    child = startProcess(gwPin, argv, { ...aam.build.env, ...(name === 'aam-noaudit' ? { AAM_AUDIT: 'off' } : {}) }, join(logDir, `${name}.log`), REPO);
+    // aam-fleet: the same gateway on PostgreSQL + Redis (aam.env carries their URLs).
+    child = startProcess(gwPin, argv, { ...aam.build.env, ...aam.env, ...(name === 'aam-noaudit' ? { AAM_AUDIT: 'off' } : {}) }, join(logDir, `${name}.log`), REPO);
     ready = () => waitHttp(origin + '/readyz', cfg.aamWaitS * 1000, 200, child);
     headers = { authorization: `Bearer ${aam.key}` };
   } else {
-    throw new Error(`unknown target ${name} (use direct, bare, aam, aam-noaudit, aam-responses)`);
+    throw new Error(`unknown target ${name} (use direct, bare, aam, aam-fleet, aam-noaudit, aam-responses)`);
   }
   children.add(child);
   if (!(await ready())) {
@@ -129,7 +133,7 @@ async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir
     const log = readFileSync(join(logDir, `${name}.log`), 'utf8').trim().split('\n').slice(-8).join(' | ');
     throw new Error(`${name} did not become ready (${argv.slice(1).join(' ')}); last log lines: ${log}`);
   }
-  const label = name === 'bare' ? 'bare proxy' : name === 'aam-noaudit' ? 'aam (audit off)' : name === 'aam-responses' ? 'aam (Responses API)' : 'aam';
+  const label = name === 'bare' ? 'bare proxy' : name === 'aam-noaudit' ? 'aam (audit off)' : name === 'aam-responses' ? 'aam (Responses API)' : name === 'aam-fleet' ? 'aam fleet (1 replica, PostgreSQL + Redis)' : 'aam';
   return { target: { name, label, origin, headers, pid: child.pid ?? 0 }, child, startupMs: Math.round(performance.now() - t0) };
 }
 
@@ -174,6 +178,16 @@ async function main(): Promise<void> {
   if (build) {
     try { aam = prepareAam(work, build); } catch (err) { aam = err instanceof Error ? err : new Error(String(err)); }
   }
+  // The fleet run's PostgreSQL and Redis, started as `npm test` starts them, on the load generator's core (inherited pinning).
+  let benchFleet: BenchFleet | undefined;
+  let fleetAam: PreparedAam | Error | undefined;
+  if (build && cfg.targets.includes('aam-fleet')) {
+    try {
+      benchFleet = await startBenchFleet();
+      fleetAam = prepareAam(work, build, benchFleet);
+      notes.push('aam fleet: one replica with AAM_DATABASE_URL and AAM_REDIS_URL set, PostgreSQL and Redis on loopback started as `npm test` starts them (scripts/test.ts: PostgreSQL with fsync off) and pinned with the load generator, not on the gateway\'s core; their CPU counts as "foreign" in the tables and is reported per request in the fleet table.');
+    } catch (err) { fleetAam = err instanceof Error ? err : new Error(String(err)); }
+  }
 
   const results: TargetResult[] = [];
   const perTarget = 5 * (cfg.durationS + cfg.warmupS) + cfg.rssDurationS + 10;
@@ -183,14 +197,21 @@ async function main(): Promise<void> {
       await waitQuiet(cfg.quietWaitS, cfg.quietPct, [mock.pid], say);
       let running: Running | undefined;
       try {
-        running = await startTarget(name, mock, gwPin, logDir, work, aam);
+        running = await startTarget(name, mock, gwPin, logDir, work, aam, fleetAam);
         // aam-responses: the same gateway answering the same request in the Responses API.
         if (name === 'aam-responses') running.target.responses = bodyFiles.responses;
         say(`=== round ${round}: ${running.target.label} at ${running.target.origin} pid ${running.target.pid}`);
         const files = running.target.responses ?? bodyFiles;
         await preflight(running.target, settings, { nonstream: readFileSync(files.nonstream, 'utf8'), stream: readFileSync(files.stream, 'utf8') });
+        const load0 = loadavg()[0];
+        const stores0 = name === 'aam-fleet' && benchFleet ? { at: await benchFleet.counters(), mock: await mockTotal(mockOrigin) } : undefined;
         const r = await measureTarget(running.target, settings, round, say);
         r.startup_ms = running.startupMs;
+        if (stores0 && benchFleet) {
+          r.stores = storeCost(stores0.at, await benchFleet.counters(), (await mockTotal(mockOrigin)) - stores0.mock);
+          say(`  ${running.target.label} per model request: ${r.stores.redis_commands_per_request} Redis commands (${Object.entries(r.stores.redis_by_command).map(([k, v]) => `${k} ${v}`).join(', ')}), ${r.stores.pg_xacts_per_request} PostgreSQL transactions, store CPU ${r.stores.store_cpu_ms_per_request} ms`);
+        }
+        r.loadavg = [load0, loadavg()[0]];
         results.push(r);
       } catch (err) {
         const msg = err instanceof Error ? err.message : String(err);
@@ -202,6 +223,7 @@ async function main(): Promise<void> {
     }
   }
   await stopAll();
+  await benchFleet?.stop();
   rmSync(work, { recursive: true, force: true });
 
   const fail = results.filter((r) => r.error).length;
@@ -210,8 +232,13 @@ async function main(): Promise<void> {
   const run: BenchRun = { meta, results };
   const jsonPath = join(resultsDir, `bench-${stamp}.json`);
   writeFileSync(jsonPath, JSON.stringify(run, null, 1));
-  replaceSection(join(BENCH, 'RESULTS.md'), 'npm-run-bench', renderRun(run), '# Benchmark results\n\nHow to run and what the numbers mean: [README.md](README.md).\n');
+  // BENCH_SECTION: a partial run (e.g. BENCH_TARGETS=aam,aam-fleet) goes to its own section and leaves the full run's alone.
+  replaceSection(join(BENCH, 'RESULTS.md'), env.BENCH_SECTION ?? 'npm-run-bench', renderRun(run), '# Benchmark results\n\nHow to run and what the numbers mean: [README.md](README.md).\n');
   say(`\n${renderRun(run)}\nraw JSON: ${jsonPath}\nwrote ${join(BENCH, 'RESULTS.md')}${fail ? ` (${fail} target run(s) failed)` : ''}`);
+}
+
+async function mockTotal(origin: string): Promise<number> {
+  return ((await (await fetch(`${origin}/__mock/stats`)).json()) as { total: number }).total;
 }
 
 /** Re-render RESULTS.md from a saved run (BENCH_RENDER=bench/results/bench-<time>.json). */

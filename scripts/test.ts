@@ -76,7 +76,12 @@ function runAs(user: { uid: number; gid: number } | null, bin: string, args: str
   return r.stdout;
 }
 
-interface Services { env: Record<string, string>; stop(): void }
+export interface Services {
+  env: Record<string, string>;
+  stop(): void;
+  /** Server processes (redis-server, the postmaster; PostgreSQL backends are its children), for CPU accounting. */
+  pids: { redis: number; postmasterFile: string };
+}
 
 /**
  * A throwaway cluster: initdb without fsync, loopback only, password auth on TCP, a role `aam`
@@ -101,13 +106,14 @@ async function startPostgres(dir: string, user: { uid: number; gid: number } | n
 }
 
 /** redis-server on loopback with a password and no persistence; resolves once it accepts commands. */
-async function startRedis(dir: string, stops: Array<() => void>): Promise<string> {
+async function startRedis(dir: string, stops: Array<() => void>, started: (pid: number) => void = () => {}): Promise<string> {
   const port = await freePort();
   const password = randomBytes(12).toString('hex');
   const rdir = join(dir, 'redis');
   mkdirSync(rdir);
   const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--requirepass', password, '--save', '', '--appendonly', 'no', '--dir', rdir, '--loglevel', 'warning'], { stdio: ['ignore', 'pipe', 'pipe'] });
   stops.push(() => { if (proc.exitCode === null) proc.kill('SIGKILL'); });
+  started(proc.pid ?? 0);
   let out = '';
   proc.stdout!.on('data', (c: Buffer) => { out += c; });
   proc.stderr!.on('data', (c: Buffer) => { out += c; });
@@ -121,7 +127,8 @@ async function startRedis(dir: string, stops: Array<() => void>): Promise<string
   return `redis://:${password}@127.0.0.1:${port}`;
 }
 
-async function startServices(): Promise<Services> {
+/** Also used by `npm run bench` (its fleet run), which starts the same services the same way. */
+export async function startServices(): Promise<Services> {
   ensurePackages();
   const user = pgUser();
   const dir = mkdtempSync(join(tmpdir(), 'aam-test-services-'));
@@ -134,11 +141,12 @@ async function startServices(): Promise<Services> {
   };
   try {
     const t0 = performance.now();
-    const [pg, redis] = await Promise.all([startPostgres(dir, user, stops), startRedis(dir, stops)]);
+    let redisPid = 0;
+    const [pg, redis] = await Promise.all([startPostgres(dir, user, stops), startRedis(dir, stops, (pid) => { redisPid = pid; })]);
     process.stderr.write(`npm test: PostgreSQL and Redis up in ${Math.round(performance.now() - t0)} ms\n`);
     return {
       env: { AAM_TEST_DATABASE_URL: pg, AAM_TEST_REDIS_URL: redis },
-      stop,
+      stop, pids: { redis: redisPid, postmasterFile: join(dir, 'pg', 'postmaster.pid') },
     };
   } catch (e) { stop(); throw e; }
 }

@@ -55,9 +55,9 @@ export function buildAam(node: string, repo: string, outDir: string): AamBuild {
 }
 
 /** Runs `aam keys create` and returns the key (the last stdout line); throws with the CLI's output. */
-export function createAamKey(node: string, repo: string, configPath: string, dataDir: string, build: AamBuild = launcher(repo)): string {
+export function createAamKey(node: string, repo: string, configPath: string, dataDir: string, build: AamBuild = launcher(repo), env: Record<string, string> = {}): string {
   const r = spawnSync(node, [build.main, 'keys', 'create', '--agent', AAM_AGENT, '--config', configPath, '--data', dataDir],
-    { cwd: repo, encoding: 'utf8', timeout: 30_000 });
+    { cwd: repo, encoding: 'utf8', timeout: 60_000, env: { ...process.env, ...env } });
   const lines = (r.stdout ?? '').trim().split('\n');
   const key = lines[lines.length - 1]?.trim() ?? '';
   if (r.status !== 0 || !key.startsWith('aam_')) {

@@ -10,6 +10,7 @@ import type { LoadResult, LoadSpec } from './loadgen.ts';
 import type { ProbeResult, ProbeSpec } from './ttfb-probe.ts';
 import { CLK_TCK, coreBusyTicks, cpuTicks, pinnedArgv, rssKb, sampleRss, selfAndChildrenTicks } from './procs.ts';
 import type { PinOptions, RssSample } from './procs.ts';
+import type { StoreCost } from './fleet.ts';
 
 const PROBE = fileURLToPath(new URL('./ttfb-probe.ts', import.meta.url));
 export const CHAT_PATH = '/v1/chat/completions';
@@ -76,6 +77,10 @@ export interface TargetResult {
   rss?: RssReport;
   /** failed requests during measurement and similar doubts about the numbers */
   warnings?: string[];
+  /** Fleet run: what the model requests of the whole measurement cost PostgreSQL and Redis. */
+  stores?: StoreCost;
+  /** The machine's 1-minute load average before and after this target's measurement. */
+  loadavg?: [number, number];
 }
 
 async function withCpu<T extends object>(t: Target, s: BenchSettings, fn: () => Promise<T>): Promise<T & CpuUse> {

@@ -117,6 +117,32 @@ export function ratioRows(run: BenchRun): string[][] {
   ];
 }
 
+/** Fleet mode (issue 14): one replica on PostgreSQL + Redis against embedded aam, same run. */
+export function fleetRows(run: BenchRun): string[][] {
+  const m = (name: string, p: Pick): number => med(run, name, p);
+  const has = (n: string): boolean => run.results.some((r) => r.name === n && !r.error);
+  if (!has('aam') || !has('aam-fleet')) return [];
+  const ok = (b: boolean): string => (b ? 'yes' : '**no**');
+  const added = m('aam-fleet', (r) => r.nonstream_c1?.p50_ms) - m('aam', (r) => r.nonstream_c1?.p50_ms);
+  const frac = m('aam-fleet', (r) => r.nonstream_c64?.rps) / m('aam', (r) => r.nonstream_c64?.rps);
+  // Gateway CPU per request at c=64: its CPU share over its throughput.
+  const cpuMs = (name: string): number => m(name, (r) => (r.nonstream_c64 ? (r.nonstream_c64.sut_cpu_pct / 100) * 1000 / r.nonstream_c64.rps : NaN));
+  const st = run.results.find((r) => r.name === 'aam-fleet' && r.stores)?.stores;
+  const load = (name: string): string => run.results.filter((r) => r.name === name && r.loadavg).map((r) => `${fmt(r.loadavg![0], 1)} -> ${fmt(r.loadavg![1], 1)}`).join(', ') || 'n/a';
+  return [
+    ['fleet added p50 over embedded aam, non-stream c=1', `${signed(added)} ms`, '<= +0.3 ms', ok(added <= 0.3)],
+    ['fleet RPS / embedded RPS, non-stream c=64', `${fmt(frac * 100, 1)} %`, '>= 80 %', ok(frac >= 0.8)],
+    ['gateway CPU per request, c=64: embedded / fleet', `${fmt(cpuMs('aam'), 3)} / ${fmt(cpuMs('aam-fleet'), 3)} ms`, 'context', ''],
+    ...(st ? [
+      ['Redis commands per model request (all scenarios)', `${fmt(st.redis_commands_per_request, 2)} (${Object.entries(st.redis_by_command).map(([k, v]) => `${k} ${fmt(v, 2)}`).join(', ')})`, '1 round trip', ok(st.redis_commands_per_request <= 1.05)],
+      ['PostgreSQL transactions per model request', fmt(st.pg_xacts_per_request, 3), 'context (group commit)', ''],
+      ['PostgreSQL + Redis CPU per model request', `${fmt(st.store_cpu_ms_per_request, 3)} ms`, 'context', ''],
+      ['model requests counted', fmtInt(st.model_requests), 'context', ''],
+    ] : []),
+    ['machine load (1-min average) before -> after: embedded; fleet', `${load('aam')}; ${load('aam-fleet')}`, 'context', ''],
+  ];
+}
+
 export function renderRun(run: BenchRun): string {
   const { meta } = run;
   const errors = run.results.filter((r) => r.error).map((r) => `- ${r.label} (round ${r.round}) could not be measured: ${r.error}`);
@@ -130,6 +156,7 @@ export function renderRun(run: BenchRun): string {
     `Settings: ${settings}. Values are medians over rounds; latencies in ms as seen by the load generator.`,
     '',
     ...(ratios.length ? ['### aam vs the bare proxy (the targets)', '', table(['metric', 'measured', 'target', 'met'], ratios), ''] : []),
+    ...(fleetRows(run).length ? ['### Fleet mode vs embedded (one replica on PostgreSQL + Redis)', '', table(['metric', 'measured', 'target', 'met'], fleetRows(run)), ''] : []),
     '### Non-stream chat completions',
     '',
     latencyTable(run),

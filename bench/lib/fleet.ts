@@ -1,0 +1,96 @@
+// The benchmark's fleet run: one aam replica on PostgreSQL + Redis, started the way `npm test` starts
+// them (scripts/test.ts: loopback, temp dir, PostgreSQL without fsync), and what one model request
+// costs in the stores: Redis commands (INFO commandstats), PostgreSQL transactions
+// (pg_stat_database) and the stores' CPU, read before and after the target's measurement.
+import { randomBytes } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
+import postgres from 'postgres';
+import { startServices } from '../../scripts/test.ts';
+import { cpuTicks, CLK_TCK } from './procs.ts';
+
+export interface StoreCounters { redis: Record<string, number>; pgXacts: number; storeTicks: number }
+
+export interface StoreCost {
+  model_requests: number;
+  /** Redis commands per model request, all and by command (top-level and inside scripts, as INFO commandstats counts them). */
+  redis_commands_per_request: number;
+  redis_by_command: Record<string, number>;
+  /** PostgreSQL transactions (each statement outside BEGIN is one) per model request. */
+  pg_xacts_per_request: number;
+  /** CPU of redis-server and every PostgreSQL process per model request, in ms. */
+  store_cpu_ms_per_request: number;
+}
+
+export interface BenchFleet {
+  /** AAM_DATABASE_URL, AAM_REDIS_URL and AAM_MASTER_KEY for the replica and the CLI. */
+  env: Record<string, string>;
+  counters(): Promise<StoreCounters>;
+  stop(): Promise<void>;
+}
+
+/** Started from the benchmark process, so the stores inherit its CPU (the load generator's core, not the gateway's). */
+export async function startBenchFleet(): Promise<BenchFleet> {
+  const services = await startServices();
+  process.once('exit', () => services.stop()); // also when the run fails half-way
+  const databaseUrl = services.env.AAM_TEST_DATABASE_URL;
+  const redisUrl = services.env.AAM_TEST_REDIS_URL;
+  const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+  const redisInfo = (): Record<string, number> => {
+    const out = spawnSync('redis-cli', ['-u', redisUrl, '--no-auth-warning', 'INFO', 'commandstats'], { encoding: 'utf8' }).stdout;
+    const calls: Record<string, number> = {};
+    for (const m of out.matchAll(/^cmdstat_([\w|]+):calls=(\d+)/gm)) calls[m[1]] = Number(m[2]);
+    return calls;
+  };
+  const storeTicks = (): number => {
+    const postmaster = Number(readFileSync(services.pids.postmasterFile, 'utf8').split('\n')[0]);
+    const pids = [services.pids.redis, postmaster, ...childrenOf(postmaster)];
+    return pids.reduce((sum, pid) => sum + (cpuTicks(pid) ?? 0), 0);
+  };
+  return {
+    env: { AAM_DATABASE_URL: databaseUrl, AAM_REDIS_URL: redisUrl, AAM_MASTER_KEY: randomBytes(32).toString('hex') },
+    async counters() {
+      // Backends report their statistics about once a second: wait for the last ones.
+      await sleep(1500);
+      const [row] = await sql<Array<{ n: string }>>`SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = current_database()`;
+      return { redis: redisInfo(), pgXacts: Number(row.n), storeTicks: storeTicks() };
+    },
+    async stop() {
+      await sql.end({ timeout: 2 });
+      services.stop();
+    },
+  };
+}
+
+function childrenOf(ppid: number): number[] {
+  const out: number[] = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === ppid) out.push(Number(d));
+    } catch { /* gone */ }
+  }
+  return out;
+}
+
+/** What the requests between two counter readings cost the stores (the readings' own queries are subtracted). */
+export function storeCost(before: StoreCounters, after: StoreCounters, modelRequests: number): StoreCost {
+  const byCommand: Record<string, number> = {};
+  let total = 0;
+  for (const [cmd, n] of Object.entries(after.redis)) {
+    const d = n - (before.redis[cmd] ?? 0) - (cmd === 'info' ? 1 : 0);
+    if (d <= 0) continue;
+    byCommand[cmd] = Math.round((d / modelRequests) * 1000) / 1000;
+    total += d;
+  }
+  const per = (v: number): number => Math.round((v / modelRequests) * 1000) / 1000;
+  return {
+    model_requests: modelRequests,
+    redis_commands_per_request: per(total),
+    redis_by_command: byCommand,
+    pg_xacts_per_request: per(after.pgXacts - before.pgXacts - 1),
+    store_cpu_ms_per_request: per(((after.storeTicks - before.storeTicks) / CLK_TCK) * 1000),
+  };
+}
