@@ -10,6 +10,9 @@ import { fileURLToPath } from 'node:url';
 import { emitModule } from '../scripts/build.ts';
 import { distState } from '../bin/build-state.js';
 import { tempDir } from './helpers/temp.ts';
+import { mkdirSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { ownVersion } from '../src/store/fleet-status.ts';
 
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
 
@@ -69,6 +72,18 @@ test('build: every module of src/ is emitted, the stamp matches the sources, and
   const k = spawnSync(process.execPath, [join(out, 'cli/main.js'), 'keys', 'create', '--agent', 'finance-analyst', '--config', join(REPO, 'aam.yaml'), '--data', data], { encoding: 'utf8' });
   assert.equal(k.status, 0, k.stderr);
   assert.match(k.stdout.trim().split('\n').pop() ?? '', /^aam_/);
+});
+
+test('a build at another depth (a benchmark\'s private build) still knows its version; none found is "unknown", never a crash', () => {
+  const root = tempDir('aam-version-');
+  writeFileSync(join(root, 'package.json'), JSON.stringify({ name: 'aam', version: '9.9.9' }));
+  const deep = join(root, 'node_modules', '.bench', 'dist', 'store');
+  mkdirSync(deep, { recursive: true });
+  writeFileSync(join(root, 'node_modules', 'package.json'), JSON.stringify({ name: 'other', version: '1.0.0' }));
+  assert.equal(ownVersion(pathToFileURL(`${deep}/`)), '9.9.9', 'walks up past other packages to aam\'s');
+  assert.equal(ownVersion(pathToFileURL(`${join(REPO, 'src', 'store')}/`)), JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')).version);
+  const lone = tempDir('aam-version-none-');
+  assert.equal(ownVersion(pathToFileURL(`${lone}/`)), 'unknown');
 });
 
 test('build: an import of a file that does not exist fails the build and leaves the previous dist/ in place', () => {

@@ -7,8 +7,22 @@ import type { Fleet, FleetEnv } from './fleet.ts';
 import { connectPostgres, databaseName, schemaVersion, SCHEMA_VERSION } from './postgres.ts';
 import { connectRedis, fleetPrefix, type Redis } from './redis.ts';
 
-/** This aam's release (package.json), reported by each replica so mixed versions show. */
-export const AAM_VERSION: string = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+/**
+ * This aam's release (its package.json), reported by each replica so mixed versions show. Found by
+ * walking up from this module, since a build can live at another depth (dist/, a benchmark's private
+ * build); never fatal: a module that cannot tell its version still runs.
+ */
+export const AAM_VERSION: string = ownVersion(new URL('.', import.meta.url));
+
+export function ownVersion(from: URL): string {
+  for (let dir = from, i = 0; i < 8; i++, dir = new URL('..', dir)) {
+    try {
+      const p = JSON.parse(readFileSync(new URL('package.json', dir), 'utf8')) as { name?: string; version?: string };
+      if (p.name === 'aam' && typeof p.version === 'string') return p.version;
+    } catch { /* not here: one level up */ }
+  }
+  return 'unknown';
+}
 
 export interface ReplicaBeat {
   id: string;
