@@ -170,6 +170,8 @@ export class Runtime {
   readonly responses: ResponseStore;
   /** How long a stored response lives (AAM_RESPONSES_TTL, default 30d). */
   readonly responsesTtlMs: number;
+  /** Hosts (or host:port) A2A push notifications may be delivered to although private (AAM_A2A_PUSH_ALLOW). */
+  readonly a2aPushAllow: readonly string[];
   readonly vault: Vault;
   readonly injector: Injector;
   readonly startedAt = Date.now();
@@ -245,6 +247,7 @@ export class Runtime {
     this.mcpSessions = this.fleet ? new FleetMcpSessions(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryMcpSessions();
     this.responses = this.fleet ? fleetResponseStore(this.fleet.fleet.sql) : openResponseStore(this.db);
     this.responsesTtlMs = parseDurationSeconds((opts.env ?? process.env).AAM_RESPONSES_TTL ?? '30d', 'AAM_RESPONSES_TTL') * 1000;
+    this.a2aPushAllow = ((opts.env ?? process.env).AAM_A2A_PUSH_ALLOW ?? '').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean);
     this.joinTokens = createJoinTokenStore(this.db);
     this.compiled = compileConfig(set, this.vault);
     for (const p of this.compiled.providers.values()) {

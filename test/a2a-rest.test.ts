@@ -149,10 +149,10 @@ test('REST stream is relayed chunk by chunk: the first events arrive while the c
   assert.equal(cancel.json.error?.details[0].reason, 'TASK_NOT_CANCELABLE');
   // Subscribe and push config are routed and owned the same way.
   assert.equal((await rest(`/a2a/risk-scorer/tasks/${encodeURIComponent(taskId)}:subscribe`, 'helper', { method: 'GET', accept: 'text/event-stream' })).status, 404);
-  const push = await rest(`/a2a/risk-scorer/tasks/${encodeURIComponent(taskId)}/pushNotificationConfigs`, 'planner', { body: { url: 'https://example.com/hook' } });
+  const push = await rest(`/a2a/risk-scorer/tasks/${encodeURIComponent(taskId)}/pushNotificationConfigs`, 'planner', { body: { url: 'https://93.184.216.34/hook' } });
   assert.equal(push.status, 400, push.text);
   assert.equal(push.json.error?.details[0].reason, 'PUSH_NOTIFICATION_NOT_SUPPORTED', 'the callee\'s own refusal (it has no push support)');
-  assert.equal((await rest(`/a2a/risk-scorer/tasks/${encodeURIComponent(taskId)}/pushNotificationConfigs`, 'helper', { body: { url: 'https://example.com/hook' } })).status, 404);
+  assert.equal((await rest(`/a2a/risk-scorer/tasks/${encodeURIComponent(taskId)}/pushNotificationConfigs`, 'helper', { body: { url: 'https://93.184.216.34/hook' } })).status, 404);
 });
 
 test('REST refusals: a denied skill is 403 naming the policy and never reaches the callee; no identity 401; unknown route 404; wrong verb 405; ListTasks refused', async () => {

@@ -9,7 +9,7 @@ import { request } from 'undici';
 import type { Ctx } from '../access/request.ts';
 import { readJson, sendJson } from '../access/request.ts';
 import { AamError, toAamError } from '../access/errors.ts';
-import { openAccess, type Access } from '../access/context.ts';
+import { Access, openAccess } from '../access/context.ts';
 import { authorize, policyEvidence, recordDecision, storeFailure } from '../access/decide.ts';
 import { admitRuleCall } from '../access/rule-limits.ts';
 import { identityEvidence, requestTraceId } from '../access/evidence.ts';
@@ -21,6 +21,7 @@ import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
 import { idsIn, TaskOwners } from './tasks.ts';
 import { restFromAam, restFromRpc, restOp } from './rest.ts';
+import { PushRoutes, pushConfigIn, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
 import { keepSseAlive, SseParser, sseFrame, type SseRecord } from '../providers/sse.ts';
 
 const TIMEOUT_MS = 300_000;
@@ -54,6 +55,7 @@ export interface A2aGateway { handle(ctx: Ctx): Promise<void> }
 export function createA2aGateway(): A2aGateway {
   const cards = new CardCache();
   const owners = new TaskOwners();
+  const pushes = new PushRoutes();
 
   async function handle(ctx: Ctx): Promise<void> {
     const m = /^\/a2a\/([^/]+)(\/.*)?$/.exec(ctx.path);
@@ -65,6 +67,8 @@ export function createA2aGateway(): A2aGateway {
       if (ctx.req.method !== 'GET') throw new AamError(405, 'method_not_allowed', `${ctx.req.method} is not allowed on ${ctx.path}; use GET`, { headers: { allow: 'GET' } });
       return card(ctx, name);
     }
+    const push = /^\/push\/([A-Za-z0-9_]{1,80})$/.exec(rest);
+    if (push) return receivePush(ctx, name, push[1]);
     const binding = rest ? REST : JSONRPC;
     let rpcId: Rpc['id'] = null;
     try {
@@ -145,7 +149,15 @@ export function createA2aGateway(): A2aGateway {
       if (refused) throw new AamError(403, 'policy_denied', refused);
     }
     access.guardrails();
-    const params = await access.guard('input', rpc.params, `a2a ${name}`);
+    let params = await access.guard('input', rpc.params, `a2a ${name}`) as Record<string, unknown>;
+    // A push config: the callee gets aam's URL and token, the caller's are kept (push.ts).
+    const pushCfg = pushConfigIn(rpc.method, params);
+    if (pushCfg && typeof pushCfg.url === 'string') {
+      const refused = await pushUrlRefusal(pushCfg.url, ctx.rt.a2aPushAllow);
+      if (refused) throw new AamError(400, 'push_url_refused', refused);
+      const route = pushes.add({ callee: name, taskId: taskId ?? '', skill, identity, url: pushCfg.url, ...(typeof pushCfg.token === 'string' && pushCfg.token ? { callerToken: pushCfg.token } : {}) });
+      params = withAamTarget(rpc.method, params, `${publicBase(ctx)}/a2a/${encodeURIComponent(name)}/push/${route.id}`, route.token);
+    }
     // Counted against the caller's rate limits; the smallest reservation makes a spent budget refuse it (settled at $0).
     const adm = await access.admit(0, BUDGET_PROBE_USD);
     // The deciding agents rule's own rate and call budget (fleet-wide, like tools[].rate/budget).
@@ -184,7 +196,7 @@ export function createA2aGateway(): A2aGateway {
       calls?.forwarded();
       status = up.statusCode;
       const ct = String(up.headers['content-type'] ?? '');
-      const answer = ct.startsWith('text/event-stream') ? await relayStream(ctx, access, name, skill, caller, up.body, binding) : await relayJson(ctx, access, name, skill, caller, up.body);
+      const answer = ct.startsWith('text/event-stream') ? await relayStream(ctx, access, name, skill, caller, up.body, binding) : await relayJson(ctx, access, name, skill, caller, up.body, rpc.method);
       access.settle(adm, 0, 0);
       access.record({ type: 'a2a_call', ...ev, credential, outcome: { status, latency_ms: performance.now() - started } } as never);
       if (ctx.decision) ctx.decision.recorded = true;
@@ -202,6 +214,54 @@ export function createA2aGateway(): A2aGateway {
     }
   }
 
+  /**
+   * A callee's push notification to aam (`POST /a2a/<agent>/push/<id>`, token in
+   * X-A2A-Notification-Token): verified, checked against the caller's tasks, guarded with the
+   * caller's guardrails, scrubbed, and posted to the caller's URL with the caller's token.
+   */
+  async function receivePush(ctx: Ctx, name: string, id: string): Promise<void> {
+    if (ctx.req.method !== 'POST') throw new AamError(405, 'method_not_allowed', 'push notifications are POSTed', { headers: { allow: 'POST' } });
+    const token = ctx.req.headers['x-a2a-notification-token'];
+    const route = pushes.verify(id, name, typeof token === 'string' ? token : undefined);
+    if (!route) throw new AamError(401, 'invalid_token', 'unknown push route or wrong X-A2A-Notification-Token');
+    const body = await readJson(ctx);
+    const caller = route.identity.agent.spiffeId;
+    const ids = idsIn(body);
+    // Registered with the message that creates the task: the callee may notify before aam has seen the task in an answer.
+    if (route.taskId === '') owners.bind(name, ids, caller, route.skill);
+    const foreign = ids.tasks.length === 0 || ids.tasks.some((t) => owners.get(name, 'task', t)?.caller !== caller || (route.taskId !== '' && t !== route.taskId));
+    if (foreign) throw new AamError(403, 'policy_denied', `a push notification through this route must be about the task it was registered for (${route.taskId || 'the task its message created'})`);
+    const access = new Access(ctx, route.identity);
+    access.guardrails();
+    const started = performance.now();
+    const ev = { request_id: ctx.requestId, identity: identityEvidence(route.identity), a2a: { agent: name, method: 'PushNotification', task_id: ids.tasks[0], stream: false } };
+    let status = 0;
+    try {
+      // Not written through the egress door (it goes to the caller's URL): scrubbed here, across parts and whole.
+      const value = ctx.rt.scrub(JSON.stringify(scrubAcross(ctx.rt.egress, await access.guard('output', body, `a2a ${name} push`))));
+      const refused = await pushUrlRefusal(route.url, ctx.rt.a2aPushAllow);
+      if (refused) throw new AamError(502, 'push_url_refused', refused);
+      let up;
+      try {
+        up = await request(route.url, {
+          method: 'POST', body: value, headersTimeout: 10_000, bodyTimeout: 10_000,
+          headers: { 'content-type': 'application/json', 'x-aam-request-id': ctx.requestId, ...(route.callerToken ? { 'x-a2a-notification-token': route.callerToken } : {}) },
+        });
+        await up.body.dump();
+      } catch (e) {
+        throw new AamError(502, 'upstream_error', `the caller's push URL did not take the notification: ${(e as Error).message}`);
+      }
+      status = up.statusCode;
+      if (status < 200 || status > 299) throw new AamError(502, 'upstream_error', `the caller's push URL answered HTTP ${status}`);
+      access.record({ type: 'a2a_call', ...ev, outcome: { status, latency_ms: performance.now() - started } } as never);
+      await ctx.rt.evidenceSafe().catch(() => undefined);
+      sendJson(ctx, 200, {});
+    } catch (e) {
+      access.record({ type: 'a2a_call', ...ev, outcome: { status: toAamError(e).status, error: (e as Error).message, latency_ms: performance.now() - started } } as never);
+      throw e;
+    }
+  }
+
   /** The owner of a task id, which must be this caller (another caller's task does not exist for it). */
   function ownedBy(callee: string, kind: 'task', id: string, caller: string) {
     const o = owners.get(callee, kind, id);
@@ -210,7 +270,7 @@ export function createA2aGateway(): A2aGateway {
   }
 
   /** The callee's JSON-RPC answer, bound, guarded and scrubbed across parts (sent by the caller of this). */
-  async function relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: AsyncIterable<unknown> & { destroy(): void }): Promise<Record<string, unknown>> {
+  async function relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: AsyncIterable<unknown> & { destroy(): void }, method: string): Promise<Record<string, unknown>> {
     const chunks: Buffer[] = [];
     let size = 0;
     for await (const c of body) {
@@ -224,6 +284,7 @@ export function createA2aGateway(): A2aGateway {
     }
     if (msg.result !== undefined) {
       owners.bind(name, idsIn(msg.result), caller, skill);
+      if (method.includes('PushNotificationConfig')) msg = { ...msg, result: restoreCallerTargets(msg.result, (url) => pushes.get(url.slice(url.lastIndexOf('/') + 1))) };
       msg = { ...msg, result: scrubAcross(ctx.rt.egress, await access.guard('output', msg.result, `a2a ${name}`)) };
     } else if (msg.error !== undefined) {
       msg = { ...msg, error: await access.guard('output', msg.error, `a2a ${name}`) };

@@ -21,6 +21,8 @@ export interface AgentDef {
   name: string; skills: string[]; aamUrl: () => string; key: () => string; secret?: string;
   /** A streamed task whose text includes "hold" waits here after its first two events (tests of chunk-by-chunk relay and idle streams). */
   hold?: () => Promise<void>;
+  /** Advertise and serve push notifications (the SDK's own store and sender). */
+  push?: boolean;
 }
 
 type Part = { content?: { $case: string; value: unknown } };
@@ -77,7 +79,7 @@ export async function startTestAgents(defs: AgentDef[]): Promise<TestAgents> {
     const card = () => ({
       name: def.name, description: `test agent ${def.name}`, version: '1.0.0',
       supportedInterfaces: [{ url: `${base}/${def.name}`, protocolBinding: 'JSONRPC', protocolVersion: '1.0' }],
-      capabilities: { streaming: true, pushNotifications: false, extensions: [] },
+      capabilities: { streaming: true, pushNotifications: def.push === true, extensions: [] },
       securitySchemes: { direct: { httpAuthSecurityScheme: { scheme: 'Bearer' } } },
       defaultInputModes: ['text/plain'], defaultOutputModes: ['text/plain'],
       skills: def.skills.map((s) => ({ id: s, name: s, description: `skill ${s}`, tags: [s] })),

@@ -1,0 +1,124 @@
+// A2A push notifications through aam. A caller's push config (CreateTaskPushNotificationConfig,
+// or SendMessage's configuration.taskPushNotificationConfig) is never handed to the callee as is:
+// aam checks the caller's URL (SSRF rule below), keeps it, and gives the callee its own URL
+// (`/a2a/<agent>/push/<id>`) and a fresh token instead. The callee's notification to that URL is
+// verified (token, callee, task), guarded with the caller's guardrails, scrubbed and forwarded to
+// the caller's URL with the caller's own token. The callee never learns the caller's URL or token.
+//
+// SSRF rule: aam posts only to http(s) URLs without userinfo whose host resolves to public
+// addresses; loopback, private, link-local, CGNAT, unique-local and multicast addresses are
+// refused unless the host (or host:port) is listed in AAM_A2A_PUSH_ALLOW. The check is made when
+// the config is registered and again before every delivery (a name may resolve elsewhere later).
+import { randomBytes, timingSafeEqual } from 'node:crypto';
+import { lookup } from 'node:dns/promises';
+import { BlockList, isIP } from 'node:net';
+import type { Identity } from '../identity/types.ts';
+
+const BLOCKED = new BlockList();
+for (const [net, bits] of [['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12], ['192.0.0.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['224.0.0.0', 3]] as const) BLOCKED.addSubnet(net, bits, 'ipv4');
+// IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are checked against the IPv4 rules by BlockList itself.
+for (const [net, bits] of [['::', 127], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8]] as const) BLOCKED.addSubnet(net, bits, 'ipv6');
+
+/** Why aam will not post to `url` (null: it may), per the SSRF rule. */
+export async function pushUrlRefusal(url: string, allow: readonly string[]): Promise<string | null> {
+  let u: URL;
+  try { u = new URL(url); } catch { return `push URL "${url.slice(0, 200)}" is not a URL`; }
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') return `push URL scheme ${u.protocol} is not allowed; use https`;
+  if (u.username || u.password) return 'push URL must not carry credentials; use the config\'s token';
+  const host = u.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  if (allow.includes(host) || allow.includes(u.host.toLowerCase())) return null;
+  let addrs: Array<{ address: string; family: number }>;
+  try { addrs = isIP(host) ? [{ address: host, family: isIP(host) }] : await lookup(host, { all: true }); } catch {
+    return `push URL host "${host}" does not resolve`;
+  }
+  for (const a of addrs) {
+    if (BLOCKED.check(a.address, a.family === 6 ? 'ipv6' : 'ipv4')) {
+      return `push URL host "${host}" is a private, loopback or link-local address (${a.address}); aam does not post there unless an operator lists the host in AAM_A2A_PUSH_ALLOW`;
+    }
+  }
+  return null;
+}
+
+export interface PushRoute {
+  id: string;
+  /** The token the callee must send back (X-A2A-Notification-Token). */
+  token: string;
+  callee: string;
+  /** The task it was registered for ('' when registered with the message that creates the task). */
+  taskId: string;
+  /** The skill of the registering call (a task first seen in a notification is bound with it). */
+  skill: string;
+  /** The caller, as identified when it registered the config (its guardrails guard the notifications). */
+  identity: Identity;
+  url: string;
+  callerToken?: string;
+  /** The caller's config id, when it named one. */
+  configId?: string;
+  expires: number;
+}
+
+/** Registered push routes (bounded, expiring; per replica, like task ownership). */
+export class PushRoutes {
+  readonly #m = new Map<string, PushRoute>();
+  readonly #max: number;
+  readonly #ttlMs: number;
+  constructor(max = 50_000, ttlMs = 24 * 60 * 60 * 1000) { this.#max = max; this.#ttlMs = ttlMs; }
+
+  add(r: Omit<PushRoute, 'id' | 'token' | 'expires'>, now = Date.now()): PushRoute {
+    const route: PushRoute = { ...r, id: `psh_${randomBytes(16).toString('hex')}`, token: randomBytes(24).toString('base64url'), expires: now + this.#ttlMs };
+    this.#m.set(route.id, route);
+    if (this.#m.size > this.#max) this.#m.delete(this.#m.keys().next().value as string);
+    return route;
+  }
+
+  get(id: string, now = Date.now()): PushRoute | undefined {
+    const r = this.#m.get(id);
+    if (r && r.expires < now) { this.#m.delete(id); return undefined; }
+    return r;
+  }
+
+  /** The route a callee's notification is for: id known, callee the same, token equal (constant time). */
+  verify(id: string, callee: string, token: string | undefined): PushRoute | undefined {
+    const r = this.get(id);
+    if (!r || r.callee !== callee || typeof token !== 'string') return undefined;
+    const a = Buffer.from(token);
+    const b = Buffer.from(r.token);
+    return a.length === b.length && timingSafeEqual(a, b) ? r : undefined;
+  }
+}
+
+/** The push config inside params (its place differs per method), or undefined. */
+export function pushConfigIn(method: string, params: Record<string, unknown>): Record<string, unknown> | undefined {
+  if (method === 'CreateTaskPushNotificationConfig') return params;
+  if (method === 'SendMessage' || method === 'SendStreamingMessage') {
+    const c = params.configuration as Record<string, unknown> | undefined;
+    const p = c?.taskPushNotificationConfig ?? c?.pushNotificationConfig;
+    return p && typeof p === 'object' ? p as Record<string, unknown> : undefined;
+  }
+  return undefined;
+}
+
+/** Put aam's URL and token where the caller's were (a copy; the caller's `authentication` is not passed on). */
+export function withAamTarget(method: string, params: Record<string, unknown>, url: string, token: string): Record<string, unknown> {
+  const swap = (c: Record<string, unknown>) => { const { authentication: _drop, ...rest } = c; return { ...rest, url, token }; };
+  if (method === 'CreateTaskPushNotificationConfig') return swap(params);
+  const c = params.configuration as Record<string, unknown>;
+  const key = c.taskPushNotificationConfig !== undefined ? 'taskPushNotificationConfig' : 'pushNotificationConfig';
+  return { ...params, configuration: { ...c, [key]: swap(c[key] as Record<string, unknown>) } };
+}
+
+/** Push configs in a callee's answer name aam's URL and token: shown to the caller as its own again. */
+export function restoreCallerTargets(result: unknown, routeOf: (aamUrl: string) => PushRoute | undefined): unknown {
+  const fix = (c: unknown): unknown => {
+    if (!c || typeof c !== 'object') return c;
+    const o = c as Record<string, unknown>;
+    const r = typeof o.url === 'string' ? routeOf(o.url) : undefined;
+    if (!r) return c;
+    const { token: _aam, ...rest } = o;
+    return { ...rest, url: r.url, ...(r.callerToken ? { token: r.callerToken } : {}) };
+  };
+  if (!result || typeof result !== 'object') return result;
+  const o = result as Record<string, unknown>;
+  if (Array.isArray(o.configs)) return { ...o, configs: o.configs.map(fix) };
+  return fix(result);
+}

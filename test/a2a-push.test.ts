@@ -1,0 +1,107 @@
+// A2A push notifications through aam, end to end with @a2a-js/sdk agents (the SDK's own push
+// store and sender): the callee is given aam's URL and token, never the caller's; its
+// notifications are verified, scrubbed and forwarded to the caller's webhook with the caller's
+// token. Caller URLs follow the SSRF rule: private addresses are refused unless allowed.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { startTestAgents, type TestAgents } from './helpers/a2a-agents.ts';
+import { pushUrlRefusal } from '../src/a2a/push.ts';
+
+const SECRET = 'push-worker-cred-7c3e9b4f21aa8d1f';
+let gw: TestGateway;
+let agents: TestAgents;
+let hook: Server;
+let hookUrl = '';
+const hooked: Array<{ headers: Record<string, unknown>; body: string }> = [];
+const keys: Record<string, string> = {};
+
+before(async () => {
+  process.env.A2A_PUSH_WORKER_TOKEN = SECRET;
+  hook = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => { hooked.push({ headers: req.headers, body: Buffer.concat(chunks).toString('utf8') }); res.writeHead(200).end(); });
+  });
+  await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
+  hookUrl = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook`;
+  agents = await startTestAgents([{ name: 'worker', skills: ['work'], aamUrl: () => gw.url, key: () => keys.worker, secret: SECRET, push: true }]);
+  gw = await startTestGateway(yaml(
+    doc('Credential', 'worker-token', { env: 'A2A_PUSH_WORKER_TOKEN' }),
+    doc('Agent', 'worker', { workload: 'spiffe://test/agent/worker', a2a: { url: `${agents.base}/worker`, credential: 'worker-token' } }),
+    doc('Agent', 'caller', { workload: 'spiffe://test/agent/caller' }),
+    doc('Agent', 'other', { workload: 'spiffe://test/agent/other' }),
+    doc('AgentPolicy', 'caller-calls', { identity: { agent: 'caller' }, agents: [{ agent: 'worker' }] }),
+    doc('AgentPolicy', 'other-calls', { identity: { agent: 'other' }, agents: [{ agent: 'worker' }] }),
+  ), { AAM_A2A_PUSH_ALLOW: new URL(hookUrl).host });
+  keys.caller = gw.key('caller');
+  keys.other = gw.key('other');
+  keys.worker = gw.key('worker');
+});
+
+after(async () => {
+  await gw?.close();
+  await agents?.close();
+  hook?.closeAllConnections();
+  await new Promise((r) => hook?.close(r));
+  delete process.env.A2A_PUSH_WORKER_TOKEN;
+});
+
+async function rpc(as: string, method: string, params: unknown) {
+  const r = await fetch(`${gw.url}/a2a/worker`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${keys[as]}`, ...(method === 'SendStreamingMessage' ? { accept: 'text/event-stream' } : {}) },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
+  });
+  const text = await r.text();
+  return { status: r.status, text, body: (r.headers.get('content-type')?.includes('json') ? JSON.parse(text) : {}) as { result?: Record<string, unknown>; error?: { message: string; data?: { code: string } } } };
+}
+
+async function until(what: string, ok: () => boolean, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+const message = (text: string) => ({ messageId: `p-${Math.random()}`, role: 'ROLE_USER', parts: [{ text }] });
+
+test('the callee\'s notifications reach the caller\'s webhook through aam: caller token, scrubbed, never the caller\'s URL at the callee', async () => {
+  const r = await rpc('caller', 'SendStreamingMessage', { message: message('stream the secret'), configuration: { taskPushNotificationConfig: { url: hookUrl, token: 'caller-hook-token' } } });
+  assert.equal(r.status, 200, r.text);
+  await until('notifications at the webhook', () => hooked.some((h) => h.body.includes('TASK_STATE_COMPLETED') || /"state":\s*"?(3|TASK_STATE_COMPLETED)/.test(h.body)));
+  for (const h of hooked) {
+    assert.equal(h.headers['x-a2a-notification-token'], 'caller-hook-token', 'the caller\'s own token');
+    assert.ok(String(h.headers['x-aam-request-id']).startsWith('req_'), 'delivered by aam');
+    assert.ok(!h.body.includes(SECRET), 'scrubbed');
+  }
+  assert.ok(hooked.some((h) => h.body.includes('alpha')));
+  // The callee holds aam's URL, not the caller's: what it stored is shown to the caller as the caller's own.
+  const taskId = /"id":"([^"]+)"/.exec(r.text)![1];
+  const list = await rpc('caller', 'ListTaskPushNotificationConfigs', { taskId });
+  assert.equal(list.status, 200, list.text);
+  const cfgs = (list.body.result as { configs: Array<{ url: string; token?: string }> }).configs;
+  assert.equal(cfgs.length, 1);
+  assert.equal(cfgs[0].url, hookUrl);
+  assert.equal(cfgs[0].token, 'caller-hook-token');
+  assert.ok(!list.text.includes('/push/psh_'), 'aam\'s route is not shown');
+  // Another caller cannot read them.
+  assert.equal((await rpc('other', 'ListTaskPushNotificationConfigs', { taskId })).body.error?.message, `task "${taskId}" not found`);
+});
+
+test('SSRF: private, loopback, link-local and non-http push URLs are refused before the callee sees them; an unknown push route is 401', async () => {
+  const first = await rpc('caller', 'SendMessage', { message: message('hello') });
+  assert.equal(first.status, 200);
+  for (const url of ['http://10.0.0.7/hook', 'http://169.254.169.254/latest/meta-data', 'http://127.0.0.1:1/hook', 'http://[::1]/hook', 'file:///etc/passwd', 'http://user:pw@example.com/']) {
+    const r = await rpc('caller', 'SendStreamingMessage', { message: message('stream'), configuration: { taskPushNotificationConfig: { url } } });
+    assert.equal(r.status, 400, `${url}: ${r.text}`);
+    assert.equal(r.body.error?.data?.code, 'push_url_refused', url);
+  }
+  assert.match(String(await pushUrlRefusal('http://192.168.1.2/x', [])), /private, loopback or link-local address \(192\.168\.1\.2\).*AAM_A2A_PUSH_ALLOW/);
+  assert.equal(await pushUrlRefusal('http://192.168.1.2/x', ['192.168.1.2']), null, 'an operator may allow a host');
+  assert.equal(await pushUrlRefusal('https://93.184.216.34/hook', []), null);
+  const forged = await fetch(`${gw.url}/a2a/worker/push/psh_0123`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-a2a-notification-token': 'x' }, body: '{"task":{"id":"t"}}' });
+  assert.equal(forged.status, 401);
+});
