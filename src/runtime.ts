@@ -16,6 +16,7 @@ import { FleetLimiter } from './store/fleet-limits.ts';
 import { FleetMcpSessions } from './store/fleet-mcp-sessions.ts';
 import { FleetCache } from './store/fleet-cache.ts';
 import { memoryMcpSessions } from './store/mcp-sessions.ts';
+import { FleetPins } from './store/fleet-pins.ts';
 import { openDatabase } from './store/sqlite.ts';
 import { createLogger, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
@@ -95,7 +96,7 @@ export interface RuntimeOptions {
 
 /** The fleet implementations of the store seam, opened (and migrated) before the runtime. */
 export interface FleetStores {
-  fleet: Fleet; keys: FleetKeyBook; limiter: FleetLimiter;
+  fleet: Fleet; keys: FleetKeyBook; limiter: FleetLimiter; pins: FleetPins;
   /** This replica's heartbeat in Redis (aam fleet status). */
   heartbeat(config: () => string, everyMs?: number): { stop(): Promise<void> };
 }
@@ -110,12 +111,14 @@ export async function openFleetStores(env: NodeJS.ProcessEnv, opts: { follow: bo
   const { openFleet, startHeartbeat } = await fleetDrivers();
   const fleet = await openFleet(urls, { follow: opts.follow, migrate: opts.follow, poolMax: env.AAM_DATABASE_POOL ? Number(env.AAM_DATABASE_POOL) : undefined });
   try {
-    const keys = await FleetKeyBook.open(fleet, { follow: opts.follow, pollMs: env.AAM_FLEET_POLL_MS ? Number(env.AAM_FLEET_POLL_MS) : undefined });
+    const pollMs = env.AAM_FLEET_POLL_MS ? Number(env.AAM_FLEET_POLL_MS) : undefined;
+    const onError = (what: string, e: unknown) => opts.log?.warn({ event: 'fleet_store_error', what, err: e }, `fleet store: ${what} failed`);
+    const keys = await FleetKeyBook.open(fleet, { follow: opts.follow, pollMs });
     const limiter = new FleetLimiter(fleet, {
-      reservationTtlMs: env.AAM_RESERVATION_TTL_MS ? Number(env.AAM_RESERVATION_TTL_MS) : undefined,
-      onError: (what, e) => opts.log?.warn({ event: 'fleet_store_error', what, err: e }, `fleet store: ${what} failed`),
+      reservationTtlMs: env.AAM_RESERVATION_TTL_MS ? Number(env.AAM_RESERVATION_TTL_MS) : undefined, onError,
     });
-    return { fleet, keys, limiter, heartbeat: (config, everyMs) => startHeartbeat(fleet, config, everyMs) };
+    const pins = await FleetPins.open(fleet, { follow: opts.follow, pollMs, onError });
+    return { fleet, keys, limiter, pins, heartbeat: (config, everyMs) => startHeartbeat(fleet, config, everyMs) };
   } catch (e) {
     await fleet.close();
     throw e;
@@ -417,6 +420,8 @@ export class Runtime {
     this.db.close();
     if (this.fleet) {
       await this.#heartbeat?.stop();
+      this.fleet.pins.close();
+      await this.fleet.pins.flush();
       await this.fleet.limiter.close();
       await this.fleet.fleet.close();
     }

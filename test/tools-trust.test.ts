@@ -313,7 +313,7 @@ test('tool digests cover annotations: an upstream that flips readOnlyHint has th
   assert.match(e.message, /withheld: tool definition changed/);
   const diff = gw.g.rt.tools?.mcp.toolDiff('annotated', 'lookup');
   assert.deepEqual(diff?.changed, ['annotations']);
-  gw.g.rt.tools?.mcp.acceptTool('annotated', 'lookup', 'test');
+  await gw.g.rt.tools?.mcp.acceptTool('annotated', 'lookup', 'test');
   assert.notEqual((await c.client.callTool({ name: 'annotated__lookup', arguments: {} })).isError, true);
   await closeClient(c);
 });

@@ -28,7 +28,7 @@ test('digest ignores key order but not content', () => {
   assert.match(toolDigest(tool('d')), /^sha256:[0-9a-f]{64}$/);
 });
 
-test('integrity: trust on first use, flag changes, accept, pins override', () => {
+test('integrity: trust on first use, flag changes, accept, pins override', async () => {
   const db = new DatabaseSync(':memory:');
   const integ = createToolIntegrity(db);
   assert.equal(integ.check('s', [tool('v1')], {}).get('t')?.ok, true);
@@ -39,13 +39,13 @@ test('integrity: trust on first use, flag changes, accept, pins override', () =>
   assert.equal(createToolIntegrity(db).check('s', [tool('v2')], {}).get('t')?.ok, false, 'persists across restarts');
   assert.equal(integ.check('s', [tool('v1')], {}).get('t')?.ok, true, 'reverting to the accepted definition is fine');
   integ.check('s', [tool('v2')], {});
-  const d = integ.accept('s', 't', 'admin');
+  const d = await integ.accept('s', 't', 'admin');
   assert.equal(d.status, 'accepted');
   assert.equal(d.acceptedBy, 'admin');
   assert.equal(integ.check('s', [tool('v2')], {}).get('t')?.ok, true);
   assert.equal(integ.check('s', [tool('v2')], { t: toolDigest(tool('v2')) }).get('t')?.ok, true);
   assert.equal(integ.check('s', [tool('v2')], { t: toolDigest(tool('v1')) }).get('t')?.ok, false, 'pin mismatch even though accepted');
-  assert.throws(() => integ.accept('s', 'never-seen', 'admin'), /no definition/);
+  await assert.rejects(integ.accept('s', 'never-seen', 'admin'), /no definition/);
 });
 
 test('approvals: bound to identity, target and argument digest; single use; expiry', async () => {

@@ -146,6 +146,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   };
   const mcp = createLazyMcpGateway(rt.compiled.set, deps, {
     approvals: rt.fleet ? fleetApprovals(rt.fleet.fleet.sql, approvalOpts) : createApprovals(rt.db, approvalOpts),
+    pins: rt.fleet?.pins,
     maxSessionsPerIdentity: env.AAM_MCP_SESSIONS_PER_IDENTITY ? Number(env.AAM_MCP_SESSIONS_PER_IDENTITY) : undefined,
     maxSessionsPerTrustDomain: env.AAM_MCP_SESSIONS_PER_TRUST_DOMAIN ? Number(env.AAM_MCP_SESSIONS_PER_TRUST_DOMAIN) : undefined,
   });

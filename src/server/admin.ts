@@ -217,7 +217,7 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
       if (method === 'GET' && m[3] === 'diff') return sendJson(ctx, 200, wrap(() => tools.mcp.toolDiff(server, tool)));
       if (method === 'POST' && m[3] === 'accept') {
         must(who, 'operator');
-        const d = wrap(() => tools.mcp.acceptTool(server, tool, who.label));
+        const d = await wrapAsync(() => tools.mcp.acceptTool(server, tool, who.label));
         audit(ctx, who, 'tool_definition_accepted', `${server}/${tool}`, { digest: d.currentDigest });
         return sendJson(ctx, 200, d);
       }

@@ -72,6 +72,15 @@ export const MIGRATIONS: readonly Migration[] = [
         key_id text NOT NULL REFERENCES audit_keys (key_id), signature text NOT NULL);
       ALTER TABLE audit_chains ADD COLUMN base_seq bigint NOT NULL DEFAULT 0, ADD COLUMN base_hash text;`,
   },
+  {
+    version: 7, name: 'accepted tool definitions (rug-pull pins)',
+    // seq: order of changes (written under a transaction lock), so replicas follow "seq > last seen".
+    sql: `CREATE SEQUENCE tool_pin_seq;
+      CREATE TABLE tool_pins (server text NOT NULL, tool text NOT NULL, accepted_digest text NOT NULL, accepted_def text NOT NULL,
+        current_digest text NOT NULL, current_def text NOT NULL, accepted_by text, accepted_at text NOT NULL, seq bigint NOT NULL,
+        PRIMARY KEY (server, tool));
+      CREATE INDEX tool_pins_seq ON tool_pins (seq);`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

@@ -50,6 +50,8 @@ function forRequest(ctx: SessionCtx, extra: { authInfo?: AuthInfo }): SessionCtx
 export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGatewayOptions = {}, shared: McpShared = createMcpShared(deps, opts)): McpGateway {
   const { integrity, approvals } = shared;
   const catalog = createCatalog(config, deps, integrity, opts);
+  // Another replica accepted a changed definition: re-judge this server's tools now.
+  integrity.onAccepted((server) => catalog.recompile(server));
   const rt: Runtime = { catalog, deps, approvals, maxResultBytes: opts.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES };
   const pageSize = opts.pageSize ?? 200;
   const maxSessions = opts.maxSessions ?? 10_000;
@@ -257,9 +259,9 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     },
     approvals,
     toolDiff: (server, tool) => integrity.diff(server, tool),
-    acceptTool(server, tool, actor) {
+    async acceptTool(server, tool, actor) {
       // Evidence of who accepted it is the admin event the caller (admin API) records.
-      const d = integrity.accept(server, tool, actor);
+      const d = await integrity.accept(server, tool, actor);
       catalog.recompile(server);
       return d;
     },

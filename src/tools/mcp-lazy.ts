@@ -5,7 +5,8 @@
 import type { ConfigSet } from '../config/schema.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createApprovals, type Approval, type Approvals } from '../store/approvals.ts';
-import { createToolIntegrity, type ToolDiff, type ToolIntegrity } from './tool-integrity.ts';
+import { createToolIntegrity, toolIntegrity, type ToolDiff, type ToolIntegrity } from './tool-integrity.ts';
+import type { ToolPins } from '../store/tool-pins.ts';
 import type { ToolAccess, ToolDeps } from './types.ts';
 import type { UpstreamOptions, UpstreamState } from './upstream.ts';
 
@@ -27,6 +28,8 @@ export interface McpGatewayOptions extends UpstreamOptions {
   onApprovalPending?: (a: Approval) => void;
   /** The held-calls store chosen at start (fleet: PostgreSQL); default: the embedded one in deps.db. */
   approvals?: Approvals;
+  /** The accepted-tool-definitions store chosen at start (fleet: PostgreSQL); default: embedded in deps.db. */
+  pins?: ToolPins;
   maxResultBytes?: number;
   /** tools/list waits at most this long for servers still starting, then lists what is ready (default 5 s). */
   listWaitMs?: number;
@@ -41,7 +44,7 @@ export interface McpGateway {
   close(): Promise<void>;
   approvals: Approvals;
   toolDiff(server: string, tool: string): ToolDiff;
-  acceptTool(server: string, tool: string, actor: string): ToolDiff;
+  acceptTool(server: string, tool: string, actor: string): Promise<ToolDiff>;
   flaggedTools(): ToolDiff[];
   status(): Record<string, { state: UpstreamState; restarts: number; lastError?: string; pid?: number | null; tools: number }>;
 }
@@ -61,7 +64,7 @@ export function sessionLimits(opts: McpGatewayOptions): { maxPerIdentity: number
 export function createMcpShared(deps: ToolDeps, opts: McpGatewayOptions): McpShared {
   sessionLimits(opts);
   return {
-    integrity: createToolIntegrity(deps.db, deps.scrub),
+    integrity: opts.pins ? toolIntegrity(opts.pins, deps.scrub) : createToolIntegrity(deps.db, deps.scrub),
     // The store the runtime chose (fleet: PostgreSQL), else the embedded one in the data dir.
     approvals: opts.approvals ?? createApprovals(deps.db, { windowMs: opts.approvalWindowMs, onPending: opts.onApprovalPending }),
   };

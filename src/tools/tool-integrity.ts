@@ -6,7 +6,8 @@
 // whether a call is mutating). Digests from before title/outputSchema/annotations were covered
 // ("legacy") are upgraded, not treated as changes: see check().
 import { createHash } from 'node:crypto';
-import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import type { DatabaseSync } from 'node:sqlite';
+import { sqlitePins, type PinRow, type ToolPins } from '../store/tool-pins.ts';
 import type { UpstreamTool } from './types.ts';
 
 export type ToolStatus =
@@ -35,10 +36,12 @@ export interface ToolIntegrity {
   /** Compare a freshly listed set of tools with what was accepted; records first sightings and changes. */
   check(server: string, tools: UpstreamTool[], pins: Record<string, string | undefined>): Map<string, ToolStatus>;
   diff(server: string, tool: string): ToolDiff;
-  /** Accept the current (changed) definition; returns the new accepted digest. */
-  accept(server: string, tool: string, actor: string): ToolDiff;
+  /** Accept the current (changed) definition; resolves once it counts (fleet: on every replica within 1 s). */
+  accept(server: string, tool: string, actor: string): Promise<ToolDiff>;
   /** Tools whose current definition differs from the accepted one. */
   flagged(): ToolDiff[];
+  /** Called with a server whose accepted definitions changed elsewhere (another replica): recompile it. */
+  onAccepted(fn: (server: string) => void): void;
 }
 
 /** Stable JSON: object keys sorted, so equal definitions give equal digests. */
@@ -69,27 +72,16 @@ export function legacyToolDigest(t: UpstreamTool): string {
 
 const normalizePin = (p: string) => (p.startsWith('sha256:') ? p : `sha256:${p}`).toLowerCase();
 
-interface Row { server: string; tool: string; accepted_digest: string; accepted_def: string; current_digest: string; current_def: string; accepted_by: string | null; accepted_at: string }
-
 /** `scrub`: stored definitions pass the credential scrubber (a server may echo its credential in a description); digests cover the real definition. */
 export function createToolIntegrity(db: DatabaseSync, scrub: (text: string) => string = (t) => t): ToolIntegrity {
-  db.exec(`CREATE TABLE IF NOT EXISTS mcp_tool_digests (
-    server TEXT NOT NULL, tool TEXT NOT NULL,
-    accepted_digest TEXT NOT NULL, accepted_def TEXT NOT NULL,
-    current_digest TEXT NOT NULL, current_def TEXT NOT NULL,
-    accepted_by TEXT, accepted_at TEXT NOT NULL, first_seen TEXT NOT NULL,
-    PRIMARY KEY (server, tool))`);
-  const get: StatementSync = db.prepare('SELECT * FROM mcp_tool_digests WHERE server = ? AND tool = ?');
-  const insert = db.prepare(`INSERT INTO mcp_tool_digests (server, tool, accepted_digest, accepted_def, current_digest, current_def, accepted_by, accepted_at, first_seen)
-    VALUES (?, ?, ?, ?, ?, ?, NULL, ?, ?)`);
-  const setCurrent = db.prepare('UPDATE mcp_tool_digests SET current_digest = ?, current_def = ? WHERE server = ? AND tool = ?');
-  const upgrade = db.prepare('UPDATE mcp_tool_digests SET accepted_digest = ?, accepted_def = ?, current_digest = ?, current_def = ? WHERE server = ? AND tool = ?');
-  const acceptStmt = db.prepare('UPDATE mcp_tool_digests SET accepted_digest = current_digest, accepted_def = current_def, accepted_by = ?, accepted_at = ? WHERE server = ? AND tool = ?');
-  const changedStmt = db.prepare('SELECT * FROM mcp_tool_digests WHERE accepted_digest <> current_digest ORDER BY server, tool');
+  return toolIntegrity(sqlitePins(db), scrub);
+}
 
-  const rowOf = (server: string, tool: string) => get.get(server, tool) as Row | undefined;
+/** The rug-pull rules over a pins store (embedded or fleet: see store/tool-pins.ts). */
+export function toolIntegrity(store: ToolPins, scrub: (text: string) => string = (t) => t): ToolIntegrity {
+  const rowOf = (server: string, tool: string) => store.get(server, tool);
 
-  function toDiff(server: string, tool: string, r: Row | undefined): ToolDiff {
+  function toDiff(server: string, tool: string, r: PinRow | undefined): ToolDiff {
     if (!r) return { server, tool, status: 'unknown', changed: [] };
     const accepted = JSON.parse(r.accepted_def) as CanonicalTool;
     const current = JSON.parse(r.current_def) as CanonicalTool;
@@ -111,15 +103,15 @@ export function createToolIntegrity(db: DatabaseSync, scrub: (text: string) => s
         const def = scrub(JSON.stringify(canonicalTool(t)));
         let row = rowOf(server, t.name);
         let notice: string | undefined;
-        if (!row) insert.run(server, t.name, digest, def, digest, def, now, now);
+        if (!row) store.add({ server, tool: t.name, accepted_digest: digest, accepted_def: def, current_digest: digest, current_def: def, accepted_by: null, accepted_at: now });
         else if (row.accepted_digest !== digest && row.accepted_digest === legacy) {
           // Accepted before the digest covered annotations, and unchanged in everything it covered
           // then: today's annotations become part of the accepted definition (trust on first use,
           // once), so an upgrade does not withhold every annotated tool.
-          upgrade.run(digest, def, digest, def, server, t.name);
+          store.upgrade(server, t.name, digest, def);
           row = { ...row, accepted_digest: digest, current_digest: digest };
           notice = `accepted digest upgraded to cover title, outputSchema and annotations (now ${digest}); later changes to them are withheld until accepted`;
-        } else if (row.current_digest !== digest) setCurrent.run(digest, def, server, t.name);
+        } else if (row.current_digest !== digest) store.setCurrent(server, t.name, digest, def);
         const pin = pins[t.name];
         if (pin !== undefined) {
           const p = normalizePin(pin);
@@ -136,12 +128,11 @@ export function createToolIntegrity(db: DatabaseSync, scrub: (text: string) => s
       return out;
     },
     diff: (server, tool) => toDiff(server, tool, rowOf(server, tool)),
-    accept(server, tool, actor) {
-      const r = rowOf(server, tool);
-      if (!r) throw new Error(`no definition of tool "${tool}" on MCP server "${server}" has been seen yet`);
-      acceptStmt.run(actor, new Date().toISOString(), server, tool);
-      return toDiff(server, tool, rowOf(server, tool));
+    async accept(server, tool, actor) {
+      if (!rowOf(server, tool)) throw new Error(`no definition of tool "${tool}" on MCP server "${server}" has been seen yet`);
+      return toDiff(server, tool, await store.accept(server, tool, actor, new Date().toISOString()));
     },
-    flagged: () => (changedStmt.all() as unknown as Row[]).map((r) => toDiff(r.server, r.tool, r)),
+    flagged: () => store.changed().map((r) => toDiff(r.server, r.tool, r)),
+    onAccepted: (fn) => store.onAccepted(fn),
   };
 }
