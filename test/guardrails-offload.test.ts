@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { compileGuardrail, type CompiledGuardrail } from '../src/guardrails/engine-core.ts';
 import { applyToChat, applyToJson, INLINE_CHARS, OFFLOAD_CHARS, scanValue, type StructuredVerdict } from '../src/guardrails/structured.ts';
 import { createScanThread } from '../src/guardrails/offload.ts';
-import { adversarialInputs, randomInputs } from './helpers/hostile-text.ts';
+import { adversarialInputs, randomInputs, prng } from './helpers/hostile-text.ts';
 import { longestTurnCpuMs } from './helpers/loop-turns.ts';
 
 const ALL = ['email', 'phone', 'credit_card', 'ssn', 'iban', 'ip_address', 'secrets'] as const;
@@ -32,16 +32,6 @@ const SETS: Array<[string, CompiledGuardrail[]]> = [
     g('kw', { keywords: ['project falcon'], action: 'block', max_scan_chars: 200_000 }),
   ]],
 ];
-
-function prng(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const PII = ['a.b@example.com', '+44 20 7946 0958', '4111 1111 1111 1111', '078-05-1120', 'DE89370400440532013000',
   '10.0.0.1', 'AKIAIOSFODNN7EXAMPLE', 'project falcon', 'ACME-123456', 'sk-proj-Ab12Cd34Ef56Gh78Ij90Kl12', 'password=Hunter2isMyPass'];

@@ -5,16 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseJsonInTurns } from '../src/access/json-turns.ts';
-
-function prng(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { prng } from './helpers/hostile-text.ts';
 
 /** Pieces of a literal's raw content as written in JSON: plain text, every escape, raw non-ASCII. */
 const PIECES = ['a', 'plain ', '\\n', '\\"', '\\\\', '\\/', '\\b\\f\\r\\t', '\\u00e9', '\\uD83D\\uDE00', '\\uD83D', '\\uDE00', 'é', '😀', '"', '\\\\\\"', ':', '{', '[', ','];

@@ -72,7 +72,7 @@ export function adversarialInputs(size: number): Array<[string, string]> {
 }
 
 /** Deterministic PRNG (mulberry32) so benchmark runs are comparable. */
-function prng(seed: number): () => number {
+export function prng(seed: number): () => number {
   let a = seed;
   return () => {
     a = (a + 0x6d2b79f5) | 0;
