@@ -8,13 +8,14 @@ import { compileProviders, compileRoutes, type ProviderRuntime, type Route } fro
 import { CatalogRoutes } from './gateway/catalog-routes.ts';
 import { UsageRecorder } from './gateway/usage.ts';
 import { embeddedKeyBook, openKeyStore, type KeyStore } from './identity/keys.ts';
-import type { BudgetAlert, KeyBook, Limiter, McpSessionRegistry, StoreHealth } from './store/types.ts';
+import type { BudgetAlert, KeyBook, Limiter, McpSessionRegistry, StoreHealth, TaskOwnerStore } from './store/types.ts';
 import type { Fleet } from './store/fleet.ts';
 import { fleetDrivers, fleetEnv } from './store/fleet-lazy.ts';
 import { FleetKeyBook } from './store/fleet-keys.ts';
 import { FleetLimiter } from './store/fleet-limits.ts';
 import { FleetMcpSessions } from './store/fleet-mcp-sessions.ts';
 import { FleetCache } from './store/fleet-cache.ts';
+import { FleetTaskOwners, memoryTaskOwners } from './store/task-owners.ts';
 import { memoryMcpSessions } from './store/mcp-sessions.ts';
 import { FleetPins } from './store/fleet-pins.ts';
 import { openDatabase } from './store/sqlite.ts';
@@ -169,6 +170,8 @@ export class Runtime {
   readonly cache: ModelCache;
   /** Open MCP sessions and whom they are bound to (embedded memory or fleet Redis). */
   readonly mcpSessions: McpSessionRegistry;
+  /** A2A task and context ids and the caller that created each (embedded memory or fleet Redis). */
+  readonly a2aTasks: TaskOwnerStore;
   /** Stored Responses API state (previous_response_id, GET /v1/responses/{id}): per agent, expiring. */
   readonly responses: ResponseStore;
   /** How long a stored response lives (AAM_RESPONSES_TTL, default 30d). */
@@ -248,6 +251,7 @@ export class Runtime {
       shared: this.fleet ? new FleetCache(this.fleet.fleet, { onError: (what, e) => this.log.warn({ event: 'fleet_store_error', what, err: e }, `fleet store: ${what} failed`) }) : undefined,
     });
     this.mcpSessions = this.fleet ? new FleetMcpSessions(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryMcpSessions();
+    this.a2aTasks = this.fleet ? new FleetTaskOwners(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryTaskOwners();
     this.responses = this.fleet ? fleetResponseStore(this.fleet.fleet.sql) : openResponseStore(this.db);
     this.responsesTtlMs = parseDurationSeconds((opts.env ?? process.env).AAM_RESPONSES_TTL ?? '30d', 'AAM_RESPONSES_TTL') * 1000;
     this.a2aPushAllow = ((opts.env ?? process.env).AAM_A2A_PUSH_ALLOW ?? '').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean);

@@ -19,7 +19,8 @@ import { decide } from '../policy/decide.ts';
 import { agentVisible, decidingAgentRule, maxDelegationDepth } from '../policy/agents.ts';
 import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
-import { idsIn, TaskOwners } from './tasks.ts';
+import { idsIn } from './tasks.ts';
+import { StoreUnavailable } from '../store/types.ts';
 import { restFromAam, restFromRpc, restOp } from './rest.ts';
 import { PushRoutes, pushConfigIn, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
 import { keepSseAlive, SseParser, sseFrame, type SseRecord } from '../providers/sse.ts';
@@ -54,7 +55,6 @@ export interface A2aGateway { handle(ctx: Ctx): Promise<void> }
 
 export function createA2aGateway(): A2aGateway {
   const cards = new CardCache();
-  const owners = new TaskOwners();
   const pushes = new PushRoutes();
 
   async function handle(ctx: Ctx): Promise<void> {
@@ -116,14 +116,14 @@ export function createA2aGateway(): A2aGateway {
       const meta = msg.metadata as Record<string, unknown> | undefined;
       skill = typeof meta?.skill === 'string' ? meta.skill : '';
       taskId = typeof msg.taskId === 'string' && msg.taskId ? msg.taskId : undefined;
-      if (taskId) skill = ownedBy(name, 'task', taskId, caller)?.skill ?? skill;
+      if (taskId) skill = (await ownedBy(ctx, name, 'task', taskId, caller)).skill;
       const ctxId = typeof msg.contextId === 'string' ? msg.contextId : undefined;
-      if (ctxId) { const o = owners.get(name, 'context', ctxId); if (o && o.caller !== caller) throw new RpcError(TASK_NOT_FOUND, `context "${ctxId}" not found`); }
+      if (ctxId) { const o = await owner(ctx, name, 'context', ctxId); if (o && o.caller !== caller) throw new RpcError(TASK_NOT_FOUND, `context "${ctxId}" not found`); }
     } else if (rpc.method in TASK_ID) {
       const id = rpc.params[TASK_ID[rpc.method]];
       if (typeof id !== 'string' || !id) throw new RpcError(-32602, `${rpc.method} needs params.${TASK_ID[rpc.method]}`);
       taskId = id;
-      skill = ownedBy(name, 'task', id, caller)!.skill;
+      skill = (await ownedBy(ctx, name, 'task', id, caller)).skill;
     } else if (rpc.method === 'ListTasks' || rpc.method === 'GetExtendedAgentCard') {
       throw new RpcError(UNSUPPORTED, `aam does not relay ${rpc.method}: the callee sees every caller as aam, so its answer would mix callers; use GetTask with your task ids, or the card at /a2a/${name}${CARD_PATH}`);
     } else {
@@ -228,8 +228,9 @@ export function createA2aGateway(): A2aGateway {
     const caller = route.identity.agent.spiffeId;
     const ids = idsIn(body);
     // Registered with the message that creates the task: the callee may notify before aam has seen the task in an answer.
-    if (route.taskId === '') owners.bind(name, ids, caller, route.skill);
-    const foreign = ids.tasks.length === 0 || ids.tasks.some((t) => owners.get(name, 'task', t)?.caller !== caller || (route.taskId !== '' && t !== route.taskId));
+    if (route.taskId === '') await bind(ctx, name, body, caller, route.skill);
+    const owned = await Promise.all(ids.tasks.map((t) => owner(ctx, name, 'task', t)));
+    const foreign = ids.tasks.length === 0 || ids.tasks.some((t, i) => owned[i]?.caller !== caller || (route.taskId !== '' && t !== route.taskId));
     if (foreign) throw new AamError(403, 'policy_denied', `a push notification through this route must be about the task it was registered for (${route.taskId || 'the task its message created'})`);
     const access = new Access(ctx, route.identity);
     access.guardrails();
@@ -262,11 +263,21 @@ export function createA2aGateway(): A2aGateway {
     }
   }
 
+  /** Who owns an id, from the store seam; a fleet store that cannot answer refuses (503), never "not found". */
+  async function owner(ctx: Ctx, callee: string, kind: 'task' | 'context', id: string) {
+    try { return await ctx.rt.a2aTasks.get(callee, kind, id); } catch (e) { throw taskStoreFailure(e); }
+  }
+
   /** The owner of a task id, which must be this caller (another caller's task does not exist for it). */
-  function ownedBy(callee: string, kind: 'task', id: string, caller: string) {
-    const o = owners.get(callee, kind, id);
+  async function ownedBy(ctx: Ctx, callee: string, kind: 'task', id: string, caller: string) {
+    const o = await owner(ctx, callee, kind, id);
     if (!o || o.caller !== caller) throw new RpcError(TASK_NOT_FOUND, `task "${id}" not found`);
     return o;
+  }
+
+  /** Bind the ids an answer names before the caller sees it, so its next call may land on any replica. */
+  async function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: string): Promise<void> {
+    try { await ctx.rt.a2aTasks.bind(callee, idsIn(result), caller, skill); } catch (e) { throw taskStoreFailure(e); }
   }
 
   /** The callee's JSON-RPC answer, bound, guarded and scrubbed across parts (sent by the caller of this). */
@@ -283,7 +294,7 @@ export function createA2aGateway(): A2aGateway {
       throw new AamError(502, 'upstream_error', `agent "${name}" answered without a JSON-RPC body`);
     }
     if (msg.result !== undefined) {
-      owners.bind(name, idsIn(msg.result), caller, skill);
+      await bind(ctx, name, msg.result, caller, skill);
       if (method.includes('PushNotificationConfig')) msg = { ...msg, result: restoreCallerTargets(msg.result, (url) => pushes.get(url.slice(url.lastIndexOf('/') + 1))) };
       msg = { ...msg, result: scrubAcross(ctx.rt.egress, await access.guard('output', msg.result, `a2a ${name}`)) };
     } else if (msg.error !== undefined) {
@@ -307,8 +318,8 @@ export function createA2aGateway(): A2aGateway {
         return false;
       }
       if (ev.result !== undefined) {
-        owners.bind(name, idsIn(ev.result), caller, skill);
         try {
+          await bind(ctx, name, ev.result, caller, skill);
           ev = { ...ev, result: scrubAcross(ctx.rt.egress, await access.guard('output', ev.result, `a2a ${name} stream`)) };
         } catch (e) {
           const err = toAamError(e);
@@ -340,6 +351,12 @@ export function createA2aGateway(): A2aGateway {
   }
 
   return { handle };
+}
+
+/** The fleet's task owners cannot answer: 503 store_unavailable (whose task it is cannot be checked). */
+function taskStoreFailure(e: unknown): unknown {
+  if (!(e instanceof StoreUnavailable)) return e;
+  return new AamError(503, 'store_unavailable', `Redis (the fleet store for A2A task owners) is unavailable, so aam cannot check whose task this is: ${e.message}; retry shortly`, { headers: { 'retry-after': '1' } });
 }
 
 /** How answers, stream events and refusals are framed for the caller's binding; everything else is shared. */

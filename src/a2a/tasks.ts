@@ -1,46 +1,10 @@
-// Who owns an A2A task or context. A callee sees every caller as aam, so it cannot tell them
-// apart: aam binds each task and context id a callee returns to the caller (and skill) of the
-// call that created it, and answers another caller's GetTask/CancelTask/SubscribeToTask/push
-// config (or a message continuing it) as if the task did not exist. Bounded and expiring.
+// Which A2A task and context ids an answer names. A callee sees every caller as aam, so it cannot
+// tell them apart: aam binds each id a callee returns to the caller (and skill) of the call that
+// created it (rt.a2aTasks, the store seam: one process or the whole fleet), and answers another
+// caller's GetTask/CancelTask/SubscribeToTask/push config (or a message continuing it) as if the
+// task did not exist.
 
-export interface TaskOwner {
-  /** SPIFFE ID of the caller that created it. */
-  caller: string;
-  /** The skill of the call that created it: later task calls are decided as that skill. */
-  skill: string;
-  expires: number;
-}
-
-export interface TaskIds { tasks: string[]; contexts: string[] }
-
-export class TaskOwners {
-  readonly #m = new Map<string, TaskOwner>();
-  readonly #max: number;
-  readonly #ttlMs: number;
-
-  constructor(max = 50_000, ttlMs = 24 * 60 * 60 * 1000) { this.#max = max; this.#ttlMs = ttlMs; }
-
-  get(callee: string, kind: 'task' | 'context', id: string, now = Date.now()): TaskOwner | undefined {
-    const k = `${callee}\0${kind}\0${id}`;
-    const o = this.#m.get(k);
-    if (o && o.expires < now) { this.#m.delete(k); return undefined; }
-    return o;
-  }
-
-  /** Bind ids to a caller; an id already owned by another caller keeps its owner. */
-  bind(callee: string, ids: TaskIds, caller: string, skill: string, now = Date.now()): void {
-    for (const [kind, list] of [['task', ids.tasks], ['context', ids.contexts]] as const) {
-      for (const id of list) {
-        const cur = this.get(callee, kind, id, now);
-        if (cur && cur.caller !== caller) continue;
-        const k = `${callee}\0${kind}\0${id}`;
-        this.#m.delete(k);
-        this.#m.set(k, { caller, skill, expires: now + this.#ttlMs });
-        if (this.#m.size > this.#max) this.#m.delete(this.#m.keys().next().value as string);
-      }
-    }
-  }
-}
+import type { TaskIds } from '../store/types.ts';
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v ? v : undefined);
 

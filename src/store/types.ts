@@ -165,3 +165,26 @@ export interface SharedCache {
   onSemantic(fn: (e: SharedSemanticEntry) => void): void;
   close(): void;
 }
+
+// ---- A2A task ownership -------------------------------------------------------------------------
+
+/** Who created an A2A task or context through aam (only that caller may use it). */
+export interface TaskOwner {
+  /** SPIFFE ID of the caller that created it. */
+  caller: string;
+  /** The skill of the call that created it: later task calls are decided as that skill. */
+  skill: string;
+}
+
+export interface TaskIds { tasks: string[]; contexts: string[] }
+
+/**
+ * A2A task and context ids bound to the caller that created them (embedded: memory; fleet:
+ * Redis), so any replica answers a task call and none answers another caller's. Bounded and
+ * expiring. A fleet store that cannot answer throws StoreUnavailable (never "not found").
+ */
+export interface TaskOwnerStore {
+  get(callee: string, kind: 'task' | 'context', id: string): TaskOwner | undefined | Promise<TaskOwner | undefined>;
+  /** Bind ids to a caller; an id already owned by another caller keeps its owner. Durable once it resolves. */
+  bind(callee: string, ids: TaskIds, caller: string, skill: string): void | Promise<void>;
+}

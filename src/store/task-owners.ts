@@ -1,0 +1,122 @@
+// A2A task ownership (see TaskOwnerStore): in memory for one process, in Redis for a fleet.
+// A callee sees every caller as aam, so aam binds each task and context id a callee returns to
+// the caller (and skill) of the call that created it. Ownership never changes while it lives, so
+// the fleet store keeps what it has read or written in a bounded local map as well: a replica asks
+// Redis once per id (until the local copy ages out), and a bind it already made costs nothing.
+import type { Redis } from './redis.ts';
+import { StoreUnavailable, type TaskIds, type TaskOwner, type TaskOwnerStore } from './types.ts';
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+interface Held extends TaskOwner { expires: number }
+
+/** Bounded map of live owners, oldest first out. */
+class OwnerMap {
+  readonly #m = new Map<string, Held>();
+  readonly #max: number;
+  constructor(max: number) { this.#max = max; }
+  get(k: string, now: number): Held | undefined {
+    const o = this.#m.get(k);
+    if (o && o.expires < now) { this.#m.delete(k); return undefined; }
+    return o;
+  }
+  set(k: string, o: Held): void {
+    this.#m.delete(k);
+    this.#m.set(k, o);
+    if (this.#m.size > this.#max) this.#m.delete(this.#m.keys().next().value as string);
+  }
+}
+
+const keyOf = (callee: string, kind: 'task' | 'context', id: string): string => `${callee}\0${kind}\0${id}`;
+const each = (ids: TaskIds): Array<['task' | 'context', string]> => [...ids.tasks.map((id) => ['task', id] as ['task', string]), ...ids.contexts.map((id) => ['context', id] as ['context', string])];
+
+/** One process: owners in memory, 50,000 at most, each for a day after its last bind. */
+export function memoryTaskOwners(max = 50_000, ttlMs = DAY_MS, now: () => number = Date.now): TaskOwnerStore {
+  const m = new OwnerMap(max);
+  return {
+    get: (callee, kind, id) => m.get(keyOf(callee, kind, id), now()),
+    bind(callee, ids, caller, skill) {
+      const t = now();
+      for (const [kind, id] of each(ids)) {
+        const k = keyOf(callee, kind, id);
+        const cur = m.get(k, t);
+        if (cur && cur.caller !== caller) continue;
+        m.set(k, { caller, skill, expires: t + ttlMs });
+      }
+    },
+  };
+}
+
+// KEYS: one per id. ARGV: value ("caller\nskill"), ttl ms. Sets each key not owned by another
+// caller (refreshing its expiry); replies with the owner each key has afterwards.
+const BIND = `
+local out = {}
+for i, k in ipairs(KEYS) do
+  local cur = redis.call('GET', k)
+  if cur and string.sub(cur, 1, #ARGV[3]) ~= ARGV[3] then
+    out[i] = cur
+  else
+    redis.call('SET', k, ARGV[1], 'PX', ARGV[2])
+    out[i] = ARGV[1]
+  end
+end
+return out
+`;
+
+type Scripted = { aamTaskBind(...a: Array<string | number>): Promise<string[]> };
+
+/** The fleet: owners in Redis (a day after the last bind, like one process), copied locally once known. */
+export class FleetTaskOwners implements TaskOwnerStore {
+  readonly #redis: Redis;
+  readonly #prefix: string;
+  readonly #ttlMs: number;
+  readonly #local: OwnerMap;
+  /** Redis round trips, for the tests and benchmark notes. */
+  calls = 0;
+
+  constructor(redis: Redis, prefix: string, opts: { ttlMs?: number; maxLocal?: number } = {}) {
+    this.#redis = redis;
+    this.#prefix = `${prefix}a2a:`;
+    this.#ttlMs = opts.ttlMs ?? DAY_MS;
+    // The local copy lives shorter than the Redis key, so it never outlives the owner it mirrors.
+    this.#local = new OwnerMap(opts.maxLocal ?? 50_000);
+    redis.defineCommand('aamTaskBind', { lua: BIND });
+  }
+
+  #key(callee: string, kind: 'task' | 'context', id: string): string {
+    return `${this.#prefix}${kind}:${encodeURIComponent(callee)}:${id}`;
+  }
+
+  #remember(k: string, value: string): TaskOwner {
+    const cut = value.indexOf('\n');
+    const o = { caller: value.slice(0, cut), skill: value.slice(cut + 1) };
+    this.#local.set(k, { ...o, expires: Date.now() + Math.min(this.#ttlMs, 60 * 60 * 1000) });
+    return o;
+  }
+
+  async get(callee: string, kind: 'task' | 'context', id: string): Promise<TaskOwner | undefined> {
+    const k = keyOf(callee, kind, id);
+    const held = this.#local.get(k, Date.now());
+    if (held) return held;
+    this.calls++;
+    let v: string | null;
+    try { v = await this.#redis.get(this.#key(callee, kind, id)); } catch (e) {
+      throw new StoreUnavailable('redis', `A2A task owners: ${(e as Error).message}`);
+    }
+    return v === null ? undefined : this.#remember(k, v);
+  }
+
+  async bind(callee: string, ids: TaskIds, caller: string, skill: string): Promise<void> {
+    const now = Date.now();
+    const todo = each(ids).filter(([kind, id]) => this.#local.get(keyOf(callee, kind, id), now)?.caller !== caller);
+    if (todo.length === 0) return;
+    this.calls++;
+    let owners: string[];
+    try {
+      owners = await (this.#redis as unknown as Scripted).aamTaskBind(todo.length, ...todo.map(([kind, id]) => this.#key(callee, kind, id)), `${caller}\n${skill}`, this.#ttlMs, `${caller}\n`);
+    } catch (e) {
+      throw new StoreUnavailable('redis', `A2A task owners: ${(e as Error).message}`);
+    }
+    todo.forEach(([kind, id], i) => this.#remember(keyOf(callee, kind, id), owners[i]));
+  }
+}

@@ -1,0 +1,118 @@
+// Fleet mode, A2A task ownership: two replicas on one real PostgreSQL + Redis. A task created by
+// one caller through replica 0 is got and cancelled by that caller through replica 1, and is
+// "not found" (GetTask, CancelTask, SubscribeToTask, a message continuing it or its context) for
+// every other caller on both replicas, without reaching the callee.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
+import { startTestAgents, type TestAgents } from './helpers/a2a-agents.ts';
+import { doc, yaml } from './helpers/gateway.ts';
+import { until } from './helpers/e2e.ts';
+import { startGateway, type Running } from '../src/cli/serve.ts';
+import type { FleetTaskOwners } from '../src/store/task-owners.ts';
+
+let store: FleetTestStore;
+let agents: TestAgents;
+let dir: string;
+const replicas: Running[] = [];
+const urls: string[] = [];
+const keys: Record<string, string> = {};
+
+before(async () => {
+  store = await fleetStore();
+  agents = await startTestAgents([{ name: 'helper', skills: ['help'], aamUrl: () => urls[0], key: () => keys.helper }]);
+  dir = mkdtempSync(join(tmpdir(), 'aam-fleet-a2a-'));
+  const configPath = join(dir, 'aam.yaml');
+  writeFileSync(configPath, yaml(
+    doc('Agent', 'helper', { workload: 'spiffe://test/agent/helper', a2a: { url: `${agents.base}/helper` } }),
+    doc('Agent', 'planner', { workload: 'spiffe://test/agent/planner' }),
+    doc('Agent', 'scorer', { workload: 'spiffe://test/agent/scorer' }),
+    doc('AgentPolicy', 'planner-calls', { identity: { agent: 'planner' }, agents: [{ agent: 'helper' }] }),
+    doc('AgentPolicy', 'scorer-calls', { identity: { agent: 'scorer' }, agents: [{ agent: 'helper' }] }),
+  ));
+  for (const i of [0, 1]) {
+    const r = await startGateway({ configPath, dataDir: join(dir, `data-${i}`), port: 0, host: '127.0.0.1', env: { ...process.env, ...store.env, AAM_LOG_LEVEL: 'error' } });
+    replicas.push(r);
+    urls.push(`http://127.0.0.1:${r.port}`);
+  }
+  for (const a of ['planner', 'scorer', 'helper']) keys[a] = (await replicas[0].rt.keyBook.create(a)).secret;
+  await until(async () => (await fetch(`${urls[1]}/v1/models`, { headers: { authorization: `Bearer ${keys.scorer}` } })).status === 200, 10_000, 'keys on replica 1');
+});
+
+after(async () => {
+  for (const r of replicas) await r.close();
+  await agents?.close();
+  await store?.drop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+type Reply = { status: number; body: { result?: Record<string, unknown>; error?: { code: number; message: string } } };
+
+async function rpc(url: string, as: string, method: string, params: unknown): Promise<Reply> {
+  const r = await fetch(`${url}/a2a/helper`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'a2a-version': '1.0', authorization: `Bearer ${keys[as]}` },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 7, method, params }),
+  });
+  const text = await r.text();
+  // A streamed answer: its first event stands for it.
+  const first = text.startsWith('{') ? text : /^data: (.*)$/m.exec(text)?.[1] ?? '{}';
+  return { status: r.status, body: JSON.parse(first) as Reply['body'] };
+}
+
+/** A streamed task created by `as` through replica 0: its task and context ids. */
+async function newTask(as: string): Promise<{ taskId: string; contextId: string }> {
+  const r = await fetch(`${urls[0]}/a2a/helper`, {
+    method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream', 'a2a-version': '1.0', authorization: `Bearer ${keys[as]}` },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendStreamingMessage', params: { message: { messageId: `m-${Math.random()}`, role: 'ROLE_USER', parts: [{ text: 'stream please' }] } } }),
+  });
+  assert.equal(r.status, 200);
+  const text = await r.text();
+  const task = (JSON.parse(/^data: (.*)$/m.exec(text)![1]) as { result?: { task?: { id: string; contextId: string } } }).result?.task;
+  assert.ok(task, `the first event is the task: ${text}`);
+  assert.ok(task.id && task.contextId, text);
+  return { taskId: task.id, contextId: task.contextId };
+}
+
+test('a task created through replica 0 is got and cancelled by its caller through replica 1', async () => {
+  const { taskId } = await newTask('planner');
+  const got = await rpc(urls[1], 'planner', 'GetTask', { id: taskId });
+  assert.equal(got.status, 200, JSON.stringify(got.body));
+  assert.equal(got.body.result?.id, taskId);
+  // The callee decides this one (the task has completed); aam relays it: it is not "not found".
+  const cancel = await rpc(urls[1], 'planner', 'CancelTask', { id: taskId });
+  assert.notEqual(cancel.body.error?.code, -32001, JSON.stringify(cancel.body));
+});
+
+test('another caller gets "not found" for the task and its context on every replica; the callee never sees the call', async () => {
+  const { taskId, contextId } = await newTask('planner');
+  for (const url of urls) {
+    for (const method of ['GetTask', 'CancelTask', 'SubscribeToTask']) {
+      agents.received.delete('helper');
+      const r = await rpc(url, 'scorer', method, { id: taskId });
+      assert.equal(r.body.error?.code, -32001, `${method} on ${url}: ${JSON.stringify(r.body)}`);
+      assert.match(r.body.error!.message, new RegExp(`task "${taskId}" not found`));
+      assert.equal(agents.received.get('helper'), undefined, 'nothing forwarded');
+    }
+    const cont = await rpc(url, 'scorer', 'SendMessage', { message: { messageId: `m-${Math.random()}`, role: 'ROLE_USER', contextId, parts: [{ text: 'hi' }] } });
+    assert.equal(cont.body.error?.code, -32001);
+    assert.match(cont.body.error!.message, /context .* not found/);
+    const task = await rpc(url, 'scorer', 'SendMessage', { message: { messageId: `m-${Math.random()}`, role: 'ROLE_USER', taskId, parts: [{ text: 'hi' }] } });
+    assert.equal(task.body.error?.code, -32001);
+  }
+  // The owner still has it on both.
+  for (const url of urls) assert.equal((await rpc(url, 'planner', 'GetTask', { id: taskId })).body.result?.id, taskId);
+});
+
+test('Redis round trips: a replica asks Redis about ids it has not seen, then answers from its copy', async () => {
+  const { taskId } = await newTask('planner');
+  const owners = replicas[1].rt.a2aTasks as FleetTaskOwners;
+  const before = owners.calls;
+  assert.equal((await rpc(urls[1], 'planner', 'GetTask', { id: taskId })).body.result?.id, taskId);
+  assert.equal(owners.calls - before, 2, 'first time here: read the task\'s owner, bind the context id the answer names');
+  const seen = owners.calls;
+  for (let i = 0; i < 3; i++) assert.equal((await rpc(urls[1], 'planner', 'GetTask', { id: taskId })).body.result?.id, taskId);
+  assert.equal(owners.calls, seen, 'then none');
+});
