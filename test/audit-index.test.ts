@@ -7,7 +7,7 @@ import { openAuditLog } from '../src/audit/log.ts';
 import type { AuditLog } from '../src/audit/log.ts';
 import { queryEvents } from '../src/audit/query.ts';
 import type { AuditQuery } from '../src/audit/query.ts';
-import { backfillKeyIndex, getMeta, KEY_INDEX_FROM, openAuditDb, readEvents, setMeta, toEvent } from '../src/audit/store.ts';
+import { backfillKeyIndex, getMeta, KEY_INDEX_FROM, openAuditDb, readEvents, setMeta, toEvent, TRACE_INDEX_FROM, traceIdsOf } from '../src/audit/store.ts';
 import type { DatabaseSync } from 'node:sqlite';
 import { sampleEvent, tempDir } from './audit-helpers.ts';
 import { until } from './helpers/e2e.ts';
@@ -100,5 +100,41 @@ test('a data dir written before the index is indexed in the background, and answ
   assert.ok(Number(log.db.prepare('SELECT count(*) AS n FROM audit_key_blocks').get()?.n) > 0);
   await writeBatches(log, 80, 90);
   assertSameAsScan(log.db, 'after the background build');
+  await log.close();
+});
+
+const traceOf = (r: number) => r.toString(16).padStart(32, '0');
+
+test('queries by trace id use the trace index, match the scan, and still find events of blocks written before it', async () => {
+  assert.deepEqual([...traceIdsOf(Buffer.from(`{"trace_id":"${traceOf(7)}","tool":{"args":{"trace_id":"${'A'.repeat(32)}"}}}\n{"trace_id":"${traceOf(7)}"}\n{"trace_id":"short"}\n`))], [traceOf(7)], 'distinct lower-case 32-hex ids only');
+  const dir = tempDir();
+  let log = openAuditLog({ dataDir: dir, batchSize: 10 });
+  // One trace per 5 requests (10 events); the first 20 events are written as by a version without the trace index.
+  const write = async (from: number, to: number) => {
+    for (let i = from; i < to; i++) {
+      log.record(sampleEvent(i, { trace_id: traceOf(Math.floor(i / 10)) }));
+      if (i % 10 === 9) await log.flush();
+    }
+    await log.flush();
+  };
+  await write(0, 20);
+  log.db.prepare("DELETE FROM audit_key_blocks WHERE kind = 't'").run();
+  log.db.prepare('DELETE FROM audit_meta WHERE key = ?').run(TRACE_INDEX_FROM);
+  await log.close();
+  log = openAuditLog({ dataDir: dir, batchSize: 10 });
+  await write(20, 100);
+  const from = Number(getMeta(log.db, TRACE_INDEX_FROM));
+  assert.ok(from > 20 && from <= 21, `the trace index starts with the first batch written by this version (${from})`);
+  const traces = [0, 1, 5, 9].map(traceOf);
+  const indexed = traces.map((t) => queryEvents(log.db, { traceId: t, order: 'asc' }).map((e) => e.seq));
+  assert.deepEqual(indexed[0], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 'an older block, found by scan');
+  assert.deepEqual(indexed[2], [51, 52, 53, 54, 55, 56, 57, 58, 59, 60]);
+  assert.deepEqual(queryEvents(log.db, { traceId: traceOf(99) }), []);
+  // The index alone decides which newer blocks are read: with its rows gone, a newer trace is not found.
+  log.db.prepare("DELETE FROM audit_key_blocks WHERE kind = 't' AND value = ?").run(traceOf(5));
+  assert.deepEqual(queryEvents(log.db, { traceId: traceOf(5) }), [], 'read through the index, not a scan');
+  // And with the trace index switched off entirely: the scan gives what the index gave.
+  log.db.prepare('DELETE FROM audit_meta WHERE key = ?').run(TRACE_INDEX_FROM);
+  assert.deepEqual(traces.map((t) => queryEvents(log.db, { traceId: t, order: 'asc' }).map((e) => e.seq)), indexed);
   await log.close();
 });

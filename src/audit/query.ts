@@ -32,11 +32,13 @@ export function queryEvents(db: DatabaseSync, q: AuditQuery = {}): AuditEvent[] 
     ? (k: EventKeys): boolean => (q.agent === undefined || k.agent === q.agent) && (q.decision === undefined || k.decision === q.decision)
       && (q.requestId === undefined || k.request_id === q.requestId) && (q.type === undefined || k.type === q.type)
     : undefined;
-  // The trace id is not a block key: matched on the event text (exact member, so no parse per event).
+  // The trace id is not a block key: the trace index narrows the blocks, the event text decides (exact member, no parse).
   const trace = q.traceId === undefined ? undefined : `"trace_id":"${traceIdArg(q.traceId)}"`;
   const out: AuditEvent[] = [];
   // The most selective indexed key narrows the blocks read; `match` still decides per event.
-  const indexed = q.requestId !== undefined ? { kind: 'r' as const, value: q.requestId } : q.agent !== undefined ? { kind: 'a' as const, value: q.agent } : undefined;
+  const indexed = q.requestId !== undefined ? { kind: 'r' as const, value: q.requestId }
+    : q.traceId !== undefined ? { kind: 't' as const, value: traceIdArg(q.traceId) }
+    : q.agent !== undefined ? { kind: 'a' as const, value: q.agent } : undefined;
   for (const e of readEvents(db, { since, until, desc: q.order !== 'asc', match, indexed })) {
     if (trace !== undefined && !e.text.includes(trace)) continue;
     out.push(toEvent(e));

@@ -55,8 +55,8 @@ export function openAuditDb(dataDir: string, opts: { busyTimeoutMs?: number } = 
     CREATE INDEX IF NOT EXISTS audit_blocks_max_time ON audit_blocks(max_time);
     CREATE INDEX IF NOT EXISTS audit_blocks_min_time ON audit_blocks(min_time);
     CREATE INDEX IF NOT EXISTS audit_blocks_segment ON audit_blocks(segment, last_seq);
-    -- Which blocks hold a request id (kind 'r') or an agent ('a'): one row per distinct key per
-    -- block, written with the block; queries by request or agent read only those blocks.
+    -- Which blocks hold a request id (kind 'r'), an agent ('a') or a trace id ('t'): one row per
+    -- distinct key per block, written with the block; queries by them read only those blocks.
     CREATE TABLE IF NOT EXISTS audit_key_blocks (
       kind TEXT NOT NULL,
       value TEXT NOT NULL,
@@ -226,10 +226,40 @@ export interface StoredEvent extends EventKeys {
   hash: string;
 }
 
-/** What the key index answers: blocks holding one request id or one agent. */
+/** What the key index answers: blocks holding one request id, one agent or one trace id. */
 export interface IndexedKey {
-  kind: 'r' | 'a';
+  kind: 'r' | 'a' | 't';
   value: string;
+}
+
+/**
+ * audit_meta: blocks with first_seq at or above this have their trace ids in audit_key_blocks
+ * (kind 't'). Trace ids are not among a block's stored keys, so they are indexed from the lines
+ * as the writer commits them; blocks written before are searched by scan.
+ */
+export const TRACE_INDEX_FROM = 'trace_index_from';
+
+const TRACE_MEMBER = Buffer.from('"trace_id":"');
+const isHex32 = (b: Buffer, at: number): boolean => {
+  if (at + 33 > b.length || b[at + 32] !== 0x22) return false;
+  for (let i = at; i < at + 32; i++) { const c = b[i]; if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return false; }
+  return true;
+};
+
+/** The distinct trace ids named in a block's lines (every "trace_id":"<32 hex>" member, as the query matches them). */
+export function traceIdsOf(lines: Buffer): Set<string> {
+  const out = new Set<string>();
+  for (let at = lines.indexOf(TRACE_MEMBER); at >= 0; at = lines.indexOf(TRACE_MEMBER, at + TRACE_MEMBER.length)) {
+    const id = at + TRACE_MEMBER.length;
+    if (isHex32(lines, id)) out.add(lines.toString('latin1', id, id + 32));
+  }
+  return out;
+}
+
+/** Inserts a block's trace-id rows (prepared once; inside the transaction that writes the block). */
+export function traceIndexInserter(db: DatabaseSync): (firstSeq: number, lines: Buffer) => void {
+  const insert = db.prepare("INSERT OR IGNORE INTO audit_key_blocks (kind, value, first_seq) VALUES ('t', ?, ?)");
+  return (firstSeq, lines) => { for (const id of traceIdsOf(lines)) insert.run(id, firstSeq); };
 }
 
 /** audit_meta: blocks with first_seq at or above this are in audit_key_blocks (absent: none are). */
@@ -310,7 +340,7 @@ export function* readBlocks(db: DatabaseSync, f: EventFilter = {}): Generator<Bl
     const sql = `SELECT ${BLOCK_COLUMNS} FROM audit_blocks WHERE ${[...where, extra].join(' AND ')} ${order}`;
     for (const r of db.prepare(sql).iterate(...args, ...extraArgs)) yield toBlock(r as Record<string, unknown>);
   })();
-  const indexFrom = f.indexed ? getMeta(db, KEY_INDEX_FROM) : undefined;
+  const indexFrom = f.indexed ? getMeta(db, f.indexed.kind === 't' ? TRACE_INDEX_FROM : KEY_INDEX_FROM) : undefined;
   if (!f.indexed || indexFrom === undefined) { yield* select('1', []); return; }
   // Blocks from indexFrom on come through the index; older ones (still being backfilled) by scan.
   const viaIndex = select('first_seq IN (SELECT first_seq FROM audit_key_blocks WHERE kind = ? AND value = ? AND first_seq >= ?)', [f.indexed.kind, f.indexed.value, Number(indexFrom)]);

@@ -7,7 +7,7 @@ import { GENESIS_HASH, chainHashLines } from './event.ts';
 import { signCheckpoint } from './checkpoint.ts';
 import type { Checkpoint, CheckpointType } from './checkpoint.ts';
 import type { SigningKey } from './keys.ts';
-import { getMeta, insertCheckpoint, keyIndexInserter, metaAccess, readCheckpoints, retentionAnchor, transaction } from './store.ts';
+import { getMeta, insertCheckpoint, keyIndexInserter, metaAccess, readCheckpoints, retentionAnchor, TRACE_INDEX_FROM, traceIndexInserter, transaction } from './store.ts';
 import { closedKey, deleteSegment, indexedKey, readBytes } from './segment.ts';
 import { appendCheckpoints } from './anchor.ts';
 
@@ -76,6 +76,7 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
   const meta = metaAccess(db); // per batch: prepared once
   const insert = db.prepare('INSERT INTO audit_blocks (first_seq, last_seq, prev_hash, last_hash, min_time, max_time, segment, byte_start, byte_end, sealed, hashes, keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)');
   const indexKeys = keyIndexInserter(db);
+  const indexTraces = traceIndexInserter(db);
   let syncFull = true;
   let lastCheckpointSeq = readCheckpoints(db).reduce((m, c) => Math.max(m, c.tree_size), 0);
 
@@ -136,6 +137,9 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
           for (const i of wantHashes) hashes[i] = all[i];
           insert.run(head.seq + 1, seq, head.hash, prev, minTime, maxTime, segment, start, end, all.join(''), keys);
           indexKeys(head.seq + 1, keys);
+          // Trace ids from here on: the first batch of a trail that had none indexed marks where they start.
+          if (meta.get(TRACE_INDEX_FROM) === undefined) meta.set(TRACE_INDEX_FROM, String(head.seq + 1));
+          indexTraces(head.seq + 1, bytes);
           meta.set(indexedKey(segment), String(end));
         }
         for (const gen of close) meta.set(closedKey(gen), new Date().toISOString());
