@@ -140,5 +140,12 @@ test('spend over time: GET /admin/v1/usage/daily counts today\'s calls per agent
   assert.ok(row && row.requests >= 1 && row.input_tokens > 0, JSON.stringify(daily));
   const bad = await fetch(`${gw.url}/admin/v1/usage/daily?by=planet`, { headers: { authorization: `Bearer ${TOKEN}` } });
   assert.equal(bad.status, 400);
-  assert.match(await bad.text(), /agent, team, model, route/);
+  assert.match(await bad.text(), /agent, team, model, route, key/);
+  // Per virtual key too (the Spend page's "By virtual key"): the key's id, never its secret.
+  const keyId = gw.g.rt.keys.list().find((k) => k.agent === 'tester')!.id;
+  const byKey = (await (await fetch(`${gw.url}/admin/v1/usage?by=key&since=2d`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { data: Array<{ key: string | null; requests: number }> };
+  assert.ok(byKey.data.some((d) => d.key === keyId && d.requests >= 1), JSON.stringify(byKey));
+  const dailyByKey = (await (await fetch(`${gw.url}/admin/v1/usage/daily?by=key&since=2d`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { data: Array<{ key: string }> };
+  assert.ok(dailyByKey.data.some((d) => d.key === keyId));
+  assert.ok(!JSON.stringify(byKey).includes(key));
 });

@@ -155,13 +155,13 @@ async function simulatorPage() {
 async function auditPage(params) {
   const q = new URLSearchParams(params);
   const f = el('form', { class: 'filters' },
-    ...[['agent', 'Agent'], ['decision', 'Decision'], ['type', 'Event type'], ['since', 'Since (e.g. 24h)'], ['request_id', 'Request id']].map(([n, label]) =>
+    ...[['agent', 'Agent'], ['decision', 'Decision'], ['type', 'Event type'], ['since', 'Since (e.g. 24h)'], ['request_id', 'Request id'], ['trace_id', 'Trace id']].map(([n, label]) =>
       el('span', {}, el('label', { for: `f-${n}` }, `${label} `), el('input', { id: `f-${n}`, name: n, value: q.get(n) || '', autocomplete: 'off' }), ' ')),
     el('button', { type: 'submit' }, 'Search'));
   f.addEventListener('submit', (ev) => {
     ev.preventDefault();
     const p = new URLSearchParams();
-    for (const n of ['agent', 'decision', 'type', 'since', 'request_id']) if (f.elements[n].value.trim()) p.set(n, f.elements[n].value.trim());
+    for (const n of ['agent', 'decision', 'type', 'since', 'request_id', 'trace_id']) if (f.elements[n].value.trim()) p.set(n, f.elements[n].value.trim());
     location.hash = `#/audit?${p}`;
   });
   q.set('limit', '100');
@@ -203,6 +203,14 @@ function whatText(e) {
   return '';
 }
 
+/** The upstream call an event records (model provider and cost, or tool server), if any. */
+function upstreamText(e) {
+  const m = e.model;
+  if (m && m.provider) return `${m.provider}/${m.model} for route ${m.route}, ${m.input_tokens ?? '?'} in / ${m.output_tokens ?? '?'} out tokens, cost ${typeof m.cost_usd === 'number' ? usd(m.cost_usd) : 'unknown'}${m.latency_ms !== undefined ? `, ${Math.round(m.latency_ms)} ms` : ''}${m.cache === 'hit' ? ' (from cache)' : ''}`;
+  if (e.tool && e.tool.server && e.type === 'tool_call') return `tool ${e.tool.server}/${e.tool.tool}`;
+  return '';
+}
+
 async function requestPage(id) {
   const { data, checkpoint: c } = await api('GET', `/audit/requests/${encodeURIComponent(id)}`);
   const lastSeq = Math.max(...data.map((e) => e.seq));
@@ -216,6 +224,9 @@ async function requestPage(id) {
       e.identity ? el('p', {}, `Identity: ${e.identity.agent} (${e.identity.spiffe_id}, ${e.identity.method}${e.identity.key_id ? ` key ${e.identity.key_id}` : ''})`) : null,
       e.policy ? el('p', {}, 'Policy: ', effectBadge(e.policy.decision), ` ${e.policy.name || '(default deny)'} rule ${e.policy.rule}: ${e.policy.reason}`) : null,
       e.credential ? el('p', {}, `Credential: ${e.credential.name}${e.credential.version ? ` version ${e.credential.version}` : ''}`) : null,
+      upstreamText(e) ? el('p', {}, `Upstream call: ${upstreamText(e)}`) : null,
+      e.guardrail ? el('p', {}, `Guardrail verdict: ${e.guardrail.verdict} on ${e.guardrail.direction} ${e.guardrail.where}${(e.guardrail.findings || []).length ? ` (${e.guardrail.findings.map((f) => `${f.guardrail}: ${f.category} x${f.count}`).join(', ')})` : ''}`) : null,
+      e.outcome ? el('p', {}, `Outcome: ${e.outcome.status}${e.outcome.error_class ? ` ${e.outcome.error_class}` : ''}`) : null,
       el('details', {}, el('summary', {}, 'Event as recorded'), el('pre', {}, JSON.stringify(e, null, 2)))))));
 }
 
@@ -255,7 +266,7 @@ async function spendPage(params) {
   const since = new URLSearchParams(params).get('since') || '30d';
   const f = el('form', { class: 'filters' }, el('label', { for: 'sp-since' }, 'Since '), el('input', { id: 'sp-since', name: 'since', value: since, autocomplete: 'off' }), ' ', el('button', { type: 'submit' }, 'Show'));
   f.addEventListener('submit', (ev) => { ev.preventDefault(); location.hash = `#/spend?since=${encodeURIComponent(f.elements.since.value.trim())}`; });
-  const by = ['agent', 'team', 'model', 'route'];
+  const by = ['agent', 'team', 'model', 'route', 'key'];
   const [agents, daily, ...usage] = await Promise.all([api('GET', '/agents'), api('GET', `/usage/daily?by=agent&since=${encodeURIComponent(since)}`), ...by.map((b) => api('GET', `/usage?by=${b}&since=${encodeURIComponent(since)}`))]);
   const max = Math.max(0.000001, ...usage[0].data.map((r) => r.cost_usd || 0));
   const bar = (v, limit) => el('span', { class: 'bar', role: 'img', 'aria-label': `${Math.round((100 * v) / limit)}%` }, el('span', { class: `fill${v >= limit ? ' over' : ''}`, style: null, 'data-pct': String(Math.min(100, Math.round((100 * v) / limit))) }));
@@ -276,7 +287,7 @@ async function spendPage(params) {
   show('Spend', f, el('h2', {}, 'Over time'),
     el('div', { class: 'charts' }, chart('Cost per day (USD)', series.map((s) => [s.day, s.cost]), usd), chart('Tokens per day', series.map((s) => [s.day, s.tokens]), String)),
     el('h2', {}, 'Budgets (burn-down)'), table(['Agent', 'Budget', 'Window', 'Spent', 'Limit', ''], burn),
-    ...by.flatMap((b, i) => [el('h2', {}, `By ${b}`), table([b[0].toUpperCase() + b.slice(1), ...head.slice(1)], rows(usage[i].data, b))]),
+    ...by.flatMap((b, i) => [el('h2', {}, `By ${b === 'key' ? 'virtual key' : b}`), table([b === 'key' ? 'Key id' : b[0].toUpperCase() + b.slice(1), ...head.slice(1)], rows(usage[i].data, b))]),
     el('p', {}, 'Calls whose cost is unknown are counted apart, never as $0.'));
   // Widths are set from script (CSP forbids inline style attributes in markup).
   for (const e of main.querySelectorAll('.fill')) e.style.width = `${e.dataset.pct}%`;

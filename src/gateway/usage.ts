@@ -76,6 +76,10 @@ const FOLD_LEGACY = `INSERT INTO usage_rollup (minute, agent, team, key_id, rout
     unknown_cost_requests = unknown_cost_requests + excluded.unknown_cost_requests,
     latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, latency_ms_max = max(latency_ms_max, excluded.latency_ms_max);`;
 
+/** What usage can be grouped by ('key': the virtual key the calls came with). */
+export const USAGE_GROUPINGS = ['agent', 'team', 'model', 'route', 'key'] as const;
+export type UsageGrouping = typeof USAGE_GROUPINGS[number];
+
 export class UsageRecorder {
   readonly #db: DatabaseSync;
   readonly #upsert: StatementSync;
@@ -165,17 +169,17 @@ export class UsageRecorder {
     return { usd: row.usd, unknown: row.unknown };
   }
 
-  /** Totals per agent/team/model/route since the start of `since`'s minute, most expensive first. */
-  summary(by: 'agent' | 'team' | 'model' | 'route', since: number): Array<Record<string, unknown>> {
-    const col = by === 'agent' || by === 'route' ? by : `nullif(${by}, '')`;
+  /** Totals per agent/team/model/route/virtual key since the start of `since`'s minute, most expensive first. */
+  summary(by: UsageGrouping, since: number): Array<Record<string, unknown>> {
+    const col = by === 'agent' || by === 'route' ? by : `nullif(${by === 'key' ? 'key_id' : by}, '')`;
     return this.#db.prepare(`SELECT ${col} AS ${by}, sum(requests) AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
       round(sum(cost_usd), 6) AS cost_usd, sum(unknown_cost_requests) AS unknown_cost_requests, sum(CASE WHEN cache = 'hit' THEN requests ELSE 0 END) AS cache_hits
       FROM usage_rollup WHERE minute >= ? GROUP BY ${col} ORDER BY cost_usd DESC`).all(minuteOf(since)) as Array<Record<string, unknown>>;
   }
 
   /** Per UTC day since `since`: requests, tokens and cost per agent/team/model/route (spend over time). */
-  daily(by: 'agent' | 'team' | 'model' | 'route', since: number): Array<{ day: string; key: string; requests: number; input_tokens: number; output_tokens: number; cost_usd: number; unknown_cost_requests: number }> {
-    const rows = this.#db.prepare(`SELECT (minute / 86400000) * 86400000 AS d, ${by} AS k, sum(requests) AS requests, coalesce(sum(input_tokens), 0) AS input_tokens,
+  daily(by: UsageGrouping, since: number): Array<{ day: string; key: string; requests: number; input_tokens: number; output_tokens: number; cost_usd: number; unknown_cost_requests: number }> {
+    const rows = this.#db.prepare(`SELECT (minute / 86400000) * 86400000 AS d, ${by === 'key' ? 'key_id' : by} AS k, sum(requests) AS requests, coalesce(sum(input_tokens), 0) AS input_tokens,
       coalesce(sum(output_tokens), 0) AS output_tokens, round(coalesce(sum(cost_usd), 0), 6) AS cost_usd, sum(unknown_cost_requests) AS unknown_cost_requests
       FROM usage_rollup WHERE minute >= ? GROUP BY d, k ORDER BY d, k`).all(minuteOf(since)) as Array<{ d: number; k: string; requests: number; input_tokens: number; output_tokens: number; cost_usd: number; unknown_cost_requests: number }>;
     return rows.map(({ d, k, ...r }) => ({ day: new Date(d).toISOString().slice(0, 10), key: k, ...r }));

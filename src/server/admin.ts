@@ -9,13 +9,15 @@ import type { Handler, Routes } from './http.ts';
 import type { Runtime } from '../runtime.ts';
 import { queryEvents, showRequest } from '../audit/query.ts';
 import { queryFleetEvents } from '../audit/fleet-log.ts';
-import { sinceTime } from '../gateway/usage.ts';
+import { sinceTime, USAGE_GROUPINGS, type UsageGrouping } from '../gateway/usage.ts';
 import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy/authzen.ts';
 import { createHumanAuth, type HumanAuth, type Principal } from '../console/auth.ts';
 import { consoleStores } from '../console/sessions.ts';
 import { MAX_TAILS, tailAudit, tailFleetAudit, type TailCounter } from '../console/tail.ts';
 import { atLeast, type Role } from '../console/roles.ts';
 import { agentsOverview, capabilities, latestCheckpoint, simulate } from '../console/views.ts';
+
+const isGrouping = (by: string): by is UsageGrouping => (USAGE_GROUPINGS as readonly string[]).includes(by);
 
 export const MIN_ADMIN_TOKEN_LENGTH = 32;
 
@@ -124,15 +126,15 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
   }
   if (method === 'GET' && rest === '/usage/daily') {
     const by = new URLSearchParams(ctx.query).get('by') ?? 'agent';
-    if (!['agent', 'team', 'model', 'route'].includes(by)) throw new AamError(400, 'invalid_request', 'by: one of agent, team, model, route', { param: 'by' });
+    if (!isGrouping(by)) throw new AamError(400, 'invalid_request', `by: one of ${USAGE_GROUPINGS.join(', ')}`, { param: 'by' });
     rt.usage.flush();
-    return sendJson(ctx, 200, { by, data: rt.usage.daily(by as 'agent', sinceParam(ctx)) });
+    return sendJson(ctx, 200, { by, data: rt.usage.daily(by, sinceParam(ctx)) });
   }
   if (method === 'GET' && rest === '/usage') {
     const by = new URLSearchParams(ctx.query).get('by') ?? 'agent';
-    if (!['agent', 'team', 'model', 'route'].includes(by)) throw new AamError(400, 'invalid_request', 'by: one of agent, team, model, route', { param: 'by' });
+    if (!isGrouping(by)) throw new AamError(400, 'invalid_request', `by: one of ${USAGE_GROUPINGS.join(', ')}`, { param: 'by' });
     rt.usage.flush();
-    return sendJson(ctx, 200, { by, data: rt.usage.summary(by as 'agent', sinceParam(ctx)) });
+    return sendJson(ctx, 200, { by, data: rt.usage.summary(by, sinceParam(ctx)) });
   }
   if (method === 'POST' && rest === '/reload') {
     must(who, 'operator');
