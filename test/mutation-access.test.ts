@@ -4,6 +4,7 @@
 // and a webhook checker see, and the evidence each verdict leaves (and a clean call does not).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
 import { startFakeUpstream, type FakeUpstream } from './fake-upstream.ts';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { chat, sseContent, auditOf, localServer, type LocalServer } from './helpers/e2e.ts';
@@ -42,6 +43,7 @@ before(async () => {
     doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${fake.url}/v1` }),
     doc('Model', 'gpt', { targets: [{ provider: 'oai', model: 'ok' }], retries: { attempts: 0 } }),
     doc('Model', 'gpt-falcon', { targets: [{ provider: 'oai', model: 'ok' }], retries: { attempts: 0 }, guardrails: ['no-falcon', 'flag-bluebird'] }),
+    doc('Model', 'embed', { kind: 'embeddings', targets: [{ provider: 'oai', model: 'ok' }], retries: { attempts: 0 } }),
     doc('Model', 'gpt-tools', { targets: [{ provider: 'oai', model: 'tools' }], retries: { attempts: 0 } }),
     doc('Guardrail', 'mask-email-in', { on: ['input'], detect: ['email'], action: 'redact' }),
     doc('Guardrail', 'mask-email-out', { on: ['output'], detect: ['email'], action: 'redact' }),
@@ -56,7 +58,7 @@ before(async () => {
     ...agent('redactor', ['mask-email-in', 'flag-bluebird', 'args-schema'], ['gpt', 'gpt-falcon']),
     ...agent('plain', [], ['gpt', 'gpt-falcon']),
     ...agent('out-guard', ['mask-email-out', 'no-falcon-out', 'no-paris-out'], ['gpt', 'gpt-tools']),
-    ...agent('hooked', ['mask-email-in', 'checker-in']),
+    ...agent('hooked', ['mask-email-in', 'checker-in'], ['gpt', 'embed']),
     ...agent('out-hooked', ['checker-out']),
     ...agent('capped', ['scan-cap']),
   ), { MUT_ACCESS_TOKEN: TOKEN });
@@ -229,6 +231,29 @@ test('a prompt over a blocking guardrail\'s scan budget is refused while it is r
   assert.equal(fake.requests.length, 0);
   const [ev] = await guardEvents(r.requestId);
   assert.deepEqual(ev.guardrail, { direction: 'input', where: 'prompt', verdict: 'block', findings: [{ guardrail: 'scan-cap', category: 'scan_limit', count: 1 }] });
+});
+
+test('the scan budget is enforced while the body is read: the refusal comes before the agent finishes sending', async () => {
+  const head = JSON.stringify({ model: 'gpt', messages: [{ role: 'user', content: 'word '.repeat(200) }] }).slice(0, -3);
+  const status = await new Promise<number>((resolve, reject) => {
+    const req = request(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${gw.key('capped')}`, 'content-type': 'application/json' } }, (res) => { res.resume(); resolve(res.statusCode ?? 0); req.destroy(); });
+    req.on('error', () => { /* destroyed after the answer */ });
+    req.write(head);
+    // The body is never finished: only a refusal decided while reading can answer.
+    setTimeout(() => { req.destroy(); reject(new Error('no answer while the body was still being sent')); }, 15_000).unref();
+  });
+  assert.equal(status, 400);
+});
+
+test('embeddings input goes through the guardrail step too', async () => {
+  fake.reset();
+  const r = await fetch(`${gw.url}/v1/embeddings`, {
+    method: 'POST', headers: { authorization: `Bearer ${gw.key('hooked')}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'embed', input: `mail ${EMAIL}`, encoding_format: 'float' }),
+  });
+  assert.equal(r.status, 200, await r.clone().text());
+  assert.match(sentUpstream(), /mail \[EMAIL\]/);
+  assert.ok(!sentUpstream().includes(EMAIL));
 });
 
 test('a held call\'s arguments as reviewers see them: every PII kind redacted, credentials scrubbed, clipped at 64 KiB', () => {
