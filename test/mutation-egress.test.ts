@@ -82,6 +82,7 @@ test('with no credential active the door passes writes through as written: conte
     ['setHeader', (res: EgressResponse) => { res.setHeader('Content-Length', 5); res.write('hel'); res.end('lo'); }],
     ['appendHeader', (res: EgressResponse) => { res.appendHeader('Content-Length', '5'); res.write('hel'); res.end('lo'); }],
     ['writeHead raw array', (res: EgressResponse) => { res.writeHead(200, ['Content-Length', '5', 'X-B', 'ok']); res.write('hel'); res.end('lo'); }],
+    ['send', (res: EgressResponse) => { res.send(200, 'hello', { 'content-type': 'text/plain' }); }],
   ] as const) {
     const r = await through(none(), handler);
     assert.equal(r.text, 'hello', how);
