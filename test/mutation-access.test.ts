@@ -256,6 +256,22 @@ test('embeddings input goes through the guardrail step too', async () => {
   assert.ok(!sentUpstream().includes(EMAIL));
 });
 
+test('with the audit trail off (AAM_AUDIT=off, benchmark mode) guardrails still redact', async () => {
+  const off = await startTestGateway(yaml(
+    doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${fake.url}/v1` }),
+    doc('Model', 'gpt', { targets: [{ provider: 'oai', model: 'ok' }], retries: { attempts: 0 } }),
+    doc('Guardrail', 'mask-email-in', { on: ['input'], detect: ['email'], action: 'redact' }),
+    ...agent('redactor', ['mask-email-in']),
+  ), { AAM_AUDIT: 'off' });
+  try {
+    assert.equal(off.g.rt.audit, null);
+    fake.reset();
+    const r = await chat(off.url, off.key('redactor'), 'gpt', `mail ${EMAIL}`);
+    assert.equal(r.status, 200, r.text);
+    assert.match(sentUpstream(), /mail \[EMAIL\]/);
+  } finally { await off.close(); }
+});
+
 test('a held call\'s arguments as reviewers see them: every PII kind redacted, credentials scrubbed, clipped at 64 KiB', () => {
   const rt = gw.g.rt;
   const shown = redactForReview(rt, {
