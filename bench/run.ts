@@ -3,7 +3,7 @@
 // bench/RESULTS.md (its `npm-run-bench` section) and raw JSON to bench/results/. See bench/README.md.
 import { execFileSync, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -96,6 +96,11 @@ function prepareAam(work: string, build: AamBuild, fleet?: BenchFleet): Prepared
   const dataDir = join(work, fleet ? 'aam-fleet-data' : 'aam-data');
   mkdirSync(dataDir, { recursive: true });
   const env = fleet?.env ?? {};
+  if (fleet) {
+    // The CLI does not migrate on its own (replicas do, at start): `aam migrate` first, as an operator would.
+    const m = spawnSync(process.execPath, [build.main, 'migrate'], { cwd: REPO, encoding: 'utf8', timeout: 60_000, env: { ...process.env, ...env } });
+    if (m.status !== 0) throw new Error(`aam migrate failed (exit ${m.status}): ${(m.stderr || m.stdout).trim().slice(0, 500)}`);
+  }
   return { configPath, dataDir, key: createAamKey(process.execPath, REPO, configPath, dataDir, build, env), build, env };
 }
 
@@ -158,6 +163,8 @@ async function main(): Promise<void> {
   // aam as `npm start` runs it (built JavaScript, start flags), built once now: edits to src/
   // during the run do not change what is measured.
   const build = cfg.targets.some((t) => t.startsWith('aam')) ? buildAam(process.execPath, REPO, join(work, 'dist')) : undefined;
+  // The build reads package.json beside its dist/ (the release it reports in fleet heartbeats), as in the repo.
+  if (build) copyFileSync(join(REPO, 'package.json'), join(work, 'package.json'));
   // Taken at the start: the date and the aam commit measured (the tree may change during the run).
   const meta = machineMeta(loadgen, notes, build?.from ?? 'n/a');
   const bodyFiles = requestBodies(work);
@@ -183,7 +190,7 @@ async function main(): Promise<void> {
   let fleetAam: PreparedAam | Error | undefined;
   if (build && cfg.targets.includes('aam-fleet')) {
     try {
-      benchFleet = await startBenchFleet();
+      benchFleet = await startBenchFleet(cfg.nice);
       fleetAam = prepareAam(work, build, benchFleet);
       notes.push('aam fleet: one replica with AAM_DATABASE_URL and AAM_REDIS_URL set, PostgreSQL and Redis on loopback started as `npm test` starts them (scripts/test.ts: PostgreSQL with fsync off) and pinned with the load generator, not on the gateway\'s core; their CPU counts as "foreign" in the tables and is reported per request in the fleet table.');
     } catch (err) { fleetAam = err instanceof Error ? err : new Error(String(err)); }
@@ -244,7 +251,7 @@ async function mockTotal(origin: string): Promise<number> {
 /** Re-render RESULTS.md from a saved run (BENCH_RENDER=bench/results/bench-<time>.json). */
 function renderOnly(jsonPath: string): void {
   const run = JSON.parse(readFileSync(jsonPath, 'utf8')) as BenchRun;
-  replaceSection(join(BENCH, 'RESULTS.md'), 'npm-run-bench', renderRun(run), '# Benchmark results\n');
+  replaceSection(join(BENCH, 'RESULTS.md'), env.BENCH_SECTION ?? 'npm-run-bench', renderRun(run), '# Benchmark results\n');
   say(renderRun(run));
 }
 
