@@ -8,7 +8,8 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { startTestAgents, type TestAgents } from './helpers/a2a-agents.ts';
-import { pushUrlRefusal } from '../src/a2a/push.ts';
+import { request } from 'undici';
+import { pinnedDispatcher, pushDestination, pushUrlRefusal } from '../src/a2a/push.ts';
 
 const SECRET = 'push-worker-cred-7c3e9b4f21aa8d1f';
 let gw: TestGateway;
@@ -104,4 +105,26 @@ test('SSRF: private, loopback, link-local and non-http push URLs are refused bef
   assert.equal(await pushUrlRefusal('https://93.184.216.34/hook', []), null);
   const forged = await fetch(`${gw.url}/a2a/worker/push/psh_0123`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-a2a-notification-token': 'x' }, body: '{"task":{"id":"t"}}' });
   assert.equal(forged.status, 401);
+});
+
+test('DNS rebinding: a delivery connects to the address the SSRF check saw, not to what the name resolves to later', async () => {
+  const seen: string[] = [];
+  const server: Server = createServer((req, res) => { seen.push(String(req.headers.host)); res.end('ok'); });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as AddressInfo).port;
+  try {
+    // The name never resolves (.invalid): only a connection pinned to the checked address can reach the server.
+    const dispatcher = pinnedDispatcher({ address: '127.0.0.1', family: 4 });
+    const r = await request(`http://rebind.invalid:${port}/hook`, { method: 'POST', body: '{}', dispatcher });
+    assert.equal(await r.body.text(), 'ok');
+    assert.deepEqual(seen, [`rebind.invalid:${port}`], 'the Host header keeps the name; the connection went to the pinned address');
+    await dispatcher.close();
+    await assert.rejects(request(`http://rebind.invalid:${port}/hook`, { method: 'POST', body: '{}' }), 'without the pin the name does not resolve');
+    // The check hands out the address it checked; a listed host is not pinned; a refused one says why.
+    assert.deepEqual(await pushDestination('https://93.184.216.34/hook', []), { pin: { address: '93.184.216.34', family: 4 } });
+    assert.deepEqual(await pushDestination(`http://127.0.0.1:${port}/hook`, [`127.0.0.1:${port}`]), { pin: null });
+    assert.match(((await pushDestination('http://10.1.2.3/hook', [])) as { refused: string }).refused, /private, loopback or link-local address \(10\.1\.2\.3\)/);
+  } finally {
+    await new Promise((r) => server.close(r));
+  }
 });

@@ -22,7 +22,7 @@ import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
 import { idsIn } from './tasks.ts';
 import { StoreUnavailable } from '../store/types.ts';
 import { restFromAam, restFromRpc, restOp } from './rest.ts';
-import { PushRoutes, pushConfigIn, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
+import { PushRoutes, pinnedDispatcher, pushConfigIn, pushDestination, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
 import { keepSseAlive, SseParser, sseFrame, type SseRecord } from '../providers/sse.ts';
 
 const TIMEOUT_MS = 300_000;
@@ -240,17 +240,22 @@ export function createA2aGateway(): A2aGateway {
     try {
       // Not written through the egress door (it goes to the caller's URL): scrubbed here, across parts and whole.
       const value = ctx.rt.scrub(JSON.stringify(scrubAcross(ctx.rt.egress, await access.guard('output', body, `a2a ${name} push`))));
-      const refused = await pushUrlRefusal(route.url, ctx.rt.a2aPushAllow);
-      if (refused) throw new AamError(502, 'push_url_refused', refused);
+      // Checked again now (a name may resolve elsewhere than at registration), and connected to the address checked.
+      const dest = await pushDestination(route.url, ctx.rt.a2aPushAllow);
+      if ('refused' in dest) throw new AamError(502, 'push_url_refused', dest.refused);
+      const dispatcher = dest.pin ? pinnedDispatcher(dest.pin) : undefined;
       let up;
       try {
         up = await request(route.url, {
+          ...(dispatcher ? { dispatcher } : {}),
           method: 'POST', body: value, headersTimeout: 10_000, bodyTimeout: 10_000,
           headers: { 'content-type': 'application/json', 'x-aam-request-id': ctx.requestId, ...(route.callerToken ? { 'x-a2a-notification-token': route.callerToken } : {}) },
         });
         await up.body.dump();
       } catch (e) {
         throw new AamError(502, 'upstream_error', `the caller's push URL did not take the notification: ${(e as Error).message}`);
+      } finally {
+        void dispatcher?.close().catch(() => undefined);
       }
       status = up.statusCode;
       if (status < 200 || status > 299) throw new AamError(502, 'upstream_error', `the caller's push URL answered HTTP ${status}`);

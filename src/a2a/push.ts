@@ -12,6 +12,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
+import { Agent } from 'undici';
 import type { Identity } from '../identity/types.ts';
 
 const BLOCKED = new BlockList();
@@ -21,22 +22,44 @@ for (const [net, bits] of [['::', 127], ['fc00::', 7], ['fe80::', 10], ['ff00::'
 
 /** Why aam will not post to `url` (null: it may), per the SSRF rule. */
 export async function pushUrlRefusal(url: string, allow: readonly string[]): Promise<string | null> {
+  const d = await pushDestination(url, allow);
+  return 'refused' in d ? d.refused : null;
+}
+
+export interface Address { address: string; family: number }
+
+/**
+ * The SSRF rule's verdict for `url`, and the address it checked: a delivery connects to that very
+ * address (pinnedDispatcher), so a name that resolves to a public address for the check and to a
+ * private one for the connection (DNS rebinding) cannot slip through. Listed hosts are not pinned.
+ */
+export async function pushDestination(url: string, allow: readonly string[]): Promise<{ refused: string } | { pin: Address | null }> {
   let u: URL;
-  try { u = new URL(url); } catch { return `push URL "${url.slice(0, 200)}" is not a URL`; }
-  if (u.protocol !== 'https:' && u.protocol !== 'http:') return `push URL scheme ${u.protocol} is not allowed; use https`;
-  if (u.username || u.password) return 'push URL must not carry credentials; use the config\'s token';
+  try { u = new URL(url); } catch { return { refused: `push URL "${url.slice(0, 200)}" is not a URL` }; }
+  if (u.protocol !== 'https:' && u.protocol !== 'http:') return { refused: `push URL scheme ${u.protocol} is not allowed; use https` };
+  if (u.username || u.password) return { refused: 'push URL must not carry credentials; use the config\'s token' };
   const host = u.hostname.replace(/^\[|\]$/g, '').toLowerCase();
-  if (allow.includes(host) || allow.includes(u.host.toLowerCase())) return null;
-  let addrs: Array<{ address: string; family: number }>;
+  if (allow.includes(host) || allow.includes(u.host.toLowerCase())) return { pin: null };
+  let addrs: Address[];
   try { addrs = isIP(host) ? [{ address: host, family: isIP(host) }] : await lookup(host, { all: true }); } catch {
-    return `push URL host "${host}" does not resolve`;
+    return { refused: `push URL host "${host}" does not resolve` };
   }
   for (const a of addrs) {
     if (BLOCKED.check(a.address, a.family === 6 ? 'ipv6' : 'ipv4')) {
-      return `push URL host "${host}" is a private, loopback or link-local address (${a.address}); aam does not post there unless an operator lists the host in AAM_A2A_PUSH_ALLOW`;
+      return { refused: `push URL host "${host}" is a private, loopback or link-local address (${a.address}); aam does not post there unless an operator lists the host in AAM_A2A_PUSH_ALLOW` };
     }
   }
-  return null;
+  return addrs.length ? { pin: addrs[0] } : { refused: `push URL host "${host}" does not resolve` };
+}
+
+type LookupCallback = (err: Error | null, address: string | Address[], family?: number) => void;
+
+/** A dispatcher whose every connection goes to `pin` whatever the URL's name resolves to now (TLS still checks the name). */
+export function pinnedDispatcher(pin: Address): Agent {
+  const lookup = (_host: string, opts: { all?: boolean }, cb: LookupCallback): void => {
+    if (opts?.all) cb(null, [pin]); else cb(null, pin.address, pin.family);
+  };
+  return new Agent({ connect: { lookup } as never });
 }
 
 export interface PushRoute {
