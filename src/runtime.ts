@@ -18,6 +18,7 @@ import { FleetCache } from './store/fleet-cache.ts';
 import { FleetTaskOwners, memoryTaskOwners } from './store/task-owners.ts';
 import { memoryMcpSessions } from './store/mcp-sessions.ts';
 import { FleetPins } from './store/fleet-pins.ts';
+import { FleetCredentialRows } from './store/fleet-credentials.ts';
 import { openDatabase } from './store/sqlite.ts';
 import { createLogger, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
@@ -97,7 +98,7 @@ export interface RuntimeOptions {
 
 /** The fleet implementations of the store seam, opened (and migrated) before the runtime. */
 export interface FleetStores {
-  fleet: Fleet; keys: FleetKeyBook; limiter: FleetLimiter; pins: FleetPins;
+  fleet: Fleet; keys: FleetKeyBook; limiter: FleetLimiter; pins: FleetPins; credentials: FleetCredentialRows;
   /** This replica's heartbeat in Redis (aam fleet status). */
   heartbeat(config: () => string, everyMs?: number): { stop(): Promise<void> };
 }
@@ -119,7 +120,8 @@ export async function openFleetStores(env: NodeJS.ProcessEnv, opts: { follow: bo
       reservationTtlMs: env.AAM_RESERVATION_TTL_MS ? Number(env.AAM_RESERVATION_TTL_MS) : undefined, onError,
     });
     const pins = await FleetPins.open(fleet, { follow: opts.follow, pollMs, onError });
-    return { fleet, keys, limiter, pins, heartbeat: (config, everyMs) => startHeartbeat(fleet, config, everyMs) };
+    const credentials = await FleetCredentialRows.open(fleet, { follow: opts.follow, pollMs, onError });
+    return { fleet, keys, limiter, pins, credentials, heartbeat: (config, everyMs) => startHeartbeat(fleet, config, everyMs) };
   } catch (e) {
     await fleet.close();
     throw e;
@@ -219,7 +221,7 @@ export class Runtime {
     this.db = openDatabase(opts.dataDir);
     // Credentials: refuse to start on a wrong master key or a credential that cannot be resolved.
     this.vault = openVault({
-      dataDir: opts.dataDir, db: this.db, config: set, env: opts.env ?? process.env,
+      dataDir: opts.dataDir, db: this.db, rows: opts.fleet?.credentials, config: set, env: opts.env ?? process.env,
       // A new version seen by this gateway (file changed, `aam credentials set` elsewhere): evidence of when it took effect.
       onRotated: (name, version, source) => this.adminEvent('credential_rotated', name, 'system', { version, source }),
     });
@@ -426,6 +428,7 @@ export class Runtime {
       await this.#heartbeat?.stop();
       this.fleet.pins.close();
       await this.fleet.pins.flush();
+      await this.fleet.credentials.close();
       await this.fleet.limiter.close();
       await this.fleet.fleet.close();
     }

@@ -181,11 +181,11 @@ test('rotation under load: every injection carries the value of the version it r
   try {
     const inj = createInjector({ vault });
     const valueOf = new Map<number, string>();
-    const rotate = () => { const v = `rotating-value-${valueOf.size + 1}-abcdef`; valueOf.set(vault.set('r', v).version, v); };
-    rotate();
+    const rotate = async () => { const v = `rotating-value-${valueOf.size + 1}-abcdef`; valueOf.set((await vault.set('r', v)).version, v); };
+    await rotate();
     const tick = () => new Promise((r) => setImmediate(r));
     let running = true;
-    const rotator = (async () => { while (running) { rotate(); for (let i = 0; i < 3; i++) await tick(); } })();
+    const rotator = (async () => { while (running) { await rotate(); for (let i = 0; i < 3; i++) await tick(); } })();
     const worker = async () => { const out = []; for (let i = 0; i < 20; i++) { out.push(await inj.injectionFor('r')); await tick(); } return out; };
     const results = (await Promise.all(Array.from({ length: 20 }, worker))).flat();
     running = false;

@@ -121,7 +121,7 @@ test('stored source: encrypted at rest (no plaintext in any db file), rotation w
   const admin = openVault({ dataDir: dir, db, config, env: {}, refreshMs: 0, strict: false });
   const SECRET1 = 'stored-plaintext-NEEDLE-one';
   const SECRET2 = 'stored-plaintext-NEEDLE-two';
-  assert.equal(admin.set('sf', SECRET1).version, 1);
+  assert.equal((await admin.set('sf', SECRET1)).version, 1);
   admin.close();
 
   const rotations: unknown[] = [];
@@ -132,7 +132,7 @@ test('stored source: encrypted at rest (no plaintext in any db file), rotation w
   assert.equal(first.credential.version, 1);
 
   // Rotation from the same process: next injection uses v2; the in-flight result keeps v1.
-  assert.equal(vault.set('sf', SECRET2).version, 2);
+  assert.equal((await vault.set('sf', SECRET2)).version, 2);
   const second = await inj.injectionFor('sf');
   assert.equal(second.headers.authorization, `Bearer ${SECRET2}`);
   assert.equal(second.credential.version, 2);
@@ -140,7 +140,7 @@ test('stored source: encrypted at rest (no plaintext in any db file), rotation w
 
   // Rotation by another process (the CLI): picked up by refresh().
   const other = openVault({ dataDir: dir, db: openDatabase(dir), config, env: {}, refreshMs: 0 });
-  other.set('sf', 'stored-plaintext-NEEDLE-three');
+  await other.set('sf', 'stored-plaintext-NEEDLE-three');
   other.close();
   vault.refresh();
   assert.equal((await inj.injectionFor('sf')).credential.version, 3);
@@ -161,13 +161,13 @@ test('stored source: encrypted at rest (no plaintext in any db file), rotation w
   }
 });
 
-test('wrong master key: refuses to open with a clear error, before anything is served', () => {
+test('wrong master key: refuses to open with a clear error, before anything is served', async () => {
   const dir = tmp();
   const config = cfg([cred('sf', '{ stored: true }')]);
   const keyA = Buffer.alloc(32, 1).toString('base64');
   const keyB = Buffer.alloc(32, 2).toString('base64');
   const v = openVault({ dataDir: dir, db: openDatabase(dir), config, env: { AAM_MASTER_KEY: keyA }, refreshMs: 0, strict: false });
-  v.set('sf', 'some-stored-secret-value');
+  await v.set('sf', 'some-stored-secret-value');
   v.close();
   assert.throws(() => openVault({ dataDir: dir, db: openDatabase(dir), config, env: { AAM_MASTER_KEY: keyB }, refreshMs: 0 }), (e: unknown) => {
     assert.ok(e instanceof CredentialError);
@@ -210,11 +210,11 @@ function decryptIndependently(r: Row): string {
   return Buffer.concat([d.update(r.ciphertext), d.final()]).toString('utf8');
 }
 
-function storeSecrets(values: Array<[string, string]>): string {
+async function storeSecrets(values: Array<[string, string]>): Promise<string> {
   const dir = tmp();
   const names = [...new Set(values.map(([n]) => n))];
   const v = openVault({ dataDir: dir, db: openDatabase(dir), config: cfg(names.map((n) => cred(n, '{ stored: true }'))), env: masterEnv, refreshMs: 0, strict: false });
-  for (const [n, s] of values) v.set(n, s);
+  for (const [n, s] of values) await v.set(n, s);
   v.close();
   return dir;
 }
@@ -234,7 +234,7 @@ function assertRefused(dir: string, names: string[], name: string, version: numb
 }
 
 test('stored rows are AES-256-GCM in the documented layout: decrypted here with node:crypto alone', async () => {
-  const dir = storeSecrets([['sf', 'stored-NEEDLE-first-value'], ['sf', 'stored-NEEDLE-second-value'], ['other', 'other-NEEDLE-value-123']]);
+  const dir = await storeSecrets([['sf', 'stored-NEEDLE-first-value'], ['sf', 'stored-NEEDLE-second-value'], ['other', 'other-NEEDLE-value-123']]);
   const rows = storedRows(dir);
   assert.deepEqual(rows.map((r) => `${r.name}@${r.version}`), ['other@1', 'sf@1', 'sf@2']);
   for (const r of rows) {
@@ -251,7 +251,7 @@ test('stored rows are AES-256-GCM in the documented layout: decrypted here with 
 });
 
 test('a flipped byte in a stored nonce, ciphertext or tag fails closed with a clear error', async () => {
-  const dir = storeSecrets([['sf', 'stored-NEEDLE-tamper-me-1234']]);
+  const dir = await storeSecrets([['sf', 'stored-NEEDLE-tamper-me-1234']]);
   const [row] = storedRows(dir);
   for (const col of ['nonce', 'ciphertext', 'tag'] as const) {
     const flipped = Buffer.from(row[col]);
@@ -265,26 +265,26 @@ test('a flipped byte in a stored nonce, ciphertext or tag fails closed with a cl
   vault.close();
 });
 
-test('rows swapped between credentials, or between versions, refuse to decrypt (the AAD binds name and version)', () => {
-  const dir = storeSecrets([['alpha', 'alpha-NEEDLE-secret-aaaa'], ['beta', 'beta-NEEDLE-secret-bbbb']]);
+test('rows swapped between credentials, or between versions, refuse to decrypt (the AAD binds name and version)', async () => {
+  const dir = await storeSecrets([['alpha', 'alpha-NEEDLE-secret-aaaa'], ['beta', 'beta-NEEDLE-secret-bbbb']]);
   const [a, b] = storedRows(dir);
   updateRow(dir, 'alpha', 1, b);
   updateRow(dir, 'beta', 1, a);
   assertRefused(dir, ['alpha'], 'alpha', 1);
   assertRefused(dir, ['beta'], 'beta', 1);
   // One credential's older version moved over its newest: refused too (no silent rollback).
-  const dir2 = storeSecrets([['sf', 'sf-NEEDLE-version-one'], ['sf', 'sf-NEEDLE-version-two']]);
+  const dir2 = await storeSecrets([['sf', 'sf-NEEDLE-version-one'], ['sf', 'sf-NEEDLE-version-two']]);
   const [v1, v2] = storedRows(dir2);
   updateRow(dir2, 'sf', 2, v1);
   updateRow(dir2, 'sf', 1, v2);
   assertRefused(dir2, ['sf'], 'sf', 2);
 });
 
-test('set refuses non-stored credentials and empty secrets', () => {
+test('set refuses non-stored credentials and empty secrets', async () => {
   const dir = tmp();
   const vault = openVault({ dataDir: dir, db: openDatabase(dir), config: cfg([cred('e', '{ env: X_E }')]), env: { X_E: 'env-value-12345678' }, refreshMs: 0 });
-  assert.throws(() => vault.set('e', 'x'.repeat(20)), /only credentials with `stored: true` can be set/);
-  assert.throws(() => vault.set('e', ''), /empty secret/);
+  await assert.rejects(vault.set('e', 'x'.repeat(20)), /only credentials with `stored: true` can be set/);
+  await assert.rejects(vault.set('e', ''), /empty secret/);
   vault.close();
 });
 
@@ -319,13 +319,13 @@ test('reload swaps atomically and keeps the old credentials on failure', async (
   vault.close();
 });
 
-test('scrubber covers every active value and is rebuilt after rotation', () => {
+test('scrubber covers every active value and is rebuilt after rotation', async () => {
   const dir = tmp();
   const config = cfg([cred('s', '{ stored: true }'), cred('b', '{ env: BP, kind: basic, username: bob }')]);
   const vault = openVault({ dataDir: dir, db: openDatabase(dir), config, env: { BP: 'bob-password-secret' }, refreshMs: 0, strict: false });
-  vault.set('s', 'rotating-secret-one');
+  await vault.set('s', 'rotating-secret-one');
   assert.equal(vault.scrubber().scrub('x rotating-secret-one').text, 'x [REDACTED:s]');
-  vault.set('s', 'rotating-secret-two');
+  await vault.set('s', 'rotating-secret-two');
   assert.equal(vault.scrubber().scrub('x rotating-secret-two').text, 'x [REDACTED:s]');
   const basic = Buffer.from('bob:bob-password-secret').toString('base64');
   assert.equal(vault.scrubber().scrub(`Authorization: Basic ${basic}`).text, 'Authorization: Basic [REDACTED:b]');

@@ -21,35 +21,48 @@ const ADMIN = randomBytes(24).toString('hex');
 function configFor(api: string, variant = ''): string {
   return yaml(
     stdioServerDoc('crm', variant ? { DESC_VARIANT: variant } : {}),
+    doc('Credential', 'api-token', { stored: true }),
+    doc('Credential', 'spare-token', { stored: true }),
+    doc('HttpTool', 'echoapi', { baseUrl: api, resource: 'echoapi', credential: 'api-token', actions: { whoami: { method: 'POST', path: '/whoami' } } }),
     doc('HttpTool', 'mail', { baseUrl: api, resource: 'mail', actions: { purge: { method: 'POST', path: '/purge' } } }),
     doc('Agent', 'mailer', { workload: 'spiffe://test/agent/mailer', team: 'ops' }),
     doc('Agent', 'intern', { workload: 'spiffe://test/agent/intern', team: 'ops' }),
     doc('AgentPolicy', 'ops', { identity: { team: 'ops' }, tools: [
       { resource: 'mail', actions: ['purge'], approval: 'required' },
       { resource: 'salesforce.accounts', actions: ['search'] },
+      { resource: 'echoapi', actions: ['whoami'] },
     ] }),
   );
 }
 
 let store: FleetTestStore;
 let dir: string;
-let api: LocalServer & { calls: number };
+let api: LocalServer & { calls: number; lastAuth?: string };
+const MASTER = randomBytes(32).toString('hex');
+const TOKEN_ONE = 'token-one-' + randomBytes(12).toString('hex');
 let replicas: ServeChild[] = [];
 let A: string;
 let B: string;
 const configPath = (i: number) => join(dir, `aam-${i}.yaml`);
-const env = () => ({ ...process.env, ...store.env, AAM_ADMIN_TOKEN: ADMIN });
+const env = () => ({ ...process.env, ...store.env, AAM_ADMIN_TOKEN: ADMIN, AAM_MASTER_KEY: MASTER });
 
 before(async () => {
   store = await fleetStore();
   dir = tempDir('aam-fleet-state-');
-  const s = await localServer((_req, res) => { api.calls++; res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}'); });
+  const s = await localServer((req, res) => { api.calls++; api.lastAuth = req.headers.authorization; res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}'); });
   api = Object.assign(s, { calls: 0 });
   // A config file per replica, so a test can show one replica a changed upstream before the other.
+  for (const i of [0, 1]) writeFileSync(configPath(i), configFor(api.url));
+  // Stored credentials go into the fleet store before any replica starts (each refuses to start without them).
+  const migrated = await runCli(['migrate'], { env: env() });
+  assert.equal(migrated.code, 0, migrated.stderr);
+  for (const [name, value] of [['api-token', TOKEN_ONE], ['spare-token', 'spare-' + randomBytes(12).toString('hex')]]) {
+    const set = await runCli(['credentials', 'set', name, '--config', configPath(0), '--data', join(dir, 'cli-data')], { env: env(), stdin: value });
+    assert.equal(set.code, 0, set.stderr);
+  }
   replicas = await Promise.all([0, 1].map((i) => {
     const data = join(dir, `data-${i}`);
     mkdirSync(data);
-    writeFileSync(configPath(i), configFor(api.url));
     return startServeChild({ config: configPath(i), data, env: env() });
   }));
   [A, B] = replicas.map((r) => r.url);
@@ -187,4 +200,43 @@ test('tool pins: a changed definition seen on A is flagged on B; once B sees it 
   } finally {
     await client.close();
   }
+});
+
+test('stored credentials: a version stored on A (or by the CLI) is used by B within 1 s; a wrong master key refuses to start; a row moved to another name does not decrypt', async () => {
+  const key = await keyOnEveryReplica([A, B], 'mailer', ADMIN);
+  const used = async (url: string) => {
+    const r = await fetch(`${url}/tools/echoapi/whoami`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{}' });
+    await r.arrayBuffer();
+    return r.status === 200 ? api.lastAuth : `HTTP ${r.status}`;
+  };
+  assert.equal(await used(B), `Bearer ${TOKEN_ONE}`, 'B uses the version the CLI stored before it started');
+
+  // Rotated through the admin API on A: B uses the new version within 1 s.
+  const TOKEN_TWO = 'token-two-' + randomBytes(12).toString('hex');
+  const set = await adminCall<{ version: number }>(A, 'POST', '/credentials/api-token', { secret: TOKEN_TWO });
+  assert.equal(set.status, 200);
+  assert.equal(set.json.version, 2);
+  const took = await within(3000, 'B uses the rotated credential', async () => (await used(B)) === `Bearer ${TOKEN_TWO}`);
+  process.stdout.write(`# stored credential rotated on A -> used by B after ${took.toFixed(0)} ms\n`);
+  const listed = await adminCall<{ data: Array<{ name: string; version: number }> }>(B, 'GET', '/credentials');
+  assert.equal(listed.json.data.find((c) => c.name === 'api-token')?.version, 2);
+
+  // Someone with write access to PostgreSQL copies another credential's ciphertext in as a newer
+  // version of api-token: the AAD (name, version) does not match, so nobody decrypts it.
+  const sql = postgres(store.databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    await sql`INSERT INTO credential_versions (name, version, nonce, ciphertext, tag, key_id, created_at)
+      SELECT 'api-token', 3, nonce, ciphertext, tag, key_id, created_at FROM credential_versions WHERE name = 'spare-token' AND version = 1`;
+  } finally { await sql.end(); }
+  const cli = await runCli(['credentials', 'list', '--config', configPath(0), '--data', join(dir, 'cli-data')], { env: env() });
+  assert.notEqual(cli.code, 0);
+  assert.match(cli.stderr, /cannot decrypt stored credential "api-token" version 3/);
+  // B never serves the moved value: it keeps the last version it could open.
+  await new Promise((r) => setTimeout(r, 1500)); // longer than the poll: the moved row has been read
+  assert.equal(await used(B), `Bearer ${TOKEN_TWO}`);
+
+  // A replica with another master key refuses to start, naming the key the fleet's credentials need.
+  const data = join(dir, 'data-wrong-key');
+  mkdirSync(data);
+  await assert.rejects(startServeChild({ config: configPath(0), data, env: { ...env(), AAM_MASTER_KEY: randomBytes(32).toString('hex') } }), /wrong master key/);
 });

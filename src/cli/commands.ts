@@ -16,6 +16,7 @@ import { auditCommands } from '../audit/cli.ts';
 import { importCommands } from './import.ts';
 import { policyDiffCommands } from './policy-diff.ts';
 import { recordCliAdmin } from './evidence.ts';
+import { withVault } from './stores.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
 const err = (line: string) => process.stderr.write(line + '\n');
@@ -143,10 +144,6 @@ Object.assign(extraCommands, {
     run: async ({ positionals }) => { if (!positionals[0]) { err('missing approval ID'); return 2; } return printJson(await admin('POST', `/admin/v1/approvals/${positionals[0]}/reject`)); } },
 } satisfies Record<string, Command>);
 
-function cliVault(g: { config: string; data: string }) {
-  return openVault({ dataDir: g.data, db: openDatabase(g.data), config: loadConfig(g.config), strict: false, refreshMs: 0 });
-}
-
 Object.assign(extraCommands, {
   'credentials set': {
     summary: 'store a new version of a `stored: true` credential, read from stdin (never from argv)',
@@ -156,9 +153,7 @@ Object.assign(extraCommands, {
       if (!name) { err('missing credential NAME'); return 2; }
       if (process.stdin.isTTY) err(`enter the secret for ${name}, then press Ctrl-D:`);
       const secret = await readSecretFromStdin();
-      const vault = cliVault(g);
-      const r = vault.set(name, secret);
-      vault.close();
+      const r = await withVault(g, (vault) => vault.set(name, secret));
       out(`stored ${r.name} version ${r.version} (${r.created}); running gateways pick it up within a second`);
       const unrecorded = await recordCliAdmin(g.data, 'credential_set', r.name, { version: r.version });
       if (unrecorded) { err(unrecorded); return 1; }
@@ -169,10 +164,8 @@ Object.assign(extraCommands, {
     summary: 'credential names, sources, versions and last use — never values',
     usage: 'aam credentials list [--json]',
     options: { json: { type: 'boolean' } },
-    run: ({ values, g }) => {
-      const vault = cliVault(g);
-      const list = vault.list();
-      vault.close();
+    run: async ({ values, g }) => {
+      const list = await withVault(g, (vault) => Promise.resolve(vault.list()));
       if (values.json) return printJson(list);
       out(['NAME'.padEnd(24), 'SOURCE'.padEnd(8), 'KIND'.padEnd(26), 'VER'.padStart(4), 'STATUS'.padEnd(8), 'LAST USED'].join(' '));
       for (const c of list) {

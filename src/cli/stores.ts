@@ -5,6 +5,8 @@ import { embeddedKeyBook, openKeyStore } from '../identity/keys.ts';
 import { openFleetStores } from '../runtime.ts';
 import { fleetDrivers, fleetEnv } from '../store/fleet-lazy.ts';
 import type { KeyBook } from '../store/types.ts';
+import { loadConfig } from '../config/load.ts';
+import { openVault, type Vault } from '../credentials/vault.ts';
 
 /** Run fn with the key store of this data dir or fleet, then close what was opened. */
 export async function withKeyBook<T>(dataDir: string, fn: (keys: KeyBook) => Promise<T>): Promise<T> {
@@ -13,6 +15,17 @@ export async function withKeyBook<T>(dataDir: string, fn: (keys: KeyBook) => Pro
   try { return await fn(keys); } finally {
     keys.close();
     if (fleet) { await fleet.limiter.close(); await fleet.fleet.close(); }
+  }
+}
+
+/** Run fn with a vault over this data dir's or the fleet's stored credentials (never strict: the CLI lists what is missing). */
+export async function withVault<T>(g: { config: string; data: string }, fn: (vault: Vault) => Promise<T>): Promise<T> {
+  const fleet = await openFleetStores(process.env, { follow: false });
+  try {
+    const vault = openVault({ dataDir: g.data, db: openDatabase(g.data), rows: fleet?.credentials, config: loadConfig(g.config), strict: false, refreshMs: 0 });
+    try { return await fn(vault); } finally { vault.close(); }
+  } finally {
+    if (fleet) { fleet.keys.close(); fleet.pins.close(); await fleet.credentials.close(); await fleet.limiter.close(); await fleet.fleet.close(); }
   }
 }
 

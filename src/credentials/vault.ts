@@ -9,6 +9,7 @@ import { loadMasterKey, type MasterKey } from './master-key.ts';
 import { MIN_SCRUB_LENGTH, Scrubber, type ScrubEntry } from './scrub.ts';
 import { REVEAL, Secret } from './secret.ts';
 import { EncryptedStore } from './stored.ts';
+import type { CredentialRows } from '../store/credential-rows.ts';
 import { awsScrubParts } from './aws-sigv4.ts';
 import { serviceAccountScrubParts } from './google-sa.ts';
 
@@ -46,6 +47,8 @@ export interface Revealed {
 export interface VaultOptions {
   dataDir: string;
   db: DatabaseSync;
+  /** Where stored credentials' rows live when not in db (fleet: PostgreSQL, see store/credential-rows.ts). */
+  rows?: CredentialRows;
   config: ConfigSet;
   env?: Readonly<Record<string, string | undefined>>;
   /** Defaults to loadMasterKey({ dataDir, env }). */
@@ -132,9 +135,11 @@ export class Vault {
     const key = opts.masterKey ?? loadMasterKey({ dataDir: opts.dataDir, env: this.#env });
     this.masterKeyId = key.keyId;
     this.#master = key;
-    this.#store = new EncryptedStore(opts.db, key);
+    this.#store = new EncryptedStore(opts.rows ?? opts.db, key);
     this.#lastUsedDb = this.#store.lastUsed();
     this.#entries = this.#resolveAll(opts.config);
+    // A version stored elsewhere (another replica, the CLI): take it now rather than at the next poll.
+    this.#store.onChange(() => { try { this.refresh(); } catch { /* the poll retries; list() shows problems */ } });
     const ms = opts.refreshMs ?? 1000;
     if (ms > 0) {
       this.#timer = setInterval(() => { try { this.refresh(); } catch { /* next tick retries; list() shows problems */ } }, ms);
@@ -261,15 +266,16 @@ export class Vault {
   }
 
   /** Store a new version of a stored credential (rotation); active at once, no restart. */
-  set(name: string, secret: string): { name: string; version: number; created: string } {
+  async set(name: string, secret: string): Promise<{ name: string; version: number; created: string }> {
     if (secret === '') throw new CredentialError('credential_config', `refusing to store an empty secret for "${name}"`, { credential: name });
     const e = this.#entries.get(name);
     if (e && e.source !== 'stored') {
       throw new CredentialError('credential_config', `Credential "${name}" reads from ${e.source}${e.ref ? ` ${e.ref}` : ''}; only credentials with \`stored: true\` can be set`, { credential: name });
     }
-    const info = this.#store.put(name, secret);
-    if (e) {
-      const next: Entry = { ...e, secret: new Secret(secret), version: info.version, created: Date.parse(info.createdAt), problem: undefined };
+    const info = await this.#store.put(name, secret);
+    const now = this.#entries.get(name); // a refresh while storing may have taken this version already
+    if (e && now && now.version < info.version) {
+      const next: Entry = { ...now, secret: new Secret(secret), version: info.version, created: Date.parse(info.createdAt), problem: undefined };
       next.warnings = next.secret && next.secret.length < MIN_SCRUB_LENGTH ? [`value shorter than ${MIN_SCRUB_LENGTH} characters: it is not scrubbed from responses`] : [];
       this.#entries.set(name, next);
       this.#scrubber = undefined;

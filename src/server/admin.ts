@@ -147,7 +147,7 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     const body = await optionalJson(ctx);
     if (typeof body.secret !== 'string' || !body.secret) throw new AamError(400, 'invalid_request', 'secret: the new value of this stored credential, as a string', { param: 'secret' });
     let r: { name: string; version: number };
-    try { r = rt.vault.set(m[1], body.secret); } catch (e) { throw new AamError(400, 'invalid_request', (e as Error).message); }
+    try { r = await rt.vault.set(m[1], body.secret); } catch (e) { throw new AamError(400, 'invalid_request', (e as Error).message); }
     audit(ctx, who, 'credential_set', r.name, { version: r.version });
     return sendJson(ctx, 200, { name: r.name, version: r.version });
   }

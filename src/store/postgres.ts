@@ -81,6 +81,13 @@ export const MIGRATIONS: readonly Migration[] = [
         PRIMARY KEY (server, tool));
       CREATE INDEX tool_pins_seq ON tool_pins (seq);`,
   },
+  {
+    version: 8, name: 'stored credentials (AES-256-GCM parts under the master key)',
+    sql: `CREATE TABLE credential_versions (name text NOT NULL, version int NOT NULL, nonce bytea NOT NULL, ciphertext bytea NOT NULL,
+        tag bytea NOT NULL, key_id text NOT NULL, created_at text NOT NULL, PRIMARY KEY (name, version));
+      CREATE TABLE credential_meta (k text PRIMARY KEY, v text NOT NULL);
+      CREATE TABLE credential_usage (name text PRIMARY KEY, last_used text NOT NULL);`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
