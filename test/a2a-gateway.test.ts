@@ -36,7 +36,9 @@ before(async () => {
     doc('AgentPolicy', 'burst-calls', { identity: { agent: 'burst' }, agents: [{ agent: 'helper' }], models: { rate: { rpm: 2 } } }),
     doc('Guardrail', 'no-falcon', { on: ['input', 'output'], keywords: ['project falcon'], action: 'block' }),
     doc('Guardrail', 'pii-out', { on: ['output'], detect: ['email'], action: 'redact' }),
-    doc('AgentPolicy', 'planner-calls', { identity: { agent: 'planner' }, agents: [{ agent: 'risk-scorer', skills: ['score'] }, { agent: 'helper' }], guardrails: ['no-falcon', 'pii-out'] }),
+    // A tool-argument schema: A2A messages are content in the protocol's shape, never checked against it.
+    doc('Guardrail', 'tool-args-schema', { on: ['input', 'output'], json_schema: { type: 'object', required: ['limit'] }, action: 'block' }),
+    doc('AgentPolicy', 'planner-calls', { identity: { agent: 'planner' }, agents: [{ agent: 'risk-scorer', skills: ['score'] }, { agent: 'helper' }], guardrails: ['no-falcon', 'pii-out', 'tool-args-schema'] }),
     doc('AgentPolicy', 'scorer-calls', { identity: { agent: 'risk-scorer' }, models: { allow: ['small'] }, agents: [{ agent: 'helper' }, { agent: 'planner' }] }),
     doc('AgentPolicy', 'helper-calls', { identity: { agent: 'helper' }, agents: [{ agent: 'archivist' }], max_delegation_depth: 2 }),
     doc('AgentPolicy', 'outsider-none', { identity: { agent: 'outsider' }, agents: [{ agent: 'risk-scorer', deny: ['*'] }] }),

@@ -55,7 +55,7 @@ before(async () => {
     doc('Guardrail', 'scan-cap', { on: ['input'], keywords: ['zzz'], action: 'block', max_scan_chars: 300, on_scan_limit: 'block' }),
     doc('Guardrail', 'checker-in', { on: ['input'], action: 'block', webhook: { url: `${checker.url}/in`, timeout_ms: 5000 } }),
     doc('Guardrail', 'checker-out', { on: ['output'], action: 'block', webhook: { url: `${checker.url}/out`, timeout_ms: 5000 } }),
-    ...agent('redactor', ['mask-email-in', 'flag-bluebird', 'args-schema'], ['gpt', 'gpt-falcon']),
+    ...agent('redactor', ['mask-email-in', 'flag-bluebird', 'args-schema'], ['gpt', 'gpt-falcon', 'embed']),
     ...agent('plain', [], ['gpt', 'gpt-falcon']),
     ...agent('out-guard', ['mask-email-out', 'no-falcon-out', 'no-paris-out'], ['gpt', 'gpt-tools']),
     ...agent('hooked', ['mask-email-in', 'checker-in'], ['gpt', 'embed']),
@@ -254,6 +254,16 @@ test('embeddings input goes through the guardrail step too', async () => {
   assert.equal(r.status, 200, await r.clone().text());
   assert.match(sentUpstream(), /mail \[EMAIL\]/);
   assert.ok(!sentUpstream().includes(EMAIL));
+});
+
+test('embeddings input is content, not a tool payload: a tool-argument JSON schema does not block it (its detectors still redact)', async () => {
+  fake.reset();
+  const r = await fetch(`${gw.url}/v1/embeddings`, {
+    method: 'POST', headers: { authorization: `Bearer ${gw.key('redactor')}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'embed', input: `mail ${EMAIL}`, encoding_format: 'float' }),
+  });
+  assert.equal(r.status, 200, await r.clone().text());
+  assert.match(sentUpstream(), /mail \[EMAIL\]/);
 });
 
 test('with the audit trail off (AAM_AUDIT=off, benchmark mode) guardrails still redact', async () => {

@@ -149,7 +149,7 @@ export function createA2aGateway(): A2aGateway {
       if (refused) throw new AamError(403, 'policy_denied', refused);
     }
     access.guardrails();
-    let params = await access.guard('input', rpc.params, `a2a ${name}`) as Record<string, unknown>;
+    let params = await access.guard('input', rpc.params, `a2a ${name}`, 'chat') as Record<string, unknown>;
     // A push config: the callee gets aam's URL and token, the caller's are kept (push.ts).
     const pushCfg = pushConfigIn(rpc.method, params);
     if (pushCfg && typeof pushCfg.url === 'string') {
@@ -239,7 +239,7 @@ export function createA2aGateway(): A2aGateway {
     let status = 0;
     try {
       // Not written through the egress door (it goes to the caller's URL): scrubbed here, across parts and whole.
-      const value = ctx.rt.scrub(JSON.stringify(scrubAcross(ctx.rt.egress, await access.guard('output', body, `a2a ${name} push`))));
+      const value = ctx.rt.scrub(JSON.stringify(scrubAcross(ctx.rt.egress, await access.guard('output', body, `a2a ${name} push`, 'chat'))));
       // Checked again now (a name may resolve elsewhere than at registration), and connected to the address checked.
       const dest = await pushDestination(route.url, ctx.rt.a2aPushAllow);
       if ('refused' in dest) throw new AamError(502, 'push_url_refused', dest.refused);
@@ -301,9 +301,9 @@ export function createA2aGateway(): A2aGateway {
     if (msg.result !== undefined) {
       await bind(ctx, name, msg.result, caller, skill);
       if (method.includes('PushNotificationConfig')) msg = { ...msg, result: restoreCallerTargets(msg.result, (url) => pushes.get(url.slice(url.lastIndexOf('/') + 1))) };
-      msg = { ...msg, result: scrubAcross(ctx.rt.egress, await access.guard('output', msg.result, `a2a ${name}`)) };
+      msg = { ...msg, result: scrubAcross(ctx.rt.egress, await access.guard('output', msg.result, `a2a ${name}`, 'chat')) };
     } else if (msg.error !== undefined) {
-      msg = { ...msg, error: await access.guard('output', msg.error, `a2a ${name}`) };
+      msg = { ...msg, error: await access.guard('output', msg.error, `a2a ${name}`, 'chat') };
     }
     return msg;
   }
@@ -325,7 +325,7 @@ export function createA2aGateway(): A2aGateway {
       if (ev.result !== undefined) {
         try {
           await bind(ctx, name, ev.result, caller, skill);
-          ev = { ...ev, result: scrubAcross(ctx.rt.egress, await access.guard('output', ev.result, `a2a ${name} stream`)) };
+          ev = { ...ev, result: scrubAcross(ctx.rt.egress, await access.guard('output', ev.result, `a2a ${name} stream`, 'chat')) };
         } catch (e) {
           const err = toAamError(e);
           fail(ev.id, RPC_CODE[err.status] ?? -32603, err.message, { code: err.code, http_status: err.status });

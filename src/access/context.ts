@@ -74,9 +74,13 @@ export class Access {
     return this.gs.length ? guardChatOutput(this.ctx.rt, this.at(), this.identity, this.gs, result) : Promise.resolve(result);
   }
 
-  /** Any other value the agent sends (input) or receives (output), through the one walker. */
-  guard<T>(direction: Direction, value: T, where: string): Promise<T> {
-    return this.gs.length ? guardOrThrow(this.ctx.rt, this.at(), this.identity, this.gs, direction, value, where) : Promise.resolve(value);
+  /**
+   * Any other value the agent sends (input) or receives (output), through the one walker. `json`:
+   * a tool payload, also checked against json_schema guardrails; `chat`: content (embeddings input,
+   * agent-to-agent messages), whose shape is the protocol's, not the user's: no schema check.
+   */
+  guard<T>(direction: Direction, value: T, where: string, shape: 'chat' | 'json' = 'json'): Promise<T> {
+    return this.gs.length ? guardOrThrow(this.ctx.rt, this.at(), this.identity, this.gs, direction, value, where, shape) : Promise.resolve(value);
   }
 
   streamFindings(guard: EventGuard, blockedBy?: string): void {

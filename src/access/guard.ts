@@ -105,8 +105,8 @@ function orThrow<T>(g: Guarded<T>): T {
 }
 
 /** guardValue for the model plane: a block is the 400 guardrail_blocked error. */
-export async function guardOrThrow<T>(rt: Runtime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], direction: Direction, value: T, where: string): Promise<T> {
-  return orThrow(await guardValue(rt, at, identity, gs, direction, value, where));
+export async function guardOrThrow<T>(rt: Runtime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], direction: Direction, value: T, where: string, shape: 'chat' | 'json' = 'json'): Promise<T> {
+  return orThrow(await guardValue(rt, at, identity, gs, direction, value, where, shape));
 }
 
 /** Input guardrails on a whole chat request (every message part, tool definitions, unknown fields); the route name is not content. */

@@ -27,7 +27,7 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const route = resolveRoute(a, req.model, 'embeddings');
   // Embeddings input is text the agent sends a provider: the same input guardrails as a prompt.
   a.guardrails(route.guardrails);
-  const input = await a.guard('input', req.input, 'embeddings input');
+  const input = await a.guard('input', req.input, 'embeddings input', 'chat');
   if (input !== req.input) req = { ...req, input };
   const tokens = Math.ceil(JSON.stringify(req.input).length / 4);
   const adm = await a.admit(tokens, Math.max(0, ...route.targets.map((t) => estimateCostUsd(tokens, 0, t.pricing))));
