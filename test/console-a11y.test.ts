@@ -80,7 +80,7 @@ test('every console page: named controls, 4.5:1 contrast, no sideways scrolling 
 
   // Data for the other pages: a held call and a model call.
   const key = env.g.rt.keys.create('finance-analyst').secret;
-  const held = await fetch(`${env.url}/tools/salesforce/delete`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{"id":"acct-7"}' });
+  const held = await fetch(`${env.url}/tools/salesforce/delete`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{"id":"acct-7","note":"closing it for jane.doe@example.org"}' });
   const approvalId = ((await held.json()) as { error: { approval_id: string } }).error.approval_id;
   await fetch(`${env.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{"model":"reasoning-high","messages":[{"role":"user","content":"hi"}]}' });
 
@@ -134,6 +134,7 @@ test('every console page: named controls, 4.5:1 contrast, no sideways scrolling 
   await page.keyboard.type('model_call');
   await page.keyboard.press('Enter');
   await page.waitForURL(/type=model_call/);
+  await page.waitForFunction('document.activeElement && document.activeElement.id === "main"'); // the filtered page is shown
   await tabTo(page, (e) => e.tag === 'a' && /^req_/.test(e.name));
   await page.keyboard.press('Enter');
   await page.getByRole('heading', { name: /^Request req_/ }).waitFor();
