@@ -7,7 +7,7 @@
 // Everything written to the caller goes through the egress door (ctx.res), which scrubs it.
 import { request } from 'undici';
 import type { Ctx } from '../access/request.ts';
-import { readJson, sendJson } from '../access/request.ts';
+import { keepSseAlive, readJson, sendJson } from '../access/request.ts';
 import { AamError, toAamError } from '../access/errors.ts';
 import { Access, openAccess } from '../access/context.ts';
 import { authorize, policyEvidence, recordDecision, storeFailure } from '../access/decide.ts';
@@ -23,7 +23,7 @@ import { idsIn } from './tasks.ts';
 import { StoreUnavailable } from '../store/types.ts';
 import { restFromAam, restFromRpc, restOp } from './rest.ts';
 import { PushRoutes, pinnedDispatcher, pushConfigIn, pushDestination, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
-import { keepSseAlive, SseParser, sseFrame, type SseRecord } from '../providers/sse.ts';
+import { SseParser, sseFrame, type SseRecord } from '../providers/sse.ts';
 
 const TIMEOUT_MS = 300_000;
 /** An A2A call costs aam nothing, but a caller whose budget is spent is refused like any other call. */

@@ -1,5 +1,6 @@
 // Per-request context and the small I/O helpers every handler uses.
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { SSE_KEEPALIVE } from '../providers/sse.ts';
 import type { EgressResponse } from './egress.ts';
 import { randomBytes } from 'node:crypto';
 import { StringDecoder } from 'node:string_decoder';
@@ -188,4 +189,28 @@ export async function readJson(ctx: Ctx, limit?: number, watch?: BodyWatch): Pro
   } catch (e) {
     throw new AamError(400, 'invalid_json', `request body is not valid JSON: ${(e as Error).message}`);
   }
+}
+
+/**
+ * Comment frames on an idle event stream so proxies and load balancers do not cut it: every `ms`,
+ * if the response has begun as text/event-stream and its connection wrote nothing since the last
+ * tick (so at most one comment per idle interval, never inside a frame: writes are whole frames).
+ * Anything else (a JSON answer, a refusal) is never touched. Stops when the response ends or closes.
+ */
+export function keepSseAlive(res: ServerResponse, ms: number): void {
+  if (!(ms > 0)) return;
+  let seen = -1;
+  const timer = setInterval(() => {
+    if (res.writableEnded || res.destroyed) return stop();
+    // The raw head, however the headers were set (writeHead with an object leaves getHeader empty).
+    const head = (res as unknown as { _header?: string | null })._header;
+    if (!head || !/\r\ncontent-type: *text\/event-stream/i.test(head)) return;
+    const written = res.socket?.bytesWritten ?? 0;
+    if (written === seen) res.write(SSE_KEEPALIVE);
+    seen = res.socket?.bytesWritten ?? written;
+  }, ms);
+  timer.unref();
+  const stop = () => clearInterval(timer);
+  res.once('close', stop);
+  res.once('finish', stop);
 }

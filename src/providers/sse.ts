@@ -1,6 +1,5 @@
 // Incremental Server-Sent Events parser and encoder (WHATWG event-stream rules).
 // Chunks may be split anywhere, including between the CR and LF of a CRLF pair.
-import type { ServerResponse } from 'node:http';
 
 export interface SseRecord { event?: string; data: string }
 
@@ -103,27 +102,3 @@ export function sseFrame(data: string, event?: string): string {
 
 /** SSE comment line used as keep-alive during long upstream silences. */
 export const SSE_KEEPALIVE = ': keep-alive\n\n';
-
-/**
- * Comment frames on an idle event stream so proxies and load balancers do not cut it: every `ms`,
- * if the response has begun as text/event-stream and its connection wrote nothing since the last
- * tick (so at most one comment per idle interval, never inside a frame: writes are whole frames).
- * Anything else (a JSON answer, a refusal) is never touched. Stops when the response ends or closes.
- */
-export function keepSseAlive(res: ServerResponse, ms: number): void {
-  if (!(ms > 0)) return;
-  let seen = -1;
-  const timer = setInterval(() => {
-    if (res.writableEnded || res.destroyed) return stop();
-    // The raw head, however the headers were set (writeHead with an object leaves getHeader empty).
-    const head = (res as unknown as { _header?: string | null })._header;
-    if (!head || !/\r\ncontent-type: *text\/event-stream/i.test(head)) return;
-    const written = res.socket?.bytesWritten ?? 0;
-    if (written === seen) res.write(SSE_KEEPALIVE);
-    seen = res.socket?.bytesWritten ?? written;
-  }, ms);
-  timer.unref();
-  const stop = () => clearInterval(timer);
-  res.once('close', stop);
-  res.once('finish', stop);
-}

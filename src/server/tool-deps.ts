@@ -7,12 +7,15 @@ import { decideTool, toolVisibleIn } from '../policy/decide.ts';
 import { decidingToolRule, type CompiledToolRule } from '../policy/compile.ts';
 import type { Decision } from '../policy/types.ts';
 import type { Runtime } from '../runtime.ts';
-import { ToolError, RPC, type ToolAccess, type ToolAdmission, type ToolCallTrace, type ToolDeps, type TraceContextIn } from '../tools/types.ts';
+import { ToolError, RPC, type ToolAccess, type ToolAdmission, type JsonBody, type ToolCallTrace, type ToolDeps, type TraceContextIn } from '../tools/types.ts';
 import { parseTraceparent, traceHeaders } from '../observability/tracing.ts';
 import { toolSpanAttributes, toolSpanName } from '../observability/otlp-genai.ts';
 import { requestTraceId } from '../access/evidence.ts';
 import type { Access } from '../access/context.ts';
-import { guardrailsOf, guardValue, redactForReview } from '../access/guard.ts';
+import { guardrailsOf, guardValue, nextTurn, redactForReview, TURN_MS } from '../access/guard.ts';
+import { BodyText } from '../access/request.ts';
+import { parseJsonInTurns } from '../access/json-turns.ts';
+import type { IncomingMessage } from 'node:http';
 import { scrubAcross } from '../access/egress.ts';
 import { shadowed, storeUnavailableMessage } from '../access/decide.ts';
 import { StoreUnavailable } from '../store/types.ts';
@@ -38,6 +41,7 @@ export function toolDeps(rt: Runtime): ToolDeps {
     sessions: rt.mcpSessions,
     keyProblem: (keyId, generation) => rt.keyBook.generationProblem(keyId, generation),
     db: rt.db,
+    readJson: readJsonBody,
   };
 }
 
@@ -127,4 +131,26 @@ function toolStoreFailure(e: unknown): unknown {
 /** The tool plane's view of a request's access context (one per request, like the context itself). */
 export function toolAccess(a: Access): ToolAccess {
   return new ToolAccessOf(a);
+}
+
+/** A JSON-RPC body; a large one is decoded as it arrives and parsed across loop turns (src/access/json-turns.ts). */
+async function readJsonBody(req: IncomingMessage, max: number): Promise<JsonBody> {
+  const chunks: Buffer[] = [];
+  const text = new BodyText();
+  let size = 0;
+  let since = performance.now();
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > max) return { ok: false, status: 413, code: -32600, message: `request body over ${max} bytes` };
+    chunks.push(chunk as Buffer);
+    text.feed(chunks, size);
+    // Buffered chunks arrive without a loop turn between them: let other requests run now and then.
+    if (performance.now() - since >= TURN_MS) { await nextTurn(); since = performance.now(); }
+  }
+  try {
+    const value = parseJsonInTurns(text.of(Buffer.concat(chunks)));
+    return { ok: true, value: value instanceof Promise ? await value : value };
+  } catch (e) {
+    return { ok: false, status: 400, code: -32700, message: `parse error: request body is not valid JSON (${e instanceof Error ? e.message : String(e)})` };
+  }
 }

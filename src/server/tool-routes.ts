@@ -2,13 +2,12 @@
 // and the RFC 9728 metadata MCP clients use to discover how to authenticate.
 import type { Routes } from './http.ts';
 import { AamError } from '../access/errors.ts';
-import { readJson, sendJson, type Ctx } from '../access/request.ts';
+import { keepSseAlive, readJson, sendJson, type Ctx } from '../access/request.ts';
 import { openAccess } from '../access/context.ts';
 import { toolAccess } from './tool-deps.ts';
 import { protectedResourceMetadata, wwwAuthenticate } from '../tools/mcp-metadata.ts';
 import type { McpGateway } from '../tools/mcp-lazy.ts';
 import type { HttpToolProxy } from '../tools/http-tool.ts';
-import { keepSseAlive } from '../providers/sse.ts';
 
 /**
  * Where MCP clients are told to authenticate: AAM_PUBLIC_URL, else the address this connection

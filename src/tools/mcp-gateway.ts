@@ -19,9 +19,6 @@ import { createMcpShared, sessionLimits, type McpGateway, type McpGatewayOptions
 import { handleModern, isModernRequest, toolsPage } from './mcp-stateless.ts';
 import { RPC, ToolError, type ToolAccess, type ToolDeps } from './types.ts';
 import { StoreUnavailable, type McpSessionRecord } from '../store/types.ts';
-import { BodyText } from '../access/request.ts';
-import { parseJsonInTurns } from '../access/json-turns.ts';
-import { nextTurn, TURN_MS } from '../access/guard.ts';
 
 /** This replica's objects for one session; `ready` once the SDK server is connected, `started` once initialized. */
 interface Session { rec: McpSessionRecord; ctx: SessionCtx; server: Server; transport: StreamableHTTPServerTransport; lastUsed: number; ready: Promise<void>; started: boolean }
@@ -223,7 +220,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       }
       let body = parsedBody;
       if (body === undefined && req.method === 'POST') {
-        const read = await readJson(req, maxBody);
+        const read = await deps.readJson(req, maxBody);
         if (!read.ok) return rpcError(res, read.status, read.code, read.message);
         body = read.value;
       }
@@ -312,26 +309,3 @@ function rpcError(res: ServerResponse, status: number, code: number, message: st
   res.end(JSON.stringify({ jsonrpc: '2.0', error: { code, message, ...(data ? { data } : {}) }, id: null }));
 }
 
-type ReadResult = { ok: true; value: unknown } | { ok: false; status: number; code: number; message: string };
-
-/** A JSON-RPC body; a large one is decoded as it arrives and parsed across loop turns (src/access/json-turns.ts). */
-async function readJson(req: IncomingMessage, max: number): Promise<ReadResult> {
-  const chunks: Buffer[] = [];
-  const text = new BodyText();
-  let size = 0;
-  let since = performance.now();
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > max) return { ok: false, status: 413, code: -32600, message: `request body over ${max} bytes` };
-    chunks.push(chunk as Buffer);
-    text.feed(chunks, size);
-    // Buffered chunks arrive without a loop turn between them: let other requests run now and then.
-    if (performance.now() - since >= TURN_MS) { await nextTurn(); since = performance.now(); }
-  }
-  try {
-    const value = parseJsonInTurns(text.of(Buffer.concat(chunks)));
-    return { ok: true, value: value instanceof Promise ? await value : value };
-  } catch (e) {
-    return { ok: false, status: 400, code: -32700, message: `parse error: request body is not valid JSON (${e instanceof Error ? e.message : String(e)})` };
-  }
-}

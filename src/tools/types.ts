@@ -71,7 +71,12 @@ export interface ToolDeps {
   keyProblem(keyId: string, generation: string | undefined): string | undefined;
   /** node:sqlite database for approvals and tool-definition digests (create your own tables). */
   db: import('node:sqlite').DatabaseSync;
+  /** A JSON-RPC request body, at most `max` bytes, read and parsed without holding the event loop. */
+  readJson(req: import('node:http').IncomingMessage, max: number): Promise<JsonBody>;
 }
+
+/** A JSON-RPC body as read: its value, or the HTTP status and JSON-RPC error to answer with. */
+export type JsonBody = { ok: true; value: unknown } | { ok: false; status: number; code: number; message: string };
 
 /** A tool definition as an upstream MCP server lists it (the fields aam relies on). */
 export interface UpstreamTool {

@@ -11,7 +11,7 @@ import { tempDir } from './temp.ts';
 export interface FleetTestStore {
   databaseUrl: string;
   redisUrl: string;
-  /** AAM_DATABASE_URL and AAM_REDIS_URL for a replica or CLI of this fleet. */
+  /** AAM_DATABASE_URL, AAM_REDIS_URL and AAM_MASTER_KEY for a replica or CLI of this fleet. */
   env: Record<string, string>;
   /** Drop the database (call in after()). */
   drop(): Promise<void>;
@@ -38,7 +38,9 @@ export async function fleetStore(redisUrl?: string): Promise<FleetTestStore> {
   const databaseUrl = u.toString();
   const r = redisUrl ?? urls.redisUrl;
   return {
-    databaseUrl, redisUrl: r, env: { AAM_DATABASE_URL: databaseUrl, AAM_REDIS_URL: r },
+    // One master key per fleet, as the README asks: replicas with keys of their own refuse to start
+    // (the stored-credential key check lives in the shared database).
+    databaseUrl, redisUrl: r, env: { AAM_DATABASE_URL: databaseUrl, AAM_REDIS_URL: r, AAM_MASTER_KEY: randomBytes(32).toString('hex') },
     drop: async () => {
       const sql = postgres(urls.databaseUrl, { max: 1, onnotice: () => {} });
       try { await sql.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`); } finally { await sql.end(); }
