@@ -41,7 +41,8 @@ async function audit(page: Page): Promise<string[]> {
 /** The focused element, its accessible name and whether it shows a focus indicator (outline or shadow). */
 const FOCUSED_JS = `(() => {
   const e = document.activeElement;
-  if (!e || e === document.body) return null;
+  // The page's own focus target after navigation (main, tabindex -1) is not a control: nothing to indicate.
+  if (!e || e === document.body || e.tabIndex < 0) return null;
   const st = getComputedStyle(e);
   const visible = (st.outlineStyle !== 'none' && parseFloat(st.outlineWidth) >= 2) || st.boxShadow !== 'none';
   return { tag: e.tagName.toLowerCase(), name: (e.getAttribute('aria-label') || (e.labels && e.labels[0] && e.labels[0].textContent) || e.textContent || '').trim(), visible };
