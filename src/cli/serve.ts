@@ -243,10 +243,8 @@ function auditSinks(env: NodeJS.ProcessEnv): AuditSink[] {
 export async function serve(o: ServeOptions): Promise<number> {
   const g = await startGateway(o);
   const scheme = o.tlsCert ? 'https' : 'http';
-  g.rt.log.info({ event: 'listening', port: g.port, config: o.configPath, data: o.dataDir, version: g.rt.compiled.version }, `aam listening on ${scheme}://${o.host}:${g.port}`);
-  // Here, not in startGateway: a process that serves, not every gateway a test starts in-process.
-  const gcMs = releaseStartupMemory();
-  g.rt.log.debug({ event: 'startup_memory_released', gc_ms: Math.round(gcMs), rss_mb: Math.round(process.memoryUsage.rss() / 1048576) }, 'startup garbage collected');
+  // Signal handlers first: until a handler is installed the OS's default for SIGHUP is to end the
+  // process, so one sent as soon as "listening" shows (during the startup GC below) killed it.
   process.on('SIGHUP', () => {
     g.rt.reload('SIGHUP');
     g.rt.tls?.reload(g.rt.compiled.set); // re-read X.509 bundle files even when the config text is unchanged
@@ -259,5 +257,9 @@ export async function serve(o: ServeOptions): Promise<number> {
   };
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
+  g.rt.log.info({ event: 'listening', port: g.port, config: o.configPath, data: o.dataDir, version: g.rt.compiled.version }, `aam listening on ${scheme}://${o.host}:${g.port}`);
+  // Here, not in startGateway: a process that serves, not every gateway a test starts in-process.
+  const gcMs = releaseStartupMemory();
+  g.rt.log.debug({ event: 'startup_memory_released', gc_ms: Math.round(gcMs), rss_mb: Math.round(process.memoryUsage.rss() / 1048576) }, 'startup garbage collected');
   return 0;
 }
