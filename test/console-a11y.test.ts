@@ -4,31 +4,24 @@
 // and operable by keyboard alone, each focused control showing a visible focus indicator.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
-import { startConsoleEnv, type ConsoleEnv } from './helpers/console-setup.ts';
+import { readFileSync } from 'node:fs';
+import type { Browser, Page } from 'playwright-core';
+import { chromiumMissing, launchChromium, startConsoleEnv, type ConsoleEnv } from './helpers/console-setup.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
-const skip = existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install chromium)`;
+const skip = chromiumMissing;
 
 let env: ConsoleEnv;
 let browser: Browser;
-let profile: string;
+let chrome: Awaited<ReturnType<typeof launchChromium>> | undefined;
 before(async () => {
   if (skip) return;
   env = await startConsoleEnv();
-  profile = mkdtempSync(join(tmpdir(), 'aam-chromium-a11y-'));
-  browser = await chromium.launch({
-    executablePath: CHROMIUM, headless: true, timeout: 60_000,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--disk-cache-dir=${profile}`],
-  });
+  chrome = await launchChromium('aam-chromium-a11y-');
+  browser = chrome.browser;
 });
 after(async () => {
-  await browser?.close();
+  await chrome?.close();
   await env?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
 const AUDIT_JS = readFileSync(new URL('./helpers/a11y-page.js', import.meta.url), 'utf8').replace(/^\/\/.*\n/gm, '');

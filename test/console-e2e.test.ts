@@ -5,19 +5,16 @@
 // AAM_CONSOLE_SCREENSHOTS=DIR keeps a screenshot of each page there (docs/ holds the README's).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { startConsoleEnv, ADMIN_TOKEN, TOOL_SECRET, type ConsoleEnv } from './helpers/console-setup.ts';
+import type { Browser, BrowserContext, Page } from 'playwright-core';
+import { chromiumMissing, launchChromium, startConsoleEnv, ADMIN_TOKEN, TOOL_SECRET, type ConsoleEnv } from './helpers/console-setup.ts';
 
-const CHROMIUM = '/usr/bin/chromium';
 const SHOTS = process.env.AAM_CONSOLE_SCREENSHOTS;
-const skip = existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install chromium)`;
+const skip = chromiumMissing;
 
 let env: ConsoleEnv;
 let browser: Browser;
-let profile: string;
+let chrome: Awaited<ReturnType<typeof launchChromium>> | undefined;
 /** Every response the browser got from aam, for the secret check. */
 const bodies: Array<{ url: string; text: string }> = [];
 const problems: string[] = [];
@@ -25,16 +22,12 @@ const problems: string[] = [];
 before(async () => {
   if (skip) return;
   env = await startConsoleEnv();
-  profile = mkdtempSync(join(tmpdir(), 'aam-chromium-'));
-  browser = await chromium.launch({
-    executablePath: CHROMIUM, headless: true, timeout: 60_000,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--disk-cache-dir=${profile}`],
-  });
+  chrome = await launchChromium('aam-chromium-');
+  browser = chrome.browser;
 });
 after(async () => {
-  await browser?.close();
+  await chrome?.close();
   await env?.close();
-  if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
 async function newPage(): Promise<{ ctx: BrowserContext; page: Page }> {

@@ -8,9 +8,8 @@ import type { DatabaseSync } from 'node:sqlite';
 
 export type ApprovalStatus = 'pending' | 'approved' | 'rejected' | 'used' | 'expired';
 
-export interface Approval {
-  id: string;
-  status: ApprovalStatus;
+/** One call that a decision held: who, what, with which arguments (digest), and the rule that held it. */
+export interface HeldCall {
   spiffeId: string;
   agent: string;
   /** 'mcp' or 'http' */
@@ -23,27 +22,18 @@ export interface Approval {
   policy: string;
   rule: number;
   reason: string;
-  createdAt: string;
-  expiresAt: string;
-  decidedBy?: string;
-  decidedAt?: string;
   /** The call's arguments as a reviewer may see them (credentials scrubbed, PII redacted; JSON text), when recorded. */
   argsForReview?: string;
 }
 
-/** One call that a decision held: who, what, with which arguments (digest), and the rule that held it. */
-export interface HeldCall {
-  spiffeId: string;
-  agent: string;
-  plane: string;
-  target: string;
-  resource: string;
-  action: string;
-  argsDigest: string;
-  policy: string;
-  rule: number;
-  reason: string;
-  argsForReview?: string;
+/** A held call's record: the call, its state and who decided it when. */
+export interface Approval extends HeldCall {
+  id: string;
+  status: ApprovalStatus;
+  createdAt: string;
+  expiresAt: string;
+  decidedBy?: string;
+  decidedAt?: string;
 }
 
 export interface Approvals {

@@ -1,6 +1,7 @@
 // A gateway with single sign-on against the in-process OpenID Provider, role bindings for five
 // people, an HTTP tool whose deletes need approval, and an agent with a hostile name.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import type { Browser } from 'playwright-core';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startGateway, type Running } from '../../src/cli/serve.ts';
@@ -83,4 +84,19 @@ export async function startConsoleEnv(o: { idTokenTtlS?: number } = {}): Promise
     url, idp, g, upstream, configPath,
     close: async () => { await g.close(); await idp.close(); await upstream.close(); rmSync(dir, { recursive: true, force: true }); },
   };
+}
+
+/** Debian's chromium (playwright-core drives it); the browser tests skip, saying why, when it is missing. */
+export const CHROMIUM = '/usr/bin/chromium';
+export const chromiumMissing: string | false = existsSync(CHROMIUM) ? false : `${CHROMIUM} is not installed (apt-get install chromium)`;
+
+/** A headless chromium with a throwaway disk cache; close() also removes the cache. */
+export async function launchChromium(prefix: string): Promise<{ browser: Browser; close(): Promise<void> }> {
+  const profile = mkdtempSync(join(tmpdir(), prefix));
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM, headless: true, timeout: 60_000,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--disk-cache-dir=${profile}`],
+  });
+  return { browser, close: async () => { await browser.close(); rmSync(profile, { recursive: true, force: true }); } };
 }
