@@ -43,7 +43,16 @@ export async function fleetStore(redisUrl?: string): Promise<FleetTestStore> {
     databaseUrl, redisUrl: r, env: { AAM_DATABASE_URL: databaseUrl, AAM_REDIS_URL: r, AAM_MASTER_KEY: randomBytes(32).toString('hex') },
     drop: async () => {
       const sql = postgres(urls.databaseUrl, { max: 1, onnotice: () => {} });
-      try { await sql.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`); } finally { await sql.end(); }
+      try {
+        // FORCE cannot end a backend of another role (an autovacuum worker on the fresh database,
+        // 42501): such a backend finishes by itself, so try again for a few seconds.
+        for (let i = 0; ; i++) {
+          try { await sql.unsafe(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`); break; } catch (e) {
+            if ((e as { code?: string }).code !== '42501' || i >= 25) throw e;
+            await new Promise((r) => setTimeout(r, 200));
+          }
+        }
+      } finally { await sql.end(); }
     },
   };
 }
