@@ -1,12 +1,19 @@
 // Added latency (c=1) and throughput (c=64) of an A2A hop through aam, beside the bare pass-through
 // proxy and the echo agent called directly, for SendMessage and SendStreamingMessage.
 // Run: node_modules/.bin/node bench/a2a-hop.ts [requests=2000]
-// The echo agent and the bare proxy are child processes; aam (virtual key, agents rule, guardrail
-// step, credential injection, scrubbing door, audit trail) and the load generator share this one.
+// The echo agent, the bare proxy and aam (`aam serve` as `npm start` runs it: virtual key, agents
+// rule, guardrail step, credential injection, scrubbing door, audit trail) are child processes
+// alike, so none of them shares its process with the load generator.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
-import { doc, startTestGateway, yaml } from '../test/helpers/gateway.ts';
+import { doc, yaml } from '../test/helpers/gateway.ts';
+import { freePort } from '../test/helpers/e2e.ts';
+import { AAM_AGENT, aamServeArgv, createAamKey, launcher } from './lib/aam.ts';
+import { CLK_TCK, cpuTicks, waitHttp } from './lib/procs.ts';
 
 const N = Number(process.argv[2] ?? 2000);
 const WARMUP = 300;
@@ -60,32 +67,44 @@ process.env.AAM_LOG_LEVEL ??= 'error';
 process.env.A2A_BENCH_TOKEN = 'a2a-bench-token-7c1e9f03b2d84a65';
 const agent = await child(here('./a2a-echo-agent.ts'), { PORT: '0' });
 const bare = await child(here('./bare-proxy.ts'), { UPSTREAM_URL: `http://127.0.0.1:${agent.port}`, PORT: String(20000 + Math.floor(Math.random() * 20000)) });
-const gw = await startTestGateway(yaml(
+const REPO = fileURLToPath(new URL('..', import.meta.url));
+const work = mkdtempSync(join(tmpdir(), 'aam-a2a-bench-'));
+const configPath = join(work, 'aam.yaml');
+writeFileSync(configPath, yaml(
   doc('Credential', 'echo-token', { env: 'A2A_BENCH_TOKEN' }),
   doc('Agent', 'echo', { workload: 'spiffe://bench/agent/echo', a2a: { url: `http://127.0.0.1:${agent.port}/a2a`, credential: 'echo-token' } }),
-  doc('Agent', 'caller', { workload: 'spiffe://bench/agent/caller', team: 'bench' }),
-  doc('AgentPolicy', 'caller-calls-echo', { identity: { agent: 'caller' }, agents: [{ agent: 'echo', skills: ['echo'] }] }),
+  doc('Agent', AAM_AGENT, { workload: 'spiffe://bench/agent/caller', team: 'bench' }),
+  doc('AgentPolicy', 'caller-calls-echo', { identity: { agent: AAM_AGENT }, agents: [{ agent: 'echo', skills: ['echo'] }] }),
 ));
+const key = createAamKey(NODE, REPO, configPath, work);
+const aamPort = await freePort();
+const [aamNode, ...aamArgs] = aamServeArgv(NODE, REPO, configPath, aamPort, work);
+const aam = spawn(aamNode, aamArgs, { cwd: REPO, env: { ...process.env, ...launcher(REPO).env }, stdio: ['ignore', 'ignore', 'inherit'] });
+if (!(await waitHttp(`http://127.0.0.1:${aamPort}/readyz`, 60_000, 200, aam))) throw new Error('aam serve did not start');
 const targets: Target[] = [
   { name: 'direct', origin: `http://127.0.0.1:${agent.port}`, path: '/a2a', headers: {} },
   { name: 'bare proxy', origin: `http://127.0.0.1:${bare.port}`, path: '/a2a', headers: {} },
-  { name: 'aam', origin: gw.url, path: '/a2a/echo', headers: { authorization: `Bearer ${gw.key('caller')}` } },
+  { name: 'aam', origin: `http://127.0.0.1:${aamPort}`, path: '/a2a/echo', headers: { authorization: `Bearer ${key}` } },
 ];
 
 const fmt = (ms: number) => `${ms.toFixed(3)} ms`;
 console.log(`A2A hop, ${N} sequential requests after ${WARMUP} warm-up (c=1); ${N * 2} requests at c=64; Node ${process.version}\n`);
-console.log('| request | target | p50 c=1 | p99 c=1 | RPS c=64 |');
-console.log('|---|---|---|---|---|');
+console.log('| request | target | p50 c=1 | p99 c=1 | RPS c=64 | CPU per request c=64 |');
+console.log('|---|---|---|---|---|---|');
 const p50: Record<string, number> = {};
 const rps: Record<string, number> = {};
 for (const stream of [false, true]) {
   for (const t of targets) {
     const l = await latency(t, stream);
+    // CPU of the process under test (all its threads), over the c=64 run: the cost per request without scheduling noise.
+    const pid = t.name === 'direct' ? agent.proc.pid : t.name === 'bare proxy' ? bare.proc.pid : aam.pid;
+    const before = cpuTicks(pid!);
     const r = await throughput(t, stream);
+    const cpuMs = before === null ? NaN : (((cpuTicks(pid!) ?? before) - before) * 1000 / CLK_TCK) / (N * 2);
     const k = `${stream}:${t.name}`;
     p50[k] = pct(l, 50);
     rps[k] = r;
-    console.log(`| ${stream ? 'SendStreamingMessage' : 'SendMessage'} | ${t.name} | ${fmt(pct(l, 50))} | ${fmt(pct(l, 99))} | ${r.toFixed(0)} |`);
+    console.log(`| ${stream ? 'SendStreamingMessage' : 'SendMessage'} | ${t.name} | ${fmt(pct(l, 50))} | ${fmt(pct(l, 99))} | ${r.toFixed(0)} | ${fmt(cpuMs)} |`);
   }
 }
 console.log('\n| request | aam added p50 over bare proxy (c=1) | aam RPS / bare proxy RPS (c=64) |');
@@ -94,7 +113,8 @@ for (const stream of [false, true]) {
   console.log(`| ${stream ? 'SendStreamingMessage' : 'SendMessage'} | ${fmt(p50[`${stream}:aam`] - p50[`${stream}:bare proxy`])} | ${(100 * rps[`${stream}:aam`] / rps[`${stream}:bare proxy`]).toFixed(0)} % |`);
 }
 
-await gw.close();
 agent.proc.kill();
 bare.proc.kill();
-delete process.env.A2A_BENCH_TOKEN;
+// The data dir goes only once aam has exited (its audit writer still holds the segment file).
+await new Promise((resolve) => { aam.once('exit', resolve); aam.kill(); });
+rmSync(work, { recursive: true, force: true });

@@ -6,7 +6,7 @@
 // refused, so a chain cannot be borrowed, lengthened or cut short by editing it. It carries the
 // chain's id, the hop count (the first caller's call is hop 1), the agents already in the chain
 // (cycles are refused) and the request id of the A2A call that delegated (the evidence link).
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type { Identity } from '../identity/types.ts';
 import type { Runtime } from '../runtime.ts';
 import { AamError } from './errors.ts';
@@ -32,25 +32,22 @@ export interface Delegation {
   exp: number;
 }
 
-const keys = new WeakMap<object, Buffer>();
+// A KeyObject, made once: createHmac with a raw Buffer builds one per call (~10 us against ~2 us on Node 24).
+const keys = new WeakMap<object, KeyObject>();
 
-function keyOf(rt: Runtime): Buffer {
+function keyOf(rt: Runtime): KeyObject {
   let k = keys.get(rt.vault);
-  if (!k) { k = rt.vault.subkey('aam a2a delegation hmac v1'); keys.set(rt.vault, k); }
+  if (!k) { k = createSecretKey(rt.vault.subkey('aam a2a delegation hmac v1')); keys.set(rt.vault, k); }
   return k;
 }
 
-function mac(key: Buffer, payload: string): string {
+function mac(key: KeyObject, payload: string): string {
   return createHmac('sha256', key).update(`${VERSION}.${payload}`).digest('base64url');
 }
 
 /** How an agent is named in a chain. */
 export function chainName(identity: Identity): string {
   return identity.agent.name || identity.agent.spiffeId;
-}
-
-export function newDelegationId(): string {
-  return `dlg_${randomBytes(12).toString('base64url')}`;
 }
 
 export function encodeDelegation(rt: Runtime, d: Delegation): string {
@@ -83,10 +80,13 @@ export function verifyDelegation(rt: Runtime, header: string | string[] | undefi
   return d;
 }
 
-/** The delegation for a call from `caller` to `callee`, extending the caller's own (if it is serving one). */
-export function delegate(from: Delegation | undefined, caller: Identity, callee: string, requestId: string, now = Date.now()): Delegation {
+/**
+ * The delegation for a call from `caller` to `callee`, extending the caller's own (if it is serving one).
+ * `newId` gives random hex digits for a new chain (the runtime's pooled ids: no randomBytes call per request).
+ */
+export function delegate(from: Delegation | undefined, caller: Identity, callee: string, requestId: string, newId: () => string, now = Date.now()): Delegation {
   return {
-    id: from?.id ?? newDelegationId(),
+    id: from?.id ?? `dlg_${newId()}`,
     hop: (from?.hop ?? 0) + 1,
     chain: [...(from?.chain ?? [chainName(caller)]), callee],
     parent: requestId,
@@ -105,6 +105,6 @@ export function delegationEvidence(d: Delegation): { id: string; hop: number; pa
  * requestTraceId): the request's span when tracing is on, else a new span id in that trace, so
  * the callee's calls (which forward it) join the same trace in the evidence.
  */
-export function outgoingTraceparent(span: { traceparent(): string } | undefined, traceId: string): string {
-  return span?.traceparent() ?? `00-${traceId}-${randomBytes(8).toString('hex')}-01`;
+export function outgoingTraceparent(span: { traceparent(): string } | undefined, traceId: string, spanId: () => string): string {
+  return span?.traceparent() ?? `00-${traceId}-${spanId()}-01`;
 }
