@@ -64,7 +64,11 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
     this.#refresh();
     const body = this.clean(text);
     this.#exact = true;
-    super.writeHead(status, { ...this.#cleanHeaders(headers), 'content-length': Buffer.byteLength(body) });
+    // Answered before the body was all read (a refusal, a 401): close rather than read on. Node
+    // would read and discard the rest to keep the connection, gigabytes if an agent sends them.
+    const close = this.req.complete ? undefined : 'close';
+    if (close !== undefined) this.req.pause();
+    super.writeHead(status, { ...this.#cleanHeaders(headers), 'content-length': Buffer.byteLength(body), ...(close && { connection: close }) });
     this.#exact = false;
     super.end(body);
   }

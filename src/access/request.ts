@@ -86,7 +86,7 @@ export function sendError(ctx: Ctx, err: unknown): void {
 
 /**
  * Watches a body while it is read: `feed` sees each chunk once the body may exceed `from` bytes
- * and may refuse it; the error is then the answer, and the rest is drained unread and unparsed.
+ * and may refuse it; the error is then the answer, and the rest is not read (the connection closes).
  */
 export interface BodyWatch {
   from: number;
@@ -101,6 +101,7 @@ const READ_TURN_MS = 1;
 export function readBody(ctx: Ctx, limit = ctx.rt.options.maxBodyBytes, watch?: BodyWatch, text?: BodyText): Promise<Buffer> {
   const tooLarge = limit === ctx.rt.options.maxBodyBytes ? tooLargeGeneral : tooLargeHere;
   const declared = Number(ctx.req.headers['content-length']);
+  // Refused unread: the answer closes the connection (EgressResponse.send), the body is never read.
   if (declared > limit) return Promise.reject(tooLarge(limit));
   // Small bodies (the usual case) are never watched: nothing is spent on them.
   let watching = watch !== undefined && declared > watch.from;
@@ -110,8 +111,9 @@ export function readBody(ctx: Ctx, limit = ctx.rt.options.maxBodyBytes, watch?: 
     const refuse = (err: Error): void => {
       reject(err);
       chunks = [];
+      // Not read on: the answer closes the connection (EgressResponse.send).
       ctx.req.removeAllListeners('data');
-      ctx.req.resume();
+      ctx.req.pause();
     };
     let busy = 0; // ms spent on this body's chunks since reading last paused
     ctx.req.on('data', (c: Buffer) => {
