@@ -56,7 +56,7 @@ async function resolveIdentity(ctx: Ctx): Promise<Identity> {
     return { agent, method: 'virtual_key', keyId: r.key.id, keyGeneration: r.generation };
   }
   if (looksLikeJwt(secret) && rt.jwt) {
-    const v = await rt.jwt.verify(secret);
+    const v = await rt.jwt.verify(secret, ctx.resource);
     if (!v.ok) {
       if (v.status === 503) throw new AamError(503, 'unavailable', `cannot verify JWT-SVID right now: ${v.message}`, { headers: { 'retry-after': '5' } });
       throw unauthorized(`invalid JWT-SVID (${v.code}): ${v.message}`, 'invalid_token');

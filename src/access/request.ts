@@ -30,6 +30,8 @@ export interface Ctx {
   /** Error body format the caller understands. */
   wire: 'openai' | 'anthropic';
   identity?: Identity;
+  /** RFC 8707: the absolute URL of the protected resource (route) this request is addressed to, where a route has one (/mcp, /mcp/<server>). */
+  resource?: string;
   /** The access context opened by identify (model plane; access/context.ts): identity with its resolved policy set. */
   access?: { readonly identity: Identity; readonly set: PolicySet };
   /** Server span when tracing is on. */

@@ -66,7 +66,11 @@ export interface JwtVerifierOptions {
 }
 
 export interface JwtVerifier {
-  verify(token: string): Promise<VerifiedSvid | VerifyFailure>;
+  /**
+   * `resource`: the absolute URL of the route the token is presented to (RFC 8707). A token whose
+   * audience is that URL is accepted there, and only there; the gateway's own audiences stay valid everywhere.
+   */
+  verify(token: string, resource?: string): Promise<VerifiedSvid | VerifyFailure>;
   /** Swap the trust domains (config reload); caches of unchanged domains are kept. */
   update(trustDomains: TrustDomainSource[]): void;
   /** Load every trust domain's JWKS now (startup); returns the problems found. */
@@ -107,22 +111,24 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
   /** Diagnostic only: which other trust domain's cached JWKS holds this kid. */
   const ownerOf = (kid: string, except: string) => [...domains.values()].find((c) => c.source.name !== except && c.peek(kid))?.source.name;
 
-  async function verify(token: string): Promise<VerifiedSvid | VerifyFailure> {
-    const hit = verified.get(token);
+  async function verify(token: string, resource?: string): Promise<VerifiedSvid | VerifyFailure> {
+    // Keyed by route too: a token verified for one route's audience says nothing about another route.
+    const cacheKey = resource === undefined ? token : `${resource}\n${token}`;
+    const hit = verified.get(cacheKey);
     if (hit) {
       if (now() < hit.until && hit.stillValid()) return hit.result;
-      verified.delete(token);
+      verified.delete(cacheKey);
     }
-    const r = await verifyUncached(token);
+    const r = await verifyUncached(token, resource);
     if (!r.ok || cacheMax <= 0) return r.ok ? r.result : r;
     if (verified.size >= cacheMax) verified.delete(verified.keys().next().value as string); // oldest first
-    verified.set(token, { result: r.result, until: r.until, stillValid: r.stillValid });
+    verified.set(cacheKey, { result: r.result, until: r.until, stillValid: r.stillValid });
     return r.result;
   }
 
   type Uncached = { ok: true; result: VerifiedSvid; until: number; stillValid: () => boolean } | VerifyFailure;
 
-  async function verifyUncached(token: string): Promise<Uncached> {
+  async function verifyUncached(token: string, resource: string | undefined): Promise<Uncached> {
     if (typeof token !== 'string' || !looksLikeJwt(token)) return fail('malformed', 'not a compact JWS (header.payload.signature)');
     let header: ReturnType<typeof decodeProtectedHeader>;
     let claims: JWTPayload;
@@ -175,14 +181,14 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
     try {
       const res = await jwtVerify(token, key.key, {
         algorithms: [alg],
-        audience,
+        audience: resource === undefined ? audience : [...audience, resource],
         clockTolerance: skew,
         currentDate: new Date(now()),
         requiredClaims: ['exp', 'sub', 'aud'],
       });
       claims = res.payload;
     } catch (e) {
-      return mapJoseError(e);
+      return mapJoseError(e, audience, resource);
     }
     if (typeof claims.iat === 'number' && claims.iat > now() / 1000 + skew) return fail('not_yet_valid', 'iat is in the future');
     if (verifiedBy === 'aam' && !opts.isRegisteredAgent(id.id)) {
@@ -243,7 +249,7 @@ function keyMismatch(alg: string, k: { type: string; curve?: string; modulusLeng
   return ok ? undefined : `token alg ${alg} does not match the key type (${k.type}${k.curve ? ' ' + k.curve : ''}${k.modulusLength ? ' ' + k.modulusLength + ' bits' : ''})`;
 }
 
-function mapJoseError(e: unknown): VerifyFailure {
+function mapJoseError(e: unknown, audience: readonly string[], resource: string | undefined): VerifyFailure {
   const err = e as { code?: string; claim?: string; message?: string };
   const msg = err.message ?? String(e);
   switch (err.code) {
@@ -251,7 +257,11 @@ function mapJoseError(e: unknown): VerifyFailure {
     case 'ERR_JWT_EXPIRED': return fail('expired', 'token has expired');
     case 'ERR_JOSE_ALG_NOT_ALLOWED': return fail('alg_not_allowed', msg);
     case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
-      if (err.claim === 'aud') return fail('bad_audience', `aud does not include this gateway's audience`);
+      if (err.claim === 'aud') {
+        return fail('bad_audience', resource === undefined
+          ? `aud does not include this gateway's audience (${audience.join(', ')})`
+          : `aud names neither this gateway (${audience.join(', ')}) nor this route (${resource}); a token for another route is not accepted here: get one with "resource": "${resource}" (RFC 8707)`);
+      }
       if (err.claim === 'nbf' || err.claim === 'iat') return fail('not_yet_valid', `token is not valid yet (${err.claim})`);
       return fail('malformed', msg);
     default: return fail('malformed', msg);

@@ -6,13 +6,14 @@ import type { Routes } from './http.ts';
 import { identify, presentedSecret } from '../access/identify.ts';
 import { issueAgentSvid, parseTtl, tokenResponse, DEFAULT_TTL_SECONDS } from '../identity/issue.ts';
 import { exchangeJoinToken } from '../identity/join-tokens.ts';
+import { baseUrl } from './tool-routes.ts';
 
 /** A token request is a few short fields; nothing bigger is read, let alone parsed. */
 export const TOKEN_BODY_MAX_BYTES = 8 * 1024;
 
 const WHAT_TO_SEND = 'exchange a virtual key (Authorization: Bearer aam_...) or send {"join_token": "aamjoin_..."}';
 
-interface TokenBody { ttl?: unknown; join_token?: unknown; audience?: unknown }
+interface TokenBody { ttl?: unknown; join_token?: unknown; audience?: unknown; resource?: unknown }
 
 async function tokenBody(ctx: Ctx): Promise<TokenBody> {
   if (ctx.req.headers['content-length'] === '0') return {};
@@ -32,8 +33,8 @@ async function token(ctx: Ctx): Promise<void> {
   if (body.ttl !== undefined) {
     try { ttlSeconds = parseTtl(String(body.ttl)); } catch (e) { throw new AamError(400, 'invalid_request', (e as Error).message, { param: 'ttl' }); }
   }
-  const audience = typeof body.audience === 'string' ? body.audience : rt.audience[0];
-  if (!rt.audience.includes(audience)) throw new AamError(400, 'invalid_request', `audience must be one of ${rt.audience.join(', ')}`, { param: 'audience' });
+  const audience = body.resource !== undefined ? resourceAudience(ctx, body) : typeof body.audience === 'string' ? body.audience : rt.audience[0];
+  if (body.resource === undefined && !rt.audience.includes(audience)) throw new AamError(400, 'invalid_request', `audience must be one of ${rt.audience.join(', ')}`, { param: 'audience' });
   if (!id) {
     if (typeof body.join_token !== 'string') {
       await identify(ctx); // no credentials at all: the usual 401 saying what to send
@@ -53,6 +54,24 @@ async function token(ctx: Ctx): Promise<void> {
   });
   rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action: 'svid_issued', target: svid.spiffeId, actor: id.keyId }, outcome: { status: 200 } });
   sendJson(ctx, 200, tokenResponse(svid));
+}
+
+/**
+ * RFC 8707 `resource`: a token for one MCP route (its URL is the token's only audience), accepted
+ * on that route alone. Only aam's own routes can be named: the token is a JWT-SVID for aam.
+ */
+function resourceAudience(ctx: Ctx, body: TokenBody): string {
+  const base = baseUrl(ctx);
+  const r = body.resource;
+  const hint = `name an MCP route of this gateway, like "${base}/mcp" or "${base}/mcp/<server>"`;
+  if (body.audience !== undefined) throw new AamError(400, 'invalid_request', `send "resource" or "audience", not both; "resource" alone makes the route URL the token's audience`, { param: 'resource' });
+  if (typeof r !== 'string') throw new AamError(400, 'invalid_request', `"resource" must be a string: ${hint}`, { param: 'resource' });
+  if (r === `${base}/mcp`) return r;
+  const rest = r.startsWith(`${base}/mcp/`) ? r.slice(base.length + '/mcp/'.length) : '';
+  let server = '';
+  try { server = decodeURIComponent(rest); } catch { /* refused below */ }
+  if (!server || rest.includes('/') || !ctx.cfg.set.mcpServers.has(server)) throw new AamError(400, 'invalid_request', `resource "${r.slice(0, 300)}" is not an MCP route of this gateway: ${hint} (configured servers: ${[...ctx.cfg.set.mcpServers.keys()].join(', ') || 'none'})`, { param: 'resource' });
+  return r;
 }
 
 export function addIdentityRoutes(routes: Routes): void {

@@ -13,7 +13,7 @@ import type { HttpToolProxy } from '../tools/http-tool.ts';
  * Where MCP clients are told to authenticate: AAM_PUBLIC_URL, else the address this connection
  * arrived on. Never the Host header: a client could point other clients' metadata anywhere.
  */
-function baseUrl(ctx: Ctx): string {
+export function baseUrl(ctx: Ctx): string {
   if (ctx.rt.options.publicUrl) return ctx.rt.options.publicUrl;
   const s = ctx.req.socket as { encrypted?: boolean; localAddress?: string; localPort?: number };
   const addr = (s.localAddress ?? '127.0.0.1').replace(/^::ffff:/, '');
@@ -45,6 +45,8 @@ export function addToolRoutes(routes: Routes, mcp: McpGateway, http: HttpToolPro
   const mcpHandler = async (ctx: Ctx) => {
     const rest = ctx.path === '/mcp' ? '' : ctx.path.slice('/mcp/'.length);
     if (rest.includes('/')) throw new AamError(404, 'not_found', `no MCP endpoint ${ctx.path}; use /mcp or /mcp/<server>`);
+    // RFC 8707: this route's own URL is an audience a token may carry to be accepted here (and only here).
+    ctx.resource = baseUrl(ctx) + ctx.path;
     const access = await accessForMcp(ctx, ctx.path);
     const server = rest ? segment(rest, 'MCP server name') : null;
     const body = ctx.req.method === 'POST' ? await readJson(ctx) : undefined;

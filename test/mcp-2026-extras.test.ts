@@ -1,0 +1,151 @@
+// MCP 2026-07-28 extras end to end through the real gateway: RFC 8707 resource indicators per
+// route, the upstream catalog honouring cacheScope / ttlMs, and multi-round-trip (input_required)
+// requests relayed with the caller's identity bound. The upstream is a small 2026-07-28 server
+// written from the spec (basic/patterns/mrtr, server/utilities/caching); the client is a
+// conformant request builder (the installed SDK does not speak 2026-07-28).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { serversReady, textOf, ADMIN_TOKEN } from './helpers/mcp.ts';
+import { issueAgentSvid } from '../src/identity/issue.ts';
+
+const VERSION = '2026-07-28';
+const SECRET = 'extras-upstream-secret-NEEDLE-7a6b5c';
+
+type Body = { id: number; method: string; params: Record<string, unknown> & { _meta?: Record<string, unknown>; arguments?: Record<string, unknown> } };
+/** What the upstream saw: each POST's Authorization header and body. */
+const seen: Array<{ auth: string; body: Body }> = [];
+/** What tools/list answers: its caching hints, and per caller token (the credential aam injects) the tool names. */
+const listing = { ttlMs: 0, cacheScope: 'public' as 'public' | 'private', byToken: new Map<string, string[]>() };
+const TOOLS = ['whoami', 'confirm', 'alpha-only'];
+
+let upstream: HttpServer;
+let gw: TestGateway;
+let key: string;
+let otherKey: string;
+
+async function startUpstream(): Promise<string> {
+  upstream = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Body;
+    const auth = String(req.headers.authorization ?? '');
+    seen.push({ auth, body });
+    const reply = (status: number, msg: Record<string, unknown>) => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, ...msg })); };
+    const ok = (result: Record<string, unknown>) => reply(200, { result: { resultType: 'complete', ...result } });
+    if (body.params?._meta?.['io.modelcontextprotocol/protocolVersion'] !== VERSION) return reply(400, { error: { code: -32022, message: 'Unsupported protocol version' } });
+    const name = body.params.name;
+    if (body.method === 'server/discover') return ok({ supportedVersions: [VERSION], capabilities: { tools: {} }, ttlMs: 0, cacheScope: 'public' });
+    if (body.method === 'tools/list') {
+      const names = listing.byToken.get(auth) ?? TOOLS;
+      return ok({ tools: names.map((n) => ({ name: n, inputSchema: { type: 'object', properties: {} } })), ttlMs: listing.ttlMs, cacheScope: listing.cacheScope });
+    }
+    if (body.method === 'tools/call' && name === 'whoami') return ok({ content: [{ type: 'text', text: `called with ${auth}` }] });
+    if (body.method === 'tools/call' && name === 'confirm') {
+      // MRTR: first ask (elicitation) with an opaque state; on the retry, answer from inputResponses.
+      const answer = (body.params.inputResponses as Record<string, { action?: string; content?: { ok?: boolean } }> | undefined)?.approve;
+      if (!answer) return reply(200, { result: { resultType: 'input_required', inputRequests: { approve: { method: 'elicitation/create', params: { mode: 'form', message: 'Really?', requestedSchema: { type: 'object', properties: { ok: { type: 'boolean' } } } } } }, requestState: 'upstream-state-1' } });
+      return ok({ content: [{ type: 'text', text: `confirmed=${String(answer.content?.ok)} state=${String(body.params.requestState)}` }] });
+    }
+    return reply(404, { error: { code: -32601, message: `Method not found: ${body.method}` } });
+  });
+  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/mcp`;
+}
+
+interface Sent { status: number; body: { id?: unknown; result?: Record<string, unknown>; error?: { code: number; message: string; data?: Record<string, unknown> } } }
+
+/** A conformant 2026-07-28 request (headers mirrored from the body). */
+async function modern(method: string, params: Record<string, unknown> = {}, o: { path?: string; token?: string } = {}): Promise<Sent> {
+  const body = { jsonrpc: '2.0', id: Math.floor(Math.random() * 1e9), method, params: { ...params, _meta: { 'io.modelcontextprotocol/protocolVersion': VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'spec-client', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': { elicitation: { form: {} } } } } };
+  const headers: Record<string, string> = {
+    'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${o.token ?? key}`,
+    'mcp-protocol-version': VERSION, 'mcp-method': method,
+  };
+  if (typeof params.name === 'string') headers['mcp-name'] = params.name;
+  const r = await fetch(`${gw.url}${o.path ?? '/mcp'}`, { method: 'POST', headers, body: JSON.stringify(body) });
+  const text = await r.text();
+  return { status: r.status, body: text ? JSON.parse(text) as Sent['body'] : {} };
+}
+
+async function tokenFor(secret: string, body: Record<string, unknown>): Promise<{ status: number; json: Record<string, unknown> }> {
+  const r = await fetch(`${gw.url}/identity/v1/token`, { method: 'POST', headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return { status: r.status, json: await r.json() as Record<string, unknown> };
+}
+
+const toolNames = (r: Sent, prefix = ''): string[] => ((r.body.result?.tools ?? []) as Array<{ name: string }>).map((t) => t.name).filter((n) => n.startsWith(prefix)).sort();
+
+before(async () => {
+  const url = await startUpstream();
+  const policy = (agent: string) => doc('AgentPolicy', `${agent}-policy`, { identity: { workload: `spiffe://prod/agent/${agent}` }, tools: [{ resource: 'alpha', actions: ['*'] }, { resource: 'beta', actions: ['*'] }] });
+  gw = await startTestGateway(yaml(
+    doc('Credential', 'up-token', { env: 'TEST_UP_TOKEN' }),
+    doc('Agent', 'navigator', { workload: 'spiffe://prod/agent/navigator', team: 'ops', environment: 'prod' }),
+    doc('Agent', 'intruder', { workload: 'spiffe://prod/agent/intruder', team: 'ops', environment: 'prod' }),
+    policy('navigator'), policy('intruder'),
+    doc('McpServer', 'alpha', { transport: 'streamable-http', url, credential: 'up-token', timeout_ms: 60_000 }),
+    doc('McpServer', 'beta', { transport: 'streamable-http', url, credential: 'up-token', timeout_ms: 60_000 }),
+  ), { TEST_UP_TOKEN: SECRET, AAM_ADMIN_TOKEN: ADMIN_TOKEN });
+  key = gw.key('navigator');
+  otherKey = gw.key('intruder');
+  await serversReady(gw);
+});
+
+after(async () => {
+  await gw?.close();
+  upstream?.closeAllConnections();
+  await new Promise((r) => upstream?.close(r));
+});
+
+test('RFC 8707: a token for /mcp/alpha (its resource) is accepted there and nowhere else; the client token never goes upstream', async () => {
+  const resource = `${gw.url}/mcp/alpha`;
+  const t = await tokenFor(key, { resource, ttl: '5m' });
+  assert.equal(t.status, 200, JSON.stringify(t.json));
+  const jwt = String(t.json.access_token);
+  const aud = JSON.parse(Buffer.from(jwt.split('.')[1], 'base64url').toString('utf8')).aud as unknown;
+  assert.equal(aud, resource, 'the route URL is the token\'s only audience');
+  // Protected resource metadata names the same URL for that route.
+  const prm = await (await fetch(`${gw.url}/.well-known/oauth-protected-resource/mcp/alpha`)).json() as { resource: string };
+  assert.equal(prm.resource, resource);
+
+  const before = seen.length;
+  const call = await modern('tools/call', { name: 'whoami', arguments: {} }, { path: '/mcp/alpha', token: jwt });
+  assert.equal(call.status, 200, JSON.stringify(call.body));
+  assert.match(textOf(call.body.result), /called with/);
+  // Verified (and cached) on alpha first: the cache must not carry it to another route.
+  for (const path of ['/mcp/beta', '/mcp']) {
+    const r = await modern('tools/list', {}, { path, token: jwt });
+    assert.equal(r.status, 401, `${path}: ${JSON.stringify(r.body)}`);
+    assert.match(JSON.stringify(r.body), new RegExp(`a token for another route is not accepted here: get one with \\\\"resource\\\\": \\\\"${gw.url}${path}`));
+  }
+  const upstreamAuth = seen.slice(before).map((s) => s.auth);
+  assert.ok(upstreamAuth.length > 0);
+  for (const a of upstreamAuth) {
+    assert.ok(!a.includes(jwt) && !a.includes(key), 'the client\'s token never goes upstream');
+    assert.equal(a, `Bearer ${SECRET}`, 'the upstream gets the credential aam injects');
+  }
+  assert.ok(!JSON.stringify(call.body).includes(SECRET), 'the injected credential is scrubbed from what the agent sees');
+});
+
+test('RFC 8707 negatives: a wrong audience is 401; the token endpoint refuses a resource that is not an MCP route of aam', async () => {
+  // Signed by aam's own issuer, but for a resource elsewhere.
+  const svid = await issueAgentSvid(gw.g.rt.issuer!, gw.g.rt.compiled.registry, { agent: 'navigator', audience: 'https://elsewhere.example/mcp/alpha' });
+  const r = await modern('tools/list', {}, { path: '/mcp/alpha', token: svid.token });
+  assert.equal(r.status, 401);
+  assert.match(JSON.stringify(r.body), /bad_audience/);
+  for (const resource of [`${gw.url}/mcp/nope`, 'https://elsewhere.example/mcp/alpha', `${gw.url}/v1/chat/completions`, `${gw.url}/mcp/alpha/x`]) {
+    const t = await tokenFor(key, { resource });
+    assert.equal(t.status, 400, `${resource}: ${JSON.stringify(t.json)}`);
+    assert.match(JSON.stringify(t.json), /is not an MCP route of this gateway/);
+  }
+  const both = await tokenFor(key, { resource: `${gw.url}/mcp`, audience: 'aam' });
+  assert.equal(both.status, 400);
+  // A token for the aggregated route works there; one for the gateway as a whole (aud aam) works on every route.
+  const agg = await tokenFor(key, { resource: `${gw.url}/mcp` });
+  assert.equal((await modern('tools/list', {}, { path: '/mcp', token: String(agg.json.access_token) })).status, 200);
+  assert.equal((await modern('tools/list', {}, { path: '/mcp/alpha', token: String(agg.json.access_token) })).status, 401);
+  const whole = await tokenFor(key, {});
+  for (const path of ['/mcp', '/mcp/alpha', '/mcp/beta']) assert.equal((await modern('tools/list', {}, { path, token: String(whole.json.access_token) })).status, 200, path);
+});
