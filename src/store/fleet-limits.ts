@@ -11,140 +11,148 @@ const dayStart = (t: number): number => { const d = new Date(t); return Date.UTC
 const monthStart = (t: number): number => { const d = new Date(t); return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1); };
 const nextMonth = (start: number): number => { const d = new Date(start); return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1); };
 
-// KEYS: rate hashes (one per rate entry), then per budget key its hash and its reservation zset.
-// ARGV: nRates, tokens, (rpm, tpm) per rate, nBudgets, amount, dayField, monthField, member,
-//       reservation ttl ms, (daily, monthly; -1 = none) per budget.
-// Replies: {'ok'} | {'rate', 'rpm'|'tpm', index, waitMs} | {'budget', index, period, committed}
-//          | {'seed', index...} (budget totals of this window not in Redis yet: nothing counted).
+// One script per request: it first applies the settlements this replica queued since its last
+// call (the settle of request N rides on the admission of a later request), then admits.
+// KEYS: each settlement's keys (its tpm rate hashes, then per budget key its hash and its
+//       reservation zset), then the admission's keys in the same layout (rate hashes first).
+// ARGV: dayField, monthField, nSettlements,
+//       per settlement: nRates, nBudgets, actualTokens (-1: unknown), estimatedTokens, member, amount reserved, charge;
+//       then nRates, tokens, (rpm, tpm) per rate, nBudgets, amount, member, reservation ttl ms,
+//       (daily, monthly; -1 = none) per budget. nRates = nBudgets = 0: settle only.
+// Replies: { admission, totals } with admission {'ok'} | {'rate', 'rpm'|'tpm', index, waitMs}
+//          | {'budget', index, period, committed} | {'seed', index...} (budget totals of this window
+//          not in Redis yet: nothing counted), and totals the daily and monthly spend after each
+//          settlement's charge per budget ('' when that window is not in Redis).
+// A settled reservation that already expired is not subtracted twice; its charge still counts.
 const ADMIT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local W = 60000
-local nr = tonumber(ARGV[1])
-local tokens = tonumber(ARGV[2])
-local a = 3
-local cells = {}
-local rateFail = nil
-for i = 1, nr do
-  local rpm, tpm = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  a = a + 2
-  local c = redis.call('HMGET', KEYS[i], 'r', 't')
-  local rtat, ttat = tonumber(c[1]) or 0, tonumber(c[2]) or 0
-  cells[i] = { rpm, tpm, rtat, ttat }
-  if not rateFail and rpm > 0 then
-    local excess = math.max(rtat, now) + W / rpm - now - W
-    if excess > 0.000001 then rateFail = { 'rate', 'rpm', i, tostring(math.ceil(excess)) } end
-  end
-  if not rateFail and tpm > 0 and tokens > 0 then
-    local excess = math.max(ttat, now) + math.min(tokens, tpm) * W / tpm - now - W
-    if excess > 0.000001 then rateFail = { 'rate', 'tpm', i, tostring(math.ceil(excess)) } end
-  end
-end
-local nb = tonumber(ARGV[a])
-local amount = tonumber(ARGV[a + 1])
-local dayF, monF, member, ttl = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], tonumber(ARGV[a + 5])
-a = a + 6
-local budgetFail = nil
-local missing = {}
-for j = 1, nb do
-  local bk, zk = KEYS[nr + 2 * j - 1], KEYS[nr + 2 * j]
-  local daily, monthly = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  a = a + 2
-  local dead = redis.call('ZRANGEBYSCORE', zk, '-inf', now)
-  if #dead > 0 then
-    local sum = 0
-    for _, m in ipairs(dead) do sum = sum + tonumber(string.match(m, '|(.*)$')) end
-    redis.call('ZREMRANGEBYSCORE', zk, '-inf', now)
-    redis.call('HINCRBYFLOAT', bk, 'r', -sum)
-  end
-  local v = redis.call('HMGET', bk, dayF, monF, 'r')
-  if (daily >= 0 and not v[1]) or (monthly >= 0 and not v[2]) then
-    missing[#missing + 1] = j
-  elseif not budgetFail then
-    local reserved = math.max(0, tonumber(v[3]) or 0)
-    if daily >= 0 and (tonumber(v[1]) + reserved + amount) > daily + 1e-9 then
-      budgetFail = { 'budget', j, 'daily', tostring(tonumber(v[1]) + reserved) }
-    elseif monthly >= 0 and (tonumber(v[2]) + reserved + amount) > monthly + 1e-9 then
-      budgetFail = { 'budget', j, 'monthly', tostring(tonumber(v[2]) + reserved) }
-    end
-  end
-end
-if #missing > 0 then
-  table.insert(missing, 1, 'seed')
-  return missing
-end
-if rateFail then return rateFail end
-for i = 1, nr do
-  local c = cells[i]
-  local until_ = now
-  if c[1] > 0 then
-    local tat = math.max(c[3], now) + W / c[1]
-    redis.call('HSET', KEYS[i], 'r', tostring(tat))
-    until_ = math.max(until_, tat)
-  end
-  if c[2] > 0 then
-    local tat = c[4]
-    if tokens > 0 then tat = math.max(c[4], now) + tokens * W / c[2] end
-    redis.call('HSET', KEYS[i], 't', tostring(tat), 'i', tostring(W / c[2]))
-    until_ = math.max(until_, tat)
-  end
-  redis.call('PEXPIRE', KEYS[i], math.ceil(until_ - now) + 1000)
-end
-if budgetFail then return budgetFail end
-for j = 1, nb do
-  local bk, zk = KEYS[nr + 2 * j - 1], KEYS[nr + 2 * j]
-  if amount > 0 then
-    redis.call('ZADD', zk, now + ttl, member)
-    redis.call('HINCRBYFLOAT', bk, 'r', amount)
-    redis.call('PEXPIRE', zk, ttl + 60000)
-  end
-  redis.call('PEXPIRE', bk, 3024000000)
-end
-return { 'ok' }
-`;
-
-// KEYS as ADMIT. ARGV: nRates, actualTokens (-1: unknown), estimatedTokens, nBudgets, member,
-// amount reserved, charge, dayField, monthField. A reservation that already expired is not
-// subtracted twice; its charge still counts.
-const SETTLE = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local nr = tonumber(ARGV[1])
-local actual, est = tonumber(ARGV[2]), tonumber(ARGV[3])
-if actual >= 0 then
+local dayF, monF = ARGV[1], ARGV[2]
+local ns = tonumber(ARGV[3])
+local a = 4
+local k = 0
+local totals = {}
+for s = 1, ns do
+  local nr, nb = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  local actual, est = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local member, amount, charge = ARGV[a + 4], tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
+  a = a + 7
   for i = 1, nr do
-    local c = redis.call('HMGET', KEYS[i], 't', 'i')
+    local c = redis.call('HMGET', KEYS[k + i], 't', 'i')
     local interval = tonumber(c[2])
     if interval then
       local tat = math.max(now, (tonumber(c[1]) or now) + (actual - est) * interval)
-      redis.call('HSET', KEYS[i], 't', tostring(tat))
-      local ttl = redis.call('PTTL', KEYS[i])
+      redis.call('HSET', KEYS[k + i], 't', tostring(tat))
+      local ttl = redis.call('PTTL', KEYS[k + i])
       local need = math.ceil(tat - now) + 1000
-      if ttl < need then redis.call('PEXPIRE', KEYS[i], need) end
+      if ttl < need then redis.call('PEXPIRE', KEYS[k + i], need) end
     end
   end
-end
-local nb = tonumber(ARGV[4])
-local member, amount, charge, dayF, monF = ARGV[5], tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8], ARGV[9]
-local totals = {}
-for j = 1, nb do
-  local bk, zk = KEYS[nr + 2 * j - 1], KEYS[nr + 2 * j]
-  if redis.call('ZREM', zk, member) == 1 then redis.call('HINCRBYFLOAT', bk, 'r', -amount) end
-  local d, m = '', ''
-  if charge > 0 then
-    if redis.call('HEXISTS', bk, dayF) == 1 then d = redis.call('HINCRBYFLOAT', bk, dayF, charge) end
-    if redis.call('HEXISTS', bk, monF) == 1 then m = redis.call('HINCRBYFLOAT', bk, monF, charge) end
+  for j = 1, nb do
+    local bk, zk = KEYS[k + nr + 2 * j - 1], KEYS[k + nr + 2 * j]
+    if redis.call('ZREM', zk, member) == 1 then redis.call('HINCRBYFLOAT', bk, 'r', -amount) end
+    local d, m = '', ''
+    if charge > 0 then
+      if redis.call('HEXISTS', bk, dayF) == 1 then d = redis.call('HINCRBYFLOAT', bk, dayF, charge) end
+      if redis.call('HEXISTS', bk, monF) == 1 then m = redis.call('HINCRBYFLOAT', bk, monF, charge) end
+    end
+    totals[#totals + 1] = d
+    totals[#totals + 1] = m
   end
-  totals[#totals + 1] = d
-  totals[#totals + 1] = m
+  k = k + nr + 2 * nb
 end
-return totals
+local function admit()
+  local nr = tonumber(ARGV[a])
+  local tokens = tonumber(ARGV[a + 1])
+  a = a + 2
+  local cells = {}
+  local rateFail = nil
+  for i = 1, nr do
+    local rpm, tpm = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    a = a + 2
+    local c = redis.call('HMGET', KEYS[k + i], 'r', 't')
+    local rtat, ttat = tonumber(c[1]) or 0, tonumber(c[2]) or 0
+    cells[i] = { rpm, tpm, rtat, ttat }
+    if not rateFail and rpm > 0 then
+      local excess = math.max(rtat, now) + W / rpm - now - W
+      if excess > 0.000001 then rateFail = { 'rate', 'rpm', i, tostring(math.ceil(excess)) } end
+    end
+    if not rateFail and tpm > 0 and tokens > 0 then
+      local excess = math.max(ttat, now) + math.min(tokens, tpm) * W / tpm - now - W
+      if excess > 0.000001 then rateFail = { 'rate', 'tpm', i, tostring(math.ceil(excess)) } end
+    end
+  end
+  local nb = tonumber(ARGV[a])
+  local amount = tonumber(ARGV[a + 1])
+  local member, ttl = ARGV[a + 2], tonumber(ARGV[a + 3])
+  a = a + 4
+  local budgetFail = nil
+  local missing = {}
+  for j = 1, nb do
+    local bk, zk = KEYS[k + nr + 2 * j - 1], KEYS[k + nr + 2 * j]
+    local daily, monthly = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+    a = a + 2
+    local dead = redis.call('ZRANGEBYSCORE', zk, '-inf', now)
+    if #dead > 0 then
+      local sum = 0
+      for _, m in ipairs(dead) do sum = sum + tonumber(string.match(m, '|(.*)$')) end
+      redis.call('ZREMRANGEBYSCORE', zk, '-inf', now)
+      redis.call('HINCRBYFLOAT', bk, 'r', -sum)
+    end
+    local v = redis.call('HMGET', bk, dayF, monF, 'r')
+    if (daily >= 0 and not v[1]) or (monthly >= 0 and not v[2]) then
+      missing[#missing + 1] = j
+    elseif not budgetFail then
+      local reserved = math.max(0, tonumber(v[3]) or 0)
+      if daily >= 0 and (tonumber(v[1]) + reserved + amount) > daily + 1e-9 then
+        budgetFail = { 'budget', j, 'daily', tostring(tonumber(v[1]) + reserved) }
+      elseif monthly >= 0 and (tonumber(v[2]) + reserved + amount) > monthly + 1e-9 then
+        budgetFail = { 'budget', j, 'monthly', tostring(tonumber(v[2]) + reserved) }
+      end
+    end
+  end
+  if #missing > 0 then
+    table.insert(missing, 1, 'seed')
+    return missing
+  end
+  if rateFail then return rateFail end
+  for i = 1, nr do
+    local c = cells[i]
+    local until_ = now
+    if c[1] > 0 then
+      local tat = math.max(c[3], now) + W / c[1]
+      redis.call('HSET', KEYS[k + i], 'r', tostring(tat))
+      until_ = math.max(until_, tat)
+    end
+    if c[2] > 0 then
+      local tat = c[4]
+      if tokens > 0 then tat = math.max(c[4], now) + tokens * W / c[2] end
+      redis.call('HSET', KEYS[k + i], 't', tostring(tat), 'i', tostring(W / c[2]))
+      until_ = math.max(until_, tat)
+    end
+    redis.call('PEXPIRE', KEYS[k + i], math.ceil(until_ - now) + 1000)
+  end
+  if budgetFail then return budgetFail end
+  for j = 1, nb do
+    local bk, zk = KEYS[k + nr + 2 * j - 1], KEYS[k + nr + 2 * j]
+    if amount > 0 then
+      redis.call('ZADD', zk, now + ttl, member)
+      redis.call('HINCRBYFLOAT', bk, 'r', amount)
+      redis.call('PEXPIRE', zk, ttl + 60000)
+    end
+    redis.call('PEXPIRE', bk, 3024000000)
+  end
+  return { 'ok' }
+end
+return { admit(), totals }
 `;
 
 interface FleetTicket extends Ticket {
-  keys: string[];
-  nRates: number;
-  nBudgets: number;
+  /** Budget keys' hash and zset names, in script order. */
+  budgetKeys: string[];
+  /** Rate hashes whose tpm a settlement corrects (rates without tpm need nothing). */
+  tpmKeys: string[];
   budgets: AdmitRequest['budgets'];
   member: string;
   amount: number;
@@ -152,69 +160,91 @@ interface FleetTicket extends Ticket {
   done: boolean;
 }
 
+/** A settle or release waiting to ride on the next script call. */
+interface Settlement { ft: FleetTicket; charge: number; tokens: number }
+
 export interface FleetLimiterOptions {
   /** How long a reservation holds budget if its request never settles (crashed replica). Default 15 min. */
   reservationTtlMs?: number;
   /** How often settled spend is written to PostgreSQL. Default 1 s. */
   flushMs?: number;
+  /** How long a settlement waits for an admission to ride on before it is sent alone. Default 50 ms. */
+  settleDelayMs?: number;
   onError?: (what: string, e: unknown) => void;
 }
 
-type Scripted = { aamAdmit(...args: Array<string | number>): Promise<unknown[]>; aamSettle(...args: Array<string | number>): Promise<string[]> };
+type Scripted = { aamAdmit(...args: Array<string | number>): Promise<[unknown[], string[]]> };
+
+/** Settlements carried by one script call (bounds its size; the rest ride on the next). */
+const MAX_SETTLEMENTS = 64;
+/** Settlements kept while Redis is away; past this the oldest are dropped (their reservations expire). */
+const MAX_QUEUED = 10_000;
 
 export class FleetLimiter implements Limiter {
   readonly #fleet: Fleet;
   readonly #redis: Scripted;
   readonly #ttl: number;
+  readonly #settleDelay: number;
   readonly #onError: (what: string, e: unknown) => void;
   #seq = 0;
+  /** Settlements not yet in Redis, oldest first: their reservations still hold budget meanwhile. */
+  #queue: Settlement[] = [];
+  #idle: NodeJS.Timeout | null = null;
+  #sending: Promise<void> | null = null;
   /** Settled spend not yet in PostgreSQL: "key|period|windowStart" -> USD. */
   #pending = new Map<string, number>();
   #timer: NodeJS.Timeout;
   #flushing: Promise<void> | null = null;
   /** Redis round trips made by admissions (for the benchmark notes and tests). */
   admitCalls = 0;
+  /** Redis round trips made by settlements alone (no admission came within settleDelayMs). */
+  settleCalls = 0;
   /** Budget threshold crossings (alert_at); each fires on exactly one replica of the fleet. */
   onAlert: (alert: BudgetAlert) => void = () => {};
 
   constructor(fleet: Fleet, opts: FleetLimiterOptions = {}) {
     this.#fleet = fleet;
     this.#ttl = opts.reservationTtlMs ?? 15 * 60_000;
+    this.#settleDelay = opts.settleDelayMs ?? 50;
     this.#onError = opts.onError ?? (() => {});
     fleet.redis.defineCommand('aamAdmit', { lua: ADMIT });
-    fleet.redis.defineCommand('aamSettle', { lua: SETTLE });
     this.#redis = fleet.redis as unknown as Scripted;
     this.#timer = setInterval(() => { void this.flush(); }, opts.flushMs ?? 1000);
     this.#timer.unref();
-  }
-
-  #keysOf(req: AdmitRequest): string[] {
-    const p = this.#fleet.prefix;
-    const keys = req.rates.map((r) => `${p}rl:${r.key}`);
-    for (const b of req.budgets) keys.push(`${p}b:${b.key}`, `${p}bz:${b.key}`);
-    return keys;
   }
 
   async admit(req: AdmitRequest): Promise<AdmitResult> {
     const now = Date.now();
     const d = dayStart(now);
     const m = monthStart(now);
-    const keys = this.#keysOf(req);
+    const p = this.#fleet.prefix;
     const amount = req.amountUsd > 0 && Number.isFinite(req.amountUsd) ? req.amountUsd : 0;
     const tokens = req.tokens > 0 && Number.isFinite(req.tokens) ? req.tokens : 0;
     const member = `${this.#fleet.replicaId}:${++this.#seq}|${amount}`;
-    const args: Array<string | number> = [keys.length, ...keys, req.rates.length, tokens];
-    for (const r of req.rates) args.push(r.limits.rpm ?? 0, r.limits.tpm ?? 0);
-    args.push(req.budgets.length, amount, `d:${d}`, `m:${m}`, member, this.#ttl);
-    for (const b of req.budgets) args.push(b.limits.daily_usd ?? -1, b.limits.monthly_usd ?? -1);
-    let reply = await this.#call(args);
+    const rateKeys: string[] = [];
+    const tpmKeys: string[] = [];
+    const rateArgs: number[] = [];
+    for (const r of req.rates) {
+      const key = `${p}rl:${r.key}`;
+      rateKeys.push(key);
+      if (r.limits.tpm) tpmKeys.push(key);
+      rateArgs.push(r.limits.rpm ?? 0, r.limits.tpm ?? 0);
+    }
+    const budgetKeys: string[] = [];
+    const budgetArgs: number[] = [];
+    for (const b of req.budgets) {
+      budgetKeys.push(`${p}b:${b.key}`, `${p}bz:${b.key}`);
+      budgetArgs.push(b.limits.daily_usd ?? -1, b.limits.monthly_usd ?? -1);
+    }
+    const own = { keys: [...rateKeys, ...budgetKeys], args: [req.rates.length, tokens, ...rateArgs, req.budgets.length, amount, member, this.#ttl, ...budgetArgs] };
+    let reply = await this.#call(own, d, m);
     if (reply[0] === 'seed') {
       await this.#seed(req, reply.slice(1).map(Number), d, m);
-      reply = await this.#call(args);
+      reply = await this.#call(own, d, m, false);
       if (reply[0] === 'seed') throw new StoreUnavailable('redis', 'budget totals could not be loaded into Redis');
     }
     if (reply[0] === 'ok') {
-      const ticket: FleetTicket = { kind: 'ticket', keys, nRates: req.rates.length, nBudgets: req.budgets.length, budgets: req.budgets, member, amount, tokens, done: false };
+      const ticket: FleetTicket = { kind: 'ticket', budgetKeys, tpmKeys, budgets: req.budgets, member, amount, tokens, done: false };
       return { ok: true, ticket };
     }
     if (reply[0] === 'rate') {
@@ -233,16 +263,74 @@ export class FleetLimiter implements Limiter {
     };
   }
 
-  async #call(args: Array<string | number>): Promise<unknown[]> {
+  /** One script: the queued settlements (unless `carry` is false), then this admission. */
+  async #call(own: { keys: string[]; args: Array<string | number> }, d: number, m: number, carry = true): Promise<unknown[]> {
     this.admitCalls++;
-    try {
-      return await this.#redis.aamAdmit(...args);
-    } catch (e) {
-      throw new StoreUnavailable('redis', (e as Error).message);
-    }
+    const batch = carry ? this.#take() : [];
+    const [admission] = await this.#script(batch, own, d, m, (e) => new StoreUnavailable('redis', (e as Error).message));
+    return admission;
   }
 
-  /** Budget totals of this window into Redis from PostgreSQL (plus what this replica has not flushed). */
+  /** Up to MAX_SETTLEMENTS queued settlements, while Redis is connected (else they wait: a command now would fail unsent). */
+  #take(): Settlement[] {
+    if (this.#queue.length === 0 || this.#fleet.redis.status !== 'ready') return [];
+    const batch = this.#queue.length <= MAX_SETTLEMENTS ? this.#queue : this.#queue.slice(0, MAX_SETTLEMENTS);
+    this.#queue = batch === this.#queue ? [] : this.#queue.slice(MAX_SETTLEMENTS);
+    if (this.#queue.length === 0 && this.#idle) { clearTimeout(this.#idle); this.#idle = null; }
+    return batch;
+  }
+
+  /**
+   * Run the script; the settlements it carried are then in Redis (their alerts checked), or, if
+   * it failed, lost there (counted in PostgreSQL already; their reservations expire).
+   */
+  async #script(batch: Settlement[], own: { keys: string[]; args: Array<string | number> }, d: number, m: number, fail: (e: unknown) => Error): Promise<[unknown[], string[]]> {
+    const keys: string[] = [];
+    const args: Array<string | number> = [`d:${d}`, `m:${m}`, batch.length];
+    for (const { ft, charge, tokens } of batch) {
+      const tpm = tokens >= 0 ? ft.tpmKeys : [];
+      for (const k of tpm) keys.push(k);
+      for (const k of ft.budgetKeys) keys.push(k);
+      args.push(tpm.length, ft.budgets.length, tokens, ft.tokens, ft.member, ft.amount, charge);
+    }
+    for (const k of own.keys) keys.push(k);
+    let reply: [unknown[], string[]];
+    try {
+      reply = await this.#redis.aamAdmit(keys.length, ...keys, ...args, ...own.args);
+    } catch (e) {
+      if (batch.length > 0) this.#onError('settle', e);
+      throw fail(e);
+    }
+    if (batch.length > 0) this.#crossed(batch, reply[1], d, m);
+    return reply;
+  }
+
+  /** Send queued settlements alone: no admission came to carry them. */
+  #sendQueued(): Promise<void> {
+    this.#idle = null;
+    if (this.#sending) return this.#sending;
+    this.#sending = (async () => {
+      try {
+        while (this.#queue.length > 0 && this.#fleet.redis.status === 'ready') {
+          const now = Date.now();
+          this.settleCalls++;
+          await this.#script(this.#take(), { keys: [], args: [0, 0, 0, 0, '', 0] }, dayStart(now), monthStart(now), (e) => e as Error).catch(() => {});
+        }
+      } finally {
+        this.#sending = null;
+        // Redis away: try again later (the queue is bounded meanwhile).
+        if (this.#queue.length > 0) this.#arm();
+      }
+    })();
+    return this.#sending;
+  }
+
+  #arm(): void {
+    if (this.#idle) return;
+    this.#idle = setTimeout(() => { void this.#sendQueued(); }, this.#settleDelay);
+  }
+
+  /** Seed budget totals of this window into Redis from PostgreSQL (plus what this replica has not flushed). */
   async #seed(req: AdmitRequest, indexes: number[], d: number, m: number): Promise<void> {
     const names = indexes.map((i) => req.budgets[i - 1].key);
     let rows: Array<{ key: string; period: string; spent_usd: number }>;
@@ -272,8 +360,9 @@ export class FleetLimiter implements Limiter {
     ft.done = true;
     const estimated = costUsd === null || !Number.isFinite(costUsd) || costUsd < 0;
     const charge = estimated ? ft.amount : (costUsd as number);
-    this.#send(ft, charge, tokens === null || !Number.isFinite(tokens) ? -1 : tokens);
-    if (charge > 0 && ft.nBudgets > 0) {
+    const actual = tokens === null || !Number.isFinite(tokens) ? -1 : tokens;
+    if (ft.budgets.length > 0 || (actual >= 0 && ft.tpmKeys.length > 0)) this.#enqueue({ ft, charge, tokens: actual });
+    if (charge > 0 && ft.budgets.length > 0) {
       const now = Date.now();
       for (const { key } of ft.budgets) {
         this.#add(`${key}|daily|${dayStart(now)}`, charge);
@@ -286,33 +375,40 @@ export class FleetLimiter implements Limiter {
     const ft = t as FleetTicket;
     if (ft.done) return;
     ft.done = true;
-    if (ft.nBudgets > 0) this.#send(ft, 0, -1);
+    if (ft.budgets.length > 0) this.#enqueue({ ft, charge: 0, tokens: -1 });
+  }
+
+  /**
+   * Not awaited by the request: the settlement rides on this replica's next admission script, or
+   * goes alone after settleDelayMs. Until then its reservation still holds the budget, so spend
+   * never passes the budget by more than the reservations in flight.
+   */
+  #enqueue(s: Settlement): void {
+    if (this.#queue.length >= MAX_QUEUED) this.#onError('settle', new Error(`${this.#queue.length} settlements queued while Redis is away: dropping the oldest (its reservation expires)`));
+    if (this.#queue.length >= MAX_QUEUED) this.#queue.shift();
+    this.#queue.push(s);
+    this.#arm();
   }
 
   #add(k: string, usd: number): void { this.#pending.set(k, (this.#pending.get(k) ?? 0) + usd); }
 
-  /** Not awaited by the request: pipelined with other commands; if it fails the reservation expires. */
-  #send(ft: FleetTicket, charge: number, tokens: number): void {
-    const now = Date.now();
-    const d = dayStart(now);
-    const m = monthStart(now);
-    this.#redis.aamSettle(ft.keys.length, ...ft.keys, ft.nRates, tokens, ft.tokens, ft.nBudgets, ft.member, ft.amount, charge, `d:${d}`, `m:${m}`)
-      .then((totals) => { if (charge > 0) this.#crossed(ft, charge, totals, d, m); })
-      .catch((e: unknown) => this.#onError('settle', e));
-  }
-
-  /** Thresholds this charge crossed: the script returned the totals after it, atomically, so one replica sees each crossing. */
-  #crossed(ft: FleetTicket, charge: number, totals: string[], d: number, m: number): void {
-    ft.budgets.forEach((b, j) => {
-      for (const [period, total, limit, start] of [['daily', totals[2 * j], b.limits.daily_usd, d], ['monthly', totals[2 * j + 1], b.limits.monthly_usd, m]] as const) {
-        if (!limit || total === '' || total === undefined) continue;
-        const after = Number(total);
-        for (const t of b.limits.alert_at ?? []) {
-          const at = (limit * t) / 100;
-          if (after - charge < at && after >= at) this.#alertOnce(b.key, period, t, after, limit, start);
+  /** Thresholds the charges crossed: the script returned the totals after each, atomically, so one replica sees each crossing. */
+  #crossed(batch: Settlement[], totals: string[], d: number, m: number): void {
+    let at = 0;
+    for (const { ft, charge } of batch) {
+      ft.budgets.forEach((b, j) => {
+        if (charge <= 0) return;
+        for (const [period, total, limit, start] of [['daily', totals[at + 2 * j], b.limits.daily_usd, d], ['monthly', totals[at + 2 * j + 1], b.limits.monthly_usd, m]] as const) {
+          if (!limit || total === '' || total === undefined) continue;
+          const after = Number(total);
+          for (const t of b.limits.alert_at ?? []) {
+            const line = (limit * t) / 100;
+            if (after - charge < line && after >= line) this.#alertOnce(b.key, period, t, after, limit, start);
+          }
         }
-      }
-    });
+      });
+      at += 2 * ft.budgets.length;
+    }
   }
 
   /** Fire an alert once per key, period, window and threshold fleet-wide (a Redis flag decides who). */
@@ -346,6 +442,9 @@ export class FleetLimiter implements Limiter {
 
   async close(): Promise<void> {
     clearInterval(this.#timer);
+    if (this.#idle) clearTimeout(this.#idle);
+    await this.#sendQueued();
+    if (this.#idle) { clearTimeout(this.#idle); this.#idle = null; }
     await this.#flushing;
     await this.flush();
   }
