@@ -8,18 +8,26 @@ import assert from 'node:assert/strict';
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
-import { serversReady, textOf, ADMIN_TOKEN } from './helpers/mcp.ts';
+import { connectClient, serversReady, textOf, ADMIN_TOKEN } from './helpers/mcp.ts';
 import { issueAgentSvid } from '../src/identity/issue.ts';
 
 const VERSION = '2026-07-28';
 const SECRET = 'extras-upstream-secret-NEEDLE-7a6b5c';
 
 type Body = { id: number; method: string; params: Record<string, unknown> & { _meta?: Record<string, unknown>; arguments?: Record<string, unknown> } };
-/** What the upstream saw: each POST's Authorization header and body. */
-const seen: Array<{ auth: string; body: Body }> = [];
-/** What tools/list answers: its caching hints, and per caller token (the credential aam injects) the tool names. */
-const listing = { ttlMs: 0, cacheScope: 'public' as 'public' | 'private', byToken: new Map<string, string[]>() };
-const TOOLS = ['whoami', 'confirm', 'alpha-only'];
+/** What the upstream saw: each POST's server (?s=), Authorization header, caller (sub of an on-behalf-of token) and body. */
+const seen: Array<{ server: string; auth: string; sub: string; body: Body }> = [];
+/** What the shared (public) tools/list answers: its ttlMs and extra tools. */
+const listing = { ttlMs: 0, extra: [] as string[] };
+const TOOLS = ['whoami', 'confirm'];
+/** gamma's list is private: what it lists depends on the caller its on-behalf-of token names. */
+const PRIVATE_TTL_MS = 600_000;
+const privateTools = (sub: string): string[] => (sub.endsWith('/navigator') ? ['whoami', 'nav-only'] : sub.endsWith('/intruder') ? ['whoami', 'intruder-only'] : ['whoami', 'nav-only', 'intruder-only']);
+const subOf = (auth: string): string => {
+  const m = /^Bearer ([\w-]+)\.([\w-]+)\.[\w-]+$/.exec(auth);
+  return m ? String((JSON.parse(Buffer.from(m[2], 'base64url').toString('utf8')) as { sub?: string }).sub) : '';
+};
+const listsOf = (server: string, from = 0) => seen.slice(from).filter((x) => x.server === server && x.body.method === 'tools/list');
 
 let upstream: HttpServer;
 let gw: TestGateway;
@@ -32,16 +40,17 @@ async function startUpstream(): Promise<string> {
     for await (const c of req) chunks.push(c as Buffer);
     const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Body;
     const auth = String(req.headers.authorization ?? '');
-    seen.push({ auth, body });
+    const server = new URL(req.url ?? '/', 'http://x').searchParams.get('s') ?? '';
+    const sub = subOf(auth);
+    seen.push({ server, auth, sub, body });
     const reply = (status: number, msg: Record<string, unknown>) => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, ...msg })); };
     const ok = (result: Record<string, unknown>) => reply(200, { result: { resultType: 'complete', ...result } });
     if (body.params?._meta?.['io.modelcontextprotocol/protocolVersion'] !== VERSION) return reply(400, { error: { code: -32022, message: 'Unsupported protocol version' } });
     const name = body.params.name;
     if (body.method === 'server/discover') return ok({ supportedVersions: [VERSION], capabilities: { tools: {} }, ttlMs: 0, cacheScope: 'public' });
-    if (body.method === 'tools/list') {
-      const names = listing.byToken.get(auth) ?? TOOLS;
-      return ok({ tools: names.map((n) => ({ name: n, inputSchema: { type: 'object', properties: {} } })), ttlMs: listing.ttlMs, cacheScope: listing.cacheScope });
-    }
+    const defs = (names: string[]) => names.map((n) => ({ name: n, inputSchema: { type: 'object', properties: {} } }));
+    if (body.method === 'tools/list' && sub) return ok({ tools: defs(privateTools(sub)), ttlMs: PRIVATE_TTL_MS, cacheScope: 'private' });
+    if (body.method === 'tools/list') return ok({ tools: defs([...TOOLS, ...listing.extra]), ttlMs: listing.ttlMs, cacheScope: 'public' });
     if (body.method === 'tools/call' && name === 'whoami') return ok({ content: [{ type: 'text', text: `called with ${auth}` }] });
     if (body.method === 'tools/call' && name === 'confirm') {
       // MRTR: first ask (elicitation) with an opaque state; on the retry, answer from inputResponses.
@@ -79,14 +88,16 @@ const toolNames = (r: Sent, prefix = ''): string[] => ((r.body.result?.tools ?? 
 
 before(async () => {
   const url = await startUpstream();
-  const policy = (agent: string) => doc('AgentPolicy', `${agent}-policy`, { identity: { workload: `spiffe://prod/agent/${agent}` }, tools: [{ resource: 'alpha', actions: ['*'] }, { resource: 'beta', actions: ['*'] }] });
+  const policy = (agent: string) => doc('AgentPolicy', `${agent}-policy`, { identity: { workload: `spiffe://prod/agent/${agent}` }, tools: ['alpha', 'beta', 'gamma'].map((resource) => ({ resource, actions: ['*'] })) });
   gw = await startTestGateway(yaml(
     doc('Credential', 'up-token', { env: 'TEST_UP_TOKEN' }),
     doc('Agent', 'navigator', { workload: 'spiffe://prod/agent/navigator', team: 'ops', environment: 'prod' }),
     doc('Agent', 'intruder', { workload: 'spiffe://prod/agent/intruder', team: 'ops', environment: 'prod' }),
     policy('navigator'), policy('intruder'),
-    doc('McpServer', 'alpha', { transport: 'streamable-http', url, credential: 'up-token', timeout_ms: 60_000 }),
-    doc('McpServer', 'beta', { transport: 'streamable-http', url, credential: 'up-token', timeout_ms: 60_000 }),
+    doc('Credential', 'gamma-obo', { kind: 'on_behalf_of', obo: { audience: 'mcp://gamma', ttl_seconds: 60 } }),
+    doc('McpServer', 'alpha', { transport: 'streamable-http', url: `${url}?s=alpha`, credential: 'up-token', timeout_ms: 60_000 }),
+    doc('McpServer', 'beta', { transport: 'streamable-http', url: `${url}?s=beta`, credential: 'up-token', timeout_ms: 60_000 }),
+    doc('McpServer', 'gamma', { transport: 'streamable-http', url: `${url}?s=gamma`, credential: 'gamma-obo', timeout_ms: 60_000 }),
   ), { TEST_UP_TOKEN: SECRET, AAM_ADMIN_TOKEN: ADMIN_TOKEN });
   key = gw.key('navigator');
   otherKey = gw.key('intruder');
@@ -148,4 +159,37 @@ test('RFC 8707 negatives: a wrong audience is 401; the token endpoint refuses a 
   assert.equal((await modern('tools/list', {}, { path: '/mcp/alpha', token: String(agg.json.access_token) })).status, 401);
   const whole = await tokenFor(key, {});
   for (const path of ['/mcp', '/mcp/alpha', '/mcp/beta']) assert.equal((await modern('tools/list', {}, { path, token: String(whole.json.access_token) })).status, 200, path);
+});
+
+test('cacheScope private: each caller sees only what the upstream lists for it, listed as that caller and never served to another', async () => {
+  const from = seen.length;
+  const nav1 = await modern('tools/list', {}, { path: '/mcp/gamma' });
+  assert.equal(nav1.status, 200, JSON.stringify(nav1.body));
+  assert.deepEqual(toolNames(nav1), ['nav-only', 'whoami']);
+  const intr = await modern('tools/list', {}, { path: '/mcp/gamma', token: otherKey });
+  assert.deepEqual(toolNames(intr), ['intruder-only', 'whoami'], 'not navigator\'s list, not aam\'s shared one');
+  // On /mcp too, and through the SDK's 2025-11-25 client (a session).
+  assert.deepEqual(toolNames(await modern('tools/list', {}, { path: '/mcp', token: otherKey }), 'gamma__'), ['gamma__intruder-only', 'gamma__whoami']);
+  const { client } = await connectClient(gw, key);
+  try {
+    assert.deepEqual((await client.listTools()).tools.map((t) => t.name).filter((n) => n.startsWith('gamma__')).sort(), ['gamma__nav-only', 'gamma__whoami']);
+  } finally { await client.close(); }
+  // Listed once per caller, as that caller (its own on-behalf-of token), then kept for its ttlMs.
+  // (Earlier tests listed /mcp as navigator already: count from the start.)
+  const callers = () => listsOf('gamma').map((x) => x.sub).filter((sub) => sub.startsWith('spiffe://prod/')).sort();
+  assert.deepEqual(callers(), ['spiffe://prod/agent/intruder', 'spiffe://prod/agent/navigator']);
+  assert.deepEqual(toolNames(await modern('tools/list', {}, { path: '/mcp/gamma' })), ['nav-only', 'whoami']);
+  assert.equal(callers().length, 2, 'a fresh private list is reused for the same caller');
+});
+
+test('ttlMs: a shared list whose ttlMs lapsed is listed again (a new tool appears); within its ttlMs it is served from the catalog', async () => {
+  // Listed with ttlMs 0 at connect: immediately stale, so the next listing asks again.
+  listing.extra = ['late'];
+  listing.ttlMs = 600_000;
+  assert.ok(toolNames(await modern('tools/list', {}, { path: '/mcp/alpha' })).includes('late'), 'a stale list is listed again');
+  const from = seen.length;
+  listing.extra = [];
+  const again = await modern('tools/list', {}, { path: '/mcp/alpha' });
+  assert.ok(toolNames(again).includes('late'), 'fresh for its ttlMs: served from the catalog');
+  assert.equal(listsOf('alpha', from).length, 0, 'no upstream tools/list within the ttlMs');
 });

@@ -184,14 +184,23 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   }
 }
 
-/** tools/list for this session: only tools that are intact and that the caller could call. */
-export function visibleTools(rt: Runtime, s: SessionCtx): CompiledTool[] {
+/**
+ * tools/list for this caller: only tools that are intact and that it could call. A server whose
+ * list is `cacheScope: "private"` shows only the tools it lists for this caller (fetched as this
+ * caller; aam's shared listing is never served in its place); one that cannot list them shows none.
+ */
+export async function visibleTools(rt: Runtime, s: SessionCtx): Promise<CompiledTool[]> {
   const out: CompiledTool[] = [];
-  for (const e of listable(rt, s)) {
+  const entries = listable(rt, s);
+  const own = await Promise.all(entries.map((e) => e.upstream.callerTools(s.identity).catch((err: unknown): ReadonlySet<string> => {
+    rt.deps.log.warn({ mcp_server: e.name, spiffe_id: s.identity.agent.spiffeId, err: errMsg(err) }, 'private tools/list failed; none of this server\'s tools are listed for this caller');
+    return new Set();
+  })));
+  entries.forEach((e, i) => {
     for (const t of e.tools.values()) {
-      if (t.integrity.ok && s.access.visible(t.resource, t.action)) out.push(t);
+      if (t.integrity.ok && s.access.visible(t.resource, t.action) && (own[i] === null || own[i].has(t.def.name))) out.push(t);
     }
-  }
+  });
   return out;
 }
 

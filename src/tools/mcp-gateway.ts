@@ -92,7 +92,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     server.setRequestHandler(ListToolsRequestSchema, async (req, extra) => {
       const rc = forRequest(ctx, extra);
       await catalog.ready(ctx.scope, listWaitMs);
-      return toolsPage(rt, rc, req.params?.cursor, pageSize) as { tools: Tool[]; nextCursor?: string };
+      return await toolsPage(rt, rc, req.params?.cursor, pageSize) as { tools: Tool[]; nextCursor?: string };
     });
     server.setRequestHandler(CallToolRequestSchema, async (req, extra) =>
       // A trace the agent carried in params._meta (MCP semconv) is the one this call continues.

@@ -149,7 +149,7 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
       };
     case 'tools/list': {
       await rt.catalog.ready(s.scope, o.listWaitMs);
-      return { ...toolsPage(rt, s, params.cursor, o.pageSize), ...PRIVATE };
+      return { ...await toolsPage(rt, s, params.cursor, o.pageSize), ...PRIVATE };
     }
     case 'tools/call': {
       const name = String(params.name);
@@ -175,9 +175,9 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
 }
 
 /** One page of the tools this caller may call, named as its endpoint exposes them (both generations). */
-export function toolsPage(rt: Runtime, s: SessionCtx, cursor: unknown, pageSize: number): { tools: Json[]; nextCursor?: string } {
-  const all = visibleTools(rt, s);
+export async function toolsPage(rt: Runtime, s: SessionCtx, cursor: unknown, pageSize: number): Promise<{ tools: Json[]; nextCursor?: string }> {
   const start = decodeCursor(cursor);
+  const all = await visibleTools(rt, s);
   const tools = all.slice(start, start + pageSize).map((t) => ({ ...t.def, name: rt.catalog.exposedName(s.scope, t) }));
   return start + pageSize < all.length ? { tools, nextCursor: encodeCursor(start + pageSize) } : { tools };
 }

@@ -44,8 +44,14 @@ export interface CallOptions {
 export interface Upstream {
   readonly name: string;
   readonly spec: McpServerSpec;
-  /** Cached tool definitions; connects (or waits for the connection) on first use. */
+  /** Cached tool definitions; connects (or waits for the connection) on first use; re-lists once a 2026-07-28 `ttlMs` has lapsed. */
   tools(): Promise<UpstreamTool[]>;
+  /**
+   * When the server marks its tools list `cacheScope: "private"` (it depends on who asks): the tool
+   * names it lists for `identity` (listed with that identity's credential, kept for that identity
+   * only, for the list's `ttlMs`). null when the list is the same for everyone.
+   */
+  callerTools(identity: Identity): Promise<ReadonlySet<string> | null>;
   callTool(tool: string, args: Record<string, unknown>, identity: Identity, opts?: CallOptions): Promise<CallToolResult>;
   listResources(identity: Identity): Promise<ListResourcesResult['resources']>;
   readResource(uri: string, identity: Identity, opts?: CallOptions): Promise<ReadResourceResult>;
@@ -64,6 +70,19 @@ export interface Upstream {
 }
 
 const MAX_STDERR_LINE = 2000;
+/** Identities whose private tools lists are kept per server (oldest dropped first). */
+const MAX_CALLER_LISTS = 10_000;
+
+/** Caching hints of a 2026-07-28 list result (server/utilities/caching); older servers send none. */
+interface ListHints { ttlMs: number; private: boolean; at: number }
+
+/** The hints of a paged list: private if any page is, fresh as long as the shortest TTL; undefined when no page had any. */
+function listHints(pages: Array<{ ttlMs?: unknown; cacheScope?: unknown }>, at: number): ListHints | undefined {
+  if (!pages.some((p) => p.ttlMs !== undefined || p.cacheScope !== undefined)) return undefined;
+  // An absent or negative ttlMs means 0 (immediately stale), per the spec.
+  const ttl = Math.min(...pages.map((p) => (typeof p.ttlMs === 'number' && p.ttlMs > 0 ? p.ttlMs : 0)));
+  return { ttlMs: ttl, private: pages.some((p) => p.cacheScope === 'private'), at };
+}
 
 export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps, opts: UpstreamOptions = {}): Upstream {
   const restartMinMs = opts.restartMinMs ?? 250;
@@ -81,6 +100,11 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   let transport: Transport | undefined;
   let connecting: Promise<UpstreamClient> | undefined;
   let toolCache: UpstreamTool[] | undefined;
+  /** Hints of the shared listing (aam's own identity), and a re-listing in flight once they lapse. */
+  let hints: ListHints | undefined;
+  let relisting: Promise<void> | undefined;
+  /** Private tools lists, per SPIFFE ID of the identity they were listed as (never served to another). */
+  const callerLists = new Map<string, { names: ReadonlySet<string>; until: number }>();
   let restarts = 0;
   let failures = 0;
   let connectedAt = 0;
@@ -227,17 +251,37 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     return connecting;
   }
 
-  async function refreshTools(c: UpstreamClient): Promise<void> {
+  /** Every page of tools/list, as the identity in flight, with the pages' caching hints. */
+  async function listAll(c: UpstreamClient): Promise<{ tools: UpstreamTool[]; hints: ListHints | undefined }> {
     const all: UpstreamTool[] = [];
+    const pages: Array<{ ttlMs?: unknown; cacheScope?: unknown }> = [];
+    const at = Date.now();
     let cursor: string | undefined;
     for (let page = 0; page < 100; page++) {
       const r = await c.listTools(cursor ? { cursor } : undefined, { timeout: timeoutMs });
       for (const t of r.tools) all.push(t as UpstreamTool);
+      pages.push(r as { ttlMs?: unknown; cacheScope?: unknown });
       cursor = r.nextCursor;
       if (!cursor) break;
     }
-    toolCache = all;
-    for (const l of listeners) l(all);
+    return { tools: all, hints: listHints(pages, at) };
+  }
+
+  async function refreshTools(c: UpstreamClient): Promise<void> {
+    const r = await listAll(c);
+    const changed = toolCache === undefined || JSON.stringify(r.tools) !== JSON.stringify(toolCache);
+    toolCache = r.tools;
+    hints = r.hints;
+    // A re-listing after a lapsed ttlMs usually finds the same list: recompile and notify only on a change.
+    if (changed) for (const l of listeners) l(r.tools);
+  }
+
+  /** Re-list once the shared list's ttlMs has lapsed (one re-listing for concurrent callers); a failure keeps the stale list. */
+  async function freshen(c: UpstreamClient): Promise<void> {
+    if (!hints || Date.now() < hints.at + hints.ttlMs) return;
+    relisting ??= refreshTools(c).catch((e: unknown) => { deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'tools/list re-listing failed; the last list is used'); })
+      .finally(() => { relisting = undefined; });
+    await relisting;
   }
 
   /** Run an upstream request as `identity` with the server's timeout and clear errors. */
@@ -262,9 +306,27 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     name,
     spec,
     async tools() {
-      if (toolCache && state === 'ready') return toolCache;
+      if (toolCache && state === 'ready' && client) {
+        await freshen(client);
+        return toolCache;
+      }
       await ensureClient();
       return toolCache ?? [];
+    },
+    async callerTools(identity) {
+      if (!hints?.private) return null;
+      const who = identity.agent.spiffeId;
+      const hit = callerLists.get(who);
+      if (hit && Date.now() < hit.until) return hit.names;
+      callerLists.delete(who);
+      const r = await run('tools/list', identity, listAll);
+      const names: ReadonlySet<string> = new Set(r.tools.map((t) => t.name));
+      const ttl = r.hints?.ttlMs ?? 0;
+      if (ttl > 0) {
+        if (callerLists.size >= MAX_CALLER_LISTS) callerLists.delete(callerLists.keys().next().value as string);
+        callerLists.set(who, { names, until: r.hints!.at + ttl });
+      }
+      return names;
     },
     callTool: (tool, args, identity, o) => run(`tools/call "${tool}"`, identity, (c) =>
       c.callTool(withTrace({ name: tool, arguments: args }, o), undefined, reqOpts(o)) as Promise<CallToolResult>, o?.signal),
