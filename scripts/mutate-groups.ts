@@ -35,8 +35,14 @@ export const groups: Record<string, MutateGroup> = {
     mutate: ['src/access/guard.ts'],
     tests: ['test/mutation-access.test.ts', 'test/tools-http.test.ts', 'test/responses-e2e.test.ts', 'test/stream-guard-turns.test.ts'],
   },
+  // Who is calling and may they: mutation-identity runs one gateway with the demo provider (no MCP
+  // server), so a mutant it kills costs a few seconds.
+  identify: {
+    mutate: ['src/access/identify.ts', 'src/access/decide.ts'],
+    tests: ['test/mutation-identity.test.ts', 'test/policy-shadow.test.ts'],
+  },
   access: {
-    mutate: ['src/access/**/*.ts', '!src/access/egress.ts', '!src/access/guard.ts'],
+    mutate: ['src/access/**/*.ts', '!src/access/egress.ts', '!src/access/guard.ts', '!src/access/identify.ts', '!src/access/decide.ts'],
     tests: ['test/architecture-trust.test.ts', 'test/access-e2e.test.ts', 'test/gateway-e2e.test.ts', 'test/tools-http.test.ts'],
   },
   keys: {
