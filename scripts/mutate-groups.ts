@@ -33,7 +33,8 @@ export const groups: Record<string, MutateGroup> = {
   },
   guard: {
     mutate: ['src/access/guard.ts'],
-    tests: ['test/mutation-access.test.ts', 'test/tools-http.test.ts', 'test/responses-e2e.test.ts', 'test/stream-guard-turns.test.ts'],
+    // mutation-guard (no gateway) kills the helpers' mutants in about a second.
+    tests: ['test/mutation-guard.test.ts', 'test/mutation-access.test.ts', 'test/tools-http.test.ts', 'test/responses-e2e.test.ts', 'test/stream-guard-turns.test.ts'],
   },
   // Who is calling and may they: mutation-identity runs one gateway with the demo provider (no MCP
   // server), so a mutant it kills costs a few seconds.

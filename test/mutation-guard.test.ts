@@ -1,0 +1,85 @@
+// The guardrail step's helpers (src/access/guard.ts outside its verdict code) as a client and the
+// trail see their results, with real compiled guardrails and no gateway, so a mutant they kill
+// costs about a second: how a giant stream delta is cut for the output guard (never inside a
+// surrogate pair, nothing lost, nothing added), which guardrail lists need a stream guard or rule
+// out streaming, and how a redaction is carried over to a stored copy of the same content.
+// The verdicts themselves go through the real gateway in test/mutation-access.test.ts.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { streamPieces, hasOutputWebhook, chatStreamGuard, sameRedactions } from '../src/access/guard.ts';
+import { compileGuardrail } from '../src/guardrails/engine.ts';
+import type { StreamEvent } from '../src/providers/types.ts';
+
+const PIECE = 16 * 1024;
+
+const textOf = (evs: StreamEvent[]): string => evs.map((e) => (e.type === 'text' ? e.text : e.type === 'tool_args' ? e.delta : '')).join('');
+
+test('a stream delta up to 16 KiB reaches the output guard whole; a longer one in 16 KiB pieces that join back to it exactly', () => {
+  const small: StreamEvent = { type: 'text', text: 'x'.repeat(PIECE) };
+  assert.deepEqual(streamPieces(small), [small]);
+  assert.equal(streamPieces(small)[0], small, 'the event itself, not a copy');
+  const big = 'abcdefghij'.repeat(4000); // 40,000 characters
+  const pieces = streamPieces({ type: 'text', text: big });
+  assert.deepEqual(pieces.map((p) => [p.type, textOf([p]).length]), [['text', PIECE], ['text', PIECE], ['text', 40_000 - 2 * PIECE]]);
+  assert.equal(textOf(pieces), big);
+  const one = streamPieces({ type: 'text', text: 'y'.repeat(PIECE + 1) });
+  assert.deepEqual(one.map((p) => textOf([p]).length), [PIECE, 1]);
+  // Tool-call arguments keep their type and index.
+  const args = streamPieces({ type: 'tool_args', index: 3, delta: '{"a":"'.concat('z'.repeat(PIECE), '"}') });
+  assert.deepEqual(args.map((p) => [p.type, p.type === 'tool_args' ? p.index : -1]), [['tool_args', 3], ['tool_args', 3]]);
+  assert.equal(textOf(args), '{"a":"'.concat('z'.repeat(PIECE), '"}'));
+  // Events without text pass as they are.
+  for (const ev of [{ type: 'finish', reason: 'stop' }, { type: 'tool_start', index: 0, id: 'c1', name: 'f' }] as StreamEvent[]) assert.deepEqual(streamPieces(ev), [ev]);
+});
+
+test('a piece never ends inside a surrogate pair: an emoji on the 16 KiB boundary goes whole to the next piece', () => {
+  const s = `${'a'.repeat(PIECE - 1)}😀${'b'.repeat(10)}`;
+  const pieces = streamPieces({ type: 'text', text: s });
+  assert.deepEqual(pieces.map((p) => textOf([p]).length), [PIECE - 1, 12]);
+  assert.ok(textOf([pieces[1]]).startsWith('😀'));
+  assert.equal(textOf(pieces), s);
+  for (const p of pieces) assert.ok(textOf([p]).isWellFormed(), 'each piece is well-formed UTF-16');
+  // An emoji that ends exactly on the boundary is not moved.
+  const t = `${'a'.repeat(PIECE - 2)}😀${'b'.repeat(5)}`;
+  assert.deepEqual(streamPieces({ type: 'text', text: t }).map((p) => textOf([p]).length), [PIECE, 5]);
+  // Many pieces with emoji everywhere: still lossless and well-formed.
+  const u = '😀x'.repeat(30_000);
+  const many = streamPieces({ type: 'text', text: u });
+  assert.equal(textOf(many), u);
+  assert.ok(many.every((p) => textOf([p]).isWellFormed() && textOf([p]).length <= PIECE));
+});
+
+test('which guardrails watch a stream: only output ones get a stream guard, and only an output webhook rules out streaming', () => {
+  const inputOnly = compileGuardrail('in', { on: ['input'], keywords: ['falcon'], action: 'block' });
+  const output = compileGuardrail('out', { on: ['output'], keywords: ['falcon'], action: 'redact' });
+  const hookIn = compileGuardrail('hook-in', { on: ['input'], action: 'block', webhook: { url: 'http://127.0.0.1:9/check' } });
+  const hookOut = compileGuardrail('hook-out', { on: ['output'], action: 'block', webhook: { url: 'http://127.0.0.1:9/check' } });
+  assert.equal(chatStreamGuard([]), null);
+  assert.equal(chatStreamGuard([inputOnly, hookIn]), null);
+  const g = chatStreamGuard([inputOnly, output]);
+  assert.ok(g);
+  // The guard it makes is the output one: it redacts what the stream says.
+  const shown = [...g.push({ type: 'text', text: 'about falcon and more' }).events, ...g.end().events];
+  assert.doesNotMatch(textOf(shown), /falcon/);
+  assert.match(textOf(shown), /about .* and more/);
+  assert.equal(hasOutputWebhook([]), false);
+  assert.equal(hasOutputWebhook([output, hookIn]), false);
+  assert.equal(hasOutputWebhook([inputOnly, hookOut]), true);
+  assert.equal(hasOutputWebhook([hookOut, inputOnly]), true);
+});
+
+test('a redaction made on one copy of content is made on another copy of it, untouched text stays, and nothing changed is the same object', () => {
+  const value = { input: [{ role: 'user', content: 'mail jane@example.com please' }, { role: 'user', content: 'hello' }] };
+  const before = ['mail jane@example.com please', 'hello'];
+  const after = ['mail [REDACTED:email] please', 'hello'];
+  const out = sameRedactions(value, before, after);
+  assert.deepEqual(out, { input: [{ role: 'user', content: 'mail [REDACTED:email] please' }, { role: 'user', content: 'hello' }] });
+  assert.equal(value.input[0].content, 'mail jane@example.com please', 'the input is not modified');
+  assert.equal(sameRedactions(value, before, before), value, 'the same scan result: the same object');
+  assert.equal(sameRedactions(value, before, [...before]), value, 'equal texts: the same object');
+  // A leaf the scan dropped (undefined) is not a redaction to copy.
+  assert.equal(sameRedactions(value, ['hello'], []), value);
+  // Every copy of a redacted text is redacted.
+  const twice = { a: 'mail jane@example.com please', b: ['mail jane@example.com please'] };
+  assert.deepEqual(sameRedactions(twice, before, after), { a: 'mail [REDACTED:email] please', b: ['mail [REDACTED:email] please'] });
+});
