@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
+import { LINGER_BYTES } from '../src/access/linger.ts';
 import { startTestGateway, yaml, agentDocs, doc, type TestGateway } from './helpers/gateway.ts';
 
 const LIMIT = 256 * 1024;
@@ -80,6 +81,19 @@ test('a large body sent without credentials is answered 401 with connection: clo
   assert.ok(o.closed && o.written < STOPPED_BELOW, `the gateway read ${o.written} bytes of an unauthenticated body`);
   assert.match(o.head, /^HTTP\/1\.1 401 /);
   assert.match(o.head, /\r\nconnection: close\r\n/i);
+});
+
+test('a client still sending a body over the limit reads the 413, not a reset (the gateway lingers a bounded while)', async () => {
+  const { Pool } = await import('undici');
+  const pool = new Pool(gw.url, { connections: 1 });
+  try {
+    for (const size of [LIMIT + 1, 4 * LIMIT, ...Array(12).fill(LINGER_BYTES - 4 * 1024 * 1024)]) {
+      const r = await pool.request({ path: '/v1/chat/completions', method: 'POST', body: Buffer.alloc(size, 0x61), headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' } });
+      assert.equal(r.statusCode, 413, `${size} bytes`);
+      assert.equal(r.headers.connection, 'close');
+      assert.match(await r.body.text(), /AAM_MAX_BODY_BYTES/);
+    }
+  } finally { await pool.close(); }
 });
 
 test('after refusing a body the gateway answers new connections as usual', async () => {

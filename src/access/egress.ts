@@ -8,6 +8,7 @@
 import { ServerResponse, type IncomingMessage, type OutgoingHttpHeaders, type OutgoingHttpHeader } from 'node:http';
 import type { Scrubber, StreamScrubber } from '../credentials/scrub.ts';
 import { mapLeaves } from '../guardrails/structured.ts';
+import { closeAfterAnswer } from './linger.ts';
 
 /** Where the door gets the current scrubber and reports a hit (a hit is evidence). */
 export interface ScrubSource {
@@ -64,10 +65,9 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
     this.#refresh();
     const body = this.clean(text);
     this.#exact = true;
-    // Answered before the body was all read (a refusal, a 401): close rather than read on. Node
-    // would read and discard the rest to keep the connection, gigabytes if an agent sends them.
+    // Answered before the body was all read (a refusal, a 401): close rather than read on.
     const close = this.req.complete ? undefined : 'close';
-    if (close !== undefined) this.req.pause();
+    if (close !== undefined) closeAfterAnswer(this.req);
     super.writeHead(status, { ...this.#cleanHeaders(headers), 'content-length': Buffer.byteLength(body), ...(close && { connection: close }) });
     this.#exact = false;
     super.end(body);

@@ -103,7 +103,7 @@ const READ_TURN_MS = 1;
 export function readBody(ctx: Ctx, limit = ctx.rt.options.maxBodyBytes, watch?: BodyWatch, text?: BodyText): Promise<Buffer> {
   const tooLarge = limit === ctx.rt.options.maxBodyBytes ? tooLargeGeneral : tooLargeHere;
   const declared = Number(ctx.req.headers['content-length']);
-  // Refused unread: the answer closes the connection (EgressResponse.send), the body is never read.
+  // Refused unread: the answer closes the connection (EgressResponse.send, access/linger.ts).
   if (declared > limit) return Promise.reject(tooLarge(limit));
   // Small bodies (the usual case) are never watched: nothing is spent on them.
   let watching = watch !== undefined && declared > watch.from;
@@ -113,7 +113,7 @@ export function readBody(ctx: Ctx, limit = ctx.rt.options.maxBodyBytes, watch?: 
     const refuse = (err: Error): void => {
       reject(err);
       chunks = [];
-      // Not read on: the answer closes the connection (EgressResponse.send).
+      // Not read on: the answer closes the connection (EgressResponse.send, access/linger.ts).
       ctx.req.removeAllListeners('data');
       ctx.req.pause();
     };

@@ -1,0 +1,107 @@
+// Gateway CPU per request (utime + stime of the aam process over N requests), which a loaded,
+// shared machine disturbs far less than wall-clock latency. Each source tree given is built to
+// JavaScript (as `npm start` runs it) and served in its own process; rounds interleave the trees
+// so that they see the same load. The mock upstream is bench/mock-upstream.js.
+//   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] TREE [TREE...]
+// TREE: a directory holding src/ and scripts/build.ts (a git worktree of aam); default: this one.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Pool } from 'undici';
+import { aamBenchConfig, aamServeArgv, buildAam, createAamKey, type AamBuild } from './lib/aam.ts';
+import { CLK_TCK, cpuTicks, startProcess, stopProcess, waitHttp } from './lib/procs.ts';
+import { sendOnce, type RequestSpec } from './lib/http-once.ts';
+import { freePort } from '../test/helpers/e2e.ts';
+
+const NO_PIN = { cpu: null, nice: 0 };
+const HERE = dirname(fileURLToPath(import.meta.url));
+const NODE = process.execPath;
+const { values: opt, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { n: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '3' }, conc: { type: 'string', default: '4' }, prof: { type: 'boolean', default: false }, strace: { type: 'boolean', default: false }, kind: { type: 'string' } },
+});
+const N = Number(opt.n);
+const ROUNDS = Number(opt.rounds);
+const CONC = Number(opt.conc);
+const trees = (positionals.length ? positionals : [join(HERE, '..')]).map((t) => resolve(t));
+for (const t of trees) mkdirSync(join(t, 'bench', 'tmp'), { recursive: true });
+
+const base = { model: 'gpt-4o-mini', messages: [{ role: 'system', content: 'You are a helpful assistant.' }, { role: 'user', content: 'Say hello in one short sentence.' }], max_tokens: 64, temperature: 0.2 };
+const ALL_KINDS = {
+  nonstream: Buffer.from(JSON.stringify(base)),
+  stream: Buffer.from(JSON.stringify({ ...base, stream: true, stream_options: { include_usage: true } })),
+};
+const KINDS = Object.fromEntries(Object.entries(ALL_KINDS).filter(([k]) => opt.kind === undefined || k === opt.kind));
+
+interface Gateway { tree: string; child: ChildProcess; pool: Pool; key: string }
+
+const work = mkdtempSync(join(tmpdir(), 'aam-cpu-'));
+const children: ChildProcess[] = [];
+const outs: string[] = [];
+try {
+  const mockPort = await freePort();
+  const mock = startProcess(NO_PIN, [NODE, join(HERE, 'mock-upstream.js')], { MOCK_PORT: String(mockPort) }, join(work, 'mock.log'));
+  children.push(mock);
+  if (!(await waitHttp(`http://127.0.0.1:${mockPort}/__mock/stats`, 20_000, 200, mock))) throw new Error('mock upstream did not start');
+  const gws: Gateway[] = [];
+  for (const [i, tree] of trees.entries()) {
+    const dir = join(work, `t${i}`);
+    mkdirSync(dir);
+    // Built inside the tree (bench/tmp/, ignored by git) so that its node_modules resolve.
+    const out = mkdtempSync(join(tree, 'bench', 'tmp', 'cpu-dist-'));
+    outs.push(out);
+    const build: AamBuild = buildAam(NODE, tree, out);
+    const configPath = join(dir, 'aam.yaml');
+    writeFileSync(configPath, aamBenchConfig(mockPort));
+    const dataDir = join(dir, 'data');
+    const key = createAamKey(NODE, tree, configPath, dataDir, build, build.env);
+    const port = await freePort();
+    const argv = aamServeArgv(NODE, tree, configPath, port, dataDir, build);
+    if (opt.prof) argv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(tree, 'bench', 'results', 'prof')}`);
+    const child = startProcess(NO_PIN, argv, { ...build.env, AAM_LOG_LEVEL: 'warn' }, join(dir, 'aam.log'), tree);
+    children.push(child);
+    if (!(await waitHttp(`http://127.0.0.1:${port}/healthz`, 60_000, 200, child))) throw new Error(`aam from ${tree} did not start (log: ${join(dir, 'aam.log')})`);
+    gws.push({ tree, child, key, pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
+  }
+
+  /** `n` requests, `CONC` at a time; the gateway's CPU microseconds per request. */
+  const run = async (g: Gateway, body: Buffer, n: number, stream: boolean): Promise<number> => {
+    const spec: RequestSpec = { path: '/v1/chat/completions', headers: { 'content-type': 'application/json', authorization: `Bearer ${g.key}` }, body };
+    let left = n;
+    const t0 = cpuTicks(g.child.pid as number) as number;
+    await Promise.all(Array.from({ length: CONC }, async () => {
+      while (left-- > 0) {
+        const t = await sendOnce(g.pool, spec, stream);
+        if (t.status !== 200) throw new Error(`status ${t.status} from ${g.tree}`);
+      }
+    }));
+    return (((cpuTicks(g.child.pid as number) as number) - t0) / CLK_TCK) * 1e6 / n;
+  };
+
+  for (const g of gws) for (const [k, body] of Object.entries(KINDS)) await run(g, body, Math.min(N, 5000), k === 'stream'); // warm-up (JIT)
+  const results = new Map<string, number[]>();
+  for (let r = 0; r < ROUNDS; r++) {
+    for (const g of gws) {
+      for (const [k, body] of Object.entries(KINDS)) {
+        // --strace: system calls of the gateway (all threads) over this round, counted (slows it: CPU is then not comparable).
+        const st = opt.strace ? spawn('strace', ['-c', '-f', '-p', String(g.child.pid), '-o', join(work, 'strace.txt')], { stdio: 'ignore' }) : undefined;
+        if (st) await new Promise((r) => setTimeout(r, 1000));
+        const us = await run(g, body, N, k === 'stream');
+        if (st) { st.kill('SIGINT'); await new Promise((r) => st.once('exit', r)); console.log(readFileSync(join(work, 'strace.txt'), 'utf8').split('\n').slice(0, 16).join('\n')); }
+        const key = `${g.tree} ${k}`;
+        results.set(key, [...(results.get(key) ?? []), us]);
+        console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request`);
+      }
+    }
+  }
+  const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+  console.log(`\nmedian of ${ROUNDS} rounds, ${N} requests each, c=${CONC}:`);
+  for (const [k, v] of results) console.log(`  ${k}: ${median(v).toFixed(1)} us CPU/request  (${v.map((x) => x.toFixed(1)).join(', ')})`);
+  for (const g of gws) await g.pool.close();
+} finally {
+  for (const c of children.reverse()) await stopProcess(c);
+  for (const d of [work, ...outs]) rmSync(d, { recursive: true, force: true });
+}
