@@ -6,6 +6,7 @@
 // once. Rows hold AES-GCM parts only: PostgreSQL never sees a value or the master key.
 import type { Fleet } from './fleet.ts';
 import type { Sql } from './postgres.ts';
+import { Follower } from './follower.ts';
 import { KEEP_VERSIONS, type CredentialRows, type SealFn, type SealedRow } from './credential-rows.ts';
 
 interface Row { name: string; version: number; nonce: Buffer; ciphertext: Buffer; tag: Buffer; key_id: string; created_at: string }
@@ -19,9 +20,7 @@ export class FleetCredentialRows implements CredentialRows {
   #lastUsed = new Map<string, string>();
   #meta: { check: string; keyId: string } | null = null;
   readonly #listeners: Array<() => void> = [];
-  #syncing: Promise<void> | null = null;
-  #again = false;
-  #timer: NodeJS.Timeout | null = null;
+  readonly #follower: Follower;
   /** Writes behind (key check, last use), in order; close() waits for them. */
   #usage: Promise<void> = Promise.resolve();
 
@@ -29,6 +28,8 @@ export class FleetCredentialRows implements CredentialRows {
     this.#fleet = fleet;
     this.#sql = fleet.sql;
     this.#onError = onError;
+    this.#follower = new Follower(async () => { if (await this.#read()) for (const fn of this.#listeners) fn(); },
+      (e) => { if (e) onError('reading stored credentials', e); });
   }
 
   /** Reads everything once (CLI and replica); follow: keep it current (a serving replica). */
@@ -40,11 +41,7 @@ export class FleetCredentialRows implements CredentialRows {
     await c.#read();
     const used = await fleet.sql<Array<{ name: string; last_used: string }>>`SELECT name, last_used FROM credential_usage`;
     c.#lastUsed = new Map(used.map((r) => [r.name, r.last_used]));
-    if (opts.follow) {
-      fleet.follow('credentials', () => { void c.sync(); });
-      c.#timer = setInterval(() => { void c.sync(); }, opts.pollMs ?? 1000);
-      c.#timer.unref();
-    }
+    if (opts.follow) c.#follower.follow(fleet, 'credentials', opts.pollMs);
     return c;
   }
 
@@ -57,22 +54,8 @@ export class FleetCredentialRows implements CredentialRows {
     return changed;
   }
 
-  /** Re-read the newest versions; concurrent calls coalesce into one more read. */
-  sync(): Promise<void> {
-    if (this.#syncing) { this.#again = true; return this.#syncing; }
-    this.#syncing = (async () => {
-      try {
-        let changed = false;
-        do { this.#again = false; changed = (await this.#read()) || changed; } while (this.#again);
-        if (changed) for (const fn of this.#listeners) fn();
-      } catch (e) {
-        this.#onError('reading stored credentials', e);
-      } finally {
-        this.#syncing = null;
-      }
-    })();
-    return this.#syncing;
-  }
+  /** Re-read the newest versions (listeners hear of a change). */
+  sync(): Promise<void> { return this.#follower.sync(); }
 
   keyCheck(check: string, keyId: string): { check: string; keyId: string } {
     if (this.#meta) return this.#meta;
@@ -123,8 +106,7 @@ export class FleetCredentialRows implements CredentialRows {
   onChange(fn: () => void): void { this.#listeners.push(fn); }
 
   async close(): Promise<void> {
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = null;
+    this.#follower.stop();
     await this.#usage;
   }
 }

@@ -5,6 +5,7 @@
 // so a lost message still takes effect within the poll interval.
 import { hashKey, newKeyId, newSecret } from './key-secrets.ts';
 import { KeyMirror } from './key-mirror.ts';
+import { Follower } from './follower.ts';
 import type { Fleet } from './fleet.ts';
 import type { KeyBook, KeyListing, KeyRecord } from './types.ts';
 import type { Sql } from './postgres.ts';
@@ -23,9 +24,8 @@ export class FleetKeyBook implements KeyBook {
   readonly #sql: Sql;
   readonly #mirror = new KeyMirror();
   #seen = 0;
-  #syncing: Promise<void> | null = null;
-  #again = false;
-  #timer: NodeJS.Timeout | null = null;
+  // The key poll doubles as PostgreSQL's health check.
+  readonly #follower = new Follower(() => this.#readChanges(), (e) => this.#fleet.notePostgres(e));
 
   private constructor(fleet: Fleet) {
     this.#fleet = fleet;
@@ -37,30 +37,12 @@ export class FleetKeyBook implements KeyBook {
     const b = new FleetKeyBook(fleet);
     if (!opts.follow) return b;
     await b.sync();
-    fleet.follow('keys', () => { void b.sync(); });
-    b.#timer = setInterval(() => { void b.sync(); }, opts.pollMs ?? 1000);
-    b.#timer.unref();
+    b.#follower.follow(fleet, 'keys', opts.pollMs);
     return b;
   }
 
-  /** Re-read keys changed since the last seen change; concurrent calls coalesce into one more read. */
-  sync(): Promise<void> {
-    if (this.#syncing) { this.#again = true; return this.#syncing; }
-    this.#syncing = (async () => {
-      try {
-        do {
-          this.#again = false;
-          await this.#readChanges();
-        } while (this.#again);
-        this.#fleet.notePostgres(null);
-      } catch (e) {
-        this.#fleet.notePostgres(e);
-      } finally {
-        this.#syncing = null;
-      }
-    })();
-    return this.#syncing;
-  }
+  /** Re-read keys changed since the last seen change. */
+  sync(): Promise<void> { return this.#follower.sync(); }
 
   async #readChanges(): Promise<void> {
     const keys = await this.#sql<KeyRow[]>`SELECT id, agent, name, created_at, revoked_at, expires_at, seq FROM keys WHERE seq > ${this.#seen} ORDER BY seq`;
@@ -84,7 +66,7 @@ export class FleetKeyBook implements KeyBook {
       return fn(tx as unknown as Sql, Number(seq));
     });
     await this.#fleet.announce('keys');
-    if (this.#timer) await this.sync();
+    if (this.#follower.following) await this.sync();
     return out as T;
   }
 
@@ -138,8 +120,5 @@ export class FleetKeyBook implements KeyBook {
     return rows.map((r) => ({ ...recordOf(r), secrets: r.n, lastRotatedAt: r.n > 1 ? r.last : null }));
   }
 
-  close(): void {
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = null;
-  }
+  close(): void { this.#follower.stop(); }
 }

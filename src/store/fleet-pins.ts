@@ -7,6 +7,7 @@
 // definitions changed, so an accept on one replica releases the tool on all.
 import type { Fleet } from './fleet.ts';
 import type { Sql } from './postgres.ts';
+import { Follower } from './follower.ts';
 import type { PinRow, ToolPins } from './tool-pins.ts';
 
 /** Serialises pin writes so seq order is commit order (replicas read "seq > last seen"). */
@@ -27,14 +28,13 @@ export class FleetPins implements ToolPins {
   readonly #onError: (what: string, e: unknown) => void;
   #seen = 0;
   #writes: Promise<void> = Promise.resolve();
-  #syncing: Promise<void> | null = null;
-  #again = false;
-  #timer: NodeJS.Timeout | null = null;
+  readonly #follower: Follower;
 
   private constructor(fleet: Fleet, onError: (what: string, e: unknown) => void) {
     this.#fleet = fleet;
     this.#sql = fleet.sql;
     this.#onError = onError;
+    this.#follower = new Follower(() => this.#readChanges(), (e) => { if (e) onError('reading accepted tool definitions', e); });
   }
 
   /** follow: keep the mirror current (a serving replica). */
@@ -42,26 +42,12 @@ export class FleetPins implements ToolPins {
     const p = new FleetPins(fleet, opts.onError ?? (() => {}));
     if (!opts.follow) return p;
     await p.#readChanges();
-    fleet.follow('pins', () => { void p.sync(); });
-    p.#timer = setInterval(() => { void p.sync(); }, opts.pollMs ?? 1000);
-    p.#timer.unref();
+    p.#follower.follow(fleet, 'pins', opts.pollMs);
     return p;
   }
 
-  /** Re-read rows changed since the last seen change; concurrent calls coalesce into one more read. */
-  sync(): Promise<void> {
-    if (this.#syncing) { this.#again = true; return this.#syncing; }
-    this.#syncing = (async () => {
-      try {
-        do { this.#again = false; await this.#readChanges(); } while (this.#again);
-      } catch (e) {
-        this.#onError('reading accepted tool definitions', e);
-      } finally {
-        this.#syncing = null;
-      }
-    })();
-    return this.#syncing;
-  }
+  /** Re-read rows changed since the last seen change. */
+  sync(): Promise<void> { return this.#follower.sync(); }
 
   async #readChanges(): Promise<void> {
     const rows = await this.#sql<Row[]>`SELECT server, tool, accepted_digest, accepted_def, current_digest, current_def, accepted_by, accepted_at, seq
@@ -140,8 +126,5 @@ export class FleetPins implements ToolPins {
   /** Wait for what was written behind (tests, shutdown). */
   async flush(): Promise<void> { await this.#writes; }
 
-  close(): void {
-    if (this.#timer) clearInterval(this.#timer);
-    this.#timer = null;
-  }
+  close(): void { this.#follower.stop(); }
 }
