@@ -7,7 +7,7 @@ import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js'
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { toolAccess, toolDeps } from '../src/server/tool-deps.ts';
 import { Access } from '../src/access/context.ts';
-import type { Ctx } from '../src/access/request.ts';
+import type { Ctx } from '../src/server/http.ts';
 import type { Identity } from '../src/identity/types.ts';
 import { createApprovals } from '../src/store/approvals.ts';
 import { compileValidator, type Catalog, type CompiledTool, type ServerEntry } from '../src/tools/catalog.ts';

@@ -33,7 +33,8 @@ import { parseDurationSeconds } from './config/duration.ts';
 import type { Tracer } from './observability/tracing.ts';
 import { IdPool } from './observability/otlp-context.ts';
 import { compileGuardrail, type CompiledGuardrail } from './guardrails/engine.ts';
-import type { GuardrailLists } from './access/guard.ts';
+import type { AccessConfig, AuditSink } from './access/runtime-view.ts';
+import type { GatewayConfig } from './gateway/plane.ts';
 import type { MetricsSink } from './observability/metrics.ts';
 import { createScanThread, type ScanThread } from './guardrails/offload.ts';
 import { openVault, type Vault } from './credentials/vault.ts';
@@ -52,32 +53,8 @@ import { trustDomainsFromConfig } from './identity/jwks-cache.ts';
 import type { McpGateway } from './tools/mcp-lazy.ts';
 import type { HttpToolProxy } from './tools/http-tool.ts';
 
-/** Evidence sink (the audit log); optional so tools like `aam validate` need none. */
-export interface AuditSink {
-  /** Queue an event; false means the audit queue is full and the caller must refuse the request. */
-  record(ev: Record<string, unknown>): boolean | void;
-  recordDurable?(ev: Record<string, unknown>): Promise<unknown>;
-  /** Resolves when every recorded event is in its crash-safe segment file (await before acknowledging). */
-  journaled?(now?: boolean): Promise<void>;
-}
-
-export interface Compiled {
-  set: ConfigSet;
-  /** Short config digest stamped on decisions, usage and audit. */
-  version: string;
-  providers: Map<string, ProviderRuntime>;
-  routes: Map<string, Route>;
-  /** Provider catalog models (`provider/model` without a Model document), routed on first use. */
-  catalog: CatalogRoutes;
-  policies: CompiledPolicies;
-  registry: AgentRegistry;
-  guardrails: Map<string, CompiledGuardrail>;
-  /**
-   * Per-config memo of the guardrail lists requests resolve (policy names, route names -> compiled
-   * guardrails): built on first use, dropped with this config on reload, so a request allocates nothing.
-   */
-  guardrailLists: GuardrailLists;
-}
+/** A compiled config: what the access path reads (AccessConfig) and what the model plane routes by. */
+export interface Compiled extends AccessConfig, GatewayConfig {}
 
 
 export interface RuntimeOptions {

@@ -1,13 +1,11 @@
-// Imports point one way (DESIGN.md "Layout"; /work/notes: cli -> server -> planes -> access ->
-// services -> foundations). A module (a folder of src/, or src/runtime.ts) may import its own
-// layer or lower ones, never a higher one, and no import chain may come back to where it started:
+// Imports point one way (DESIGN.md "Layout"): cli -> server -> planes (gateway, tools, a2a, console)
+// -> access -> services -> foundations. A module (a folder of src/, or src/runtime.ts) may import its
+// own layer or lower ones, never a higher one, and no import chain may come back to where it started:
 // not between modules, not between files (type-only imports count: they tie the code together as
 // much as values do). Lazy `import()` of a sibling is a load-time choice and is not an edge.
-// One exception is left, named here so it cannot grow: below the server, src/runtime.ts (the
-// composition root) may be named in type positions for its `Runtime` and `Compiled` types, the
-// object every request carries (ctx.rt). Giving each plane an interface of what it needs instead
-// is the remaining step; nothing else may point up, and no value import of runtime.ts may.
-// Check by hand: `grep -rn "from '\.\./server/" src/access src/gateway` and the like print nothing.
+// No exceptions: below the server, the runtime is seen through views (access/runtime-view.ts and
+// each plane's plane.ts), and src/runtime.ts, the composition root, is named by nothing below it.
+// Check by hand: `grep -rn "from '\.\./\(server/\|runtime\.ts\)" src/access src/gateway` prints nothing.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -36,7 +34,7 @@ function files(dir: string): string[] {
 /** src/access/x.ts -> access; src/runtime.ts -> runtime. */
 const moduleOf = (file: string): string => relative(SRC, file).split('/')[0].replace(/\.ts$/, '');
 
-interface Edge { from: string; to: string; typeOnly: boolean; names: string[] }
+interface Edge { from: string; to: string; typeOnly: boolean }
 
 /** Static imports and re-exports between files of src (relative specifiers only). */
 export function edgesOf(file: string, text: string): Edge[] {
@@ -47,18 +45,13 @@ export function edgesOf(file: string, text: string): Edge[] {
     const names = m[3] ?? '';
     const braces = /^\{([\s\S]*)\}$/.exec(names.trim());
     const allTypes = braces !== null && braces[1].split(',').map((s) => s.trim()).filter(Boolean).every((s) => s.startsWith('type '));
-    const list = braces ? braces[1].split(',').map((x) => x.trim().replace(/^type\s+/, '').split(/\s+as\s+/)[0]).filter(Boolean) : [names.trim()];
-    out.push({ from: file, to: resolve(dirname(file), spec), typeOnly: Boolean(m[2]) || allTypes, names: list });
+    out.push({ from: file, to: resolve(dirname(file), spec), typeOnly: Boolean(m[2]) || allTypes });
   }
   return out;
 }
 
-/** The one allowed upward edge (see the top of this file): the runtime object's type, nothing else. */
-export const runtimeType = (e: Edge): boolean =>
-  moduleOf(e.to) === 'runtime' && e.typeOnly && e.names.every((n) => n === 'Runtime' || n === 'Compiled');
-
 function graph(): Edge[] {
-  return files(SRC).flatMap((f) => edgesOf(f, readFileSync(f, 'utf8'))).filter((e) => !runtimeType(e));
+  return files(SRC).flatMap((f) => edgesOf(f, readFileSync(f, 'utf8')));
 }
 
 /** Every cycle's members (strongly connected components larger than one node). */
@@ -121,9 +114,8 @@ test('the checks see what they must: an upward import, a type-only one and a cyc
   assert.ok(LAYERS[moduleOf(value.to)] > LAYERS[moduleOf(f)]);
   assert.deepEqual([value.typeOnly, typeOnly.typeOnly, inline.typeOnly], [false, true, true]);
   assert.equal(moduleOf(reexport.to), 'runtime');
-  assert.ok(!runtimeType(reexport), 'a value from runtime.ts is no exception');
-  assert.ok(runtimeType(edgesOf(f, "import type { Runtime, Compiled } from '../runtime.ts';")[0]));
-  assert.ok(!runtimeType(edgesOf(f, "import type { Runtime, AuditSink } from '../runtime.ts';")[0]), 'other types of runtime.ts belong lower');
+  const runtimeType = edgesOf(f, "import type { Runtime, Compiled } from '../runtime.ts';")[0];
+  assert.ok(runtimeType.typeOnly && LAYERS[moduleOf(runtimeType.to)] > LAYERS[moduleOf(f)], 'the runtime\'s type is an upward edge like any other');
   assert.deepEqual(edgesOf(f, "// import { a } from '../cli/main.ts';\nconst m = await import('./lazy.ts');"), []);
   assert.deepEqual(cycles(['a', 'b', 'c'], (n) => ({ a: ['b'], b: ['a'], c: ['a'] })[n] ?? []), [['a', 'b']]);
 });

@@ -6,10 +6,10 @@
 // (SSE relayed event by event) -> guard output -> record (linked to the delegation chain).
 // Everything written to the caller goes through the egress door (ctx.res), which scrubs it.
 import { request } from 'undici';
-import type { Ctx } from '../access/request.ts';
+import type { Access, Ctx } from './plane.ts';
 import { keepSseAlive, readJson, sendJson } from '../access/request.ts';
 import { AamError, toAamError } from '../access/errors.ts';
-import { Access, openAccess } from '../access/context.ts';
+import { Access as AccessOf, openAccess } from '../access/context.ts';
 import { authorize, policyEvidence, recordDecision, storeFailure } from '../access/decide.ts';
 import { admitRuleCall } from '../access/rule-limits.ts';
 import { identityEvidence, requestTraceId } from '../access/evidence.ts';
@@ -232,7 +232,7 @@ export function createA2aGateway(): A2aGateway {
     const owned = await Promise.all(ids.tasks.map((t) => owner(ctx, name, 'task', t)));
     const foreign = ids.tasks.length === 0 || ids.tasks.some((t, i) => owned[i]?.caller !== caller || (route.taskId !== '' && t !== route.taskId));
     if (foreign) throw new AamError(403, 'policy_denied', `a push notification through this route must be about the task it was registered for (${route.taskId || 'the task its message created'})`);
-    const access = new Access(ctx, route.identity);
+    const access = new AccessOf(ctx, route.identity);
     access.guardrails();
     const started = performance.now();
     const ev = { request_id: ctx.requestId, identity: identityEvidence(route.identity), a2a: { agent: name, method: 'PushNotification', task_id: ids.tasks[0], stream: false } };

@@ -16,8 +16,9 @@ import { createTextCounter, type TextShape } from '../guardrails/text-budget.ts'
 import { DELEGATION_HEADER, delegationEvidence, verifyDelegation, type Delegation } from './delegation.ts';
 import { identityEvidence, requestTraceId, type EvidenceAt } from './evidence.ts';
 
-export class Access {
-  readonly ctx: Ctx;
+/** C: the plane's view of the request context (see request.ts Ctx). */
+export class Access<C extends Ctx = Ctx> {
+  readonly ctx: C;
   readonly identity: Identity;
   /** The identity's policies, resolved once for the whole request (config snapshot of ctx.cfg). */
   readonly set: PolicySet;
@@ -26,7 +27,7 @@ export class Access {
   /** The A2A call this request serves (x-aam-delegation, verified and bound to this caller), if any. */
   delegation?: Delegation;
 
-  constructor(ctx: Ctx, identity: Identity) {
+  constructor(ctx: C, identity: Identity) {
     this.ctx = ctx;
     this.identity = identity;
     this.set = setFor(identity.agent, ctx.cfg.policies);
@@ -108,7 +109,7 @@ export class Access {
  * while serving an A2A call (x-aam-delegation) is linked to that call in the evidence, whatever
  * the plane: one `delegation` event under this request's id names the chain and the parent call.
  */
-export async function openAccess(ctx: Ctx): Promise<Access> {
+export async function openAccess<C extends Ctx>(ctx: C): Promise<Access<C>> {
   const a = new Access(ctx, await identify(ctx));
   const d = verifyDelegation(ctx.rt, ctx.req.headers[DELEGATION_HEADER], a.identity);
   if (d) {

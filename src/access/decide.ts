@@ -6,7 +6,6 @@ import { setFor, type PolicySet } from '../policy/compile.ts';
 import type { AccessRequest, Decision } from '../policy/types.ts';
 import type { RateLimits } from '../policy/limits.ts';
 import { StoreUnavailable, type AdmitResult, type Ticket } from '../store/types.ts';
-import type { Runtime } from '../runtime.ts';
 import { AamError } from './errors.ts';
 import type { Ctx } from './request.ts';
 import type { Identity } from '../identity/types.ts';

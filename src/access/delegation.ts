@@ -8,7 +8,7 @@
 // (cycles are refused) and the request id of the A2A call that delegated (the evidence link).
 import { createHmac, createSecretKey, timingSafeEqual, type KeyObject } from 'node:crypto';
 import type { Identity } from '../identity/types.ts';
-import type { Runtime } from '../runtime.ts';
+import type { AccessRuntime } from './runtime-view.ts';
 import { AamError } from './errors.ts';
 
 export const DELEGATION_HEADER = 'x-aam-delegation';
@@ -35,7 +35,7 @@ export interface Delegation {
 // A KeyObject, made once: createHmac with a raw Buffer builds one per call (~10 us against ~2 us on Node 24).
 const keys = new WeakMap<object, KeyObject>();
 
-function keyOf(rt: Runtime): KeyObject {
+function keyOf(rt: AccessRuntime): KeyObject {
   let k = keys.get(rt.vault);
   if (!k) { k = createSecretKey(rt.vault.subkey('aam a2a delegation hmac v1')); keys.set(rt.vault, k); }
   return k;
@@ -50,7 +50,7 @@ export function chainName(identity: Identity): string {
   return identity.agent.name || identity.agent.spiffeId;
 }
 
-export function encodeDelegation(rt: Runtime, d: Delegation): string {
+export function encodeDelegation(rt: AccessRuntime, d: Delegation): string {
   const payload = Buffer.from(JSON.stringify(d)).toString('base64url');
   return `${VERSION}.${payload}.${mac(keyOf(rt), payload)}`;
 }
@@ -63,7 +63,7 @@ function invalid(message: string): AamError {
  * The delegation a request carries, verified and bound to its caller; undefined when none.
  * A header that does not verify, has expired, or was issued to another agent is refused (401).
  */
-export function verifyDelegation(rt: Runtime, header: string | string[] | undefined, identity: Identity, now = Date.now()): Delegation | undefined {
+export function verifyDelegation(rt: AccessRuntime, header: string | string[] | undefined, identity: Identity, now = Date.now()): Delegation | undefined {
   if (header === undefined) return undefined;
   if (Array.isArray(header) || header.length > MAX_HEADER) throw invalid('must be sent once, at most 4 KiB');
   const [v, payload, sig] = header.split('.');

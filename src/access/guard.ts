@@ -1,7 +1,7 @@
 // The guardrail step of the shared access path: the guardrails an identity's policies attach,
 // applied to model prompts/completions (also streamed) and to tool arguments/results. Every
 // verdict other than allow is evidence (guardrail, category, where; never the value).
-import type { Runtime } from '../runtime.ts';
+import type { AccessRuntime, GuardrailLists } from './runtime-view.ts';
 import type { Identity } from '../identity/types.ts';
 import type { ChatRequest, ChatResult, StreamEvent } from '../providers/types.ts';
 import { guardrailsFor } from '../policy/decide.ts';
@@ -18,14 +18,7 @@ import { identityEvidence, type EvidenceAt } from './evidence.ts';
 const NONE: readonly CompiledGuardrail[] = Object.freeze([]);
 const NONE_NAMES: readonly string[] = Object.freeze([]);
 
-export interface GuardrailLists {
-  /** (policy names, route names) -> their union. */
-  merged: WeakMap<readonly string[], WeakMap<readonly string[], readonly string[]>>;
-  /** names -> compiled guardrails. */
-  byNames: WeakMap<readonly string[], readonly CompiledGuardrail[]>;
-}
-
-/** The union of an identity's policy guardrails and a route's, memoized per config (see Compiled.guardrailLists). */
+/** The union of an identity's policy guardrails and a route's, memoized per config (see AccessConfig.guardrailLists). */
 function mergedNames(memo: GuardrailLists, a: readonly string[], b: readonly string[]): readonly string[] {
   let inner = memo.merged.get(a);
   if (!inner) { inner = new WeakMap(); memo.merged.set(a, inner); }
@@ -40,11 +33,11 @@ const REVIEW_REDACTOR: readonly CompiledGuardrail[] = [compileGuardrail('approva
 })];
 
 /** A held call's arguments for the approvals inbox: PII redacted, then credentials scrubbed, then clipped (64 KiB). */
-export function redactForReview(rt: Runtime, args: unknown): string {
+export function redactForReview(rt: AccessRuntime, args: unknown): string {
   return rt.scrub(JSON.stringify(applyToJson(args ?? {}, REVIEW_REDACTOR, 'input').value), 64 * 1024);
 }
 
-export function guardrailsOf(rt: Runtime, identity: Identity, routeGuardrails: readonly string[] = NONE_NAMES, set?: PolicySet): readonly CompiledGuardrail[] {
+export function guardrailsOf(rt: AccessRuntime, identity: Identity, routeGuardrails: readonly string[] = NONE_NAMES, set?: PolicySet): readonly CompiledGuardrail[] {
   const compiled = rt.compiled;
   const memo = compiled.guardrailLists;
   const own = set ? set.guardrails : guardrailsFor(identity.agent, compiled.policies);
@@ -58,7 +51,7 @@ export function guardrailsOf(rt: Runtime, identity: Identity, routeGuardrails: r
   return list;
 }
 
-function record(rt: Runtime, at: EvidenceAt, identity: Identity, direction: Direction, where: string, verdict: string, findings: readonly FindingSummary[], extra: Record<string, unknown> = {}): void {
+function record(rt: AccessRuntime, at: EvidenceAt, identity: Identity, direction: Direction, where: string, verdict: string, findings: readonly FindingSummary[], extra: Record<string, unknown> = {}): void {
   rt.audit?.record({
     type: 'guardrail', request_id: at.requestId, trace_id: at.traceId, identity: identityEvidence(identity),
     guardrail: { direction, where, verdict, findings: findings.map((f) => ({ guardrail: f.guardrail, category: f.category, count: f.count })), ...extra },
@@ -70,7 +63,7 @@ function blocked(guardrail: string, message: string): AamError {
 }
 
 /** The walker's scan-limit block, decided while the body is read (Access.bodyWatch): the same answer and evidence. */
-export function overScanBudget(rt: Runtime, at: EvidenceAt, identity: Identity, g: CompiledGuardrail): AamError {
+export function overScanBudget(rt: AccessRuntime, at: EvidenceAt, identity: Identity, g: CompiledGuardrail): AamError {
   record(rt, at, identity, 'input', 'prompt', 'block', [{ guardrail: g.name, category: 'scan_limit', count: 1 }]);
   return blocked(g.name, blockedMessage(g.name, 'scan_limit', 'input'));
 }
@@ -82,7 +75,7 @@ export type Guarded<T> = { ok: true; value: T } | { ok: false; guardrail: string
  * detectors, regexes, keywords and size over every string leaf (the walker), json_schema on tool
  * payloads, then webhook guardrails over the same leaves. Non-allow verdicts are evidence.
  */
-export async function guardValue<T>(rt: Runtime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], direction: Direction, value: T, where: string, shape: 'chat' | 'json' = 'json'): Promise<Guarded<T>> {
+export async function guardValue<T>(rt: AccessRuntime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], direction: Direction, value: T, where: string, shape: 'chat' | 'json' = 'json'): Promise<Guarded<T>> {
   if (gs.length === 0) return { ok: true, value };
   // Large values are scanned across loop turns (big leaves on the scan thread); small ones at once, with no await.
   const scanned = scanValue(value, gs, direction, shape, rt.scanThread);
@@ -105,12 +98,12 @@ function orThrow<T>(g: Guarded<T>): T {
 }
 
 /** guardValue for the model plane: a block is the 400 guardrail_blocked error. */
-export async function guardOrThrow<T>(rt: Runtime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], direction: Direction, value: T, where: string, shape: 'chat' | 'json' = 'json'): Promise<T> {
+export async function guardOrThrow<T>(rt: AccessRuntime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], direction: Direction, value: T, where: string, shape: 'chat' | 'json' = 'json'): Promise<T> {
   return orThrow(await guardValue(rt, at, identity, gs, direction, value, where, shape));
 }
 
 /** Input guardrails on a whole chat request (every message part, tool definitions, unknown fields); the route name is not content. */
-export async function guardChatInput(rt: Runtime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], req: ChatRequest): Promise<ChatRequest> {
+export async function guardChatInput(rt: AccessRuntime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], req: ChatRequest): Promise<ChatRequest> {
   const { model, ...rest } = req;
   const out = orThrow(await guardValue(rt, at, identity, gs, 'input', rest, 'prompt', 'chat'));
   return out === rest ? req : { model, ...out };
@@ -132,7 +125,7 @@ export function sameRedactions<T>(value: T, before: unknown, after: unknown): T 
 }
 
 /** Output guardrails on a complete answer (text and tool-call arguments); the same object when clean. */
-export async function guardChatOutput(rt: Runtime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], result: ChatResult): Promise<ChatResult> {
+export async function guardChatOutput(rt: AccessRuntime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], result: ChatResult): Promise<ChatResult> {
   const shown = { text: result.text, tool_calls: result.toolCalls };
   const out = orThrow(await guardValue(rt, at, identity, gs, 'output', shown, 'completion', 'chat'));
   return out === shown ? result : { ...result, text: out.text, toolCalls: out.tool_calls };
@@ -171,7 +164,7 @@ export function chatStreamGuard(gs: readonly CompiledGuardrail[]): EventGuard | 
   return gs.some((g) => g.on.has('output')) ? createEventGuard(gs) : null;
 }
 
-export function recordStreamFindings(rt: Runtime, at: EvidenceAt, identity: Identity, guard: EventGuard, blockedBy?: string): void {
+export function recordStreamFindings(rt: AccessRuntime, at: EvidenceAt, identity: Identity, guard: EventGuard, blockedBy?: string): void {
   const f = guard.findings();
   if (f.length || blockedBy) record(rt, at, identity, 'output', 'stream', blockedBy ? 'block' : 'redact_or_flag', f);
 }

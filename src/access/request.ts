@@ -4,7 +4,7 @@ import { SSE_KEEPALIVE } from '../providers/sse.ts';
 import type { EgressResponse } from './egress.ts';
 import { randomBytes } from 'node:crypto';
 import { StringDecoder } from 'node:string_decoder';
-import type { Runtime, Compiled } from '../runtime.ts';
+import type { AccessConfig, AccessRuntime } from './runtime-view.ts';
 import type { Identity } from '../identity/types.ts';
 import type { Span } from '../observability/tracing.ts';
 import type { AccessRequest, Decision } from '../policy/types.ts';
@@ -13,13 +13,17 @@ import { AamError, anthropicErrorBody, openaiErrorBody, toAamError } from './err
 import { jsonTooDeep, MAX_JSON_DEPTH } from './json-depth.ts';
 import { parseJsonInTurns } from './json-turns.ts';
 
-export interface Ctx {
+/**
+ * A request's context. The access path sees the runtime and config through its own views; a plane
+ * names the wider view it needs (e.g. gateway/plane.ts), and the server fills in the real runtime.
+ */
+export interface Ctx<R extends AccessRuntime = AccessRuntime, C extends AccessConfig = AccessConfig> {
   req: IncomingMessage;
   /** The egress door: everything written here is scrubbed first (see access/egress.ts). */
   res: EgressResponse;
-  rt: Runtime;
+  rt: R;
   /** Config snapshot for the whole request (a reload mid-request does not change it). */
-  cfg: Compiled;
+  cfg: C;
   path: string;
   query: string;
   requestId: string;
@@ -49,12 +53,12 @@ export interface Ctx {
 }
 
 /** A route handler of the one HTTP server (src/server/http.ts); planes export these. */
-export type Handler = (ctx: Ctx) => Promise<void> | void;
+export type Handler<C extends Ctx = Ctx> = (ctx: C) => Promise<void> | void;
 
-export interface Routes {
-  exact: Map<string, Handler>;
+export interface Routes<C extends Ctx = Ctx> {
+  exact: Map<string, Handler<C>>;
   /** [prefix, handler] checked in order when no exact route matches. */
-  prefixes: Array<[string, Handler]>;
+  prefixes: Array<[string, Handler<C>]>;
 }
 
 
@@ -64,7 +68,7 @@ const PREFIX = randomBytes(4).toString('hex');
  * aam always owns the id evidence is keyed by: an agent-chosen one could collide with (and be
  * mistaken for) another request's trail. The client's id is kept as a separate field.
  */
-export function requestIdFor(req: IncomingMessage, rt: Runtime): { requestId: string; clientRequestId?: string } {
+export function requestIdFor(req: IncomingMessage, rt: AccessRuntime): { requestId: string; clientRequestId?: string } {
   const given = req.headers['x-request-id'];
   const requestId = `req_${PREFIX}${(++rt.requestSeq).toString(36).padStart(8, '0')}`;
   return typeof given === 'string' && /^[A-Za-z0-9._:-]{1,128}$/.test(given) ? { requestId, clientRequestId: given } : { requestId };

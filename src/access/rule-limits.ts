@@ -4,7 +4,7 @@
 // the same ledger and UTC day/month windows as model budgets, counted in calls instead of
 // dollars. Counters are per rule: every call a rule allows shares its bucket. A call that is never
 // forwarded is given back. Each plane frames the refusal its own way (`refuse`).
-import type { Runtime } from '../runtime.ts';
+import type { AccessRuntime } from './runtime-view.ts';
 import type { Identity } from '../identity/types.ts';
 import type { AdmitResult } from '../store/types.ts';
 import { rateEntriesOf } from './decide.ts';
@@ -36,7 +36,7 @@ export const UNCOUNTED: RuleAdmission = Object.freeze({ forwarded() {}, dropped(
  * and the calls in messages; `refuse` builds the plane's error; `storeFailure` maps a fleet
  * store that cannot answer (a limit is never skipped).
  */
-export function admitRuleCall(rt: Runtime, identity: Identity, rule: LimitedRule, plane: 'tool' | 'a2a',
+export function admitRuleCall(rt: AccessRuntime, identity: Identity, rule: LimitedRule, plane: 'tool' | 'a2a',
   refuse: (r: RuleRefusal) => Error, storeFailure: (e: unknown) => unknown): RuleAdmission | Promise<RuleAdmission> {
   if (!rule.rate && !rule.budget) return UNCOUNTED;
   const prefix = `${plane}:${rule.policy}/${rule.path}:`;
@@ -51,7 +51,7 @@ export function admitRuleCall(rt: Runtime, identity: Identity, rule: LimitedRule
   return done(r);
 }
 
-function admitted(rt: Runtime, identity: Identity, prefix: string, rule: LimitedRule, plane: 'tool' | 'a2a', r: AdmitResult, refuse: (r: RuleRefusal) => Error): RuleAdmission {
+function admitted(rt: AccessRuntime, identity: Identity, prefix: string, rule: LimitedRule, plane: 'tool' | 'a2a', r: AdmitResult, refuse: (r: RuleRefusal) => Error): RuleAdmission {
   const where = { policy: rule.policy, rule: rule.index };
   if (r.ok) {
     const ticket = r.ticket;

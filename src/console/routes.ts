@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { readBody, type Ctx, type Handler, type Routes } from '../access/request.ts';
 import { AamError, toAamError } from '../access/errors.ts';
 import { createHumanAuth, parseCookies, userActor, type HumanAuth } from './auth.ts';
-import type { Runtime } from '../runtime.ts';
+import type { ConsoleRuntime } from './plane.ts';
 import { consoleStores, LOGIN_TTL_MS, MAX_SESSION_MS } from './sessions.ts';
 import { createOidcClient, oidcSettingsFrom } from './oidc.ts';
 import { appShell, cspFormTargets, errorPage, loginPage, PAGE_HEADERS } from './html.ts';
@@ -32,7 +32,7 @@ async function formOf(ctx: Ctx): Promise<URLSearchParams> {
 export interface ConsoleOptions { publicUrl: string | null }
 
 /** The console's authentication for a gateway: OIDC from the environment (or none), sessions in its store. */
-export function createConsoleAuth(rt: Runtime, env: NodeJS.ProcessEnv, tls: boolean): HumanAuth {
+export function createConsoleAuth(rt: ConsoleRuntime, env: NodeJS.ProcessEnv, tls: boolean): HumanAuth {
   const publicUrl = rt.options.publicUrl;
   const settings = oidcSettingsFrom(env, publicUrl);
   return createHumanAuth({
@@ -42,7 +42,7 @@ export function createConsoleAuth(rt: Runtime, env: NodeJS.ProcessEnv, tls: bool
   });
 }
 
-export function addConsoleRoutes(routes: Routes, auth: HumanAuth, o: ConsoleOptions): void {
+export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAuth, o: ConsoleOptions): void {
   const assets = new Map(Object.entries(ASSETS).map(([path, a]) => [path, { text: readFileSync(new URL(`./${a.file}`, import.meta.url), 'utf8'), type: a.type }]));
   const secure = auth.cookie.secure;
   const loginCookie = secure ? '__Host-aam_login' : 'aam_login';

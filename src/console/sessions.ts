@@ -11,7 +11,7 @@ import type { DatabaseSync } from 'node:sqlite';
 import type { Redis } from '../store/redis.ts';
 import type { HumanClaims } from './roles.ts';
 import type { LoginTransaction } from './oidc.ts';
-import type { Runtime } from '../runtime.ts';
+import type { ConsoleRuntime } from './plane.ts';
 import { seal, unseal } from '../store/seal.ts';
 
 export interface Session extends HumanClaims {
@@ -134,7 +134,7 @@ export function createRedisConsoleStores(redis: Redis, prefix: string, now: () =
 }
 
 /** Where sessions and logins in progress live: the fleet's Redis (any replica), else the data dir and memory. */
-export function consoleStores(rt: Runtime): { sessions: SessionStore; logins: LoginStore } {
+export function consoleStores(rt: ConsoleRuntime): { sessions: SessionStore; logins: LoginStore } {
   const f = rt.fleet?.fleet;
   return f ? createRedisConsoleStores(f.redis, f.prefix) : { sessions: createSqliteSessionStore(rt.db), logins: createMemoryLoginStore() };
 }

@@ -1,7 +1,8 @@
 // What the console shows, computed from the running gateway (and served by the admin API, so every
 // page is scriptable): agents with keys, spend and budgets; what one agent may do, rule by rule; the
 // policy simulator. Read-only; nothing here returns a secret (keys are listed by id, never value).
-import type { Runtime, Compiled } from '../runtime.ts';
+import type { AccessConfig } from '../access/runtime-view.ts';
+import type { ConsoleRuntime } from './plane.ts';
 import type { AgentRecord } from '../identity/types.ts';
 import type { KeyListing } from '../store/types.ts';
 import type { SeenTable } from '../identity/seen.ts';
@@ -23,7 +24,7 @@ const DAY_MS = 86_400_000;
  * seen using (and when last) and when it last called a model. `keys` and `seen` come from the store
  * the gateway uses (embedded or fleet), so every replica answers the same.
  */
-export function agentsOverview(rt: Runtime, cfg: Compiled, keys: readonly KeyListing[], seen: SeenTable | null): Array<Record<string, unknown>> {
+export function agentsOverview(rt: ConsoleRuntime, cfg: AccessConfig, keys: readonly KeyListing[], seen: SeenTable | null): Array<Record<string, unknown>> {
   rt.usage.flush();
   const spend30d = new Map(rt.usage.summary('agent', Date.now() - 30 * DAY_MS).map((r) => [String(r.agent), r]));
   const last = lastModelCall(rt);
@@ -42,7 +43,7 @@ export function agentsOverview(rt: Runtime, cfg: Compiled, keys: readonly KeyLis
 }
 
 /** Latest minute with a model call per agent (usage rollups; no audit scan). */
-function lastModelCall(rt: Runtime): Map<string, string> {
+function lastModelCall(rt: ConsoleRuntime): Map<string, string> {
   const rows = rt.db.prepare('SELECT agent, max(minute) AS t FROM usage_rollup GROUP BY agent').all() as Array<{ agent: string; t: number }>;
   return new Map(rows.map((r) => [r.agent, new Date(r.t).toISOString()]));
 }
@@ -54,7 +55,7 @@ const verdict = (d: Decision) => ({ effect: d.effect, policy: d.policy || null, 
  * servers, HTTP tools and the agent's own rules) decided for this agent by the compiled policy,
  * with the deciding rule. Actions guarded by `when`/`args` are decided without arguments and flagged.
  */
-export function capabilities(agent: AgentRecord, cfg: Compiled): { models: unknown[]; tools: unknown[] } {
+export function capabilities(agent: AgentRecord, cfg: AccessConfig): { models: unknown[]; tools: unknown[] } {
   const compiled = cfg.policies;
   const models = compiled.models.map((model) => ({ model, ...verdict(decide({ kind: 'model', agent, model }, compiled)) }));
   const pairs = new Map<string, { resource: string; action: string; via: string }>();

@@ -2,7 +2,7 @@
 // the audit event, for chat and embeddings alike.
 import type { Usage } from '../providers/types.ts';
 import type { Identity } from '../identity/types.ts';
-import type { Ctx } from '../access/request.ts';
+import type { Ctx } from './plane.ts';
 import { identityEvidence } from '../access/evidence.ts';
 import { policyEvidence, recordEvidence } from '../access/decide.ts';
 import { modelSpanAttributes } from '../observability/otlp-genai.ts';

@@ -1,7 +1,7 @@
 // The route a request names, for this caller: a Model document, else a provider catalog model
 // (404 model_not_found when neither), authorized (403 naming the policy), and narrowed to the
 // targets in the caller's allowed regions, so no other target can ever serve it.
-import type { Access } from '../access/context.ts';
+import type { Access } from './plane.ts';
 import { AamError } from '../access/errors.ts';
 import type { Route } from './routes.ts';
 

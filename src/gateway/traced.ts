@@ -1,7 +1,7 @@
 // One upstream attempt of a model call, for chat and embeddings alike: the provider's credential
 // is injected (its name and version kept for the evidence) and the attempt runs inside a client
 // span whose traceparent goes upstream with the request.
-import type { Ctx } from '../access/request.ts';
+import type { Ctx } from './plane.ts';
 import type { Identity } from '../identity/types.ts';
 import type { Injection } from './upstream.ts';
 import type { Route, Target } from './routes.ts';

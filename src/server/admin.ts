@@ -4,8 +4,8 @@
 // pins and reloads, admin sets credentials. An agent's virtual key or JWT never gets in.
 import { AamError } from '../access/errors.ts';
 import { StoreUnavailable } from '../store/types.ts';
-import { readJson, sendJson, type Ctx } from '../access/request.ts';
-import type { Handler, Routes } from './http.ts';
+import { readJson, sendJson } from '../access/request.ts';
+import type { Ctx, Handler, Routes } from './http.ts';
 import type { Runtime } from '../runtime.ts';
 import { queryEvents, showRequest } from '../audit/query.ts';
 import { queryFleetEvents } from '../audit/fleet-log.ts';

@@ -3,18 +3,21 @@
 // prefixed families (/mcp/, /tools/, /admin/) are dispatched by prefix.
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
 import { createServer as createHttpsServer, type ServerOptions as HttpsOptions } from 'node:https';
-import type { Runtime } from '../runtime.ts';
+import type { Compiled, Runtime } from '../runtime.ts';
 import { EgressResponse } from '../access/egress.ts';
 import { AamError, toAamError } from '../access/errors.ts';
 import { recordDecision } from '../access/decide.ts';
-import { requestIdFor, sendError, sendJson, type Ctx, type Handler, type Routes } from '../access/request.ts';
+import { requestIdFor, sendError, sendJson, type Ctx as AccessCtx, type Handler as AccessHandler, type Routes as AccessRoutes } from '../access/request.ts';
 import { handleChat } from '../gateway/chat.ts';
 import { handleResponseById, handleResponses } from '../gateway/responses.ts';
 import { handleEmbeddings, handleModels } from '../gateway/embeddings.ts';
 import { startServerSpan, endHttpSpan } from '../observability/tracing.ts';
 import { createA2aGateway } from '../a2a/gateway.ts';
 
-export type { Handler, Routes } from '../access/request.ts';
+/** The server's request context: the whole runtime, which every plane's view is a part of. */
+export type Ctx = AccessCtx<Runtime, Compiled>;
+export type Handler = AccessHandler<Ctx>;
+export type Routes = AccessRoutes<Ctx>;
 
 export function coreRoutes(): Routes {
   const exact = new Map<string, Handler>([

@@ -1,8 +1,8 @@
 // Identity endpoints: aam's JWKS, and the token endpoint where an agent exchanges its virtual key
 // (or a one-time join token) for a short-lived JWT-SVID.
 import { AamError } from '../access/errors.ts';
-import { readJson, sendJson, type Ctx } from '../access/request.ts';
-import type { Routes } from './http.ts';
+import { readJson, sendJson } from '../access/request.ts';
+import type { Ctx, Routes } from './http.ts';
 import { identify, presentedSecret } from '../access/identify.ts';
 import { issueAgentSvid, parseTtl, tokenResponse, DEFAULT_TTL_SECONDS } from '../identity/issue.ts';
 import { exchangeJoinToken } from '../identity/join-tokens.ts';

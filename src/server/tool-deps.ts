@@ -11,7 +11,8 @@ import { ToolError, RPC, type ToolAccess, type ToolAdmission, type JsonBody, typ
 import { parseTraceparent, traceHeaders } from '../observability/tracing.ts';
 import { toolSpanAttributes, toolSpanName } from '../observability/otlp-genai.ts';
 import { requestTraceId } from '../access/evidence.ts';
-import type { Access } from '../access/context.ts';
+import type { Access as AccessOf } from '../access/context.ts';
+import type { Ctx } from './http.ts';
 import { guardrailsOf, guardValue, nextTurn, redactForReview, TURN_MS } from '../access/guard.ts';
 import { BodyText } from '../access/request.ts';
 import { parseJsonInTurns } from '../access/json-turns.ts';
@@ -20,6 +21,9 @@ import { scrubAcross } from '../access/egress.ts';
 import { shadowed, storeUnavailableMessage } from '../access/decide.ts';
 import { StoreUnavailable } from '../store/types.ts';
 import { admitRuleCall, UNCOUNTED } from '../access/rule-limits.ts';
+
+/** The tool plane's requests carry the whole runtime (the server's context). */
+type Access = AccessOf<Ctx>;
 
 export function toolDeps(rt: Runtime): ToolDeps {
   return {

@@ -1,8 +1,8 @@
 // Tool plane routes: /mcp (all MCP servers the caller may use), /mcp/<server>, /tools/<tool>/<action>,
 // and the RFC 9728 metadata MCP clients use to discover how to authenticate.
-import type { Routes } from './http.ts';
+import type { Ctx, Routes } from './http.ts';
 import { AamError } from '../access/errors.ts';
-import { keepSseAlive, readJson, sendJson, type Ctx } from '../access/request.ts';
+import { keepSseAlive, readJson, sendJson } from '../access/request.ts';
 import { openAccess } from '../access/context.ts';
 import { toolAccess } from './tool-deps.ts';
 import { protectedResourceMetadata, wwwAuthenticate } from '../tools/mcp-metadata.ts';

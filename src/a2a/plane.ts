@@ -1,0 +1,24 @@
+// What the A2A plane needs of the runtime beyond the access path's view (access/runtime-view.ts).
+import type { AccessRuntime } from '../access/runtime-view.ts';
+import type { Ctx as AccessCtx } from '../access/request.ts';
+import type { Access as AccessOf } from '../access/context.ts';
+import type { Identity } from '../identity/types.ts';
+import type { PolicySet } from '../policy/compile.ts';
+import type { TaskOwnerStore } from '../store/types.ts';
+
+export interface A2aRuntime extends AccessRuntime {
+  /** A2A task and context ids and the caller that created each. */
+  readonly a2aTasks: TaskOwnerStore;
+  /** Hosts (or host:port) A2A push notifications may be delivered to although private (AAM_A2A_PUSH_ALLOW). */
+  readonly a2aPushAllow: readonly string[];
+  /** Why policy forbids this identity's call to use a credential (credentials.allow), or null. */
+  credentialRefusal(name: string, identity: Identity, set?: PolicySet): string | null;
+  /** Outbound auth for a credential (headers; env for stdio servers). */
+  injectTool(name: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number } }>;
+}
+
+/** An A2A request's context. */
+export type Ctx = AccessCtx<A2aRuntime>;
+
+/** An A2A request's access context. */
+export type Access = AccessOf<Ctx>;

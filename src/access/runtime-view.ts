@@ -1,0 +1,81 @@
+// What the access path needs of the runtime and of a config snapshot. src/runtime.ts (the
+// composition root, above every plane) has all of it; each plane names what it needs beyond this
+// in a view of its own (gateway/plane.ts and the like), so nothing below the server names the root.
+import type { ConfigSet } from '../config/schema.ts';
+import type { CompiledPolicies } from '../policy/compile.ts';
+import type { Limiter, KeyBook } from '../store/types.ts';
+import type { AgentRegistry } from '../identity/registry.ts';
+import type { JwtVerifier, VerifiedSvid } from '../identity/jwt-svid.ts';
+import type { Mtls } from '../identity/x509-svid.ts';
+import type { IdentitySeen } from '../identity/seen.ts';
+import type { CompiledGuardrail } from '../guardrails/engine.ts';
+import type { ScanThread } from '../guardrails/offload.ts';
+import type { Vault } from '../credentials/vault.ts';
+import type { Logger } from '../observability/log.ts';
+import type { MetricsSink } from '../observability/metrics.ts';
+import type { IdPool } from '../observability/otlp-context.ts';
+import type { Tracer } from '../observability/tracing.ts';
+import type { ScrubSource } from './egress.ts';
+import type { EventScrubber } from './scrub-events.ts';
+
+/** Evidence sink (the audit log); optional so tools like `aam validate` need none. */
+export interface AuditSink {
+  /** Queue an event; false means the audit queue is full and the caller must refuse the request. */
+  record(ev: Record<string, unknown>): boolean | void;
+  recordDurable?(ev: Record<string, unknown>): Promise<unknown>;
+  /** Resolves when every recorded event is in its crash-safe segment file (await before acknowledging). */
+  journaled?(now?: boolean): Promise<void>;
+}
+
+/** Memo of resolved guardrail lists, per config snapshot. */
+export interface GuardrailLists {
+  /** (policy names, route names) -> their union. */
+  merged: WeakMap<readonly string[], WeakMap<readonly string[], readonly string[]>>;
+  /** names -> compiled guardrails. */
+  byNames: WeakMap<readonly string[], readonly CompiledGuardrail[]>;
+}
+
+/** The parts of a compiled config (runtime.ts `Compiled`) the access path reads. */
+export interface AccessConfig {
+  set: ConfigSet;
+  /** Short config digest stamped on decisions, usage and audit. */
+  version: string;
+  policies: CompiledPolicies;
+  registry: AgentRegistry;
+  guardrails: Map<string, CompiledGuardrail>;
+  /**
+   * Per-config memo of the guardrail lists requests resolve (policy names, route names -> compiled
+   * guardrails): built on first use, dropped with this config on reload, so a request allocates nothing.
+   */
+  guardrailLists: GuardrailLists;
+}
+
+/** The parts of the runtime (runtime.ts `Runtime`) the access path uses. */
+export interface AccessRuntime {
+  readonly compiled: AccessConfig;
+  readonly options: { readonly maxBodyBytes: number; readonly sseKeepaliveMs: number; readonly publicUrl: string | null; readonly adminToken: string | null };
+  readonly log: Logger;
+  readonly metrics: MetricsSink | null;
+  readonly audit: AuditSink | null;
+  readonly vault: Vault;
+  readonly limiter: Limiter;
+  readonly keyBook: KeyBook;
+  readonly identitySeen: IdentitySeen;
+  readonly scanThread: ScanThread;
+  readonly jwt: JwtVerifier | null;
+  readonly tls: Mtls | null;
+  readonly ids: IdPool;
+  /** OpenTelemetry tracer; null (zero cost) unless OTEL_EXPORTER_OTLP_ENDPOINT is set. */
+  readonly tracer: Tracer | null;
+  /** What the egress door of every response scrubs with (see egress.ts). */
+  readonly egress: ScrubSource;
+  /** Request id sequence (requestIdFor increments it). */
+  requestSeq: number;
+  scrub(text: string, max?: number): string;
+  isTokenRevoked(v: VerifiedSvid): boolean;
+  auditHasRoom(): boolean;
+  /** Before acknowledging a request: its evidence must survive a crash of this process. */
+  evidenceSafe(): Promise<void>;
+  /** Event-level stream scrubber, or null when no credential is active. */
+  eventScrubber(): EventScrubber | null;
+}
