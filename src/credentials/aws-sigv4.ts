@@ -8,7 +8,7 @@ import { CredentialError } from './errors.ts';
 export interface AwsKeys { accessKeyId: string; secretAccessKey: string; sessionToken?: string }
 
 /** The request as it will go out: absolute URL (path and query final), headers, body. */
-export interface SignInput { method: string; url: string; headers: Readonly<Record<string, string>>; body: string }
+export interface SignInput { method: string; url: string; headers: Readonly<Record<string, string>>; body: string | Uint8Array }
 export interface SigningScope { region: string; service: string }
 /** Returns the headers to add (authorization, x-amz-date, x-amz-security-token). */
 export type RequestSigner = (req: SignInput, scope: SigningScope) => Promise<Record<string, string>>;

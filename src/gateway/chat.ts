@@ -29,6 +29,7 @@ import { blockedMessage } from '../guardrails/engine.ts';
 import { resultToEvents, StreamRecorder } from '../cache/replay.ts';
 import { embedderFor } from './embeddings.ts';
 import { recordCall } from './record.ts';
+import { chatRequestInTurns } from './long-body.ts';
 import { resolveRoute } from './resolve.ts';
 
 const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' };
@@ -135,7 +136,8 @@ function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest,
   return runAttempts(route, ac.signal, async (target) => {
     if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoChat(req, target.model), raw: null as string | null } };
     const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
-    const up = adapter.chatRequest({ ...req, stream: false }, { model: target.model, stream: false, options: target.options });
+    const built = chatRequestInTurns(adapter, { ...req, stream: false }, { model: target.model, stream: false, options: target.options }, ctx.bodyBytes ?? 0);
+    const up = built instanceof Promise ? await built : built;
     const res = await traced(ctx, 'chat', route, target, identity, (inj) => sendAttempt(target, up, inj, ac));
     if (!res.ok) return res;
     let result: ChatResult;
@@ -181,7 +183,8 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
       : whole ? await checkedWhole(a, route, req, codec, ac, need) : await runAttempts(route, ac.signal, async (target) => {
       if (target.provider.type === 'demo') return { ok: true as const, value: localStream(demoStream(req, target.model)) };
       const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
-      const up = adapter.chatRequest({ ...req, stream: true }, { model: target.model, stream: true, options: target.options });
+      const built = chatRequestInTurns(adapter, { ...req, stream: true }, { model: target.model, stream: true, options: target.options }, ctx.bodyBytes ?? 0);
+      const up = built instanceof Promise ? await built : built;
       const up1 = await traced(ctx, 'chat', route, target, identity, (inj) => sendStreamAttempt(target, up, inj, ac));
       if (!up1.ok) return up1;
       bodies.push(up1.body);

@@ -5,6 +5,9 @@
 import { getGlobalDispatcher, errors as undiciErrors, type Dispatcher } from 'undici';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { UpstreamRequest } from '../providers/types.ts';
+
+/** An adapter's request as sent: a long body may go as its UTF-8 bytes (gateway/long-body.ts). */
+export type OutboundRequest = Omit<UpstreamRequest, 'body'> & { body: string | Buffer };
 import type { Target } from './routes.ts';
 
 export interface Injection {
@@ -12,7 +15,7 @@ export interface Injection {
   query?: Record<string, string>;
   credential?: { name: string; version: number };
   /** Request signing (AWS SigV4): headers computed over the final request, just before it is sent. */
-  sign?: (req: { method: string; url: string; headers: Readonly<Record<string, string>>; body: string }, scope: { region: string; service: string }) => Promise<Record<string, string>>;
+  sign?: (req: { method: string; url: string; headers: Readonly<Record<string, string>>; body: string | Uint8Array }, scope: { region: string; service: string }) => Promise<Record<string, string>>;
 }
 
 export type AttemptFailure = {
@@ -85,7 +88,7 @@ export function retryAfterMs(h: IncomingHttpHeaders): number | undefined {
  * Send one request and read its whole answer. Network errors, timeouts and error statuses come
  * back as a classified failure, never a throw. Aborting `call` (the client went away) cancels it.
  */
-export function sendAttempt(target: Target, up: UpstreamRequest, inj: Injection, call: CallAbort): Promise<AttemptText | AttemptFailure> {
+export function sendAttempt(target: Target, up: OutboundRequest, inj: Injection, call: CallAbort): Promise<AttemptText | AttemptFailure> {
   return new Exchange(target, call, false).send(up, inj) as Promise<AttemptText | AttemptFailure>;
 }
 
@@ -94,7 +97,7 @@ export function sendAttempt(target: Target, up: UpstreamRequest, inj: Injection,
  * not text/event-stream is a failure. The target's total timeout and the client's abort keep
  * applying while the body is read.
  */
-export function sendStreamAttempt(target: Target, up: UpstreamRequest, inj: Injection, call: CallAbort): Promise<AttemptStream | AttemptFailure> {
+export function sendStreamAttempt(target: Target, up: OutboundRequest, inj: Injection, call: CallAbort): Promise<AttemptStream | AttemptFailure> {
   return new Exchange(target, call, true).send(up, inj) as Promise<AttemptStream | AttemptFailure>;
 }
 
@@ -126,7 +129,7 @@ function statusFailure(target: Target, status: number, headers: IncomingHttpHead
   };
 }
 
-function requestPath(target: Target, up: UpstreamRequest, inj: Injection): string {
+function requestPath(target: Target, up: OutboundRequest, inj: Injection): string {
   let path = target.provider.basePath + up.path;
   if (inj.query) path += (path.includes('?') ? '&' : '?') + new URLSearchParams(inj.query).toString();
   return path;
@@ -168,7 +171,7 @@ class Exchange implements Dispatcher.DispatchHandler, UpstreamBody {
     this.stream = stream;
   }
 
-  send(up: UpstreamRequest, inj: Injection): Promise<Head> {
+  send(up: OutboundRequest, inj: Injection): Promise<Head> {
     const head = new Promise<Head>((resolve) => { this.settle = resolve; });
     if (this.call.signal.aborted) {
       this.over = true;
@@ -194,7 +197,7 @@ class Exchange implements Dispatcher.DispatchHandler, UpstreamBody {
     return head;
   }
 
-  private dispatch(path: string, headers: Record<string, string>, up: UpstreamRequest): void {
+  private dispatch(path: string, headers: Record<string, string>, up: OutboundRequest): void {
     const { provider, timeouts } = this.target;
     try {
       (provider.dispatcher ?? getGlobalDispatcher()).dispatch({
