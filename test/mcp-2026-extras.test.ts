@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
-import { connectClient, serversReady, textOf, ADMIN_TOKEN } from './helpers/mcp.ts';
+import { connectClient, serversReady, textOf, toolEvents, ADMIN_TOKEN } from './helpers/mcp.ts';
 import { issueAgentSvid } from '../src/identity/issue.ts';
 
 const VERSION = '2026-07-28';
@@ -19,7 +19,7 @@ type Body = { id: number; method: string; params: Record<string, unknown> & { _m
 const seen: Array<{ server: string; auth: string; sub: string; body: Body }> = [];
 /** What the shared (public) tools/list answers: its ttlMs and extra tools. */
 const listing = { ttlMs: 0, extra: [] as string[] };
-const TOOLS = ['whoami', 'confirm'];
+const TOOLS = ['whoami', 'confirm', 'pushy'];
 /** gamma's list is private: what it lists depends on the caller its on-behalf-of token names. */
 const PRIVATE_TTL_MS = 600_000;
 const privateTools = (sub: string): string[] => (sub.endsWith('/navigator') ? ['whoami', 'nav-only'] : sub.endsWith('/intruder') ? ['whoami', 'intruder-only'] : ['whoami', 'nav-only', 'intruder-only']);
@@ -52,8 +52,12 @@ async function startUpstream(): Promise<string> {
     if (body.method === 'tools/list' && sub) return ok({ tools: defs(privateTools(sub)), ttlMs: PRIVATE_TTL_MS, cacheScope: 'private' });
     if (body.method === 'tools/list') return ok({ tools: defs([...TOOLS, ...listing.extra]), ttlMs: listing.ttlMs, cacheScope: 'public' });
     if (body.method === 'tools/call' && name === 'whoami') return ok({ content: [{ type: 'text', text: `called with ${auth}` }] });
+    // Not conformant: asks for input whatever the client declared.
+    if (body.method === 'tools/call' && name === 'pushy') return reply(200, { result: { resultType: 'input_required', requestState: 'x' } });
     if (body.method === 'tools/call' && name === 'confirm') {
       // MRTR: first ask (elicitation) with an opaque state; on the retry, answer from inputResponses.
+      const caps = body.params._meta?.['io.modelcontextprotocol/clientCapabilities'] as Record<string, unknown> | undefined;
+      if (!caps?.elicitation) return reply(200, { error: { code: -32021, message: 'Missing required client capability: elicitation' } });
       const answer = (body.params.inputResponses as Record<string, { action?: string; content?: { ok?: boolean } }> | undefined)?.approve;
       if (!answer) return reply(200, { result: { resultType: 'input_required', inputRequests: { approve: { method: 'elicitation/create', params: { mode: 'form', message: 'Really?', requestedSchema: { type: 'object', properties: { ok: { type: 'boolean' } } } } } }, requestState: 'upstream-state-1' } });
       return ok({ content: [{ type: 'text', text: `confirmed=${String(answer.content?.ok)} state=${String(body.params.requestState)}` }] });
@@ -67,8 +71,8 @@ async function startUpstream(): Promise<string> {
 interface Sent { status: number; body: { id?: unknown; result?: Record<string, unknown>; error?: { code: number; message: string; data?: Record<string, unknown> } } }
 
 /** A conformant 2026-07-28 request (headers mirrored from the body). */
-async function modern(method: string, params: Record<string, unknown> = {}, o: { path?: string; token?: string } = {}): Promise<Sent> {
-  const body = { jsonrpc: '2.0', id: Math.floor(Math.random() * 1e9), method, params: { ...params, _meta: { 'io.modelcontextprotocol/protocolVersion': VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'spec-client', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': { elicitation: { form: {} } } } } };
+async function modern(method: string, params: Record<string, unknown> = {}, o: { path?: string; token?: string; caps?: Record<string, unknown> } = {}): Promise<Sent> {
+  const body = { jsonrpc: '2.0', id: Math.floor(Math.random() * 1e9), method, params: { ...params, _meta: { 'io.modelcontextprotocol/protocolVersion': VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'spec-client', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': o.caps ?? { elicitation: { form: {} } } } } };
   const headers: Record<string, string> = {
     'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${o.token ?? key}`,
     'mcp-protocol-version': VERSION, 'mcp-method': method,
@@ -192,4 +196,51 @@ test('ttlMs: a shared list whose ttlMs lapsed is listed again (a new tool appear
   const again = await modern('tools/list', {}, { path: '/mcp/alpha' });
   assert.ok(toolNames(again).includes('late'), 'fresh for its ttlMs: served from the catalog');
   assert.equal(listsOf('alpha', from).length, 0, 'no upstream tools/list within the ttlMs');
+});
+
+test('input_required: relayed to a 2026-07-28 client with aam\'s sealed state; only the same caller can answer it, for the same request', async () => {
+  const ask = await modern('tools/call', { name: 'confirm', arguments: { amount: 5 } }, { path: '/mcp/alpha' });
+  assert.equal(ask.status, 200, JSON.stringify(ask.body));
+  const r = ask.body.result!;
+  assert.equal(r.resultType, 'input_required');
+  assert.equal((r.inputRequests as Record<string, { method: string }>).approve.method, 'elicitation/create');
+  const state = String(r.requestState);
+  assert.match(state, /^aam1\./);
+  assert.ok(!state.includes('upstream-state-1') && !Buffer.from(state.slice(5), 'base64url').toString('latin1').includes('upstream-state-1'), 'the upstream\'s state is sealed, not shown');
+  assert.ok(!('ttlMs' in r) && !('cacheScope' in r), 'an interim result carries no caching hints');
+  const answer = { approve: { action: 'accept', content: { ok: true } } };
+  const retries = () => seen.filter((x) => x.body.method === 'tools/call' && x.body.params.inputResponses !== undefined).length;
+  const before = retries();
+  // Another identity cannot answer navigator's input request, even with the exact state.
+  const stolen = await modern('tools/call', { name: 'confirm', arguments: { amount: 5 }, inputResponses: answer, requestState: state }, { path: '/mcp/alpha', token: otherKey });
+  assert.equal(stolen.body.error?.code, -32602, JSON.stringify(stolen.body));
+  assert.match(stolen.body.error!.message, /issued to another identity/);
+  // Nor can the state continue another request, or be altered.
+  const other = await modern('tools/call', { name: 'confirm', arguments: { amount: 500 }, inputResponses: answer, requestState: state }, { path: '/mcp/alpha' });
+  assert.match(other.body.error?.message ?? '', /continues another request/);
+  const otherServer = await modern('tools/call', { name: 'confirm', arguments: { amount: 5 }, inputResponses: answer, requestState: state }, { path: '/mcp/beta' });
+  assert.match(otherServer.body.error?.message ?? '', /continues another request/);
+  const tampered = state.slice(0, -4) + (state.endsWith('AAAA') ? 'BBBB' : 'AAAA');
+  assert.match((await modern('tools/call', { name: 'confirm', arguments: { amount: 5 }, inputResponses: answer, requestState: tampered }, { path: '/mcp/alpha' })).body.error?.message ?? '', /altered/);
+  assert.match((await modern('tools/call', { name: 'confirm', arguments: { amount: 5 }, inputResponses: answer, requestState: 'upstream-state-1' }, { path: '/mcp/alpha' })).body.error?.message ?? '', /not a requestState aam issued/);
+  assert.equal(retries(), before, 'no refused retry reached the upstream');
+  // The caller's own retry reaches the upstream with the upstream's own state and the answers.
+  const done = await modern('tools/call', { name: 'confirm', arguments: { amount: 5 }, inputResponses: answer, requestState: state }, { path: '/mcp/alpha' });
+  assert.equal(done.body.result?.resultType, 'complete', JSON.stringify(done.body));
+  assert.equal(textOf(done.body.result), 'confirmed=true state=upstream-state-1');
+  // The retry was decided again and recorded like any call.
+  const statuses = (await toolEvents(gw, { type: 'tool.outcome' })).map((e) => e as { tool?: string; outcome?: { status?: string } }).filter((e) => e.tool === 'confirm').map((e) => e.outcome?.status);
+  assert.ok(statuses.includes('input_required') && statuses.includes('ok'), JSON.stringify(statuses));
+});
+
+test('input_required: the client\'s own capabilities go upstream; a 2025-11-25 session client gets a clear error instead of a relay', async () => {
+  const noCaps = await modern('tools/call', { name: 'confirm', arguments: {} }, { path: '/mcp/alpha', caps: {} });
+  assert.match(noCaps.body.error?.message ?? '', /elicitation/, 'a client without elicitation is not asked (aam forwards what it declared)');
+  const { client } = await connectClient(gw, key, '/mcp/alpha');
+  try {
+    // aam declares no input capability for a session client, so a conformant upstream does not ask...
+    await assert.rejects(client.callTool({ name: 'confirm', arguments: {} }), /Missing required client capability: elicitation/);
+    // ...and one that asks anyway is refused, saying why.
+    await assert.rejects(client.callTool({ name: 'pushy', arguments: {} }), /relays such multi round-trip requests to MCP 2026-07-28 clients only/);
+  } finally { await client.close(); }
 });

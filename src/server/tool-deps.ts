@@ -45,6 +45,7 @@ export function toolDeps(rt: Runtime): ToolDeps {
     sessions: rt.mcpSessions,
     keyProblem: (keyId, generation) => rt.keyBook.generationProblem(keyId, generation),
     db: rt.db,
+    stateKey: rt.vault.subkey('aam mcp request state v1'),
     readJson: readJsonBody,
   };
 }

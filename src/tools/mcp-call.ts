@@ -7,6 +7,7 @@ import type { CallToolResult, GetPromptResult, Progress, Prompt, ReadResourceRes
 import type { Identity } from '../identity/types.ts';
 import type { Decision } from '../policy/types.ts';
 import { argsDigest, heldCall, type Approvals } from './approvals.ts';
+import { inputCapabilities, isInputRequired, openState, sealState, type MrtrIn, type StateBinding } from './mcp-mrtr.ts';
 import type { Catalog, CompiledTool, ServerEntry } from './catalog.ts';
 import type { CallOptions } from './upstream.ts';
 import { decisionFields, denialMessage, errMsg, NAME_SEP } from './util.ts';
@@ -40,6 +41,8 @@ export interface Extra {
   signal?: AbortSignal; onprogress?: (p: Progress) => void; jsonrpcId?: string | number; requestId?: string;
   /** Trace context the message carried in params._meta, if any. */
   carried?: TraceContextIn;
+  /** Set for 2026-07-28 clients (which can be asked for input): their retry fields and capabilities. */
+  mrtr?: MrtrIn;
 }
 
 function context(rt: Runtime, s: SessionCtx, requestId: string, extra: Record<string, unknown>): Record<string, unknown> {
@@ -116,6 +119,17 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   const base = { type: 'tool.call', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId(extra.carried), jsonrpc_id: extra.jsonrpcId, session_id: s.sessionId(), ...identityFields(s.identity),
     server: t.server, tool: t.def.name, resource: t.resource, action: t.action, args_digest: argsDigest(args), mutating: t.mutating,
     credential: entry.spec.credential ? { name: entry.spec.credential } : undefined };
+  // A retry of a multi round-trip request: its state must be one aam sealed for this caller and this very request.
+  const binding: StateBinding = { sub: s.identity.agent.spiffeId, server: t.server, method: 'tools/call', name: t.def.name, args: base.args_digest };
+  let upstreamState: string | undefined;
+  if (extra.mrtr?.requestState !== undefined) {
+    const st = openState(deps.stateKey, extra.mrtr.requestState, binding);
+    if (!st.ok) {
+      deps.audit.record({ ...base, type: 'tool.rejected', outcome: { status: 'invalid_request_state', error: st.why } });
+      throw new ToolError('invalid_request_state', `requestState refused for tools/call "${name}": ${st.why}; send the request again without requestState and inputResponses to start over`, { code: RPC.invalidParams, status: 400 });
+    }
+    upstreamState = st.upstream;
+  }
   // guard (input): block, or redact before policy and upstream see the arguments
   const attached = rt.catalog.servers.get(t.server)?.spec.guardrails;
   const gi = await s.access.guard('input', args, `tools/call ${name}`, requestId, attached);
@@ -168,20 +182,32 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   try {
     let result: CallToolResult;
     try {
-      result = await entry.upstream.callTool(t.def.name, args, s.identity, { signal: extra.signal, onprogress: extra.onprogress, traceContext: trace.traceContext });
+      const mrtr = extra.mrtr && { inputResponses: extra.mrtr.inputResponses, requestState: upstreamState, clientCapabilities: inputCapabilities(extra.mrtr.clientCapabilities) };
+      result = await entry.upstream.callTool(t.def.name, args, s.identity, { signal: extra.signal, onprogress: extra.onprogress, traceContext: trace.traceContext, mrtr });
     } catch (e) {
       trace.end('error', e instanceof ToolError ? e.errorCode : 'upstream_error');
       throw e;
     }
     trace.end(result.isError ? 'tool_error' : 'ok', result.isError ? 'tool_error' : undefined);
+    const relay = isInputRequired(result);
+    if (relay && !extra.mrtr) {
+      throw new ToolError('input_required', `tool "${name}" needs input from the client (elicitation, sampling or roots); aam relays such multi round-trip requests to MCP 2026-07-28 clients only: call it with a 2026-07-28 client`, { code: RPC.upstream, status: 502 });
+    }
     const bytes = enforceLimit(rt, entry, `tools/call "${name}"`, result);
-    deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: result.isError ? 'tool_error' : 'ok', bytes, latency_ms: performance.now() - started } });
+    deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: relay ? 'input_required' : result.isError ? 'tool_error' : 'ok', bytes, latency_ms: performance.now() - started } });
     // The egress door scrubs credentials from the bytes the agent receives; guardrails see every leaf first.
-    return await guardedResult(rt, s, result, `tools/call ${name}`, requestId, attached);
+    const out = await guardedResult(rt, s, result, `tools/call ${name}`, requestId, attached);
+    return relay ? relayInput(deps.stateKey, out, binding) : out;
   } catch (e) {
     deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: 'error', error: errMsg(e), latency_ms: performance.now() - started } });
     throw e;
   }
+}
+
+/** An upstream's input request as the client gets it: its inputRequests, and aam's sealed state in place of the upstream's. */
+function relayInput(key: Buffer, r: unknown, binding: StateBinding): CallToolResult {
+  const { inputRequests, requestState } = r as { inputRequests?: unknown; requestState?: unknown };
+  return { resultType: 'input_required', ...(inputRequests !== undefined ? { inputRequests } : {}), requestState: sealState(key, binding, typeof requestState === 'string' ? requestState : undefined) } as unknown as CallToolResult;
 }
 
 /**

@@ -3,6 +3,8 @@
 // for Mcp-Param-*. Pure: shared by aam as a server (validation) and as a client of upstreams.
 
 export const MODERN_VERSION = '2026-07-28';
+/** The _meta key of a 2026-07-28 request's client capabilities. */
+export const CLIENT_CAPS = 'io.modelcontextprotocol/clientCapabilities';
 /** Methods whose params.name (or params.uri) is mirrored into Mcp-Name. */
 export const NAMED: Readonly<Record<string, 'name' | 'uri'>> = { 'tools/call': 'name', 'prompts/get': 'name', 'resources/read': 'uri' };
 /** RFC 9110 field value: visible ASCII, space, tab. */

@@ -9,7 +9,7 @@ import {
   ErrorCode, McpError, type CallToolResult, type GetPromptResult, type ListPromptsResult, type ListResourcesResult, type ListResourceTemplatesResult,
   type ListToolsResult, type ReadResourceResult, type ServerCapabilities,
 } from '@modelcontextprotocol/sdk/types.js';
-import { MODERN_VERSION, modernHeaders } from './mcp-headers.ts';
+import { CLIENT_CAPS, MODERN_VERSION, modernHeaders } from './mcp-headers.ts';
 
 /** What aam needs of a client of one upstream; the SDK's Client (legacy) and ModernClient (2026-07-28) both provide it. */
 export interface UpstreamClient {
@@ -62,7 +62,9 @@ export function createModernClient(url: URL, fetchFn: Fetch, capabilities: Serve
 
   async function request<T>(method: string, params: Json, o?: RequestOptions): Promise<T> {
     const id = nextId++;
-    const meta = { ...(isObj(params._meta) ? params._meta : {}), 'io.modelcontextprotocol/protocolVersion': MODERN_VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'aam-gateway', version: '0.1.0' }, 'io.modelcontextprotocol/clientCapabilities': {} };
+    // Capabilities: aam's own (none), or those of the client a relayed call asks input of (set by the caller).
+    const given = isObj(params._meta) ? params._meta : {};
+    const meta = { ...given, 'io.modelcontextprotocol/protocolVersion': MODERN_VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'aam-gateway', version: '0.1.0' }, [CLIENT_CAPS]: isObj(given[CLIENT_CAPS]) ? given[CLIENT_CAPS] : {} };
     const body = { jsonrpc: '2.0', id, method, params: { ...params, _meta: meta } };
     const timeout = AbortSignal.timeout(o?.timeout ?? defaultTimeoutMs);
     let res: Response;
@@ -80,8 +82,7 @@ export function createModernClient(url: URL, fetchFn: Fetch, capabilities: Serve
     }
     if (isObj(msg.error)) throw new McpError(Number(msg.error.code), String(msg.error.message), msg.error.data);
     if (!isObj(msg.result)) throw new Error(`HTTP ${res.status} without a JSON-RPC result`);
-    // Multi-round-trip input (elicitation, sampling) would need the agent's answer: not relayed yet.
-    if (msg.result.resultType === 'input_required') throw new McpError(-32603, `${method} needs input from the client (resultType input_required), which aam does not relay yet`);
+    // resultType input_required (multi round-trip) is returned as is: the tool plane relays it or refuses it.
     return msg.result as T;
   }
 

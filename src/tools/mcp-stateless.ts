@@ -13,6 +13,7 @@ import { mcpTraceparent } from '../observability/otlp-genai.ts';
 import type { CompiledTool } from './catalog.ts';
 import { decodeHeaderValue, headerParams, MODERN_VERSION, NAMED, valueAt } from './mcp-headers.ts';
 import { callTool, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
+import { isInputRequired } from './mcp-mrtr.ts';
 import { RPC, ToolError, type ToolAccess } from './types.ts';
 
 export { MODERN_VERSION };
@@ -130,7 +131,7 @@ async function answer(o: StatelessOptions, headers: IncomingHttpHeaders, body: J
   try {
     const result = await dispatch(o, s, method, params, headers, body, extra);
     if (result === undefined) return error(id, 404, MODERN_RPC.methodNotFound, `Method not found: ${method} (aam serves server/discover, tools, resources and prompts; sessions, subscriptions and logging are legacy-only)`);
-    return { status: 200, body: { jsonrpc: '2.0', id, result: { ...result, resultType: 'complete' } } };
+    return { status: 200, body: { jsonrpc: '2.0', id, result: { ...result, resultType: isInputRequired(result) ? 'input_required' : 'complete' } } };
   } catch (e) {
     if (e instanceof ToolError && e.code === MODERN_RPC.headerMismatch) return error(id, 400, e.code, e.message);
     if (e instanceof ToolError) return error(id, 200, e.code, e.message, e.data);
@@ -159,7 +160,8 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
       const mismatch = tool && s.access.visible(tool.resource, tool.action) ? headerMismatch(headers, body, tool) : null;
       if (mismatch) throw new ToolError('header_mismatch', `Header mismatch: ${mismatch}`, { code: MODERN_RPC.headerMismatch, status: 400 });
       // A trace the agent carried in params._meta is the one this call continues (as on sessions).
-      return callTool(rt, s, name, params.arguments, { ...extra, carried: mcpTraceparent(params) }) as Promise<Json>;
+      const mrtr = { inputResponses: params.inputResponses, requestState: params.requestState, clientCapabilities: metaOf(body)?.[META_CAPS] as Record<string, unknown> | undefined };
+      return callTool(rt, s, name, params.arguments, { ...extra, carried: mcpTraceparent(params), mrtr }) as Promise<Json>;
     }
     case 'resources/list': return { resources: await listResources(rt, s), ...PRIVATE };
     case 'resources/templates/list': return { resourceTemplates: await listResourceTemplates(rt, s), ...PRIVATE };

@@ -71,6 +71,11 @@ export interface ToolDeps {
   keyProblem(keyId: string, generation: string | undefined): string | undefined;
   /** node:sqlite database for approvals and tool-definition digests (create your own tables). */
   db: import('node:sqlite').DatabaseSync;
+  /**
+   * Key sealing the requestState of relayed MCP multi round-trip requests (tools/mcp-mrtr.ts);
+   * derived from the master key, so a retry may land on any replica of a fleet.
+   */
+  stateKey: Buffer;
   /** A JSON-RPC request body, at most `max` bytes, read and parsed without holding the event loop. */
   readJson(req: import('node:http').IncomingMessage, max: number): Promise<JsonBody>;
 }

@@ -19,7 +19,7 @@ import type { McpServerSpec } from '../config/schema.ts';
 import type { Identity } from '../identity/types.ts';
 import { GATEWAY_IDENTITY, ToolError, RPC, type ToolDeps, type UpstreamTool } from './types.ts';
 import { createModernClient, discoverModern, type UpstreamClient } from './mcp-modern-client.ts';
-import { MODERN_VERSION } from './mcp-headers.ts';
+import { CLIENT_CAPS, MODERN_VERSION } from './mcp-headers.ts';
 import { errMsg } from './util.ts';
 
 export type UpstreamState = 'connecting' | 'ready' | 'down' | 'closed';
@@ -39,6 +39,8 @@ export interface CallOptions {
   onprogress?: (p: Progress) => void;
   /** W3C trace context for the upstream, sent in `params._meta` (MCP semconv context propagation). */
   traceContext?: { traceparent: string; tracestate?: string };
+  /** A 2026-07-28 client's retry of a multi round-trip request (the upstream's own state), and what input it can give. */
+  mrtr?: { inputResponses?: unknown; requestState?: string; clientCapabilities: Record<string, unknown> };
 }
 
 export interface Upstream {
@@ -296,7 +298,12 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   }
 
   // The call's trace context travels in params._meta (MCP's place for it).
-  const withTrace = <P extends object>(params: P, o?: CallOptions): P => (o?.traceContext ? { ...params, _meta: { ...o.traceContext } } : params);
+  const withTrace = <P extends object>(params: P, o?: CallOptions): P => {
+    const m = o?.mrtr;
+    if (!o?.traceContext && !m) return params;
+    const meta = { ...o?.traceContext, ...(m ? { [CLIENT_CAPS]: m.clientCapabilities } : {}) };
+    return { ...params, _meta: meta, ...(m?.inputResponses !== undefined ? { inputResponses: m.inputResponses } : {}), ...(m?.requestState !== undefined ? { requestState: m.requestState } : {}) };
+  };
   const reqOpts = (o?: CallOptions) => ({ timeout: timeoutMs, signal: o?.signal, onprogress: o?.onprogress, resetTimeoutOnProgress: true, maxTotalTimeout: timeoutMs * 10 });
 
   // Start eagerly: a stdio server is supervised from load time, not from the first call.
