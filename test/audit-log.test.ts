@@ -5,12 +5,12 @@ import { DatabaseSync } from 'node:sqlite';
 import { chmodSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { canonicalJson } from '../src/audit/canonical.ts';
-import { openAuditLog, AuditUnavailableError } from '../src/audit/log.ts';
+import { openAuditLog, AuditUnavailableError, WRITER_THREAD } from '../src/audit/log.ts';
 import type { AuditAlert } from '../src/audit/log.ts';
 import { verifyDatabase } from '../src/audit/verify.ts';
 import { queryEvents, showRequest, describeEvent } from '../src/audit/query.ts';
 import { applyRetention, startRetention } from '../src/audit/retention.ts';
-import { firstSeqAtOrAfter, openAuditDb, readEvents } from '../src/audit/store.ts';
+import { firstSeqAtOrAfter, openAuditDb, readCheckpoints, readEvents } from '../src/audit/store.ts';
 import { toOcsf } from '../src/audit/ocsf.ts';
 import { rewriteTrail, sampleEvent, tempDir, writeSegmentFile } from './audit-helpers.ts';
 import { processStartOf } from '../src/audit/segment.ts';
@@ -380,6 +380,54 @@ test('time bounds are found per block, across segments and gaps', async () => {
     assert.equal(until.length + since.length, 90);
   }
   await log.close();
+});
+
+/** Threads of this process named like the audit writer (Linux: /proc/<pid>/task/<tid>/comm, 15 characters). */
+function writerThreads(): string[] {
+  return readdirSync('/proc/self/task').filter((t) => {
+    try { return readFileSync(`/proc/self/task/${t}/comm`, 'utf8').trim() === WRITER_THREAD.slice(0, 15); } catch { return false; }
+  });
+}
+
+test('the writer thread runs only while there is work: it stops when idle, the next event starts one, and the chain stays whole', { skip: process.platform !== 'linux' }, async () => {
+  // A terminated thread can linger a moment in /proc after its exit event.
+  await until(() => writerThreads().length === 0, 15_000, 'writer threads of earlier tests to end');
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir, writerIdleMs: 100 });
+  assert.equal(writerThreads().length, 0, 'no thread before the first event');
+  assert.equal((await log.recordDurable(sampleEvent(1))).seq, 1);
+  assert.equal(writerThreads().length, 1, 'the first event started the writer');
+  await until(() => writerThreads().length === 0, 15_000, 'the idle writer thread to stop');
+  // Stopping signed what it had written: a checkpoint covers event 1 without waiting for the timer.
+  const db = openAuditDb(dir);
+  try { assert.deepEqual(readCheckpoints(db).map((c) => c.tree_size), [1]); } finally { db.close(); }
+  // Events recorded while stopped are journaled at once and committed by a new thread.
+  log.record(sampleEvent(2));
+  await log.journaled(true);
+  assert.equal((await log.recordDurable(sampleEvent(3))).seq, 3);
+  await log.flush();
+  assert.equal(log.stats().written, 3);
+  await log.close();
+  const r = verifyDatabase(dir);
+  assert.deepEqual([r.ok, r.events], [true, 3], r.firstError?.message);
+});
+
+test('a log that records nothing never starts the writer thread (most CLI commands)', { skip: process.platform !== 'linux' }, async () => {
+  const dir = tempDir();
+  const first = openAuditLog({ dataDir: dir });
+  await first.recordDurable(sampleEvent(1));
+  assert.equal(writerThreads().length, 1, 'the writer thread is named (so this test can see it)');
+  await first.close();
+  await until(() => writerThreads().length === 0, 15_000, 'the closed log\'s writer thread to end');
+  const started = new Set<string>();
+  const timer = setInterval(() => { for (const t of writerThreads()) started.add(t); }, 1);
+  try {
+    const log = openAuditLog({ dataDir: dir });
+    await log.close();
+  } finally { clearInterval(timer); }
+  for (const t of writerThreads()) started.add(t);
+  assert.deepEqual([...started], [], 'no writer thread for a log that recorded nothing and had nothing to sign');
+  assert.equal(verifyDatabase(dir).ok, true);
 });
 
 test('the writer thread runs at a lower priority than the request-serving thread (Linux)', { skip: process.platform !== 'linux' }, async (t) => {

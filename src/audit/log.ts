@@ -2,7 +2,9 @@
 // segment file once per event-loop turn (journaled(), before the request is acknowledged), and a
 // batch writer in a worker thread (writer.ts) chains those lines in place (seq, prev_hash, hash
 // at commit time, so chain order is commit order). recordDurable() resolves only once its event
-// is fsynced and committed (tool intents before a side effect).
+// is fsynced and committed (tool intents before a side effect). The thread runs only while there
+// is work (started by the first batch, stopped when idle): no acknowledgement waits for it except
+// recordDurable's, which waits for the commit anyway.
 // Storage failures never drop silently: events stay queued (bounded), record() returns false
 // when the bound is hit, onAlert is called, and in fail_closed mode recordDurable rejects.
 import type { DatabaseSync } from 'node:sqlite';
@@ -18,12 +20,15 @@ import type { CheckpointType } from './checkpoint.ts';
 import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import { checkpointFilePath } from './anchor.ts';
 import type { SigningKey } from './keys.ts';
-import { KEYS, auditDbPath, blockEvents, getMeta, lastBlock, openAuditDb, readCheckpoints, retentionAnchor, segmentReferenced, setMeta, transaction } from './store.ts';
+import { KEYS, KEY_INDEX_FROM, auditDbPath, blockEvents, getMeta, lastBlock, openAuditDb, readCheckpoints, retentionAnchor, segmentReferenced, setMeta, transaction } from './store.ts';
 import { claimedKey, closedKey, createSegment, writtenWhole, deleteSegment, indexedKey, legacyJournalKey, legacyJournalLines, linesFrom, listSegments, openInThisProcess, processAlive, processStartOf, segmentFileName } from './segment.ts';
 import type { SegmentFile } from './segment.ts';
 import type { WriterInit, WriterReply, WriterRequest } from './writer-worker.ts';
 
 export type AuditFailMode = 'buffer' | 'fail_closed';
+
+/** The writer thread's name (Linux shows its first 15 characters in /proc/<pid>/task/<tid>/comm, `top -H`). */
+export const WRITER_THREAD = 'aam-audit-writer';
 
 export interface AuditAlert {
   kind: 'write_failed' | 'queue_full' | 'recovered' | 'checkpoint_failed';
@@ -54,6 +59,8 @@ export interface AuditLogOptions {
   flushDelayMs?: number;
   /** buffer mode: recordDurable rejects if not committed within this time (default 10 000). */
   durableTimeoutMs?: number;
+  /** Stop the writer thread after this long without a request (default 30 000 ms); the next one starts a new thread. */
+  writerIdleMs?: number;
   /** SQLite busy timeout of the writer thread (default 5000 ms; it blocks that thread only). */
   busyTimeoutMs?: number;
   /** Signing key file; default AAM_AUDIT_KEY_FILE or <dataDir>/keys/audit-signing.key. */
@@ -143,6 +150,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     batchSize: opts.batchSize ?? 1000,
     flushDelayMs: opts.flushDelayMs ?? 50,
     durableTimeoutMs: opts.durableTimeoutMs ?? 10_000,
+    writerIdleMs: opts.writerIdleMs ?? 30_000,
     segments: opts.segments ?? DEFAULT_SEGMENTS,
   };
   const keyFile = opts.keyFile ?? signingKeyPath(opts.dataDir);
@@ -181,8 +189,15 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   const commitListeners = new Set<(seq: number) => void>();
   const calls = new Map<number, (r: WriterReply) => void>();
   let nextId = 1;
-  let alive = false;
-  let worker = startWorker();
+  // The writer thread costs ~15 MB RSS (bench/RESULTS.md), so it runs only while there is work:
+  // started by the first request, stopped after writerIdleMs without one.
+  let worker: Worker | undefined;
+  /** false from a thread's death until its restart backoff has passed. */
+  let alive = true;
+  /** A thread stopping for idleness: requests made meanwhile go to the next thread. */
+  let stopping: Promise<void> | undefined;
+  let idleTimer: NodeJS.Timeout | undefined;
+  const retired = new WeakSet<Worker>();
   let segment: SegmentFile = createSegment(opts.dataDir);
   // Events a killed process wrote to its segment file but never committed are chained first, in
   // their order, where they are; lines of an older version's journal file are copied into ours.
@@ -211,6 +226,8 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   enqueued = items.length;
   const orphanCount = items.length;
   if (orphanCount || pendingClose.length) queueMicrotask(() => schedule(true));
+  // A trail from before the key index: the thread indexes it in slices from its start (writer-worker.ts).
+  else if (getMeta(db, KEY_INDEX_FROM) !== '0' && lastBlock(db)) worker = startWorker();
 
   const queued = (): number => items.length - qHead;
   const alert = (a: Omit<AuditAlert, 'queued'>): void => {
@@ -218,31 +235,31 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   };
 
   function startWorker(): Worker {
-    alive = true;
     // A bounded young generation: V8 sizes it from the machine's memory (up to 64 MB per
     // semi-space), and the writer's garbage is small batches (measured: -12 MB RSS under load).
-    const w = new Worker(new URL('./writer-worker.ts', import.meta.url), { workerData: init, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
+    const w = new Worker(new URL('./writer-worker.ts', import.meta.url), { name: WRITER_THREAD, workerData: init, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
     w.unref();
     w.on('message', (r: WriterReply) => {
       if (r.op === 'alert') { alert({ kind: 'checkpoint_failed', message: r.message }); return; }
       const cb = calls.get(r.id);
       calls.delete(r.id);
-      if (calls.size === 0) w.unref();
+      if (calls.size === 0) { w.unref(); armIdle(); }
       cb?.(r);
     });
     let dead = false;
     const died = (why: string): void => {
       // The writer thread died: fail what it had in hand (also while closing: close() waits on
-      // it) and, unless closing, start a new one after a pause; the entries stay queued and are sent again.
-      if (dead) return;
+      // it) and, unless closing, allow a new one after a pause; the entries stay queued and are sent again.
+      if (dead || retired.has(w)) return;
       dead = true;
       alive = false;
+      if (worker === w) worker = undefined;
       const pending = [...calls.values()];
       calls.clear();
       for (const cb of pending) cb({ op: 'failed', id: 0, error: `audit writer thread died: ${why}` });
       if (closed) return;
       if (pending.length === 0) onFailed(`audit writer thread died: ${why}`);
-      setTimeout(() => { if (!closed) { worker = startWorker(); schedule(true); } }, Math.max(backoff, 50)).unref();
+      setTimeout(() => { alive = true; if (!closed) schedule(true); }, Math.max(backoff, 50)).unref();
     };
     w.on('error', (e) => died(e.message));
     w.on('exit', (code) => died(`exit code ${code}`));
@@ -250,12 +267,51 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   }
 
   function call(req: WriterRequest, cb: (r: WriterReply) => void): void {
+    if (stopping) { void stopping.then(() => call(req, cb)); return; }
     // A dead thread never answers: fail now rather than wait forever (close() after a death).
     if (!alive) { cb({ op: 'failed', id: req.id, error: 'audit writer thread is not running' }); return; }
+    worker ??= startWorker();
+    if (idleTimer) { clearTimeout(idleTimer); idleTimer = undefined; }
+    send(worker, req, cb);
+  }
+
+  function send(w: Worker, req: WriterRequest, cb: (r: WriterReply) => void): void {
     calls.set(req.id, cb);
     // Keep the process alive while the writer holds work for us.
-    worker.ref();
-    worker.postMessage(req);
+    w.ref();
+    w.postMessage(req);
+  }
+
+  function armIdle(): void {
+    if (closed || !worker || idleTimer) return;
+    idleTimer = setTimeout(stopIdle, cfg.writerIdleMs);
+    idleTimer.unref();
+  }
+
+  /** The thread signs what it has not yet, closes its database and exits; the next request starts a new one. */
+  function stopIdle(): void {
+    idleTimer = undefined;
+    const w = worker;
+    // Work came in meanwhile: the reply to it arms the timer again.
+    if (!w || closed || stopping || calls.size || inFlight || flushTimer || retryTimer || queued() || unwritten.length || pendingClose.length) return;
+    stopping = new Promise<void>((resolve) => {
+      send(w, { op: 'stop', id: nextId++ }, (r) => {
+        // busy (indexing an old trail) or failed: the thread stays, the reply armed the timer again.
+        if (r.op !== 'closed') { resolve(); return; }
+        if (idleTimer) { clearTimeout(idleTimer); idleTimer = undefined; }
+        retired.add(w);
+        worker = undefined;
+        void w.terminate().then(() => resolve(), () => resolve());
+      });
+    }).finally(() => { stopping = undefined; });
+  }
+
+  /** Whether the chain has events past the last signed checkpoint (what the writer's close checkpoint would sign). */
+  function checkpointDue(): boolean {
+    try {
+      const b = lastBlock(db);
+      return b !== undefined && b.last_seq !== readCheckpoints(db).reduce((m, c) => Math.max(m, c.tree_size), 0);
+    } catch { return true; } // busy: ask the writer, as before
   }
 
   function schedule(now: boolean): void {
@@ -519,7 +575,8 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       while (inFlight) await new Promise((r) => setImmediate(r));
       while (queued() > 0 && (await dispatch())) { /* drain */ }
       if (queued() === 0) {
-        pendingClose.push(segment.gen);
+        // An empty file is deleted below: no need to wake a writer thread to mark it closed.
+        if (segment.lines > 0) pendingClose.push(segment.gen);
         while (pendingClose.length && (await dispatch())) { /* mark closed */ }
       }
       const left = queued();
@@ -530,12 +587,17 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
           if (d) { if (d.timer) clearTimeout(d.timer); d.reject(new AuditUnavailableError('audit storage failed at shutdown; the event was not committed')); }
         }
       }
-      try {
-        await request({ op: 'close', id: nextId++ }, 'closed');
-      } catch (e) {
-        alert({ kind: 'checkpoint_failed', message: `audit close checkpoint failed: ${String(e)}` });
+      // No thread to wake for a close checkpoint that would sign nothing (most CLI commands).
+      if (stopping) await stopping;
+      if (worker || checkpointDue()) {
+        try {
+          await request({ op: 'close', id: nextId++ }, 'closed');
+        } catch (e) {
+          alert({ kind: 'checkpoint_failed', message: `audit close checkpoint failed: ${String(e)}` });
+        }
       }
-      await worker.terminate();
+      if (idleTimer) clearTimeout(idleTimer);
+      await worker?.terminate();
       segment.close();
       // A process that recorded nothing (most CLI commands) leaves no file behind.
       if (segment.lines === 0 && pendingClose.length === 0 && left === 0) deleteSegment(opts.dataDir, segment.gen);

@@ -1,5 +1,6 @@
-// Worker thread hosting the batch writer (see writer.ts). Messages in: write, checkpoint, close.
-// Every message gets one reply with the same id, in order.
+// Worker thread hosting the batch writer (see writer.ts). Messages in: write, checkpoint, prune,
+// stop (idle: log.ts starts a new thread on the next request), close. Every message gets one reply
+// with the same id, in order.
 import { parentPort, workerData } from 'node:worker_threads';
 import { readlinkSync } from 'node:fs';
 import { getPriority, setPriority } from 'node:os';
@@ -23,6 +24,7 @@ export type WriterRequest =
   | { op: 'write'; id: number; batch: WireBatch; want: number[] }
   | { op: 'checkpoint'; id: number; type: CheckpointType }
   | { op: 'prune'; id: number; before: string; maxSeq?: number }
+  | { op: 'stop'; id: number }
   | { op: 'close'; id: number };
 
 export type WriterReply =
@@ -30,6 +32,8 @@ export type WriterReply =
   | { op: 'checkpointed'; id: number; treeSize: number | null }
   | { op: 'pruned'; id: number; result: PruneResult }
   | { op: 'closed'; id: number }
+  /** stop refused: the key-index backfill still has work (the thread keeps running). */
+  | { op: 'busy'; id: number }
   | { op: 'failed'; id: number; error: string }
   | { op: 'alert'; message: string };
 
@@ -84,10 +88,13 @@ port.on('message', (m: WriterRequest) => {
       reply({ op: 'pruned', id: m.id, result: writer.prune(m.before, m.maxSeq) });
     } else if (m.op === 'checkpoint') {
       reply({ op: 'checkpointed', id: m.id, treeSize: writer.checkpoint(m.type)?.tree_size ?? null });
+    } else if (m.op === 'stop' && backfill) {
+      reply({ op: 'busy', id: m.id });
     } else {
+      // stop (idle) signs what the periodic timer has not yet; close (shutdown) a close checkpoint.
       clearInterval(timer);
       clearTimeout(backfill);
-      try { writer.checkpoint('close'); } finally { db.close(); }
+      try { writer.checkpoint(m.op === 'stop' ? 'periodic' : 'close'); } finally { db.close(); }
       reply({ op: 'closed', id: m.id });
       port.close();
     }
