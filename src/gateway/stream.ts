@@ -6,6 +6,7 @@ import { EventStreamFramer } from '../providers/bedrock-eventstream.ts';
 import { isContentEvent, type StreamEvent, type StreamParser } from '../providers/types.ts';
 import { networkFailure, type AttemptFailure, type UpstreamBody } from './upstream.ts';
 import type { Target } from './routes.ts';
+import { parseJsonInTurns } from '../access/json-turns.ts';
 
 /** A started upstream stream: `head` are the events up to and including the first content event. */
 export interface OpenStream {
@@ -30,6 +31,27 @@ function framesFor(target: Target): { push(b: Buffer): SseRecord[]; end(): SseRe
   return { push: (b) => sse.push(dec.write(b)), end: () => sse.end() };
 }
 
+/** Events this long are parsed across loop turns: JSON.parse of a 2 MB event held the loop at once. */
+const LONG_EVENT = 64 * 1024;
+const isLong = (rec: SseRecord): boolean => rec.data.length >= LONG_EVENT;
+
+/** toEvents for records of which some are long: each long one is parsed in turns (json-turns.ts). */
+async function eventsInTurns(parser: StreamParser, records: readonly SseRecord[]): Promise<StreamEvent[]> {
+  const out: StreamEvent[] = [];
+  for (const rec of records) {
+    if (rec.data === '[DONE]') continue;
+    let parsed: { value: unknown } | undefined;
+    if (isLong(rec)) {
+      try {
+        const v = parseJsonInTurns(rec.data);
+        parsed = { value: v instanceof Promise ? await v : v };
+      } catch { parsed = { value: undefined }; } // not JSON: the parser reports it, as for a short one
+    }
+    for (const ev of parser.push(rec.data, rec.event, parsed)) out.push(ev);
+  }
+  return out;
+}
+
 /** Raised inside `rest` when the upstream breaks after the commit point. */
 export class StreamBroken extends Error {
   readonly errorType: string;
@@ -50,7 +72,8 @@ export async function openUpstreamStream(
   // Records that arrived with the first content but after it: converted once the head is out, so
   // the first chunk reaches the client without waiting for the rest of a large read.
   let pending: SseRecord[] = [];
-  const toEvents = (records: readonly SseRecord[]): StreamEvent[] => {
+  const toEvents = (records: readonly SseRecord[]): StreamEvent[] | Promise<StreamEvent[]> => {
+    if (records.some(isLong)) return eventsInTurns(parser, records);
     const out: StreamEvent[] = [];
     for (const rec of records) {
       if (rec.data === '[DONE]') continue;
@@ -67,7 +90,7 @@ export async function openUpstreamStream(
       const r = await body.next();
       if (r.done) {
         // Ended without content (e.g. an empty answer): that is a valid, complete response.
-        head.push(...toEvents(sse.end()), ...parser.end());
+        head.push(...await toEvents(sse.end()), ...parser.end());
         const err = head.find((e) => e.type === 'error');
         if (err && err.type === 'error') return fail(err.message);
         if (!head.some((e) => e.type === 'finish')) return fail('stream ended without a finish event');
@@ -76,7 +99,8 @@ export async function openUpstreamStream(
       const records = sse.push(r.value);
       let committed = false;
       for (let i = 0; i < records.length && !committed; i++) {
-        for (const ev of toEvents([records[i]])) {
+        const converted = toEvents([records[i]]);
+        for (const ev of converted instanceof Promise ? await converted : converted) {
           if (ev.type === 'error' && !committed) return fail(ev.message);
           head.push(ev);
           if (isContentEvent(ev)) committed = true;
@@ -93,7 +117,8 @@ export async function openUpstreamStream(
       let records = pending;
       pending = [];
       for (;;) {
-        const events = toEvents(records);
+        const converted = toEvents(records);
+        const events = converted instanceof Promise ? await converted : converted;
         for (const ev of events) {
           if (ev.type === 'error') throw new StreamBroken(`upstream reported an error mid-stream: ${ev.message}`, ev.errorType);
           if (ev.type === 'finish') sawFinish = true;
@@ -107,7 +132,7 @@ export async function openUpstreamStream(
       if (err instanceof StreamBroken) throw err;
       throw new StreamBroken(`upstream stream from ${target.label} broke: ${(err as { code?: string }).code ?? (err as Error).message}`);
     }
-    const tail = [...toEvents(sse.end()), ...parser.end()];
+    const tail = [...await toEvents(sse.end()), ...parser.end()];
     if (!tail.some((e) => e.type === 'finish') && !sawFinish) throw new StreamBroken(`upstream stream from ${target.label} ended before the response was complete`);
     if (tail.length) yield tail;
   }

@@ -163,8 +163,8 @@ class AnthropicStreamParser implements StreamParser {
   private usage: Obj = {};
   private finished = false;
 
-  push(data: string, event?: string): StreamEvent[] {
-    const ev = parseJson(data);
+  push(data: string, event?: string, parsed?: { value: unknown }): StreamEvent[] {
+    const ev = parsed ? parsed.value : parseJson(data);
     if (!isObj(ev)) return [{ type: 'error', message: 'upstream sent a stream event that is not JSON', errorType: 'upstream_invalid_response' }];
     switch (str(ev.type) ?? event) {
       case 'message_start': {

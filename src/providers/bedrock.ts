@@ -157,10 +157,10 @@ class BedrockStreamParser implements StreamParser {
   private stop: FinishReason | undefined;
   private done = false;
 
-  push(data: string, event?: string): StreamEvent[] {
+  push(data: string, event?: string, parsed?: { value: unknown }): StreamEvent[] {
     const ev = event ?? '';
     if (ev.startsWith('error:')) return [{ type: 'error', message: data, errorType: ev === 'error:eventstream' ? 'upstream_invalid_response' : ev.slice(6) }];
-    const payload = parseJson(data);
+    const payload = parsed ? parsed.value : parseJson(data);
     if (ev.startsWith('exception:')) {
       return [{ type: 'error', message: str(obj(payload)?.message) ?? str(obj(payload)?.Message) ?? ev.slice(10), errorType: ev.slice(10) }];
     }

@@ -193,8 +193,8 @@ class GeminiStreamParser implements StreamParser {
   private finished = false;
   private usage: Usage | undefined;
 
-  push(data: string): StreamEvent[] {
-    const chunk = parseJson(data);
+  push(data: string, _event?: string, parsed?: { value: unknown }): StreamEvent[] {
+    const chunk = parsed ? parsed.value : parseJson(data);
     if (!isObj(chunk)) return [{ type: 'error', message: 'upstream sent a stream chunk that is not JSON', errorType: 'upstream_invalid_response' }];
     if (isObj(chunk.error)) {
       const e = chunk.error;

@@ -95,10 +95,10 @@ class OpenAIStreamParser implements StreamParser {
   /** Tool indexes whose tool_start was emitted; some servers repeat id/name on every delta. */
   private tools: boolean[] = [];
 
-  push(data: string): StreamEvent[] {
+  push(data: string, _event?: string, parsed?: { value: unknown }): StreamEvent[] {
     const out: StreamEvent[] = [];
     if (data === '[DONE]') { this.flush(out); return out; }
-    const chunk = parseJson(data);
+    const chunk = parsed ? parsed.value : parseJson(data);
     if (!isObj(chunk)) {
       out.push({ type: 'error', message: 'upstream sent a stream chunk that is not JSON', errorType: 'upstream_invalid_response' });
       return out;

@@ -108,8 +108,8 @@ class ResponsesStreamParser implements StreamParser {
   private finished = false;
   private readonly callIndex = new Map<string, number>(); // item id -> canonical tool index
 
-  push(data: string): StreamEvent[] {
-    const ev = parseJson(data);
+  push(data: string, _event?: string, parsed?: { value: unknown }): StreamEvent[] {
+    const ev = parsed ? parsed.value : parseJson(data);
     if (!isObj(ev)) return [{ type: 'error', message: 'upstream sent a stream event that is not JSON', errorType: 'upstream_invalid_response' }];
     const out: StreamEvent[] = [];
     const r = obj(ev.response);

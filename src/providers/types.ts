@@ -132,8 +132,11 @@ export interface ProviderError { message: string; type: string }
  * returns an `error` event (errorType 'upstream_incomplete') when the stream ended before finish.
  */
 export interface StreamParser {
-  /** `event` is the SSE `event:` field if any, `data` the joined data lines. */
-  push(data: string, event?: string): StreamEvent[];
+  /**
+   * `event` is the SSE `event:` field if any, `data` the joined data lines; `parsed`, when given,
+   * is `data` already parsed (a long event is parsed across loop turns), value undefined if not JSON.
+   */
+  push(data: string, event?: string, parsed?: { value: unknown }): StreamEvent[];
   /** Called at upstream end of stream; returns trailing events (e.g. a final finish). */
   end(): StreamEvent[];
 }
