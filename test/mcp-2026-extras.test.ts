@@ -10,6 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { connectClient, serversReady, textOf, toolEvents, ADMIN_TOKEN } from './helpers/mcp.ts';
 import { issueAgentSvid } from '../src/identity/issue.ts';
+import { stdioServerDoc } from './fixtures/mcp-accounts/upstream.ts';
 
 const VERSION = '2026-07-28';
 const SECRET = 'extras-upstream-secret-NEEDLE-7a6b5c';
@@ -92,12 +93,14 @@ const toolNames = (r: Sent, prefix = ''): string[] => ((r.body.result?.tools ?? 
 
 before(async () => {
   const url = await startUpstream();
-  const policy = (agent: string) => doc('AgentPolicy', `${agent}-policy`, { identity: { workload: `spiffe://prod/agent/${agent}` }, tools: ['alpha', 'beta', 'gamma'].map((resource) => ({ resource, actions: ['*'] })) });
+  // crm (the accounts fixture, 2025-11-25 over stdio): navigator may read its resources, intruder may only call mutate.
+  const policy = (agent: string, crm: string[]) => doc('AgentPolicy', `${agent}-policy`, { identity: { workload: `spiffe://prod/agent/${agent}` }, tools: [...['alpha', 'beta', 'gamma'].map((resource) => ({ resource, actions: ['*'] })), { resource: 'crm', actions: crm }] });
   gw = await startTestGateway(yaml(
     doc('Credential', 'up-token', { env: 'TEST_UP_TOKEN' }),
     doc('Agent', 'navigator', { workload: 'spiffe://prod/agent/navigator', team: 'ops', environment: 'prod' }),
     doc('Agent', 'intruder', { workload: 'spiffe://prod/agent/intruder', team: 'ops', environment: 'prod' }),
-    policy('navigator'), policy('intruder'),
+    policy('navigator', ['*']), policy('intruder', ['mutate']),
+    stdioServerDoc('crm'),
     doc('Credential', 'gamma-obo', { kind: 'on_behalf_of', obo: { audience: 'mcp://gamma', ttl_seconds: 60 } }),
     doc('McpServer', 'alpha', { transport: 'streamable-http', url: `${url}?s=alpha`, credential: 'up-token', timeout_ms: 60_000 }),
     doc('McpServer', 'beta', { transport: 'streamable-http', url: `${url}?s=beta`, credential: 'up-token', timeout_ms: 60_000 }),
@@ -243,4 +246,67 @@ test('input_required: the client\'s own capabilities go upstream; a 2025-11-25 s
     // ...and one that asks anyway is refused, saying why.
     await assert.rejects(client.callTool({ name: 'pushy', arguments: {} }), /relays such multi round-trip requests to MCP 2026-07-28 clients only/);
   } finally { await client.close(); }
+});
+
+/** An open subscriptions/listen stream: the JSON-RPC messages received so far. */
+async function listen(path: string, notifications: Record<string, unknown>, token = key): Promise<{ id: number; status: number; messages: Array<Record<string, any>>; close(): void }> {
+  const id = Math.floor(Math.random() * 1e9);
+  const body = { jsonrpc: '2.0', id, method: 'subscriptions/listen', params: { notifications, _meta: { 'io.modelcontextprotocol/protocolVersion': VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'spec-client', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': {} } } };
+  const ac = new AbortController();
+  const r = await fetch(`${gw.url}${path}`, { method: 'POST', signal: ac.signal, headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}`, 'mcp-protocol-version': VERSION, 'mcp-method': 'subscriptions/listen' }, body: JSON.stringify(body) });
+  const messages: Array<Record<string, any>> = [];
+  if ((r.headers.get('content-type') ?? '').includes('text/event-stream')) {
+    void (async () => {
+      let buf = '';
+      try {
+        for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) {
+          buf += Buffer.from(chunk).toString('utf8');
+          let end: number;
+          while ((end = buf.indexOf('\n\n')) >= 0) {
+            const data = buf.slice(0, end).split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('');
+            buf = buf.slice(end + 2);
+            if (data) messages.push(JSON.parse(data) as Record<string, any>);
+          }
+        }
+      } catch { /* aborted */ }
+    })();
+  } else messages.push(await r.json() as Record<string, any>);
+  return { id, status: r.status, messages, close: () => ac.abort() };
+}
+
+async function until(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+test('subscriptions/listen: acknowledged per caller under policy; notifications reach only the streams that asked and may see them', async () => {
+  const nav = await listen('/mcp/crm', { toolsListChanged: true, promptsListChanged: true, resourceSubscriptions: ['account://a1'] });
+  const intr = await listen('/mcp/crm', { toolsListChanged: true, resourceSubscriptions: ['account://a1'] }, otherKey);
+  const quiet = await listen('/mcp/alpha', { toolsListChanged: true });
+  try {
+    assert.equal(nav.status, 200);
+    await until(() => nav.messages.length > 0 && intr.messages.length > 0 && quiet.messages.length > 0, 'acknowledgements');
+    const ack = nav.messages[0];
+    assert.equal(ack.method, 'notifications/subscriptions/acknowledged');
+    assert.equal(ack.params._meta['io.modelcontextprotocol/subscriptionId'], nav.id);
+    assert.deepEqual(ack.params.notifications, { toolsListChanged: true, resourceSubscriptions: ['account://a1'] }, 'what aam cannot honour (prompts) is left out');
+    assert.deepEqual(intr.messages[0].params.notifications, { toolsListChanged: true }, 'a URI the caller may not read is not acknowledged');
+    // The intruder changes the upstream (its tools and its accounts).
+    const m = await modern('tools/call', { name: 'mutate', arguments: { variant: 'listen-v2' } }, { path: '/mcp/crm', token: otherKey });
+    assert.equal(m.status, 200, JSON.stringify(m.body));
+    await until(() => nav.messages.some((x) => x.method === 'notifications/resources/updated') && nav.messages.some((x) => x.method === 'notifications/tools/list_changed'), 'navigator\'s notifications');
+    await until(() => intr.messages.some((x) => x.method === 'notifications/tools/list_changed'), 'intruder\'s tools/list_changed');
+    const upd = nav.messages.find((x) => x.method === 'notifications/resources/updated')!;
+    assert.equal(upd.params.uri, 'account://a1');
+    assert.equal(upd.params._meta['io.modelcontextprotocol/subscriptionId'], nav.id);
+    assert.ok(!intr.messages.some((x) => x.method === 'notifications/resources/updated'), 'no update for a resource the caller may not read');
+    assert.ok(!quiet.messages.some((x) => x.method !== 'notifications/subscriptions/acknowledged'), 'another server\'s changes do not reach /mcp/alpha');
+  } finally { nav.close(); intr.close(); quiet.close(); }
+  // A malformed filter is refused before any stream opens.
+  const bad = await listen('/mcp/crm', { resourceSubscriptions: 'account://a1' });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.messages[0].error.code, -32602);
 });

@@ -17,6 +17,7 @@ import { createCatalog } from './catalog.ts';
 import { callTool, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, subscribeResource, unsubscribeResource, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { createMcpShared, sessionLimits, type McpGateway, type McpGatewayOptions, type McpShared } from './mcp-lazy.ts';
 import { handleModern, isModernRequest, toolsPage } from './mcp-stateless.ts';
+import { createListenHub } from './mcp-listen.ts';
 import { RPC, ToolError, type ToolAccess, type ToolDeps } from './types.ts';
 import { StoreUnavailable, type McpSessionRecord } from '../store/types.ts';
 
@@ -58,8 +59,11 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   const listWaitMs = opts.listWaitMs ?? 5000;
   /** Sessions this replica has SDK objects for (the registry, deps.sessions, says which exist at all). */
   const sessions = new Map<string, Session>();
+  /** 2026-07-28 subscriptions/listen streams (bounded per identity like sessions). */
+  const hub = createListenHub(maxPerIdentity);
 
   catalog.onToolsChanged((server) => {
+    hub.toolsChanged(server);
     for (const s of sessions.values()) {
       if (s.ctx.scope === null || s.ctx.scope === server) s.server.sendToolListChanged().catch(() => {});
     }
@@ -67,6 +71,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
 
   // Resource updates go to the sessions that subscribed to that URI on that server.
   catalog.onResourceUpdated((server, uri) => {
+    hub.resourceUpdated(server, uri);
     for (const s of sessions.values()) {
       if (s.ctx.subscriptions.get(uri) === server) s.server.sendResourceUpdated({ uri }).catch(() => {});
     }
@@ -230,7 +235,8 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
         res.on('close', () => { if (!res.writableFinished) abort.abort(); }); // a closed response cancels the request
         const rid = req.headers['x-request-id'];
         const extra = { signal: abort.signal, requestId: typeof rid === 'string' && REQUEST_ID.test(rid) ? rid : undefined };
-        return handleModern({ rt, pageSize, listWaitMs, instructions }, req.headers, res, body as Record<string, unknown>, access, serverName, extra);
+        const listen = (s: SessionCtx, params: Record<string, unknown>, id: string | number, r: ServerResponse) => hub.listen(rt, s, params, id, r);
+        return handleModern({ rt, pageSize, listWaitMs, instructions, listen }, req.headers, res, body as Record<string, unknown>, access, serverName, extra);
       }
       const sid = req.headers['mcp-session-id'];
       try {
@@ -250,6 +256,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     },
     async close() {
       clearInterval(sweeper);
+      hub.closeAll();
       await Promise.all([...sessions.values()].map((s) => s.transport.close().catch(() => {})));
       sessions.clear();
       await catalog.close();

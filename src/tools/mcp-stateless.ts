@@ -96,9 +96,12 @@ export interface StatelessOptions {
   pageSize: number;
   listWaitMs: number;
   instructions(scope: string | null): string | undefined;
+  /** subscriptions/listen: open the stream (validated request, this caller). */
+  listen(s: SessionCtx, params: Json, id: string | number, res: ServerResponse): Promise<void>;
 }
 
-type Reply = { status: number; body: Json };
+/** A JSON answer, or (subscriptions/listen) a stream that writes its own response. */
+type Reply = { status: number; body: Json; stream?: (res: ServerResponse) => Promise<void> };
 const error = (id: unknown, status: number, code: number, message: string, data?: unknown): Reply =>
   ({ status, body: { jsonrpc: '2.0', id: id ?? null, error: { code, message, ...(data === undefined ? {} : { data }) } } });
 /** Cacheable results (lists, resources/read) depend on who asks: a shared cache must never serve them to anyone else. */
@@ -109,6 +112,7 @@ export async function handleModern(o: StatelessOptions, headers: IncomingHttpHea
   const r = await answer(o, headers, body, access, scope, extra);
   if (res.headersSent) return void res.end();
   if (r === null) { res.writeHead(202); return void res.end(); }
+  if (r.stream) return r.stream(res);
   res.writeHead(r.status, { 'content-type': 'application/json' });
   res.end(JSON.stringify(r.body));
 }
@@ -128,9 +132,10 @@ async function answer(o: StatelessOptions, headers: IncomingHttpHeaders, body: J
   if (!isObj(meta[META_CAPS])) return error(id, 400, -32602, `params._meta["${META_CAPS}"] is required (an object; {} declares no optional capabilities)`);
   const params = isObj(body.params) ? body.params : {};
   const s: SessionCtx = { identity: access.identity, access, scope, sessionId: () => undefined, resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
+  if (method === 'subscriptions/listen') return { status: 200, body: {}, stream: (res) => o.listen(s, isObj(body.params) ? body.params : {}, id as string | number, res) };
   try {
     const result = await dispatch(o, s, method, params, headers, body, extra);
-    if (result === undefined) return error(id, 404, MODERN_RPC.methodNotFound, `Method not found: ${method} (aam serves server/discover, tools, resources and prompts; sessions, subscriptions and logging are legacy-only)`);
+    if (result === undefined) return error(id, 404, MODERN_RPC.methodNotFound, `Method not found: ${method} (aam serves server/discover, tools, resources, prompts and subscriptions/listen; sessions, resources/subscribe and logging are legacy-only)`);
     return { status: 200, body: { jsonrpc: '2.0', id, result: { ...result, resultType: isInputRequired(result) ? 'input_required' : 'complete' } } };
   } catch (e) {
     if (e instanceof ToolError && e.code === MODERN_RPC.headerMismatch) return error(id, 400, e.code, e.message);
@@ -144,7 +149,7 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
   switch (method) {
     case 'server/discover':
       return {
-        supportedVersions: SUPPORTED_VERSIONS, capabilities: { tools: {}, resources: {}, prompts: {} },
+        supportedVersions: SUPPORTED_VERSIONS, capabilities: { tools: { listChanged: true }, resources: { subscribe: true }, prompts: {} },
         ...(o.instructions(s.scope) ? { instructions: o.instructions(s.scope) } : {}),
         _meta: { [META_SERVER]: { name: 'aam', version: '0.1.0' } }, ...PRIVATE,
       };
