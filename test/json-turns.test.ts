@@ -82,3 +82,26 @@ test('long literals are put back at any depth and under a "__proto__" key, as JS
   assert.equal(Object.getPrototypeOf(v), Object.prototype);
   assert.deepEqual(v, JSON.parse(proto));
 });
+
+test('parsed from UTF-8 bytes (never decoded whole) equals JSON.parse of the decoded text, invalid UTF-8 and bytes cut anywhere included', async () => {
+  const r = prng(33);
+  const BAD = [[0x80], [0xc3], [0xe2, 0x82], [0xf0, 0x9f, 0x98], [0xff], [0xed, 0xa0, 0x80], [0xc0, 0xaf]];
+  let valid = 0, invalid = 0;
+  for (let i = 0; i < 1500; i++) {
+    let text = body(r);
+    if (r() < 0.3) {
+      const at = Math.floor(r() * text.length);
+      text = text.slice(0, at) + BREAKS[Math.floor(r() * BREAKS.length)] + text.slice(at);
+    }
+    let buf = Buffer.from(text);
+    for (let k = Math.floor(r() * 3); k > 0; k--) {
+      const at = Math.floor(r() * buf.length);
+      buf = Buffer.concat([buf.subarray(0, at), Buffer.from(BAD[Math.floor(r() * BAD.length)]), buf.subarray(at)]);
+    }
+    const want = await outcome(() => JSON.parse(buf.toString('utf8')));
+    const got = await outcome(() => parseJsonInTurns(buf, { long: 20, slice: 1 + Math.floor(r() * 9) }));
+    assert.equal(got.ok, want.ok, `case ${i}: ${want.ok ? 'refused a valid' : 'accepted an invalid'} body: ${buf.toString('hex')}`);
+    if (want.ok && got.ok) { assert.deepEqual(got.value, want.value, `case ${i}`); valid++; } else invalid++;
+  }
+  assert.ok(valid > 500 && invalid > 300, `${valid} valid, ${invalid} invalid`);
+});

@@ -3,7 +3,6 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { SSE_KEEPALIVE } from '../providers/sse.ts';
 import type { EgressResponse } from './egress.ts';
 import { randomBytes } from 'node:crypto';
-import { StringDecoder } from 'node:string_decoder';
 import type { AccessConfig, AccessRuntime } from './runtime-view.ts';
 import type { Identity } from '../identity/types.ts';
 import type { Span } from '../observability/tracing.ts';
@@ -104,7 +103,7 @@ const PACE_FROM = 64 * 1024;
 const READ_TURN_MS = 1;
 
 /** Read the request body with a size cap (413 above it); `limit` below AAM_MAX_BODY_BYTES for small endpoints. */
-export function readBody(ctx: Ctx, limit = ctx.rt.options.maxBodyBytes, watch?: BodyWatch, text?: BodyText): Promise<Buffer> {
+export function readBody(ctx: Ctx, limit = ctx.rt.options.maxBodyBytes, watch?: BodyWatch): Promise<Buffer> {
   const tooLarge = limit === ctx.rt.options.maxBodyBytes ? tooLargeGeneral : tooLargeHere;
   const declared = Number(ctx.req.headers['content-length']);
   // Refused unread: the answer closes the connection (EgressResponse.send, access/linger.ts).
@@ -126,9 +125,8 @@ export function readBody(ctx: Ctx, limit = ctx.rt.options.maxBodyBytes, watch?: 
       size += c.length;
       if (size > limit) { refuse(tooLarge(limit)); return; }
       chunks.push(c);
-      // A large body is watched and decoded as it arrives; one turn can bring megabytes of chunks.
+      // A large body is watched as it arrives; one turn can bring megabytes of chunks.
       const t0 = size >= PACE_FROM ? performance.now() : -1;
-      text?.feed(chunks, size);
       let err: Error | undefined;
       if (watch === undefined) { /* nothing to watch */ }
       else if (watching) err = watch.feed(c);
@@ -155,33 +153,8 @@ function tooLargeGeneral(limit: number): AamError {
   return new AamError(413, 'body_too_large', `request body exceeds the ${limit} byte limit (AAM_MAX_BODY_BYTES)`);
 }
 
-/** Bodies this large are decoded chunk by chunk while read: decoding 1 MB at once held the loop ~4 ms. */
-const DECODE_WHILE_READING = 256 * 1024;
-
-/** A body's text, decoded as it arrives once it is large (the same string as decoding it whole). */
-export class BodyText {
-  #decoder: StringDecoder | null = null;
-  #parts: string[] = [];
-
-  /** `chunks`: every chunk read so far, the newest last; `size`: their bytes. */
-  feed(chunks: readonly Buffer[], size: number): void {
-    if (this.#decoder !== null) { this.#parts.push(this.#decoder.write(chunks[chunks.length - 1])); return; }
-    if (size < DECODE_WHILE_READING) return;
-    this.#decoder = new StringDecoder('utf8');
-    for (const c of chunks) this.#parts.push(this.#decoder.write(c));
-  }
-
-  /** The whole text, flat (joined once, not a rope that each reader would flatten). */
-  of(body: Buffer): string {
-    if (this.#decoder === null) return body.toString('utf8');
-    this.#parts.push(this.#decoder.end());
-    return this.#parts.join('');
-  }
-}
-
 export async function readJson(ctx: Ctx, limit?: number, watch?: BodyWatch): Promise<unknown> {
-  const text = new BodyText();
-  const buf = await readBody(ctx, limit, watch, text);
+  const buf = await readBody(ctx, limit, watch);
   const ct = ctx.req.headers['content-type'];
   if (ct && !/json/i.test(ct)) throw new AamError(415, 'unsupported_media_type', `content-type must be application/json (got ${ct})`);
   if (buf.length === 0) throw new AamError(400, 'invalid_json', 'request body is empty; send a JSON object');
@@ -191,8 +164,8 @@ export async function readJson(ctx: Ctx, limit?: number, watch?: BodyWatch): Pro
     throw new AamError(400, 'invalid_json', `${where} nests JSON deeper than ${MAX_JSON_DEPTH} levels (at byte ${deep.offset}); flatten it`, { param: deep.field ?? undefined });
   }
   try {
-    // A large body's long strings are decoded across loop turns; a small body is parsed at once.
-    const v = parseJsonInTurns(text.of(buf));
+    // A large body's long strings are decoded from its bytes across loop turns; a small body is parsed at once.
+    const v = parseJsonInTurns(buf);
     return v instanceof Promise ? await v : v;
   } catch (e) {
     throw new AamError(400, 'invalid_json', `request body is not valid JSON: ${(e as Error).message}`);

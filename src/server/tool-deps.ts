@@ -14,7 +14,6 @@ import { requestTraceId } from '../access/evidence.ts';
 import type { Access as AccessOf } from '../access/context.ts';
 import type { Ctx } from './http.ts';
 import { guardrailsOf, guardValue, nextTurn, redactForReview, TURN_MS } from '../access/guard.ts';
-import { BodyText } from '../access/request.ts';
 import { parseJsonInTurns } from '../access/json-turns.ts';
 import type { IncomingMessage } from 'node:http';
 import { scrubAcross } from '../access/egress.ts';
@@ -138,22 +137,20 @@ export function toolAccess(a: Access): ToolAccess {
   return new ToolAccessOf(a);
 }
 
-/** A JSON-RPC body; a large one is decoded as it arrives and parsed across loop turns (src/access/json-turns.ts). */
+/** A JSON-RPC body; a large one is parsed from its bytes across loop turns (src/access/json-turns.ts). */
 async function readJsonBody(req: IncomingMessage, max: number): Promise<JsonBody> {
   const chunks: Buffer[] = [];
-  const text = new BodyText();
   let size = 0;
   let since = performance.now();
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
     if (size > max) return { ok: false, status: 413, code: -32600, message: `request body over ${max} bytes` };
     chunks.push(chunk as Buffer);
-    text.feed(chunks, size);
     // Buffered chunks arrive without a loop turn between them: let other requests run now and then.
     if (performance.now() - since >= TURN_MS) { await nextTurn(); since = performance.now(); }
   }
   try {
-    const value = parseJsonInTurns(text.of(Buffer.concat(chunks)));
+    const value = parseJsonInTurns(Buffer.concat(chunks));
     return { ok: true, value: value instanceof Promise ? await value : value };
   } catch (e) {
     return { ok: false, status: 400, code: -32700, message: `parse error: request body is not valid JSON (${e instanceof Error ? e.message : String(e)})` };
