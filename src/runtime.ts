@@ -19,6 +19,7 @@ import { FleetTaskOwners, memoryTaskOwners } from './store/task-owners.ts';
 import { memoryMcpSessions } from './store/mcp-sessions.ts';
 import { FleetPins } from './store/fleet-pins.ts';
 import { FleetCredentialRows } from './store/fleet-credentials.ts';
+import { FleetIssuerKeys } from './store/fleet-issuer-keys.ts';
 import { openDatabase } from './store/sqlite.ts';
 import { createLogger, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
@@ -47,7 +48,7 @@ import { AamError } from './access/errors.ts';
 import { buildAgentRegistry, type AgentRegistry } from './identity/registry.ts';
 import type { Issuer } from './identity/issuer.ts';
 import type { Mtls } from './identity/x509-svid.ts';
-import { createJoinTokenStore, type JoinTokenStore } from './identity/join-tokens.ts';
+import { createJoinTokenStore, fleetJoinTokenStore, type JoinTokenStore } from './identity/join-tokens.ts';
 import { IdentitySeen, redisSeenBackend, sqliteSeenBackend } from './identity/seen.ts';
 import { trustDomainsFromConfig } from './identity/jwks-cache.ts';
 import type { McpGateway } from './tools/mcp-lazy.ts';
@@ -75,7 +76,7 @@ export interface RuntimeOptions {
 
 /** The fleet implementations of the store seam, opened (and migrated) before the runtime. */
 export interface FleetStores {
-  fleet: Fleet; keys: FleetKeyBook; limiter: FleetLimiter; pins: FleetPins; credentials: FleetCredentialRows;
+  fleet: Fleet; keys: FleetKeyBook; limiter: FleetLimiter; pins: FleetPins; credentials: FleetCredentialRows; issuerKeys: FleetIssuerKeys;
   /** This replica's heartbeat in Redis (aam fleet status). */
   heartbeat(config: () => string, everyMs?: number): { stop(): Promise<void> };
 }
@@ -98,7 +99,8 @@ export async function openFleetStores(env: NodeJS.ProcessEnv, opts: { follow: bo
     });
     const pins = await FleetPins.open(fleet, { follow: opts.follow, pollMs, onError });
     const credentials = await FleetCredentialRows.open(fleet, { follow: opts.follow, pollMs, onError });
-    return { fleet, keys, limiter, pins, credentials, heartbeat: (config, everyMs) => startHeartbeat(fleet, config, everyMs) };
+    const issuerKeys = new FleetIssuerKeys(fleet, { follow: opts.follow, pollMs, onError });
+    return { fleet, keys, limiter, pins, credentials, issuerKeys, heartbeat: (config, everyMs) => startHeartbeat(fleet, config, everyMs) };
   } catch (e) {
     await fleet.close();
     throw e;
@@ -234,7 +236,7 @@ export class Runtime {
     this.responses = this.fleet ? fleetResponseStore(this.fleet.fleet.sql) : openResponseStore(this.db);
     this.responsesTtlMs = parseDurationSeconds((opts.env ?? process.env).AAM_RESPONSES_TTL ?? '30d', 'AAM_RESPONSES_TTL') * 1000;
     this.a2aPushAllow = ((opts.env ?? process.env).AAM_A2A_PUSH_ALLOW ?? '').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean);
-    this.joinTokens = createJoinTokenStore(this.db);
+    this.joinTokens = this.fleet ? fleetJoinTokenStore(this.fleet.fleet.sql) : createJoinTokenStore(this.db);
     this.compiled = compileConfig(set, this.vault);
     for (const p of this.compiled.providers.values()) {
       if (!p.enabled) this.log.info({ provider: p.name, reason: p.disabledReason }, `provider ${p.name} is off`);
@@ -406,6 +408,7 @@ export class Runtime {
       this.fleet.pins.close();
       await this.fleet.pins.flush();
       await this.fleet.credentials.close();
+      this.fleet.issuerKeys.close();
       await this.fleet.limiter.close();
       await this.fleet.fleet.close();
     }

@@ -4,10 +4,8 @@ import type { Command } from './command.ts';
 import { loadConfig } from '../config/load.ts';
 import { compilePolicies } from '../policy/compile.ts';
 import { runPolicyTests, explain, requestOf } from '../policy/test-runner.ts';
-import { openIssuer } from '../identity/issuer.ts';
 import { buildAgentRegistry } from '../identity/registry.ts';
 import { issueAgentSvid, parseTtl } from '../identity/issue.ts';
-import { createJoinTokenStore } from '../identity/join-tokens.ts';
 import { openDatabase } from '../store/sqlite.ts';
 import { UsageRecorder, sinceTime } from '../gateway/usage.ts';
 import { openVault } from '../credentials/vault.ts';
@@ -16,7 +14,8 @@ import { auditCommands } from '../audit/cli.ts';
 import { importCommands } from './import.ts';
 import { policyDiffCommands } from './policy-diff.ts';
 import { recordCliAdmin } from './evidence.ts';
-import { withVault } from './stores.ts';
+import { withIssuer, withJoinTokens, withVault } from './stores.ts';
+import { fleetEnv } from '../store/fleet-lazy.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
 const err = (line: string) => process.stderr.write(line + '\n');
@@ -57,8 +56,9 @@ export const extraCommands: Record<string, Command> = {
     run: async ({ values, g }) => {
       if (!values.agent) { err('missing --agent NAME'); return 2; }
       const registry = buildAgentRegistry(loadConfig(g.config));
-      const issuer = await openIssuer(g.data, { issuer: process.env.AAM_ISSUER_URL });
-      const svid = await issueAgentSvid(issuer, registry, { agent: String(values.agent), ttlSeconds: parseTtl(String(values.ttl ?? '15m')), audience: String(values.audience ?? 'aam') });
+      const ttlSeconds = parseTtl(String(values.ttl ?? '15m'));
+      const svid = await withIssuer(g.data, { issuer: process.env.AAM_ISSUER_URL },
+        (issuer) => issueAgentSvid(issuer, registry, { agent: String(values.agent), ttlSeconds, audience: String(values.audience ?? 'aam') }));
       err(`JWT-SVID for ${svid.spiffeId}, expires ${new Date(svid.expiresAt * 1000).toISOString()}:`);
       out(svid.token);
       return 0;
@@ -68,11 +68,12 @@ export const extraCommands: Record<string, Command> = {
     summary: 'create a one-time join token an agent exchanges for a JWT-SVID at POST /identity/v1/token',
     usage: 'aam identity join-token --agent NAME [--ttl 1h]',
     options: { agent: { type: 'string' }, ttl: { type: 'string' } },
-    run: ({ values, g }) => {
+    run: async ({ values, g }) => {
       const agent = String(values.agent ?? '');
       if (!agent) { err('missing --agent NAME'); return 2; }
       if (!loadConfig(g.config).agents.has(agent)) { err(`no Agent "${agent}" in ${g.config}`); return 1; }
-      const t = createJoinTokenStore(openDatabase(g.data)).create({ agent, ttlSeconds: parseTtl(String(values.ttl ?? '1h'), 7 * 86400), createdBy: 'cli' });
+      const ttlSeconds = parseTtl(String(values.ttl ?? '1h'), 7 * 86400);
+      const t = await withJoinTokens(g.data, async (tokens) => tokens.create({ agent, ttlSeconds, createdBy: 'cli' }));
       err(`join token ${t.id} for ${agent}, single use, expires ${new Date(t.expiresAt * 1000).toISOString()}:`);
       out(t.token);
       return 0;
@@ -82,9 +83,9 @@ export const extraCommands: Record<string, Command> = {
     summary: 'rotate aam\'s JWT signing key (old public keys stay published for the grace period)',
     usage: 'aam identity rotate',
     run: async ({ g }) => {
-      const issuer = await openIssuer(g.data);
-      await issuer.rotate();
-      out(`new signing key ${issuer.activeKid}; restart or SIGHUP running gateways to publish it`);
+      const fleet = Boolean(fleetEnv(process.env));
+      const kid = await withIssuer(g.data, {}, async (issuer) => (await issuer.rotate()).kid);
+      out(fleet ? `new signing key ${kid}; every replica of the fleet uses it within a second` : `new signing key ${kid}; restart or SIGHUP running gateways to publish it`);
       return 0;
     },
   },

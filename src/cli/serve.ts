@@ -120,7 +120,10 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   // Identity: aam's own JWT-SVID issuer (keys created 0600 on first start) and the verifier for
   // its tokens and for external SPIFFE trust domains.
   rt.audience = ['aam', ...(env.AAM_AUDIENCE ? env.AAM_AUDIENCE.split(',') : []), ...(env.AAM_ISSUER_URL ? [env.AAM_ISSUER_URL] : [])];
-  rt.issuer = await openIssuer(o.dataDir, { issuer: env.AAM_ISSUER_URL, svidAudiences: rt.audience });
+  // Fleet: the key rings are shared rows (sealed under the master key), re-read when any replica rotates.
+  rt.issuer = await openIssuer(o.dataDir, { issuer: env.AAM_ISSUER_URL, svidAudiences: rt.audience, rings: fleet?.issuerKeys.rings((info) => rt.vault.subkey(info)) });
+  const issuer = rt.issuer;
+  fleet?.issuerKeys.onChange(() => issuer.reload());
   rt.jwt = createJwtVerifier({
     issuer: rt.issuer, audience: rt.audience, trustDomains: trustDomainsFromConfig(rt.compiled.set),
     isRegisteredAgent: (id) => rt.compiled.policies.bySpiffe.has(id),

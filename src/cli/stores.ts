@@ -2,11 +2,14 @@
 // (AAM_DATABASE_URL + AAM_REDIS_URL: the fleet; otherwise the data dir's SQLite).
 import { openDatabase } from '../store/sqlite.ts';
 import { embeddedKeyBook, openKeyStore } from '../identity/keys.ts';
-import { openFleetStores } from '../runtime.ts';
+import { openFleetStores, type FleetStores } from '../runtime.ts';
+import { openIssuer, type Issuer, type IssuerOptions } from '../identity/issuer.ts';
+import { createJoinTokenStore, fleetJoinTokenStore, type JoinTokenStore } from '../identity/join-tokens.ts';
 import { fleetDrivers, fleetEnv } from '../store/fleet-lazy.ts';
 import type { KeyBook } from '../store/types.ts';
 import { loadConfig } from '../config/load.ts';
 import { openVault, type Vault } from '../credentials/vault.ts';
+import { loadMasterKey } from '../credentials/master-key.ts';
 
 /** Run fn with the key store of this data dir or fleet, then close what was opened. */
 export async function withKeyBook<T>(dataDir: string, fn: (keys: KeyBook) => Promise<T>): Promise<T> {
@@ -20,13 +23,33 @@ export async function withKeyBook<T>(dataDir: string, fn: (keys: KeyBook) => Pro
 
 /** Run fn with a vault over this data dir's or the fleet's stored credentials (never strict: the CLI lists what is missing). */
 export async function withVault<T>(g: { config: string; data: string }, fn: (vault: Vault) => Promise<T>): Promise<T> {
-  const fleet = await openFleetStores(process.env, { follow: false });
-  try {
+  return withFleet(async (fleet) => {
     const vault = openVault({ dataDir: g.data, db: openDatabase(g.data), rows: fleet?.credentials, config: loadConfig(g.config), strict: false, refreshMs: 0 });
     try { return await fn(vault); } finally { vault.close(); }
-  } finally {
-    if (fleet) { fleet.keys.close(); fleet.pins.close(); await fleet.credentials.close(); await fleet.limiter.close(); await fleet.fleet.close(); }
-  }
+  });
+}
+
+async function closeFleet(fleet: FleetStores): Promise<void> {
+  fleet.keys.close(); fleet.pins.close(); await fleet.credentials.close(); fleet.issuerKeys.close(); await fleet.limiter.close(); await fleet.fleet.close();
+}
+
+/** Run fn with the fleet's stores (AAM_DATABASE_URL + AAM_REDIS_URL) or null (embedded), then close them. */
+async function withFleet<T>(fn: (fleet: FleetStores | null) => Promise<T>): Promise<T> {
+  const fleet = await openFleetStores(process.env, { follow: false });
+  try { return await fn(fleet); } finally { if (fleet) await closeFleet(fleet); }
+}
+
+/** Run fn with aam's issuer: the fleet's key rings (sealed under the master key) or the data dir's files. */
+export function withIssuer<T>(dataDir: string, opts: IssuerOptions, fn: (issuer: Issuer) => Promise<T>): Promise<T> {
+  return withFleet(async (fleet) => {
+    const master = fleet ? loadMasterKey({ dataDir, env: process.env }) : null;
+    return fn(await openIssuer(dataDir, { ...opts, rings: master ? fleet?.issuerKeys.rings((info) => master.derive(info)) : undefined }));
+  });
+}
+
+/** Run fn with the join tokens of the fleet (one-time across replicas) or of the data dir. */
+export function withJoinTokens<T>(dataDir: string, fn: (tokens: JoinTokenStore) => Promise<T>): Promise<T> {
+  return withFleet((fleet) => fn(fleet ? fleetJoinTokenStore(fleet.fleet.sql) : createJoinTokenStore(openDatabase(dataDir))));
 }
 
 /** `aam migrate`: bring the fleet database to this version's schema (replicas also do it at start). */

@@ -3,11 +3,15 @@
 // On-behalf-of assertions (credentials/inject.ts) are signed with a key ring of their own
 // (issuer/obo-keys.json, its own JWKS, typ aam-obo+jwt): a downstream that trusts assertions cannot
 // be handed a JWT-SVID as one, and aam never accepts an assertion as a JWT-SVID.
+// In a fleet both rings live in PostgreSQL instead (sealed under the master key, see
+// store/fleet-issuer-keys.ts): a token minted on one replica verifies on every other, and a
+// rotation anywhere reaches every replica within the fleet's poll (announced at once).
 import { link, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import { SignJWT, calculateJwkThumbprint, type JWK } from 'jose';
 import { parseSpiffeId } from './spiffe-id.ts';
+import type { KeyRingStore } from '../store/types.ts';
 
 export const DEFAULT_ISSUER = 'aam';
 export const ISSUER_ALG = 'ES256';
@@ -35,6 +39,8 @@ export interface IssuerOptions {
    * assertion may never be addressed to one of them.
    */
   svidAudiences?: string[];
+  /** Where the two key rings live (fleet: PostgreSQL); default: the files in dataDir/issuer. */
+  rings?: { svid: KeyRingStore; obo: KeyRingStore };
 }
 
 export interface MintOptions {
@@ -93,9 +99,13 @@ export function assertionKeyPath(dataDir: string): string {
 export async function openIssuer(dataDir: string, opts: IssuerOptions = {}): Promise<Issuer> {
   const now = opts.now ?? Date.now;
   const grace = opts.graceSeconds ?? MAX_TTL_SECONDS;
-  await mkdir(join(dataDir, 'issuer'), { recursive: true, mode: 0o700 });
-  const svid = await openKeyRing(issuerKeyPath(dataDir), dataDir, grace, now);
-  const obo = await openKeyRing(assertionKeyPath(dataDir), dataDir, grace, now);
+  let rings = opts.rings;
+  if (!rings) {
+    await mkdir(join(dataDir, 'issuer'), { recursive: true, mode: 0o700 });
+    rings = { svid: fileRing(issuerKeyPath(dataDir), dataDir), obo: fileRing(assertionKeyPath(dataDir), dataDir) };
+  }
+  const svid = await openKeyRing(rings.svid, grace, now);
+  const obo = await openKeyRing(rings.obo, grace, now);
   const iss = opts.issuer ?? DEFAULT_ISSUER;
   const svidAudiences = new Set(opts.svidAudiences ?? [DEFAULT_ISSUER, iss]);
 
@@ -175,33 +185,37 @@ interface KeyRing {
   keys(): IssuerKeyInfo[];
 }
 
-async function openKeyRing(path: string, dataDir: string, grace: number, now: () => number): Promise<KeyRing> {
-  let state = await readState(path);
-  if (!state) {
+async function openKeyRing(store: KeyRingStore, grace: number, now: () => number): Promise<KeyRing> {
+  const where = store.where;
+  let text = await store.read();
+  if (text === undefined) {
     const k = await newKey(nowSec(now));
-    // Create-if-absent: if another process (e.g. `aam identity issue` during first `aam serve`)
-    // won the race, use its key instead of overwriting it.
-    if (!(await writeState(path, { version: 1, active: k.kid, keys: [k] }, true))) state = await readState(path);
-    else state = { version: 1, active: k.kid, keys: [k] };
-    if (!state) throw new IssuerError(`cannot create issuer key file ${path}`);
+    const first = serialize({ version: 1, active: k.kid, keys: [k] });
+    // Create-if-absent: if another process (e.g. `aam identity issue` during first `aam serve`, or
+    // another replica) won the race, use its key instead of overwriting it.
+    text = (await store.createIfAbsent(first)) ? first : await store.read();
+    if (text === undefined) throw new IssuerError(`cannot create the issuer key ring in ${where}`);
   }
   let live = new Map<string, LiveKey>();
   let active = '';
-  const install = (st: StoredState) => {
+  let installed = '';
+  const install = (t: string) => {
+    if (t === installed) return; // unchanged (the fleet re-reads on every poll)
+    const st = parseState(t, where);
     const next = new Map<string, LiveKey>();
-    for (const k of st.keys) next.set(k.kid, toLive(k, path));
-    if (!next.has(st.active)) throw new IssuerError(`${path}: active key "${st.active}" is missing; restore the file from a backup or delete ${join(dataDir, 'issuer')} to start with a new key`);
+    for (const k of st.keys) next.set(k.kid, toLive(k, where));
+    if (!next.has(st.active)) throw new IssuerError(`${where}: active key "${st.active}" is missing; restore it from a backup or ${store.reset} to start with a new key`);
     live = next;
     active = st.active;
+    installed = t;
   };
-  install(state);
+  install(text);
   const reload = async () => {
-    const st = await readState(path);
-    if (!st) throw new IssuerError(`issuer key file ${path} disappeared; restore it from a backup`);
-    install(st);
+    const t = await store.read();
+    if (t === undefined) throw new IssuerError(`issuer key ring ${where} disappeared; restore it from a backup`);
+    install(t);
   };
   const usable = (k: LiveKey) => k.retiredAt === undefined || k.retiredAt + grace > nowSec(now);
-  const persist = async () => { await writeState(path, { version: 1, active, keys: [...live.values()].map(stored) }); };
 
   return {
     get active() { return active; },
@@ -216,18 +230,43 @@ async function openKeyRing(path: string, dataDir: string, grace: number, now: ()
     },
     reload,
     async rotate() {
-      await reload(); // another process (CLI) may have rotated since we loaded
-      const t = nowSec(now);
-      const k = await newKey(t);
-      const retired = active;
-      live.get(retired)!.retiredAt = t;
-      live.set(k.kid, toLive(k, path));
-      active = k.kid;
-      for (const [kid, key] of live) if (!usable(key)) live.delete(kid);
-      await persist();
+      const k = await newKey(nowSec(now));
+      let retired = '';
+      try {
+        // On the stored ring, not this process's copy: another process (CLI, replica) may have rotated since.
+        await store.update((current) => {
+          if (current === undefined) throw new IssuerError(`issuer key ring ${where} disappeared; restore it from a backup`);
+          install(current);
+          const t = nowSec(now);
+          retired = active;
+          live.get(retired)!.retiredAt = t;
+          live.set(k.kid, toLive(k, where));
+          active = k.kid;
+          for (const [kid, key] of live) if (!usable(key)) live.delete(kid);
+          installed = serialize({ version: 1, active, keys: [...live.values()].map(stored) });
+          return installed;
+        });
+      } catch (e) {
+        installed = '';
+        await reload().catch(() => {}); // back to what is stored
+        throw e;
+      }
       return { kid: active, retired };
     },
     keys: () => [...live.values()].map((k) => ({ kid: k.kid, createdAt: k.createdAt, retiredAt: k.retiredAt, active: k.kid === active })),
+  };
+}
+
+const serialize = (st: StoredState): string => JSON.stringify(st, null, 2) + '\n';
+
+/** A key ring in a file of the data dir (mode 0600, written atomically). */
+function fileRing(path: string, dataDir: string): KeyRingStore {
+  return {
+    where: path,
+    reset: `delete ${join(dataDir, 'issuer')}`,
+    read: () => readRingFile(path),
+    createIfAbsent: (text) => writeRingFile(path, text, true),
+    async update(fn) { await writeRingFile(path, fn(await readRingFile(path))); },
   };
 }
 
@@ -249,12 +288,12 @@ async function newKey(createdAt: number): Promise<StoredKey> {
   return { kid, alg: ISSUER_ALG, createdAt, jwk };
 }
 
-function toLive(k: StoredKey, path: string): LiveKey {
+function toLive(k: StoredKey, where: string): LiveKey {
   let privateKey: KeyObject;
   try {
     privateKey = createPrivateKey({ key: k.jwk as JsonWebKey, format: 'jwk' });
   } catch (e) {
-    throw new IssuerError(`${path}: key "${k.kid}" cannot be loaded (${(e as Error).message}); restore the file from a backup`);
+    throw new IssuerError(`${where}: key "${k.kid}" cannot be loaded (${(e as Error).message}); restore the file from a backup`);
   }
   const publicKey = createPublicKey(privateKey);
   const publicJwk: JWK = { ...(publicKey.export({ format: 'jwk' }) as JWK), kid: k.kid, alg: k.alg, use: 'sig' };
@@ -265,7 +304,7 @@ function stored(k: LiveKey): StoredKey {
   return { kid: k.kid, alg: k.alg, createdAt: k.createdAt, ...(k.retiredAt !== undefined ? { retiredAt: k.retiredAt } : {}), jwk: k.jwk };
 }
 
-async function readState(path: string): Promise<StoredState | undefined> {
+async function readRingFile(path: string): Promise<string | undefined> {
   let st;
   try { st = await stat(path); } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
@@ -275,14 +314,17 @@ async function readState(path: string): Promise<StoredState | undefined> {
     const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
     throw new IssuerError(`issuer key file ${path} has mode ${mode}: group/others can read the signing key. Fix: chmod 600 ${path}`);
   }
-  const text = await readFile(path, 'utf8');
+  return readFile(path, 'utf8');
+}
+
+function parseState(text: string, where: string): StoredState {
   let value: unknown;
   try { value = JSON.parse(text); } catch {
-    throw new IssuerError(`issuer key file ${path} is not valid JSON; restore it from a backup (deleting it creates a new key and invalidates issued tokens)`);
+    throw new IssuerError(`issuer key ring ${where} is not valid JSON; restore it from a backup (starting over creates a new key and invalidates issued tokens)`);
   }
   const s = value as Partial<StoredState> | null;
   if (!s || s.version !== 1 || typeof s.active !== 'string' || !Array.isArray(s.keys)) {
-    throw new IssuerError(`issuer key file ${path} has an unknown format; restore it from a backup`);
+    throw new IssuerError(`issuer key ring ${where} has an unknown format; restore it from a backup`);
   }
   return s as StoredState;
 }
@@ -291,9 +333,9 @@ async function readState(path: string): Promise<StoredState | undefined> {
  * Write atomically (temp file + rename) with mode 0600 so a crash never leaves a half key file.
  * With onlyIfAbsent, link() instead of rename(): fails (returns false) when the file already exists.
  */
-async function writeState(path: string, state: StoredState, onlyIfAbsent = false): Promise<boolean> {
+async function writeRingFile(path: string, text: string, onlyIfAbsent = false): Promise<boolean> {
   const tmp = `${path}.${process.pid}.${randomUUID()}.tmp`;
-  await writeFile(tmp, JSON.stringify(state, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
+  await writeFile(tmp, text, { mode: 0o600, flag: 'wx' });
   if (!onlyIfAbsent) {
     await rename(tmp, path);
     return true;

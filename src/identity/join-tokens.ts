@@ -1,8 +1,10 @@
 // One-time join tokens: an admin creates one for an Agent; the agent exchanges it exactly once for
 // a JWT-SVID. Only a SHA-256 of the token is stored; redemption is one atomic UPDATE, so two
-// concurrent exchanges of the same token cannot both succeed.
+// concurrent exchanges of the same token cannot both succeed: in the data dir's SQLite, or in a
+// fleet's PostgreSQL (join_tokens), where one winner holds across every replica.
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import type { Sql } from '../store/postgres.ts';
 import type { Issuer } from './issuer.ts';
 import type { AgentRegistry } from './registry.ts';
 import { issueAgentSvid, type IssuedSvid } from './issue.ts';
@@ -16,9 +18,21 @@ export type RedeemResult =
   | { ok: true; id: string; agent: string }
   | { ok: false; reason: 'invalid' | 'expired' | 'used' | 'revoked'; message: string };
 
+type Maybe<T> = T | Promise<T>;
+type Created = { id: string; token: string; expiresAt: number };
+
+/** Embedded (SQLite, synchronous) or fleet (PostgreSQL): callers await every answer. */
 export interface JoinTokenStore {
   /** The plaintext token is returned once and never stored. Times are seconds since epoch. */
-  create(o: { agent: string; ttlSeconds?: number; createdBy?: string }): { id: string; token: string; expiresAt: number };
+  create(o: { agent: string; ttlSeconds?: number; createdBy?: string }): Maybe<Created>;
+  redeem(token: string): Maybe<RedeemResult>;
+  revoke(id: string): Maybe<boolean>;
+  list(): Maybe<JoinTokenInfo[]>;
+}
+
+/** The embedded store answers at once. */
+export interface EmbeddedJoinTokenStore extends JoinTokenStore {
+  create(o: { agent: string; ttlSeconds?: number; createdBy?: string }): Created;
   redeem(token: string): RedeemResult;
   revoke(id: string): boolean;
   list(): JoinTokenInfo[];
@@ -26,7 +40,34 @@ export interface JoinTokenStore {
 
 const hashOf = (token: string) => createHash('sha256').update(token).digest('hex');
 
-export function createJoinTokenStore(db: DatabaseSync, opts: { now?: () => number } = {}): JoinTokenStore {
+/** A new token (id, plaintext, hash) after checking its ttl. */
+function newToken(ttl: number): { id: string; token: string; hash: string } {
+  if (!Number.isInteger(ttl) || ttl <= 0 || ttl > MAX_JOIN_TTL_SECONDS) {
+    throw new Error(`join token ttl must be 1..${MAX_JOIN_TTL_SECONDS} seconds (7d), got ${ttl}`);
+  }
+  const token = JOIN_TOKEN_PREFIX + randomBytes(32).toString('base64url');
+  return { id: randomUUID(), token, hash: hashOf(token) };
+}
+
+/** Why a token that did not redeem was refused (st: its row, if any). */
+function refusal(st: { used_at: unknown; revoked_at: unknown } | undefined): RedeemResult {
+  if (!st) return { ok: false, reason: 'invalid', message: 'unknown join token' };
+  if (st.revoked_at !== null) return { ok: false, reason: 'revoked', message: 'join token was revoked' };
+  if (st.used_at !== null) return { ok: false, reason: 'used', message: 'join token was already used; ask an admin for a new one' };
+  return { ok: false, reason: 'expired', message: 'join token has expired; ask an admin for a new one' };
+}
+
+const notAToken = (token: unknown): RedeemResult | null =>
+  typeof token !== 'string' || !token.startsWith(JOIN_TOKEN_PREFIX) ? { ok: false, reason: 'invalid', message: 'not a join token' } : null;
+
+const infoOf = (r: Record<string, string | number | null>): JoinTokenInfo => ({
+  id: String(r.id), agent: String(r.agent), createdAt: Number(r.created_at), expiresAt: Number(r.expires_at),
+  ...(r.used_at !== null ? { usedAt: Number(r.used_at) } : {}),
+  ...(r.revoked_at !== null ? { revokedAt: Number(r.revoked_at) } : {}),
+  ...(r.created_by !== null ? { createdBy: String(r.created_by) } : {}),
+});
+
+export function createJoinTokenStore(db: DatabaseSync, opts: { now?: () => number } = {}): EmbeddedJoinTokenStore {
   const now = () => Math.floor((opts.now ?? Date.now)() / 1000);
   db.exec(`CREATE TABLE IF NOT EXISTS identity_join_tokens (
     id TEXT PRIMARY KEY,
@@ -48,34 +89,58 @@ export function createJoinTokenStore(db: DatabaseSync, opts: { now?: () => numbe
   return {
     create(o) {
       const ttl = o.ttlSeconds ?? DEFAULT_JOIN_TTL_SECONDS;
-      if (!Number.isInteger(ttl) || ttl <= 0 || ttl > MAX_JOIN_TTL_SECONDS) {
-        throw new Error(`join token ttl must be 1..${MAX_JOIN_TTL_SECONDS} seconds (7d), got ${ttl}`);
-      }
-      const id = randomUUID();
-      const token = JOIN_TOKEN_PREFIX + randomBytes(32).toString('base64url');
+      const n = newToken(ttl);
       const t = now();
-      insert.run(id, hashOf(token), o.agent, t, t + ttl, o.createdBy ?? null);
-      return { id, token, expiresAt: t + ttl };
+      insert.run(n.id, n.hash, o.agent, t, t + ttl, o.createdBy ?? null);
+      return { id: n.id, token: n.token, expiresAt: t + ttl };
     },
     redeem(token) {
-      if (typeof token !== 'string' || !token.startsWith(JOIN_TOKEN_PREFIX)) return { ok: false, reason: 'invalid', message: 'not a join token' };
+      const bad = notAToken(token);
+      if (bad) return bad;
       const h = hashOf(token);
       const t = now();
       const row = consume.get(t, h, t) as { id: string; agent: string } | undefined;
       if (row) return { ok: true, id: row.id, agent: row.agent };
-      const st = byHash.get(h) as { expires_at: number; used_at: number | null; revoked_at: number | null } | undefined;
-      if (!st) return { ok: false, reason: 'invalid', message: 'unknown join token' };
-      if (st.revoked_at !== null) return { ok: false, reason: 'revoked', message: 'join token was revoked' };
-      if (st.used_at !== null) return { ok: false, reason: 'used', message: 'join token was already used; ask an admin for a new one' };
-      return { ok: false, reason: 'expired', message: 'join token has expired; ask an admin for a new one' };
+      return refusal(byHash.get(h) as { used_at: number | null; revoked_at: number | null } | undefined);
     },
     revoke: (id) => Number(revokeStmt.run(now(), id).changes) > 0,
-    list: () => (listStmt.all() as Array<Record<string, string | number | null>>).map((r) => ({
-      id: String(r.id), agent: String(r.agent), createdAt: Number(r.created_at), expiresAt: Number(r.expires_at),
-      ...(r.used_at !== null ? { usedAt: Number(r.used_at) } : {}),
-      ...(r.revoked_at !== null ? { revokedAt: Number(r.revoked_at) } : {}),
-      ...(r.created_by !== null ? { createdBy: String(r.created_by) } : {}),
-    })),
+    list: () => (listStmt.all() as Array<Record<string, string | number | null>>).map(infoOf),
+  };
+}
+
+/** The fleet's join tokens (PostgreSQL join_tokens): redeemed once across every replica. */
+export function fleetJoinTokenStore(sql: Sql, opts: { now?: () => number } = {}): JoinTokenStore {
+  const now = () => Math.floor((opts.now ?? Date.now)() / 1000);
+  return {
+    async create(o) {
+      const ttl = o.ttlSeconds ?? DEFAULT_JOIN_TTL_SECONDS;
+      const n = newToken(ttl);
+      const t = now();
+      await sql`INSERT INTO join_tokens (id, hash, agent, created_at, expires_at, created_by)
+        VALUES (${n.id}, ${n.hash}, ${o.agent}, ${t}, ${t + ttl}, ${o.createdBy ?? null})`;
+      return { id: n.id, token: n.token, expiresAt: t + ttl };
+    },
+    async redeem(token) {
+      const bad = notAToken(token);
+      if (bad) return bad;
+      const h = hashOf(token);
+      const t = now();
+      // One conditional UPDATE: of concurrent redemptions on any replicas, exactly one gets the row.
+      const [row] = await sql<Array<{ id: string; agent: string }>>`UPDATE join_tokens SET used_at = ${t}
+        WHERE hash = ${h} AND used_at IS NULL AND revoked_at IS NULL AND expires_at > ${t} RETURNING id, agent`;
+      if (row) return { ok: true, id: row.id, agent: row.agent };
+      const [st] = await sql<Array<{ used_at: string | null; revoked_at: string | null }>>`SELECT used_at, revoked_at FROM join_tokens WHERE hash = ${h}`;
+      return refusal(st);
+    },
+    async revoke(id) {
+      const r = await sql`UPDATE join_tokens SET revoked_at = ${now()} WHERE id = ${id} AND revoked_at IS NULL AND used_at IS NULL`;
+      return r.count > 0;
+    },
+    async list() {
+      const rows = await sql<Array<Record<string, string | number | null>>>`SELECT id, agent, created_at, expires_at, used_at, revoked_at, created_by
+        FROM join_tokens ORDER BY created_at, id`;
+      return rows.map(infoOf);
+    },
   };
 }
 
@@ -87,7 +152,7 @@ export async function exchangeJoinToken(
   token: string,
   o: { ttlSeconds?: number; audience?: string | string[] } = {},
 ): Promise<{ ok: true; svid: IssuedSvid } | { ok: false; reason: string; message: string }> {
-  const r = store.redeem(token);
+  const r = await store.redeem(token);
   if (!r.ok) return r;
   if (!registry.byName(r.agent)) return { ok: false, reason: 'unknown_agent', message: `Agent "${r.agent}" no longer exists in the config` };
   return { ok: true, svid: await issueAgentSvid(issuer, registry, { agent: r.agent, ...o }) };

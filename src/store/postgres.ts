@@ -88,6 +88,14 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE TABLE credential_meta (k text PRIMARY KEY, v text NOT NULL);
       CREATE TABLE credential_usage (name text PRIMARY KEY, last_used text NOT NULL);`,
   },
+  {
+    version: 9, name: 'issuer signing keys (sealed under the master key) and one-time join tokens',
+    // issuer_keys: one row per key ring (JWT-SVID, on-behalf-of), its JSON state AES-GCM sealed.
+    // join_tokens: SHA-256 of each token only; redemption is one conditional UPDATE (one winner fleet-wide).
+    sql: `CREATE TABLE issuer_keys (ring text PRIMARY KEY, sealed text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now());
+      CREATE TABLE join_tokens (id text PRIMARY KEY, hash text NOT NULL UNIQUE, agent text NOT NULL, created_at bigint NOT NULL,
+        expires_at bigint NOT NULL, used_at bigint, revoked_at bigint, created_by text);`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

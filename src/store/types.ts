@@ -188,3 +188,19 @@ export interface TaskOwnerStore {
   /** Bind ids to a caller; an id already owned by another caller keeps its owner. Durable once it resolves. */
   bind(callee: string, ids: TaskIds, caller: string, skill: string): void | Promise<void>;
 }
+
+/**
+ * A key ring's storage (aam's issuer, identity/issuer.ts), as the JSON text of its state: a file
+ * of the data dir, or a sealed fleet row. update() is read-modify-write under the store's lock
+ * (a fleet row lock), so two rotations at once cannot lose one of their keys.
+ */
+export interface KeyRingStore {
+  /** Named in error messages (a file path, or the fleet table and ring). */
+  readonly where: string;
+  /** How to start over, for the message when the ring is unusable. */
+  readonly reset: string;
+  read(): Promise<string | undefined>;
+  /** Store the first state unless a ring exists already; false when another process won the race. */
+  createIfAbsent(text: string): Promise<boolean>;
+  update(fn: (text: string | undefined) => string): Promise<void>;
+}
