@@ -21,6 +21,7 @@ import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway
 import { freePort } from './helpers/e2e.ts';
 import { parseProm, sumOf } from './helpers/prom.ts';
 import { tempDir } from './helpers/temp.ts';
+import { startCollector, spansOf, attrs, type Collector } from './observability-collector.ts';
 
 const ANALYST = 'spiffe://prod/agent/analyst';
 const PARTNER = 'spiffe://partner.example/bot';
@@ -29,6 +30,7 @@ const REALM = 'Bearer realm="aam"';
 let g: Running;
 let plain: TestGateway;
 let fake: FakeUpstream;
+let collector: Collector;
 let ca: Ca;
 let analystCert: Leaf;
 let forgedCert: Leaf;
@@ -77,10 +79,11 @@ before(async () => {
   });
   const k = g.rt.keys.create('analyst');
   analystKey = { id: k.key.id, secret: k.secret };
-  // Without TLS: what a caller that sends no credential at all is told.
-  plain = await startTestGateway(config);
+  // Without TLS: what a caller that sends no credential at all is told; with traces exported.
+  collector = await startCollector();
+  plain = await startTestGateway(config, { OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_BSP_SCHEDULE_DELAY: '50' });
 });
-after(async () => { await g?.close(); await plain?.close(); await fake?.close(); });
+after(async () => { await g?.close(); await plain?.close(); await fake?.close(); await collector?.close(); });
 
 interface Reply { status: number; headers: Record<string, string | string[] | undefined>; text: string; error?: { code: string; message: string; type: string }; requestId: string }
 
@@ -152,6 +155,20 @@ test('the key is read from Authorization: Bearer (any case and spacing), x-api-k
     assert401(await plainModels(headers), 'missing_credentials', NO_CREDENTIALS, what);
   }
   assert401(await plainModels(bearer('sk-not-aam')), 'invalid_api_key', /^unrecognised credential: expected an aam virtual key \(aam_\.\.\.\) or a JWT-SVID$/, 'a foreign key');
+});
+
+test('a request span names who called, how, and the decision', async () => {
+  const r = await fetch(`${plain.url}/v1/chat/completions`, {
+    method: 'POST', headers: { ...bearer(plain.key('analyst')), 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'chat', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] }),
+  });
+  assert.equal(r.status, 200, await r.text());
+  const requestSpan = () => spansOf(collector).map((sp) => attrs(sp.attributes)).find((a) => a['gen_ai.agent.name']?.stringValue === 'analyst' && a['aam.policy.decision']);
+  await collector.waitFor(() => requestSpan() !== undefined, 30_000);
+  const a = requestSpan()!;
+  assert.deepEqual([a['gen_ai.agent.id']?.stringValue, a['aam.auth.method']?.stringValue], [ANALYST, 'virtual_key']);
+  assert.deepEqual([a['aam.policy.name']?.stringValue, a['aam.policy.decision']?.stringValue], ['analyst-models', 'allow']);
+  assert.ok(a['aam.policy.reason']?.stringValue && a['aam.config.version']?.stringValue, JSON.stringify(a));
 });
 
 test('virtual keys: unknown and revoked keys say why; a key whose agent left the config names both; a good one is the agent in the evidence', async () => {
