@@ -2,7 +2,8 @@
 // Requests go straight to undici's dispatcher with a handler of our own (an Exchange): no
 // Readable, no extra AbortController or abort-listener plumbing per call. One object per attempt
 // holds the total-timeout timer, the client-abort listener and the response body.
-import { getGlobalDispatcher, errors as undiciErrors, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { getGlobalDispatcher, errors as undiciErrors } from '../providers/http-client.ts';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { UpstreamRequest } from '../providers/types.ts';
 
