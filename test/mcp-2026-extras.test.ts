@@ -7,6 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { writeFileSync } from 'node:fs';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { connectClient, serversReady, textOf, toolEvents, ADMIN_TOKEN } from './helpers/mcp.ts';
 import { issueAgentSvid } from '../src/identity/issue.ts';
@@ -20,7 +21,9 @@ type Body = { id: number; method: string; params: Record<string, unknown> & { _m
 const seen: Array<{ server: string; auth: string; sub: string; body: Body }> = [];
 /** What the shared (public) tools/list answers: its ttlMs and extra tools. */
 const listing = { ttlMs: 0, extra: [] as string[] };
-const TOOLS = ['whoami', 'confirm', 'pushy'];
+const TOOLS = ['whoami', 'confirm', 'pushy', 'longjob'];
+/** The upstream's one task. */
+const job = { status: 'none', answer: undefined as unknown, seen: [] as string[] };
 /** gamma's list is private: what it lists depends on the caller its on-behalf-of token names. */
 const PRIVATE_TTL_MS = 600_000;
 const privateTools = (sub: string): string[] => (sub.endsWith('/navigator') ? ['whoami', 'nav-only'] : sub.endsWith('/intruder') ? ['whoami', 'intruder-only'] : ['whoami', 'nav-only', 'intruder-only']);
@@ -53,6 +56,22 @@ async function startUpstream(): Promise<string> {
     if (body.method === 'tools/list' && sub) return ok({ tools: defs(privateTools(sub)), ttlMs: PRIVATE_TTL_MS, cacheScope: 'private' });
     if (body.method === 'tools/list') return ok({ tools: defs([...TOOLS, ...listing.extra]), ttlMs: listing.ttlMs, cacheScope: 'public' });
     if (body.method === 'tools/call' && name === 'whoami') return ok({ content: [{ type: 'text', text: `called with ${auth}` }] });
+    // Tasks extension: a task when the client declared the extension, else done at once.
+    const ext = (body.params._meta?.['io.modelcontextprotocol/clientCapabilities'] as { extensions?: Record<string, unknown> } | undefined)?.extensions;
+    if (body.method === 'tools/call' && name === 'longjob') {
+      if (!ext?.['io.modelcontextprotocol/tasks']) return ok({ content: [{ type: 'text', text: 'done at once' }] });
+      job.status = 'working';
+      return reply(200, { result: { resultType: 'task', taskId: 'up-task-1', status: 'working', ttlMs: 60_000, pollIntervalMs: 50, createdAt: new Date().toISOString() } });
+    }
+    if (body.method.startsWith('tasks/')) {
+      if (body.params.taskId !== 'up-task-1' || req.headers['mcp-name'] !== 'up-task-1') return reply(200, { error: { code: -32602, message: `unknown task ${String(body.params.taskId)}` } });
+      job.seen.push(body.method);
+      if (body.method === 'tasks/update') { job.answer = body.params.inputResponses; job.status = 'completed'; return ok({}); }
+      if (body.method === 'tasks/cancel') { job.status = 'cancelled'; return ok({}); }
+      if (job.status === 'working') { job.status = 'input_required'; return ok({ taskId: 'up-task-1', status: 'working' }); }
+      if (job.status === 'input_required') return ok({ taskId: 'up-task-1', status: 'input_required', inputRequests: { size: { method: 'elicitation/create', params: { mode: 'form', message: 'How big?', requestedSchema: { type: 'object', properties: { n: { type: 'integer' } } } } } } });
+      return ok({ taskId: 'up-task-1', status: job.status, ...(job.status === 'completed' ? { result: { content: [{ type: 'text', text: `job done with ${JSON.stringify(job.answer)} using ${SECRET}` }] } } : {}) });
+    }
     // Not conformant: asks for input whatever the client declared.
     if (body.method === 'tools/call' && name === 'pushy') return reply(200, { result: { resultType: 'input_required', requestState: 'x' } });
     if (body.method === 'tools/call' && name === 'confirm') {
@@ -79,6 +98,7 @@ async function modern(method: string, params: Record<string, unknown> = {}, o: {
     'mcp-protocol-version': VERSION, 'mcp-method': method,
   };
   if (typeof params.name === 'string') headers['mcp-name'] = params.name;
+  if (typeof params.taskId === 'string') headers['mcp-name'] = params.taskId;
   const r = await fetch(`${gw.url}${o.path ?? '/mcp'}`, { method: 'POST', headers, body: JSON.stringify(body) });
   const text = await r.text();
   return { status: r.status, body: text ? JSON.parse(text) as Sent['body'] : {} };
@@ -91,11 +111,12 @@ async function tokenFor(secret: string, body: Record<string, unknown>): Promise<
 
 const toolNames = (r: Sent, prefix = ''): string[] => ((r.body.result?.tools ?? []) as Array<{ name: string }>).map((t) => t.name).filter((n) => n.startsWith(prefix)).sort();
 
-before(async () => {
-  const url = await startUpstream();
+/** The config; `denyLongjob`: navigator's policy now denies alpha's longjob (for the Tasks test's reload). */
+function config(url: string, denyLongjob = false): string {
   // crm (the accounts fixture, 2025-11-25 over stdio): navigator may read its resources, intruder may only call mutate.
-  const policy = (agent: string, crm: string[]) => doc('AgentPolicy', `${agent}-policy`, { identity: { workload: `spiffe://prod/agent/${agent}` }, tools: [...['alpha', 'beta', 'gamma'].map((resource) => ({ resource, actions: ['*'] })), { resource: 'crm', actions: crm }] });
-  gw = await startTestGateway(yaml(
+  const policy = (agent: string, crm: string[]) => doc('AgentPolicy', `${agent}-policy`, { identity: { workload: `spiffe://prod/agent/${agent}` }, tools: [
+    ...['alpha', 'beta', 'gamma'].map((resource) => ({ resource, actions: ['*'], ...(denyLongjob && resource === 'alpha' && agent === 'navigator' ? { deny: ['longjob'] } : {}) })), { resource: 'crm', actions: crm }] });
+  return yaml(
     doc('Credential', 'up-token', { env: 'TEST_UP_TOKEN' }),
     doc('Agent', 'navigator', { workload: 'spiffe://prod/agent/navigator', team: 'ops', environment: 'prod' }),
     doc('Agent', 'intruder', { workload: 'spiffe://prod/agent/intruder', team: 'ops', environment: 'prod' }),
@@ -105,7 +126,13 @@ before(async () => {
     doc('McpServer', 'alpha', { transport: 'streamable-http', url: `${url}?s=alpha`, credential: 'up-token', timeout_ms: 60_000 }),
     doc('McpServer', 'beta', { transport: 'streamable-http', url: `${url}?s=beta`, credential: 'up-token', timeout_ms: 60_000 }),
     doc('McpServer', 'gamma', { transport: 'streamable-http', url: `${url}?s=gamma`, credential: 'gamma-obo', timeout_ms: 60_000 }),
-  ), { TEST_UP_TOKEN: SECRET, AAM_ADMIN_TOKEN: ADMIN_TOKEN });
+  );
+}
+let upstreamUrl = '';
+
+before(async () => {
+  upstreamUrl = await startUpstream();
+  gw = await startTestGateway(config(upstreamUrl), { TEST_UP_TOKEN: SECRET, AAM_ADMIN_TOKEN: ADMIN_TOKEN });
   key = gw.key('navigator');
   otherKey = gw.key('intruder');
   await serversReady(gw);
@@ -309,4 +336,62 @@ test('subscriptions/listen: acknowledged per caller under policy; notifications 
   const bad = await listen('/mcp/crm', { resourceSubscriptions: 'account://a1' });
   assert.equal(bad.status, 400);
   assert.equal(bad.messages[0].error.code, -32602);
+});
+
+test('Tasks extension: a task is its creator\'s alone, each tasks/* request is decided like the creating call, and results are scrubbed', async () => {
+  const TASKS = { elicitation: { form: {} }, extensions: { 'io.modelcontextprotocol/tasks': {} } };
+  const discover = await modern('server/discover', {}, { path: '/mcp/alpha' });
+  assert.ok((discover.body.result!.capabilities as { extensions?: Record<string, unknown> }).extensions?.['io.modelcontextprotocol/tasks'], 'aam advertises the extension');
+  const created = await modern('tools/call', { name: 'longjob', arguments: { size: 'big' } }, { path: '/mcp/alpha', caps: TASKS });
+  assert.equal(created.status, 200, JSON.stringify(created.body));
+  const r = created.body.result!;
+  assert.equal(r.resultType, 'task');
+  assert.equal(r.status, 'working');
+  const taskId = String(r.taskId);
+  assert.match(taskId, /^aamtask1\./);
+  assert.ok(!taskId.includes('up-task-1'), 'the upstream\'s task id is sealed');
+  // Another identity: the task does not exist for it; nothing reaches the upstream.
+  const seenBefore = job.seen.length;
+  for (const method of ['tasks/get', 'tasks/update', 'tasks/cancel']) {
+    const stolen = await modern(method, { taskId, inputResponses: {} }, { path: '/mcp/alpha', token: otherKey, caps: TASKS });
+    assert.equal(stolen.body.error?.code, -32602, JSON.stringify(stolen.body));
+    assert.match(stolen.body.error!.message, /unknown task/);
+  }
+  // Nor on another endpoint's server, nor with an id aam did not seal.
+  assert.match((await modern('tasks/get', { taskId }, { path: '/mcp/beta', caps: TASKS })).body.error?.message ?? '', /unknown task/);
+  assert.match((await modern('tasks/get', { taskId: 'up-task-1' }, { path: '/mcp/alpha', caps: TASKS })).body.error?.message ?? '', /unknown task/);
+  assert.equal(job.seen.length, seenBefore);
+  // The creator polls (on /mcp too), answers the input request, and gets the result.
+  const g1 = await modern('tasks/get', { taskId }, { path: '/mcp/alpha', caps: TASKS });
+  assert.equal(g1.body.result?.status, 'working', JSON.stringify(g1.body));
+  assert.equal(g1.body.result?.taskId, taskId, 'the client sees its own task id back');
+  assert.equal(g1.body.result?.resultType, 'complete');
+  const g2 = await modern('tasks/get', { taskId }, { path: '/mcp', caps: TASKS });
+  assert.equal(g2.body.result?.status, 'input_required');
+  assert.ok((g2.body.result?.inputRequests as Record<string, unknown>).size);
+  const u = await modern('tasks/update', { taskId, inputResponses: { size: { action: 'accept', content: { n: 3 } } } }, { path: '/mcp/alpha', caps: TASKS });
+  assert.equal(u.status, 200, JSON.stringify(u.body));
+  const g3 = await modern('tasks/get', { taskId }, { path: '/mcp/alpha', caps: TASKS });
+  assert.equal(g3.body.result?.status, 'completed');
+  const text = JSON.stringify(g3.body.result);
+  assert.match(text, /job done with/);
+  assert.ok(!text.includes(SECRET), 'the result is scrubbed like any tool result');
+  assert.deepEqual(job.seen.slice(seenBefore), ['tasks/get', 'tasks/get', 'tasks/update', 'tasks/get']);
+  // Each was decided as the creating call: resource alpha, action longjob, by navigator's policy.
+  const decisions = (await toolEvents(gw, { type: 'tool.decision', agent: 'navigator' })).map((e) => e as { method?: string; resource?: string; action?: string }).filter((e) => e.method?.startsWith('tasks/'));
+  assert.equal(decisions.length, 4);
+  assert.ok(decisions.every((e) => e.resource === 'alpha' && e.action === 'longjob'), JSON.stringify(decisions));
+  // A client without the extension gets a plain result (aam forwards only what the client declared).
+  const plain = await modern('tools/call', { name: 'longjob', arguments: {} }, { path: '/mcp/alpha', caps: {} });
+  assert.equal(plain.body.result?.resultType, 'complete');
+  assert.equal(textOf(plain.body.result), 'done at once');
+  // The policy changes to deny the tool: its open task is denied too, and the upstream is not asked.
+  const again = String((await modern('tools/call', { name: 'longjob', arguments: { size: 'small' } }, { path: '/mcp/alpha', caps: TASKS })).body.result?.taskId);
+  writeFileSync(gw.configPath, config(upstreamUrl, true));
+  assert.equal(gw.g.rt.reload(), null);
+  const seenNow = job.seen.length;
+  const denied = await modern('tasks/get', { taskId: again }, { path: '/mcp/alpha', caps: TASKS });
+  assert.equal(denied.body.error?.code, -32001, JSON.stringify(denied.body));
+  assert.match(denied.body.error!.message, /navigator-policy/);
+  assert.equal(job.seen.length, seenNow);
 });

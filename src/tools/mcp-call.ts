@@ -7,7 +7,7 @@ import type { CallToolResult, GetPromptResult, Progress, Prompt, ReadResourceRes
 import type { Identity } from '../identity/types.ts';
 import type { Decision } from '../policy/types.ts';
 import { argsDigest, heldCall, type Approvals } from './approvals.ts';
-import { inputCapabilities, isInputRequired, openState, sealState, type MrtrIn, type StateBinding } from './mcp-mrtr.ts';
+import { inputCapabilities, isInputRequired, isTask, openState, relayTask, sealState, type MrtrIn, type StateBinding } from './mcp-mrtr.ts';
 import type { Catalog, CompiledTool, ServerEntry } from './catalog.ts';
 import type { CallOptions } from './upstream.ts';
 import { decisionFields, denialMessage, errMsg, NAME_SEP } from './util.ts';
@@ -45,11 +45,11 @@ export interface Extra {
   mrtr?: MrtrIn;
 }
 
-function context(rt: Runtime, s: SessionCtx, requestId: string, extra: Record<string, unknown>): Record<string, unknown> {
+export function context(rt: Runtime, s: SessionCtx, requestId: string, extra: Record<string, unknown>): Record<string, unknown> {
   return { time: new Date().toISOString(), request_id: requestId, environment: s.identity.agent.environment, plane: 'mcp', session_id: s.sessionId(), ...extra };
 }
 
-function enforceLimit(rt: Runtime, entry: ServerEntry, what: string, result: unknown): number {
+export function enforceLimit(rt: Runtime, entry: ServerEntry, what: string, result: unknown): number {
   const max = entry.spec.max_result_bytes ?? rt.maxResultBytes;
   const size = Buffer.byteLength(JSON.stringify(result));
   if (size > max) {
@@ -59,7 +59,7 @@ function enforceLimit(rt: Runtime, entry: ServerEntry, what: string, result: unk
 }
 
 /** Output guardrails on anything an upstream MCP server answers (tool results, resources, prompts). */
-async function guardedResult<T>(rt: Runtime, s: SessionCtx, result: T, where: string, requestId: string, attached: readonly string[] | undefined): Promise<T> {
+export async function guardedResult<T>(rt: Runtime, s: SessionCtx, result: T, where: string, requestId: string, attached: readonly string[] | undefined): Promise<T> {
   const go = await s.access.guard('output', result, where, requestId, attached);
   if (!go.ok) throw new ToolError('guardrail_blocked', go.message, { code: RPC.denied, status: 400, data: { guardrail: go.guardrail } });
   return rt.deps.scrubAcross(go.value as T);
@@ -190,13 +190,16 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     }
     trace.end(result.isError ? 'tool_error' : 'ok', result.isError ? 'tool_error' : undefined);
     const relay = isInputRequired(result);
+    const task = isTask(result);
     if (relay && !extra.mrtr) {
       throw new ToolError('input_required', `tool "${name}" needs input from the client (elicitation, sampling or roots); aam relays such multi round-trip requests to MCP 2026-07-28 clients only: call it with a 2026-07-28 client`, { code: RPC.upstream, status: 502 });
     }
+    if (task && !extra.mrtr) throw new ToolError('task_unsupported', `tool "${name}" answered with a task (Tasks extension), which aam relays to MCP 2026-07-28 clients only: call it with a 2026-07-28 client that declares the extension`, { code: RPC.upstream, status: 502 });
     const bytes = enforceLimit(rt, entry, `tools/call "${name}"`, result);
-    deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: relay ? 'input_required' : result.isError ? 'tool_error' : 'ok', bytes, latency_ms: performance.now() - started } });
+    deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: relay ? 'input_required' : task ? 'task_created' : result.isError ? 'tool_error' : 'ok', bytes, latency_ms: performance.now() - started } });
     // The egress door scrubs credentials from the bytes the agent receives; guardrails see every leaf first.
     const out = await guardedResult(rt, s, result, `tools/call ${name}`, requestId, attached);
+    if (task) return relayTask(deps.stateKey, out, { sub: binding.sub, server: t.server, tool: t.def.name, args }) as unknown as CallToolResult;
     return relay ? relayInput(deps.stateKey, out, binding) : out;
   } catch (e) {
     deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: 'error', error: errMsg(e), latency_ms: performance.now() - started } });

@@ -5,8 +5,10 @@
 export const MODERN_VERSION = '2026-07-28';
 /** The _meta key of a 2026-07-28 request's client capabilities. */
 export const CLIENT_CAPS = 'io.modelcontextprotocol/clientCapabilities';
-/** Methods whose params.name (or params.uri) is mirrored into Mcp-Name. */
-export const NAMED: Readonly<Record<string, 'name' | 'uri'>> = { 'tools/call': 'name', 'prompts/get': 'name', 'resources/read': 'uri' };
+/** Methods whose params.name (or params.uri, or the Tasks extension's params.taskId) is mirrored into Mcp-Name. */
+export const NAMED: Readonly<Record<string, 'name' | 'uri' | 'taskId'>> = {
+  'tools/call': 'name', 'prompts/get': 'name', 'resources/read': 'uri', 'tasks/get': 'taskId', 'tasks/update': 'taskId', 'tasks/cancel': 'taskId',
+};
 /** RFC 9110 field value: visible ASCII, space, tab. */
 const HEADER_SAFE = /^[\t\x20-\x7e]*$/;
 const SENTINEL = /^=\?base64\?([A-Za-z0-9+/]*={0,2})\?=$/;

@@ -23,6 +23,8 @@ export interface UpstreamClient {
   getPrompt(params: { name: string; arguments?: Record<string, string> }, o?: RequestOptions): Promise<GetPromptResult>;
   subscribeResource(params: { uri: string }, o?: RequestOptions): Promise<unknown>;
   unsubscribeResource(params: { uri: string }, o?: RequestOptions): Promise<unknown>;
+  /** Tasks extension (tasks/get, tasks/update, tasks/cancel): 2026-07-28 upstreams only. */
+  task?(method: string, params: Record<string, unknown>, o?: RequestOptions): Promise<Record<string, unknown>>;
   close(): Promise<void>;
 }
 
@@ -102,6 +104,7 @@ export function createModernClient(url: URL, fetchFn: Fetch, capabilities: Serve
     // 2026-07-28 replaced per-URI subscriptions with subscriptions/listen streams.
     subscribeResource: async () => { throw new McpError(-32601, 'resources/subscribe is not part of MCP 2026-07-28 (subscriptions/listen replaced it)'); },
     unsubscribeResource: async () => ({}),
+    task: (method, params, o) => request<Json>(method, params, o),
     close: async () => {},
   };
 }

@@ -1,4 +1,5 @@
-// MCP 2026-07-28 multi round-trip requests (basic/patterns/mrtr) relayed through aam. An upstream
+// MCP 2026-07-28 interim results relayed through aam: multi round-trip requests (basic/patterns/mrtr)
+// here, and the sealing of Tasks extension ids (used by mcp-tasks.ts). An upstream
 // answers `resultType: "input_required"` with `inputRequests` and an opaque `requestState`; the
 // client retries with `inputResponses` and that state. aam hands the client its own state instead:
 // the upstream's, sealed (AES-256-GCM) with who asked, which server, method and name, a digest of
@@ -6,6 +7,7 @@
 // matches, so another identity (or another request) cannot answer the input request, and the
 // client never sees or alters the upstream's state. Pure: the key comes from the caller.
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { RPC, ToolError } from './types.ts';
 
 /** How long a client may take to gather the input (the spec asks for a short expiry). */
 export const STATE_TTL_MS = 10 * 60_000;
@@ -19,39 +21,77 @@ export interface MrtrIn { inputResponses?: unknown; requestState?: unknown; clie
 
 type Sealed = StateBinding & { up?: string; exp: number };
 
-export function sealState(key: Buffer, b: StateBinding, upstream: string | undefined, now = Date.now()): string {
+/** `value` as an opaque string only `key` opens (AES-256-GCM): confidential and tamper-evident. */
+export function seal(key: Buffer, prefix: string, value: object): string {
   const iv = randomBytes(12);
   const c = createCipheriv('aes-256-gcm', key, iv);
-  const body: Sealed = { ...b, ...(upstream !== undefined ? { up: upstream } : {}), exp: now + STATE_TTL_MS };
-  const ct = Buffer.concat([c.update(JSON.stringify(body), 'utf8'), c.final()]);
-  return PREFIX + Buffer.concat([iv, c.getAuthTag(), ct]).toString('base64url');
+  const ct = Buffer.concat([c.update(JSON.stringify(value), 'utf8'), c.final()]);
+  return prefix + Buffer.concat([iv, c.getAuthTag(), ct]).toString('base64url');
+}
+
+/** What `seal` sealed with this key and prefix, or null (not one, altered, or another key's). */
+export function unseal<T>(key: Buffer, prefix: string, sealed: unknown): T | null {
+  if (typeof sealed !== 'string' || !sealed.startsWith(prefix)) return null;
+  try {
+    const raw = Buffer.from(sealed.slice(prefix.length), 'base64url');
+    const d = createDecipheriv('aes-256-gcm', key, raw.subarray(0, 12));
+    d.setAuthTag(raw.subarray(12, 28));
+    return JSON.parse(Buffer.concat([d.update(raw.subarray(28)), d.final()]).toString('utf8')) as T;
+  } catch {
+    return null;
+  }
+}
+
+export function sealState(key: Buffer, b: StateBinding, upstream: string | undefined, now = Date.now()): string {
+  return seal(key, PREFIX, { ...b, ...(upstream !== undefined ? { up: upstream } : {}), exp: now + STATE_TTL_MS } satisfies Sealed);
 }
 
 /** The upstream's state (undefined when it sent none), or why this state is refused for this request. */
 export function openState(key: Buffer, state: unknown, b: StateBinding, now = Date.now()): { ok: true; upstream?: string } | { ok: false; why: string } {
   if (typeof state !== 'string' || !state.startsWith(PREFIX)) return { ok: false, why: 'it is not a requestState aam issued' };
-  let s: Sealed;
-  try {
-    const raw = Buffer.from(state.slice(PREFIX.length), 'base64url');
-    const d = createDecipheriv('aes-256-gcm', key, raw.subarray(0, 12));
-    d.setAuthTag(raw.subarray(12, 28));
-    s = JSON.parse(Buffer.concat([d.update(raw.subarray(28)), d.final()]).toString('utf8')) as Sealed;
-  } catch {
-    return { ok: false, why: 'it was altered, or issued by another gateway' };
-  }
+  const s = unseal<Sealed>(key, PREFIX, state);
+  if (!s) return { ok: false, why: 'it was altered, or issued by another gateway' };
   if (s.sub !== b.sub) return { ok: false, why: 'it was issued to another identity' };
   if (s.server !== b.server || s.method !== b.method || s.name !== b.name || s.args !== b.args) return { ok: false, why: `it continues another request (${s.method} "${s.name}" with other arguments), not this one` };
   if (now > s.exp) return { ok: false, why: `it expired (a retry must come within ${STATE_TTL_MS / 60_000} min)` };
   return { ok: true, ...(s.up !== undefined ? { upstream: s.up } : {}) };
 }
 
-/** The capabilities an upstream may send inputRequests for: those the client answers itself. */
+/** The Tasks extension's capability key (ext-tasks, SEP-2663). */
+export const TASKS_EXT = 'io.modelcontextprotocol/tasks';
+
+/**
+ * The client capabilities an upstream may act on through aam: input requests the client answers
+ * itself (elicitation, sampling, roots) and the Tasks extension (aam relays tasks/*).
+ */
 export function inputCapabilities(caps: unknown): Record<string, unknown> {
   if (typeof caps !== 'object' || caps === null) return {};
+  const c = caps as Record<string, unknown>;
   const out: Record<string, unknown> = {};
-  for (const k of ['elicitation', 'sampling', 'roots']) if (k in caps) out[k] = (caps as Record<string, unknown>)[k];
+  for (const k of ['elicitation', 'sampling', 'roots']) if (k in c) out[k] = c[k];
+  const ext = c.extensions as Record<string, unknown> | undefined;
+  if (ext && typeof ext === 'object' && ext[TASKS_EXT] !== undefined) out.extensions = { [TASKS_EXT]: ext[TASKS_EXT] };
   return out;
 }
 
 export const isInputRequired = (r: unknown): r is { resultType: 'input_required'; inputRequests?: unknown; requestState?: unknown } =>
   typeof r === 'object' && r !== null && (r as { resultType?: unknown }).resultType === 'input_required';
+
+/** Tasks extension (see mcp-tasks.ts): the task id aam gives a client seals the upstream's with its binding. */
+export const TASK_PREFIX = 'aamtask1.';
+/** How long aam honours a task id: the upstream's ttlMs, within these bounds. */
+const DEFAULT_TTL_MS = 60 * 60_000;
+const MAX_TTL_MS = 24 * 60 * 60_000;
+
+type Json = Record<string, unknown>;
+export interface TaskBinding { sub: string; server: string; tool: string; args: Record<string, unknown>; up: string; exp: number }
+
+export const isTask = (r: unknown): boolean => typeof r === 'object' && r !== null && (r as Json).resultType === 'task';
+
+/** The CreateTaskResult the client gets: the upstream's, with aam's sealed taskId. */
+export function relayTask(key: Buffer, r: unknown, b: Omit<TaskBinding, 'up' | 'exp'>, now = Date.now()): Json {
+  const task = r as Json;
+  if (typeof task.taskId !== 'string' || !task.taskId) throw new ToolError('upstream_error', `MCP server "${b.server}" answered tools/call "${b.tool}" with a task without a taskId`, { code: RPC.upstream, status: 502 });
+  const ttl = typeof task.ttlMs === 'number' && task.ttlMs > 0 ? Math.min(task.ttlMs, MAX_TTL_MS) : DEFAULT_TTL_MS;
+  return { ...task, resultType: 'task', taskId: seal(key, TASK_PREFIX, { ...b, up: task.taskId, exp: now + ttl } satisfies TaskBinding) };
+}

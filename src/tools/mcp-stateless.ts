@@ -13,7 +13,8 @@ import { mcpTraceparent } from '../observability/otlp-genai.ts';
 import type { CompiledTool } from './catalog.ts';
 import { decodeHeaderValue, headerParams, MODERN_VERSION, NAMED, valueAt } from './mcp-headers.ts';
 import { callTool, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
-import { isInputRequired } from './mcp-mrtr.ts';
+import { isInputRequired, TASKS_EXT } from './mcp-mrtr.ts';
+import { taskRequest } from './mcp-tasks.ts';
 import { RPC, ToolError, type ToolAccess } from './types.ts';
 
 export { MODERN_VERSION };
@@ -135,8 +136,9 @@ async function answer(o: StatelessOptions, headers: IncomingHttpHeaders, body: J
   if (method === 'subscriptions/listen') return { status: 200, body: {}, stream: (res) => o.listen(s, isObj(body.params) ? body.params : {}, id as string | number, res) };
   try {
     const result = await dispatch(o, s, method, params, headers, body, extra);
-    if (result === undefined) return error(id, 404, MODERN_RPC.methodNotFound, `Method not found: ${method} (aam serves server/discover, tools, resources, prompts and subscriptions/listen; sessions, resources/subscribe and logging are legacy-only)`);
-    return { status: 200, body: { jsonrpc: '2.0', id, result: { ...result, resultType: isInputRequired(result) ? 'input_required' : 'complete' } } };
+    if (result === undefined) return error(id, 404, MODERN_RPC.methodNotFound, `Method not found: ${method} (aam serves server/discover, tools, resources, prompts, subscriptions/listen and tasks; sessions, resources/subscribe and logging are legacy-only)`);
+    const kind = isInputRequired(result) ? 'input_required' : method === 'tools/call' && result.resultType === 'task' ? 'task' : 'complete';
+    return { status: 200, body: { jsonrpc: '2.0', id, result: { ...result, resultType: kind } } };
   } catch (e) {
     if (e instanceof ToolError && e.code === MODERN_RPC.headerMismatch) return error(id, 400, e.code, e.message);
     if (e instanceof ToolError) return error(id, 200, e.code, e.message, e.data);
@@ -149,7 +151,7 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
   switch (method) {
     case 'server/discover':
       return {
-        supportedVersions: SUPPORTED_VERSIONS, capabilities: { tools: { listChanged: true }, resources: { subscribe: true }, prompts: {} },
+        supportedVersions: SUPPORTED_VERSIONS, capabilities: { tools: { listChanged: true }, resources: { subscribe: true }, prompts: {}, extensions: { [TASKS_EXT]: {} } },
         ...(o.instructions(s.scope) ? { instructions: o.instructions(s.scope) } : {}),
         _meta: { [META_SERVER]: { name: 'aam', version: '0.1.0' } }, ...PRIVATE,
       };
@@ -176,6 +178,7 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
       return { ...await readResource(rt, s, String(params.uri), extra), ...PRIVATE };
     }
     case 'prompts/list': return { prompts: await listPrompts(rt, s), ...PRIVATE };
+    case 'tasks/get': case 'tasks/update': case 'tasks/cancel': return taskRequest(rt, s, method, params, extra);
     case 'prompts/get': return getPrompt(rt, s, String(params.name), isObj(params.arguments) ? params.arguments as Record<string, string> : undefined, extra) as Promise<Json>;
     default: return undefined;
   }

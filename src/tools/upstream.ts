@@ -67,6 +67,8 @@ export interface Upstream {
   getPrompt(name: string, args: Record<string, string> | undefined, identity: Identity, opts?: CallOptions): Promise<GetPromptResult>;
   /** Called with the new list whenever the cached tools list changes. */
   onToolsChanged(listener: (tools: UpstreamTool[]) => void): void;
+  /** A Tasks extension request (tasks/get, tasks/update, tasks/cancel) as `identity`; 2026-07-28 servers only. */
+  task(method: string, params: Record<string, unknown>, identity: Identity, opts?: CallOptions): Promise<Record<string, unknown>>;
   status(): { state: UpstreamState; restarts: number; lastError?: string; pid?: number | null };
   close(): Promise<void>;
 }
@@ -359,6 +361,10 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       c.getServerCapabilities()?.prompts ? (await c.listPrompts(undefined, reqOpts())).prompts : []),
     getPrompt: (p, args, identity, o) => run('prompts/get', identity, (c) => c.getPrompt(withTrace({ name: p, arguments: args }, o), reqOpts(o)), o?.signal),
     onToolsChanged(l) { listeners.push(l); },
+    task: (method, params, identity, o) => run(method, identity, (c) => {
+      if (!c.task) throw new ToolError('upstream_error', `MCP server "${name}" speaks MCP 2025-11-25 or earlier, which has no ${method}`, { code: RPC.upstream, status: 502 });
+      return c.task(method, withTrace(params, o), reqOpts(o));
+    }, o?.signal),
     status() {
       const pid = transport instanceof StdioClientTransport ? transport.pid : undefined;
       return { state, restarts, lastError, pid };
