@@ -29,7 +29,7 @@ const keys: Record<string, string> = {};
 function agent(name: string, team: string): string[] {
   return [
     doc('Agent', name, { workload: `spiffe://test/agent/${name}`, team }),
-    doc('AgentPolicy', `${name}-policy`, { identity: { workload: `spiffe://test/agent/${name}` }, models: { allow: ['by-agent', 'by-team', 'semantic', 'embed', 'budgeted'] } }),
+    doc('AgentPolicy', `${name}-policy`, { identity: { workload: `spiffe://test/agent/${name}` }, models: { allow: ['by-agent', 'by-team', 'semantic', 'embed', 'budgeted', 'team-priced'] } }),
   ];
 }
 
@@ -52,15 +52,18 @@ before(async () => {
     doc('Model', 'budgeted', { targets: [{ provider: 'oai', model: 'ok' }], pricing: { input_per_1m: 1, output_per_1m: 2 }, cache: { mode: 'exact', ttl_seconds: 60, scope: 'agent' } }),
     doc('Model', 'embed', { kind: 'embeddings', targets: [{ provider: 'local-embed', model: 'test-embedder' }], pricing: { free: true } }),
     doc('Model', 'semantic', { targets: [{ provider: 'oai', model: 'ok' }], pricing: { free: true }, cache: { mode: 'semantic', threshold: 0.8, embedding_model: 'embed', ttl_seconds: 60, scope: 'agent' } }),
-    ...agent('red-1', 'red'), ...agent('red-2', 'red'), ...agent('blue-1', 'blue'),
+    doc('Model', 'team-priced', { targets: [{ provider: 'oai', model: 'ok' }], pricing: { input_per_1m: 1, output_per_1m: 2 }, cache: { mode: 'exact', ttl_seconds: 60, scope: 'team' } }),
+    ...agent('red-1', 'red'), ...agent('red-2', 'red'), ...agent('blue-1', 'blue'), ...agent('green-rich', 'green'), ...agent('green-poor', 'green'),
     doc('AgentPolicy', 'spend', { identity: { team: 'red' }, models: { budget: { daily_usd: 100 } } }),
+    // Less than one call's worst case (4096 output tokens at $2 per 1M): only $0 hits get through.
+    doc('AgentPolicy', 'poor', { identity: { agent: 'green-poor' }, models: { budget: { daily_usd: 0.001 } } }),
   ));
   for (const i of [0, 1]) {
     const r = await startGateway({ configPath, dataDir: join(dir, `data-${i}`), port: 0, host: '127.0.0.1', env: { ...process.env, ...store.env, AAM_LOG_LEVEL: 'error' } });
     replicas.push(r);
     urls.push(`http://127.0.0.1:${r.port}`);
   }
-  for (const a of ['red-1', 'red-2', 'blue-1']) keys[a] = (await replicas[0].rt.keyBook.create(a)).secret;
+  for (const a of ['red-1', 'red-2', 'blue-1', 'green-rich', 'green-poor']) keys[a] = (await replicas[0].rt.keyBook.create(a)).secret;
   await until(async () => (await fetch(`${urls[1]}/v1/models`, { headers: { authorization: `Bearer ${keys['blue-1']}` } })).status === 200, 10_000, 'keys on replica 1');
 });
 
@@ -102,7 +105,7 @@ test('semantic: a paraphrase on the other replica hits; another agent does not',
   assert.equal(upstreamCalls(), 2);
 });
 
-test('Redis round trips per model request on a cached route: the cache read + the admission script; a repeated hit on one replica only the admission', async () => {
+test('Redis round trips per model request on a cached route: one (the admission script reads the cache entry); a caller with no limits: the cache read alone', async () => {
   const cacheA = (replicas[0].rt.cache as unknown as { shared: FleetCache }).shared;
   const cacheB = (replicas[1].rt.cache as unknown as { shared: FleetCache }).shared;
   const limA = replicas[0].rt.limiter as FleetLimiter;
@@ -110,13 +113,31 @@ test('Redis round trips per model request on a cached route: the cache read + th
   const calls = () => cacheA.calls + cacheB.calls + limA.admitCalls + limB.admitCalls;
   let n = calls();
   assert.equal(await cacheHeader(urls[0], 'red-1', 'budgeted', 'count my round trips'), 'miss');
-  assert.equal(calls() - n, 2, 'miss: one GET, one admission script');
+  assert.equal(calls() - n, 1, 'miss: one admission script, which read the cache too');
   n = calls();
   assert.equal(await cacheHeader(urls[1], 'red-1', 'budgeted', 'count my round trips'), 'hit');
-  assert.equal(calls() - n, 2, 'hit on the other replica: one GET, one admission (a hit counts against rpm, reserves $0)');
+  assert.equal(calls() - n, 1, 'hit on the other replica: the admission script found it (a hit counts against rpm, reserves $0)');
   n = calls();
   assert.equal(await cacheHeader(urls[1], 'red-1', 'budgeted', 'count my round trips'), 'hit');
   assert.equal(calls() - n, 1, 'repeated hit: served from the replica\'s memory copy, only the admission');
+  // blue-1 has no budget or rate limit: no admission script, so the cache is read alone.
+  n = calls();
+  assert.equal(await cacheHeader(urls[0], 'blue-1', 'by-agent', 'count my round trips'), 'miss');
+  assert.equal(await cacheHeader(urls[1], 'blue-1', 'by-agent', 'count my round trips'), 'hit');
+  assert.equal(calls() - n, 2, 'one GET per request');
+});
+
+test('a hit the admission script finds in Redis reserves nothing: an agent whose budget cannot cover one call still gets it', async () => {
+  fake.reset();
+  assert.equal(await cacheHeader(urls[0], 'green-rich', 'team-priced', 'shared by the green team'), 'miss');
+  // Replica 1 has never seen it: only Redis has it, and the admission is what reads it.
+  const r = await chat(urls[1], keys['green-poor'], 'team-priced', 'shared by the green team');
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  assert.equal(r.headers.get('x-aam-cache'), 'hit');
+  assert.equal(r.headers.get('x-aam-cost-usd'), '0');
+  const fresh = await chat(urls[1], keys['green-poor'], 'team-priced', 'not cached anywhere');
+  assert.equal(fresh.status, 429, 'a miss must reserve its worst case, which the budget cannot cover');
+  assert.equal(upstreamCalls(), 1);
 });
 
 test('the Redis cache is bounded: storing past maxEntries/maxBytes evicts the soonest to expire', async () => {

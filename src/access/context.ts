@@ -89,8 +89,8 @@ export class Access<C extends Ctx = Ctx> {
   }
 
   /** Rate limits and budget reservation (check-and-count; a promise only with the fleet store). */
-  admit(tokensEstimate: number, costEstimateUsd: number): Admission | Promise<Admission> {
-    return admit(this.ctx, this.identity, tokensEstimate, costEstimateUsd, this.set);
+  admit(tokensEstimate: number, costEstimateUsd: number, cacheKey?: string): Admission | Promise<Admission> {
+    return admit(this.ctx, this.identity, tokensEstimate, costEstimateUsd, this.set, cacheKey);
   }
 
   settle(a: Admission, costUsd: number | null, tokens: number | null): void { settle(this.ctx, a, costUsd, tokens); }

@@ -5,7 +5,7 @@ import type { AgentRecord } from '../identity/types.ts';
 import { setFor, type PolicySet } from '../policy/compile.ts';
 import type { AccessRequest, Decision } from '../policy/types.ts';
 import type { RateLimits } from '../policy/limits.ts';
-import { StoreUnavailable, type AdmitResult, type Ticket } from '../store/types.ts';
+import { StoreUnavailable, type AdmitResult, type SharedCacheEntry, type Ticket } from '../store/types.ts';
 import { AamError } from './errors.ts';
 import type { Ctx } from './request.ts';
 import type { Identity } from '../identity/types.ts';
@@ -77,7 +77,8 @@ export function recordEvidence(ctx: Ctx, identity: Identity, ev: AuditEventInput
   ctx.rt.audit?.record(sel ? selectForRecord(ev, sel) : ev);
 }
 
-export interface Admission { ticket: Ticket | null }
+/** cached: the shared response cache entry the admission read (null: none; undefined: not read, see admit()). */
+export interface Admission { ticket: Ticket | null; cached?: SharedCacheEntry | null }
 
 const NOTHING_COUNTED: Admission = { ticket: null };
 const NO_RATES: ReadonlyArray<{ key: string; limits: RateLimits }> = [];
@@ -87,12 +88,14 @@ const NO_RATES: ReadonlyArray<{ key: string; limits: RateLimits }> = [];
  * no await in between (the result is not a promise); fleet, in one Redis script. Either way,
  * concurrent requests cannot all pass on the same remaining allowance. A store that cannot
  * answer refuses the request (503 store_unavailable): a limit is never skipped.
+ * cacheKey: the fleet's response cache entry to read in the same round trip (a hit there reserves
+ * nothing); it is read only when there is something to count.
  */
-export function admit(ctx: Ctx, identity: Identity, tokensEstimate: number, costEstimateUsd: number, set: PolicySet = setFor(identity.agent, ctx.cfg.policies)): Admission | Promise<Admission> {
+export function admit(ctx: Ctx, identity: Identity, tokensEstimate: number, costEstimateUsd: number, set: PolicySet = setFor(identity.agent, ctx.cfg.policies), cacheKey?: string): Admission | Promise<Admission> {
   const limits = set.limits;
   const rates = limits.rate ? rateEntriesOf(identity, '', limits.rate) : NO_RATES;
   if (rates.length === 0 && limits.budgets.length === 0) return NOTHING_COUNTED;
-  const req = { rates, tokens: tokensEstimate, budgets: limits.budgets.map((b) => ({ key: b.key, limits: b })), amountUsd: costEstimateUsd };
+  const req = { rates, tokens: tokensEstimate, budgets: limits.budgets.map((b) => ({ key: b.key, limits: b })), amountUsd: costEstimateUsd, cacheKey };
   let r: AdmitResult | Promise<AdmitResult>;
   try { r = ctx.rt.limiter.admit(req); } catch (e) { throw storeFailure(e); }
   if (r instanceof Promise) return r.then((v) => admitted(ctx, identity, set, v), (e: unknown) => { throw storeFailure(e); });
@@ -100,7 +103,7 @@ export function admit(ctx: Ctx, identity: Identity, tokensEstimate: number, cost
 }
 
 function admitted(ctx: Ctx, identity: Identity, set: PolicySet, r: AdmitResult): Admission {
-  if (r.ok) return r.ticket ? { ticket: r.ticket } : NOTHING_COUNTED;
+  if (r.ok) return r.cached !== undefined ? { ticket: r.ticket, cached: r.cached } : r.ticket ? { ticket: r.ticket } : NOTHING_COUNTED;
   if (r.code === 'rate_limited') {
     ctx.rt.metrics?.limited('rate_limited', identity.agent.name);
     const rate = set.limits.rate!;

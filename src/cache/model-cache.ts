@@ -17,7 +17,7 @@ import { cacheDirectives } from './directives.ts';
 import { cacheKey, routeVersion, scopeKey, type CacheKind, type RouteShape } from './key.ts';
 import { DEFAULT_SEMANTIC_THRESHOLD, SemanticCache, type Embed, type SemanticOptions, type SemanticProbe, type SemanticScope } from './semantic.ts';
 import { ResponseCache, type CachedEntry, type ResponseCacheOptions } from './store.ts';
-import { StoreUnavailable, type SharedCache } from '../store/types.ts';
+import { StoreUnavailable, type SharedCache, type SharedCacheEntry } from '../store/types.ts';
 
 export const DEFAULT_TTL_SECONDS = 300;
 
@@ -39,6 +39,12 @@ export interface CacheLookup {
   semanticError?: string;
   /** Store the fresh answer when allowed (not for no-store, nor a content_filter stop). Returns whether stored. */
   save(result: ChatResult | EmbeddingsResult, now?: number): boolean;
+  /**
+   * Fleet, lookup with `defer`: not in this replica's memory, and the shared cache is still to be
+   * read. Pass `key` to the admission (it reads the entry in the same Redis round trip), then
+   * finish() with what it read (undefined: the admission did not read it; finish reads it then).
+   */
+  pending?: { key: string; finish(read: SharedCacheEntry | null | undefined): Promise<CacheLookup> };
 }
 
 type HeaderBag = Readonly<Record<string, string | string[] | undefined>>;
@@ -72,7 +78,7 @@ export class ModelCache {
    * cannot answer (the cache is skipped, never a reason to fail: limits decide that on their own).
    */
   private async fromShared(key: string, now: number, maxAgeSeconds: number | undefined): Promise<CachedEntry | null> {
-    let far: { entry: string; expiresAt: number } | null;
+    let far: SharedCacheEntry | null;
     try { far = await this.shared!.get(key); } catch (e) {
       if (e instanceof StoreUnavailable) return null;
       throw e;
@@ -80,6 +86,16 @@ export class ModelCache {
     if (!far || far.expiresAt <= now) return null;
     this.exact.set(key, JSON.parse(far.entry) as CachedEntry, (far.expiresAt - now) / 1000, now);
     return this.exact.get(key, now, maxAgeSeconds);
+  }
+
+  /**
+   * An entry the admission script found live (by Redis's clock): a hit even if this replica's
+   * clock already calls it expired, since the admission reserved nothing for it.
+   */
+  private adopt(key: string, far: SharedCacheEntry, now: number): CachedEntry {
+    const entry = JSON.parse(far.entry) as CachedEntry;
+    this.exact.set(key, entry, (far.expiresAt - now) / 1000, now);
+    return this.exact.get(key, now) ?? entry;
   }
 
   private scrubbed<T>(v: T): T {
@@ -98,7 +114,7 @@ export class ModelCache {
 
   async lookup(
     kind: CacheKind, route: CacheableRoute, req: ChatRequest | EmbeddingsRequest, caller: CacheCaller, headers: HeaderBag,
-    opts: { embed?: Embed; now?: number } = {},
+    opts: { embed?: Embed; now?: number; defer?: boolean } = {},
   ): Promise<CacheLookup> {
     const spec = route.cache;
     if (!spec) return OFF;
@@ -126,7 +142,19 @@ export class ModelCache {
     };
 
     if (dir.lookup) {
-      const hit = this.exact.get(key, now, dir.maxAgeSeconds) ?? (this.shared ? await this.fromShared(key, now, dir.maxAgeSeconds) : null);
+      const mem = this.exact.get(key, now, dir.maxAgeSeconds);
+      if (mem) return { status: 'hit', entry: mem, via: 'exact', save };
+      // Deferred to the admission's round trip: only when no max-age (the script cannot judge an
+      // entry's age) and no semantic lookup would follow a miss (it would wait for the exact read).
+      if (this.shared && opts.defer && dir.maxAgeSeconds === undefined && !useSemantic) {
+        const miss: CacheLookup = { status: 'miss', entry: null, via: null, save };
+        const finish = async (read: SharedCacheEntry | null | undefined): Promise<CacheLookup> => {
+          const hit = read === undefined ? await this.fromShared(key, now, undefined) : read ? this.adopt(key, read, now) : null;
+          return hit ? { status: 'hit', entry: hit, via: 'exact', save } : miss;
+        };
+        return { ...miss, pending: { key, finish } };
+      }
+      const hit = this.shared ? await this.fromShared(key, now, dir.maxAgeSeconds) : null;
       if (hit) return { status: 'hit', entry: hit, via: 'exact', save };
     }
     if (useSemantic) {

@@ -74,18 +74,21 @@ export async function serveChat(a: Access, parsedReq: ChatRequest, codec: Client
 
   // Cache (scoped to this agent or team): looked up after policy and input guardrails, so a hit
   // is only ever served to a caller who may make the request, and counts as a $0 call.
-  const look = route.cache
+  // Fleet: an entry not in this replica's memory is read by the admission script (one round trip).
+  let look = route.cache
     ? await ctx.rt.cache.lookup('chat', route, req, { agent: identity.agent.spiffeId, team: identity.agent.team }, ctx.req.headers,
-      { embed: embedderFor(ctx, identity, route.cache.embedding_model) })
+      { embed: embedderFor(ctx, identity, route.cache.embedding_model), defer: true })
     : null;
-  const hit = look?.status === 'hit' && look.entry ? (look.entry.result as ChatResult) : null;
+  const hitOf = () => (look?.status === 'hit' && look.entry ? (look.entry.result as ChatResult) : null);
 
   // ~4 bytes per token; the request body size is a free upper bound of the prompt.
   const promptTokens = Math.ceil(bodyBytes / 4);
   const maxOut = req.max_completion_tokens ?? req.max_tokens ?? 4096;
-  const estimate = hit ? 0 : Math.max(0, ...route.targets.map((t) => estimateCostUsd(promptTokens, maxOut, t.pricing)));
-  const adm = await a.admit(promptTokens + maxOut, estimate);
-  const cache: CacheState = { hit, save: look && look.status !== 'off' ? look.save : null };
+  // A hit costs $0 (the admission script reserves nothing for an entry it finds, too).
+  const estimate = hitOf() ? 0 : Math.max(0, ...route.targets.map((t) => estimateCostUsd(promptTokens, maxOut, t.pricing)));
+  const adm = await a.admit(promptTokens + maxOut, estimate, look?.pending?.key);
+  if (look?.pending) look = await look.pending.finish(adm.cached);
+  const cache: CacheState = { hit: hitOf(), save: look && look.status !== 'off' ? look.save : null };
 
   const ac = new CallAbort();
   ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });

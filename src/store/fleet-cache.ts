@@ -52,6 +52,15 @@ return 1
 
 type Scripted = { aamCachePut(...a: Array<string | number>): Promise<number> };
 
+/** The Redis key of an exact entry (the admission script reads it too: one round trip on cached routes). */
+export const exactCacheKey = (fleetPrefix: string, key: string): string => `${fleetPrefix}cache:x:${key}`;
+
+/** An exact entry as stored: "expiresAt\nentry". */
+export function parseCacheValue(v: string): { entry: string; expiresAt: number } {
+  const cut = v.indexOf('\n');
+  return { expiresAt: Number(v.slice(0, cut)), entry: v.slice(cut + 1) };
+}
+
 export class FleetCache implements SharedCache {
   readonly #redis: Redis;
   readonly #prefix: string;
@@ -81,9 +90,7 @@ export class FleetCache implements SharedCache {
     this.calls++;
     let v: string | null;
     try { v = await this.#redis.get(`${this.#prefix}x:${key}`); } catch (e) { throw new StoreUnavailable('redis', `response cache: ${(e as Error).message}`); }
-    if (v === null) return null;
-    const cut = v.indexOf('\n'); // "expiresAt\nentry"
-    return { expiresAt: Number(v.slice(0, cut)), entry: v.slice(cut + 1) };
+    return v === null ? null : parseCacheValue(v);
   }
 
   set(key: string, entry: string, expiresAt: number): void {

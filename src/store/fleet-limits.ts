@@ -5,6 +5,7 @@
 // live total the script checks) and, batched about once a second, to PostgreSQL (durable: a
 // Redis that restarts empty is re-seeded from it, so an exhausted budget stays exhausted).
 import type { Fleet } from './fleet.ts';
+import { exactCacheKey, parseCacheValue } from './fleet-cache.ts';
 import { StoreUnavailable, type AdmitRequest, type AdmitResult, type BudgetAlert, type Limiter, type Period, type Ticket } from './types.ts';
 
 const dayStart = (t: number): number => { const d = new Date(t); return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()); };
@@ -18,8 +19,10 @@ const nextMonth = (start: number): number => { const d = new Date(start); return
 // ARGV: dayField, monthField, nSettlements,
 //       per settlement: nRates, nBudgets, actualTokens (-1: unknown), estimatedTokens, member, amount reserved, charge;
 //       then nRates, tokens, (rpm, tpm) per rate, nBudgets, amount, member, reservation ttl ms,
-//       (daily, monthly; -1 = none) per budget. nRates = nBudgets = 0: settle only.
-// Replies: { admission, totals } with admission {'ok'} | {'rate', 'rpm'|'tpm', index, waitMs}
+//       readCache (1: the last key is a response cache entry), (daily, monthly; -1 = none) per budget.
+//       nRates = nBudgets = 0: settle only.
+// A live cache entry is a hit: it costs $0, so nothing is reserved (rates still count).
+// Replies: { admission, totals, cached } with cached the entry's value (nil: none) and admission {'ok'} | {'rate', 'rpm'|'tpm', index, waitMs}
 //          | {'budget', index, period, committed} | {'seed', index...} (budget totals of this window
 //          not in Redis yet: nothing counted), and totals the daily and monthly spend after each
 //          settlement's charge per budget ('' when that window is not in Redis).
@@ -62,6 +65,7 @@ for s = 1, ns do
   end
   k = k + nr + 2 * nb
 end
+local cached = false
 local function admit()
   local nr = tonumber(ARGV[a])
   local tokens = tonumber(ARGV[a + 1])
@@ -86,7 +90,15 @@ local function admit()
   local nb = tonumber(ARGV[a])
   local amount = tonumber(ARGV[a + 1])
   local member, ttl = ARGV[a + 2], tonumber(ARGV[a + 3])
-  a = a + 4
+  if ARGV[a + 4] == '1' then
+    local v = redis.call('GET', KEYS[k + nr + 2 * nb + 1])
+    local exp = v and tonumber(string.match(v, '^(%d+)\\n'))
+    if exp and exp > now then
+      cached = v
+      amount = 0
+    end
+  end
+  a = a + 5
   local budgetFail = nil
   local missing = {}
   for j = 1, nb do
@@ -145,7 +157,8 @@ local function admit()
   end
   return { 'ok' }
 end
-return { admit(), totals }
+local admission = admit()
+return { admission, totals, cached }
 `;
 
 interface FleetTicket extends Ticket {
@@ -173,7 +186,8 @@ export interface FleetLimiterOptions {
   onError?: (what: string, e: unknown) => void;
 }
 
-type Scripted = { aamAdmit(...args: Array<string | number>): Promise<[unknown[], string[]]> };
+type Reply = [admission: unknown[], totals: string[], cached: string | null];
+type Scripted = { aamAdmit(...args: Array<string | number>): Promise<Reply> };
 
 /** Settlements carried by one script call (bounds its size; the rest ride on the next). */
 const MAX_SETTLEMENTS = 64;
@@ -236,16 +250,20 @@ export class FleetLimiter implements Limiter {
       budgetKeys.push(`${p}b:${b.key}`, `${p}bz:${b.key}`);
       budgetArgs.push(b.limits.daily_usd ?? -1, b.limits.monthly_usd ?? -1);
     }
-    const own = { keys: [...rateKeys, ...budgetKeys], args: [req.rates.length, tokens, ...rateArgs, req.budgets.length, amount, member, this.#ttl, ...budgetArgs] };
-    let reply = await this.#call(own, d, m);
+    const keys = [...rateKeys, ...budgetKeys];
+    if (req.cacheKey !== undefined) keys.push(exactCacheKey(p, req.cacheKey));
+    const own = { keys, args: [req.rates.length, tokens, ...rateArgs, req.budgets.length, amount, member, this.#ttl, req.cacheKey !== undefined ? 1 : 0, ...budgetArgs] };
+    let [reply, , value] = await this.#call(own, d, m);
     if (reply[0] === 'seed') {
       await this.#seed(req, reply.slice(1).map(Number), d, m);
-      reply = await this.#call(own, d, m, false);
+      [reply, , value] = await this.#call(own, d, m, false);
       if (reply[0] === 'seed') throw new StoreUnavailable('redis', 'budget totals could not be loaded into Redis');
     }
     if (reply[0] === 'ok') {
-      const ticket: FleetTicket = { kind: 'ticket', budgetKeys, tpmKeys, budgets: req.budgets, member, amount, tokens, done: false };
-      return { ok: true, ticket };
+      const cached = req.cacheKey === undefined ? undefined : value === null ? null : parseCacheValue(value);
+      // A hit reserved nothing: settling it charges nothing unless a real cost is given.
+      const ticket: FleetTicket = { kind: 'ticket', budgetKeys, tpmKeys, budgets: req.budgets, member, amount: cached ? 0 : amount, tokens, done: false };
+      return { ok: true, ticket, cached };
     }
     if (reply[0] === 'rate') {
       const i = Number(reply[2]) - 1;
@@ -264,11 +282,9 @@ export class FleetLimiter implements Limiter {
   }
 
   /** One script: the queued settlements (unless `carry` is false), then this admission. */
-  async #call(own: { keys: string[]; args: Array<string | number> }, d: number, m: number, carry = true): Promise<unknown[]> {
+  #call(own: { keys: string[]; args: Array<string | number> }, d: number, m: number, carry = true): Promise<Reply> {
     this.admitCalls++;
-    const batch = carry ? this.#take() : [];
-    const [admission] = await this.#script(batch, own, d, m, (e) => new StoreUnavailable('redis', (e as Error).message));
-    return admission;
+    return this.#script(carry ? this.#take() : [], own, d, m, (e) => new StoreUnavailable('redis', (e as Error).message));
   }
 
   /** Up to MAX_SETTLEMENTS queued settlements, while Redis is connected (else they wait: a command now would fail unsent). */
@@ -284,7 +300,7 @@ export class FleetLimiter implements Limiter {
    * Run the script; the settlements it carried are then in Redis (their alerts checked), or, if
    * it failed, lost there (counted in PostgreSQL already; their reservations expire).
    */
-  async #script(batch: Settlement[], own: { keys: string[]; args: Array<string | number> }, d: number, m: number, fail: (e: unknown) => Error): Promise<[unknown[], string[]]> {
+  async #script(batch: Settlement[], own: { keys: string[]; args: Array<string | number> }, d: number, m: number, fail: (e: unknown) => Error): Promise<Reply> {
     const keys: string[] = [];
     const args: Array<string | number> = [`d:${d}`, `m:${m}`, batch.length];
     for (const { ft, charge, tokens } of batch) {
@@ -294,7 +310,7 @@ export class FleetLimiter implements Limiter {
       args.push(tpm.length, ft.budgets.length, tokens, ft.tokens, ft.member, ft.amount, charge);
     }
     for (const k of own.keys) keys.push(k);
-    let reply: [unknown[], string[]];
+    let reply: Reply;
     try {
       reply = await this.#redis.aamAdmit(keys.length, ...keys, ...args, ...own.args);
     } catch (e) {
@@ -314,7 +330,7 @@ export class FleetLimiter implements Limiter {
         while (this.#queue.length > 0 && this.#fleet.redis.status === 'ready') {
           const now = Date.now();
           this.settleCalls++;
-          await this.#script(this.#take(), { keys: [], args: [0, 0, 0, 0, '', 0] }, dayStart(now), monthStart(now), (e) => e as Error).catch(() => {});
+          await this.#script(this.#take(), { keys: [], args: [0, 0, 0, 0, '', 0, 0] }, dayStart(now), monthStart(now), (e) => e as Error).catch(() => {});
         }
       } finally {
         this.#sending = null;

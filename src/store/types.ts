@@ -62,13 +62,22 @@ export interface AdmitRequest {
   /** Budget keys (agent:, team:), reserved all-or-nothing. */
   budgets: ReadonlyArray<{ key: string; limits: BudgetLimits }>;
   amountUsd: number;
+  /**
+   * Fleet: the shared response cache's exact entry to read in the same script (one round trip on
+   * cached routes). A live entry there is a hit: it costs $0, so amountUsd is not reserved.
+   */
+  cacheKey?: string;
 }
+
+/** A shared response cache entry: its text (a CachedEntry, JSON) and when it expires. */
+export interface SharedCacheEntry { entry: string; expiresAt: number }
 
 /** What settle/release need to undo or charge an admission; opaque to callers. */
 export interface Ticket { readonly kind: 'ticket' }
 
 export type AdmitResult =
-  | { ok: true; ticket: Ticket | null }
+  /** cached: the entry cacheKey named (null: none); undefined when it was not read. */
+  | { ok: true; ticket: Ticket | null; cached?: SharedCacheEntry | null }
   | { ok: false; code: 'rate_limited'; limit: 'rpm' | 'tpm'; key: string; retryAfterSeconds: number }
   | { ok: false; code: 'budget_exceeded'; key: string; resetAt: Date; spent: number; limit: number; period: Period };
 
@@ -158,7 +167,7 @@ export interface SharedSemanticEntry {
  * StoreUnavailable from get(); writes never throw (a lost write is a later miss).
  */
 export interface SharedCache {
-  get(key: string): Promise<{ entry: string; expiresAt: number } | null>;
+  get(key: string): Promise<SharedCacheEntry | null>;
   set(key: string, entry: string, expiresAt: number): void;
   publishSemantic(e: SharedSemanticEntry): void;
   /** Semantic entries stored by other replicas (and, at start, the recent ones still live). */
