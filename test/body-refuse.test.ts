@@ -87,7 +87,7 @@ test('a client still sending a body over the limit reads the 413, not a reset (t
   const { Pool } = await import('undici');
   const pool = new Pool(gw.url, { connections: 1 });
   try {
-    for (const size of [LIMIT + 1, 4 * LIMIT, ...Array(12).fill(LINGER_BYTES - 4 * 1024 * 1024)]) {
+    for (const size of [LIMIT + 1, 2 * LIMIT, LIMIT + LINGER_BYTES / 2]) {
       const r = await pool.request({ path: '/v1/chat/completions', method: 'POST', body: Buffer.alloc(size, 0x61), headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' } });
       assert.equal(r.statusCode, 413, `${size} bytes`);
       assert.equal(r.headers.connection, 'close');

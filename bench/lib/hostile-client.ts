@@ -12,13 +12,14 @@ const statuses = new Map<number, number>();
 const times: number[] = [];
 while (Date.now() < until) {
   const t = performance.now();
-  const res = await pool.request({
+  // A refused body may be answered and its connection closed while it is still being sent: the
+  // client then sees the connection reset (counted as status 0) rather than the answer.
+  const status = await pool.request({
     path: '/v1/chat/completions', method: 'POST', body,
     headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'content-length': String(body.length) },
-  });
-  await res.body.arrayBuffer();
+  }).then(async (res) => { await res.body.arrayBuffer(); return res.statusCode; }, () => 0);
   times.push(performance.now() - t);
-  statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1);
+  statuses.set(status, (statuses.get(status) ?? 0) + 1);
 }
 await pool.close();
 times.sort((a, b) => a - b);

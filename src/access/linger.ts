@@ -5,8 +5,8 @@
 // most that much. Node's own behaviour reads and discards all of it to keep the connection.
 import type { IncomingMessage } from 'node:http';
 
-export const LINGER_BYTES = 16 * 1024 * 1024;
-export const LINGER_MS = 2000;
+export const LINGER_BYTES = 1024 * 1024;
+export const LINGER_MS = 1000;
 
 /** Call before the answer's head is written; the answer must then say `connection: close`. */
 export function closeAfterAnswer(req: IncomingMessage): void {
