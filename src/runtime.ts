@@ -20,6 +20,7 @@ import { memoryMcpSessions } from './store/mcp-sessions.ts';
 import { FleetPins } from './store/fleet-pins.ts';
 import { FleetCredentialRows } from './store/fleet-credentials.ts';
 import { FleetIssuerKeys } from './store/fleet-issuer-keys.ts';
+import { FleetUsage } from './store/fleet-usage.ts';
 import { openDatabase } from './store/sqlite.ts';
 import { createLogger, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
@@ -77,6 +78,8 @@ export interface RuntimeOptions {
 /** The fleet implementations of the store seam, opened (and migrated) before the runtime. */
 export interface FleetStores {
   fleet: Fleet; keys: FleetKeyBook; limiter: FleetLimiter; pins: FleetPins; credentials: FleetCredentialRows; issuerKeys: FleetIssuerKeys;
+  /** Usage rollups of the whole fleet (each replica adds its own). */
+  usage: FleetUsage;
   /** This replica's heartbeat in Redis (aam fleet status). */
   heartbeat(config: () => string, everyMs?: number): { stop(): Promise<void> };
 }
@@ -100,7 +103,8 @@ export async function openFleetStores(env: NodeJS.ProcessEnv, opts: { follow: bo
     const pins = await FleetPins.open(fleet, { follow: opts.follow, pollMs, onError });
     const credentials = await FleetCredentialRows.open(fleet, { follow: opts.follow, pollMs, onError });
     const issuerKeys = new FleetIssuerKeys(fleet, { follow: opts.follow, pollMs, onError });
-    return { fleet, keys, limiter, pins, credentials, issuerKeys, heartbeat: (config, everyMs) => startHeartbeat(fleet, config, everyMs) };
+    const usage = new FleetUsage(fleet.sql, (e) => onError('writing usage rollups', e));
+    return { fleet, keys, limiter, pins, credentials, issuerKeys, usage, heartbeat: (config, everyMs) => startHeartbeat(fleet, config, everyMs) };
   } catch (e) {
     await fleet.close();
     throw e;
@@ -214,7 +218,7 @@ export class Runtime {
     this.fleet = opts.fleet ?? null;
     this.#keys = this.fleet ? null : openKeyStore(this.db, opts.dataDir, true);
     this.keyBook = this.fleet ? this.fleet.keys : embeddedKeyBook(this.#keys!);
-    this.usage = new UsageRecorder(this.db);
+    this.usage = new UsageRecorder(this.db, { shared: this.fleet?.usage });
     this.identitySeen = new IdentitySeen(this.fleet ? redisSeenBackend(this.fleet.fleet.redis, this.fleet.fleet.prefix) : sqliteSeenBackend(this.db),
       (e) => this.log.warn({ event: 'identity_seen_write_failed', err: e }, 'identity methods seen: write failed (retried at the next flush)'));
     const onAlert = (a: BudgetAlert) => {
@@ -409,6 +413,7 @@ export class Runtime {
       await this.fleet.pins.flush();
       await this.fleet.credentials.close();
       this.fleet.issuerKeys.close();
+      await this.fleet.usage.settled();
       await this.fleet.limiter.close();
       await this.fleet.fleet.close();
     }

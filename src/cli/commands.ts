@@ -6,15 +6,14 @@ import { compilePolicies } from '../policy/compile.ts';
 import { runPolicyTests, explain, requestOf } from '../policy/test-runner.ts';
 import { buildAgentRegistry } from '../identity/registry.ts';
 import { issueAgentSvid, parseTtl } from '../identity/issue.ts';
-import { openDatabase } from '../store/sqlite.ts';
-import { UsageRecorder, sinceTime } from '../gateway/usage.ts';
+import { sinceTime } from '../gateway/usage.ts';
 import { openVault } from '../credentials/vault.ts';
 import { readSecretFromStdin } from '../credentials/stdin.ts';
 import { auditCommands } from '../audit/cli.ts';
 import { importCommands } from './import.ts';
 import { policyDiffCommands } from './policy-diff.ts';
 import { recordCliAdmin } from './evidence.ts';
-import { withIssuer, withJoinTokens, withVault } from './stores.ts';
+import { withIssuer, withJoinTokens, withUsage, withVault } from './stores.ts';
 import { fleetEnv } from '../store/fleet-lazy.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
@@ -93,10 +92,11 @@ export const extraCommands: Record<string, Command> = {
     summary: 'spend and tokens from the usage records',
     usage: 'aam usage [--by agent|team|model|route] [--since 7d|ISO] [--json]',
     options: { by: { type: 'string' }, since: { type: 'string' }, json: { type: 'boolean' } },
-    run: ({ values, g }) => {
+    run: async ({ values, g }) => {
       const by = String(values.by ?? 'agent');
       if (!['agent', 'team', 'model', 'route'].includes(by)) { err('--by must be agent, team, model or route'); return 2; }
-      const rows = new UsageRecorder(openDatabase(g.data)).summary(by as 'agent', since(values.since));
+      // Fleet (AAM_DATABASE_URL): every replica's rollups in PostgreSQL; otherwise this data dir's.
+      const rows = await withUsage(g.data, (usage) => usage.summary(by as 'agent', since(values.since)));
       if (values.json) { out(JSON.stringify(rows, null, 2)); return 0; }
       out([by.toUpperCase().padEnd(28), 'REQUESTS'.padStart(9), 'IN_TOK'.padStart(10), 'OUT_TOK'.padStart(10), 'COST_USD'.padStart(12), 'UNKNOWN'.padStart(8)].join(' '));
       for (const r of rows) {

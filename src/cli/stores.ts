@@ -10,6 +10,8 @@ import type { KeyBook } from '../store/types.ts';
 import { loadConfig } from '../config/load.ts';
 import { openVault, type Vault } from '../credentials/vault.ts';
 import { loadMasterKey } from '../credentials/master-key.ts';
+import { UsageRecorder } from '../gateway/usage.ts';
+import type { UsageGrouping } from '../store/types.ts';
 
 /** Run fn with the key store of this data dir or fleet, then close what was opened. */
 export async function withKeyBook<T>(dataDir: string, fn: (keys: KeyBook) => Promise<T>): Promise<T> {
@@ -50,6 +52,11 @@ export function withIssuer<T>(dataDir: string, opts: IssuerOptions, fn: (issuer:
 /** Run fn with the join tokens of the fleet (one-time across replicas) or of the data dir. */
 export function withJoinTokens<T>(dataDir: string, fn: (tokens: JoinTokenStore) => Promise<T>): Promise<T> {
   return withFleet((fleet) => fn(fleet ? fleetJoinTokenStore(fleet.fleet.sql) : createJoinTokenStore(openDatabase(dataDir))));
+}
+
+/** Run fn with the usage rollups of the fleet (every replica's) or of the data dir. */
+export function withUsage<T>(dataDir: string, fn: (usage: { summary(by: UsageGrouping, since: number): Array<Record<string, unknown>> | Promise<Array<Record<string, unknown>>> }) => Promise<T> | T): Promise<T> {
+  return withFleet(async (fleet) => fn(fleet ? fleet.usage : new UsageRecorder(openDatabase(dataDir))));
 }
 
 /** `aam migrate`: bring the fleet database to this version's schema (replicas also do it at start). */

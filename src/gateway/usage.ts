@@ -7,6 +7,7 @@ import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { parseDurationSeconds } from '../config/duration.ts';
 import { transaction } from '../store/sqlite.ts';
 import { level, type Level } from '../observability/label-tree.ts';
+import { usageGroupColumn, type UsageGrouping, type UsageRollupRow } from '../store/types.ts';
 
 export interface UsageRecord {
   /** Epoch ms; defaults to now. Only its minute is kept. */
@@ -28,17 +29,7 @@ export interface UsageRecord {
 }
 
 /** One rollup row in the making. Token and cost sums stay null until a request reports them. */
-interface Aggregate {
-  minute: number;
-  agent: string; team: string; keyId: string; route: string; provider: string; model: string;
-  status: number; stream: number; cache: string;
-  requests: number;
-  inputTokens: number | null; outputTokens: number | null; cachedTokens: number | null;
-  costUsd: number | null;
-  unknownCost: number;
-  latencySum: number;
-  latencyMax: number;
-}
+type Aggregate = UsageRollupRow;
 
 export const MINUTE_MS = 60_000;
 
@@ -76,9 +67,7 @@ const FOLD_LEGACY = `INSERT INTO usage_rollup (minute, agent, team, key_id, rout
     unknown_cost_requests = unknown_cost_requests + excluded.unknown_cost_requests,
     latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, latency_ms_max = max(latency_ms_max, excluded.latency_ms_max);`;
 
-/** What usage can be grouped by ('key': the virtual key the calls came with). */
-export const USAGE_GROUPINGS = ['agent', 'team', 'model', 'route', 'key'] as const;
-export type UsageGrouping = typeof USAGE_GROUPINGS[number];
+export { USAGE_GROUPINGS, type UsageGrouping } from '../store/types.ts';
 
 export class UsageRecorder {
   readonly #db: DatabaseSync;
@@ -91,10 +80,13 @@ export class UsageRecorder {
   #minute = -1;
   #tree: Level | null = null;
   #timer: NodeJS.Timeout | null = null;
+  /** Fleet mode: every flush is also added to the shared rollups (store/fleet-usage.ts). */
+  readonly #shared: { add(rows: readonly UsageRollupRow[]): void } | null;
 
-  constructor(db: DatabaseSync, intervalMs = 1000) {
+  constructor(db: DatabaseSync, opts: { intervalMs?: number; shared?: { add(rows: readonly UsageRollupRow[]): void } } = {}) {
     this.#db = db;
-    this.#intervalMs = intervalMs;
+    this.#intervalMs = opts.intervalMs ?? 1000;
+    this.#shared = opts.shared ?? null;
     transaction(db, () => {
       db.exec(SCHEMA);
       const legacy = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage'").get();
@@ -158,6 +150,7 @@ export class UsageRecorder {
           a.inputTokens, a.outputTokens, a.cachedTokens, a.costUsd, a.unknownCost, a.latencySum, a.latencyMax);
       }
     });
+    this.#shared?.add(pending);
   }
   /**
    * Spend in [since, now) for budget seeding: known costs only, plus the count of unknown ones.
@@ -171,7 +164,7 @@ export class UsageRecorder {
 
   /** Totals per agent/team/model/route/virtual key since the start of `since`'s minute, most expensive first. */
   summary(by: UsageGrouping, since: number): Array<Record<string, unknown>> {
-    const col = by === 'agent' || by === 'route' ? by : `nullif(${by === 'key' ? 'key_id' : by}, '')`;
+    const col = usageGroupColumn(by);
     return this.#db.prepare(`SELECT ${col} AS ${by}, sum(requests) AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
       round(sum(cost_usd), 6) AS cost_usd, sum(unknown_cost_requests) AS unknown_cost_requests, sum(CASE WHEN cache = 'hit' THEN requests ELSE 0 END) AS cache_hits
       FROM usage_rollup WHERE minute >= ? GROUP BY ${col} ORDER BY cost_usd DESC`).all(minuteOf(since)) as Array<Record<string, unknown>>;

@@ -134,6 +134,8 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     const by = new URLSearchParams(ctx.query).get('by') ?? 'agent';
     if (!isGrouping(by)) throw new AamError(400, 'invalid_request', `by: one of ${USAGE_GROUPINGS.join(', ')}`, { param: 'by' });
     rt.usage.flush();
+    // Fleet: every replica's rollups (this one's last second first written).
+    if (rt.fleet) return sendJson(ctx, 200, { by, data: await rt.fleet.usage.settled().then(() => rt.fleet!.usage.summary(by, sinceParam(ctx))) });
     return sendJson(ctx, 200, { by, data: rt.usage.summary(by, sinceParam(ctx)) });
   }
   if (method === 'POST' && rest === '/reload') {

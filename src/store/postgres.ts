@@ -96,6 +96,16 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE TABLE join_tokens (id text PRIMARY KEY, hash text NOT NULL UNIQUE, agent text NOT NULL, created_at bigint NOT NULL,
         expires_at bigint NOT NULL, used_at bigint, revoked_at bigint, created_by text);`,
   },
+  {
+    version: 10, name: 'usage rollups (per minute and dimensions, every replica adding its own)',
+    // Dimensions are NOT NULL ('' for "none"), as in the embedded table, so the upsert key is exact.
+    sql: `CREATE TABLE usage_rollup (minute bigint NOT NULL, agent text NOT NULL, team text NOT NULL, key_id text NOT NULL,
+        route text NOT NULL, provider text NOT NULL, model text NOT NULL, status int NOT NULL, stream int NOT NULL, cache text NOT NULL,
+        requests bigint NOT NULL, input_tokens bigint, output_tokens bigint, cached_tokens bigint, cost_usd double precision,
+        unknown_cost_requests bigint NOT NULL, latency_ms_sum double precision NOT NULL, latency_ms_max double precision NOT NULL,
+        PRIMARY KEY (minute, agent, team, key_id, route, provider, model, status, stream, cache));
+      CREATE INDEX usage_rollup_minute ON usage_rollup (minute);`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

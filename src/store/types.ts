@@ -213,3 +213,25 @@ export interface KeyRingStore {
   createIfAbsent(text: string): Promise<boolean>;
   update(fn: (text: string | undefined) => string): Promise<void>;
 }
+
+/** One usage rollup row: calls per minute and dimensions ('' for "none"); sums null until reported. */
+export interface UsageRollupRow {
+  minute: number;
+  agent: string; team: string; keyId: string; route: string; provider: string; model: string;
+  status: number; stream: number; cache: string;
+  requests: number;
+  inputTokens: number | null; outputTokens: number | null; cachedTokens: number | null;
+  costUsd: number | null;
+  unknownCost: number;
+  latencySum: number;
+  latencyMax: number;
+}
+
+/** What usage can be grouped by ('key': the virtual key the calls came with). */
+export const USAGE_GROUPINGS = ['agent', 'team', 'model', 'route', 'key'] as const;
+export type UsageGrouping = typeof USAGE_GROUPINGS[number];
+
+/** The rollup column (SQL, both stores) a grouping reads; '' dimensions come back as NULL. */
+export function usageGroupColumn(by: UsageGrouping): string {
+  return by === 'agent' || by === 'route' ? by : `nullif(${by === 'key' ? 'key_id' : by}, '')`;
+}
