@@ -47,7 +47,9 @@ test('SIGKILL under load loses no acknowledged event and the chain verifies', as
   db.close();
 
   // The log reopens on the crashed data and extends the same chain.
-  const log = openAuditLog({ dataDir: dir });
+  // It first chains the killed process's uncommitted lines (thousands): on a loaded CPU that took
+  // longer than the default 10 s durable wait.
+  const log = openAuditLog({ dataDir: dir, durableTimeoutMs: 60_000 });
   assert.equal(log.stats().lastSeq, r.lastSeq);
   await log.recordDurable(sampleEvent(1));
   await log.close();
