@@ -1,8 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, readFileSync, statSync } from 'node:fs';
-import { createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
-import { IssuerError, issuerKeyPath, openIssuer } from '../src/identity/issuer.ts';
+import { calculateJwkThumbprint, createLocalJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
+import type { JWK } from 'jose';
+import { generateKeyPairSync } from 'node:crypto';
+import { IssuerError, ecThumbprint, issuerKeyPath, openIssuer } from '../src/identity/issuer.ts';
 import { createJwtVerifier } from '../src/identity/jwt-svid.ts';
 import { issueAgentSvid, parseTtl, tokenResponse } from '../src/identity/issue.ts';
 import { buildAgentRegistry } from '../src/identity/registry.ts';
@@ -24,6 +26,17 @@ test('first start creates a 0600 key file; a restart reuses the same key', async
   assert.equal(set.keys[0].alg, 'ES256');
   assert.equal('d' in set.keys[0], false, 'JWKS must not contain private key material');
   assert.match(readFileSync(path, 'utf8'), /"d":/); // the private key is on disk (0600), not in the JWKS
+});
+
+test('key ids are the RFC 7638 thumbprint jose computes (computed without loading jose at start)', async () => {
+  for (let i = 0; i < 20; i++) {
+    const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    const jwk = publicKey.export({ format: 'jwk' }) as JWK;
+    assert.equal(ecThumbprint(jwk), await calculateJwkThumbprint(jwk, 'sha256'));
+  }
+  const issuer = await openIssuer(tempDir());
+  const [pub] = issuer.jwks().keys;
+  assert.equal(pub.kid, await calculateJwkThumbprint(pub as JWK, 'sha256'));
 });
 
 test('a key file readable by group/others is refused with a chmod hint', async () => {

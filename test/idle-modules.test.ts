@@ -17,7 +17,9 @@ const root = mkdtempSync(join(tmpdir(), 'aam-idle-modules-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 
 /** Loaded only by the feature that uses them (fleet mode, CEL, Bedrock signing, MCP, /metrics). */
-const LAZY = ['ioredis', 'postgres', '@marcbachmann/cel-js', '@smithy/signature-v4', '@aws-crypto/sha256-js', '@modelcontextprotocol/sdk', 'prom-client'];
+const LAZY = ['ioredis', 'postgres', '@marcbachmann/cel-js', '@smithy/signature-v4', '@aws-crypto/sha256-js', '@modelcontextprotocol/sdk', 'prom-client',
+  // JWT signing and verification (the first JWT-SVID, token or OIDC sign-in), OIDC sign-in to the console
+  'jose', 'openid-client', 'oauth4webapi'];
 const ADMIN = randomBytes(32).toString('hex');
 
 /** A preload whose resolve hook appends every module URL under node_modules to `log`. */
@@ -74,6 +76,9 @@ test('the demo config loads none of the packages that only other features use', 
     const loaded = packagesLoaded(s.log);
     assert.ok(loaded.has('undici') && loaded.has('zod'), `the hook sees the gateway's packages: ${[...loaded].join(', ')}`);
     assert.deepEqual(LAZY.filter((p) => loaded.has(p)), [], `loaded by an idle demo gateway: ${[...loaded].join(', ')}`);
+    // undici's parts, not its index (which also loads fetch, WebSocket, cache stores and mocks).
+    const undiciIndex = readFileSync(s.log, 'utf8').split('\n').filter((u) => /\/node_modules\/undici\/(index\.js|lib\/web\/)/.test(u));
+    assert.deepEqual(undiciIndex.slice(0, 3), [], 'undici\'s index or its web APIs loaded');
   } finally { await s.gw.stop(); }
 });
 

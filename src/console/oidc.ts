@@ -4,8 +4,10 @@
 // Bearer are asked about at the IdP (introspection, which also says which client the token is for,
 // or userinfo), with answers cached briefly and boundedly. Nothing here decides a role.
 import { createHash } from 'node:crypto';
-import * as oidc from 'openid-client';
-import { createRemoteJWKSet, jwtVerify, type JWTPayload } from 'jose';
+import { createRequire } from 'node:module';
+import type * as Oidc from 'openid-client';
+import type { JWTPayload, createRemoteJWKSet } from 'jose';
+import { jose } from '../identity/jose.ts';
 import type { HumanClaims } from './roles.ts';
 
 export interface OidcSettings {
@@ -89,12 +91,14 @@ export function humanClaims(c: Record<string, unknown>): HumanClaims {
 }
 
 export function createOidcClient(settings: OidcSettings): OidcClient {
+  // Required here, not imported: a gateway without OIDC sign-in never loads it (~1 MB RSS).
+  const oidc = createRequire(import.meta.url)('openid-client') as typeof Oidc;
   const issuerUrl = new URL(settings.issuer);
   // Discovery happens on first use and is retried after a failure, so an IdP that is down when
   // aam starts does not keep the gateway from serving agents.
-  let config: Promise<oidc.Configuration> | null = null;
+  let config: Promise<Oidc.Configuration> | null = null;
   let jwks: ReturnType<typeof createRemoteJWKSet> | null = null;
-  const configured = (): Promise<oidc.Configuration> => config ??= oidc.discovery(issuerUrl, settings.clientId, undefined, oidc.ClientSecretBasic(settings.clientSecret),
+  const configured = (): Promise<Oidc.Configuration> => config ??= oidc.discovery(issuerUrl, settings.clientId, undefined, oidc.ClientSecretBasic(settings.clientSecret),
     // A plain-http issuer is allowed only when the operator configured one (local IdPs, tests).
     issuerUrl.protocol === 'http:' ? { execute: [oidc.allowInsecureRequests] } : undefined)
     .catch((e: unknown) => { config = null; throw new OidcError(`the OpenID Provider ${settings.issuer} could not be reached or described itself badly: ${(e as Error).message}`); });
@@ -116,7 +120,7 @@ export function createOidcClient(settings: OidcSettings): OidcClient {
     let exp = Math.floor((Date.now() + ACCESS_CACHE_MS) / 1000);
     if (mode === 'introspection') {
       if (!meta.introspection_endpoint) throw new OidcUnavailable(`AAM_OIDC_ACCESS_TOKENS=introspection, but ${meta.issuer} publishes no introspection_endpoint; set AAM_OIDC_ACCESS_TOKENS=userinfo`);
-      let r: oidc.IntrospectionResponse;
+      let r: Oidc.IntrospectionResponse;
       try { r = await oidc.tokenIntrospection(c, token); } catch (e) {
         throw new OidcUnavailable(`the IdP's introspection endpoint did not answer aam (client ${settings.clientId}): ${(e as Error).message}; let this client introspect tokens, or set AAM_OIDC_ACCESS_TOKENS=userinfo`);
       }
@@ -198,10 +202,10 @@ export function createOidcClient(settings: OidcSettings): OidcClient {
       const c = await configured();
       const meta = c.serverMetadata();
       if (!meta.jwks_uri) throw new OidcError('the OpenID Provider publishes no jwks_uri');
-      jwks ??= createRemoteJWKSet(new URL(meta.jwks_uri));
+      jwks ??= jose().createRemoteJWKSet(new URL(meta.jwks_uri));
       let payload: JWTPayload;
       try {
-        ({ payload } = await jwtVerify(token, jwks, { issuer: meta.issuer, audience: settings.clientId, algorithms: ALGS, clockTolerance: CLOCK_TOLERANCE_S, requiredClaims: ['exp', 'sub'] }));
+        ({ payload } = await jose().jwtVerify(token, jwks, { issuer: meta.issuer, audience: settings.clientId, algorithms: ALGS, clockTolerance: CLOCK_TOLERANCE_S, requiredClaims: ['exp', 'sub'] }));
       } catch (e) {
         throw new OidcError(`the Bearer token is not a valid ID token from ${meta.issuer} for client ${settings.clientId}: ${(e as Error).message}`);
       }

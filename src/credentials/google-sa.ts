@@ -1,7 +1,7 @@
 // Google service-account OAuth (RFC 7523 JWT bearer grant): aam signs a short JWT with the
 // service account's private key and exchanges it at the token endpoint for an access token,
 // which the injector caches until shortly before it expires. The key never leaves aam.
-import { importPKCS8, SignJWT } from 'jose';
+import { jose } from '../identity/jose.ts';
 import { CredentialError } from './errors.ts';
 
 export const GOOGLE_TOKEN_URL = 'https://oauth2.googleapis.com/token';
@@ -42,11 +42,11 @@ export function serviceAccountScrubParts(value: string): string[] {
 
 /** The signed JWT assertion for the token endpoint (aud is that endpoint). */
 export async function serviceAccountAssertion(sa: ServiceAccountKey, tokenUrl: string, scope: string, nowMs: number): Promise<{ jwt: string; expiresAt: number }> {
-  const key = await importPKCS8(sa.privateKey, 'RS256');
+  const key = await jose().importPKCS8(sa.privateKey, 'RS256');
   const iat = Math.floor(nowMs / 1000);
   const header: { alg: string; typ: string; kid?: string } = { alg: 'RS256', typ: 'JWT' };
   if (sa.privateKeyId) header.kid = sa.privateKeyId;
-  const jwt = await new SignJWT({ scope })
+  const jwt = await new (jose().SignJWT)({ scope })
     .setProtectedHeader(header)
     .setIssuer(sa.clientEmail)
     .setSubject(sa.clientEmail)

@@ -1,5 +1,5 @@
 // Pure helpers behind `aam identity issue --agent NAME --ttl 15m` and the token endpoint.
-import { decodeJwt } from 'jose';
+import { jose } from './jose.ts';
 import type { Issuer } from './issuer.ts';
 import { MAX_TTL_SECONDS } from './issuer.ts';
 import type { AgentRegistry } from './registry.ts';
@@ -54,7 +54,7 @@ export async function issueAgentSvid(
       ...(o.keyGeneration !== undefined ? { aam_key_gen: o.keyGeneration } : {}),
     },
   });
-  return { token, spiffeId: agent.spiffeId, agent: agent.name, expiresAt: decodeJwt(token).exp as number, jti };
+  return { token, spiffeId: agent.spiffeId, agent: agent.name, expiresAt: jose().decodeJwt(token).exp as number, jti };
 }
 
 /** OAuth2-style token endpoint response body (RFC 6749 section 5.1 field names). */

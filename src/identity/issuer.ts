@@ -7,9 +7,10 @@
 // store/fleet-issuer-keys.ts): a token minted on one replica verifies on every other, and a
 // rotation anywhere reaches every replica within the fleet's poll (announced at once).
 import { link, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
-import { createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, type JsonWebKey, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { join } from 'node:path';
-import { SignJWT, calculateJwkThumbprint, type JWK } from 'jose';
+import type { JWK } from 'jose';
+import { jose } from './jose.ts';
 import { parseSpiffeId } from './spiffe-id.ts';
 import type { KeyRingStore } from '../store/types.ts';
 
@@ -226,7 +227,7 @@ async function openKeyRing(store: KeyRingStore, grace: number, now: () => number
     },
     sign(payload, typ) {
       const k = live.get(active)!;
-      return new SignJWT(payload).setProtectedHeader({ alg: ISSUER_ALG, kid: k.kid, typ }).sign(k.privateKey);
+      return new (jose().SignJWT)(payload).setProtectedHeader({ alg: ISSUER_ALG, kid: k.kid, typ }).sign(k.privateKey);
     },
     reload,
     async rotate() {
@@ -284,8 +285,15 @@ async function newKey(createdAt: number): Promise<StoredKey> {
   const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const jwk = privateKey.export({ format: 'jwk' }) as JWK;
   const { d: _d, ...pub } = jwk;
-  const kid = await calculateJwkThumbprint(pub, 'sha256');
-  return { kid, alg: ISSUER_ALG, createdAt, jwk };
+  return { kid: ecThumbprint(pub), alg: ISSUER_ALG, createdAt, jwk };
+}
+
+/**
+ * RFC 7638 thumbprint (SHA-256) of an EC public key: its required members in lexicographic order,
+ * as jose's calculateJwkThumbprint computes it, without loading jose when a gateway starts.
+ */
+export function ecThumbprint(pub: JWK): string {
+  return createHash('sha256').update(JSON.stringify({ crv: pub.crv, kty: pub.kty, x: pub.x, y: pub.y })).digest('base64url');
 }
 
 function toLive(k: StoredKey, where: string): LiveKey {

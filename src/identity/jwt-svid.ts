@@ -1,7 +1,8 @@
 // JWT-SVID verification. The key is chosen by who the token claims to be: aam's own issuer when
 // iss is aam's, otherwise the JWKS of the trust domain in `sub`. So a token signed by trust domain A
 // that claims a SPIFFE ID in domain B finds no key and is rejected (forged SPIFFE ID).
-import { decodeJwt, decodeProtectedHeader, jwtVerify, type JWTPayload } from 'jose';
+import type { JWTPayload, ProtectedHeaderParameters } from 'jose';
+import { jose } from './jose.ts';
 import type { KeyObject } from 'node:crypto';
 import { createJwksCache, type JwksCache, type JwksCacheOptions, type KeyEntry, type TrustDomainSource } from './jwks-cache.ts';
 import { parseSpiffeId } from './spiffe-id.ts';
@@ -130,11 +131,11 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
 
   async function verifyUncached(token: string, resource: string | undefined): Promise<Uncached> {
     if (typeof token !== 'string' || !looksLikeJwt(token)) return fail('malformed', 'not a compact JWS (header.payload.signature)');
-    let header: ReturnType<typeof decodeProtectedHeader>;
+    let header: ProtectedHeaderParameters;
     let claims: JWTPayload;
     try {
-      header = decodeProtectedHeader(token);
-      claims = decodeJwt(token);
+      header = jose().decodeProtectedHeader(token);
+      claims = jose().decodeJwt(token);
     } catch (e) {
       return fail('malformed', `cannot decode token: ${(e as Error).message}`);
     }
@@ -179,7 +180,7 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
     if (mismatch) return fail('alg_not_allowed', mismatch);
 
     try {
-      const res = await jwtVerify(token, key.key, {
+      const res = await jose().jwtVerify(token, key.key, {
         algorithms: [alg],
         audience: resource === undefined ? audience : [...audience, resource],
         clockTolerance: skew,
