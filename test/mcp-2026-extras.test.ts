@@ -395,3 +395,26 @@ test('Tasks extension: a task is its creator\'s alone, each tasks/* request is d
   assert.match(denied.body.error!.message, /navigator-policy/);
   assert.equal(job.seen.length, seenNow);
 });
+
+test('progress: a 2026-07-28 request with a progressToken gets notifications/progress over SSE, then its result; without one, plain JSON', async () => {
+  const call = async (meta: Record<string, unknown>) => {
+    const body = { jsonrpc: '2.0', id: 77, method: 'tools/call', params: { name: 'slow', arguments: { ms: 200 }, _meta: { 'io.modelcontextprotocol/protocolVersion': VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'spec-client', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': {}, ...meta } } };
+    const r = await fetch(`${gw.url}/mcp/crm`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${key}`, 'mcp-protocol-version': VERSION, 'mcp-method': 'tools/call', 'mcp-name': 'slow' }, body: JSON.stringify(body) });
+    return { type: r.headers.get('content-type') ?? '', text: await r.text() };
+  };
+  const streamed = await call({ progressToken: 'p-1' });
+  assert.match(streamed.type, /text\/event-stream/);
+  const events = streamed.text.split('\n\n').map((e) => e.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('')).filter(Boolean).map((d) => JSON.parse(d) as Record<string, any>);
+  const progress = events.filter((e) => e.method === 'notifications/progress');
+  // The upstream sends 1..4; the last may race its own result in the upstream client, so at least the first ones, in order.
+  const values = progress.map((e) => e.params.progress as number);
+  assert.ok(values.length >= 2 && values.every((v, i) => v === i + 1), streamed.text);
+  assert.ok(progress.every((e) => e.params.progressToken === 'p-1' && e.params.total === 4));
+  const last = events.at(-1)!;
+  assert.equal(last.id, 77);
+  assert.equal(last.result.resultType, 'complete');
+  assert.equal(textOf(last.result), 'done');
+  const plain = await call({});
+  assert.match(plain.type, /application\/json/);
+  assert.equal(textOf((JSON.parse(plain.text) as { result: unknown }).result), 'done');
+});

@@ -9,6 +9,9 @@ export const CLIENT_CAPS = 'io.modelcontextprotocol/clientCapabilities';
 export const NAMED: Readonly<Record<string, 'name' | 'uri' | 'taskId'>> = {
   'tools/call': 'name', 'prompts/get': 'name', 'resources/read': 'uri', 'tasks/get': 'taskId', 'tasks/update': 'taskId', 'tasks/cancel': 'taskId',
 };
+/** One JSON-RPC message as a Streamable HTTP SSE event. */
+export const sseEvent = (msg: Record<string, unknown>): string => `event: message\ndata: ${JSON.stringify(msg)}\n\n`;
+
 /** RFC 9110 field value: visible ASCII, space, tab. */
 const HEADER_SAFE = /^[\t\x20-\x7e]*$/;
 const SENTINEL = /^=\?base64\?([A-Za-z0-9+/]*={0,2})\?=$/;

@@ -5,6 +5,7 @@
 // a 2025-11-25 session's resources/subscribe). URIs it may not read are left out of the ack.
 import type { ServerResponse } from 'node:http';
 import { subscribeResource, unsubscribeResource, type Runtime, type SessionCtx } from './mcp-call.ts';
+import { sseEvent as sse } from './mcp-headers.ts';
 import { errMsg } from './util.ts';
 import { RPC } from './types.ts';
 
@@ -25,7 +26,6 @@ export interface ListenHub {
   closeAll(): void;
 }
 
-const sse = (msg: Json) => `event: message\ndata: ${JSON.stringify(msg)}\n\n`;
 
 export function createListenHub(maxPerIdentity: number): ListenHub {
   const open = new Set<Listener>();

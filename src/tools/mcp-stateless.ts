@@ -8,10 +8,10 @@
 // Spec: modelcontextprotocol.io/specification/2026-07-28 (basic/transports/streamable-http,
 // basic/versioning, server/discover; schema/2026-07-28/schema.ts).
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
-import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS } from '@modelcontextprotocol/sdk/types.js';
+import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, type Progress } from '@modelcontextprotocol/sdk/types.js';
 import { mcpTraceparent } from '../observability/otlp-genai.ts';
 import type { CompiledTool } from './catalog.ts';
-import { decodeHeaderValue, headerParams, MODERN_VERSION, NAMED, valueAt } from './mcp-headers.ts';
+import { decodeHeaderValue, headerParams, MODERN_VERSION, NAMED, sseEvent, valueAt } from './mcp-headers.ts';
 import { callTool, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { isInputRequired, TASKS_EXT } from './mcp-mrtr.ts';
 import { taskRequest } from './mcp-tasks.ts';
@@ -110,7 +110,18 @@ const PRIVATE = { ttlMs: 0, cacheScope: 'private' } as const;
 
 /** One modern JSON-RPC request, answered statelessly with this HTTP request's access context. */
 export async function handleModern(o: StatelessOptions, headers: IncomingHttpHeaders, res: ServerResponse, body: Json, access: ToolAccess, scope: string | null, extra: Extra): Promise<void> {
-  const r = await answer(o, headers, body, access, scope, extra);
+  // Progress (basic/patterns/progress): a request with a progressToken, from a client that accepts
+  // SSE, is answered as an event stream from the first notification on; else as plain JSON.
+  const token = metaOf(body)?.progressToken;
+  const sse = (typeof token === 'string' || typeof token === 'number') && String(headers.accept ?? '').includes('text/event-stream');
+  let streaming = false;
+  const onprogress = (p: Progress) => {
+    if (res.writableEnded) return;
+    if (!streaming) { streaming = true; res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }); }
+    res.write(sseEvent({ jsonrpc: '2.0', method: 'notifications/progress', params: { ...p, progressToken: token } }));
+  };
+  const r = await answer(o, headers, body, access, scope, sse ? { ...extra, onprogress } : extra);
+  if (streaming) return void res.end(r ? sseEvent(r.body) : undefined);
   if (res.headersSent) return void res.end();
   if (r === null) { res.writeHead(202); return void res.end(); }
   if (r.stream) return r.stream(res);
