@@ -146,6 +146,25 @@ test('console in a browser: SSO sign-in, every page, markup shown as text, appro
   await page.getByRole('cell', { name: `key_created ${otherId}` }).waitFor();
   await page.getByRole('link', { name: /^req_/ }).first().click();
   await page.getByRole('heading', { name: /^Request req_/ }).waitFor();
+  // Team and plane filters: finance's tool-plane events (the approved HTTP tool call), nothing else.
+  await page.goto(`${env.url}/console#/audit`);
+  await page.getByLabel('Team').fill('finance');
+  await page.getByLabel('Plane').selectOption('tool');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.waitForURL(/plane=tool/);
+  await page.getByRole('cell', { name: 'tool.outcome' }).first().waitFor();
+  const typesShown = await page.locator('main table tbody tr td:nth-child(3)').allInnerTexts();
+  assert.ok(typesShown.length > 0 && typesShown.every((t) => t.startsWith('tool.') || t === 'decision'), typesShown.join(', '));
+  assert.deepEqual([...new Set(await page.locator('main table tbody tr td:nth-child(4)').allInnerTexts())], ['finance-analyst']);
+  assert.equal(await page.getByLabel('Plane').inputValue(), 'tool', 'the filter stays shown');
+  await page.getByLabel('Plane').selectOption('model');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.getByRole('cell', { name: 'model_call' }).first().waitFor();
+  assert.equal(await page.getByRole('cell', { name: 'tool.outcome' }).count(), 0);
+  // Agents: last activity names the plane (the model call came after the tool call).
+  await page.getByRole('link', { name: 'Agents' }).click();
+  await page.getByRole('columnheader', { name: 'Last activity' }).waitFor();
+  assert.match(await page.getByRole('row', { name: /finance-analyst/ }).innerText(), /\(model\)/);
 
   // Revoking the key in the console cuts the agent off at its next call.
   await page.goto(`${env.url}/console#/agents/finance-analyst`);

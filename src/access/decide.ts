@@ -9,10 +9,11 @@ import { StoreUnavailable, type AdmitResult, type SharedCacheEntry, type Ticket 
 import { AamError } from './errors.ts';
 import type { Ctx } from './request.ts';
 import type { Identity } from '../identity/types.ts';
+import type { AccessRuntime } from './runtime-view.ts';
 import { identityEvidence, requestTraceId } from './evidence.ts';
 import { decisionSpanAttributes } from '../observability/otlp-genai.ts';
 import { selectForRecord } from '../audit/select.ts';
-import type { AuditEventInput, AuditPolicy } from '../audit/event.ts';
+import { planeOf, type AuditEventInput, type AuditPolicy } from '../audit/event.ts';
 
 /**
  * Decide; throws 403 (policy_denied) when not allowed. A denial is recorded at once. An allow is
@@ -75,6 +76,13 @@ export function recordEvidence(ctx: Ctx, identity: Identity, ev: AuditEventInput
   if (ev.trace_id === undefined) ev = { ...ev, trace_id: requestTraceId(ctx) };
   if (ctx.clientRequestId) ev = { ...ev, client_request_id: ctx.clientRequestId };
   ctx.rt.audit?.record(sel ? selectForRecord(ev, sel) : ev);
+  noteActivity(ctx.rt, identity.agent.name, ev);
+}
+
+/** The agent's last activity on the event's plane (the console's "Last activity"), for every plane's evidence. */
+export function noteActivity(rt: AccessRuntime, agent: unknown, ev: Record<string, unknown>): void {
+  const plane = planeOf(ev);
+  if (typeof agent === 'string' && plane !== null && plane !== 'admin') rt.identitySeen.note(agent, plane);
 }
 
 /** cached: the shared response cache entry the admission read (null: none; undefined: not read, see admit()). */

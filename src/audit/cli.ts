@@ -146,13 +146,14 @@ export const auditCommands: Record<string, AuditCommand> = {
   },
   'audit query': {
     summary: 'list audit events (newest first)',
-    usage: 'aam audit query [--agent NAME] [--since ISO-8601] [--decision allow|deny] [--request-id ID] [--trace TRACE_ID] [--type TYPE] [--limit N] [--json]',
-    options: { agent: { type: 'string' }, since: { type: 'string' }, decision: { type: 'string' }, 'request-id': { type: 'string' }, trace: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
+    usage: 'aam audit query [--agent NAME] [--since ISO-8601] [--decision allow|deny] [--plane model|tool|a2a|admin] [--request-id ID] [--trace TRACE_ID] [--type TYPE] [--limit N] [--json]',
+    options: { agent: { type: 'string' }, since: { type: 'string' }, decision: { type: 'string' }, plane: { type: 'string' }, 'request-id': { type: 'string' }, trace: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
     run: async ({ values, g }) => {
       const fleetUrl = process.env.AAM_DATABASE_URL;
       if (fleetUrl) {
         const events = await withFleet(fleetUrl, (sql) => queryFleetEvents(sql, {
-          agent: str(values.agent), since: str(values.since), requestId: str(values['request-id']), traceId: str(values.trace), type: str(values.type), limit: values.limit ? Number(values.limit) : 100,
+          agent: str(values.agent), since: str(values.since), decision: str(values.decision), plane: str(values.plane),
+          requestId: str(values['request-id']), traceId: str(values.trace), type: str(values.type), limit: values.limit ? Number(values.limit) : 100,
         }));
         printEvents(events as unknown as AuditEvent[], values.json === true);
         return 0;
@@ -161,7 +162,7 @@ export const auditCommands: Record<string, AuditCommand> = {
       const db = openAuditDb(g.data);
       try {
         const events = queryEvents(db, {
-          agent: str(values.agent), since: str(values.since), decision: str(values.decision),
+          agent: str(values.agent), since: str(values.since), decision: str(values.decision), plane: str(values.plane),
           requestId: str(values['request-id']), traceId: str(values.trace), type: str(values.type), limit: values.limit ? Number(values.limit) : 100,
         });
         printEvents(events, values.json === true);

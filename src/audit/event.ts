@@ -237,6 +237,28 @@ export function indexColumns(e: Record<string, unknown>): { agent: string | null
   return { agent, decision: effect };
 }
 
+/** The planes an event can belong to (the audit page's and API's `plane` filter). */
+export const PLANES = ['model', 'tool', 'a2a', 'admin'] as const;
+export type Plane = typeof PLANES[number];
+
+/**
+ * The plane an event belongs to, or null (guardrail, budget, delegation and leak events span planes).
+ * A `decision` event is named by what it decided on: a model route, an A2A callee or a tool.
+ */
+export function planeOf(e: Record<string, unknown>): Plane | null {
+  const type = String(e.type);
+  if (type === 'admin') return 'admin';
+  if (type === 'model_call' || (type === 'decision' && e.model !== undefined)) return 'model';
+  if (type.startsWith('a2a') || (type === 'decision' && e.a2a !== undefined)) return 'a2a';
+  if (type.startsWith('tool') || (type === 'decision' && e.tool !== undefined)) return 'tool';
+  return null;
+}
+
+/** Whether an event of `type` can be in `plane` (decided on the stored keys, before the text is read). */
+export function typeMayBeIn(type: string, plane: Plane): boolean {
+  return type === 'decision' ? plane !== 'admin' : planeOf({ type }) === plane;
+}
+
 /**
  * An administrative action taken outside a client request (by the gateway itself or from the CLI):
  * who did what to which target; `detail` never holds a secret. The request id names the action.

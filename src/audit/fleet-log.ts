@@ -9,14 +9,14 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { seal, unseal } from '../store/seal.ts';
 import type { Sql } from '../store/postgres.ts';
-import { GENESIS_HASH, encodeEvent, sealLine } from './event.ts';
+import { GENESIS_HASH, encodeEvent, planeOf, sealLine } from './event.ts';
 import type { AuditEventInput } from './event.ts';
 import { canonicalJson } from './canonical.ts';
 import { keyIdOf, signBytes } from './keys.ts';
 import type { SigningKey } from './keys.ts';
 import type { AuditAlert, DurableReceipt } from './log.ts';
 import { AuditUnavailableError } from './log.ts';
-import { traceIdArg } from './query.ts';
+import { planeArg, traceIdArg } from './query.ts';
 
 export interface FleetAuditOptions {
   /** Names this chain; random per process start. */
@@ -62,14 +62,17 @@ export interface FleetAuditLog {
   close(): Promise<void>;
 }
 
-interface Row { replica: string; seq: number; ts: string; type: string; request_id: string; agent: string | null; prev_hash: string; hash: string; body: string }
+interface Row {
+  replica: string; seq: number; ts: string; type: string; request_id: string; agent: string | null; prev_hash: string; hash: string; body: string;
+  trace_id: string | null; decision: string | null; plane: string | null;
+}
 interface Waiter { target: number; since: number; resolve: () => void; reject: (e: Error) => void }
 
 /** pg_try_advisory_xact_lock key for signing checkpoints ('aam-ckpt'). */
 const CHECKPOINT_LOCK = 0x61616d2d636b;
 /** HKDF info under which the master key yields the key that encrypts the fleet's signing key. */
 export const SIGNING_KEY_KEK_INFO = 'aam audit signing key v1';
-const COLUMNS = ['replica', 'seq', 'ts', 'type', 'request_id', 'agent', 'prev_hash', 'hash', 'body'] as const;
+const COLUMNS = ['replica', 'seq', 'ts', 'type', 'request_id', 'agent', 'prev_hash', 'hash', 'body', 'trace_id', 'decision', 'plane'] as const;
 
 export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Promise<FleetAuditLog> {
   const key = await fleetSigningKey(sql, opts.keyEncryptionKey);
@@ -150,8 +153,9 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
     const json = opts.scrub ? opts.scrub(enc.json) : enc.json;
     seq++;
     const sealed = sealLine(json, seq, prev);
-    const [ts, type, requestId, agent] = enc.cols;
-    pending.push({ replica, seq, ts, type, request_id: requestId, agent, prev_hash: prev, hash: sealed.hash, body: sealed.body });
+    const [ts, type, requestId, agent, decision] = enc.cols;
+    const traceId = typeof event.trace_id === 'string' ? event.trace_id : null;
+    pending.push({ replica, seq, ts, type, request_id: requestId, agent, prev_hash: prev, hash: sealed.hash, body: sealed.body, trace_id: traceId, decision, plane: planeOf(event) });
     prev = sealed.hash;
     schedule();
     return true;
@@ -283,8 +287,12 @@ function signingKeyOf(pem: string): SigningKey {
 
 export interface FleetQuery {
   agent?: string; since?: string; type?: string; requestId?: string; traceId?: string; limit?: number;
-  /** The policy decision (allow, deny, ...), read from the event as indexColumns() reads it. */
+  /** Any of these agents (a team's members, resolved from the config by the caller). */
+  agents?: readonly string[];
+  /** The policy decision (allow, deny, ...), as indexColumns() reads it from the event. */
   decision?: string;
+  /** model, tool, a2a or admin, as planeOf() reads it from the event. */
+  plane?: string;
   /** Oldest first (the live tail) instead of newest first. */
   order?: 'asc' | 'desc';
 }
@@ -292,12 +300,15 @@ export interface FleetQuery {
 /** Events of every replica, newest first (by time, then replica and seq), parsed from their sealed text. */
 export async function queryFleetEvents(sql: Sql, q: FleetQuery): Promise<Array<Record<string, unknown> & { replica: string }>> {
   const asc = q.order === 'asc';
+  if (q.agents?.length === 0) return [];
+  // Every filter is a column with an index (the audit query keys migration): no body is parsed to decide.
   const rows = await sql<Array<{ replica: string; body: string }>>`SELECT replica, body FROM audit_events WHERE true
     ${q.agent ? sql`AND agent = ${q.agent}` : sql``} ${q.since ? sql`AND ts >= ${new Date(q.since).toISOString()}` : sql``}
+    ${q.agents ? sql`AND agent = ANY(${q.agents as string[]})` : sql``}
     ${q.type ? sql`AND type = ${q.type}` : sql``} ${q.requestId ? sql`AND request_id = ${q.requestId}` : sql``}
-    ${q.traceId ? sql`AND (body::jsonb)->>'trace_id' = ${q.traceId}` : sql``}
-    ${q.traceId ? sql`AND strpos(body, ${`"trace_id":"${traceIdArg(q.traceId)}"`}) > 0` : sql``}
-    ${q.decision ? sql`AND coalesce((body::jsonb)#>>'{policy,decision}', CASE WHEN jsonb_typeof((body::jsonb)->'decision') = 'string' THEN (body::jsonb)->>'decision' END, (body::jsonb)#>>'{decision,effect}') = ${q.decision}` : sql``}
+    ${q.traceId ? sql`AND trace_id = ${traceIdArg(q.traceId)}` : sql``}
+    ${q.decision ? sql`AND decision = ${q.decision}` : sql``}
+    ${q.plane ? sql`AND plane = ${planeArg(q.plane)}` : sql``}
     ORDER BY ${asc ? sql`ts, replica, seq` : sql`ts DESC, replica, seq DESC`} LIMIT ${q.limit ?? 100}`;
   return rows.map((r) => ({ ...(JSON.parse(r.body) as Record<string, unknown>), replica: r.replica }));
 }

@@ -2,12 +2,17 @@
 // on the query keys stored per block (time ranges also per block), and only the segment bytes of
 // blocks with a match are read; results are the hashed event texts.
 import type { DatabaseSync } from 'node:sqlite';
-import type { AuditEvent } from './event.ts';
+import type { AuditEvent, Plane } from './event.ts';
+import { planeOf, PLANES, typeMayBeIn } from './event.ts';
 import { readEvents, toEvent } from './store.ts';
 import type { EventKeys } from './store.ts';
 
 export interface AuditQuery {
   agent?: string;
+  /** Any of these agents (a team's members, resolved from the config by the caller). */
+  agents?: readonly string[];
+  /** model, tool, a2a or admin (planeOf). */
+  plane?: string;
   /** ISO time or Date (inclusive). */
   since?: string | Date;
   until?: string | Date;
@@ -27,21 +32,29 @@ export function queryEvents(db: DatabaseSync, q: AuditQuery = {}): AuditEvent[] 
   const since = q.since === undefined ? undefined : isoTime(q.since, 'since');
   const until = q.until === undefined ? undefined : isoTime(q.until, 'until');
   const limit = Math.max(1, Math.min(10_000, Math.floor(q.limit ?? 100)));
-  const keyed = q.agent !== undefined || q.decision !== undefined || q.requestId !== undefined || q.type !== undefined;
+  const plane = q.plane === undefined ? undefined : planeArg(q.plane);
+  const agents = q.agents === undefined ? undefined : new Set(q.agents);
+  const keyed = q.agent !== undefined || q.decision !== undefined || q.requestId !== undefined || q.type !== undefined || agents !== undefined || plane !== undefined;
   const match = keyed
     ? (k: EventKeys): boolean => (q.agent === undefined || k.agent === q.agent) && (q.decision === undefined || k.decision === q.decision)
       && (q.requestId === undefined || k.request_id === q.requestId) && (q.type === undefined || k.type === q.type)
+      && (agents === undefined || (k.agent !== null && agents.has(k.agent))) && (plane === undefined || typeMayBeIn(k.type, plane))
     : undefined;
   // The trace id is not a block key: the trace index narrows the blocks, the event text decides (exact member, no parse).
   const trace = q.traceId === undefined ? undefined : `"trace_id":"${traceIdArg(q.traceId)}"`;
   const out: AuditEvent[] = [];
   // The most selective indexed key narrows the blocks read; `match` still decides per event.
+  const oneAgent = q.agent ?? (agents?.size === 1 ? [...agents][0] : undefined);
   const indexed = q.requestId !== undefined ? { kind: 'r' as const, value: q.requestId }
     : q.traceId !== undefined ? { kind: 't' as const, value: traceIdArg(q.traceId) }
-    : q.agent !== undefined ? { kind: 'a' as const, value: q.agent } : undefined;
+    : oneAgent !== undefined ? { kind: 'a' as const, value: oneAgent } : undefined;
+  if (agents?.size === 0) return out;
   for (const e of readEvents(db, { since, until, desc: q.order !== 'asc', match, indexed })) {
     if (trace !== undefined && !e.text.includes(trace)) continue;
-    out.push(toEvent(e));
+    const event = toEvent(e);
+    // A decision event's plane is what it decided on: only its text says.
+    if (plane !== undefined && e.type === 'decision' && planeOf(event) !== plane) continue;
+    out.push(event);
     if (out.length >= limit) break;
   }
   return out;
@@ -78,6 +91,12 @@ function isoTime(v: string | Date, field: string): string {
   const d = new Date(v);
   if (Number.isNaN(d.getTime())) throw new Error(`audit query: ${field} "${String(v)}" is not a date; use ISO-8601 like 2026-01-31T00:00:00Z`);
   return d.toISOString();
+}
+
+/** A plane as given on the command line or API, checked (throws saying what is allowed). */
+export function planeArg(v: string): Plane {
+  if (!(PLANES as readonly string[]).includes(v)) throw new Error(`audit query: plane "${v}" is not one of ${PLANES.join(', ')}`);
+  return v as Plane;
 }
 
 /** A trace id as given on the command line or API, checked and lower-cased (throws saying what is wrong). */

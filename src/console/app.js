@@ -63,15 +63,23 @@ function methodsText(m) {
   return seen.length ? seen.map(([k, t]) => `${METHOD_NAMES[k] || k} (last ${when(t)})`).join(', ') : 'none yet';
 }
 
+const PLANE_NAMES = { model: 'model', tool: 'tools', a2a: 'A2A' };
+/** "5/12/2026, 10:00:00 (tools)": the agent's newest event on any plane, and which plane. */
+function activityText(l) {
+  if (!l || !l.at) return '-';
+  const plane = Object.keys(PLANE_NAMES).find((p) => l[p] === l.at);
+  return `${when(l.at)}${plane ? ` (${PLANE_NAMES[plane]})` : ''}`;
+}
+
 async function agentsPage() {
   const { data } = await api('GET', '/agents');
-  show('Agents', table(['Agent', 'Owner', 'Team', 'Environment', 'Deployment', 'Identity methods seen', 'Active keys', 'Spend (30 days)', 'Budgets (spent / limit)', 'Last model call'],
+  show('Agents', table(['Agent', 'Owner', 'Team', 'Environment', 'Deployment', 'Identity methods seen', 'Active keys', 'Spend (30 days)', 'Budgets (spent / limit)', 'Last activity'],
     data.map((a) => [
       el('a', { href: `#/agents/${encodeURIComponent(a.name)}` }, a.name), a.owner || '-', a.team || '-', a.environment || '-', a.deployment || '-',
       methodsText(a.identity_methods), String(a.keys.filter((k) => !k.revoked_at).length),
       a.usage_30d ? `${usd(a.usage_30d.cost_usd)} in ${a.usage_30d.requests} requests${a.usage_30d.unknown_cost_requests ? ` (+${a.usage_30d.unknown_cost_requests} of unknown cost)` : ''}` : '-',
       a.budgets.length ? a.budgets.map((b) => `${b.key}: ${b.daily_usd !== null ? `${usd(b.spent.daily)} / ${usd(b.daily_usd)} a day` : ''}${b.monthly_usd !== null ? ` ${usd(b.spent.monthly)} / ${usd(b.monthly_usd)} a month` : ''}`).join('; ') : 'no budget',
-      when(a.last_model_call),
+      activityText(a.last_activity),
     ])));
 }
 
@@ -152,22 +160,29 @@ async function simulatorPage() {
   show('Policy simulator', el('p', {}, 'Pick an agent and a request to see what the policy decides and why (like aam policy explain).'), f, out);
 }
 
+/** The audit query's filters (the live tail takes all but one request or trace). */
+const TAIL_FILTERS = ['agent', 'team', 'decision', 'type', 'plane'];
+const AUDIT_FILTERS = [...TAIL_FILTERS, 'since', 'request_id', 'trace_id'];
+
 async function auditPage(params) {
   const q = new URLSearchParams(params);
   const f = el('form', { class: 'filters' },
-    ...[['agent', 'Agent'], ['decision', 'Decision'], ['type', 'Event type'], ['since', 'Since (e.g. 24h)'], ['request_id', 'Request id'], ['trace_id', 'Trace id']].map(([n, label]) =>
+    ...[['agent', 'Agent'], ['team', 'Team'], ['decision', 'Decision'], ['type', 'Event type'], ['since', 'Since (e.g. 24h)'], ['request_id', 'Request id'], ['trace_id', 'Trace id']].map(([n, label]) =>
       el('span', {}, el('label', { for: `f-${n}` }, `${label} `), el('input', { id: `f-${n}`, name: n, value: q.get(n) || '', autocomplete: 'off' }), ' ')),
+    el('span', {}, el('label', { for: 'f-plane' }, 'Plane '), el('select', { id: 'f-plane', name: 'plane' },
+      ...[['', 'any'], ['model', 'model'], ['tool', 'tools'], ['a2a', 'A2A'], ['admin', 'admin']].map(([v, label]) =>
+        el('option', { value: v, selected: (q.get('plane') || '') === v }, label))), ' '),
     el('button', { type: 'submit' }, 'Search'));
   f.addEventListener('submit', (ev) => {
     ev.preventDefault();
     const p = new URLSearchParams();
-    for (const n of ['agent', 'decision', 'type', 'since', 'request_id', 'trace_id']) if (f.elements[n].value.trim()) p.set(n, f.elements[n].value.trim());
+    for (const n of AUDIT_FILTERS) if (f.elements[n].value.trim()) p.set(n, f.elements[n].value.trim());
     location.hash = `#/audit?${p}`;
   });
   q.set('limit', '100');
   const { data } = await api('GET', `/audit?${q}`);
   const cells = (e) => [String(e.seq), when(e.time), e.type,
-    e.identity ? e.identity.agent : e.admin ? actorText(e.admin.actor) : '-',
+    e.identity ? e.identity.agent : typeof e.agent === 'string' ? e.agent : e.admin ? actorText(e.admin.actor) : '-',
     e.policy ? effectBadge(e.policy.decision) : '-', whatText(e),
     el('a', { href: `#/audit/${encodeURIComponent(e.request_id)}` }, e.request_id)];
   const t = table(['#', 'Time', 'Type', 'Agent / actor', 'Decision', 'What', 'Request'], data.map(cells));
@@ -175,7 +190,7 @@ async function auditPage(params) {
   const live = el('button', { type: 'button', 'aria-pressed': 'false', onclick: () => {
     if (tail) { stopTail(); live.setAttribute('aria-pressed', 'false'); status.textContent = ''; return; }
     const p = new URLSearchParams();
-    for (const n of ['agent', 'decision', 'type']) if (q.get(n)) p.set(n, q.get(n));
+    for (const n of TAIL_FILTERS) if (q.get(n)) p.set(n, q.get(n));
     tail = new EventSource(`/admin/v1/audit/stream?${p}`);
     live.setAttribute('aria-pressed', 'true');
     status.textContent = ' connecting…';
@@ -198,7 +213,10 @@ function stopTail() { if (tail) { tail.close(); tail = null; } }
 const actorText = (a) => (typeof a === 'string' ? a : `${a.email || a.sub}`);
 function whatText(e) {
   if (e.model) return `model ${e.model.route}${e.model.provider ? ` via ${e.model.provider}` : ''}`;
+  // Tool-plane events name the tool flat (tool/server, action, resource); other events nest it.
+  if (typeof e.tool === 'string' || typeof e.server === 'string') return `tool ${e.server || e.tool} ${e.action || ''} ${e.resource || ''}`.trim();
   if (e.tool) return `tool ${e.tool.server ? `${e.tool.server}/${e.tool.tool}` : `${e.tool.action} ${e.tool.resource}`}`;
+  if (e.a2a) return `A2A ${e.a2a.agent}${e.a2a.skill ? ` skill ${e.a2a.skill}` : ''}`;
   if (e.admin) return `${e.admin.action} ${e.admin.target || ''}`;
   return '';
 }

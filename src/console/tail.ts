@@ -15,10 +15,10 @@ const KEEPALIVE_MS = 15_000;
 const LOOKBACK_MS = 5000;
 
 export interface TailCounter { open: number }
-type Filter = Pick<AuditQuery, 'agent' | 'decision' | 'type'>;
+type Filter = Pick<AuditQuery, 'agent' | 'agents' | 'decision' | 'type' | 'plane'>;
 interface Fresh { id: string; event: Record<string, unknown> }
 
-/** Stream events matching `filter` (agent, decision, type) until the client goes away. */
+/** Stream events matching `filter` (agent or agents, decision, type, plane) until the client goes away. */
 export async function tailAudit(res: ServerResponse, log: AuditLog, filter: Filter, count: TailCounter, headers: Record<string, string>): Promise<void> {
   await log.flush();
   // Start after the newest event already committed: the page shows history with a query.

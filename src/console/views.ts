@@ -5,7 +5,7 @@ import type { AccessConfig } from '../access/runtime-view.ts';
 import type { ConsoleRuntime } from './plane.ts';
 import type { AgentRecord } from '../identity/types.ts';
 import type { KeyListing } from '../store/types.ts';
-import type { SeenTable } from '../identity/seen.ts';
+import { ACTIVITY_PLANES, type SeenTable } from '../identity/seen.ts';
 import type { CompiledPolicies } from '../policy/compile.ts';
 import { setFor } from '../policy/compile.ts';
 import { decide } from '../policy/decide.ts';
@@ -21,7 +21,7 @@ const DAY_MS = 86_400_000;
 
 /**
  * One row per Agent: who owns it, its keys, spend against each budget, the identity methods it was
- * seen using (and when last) and when it last called a model. `keys` and `seen` come from the store
+ * seen using (and when last) and its last activity on each plane (model, tool, A2A). `keys` and `seen` come from the store
  * the gateway uses (embedded or fleet), so every replica answers the same.
  */
 export function agentsOverview(rt: ConsoleRuntime, cfg: AccessConfig, keys: readonly KeyListing[], seen: SeenTable | null): Array<Record<string, unknown>> {
@@ -35,11 +35,29 @@ export function agentsOverview(rt: ConsoleRuntime, cfg: AccessConfig, keys: read
       policies: set.policies.map((p) => p.name),
       keys: keys.filter((k) => k.agent === a.name).map((k) => ({ id: k.id, name: k.name, created_at: k.createdAt, revoked_at: k.revokedAt, expires_at: k.expiresAt, last_rotated_at: k.lastRotatedAt })),
       budgets: set.limits.budgets.map((b) => ({ key: b.key, daily_usd: b.daily_usd ?? null, monthly_usd: b.monthly_usd ?? null, spent: rt.ledger.usage(b.key), policies: b.policies })),
-      identity_methods: seen ? seen.get(a.name) ?? {} : null,
+      identity_methods: seen ? methodsOf(seen.get(a.name)) : null,
       usage_30d: spend30d.get(a.name) ?? null,
       last_model_call: last.get(a.name) ?? null,
+      last_activity: lastActivity(seen?.get(a.name), last.get(a.name)),
     };
   });
+}
+
+type Seen = NonNullable<ReturnType<SeenTable['get']>>;
+const isPlane = (k: string): boolean => (ACTIVITY_PLANES as readonly string[]).includes(k);
+
+/** The identity methods of one agent's seen times (its planes are last_activity). */
+function methodsOf(seen: Seen | undefined): Seen {
+  return Object.fromEntries(Object.entries(seen ?? {}).filter(([k]) => !isPlane(k)));
+}
+
+/** When the agent last did anything, and on each plane; model calls also from the usage rollups (older than the seen times). */
+function lastActivity(seen: Seen | undefined, modelCall: string | undefined): Record<string, string | null> {
+  const planes: Record<string, string | null> = {};
+  for (const p of ACTIVITY_PLANES) planes[p] = seen?.[p] ?? null;
+  if (modelCall && (planes.model === null || modelCall > planes.model)) planes.model = modelCall;
+  const times = Object.values(planes).filter((t): t is string => t !== null).sort();
+  return { at: times.at(-1) ?? null, ...planes };
 }
 
 /** Latest minute with a model call per agent (usage rollups; no audit scan). */

@@ -9,9 +9,12 @@ import type { Redis } from '../store/redis.ts';
 import { transaction } from '../store/sqlite.ts';
 
 export const SEEN_METHODS = ['virtual_key', 'jwt_svid', 'x509_svid', 'delegation', 'on_behalf_of'] as const;
-export type SeenMethod = typeof SEEN_METHODS[number];
+/** The agent's last activity per plane is kept the same way ("model", "tool", "a2a": an event recorded there). */
+export const ACTIVITY_PLANES = ['model', 'tool', 'a2a'] as const;
+const SEEN_KINDS = [...SEEN_METHODS, ...ACTIVITY_PLANES] as const;
+export type SeenMethod = typeof SEEN_KINDS[number];
 
-/** agent -> method -> ISO time it was last seen. */
+/** agent -> method (or plane) -> ISO time it was last seen. */
 export type SeenTable = Map<string, Partial<Record<SeenMethod, string>>>;
 
 export interface SeenRow { agent: string; method: SeenMethod; at: number }
@@ -22,7 +25,7 @@ export interface SeenBackend {
   read(): Promise<SeenRow[]>;
 }
 
-const INDEX: Readonly<Record<string, number>> = Object.fromEntries(SEEN_METHODS.map((m, i) => [m, i]));
+const INDEX: Readonly<Record<string, number>> = Object.fromEntries(SEEN_KINDS.map((m, i) => [m, i]));
 /** Agents are config names; a bound keeps a config with many agents from growing this without end. */
 const MAX_AGENTS = 100_000;
 const FLUSH_MS = 2000;
@@ -47,7 +50,7 @@ export class IdentitySeen {
     let t = this.#times.get(agent);
     if (t === undefined) {
       if (this.#times.size >= MAX_AGENTS) return;
-      t = { seen: new Float64Array(SEEN_METHODS.length), written: new Float64Array(SEEN_METHODS.length) };
+      t = { seen: new Float64Array(SEEN_KINDS.length), written: new Float64Array(SEEN_KINDS.length) };
       this.#times.set(agent, t);
     }
     t.seen[i] = now;
@@ -62,8 +65,8 @@ export class IdentitySeen {
     if (this.#timer) { clearTimeout(this.#timer); this.#timer = null; }
     const rows: SeenRow[] = [];
     for (const [agent, t] of this.#times) {
-      for (let i = 0; i < SEEN_METHODS.length; i++) {
-        if (t.seen[i] > t.written[i]) { rows.push({ agent, method: SEEN_METHODS[i], at: t.seen[i] }); t.written[i] = t.seen[i]; }
+      for (let i = 0; i < SEEN_KINDS.length; i++) {
+        if (t.seen[i] > t.written[i]) { rows.push({ agent, method: SEEN_KINDS[i], at: t.seen[i] }); t.written[i] = t.seen[i]; }
       }
     }
     if (rows.length === 0) return this.#flushing;

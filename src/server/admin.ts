@@ -7,7 +7,7 @@ import { StoreUnavailable } from '../store/types.ts';
 import { readJson, sendJson } from '../access/request.ts';
 import type { Ctx, Handler, Routes } from './http.ts';
 import type { Runtime } from '../runtime.ts';
-import { queryEvents, showRequest } from '../audit/query.ts';
+import { planeArg, queryEvents, showRequest } from '../audit/query.ts';
 import { queryFleetEvents } from '../audit/fleet-log.ts';
 import { sinceTime, USAGE_GROUPINGS, type UsageGrouping } from '../gateway/usage.ts';
 import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy/authzen.ts';
@@ -61,6 +61,28 @@ const sinceParam = (ctx: Ctx): number => {
     throw new AamError(400, 'invalid_request', `since: ${(e as Error).message}`, { param: 'since' });
   }
 };
+
+/** The members of `team` in the running config: the audit filter `team` is "events of these agents". */
+function teamAgents(rt: Runtime, team: string): string[] {
+  return [...rt.compiled.policies.agents.values()].filter((a) => a.team === team).map((a) => a.name);
+}
+
+/** What the audit live tail filters on (query parameters agent, team, decision, type, plane). */
+function tailFilters(rt: Runtime, q: URLSearchParams) {
+  const team = q.get('team');
+  return {
+    agent: q.get('agent') ?? undefined, agents: team ? teamAgents(rt, team) : undefined, decision: q.get('decision') ?? undefined,
+    type: q.get('type') ?? undefined, plane: q.get('plane') ? planeParam(q.get('plane') as string) : undefined,
+  };
+}
+
+/** The audit query's filters: the tail's, plus one request or one trace. */
+function auditFilters(rt: Runtime, q: URLSearchParams) {
+  return { ...tailFilters(rt, q), requestId: q.get('request_id') ?? undefined, traceId: q.get('trace_id') ?? undefined };
+}
+
+const badQuery = (e: unknown): AamError => (e instanceof AamError ? e : new AamError(400, 'invalid_request', (e as Error).message));
+const planeParam = (v: string) => { try { return planeArg(v); } catch (e) { throw badQuery(e); } };
 
 function must(who: Principal, need: Role): void {
   if (!atLeast(who.role, need)) throw new AamError(403, 'admin_forbidden', `this needs the ${need} role; ${who.label} has ${who.role}`);
@@ -167,11 +189,13 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     await rt.audit.journaled?.().catch(() => {});
     const q = new URLSearchParams(ctx.query);
     const one = /^\/audit\/requests\/([\w.:-]+)$/.exec(rest)?.[1];
-    const data = await queryFleetEvents(rt.fleet.fleet.sql, one ? { requestId: one, limit: 10_000 } : {
-      agent: q.get('agent') ?? undefined, since: q.get('since') ? new Date(sinceParam(ctx)).toISOString() : undefined, decision: q.get('decision') ?? undefined,
-      requestId: q.get('request_id') ?? undefined, traceId: q.get('trace_id') ?? undefined, type: q.get('type') ?? undefined,
-      limit: Math.min(10_000, Number(q.get('limit') ?? 100) || 100),
-    });
+    let data;
+    try {
+      data = await queryFleetEvents(rt.fleet.fleet.sql, one ? { requestId: one, limit: 10_000 } : {
+        ...auditFilters(rt, q), since: q.get('since') ? new Date(sinceParam(ctx)).toISOString() : undefined,
+        limit: Math.min(10_000, Number(q.get('limit') ?? 100) || 100),
+      });
+    } catch (e) { throw badQuery(e); }
     return sendJson(ctx, 200, one ? { request_id: one, data: data.reverse() } : { data });
   }
   if (method === 'GET' && rest === '/audit' && rt.auditLog) {
@@ -179,22 +203,19 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     const q = new URLSearchParams(ctx.query);
     const limit = Math.min(10_000, Number(q.get('limit') ?? 100) || 100);
     try {
-      return sendJson(ctx, 200, { data: queryEvents(rt.auditLog.db, {
-        agent: q.get('agent') ?? undefined, since: q.get('since') ? new Date(sinceParam(ctx)) : undefined, decision: q.get('decision') ?? undefined,
-        requestId: q.get('request_id') ?? undefined, traceId: q.get('trace_id') ?? undefined, type: q.get('type') ?? undefined, limit,
-      }) });
-    } catch (e) { throw new AamError(400, 'invalid_request', (e as Error).message); }
+      return sendJson(ctx, 200, { data: queryEvents(rt.auditLog.db, { ...auditFilters(rt, q), since: q.get('since') ? new Date(sinceParam(ctx)) : undefined, limit }) });
+    } catch (e) { throw badQuery(e); }
   }
   if (method === 'GET' && rest === '/audit/stream' && rt.fleet && !rt.auditLog && rt.audit) {
     if (tails.open >= MAX_TAILS) throw new AamError(503, 'unavailable', `${MAX_TAILS} audit tails are open on this gateway already; close one or query /admin/v1/audit`, { headers: { 'retry-after': '10' } });
     const q = new URLSearchParams(ctx.query);
     const audit = rt.audit;
-    return tailFleetAudit(ctx.res, rt.fleet.fleet.sql, async () => { await audit.journaled?.(); }, { agent: q.get('agent') ?? undefined, decision: q.get('decision') ?? undefined, type: q.get('type') ?? undefined }, tails, { 'x-request-id': ctx.requestId });
+    return tailFleetAudit(ctx.res, rt.fleet.fleet.sql, async () => { await audit.journaled?.(); }, tailFilters(rt, q), tails, { 'x-request-id': ctx.requestId });
   }
   if (method === 'GET' && rest === '/audit/stream' && rt.auditLog) {
     if (tails.open >= MAX_TAILS) throw new AamError(503, 'unavailable', `${MAX_TAILS} audit tails are open on this gateway already; close one or query /admin/v1/audit`, { headers: { 'retry-after': '10' } });
     const q = new URLSearchParams(ctx.query);
-    return tailAudit(ctx.res, rt.auditLog, { agent: q.get('agent') ?? undefined, decision: q.get('decision') ?? undefined, type: q.get('type') ?? undefined }, tails, { 'x-request-id': ctx.requestId });
+    return tailAudit(ctx.res, rt.auditLog, tailFilters(rt, q), tails, { 'x-request-id': ctx.requestId });
   }
   if (method === 'GET' && (m = /^\/audit\/requests\/([\w.:-]+)$/.exec(rest)) && rt.auditLog) {
     await rt.auditLog.flush();

@@ -17,7 +17,7 @@ import { guardrailsOf, guardValue, nextTurn, redactForReview, TURN_MS } from '..
 import { parseJsonInTurns } from '../access/json-turns.ts';
 import type { IncomingMessage } from 'node:http';
 import { scrubAcross } from '../access/egress.ts';
-import { shadowed, storeUnavailableMessage } from '../access/decide.ts';
+import { noteActivity, shadowed, storeUnavailableMessage } from '../access/decide.ts';
 import { StoreUnavailable } from '../store/types.ts';
 import { admitRuleCall, UNCOUNTED } from '../access/rule-limits.ts';
 
@@ -34,7 +34,7 @@ export function toolDeps(rt: Runtime): ToolDeps {
       return rt.injectTool(name, identity);
     },
     audit: {
-      record: (ev) => rt.audit?.record(ev),
+      record: (ev) => { rt.audit?.record(ev); noteActivity(rt, ev.agent, ev); },
       recordDurable: async (ev) => (rt.audit?.recordDurable ? rt.audit.recordDurable(ev) : undefined),
     },
     log: rt.log,
