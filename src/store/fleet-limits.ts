@@ -6,6 +6,7 @@
 // Redis that restarts empty is re-seeded from it, so an exhausted budget stays exhausted).
 import type { Fleet } from './fleet.ts';
 import { exactCacheKey, parseCacheValue } from './fleet-cache.ts';
+import { scriptRunner } from './redis.ts';
 import { StoreUnavailable, type AdmitRequest, type AdmitResult, type BudgetAlert, type Limiter, type Period, type Ticket } from './types.ts';
 
 const dayStart = (t: number): number => { const d = new Date(t); return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()); };
@@ -187,7 +188,13 @@ export interface FleetLimiterOptions {
 }
 
 type Reply = [admission: unknown[], totals: string[], cached: string | null];
-type Scripted = { aamAdmit(...args: Array<string | number>): Promise<Reply> };
+
+const NONE: string[] = [];
+/** The admission part of a script call that only settles. */
+const SETTLE_ONLY = { keys: NONE, args: [0, 0, 0, 0, '', 0, 0] };
+
+/** The UTC day and month a time falls in, and their field names in a budget hash. */
+interface Window { d: number; m: number; dayField: string; monthField: string; pendingDaily: string; pendingMonthly: string }
 
 /** Settlements carried by one script call (bounds its size; the rest ride on the next). */
 const MAX_SETTLEMENTS = 64;
@@ -196,7 +203,7 @@ const MAX_QUEUED = 10_000;
 
 export class FleetLimiter implements Limiter {
   readonly #fleet: Fleet;
-  readonly #redis: Scripted;
+  readonly #run: (args: Array<string | number>) => Promise<Reply>;
   readonly #ttl: number;
   readonly #settleDelay: number;
   readonly #onError: (what: string, e: unknown) => void;
@@ -213,6 +220,8 @@ export class FleetLimiter implements Limiter {
   admitCalls = 0;
   /** Redis round trips made by settlements alone (no admission came within settleDelayMs). */
   settleCalls = 0;
+  /** The current window's strings, built once per day (not per request). */
+  #win: Window = { d: -1, m: -1, dayField: '', monthField: '', pendingDaily: '', pendingMonthly: '' };
   /** Budget threshold crossings (alert_at); each fires on exactly one replica of the fleet. */
   onAlert: (alert: BudgetAlert) => void = () => {};
 
@@ -221,16 +230,13 @@ export class FleetLimiter implements Limiter {
     this.#ttl = opts.reservationTtlMs ?? 15 * 60_000;
     this.#settleDelay = opts.settleDelayMs ?? 50;
     this.#onError = opts.onError ?? (() => {});
-    fleet.redis.defineCommand('aamAdmit', { lua: ADMIT });
-    this.#redis = fleet.redis as unknown as Scripted;
+    this.#run = scriptRunner<Reply>(fleet.redis, ADMIT);
     this.#timer = setInterval(() => { void this.flush(); }, opts.flushMs ?? 1000);
     this.#timer.unref();
   }
 
   async admit(req: AdmitRequest): Promise<AdmitResult> {
-    const now = Date.now();
-    const d = dayStart(now);
-    const m = monthStart(now);
+    const { d, m } = this.#windowAt(Date.now());
     const p = this.#fleet.prefix;
     const amount = req.amountUsd > 0 && Number.isFinite(req.amountUsd) ? req.amountUsd : 0;
     const tokens = req.tokens > 0 && Number.isFinite(req.tokens) ? req.tokens : 0;
@@ -281,6 +287,17 @@ export class FleetLimiter implements Limiter {
     };
   }
 
+  /** The window of `now` (Date arithmetic only when the day changes). */
+  #windowAt(now: number): Window {
+    const w = this.#win;
+    return now >= w.d && now < w.d + 86_400_000 ? w : this.#window(dayStart(now), monthStart(now));
+  }
+
+  #window(d: number, m: number): Window {
+    if (this.#win.d !== d || this.#win.m !== m) this.#win = { d, m, dayField: `d:${d}`, monthField: `m:${m}`, pendingDaily: `|daily|${d}`, pendingMonthly: `|monthly|${m}` };
+    return this.#win;
+  }
+
   /** One script: the queued settlements (unless `carry` is false), then this admission. */
   #call(own: { keys: string[]; args: Array<string | number> }, d: number, m: number, carry = true): Promise<Reply> {
     this.admitCalls++;
@@ -301,18 +318,23 @@ export class FleetLimiter implements Limiter {
    * it failed, lost there (counted in PostgreSQL already; their reservations expire).
    */
   async #script(batch: Settlement[], own: { keys: string[]; args: Array<string | number> }, d: number, m: number, fail: (e: unknown) => Error): Promise<Reply> {
-    const keys: string[] = [];
-    const args: Array<string | number> = [`d:${d}`, `m:${m}`, batch.length];
+    const w = this.#window(d, m);
+    // [numKeys, ...keys, ...argv], built in place.
+    const out: Array<string | number> = [0];
+    const argv: Array<string | number> = [w.dayField, w.monthField, batch.length];
     for (const { ft, charge, tokens } of batch) {
-      const tpm = tokens >= 0 ? ft.tpmKeys : [];
-      for (const k of tpm) keys.push(k);
-      for (const k of ft.budgetKeys) keys.push(k);
-      args.push(tpm.length, ft.budgets.length, tokens, ft.tokens, ft.member, ft.amount, charge);
+      const tpm = tokens >= 0 ? ft.tpmKeys : NONE;
+      for (const k of tpm) out.push(k);
+      for (const k of ft.budgetKeys) out.push(k);
+      argv.push(tpm.length, ft.budgets.length, tokens, ft.tokens, ft.member, ft.amount, charge);
     }
-    for (const k of own.keys) keys.push(k);
+    for (const k of own.keys) out.push(k);
+    out[0] = out.length - 1;
+    for (const a of argv) out.push(a);
+    for (const a of own.args) out.push(a);
     let reply: Reply;
     try {
-      reply = await this.#redis.aamAdmit(keys.length, ...keys, ...args, ...own.args);
+      reply = await this.#run(out);
     } catch (e) {
       if (batch.length > 0) this.#onError('settle', e);
       throw fail(e);
@@ -328,9 +350,9 @@ export class FleetLimiter implements Limiter {
     this.#sending = (async () => {
       try {
         while (this.#queue.length > 0 && this.#fleet.redis.status === 'ready') {
-          const now = Date.now();
+          const { d, m } = this.#windowAt(Date.now());
           this.settleCalls++;
-          await this.#script(this.#take(), { keys: [], args: [0, 0, 0, 0, '', 0, 0] }, dayStart(now), monthStart(now), (e) => e as Error).catch(() => {});
+          await this.#script(this.#take(), SETTLE_ONLY, d, m, (e) => e as Error).catch(() => {});
         }
       } finally {
         this.#sending = null;
@@ -379,10 +401,10 @@ export class FleetLimiter implements Limiter {
     const actual = tokens === null || !Number.isFinite(tokens) ? -1 : tokens;
     if (ft.budgets.length > 0 || (actual >= 0 && ft.tpmKeys.length > 0)) this.#enqueue({ ft, charge, tokens: actual });
     if (charge > 0 && ft.budgets.length > 0) {
-      const now = Date.now();
+      const w = this.#windowAt(Date.now());
       for (const { key } of ft.budgets) {
-        this.#add(`${key}|daily|${dayStart(now)}`, charge);
-        this.#add(`${key}|monthly|${monthStart(now)}`, charge);
+        this.#add(key + w.pendingDaily, charge);
+        this.#add(key + w.pendingMonthly, charge);
       }
     }
   }
