@@ -2,12 +2,15 @@
 // route, the upstream catalog honouring cacheScope / ttlMs, and multi-round-trip (input_required)
 // requests relayed with the caller's identity bound. The upstream is a small 2026-07-28 server
 // written from the spec (basic/patterns/mrtr, server/utilities/caching); the client is a
-// conformant request builder (the installed SDK does not speak 2026-07-28).
+// conformant request builder (the installed SDK does not speak 2026-07-28). With
+// MCP_2026_SCHEMA=<path to the spec's schema/2026-07-28/schema.json>, the messages aam sends for
+// these features (input_required, listen acknowledgements and notifications, progress) are also
+// validated against the spec's JSON Schema (the Tasks extension is not in it).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { connectClient, serversReady, textOf, toolEvents, ADMIN_TOKEN } from './helpers/mcp.ts';
 import { issueAgentSvid } from '../src/identity/issue.ts';
@@ -32,6 +35,18 @@ const subOf = (auth: string): string => {
   return m ? String((JSON.parse(Buffer.from(m[2], 'base64url').toString('utf8')) as { sub?: string }).sub) : '';
 };
 const listsOf = (server: string, from = 0) => seen.slice(from).filter((x) => x.server === server && x.body.method === 'tools/list');
+
+/** Optional: validate against the spec's schema (not vendored; see the header comment). */
+type Check = (def: string, value: unknown) => void;
+let check: Check = () => {};
+async function schemaCheck(): Promise<Check> {
+  const path = process.env.MCP_2026_SCHEMA;
+  if (!path) return () => {};
+  const { Ajv2020 } = await import('ajv/dist/2020.js') as unknown as { Ajv2020: new (o: object) => { addSchema(s: object, id: string): void; validate(ref: string, v: unknown): boolean; errorsText(): string } };
+  const ajv = new Ajv2020({ strict: false, allErrors: true, logger: false });
+  ajv.addSchema(JSON.parse(readFileSync(path, 'utf8')) as object, 'mcp');
+  return (def, value) => assert.ok(ajv.validate(`mcp#/$defs/${def}`, value), `${def}: ${ajv.errorsText()}`);
+}
 
 let upstream: HttpServer;
 let gw: TestGateway;
@@ -131,6 +146,7 @@ function config(url: string, denyLongjob = false): string {
 let upstreamUrl = '';
 
 before(async () => {
+  check = await schemaCheck();
   upstreamUrl = await startUpstream();
   gw = await startTestGateway(config(upstreamUrl), { TEST_UP_TOKEN: SECRET, AAM_ADMIN_TOKEN: ADMIN_TOKEN });
   key = gw.key('navigator');
@@ -238,6 +254,7 @@ test('input_required: relayed to a 2026-07-28 client with aam\'s sealed state; o
   assert.match(state, /^aam1\./);
   assert.ok(!state.includes('upstream-state-1') && !Buffer.from(state.slice(5), 'base64url').toString('latin1').includes('upstream-state-1'), 'the upstream\'s state is sealed, not shown');
   assert.ok(!('ttlMs' in r) && !('cacheScope' in r), 'an interim result carries no caching hints');
+  check('InputRequiredResult', r);
   const answer = { approve: { action: 'accept', content: { ok: true } } };
   const retries = () => seen.filter((x) => x.body.method === 'tools/call' && x.body.params.inputResponses !== undefined).length;
   const before = retries();
@@ -319,6 +336,7 @@ test('subscriptions/listen: acknowledged per caller under policy; notifications 
     const ack = nav.messages[0];
     assert.equal(ack.method, 'notifications/subscriptions/acknowledged');
     assert.equal(ack.params._meta['io.modelcontextprotocol/subscriptionId'], nav.id);
+    check('SubscriptionsAcknowledgedNotification', ack);
     assert.deepEqual(ack.params.notifications, { toolsListChanged: true, resourceSubscriptions: ['account://a1'] }, 'what aam cannot honour (prompts) is left out');
     assert.deepEqual(intr.messages[0].params.notifications, { toolsListChanged: true }, 'a URI the caller may not read is not acknowledged');
     // The intruder changes the upstream (its tools and its accounts).
@@ -329,6 +347,8 @@ test('subscriptions/listen: acknowledged per caller under policy; notifications 
     const upd = nav.messages.find((x) => x.method === 'notifications/resources/updated')!;
     assert.equal(upd.params.uri, 'account://a1');
     assert.equal(upd.params._meta['io.modelcontextprotocol/subscriptionId'], nav.id);
+    check('JSONRPCNotification', upd);
+    for (const x of nav.messages) check('JSONRPCMessage', x);
     assert.ok(!intr.messages.some((x) => x.method === 'notifications/resources/updated'), 'no update for a resource the caller may not read');
     assert.ok(!quiet.messages.some((x) => x.method !== 'notifications/subscriptions/acknowledged'), 'another server\'s changes do not reach /mcp/alpha');
   } finally { nav.close(); intr.close(); quiet.close(); }
@@ -410,6 +430,8 @@ test('progress: a 2026-07-28 request with a progressToken gets notifications/pro
   const values = progress.map((e) => e.params.progress as number);
   assert.ok(values.length >= 2 && values.every((v, i) => v === i + 1), streamed.text);
   assert.ok(progress.every((e) => e.params.progressToken === 'p-1' && e.params.total === 4));
+  for (const e of progress) check('ProgressNotification', e);
+  check('CallToolResultResponse', events.at(-1));
   const last = events.at(-1)!;
   assert.equal(last.id, 77);
   assert.equal(last.result.resultType, 'complete');
