@@ -8,7 +8,8 @@ import { compileProviders, compileRoutes, type ProviderRuntime, type Route } fro
 import { CatalogRoutes } from './gateway/catalog-routes.ts';
 import { UsageRecorder } from './gateway/usage.ts';
 import { embeddedKeyBook, openKeyStore, type KeyStore } from './identity/keys.ts';
-import type { BudgetAlert, KeyBook, Limiter, McpSessionRegistry, StoreHealth, TaskOwnerStore } from './store/types.ts';
+import type { BudgetAlert, KeyBook, Limiter, McpSessionRegistry, PushRouteStore, StoreHealth, TaskOwnerStore } from './store/types.ts';
+import { memoryPushRoutes, redisPushRoutes } from './store/push-routes.ts';
 import type { Fleet } from './store/fleet.ts';
 import { fleetDrivers, fleetEnv } from './store/fleet-lazy.ts';
 import { FleetKeyBook } from './store/fleet-keys.ts';
@@ -157,6 +158,8 @@ export class Runtime {
   readonly mcpSessions: McpSessionRegistry;
   /** A2A task and context ids and the caller that created each (embedded memory or fleet Redis). */
   readonly a2aTasks: TaskOwnerStore;
+  /** A2A push routes (embedded memory or fleet Redis): registered on one replica, delivered by any. */
+  readonly a2aPushRoutes: PushRouteStore;
   /** Stored Responses API state (previous_response_id, GET /v1/responses/{id}): per agent, expiring. */
   readonly responses: ResponseStore;
   /** How long a stored response lives (AAM_RESPONSES_TTL, default 30d). */
@@ -237,6 +240,7 @@ export class Runtime {
     });
     this.mcpSessions = this.fleet ? new FleetMcpSessions(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryMcpSessions();
     this.a2aTasks = this.fleet ? new FleetTaskOwners(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryTaskOwners();
+    this.a2aPushRoutes = this.fleet ? redisPushRoutes(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryPushRoutes();
     this.responses = this.fleet ? fleetResponseStore(this.fleet.fleet.sql) : openResponseStore(this.db);
     this.responsesTtlMs = parseDurationSeconds((opts.env ?? process.env).AAM_RESPONSES_TTL ?? '30d', 'AAM_RESPONSES_TTL') * 1000;
     this.a2aPushAllow = ((opts.env ?? process.env).AAM_A2A_PUSH_ALLOW ?? '').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean);

@@ -55,7 +55,6 @@ export interface A2aGateway { handle(ctx: Ctx): Promise<void> }
 
 export function createA2aGateway(): A2aGateway {
   const cards = new CardCache();
-  const pushes = new PushRoutes();
 
   async function handle(ctx: Ctx): Promise<void> {
     const m = /^\/a2a\/([^/]+)(\/.*)?$/.exec(ctx.path);
@@ -155,7 +154,8 @@ export function createA2aGateway(): A2aGateway {
     if (pushCfg && typeof pushCfg.url === 'string') {
       const refused = await pushUrlRefusal(pushCfg.url, ctx.rt.a2aPushAllow);
       if (refused) throw new AamError(400, 'push_url_refused', refused);
-      const route = pushes.add({ callee: name, taskId: taskId ?? '', skill, identity, url: pushCfg.url, ...(typeof pushCfg.token === 'string' && pushCfg.token ? { callerToken: pushCfg.token } : {}) });
+      const url = pushCfg.url, callerToken = typeof pushCfg.token === 'string' && pushCfg.token ? pushCfg.token : undefined;
+      const route = await storeCall(() => new PushRoutes(ctx.rt.a2aPushRoutes).add({ callee: name, taskId: taskId ?? '', skill, identity, url, ...(callerToken ? { callerToken } : {}) }));
       params = withAamTarget(rpc.method, params, `${publicBase(ctx)}/a2a/${encodeURIComponent(name)}/push/${route.id}`, route.token);
     }
     // Counted against the caller's rate limits; the smallest reservation makes a spent budget refuse it (settled at $0).
@@ -222,7 +222,7 @@ export function createA2aGateway(): A2aGateway {
   async function receivePush(ctx: Ctx, name: string, id: string): Promise<void> {
     if (ctx.req.method !== 'POST') throw new AamError(405, 'method_not_allowed', 'push notifications are POSTed', { headers: { allow: 'POST' } });
     const token = ctx.req.headers['x-a2a-notification-token'];
-    const route = pushes.verify(id, name, typeof token === 'string' ? token : undefined);
+    const route = await storeCall(() => new PushRoutes(ctx.rt.a2aPushRoutes).verify(id, name, typeof token === 'string' ? token : undefined));
     if (!route) throw new AamError(401, 'invalid_token', 'unknown push route or wrong X-A2A-Notification-Token');
     const body = await readJson(ctx);
     const caller = route.identity.agent.spiffeId;
@@ -270,7 +270,7 @@ export function createA2aGateway(): A2aGateway {
 
   /** Who owns an id, from the store seam; a fleet store that cannot answer refuses (503), never "not found". */
   async function owner(ctx: Ctx, callee: string, kind: 'task' | 'context', id: string) {
-    try { return await ctx.rt.a2aTasks.get(callee, kind, id); } catch (e) { throw taskStoreFailure(e); }
+    return storeCall(() => ctx.rt.a2aTasks.get(callee, kind, id));
   }
 
   /** The owner of a task id, which must be this caller (another caller's task does not exist for it). */
@@ -282,7 +282,7 @@ export function createA2aGateway(): A2aGateway {
 
   /** Bind the ids an answer names before the caller sees it, so its next call may land on any replica. */
   async function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: string): Promise<void> {
-    try { await ctx.rt.a2aTasks.bind(callee, idsIn(result), caller, skill); } catch (e) { throw taskStoreFailure(e); }
+    await storeCall(() => ctx.rt.a2aTasks.bind(callee, idsIn(result), caller, skill));
   }
 
   /** The callee's JSON-RPC answer, bound, guarded and scrubbed across parts (sent by the caller of this). */
@@ -300,7 +300,7 @@ export function createA2aGateway(): A2aGateway {
     }
     if (msg.result !== undefined) {
       await bind(ctx, name, msg.result, caller, skill);
-      if (method.includes('PushNotificationConfig')) msg = { ...msg, result: restoreCallerTargets(msg.result, (url) => pushes.get(url.slice(url.lastIndexOf('/') + 1))) };
+      if (method.includes('PushNotificationConfig')) msg = { ...msg, result: await storeCall(() => restoreCallerTargets(msg.result, (url) => new PushRoutes(ctx.rt.a2aPushRoutes).get(url.slice(url.lastIndexOf('/') + 1)))) };
       msg = { ...msg, result: scrubAcross(ctx.rt.egress, await access.guard('output', msg.result, `a2a ${name}`, 'chat')) };
     } else if (msg.error !== undefined) {
       msg = { ...msg, error: await access.guard('output', msg.error, `a2a ${name}`, 'chat') };
@@ -360,9 +360,12 @@ export function createA2aGateway(): A2aGateway {
 }
 
 /** The fleet's task owners cannot answer: 503 store_unavailable (whose task it is cannot be checked). */
-function taskStoreFailure(e: unknown): unknown {
-  if (!(e instanceof StoreUnavailable)) return e;
-  return new AamError(503, 'store_unavailable', `Redis (the fleet store for A2A task owners) is unavailable, so aam cannot check whose task this is: ${e.message}; retry shortly`, { headers: { 'retry-after': '1' } });
+/** A task-owner or push-route store call; Redis down is 503 store_unavailable, never "not found". */
+async function storeCall<T>(fn: () => T | Promise<T>): Promise<T> {
+  try { return await fn(); } catch (e) {
+    if (!(e instanceof StoreUnavailable)) throw e;
+    throw new AamError(503, 'store_unavailable', `Redis (the fleet store for A2A task owners and push routes) is unavailable, so aam cannot check whose task or push route this is: ${e.message}; retry shortly`, { headers: { 'retry-after': '1' } });
+  }
 }
 
 /** How answers, stream events and refusals are framed for the caller's binding; everything else is shared. */

@@ -4,11 +4,13 @@ import type { Ctx as AccessCtx } from '../access/request.ts';
 import type { Access as AccessOf } from '../access/context.ts';
 import type { Identity } from '../identity/types.ts';
 import type { PolicySet } from '../policy/compile.ts';
-import type { TaskOwnerStore } from '../store/types.ts';
+import type { PushRouteStore, TaskOwnerStore } from '../store/types.ts';
 
 export interface A2aRuntime extends AccessRuntime {
   /** A2A task and context ids and the caller that created each. */
   readonly a2aTasks: TaskOwnerStore;
+  /** Registered A2A push routes (push.ts). */
+  readonly a2aPushRoutes: PushRouteStore;
   /** Hosts (or host:port) A2A push notifications may be delivered to although private (AAM_A2A_PUSH_ALLOW). */
   readonly a2aPushAllow: readonly string[];
   /** Why policy forbids this identity's call to use a credential (credentials.allow), or null. */

@@ -14,6 +14,7 @@ import { lookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
 import { Agent } from '../providers/http-client.ts';
 import type { Identity } from '../identity/types.ts';
+import type { PushRouteStore } from '../store/types.ts';
 
 const BLOCKED = new BlockList();
 for (const [net, bits] of [['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12], ['192.0.0.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['224.0.0.0', 3]] as const) BLOCKED.addSubnet(net, bits, 'ipv4');
@@ -80,29 +81,33 @@ export interface PushRoute {
   expires: number;
 }
 
-/** Registered push routes (bounded, expiring; per replica, like task ownership). */
-export class PushRoutes {
-  readonly #m = new Map<string, PushRoute>();
-  readonly #max: number;
-  readonly #ttlMs: number;
-  constructor(max = 50_000, ttlMs = 24 * 60 * 60 * 1000) { this.#max = max; this.#ttlMs = ttlMs; }
+const ROUTE_TTL_MS = 24 * 60 * 60 * 1000;
 
-  add(r: Omit<PushRoute, 'id' | 'token' | 'expires'>, now = Date.now()): PushRoute {
+/**
+ * Registered push routes, in the runtime's PushRouteStore (memory, or Redis for a fleet: a config
+ * registered through one replica delivers when the callee notifies another). The caller's
+ * identity is kept as it was at registration.
+ */
+export class PushRoutes {
+  readonly #store: PushRouteStore;
+  readonly #ttlMs: number;
+  constructor(store: PushRouteStore, ttlMs = ROUTE_TTL_MS) { this.#store = store; this.#ttlMs = ttlMs; }
+
+  async add(r: Omit<PushRoute, 'id' | 'token' | 'expires'>, now = Date.now()): Promise<PushRoute> {
     const route: PushRoute = { ...r, id: `psh_${randomBytes(16).toString('hex')}`, token: randomBytes(24).toString('base64url'), expires: now + this.#ttlMs };
-    this.#m.set(route.id, route);
-    if (this.#m.size > this.#max) this.#m.delete(this.#m.keys().next().value as string);
+    await this.#store.put(route.id, JSON.stringify(route), this.#ttlMs);
     return route;
   }
 
-  get(id: string, now = Date.now()): PushRoute | undefined {
-    const r = this.#m.get(id);
-    if (r && r.expires < now) { this.#m.delete(id); return undefined; }
-    return r;
+  async get(id: string, now = Date.now()): Promise<PushRoute | undefined> {
+    const json = await this.#store.get(id);
+    const r = json === undefined ? undefined : JSON.parse(json) as PushRoute;
+    return r && r.expires >= now ? r : undefined;
   }
 
   /** The route a callee's notification is for: id known, callee the same, token equal (constant time). */
-  verify(id: string, callee: string, token: string | undefined): PushRoute | undefined {
-    const r = this.get(id);
+  async verify(id: string, callee: string, token: string | undefined): Promise<PushRoute | undefined> {
+    const r = await this.get(id);
     if (!r || r.callee !== callee || typeof token !== 'string') return undefined;
     const a = Buffer.from(token);
     const b = Buffer.from(r.token);
@@ -131,17 +136,17 @@ export function withAamTarget(method: string, params: Record<string, unknown>, u
 }
 
 /** Push configs in a callee's answer name aam's URL and token: shown to the caller as its own again. */
-export function restoreCallerTargets(result: unknown, routeOf: (aamUrl: string) => PushRoute | undefined): unknown {
-  const fix = (c: unknown): unknown => {
+export async function restoreCallerTargets(result: unknown, routeOf: (aamUrl: string) => Promise<PushRoute | undefined>): Promise<unknown> {
+  const fix = async (c: unknown): Promise<unknown> => {
     if (!c || typeof c !== 'object') return c;
     const o = c as Record<string, unknown>;
-    const r = typeof o.url === 'string' ? routeOf(o.url) : undefined;
+    const r = typeof o.url === 'string' ? await routeOf(o.url) : undefined;
     if (!r) return c;
     const { token: _aam, ...rest } = o;
     return { ...rest, url: r.url, ...(r.callerToken ? { token: r.callerToken } : {}) };
   };
   if (!result || typeof result !== 'object') return result;
   const o = result as Record<string, unknown>;
-  if (Array.isArray(o.configs)) return { ...o, configs: o.configs.map(fix) };
+  if (Array.isArray(o.configs)) return { ...o, configs: await Promise.all(o.configs.map(fix)) };
   return fix(result);
 }

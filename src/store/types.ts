@@ -235,3 +235,12 @@ export type UsageGrouping = typeof USAGE_GROUPINGS[number];
 export function usageGroupColumn(by: UsageGrouping): string {
   return by === 'agent' || by === 'route' ? by : `nullif(${by === 'key' ? 'key_id' : by}, '')`;
 }
+
+/**
+ * A2A push routes (a2a/push.ts) by id, as JSON text: in memory for one process, in Redis for a
+ * fleet, so a config registered through one replica delivers when the callee notifies another.
+ */
+export interface PushRouteStore {
+  put(id: string, json: string, ttlMs: number): void | Promise<void>;
+  get(id: string): string | undefined | Promise<string | undefined>;
+}
