@@ -2,7 +2,9 @@
 // bare pass-through proxy measured in the same run.
 //   1. Idle: what `npm start` runs (node + package.json's start flags + bin/aam.js serve, i.e. the
 //      built JavaScript), with the repo's demo config (aam.yaml), and the same from the TypeScript
-//      sources: RSS and process.memoryUsage() 5 s after it became ready and answered /healthz.
+//      sources: RSS and process.memoryUsage() 5 s after it became ready and answered /healthz, and
+//      again MEM_IDLE_S (35) s after, once the threads that stop when idle (audit writer, scan
+//      thread: 30 s) have stopped.
 //   2. Loaded: the bare proxy and aam (bench/aam-bench.yaml + one MCP server: identity, policy,
 //      budget, usage, audit on) run at the same time, both pinned to the gateway core; wrk loads
 //      them in turns, MEM_ROUND_S seconds at c=MEM_CONC, for MEM_ROUNDS rounds (order alternating).
@@ -39,6 +41,7 @@ const cfg = {
   // commas inside [flags] or {env} belong to the target
   targets: (env.MEM_TARGETS ?? 'bare,aam').split(/,(?![^[{]*[\]}])/).map((s) => s.trim()).filter(Boolean),
   idle: env.MEM_IDLE !== '0',
+  idleS: num('MEM_IDLE_S', 35),
   snapshots: env.MEM_SNAPSHOT === '1',
   ports: { mock: num('MEM_MOCK_PORT', 18380), first: num('MEM_FIRST_PORT', 18381) },
 };
@@ -89,16 +92,21 @@ async function usageOf(pid: number, dir: string, snapshotFile?: string): Promise
   return null;
 }
 
-/** `npm start`'s process with the demo config, or the same from the sources: idle memory. */
-async function idleDemo(work: string, label: string, argv: string[], env: Record<string, string>, port: number): Promise<{ label: string; argv: string; reading: Reading } | { label: string; error: string }> {
+/** `npm start`'s process with the demo config, or the same from the sources: idle memory, 5 s and cfg.idleS s after /healthz. */
+async function idleDemo(work: string, label: string, argv: string[], env: Record<string, string>, port: number): Promise<Array<{ label: string; argv: string; reading: Reading } | { label: string; error: string }>> {
   const dataDir = join(work, `idle-data-${port}`);
   const child = spawnTracked(gwPin, argv, { ...env, AAM_PORT: String(port), AAM_DATA_DIR: dataDir, MEM_REPORT_DIR: work }, join(work, `idle-${port}.log`));
   try {
-    if (!(await waitHttp(`http://127.0.0.1:${port}/readyz`, 60_000, 200, child))) return { label, error: `did not become ready; log: ${readFileSync(join(work, `idle-${port}.log`), 'utf8').slice(-600)}` };
+    if (!(await waitHttp(`http://127.0.0.1:${port}/readyz`, 60_000, 200, child))) return [{ label, error: `did not become ready; log: ${readFileSync(join(work, `idle-${port}.log`), 'utf8').slice(-600)}` }];
     await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.arrayBuffer());
-    await sleep(5000);
-    const usage = await usageOf(child.pid ?? 0, work);
-    return { label, argv: argv.slice(1).map((a) => a.replace(REPO + '/', '')).join(' '), reading: { rss_kb: rssKb(child.pid ?? 0), anon_kb: anonKb(child.pid ?? 0), usage: usage ?? undefined } };
+    const t0 = Date.now();
+    const out = [];
+    for (const s of [5, cfg.idleS]) {
+      await sleep(Math.max(0, t0 + s * 1000 - Date.now()));
+      const usage = await usageOf(child.pid ?? 0, work);
+      out.push({ label: `${label}, ${s} s`, argv: argv.slice(1).map((a) => a.replace(REPO + '/', '')).join(' '), reading: { rss_kb: rssKb(child.pid ?? 0), anon_kb: anonKb(child.pid ?? 0), usage: usage ?? undefined } });
+    }
+    return out;
   } finally {
     await stopProcess(child);
     children.delete(child);
@@ -183,11 +191,12 @@ function usageCells(u: MemUsage | undefined): string[] {
   return [`${mb(u.heapUsed)} / ${mb(u.heapTotal)}`, mb(u.spaces.new_space?.size), mb(u.external), mb(u.arrayBuffers), w];
 }
 
-function render(meta: Record<string, string>, idle: Awaited<ReturnType<typeof idleDemo>>[], gws: Gateway[]): string {
+function render(meta: Record<string, string>, idle: Awaited<ReturnType<typeof idleDemo>>, gws: Gateway[]): string {
   const lines: string[] = ['## Memory (`npm run bench:memory`, bench/memory.ts)', ''];
   lines.push(`Measured ${meta.date} on ${meta.machine}, aam at ${meta.commit}; ${meta.build}. \`npm start\` runs \`${meta.start}\`.`, '');
   if (idle.length) {
-    lines.push('### Idle, demo config (`npm start` with aam.yaml, 5 s after the first /healthz)', '');
+    lines.push(`### Idle, demo config (\`npm start\` with aam.yaml, 5 s and ${cfg.idleS} s after the first /healthz)`, '');
+    lines.push('At 5 s the audit writer thread is still up (the startup event started it); it stops after 30 s without work.', '');
     lines.push(table(['what ran', 'RSS MB', 'of it anonymous MB', 'heap used / total MB', 'new space MB', 'external MB', 'array buffers MB', 'worker heap used / total MB'],
       idle.map((i) => ('error' in i ? [i.label, `failed: ${i.error.slice(0, 200)}`, '', '', '', '', '', ''] : [`${i.label}: \`${i.argv}\``, kbMb(i.reading.rss_kb), kbMb(i.reading.anon_kb), ...usageCells(i.reading.usage)]))));
     lines.push('');
@@ -248,11 +257,11 @@ async function main(): Promise<void> {
   const base = { model: 'gpt-4o-mini', messages: [{ role: 'system', content: 'You are a helpful assistant.' }, { role: 'user', content: 'Say hello in one short sentence.' }], max_tokens: 64, temperature: 0.2 };
   writeFileSync(body, JSON.stringify(cfg.mode === 'stream' ? { ...base, stream: true, stream_options: { include_usage: true } } : base));
   try {
-    const idle: Awaited<ReturnType<typeof idleDemo>>[] = [];
+    const idle: Awaited<ReturnType<typeof idleDemo>> = [];
     if (cfg.idle) {
       const demo = (main: string): string[] => [process.execPath, `--import=${REPORTER}`, ...build.flags, main, 'serve', '--config', join(REPO, 'aam.yaml')];
-      idle.push(await idleDemo(work, 'built JavaScript', demo(build.main), build.env, cfg.ports.first));
-      idle.push(await idleDemo(work, 'TypeScript sources', demo(join(REPO, 'src/cli/main.ts')), build.env, cfg.ports.first + 1));
+      idle.push(...(await idleDemo(work, 'built JavaScript', demo(build.main), build.env, cfg.ports.first)));
+      idle.push(...(await idleDemo(work, 'TypeScript sources', demo(join(REPO, 'src/cli/main.ts')), build.env, cfg.ports.first + 1)));
       for (const i of idle) say('error' in i ? `idle ${i.label}: ${i.error}` : `idle ${i.label}: RSS ${kbMb(i.reading.rss_kb)} MB, heap ${usageCells(i.reading.usage).join(' | ')}`);
     }
     const gws: Gateway[] = [];
