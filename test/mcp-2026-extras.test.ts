@@ -87,6 +87,11 @@ async function startUpstream(): Promise<string> {
       if (job.status === 'input_required') return ok({ taskId: 'up-task-1', status: 'input_required', inputRequests: { size: { method: 'elicitation/create', params: { mode: 'form', message: 'How big?', requestedSchema: { type: 'object', properties: { n: { type: 'integer' } } } } } } });
       return ok({ taskId: 'up-task-1', status: job.status, ...(job.status === 'completed' ? { result: { content: [{ type: 'text', text: `job done with ${JSON.stringify(job.answer)} using ${SECRET}` }] } } : {}) });
     }
+    // MRTR on reads: the resource and the prompt ask for input (requestState only), then answer.
+    if (body.method === 'resources/read' || body.method === 'prompts/get') {
+      if (body.params.requestState !== `rs-${body.method}`) return reply(200, { result: { resultType: 'input_required', requestState: `rs-${body.method}` } });
+      return ok(body.method === 'resources/read' ? { contents: [{ uri: body.params.uri, text: 'the guarded memo' }], ttlMs: 0, cacheScope: 'private' } : { messages: [{ role: 'user', content: { type: 'text', text: 'the guarded prompt' } }] });
+    }
     // Not conformant: asks for input whatever the client declared.
     if (body.method === 'tools/call' && name === 'pushy') return reply(200, { result: { resultType: 'input_required', requestState: 'x' } });
     if (body.method === 'tools/call' && name === 'confirm') {
@@ -113,6 +118,7 @@ async function modern(method: string, params: Record<string, unknown> = {}, o: {
     'mcp-protocol-version': VERSION, 'mcp-method': method,
   };
   if (typeof params.name === 'string') headers['mcp-name'] = params.name;
+  if (typeof params.uri === 'string') headers['mcp-name'] = params.uri;
   if (typeof params.taskId === 'string') headers['mcp-name'] = params.taskId;
   const r = await fetch(`${gw.url}${o.path ?? '/mcp'}`, { method: 'POST', headers, body: JSON.stringify(body) });
   const text = await r.text();
@@ -439,4 +445,24 @@ test('progress: a 2026-07-28 request with a progressToken gets notifications/pro
   const plain = await call({});
   assert.match(plain.type, /application\/json/);
   assert.equal(textOf((JSON.parse(plain.text) as { result: unknown }).result), 'done');
+});
+
+test('input_required on resources/read and prompts/get: relayed with aam\'s sealed state, bound to the caller and the request', async () => {
+  for (const [method, params] of [['resources/read', { uri: 'memo://guarded' }], ['prompts/get', { name: 'guarded', arguments: { topic: 'q3' } }]] as const) {
+    const ask = await modern(method, params, { path: '/mcp/alpha' });
+    assert.equal(ask.body.result?.resultType, 'input_required', `${method}: ${JSON.stringify(ask.body)}`);
+    assert.ok(!('cacheScope' in ask.body.result!), 'an interim result carries no caching hints');
+    check('InputRequiredResult', ask.body.result);
+    const state = String(ask.body.result!.requestState);
+    assert.match(state, /^aam1\./);
+    const stolen = await modern(method, { ...params, inputResponses: {}, requestState: state }, { path: '/mcp/alpha', token: otherKey });
+    assert.match(stolen.body.error?.message ?? '', /issued to another identity/, method);
+    if (method === 'prompts/get') {
+      const other = await modern(method, { ...params, arguments: { topic: 'q4' }, inputResponses: {}, requestState: state }, { path: '/mcp/alpha' });
+      assert.match(other.body.error?.message ?? '', /continues another request/);
+    }
+    const done = await modern(method, { ...params, inputResponses: {}, requestState: state }, { path: '/mcp/alpha' });
+    assert.equal(done.body.result?.resultType, 'complete', JSON.stringify(done.body));
+    assert.match(JSON.stringify(done.body.result), /the guarded (memo|prompt)/);
+  }
 });

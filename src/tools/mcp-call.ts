@@ -121,15 +121,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     credential: entry.spec.credential ? { name: entry.spec.credential } : undefined };
   // A retry of a multi round-trip request: its state must be one aam sealed for this caller and this very request.
   const binding: StateBinding = { sub: s.identity.agent.spiffeId, server: t.server, method: 'tools/call', name: t.def.name, args: base.args_digest };
-  let upstreamState: string | undefined;
-  if (extra.mrtr?.requestState !== undefined) {
-    const st = openState(deps.stateKey, extra.mrtr.requestState, binding);
-    if (!st.ok) {
-      deps.audit.record({ ...base, type: 'tool.rejected', outcome: { status: 'invalid_request_state', error: st.why } });
-      throw new ToolError('invalid_request_state', `requestState refused for tools/call "${name}": ${st.why}; send the request again without requestState and inputResponses to start over`, { code: RPC.invalidParams, status: 400 });
-    }
-    upstreamState = st.upstream;
-  }
+  const upstreamState = retryState(rt, binding, extra, base, `tools/call "${name}"`);
   // guard (input): block, or redact before policy and upstream see the arguments
   const attached = rt.catalog.servers.get(t.server)?.spec.guardrails;
   const gi = await s.access.guard('input', args, `tools/call ${name}`, requestId, attached);
@@ -182,8 +174,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   try {
     let result: CallToolResult;
     try {
-      const mrtr = extra.mrtr && { inputResponses: extra.mrtr.inputResponses, requestState: upstreamState, clientCapabilities: inputCapabilities(extra.mrtr.clientCapabilities) };
-      result = await entry.upstream.callTool(t.def.name, args, s.identity, { signal: extra.signal, onprogress: extra.onprogress, traceContext: trace.traceContext, mrtr });
+      result = await entry.upstream.callTool(t.def.name, args, s.identity, { signal: extra.signal, onprogress: extra.onprogress, traceContext: trace.traceContext, mrtr: mrtrOut(extra, upstreamState) });
     } catch (e) {
       trace.end('error', e instanceof ToolError ? e.errorCode : 'upstream_error');
       throw e;
@@ -191,16 +182,14 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     trace.end(result.isError ? 'tool_error' : 'ok', result.isError ? 'tool_error' : undefined);
     const relay = isInputRequired(result);
     const task = isTask(result);
-    if (relay && !extra.mrtr) {
-      throw new ToolError('input_required', `tool "${name}" needs input from the client (elicitation, sampling or roots); aam relays such multi round-trip requests to MCP 2026-07-28 clients only: call it with a 2026-07-28 client`, { code: RPC.upstream, status: 502 });
-    }
+    if (relay && !extra.mrtr) throw inputUnsupported(`tool "${name}"`);
     if (task && !extra.mrtr) throw new ToolError('task_unsupported', `tool "${name}" answered with a task (Tasks extension), which aam relays to MCP 2026-07-28 clients only: call it with a 2026-07-28 client that declares the extension`, { code: RPC.upstream, status: 502 });
     const bytes = enforceLimit(rt, entry, `tools/call "${name}"`, result);
     deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: relay ? 'input_required' : task ? 'task_created' : result.isError ? 'tool_error' : 'ok', bytes, latency_ms: performance.now() - started } });
     // The egress door scrubs credentials from the bytes the agent receives; guardrails see every leaf first.
     const out = await guardedResult(rt, s, result, `tools/call ${name}`, requestId, attached);
     if (task) return relayTask(deps.stateKey, out, { sub: binding.sub, server: t.server, tool: t.def.name, args }) as unknown as CallToolResult;
-    return relay ? relayInput(deps.stateKey, out, binding) : out;
+    return relay ? relayInput(deps.stateKey, out, binding) as unknown as CallToolResult : out;
   } catch (e) {
     deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: 'error', error: errMsg(e), latency_ms: performance.now() - started } });
     throw e;
@@ -208,9 +197,31 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
 }
 
 /** An upstream's input request as the client gets it: its inputRequests, and aam's sealed state in place of the upstream's. */
-function relayInput(key: Buffer, r: unknown, binding: StateBinding): CallToolResult {
+function relayInput(key: Buffer, r: unknown, binding: StateBinding): Record<string, unknown> {
   const { inputRequests, requestState } = r as { inputRequests?: unknown; requestState?: unknown };
-  return { resultType: 'input_required', ...(inputRequests !== undefined ? { inputRequests } : {}), requestState: sealState(key, binding, typeof requestState === 'string' ? requestState : undefined) } as unknown as CallToolResult;
+  return { resultType: 'input_required', ...(inputRequests !== undefined ? { inputRequests } : {}), requestState: sealState(key, binding, typeof requestState === 'string' ? requestState : undefined) };
+}
+
+/** A retry of a multi round-trip request: the upstream's own state, once aam's seal opens for this caller and this very request (else refused, audited). */
+function retryState(rt: Runtime, binding: StateBinding, extra: Extra, ev: Record<string, unknown>, what: string): string | undefined {
+  if (extra.mrtr?.requestState === undefined) return undefined;
+  const st = openState(rt.deps.stateKey, extra.mrtr.requestState, binding);
+  if (st.ok) return st.upstream;
+  rt.deps.audit.record({ request_id: extra.requestId ?? `req_${randomUUID()}`, ...ev, type: 'tool.rejected', outcome: { status: 'invalid_request_state', error: st.why } });
+  throw new ToolError('invalid_request_state', `requestState refused for ${what}: ${st.why}; send the request again without requestState and inputResponses to start over`, { code: RPC.invalidParams, status: 400 });
+}
+
+/** What a 2026-07-28 client's request passes upstream for multi round-trip requests and tasks. */
+const mrtrOut = (extra: Extra, upstreamState: string | undefined): CallOptions['mrtr'] =>
+  extra.mrtr && { inputResponses: extra.mrtr.inputResponses, requestState: upstreamState, clientCapabilities: inputCapabilities(extra.mrtr.clientCapabilities) };
+
+const inputUnsupported = (what: string) => new ToolError('input_required', `${what} needs input from the client (elicitation, sampling or roots); aam relays such multi round-trip requests to MCP 2026-07-28 clients only: call it with a 2026-07-28 client`, { code: RPC.upstream, status: 502 });
+
+/** A read's result as the client gets it: an input request relayed (2026-07-28) or refused (sessions), else as is. */
+function interim<T>(rt: Runtime, extra: Extra, r: T, binding: StateBinding, what: string): T {
+  if (!isInputRequired(r)) return r;
+  if (!extra.mrtr) throw inputUnsupported(what);
+  return relayInput(rt.deps.stateKey, r, binding) as T;
 }
 
 /**
@@ -313,11 +324,13 @@ async function ownerOf(rt: Runtime, s: SessionCtx, uri: string): Promise<ServerE
 
 export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extra: Extra): Promise<ReadResourceResult> {
   const owner = await ownerOf(rt, s, uri);
+  const binding: StateBinding = { sub: s.identity.agent.spiffeId, server: owner.name, method: RESOURCE_READ, name: uri, args: argsDigest({ uri }) };
+  const state = retryState(rt, binding, extra, { plane: 'mcp', ...identityFields(s.identity), server: owner.name, resource: owner.resource, action: RESOURCE_READ }, `resources/read "${uri}"`);
   const { requestId, adm } = await authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/read "${uri}" (resource ${owner.resource})`);
   adm.forwarded();
-  const r = await traced(s, owner, RESOURCE_READ, uri, extra, (o) => owner.upstream.readResource(uri, s.identity, o));
+  const r = await traced(s, owner, RESOURCE_READ, uri, extra, (o) => owner.upstream.readResource(uri, s.identity, { ...o, mrtr: mrtrOut(extra, state) }));
   enforceLimit(rt, owner, `resources/read "${uri}"`, r);
-  return guardedResult(rt, s, r, `resources/read ${uri}`, requestId, owner.spec.guardrails);
+  return interim(rt, extra, await guardedResult(rt, s, r, `resources/read ${uri}`, requestId, owner.spec.guardrails), binding, `resources/read "${uri}"`);
 }
 
 /**
@@ -373,11 +386,13 @@ export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: 
     }
   }
   if (!entry) throw new ToolError('unknown_prompt', `unknown prompt "${name}"; call prompts/list for the prompts you may use`, { code: RPC.notFound, status: 404 });
+  const binding: StateBinding = { sub: s.identity.agent.spiffeId, server: entry.name, method: PROMPT_GET, name: prompt, args: argsDigest(args ?? {}) };
+  const state = retryState(rt, binding, extra, { plane: 'mcp', ...identityFields(s.identity), server: entry.name, resource: entry.resource, action: PROMPT_GET }, `prompts/get "${name}"`);
   const { requestId, adm } = await authorizeOrThrow(rt, s, entry, PROMPT_GET, { name: prompt, arguments: args ?? {} }, `prompts/get "${name}" (resource ${entry.resource})`);
   // Prompt arguments are text the agent sends: input guardrails, like tool arguments.
   const gi = await untilForwarded(adm, () => s.access.guard('input', args ?? {}, `prompts/get ${name}`, requestId, entry.spec.guardrails));
   if (!gi.ok) throw new ToolError('guardrail_blocked', gi.message, { code: RPC.denied, status: 400, data: { guardrail: gi.guardrail } });
-  const r = await traced(s, entry, PROMPT_GET, prompt, extra, (o) => entry.upstream.getPrompt(prompt, gi.value as Record<string, string>, s.identity, o));
+  const r = await traced(s, entry, PROMPT_GET, prompt, extra, (o) => entry.upstream.getPrompt(prompt, gi.value as Record<string, string>, s.identity, { ...o, mrtr: mrtrOut(extra, state) }));
   enforceLimit(rt, entry, `prompts/get "${name}"`, r);
-  return guardedResult(rt, s, r, `prompts/get ${name}`, requestId, entry.spec.guardrails);
+  return interim(rt, extra, await guardedResult(rt, s, r, `prompts/get ${name}`, requestId, entry.spec.guardrails), binding, `prompts/get "${name}"`);
 }

@@ -159,6 +159,8 @@ async function answer(o: StatelessOptions, headers: IncomingHttpHeaders, body: J
 
 async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, params: Json, headers: IncomingHttpHeaders, body: Json, extra: Extra): Promise<Json | undefined> {
   const { rt } = o;
+  // Multi round-trip retries (tools/call, resources/read, prompts/get) and the input this client can give.
+  const mx: Extra = { ...extra, mrtr: { inputResponses: params.inputResponses, requestState: params.requestState, clientCapabilities: metaOf(body)?.[META_CAPS] as Record<string, unknown> | undefined } };
   switch (method) {
     case 'server/discover':
       return {
@@ -178,19 +180,19 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
       const mismatch = tool && s.access.visible(tool.resource, tool.action) ? headerMismatch(headers, body, tool) : null;
       if (mismatch) throw new ToolError('header_mismatch', `Header mismatch: ${mismatch}`, { code: MODERN_RPC.headerMismatch, status: 400 });
       // A trace the agent carried in params._meta is the one this call continues (as on sessions).
-      const mrtr = { inputResponses: params.inputResponses, requestState: params.requestState, clientCapabilities: metaOf(body)?.[META_CAPS] as Record<string, unknown> | undefined };
-      return callTool(rt, s, name, params.arguments, { ...extra, carried: mcpTraceparent(params), mrtr }) as Promise<Json>;
+      return callTool(rt, s, name, params.arguments, { ...mx, carried: mcpTraceparent(params) }) as Promise<Json>;
     }
     case 'resources/list': return { resources: await listResources(rt, s), ...PRIVATE };
     case 'resources/templates/list': return { resourceTemplates: await listResourceTemplates(rt, s), ...PRIVATE };
     case 'resources/read': {
       // No session remembers which server listed a URI: on /mcp, list (as this caller) to find its owner.
       if (s.scope === null) await Promise.all([listResources(rt, s), listResourceTemplates(rt, s)]);
-      return { ...await readResource(rt, s, String(params.uri), extra), ...PRIVATE };
+      const r = await readResource(rt, s, String(params.uri), mx);
+      return isInputRequired(r) ? r : { ...r, ...PRIVATE }; // an interim result carries no caching hints
     }
     case 'prompts/list': return { prompts: await listPrompts(rt, s), ...PRIVATE };
     case 'tasks/get': case 'tasks/update': case 'tasks/cancel': return taskRequest(rt, s, method, params, extra);
-    case 'prompts/get': return getPrompt(rt, s, String(params.name), isObj(params.arguments) ? params.arguments as Record<string, string> : undefined, extra) as Promise<Json>;
+    case 'prompts/get': return getPrompt(rt, s, String(params.name), isObj(params.arguments) ? params.arguments as Record<string, string> : undefined, mx) as Promise<Json>;
     default: return undefined;
   }
 }
