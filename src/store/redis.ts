@@ -36,7 +36,16 @@ const UTF8 = { replyEncoding: 'utf8' as const };
  */
 export function scriptRunner<T>(redis: Redis, lua: string): (args: Array<string | number>) => Promise<T> {
   const sha = createHash('sha1').update(lua).digest('hex');
+  // Calls made in one turn of the event loop leave in one write (one syscall), as ioredis's
+  // auto-pipelining would batch them: the socket is corked until the turn's check phase.
+  let corked: Redis['stream'] | null = null;
+  const uncork = () => { corked?.uncork(); corked = null; };
   return async (args) => {
+    if (!corked && redis.status === 'ready') {
+      corked = redis.stream;
+      corked.cork();
+      setImmediate(uncork);
+    }
     try {
       return await (redis.sendCommand(new Command('evalsha', [sha, ...args], UTF8)) as Promise<T>);
     } catch (e) {
