@@ -11,6 +11,7 @@ import { keepSseAlive, readJson, sendJson } from '../access/request.ts';
 import { AamError, toAamError } from '../access/errors.ts';
 import { Access as AccessOf, openAccess } from '../access/context.ts';
 import { authorize, policyEvidence, recordDecision, storeFailure } from '../access/decide.ts';
+import type { Identity } from '../identity/types.ts';
 import { admitRuleCall } from '../access/rule-limits.ts';
 import { identityEvidence, requestTraceId } from '../access/evidence.ts';
 import { scrubAcross } from '../access/egress.ts';
@@ -232,10 +233,14 @@ export function createA2aGateway(): A2aGateway {
     const owned = await Promise.all(ids.tasks.map((t) => owner(ctx, name, 'task', t)));
     const foreign = ids.tasks.length === 0 || ids.tasks.some((t, i) => owned[i]?.caller !== caller || (route.taskId !== '' && t !== route.taskId));
     if (foreign) throw new AamError(403, 'policy_denied', `a push notification through this route must be about the task it was registered for (${route.taskId || 'the task its message created'})`);
-    const access = new AccessOf(ctx, route.identity);
+    // The caller as it is now, not as it registered: a removed, moved or revoked caller, or a
+    // policy that no longer lets it call this agent, gets no more notifications.
+    const identity = currentCaller(ctx, route.identity);
+    const access = new AccessOf(ctx, identity);
+    authorize(ctx, identity, { kind: 'agent', agent: identity.agent, callee: name, skill: route.skill, context: { time: new Date().toISOString(), request_id: ctx.requestId, method: 'PushNotification', environment: identity.agent.environment ?? '' } }, access.set);
     access.guardrails();
     const started = performance.now();
-    const ev = { request_id: ctx.requestId, identity: identityEvidence(route.identity), a2a: { agent: name, method: 'PushNotification', task_id: ids.tasks[0], stream: false } };
+    const ev = { request_id: ctx.requestId, identity: identityEvidence(identity), a2a: { agent: name, method: 'PushNotification', task_id: ids.tasks[0], stream: false } };
     let status = 0;
     try {
       // Not written through the egress door (it goes to the caller's URL): scrubbed here, across parts and whole.
@@ -266,6 +271,18 @@ export function createA2aGateway(): A2aGateway {
       access.record({ type: 'a2a_call', ...ev, outcome: { status: toAamError(e).status, error: (e as Error).message, latency_ms: performance.now() - started } } as never);
       throw e;
     }
+  }
+
+  /** The registering caller re-resolved against the running config and key store; refuses (403) what no longer holds. */
+  function currentCaller(ctx: Ctx, then: Identity): Identity {
+    const name = then.agent.name;
+    const agent = name === '' ? then.agent : ctx.cfg.policies.agents.get(name);
+    if (!agent || agent.spiffeId !== then.agent.spiffeId) {
+      throw new AamError(403, 'policy_denied', `the agent that registered this push route (${name || then.agent.spiffeId}) is no longer in the config under the same workload; it must register again`);
+    }
+    const keyProblem = then.keyId === undefined ? undefined : ctx.rt.keyBook.generationProblem(then.keyId, then.keyGeneration);
+    if (keyProblem) throw new AamError(403, 'invalid_api_key', `the key that registered this push route is no longer valid (${keyProblem}); the caller must register again`);
+    return { ...then, agent };
   }
 
   /** Who owns an id, from the store seam; a fleet store that cannot answer refuses (503), never "not found". */
