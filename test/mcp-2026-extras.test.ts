@@ -10,9 +10,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
-import { connectClient, serversReady, textOf, toolEvents, ADMIN_TOKEN } from './helpers/mcp.ts';
+import { connectClient, mcpSchemaCheck, serversReady, textOf, toolEvents, ADMIN_TOKEN, type SchemaCheck } from './helpers/mcp.ts';
 import { issueAgentSvid } from '../src/identity/issue.ts';
 import { stdioServerDoc } from './fixtures/mcp-accounts/upstream.ts';
 
@@ -36,17 +36,7 @@ const subOf = (auth: string): string => {
 };
 const listsOf = (server: string, from = 0) => seen.slice(from).filter((x) => x.server === server && x.body.method === 'tools/list');
 
-/** Optional: validate against the spec's schema (not vendored; see the header comment). */
-type Check = (def: string, value: unknown) => void;
-let check: Check = () => {};
-async function schemaCheck(): Promise<Check> {
-  const path = process.env.MCP_2026_SCHEMA;
-  if (!path) return () => {};
-  const { Ajv2020 } = await import('ajv/dist/2020.js') as unknown as { Ajv2020: new (o: object) => { addSchema(s: object, id: string): void; validate(ref: string, v: unknown): boolean; errorsText(): string } };
-  const ajv = new Ajv2020({ strict: false, allErrors: true, logger: false });
-  ajv.addSchema(JSON.parse(readFileSync(path, 'utf8')) as object, 'mcp');
-  return (def, value) => assert.ok(ajv.validate(`mcp#/$defs/${def}`, value), `${def}: ${ajv.errorsText()}`);
-}
+let check: SchemaCheck = () => {};
 
 let upstream: HttpServer;
 let gw: TestGateway;
@@ -152,7 +142,7 @@ function config(url: string, denyLongjob = false): string {
 let upstreamUrl = '';
 
 before(async () => {
-  check = await schemaCheck();
+  check = await mcpSchemaCheck();
   upstreamUrl = await startUpstream();
   gw = await startTestGateway(config(upstreamUrl), { TEST_UP_TOKEN: SECRET, AAM_ADMIN_TOKEN: ADMIN_TOKEN });
   key = gw.key('navigator');

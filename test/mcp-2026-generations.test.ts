@@ -7,13 +7,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server as HttpServer } from 'node:http';
-import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { CallToolRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, ReadResourceRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
-import { connectClient, serversReady, textOf, ADMIN_TOKEN } from './helpers/mcp.ts';
+import { connectClient, mcpSchemaCheck, serversReady, textOf, ADMIN_TOKEN, type SchemaCheck } from './helpers/mcp.ts';
 
 const SECRET = 'upstream-secret-NEEDLE-5f4e3d2c1b0a';
 const VERSION = '2026-07-28';
@@ -95,17 +94,7 @@ async function startModernUpstream(): Promise<string> {
   return `http://127.0.0.1:${(modernUpstream.address() as AddressInfo).port}/mcp`;
 }
 
-/** Optional: validate against the spec's schema (not vendored; see the header comment). */
-type Check = (def: string, value: unknown) => void;
-async function schemaCheck(): Promise<Check> {
-  const path = process.env.MCP_2026_SCHEMA;
-  if (!path) return () => {};
-  const { Ajv2020 } = await import('ajv/dist/2020.js') as unknown as { Ajv2020: new (o: object) => { addSchema(s: object, id: string): void; validate(ref: string, v: unknown): boolean; errorsText(): string } };
-  const ajv = new Ajv2020({ strict: false, allErrors: true, logger: false });
-  ajv.addSchema(JSON.parse(readFileSync(path, 'utf8')) as object, 'mcp');
-  return (def, value) => assert.ok(ajv.validate(`mcp#/$defs/${def}`, value), `${def}: ${ajv.errorsText()}`);
-}
-let check: Check = () => {};
+let check: SchemaCheck = () => {};
 
 interface Sent { status: number; body: { id?: unknown; result?: Record<string, unknown>; error?: { code: number; message: string; data?: Record<string, unknown> } } }
 
@@ -135,7 +124,7 @@ async function modern(method: string, params: Record<string, unknown> = {}, o: {
 }
 
 before(async () => {
-  check = await schemaCheck();
+  check = await mcpSchemaCheck();
   const url = await startLegacyUpstream();
   const modernUrl = await startModernUpstream();
   gw = await startTestGateway(yaml(

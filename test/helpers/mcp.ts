@@ -1,6 +1,7 @@
 // Agent-side helpers for tool-plane tests against a real gateway (test/helpers/gateway.ts): the
 // MCP SDK client over Streamable HTTP, the admin API, and the audit trail of tool calls.
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { McpError, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
@@ -54,4 +55,20 @@ export async function mcpStatus(gw: TestGateway): Promise<McpStatus> {
 /** Wait until every MCP server is ready, so no test depends on how fast a cold process starts. */
 export async function serversReady(gw: TestGateway, ms = 90_000): Promise<void> {
   await until(async () => Object.values(await mcpStatus(gw)).every((s) => s.state === 'ready'), ms, 'all MCP servers ready');
+}
+
+/** Validates a value against a definition of the MCP 2026-07-28 JSON Schema, e.g. check('CallToolRequest', body). */
+export type SchemaCheck = (def: string, value: unknown) => void;
+
+/**
+ * With MCP_2026_SCHEMA=<path to the spec's schema/2026-07-28/schema.json> (not vendored), a check
+ * against it; without, one that checks nothing.
+ */
+export async function mcpSchemaCheck(): Promise<SchemaCheck> {
+  const path = process.env.MCP_2026_SCHEMA;
+  if (!path) return () => {};
+  const { Ajv2020 } = await import('ajv/dist/2020.js') as unknown as { Ajv2020: new (o: object) => { addSchema(s: object, id: string): void; validate(ref: string, v: unknown): boolean; errorsText(): string } };
+  const ajv = new Ajv2020({ strict: false, allErrors: true, logger: false });
+  ajv.addSchema(JSON.parse(readFileSync(path, 'utf8')) as object, 'mcp');
+  return (def, value) => assert.ok(ajv.validate(`mcp#/$defs/${def}`, value), `${def}: ${ajv.errorsText()}`);
 }
