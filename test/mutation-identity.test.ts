@@ -17,7 +17,7 @@ import { AamError } from '../src/access/errors.ts';
 import { StoreUnavailable } from '../src/store/types.ts';
 import { startFakeUpstream, type FakeUpstream } from './fake-upstream.ts';
 import { makeCa, issueLeaf, type Ca, type Leaf } from './fixtures/identity-pki.ts';
-import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { doc, yaml } from './helpers/gateway.ts';
 import { freePort } from './helpers/e2e.ts';
 import { parseProm, sumOf } from './helpers/prom.ts';
 import { tempDir } from './helpers/temp.ts';
@@ -28,7 +28,7 @@ const PARTNER = 'spiffe://partner.example/bot';
 const REALM = 'Bearer realm="aam"';
 
 let g: Running;
-let plain: TestGateway;
+let plain: Running;
 let fake: FakeUpstream;
 let collector: Collector;
 let ca: Ca;
@@ -73,25 +73,27 @@ before(async () => {
     doc('AgentPolicy', 'partners', { identity: { workload: PARTNER }, models: { allow: ['chat'] } }),
   );
   const configPath = f('aam.yaml', config);
-  g = await startGateway({
-    configPath, dataDir: join(dir, 'data'), port: 0, host: '127.0.0.1', env: { ...process.env, AAM_LOG_LEVEL: 'error' },
-    tlsCert: f('srv.pem', server.certPem), tlsKey: f('srv.key', server.keyPem), clientCa: f('ca.pem', ca.pem),
-  });
+  const tls = { tlsCert: f('srv.pem', server.certPem), tlsKey: f('srv.key', server.keyPem) };
+  g = await startGateway({ configPath, dataDir: join(dir, 'data'), port: 0, host: '127.0.0.1', env: { ...process.env, AAM_LOG_LEVEL: 'error' }, ...tls, clientCa: f('ca.pem', ca.pem) });
   const k = g.rt.keys.create('analyst');
   analystKey = { id: k.key.id, secret: k.secret };
-  // Without TLS: what a caller that sends no credential at all is told; with traces exported.
+  // TLS without client certificates (no mTLS): what a caller that sends no credential at all is
+  // told; with traces exported.
   collector = await startCollector();
-  plain = await startTestGateway(config, { OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_BSP_SCHEDULE_DELAY: '50' });
+  plain = await startGateway({
+    configPath, dataDir: join(dir, 'plain-data'), port: 0, host: '127.0.0.1', ...tls,
+    env: { ...process.env, AAM_LOG_LEVEL: 'error', OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_BSP_SCHEDULE_DELAY: '50' },
+  });
 });
 after(async () => { await g?.close(); await plain?.close(); await fake?.close(); await collector?.close(); });
 
 interface Reply { status: number; headers: Record<string, string | string[] | undefined>; text: string; error?: { code: string; message: string; type: string }; requestId: string }
 
 /** One HTTPS request, optionally with a client certificate (an X.509-SVID). */
-function call(path: string, headers: Record<string, string> = {}, o: { body?: unknown; cert?: Leaf } = {}): Promise<Reply> {
+function call(path: string, headers: Record<string, string> = {}, o: { body?: unknown; cert?: Leaf; port?: number } = {}): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = httpsRequest({
-      host: '127.0.0.1', port: g.port, path, method: o.body === undefined ? 'GET' : 'POST', ca: ca.pem, servername: 'localhost',
+      host: '127.0.0.1', port: o.port ?? g.port, path, method: o.body === undefined ? 'GET' : 'POST', ca: ca.pem, servername: 'localhost',
       cert: o.cert?.certPem, key: o.cert?.keyPem, headers: { ...(o.body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
     }, (res) => {
       let text = '';
@@ -128,17 +130,11 @@ function assert401(r: Reply, code: string, message: RegExp, what: string): void 
 
 const NO_CREDENTIALS = /^no credentials: send "Authorization: Bearer <aam virtual key or JWT-SVID>" \(create a key with: aam keys create --agent NAME\)$/;
 
-/** GET /v1/models on the plain (no TLS) gateway. */
-async function plainModels(headers: Record<string, string>): Promise<Reply> {
-  const r = await fetch(`${plain.url}/v1/models`, { headers });
-  const text = await r.text();
-  let error: Reply['error'];
-  try { error = (JSON.parse(text) as { error?: Reply['error'] }).error; } catch { /* not JSON */ }
-  return { status: r.status, headers: Object.fromEntries(r.headers), text, error, requestId: r.headers.get('x-request-id') ?? '' };
-}
+/** GET /v1/models on the gateway without mTLS. */
+const plainModels = (headers: Record<string, string>): Promise<Reply> => call('/v1/models', headers, { port: plain.port });
 
 test('the key is read from Authorization: Bearer (any case and spacing), x-api-key or api-key; anything else is a 401 that says what to send', async () => {
-  const s = plain.key('analyst');
+  const s = plain.rt.keys.create('analyst').secret;
   for (const [what, headers] of [
     ['Bearer', { authorization: `Bearer ${s}` }], ['lower-case bearer, two spaces', { authorization: `bearer  ${s}` }],
     ['x-api-key', { 'x-api-key': s }], ['api-key', { 'api-key': s }],
@@ -158,11 +154,8 @@ test('the key is read from Authorization: Bearer (any case and spacing), x-api-k
 });
 
 test('a request span names who called, how, and the decision', async () => {
-  const r = await fetch(`${plain.url}/v1/chat/completions`, {
-    method: 'POST', headers: { ...bearer(plain.key('analyst')), 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'chat', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] }),
-  });
-  assert.equal(r.status, 200, await r.text());
+  const r = await call('/v1/chat/completions', bearer(plain.rt.keys.create('analyst').secret), { body: { model: 'chat', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] }, port: plain.port });
+  assert.equal(r.status, 200, r.text);
   const requestSpan = () => spansOf(collector).map((sp) => attrs(sp.attributes)).find((a) => a['gen_ai.agent.name']?.stringValue === 'analyst' && a['aam.policy.decision']);
   await collector.waitFor(() => requestSpan() !== undefined, 30_000);
   const a = requestSpan()!;
