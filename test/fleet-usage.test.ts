@@ -54,12 +54,16 @@ const adminUsage = async (url: string) => {
   return ((await r.json()) as { data: Array<{ agent: string; requests: number }> }).data.find((x) => x.agent === 'tester')?.requests ?? 0;
 };
 
-test('usage answers fleet-wide: 3 calls on A and 2 on B are 5 in `aam usage` and in the admin API of either replica', async () => {
+test('usage answers fleet-wide: 3 calls on A and 2 on B are 5 in `aam usage` and in the admin API (totals and daily) of either replica', async () => {
   for (let i = 0; i < 3; i++) await chat(urls[0]);
   for (let i = 0; i < 2; i++) await chat(urls[1]);
   // Each replica adds its rollups about once a second, off the request path.
   await until(async () => (await adminUsage(urls[0])) === 5, 10_000, 'replica 0 counting both replicas\' calls');
   assert.equal(await adminUsage(urls[1]), 5);
+  const daily = await fetch(`${urls[1]}/admin/v1/usage/daily?by=agent&since=1h`, { headers: { authorization: `Bearer ${ADMIN}` } });
+  const days = ((await daily.json()) as { data: Array<{ key: string; requests: number; day: string }> }).data.filter((d) => d.key === 'tester');
+  assert.equal(days.reduce((n, d) => n + d.requests, 0), 5, 'the daily series counts both replicas too');
+  assert.match(days[0].day, /^\d{4}-\d{2}-\d{2}$/);
   const r = await runCli(['usage', '--json', '--since', '1h', '--config', configPath, '--data', join(dir, 'cli-data')], { env: { ...process.env, ...store.env } });
   assert.equal(r.code, 0, r.stderr);
   const rows = JSON.parse(r.stdout) as Array<{ agent: string; requests: number; input_tokens: number | null }>;

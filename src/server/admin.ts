@@ -150,6 +150,7 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     const by = new URLSearchParams(ctx.query).get('by') ?? 'agent';
     if (!isGrouping(by)) throw new AamError(400, 'invalid_request', `by: one of ${USAGE_GROUPINGS.join(', ')}`, { param: 'by' });
     rt.usage.flush();
+    if (rt.fleet) return sendJson(ctx, 200, { by, data: await rt.fleet.usage.settled().then(() => rt.fleet!.usage.daily(by, sinceParam(ctx))) });
     return sendJson(ctx, 200, { by, data: rt.usage.daily(by, sinceParam(ctx)) });
   }
   if (method === 'GET' && rest === '/usage') {

@@ -21,6 +21,11 @@ const dbRow = (a: UsageRollupRow) => ({
   stream: a.stream, cache: a.cache, requests: a.requests, input_tokens: a.inputTokens, output_tokens: a.outputTokens, cached_tokens: a.cachedTokens,
   cost_usd: a.costUsd, unknown_cost_requests: a.unknownCost, latency_ms_sum: a.latencySum, latency_ms_max: a.latencyMax,
 });
+interface DayTotals { requests: number; input_tokens: number; output_tokens: number; cost_usd: number; unknown_cost_requests: number }
+
+/** Queries count from the start of the minute holding `since`, as the embedded store does (rollups are per minute). */
+const minuteStart = (since: number): number => Math.floor(since / 60_000) * 60_000;
+
 const keyOf = (a: UsageRollupRow) => [a.minute, a.agent, a.team, a.keyId, a.route, a.provider, a.model, a.status, a.stream, a.cache].join('\u0000');
 
 export class FleetUsage {
@@ -63,6 +68,15 @@ export class FleetUsage {
     return this.#sql.unsafe(`SELECT ${col} AS ${by}, sum(requests)::float8 AS requests, sum(input_tokens)::float8 AS input_tokens,
       sum(output_tokens)::float8 AS output_tokens, round(sum(cost_usd)::numeric, 6)::float8 AS cost_usd,
       sum(unknown_cost_requests)::float8 AS unknown_cost_requests, sum(CASE WHEN cache = 'hit' THEN requests ELSE 0 END)::float8 AS cache_hits
-      FROM usage_rollup WHERE minute >= $1 GROUP BY 1 ORDER BY cost_usd DESC NULLS LAST`, [since]);
+      FROM usage_rollup WHERE minute >= $1 GROUP BY 1 ORDER BY cost_usd DESC NULLS LAST`, [minuteStart(since)]);
+  }
+
+  /** Fleet-wide per UTC day since `since`: requests, tokens and cost per grouping (spend over time). */
+  async daily(by: UsageGrouping, since: number): Promise<Array<{ day: string; key: string } & DayTotals>> {
+    const rows = await this.#sql.unsafe<Array<{ d: string; k: string } & DayTotals>>(`SELECT (minute / 86400000) * 86400000 AS d, ${by === 'key' ? 'key_id' : by} AS k, sum(requests)::float8 AS requests,
+      coalesce(sum(input_tokens), 0)::float8 AS input_tokens, coalesce(sum(output_tokens), 0)::float8 AS output_tokens,
+      round(coalesce(sum(cost_usd), 0)::numeric, 6)::float8 AS cost_usd, sum(unknown_cost_requests)::float8 AS unknown_cost_requests
+      FROM usage_rollup WHERE minute >= $1 GROUP BY 1, 2 ORDER BY 1, 2`, [minuteStart(since)]);
+    return rows.map(({ d, k, ...r }) => ({ day: new Date(Number(d)).toISOString().slice(0, 10), key: k, ...r }));
   }
 }
