@@ -29,7 +29,7 @@ const keys: Record<string, string> = {};
 function agent(name: string, team: string): string[] {
   return [
     doc('Agent', name, { workload: `spiffe://test/agent/${name}`, team }),
-    doc('AgentPolicy', `${name}-policy`, { identity: { workload: `spiffe://test/agent/${name}` }, models: { allow: ['by-agent', 'by-team', 'semantic', 'embed', 'budgeted', 'team-priced'] } }),
+    doc('AgentPolicy', `${name}-policy`, { identity: { workload: `spiffe://test/agent/${name}` }, models: { allow: ['by-agent', 'by-team', 'semantic', 'embed', 'budgeted', 'team-priced', 'embed-cached'] } }),
   ];
 }
 
@@ -52,6 +52,7 @@ before(async () => {
     doc('Model', 'budgeted', { targets: [{ provider: 'oai', model: 'ok' }], pricing: { input_per_1m: 1, output_per_1m: 2 }, cache: { mode: 'exact', ttl_seconds: 60, scope: 'agent' } }),
     doc('Model', 'embed', { kind: 'embeddings', targets: [{ provider: 'local-embed', model: 'test-embedder' }], pricing: { free: true } }),
     doc('Model', 'semantic', { targets: [{ provider: 'oai', model: 'ok' }], pricing: { free: true }, cache: { mode: 'semantic', threshold: 0.8, embedding_model: 'embed', ttl_seconds: 60, scope: 'agent' } }),
+    doc('Model', 'embed-cached', { kind: 'embeddings', targets: [{ provider: 'local-embed', model: 'test-embedder' }], pricing: { input_per_1m: 1, output_per_1m: 0 }, cache: { mode: 'exact', ttl_seconds: 60, scope: 'agent' } }),
     doc('Model', 'team-priced', { targets: [{ provider: 'oai', model: 'ok' }], pricing: { input_per_1m: 1, output_per_1m: 2 }, cache: { mode: 'exact', ttl_seconds: 60, scope: 'team' } }),
     ...agent('red-1', 'red'), ...agent('red-2', 'red'), ...agent('blue-1', 'blue'), ...agent('green-rich', 'green'), ...agent('green-poor', 'green'),
     doc('AgentPolicy', 'spend', { identity: { team: 'red' }, models: { budget: { daily_usd: 100 } } }),
@@ -125,6 +126,26 @@ test('Redis round trips per model request on a cached route: one (the admission 
   assert.equal(await cacheHeader(urls[0], 'blue-1', 'by-agent', 'count my round trips'), 'miss');
   assert.equal(await cacheHeader(urls[1], 'blue-1', 'by-agent', 'count my round trips'), 'hit');
   assert.equal(calls() - n, 2, 'one GET per request');
+});
+
+test('embeddings on a cached route: one Redis round trip per request too (miss on one replica, hit on the other)', async () => {
+  const cacheA = (replicas[0].rt.cache as unknown as { shared: FleetCache }).shared;
+  const cacheB = (replicas[1].rt.cache as unknown as { shared: FleetCache }).shared;
+  const limA = replicas[0].rt.limiter as FleetLimiter;
+  const limB = replicas[1].rt.limiter as FleetLimiter;
+  const calls = () => cacheA.calls + cacheB.calls + limA.admitCalls + limB.admitCalls;
+  const embed = async (url: string) => {
+    const r = await fetch(`${url}/v1/embeddings`, { method: 'POST', headers: { authorization: `Bearer ${keys['red-1']}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'embed-cached', input: 'embed me once' }) });
+    assert.equal(r.status, 200, await r.clone().text());
+    await r.arrayBuffer();
+    return r.headers.get('x-aam-cache');
+  };
+  let n = calls();
+  assert.equal(await embed(urls[0]), 'miss');
+  assert.equal(calls() - n, 1, 'miss: the admission script, which read the cache too');
+  n = calls();
+  assert.equal(await embed(urls[1]), 'hit');
+  assert.equal(calls() - n, 1, 'hit on the other replica: found by the admission script');
 });
 
 test('a hit the admission script finds in Redis reserves nothing: an agent whose budget cannot cover one call still gets it', async () => {

@@ -31,10 +31,14 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const input = await a.guard('input', req.input, 'embeddings input', 'chat');
   if (input !== req.input) req = { ...req, input };
   const tokens = Math.ceil(JSON.stringify(req.input).length / 4);
-  const adm = await a.admit(tokens, Math.max(0, ...route.targets.map((t) => estimateCostUsd(tokens, 0, t.pricing))));
+  // Looked up before admit, as on the chat path: a hit reserves nothing, and in a fleet the
+  // admission script reads the shared entry (one Redis round trip).
+  let look = route.cache ? await ctx.rt.cache.lookup('embeddings', route, req, { agent: identity.agent.spiffeId, team: identity.agent.team }, ctx.req.headers, { defer: true }) : null;
+  const estimate = look?.status === 'hit' ? 0 : Math.max(0, ...route.targets.map((t) => estimateCostUsd(tokens, 0, t.pricing)));
+  const adm = await a.admit(tokens, estimate, look?.pending?.key);
+  if (look?.pending) look = await look.pending.finish(adm.cached);
   const ac = new CallAbort();
   ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });
-  const look = route.cache ? await ctx.rt.cache.lookup('embeddings', route, req, { agent: identity.agent.spiffeId, team: identity.agent.team }, ctx.req.headers) : null;
   if (look?.status === 'hit' && look.entry) {
     a.settle(adm, 0, 0);
     return await sendEmbeddings(ctx, identity, route, req, look.entry.result as EmbeddingsResult, null, null, 'hit');
