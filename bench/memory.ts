@@ -22,7 +22,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { aamBenchConfig, aamServeArgv, buildAam, createAamKey, startCommand } from './lib/aam.ts';
 import type { AamBuild } from './lib/aam.ts';
 import { chooseLoadgen, runLoad } from './lib/loadgen.ts';
-import { CLK_TCK, answers, cpuTicks, rssKb, sampleRss, setAutogroupNice, startProcess, stopProcess, waitHttp } from './lib/procs.ts';
+import { CLK_TCK, answers, cpuTicks, rollupKb, rssKb, sampleRss, setAutogroupNice, startProcess, stopProcess, waitHttp } from './lib/procs.ts';
 import type { PinOptions } from './lib/procs.ts';
 import { replaceSection, table } from './lib/report.ts';
 import { median } from './lib/stats.ts';
@@ -75,7 +75,7 @@ function spawnTracked(pin: PinOptions, argv: string[], extraEnv: Record<string, 
 
 /** Anonymous (private) part of RSS; the rest is file-backed, mostly the node binary's own pages. */
 function anonKb(pid: number): number | undefined {
-  try { return Number(/^RssAnon:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]); } catch { return undefined; }
+  return rollupKb(pid, 'Anonymous') ?? undefined;
 }
 
 /** Asks the process (started with mem-report.js) for its memory; null if it does not answer. */
@@ -103,8 +103,11 @@ async function idleDemo(work: string, label: string, argv: string[], env: Record
     const out = [];
     for (const s of [5, cfg.idleS]) {
       await sleep(Math.max(0, t0 + s * 1000 - Date.now()));
+      // RSS first: the heap report allocates.
+      const rss_kb = rssKb(child.pid ?? 0);
+      const anon_kb = anonKb(child.pid ?? 0);
       const usage = await usageOf(child.pid ?? 0, work);
-      out.push({ label: `${label}, ${s} s`, argv: argv.slice(1).map((a) => a.replace(REPO + '/', '')).join(' '), reading: { rss_kb: rssKb(child.pid ?? 0), anon_kb: anonKb(child.pid ?? 0), usage: usage ?? undefined } });
+      out.push({ label: `${label}, ${s} s`, argv: argv.slice(1).map((a) => a.replace(REPO + '/', '')).join(' '), reading: { rss_kb, anon_kb, usage: usage ?? undefined } });
     }
     return out;
   } finally {

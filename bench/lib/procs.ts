@@ -83,8 +83,26 @@ export async function stopProcess(child: ChildProcess, graceMs = 5000): Promise<
 }
 
 export function rssKb(pid: number): number | null {
+  return rollupKb(pid, 'Rss') ?? statusKb(pid, 'VmRSS');
+}
+
+/**
+ * A field of /proc/<pid>/smaps_rollup (Rss, Anonymous...), which counts pages exactly. The
+ * counters of /proc/<pid>/status are per-CPU approximations: for one idle gateway after its
+ * audit writer thread exited they read 94.7 MB where smaps_rollup counted 88.4 MB.
+ */
+export function rollupKb(pid: number, field: string): number | null {
   try {
-    const m = /^VmRSS:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const m = new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+function statusKb(pid: number, field: string): number | null {
+  try {
+    const m = new RegExp(`^${field}:\\s+(\\d+)`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
     return m ? Number(m[1]) : null;
   } catch {
     return null;
