@@ -312,3 +312,13 @@ export async function queryFleetEvents(sql: Sql, q: FleetQuery): Promise<Array<R
     ORDER BY ${asc ? sql`ts, replica, seq` : sql`ts DESC, replica, seq DESC`} LIMIT ${q.limit ?? 100}`;
   return rows.map((r) => ({ ...(JSON.parse(r.body) as Record<string, unknown>), replica: r.replica }));
 }
+
+/** Every replica's events of `types` at or after `since`, oldest first (aam policy diff --against-trail in fleet mode). */
+export async function fleetEventsSince(sql: Sql, since: string, types: readonly string[]): Promise<Array<Record<string, unknown>>> {
+  const out: Array<Record<string, unknown>> = [];
+  // A cursor: a week of a busy fleet's decisions is read in slices, not as one result set.
+  const cursor = sql<Array<{ body: string }>>`SELECT body FROM audit_events WHERE ts >= ${since} AND type = ANY(${types as string[]})
+    ORDER BY ts, replica, seq`.cursor(1000);
+  for await (const rows of cursor) for (const r of rows) out.push(JSON.parse(r.body) as Record<string, unknown>);
+  return out;
+}

@@ -9,6 +9,8 @@ import { diffAgainstTrail, diffCapabilities, type DiffSide } from '../policy/dif
 import { sinceTime } from '../gateway/usage.ts';
 import { auditDbPath, openAuditDb, readEvents, toEvent } from '../audit/store.ts';
 import { recoverUncommitted } from '../audit/log.ts';
+import { fleetEventsSince } from '../audit/fleet-log.ts';
+import { fleetDrivers } from '../store/fleet-lazy.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
 const err = (line: string) => process.stderr.write(line + '\n');
@@ -46,7 +48,7 @@ function side(path: string, which: string): DiffSide {
 export const policyDiffCommands: Record<string, Command> = {
   'policy diff': {
     summary: 'what a config change would change: replay the trail\'s recent decisions under NEW (--against-trail), or compare what each agent may do',
-    usage: 'aam policy diff OLD.yaml NEW.yaml [--against-trail 7d|ISO [--data D | --file EXPORT.jsonl]] [--json]   (exit 0: no change, 1: changes, 2: error)',
+    usage: 'aam policy diff OLD.yaml NEW.yaml [--against-trail 7d|ISO [--data D | --file EXPORT.jsonl]] [--json]  (with AAM_DATABASE_URL: the fleet trail)   (exit 0: no change, 1: changes, 2: error)',
     options: { 'against-trail': { type: 'string' }, file: { type: 'string' }, json: { type: 'boolean' } },
     run: async ({ values, positionals, g }) => {
       if (positionals.length !== 2) { err('usage: aam policy diff OLD.yaml NEW.yaml [--against-trail 7d]  (give exactly two config files)'); return 2; }
@@ -77,7 +79,18 @@ export const policyDiffCommands: Record<string, Command> = {
         try { events = await exportedDecisions(file, new Date(since).toISOString()); } catch (e) { err(`--file ${file}: ${(e as Error).message}`); return 2; }
         return report(diffAgainstTrail(old.compiled, next.compiled, events));
       }
-      if (!existsSync(auditDbPath(g.data))) { err(`no audit trail in ${g.data}; pass --data (or AAM_DATA_DIR) of the gateway whose decisions to replay`); return 2; }
+      const fleetUrl = process.env.AAM_DATABASE_URL;
+      if (fleetUrl) {
+        // Fleet mode: every replica's decisions, straight from PostgreSQL.
+        const sql = (await fleetDrivers()).connectPostgres(fleetUrl, 2);
+        let events: Record<string, unknown>[];
+        try { events = await fleetEventsSince(sql, new Date(since).toISOString(), [...DECISION_TYPES]); } catch (e) {
+          err(`cannot read the fleet's audit trail from PostgreSQL (AAM_DATABASE_URL): ${(e as Error).message}; check the URL, or replay an \`aam audit export\` file with --file`);
+          return 2;
+        } finally { await sql.end({ timeout: 2 }); }
+        return report(diffAgainstTrail(old.compiled, next.compiled, events));
+      }
+      if (!existsSync(auditDbPath(g.data))) { err(`no audit trail in ${g.data}; pass --data (or AAM_DATA_DIR) of the gateway whose decisions to replay, or set AAM_DATABASE_URL for a fleet's`); return 2; }
       await recoverUncommitted(g.data);
       const db = openAuditDb(g.data);
       try {
