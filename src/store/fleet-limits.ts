@@ -214,6 +214,9 @@ export class FleetLimiter implements Limiter {
   #sending: Promise<void> | null = null;
   /** Settled spend not yet in PostgreSQL: "key|period|windowStart" -> USD. */
   #pending = new Map<string, number>();
+  /** Settled spend of #recentWindow not yet folded into #pending: budget key -> USD (the same for its day and month). */
+  #recent = new Map<string, number>();
+  #recentWindow: Window | null = null;
   #timer: NodeJS.Timeout;
   #flushing: Promise<void> | null = null;
   /** Redis round trips made by admissions (for the benchmark notes and tests). */
@@ -382,6 +385,7 @@ export class FleetLimiter implements Limiter {
     }
     const p = this.#fleet.prefix;
     const r = this.#fleet.redis;
+    this.#fold();
     try {
       await Promise.all(names.flatMap((key) => {
         const spent = (period: Period, start: number) => (rows.find((x) => x.key === key && x.period === period)?.spent_usd ?? 0) + (this.#pending.get(`${key}|${period}|${start}`) ?? 0);
@@ -402,10 +406,8 @@ export class FleetLimiter implements Limiter {
     if (ft.budgets.length > 0 || (actual >= 0 && ft.tpmKeys.length > 0)) this.#enqueue({ ft, charge, tokens: actual });
     if (charge > 0 && ft.budgets.length > 0) {
       const w = this.#windowAt(Date.now());
-      for (const { key } of ft.budgets) {
-        this.#add(key + w.pendingDaily, charge);
-        this.#add(key + w.pendingMonthly, charge);
-      }
+      if (this.#recentWindow !== w) { this.#fold(); this.#recentWindow = w; }
+      for (const { key } of ft.budgets) this.#recent.set(key, (this.#recent.get(key) ?? 0) + charge);
     }
   }
 
@@ -429,6 +431,17 @@ export class FleetLimiter implements Limiter {
   }
 
   #add(k: string, usd: number): void { this.#pending.set(k, (this.#pending.get(k) ?? 0) + usd); }
+
+  /** Move #recent into #pending (per flush, not per request: its keys are built here). */
+  #fold(): void {
+    const w = this.#recentWindow;
+    if (!w) return;
+    for (const [key, usd] of this.#recent) {
+      this.#add(key + w.pendingDaily, usd);
+      this.#add(key + w.pendingMonthly, usd);
+    }
+    this.#recent.clear();
+  }
 
   /** Thresholds the charges crossed: the script returned the totals after each, atomically, so one replica sees each crossing. */
   #crossed(batch: Settlement[], totals: string[], d: number, m: number): void {
@@ -458,6 +471,7 @@ export class FleetLimiter implements Limiter {
 
   /** Write settled spend to PostgreSQL (additive upserts); kept for the next try if it fails. */
   flush(): Promise<void> {
+    this.#fold();
     if (this.#flushing || this.#pending.size === 0) return this.#flushing ?? Promise.resolve();
     const batch = this.#pending;
     this.#pending = new Map();
