@@ -6,7 +6,7 @@
 // Redis that restarts empty is re-seeded from it, so an exhausted budget stays exhausted).
 import type { Fleet } from './fleet.ts';
 import { exactCacheKey, parseCacheValue } from './fleet-cache.ts';
-import { scriptRunner } from './redis.ts';
+import { scriptRunner } from './redis-script.ts';
 import { StoreUnavailable, type AdmitRequest, type AdmitResult, type BudgetAlert, type Limiter, type Period, type Ticket } from './types.ts';
 
 const dayStart = (t: number): number => { const d = new Date(t); return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()); };
