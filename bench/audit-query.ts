@@ -79,6 +79,10 @@ const queries: [string, AuditQuery][] = [
   ['rare agent (1 event in 10,000), newest 100', { agent: 'rare-agent' }],
   ['common agent (1 in 50), oldest 100', { agent: 'agent-7', order: 'asc' }],
   ['common agent, newest 100', { agent: 'agent-7' }],
+  ['decision deny (none in the trail: every key walked)', { decision: 'deny' }],
+  ['plane model, newest 100', { plane: 'model' }],
+  ['plane tool (none in the trail: every key walked)', { plane: 'tool' }],
+  ['team of 5 agents (1 in 10), newest 100', { agents: ['agent-1', 'agent-2', 'agent-3', 'agent-4', 'agent-5'] }],
 ];
 const withIndex = queries.map(([, q]) => time(db, q));
 // The index switched off: every query walks all blocks' keys, as before it existed.

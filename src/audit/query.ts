@@ -34,6 +34,7 @@ export function queryEvents(db: DatabaseSync, q: AuditQuery = {}): AuditEvent[] 
   const limit = Math.max(1, Math.min(10_000, Math.floor(q.limit ?? 100)));
   const plane = q.plane === undefined ? undefined : planeArg(q.plane);
   const agents = q.agents === undefined ? undefined : new Set(q.agents);
+  const planeMember = plane === undefined || plane === 'admin' ? undefined : `"${plane}":{`;
   const keyed = q.agent !== undefined || q.decision !== undefined || q.requestId !== undefined || q.type !== undefined || agents !== undefined || plane !== undefined;
   const match = keyed
     ? (k: EventKeys): boolean => (q.agent === undefined || k.agent === q.agent) && (q.decision === undefined || k.decision === q.decision)
@@ -51,8 +52,10 @@ export function queryEvents(db: DatabaseSync, q: AuditQuery = {}): AuditEvent[] 
   if (agents?.size === 0) return out;
   for (const e of readEvents(db, { since, until, desc: q.order !== 'asc', match, indexed })) {
     if (trace !== undefined && !e.text.includes(trace)) continue;
+    // A decision event's plane is what it decided on: only its text says. A decision about
+    // another plane lacks the member, so most are skipped without a parse.
+    if (planeMember !== undefined && e.type === 'decision' && !e.text.includes(planeMember)) continue;
     const event = toEvent(e);
-    // A decision event's plane is what it decided on: only its text says.
     if (plane !== undefined && e.type === 'decision' && planeOf(event) !== plane) continue;
     out.push(event);
     if (out.length >= limit) break;
