@@ -82,6 +82,16 @@ async function a2aCall(i: Instruction): Promise<unknown[]> {
   return [await r.text()];
 }
 
+/** The same A2A call through the HTTP+JSON (REST) binding: POST /a2a/<agent>/message:send or :stream. */
+async function a2aRestCall(i: Instruction): Promise<unknown[]> {
+  const stream = i.channel === 'stream';
+  const r = await cap.fetch(`${gw.url}/a2a/leaky-agent/message:${stream ? 'stream' : 'send'}`, {
+    method: 'POST', headers: { authorization: `Bearer ${key()}`, 'content-type': 'application/json', 'a2a-version': '1.0', ...(stream ? { accept: 'text/event-stream' } : {}) },
+    body: JSON.stringify({ message: { messageId: 'h1', role: 'ROLE_USER', parts: [{ text: instruction(i) }], metadata: { skill: 'echo' } } }),
+  });
+  return [await r.text()];
+}
+
 /** tools/call, asking for progress (so the upstream's progress notifications are forwarded). */
 async function toolCall(i: Instruction): Promise<unknown[]> {
   const progress: unknown[] = [];
@@ -187,6 +197,8 @@ const PLANES: Plane[] = [
     channels: { body: [...TEXT, ...SPLIT_TCP, ...BINARY], text: TEXT, header: TEXT, error: [...TEXT, 'split-tcp@mid', 'gzip'] } },
   // An A2A agent echoing aam's credential for it: in its answer, its stream events, its JSON-RPC errors, its headers (not passed on).
   { name: 'a2a', call: a2aCall, shows: (c) => c !== 'header',
+    channels: { body: [...TEXT, 'split-parts@mid', ...SPLIT_TCP], stream: [...TEXT, ...SPLIT_TCP], error: [...TEXT, 'split-tcp@mid'], header: TEXT } },
+  { name: 'a2a http+json', call: a2aRestCall, shows: (c) => c !== 'header',
     channels: { body: [...TEXT, 'split-parts@mid', ...SPLIT_TCP], stream: [...TEXT, ...SPLIT_TCP], error: [...TEXT, 'split-tcp@mid'], header: TEXT } },
   // A stdio MCP server that prints its credential to stderr: aam logs those lines.
   { name: 'mcp stdio server', shows: () => true, noUpstreamCount: true, wholeLog: true, marker: /\[REDACTED:stdio-key\]/, channels: { 'stderr (log)': ['all-text-forms'] },
