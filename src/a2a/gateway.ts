@@ -5,7 +5,7 @@
 // guard input -> admit -> inject (aam's credential for the callee, never the caller's) -> call
 // (SSE relayed event by event) -> guard output -> record (linked to the delegation chain).
 // Everything written to the caller goes through the egress door (ctx.res), which scrubs it.
-import { request } from '../providers/http-client.ts';
+import { request } from '../store/http-client.ts';
 import type { Access, Ctx } from './plane.ts';
 import { keepSseAlive, readJson, sendJson } from '../access/request.ts';
 import { AamError, toAamError } from '../access/errors.ts';

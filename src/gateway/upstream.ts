@@ -3,7 +3,7 @@
 // Readable, no extra AbortController or abort-listener plumbing per call. One object per attempt
 // holds the total-timeout timer, the client-abort listener and the response body.
 import type { Dispatcher } from 'undici';
-import { getGlobalDispatcher, errors as undiciErrors } from '../providers/http-client.ts';
+import { getGlobalDispatcher, errors as undiciErrors } from '../store/http-client.ts';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { UpstreamRequest } from '../providers/types.ts';
 

@@ -1,7 +1,8 @@
 // The parts of undici aam uses (Agent, request(), the global dispatcher, its error classes),
 // loaded without undici's index, which also loads fetch, WebSocket, EventSource, the cache
 // stores, the mocks and the proxy agents: ~4 MB RSS a gateway would hold for nothing
-// (bench/RESULTS.md, "Memory"). Same files as the index requires, so the same classes and the
+// (bench/RESULTS.md, "Memory"). A foundation beside the other lazy loaders (fleet-lazy.ts, jose.ts),
+// not in providers/, which stays pure translation. Same files as the index requires, so the same classes and the
 // same global dispatcher as any code that does import 'undici'.
 import { createRequire } from 'node:module';
 import type * as Undici from 'undici';
