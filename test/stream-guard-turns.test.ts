@@ -55,6 +55,9 @@ before(async () => {
     doc('Agent', 'streamer', { workload: 'spiffe://test/agent/streamer', team: 'qa', environment: 'dev' }),
     doc('AgentPolicy', 'streamer-policy', { identity: { workload: 'spiffe://test/agent/streamer' }, models: { allow: ['gpt'] }, guardrails: ['out'] }),
   ));
+  // A process's first request loads modules on first use (undici's request parts, the audit writer
+  // thread): a one-time turn of up to ~35 ms here that is not what these tests measure.
+  await chat(gw.url, gw.key('streamer'), 'gpt', 'warm up');
 });
 after(async () => { await gw?.close(); upstream?.kill(); });
 
