@@ -376,7 +376,12 @@ export class Runtime {
   reload(actor: AdminActor = 'system'): string | null {
     try {
       const set = loadConfig(this.options.configPath);
-      if (set.digest === this.compiled.set.digest) return null;
+      if (set.digest === this.compiled.set.digest) {
+        // A reload someone asked for (admin API, SIGHUP) is their action even when the file watcher
+        // applied the change first: it is on record under their name, marked unchanged.
+        if (actor !== 'file-watch' && actor !== 'system') this.adminEvent('config_reloaded', this.compiled.version, actor, { digest: set.digest, unchanged: true });
+        return null;
+      }
       const prevSet = this.compiled.set;
       this.vault.reload(set);
       let next: Compiled;

@@ -68,6 +68,19 @@ test('a failed file-watch reload is recorded (config_reload_failed, actor file-w
   } finally { await gw.close(); }
 });
 
+test('a reload someone asks for is recorded under their name even when nothing changed (the file watcher may have applied it first)', async () => {
+  const gw = await startTestGateway(config(['one']));
+  try {
+    assert.equal(gw.g.rt.reload({ type: 'user', sub: 'olga', email: 'olga@example.com' }), null);
+    assert.equal(gw.g.rt.reload('file-watch'), null);
+    const log = gw.g.rt.auditLog!;
+    await log.flush();
+    const reloads = queryEvents(log.db, { type: 'admin', order: 'asc', limit: 100 }).filter((e) => e.admin?.action === 'config_reloaded');
+    assert.equal(reloads.length, 1, 'a watcher that finds nothing new records nothing');
+    assert.deepEqual(reloads[0].admin?.actor, { type: 'user', sub: 'olga', email: 'olga@example.com' });
+  } finally { await gw.close(); }
+});
+
 test('directory events that name the config (or a ConfigMap ..data swap) trigger a reload; others do not', () => {
   assert.equal(isConfigEvent('aam.yaml', 'aam.yaml'), true);
   assert.equal(isConfigEvent('..data', 'aam.yaml'), true);
