@@ -6,7 +6,7 @@
 // the arguments and an expiry. A retry is forwarded only when the seal opens and every binding
 // matches, so another identity (or another request) cannot answer the input request, and the
 // client never sees or alters the upstream's state. Pure: the key comes from the caller.
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { sealParts, unsealParts } from '../store/seal.ts';
 import { RPC, ToolError } from './types.ts';
 
 /** How long a client may take to gather the input (the spec asks for a short expiry). */
@@ -21,25 +21,19 @@ export interface MrtrIn { inputResponses?: unknown; requestState?: unknown; clie
 
 type Sealed = StateBinding & { up?: string; exp: number };
 
-/** `value` as an opaque string only `key` opens (AES-256-GCM): confidential and tamper-evident. */
+/** `value` as an opaque string only `key` opens (AES-256-GCM through store/seal.ts): confidential and tamper-evident. */
 export function seal(key: Buffer, prefix: string, value: object): string {
-  const iv = randomBytes(12);
-  const c = createCipheriv('aes-256-gcm', key, iv);
-  const ct = Buffer.concat([c.update(JSON.stringify(value), 'utf8'), c.final()]);
-  return prefix + Buffer.concat([iv, c.getAuthTag(), ct]).toString('base64url');
+  const p = sealParts(key, JSON.stringify(value));
+  return prefix + Buffer.concat([p.nonce, p.tag, p.ciphertext]).toString('base64url');
 }
 
 /** What `seal` sealed with this key and prefix, or null (not one, altered, or another key's). */
 export function unseal<T>(key: Buffer, prefix: string, sealed: unknown): T | null {
   if (typeof sealed !== 'string' || !sealed.startsWith(prefix)) return null;
-  try {
-    const raw = Buffer.from(sealed.slice(prefix.length), 'base64url');
-    const d = createDecipheriv('aes-256-gcm', key, raw.subarray(0, 12));
-    d.setAuthTag(raw.subarray(12, 28));
-    return JSON.parse(Buffer.concat([d.update(raw.subarray(28)), d.final()]).toString('utf8')) as T;
-  } catch {
-    return null;
-  }
+  const raw = Buffer.from(sealed.slice(prefix.length), 'base64url');
+  const text = unsealParts(key, { nonce: raw.subarray(0, 12), tag: raw.subarray(12, 28), ciphertext: raw.subarray(28) });
+  if (text === null) return null;
+  try { return JSON.parse(text) as T; } catch { return null; }
 }
 
 export function sealState(key: Buffer, b: StateBinding, upstream: string | undefined, now = Date.now()): string {
