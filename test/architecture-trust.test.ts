@@ -3,6 +3,9 @@
 // - egress: the only HTTP server is built with the egress door as its response class, and a new
 //   handler that writes a credential straight to the response (headers, chunks, binary, end) still
 //   sends only [REDACTED:...]; evidence recorded from upstream text never puts it on disk;
+// - egress on connections aam opens: every outbound HTTP call in src/ is listed below with where
+//   its bytes go; the only one that goes to an agent is the door's request side (postToAgent),
+//   so a new path that posts to an agent's URL around the door fails until it goes through it;
 // - guardrails: planes reach guardrails only through the access path (the one walker), never the
 //   text-level engine, so no plane can scan a subset of what the agent sends.
 import { test, after, before } from 'node:test';
@@ -13,6 +16,8 @@ import type { AddressInfo } from 'node:net';
 import { startTestGateway, doc, yaml, agentDocs, type TestGateway } from './helpers/gateway.ts';
 import { createServer, type Routes } from '../src/server/http.ts';
 import { auditOf } from './helpers/e2e.ts';
+import { createServer as createPlainServer } from 'node:http';
+import { postToAgent } from '../src/access/egress.ts';
 
 const ROOT = new URL('..', import.meta.url).pathname;
 const SECRET = 'sk-proj-ARCHtest9f8e7d6c5b4a3928171605aZ';
@@ -37,6 +42,55 @@ test('nothing writes around the door: no raw socket writes, no second response c
   const offenders = src().filter((f) => f.path !== 'src/access/egress.ts'
     && /\.(socket|connection)\s*\??\.\s*(write|end)\s*\(|_writeRaw|extends ServerResponse/.test(f.text));
   assert.deepEqual(offenders.map((f) => f.path), []);
+});
+
+/**
+ * Every outbound HTTP call in src/ (file -> the URL expression it is given) and where it goes.
+ * Bytes for an agent (a URL an agent handed aam: an A2A push webhook) leave only through the door.
+ */
+const OUTBOUND: Record<string, Record<string, string>> = {
+  'src/access/egress.ts': { url: 'an agent (postToAgent: the egress door\'s request side)' },
+  'src/a2a/gateway.ts': { 'spec.url': 'the callee agent (aam\'s credential; its answer comes back through the door)' },
+  'src/a2a/card.ts': { url: 'the callee\'s agent card' },
+  'src/gateway/upstream.ts': { dispatch: 'a model provider' },
+  'src/tools/http-tool.ts': { url: 'an HTTP tool' },
+  'src/tools/upstream.ts': { target: 'an MCP server', StreamableHTTPClientTransport: 'an MCP server', SSEClientTransport: 'an MCP server' },
+  'src/credentials/inject.ts': { url: 'a token endpoint (OAuth, service accounts)' },
+  'src/guardrails/webhook.ts': { 'cfg.url': 'the operator\'s guardrail webhook' },
+  'src/observability/otlp-exporter.ts': { 'cfg.url': 'the operator\'s OTLP collector' },
+  'src/audit/sink-http.ts': { url: 'the operator\'s audit sink' },
+  'src/audit/anchor.ts': { source: 'the operator\'s checkpoint witness' },
+  'src/audit/cli.ts': { source: 'the operator\'s checkpoint (CLI)' },
+  'src/cli/commands.ts': { 'base + path': 'aam\'s own admin API (CLI)' },
+  'src/console/notify.ts': { 'hook.url': 'the operator\'s approval webhook' },
+};
+
+/** The outbound HTTP calls in one source file: global fetch, undici request (store/http-client), dispatch, MCP client transports. */
+function outboundCalls(f: { path: string; text: string }): string[] {
+  const code = f.text.replace(/^\s*(\/\/|\*).*$/gm, '');
+  const out: string[] = [];
+  for (const m of code.matchAll(/(?<![.\w])fetch\(([^,)]+)/g)) out.push(m[1].trim());
+  if (/import\s*\{[^}]*\brequest\b[^}]*\}\s*from\s*'[./]*(store\/)?http-client\.ts'|from\s*'undici'/.test(code) || f.path === 'src/store/http-client.ts') {
+    for (const m of code.matchAll(/(?<![.\w])request\(([^,)]+)/g)) out.push(m[1].trim());
+  }
+  for (const m of code.matchAll(/getGlobalDispatcher\(\)\)?\.(dispatch|request)\(|\.(dispatch)\(\{\s*$/gm)) out.push(m[1] ?? m[2]);
+  for (const m of code.matchAll(/new\s+(\w+ClientTransport)\(/g)) if (m[1] !== 'StdioClientTransport') out.push(m[1]);
+  return [...new Set(out)];
+}
+
+test('every outbound HTTP call is listed with where it goes; bytes for an agent leave only through the door', () => {
+  const found: Record<string, string[]> = {};
+  for (const f of src()) {
+    if (f.path === 'src/store/http-client.ts') continue; // the undici wrapper itself
+    const calls = outboundCalls(f);
+    if (calls.length) found[f.path] = calls.sort();
+  }
+  const unlisted = Object.entries(found).flatMap(([p, calls]) => calls.filter((c) => !(c in (OUTBOUND[p] ?? {}))).map((c) => `${p}: ${c}`));
+  assert.deepEqual(unlisted, [], 'a new outbound HTTP call: if its bytes go to an agent (a URL an agent gave aam, such as an A2A push webhook), post them with postToAgent (src/access/egress.ts), which scrubs first; if they go to an upstream or an operator endpoint, list it in OUTBOUND with where it goes');
+  const agentBound = Object.entries(OUTBOUND).flatMap(([p, calls]) => Object.entries(calls).filter(([, to]) => /^an agent\b/.test(to)).map(([c]) => `${p}: ${c}`));
+  assert.deepEqual(agentBound, ['src/access/egress.ts: url'], 'only the door posts to an agent');
+  const gone = Object.entries(OUTBOUND).flatMap(([p, calls]) => Object.keys(calls).filter((c) => !(found[p] ?? []).includes(c)).map((c) => `${p}: ${c}`));
+  assert.deepEqual(gone, [], 'listed outbound calls that no longer exist (keep the list exact)');
 });
 
 test('planes reach guardrails only through the access path (one walker), never the text-level engine', () => {
@@ -108,4 +162,32 @@ test('evidence built from upstream text never puts a credential on disk', async 
   const ev = await auditOf(gw, 'arch-1');
   assert.equal(ev.length, 1);
   assert.match(JSON.stringify(ev[0]), /Bearer \[REDACTED:arch-key\]/);
+});
+
+test('a body posted to an agent\'s own URL (a push webhook) leaves through the door: raw, base64, URL-encoded, split across parts, headers', async () => {
+  const half = SECRET.length >> 1;
+  const got: Array<{ headers: string; body: string }> = [];
+  const hook = createPlainServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => { got.push({ headers: JSON.stringify(req.headers), body: Buffer.concat(chunks).toString('latin1') }); res.end('{}'); });
+  });
+  await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
+  try {
+    const value = { artifactUpdate: { taskId: 't1', artifact: { parts: [
+      { text: `raw ${SECRET}` }, { text: `b64 ${Buffer.from(SECRET).toString('base64')}` }, { text: `url ${encodeURIComponent(SECRET)}` },
+      { text: `split ${SECRET.slice(0, half)}` }, { text: `${SECRET.slice(half)} end` },
+    ] } } };
+    const status = await postToAgent(gw.g.rt.egress, `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook`, value, { headers: { 'x-echo': SECRET }, timeoutMs: 10_000 });
+    assert.equal(status, 200);
+    assert.equal(got.length, 1);
+    for (const [what, text] of [['headers', got[0].headers], ['body', got[0].body]] as const) {
+      assert.ok(!text.includes(SECRET.slice(0, 12)) && !text.includes(SECRET.slice(half - 6, half)), `${what} leaked the secret or a piece of it`);
+      assert.ok(!text.includes(Buffer.from(SECRET).toString('base64').slice(0, 16)), `${what} leaked the base64 form`);
+    }
+    assert.match(got[0].headers, /\[REDACTED:arch-key\]/);
+    assert.equal((got[0].body.match(/\[REDACTED:arch-key\]/g) ?? []).length, 4, 'raw, base64, URL-encoded and split forms each redacted');
+  } finally {
+    await new Promise<void>((r) => hook.close(() => r()));
+  }
 });

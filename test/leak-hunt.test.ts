@@ -7,6 +7,8 @@
 // entry to PLANES (its channels, the forms that make sense there, and how an agent calls it).
 // One gateway with every plane configured serves all rows.
 import { test, before, after } from 'node:test';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
@@ -15,7 +17,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { until } from './helpers/e2e.ts';
-import { BINARY, SPLIT_DELTA, SPLIT_PARTS, SPLIT_TCP, TEXT_FORMS, findLeaks, providerSecret, valueViews, type Leak, type Secret } from './helpers/leak-forms.ts';
+import { BINARY, SPLIT_DELTA, SPLIT_PARTS, SPLIT_TCP, TEXT_FORMS, agentViews, findLeaks, providerSecret, valueViews, type Leak, type Secret } from './helpers/leak-forms.ts';
 import { startLeakUpstream, instruction, type Instruction, type LeakUpstream } from './helpers/leak-upstream.ts';
 import { Capture, captureStderr, grepDir } from './helpers/leak-capture.ts';
 
@@ -90,6 +92,29 @@ async function a2aRestCall(i: Instruction): Promise<unknown[]> {
     body: JSON.stringify({ message: { messageId: 'h1', role: 'ROLE_USER', parts: [{ text: instruction(i) }], metadata: { skill: 'echo' } } }),
   });
   return [await r.text()];
+}
+
+/** The caller's push webhook: what each row's notification delivered (headers and bytes), by row tag. */
+let hook: Server;
+let hookUrl = '';
+const hooked = new Map<string, Array<{ headers: string; body: Buffer }>>();
+
+/**
+ * An A2A SendMessage registering the caller's webhook: the agent notifies aam's push URL with the
+ * echo; what aam posts on to the webhook is what this caller receives (with the answer).
+ */
+async function a2aPushCall(i: Instruction): Promise<unknown[]> {
+  const r = await cap.fetch(`${gw.url}/a2a/leaky-agent`, {
+    method: 'POST', headers: { authorization: `Bearer ${key()}`, 'content-type': 'application/json', 'a2a-version': '1.0' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendMessage', params: {
+      message: { messageId: 'h1', role: 'ROLE_USER', parts: [{ text: instruction(i) }], metadata: { skill: 'echo' } },
+      configuration: { taskPushNotificationConfig: { url: `${hookUrl}/${i.tag}`, token: 'hunter-hook-token' } },
+    } }),
+  });
+  const answer = await r.text();
+  const got = hooked.get(i.tag) ?? [];
+  assert.ok(got.length >= 1, `the webhook got no notification for ${i.tag}; the caller saw: ${answer.slice(0, 600)}`);
+  return [answer, ...got.flatMap((h) => [h.headers, ...agentViews(h.body)])];
 }
 
 /** tools/call, asking for progress (so the upstream's progress notifications are forwarded). */
@@ -198,6 +223,9 @@ const PLANES: Plane[] = [
   // An A2A agent echoing aam's credential for it: in its answer, its stream events, its JSON-RPC errors, its headers (not passed on).
   { name: 'a2a', call: a2aCall, shows: (c) => c !== 'header',
     channels: { body: [...TEXT, 'split-parts@mid', ...SPLIT_TCP], stream: [...TEXT, ...SPLIT_TCP], error: [...TEXT, 'split-tcp@mid'], header: TEXT } },
+  // The agent's push notification, posted on by aam to the caller's webhook (the door's request side).
+  { name: 'a2a push notifications', call: a2aPushCall, shows: () => true,
+    channels: { push: [...TEXT, ...SPLIT_PARTS, 'split-tcp@mid'] } },
   { name: 'a2a http+json', call: a2aRestCall, shows: (c) => c !== 'header',
     channels: { body: [...TEXT, 'split-parts@mid', ...SPLIT_TCP], stream: [...TEXT, ...SPLIT_TCP], error: [...TEXT, 'split-tcp@mid'], header: TEXT } },
   // A stdio MCP server that prints its credential to stderr: aam logs those lines.
@@ -284,6 +312,17 @@ before(async () => {
   process.env.AAM_LOG_LEVEL = 'debug'; // the logger reads it at start: the most it would ever write
   logs = captureStderr();
   up = await startLeakUpstream();
+  hook = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const tag = (req.url ?? '/').slice(1);
+      hooked.set(tag, [...hooked.get(tag) ?? [], { headers: JSON.stringify(req.headers), body: Buffer.concat(chunks) }]);
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
+  hookUrl = `http://127.0.0.1:${(hook.address() as AddressInfo).port}`;
   const target = (provider: string, model: string, extra: Record<string, unknown> = {}) =>
     ({ targets: [{ provider, model }], retries: { attempts: 0 }, ...extra });
   const config = yaml(
@@ -317,7 +356,7 @@ before(async () => {
       agents: [{ agent: 'leaky-agent' }],
     }),
   );
-  gw = await startTestGateway(config, { LEAK_LLM_KEY: SECRETS['llm-key'], LEAK_ANT_KEY: SECRETS['ant-key'], LEAK_MCP_KEY: SECRETS['mcp-key'], LEAK_TOOL_KEY: SECRETS['tool-key'], LEAK_STDIO_KEY: SECRETS['stdio-key'], LEAK_A2A_KEY: SECRETS['agent-key'] });
+  gw = await startTestGateway(config, { LEAK_LLM_KEY: SECRETS['llm-key'], LEAK_ANT_KEY: SECRETS['ant-key'], LEAK_MCP_KEY: SECRETS['mcp-key'], LEAK_TOOL_KEY: SECRETS['tool-key'], LEAK_STDIO_KEY: SECRETS['stdio-key'], LEAK_A2A_KEY: SECRETS['agent-key'], AAM_A2A_PUSH_ALLOW: new URL(hookUrl).host });
   agentKey = gw.key('hunter');
   openai = new OpenAI({ apiKey: agentKey, baseURL: `${gw.url}/v1`, maxRetries: 0, fetch: cap.fetch });
   anthropic = new Anthropic({ apiKey: agentKey, baseURL: gw.url, maxRetries: 0, fetch: cap.fetch });
@@ -334,6 +373,8 @@ after(async () => {
   await mcp?.close().catch(() => {});
   await gw?.close();
   await up?.close();
+  hook?.closeAllConnections();
+  await new Promise((r) => hook?.close(r));
   logs?.restore();
 });
 

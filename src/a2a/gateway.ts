@@ -14,7 +14,7 @@ import { authorize, policyEvidence, recordDecision, storeFailure } from '../acce
 import type { Identity } from '../identity/types.ts';
 import { admitRuleCall } from '../access/rule-limits.ts';
 import { identityEvidence, requestTraceId } from '../access/evidence.ts';
-import { scrubAcross } from '../access/egress.ts';
+import { postToAgent, scrubAcross } from '../access/egress.ts';
 import { chainName, delegate, delegationEvidence, encodeDelegation, outgoingTraceparent, DELEGATION_HEADER } from '../access/delegation.ts';
 import { decide } from '../policy/decide.ts';
 import { agentVisible, decidingAgentRule, maxDelegationDepth } from '../policy/agents.ts';
@@ -243,26 +243,22 @@ export function createA2aGateway(): A2aGateway {
     const ev = { request_id: ctx.requestId, identity: identityEvidence(identity), a2a: { agent: name, method: 'PushNotification', task_id: ids.tasks[0], stream: false } };
     let status = 0;
     try {
-      // Not written through the egress door (it goes to the caller's URL): scrubbed here, across parts and whole.
-      const value = ctx.rt.scrub(JSON.stringify(scrubAcross(ctx.rt.egress, await access.guard('output', body, `a2a ${name} push`, 'chat'))));
+      const value = await access.guard('output', body, `a2a ${name} push`, 'chat');
       // Checked again now (a name may resolve elsewhere than at registration), and connected to the address checked.
       const dest = await pushDestination(route.url, ctx.rt.a2aPushAllow);
       if ('refused' in dest) throw new AamError(502, 'push_url_refused', dest.refused);
       const dispatcher = dest.pin ? pinnedDispatcher(dest.pin) : undefined;
-      let up;
       try {
-        up = await request(route.url, {
-          ...(dispatcher ? { dispatcher } : {}),
-          method: 'POST', body: value, headersTimeout: 10_000, bodyTimeout: 10_000,
-          headers: { 'content-type': 'application/json', 'x-aam-request-id': ctx.requestId, ...(route.callerToken ? { 'x-a2a-notification-token': route.callerToken } : {}) },
+        // Through the egress door's request side: scrubbed across parts, whole, and in headers.
+        status = await postToAgent(ctx.rt.egress, route.url, value, {
+          ...(dispatcher ? { dispatcher } : {}), timeoutMs: 10_000,
+          headers: { 'x-aam-request-id': ctx.requestId, ...(route.callerToken ? { 'x-a2a-notification-token': route.callerToken } : {}) },
         });
-        await up.body.dump();
       } catch (e) {
         throw new AamError(502, 'upstream_error', `the caller's push URL did not take the notification: ${(e as Error).message}`);
       } finally {
         void dispatcher?.close().catch(() => undefined);
       }
-      status = up.statusCode;
       if (status < 200 || status > 299) throw new AamError(502, 'upstream_error', `the caller's push URL answered HTTP ${status}`);
       access.record({ type: 'a2a_call', ...ev, outcome: { status, latency_ms: performance.now() - started } } as never);
       await ctx.rt.evidenceSafe().catch(() => undefined);

@@ -5,10 +5,14 @@
 // is no other way to write. Header values, bodies, stream chunks (strings and binary) are
 // scrubbed of every active credential in every known encoding, with a stream scrubber that holds
 // back only what could be the start of a secret split across writes. Scrub first, then truncate.
+// Bytes aam posts to an agent on a connection it opens itself (an A2A push notification to the
+// caller's webhook) leave through postToAgent below: the same scrubbing, on the request side.
+import type { Dispatcher } from 'undici';
 import { ServerResponse, type IncomingMessage, type OutgoingHttpHeaders, type OutgoingHttpHeader } from 'node:http';
 import type { Scrubber, StreamScrubber } from '../credentials/scrub.ts';
 import { mapLeaves } from '../guardrails/structured.ts';
 import { closeAfterAnswer } from './linger.ts';
+import { request } from '../store/http-client.ts';
 
 /** Where the door gets the current scrubber and reports a hit (a hit is evidence). */
 export interface ScrubSource {
@@ -200,4 +204,40 @@ export function holdsSecret(src: ScrubSource, text: string): boolean {
 /** Scrub first, then truncate: a clipped secret would no longer match its pattern. */
 export function clipAfterScrub(scrubbed: string, max: number): string {
   return scrubbed.length > max ? scrubbed.slice(0, max) + '...' : scrubbed;
+}
+
+/** One text scrubbed with the source's current scrubber; a hit is reported. */
+function scrubbed(src: ScrubSource, sc: Scrubber, text: string): string {
+  const r = sc.scrub(text);
+  if (r.leaked.length) src.leaked(r.leaked);
+  return r.text;
+}
+
+export interface AgentPost {
+  headers: Record<string, string>;
+  /** A dispatcher pinned to the address the SSRF check saw (a2a/push.ts), if any. */
+  dispatcher?: Dispatcher;
+  timeoutMs: number;
+}
+
+/**
+ * The door's request side: `value` posted as JSON to an agent's own URL (an A2A push notification
+ * to the caller's webhook). Scrubbed across its text parts, then as the whole body, and every
+ * header value, before a byte leaves; the answer's body is discarded. Returns the HTTP status.
+ * Planes never post to an agent otherwise (test/architecture-trust.test.ts lists every outbound call).
+ */
+export async function postToAgent(src: ScrubSource, url: string, value: unknown, opts: AgentPost): Promise<number> {
+  const sc = src.scrubber();
+  let body = JSON.stringify(scrubAcross(src, value));
+  let headers = opts.headers;
+  if (sc.size > 0) {
+    body = scrubbed(src, sc, body);
+    headers = Object.fromEntries(Object.entries(headers).map(([k, v]) => [k, scrubbed(src, sc, v)]));
+  }
+  const up = await request(url, {
+    ...(opts.dispatcher ? { dispatcher: opts.dispatcher } : {}),
+    method: 'POST', body, headers: { 'content-type': 'application/json', ...headers }, headersTimeout: opts.timeoutMs, bodyTimeout: opts.timeoutMs,
+  });
+  await up.body.dump();
+  return up.statusCode;
 }

@@ -4,7 +4,7 @@
 // request names a channel, a form and a row tag; the upstream echoes the credential it received
 // (Authorization: Bearer or x-api-key) in that form through that channel. Nothing here stands in
 // for a part of aam.
-import { createServer, type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage, type ServerResponse, type OutgoingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { binaryWith, cutOf, payload, piecesOf, TEXT_FORMS } from './leak-forms.ts';
@@ -197,7 +197,31 @@ async function tool(res: ServerResponse, ins: Instruction, secret: string): Prom
   return send(res, 200, json, `{"ok":true,"echo":"${p}"}`, form, secret);
 }
 
-// ---- A2A v1 agent (JSON-RPC by hand): an answer, a stream of events, a JSON-RPC error, headers ----
+// ---- A2A v1 agent (JSON-RPC by hand): an answer, a stream of events, a JSON-RPC error, headers, a push notification ----
+
+/**
+ * The push channel: the agent notifies the push URL it was given (aam's, with aam's token) with an
+ * artifact echoing the secret (split-parts: two parts cut inside it; split-tcp: the notification's
+ * body in two writes), waits for aam to take it, then answers with the task.
+ */
+async function a2aPush(res: ServerResponse, id: unknown, ins: Instruction, secret: string, cfg: Obj | undefined): Promise<void> {
+  const task = `t-${ins.tag}`;
+  const parts = deltas(ins.form, secret).map((t) => `{"text":"${t}"}`).join(',');
+  const body = `{"artifactUpdate":{"taskId":"${task}","contextId":"c-${ins.tag}","artifact":{"artifactId":"a1","parts":[${parts}]}}}`;
+  if (cfg && typeof cfg.url === 'string') {
+    await new Promise<void>((resolve) => {
+      const req = httpRequest(cfg.url as string, { method: 'POST', headers: { 'content-type': 'application/json', 'x-a2a-notification-token': String(cfg.token ?? '') } }, (r) => { r.resume(); r.on('end', resolve); });
+      req.on('error', () => resolve());
+      const at = body.indexOf(secret);
+      if (!ins.form.startsWith('split-tcp') || at < 0) { req.end(body); return; }
+      const cut = at + cutOf(ins.form, secret.length);
+      req.setNoDelay(true);
+      req.write(body.slice(0, cut));
+      setTimeout(() => req.end(body.slice(cut)), 15);
+    });
+  }
+  return send(res, 200, { 'content-type': 'application/json' }, rpcResult(id, `{"task":{"id":"${task}","contextId":"c-${ins.tag}","status":{"state":"TASK_STATE_COMPLETED"}}}`), 'raw', secret);
+}
 
 async function a2a(res: ServerResponse, id: unknown, ins: Instruction, secret: string): Promise<void> {
   const { channel, form } = ins;
@@ -337,6 +361,8 @@ export async function startLeakUpstream(): Promise<LeakUpstream> {
       const ai = parseInstruction((parts ?? []).map((x) => x.text ?? '').join(''));
       if (!ai) { res.writeHead(400).end(); return; }
       count(ai.tag);
+      const params = body.params as Obj;
+      if (ai.channel === 'push') return a2aPush(res, body.id, ai, secret, (params.configuration as Obj | undefined)?.taskPushNotificationConfig as Obj | undefined);
       return a2a(res, body.id, ai, secret);
     }
     const ins = parseInstruction(lastUserText(body));
