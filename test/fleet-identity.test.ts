@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { decodeProtectedHeader } from 'jose';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
 import postgres from 'postgres';
 import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
 import { doc, yaml, agentDocs } from './helpers/gateway.ts';
@@ -17,7 +17,7 @@ import { runCli, until } from './helpers/e2e.ts';
 import { startGateway, type Running } from '../src/cli/serve.ts';
 import { openFleet } from '../src/store/fleet.ts';
 import { FleetIssuerKeys } from '../src/store/fleet-issuer-keys.ts';
-import { issuerKeyPath } from '../src/identity/issuer.ts';
+import { issuerKeyPath, openIssuer } from '../src/identity/issuer.ts';
 
 let store: FleetTestStore;
 let dir: string;
@@ -114,6 +114,34 @@ test('the issuer rows do not open with another master key (the message says ever
     const wrong = keys.rings(() => randomBytes(32));
     await assert.rejects(wrong.svid.read(), /does not open with this AAM_MASTER_KEY.*same master key/);
   } finally { await fleet.close(); }
+});
+
+test('a data dir\'s issuer key files are imported on the first fleet start, sealed: tokens minted before the move keep verifying', async () => {
+  const moved = await fleetStore();
+  const data = join(dir, 'data-single');
+  const single = await openIssuer(data); // the key files of a gateway that ran alone
+  const before = await single.mint({ spiffeId: decodeJwt(await mint(urls[0])).sub!, audience: 'aam', ttlSeconds: 600 });
+  const r = await startGateway({ configPath, dataDir: data, port: 0, host: '127.0.0.1', env: { ...process.env, ...moved.env, AAM_LOG_LEVEL: 'error' } });
+  const fleet = await openFleet({ databaseUrl: moved.databaseUrl, redisUrl: moved.redisUrl }, { follow: false, migrate: false });
+  try {
+    assert.equal(r.rt.issuer!.activeKid, single.activeKid);
+    assert.equal(r.rt.issuer!.oboKid, single.oboKid);
+    assert.equal(await models(`http://127.0.0.1:${r.port}`, before), 200);
+    const rows = await fleet.sql<Array<{ sealed: string }>>`SELECT sealed FROM issuer_keys`;
+    assert.equal(rows.length, 2);
+    for (const row of rows) assert.doesNotMatch(row.sealed, /"d"|"kty"|"kid"|"crv"/, 'sealed, not JSON');
+    // Only an empty ring imports: another data dir's files do not replace the fleet's keys.
+    const otherDir = join(dir, 'data-other');
+    const other = await openIssuer(otherDir);
+    const rings = new FleetIssuerKeys(fleet, { follow: false }).rings((info) => r.rt.vault.subkey(info));
+    const again = await openIssuer(otherDir, { rings });
+    assert.equal(again.activeKid, single.activeKid);
+    assert.notEqual(again.activeKid, other.activeKid);
+  } finally {
+    await fleet.close();
+    await r.close();
+    await moved.drop();
+  }
 });
 
 async function exchange(url: string, token: string): Promise<{ status: number; body: Record<string, unknown> }> {

@@ -4,7 +4,8 @@
 // Real PostgreSQL + Redis; Redis commands counted on the limiter's own connection.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
+import { spawnSync } from 'node:child_process';
+import { fleetStore, privateRedis, type FleetTestStore } from './helpers/fleet.ts';
 import { until } from './helpers/e2e.ts';
 import { openFleet, type Fleet } from '../src/store/fleet.ts';
 import { FleetLimiter } from '../src/store/fleet-limits.ts';
@@ -80,4 +81,33 @@ test('a settlement no admission carries is sent alone within the settle delay (s
     await until(async () => { const b = await budget('agent:idle'); return near(b.spent, 0.07) && near(b.reserved, 0); }, 10_000, '$0.07 settled and no reservation left, with no further request');
     assert.equal(lim.settleCalls, 1, 'both settlements in one script');
   } finally { await lim.close(); }
+});
+
+test('settlements of a failed script call are carried again: charged when the call did not run, not twice when it ran', async () => {
+  const redis = await privateRedis();
+  const own = await fleetStore(redis.url);
+  const f = await openFleet({ databaseUrl: own.databaseUrl, redisUrl: own.redisUrl }, { follow: false, migrate: true });
+  const lim = new FleetLimiter(f, { settleDelayMs: 600_000 });
+  const cli = (...args: string[]) => assert.equal(spawnSync('redis-cli', ['-u', redis.url, ...args], { encoding: 'utf8' }).stdout.trim(), 'OK');
+  const spent = async () => Number(await f.redis.hget(`${f.prefix}b:agent:again`, today()));
+  try {
+    lim.settle(await admitted(lim, request('agent:again')), 0.25, 50);
+    // Refused before it runs (out of memory: its first write fails), Redis keeping its data.
+    cli('CONFIG', 'SET', 'maxmemory', '1');
+    await assert.rejects(lim.admit(request('agent:again')), /OOM|memory/i);
+    cli('CONFIG', 'SET', 'maxmemory', '0');
+    lim.settle(await admitted(lim, request('agent:again')), 0.5, 50);
+    assert.ok(near(await spent(), 0.25), `the refused call's $0.25 carried by the next one: ${await spent()}`);
+    // Run, but its reply lost (the client gave up after its 1 s command timeout): not charged again.
+    cli('CLIENT', 'PAUSE', '1500', 'WRITE');
+    await assert.rejects(lim.admit(request('agent:again')), /timed out|timeout/i);
+    await until(async () => near(await spent(), 0.75), 10_000, 'the paused call ran');
+    await admitted(lim, request('agent:again'));
+    assert.ok(near(await spent(), 0.75), `$0.25 + $0.50, the $0.50 once: ${await spent()}`);
+  } finally {
+    await lim.close();
+    await f.close();
+    await own.drop();
+    await redis.stop();
+  }
 });

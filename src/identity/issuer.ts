@@ -100,7 +100,8 @@ export function assertionKeyPath(dataDir: string): string {
 export async function openIssuer(dataDir: string, opts: IssuerOptions = {}): Promise<Issuer> {
   const now = opts.now ?? Date.now;
   const grace = opts.graceSeconds ?? MAX_TTL_SECONDS;
-  let rings = opts.rings;
+  // Fleet: a ring with no row yet starts from this data dir's file, so tokens minted before the move keep verifying.
+  let rings = opts.rings && { svid: importing(opts.rings.svid, issuerKeyPath(dataDir)), obo: importing(opts.rings.obo, assertionKeyPath(dataDir)) };
   if (!rings) {
     await mkdir(join(dataDir, 'issuer'), { recursive: true, mode: 0o700 });
     rings = { svid: fileRing(issuerKeyPath(dataDir), dataDir), obo: fileRing(assertionKeyPath(dataDir), dataDir) };
@@ -268,6 +269,26 @@ function fileRing(path: string, dataDir: string): KeyRingStore {
     read: () => readRingFile(path),
     createIfAbsent: (text) => writeRingFile(path, text, true),
     async update(fn) { await writeRingFile(path, fn(await readRingFile(path))); },
+  };
+}
+
+/**
+ * A (fleet) ring that, while it holds no state, takes the state of the key file at `path` if there
+ * is one: imported once, by whichever process first finds the ring empty (create-if-absent, so
+ * replicas starting together import one file, not several). The file is left in place.
+ */
+function importing(ring: KeyRingStore, path: string): KeyRingStore {
+  return {
+    ...ring,
+    async read() {
+      const text = await ring.read();
+      if (text !== undefined) return text;
+      const legacy = await readRingFile(path);
+      if (legacy === undefined) return undefined;
+      parseState(legacy, path); // a damaged file is named now, not installed into the fleet
+      await ring.createIfAbsent(legacy);
+      return ring.read();
+    },
   };
 }
 

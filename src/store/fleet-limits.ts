@@ -18,7 +18,8 @@ const nextMonth = (start: number): number => { const d = new Date(start); return
 // KEYS: each settlement's keys (its tpm rate hashes, then per budget key its hash and its
 //       reservation zset), then the admission's keys in the same layout (rate hashes first).
 // ARGV: dayField, monthField, nSettlements,
-//       per settlement: nRates, nBudgets, actualTokens (-1: unknown), estimatedTokens, member, amount reserved, charge;
+//       per settlement: nRates, nBudgets, actualTokens (-1: unknown), estimatedTokens, member, amount reserved, charge,
+//         retry (1: carried again after a failed call, which may have run: charge only where its reservation is still there);
 //       then nRates, tokens, (rpm, tpm) per rate, nBudgets, amount, member, reservation ttl ms,
 //       readCache (1: the last key is a response cache entry), (daily, monthly; -1 = none) per budget.
 //       nRates = nBudgets = 0: settle only.
@@ -27,7 +28,9 @@ const nextMonth = (start: number): number => { const d = new Date(start); return
 //          | {'budget', index, period, committed} | {'seed', index...} (budget totals of this window
 //          not in Redis yet: nothing counted), and totals the daily and monthly spend after each
 //          settlement's charge per budget ('' when that window is not in Redis).
-// A settled reservation that already expired is not subtracted twice; its charge still counts.
+// A settled reservation that already expired is not subtracted twice; its charge still counts
+// (except on a retry: there a missing reservation means the failed call ran, or Redis restarted
+// empty and re-seeds the total from PostgreSQL, which has the charge).
 const ADMIT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -40,8 +43,8 @@ local totals = {}
 for s = 1, ns do
   local nr, nb = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local actual, est = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
-  local member, amount, charge = ARGV[a + 4], tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
-  a = a + 7
+  local member, amount, charge, retry = ARGV[a + 4], tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), ARGV[a + 7] == '1'
+  a = a + 8
   for i = 1, nr do
     local c = redis.call('HMGET', KEYS[k + i], 't', 'i')
     local interval = tonumber(c[2])
@@ -55,9 +58,10 @@ for s = 1, ns do
   end
   for j = 1, nb do
     local bk, zk = KEYS[k + nr + 2 * j - 1], KEYS[k + nr + 2 * j]
-    if redis.call('ZREM', zk, member) == 1 then redis.call('HINCRBYFLOAT', bk, 'r', -amount) end
+    local removed = redis.call('ZREM', zk, member) == 1
+    if removed then redis.call('HINCRBYFLOAT', bk, 'r', -amount) end
     local d, m = '', ''
-    if charge > 0 then
+    if charge > 0 and (removed or not retry) then
       if redis.call('HEXISTS', bk, dayF) == 1 then d = redis.call('HINCRBYFLOAT', bk, dayF, charge) end
       if redis.call('HEXISTS', bk, monF) == 1 then m = redis.call('HINCRBYFLOAT', bk, monF, charge) end
     end
@@ -174,8 +178,8 @@ interface FleetTicket extends Ticket {
   done: boolean;
 }
 
-/** A settle or release waiting to ride on the next script call. */
-interface Settlement { ft: FleetTicket; charge: number; tokens: number }
+/** A settle or release waiting to ride on the next script call (retry: its first call failed). */
+interface Settlement { ft: FleetTicket; charge: number; tokens: number; retry?: boolean }
 
 export interface FleetLimiterOptions {
   /** How long a reservation holds budget if its request never settles (crashed replica). Default 15 min. */
@@ -318,18 +322,19 @@ export class FleetLimiter implements Limiter {
 
   /**
    * Run the script; the settlements it carried are then in Redis (their alerts checked), or, if
-   * it failed, lost there (counted in PostgreSQL already; their reservations expire).
+   * it failed, queued again to ride on a later call (see #again).
    */
   async #script(batch: Settlement[], own: { keys: string[]; args: Array<string | number> }, d: number, m: number, fail: (e: unknown) => Error): Promise<Reply> {
     const w = this.#window(d, m);
     // [numKeys, ...keys, ...argv], built in place.
     const out: Array<string | number> = [0];
     const argv: Array<string | number> = [w.dayField, w.monthField, batch.length];
-    for (const { ft, charge, tokens } of batch) {
+    for (const s of batch) {
+      const { ft, charge, tokens } = s;
       const tpm = tokens >= 0 ? ft.tpmKeys : NONE;
       for (const k of tpm) out.push(k);
       for (const k of ft.budgetKeys) out.push(k);
-      argv.push(tpm.length, ft.budgets.length, tokens, ft.tokens, ft.member, ft.amount, charge);
+      argv.push(tpm.length, ft.budgets.length, tokens, ft.tokens, ft.member, ft.amount, charge, s.retry ? 1 : 0);
     }
     for (const k of own.keys) out.push(k);
     out[0] = out.length - 1;
@@ -339,7 +344,7 @@ export class FleetLimiter implements Limiter {
     try {
       reply = await this.#run(out);
     } catch (e) {
-      if (batch.length > 0) this.#onError('settle', e);
+      if (batch.length > 0) { this.#onError('settle', e); this.#again(batch); }
       throw fail(e);
     }
     if (batch.length > 0) this.#crossed(batch, reply[1], d, m);
@@ -355,7 +360,8 @@ export class FleetLimiter implements Limiter {
         while (this.#queue.length > 0 && this.#fleet.redis.status === 'ready') {
           const { d, m } = this.#windowAt(Date.now());
           this.settleCalls++;
-          await this.#script(this.#take(), SETTLE_ONLY, d, m, (e) => e as Error).catch(() => {});
+          // A failed call queued its settlements again: wait a delay before the next try.
+          if (await this.#script(this.#take(), SETTLE_ONLY, d, m, (e) => e as Error).then(() => false, () => true)) break;
         }
       } finally {
         this.#sending = null;
@@ -427,6 +433,19 @@ export class FleetLimiter implements Limiter {
     if (this.#queue.length >= MAX_QUEUED) this.#onError('settle', new Error(`${this.#queue.length} settlements queued while Redis is away: dropping the oldest (its reservation expires)`));
     if (this.#queue.length >= MAX_QUEUED) this.#queue.shift();
     this.#queue.push(s);
+    this.#arm();
+  }
+
+  /**
+   * Settlements whose call failed, first in line again: the call may or may not have run, so they
+   * go as retries (charged only where their reservation is still there: never twice) and without
+   * their tpm correction (not idempotent; a minute's window forgets it anyway).
+   */
+  #again(batch: Settlement[]): void {
+    const back: Settlement[] = batch.filter((s) => s.ft.budgets.length > 0).map((s) => ({ ...s, tokens: -1, retry: true }));
+    if (back.length === 0) return;
+    this.#queue = back.concat(this.#queue);
+    if (this.#queue.length > MAX_QUEUED) this.#queue.length = MAX_QUEUED;
     this.#arm();
   }
 
