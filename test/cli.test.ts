@@ -7,15 +7,18 @@ import { join } from 'node:path';
 import { readFileSync, existsSync } from 'node:fs';
 import { tempDir } from './helpers/temp.ts';
 
-const run = (args: string[], input?: string) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-  const child = execFile(process.execPath, ['bin/aam.js', ...args], { env: { ...process.env, AAM_LOG_LEVEL: 'error' } }, (err, stdout, stderr) => {
+const dir = tempDir('aam-cli-');
+const data = join(dir, 'data');
+// Without dist/ every `aam` process strips the types of each source module it loads (most of its
+// start-up CPU); the processes of this file share one compile cache, so only the first pays.
+const compileCache = join(dir, 'compile-cache');
+
+const run = (args: string[], input?: string, node: string[] = []) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+  const child = execFile(process.execPath, [...node, 'bin/aam.js', ...args], { env: { ...process.env, AAM_LOG_LEVEL: 'error', NODE_COMPILE_CACHE: compileCache } }, (err, stdout, stderr) => {
     resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
   });
   if (input !== undefined) child.stdin?.end(input);
 });
-
-const dir = tempDir('aam-cli-');
-const data = join(dir, 'data');
 
 test('validate: the repo config is valid; a broken one lists every problem with file, line and field, exit 1', async () => {
   const ok = await run(['validate', 'aam.yaml']);
@@ -71,6 +74,23 @@ test('keys create prints the key as the last stdout line; list/revoke/rotate; --
     assert.equal(h.code, 0, cmd.join(' '));
     assert.match(h.stdout, /usage: .*aam /);
   }
+});
+
+test('keys and audit commands start without the gateway: an embedded `aam keys list` loads neither runtime.ts nor serve.ts', async () => {
+  // Each CLI command is its own process, so what it loads is its start-up time (it was ~440
+  // modules, the whole gateway, for every command; a key command needs about half of that).
+  const log = join(dir, 'loaded.log');
+  const preload = join(dir, 'log-modules.mjs');
+  writeFileSync(preload, `import { registerHooks } from 'node:module';
+import { appendFileSync } from 'node:fs';
+registerHooks({ load(url, ctx, next) { appendFileSync(${JSON.stringify(log)}, url + '\\n'); return next(url, ctx); } });
+`);
+  const r = await run(['keys', 'list', '--json', '--data', join(dir, 'lazy')], undefined, ['--import', preload]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual(JSON.parse(r.stdout), []);
+  const src = readFileSync(log, 'utf8').split('\n').filter((u) => u.includes('/src/')).map((u) => u.replace(/^.*\/src\//, 'src/'));
+  assert.ok(src.includes('src/cli/main.ts') && src.includes('src/identity/keys.ts'), 'the hook saw the command run');
+  for (const heavy of ['src/runtime.ts', 'src/cli/serve.ts', 'src/server/http.ts']) assert.ok(!src.includes(heavy), `${heavy} loaded: ${src.length} source modules`);
 });
 
 test('policy test: exit 0 when every case matches, 1 with the failing case explained', async () => {

@@ -2,7 +2,7 @@
 // (AAM_DATABASE_URL + AAM_REDIS_URL: the fleet; otherwise the data dir's SQLite).
 import { openDatabase } from '../store/sqlite.ts';
 import { embeddedKeyBook, openKeyStore } from '../identity/keys.ts';
-import { openFleetStores, type FleetStores } from '../runtime.ts';
+import type { FleetStores } from '../runtime.ts';
 import { openIssuer, type Issuer, type IssuerOptions } from '../identity/issuer.ts';
 import { createJoinTokenStore, fleetJoinTokenStore, type JoinTokenStore } from '../identity/join-tokens.ts';
 import { fleetDrivers, fleetEnv } from '../store/fleet-lazy.ts';
@@ -13,9 +13,17 @@ import { loadMasterKey } from '../credentials/master-key.ts';
 import { UsageRecorder } from '../gateway/usage.ts';
 import type { UsageGrouping } from '../store/types.ts';
 
+/**
+ * The fleet's stores when AAM_DATABASE_URL and AAM_REDIS_URL are set, else null. runtime.ts (the
+ * whole gateway) loads only then, so an embedded `aam keys ...` starts without it.
+ */
+async function openFleetStores(env: NodeJS.ProcessEnv): Promise<FleetStores | null> {
+  return fleetEnv(env) ? (await import('../runtime.ts')).openFleetStores(env, { follow: false }) : null;
+}
+
 /** Run fn with the key store of this data dir or fleet, then close what was opened. */
 export async function withKeyBook<T>(dataDir: string, fn: (keys: KeyBook) => Promise<T>): Promise<T> {
-  const fleet = await openFleetStores(process.env, { follow: false });
+  const fleet = await openFleetStores(process.env);
   const keys = fleet ? fleet.keys : embeddedKeyBook(openKeyStore(openDatabase(dataDir), dataDir));
   try { return await fn(keys); } finally {
     keys.close();
@@ -37,7 +45,7 @@ async function closeFleet(fleet: FleetStores): Promise<void> {
 
 /** Run fn with the fleet's stores (AAM_DATABASE_URL + AAM_REDIS_URL) or null (embedded), then close them. */
 async function withFleet<T>(fn: (fleet: FleetStores | null) => Promise<T>): Promise<T> {
-  const fleet = await openFleetStores(process.env, { follow: false });
+  const fleet = await openFleetStores(process.env);
   try { return await fn(fleet); } finally { if (fleet) await closeFleet(fleet); }
 }
 
