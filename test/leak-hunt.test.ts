@@ -11,6 +11,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
+import { generateKeyPairSync } from 'node:crypto';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
@@ -30,6 +31,11 @@ const SECRETS = {
   'tool-key': providerSecret('tok_', 44, true),
   'stdio-key': providerSecret('st_', 44, true),
   'agent-key': providerSecret('a2a_', 44, true),
+  // Bedrock signs with SigV4: of an STS credential only the session token travels (the secret key never does).
+  'aws-session': providerSecret('IQoJb3JpZ2luX2Vj', 64, true),
+  'aws-secret': providerSecret('', 40, true),
+  // Vertex: the access token aam obtains for its service account (the leaky upstream's token endpoint hands out this one).
+  'gcp-token': providerSecret('ya29.', 60, true),
 };
 const ALL: Secret[] = Object.entries(SECRETS).map(([name, value]) => ({ name, value }));
 const STDIO_SERVER = fileURLToPath(new URL('./helpers/leak-stdio-server.ts', import.meta.url));
@@ -197,6 +203,15 @@ const PLANES: Plane[] = [
     channels: { body: [...TEXT, ...SPLIT_TCP, ...BINARY], header: TEXT, error: [...TEXT, ...SPLIT_TCP, 'binary'], ...ERRORS } },
   { name: 'responses stream', call: responsesStream('leak-responses-stream'), shows: modelShows, sweep: 'error',
     channels: { stream: [...TEXT, ...SPLIT_DELTA, ...SPLIT_TCP, ...BINARY], 'tool-args': [...TEXT, ...SPLIT_DELTA], 'stream-error': [...TEXT, ...SPLIT_TCP], header: TEXT, error: TEXT, ...ERRORS } },
+  // Amazon Bedrock (Converse; ConverseStream event-stream frames) and Google Vertex (Gemini wire, a service-account token).
+  { name: 'bedrock converse', call: chat('leak-bedrock'), shows: modelShows, sweep: 'error',
+    channels: { body: [...TEXT, ...SPLIT_PARTS, ...SPLIT_TCP], header: ['raw', 'b64-std-1'], error: [...TEXT, 'split-tcp@mid'] } },
+  { name: 'bedrock converse stream', call: chatStream('leak-bedrock-stream'), shows: modelShows,
+    channels: { stream: [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, ...SPLIT_TCP], 'stream-error': [...TEXT, 'split-tcp@mid'], header: ['raw', 'b64-std-1'], error: ['raw'] } },
+  { name: 'vertex gemini', call: chat('leak-vertex'), shows: modelShows, sweep: 'error',
+    channels: { body: [...TEXT, ...SPLIT_PARTS, ...SPLIT_TCP], header: ['raw', 'b64-std-1'], error: [...TEXT, 'split-tcp@mid'] } },
+  { name: 'vertex gemini stream', call: chatStream('leak-vertex-stream'), shows: modelShows,
+    channels: { stream: [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, ...SPLIT_TCP], 'stream-error': [...TEXT, 'split-tcp@mid'], header: ['raw', 'b64-std-1'], error: ['raw'] } },
   { name: 'embeddings', call: embeddings, shows: modelShows, sweep: 'error',
     channels: { body: [...TEXT, ...SPLIT_TCP, ...BINARY], header: ['raw', 'b64-std-1'], error: TEXT } },
   // A cached route: the second identical call is served from the cache (stored in the data dir).
@@ -311,7 +326,7 @@ const ROWS: Row[] = PLANES.flatMap((plane, p) => [
 before(async () => {
   process.env.AAM_LOG_LEVEL = 'debug'; // the logger reads it at start: the most it would ever write
   logs = captureStderr();
-  up = await startLeakUpstream();
+  up = await startLeakUpstream({ vertexToken: SECRETS['gcp-token'] });
   hook = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -342,6 +357,14 @@ before(async () => {
     doc('Model', 'leak-responses-stream', target('oai', 'leaky-responses-stream')),
     doc('Model', 'leak-embed', target('oai', 'leaky-embed', { kind: 'embeddings' })),
     doc('Model', 'leak-cached', target('oai', 'leaky-cached', { cache: { mode: 'exact' } })),
+    doc('Credential', 'aws-sts', { env: 'LEAK_AWS_STS', kind: 'aws_sigv4' }),
+    doc('Credential', 'gcp-sa', { env: 'LEAK_GCP_SA', kind: 'google_service_account' }),
+    doc('Provider', 'bedrock', { type: 'bedrock', baseUrl: up.url, credential: 'aws-sts', bedrock: { region: 'us-east-1' } }),
+    doc('Provider', 'vertex', { type: 'vertex', baseUrl: up.url, credential: 'gcp-sa', vertex: { project: 'leak-project', region: 'us-central1' } }),
+    doc('Model', 'leak-bedrock', target('bedrock', 'anthropic.leaky-v1:0')),
+    doc('Model', 'leak-bedrock-stream', target('bedrock', 'anthropic.leaky-stream-v1:0')),
+    doc('Model', 'leak-vertex', target('vertex', 'gemini-leaky')),
+    doc('Model', 'leak-vertex-stream', target('vertex', 'gemini-leaky-stream')),
     doc('McpServer', 'leaky', { transport: 'streamable-http', url: `${up.url}/mcp`, credential: 'mcp-key', timeout_ms: 10_000 }),
     doc('McpServer', 'leaky-lists', { transport: 'streamable-http', url: `${up.url}/mcp-lists`, credential: 'mcp-key', timeout_ms: 10_000 }),
     doc('McpServer', 'leaky-stdio', { transport: 'stdio', command: process.execPath, args: [STDIO_SERVER], env: { LEAK_ENV: 'STDIO_KEY' }, credential: 'stdio-key', timeout_ms: 30_000 }),
@@ -351,12 +374,15 @@ before(async () => {
     doc('Agent', 'hunter', { workload: 'spiffe://test/agent/hunter', team: 'qa', environment: 'dev' }),
     doc('AgentPolicy', 'hunter-policy', {
       identity: { workload: 'spiffe://test/agent/hunter' },
-      models: { allow: ['leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached', 'leak-responses', 'leak-responses-stream'] },
+      models: { allow: ['leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached', 'leak-responses', 'leak-responses-stream', 'leak-bedrock', 'leak-bedrock-stream', 'leak-vertex', 'leak-vertex-stream'] },
       tools: [{ resource: 'leaky', actions: ['*'] }, { resource: 'leaky-lists', actions: ['*'] }, { resource: 'leaky-stdio', actions: ['*'] }, { resource: 'leaky.api', actions: ['*'] }],
       agents: [{ agent: 'leaky-agent' }],
     }),
   );
-  gw = await startTestGateway(config, { LEAK_LLM_KEY: SECRETS['llm-key'], LEAK_ANT_KEY: SECRETS['ant-key'], LEAK_MCP_KEY: SECRETS['mcp-key'], LEAK_TOOL_KEY: SECRETS['tool-key'], LEAK_STDIO_KEY: SECRETS['stdio-key'], LEAK_A2A_KEY: SECRETS['agent-key'], AAM_A2A_PUSH_ALLOW: new URL(hookUrl).host });
+  const sts = JSON.stringify({ Version: 1, AccessKeyId: 'ASIALEAKHUNTEXAMPLE1', SecretAccessKey: SECRETS['aws-secret'], SessionToken: SECRETS['aws-session'] });
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  const sa = JSON.stringify({ type: 'service_account', project_id: 'leak-project', private_key_id: 'k1', private_key: rsa, client_email: 'leak@leak-project.iam.gserviceaccount.com', token_uri: `${up.url}/token` });
+  gw = await startTestGateway(config, { LEAK_AWS_STS: sts, LEAK_GCP_SA: sa, LEAK_LLM_KEY: SECRETS['llm-key'], LEAK_ANT_KEY: SECRETS['ant-key'], LEAK_MCP_KEY: SECRETS['mcp-key'], LEAK_TOOL_KEY: SECRETS['tool-key'], LEAK_STDIO_KEY: SECRETS['stdio-key'], LEAK_A2A_KEY: SECRETS['agent-key'], AAM_A2A_PUSH_ALLOW: new URL(hookUrl).host });
   agentKey = gw.key('hunter');
   openai = new OpenAI({ apiKey: agentKey, baseURL: `${gw.url}/v1`, maxRetries: 0, fetch: cap.fetch });
   anthropic = new Anthropic({ apiKey: agentKey, baseURL: gw.url, maxRetries: 0, fetch: cap.fetch });

@@ -1,5 +1,6 @@
 // A leaky upstream for the leak hunt (test/leak-hunt.test.ts): one HTTP server that speaks the
-// OpenAI (chat, stream, embeddings) and Anthropic (messages, stream) wires, an HTTP tool API and
+// OpenAI (chat, stream, embeddings), Anthropic (messages, stream), Bedrock (Converse, ConverseStream
+// event-stream frames) and Vertex (Gemini wire, with a token endpoint) wires, an HTTP tool API and
 // two MCP servers (Streamable HTTP, hand-written JSON-RPC so every byte and write is ours). Each
 // request names a channel, a form and a row tag; the upstream echoes the credential it received
 // (Authorization: Bearer or x-api-key) in that form through that channel. Nothing here stands in
@@ -8,6 +9,7 @@ import { createServer, request as httpRequest, type IncomingMessage, type Server
 import type { AddressInfo } from 'node:net';
 import { gzipSync } from 'node:zlib';
 import { binaryWith, cutOf, payload, piecesOf, TEXT_FORMS } from './leak-forms.ts';
+import { eventFrame, exceptionFrame } from './eventstream.ts';
 
 export interface Instruction { channel: string; form: string; tag: string }
 
@@ -28,11 +30,11 @@ export interface LeakUpstream {
 
 type Obj = Record<string, unknown>;
 
-/** The credential aam injected: a bearer token or an x-api-key. */
+/** The credential aam injected: a bearer token, an x-api-key, or an AWS session token (SigV4 sends only that part on the wire). */
 function secretOf(req: IncomingMessage): string | null {
   const auth = req.headers.authorization;
   if (typeof auth === 'string' && auth.startsWith('Bearer ')) return auth.slice(7);
-  const key = req.headers['x-api-key'];
+  const key = req.headers['x-api-key'] ?? req.headers['x-amz-security-token'];
   return typeof key === 'string' ? key : null;
 }
 
@@ -42,7 +44,7 @@ const wait = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
  * Write a body the way the form asks: whole, in two TCP writes cut inside the secret (split-tcp),
  * as non-UTF-8 bytes (binary) or gzip-compressed (gzip).
  */
-async function send(res: ServerResponse, status: number, headers: OutgoingHttpHeaders, body: string, form: string, secret: string): Promise<void> {
+async function send(res: ServerResponse, status: number, headers: OutgoingHttpHeaders, body: string | Buffer, form: string, secret: string): Promise<void> {
   if (form === 'binary') {
     res.writeHead(status, { ...headers, 'content-type': 'application/octet-stream' }).end(binaryWith(secret));
     return;
@@ -52,6 +54,7 @@ async function send(res: ServerResponse, status: number, headers: OutgoingHttpHe
     return;
   }
   const at = body.indexOf(secret);
+  const slice = (a: number, b?: number) => (typeof body === 'string' ? body.slice(a, b) : body.subarray(a, b));
   if (!form.startsWith('split-tcp') || at < 0) {
     res.writeHead(status, headers).end(body);
     return;
@@ -60,9 +63,9 @@ async function send(res: ServerResponse, status: number, headers: OutgoingHttpHe
   const cut = at + cutOf(form, secret.length);
   res.writeHead(status, headers);
   res.socket?.setNoDelay(true);
-  res.write(body.slice(0, cut));
+  res.write(slice(0, cut));
   await wait(15);
-  res.end(body.slice(cut));
+  res.end(slice(cut));
 }
 
 /** Header values echoing the payload (the header channel). */
@@ -175,9 +178,57 @@ async function model(wire: 'openai' | 'anthropic' | 'embeddings', res: ServerRes
   return send(res, 200, { ...headers, ...json }, body, form, secret);
 }
 
+// ---- Amazon Bedrock (Converse JSON; ConverseStream as AWS event-stream frames) ----
+
+/** A JSON string literal's content back to text. */
+const unjson = (j: string): string => JSON.parse(`"${j}"`) as string;
+
+async function bedrock(res: ServerResponse, ins: Instruction, secret: string, stream: boolean): Promise<void> {
+  const { channel, form } = ins;
+  const p = payload(form, secret, 'json');
+  if (channel.startsWith('error')) {
+    return send(res, 400, { 'content-type': 'application/json', 'x-amzn-errortype': 'ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/' }, `{"message":"${p}"}`, form, secret);
+  }
+  const headers = channel === 'header' ? echoHeaders(payload(form, secret, 'text')) : {};
+  const pieces = channel === 'header' ? ['ok'] : deltas(form, secret);
+  if (!stream) {
+    const content = pieces.map((t) => `{"text":"${t}"}`).join(',');
+    return send(res, 200, { ...headers, 'content-type': 'application/json' }, `{"output":{"message":{"role":"assistant","content":[${content}]}},"stopReason":"end_turn","usage":{"inputTokens":3,"outputTokens":3,"totalTokens":6}}`, form, secret);
+  }
+  const frames = [eventFrame('messageStart', { role: 'assistant' })];
+  if (channel === 'stream-error') {
+    frames.push(eventFrame('contentBlockDelta', { contentBlockIndex: 0, delta: { text: 'partial ' } }), exceptionFrame('modelStreamErrorException', unjson(p)));
+  } else {
+    // split-parts: each piece in a content block of its own; otherwise deltas of one block.
+    frames.push(...pieces.map((t, i) => eventFrame('contentBlockDelta', { contentBlockIndex: form.startsWith('split-parts') ? i : 0, delta: { text: unjson(t) } })),
+      eventFrame('messageStop', { stopReason: 'end_turn' }), eventFrame('metadata', { usage: { inputTokens: 3, outputTokens: 3, totalTokens: 6 } }));
+  }
+  return send(res, 200, { ...headers, 'content-type': 'application/vnd.amazon.eventstream' }, Buffer.concat(frames), form, secret);
+}
+
+// ---- Google Vertex AI (Gemini wire on the project/region path; SSE stream) ----
+
+async function vertex(res: ServerResponse, ins: Instruction, secret: string, stream: boolean): Promise<void> {
+  const { channel, form } = ins;
+  const p = payload(form, secret, 'json');
+  const json = { 'content-type': 'application/json' };
+  if (channel.startsWith('error')) return send(res, 400, json, `{"error":{"code":400,"message":"${p}","status":"INVALID_ARGUMENT"}}`, form, secret);
+  const headers = channel === 'header' ? echoHeaders(payload(form, secret, 'text')) : {};
+  const pieces = channel === 'header' ? ['ok'] : deltas(form, secret);
+  const candidate = (parts: string[], last: boolean) => `{"candidates":[{"content":{"role":"model","parts":[${parts.map((t) => `{"text":"${t}"}`).join(',')}]}${last ? ',"finishReason":"STOP"' : ''}}]${last ? ',"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":3,"totalTokenCount":6}' : ''},"modelVersion":"leaky"}`;
+  if (!stream) return send(res, 200, { ...headers, ...json }, candidate(pieces, true), form, secret);
+  const data = (j: string) => `data: ${j}\r\n\r\n`;
+  const body = channel === 'stream-error'
+    ? data(candidate(['partial '], false)) + data(`{"error":{"code":500,"message":"${p}","status":"INTERNAL"}}`)
+    : pieces.map((t, i) => data(candidate([t], i === pieces.length - 1))).join('');
+  return send(res, 200, { ...headers, 'content-type': 'text/event-stream' }, body, form, secret);
+}
+
 function lastUserText(body: Obj): string {
   const input = body.input;
   if (typeof input === 'string') return input;
+  // Gemini wire: contents[].parts[].text.
+  if (Array.isArray(body.contents)) return ((body.contents as Obj[]).filter((c) => c.role === 'user').at(-1)?.parts as Obj[] | undefined ?? []).map((x) => String(x.text ?? '')).join(' ');
   const msgs = Array.isArray(body.messages) ? body.messages as Obj[] : [];
   const m = msgs.filter((x) => x.role === 'user').at(-1);
   if (!m) return '';
@@ -340,13 +391,18 @@ async function mcp(req: IncomingMessage, res: ServerResponse, raw: string, lists
   await send(res, 200, json, events[0], ins.form === 'binary' ? 'raw' : ins.form, secret);
 }
 
-export async function startLeakUpstream(): Promise<LeakUpstream> {
+/** `vertexToken`: the access token the token endpoint (/token) hands out for a service-account grant. */
+export async function startLeakUpstream(opts: { vertexToken?: string } = {}): Promise<LeakUpstream> {
   const served = new Map<string, number>();
   const count = (tag: string) => served.set(tag, (served.get(tag) ?? 0) + 1);
   const pending = new Set<Promise<void>>();
   async function handle(req: IncomingMessage, res: ServerResponse, raw: string): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/mcp' || path === '/mcp-lists') return mcp(req, res, raw, path === '/mcp-lists', count);
+    if (path === '/token') {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ access_token: opts.vertexToken ?? 'no-token', expires_in: 3600, token_type: 'Bearer' }));
+      return;
+    }
     const secret = secretOf(req);
     if (!secret) { res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":{"message":"no credential"}}'); return; }
     const t = /^\/tool\/echo\/([^/]+)\/([^/]+)$/.exec(path);
@@ -371,6 +427,10 @@ export async function startLeakUpstream(): Promise<LeakUpstream> {
     if (path === '/v1/chat/completions') return model('openai', res, ins, secret, body.stream === true);
     if (path === '/v1/messages') return model('anthropic', res, ins, secret, body.stream === true);
     if (path === '/v1/embeddings') return model('embeddings', res, ins, secret, false);
+    const b = /^\/model\/[^/]+\/(converse|converse-stream)$/.exec(path);
+    if (b) return bedrock(res, ins, secret, b[1] === 'converse-stream');
+    const v = /^\/v1\/projects\/[^/]+\/locations\/[^/]+\/publishers\/google\/models\/[^/:]+:(generateContent|streamGenerateContent)$/.exec(path);
+    if (v) return vertex(res, ins, secret, v[1] === 'streamGenerateContent');
     res.writeHead(404).end();
   }
   const server = createServer((req, res) => {
