@@ -7,7 +7,8 @@
 //   its bytes go; the only one that goes to an agent is the door's request side (postToAgent),
 //   so a new path that posts to an agent's URL around the door fails until it goes through it;
 // - guardrails: planes reach guardrails only through the access path (the one walker), never the
-//   text-level engine, so no plane can scan a subset of what the agent sends.
+//   text-level engine, so no plane can scan a subset of what the agent sends; every field an MCP
+//   2026-07-28 client sends is classified, and the ones forwarded upstream pass guardInbound.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -105,6 +106,41 @@ test('planes reach guardrails only through the access path (one walker), never t
   }
   const walkers = src().filter((f) => /export function mapLeaves\b/.test(f.text));
   assert.deepEqual(walkers.map((f) => f.path), ['src/guardrails/structured.ts'], 'exactly one leaf walker');
+});
+
+/**
+ * Each params field a 2026-07-28 MCP client request is read for (src/tools), and why it is safe:
+ * values forwarded upstream go through guardInbound (the input guardrail walker); the rest are
+ * routing keys aam decides on, or values aam sealed itself. A new field read from a request fails
+ * this test until it is classified here (and, when it reaches the upstream, guarded).
+ */
+const MCP_INBOUND: Record<string, 'guarded' | 'routing' | 'sealed' | 'aam'> = {
+  arguments: 'guarded', inputResponses: 'guarded', name: 'routing', uri: 'routing', cursor: 'aam', notifications: 'aam', _meta: 'aam',
+  requestState: 'sealed', taskId: 'sealed',
+};
+
+test('MCP 2026-07-28: every request field aam reads is classified, and what reaches an upstream passes the one input-guard seam', () => {
+  const tools = src().filter((f) => /^src\/tools\/mcp-(stateless|listen|tasks|call)\.ts$/.test(f.path));
+  const read = new Set(tools.flatMap((f) => [...f.text.matchAll(/\bparams\.([A-Za-z_]\w*)/g)].map((m) => m[1])));
+  const unclassified = [...read].filter((k) => !(k in MCP_INBOUND));
+  assert.deepEqual(unclassified, [], `request fields read without a classification: ${unclassified.join(', ')} (forwarded upstream? pass them through guardInbound in src/tools/mcp-call.ts and add them here)`);
+  const call = readFileSync(join(ROOT, 'src/tools/mcp-call.ts'), 'utf8');
+  const tasks = readFileSync(join(ROOT, 'src/tools/mcp-tasks.ts'), 'utf8');
+  // One seam: input guardrails in the MCP plane are reached only through guardInbound.
+  for (const f of tools) {
+    const direct = [...f.text.matchAll(/access\.guard\('input'/g)].length;
+    assert.equal(direct, f.path === 'src/tools/mcp-call.ts' ? 1 : 0, `${f.path}: input guardrails only through guardInbound`);
+  }
+  // What the upstream gets of the MRTR fields: built only by mrtrOut, which guards each client-written one.
+  const mrtr = /mrtr\?: \{([^}]*)\}/.exec(readFileSync(join(ROOT, 'src/tools/upstream.ts'), 'utf8'))?.[1] ?? '';
+  const fields = [...mrtr.matchAll(/(\w+)\??:/g)].map((m) => m[1]);
+  assert.deepEqual(fields.filter((k) => !['requestState', 'clientCapabilities'].includes(k) && MCP_INBOUND[k] !== 'guarded'), [], 'a new client value forwarded upstream must be guarded');
+  const out = /async function mrtrOut[\s\S]*?\n\}/.exec(call)?.[0] ?? '';
+  for (const k of fields.filter((f) => MCP_INBOUND[f] === 'guarded')) assert.match(out, new RegExp(`guardInbound\\([^;]*\\b${k}\\b`), `mrtrOut guards ${k}`);
+  assert.doesNotMatch(call, /mrtr: \{ inputResponses: extra/, 'inputResponses go upstream only through mrtrOut');
+  // tasks/*: everything but the sealed id goes upstream as guardInbound returned it.
+  assert.match(tasks, /const inbound = await guardInbound\(rt, s, rest,/);
+  assert.match(tasks, /upstream\.task\(method, \{ \.\.\.inbound, taskId: b\.up \}/);
 });
 
 let gw: TestGateway;

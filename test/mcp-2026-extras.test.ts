@@ -134,7 +134,9 @@ function config(url: string, denyLongjob = false): string {
     policy('navigator', ['*']), policy('intruder', ['mutate']),
     stdioServerDoc('crm'),
     doc('Credential', 'gamma-obo', { kind: 'on_behalf_of', obo: { audience: 'mcp://gamma', ttl_seconds: 60 } }),
-    doc('McpServer', 'alpha', { transport: 'streamable-http', url: `${url}?s=alpha`, credential: 'up-token', timeout_ms: 60_000 }),
+    // Input guardrail on alpha: whatever a client sends it (arguments, inputResponses, any tasks/* field) has e-mail addresses masked.
+    doc('Guardrail', 'mask-email-in', { on: ['input'], detect: ['email'], action: 'redact' }),
+    doc('McpServer', 'alpha', { transport: 'streamable-http', url: `${url}?s=alpha`, credential: 'up-token', timeout_ms: 60_000, guardrails: ['mask-email-in'] }),
     doc('McpServer', 'beta', { transport: 'streamable-http', url: `${url}?s=beta`, credential: 'up-token', timeout_ms: 60_000 }),
     doc('McpServer', 'gamma', { transport: 'streamable-http', url: `${url}?s=gamma`, credential: 'gamma-obo', timeout_ms: 60_000 }),
   );
@@ -288,6 +290,49 @@ test('input_required: the client\'s own capabilities go upstream; a 2025-11-25 s
   } finally { await client.close(); }
 });
 
+test('input guardrails: inputResponses of retries and every field of tasks/update reach the upstream only through the guardrail walker', async () => {
+  const EMAIL = 'dana.leak@example.org';
+  const TASKS = { elicitation: { form: {} }, extensions: { 'io.modelcontextprotocol/tasks': {} } };
+  const from = seen.length;
+  const sent = () => seen.slice(from).map((x) => JSON.stringify(x.body));
+  // tools/call retry
+  const ask = await modern('tools/call', { name: 'confirm', arguments: { amount: 7 } }, { path: '/mcp/alpha' });
+  const done = await modern('tools/call', { name: 'confirm', arguments: { amount: 7 }, inputResponses: { approve: { action: 'accept', content: { ok: true, note: `mail ${EMAIL}` } } }, requestState: ask.body.result?.requestState }, { path: '/mcp/alpha' });
+  assert.equal(done.body.result?.resultType, 'complete', JSON.stringify(done.body));
+  // resources/read and prompts/get retries
+  for (const [method, params] of [['resources/read', { uri: 'memo://guarded' }], ['prompts/get', { name: 'guarded', arguments: { topic: 'q3' } }]] as const) {
+    const first = await modern(method, params, { path: '/mcp/alpha' });
+    const again = await modern(method, { ...params, inputResponses: { who: { action: 'accept', content: { email: EMAIL } } }, requestState: first.body.result?.requestState }, { path: '/mcp/alpha' });
+    assert.equal(again.body.result?.resultType, 'complete', `${method}: ${JSON.stringify(again.body)}`);
+  }
+  // tasks/update: inputResponses and any other field the client adds
+  const taskId = String((await modern('tools/call', { name: 'longjob', arguments: {} }, { path: '/mcp/alpha', caps: TASKS })).body.result?.taskId);
+  const u = await modern('tasks/update', { taskId, inputResponses: { size: { action: 'accept', content: { n: 3, owner: EMAIL } } }, note: EMAIL }, { path: '/mcp/alpha', caps: TASKS });
+  assert.equal(u.status, 200, JSON.stringify(u.body));
+  const bodies = sent();
+  const retried = bodies.filter((b) => b.includes('inputResponses'));
+  assert.equal(retried.length, 4, 'three retries and one tasks/update went upstream');
+  for (const b of bodies) assert.ok(!b.includes(EMAIL), `the upstream got the raw value: ${b}`);
+  for (const b of retried) assert.match(b, /\[EMAIL\]/, 'the redacted value went upstream instead');
+  assert.match(retried.at(-1)!, /"note":"\[EMAIL\]"/, 'an extra tasks/update field is guarded too');
+});
+
+test('Tasks extension: a task id stays bounded whatever the creating call\'s arguments (a digest of them is sealed, not the arguments)', async () => {
+  const TASKS = { elicitation: { form: {} }, extensions: { 'io.modelcontextprotocol/tasks': {} } };
+  const idFor = async (args: Record<string, unknown>) => String((await modern('tools/call', { name: 'longjob', arguments: args }, { path: '/mcp/alpha', caps: TASKS })).body.result?.taskId);
+  const small = await idFor({ size: 's' });
+  const big = await idFor({ size: 'x'.repeat(64 * 1024), more: Array.from({ length: 500 }, (_, i) => ({ i })) });
+  assert.match(big, /^aamtask1\./);
+  assert.ok(big.length < 512, `task id of ${big.length} chars for 64 KB of arguments`);
+  assert.ok(Math.abs(big.length - small.length) < 8, `the id does not grow with the arguments (${small.length} vs ${big.length})`);
+  // It still works, and is decided like the creating call (resource alpha, action longjob) with the arguments' digest on record.
+  const g = await modern('tasks/get', { taskId: big }, { path: '/mcp/alpha', caps: TASKS });
+  assert.ok(g.body.result, JSON.stringify(g.body));
+  const d = (await toolEvents(gw, { type: 'tool.decision', agent: 'navigator' })).map((e) => e as { method?: string; action?: string; args_digest?: string }).filter((e) => e.method === 'tasks/get').at(-1);
+  assert.equal(d?.action, 'longjob');
+  assert.match(d?.args_digest ?? '', /^sha256:[0-9a-f]{64}$/);
+});
+
 /** An open subscriptions/listen stream: the JSON-RPC messages received so far. */
 async function listen(path: string, notifications: Record<string, unknown>, token = key): Promise<{ id: number; status: number; messages: Array<Record<string, any>>; close(): void }> {
   const id = Math.floor(Math.random() * 1e9);
@@ -356,6 +401,8 @@ test('subscriptions/listen: acknowledged per caller under policy; notifications 
 
 test('Tasks extension: a task is its creator\'s alone, each tasks/* request is decided like the creating call, and results are scrubbed', async () => {
   const TASKS = { elicitation: { form: {} }, extensions: { 'io.modelcontextprotocol/tasks': {} } };
+  const taskDecisions = async () => (await toolEvents(gw, { type: 'tool.decision', agent: 'navigator' })).map((e) => e as { method?: string; resource?: string; action?: string }).filter((e) => e.method?.startsWith('tasks/'));
+  const decidedBefore = (await taskDecisions()).length;
   const discover = await modern('server/discover', {}, { path: '/mcp/alpha' });
   assert.ok((discover.body.result!.capabilities as { extensions?: Record<string, unknown> }).extensions?.['io.modelcontextprotocol/tasks'], 'aam advertises the extension');
   const created = await modern('tools/call', { name: 'longjob', arguments: { size: 'big' } }, { path: '/mcp/alpha', caps: TASKS });
@@ -394,7 +441,7 @@ test('Tasks extension: a task is its creator\'s alone, each tasks/* request is d
   assert.ok(!text.includes(SECRET), 'the result is scrubbed like any tool result');
   assert.deepEqual(job.seen.slice(seenBefore), ['tasks/get', 'tasks/get', 'tasks/update', 'tasks/get']);
   // Each was decided as the creating call: resource alpha, action longjob, by navigator's policy.
-  const decisions = (await toolEvents(gw, { type: 'tool.decision', agent: 'navigator' })).map((e) => e as { method?: string; resource?: string; action?: string }).filter((e) => e.method?.startsWith('tasks/'));
+  const decisions = (await taskDecisions()).slice(decidedBefore);
   assert.equal(decisions.length, 4);
   assert.ok(decisions.every((e) => e.resource === 'alpha' && e.action === 'longjob'), JSON.stringify(decisions));
   // A client without the extension gets a plain result (aam forwards only what the client declared).

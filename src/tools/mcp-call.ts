@@ -66,6 +66,18 @@ export async function guardedResult<T>(rt: Runtime, s: SessionCtx, result: T, wh
 }
 
 /**
+ * The one way a value a client sent reaches an upstream MCP server: every field in `fields`
+ * (tool or prompt arguments, inputResponses, whatever a tasks/* request carries) through the
+ * input guardrails in one walk. Returns the fields, possibly redacted; a block is audited and thrown.
+ */
+export async function guardInbound<T extends Record<string, unknown>>(rt: Runtime, s: SessionCtx, fields: T, where: string, requestId: string, attached: readonly string[] | undefined, ev: Record<string, unknown>): Promise<T> {
+  const g = await s.access.guard('input', fields, where, requestId, attached);
+  if (g.ok) return g.value as T;
+  rt.deps.audit.record({ ...ev, request_id: requestId, type: 'tool.rejected', outcome: { status: 'guardrail_blocked', error: g.message } });
+  throw new ToolError('guardrail_blocked', g.message, { code: RPC.denied, status: 400, data: { guardrail: g.guardrail } });
+}
+
+/**
  * credentials.allow, tools[].rate and tools[].budget for an allowed MCP access, checked on every
  * call before the upstream sees it (a stdio server holds its credential from spawn, so injection is no check).
  */
@@ -124,12 +136,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   const upstreamState = retryState(rt, binding, extra, base, `tools/call "${name}"`);
   // guard (input): block, or redact before policy and upstream see the arguments
   const attached = rt.catalog.servers.get(t.server)?.spec.guardrails;
-  const gi = await s.access.guard('input', args, `tools/call ${name}`, requestId, attached);
-  if (!gi.ok) {
-    deps.audit.record({ ...base, type: 'tool.rejected', outcome: { status: 'guardrail_blocked', error: gi.message } });
-    throw new ToolError('guardrail_blocked', gi.message, { code: RPC.denied, status: 400, data: { guardrail: gi.guardrail } });
-  }
-  args = gi.value as Record<string, unknown>;
+  args = await guardInbound(rt, s, args, `tools/call ${name}`, requestId, attached, base);
   // decide
   const d = s.access.authorize(t.resource, t.action, args, context(rt, s, requestId, { server: t.server, tool: t.def.name }));
   deps.audit.record({ ...base, type: 'tool.decision', decision: decisionFields(d) });
@@ -137,7 +144,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     throw new ToolError('policy_denied', denialMessage(d, `tools/call "${name}" (resource ${t.resource}, action ${t.action})`), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
   }
   const adm = await admit(rt, s, entry, d, base);
-  await untilForwarded(adm, async () => {
+  const mrtr = await untilForwarded(adm, async () => {
     // integrity and validate come after decide: a caller denied the tool learns nothing about it
     if (!t.integrity.ok) {
       deps.audit.record({ ...base, type: 'tool.withheld', outcome: { status: 'withheld', error: t.integrity.reason } });
@@ -168,13 +175,14 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     }
     // call -> limit -> record (a call the client already cancelled is not forwarded)
     if (extra.signal?.aborted) throw new ToolError('cancelled', `tools/call "${name}" was cancelled by the client`, { code: RPC.upstream, status: 499 });
+    return mrtrOut(rt, s, extra, upstreamState, { where: `tools/call ${name}`, requestId, attached, ev: base });
   });
   const started = performance.now();
   const trace = s.access.traceCall({ server: t.server, tool: t.def.name, resource: t.resource, action: t.action, method: 'tools/call', jsonrpcId: extra.jsonrpcId, sessionId: base.session_id, carried: extra.carried });
   try {
     let result: CallToolResult;
     try {
-      result = await entry.upstream.callTool(t.def.name, args, s.identity, { signal: extra.signal, onprogress: extra.onprogress, traceContext: trace.traceContext, mrtr: mrtrOut(extra, upstreamState) });
+      result = await entry.upstream.callTool(t.def.name, args, s.identity, { signal: extra.signal, onprogress: extra.onprogress, traceContext: trace.traceContext, mrtr });
     } catch (e) {
       trace.end('error', e instanceof ToolError ? e.errorCode : 'upstream_error');
       throw e;
@@ -188,7 +196,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: relay ? 'input_required' : task ? 'task_created' : result.isError ? 'tool_error' : 'ok', bytes, latency_ms: performance.now() - started } });
     // The egress door scrubs credentials from the bytes the agent receives; guardrails see every leaf first.
     const out = await guardedResult(rt, s, result, `tools/call ${name}`, requestId, attached);
-    if (task) return relayTask(deps.stateKey, out, { sub: binding.sub, server: t.server, tool: t.def.name, args }) as unknown as CallToolResult;
+    if (task) return relayTask(deps.stateKey, out, { sub: binding.sub, server: t.server, tool: t.def.name, args: base.args_digest }) as unknown as CallToolResult;
     return relay ? relayInput(deps.stateKey, out, binding) as unknown as CallToolResult : out;
   } catch (e) {
     deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: 'error', error: errMsg(e), latency_ms: performance.now() - started } });
@@ -211,9 +219,16 @@ function retryState(rt: Runtime, binding: StateBinding, extra: Extra, ev: Record
   throw new ToolError('invalid_request_state', `requestState refused for ${what}: ${st.why}; send the request again without requestState and inputResponses to start over`, { code: RPC.invalidParams, status: 400 });
 }
 
-/** What a 2026-07-28 client's request passes upstream for multi round-trip requests and tasks. */
-const mrtrOut = (extra: Extra, upstreamState: string | undefined): CallOptions['mrtr'] =>
-  extra.mrtr && { inputResponses: extra.mrtr.inputResponses, requestState: upstreamState, clientCapabilities: inputCapabilities(extra.mrtr.clientCapabilities) };
+/**
+ * What a 2026-07-28 client's request passes upstream for multi round-trip requests and tasks: its
+ * inputResponses (text the client wrote: input guardrails, like arguments), the upstream's own
+ * state (aam opened its seal) and the input capabilities it declared.
+ */
+async function mrtrOut(rt: Runtime, s: SessionCtx, extra: Extra, upstreamState: string | undefined, g: { where: string; requestId: string; attached: readonly string[] | undefined; ev: Record<string, unknown> }): Promise<CallOptions['mrtr']> {
+  if (!extra.mrtr) return undefined;
+  const { inputResponses } = extra.mrtr.inputResponses === undefined ? {} : await guardInbound(rt, s, { inputResponses: extra.mrtr.inputResponses }, `${g.where} inputResponses`, g.requestId, g.attached, g.ev);
+  return { inputResponses, requestState: upstreamState, clientCapabilities: inputCapabilities(extra.mrtr.clientCapabilities) };
+}
 
 const inputUnsupported = (what: string) => new ToolError('input_required', `${what} needs input from the client (elicitation, sampling or roots); aam relays such multi round-trip requests to MCP 2026-07-28 clients only: call it with a 2026-07-28 client`, { code: RPC.upstream, status: 502 });
 
@@ -327,8 +342,8 @@ export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extr
   const binding: StateBinding = { sub: s.identity.agent.spiffeId, server: owner.name, method: RESOURCE_READ, name: uri, args: argsDigest({ uri }) };
   const state = retryState(rt, binding, extra, { plane: 'mcp', ...identityFields(s.identity), server: owner.name, resource: owner.resource, action: RESOURCE_READ }, `resources/read "${uri}"`);
   const { requestId, adm } = await authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/read "${uri}" (resource ${owner.resource})`);
-  adm.forwarded();
-  const r = await traced(s, owner, RESOURCE_READ, uri, extra, (o) => owner.upstream.readResource(uri, s.identity, { ...o, mrtr: mrtrOut(extra, state) }));
+  const mrtr = await untilForwarded(adm, () => mrtrOut(rt, s, extra, state, { where: `resources/read ${uri}`, requestId, attached: owner.spec.guardrails, ev: { plane: 'mcp', ...identityFields(s.identity), server: owner.name, resource: owner.resource, action: RESOURCE_READ } }));
+  const r = await traced(s, owner, RESOURCE_READ, uri, extra, (o) => owner.upstream.readResource(uri, s.identity, { ...o, mrtr }));
   enforceLimit(rt, owner, `resources/read "${uri}"`, r);
   return interim(rt, extra, await guardedResult(rt, s, r, `resources/read ${uri}`, requestId, owner.spec.guardrails), binding, `resources/read "${uri}"`);
 }
@@ -390,9 +405,12 @@ export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: 
   const state = retryState(rt, binding, extra, { plane: 'mcp', ...identityFields(s.identity), server: entry.name, resource: entry.resource, action: PROMPT_GET }, `prompts/get "${name}"`);
   const { requestId, adm } = await authorizeOrThrow(rt, s, entry, PROMPT_GET, { name: prompt, arguments: args ?? {} }, `prompts/get "${name}" (resource ${entry.resource})`);
   // Prompt arguments are text the agent sends: input guardrails, like tool arguments.
-  const gi = await untilForwarded(adm, () => s.access.guard('input', args ?? {}, `prompts/get ${name}`, requestId, entry.spec.guardrails));
-  if (!gi.ok) throw new ToolError('guardrail_blocked', gi.message, { code: RPC.denied, status: 400, data: { guardrail: gi.guardrail } });
-  const r = await traced(s, entry, PROMPT_GET, prompt, extra, (o) => entry.upstream.getPrompt(prompt, gi.value as Record<string, string>, s.identity, { ...o, mrtr: mrtrOut(extra, state) }));
+  const ev = { plane: 'mcp', ...identityFields(s.identity), server: entry.name, resource: entry.resource, action: PROMPT_GET };
+  const { args: guarded, mrtr } = await untilForwarded(adm, async () => ({
+    args: await guardInbound(rt, s, args ?? {}, `prompts/get ${name}`, requestId, entry.spec.guardrails, ev),
+    mrtr: await mrtrOut(rt, s, extra, state, { where: `prompts/get ${name}`, requestId, attached: entry.spec.guardrails, ev }),
+  }));
+  const r = await traced(s, entry, PROMPT_GET, prompt, extra, (o) => entry.upstream.getPrompt(prompt, guarded, s.identity, { ...o, mrtr }));
   enforceLimit(rt, entry, `prompts/get "${name}"`, r);
   return interim(rt, extra, await guardedResult(rt, s, r, `prompts/get ${name}`, requestId, entry.spec.guardrails), binding, `prompts/get "${name}"`);
 }

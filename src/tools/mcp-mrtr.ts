@@ -78,7 +78,8 @@ const DEFAULT_TTL_MS = 60 * 60_000;
 const MAX_TTL_MS = 24 * 60 * 60_000;
 
 type Json = Record<string, unknown>;
-export interface TaskBinding { sub: string; server: string; tool: string; args: Record<string, unknown>; up: string; exp: number }
+/** `args`: the digest of the creating call's arguments, so an id stays bounded whatever the call sent. */
+export interface TaskBinding { sub: string; server: string; tool: string; args: string; up: string; exp: number }
 
 export const isTask = (r: unknown): boolean => typeof r === 'object' && r !== null && (r as Json).resultType === 'task';
 

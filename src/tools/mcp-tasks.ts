@@ -1,13 +1,14 @@
 // The MCP Tasks extension (ext-tasks, SEP-2663) relayed through aam. An upstream answers a
 // tools/call with `resultType: "task"` and a taskId; the client gets aam's own taskId instead: the
-// upstream's, sealed with the caller's SPIFFE ID, the server, the tool, the call's arguments and
-// the task's expiry. tasks/get, tasks/update and tasks/cancel open it: a task is the creating
+// upstream's, sealed with the caller's SPIFFE ID, the server, the tool, a digest of the call's
+// arguments (so the id stays bounded) and the task's expiry. tasks/get, tasks/update and tasks/cancel open it: a task is the creating
 // caller's alone (for anyone else it does not exist, like A2A tasks), and each request is decided
-// by the same policy as the call that created it (that tool's resource and action, its arguments),
-// then forwarded with the upstream's taskId; what comes back is guarded and scrubbed like a result.
+// by the same policy as the call that created it (that tool's resource and action; its arguments
+// were decided when it was created, so args constraints see none and a `when` reading args fails
+// closed), then forwarded with the upstream's taskId; what comes back is guarded and scrubbed like a result.
 // Sealed rather than stored, so any replica of a fleet serves a task created through another.
 import { randomUUID } from 'node:crypto';
-import { context, enforceLimit, guardedResult, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
+import { context, enforceLimit, guardedResult, guardInbound, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { TASK_PREFIX, unseal, type TaskBinding } from './mcp-mrtr.ts';
 import { decisionFields, denialMessage } from './util.ts';
 import { identityFields, RPC, ToolError } from './types.ts';
@@ -26,15 +27,17 @@ export async function taskRequest(rt: Runtime, s: SessionCtx, method: string, pa
   const t = entry?.tools.get(b.tool);
   if (!entry || !t) throw new ToolError('unknown_tool', `the tool that created this task ("${b.tool}" on MCP server "${b.server}") is no longer available`, { code: RPC.notFound, status: 404 });
   const requestId = extra.requestId ?? `req_${randomUUID()}`;
-  const ev = { plane: 'mcp', request_id: requestId, trace_id: s.access.traceId(), ...identityFields(s.identity), server: b.server, tool: b.tool, resource: t.resource, action: t.action, method };
+  const ev = { plane: 'mcp', request_id: requestId, trace_id: s.access.traceId(), ...identityFields(s.identity), server: b.server, tool: b.tool, resource: t.resource, action: t.action, method, args_digest: b.args };
   // The same policy as the call that created the task (approval, if it needed one, was given then).
-  const d = s.access.authorize(t.resource, t.action, b.args, context(rt, s, requestId, { server: b.server, tool: b.tool, method }));
+  const d = s.access.authorize(t.resource, t.action, {}, context(rt, s, requestId, { server: b.server, tool: b.tool, method, args_digest: b.args }));
   deps.audit.record({ ...ev, type: 'tool.decision', decision: decisionFields(d) });
   if (d.effect === 'deny' || (!d.allowed && d.effect !== 'approval_required')) {
     throw new ToolError('policy_denied', denialMessage(d, `${method} for a task of tools/call "${b.tool}" (resource ${t.resource}, action ${t.action})`), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
   }
+  // Whatever else the client sends (tasks/update's inputResponses, any field) goes upstream only through the input guardrails.
   const { _meta: _ignored, taskId: _own, ...rest } = params;
-  const r = await entry.upstream.task(method, { ...rest, taskId: b.up }, s.identity, { signal: extra.signal });
+  const inbound = await guardInbound(rt, s, rest, method, requestId, entry.spec.guardrails, ev);
+  const r = await entry.upstream.task(method, { ...inbound, taskId: b.up }, s.identity, { signal: extra.signal });
   const bytes = enforceLimit(rt, entry, method, r);
   deps.audit.record({ ...ev, type: 'tool.outcome', outcome: { status: typeof r.status === 'string' ? `task_${r.status}` : 'ok', bytes } });
   const out = await guardedResult(rt, s, r, `${method} ${b.tool}`, requestId, entry.spec.guardrails);
