@@ -1,6 +1,7 @@
 // Fleet mode, usage: two replicas on one real PostgreSQL + Redis add their usage rollups to the
 // fleet's usage_rollup, so `aam usage` (the CLI with AAM_DATABASE_URL) and GET /admin/v1/usage on
-// either replica count the calls served by both.
+// either replica count the calls served by both; so does the console's spend per agent (budget live
+// totals from Redis, 30-day usage from the rollups).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -9,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
 import { doc, yaml, agentDocs } from './helpers/gateway.ts';
-import { runCli, until } from './helpers/e2e.ts';
+import { localServer, runCli, until, type LocalServer } from './helpers/e2e.ts';
 import { startGateway, type Running } from '../src/cli/serve.ts';
 
 const ADMIN = randomBytes(24).toString('hex');
@@ -19,12 +20,21 @@ let configPath: string;
 const replicas: Running[] = [];
 const urls: string[] = [];
 let key: string;
+let upstream: LocalServer;
 
 before(async () => {
   store = await fleetStore();
+  // 100 completion tokens at $1000 per 1M: $0.10 a call on the priced route.
+  upstream = await localServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ id: 'c', object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }], usage: { prompt_tokens: 5, completion_tokens: 100, total_tokens: 105 } }));
+  });
   dir = mkdtempSync(join(tmpdir(), 'aam-fleet-usage-'));
   configPath = join(dir, 'aam.yaml');
-  writeFileSync(configPath, yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] }), ...agentDocs(['one'])));
+  writeFileSync(configPath, yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] }),
+    doc('Provider', 'up', { type: 'openai-compatible', baseUrl: `${upstream.url}/v1` }),
+    doc('Model', 'priced', { targets: [{ provider: 'up', model: 'm' }], pricing: { input_per_1m: 0, output_per_1m: 1000 } }),
+    ...agentDocs(['one', 'priced'], { budget: { daily_usd: 100 } })));
   for (const i of [0, 1]) {
     const r = await startGateway({ configPath, dataDir: join(dir, `data-${i}`), port: 0, host: '127.0.0.1', env: { ...process.env, ...store.env, AAM_ADMIN_TOKEN: ADMIN, AAM_LOG_LEVEL: 'error' } });
     replicas.push(r);
@@ -37,13 +47,14 @@ before(async () => {
 after(async () => {
   for (const r of replicas) await r.close();
   await store?.drop();
+  await upstream?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-async function chat(url: string): Promise<void> {
+async function chat(url: string, model = 'one'): Promise<void> {
   const r = await fetch(`${url}/v1/chat/completions`, {
     method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ model: 'one', messages: [{ role: 'user', content: 'hi' }] }),
+    body: JSON.stringify({ model, max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] }),
   });
   assert.equal(r.status, 200, await r.text());
 }
@@ -74,4 +85,27 @@ test('usage answers fleet-wide: 3 calls on A and 2 on B are 5 in `aam usage` and
   const local = await runCli(['usage', '--json', '--since', '1h', '--config', configPath, '--data', join(dir, 'cli-data')]);
   assert.equal(local.code, 0, local.stderr);
   assert.deepEqual(JSON.parse(local.stdout), []);
+});
+
+interface AgentRow { budgets: Array<{ key: string; spent: { daily: number; monthly: number; reserved: number } }>; usage_30d: { cost_usd: number } | null; last_model_call: string | null }
+const agentRow = async (url: string): Promise<AgentRow> => {
+  const r = await fetch(`${url}/admin/v1/agents`, { headers: { authorization: `Bearer ${ADMIN}` } });
+  assert.equal(r.status, 200);
+  return ((await r.json()) as { data: Array<AgentRow & { name: string }> }).data.find((a) => a.name === 'tester')!;
+};
+
+test('the console\'s spend per agent is fleet-wide: $0.10 on A and $0.20 on B are $0.30 on either replica (budget live total, 30-day usage)', async () => {
+  await chat(urls[0], 'priced');
+  await chat(urls[1], 'priced');
+  await chat(urls[1], 'priced');
+  const near = (a: number | undefined, b: number) => a !== undefined && Math.abs(a - b) < 1e-6;
+  // Settlements reach Redis within the settle delay, rollups PostgreSQL about once a second.
+  await until(async () => (await Promise.all(urls.map(agentRow))).every((a) => near(a.budgets[0]?.spent.daily, 0.3) && near(a.usage_30d?.cost_usd, 0.3)),
+    10_000, 'both replicas showing $0.30 spent');
+  for (const url of urls) {
+    const a = await agentRow(url);
+    assert.equal(a.budgets[0].key, 'agent:tester');
+    assert.ok(near(a.budgets[0].spent.monthly, 0.3) && a.budgets[0].spent.reserved === 0, JSON.stringify(a.budgets));
+    assert.match(String(a.last_model_call), /^\d{4}-/);
+  }
 });

@@ -22,25 +22,47 @@ const DAY_MS = 86_400_000;
 /**
  * One row per Agent: who owns it, its keys, spend against each budget, the identity methods it was
  * seen using (and when last) and its last activity on each plane (model, tool, A2A). `keys` and `seen` come from the store
- * the gateway uses (embedded or fleet), so every replica answers the same.
+ * the gateway uses (embedded or fleet), and so does the spend, so every replica answers the same.
  */
-export function agentsOverview(rt: ConsoleRuntime, cfg: AccessConfig, keys: readonly KeyListing[], seen: SeenTable | null): Array<Record<string, unknown>> {
-  rt.usage.flush();
-  const spend30d = new Map(rt.usage.summary('agent', Date.now() - 30 * DAY_MS).map((r) => [String(r.agent), r]));
-  const last = lastModelCall(rt);
-  return [...cfg.policies.agents.values()].map((a) => {
-    const set = setFor(a, cfg.policies);
+export async function agentsOverview(rt: ConsoleRuntime, cfg: AccessConfig, keys: readonly KeyListing[], seen: SeenTable | null): Promise<Array<Record<string, unknown>>> {
+  const agents = [...cfg.policies.agents.values()].map((a) => ({ a, set: setFor(a, cfg.policies) }));
+  const spend = await spendOf(rt, [...new Set(agents.flatMap(({ set }) => set.limits.budgets.map((b) => b.key)))]);
+  return agents.map(({ a, set }) => {
+    const last = spend.lastCall.get(a.name);
     return {
       name: a.name, spiffe_id: a.spiffeId, owner: a.owner ?? null, team: a.team ?? null, environment: a.environment ?? null, deployment: a.deployment ?? null,
       policies: set.policies.map((p) => p.name),
       keys: keys.filter((k) => k.agent === a.name).map((k) => ({ id: k.id, name: k.name, created_at: k.createdAt, revoked_at: k.revokedAt, expires_at: k.expiresAt, last_rotated_at: k.lastRotatedAt })),
-      budgets: set.limits.budgets.map((b) => ({ key: b.key, daily_usd: b.daily_usd ?? null, monthly_usd: b.monthly_usd ?? null, spent: rt.ledger.usage(b.key), policies: b.policies })),
+      budgets: set.limits.budgets.map((b) => ({ key: b.key, daily_usd: b.daily_usd ?? null, monthly_usd: b.monthly_usd ?? null, spent: spend.budget(b.key), policies: b.policies })),
       identity_methods: seen ? methodsOf(seen.get(a.name)) : null,
-      usage_30d: spend30d.get(a.name) ?? null,
-      last_model_call: last.get(a.name) ?? null,
-      last_activity: lastActivity(seen?.get(a.name), last.get(a.name)),
+      usage_30d: spend.usage30d.get(a.name) ?? null,
+      last_model_call: last ?? null,
+      last_activity: lastActivity(seen?.get(a.name), last),
     };
   });
+}
+
+interface Spend {
+  usage30d: Map<string, Record<string, unknown>>;
+  /** Latest minute with a model call per agent (usage rollups; no audit scan), ISO time. */
+  lastCall: Map<string, string>;
+  budget(key: string): { daily: number; monthly: number; reserved: number };
+}
+
+/** Spend per agent and budget: this process's ledger and rollups, or in a fleet every replica's (PostgreSQL rollups, Redis live totals). */
+async function spendOf(rt: ConsoleRuntime, budgetKeys: string[]): Promise<Spend> {
+  const since = Date.now() - 30 * DAY_MS;
+  const byAgent = (rows: Array<Record<string, unknown>>) => new Map(rows.map((r) => [String(r.agent), r]));
+  const iso = (rows: Iterable<[string, number]>) => new Map([...rows].map(([agent, t]) => [agent, new Date(t).toISOString()]));
+  if (rt.fleet) {
+    const f = rt.fleet;
+    await f.usage.settled(); // this replica's own latest rollups first
+    const [usage, last, live] = await Promise.all([f.usage.summary('agent', since), f.usage.lastCalls(), f.limiter.usage(budgetKeys)]);
+    return { usage30d: byAgent(usage), lastCall: iso(last), budget: (k) => live.get(k) ?? { daily: 0, monthly: 0, reserved: 0 } };
+  }
+  rt.usage.flush();
+  const rows = rt.db.prepare('SELECT agent, max(minute) AS t FROM usage_rollup GROUP BY agent').all() as Array<{ agent: string; t: number }>;
+  return { usage30d: byAgent(rt.usage.summary('agent', since)), lastCall: iso(rows.map((r) => [r.agent, r.t])), budget: (k) => rt.ledger.usage(k) };
 }
 
 type Seen = NonNullable<ReturnType<SeenTable['get']>>;
@@ -58,12 +80,6 @@ function lastActivity(seen: Seen | undefined, modelCall: string | undefined): Re
   if (modelCall && (planes.model === null || modelCall > planes.model)) planes.model = modelCall;
   const times = Object.values(planes).filter((t): t is string => t !== null).sort();
   return { at: times.at(-1) ?? null, ...planes };
-}
-
-/** Latest minute with a model call per agent (usage rollups; no audit scan). */
-function lastModelCall(rt: ConsoleRuntime): Map<string, string> {
-  const rows = rt.db.prepare('SELECT agent, max(minute) AS t FROM usage_rollup GROUP BY agent').all() as Array<{ agent: string; t: number }>;
-  return new Map(rows.map((r) => [r.agent, new Date(r.t).toISOString()]));
 }
 
 const verdict = (d: Decision) => ({ effect: d.effect, policy: d.policy || null, rule: d.rulePath ?? null, reason: d.reason });

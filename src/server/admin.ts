@@ -111,7 +111,7 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     return sendJson(ctx, 200, { actor: who.actor, role: who.role, csrf_token: who.session?.csrf ?? null, session_expires_at: who.session ? new Date(who.session.expiresAt).toISOString() : null });
   }
   if (method === 'GET' && rest === '/keys') return sendJson(ctx, 200, { data: await rt.keyBook.list() });
-  if (method === 'GET' && rest === '/agents') return sendJson(ctx, 200, { data: agentsOverview(rt, ctx.cfg, await rt.keyBook.list(), await seenTable(rt)) });
+  if (method === 'GET' && rest === '/agents') return sendJson(ctx, 200, { data: await agentsOverview(rt, ctx.cfg, await rt.keyBook.list(), await seenTable(rt)) });
   if (method === 'GET' && (m = /^\/agents\/([^/]+)$/.exec(rest))) {
     const name = decodeURIComponent(m[1]);
     const a = ctx.cfg.policies.agents.get(name);

@@ -377,29 +377,63 @@ export class FleetLimiter implements Limiter {
     this.#idle = setTimeout(() => { void this.#sendQueued(); }, this.#settleDelay);
   }
 
-  /** Seed budget totals of this window into Redis from PostgreSQL (plus what this replica has not flushed). */
-  async #seed(req: AdmitRequest, indexes: number[], d: number, m: number): Promise<void> {
-    const names = indexes.map((i) => req.budgets[i - 1].key);
+  /** Settled spend of the day `d` and month `m` in PostgreSQL, plus what this replica has not flushed. */
+  async #settled(names: readonly string[], d: number, m: number): Promise<(key: string, period: Period) => number> {
     let rows: Array<{ key: string; period: string; spent_usd: number }>;
     try {
       rows = await this.#fleet.sql`SELECT key, period, spent_usd FROM budget_spend
-        WHERE key = ANY(${names}) AND ((period = 'daily' AND window_start = ${d}) OR (period = 'monthly' AND window_start = ${m}))`;
+        WHERE key = ANY(${names as string[]}) AND ((period = 'daily' AND window_start = ${d}) OR (period = 'monthly' AND window_start = ${m}))`;
       this.#fleet.notePostgres(null);
     } catch (e) {
       this.#fleet.notePostgres(e);
       throw new StoreUnavailable('postgres', `settled budget spend could not be read: ${(e as Error).message}`);
     }
+    this.#fold();
+    return (key, period) => {
+      const start = period === 'daily' ? d : m;
+      return (rows.find((x) => x.key === key && x.period === period)?.spent_usd ?? 0) + (this.#pending.get(`${key}|${period}|${start}`) ?? 0);
+    };
+  }
+
+  /** Seed budget totals of this window into Redis from PostgreSQL (plus what this replica has not flushed). */
+  async #seed(req: AdmitRequest, indexes: number[], d: number, m: number): Promise<void> {
+    const names = indexes.map((i) => req.budgets[i - 1].key);
+    const spent = await this.#settled(names, d, m);
     const p = this.#fleet.prefix;
     const r = this.#fleet.redis;
-    this.#fold();
     try {
-      await Promise.all(names.flatMap((key) => {
-        const spent = (period: Period, start: number) => (rows.find((x) => x.key === key && x.period === period)?.spent_usd ?? 0) + (this.#pending.get(`${key}|${period}|${start}`) ?? 0);
-        return [r.hsetnx(`${p}b:${key}`, `d:${d}`, String(spent('daily', d))), r.hsetnx(`${p}b:${key}`, `m:${m}`, String(spent('monthly', m)))];
-      }));
+      await Promise.all(names.flatMap((key) => [
+        r.hsetnx(`${p}b:${key}`, `d:${d}`, String(spent(key, 'daily'))), r.hsetnx(`${p}b:${key}`, `m:${m}`, String(spent(key, 'monthly'))),
+      ]));
     } catch (e) {
       throw new StoreUnavailable('redis', (e as Error).message);
     }
+  }
+
+  /**
+   * Fleet-wide spend of budget keys this day and month and what is reserved now: the live totals
+   * the admission script checks, or, for a key no request loaded into Redis yet this window, the
+   * settled spend in PostgreSQL (the console's spend per agent; the same on every replica).
+   */
+  async usage(keys: readonly string[], now = Date.now()): Promise<Map<string, { daily: number; monthly: number; reserved: number }>> {
+    const w = this.#windowAt(now);
+    const p = this.#fleet.prefix;
+    let live: Array<Array<string | null>>;
+    try {
+      live = await Promise.all(keys.map((k) => this.#fleet.redis.hmget(`${p}b:${k}`, w.dayField, w.monthField, 'r')));
+    } catch (e) {
+      throw new StoreUnavailable('redis', (e as Error).message);
+    }
+    const cold = keys.filter((_, i) => live[i][0] === null || live[i][1] === null);
+    const settled = cold.length > 0 ? await this.#settled(cold, w.d, w.m) : () => 0;
+    return new Map(keys.map((k, i) => {
+      const [day, month, reserved] = live[i];
+      return [k, {
+        daily: day !== null ? Number(day) : settled(k, 'daily'),
+        monthly: month !== null ? Number(month) : settled(k, 'monthly'),
+        reserved: Math.max(0, Number(reserved ?? 0)),
+      }];
+    }));
   }
 
   settle(t: Ticket, costUsd: number | null, tokens: number | null): void {

@@ -71,6 +71,12 @@ export class FleetUsage {
       FROM usage_rollup WHERE minute >= $1 GROUP BY 1 ORDER BY cost_usd DESC NULLS LAST`, [minuteStart(since)]);
   }
 
+  /** The latest minute with a call, per agent, fleet-wide (bigint minute as a number). */
+  async lastCalls(): Promise<Map<string, number>> {
+    const rows = await this.#sql<Array<{ agent: string; t: string }>>`SELECT agent, max(minute) AS t FROM usage_rollup GROUP BY agent`;
+    return new Map(rows.map((r) => [r.agent, Number(r.t)]));
+  }
+
   /** Fleet-wide per UTC day since `since`: requests, tokens and cost per grouping (spend over time). */
   async daily(by: UsageGrouping, since: number): Promise<Array<{ day: string; key: string } & DayTotals>> {
     const rows = await this.#sql.unsafe<Array<{ d: string; k: string } & DayTotals>>(`SELECT (minute / 86400000) * 86400000 AS d, ${by === 'key' ? 'key_id' : by} AS k, sum(requests)::float8 AS requests,
