@@ -2,7 +2,9 @@
 // shared machine disturbs far less than wall-clock latency. Each source tree given is built to
 // JavaScript (as `npm start` runs it) and served in its own process; rounds interleave the trees
 // so that they see the same load. The mock upstream is bench/mock-upstream.js.
-//   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] TREE [TREE...]
+//   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] [--kind nonstream,stream,responses,responses-stream] [--bare] TREE [TREE...]
+// --bare: the bare pass-through proxy (bench/bare-proxy.ts) joins the rounds as a tree named 'bare'
+// (chat kinds only: it forwards the request as it is), the floor the gateway is compared with.
 // TREE: a directory holding src/ and scripts/build.ts (a git worktree of aam); default: this one.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -11,8 +13,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
+import { bareProxyScript } from './lib/bare.ts';
 import { aamBenchConfig, aamServeArgv, buildAam, createAamKey, type AamBuild } from './lib/aam.ts';
-import { CLK_TCK, cpuTicks, startProcess, stopProcess, waitHttp } from './lib/procs.ts';
+import { CLK_TCK, cpuTicks, startProcess, stopProcess, threadTicks, waitHttp } from './lib/procs.ts';
 import { sendOnce, type RequestSpec } from './lib/http-once.ts';
 import { freePort } from '../test/helpers/e2e.ts';
 
@@ -21,20 +24,29 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const NODE = process.execPath;
 const { values: opt, positionals } = parseArgs({
   allowPositionals: true,
-  options: { n: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '3' }, conc: { type: 'string', default: '4' }, prof: { type: 'boolean', default: false }, strace: { type: 'boolean', default: false }, kind: { type: 'string' } },
+  options: { n: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '3' }, conc: { type: 'string', default: '4' }, prof: { type: 'boolean', default: false }, bare: { type: 'boolean', default: false }, strace: { type: 'boolean', default: false }, kind: { type: 'string' } },
 });
 const N = Number(opt.n);
 const ROUNDS = Number(opt.rounds);
 const CONC = Number(opt.conc);
 const trees = (positionals.length ? positionals : [join(HERE, '..')]).map((t) => resolve(t));
-for (const t of trees) mkdirSync(join(t, 'bench', 'tmp'), { recursive: true });
+for (const t of [...trees, join(HERE, '..')]) mkdirSync(join(t, 'bench', 'tmp'), { recursive: true });
 
 const base = { model: 'gpt-4o-mini', messages: [{ role: 'system', content: 'You are a helpful assistant.' }, { role: 'user', content: 'Say hello in one short sentence.' }], max_tokens: 64, temperature: 0.2 };
-const ALL_KINDS = {
-  nonstream: Buffer.from(JSON.stringify(base)),
-  stream: Buffer.from(JSON.stringify({ ...base, stream: true, stream_options: { include_usage: true } })),
+// The same request in the Responses API (translated to the mock's chat completions; not stored), as bench/run.ts sends it.
+const resp = { model: 'gpt-4o-mini', instructions: 'You are a helpful assistant.', input: 'Say hello in one short sentence.', max_output_tokens: 64, temperature: 0.2, store: false };
+interface Kind { path: string; body: Buffer; stream: boolean }
+const CHAT = '/v1/chat/completions';
+const ALL_KINDS: Record<string, Kind> = {
+  nonstream: { path: CHAT, stream: false, body: Buffer.from(JSON.stringify(base)) },
+  stream: { path: CHAT, stream: true, body: Buffer.from(JSON.stringify({ ...base, stream: true, stream_options: { include_usage: true } })) },
+  responses: { path: '/v1/responses', stream: false, body: Buffer.from(JSON.stringify(resp)) },
+  'responses-stream': { path: '/v1/responses', stream: true, body: Buffer.from(JSON.stringify({ ...resp, stream: true })) },
 };
-const KINDS = Object.fromEntries(Object.entries(ALL_KINDS).filter(([k]) => opt.kind === undefined || k === opt.kind));
+// --kind a,b: only those (default: chat non-stream and stream).
+const wanted = (opt.kind ?? 'nonstream,stream').split(',');
+const KINDS = Object.fromEntries(Object.entries(ALL_KINDS).filter(([k]) => wanted.includes(k)));
+if (Object.keys(KINDS).length !== wanted.length) throw new Error(`--kind: use ${Object.keys(ALL_KINDS).join(', ')}`);
 
 interface Gateway { tree: string; child: ChildProcess; pool: Pool; key: string }
 
@@ -66,34 +78,53 @@ try {
     if (!(await waitHttp(`http://127.0.0.1:${port}/healthz`, 60_000, 200, child))) throw new Error(`aam from ${tree} did not start (log: ${join(dir, 'aam.log')})`);
     gws.push({ tree, child, key, pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
   }
+  if (opt.bare) {
+    const port = await freePort();
+    // Written inside this repo (bench/tmp/) so that `undici` resolves.
+    const out = mkdtempSync(join(HERE, 'tmp', 'cpu-bare-'));
+    outs.push(out);
+    const child = startProcess(NO_PIN, [NODE, bareProxyScript(out)], { UPSTREAM_URL: `http://127.0.0.1:${mockPort}`, PORT: String(port) }, join(work, 'bare.log'));
+    children.push(child);
+    if (!(await waitHttp(`http://127.0.0.1:${port}/__mock/stats`, 20_000, 200, child))) throw new Error('bare proxy did not start');
+    gws.push({ tree: 'bare', child, key: 'dummy', pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
+  }
+  const skip = (g: Gateway, kind: Kind): boolean => g.tree === 'bare' && kind.path !== CHAT;
 
+  /** Per thread name, microseconds per request of the last run (threads alive at its end). */
+  let byThread = '';
   /** `n` requests, `CONC` at a time; the gateway's CPU microseconds per request. */
-  const run = async (g: Gateway, body: Buffer, n: number, stream: boolean): Promise<number> => {
-    const spec: RequestSpec = { path: '/v1/chat/completions', headers: { 'content-type': 'application/json', authorization: `Bearer ${g.key}` }, body };
+  const run = async (g: Gateway, kind: Kind, n: number): Promise<number> => {
+    const spec: RequestSpec = { path: kind.path, headers: { 'content-type': 'application/json', authorization: `Bearer ${g.key}` }, body: kind.body };
+    const stream = kind.stream;
     let left = n;
     const t0 = cpuTicks(g.child.pid as number) as number;
+    const th0 = threadTicks(g.child.pid as number);
     await Promise.all(Array.from({ length: CONC }, async () => {
       while (left-- > 0) {
         const t = await sendOnce(g.pool, spec, stream);
         if (t.status !== 200) throw new Error(`status ${t.status} from ${g.tree}`);
       }
     }));
-    return (((cpuTicks(g.child.pid as number) as number) - t0) / CLK_TCK) * 1e6 / n;
+    const perReq = (ticks: number): number => (ticks / CLK_TCK) * 1e6 / n;
+    byThread = [...threadTicks(g.child.pid as number)].map(([name, t]) => [name, perReq(t - (th0.get(name) ?? 0))] as const)
+      .filter(([, us]) => us >= 0.5).sort((a, b) => b[1] - a[1]).map(([name, us]) => `${name} ${us.toFixed(1)}`).join(', ');
+    return perReq((cpuTicks(g.child.pid as number) as number) - t0);
   };
 
-  for (const g of gws) for (const [k, body] of Object.entries(KINDS)) await run(g, body, Math.min(N, 5000), k === 'stream'); // warm-up (JIT)
+  for (const g of gws) for (const kind of Object.values(KINDS)) if (!skip(g, kind)) await run(g, kind, Math.min(N, 5000)); // warm-up (JIT)
   const results = new Map<string, number[]>();
   for (let r = 0; r < ROUNDS; r++) {
     for (const g of gws) {
-      for (const [k, body] of Object.entries(KINDS)) {
+      for (const [k, kind] of Object.entries(KINDS)) {
+        if (skip(g, kind)) continue;
         // --strace: system calls of the gateway (all threads) over this round, counted (slows it: CPU is then not comparable).
         const st = opt.strace ? spawn('strace', ['-c', '-f', '-p', String(g.child.pid), '-o', join(work, 'strace.txt')], { stdio: 'ignore' }) : undefined;
         if (st) await new Promise((r) => setTimeout(r, 1000));
-        const us = await run(g, body, N, k === 'stream');
+        const us = await run(g, kind, N);
         if (st) { st.kill('SIGINT'); await new Promise((r) => st.once('exit', r)); console.log(readFileSync(join(work, 'strace.txt'), 'utf8').split('\n').slice(0, 16).join('\n')); }
         const key = `${g.tree} ${k}`;
         results.set(key, [...(results.get(key) ?? []), us]);
-        console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request`);
+        console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request (by thread: ${byThread})`);
       }
     }
   }

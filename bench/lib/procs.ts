@@ -2,7 +2,7 @@
 // their memory and CPU use from /proc (Linux only, like taskset).
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { createWriteStream, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export interface PinOptions {
@@ -118,6 +118,23 @@ export function cpuTicks(pid: number): number | null {
   } catch {
     return null;
   }
+}
+
+/** utime+stime per thread name of a live process (/proc/<pid>/task/<tid>: comm, stat), summed over threads of one name. */
+export function threadTicks(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  let tids: string[] = [];
+  try { tids = readdirSync(`/proc/${pid}/task`); } catch { return out; }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      // The main thread's comm is the program's (node); name it for what it does.
+      const name = tid === String(pid) ? 'main' : stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(name, (out.get(name) ?? 0) + Number(fields[11]) + Number(fields[12]));
+    } catch { /* the thread exited meanwhile */ }
+  }
+  return out;
 }
 
 /** Busy ticks (user+nice+system+irq+softirq) per CPU, from /proc/stat. */
