@@ -49,6 +49,21 @@ test('id pool gives distinct lowercase hex ids of the right length across refill
   assert.equal(seen.size, 400);
 });
 
+test('trace ids start with the time in ms, so ids made later sort after earlier ones (the audit trace index appends)', async () => {
+  const pool = new IdPool(64);
+  const before = Date.now();
+  const first = pool.traceId();
+  const at = parseInt(first.slice(0, 12), 16);
+  assert.ok(at >= before && at <= Date.now(), `time prefix ${at} not within [${before}, now]`);
+  // Wait for the next millisecond (no sleep: the clock moves on its own).
+  while (Date.now() === at) await new Promise((r) => setImmediate(r));
+  const later = pool.traceId();
+  assert.ok(later > first, `${later} should sort after ${first}`);
+  // The rest stays random: ids of one millisecond differ.
+  const same = new Set(Array.from({ length: 50 }, () => pool.traceId().slice(12)));
+  assert.equal(same.size, 50);
+});
+
 test('spans arrive with the OTLP/JSON structure, typed attributes, kinds, status and nanosecond times', async () => {
   const col = await startCollector();
   const tracer = createTracer({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: col.url + '/', OTEL_SERVICE_NAME: 'aam-test', OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment=ci,team=a%20b' } })!;
