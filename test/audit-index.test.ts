@@ -1,13 +1,20 @@
-// The key index (audit_key_blocks): queries by request id or agent read only the blocks that hold
-// them, and answer exactly what the block scan answers: after a restart, after retention, and for
-// a data dir written before the index existed (built in the background by the writer thread).
+// The key index (audit_key_blocks): queries by request id, agent, team, decision, type, plane or
+// trace id read only the blocks that hold them, and answer exactly what the block scan answers:
+// after a restart, after retention, and for a data dir written before the index (or its newer
+// kinds) existed (built in the background by the writer thread). Every filter the API, live tail,
+// console and CLI offer is checked against SQLite's query plan.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openAuditLog } from '../src/audit/log.ts';
 import type { AuditLog } from '../src/audit/log.ts';
-import { queryEvents } from '../src/audit/query.ts';
+import { keyConditions, queryEvents } from '../src/audit/query.ts';
+import { readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import type { AuditQuery } from '../src/audit/query.ts';
-import { backfillKeyIndex, getMeta, KEY_INDEX_FROM, openAuditDb, readEvents, setMeta, toEvent, TRACE_INDEX_FROM, traceIdsOf } from '../src/audit/store.ts';
+import { backfillKeyIndex, blockSelects, FACET_INDEX_FROM, getMeta, indexKeysOf, KEY_INDEX_FROM, openAuditDb, readEvents, setMeta, toEvent, TRACE_INDEX_FROM, traceIdsOf } from '../src/audit/store.ts';
+import { adminEvent } from '../src/audit/event.ts';
+import type { AuditEventInput } from '../src/audit/event.ts';
+import { verifyDatabase } from '../src/audit/verify.ts';
 import type { DatabaseSync } from 'node:sqlite';
 import { sampleEvent, tempDir } from './audit-helpers.ts';
 import { until } from './helpers/e2e.ts';
@@ -16,18 +23,23 @@ const QUERIES: AuditQuery[] = [
   { requestId: 'req-3' }, { requestId: 'req-3', order: 'asc' }, { requestId: 'req-44' }, { requestId: 'nope' },
   { agent: 'finance-analyst' }, { agent: 'finance-analyst', order: 'asc', limit: 7 }, { agent: 'support-bot', decision: 'deny' },
   { agent: 'nobody' }, { agent: 'support-bot', requestId: 'req-10' },
+  { decision: 'deny' }, { decision: 'deny', order: 'asc', limit: 3 }, { decision: 'escalate' }, { type: 'model_call', limit: 5 }, { type: 'admin' },
+  { plane: 'model' }, { plane: 'tool' }, { plane: 'a2a' }, { plane: 'admin' }, { plane: 'model', decision: 'deny', agent: 'finance-analyst' },
+  { agents: ['finance-analyst', 'nobody'] }, { agents: ['support-bot', 'finance-analyst'], decision: 'deny', plane: 'model', order: 'asc' },
+  { agents: ['nobody', 'ghost'] }, { agent: 'support-bot', agents: ['finance-analyst'] },
 ];
+const MARKERS = [KEY_INDEX_FROM, FACET_INDEX_FROM, TRACE_INDEX_FROM];
 
 /** Every query through the index, then with the index switched off (the plain block scan): same events. */
 function assertSameAsScan(db: DatabaseSync, label: string): void {
   const indexed = QUERIES.map((q) => queryEvents(db, q).map((e) => e.seq));
-  const from = getMeta(db, KEY_INDEX_FROM);
-  db.prepare('DELETE FROM audit_meta WHERE key = ?').run(KEY_INDEX_FROM);
+  const saved = MARKERS.map((m) => getMeta(db, m));
+  for (const m of MARKERS) db.prepare('DELETE FROM audit_meta WHERE key = ?').run(m);
   try {
     const scanned = QUERIES.map((q) => queryEvents(db, q).map((e) => e.seq));
     assert.deepEqual(indexed, scanned, label);
   } finally {
-    if (from !== undefined) setMeta(db, KEY_INDEX_FROM, from);
+    MARKERS.forEach((m, i) => { if (saved[i] !== undefined) setMeta(db, m, saved[i]); });
   }
 }
 
@@ -85,15 +97,16 @@ test('a data dir written before the index is indexed in the background, and answ
   // The old format: no index table rows and no index marker.
   const db = openAuditDb(dir);
   db.exec('DELETE FROM audit_key_blocks');
-  db.prepare('DELETE FROM audit_meta WHERE key = ?').run(KEY_INDEX_FROM);
+  db.prepare('DELETE FROM audit_meta WHERE key IN (?, ?)').run(KEY_INDEX_FROM, FACET_INDEX_FROM);
   // Slice by slice (as the writer does), queries mix index and scan and still match the scan.
   assertSameAsScan(db, 'no index yet');
   let slices = 0;
   while (backfillKeyIndex(db, 3)) { slices++; assertSameAsScan(db, `after ${slices} slices`); }
   assert.equal(getMeta(db, KEY_INDEX_FROM), '0');
+  assert.equal(getMeta(db, FACET_INDEX_FROM), '0');
   // And the writer thread builds it on its own at start.
   db.exec('DELETE FROM audit_key_blocks');
-  db.prepare('DELETE FROM audit_meta WHERE key = ?').run(KEY_INDEX_FROM);
+  db.prepare('DELETE FROM audit_meta WHERE key IN (?, ?)').run(KEY_INDEX_FROM, FACET_INDEX_FROM);
   db.close();
   log = openAuditLog({ dataDir: dir, batchSize: 10 });
   await until(() => getMeta(log.db, KEY_INDEX_FROM) === '0', 30_000, 'the writer to index the old blocks');
@@ -136,5 +149,109 @@ test('queries by trace id use the trace index, match the scan, and still find ev
   // And with the trace index switched off entirely: the scan gives what the index gave.
   log.db.prepare('DELETE FROM audit_meta WHERE key = ?').run(TRACE_INDEX_FROM);
   assert.deepEqual(traces.map((t) => queryEvents(log.db, { traceId: t, order: 'asc' }).map((e) => e.seq)), indexed);
+  await log.close();
+});
+
+/** Events of every plane: model (sampleEvent), tool and A2A decisions and calls, admin actions. */
+function planeEvent(i: number): AuditEventInput {
+  const who = { spiffe_id: 'spiffe://prod/agent/support-bot', agent: 'support-bot', method: 'virtual_key' } as AuditEventInput['identity'];
+  const policy = (decision: string) => ({ name: 'p', version: 'v', rule: 0, decision, reason: 'r' });
+  switch (i % 6) {
+    case 0: return { type: 'decision', request_id: `t-${i}`, identity: who, policy: policy(i % 4 ? 'allow' : 'deny'), tool: { server: 'notes', tool: 'read', args_digest: 'sha256:1' } };
+    case 1: return { type: 'tool_call', request_id: `t-${i - 1}`, identity: who, tool: { server: 'notes', tool: 'read', args_digest: 'sha256:1' }, outcome: { status: 200 } };
+    case 2: return { type: 'decision', request_id: `a-${i}`, identity: who, policy: policy('deny'), a2a: { agent: 'helper', method: 'SendMessage' } };
+    case 3: return adminEvent('key.create', 'support-bot', 'admin-token');
+    default: return sampleEvent(i);
+  }
+}
+
+test('decisions, types and planes are in the index: a filter that matches nothing reads no block, and a trail from before them is indexed in the background and still verifies', async () => {
+  // A decision's plane comes from its line: the members present, or every plane when the line cannot be read.
+  const keys = JSON.stringify(['t', 'decision', 'r', 'a', 'deny', 't', 'tool_call', 'r', 'a', null]);
+  const planes = (lines?: () => Buffer | undefined) => indexKeysOf(keys, lines).filter((k) => k.kind === 'p').map((k) => k.value).sort();
+  assert.deepEqual(planes(() => Buffer.from('{"type":"decision","tool":{"server":"s"}}\n{"type":"tool_call"}\n')), ['tool']);
+  assert.deepEqual(planes(() => undefined), ['a2a', 'model', 'tool']);
+  assert.deepEqual(indexKeysOf(keys).filter((k) => k.kind === 'd' || k.kind === 'y').map((k) => k.kind + k.value), ['ydecision', 'ddeny', 'ytool_call']);
+
+  const dir = tempDir();
+  let log = openAuditLog({ dataDir: dir, batchSize: 10 });
+  await writeBatches(log, 0, 40); // model-plane events only
+  await until(() => getMeta(log.db, FACET_INDEX_FROM) === '0', 30_000, 'the writer to start the facet index');
+  // Values no block holds: no block's keys are read (they are broken here, which a read would throw on).
+  const none: AuditQuery[] = [{ decision: 'escalate' }, { type: 'admin' }, { plane: 'tool' }, { plane: 'a2a' }, { plane: 'admin' }, { agents: ['nobody', 'ghost'] }, { agent: 'support-bot', plane: 'tool' }];
+  log.db.exec("UPDATE audit_blocks SET keys = 'not json'");
+  assert.throws(() => queryEvents(log.db, { plane: 'model' }), SyntaxError, 'a block that may match is read');
+  for (const q of none) assert.deepEqual(queryEvents(log.db, q), [], JSON.stringify(q));
+  await log.close();
+  rmTrail(dir);
+
+  log = openAuditLog({ dataDir: dir, batchSize: 10 });
+  for (let i = 0; i < 60; i++) { log.record(planeEvent(i)); if (i % 10 === 9) await log.flush(); }
+  await log.flush();
+  await log.checkpoint();
+  const pub = log.publicKeyPem();
+  assertSameAsScan(log.db, 'every plane');
+  assert.deepEqual(queryEvents(log.db, { plane: 'a2a', order: 'asc' }).map((e) => e.seq), [3, 9, 15, 21, 27, 33, 39, 45, 51, 57], 'the A2A decisions');
+  assert.ok(queryEvents(log.db, { plane: 'tool' }).some((e) => e.type === 'tool_call'));
+  const before = QUERIES.map((q) => queryEvents(log.db, q).map((e) => e.seq));
+  // A trail indexed by the previous version: request ids and agents only, no facet marker.
+  log.db.exec("DELETE FROM audit_key_blocks WHERE kind IN ('d', 'y', 'p')");
+  log.db.prepare('DELETE FROM audit_meta WHERE key = ?').run(FACET_INDEX_FROM);
+  await log.close();
+  log = openAuditLog({ dataDir: dir, batchSize: 10 });
+  await until(() => getMeta(log.db, FACET_INDEX_FROM) === '0', 30_000, 'the writer to index decisions, types and planes of the old blocks');
+  assert.ok(Number(log.db.prepare("SELECT count(*) AS n FROM audit_key_blocks WHERE kind = 'p' AND value = 'a2a'").get()?.n) > 0);
+  assert.deepEqual(QUERIES.map((q) => queryEvents(log.db, q).map((e) => e.seq)), before, 'the same answers after the migration');
+  await log.close();
+  const v = verifyDatabase(dir, pub);
+  assert.ok(v.ok && v.events === 60 && v.checkpoints > 0 && v.unsignedTail === 0, JSON.stringify(v));
+});
+
+/** Start a new trail in the same directory (the test reuses one temp dir for two trails). */
+function rmTrail(dir: string): void {
+  for (const f of readdirSync(dir)) rmSync(join(dir, f), { recursive: true, force: true });
+}
+
+test('query plans: every filter and combination the API, live tail, console and CLI offer reads audit_blocks by primary key and narrows through audit_key_blocks', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir, batchSize: 10 });
+  await writeBatches(log, 0, 30);
+  await until(() => getMeta(log.db, KEY_INDEX_FROM) === '0' && getMeta(log.db, FACET_INDEX_FROM) === '0', 30_000, 'the index markers');
+  const filters: Record<string, AuditQuery> = {
+    agent: { agent: 'support-bot' }, team: { agents: ['support-bot', 'finance-analyst'] }, decision: { decision: 'deny' },
+    plane: { plane: 'tool' }, type: { type: 'admin' }, requestId: { requestId: 'req-3' }, traceId: { traceId: traceOf(3) },
+  };
+  const names = Object.keys(filters);
+  const combos: string[][] = [[], ...names.map((n) => [n]), ...names.flatMap((a, i) => names.slice(i + 1).map((b) => [a, b])), names];
+  const now = Date.now();
+  const times: AuditQuery[] = [{}, { since: new Date(now - 3_600_000) }, { since: new Date(now - 3_600_000), until: new Date(now + 60_000) }];
+  const explain = (sql: string, args: (number | string)[]) => log.db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...args).map((r) => String(r.detail));
+  let checked = 0;
+  for (const combo of combos) {
+    for (const time of times) {
+      for (const order of ['desc', 'asc'] as const) {
+        const q: AuditQuery = Object.assign({ order }, time, ...combo.map((n) => filters[n]));
+        const conditions = keyConditions(q);
+        const iso = (d: string | Date | undefined) => (d === undefined ? undefined : new Date(d).toISOString());
+        const { bounds, selects } = blockSelects(log.db, { since: iso(time.since), until: iso(time.until), desc: order === 'desc', indexed: conditions });
+        const label = JSON.stringify(q);
+        // Time bounds walk only the time index's own entries, never the table.
+        for (const b of bounds) {
+          const bp = explain(b.sql, b.args).join(' | ');
+          assert.match(bp, /SEARCH audit_blocks USING COVERING INDEX audit_blocks_m(ax|in)_time/, `${label}: ${bp}`);
+          assert.doesNotMatch(bp, /SCAN/, `${label}: ${bp}`);
+        }
+        assert.equal(bounds.length, time.until ? 2 : time.since ? 1 : 0);
+        assert.equal(selects.length, 1, `a fully indexed trail is read in one SELECT: ${label}`);
+        const plan = explain(selects[0].sql, selects[0].args);
+        const text = plan.join(' | ');
+        assert.match(plan[0], /^SEARCH audit_blocks USING INTEGER PRIMARY KEY/, `${label}: ${text}`);
+        assert.doesNotMatch(text, /SCAN|TEMP B-TREE/, `${label}: ${text}`);
+        assert.equal(plan.filter((l) => /^SEARCH audit_key_blocks USING PRIMARY KEY \(kind=\? AND value=\? AND first_seq>\?\)$/.test(l)).length, conditions.length, `${label}: ${text}`);
+        checked++;
+      }
+    }
+  }
+  assert.equal(checked, combos.length * 6);
   await log.close();
 });

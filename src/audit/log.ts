@@ -20,7 +20,7 @@ import type { CheckpointType } from './checkpoint.ts';
 import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import { checkpointFilePath } from './anchor.ts';
 import type { SigningKey } from './keys.ts';
-import { KEYS, KEY_INDEX_FROM, auditDbPath, blockEvents, getMeta, lastBlock, openAuditDb, readCheckpoints, retentionAnchor, segmentReferenced, setMeta, transaction } from './store.ts';
+import { KEYS, KEY_INDEX_FROM, FACET_INDEX_FROM, auditDbPath, blockEvents, getMeta, lastBlock, openAuditDb, readCheckpoints, retentionAnchor, segmentReferenced, setMeta, transaction } from './store.ts';
 import { claimedKey, closedKey, createSegment, writtenWhole, deleteSegment, indexedKey, legacyJournalKey, legacyJournalLines, linesFrom, listSegments, openInThisProcess, processAlive, processStartOf, segmentFileName } from './segment.ts';
 import type { SegmentFile } from './segment.ts';
 import type { WriterInit, WriterReply, WriterRequest } from './writer-worker.ts';
@@ -227,7 +227,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   const orphanCount = items.length;
   if (orphanCount || pendingClose.length) queueMicrotask(() => schedule(true));
   // A trail from before the key index: the thread indexes it in slices from its start (writer-worker.ts).
-  else if (getMeta(db, KEY_INDEX_FROM) !== '0' && lastBlock(db)) worker = startWorker();
+  else if ((getMeta(db, KEY_INDEX_FROM) !== '0' || getMeta(db, FACET_INDEX_FROM) !== '0') && lastBlock(db)) worker = startWorker();
 
   const queued = (): number => items.length - qHead;
   const alert = (a: Omit<AuditAlert, 'queued'>): void => {

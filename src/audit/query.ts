@@ -5,7 +5,7 @@ import type { DatabaseSync } from 'node:sqlite';
 import type { AuditEvent, Plane } from './event.ts';
 import { planeOf, PLANES, typeMayBeIn } from './event.ts';
 import { readEvents, toEvent } from './store.ts';
-import type { EventKeys } from './store.ts';
+import type { EventKeys, KeyCondition } from './store.ts';
 
 export interface AuditQuery {
   agent?: string;
@@ -44,13 +44,8 @@ export function queryEvents(db: DatabaseSync, q: AuditQuery = {}): AuditEvent[] 
   // The trace id is not a block key: the trace index narrows the blocks, the event text decides (exact member, no parse).
   const trace = q.traceId === undefined ? undefined : `"trace_id":"${traceIdArg(q.traceId)}"`;
   const out: AuditEvent[] = [];
-  // The most selective indexed key narrows the blocks read; `match` still decides per event.
-  const oneAgent = q.agent ?? (agents?.size === 1 ? [...agents][0] : undefined);
-  const indexed = q.requestId !== undefined ? { kind: 'r' as const, value: q.requestId }
-    : q.traceId !== undefined ? { kind: 't' as const, value: traceIdArg(q.traceId) }
-    : oneAgent !== undefined ? { kind: 'a' as const, value: oneAgent } : undefined;
   if (agents?.size === 0) return out;
-  for (const e of readEvents(db, { since, until, desc: q.order !== 'asc', match, indexed })) {
+  for (const e of readEvents(db, { since, until, desc: q.order !== 'asc', match, indexed: keyConditions(q) })) {
     if (trace !== undefined && !e.text.includes(trace)) continue;
     // A decision event's plane is what it decided on: only its text says. A decision about
     // another plane lacks the member, so most are skipped without a parse.
@@ -60,6 +55,19 @@ export function queryEvents(db: DatabaseSync, q: AuditQuery = {}): AuditEvent[] 
     out.push(event);
     if (out.length >= limit) break;
   }
+  return out;
+}
+
+/** The key-index conditions of a query: a block must hold a value of each (`match` still decides per event). */
+export function keyConditions(q: AuditQuery): KeyCondition[] {
+  const out: KeyCondition[] = [];
+  if (q.requestId !== undefined) out.push({ kind: 'r', values: [q.requestId] });
+  if (q.traceId !== undefined) out.push({ kind: 't', values: [traceIdArg(q.traceId)] });
+  if (q.agent !== undefined) out.push({ kind: 'a', values: [q.agent] });
+  if (q.agents !== undefined) out.push({ kind: 'a', values: [...new Set(q.agents)] });
+  if (q.decision !== undefined) out.push({ kind: 'd', values: [q.decision] });
+  if (q.type !== undefined) out.push({ kind: 'y', values: [q.type] });
+  if (q.plane !== undefined) out.push({ kind: 'p', values: [planeArg(q.plane)] });
   return out;
 }
 

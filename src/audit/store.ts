@@ -7,7 +7,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import type { AuditEvent } from './event.ts';
-import { sealedText } from './event.ts';
+import { planeOf, sealedText } from './event.ts';
 import type { Checkpoint, CheckpointType } from './checkpoint.ts';
 import { transaction } from '../store/sqlite.ts';
 import { closedKey, createSegment, deleteSegment, listSegments, readBytes, readLines, writtenWhole } from './segment.ts';
@@ -55,8 +55,9 @@ export function openAuditDb(dataDir: string, opts: { busyTimeoutMs?: number } = 
     CREATE INDEX IF NOT EXISTS audit_blocks_max_time ON audit_blocks(max_time);
     CREATE INDEX IF NOT EXISTS audit_blocks_min_time ON audit_blocks(min_time);
     CREATE INDEX IF NOT EXISTS audit_blocks_segment ON audit_blocks(segment, last_seq);
-    -- Which blocks hold a request id (kind 'r'), an agent ('a') or a trace id ('t'): one row per
-    -- distinct key per block, written with the block; queries by them read only those blocks.
+    -- Which blocks hold a request id (kind 'r'), an agent ('a'), a trace id ('t'), a decision
+    -- ('d'), an event type ('y') or a plane ('p'): one row per distinct key per block, written
+    -- with the block; queries by them read only those blocks.
     CREATE TABLE IF NOT EXISTS audit_key_blocks (
       kind TEXT NOT NULL,
       value TEXT NOT NULL,
@@ -226,10 +227,19 @@ export interface StoredEvent extends EventKeys {
   hash: string;
 }
 
-/** What the key index answers: blocks holding one request id, one agent or one trace id. */
+/** Kinds of rows in the key index (audit_key_blocks). */
+export type IndexKind = 'r' | 'a' | 't' | 'd' | 'y' | 'p';
+
+/** One row of the key index: a block holds an event with this request id, agent, trace id, decision, type or plane. */
 export interface IndexedKey {
-  kind: 'r' | 'a' | 't';
+  kind: IndexKind;
   value: string;
+}
+
+/** A filter the key index answers: only blocks holding one of `values` (of `kind`) can match. */
+export interface KeyCondition {
+  kind: IndexKind;
+  values: readonly string[];
 }
 
 /**
@@ -262,50 +272,90 @@ export function traceIndexInserter(db: DatabaseSync): (firstSeq: number, lines: 
   return (firstSeq, lines) => { for (const id of traceIdsOf(lines)) insert.run(id, firstSeq); };
 }
 
-/** audit_meta: blocks with first_seq at or above this are in audit_key_blocks (absent: none are). */
+/** audit_meta: blocks with first_seq at or above this have their request ids and agents in audit_key_blocks (absent: none have; '0': all). */
 export const KEY_INDEX_FROM = 'key_index_from';
+/** audit_meta: the same for decisions, event types and planes (kinds 'd', 'y', 'p'), indexed since this version. */
+export const FACET_INDEX_FROM = 'facet_index_from';
 
-/** The distinct index keys of a block's keys JSON (request ids and agents). */
-export function indexKeysOf(keysJson: string): IndexedKey[] {
+/** The meta key saying from which block on a kind is indexed. */
+function indexMarker(kind: IndexKind): string {
+  return kind === 't' ? TRACE_INDEX_FROM : kind === 'r' || kind === 'a' ? KEY_INDEX_FROM : FACET_INDEX_FROM;
+}
+
+const DECISION_PLANES = ['model', 'a2a', 'tool'] as const;
+const DECISION_PLANE_MEMBERS = DECISION_PLANES.map((p) => Buffer.from(`"${p}":`));
+
+/**
+ * The distinct index keys of a block: request ids and agents ('r', 'a'), decisions, types and
+ * planes ('d', 'y', 'p'), from its keys JSON. A decision event's plane is what it decided on,
+ * which only its line says: a block holding decisions gets every plane whose member appears in
+ * its lines (a superset is safe, the query decides per event); without the lines, every plane.
+ */
+export function indexKeysOf(keysJson: string, lines?: () => Buffer | undefined, kinds: { keys: boolean; facets: boolean } = { keys: true, facets: true }): IndexedKey[] {
   const keys = JSON.parse(keysJson) as (string | null)[];
   const seen = new Set<string>();
   const out: IndexedKey[] = [];
-  const add = (kind: 'r' | 'a', value: string | null): void => {
+  const add = (kind: IndexKind, value: string | null): void => {
     if (value === null || seen.has(kind + value)) return;
     seen.add(kind + value);
     out.push({ kind, value });
   };
-  for (let k = 0; k < keys.length; k += KEYS) { add('r', keys[k + 2]); add('a', keys[k + 3]); }
+  let decisions = false;
+  for (let k = 0; k < keys.length; k += KEYS) {
+    if (kinds.keys) { add('r', keys[k + 2]); add('a', keys[k + 3]); }
+    if (!kinds.facets) continue;
+    const type = String(keys[k + 1]);
+    add('y', type);
+    add('d', keys[k + 4]);
+    if (type === 'decision') decisions = true;
+    else add('p', planeOf({ type }));
+  }
+  const bytes = decisions ? lines?.() : undefined;
+  if (decisions) DECISION_PLANES.forEach((p, i) => { if (bytes === undefined || bytes.includes(DECISION_PLANE_MEMBERS[i])) add('p', p); });
   return out;
 }
 
 /** Inserts a block's index rows (prepared once; call inside the transaction that writes the block). */
-export function keyIndexInserter(db: DatabaseSync): (firstSeq: number, keysJson: string) => void {
+export function keyIndexInserter(db: DatabaseSync): (firstSeq: number, keysJson: string, lines?: () => Buffer | undefined, kinds?: { keys: boolean; facets: boolean }) => void {
   const insert = db.prepare('INSERT OR IGNORE INTO audit_key_blocks (kind, value, first_seq) VALUES (?, ?, ?)');
-  return (firstSeq, keysJson) => { for (const k of indexKeysOf(keysJson)) insert.run(k.kind, k.value, firstSeq); };
+  return (firstSeq, keysJson, lines, kinds) => { for (const k of indexKeysOf(keysJson, lines, kinds)) insert.run(k.kind, k.value, firstSeq); };
+}
+
+/** A block's lines for indexing its decisions' planes, or undefined when unreadable (every plane is then assumed). */
+function linesForIndex(db: DatabaseSync, b: { segment: string; byte_start: number; byte_end: number }): Buffer | undefined {
+  try { return readBytes(dataDirOf(db), b.segment, b.byte_start, b.byte_end); } catch { return undefined; }
 }
 
 /**
- * Index blocks written before the index existed, newest first, at most `maxBlocks` per call (one
- * transaction each, so a long trail is indexed in slices between batches). Returns whether older
- * blocks remain. The first call starts the index at the current head: every block written after
- * it is indexed by the writer in its own transaction.
+ * Index blocks written before the index (or its newer kinds) existed, newest first, at most
+ * `maxBlocks` per call (one transaction each, so a long trail is indexed in slices between
+ * batches). Returns whether older blocks remain. The first call starts each marker at the current
+ * head: every block written after it is indexed by the writer in its own transaction.
  */
 export function backfillKeyIndex(db: DatabaseSync, maxBlocks: number): boolean {
-  if (getMeta(db, KEY_INDEX_FROM) === '0') return false; // done: no write lock taken
+  if (getMeta(db, KEY_INDEX_FROM) === '0' && getMeta(db, FACET_INDEX_FROM) === '0') return false; // done: no write lock taken
   return transaction(db, () => {
     const meta = metaAccess(db);
-    let from = meta.get(KEY_INDEX_FROM);
-    if (from === undefined) {
-      from = String(Number(db.prepare('SELECT MAX(last_seq) AS s FROM audit_blocks').get()?.s ?? 0) + 1);
-      meta.set(KEY_INDEX_FROM, from);
-    }
-    const rows = db.prepare('SELECT first_seq, keys FROM audit_blocks WHERE first_seq < ? ORDER BY first_seq DESC LIMIT ?').all(Number(from), maxBlocks);
+    const head = String(Number(db.prepare('SELECT MAX(last_seq) AS s FROM audit_blocks').get()?.s ?? 0) + 1);
+    const markers = [KEY_INDEX_FROM, FACET_INDEX_FROM];
+    for (const m of markers) if (meta.get(m) === undefined) meta.set(m, head);
+    const [keyFrom, facetFrom] = markers.map((m) => Number(meta.get(m)));
+    const rows = db.prepare('SELECT first_seq, keys, segment, byte_start, byte_end FROM audit_blocks WHERE first_seq < ? ORDER BY first_seq DESC LIMIT ?')
+      .all(Math.max(keyFrom, facetFrom), maxBlocks);
     const add = keyIndexInserter(db);
-    for (const r of rows) add(Number(r.first_seq), String(r.keys));
+    for (const r of rows) {
+      const seq = Number(r.first_seq);
+      const kinds = { keys: seq < keyFrom, facets: seq < facetFrom };
+      const b = { segment: String(r.segment), byte_start: Number(r.byte_start), byte_end: Number(r.byte_end) };
+      add(seq, String(r.keys), () => linesForIndex(db, b), kinds);
+    }
     const oldest = rows.length ? Number(rows[rows.length - 1].first_seq) : 0;
-    meta.set(KEY_INDEX_FROM, String(rows.length < maxBlocks ? 0 : oldest));
-    return rows.length === maxBlocks;
+    const more = rows.length === maxBlocks;
+    for (const [i, m] of markers.entries()) {
+      const from = [keyFrom, facetFrom][i];
+      if (from !== 0) meta.set(m, String(more ? Math.min(from, oldest) : 0));
+    }
+    return more;
   });
 }
 
@@ -318,34 +368,65 @@ export interface EventFilter {
   desc?: boolean;
   /** Decided on the keys alone; a block's lines are read only when one of its events matches. */
   match?: (k: EventKeys) => boolean;
-  /** Only blocks holding this key can match (`match` must imply it): read them through the key index. */
-  indexed?: IndexedKey;
+  /** Only blocks holding one of each condition's values can match (`match` must imply them): read them through the key index. */
+  indexed?: readonly KeyCondition[];
 }
 
-/** Blocks overlapping the filter's seq and time range, in seq order (or reversed). */
-export function* readBlocks(db: DatabaseSync, f: EventFilter = {}): Generator<Block> {
+/** One SELECT of blocks (readBlocks runs them in order; tests EXPLAIN them). */
+export interface BlockSelect {
+  sql: string;
+  args: (number | string)[];
+}
+
+/**
+ * The SELECTs readBlocks runs for a filter, in order. Time bounds become seq bounds through the
+ * per-block time indexes (the bounds' own SELECTs are returned in `bounds`), so a recent window of
+ * a long trail reads only its own blocks. Key conditions go through audit_key_blocks for the blocks
+ * every used kind has indexed; older blocks (still being backfilled) are scanned.
+ */
+export function blockSelects(db: DatabaseSync, f: EventFilter = {}): { bounds: BlockSelect[]; selects: BlockSelect[] } {
   let from = f.fromSeq ?? 0;
   let to = f.toSeq ?? Number.MAX_SAFE_INTEGER;
-  // Time bounds become seq bounds through the per-block time indexes, so a recent window of a
-  // long trail reads only its own blocks; the time terms stay as filters (+ keeps them off the
-  // indexes, so rows come in seq order from the primary key).
-  if (f.since !== undefined) from = Math.max(from, Number(db.prepare('SELECT MIN(first_seq) AS s FROM audit_blocks WHERE max_time >= ?').get(f.since)?.s ?? Number.MAX_SAFE_INTEGER));
-  if (f.until !== undefined) to = Math.min(to, Number(db.prepare('SELECT MAX(last_seq) AS s FROM audit_blocks WHERE min_time < ?').get(f.until)?.s ?? -1));
+  const bounds: BlockSelect[] = [];
+  const bound = (sql: string, arg: string, none: number): number => {
+    bounds.push({ sql, args: [arg] });
+    return Number(db.prepare(sql).get(arg)?.s ?? none);
+  };
+  // Both walk only the time index's entries (the index holds first_seq): left to itself SQLite
+  // answers MIN(first_seq) by walking the table from its oldest block, or fetches every row.
+  // The newest block starting before `until` ends latest, as blocks are consecutive seq ranges.
+  if (f.since !== undefined) from = Math.max(from, bound('SELECT MIN(first_seq) AS s FROM audit_blocks INDEXED BY audit_blocks_max_time WHERE max_time >= ?', f.since, Number.MAX_SAFE_INTEGER));
+  if (f.until !== undefined) to = Math.min(to, bound('SELECT last_seq AS s FROM audit_blocks WHERE first_seq = (SELECT MAX(first_seq) FROM audit_blocks INDEXED BY audit_blocks_min_time WHERE min_time < ?)', f.until, -1));
+  // The time terms stay as filters (+ keeps them off the indexes, so rows come in seq order from the primary key).
   const where = ['last_seq >= ?', 'first_seq <= ?'];
   const args: (number | string)[] = [from, to];
   if (f.since !== undefined) { where.push('+max_time >= ?'); args.push(f.since); }
   if (f.until !== undefined) { where.push('+min_time < ?'); args.push(f.until); }
   const order = `ORDER BY first_seq ${f.desc ? 'DESC' : 'ASC'}`;
-  const select = (extra: string, extraArgs: (number | string)[]): Generator<Block> => (function* () {
-    const sql = `SELECT ${BLOCK_COLUMNS} FROM audit_blocks WHERE ${[...where, extra].join(' AND ')} ${order}`;
-    for (const r of db.prepare(sql).iterate(...args, ...extraArgs)) yield toBlock(r as Record<string, unknown>);
-  })();
-  const indexFrom = f.indexed ? getMeta(db, f.indexed.kind === 't' ? TRACE_INDEX_FROM : KEY_INDEX_FROM) : undefined;
-  if (!f.indexed || indexFrom === undefined) { yield* select('1', []); return; }
-  // Blocks from indexFrom on come through the index; older ones (still being backfilled) by scan.
-  const viaIndex = select('first_seq IN (SELECT first_seq FROM audit_key_blocks WHERE kind = ? AND value = ? AND first_seq >= ?)', [f.indexed.kind, f.indexed.value, Number(indexFrom)]);
-  const scanned = select('first_seq < ?', [Number(indexFrom)]);
-  if (f.desc) { yield* viaIndex; yield* scanned; } else { yield* scanned; yield* viaIndex; }
+  const select = (extra: string[], extraArgs: (number | string)[]): BlockSelect => ({
+    sql: `SELECT ${BLOCK_COLUMNS} FROM audit_blocks WHERE ${[...where, ...extra].join(' AND ')} ${order}`, args: [...args, ...extraArgs],
+  });
+  // A kind not indexed at all (absent marker) cannot narrow: `match` alone decides for it.
+  const usable = (f.indexed ?? []).map((c) => ({ c, marker: getMeta(db, indexMarker(c.kind)) })).filter((u) => u.marker !== undefined);
+  if (usable.length === 0) return { bounds, selects: [select([], [])] };
+  const indexFrom = Math.max(...usable.map((u) => Number(u.marker)));
+  const terms: string[] = [];
+  const termArgs: (number | string)[] = [];
+  for (const { c } of usable) {
+    terms.push(`first_seq IN (SELECT first_seq FROM audit_key_blocks WHERE kind = ? AND value IN (${c.values.map(() => '?').join(', ')}) AND first_seq >= ?)`);
+    termArgs.push(c.kind, ...c.values, indexFrom);
+  }
+  const viaIndex = select(terms, termArgs);
+  if (indexFrom <= 1) return { bounds, selects: [viaIndex] }; // seq 1 is the first a trail has
+  const scanned = select(['first_seq < ?'], [indexFrom]);
+  return { bounds, selects: f.desc ? [viaIndex, scanned] : [scanned, viaIndex] };
+}
+
+/** Blocks overlapping the filter's seq and time range, in seq order (or reversed). */
+export function* readBlocks(db: DatabaseSync, f: EventFilter = {}): Generator<Block> {
+  for (const s of blockSelects(db, f).selects) {
+    for (const r of db.prepare(s.sql).iterate(...s.args)) yield toBlock(r as Record<string, unknown>);
+  }
 }
 
 /** The stored events of one block, in seq order (reads its segment file unless given the lines). */

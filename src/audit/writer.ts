@@ -136,7 +136,7 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
           prev = all[count - 1];
           for (const i of wantHashes) hashes[i] = all[i];
           insert.run(head.seq + 1, seq, head.hash, prev, minTime, maxTime, segment, start, end, all.join(''), keys);
-          indexKeys(head.seq + 1, keys);
+          indexKeys(head.seq + 1, keys, () => bytes);
           // Trace ids from here on: the first batch of a trail that had none indexed marks where they start.
           if (meta.get(TRACE_INDEX_FROM) === undefined) meta.set(TRACE_INDEX_FROM, String(head.seq + 1));
           indexTraces(head.seq + 1, bytes);
