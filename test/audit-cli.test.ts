@@ -61,3 +61,27 @@ test('audit verify/export/query/show/public-key/prune work end to end and verify
   assert.equal(t.code, 1);
   assert.match(t.out, /removed at seq 100/);
 });
+
+test('aam audit query --team: the events of the agents the config puts in that team, with the other filters; an unknown team says which exist', async () => {
+  const dir = tempDir();
+  const config = join(dir, 'aam.yaml');
+  const agent = (name: string, team: string) => `apiVersion: access.envisionai.dev/v1\nkind: Agent\nmetadata: { name: ${name} }\nspec: { workload: "spiffe://prod/agent/${name}", team: ${team} }\n`;
+  writeFileSync(config, [agent('finance-analyst', 'finance'), agent('support-bot', 'support'), agent('idle-bot', 'finance')].join('---\n'));
+  const log = openAuditLog({ dataDir: dir });
+  for (let i = 0; i < 30; i++) log.record(sampleEvent(i));
+  await log.close();
+  const query = async (values: Record<string, string | boolean>) => {
+    const r = await runAudit('audit query', dir, { json: true, limit: '1000', ...values }, [], config);
+    assert.equal(r.code, 0, r.err);
+    return r.out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { seq: number; identity: { agent: string }; policy: { decision: string } });
+  };
+  const finance = await query({ team: 'finance' });
+  assert.equal(finance.length, 10);
+  assert.ok(finance.every((e) => e.identity.agent === 'finance-analyst'));
+  const deny = await query({ team: 'finance', decision: 'deny' });
+  assert.deepEqual(deny.map((e) => e.seq), [16, 1], 'events 0 and 15: finance-analyst and a deny');
+  assert.deepEqual(await query({ team: 'support', agent: 'finance-analyst' }), [], 'both filters apply');
+  const unknown = await runAudit('audit query', dir, { team: 'fnance' }, [], config);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.err, /no Agent in .*aam\.yaml has team "fnance"; teams there: finance, support/);
+});

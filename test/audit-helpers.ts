@@ -104,7 +104,7 @@ export function rewriteTrail(dir: string, mutate: (events: TrailEvent[]) => Trai
 }
 
 /** Run `aam audit <cmd>` in-process against data dir `data`; stdout is captured, stderr too (kept apart). */
-export async function runAudit(cmd: string, data: string, values: Record<string, string | boolean> = {}, positionals: string[] = []): Promise<{ code: number; out: string; err: string }> {
+export async function runAudit(cmd: string, data: string, values: Record<string, string | boolean> = {}, positionals: string[] = [], config = 'aam.yaml'): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
   const orig = process.stdout.write.bind(process.stdout);
@@ -112,7 +112,7 @@ export async function runAudit(cmd: string, data: string, values: Record<string,
   process.stdout.write = ((chunk: string | Uint8Array) => { out += chunk.toString(); return true; }) as typeof process.stdout.write;
   process.stderr.write = ((chunk: string | Uint8Array) => { err += chunk.toString(); return true; }) as typeof process.stderr.write;
   try {
-    const code = await auditCommands[`audit ${cmd.replace(/^audit /, '')}`].run({ values, positionals, g: { config: 'aam.yaml', data } });
+    const code = await auditCommands[`audit ${cmd.replace(/^audit /, '')}`].run({ values, positionals, g: { config, data } });
     return { code, out, err };
   } finally {
     process.stdout.write = orig;

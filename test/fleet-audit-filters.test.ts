@@ -8,6 +8,9 @@ import postgres from 'postgres';
 import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
 import { MIGRATIONS, migrate } from '../src/store/postgres.ts';
 import { openFleetAuditLog, queryFleetEvents } from '../src/audit/fleet-log.ts';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { runAudit, tempDir } from './audit-helpers.ts';
 
 let store: FleetTestStore;
 let sql: postgres.Sql;
@@ -75,6 +78,21 @@ test('the writer fills the columns; trace, decision, plane and team (agents) fil
   assert.deepEqual(await ids({ agents: ['carl'] }), ['n1', 'n3']);
   assert.deepEqual(await ids({ agents: ['carl', 'dana'], plane: 'model', decision: 'allow' }), ['n2']);
   assert.deepEqual(await ids({ agents: [] }), [], 'a team with no agents');
+  // aam audit query --team in fleet mode (AAM_DATABASE_URL): the team's agents from the config.
+  const dir = tempDir();
+  const agent = (name: string, team: string) => `apiVersion: access.envisionai.dev/v1\nkind: Agent\nmetadata: { name: ${name} }\nspec: { workload: "spiffe://t/agent/${name}", team: ${team} }\n`;
+  writeFileSync(join(dir, 'aam.yaml'), [agent('carl', 'red'), agent('dana', 'blue')].join('---\n'));
+  process.env.AAM_DATABASE_URL = store.databaseUrl;
+  try {
+    const cli = async (values: Record<string, string | boolean>) => {
+      const r = await runAudit('audit query', dir, { json: true, since: new Date(Date.now() - 60_000).toISOString(), ...values }, [], join(dir, 'aam.yaml'));
+      assert.equal(r.code, 0, r.err);
+      return r.out.trim().split('\n').filter(Boolean).map((l) => String((JSON.parse(l) as { request_id: string }).request_id)).filter((id) => id.startsWith('n')).sort();
+    };
+    assert.deepEqual(await cli({ team: 'red' }), ['n1', 'n3']);
+    assert.deepEqual(await cli({ team: 'blue', plane: 'a2a' }), ['n4']);
+    assert.equal((await runAudit('audit query', dir, { team: 'green' }, [], join(dir, 'aam.yaml'))).code, 2);
+  } finally { delete process.env.AAM_DATABASE_URL; }
   await assert.rejects(queryFleetEvents(sql, { plane: 'email' }), /plane "email" is not one of model, tool, a2a, admin/);
   await assert.rejects(queryFleetEvents(sql, { traceId: 'nope' }), /not 32 hex digits/);
   // A trace query is an index lookup, not a scan of the bodies (20,000 other traces beside it).

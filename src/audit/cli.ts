@@ -19,6 +19,7 @@ import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import { openAuditLog } from './log.ts';
 import { applyRetention } from './retention.ts';
 import { parseDurationSeconds } from '../config/duration.ts';
+import { loadConfig } from '../config/load.ts';
 import type { AuditEvent } from './event.ts';
 import { fleetDrivers } from '../store/fleet-lazy.ts';
 import type { Sql } from '../store/postgres.ts';
@@ -41,6 +42,15 @@ export interface AuditCommand {
 const out = (line: string): void => { process.stdout.write(line + '\n'); };
 const err = (line: string): void => { process.stderr.write(line + '\n'); };
 const str = (v: Values[string]): string | undefined => (typeof v === 'string' ? v : undefined);
+
+/** The agents of a team in the config's Agent documents (as the admin API's ?team= resolves it from the running config). */
+function teamAgents(config: string, team: string): string[] {
+  return [...loadConfig(config).agents.values()].filter((a) => a.spec.team === team).map((a) => a.name);
+}
+
+function configTeams(config: string): string[] {
+  return [...new Set([...loadConfig(config).agents.values()].map((a) => a.spec.team).filter((t): t is string => typeof t === 'string'))].sort();
+}
 
 export const auditCommands: Record<string, AuditCommand> = {
   'audit verify': {
@@ -146,13 +156,16 @@ export const auditCommands: Record<string, AuditCommand> = {
   },
   'audit query': {
     summary: 'list audit events (newest first)',
-    usage: 'aam audit query [--agent NAME] [--since ISO-8601] [--decision allow|deny] [--plane model|tool|a2a|admin] [--request-id ID] [--trace TRACE_ID] [--type TYPE] [--limit N] [--json]',
-    options: { agent: { type: 'string' }, since: { type: 'string' }, decision: { type: 'string' }, plane: { type: 'string' }, 'request-id': { type: 'string' }, trace: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
+    usage: 'aam audit query [--agent NAME] [--team TEAM] [--since ISO-8601] [--decision allow|deny] [--plane model|tool|a2a|admin] [--request-id ID] [--trace TRACE_ID] [--type TYPE] [--limit N] [--json]',
+    options: { agent: { type: 'string' }, team: { type: 'string' }, since: { type: 'string' }, decision: { type: 'string' }, plane: { type: 'string' }, 'request-id': { type: 'string' }, trace: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
     run: async ({ values, g }) => {
+      const team = str(values.team);
+      const agents = team === undefined ? undefined : teamAgents(g.config, team);
+      if (agents?.length === 0) { err(`no Agent in ${g.config} has team "${team}"; teams there: ${configTeams(g.config).join(', ') || '(none)'}`); return 2; }
       const fleetUrl = process.env.AAM_DATABASE_URL;
       if (fleetUrl) {
         const events = await withFleet(fleetUrl, (sql) => queryFleetEvents(sql, {
-          agent: str(values.agent), since: str(values.since), decision: str(values.decision), plane: str(values.plane),
+          agent: str(values.agent), agents, since: str(values.since), decision: str(values.decision), plane: str(values.plane),
           requestId: str(values['request-id']), traceId: str(values.trace), type: str(values.type), limit: values.limit ? Number(values.limit) : 100,
         }));
         printEvents(events as unknown as AuditEvent[], values.json === true);
@@ -162,7 +175,7 @@ export const auditCommands: Record<string, AuditCommand> = {
       const db = openAuditDb(g.data);
       try {
         const events = queryEvents(db, {
-          agent: str(values.agent), since: str(values.since), decision: str(values.decision), plane: str(values.plane),
+          agent: str(values.agent), agents, since: str(values.since), decision: str(values.decision), plane: str(values.plane),
           requestId: str(values['request-id']), traceId: str(values.trace), type: str(values.type), limit: values.limit ? Number(values.limit) : 100,
         });
         printEvents(events, values.json === true);
