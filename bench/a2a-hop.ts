@@ -10,9 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
-import { doc, yaml } from '../test/helpers/gateway.ts';
 import { freePort } from '../test/helpers/e2e.ts';
-import { AAM_AGENT, aamServeArgv, createAamKey, launcher } from './lib/aam.ts';
+import { A2A_BENCH_TOKEN, a2aBenchConfig, aamServeArgv, createAamKey, launcher } from './lib/aam.ts';
 import { CLK_TCK, cpuTicks, waitHttp } from './lib/procs.ts';
 
 const N = Number(process.argv[2] ?? 2000);
@@ -64,18 +63,13 @@ async function throughput(t: Target, stream: boolean, c = 64): Promise<number> {
 }
 
 process.env.AAM_LOG_LEVEL ??= 'error';
-process.env.A2A_BENCH_TOKEN = 'a2a-bench-token-7c1e9f03b2d84a65';
+process.env.A2A_BENCH_TOKEN = A2A_BENCH_TOKEN;
 const agent = await child(here('./a2a-echo-agent.ts'), { PORT: '0' });
 const bare = await child(here('./bare-proxy.ts'), { UPSTREAM_URL: `http://127.0.0.1:${agent.port}`, PORT: String(20000 + Math.floor(Math.random() * 20000)) });
 const REPO = fileURLToPath(new URL('..', import.meta.url));
 const work = mkdtempSync(join(tmpdir(), 'aam-a2a-bench-'));
 const configPath = join(work, 'aam.yaml');
-writeFileSync(configPath, yaml(
-  doc('Credential', 'echo-token', { env: 'A2A_BENCH_TOKEN' }),
-  doc('Agent', 'echo', { workload: 'spiffe://bench/agent/echo', a2a: { url: `http://127.0.0.1:${agent.port}/a2a`, credential: 'echo-token' } }),
-  doc('Agent', AAM_AGENT, { workload: 'spiffe://bench/agent/caller', team: 'bench' }),
-  doc('AgentPolicy', 'caller-calls-echo', { identity: { agent: AAM_AGENT }, agents: [{ agent: 'echo', skills: ['echo'] }] }),
-));
+writeFileSync(configPath, a2aBenchConfig(agent.port));
 const key = createAamKey(NODE, REPO, configPath, work);
 const aamPort = await freePort();
 const [aamNode, ...aamArgs] = aamServeArgv(NODE, REPO, configPath, aamPort, work);

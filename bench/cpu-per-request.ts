@@ -1,8 +1,9 @@
 // Gateway CPU per request (utime + stime of the aam process over N requests), which a loaded,
 // shared machine disturbs far less than wall-clock latency. Each source tree given is built to
 // JavaScript (as `npm start` runs it) and served in its own process; rounds interleave the trees
-// so that they see the same load. The mock upstream is bench/mock-upstream.js.
-//   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] [--kind nonstream,stream,responses,responses-stream] [--bare] TREE [TREE...]
+// so that they see the same load. The mock upstream is bench/mock-upstream.js; the a2a kinds are an
+// A2A hop (SendMessage, SendStreamingMessage) to bench/a2a-echo-agent.ts.
+//   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] [--kind nonstream,stream,responses,responses-stream,a2a,a2a-stream] [--bare] TREE [TREE...]
 // --bare: the bare pass-through proxy (bench/bare-proxy.ts) joins the rounds as a tree named 'bare'
 // (chat kinds only: it forwards the request as it is), the floor the gateway is compared with.
 // TREE: a directory holding src/ and scripts/build.ts (a git worktree of aam); default: this one.
@@ -14,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { bareProxyScript } from './lib/bare.ts';
-import { aamBenchConfig, aamServeArgv, buildAam, createAamKey, type AamBuild } from './lib/aam.ts';
+import { A2A_BENCH_TOKEN, a2aBenchDocs, aamBenchConfig, aamServeArgv, buildAam, createAamKey, type AamBuild } from './lib/aam.ts';
 import { CLK_TCK, cpuTicks, startProcess, stopProcess, threadTicks, waitHttp } from './lib/procs.ts';
 import { sendOnce, type RequestSpec } from './lib/http-once.ts';
 import { freePort } from '../test/helpers/e2e.ts';
@@ -35,13 +36,17 @@ for (const t of [...trees, join(HERE, '..')]) mkdirSync(join(t, 'bench', 'tmp'),
 const base = { model: 'gpt-4o-mini', messages: [{ role: 'system', content: 'You are a helpful assistant.' }, { role: 'user', content: 'Say hello in one short sentence.' }], max_tokens: 64, temperature: 0.2 };
 // The same request in the Responses API (translated to the mock's chat completions; not stored), as bench/run.ts sends it.
 const resp = { model: 'gpt-4o-mini', instructions: 'You are a helpful assistant.', input: 'Say hello in one short sentence.', max_output_tokens: 64, temperature: 0.2, store: false };
-interface Kind { path: string; body: Buffer; stream: boolean }
+interface Kind { path: string; body: Buffer; stream: boolean; headers?: Record<string, string> }
 const CHAT = '/v1/chat/completions';
+const A2A = '/a2a/echo';
+const a2aBody = (stream: boolean) => Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: 1, method: stream ? 'SendStreamingMessage' : 'SendMessage', params: { message: { messageId: 'b1', role: 'ROLE_USER', parts: [{ text: 'score account 42 for risk' }], metadata: { skill: 'echo' } } } }));
 const ALL_KINDS: Record<string, Kind> = {
   nonstream: { path: CHAT, stream: false, body: Buffer.from(JSON.stringify(base)) },
   stream: { path: CHAT, stream: true, body: Buffer.from(JSON.stringify({ ...base, stream: true, stream_options: { include_usage: true } })) },
   responses: { path: '/v1/responses', stream: false, body: Buffer.from(JSON.stringify(resp)) },
   'responses-stream': { path: '/v1/responses', stream: true, body: Buffer.from(JSON.stringify({ ...resp, stream: true })) },
+  a2a: { path: A2A, stream: false, body: a2aBody(false), headers: { 'a2a-version': '1.0' } },
+  'a2a-stream': { path: A2A, stream: true, body: a2aBody(true), headers: { 'a2a-version': '1.0', accept: 'text/event-stream' } },
 };
 // --kind a,b: only those (default: chat non-stream and stream).
 const wanted = (opt.kind ?? 'nonstream,stream').split(',');
@@ -58,6 +63,15 @@ try {
   const mock = startProcess(NO_PIN, [NODE, join(HERE, 'mock-upstream.js')], { MOCK_PORT: String(mockPort) }, join(work, 'mock.log'));
   children.push(mock);
   if (!(await waitHttp(`http://127.0.0.1:${mockPort}/__mock/stats`, 20_000, 200, mock))) throw new Error('mock upstream did not start');
+  // The A2A kinds' callee: the echo agent, published as agent `echo` beside the bench config.
+  let a2aDocs = '';
+  if (Object.values(KINDS).some((k) => k.path === A2A)) {
+    const agentPort = await freePort();
+    const agent = startProcess(NO_PIN, [NODE, join(HERE, 'a2a-echo-agent.ts')], { PORT: String(agentPort) }, join(work, 'agent.log'));
+    children.push(agent);
+    if (!(await waitHttp(`http://127.0.0.1:${agentPort}/`, 20_000, 200, agent))) throw new Error('the A2A echo agent did not start');
+    a2aDocs = `---\n${a2aBenchDocs(agentPort)}`;
+  }
   const gws: Gateway[] = [];
   for (const [i, tree] of trees.entries()) {
     const dir = join(work, `t${i}`);
@@ -67,13 +81,13 @@ try {
     outs.push(out);
     const build: AamBuild = buildAam(NODE, tree, out);
     const configPath = join(dir, 'aam.yaml');
-    writeFileSync(configPath, aamBenchConfig(mockPort));
+    writeFileSync(configPath, aamBenchConfig(mockPort) + a2aDocs);
     const dataDir = join(dir, 'data');
     const key = createAamKey(NODE, tree, configPath, dataDir, build, build.env);
     const port = await freePort();
     const argv = aamServeArgv(NODE, tree, configPath, port, dataDir, build);
     if (opt.prof) argv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(tree, 'bench', 'results', 'prof')}`);
-    const child = startProcess(NO_PIN, argv, { ...build.env, AAM_LOG_LEVEL: 'warn' }, join(dir, 'aam.log'), tree);
+    const child = startProcess(NO_PIN, argv, { ...build.env, AAM_LOG_LEVEL: 'warn', A2A_BENCH_TOKEN }, join(dir, 'aam.log'), tree);
     children.push(child);
     if (!(await waitHttp(`http://127.0.0.1:${port}/healthz`, 60_000, 200, child))) throw new Error(`aam from ${tree} did not start (log: ${join(dir, 'aam.log')})`);
     gws.push({ tree, child, key, pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
@@ -94,7 +108,7 @@ try {
   let byThread = '';
   /** `n` requests, `CONC` at a time; the gateway's CPU microseconds per request. */
   const run = async (g: Gateway, kind: Kind, n: number): Promise<number> => {
-    const spec: RequestSpec = { path: kind.path, headers: { 'content-type': 'application/json', authorization: `Bearer ${g.key}` }, body: kind.body };
+    const spec: RequestSpec = { path: kind.path, headers: { 'content-type': 'application/json', authorization: `Bearer ${g.key}`, ...kind.headers }, body: kind.body };
     const stream = kind.stream;
     let left = n;
     const t0 = cpuTicks(g.child.pid as number) as number;

@@ -117,7 +117,18 @@ test('SDK client -> aam -> SDK agent: the allowed skill is answered; the callee 
 test('streaming: SendStreamingMessage is relayed event by event; the task belongs to its caller only', async () => {
   const client = await sdkClient('helper', 'planner');
   const events: unknown[] = [];
-  for await (const ev of client.sendMessageStream(userMessage('stream please'))) events.push(ev);
+  // The store's binds during the stream (the real store, counted): each id once per stream, not once per event.
+  const store = gw.g.rt.a2aTasks;
+  const bindOf = store.bind;
+  const binds: string[] = [];
+  store.bind = (callee, ids, caller, skill) => { binds.push(...ids.tasks.map((t) => `task ${t}`), ...ids.contexts.map((c) => `context ${c}`)); return bindOf.call(store, callee, ids, caller, skill); };
+  try {
+    for await (const ev of client.sendMessageStream(userMessage('stream please'))) events.push(ev);
+  } finally {
+    store.bind = bindOf;
+  }
+  assert.deepEqual([...new Set(binds)].sort(), [...binds].sort(), `each task and context id is bound once per stream (binds: ${binds.join(', ')})`);
+  assert.ok(binds.some((b) => b.startsWith('task ')) && binds.some((b) => b.startsWith('context ')));
   assert.ok(events.length >= 5, `task, working, 3 artifact chunks, completed (got ${events.length})`);
   const text = JSON.stringify(events);
   assert.match(text, /alpha/);

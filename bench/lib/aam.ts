@@ -20,6 +20,28 @@ export function aamBenchConfig(mockPort: number): string {
   return readFileSync(CONFIG, 'utf8').replaceAll(DEFAULT_MOCK, `127.0.0.1:${mockPort}`);
 }
 
+/**
+ * The A2A hop's documents (bench/a2a-hop.ts, cpu-per-request --kind a2a): the bench agent may call
+ * the echo agent's `echo` skill; aam injects `echo-token` (env A2A_BENCH_TOKEN) for the callee.
+ * a2aBenchConfig adds the bench agent itself (aamBenchConfig has one already).
+ */
+export function a2aBenchDocs(agentPort: number): string {
+  return [
+    doc('Credential', 'echo-token', { env: 'A2A_BENCH_TOKEN' }),
+    doc('Agent', 'echo', { workload: 'spiffe://bench/agent/echo', a2a: { url: `http://127.0.0.1:${agentPort}/a2a`, credential: 'echo-token' } }),
+    doc('AgentPolicy', 'caller-calls-echo', { identity: { agent: AAM_AGENT }, agents: [{ agent: 'echo', skills: ['echo'] }] }),
+  ].join('---\n');
+}
+
+export function a2aBenchConfig(agentPort: number): string {
+  return [doc('Agent', AAM_AGENT, { workload: 'spiffe://bench/agent/caller', team: 'bench' }), a2aBenchDocs(agentPort)].join('---\n');
+}
+
+/** A2A_BENCH_TOKEN: the callee credential of the A2A bench (what aam injects for the echo agent). */
+export const A2A_BENCH_TOKEN = 'a2a-bench-token-7c1e9f03b2d84a65';
+
+const doc = (kind: string, name: string, spec: unknown): string => `apiVersion: access.envisionai.dev/v1\nkind: ${kind}\nmetadata: { name: ${name} }\nspec: ${JSON.stringify(spec)}\n`;
+
 /** What runs as aam: an entry script, the node flags before it and the environment it adds. */
 export interface AamBuild {
   main: string;

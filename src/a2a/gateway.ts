@@ -190,7 +190,7 @@ export function createA2aGateway(): A2aGateway {
       if (ext) headers['a2a-extensions'] = ext;
       let up;
       try {
-        up = await request(spec.url, { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params }), headersTimeout: TIMEOUT_MS, bodyTimeout: TIMEOUT_MS });
+        up = await request(urlOf(spec), { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params }), headersTimeout: TIMEOUT_MS, bodyTimeout: TIMEOUT_MS });
       } catch (e) {
         throw new AamError(502, 'upstream_error', `agent "${name}" is unreachable: ${(e as Error).message}`);
       }
@@ -293,9 +293,20 @@ export function createA2aGateway(): A2aGateway {
     return o;
   }
 
-  /** Bind the ids an answer names before the caller sees it, so its next call may land on any replica. */
-  async function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: string): Promise<void> {
-    await storeCall(() => ctx.rt.a2aTasks.bind(callee, idsIn(result), caller, skill));
+  /**
+   * Bind the ids an answer names before the caller sees it, so its next call may land on any
+   * replica. `seen`: ids this stream already bound (its events repeat the task and context ids),
+   * bound once per stream rather than once per event.
+   */
+  async function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: string, seen?: Set<string>): Promise<void> {
+    let ids = idsIn(result);
+    if (seen) {
+      ids = { tasks: ids.tasks.filter((t) => !seen.has(`t:${t}`)), contexts: ids.contexts.filter((c) => !seen.has(`c:${c}`)) };
+      for (const t of ids.tasks) seen.add(`t:${t}`);
+      for (const c of ids.contexts) seen.add(`c:${c}`);
+    }
+    if (ids.tasks.length === 0 && ids.contexts.length === 0) return;
+    await storeCall(() => ctx.rt.a2aTasks.bind(callee, ids, caller, skill));
   }
 
   /** The callee's JSON-RPC answer, bound, guarded and scrubbed across parts (sent by the caller of this). */
@@ -329,6 +340,7 @@ export function createA2aGateway(): A2aGateway {
     // ~0.06 ms CPU per stream); a callee that stays silent sends it with the first keep-alive.
     keepSseAlive(res, ctx.rt.options.sseKeepaliveMs);
     const fail = (id: unknown, code: number, message: string, data?: { code: string; http_status?: number }) => res.write(binding.failFrame(id, code, message, data));
+    const bound = new Set<string>();
     /** One event to the caller; false ends the stream. */
     const emit = async (rec: SseRecord): Promise<boolean> => {
       let ev: Record<string, unknown>;
@@ -338,7 +350,7 @@ export function createA2aGateway(): A2aGateway {
       }
       if (ev.result !== undefined) {
         try {
-          await bind(ctx, name, ev.result, caller, skill);
+          await bind(ctx, name, ev.result, caller, skill, bound);
           ev = { ...ev, result: scrubAcross(ctx.rt.egress, await access.guard('output', ev.result, `a2a ${name} stream`, 'chat')) };
         } catch (e) {
           const err = toAamError(e);
@@ -458,6 +470,14 @@ async function inject(ctx: Ctx, access: Access, credential: string): Promise<{ h
   if (refused) throw new AamError(403, 'policy_denied', refused);
   const c = await ctx.rt.injectTool(credential, access.identity);
   return { headers: c.headers, credential: c.credential };
+}
+
+/** The callee's URL, parsed once per config snapshot (not per call). */
+const urls = new WeakMap<object, URL>();
+function urlOf(spec: NonNullable<AgentSpec['a2a']>): URL {
+  let u = urls.get(spec);
+  if (!u) { u = new URL(spec.url); urls.set(spec, u); }
+  return u;
 }
 
 function headerOf(ctx: Ctx, name: string): string | undefined {
