@@ -17,6 +17,7 @@ import { doc, yaml, agentDocs } from './helpers/gateway.ts';
 import { openFleetAuditLog, SIGNING_KEY_KEK_INFO } from '../src/audit/fleet-log.ts';
 import { parseMasterKeyEnv } from '../src/credentials/master-key.ts';
 import { migrate } from '../src/store/postgres.ts';
+import { verifyFleet } from '../src/audit/fleet-verify.ts';
 
 const ADMIN = randomBytes(24).toString('hex');
 const MASTER = randomBytes(32).toString('hex');
@@ -140,6 +141,8 @@ test('deleting the newest rows of a chain after a checkpoint (head moved back to
   const victim = (await chains())[1];
   const r = await chat(replicas[1].url, secret, 'one', 'one more');
   assert.equal(r.status, 200);
+  // The head row follows the committed events off the request path (within HEAD_MS).
+  await until(async () => (await sql`SELECT 1 FROM audit_chains WHERE replica = ${victim} AND head_seq = (SELECT max(seq) FROM audit_events WHERE replica = ${victim})`).length > 0, 10_000, 'the head at the newest event');
   const [head] = await sql<Array<{ head_seq: string }>>`SELECT head_seq FROM audit_chains WHERE replica = ${victim}`;
   const signed = JSON.stringify([victim, Number(head.head_seq)]).slice(0, -1);
   await until(async () => (await sql`SELECT 1 FROM audit_checkpoints WHERE heads LIKE ${'%' + signed + '%'}`).length > 0, 10_000, 'a checkpoint naming the head');
@@ -214,6 +217,40 @@ test('group commit: events recorded in one event-loop turn share one INSERT', as
     assert.ok(perInsert >= 32, `events per INSERT at c=64: ${perInsert}`);
     await log.close();
   } finally { await own.end(); }
+});
+
+test('c=1: an awaited commit is one INSERT (no head update on the request path); the head follows, a lagging head verifies, a checkpoint moves every chain\'s head', async () => {
+  const fresh = await fleetStore();
+  const sent: string[] = [];
+  const own = postgres(fresh.databaseUrl, { max: 4, onnotice: () => {}, debug: (_conn: number, query: string) => { sent.push(query); } });
+  try {
+    await migrate(own);
+    const replica = `head-${randomBytes(3).toString('hex')}`;
+    const log = await openFleetAuditLog(own, { replica, keyEncryptionKey: parseMasterKeyEnv(MASTER, dir).derive(SIGNING_KEY_KEK_INFO), checkpointIntervalMs: 60_000 });
+    const head = async () => (await own<Array<{ head_seq: string; head_hash: string }>>`SELECT head_seq, head_hash FROM audit_chains WHERE replica = ${replica}`)[0];
+    for (let i = 1; i <= 3; i++) {
+      sent.length = 0;
+      log.record({ type: 'admin', request_id: `c1-${i}` });
+      await log.journaled();
+      assert.equal(sent.length, 1, `one statement per awaited commit: ${sent.join(' | ')}`);
+      assert.match(sent[0], /^INSERT INTO audit_events /);
+    }
+    await until(async () => Number((await head()).head_seq) === 3, 10_000, 'the head row at seq 3, off the request path');
+    // A head left behind (its replica died before moving it) is a lower bound: the trail verifies...
+    await own`UPDATE audit_chains SET head_seq = 1, head_hash = (SELECT hash FROM audit_events WHERE replica = ${replica} AND seq = 1) WHERE replica = ${replica}`;
+    const v = await verifyFleet(own);
+    assert.ok(v.ok && v.events === 3, JSON.stringify(v.errors));
+    // ...and the next checkpoint, by any replica, moves it to the newest event and signs that.
+    assert.equal(await log.checkpoint(), true);
+    const [last] = await own<Array<{ hash: string }>>`SELECT hash FROM audit_events WHERE replica = ${replica} AND seq = 3`;
+    assert.deepEqual(await head(), { head_seq: '3', head_hash: last.hash });
+    const [ck] = await own<Array<{ heads: string }>>`SELECT heads FROM audit_checkpoints ORDER BY id DESC LIMIT 1`;
+    assert.equal(ck.heads, JSON.stringify([[replica, 3, last.hash]]));
+    await log.close();
+  } finally {
+    await own.end();
+    await fresh.drop();
+  }
 });
 
 test('a PostgreSQL that stops answering: journaled() rejects within the commit timeout (no stalled request), the events stay queued and are committed when it answers', async () => {

@@ -1,6 +1,8 @@
 // The audit trail in fleet mode, on PostgreSQL: each process start appends its own hash chain
-// (replica id random per start, so no fleet-wide lock on the hot path), in one multi-row INSERT
-// per event-loop turn (group commit) that also moves the chain's head. journaled() resolves once
+// (replica id random per start, so no fleet-wide lock on the hot path), in one INSERT per
+// event-loop turn (group commit). The chain's head row follows off the request path (at most every
+// HEAD_MS, in flush() and, for every chain, in each checkpoint): readers take it as a lower bound
+// (verify: "the events reach at least here"), so a head that lags is never wrong. journaled() resolves once
 // everything recorded so far is committed, so an acknowledged event survives the loss of the
 // replica, disk included. One replica at a time (advisory lock) signs checkpoints naming every
 // chain's head with an Ed25519 key kept in PostgreSQL, encrypted under the master key.
@@ -73,6 +75,18 @@ const CHECKPOINT_LOCK = 0x61616d2d636b;
 /** HKDF info under which the master key yields the key that encrypts the fleet's signing key. */
 export const SIGNING_KEY_KEK_INFO = 'aam audit signing key v1';
 const COLUMNS = ['replica', 'seq', 'ts', 'type', 'request_id', 'agent', 'prev_hash', 'hash', 'body', 'trace_id', 'decision', 'plane'] as const;
+/**
+ * One event (every commit at c=1): a fixed text, prepared once, with the row's values as they are;
+ * the multi-row form is built per batch. A retry after a lost reply finds its rows and changes nothing.
+ */
+const INSERT_ONE = `INSERT INTO audit_events (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map((_, i) => `$${i + 1}`).join(', ')}) ON CONFLICT (replica, seq) DO NOTHING`;
+const rowValues = (r: Row) => [r.replica, r.seq, r.ts, r.type, r.request_id, r.agent, r.prev_hash, r.hash, r.body, r.trace_id, r.decision, r.plane];
+/** The chain's head row is moved at most this often (ms) by a committing replica. */
+const HEAD_MS = 200;
+/** Every chain's head moved up to its newest event (each checkpoint; also heals the head of a replica that died before moving it). */
+const HEADS_FROM_EVENTS = `UPDATE audit_chains c SET head_seq = e.seq, head_hash = e.hash FROM audit_chains c2
+  CROSS JOIN LATERAL (SELECT seq, hash FROM audit_events WHERE replica = c2.replica ORDER BY seq DESC LIMIT 1) e
+  WHERE c.replica = c2.replica AND e.seq > c.head_seq`;
 
 export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Promise<FleetAuditLog> {
   const key = await fleetSigningKey(sql, opts.keyEncryptionKey);
@@ -83,6 +97,10 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
   let seq = 0;
   let prev = GENESIS_HASH;
   let committed = 0;
+  let committedHash = GENESIS_HASH;
+  let headStored = 0;
+  let headWrites: Promise<void> = Promise.resolve();
+  let headTimer: NodeJS.Timeout | undefined;
   let pending: Row[] = [];
   let inFlight = false;
   let scheduled = false;
@@ -111,8 +129,20 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
     setImmediate(write);
   };
 
-  // One statement: the rows and the chain's new head commit together (a retry after a lost reply
-  // finds its rows there already and changes nothing).
+  // The chain's head row up to what is committed (not awaited by requests; flush() and close() wait for it).
+  const storeHead = (): Promise<void> => headWrites = headWrites.catch(() => {}).then(async () => {
+    const seq = committed;
+    const hash = committedHash;
+    if (seq <= headStored) return;
+    await sql`UPDATE audit_chains SET head_seq = ${seq}, head_hash = ${hash} WHERE replica = ${replica} AND head_seq < ${seq}`;
+    headStored = Math.max(headStored, seq);
+  });
+  const headLater = () => {
+    if (headTimer || closed) return;
+    headTimer = setTimeout(() => { headTimer = undefined; storeHead().catch(() => { /* the next commit or checkpoint moves it */ }); }, HEAD_MS);
+    headTimer.unref();
+  };
+
   function write(): void {
     scheduled = false;
     if (inFlight || pending.length === 0) return;
@@ -121,13 +151,15 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
     pending = batch === pending ? [] : pending.slice(batchSize);
     const last = batch[batch.length - 1];
     const t0 = performance.now();
-    sql`WITH ins AS (INSERT INTO audit_events ${sql(batch, ...COLUMNS)} ON CONFLICT (replica, seq) DO NOTHING)
-      UPDATE audit_chains SET head_seq = ${last.seq}, head_hash = ${last.hash} WHERE replica = ${replica} AND head_seq < ${last.seq}`
+    (batch.length === 1 ? sql.unsafe(INSERT_ONE, rowValues(last), { prepare: true })
+      : sql`INSERT INTO audit_events ${sql(batch, ...COLUMNS)} ON CONFLICT (replica, seq) DO NOTHING`)
       .then(() => {
         commitMs += performance.now() - t0;
         batches++;
         committed = last.seq;
+        committedHash = last.hash;
         inFlight = false;
+        headLater();
         if (failing) { failing = false; alert({ kind: 'recovered', message: 'audit trail writes to PostgreSQL again' }); }
         settle();
         schedule();
@@ -183,6 +215,7 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
   const checkpoint = async (): Promise<boolean> => sql.begin(async (tx): Promise<FleetCheckpoint | false> => {
     const [lock] = await tx<Array<{ ok: boolean }>>`SELECT pg_try_advisory_xact_lock(${CHECKPOINT_LOCK}) AS ok`;
     if (!lock.ok) return false;
+    await tx.unsafe(HEADS_FROM_EVENTS);
     const heads = await tx<Array<{ replica: string; head_seq: string; head_hash: string }>>`
       SELECT replica, head_seq, head_hash FROM audit_chains WHERE head_seq > 0 ORDER BY replica`;
     const text = headsText(heads.map((h) => ({ replica: h.replica, seq: Number(h.head_seq), hash: h.head_hash })));
@@ -216,15 +249,16 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
       await upTo(mine);
       return { seq: mine, hash };
     },
-    flush: () => upTo(seq),
+    flush: async () => { await upTo(seq); await storeHead(); },
     checkpoint,
     stats: () => ({ queued: pending.length, written: committed, lastSeq: seq, failures, failing, batches, commitMs }),
     async close() {
       clearInterval(timer);
-      try { await upTo(seq); await checkpoint(); } finally {
+      try { await upTo(seq); await storeHead(); await checkpoint(); } finally {
         clearInterval(watchdog);
         closed = true;
         if (retryTimer) clearTimeout(retryTimer);
+        if (headTimer) clearTimeout(headTimer);
       }
     },
   };
