@@ -42,6 +42,15 @@ test('a piece never ends inside a surrogate pair: an emoji on the 16 KiB boundar
   // An emoji that ends exactly on the boundary is not moved.
   const t = `${'a'.repeat(PIECE - 2)}😀${'b'.repeat(5)}`;
   assert.deepEqual(streamPieces({ type: 'text', text: t }).map((p) => textOf([p]).length), [PIECE, 5]);
+  // The first and the last high surrogates (U+10000 and U+10FFFF) on the boundary move whole too.
+  for (const pair of ['\u{10000}', '\u{10FFFF}']) {
+    const v = `${'a'.repeat(PIECE - 1)}${pair}b`;
+    assert.deepEqual(streamPieces({ type: 'text', text: v }).map((p) => textOf([p])), ['a'.repeat(PIECE - 1), `${pair}b`], `U+${pair.codePointAt(0)!.toString(16)}`);
+  }
+  // A provider may cut a pair between two deltas: a long delta that ends in half of one keeps it,
+  // in its last piece (nothing lost, and the cut never loops on the lone half).
+  const cut = `${'c'.repeat(PIECE)}\ud83d`;
+  assert.deepEqual(streamPieces({ type: 'text', text: cut }).map((p) => textOf([p])), ['c'.repeat(PIECE), '\ud83d']);
   // Many pieces with emoji everywhere: still lossless and well-formed.
   const u = '😀x'.repeat(30_000);
   const many = streamPieces({ type: 'text', text: u });
