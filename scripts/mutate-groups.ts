@@ -39,8 +39,14 @@ export const groups: Record<string, MutateGroup> = {
   // Who is calling and may they: mutation-identity runs one gateway with the demo provider (no MCP
   // server), so a mutant it kills costs a few seconds.
   identify: {
-    mutate: ['src/access/identify.ts', 'src/access/decide.ts'],
+    mutate: ['src/access/identify.ts'],
     tests: ['test/mutation-identity.test.ts'],
+  },
+  // mutation-decide starts no gateway (a real compiled config and limiter): a mutant it kills
+  // costs about a second; mutation-identity checks the same answers through a gateway.
+  decide: {
+    mutate: ['src/access/decide.ts'],
+    tests: ['test/mutation-decide.test.ts', 'test/mutation-identity.test.ts'],
   },
   access: {
     mutate: ['src/access/**/*.ts', '!src/access/egress.ts', '!src/access/guard.ts', '!src/access/identify.ts', '!src/access/decide.ts'],

@@ -15,10 +15,7 @@ export interface TestGateway {
   close(): Promise<void>;
 }
 
-export const doc = (kind: string, name: string, spec: unknown): string =>
-  `apiVersion: access.envisionai.dev/v1\nkind: ${kind}\nmetadata: { name: ${name} }\nspec: ${JSON.stringify(spec)}\n`;
-
-export const yaml = (...docs: string[]): string => docs.join('---\n');
+export { doc, yaml } from './config-docs.ts';
 
 export async function startTestGateway(config: string, env: Record<string, string> = {}): Promise<TestGateway> {
   const dir = mkdtempSync(join(tmpdir(), 'aam-test-'));
