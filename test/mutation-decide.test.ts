@@ -39,12 +39,12 @@ type Event = Record<string, any>; // eslint-disable-line @typescript-eslint/no-e
 /** What decide.ts writes to: the trail, the decision counters, the span, the activity table. */
 interface Seen { events: Event[]; decisions: string[]; limited: string[]; span: Record<string, unknown>; rows: SeenRow[] }
 
-function runtime(opts: { limiter?: Limiter; audit?: boolean; room?: boolean } = {}) {
+function runtime(opts: { limiter?: Limiter; audit?: boolean; room?: boolean; metrics?: boolean } = {}) {
   const seen: Seen = { events: [], decisions: [], limited: [], span: {}, rows: [] };
   const rt = {
     audit: opts.audit === false ? null : { record: (ev: Event) => { seen.events.push(ev); } },
     auditHasRoom: () => opts.room ?? true,
-    metrics: { decision: (e: string, a: string) => seen.decisions.push(`${e} ${a}`), limited: (c: string, a: string) => seen.limited.push(`${c} ${a}`), modelCall: () => {} },
+    metrics: opts.metrics === false ? null : { decision: (e: string, a: string) => seen.decisions.push(`${e} ${a}`), limited: (c: string, a: string) => seen.limited.push(`${c} ${a}`), modelCall: () => {} },
     limiter: opts.limiter ?? new EmbeddedLimiter(new BudgetLedger(), new RateLimiter()),
     identitySeen: new IdentitySeen({ write: async (r) => { seen.rows.push(...r); }, read: async () => seen.rows }),
     ids: new IdPool(),
@@ -97,13 +97,14 @@ test('a denial is a 403 with the policy\'s reason, and its evidence names the ro
   const analyst = who('analyst');
   const cases: Array<[AccessRequest, number, Event]> = [
     [model(who('quiet'), 'big'), 403, { model: { route: 'big' } }],
-    [{ kind: 'tool', agent: analyst.agent, resource: 'files.read', action: 'read', args: {} }, 502, { tool: { resource: 'files.read', action: 'read' } }],
+    [{ kind: 'tool', agent: analyst.agent, resource: 'files.read', action: 'read', args: {} }, 500, { tool: { resource: 'files.read', action: 'read' } }],
     [{ kind: 'agent', agent: analyst.agent, callee: 'quiet', skill: 'sum' }, 204, { a2a: { agent: 'quiet', skill: 'sum' } }],
   ];
   for (const [req, status, action] of cases) {
     const ctx = context(r);
     const id: Identity = { agent: req.agent, method: 'jwt_svid' };
-    const e = refused(() => authorize(ctx, id, req));
+    // The A2A plane passes the caller's policy set with its request, as the model plane does.
+    const e = refused(() => authorize(ctx, id, req, req.kind === 'agent' ? setFor(req.agent, policies) : undefined));
     assert.deepEqual([e.status, e.code], [403, 'policy_denied']);
     assert.equal(e.message, ctx.decision?.d.reason);
     assert.match(e.message, /\S/);
@@ -118,7 +119,7 @@ test('a denial is a 403 with the policy\'s reason, and its evidence names the ro
   }
   const ctx = context(r);
   refused(() => authorize(ctx, who('analyst'), { kind: 'tool', agent: analyst.agent, resource: 'x', action: 'y', args: {} }));
-  recordDecision(ctx, 404);
+  recordDecision(ctx, 400);
   assert.equal(r.seen.events.at(-1)?.outcome.error_class, 'client');
   assert.deepEqual(r.seen.decisions, ['deny quiet', 'deny analyst', 'deny analyst', 'deny analyst']);
 });
@@ -141,14 +142,16 @@ test('shadow mode: an allow that a mode: audit policy would deny carries would_d
   assert.deepEqual(r.seen.decisions, ['would_deny analyst', 'allow analyst', 'allow analyst', 'deny quiet']);
 });
 
-test('with the audit queue full an allowed request is refused (503, retry-after 5); with no audit trail at all it goes on', () => {
+test('with the audit queue full an allowed request is refused (503, retry-after 5); with no audit trail (or metrics) at all it goes on', () => {
   const id = who('analyst');
   const e = refused(() => authorize(context(runtime({ room: false })), id, model(id, 'chat')));
   assert.deepEqual([e.status, e.code, e.headers], [503, 'unavailable', { 'retry-after': '5' }]);
   assert.match(e.message, /audit trail cannot record/);
-  const off = context(runtime({ audit: false, room: false }));
+  const off = context(runtime({ audit: false, room: false, metrics: false }));
   assert.equal(authorize(off, id, model(id, 'chat')).effect, 'allow');
   assert.equal(off.decision?.recorded, false);
+  assert.equal(authorize(off, id, model(id, 'big')).wouldDeny?.policy, 'finance-tighten');
+  assert.equal(refused(() => authorize(off, who('quiet'), model(who('quiet'), 'big'))).code, 'policy_denied');
 });
 
 test('evidence keeps what the agent\'s audit.record selects, names the caller\'s traceparent trace, and marks the agent active on its plane', async () => {
