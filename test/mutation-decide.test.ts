@@ -23,10 +23,10 @@ const policies: CompiledPolicies = compilePolicies(parseConfigTexts([{ file: 'aa
   doc('Model', 'chat', { targets: [{ provider: 'demo', model: 'demo-1' }] }),
   doc('Model', 'big', { targets: [{ provider: 'demo', model: 'demo-1' }] }),
   doc('Agent', 'analyst', { workload: 'spiffe://prod/agent/analyst', team: 'finance' }),
-  doc('Agent', 'quiet', { workload: 'spiffe://prod/agent/quiet', team: 'ops' }),
+  doc('Agent', 'quiet', { workload: 'spiffe://prod/agent/quiet', team: 'ops', a2a: { url: 'http://127.0.0.1:9/a2a' } }),
   doc('Agent', 'chatty', { workload: 'spiffe://prod/agent/chatty', team: 'ops' }),
   doc('Agent', 'spender', { workload: 'spiffe://prod/agent/spender', team: 'ops' }),
-  doc('AgentPolicy', 'analyst-models', { identity: { agent: 'analyst' }, models: { allow: ['chat', 'big'] } }),
+  doc('AgentPolicy', 'analyst-models', { identity: { agent: 'analyst' }, models: { allow: ['chat', 'big'] }, agents: [{ agent: 'quiet', skills: ['sum'] }] }),
   // Shadow mode: decided and recorded, not enforced.
   doc('AgentPolicy', 'finance-tighten', { mode: 'audit', identity: { team: 'finance' }, models: { deny: ['big'] } }),
   doc('AgentPolicy', 'quiet-models', { identity: { agent: 'quiet' }, models: { allow: ['chat'] }, audit: { record: ['identity', 'policy'] } }),
@@ -89,6 +89,10 @@ test('an allow is carried, counted and on the span, and recorded once with the o
     model: undefined,
   });
   assert.equal(recordDecision(context(r), 200), undefined, 'no decision, nothing to record');
+  // An A2A call comes with the caller's policy set too: decided by its agents rules, not as a model.
+  const analyst = who('analyst');
+  const call = authorize(context(r), analyst, { kind: 'agent', agent: analyst.agent, callee: 'quiet', skill: 'sum' }, setFor(analyst.agent, policies));
+  assert.deepEqual([call.effect, call.policy, call.rulePath], ['allow', 'analyst-models', 'agents[0]']);
   assert.equal(r.seen.events.length, 1);
 });
 
@@ -98,7 +102,7 @@ test('a denial is a 403 with the policy\'s reason, and its evidence names the ro
   const cases: Array<[AccessRequest, number, Event]> = [
     [model(who('quiet'), 'big'), 403, { model: { route: 'big' } }],
     [{ kind: 'tool', agent: analyst.agent, resource: 'files.read', action: 'read', args: {} }, 500, { tool: { resource: 'files.read', action: 'read' } }],
-    [{ kind: 'agent', agent: analyst.agent, callee: 'quiet', skill: 'sum' }, 204, { a2a: { agent: 'quiet', skill: 'sum' } }],
+    [{ kind: 'agent', agent: analyst.agent, callee: 'quiet', skill: 'erase' }, 204, { a2a: { agent: 'quiet', skill: 'erase' } }],
   ];
   for (const [req, status, action] of cases) {
     const ctx = context(r);
