@@ -182,8 +182,8 @@ test('rate limits count per agent and per virtual key; the third call in a minut
   const r = runtime();
   const a = who('chatty', 'key_a');
   const b = who('chatty', 'key_b');
-  assert.deepEqual(rateEntriesOf(a, 'tool:', { rpm: 2, policies: [] }).map((e) => e.key), ['tool:agent:spiffe://prod/agent/chatty', 'tool:key:key_a']);
-  assert.deepEqual(rateEntriesOf(who('chatty'), '', { rpm: 2, policies: [] }).map((e) => e.key), ['agent:spiffe://prod/agent/chatty']);
+  assert.deepEqual(rateEntriesOf(a, 'tool:', { rpm: 2 }).map((e) => e.key), ['tool:agent:spiffe://prod/agent/chatty', 'tool:key:key_a']);
+  assert.deepEqual(rateEntriesOf(who('chatty'), '', { rpm: 2 }).map((e) => e.key), ['agent:spiffe://prod/agent/chatty']);
   const first = admit(context(r), a, 10, 0) as Admission;
   assert.ok(first.ticket, 'counted');
   admit(context(r), b, 10, 0);

@@ -15,7 +15,8 @@ export interface TestGateway {
   close(): Promise<void>;
 }
 
-export { doc, yaml } from './config-docs.ts';
+import { doc, yaml } from './config-docs.ts';
+export { doc, yaml };
 
 export async function startTestGateway(config: string, env: Record<string, string> = {}): Promise<TestGateway> {
   const dir = mkdtempSync(join(tmpdir(), 'aam-test-'));
