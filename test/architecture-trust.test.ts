@@ -51,7 +51,7 @@ test('nothing writes around the door: no raw socket writes, no second response c
  */
 const OUTBOUND: Record<string, Record<string, string>> = {
   'src/access/egress.ts': { url: 'an agent (postToAgent: the egress door\'s request side)' },
-  'src/a2a/gateway.ts': { 'spec.url': 'the callee agent (aam\'s credential; its answer comes back through the door)' },
+  'src/a2a/gateway.ts': { 'urlOf(spec)': 'the callee agent (aam\'s credential; its answer comes back through the door)' },
   'src/a2a/card.ts': { url: 'the callee\'s agent card' },
   'src/gateway/upstream.ts': { dispatch: 'a model provider' },
   'src/tools/http-tool.ts': { url: 'an HTTP tool' },
@@ -70,9 +70,11 @@ const OUTBOUND: Record<string, Record<string, string>> = {
 function outboundCalls(f: { path: string; text: string }): string[] {
   const code = f.text.replace(/^\s*(\/\/|\*).*$/gm, '');
   const out: string[] = [];
-  for (const m of code.matchAll(/(?<![.\w])fetch\(([^,)]+)/g)) out.push(m[1].trim());
+  // The first argument (one level of parentheses inside it allowed).
+  const arg = '((?:[^,()]|\\([^()]*\\))+)';
+  for (const m of code.matchAll(new RegExp(`(?<![.\\w])fetch\\(${arg}`, 'g'))) out.push(m[1].trim());
   if (/import\s*\{[^}]*\brequest\b[^}]*\}\s*from\s*'[./]*(store\/)?http-client\.ts'|from\s*'undici'/.test(code) || f.path === 'src/store/http-client.ts') {
-    for (const m of code.matchAll(/(?<![.\w])request\(([^,)]+)/g)) out.push(m[1].trim());
+    for (const m of code.matchAll(new RegExp(`(?<![.\\w])request\\(${arg}`, 'g'))) out.push(m[1].trim());
   }
   for (const m of code.matchAll(/getGlobalDispatcher\(\)\)?\.(dispatch|request)\(|\.(dispatch)\(\{\s*$/gm)) out.push(m[1] ?? m[2]);
   for (const m of code.matchAll(/new\s+(\w+ClientTransport)\(/g)) if (m[1] !== 'StdioClientTransport') out.push(m[1]);
