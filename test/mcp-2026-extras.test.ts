@@ -122,8 +122,8 @@ async function tokenFor(secret: string, body: Record<string, unknown>): Promise<
 
 const toolNames = (r: Sent, prefix = ''): string[] => ((r.body.result?.tools ?? []) as Array<{ name: string }>).map((t) => t.name).filter((n) => n.startsWith(prefix)).sort();
 
-/** The config; `denyLongjob`: navigator's policy now denies alpha's longjob (for the Tasks test's reload). */
-function config(url: string, denyLongjob = false): string {
+/** The config; `denyLongjob`: navigator's policy now denies alpha's longjob (for the Tasks test's reload); `navCrm`: navigator's crm actions. */
+function config(url: string, denyLongjob = false, navCrm: string[] = ['*']): string {
   // crm (the accounts fixture, 2025-11-25 over stdio): navigator may read its resources, intruder may only call mutate.
   const policy = (agent: string, crm: string[]) => doc('AgentPolicy', `${agent}-policy`, { identity: { workload: `spiffe://prod/agent/${agent}` }, tools: [
     ...['alpha', 'beta', 'gamma'].map((resource) => ({ resource, actions: ['*'], ...(denyLongjob && resource === 'alpha' && agent === 'navigator' ? { deny: ['longjob'] } : {}) })), { resource: 'crm', actions: crm }] });
@@ -131,7 +131,7 @@ function config(url: string, denyLongjob = false): string {
     doc('Credential', 'up-token', { env: 'TEST_UP_TOKEN' }),
     doc('Agent', 'navigator', { workload: 'spiffe://prod/agent/navigator', team: 'ops', environment: 'prod' }),
     doc('Agent', 'intruder', { workload: 'spiffe://prod/agent/intruder', team: 'ops', environment: 'prod' }),
-    policy('navigator', ['*']), policy('intruder', ['mutate']),
+    policy('navigator', navCrm), policy('intruder', ['mutate']),
     stdioServerDoc('crm'),
     doc('Credential', 'gamma-obo', { kind: 'on_behalf_of', obo: { audience: 'mcp://gamma', ttl_seconds: 60 } }),
     // Input guardrail on alpha: whatever a client sends it (arguments, inputResponses, any tasks/* field) has e-mail addresses masked.
@@ -368,8 +368,8 @@ async function until(cond: () => boolean, what: string, ms = 20_000): Promise<vo
 }
 
 test('subscriptions/listen: acknowledged per caller under policy; notifications reach only the streams that asked and may see them', async () => {
-  const nav = await listen('/mcp/crm', { toolsListChanged: true, promptsListChanged: true, resourceSubscriptions: ['account://a1'] });
-  const intr = await listen('/mcp/crm', { toolsListChanged: true, resourceSubscriptions: ['account://a1'] }, otherKey);
+  const nav = await listen('/mcp/crm', { toolsListChanged: true, promptsListChanged: true, resourcesListChanged: true, resourceSubscriptions: ['account://a1'] });
+  const intr = await listen('/mcp/crm', { toolsListChanged: true, promptsListChanged: true, resourceSubscriptions: ['account://a1'] }, otherKey);
   const quiet = await listen('/mcp/alpha', { toolsListChanged: true });
   try {
     assert.equal(nav.status, 200);
@@ -378,12 +378,13 @@ test('subscriptions/listen: acknowledged per caller under policy; notifications 
     assert.equal(ack.method, 'notifications/subscriptions/acknowledged');
     assert.equal(ack.params._meta['io.modelcontextprotocol/subscriptionId'], nav.id);
     check('SubscriptionsAcknowledgedNotification', ack);
-    assert.deepEqual(ack.params.notifications, { toolsListChanged: true, resourceSubscriptions: ['account://a1'] }, 'what aam cannot honour (prompts) is left out');
-    assert.deepEqual(intr.messages[0].params.notifications, { toolsListChanged: true }, 'a URI the caller may not read is not acknowledged');
+    assert.deepEqual(ack.params.notifications, { toolsListChanged: true, promptsListChanged: true, resourcesListChanged: true, resourceSubscriptions: ['account://a1'] });
+    assert.deepEqual(intr.messages[0].params.notifications, { toolsListChanged: true, promptsListChanged: true }, 'a URI the caller may not read is not acknowledged');
     // The intruder changes the upstream (its tools and its accounts).
     const m = await modern('tools/call', { name: 'mutate', arguments: { variant: 'listen-v2' } }, { path: '/mcp/crm', token: otherKey });
     assert.equal(m.status, 200, JSON.stringify(m.body));
-    await until(() => nav.messages.some((x) => x.method === 'notifications/resources/updated') && nav.messages.some((x) => x.method === 'notifications/tools/list_changed'), 'navigator\'s notifications');
+    const got = (l: { messages: Array<Record<string, any>> }, method: string) => l.messages.some((x) => x.method === method);
+    await until(() => ['resources/updated', 'tools/list_changed', 'prompts/list_changed', 'resources/list_changed'].every((m) => got(nav, `notifications/${m}`)), 'navigator\'s notifications');
     await until(() => intr.messages.some((x) => x.method === 'notifications/tools/list_changed'), 'intruder\'s tools/list_changed');
     const upd = nav.messages.find((x) => x.method === 'notifications/resources/updated')!;
     assert.equal(upd.params.uri, 'account://a1');
@@ -391,12 +392,48 @@ test('subscriptions/listen: acknowledged per caller under policy; notifications 
     check('JSONRPCNotification', upd);
     for (const x of nav.messages) check('JSONRPCMessage', x);
     assert.ok(!intr.messages.some((x) => x.method === 'notifications/resources/updated'), 'no update for a resource the caller may not read');
+    assert.ok(!got(intr, 'notifications/prompts/list_changed'), 'no prompts list_changed for a caller who may not get that server\'s prompts');
+    for (const m of ['notifications/prompts/list_changed', 'notifications/resources/list_changed']) check('JSONRPCNotification', nav.messages.find((x) => x.method === m));
     assert.ok(!quiet.messages.some((x) => x.method !== 'notifications/subscriptions/acknowledged'), 'another server\'s changes do not reach /mcp/alpha');
   } finally { nav.close(); intr.close(); quiet.close(); }
   // A malformed filter is refused before any stream opens.
   const bad = await listen('/mcp/crm', { resourceSubscriptions: 'account://a1' });
   assert.equal(bad.status, 400);
   assert.equal(bad.messages[0].error.code, -32602);
+});
+
+test('subscriptions/listen is decided for the caller as it is now: a revoked key ends the stream, a narrowed policy stops resource updates, each on record', async () => {
+  const { key: k, secret } = gw.g.rt.keys.create('navigator');
+  const revoked = await listen('/mcp/crm', { toolsListChanged: true, resourceSubscriptions: ['account://a2'] }, secret);
+  const narrowed = await listen('/mcp/crm', { toolsListChanged: true, resourceSubscriptions: ['account://a1'] });
+  try {
+    await until(() => revoked.messages.length > 0 && narrowed.messages.length > 0, 'acknowledgements');
+    assert.deepEqual(narrowed.messages[0].params.notifications.resourceSubscriptions, ['account://a1']);
+    // The key is revoked: the stream ends (an error for the listen request) within about a second, on record.
+    gw.g.rt.keys.revoke(k.id);
+    await until(() => revoked.messages.some((x) => x.id === revoked.id && x.error), 'the revoked caller\'s stream to end');
+    const end = revoked.messages.find((x) => x.id === revoked.id)!;
+    assert.equal(end.error.code, -32001);
+    assert.match(end.error.message, /subscriptions\/listen ended: the API key it authenticated with is no longer valid/);
+    // The policy narrows: navigator may no longer read crm's resources (its tools it still sees).
+    writeFileSync(gw.configPath, config(upstreamUrl, false, ['mutate', 'search_accounts']));
+    assert.equal(gw.g.rt.reload(), null);
+    const m = await modern('tools/call', { name: 'mutate', arguments: { variant: 'narrowed' } }, { path: '/mcp/crm', token: otherKey });
+    assert.equal(m.status, 200, JSON.stringify(m.body));
+    // The upstream announces the tools change before the update; aam relays the first only after re-listing.
+    await until(() => narrowed.messages.some((x) => x.method === 'notifications/tools/list_changed'), 'tools/list_changed under the new policy');
+    assert.ok(!narrowed.messages.some((x) => x.method === 'notifications/resources/updated'), 'no resource update once the caller may not read it');
+    assert.ok(!revoked.messages.some((x) => x.method === 'notifications/tools/list_changed'), 'nothing after the revocation');
+    const ended = (await toolEvents(gw, { type: 'tool.rejected' })).map((e) => e as { method?: string; key_id?: string; outcome?: { status?: string } }).filter((e) => e.outcome?.status === 'listen_ended');
+    assert.deepEqual(ended.map((e) => [e.method, e.key_id]), [['subscriptions/listen', k.id]]);
+    const denied = (await toolEvents(gw, { type: 'tool.decision', agent: 'navigator' })).map((e) => e as { method?: string; uri?: string; decision?: { effect?: string } })
+      .filter((e) => e.method === 'subscriptions/listen' && e.uri === 'account://a1');
+    assert.ok(denied.length >= 1 && denied.every((e) => e.decision?.effect === 'deny'), JSON.stringify(denied));
+  } finally {
+    revoked.close(); narrowed.close();
+    writeFileSync(gw.configPath, config(upstreamUrl));
+    gw.g.rt.reload();
+  }
 });
 
 test('Tasks extension: a task is its creator\'s alone, each tasks/* request is decided like the creating call, and results are scrubbed', async () => {

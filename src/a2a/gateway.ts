@@ -9,7 +9,7 @@ import { request } from '../store/http-client.ts';
 import type { Access, Ctx } from './plane.ts';
 import { keepSseAlive, readJson, sendJson } from '../access/request.ts';
 import { AamError, toAamError } from '../access/errors.ts';
-import { Access as AccessOf, openAccess } from '../access/context.ts';
+import { Access as AccessOf, currentCaller as callerNow, openAccess } from '../access/context.ts';
 import { authorize, policyEvidence, recordDecision, storeFailure } from '../access/decide.ts';
 import type { Identity } from '../identity/types.ts';
 import { admitRuleCall } from '../access/rule-limits.ts';
@@ -271,14 +271,10 @@ export function createA2aGateway(): A2aGateway {
 
   /** The registering caller re-resolved against the running config and key store; refuses (403) what no longer holds. */
   function currentCaller(ctx: Ctx, then: Identity): Identity {
-    const name = then.agent.name;
-    const agent = name === '' ? then.agent : ctx.cfg.policies.agents.get(name);
-    if (!agent || agent.spiffeId !== then.agent.spiffeId) {
-      throw new AamError(403, 'policy_denied', `the agent that registered this push route (${name || then.agent.spiffeId}) is no longer in the config under the same workload; it must register again`);
-    }
-    const keyProblem = then.keyId === undefined ? undefined : ctx.rt.keyBook.generationProblem(then.keyId, then.keyGeneration);
-    if (keyProblem) throw new AamError(403, 'invalid_api_key', `the key that registered this push route is no longer valid (${keyProblem}); the caller must register again`);
-    return { ...then, agent };
+    const now = callerNow(ctx.rt, then);
+    if (!('gone' in now)) return now.identity;
+    if (now.code === 'invalid_api_key') throw new AamError(403, now.code, `the key that registered this push route is no longer valid (${now.detail}); the caller must register again`);
+    throw new AamError(403, now.code, `the agent that registered this push route (${then.agent.name || then.agent.spiffeId}) is no longer in the config under the same workload; it must register again`);
   }
 
   /** Who owns an id, from the store seam; a fleet store that cannot answer refuses (503), never "not found". */

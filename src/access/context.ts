@@ -105,6 +105,20 @@ export class Access<C extends Ctx = Ctx> {
 }
 
 /**
+ * A caller identified by an earlier request, re-resolved against the running config and key
+ * store, for what aam does for it later (a push route, a subscriptions/listen stream): the agent
+ * as configured now (same name, same workload), or why the caller no longer holds.
+ */
+export function currentCaller(rt: Ctx['rt'], then: Identity): { identity: Identity } | { gone: string; code: 'policy_denied' | 'invalid_api_key'; detail?: string } {
+  const name = then.agent.name;
+  const agent = name === '' ? then.agent : rt.compiled.policies.agents.get(name);
+  if (!agent || agent.spiffeId !== then.agent.spiffeId) return { code: 'policy_denied', gone: `the agent ${name || then.agent.spiffeId} is no longer in the config under the same workload` };
+  const keyProblem = then.keyId === undefined ? undefined : rt.keyBook.generationProblem(then.keyId, then.keyGeneration);
+  if (keyProblem) return { code: 'invalid_api_key', gone: `the API key it authenticated with is no longer valid (${keyProblem})`, detail: keyProblem };
+  return { identity: agent === then.agent ? then : { ...then, agent } };
+}
+
+/**
  * Step 1 of the access path: identify the caller and open its access context. A request made
  * while serving an A2A call (x-aam-delegation) is linked to that call in the evidence, whatever
  * the plane: one `delegation` event under this request's id names the chain and the parent call.

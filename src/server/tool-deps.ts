@@ -11,7 +11,7 @@ import { ToolError, RPC, type ToolAccess, type ToolAdmission, type JsonBody, typ
 import { parseTraceparent, traceHeaders } from '../observability/tracing.ts';
 import { toolSpanAttributes, toolSpanName } from '../observability/otlp-genai.ts';
 import { requestTraceId } from '../access/evidence.ts';
-import type { Access as AccessOf } from '../access/context.ts';
+import { Access as AccessOf, currentCaller } from '../access/context.ts';
 import type { Ctx } from './http.ts';
 import { guardrailsOf, guardValue, nextTurn, redactForReview, TURN_MS } from '../access/guard.ts';
 import { parseJsonInTurns } from '../access/json-turns.ts';
@@ -76,6 +76,15 @@ class ToolAccessOf implements ToolAccess {
   guard(direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]) {
     const a = this.#a;
     return guardValue(a.ctx.rt, { requestId, traceId: requestTraceId(a.ctx) }, a.identity, guardrailsOf(a.ctx.rt, a.identity, attached, a.set), direction, value, where);
+  }
+
+  current(): ToolAccess | { gone: string } {
+    const a = this.#a;
+    const now = currentCaller(a.ctx.rt, a.identity);
+    if ('gone' in now) return now;
+    const cfg = a.ctx.rt.compiled as Access['ctx']['cfg'];
+    if (cfg === a.ctx.cfg && now.identity === a.identity) return this;
+    return new ToolAccessOf(new AccessOf({ ...a.ctx, cfg }, now.identity));
   }
 
   traceId(carried?: TraceContextIn): string {

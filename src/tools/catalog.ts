@@ -4,7 +4,7 @@
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import type { JsonSchemaType } from '@modelcontextprotocol/sdk/validation/types.js';
 import type { ConfigSet, McpServerSpec } from '../config/schema.ts';
-import { createUpstream, type Upstream, type UpstreamOptions } from './upstream.ts';
+import { createUpstream, type ListKind, type Upstream, type UpstreamOptions } from './upstream.ts';
 import { errMsg, NAME_SEP } from './util.ts';
 import type { ToolIntegrity, ToolStatus } from './tool-integrity.ts';
 import type { ToolDeps, UpstreamTool } from './types.ts';
@@ -44,6 +44,8 @@ export interface Catalog {
   onToolsChanged(listener: (server: string) => void): void;
   /** notifications/resources/updated from any server (including ones added by a reload). */
   onResourceUpdated(listener: (server: string, uri: string) => void): void;
+  /** A server's prompts or resources list changed (it said so). */
+  onListChanged(listener: (server: string, list: ListKind) => void): void;
   /** Re-run integrity and mapping on the last listed definitions (after an admin accepted a change). */
   recompile(server: string): void;
   close(): Promise<void>;
@@ -90,6 +92,7 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
   const servers = new Map<string, ServerEntry>();
   const listeners: Array<(server: string) => void> = [];
   const updateListeners: Array<(server: string, uri: string) => void> = [];
+  const listListeners: Array<(server: string, list: ListKind) => void> = [];
 
   function add(name: string, spec: McpServerSpec): void {
     const upstream = createUpstream(name, spec, deps, opts);
@@ -101,6 +104,9 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
     });
     upstream.onResourceUpdated((uri) => {
       if (servers.get(name) === entry) for (const l of updateListeners) l(name, uri);
+    });
+    upstream.onListChanged((list) => {
+      if (servers.get(name) === entry) for (const l of listListeners) l(name, list);
     });
     servers.set(name, entry);
   }
@@ -157,6 +163,7 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
     },
     onToolsChanged(l) { listeners.push(l); },
     onResourceUpdated(l) { updateListeners.push(l); },
+    onListChanged(l) { listListeners.push(l); },
     recompile(name) {
       const e = servers.get(name);
       if (!e) return;

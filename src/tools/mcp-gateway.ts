@@ -60,12 +60,20 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   /** Sessions this replica has SDK objects for (the registry, deps.sessions, says which exist at all). */
   const sessions = new Map<string, Session>();
   /** 2026-07-28 subscriptions/listen streams (bounded per identity like sessions). */
-  const hub = createListenHub(maxPerIdentity);
+  const hub = createListenHub(rt, maxPerIdentity);
 
   catalog.onToolsChanged((server) => {
     hub.toolsChanged(server);
     for (const s of sessions.values()) {
       if (s.ctx.scope === null || s.ctx.scope === server) s.server.sendToolListChanged().catch(() => {});
+    }
+  });
+
+  catalog.onListChanged((server, list) => {
+    hub.listChanged(server, list);
+    for (const s of sessions.values()) {
+      if (s.ctx.scope !== null && s.ctx.scope !== server) continue;
+      void (list === 'prompts' ? s.server.sendPromptListChanged() : s.server.sendResourceListChanged()).catch(() => {});
     }
   });
 
@@ -80,6 +88,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   // Every second: drop objects of sessions idle here (the registry ends them when idle fleet-wide),
   // and end sessions whose key was revoked, so their open streams close on every replica within ~1 s.
   const sweeper = setInterval(() => {
+    hub.recheck(); // listen streams of revoked keys end within ~1 s too
     const cutoff = Date.now() - idleMs;
     for (const s of sessions.values()) {
       const dead = s.started ? keyProblemOf(s.rec) : undefined;
@@ -91,7 +100,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
 
   function buildServer(ctx: SessionCtx): Server {
     const server = new Server({ name: 'aam', version: '0.1.0' }, {
-      capabilities: { tools: { listChanged: true }, resources: { subscribe: true }, prompts: {} },
+      capabilities: { tools: { listChanged: true }, resources: { subscribe: true, listChanged: true }, prompts: { listChanged: true } },
       instructions: instructions(ctx.scope),
     });
     server.setRequestHandler(ListToolsRequestSchema, async (req, extra) => {
@@ -235,7 +244,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
         res.on('close', () => { if (!res.writableFinished) abort.abort(); }); // a closed response cancels the request
         const rid = req.headers['x-request-id'];
         const extra = { signal: abort.signal, requestId: typeof rid === 'string' && REQUEST_ID.test(rid) ? rid : undefined };
-        const listen = (s: SessionCtx, params: Record<string, unknown>, id: string | number, r: ServerResponse) => hub.listen(rt, s, params, id, r);
+        const listen = (s: SessionCtx, params: Record<string, unknown>, id: string | number, r: ServerResponse) => hub.listen(s, params, id, r);
         return handleModern({ rt, pageSize, listWaitMs, instructions, listen }, req.headers, res, body as Record<string, unknown>, access, serverName, extra);
       }
       const sid = req.headers['mcp-session-id'];
@@ -253,6 +262,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     },
     async reload(next) {
       await catalog.reload(next);
+      hub.recheck(); // open listen streams are decided with the new policies from now on
     },
     async close() {
       clearInterval(sweeper);

@@ -1,47 +1,118 @@
 // MCP 2026-07-28 subscriptions/listen (basic/patterns/subscriptions): a long-lived SSE stream of
 // the notifications a client asked for. aam acknowledges the subset it honours for this caller:
-// toolsListChanged (its catalog's changes, for the servers of the endpoint) and resourceSubscriptions
-// whose URIs the caller may read (each decided like resources/read, then subscribed upstream like
-// a 2025-11-25 session's resources/subscribe). URIs it may not read are left out of the ack.
+// toolsListChanged, promptsListChanged and resourcesListChanged (for the servers of the endpoint)
+// and resourceSubscriptions whose URIs the caller may read (each decided like resources/read, then
+// subscribed upstream like a 2025-11-25 session's resources/subscribe). URIs it may not read are
+// left out of the ack. A stream outlives the request that opened it, so each notification is
+// decided for the caller as it is now (ToolAccess.current): a revoked key or a removed agent ends
+// the stream, a policy that no longer lets it see a list or read a URI stops that notification,
+// each with evidence; recheck() applies the same on a reload and every second.
+import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
-import { subscribeResource, unsubscribeResource, type Runtime, type SessionCtx } from './mcp-call.ts';
+import { RESOURCE_READ, PROMPT_GET, context, subscribeResource, unsubscribeResource, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { sseEvent as sse } from './mcp-headers.ts';
-import { errMsg } from './util.ts';
-import { RPC } from './types.ts';
+import type { ListKind } from './upstream.ts';
+import { decisionFields, errMsg } from './util.ts';
+import { identityFields, RPC, type ToolAccess } from './types.ts';
 
 const SUBSCRIPTION_ID = 'io.modelcontextprotocol/subscriptionId';
 /** URIs one listen request may name (each is a decision and possibly an upstream subscription). */
 export const MAX_LISTEN_URIS = 100;
 
 type Json = Record<string, unknown>;
+type Kind = 'tools' | ListKind;
+const FILTER: Record<Kind, string> = { tools: 'toolsListChanged', prompts: 'promptsListChanged', resources: 'resourcesListChanged' };
 
-interface Listener { who: string; scope: string | null; tools: boolean; ctx: SessionCtx; send(method: string, params?: Json): void; end(): void }
+interface Listener { who: string; scope: string | null; want: ReadonlySet<Kind>; ctx: SessionCtx; send(method: string, params?: Json): void; end(): void; fail(message: string): void }
 
-/** The open listen streams of one gateway: fed by its catalog, closed gracefully with it. */
+/** The open listen streams of one gateway: fed by its catalog, re-decided on reloads, closed gracefully with it. */
 export interface ListenHub {
   toolsChanged(server: string): void;
+  listChanged(server: string, list: ListKind): void;
   resourceUpdated(server: string, uri: string): void;
+  /** Re-decide every open stream for its caller as it is now (after a reload; periodically, for revoked keys). */
+  recheck(): void;
   /** Open one stream for a validated 2026-07-28 request; resolves when the stream ends. */
-  listen(rt: Runtime, s: SessionCtx, params: Json, id: string | number, res: ServerResponse): Promise<void>;
+  listen(s: SessionCtx, params: Json, id: string | number, res: ServerResponse): Promise<void>;
   closeAll(): void;
 }
 
-
-export function createListenHub(maxPerIdentity: number): ListenHub {
+export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub {
   const open = new Set<Listener>();
   const countOf = (who: string) => { let n = 0; for (const l of open) if (l.who === who) n++; return n; };
+  const inScope = (l: Listener, server: string) => l.scope === null || l.scope === server;
+  const evidence = (l: Listener, ev: Json) => rt.deps.audit.record({ plane: 'mcp', method: 'subscriptions/listen', request_id: `req_${randomUUID()}`, trace_id: l.ctx.access.traceId(), ...identityFields(l.ctx.identity), ...ev });
+
+  /** The listener's caller as it is now; false (and the stream ended, on record) when it no longer holds. */
+  function current(l: Listener): boolean {
+    const now = l.ctx.access.current();
+    if ('gone' in now) {
+      open.delete(l);
+      evidence(l, { type: 'tool.rejected', outcome: { status: 'listen_ended', error: now.gone } });
+      rt.deps.log.info({ spiffe_id: l.who, reason: now.gone }, 'subscriptions/listen stream ended: the caller no longer holds');
+      l.fail(`subscriptions/listen ended: ${now.gone}; authenticate again and open a new stream`);
+      return false;
+    }
+    if (now !== l.ctx.access) adopt(l, now);
+    return true;
+  }
+
+  /** New policies (a reload): resource subscriptions the caller may no longer read are dropped, each a recorded deny. */
+  function adopt(l: Listener, access: ToolAccess): void {
+    l.ctx.access = access;
+    l.ctx.identity = access.identity;
+    for (const [uri, server] of l.ctx.subscriptions) {
+      if (!mayRead(l, server, uri)) void unsubscribeResource(rt, l.ctx, uri).catch(() => {});
+    }
+  }
+
+  /** resources/read of `uri` decided for the caller now; a deny is recorded (it is why updates stop). */
+  function mayRead(l: Listener, server: string, uri: string): boolean {
+    const entry = rt.catalog.servers.get(server);
+    if (!entry) return false;
+    const requestId = `req_${randomUUID()}`;
+    const d = l.ctx.access.authorize(entry.resource, RESOURCE_READ, { uri }, context(rt, l.ctx, requestId, { server, method: 'notifications/resources/updated' }));
+    const ok = d.allowed && d.effect === 'allow' && !credentialRefused(l, server);
+    if (!ok) evidence(l, { request_id: requestId, type: 'tool.decision', server, resource: entry.resource, action: RESOURCE_READ, uri, decision: decisionFields(d) });
+    return ok;
+  }
+
+  const credentialRefused = (l: Listener, server: string) => {
+    const cred = rt.catalog.servers.get(server)?.spec.credential;
+    return cred !== undefined && l.ctx.access.credentialRefusal(cred) !== null;
+  };
+
+  /** Could the caller list this server's tools, prompts or resources now (what a list_changed is about)? */
+  function mayList(l: Listener, server: string, kind: Kind): boolean {
+    const entry = rt.catalog.servers.get(server);
+    if (!entry || credentialRefused(l, server)) return false;
+    if (kind === 'prompts') return l.ctx.access.visible(entry.resource, PROMPT_GET);
+    if (kind === 'resources') return l.ctx.access.visible(entry.resource, RESOURCE_READ);
+    for (const t of entry.tools.values()) if (l.ctx.access.visible(t.resource, t.action)) return true;
+    return false;
+  }
+
+  function changed(server: string, kind: Kind): void {
+    for (const l of [...open]) {
+      if (l.want.has(kind) && inScope(l, server) && current(l) && mayList(l, server, kind)) l.send(`notifications/${kind}/list_changed`);
+    }
+  }
 
   return {
-    toolsChanged(server) {
-      for (const l of open) if (l.tools && (l.scope === null || l.scope === server)) l.send('notifications/tools/list_changed');
-    },
+    toolsChanged: (server) => changed(server, 'tools'),
+    listChanged: (server, list) => changed(server, list),
     resourceUpdated(server, uri) {
-      for (const l of open) if (l.ctx.subscriptions.get(uri) === server) l.send('notifications/resources/updated', { uri });
+      for (const l of [...open]) {
+        if (l.ctx.subscriptions.get(uri) !== server || !current(l)) continue;
+        if (mayRead(l, server, uri)) l.send('notifications/resources/updated', { uri });
+        else void unsubscribeResource(rt, l.ctx, uri).catch(() => {});
+      }
     },
-    async listen(rt, s, params, id, res) {
+    recheck() { for (const l of [...open]) current(l); },
+    async listen(s, params, id, res) {
       const filter = params.notifications;
       const reply = (status: number, code: number, message: string) => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify({ jsonrpc: '2.0', id, error: { code, message } })); };
-      if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) return reply(400, RPC.invalidParams, 'subscriptions/listen needs params.notifications: { toolsListChanged?, resourceSubscriptions?: [uri, ...] }');
+      if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) return reply(400, RPC.invalidParams, 'subscriptions/listen needs params.notifications: { toolsListChanged?, promptsListChanged?, resourcesListChanged?, resourceSubscriptions?: [uri, ...] }');
       const f = filter as Json;
       const uris = f.resourceSubscriptions === undefined ? [] : f.resourceSubscriptions;
       if (!Array.isArray(uris) || uris.some((u) => typeof u !== 'string') || uris.length > MAX_LISTEN_URIS) return reply(400, RPC.invalidParams, `params.notifications.resourceSubscriptions must be a list of at most ${MAX_LISTEN_URIS} URI strings`);
@@ -52,17 +123,22 @@ export function createListenHub(maxPerIdentity: number): ListenHub {
       for (const uri of new Set(uris as string[])) {
         try { await subscribeResource(rt, s, uri); granted.push(uri); } catch (e) { rt.deps.log.info({ spiffe_id: who, uri, err: errMsg(e) }, 'subscriptions/listen: resource subscription not granted'); }
       }
-      const tools = f.toolsListChanged === true;
+      const want = new Set((Object.keys(FILTER) as Kind[]).filter((k) => f[FILTER[k]] === true));
+      const frame = (msg: Json) => { if (!res.writableEnded) res.write(sse(msg)); };
       const l: Listener = {
-        who, scope: s.scope, tools, ctx: s,
-        send: (method, p = {}) => { if (!res.writableEnded) res.write(sse({ jsonrpc: '2.0', method, params: { ...p, _meta: { [SUBSCRIPTION_ID]: id } } })); },
+        who, scope: s.scope, want, ctx: s,
+        send: (method, p = {}) => frame({ jsonrpc: '2.0', method, params: { ...p, _meta: { [SUBSCRIPTION_ID]: id } } }),
         // Graceful end (spec: a completion result for the listen request, then close).
         end: () => { if (!res.writableEnded) res.end(sse({ jsonrpc: '2.0', id, result: { resultType: 'complete', _meta: { [SUBSCRIPTION_ID]: id } } })); },
+        fail: (message) => { if (!res.writableEnded) res.end(sse({ jsonrpc: '2.0', id, error: { code: RPC.denied, message } })); },
       };
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-      l.send('notifications/subscriptions/acknowledged', { notifications: { ...(tools ? { toolsListChanged: true } : {}), ...(granted.length ? { resourceSubscriptions: granted } : {}) } });
+      const acked: Json = {};
+      for (const k of want) acked[FILTER[k]] = true;
+      if (granted.length) acked.resourceSubscriptions = granted;
+      l.send('notifications/subscriptions/acknowledged', { notifications: acked });
       open.add(l);
-      if (!res.destroyed) await new Promise<void>((done) => res.once('close', done));
+      if (!res.destroyed && !res.writableEnded) await new Promise<void>((done) => res.once('close', done));
       open.delete(l);
       for (const uri of [...s.subscriptions.keys()]) await unsubscribeResource(rt, s, uri).catch(() => {});
     },

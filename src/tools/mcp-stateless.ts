@@ -164,7 +164,7 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
   switch (method) {
     case 'server/discover':
       return {
-        supportedVersions: SUPPORTED_VERSIONS, capabilities: { tools: { listChanged: true }, resources: { subscribe: true }, prompts: {}, extensions: { [TASKS_EXT]: {} } },
+        supportedVersions: SUPPORTED_VERSIONS, capabilities: { tools: { listChanged: true }, resources: { subscribe: true, listChanged: true }, prompts: { listChanged: true }, extensions: { [TASKS_EXT]: {} } },
         ...(o.instructions(s.scope) ? { instructions: o.instructions(s.scope) } : {}),
         _meta: { [META_SERVER]: { name: 'aam', version: '0.1.0' } }, ...PRIVATE,
       };

@@ -30,6 +30,12 @@ export interface ToolAccess {
   /** Guardrails on tool arguments (input) or results (output): the possibly redacted value, or a block. */
   /** `attached`: guardrails the tool's own resource (McpServer/HttpTool spec.guardrails) adds to the caller's. */
   guard(direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]): Promise<{ ok: true; value: unknown } | { ok: false; guardrail: string; message: string }>;
+  /**
+   * This caller's access as of now, for a stream that outlives its request (subscriptions/listen):
+   * the identity re-resolved against the running config and key store, with the policies in force
+   * now (the same object while nothing changed), or why the caller no longer holds.
+   */
+  current(): ToolAccess | { gone: string };
   /** The trace of a call (trace_id of its audit events): the one its MCP message carried, else the request's. */
   traceId(carried?: TraceContextIn): string;
   /** Start observing one upstream tool call (just before it is forwarded); `carried`: see traceId. */

@@ -12,7 +12,7 @@ import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import {
-  ErrorCode, McpError, ResourceUpdatedNotificationSchema, ToolListChangedNotificationSchema,
+  ErrorCode, McpError, PromptListChangedNotificationSchema, ResourceListChangedNotificationSchema, ResourceUpdatedNotificationSchema, ToolListChangedNotificationSchema,
   type CallToolResult, type GetPromptResult, type ListPromptsResult, type ListResourcesResult, type ListResourceTemplatesResult, type Progress, type ReadResourceResult,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { McpServerSpec } from '../config/schema.ts';
@@ -33,6 +33,9 @@ export interface UpstreamOptions {
   /** A connection that stays up this long resets the backoff. */
   stableAfterMs?: number;
 }
+
+/** Lists other than tools whose changes an upstream announces (tools are re-listed and compiled instead). */
+export type ListKind = 'prompts' | 'resources';
 
 export interface CallOptions {
   signal?: AbortSignal;
@@ -63,6 +66,8 @@ export interface Upstream {
   unsubscribe(uri: string, identity: Identity): Promise<void>;
   /** Called with the URI of each notifications/resources/updated from the upstream. */
   onResourceUpdated(listener: (uri: string) => void): void;
+  /** Called on each notifications/prompts/list_changed and notifications/resources/list_changed from the upstream. */
+  onListChanged(listener: (list: ListKind) => void): void;
   listPrompts(identity: Identity): Promise<ListPromptsResult['prompts']>;
   getPrompt(name: string, args: Record<string, string> | undefined, identity: Identity, opts?: CallOptions): Promise<GetPromptResult>;
   /** Called with the new list whenever the cached tools list changes. */
@@ -96,6 +101,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   const callerIdentity = new AsyncLocalStorage<Identity>();
   const listeners: Array<(tools: UpstreamTool[]) => void> = [];
   const updateListeners: Array<(uri: string) => void> = [];
+  const listListeners: Array<(list: ListKind) => void> = [];
   /** Subscribed URIs and how many sessions want each; renewed on a reconnect. */
   const subscribed = new Map<string, number>();
 
@@ -183,6 +189,8 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       try { await refreshTools(c); } catch (e) { deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'tools/list refresh failed'); }
     });
     c.setNotificationHandler(ResourceUpdatedNotificationSchema, async (n) => { for (const l of updateListeners) l(n.params.uri); });
+    c.setNotificationHandler(PromptListChangedNotificationSchema, async () => { for (const l of listListeners) l('prompts'); });
+    c.setNotificationHandler(ResourceListChangedNotificationSchema, async () => { for (const l of listListeners) l('resources'); });
     t.onclose = () => onTransportClosed(c);
     starting = t;
     try {
@@ -355,6 +363,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       await run(`resources/unsubscribe "${uri}"`, identity, (c) => c.unsubscribeResource({ uri }, reqOpts())).catch(() => { /* the server may be gone; nothing to undo */ });
     },
     onResourceUpdated(l) { updateListeners.push(l); },
+    onListChanged(l) { listListeners.push(l); },
     listResourceTemplates: (identity) => run('resources/templates/list', identity, async (c) =>
       c.getServerCapabilities()?.resources ? (await c.listResourceTemplates(undefined, reqOpts())).resourceTemplates : []),
     listPrompts: (identity) => run('prompts/list', identity, async (c) =>
