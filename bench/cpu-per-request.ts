@@ -3,7 +3,7 @@
 // JavaScript (as `npm start` runs it) and served in its own process; rounds interleave the trees
 // so that they see the same load. The mock upstream is bench/mock-upstream.js; the a2a kinds are an
 // A2A hop (SendMessage, SendStreamingMessage) to bench/a2a-echo-agent.ts.
-//   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] [--kind nonstream,stream,responses,responses-stream,a2a,a2a-stream] [--bare] TREE [TREE...]
+//   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] [--kind nonstream,stream,responses,responses-stream,a2a,a2a-stream] [--bare] [--pin CPU] TREE [TREE...]
 // --bare: the bare pass-through proxy (bench/bare-proxy.ts) joins the rounds as a tree named 'bare'
 // (chat kinds only: it forwards the request as it is), the floor the gateway is compared with.
 // TREE: a directory holding src/ and scripts/build.ts (a git worktree of aam); default: this one.
@@ -25,9 +25,11 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const NODE = process.execPath;
 const { values: opt, positionals } = parseArgs({
   allowPositionals: true,
-  options: { n: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '3' }, conc: { type: 'string', default: '4' }, prof: { type: 'boolean', default: false }, bare: { type: 'boolean', default: false }, strace: { type: 'boolean', default: false }, kind: { type: 'string' } },
+  options: { n: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '3' }, conc: { type: 'string', default: '4' }, prof: { type: 'boolean', default: false }, bare: { type: 'boolean', default: false }, pin: { type: 'string' }, strace: { type: 'boolean', default: false }, kind: { type: 'string' } },
 });
 const N = Number(opt.n);
+// --pin CPU: every gateway (threads included) on that one core, as `npm run bench` runs them; the mock and this client are not pinned.
+const GW_PIN = opt.pin === undefined ? NO_PIN : { cpu: Number(opt.pin), nice: 0 };
 const ROUNDS = Number(opt.rounds);
 const CONC = Number(opt.conc);
 const trees = (positionals.length ? positionals : [join(HERE, '..')]).map((t) => resolve(t));
@@ -87,7 +89,7 @@ try {
     const port = await freePort();
     const argv = aamServeArgv(NODE, tree, configPath, port, dataDir, build);
     if (opt.prof) argv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(tree, 'bench', 'results', 'prof')}`);
-    const child = startProcess(NO_PIN, argv, { ...build.env, AAM_LOG_LEVEL: 'warn', A2A_BENCH_TOKEN }, join(dir, 'aam.log'), tree);
+    const child = startProcess(GW_PIN, argv, { ...build.env, AAM_LOG_LEVEL: 'warn', A2A_BENCH_TOKEN }, join(dir, 'aam.log'), tree);
     children.push(child);
     if (!(await waitHttp(`http://127.0.0.1:${port}/healthz`, 60_000, 200, child))) throw new Error(`aam from ${tree} did not start (log: ${join(dir, 'aam.log')})`);
     gws.push({ tree, child, key, pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
@@ -97,7 +99,7 @@ try {
     // Written inside this repo (bench/tmp/) so that `undici` resolves.
     const out = mkdtempSync(join(HERE, 'tmp', 'cpu-bare-'));
     outs.push(out);
-    const child = startProcess(NO_PIN, [NODE, bareProxyScript(out)], { UPSTREAM_URL: `http://127.0.0.1:${mockPort}`, PORT: String(port) }, join(work, 'bare.log'));
+    const child = startProcess(GW_PIN, [NODE, bareProxyScript(out)], { UPSTREAM_URL: `http://127.0.0.1:${mockPort}`, PORT: String(port) }, join(work, 'bare.log'));
     children.push(child);
     if (!(await waitHttp(`http://127.0.0.1:${port}/__mock/stats`, 20_000, 200, child))) throw new Error('bare proxy did not start');
     gws.push({ tree: 'bare', child, key: 'dummy', pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });

@@ -52,6 +52,18 @@ test('rejection carries reset time, spent and limit; daily and monthly windows a
   assert.ok(ledger.reserve('agent:a', 1, limits, new Date('2026-12-01T00:00:00Z')).ok);
 });
 
+test('windows end exactly at the UTC midnight / first of the month, and a clock set back opens the earlier window', () => {
+  const ledger = new BudgetLedger();
+  const limits = { daily_usd: 5, monthly_usd: 100 };
+  const spend = (iso: string, usd: number) => { const r = ledger.reserve('k', usd, limits, new Date(iso)); assert.ok(r.ok, iso); ledger.settle(r.reservation, usd, new Date(iso)); };
+  spend('2026-11-30T00:00:00.000Z', 5);
+  assert.ok(!ledger.reserve('k', 1, limits, new Date('2026-11-30T23:59:59.999Z')).ok, 'last ms of the day is still that day');
+  spend('2026-12-01T00:00:00.000Z', 5); // a new day and a new month
+  assert.deepEqual(ledger.usage('k', new Date('2026-12-01T12:00:00Z')), { daily: 5, monthly: 5, reserved: 0 });
+  // The clock goes back: the earlier day is a window of its own again (spend there starts at 0).
+  assert.ok(ledger.reserve('k', 4, limits, new Date('2026-11-30T23:00:00.000Z')).ok);
+});
+
 test('settle: unknown cost keeps the estimate (flagged); release gives it back; double settle is a no-op', () => {
   const ledger = new BudgetLedger();
   const limits = { daily_usd: 10 };

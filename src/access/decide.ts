@@ -62,7 +62,7 @@ export function recordDecision(ctx: Ctx, status: number, error?: string): void {
   if (!p || p.recorded) return;
   p.recorded = true;
   recordEvidence(ctx, p.identity, {
-    type: 'decision', request_id: ctx.requestId, trace_id: ctx.span?.context.traceId, identity: identityEvidence(p.identity),
+    type: 'decision', request_id: ctx.requestId, trace_id: requestTraceId(ctx), identity: identityEvidence(p.identity),
     policy: policyEvidence(p.d),
     ...(p.req.kind === 'model' ? { model: { route: p.req.model } } : p.req.kind === 'agent' ? { a2a: { agent: p.req.callee, skill: p.req.skill } } : { tool: { resource: p.req.resource, action: p.req.action } }),
     outcome: { status, error_class: status >= 500 ? 'server' : status >= 400 ? 'client' : undefined, error },

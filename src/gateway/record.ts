@@ -3,7 +3,7 @@
 import type { Usage } from '../providers/types.ts';
 import type { Identity } from '../identity/types.ts';
 import type { Ctx } from './plane.ts';
-import { identityEvidence } from '../access/evidence.ts';
+import { identityEvidence, requestTraceId } from '../access/evidence.ts';
 import { policyEvidence, recordEvidence } from '../access/decide.ts';
 import { modelSpanAttributes } from '../observability/otlp-genai.ts';
 import type { Route, Target } from './routes.ts';
@@ -26,7 +26,7 @@ export function recordCall(ctx: Ctx, identity: Identity, route: Route, target: T
   const decision = ctx.decision;
   if (decision) decision.recorded = true;
   recordEvidence(ctx, identity, {
-    type: 'model_call', request_id: ctx.requestId, trace_id: ctx.span?.context.traceId, identity: identityEvidence(identity),
+    type: 'model_call', request_id: ctx.requestId, trace_id: requestTraceId(ctx), identity: identityEvidence(identity),
     policy: decision ? policyEvidence(decision.d) : undefined,
     // Guardrails that checked this call; their block/redact/flag verdicts are 'guardrail' events,
     // so an applied guardrail without such an event allowed the call.

@@ -9,7 +9,8 @@ import type { AdmitRequest, AdmitResult, BudgetAlert, BudgetLimits, Limiter, Per
 export type { BudgetAlert, BudgetLimits, Period, RateLimits } from '../store/types.ts';
 
 
-interface Window { start: number; spent: number; fired: Set<number> }
+/** end: first ms after the window, so the common case (still inside) needs no calendar arithmetic. */
+interface Window { start: number; end: number; spent: number; fired: Set<number> }
 interface Account { key: string; day: Window; month: Window; reserved: number }
 
 export interface Reservation {
@@ -37,6 +38,9 @@ const nextMonth = (start: number): number => { const d = new Date(start); return
 
 const SWEEP_EVERY = 1024;
 
+function dayWindow(t: number): Window { const start = dayStart(t); return { start, end: nextDay(start), spent: 0, fired: new Set() }; }
+function monthWindow(t: number): Window { const start = monthStart(t); return { start, end: nextMonth(start), spent: 0, fired: new Set() }; }
+
 export interface BudgetLedgerOptions {
   onAlert?: (alert: BudgetAlert) => void;
 }
@@ -55,15 +59,13 @@ export class BudgetLedger {
   private account(key: string, now: number): Account {
     let a = this.accounts.get(key);
     if (!a) {
-      a = { key, day: { start: dayStart(now), spent: 0, fired: new Set() }, month: { start: monthStart(now), spent: 0, fired: new Set() }, reserved: 0 };
+      a = { key, day: dayWindow(now), month: monthWindow(now), reserved: 0 };
       this.accounts.set(key, a);
       return a;
     }
     // Roll windows; in-flight reservations carry over and are charged to the window they settle in.
-    const d = dayStart(now);
-    if (a.day.start !== d) a.day = { start: d, spent: 0, fired: new Set() };
-    const m = monthStart(now);
-    if (a.month.start !== m) a.month = { start: m, spent: 0, fired: new Set() };
+    if (now < a.day.start || now >= a.day.end) a.day = dayWindow(now);
+    if (now < a.month.start || now >= a.month.end) a.month = monthWindow(now);
     return a;
   }
 
@@ -107,7 +109,7 @@ export class BudgetLedger {
       w.fired.add(100);
       this.onAlert({ key: a.key, period, threshold: 100, spent: w.spent, limit, windowStart: new Date(w.start) });
     }
-    const resetAt = new Date(period === 'daily' ? nextDay(w.start) : nextMonth(w.start));
+    const resetAt = new Date(w.end);
     return { ok: false, code: 'budget_exceeded', key: a.key, resetAt, spent: committed, limit, period };
   }
 
