@@ -29,7 +29,8 @@ const cfg = {
   durationS,
   warmupS: num('BENCH_WARMUP', 2),
   rssDurationS: num('BENCH_RSS_DURATION', 2 * durationS),
-  rounds: num('BENCH_ROUNDS', 1),
+  // Three rounds by default: a median of three is robust to one disturbed round (of two, it is their mean).
+  rounds: num('BENCH_ROUNDS', 3),
   targets: (env.BENCH_TARGETS ?? 'direct,bare,aam,aam-fleet,aam-responses').split(',').map((s) => s.trim()).filter(Boolean),
   mockPort: num('BENCH_MOCK_PORT', 18080),
   barePort: num('BENCH_BARE_PORT', 18081),

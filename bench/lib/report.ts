@@ -104,8 +104,22 @@ export function ratioRows(run: BenchRun): string[][] {
       ok(m('aam-responses', (r) => r.nonstream_c64?.rps) / m('bare', (r) => r.nonstream_c64?.rps) >= 0.6)],
     ['aam Responses API first-content p50 minus bare proxy, stream c=1', `${signed(rp((r) => r.ttfb?.first_content_ms.p50))} ms`, '<= +0.10 ms', ok(rp((r) => r.ttfb?.first_content_ms.p50) <= 0.1)],
   ] : [];
+  // Each round runs bare and aam back to back (bench/run.ts): the pair of one round saw the same machine.
+  const rounds = [...new Set(run.results.map((r) => r.round))].sort((a, b) => a - b);
+  const of = (name: string, round: number): TargetResult | undefined => run.results.find((r) => r.name === name && r.round === round && !r.error);
+  const perRound = rounds.map((k) => {
+    const a = of('aam', k);
+    const b = of('bare', k);
+    const rps = (a?.nonstream_c64?.rps ?? NaN) / (b?.nonstream_c64?.rps ?? NaN);
+    const p50 = (a?.nonstream_c1?.p50_ms ?? NaN) - (b?.nonstream_c1?.p50_ms ?? NaN);
+    return `r${k}: ${fmt(rps * 100, 1)} % / ${signed(p50)} ms`;
+  }).join('; ');
+  // CPU per request at c=64 (its CPU share over its throughput): steadier than RPS on a shared machine.
+  const cpuUs = (name: string): number => m(name, (r) => (r.nonstream_c64 ? (r.nonstream_c64.sut_cpu_pct / 100) * 1e6 / r.nonstream_c64.rps : NaN));
   return [
     ['aam added p50 over bare proxy, non-stream c=1', `${signed(addP50)} ms`, '<= +0.05 ms', ok(addP50 <= 0.05)],
+    [`(each round: aam / bare RPS c=64; aam - bare p50 c=1)`, perRound, 'context', ''],
+    ['(gateway CPU per request c=64: aam / bare proxy)', `${fmt(cpuUs('aam'), 0)} / ${fmt(cpuUs('bare'), 0)} us`, 'context', ''],
     ['(bare proxy added p50 over direct, c=1)', `${signed(bareAdd)} ms`, 'context', ''],
     ['aam RPS / bare proxy RPS, non-stream c=64', `${fmt(frac * 100, 1)} %`, '>= 80 %', ok(frac >= 0.8)],
     ['aam first-content p50 minus bare proxy, stream c=1', `${signed(ttfc)} ms`, '<= +0.05 ms', ok(ttfc <= 0.05)],
