@@ -451,31 +451,48 @@ export function* readEvents(db: DatabaseSync, f: EventFilter = {}): Generator<St
   const wanted = (k: EventKeys): boolean => k.seq >= from && k.seq <= to
     && (f.since === undefined || k.time >= f.since) && (f.until === undefined || k.time < f.until)
     && (f.match === undefined || f.match(k));
+  const scratch = { buf: Buffer.alloc(0) }; // reused for every block this query reads
   for (const b of readBlocks(db, f)) {
-    const keys = blockKeys(b);
+    const raw = JSON.parse(b.keys) as (string | null)[];
+    const n = raw.length / KEYS;
+    // One probe object refilled per event (match is a predicate): a block of a thousand events
+    // that holds one match builds one EventKeys, not a thousand.
+    const probe: EventKeys = { seq: 0, time: '', type: '', request_id: '', agent: null, decision: null };
     const picked: number[] = [];
-    for (let i = 0; i < keys.length; i++) if (wanted(keys[i])) picked.push(i);
+    for (let i = 0; i < n; i++) if (wanted(fillKeys(probe, raw, b.first_seq, i))) picked.push(i);
     if (picked.length === 0) continue; // skip reading lines nobody asked for
     // A few matches in a big block (one request, a rare agent): decode and seal only their lines.
-    const events = picked.length === keys.length ? blockEvents(dataDir, b) : pickedEvents(dataDir, b, keys, picked);
+    const events = picked.length === n ? blockEvents(dataDir, b) : pickedEvents(dataDir, b, n, picked.map((i) => fillKeys({} as EventKeys, raw, b.first_seq, i)), picked, scratch);
     if (f.desc) events.reverse();
     yield* events;
   }
 }
 
-/** The events at positions `picked` (ascending) of one block: only their lines are decoded. */
-function pickedEvents(dataDir: string, b: Block, keys: EventKeys[], picked: number[]): StoredEvent[] {
-  const bytes = readBytes(dataDir, b.segment, b.byte_start, b.byte_end);
+/** Event i's keys from a block's parsed keys JSON, written into `k`. */
+function fillKeys(k: EventKeys, raw: (string | null)[], firstSeq: number, i: number): EventKeys {
+  const at = i * KEYS;
+  k.seq = firstSeq + i; k.time = String(raw[at]); k.type = String(raw[at + 1]); k.request_id = String(raw[at + 2]); k.agent = raw[at + 3]; k.decision = raw[at + 4];
+  return k;
+}
+
+/**
+ * The events at positions `picked` (ascending) of one block of `keyCount` events, `keys` being theirs: only their
+ * lines are decoded (the bytes go into `scratch`, grown as needed).
+ */
+function pickedEvents(dataDir: string, b: Block, keyCount: number, keys: EventKeys[], picked: number[], scratch: { buf: Buffer }): StoredEvent[] {
+  const size = b.byte_end - b.byte_start;
+  if (scratch.buf.length < size) scratch.buf = Buffer.allocUnsafe(Math.max(size, 2 * scratch.buf.length));
+  const bytes = readBytes(dataDir, b.segment, b.byte_start, b.byte_end, false, scratch.buf);
   const starts: number[] = [];
   for (let pos = 0; pos < bytes.length; pos = bytes.indexOf(10, pos) + 1 || bytes.length) starts.push(pos);
-  const problem = blockShapeProblem(b, starts.length, keys.length);
+  const problem = blockShapeProblem(b, starts.length, keyCount);
   if (problem || bytes[bytes.length - 1] !== 10) throw new Error(`audit ${problem ?? `block of events ${b.first_seq}..${b.last_seq} does not end a line`}: run \`aam audit verify\``);
   starts.push(bytes.length);
-  return picked.map((i) => {
+  return picked.map((i, j) => {
     const line = bytes.toString('utf8', starts[i], starts[i + 1] - 1);
     const hash = b.hashes.slice(i * 64, i * 64 + 64);
     const prev = i === 0 ? b.prev_hash : b.hashes.slice(i * 64 - 64, i * 64);
-    return { ...keys[i], text: b.sealed ? line : sealedText(line, keys[i].seq, prev, hash), hash };
+    return { ...keys[j], text: b.sealed ? line : sealedText(line, keys[j].seq, prev, hash), hash };
   });
 }
 
