@@ -7,19 +7,18 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
+import { fleetStore, startReplicas, type FleetTestStore, type Replicas } from './helpers/fleet.ts';
 import { startTestAgents, type TestAgents } from './helpers/a2a-agents.ts';
 import { doc, yaml } from './helpers/gateway.ts';
-import { until } from './helpers/e2e.ts';
-import { startGateway, type Running } from '../src/cli/serve.ts';
 import type { FleetTaskOwners } from '../src/store/task-owners.ts';
 
 let store: FleetTestStore;
 let agents: TestAgents;
 let dir: string;
-const replicas: Running[] = [];
-const urls: string[] = [];
-const keys: Record<string, string> = {};
+let replicaSet: Replicas;
+let replicas: Replicas['replicas'];
+let urls: string[] = [];
+let keys: Record<string, string> = {};
 
 before(async () => {
   store = await fleetStore();
@@ -33,17 +32,12 @@ before(async () => {
     doc('AgentPolicy', 'planner-calls', { identity: { agent: 'planner' }, agents: [{ agent: 'helper' }] }),
     doc('AgentPolicy', 'scorer-calls', { identity: { agent: 'scorer' }, agents: [{ agent: 'helper' }] }),
   ));
-  for (const i of [0, 1]) {
-    const r = await startGateway({ configPath, dataDir: join(dir, `data-${i}`), port: 0, host: '127.0.0.1', env: { ...process.env, ...store.env, AAM_LOG_LEVEL: 'error' } });
-    replicas.push(r);
-    urls.push(`http://127.0.0.1:${r.port}`);
-  }
-  for (const a of ['planner', 'scorer', 'helper']) keys[a] = (await replicas[0].rt.keyBook.create(a)).secret;
-  await until(async () => (await fetch(`${urls[1]}/v1/models`, { headers: { authorization: `Bearer ${keys.scorer}` } })).status === 200, 10_000, 'keys on replica 1');
+  replicaSet = await startReplicas({ store, configPath, dir, agents: ['planner', 'scorer', 'helper'] });
+  ({ replicas, urls, keys } = replicaSet);
 });
 
 after(async () => {
-  for (const r of replicas) await r.close();
+  await replicaSet?.close();
   await agents?.close();
   await store?.drop();
   if (dir) rmSync(dir, { recursive: true, force: true });

@@ -7,11 +7,11 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fleetStore, privateRedis, type FleetTestStore } from './helpers/fleet.ts';
+import { fleetStore, privateRedis, startReplicas, type FleetTestStore, type Replicas } from './helpers/fleet.ts';
 import { startFakeUpstream, type FakeUpstream } from './fake-upstream.ts';
 import { doc, yaml } from './helpers/gateway.ts';
 import { chat, localServer, until, type LocalServer } from './helpers/e2e.ts';
-import { startGateway, type Running } from '../src/cli/serve.ts';
+import { startGateway } from '../src/cli/serve.ts';
 import { embedSync } from '../src/cache/test-embedder.ts';
 import { FleetCache } from '../src/store/fleet-cache.ts';
 import { openFleet } from '../src/store/fleet.ts';
@@ -22,9 +22,10 @@ let fake: FakeUpstream;
 let embedder: LocalServer;
 let dir: string;
 let configPath: string;
-const replicas: Running[] = [];
-const urls: string[] = [];
-const keys: Record<string, string> = {};
+let replicaSet: Replicas;
+let replicas: Replicas['replicas'];
+let urls: string[];
+let keys: Record<string, string>;
 
 function agent(name: string, team: string): string[] {
   return [
@@ -59,17 +60,12 @@ before(async () => {
     // Less than one call's worst case (4096 output tokens at $2 per 1M): only $0 hits get through.
     doc('AgentPolicy', 'poor', { identity: { agent: 'green-poor' }, models: { budget: { daily_usd: 0.001 } } }),
   ));
-  for (const i of [0, 1]) {
-    const r = await startGateway({ configPath, dataDir: join(dir, `data-${i}`), port: 0, host: '127.0.0.1', env: { ...process.env, ...store.env, AAM_LOG_LEVEL: 'error' } });
-    replicas.push(r);
-    urls.push(`http://127.0.0.1:${r.port}`);
-  }
-  for (const a of ['red-1', 'red-2', 'blue-1', 'green-rich', 'green-poor']) keys[a] = (await replicas[0].rt.keyBook.create(a)).secret;
-  await until(async () => (await fetch(`${urls[1]}/v1/models`, { headers: { authorization: `Bearer ${keys['blue-1']}` } })).status === 200, 10_000, 'keys on replica 1');
+  replicaSet = await startReplicas({ store, configPath, dir, agents: ['red-1', 'red-2', 'blue-1', 'green-rich', 'green-poor'] });
+  ({ replicas, urls, keys } = replicaSet);
 });
 
 after(async () => {
-  for (const r of replicas) await r.close();
+  await replicaSet?.close();
   await fake?.close();
   await embedder?.close();
   await store?.drop();

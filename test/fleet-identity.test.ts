@@ -11,10 +11,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import postgres from 'postgres';
-import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
+import { fleetStore, startReplicas, type FleetTestStore, type Replicas } from './helpers/fleet.ts';
 import { doc, yaml, agentDocs } from './helpers/gateway.ts';
 import { runCli, until } from './helpers/e2e.ts';
-import { startGateway, type Running } from '../src/cli/serve.ts';
+import { startGateway } from '../src/cli/serve.ts';
 import { openFleet } from '../src/store/fleet.ts';
 import { FleetIssuerKeys } from '../src/store/fleet-issuer-keys.ts';
 import { issuerKeyPath, openIssuer } from '../src/identity/issuer.ts';
@@ -22,8 +22,9 @@ import { issuerKeyPath, openIssuer } from '../src/identity/issuer.ts';
 let store: FleetTestStore;
 let dir: string;
 let configPath: string;
-const replicas: Running[] = [];
-const urls: string[] = [];
+let replicaSet: Replicas;
+let replicas: Replicas['replicas'];
+let urls: string[];
 let key: string;
 
 before(async () => {
@@ -31,17 +32,12 @@ before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'aam-fleet-identity-'));
   configPath = join(dir, 'aam.yaml');
   writeFileSync(configPath, yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] }), ...agentDocs(['one'])));
-  for (const i of [0, 1]) {
-    const r = await startGateway({ configPath, dataDir: join(dir, `data-${i}`), port: 0, host: '127.0.0.1', env: { ...process.env, ...store.env, AAM_LOG_LEVEL: 'error' } });
-    replicas.push(r);
-    urls.push(`http://127.0.0.1:${r.port}`);
-  }
-  key = (await replicas[0].rt.keyBook.create('tester')).secret;
-  await until(async () => (await fetch(`${urls[1]}/v1/models`, { headers: { authorization: `Bearer ${key}` } })).status === 200, 10_000, 'the key on replica 1');
+  replicaSet = await startReplicas({ store, configPath, dir, agents: ['tester'] });
+  ({ replicas, urls, keys: { tester: key } } = replicaSet);
 });
 
 after(async () => {
-  for (const r of replicas) await r.close();
+  await replicaSet?.close();
   await store?.drop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });

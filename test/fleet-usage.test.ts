@@ -8,17 +8,16 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
+import { fleetStore, startReplicas, type FleetTestStore, type Replicas } from './helpers/fleet.ts';
 import { doc, yaml, agentDocs } from './helpers/gateway.ts';
 import { localServer, runCli, until, type LocalServer } from './helpers/e2e.ts';
-import { startGateway, type Running } from '../src/cli/serve.ts';
 
 const ADMIN = randomBytes(24).toString('hex');
 let store: FleetTestStore;
 let dir: string;
 let configPath: string;
-const replicas: Running[] = [];
-const urls: string[] = [];
+let replicaSet: Replicas;
+let urls: string[];
 let key: string;
 let upstream: LocalServer;
 
@@ -35,17 +34,12 @@ before(async () => {
     doc('Provider', 'up', { type: 'openai-compatible', baseUrl: `${upstream.url}/v1` }),
     doc('Model', 'priced', { targets: [{ provider: 'up', model: 'm' }], pricing: { input_per_1m: 0, output_per_1m: 1000 } }),
     ...agentDocs(['one', 'priced'], { budget: { daily_usd: 100 } })));
-  for (const i of [0, 1]) {
-    const r = await startGateway({ configPath, dataDir: join(dir, `data-${i}`), port: 0, host: '127.0.0.1', env: { ...process.env, ...store.env, AAM_ADMIN_TOKEN: ADMIN, AAM_LOG_LEVEL: 'error' } });
-    replicas.push(r);
-    urls.push(`http://127.0.0.1:${r.port}`);
-  }
-  key = (await replicas[0].rt.keyBook.create('tester')).secret;
-  await until(async () => (await fetch(`${urls[1]}/v1/models`, { headers: { authorization: `Bearer ${key}` } })).status === 200, 10_000, 'the key on replica 1');
+  replicaSet = await startReplicas({ store, configPath, dir, agents: ['tester'], env: { AAM_ADMIN_TOKEN: ADMIN } });
+  ({ urls, keys: { tester: key } } = replicaSet);
 });
 
 after(async () => {
-  for (const r of replicas) await r.close();
+  await replicaSet?.close();
   await store?.drop();
   await upstream?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });

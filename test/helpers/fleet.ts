@@ -5,8 +5,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
 import postgres from 'postgres';
 import { tempDir } from './temp.ts';
+import type { Running } from '../../src/cli/serve.ts';
 
 export interface FleetTestStore {
   databaseUrl: string;
@@ -109,15 +111,58 @@ export async function keyOnEveryReplica(urls: readonly string[], agent: string, 
   const r = await fetch(`${urls[0]}/admin/v1/keys`, { method: 'POST', headers: { authorization: `Bearer ${adminToken}`, 'content-type': 'application/json' }, body: JSON.stringify({ agent }) });
   if (r.status !== 201) throw new Error(`creating a key for ${agent}: HTTP ${r.status} ${await r.text()}`);
   const key = ((await r.json()) as { key: string }).key;
+  await untilAccepted(urls, [key], ms);
+  return key;
+}
+
+export interface Replicas {
+  replicas: Running[];
+  urls: string[];
+  /** A virtual key per agent asked for, created on replica 0 and accepted by every replica. */
+  keys: Record<string, string>;
+  /** Close every replica (call in after(), before dropping the store). */
+  close(): Promise<void>;
+}
+
+/**
+ * `count` replicas (`aam serve` in this process) of one fleet: the same config and store, each
+ * with a data dir of its own under `dir`, and a key for each of `agents`.
+ */
+export async function startReplicas(o: { store: FleetTestStore; configPath: string; dir: string; agents?: readonly string[]; count?: number; env?: Record<string, string> }): Promise<Replicas> {
+  // Loaded here, not at the top: files that use only the stores need not load the gateway.
+  const { startGateway } = await import('../../src/cli/serve.ts');
+  const replicas: Running[] = [];
+  const close = async () => { for (const r of replicas.splice(0)) await r.close(); };
+  try {
+    for (let i = 0; i < (o.count ?? 2); i++) {
+      replicas.push(await startGateway({
+        configPath: o.configPath, dataDir: join(o.dir, `data-${i}`), port: 0, host: '127.0.0.1',
+        env: { ...process.env, ...o.store.env, AAM_LOG_LEVEL: 'error', ...o.env },
+      }));
+    }
+    const urls = replicas.map((r) => `http://127.0.0.1:${r.port}`);
+    const keys: Record<string, string> = {};
+    for (const a of o.agents ?? []) keys[a] = (await replicas[0].rt.keyBook.create(a)).secret;
+    await untilAccepted(urls.slice(1), Object.values(keys));
+    return { replicas: [...replicas], urls, keys, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
+
+/** Every key accepted by every replica: keys reach the others within 1 s (push, then a poll backstop). */
+async function untilAccepted(urls: readonly string[], keys: readonly string[], ms = 10_000): Promise<void> {
   const deadline = Date.now() + ms;
   for (const url of urls) {
-    for (;;) {
-      const seen = await fetch(`${url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
-      await seen.arrayBuffer();
-      if (seen.status !== 401) break;
-      if (Date.now() > deadline) throw new Error(`key for ${agent} not accepted by ${url} within ${ms} ms`);
-      await new Promise((res) => setTimeout(res, 20));
+    for (const key of keys) {
+      for (;;) {
+        const r = await fetch(`${url}/v1/models`, { headers: { authorization: `Bearer ${key}` } });
+        await r.arrayBuffer();
+        if (r.status !== 401) break;
+        if (Date.now() > deadline) throw new Error(`a key was not accepted by ${url} within ${ms} ms`);
+        await new Promise((res) => setTimeout(res, 20));
+      }
     }
   }
-  return key;
 }
