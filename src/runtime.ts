@@ -1,6 +1,8 @@
 // The one runtime object: the compiled config (swapped atomically on reload) and the long-lived
 // services. Everything mutable in a running gateway hangs off this object; nothing is global.
-import { loadConfig, ConfigError, formatIssues } from './config/load.ts';
+import { ConfigError, formatIssues } from './config/errors.ts';
+import { parseConfigIsolated, parseConfigInThread } from './config/isolated.ts';
+import { configDigest, readConfigSources, type ConfigSource } from './config/sources.ts';
 import type { ConfigSet } from './config/schema.ts';
 import { compilePolicies, setFor, type CompiledPolicies, type PolicySet } from './policy/compile.ts';
 import { BudgetLedger, EmbeddedLimiter, RateLimiter } from './policy/limits.ts';
@@ -74,6 +76,12 @@ export interface RuntimeOptions {
   env?: NodeJS.ProcessEnv;
   /** The fleet store (openFleetStores), or none: the embedded store in the data dir. */
   fleet?: FleetStores;
+  /**
+   * Validates config texts. Default: in a short-lived thread (config/isolated.ts), so this thread
+   * never loads yaml and zod; a process that has loaded them anyway (the tests) may pass
+   * load.ts parseConfigTexts to skip the thread's start-up.
+   */
+  parseConfig?: (sources: readonly ConfigSource[]) => ConfigSet;
 }
 
 /** The fleet implementations of the store seam, opened (and migrated) before the runtime. */
@@ -135,7 +143,7 @@ function credentialFailure(e: unknown, what: string): AamError {
 
 export class Runtime {
   compiled: Compiled;
-  readonly options: Required<Omit<RuntimeOptions, 'adminToken' | 'log' | 'env' | 'publicUrl' | 'fleet'>> & { adminToken: string | null; publicUrl: string | null };
+  readonly options: Required<Omit<RuntimeOptions, 'adminToken' | 'log' | 'env' | 'publicUrl' | 'fleet' | 'parseConfig'>> & { adminToken: string | null; publicUrl: string | null };
   readonly log: Logger;
   readonly db: DatabaseSync;
   /** Virtual keys behind the store seam (embedded SQLite or fleet PostgreSQL). */
@@ -203,7 +211,8 @@ export class Runtime {
       configPath: opts.configPath, dataDir: opts.dataDir, adminToken: opts.adminToken ?? null,
       maxBodyBytes: opts.maxBodyBytes ?? 10 * 1024 * 1024, sseKeepaliveMs: opts.sseKeepaliveMs ?? 15_000, publicUrl: opts.publicUrl ?? null,
     };
-    const set = loadConfig(opts.configPath); // throws ConfigError: refuse to start on a bad config
+    this.#parseConfig = opts.parseConfig;
+    const set = (opts.parseConfig ?? parseConfigIsolated)(readConfigSources(opts.configPath)); // throws ConfigError: refuse to start on a bad config
     this.db = openDatabase(opts.dataDir);
     // Credentials: refuse to start on a wrong master key or a credential that cannot be resolved.
     this.vault = openVault({
@@ -372,35 +381,71 @@ export class Runtime {
   /**
    * Re-read the config; on any error keep the last good one. Returns the error text, or null.
    * `actor` (file-watch, SIGHUP, admin-token) is named in the admin event of a change or failure.
+   * Validation blocks this thread; the server reloads with reloadInBackground.
    */
   reload(actor: AdminActor = 'system'): string | null {
     try {
-      const set = loadConfig(this.options.configPath);
-      if (set.digest === this.compiled.set.digest) {
-        // A reload someone asked for (admin API, SIGHUP) is their action even when the file watcher
-        // applied the change first: it is on record under their name, marked unchanged.
-        if (actor !== 'file-watch' && actor !== 'system') this.adminEvent('config_reloaded', this.compiled.version, actor, { digest: set.digest, unchanged: true });
-        return null;
-      }
-      const prevSet = this.compiled.set;
-      this.vault.reload(set);
-      let next: Compiled;
-      try { next = compileConfig(set, this.vault, this.compiled); } catch (e) { this.vault.reload(prevSet); throw e; }
-      this.compiled = next; // atomic swap: in-flight requests keep the object they started with
-      this.jwt?.update(trustDomainsFromConfig(set));
-      this.tls?.reload(set);
-      this.cache.pruneRoutes(next.routes.values());
-      this.tools?.http.reload(set);
-      this.tools?.mcp.reload(set).catch((e: unknown) => this.log.error({ err: e }, 'MCP gateway reload failed'));
-      this.log.info({ event: 'config_reloaded', version: next.version }, 'config reloaded');
-      this.adminEvent('config_reloaded', next.version, actor, { digest: set.digest, previous: prevSet.digest });
-      return null;
+      const sources = readConfigSources(this.options.configPath);
+      if (this.#unchanged(sources, actor)) return null;
+      return this.#apply((this.#parseConfig ?? parseConfigIsolated)(sources), actor);
     } catch (e) {
-      const msg = e instanceof ConfigError ? formatIssues(e.issues) : (e as Error).message;
-      this.log.error({ event: 'config_reload_failed', error: msg }, 'config reload failed; keeping the last good config');
-      this.adminEvent('config_reload_failed', this.compiled.version, actor, { error: msg.slice(0, 2000) }, 'error');
-      return msg;
+      return this.#refused(e, actor);
     }
+  }
+
+  /**
+   * reload(), with the validation off the event loop (file watcher, SIGHUP, admin API): requests
+   * are served meanwhile by the running config. Reloads run one at a time, in the order asked.
+   */
+  reloadInBackground(actor: AdminActor = 'system'): Promise<string | null> {
+    const run = async (): Promise<string | null> => {
+      try {
+        const sources = readConfigSources(this.options.configPath);
+        if (this.#unchanged(sources, actor)) return null;
+        return this.#apply(this.#parseConfig ? this.#parseConfig(sources) : await parseConfigInThread(sources), actor);
+      } catch (e) {
+        return this.#refused(e, actor);
+      }
+    };
+    const next = this.#reloading.then(run);
+    this.#reloading = next;
+    return next;
+  }
+
+  #parseConfig: ((sources: readonly ConfigSource[]) => ConfigSet) | undefined;
+  #reloading: Promise<unknown> = Promise.resolve();
+
+  /** The same text as the running config (a spurious watch event costs one read, no validation). */
+  #unchanged(sources: readonly ConfigSource[], actor: AdminActor): boolean {
+    const digest = configDigest(sources);
+    if (digest !== this.compiled.set.digest) return false;
+    // A reload someone asked for (admin API, SIGHUP) is their action even when the file watcher
+    // applied the change first: it is on record under their name, marked unchanged.
+    if (actor !== 'file-watch' && actor !== 'system') this.adminEvent('config_reloaded', this.compiled.version, actor, { digest, unchanged: true });
+    return true;
+  }
+
+  #apply(set: ConfigSet, actor: AdminActor): null {
+    const prevSet = this.compiled.set;
+    this.vault.reload(set);
+    let next: Compiled;
+    try { next = compileConfig(set, this.vault, this.compiled); } catch (e) { this.vault.reload(prevSet); throw e; }
+    this.compiled = next; // atomic swap: in-flight requests keep the object they started with
+    this.jwt?.update(trustDomainsFromConfig(set));
+    this.tls?.reload(set);
+    this.cache.pruneRoutes(next.routes.values());
+    this.tools?.http.reload(set);
+    this.tools?.mcp.reload(set).catch((e: unknown) => this.log.error({ err: e }, 'MCP gateway reload failed'));
+    this.log.info({ event: 'config_reloaded', version: next.version }, 'config reloaded');
+    this.adminEvent('config_reloaded', next.version, actor, { digest: set.digest, previous: prevSet.digest });
+    return null;
+  }
+
+  #refused(e: unknown, actor: AdminActor): string {
+    const msg = e instanceof ConfigError ? formatIssues(e.issues) : (e as Error).message;
+    this.log.error({ event: 'config_reload_failed', error: msg }, 'config reload failed; keeping the last good config');
+    this.adminEvent('config_reload_failed', this.compiled.version, actor, { error: msg.slice(0, 2000) }, 'error');
+    return msg;
   }
 
   /** An administrative action taken by the gateway itself (reload, credential rotation) for the audit trail. */

@@ -4,7 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { registerHooks } from 'node:module';
-import { readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -16,6 +17,36 @@ registerHooks({
     if (!specifier.startsWith('.') && !specifier.startsWith('node:') && !specifier.startsWith('file:')) resolved.add(specifier);
     return next(specifier, context);
   },
+});
+
+const model = (name: string, provider: string): string => `apiVersion: access.envisionai.dev/v1\nkind: Model\nmetadata: { name: ${name} }\nspec: { targets: [{ provider: ${provider}, model: demo-small }] }\n`;
+
+test('the config loader (yaml, zod) never loads into the gateway\'s thread: start, reloads and a refused reload validate in a short-lived one', async () => {
+  // First in this file, and without the test helper: the helper validates in this thread (for speed).
+  const { startGateway } = await import('../src/cli/serve.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'aam-mem-'));
+  const configPath = join(dir, 'aam.yaml');
+  const demo = readFileSync(join(REPO, 'aam.yaml'), 'utf8');
+  writeFileSync(configPath, demo);
+  const g = await startGateway({ configPath, dataDir: join(dir, 'data'), port: 0, host: '127.0.0.1', env: { ...process.env, AAM_LOG_LEVEL: 'error' } });
+  try {
+    assert.ok(g.rt.compiled.set.models.has('reasoning-high'));
+    writeFileSync(configPath, `${demo}---\n${model('extra', 'demo')}`);
+    assert.equal(await g.rt.reloadInBackground('test'), null);
+    assert.ok(g.rt.compiled.set.models.has('extra'));
+    writeFileSync(configPath, `${demo}---\n${model('broken', 'nope')}`);
+    const refused = /aam\.yaml:\d+ \(document \d+\): spec\.targets\[0\]\.provider: unknown Provider "nope"/;
+    assert.match(await g.rt.reloadInBackground('test') ?? '', refused);
+    assert.match(g.rt.reload('test') ?? '', refused);
+    assert.ok(g.rt.compiled.set.models.has('extra'), 'the refused config did not replace the running one');
+    const res = await fetch(`http://127.0.0.1:${g.port}/healthz`);
+    assert.equal(res.status, 200);
+    const loaded = [...resolved].filter((s) => s === 'yaml' || s === 'zod' || s.startsWith('zod/'));
+    assert.deepEqual(loaded, [], 'loaded into the gateway\'s thread');
+  } finally {
+    await g.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('prom-client (process metrics) is loaded by the first /metrics scrape, not at start', async () => {

@@ -1,7 +1,7 @@
 // Subcommands beyond serve/validate/keys, kept apart so main.ts stays a dispatcher.
 import { readFileSync } from 'node:fs';
 import type { Command } from './command.ts';
-import { loadConfig } from '../config/load.ts';
+import { loadConfigHere as loadConfig } from '../config/isolated.ts';
 import { compilePolicies } from '../policy/compile.ts';
 import { runPolicyTests, explain, requestOf } from '../policy/test-runner.ts';
 import { buildAgentRegistry } from '../identity/registry.ts';

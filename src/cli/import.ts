@@ -3,16 +3,14 @@
 // path), and the result validated with the same loader as `aam validate` (exit 1 if it fails).
 import { readFileSync, writeFileSync } from 'node:fs';
 import { basename, extname } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import type { Command } from './command.ts';
-import { ConfigError, parseConfigTexts } from '../config/load.ts';
-import { renderDocs, type ImportResult } from '../config/import-common.ts';
-import { importLitellm } from '../config/import-litellm.ts';
-import { importPortkey } from '../config/import-portkey.ts';
+import type { ImportResult } from '../config/import-common.ts';
 
 const err = (line: string) => process.stderr.write(line + '\n');
 
-function emit(file: string, from: string, r: ImportResult, outPath: string | undefined): number {
+// The importers and the loader (yaml, zod) load when an import runs: `aam serve` never needs them.
+async function emit(file: string, from: string, r: ImportResult, outPath: string | undefined): Promise<number> {
+  const [{ renderDocs }, { ConfigError, parseConfigTexts }] = await Promise.all([import('../config/import-common.ts'), import('../config/load.ts')]);
   const text = renderDocs(r.docs, `Imported from ${from} ${basename(file)} by \`aam import\`; review before use.`);
   for (const u of r.unmapped) err(`not mapped: ${u}`);
   if (r.docs.length === 0) { err(`nothing could be imported from ${file}`); return 1; }
@@ -39,8 +37,9 @@ export const importCommands: Record<string, Command> = {
     summary: 'convert a LiteLLM proxy config.yaml into aam documents (stdout), list what does not map (stderr), validate',
     usage: 'aam import litellm CONFIG.yaml [--out aam.yaml]',
     options: { out: { type: 'string', short: 'o' } },
-    run: ({ positionals, values }) => {
+    run: async ({ positionals, values }) => {
       if (!positionals[0]) { err('missing CONFIG.yaml'); return 2; }
+      const [{ parse: parseYaml }, { importLitellm }] = await Promise.all([import('yaml'), import('../config/import-litellm.ts')]);
       const cfg = read(positionals[0], 'YAML file', parseYaml);
       return emit(positionals[0], 'LiteLLM', importLitellm(cfg), values.out as string | undefined);
     },
@@ -49,8 +48,9 @@ export const importCommands: Record<string, Command> = {
     summary: 'convert a Portkey gateway config (JSON) into aam documents: one Model route (stdout), list what does not map (stderr), validate',
     usage: 'aam import portkey CONFIG.json [--name ROUTE] [--out aam.yaml]   (route name defaults to the file name)',
     options: { out: { type: 'string', short: 'o' }, name: { type: 'string' } },
-    run: ({ positionals, values }) => {
+    run: async ({ positionals, values }) => {
       if (!positionals[0]) { err('missing CONFIG.json'); return 2; }
+      const { importPortkey } = await import('../config/import-portkey.ts');
       const cfg = read(positionals[0], 'JSON file', JSON.parse);
       const route = (values.name as string | undefined) ?? basename(positionals[0], extname(positionals[0]));
       return emit(positionals[0], 'Portkey', importPortkey(cfg, route), values.out as string | undefined);

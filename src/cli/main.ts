@@ -1,7 +1,8 @@
 // `aam` command line. Each subcommand is a small function; shared flags: --config, --data.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolve } from 'node:path';
-import { loadConfig, ConfigError, formatIssues } from '../config/load.ts';
+import { ConfigError, formatIssues } from '../config/errors.ts';
+import { loadConfigHere as loadConfig } from '../config/isolated.ts';
 import { withKeyBook, migrateFleet, fleetStatus } from './stores.ts';
 import { compilePolicies } from '../policy/compile.ts';
 import { extraCommands } from './commands.ts';

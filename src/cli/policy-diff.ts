@@ -3,7 +3,8 @@
 import { createReadStream, existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import type { Command } from './command.ts';
-import { loadConfig, ConfigError, formatIssues } from '../config/load.ts';
+import { ConfigError, formatIssues } from '../config/errors.ts';
+import { loadConfigHere as loadConfig } from '../config/isolated.ts';
 import { compilePolicies } from '../policy/compile.ts';
 import { diffAgainstTrail, diffCapabilities, type DiffSide } from '../policy/diff.ts';
 import { sinceTime } from '../gateway/usage.ts';

@@ -2,7 +2,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { appendFileSync } from 'node:fs';
-import { Runtime, openFleetStores, type FleetStores } from '../runtime.ts';
+import { Runtime, openFleetStores, type FleetStores, type RuntimeOptions } from '../runtime.ts';
 import { watchConfig } from '../config/watch.ts';
 import { createServer, coreRoutes } from '../server/http.ts';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
@@ -45,7 +45,7 @@ export interface ServeOptions {
 export interface Running { rt: Runtime; server: Server; port: number; close(): Promise<void> }
 
 /** Start a gateway (used by the CLI and by the end-to-end tests). */
-export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; quiet?: boolean }): Promise<Running> {
+export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; quiet?: boolean; parseConfig?: RuntimeOptions['parseConfig'] }): Promise<Running> {
   const env = o.env ?? process.env;
   checkAdminToken(env.AAM_ADMIN_TOKEN); // before anything listens or writes to the data dir
   if ((o.tlsCert || o.tlsKey) && !(o.tlsCert && o.tlsKey)) throw new Error('--tls-cert and --tls-key go together');
@@ -56,7 +56,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     configPath: o.configPath, dataDir: o.dataDir, adminToken: env.AAM_ADMIN_TOKEN, env, fleet: fleet ?? undefined,
     maxBodyBytes: env.AAM_MAX_BODY_BYTES ? Number(env.AAM_MAX_BODY_BYTES) : undefined,
     sseKeepaliveMs: env.AAM_SSE_KEEPALIVE_MS ? Number(env.AAM_SSE_KEEPALIVE_MS) : undefined,
-    publicUrl: publicUrlFrom(env.AAM_PUBLIC_URL),
+    publicUrl: publicUrlFrom(env.AAM_PUBLIC_URL), parseConfig: o.parseConfig,
   }));
   // X.509-SVIDs: one CA bundle per trust domain (TrustDomain x509_bundle_file; --client-ca for the
   // local ones). The handshake verifies against all of them; each SVID against its own domain's.
@@ -177,7 +177,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
 
   // Hot reload: file change (debounced, atomic replaces included) or SIGHUP. A bad config is
   // logged and recorded (config_reload_failed), and the old one kept.
-  const watcher = watchConfig(o.configPath, () => rt.reload('file-watch'),
+  const watcher = watchConfig(o.configPath, () => void rt.reloadInBackground('file-watch'),
     (e) => rt.log.error({ event: 'config_watch_failed', err: e }, 'config file watch failed; reload with SIGHUP'));
   let closing: Promise<void> | null = null;
   const close = () => closing ??= (async () => {
@@ -249,8 +249,8 @@ export async function serve(o: ServeOptions): Promise<number> {
   // Signal handlers first: until a handler is installed the OS's default for SIGHUP is to end the
   // process, so one sent as soon as "listening" shows (during the startup GC below) killed it.
   process.on('SIGHUP', () => {
-    g.rt.reload('SIGHUP');
-    g.rt.tls?.reload(g.rt.compiled.set); // re-read X.509 bundle files even when the config text is unchanged
+    // re-read X.509 bundle files even when the config text is unchanged
+    void g.rt.reloadInBackground('SIGHUP').then(() => g.rt.tls?.reload(g.rt.compiled.set));
   });
   const stop = (sig: string) => {
     g.rt.log.info({ event: 'shutdown', signal: sig }, 'draining in-flight requests');

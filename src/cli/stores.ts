@@ -7,7 +7,7 @@ import { openIssuer, type Issuer, type IssuerOptions } from '../identity/issuer.
 import { createJoinTokenStore, fleetJoinTokenStore, type JoinTokenStore } from '../identity/join-tokens.ts';
 import { fleetDrivers, fleetEnv } from '../store/fleet-lazy.ts';
 import type { KeyBook } from '../store/types.ts';
-import { loadConfig } from '../config/load.ts';
+import { loadConfigHere as loadConfig } from '../config/isolated.ts';
 import { openVault, type Vault } from '../credentials/vault.ts';
 import { loadMasterKey } from '../credentials/master-key.ts';
 import { UsageRecorder } from '../gateway/usage.ts';

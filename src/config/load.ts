@@ -1,8 +1,5 @@
 // Parse + validate + cross-reference a multi-document YAML config. Pure apart from reading files.
 // Every problem is collected (not just the first) so `aam validate` can print them all.
-import { readFileSync, statSync, readdirSync } from 'node:fs';
-import { createHash } from 'node:crypto';
-import { basename, join } from 'node:path';
 import { parseAllDocuments, LineCounter, isMap, isSeq, type Document } from 'yaml';
 import type { z } from 'zod';
 import { documentSchema, specByKind, type ConfigSet, type Kind, type Resource } from './schema.ts';
@@ -10,33 +7,11 @@ import { resolvePricing } from './pricing.ts';
 import { compileLinearRegex } from './linear-regex.ts';
 import { catalogLookup, catalogProviderOf, compileCatalog, type Catalog } from './catalog.ts';
 import { hasWildcard, stringMatcher } from './glob.ts';
+import { ConfigError, type ConfigIssue } from './errors.ts';
+import { configDigest, readConfigSources, type ConfigSource } from './sources.ts';
 
-export interface ConfigIssue {
-  file: string;
-  /** 0-based document index within the file (-1: whole file). */
-  document: number;
-  /** Dotted field path, e.g. "spec.targets[0].provider". */
-  path: string;
-  line?: number;
-  message: string;
-}
-
-export class ConfigError extends Error {
-  readonly issues: ConfigIssue[];
-  constructor(issues: ConfigIssue[]) {
-    super(formatIssues(issues));
-    this.name = 'ConfigError';
-    this.issues = issues;
-  }
-}
-
-export function formatIssue(i: ConfigIssue): string {
-  const where = `${i.file}${i.line ? `:${i.line}` : ''}${i.document >= 0 ? ` (document ${i.document + 1})` : ''}`;
-  return `${where}: ${i.path ? i.path + ': ' : ''}${i.message}`;
-}
-export function formatIssues(issues: ConfigIssue[]): string {
-  return issues.map(formatIssue).join('\n');
-}
+export { ConfigError, formatIssue, formatIssues, type ConfigIssue } from './errors.ts';
+export { configFiles } from './sources.ts';
 
 function pathString(path: ReadonlyArray<PropertyKey>): string {
   let s = '';
@@ -67,37 +42,17 @@ function lineOf(doc: Document, path: ReadonlyArray<PropertyKey>, lc: LineCounter
   return best;
 }
 
-/** Expand a config path: a file, or a directory of *.yaml / *.yml files (sorted). */
-export function configFiles(path: string): string[] {
-  let st;
-  try { st = statSync(path); } catch {
-    throw new ConfigError([{ file: path, document: -1, path: '', message: 'config file not found (set --config or AAM_CONFIG)' }]);
-  }
-  if (!st.isDirectory()) return [path];
-  return readdirSync(path).filter((f) => /\.ya?ml$/.test(f)).sort().map((f) => join(path, f));
-}
-
 export interface ParsedDoc { kind: Kind; name: string; labels: Record<string, string>; spec: unknown; file: string; index: number; doc: Document; lc: LineCounter }
 
 /** Load and validate; throws ConfigError with every issue found. */
 export function loadConfig(path: string): ConfigSet {
-  const files = configFiles(path);
-  const texts = files.map((f) => {
-    try { return readFileSync(f, 'utf8'); } catch (e) {
-      throw new ConfigError([{ file: f, document: -1, path: '', message: `cannot read: ${(e as Error).message}` }]);
-    }
-  });
-  return parseConfigTexts(files.map((f, i) => ({ file: f, text: texts[i] })));
+  return parseConfigTexts(readConfigSources(path));
 }
 
-export function parseConfigTexts(sources: Array<{ file: string; text: string }>): ConfigSet {
+export function parseConfigTexts(sources: readonly ConfigSource[]): ConfigSet {
   const issues: ConfigIssue[] = [];
   const parsed: ParsedDoc[] = [];
-  // The digest names the config, not where it lies: the same files at another path are the same
-  // config (no drift in `aam fleet status`); a directory's file names still count (their order is the merge order).
-  const hash = createHash('sha256');
   for (const { file, text } of sources) {
-    hash.update(sources.length > 1 ? basename(file) : '').update('\0').update(text).update('\0');
     const lc = new LineCounter();
     const docs = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false });
     const list = Array.isArray(docs) ? docs : [docs as unknown as Document];
@@ -128,7 +83,7 @@ export function parseConfigTexts(sources: Array<{ file: string; text: string }>)
   }
   const set: ConfigSet = {
     credentials: new Map(), providers: new Map(), models: new Map(), agents: new Map(), policies: new Map(),
-    mcpServers: new Map(), httpTools: new Map(), guardrails: new Map(), trustDomains: new Map(), roleBindings: new Map(), digest: hash.digest('hex'), files: sources.map((s) => s.file),
+    mcpServers: new Map(), httpTools: new Map(), guardrails: new Map(), trustDomains: new Map(), roleBindings: new Map(), digest: configDigest(sources), files: sources.map((s) => s.file),
   };
   const bucket: Record<Kind, Map<string, Resource<unknown>>> = {
     Credential: set.credentials, Provider: set.providers, Model: set.models, Agent: set.agents, AgentPolicy: set.policies,

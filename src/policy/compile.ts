@@ -1,7 +1,7 @@
 // AgentPolicy -> lookup tables, once per config load. The request path (decide.ts) only reads
 // what is built here: per-agent policy sets, Sets of actions/models, compiled CEL and regexes.
 import type { ConfigSet, Resource, AgentSpec, PolicySpec, ToolRuleSpec } from '../config/schema.ts';
-import { ConfigError, type ConfigIssue } from '../config/load.ts';
+import { ConfigError, type ConfigIssue } from '../config/errors.ts';
 import type { AgentRecord } from '../identity/types.ts';
 import type { Decision } from './types.ts';
 import { compileSubject, stringMatcher, type SubjectMatcher } from './subject.ts';

@@ -1,7 +1,7 @@
 // `aam policy test FILE` and `aam policy explain`: run a YAML table of cases against the compiled
 // policies and say which rule decided and why. Returns text lines; printing and exit codes are
 // the CLI's job (exit non-zero when failed > 0).
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
 import type { AgentRecord } from '../identity/types.ts';
 import type { AccessRequest, Decision, Effect } from './types.ts';
 import { setFor, rulesFor, trustDomainOfId, modelEntry, type CompiledPolicies, type ModelGlob } from './compile.ts';
@@ -9,6 +9,10 @@ import { catalogTargets } from '../config/catalog.ts';
 import { decide, celContext, who } from './decide.ts';
 import { checkArgs } from './args.ts';
 import type { CelVars } from './cel.ts';
+
+// yaml loads on the first test table read (`aam policy test`), not in a gateway whose console
+// only explains decisions with this module (~0.3 MB of module source kept for good otherwise).
+const parseYaml = (text: string): unknown => (createRequire(import.meta.url)('yaml') as typeof import('yaml')).parse(text);
 
 export interface PolicyTestResult {
   index: number;

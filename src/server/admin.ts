@@ -163,7 +163,7 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
   }
   if (method === 'POST' && rest === '/reload') {
     must(who, 'operator');
-    const error = rt.reload(who.actor);
+    const error = await rt.reloadInBackground(who.actor);
     return error ? sendJson(ctx, 422, { ok: false, error, version: rt.compiled.version }) : sendJson(ctx, 200, { ok: true, version: rt.compiled.version });
   }
   if (method === 'GET' && rest === '/credentials') return sendJson(ctx, 200, { data: rt.vault.list() });

@@ -3,6 +3,7 @@ import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startGateway, type Running } from '../../src/cli/serve.ts';
+import { parseConfigTexts } from '../../src/config/load.ts';
 
 export interface TestGateway {
   url: string;
@@ -23,7 +24,8 @@ export async function startTestGateway(config: string, env: Record<string, strin
   const configPath = join(dir, 'aam.yaml');
   writeFileSync(configPath, config);
   const dataDir = join(dir, 'data');
-  const g = await startGateway({ configPath, dataDir, port: 0, host: '127.0.0.1', env: { ...process.env, AAM_LOG_LEVEL: 'error', ...env } });
+  // The loader is in this process anyway: validate here rather than start a thread per gateway and reload.
+  const g = await startGateway({ configPath, dataDir, port: 0, host: '127.0.0.1', env: { ...process.env, AAM_LOG_LEVEL: 'error', ...env }, parseConfig: parseConfigTexts });
   return {
     url: `http://127.0.0.1:${g.port}`, port: g.port, dataDir, configPath, g,
     key: (agent) => g.rt.keys.create(agent).secret,
