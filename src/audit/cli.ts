@@ -19,7 +19,7 @@ import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import { openAuditLog } from './log.ts';
 import { applyRetention } from './retention.ts';
 import { parseDurationSeconds } from '../config/duration.ts';
-import { loadConfig } from '../config/load.ts';
+import { loadConfigHere as loadConfig } from '../config/isolated.ts';
 import type { AuditEvent } from './event.ts';
 import { fleetDrivers } from '../store/fleet-lazy.ts';
 import type { Sql } from '../store/postgres.ts';
