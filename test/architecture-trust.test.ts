@@ -51,7 +51,7 @@ test('nothing writes around the door: no raw socket writes, no second response c
  */
 const OUTBOUND: Record<string, Record<string, string>> = {
   'src/access/egress.ts': { url: 'an agent (postToAgent: the egress door\'s request side)' },
-  'src/a2a/gateway.ts': { 'urlOf(spec)': 'the callee agent (aam\'s credential; its answer comes back through the door)' },
+  'src/a2a/callee.ts': { dispatch: 'the callee agent (aam\'s credential; its answer comes back through the door)' },
   'src/a2a/card.ts': { url: 'the callee\'s agent card' },
   'src/gateway/upstream.ts': { dispatch: 'a model provider' },
   'src/tools/http-tool.ts': { url: 'an HTTP tool' },

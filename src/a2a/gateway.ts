@@ -5,7 +5,7 @@
 // guard input -> admit -> inject (aam's credential for the callee, never the caller's) -> call
 // (SSE relayed event by event) -> guard output -> record (linked to the delegation chain).
 // Everything written to the caller goes through the egress door (ctx.res), which scrubs it.
-import { request } from '../store/http-client.ts';
+import { callCallee } from './callee.ts';
 import type { Access, Ctx } from './plane.ts';
 import { keepSseAlive, readJson, sendJson } from '../access/request.ts';
 import { AamError, toAamError } from '../access/errors.ts';
@@ -190,7 +190,7 @@ export function createA2aGateway(): A2aGateway {
       if (ext) headers['a2a-extensions'] = ext;
       let up;
       try {
-        up = await request(urlOf(spec), { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params }), headersTimeout: TIMEOUT_MS, bodyTimeout: TIMEOUT_MS });
+        up = await callCallee(urlOf(spec), { headers, body: JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params }), timeoutMs: TIMEOUT_MS });
       } catch (e) {
         throw new AamError(502, 'upstream_error', `agent "${name}" is unreachable: ${(e as Error).message}`);
       }
@@ -294,12 +294,12 @@ export function createA2aGateway(): A2aGateway {
    * replica. `seen`: ids this stream already bound (its events repeat the task and context ids),
    * bound once per stream rather than once per event.
    */
-  async function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: string, seen?: Set<string>): Promise<void> {
+  async function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: string, seen?: { tasks: Set<string>; contexts: Set<string> }): Promise<void> {
     let ids = idsIn(result);
     if (seen) {
-      ids = { tasks: ids.tasks.filter((t) => !seen.has(`t:${t}`)), contexts: ids.contexts.filter((c) => !seen.has(`c:${c}`)) };
-      for (const t of ids.tasks) seen.add(`t:${t}`);
-      for (const c of ids.contexts) seen.add(`c:${c}`);
+      ids = { tasks: ids.tasks.filter((t) => !seen.tasks.has(t)), contexts: ids.contexts.filter((c) => !seen.contexts.has(c)) };
+      for (const t of ids.tasks) seen.tasks.add(t);
+      for (const c of ids.contexts) seen.contexts.add(c);
     }
     if (ids.tasks.length === 0 && ids.contexts.length === 0) return;
     await storeCall(() => ctx.rt.a2aTasks.bind(callee, ids, caller, skill));
@@ -321,7 +321,8 @@ export function createA2aGateway(): A2aGateway {
     if (msg.result !== undefined) {
       await bind(ctx, name, msg.result, caller, skill);
       if (method.includes('PushNotificationConfig')) msg = { ...msg, result: await storeCall(() => restoreCallerTargets(msg.result, (url) => new PushRoutes(ctx.rt.a2aPushRoutes).get(url.slice(url.lastIndexOf('/') + 1)))) };
-      msg = { ...msg, result: scrubAcross(ctx.rt.egress, await access.guard('output', msg.result, `a2a ${name}`, 'chat')) };
+      const result = scrubAcross(ctx.rt.egress, await access.guard('output', msg.result, `a2a ${name}`, 'chat'));
+      if (result !== msg.result) msg = { ...msg, result };
     } else if (msg.error !== undefined) {
       msg = { ...msg, error: await access.guard('output', msg.error, `a2a ${name}`, 'chat') };
     }
@@ -336,7 +337,7 @@ export function createA2aGateway(): A2aGateway {
     // ~0.06 ms CPU per stream); a callee that stays silent sends it with the first keep-alive.
     keepSseAlive(res, ctx.rt.options.sseKeepaliveMs);
     const fail = (id: unknown, code: number, message: string, data?: { code: string; http_status?: number }) => res.write(binding.failFrame(id, code, message, data));
-    const bound = new Set<string>();
+    const bound = { tasks: new Set<string>(), contexts: new Set<string>() };
     /** One event to the caller; false ends the stream. */
     const emit = async (rec: SseRecord): Promise<boolean> => {
       let ev: Record<string, unknown>;
@@ -347,7 +348,8 @@ export function createA2aGateway(): A2aGateway {
       if (ev.result !== undefined) {
         try {
           await bind(ctx, name, ev.result, caller, skill, bound);
-          ev = { ...ev, result: scrubAcross(ctx.rt.egress, await access.guard('output', ev.result, `a2a ${name} stream`, 'chat')) };
+          const result = scrubAcross(ctx.rt.egress, await access.guard('output', ev.result, `a2a ${name} stream`, 'chat'));
+          if (result !== ev.result) ev = { ...ev, result };
         } catch (e) {
           const err = toAamError(e);
           fail(ev.id, RPC_CODE[err.status] ?? -32603, err.message, { code: err.code, http_status: err.status });

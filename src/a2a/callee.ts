@@ -1,0 +1,97 @@
+// The call to a callee agent, through undici's handler API: the answer's head resolves a promise
+// and its body is an async iterable of the chunks as the connection delivers them, with no
+// Readable stream and no stream iterator in between (about 15-20 us less CPU per call than
+// request() + for await, on this machine). The connection pauses while HIGH_WATER bytes wait
+// unread, so a caller that reads slowly holds the callee back rather than filling aam's memory.
+import type { Dispatcher } from 'undici';
+import type { IncomingHttpHeaders } from 'node:http';
+import { getGlobalDispatcher } from '../store/http-client.ts';
+
+const HIGH_WATER = 64 * 1024;
+
+export interface CalleeAnswer {
+  statusCode: number;
+  headers: IncomingHttpHeaders;
+  /** The answer's chunks in order; destroy() stops reading (and closes the connection). */
+  body: AsyncIterable<Buffer> & { destroy(): void };
+}
+
+class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
+  #controller: Dispatcher.DispatchController | null = null;
+  readonly #chunks: Buffer[] = [];
+  #bytes = 0;
+  #paused = false;
+  #done = false;
+  #error: Error | null = null;
+  #wake: (() => void) | null = null;
+  #head: { resolve(a: CalleeAnswer): void; reject(e: Error): void } | null;
+
+  constructor(head: { resolve(a: CalleeAnswer): void; reject(e: Error): void }) { this.#head = head; }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void { this.#controller = controller; }
+
+  onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
+    if (statusCode < 200 || this.#head === null) return;
+    const head = this.#head;
+    this.#head = null;
+    head.resolve({ statusCode, headers, body: this });
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    this.#chunks.push(chunk);
+    this.#bytes += chunk.length;
+    if (this.#bytes >= HIGH_WATER && !this.#paused) { this.#paused = true; controller.pause(); }
+    this.#signal();
+  }
+
+  onResponseEnd(): void { this.#done = true; this.#signal(); }
+
+  onResponseError(_c: Dispatcher.DispatchController | null, err: Error): void {
+    if (this.#head) { const head = this.#head; this.#head = null; head.reject(err); return; }
+    this.#error ??= err;
+    this.#signal();
+  }
+
+  #signal(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
+    for (;;) {
+      const c = this.#chunks.shift();
+      if (c !== undefined) {
+        this.#bytes -= c.length;
+        if (this.#paused && this.#bytes < HIGH_WATER) { this.#paused = false; this.#controller?.resume(); }
+        yield c;
+        continue;
+      }
+      if (this.#error) throw this.#error;
+      if (this.#done) return;
+      await new Promise<void>((r) => { this.#wake = r; });
+    }
+  }
+
+  destroy(): void {
+    if (this.#done) return;
+    this.#done = true;
+    this.#chunks.length = 0;
+    this.#controller?.abort(new Error('the caller stopped reading the callee\'s answer'));
+  }
+}
+
+/** POST `body` to the callee at `url`; resolves with the answer's head once it arrives. */
+export function callCallee(url: URL, opts: { headers: Record<string, string>; body: string; timeoutMs: number }): Promise<CalleeAnswer> {
+  return new Promise((resolve, reject) => {
+    const call = new Call({ resolve, reject });
+    try {
+      getGlobalDispatcher().dispatch({
+        origin: url.origin, path: url.search ? `${url.pathname}${url.search}` : url.pathname, method: 'POST',
+        headers: opts.headers, body: opts.body, headersTimeout: opts.timeoutMs, bodyTimeout: opts.timeoutMs,
+      }, call);
+    } catch (e) {
+      reject(e as Error);
+    }
+  });
+}
