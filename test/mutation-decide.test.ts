@@ -5,7 +5,7 @@
 // answers through a real gateway.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { authorize, admit, recordDecision, recordEvidence, policyEvidence, settle, release, rateEntriesOf, type Admission } from '../src/access/decide.ts';
+import { authorize, admit, recordDecision, recordEvidence, noteActivity, policyEvidence, settle, release, rateEntriesOf, type Admission } from '../src/access/decide.ts';
 import { AamError } from '../src/access/errors.ts';
 import type { Ctx } from '../src/access/request.ts';
 import { parseConfigTexts } from '../src/config/load.ts';
@@ -156,6 +156,8 @@ test('with the audit queue full an allowed request is refused (503, retry-after 
   assert.equal(off.decision?.recorded, false);
   assert.equal(authorize(off, id, model(id, 'big')).wouldDeny?.policy, 'finance-tighten');
   assert.equal(refused(() => authorize(off, who('quiet'), model(who('quiet'), 'big'))).code, 'policy_denied');
+  recordDecision(off, 403);
+  assert.equal(off.decision?.recorded, true, 'nothing to write it to, and no error');
 });
 
 test('evidence keeps what the agent\'s audit.record selects, names the caller\'s traceparent trace, and marks the agent active on its plane', async () => {
@@ -176,6 +178,13 @@ test('evidence keeps what the agent\'s audit.record selects, names the caller\'s
   assert.deepEqual([...table.keys()].sort(), ['analyst', 'chatty', 'quiet'], 'admin events are no activity');
   assert.deepEqual(Object.keys(table.get('chatty')!), ['tool']);
   assert.deepEqual(Object.keys(table.get('analyst')!), ['model']);
+  // Tool-plane events name their agent themselves; one without a (string) agent marks nobody.
+  noteActivity(r.rt as unknown as Ctx['rt'], undefined, { type: 'tool.outcome' });
+  noteActivity(r.rt as unknown as Ctx['rt'], 'quiet', { type: 'a2a.outcome' });
+  noteActivity(r.rt as unknown as Ctx['rt'], 'quiet', { type: 'startup' });
+  const after = await r.rt.identitySeen.table();
+  assert.deepEqual([...after.keys()].sort(), ['analyst', 'chatty', 'quiet']);
+  assert.deepEqual(Object.keys(after.get('quiet')!).sort(), ['a2a', 'model']);
 });
 
 test('rate limits count per agent and per virtual key; the third call in a minute is a 429 naming limit, counter and policy', () => {
