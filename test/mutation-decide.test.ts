@@ -31,6 +31,7 @@ const policies: CompiledPolicies = compilePolicies(parseConfigTexts([{ file: 'aa
   doc('AgentPolicy', 'finance-tighten', { mode: 'audit', identity: { team: 'finance' }, models: { deny: ['big'] } }),
   doc('AgentPolicy', 'quiet-models', { identity: { agent: 'quiet' }, models: { allow: ['chat'] }, audit: { record: ['identity', 'policy'] } }),
   doc('AgentPolicy', 'chatty-rate', { identity: { agent: 'chatty' }, models: { allow: ['chat'], rate: { rpm: 2 } } }),
+  doc('AgentPolicy', 'chatty-tokens', { identity: { agent: 'chatty' }, models: { allow: ['chat'], rate: { tpm: 1_000_000 } } }),
   doc('AgentPolicy', 'spender-budget', { identity: { agent: 'spender' }, models: { allow: ['chat'], budget: { daily_usd: 1 } } }),
 ) }]), 'v-decide');
 
@@ -198,10 +199,14 @@ test('rate limits count per agent and per virtual key; the third call in a minut
   admit(context(r), b, 10, 0);
   const e = refused(() => admit(context(r), b, 10, 0));
   assert.deepEqual([e.status, e.code], [429, 'rate_limited']);
-  const m = /^rate limit exceeded: rpm limit of 2 for agent:spiffe:\/\/prod\/agent\/chatty \(policy chatty-rate\); retry after (\d+)s$/.exec(e.message);
+  const m = /^rate limit exceeded: rpm limit of 2 for agent:spiffe:\/\/prod\/agent\/chatty \(policy chatty-rate, chatty-tokens\); retry after (\d+)s$/.exec(e.message);
   assert.ok(m, e.message);
   assert.deepEqual(e.headers, { 'retry-after': m[1] });
   assert.deepEqual(r.seen.limited, ['rate_limited chatty']);
+  // With no metrics sink the refusal is the same.
+  const quiet = runtime({ metrics: false });
+  for (let i = 0; i < 2; i++) admit(context(quiet), a, 10, 0);
+  assert.equal(refused(() => admit(context(quiet), a, 10, 0)).code, 'rate_limited');
   // Nothing to count: nothing reserved, nothing asked of the store.
   const none = admit(context(runtime({ limiter: refusing(new Error('not asked')) })), who('analyst'), 10, 1);
   assert.deepEqual(none, { ticket: null });
