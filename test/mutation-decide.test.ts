@@ -231,6 +231,10 @@ test('budgets: the estimate is reserved, settled at the real cost or released; o
   assert.ok(Math.abs(Number(e.headers['retry-after']) - resetIn) <= 5, `${e.headers['retry-after']} vs ${resetIn}`);
   assert.ok(Number(e.headers['retry-after']) >= 1);
   assert.deepEqual(r.seen.limited, ['budget_exceeded spender']);
+  // With no metrics sink the refusal is the same.
+  const quiet = runtime({ metrics: false });
+  settle(context(quiet), admit(context(quiet), id, 10, 1) as Admission, 1, 5);
+  assert.equal(refused(() => admit(context(quiet), id, 10, 0.01)).code, 'budget_exceeded');
   // A reservation with no ticket (nothing counted) settles and releases as nothing.
   settle(context(r), { ticket: null }, 5, 5);
   release(context(r), { ticket: null });
