@@ -371,3 +371,10 @@ test('architecture: providers import only each other and node:crypto (pure, no I
     assert.ok(!/\bany\b(?=[;,)>\]])/.test(src.replace(/\/\/.*$|\/\*[\s\S]*?\*\//gm, '')), `${f} uses any`);
   }
 });
+
+test('local ids: the prefix then 24 lowercase hex digits (a UUID without its dashes), distinct', async () => {
+  const { localId } = await import('../src/providers/util.ts');
+  const ids = new Set(Array.from({ length: 200 }, () => localId('resp_')));
+  assert.equal(ids.size, 200);
+  for (const id of ids) assert.match(id, /^resp_[0-9a-f]{24}$/);
+});

@@ -47,7 +47,9 @@ export function argsObject(args: string): Obj {
 
 /** Locally unique id for responses that upstreams leave without one. */
 export function localId(prefix: string): string {
-  return prefix + randomUUID().replace(/-/g, '').slice(0, 24);
+  // The first 24 hex digits of a UUID (8-4-4-4-12), without a regexp pass per id.
+  const u = randomUUID();
+  return prefix + u.slice(0, 8) + u.slice(9, 13) + u.slice(14, 18) + u.slice(19, 23) + u.slice(24, 28);
 }
 
 export function nowSeconds(): number {
