@@ -58,6 +58,7 @@ export class IdPool {
   #buf: Buffer;
   #off: number;
   readonly #size: number;
+  readonly #time = Buffer.alloc(6);
 
   constructor(size = 4096) {
     this.#size = size;
@@ -80,6 +81,10 @@ export class IdPool {
    * (a B-tree keyed by trace id) grows at its end instead of touching a random page per event:
    * measured 13 -> 7 us of writer-thread CPU per event.
    */
-  traceId(): string { return Date.now().toString(16).padStart(12, '0').slice(-12) + this.#next(10, ZERO_RANDOM); }
+  traceId(): string {
+    // Written as bytes (Number#toString(16) of a double costs ~2K instructions per id).
+    this.#time.writeUIntBE(Date.now() % 2 ** 48, 0, 6);
+    return this.#time.toString('hex') + this.#next(10, ZERO_RANDOM);
+  }
   spanId(): string { return this.#next(8, ZERO_SPAN); }
 }
