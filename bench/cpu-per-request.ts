@@ -3,9 +3,12 @@
 // JavaScript (as `npm start` runs it) and served in its own process; rounds interleave the trees
 // so that they see the same load. The mock upstream is bench/mock-upstream.js; the a2a kinds are an
 // A2A hop (SendMessage, SendStreamingMessage) to bench/a2a-echo-agent.ts.
-//   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] [--kind nonstream,stream,responses,responses-stream,a2a,a2a-stream] [--bare] [--pin CPU] TREE [TREE...]
+//   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] [--kind nonstream,stream,responses,responses-stream,a2a,a2a-stream] [--bare] [--pin CPU] [--fleet] TREE [TREE...]
 // --bare: the bare pass-through proxy (bench/bare-proxy.ts) joins the rounds as a tree named 'bare'
 // (chat kinds only: it forwards the request as it is), the floor the gateway is compared with.
+// --fleet: every gateway is a fleet replica on one PostgreSQL + Redis (started as `npm run bench`
+// starts them, bench/lib/fleet.ts), and each round also reports what a request cost the stores
+// (Redis commands, EVALSHA and PostgreSQL transactions per request: the round trips).
 // TREE: a directory holding src/ and scripts/build.ts (a git worktree of aam); default: this one.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,17 +18,18 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { bareProxyScript } from './lib/bare.ts';
-import { A2A_BENCH_TOKEN, a2aBenchDocs, aamBenchConfig, aamServeArgv, buildAam, createAamKey, type AamBuild } from './lib/aam.ts';
+import { A2A_BENCH_TOKEN, a2aBenchDocs, aamBenchConfig, aamMigrate, aamServeArgv, buildAam, createAamKey, type AamBuild } from './lib/aam.ts';
 import { CLK_TCK, cpuTicks, startProcess, stopProcess, threadTicks, waitHttp } from './lib/procs.ts';
 import { sendOnce, type RequestSpec } from './lib/http-once.ts';
 import { freePort } from '../test/helpers/e2e.ts';
+import { startBenchFleet, storeCost, type BenchFleet } from './lib/fleet.ts';
 
 const NO_PIN = { cpu: null, nice: 0 };
 const HERE = dirname(fileURLToPath(import.meta.url));
 const NODE = process.execPath;
 const { values: opt, positionals } = parseArgs({
   allowPositionals: true,
-  options: { n: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '3' }, conc: { type: 'string', default: '4' }, prof: { type: 'boolean', default: false }, bare: { type: 'boolean', default: false }, pin: { type: 'string' }, strace: { type: 'boolean', default: false }, kind: { type: 'string' } },
+  options: { n: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '3' }, conc: { type: 'string', default: '4' }, prof: { type: 'boolean', default: false }, bare: { type: 'boolean', default: false }, pin: { type: 'string' }, strace: { type: 'boolean', default: false }, kind: { type: 'string' }, fleet: { type: 'boolean', default: false } },
 });
 const N = Number(opt.n);
 // --pin CPU: every gateway (threads included) on that one core, as `npm run bench` runs them; the mock and this client are not pinned.
@@ -60,7 +64,10 @@ interface Gateway { tree: string; child: ChildProcess; pool: Pool; key: string }
 const work = mkdtempSync(join(tmpdir(), 'aam-cpu-'));
 const children: ChildProcess[] = [];
 const outs: string[] = [];
+let fleet: BenchFleet | undefined;
 try {
+  if (opt.fleet) fleet = await startBenchFleet();
+  const storeEnv = fleet?.env ?? {};
   const mockPort = await freePort();
   const mock = startProcess(NO_PIN, [NODE, join(HERE, 'mock-upstream.js')], { MOCK_PORT: String(mockPort) }, join(work, 'mock.log'));
   children.push(mock);
@@ -85,11 +92,12 @@ try {
     const configPath = join(dir, 'aam.yaml');
     writeFileSync(configPath, aamBenchConfig(mockPort) + a2aDocs);
     const dataDir = join(dir, 'data');
-    const key = createAamKey(NODE, tree, configPath, dataDir, build, build.env);
+    if (fleet) aamMigrate(NODE, tree, build, { ...build.env, ...storeEnv });
+    const key = createAamKey(NODE, tree, configPath, dataDir, build, { ...build.env, ...storeEnv });
     const port = await freePort();
     const argv = aamServeArgv(NODE, tree, configPath, port, dataDir, build);
     if (opt.prof) argv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(tree, 'bench', 'results', 'prof')}`);
-    const child = startProcess(GW_PIN, argv, { ...build.env, AAM_LOG_LEVEL: 'warn', A2A_BENCH_TOKEN }, join(dir, 'aam.log'), tree);
+    const child = startProcess(GW_PIN, argv, { ...build.env, ...storeEnv, AAM_LOG_LEVEL: 'warn', A2A_BENCH_TOKEN }, join(dir, 'aam.log'), tree);
     children.push(child);
     if (!(await waitHttp(`http://127.0.0.1:${port}/healthz`, 60_000, 200, child))) throw new Error(`aam from ${tree} did not start (log: ${join(dir, 'aam.log')})`);
     gws.push({ tree, child, key, pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
@@ -137,11 +145,14 @@ try {
         // --strace: system calls of the gateway (all threads) over this round, counted (slows it: CPU is then not comparable).
         const st = opt.strace ? spawn('strace', ['-c', '-f', '-p', String(g.child.pid), '-o', join(work, 'strace.txt')], { stdio: 'ignore' }) : undefined;
         if (st) await new Promise((r) => setTimeout(r, 1000));
+        const stores0 = fleet && g.tree !== 'bare' ? await fleet.counters() : undefined;
         const us = await run(g, kind, N);
+        const stores = stores0 && fleet ? storeCost(stores0, await fleet.counters(), N) : undefined;
         if (st) { st.kill('SIGINT'); await new Promise((r) => st.once('exit', r)); console.log(readFileSync(join(work, 'strace.txt'), 'utf8').split('\n').slice(0, 16).join('\n')); }
         const key = `${g.tree} ${k}`;
         results.set(key, [...(results.get(key) ?? []), us]);
         console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request (by thread: ${byThread})`);
+        if (stores) console.log(`  stores per request: ${stores.redis_by_command.evalsha ?? 0} EVALSHA, ${stores.redis_commands_per_request} Redis commands in all, ${stores.pg_xacts_per_request} PostgreSQL transactions, store CPU ${stores.store_cpu_ms_per_request} ms`);
       }
     }
   }
@@ -151,5 +162,6 @@ try {
   for (const g of gws) await g.pool.close();
 } finally {
   for (const c of children.reverse()) await stopProcess(c);
+  await fleet?.stop();
   for (const d of [work, ...outs]) rmSync(d, { recursive: true, force: true });
 }

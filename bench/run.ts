@@ -7,7 +7,7 @@ import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'no
 import { cpus, hostname, loadavg } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { aamBenchConfig, aamServeArgv, buildAam, createAamKey } from './lib/aam.ts';
+import { aamBenchConfig, aamMigrate, aamServeArgv, buildAam, createAamKey } from './lib/aam.ts';
 import type { AamBuild } from './lib/aam.ts';
 import { bareProxyScript } from './lib/bare.ts';
 import { chooseLoadgen } from './lib/loadgen.ts';
@@ -97,11 +97,7 @@ function prepareAam(work: string, build: AamBuild, fleet?: BenchFleet): Prepared
   const dataDir = join(work, fleet ? 'aam-fleet-data' : 'aam-data');
   mkdirSync(dataDir, { recursive: true });
   const env = fleet?.env ?? {};
-  if (fleet) {
-    // The CLI does not migrate on its own (replicas do, at start): `aam migrate` first, as an operator would.
-    const m = spawnSync(process.execPath, [build.main, 'migrate'], { cwd: REPO, encoding: 'utf8', timeout: 60_000, env: { ...process.env, ...env } });
-    if (m.status !== 0) throw new Error(`aam migrate failed (exit ${m.status}): ${(m.stderr || m.stdout).trim().slice(0, 500)}`);
-  }
+  if (fleet) aamMigrate(process.execPath, REPO, build, env);
   return { configPath, dataDir, key: createAamKey(process.execPath, REPO, configPath, dataDir, build, env), build, env };
 }
 

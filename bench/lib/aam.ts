@@ -88,6 +88,12 @@ export function createAamKey(node: string, repo: string, configPath: string, dat
   return key;
 }
 
+/** `aam migrate` against the fleet store in env (the CLI does not migrate on its own; replicas do, at start), as an operator would. */
+export function aamMigrate(node: string, repo: string, build: AamBuild, env: Record<string, string>): void {
+  const m = spawnSync(node, [build.main, 'migrate'], { cwd: repo, encoding: 'utf8', timeout: 60_000, env: { ...process.env, ...env } });
+  if (m.status !== 0) throw new Error(`aam migrate failed (exit ${m.status}): ${(m.stderr || m.stdout).trim().slice(0, 500)}`);
+}
+
 export function aamServeArgv(node: string, repo: string, configPath: string, port: number, dataDir: string, build: AamBuild = launcher(repo)): string[] {
   return [node, ...build.flags, build.main, 'serve', '--config', configPath, '--port', String(port), '--data', dataDir];
 }
