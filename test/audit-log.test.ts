@@ -412,6 +412,30 @@ test('the writer thread runs only while there is work: it stops when idle, the n
   assert.deepEqual([r.ok, r.events], [true, 3], r.firstError?.message);
 });
 
+test('warm() (an agent\'s request arrived) starts a stopped writer thread without waiting for it; with no work after it, it stops again', { skip: process.platform !== 'linux' }, async () => {
+  await until(() => writerThreads().length === 0, 15_000, 'writer threads of earlier tests to end');
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir, writerIdleMs: 200 });
+  try {
+    await log.recordDurable(sampleEvent(1));
+    await until(() => writerThreads().length === 0, 15_000, 'the idle writer thread to stop');
+    log.warm(); // returns at once: the request goes on while the thread starts
+    await until(() => writerThreads().length === 1, 15_000, 'warm() to start the writer thread');
+    log.warm(); // already running: no second thread
+    // The durable record that follows (a tool's intent) finds the thread started: still committed before it resolves.
+    assert.equal((await log.recordDurable(sampleEvent(2))).seq, 2);
+    assert.equal(writerThreads().length, 1);
+    await until(() => writerThreads().length === 0, 15_000, 'the warmed thread to stop once idle again');
+    log.warm();
+    await until(() => writerThreads().length === 1, 15_000, 'warm() to start it again');
+    await until(() => writerThreads().length === 0, 15_000, 'a warmed thread that got no work to stop');
+  } finally {
+    await log.close();
+  }
+  const r = verifyDatabase(dir);
+  assert.deepEqual([r.ok, r.events], [true, 2], r.firstError?.message);
+});
+
 test('a log that records nothing never starts the writer thread (most CLI commands)', { skip: process.platform !== 'linux' }, async () => {
   const dir = tempDir();
   const first = openAuditLog({ dataDir: dir });

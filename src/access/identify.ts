@@ -30,6 +30,8 @@ function unregistered(spiffeId: string): AgentRecord {
 
 export async function identify(ctx: Ctx): Promise<Identity> {
   const id = await resolveIdentity(ctx);
+  // Evidence follows: the audit writer thread, if it stopped for idleness, starts now, off this request's path.
+  ctx.rt.audit?.warm?.();
   ctx.rt.identitySeen.note(id.agent.name, id.method);
   ctx.span?.setAttributes({ 'gen_ai.agent.id': id.agent.spiffeId, 'gen_ai.agent.name': id.agent.name, 'aam.auth.method': id.method });
   return id;

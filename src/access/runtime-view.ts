@@ -25,6 +25,8 @@ export interface AuditSink {
   recordDurable?(ev: Record<string, unknown>): Promise<unknown>;
   /** Resolves when every recorded event is in its crash-safe segment file (await before acknowledging). */
   journaled?(now?: boolean): Promise<void>;
+  /** An agent's request arrived: get ready to record (the audit writer thread starts, not awaited). */
+  warm?(): void;
 }
 
 /** Memo of resolved guardrail lists, per config snapshot. */

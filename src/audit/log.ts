@@ -106,6 +106,12 @@ export interface AuditLog {
   journaled(now?: boolean): Promise<void>;
   /** Resolves after the event is committed to disk. */
   recordDurable(event: AuditEventInput): Promise<DurableReceipt>;
+  /**
+   * Activity resumed (an agent's request arrived): start the writer thread now if it stopped for
+   * idleness, without waiting for it. The request's evidence follows in a moment, and a durable
+   * one (a tool's intent) then waits for what is left of the thread's start-up, not all of it.
+   */
+  warm(): void;
   /** Resolves when everything recorded so far is committed; rejects if a write fails meanwhile. */
   flush(): Promise<void>;
   /** Sign a checkpoint of the current head now; resolves to its tree size (null if nothing new). */
@@ -280,6 +286,13 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     // Keep the process alive while the writer holds work for us.
     w.ref();
     w.postMessage(req);
+  }
+
+  function warm(): void {
+    if (worker || closed || !alive) return;
+    if (stopping) { void stopping.then(warm); return; }
+    worker = startWorker();
+    armIdle(); // stops it again if no work follows
   }
 
   function armIdle(): void {
@@ -525,6 +538,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       schedule(queued() >= cfg.batchSize);
       return true;
     },
+    warm,
     recordDurable(event) {
       return new Promise<DurableReceipt>((resolve, reject) => {
         checkInput(event);
