@@ -83,7 +83,7 @@ test('a settlement no admission carries is sent alone within the settle delay (s
   } finally { await lim.close(); }
 });
 
-test('settlements of a failed script call are carried again: charged when the call did not run, not twice when it ran', async () => {
+test('settlements of a failed script call are carried again: charged when the call did not run, not twice when it ran or when Redis restarted empty', async () => {
   const redis = await privateRedis();
   const own = await fleetStore(redis.url);
   const f = await openFleet({ databaseUrl: own.databaseUrl, redisUrl: own.redisUrl }, { follow: false, migrate: true });
@@ -104,6 +104,17 @@ test('settlements of a failed script call are carried again: charged when the ca
     await until(async () => near(await spent(), 0.75), 10_000, 'the paused call ran');
     await admitted(lim, request('agent:again'));
     assert.ok(near(await spent(), 0.75), `$0.25 + $0.50, the $0.50 once: ${await spent()}`);
+    // Stopped and restarted empty: the queued settlement waits for Redis, the total comes back from
+    // PostgreSQL with it, and carrying it afterwards does not add it again.
+    lim.settle(await admitted(lim, request('agent:again')), 0.125, 50);
+    await redis.stop();
+    await assert.rejects(lim.admit(request('agent:again')));
+    await redis.start();
+    await until(() => f.redis.status === 'ready', 10_000, 'the limiter reconnected');
+    await lim.flush();
+    await admitted(lim, request('agent:again'));
+    await admitted(lim, request('agent:again'));
+    assert.ok(near(await spent(), 0.875), `$0.875 after the restart, each charge once: ${await spent()}`);
   } finally {
     await lim.close();
     await f.close();
