@@ -1,0 +1,73 @@
+// The call to a callee agent (src/a2a/callee.ts, undici's handler API): the answer arrives whole
+// and in order, a caller that stops reading holds the callee back (the connection pauses, the
+// callee's writes stop draining), reading on resumes it, and destroy() closes the connection.
+import { test, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { callCallee } from '../src/a2a/callee.ts';
+import { until } from './helpers/e2e.ts';
+
+const CHUNK = Buffer.alloc(64 * 1024, 'a');
+const TOTAL = 512; // 32 MiB: far more than the socket buffers of both ends hold
+let server: Server;
+let url: URL;
+const state = { written: 0, blocked: false, closed: false, res: null as ServerResponse | null };
+
+before(async () => {
+  server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      state.written = 0; state.blocked = false; state.closed = false; state.res = res;
+      res.on('close', () => { state.closed = true; });
+      res.writeHead(200, { 'content-type': 'application/octet-stream' });
+      const pump = (): void => {
+        while (state.written < TOTAL) {
+          state.written++;
+          if (!res.write(CHUNK)) { state.blocked = true; res.once('drain', () => { state.blocked = false; pump(); }); return; }
+        }
+        res.end();
+      };
+      pump();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  url = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/a2a`);
+});
+after(async () => {
+  server.closeAllConnections();
+  await new Promise((r) => server.close(r));
+});
+
+test('a slow caller holds the callee back; reading on gets every byte, in order', async () => {
+  const up = await callCallee(url, { headers: { 'content-type': 'application/json' }, body: '{}', timeoutMs: 30_000 });
+  assert.equal(up.statusCode, 200);
+  const it = up.body[Symbol.asyncIterator]();
+  const first = await it.next();
+  assert.ok(!first.done && first.value.length > 0);
+  // Not reading: the callee's writes stop draining well before it has written everything.
+  await until(() => state.blocked, 10_000, 'the callee blocked on a full connection');
+  const stuckAt = state.written;
+  await new Promise((r) => setTimeout(r, 200));
+  assert.ok(state.blocked && state.written === stuckAt && stuckAt < TOTAL, `the callee kept writing (${state.written} of ${TOTAL} chunks)`);
+  let bytes = first.value!.length;
+  for (let r = await it.next(); !r.done; r = await it.next()) {
+    assert.ok(r.value.every((b: number) => b === 0x61));
+    bytes += r.value.length;
+  }
+  assert.equal(bytes, TOTAL * CHUNK.length);
+});
+
+test('destroy() stops reading and closes the callee\'s connection', async () => {
+  const up = await callCallee(url, { headers: {}, body: '{}', timeoutMs: 30_000 });
+  const it = up.body[Symbol.asyncIterator]();
+  await it.next();
+  up.body.destroy();
+  await until(() => state.closed, 10_000, 'the callee saw its connection close');
+  assert.ok(state.written < TOTAL);
+});
+
+test('an unreachable callee rejects the call (no answer head)', async () => {
+  const dead = new URL('http://127.0.0.1:9/a2a');
+  await assert.rejects(callCallee(dead, { headers: {}, body: '{}', timeoutMs: 5_000 }), /ECONNREFUSED|connect/);
+});
