@@ -1,6 +1,7 @@
 // Fast, fail-fast test command for mutation testing (Stryker's command runner runs it once per
 // mutant) and `npm run test:security`. Usage: node scripts/mutate-tests.ts [--tmp-in-cwd] [group...]
-// (groups: scripts/mutate-groups.ts; none = all; AAM_MUTATE_GROUP names them when no argument does).
+// (groups: scripts/mutate-groups.ts; none = all; AAM_MUTATE_GROUP names them when no argument does;
+// AAM_MUTATE_TESTS=a.test.ts,b.test.ts runs those files instead of the groups' lists).
 //
 // `node --test` has no bail option, so each test file runs as its own `node --test` process (two
 // at a time) and the first failing test ("not ok" in its TAP stream) kills every process group
@@ -84,9 +85,12 @@ function runAll(files: string[], env: NodeJS.ProcessEnv): Promise<Run | null> {
 
 async function main(): Promise<number> {
   const { tmpInCwd, names } = parseArgs(process.argv.slice(2));
-  const files = testsOf(selectGroups(names));
+  // AAM_MUTATE_TESTS (comma-separated files) replaces the group's list for one run: a line range
+  // whose mutants one fast file kills need not start the group's gateway tests for each survivor.
+  const only = (process.env.AAM_MUTATE_TESTS ?? '').split(',').filter(Boolean);
+  const files = only.length > 0 ? only : testsOf(selectGroups(names));
   const missing = files.filter((f) => !existsSync(f));
-  if (missing.length > 0) throw new Error(`test files listed in scripts/mutate-groups.ts do not exist: ${missing.join(', ')}`);
+  if (missing.length > 0) throw new Error(`test files listed in ${only.length > 0 ? 'AAM_MUTATE_TESTS' : 'scripts/mutate-groups.ts'} do not exist: ${missing.join(', ')}`);
   const tmp = mkdtempSync(join(tmpInCwd ? process.cwd() : tmpdir(), tmpInCwd ? '.mutate-tmp-' : 'aam-mutate-'));
   const env = { ...process.env, TMPDIR: tmp };
   const started = Date.now();

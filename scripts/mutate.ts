@@ -62,7 +62,8 @@ function main(): number {
       status = 1;
       continue;
     }
-    lines.push(`${summarize(group, JSON.parse(readFileSync(file, 'utf8')) as Report)} in ${minutes} min`);
+    const only = process.env.AAM_MUTATE_TESTS ? ` with only ${process.env.AAM_MUTATE_TESTS}` : '';
+    lines.push(`${summarize(group, JSON.parse(readFileSync(file, 'utf8')) as Report)} in ${minutes} min${only}`);
   }
   console.log(`\n${lines.join('\n')}`);
   return status;
