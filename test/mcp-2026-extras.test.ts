@@ -34,6 +34,9 @@ const subOf = (auth: string): string => {
   const m = /^Bearer ([\w-]+)\.([\w-]+)\.[\w-]+$/.exec(auth);
   return m ? String((JSON.parse(Buffer.from(m[2], 'base64url').toString('utf8')) as { sub?: string }).sub) : '';
 };
+/** subscriptions/listen streams the upstream has open (aam's, on behalf of its callers). */
+const upstreamStreams: Array<{ server: string; notifications: Record<string, unknown>; write(msg: Record<string, unknown>): void; closed: boolean }> = [];
+const pushUpstream = (server: string, msg: Record<string, unknown>) => { for (const st of upstreamStreams) if (st.server === server && !st.closed) st.write({ jsonrpc: '2.0', ...msg }); };
 const listsOf = (server: string, from = 0) => seen.slice(from).filter((x) => x.server === server && x.body.method === 'tools/list');
 
 let check: SchemaCheck = () => {};
@@ -56,6 +59,15 @@ async function startUpstream(): Promise<string> {
     const ok = (result: Record<string, unknown>) => reply(200, { result: { resultType: 'complete', ...result } });
     if (body.params?._meta?.['io.modelcontextprotocol/protocolVersion'] !== VERSION) return reply(400, { error: { code: -32022, message: 'Unsupported protocol version' } });
     const name = body.params.name;
+    if (body.method === 'subscriptions/listen') {
+      const notifications = (body.params.notifications ?? {}) as Record<string, unknown>;
+      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+      const st = { server, notifications, closed: false, write: (msg: Record<string, unknown>) => { res.write(`data: ${JSON.stringify(msg)}\n\n`); } };
+      upstreamStreams.push(st);
+      res.on('close', () => { st.closed = true; });
+      st.write({ jsonrpc: '2.0', method: 'notifications/subscriptions/acknowledged', params: { notifications, _meta: { 'io.modelcontextprotocol/subscriptionId': body.id } } });
+      return;
+    }
     if (body.method === 'server/discover') return ok({ supportedVersions: [VERSION], capabilities: { tools: {} }, ttlMs: 0, cacheScope: 'public' });
     const defs = (names: string[]) => names.map((n) => ({ name: n, inputSchema: { type: 'object', properties: {} } }));
     if (body.method === 'tools/list' && sub) return ok({ tools: defs(privateTools(sub)), ttlMs: PRIVATE_TTL_MS, cacheScope: 'private' });
@@ -334,9 +346,9 @@ test('Tasks extension: a task id stays bounded whatever the creating call\'s arg
 });
 
 /** An open subscriptions/listen stream: the JSON-RPC messages received so far. */
-async function listen(path: string, notifications: Record<string, unknown>, token = key): Promise<{ id: number; status: number; messages: Array<Record<string, any>>; close(): void }> {
+async function listen(path: string, notifications: Record<string, unknown>, token = key, caps: Record<string, unknown> = {}): Promise<{ id: number; status: number; messages: Array<Record<string, any>>; close(): void }> {
   const id = Math.floor(Math.random() * 1e9);
-  const body = { jsonrpc: '2.0', id, method: 'subscriptions/listen', params: { notifications, _meta: { 'io.modelcontextprotocol/protocolVersion': VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'spec-client', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': {} } } };
+  const body = { jsonrpc: '2.0', id, method: 'subscriptions/listen', params: { notifications, _meta: { 'io.modelcontextprotocol/protocolVersion': VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'spec-client', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': caps } } };
   const ac = new AbortController();
   const r = await fetch(`${gw.url}${path}`, { method: 'POST', signal: ac.signal, headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}`, 'mcp-protocol-version': VERSION, 'mcp-method': 'subscriptions/listen' }, body: JSON.stringify(body) });
   const messages: Array<Record<string, any>> = [];
@@ -434,6 +446,39 @@ test('subscriptions/listen is decided for the caller as it is now: a revoked key
     writeFileSync(gw.configPath, config(upstreamUrl));
     gw.g.rt.reload();
   }
+});
+
+test('subscriptions/listen through a 2026-07-28 upstream: its resource updates and notifications/tasks reach the caller, decided, scrubbed and with the caller\'s own task id', async () => {
+  const TASKS = { elicitation: { form: {} }, extensions: { 'io.modelcontextprotocol/tasks': {} } };
+  const taskId = String((await modern('tools/call', { name: 'longjob', arguments: {} }, { path: '/mcp/alpha', caps: TASKS })).body.result?.taskId);
+  const noExt = await listen('/mcp/alpha', { taskIds: [taskId] });
+  assert.equal(noExt.status, 400);
+  assert.equal(noExt.messages[0].error.code, -32021, 'taskIds need the Tasks extension declared');
+  const nav = await listen('/mcp/alpha', { resourceSubscriptions: ['memo://live'], taskIds: [taskId] }, key, TASKS);
+  const intr = await listen('/mcp/alpha', { taskIds: [taskId] }, otherKey, TASKS);
+  const open = () => upstreamStreams.filter((st) => st.server === 'alpha' && !st.closed);
+  try {
+    await until(() => nav.messages.length > 0 && intr.messages.length > 0, 'acknowledgements');
+    assert.deepEqual(nav.messages[0].params.notifications, { resourceSubscriptions: ['memo://live'], taskIds: [taskId] });
+    assert.deepEqual(intr.messages[0].params.notifications, {}, 'another caller\'s task is not acknowledged');
+    // aam listens to the upstream in turn, naming the upstream's own task id (never the caller's sealed one).
+    await until(() => open().some((st) => JSON.stringify(st.notifications) === JSON.stringify({ resourceSubscriptions: ['memo://live'], taskIds: ['up-task-1'] })), 'aam\'s listen stream to alpha');
+    pushUpstream('alpha', { method: 'notifications/resources/updated', params: { uri: 'memo://live' } });
+    pushUpstream('alpha', { method: 'notifications/tasks', params: { taskId: 'up-task-1', status: 'completed', result: { content: [{ type: 'text', text: `finished with ${SECRET}` }] } } });
+    await until(() => ['notifications/resources/updated', 'notifications/tasks'].every((m) => nav.messages.some((x) => x.method === m)), 'navigator\'s notifications');
+    assert.equal(nav.messages.find((x) => x.method === 'notifications/resources/updated')!.params.uri, 'memo://live');
+    const t = nav.messages.find((x) => x.method === 'notifications/tasks')!;
+    assert.equal(t.params.taskId, taskId, 'the caller\'s own task id');
+    assert.equal(t.params.status, 'completed');
+    assert.equal(t.params._meta['io.modelcontextprotocol/subscriptionId'], nav.id);
+    const text = JSON.stringify(t);
+    assert.ok(!text.includes(SECRET) && !text.includes('up-task-1'), text);
+    assert.match(text, /\[REDACTED:up-token\]/);
+    assert.ok(!intr.messages.some((x) => x.method === 'notifications/tasks'), 'nothing of another caller\'s task');
+    const d = (await toolEvents(gw, { type: 'tool.decision', agent: 'navigator' })).map((e) => e as { method?: string; action?: string }).filter((e) => e.method === 'notifications/tasks');
+    assert.ok(d.length >= 1 && d.every((e) => e.action === 'longjob'), 'each notification decided like the creating call');
+  } finally { nav.close(); intr.close(); }
+  await until(() => open().length === 0, 'aam to end its upstream stream once nobody listens');
 });
 
 test('Tasks extension: a task is its creator\'s alone, each tasks/* request is decided like the creating call, and results are scrubbed', async () => {

@@ -46,6 +46,8 @@ export interface Catalog {
   onResourceUpdated(listener: (server: string, uri: string) => void): void;
   /** A server's prompts or resources list changed (it said so). */
   onListChanged(listener: (server: string, list: ListKind) => void): void;
+  /** notifications/tasks from a 2026-07-28 server: its own task id and the whole task. */
+  onTaskStatus(listener: (server: string, taskId: string, task: Record<string, unknown>) => void): void;
   /** Re-run integrity and mapping on the last listed definitions (after an admin accepted a change). */
   recompile(server: string): void;
   close(): Promise<void>;
@@ -93,6 +95,7 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
   const listeners: Array<(server: string) => void> = [];
   const updateListeners: Array<(server: string, uri: string) => void> = [];
   const listListeners: Array<(server: string, list: ListKind) => void> = [];
+  const taskListeners: Array<(server: string, taskId: string, task: Record<string, unknown>) => void> = [];
 
   function add(name: string, spec: McpServerSpec): void {
     const upstream = createUpstream(name, spec, deps, opts);
@@ -107,6 +110,9 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
     });
     upstream.onListChanged((list) => {
       if (servers.get(name) === entry) for (const l of listListeners) l(name, list);
+    });
+    upstream.onTaskStatus((taskId, task) => {
+      if (servers.get(name) === entry) for (const l of taskListeners) l(name, taskId, task);
     });
     servers.set(name, entry);
   }
@@ -164,6 +170,7 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
     onToolsChanged(l) { listeners.push(l); },
     onResourceUpdated(l) { updateListeners.push(l); },
     onListChanged(l) { listListeners.push(l); },
+    onTaskStatus(l) { taskListeners.push(l); },
     recompile(name) {
       const e = servers.get(name);
       if (!e) return;

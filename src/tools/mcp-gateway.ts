@@ -77,6 +77,8 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     }
   });
 
+  catalog.onTaskStatus((server, taskId, task) => hub.taskStatus(server, taskId, task));
+
   // Resource updates go to the sessions that subscribed to that URI on that server.
   catalog.onResourceUpdated((server, uri) => {
     hub.resourceUpdated(server, uri);

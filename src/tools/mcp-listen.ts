@@ -6,7 +6,10 @@
 // left out of the ack. A stream outlives the request that opened it, so each notification is
 // decided for the caller as it is now (ToolAccess.current): a revoked key or a removed agent ends
 // the stream, a policy that no longer lets it see a list or read a URI stops that notification,
-// each with evidence; recheck() applies the same on a reload and every second.
+// each with evidence; recheck() applies the same on a reload and every second. With the Tasks
+// extension a client may also name its own task ids (taskIds): each upstream notifications/tasks
+// about one is decided like a tasks/get, guarded and scrubbed, and relayed with the caller's id.
+// A 2026-07-28 upstream is listened to in turn (Upstream.subscribe / watchTask).
 import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { RESOURCE_READ, PROMPT_GET, context, subscribeResource, unsubscribeResource, type Runtime, type SessionCtx } from './mcp-call.ts';
@@ -14,6 +17,8 @@ import { sseEvent as sse } from './mcp-headers.ts';
 import type { ListKind } from './upstream.ts';
 import { decisionFields, errMsg } from './util.ts';
 import { identityFields, RPC, type ToolAccess } from './types.ts';
+import { decideTask, openTask, taskNotification } from './mcp-tasks.ts';
+import { TASKS_EXT } from './mcp-mrtr.ts';
 
 const SUBSCRIPTION_ID = 'io.modelcontextprotocol/subscriptionId';
 /** URIs one listen request may name (each is a decision and possibly an upstream subscription). */
@@ -23,13 +28,27 @@ type Json = Record<string, unknown>;
 type Kind = 'tools' | ListKind;
 const FILTER: Record<Kind, string> = { tools: 'toolsListChanged', prompts: 'promptsListChanged', resources: 'resourcesListChanged' };
 
-interface Listener { who: string; scope: string | null; want: ReadonlySet<Kind>; ctx: SessionCtx; send(method: string, params?: Json): void; end(): void; fail(message: string): void }
+type Task = ReturnType<typeof openTask>;
+interface Listener {
+  who: string; scope: string | null; want: ReadonlySet<Kind>; ctx: SessionCtx;
+  /** Watched tasks by `${server}\n${upstream task id}`: the caller's own id for each. */
+  tasks: Map<string, { id: string; task: Task }>;
+  send(method: string, params?: Json): void; end(): void; fail(message: string): void;
+}
+const taskKey = (server: string, up: string) => `${server}\n${up}`;
+/** Did the listen request's client declare the Tasks extension? */
+const declaresTasks = (params: Json): boolean => {
+  const caps = (params._meta as Json | undefined)?.['io.modelcontextprotocol/clientCapabilities'] as { extensions?: Json } | undefined;
+  return caps?.extensions?.[TASKS_EXT] !== undefined;
+};
 
 /** The open listen streams of one gateway: fed by its catalog, re-decided on reloads, closed gracefully with it. */
 export interface ListenHub {
   toolsChanged(server: string): void;
   listChanged(server: string, list: ListKind): void;
   resourceUpdated(server: string, uri: string): void;
+  /** notifications/tasks from `server` about its task `taskId`. */
+  taskStatus(server: string, taskId: string, task: Json): void;
   /** Re-decide every open stream for its caller as it is now (after a reload; periodically, for revoked keys). */
   recheck(): void;
   /** Open one stream for a validated 2026-07-28 request; resolves when the stream ends. */
@@ -108,14 +127,29 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
         else void unsubscribeResource(rt, l.ctx, uri).catch(() => {});
       }
     },
+    taskStatus(server, up, task) {
+      for (const l of [...open]) {
+        const w = l.tasks.get(taskKey(server, up));
+        if (!w || !current(l)) continue;
+        taskNotification(rt, l.ctx, w.task, w.id, task).then((out) => l.send('notifications/tasks', out), (e: unknown) => {
+          // Denied now (the deny is on record), or not relayable: this stream hears no more of the task.
+          l.tasks.delete(taskKey(server, up));
+          w.task.entry.upstream.unwatchTask(up);
+          rt.deps.log.info({ spiffe_id: l.who, server, err: errMsg(e) }, 'subscriptions/listen: task notification not relayed');
+        });
+      }
+    },
     recheck() { for (const l of [...open]) current(l); },
     async listen(s, params, id, res) {
       const filter = params.notifications;
       const reply = (status: number, code: number, message: string) => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify({ jsonrpc: '2.0', id, error: { code, message } })); };
-      if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) return reply(400, RPC.invalidParams, 'subscriptions/listen needs params.notifications: { toolsListChanged?, promptsListChanged?, resourcesListChanged?, resourceSubscriptions?: [uri, ...] }');
+      if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) return reply(400, RPC.invalidParams, 'subscriptions/listen needs params.notifications: { toolsListChanged?, promptsListChanged?, resourcesListChanged?, resourceSubscriptions?: [uri, ...], taskIds?: [taskId, ...] }');
       const f = filter as Json;
       const uris = f.resourceSubscriptions === undefined ? [] : f.resourceSubscriptions;
       if (!Array.isArray(uris) || uris.some((u) => typeof u !== 'string') || uris.length > MAX_LISTEN_URIS) return reply(400, RPC.invalidParams, `params.notifications.resourceSubscriptions must be a list of at most ${MAX_LISTEN_URIS} URI strings`);
+      const taskIds = f.taskIds === undefined ? [] : f.taskIds;
+      if (!Array.isArray(taskIds) || taskIds.some((u) => typeof u !== 'string') || taskIds.length > MAX_LISTEN_URIS) return reply(400, RPC.invalidParams, `params.notifications.taskIds must be a list of at most ${MAX_LISTEN_URIS} task ids`);
+      if (taskIds.length && !declaresTasks(params)) return reply(400, -32021, `Missing required client capability: notifications.taskIds needs the Tasks extension; declare params._meta["io.modelcontextprotocol/clientCapabilities"].extensions["${TASKS_EXT}"]`);
       const who = s.identity.agent.spiffeId;
       if (countOf(who) >= maxPerIdentity) return reply(429, RPC.limited, `too many open subscriptions/listen streams for ${who} (limit ${maxPerIdentity} per identity); close one (end its HTTP response) and retry`);
       // Each URI is decided like a read; one the caller may not read (or that no server owns) is not acknowledged.
@@ -123,10 +157,20 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
       for (const uri of new Set(uris as string[])) {
         try { await subscribeResource(rt, s, uri); granted.push(uri); } catch (e) { rt.deps.log.info({ spiffe_id: who, uri, err: errMsg(e) }, 'subscriptions/listen: resource subscription not granted'); }
       }
+      // Each task id must be the caller's own on this endpoint, decided like a tasks/get.
+      const tasks = new Map<string, { id: string; task: Task }>();
+      for (const id of new Set(taskIds as string[])) {
+        try {
+          const task = openTask(rt, s, id);
+          decideTask(rt, s, task, 'subscriptions/listen', `req_${randomUUID()}`);
+          await task.entry.upstream.watchTask(task.b.up, s.identity);
+          tasks.set(taskKey(task.b.server, task.b.up), { id, task });
+        } catch (e) { rt.deps.log.info({ spiffe_id: who, err: errMsg(e) }, 'subscriptions/listen: task notifications not granted'); }
+      }
       const want = new Set((Object.keys(FILTER) as Kind[]).filter((k) => f[FILTER[k]] === true));
       const frame = (msg: Json) => { if (!res.writableEnded) res.write(sse(msg)); };
       const l: Listener = {
-        who, scope: s.scope, want, ctx: s,
+        who, scope: s.scope, want, ctx: s, tasks,
         send: (method, p = {}) => frame({ jsonrpc: '2.0', method, params: { ...p, _meta: { [SUBSCRIPTION_ID]: id } } }),
         // Graceful end (spec: a completion result for the listen request, then close).
         end: () => { if (!res.writableEnded) res.end(sse({ jsonrpc: '2.0', id, result: { resultType: 'complete', _meta: { [SUBSCRIPTION_ID]: id } } })); },
@@ -136,10 +180,12 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
       const acked: Json = {};
       for (const k of want) acked[FILTER[k]] = true;
       if (granted.length) acked.resourceSubscriptions = granted;
+      if (tasks.size) acked.taskIds = [...tasks.values()].map((w) => w.id);
       l.send('notifications/subscriptions/acknowledged', { notifications: acked });
       open.add(l);
       if (!res.destroyed && !res.writableEnded) await new Promise<void>((done) => res.once('close', done));
       open.delete(l);
+      for (const w of tasks.values()) w.task.entry.upstream.unwatchTask(w.task.b.up);
       for (const uri of [...s.subscriptions.keys()]) await unsubscribeResource(rt, s, uri).catch(() => {});
     },
     closeAll() { for (const l of open) l.end(); },

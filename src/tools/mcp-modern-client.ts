@@ -10,6 +10,7 @@ import {
   type ListToolsResult, type ReadResourceResult, type ServerCapabilities,
 } from '@modelcontextprotocol/sdk/types.js';
 import { CLIENT_CAPS, MODERN_VERSION, modernHeaders } from './mcp-headers.ts';
+import { TASKS_EXT } from './mcp-mrtr.ts';
 
 /** What aam needs of a client of one upstream; the SDK's Client (legacy) and ModernClient (2026-07-28) both provide it. */
 export interface UpstreamClient {
@@ -23,6 +24,11 @@ export interface UpstreamClient {
   getPrompt(params: { name: string; arguments?: Record<string, string> }, o?: RequestOptions): Promise<GetPromptResult>;
   subscribeResource(params: { uri: string }, o?: RequestOptions): Promise<unknown>;
   unsubscribeResource(params: { uri: string }, o?: RequestOptions): Promise<unknown>;
+  /**
+   * subscriptions/listen (2026-07-28 upstreams only): `on` gets each notification of the stream
+   * after its acknowledgement, until close() or the upstream ends it.
+   */
+  listen?(notifications: Record<string, unknown>, on: (method: string, params: Record<string, unknown>) => void): UpstreamListen;
   /** Tasks extension (tasks/get, tasks/update, tasks/cancel): 2026-07-28 upstreams only. */
   task?(method: string, params: Record<string, unknown>, o?: RequestOptions): Promise<Record<string, unknown>>;
   close(): Promise<void>;
@@ -32,12 +38,8 @@ type Fetch = (url: string | URL, init?: RequestInit) => Promise<Response>;
 type Json = Record<string, unknown>;
 const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** The JSON-RPC response for `id` from a JSON body or an SSE stream (progress notifications relayed). */
-async function responseFor(res: Response, id: number, o?: RequestOptions): Promise<Json> {
-  if (!(res.headers.get('content-type') ?? '').includes('text/event-stream')) {
-    const text = await res.text();
-    try { return JSON.parse(text) as Json; } catch { throw new Error(`HTTP ${res.status} with a body that is not JSON-RPC: ${text.slice(0, 200)}`); }
-  }
+/** Each JSON-RPC message of an SSE response body, as it arrives. */
+async function* sseMessages(res: Response): AsyncGenerator<Json> {
   let buf = '';
   const decoder = new TextDecoder();
   for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
@@ -47,14 +49,26 @@ async function responseFor(res: Response, id: number, o?: RequestOptions): Promi
       const event = buf.slice(0, end);
       buf = buf.slice(end).replace(/^\r?\n\r?\n/, '');
       const data = event.split(/\r?\n/).filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trimStart()).join('\n');
-      if (!data) continue;
-      const msg = JSON.parse(data) as Json;
-      if (msg.id === id) return msg;
-      if (msg.method === 'notifications/progress' && isObj(msg.params)) o?.onprogress?.(msg.params as never);
+      if (data) yield JSON.parse(data) as Json;
     }
+  }
+}
+
+/** The JSON-RPC response for `id` from a JSON body or an SSE stream (progress notifications relayed). */
+async function responseFor(res: Response, id: number, o?: RequestOptions): Promise<Json> {
+  if (!(res.headers.get('content-type') ?? '').includes('text/event-stream')) {
+    const text = await res.text();
+    try { return JSON.parse(text) as Json; } catch { throw new Error(`HTTP ${res.status} with a body that is not JSON-RPC: ${text.slice(0, 200)}`); }
+  }
+  for await (const msg of sseMessages(res)) {
+    if (msg.id === id) return msg;
+    if (msg.method === 'notifications/progress' && isObj(msg.params)) o?.onprogress?.(msg.params as never);
   }
   throw new Error('the response stream ended without a result');
 }
+
+/** An open subscriptions/listen stream to an upstream: what it acknowledged, and how to end it. */
+export interface UpstreamListen { acked: Promise<Json>; ended: Promise<void>; close(): void }
 
 /** A 2026-07-28 client of one upstream: stateless, so nothing to connect or close. */
 export function createModernClient(url: URL, fetchFn: Fetch, capabilities: ServerCapabilities, defaultTimeoutMs: number): UpstreamClient {
@@ -105,6 +119,28 @@ export function createModernClient(url: URL, fetchFn: Fetch, capabilities: Serve
     subscribeResource: async () => { throw new McpError(-32601, 'resources/subscribe is not part of MCP 2026-07-28 (subscriptions/listen replaced it)'); },
     unsubscribeResource: async () => ({}),
     task: (method, params, o) => request<Json>(method, params, o),
+    listen(notifications, on) {
+      const id = nextId++;
+      const ac = new AbortController();
+      const meta = { 'io.modelcontextprotocol/protocolVersion': MODERN_VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'aam-gateway', version: '0.1.0' }, [CLIENT_CAPS]: notifications.taskIds ? { extensions: { [TASKS_EXT]: {} } } : {} };
+      let ack!: (v: Json) => void;
+      let nack!: (e: unknown) => void;
+      const acked = new Promise<Json>((y, n) => { ack = y; nack = n; });
+      acked.catch(() => {});
+      const ended = (async () => {
+        const res = await fetchFn(url, { method: 'POST', headers: modernHeaders('subscriptions/listen', {}), body: JSON.stringify({ jsonrpc: '2.0', id, method: 'subscriptions/listen', params: { notifications, _meta: meta } }), signal: ac.signal });
+        if (!(res.headers.get('content-type') ?? '').includes('text/event-stream')) {
+          const msg = await responseFor(res, id);
+          throw new Error(isObj(msg.error) ? String(msg.error.message) : `HTTP ${res.status}: not an event stream`);
+        }
+        for await (const msg of sseMessages(res)) {
+          if (msg.method === 'notifications/subscriptions/acknowledged' && isObj(msg.params)) ack(isObj(msg.params.notifications) ? msg.params.notifications : {});
+          else if (typeof msg.method === 'string' && isObj(msg.params)) on(msg.method, msg.params);
+          else if (msg.id === id) break; // the upstream ended the stream
+        }
+      })().then(() => nack(new Error('the stream ended before it was acknowledged')), (e: unknown) => { nack(e); });
+      return { acked, ended, close: () => ac.abort() };
+    },
     close: async () => {},
   };
 }

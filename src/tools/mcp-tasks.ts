@@ -9,31 +9,48 @@
 // Sealed rather than stored, so any replica of a fleet serves a task created through another.
 import { randomUUID } from 'node:crypto';
 import { context, enforceLimit, guardedResult, guardInbound, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
+import type { CompiledTool, ServerEntry } from './catalog.ts';
 import { TASK_PREFIX, unseal, type TaskBinding } from './mcp-mrtr.ts';
 import { decisionFields, denialMessage } from './util.ts';
 import { identityFields, RPC, ToolError } from './types.ts';
 
 type Json = Record<string, unknown>;
 
-/** tasks/get, tasks/update or tasks/cancel of a 2026-07-28 client. */
-export async function taskRequest(rt: Runtime, s: SessionCtx, method: string, params: Json, extra: Extra): Promise<Json> {
-  const { deps } = rt;
-  const b = unseal<TaskBinding>(deps.stateKey, TASK_PREFIX, params.taskId);
+/** A task aam sealed for this caller on this endpoint: its binding, server and creating tool; else "unknown" (404). */
+export function openTask(rt: Runtime, s: SessionCtx, taskId: unknown): { b: TaskBinding; entry: ServerEntry; t: CompiledTool } {
+  const b = unseal<TaskBinding>(rt.deps.stateKey, TASK_PREFIX, taskId);
   // Another caller's task, an expired one, or one of another endpoint's server: it does not exist here.
   if (!b || b.sub !== s.identity.agent.spiffeId || Date.now() > b.exp || (s.scope !== null && s.scope !== b.server)) {
-    throw new ToolError('unknown_task', `unknown task "${String(params.taskId).slice(0, 48)}"; use a taskId one of your own tools/call requests returned on this endpoint (it expires with the task's ttlMs)`, { code: RPC.notFound, status: 404 });
+    throw new ToolError('unknown_task', `unknown task "${String(taskId).slice(0, 48)}"; use a taskId one of your own tools/call requests returned on this endpoint (it expires with the task's ttlMs)`, { code: RPC.notFound, status: 404 });
   }
   const entry = rt.catalog.servers.get(b.server);
   const t = entry?.tools.get(b.tool);
   if (!entry || !t) throw new ToolError('unknown_tool', `the tool that created this task ("${b.tool}" on MCP server "${b.server}") is no longer available`, { code: RPC.notFound, status: 404 });
-  const requestId = extra.requestId ?? `req_${randomUUID()}`;
+  return { b, entry, t };
+}
+
+/**
+ * Decide `method` on a task by the policy of the call that created it (approval, if it needed
+ * one, was given then), on record; a deny is thrown. Returns the evidence fields of the request.
+ */
+export function decideTask(rt: Runtime, s: SessionCtx, task: { b: TaskBinding; t: CompiledTool }, method: string, requestId: string): Json {
+  const { b, t } = task;
   const ev = { plane: 'mcp', request_id: requestId, trace_id: s.access.traceId(), ...identityFields(s.identity), server: b.server, tool: b.tool, resource: t.resource, action: t.action, method, args_digest: b.args };
-  // The same policy as the call that created the task (approval, if it needed one, was given then).
   const d = s.access.authorize(t.resource, t.action, {}, context(rt, s, requestId, { server: b.server, tool: b.tool, method, args_digest: b.args }));
-  deps.audit.record({ ...ev, type: 'tool.decision', decision: decisionFields(d) });
+  rt.deps.audit.record({ ...ev, type: 'tool.decision', decision: decisionFields(d) });
   if (d.effect === 'deny' || (!d.allowed && d.effect !== 'approval_required')) {
     throw new ToolError('policy_denied', denialMessage(d, `${method} for a task of tools/call "${b.tool}" (resource ${t.resource}, action ${t.action})`), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
   }
+  return ev;
+}
+
+/** tasks/get, tasks/update or tasks/cancel of a 2026-07-28 client. */
+export async function taskRequest(rt: Runtime, s: SessionCtx, method: string, params: Json, extra: Extra): Promise<Json> {
+  const { deps } = rt;
+  const task = openTask(rt, s, params.taskId);
+  const { b, entry } = task;
+  const requestId = extra.requestId ?? `req_${randomUUID()}`;
+  const ev = decideTask(rt, s, task, method, requestId);
   // Whatever else the client sends (tasks/update's inputResponses, any field) goes upstream only through the input guardrails.
   const { _meta: _ignored, taskId: _own, ...rest } = params;
   const inbound = await guardInbound(rt, s, rest, method, requestId, entry.spec.guardrails, ev);
@@ -42,4 +59,18 @@ export async function taskRequest(rt: Runtime, s: SessionCtx, method: string, pa
   deps.audit.record({ ...ev, type: 'tool.outcome', outcome: { status: typeof r.status === 'string' ? `task_${r.status}` : 'ok', bytes } });
   const out = await guardedResult(rt, s, r, `${method} ${b.tool}`, requestId, entry.spec.guardrails);
   return { ...out, ...(out.taskId !== undefined ? { taskId: params.taskId } : {}) };
+}
+
+/**
+ * An upstream's notifications/tasks as one listen stream's caller gets it: decided like a tasks/get
+ * (a deny is thrown), size-limited, guarded and scrubbed like a result, with the caller's task id.
+ */
+export async function taskNotification(rt: Runtime, s: SessionCtx, task: { b: TaskBinding; entry: ServerEntry; t: CompiledTool }, taskId: string, params: Json): Promise<Json> {
+  const requestId = `req_${randomUUID()}`;
+  const ev = decideTask(rt, s, task, 'notifications/tasks', requestId);
+  const { _meta: _ignored, ...rest } = params;
+  const bytes = enforceLimit(rt, task.entry, 'notifications/tasks', rest);
+  rt.deps.audit.record({ ...ev, type: 'tool.outcome', outcome: { status: typeof rest.status === 'string' ? `task_${rest.status}` : 'ok', bytes } });
+  const out = await guardedResult(rt, s, rest, `notifications/tasks ${task.b.tool}`, requestId, task.entry.spec.guardrails);
+  return { ...out, taskId };
 }

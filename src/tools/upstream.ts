@@ -18,7 +18,7 @@ import {
 import type { McpServerSpec } from '../config/schema.ts';
 import type { Identity } from '../identity/types.ts';
 import { GATEWAY_IDENTITY, ToolError, RPC, type ToolDeps, type UpstreamTool } from './types.ts';
-import { createModernClient, discoverModern, type UpstreamClient } from './mcp-modern-client.ts';
+import { createModernClient, discoverModern, type UpstreamClient, type UpstreamListen } from './mcp-modern-client.ts';
 import { CLIENT_CAPS, MODERN_VERSION } from './mcp-headers.ts';
 import { errMsg } from './util.ts';
 
@@ -68,6 +68,11 @@ export interface Upstream {
   onResourceUpdated(listener: (uri: string) => void): void;
   /** Called on each notifications/prompts/list_changed and notifications/resources/list_changed from the upstream. */
   onListChanged(listener: (list: ListKind) => void): void;
+  /** Counted per upstream task id: a 2026-07-28 upstream's notifications/tasks for it are wanted (subscriptions/listen). */
+  watchTask(taskId: string, identity: Identity): Promise<void>;
+  unwatchTask(taskId: string): void;
+  /** Called with each notifications/tasks (the upstream's task id and the whole task) from the upstream. */
+  onTaskStatus(listener: (taskId: string, task: Record<string, unknown>) => void): void;
   listPrompts(identity: Identity): Promise<ListPromptsResult['prompts']>;
   getPrompt(name: string, args: Record<string, string> | undefined, identity: Identity, opts?: CallOptions): Promise<GetPromptResult>;
   /** Called with the new list whenever the cached tools list changes. */
@@ -102,6 +107,12 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   const listeners: Array<(tools: UpstreamTool[]) => void> = [];
   const updateListeners: Array<(uri: string) => void> = [];
   const listListeners: Array<(list: ListKind) => void> = [];
+  const taskListeners: Array<(taskId: string, task: Record<string, unknown>) => void> = [];
+  /** Upstream task ids whose notifications/tasks are wanted, and how many listen streams want each. */
+  const watchedTasks = new Map<string, number>();
+  /** A 2026-07-28 upstream's one subscriptions/listen stream, carrying every URI and task id aam wants of it. */
+  let watch: UpstreamListen | undefined;
+  let rewatchTimer: NodeJS.Timeout | undefined;
   /** Subscribed URIs and how many sessions want each; renewed on a reconnect. */
   const subscribed = new Map<string, number>();
 
@@ -307,6 +318,41 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     }
   }
 
+  /** Notifications of a 2026-07-28 upstream's listen stream, to the same listeners a session's notifications go to. */
+  function onWatched(method: string, params: Record<string, unknown>): void {
+    if (method === 'notifications/resources/updated' && typeof params.uri === 'string') for (const l of updateListeners) l(params.uri);
+    else if (method === 'notifications/tasks' && typeof params.taskId === 'string') for (const l of taskListeners) l(params.taskId, params);
+  }
+
+  /**
+   * 2026-07-28 replaced resources/subscribe with subscriptions/listen: aam keeps one stream to such
+   * an upstream naming everything it wants (subscribed URIs, watched task ids), opened as the caller
+   * whose subscription changed it, and replaces it (new one first) whenever that set changes; a
+   * stream the upstream ends is opened again after a second while anything is still wanted.
+   */
+  async function rewatch(identity: Identity): Promise<void> {
+    const c = client && state === 'ready' ? client : await ensureClient();
+    if (!c.listen) return;
+    const uris = [...subscribed.keys()];
+    const tasks = [...watchedTasks.keys()];
+    const old = watch;
+    watch = undefined;
+    if (uris.length || tasks.length) {
+      const w = callerIdentity.run(identity, () => c.listen!({ ...(uris.length ? { resourceSubscriptions: uris } : {}), ...(tasks.length ? { taskIds: tasks } : {}) }, onWatched));
+      watch = w;
+      void w.ended.then(() => {
+        if (watch !== w || isClosed() || rewatchTimer) return;
+        rewatchTimer = setTimeout(() => { rewatchTimer = undefined; if (watch === w) rewatch(identity).catch(() => {}); }, 1000);
+        rewatchTimer.unref();
+      });
+      const late = new Promise<never>((_, no) => { setTimeout(() => no(new Error(`no acknowledgement within ${timeoutMs} ms`)), timeoutMs).unref(); });
+      try { await Promise.race([w.acked, late]); } catch (e) {
+        deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'subscriptions/listen to the upstream failed; its resource updates and task notifications are not relayed');
+      }
+    }
+    old?.close();
+  }
+
   // The call's trace context travels in params._meta (MCP's place for it).
   const withTrace = <P extends object>(params: P, o?: CallOptions): P => {
     const m = o?.mrtr;
@@ -352,16 +398,32 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     readResource: (uri, identity, o) => run('resources/read', identity, (c) => c.readResource(withTrace({ uri }, o), reqOpts(o)), o?.signal),
     async subscribe(uri, identity) {
       const n = subscribed.get(uri) ?? 0;
-      if (n === 0) await run(`resources/subscribe "${uri}"`, identity, (c) => c.subscribeResource({ uri }, reqOpts()));
+      const modern = (await ensureClient()).listen !== undefined;
+      if (n === 0 && !modern) await run(`resources/subscribe "${uri}"`, identity, (c) => c.subscribeResource({ uri }, reqOpts()));
       subscribed.set(uri, n + 1);
+      if (n === 0 && modern) await rewatch(identity);
     },
     async unsubscribe(uri, identity) {
       const n = subscribed.get(uri) ?? 0;
       if (n > 1) { subscribed.set(uri, n - 1); return; }
       if (n === 0) return;
       subscribed.delete(uri);
+      if (client?.listen) return void await rewatch(identity).catch(() => {});
       await run(`resources/unsubscribe "${uri}"`, identity, (c) => c.unsubscribeResource({ uri }, reqOpts())).catch(() => { /* the server may be gone; nothing to undo */ });
     },
+    async watchTask(taskId, identity) {
+      const n = watchedTasks.get(taskId) ?? 0;
+      watchedTasks.set(taskId, n + 1);
+      if (n === 0) await rewatch(identity);
+    },
+    unwatchTask(taskId) {
+      const n = watchedTasks.get(taskId) ?? 0;
+      if (n > 1) { watchedTasks.set(taskId, n - 1); return; }
+      if (n === 0) return;
+      watchedTasks.delete(taskId);
+      void rewatch(GATEWAY_IDENTITY).catch(() => {});
+    },
+    onTaskStatus(l) { taskListeners.push(l); },
     onResourceUpdated(l) { updateListeners.push(l); },
     onListChanged(l) { listListeners.push(l); },
     listResourceTemplates: (identity) => run('resources/templates/list', identity, async (c) =>
@@ -381,6 +443,8 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     async close() {
       state = 'closed';
       if (restartTimer) clearTimeout(restartTimer);
+      if (rewatchTimer) clearTimeout(rewatchTimer);
+      watch?.close();
       const c = client;
       client = undefined;
       transport = undefined;
