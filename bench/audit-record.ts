@@ -10,7 +10,10 @@ import { tmpdir, cpus, loadavg } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
-import { openAuditLog } from '../src/audit/log.ts';
+import { randomBytes } from 'node:crypto';
+import { openAuditLog, WRITER_THREAD } from '../src/audit/log.ts';
+import { IdPool } from '../src/observability/otlp-context.ts';
+import { CLK_TCK, threadTicks } from './lib/procs.ts';
 import { replaceSection } from './lib/report.ts';
 import { verifyDatabase } from '../src/audit/verify.ts';
 import type { AuditEventInput } from '../src/audit/event.ts';
@@ -62,6 +65,29 @@ async function hotPath(): Promise<{ nsPerRecord: number; events: number; writeEv
     writeEventsPerSec: n / (Number(t2 - t0) / 1e9),
     verifyEventsPerSec: r.events / (Number(v1 - v0) / 1e9),
   };
+}
+
+/**
+ * Writer-thread CPU per event when every event names its own trace (one request, one trace, as
+ * the gateway records them): each new trace id is a row of the trace index. `ids` makes them:
+ * aam's own (time first, IdPool) or random ones (what a caller's traceparent brings).
+ */
+async function writerPerEvent(ids: () => string): Promise<number> {
+  const dir = benchDir();
+  const log = openAuditLog({ dataDir: dir, maxQueue: 1_000_000 });
+  const n = 100_000;
+  const writer = (): number => threadTicks(process.pid).get(WRITER_THREAD.slice(0, 15)) ?? 0;
+  let t0 = -1;
+  for (let i = 0; i < n; i += 64) {
+    for (let k = i; k < i + 64; k++) log.record({ ...event(k), trace_id: ids() });
+    await log.journaled();
+    if (t0 < 0) t0 = writer(); // the thread exists from the first batch on
+    await new Promise((r) => setImmediate(r));
+  }
+  await log.flush();
+  const t1 = writer();
+  await log.close();
+  return ((t1 - Math.max(t0, 0)) / CLK_TCK) * 1e6 / n;
 }
 
 /**
@@ -154,6 +180,9 @@ async function main(): Promise<void> {
   const hp = await hotPath();
   const mt = await mainThreadCost();
   const du = await durable();
+  const pool = new IdPool();
+  const ownIds = await writerPerEvent(() => pool.traceId());
+  const randomIds = await writerPerEvent(() => randomBytes(16).toString('hex'));
   // Alternate off/on twice to smooth noise; report the better run of each.
   const off = Math.max(await load(false), await load(false));
   const on = Math.max(await load(true), await load(true));
@@ -163,6 +192,7 @@ async function main(): Promise<void> {
     ['main-thread cost per event (encode + segment write + hand-off)', `${mt.usPerEvent.toFixed(2)} us (event-loop busy time, ${mt.events.toLocaleString('en')} events, 16 per turn)`],
     ['CPU per event, all threads (the writer included)', `${mt.cpuUsPerEvent.toFixed(2)} us (process CPU time, same run)`],
     ['sustained write (writer thread, batched, synchronous=FULL)', `${Math.round(hp.writeEventsPerSec).toLocaleString('en')} events/s`],
+    ['writer-thread CPU per event, a new trace per event: aam\'s trace ids (time first) / random ones (a caller\'s traceparent)', `${ownIds.toFixed(1)} / ${randomIds.toFixed(1)} us (100,000 events each; random ids touch a random page of the trace index per event)`],
     ['verify', `${Math.round(hp.verifyEventsPerSec).toLocaleString('en')} events/s`],
     ['recordDurable, one at a time', `${du.sequentialMs.toFixed(2)} ms per event (one fsync each)`],
     ['recordDurable, 64 concurrent', `${Math.round(du.concurrent64PerSec).toLocaleString('en')} events/s (group commit)`],
