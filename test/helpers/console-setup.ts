@@ -5,6 +5,7 @@ import type { Browser } from 'playwright-core';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startGateway, type Running } from '../../src/cli/serve.ts';
+import { parseConfigTexts } from '../../src/config/load.ts';
 import { doc, yaml } from './gateway.ts';
 import { freePort, localServer, type LocalServer } from './e2e.ts';
 import { startTestIdp, type TestIdp } from './oidc-idp.ts';
@@ -74,6 +75,7 @@ export async function startConsoleEnv(o: { idTokenTtlS?: number } = {}): Promise
         ...process.env, AAM_LOG_LEVEL: 'error', AAM_ADMIN_TOKEN: ADMIN_TOKEN, TEST_CONSOLE_SF_TOKEN: TOOL_SECRET, AAM_PUBLIC_URL: url,
         AAM_OIDC_ISSUER: idp.issuer, AAM_OIDC_CLIENT_ID: idp.clientId, AAM_OIDC_CLIENT_SECRET: idp.clientSecret,
       },
+      parseConfig: parseConfigTexts, // validated in this thread: no config thread per start and reload
     });
   } catch (e) {
     // Nothing left listening: a failed start must fail the file, not hang it.

@@ -131,6 +131,7 @@ export interface Replicas {
 export async function startReplicas(o: { store: FleetTestStore; configPath: string; dir: string; agents?: readonly string[]; count?: number; env?: Record<string, string> }): Promise<Replicas> {
   // Loaded here, not at the top: files that use only the stores need not load the gateway.
   const { startGateway } = await import('../../src/cli/serve.ts');
+  const { parseConfigTexts } = await import('../../src/config/load.ts');
   const replicas: Running[] = [];
   const close = async () => { for (const r of replicas.splice(0)) await r.close(); };
   try {
@@ -138,6 +139,7 @@ export async function startReplicas(o: { store: FleetTestStore; configPath: stri
       replicas.push(await startGateway({
         configPath: o.configPath, dataDir: join(o.dir, `data-${i}`), port: 0, host: '127.0.0.1',
         env: { ...process.env, ...o.store.env, AAM_LOG_LEVEL: 'error', ...o.env },
+        parseConfig: parseConfigTexts, // validated in this thread: no config thread per replica start
       }));
     }
     const urls = replicas.map((r) => `http://127.0.0.1:${r.port}`);
