@@ -54,13 +54,13 @@ async function spendOf(rt: ConsoleRuntime, budgetKeys: string[]): Promise<Spend>
   const since = Date.now() - 30 * DAY_MS;
   const byAgent = (rows: Array<Record<string, unknown>>) => new Map(rows.map((r) => [String(r.agent), r]));
   const iso = (rows: Iterable<[string, number]>) => new Map([...rows].map(([agent, t]) => [agent, new Date(t).toISOString()]));
+  rt.usage.flush(); // this process's latest calls (in a fleet, handed to the shared rollups too)
   if (rt.fleet) {
     const f = rt.fleet;
-    await f.usage.settled(); // this replica's own latest rollups first
+    await f.usage.settled();
     const [usage, last, live] = await Promise.all([f.usage.summary('agent', since), f.usage.lastCalls(), f.limiter.usage(budgetKeys)]);
     return { usage30d: byAgent(usage), lastCall: iso(last), budget: (k) => live.get(k) ?? { daily: 0, monthly: 0, reserved: 0 } };
   }
-  rt.usage.flush();
   const rows = rt.db.prepare('SELECT agent, max(minute) AS t FROM usage_rollup GROUP BY agent').all() as Array<{ agent: string; t: number }>;
   return { usage30d: byAgent(rt.usage.summary('agent', since)), lastCall: iso(rows.map((r) => [r.agent, r.t])), budget: (k) => rt.ledger.usage(k) };
 }
