@@ -232,6 +232,7 @@ test('query plans: every filter and combination the API, live tail, console and 
       for (const order of ['desc', 'asc'] as const) {
         const q: AuditQuery = Object.assign({ order }, time, ...combo.map((n) => filters[n]));
         const conditions = keyConditions(q);
+        assert.equal(conditions.length, combo.length, `every filter narrows through the index: ${JSON.stringify(q)}`);
         const iso = (d: string | Date | undefined) => (d === undefined ? undefined : new Date(d).toISOString());
         const { bounds, selects } = blockSelects(log.db, { since: iso(time.since), until: iso(time.until), desc: order === 'desc', indexed: conditions });
         const label = JSON.stringify(q);
