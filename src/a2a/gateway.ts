@@ -201,7 +201,10 @@ export function createA2aGateway(): A2aGateway {
       access.settle(adm, 0, 0);
       access.record({ type: 'a2a_call', ...ev, credential, outcome: { status, latency_ms: performance.now() - started } } as never);
       if (ctx.decision) ctx.decision.recorded = true;
-      // Acknowledged (the answer, or the stream's end) only once its evidence is crash-safe.
+      // Acknowledged (the answer, or the stream's end) only once its evidence is crash-safe. A
+      // stream's last events (those that came with the callee's end, not yet flushed) wait with the
+      // end and leave in the same write: the socket stays corked meanwhile (end() uncorks it).
+      if (!answer) ctx.res.socket?.cork();
       await ctx.rt.evidenceSafe().catch(() => undefined);
       if (answer) binding.answer(ctx, status, answer, rpc.method);
       else ctx.res.end();
