@@ -461,10 +461,9 @@ export function* readEvents(db: DatabaseSync, f: EventFilter = {}): Generator<St
     const picked: number[] = [];
     for (let i = 0; i < n; i++) if (wanted(fillKeys(probe, raw, b.first_seq, i))) picked.push(i);
     if (picked.length === 0) continue; // skip reading lines nobody asked for
-    // A few matches in a big block (one request, a rare agent): decode and seal only their lines.
-    const events = picked.length === n ? blockEvents(dataDir, b) : pickedEvents(dataDir, b, n, picked.map((i) => fillKeys({} as EventKeys, raw, b.first_seq, i)), picked, scratch);
-    if (f.desc) events.reverse();
-    yield* events;
+    // Only the matching lines are decoded and sealed, one at a time as the caller takes them
+    // (a query with a limit stops inside the newest block): one request, a rare agent, a page.
+    yield* pickedEvents(dataDir, b, raw, f.desc ? picked.reverse() : picked, scratch);
   }
 }
 
@@ -476,24 +475,26 @@ function fillKeys(k: EventKeys, raw: (string | null)[], firstSeq: number, i: num
 }
 
 /**
- * The events at positions `picked` (ascending) of one block of `keyCount` events, `keys` being theirs: only their
- * lines are decoded (the bytes go into `scratch`, grown as needed).
+ * The events at positions `picked` of one block (`raw`: its parsed keys), in that order, each
+ * decoded when taken. The block's bytes go into `scratch` (grown as needed), which is reused only
+ * after this generator is done; each event's text is its own string.
  */
-function pickedEvents(dataDir: string, b: Block, keyCount: number, keys: EventKeys[], picked: number[], scratch: { buf: Buffer }): StoredEvent[] {
+function* pickedEvents(dataDir: string, b: Block, raw: (string | null)[], picked: number[], scratch: { buf: Buffer }): Generator<StoredEvent> {
   const size = b.byte_end - b.byte_start;
   if (scratch.buf.length < size) scratch.buf = Buffer.allocUnsafe(Math.max(size, 2 * scratch.buf.length));
   const bytes = readBytes(dataDir, b.segment, b.byte_start, b.byte_end, false, scratch.buf);
   const starts: number[] = [];
   for (let pos = 0; pos < bytes.length; pos = bytes.indexOf(10, pos) + 1 || bytes.length) starts.push(pos);
-  const problem = blockShapeProblem(b, starts.length, keyCount);
+  const problem = blockShapeProblem(b, starts.length, raw.length / KEYS);
   if (problem || bytes[bytes.length - 1] !== 10) throw new Error(`audit ${problem ?? `block of events ${b.first_seq}..${b.last_seq} does not end a line`}: run \`aam audit verify\``);
   starts.push(bytes.length);
-  return picked.map((i, j) => {
+  for (const i of picked) {
+    const k = fillKeys({} as EventKeys, raw, b.first_seq, i);
     const line = bytes.toString('utf8', starts[i], starts[i + 1] - 1);
     const hash = b.hashes.slice(i * 64, i * 64 + 64);
     const prev = i === 0 ? b.prev_hash : b.hashes.slice(i * 64 - 64, i * 64);
-    return { ...keys[j], text: b.sealed ? line : sealedText(line, keys[j].seq, prev, hash), hash };
-  });
+    yield { ...k, text: b.sealed ? line : sealedText(line, k.seq, prev, hash), hash };
+  }
 }
 
 /** A block's seq range must match its number of lines, keys and hashes; what is wrong, if anything. */
