@@ -136,16 +136,59 @@ const getPrompt = (i: Instruction) => outcome(() => mcp.getPrompt({ name: 'leaky
  * The same MCP calls in the stateless 2026-07-28 generation (no session; _meta and Mcp-* headers):
  * aam translates them for the 2025-11-25 leaky server, and answers on its own stateless egress.
  */
-async function modern(method: string, params: Record<string, unknown>): Promise<unknown[]> {
+async function modern(method: string, params: Record<string, unknown>, o: { path?: string; caps?: Record<string, unknown>; meta?: Record<string, unknown> } = {}): Promise<unknown[]> {
   const version = '2026-07-28';
-  const name = (params.name ?? params.uri) as string;
-  const r = await cap.fetch(`${gw.url}/mcp`, {
+  const name = (params.name ?? params.uri ?? params.taskId) as string;
+  const r = await cap.fetch(`${gw.url}${o.path ?? '/mcp'}`, {
     method: 'POST',
     headers: { authorization: `Bearer ${key()}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': version, 'mcp-method': method, 'mcp-name': name },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { ...params, _meta: { 'io.modelcontextprotocol/protocolVersion': version, 'io.modelcontextprotocol/clientInfo': { name: 'leak-hunter', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': {} } } }),
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params: { ...params, _meta: { 'io.modelcontextprotocol/protocolVersion': version, 'io.modelcontextprotocol/clientInfo': { name: 'leak-hunter', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': o.caps ?? {}, ...o.meta } } }),
   });
   return [await r.text()];
 }
+/**
+ * What only the 2026-07-28 generation has, against a 2026-07-28 leaky server (/mcp/leaky-modern):
+ * an input_required answer and the retry's result; a task as created and its tasks/get, update and
+ * cancel results; notifications/tasks on a subscriptions/listen stream; SSE progress.
+ */
+async function modernPaths(i: Instruction): Promise<unknown[]> {
+  const TASKS = { elicitation: { form: {} }, extensions: { 'io.modelcontextprotocol/tasks': {} } };
+  const call = (extra: Record<string, unknown> = {}, o: { caps?: Record<string, unknown>; meta?: Record<string, unknown> } = {}) =>
+    modern('tools/call', { name: 'leak', arguments: { ...i }, ...extra }, { path: '/mcp/leaky-modern', ...o });
+  if (i.channel === 'progress') return call({}, { meta: { progressToken: `p-${i.tag}` } });
+  if (i.channel === 'input_required') {
+    const [ask] = await call({}, { caps: TASKS });
+    const state = (JSON.parse(String(ask)) as { result?: { requestState?: string } }).result?.requestState;
+    return [ask, ...await call({ inputResponses: { q: { action: 'accept', content: {} } }, requestState: state }, { caps: TASKS })];
+  }
+  const [created] = await call({}, { caps: TASKS });
+  const taskId = (JSON.parse(String(created)) as { result?: { taskId?: string } }).result?.taskId;
+  if (i.channel === 'listen') return [created, await listenOnce(taskId)];
+  const out: unknown[] = [created];
+  for (const method of ['tasks/get', 'tasks/update', 'tasks/cancel']) out.push(...await modern(method, { taskId, ...(method === 'tasks/update' ? { inputResponses: {} } : {}) }, { path: '/mcp/leaky-modern', caps: TASKS }));
+  return out;
+}
+
+/** A subscriptions/listen stream for one task: everything it carried up to its first notifications/tasks. */
+async function listenOnce(taskId: unknown): Promise<string> {
+  const version = '2026-07-28';
+  const ac = new AbortController();
+  const r = await cap.fetch(`${gw.url}/mcp/leaky-modern`, {
+    method: 'POST', signal: ac.signal,
+    headers: { authorization: `Bearer ${key()}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': version, 'mcp-method': 'subscriptions/listen' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'subscriptions/listen', params: { notifications: { taskIds: [taskId] }, _meta: { 'io.modelcontextprotocol/protocolVersion': version, 'io.modelcontextprotocol/clientInfo': { name: 'leak-hunter', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': { extensions: { 'io.modelcontextprotocol/tasks': {} } } } } }),
+  });
+  let text = '';
+  const timer = setTimeout(() => ac.abort(), 10_000);
+  try {
+    for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) {
+      text += Buffer.from(chunk).toString('utf8');
+      if (text.includes('notifications/tasks')) break;
+    }
+  } catch { /* aborted */ } finally { clearTimeout(timer); ac.abort(); }
+  return text;
+}
+
 const modernCall = (i: Instruction) => {
   if (i.channel === 'resources/read') return modern('resources/read', { uri: `leak://body/${encodeURIComponent(i.form)}/${i.tag}` });
   if (i.channel === 'prompts/get') return modern('prompts/get', { name: 'leaky__leak', arguments: { channel: 'body', form: i.form, tag: i.tag } });
@@ -233,6 +276,10 @@ const PLANES: Plane[] = [
   // The stateless 2026-07-28 generation on the same /mcp: results, tool errors, upstream JSON-RPC errors, resources and prompts.
   { name: 'mcp 2026-07-28 stateless', call: modernCall, shows: () => true,
     channels: { body: [...TEXT, 'split-parts@mid', 'split-tcp@mid', ...BINARY], 'tool-error': TEXT, 'rpc-error': TEXT, 'resources/read': TEXT, 'prompts/get': TEXT } },
+  // What only 2026-07-28 has, from a 2026-07-28 server: input_required (the request and the retry's
+  // result), task results (created, tasks/get|update|cancel), notifications/tasks on a listen stream, SSE progress.
+  { name: 'mcp 2026-07-28 interim, tasks, listen, progress', call: modernPaths, shows: () => true,
+    channels: { input_required: [...TEXT, 'split-parts@mid', 'split-tcp@mid'], task: [...TEXT, 'split-parts@mid', 'split-tcp@mid'], listen: TEXT, progress: [...TEXT, 'split-tcp@mid'] } },
   { name: 'http tools', call: httpTool, shows: () => true, sweep: 'error',
     channels: { body: [...TEXT, ...SPLIT_TCP, ...BINARY], text: TEXT, header: TEXT, error: [...TEXT, 'split-tcp@mid', 'gzip'] } },
   // An A2A agent echoing aam's credential for it: in its answer, its stream events, its JSON-RPC errors, its headers (not passed on).
@@ -366,6 +413,7 @@ before(async () => {
     doc('Model', 'leak-vertex', target('vertex', 'gemini-leaky')),
     doc('Model', 'leak-vertex-stream', target('vertex', 'gemini-leaky-stream')),
     doc('McpServer', 'leaky', { transport: 'streamable-http', url: `${up.url}/mcp`, credential: 'mcp-key', timeout_ms: 10_000 }),
+    doc('McpServer', 'leaky-modern', { transport: 'streamable-http', url: `${up.url}/mcp-modern`, credential: 'mcp-key', timeout_ms: 10_000 }),
     doc('McpServer', 'leaky-lists', { transport: 'streamable-http', url: `${up.url}/mcp-lists`, credential: 'mcp-key', timeout_ms: 10_000 }),
     doc('McpServer', 'leaky-stdio', { transport: 'stdio', command: process.execPath, args: [STDIO_SERVER], env: { LEAK_ENV: 'STDIO_KEY' }, credential: 'stdio-key', timeout_ms: 30_000 }),
     doc('HttpTool', 'leaky-api', { baseUrl: `${up.url}/tool`, credential: 'tool-key', resource: 'leaky.api', actions: { echo: { method: 'GET', path: '/echo/{channel}/{form}' } } }),
@@ -375,7 +423,7 @@ before(async () => {
     doc('AgentPolicy', 'hunter-policy', {
       identity: { workload: 'spiffe://test/agent/hunter' },
       models: { allow: ['leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached', 'leak-responses', 'leak-responses-stream', 'leak-bedrock', 'leak-bedrock-stream', 'leak-vertex', 'leak-vertex-stream'] },
-      tools: [{ resource: 'leaky', actions: ['*'] }, { resource: 'leaky-lists', actions: ['*'] }, { resource: 'leaky-stdio', actions: ['*'] }, { resource: 'leaky.api', actions: ['*'] }],
+      tools: [{ resource: 'leaky', actions: ['*'] }, { resource: 'leaky-lists', actions: ['*'] }, { resource: 'leaky-modern', actions: ['*'] }, { resource: 'leaky-stdio', actions: ['*'] }, { resource: 'leaky.api', actions: ['*'] }],
       agents: [{ agent: 'leaky-agent' }],
     }),
   );

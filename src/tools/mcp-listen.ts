@@ -163,7 +163,6 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
         try {
           const task = openTask(rt, s, id);
           decideTask(rt, s, task, 'subscriptions/listen', `req_${randomUUID()}`);
-          await task.entry.upstream.watchTask(task.b.up, s.identity);
           tasks.set(taskKey(task.b.server, task.b.up), { id, task });
         } catch (e) { rt.deps.log.info({ spiffe_id: who, err: errMsg(e) }, 'subscriptions/listen: task notifications not granted'); }
       }
@@ -183,6 +182,8 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
       if (tasks.size) acked.taskIds = [...tasks.values()].map((w) => w.id);
       l.send('notifications/subscriptions/acknowledged', { notifications: acked });
       open.add(l);
+      // Watched once the stream hears: an upstream may announce a task's status right away.
+      for (const w of tasks.values()) await w.task.entry.upstream.watchTask(w.task.b.up, s.identity).catch((e: unknown) => rt.deps.log.warn({ spiffe_id: who, server: w.task.b.server, err: errMsg(e) }, 'subscriptions/listen: the upstream cannot be listened to for this task'));
       if (!res.destroyed && !res.writableEnded) await new Promise<void>((done) => res.once('close', done));
       open.delete(l);
       for (const w of tasks.values()) w.task.entry.upstream.unwatchTask(w.task.b.up);

@@ -392,6 +392,69 @@ async function mcp(req: IncomingMessage, res: ServerResponse, raw: string, lists
 }
 
 /** `vertexToken`: the access token the token endpoint (/token) hands out for a service-account grant. */
+// ---- MCP 2026-07-28: what only the stateless generation has ----
+
+/** A task id naming its row (the form URL-encoded), so tasks/* and listen requests find their instruction again. */
+const leakTaskId = (i: Instruction) => `lt.${i.channel}.${encodeURIComponent(i.form)}.${i.tag}`;
+function taskInstruction(id: unknown): Instruction | null {
+  const m = /^lt\.([^.]+)\.([^.]+)\.([^.]+)$/.exec(String(id));
+  return m ? { channel: m[1], form: decodeURIComponent(m[2]), tag: m[3] } : null;
+}
+
+/**
+ * A 2026-07-28 server (/mcp-modern) echoing the credential through input_required (inputRequests,
+ * then the retry's result), tasks (the created task, tasks/get|update|cancel results, and
+ * notifications/tasks on a subscriptions/listen stream) and SSE progress.
+ */
+async function mcpModern(req: IncomingMessage, res: ServerResponse, raw: string, count: (tag: string) => void): Promise<void> {
+  const secret = secretOf(req);
+  if (!secret) { res.writeHead(401, { 'content-type': 'application/json' }).end('{"error":"no credential"}'); return; }
+  const msg = JSON.parse(raw) as Obj;
+  const params = (msg.params ?? {}) as Obj;
+  const json = { 'content-type': 'application/json' };
+  const result = (r: string) => rpcResult(msg.id, r);
+  if (msg.method === 'server/discover') { res.writeHead(200, json).end(result('{"resultType":"complete","supportedVersions":["2026-07-28"],"capabilities":{"tools":{}}}')); return; }
+  if (msg.method === 'tools/list') { res.writeHead(200, json).end(result(`{"resultType":"complete","tools":[${LEAK_TOOL}],"ttlMs":600000,"cacheScope":"public"}`)); return; }
+  if (msg.method === 'subscriptions/listen') {
+    const notifications = (params.notifications ?? {}) as Obj;
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    res.write(sse(`{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":${JSON.stringify(notifications)}}}`));
+    for (const t of (notifications.taskIds ?? []) as string[]) {
+      const ins = taskInstruction(t);
+      if (!ins) continue;
+      count(ins.tag);
+      res.write(sse(`{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":${JSON.stringify(t)},"status":"working","statusMessage":"${payload(ins.form, secret, 'json')}"}}`));
+    }
+    return; // open until aam ends it
+  }
+  const a = (params.arguments ?? {}) as Obj;
+  const ins = msg.method === 'tools/call' ? { channel: String(a.channel), form: String(a.form), tag: String(a.tag) } : taskInstruction(params.taskId);
+  if (!ins) { res.writeHead(200, json).end(`{"jsonrpc":"2.0","id":${JSON.stringify(msg.id)},"error":{"code":-32601,"message":"no such method"}}`); return; }
+  count(ins.tag);
+  const p = payload(ins.form, secret, 'json');
+  const tid = JSON.stringify(leakTaskId(ins));
+  const content = contentOf(ins.form, secret);
+  let events: string[];
+  if (msg.method === 'tasks/get') events = [result(`{"resultType":"complete","taskId":${tid},"status":"completed","statusMessage":"${p}","result":{"content":${content}}}`)];
+  else if (msg.method === 'tasks/update') events = [result(`{"resultType":"complete","message":"${p}"}`)];
+  else if (msg.method === 'tasks/cancel') events = [result(`{"resultType":"complete","taskId":${tid},"status":"cancelled","statusMessage":"${p}"}`)];
+  else if (ins.channel === 'input_required') {
+    events = [params.requestState === undefined
+      ? result(`{"resultType":"input_required","inputRequests":{"q":{"method":"elicitation/create","params":{"mode":"form","message":"${p}","requestedSchema":{"type":"object","properties":{}}}}},"requestState":"st-${ins.tag}"}`)
+      : result(`{"resultType":"complete","content":${content}}`)];
+  } else if (ins.channel === 'task' || ins.channel === 'listen') {
+    events = [result(`{"resultType":"task","taskId":${tid},"status":"working","statusMessage":"${ins.channel === 'task' ? p : 'started'}","ttlMs":60000}`)];
+  } else {
+    const token = JSON.stringify(((params._meta ?? {}) as Obj).progressToken ?? 0);
+    events = [`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":${token},"progress":1,"total":2,"message":"${p}"}}`, result('{"resultType":"complete","content":[{"type":"text","text":"done"}]}')];
+  }
+  if (events.length > 1 || ins.form.startsWith('split-tcp')) {
+    await send(res, 200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }, events.map(sse).join(''), ins.form, secret);
+    return;
+  }
+  await send(res, 200, json, events[0], ins.form, secret);
+}
+
 export async function startLeakUpstream(opts: { vertexToken?: string } = {}): Promise<LeakUpstream> {
   const served = new Map<string, number>();
   const count = (tag: string) => served.set(tag, (served.get(tag) ?? 0) + 1);
@@ -399,6 +462,7 @@ export async function startLeakUpstream(opts: { vertexToken?: string } = {}): Pr
   async function handle(req: IncomingMessage, res: ServerResponse, raw: string): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
     if (path === '/mcp' || path === '/mcp-lists') return mcp(req, res, raw, path === '/mcp-lists', count);
+    if (path === '/mcp-modern') return mcpModern(req, res, raw, count);
     if (path === '/token') {
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ access_token: opts.vertexToken ?? 'no-token', expires_in: 3600, token_type: 'Bearer' }));
       return;
