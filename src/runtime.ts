@@ -1,7 +1,7 @@
 // The one runtime object: the compiled config (swapped atomically on reload) and the long-lived
 // services. Everything mutable in a running gateway hangs off this object; nothing is global.
 import { ConfigError, formatIssues } from './config/errors.ts';
-import { parseConfigIsolated, parseConfigInThread } from './config/isolated.ts';
+import { parseConfigIsolated, parseConfigInBackground } from './config/isolated.ts';
 import { configDigest, readConfigSources, type ConfigSource } from './config/sources.ts';
 import type { ConfigSet } from './config/schema.ts';
 import { compilePolicies, setFor, type CompiledPolicies, type PolicySet } from './policy/compile.ts';
@@ -77,9 +77,9 @@ export interface RuntimeOptions {
   /** The fleet store (openFleetStores), or none: the embedded store in the data dir. */
   fleet?: FleetStores;
   /**
-   * Validates config texts. Default: in a short-lived thread (config/isolated.ts), so this thread
+   * Validates config texts. Default: in a short-lived process (config/isolated.ts), so this one
    * never loads yaml and zod; a process that has loaded them anyway (the tests) may pass
-   * load.ts parseConfigTexts to skip the thread's start-up.
+   * load.ts parseConfigTexts to skip the process's start-up.
    */
   parseConfig?: (sources: readonly ConfigSource[]) => ConfigSet;
 }
@@ -402,7 +402,7 @@ export class Runtime {
       try {
         const sources = readConfigSources(this.options.configPath);
         if (this.#unchanged(sources, actor)) return null;
-        return this.#apply(this.#parseConfig ? this.#parseConfig(sources) : await parseConfigInThread(sources), actor);
+        return this.#apply(this.#parseConfig ? this.#parseConfig(sources) : await parseConfigInBackground(sources), actor);
       } catch (e) {
         return this.#refused(e, actor);
       }

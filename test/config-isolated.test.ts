@@ -1,5 +1,5 @@
-// The config is validated in a short-lived thread (src/config/isolated.ts) so the gateway's own
-// thread never loads yaml and zod: what comes back must be exactly what the in-thread loader
+// The config is validated in a short-lived process (src/config/isolated.ts) so the gateway
+// never loads yaml and zod: what comes back must be exactly what the in-process loader
 // gives, errors included (same issues, same line numbers, still a ConfigError).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,17 +8,17 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, parseConfigTexts } from '../src/config/load.ts';
 import { ConfigError as IsolatedConfigError } from '../src/config/errors.ts';
-import { loadConfigHere, parseConfigInThread, parseConfigIsolated } from '../src/config/isolated.ts';
+import { loadConfigHere, parseConfigInBackground, parseConfigIsolated } from '../src/config/isolated.ts';
 import { configDigest, readConfigSources } from '../src/config/sources.ts';
 import { doc, yaml } from './helpers/gateway.ts';
 
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
 
-test('a config validated in its own thread is the same ConfigSet as one validated here (demo config, every kind)', async () => {
+test('a config validated in its own process is the same ConfigSet as one validated here (demo config, every kind)', async () => {
   const demo = join(REPO, 'aam.yaml');
   const here = parseConfigTexts([{ file: demo, text: readFileSync(demo, 'utf8') }]);
   assert.deepEqual(parseConfigIsolated(readConfigSources(demo)), here);
-  assert.deepEqual(await parseConfigInThread(readConfigSources(demo)), here);
+  assert.deepEqual(await parseConfigInBackground(readConfigSources(demo)), here);
   assert.deepEqual(loadConfigHere(demo), here, 'the CLI\'s loader');
   const every = [{
     file: 'every.yaml',
@@ -35,7 +35,7 @@ test('a config validated in its own thread is the same ConfigSet as one validate
   assert.deepEqual(parseConfigIsolated(every), parseConfigTexts(every));
 });
 
-test('a config error from the thread is a ConfigError with the same issues and line numbers', async () => {
+test('a config error from the validating process is a ConfigError with the same issues and line numbers', async () => {
   const bad = [{ file: 'bad.yaml', text: yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'm', { targets: [{ provider: 'nope', model: 'x' }] }), doc('Provider', 'q', { type: 'demo', colour: 'red' })) }];
   const here = (() => { try { parseConfigTexts(bad); } catch (e) { return e; } })() as ConfigError;
   const there = (() => { try { parseConfigIsolated(bad); } catch (e) { return e; } })() as ConfigError;
@@ -43,14 +43,14 @@ test('a config error from the thread is a ConfigError with the same issues and l
   assert.deepEqual(there.issues, here.issues);
   assert.match(there.message, /bad\.yaml:\d+ \(document 2\): spec\.targets\[0\]\.provider: unknown Provider "nope"/);
   assert.match(there.message, /unknown field "colour"/);
-  const async = await parseConfigInThread(bad).then(() => null, (e: unknown) => e) as ConfigError;
+  const async = await parseConfigInBackground(bad).then(() => null, (e: unknown) => e) as ConfigError;
   assert.ok(async instanceof ConfigError);
   assert.deepEqual(async.issues, here.issues);
   const yamlError = [{ file: 'y.yaml', text: 'kind: [unclosed\n' }];
   assert.throws(() => parseConfigIsolated(yamlError), (e: unknown) => e instanceof ConfigError && /YAML syntax/.test(e.message));
 });
 
-test('the digest a reload compares is the loader\'s digest (an unchanged text never starts the thread)', () => {
+test('the digest a reload compares is the loader\'s digest (an unchanged text never starts the process)', () => {
   const demo = join(REPO, 'aam.yaml');
   const sources = [{ file: demo, text: readFileSync(demo, 'utf8') }];
   assert.equal(configDigest(sources), parseConfigIsolated(sources).digest);

@@ -21,7 +21,7 @@ registerHooks({
 
 const model = (name: string, provider: string): string => `apiVersion: access.envisionai.dev/v1\nkind: Model\nmetadata: { name: ${name} }\nspec: { targets: [{ provider: ${provider}, model: demo-small }] }\n`;
 
-test('the config loader (yaml, zod) never loads into the gateway\'s thread: start, reloads and a refused reload validate in a short-lived one', async () => {
+test('the config loader (yaml, zod) never loads into the gateway\'s thread: start, reloads and a refused reload validate in a short-lived process', async () => {
   // First in this file, and without the test helper: the helper validates in this thread (for speed).
   const { startGateway } = await import('../src/cli/serve.ts');
   const dir = mkdtempSync(join(tmpdir(), 'aam-mem-'));

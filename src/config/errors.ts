@@ -1,5 +1,5 @@
 // Config problems, apart from the loader (load.ts: yaml + zod), so the gateway's thread can name
-// them without loading the loader: it validates in a short-lived thread (isolated.ts).
+// them without loading the loader: it validates in a short-lived process (isolated.ts).
 
 export interface ConfigIssue {
   file: string;

@@ -1,68 +1,65 @@
-// Config validation in a short-lived thread. The loader (yaml + zod: ~1 MB of module source and
-// the schemas they build) is needed only while a config is read; a module once imported stays in
-// its thread for good, so the gateway's thread never imports it: a worker parses and validates
-// the texts read here and hands back the plain ConfigSet, then exits and takes the loader with it
-// (bench/RESULTS.md, "Memory"). Start-up and the CLI wait for it (parseConfigIsolated); the
-// server's reloads (file watcher, SIGHUP, admin API) do not block the event loop (parseConfigInThread).
+// Config validation in a short-lived process. The loader (yaml + zod: ~1 MB of module source and
+// the schemas they build) is needed only while a config is read, and a module once imported stays
+// for good: so the gateway never imports it. A child process (`node load-child.ts`) validates the
+// texts read here and hands back the plain ConfigSet, then exits and takes the loader with it. A
+// worker thread would leave ~3 MB of the gateway's RSS behind (malloc arenas it used); a process
+// leaves nothing (bench/RESULTS.md, "Memory"). Start-up waits for it (parseConfigIsolated); the
+// server's reloads (file watcher, SIGHUP, admin API) do not block the event loop (parseConfigInBackground).
+import { spawn, spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { MessageChannel, Worker, receiveMessageOnPort, type MessagePort } from 'node:worker_threads';
+import { deserialize } from 'node:v8';
 import type { ConfigSet } from './schema.ts';
 import { ConfigError, type ConfigIssue } from './errors.ts';
 import type { ConfigSource } from './sources.ts';
 
-/** What the thread answers (load-worker.ts). */
+/** What the process answers (load-child.ts). */
 export type LoadReply = { set: ConfigSet } | { issues: ConfigIssue[] } | { error: string };
 
-/** How long a validation may take before the caller gives up (a hung or crashed thread). */
+/** How long a validation may take before the caller gives up (a hung process is killed). */
 const ANSWER_MS = 60_000;
+const MAX_ANSWER_BYTES = 256 * 1024 * 1024;
 
-function startLoader(sources: readonly ConfigSource[]): { w: Worker; port: MessagePort; done: Int32Array } {
-  const done = new Int32Array(new SharedArrayBuffer(4));
-  const { port1, port2 } = new MessageChannel();
-  const w = new Worker(new URL('./load-worker.ts', import.meta.url), {
-    name: 'aam-config', workerData: { port: port2, done, sources }, transferList: [port2],
-    // Its garbage is one config's parse: a small young generation keeps the brief peak small.
-    resourceLimits: { maxYoungGenerationSizeMb: 4 },
-  });
-  w.unref();
-  return { w, port: port1, done };
+/**
+ * The child's command line: none of this process's node flags (an --inspect port, a test runner's
+ * or a profiler's flags belong to this process); NODE_OPTIONS still applies through the environment.
+ */
+function childArgv(): string[] {
+  return ['--disable-warning=ExperimentalWarning', fileURLToPath(new URL('./load-child.ts', import.meta.url))];
 }
 
-function settle(reply: LoadReply | undefined, why: string): ConfigSet {
-  if (!reply) throw new Error(why);
+function settle(out: Buffer | undefined, why: () => string): ConfigSet {
+  let reply: LoadReply | undefined;
+  try { reply = out?.length ? deserialize(out) as LoadReply : undefined; } catch { reply = undefined; }
+  if (!reply) throw new Error(`config validation failed: ${why()}`);
   if ('issues' in reply) throw new ConfigError(reply.issues);
   if ('error' in reply) throw new Error(reply.error);
   return reply.set;
 }
 
-/** parseConfigTexts(sources) in its own thread, blocking this one: the same ConfigSet, or the same ConfigError. */
+/** parseConfigTexts(sources) in its own process, blocking this thread: the same ConfigSet, or the same ConfigError. */
 export function parseConfigIsolated(sources: readonly ConfigSource[]): ConfigSet {
-  const { w, port, done } = startLoader(sources);
-  try {
-    const waited = Atomics.wait(done, 0, 0, ANSWER_MS);
-    return settle(receiveMessageOnPort(port)?.message as LoadReply | undefined,
-      waited === 'timed-out' ? `config validation did not finish within ${ANSWER_MS / 1000} s` : 'config validation thread ended without an answer');
-  } finally {
-    port.close();
-    void w.terminate();
-  }
+  const r = spawnSync(process.execPath, childArgv(), { input: JSON.stringify(sources), maxBuffer: MAX_ANSWER_BYTES, timeout: ANSWER_MS, stdio: ['pipe', 'pipe', 'inherit'] });
+  return settle(r.stdout, () => (r.error ? r.error.message : `the validating process ended without an answer (exit ${r.status ?? r.signal})`));
 }
 
 /** parseConfigIsolated without blocking this thread (reloads: requests are served meanwhile). */
-export async function parseConfigInThread(sources: readonly ConfigSource[]): Promise<ConfigSet> {
-  const { w, port } = startLoader(sources);
-  try {
-    const reply = await new Promise<LoadReply | undefined>((resolve) => {
-      const timer = setTimeout(() => resolve(undefined), ANSWER_MS);
-      port.once('message', (m: LoadReply) => { clearTimeout(timer); resolve(m); });
-      w.once('exit', () => { clearTimeout(timer); setImmediate(() => resolve(receiveMessageOnPort(port)?.message as LoadReply | undefined)); });
+export function parseConfigInBackground(sources: readonly ConfigSource[]): Promise<ConfigSet> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, childArgv(), { stdio: ['pipe', 'pipe', 'inherit'], timeout: ANSWER_MS });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    child.stdout.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_ANSWER_BYTES) child.kill(); else chunks.push(c);
     });
-    return settle(reply, 'config validation thread ended without an answer (or took over a minute)');
-  } finally {
-    port.close();
-    void w.terminate();
-  }
+    child.stdin.on('error', () => { /* the child ended early: its exit says why */ });
+    child.on('error', (e) => reject(new Error(`config validation failed: ${e.message}`)));
+    child.on('close', (code, signal) => {
+      try { resolve(settle(Buffer.concat(chunks), () => `the validating process ended without an answer (exit ${code ?? signal})`)); } catch (e) { reject(e); }
+    });
+    child.stdin.end(JSON.stringify(sources));
+  });
 }
 
 /**

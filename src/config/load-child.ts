@@ -1,0 +1,24 @@
+// The process of isolated.ts: reads the config texts (JSON) on stdin, validates them, writes one
+// answer (v8-serialized LoadReply) on stdout and exits. The loader is imported inside the try so
+// that even a failure to load it is an answer.
+import { readFileSync, writeSync } from 'node:fs';
+import { serialize } from 'node:v8';
+import type { ConfigSource } from './sources.ts';
+import type { LoadReply } from './isolated.ts';
+
+function answer(reply: LoadReply): void {
+  let bytes: Buffer;
+  try { bytes = serialize(reply); } catch (e) { bytes = serialize({ error: `config validation: ${(e as Error).message}` }); }
+  // writeSync until all is written: stdout is a pipe, and a large config may exceed its buffer.
+  for (let off = 0; off < bytes.length;) off += writeSync(1, bytes, off);
+}
+
+try {
+  const sources = JSON.parse(readFileSync(0, 'utf8')) as ConfigSource[];
+  const { parseConfigTexts, ConfigError } = await import('./load.ts');
+  try { answer({ set: parseConfigTexts(sources) }); } catch (e) {
+    answer(e instanceof ConfigError ? { issues: e.issues } : { error: (e as Error).message ?? String(e) });
+  }
+} catch (e) {
+  answer({ error: `config validation: cannot load the loader: ${(e as Error).message}` });
+}
