@@ -82,6 +82,8 @@ export interface RuntimeOptions {
    * load.ts parseConfigTexts to skip the process's start-up.
    */
   parseConfig?: (sources: readonly ConfigSource[]) => ConfigSet;
+  /** The config at configPath, already validated (`aam serve` validates it while its modules load). */
+  config?: ConfigSet;
 }
 
 /** The fleet implementations of the store seam, opened (and migrated) before the runtime. */
@@ -143,7 +145,7 @@ function credentialFailure(e: unknown, what: string): AamError {
 
 export class Runtime {
   compiled: Compiled;
-  readonly options: Required<Omit<RuntimeOptions, 'adminToken' | 'log' | 'env' | 'publicUrl' | 'fleet' | 'parseConfig'>> & { adminToken: string | null; publicUrl: string | null };
+  readonly options: Required<Omit<RuntimeOptions, 'adminToken' | 'log' | 'env' | 'publicUrl' | 'fleet' | 'parseConfig' | 'config'>> & { adminToken: string | null; publicUrl: string | null };
   readonly log: Logger;
   readonly db: DatabaseSync;
   /** Virtual keys behind the store seam (embedded SQLite or fleet PostgreSQL). */
@@ -212,7 +214,7 @@ export class Runtime {
       maxBodyBytes: opts.maxBodyBytes ?? 10 * 1024 * 1024, sseKeepaliveMs: opts.sseKeepaliveMs ?? 15_000, publicUrl: opts.publicUrl ?? null,
     };
     this.#parseConfig = opts.parseConfig;
-    const set = (opts.parseConfig ?? parseConfigIsolated)(readConfigSources(opts.configPath)); // throws ConfigError: refuse to start on a bad config
+    const set = opts.config ?? (opts.parseConfig ?? parseConfigIsolated)(readConfigSources(opts.configPath)); // throws ConfigError: refuse to start on a bad config
     this.db = openDatabase(opts.dataDir);
     // Credentials: refuse to start on a wrong master key or a credential that cannot be resolved.
     this.vault = openVault({

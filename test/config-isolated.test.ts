@@ -3,7 +3,7 @@
 // gives, errors included (same issues, same line numbers, still a ConfigError).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, parseConfigTexts } from '../src/config/load.ts';
@@ -11,6 +11,8 @@ import { ConfigError as IsolatedConfigError } from '../src/config/errors.ts';
 import { loadConfigHere, parseConfigInBackground, parseConfigIsolated } from '../src/config/isolated.ts';
 import { configDigest, readConfigSources } from '../src/config/sources.ts';
 import { doc, yaml } from './helpers/gateway.ts';
+import { runCli } from './helpers/e2e.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
 
@@ -54,4 +56,14 @@ test('the digest a reload compares is the loader\'s digest (an unchanged text ne
   const demo = join(REPO, 'aam.yaml');
   const sources = [{ file: demo, text: readFileSync(demo, 'utf8') }];
   assert.equal(configDigest(sources), parseConfigIsolated(sources).digest);
+});
+
+test('aam serve validates while its modules load: a bad config still refuses the start, naming the problem, before anything listens', async () => {
+  const dir = tempDir('aam-serve-bad-');
+  const file = join(dir, 'aam.yaml');
+  writeFileSync(file, yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'm', { targets: [{ provider: 'nope', model: 'x' }] })));
+  const r = await runCli(['serve', '--config', file, '--port', '0', '--data', join(dir, 'data')], { env: { ...process.env, AAM_LOG_LEVEL: 'error' } });
+  assert.equal(r.code, 1, r.stderr);
+  assert.match(r.stderr, /aam\.yaml:\d+ \(document 2\): spec\.targets\[0\]\.provider: unknown Provider "nope"/);
+  assert.doesNotMatch(r.stdout + r.stderr, /listening/);
 });

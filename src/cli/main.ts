@@ -2,7 +2,8 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolve } from 'node:path';
 import { ConfigError, formatIssues } from '../config/errors.ts';
-import { loadConfigHere as loadConfig } from '../config/isolated.ts';
+import { loadConfigHere as loadConfig, parseConfigInBackground } from '../config/isolated.ts';
+import { readConfigSources } from '../config/sources.ts';
 import { withKeyBook, migrateFleet, fleetStatus } from './stores.ts';
 import { compilePolicies } from '../policy/compile.ts';
 import { extraCommands } from './commands.ts';
@@ -38,11 +39,17 @@ const commands: Record<string, Command> = {
     usage: 'aam serve [--config F] [--port N] [--host H] [--data D] [--tls-cert F --tls-key F [--client-ca F]]',
     options: { port: { type: 'string', short: 'p' }, host: { type: 'string' }, 'tls-cert': { type: 'string' }, 'tls-key': { type: 'string' }, 'client-ca': { type: 'string' } },
     // The gateway (most of aam's modules) loads only here: every other command starts in a fraction of the time.
-    run: async ({ values, g }) => (await import('./serve.ts')).serve({
-      configPath: g.config, dataDir: g.data,
+    run: async ({ values, g }) => {
+      // The config's validation (a child process) starts first, so it runs beside the loading of
+      // the gateway's modules instead of after it; startGateway awaits it (and throws its error).
+      const config = parseConfigInBackground(readConfigSources(g.config));
+      config.catch(() => { /* surfaces where startGateway awaits it */ });
+      return (await import('./serve.ts')).serve({
+      configPath: g.config, dataDir: g.data, config,
       port: Number(values.port ?? process.env.AAM_PORT ?? 8080), host: String(values.host ?? process.env.AAM_HOST ?? '0.0.0.0'),
       tlsCert: values['tls-cert'] as string | undefined, tlsKey: values['tls-key'] as string | undefined, clientCa: values['client-ca'] as string | undefined,
-    }),
+      });
+    },
   },
   validate: {
     summary: 'check a config file and print every problem',

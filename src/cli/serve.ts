@@ -1,6 +1,7 @@
 // `aam serve`: start the runtime, listen, hot-reload on file change and SIGHUP, drain on SIGTERM.
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
+import type { ConfigSet } from '../config/schema.ts';
 import { appendFileSync } from 'node:fs';
 import { Runtime, openFleetStores, type FleetStores, type RuntimeOptions } from '../runtime.ts';
 import { watchConfig } from '../config/watch.ts';
@@ -40,6 +41,8 @@ export interface ServeOptions {
   tlsCert?: string;
   tlsKey?: string;
   clientCa?: string;
+  /** The config at configPath, already being validated (`aam serve` starts that before loading this module). */
+  config?: Promise<ConfigSet>;
 }
 
 export interface Running { rt: Runtime; server: Server; port: number; close(): Promise<void> }
@@ -50,13 +53,14 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   checkAdminToken(env.AAM_ADMIN_TOKEN); // before anything listens or writes to the data dir
   if ((o.tlsCert || o.tlsKey) && !(o.tlsCert && o.tlsKey)) throw new Error('--tls-cert and --tls-key go together');
   if (o.clientCa && !o.tlsCert) throw new Error('--client-ca needs --tls-cert and --tls-key: X.509-SVIDs are presented over TLS');
+  const config = await o.config; // a bad config refuses the start before any store is opened
   // Fleet mode (AAM_DATABASE_URL + AAM_REDIS_URL): connect and migrate before anything else.
   const fleet = await openFleetStores(env, { follow: true });
   const rt = newRuntime(fleet, () => new Runtime({
     configPath: o.configPath, dataDir: o.dataDir, adminToken: env.AAM_ADMIN_TOKEN, env, fleet: fleet ?? undefined,
     maxBodyBytes: env.AAM_MAX_BODY_BYTES ? Number(env.AAM_MAX_BODY_BYTES) : undefined,
     sseKeepaliveMs: env.AAM_SSE_KEEPALIVE_MS ? Number(env.AAM_SSE_KEEPALIVE_MS) : undefined,
-    publicUrl: publicUrlFrom(env.AAM_PUBLIC_URL), parseConfig: o.parseConfig,
+    publicUrl: publicUrlFrom(env.AAM_PUBLIC_URL), parseConfig: o.parseConfig, config,
   }));
   // X.509-SVIDs: one CA bundle per trust domain (TrustDomain x509_bundle_file; --client-ca for the
   // local ones). The handshake verifies against all of them; each SVID against its own domain's.
