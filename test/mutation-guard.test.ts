@@ -86,8 +86,10 @@ test('a redaction made on one copy of content is made on another copy of it, unt
   assert.equal(value.input[0].content, 'mail jane@example.com please', 'the input is not modified');
   assert.equal(sameRedactions(value, before, before), value, 'the same scan result: the same object');
   assert.equal(sameRedactions(value, before, [...before]), value, 'equal texts: the same object');
-  // A leaf the scan dropped (undefined) is not a redaction to copy.
+  // A leaf the scan dropped (undefined) is not a redaction to copy, nor does it undo the redaction
+  // of another copy of the same text.
   assert.equal(sameRedactions(value, ['hello'], []), value);
+  assert.deepEqual(sameRedactions(value, [before[0], before[0]], [after[0]]).input.map((m) => m.content), [after[0], 'hello']);
   // Every copy of a redacted text is redacted.
   const twice = { a: 'mail jane@example.com please', b: ['mail jane@example.com please'] };
   assert.deepEqual(sameRedactions(twice, before, after), { a: 'mail [REDACTED:email] please', b: ['mail [REDACTED:email] please'] });
