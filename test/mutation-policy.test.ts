@@ -171,3 +171,47 @@ test('when several rules match, the decision names the first one that decides it
   assert.match(d.reason, /tools\[0\] allows action "write" on crm.deals only within its args constraints: args.id exceeds max 10$/);
   assert.equal(tool(narrow, 'ann', 'crm.deals', 'write', { id: 7 }).rule, 0);
 });
+
+test('tools: argument constraints allow their bounds exactly and refuse with a reason naming the argument and the constraint', () => {
+  const c = compile(policy('crm', '{ agent: ann }', `  tools:
+    - resource: crm.deals
+      actions: [read]
+      args:
+        n: { min: 1, max: 10 }
+        low: { min: 5 }
+        sort: { enum: [asc, desc] }
+        code: { maxLength: 3 }
+        id: { required: true }`));
+  const ok = { id: 'x' };
+  const why = (args: Record<string, unknown>): string => {
+    const d = tool(c, 'ann', 'crm.deals', 'read', args);
+    return d.allowed ? 'allowed' : d.reason.replace(/^.*?: /, '');
+  };
+  assert.equal(why(ok), 'allowed');
+  // Bounds are inclusive.
+  for (const args of [{ n: 1 }, { n: 10 }, { low: 5 }, { low: 1e9 }, { code: 'abc' }, { code: '' }, { sort: 'desc' }]) assert.equal(why({ ...ok, ...args }), 'allowed', JSON.stringify(args));
+  const refused: Array<[Record<string, unknown>, RegExp]> = [
+    [{ n: 0 }, /args\.n is below min 1/],
+    [{ n: 11 }, /args\.n exceeds max 10/],
+    [{ low: 4 }, /args\.low is below min 5/],
+    [{ n: '5' }, /args\.n must be a number/],
+    [{ sort: 'random' }, /args\.sort is not one of "asc", "desc"/],
+    [{ code: 'abcd' }, /args\.code is longer than maxLength 3/],
+    [{ code: 123 }, /args\.code must be a string/],
+    [{ id: null }, /args\.id is required/],
+    [{ id: undefined }, /args\.id is required/],
+  ];
+  assert.match(tool(c, 'ann', 'crm.deals', 'read', {}).reason, /args\.id is required/);
+  for (const [args, reason] of refused) {
+    const d = tool(c, 'ann', 'crm.deals', 'read', { ...ok, ...args });
+    assert.equal(d.allowed, false, JSON.stringify(args));
+    assert.match(d.reason, reason);
+  }
+  // A constraint on an argument that is absent or null holds unless it is required.
+  assert.equal(why({ ...ok, n: null, sort: null, code: null }), 'allowed');
+  // min above max is a config error; equal bounds are one allowed value.
+  assert.throws(() => compile(policy('bad', '{ agent: bob }', '  tools: [ { resource: crm.deals, actions: [read], args: { n: { min: 5, max: 1 } } } ]')), /spec\.tools\[0\]\.args\.n: min 5 is greater than max 1/);
+  const one = compile(policy('one', '{ agent: bob }', '  tools: [ { resource: crm.deals, actions: [read], args: { n: { min: 5, max: 5 } } } ]'));
+  assert.equal(tool(one, 'bob', 'crm.deals', 'read', { n: 5 }).allowed, true);
+  assert.equal(tool(one, 'bob', 'crm.deals', 'read', { n: 6 }).allowed, false);
+});
