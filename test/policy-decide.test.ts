@@ -192,6 +192,22 @@ test('args constraints: limit <= 100, enum, pattern, required', () => {
   assert.equal(s({ query: 'acme', sort: 'asc' }).effect, 'allow');
 });
 
+test('args null (an MCP task\'s tasks/* calls, its arguments decided when it was created): args constraints are not checked again; a when reading args still fails closed; deny rules still apply', () => {
+  const c = compile(CRM(`    - resource: crm.deals
+      actions: [search]
+      args:
+        query: { pattern: '^[a-z ]+$', required: true }
+    - { resource: crm.deals, actions: [export], when: 'args.format == "csv"' }
+    - { resource: crm.deals, deny: [delete] }`));
+  const fa = agent(c, 'finance-analyst');
+  const decided = (action: string) => decide({ kind: 'tool', agent: fa, resource: 'crm.deals', action, args: null }, c);
+  assert.match(decide(tool(fa, 'crm.deals', 'search', {}), c).reason, /args.query is required/, 'with {} a required argument is missing');
+  assert.equal(decided('search').effect, 'allow');
+  assert.equal(decided('export').effect, 'deny');
+  assert.match(decided('export').reason, /could not be evaluated.*fail closed/);
+  assert.equal(decided('delete').effect, 'deny');
+});
+
 test('CEL runtime error denies (fail closed) even when another rule would allow', () => {
   const c = compile(CRM(`    - { resource: crm.deals, actions: [read], when: 'args.filter.owner == "me"' }
     - { resource: crm.deals, actions: [read] }`));

@@ -32,7 +32,7 @@ export function decide(req: AccessRequest, compiled: CompiledPolicies): Decision
   const set = setFor(req.agent, compiled);
   if (req.kind === 'model') return decideModel(set, req.model, compiled);
   if (req.kind === 'agent') return decideAgentCall(set, req.callee, req.skill, celContext(req.context), (e, p, i, path, reason) => make(compiled, e, p, i, path, reason));
-  return decideTool(set, req.resource, req.action, req.args ?? EMPTY, req.context, compiled);
+  return decideTool(set, req.resource, req.action, req.args === null ? null : req.args ?? EMPTY, req.context, compiled);
 }
 
 export function decideModel(set: PolicySet, model: string, compiled: CompiledPolicies): Decision {
@@ -114,7 +114,7 @@ export function celContext(c: Readonly<Record<string, unknown>> | undefined): Re
 }
 
 export function decideTool(
-  set: PolicySet, resource: string, action: string, args: Readonly<Record<string, unknown>>,
+  set: PolicySet, resource: string, action: string, args: Readonly<Record<string, unknown>> | null,
   context: Readonly<Record<string, unknown>> | undefined, compiled: CompiledPolicies,
 ): Decision {
   const rules = rulesFor(set, resource);
@@ -131,12 +131,13 @@ export function decideTool(
   for (let i = 0; i < rules.length; i++) {
     const r = rules[i];
     if (!r.anyAction && !r.actions.has(action)) continue;
-    if (r.args.length) {
+    // args null: decided when the call that created this work was allowed (a `when` reading args then fails closed)
+    if (r.args.length && args !== null) {
       const why = checkArgs(r.args, args);
       if (why !== null) { if (!argFail) argFail = { rule: r, why }; continue; }
     }
     if (r.when) {
-      vars ??= { identity: set.celIdentity, resource, action, args, context: EMPTY };
+      vars ??= { identity: set.celIdentity, resource, action, args: args ?? EMPTY, context: EMPTY };
       if (r.when.usesContext && vars.context === EMPTY) vars.context = celContext(context);
       const ok = r.when.evaluate(vars);
       if (ok instanceof Error) {

@@ -154,16 +154,17 @@ export function explain(req: AccessRequest, compiled: CompiledPolicies): string[
     lines.push(`request: action "${req.action}" on ${req.resource} with args ${JSON.stringify(req.args)}`);
     const rules = rulesFor(set, req.resource);
     if (rules.length === 0) lines.push('  no tool rule matches this resource');
+    const args = req.args ?? {}; // a policy test always names its args (null is for tasks/* at run time)
     let vars: CelVars | null = null;
     for (const r of rules) {
       const head = `  policy "${r.policy}" ${r.path} (resource ${r.resource})`;
       if (r.denyAll || r.deny.has(req.action)) { lines.push(`${head}: denies "${req.action}" explicitly`); continue; }
       if (!r.anyAction && !r.actions.has(req.action)) { lines.push(`${head}: does not cover "${req.action}" (actions: ${[...r.actions].join(', ') || 'none'})`); continue; }
       const parts: string[] = [`covers "${req.action}"`];
-      const why = r.args.length ? checkArgs(r.args, req.args) : null;
+      const why = r.args.length ? checkArgs(r.args, args) : null;
       parts.push(why === null ? (r.args.length ? 'args constraints hold' : 'no args constraints') : `args fail: ${why}`);
       if (r.when) {
-        vars ??= { identity: set.celIdentity, resource: req.resource, action: req.action, args: req.args, context: celContext(req.context) };
+        vars ??= { identity: set.celIdentity, resource: req.resource, action: req.action, args, context: celContext(req.context) };
         const ok = r.when.evaluate(vars);
         parts.push(ok instanceof Error ? `when \`${r.when.source}\` errors (${ok.message}): denies` : `when \`${r.when.source}\` is ${ok}`);
       }

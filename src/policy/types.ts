@@ -30,6 +30,7 @@ export type AccessRequest =
       agent: AgentRecord;
       resource: string;
       action: string;
-      args: Readonly<Record<string, unknown>>;
+      /** null: the arguments were decided earlier (an MCP task's tasks/* calls): args constraints are not checked again. */
+      args: Readonly<Record<string, unknown>> | null;
       context?: Readonly<Record<string, unknown>>;
     };

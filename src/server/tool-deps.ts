@@ -56,7 +56,7 @@ class ToolAccessOf implements ToolAccess {
 
   get identity() { return this.#a.identity; }
 
-  authorize(resource: string, action: string, args: Record<string, unknown>, context: Record<string, unknown>): Decision {
+  authorize(resource: string, action: string, args: Record<string, unknown> | null, context: Record<string, unknown>): Decision {
     const a = this.#a;
     const d = decideTool(a.set, resource, action, args, context, a.ctx.cfg.policies);
     a.ctx.rt.metrics?.decision(d.effect, a.identity.agent.name);

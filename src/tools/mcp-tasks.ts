@@ -4,8 +4,8 @@
 // arguments (so the id stays bounded) and the task's expiry. tasks/get, tasks/update and tasks/cancel open it: a task is the creating
 // caller's alone (for anyone else it does not exist, like A2A tasks), and each request is decided
 // by the same policy as the call that created it (that tool's resource and action; its arguments
-// were decided when it was created, so args constraints see none and a `when` reading args fails
-// closed), then forwarded with the upstream's taskId; what comes back is guarded and scrubbed like a result.
+// were decided when it was created, so args constraints are not checked again and a `when` reading
+// args fails closed), then forwarded with the upstream's taskId; what comes back is guarded and scrubbed like a result.
 // Sealed rather than stored, so any replica of a fleet serves a task created through another.
 import { randomUUID } from 'node:crypto';
 import { context, enforceLimit, guardedResult, guardInbound, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
@@ -36,7 +36,7 @@ export function openTask(rt: Runtime, s: SessionCtx, taskId: unknown): { b: Task
 export function decideTask(rt: Runtime, s: SessionCtx, task: { b: TaskBinding; t: CompiledTool }, method: string, requestId: string): Json {
   const { b, t } = task;
   const ev = { plane: 'mcp', request_id: requestId, trace_id: s.access.traceId(), ...identityFields(s.identity), server: b.server, tool: b.tool, resource: t.resource, action: t.action, method, args_digest: b.args };
-  const d = s.access.authorize(t.resource, t.action, {}, context(rt, s, requestId, { server: b.server, tool: b.tool, method, args_digest: b.args }));
+  const d = s.access.authorize(t.resource, t.action, null, context(rt, s, requestId, { server: b.server, tool: b.tool, method, args_digest: b.args }));
   rt.deps.audit.record({ ...ev, type: 'tool.decision', decision: decisionFields(d) });
   if (d.effect === 'deny' || (!d.allowed && d.effect !== 'approval_required')) {
     throw new ToolError('policy_denied', denialMessage(d, `${method} for a task of tools/call "${b.tool}" (resource ${t.resource}, action ${t.action})`), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });

@@ -11,8 +11,11 @@ import type { Decision } from '../policy/types.ts';
  */
 export interface ToolAccess {
   readonly identity: Identity;
-  /** Per-call decision (policy engine). context carries e.g. {time, request_id, environment}. */
-  authorize(resource: string, action: string, args: Record<string, unknown>, context: Record<string, unknown>): Decision;
+  /**
+   * Per-call decision (policy engine). context carries e.g. {time, request_id, environment}.
+   * args null: the arguments were decided when the work was created (tasks/*), so args constraints are not checked again.
+   */
+  authorize(resource: string, action: string, args: Record<string, unknown> | null, context: Record<string, unknown>): Decision;
   /** Could this caller call (resource, action) for SOME arguments? Used to filter listings. */
   visible(resource: string, action: string): boolean;
   /**
