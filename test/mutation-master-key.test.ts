@@ -40,7 +40,7 @@ test('AAM_MASTER_KEY: exactly 64 hex digits or 32 bytes of base64 (spaces trimme
   // Text around a key, or base64 of another length, is a passphrase, stretched with scrypt.
   const salt = (): Buffer => Buffer.from(readFileSync(join(dir, 'master.salt'), 'utf8').trim(), 'base64');
   const stretched = (v: string): string => idOf(scryptSync(v, salt(), 32, { N: 1 << 15, r: 8, p: 1, maxmem: 64 * 1024 * 1024 }));
-  for (const v of [`x${hex}`, `${hex}x`, `x${RAW.toString('base64')}`, `${RAW.toString('base64')}x`, Buffer.alloc(31, 1).toString('base64'), `${RAW.toString('base64').replace(/=+$/, '')}===`]) {
+  for (const v of [`x${hex}`, `${hex}x`, `x${RAW.toString('base64')}`, `#${RAW.toString('base64')}`, `${RAW.toString('base64')}x`, Buffer.alloc(31, 1).toString('base64'), `${RAW.toString('base64').replace(/=+$/, '')}===`]) {
     const k = parseMasterKeyEnv(v, dir);
     assert.deepEqual([k.source, k.keyId], ['env-passphrase', stretched(v)], v);
   }
