@@ -88,7 +88,8 @@ registerHooks({ load(url, ctx, next) { appendFileSync(${JSON.stringify(log)}, ur
   const r = await run(['keys', 'list', '--json', '--data', join(dir, 'lazy')], undefined, ['--import', preload]);
   assert.equal(r.code, 0, r.stderr);
   assert.deepEqual(JSON.parse(r.stdout), []);
-  const src = readFileSync(log, 'utf8').split('\n').filter((u) => u.includes('/src/')).map((u) => u.replace(/^.*\/src\//, 'src/'));
+  // bin/aam.js runs the built dist/ when npm install built it (a clean clone), else src/: name both as src/*.ts
+  const src = readFileSync(log, 'utf8').split('\n').filter((u) => /\/(src|dist)\//.test(u)).map((u) => u.replace(/^.*\/(src|dist)\//, 'src/').replace(/\.js$/, '.ts'));
   assert.ok(src.includes('src/cli/main.ts') && src.includes('src/identity/keys.ts'), 'the hook saw the command run');
   for (const heavy of ['src/runtime.ts', 'src/cli/serve.ts', 'src/server/http.ts']) assert.ok(!src.includes(heavy), `${heavy} loaded: ${src.length} source modules`);
 });
