@@ -1,5 +1,5 @@
 // Memory a started gateway no longer needs. Loading the config and compiling the modules grows
-// V8's young generation to its maximum (two semi-spaces of --max-semi-space-size: 8 MB under
+// V8's young generation to its maximum (two semi-spaces of --max-semi-space-size: 16 MB under
 // `npm start`) and leaves old-space pages committed; an idle gateway allocates too little for V8's
 // memory reducer ever to give them back. One memory-reducing collection once it listens does:
 // -20 MB RSS at idle (bench/RESULTS.md, "Memory"). Under load the young generation grows again,
