@@ -372,9 +372,17 @@ test('architecture: providers import only each other and node:crypto (pure, no I
   }
 });
 
-test('local ids: the prefix then 24 lowercase hex digits (a UUID without its dashes), distinct', async () => {
+test('local ids: the prefix, 12 hex digits of the time in ms, 20 random hex digits; distinct, and later ids sort after earlier ones (a store keyed by them appends)', async () => {
   const { localId } = await import('../src/providers/util.ts');
-  const ids = new Set(Array.from({ length: 200 }, () => localId('resp_')));
-  assert.equal(ids.size, 200);
-  for (const id of ids) assert.match(id, /^resp_[0-9a-f]{24}$/);
+  const before = Date.now();
+  const ids = Array.from({ length: 200 }, () => localId('resp_'));
+  assert.equal(new Set(ids).size, 200);
+  for (const id of ids) assert.match(id, /^resp_[0-9a-f]{32}$/);
+  const t = parseInt(ids[0].slice(5, 17), 16);
+  assert.ok(t >= before && t <= Date.now(), `time prefix ${t}`);
+  const randoms = new Set(ids.map((id) => id.slice(17)));
+  assert.equal(randoms.size, 200, 'the random part differs even within one ms');
+  await new Promise((r) => setTimeout(r, 5));
+  const later = localId('resp_');
+  assert.ok(ids.every((id) => id < later), 'an id made later sorts after');
 });
