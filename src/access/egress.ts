@@ -55,11 +55,7 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
 
   /** Scrub one text for this response (error messages, header values); a hit is reported. */
   clean(text: string): string {
-    const sc = this.#sc;
-    if (sc === null) return text;
-    const r = sc.scrub(text);
-    if (r.leaked.length) this.#src?.leaked(r.leaked);
-    return r.text;
+    return this.#sc === null ? text : scrubbed(this.#src, this.#sc, text);
   }
 
   /** A whole body at once: scrubbed first, so content-length is exact. */
@@ -207,9 +203,9 @@ export function clipAfterScrub(scrubbed: string, max: number): string {
 }
 
 /** One text scrubbed with the source's current scrubber; a hit is reported. */
-function scrubbed(src: ScrubSource, sc: Scrubber, text: string): string {
+function scrubbed(src: ScrubSource | null, sc: Scrubber, text: string): string {
   const r = sc.scrub(text);
-  if (r.leaked.length) src.leaked(r.leaked);
+  if (r.leaked.length) src?.leaked(r.leaked);
   return r.text;
 }
 
