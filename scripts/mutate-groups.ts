@@ -11,6 +11,8 @@ export interface MutateGroup {
   tests: string[];
 }
 
+const PARTS = ['src/access/delegation.ts', 'src/access/json-depth.ts', 'src/access/scrub-events.ts', 'src/access/rule-limits.ts'];
+
 export const groups: Record<string, MutateGroup> = {
   policy: {
     mutate: ['src/policy/**/*.ts'],
@@ -48,8 +50,14 @@ export const groups: Record<string, MutateGroup> = {
     mutate: ['src/access/decide.ts'],
     tests: ['test/mutation-decide.test.ts', 'test/mutation-identity.test.ts'],
   },
+  // The access path's small parts: mutation-access-parts starts no gateway (a killed mutant costs
+  // about a second); json-turns fuzzes the sliced JSON parse against JSON.parse.
+  parts: {
+    mutate: [...PARTS, 'src/access/json-turns.ts'],
+    tests: ['test/mutation-access-parts.test.ts', 'test/json-turns.test.ts'],
+  },
   access: {
-    mutate: ['src/access/**/*.ts', '!src/access/egress.ts', '!src/access/guard.ts', '!src/access/identify.ts', '!src/access/decide.ts'],
+    mutate: ['src/access/**/*.ts', '!src/access/egress.ts', '!src/access/guard.ts', '!src/access/identify.ts', '!src/access/decide.ts', '!src/access/json-turns.ts', ...PARTS.map((f) => `!${f}`)],
     tests: ['test/architecture-trust.test.ts', 'test/access-e2e.test.ts', 'test/gateway-e2e.test.ts', 'test/tools-http.test.ts'],
   },
   keys: {

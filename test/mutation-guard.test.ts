@@ -6,8 +6,15 @@
 // The verdicts themselves go through the real gateway in test/mutation-access.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { streamPieces, hasOutputWebhook, chatStreamGuard, sameRedactions } from '../src/access/guard.ts';
+import { streamPieces, hasOutputWebhook, chatStreamGuard, sameRedactions, guardrailsOf, redactForReview, recordStreamFindings } from '../src/access/guard.ts';
+import type { AccessRuntime } from '../src/access/runtime-view.ts';
 import { compileGuardrail } from '../src/guardrails/engine.ts';
+import { parseConfigTexts } from '../src/config/load.ts';
+import { compilePolicies, setFor } from '../src/policy/compile.ts';
+import { Scrubber } from '../src/credentials/scrub.ts';
+import { clipAfterScrub } from '../src/access/egress.ts';
+import type { Identity } from '../src/identity/types.ts';
+import { doc, yaml } from './helpers/config-docs.ts';
 import type { StreamEvent } from '../src/providers/types.ts';
 
 const PIECE = 16 * 1024;
@@ -93,4 +100,103 @@ test('a redaction made on one copy of content is made on another copy of it, unt
   // Every copy of a redacted text is redacted.
   const twice = { a: 'mail jane@example.com please', b: ['mail jane@example.com please'] };
   assert.deepEqual(sameRedactions(twice, before, after), { a: 'mail [REDACTED:email] please', b: ['mail [REDACTED:email] please'] });
+});
+
+// Which guardrails a request runs, what a reviewer of a held call is shown, and the evidence of a
+// stream's findings (src/access/guard.ts lines 1-60 and 167-172), with a real compiled config.
+const config = parseConfigTexts([{ file: 'aam.yaml', text: yaml(
+  doc('Provider', 'demo', { type: 'demo' }),
+  doc('Model', 'chat', { targets: [{ provider: 'demo', model: 'demo-1' }] }),
+  doc('Agent', 'analyst', { workload: 'spiffe://prod/agent/analyst', team: 'finance', owner: 'ana' }),
+  doc('Agent', 'plain', { workload: 'spiffe://prod/agent/plain', team: 'ops' }),
+  doc('Guardrail', 'no-falcon', { on: ['output'], keywords: ['falcon'], action: 'redact' }),
+  doc('Guardrail', 'no-eagle', { on: ['input'], keywords: ['eagle'], action: 'block' }),
+  doc('Guardrail', 'no-owl', { on: ['output'], keywords: ['owl'], action: 'flag' }),
+  doc('AgentPolicy', 'analyst-guarded', { identity: { agent: 'analyst' }, models: { allow: ['chat'] }, guardrails: ['no-falcon', 'no-eagle'] }),
+  doc('AgentPolicy', 'plain-models', { identity: { agent: 'plain' }, models: { allow: ['chat'] } }),
+) }]);
+
+const SECRET = 'sk-live-4f9a8b7c6d5e4f3a2b1c';
+
+function accessRuntime() {
+  const events: Array<Record<string, any>> = []; // eslint-disable-line @typescript-eslint/no-explicit-any
+  const scrubber = new Scrubber([{ name: 'openai-key', value: SECRET }]);
+  const rt = {
+    compiled: {
+      policies: compilePolicies(config, 'v-guard'),
+      guardrails: new Map([...config.guardrails.values()].map((g) => [g.name, compileGuardrail(g.name, g.spec)] as const)),
+      guardrailLists: { merged: new WeakMap(), byNames: new WeakMap() },
+    },
+    audit: { record: (ev: Record<string, unknown>) => { events.push(ev); } },
+    // The runtime's scrub (src/runtime.ts): the vault's scrubber, then the clip.
+    scrub: (text: string, max?: number) => { const t = scrubber.scrub(text).text; return max === undefined ? t : clipAfterScrub(t, max); },
+  };
+  return { rt: rt as unknown as AccessRuntime, events };
+}
+
+const names = (gs: readonly { name: string }[]): string[] => gs.map((g) => g.name);
+
+test('a request runs its policies\' guardrails, then the route\'s new ones, each once and known ones only; none is an empty list', () => {
+  const { rt } = accessRuntime();
+  const policies = rt.compiled.policies;
+  const analyst: Identity = { agent: policies.agents.get('analyst')!, method: 'virtual_key', keyId: 'k1' };
+  const plain: Identity = { agent: policies.agents.get('plain')!, method: 'virtual_key', keyId: 'k2' };
+  assert.deepEqual(names(guardrailsOf(rt, analyst)), ['no-falcon', 'no-eagle']);
+  assert.deepEqual(names(guardrailsOf(rt, analyst, ['no-owl', 'no-falcon'])), ['no-falcon', 'no-eagle', 'no-owl']);
+  assert.deepEqual(names(guardrailsOf(rt, analyst, ['no-owl'], setFor(analyst.agent, policies))), ['no-falcon', 'no-eagle', 'no-owl']);
+  assert.deepEqual(names(guardrailsOf(rt, plain)), []);
+  assert.deepEqual(names(guardrailsOf(rt, plain, ['no-owl'])), ['no-owl']);
+  // A route naming a guardrail the config does not have adds nothing (validation reports it).
+  assert.deepEqual(names(guardrailsOf(rt, plain, ['gone'])), []);
+  // Resolved once per config: the next request with the same lists allocates nothing.
+  const route = ['no-owl'];
+  assert.equal(guardrailsOf(rt, analyst, route), guardrailsOf(rt, analyst, route));
+  assert.equal(guardrailsOf(rt, analyst), guardrailsOf(rt, analyst));
+});
+
+test('a held call\'s arguments as reviewers see them: PII and secrets redacted, credentials scrubbed, clipped at 64 KiB', () => {
+  const { rt } = accessRuntime();
+  const shown = redactForReview(rt, { to: 'jane@example.com', phone: '+1 415 555 0100', key: SECRET, note: 'ship it' });
+  assert.doesNotMatch(shown, /jane@example\.com|555 0100|4f9a8b7c/);
+  assert.match(shown, /"note":"ship it"/);
+  assert.match(shown, /REDACTED/);
+  // Secrets a PII detector does not know are scrubbed as credentials.
+  assert.match(redactForReview(rt, { text: `use ${SECRET}x` }), /\[REDACTED:openai-key\]/);
+  assert.equal(redactForReview(rt, undefined), '{}');
+  assert.equal(redactForReview(rt, null), '{}');
+  const big = redactForReview(rt, { blob: 'a'.repeat(100_000) });
+  assert.ok(big.length <= 64 * 1024 + 64 && big.length >= 64 * 1024 - 64, `clipped near 64 KiB: ${big.length}`);
+  assert.ok(big.startsWith('{"blob":"aaa'));
+});
+
+test('a stream\'s findings are evidence once, with guardrail, category and count, never the text; a clean stream records nothing', () => {
+  const { rt, events } = accessRuntime();
+  const policies = rt.compiled.policies;
+  const analyst: Identity = { agent: policies.agents.get('analyst')!, method: 'virtual_key', keyId: 'k1' };
+  const at = { requestId: 'req-9', traceId: 'b'.repeat(32) };
+  const gs = guardrailsOf(rt, analyst, ['no-owl']);
+  const clean = chatStreamGuard(gs)!;
+  clean.push({ type: 'text', text: 'nothing to see' });
+  clean.end();
+  recordStreamFindings(rt, at, analyst, clean);
+  assert.equal(events.length, 0);
+  const g = chatStreamGuard(gs)!;
+  g.push({ type: 'text', text: 'a falcon, an owl and a falcon' });
+  g.end();
+  recordStreamFindings(rt, at, analyst, g);
+  assert.equal(events.length, 1);
+  const ev = events[0];
+  assert.deepEqual({ type: ev.type, request_id: ev.request_id, trace_id: ev.trace_id }, { type: 'guardrail', request_id: 'req-9', trace_id: 'b'.repeat(32) });
+  assert.deepEqual([ev.identity.agent, ev.identity.team, ev.identity.owner, ev.identity.key_id, ev.identity.method], ['analyst', 'finance', 'ana', 'k1', 'virtual_key']);
+  assert.deepEqual({ direction: ev.guardrail.direction, where: ev.guardrail.where, verdict: ev.guardrail.verdict }, { direction: 'output', where: 'stream', verdict: 'redact_or_flag' });
+  assert.deepEqual(ev.guardrail.findings.toSorted((a: { guardrail: string }, b: { guardrail: string }) => a.guardrail.localeCompare(b.guardrail)),
+    [{ guardrail: 'no-falcon', category: 'keyword', count: 2 }, { guardrail: 'no-owl', category: 'keyword', count: 1 }]);
+  assert.doesNotMatch(JSON.stringify(events), /falcon,|an owl/);
+  // A block is recorded even when the blocking guardrail left no finding in this guard.
+  recordStreamFindings(rt, at, analyst, clean, 'no-falcon');
+  assert.equal(events.length, 2);
+  assert.equal(events[1].guardrail.verdict, 'block');
+  assert.deepEqual(events[1].guardrail.findings, []);
+  // No audit trail (aam validate, AAM_AUDIT=off): nothing recorded, nothing thrown.
+  recordStreamFindings({ ...rt, audit: null } as AccessRuntime, at, analyst, g);
 });
