@@ -106,6 +106,14 @@ function optionalNames(config: ConfigSet): Set<string> {
   return new Set([...optional].filter((n) => !required.has(n)));
 }
 
+const SHORT_WARNING = `value shorter than ${MIN_SCRUB_LENGTH} characters: it is not scrubbed from responses`;
+
+/** The warnings with the short-value one set for this value: a rotation can make a value short or long. */
+function withLengthWarning(warnings: readonly string[], secret: Secret | undefined): string[] {
+  const rest = warnings.filter((w) => w !== SHORT_WARNING);
+  return secret && secret.length < MIN_SCRUB_LENGTH ? [...rest, SHORT_WARNING] : rest;
+}
+
 function readSecretFile(path: string): string {
   // One trailing newline is an artefact of `echo x > file`, not part of the secret.
   return readFileSync(path, 'utf8').replace(/\r?\n$/, '');
@@ -186,7 +194,7 @@ export class Vault {
     }
     const idEnv = spec.aws?.access_key_id_env;
     if (idEnv !== undefined && !e.problem && !this.#env[idEnv]?.trim()) e.problem = `Credential "${name}": environment variable ${idEnv} (aws.access_key_id_env) is not set (export the AWS access key id in it)`;
-    if (e.secret && e.secret.length < MIN_SCRUB_LENGTH) e.warnings.push(`value shorter than ${MIN_SCRUB_LENGTH} characters: it is not scrubbed from responses`);
+    e.warnings = withLengthWarning(e.warnings, e.secret);
     return e;
   }
 
@@ -227,6 +235,7 @@ export class Vault {
         const next: Entry = { ...e, warnings: e.warnings.filter((w) => w !== 'file vanished'), problem: undefined };
         this.#readFile(next, e);
         if (next.problem && e.secret) continue; // mid-write or unreadable: keep serving the old version
+        next.warnings = withLengthWarning(next.warnings, next.secret);
         this.#entries.set(name, next);
         if (next.version !== e.version) { changed = true; this.#rotated(name, next.version, e.source); }
       } else if (e.source === 'stored') {
@@ -235,7 +244,7 @@ export class Vault {
         if (info && info.version > e.version) {
           const row = this.#store.latest(name);
           if (row) {
-            this.#entries.set(name, { ...e, secret: row.secret, version: row.version, created: Date.parse(row.createdAt), problem: undefined });
+            this.#entries.set(name, { ...e, secret: row.secret, version: row.version, created: Date.parse(row.createdAt), problem: undefined, warnings: withLengthWarning(e.warnings, row.secret) });
             changed = true;
             this.#rotated(name, row.version, e.source);
           }
@@ -275,8 +284,8 @@ export class Vault {
     const info = await this.#store.put(name, secret);
     const now = this.#entries.get(name); // a refresh while storing may have taken this version already
     if (e && now && now.version < info.version) {
-      const next: Entry = { ...now, secret: new Secret(secret), version: info.version, created: Date.parse(info.createdAt), problem: undefined };
-      next.warnings = next.secret && next.secret.length < MIN_SCRUB_LENGTH ? [`value shorter than ${MIN_SCRUB_LENGTH} characters: it is not scrubbed from responses`] : [];
+      const fresh = new Secret(secret);
+      const next: Entry = { ...now, secret: fresh, version: info.version, created: Date.parse(info.createdAt), problem: undefined, warnings: withLengthWarning(now.warnings, fresh) };
       this.#entries.set(name, next);
       this.#scrubber = undefined;
       this.#rotated(name, info.version, 'stored');
