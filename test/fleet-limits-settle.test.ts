@@ -122,3 +122,35 @@ test('settlements of a failed script call are carried again: charged when the ca
     await redis.stop();
   }
 });
+
+test('the admission script stays small: 15 Redis commands for a settle and an admission with a rate and a budget (was 21)', async () => {
+  const redis = await privateRedis();
+  const own = await fleetStore(redis.url);
+  const f = await openFleet({ databaseUrl: own.databaseUrl, redisUrl: own.redisUrl }, { follow: false, migrate: true });
+  const lim = new FleetLimiter(f, { settleDelayMs: 600_000 });
+  const cli = (...args: string[]) => spawnSync('redis-cli', ['-u', redis.url, ...args], { encoding: 'utf8' }).stdout;
+  const hash = `${f.prefix}b:agent:small`;
+  try {
+    lim.settle(await admitted(lim, request('agent:small')), 0.05, 50); // seeds the budget, loads the script
+    assert.ok(Number(cli('PTTL', hash)) > 30 * 86_400_000, 'the seed sets the budget hash\'s expiry (the script no longer renews it per request)');
+    cli('CONFIG', 'RESETSTAT');
+    for (let i = 0; i < 10; i++) lim.settle(await admitted(lim, request('agent:small')), 0.05, 50);
+    // Every command Redis ran (those inside the script too), but for this reading itself.
+    const calls = [...cli('INFO', 'commandstats').matchAll(/^cmdstat_([\w|]+):calls=(\d+)/gm)]
+      .filter(([, cmd]) => cmd !== 'info' && cmd !== 'config|resetstat').reduce((n, m) => n + Number(m[2]), 0);
+    // EVALSHA, TIME; the settle: rate HMGET + HSET, budget ZREM + HMGET + HINCRBYFLOAT day and month; the admission:
+    // rate HMGET + HSET + PEXPIRE, budget ZRANGE + HMGET, ZADD + PEXPIRE (the settle emptied the zset);
+    // the reserved sum unchanged (released and reserved the same $0.10). Before: 21 (two HEXISTS,
+    // two HSET on the rate, a PTTL, the reserved sum moved twice, the hash's expiry per request).
+    assert.ok(calls <= 15 * 10, `at most 15 commands per request: ${calls / 10} (${cli('INFO', 'commandstats').replace(/\r/g, '').split('\n').filter((l) => l.startsWith('cmdstat')).join(', ')})`);
+    assert.equal(Number(cli('PTTL', hash)) > 30 * 86_400_000, true, 'the hash keeps its expiry');
+    const b = await (async () => { const [spent, reserved] = await f.redis.hmget(hash, today(), 'r'); return { spent: Number(spent), reserved: Number(reserved) }; })();
+    assert.ok(near(b.spent, 0.5) && near(b.reserved, 0.1), `spent $0.50 and $0.10 reserved: ${JSON.stringify(b)}`);
+    assert.ok(Number(cli('PTTL', `${f.prefix}bq:agent:small`)) > 30 * 86_400_000, 'the reservation zset made by an admission has the budget key\'s expiry');
+  } finally {
+    await lim.close();
+    await f.close();
+    await own.drop();
+    await redis.stop();
+  }
+});

@@ -147,7 +147,7 @@ test('a replica killed mid-request holds its reservation only until it expires',
     const { Redis } = await import('ioredis');
     const r = new Redis(store.redisUrl);
     const prefix = `aam:{${new URL(store.databaseUrl).pathname.slice(1)}}:`;
-    await r.del(`${prefix}b:agent:spender`, `${prefix}bz:agent:spender`);
+    await r.del(`${prefix}b:agent:spender`, `${prefix}bq:agent:spender`);
     r.disconnect();
 
     const key = await newKey(a.url, 'spender', [b.url]);

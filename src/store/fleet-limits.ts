@@ -17,7 +17,7 @@ const nextMonth = (start: number): number => { const d = new Date(start); return
 // call (the settle of request N rides on the admission of a later request), then admits.
 // KEYS: each settlement's keys (its tpm rate hashes, then per budget key its hash and its
 //       reservation zset), then the admission's keys in the same layout (rate hashes first).
-// ARGV: dayField, monthField, nSettlements,
+// ARGV: dayField, monthField, nSettlements, budget key ttl ms,
 //       per settlement: nRates, nBudgets, actualTokens (-1: unknown), estimatedTokens, member, amount reserved, charge,
 //         retry (1: carried again after a failed call, which may have run: charge only where its reservation is still there);
 //       then nRates, tokens, (rpm, tpm) per rate, nBudgets, amount, member, reservation ttl ms,
@@ -31,15 +31,27 @@ const nextMonth = (start: number): number => { const d = new Date(start); return
 // A settled reservation that already expired is not subtracted twice; its charge still counts
 // (except on a retry: there a missing reservation means the failed call ran, or Redis restarted
 // empty and re-seeds the total from PostgreSQL, which has the charge).
+// Commands are what this costs Redis (each call ~1-2 us of its one thread, per request): the
+// reserved sum 'r' of a budget moves once per call by the net of its releases and reservations (a
+// settle and the next admission on one key cancel out), and expiries are set when a key is made,
+// not per request: a budget hash when it is seeded (at least once a month while in use), its
+// reservation zset when it is created (the same long expiry; members expire by their score).
 const ADMIT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local W = 60000
 local dayF, monF = ARGV[1], ARGV[2]
 local ns = tonumber(ARGV[3])
-local a = 4
+local keyTtl = tonumber(ARGV[4])
+local a = 5
 local k = 0
 local totals = {}
+local rdelta = {}
+local rkeys = {}
+local function moveR(bk, by)
+  if not rdelta[bk] then rdelta[bk] = 0; rkeys[#rkeys + 1] = bk end
+  rdelta[bk] = rdelta[bk] + by
+end
 for s = 1, ns do
   local nr, nb = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local actual, est = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
@@ -51,19 +63,22 @@ for s = 1, ns do
     if interval then
       local tat = math.max(now, (tonumber(c[1]) or now) + (actual - est) * interval)
       redis.call('HSET', KEYS[k + i], 't', tostring(tat))
-      local ttl = redis.call('PTTL', KEYS[k + i])
-      local need = math.ceil(tat - now) + 1000
-      if ttl < need then redis.call('PEXPIRE', KEYS[k + i], need) end
+      -- Only a later tat can outlive the hash's expiry (set by the admission for the tat it wrote).
+      if actual > est then
+        local need = math.ceil(tat - now) + 1000
+        if redis.call('PTTL', KEYS[k + i]) < need then redis.call('PEXPIRE', KEYS[k + i], need) end
+      end
     end
   end
   for j = 1, nb do
     local bk, zk = KEYS[k + nr + 2 * j - 1], KEYS[k + nr + 2 * j]
     local removed = redis.call('ZREM', zk, member) == 1
-    if removed then redis.call('HINCRBYFLOAT', bk, 'r', -amount) end
+    if removed then moveR(bk, -amount) end
     local d, m = '', ''
     if charge > 0 and (removed or not retry) then
-      if redis.call('HEXISTS', bk, dayF) == 1 then d = redis.call('HINCRBYFLOAT', bk, dayF, charge) end
-      if redis.call('HEXISTS', bk, monF) == 1 then m = redis.call('HINCRBYFLOAT', bk, monF, charge) end
+      local have = redis.call('HMGET', bk, dayF, monF)
+      if have[1] then d = redis.call('HINCRBYFLOAT', bk, dayF, charge) end
+      if have[2] then m = redis.call('HINCRBYFLOAT', bk, monF, charge) end
     end
     totals[#totals + 1] = d
     totals[#totals + 1] = m
@@ -106,28 +121,35 @@ local function admit()
   a = a + 5
   local budgetFail = nil
   local missing = {}
+  local fresh = {}
   for j = 1, nb do
     local bk, zk = KEYS[k + nr + 2 * j - 1], KEYS[k + nr + 2 * j]
     local daily, monthly = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
     a = a + 2
-    local dead = redis.call('ZRANGEBYSCORE', zk, '-inf', now)
-    if #dead > 0 then
+    -- The oldest reservation: none means the zset is made by this one; expired ones are let go.
+    local first = redis.call('ZRANGE', zk, 0, 0, 'WITHSCORES')
+    fresh[j] = #first == 0
+    if not fresh[j] and tonumber(first[2]) <= now then
+      local dead = redis.call('ZRANGEBYSCORE', zk, '-inf', now)
       local sum = 0
       for _, m in ipairs(dead) do sum = sum + tonumber(string.match(m, '|(.*)$')) end
       redis.call('ZREMRANGEBYSCORE', zk, '-inf', now)
-      redis.call('HINCRBYFLOAT', bk, 'r', -sum)
+      moveR(bk, -sum)
+      fresh[j] = redis.call('EXISTS', zk) == 0
     end
     local v = redis.call('HMGET', bk, dayF, monF, 'r')
     if (daily >= 0 and not v[1]) or (monthly >= 0 and not v[2]) then
       missing[#missing + 1] = j
     elseif not budgetFail then
-      local reserved = math.max(0, tonumber(v[3]) or 0)
+      local reserved = math.max(0, (tonumber(v[3]) or 0) + (rdelta[bk] or 0))
       if daily >= 0 and (tonumber(v[1]) + reserved + amount) > daily + 1e-9 then
         budgetFail = { 'budget', j, 'daily', tostring(tonumber(v[1]) + reserved) }
       elseif monthly >= 0 and (tonumber(v[2]) + reserved + amount) > monthly + 1e-9 then
         budgetFail = { 'budget', j, 'monthly', tostring(tonumber(v[2]) + reserved) }
       end
     end
+    -- No window to seed it, so nothing else sets its expiry.
+    if daily < 0 and monthly < 0 then redis.call('PEXPIRE', bk, keyTtl) end
   end
   if #missing > 0 then
     table.insert(missing, 1, 'seed')
@@ -137,32 +159,37 @@ local function admit()
   for i = 1, nr do
     local c = cells[i]
     local until_ = now
+    local rt, tt, ti = nil, nil, nil
     if c[1] > 0 then
-      local tat = math.max(c[3], now) + W / c[1]
-      redis.call('HSET', KEYS[k + i], 'r', tostring(tat))
-      until_ = math.max(until_, tat)
+      rt = math.max(c[3], now) + W / c[1]
+      until_ = math.max(until_, rt)
     end
     if c[2] > 0 then
-      local tat = c[4]
-      if tokens > 0 then tat = math.max(c[4], now) + tokens * W / c[2] end
-      redis.call('HSET', KEYS[k + i], 't', tostring(tat), 'i', tostring(W / c[2]))
-      until_ = math.max(until_, tat)
+      tt = c[4]
+      if tokens > 0 then tt = math.max(c[4], now) + tokens * W / c[2] end
+      ti = W / c[2]
+      until_ = math.max(until_, tt)
     end
+    if rt and tt then redis.call('HSET', KEYS[k + i], 'r', tostring(rt), 't', tostring(tt), 'i', tostring(ti))
+    elseif rt then redis.call('HSET', KEYS[k + i], 'r', tostring(rt))
+    elseif tt then redis.call('HSET', KEYS[k + i], 't', tostring(tt), 'i', tostring(ti)) end
     redis.call('PEXPIRE', KEYS[k + i], math.ceil(until_ - now) + 1000)
   end
   if budgetFail then return budgetFail end
-  for j = 1, nb do
-    local bk, zk = KEYS[k + nr + 2 * j - 1], KEYS[k + nr + 2 * j]
-    if amount > 0 then
+  if amount > 0 then
+    for j = 1, nb do
+      local bk, zk = KEYS[k + nr + 2 * j - 1], KEYS[k + nr + 2 * j]
       redis.call('ZADD', zk, now + ttl, member)
-      redis.call('HINCRBYFLOAT', bk, 'r', amount)
-      redis.call('PEXPIRE', zk, ttl + 60000)
+      if fresh[j] then redis.call('PEXPIRE', zk, keyTtl) end
+      moveR(bk, amount)
     end
-    redis.call('PEXPIRE', bk, 3024000000)
   end
   return { 'ok' }
 end
 local admission = admit()
+for _, bk in ipairs(rkeys) do
+  if rdelta[bk] ~= 0 then redis.call('HINCRBYFLOAT', bk, 'r', rdelta[bk]) end
+end
 return { admission, totals, cached }
 `;
 
@@ -204,6 +231,15 @@ interface Window { d: number; m: number; dayField: string; monthField: string; p
 const MAX_SETTLEMENTS = 64;
 /** Settlements kept while Redis is away; past this the oldest are dropped (their reservations expire). */
 const MAX_QUEUED = 10_000;
+/** Expiry of a budget's hash and reservation zset (35 days: longer than a month, renewed by each window's seed). */
+const BUDGET_KEY_TTL_MS = 35 * 86_400_000;
+/**
+ * A budget key's names: its hash (totals per window, 'r' reserved) and its reservation zset. The
+ * zset is `bq:` since its expiry is set when it is made instead of per request (`bz:` before): a
+ * replica of the earlier version keeps its own zset and its own per-request expiry in a mixed fleet.
+ */
+const budgetHash = (p: string, key: string): string => `${p}b:${key}`;
+const budgetZset = (p: string, key: string): string => `${p}bq:${key}`;
 
 export class FleetLimiter implements Limiter {
   readonly #fleet: Fleet;
@@ -260,7 +296,7 @@ export class FleetLimiter implements Limiter {
     const budgetKeys: string[] = [];
     const budgetArgs: number[] = [];
     for (const b of req.budgets) {
-      budgetKeys.push(`${p}b:${b.key}`, `${p}bz:${b.key}`);
+      budgetKeys.push(budgetHash(p, b.key), budgetZset(p, b.key));
       budgetArgs.push(b.limits.daily_usd ?? -1, b.limits.monthly_usd ?? -1);
     }
     const keys = [...rateKeys, ...budgetKeys];
@@ -328,7 +364,7 @@ export class FleetLimiter implements Limiter {
     const w = this.#window(d, m);
     // [numKeys, ...keys, ...argv], built in place.
     const out: Array<string | number> = [0];
-    const argv: Array<string | number> = [w.dayField, w.monthField, batch.length];
+    const argv: Array<string | number> = [w.dayField, w.monthField, batch.length, BUDGET_KEY_TTL_MS];
     for (const s of batch) {
       const { ft, charge, tokens } = s;
       const tpm = tokens >= 0 ? ft.tpmKeys : NONE;
@@ -402,8 +438,11 @@ export class FleetLimiter implements Limiter {
     const p = this.#fleet.prefix;
     const r = this.#fleet.redis;
     try {
+      // The keys' expiry is renewed here (the script does not set it per request): a key in use is
+      // seeded at least once a month, so it outlives the 35 days only when idle.
       await Promise.all(names.flatMap((key) => [
-        r.hsetnx(`${p}b:${key}`, `d:${d}`, String(spent(key, 'daily'))), r.hsetnx(`${p}b:${key}`, `m:${m}`, String(spent(key, 'monthly'))),
+        r.hsetnx(budgetHash(p, key), `d:${d}`, String(spent(key, 'daily'))), r.hsetnx(budgetHash(p, key), `m:${m}`, String(spent(key, 'monthly'))),
+        r.pexpire(budgetHash(p, key), BUDGET_KEY_TTL_MS), r.pexpire(budgetZset(p, key), BUDGET_KEY_TTL_MS),
       ]));
     } catch (e) {
       throw new StoreUnavailable('redis', (e as Error).message);
@@ -420,7 +459,7 @@ export class FleetLimiter implements Limiter {
     const p = this.#fleet.prefix;
     let live: Array<Array<string | null>>;
     try {
-      live = await Promise.all(keys.map((k) => this.#fleet.redis.hmget(`${p}b:${k}`, w.dayField, w.monthField, 'r')));
+      live = await Promise.all(keys.map((k) => this.#fleet.redis.hmget(budgetHash(p, k), w.dayField, w.monthField, 'r')));
     } catch (e) {
       throw new StoreUnavailable('redis', (e as Error).message);
     }
