@@ -11,13 +11,22 @@ import { fileURLToPath } from 'node:url';
 
 const REPO = dirname(dirname(fileURLToPath(import.meta.url)));
 const resolved = new Set<string>();
+/** aam's own modules loaded so far, as paths under src/ ('cli/commands.ts'). */
+const ownModules = new Set<string>();
 // Registered before the gateway's modules are imported (dynamic imports below).
 registerHooks({
   resolve(specifier, context, next) {
     if (!specifier.startsWith('.') && !specifier.startsWith('node:') && !specifier.startsWith('file:')) resolved.add(specifier);
-    return next(specifier, context);
+    const r = next(specifier, context);
+    const own = r.url.indexOf('/src/');
+    if (own >= 0 && !r.url.includes('/node_modules/')) ownModules.add(r.url.slice(own + 5));
+    return r;
   },
 });
+
+/** Modules a started embedded gateway without TLS does not run: the other CLI commands, fleet mode, mTLS. */
+const NOT_AT_START = ['cli/commands.ts', 'cli/stores.ts', 'cli/evidence.ts', 'audit/index.ts', 'audit/cli.ts', 'audit/verify.ts', 'audit/export.ts',
+  'audit/fleet-log.ts', 'audit/fleet-sinks.ts', 'store/fleet-approvals.ts', 'identity/x509-svid.ts', 'policy/diff.ts'];
 
 const model = (name: string, provider: string): string => `apiVersion: access.envisionai.dev/v1\nkind: Model\nmetadata: { name: ${name} }\nspec: { targets: [{ provider: ${provider}, model: demo-small }] }\n`;
 
@@ -43,6 +52,10 @@ test('the config loader (yaml, zod) never loads into the gateway\'s thread: star
     assert.equal(res.status, 200);
     const loaded = [...resolved].filter((s) => s === 'yaml' || s === 'zod' || s.startsWith('zod/'));
     assert.deepEqual(loaded, [], 'loaded into the gateway\'s thread');
+    assert.ok(ownModules.has('cli/serve.ts') && ownModules.has('runtime.ts'), 'the hook sees aam\'s modules');
+    assert.deepEqual(NOT_AT_START.filter((m) => ownModules.has(m)), [], 'loaded by a started embedded gateway');
+    // Providers whose keys are not set, and the in-process demo provider: no HTTP client yet.
+    assert.ok(![...resolved].some((s) => s.startsWith('undici')), `undici loaded at start: ${[...resolved].filter((s) => s.startsWith('undici')).join(', ')}`);
   } finally {
     await g.close();
     rmSync(dir, { recursive: true, force: true });
@@ -81,5 +94,35 @@ test('the key-change watch is woken only by key changes, not by every audit and 
     assert.deepEqual(readdirSync(dirname(signal)).filter((f) => f !== basename(signal)), []);
   } finally {
     await gw.close();
+  }
+});
+
+test('undici loads with the first call to an HTTP upstream, not with the provider\'s config; its timeouts are still told apart', async () => {
+  const { startTestGateway, agentDocs, doc, yaml } = await import('./helpers/gateway.ts');
+  const { localServer } = await import('./helpers/e2e.ts');
+  // An upstream that answers the first request and never answers the second (a headers timeout).
+  let calls = 0;
+  const up = await localServer((_req, res) => {
+    if (++calls > 1) return;
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ id: 'x', object: 'chat.completion', created: 1, model: 'u', choices: [{ index: 0, message: { role: 'assistant', content: 'hi' }, finish_reason: 'stop' }], usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } }));
+  });
+  const gw = await startTestGateway(yaml(
+    doc('Provider', 'up', { type: 'openai-compatible', baseUrl: `${up.url}/v1`, timeouts: { first_byte_ms: 1000 } }),
+    doc('Model', 'm', { targets: [{ provider: 'up', model: 'u' }] }), ...agentDocs(['m'])));
+  try {
+    const ask = () => fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${gw.key('tester')}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'm', messages: [{ role: 'user', content: 'hi' }] }) });
+    assert.ok(![...resolved].some((s) => s.startsWith('undici')), 'undici loaded before any upstream call');
+    const first = await ask();
+    assert.equal(first.status, 200, await first.text());
+    assert.ok([...resolved].some((s) => s.startsWith('undici/')), 'undici loaded by the first upstream call');
+    assert.ok(!resolved.has('undici'), 'undici\'s index (fetch, WebSocket, mocks) is not loaded');
+    const slow = await ask();
+    const text = await slow.text();
+    assert.equal(slow.status, 504, text);
+    assert.equal((JSON.parse(text) as { error: { code: string } }).error.code, 'upstream_timeout');
+  } finally {
+    await gw.close();
+    await up.close();
   }
 });

@@ -12,7 +12,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
-import { Agent } from '../store/http-client.ts';
+import { createAgent, type Agent } from '../store/http-client.ts';
 import type { Identity } from '../identity/types.ts';
 import type { PushRouteStore } from '../store/types.ts';
 
@@ -60,7 +60,7 @@ export function pinnedDispatcher(pin: Address): Agent {
   const lookup = (_host: string, opts: { all?: boolean }, cb: LookupCallback): void => {
     if (opts?.all) cb(null, [pin]); else cb(null, pin.address, pin.family);
   };
-  return new Agent({ connect: { lookup } as never });
+  return createAgent({ connect: { lookup } as never });
 }
 
 export interface PushRoute {

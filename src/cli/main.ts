@@ -4,11 +4,13 @@ import { resolve } from 'node:path';
 import { ConfigError, formatIssues } from '../config/errors.ts';
 import { loadConfigHere as loadConfig, parseConfigInBackground } from '../config/isolated.ts';
 import { readConfigSources } from '../config/sources.ts';
-import { withKeyBook, migrateFleet, fleetStatus } from './stores.ts';
 import { compilePolicies } from '../policy/compile.ts';
-import { extraCommands } from './commands.ts';
-import { recordCliAdmin } from './evidence.ts';
 import type { Command, Globals } from './command.ts';
+
+// The stores, the CLI's evidence writer and the commands in commands.ts (audit, import, policy
+// tools) load when a command needs them: `aam serve` does not hold their modules.
+const stores = () => import('./stores.ts');
+const recordCliAdmin: typeof import('./evidence.ts').recordCliAdmin = async (...a) => (await import('./evidence.ts')).recordCliAdmin(...a);
 
 const GLOBAL_OPTIONS: ParseArgsConfig['options'] = {
   config: { type: 'string', short: 'c' },
@@ -81,7 +83,7 @@ const commands: Record<string, Command> = {
       agentMustExist(g, agent);
       const expires = values.expires as string | undefined;
       if (expires && Number.isNaN(Date.parse(expires))) { err(`--expires: "${expires}" is not an ISO-8601 time`); return 2; }
-      const { key, secret } = await withKeyBook(g.data, (keys) => keys.create(agent, { name: values.name as string | undefined, expiresAt: expires ? new Date(expires).toISOString() : undefined }));
+      const { key, secret } = await (await stores()).withKeyBook(g.data, (keys) => keys.create(agent, { name: values.name as string | undefined, expiresAt: expires ? new Date(expires).toISOString() : undefined }));
       const unrecorded = await recordCliAdmin(g.data, 'key_created', key.id, { agent });
       err(`created key ${key.id} for agent ${agent}; store it now, it is not shown again:`);
       out(secret);
@@ -94,7 +96,7 @@ const commands: Record<string, Command> = {
     usage: 'aam keys list [--json]',
     options: { json: { type: 'boolean' } },
     run: async ({ values, g }) => {
-      const list = await withKeyBook(g.data, (keys) => keys.list());
+      const list = await (await stores()).withKeyBook(g.data, (keys) => keys.list());
       if (values.json) { out(JSON.stringify(list, null, 2)); return 0; }
       if (list.length === 0) { out('no keys (create one: aam keys create --agent NAME)'); return 0; }
       out(['ID'.padEnd(22), 'AGENT'.padEnd(24), 'STATE'.padEnd(9), 'CREATED'].join(' '));
@@ -110,7 +112,7 @@ const commands: Record<string, Command> = {
     usage: 'aam keys revoke ID',
     run: async ({ positionals, g }) => {
       if (!positionals[0]) { err('missing key ID (see: aam keys list)'); return 2; }
-      const k = await withKeyBook(g.data, (keys) => keys.revoke(positionals[0]));
+      const k = await (await stores()).withKeyBook(g.data, (keys) => keys.revoke(positionals[0]));
       out(`revoked ${k.id} (agent ${k.agent}) at ${k.revokedAt}`);
       const unrecorded = await recordCliAdmin(g.data, 'key_revoked', k.id, { agent: k.agent });
       if (unrecorded) { err(unrecorded); return 1; }
@@ -125,7 +127,7 @@ const commands: Record<string, Command> = {
       if (!positionals[0]) { err('missing key ID (see: aam keys list)'); return 2; }
       const grace = Number(values.grace ?? 3600);
       if (!Number.isFinite(grace) || grace < 0) { err('--grace must be a number of seconds >= 0'); return 2; }
-      const { key, secret } = await withKeyBook(g.data, (keys) => keys.rotate(positionals[0], grace));
+      const { key, secret } = await (await stores()).withKeyBook(g.data, (keys) => keys.rotate(positionals[0], grace));
       const unrecorded = await recordCliAdmin(g.data, 'key_rotated', key.id, { agent: key.agent, grace_seconds: grace });
       err(`rotated ${key.id}; the previous secret stays valid for ${grace}s. New secret (shown once):`);
       out(secret);
@@ -136,22 +138,26 @@ const commands: Record<string, Command> = {
   migrate: {
     summary: 'apply the fleet database schema migrations (AAM_DATABASE_URL) and exit; replicas also run them at start',
     usage: 'aam migrate',
-    run: async () => { out(await migrateFleet(process.env)); return 0; },
+    run: async () => { out(await (await stores()).migrateFleet(process.env)); return 0; },
   },
   'fleet status': {
     summary: 'replicas seen (heartbeats), their config digests (drift flagged), PostgreSQL and Redis health; exit 1 on drift or a store down',
     usage: 'aam fleet status [--json]',
     options: { json: { type: 'boolean' } },
     run: async ({ values }) => {
-      const r = await fleetStatus(process.env, values.json === true);
+      const r = await (await stores()).fleetStatus(process.env, values.json === true);
       for (const l of r.lines) out(l);
       return r.code;
     },
   },
-  ...extraCommands,
 };
 
-function help(): string {
+/** The built-in commands and those of commands.ts. */
+async function allCommands(): Promise<Record<string, Command>> {
+  return { ...commands, ...(await import('./commands.ts')).extraCommands };
+}
+
+function help(commands: Record<string, Command>): string {
   const lines = ['aam - Agent Access Manager', '', 'Usage: aam <command> [options]', '', 'Commands:'];
   for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(20)} ${c.summary}`);
   lines.push('', 'Global options: --config F (env AAM_CONFIG, default aam.yaml), --data D (env AAM_DATA_DIR, default ./data), --help');
@@ -161,12 +167,14 @@ function help(): string {
 
 export async function main(argv: string[]): Promise<number> {
   const words = argv.filter((a) => !a.startsWith('-'));
-  let name = words.slice(0, 2).join(' ');
-  if (!commands[name]) name = words[0] ?? '';
-  const cmd = commands[name];
+  const pick = (table: Record<string, Command>): string => (table[words.slice(0, 2).join(' ')] ? words.slice(0, 2).join(' ') : words[0] ?? '');
+  let table = commands;
+  let name = pick(table);
+  if (!table[name]) name = pick(table = await allCommands());
+  const cmd = table[name];
   if (!cmd) {
-    if (name && name !== 'help') { err(`unknown command "${name}"\n`); err(help()); return 2; }
-    out(help());
+    if (name && name !== 'help') { err(`unknown command "${name}"\n`); err(help(table)); return 2; }
+    out(help(table));
     return 0;
   }
   const rest = [...argv];

@@ -7,7 +7,6 @@ import { Runtime, openFleetStores, type FleetStores, type RuntimeOptions } from 
 import { watchConfig } from '../config/watch.ts';
 import { createServer, coreRoutes } from '../server/http.ts';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
-import { createMtls, loadX509Trust, tlsServerOptions } from '../identity/x509-svid.ts';
 import { addAdminRoutes, checkAdminToken } from '../server/admin.ts';
 import { addConsoleRoutes, createConsoleAuth } from '../console/routes.ts';
 import { approvalNotifier, approvalWebhookFrom } from '../console/notify.ts';
@@ -18,14 +17,16 @@ import { addToolRoutes } from '../server/tool-routes.ts';
 import { createLazyMcpGateway } from '../tools/mcp-lazy.ts';
 import { createHttpToolProxy } from '../tools/http-tool.ts';
 import { createApprovals } from '../store/approvals.ts';
-import { fleetApprovals } from '../store/fleet-approvals.ts';
 import { toolDeps } from '../server/tool-deps.ts';
-import { openAuditLog, startSinks, stopSinksWithCheckpoint, webhookSink, fileSink, otlpLogsSink, checkpointFilePath, type AuditSink } from '../audit/index.ts';
+// The evidence modules the gateway runs, not the barrel (audit/index.ts), which also holds the CLI's.
+import { openAuditLog } from '../audit/log.ts';
+import { startSinks, stopSinksWithCheckpoint, type AuditSink } from '../audit/sinks.ts';
+import { fileSink } from '../audit/sink-file.ts';
+import { webhookSink, otlpLogsSink } from '../audit/sink-http.ts';
+import { checkpointFilePath } from '../audit/anchor.ts';
 import { segmentAgeFor, startRetention } from '../audit/retention.ts';
 import { DEFAULT_SEGMENTS } from '../audit/writer.ts';
 import { mergeSmallSegments } from '../audit/store.ts';
-import { openFleetAuditLog, SIGNING_KEY_KEK_INFO } from '../audit/fleet-log.ts';
-import { startFleetSinks } from '../audit/fleet-sinks.ts';
 import { loadMasterKey } from '../credentials/master-key.ts';
 import { parseDurationSeconds } from '../config/duration.ts';
 import { openIssuer } from '../identity/issuer.ts';
@@ -56,6 +57,9 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   const config = await o.config; // a bad config refuses the start before any store is opened
   // Fleet mode (AAM_DATABASE_URL + AAM_REDIS_URL): connect and migrate before anything else.
   const fleet = await openFleetStores(env, { follow: true });
+  // TLS and fleet-only modules load only when in use (an embedded gateway without TLS never holds them).
+  const x509m = o.tlsCert ? await import('../identity/x509-svid.ts') : null;
+  const fleetAuditM = fleet ? await import('../audit/fleet-log.ts') : null;
   const rt = newRuntime(fleet, () => new Runtime({
     configPath: o.configPath, dataDir: o.dataDir, adminToken: env.AAM_ADMIN_TOKEN, env, fleet: fleet ?? undefined,
     maxBodyBytes: env.AAM_MAX_BODY_BYTES ? Number(env.AAM_MAX_BODY_BYTES) : undefined,
@@ -64,13 +68,13 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   }));
   // X.509-SVIDs: one CA bundle per trust domain (TrustDomain x509_bundle_file; --client-ca for the
   // local ones). The handshake verifies against all of them; each SVID against its own domain's.
-  const x509 = o.tlsCert ? loadX509Trust(rt.compiled.set, o.clientCa) : undefined;
+  const x509 = x509m?.loadX509Trust(rt.compiled.set, o.clientCa);
   for (const w of x509?.warnings ?? []) rt.log.warn({ event: 'x509_bundle_warning' }, w);
   if (!o.tlsCert && [...rt.compiled.set.trustDomains.values()].some((r) => r.spec.x509_bundle_file)) {
     rt.log.warn({ event: 'x509_bundle_unused' }, 'TrustDomain x509_bundle_file has no effect without --tls-cert and --tls-key (mTLS)');
   }
-  const tls = o.tlsCert && o.tlsKey ? tlsServerOptions({ certFile: o.tlsCert, keyFile: o.tlsKey }, x509) : undefined;
-  rt.tls = tls && x509?.pem ? createMtls({
+  const tls = x509m && o.tlsCert && o.tlsKey ? x509m.tlsServerOptions({ certFile: o.tlsCert, keyFile: o.tlsKey }, x509) : undefined;
+  rt.tls = tls && x509?.pem && x509m ? x509m.createMtls({
     trust: x509, clientCaFile: o.clientCa, log: rt.log,
     // Bundles changed on reload: new handshakes verify against the new set.
     onTrust: (t) => (server as unknown as TlsServer).setSecureContext({ ...tls, ca: t.pem }),
@@ -85,8 +89,8 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   if (failMode !== 'buffer' && failMode !== 'fail_closed') throw new Error(`AAM_AUDIT_FAIL_MODE must be buffer or fail_closed, not "${failMode}"`);
   rt.auditFailClosed = failMode === 'fail_closed';
   // Fleet mode: the trail is in PostgreSQL (one chain per replica start, group commit), not the data dir.
-  const fleetAudit = fleet && env.AAM_AUDIT !== 'off' ? await openFleetAuditLog(fleet.fleet.sql, {
-    replica: fleet.fleet.replicaId, keyEncryptionKey: loadMasterKey({ dataDir: o.dataDir, env }).derive(SIGNING_KEY_KEK_INFO),
+  const fleetAudit = fleet && fleetAuditM && env.AAM_AUDIT !== 'off' ? await fleetAuditM.openFleetAuditLog(fleet.fleet.sql, {
+    replica: fleet.fleet.replicaId, keyEncryptionKey: loadMasterKey({ dataDir: o.dataDir, env }).derive(fleetAuditM.SIGNING_KEY_KEK_INFO),
     scrub: (json) => rt.scrub(json),
     onAlert: (a) => rt.log.error({ event: 'audit_alert', ...a }, 'audit storage problem'),
     checkpointIntervalMs: env.AAM_AUDIT_CHECKPOINT_INTERVAL_MS ? Number(env.AAM_AUDIT_CHECKPOINT_INTERVAL_MS) : undefined,
@@ -115,7 +119,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   rt.audit = fleetAudit ?? audit;
   rt.auditLog = audit;
   // Fleet: every replica runs the sinks; for each sink one replica at a time delivers the whole fleet's trail.
-  const sinks = audit ? startSinks(audit, auditSinks(env)) : fleet && fleetAudit ? startFleetSinks(fleet.fleet.sql, auditSinks(env), {
+  const sinks = audit ? startSinks(audit, auditSinks(env)) : fleet && fleetAudit ? (await import('../audit/fleet-sinks.ts')).startFleetSinks(fleet.fleet.sql, auditSinks(env), {
     onError: (name, e, attempt) => { if (attempt === 1) rt.log.warn({ event: 'audit_sink_failed', sink: name, err: e }, `audit sink ${name} failed; retrying with backoff`); },
   }) : null;
   const sinkShutdownMs = env.AAM_AUDIT_SINK_SHUTDOWN_MS ? Number(env.AAM_AUDIT_SINK_SHUTDOWN_MS) : 5000;
@@ -152,7 +156,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     onPending: hook ? approvalNotifier(hook, rt.options.publicUrl, rt.log) : undefined,
   };
   const mcp = createLazyMcpGateway(rt.compiled.set, deps, {
-    approvals: rt.fleet ? fleetApprovals(rt.fleet.fleet.sql, approvalOpts) : createApprovals(rt.db, approvalOpts),
+    approvals: rt.fleet ? (await import('../store/fleet-approvals.ts')).fleetApprovals(rt.fleet.fleet.sql, approvalOpts) : createApprovals(rt.db, approvalOpts),
     pins: rt.fleet?.pins,
     maxSessionsPerIdentity: env.AAM_MCP_SESSIONS_PER_IDENTITY ? Number(env.AAM_MCP_SESSIONS_PER_IDENTITY) : undefined,
     maxSessionsPerTrustDomain: env.AAM_MCP_SESSIONS_PER_TRUST_DOMAIN ? Number(env.AAM_MCP_SESSIONS_PER_TRUST_DOMAIN) : undefined,

@@ -6,7 +6,6 @@
 import type { ServerResponse } from 'node:http';
 import type { AuditLog } from '../audit/log.ts';
 import { queryEvents, type AuditQuery } from '../audit/query.ts';
-import { queryFleetEvents } from '../audit/fleet-log.ts';
 import type { Sql } from '../store/postgres.ts';
 
 export const MAX_TAILS = 32;
@@ -42,6 +41,7 @@ export async function tailAudit(res: ServerResponse, log: AuditLog, filter: Filt
  */
 export async function tailFleetAudit(res: ServerResponse, sql: Sql, flush: () => Promise<void>, filter: Filter, count: TailCounter, headers: Record<string, string>): Promise<void> {
   await flush().catch(() => {});
+  const { queryFleetEvents } = await import('../audit/fleet-log.ts'); // fleet mode only
   const seen = new Map<string, number>();
   const key = (e: Record<string, unknown>) => `${String(e.replica)}:${String(e.seq)}`;
   const recent = async (): Promise<Array<Record<string, unknown>>> =>

@@ -1,7 +1,7 @@
 // Compile Provider + Model resources into frozen lookup tables at load time: resolved targets,
 // adapters, pricing, timeouts, breakers. The request path only reads these.
 import type { Dispatcher } from 'undici';
-import { Agent as UndiciAgent } from '../store/http-client.ts';
+import { LazyAgent } from '../store/http-client.ts';
 import type { ConfigSet, ModelSpec, ProviderSpec, TimeoutsSpec } from '../config/schema.ts';
 import { adapterFor, bedrockEndpoint, vertexBasePath, vertexEndpoint } from '../providers/index.ts';
 import type { ProviderAdapter } from '../providers/types.ts';
@@ -107,7 +107,7 @@ export function compileProviders(set: ConfigSet, credentialAvailable: (name: str
     // Keep pooled connections across reloads when the provider's endpoint did not change.
     const dispatcher = s.type === 'demo' ? null
       : prev && prev.baseUrl === baseUrl && prev.timeouts.connectMs === t.connectMs && prev.dispatcher ? prev.dispatcher
-        : new UndiciAgent({ connect: { timeout: t.connectMs }, keepAliveTimeout: 30_000, connections: 256, pipelining: 1 });
+        : new LazyAgent({ connect: { timeout: t.connectMs }, keepAliveTimeout: 30_000, connections: 256, pipelining: 1 }) as unknown as Dispatcher;
     const url = baseUrl ? new URL(baseUrl) : null;
     out.set(r.name, {
       name: r.name, type: s.type, baseUrl, origin: url?.origin ?? '', basePath: url?.pathname.replace(/\/+$/, '') ?? '', adapter: s.type === 'demo' ? null : adapterFor(s.type), credential: s.credential ?? null,

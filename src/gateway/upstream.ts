@@ -3,7 +3,7 @@
 // Readable, no extra AbortController or abort-listener plumbing per call. One object per attempt
 // holds the total-timeout timer, the client-abort listener and the response body.
 import type { Dispatcher } from 'undici';
-import { getGlobalDispatcher, errors as undiciErrors } from '../store/http-client.ts';
+import { getGlobalDispatcher } from '../store/http-client.ts';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { UpstreamRequest } from '../providers/types.ts';
 
@@ -107,11 +107,13 @@ export function unusable(target: Target, what: string): AttemptFailure {
   return { ok: false, next: 'retry', status: 502, clientStatus: 502, code: 'upstream_error', message: `${target.label} returned an unusable response (${what})` };
 }
 
+const UNDICI_TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
+
 export function networkFailure(target: Target, err: unknown): AttemptFailure {
   const e = err as { code?: string; name?: string } | undefined;
-  const timeout = e instanceof undiciErrors.HeadersTimeoutError || e instanceof undiciErrors.BodyTimeoutError
-    || e instanceof undiciErrors.ConnectTimeoutError || e?.name === 'TimeoutError';
-  if (timeout) return { ok: false, next: 'retry', status: 504, clientStatus: 504, code: 'upstream_timeout', message: `${target.label} timed out (${e.code ?? e.name})` };
+  // undici's timeout errors by their codes: classifying a failure does not load undici.
+  const timeout = UNDICI_TIMEOUTS.has(e?.code ?? '') || e?.name === 'TimeoutError';
+  if (timeout) return { ok: false, next: 'retry', status: 504, clientStatus: 504, code: 'upstream_timeout', message: `${target.label} timed out (${e?.code ?? e?.name})` };
   return { ok: false, next: 'retry', status: 502, clientStatus: 502, code: 'upstream_error', message: `${target.label} connection failed (${e?.code ?? e?.name ?? 'error'})` };
 }
 

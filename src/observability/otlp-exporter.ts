@@ -4,7 +4,7 @@
 // waiting (then only full batches: the remainder waits for the timer). One export is in flight at a time; retryable failures (network, 429, 502, 503, 504 per
 // the OTLP/HTTP spec; Retry-After honoured) back off exponentially until maxRetryMs, then the batch
 // is counted as failed. Other 4xx/5xx answers are permanent: retrying cannot help.
-import { Agent, request } from '../store/http-client.ts';
+import { createAgent, request } from '../store/http-client.ts';
 import { gzip } from 'node:zlib';
 import { promisify } from 'node:util';
 import type { ResolvedOtlp } from './otlp-config.ts';
@@ -77,7 +77,7 @@ export function createBatchExporter<T>(cfg: ResolvedOtlp, codec: BatchCodec<T>):
   let stopping: Promise<void> | null = null;
   // Credentials in the URL's userinfo never reach logs or stats.
   const shownUrl = redactUrl(cfg.url);
-  const agent = new Agent({ keepAliveTimeout: 30_000, connections: 4 });
+  const agent = createAgent({ keepAliveTimeout: 30_000, connections: 4 });
   const headers: Record<string, string> = { ...cfg.headers, 'content-type': 'application/json' };
   if (cfg.compression === 'gzip') headers['content-encoding'] = 'gzip';
 

@@ -8,7 +8,6 @@ import { readJson, sendJson } from '../access/request.ts';
 import type { Ctx, Handler, Routes } from './http.ts';
 import type { Runtime } from '../runtime.ts';
 import { planeArg, queryEvents, showRequest } from '../audit/query.ts';
-import { queryFleetEvents } from '../audit/fleet-log.ts';
 import { sinceTime, USAGE_GROUPINGS, type UsageGrouping } from '../gateway/usage.ts';
 import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy/authzen.ts';
 import { createHumanAuth, type HumanAuth, type Principal } from '../console/auth.ts';
@@ -192,7 +191,7 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     const one = /^\/audit\/requests\/([\w.:-]+)$/.exec(rest)?.[1];
     let data;
     try {
-      data = await queryFleetEvents(rt.fleet.fleet.sql, one ? { requestId: one, limit: 10_000 } : {
+      data = await (await import('../audit/fleet-log.ts')).queryFleetEvents(rt.fleet.fleet.sql, one ? { requestId: one, limit: 10_000 } : {
         ...auditFilters(rt, q), since: q.get('since') ? new Date(sinceParam(ctx)).toISOString() : undefined,
         limit: Math.min(10_000, Number(q.get('limit') ?? 100) || 100),
       });

@@ -1,5 +1,5 @@
 // The parts of undici aam uses (Agent, request(), the global dispatcher, its error classes),
-// loaded without undici's index, which also loads fetch, WebSocket, EventSource, the cache
+// loaded on first use and without undici's index, which also loads fetch, WebSocket, EventSource, the cache
 // stores, the mocks and the proxy agents: ~4 MB RSS a gateway would hold for nothing
 // (bench/RESULTS.md, "Memory"). A foundation beside the other lazy loaders (fleet-lazy.ts, jose.ts),
 // not in providers/, which stays pure translation. Same files as the index requires, so the same classes and the
@@ -8,24 +8,60 @@ import { createRequire } from 'node:module';
 import type * as Undici from 'undici';
 
 const load = createRequire(import.meta.url);
-const DispatcherBase = load('undici/lib/dispatcher/dispatcher.js') as typeof Undici.Dispatcher;
-const api = load('undici/lib/api/index.js') as { request: (this: Undici.Dispatcher, opts: Undici.Dispatcher.RequestOptions) => Promise<Undici.Dispatcher.ResponseData> };
-const { parseURL } = load('undici/lib/core/util.js') as { parseURL: (url: string | URL) => URL };
-// What undici's index does: every dispatcher gets request(), stream(), pipeline(), connect(), upgrade().
-Object.assign(DispatcherBase.prototype, api);
 
-export const Agent = load('undici/lib/dispatcher/agent.js') as typeof Undici.Agent;
+interface Parts {
+  Agent: typeof Undici.Agent;
+  getGlobalDispatcher: typeof Undici.getGlobalDispatcher;
+  request: (this: Undici.Dispatcher, opts: Undici.Dispatcher.RequestOptions) => Promise<Undici.Dispatcher.ResponseData>;
+  parseURL: (url: string | URL) => URL;
+}
+let loaded: Parts | undefined;
+
+/**
+ * undici's parts, required on the first outbound call (later calls: one field read): a gateway
+ * whose providers are all off or in-process (the demo config) never loads them (~3 MB RSS).
+ */
+function undici(): Parts {
+  if (loaded) return loaded;
+  const DispatcherBase = load('undici/lib/dispatcher/dispatcher.js') as typeof Undici.Dispatcher;
+  const api = load('undici/lib/api/index.js') as { request: Parts['request'] };
+  // What undici's index does: every dispatcher gets request(), stream(), pipeline(), connect(), upgrade().
+  Object.assign(DispatcherBase.prototype, api);
+  return (loaded = {
+    Agent: load('undici/lib/dispatcher/agent.js') as typeof Undici.Agent,
+    getGlobalDispatcher: (load('undici/lib/global.js') as { getGlobalDispatcher: typeof Undici.getGlobalDispatcher }).getGlobalDispatcher,
+    request: api.request,
+    parseURL: (load('undici/lib/core/util.js') as { parseURL: Parts['parseURL'] }).parseURL,
+  });
+}
+
 export type Agent = Undici.Agent;
-export const errors = load('undici/lib/core/errors.js') as typeof Undici.errors;
-export const getGlobalDispatcher = (load('undici/lib/global.js') as { getGlobalDispatcher: typeof Undici.getGlobalDispatcher }).getGlobalDispatcher;
+export const createAgent = (opts?: Undici.Agent.Options): Agent => new (undici().Agent)(opts);
+export const getGlobalDispatcher = (): Undici.Dispatcher => undici().getGlobalDispatcher();
+
+/**
+ * An Agent made on its first request: a configured provider that is never called (no key set,
+ * or no route to it) loads no undici and opens no pool. Forwards what aam and undici's request()
+ * call on a dispatcher.
+ */
+export class LazyAgent {
+  readonly #opts: Undici.Agent.Options;
+  #agent: Agent | undefined;
+  constructor(opts: Undici.Agent.Options) { this.#opts = opts; }
+  get agent(): Agent { return (this.#agent ??= createAgent(this.#opts)); }
+  dispatch(opts: Undici.Dispatcher.DispatchOptions, handler: Undici.Dispatcher.DispatchHandler): boolean { return this.agent.dispatch(opts, handler); }
+  close(): Promise<void> { return this.#agent ? this.#agent.close() : Promise.resolve(); }
+  destroy(): Promise<void> { return this.#agent ? this.#agent.destroy() : Promise.resolve(); }
+}
 
 type RequestOptions = Omit<Undici.Dispatcher.RequestOptions, 'origin' | 'path' | 'method'> & Partial<Pick<Undici.Dispatcher.RequestOptions, 'method'>> & { dispatcher?: Undici.Dispatcher };
 
 /** undici's request(url, options) (its index's makeDispatcher, for the URL forms aam passes). */
 export function request(url: string | URL, opts: RequestOptions = {}): Promise<Undici.Dispatcher.ResponseData> {
-  const u = parseURL(url);
-  const { dispatcher = getGlobalDispatcher(), ...rest } = opts;
-  return api.request.call(dispatcher, {
+  const p = undici();
+  const u = p.parseURL(url);
+  const { dispatcher = p.getGlobalDispatcher(), ...rest } = opts;
+  return p.request.call(dispatcher, {
     ...rest,
     origin: u.origin,
     path: u.search ? `${u.pathname}${u.search}` : u.pathname,
