@@ -6,6 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { chmod, copyFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -137,6 +138,61 @@ test('a data dir\'s issuer key files are imported on the first fleet start, seal
     await fleet.close();
     await r.close();
     await moved.drop();
+  }
+});
+
+test('`aam identity import-keys` after the first fleet start: another data dir\'s keys verify on every replica within 1 s, sealed, once; bad files import nothing', async () => {
+  const late = join(dir, 'data-late');
+  const lateIssuer = await openIssuer(late); // a gateway that ran alone, moved after the fleet had its keys
+  const spiffeId = decodeJwt(await mint(urls[0])).sub!;
+  const token = await lateIssuer.mint({ spiffeId, audience: 'aam', ttlSeconds: 600 });
+  const svidFile = issuerKeyPath(late);
+  const oboFile = join(late, 'issuer', 'obo-keys.json');
+  assert.equal(await models(urls[0], token), 401, 'unknown key before the import');
+  const active = replicas[0].rt.issuer!.activeKid;
+  const importKeys = (...args: string[]) => runCli(['identity', 'import-keys', ...args, '--config', configPath, '--data', join(dir, 'cli-data')], { env: cliEnv() });
+  const sql = postgres(store.databaseUrl, { max: 1, onnotice: () => {} });
+  const stamps = async () => (await sql<Array<{ ring: string; updated_at: Date }>>`SELECT ring, updated_at FROM issuer_keys ORDER BY ring`).map((r) => `${r.ring} ${r.updated_at.toISOString()}`);
+  try {
+    // Refused whole, nothing written: a key file others can read, beside a good one.
+    const loose = join(dir, 'loose', 'keys.json');
+    await mkdir(join(dir, 'loose'), { recursive: true });
+    await copyFile(svidFile, loose);
+    await chmod(loose, 0o644);
+    const before = await stamps();
+    let r = await importKeys(oboFile, loose);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /mode 0644.*chmod 600/);
+    // A key whose kid is not its public key's thumbprint (a renamed or forged key) is refused.
+    const forged = join(dir, 'loose', 'obo-keys.json');
+    const state = JSON.parse(await readFile(oboFile, 'utf8')) as { active: string; keys: Array<{ kid: string }> };
+    state.keys[0].kid = state.active = 'not-its-thumbprint';
+    await writeFile(forged, JSON.stringify(state), { mode: 0o600 });
+    r = await importKeys(forged);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /not named by its public key's thumbprint/);
+    // The ring is never guessed from a file's contents.
+    r = await importKeys(join(dir, 'loose', 'other.json'));
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /--ring svid\|obo/);
+    assert.deepEqual(await stamps(), before, 'no ring written by a refused import');
+
+    r = await importKeys(svidFile, oboFile);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /keys\.json -> svid ring: 1 added.*\n.*obo-keys\.json -> obo ring: 1 added/);
+    for (const url of urls) await until(async () => (await models(url, token)) === 200, 5000, `${url} verifies the imported key`);
+    for (const url of urls) assert.ok((await jwks(url, '/identity/v1/obo/jwks.json')).includes(lateIssuer.oboKid), 'the imported assertion key is published');
+    assert.equal(replicas[0].rt.issuer!.activeKid, active, 'the fleet keeps signing with its own key');
+    assert.equal(decodeProtectedHeader(await mint(urls[1])).kid, active);
+    for (const row of await sql<Array<{ sealed: string }>>`SELECT sealed FROM issuer_keys`) assert.doesNotMatch(row.sealed, /"d"|"kty"|"kid"|"crv"/, 'sealed, not JSON');
+    // Again: nothing added, nothing written.
+    const once = await stamps();
+    r = await importKeys(svidFile, oboFile);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /0 added, 1 already there/);
+    assert.deepEqual(await stamps(), once, 'a repeated import writes nothing');
+  } finally {
+    await sql.end();
   }
 });
 

@@ -1,11 +1,13 @@
 // Subcommands beyond serve/validate/keys, kept apart so main.ts stays a dispatcher.
 import { readFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import type { Command } from './command.ts';
 import { loadConfigHere as loadConfig } from '../config/isolated.ts';
 import { compilePolicies } from '../policy/compile.ts';
 import { runPolicyTests, explain, requestOf } from '../policy/test-runner.ts';
 import { buildAgentRegistry } from '../identity/registry.ts';
 import { issueAgentSvid, parseTtl } from '../identity/issue.ts';
+import { readIssuerKeyFile, type KeyImport } from '../identity/issuer.ts';
 import { sinceTime } from '../gateway/usage.ts';
 import { openVault } from '../credentials/vault.ts';
 import { readSecretFromStdin } from '../credentials/stdin.ts';
@@ -85,6 +87,38 @@ export const extraCommands: Record<string, Command> = {
       const fleet = Boolean(fleetEnv(process.env));
       const kid = await withIssuer(g.data, {}, async (issuer) => (await issuer.rotate()).kid);
       out(fleet ? `new signing key ${kid}; every replica of the fleet uses it within a second` : `new signing key ${kid}; restart or SIGHUP running gateways to publish it`);
+      return 0;
+    },
+  },
+  'identity import-keys': {
+    summary: 'add issuer key files of another data dir (keys.json, obo-keys.json) to aam\'s key rings, retired: tokens they signed keep verifying',
+    usage: 'aam identity import-keys FILE... [--ring svid|obo]   (keys.json: JWT-SVID ring, obo-keys.json: on-behalf-of ring)',
+    options: { ring: { type: 'string' } },
+    run: async ({ positionals, values, g }) => {
+      if (positionals.length === 0) { err('name the key files: aam identity import-keys DATA/issuer/keys.json DATA/issuer/obo-keys.json'); return 2; }
+      if (values.ring !== undefined && values.ring !== 'svid' && values.ring !== 'obo') { err(`--ring must be svid (JWT-SVIDs) or obo (on-behalf-of assertions), got "${String(values.ring)}"`); return 2; }
+      // The ring is never guessed from the contents (both rings' files look alike): an assertion key must not verify JWT-SVIDs.
+      const ringOf = (path: string): 'svid' | 'obo' | undefined => (values.ring as 'svid' | 'obo' | undefined) ?? ({ 'keys.json': 'svid', 'obo-keys.json': 'obo' } as const)[basename(path) as 'keys.json'];
+      const unnamed = positionals.find((p) => ringOf(p) === undefined);
+      if (unnamed) { err(`${unnamed}: not keys.json (JWT-SVID keys) or obo-keys.json (on-behalf-of keys); say which ring it belongs to with --ring svid|obo`); return 2; }
+      // Every file checked before anything is written: one bad file imports nothing.
+      const files = await Promise.all(positionals.map((p) => readIssuerKeyFile(p)));
+      const fleet = Boolean(fleetEnv(process.env));
+      const results = await withIssuer(g.data, {}, async (issuer) => {
+        const done: Array<{ path: string; ring: 'svid' | 'obo'; r: KeyImport }> = [];
+        for (const f of files) done.push({ path: f.path, ring: ringOf(f.path)!, r: await issuer.importKeys(ringOf(f.path)!, f) });
+        return done;
+      });
+      for (const { path, ring, r } of results) {
+        out(`${path} -> ${ring} ring: ${r.added.length} added${r.added.length ? ` (${r.added.join(', ')})` : ''}, ${r.present.length} already there, ${r.expired.length} past the grace period (not imported)`);
+      }
+      const added = results.reduce((n, x) => n + x.r.added.length, 0);
+      if (added > 0) out(fleet ? 'every replica of the fleet verifies tokens signed with them within a second' : 'restart or SIGHUP running gateways to publish them');
+      for (const { ring, r } of results) {
+        if (r.added.length === 0) continue;
+        const unrecorded = await recordCliAdmin(g.data, 'issuer_keys_import', ring, { added: r.added.join(',') });
+        if (unrecorded) { err(unrecorded); return 1; }
+      }
       return 0;
     },
   },

@@ -78,7 +78,25 @@ export interface Issuer {
   /** Re-read the key file (e.g. on SIGHUP after `aam identity rotate` ran in another process). */
   reload(): Promise<void>;
   keys(): IssuerKeyInfo[];
+  /**
+   * Add the keys of a key file read by readIssuerKeyFile (another data dir's issuer/keys.json or
+   * obo-keys.json) to a ring, retired: tokens they signed keep verifying for the grace period,
+   * this issuer keeps signing with its own active key. Keys the ring has are left as they are.
+   */
+  importKeys(ring: 'svid' | 'obo', file: IssuerKeyFile): Promise<KeyImport>;
 }
+
+/** What importKeys did with each key id of a file. */
+export interface KeyImport {
+  added: string[];
+  /** In the ring already (imported before, or the same key). */
+  present: string[];
+  /** Retired longer ago than the grace period: no valid token can carry it, so not imported. */
+  expired: string[];
+}
+
+/** A checked issuer key file: each key loads and its kid is its public key's thumbprint. */
+export interface IssuerKeyFile { path: string; state: StoredState }
 
 export class IssuerError extends Error {
   constructor(message: string) { super(message); this.name = 'IssuerError'; }
@@ -146,6 +164,7 @@ export async function openIssuer(dataDir: string, opts: IssuerOptions = {}): Pro
       return { ...r, oboKid: o.kid };
     },
     keys: () => svid.keys(),
+    importKeys: (ring, file) => (ring === 'svid' ? svid : obo).adopt(file),
   };
 }
 
@@ -185,6 +204,7 @@ interface KeyRing {
   rotate(): Promise<{ kid: string; retired: string }>;
   reload(): Promise<void>;
   keys(): IssuerKeyInfo[];
+  adopt(file: IssuerKeyFile): Promise<KeyImport>;
 }
 
 async function openKeyRing(store: KeyRingStore, grace: number, now: () => number): Promise<KeyRing> {
@@ -256,7 +276,61 @@ async function openKeyRing(store: KeyRingStore, grace: number, now: () => number
       return { kid: active, retired };
     },
     keys: () => [...live.values()].map((k) => ({ kid: k.kid, createdAt: k.createdAt, retiredAt: k.retiredAt, active: k.kid === active })),
+    async adopt(file) {
+      let result: KeyImport = { added: [], present: [], expired: [] };
+      // Sorted against a given ring state; written only when a key is added (a repeated import writes nothing).
+      const merge = (current: string): StoredKey[] => {
+        install(current);
+        const t = nowSec(now);
+        result = { added: [], present: [], expired: [] };
+        const add: StoredKey[] = [];
+        for (const k of file.state.keys) {
+          // The file's active key retires now: what it signed is at most MAX_TTL_SECONDS old.
+          const key = { ...k, retiredAt: k.retiredAt ?? t };
+          if (live.has(k.kid)) result.present.push(k.kid);
+          else if (key.retiredAt + grace <= t) result.expired.push(k.kid);
+          else { add.push(key); result.added.push(k.kid); }
+        }
+        return add;
+      };
+      const current = await store.read();
+      if (current === undefined) throw new IssuerError(`issuer key ring ${where} disappeared; restore it from a backup`);
+      if (merge(current).length === 0) return result;
+      try {
+        await store.update((text) => {
+          if (text === undefined) throw new IssuerError(`issuer key ring ${where} disappeared; restore it from a backup`);
+          for (const k of merge(text)) live.set(k.kid, toLive(k, file.path));
+          installed = serialize({ version: 1, active, keys: [...live.values()].map(stored) });
+          return installed;
+        });
+      } catch (e) {
+        installed = '';
+        await reload().catch(() => {});
+        throw e;
+      }
+      return result;
+    },
   };
+}
+
+/**
+ * An issuer key file to import (importKeys), checked whole before anything is written: readable by
+ * its owner only (as aam writes it), a key ring aam wrote, every key loadable and named by its
+ * public key's thumbprint (a kid that does not match its key is refused, not trusted).
+ */
+export async function readIssuerKeyFile(path: string): Promise<IssuerKeyFile> {
+  const text = await readRingFile(path);
+  if (text === undefined) throw new IssuerError(`issuer key file ${path} does not exist (a data dir keeps them in issuer/keys.json and issuer/obo-keys.json)`);
+  const state = parseState(text, path);
+  for (const k of state.keys) {
+    if (!k || typeof k.kid !== 'string' || k.alg !== ISSUER_ALG || typeof k.createdAt !== 'number' || (k.retiredAt !== undefined && typeof k.retiredAt !== 'number')) {
+      throw new IssuerError(`issuer key file ${path}: a key lacks its kid, createdAt or ${ISSUER_ALG} alg; restore the file from a backup`);
+    }
+    const { d: _d, ...pub } = toLive(k, path).publicKey.export({ format: 'jwk' }) as JWK;
+    if (ecThumbprint(pub) !== k.kid) throw new IssuerError(`issuer key file ${path}: key "${k.kid}" is not named by its public key's thumbprint; refused (restore the file from a backup)`);
+  }
+  if (!state.keys.some((k) => k.kid === state.active)) throw new IssuerError(`issuer key file ${path}: active key "${state.active}" is missing; restore the file from a backup`);
+  return { path, state };
 }
 
 const serialize = (st: StoredState): string => JSON.stringify(st, null, 2) + '\n';
