@@ -32,7 +32,7 @@ import { parseDurationSeconds } from '../config/duration.ts';
 import { openIssuer } from '../identity/issuer.ts';
 import { createJwtVerifier } from '../identity/jwt-svid.ts';
 import { trustDomainsFromConfig } from '../identity/jwks-cache.ts';
-import { releaseStartupMemory } from '../observability/memory.ts';
+import { releaseStartupMemory, workerHeapsUseTheirLimits } from '../observability/memory.ts';
 
 export interface ServeOptions {
   configPath: string;
@@ -52,6 +52,7 @@ export interface Running { rt: Runtime; server: Server; port: number; close(): P
 export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; quiet?: boolean; parseConfig?: RuntimeOptions['parseConfig'] }): Promise<Running> {
   const env = o.env ?? process.env;
   checkAdminToken(env.AAM_ADMIN_TOKEN); // before anything listens or writes to the data dir
+  workerHeapsUseTheirLimits(); // before the audit writer and scan threads start
   if ((o.tlsCert || o.tlsKey) && !(o.tlsCert && o.tlsKey)) throw new Error('--tls-cert and --tls-key go together');
   if (o.clientCa && !o.tlsCert) throw new Error('--client-ca needs --tls-cert and --tls-key: X.509-SVIDs are presented over TLS');
   const config = await o.config; // a bad config refuses the start before any store is opened

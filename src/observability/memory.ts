@@ -20,3 +20,15 @@ export function releaseStartupMemory(): number {
   gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
   return performance.now() - t0;
 }
+
+/**
+ * Lets each worker thread's own young-generation limit (resourceLimits.maxYoungGenerationSizeMb:
+ * the audit writer's 4 MB) apply. `npm start` sizes the gateway thread's young generation with
+ * --max-semi-space-size (throughput), but V8 reads that flag again for every isolate created
+ * later and it overrides the workers' limits: the writer ran with the gateway's 16 MB young
+ * generation. This thread's heap was sized when it started, so clearing the flag changes only the
+ * threads started from now on.
+ */
+export function workerHeapsUseTheirLimits(): void {
+  setFlagsFromString('--max-semi-space-size=0');
+}

@@ -1,0 +1,44 @@
+// Worker threads keep the young generation they ask for (resourceLimits.maxYoungGenerationSizeMb:
+// the audit writer's 4 MB) when the gateway runs with npm start's --max-semi-space-size, a V8 flag
+// that otherwise overrides every worker's limit (the writer held a 16 MB young generation under
+// load); the gateway thread keeps its own (bench/RESULTS.md, "Memory").
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { NODE_BIN, ROOT } from './helpers/e2e.ts';
+
+// Short-lived garbage grows a heap's new space to its maximum; then its size is read.
+const CHURN = `let keep = []; for (let i = 0; i < 2e6; i++) { keep.push({ i, s: 'x' + i }); if (keep.length > 20000) keep = []; }
+const newSpace = () => require('node:v8').getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_size;`;
+
+test('after a gateway starts under --max-semi-space-size=8, a worker gets its own young-generation limit and the gateway thread keeps 16 MB', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aam-worker-heap-'));
+  try {
+    const script = `
+import { Worker } from 'node:worker_threads';
+import { createRequire } from 'node:module';
+import { startGateway } from ${JSON.stringify(pathToFileURL(join(ROOT, 'src/cli/serve.ts')).href)};
+const g = await startGateway({ configPath: 'aam.yaml', dataDir: ${JSON.stringify(join(dir, 'data'))}, port: 0, host: '127.0.0.1', env: { ...process.env, AAM_LOG_LEVEL: 'error' } });
+const worker = await new Promise((resolve, reject) => {
+  const w = new Worker(${JSON.stringify(CHURN)} + 'require("node:worker_threads").parentPort.postMessage(newSpace());', { eval: true, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
+  w.once('message', resolve).once('error', reject);
+});
+const main = new Function('require', ${JSON.stringify(CHURN)} + 'return newSpace();')(createRequire(import.meta.url));
+await g.close();
+process.stdout.write(JSON.stringify({ worker, main }));
+`;
+    const file = join(dir, 'run.mjs');
+    writeFileSync(file, script);
+    const out = execFileSync(NODE_BIN, ['--max-semi-space-size=8', file], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
+    const { worker, main } = JSON.parse(out.trim().split('\n').at(-1)!) as { worker: number; main: number };
+    const MB = 1024 * 1024;
+    assert.ok(worker <= 4 * MB, `worker new space ${worker / MB} MB (its limit: 4 MB young generation)`);
+    assert.equal(main, 16 * MB, 'the gateway thread keeps its two 8 MB semi-spaces');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
