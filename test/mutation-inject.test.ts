@@ -1,0 +1,429 @@
+// Injection at the last hop (src/credentials/inject.ts) as the upstream and the agent meet it,
+// written for the mutants `npm run mutate -- credentials -- --mutate src/credentials/inject.ts`
+// left alive: where each kind and style puts the secret (exact headers), what a token endpoint is
+// sent (exact forms), when a cached token is used, refreshed, bridged or evicted (a settable
+// clock), that one agent's token never reaches another, and the claims of an on-behalf-of
+// assertion. The token endpoint is a recording fake fetch; expected values are written here. No
+// gateway and no sockets: a mutant it kills costs about a second.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { parseConfigTexts } from '../src/config/load.ts';
+import { openDatabase } from '../src/store/sqlite.ts';
+import { openVault, type Vault } from '../src/credentials/vault.ts';
+import { awsKeyId, createInjector, stripInboundAuth, type InjectorOptions, type Principal } from '../src/credentials/inject.ts';
+import { requestToken, type FetchLike } from '../src/credentials/oauth.ts';
+import { CredentialError } from '../src/credentials/errors.ts';
+import { tempDir } from './helpers/temp.ts';
+
+const A: Principal = { spiffeId: 'spiffe://t/agent/a', name: 'a' };
+const B: Principal = { spiffeId: 'spiffe://t/agent/b', name: 'b' };
+const C: Principal = { spiffeId: 'spiffe://t/agent/c', name: 'c' };
+const MASTER = { AAM_MASTER_KEY: Buffer.alloc(32, 5).toString('base64') };
+
+function vaultOf(docs: Record<string, string>, env: Record<string, string> = {}, now?: () => number): Vault {
+  const dir = tempDir('aam-inj-mut-');
+  const text = Object.entries(docs).map(([n, spec]) => `apiVersion: access.envisionai.dev/v1\nkind: Credential\nmetadata: { name: ${n} }\nspec: ${spec}`).join('\n---\n');
+  return openVault({ dataDir: dir, db: openDatabase(dir), config: parseConfigTexts([{ file: 't.yaml', text }]), env: { ...MASTER, ...env }, refreshMs: 0, now, strict: false });
+}
+
+interface Sent { url: string; headers: Record<string, string>; form: Record<string, string> }
+
+/** A token endpoint: answers each request with the next token (or what `answer` says) and records it. */
+function endpoint(answer?: (n: number) => { status: number; body: unknown }) {
+  const sent: Sent[] = [];
+  const fetch: FetchLike = async (url, init) => {
+    sent.push({ url, headers: init.headers, form: Object.fromEntries(new URLSearchParams(init.body)) });
+    const a = answer?.(sent.length) ?? { status: 200, body: { access_token: `tok-${sent.length}-abcdefgh`, token_type: 'Bearer', expires_in: 3600 } };
+    return { status: a.status, headers: { get: () => null }, text: async () => JSON.stringify(a.body) };
+  };
+  return { sent, fetch };
+}
+
+const fast: Partial<InjectorOptions> = { sleep: async () => {}, retry: { attempts: 2, baseMs: 1, maxMs: 1 } };
+const basicOf = (user: string, pw: string): string => `Basic ${Buffer.from(`${user}:${pw}`).toString('base64')}`;
+
+test('static secrets go exactly where the Credential or the provider\'s convention says, and nowhere else', async () => {
+  const vault = vaultOf({
+    plain: '{ env: S }',
+    bearer: '{ env: S, kind: bearer }',
+    bearerPrefix: '{ env: S, kind: bearer, inject: { prefix: "Token " } }',
+    prefixed: '{ env: S, inject: { prefix: "Key " } }',
+    header: '{ env: S, inject: { header: X-Custom-Key } }',
+    headerPrefix: '{ env: S, inject: { header: X-Custom-Key, prefix: "P " } }',
+    query: '{ env: S, inject: { query: api_key } }',
+    basicUser: '{ env: S, kind: basic, username: ann }',
+    basicPair: '{ env: P, kind: basic }',
+    basicHeader: '{ env: S, kind: basic, username: ann, inject: { header: Proxy-Authorization } }',
+  }, { S: 'static-secret-12345', P: 'bob:pw-12345678' });
+  const inj = createInjector({ vault });
+  const h = async (name: string, style?: Parameters<typeof inj.injectionFor>[1]) => {
+    const r = await inj.injectionFor(name, style);
+    return { headers: r.headers, query: r.query };
+  };
+  const S = 'static-secret-12345';
+  assert.deepEqual(await h('plain'), { headers: { authorization: `Bearer ${S}` }, query: undefined });
+  assert.deepEqual(await h('plain', { defaultStyle: 'x-api-key' }), { headers: { 'x-api-key': S }, query: undefined });
+  assert.deepEqual(await h('plain', { defaultStyle: 'api-key' }), { headers: { 'api-key': S }, query: undefined });
+  assert.deepEqual(await h('plain', { defaultStyle: 'query:key' }), { headers: {}, query: { key: S } });
+  assert.deepEqual(await h('plain', { defaultStyle: 'query:api-version-key' }), { headers: {}, query: { 'api-version-key': S } });
+  assert.deepEqual(await h('plain', { defaultStyle: 'header:X-Goog-Api-Key' }), { headers: { 'x-goog-api-key': S }, query: undefined });
+  // A bearer kind ignores the provider's style; a prefix replaces "Bearer ".
+  assert.deepEqual(await h('bearer', { defaultStyle: 'x-api-key' }), { headers: { authorization: `Bearer ${S}` }, query: undefined });
+  assert.deepEqual(await h('bearerPrefix'), { headers: { authorization: `Token ${S}` }, query: undefined });
+  // A prefix alone applies to the Authorization header, and only when the style is bearer.
+  assert.deepEqual(await h('prefixed'), { headers: { authorization: `Key ${S}` }, query: undefined });
+  assert.deepEqual(await h('prefixed', { defaultStyle: 'x-api-key' }), { headers: { 'x-api-key': S }, query: undefined });
+  assert.deepEqual(await h('header', { defaultStyle: 'query:key' }), { headers: { 'x-custom-key': S }, query: undefined });
+  assert.deepEqual(await h('headerPrefix'), { headers: { 'x-custom-key': `P ${S}` }, query: undefined });
+  assert.deepEqual(await h('query', { defaultStyle: 'x-api-key' }), { headers: {}, query: { api_key: S } });
+  assert.deepEqual(await h('basicUser'), { headers: { authorization: basicOf('ann', S) }, query: undefined });
+  assert.deepEqual(await h('basicPair'), { headers: { authorization: basicOf('bob', 'pw-12345678') }, query: undefined });
+  assert.deepEqual(await h('basicHeader'), { headers: { 'proxy-authorization': basicOf('ann', S) }, query: undefined });
+  const env = await inj.environmentFor('basicPair', 'PASSWORD');
+  assert.deepEqual(env, { env: { PASSWORD: 'bob:pw-12345678' }, credential: { name: 'basicPair', version: 1, kind: 'basic' } });
+  vault.close();
+});
+
+test('client credentials: the exact form and client authentication, per principal, refreshed at min(60 s, half the lifetime) before expiry', async () => {
+  let clock = 1_000_000;
+  const ep = endpoint((n) => ({ status: 200, body: { access_token: `cc-token-${n}-abcdefgh`, token_type: 'bearer', expires_in: n === 1 ? 60 : 3600 } }));
+  const vault = vaultOf({
+    basic: '{ env: CS, oauth2: { token_url: "https://idp.example/token", client_id: "my client", scope: "a b", audience: "https://api.example" } }',
+    post: '{ env: CS, oauth2: { token_url: "https://idp.example/post", client_id: cid, auth_method: client_secret_post } }',
+  }, { CS: 'client:secret&1234' }, () => clock);
+  const inj = createInjector({ vault, fetch: ep.fetch, now: () => clock, ...fast });
+  const first = await inj.injectionFor('basic', { principal: A, defaultStyle: 'x-api-key' });
+  assert.deepEqual(first.headers, { authorization: 'Bearer cc-token-1-abcdefgh' });
+  assert.deepEqual(first.credential, { name: 'basic', version: 1, kind: 'oauth2_client_credentials' });
+  assert.deepEqual(ep.sent[0], {
+    url: 'https://idp.example/token',
+    // RFC 6749 2.3.1: id and secret are form-encoded before base64.
+    headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json', authorization: `Basic ${Buffer.from('my%20client:client%3Asecret%261234').toString('base64')}` },
+    form: { grant_type: 'client_credentials', scope: 'a b', audience: 'https://api.example' },
+  });
+  // 60 s lifetime: refreshed 30 s before expiry (half of it), not 60 s (at once).
+  clock += 29_999;
+  assert.equal((await inj.injectionFor('basic', { principal: A })).headers.authorization, 'Bearer cc-token-1-abcdefgh');
+  clock += 1;
+  assert.equal((await inj.injectionFor('basic', { principal: A })).headers.authorization, 'Bearer cc-token-2-abcdefgh');
+  // 3600 s lifetime: refreshed 60 s before expiry.
+  clock += 3_540_000 - 1;
+  assert.equal((await inj.injectionFor('basic', { principal: A })).headers.authorization, 'Bearer cc-token-2-abcdefgh');
+  clock += 1;
+  assert.equal((await inj.injectionFor('basic', { principal: A })).headers.authorization, 'Bearer cc-token-3-abcdefgh');
+  // Another principal gets its own token, never A's.
+  assert.equal((await inj.injectionFor('basic', { principal: B })).headers.authorization, 'Bearer cc-token-4-abcdefgh');
+  assert.equal(ep.sent.length, 4);
+  // client_secret_post: id and secret in the form, no Authorization header.
+  await inj.injectionFor('post', { principal: A });
+  assert.deepEqual(ep.sent[4], {
+    url: 'https://idp.example/post',
+    headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' },
+    form: { grant_type: 'client_credentials', client_id: 'cid', client_secret: 'client:secret&1234' },
+  });
+  // Tokens are scrubbed from what agents see, under the credential's name.
+  assert.equal(vault.scrubber().scrub('cc-token-3-abcdefgh cc-token-5-abcdefgh').text, '[REDACTED:basic] [REDACTED:post]');
+  vault.close();
+});
+
+test('without expires_in a token lives the default TTL; a failed refresh is bridged only until the old token expires; invalidate drops one principal or all', async () => {
+  let clock = 0;
+  let fail = false;
+  const ep = endpoint((n) => fail ? { status: 500, body: { error: 'server_error' } } : { status: 200, body: { access_token: `tok-${n}-abcdefgh` } });
+  const vault = vaultOf({ up: '{ env: CS, oauth2: { token_url: "https://idp.example/token", client_id: c } }', other: '{ env: CS, oauth2: { token_url: "https://idp.example/token", client_id: d } }' }, { CS: 'client-secret-1234' });
+  const inj = createInjector({ vault, fetch: ep.fetch, now: () => clock, defaultTokenTtlMs: 10_000, refreshMarginMs: 2_000, ...fast });
+  const tok = async (p: Principal, name = 'up') => (await inj.injectionFor(name, { principal: p })).headers.authorization;
+  assert.equal(await tok(A), 'Bearer tok-1-abcdefgh');
+  clock = 7_999;
+  assert.equal(await tok(A), 'Bearer tok-1-abcdefgh');
+  fail = true;
+  clock = 8_000;
+  assert.equal(await tok(A), 'Bearer tok-1-abcdefgh', 'refresh failed: the still-valid token bridges');
+  assert.equal(ep.sent.length, 3, 'the refresh was tried (twice)');
+  clock = 9_999;
+  assert.equal(await tok(A), 'Bearer tok-1-abcdefgh');
+  clock = 10_000;
+  await assert.rejects(tok(A), { code: 'credential_unavailable', status: 502, message: 'could not obtain an upstream token for credential "up" from idp.example: HTTP 500 server_error. Check the token endpoint and the client credentials configured in aam.' });
+  fail = false;
+  assert.equal(await tok(A), 'Bearer tok-8-abcdefgh');
+  assert.equal(await tok(B), 'Bearer tok-9-abcdefgh');
+  assert.equal(await tok(A, 'other'), 'Bearer tok-10-abcdefgh');
+  inj.invalidate('up', A);
+  assert.equal(await tok(A), 'Bearer tok-11-abcdefgh', 'A\'s token dropped');
+  assert.equal(await tok(B), 'Bearer tok-9-abcdefgh', 'B\'s kept');
+  assert.equal(await tok(A, 'other'), 'Bearer tok-10-abcdefgh', 'another credential\'s kept');
+  inj.invalidate('up');
+  assert.equal(await tok(B), 'Bearer tok-12-abcdefgh');
+  assert.equal(await tok(A), 'Bearer tok-13-abcdefgh');
+  assert.equal(await tok(A, 'other'), 'Bearer tok-10-abcdefgh');
+  vault.close();
+});
+
+test('the token cache is bounded: the oldest slot is dropped first', async () => {
+  const ep = endpoint();
+  const vault = vaultOf({ up: '{ env: CS, oauth2: { token_url: "https://idp.example/token", client_id: c } }' }, { CS: 'client-secret-1234' });
+  const inj = createInjector({ vault, fetch: ep.fetch, maxCachedTokens: 2, ...fast });
+  const tok = async (p: Principal) => (await inj.injectionFor('up', { principal: p })).headers.authorization;
+  assert.equal(await tok(A), 'Bearer tok-1-abcdefgh');
+  assert.equal(await tok(B), 'Bearer tok-2-abcdefgh');
+  assert.equal(await tok(A), 'Bearer tok-1-abcdefgh');
+  assert.equal(await tok(C), 'Bearer tok-3-abcdefgh');
+  assert.equal(await tok(B), 'Bearer tok-2-abcdefgh', 'B is still cached');
+  assert.equal(await tok(A), 'Bearer tok-4-abcdefgh', 'A, the oldest, was dropped for C');
+  vault.close();
+});
+
+test('on-behalf-of: the assertion\'s exact claims, its lifetime and refresh point; refused without an agent or a signer', async () => {
+  let clock = 1_700_000_000_500;
+  const signed: Array<Record<string, unknown>> = [];
+  const sign = async (claims: Record<string, unknown>) => { signed.push(claims); return `assertion-${signed.length}-for-${String(claims.sub)}`; };
+  // The vault and the injector share the clock, as both read Date.now in aam.
+  const vault = vaultOf({ obo: '{ obo: { audience: "https://crm.example" } }', short: '{ kind: on_behalf_of, obo: { audience: x, ttl_seconds: 60 } }' }, {}, () => clock);
+  const inj = createInjector({ vault, sign, issuer: 'spiffe://t/aam', now: () => clock });
+  const a = await inj.injectionFor('obo', { principal: A, defaultStyle: 'api-key' });
+  assert.deepEqual(a.headers, { authorization: 'Bearer assertion-1-for-spiffe://t/agent/a' });
+  assert.deepEqual(a.credential, { name: 'obo', version: 0, kind: 'on_behalf_of' });
+  const { jti, ...rest } = signed[0];
+  assert.match(String(jti), /^[0-9a-f-]{36}$/);
+  const iat = 1_700_000_000;
+  assert.deepEqual(rest, { sub: A.spiffeId, aud: 'https://crm.example', iat, nbf: iat, exp: iat + 300, aam_agent: 'a', iss: 'spiffe://t/aam', act: { sub: 'spiffe://t/aam' } });
+  // 300 s: re-signed 60 s before exp; until then the same assertion.
+  clock = (iat + 240) * 1000 - 1;
+  assert.equal((await inj.injectionFor('obo', { principal: A })).headers.authorization, 'Bearer assertion-1-for-spiffe://t/agent/a');
+  clock += 1;
+  assert.equal((await inj.injectionFor('obo', { principal: A })).headers.authorization, 'Bearer assertion-2-for-spiffe://t/agent/a');
+  assert.notEqual(signed[1].jti, jti);
+  // B gets its own, with B as subject.
+  assert.equal((await inj.injectionFor('obo', { principal: B })).headers.authorization, 'Bearer assertion-3-for-spiffe://t/agent/b');
+  // A 60 s assertion is re-signed after half its life.
+  const t0 = clock;
+  await inj.injectionFor('short', { principal: A });
+  assert.equal((signed[3].exp as number) - (signed[3].iat as number), 60);
+  clock = Math.floor(t0 / 1000) * 1000 + 30_000 - 1;
+  await inj.injectionFor('short', { principal: A });
+  assert.equal(signed.length, 4);
+  clock += 1;
+  await inj.injectionFor('short', { principal: A });
+  assert.equal(signed.length, 5);
+  // The assertion is scrubbed like a token.
+  assert.equal(vault.scrubber().scrub('assertion-3-for-spiffe://t/agent/b').text, '[REDACTED:obo]');
+  await assert.rejects(inj.injectionFor('obo'), {
+    code: 'credential_principal', status: 500,
+    message: 'Credential "obo" acts on behalf of the calling agent, but this call has no agent identity; it is not sent without one',
+  });
+  // Without an issuer: no iss, act or may_act.
+  const bare = createInjector({ vault, sign, now: () => clock });
+  await bare.injectionFor('obo', { principal: C });
+  assert.deepEqual(Object.keys(signed.at(-1)!).sort(), ['aam_agent', 'aud', 'exp', 'iat', 'jti', 'nbf', 'sub']);
+  await assert.rejects(createInjector({ vault }).injectionFor('obo', { principal: A }), {
+    code: 'credential_config', status: 500, message: 'Credential "obo" is on-behalf-of but aam has no signer configured',
+  });
+  vault.close();
+});
+
+test('token exchange: the exact RFC 8693 form, client authentication, and a token that never outlives its assertion', async () => {
+  let clock = 1_700_000_000_000;
+  const signed: Array<Record<string, unknown>> = [];
+  const sign = async (claims: Record<string, unknown>) => { signed.push(claims); return `subject-jwt-${signed.length}-${String(claims.sub)}`; };
+  const ep = endpoint((n) => ({ status: 200, body: { access_token: `exchanged-${n}-abcdefgh`, token_type: 'N_A', expires_in: n === 1 ? 3600 : 100 } }));
+  const url = 'https://sts.example/token';
+  const vault = vaultOf({
+    secret: `{ kind: on_behalf_of, env: XS, obo: { audience: sts, ttl_seconds: 600, token_exchange: { token_url: "${url}", client_id: aam, audience: crm, scope: "read" } } }`,
+    public: `{ obo: { audience: sts, token_exchange: { token_url: "${url}", client_id: pub } } }`,
+    anon: `{ obo: { audience: sts, token_exchange: { token_url: "${url}" } } }`,
+  }, { XS: 'exchange-secret-1234' });
+  const inj = createInjector({ vault, sign, issuer: 'spiffe://t/aam', fetch: ep.fetch, now: () => clock, ...fast });
+  assert.equal((await inj.injectionFor('secret', { principal: A })).headers.authorization, 'Bearer exchanged-1-abcdefgh');
+  assert.deepEqual(ep.sent[0], {
+    url,
+    headers: { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json', authorization: basicOf('aam', 'exchange-secret-1234') },
+    form: {
+      grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: 'subject-jwt-1-spiffe://t/agent/a',
+      subject_token_type: 'urn:ietf:params:oauth:token-type:jwt', requested_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+      audience: 'crm', scope: 'read',
+    },
+  });
+  assert.deepEqual(signed[0].may_act, { sub: 'spiffe://t/aam' });
+  // The token (3600 s) is cut to the assertion's 600 s, refreshed 60 s before that.
+  clock += 540_000 - 1;
+  assert.equal((await inj.injectionFor('secret', { principal: A })).headers.authorization, 'Bearer exchanged-1-abcdefgh');
+  clock += 1;
+  assert.equal((await inj.injectionFor('secret', { principal: A })).headers.authorization, 'Bearer exchanged-2-abcdefgh');
+  // A shorter token (100 s) keeps its own lifetime: refreshed 50 s in.
+  clock += 50_000 - 1;
+  assert.equal((await inj.injectionFor('secret', { principal: A })).headers.authorization, 'Bearer exchanged-2-abcdefgh');
+  clock += 1;
+  assert.equal((await inj.injectionFor('secret', { principal: A })).headers.authorization, 'Bearer exchanged-3-abcdefgh');
+  // A public client sends its id in the form; no client id, no client authentication at all.
+  await inj.injectionFor('public', { principal: A });
+  assert.equal(ep.sent[3].headers.authorization, undefined);
+  assert.equal(ep.sent[3].form.client_id, 'pub');
+  assert.equal(ep.sent[3].form.audience, undefined);
+  assert.equal(ep.sent[3].form.scope, undefined);
+  await inj.injectionFor('anon', { principal: A });
+  assert.equal(ep.sent[4].headers.authorization, undefined);
+  assert.equal(ep.sent[4].form.client_id, undefined);
+  vault.close();
+});
+
+test('a Google service account: one token for every agent, an RS256 assertion to the right endpoint and scope, both scrubbed', async () => {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const pem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  const key = (extra: Record<string, string>) => JSON.stringify({ client_email: 'sa@p.iam.gserviceaccount.com', private_key: pem, private_key_id: 'kid-1', ...extra });
+  const ep = endpoint();
+  const clock = 1_700_000_000_000;
+  const vault = vaultOf({
+    dflt: '{ env: K1, google: {} }',
+    fromKey: '{ env: K2, kind: google_service_account }',
+    fromSpec: '{ env: K2, google: { token_url: "https://spec.example/token", scope: "https://www.googleapis.com/auth/bigquery" } }',
+  }, { K1: key({}), K2: key({ token_uri: 'https://key.example/token' }) }, () => clock);
+  const inj = createInjector({ vault, fetch: ep.fetch, now: () => clock, ...fast });
+  const a = await inj.injectionFor('dflt', { principal: A, defaultStyle: 'x-api-key' });
+  assert.deepEqual(a.headers, { authorization: 'Bearer tok-1-abcdefgh' });
+  assert.equal((await inj.injectionFor('dflt', { principal: B })).headers.authorization, 'Bearer tok-1-abcdefgh', 'aam\'s own token: one slot');
+  assert.equal(ep.sent.length, 1);
+  const s = ep.sent[0];
+  assert.equal(s.url, 'https://oauth2.googleapis.com/token');
+  assert.equal(s.form.grant_type, 'urn:ietf:params:oauth:grant-type:jwt-bearer');
+  assert.deepEqual(decodeProtectedHeader(s.form.assertion), { alg: 'RS256', typ: 'JWT', kid: 'kid-1' });
+  const iat = 1_700_000_000;
+  assert.deepEqual(decodeJwt(s.form.assertion), { scope: 'https://www.googleapis.com/auth/cloud-platform', iss: 'sa@p.iam.gserviceaccount.com', sub: 'sa@p.iam.gserviceaccount.com', aud: 'https://oauth2.googleapis.com/token', iat, exp: iat + 3600 });
+  assert.equal(vault.scrubber().scrub(`${s.form.assertion} tok-1-abcdefgh`).text, '[REDACTED:dflt] [REDACTED:dflt]');
+  await inj.injectionFor('fromKey');
+  assert.equal(ep.sent[1].url, 'https://key.example/token');
+  assert.equal(decodeJwt(ep.sent[1].form.assertion).aud, 'https://key.example/token');
+  await inj.injectionFor('fromSpec');
+  assert.equal(ep.sent[2].url, 'https://spec.example/token');
+  assert.equal(decodeJwt(ep.sent[2].form.assertion).scope, 'https://www.googleapis.com/auth/bigquery');
+  vault.close();
+});
+
+test('AWS: the key id written or read (trimmed) from the environment; one signer per credential version, headers signed last', async () => {
+  assert.equal(awsKeyId({ aws: { access_key_id: 'AKIAWRITTEN000000' } }, {}), 'AKIAWRITTEN000000');
+  assert.equal(awsKeyId({ aws: { access_key_id_env: 'ID' } }, { ID: '  AKIAFROMENV0000000 ' }), 'AKIAFROMENV0000000');
+  assert.equal(awsKeyId({ aws: { access_key_id_env: 'ID' } }, { ID: '   ' }), undefined);
+  assert.equal(awsKeyId({ aws: { access_key_id_env: 'ID' } }, {}), undefined);
+  assert.equal(awsKeyId({}, { ID: 'AKIAFROMENV0000000' }), undefined);
+  const vault = vaultOf({ aws: '{ env: SK, aws: { access_key_id_env: ID } }' }, { SK: 'aws-secret-access-key-1234', ID: 'AKIAFROMENV0000000' });
+  const inj = createInjector({ vault, env: { ID: ' AKIAFROMENV0000000 ' }, now: () => Date.parse('2026-01-02T03:04:05Z') });
+  const r = await inj.injectionFor('aws', { defaultStyle: 'x-api-key' });
+  assert.deepEqual([r.headers, r.query, r.credential], [{}, undefined, { name: 'aws', version: 1, kind: 'aws_sigv4' }]);
+  assert.equal((await inj.injectionFor('aws')).sign, r.sign, 'the same signer for the same version');
+  const signed = await r.sign!({ method: 'POST', url: 'https://bedrock-runtime.us-east-1.amazonaws.com/model/m/invoke', headers: { 'content-type': 'application/json' }, body: '{}' }, { region: 'us-east-1', service: 'bedrock' });
+  assert.equal(signed['x-amz-date'], '20260102T030405Z');
+  assert.match(signed.authorization, /^AWS4-HMAC-SHA256 Credential=AKIAFROMENV0000000\/20260102\/us-east-1\/bedrock\/aws4_request, SignedHeaders=content-type;host;x-amz-content-sha256;x-amz-date, Signature=[0-9a-f]{64}$/);
+  vault.close();
+});
+
+test('stripInboundAuth: a Connection header in any case, or as a list, names more headers to drop', () => {
+  assert.deepEqual(stripInboundAuth({ Connection: 'X-Hop-One , x-hop-two', 'X-Hop-One': '1', 'x-hop-two': '2', 'X-Keep': 'k', Cookie: 'c', Host: 'h' }), { 'X-Keep': 'k' });
+  assert.deepEqual(stripInboundAuth({ connection: ['x-a', 'X-B'], 'x-a': '1', 'x-b': '2', 'x-c': '3' }), { 'x-c': '3' });
+  assert.deepEqual(stripInboundAuth({ connection: undefined, 'x-c': '3' }), { 'x-c': '3' });
+  assert.deepEqual(stripInboundAuth({ 'X-Goog-Api-Key': 'k', 'Proxy-Connection': 'keep-alive', TE: 'trailers', 'content-type': 't' }), { 'content-type': 't' });
+});
+
+test('a credential with no value is refused as a 502 naming it, with what is wrong', async () => {
+  const vault = vaultOf({ gone: '{ env: GONE_VAR }' });
+  await assert.rejects(createInjector({ vault }).injectionFor('gone'), {
+    code: 'credential_config', status: 502, credential: 'gone',
+    message: 'Credential "gone": environment variable GONE_VAR is not set (export it, or mark the Provider that uses it optional: true)',
+  });
+  vault.close();
+});
+
+// src/credentials/oauth.ts: what a token endpoint's answer means, and how long aam waits before asking again.
+const REQ = { credential: 'up', tokenUrl: 'https://idp.example:8443/token', form: { grant_type: 'client_credentials' }, timeoutMs: 1234 };
+type Answer = { status: number; body?: string; retryAfter?: string } | Error;
+
+function scripted(answers: Answer[]) {
+  let n = 0;
+  const fetch: FetchLike = async () => {
+    const a = answers[Math.min(n++, answers.length - 1)];
+    if (a instanceof Error) throw a;
+    return { status: a.status, headers: { get: (h: string) => (h === 'retry-after' ? a.retryAfter ?? null : null) }, text: async () => a.body ?? '' };
+  };
+  return { fetch, calls: () => n };
+}
+
+async function outcome(answers: Answer[], retry = { attempts: 3, baseMs: 100, maxMs: 1000 }, tokenUrl = REQ.tokenUrl) {
+  const s = scripted(answers);
+  const sleeps: number[] = [];
+  try {
+    const r = await requestToken({ ...REQ, tokenUrl }, s.fetch, retry, async (ms) => { sleeps.push(ms); });
+    return { result: r, calls: s.calls(), sleeps };
+  } catch (e) {
+    assert.ok(e instanceof CredentialError, String(e));
+    assert.deepEqual([e.code, e.status, e.credential], ['credential_unavailable', 502, 'up']);
+    return { error: e.message, calls: s.calls(), sleeps };
+  }
+}
+const failed = (why: string, host = 'idp.example:8443') => `could not obtain an upstream token for credential "up" from ${host}: ${why}. Check the token endpoint and the client credentials configured in aam.`;
+const ok = (body: Record<string, unknown>): Answer => ({ status: 200, body: JSON.stringify(body) });
+
+test('token answers: expires_in as a number or numeric string, token types bearer (any case) and N_A; anything else is refused without a retry', async () => {
+  assert.deepEqual((await outcome([ok({ access_token: 'at', expires_in: 90 })])).result, { accessToken: 'at', expiresInSec: 90 });
+  assert.deepEqual((await outcome([ok({ access_token: 'at', expires_in: '90', token_type: 'BEARER' })])).result, { accessToken: 'at', expiresInSec: 90 });
+  for (const bad of [0, -5, 'soon', null]) assert.deepEqual((await outcome([ok({ access_token: 'at', expires_in: bad, token_type: 'N_A' })])).result, { accessToken: 'at', expiresInSec: undefined }, String(bad));
+  const mac = await outcome([ok({ access_token: 'at', token_type: 'MAC <script> and a very long name indeed, longer than 32' })]);
+  assert.deepEqual([mac.error, mac.calls], [failed('unsupported token_type "MACscriptandaverylongnam"'), 1]);
+  // No token, or not JSON: retried, then reported.
+  const none = await outcome([ok({ token_type: 'bearer' }), { status: 200, body: 'not json' }, ok({ access_token: '' })]);
+  assert.deepEqual([none.error, none.calls], [failed('answer has no access_token'), 3]);
+});
+
+test('token errors: 5xx, 429 and 408 are retried with backoff or retry-after; other statuses are not; the OAuth error code is quoted only when well-formed', async () => {
+  const five = await outcome([{ status: 503, body: '{"error":"temporarily_unavailable"}' }]);
+  assert.deepEqual([five.error, five.calls], [failed('HTTP 503 temporarily_unavailable'), 3]);
+  // Exponential backoff with jitter: between half and all of 100, then 200 ms.
+  assert.equal(five.sleeps.length, 2);
+  assert.ok(five.sleeps[0] >= 50 && five.sleeps[0] <= 100, String(five.sleeps));
+  assert.ok(five.sleeps[1] >= 100 && five.sleeps[1] <= 200, String(five.sleeps));
+  // The backoff is capped at maxMs.
+  const capped = await outcome([{ status: 500 }], { attempts: 4, baseMs: 400, maxMs: 500 });
+  assert.equal(capped.calls, 4);
+  assert.ok(capped.sleeps[0] >= 200 && capped.sleeps[0] <= 400 && capped.sleeps[1] >= 250 && capped.sleeps[1] <= 500 && capped.sleeps[2] >= 250 && capped.sleeps[2] <= 500, String(capped.sleeps));
+  for (const status of [429, 408]) assert.equal((await outcome([{ status }, ok({ access_token: 'at' })])).calls, 2, String(status));
+  // retry-after (seconds) is honoured, up to maxMs; a zero or junk value falls back to backoff.
+  assert.deepEqual((await outcome([{ status: 429, retryAfter: '0.5' }, ok({ access_token: 'at' })])).sleeps, [500]);
+  assert.deepEqual((await outcome([{ status: 429, retryAfter: '30' }, ok({ access_token: 'at' })])).sleeps, [1000]);
+  for (const ra of ['0', 'soon']) {
+    const s = (await outcome([{ status: 429, retryAfter: ra }, ok({ access_token: 'at' })])).sleeps;
+    assert.ok(s.length === 1 && s[0] >= 50 && s[0] <= 100, `${ra}: ${s}`);
+  }
+  for (const status of [400, 401, 403, 404, 499]) {
+    const r = await outcome([{ status, body: '{"error":"invalid_client"}' }]);
+    assert.deepEqual([r.error, r.calls, r.sleeps], [failed(`HTTP ${status} invalid_client`), 1, []], String(status));
+  }
+  // An error code that is not a plain OAuth code (it could carry anything) is left out.
+  for (const code of ['Invalid Client', 'x'.repeat(65), 'bad<script>', 42]) {
+    assert.equal((await outcome([{ status: 400, body: JSON.stringify({ error: code }) }])).error, failed('HTTP 400'), String(code));
+  }
+  assert.equal((await outcome([{ status: 400, body: 'null' }])).error, failed('HTTP 400'));
+  assert.equal((await outcome([{ status: 400, body: JSON.stringify({ error: 'a'.repeat(64) }) }])).error, failed(`HTTP 400 ${'a'.repeat(64)}`));
+  // The last attempt's reason is the one reported; one attempt means no sleep at all.
+  const mixed = await outcome([{ status: 500 }, { status: 502, body: '{"error":"bad_gateway"}' }], { attempts: 2, baseMs: 1, maxMs: 1 });
+  assert.equal(mixed.error, failed('HTTP 502 bad_gateway'));
+  assert.deepEqual((await outcome([{ status: 500 }], { attempts: 1, baseMs: 1, maxMs: 1 })).sleeps, []);
+});
+
+test('token endpoint unreachable: a timeout names the limit, anything else is a failed connection; both are retried; a bad URL is not quoted', async () => {
+  const timeout = Object.assign(new Error('t'), { name: 'TimeoutError' });
+  const abort = Object.assign(new Error('a'), { name: 'AbortError' });
+  for (const e of [timeout, abort]) {
+    const r = await outcome([e]);
+    assert.deepEqual([r.error, r.calls], [failed('no answer within 1234 ms'), 3]);
+  }
+  const refused = await outcome([new Error('ECONNREFUSED')]);
+  assert.deepEqual([refused.error, refused.calls], [failed('connection failed'), 3]);
+  assert.equal((await outcome([{ status: 500 }], undefined, 'not a url')).error, failed('HTTP 500', 'the token endpoint'));
+  // A body that cannot be read is an empty one.
+  const s: FetchLike = async () => ({ status: 200, headers: { get: () => null }, text: () => Promise.reject(new Error('reset')) });
+  await assert.rejects(requestToken(REQ, s, { attempts: 1, baseMs: 1, maxMs: 1 }, async () => {}), { message: failed('answer has no access_token') });
+  // The request itself: a POST of the form, with the timeout's signal.
+  let seen: Parameters<FetchLike>[1] | undefined;
+  const rec: FetchLike = async (_url, init) => { seen = init; return { status: 200, headers: { get: () => null }, text: async () => '{"access_token":"at"}' }; };
+  await requestToken({ ...REQ, form: { a: '1 2', b: '&' } }, rec, { attempts: 1, baseMs: 1, maxMs: 1 }, async () => {});
+  assert.deepEqual([seen?.method, seen?.body, seen?.signal.aborted], ['POST', 'a=1+2&b=%26', false]);
+});
