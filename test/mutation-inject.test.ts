@@ -7,7 +7,7 @@
 // gateway and no sockets: a mutant it kills costs about a second.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { createHash, createHmac, generateKeyPairSync } from 'node:crypto';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { parseConfigTexts } from '../src/config/load.ts';
 import { openDatabase } from '../src/store/sqlite.ts';
@@ -15,6 +15,8 @@ import { openVault, type Vault } from '../src/credentials/vault.ts';
 import { awsKeyId, createInjector, stripInboundAuth, type InjectorOptions, type Principal } from '../src/credentials/inject.ts';
 import { requestToken, type FetchLike } from '../src/credentials/oauth.ts';
 import { CredentialError } from '../src/credentials/errors.ts';
+import { awsScrubParts, awsSigner, parseAwsKeys } from '../src/credentials/aws-sigv4.ts';
+import { parseServiceAccount, serviceAccountScrubParts } from '../src/credentials/google-sa.ts';
 import { tempDir } from './helpers/temp.ts';
 
 const A: Principal = { spiffeId: 'spiffe://t/agent/a', name: 'a' };
@@ -426,4 +428,84 @@ test('token endpoint unreachable: a timeout names the limit, anything else is a 
   const rec: FetchLike = async (_url, init) => { seen = init; return { status: 200, headers: { get: () => null }, text: async () => '{"access_token":"at"}' }; };
   await requestToken({ ...REQ, form: { a: '1 2', b: '&' } }, rec, { attempts: 1, baseMs: 1, maxMs: 1 }, async () => {});
   assert.deepEqual([seen?.method, seen?.body, seen?.signal.aborted], ['POST', 'a=1+2&b=%26', false]);
+});
+
+// src/credentials/aws-sigv4.ts and google-sa.ts: what a stored value may hold, what else is scrubbed,
+// and a SigV4 signature recomputed here from AWS's published algorithm.
+const hmac = (key: Buffer | string, data: string): Buffer => createHmac('sha256', key).update(data, 'utf8').digest();
+const sha = (data: string | Uint8Array): string => createHash('sha256').update(data).digest('hex');
+const rfc3986 = (s: string): string => encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+
+/** AWS Signature Version 4 (docs.aws.amazon.com, "Create a signed AWS API request"), for a path without special characters. */
+function sigV4(o: { method: string; url: string; headers: Record<string, string>; body: string; secret: string; keyId: string; amzDate: string; region: string; service: string }): string {
+  const u = new URL(o.url);
+  const query = [...u.searchParams].map(([k, v]) => [rfc3986(k), rfc3986(v)]).sort(([a, x], [b, y]) => (a === b ? (x < y ? -1 : 1) : a < b ? -1 : 1)).map(([k, v]) => `${k}=${v}`).join('&');
+  const names = Object.keys(o.headers).map((h) => h.toLowerCase()).sort();
+  const lower = Object.fromEntries(Object.entries(o.headers).map(([k, v]) => [k.toLowerCase(), v.trim()]));
+  const canonical = [o.method, u.pathname, query, names.map((n) => `${n}:${lower[n]}\n`).join(''), names.join(';'), sha(o.body)].join('\n');
+  const day = o.amzDate.slice(0, 8);
+  const scope = `${day}/${o.region}/${o.service}/aws4_request`;
+  const toSign = ['AWS4-HMAC-SHA256', o.amzDate, scope, sha(canonical)].join('\n');
+  const key = hmac(hmac(hmac(hmac(`AWS4${o.secret}`, day), o.region), o.service), 'aws4_request');
+  return `AWS4-HMAC-SHA256 Credential=${o.keyId}/${scope}, SignedHeaders=${names.join(';')}, Signature=${createHmac('sha256', key).update(toSign).digest('hex')}`;
+}
+
+test('SigV4: the signature covers method, path, every query value, host with port, content-type, x-amz-* headers and the body, and nothing else', async () => {
+  const keys = { accessKeyId: 'ASIAEXAMPLE000000001', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY', sessionToken: 'session/token+abc=' };
+  const sign = awsSigner(keys, () => Date.parse('2026-03-04T05:06:07.890Z'));
+  const url = 'https://bedrock.example.com:8443/model/anthropic.claude-v2/invoke?b=2&a=x%20y&a=1&c=';
+  const body = '{"prompt":"hi"}';
+  const out = await sign({ method: 'POST', url, headers: { 'Content-Type': 'application/json', 'X-Amz-Target': 'T.op', 'x-unsigned': 'u', accept: '*/*' }, body }, { region: 'eu-west-1', service: 'bedrock' });
+  const amzDate = '20260304T050607Z';
+  const signedHeaders = {
+    host: 'bedrock.example.com:8443', 'content-type': 'application/json', 'x-amz-target': 'T.op',
+    'x-amz-date': amzDate, 'x-amz-security-token': keys.sessionToken, 'x-amz-content-sha256': sha(body),
+  };
+  const expected = sigV4({ method: 'POST', url, headers: signedHeaders, body, secret: keys.secretAccessKey, keyId: keys.accessKeyId, amzDate, region: 'eu-west-1', service: 'bedrock' });
+  assert.equal(out.authorization, expected);
+  assert.deepEqual(Object.keys(out).sort(), ['authorization', 'content-type', 'x-amz-content-sha256', 'x-amz-date', 'x-amz-security-token', 'x-amz-target']);
+  assert.deepEqual([out['x-amz-date'], out['x-amz-security-token'], out['content-type']], [amzDate, keys.sessionToken, 'application/json']);
+  // A second request with the same signer: a different body, a different signature.
+  const again = await sign({ method: 'GET', url: 'https://bedrock.example.com/models', headers: {}, body: '' }, { region: 'us-east-1', service: 'bedrock' });
+  const plain = { host: 'bedrock.example.com', 'x-amz-date': amzDate, 'x-amz-security-token': keys.sessionToken, 'x-amz-content-sha256': sha('') };
+  assert.equal(again.authorization, sigV4({ method: 'GET', url: 'https://bedrock.example.com/models', headers: plain, body: '', secret: keys.secretAccessKey, keyId: keys.accessKeyId, amzDate, region: 'us-east-1', service: 'bedrock' }));
+});
+
+test('AWS values: the secret alone (key id from the Credential) or the JSON of export-credentials; the errors say what to store', () => {
+  const id = 'AKIAEXAMPLE000000002';
+  assert.deepEqual(parseAwsKeys('a', '  secret-key-value \n', id), { accessKeyId: id, secretAccessKey: 'secret-key-value' });
+  assert.deepEqual(parseAwsKeys('a', ' {"AccessKeyId":"ASIAJSON","SecretAccessKey":"s1","SessionToken":"t1"} ', id), { accessKeyId: 'ASIAJSON', secretAccessKey: 's1', sessionToken: 't1' });
+  assert.deepEqual(parseAwsKeys('a', '{"SecretAccessKey":"s1","SessionToken":""}', id), { accessKeyId: id, secretAccessKey: 's1' });
+  assert.deepEqual(parseAwsKeys('a', '{"AccessKeyId":7,"SecretAccessKey":"s1","SessionToken":5}', id), { accessKeyId: id, secretAccessKey: 's1' });
+  const refused = (value: string, keyId: string | undefined, message: string) => assert.throws(() => parseAwsKeys('a', value, keyId), { code: 'credential_config', status: 502, credential: 'a', message });
+  refused('{not json', id, 'Credential "a": its value starts with "{" but is not valid JSON; store the secret access key, or the JSON of `aws configure export-credentials`');
+  const needs = 'Credential "a": the JSON needs AccessKeyId and SecretAccessKey (and SessionToken for temporary keys)';
+  refused('{"SecretAccessKey":"s1"}', undefined, needs);
+  refused('{"AccessKeyId":"ASIAJSON"}', id, needs);
+  refused('{"AccessKeyId":"ASIAJSON","SecretAccessKey":""}', id, needs);
+  refused('{"AccessKeyId":"ASIAJSON","SecretAccessKey":5}', id, needs);
+  refused('secret-only', undefined, 'Credential "a" (aws_sigv4) needs aws: { access_key_id: AKIA... } or aws: { access_key_id_env: AWS_ACCESS_KEY_ID } (set in the environment) when its value is only the secret access key');
+  refused('secret-only', '', 'Credential "a" (aws_sigv4) needs aws: { access_key_id: AKIA... } or aws: { access_key_id_env: AWS_ACCESS_KEY_ID } (set in the environment) when its value is only the secret access key');
+  // Besides the whole value, the secret key and session token inside a JSON value are scrubbed.
+  assert.deepEqual(awsScrubParts(' {"AccessKeyId":"ASIAJSON","SecretAccessKey":"s1","SessionToken":"t1"}'), ['s1', 't1']);
+  assert.deepEqual(awsScrubParts('{"SecretAccessKey":"s1","SessionToken":""}'), ['s1']);
+  assert.deepEqual(awsScrubParts('{"SecretAccessKey":5}'), []);
+  assert.deepEqual(awsScrubParts('{broken'), []);
+  assert.deepEqual(awsScrubParts('plain-secret'), []);
+});
+
+test('Google service-account keys: what is required, what is optional, and the private key scrubbed as PEM and as one line of base64', () => {
+  const pem = '-----BEGIN PRIVATE KEY-----\nMIIEabc\ndef+/=\n-----END PRIVATE KEY-----\n';
+  const full = { client_email: 'sa@p.iam', private_key: pem, private_key_id: 'kid', token_uri: 'https://t.example/token' };
+  assert.deepEqual(parseServiceAccount('g', JSON.stringify(full)), { clientEmail: 'sa@p.iam', privateKey: pem, privateKeyId: 'kid', tokenUri: 'https://t.example/token' });
+  assert.deepEqual(parseServiceAccount('g', JSON.stringify({ ...full, private_key_id: 1, token_uri: null })), { clientEmail: 'sa@p.iam', privateKey: pem });
+  assert.throws(() => parseServiceAccount('g', 'not json'), { code: 'credential_config', status: 502, credential: 'g', message: 'Credential "g" (google_service_account) is not JSON; point it at the service account\'s JSON key file' });
+  const needs = 'Credential "g": the service account key needs client_email and private_key (download a JSON key for the service account)';
+  for (const bad of [{ ...full, client_email: 5 }, { ...full, private_key: 5 }, { ...full, private_key: 'no key here' }, { client_email: 'sa@p.iam' }]) {
+    assert.throws(() => parseServiceAccount('g', JSON.stringify(bad)), { code: 'credential_config', status: 502, credential: 'g', message: needs });
+  }
+  assert.deepEqual(serviceAccountScrubParts(JSON.stringify(full)), [pem, 'MIIEabcdef+/=']);
+  assert.deepEqual(serviceAccountScrubParts(JSON.stringify({ private_key: '-----BEGIN PRIVATE KEY----- \n -----END PRIVATE KEY-----' })), ['-----BEGIN PRIVATE KEY----- \n -----END PRIVATE KEY-----']);
+  assert.deepEqual(serviceAccountScrubParts(JSON.stringify({ private_key: 5 })), []);
+  assert.deepEqual(serviceAccountScrubParts('not json'), []);
 });

@@ -7,8 +7,8 @@
 // not taken from the vault. No gateway: a mutant it kills costs about a second.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
-import { renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { createHmac, generateKeyPairSync } from 'node:crypto';
+import { readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseConfigTexts } from '../src/config/load.ts';
 import type { ConfigSet } from '../src/config/schema.ts';
@@ -33,7 +33,7 @@ function open(docs: string[], env: Record<string, string | undefined>, more: Par
   const dir = more.dataDir ?? tempDir('aam-vault-mut-');
   const clock = { t: T0 };
   // The env object itself (not a copy): a test sets variables later, as an operator would.
-  const vault = openVault({ dataDir: dir, db: openDatabase(dir), config: cfg(docs), env: Object.assign(env, MASTER), refreshMs: 0, now: () => clock.t, ...more });
+  const vault = openVault({ dataDir: dir, db: openDatabase(dir), config: cfg(docs), env: Object.assign(env, { ...MASTER, ...env }), refreshMs: 0, now: () => clock.t, ...more });
   return { vault, dir, clock };
 }
 
@@ -334,4 +334,36 @@ test('the background poll picks up a changed file by itself', async () => {
     await new Promise((r) => setTimeout(r, 10));
   }
   vault.close();
+});
+
+test('a wrong master key is refused before anything is served, naming both key ids and where the wrong key came from', async () => {
+  const keyA = Buffer.alloc(32, 0xa1);
+  const keyB = Buffer.alloc(32, 0xb2);
+  const idOf = (k: Buffer): string => createHmac('sha256', k).update('aam master key id v1').digest('hex').slice(0, 16);
+  const dir = tempDir('aam-vault-mut-');
+  const docs = [cred('s', '{ stored: true }')];
+  const first = open(docs, { AAM_MASTER_KEY: keyA.toString('base64') }, { dataDir: dir, strict: false }).vault;
+  await first.set('s', 'stored-value-keyed-1234');
+  first.close();
+  const head = `wrong master key: stored credentials were encrypted with key ${idOf(keyA)}, but`;
+  const tail = 'Set AAM_MASTER_KEY (or restore master.key) to the original key; aam refuses to start rather than run without its credentials.';
+  const refuse = (env: Record<string, string>, where: string): void => {
+    assert.throws(() => openVault({ dataDir: dir, db: openDatabase(dir), config: cfg(docs), env, refreshMs: 0 }), { code: 'master_key', message: `${head} ${where} ${tail}` });
+  };
+  refuse({ AAM_MASTER_KEY: keyB.toString('hex') }, `AAM_MASTER_KEY holds key ${idOf(keyB)}.`);
+  // No AAM_MASTER_KEY and no key file: one is created, and the message says to restore the original.
+  const keyFile = join(dir, 'master.key');
+  assert.throws(() => openVault({ dataDir: dir, db: openDatabase(dir), config: cfg(docs), env: {}, refreshMs: 0 }), (e: unknown) => {
+    assert.ok(e instanceof CredentialError);
+    const created = Buffer.from(readFileSync(keyFile, 'utf8').trim(), 'base64');
+    assert.equal(e.message, `${head} key file ${keyFile} holds key ${idOf(created)} (that key file was just created because none existed: restore the original master.key into the data dir). ${tail}`);
+    return true;
+  });
+  writeFileSync(keyFile, keyB.toString('base64'), { mode: 0o600 });
+  refuse({}, `key file ${keyFile} holds key ${idOf(keyB)}.`);
+  // The right key opens it and decrypts the value it stored.
+  writeFileSync(keyFile, keyA.toString('base64'), { mode: 0o600 });
+  const again = openVault({ dataDir: dir, db: openDatabase(dir), config: cfg(docs), env: {}, refreshMs: 0 });
+  assert.equal(again[REVEAL]('s').secret?.[REVEAL](), 'stored-value-keyed-1234');
+  again.close();
 });
