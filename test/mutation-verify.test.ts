@@ -163,3 +163,76 @@ test('an export starting after a checkpoint must carry the hash the outside chec
   assert.deepEqual(pick(r), [10, 'altered']);
   assert.match(r.firstError!.message, /^the retention checkpoint at seq 10 names another hash than the outside checkpoint/);
 });
+
+// The chain checker (verify.ts lines 1-148) through exports: each kind of tampering is named with
+// its seq and the exact words `aam audit verify` prints, the trail reordered or edited here by hand.
+const events = lines.filter((l) => l.kind === 'event');
+const raw = (seq: number): string => events[seq - 1].raw;
+/** The export with its event lines arranged as `order` says (checkpoint lines kept in place). */
+const arranged = (order: Array<number | string>): string => {
+  const body = order.map((o) => (typeof o === 'number' ? raw(o) : o));
+  return [...body, ...lines.filter((l) => l.kind === 'checkpoint').map((l) => l.raw)].join('\n');
+};
+const range = (a: number, b: number): number[] => Array.from({ length: b - a + 1 }, (_, i) => a + i);
+const verdict = (r: ReturnType<typeof verifyExport>) => [r.ok, r.firstError?.seq, r.firstError?.kind, r.firstError?.message];
+/** Event `seq` re-sealed over another prev_hash: its own hash is right, its link is not. */
+const resealed = (seq: number, prev: string): string => exportLine(sealLine(encodeEvent(sampleEvent(seq, { request_id: `req-${seq}` }), Date.UTC(2026, 0, 1, 0, 0, seq)).json, seq, prev).body);
+
+test('chain: removed, reordered and inserted events are told apart, each named at its seq', () => {
+  assert.deepEqual(verdict(verifyExport(arranged([...range(1, 6), ...range(8, 25)]), pub)), [false, 7, 'removed', 'expected seq 7, found seq 8: event(s) 7..7 were removed']);
+  assert.deepEqual(verdict(verifyExport(arranged([...range(1, 6), ...range(9, 25)]), pub)), [false, 7, 'removed', 'expected seq 7, found seq 9: event(s) 7..8 were removed']);
+  assert.deepEqual(verdict(verifyExport(arranged([...range(1, 6), 8, 7, ...range(9, 25)]), pub)), [false, 7, 'reordered', 'seq 7 comes after seq 8: events were reordered']);
+  assert.deepEqual(verdict(verifyExport(arranged([...range(1, 7), 5, ...range(8, 25)]), pub)), [false, 5, 'inserted', 'seq 5 appears again after seq 7: an event was inserted']);
+  // A copy of a later event ahead of its place: inserted, even though 7 follows too.
+  assert.deepEqual(verdict(verifyExport(arranged([...range(1, 6), 9, ...range(7, 25)]), pub)), [false, 9, 'inserted', 'seq 9 appears twice: an event was inserted before seq 7']);
+  // Removed from the very start (no anchor): everything before the first event is missing.
+  const late = verifyExport(range(11, 25).map(raw).join('\n'), pub);
+  assert.deepEqual(verdict(late), [false, 1, 'removed', 'expected seq 1, found seq 11: event(s) 1..10 were removed']);
+  assert.deepEqual([late.events, late.firstSeq, late.lastSeq, late.anchor], [0, 0, 0, 'genesis']);
+});
+
+test('chain: an edited event, an extra edited copy, a broken link and a malformed event, with the exact words', () => {
+  const edited = raw(7).replace('"status":200', '"status":201');
+  assert.notEqual(edited, raw(7));
+  assert.deepEqual(verdict(verifyExport(arranged([...range(1, 6), edited, ...range(8, 25)]), pub)), [false, 7, 'altered', 'event 7: content does not match its hash (a field was edited)']);
+  assert.deepEqual(verdict(verifyExport(arranged([...range(1, 6), edited, ...range(7, 25)]), pub)), [false, 7, 'inserted', 'two events claim seq 7: an event was inserted']);
+  const relinked = resealed(7, 'c'.repeat(64));
+  assert.deepEqual(verdict(verifyExport(arranged([...range(1, 6), relinked, ...range(8, 25)]), pub)), [false, 7, 'altered', 'event 7: prev_hash does not match the hash of event 6']);
+  for (const drop of ['prev_hash', 'hash', 'seq']) {
+    const o = JSON.parse(raw(5)) as Record<string, unknown>;
+    delete o[drop];
+    const r = verifyExport(arranged([...range(1, 4), JSON.stringify(o), ...range(6, 25)]), pub);
+    assert.deepEqual(verdict(r), [false, 5, 'altered', 'event after seq 4 is malformed (missing seq, hash or prev_hash)'], drop);
+    assert.deepEqual([r.events, r.lastSeq], [4, 0], `${drop}: nothing after a definite error is counted, and a broken chain has no last seq`);
+  }
+  const fractional = raw(5).replace('"seq":5,', '"seq":5.5,');
+  assert.notEqual(fractional, raw(5));
+  assert.deepEqual(verdict(verifyExport(arranged([...range(1, 4), fractional, ...range(6, 25)]), pub)).slice(0, 3), [false, 5, 'altered']);
+});
+
+test('chain: a rewritten chain disagrees with the signed checkpoint; an outside checkpoint pins the event at its tree size', () => {
+  // Every event re-sealed (other request ids) under the original checkpoints: caught at the first.
+  const other = makeExport(KEY, 1, GENESIS_HASH, '-rewritten').lines.filter((l) => l.kind === 'event').map((l) => l.raw);
+  const r = verifyExport([...other, ...lines.filter((l) => l.kind === 'checkpoint').map((l) => l.raw)].join('\n'), pub);
+  assert.deepEqual(verdict(r), [false, 10, 'altered', 'event 10 differs from the signed checkpoint at tree size 10: the chain up to here was rewritten']);
+  // A validly signed outside checkpoint for another event at 15.
+  const pin = signCheckpoint(KEY, 15, 'd'.repeat(64), 'periodic');
+  assert.deepEqual(verdict(verifyExport(all(), pub, pin)), [false, 15, 'altered', `event 15 is not the event the outside checkpoint (signed ${pin.time}) vouches for at tree size 15: the trail was rewritten up to here, or the checkpoint belongs to another trail`]);
+  // The same pin at the right hash holds.
+  const right = signCheckpoint(KEY, 15, (JSON.parse(raw(15)) as { hash: string }).hash, 'periodic');
+  assert.equal(verifyExport(all(), pub, right).ok, true);
+});
+
+test('export lines: a broken JSON line is named by its line number at the seq after the last event; other kinds of line are ignored', () => {
+  const text = all().split('\n');
+  const at = text.findIndex((l) => l === raw(8));
+  const broken = [...text.slice(0, at), '{"kind":"event", broken', ...text.slice(at)];
+  assert.deepEqual(verdict(verifyExport(broken.join('\n'), pub)), [false, 8, 'altered', `line ${at + 1} is not valid JSON`]);
+  assert.deepEqual(verdict(verifyExport(['not json', ...text].join('\n'), pub)), [false, 0, 'altered', 'line 1 is not valid JSON']);
+  const noted = verifyExport(['{"kind":"note","seq":3}', '', '   ', ...text].join('\n'), pub);
+  assert.deepEqual([noted.ok, noted.events, noted.checkpoints], [true, 25, 2]);
+  // A first event without a numeric seq starts the chain at genesis.
+  const o = JSON.parse(raw(1)) as Record<string, unknown>;
+  o.seq = '1';
+  assert.deepEqual(verdict(verifyExport(arranged([JSON.stringify(o), ...range(2, 25)]), pub)).slice(0, 3), [false, 1, 'altered']);
+});
