@@ -211,6 +211,8 @@ test('on-behalf-of: the assertion\'s exact claims, its lifetime and refresh poin
   assert.equal(signed.length, 5);
   // The assertion is scrubbed like a token.
   assert.equal(vault.scrubber().scrub('assertion-3-for-spiffe://t/agent/b').text, '[REDACTED:obo]');
+  // A stdio MCP server started for B gets B's assertion in its environment.
+  assert.deepEqual(await inj.environmentFor('obo', 'TOKEN', { principal: B }), { env: { TOKEN: 'assertion-3-for-spiffe://t/agent/b' }, credential: { name: 'obo', version: 0, kind: 'on_behalf_of' } });
   await assert.rejects(inj.injectionFor('obo'), {
     code: 'credential_principal', status: 500,
     message: 'Credential "obo" acts on behalf of the calling agent, but this call has no agent identity; it is not sent without one',
