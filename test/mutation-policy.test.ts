@@ -6,8 +6,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfigTexts } from '../src/config/load.ts';
-import { compilePolicies, findAgent, type CompiledPolicies } from '../src/policy/compile.ts';
+import { compilePolicies, findAgent, setFor, type CompiledPolicies } from '../src/policy/compile.ts';
 import { decide, toolVisible } from '../src/policy/decide.ts';
+import { agentVisible, decidingAgentRule, maxDelegationDepth } from '../src/policy/agents.ts';
+import { explain, requestOf } from '../src/policy/test-runner.ts';
 import type { AgentRecord } from '../src/identity/types.ts';
 import type { Decision } from '../src/policy/types.ts';
 
@@ -214,4 +216,106 @@ test('tools: argument constraints allow their bounds exactly and refuse with a r
   const one = compile(policy('one', '{ agent: bob }', '  tools: [ { resource: crm.deals, actions: [read], args: { n: { min: 5, max: 5 } } } ]'));
   assert.equal(tool(one, 'bob', 'crm.deals', 'read', { n: 5 }).allowed, true);
   assert.equal(tool(one, 'bob', 'crm.deals', 'read', { n: 6 }).allowed, false);
+});
+
+// Conditions (cel.ts), subjects (subject.ts) and A2A rules (agents.ts): written for the mutants
+// `npm run mutate -- policy -- --mutate src/policy/cel.ts` (and subject.ts, agents.ts) found alive.
+
+test('conditions: a mixed list loads; a dyn condition that is no boolean denies; an evaluation error is named in one line', () => {
+  const c = compile(policy('crm', '{ team: finance }', `  tools:
+    - { resource: crm.mixed, actions: [read, write, '9'], when: 'action in ["read", 9]' }
+    - { resource: crm.flag, actions: [read], when: 'args.flag' }
+    - { resource: crm.owner, actions: [read], when: 'args.filter.owner == "me"' }`));
+  assert.equal(tool(c, 'ann', 'crm.mixed', 'read').effect, 'allow');
+  assert.equal(tool(c, 'ann', 'crm.mixed', 'write').effect, 'deny');
+  assert.equal(tool(c, 'ann', 'crm.flag', 'read', { flag: 'yes' }).reason,
+    'policy "crm" tools[1] condition `args.flag` could not be evaluated (returned string, not a boolean); denied because conditions fail closed');
+  assert.equal(tool(c, 'ann', 'crm.flag', 'read', { flag: true }).effect, 'allow');
+  assert.equal(tool(c, 'ann', 'crm.flag', 'read', { flag: false }).effect, 'deny');
+  const err = tool(c, 'ann', 'crm.owner', 'read', {});
+  assert.match(err.reason, /^policy "crm" tools\[2\] condition `args\.filter\.owner == "me"` could not be evaluated \([^\n)]+\); denied because conditions fail closed$/);
+  assert.equal(err.reason, 'policy "crm" tools[2] condition `args.filter.owner == "me"` could not be evaluated (No such key: filter); denied because conditions fail closed');
+  assert.throws(() => compile(policy('bad', '{ team: finance }', "  tools: [ { resource: x, actions: [read], when: 'identty.team == \"a\"' } ]")), (e: Error) => e.message.endsWith('spec.tools[0].when: CEL type error: Unknown variable: identty at column 1 in `identty.team == "a"`'));
+  assert.throws(() => compile(policy('bad', '{ team: finance }', "  tools: [ { resource: x, actions: [read], when: 'size(resource)' } ]")), /CEL condition must return bool, this one returns int at column 1/);
+});
+
+test('tools/list: a condition on args or context lists the tool (the call decides); one on identity alone is evaluated', () => {
+  const c = compile(policy('crm', '{ team: finance }', `  tools:
+    - { resource: crm.args, actions: [read], when: 'args.limit < 10' }
+    - { resource: crm.context, actions: [read], when: 'context.hour < 25' }
+    - { resource: crm.sales, actions: [read], when: 'identity.team == "sales"' }
+    - { resource: crm.finance, actions: [read], when: 'identity.team == "finance" && action == "read" && resource == "crm.finance"' }`));
+  const visible = (r: string) => toolVisible(who(c, 'ann'), r, 'read', c);
+  assert.deepEqual(['crm.args', 'crm.context', 'crm.sales', 'crm.finance'].map(visible), [true, true, false, true]);
+  assert.equal(tool(c, 'ann', 'crm.args', 'read', { limit: 5 }).effect, 'allow');
+  assert.equal(tool(c, 'ann', 'crm.context', 'read', {}, { time: Date.parse('2026-11-25T10:00:00Z') }).effect, 'allow');
+});
+
+test('explain names what each policy that applies selects on', () => {
+  const c = compile(
+    `${HEAD('Agent', 'full')}spec: { workload: spiffe://prod/agent/full, team: finance, environment: prod, owner: o@example.com, deployment: v2, labels: { tier: gold, zone: a } }`,
+    policy('all', '{ workload: spiffe://prod/agent/full, team: finance, environment: prod, owner: o@example.com, deployment: v2, agent: full, labels: { tier: gold, zone: a } }', '  models: { allow: [alpha] }'),
+    policy('glob', "{ workload: 'spiffe://prod/**' }", '  models: { allow: [beta] }'),
+  );
+  const lines = explain(requestOf({ agent: 'full', model: 'alpha' }, c), c);
+  assert.ok(lines.includes('policies that apply: all (workload spiffe://prod/agent/full, team=finance, environment=prod, owner=o@example.com, deployment=v2, agent=full, labels.tier=gold, labels.zone=a); glob (workload spiffe://prod/**)'), lines.join('\n'));
+  // Every selector must hold: one label of two, or a glob one segment short, is not enough.
+  const half: AgentRecord = { ...who(c, 'full'), labels: { tier: 'gold' } };
+  assert.equal(decide({ kind: 'model', agent: half, model: 'alpha' }, c).effect, 'deny');
+  const other: AgentRecord = { name: '', spiffeId: 'spiffe://test/agent/full', trustDomain: 'test', labels: {} };
+  assert.equal(decide({ kind: 'model', agent: other, model: 'beta' }, c).effect, 'deny');
+});
+
+const A2A = [
+  `${HEAD('Agent', 'scorer')}spec: { workload: spiffe://prod/agent/scorer, a2a: { url: 'http://127.0.0.1:9/a2a' } }`,
+  `${HEAD('Agent', 'writer')}spec: { workload: spiffe://prod/agent/writer, a2a: { url: 'http://127.0.0.1:9/a2a' } }`,
+];
+const call = (c: CompiledPolicies, a: string, callee: string, skill: string, context: Record<string, unknown> = {}) =>
+  decide({ kind: 'agent', agent: who(c, a), callee, skill, context }, c);
+
+test('A2A: each kind of refusal has its exact reason; a condition that is false beats a skill that is not listed', () => {
+  const c = compile(...A2A, policy('a2a', '{ agent: ann }', `  agents:
+    - { agent: scorer, skills: [] }
+    - { agent: scorer, skills: [score], when: 'context.hop == 1' }
+    - { agent: writer, skills: [draft], when: 'context.hop > 0' }`));
+  assert.equal(call(c, 'ann', 'scorer', 'score', { hop: 2 }).reason, 'policy "a2a" agents[1] allows skill "score" of agent "scorer" only when `context.hop == 1`, which is false for this call');
+  assert.equal(call(c, 'ann', 'scorer', 'other', { hop: 1 }).reason, 'policy "a2a" agents[0] allows only skills none of agent "scorer", not "other"');
+  assert.equal(call(c, 'ann', 'scorer', '', { hop: 1 }).reason, 'policy "a2a" agents[0] allows only skills none of agent "scorer", not a message without message.metadata.skill');
+  assert.equal(call(c, 'ann', 'writer', 'draft', {}).reason, 'policy "a2a" agents[2] condition `context.hop > 0` could not be evaluated (' + (call(c, 'ann', 'writer', 'draft', {}).reason.match(/evaluated \((.*)\); denied/)?.[1] ?? '?') + '); denied because conditions fail closed');
+  assert.deepEqual([call(c, 'ann', 'writer', 'draft', { hop: 1 }).effect, call(c, 'ann', 'writer', 'draft', { hop: 1 }).rulePath], ['allow', 'agents[2]']);
+  assert.equal(call(c, 'bob', 'scorer', 'score').reason, `no AgentPolicy applies to ${BOB}, so calling skill "score" of agent "scorer" is denied by default`);
+  assert.equal(call(c, 'ann', 'ann', '').reason, `no policy has an agents rule allowing ${ANN} to call agent "ann" (no skill named in message.metadata.skill); add \`agents: [{ agent: ann }]\` to its AgentPolicy`);
+});
+
+test('A2A: a rule\'s rate and budget go with the calls it allows; max_delegation_depth is the smallest set, above the default too', () => {
+  const c = compile(...A2A,
+    policy('a2a', '{ agent: ann }', `  max_delegation_depth: 9
+  agents:
+    - { agent: scorer, rate: { rpm: 3 }, budget: { calls_per_month: 7 } }
+    - { agent: writer }`),
+    policy('deep', '{ team: finance }', '  max_delegation_depth: 12'),
+    policy('any', '{ agent: bob }', "  agents: [ { agent: '*', deny: [delete] } ]"));
+  const set = setFor(who(c, 'ann'), c);
+  const rule = decidingAgentRule(set, call(c, 'ann', 'scorer', 'x'))!;
+  assert.deepEqual([rule.rate, rule.budget], [{ rpm: 3 }, { calls_per_month: 7 }]);
+  assert.deepEqual([decidingAgentRule(set, call(c, 'ann', 'writer', 'x'))!.rate, decidingAgentRule(set, call(c, 'ann', 'writer', 'x'))!.budget], [null, null]);
+  assert.equal(decidingAgentRule(set, call(c, 'ann', 'nobody', 'x')), undefined);
+  assert.equal(decidingAgentRule(set, { policy: 'a2a', rule: -1 }), undefined);
+  assert.equal(decidingAgentRule(set, { policy: 'other', rule: 0 }), undefined);
+  assert.equal(maxDelegationDepth(set), 9);
+  assert.equal(maxDelegationDepth(setFor(who(c, 'bob'), c)), 4);
+  const bob = setFor(who(c, 'bob'), c);
+  assert.deepEqual([agentVisible(bob, 'scorer'), call(c, 'bob', 'scorer', 'score').effect, call(c, 'bob', 'scorer', 'delete').effect], [true, 'allow', 'deny']);
+  assert.equal(agentVisible(set, 'ann'), false);
+  assert.throws(() => compile(...A2A, policy('bad', '{ agent: ann }', `  agents:
+    - { agent: scorer, deny: ['*'], rate: { rpm: 1 } }
+    - { agent: writer, deny: ['*'], budget: { calls_per_day: 1 } }
+    - { agent: writer, budget: {} }`)), (e: Error) => {
+    assert.equal(e.message.split('\n').map((l) => l.replace(/^.*?: (spec\.)/, '$1')).join('\n'), [
+      'spec.agents[0]: rate and budget limit the calls a rule allows, and this rule denies the agent outright; move them to the rule that allows it',
+      'spec.agents[1]: rate and budget limit the calls a rule allows, and this rule denies the agent outright; move them to the rule that allows it',
+      'spec.agents[2].budget: budget needs calls_per_day, calls_per_month or both',
+    ].join('\n'));
+    return true;
+  });
 });
