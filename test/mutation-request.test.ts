@@ -1,0 +1,269 @@
+// The request helpers every handler uses (src/access/request.ts) as a client sees them, over a real
+// HTTP server whose responses are the egress door, with no gateway: request ids, JSON and error
+// answers in both wire formats, reading a body under a size cap and a watch, the JSON checks at the
+// door, and the keep-alive comments of an idle event stream. A mutant it kills costs about a second.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, request, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { keepSseAlive, readBody, readJson, requestIdFor, sendError, sendJson, sendText, type BodyWatch, type Ctx } from '../src/access/request.ts';
+import { AamError } from '../src/access/errors.ts';
+import { EgressResponse } from '../src/access/egress.ts';
+import type { AccessRuntime } from '../src/access/runtime-view.ts';
+import { Scrubber } from '../src/credentials/scrub.ts';
+
+const MAX = 4096;
+
+interface Rt { options: { maxBodyBytes: number }; requestSeq: number; logged: Array<{ obj: Record<string, unknown>; msg: string }>; log: { error(obj: Record<string, unknown>, msg: string): void } }
+
+function runtime(): Rt {
+  const logged: Rt['logged'] = [];
+  return { options: { maxBodyBytes: MAX }, requestSeq: 0, logged, log: { error: (obj, msg) => { logged.push({ obj, msg }); } } };
+}
+
+type Handler = (ctx: Ctx) => void | Promise<void>;
+let server: Server;
+let port: number;
+let current: { handler: Handler; rt: Rt; wire: 'openai' | 'anthropic'; ctx?: Ctx };
+
+before(async () => {
+  server = createServer({ ServerResponse: EgressResponse }, (req, res) => {
+    const door = res as EgressResponse;
+    door.open({ scrubber: () => new Scrubber([]), leaked: () => {} });
+    const c = current;
+    const ctx = { req, res: door, rt: c.rt as unknown as AccessRuntime, requestId: 'req_test', wire: c.wire } as unknown as Ctx;
+    c.ctx = ctx;
+    Promise.resolve().then(() => c.handler(ctx)).catch((e: unknown) => sendError(ctx, e));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  port = (server.address() as AddressInfo).port;
+});
+after(async () => { server.closeAllConnections(); await new Promise((r) => server.close(r)); });
+
+interface Answer { status: number; headers: IncomingMessage['headers']; text: string; json: any } // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** One request: `body` as chunks (each its own write; no content-length when `chunked`). */
+function call(handler: Handler, opts: { body?: Array<string | Buffer>; headers?: Record<string, string>; chunked?: boolean; wire?: 'openai' | 'anthropic'; rt?: Rt } = {}): Promise<Answer> {
+  current = { handler, rt: opts.rt ?? runtime(), wire: opts.wire ?? 'openai' };
+  const chunks = (opts.body ?? []).map((c) => Buffer.from(c));
+  const length = chunks.reduce((n, c) => n + c.length, 0);
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, method: 'POST', path: '/', headers: { ...(opts.chunked ? {} : { 'content-length': String(length) }), ...opts.headers } }, (res) => {
+      const got: Buffer[] = [];
+      res.on('data', (c: Buffer) => got.push(c));
+      res.on('error', reject);
+      res.on('end', () => {
+        const text = Buffer.concat(got).toString('utf8');
+        let json: unknown;
+        try { json = JSON.parse(text); } catch { json = undefined; }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
+      });
+    });
+    // A refusal may close the connection before the whole body is written: that is fine here.
+    req.on('error', (e) => { if (!/ECONNRESET|EPIPE/.test(String(e))) reject(e); });
+    req.setTimeout(15_000, () => req.destroy(new Error('no answer in 15 s')));
+    for (const c of chunks) req.write(c);
+    req.end();
+  });
+}
+
+const echo = (limit?: number, watch?: BodyWatch): Handler => async (ctx) => {
+  const buf = await readBody(ctx, limit, watch);
+  sendJson(ctx, 200, { length: buf.length, read: ctx.bodyBytes, text: buf.toString('utf8') });
+};
+
+test('aam owns the request id; a sane x-request-id from the caller is kept beside it, any other is dropped', () => {
+  const rt = { requestSeq: 0 } as AccessRuntime;
+  const idOf = (h: Record<string, unknown>) => requestIdFor({ headers: h } as unknown as IncomingMessage, rt);
+  const a = idOf({});
+  assert.match(a.requestId, /^req_[0-9a-f]{8}0{7}1$/);
+  assert.deepEqual(Object.keys(a), ['requestId']);
+  const b = idOf({ 'x-request-id': 'trace.Abc_9:x-1' });
+  assert.equal(b.requestId, `${a.requestId.slice(0, -1)}2`);
+  assert.equal(b.clientRequestId, 'trace.Abc_9:x-1');
+  assert.equal(rt.requestSeq, 2);
+  for (let i = 0; i < 34; i++) idOf({});
+  assert.match(idOf({}).requestId, /^req_[0-9a-f]{8}0{6}11$/, 'base 36: the 37th id');
+  assert.equal(idOf({ 'x-request-id': 'x'.repeat(128) }).clientRequestId, 'x'.repeat(128));
+  for (const bad of ['x'.repeat(129), '', 'a b', 'a\nb', 'a/b', 'é', ['a', 'b']]) {
+    assert.equal(idOf({ 'x-request-id': bad }).clientRequestId, undefined, JSON.stringify(bad));
+  }
+});
+
+test('JSON and text answers carry the request id and extra headers; errors come in the caller\'s wire format', async () => {
+  let r = await call((ctx) => sendJson(ctx, 201, { ok: true }, { 'x-extra': 'yes' }));
+  assert.deepEqual([r.status, r.headers['content-type'], r.headers['x-request-id'], r.headers['x-extra'], r.text], [201, 'application/json', 'req_test', 'yes', '{"ok":true}']);
+  r = await call((ctx) => sendJson(ctx, 200, '{"already":"json"}'));
+  assert.equal(r.text, '{"already":"json"}', 'a string body is sent as it is');
+  r = await call((ctx) => sendText(ctx, 202, 'plain words', 'text/plain'));
+  assert.deepEqual([r.status, r.headers['content-type'], r.headers['x-request-id'], r.text], [202, 'text/plain', 'req_test', 'plain words']);
+  const limited = new AamError(429, 'rate_limited', 'slow down', { headers: { 'retry-after': '7' } });
+  r = await call((ctx) => sendError(ctx, limited));
+  assert.deepEqual([r.status, r.headers['retry-after'], r.headers['content-type'], r.headers['x-request-id']], [429, '7', 'application/json', 'req_test']);
+  assert.deepEqual(r.json, { error: { message: 'slow down', type: 'rate_limit_error', param: null, code: 'rate_limited' } });
+  r = await call((ctx) => sendError(ctx, limited), { wire: 'anthropic' });
+  assert.deepEqual(r.json, { type: 'error', error: { type: 'rate_limit_error', message: 'slow down', code: 'rate_limited' } });
+  // An unexpected error: a 500 that says where to look, and the log has the real one with the request id.
+  const rt = runtime();
+  const boom = new Error('db password is hunter2');
+  r = await call(() => { throw boom; }, { rt });
+  assert.equal(r.status, 500);
+  assert.deepEqual(r.json.error, { message: 'internal error; see the gateway log for details', type: 'api_error', param: null, code: 'internal_error' });
+  assert.deepEqual(rt.logged, [{ obj: { requestId: 'req_test', err: boom }, msg: 'unhandled error' }]);
+  // A coded error, even a 5xx one, is the caller's answer, not a bug to log.
+  for (const e of [new AamError(503, 'unavailable', 'draining'), new AamError(400, 'invalid_request', 'no'), new AamError(500, 'upstream_error', 'bad gateway')]) {
+    const quiet = runtime();
+    r = await call((ctx) => sendError(ctx, e), { rt: quiet });
+    assert.equal(r.status, e.status);
+    assert.deepEqual(quiet.logged, [], e.code);
+  }
+});
+
+test('an error after the answer began cuts the connection instead of writing a second answer', async () => {
+  await assert.rejects(call((ctx) => {
+    ctx.res.writeHead(200, { 'content-type': 'text/event-stream' });
+    ctx.res.write('data: one\n\n');
+    sendError(ctx, new AamError(502, 'upstream_error', 'upstream went away'));
+  }), /aborted|ECONNRESET|socket hang up/);
+});
+
+test('a body is read whole up to the cap; above it the answer is 413 naming which limit, read or not', async () => {
+  let r = await call(echo(), { body: ['ab', 'cd', 'é'] });
+  assert.deepEqual(r.json, { length: 6, read: 6, text: 'abcdé' });
+  r = await call(echo(), { body: ['x'.repeat(MAX)] });
+  assert.deepEqual([r.status, r.json.length, r.json.read], [200, MAX, MAX], 'exactly the cap is fine');
+  r = await call(echo(), { body: ['x'.repeat(MAX - 10), 'y'.repeat(10)], chunked: true });
+  assert.deepEqual([r.status, r.json.length], [200, MAX]);
+  // Declared too large: refused before reading; streamed too large (no content-length): refused on the way.
+  for (const chunked of [false, true]) {
+    r = await call(echo(), { body: ['x'.repeat(MAX), 'y'], chunked });
+    assert.equal(r.status, 413, `chunked ${chunked}`);
+    assert.deepEqual(r.json.error, { message: `request body exceeds the ${MAX} byte limit (AAM_MAX_BODY_BYTES)`, type: 'invalid_request_error', param: null, code: 'body_too_large' });
+    r = await call(echo(100), { body: ['x'.repeat(60), 'y'.repeat(41)], chunked });
+    assert.equal(r.status, 413);
+    assert.equal(r.json.error.message, 'request body exceeds the 100 byte limit of this endpoint');
+  }
+  r = await call(echo(100), { body: ['x'.repeat(100)] });
+  assert.equal(r.status, 200);
+});
+
+test('a watch sees every byte of a body that may exceed its threshold, once and in order, and its refusal is the answer', async () => {
+  const watch = (from: number, stopAt = Infinity) => {
+    const fed: Buffer[] = [];
+    const w: BodyWatch = { from, feed: (c) => { fed.push(c); return Buffer.concat(fed).length > stopAt ? new AamError(400, 'invalid_request', 'too much text') : undefined; } };
+    return { w, fed: () => Buffer.concat(fed).toString('utf8') };
+  };
+  // Small declared bodies are never watched.
+  let a = watch(10);
+  let r = await call(echo(undefined, a.w), { body: ['0123456789'] });
+  assert.equal(r.status, 200);
+  assert.equal(a.fed(), '');
+  // Declared over the threshold: watched from the first chunk.
+  a = watch(10);
+  r = await call(echo(undefined, a.w), { body: ['01234', '56789', 'X'] });
+  assert.equal(a.fed(), '0123456789X');
+  // Undeclared (chunked): watched from the chunk that crosses the threshold, earlier ones first.
+  const parts = ['aaaa', 'bbbb', 'cccc', 'dddd', 'eeee'];
+  a = watch(10);
+  const paced: Handler = async (ctx) => {
+    const buf = await readBody(ctx, undefined, a.w);
+    sendJson(ctx, 200, { text: buf.toString('utf8') });
+  };
+  r = await call(paced, { body: parts, chunked: true });
+  assert.equal(r.json.text, parts.join(''));
+  assert.equal(a.fed(), parts.join(''), 'each byte fed once, in order');
+  a = watch(4);
+  r = await call(echo(undefined, a.w), { body: ['abc'], chunked: true });
+  assert.equal(a.fed(), '', 'a chunked body that stays under the threshold is not watched');
+  // The watch refuses: that error is the answer.
+  for (const chunked of [false, true]) {
+    a = watch(10, 20);
+    r = await call(echo(undefined, a.w), { body: ['x'.repeat(15), 'y'.repeat(15), 'z'.repeat(15)], chunked });
+    assert.deepEqual([r.status, r.json.error.message], [400, 'too much text'], `chunked ${chunked}`);
+  }
+  // A large body (paced while read) comes through whole.
+  const big = Buffer.alloc(300 * 1024, 'q');
+  const large = runtime();
+  large.options.maxBodyBytes = 1024 * 1024;
+  a = watch(1024);
+  r = await call(echo(undefined, a.w), { body: Array.from({ length: 30 }, (_, i) => big.subarray(i * 10240, (i + 1) * 10240)), rt: large });
+  assert.deepEqual([r.status, r.json.length, r.json.read], [200, big.length, big.length]);
+  assert.equal(a.fed().length, big.length);
+});
+
+test('a JSON body must say it is JSON, not be empty, not nest deeper than 128 levels, and parse', async () => {
+  const parse: Handler = async (ctx) => sendJson(ctx, 200, { got: await readJson(ctx) });
+  let r = await call(parse, { body: ['{"a":1}'] });
+  assert.deepEqual(r.json, { got: { a: 1 } });
+  for (const ct of ['application/json', 'application/json; charset=utf-8', 'APPLICATION/JSON', 'application/vnd.api+json']) {
+    r = await call(parse, { body: ['[1]'], headers: { 'content-type': ct } });
+    assert.deepEqual(r.json, { got: [1] }, ct);
+  }
+  r = await call(parse, { body: ['{"a":1}'], headers: { 'content-type': 'text/plain' } });
+  assert.deepEqual([r.status, r.json.error.code, r.json.error.message], [415, 'unsupported_media_type', 'content-type must be application/json (got text/plain)']);
+  r = await call(parse, { body: [] });
+  assert.deepEqual([r.status, r.json.error.code, r.json.error.message], [400, 'invalid_json', 'request body is empty; send a JSON object']);
+  const deep = `{"model":"m","response_format":${'['.repeat(200)}${']'.repeat(200)}}`;
+  r = await call(parse, { body: [deep] });
+  assert.deepEqual([r.status, r.json.error.code, r.json.error.param], [400, 'invalid_json', 'response_format']);
+  assert.equal(r.json.error.message, `field "response_format" nests JSON deeper than 128 levels (at byte ${deep.indexOf('[') + 127}); flatten it`);
+  r = await call(parse, { body: ['['.repeat(129)] });
+  assert.deepEqual([r.status, r.json.error.param, r.json.error.message], [400, null, 'request body nests JSON deeper than 128 levels (at byte 128); flatten it']);
+  r = await call(parse, { body: ['{"a":'] });
+  assert.equal(r.status, 400);
+  assert.match(r.json.error.message, /^request body is not valid JSON: .+/);
+  // A large body (long strings decoded across loop turns) parses to the same value, and its errors too.
+  const large = runtime();
+  large.options.maxBodyBytes = 1024 * 1024;
+  const text = 'é'.repeat(100_000);
+  r = await call(parse, { body: [JSON.stringify({ messages: [{ content: text }] })], rt: large });
+  assert.equal(r.json.got.messages[0].content, text);
+  r = await call(parse, { body: [`{"messages":[{"content":"${'x'.repeat(100_000)}\\q"}]}`], rt: large });
+  assert.deepEqual([r.status, r.json.error.code], [400, 'invalid_json']);
+  assert.match(r.json.error.message, /^request body is not valid JSON: /);
+});
+
+test('an idle event stream gets keep-alive comments; a JSON answer never does, nor an ended stream', async () => {
+  const KEEPALIVE = ': keep-alive\n\n';
+  const opened: Array<() => void> = [];
+  /** Reads a response as it streams; resolves when `until` holds for what arrived (15 s deadline). */
+  const stream = (handler: Handler) => {
+    let text = '';
+    const waiters: Array<{ until: (t: string) => boolean; done: () => void }> = [];
+    const check = () => { for (const w of [...waiters]) if (w.until(text)) { waiters.splice(waiters.indexOf(w), 1); w.done(); } };
+    current = { handler, rt: runtime(), wire: 'openai' };
+    const req = request({ host: '127.0.0.1', port, method: 'GET', path: '/' }, (res) => {
+      res.on('data', (c: Buffer) => { text += c.toString(); check(); });
+      res.on('error', () => {});
+    });
+    req.on('error', () => {});
+    req.end();
+    return {
+      text: () => text,
+      when: (until: (t: string) => boolean) => new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`waited 15 s; got ${JSON.stringify(text)}`)), 15_000);
+        waiters.push({ until, done: () => { clearTimeout(timer); resolve(); } });
+        check();
+      }),
+      close: () => req.destroy(),
+    };
+  };
+  const count = (t: string) => t.split(KEEPALIVE).length - 1;
+  const held = (start: (ctx: Ctx) => void, ms = 20): Handler => (ctx) => { start(ctx); keepSseAlive(ctx.res, ms); opened.push(() => ctx.res.end()); };
+  // Headers set either way, any letter case.
+  const sse = stream(held((ctx) => { ctx.res.writeHead(200, { 'Content-Type': 'text/event-stream; charset=utf-8' }); ctx.res.write('data: first\n\n'); }));
+  await sse.when((t) => t.startsWith('data: first\n\n') && count(t) >= 2);
+  const sse2 = stream(held((ctx) => { ctx.res.setHeader('content-type', 'TEXT/EVENT-STREAM'); ctx.res.write('data: a\n\n'); }));
+  await sse2.when((t) => count(t) >= 1);
+  // Every other answer, while the two streams above keep getting comments: none.
+  const json = stream(held((ctx) => { ctx.res.writeHead(200, { 'content-type': 'application/json' }); ctx.res.write('{"partial":'); }));
+  await json.when((t) => t.length > 0); // one request at a time: the server answers with the last handler given
+  const off = stream(held((ctx) => { ctx.res.writeHead(200, { 'content-type': 'text/event-stream' }); ctx.res.write('data: off\n\n'); }, 0));
+  await off.when((t) => t.length > 0);
+  const before = count(sse.text());
+  await sse.when((t) => count(t) >= before + 3);
+  assert.equal(json.text(), '{"partial":');
+  assert.equal(off.text(), 'data: off\n\n', 'an interval of 0: no comments');
+  for (const end of opened.splice(0)) end();
+  for (const s of [sse, sse2, json, off]) s.close();
+});
