@@ -61,14 +61,14 @@ export const groups: Record<string, MutateGroup> = {
     mutate: [...PARTS, 'src/access/json-turns.ts'],
     tests: ['test/mutation-access-parts.test.ts', 'test/json-turns.test.ts'],
   },
-  // Request ids, answers, body reading and the JSON checks at the door, over a real HTTP server
-  // (the egress door) with no gateway: a mutant it kills costs about a second.
+  // Request ids, answers, body reading and the JSON checks at the door (over a real HTTP server,
+  // the egress door), and the access context: no gateway, a mutant they kill costs about a second.
   request: {
-    mutate: ['src/access/request.ts'],
-    tests: ['test/mutation-request.test.ts'],
+    mutate: ['src/access/request.ts', 'src/access/context.ts'],
+    tests: ['test/mutation-request.test.ts', 'test/mutation-context.test.ts'],
   },
   access: {
-    mutate: ['src/access/**/*.ts', '!src/access/egress.ts', '!src/access/guard.ts', '!src/access/identify.ts', '!src/access/decide.ts', '!src/access/json-turns.ts', '!src/access/request.ts', ...PARTS.map((f) => `!${f}`)],
+    mutate: ['src/access/**/*.ts', '!src/access/egress.ts', '!src/access/guard.ts', '!src/access/identify.ts', '!src/access/decide.ts', '!src/access/json-turns.ts', '!src/access/request.ts', '!src/access/context.ts', ...PARTS.map((f) => `!${f}`)],
     tests: ['test/architecture-trust.test.ts', 'test/access-e2e.test.ts', 'test/gateway-e2e.test.ts', 'test/tools-http.test.ts'],
   },
   keys: {
