@@ -167,7 +167,10 @@ const scrubber = new Scrubber([{ name: 'openai-key', value: SECRET }]);
 
 function scrubEvents(evs: StreamEvent[]): StreamEvent[] {
   const s = createEventScrubber(() => scrubber.stream());
-  return [...evs.flatMap((e) => s.push(e)), ...s.end()];
+  const out = [...evs.flatMap((e) => s.push(e)), ...s.end()];
+  // Nothing held back means no event, not an empty one.
+  for (const e of out) assert.ok(!(e.type === 'text' && e.text === '') && !(e.type === 'tool_args' && e.delta === ''), `an empty ${e.type} event`);
+  return out;
 }
 
 /** Text and each tool call's arguments as the agent reads them, joined. */
@@ -217,6 +220,12 @@ test('a secret split across text deltas or across one tool call\'s argument delt
   assert.deepEqual(read(ended).order, ['text', 'tool_args:2', 'text', 'tool_args:2', 'finish', 'text']);
   assert.deepEqual(read(ended).args, { 2: 'y sk-li' });
   assert.equal(read(ended).text, 'x sk-live-4f9a8b7c6d5e4f3a2b1c'.replace(SECRET, 'sk-live' + SECRET.slice(7)), 'two streams: the halves are not joined');
+  // After a finish, a tool call with the same index is a new stream: its split secret is still caught.
+  const again = scrubEvents([
+    { type: 'tool_args', index: 0, delta: 'first' }, { type: 'finish', reason: 'tool_calls' },
+    { type: 'tool_args', index: 0, delta: a }, { type: 'tool_args', index: 0, delta: b },
+  ]);
+  assert.deepEqual(read(again).args, { 0: 'first[REDACTED:openai-key]' });
   // Nothing held, nothing added: an empty end, and clean text passes as it came.
   const s = createEventScrubber(() => scrubber.stream());
   assert.deepEqual(s.end(), []);
