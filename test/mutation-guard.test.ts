@@ -160,6 +160,10 @@ test('a held call\'s arguments as reviewers see them: PII and secrets redacted, 
   assert.doesNotMatch(shown, /jane@example\.com|555 0100|4f9a8b7c/);
   assert.match(shown, /"note":"ship it"/);
   assert.match(shown, /REDACTED/);
+  // Every PII detector (card, SSN, IBAN, IP address) and the secrets one (tokens aam holds no credential for).
+  const pii = { card: '4111 1111 1111 1111', ssn: '123-45-6789', iban: 'DE89370400440532013000', ip: '203.0.113.42', aws: 'AKIAIOSFODNN7EXAMPLE', github: 'ghp_abcdefghijklmnopqrstuvwxyz0123456789' };
+  const seen = redactForReview(rt, pii);
+  for (const [k, v] of Object.entries(pii)) assert.ok(!seen.includes(v), `${k} redacted: ${seen}`);
   // Secrets a PII detector does not know are scrubbed as credentials.
   assert.match(redactForReview(rt, { text: `use ${SECRET}x` }), /\[REDACTED:openai-key\]/);
   assert.equal(redactForReview(rt, undefined), '{}');
