@@ -92,7 +92,7 @@ test('an access context holds the caller and its policies for the whole request,
   assert.equal(e.status, 403);
   // Evidence carries this request and its trace.
   assert.equal(a.at().requestId, 'req-ctx');
-  assert.match(a.at().traceId, /^[0-9a-f]{32}$/);
+  assert.match(a.at().traceId ?? '', /^[0-9a-f]{32}$/);
   assert.equal(a.at().traceId, a.at().traceId, 'one trace per request');
 });
 
