@@ -14,16 +14,16 @@ import type { BudgetAlert, KeyBook, Limiter, McpSessionRegistry, PushRouteStore,
 import { memoryPushRoutes, redisPushRoutes } from './store/push-routes.ts';
 import type { Fleet } from './store/fleet.ts';
 import { fleetDrivers, fleetEnv } from './store/fleet-lazy.ts';
-import { FleetKeyBook } from './store/fleet-keys.ts';
-import { FleetLimiter } from './store/fleet-limits.ts';
+import type { FleetKeyBook } from './store/fleet-keys.ts';
+import type { FleetLimiter } from './store/fleet-limits.ts';
 import { FleetMcpSessions } from './store/fleet-mcp-sessions.ts';
 import { FleetCache } from './store/fleet-cache.ts';
 import { FleetTaskOwners, memoryTaskOwners } from './store/task-owners.ts';
 import { memoryMcpSessions } from './store/mcp-sessions.ts';
-import { FleetPins } from './store/fleet-pins.ts';
-import { FleetCredentialRows } from './store/fleet-credentials.ts';
-import { FleetIssuerKeys } from './store/fleet-issuer-keys.ts';
-import { FleetUsage } from './store/fleet-usage.ts';
+import type { FleetPins } from './store/fleet-pins.ts';
+import type { FleetCredentialRows } from './store/fleet-credentials.ts';
+import type { FleetIssuerKeys } from './store/fleet-issuer-keys.ts';
+import type { FleetUsage } from './store/fleet-usage.ts';
 import { openDatabase } from './store/sqlite.ts';
 import { createLogger, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
@@ -103,6 +103,11 @@ export async function openFleetStores(env: NodeJS.ProcessEnv, opts: { follow: bo
   const urls = fleetEnv(env);
   if (!urls) return null;
   const { openFleet, startHeartbeat } = await fleetDrivers();
+  // The fleet stores' modules load in fleet mode only (an embedded gateway never holds them).
+  const [{ FleetKeyBook }, { FleetLimiter }, { FleetPins }, { FleetCredentialRows }, { FleetIssuerKeys }, { FleetUsage }] = await Promise.all([
+    import('./store/fleet-keys.ts'), import('./store/fleet-limits.ts'), import('./store/fleet-pins.ts'),
+    import('./store/fleet-credentials.ts'), import('./store/fleet-issuer-keys.ts'), import('./store/fleet-usage.ts'),
+  ]);
   const fleet = await openFleet(urls, { follow: opts.follow, migrate: opts.follow, poolMax: env.AAM_DATABASE_POOL ? Number(env.AAM_DATABASE_POOL) : undefined });
   try {
     const pollMs = env.AAM_FLEET_POLL_MS ? Number(env.AAM_FLEET_POLL_MS) : undefined;

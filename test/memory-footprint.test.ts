@@ -24,9 +24,10 @@ registerHooks({
   },
 });
 
-/** Modules a started embedded gateway without TLS does not run: the other CLI commands, fleet mode, mTLS. */
+/** Modules a started embedded gateway without TLS does not run: the other CLI commands, fleet mode, mTLS, the A2A plane. */
 const NOT_AT_START = ['cli/commands.ts', 'cli/stores.ts', 'cli/evidence.ts', 'audit/index.ts', 'audit/cli.ts', 'audit/verify.ts', 'audit/export.ts',
-  'audit/fleet-log.ts', 'audit/fleet-sinks.ts', 'store/fleet-approvals.ts', 'identity/x509-svid.ts', 'policy/diff.ts'];
+  'audit/fleet-log.ts', 'audit/fleet-sinks.ts', 'store/fleet-approvals.ts', 'store/fleet-keys.ts', 'store/fleet-limits.ts', 'store/fleet-pins.ts',
+  'store/fleet-credentials.ts', 'store/fleet-issuer-keys.ts', 'store/fleet-usage.ts', 'identity/x509-svid.ts', 'policy/diff.ts', 'a2a/gateway.ts', 'a2a/push.ts'];
 
 const model = (name: string, provider: string): string => `apiVersion: access.envisionai.dev/v1\nkind: Model\nmetadata: { name: ${name} }\nspec: { targets: [{ provider: ${provider}, model: demo-small }] }\n`;
 

@@ -12,7 +12,7 @@ import { handleChat } from '../gateway/chat.ts';
 import { handleResponseById, handleResponses } from '../gateway/responses.ts';
 import { handleEmbeddings, handleModels } from '../gateway/embeddings.ts';
 import { startServerSpan, endHttpSpan } from '../observability/tracing.ts';
-import { createA2aGateway } from '../a2a/gateway.ts';
+import type { A2aGateway } from '../a2a/gateway.ts';
 
 /** The server's request context: the whole runtime, which every plane's view is a part of. */
 export type Ctx = AccessCtx<Runtime, Compiled>;
@@ -37,8 +37,10 @@ export function coreRoutes(): Routes {
       return sendJson(ctx, 200, { status: 'ready', config_version: ctx.cfg.version, store: store.kind });
     }],
   ]);
-  const a2a = createA2aGateway();
-  return { exact, prefixes: [['/v1/responses/', handleResponseById], ['/a2a/', a2a.handle]] };
+  // The A2A plane's modules load with the first /a2a/ request: a config without A2A agents never holds them.
+  let a2a: Promise<A2aGateway> | undefined;
+  const handleA2a = async (ctx: Ctx): Promise<void> => (await (a2a ??= import('../a2a/gateway.ts').then((m) => m.createA2aGateway()))).handle(ctx);
+  return { exact, prefixes: [['/v1/responses/', handleResponseById], ['/a2a/', handleA2a]] };
 }
 
 export function createRequestListener(rt: Runtime, routes: Routes) {
