@@ -257,7 +257,8 @@ export class Runtime {
     this.mcpSessions = this.fleet ? new FleetMcpSessions(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryMcpSessions();
     this.a2aTasks = this.fleet ? new FleetTaskOwners(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryTaskOwners();
     this.a2aPushRoutes = this.fleet ? redisPushRoutes(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryPushRoutes();
-    this.responses = this.fleet ? fleetResponseStore(this.fleet.fleet.sql) : openResponseStore(this.db);
+    this.responses = this.fleet ? fleetResponseStore(this.fleet.fleet.sql)
+      : openResponseStore(this.db, Date.now, (err, ids) => this.log.error({ event: 'responses_store_failed', err, ids }, 'storing responses failed; previous_response_id naming them will be 404'));
     this.responsesTtlMs = parseDurationSeconds((opts.env ?? process.env).AAM_RESPONSES_TTL ?? '30d', 'AAM_RESPONSES_TTL') * 1000;
     this.a2aPushAllow = ((opts.env ?? process.env).AAM_A2A_PUSH_ALLOW ?? '').split(',').map((h) => h.trim().toLowerCase()).filter(Boolean);
     this.joinTokens = this.fleet ? fleetJoinTokenStore(this.fleet.fleet.sql) : createJoinTokenStore(this.db);
@@ -467,6 +468,7 @@ export class Runtime {
     this.keyBook.close();
     this.cache.close();
     await this.scanThread.close();
+    this.responses.flush?.(); // stored Responses still held in memory (drained requests put them)
     this.db.close();
     if (this.fleet) {
       await this.#heartbeat?.stop();

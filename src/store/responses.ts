@@ -3,6 +3,9 @@
 // to one agent (its SPIFFE ID): a lookup names the agent, so another agent's id reads as unknown.
 // Records expire (AAM_RESPONSES_TTL, default 30 days). Embedded: SQLite in the data dir (here);
 // fleet: PostgreSQL (fleet-responses.ts), so a conversation continues on any replica.
+// Embedded writes are behind the answer: put() keeps the record in memory, where reads find it at
+// once (this process is the only one serving them), and all puts of an event-loop turn are written
+// in one transaction in the next check phase, after the answer has left; flush() drains (shutdown).
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import { transaction } from './sqlite.ts';
 
@@ -21,19 +24,24 @@ export interface StoredResponse {
 
 /** Where an item id points: the stored response holding it (input or output). */
 export interface ResponseStore {
-  /** Store a response and index its items' ids; the answer is acknowledged once this resolves. */
+  /**
+   * Store a response and index its items' ids. Once this resolves the agent's reads find it (the
+   * answer is acknowledged after it): embedded, held in memory until the next turn's write; fleet, committed.
+   */
   put(r: StoredResponse, itemIds: readonly string[]): Promise<void>;
   /** The agent's stored response, or null (unknown, expired, or another agent's). */
   get(agent: string, id: string): Promise<StoredResponse | null>;
   /** Id of the agent's stored response that holds this item, or null. */
   itemOwner(agent: string, itemId: string): Promise<string | null>;
   delete(agent: string, id: string): Promise<boolean>;
+  /** Writes what is still held in memory now (shutdown drain); a no-op for a store that writes through. */
+  flush?(): void;
 }
 
 /** Expired rows are removed at most this often (reads already ignore them). */
 const PURGE_EVERY_MS = 60_000;
 
-export function openResponseStore(db: DatabaseSync, now: () => number = Date.now): ResponseStore {
+export function openResponseStore(db: DatabaseSync, now: () => number = Date.now, onError: (e: unknown, ids: string[]) => void = () => {}): ResponseStore {
   db.exec(`CREATE TABLE IF NOT EXISTS responses (
     id TEXT PRIMARY KEY, agent TEXT NOT NULL, previous_id TEXT, input TEXT NOT NULL, response TEXT NOT NULL, expires_at INTEGER NOT NULL);
   CREATE INDEX IF NOT EXISTS responses_expiry ON responses(expires_at);
@@ -48,24 +56,50 @@ export function openResponseStore(db: DatabaseSync, now: () => number = Date.now
   const remove = db.prepare('DELETE FROM responses WHERE id = ? AND agent = ?');
   const purge = db.prepare('DELETE FROM responses WHERE expires_at <= ?');
   let lastPurge = 0;
+  /** Puts not yet written, in put order (by response id), and their items' owners (agent NUL item id -> response id). */
+  const pending = new Map<string, { r: StoredResponse; itemIds: readonly string[] }>();
+  const pendingItems = new Map<string, string>();
+  let timer: NodeJS.Immediate | undefined;
 
   const row = (st: StatementSync, ...args: Array<string | number>) => st.get(...args) as Record<string, string | number | null> | undefined;
+  /** A held record as a read sees it: only its agent's, only until it expires (as the SQL reads). */
+  const held = (agent: string, id: string): StoredResponse | null | undefined => {
+    const p = pending.get(id);
+    if (p === undefined) return undefined;
+    return p.r.agent === agent && p.r.expiresAt > now() ? { ...p.r } : null;
+  };
+
+  function flush(): void {
+    if (timer) { clearImmediate(timer); timer = undefined; }
+    if (pending.size === 0) return;
+    const batch = [...pending.values()];
+    pending.clear();
+    pendingItems.clear();
+    const t = now();
+    try {
+      transaction(db, () => {
+        if (t - lastPurge > PURGE_EVERY_MS) { lastPurge = t; purge.run(t); }
+        for (const { r, itemIds } of batch) {
+          insert.run(r.id, r.agent, r.previousId, r.input, r.response, r.expiresAt);
+          for (const id of itemIds) insertItem.run(r.agent, id, r.id);
+        }
+      });
+    } catch (e) {
+      // The answers have left: what failed is logged (a later previous_response_id naming it is 404).
+      onError(e, batch.map((b) => b.r.id));
+    }
+  }
 
   return {
     put(r, itemIds) {
-      const t = now();
-      try {
-        transaction(db, () => {
-          if (t - lastPurge > PURGE_EVERY_MS) { lastPurge = t; purge.run(t); }
-          insert.run(r.id, r.agent, r.previousId, r.input, r.response, r.expiresAt);
-          for (const id of itemIds) insertItem.run(r.agent, id, r.id);
-        });
-      } catch (e) {
-        return Promise.reject(e as Error);
-      }
+      pending.set(r.id, { r, itemIds });
+      for (const id of itemIds) pendingItems.set(`${r.agent}\0${id}`, r.id);
+      timer ??= setImmediate(flush);
       return Promise.resolve();
     },
     get(agent, id) {
+      const h = held(agent, id);
+      if (h !== undefined) return Promise.resolve(h);
       const x = row(select, id, agent, now());
       return Promise.resolve(x ? {
         id: String(x.id), agent: String(x.agent), previousId: x.previous_id === null ? null : String(x.previous_id),
@@ -73,11 +107,17 @@ export function openResponseStore(db: DatabaseSync, now: () => number = Date.now
       } : null);
     },
     itemOwner(agent, itemId) {
+      // A held put owns its items over older rows (its write replaces their index entries).
+      const id = pendingItems.get(`${agent}\0${itemId}`);
+      if (id !== undefined && held(agent, id)) return Promise.resolve(id);
       const x = row(owner, agent, itemId, agent, now());
       return Promise.resolve(x ? String(x.id) : null);
     },
     delete(agent, id) {
+      // Written first, so the delete sees (and cascades over) exactly what a read saw.
+      flush();
       return Promise.resolve(Number(remove.run(id, agent).changes) > 0);
     },
+    flush,
   };
 }

@@ -1,0 +1,134 @@
+// The embedded stored-Responses write is behind the answer: put() holds the record in memory and
+// the puts of one event-loop turn are written in one transaction after it. The promises still hold:
+// the same agent reads its response at once (GET, previous_response_id, item_reference), another
+// agent never does, held records expire like written ones, and a SIGTERM drain loses nothing.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openDatabase } from '../src/store/sqlite.ts';
+import { openResponseStore, type StoredResponse } from '../src/store/responses.ts';
+import { conversationOf, resolveReferences } from '../src/gateway/responses.ts';
+import { doc, yaml } from './helpers/gateway.ts';
+import { runCli, until } from './helpers/e2e.ts';
+import { startServeChild, heldUpstream } from './helpers/serve-child.ts';
+
+const root = mkdtempSync(join(tmpdir(), 'aam-resp-store-'));
+after(() => rmSync(root, { recursive: true, force: true }));
+
+const rec = (id: string, agent: string, expiresAt: number, text = id): StoredResponse => ({
+  id, agent, previousId: null, input: JSON.stringify([{ type: 'message', role: 'user', content: text, id: `msg_${id}_in0` }]),
+  response: JSON.stringify({ id, output: [{ type: 'message', role: 'assistant', id: `msg_${id}_out`, content: [{ type: 'output_text', text: `echo: ${text}` }] }] }), expiresAt,
+});
+const rowCount = (db: ReturnType<typeof openDatabase>) => (db.prepare('SELECT count(*) AS n FROM responses').get() as { n: number }).n;
+
+test('a held put is read at once by its agent only (get, previous_response_id chain, item_reference), then written in one transaction', async () => {
+  const dir = join(root, 'held');
+  const db = openDatabase(dir);
+  try {
+    let t = 1_000_000;
+    const s = openResponseStore(db, () => t);
+    await s.put(rec('resp_1', 'A', t + 1000), ['msg_resp_1_in0', 'msg_resp_1_out']);
+    await s.put({ ...rec('resp_2', 'A', t + 1000, 'second'), previousId: 'resp_1' }, ['msg_resp_2_in0', 'msg_resp_2_out']);
+    // Same turn: nothing written yet, every read of agent A sees both.
+    assert.equal(rowCount(db), 0, 'not written on the request\'s turn');
+    assert.equal((await s.get('A', 'resp_2'))?.previousId, 'resp_1');
+    const chain = await conversationOf(s, 'A', 'resp_2');
+    assert.deepEqual(chain.items.map((it) => it.id), ['msg_resp_1_in0', 'msg_resp_1_out', 'msg_resp_2_in0', 'msg_resp_2_out']);
+    assert.equal(await s.itemOwner('A', 'msg_resp_1_out'), 'resp_1');
+    const refs = await resolveReferences(s, 'A', [{ type: 'item_reference', id: 'msg_resp_2_in0' }]);
+    assert.equal(refs[0].content, 'second');
+    // Another agent: as unknown, held or not.
+    assert.equal(await s.get('B', 'resp_1'), null);
+    assert.equal(await s.itemOwner('B', 'msg_resp_1_out'), null);
+    await assert.rejects(conversationOf(s, 'B', 'resp_2'), /was not found/);
+    await assert.rejects(resolveReferences(s, 'B', [{ type: 'item_reference', id: 'msg_resp_2_in0' }]), /not an item of a stored response of this agent/);
+    // The next turn writes both (one transaction), and reads are the same from SQLite.
+    await until(() => rowCount(db) === 2, 5000, 'the held puts to be written');
+    assert.equal((await s.get('A', 'resp_1'))?.id, 'resp_1');
+    assert.equal(await s.get('B', 'resp_1'), null);
+    assert.equal(await s.itemOwner('A', 'msg_resp_2_out'), 'resp_2');
+    // Held records expire like written ones.
+    await s.put(rec('resp_3', 'A', t + 10), ['msg_resp_3_in0']);
+    t += 10;
+    assert.equal(await s.get('A', 'resp_3'), null, 'expired while held');
+    assert.equal(await s.itemOwner('A', 'msg_resp_3_in0'), null);
+    // Delete of a held put: written first, then deleted with its items; another agent cannot.
+    await s.put(rec('resp_4', 'A', t + 1000), ['msg_resp_4_in0']);
+    assert.equal(await s.delete('B', 'resp_4'), false);
+    assert.equal(await s.delete('A', 'resp_4'), true);
+    assert.equal(await s.get('A', 'resp_4'), null);
+    assert.equal(await s.itemOwner('A', 'msg_resp_4_in0'), null);
+  } finally {
+    db.close();
+  }
+});
+
+test('flush() drains held puts now (shutdown); a put whose write fails is reported with its id', async () => {
+  const dir = join(root, 'drain');
+  const db = openDatabase(dir);
+  const failed: string[][] = [];
+  const s = openResponseStore(db, Date.now, (_e, ids) => failed.push(ids));
+  await s.put(rec('resp_d1', 'A', Date.now() + 60_000), ['msg_resp_d1_in0']);
+  s.flush!();
+  db.close(); // in the same turn, as the runtime closes its database after the drain
+  const again = openDatabase(dir);
+  try {
+    assert.equal(rowCount(again), 1, 'written by the drain, before the database closed');
+    const s2 = openResponseStore(again);
+    assert.equal((await s2.get('A', 'resp_d1'))?.id, 'resp_d1');
+    assert.equal(await s2.itemOwner('A', 'msg_resp_d1_in0'), 'resp_d1');
+  } finally { again.close(); }
+  await s.put(rec('resp_d2', 'A', Date.now() + 60_000), []);
+  s.flush!(); // its database is closed: the write fails
+  assert.deepEqual(failed, [['resp_d2']]);
+});
+
+test('SIGTERM while stored Responses are in flight: each is answered, then readable by its agent after a restart (nothing lost)', async () => {
+  const dir = join(root, 'sigterm');
+  mkdirSync(dir, { recursive: true });
+  const up = await heldUpstream();
+  const config = join(dir, 'aam.yaml');
+  const data = join(dir, 'data');
+  writeFileSync(config, yaml(
+    doc('Provider', 'up', { type: 'openai-compatible', baseUrl: `${up.url}/v1` }),
+    doc('Model', 'slow', { targets: [{ provider: 'up', model: 'held' }] }),
+    doc('Agent', 'tester', { workload: 'spiffe://test/agent/tester', team: 'qa' }),
+    doc('AgentPolicy', 'tester-policy', { identity: { agent: 'tester' }, models: { allow: ['slow'] } }),
+  ));
+  const k = await runCli(['keys', 'create', '--agent', 'tester', '--config', config, '--data', data], { env: { ...process.env, AAM_LOG_LEVEL: 'error' } });
+  assert.equal(k.code, 0, k.stderr);
+  const key = k.stdout.trim().split('\n').at(-1)!;
+  const N = 4;
+  const gw = await startServeChild({ config, data });
+  let ids: string[];
+  try {
+    const inFlight = Array.from({ length: N }, (_, i) => fetch(`${gw.url}/v1/responses`, {
+      method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'slow', input: `keep me ${i}` }), // store: true is the default
+    }).then(async (r) => ({ status: r.status, body: await r.json() as { id: string; store: boolean } })));
+    await until(() => up.received === N, 15_000, 'every request to reach the upstream');
+    gw.proc.kill('SIGTERM');
+    up.release(); // all answers arrive together: their puts are held while the drain runs
+    const answers = await Promise.all(inFlight);
+    for (const a of answers) assert.equal(a.status, 200, JSON.stringify(a.body));
+    ids = answers.map((a) => a.body.id);
+    assert.equal(await gw.exited, 0, gw.stderr());
+  } finally { await gw.stop(); }
+  const again = await startServeChild({ config, data });
+  try {
+    for (const id of ids) {
+      const r = await fetch(`${again.url}/v1/responses/${id}`, { headers: { authorization: `Bearer ${key}` } });
+      assert.equal(r.status, 200, `${id}: ${await r.clone().text()}`);
+      assert.equal((await r.json() as { id: string }).id, id);
+    }
+    const chained = await fetch(`${again.url}/v1/responses`, {
+      method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'slow', previous_response_id: ids[0], input: 'and then?' }),
+    });
+    assert.equal(chained.status, 200, await chained.clone().text());
+    again.proc.kill('SIGTERM');
+    assert.equal(await again.exited, 0, again.stderr());
+  } finally { await again.stop(); await up.close(); }
+});
