@@ -3,7 +3,7 @@
 // JavaScript (as `npm start` runs it) and served in its own process; rounds interleave the trees
 // so that they see the same load. The mock upstream is bench/mock-upstream.js; the a2a kinds are an
 // A2A hop (SendMessage, SendStreamingMessage) to bench/a2a-echo-agent.ts.
-//   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] [--kind nonstream,stream,responses,responses-stream,a2a,a2a-stream] [--bare] [--pin CPU] [--fleet] TREE [TREE...]
+//   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] [--kind nonstream,stream,responses,responses-stream,responses-stored,a2a,a2a-stream] [--bare] [--pin CPU] [--fleet] TREE [TREE...]
 // --bare: the bare pass-through proxy (bench/bare-proxy.ts) joins the rounds as a tree named 'bare'
 // (chat kinds only: it forwards the request as it is), the floor the gateway is compared with.
 // --fleet: every gateway is a fleet replica on one PostgreSQL + Redis (started as `npm run bench`
@@ -51,6 +51,8 @@ const ALL_KINDS: Record<string, Kind> = {
   stream: { path: CHAT, stream: true, body: Buffer.from(JSON.stringify({ ...base, stream: true, stream_options: { include_usage: true } })) },
   responses: { path: '/v1/responses', stream: false, body: Buffer.from(JSON.stringify(resp)) },
   'responses-stream': { path: '/v1/responses', stream: true, body: Buffer.from(JSON.stringify({ ...resp, stream: true })) },
+  // store: true (the API's default): the answer is stored per agent (its write is behind the answer).
+  'responses-stored': { path: '/v1/responses', stream: false, body: Buffer.from(JSON.stringify({ ...resp, store: true })) },
   a2a: { path: A2A, stream: false, body: a2aBody(false), headers: { 'a2a-version': '1.0' } },
   'a2a-stream': { path: A2A, stream: true, body: a2aBody(true), headers: { 'a2a-version': '1.0', accept: 'text/event-stream' } },
 };
