@@ -22,6 +22,7 @@ const LAYERS: Record<string, number> = {
   access: 3,
   identity: 2, policy: 2, credentials: 2, audit: 2, guardrails: 2, cache: 2,
   config: 1, providers: 1, store: 1, observability: 1,
+  lib: 0, // small helpers and lazy loaders of third-party modules, importing nothing of aam
 };
 
 function files(dir: string): string[] {

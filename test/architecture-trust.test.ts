@@ -66,14 +66,14 @@ const OUTBOUND: Record<string, Record<string, string>> = {
   'src/console/notify.ts': { 'hook.url': 'the operator\'s approval webhook' },
 };
 
-/** The outbound HTTP calls in one source file: global fetch, undici request (store/http-client), dispatch, MCP client transports. */
+/** The outbound HTTP calls in one source file: global fetch, undici request (lib/http-client), dispatch, MCP client transports. */
 function outboundCalls(f: { path: string; text: string }): string[] {
   const code = f.text.replace(/^\s*(\/\/|\*).*$/gm, '');
   const out: string[] = [];
   // The first argument (one level of parentheses inside it allowed).
   const arg = '((?:[^,()]|\\([^()]*\\))+)';
   for (const m of code.matchAll(new RegExp(`(?<![.\\w])fetch\\(${arg}`, 'g'))) out.push(m[1].trim());
-  if (/import\s*\{[^}]*\brequest\b[^}]*\}\s*from\s*'[./]*(store\/)?http-client\.ts'|from\s*'undici'/.test(code) || f.path === 'src/store/http-client.ts') {
+  if (/import\s*\{[^}]*\brequest\b[^}]*\}\s*from\s*'[./]*(lib\/)?http-client\.ts'|from\s*'undici'/.test(code) || f.path === 'src/lib/http-client.ts') {
     for (const m of code.matchAll(new RegExp(`(?<![.\\w])request\\(${arg}`, 'g'))) out.push(m[1].trim());
   }
   for (const m of code.matchAll(/getGlobalDispatcher\(\)\)?\.(dispatch|request)\(|\.(dispatch)\(\{\s*$/gm)) out.push(m[1] ?? m[2]);
@@ -84,7 +84,7 @@ function outboundCalls(f: { path: string; text: string }): string[] {
 test('every outbound HTTP call is listed with where it goes; bytes for an agent leave only through the door', () => {
   const found: Record<string, string[]> = {};
   for (const f of src()) {
-    if (f.path === 'src/store/http-client.ts') continue; // the undici wrapper itself
+    if (f.path === 'src/lib/http-client.ts') continue; // the undici wrapper itself
     const calls = outboundCalls(f);
     if (calls.length) found[f.path] = calls.sort();
   }

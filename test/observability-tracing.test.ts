@@ -64,6 +64,14 @@ test('trace ids start with the time in ms, so ids made later sort after earlier 
   assert.equal(same.size, 50);
 });
 
+test('timeHex: the low 48 bits of a time in ms as 12 hex digits, at every byte boundary', async () => {
+  const { timeHex } = await import('../src/lib/time-hex.ts');
+  const expected = (ms: number) => (BigInt(ms) % 2n ** 48n).toString(16).padStart(12, '0');
+  for (const ms of [0, 1, 0xff, 0x100, 0xffff_ffff, 0x1_0000_0000, 0xff_ffff_ffff, Date.now(), 2 ** 48 - 1, 2 ** 48, 2 ** 48 + 0x1234]) {
+    assert.equal(timeHex(ms), expected(ms), `ms ${ms}`);
+  }
+});
+
 test('spans arrive with the OTLP/JSON structure, typed attributes, kinds, status and nanosecond times', async () => {
   const col = await startCollector();
   const tracer = createTracer({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: col.url + '/', OTEL_SERVICE_NAME: 'aam-test', OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment=ci,team=a%20b' } })!;

@@ -5,7 +5,7 @@
 // unread, so a caller that reads slowly holds the callee back rather than filling aam's memory.
 import type { Dispatcher } from 'undici';
 import type { IncomingHttpHeaders } from 'node:http';
-import { getGlobalDispatcher } from '../store/http-client.ts';
+import { getGlobalDispatcher } from '../lib/http-client.ts';
 
 const HIGH_WATER = 64 * 1024;
 

@@ -2,7 +2,7 @@
 // (cached briefly), then rewritten so the only way to reach the agent is aam's `/a2a/<agent>`
 // (JSON-RPC, and HTTP+JSON under it) with the auth scheme aam enforces, and listing only the skills this caller may call.
 // A signature over the callee's card no longer matches the rewritten one, so it is dropped.
-import { request } from '../store/http-client.ts';
+import { request } from '../lib/http-client.ts';
 
 export const CARD_PATH = '/.well-known/agent-card.json';
 const CARD_TTL_MS = 30_000;

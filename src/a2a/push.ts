@@ -12,7 +12,7 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
 import { BlockList, isIP } from 'node:net';
-import { createAgent, type Agent } from '../store/http-client.ts';
+import { createAgent, type Agent } from '../lib/http-client.ts';
 import type { Identity } from '../identity/types.ts';
 import type { PushRouteStore } from '../store/types.ts';
 

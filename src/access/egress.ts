@@ -12,7 +12,7 @@ import { ServerResponse, type IncomingMessage, type OutgoingHttpHeaders, type Ou
 import type { Scrubber, StreamScrubber } from '../credentials/scrub.ts';
 import { mapLeaves } from '../guardrails/structured.ts';
 import { closeAfterAnswer } from './linger.ts';
-import { request } from '../store/http-client.ts';
+import { request } from '../lib/http-client.ts';
 
 /** Where the door gets the current scrubber and reports a hit (a hit is evidence). */
 export interface ScrubSource {

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type * as Oidc from 'openid-client';
 import type { JWTPayload, createRemoteJWKSet } from 'jose';
-import { jose } from '../store/jose.ts';
+import { jose } from '../lib/jose.ts';
 import type { HumanClaims } from './roles.ts';
 
 export interface OidcSettings {

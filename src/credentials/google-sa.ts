@@ -1,7 +1,7 @@
 // Google service-account OAuth (RFC 7523 JWT bearer grant): aam signs a short JWT with the
 // service account's private key and exchanges it at the token endpoint for an access token,
 // which the injector caches until shortly before it expires. The key never leaves aam.
-import { jose } from '../store/jose.ts';
+import { jose } from '../lib/jose.ts';
 import { CredentialError } from './errors.ts';
 
 export const GOOGLE_TOKEN_URL = 'https://oauth2.googleapis.com/token';

@@ -1,7 +1,7 @@
 // Compile Provider + Model resources into frozen lookup tables at load time: resolved targets,
 // adapters, pricing, timeouts, breakers. The request path only reads these.
 import type { Dispatcher } from 'undici';
-import { LazyAgent } from '../store/http-client.ts';
+import { LazyAgent } from '../lib/http-client.ts';
 import type { ConfigSet, ModelSpec, ProviderSpec, TimeoutsSpec } from '../config/schema.ts';
 import { adapterFor, bedrockEndpoint, vertexBasePath, vertexEndpoint } from '../providers/index.ts';
 import type { ProviderAdapter } from '../providers/types.ts';

@@ -3,7 +3,7 @@
 // Readable, no extra AbortController or abort-listener plumbing per call. One object per attempt
 // holds the total-timeout timer, the client-abort listener and the response body.
 import type { Dispatcher } from 'undici';
-import { getGlobalDispatcher } from '../store/http-client.ts';
+import { getGlobalDispatcher } from '../lib/http-client.ts';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { UpstreamRequest } from '../providers/types.ts';
 

@@ -3,7 +3,7 @@
 // its verdict; a redaction answers `texts` (one per leaf) or, for a single leaf, `text`. A timeout,
 // network error, non-2xx or malformed answer is decided by on_error (block unless set to allow),
 // so a broken checker fails closed by default.
-import { request } from '../store/http-client.ts';
+import { request } from '../lib/http-client.ts';
 import type { CompiledGuardrail } from './engine-core.ts';
 import type { Direction } from './types.ts';
 

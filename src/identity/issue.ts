@@ -1,5 +1,5 @@
 // Pure helpers behind `aam identity issue --agent NAME --ttl 15m` and the token endpoint.
-import { jose } from '../store/jose.ts';
+import { jose } from '../lib/jose.ts';
 import type { Issuer } from './issuer.ts';
 import { MAX_TTL_SECONDS } from './issuer.ts';
 import type { AgentRegistry } from './registry.ts';

@@ -10,7 +10,7 @@ import { link, mkdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/
 import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { join } from 'node:path';
 import type { JWK } from 'jose';
-import { jose } from '../store/jose.ts';
+import { jose } from '../lib/jose.ts';
 import { parseSpiffeId } from './spiffe-id.ts';
 import type { KeyRingStore } from '../store/types.ts';
 

@@ -2,7 +2,7 @@
 // iss is aam's, otherwise the JWKS of the trust domain in `sub`. So a token signed by trust domain A
 // that claims a SPIFFE ID in domain B finds no key and is rejected (forged SPIFFE ID).
 import type { JWTPayload, ProtectedHeaderParameters } from 'jose';
-import { jose } from '../store/jose.ts';
+import { jose } from '../lib/jose.ts';
 import type { KeyObject } from 'node:crypto';
 import { createJwksCache, type JwksCache, type JwksCacheOptions, type KeyEntry, type TrustDomainSource } from './jwks-cache.ts';
 import { parseSpiffeId } from './spiffe-id.ts';

@@ -4,7 +4,7 @@
 // waiting (then only full batches: the remainder waits for the timer). One export is in flight at a time; retryable failures (network, 429, 502, 503, 504 per
 // the OTLP/HTTP spec; Retry-After honoured) back off exponentially until maxRetryMs, then the batch
 // is counted as failed. Other 4xx/5xx answers are permanent: retrying cannot help.
-import { createAgent, request } from '../store/http-client.ts';
+import { createAgent, request } from '../lib/http-client.ts';
 import { gzip } from 'node:zlib';
 import { promisify } from 'node:util';
 import type { ResolvedOtlp } from './otlp-config.ts';

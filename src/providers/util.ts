@@ -1,5 +1,6 @@
 // Small narrowing helpers shared by the translators (no I/O, no state).
 import { randomUUID } from 'node:crypto';
+import { timeHex } from '../lib/time-hex.ts';
 import type { FinishReason, Usage } from './types.ts';
 
 export type Obj = Record<string, unknown>;
@@ -53,7 +54,7 @@ export function argsObject(args: string): Obj {
  */
 export function localId(prefix: string): string {
   const u = randomUUID(); // 8-4-4-4-12; u[14] is the version digit, u[19] the variant's
-  return prefix + Date.now().toString(16).padStart(12, '0').slice(-12) + u.slice(0, 8) + u.slice(9, 13) + u.slice(15, 18) + u.slice(24, 29);
+  return prefix + timeHex() + u.slice(0, 8) + u.slice(9, 13) + u.slice(15, 18) + u.slice(24, 29);
 }
 
 export function nowSeconds(): number {

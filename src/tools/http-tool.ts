@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
-import { request } from '../store/http-client.ts';
+import { request } from '../lib/http-client.ts';
 import type { ConfigSet, HttpToolSpec } from '../config/schema.ts';
 import { argsDigest, heldCall, type Approvals } from './approvals.ts';
 import { createApprovals } from '../store/approvals.ts';
