@@ -1,17 +1,23 @@
 // Added latency (c=1) and throughput (c=64) of an A2A hop through aam, beside the bare pass-through
 // proxy and the echo agent called directly, for SendMessage and SendStreamingMessage.
 // Run: node_modules/.bin/node bench/a2a-hop.ts [requests=2000]
-// The echo agent, the bare proxy and aam (`aam serve` as `npm start` runs it: virtual key, agents
-// rule, guardrail step, credential injection, scrubbing door, audit trail) are child processes
-// alike, so none of them shares its process with the load generator.
+// The echo agent, the bare proxy and aam are child processes alike, so none of them shares its
+// process with the load generator. aam and the bare proxy run as cpu-per-request runs them: aam
+// built to JavaScript at the start of the run (scripts/build.ts, with `npm start`'s flags), the
+// bare proxy stripped to JavaScript, aam serving a2aBenchConfig (virtual key, agents rule, budget
+// admission, guardrail step, credential injection, delegation, scrubbing door, audit trail). The
+// CPU column is the target's process CPU (all threads) over the c=64 run, so aam's is what
+// `cpu-per-request --kind a2a,a2a-stream --conc 64` reports for the same request.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { freePort } from '../test/helpers/e2e.ts';
-import { A2A_BENCH_TOKEN, a2aBenchConfig, aamServeArgv, createAamKey, launcher } from './lib/aam.ts';
+import { A2A_BENCH_TOKEN, a2aBenchConfig, aamServeArgv, buildAam, createAamKey } from './lib/aam.ts';
+import { bareProxyScript } from './lib/bare.ts';
+import { sendOnce, type RequestSpec } from './lib/http-once.ts';
 import { CLK_TCK, cpuTicks, waitHttp } from './lib/procs.ts';
 
 const N = Number(process.argv[2] ?? 2000);
@@ -32,9 +38,25 @@ const body = (stream: boolean) => JSON.stringify({ jsonrpc: '2.0', id: 1, method
 
 interface Target { name: string; origin: string; path: string; headers: Record<string, string> }
 
-async function once(pool: Pool, t: Target, stream: boolean): Promise<void> {
-  const r = await pool.request({ path: t.path, method: 'POST', headers: { 'content-type': 'application/json', 'a2a-version': '1.0', ...(stream ? { accept: 'text/event-stream' } : {}), ...t.headers }, body: body(stream) });
+const specOf = (t: Target, stream: boolean): RequestSpec => ({
+  path: t.path, body: Buffer.from(body(stream)),
+  headers: { 'content-type': 'application/json', 'a2a-version': '1.0', ...(stream ? { accept: 'text/event-stream' } : {}), ...t.headers },
+});
+
+/** One request through the same low-level client cpu-per-request uses (undici's handler API: the client adds little to the machine's load). */
+async function once(pool: Pool, t: Target, spec: RequestSpec): Promise<number> {
+  const r = await sendOnce(pool, spec, false);
+  if (r.status !== 200) throw new Error(`${t.name}: HTTP ${r.status}`);
+  return r.totalMs;
+}
+
+/** The answer is the echo, checked once per target and request (the timed requests only check the status). */
+async function check(t: Target, stream: boolean): Promise<void> {
+  const pool = new Pool(t.origin, { connections: 1 });
+  const spec = specOf(t, stream);
+  const r = await pool.request({ path: spec.path, method: 'POST', headers: spec.headers, body: spec.body });
   const text = await r.body.text();
+  await pool.close();
   if (r.statusCode !== 200 || !text.includes('score account 42')) throw new Error(`${t.name}: HTTP ${r.statusCode} ${text.slice(0, 200)}`);
 }
 
@@ -42,17 +64,19 @@ const pct = (s: number[], p: number) => s[Math.min(s.length - 1, Math.floor((p /
 
 async function latency(t: Target, stream: boolean): Promise<number[]> {
   const pool = new Pool(t.origin, { connections: 1 });
-  for (let i = 0; i < WARMUP; i++) await once(pool, t, stream);
+  const spec = specOf(t, stream);
+  for (let i = 0; i < WARMUP; i++) await once(pool, t, spec);
   const out: number[] = [];
-  for (let i = 0; i < N; i++) { const t0 = performance.now(); await once(pool, t, stream); out.push(performance.now() - t0); }
+  for (let i = 0; i < N; i++) out.push(await once(pool, t, spec));
   await pool.close();
   return out.sort((a, b) => a - b);
 }
 
 async function throughput(t: Target, stream: boolean, c = 64): Promise<number> {
   const pool = new Pool(t.origin, { connections: c });
+  const spec = specOf(t, stream);
   let left = WARMUP;
-  const run = async (): Promise<void> => { while (left-- > 0) await once(pool, t, stream); };
+  const run = async (): Promise<void> => { while (left-- > 0) await once(pool, t, spec); };
   await Promise.all(Array.from({ length: c }, run));
   left = N * 2;
   const t0 = performance.now();
@@ -64,16 +88,21 @@ async function throughput(t: Target, stream: boolean, c = 64): Promise<number> {
 
 process.env.AAM_LOG_LEVEL ??= 'error';
 process.env.A2A_BENCH_TOKEN = A2A_BENCH_TOKEN;
-const agent = await child(here('./a2a-echo-agent.ts'), { PORT: '0' });
-const bare = await child(here('./bare-proxy.ts'), { UPSTREAM_URL: `http://127.0.0.1:${agent.port}`, PORT: String(20000 + Math.floor(Math.random() * 20000)) });
 const REPO = fileURLToPath(new URL('..', import.meta.url));
+mkdirSync(join(REPO, 'bench', 'tmp'), { recursive: true });
+// Built inside the repo (bench/tmp/, ignored by git) so that node_modules resolve.
+const out = mkdtempSync(join(REPO, 'bench', 'tmp', 'a2a-hop-'));
+const build = buildAam(NODE, REPO, out);
+const agent = await child(here('./a2a-echo-agent.ts'), { PORT: '0' });
+const bare = await child(bareProxyScript(out), { UPSTREAM_URL: `http://127.0.0.1:${agent.port}`, PORT: String(await freePort()) });
 const work = mkdtempSync(join(tmpdir(), 'aam-a2a-bench-'));
 const configPath = join(work, 'aam.yaml');
-writeFileSync(configPath, a2aBenchConfig(agent.port));
-const key = createAamKey(NODE, REPO, configPath, work);
+// No model is called: the bench config's mock provider points at a port nothing listens on.
+writeFileSync(configPath, a2aBenchConfig(await freePort(), agent.port));
+const key = createAamKey(NODE, REPO, configPath, work, build, build.env);
 const aamPort = await freePort();
-const [aamNode, ...aamArgs] = aamServeArgv(NODE, REPO, configPath, aamPort, work);
-const aam = spawn(aamNode, aamArgs, { cwd: REPO, env: { ...process.env, ...launcher(REPO).env }, stdio: ['ignore', 'ignore', 'inherit'] });
+const [aamNode, ...aamArgs] = aamServeArgv(NODE, REPO, configPath, aamPort, work, build);
+const aam = spawn(aamNode, aamArgs, { cwd: REPO, env: { ...process.env, ...build.env }, stdio: ['ignore', 'ignore', 'inherit'] });
 if (!(await waitHttp(`http://127.0.0.1:${aamPort}/readyz`, 60_000, 200, aam))) throw new Error('aam serve did not start');
 const targets: Target[] = [
   { name: 'direct', origin: `http://127.0.0.1:${agent.port}`, path: '/a2a', headers: {} },
@@ -82,13 +111,14 @@ const targets: Target[] = [
 ];
 
 const fmt = (ms: number) => `${ms.toFixed(3)} ms`;
-console.log(`A2A hop, ${N} sequential requests after ${WARMUP} warm-up (c=1); ${N * 2} requests at c=64; Node ${process.version}\n`);
+console.log(`A2A hop, ${N} sequential requests after ${WARMUP} warm-up (c=1); ${N * 2} requests at c=64; Node ${process.version}; aam: ${build.from}\n`);
 console.log('| request | target | p50 c=1 | p99 c=1 | RPS c=64 | CPU per request c=64 |');
 console.log('|---|---|---|---|---|---|');
 const p50: Record<string, number> = {};
 const rps: Record<string, number> = {};
 for (const stream of [false, true]) {
   for (const t of targets) {
+    await check(t, stream);
     const l = await latency(t, stream);
     // CPU of the process under test (all its threads), over the c=64 run: the cost per request without scheduling noise.
     const pid = t.name === 'direct' ? agent.proc.pid : t.name === 'bare proxy' ? bare.proc.pid : aam.pid;
@@ -111,4 +141,4 @@ agent.proc.kill();
 bare.proc.kill();
 // The data dir goes only once aam has exited (its audit writer still holds the segment file).
 await new Promise((resolve) => { aam.once('exit', resolve); aam.kill(); });
-rmSync(work, { recursive: true, force: true });
+for (const d of [work, out]) rmSync(d, { recursive: true, force: true });

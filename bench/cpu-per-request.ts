@@ -18,7 +18,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { bareProxyScript } from './lib/bare.ts';
-import { A2A_BENCH_TOKEN, a2aBenchDocs, aamBenchConfig, aamMigrate, aamServeArgv, buildAam, createAamKey, type AamBuild } from './lib/aam.ts';
+import { A2A_BENCH_TOKEN, a2aBenchConfig, aamBenchConfig, aamMigrate, aamServeArgv, buildAam, createAamKey, type AamBuild } from './lib/aam.ts';
 import { CLK_TCK, cpuTicks, startProcess, stopProcess, threadTicks, waitHttp } from './lib/procs.ts';
 import { sendOnce, type RequestSpec } from './lib/http-once.ts';
 import { freePort } from '../test/helpers/e2e.ts';
@@ -75,13 +75,13 @@ try {
   children.push(mock);
   if (!(await waitHttp(`http://127.0.0.1:${mockPort}/__mock/stats`, 20_000, 200, mock))) throw new Error('mock upstream did not start');
   // The A2A kinds' callee: the echo agent, published as agent `echo` beside the bench config.
-  let a2aDocs = '';
+  let config = aamBenchConfig(mockPort);
   if (Object.values(KINDS).some((k) => k.path === A2A)) {
     const agentPort = await freePort();
     const agent = startProcess(NO_PIN, [NODE, join(HERE, 'a2a-echo-agent.ts')], { PORT: String(agentPort) }, join(work, 'agent.log'));
     children.push(agent);
     if (!(await waitHttp(`http://127.0.0.1:${agentPort}/`, 20_000, 200, agent))) throw new Error('the A2A echo agent did not start');
-    a2aDocs = `---\n${a2aBenchDocs(agentPort)}`;
+    config = a2aBenchConfig(mockPort, agentPort);
   }
   const gws: Gateway[] = [];
   for (const [i, tree] of trees.entries()) {
@@ -92,7 +92,7 @@ try {
     outs.push(out);
     const build: AamBuild = buildAam(NODE, tree, out);
     const configPath = join(dir, 'aam.yaml');
-    writeFileSync(configPath, aamBenchConfig(mockPort) + a2aDocs);
+    writeFileSync(configPath, config);
     const dataDir = join(dir, 'data');
     if (fleet) aamMigrate(NODE, tree, build, { ...build.env, ...storeEnv });
     const key = createAamKey(NODE, tree, configPath, dataDir, build, { ...build.env, ...storeEnv });

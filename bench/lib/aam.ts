@@ -21,11 +21,10 @@ export function aamBenchConfig(mockPort: number): string {
 }
 
 /**
- * The A2A hop's documents (bench/a2a-hop.ts, cpu-per-request --kind a2a): the bench agent may call
- * the echo agent's `echo` skill; aam injects `echo-token` (env A2A_BENCH_TOKEN) for the callee.
- * a2aBenchConfig adds the bench agent itself (aamBenchConfig has one already).
+ * The A2A hop's documents: the bench agent may call the echo agent's `echo` skill; aam injects
+ * `echo-token` (env A2A_BENCH_TOKEN) for the callee.
  */
-export function a2aBenchDocs(agentPort: number): string {
+function a2aBenchDocs(agentPort: number): string {
   return [
     doc('Credential', 'echo-token', { env: 'A2A_BENCH_TOKEN' }),
     doc('Agent', 'echo', { workload: 'spiffe://bench/agent/echo', a2a: { url: `http://127.0.0.1:${agentPort}/a2a`, credential: 'echo-token' } }),
@@ -33,8 +32,13 @@ export function a2aBenchDocs(agentPort: number): string {
   ].join('---\n');
 }
 
-export function a2aBenchConfig(agentPort: number): string {
-  return [doc('Agent', AAM_AGENT, { workload: 'spiffe://bench/agent/caller', team: 'bench' }), a2aBenchDocs(agentPort)].join('---\n');
+/**
+ * The one config both A2A benches serve (bench/a2a-hop.ts and cpu-per-request --kind a2a): the
+ * bench config (its bench agent and policy, whose budget every A2A call is admitted against) plus
+ * the echo agent, so the two measure the same request against the same config.
+ */
+export function a2aBenchConfig(mockPort: number, agentPort: number): string {
+  return `${aamBenchConfig(mockPort)}---\n${a2aBenchDocs(agentPort)}`;
 }
 
 /** A2A_BENCH_TOKEN: the callee credential of the A2A bench (what aam injects for the echo agent). */
