@@ -8,7 +8,8 @@
 // Bytes aam posts to an agent on a connection it opens itself (an A2A push notification to the
 // caller's webhook) leave through postToAgent below: the same scrubbing, on the request side.
 import type { Dispatcher } from 'undici';
-import { ServerResponse, type IncomingMessage, type OutgoingHttpHeaders, type OutgoingHttpHeader } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, OutgoingHttpHeader } from 'node:http';
+import { ServerResponse } from '../lib/node-http.ts';
 import type { Scrubber, StreamScrubber } from '../credentials/scrub.ts';
 import { mapLeaves } from '../guardrails/structured.ts';
 import { closeAfterAnswer } from './linger.ts';

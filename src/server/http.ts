@@ -1,7 +1,8 @@
 // The HTTP front door: a plain node:http server with a Map router (measured: a framework router
 // costs more per request than the whole policy decision). Routes are exact paths; the few
 // prefixed families (/mcp/, /tools/, /admin/) are dispatched by prefix.
-import { createServer as createHttpServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
+import type { IncomingMessage, ServerResponse, Server } from 'node:http';
+import { createServer as createHttpServer } from '../lib/node-http.ts';
 import { createServer as createHttpsServer, type ServerOptions as HttpsOptions } from 'node:https';
 import type { Compiled, Runtime } from '../runtime.ts';
 import { EgressResponse } from '../access/egress.ts';
