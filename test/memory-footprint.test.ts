@@ -49,8 +49,10 @@ test('the config loader (yaml, zod) never loads into the gateway\'s thread: star
     assert.match(await g.rt.reloadInBackground('test') ?? '', refused);
     assert.match(g.rt.reload('test') ?? '', refused);
     assert.ok(g.rt.compiled.set.models.has('extra'), 'the refused config did not replace the running one');
-    // Before this test's first fetch: an ES import of node:http reads its WebSocket getter, which loads it.
-    assert.deepEqual((process as unknown as { moduleLoadList: string[] }).moduleLoadList.filter((m) => m.includes('deps/undici')), [], 'Node\'s bundled undici (fetch, WebSocket) loaded by the gateway');
+    // Before this test's first fetch. An ES import of node:http reads its WebSocket getter, which loads undici.
+    // Node's bundled undici (fetch, WebSocket), and https + tls (a gateway without --tls-cert serves none).
+    const builtins = (process as unknown as { moduleLoadList: string[] }).moduleLoadList;
+    assert.deepEqual(builtins.filter((m) => m.includes('deps/undici') || m === 'NativeModule https' || m === 'NativeModule tls'), [], 'loaded by a gateway without TLS');
     const res = await fetch(`http://127.0.0.1:${g.port}/healthz`);
     assert.equal(res.status, 200);
     const loaded = [...resolved].filter((s) => s === 'yaml' || s === 'zod' || s.startsWith('zod/'));

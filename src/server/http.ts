@@ -2,8 +2,8 @@
 // costs more per request than the whole policy decision). Routes are exact paths; the few
 // prefixed families (/mcp/, /tools/, /admin/) are dispatched by prefix.
 import type { IncomingMessage, ServerResponse, Server } from 'node:http';
-import { createServer as createHttpServer } from '../lib/node-http.ts';
-import { createServer as createHttpsServer, type ServerOptions as HttpsOptions } from 'node:https';
+import { createServer as createHttpServer, https } from '../lib/node-http.ts';
+import type { ServerOptions as HttpsOptions } from 'node:https';
 import type { Compiled, Runtime } from '../runtime.ts';
 import { EgressResponse } from '../access/egress.ts';
 import { AamError, toAamError } from '../access/errors.ts';
@@ -111,7 +111,7 @@ export function createServer(rt: Runtime, routes: Routes, opts: ServerOptions = 
   const timing = { headersTimeout, requestTimeout, connectionsCheckingInterval: Math.min(1000, headersTimeout) };
   // Every response object is an egress door: no handler or library can write around the scrubber.
   const base = { ...timing, ServerResponse: EgressResponse };
-  const server: Server = opts.tls ? createHttpsServer({ ...opts.tls, ...base }, listener) : createHttpServer(base, listener);
+  const server: Server = opts.tls ? https().createServer({ ...opts.tls, ...base }, listener) : createHttpServer(base, listener);
   server.keepAliveTimeout = 65_000;
   return server;
 }
