@@ -43,7 +43,7 @@ import type { GatewayConfig } from './gateway/plane.ts';
 import type { MetricsSink } from './observability/metrics.ts';
 import { createScanThread, type ScanThread } from './guardrails/offload.ts';
 import { openVault, type Vault } from './credentials/vault.ts';
-import { createInjector, type Injector, type DefaultStyle } from './credentials/inject.ts';
+import { createInjector, perPrincipal, type Injector, type DefaultStyle } from './credentials/inject.ts';
 import { CredentialError } from './credentials/errors.ts';
 import type { Injection } from './gateway/upstream.ts';
 import type { Identity } from './identity/types.ts';
@@ -336,12 +336,12 @@ export class Runtime {
   }
 
   /** Outbound auth for an MCP server or HTTP tool credential (headers, and env for stdio servers). */
-  async injectTool(name: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number } }> {
+  async injectTool(name: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number }; perCaller: boolean }> {
     try {
       const inj = await this.injector.injectionFor(name, { principal: identity.agent });
       if (inj.credential.kind === 'on_behalf_of') this.identitySeen.note(identity.agent.name, 'on_behalf_of');
       const env = await this.injector.environmentFor(name, name.toUpperCase().replace(/[^A-Z0-9]/g, '_'), { principal: identity.agent });
-      return { headers: inj.headers, query: inj.query, env: env.env, credential: inj.credential };
+      return { headers: inj.headers, query: inj.query, env: env.env, credential: inj.credential, perCaller: perPrincipal(inj.credential.kind) };
     } catch (e) {
       throw credentialFailure(e, `credential "${name}"`);
     }

@@ -35,7 +35,7 @@ const subOf = (auth: string): string => {
   return m ? String((JSON.parse(Buffer.from(m[2], 'base64url').toString('utf8')) as { sub?: string }).sub) : '';
 };
 /** subscriptions/listen streams the upstream has open (aam's, on behalf of its callers). */
-const upstreamStreams: Array<{ server: string; notifications: Record<string, unknown>; write(msg: Record<string, unknown>): void; closed: boolean }> = [];
+const upstreamStreams: Array<{ server: string; sub: string; notifications: Record<string, unknown>; write(msg: Record<string, unknown>): void; closed: boolean }> = [];
 const pushUpstream = (server: string, msg: Record<string, unknown>) => { for (const st of upstreamStreams) if (st.server === server && !st.closed) st.write({ jsonrpc: '2.0', ...msg }); };
 const listsOf = (server: string, from = 0) => seen.slice(from).filter((x) => x.server === server && x.body.method === 'tools/list');
 
@@ -62,7 +62,7 @@ async function startUpstream(): Promise<string> {
     if (body.method === 'subscriptions/listen') {
       const notifications = (body.params.notifications ?? {}) as Record<string, unknown>;
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-      const st = { server, notifications, closed: false, write: (msg: Record<string, unknown>) => { res.write(`data: ${JSON.stringify(msg)}\n\n`); } };
+      const st = { server, sub, notifications, closed: false, write: (msg: Record<string, unknown>) => { res.write(`data: ${JSON.stringify(msg)}\n\n`); } };
       upstreamStreams.push(st);
       res.on('close', () => { st.closed = true; });
       st.write({ jsonrpc: '2.0', method: 'notifications/subscriptions/acknowledged', params: { notifications, _meta: { 'io.modelcontextprotocol/subscriptionId': body.id } } });
@@ -479,6 +479,60 @@ test('subscriptions/listen through a 2026-07-28 upstream: its resource updates a
     assert.ok(d.length >= 1 && d.every((e) => e.action === 'longjob'), 'each notification decided like the creating call');
   } finally { nav.close(); intr.close(); }
   await until(() => open().length === 0, 'aam to end its upstream stream once nobody listens');
+});
+
+test('subscriptions/listen through a 2026-07-28 upstream: aam asks it for list_changed too, and relays each only to the streams that asked and may see the list', async () => {
+  const nav = await listen('/mcp/alpha', { toolsListChanged: true, promptsListChanged: true, resourcesListChanged: true });
+  const intr = await listen('/mcp/alpha', { toolsListChanged: true }, otherKey);
+  const open = () => upstreamStreams.filter((st) => st.server === 'alpha' && !st.closed);
+  const lists = (l: { messages: Array<Record<string, any>> }) => l.messages.filter((x) => /^notifications\/\w+\/list_changed$/.test(String(x.method))).map((x) => x.method as string);
+  try {
+    await until(() => nav.messages.length > 0 && intr.messages.length > 0, 'acknowledgements');
+    assert.deepEqual(nav.messages[0].params.notifications, { toolsListChanged: true, promptsListChanged: true, resourcesListChanged: true });
+    // One stream to alpha (its credential is the server's, the same for every caller), naming every list wanted.
+    await until(() => open().some((st) => st.notifications.toolsListChanged === true && st.notifications.promptsListChanged === true && st.notifications.resourcesListChanged === true), 'aam\'s listen stream to alpha asking for list changes');
+    assert.equal(open().length, 1, JSON.stringify(open().map((st) => st.notifications)));
+    pushUpstream('alpha', { method: 'notifications/prompts/list_changed', params: {} });
+    pushUpstream('alpha', { method: 'notifications/resources/list_changed', params: {} });
+    await until(() => lists(nav).length === 2, 'navigator\'s prompts and resources list_changed');
+    assert.deepEqual(lists(nav).sort(), ['notifications/prompts/list_changed', 'notifications/resources/list_changed']);
+    for (const x of nav.messages.slice(1)) { assert.equal(x.params._meta['io.modelcontextprotocol/subscriptionId'], nav.id); check('JSONRPCNotification', x); }
+    // The tools changed upstream: aam lists them again and tells both callers (each may see alpha's tools).
+    const from = seen.length;
+    listing.extra = ['announced'];
+    pushUpstream('alpha', { method: 'notifications/tools/list_changed', params: {} });
+    await until(() => lists(nav).includes('notifications/tools/list_changed') && lists(intr).includes('notifications/tools/list_changed'), 'tools/list_changed to both');
+    assert.ok(listsOf('alpha', from).length >= 1, 'aam listed alpha\'s tools again');
+    assert.deepEqual(lists(intr), ['notifications/tools/list_changed'], 'nothing the intruder did not ask for');
+  } finally { listing.extra = []; nav.close(); intr.close(); }
+  await until(() => open().length === 0, 'aam to end its upstream stream once nobody listens');
+});
+
+test('subscriptions/listen through an upstream whose credential is per caller (on-behalf-of): one upstream stream per caller, each with its own credential and updates; a revoked caller\'s stream ends', async () => {
+  const { key: k, secret } = gw.g.rt.keys.create('intruder');
+  const nav = await listen('/mcp/gamma', { resourceSubscriptions: ['memo://g'] });
+  const intr = await listen('/mcp/gamma', { resourceSubscriptions: ['memo://g'] }, secret);
+  const open = () => upstreamStreams.filter((st) => st.server === 'gamma' && !st.closed);
+  const updates = (l: { messages: Array<Record<string, any>> }) => l.messages.filter((x) => x.method === 'notifications/resources/updated').length;
+  try {
+    await until(() => nav.messages.length > 0 && intr.messages.length > 0, 'acknowledgements');
+    assert.deepEqual(intr.messages[0].params.notifications, { resourceSubscriptions: ['memo://g'] });
+    await until(() => open().length === 2, 'one upstream stream per caller');
+    assert.deepEqual(open().map((st) => st.sub).sort(), ['spiffe://prod/agent/intruder', 'spiffe://prod/agent/navigator'], 'each stream carries its own caller\'s on-behalf-of token');
+    for (const st of open()) assert.deepEqual(st.notifications, { resourceSubscriptions: ['memo://g'] });
+    // An update on navigator's stream is navigator's alone.
+    for (const st of open()) if (st.sub.endsWith('/navigator')) st.write({ jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri: 'memo://g' } });
+    await until(() => updates(nav) === 1, 'navigator\'s update');
+    for (const st of open()) if (st.sub.endsWith('/intruder')) st.write({ jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri: 'memo://g' } });
+    await until(() => updates(intr) === 1, 'intruder\'s update');
+    assert.equal(updates(nav), 1, 'the intruder\'s stream does not feed navigator');
+    // The intruder's key is revoked: its listen stream ends, and so does its upstream stream (it was the last on it).
+    gw.g.rt.keys.revoke(k.id);
+    await until(() => intr.messages.some((x) => x.id === intr.id && x.error), 'the revoked caller\'s stream to end');
+    await until(() => open().length === 1, 'the revoked caller\'s upstream stream to end');
+    assert.equal(open()[0].sub, 'spiffe://prod/agent/navigator');
+  } finally { nav.close(); intr.close(); }
+  await until(() => open().length === 0, 'aam to end its upstream streams once nobody listens');
 });
 
 test('Tasks extension: a task is its creator\'s alone, each tasks/* request is decided like the creating call, and results are scrubbed', async () => {

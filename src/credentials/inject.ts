@@ -16,6 +16,9 @@ export type DefaultStyle = 'bearer' | 'x-api-key' | 'api-key' | 'query:key' | `h
 
 export interface Principal { spiffeId: string; name: string }
 
+/** Kinds whose value is obtained for the calling agent (cached per principal, never handed to another). */
+export const perPrincipal = (kind: CredentialKind): boolean => kind === 'oauth2_client_credentials' || kind === 'on_behalf_of';
+
 export interface Injection {
   headers: Record<string, string>;
   query?: Record<string, string>;

@@ -4,7 +4,7 @@
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import type { JsonSchemaType } from '@modelcontextprotocol/sdk/validation/types.js';
 import type { ConfigSet, McpServerSpec } from '../config/schema.ts';
-import { createUpstream, type ListKind, type Upstream, type UpstreamOptions } from './upstream.ts';
+import { createUpstream, type WatchList, type Upstream, type UpstreamOptions } from './upstream.ts';
 import { errMsg, NAME_SEP } from './util.ts';
 import type { ToolIntegrity, ToolStatus } from './tool-integrity.ts';
 import type { ToolDeps, UpstreamTool } from './types.ts';
@@ -42,10 +42,10 @@ export interface Catalog {
   exposedName(scope: string | null, t: CompiledTool): string;
   reload(config: ConfigSet): Promise<void>;
   onToolsChanged(listener: (server: string) => void): void;
-  /** notifications/resources/updated from any server (including ones added by a reload). */
-  onResourceUpdated(listener: (server: string, uri: string) => void): void;
-  /** A server's prompts or resources list changed (it said so). */
-  onListChanged(listener: (server: string, list: ListKind) => void): void;
+  /** notifications/resources/updated from any server (including ones added by a reload); `who`: for that caller only (Upstream.onResourceUpdated). */
+  onResourceUpdated(listener: (server: string, uri: string, who?: string) => void): void;
+  /** A server's prompts or resources list (or a private tools list) changed (it said so); `who` as above. */
+  onListChanged(listener: (server: string, list: WatchList, who?: string) => void): void;
   /** notifications/tasks from a 2026-07-28 server: its own task id and the whole task. */
   onTaskStatus(listener: (server: string, taskId: string, task: Record<string, unknown>) => void): void;
   /** Re-run integrity and mapping on the last listed definitions (after an admin accepted a change). */
@@ -93,8 +93,8 @@ function compileServer(entry: ServerEntry, defs: UpstreamTool[], integrity: Tool
 export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: ToolIntegrity, opts: UpstreamOptions = {}): Catalog {
   const servers = new Map<string, ServerEntry>();
   const listeners: Array<(server: string) => void> = [];
-  const updateListeners: Array<(server: string, uri: string) => void> = [];
-  const listListeners: Array<(server: string, list: ListKind) => void> = [];
+  const updateListeners: Array<(server: string, uri: string, who?: string) => void> = [];
+  const listListeners: Array<(server: string, list: WatchList, who?: string) => void> = [];
   const taskListeners: Array<(server: string, taskId: string, task: Record<string, unknown>) => void> = [];
 
   function add(name: string, spec: McpServerSpec): void {
@@ -105,11 +105,11 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
       try { compileServer(entry, defs, integrity, deps.log); } catch (e) { deps.log.error({ mcp_server: name, err: errMsg(e) }, 'compiling tools failed'); }
       for (const l of listeners) l(name);
     });
-    upstream.onResourceUpdated((uri) => {
-      if (servers.get(name) === entry) for (const l of updateListeners) l(name, uri);
+    upstream.onResourceUpdated((uri, who) => {
+      if (servers.get(name) === entry) for (const l of updateListeners) l(name, uri, who);
     });
-    upstream.onListChanged((list) => {
-      if (servers.get(name) === entry) for (const l of listListeners) l(name, list);
+    upstream.onListChanged((list, who) => {
+      if (servers.get(name) === entry) for (const l of listListeners) l(name, list, who);
     });
     upstream.onTaskStatus((taskId, task) => {
       if (servers.get(name) === entry) for (const l of taskListeners) l(name, taskId, task);

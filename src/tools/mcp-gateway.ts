@@ -69,21 +69,24 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     }
   });
 
-  catalog.onListChanged((server, list) => {
-    hub.listChanged(server, list);
+  // `who`: the upstream said it on the stream of that caller's own credential; it is that caller's alone.
+  const forOthers = (s: Session, who: string | undefined) => who !== undefined && identityKey(s.ctx.identity) !== who;
+
+  catalog.onListChanged((server, list, who) => {
+    hub.listChanged(server, list, who);
     for (const s of sessions.values()) {
-      if (s.ctx.scope !== null && s.ctx.scope !== server) continue;
-      void (list === 'prompts' ? s.server.sendPromptListChanged() : s.server.sendResourceListChanged()).catch(() => {});
+      if ((s.ctx.scope !== null && s.ctx.scope !== server) || forOthers(s, who)) continue;
+      void (list === 'tools' ? s.server.sendToolListChanged() : list === 'prompts' ? s.server.sendPromptListChanged() : s.server.sendResourceListChanged()).catch(() => {});
     }
   });
 
   catalog.onTaskStatus((server, taskId, task) => hub.taskStatus(server, taskId, task));
 
   // Resource updates go to the sessions that subscribed to that URI on that server.
-  catalog.onResourceUpdated((server, uri) => {
-    hub.resourceUpdated(server, uri);
+  catalog.onResourceUpdated((server, uri, who) => {
+    hub.resourceUpdated(server, uri, who);
     for (const s of sessions.values()) {
-      if (s.ctx.subscriptions.get(uri) === server) s.server.sendResourceUpdated({ uri }).catch(() => {});
+      if (s.ctx.subscriptions.get(uri) === server && !forOthers(s, who)) s.server.sendResourceUpdated({ uri }).catch(() => {});
     }
   });
 

@@ -15,6 +15,7 @@ import type { ServerResponse } from 'node:http';
 import { RESOURCE_READ, PROMPT_GET, context, subscribeResource, unsubscribeResource, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { sseEvent as sse } from './mcp-headers.ts';
 import type { ListKind } from './upstream.ts';
+import type { ServerEntry } from './catalog.ts';
 import { decisionFields, errMsg } from './util.ts';
 import { identityFields, RPC, type ToolAccess } from './types.ts';
 import { decideTask, openTask, taskNotification } from './mcp-tasks.ts';
@@ -45,8 +46,9 @@ const declaresTasks = (params: Json): boolean => {
 /** The open listen streams of one gateway: fed by its catalog, re-decided on reloads, closed gracefully with it. */
 export interface ListenHub {
   toolsChanged(server: string): void;
-  listChanged(server: string, list: ListKind): void;
-  resourceUpdated(server: string, uri: string): void;
+  /** `who`: only that caller's streams (the upstream said it on the stream of that caller's own credential). */
+  listChanged(server: string, list: Kind, who?: string): void;
+  resourceUpdated(server: string, uri: string, who?: string): void;
   /** notifications/tasks from `server` about its task `taskId`. */
   taskStatus(server: string, taskId: string, task: Json): void;
   /** Re-decide every open stream for its caller as it is now (after a reload; periodically, for revoked keys). */
@@ -111,18 +113,26 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
     return false;
   }
 
-  function changed(server: string, kind: Kind): void {
+  const forOthers = (l: Listener, who: string | undefined) => who !== undefined && l.who !== who;
+
+  function changed(server: string, kind: Kind, who?: string): void {
     for (const l of [...open]) {
-      if (l.want.has(kind) && inScope(l, server) && current(l) && mayList(l, server, kind)) l.send(`notifications/${kind}/list_changed`);
+      if (l.want.has(kind) && inScope(l, server) && !forOthers(l, who) && current(l) && mayList(l, server, kind)) l.send(`notifications/${kind}/list_changed`);
     }
   }
 
+  /** The listener's servers (its endpoint's), asked for the lists it wants when they speak 2026-07-28 (older ones send them on their session). */
+  const scopeOf = (l: Listener) => [...rt.catalog.servers.values()].filter((e) => inScope(l, e.name));
+  const watchLists = (l: Listener, servers: ServerEntry[]) => Promise.all(servers.flatMap((e) => [...l.want].map((k) => e.upstream.watchList(k, l.ctx.identity)
+    .catch((err: unknown) => rt.deps.log.info({ spiffe_id: l.who, server: e.name, err: errMsg(err) }, 'subscriptions/listen: the upstream is not listened to for list changes')))));
+  const unwatchLists = (l: Listener, servers: ServerEntry[]) => { for (const e of servers) for (const k of l.want) e.upstream.unwatchList(k, l.ctx.identity); };
+
   return {
     toolsChanged: (server) => changed(server, 'tools'),
-    listChanged: (server, list) => changed(server, list),
-    resourceUpdated(server, uri) {
+    listChanged: (server, list, who) => changed(server, list, who),
+    resourceUpdated(server, uri, who) {
       for (const l of [...open]) {
-        if (l.ctx.subscriptions.get(uri) !== server || !current(l)) continue;
+        if (l.ctx.subscriptions.get(uri) !== server || forOthers(l, who) || !current(l)) continue;
         if (mayRead(l, server, uri)) l.send('notifications/resources/updated', { uri });
         else void unsubscribeResource(rt, l.ctx, uri).catch(() => {});
       }
@@ -134,7 +144,7 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
         taskNotification(rt, l.ctx, w.task, w.id, task).then((out) => l.send('notifications/tasks', out), (e: unknown) => {
           // Denied now (the deny is on record), or not relayable: this stream hears no more of the task.
           l.tasks.delete(taskKey(server, up));
-          w.task.entry.upstream.unwatchTask(up);
+          w.task.entry.upstream.unwatchTask(up, l.ctx.identity);
           rt.deps.log.info({ spiffe_id: l.who, server, err: errMsg(e) }, 'subscriptions/listen: task notification not relayed');
         });
       }
@@ -184,9 +194,13 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
       open.add(l);
       // Watched once the stream hears: an upstream may announce a task's status right away.
       for (const w of tasks.values()) await w.task.entry.upstream.watchTask(w.task.b.up, s.identity).catch((e: unknown) => rt.deps.log.warn({ spiffe_id: who, server: w.task.b.server, err: errMsg(e) }, 'subscriptions/listen: the upstream cannot be listened to for this task'));
+      // The servers asked for list changes are undone on close, whatever a reload changed meanwhile.
+      const listed = scopeOf(l);
+      await watchLists(l, listed);
       if (!res.destroyed && !res.writableEnded) await new Promise<void>((done) => res.once('close', done));
       open.delete(l);
-      for (const w of tasks.values()) w.task.entry.upstream.unwatchTask(w.task.b.up);
+      unwatchLists(l, listed);
+      for (const w of tasks.values()) w.task.entry.upstream.unwatchTask(w.task.b.up, l.ctx.identity);
       for (const uri of [...s.subscriptions.keys()]) await unsubscribeResource(rt, s, uri).catch(() => {});
     },
     closeAll() { for (const l of open) l.end(); },

@@ -64,7 +64,8 @@ export interface ToolAdmission { forwarded(): void; dropped(): void }
 
 export interface ToolDeps {
   /** Outbound auth for a credential name (headers to add; for stdio servers: env vars). Never shown to agents. */
-  credentialHeaders(credentialName: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number } }>;
+  /** `perCaller`: the value is obtained for this caller (on-behalf-of, per-caller tokens), never to serve another. */
+  credentialHeaders(credentialName: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number }; perCaller?: boolean }>;
   /** Audit: fire-and-forget event, and durable write that resolves once stored (for side-effecting calls' intent). */
   audit: { record(ev: Record<string, unknown>): void; recordDurable(ev: Record<string, unknown>): Promise<unknown> };
   log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };

@@ -36,6 +36,9 @@ export interface UpstreamOptions {
 
 /** Lists other than tools whose changes an upstream announces (tools are re-listed and compiled instead). */
 export type ListKind = 'prompts' | 'resources';
+/** Lists whose list_changed a 2026-07-28 upstream's listen stream is asked for. */
+export type WatchList = 'tools' | ListKind;
+const LIST_FILTER: Record<WatchList, string> = { tools: 'toolsListChanged', prompts: 'promptsListChanged', resources: 'resourcesListChanged' };
 
 export interface CallOptions {
   signal?: AbortSignal;
@@ -64,13 +67,23 @@ export interface Upstream {
   /** Counted per URI across sessions: the upstream is subscribed on the first and unsubscribed after the last. */
   subscribe(uri: string, identity: Identity): Promise<void>;
   unsubscribe(uri: string, identity: Identity): Promise<void>;
-  /** Called with the URI of each notifications/resources/updated from the upstream. */
-  onResourceUpdated(listener: (uri: string) => void): void;
-  /** Called on each notifications/prompts/list_changed and notifications/resources/list_changed from the upstream. */
-  onListChanged(listener: (list: ListKind) => void): void;
+  /**
+   * Called with the URI of each notifications/resources/updated from the upstream, and `who` (a
+   * SPIFFE ID) when it came on a stream opened with that caller's own credential: it is that caller's alone.
+   */
+  onResourceUpdated(listener: (uri: string, who?: string) => void): void;
+  /**
+   * Called on each notifications/prompts/list_changed and notifications/resources/list_changed from
+   * the upstream, and on a 2026-07-28 upstream's tools/list_changed about a private tools list
+   * (a shared one is re-listed and reported by onToolsChanged); `who` as for onResourceUpdated.
+   */
+  onListChanged(listener: (list: WatchList, who?: string) => void): void;
   /** Counted per upstream task id: a 2026-07-28 upstream's notifications/tasks for it are wanted (subscriptions/listen). */
   watchTask(taskId: string, identity: Identity): Promise<void>;
-  unwatchTask(taskId: string): void;
+  unwatchTask(taskId: string, identity: Identity): void;
+  /** Counted per list: a 2026-07-28 upstream's list_changed for it are wanted (subscriptions/listen); no-op for older servers. */
+  watchList(list: WatchList, identity: Identity): Promise<void>;
+  unwatchList(list: WatchList, identity: Identity): void;
   /** Called with each notifications/tasks (the upstream's task id and the whole task) from the upstream. */
   onTaskStatus(listener: (taskId: string, task: Record<string, unknown>) => void): void;
   listPrompts(identity: Identity): Promise<ListPromptsResult['prompts']>;
@@ -81,6 +94,19 @@ export interface Upstream {
   task(method: string, params: Record<string, unknown>, identity: Identity, opts?: CallOptions): Promise<Record<string, unknown>>;
   status(): { state: UpstreamState; restarts: number; lastError?: string; pid?: number | null };
   close(): Promise<void>;
+}
+
+/** One listen stream to a 2026-07-28 upstream: whose credential opens it, and what it names (each counted by the subscriptions wanting it). */
+interface Watch { identity: Identity; uris: Map<string, number>; tasks: Map<string, number>; lists: Map<string, number>; stream?: UpstreamListen; timer?: NodeJS.Timeout }
+type WatchPart = 'uris' | 'tasks' | 'lists';
+
+/** What a listen stream asks the upstream for; undefined when nothing is wanted any more. */
+function notificationsOf(w: Watch): Record<string, unknown> | undefined {
+  const uris = [...w.uris.keys()];
+  const tasks = [...w.tasks.keys()];
+  const f: Record<string, unknown> = { ...(uris.length ? { resourceSubscriptions: uris } : {}), ...(tasks.length ? { taskIds: tasks } : {}) };
+  for (const l of w.lists.keys()) f[LIST_FILTER[l as WatchList]] = true;
+  return Object.keys(f).length ? f : undefined;
 }
 
 const MAX_STDERR_LINE = 2000;
@@ -105,15 +131,16 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   const timeoutMs = spec.timeout_ms ?? opts.defaultTimeoutMs ?? 30_000;
   const callerIdentity = new AsyncLocalStorage<Identity>();
   const listeners: Array<(tools: UpstreamTool[]) => void> = [];
-  const updateListeners: Array<(uri: string) => void> = [];
-  const listListeners: Array<(list: ListKind) => void> = [];
+  const updateListeners: Array<(uri: string, who?: string) => void> = [];
+  const listListeners: Array<(list: WatchList, who?: string) => void> = [];
   const taskListeners: Array<(taskId: string, task: Record<string, unknown>) => void> = [];
-  /** Upstream task ids whose notifications/tasks are wanted, and how many listen streams want each. */
-  const watchedTasks = new Map<string, number>();
-  /** A 2026-07-28 upstream's one subscriptions/listen stream, carrying every URI and task id aam wants of it. */
-  let watch: UpstreamListen | undefined;
-  let rewatchTimer: NodeJS.Timeout | undefined;
-  /** Subscribed URIs and how many sessions want each; renewed on a reconnect. */
+  /**
+   * A 2026-07-28 upstream's subscriptions/listen streams, by credential: '' is the one opened with
+   * the server-level credential (aam's own identity), a SPIFFE ID one opened with that caller's own
+   * credential (on-behalf-of, per-caller tokens), so one caller's credential never carries another's subscriptions.
+   */
+  const watches = new Map<string, Watch>();
+  /** Subscribed URIs of an older (session) upstream and how many sessions want each; renewed on a reconnect. */
   const subscribed = new Map<string, number>();
 
   let state: UpstreamState = 'connecting';
@@ -290,19 +317,21 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     return { tools: all, hints: listHints(pages, at) };
   }
 
-  async function refreshTools(c: UpstreamClient): Promise<void> {
+  /** List the tools again; true when the list changed (then onToolsChanged listeners were told). */
+  async function refreshTools(c: UpstreamClient): Promise<boolean> {
     const r = await listAll(c);
     const changed = toolCache === undefined || JSON.stringify(r.tools) !== JSON.stringify(toolCache);
     toolCache = r.tools;
     hints = r.hints;
     // A re-listing after a lapsed ttlMs usually finds the same list: recompile and notify only on a change.
     if (changed) for (const l of listeners) l(r.tools);
+    return changed;
   }
 
   /** Re-list once the shared list's ttlMs has lapsed (one re-listing for concurrent callers); a failure keeps the stale list. */
   async function freshen(c: UpstreamClient): Promise<void> {
     if (!hints || Date.now() < hints.at + hints.ttlMs) return;
-    relisting ??= refreshTools(c).catch((e: unknown) => { deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'tools/list re-listing failed; the last list is used'); })
+    relisting ??= refreshTools(c).then(() => {}, (e: unknown) => { deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'tools/list re-listing failed; the last list is used'); })
       .finally(() => { relisting = undefined; });
     await relisting;
   }
@@ -318,37 +347,93 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     }
   }
 
-  /** Notifications of a 2026-07-28 upstream's listen stream, to the same listeners a session's notifications go to. */
-  function onWatched(method: string, params: Record<string, unknown>): void {
-    if (method === 'notifications/resources/updated' && typeof params.uri === 'string') for (const l of updateListeners) l(params.uri);
+  /** Notifications of one of a 2026-07-28 upstream's listen streams, to the same listeners a session's notifications go to. */
+  function onWatched(key: string, method: string, params: Record<string, unknown>): void {
+    const who = key === '' ? undefined : key;
+    if (method === 'notifications/resources/updated' && typeof params.uri === 'string') for (const l of updateListeners) l(params.uri, who);
     else if (method === 'notifications/tasks' && typeof params.taskId === 'string') for (const l of taskListeners) l(params.taskId, params);
+    else if (method === 'notifications/prompts/list_changed') for (const l of listListeners) l('prompts', who);
+    else if (method === 'notifications/resources/list_changed') for (const l of listListeners) l('resources', who);
+    else if (method === 'notifications/tools/list_changed') void toolsAnnounced(who);
   }
 
   /**
-   * 2026-07-28 replaced resources/subscribe with subscriptions/listen: aam keeps one stream to such
-   * an upstream naming everything it wants (subscribed URIs, watched task ids), opened as the caller
-   * whose subscription changed it, and replaces it (new one first) whenever that set changes; a
-   * stream the upstream ends is opened again after a second while anything is still wanted.
+   * The upstream says its tools changed: the shared list is listed again as aam (a change is
+   * reported by onToolsChanged); private lists are dropped, and a change of one is announced to
+   * its caller (or to every caller, from the server-level stream).
    */
-  async function rewatch(identity: Identity): Promise<void> {
+  async function toolsAnnounced(who: string | undefined): Promise<void> {
+    if (who === undefined) callerLists.clear(); else callerLists.delete(who);
+    const c = client;
+    if (!c || state !== 'ready') return;
+    try {
+      const changed = await callerIdentity.run(GATEWAY_IDENTITY, () => refreshTools(c));
+      if (!changed && hints?.private) for (const l of listListeners) l('tools', who);
+    } catch (e) { deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'tools/list refresh failed'); }
+  }
+
+  /** The key of the stream a caller's subscription goes on: its own when the server's credential is injected per caller. */
+  async function watchKey(identity: Identity): Promise<{ key: string; as: Identity }> {
+    if (spec.credential && (await deps.credentialHeaders(spec.credential, identity)).perCaller) return { key: identity.agent.spiffeId, as: identity };
+    return { key: '', as: GATEWAY_IDENTITY };
+  }
+
+  /** Count `item` wanted by `identity` on its stream (2026-07-28 upstreams only); the stream is replaced when it names something new. */
+  async function want(part: WatchPart, item: string, identity: Identity): Promise<void> {
     const c = client && state === 'ready' ? client : await ensureClient();
     if (!c.listen) return;
-    const uris = [...subscribed.keys()];
-    const tasks = [...watchedTasks.keys()];
-    const old = watch;
-    watch = undefined;
-    if (uris.length || tasks.length) {
-      const w = callerIdentity.run(identity, () => c.listen!({ ...(uris.length ? { resourceSubscriptions: uris } : {}), ...(tasks.length ? { taskIds: tasks } : {}) }, onWatched));
-      watch = w;
-      void w.ended.then(() => {
-        if (watch !== w || isClosed() || rewatchTimer) return;
-        rewatchTimer = setTimeout(() => { rewatchTimer = undefined; if (watch === w) rewatch(identity).catch(() => {}); }, 1000);
-        rewatchTimer.unref();
+    const { key, as } = await watchKey(identity);
+    // Looked up after the last await: a stream emptied meanwhile has left the map.
+    let w = watches.get(key);
+    if (!w) watches.set(key, w = { identity: as, uris: new Map(), tasks: new Map(), lists: new Map() });
+    w.identity = as;
+    const n = w[part].get(item) ?? 0;
+    w[part].set(item, n + 1);
+    if (n === 0) await rewatch(key);
+  }
+
+  /** Undo want(); found without injecting again (the caller may no longer be allowed its credential). */
+  function unwant(part: WatchPart, item: string, identity: Identity): Promise<void> {
+    const own = identity.agent.spiffeId;
+    const key = watches.get(own)?.[part].has(item) ? own : '';
+    const m = watches.get(key)?.[part];
+    const n = m?.get(item) ?? 0;
+    if (n === 0) return Promise.resolve();
+    if (n > 1) { m!.set(item, n - 1); return Promise.resolve(); }
+    m!.delete(item);
+    return rewatch(key).catch(() => {});
+  }
+
+  /**
+   * 2026-07-28 replaced resources/subscribe with subscriptions/listen: aam keeps one stream per
+   * credential to such an upstream naming everything its callers want on it (URIs, task ids,
+   * lists), and replaces it (new one first) whenever that set changes; an empty set ends it; a
+   * stream the upstream ends is opened again after a second while anything is still wanted.
+   */
+  async function rewatch(key: string): Promise<void> {
+    const w = watches.get(key);
+    if (!w) return;
+    const c = client && state === 'ready' ? client : await ensureClient();
+    if (!c.listen) return;
+    const filter = notificationsOf(w);
+    const old = w.stream;
+    w.stream = undefined;
+    if (filter) {
+      const st = callerIdentity.run(w.identity, () => c.listen!(filter, (method, params) => onWatched(key, method, params)));
+      w.stream = st;
+      void st.ended.then(() => {
+        if (w.stream !== st || isClosed() || w.timer) return;
+        w.timer = setTimeout(() => { w.timer = undefined; if (w.stream === st) rewatch(key).catch(() => {}); }, 1000);
+        w.timer.unref();
       });
       const late = new Promise<never>((_, no) => { setTimeout(() => no(new Error(`no acknowledgement within ${timeoutMs} ms`)), timeoutMs).unref(); });
-      try { await Promise.race([w.acked, late]); } catch (e) {
-        deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'subscriptions/listen to the upstream failed; its resource updates and task notifications are not relayed');
+      try { await Promise.race([st.acked, late]); } catch (e) {
+        // A stream replaced before its acknowledgement (the set changed again) is no failure.
+        if (w.stream === st) deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'subscriptions/listen to the upstream failed; its notifications are not relayed');
       }
+    } else if (watches.get(key) === w) {
+      watches.delete(key);
+      if (w.timer) clearTimeout(w.timer);
     }
     old?.close();
   }
@@ -397,32 +482,23 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       c.getServerCapabilities()?.resources ? (await c.listResources(undefined, reqOpts())).resources : []),
     readResource: (uri, identity, o) => run('resources/read', identity, (c) => c.readResource(withTrace({ uri }, o), reqOpts(o)), o?.signal),
     async subscribe(uri, identity) {
+      if ((await ensureClient()).listen) return want('uris', uri, identity);
       const n = subscribed.get(uri) ?? 0;
-      const modern = (await ensureClient()).listen !== undefined;
-      if (n === 0 && !modern) await run(`resources/subscribe "${uri}"`, identity, (c) => c.subscribeResource({ uri }, reqOpts()));
+      if (n === 0) await run(`resources/subscribe "${uri}"`, identity, (c) => c.subscribeResource({ uri }, reqOpts()));
       subscribed.set(uri, n + 1);
-      if (n === 0 && modern) await rewatch(identity);
     },
     async unsubscribe(uri, identity) {
+      if (client?.listen) return unwant('uris', uri, identity);
       const n = subscribed.get(uri) ?? 0;
       if (n > 1) { subscribed.set(uri, n - 1); return; }
       if (n === 0) return;
       subscribed.delete(uri);
-      if (client?.listen) return void await rewatch(identity).catch(() => {});
       await run(`resources/unsubscribe "${uri}"`, identity, (c) => c.unsubscribeResource({ uri }, reqOpts())).catch(() => { /* the server may be gone; nothing to undo */ });
     },
-    async watchTask(taskId, identity) {
-      const n = watchedTasks.get(taskId) ?? 0;
-      watchedTasks.set(taskId, n + 1);
-      if (n === 0) await rewatch(identity);
-    },
-    unwatchTask(taskId) {
-      const n = watchedTasks.get(taskId) ?? 0;
-      if (n > 1) { watchedTasks.set(taskId, n - 1); return; }
-      if (n === 0) return;
-      watchedTasks.delete(taskId);
-      void rewatch(GATEWAY_IDENTITY).catch(() => {});
-    },
+    watchTask: (taskId, identity) => want('tasks', taskId, identity),
+    unwatchTask(taskId, identity) { void unwant('tasks', taskId, identity); },
+    watchList: (list, identity) => want('lists', list, identity),
+    unwatchList(list, identity) { void unwant('lists', list, identity); },
     onTaskStatus(l) { taskListeners.push(l); },
     onResourceUpdated(l) { updateListeners.push(l); },
     onListChanged(l) { listListeners.push(l); },
@@ -443,8 +519,8 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     async close() {
       state = 'closed';
       if (restartTimer) clearTimeout(restartTimer);
-      if (rewatchTimer) clearTimeout(rewatchTimer);
-      watch?.close();
+      for (const w of watches.values()) { if (w.timer) clearTimeout(w.timer); w.stream?.close(); }
+      watches.clear();
       const c = client;
       client = undefined;
       transport = undefined;
