@@ -491,7 +491,7 @@ test('subscriptions/listen through a 2026-07-28 upstream: aam asks it for list_c
     assert.deepEqual(nav.messages[0].params.notifications, { toolsListChanged: true, promptsListChanged: true, resourcesListChanged: true });
     // One stream to alpha (its credential is the server's, the same for every caller), naming every list wanted.
     await until(() => open().some((st) => st.notifications.toolsListChanged === true && st.notifications.promptsListChanged === true && st.notifications.resourcesListChanged === true), 'aam\'s listen stream to alpha asking for list changes');
-    assert.equal(open().length, 1, JSON.stringify(open().map((st) => st.notifications)));
+    await until(() => open().length === 1, 'a single stream to alpha');
     pushUpstream('alpha', { method: 'notifications/prompts/list_changed', params: {} });
     pushUpstream('alpha', { method: 'notifications/resources/list_changed', params: {} });
     await until(() => lists(nav).length === 2, 'navigator\'s prompts and resources list_changed');

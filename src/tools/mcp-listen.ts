@@ -123,9 +123,9 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
 
   /** The listener's servers (its endpoint's), asked for the lists it wants when they speak 2026-07-28 (older ones send them on their session). */
   const scopeOf = (l: Listener) => [...rt.catalog.servers.values()].filter((e) => inScope(l, e.name));
-  const watchLists = (l: Listener, servers: ServerEntry[]) => Promise.all(servers.flatMap((e) => [...l.want].map((k) => e.upstream.watchList(k, l.ctx.identity)
-    .catch((err: unknown) => rt.deps.log.info({ spiffe_id: l.who, server: e.name, err: errMsg(err) }, 'subscriptions/listen: the upstream is not listened to for list changes')))));
-  const unwatchLists = (l: Listener, servers: ServerEntry[]) => { for (const e of servers) for (const k of l.want) e.upstream.unwatchList(k, l.ctx.identity); };
+  const watchLists = (l: Listener, servers: ServerEntry[]) => Promise.all(servers.map((e) => e.upstream.watchLists([...l.want], l.ctx.identity)
+    .catch((err: unknown) => rt.deps.log.info({ spiffe_id: l.who, server: e.name, err: errMsg(err) }, 'subscriptions/listen: the upstream is not listened to for list changes'))));
+  const unwatchLists = (l: Listener, servers: ServerEntry[]) => { for (const e of servers) e.upstream.unwatchLists([...l.want], l.ctx.identity); };
 
   return {
     toolsChanged: (server) => changed(server, 'tools'),

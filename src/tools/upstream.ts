@@ -81,9 +81,9 @@ export interface Upstream {
   /** Counted per upstream task id: a 2026-07-28 upstream's notifications/tasks for it are wanted (subscriptions/listen). */
   watchTask(taskId: string, identity: Identity): Promise<void>;
   unwatchTask(taskId: string, identity: Identity): void;
-  /** Counted per list: a 2026-07-28 upstream's list_changed for it are wanted (subscriptions/listen); no-op for older servers. */
-  watchList(list: WatchList, identity: Identity): Promise<void>;
-  unwatchList(list: WatchList, identity: Identity): void;
+  /** Counted per list: a 2026-07-28 upstream's list_changed for these are wanted (subscriptions/listen); no-op for older servers. */
+  watchLists(lists: readonly WatchList[], identity: Identity): Promise<void>;
+  unwatchLists(lists: readonly WatchList[], identity: Identity): void;
   /** Called with each notifications/tasks (the upstream's task id and the whole task) from the upstream. */
   onTaskStatus(listener: (taskId: string, task: Record<string, unknown>) => void): void;
   listPrompts(identity: Identity): Promise<ListPromptsResult['prompts']>;
@@ -378,8 +378,9 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     return { key: '', as: GATEWAY_IDENTITY };
   }
 
-  /** Count `item` wanted by `identity` on its stream (2026-07-28 upstreams only); the stream is replaced when it names something new. */
-  async function want(part: WatchPart, item: string, identity: Identity): Promise<void> {
+  /** Count `items` wanted by `identity` on its stream (2026-07-28 upstreams only); the stream is replaced (once) when it names something new. */
+  async function want(part: WatchPart, items: readonly string[], identity: Identity): Promise<void> {
+    if (items.length === 0) return;
     const c = client && state === 'ready' ? client : await ensureClient();
     if (!c.listen) return;
     const { key, as } = await watchKey(identity);
@@ -387,21 +388,29 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     let w = watches.get(key);
     if (!w) watches.set(key, w = { identity: as, uris: new Map(), tasks: new Map(), lists: new Map() });
     w.identity = as;
-    const n = w[part].get(item) ?? 0;
-    w[part].set(item, n + 1);
-    if (n === 0) await rewatch(key);
+    let added = false;
+    for (const item of items) {
+      const n = w[part].get(item) ?? 0;
+      w[part].set(item, n + 1);
+      added ||= n === 0;
+    }
+    if (added) await rewatch(key);
   }
 
   /** Undo want(); found without injecting again (the caller may no longer be allowed its credential). */
-  function unwant(part: WatchPart, item: string, identity: Identity): Promise<void> {
+  function unwant(part: WatchPart, items: readonly string[], identity: Identity): Promise<void> {
     const own = identity.agent.spiffeId;
-    const key = watches.get(own)?.[part].has(item) ? own : '';
-    const m = watches.get(key)?.[part];
-    const n = m?.get(item) ?? 0;
-    if (n === 0) return Promise.resolve();
-    if (n > 1) { m!.set(item, n - 1); return Promise.resolve(); }
-    m!.delete(item);
-    return rewatch(key).catch(() => {});
+    const touched = new Set<string>();
+    for (const item of items) {
+      const key = watches.get(own)?.[part].has(item) ? own : '';
+      const m = watches.get(key)?.[part];
+      const n = m?.get(item) ?? 0;
+      if (n === 0) continue;
+      if (n > 1) { m!.set(item, n - 1); continue; }
+      m!.delete(item);
+      touched.add(key);
+    }
+    return Promise.all([...touched].map((key) => rewatch(key).catch(() => {}))).then(() => {});
   }
 
   /**
@@ -482,23 +491,23 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       c.getServerCapabilities()?.resources ? (await c.listResources(undefined, reqOpts())).resources : []),
     readResource: (uri, identity, o) => run('resources/read', identity, (c) => c.readResource(withTrace({ uri }, o), reqOpts(o)), o?.signal),
     async subscribe(uri, identity) {
-      if ((await ensureClient()).listen) return want('uris', uri, identity);
+      if ((await ensureClient()).listen) return want('uris', [uri], identity);
       const n = subscribed.get(uri) ?? 0;
       if (n === 0) await run(`resources/subscribe "${uri}"`, identity, (c) => c.subscribeResource({ uri }, reqOpts()));
       subscribed.set(uri, n + 1);
     },
     async unsubscribe(uri, identity) {
-      if (client?.listen) return unwant('uris', uri, identity);
+      if (client?.listen) return unwant('uris', [uri], identity);
       const n = subscribed.get(uri) ?? 0;
       if (n > 1) { subscribed.set(uri, n - 1); return; }
       if (n === 0) return;
       subscribed.delete(uri);
       await run(`resources/unsubscribe "${uri}"`, identity, (c) => c.unsubscribeResource({ uri }, reqOpts())).catch(() => { /* the server may be gone; nothing to undo */ });
     },
-    watchTask: (taskId, identity) => want('tasks', taskId, identity),
-    unwatchTask(taskId, identity) { void unwant('tasks', taskId, identity); },
-    watchList: (list, identity) => want('lists', list, identity),
-    unwatchList(list, identity) { void unwant('lists', list, identity); },
+    watchTask: (taskId, identity) => want('tasks', [taskId], identity),
+    unwatchTask(taskId, identity) { void unwant('tasks', [taskId], identity); },
+    watchLists: (lists, identity) => want('lists', lists, identity),
+    unwatchLists(lists, identity) { void unwant('lists', lists, identity); },
     onTaskStatus(l) { taskListeners.push(l); },
     onResourceUpdated(l) { updateListeners.push(l); },
     onListChanged(l) { listListeners.push(l); },
