@@ -175,6 +175,13 @@ test('a watch sees every byte of a body that may exceed its threshold, once and 
   a = watch(4);
   r = await call(echo(undefined, a.w), { body: ['abc'], chunked: true });
   assert.equal(a.fed(), '', 'a chunked body that stays under the threshold is not watched');
+  a = watch(8);
+  r = await call(echo(undefined, a.w), { body: ['abcd', 'efgh'], chunked: true });
+  assert.equal(a.fed(), '', 'a chunked body exactly at the threshold is not watched');
+  // A chunk read before the threshold was crossed is refused as if it had been watched all along.
+  const picky: BodyWatch = { from: 8, feed: (c) => (c.includes('X') ? new AamError(400, 'invalid_request', 'no X') : undefined) };
+  r = await call(echo(undefined, picky), { body: ['aXa', 'bbbb', 'cccccc'], chunked: true });
+  assert.deepEqual([r.status, r.json.error.message], [400, 'no X']);
   // The watch refuses: that error is the answer.
   for (const chunked of [false, true]) {
     a = watch(10, 20);
