@@ -45,11 +45,16 @@ const chains = async () => (await sql<Array<{ replica: string }>>`SELECT replica
 /**
  * A TCP proxy to the test's PostgreSQL; `relay` decides when each chunk (either direction) is
  * passed on. Chunks not yet passed on when either side closes are dropped, as a crash drops them.
+ * stop() is PostgreSQL going away (every connection cut, new ones refused) until start().
  */
-async function pgProxy(relay: (send: () => void) => void): Promise<{ url: string; close(): void }> {
+async function pgProxy(relay: (send: () => void) => void): Promise<{ url: string; close(): void; stop(): void; start(): void }> {
   const target = new URL(store.databaseUrl);
+  let stopped = false;
+  const sockets = new Set<Socket>();
   const server = createServer((client) => {
+    if (stopped) { client.destroy(); return; }
     const upstream = connect(Number(target.port || 5432), target.hostname);
+    for (const s of [client, upstream]) { sockets.add(s); s.once('close', () => sockets.delete(s)); }
     let open = true;
     const pipe = (from: Socket, to: Socket) => from.on('data', (c) => relay(() => { if (open) to.write(c); }));
     pipe(client, upstream);
@@ -62,7 +67,11 @@ async function pgProxy(relay: (send: () => void) => void): Promise<{ url: string
   const via = new URL(store.databaseUrl);
   via.hostname = '127.0.0.1';
   via.port = String((server.address() as AddressInfo).port);
-  return { url: via.toString(), close: () => server.close() };
+  return {
+    url: via.toString(), close: () => server.close(),
+    stop: () => { stopped = true; for (const s of sockets) s.destroy(); },
+    start: () => { stopped = false; },
+  };
 }
 
 before(async () => {
@@ -250,6 +259,32 @@ test('c=1: an awaited commit is one INSERT (no head update on the request path);
   } finally {
     await own.end();
     await fresh.drop();
+  }
+});
+
+test('PostgreSQL down: a request gets 503 (never an unrecorded 200), /readyz names postgres; back by itself, the refused request\'s evidence committed', async () => {
+  const proxy = await pgProxy((send) => send());
+  const data = join(dir, 'data-pg-down');
+  mkdirSync(data);
+  const r = await startServeChild({ config, data, env: { ...fleetEnv(), AAM_DATABASE_URL: proxy.url } });
+  try {
+    await until(async () => (await chat(r.url, secret, 'one', 'up')).status === 200, 10_000, 'the key on the new replica');
+    proxy.stop();
+    const refused = await chat(r.url, secret, 'one', 'while PostgreSQL is down');
+    assert.equal(refused.status, 503, refused.text);
+    await until(async () => {
+      const ready = await fetch(`${r.url}/readyz`);
+      const body = (await ready.json()) as { down?: string[] };
+      return ready.status === 503 && (body.down ?? []).includes('postgres');
+    }, 10_000, '/readyz to name postgres');
+    proxy.start();
+    await until(async () => (await chat(r.url, secret, 'one', 'back')).status === 200, 20_000, 'requests served again, with no restart');
+    await until(async () => (await fetch(`${r.url}/readyz`)).status === 200, 10_000, '/readyz ready again');
+    // The refused request's events were kept and committed once PostgreSQL answered.
+    await until(async () => (await sql`SELECT 1 FROM audit_events WHERE request_id = ${refused.requestId}`).length > 0, 10_000, 'the refused request\'s evidence in PostgreSQL');
+  } finally {
+    await r.stop();
+    proxy.close();
   }
 });
 
