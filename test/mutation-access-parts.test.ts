@@ -150,6 +150,7 @@ test('a body nested deeper than 128 levels is found, at the bracket that went to
   assert.equal(jsonTooDeep(Buffer.from(`{"t":"x\\\\\\"${nest(200)}"}`)), null);
   // Closed levels are given back: many shallow siblings are fine.
   assert.equal(jsonTooDeep(Buffer.from(`[${'[[]],'.repeat(500)}{}]`), 3), null);
+  assert.equal(jsonTooDeep(Buffer.from(`[${'{"a":{}},'.repeat(300)}{}]`), 3), null);
   assert.deepEqual(jsonTooDeep(Buffer.from('[{"a":[[1]]}]'), 3), { offset: 7, field: null });
   // An unterminated string is left to JSON.parse.
   assert.equal(jsonTooDeep(Buffer.from(`{"a":"${nest(200)}`)), null);
@@ -329,6 +330,14 @@ test('a budget refusal due now still tells the caller to wait at least a second'
   const x = refusedBy(() => admitNow(l, who('analyst'), rule({ budget: { calls_per_day: 3 } })));
   assert.equal(x.retryAfterSeconds, 1);
   assert.match(x.message, / for agent:x, and 3 were made/);
+});
+
+test('a store that reserved nothing for a call has nothing to settle or give back', () => {
+  const calls: string[] = [];
+  const l = limits({ admit: () => ({ ok: true, ticket: null }), settle: () => calls.push('settle'), release: () => calls.push('release') } as unknown as Limiter);
+  const a = admitNow(l, who('analyst'), rule({ budget: { calls_per_day: 1 } }));
+  a.forwarded(); a.dropped();
+  assert.deepEqual(calls, []);
 });
 
 test('a fleet store that cannot answer refuses the call (a limit is never skipped), and its answer may come later', async () => {
