@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { parseConfigTexts } from '../src/config/load.ts';
 import type { ConfigSet } from '../src/config/schema.ts';
 import { openDatabase } from '../src/store/sqlite.ts';
+import { sqliteCredentialRows } from '../src/store/credential-rows.ts';
 import { openVault, type VaultOptions } from '../src/credentials/vault.ts';
 import { createInjector } from '../src/credentials/inject.ts';
 import { REVEAL } from '../src/credentials/secret.ts';
@@ -366,4 +367,35 @@ test('a wrong master key is refused before anything is served, naming both key i
   const again = openVault({ dataDir: dir, db: openDatabase(dir), config: cfg(docs), env: {}, refreshMs: 0 });
   assert.equal(again[REVEAL]('s').secret?.[REVEAL](), 'stored-value-keyed-1234');
   again.close();
+});
+
+test('fleet: a version another replica stored is taken as soon as the rows say so, without waiting for the poll', async () => {
+  const { vault: writer, dir } = open([cred('s', '{ stored: true }')], {}, { strict: false });
+  await writer.set('s', 'replica-value-one-1234');
+  // The rows of a fleet store (PostgreSQL mirrored in memory) call back when another replica wrote.
+  const rows = sqliteCredentialRows(openDatabase(dir));
+  const changed: Array<() => void> = [];
+  const fleet = openVault({ dataDir: dir, db: openDatabase(dir), rows: { ...rows, onChange: (fn) => { changed.push(fn); } }, config: cfg([cred('s', '{ stored: true }')]), env: { ...MASTER }, refreshMs: 0 });
+  assert.equal(changed.length, 1);
+  await writer.set('s', 'replica-value-two-5678');
+  assert.equal(fleet.list()[0].version, 1);
+  changed[0]();
+  assert.equal(fleet.list()[0].version, 2);
+  assert.equal(fleet[REVEAL]('s').secret?.[REVEAL](), 'replica-value-two-5678');
+  writer.close();
+  fleet.close();
+});
+
+test('without refreshMs a changed file is picked up by the default poll (about a second)', async () => {
+  const dir = tempDir('aam-vault-mut-');
+  const path = join(dir, 'k');
+  writeFileSync(path, 'default-poll-one-1234');
+  const vault = openVault({ dataDir: dir, db: openDatabase(dir), config: cfg([cred('k', `{ file: ${path} }`)]), env: { ...MASTER } });
+  writeFileSync(path, 'default-poll-two-567890');
+  const deadline = Date.now() + 30_000;
+  while (vault.list()[0].version !== 2) {
+    assert.ok(Date.now() < deadline, 'the default poll did not pick up the file within 30 s');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  vault.close();
 });
