@@ -5,11 +5,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
-import { verifyExport } from '../src/audit/verify.ts';
+import { DatabaseSync } from 'node:sqlite';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { verifyDatabase, verifyExport } from '../src/audit/verify.ts';
+import { openAuditLog } from '../src/audit/log.ts';
+import { openAuditDb, readCheckpoints } from '../src/audit/store.ts';
 import { checkpointLine, signCheckpoint, type Checkpoint } from '../src/audit/checkpoint.ts';
-import { keyIdOf } from '../src/audit/keys.ts';
+import { keyIdOf, signingKeyPath } from '../src/audit/keys.ts';
 import { GENESIS_HASH, encodeEvent, exportLine, sealLine } from '../src/audit/event.ts';
-import { sampleEvent } from './audit-helpers.ts';
+import { sampleEvent, tempDir } from './audit-helpers.ts';
 
 interface Line { raw: string; kind: string; seq?: number; tree_size?: number }
 
@@ -235,4 +240,59 @@ test('export lines: a broken JSON line is named by its line number at the seq af
   const o = JSON.parse(raw(1)) as Record<string, unknown>;
   o.seq = '1';
   assert.deepEqual(verdict(verifyExport(arranged([JSON.stringify(o), ...range(2, 25)]), pub)).slice(0, 3), [false, 1, 'altered']);
+});
+
+// verifyDatabase (lines 204-363) on a small real trail: which key it trusts, what it reports
+// while it runs, an outside checkpoint from another trail, and a block index that was edited.
+async function smallTrail(): Promise<{ dir: string; pub: string }> {
+  const dir = tempDir('aam-verify-mut-');
+  const log = openAuditLog({ dataDir: dir, checkpointEvery: 10, batchSize: 10 });
+  for (let i = 1; i <= 30; i++) assert.equal(log.record(sampleEvent(i)), true);
+  await log.flush();
+  const pubPem = log.publicKeyPem();
+  await log.close();
+  return { dir, pub: pubPem };
+}
+
+function trailCheckpoints(dir: string): Checkpoint[] {
+  const db = openAuditDb(dir);
+  try { return readCheckpoints(db); } finally { db.close(); }
+}
+
+test('database: the key given, else the signing key file beside it, else the keys stored with the trail; progress per block; a stranger\'s outside checkpoint is named', async () => {
+  const { dir, pub: trailPub } = await smallTrail();
+  const progress: Array<[number, number]> = [];
+  const r = verifyDatabase(dir, undefined, (checked, total) => progress.push([checked, total]));
+  assert.deepEqual([r.ok, r.events, r.firstSeq, r.lastSeq, r.keySource, r.anchor], [true, 30, 1, 30, 'key_file', 'genesis'], r.firstError?.message);
+  assert.ok(progress.length >= 1 && progress.every(([, total]) => total === 30), JSON.stringify(progress));
+  assert.deepEqual(progress.at(-1), [30, 30]);
+  assert.ok(progress.every(([c], i) => i === 0 || c > progress[i - 1][0]), 'events checked so far, growing');
+  const own = trailCheckpoints(dir).find((c) => c.tree_size === 20)!;
+  assert.deepEqual(verifyDatabase(dir, undefined, undefined, own).outside, { tree_size: 20, time: own.time, covered: true });
+  const stranger = newKey();
+  const foreign = signCheckpoint(stranger, 20, own.head_hash, 'periodic');
+  const unknown = `the outside checkpoint (tree size 20) was signed by key ${stranger.keyId}, which this trail does not know: it belongs to another trail, or pass the --public-key that signed it`;
+  const named = verifyDatabase(dir, undefined, undefined, foreign);
+  assert.deepEqual([named.ok, named.firstError?.seq, named.firstError?.kind, named.firstError?.message], [false, 20, 'bad_checkpoint', unknown]);
+  assert.deepEqual(named.outside, { tree_size: 20, time: foreign.time, covered: false });
+  // With the trail's key given, the same checkpoint does not verify with it.
+  const given = verifyDatabase(dir, trailPub, undefined, foreign);
+  assert.equal(given.keySource, 'given');
+  assert.equal(given.firstError?.message, `the outside checkpoint (tree size 20, key ${stranger.keyId}) does not verify with the public key in use: it was forged or edited, or another key (another trail) signed it`);
+  // Verified elsewhere, without the signing key file: the public keys stored with the trail.
+  rmSync(signingKeyPath(dir));
+  const stored = verifyDatabase(dir, undefined, undefined, own);
+  assert.deepEqual([stored.ok, stored.keySource, stored.outside?.covered], [true, 'stored', true], stored.firstError?.message);
+  assert.equal(verifyDatabase(dir, undefined, undefined, foreign).firstError?.message, unknown);
+});
+
+test('database: a block whose index names another last hash is reported at its first event', async () => {
+  const { dir, pub: trailPub } = await smallTrail();
+  const db = new DatabaseSync(join(dir, 'audit.db'));
+  const blocks = db.prepare('SELECT first_seq, last_seq FROM audit_blocks ORDER BY first_seq').all() as Array<{ first_seq: number; last_seq: number }>;
+  const b = blocks[1] ?? blocks[0];
+  db.prepare('UPDATE audit_blocks SET last_hash = ? WHERE first_seq = ?').run('f'.repeat(64), b.first_seq);
+  db.close();
+  const r = verifyDatabase(dir, trailPub);
+  assert.deepEqual([r.ok, r.firstError?.seq, r.firstError?.kind, r.firstError?.message], [false, b.first_seq, 'altered', `block of events ${b.first_seq}..${b.last_seq} names a last hash that is not its last event's: its segment bytes or index row were edited`]);
 });
