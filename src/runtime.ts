@@ -254,7 +254,7 @@ export class Runtime {
       scrub: (json) => this.scrub(json),
       shared: this.fleet ? new FleetCache(this.fleet.fleet, { onError: (what, e) => this.log.warn({ event: 'fleet_store_error', what, err: e }, `fleet store: ${what} failed`) }) : undefined,
     });
-    this.mcpSessions = this.fleet ? new FleetMcpSessions(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryMcpSessions();
+    this.mcpSessions = this.fleet ? new FleetMcpSessions(this.fleet.fleet.redis, this.fleet.fleet.prefix, this.fleet.fleet) : memoryMcpSessions();
     this.a2aTasks = this.fleet ? new FleetTaskOwners(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryTaskOwners();
     this.a2aPushRoutes = this.fleet ? redisPushRoutes(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryPushRoutes();
     this.responses = this.fleet ? fleetResponseStore(this.fleet.fleet.sql)

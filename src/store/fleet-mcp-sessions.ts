@@ -6,7 +6,11 @@
 // The per-cap set names are built in the scripts from the record; they share the fleet's {…} hash
 // tag, so they live in the session key's cluster slot.
 import type { Redis } from './redis.ts';
-import { StoreUnavailable, type McpSessionCaps, type McpSessionOpened, type McpSessionRecord, type McpSessionRegistry } from './types.ts';
+import type { Fleet } from './fleet.ts';
+import { StoreUnavailable, type McpSessionCaps, type McpSessionNote, type McpSessionOpened, type McpSessionRecord, type McpSessionRegistry } from './types.ts';
+
+/** The fleet bus's kind for session notifications (McpSessionRegistry.notify). */
+const NOTE = 'mcp-note';
 
 // Shared by the scripts: the time, and the cap sets of a record (owner, domain; '' = none).
 const SETS = `
@@ -78,7 +82,12 @@ export class FleetMcpSessions implements McpSessionRegistry {
   /** Redis round trips (for the benchmark notes and tests). */
   calls = 0;
 
-  constructor(redis: Redis, prefix: string) {
+  readonly #bus: Pick<Fleet, 'announce' | 'follow'> | undefined;
+  readonly #local: Array<(id: string, message: McpSessionNote) => void> = [];
+
+  /** `bus`: the fleet's pub/sub (notify reaches every replica); without it, this process only. */
+  constructor(redis: Redis, prefix: string, bus?: Pick<Fleet, 'announce' | 'follow'>) {
+    this.#bus = bus;
     redis.defineCommand('aamMcpOpen', { numberOfKeys: 1, lua: OPEN });
     redis.defineCommand('aamMcpTouch', { numberOfKeys: 1, lua: TOUCH });
     redis.defineCommand('aamMcpClose', { numberOfKeys: 1, lua: CLOSE });
@@ -87,6 +96,21 @@ export class FleetMcpSessions implements McpSessionRegistry {
   }
 
   #key(id: string): string { return `${this.#prefix}mcp:s:${id}`; }
+
+  notify(id: string, message: McpSessionNote): void {
+    if (this.#bus) void this.#bus.announce(NOTE, JSON.stringify({ id, message }));
+    else for (const fn of this.#local) fn(id, message);
+  }
+
+  onNotify(fn: (id: string, message: McpSessionNote) => void): void {
+    if (!this.#bus) { this.#local.push(fn); return; }
+    this.#bus.follow(NOTE, (payload) => {
+      if (payload === undefined) return; // a reconnect: nothing to re-read
+      let note: { id?: unknown; message?: McpSessionNote };
+      try { note = JSON.parse(payload) as typeof note; } catch { return; }
+      if (typeof note.id === 'string' && typeof note.message?.method === 'string') fn(note.id, note.message);
+    });
+  }
 
   async #run<T>(fn: () => Promise<T>): Promise<T> {
     this.calls++;

@@ -18,10 +18,10 @@ export interface Fleet {
   readonly prefix: string;
   /** Random per process: names this replica's reservations and its heartbeat. */
   readonly replicaId: string;
-  /** Announce a change of one kind ('keys', ...) to every replica; never throws (the poll covers a lost message). */
-  announce(kind: string): Promise<void>;
-  /** Run fn on announcements of a kind, and after the bus reconnects (messages may have been lost). */
-  follow(kind: string, fn: () => void): void;
+  /** Announce a change of one kind ('keys', ...) to every replica, with an optional payload; never throws (the poll covers a lost message). */
+  announce(kind: string, payload?: string): Promise<void>;
+  /** Run fn on announcements of a kind (with their payload), and without one after the bus reconnects (messages may have been lost). */
+  follow(kind: string, fn: (payload?: string) => void): void;
   /** Remember whether PostgreSQL answered (the key poll doubles as its health check). */
   notePostgres(error: unknown): void;
   health(): StoreHealth;
@@ -56,12 +56,17 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
     await sql.end({ timeout: 1 });
     throw e;
   }
-  const followers = new Map<string, Array<() => void>>();
+  const followers = new Map<string, Array<(payload?: string) => void>>();
   const channel = `${prefix}changes`;
   if (opts.follow) {
     sub = connectRedis(env.redisUrl, 'aam-sub', { subscriber: true });
     sub.on('error', () => {});
-    sub.on('message', (_ch: string, kind: string) => { for (const fn of followers.get(kind) ?? []) fn(); });
+    // A message is the kind, then (after a newline) its payload, if any.
+    sub.on('message', (_ch: string, msg: string) => {
+      const nl = msg.indexOf('\n');
+      const kind = nl < 0 ? msg : msg.slice(0, nl);
+      for (const fn of followers.get(kind) ?? []) fn(nl < 0 ? undefined : msg.slice(nl + 1));
+    });
     // (Re)subscribed after a reconnect: anything announced meanwhile was missed, so re-read all.
     let first = true;
     sub.on('ready', () => {
@@ -75,8 +80,8 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
   const replicaId = randomBytes(6).toString('hex');
   return {
     sql, redis, prefix, replicaId,
-    async announce(kind) {
-      try { await redis.publish(channel, kind); } catch { /* replicas poll; the change is committed already */ }
+    async announce(kind, payload) {
+      try { await redis.publish(channel, payload === undefined ? kind : `${kind}\n${payload}`); } catch { /* replicas poll; the change is committed already */ }
     },
     follow(kind, fn) {
       const list = followers.get(kind);

@@ -1,10 +1,11 @@
 // MCP session registry of one process (embedded mode): records in memory, expiring when idle.
 // Counting walks the records; opening a session is rare next to using one, and there are at most
 // the global cap of them (default 10,000).
-import type { McpSessionCaps, McpSessionOpened, McpSessionRecord, McpSessionRegistry } from './types.ts';
+import type { McpSessionCaps, McpSessionNote, McpSessionOpened, McpSessionRecord, McpSessionRegistry } from './types.ts';
 
 export function memoryMcpSessions(now: () => number = Date.now): McpSessionRegistry {
   const live = new Map<string, { rec: McpSessionRecord; expires: number }>();
+  const notes: Array<(id: string, message: McpSessionNote) => void> = [];
   return {
     open(rec: McpSessionRecord, caps: McpSessionCaps): McpSessionOpened {
       const t = now();
@@ -29,5 +30,7 @@ export function memoryMcpSessions(now: () => number = Date.now): McpSessionRegis
       return s.rec;
     },
     close(id: string): void { live.delete(id); },
+    notify(id, message) { for (const fn of notes) fn(id, message); },
+    onNotify(fn) { notes.push(fn); },
   };
 }

@@ -145,7 +145,17 @@ export interface McpSessionRegistry {
   touch(id: string, idleMs: number): McpSessionRecord | null | Promise<McpSessionRecord | null>;
   /** End it (DELETE, revoked key): no replica serves it any more. */
   close(id: string): void | Promise<void>;
+  /**
+   * A notification for the session's client, handed to onNotify on every replica (one process: at
+   * once; a fleet: over Redis pub/sub), so the replica holding the client's stream sends it even
+   * when the subscription it answers was made on another one. Lost when Redis is down (like the stream).
+   */
+  notify(id: string, message: McpSessionNote): void;
+  onNotify(fn: (id: string, message: McpSessionNote) => void): void;
 }
+
+/** A notification relayed to a session's stream (McpSessionRegistry.notify). */
+export interface McpSessionNote { method: string; params: Record<string, unknown> }
 
 // ---- Response cache -----------------------------------------------------------------------------
 

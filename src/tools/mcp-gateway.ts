@@ -83,11 +83,23 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   catalog.onTaskStatus((server, taskId, task) => hub.taskStatus(server, taskId, task));
 
   // Resource updates go to the sessions that subscribed to that URI on that server.
+  // The subscription lives on the replica it was made on; the client's stream may be on another:
+  // the registry hands the update to whichever replica holds the session (the others drop it: no stream).
   catalog.onResourceUpdated((server, uri, who) => {
     hub.resourceUpdated(server, uri, who);
     for (const s of sessions.values()) {
-      if (s.ctx.subscriptions.get(uri) === server && !forOthers(s, who)) s.server.sendResourceUpdated({ uri }).catch(() => {});
+      if (s.ctx.subscriptions.get(uri) !== server || forOthers(s, who)) continue;
+      // Decided here, for the caller as it is now (a deny unsubscribes, on record); sent wherever its stream is.
+      if (hub.sessionUpdate(s.ctx, server, uri)) deps.sessions.notify(s.rec.id, { method: 'notifications/resources/updated', params: { uri } });
+      else void unsubscribeResource(rt, s.ctx, uri).catch(() => {});
     }
+  });
+  deps.sessions.onNotify((id, note) => {
+    const s = sessions.get(id);
+    if (!s || note.method !== 'notifications/resources/updated' || typeof note.params.uri !== 'string') return;
+    // The session's caller as it is now: a revoked key hears nothing more (the sweeper ends the session).
+    if ('gone' in s.ctx.access.current()) return;
+    s.server.sendResourceUpdated({ uri: note.params.uri }).catch(() => {});
   });
 
   // Every second: drop objects of sessions idle here (the registry ends them when idle fleet-wide),

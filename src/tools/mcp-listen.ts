@@ -51,6 +51,11 @@ export interface ListenHub {
   resourceUpdated(server: string, uri: string, who?: string): void;
   /** notifications/tasks from `server` about its task `taskId`. */
   taskStatus(server: string, taskId: string, task: Json): void;
+  /**
+   * A 2025-11-25 session's resource update, decided for its caller as it is now, like a listen
+   * stream's: false (a deny on record) when it may no longer read the URI or no longer holds.
+   */
+  sessionUpdate(s: SessionCtx, server: string, uri: string): boolean;
   /** Re-decide every open stream for its caller as it is now (after a reload; periodically, for revoked keys). */
   recheck(): void;
   /** Open one stream for a validated 2026-07-28 request; resolves when the stream ends. */
@@ -62,14 +67,14 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
   const open = new Set<Listener>();
   const countOf = (who: string) => { let n = 0; for (const l of open) if (l.who === who) n++; return n; };
   const inScope = (l: Listener, server: string) => l.scope === null || l.scope === server;
-  const evidence = (l: Listener, ev: Json) => rt.deps.audit.record({ plane: 'mcp', method: 'subscriptions/listen', request_id: `req_${randomUUID()}`, trace_id: l.ctx.access.traceId(), ...identityFields(l.ctx.identity), ...ev });
+  const evidence = (ctx: SessionCtx, ev: Json, method = 'subscriptions/listen') => rt.deps.audit.record({ plane: 'mcp', method, request_id: `req_${randomUUID()}`, trace_id: ctx.access.traceId(), ...identityFields(ctx.identity), ...ev });
 
   /** The listener's caller as it is now; false (and the stream ended, on record) when it no longer holds. */
   function current(l: Listener): boolean {
     const now = l.ctx.access.current();
     if ('gone' in now) {
       open.delete(l);
-      evidence(l, { type: 'tool.rejected', outcome: { status: 'listen_ended', error: now.gone } });
+      evidence(l.ctx, { type: 'tool.rejected', outcome: { status: 'listen_ended', error: now.gone } });
       rt.deps.log.info({ spiffe_id: l.who, reason: now.gone }, 'subscriptions/listen stream ended: the caller no longer holds');
       l.fail(`subscriptions/listen ended: ${now.gone}; authenticate again and open a new stream`);
       return false;
@@ -83,30 +88,33 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
     l.ctx.access = access;
     l.ctx.identity = access.identity;
     for (const [uri, server] of l.ctx.subscriptions) {
-      if (!mayRead(l, server, uri)) void unsubscribeResource(rt, l.ctx, uri).catch(() => {});
+      if (!mayRead(l.ctx, server, uri)) void unsubscribeResource(rt, l.ctx, uri).catch(() => {});
     }
   }
 
-  /** resources/read of `uri` decided for the caller now; a deny is recorded (it is why updates stop). */
-  function mayRead(l: Listener, server: string, uri: string): boolean {
+  /**
+   * resources/read of `uri` decided for the caller now; a deny is recorded (it is why updates
+   * stop). `via`: the stream it is for (a listen stream, or a 2025-11-25 session's).
+   */
+  function mayRead(ctx: SessionCtx, server: string, uri: string, via?: string): boolean {
     const entry = rt.catalog.servers.get(server);
     if (!entry) return false;
     const requestId = `req_${randomUUID()}`;
-    const d = l.ctx.access.authorize(entry.resource, RESOURCE_READ, { uri }, context(rt, l.ctx, requestId, { server, method: 'notifications/resources/updated' }));
-    const ok = d.allowed && d.effect === 'allow' && !credentialRefused(l, server);
-    if (!ok) evidence(l, { request_id: requestId, type: 'tool.decision', server, resource: entry.resource, action: RESOURCE_READ, uri, decision: decisionFields(d) });
+    const d = ctx.access.authorize(entry.resource, RESOURCE_READ, { uri }, context(rt, ctx, requestId, { server, method: 'notifications/resources/updated' }));
+    const ok = d.allowed && d.effect === 'allow' && !credentialRefused(ctx, server);
+    if (!ok) evidence(ctx, { request_id: requestId, type: 'tool.decision', server, resource: entry.resource, action: RESOURCE_READ, uri, decision: decisionFields(d) }, via);
     return ok;
   }
 
-  const credentialRefused = (l: Listener, server: string) => {
+  const credentialRefused = (ctx: SessionCtx, server: string) => {
     const cred = rt.catalog.servers.get(server)?.spec.credential;
-    return cred !== undefined && l.ctx.access.credentialRefusal(cred) !== null;
+    return cred !== undefined && ctx.access.credentialRefusal(cred) !== null;
   };
 
   /** Could the caller list this server's tools, prompts or resources now (what a list_changed is about)? */
   function mayList(l: Listener, server: string, kind: Kind): boolean {
     const entry = rt.catalog.servers.get(server);
-    if (!entry || credentialRefused(l, server)) return false;
+    if (!entry || credentialRefused(l.ctx, server)) return false;
     if (kind === 'prompts') return l.ctx.access.visible(entry.resource, PROMPT_GET);
     if (kind === 'resources') return l.ctx.access.visible(entry.resource, RESOURCE_READ);
     for (const t of entry.tools.values()) if (l.ctx.access.visible(t.resource, t.action)) return true;
@@ -133,7 +141,7 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
     resourceUpdated(server, uri, who) {
       for (const l of [...open]) {
         if (l.ctx.subscriptions.get(uri) !== server || forOthers(l, who) || !current(l)) continue;
-        if (mayRead(l, server, uri)) l.send('notifications/resources/updated', { uri });
+        if (mayRead(l.ctx, server, uri)) l.send('notifications/resources/updated', { uri });
         else void unsubscribeResource(rt, l.ctx, uri).catch(() => {});
       }
     },
@@ -148,6 +156,12 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
           rt.deps.log.info({ spiffe_id: l.who, server, err: errMsg(e) }, 'subscriptions/listen: task notification not relayed');
         });
       }
+    },
+    sessionUpdate(s, server, uri) {
+      const now = s.access.current();
+      if ('gone' in now) return false;
+      if (now !== s.access) { s.access = now; s.identity = now.identity; }
+      return mayRead(s, server, uri, 'resources/subscribe');
     },
     recheck() { for (const l of [...open]) current(l); },
     async listen(s, params, id, res) {
