@@ -2,9 +2,12 @@
 // 2025-11-25 session's notification stream (GET) is held by replica A while its resources/subscribe
 // lands on replica B, so the upstream's update reaches B; B hands it to A over the fleet's pub/sub,
 // keyed by session, and A sends it on the client's stream. Negative: another session on A that did
-// not subscribe hears nothing.
+// not subscribe hears nothing. A 2026-07-28 subscriptions/listen needs no relay: the replica that
+// serves the stream listens upstream itself, so a change made through the other replica reaches it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,16 +20,49 @@ let store: FleetTestStore;
 let upstream: RunningFixture;
 let dir: string;
 let fleet: Replicas;
+let modern: Server;
+/** The 2026-07-28 upstream's open listen streams (one per replica that listens) and what each names. */
+const streams: Array<{ uris: string[]; res: ServerResponse }> = [];
+
+/** A 2026-07-28 server: tools/call "touch" changes memo://x, announced on every listen stream naming it. */
+async function startModern(): Promise<string> {
+  modern = createServer(async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const c of req) chunks.push(c as Buffer);
+    const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { id: number; method: string; params: Record<string, any> };
+    const ok = (result: Record<string, unknown>) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, result: { resultType: 'complete', ...result } })); };
+    if (body.method === 'server/discover') return ok({ supportedVersions: ['2026-07-28'], capabilities: { tools: {}, resources: { subscribe: true } } });
+    if (body.method === 'tools/list') return ok({ tools: [{ name: 'touch', inputSchema: { type: 'object', properties: {} } }], ttlMs: 600_000, cacheScope: 'public' });
+    if (body.method === 'subscriptions/listen') {
+      const n = body.params.notifications as { resourceSubscriptions?: string[] };
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/subscriptions/acknowledged', params: { notifications: n } })}\n\n`);
+      const st = { uris: n.resourceSubscriptions ?? [], res };
+      streams.push(st);
+      res.on('close', () => streams.splice(streams.indexOf(st), 1));
+      return;
+    }
+    if (body.method === 'tools/call') {
+      for (const st of streams) if (st.uris.includes('memo://x')) st.res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri: 'memo://x' } })}\n\n`);
+      return ok({ content: [{ type: 'text', text: 'touched' }] });
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: body.id, error: { code: -32601, message: 'no such method' } }));
+  });
+  await new Promise<void>((r) => modern.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(modern.address() as AddressInfo).port}/mcp`;
+}
 
 before(async () => {
   store = await fleetStore();
   upstream = await startHttpFixture();
+  const modernUrl = await startModern();
   dir = mkdtempSync(join(tmpdir(), 'aam-fleet-mcp-notify-'));
   const configPath = join(dir, 'aam.yaml');
   writeFileSync(configPath, yaml(
     doc('McpServer', 'crm', { transport: 'streamable-http', url: upstream.url, timeout_ms: 60_000 }),
+    doc('McpServer', 'memo', { transport: 'streamable-http', url: modernUrl, timeout_ms: 60_000 }),
     doc('Agent', 'a', { workload: 'spiffe://test/agent/a' }),
-    doc('AgentPolicy', 'p', { identity: { workload: 'spiffe://test/agent/a' }, tools: [{ resource: 'crm', actions: ['*'] }] }),
+    doc('AgentPolicy', 'p', { identity: { workload: 'spiffe://test/agent/a' }, tools: [{ resource: 'crm', actions: ['*'] }, { resource: 'memo', actions: ['*'] }] }),
   ));
   fleet = await startReplicas({ store, configPath, dir, agents: ['a'] });
 });
@@ -34,6 +70,8 @@ before(async () => {
 after(async () => {
   await fleet?.close();
   await upstream?.close();
+  modern?.closeAllConnections();
+  await new Promise((r) => modern?.close(r));
   await store?.drop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -92,4 +130,30 @@ test('a session\'s resource update reaches its stream on replica A when its reso
     assert.deepEqual(updated()[0].params, { uri: 'account://a1' });
     assert.ok(!bystander.messages.some((x) => x.method === 'notifications/resources/updated'), 'nothing for a session that did not subscribe');
   } finally { subscriber.close(); bystander.close(); }
+});
+
+/** A 2026-07-28 request on one replica (headers mirrored from the body); the raw response. */
+function modernRequest(url: string, method: string, params: Record<string, unknown>, signal?: AbortSignal): Promise<Response> {
+  const body = { jsonrpc: '2.0', id: Math.floor(Math.random() * 1e9), method, params: { ...params, _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientInfo': { name: 'spec-client', version: '1' }, 'io.modelcontextprotocol/clientCapabilities': {} } } };
+  const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${fleet.keys.a}`, 'mcp-protocol-version': '2026-07-28', 'mcp-method': method };
+  if (typeof params.name === 'string') headers['mcp-name'] = params.name;
+  return fetch(`${url}/mcp/memo`, { method: 'POST', headers, body: JSON.stringify(body), signal });
+}
+
+test('a 2026-07-28 subscriptions/listen on replica A hears an update made through replica B: A listens upstream itself', async () => {
+  const [a, b] = fleet.urls;
+  const ac = new AbortController();
+  const r = await modernRequest(a, 'subscriptions/listen', { notifications: { resourceSubscriptions: ['memo://x'] } }, ac.signal);
+  assert.equal(r.status, 200);
+  let text = '';
+  void (async () => { try { for await (const c of r.body as unknown as AsyncIterable<Uint8Array>) text += Buffer.from(c).toString('utf8'); } catch { /* aborted */ } })();
+  try {
+    await until(async () => text.includes('notifications/subscriptions/acknowledged') && streams.length === 1, 20_000, 'the acknowledgement and A\'s own stream upstream');
+    const t = await modernRequest(b, 'tools/call', { name: 'touch', arguments: {} });
+    assert.equal(t.status, 200, await t.text());
+    await until(async () => text.includes('notifications/resources/updated'), 20_000, 'the update on A\'s listen stream');
+    assert.match(text, /"uri":"memo:\/\/x"/);
+    assert.equal(streams.length, 1, 'only the replica serving the listen stream listens upstream');
+  } finally { ac.abort(); }
+  await until(async () => streams.length === 0, 20_000, 'A to end its upstream stream');
 });
