@@ -335,6 +335,17 @@ export class Runtime {
     return `${identity.agent.spiffeId} may not use credential "${name}": it is not in credentials.allow of policy ${c.policies.map((p) => `"${p}"`).join(', ')}`;
   }
 
+  /** Outbound auth headers for a credential (an A2A callee): one resolution, no environment form. */
+  async injectHeaders(name: string, identity: Identity): Promise<{ headers: Record<string, string>; credential: { name: string; version: number } }> {
+    try {
+      const inj = await this.injector.injectionFor(name, { principal: identity.agent });
+      if (inj.credential.kind === 'on_behalf_of') this.identitySeen.note(identity.agent.name, 'on_behalf_of');
+      return { headers: inj.headers, credential: inj.credential };
+    } catch (e) {
+      throw credentialFailure(e, `credential "${name}"`);
+    }
+  }
+
   /** Outbound auth for an MCP server or HTTP tool credential (headers, and env for stdio servers). */
   async injectTool(name: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number }; perCaller: boolean }> {
     try {

@@ -72,3 +72,19 @@ test('an unreachable callee rejects the call (no answer head)', async () => {
   const dead = new URL('http://127.0.0.1:9/a2a');
   await assert.rejects(callCallee(dead, { headers: {}, body: '{}', timeoutMs: 5_000 }), /ECONNREFUSED|connect/);
 });
+
+test('all() reads the whole answer in one promise, never pausing it (a JSON answer)', async () => {
+  const up = await callCallee(url, { headers: {}, body: '{}', timeoutMs: 30_000 });
+  const whole = await up.body.all(TOTAL * CHUNK.length);
+  assert.ok(whole !== null);
+  assert.equal(whole.length, TOTAL * CHUNK.length);
+  assert.ok(whole.every((b: number) => b === 0x61));
+  assert.equal(state.written, TOTAL);
+});
+
+test('all(max): an answer longer than max is cut off (null) and the callee\'s connection closed', async () => {
+  const up = await callCallee(url, { headers: {}, body: '{}', timeoutMs: 30_000 });
+  assert.equal(await up.body.all(1024 * 1024), null);
+  await until(() => state.closed, 10_000, 'the callee saw its connection close');
+  assert.ok(state.written < TOTAL);
+});

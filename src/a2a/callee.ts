@@ -12,8 +12,12 @@ const HIGH_WATER = 64 * 1024;
 export interface CalleeAnswer {
   statusCode: number;
   headers: IncomingHttpHeaders;
-  /** The answer's chunks in order; destroy() stops reading (and closes the connection). */
-  body: AsyncIterable<Buffer> & { destroy(): void };
+  /**
+   * The answer's chunks in order; destroy() stops reading (and closes the connection). all(max):
+   * the whole answer once it has ended, in one promise (no iterator turns for a JSON answer);
+   * null, the answer cut off, when it is longer than max bytes.
+   */
+  body: AsyncIterable<Buffer> & { destroy(): void; all(max: number): Promise<Buffer | null> };
 }
 
 class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
@@ -21,6 +25,8 @@ class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
   readonly #chunks: Buffer[] = [];
   #bytes = 0;
   #paused = false;
+  /** all() reads the whole answer: nothing is held back, so the connection is never paused. */
+  #whole = false;
   #done = false;
   #error: Error | null = null;
   #wake: (() => void) | null = null;
@@ -40,7 +46,7 @@ class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     this.#chunks.push(chunk);
     this.#bytes += chunk.length;
-    if (this.#bytes >= HIGH_WATER && !this.#paused) { this.#paused = true; controller.pause(); }
+    if (this.#bytes >= HIGH_WATER && !this.#paused && !this.#whole) { this.#paused = true; controller.pause(); }
     this.#signal();
   }
 
@@ -71,6 +77,21 @@ class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
       if (this.#done) return;
       await new Promise<void>((r) => { this.#wake = r; });
     }
+  }
+
+  all(max: number): Promise<Buffer | null> {
+    this.#whole = true;
+    if (this.#paused) { this.#paused = false; this.#controller?.resume(); }
+    return new Promise((resolve, reject) => {
+      const step = (): void => {
+        if (this.#bytes > max) { this.destroy(); resolve(null); return; }
+        if (this.#error) { reject(this.#error); return; }
+        if (!this.#done) { this.#wake = step; return; }
+        const c = this.#chunks;
+        resolve(c.length === 1 ? c[0] : Buffer.concat(c));
+      };
+      step();
+    });
   }
 
   destroy(): void {

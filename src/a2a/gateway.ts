@@ -5,7 +5,7 @@
 // guard input -> admit -> inject (aam's credential for the callee, never the caller's) -> call
 // (SSE relayed event by event) -> guard output -> record (linked to the delegation chain).
 // Everything written to the caller goes through the egress door (ctx.res), which scrubs it.
-import { callCallee } from './callee.ts';
+import { callCallee, type CalleeAnswer } from './callee.ts';
 import type { Access, Ctx } from './plane.ts';
 import { keepSseAlive, readJson, sendJson } from '../access/request.ts';
 import { AamError, toAamError } from '../access/errors.ts';
@@ -142,7 +142,8 @@ export function createA2aGateway(): A2aGateway {
     };
     if (chain.includes(name)) refuse('delegation_cycle', `calling agent "${name}" would loop: it is already in this delegation chain (${[...chain, name].join(' -> ')}); aam refuses cycles`);
     if (hop > max) refuse('delegation_depth_exceeded', `calling agent "${name}" would be hop ${hop} of the delegation chain ${[...chain, name].join(' -> ')}, over max_delegation_depth ${max} of ${chainName(identity)}'s policies`);
-    const context = { time: new Date().toISOString(), request_id: ctx.requestId, method: rpc.method, hop, chain: [...chain], environment: identity.agent.environment ?? '' };
+    // time as epoch ms: celContext makes the Date only if a `when` reads the context.
+    const context = { time: Date.now(), request_id: ctx.requestId, method: rpc.method, hop, chain: [...chain], environment: identity.agent.environment ?? '' };
     const d = authorize(ctx, identity, { kind: 'agent', agent: identity.agent, callee: name, skill, context }, access.set);
     if (spec.credential) {
       const refused = ctx.rt.credentialRefusal(spec.credential, identity, access.set);
@@ -178,7 +179,7 @@ export function createA2aGateway(): A2aGateway {
     let credential: { name: string; version: number } | undefined;
     let status = 0;
     try {
-      const auth = spec.credential ? await inject(ctx, access, spec.credential) : { headers: {} as Record<string, string> };
+      const auth = spec.credential ? await inject(ctx, access, spec.credential, true) : { headers: {} as Record<string, string> };
       credential = auth.credential;
       const headers: Record<string, string> = {
         'content-type': 'application/json', accept: STREAMING.has(rpc.method) ? 'text/event-stream' : 'application/json',
@@ -297,32 +298,29 @@ export function createA2aGateway(): A2aGateway {
    * replica. `seen`: ids this stream already bound (its events repeat the task and context ids),
    * bound once per stream rather than once per event.
    */
-  async function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: string, seen?: { tasks: Set<string>; contexts: Set<string> }): Promise<void> {
+  function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: string, seen?: { tasks: Set<string>; contexts: Set<string> }): Promise<void> | undefined {
     let ids = idsIn(result);
     if (seen) {
       ids = { tasks: ids.tasks.filter((t) => !seen.tasks.has(t)), contexts: ids.contexts.filter((c) => !seen.contexts.has(c)) };
       for (const t of ids.tasks) seen.tasks.add(t);
       for (const c of ids.contexts) seen.contexts.add(c);
     }
-    if (ids.tasks.length === 0 && ids.contexts.length === 0) return;
-    await storeCall(() => ctx.rt.a2aTasks.bind(callee, ids, caller, skill));
+    // Nothing new to bind (a plain message; a stream's later events): no promise, no await.
+    if (ids.tasks.length === 0 && ids.contexts.length === 0) return undefined;
+    return storeCall(() => ctx.rt.a2aTasks.bind(callee, ids, caller, skill));
   }
 
   /** The callee's JSON-RPC answer, bound, guarded and scrubbed across parts (sent by the caller of this). */
-  async function relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: AsyncIterable<unknown> & { destroy(): void }, method: string): Promise<Record<string, unknown>> {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const c of body) {
-      size += (c as Buffer).length;
-      if (size > MAX_RESPONSE_BYTES) { body.destroy(); throw new AamError(502, 'upstream_error', `agent "${name}" answered more than ${MAX_RESPONSE_BYTES} bytes`); }
-      chunks.push(c as Buffer);
-    }
+  async function relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeAnswer['body'], method: string): Promise<Record<string, unknown>> {
+    const raw = await body.all(MAX_RESPONSE_BYTES);
+    if (raw === null) throw new AamError(502, 'upstream_error', `agent "${name}" answered more than ${MAX_RESPONSE_BYTES} bytes`);
     let msg: Record<string, unknown>;
-    try { msg = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>; } catch {
+    try { msg = JSON.parse(raw.toString('utf8')) as Record<string, unknown>; } catch {
       throw new AamError(502, 'upstream_error', `agent "${name}" answered without a JSON-RPC body`);
     }
     if (msg.result !== undefined) {
-      await bind(ctx, name, msg.result, caller, skill);
+      const bound = bind(ctx, name, msg.result, caller, skill);
+      if (bound) await bound;
       if (method.includes('PushNotificationConfig')) msg = { ...msg, result: await storeCall(() => restoreCallerTargets(msg.result, (url) => new PushRoutes(ctx.rt.a2aPushRoutes).get(url.slice(url.lastIndexOf('/') + 1)))) };
       const result = scrubAcross(ctx.rt.egress, await access.guard('output', msg.result, `a2a ${name}`, 'chat'));
       if (result !== msg.result) msg = { ...msg, result };
@@ -350,7 +348,8 @@ export function createA2aGateway(): A2aGateway {
       }
       if (ev.result !== undefined) {
         try {
-          await bind(ctx, name, ev.result, caller, skill, bound);
+          const owning = bind(ctx, name, ev.result, caller, skill, bound);
+          if (owning) await owning;
           const result = scrubAcross(ctx.rt.egress, await access.guard('output', ev.result, `a2a ${name} stream`, 'chat'));
           if (result !== ev.result) ev = { ...ev, result };
         } catch (e) {
@@ -466,11 +465,11 @@ async function restRpc(ctx: Ctx, op: ReturnType<typeof restOp>): Promise<Rpc> {
   return { jsonrpc: '2.0', id: ctx.requestId, method: op.method, params: { ...body, ...op.params } };
 }
 
-async function inject(ctx: Ctx, access: Access, credential: string): Promise<{ headers: Record<string, string>; credential?: { name: string; version: number } }> {
-  const refused = ctx.rt.credentialRefusal(credential, access.identity, access.set);
+/** aam's credential for the callee (credentials.allow checked here, unless the caller just did). */
+async function inject(ctx: Ctx, access: Access, credential: string, allowChecked = false): Promise<{ headers: Record<string, string>; credential?: { name: string; version: number } }> {
+  const refused = allowChecked ? null : ctx.rt.credentialRefusal(credential, access.identity, access.set);
   if (refused) throw new AamError(403, 'policy_denied', refused);
-  const c = await ctx.rt.injectTool(credential, access.identity);
-  return { headers: c.headers, credential: c.credential };
+  return ctx.rt.injectHeaders(credential, access.identity);
 }
 
 /** The callee's URL, parsed once per config snapshot (not per call). */

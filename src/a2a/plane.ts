@@ -15,8 +15,8 @@ export interface A2aRuntime extends AccessRuntime {
   readonly a2aPushAllow: readonly string[];
   /** Why policy forbids this identity's call to use a credential (credentials.allow), or null. */
   credentialRefusal(name: string, identity: Identity, set?: PolicySet): string | null;
-  /** Outbound auth for a credential (headers; env for stdio servers). */
-  injectTool(name: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number } }>;
+  /** Outbound auth headers for a credential (the callee's). */
+  injectHeaders(name: string, identity: Identity): Promise<{ headers: Record<string, string>; credential: { name: string; version: number } }>;
 }
 
 /** An A2A request's context. */

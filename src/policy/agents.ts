@@ -75,7 +75,8 @@ type Make = (effect: Decision['effect'], policy: string, rule: number, rulePath:
  * May the caller call `callee`'s `skill` ('' when the message names none)? Deny rules first
  * (any policy), then the first rule whose agent, skills and `when` hold.
  */
-export function decideAgentCall(set: AgentRuleSource, callee: string, skill: string, context: Readonly<Record<string, unknown>>, make: Make): Decision {
+/** context: the CEL context, built only when a rule's `when` reads it (most rules have none). */
+export function decideAgentCall(set: AgentRuleSource, callee: string, skill: string, context: () => Readonly<Record<string, unknown>>, make: Make): Decision {
   const rules: CompiledAgentRule[] = [];
   for (const p of set.policies) for (const r of p.agents) if (r.agent === callee || r.agent === '*') rules.push(r);
   const what = skill ? `skill "${skill}" of agent "${callee}"` : `agent "${callee}" (no skill named in message.metadata.skill)`;
@@ -89,7 +90,7 @@ export function decideAgentCall(set: AgentRuleSource, callee: string, skill: str
     // A rule without skills allows any skill it does not deny.
     if (r.skills && !(skill && r.skills.has(skill))) { skillMiss ??= r; continue; }
     if (r.when) {
-      vars ??= { identity: set.celIdentity, resource: callee, action: skill, args: {}, context };
+      vars ??= { identity: set.celIdentity, resource: callee, action: skill, args: {}, context: context() };
       const ok = r.when.evaluate(vars);
       if (ok instanceof Error) return make('deny', r.policy, r.index, r.path, `policy "${r.policy}" ${r.path} condition \`${r.when.source}\` could not be evaluated (${ok.message}); denied because conditions fail closed`);
       if (!ok) { whenFalse ??= r; continue; }

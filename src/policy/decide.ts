@@ -31,7 +31,7 @@ export function who(agent: AgentRecord): string {
 export function decide(req: AccessRequest, compiled: CompiledPolicies): Decision {
   const set = setFor(req.agent, compiled);
   if (req.kind === 'model') return decideModel(set, req.model, compiled);
-  if (req.kind === 'agent') return decideAgentCall(set, req.callee, req.skill, celContext(req.context), (e, p, i, path, reason) => make(compiled, e, p, i, path, reason));
+  if (req.kind === 'agent') return decideAgentCall(set, req.callee, req.skill, () => celContext(req.context), (e, p, i, path, reason) => make(compiled, e, p, i, path, reason));
   return decideTool(set, req.resource, req.action, req.args === null ? null : req.args ?? EMPTY, req.context, compiled);
 }
 
