@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { openDatabase } from '../src/store/sqlite.ts';
 import { openResponseStore, type StoredResponse } from '../src/store/responses.ts';
 import { conversationOf, resolveReferences } from '../src/gateway/responses.ts';
-import { doc, yaml } from './helpers/gateway.ts';
+import { doc, yaml, startTestGateway } from './helpers/gateway.ts';
 import { runCli, until } from './helpers/e2e.ts';
 import { startServeChild, heldUpstream } from './helpers/serve-child.ts';
 
@@ -83,6 +83,55 @@ test('flush() drains held puts now (shutdown); a put whose write fails is report
   await s.put(rec('resp_d2', 'A', Date.now() + 60_000), []);
   s.flush!(); // its database is closed: the write fails
   assert.deepEqual(failed, [['resp_d2']]);
+});
+
+test('over HTTP: the same agent reads and chains its stored response at once; another agent gets 404 (GET, previous_response_id, item_reference, DELETE)', async () => {
+  const agent = (name: string) => doc('Agent', name, { workload: `spiffe://test/agent/${name}`, team: 'qa' });
+  const policy = (name: string) => doc('AgentPolicy', `${name}-policy`, { identity: { agent: name }, models: { allow: ['m'] } });
+  const gw = await startTestGateway(yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'm', { targets: [{ provider: 'demo', model: 'd' }] }),
+    agent('alice'), policy('alice'), agent('mallory'), policy('mallory')));
+  try {
+    const [alice, mallory] = [gw.key('alice'), gw.key('mallory')];
+    const call = (key: string, method: string, path: string, body?: unknown) => fetch(`${gw.url}${path}`, {
+      method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    const first = await call(alice, 'POST', '/v1/responses', { model: 'm', input: 'remember the number 7' });
+    assert.equal(first.status, 200, await first.clone().text());
+    const { id } = await first.json() as { id: string };
+    // Sent at once, together: each read must find the response whether or not it is written yet.
+    const [got, chained, ref, theirs, theirChain, theirDelete] = await Promise.all([
+      call(alice, 'GET', `/v1/responses/${id}`),
+      call(alice, 'POST', '/v1/responses', { model: 'm', previous_response_id: id, input: 'which number?' }),
+      call(alice, 'POST', '/v1/responses', { model: 'm', input: [{ type: 'item_reference', id: `msg_${id.slice(5)}_in0` }] }),
+      call(mallory, 'GET', `/v1/responses/${id}`),
+      call(mallory, 'POST', '/v1/responses', { model: 'm', previous_response_id: id, input: 'which number?' }),
+      call(mallory, 'DELETE', `/v1/responses/${id}`),
+    ]);
+    assert.equal(got.status, 200, await got.clone().text());
+    assert.equal((await got.json() as { id: string }).id, id);
+    assert.equal(chained.status, 200, await chained.clone().text());
+    assert.equal((await chained.json() as { previous_response_id: string }).previous_response_id, id);
+    assert.equal(ref.status, 200, await ref.clone().text());
+    for (const r of [theirs, theirChain, theirDelete]) assert.equal(r.status, 404, await r.clone().text());
+    assert.equal((await call(alice, 'DELETE', `/v1/responses/${id}`)).status, 200);
+    assert.equal((await call(alice, 'GET', `/v1/responses/${id}`)).status, 404);
+  } finally { await gw.close(); }
+});
+
+test('the runtime drains held puts when it closes (the database is closed in the same turn as the last put)', async () => {
+  const gw = await startTestGateway(yaml(doc('Provider', 'demo', { type: 'demo' })));
+  const rt = gw.g.rt;
+  await rt.responses.put(rec('resp_close', 'A', Date.now() + 60_000), ['msg_resp_close_in0']);
+  await rt.close(); // what SIGTERM's drain ends with, after the listener has drained
+  const db = openDatabase(gw.dataDir);
+  try {
+    const s = openResponseStore(db);
+    assert.equal((await s.get('A', 'resp_close'))?.id, 'resp_close', 'written before the database closed');
+    assert.equal(await s.itemOwner('A', 'msg_resp_close_in0'), 'resp_close');
+  } finally {
+    db.close();
+    await gw.close().catch(() => {}); // the runtime is closed already
+  }
 });
 
 test('SIGTERM while stored Responses are in flight: each is answered, then readable by its agent after a restart (nothing lost)', async () => {
