@@ -332,6 +332,34 @@ test('a budget refusal due now still tells the caller to wait at least a second'
   assert.match(x.message, / for agent:x, and 3 were made/);
 });
 
+test('each counted call is settled (one call) or given back exactly once, whatever the plane calls after (a fleet store need not be idempotent)', () => {
+  const inner = new EmbeddedLimiter(new BudgetLedger(), new RateLimiter());
+  const calls: string[] = [];
+  const counting: Limiter = {
+    admit: (q) => inner.admit(q),
+    settle: (t, cost, tokens) => { calls.push(`settle ${cost} ${tokens}`); inner.settle(t, cost, tokens); },
+    release: (t) => { calls.push('release'); inner.release(t); },
+  };
+  const l = limits(counting);
+  const r = rule({ rate: { rpm: 100 }, budget: { calls_per_day: 10 } });
+  const a = admitNow(l, who('analyst', 'k'), r);
+  a.forwarded(); a.forwarded(); a.dropped();
+  assert.deepEqual(calls, ['settle 1 null']);
+  const b = admitNow(l, who('analyst', 'k'), r);
+  b.dropped(); b.dropped(); b.forwarded();
+  assert.deepEqual(calls, ['settle 1 null', 'release']);
+});
+
+test('a call budget running out raises no budget alert (alerts are for dollar budgets, alert_at)', () => {
+  const alerts: unknown[] = [];
+  const l = limits(new EmbeddedLimiter(new BudgetLedger({ onAlert: (a) => alerts.push(a) }), new RateLimiter()));
+  const r = rule({ budget: { calls_per_day: 2, calls_per_month: 3 } });
+  admitNow(l, who('analyst', 'k'), r).forwarded();
+  admitNow(l, who('analyst', 'k'), r).forwarded();
+  assert.equal(refusedBy(() => admitNow(l, who('analyst', 'k'), r)).code, 'budget_exceeded');
+  assert.deepEqual(alerts, []);
+});
+
 test('a store that reserved nothing for a call has nothing to settle or give back', () => {
   const calls: string[] = [];
   const l = limits({ admit: () => ({ ok: true, ticket: null }), settle: () => calls.push('settle'), release: () => calls.push('release') } as unknown as Limiter);
