@@ -10,6 +10,8 @@
 // starts them, bench/lib/fleet.ts), and each round also reports what a request cost the stores
 // (Redis commands, EVALSHA and PostgreSQL transactions per request: the round trips).
 // TREE: a directory holding src/ and scripts/build.ts (a git worktree of aam); default: this one.
+// TREE::FLAG[,FLAG] serves that tree with node flags added to npm start's (e.g. /work/main::--single-threaded-gc),
+// so that one tree can run beside itself with and without a flag.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,7 +21,7 @@ import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { bareProxyScript } from './lib/bare.ts';
 import { A2A_BENCH_TOKEN, a2aBenchConfig, aamBenchConfig, aamMigrate, aamServeArgv, buildAam, createAamKey, type AamBuild } from './lib/aam.ts';
-import { CLK_TCK, cpuTicks, startProcess, stopProcess, threadTicks, waitHttp } from './lib/procs.ts';
+import { CLK_TCK, cpuTicks, startProcess, stopProcess, threadSwitches, threadTicks, waitHttp } from './lib/procs.ts';
 import { sendOnce, type RequestSpec } from './lib/http-once.ts';
 import { freePort } from '../test/helpers/e2e.ts';
 import { startBenchFleet, storeCost, type BenchFleet } from './lib/fleet.ts';
@@ -36,7 +38,11 @@ const N = Number(opt.n);
 const GW_PIN = opt.pin === undefined ? NO_PIN : { cpu: Number(opt.pin), nice: 0 };
 const ROUNDS = Number(opt.rounds);
 const CONC = Number(opt.conc);
-const trees = (positionals.length ? positionals : [join(HERE, '..')]).map((t) => resolve(t));
+const specs = (positionals.length ? positionals : [join(HERE, '..')]).map((p) => {
+  const [dir, flags] = p.split('::');
+  return { dir: resolve(dir), flags: flags ? flags.split(',') : [], name: flags ? `${resolve(dir)} ${flags}` : resolve(dir) };
+});
+const trees = specs.map((t) => t.dir);
 for (const t of [...trees, join(HERE, '..')]) mkdirSync(join(t, 'bench', 'tmp'), { recursive: true });
 
 const base = { model: 'gpt-4o-mini', messages: [{ role: 'system', content: 'You are a helpful assistant.' }, { role: 'user', content: 'Say hello in one short sentence.' }], max_tokens: 64, temperature: 0.2 };
@@ -63,6 +69,7 @@ if (Object.keys(KINDS).length !== wanted.length) throw new Error(`--kind: use ${
 
 interface Gateway { tree: string; child: ChildProcess; pool: Pool; key: string }
 
+const median = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 const work = mkdtempSync(join(tmpdir(), 'aam-cpu-'));
 const children: ChildProcess[] = [];
 const outs: string[] = [];
@@ -84,13 +91,14 @@ try {
     config = a2aBenchConfig(mockPort, agentPort);
   }
   const gws: Gateway[] = [];
-  for (const [i, tree] of trees.entries()) {
+  for (const [i, { dir: tree, flags, name }] of specs.entries()) {
     const dir = join(work, `t${i}`);
     mkdirSync(dir);
     // Built inside the tree (bench/tmp/, ignored by git) so that its node_modules resolve.
     const out = mkdtempSync(join(tree, 'bench', 'tmp', 'cpu-dist-'));
     outs.push(out);
-    const build: AamBuild = buildAam(NODE, tree, out);
+    const built: AamBuild = buildAam(NODE, tree, out);
+    const build: AamBuild = { ...built, flags: [...built.flags, ...flags] };
     const configPath = join(dir, 'aam.yaml');
     writeFileSync(configPath, config);
     const dataDir = join(dir, 'data');
@@ -102,7 +110,7 @@ try {
     const child = startProcess(GW_PIN, argv, { ...build.env, ...storeEnv, AAM_LOG_LEVEL: 'warn', A2A_BENCH_TOKEN }, join(dir, 'aam.log'), tree);
     children.push(child);
     if (!(await waitHttp(`http://127.0.0.1:${port}/healthz`, 60_000, 200, child))) throw new Error(`aam from ${tree} did not start (log: ${join(dir, 'aam.log')})`);
-    gws.push({ tree, child, key, pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
+    gws.push({ tree: name, child, key, pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
   }
   if (opt.bare) {
     const port = await freePort();
@@ -118,6 +126,9 @@ try {
 
   /** Per thread name, microseconds per request of the last run (threads alive at its end). */
   let byThread = '';
+  /** Per thread name, context switches per request of the last run (voluntary/involuntary), and its wall-clock p50s. */
+  let switches = '';
+  let wall = '';
   /** `n` requests, `CONC` at a time; the gateway's CPU microseconds per request. */
   const run = async (g: Gateway, kind: Kind, n: number): Promise<number> => {
     const spec: RequestSpec = { path: kind.path, headers: { 'content-type': 'application/json', authorization: `Bearer ${g.key}`, ...kind.headers }, body: kind.body };
@@ -125,12 +136,22 @@ try {
     let left = n;
     const t0 = cpuTicks(g.child.pid as number) as number;
     const th0 = threadTicks(g.child.pid as number);
+    const sw0 = threadSwitches(g.child.pid as number);
+    const total: number[] = [];
+    const content: number[] = [];
     await Promise.all(Array.from({ length: CONC }, async () => {
       while (left-- > 0) {
         const t = await sendOnce(g.pool, spec, stream);
         if (t.status !== 200) throw new Error(`status ${t.status} from ${g.tree}`);
+        total.push(t.totalMs);
+        if (stream) content.push(t.firstContentMs);
       }
     }));
+    switches = [...threadSwitches(g.child.pid as number)].map(([name, c]) => {
+      const b = sw0.get(name) ?? { vol: 0, invol: 0 };
+      return [name, (c.vol - b.vol) / n, (c.invol - b.invol) / n] as const;
+    }).filter(([, v, i]) => v + i >= 0.01).sort((a, b) => b[1] + b[2] - a[1] - a[2]).map(([name, v, i]) => `${name} ${v.toFixed(2)}/${i.toFixed(2)}`).join(', ');
+    wall = `p50 ${(median(total) * 1000).toFixed(0)} us${stream ? `, first content p50 ${(median(content) * 1000).toFixed(0)} us` : ''}`;
     const perReq = (ticks: number): number => (ticks / CLK_TCK) * 1e6 / n;
     byThread = [...threadTicks(g.child.pid as number)].map(([name, t]) => [name, perReq(t - (th0.get(name) ?? 0))] as const)
       .filter(([, us]) => us >= 0.5).sort((a, b) => b[1] - a[1]).map(([name, us]) => `${name} ${us.toFixed(1)}`).join(', ');
@@ -153,12 +174,11 @@ try {
         if (st) { st.kill('SIGINT'); await new Promise((r) => st.once('exit', r)); console.log(readFileSync(join(work, 'strace.txt'), 'utf8').split('\n').slice(0, 16).join('\n')); }
         const key = `${g.tree} ${k}`;
         results.set(key, [...(results.get(key) ?? []), us]);
-        console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request (by thread: ${byThread})`);
+        console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request (by thread: ${byThread}); ${wall}; context switches/request voluntary/involuntary: ${switches}`);
         if (stores) console.log(`  stores per request: ${stores.redis_by_command.evalsha ?? 0} EVALSHA, ${stores.redis_commands_per_request} Redis commands in all, ${stores.pg_xacts_per_request} PostgreSQL transactions, store CPU ${stores.store_cpu_ms_per_request} ms`);
       }
     }
   }
-  const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
   console.log(`\nmedian of ${ROUNDS} rounds, ${N} requests each, c=${CONC}:`);
   for (const [k, v] of results) console.log(`  ${k}: ${median(v).toFixed(1)} us CPU/request  (${v.map((x) => x.toFixed(1)).join(', ')})`);
   for (const g of gws) await g.pool.close();

@@ -137,6 +137,29 @@ export function threadTicks(pid: number): Map<string, number> {
   return out;
 }
 
+/**
+ * Context switches per thread name (voluntary: the thread slept, e.g. a wake-up it waited for;
+ * involuntary: it was preempted), from /proc/PID/task/TID/status: counts a loaded machine does
+ * not blur, unlike wall-clock latency.
+ */
+export function threadSwitches(pid: number): Map<string, { vol: number; invol: number }> {
+  const out = new Map<string, { vol: number; invol: number }>();
+  let tids: string[] = [];
+  try { tids = readdirSync(`/proc/${pid}/task`); } catch { return out; }
+  for (const tid of tids) {
+    try {
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      const field = (k: string): number => Number(new RegExp(`^${k}:\\s*(\\S+)`, 'm').exec(status)?.[1] ?? 0);
+      const name = tid === String(pid) ? 'main' : (/^Name:\s*(.*)$/m.exec(status)?.[1] ?? tid);
+      const o = out.get(name) ?? { vol: 0, invol: 0 };
+      o.vol += field('voluntary_ctxt_switches');
+      o.invol += field('nonvoluntary_ctxt_switches');
+      out.set(name, o);
+    } catch { /* the thread exited meanwhile */ }
+  }
+  return out;
+}
+
 /** Busy ticks (user+nice+system+irq+softirq) per CPU, from /proc/stat. */
 export function coreBusyTicks(): number[] {
   const out: number[] = [];
