@@ -22,19 +22,20 @@ export function fleetResponseStore(sql: Sql, now: () => number = Date.now): Resp
       const t = now();
       const purge = t - lastPurge > PURGE_EVERY_MS;
       if (purge) lastPurge = t;
+      // One statement (atomic on its own): one round trip before the answer instead of BEGIN,
+      // DELETE, two INSERTs and COMMIT. The answer waits for it, so a follow-up on any replica finds it.
+      const items = [...new Set(itemIds)];
       try {
-        await sql.begin(async (tx) => {
-          if (purge) await tx`DELETE FROM responses WHERE expires_at <= ${t}`;
-          await tx`INSERT INTO responses (id, agent, previous_id, input, response, expires_at)
+        await sql`WITH gone AS (DELETE FROM responses WHERE ${purge}::boolean AND expires_at <= ${t}),
+          r AS (
+            INSERT INTO responses (id, agent, previous_id, input, response, expires_at)
             VALUES (${r.id}, ${r.agent}, ${r.previousId}, ${r.input}, ${r.response}, ${r.expiresAt})
             ON CONFLICT (id) DO UPDATE SET agent = excluded.agent, previous_id = excluded.previous_id, input = excluded.input,
-              response = excluded.response, expires_at = excluded.expires_at`;
-          if (itemIds.length > 0) {
-            const rows = [...new Set(itemIds)].map((item_id) => ({ agent: r.agent, item_id, response_id: r.id }));
-            await tx`INSERT INTO response_items ${tx(rows, 'agent', 'item_id', 'response_id')}
-              ON CONFLICT (agent, item_id) DO UPDATE SET response_id = excluded.response_id`;
-          }
-        });
+              response = excluded.response, expires_at = excluded.expires_at
+            RETURNING id, agent)
+          INSERT INTO response_items (agent, item_id, response_id)
+            SELECT r.agent, i.item_id, r.id FROM r CROSS JOIN unnest(${items}::text[]) AS i(item_id)
+          ON CONFLICT (agent, item_id) DO UPDATE SET response_id = excluded.response_id`;
       } catch (e) { fail(e); }
     },
     async get(agent, id) {
