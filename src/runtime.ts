@@ -335,12 +335,12 @@ export class Runtime {
     return `${identity.agent.spiffeId} may not use credential "${name}": it is not in credentials.allow of policy ${c.policies.map((p) => `"${p}"`).join(', ')}`;
   }
 
-  /** Outbound auth headers for a credential (an A2A callee): one resolution, no environment form. */
-  async injectHeaders(name: string, identity: Identity): Promise<{ headers: Record<string, string>; credential: { name: string; version: number } }> {
+  /** Outbound auth for a credential (an A2A callee): headers and query parameters, one resolution, no environment form. */
+  async injectCallee(name: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; credential: { name: string; version: number } }> {
     try {
       const inj = await this.injector.injectionFor(name, { principal: identity.agent });
       if (inj.credential.kind === 'on_behalf_of') this.identitySeen.note(identity.agent.name, 'on_behalf_of');
-      return { headers: inj.headers, credential: inj.credential };
+      return { headers: inj.headers, query: inj.query, credential: inj.credential };
     } catch (e) {
       throw credentialFailure(e, `credential "${name}"`);
     }

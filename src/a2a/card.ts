@@ -13,13 +13,15 @@ export type Card = Record<string, unknown>;
 export class CardCache {
   readonly #m = new Map<string, { card: Card; expires: number }>();
 
-  /** The callee's own card, from cache or fetched with aam's credential for it. */
-  async get(agent: string, baseUrl: string, headers: Record<string, string>, timeoutMs: number): Promise<Card> {
+  /** The callee's own card, from cache or fetched with aam's credential for it (headers, or query parameters). */
+  async get(agent: string, baseUrl: string, auth: { headers: Record<string, string>; query?: Record<string, string> }, timeoutMs: number): Promise<Card> {
     const key = `${agent}\0${baseUrl}`;
     const hit = this.#m.get(key);
     if (hit && hit.expires > Date.now()) return hit.card;
-    const url = baseUrl.replace(/\/+$/, '') + CARD_PATH;
-    const up = await request(url, { method: 'GET', headers: { accept: 'application/json', 'a2a-version': '1.0', ...headers }, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    const url = new URL(baseUrl);
+    url.pathname = url.pathname.replace(/\/+$/, '') + CARD_PATH;
+    for (const k in auth.query) url.searchParams.set(k, auth.query[k]);
+    const up = await request(url, { method: 'GET', headers: { accept: 'application/json', 'a2a-version': '1.0', ...auth.headers }, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
     let size = 0;
     const chunks: Buffer[] = [];
     for await (const c of up.body) {

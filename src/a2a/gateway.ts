@@ -96,7 +96,7 @@ export function createA2aGateway(): A2aGateway {
     if (!agentVisible(access.set, name)) throw new AamError(403, 'policy_denied', `no AgentPolicy lets ${chainName(access.identity)} call agent "${name}"; add \`agents: [{ agent: ${name} }]\` to its policy`);
     const auth = spec.credential ? await inject(ctx, access, spec.credential) : { headers: {} };
     let raw;
-    try { raw = await cards.get(name, spec.url, auth.headers, 10_000); } catch (e) {
+    try { raw = await cards.get(name, spec.url, auth, 10_000); } catch (e) {
       throw new AamError(502, 'upstream_error', `agent "${name}" did not serve its agent card: ${(e as Error).message}`);
     }
     const context = { time: new Date().toISOString(), request_id: ctx.requestId };
@@ -191,7 +191,7 @@ export function createA2aGateway(): A2aGateway {
       if (ext) headers['a2a-extensions'] = ext;
       let up;
       try {
-        up = await callCallee(urlOf(spec), { headers, body: JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params }), timeoutMs: TIMEOUT_MS });
+        up = await callCallee(withQuery(urlOf(spec), auth.query), { headers, body: JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params }), timeoutMs: TIMEOUT_MS });
       } catch (e) {
         throw new AamError(502, 'upstream_error', `agent "${name}" is unreachable: ${(e as Error).message}`);
       }
@@ -466,10 +466,18 @@ async function restRpc(ctx: Ctx, op: ReturnType<typeof restOp>): Promise<Rpc> {
 }
 
 /** aam's credential for the callee (credentials.allow checked here, unless the caller just did). */
-async function inject(ctx: Ctx, access: Access, credential: string, allowChecked = false): Promise<{ headers: Record<string, string>; credential?: { name: string; version: number } }> {
+async function inject(ctx: Ctx, access: Access, credential: string, allowChecked = false): Promise<{ headers: Record<string, string>; query?: Record<string, string>; credential?: { name: string; version: number } }> {
   const refused = allowChecked ? null : ctx.rt.credentialRefusal(credential, access.identity, access.set);
   if (refused) throw new AamError(403, 'policy_denied', refused);
-  return ctx.rt.injectHeaders(credential, access.identity);
+  return ctx.rt.injectCallee(credential, access.identity);
+}
+
+/** The URL with a credential's query parameters (a Credential with inject.query) set on a copy. */
+function withQuery(u: URL, query: Record<string, string> | undefined): URL {
+  if (!query) return u;
+  const q = new URL(u);
+  for (const k in query) q.searchParams.set(k, query[k]);
+  return q;
 }
 
 /** The callee's URL, parsed once per config snapshot (not per call). */

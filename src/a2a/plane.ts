@@ -16,7 +16,7 @@ export interface A2aRuntime extends AccessRuntime {
   /** Why policy forbids this identity's call to use a credential (credentials.allow), or null. */
   credentialRefusal(name: string, identity: Identity, set?: PolicySet): string | null;
   /** Outbound auth headers for a credential (the callee's). */
-  injectHeaders(name: string, identity: Identity): Promise<{ headers: Record<string, string>; credential: { name: string; version: number } }>;
+  injectCallee(name: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; credential: { name: string; version: number } }>;
 }
 
 /** An A2A request's context. */
