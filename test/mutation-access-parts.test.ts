@@ -169,8 +169,11 @@ const scrubber = new Scrubber([{ name: 'openai-key', value: SECRET }]);
 function scrubEvents(evs: StreamEvent[]): StreamEvent[] {
   const s = createEventScrubber(() => scrubber.stream());
   const out = [...evs.flatMap((e) => s.push(e)), ...s.end()];
-  // Nothing held back means no event, not an empty one.
-  for (const e of out) assert.ok(!(e.type === 'text' && e.text === '') && !(e.type === 'tool_args' && e.delta === ''), `an empty ${e.type} event`);
+  // Nothing held back means no event, not an empty one (nor anything that is not an event).
+  for (const e of out) {
+    assert.ok(typeof e === 'object' && typeof e.type === 'string', `not an event: ${JSON.stringify(e)}`);
+    assert.ok(!(e.type === 'text' && e.text === '') && !(e.type === 'tool_args' && e.delta === ''), `an empty ${e.type} event`);
+  }
   return out;
 }
 
@@ -227,6 +230,11 @@ test('a secret split across text deltas or across one tool call\'s argument delt
     { type: 'tool_args', index: 0, delta: a }, { type: 'tool_args', index: 0, delta: b },
   ]);
   assert.deepEqual(read(again).args, { 0: 'first[REDACTED:openai-key]' });
+  // Text that may still become a secret is held whole; clean text before a tool call ends with nothing held.
+  assert.deepEqual(read(scrubEvents([{ type: 'text', text: a }])).text, a);
+  assert.deepEqual(createEventScrubber(() => scrubber.stream()).push({ type: 'text', text: a }), []);
+  assert.deepEqual(createEventScrubber(() => scrubber.stream()).push({ type: 'tool_args', index: 0, delta: a }), []);
+  assert.deepEqual(read(scrubEvents([{ type: 'text', text: 'hello' }, { type: 'tool_start', index: 0, id: 'c0', name: 'f' }])).order, ['text', 'tool_start']);
   // Nothing held, nothing added: an empty end, and clean text passes as it came.
   const s = createEventScrubber(() => scrubber.stream());
   assert.deepEqual(s.end(), []);
