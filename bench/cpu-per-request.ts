@@ -148,9 +148,9 @@ try {
       }
     }));
     switches = [...threadSwitches(g.child.pid as number)].map(([name, c]) => {
-      const b = sw0.get(name) ?? { vol: 0, invol: 0 };
-      return [name, (c.vol - b.vol) / n, (c.invol - b.invol) / n] as const;
-    }).filter(([, v, i]) => v + i >= 0.01).sort((a, b) => b[1] + b[2] - a[1] - a[2]).map(([name, v, i]) => `${name} ${v.toFixed(2)}/${i.toFixed(2)}`).join(', ');
+      const b = sw0.get(name) ?? { vol: 0, invol: 0, waitNs: 0 };
+      return [name, (c.vol - b.vol) / n, (c.invol - b.invol) / n, (c.waitNs - b.waitNs) / n / 1000] as const;
+    }).filter(([, v, i]) => v + i >= 0.01).sort((a, b) => b[1] + b[2] - a[1] - a[2]).map(([name, v, i, w]) => `${name} ${v.toFixed(2)}/${i.toFixed(2)} (run-queue wait ${w.toFixed(1)} us)`).join(', ');
     wall = `p50 ${(median(total) * 1000).toFixed(0)} us${stream ? `, first content p50 ${(median(content) * 1000).toFixed(0)} us` : ''}`;
     const perReq = (ticks: number): number => (ticks / CLK_TCK) * 1e6 / n;
     byThread = [...threadTicks(g.child.pid as number)].map(([name, t]) => [name, perReq(t - (th0.get(name) ?? 0))] as const)
@@ -174,7 +174,7 @@ try {
         if (st) { st.kill('SIGINT'); await new Promise((r) => st.once('exit', r)); console.log(readFileSync(join(work, 'strace.txt'), 'utf8').split('\n').slice(0, 16).join('\n')); }
         const key = `${g.tree} ${k}`;
         results.set(key, [...(results.get(key) ?? []), us]);
-        console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request (by thread: ${byThread}); ${wall}; context switches/request voluntary/involuntary: ${switches}`);
+        console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request (by thread: ${byThread}); ${wall}; context switches/request voluntary/involuntary (and run-queue wait per request): ${switches}`);
         if (stores) console.log(`  stores per request: ${stores.redis_by_command.evalsha ?? 0} EVALSHA, ${stores.redis_commands_per_request} Redis commands in all, ${stores.pg_xacts_per_request} PostgreSQL transactions, store CPU ${stores.store_cpu_ms_per_request} ms`);
       }
     }

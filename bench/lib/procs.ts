@@ -140,10 +140,10 @@ export function threadTicks(pid: number): Map<string, number> {
 /**
  * Context switches per thread name (voluntary: the thread slept, e.g. a wake-up it waited for;
  * involuntary: it was preempted), from /proc/PID/task/TID/status: counts a loaded machine does
- * not blur, unlike wall-clock latency.
+ * not blur, unlike wall-clock latency; and the time it was runnable but waited for a CPU.
  */
-export function threadSwitches(pid: number): Map<string, { vol: number; invol: number }> {
-  const out = new Map<string, { vol: number; invol: number }>();
+export function threadSwitches(pid: number): Map<string, { vol: number; invol: number; waitNs: number }> {
+  const out = new Map<string, { vol: number; invol: number; waitNs: number }>();
   let tids: string[] = [];
   try { tids = readdirSync(`/proc/${pid}/task`); } catch { return out; }
   for (const tid of tids) {
@@ -151,9 +151,11 @@ export function threadSwitches(pid: number): Map<string, { vol: number; invol: n
       const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
       const field = (k: string): number => Number(new RegExp(`^${k}:\\s*(\\S+)`, 'm').exec(status)?.[1] ?? 0);
       const name = tid === String(pid) ? 'main' : (/^Name:\s*(.*)$/m.exec(status)?.[1] ?? tid);
-      const o = out.get(name) ?? { vol: 0, invol: 0 };
+      const o = out.get(name) ?? { vol: 0, invol: 0, waitNs: 0 };
       o.vol += field('voluntary_ctxt_switches');
       o.invol += field('nonvoluntary_ctxt_switches');
+      // schedstat: ns on CPU, ns runnable but waiting for a CPU (the run queue), timeslices.
+      o.waitNs += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[1]);
       out.set(name, o);
     } catch { /* the thread exited meanwhile */ }
   }
