@@ -15,6 +15,7 @@ import { fleetStore, startReplicas, type FleetTestStore, type Replicas } from '.
 import { doc, yaml } from './helpers/gateway.ts';
 import { until } from './helpers/e2e.ts';
 import { startHttpFixture, type RunningFixture } from './fixtures/mcp-accounts/upstream.ts';
+import { sseMessages } from './helpers/mcp.ts';
 
 let store: FleetTestStore;
 let upstream: RunningFixture;
@@ -95,21 +96,7 @@ async function sessionWithStream(url: string): Promise<{ id: string; messages: A
   const ac = new AbortController();
   const r = await fetch(`${url}/mcp/crm`, { signal: ac.signal, headers: { ...HEADERS, accept: 'text/event-stream', authorization: `Bearer ${fleet.keys.a}`, 'mcp-session-id': id } });
   assert.equal(r.status, 200);
-  const messages: Array<Record<string, any>> = [];
-  void (async () => {
-    let buf = '';
-    try {
-      for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) {
-        buf += Buffer.from(chunk).toString('utf8');
-        let end: number;
-        while ((end = buf.indexOf('\n\n')) >= 0) {
-          const data = buf.slice(0, end).split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('');
-          buf = buf.slice(end + 2);
-          if (data) messages.push(JSON.parse(data) as Record<string, any>);
-        }
-      }
-    } catch { /* aborted */ }
-  })();
+  const messages = sseMessages(r.body);
   return { id, messages, close: () => ac.abort() };
 }
 

@@ -12,7 +12,7 @@ import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
-import { connectClient, mcpSchemaCheck, serversReady, textOf, toolEvents, ADMIN_TOKEN, type SchemaCheck } from './helpers/mcp.ts';
+import { connectClient, mcpSchemaCheck, serversReady, sseMessages, textOf, toolEvents, ADMIN_TOKEN, type SchemaCheck } from './helpers/mcp.ts';
 import { issueAgentSvid } from '../src/identity/issue.ts';
 import { stdioServerDoc } from './fixtures/mcp-accounts/upstream.ts';
 
@@ -351,23 +351,7 @@ async function listen(path: string, notifications: Record<string, unknown>, toke
   const body = { jsonrpc: '2.0', id, method: 'subscriptions/listen', params: { notifications, _meta: { 'io.modelcontextprotocol/protocolVersion': VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'spec-client', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': caps } } };
   const ac = new AbortController();
   const r = await fetch(`${gw.url}${path}`, { method: 'POST', signal: ac.signal, headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}`, 'mcp-protocol-version': VERSION, 'mcp-method': 'subscriptions/listen' }, body: JSON.stringify(body) });
-  const messages: Array<Record<string, any>> = [];
-  if ((r.headers.get('content-type') ?? '').includes('text/event-stream')) {
-    void (async () => {
-      let buf = '';
-      try {
-        for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) {
-          buf += Buffer.from(chunk).toString('utf8');
-          let end: number;
-          while ((end = buf.indexOf('\n\n')) >= 0) {
-            const data = buf.slice(0, end).split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('');
-            buf = buf.slice(end + 2);
-            if (data) messages.push(JSON.parse(data) as Record<string, any>);
-          }
-        }
-      } catch { /* aborted */ }
-    })();
-  } else messages.push(await r.json() as Record<string, any>);
+  const messages = (r.headers.get('content-type') ?? '').includes('text/event-stream') ? sseMessages(r.body) : [await r.json() as Record<string, any>];
   return { id, status: r.status, messages, close: () => ac.abort() };
 }
 

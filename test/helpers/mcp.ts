@@ -72,3 +72,23 @@ export async function mcpSchemaCheck(): Promise<SchemaCheck> {
   ajv.addSchema(JSON.parse(readFileSync(path, 'utf8')) as object, 'mcp');
   return (def, value) => assert.ok(ajv.validate(`mcp#/$defs/${def}`, value), `${def}: ${ajv.errorsText()}`);
 }
+
+/** JSON-RPC messages of an SSE body, pushed to the returned array as they arrive (until the body ends or is aborted). */
+export function sseMessages(body: ReadableStream<Uint8Array> | null): Array<Record<string, any>> {
+  const messages: Array<Record<string, any>> = [];
+  void (async () => {
+    let buf = '';
+    try {
+      for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+        buf += Buffer.from(chunk).toString('utf8');
+        let end: number;
+        while ((end = buf.indexOf('\n\n')) >= 0) {
+          const data = buf.slice(0, end).split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('');
+          buf = buf.slice(end + 2);
+          if (data) messages.push(JSON.parse(data) as Record<string, any>);
+        }
+      }
+    } catch { /* aborted */ }
+  })();
+  return messages;
+}
