@@ -159,6 +159,7 @@ test('a body nested deeper than 128 levels is found, at the bracket that went to
   assert.deepEqual(jsonTooDeep(Buffer.from(`{"${'k'.repeat(200)}":${nest(200)}}`))?.field, null);
   assert.deepEqual(jsonTooDeep(Buffer.from(`{"a\u0001":${nest(200)}}`))?.field, null);
   assert.deepEqual(jsonTooDeep(Buffer.from(`{${nest(200)}}`))?.field, null, 'no key seen yet');
+  assert.deepEqual(jsonTooDeep(Buffer.from(`["a",${nest(200)}]`)), { offset: 5 + 127, field: null }, 'an array body has no fields');
 });
 
 // ---- Credential scrubbing of stream events ----
