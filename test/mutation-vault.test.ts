@@ -7,7 +7,7 @@
 // not taken from the vault. No gateway: a mutant it kills costs about a second.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac, generateKeyPairSync } from 'node:crypto';
+import { createHmac, generateKeyPairSync, hkdfSync } from 'node:crypto';
 import { readFileSync, renameSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseConfigTexts } from '../src/config/load.ts';
@@ -398,4 +398,22 @@ test('without refreshMs a changed file is picked up by the default poll (about a
     await new Promise((r) => setTimeout(r, 20));
   }
   vault.close();
+});
+
+test('subkeys are HKDF-SHA256 of the master key per purpose; a missing AWS key id is reported only once the secret itself is there; a stored value\'s time is when it was stored', async () => {
+  const master = Buffer.from(MASTER.AAM_MASTER_KEY, 'base64');
+  const { vault, dir, clock } = open([cred('s', '{ stored: true }')], {}, { strict: false });
+  assert.deepEqual(vault.subkey('aam delegation v1'), Buffer.from(hkdfSync('sha256', master, Buffer.alloc(0), 'aam delegation v1', 32)));
+  clock.t = T0 + 7000;
+  const stored = await vault.set('s', 'stored-value-timed-1234');
+  assert.equal(vault.list()[0].created, stored.created);
+  vault.close();
+  // Opened again (another clock): the time the row was stored, not the time it was read.
+  const again = open([cred('s', '{ stored: true }')], {}, { dataDir: dir }).vault;
+  assert.deepEqual([again.list()[0].created, again.list()[0].version], [stored.created, 1]);
+  assert.notEqual(stored.created, iso(T0));
+  again.close();
+  assert.throws(() => open([cred('b', '{ env: B_MISSING, aws: { access_key_id_env: ID_MISSING } }')], {}), {
+    message: 'cannot load credentials:\n  Credential "b": environment variable B_MISSING is not set (export it, or mark the Provider that uses it optional: true)',
+  });
 });
