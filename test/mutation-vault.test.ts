@@ -284,7 +284,10 @@ test('the scrubber covers each kind\'s textual forms: basic user:password, AWS k
     cred('aws', '{ env: AWS, aws: { access_key_id: AKIAIOSFODNN7EXAMPLE } }'),
     cred('gsa', '{ env: GSA, google: {} }'),
     cred('key', '{ env: P4 }'),
-  ], { P1: 'alice-pass-1234', P2: 'bob:bob-pass-5678', P3: 'carol-pass-9012', AWS: aws, GSA: sa, P4: 'api:key-with-colon-99' });
+    // No value to scrub: an on-behalf-of credential, and one whose variable is not set (CLI).
+    cred('obo', '{ obo: { audience: api } }'),
+    cred('unset', '{ env: P5_UNSET }'),
+  ], { P1: 'alice-pass-1234', P2: 'bob:bob-pass-5678', P3: 'carol-pass-9012', AWS: aws, GSA: sa, P4: 'api:key-with-colon-99' }, { strict: false });
   const scrub = (s: string): string => vault.scrubber().scrub(s).text;
   assert.equal(scrub(`x ${Buffer.from('alice:alice-pass-1234').toString('base64')} y`), 'x [REDACTED:named] y');
   assert.equal(scrub('pw bob-pass-5678 !'), 'pw [REDACTED:pair] !', 'the password part of user:password');
