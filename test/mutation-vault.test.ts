@@ -326,6 +326,15 @@ test('the injector gets the active value and version of the credential it names,
   vault.close();
 });
 
+test('the poll timer does not keep a process alive (a CLI command that reads credentials exits)', () => {
+  const timers = (): number => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+  const before = timers();
+  const { vault } = open([], {}, { refreshMs: 50 });
+  const during = timers();
+  vault.close();
+  assert.equal(during, before, 'the poll timer is unref()ed');
+});
+
 test('the background poll picks up a changed file by itself', async () => {
   const dir = tempDir('aam-vault-mut-');
   const path = join(dir, 'k');
@@ -416,6 +425,9 @@ test('subkeys are HKDF-SHA256 of the master key per purpose; a missing AWS key i
   assert.deepEqual([again.list()[0].created, again.list()[0].version], [stored.created, 1]);
   assert.notEqual(stored.created, iso(T0));
   again.close();
+  assert.throws(() => open([cred('b', '{ env: B_SET, aws: { access_key_id_env: ID_UNSET } }')], { B_SET: 'aws-secret-value-123456' }), {
+    message: 'cannot load credentials:\n  Credential "b": environment variable ID_UNSET (aws.access_key_id_env) is not set (export the AWS access key id in it)',
+  });
   assert.throws(() => open([cred('b', '{ env: B_MISSING, aws: { access_key_id_env: ID_MISSING } }')], {}), {
     message: 'cannot load credentials:\n  Credential "b": environment variable B_MISSING is not set (export it, or mark the Provider that uses it optional: true)',
   });
