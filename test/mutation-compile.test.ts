@@ -106,6 +106,11 @@ test('models: the first entry naming a model decides, an exact name before "*", 
   assert.equal(rule('ann', 'gamma'), 'models.deny[0]');
   assert.equal(rule('bare', 'alpha'), 'models.allow[1]', 'an exact name wins over an earlier glob');
   assert.equal(rule('bare', 'beta'), 'models.allow[4]', '"*" wins over the globs');
+  // The same order for denies: the entry the refusal names.
+  const denies = compile(policy('d', { identity: { agent: 'ann' }, models: { allow: ['alpha'], deny: ['g*', 'gamma'] } }), policy('e', { identity: { agent: 'bare' }, models: { deny: ['g*', '*'] } }));
+  assert.equal(model(denies, 'ann', 'gamma').rulePath, 'models.deny[1]', 'an exact deny wins over an earlier glob');
+  assert.equal(model(denies, 'bare', 'gamma').rulePath, 'models.deny[1]', '"*" wins over an earlier glob');
+  assert.equal(model(denies, 'bare', 'alpha').rulePath, 'models.deny[1]');
   const globs = compile(policy('g', { identity: { agent: 'bare' }, models: { allow: ['be*', 'b*'], deny: ['g*'] } }));
   assert.equal(model(globs, 'bare', 'beta').rulePath, 'models.allow[0]', 'the first matching glob');
   assert.equal(model(globs, 'bare', 'gamma').rulePath, 'models.deny[0]');
@@ -161,8 +166,8 @@ test('a budget refuses catalog models it cannot price, and only those', () => {
 
 test('limits: the smallest amount per field wins, alerts merge, each budget is kept where its scope says', () => {
   const c = compile(
-    policy('p1', { identity: { agent: 'ann' }, models: { allow: ['alpha'], budget: { daily_usd: 5, alert_at: [80, 50] }, rate: { rpm: 10 } } }),
-    policy('p2', { identity: { agent: 'ann' }, models: { budget: { monthly_usd: 50, alert_at: [50, 100] }, rate: { tpm: 1000 } } }),
+    policy('p1', { identity: { agent: 'ann' }, models: { allow: ['alpha'], budget: { daily_usd: 5, alert_at: [80, 100] }, rate: { rpm: 10 } } }),
+    policy('p2', { identity: { agent: 'ann' }, models: { budget: { monthly_usd: 50, alert_at: [50, 80] }, rate: { tpm: 1000 } } }),
     policy('p3', { identity: { agent: 'ann' }, models: { budget: { daily_usd: 3, monthly_usd: 80 }, rate: { rpm: 20, tpm: 500 } } }),
     policy('team', { identity: { team: 'finance' }, models: { budget: { daily_usd: 100, scope: 'team', alert_at: [90] } } }),
     // No amount and no limit: nothing to enforce.
@@ -191,6 +196,10 @@ test('a tool rule\'s rate and budget apply to the calls it decides, and a defaul
   const c = compile(policy('crm', { identity: { agent: 'ann' }, tools: [
     { resource: 'crm.deals', actions: ['read'], rate: { rpm: 5 }, budget: { calls_per_day: 10 } },
     { resource: 'crm.notes', actions: ['read'], approval: 'none' },
+    { resource: 'crm.mail', actions: ['send'], budget: { calls_per_month: 30 } },
+    // "*" alone is every resource, "/" and all (a glob's "*" stays within one segment).
+    { resource: '*', deny: ['delete'] },
+    { resource: 'files/*', deny: ['purge'] },
   ] }));
   const set = setFor(who(c, 'ann'), c);
   const deals = decidingToolRule(set, tool(c, 'ann', 'crm.deals', 'read'))!;
@@ -198,6 +207,10 @@ test('a tool rule\'s rate and budget apply to the calls it decides, and a defaul
   const notes = decidingToolRule(set, tool(c, 'ann', 'crm.notes', 'read'))!;
   assert.deepEqual([notes.rate, notes.budget, notes.approval], [null, null, false]);
   assert.equal(tool(c, 'ann', 'crm.notes', 'read').effect, 'allow');
+  assert.deepEqual(decidingToolRule(set, tool(c, 'ann', 'crm.mail', 'send'))!.budget, { calls_per_month: 30 });
+  assert.equal(tool(c, 'ann', 'files/reports/q1', 'delete').rulePath, 'tools[3]');
+  assert.equal(tool(c, 'ann', 'files/reports', 'purge').rulePath, 'tools[4]');
+  assert.equal(tool(c, 'ann', 'files/reports/q1', 'purge').rulePath, '', 'a glob "*" does not cross a "/"');
   assert.equal(decidingToolRule(set, tool(c, 'ann', 'crm.other', 'read')), undefined);
   assert.equal(decidingToolRule(set, { policy: '', rule: 1 }), undefined);
   assert.equal(decidingToolRule(set, { policy: 'crm', rule: -1 }), undefined);
