@@ -285,3 +285,47 @@ test('embedded limiter: rate first, then budget; settle charges the cost and cor
   limiter.release(t4);
   assert.equal(limiter.ledger.size, 3, 'agent:a, team:t, agent:c');
 });
+
+test('budget: spend at the first instant of a day or month still counts at that instant', () => {
+  const ledger = new BudgetLedger();
+  const midnight = new Date('2026-11-26T00:00:00.000Z');
+  assert.ok(spend(ledger, 'd', 5, { daily_usd: 5 }, midnight));
+  assert.equal(ledger.reserve('d', 1, { daily_usd: 5 }, midnight).ok, false);
+  const first = new Date('2026-12-01T00:00:00.000Z');
+  assert.ok(spend(ledger, 'm', 10, { monthly_usd: 10 }, first));
+  assert.equal(ledger.reserve('m', 1, { monthly_usd: 10 }, first).ok, false);
+});
+
+test('budget: settling or giving back one reservation leaves the others in flight counted', () => {
+  const ledger = new BudgetLedger();
+  const limits = { daily_usd: 10 };
+  const a = ledger.reserve('k', 4, limits, T0);
+  const b = ledger.reserve('k', 4, limits, T0);
+  assert.ok(a.ok && b.ok);
+  ledger.settle(a.reservation, 4, T0);
+  assert.equal(ledger.usage('k', T0).reserved, 4);
+  assert.equal(ledger.reserve('k', 3, limits, T0).ok, false, '4 spent + 4 in flight + 3 is over 10');
+  const c = ledger.reserve('k', 2, limits, T0);
+  assert.ok(c.ok);
+  ledger.release(c.reservation, T0);
+  assert.equal(ledger.usage('k', T0).reserved, 4);
+  assert.equal(ledger.reserve('k', 3, limits, T0).ok, false);
+  // The keys a reservation holds are the ones it was made on, whatever the caller does with its list.
+  const entries = [{ key: 'x', limits }];
+  const r = ledger.reserveMany(entries, 1, T0);
+  assert.ok(r.ok);
+  entries.push({ key: 'y', limits });
+  ledger.settle(r.reservation, 1, T0);
+  assert.deepEqual([ledger.usage('x', T0).daily, ledger.usage('y', T0).daily], [1, 0]);
+});
+
+test('budget alerts: monthly spend seeded at start-up is measured against the monthly limit; no alert_at, no alerts', () => {
+  const { ledger, alerts } = ledgerWithAlerts();
+  const limits = { daily_usd: 100, monthly_usd: 10, alert_at: [50] };
+  ledger.load('k', 'monthly', 6, limits, T0);
+  ledger.load('n', 'monthly', 6, undefined, T0);
+  assert.ok(spend(ledger, 'k', 0.1, limits, T0));
+  assert.deepEqual(alerts, [], 'monthly 50 % was crossed before the restart');
+  assert.ok(spend(ledger, 'm', 9, { monthly_usd: 10 }, T0));
+  assert.deepEqual(alerts, []);
+});
