@@ -329,3 +329,36 @@ test('budget alerts: monthly spend seeded at start-up is measured against the mo
   assert.ok(spend(ledger, 'm', 9, { monthly_usd: 10 }, T0));
   assert.deepEqual(alerts, []);
 });
+
+test('tpm: a request without a token estimate is not held back by token debt; an estimate that is no count corrects nothing', () => {
+  const rl = new RateLimiter();
+  const lim = { tpm: 600 }; // 100 ms per token
+  assert.ok(rl.check('k', lim, 600, T0).ok);
+  rl.record('k', 1200, 600, T0); // two minutes of tokens
+  assert.equal(rl.check('k', lim, 1, T0).ok, false);
+  assert.ok(rl.check('k', lim, 0, T0).ok, 'no estimate: rpm alone decides');
+  // The estimate record() is given back is what check() counted: nothing for a negative or infinite one.
+  const neg = new RateLimiter();
+  assert.ok(neg.check('k', lim, 100, T0).ok);
+  assert.ok(neg.check('k', lim, -100, T0).ok);
+  neg.record('k', 490, -100, T0);
+  assert.ok(neg.check('k', lim, 1, T0).ok, '100 + 490 tokens fit in the minute');
+  const inf = new RateLimiter();
+  assert.ok(inf.check('k', lim, 100, T0).ok);
+  assert.ok(inf.check('k', lim, Infinity, T0).ok);
+  inf.record('k', 600, Infinity, T0);
+  assert.equal(inf.check('k', lim, 1, T0).ok, false, '100 + 600 tokens are over the minute');
+});
+
+test('rate: a key still counting requests is kept by a sweep, one refilled exactly now is not; rpm-only keys are swept too', () => {
+  const rl = new RateLimiter();
+  assert.ok(rl.check('rpm', { rpm: 1 }, 0, at(30_000)).ok);
+  rl.sweep(at(60_000));
+  assert.equal(rl.size, 1);
+  assert.equal(rl.check('rpm', { rpm: 1 }, 0, at(60_000)).ok, false, 'its count survived the sweep');
+  rl.sweep(at(90_000));
+  assert.equal(rl.size, 0, 'refilled exactly at 90 s');
+  assert.ok(rl.check('tokens', { rpm: 10 }, 500, T0).ok, 'tokens on a key with no tpm');
+  rl.sweep(at(6_000));
+  assert.equal(rl.size, 0);
+});
