@@ -298,9 +298,10 @@ test('the scrubber covers each kind\'s textual forms: basic user:password, AWS k
   assert.equal(scrub(`${pem}`), '[REDACTED:gsa]');
   // Derived tokens (the injector's OAuth tokens and assertions): kept until expiry + 5 min.
   vault.addDerived('key', 'short', T0);
+  vault.addDerived('key', 'eight-ch', T0 + 1000);
   vault.addDerived('key', 'derived-token-abcdefgh', T0 + 1000);
   vault.addDerived('pair', 'derived-token-abcdefgh', T0 + 9_000_000);
-  assert.equal(scrub('t derived-token-abcdefgh short'), 't [REDACTED:key] short', 'the first owner of a token keeps it; short tokens are not scrubbed');
+  assert.equal(scrub('t derived-token-abcdefgh short eight-ch'), 't [REDACTED:key] short [REDACTED:key]', 'the first owner of a token keeps it; tokens under 8 characters are not scrubbed');
   clock.t = T0 + 1000 + 5 * 60_000 - 1;
   assert.equal(scrub('derived-token-abcdefgh'), '[REDACTED:key]');
   clock.t = T0 + 1000 + 5 * 60_000;
