@@ -30,7 +30,13 @@ const config = parseConfigTexts([{ file: 'aam.yaml', text: yaml(
   doc('Guardrail', 'smaller-scan', { on: ['input'], keywords: ['owl'], action: 'redact', max_scan_chars: 30 }),
   doc('Guardrail', 'lenient-scan', { on: ['input'], keywords: ['owl'], action: 'redact', max_scan_chars: 10, on_scan_limit: 'flag' }),
   doc('Guardrail', 'output-scan', { on: ['output'], keywords: ['owl'], action: 'redact', max_scan_chars: 5 }),
-  doc('AgentPolicy', 'analyst-models', { identity: { agent: 'analyst' }, models: { allow: ['chat'] }, guardrails: ['no-falcon', 'small-scan', 'smaller-scan', 'lenient-scan', 'output-scan'] }),
+  doc('Guardrail', 'tie-scan', { on: ['input'], keywords: ['owl'], action: 'redact', max_scan_chars: 30 }),
+  doc('Guardrail', 'needs-id', { on: ['input'], action: 'block', json_schema: { type: 'object', required: ['id'] } }),
+  doc('Agent', 'tooler', { workload: 'spiffe://prod/agent/tooler', team: 'ops' }),
+  doc('Agent', 'spender', { workload: 'spiffe://prod/agent/spender', team: 'ops' }),
+  doc('AgentPolicy', 'analyst-models', { identity: { agent: 'analyst' }, models: { allow: ['chat'] }, guardrails: ['no-falcon', 'smaller-scan', 'small-scan', 'tie-scan', 'lenient-scan', 'output-scan'] }),
+  doc('AgentPolicy', 'tooler-guarded', { identity: { agent: 'tooler' }, models: { allow: ['chat'] }, guardrails: ['needs-id'] }),
+  doc('AgentPolicy', 'spender-budget', { identity: { agent: 'spender' }, models: { allow: ['chat'], budget: { daily_usd: 1 } } }),
   doc('AgentPolicy', 'plain-models', { identity: { agent: 'plain' }, models: { allow: ['chat'] }, audit: { record: ['identity', 'policy'] } }),
 ) }]);
 
@@ -61,7 +67,8 @@ function setup(opts: { headers?: Record<string, string>; key?: { agent: string; 
     // The key book's answer for the one key this test presents (identify.ts is tested in mutation-identity).
     keyBook: {
       authenticate: (secret: string) => (opts.key && secret === 'aam_test_secret' ? { ok: true, key: { id: opts.key.id, agent: opts.key.agent }, generation: 'g1' } : { ok: false, reason: 'unknown key' }),
-      generationProblem: (id: string) => generationProblems.get(id),
+      // As the key mirror answers: a caller with no key secret generation is no key caller.
+      generationProblem: (id: string, generation: string | undefined) => (generation === undefined ? `API key ${id}: no generation` : generationProblems.get(id)),
     },
     jwt: null,
     tls: null,
@@ -73,7 +80,7 @@ function setup(opts: { headers?: Record<string, string>; key?: { agent: string; 
   return { ctx, rt: rt as unknown as AccessRuntime, events, policies, generationProblems };
 }
 
-const who = (s: ReturnType<typeof setup>, name: string): Identity => ({ agent: s.policies.agents.get(name)!, method: 'virtual_key', keyId: `key-${name}` });
+const who = (s: ReturnType<typeof setup>, name: string): Identity => ({ agent: s.policies.agents.get(name)!, method: 'virtual_key', keyId: `key-${name}`, keyGeneration: 'g1' });
 
 function refusal(fn: () => unknown): AamError {
   try { fn(); } catch (e) { assert.ok(e instanceof AamError, String(e)); return e; }
@@ -111,8 +118,8 @@ test('the guardrails a request runs are remembered for evidence, and a caller wi
 
   const t = setup();
   const analyst = new Access(t.ctx, who(t, 'analyst'));
-  assert.deepEqual(analyst.guardrails(['no-falcon']).map((g) => g.name), ['no-falcon', 'small-scan', 'smaller-scan', 'lenient-scan', 'output-scan']);
-  assert.deepEqual(t.ctx.guardrails, ['no-falcon', 'small-scan', 'smaller-scan', 'lenient-scan', 'output-scan']);
+  assert.deepEqual(analyst.guardrails(['no-falcon']).map((g) => g.name), ['no-falcon', 'smaller-scan', 'small-scan', 'tie-scan', 'lenient-scan', 'output-scan']);
+  assert.deepEqual(t.ctx.guardrails, ['no-falcon', 'smaller-scan', 'small-scan', 'tie-scan', 'lenient-scan', 'output-scan']);
   // Each step applies them, in its direction.
   await assert.rejects(analyst.guardChatInput({ model: 'chat', messages: [{ role: 'user', content: 'about falcon' }] }), (e: unknown) => e instanceof AamError && e.code === 'guardrail_blocked');
   await assert.rejects(analyst.guardChatOutput({ text: 'a falcon', finish: 'stop' } as unknown as Parameters<Access['guardChatOutput']>[0]), (e: unknown) => e instanceof AamError && e.code === 'guardrail_blocked');
@@ -123,12 +130,43 @@ test('the guardrails a request runs are remembered for evidence, and a caller wi
   assert.ok(t.events.every((e) => e.type === 'guardrail' && e.request_id === 'req-ctx'));
 });
 
+test('before its guardrails are resolved a request runs none; a tool payload is checked against JSON Schema guardrails, chat content is not', async () => {
+  const s = setup();
+  const fresh = new Access(s.ctx, who(s, 'analyst'));
+  const v = { q: 'falcon' };
+  assert.equal(await fresh.guard('input', v, 'args'), v);
+  const body = { model: 'chat', messages: [{ role: 'user' as const, content: 'falcon' }] };
+  assert.equal(await fresh.guardChatInput(body), body);
+  const t = setup();
+  const tooler = new Access(t.ctx, who(t, 'tooler'));
+  tooler.guardrails();
+  await assert.rejects(tooler.guard('input', { x: 1 }, 'args'), (e: unknown) => e instanceof AamError && e.code === 'guardrail_blocked');
+  assert.deepEqual(await tooler.guard('input', { id: 7 }, 'args'), { id: 7 });
+  assert.deepEqual(await tooler.guard('input', { x: 1 }, 'message', 'chat'), { x: 1 });
+});
+
+test('a budget reservation is settled at the real cost, or given back, through the context', () => {
+  const s = setup();
+  const a = new Access(s.ctx, who(s, 'spender'));
+  const ledger = (s.rt.limiter as EmbeddedLimiter).ledger;
+  const adm = a.admit(10, 0.5);
+  assert.ok(!(adm instanceof Promise));
+  assert.deepEqual(ledger.usage('agent:spender'), { daily: 0, monthly: 0, reserved: 0.5 });
+  a.settle(adm, 0.2, 10);
+  assert.deepEqual(ledger.usage('agent:spender'), { daily: 0.2, monthly: 0.2, reserved: 0 });
+  const again = a.admit(10, 0.5);
+  assert.ok(!(again instanceof Promise));
+  a.release(again);
+  assert.deepEqual(ledger.usage('agent:spender'), { daily: 0.2, monthly: 0.2, reserved: 0 });
+});
+
 test('a chat body is watched against the smallest scan budget of a blocking input guardrail, and refused past it', () => {
   const s = setup();
   const a = new Access(s.ctx, who(s, 'analyst'));
   const w = a.bodyWatch('openai-chat');
   assert.ok(w);
-  // smaller-scan (30): not no-falcon (1 MiB), small-scan (40), lenient-scan (10, lets unscanned text pass), output-scan (5, output).
+  // smaller-scan (30): not no-falcon (1 MiB), small-scan (40), tie-scan (30, later in the policy),
+  // lenient-scan (10, lets unscanned text pass), output-scan (5, output).
   assert.equal(w.from, 30);
   const chunk = (text: string) => Buffer.from(JSON.stringify({ messages: [{ role: 'user', content: text }] }));
   assert.equal(w.feed(chunk('x'.repeat(30))), undefined);
@@ -180,7 +218,8 @@ test('a caller seen before still holds only as the same agent and workload with 
   // Its key was revoked or rotated past its grace.
   s.generationProblems.set('key-analyst', 'revoked');
   assert.deepEqual(currentCaller(s.rt, then), { code: 'invalid_api_key', gone: 'the API key it authenticated with is no longer valid (revoked)', detail: 'revoked' });
-  assert.deepEqual(currentCaller(s.rt, { ...then, keyId: undefined }), { identity: { ...then, keyId: undefined } }, 'no key: nothing to check');
+  const noKey = { ...then, keyId: undefined, keyGeneration: undefined };
+  assert.deepEqual(currentCaller(s.rt, noKey), { identity: noKey }, 'no key: nothing to check');
 });
 
 test('opening access identifies the caller; a request serving an A2A call is linked to it in the evidence, and a borrowed delegation is refused', async () => {
