@@ -268,6 +268,12 @@ test('identities that are not Agents: a bounded cache that keeps the most recent
   assert.notEqual(labelled, a);
   assert.equal(setFor({ ...rec('a'), labels: { k: 'v' } }, c), labelled);
   assert.notEqual(setFor({ ...rec('a'), labels: { k: 'w' } }, c), labelled);
+  // So is every attribute: a cached set is never handed to a stranger that differs in one.
+  for (const f of ['team', 'environment', 'owner', 'deployment'] as const) {
+    const t = compile(policy('glob', { identity: { workload: 'spiffe://corp.example/x/*' }, models: { allow: ['alpha'] } }), policy('no-sales', { identity: { [f]: 'sales' }, models: { deny: ['alpha'] } }));
+    assert.equal(model(t, { ...rec('s'), [f]: 'ops' }, 'alpha').effect, 'allow', f);
+    assert.equal(model(t, { ...rec('s'), [f]: 'sales' }, 'alpha').effect, 'deny', f);
+  }
 });
 
 test('shadow mode: audit-mode policies are left out of what is enforced and kept in the shadow', () => {
