@@ -455,7 +455,7 @@ function sigV4(o: { method: string; url: string; headers: Record<string, string>
 test('SigV4: the signature covers method, path, every query value, host with port, content-type, x-amz-* headers and the body, and nothing else', async () => {
   const keys = { accessKeyId: 'ASIAEXAMPLE000000001', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY', sessionToken: 'session/token+abc=' };
   const sign = awsSigner(keys, () => Date.parse('2026-03-04T05:06:07.890Z'));
-  const url = 'https://bedrock.example.com:8443/model/anthropic.claude-v2/invoke?b=2&a=x%20y&a=1&c=';
+  const url = 'https://bedrock.example.com:8443/model/anthropic.claude-v2/invoke?b=2&a=x%20y&a=1&c=&a=0';
   const body = '{"prompt":"hi"}';
   const out = await sign({ method: 'POST', url, headers: { 'Content-Type': 'application/json', 'X-Amz-Target': 'T.op', 'x-unsigned': 'u', accept: '*/*' }, body }, { region: 'eu-west-1', service: 'bedrock' });
   const amzDate = '20260304T050607Z';
