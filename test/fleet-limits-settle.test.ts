@@ -108,6 +108,8 @@ test('settlements of a failed script call are carried again: charged when the ca
     // PostgreSQL with it, and carrying it afterwards does not add it again.
     lim.settle(await admitted(lim, request('agent:again')), 0.125, 50);
     await redis.stop();
+    // The client must have seen the connection close: otherwise 'ready' below is the old connection's.
+    await until(() => f.redis.status !== 'ready', 10_000, 'the limiter saw Redis go');
     await assert.rejects(lim.admit(request('agent:again')));
     await redis.start();
     await until(() => f.redis.status === 'ready', 10_000, 'the limiter reconnected');
