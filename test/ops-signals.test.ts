@@ -11,20 +11,14 @@ import { openAuditDb } from '../src/audit/store.ts';
 import { queryEvents } from '../src/audit/query.ts';
 import { recoverUncommitted } from '../src/audit/log.ts';
 import { doc, yaml } from './helpers/gateway.ts';
-import { chat, runCli, until } from './helpers/e2e.ts';
-import { startServeChild, heldUpstream } from './helpers/serve-child.ts';
+import { chat, until } from './helpers/e2e.ts';
+import { startServeChild, heldUpstream, createKey } from './helpers/serve-child.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'aam-signals-'));
 after(() => rmSync(root, { recursive: true, force: true }));
 
 const agent = doc('Agent', 'tester', { workload: 'spiffe://test/agent/tester', team: 'qa' });
 const policy = (allow: string[]) => doc('AgentPolicy', 'tester-policy', { identity: { agent: 'tester' }, models: { allow } });
-
-async function createKey(config: string, data: string): Promise<string> {
-  const r = await runCli(['keys', 'create', '--agent', 'tester', '--config', config, '--data', data], { env: { ...process.env, AAM_LOG_LEVEL: 'error' } });
-  assert.equal(r.code, 0, r.stderr);
-  return r.stdout.trim().split('\n').at(-1)!;
-}
 
 /** Admin events of a stopped gateway's trail, read straight from the store (no recovery). */
 function adminEvents(data: string): Array<[string | undefined, string | undefined]> {

@@ -11,8 +11,8 @@ import { openDatabase } from '../src/store/sqlite.ts';
 import { openResponseStore, type StoredResponse } from '../src/store/responses.ts';
 import { conversationOf, resolveReferences } from '../src/gateway/responses.ts';
 import { doc, yaml, startTestGateway } from './helpers/gateway.ts';
-import { runCli, until } from './helpers/e2e.ts';
-import { startServeChild, heldUpstream } from './helpers/serve-child.ts';
+import { until } from './helpers/e2e.ts';
+import { startServeChild, heldUpstream, createKey } from './helpers/serve-child.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'aam-resp-store-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -146,9 +146,7 @@ test('SIGTERM while stored Responses are in flight: each is answered, then reada
     doc('Agent', 'tester', { workload: 'spiffe://test/agent/tester', team: 'qa' }),
     doc('AgentPolicy', 'tester-policy', { identity: { agent: 'tester' }, models: { allow: ['slow'] } }),
   ));
-  const k = await runCli(['keys', 'create', '--agent', 'tester', '--config', config, '--data', data], { env: { ...process.env, AAM_LOG_LEVEL: 'error' } });
-  assert.equal(k.code, 0, k.stderr);
-  const key = k.stdout.trim().split('\n').at(-1)!;
+  const key = await createKey(config, data);
   const N = 4;
   const gw = await startServeChild({ config, data });
   let ids: string[];

@@ -9,8 +9,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, w
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { doc, yaml } from './helpers/gateway.ts';
-import { runCli, until } from './helpers/e2e.ts';
-import { startServeChild } from './helpers/serve-child.ts';
+import { until } from './helpers/e2e.ts';
+import { startServeChild, createKey } from './helpers/serve-child.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'aam-lazy-sdk-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -45,9 +45,7 @@ async function setup(name: string, docs: string[]) {
   const config = join(dir, 'aam.yaml');
   const data = join(dir, 'data');
   writeFileSync(config, yaml(...docs));
-  const r = await runCli(['keys', 'create', '--agent', 'tester', '--config', config, '--data', data], { env: { ...process.env, AAM_LOG_LEVEL: 'error' } });
-  assert.equal(r.code, 0, r.stderr);
-  const key = r.stdout.trim().split('\n').at(-1)!;
+  const key = await createKey(config, data);
   const w = sdkWatcher(dir);
   const gw = await startServeChild({ config, data, env: { AAM_ADMIN_TOKEN: ADMIN, NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --import ${w.preload}` } });
   return { dir, config, key, gw, ...w };

@@ -3,7 +3,8 @@
 // whose answers a test releases when it wants (an in-flight request that stays in flight).
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { ServerResponse } from 'node:http';
-import { NODE_BIN, CLI, ROOT, localServer, type LocalServer } from './e2e.ts';
+import assert from 'node:assert/strict';
+import { NODE_BIN, CLI, ROOT, localServer, runCli, type LocalServer } from './e2e.ts';
 
 export interface ServeChild {
   proc: ChildProcess;
@@ -64,4 +65,11 @@ export async function heldUpstream(): Promise<HeldUpstream> {
   });
   const up: HeldUpstream = { ...s, received: 0, release: () => { released = true; for (const r of waiting.splice(0)) answer(r); } };
   return up;
+}
+
+/** A virtual key for `agent` made by `aam keys create` against a served gateway's config and data dir (before it starts). */
+export async function createKey(config: string, data: string, agent = 'tester'): Promise<string> {
+  const r = await runCli(['keys', 'create', '--agent', agent, '--config', config, '--data', data], { env: { ...process.env, AAM_LOG_LEVEL: 'error' } });
+  assert.equal(r.code, 0, r.stderr);
+  return r.stdout.trim().split('\n').at(-1)!;
 }
