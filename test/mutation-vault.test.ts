@@ -19,6 +19,7 @@ import { createInjector } from '../src/credentials/inject.ts';
 import { REVEAL } from '../src/credentials/secret.ts';
 import { CredentialError } from '../src/credentials/errors.ts';
 import { tempDir } from './helpers/temp.ts';
+import { until } from './helpers/e2e.ts';
 
 const MASTER = { AAM_MASTER_KEY: Buffer.alloc(32, 9).toString('base64') };
 const T0 = Date.parse('2026-01-02T03:04:05.000Z');
@@ -342,11 +343,7 @@ test('the background poll picks up a changed file by itself', async () => {
   writeFileSync(path, 'poll-value-one-1234');
   const vault = openVault({ dataDir: dir, db: openDatabase(dir), config: cfg([cred('k', `{ file: ${path} }`)]), env: MASTER, refreshMs: 10 });
   writeFileSync(path, 'poll-value-two-567890');
-  const deadline = Date.now() + 30_000;
-  while (vault.list()[0].version !== 2) {
-    assert.ok(Date.now() < deadline, 'the poll did not pick up the file within 30 s');
-    await new Promise((r) => setTimeout(r, 10));
-  }
+  await until(() => vault.list()[0].version === 2, 30_000, 'the poll to pick up the file');
   vault.close();
 });
 
@@ -405,11 +402,7 @@ test('without refreshMs a changed file is picked up by the default poll (about a
   writeFileSync(path, 'default-poll-one-1234');
   const vault = openVault({ dataDir: dir, db: openDatabase(dir), config: cfg([cred('k', `{ file: ${path} }`)]), env: { ...MASTER } });
   writeFileSync(path, 'default-poll-two-567890');
-  const deadline = Date.now() + 30_000;
-  while (vault.list()[0].version !== 2) {
-    assert.ok(Date.now() < deadline, 'the default poll did not pick up the file within 30 s');
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  await until(() => vault.list()[0].version === 2, 30_000, 'the default poll to pick up the file');
   vault.close();
 });
 
