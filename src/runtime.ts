@@ -43,7 +43,7 @@ import type { GatewayConfig } from './gateway/plane.ts';
 import type { MetricsSink } from './observability/metrics.ts';
 import { createScanThread, type ScanThread } from './guardrails/offload.ts';
 import { openVault, type Vault } from './credentials/vault.ts';
-import { createInjector, perPrincipal, type Injector, type DefaultStyle } from './credentials/inject.ts';
+import { createInjector, perPrincipal, type Injector, type DefaultStyle, type Injection as CredentialInjection } from './credentials/inject.ts';
 import { CredentialError } from './credentials/errors.ts';
 import type { Injection } from './gateway/upstream.ts';
 import type { Identity } from './identity/types.ts';
@@ -336,7 +336,7 @@ export class Runtime {
   }
 
   /** Outbound auth for a credential (an A2A callee): headers and query parameters, one resolution, no environment form. */
-  async injectCallee(name: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; credential: { name: string; version: number } }> {
+  async injectCallee(name: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; credential: CredentialInjection['credential'] }> {
     try {
       const inj = await this.injector.injectionFor(name, { principal: identity.agent });
       if (inj.credential.kind === 'on_behalf_of') this.identitySeen.note(identity.agent.name, 'on_behalf_of');
@@ -346,13 +346,12 @@ export class Runtime {
     }
   }
 
-  /** Outbound auth for an MCP server or HTTP tool credential (headers, and env for stdio servers). */
+  /** Outbound auth for an MCP server or HTTP tool credential: injectCallee's, plus env for stdio servers. */
   async injectTool(name: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number }; perCaller: boolean }> {
+    const inj = await this.injectCallee(name, identity);
     try {
-      const inj = await this.injector.injectionFor(name, { principal: identity.agent });
-      if (inj.credential.kind === 'on_behalf_of') this.identitySeen.note(identity.agent.name, 'on_behalf_of');
       const env = await this.injector.environmentFor(name, name.toUpperCase().replace(/[^A-Z0-9]/g, '_'), { principal: identity.agent });
-      return { headers: inj.headers, query: inj.query, env: env.env, credential: inj.credential, perCaller: perPrincipal(inj.credential.kind) };
+      return { ...inj, env: env.env, perCaller: perPrincipal(inj.credential.kind) };
     } catch (e) {
       throw credentialFailure(e, `credential "${name}"`);
     }
