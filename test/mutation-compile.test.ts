@@ -299,3 +299,26 @@ test('the compiled config finds agents by name or SPIFFE ID and lists routes in 
   assert.deepEqual([c.models, [...c.modelSet], c.listed, c.configVersion], [['alpha', 'beta', 'gamma'], ['alpha', 'beta', 'gamma'], ['alpha', 'beta', 'gamma'], 'v1']);
   assert.deepEqual(setFor(who(c, 'ann'), c).allowedModels, ['alpha']);
 });
+
+test('catalog models: a literal allow of an unpriced one is listed, an unknown one under a budget is left to routing, regions alone need no price', () => {
+  const c = compilePolicies(parseConfigTexts([{ file: 't.yaml', text: yaml(
+    doc('Provider', 'openai', { type: 'openai', models: '*', region: 'us' }),
+    doc('Agent', 'ann', { workload: 'spiffe://corp.example/agent/ann' }),
+    doc('Agent', 'spender', { workload: 'spiffe://corp.example/agent/spender' }),
+    doc('Agent', 'local', { workload: 'spiffe://corp.example/agent/local' }),
+    doc('AgentPolicy', 'named', { identity: { agent: 'ann' }, models: { allow: ['openai/my-finetune', 'openai/o*'] } }),
+    doc('AgentPolicy', 'capped', { identity: { agent: 'spender' }, models: { allow: ['*'], budget: { monthly_usd: 50 } } }),
+    doc('AgentPolicy', 'here', { identity: { agent: 'local' }, models: { allow: ['openai/*'], regions: ['us'] } }),
+  ) }]), 'v1');
+  // GET /v1/models lists a catalog model an allow list names, though no price list knows it.
+  assert.ok(c.listed.includes('openai/my-finetune'), c.listed.join(', '));
+  assert.ok(!c.listed.some((m) => m.includes('*')), 'a glob is not a model name');
+  assert.ok(setFor(who(c, 'ann'), c).allowedModels.includes('openai/my-finetune'));
+  // "*" under a budget: a name nothing serves is allowed by policy (routing answers it is unknown), not a crash.
+  const unknown = model(c, 'spender', 'no-such-model');
+  assert.deepEqual([unknown.effect, unknown.policy, unknown.rulePath], ['allow', 'capped', 'models.allow[0]']);
+  assert.equal(model(c, 'spender', 'openai/my-finetune').rulePath, 'models.budget', 'a catalog model it cannot price is refused');
+  // models.regions without a budget: an unpriced catalog model in the region is served (nothing to price).
+  const d = model(c, 'local', 'openai/my-finetune');
+  assert.deepEqual([d.effect, d.policy, d.rulePath], ['allow', 'here', 'models.allow[0]'], d.reason);
+});
