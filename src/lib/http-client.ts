@@ -4,10 +4,35 @@
 // (bench/RESULTS.md, "Memory"). A foundation beside the other lazy loaders (fleet-lazy.ts, jose.ts),
 // not in providers/, which stays pure translation. Same files as the index requires, so the same classes and the
 // same global dispatcher as any code that does import 'undici'.
-import { createRequire } from 'node:module';
+import { Module, createRequire } from 'node:module';
 import type * as Undici from 'undici';
 
 const load = createRequire(import.meta.url);
+
+/**
+ * undici's client requires its HTTP/2 half (client-h2.js) at load, and that requires node:http2,
+ * which loads tls: +8.9 MB RSS in a bare process (bench/RESULTS.md, "Memory"), held by every gateway
+ * that calls an http:// upstream, which never speaks HTTP/2 (undici uses it only when TLS ALPN picks h2).
+ * A stand-in in require's cache lets client.js load without it; the first HTTP/2 connection requires
+ * the real file (same module, same exports), so https upstreams that negotiate h2 work as before.
+ */
+function deferHttp2(): void {
+  const path = load.resolve('undici/lib/dispatcher/client-h2.js');
+  if (load.cache[path]) return; // already loaded (by code that imported undici itself)
+  type ConnectH2 = (client: unknown, socket: unknown) => unknown;
+  let real: ConnectH2 | undefined;
+  const standIn = new Module(path);
+  standIn.filename = path;
+  standIn.loaded = true;
+  standIn.exports = function connectH2(client: unknown, socket: unknown): unknown {
+    if (!real) {
+      if (load.cache[path] === standIn) delete load.cache[path];
+      real = load(path) as ConnectH2;
+    }
+    return real(client, socket);
+  };
+  load.cache[path] = standIn;
+}
 
 interface Parts {
   Agent: typeof Undici.Agent;
@@ -23,6 +48,7 @@ let loaded: Parts | undefined;
  */
 function undici(): Parts {
   if (loaded) return loaded;
+  deferHttp2();
   const DispatcherBase = load('undici/lib/dispatcher/dispatcher.js') as typeof Undici.Dispatcher;
   const api = load('undici/lib/api/index.js') as { request: Parts['request'] };
   // What undici's index does: every dispatcher gets request(), stream(), pipeline(), connect(), upgrade().
