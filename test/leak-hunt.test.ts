@@ -31,6 +31,7 @@ const SECRETS = {
   'tool-key': providerSecret('tok_', 44, true),
   'stdio-key': providerSecret('st_', 44, true),
   'agent-key': providerSecret('a2a_', 44, true),
+  'query-key': providerSecret('qk_', 44, true),
   // Bedrock signs with SigV4: of an STS credential only the session token travels (the secret key never does).
   'aws-session': providerSecret('IQoJb3JpZ2luX2Vj', 64, true),
   'aws-secret': providerSecret('', 40, true),
@@ -81,13 +82,21 @@ async function httpTool(i: Instruction): Promise<unknown[]> {
 }
 
 /** An A2A SendMessage / SendStreamingMessage through /a2a/<agent>: the body, or every SSE event. */
-async function a2aCall(i: Instruction): Promise<unknown[]> {
+const a2aCall = (agent: string) => async (i: Instruction): Promise<unknown[]> => {
   const stream = i.channel === 'stream';
-  const r = await cap.fetch(`${gw.url}/a2a/leaky-agent`, {
+  const r = await cap.fetch(`${gw.url}/a2a/${agent}`, {
     method: 'POST', headers: { authorization: `Bearer ${key()}`, 'content-type': 'application/json', 'a2a-version': '1.0', ...(stream ? { accept: 'text/event-stream' } : {}) },
     body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: stream ? 'SendStreamingMessage' : 'SendMessage', params: { message: { messageId: 'h1', role: 'ROLE_USER', parts: [{ text: instruction(i) }], metadata: { skill: 'echo' } } } }),
   });
   return [await r.text()];
+};
+
+/** An A2A callee's agent card through aam (fetched with aam's credential for the callee, rewritten). */
+async function a2aCard(agent: string): Promise<unknown[]> {
+  const r = await cap.fetch(`${gw.url}/a2a/${agent}/.well-known/agent-card.json`, { headers: { authorization: `Bearer ${key()}` } });
+  const text = await r.text();
+  assert.equal(r.status, 200, text);
+  return [text];
 }
 
 /** The same A2A call through the HTTP+JSON (REST) binding: POST /a2a/<agent>/message:send or :stream. */
@@ -283,13 +292,18 @@ const PLANES: Plane[] = [
   { name: 'http tools', call: httpTool, shows: () => true, sweep: 'error',
     channels: { body: [...TEXT, ...SPLIT_TCP, ...BINARY], text: TEXT, header: TEXT, error: [...TEXT, 'split-tcp@mid', 'gzip'] } },
   // An A2A agent echoing aam's credential for it: in its answer, its stream events, its JSON-RPC errors, its headers (not passed on).
-  { name: 'a2a', call: a2aCall, shows: (c) => c !== 'header',
+  { name: 'a2a', call: a2aCall('leaky-agent'), shows: (c) => c !== 'header',
     channels: { body: [...TEXT, 'split-parts@mid', ...SPLIT_TCP], stream: [...TEXT, ...SPLIT_TCP], error: [...TEXT, 'split-tcp@mid'], header: TEXT } },
   // The agent's push notification, posted on by aam to the caller's webhook (the door's request side).
   { name: 'a2a push notifications', call: a2aPushCall, shows: () => true,
     channels: { push: [...TEXT, ...SPLIT_PARTS, 'split-tcp@mid'] } },
   { name: 'a2a http+json', call: a2aRestCall, shows: (c) => c !== 'header',
     channels: { body: [...TEXT, 'split-parts@mid', ...SPLIT_TCP], stream: [...TEXT, ...SPLIT_TCP], error: [...TEXT, 'split-tcp@mid'], header: TEXT } },
+  // The same agent behind a query-style credential (kind: query, inject.query: on the URL of every
+  // call aam makes for the caller): in its answer, stream events, errors, headers, and its agent card.
+  { name: 'a2a query credential', call: a2aCall('leaky-query-agent'), shows: (c) => c !== 'header',
+    channels: { body: [...TEXT, 'split-parts@mid', ...SPLIT_TCP], stream: [...TEXT, ...SPLIT_TCP], error: [...TEXT, 'split-tcp@mid'], header: TEXT } },
+  { name: 'a2a query credential card', call: () => a2aCard('leaky-query-agent'), shows: () => true, noUpstreamCount: true, channels: { card: ['all-text-forms'] } },
   // A stdio MCP server that prints its credential to stderr: aam logs those lines.
   { name: 'mcp stdio server', shows: () => true, noUpstreamCount: true, wholeLog: true, marker: /\[REDACTED:stdio-key\]/, channels: { 'stderr (log)': ['all-text-forms'] },
     call: async () => {
@@ -419,18 +433,20 @@ before(async () => {
     doc('HttpTool', 'leaky-api', { baseUrl: `${up.url}/tool`, credential: 'tool-key', resource: 'leaky.api', actions: { echo: { method: 'GET', path: '/echo/{channel}/{form}' } } }),
     doc('Credential', 'agent-key', { env: 'LEAK_A2A_KEY' }),
     doc('Agent', 'leaky-agent', { workload: 'spiffe://test/agent/leaky-agent', a2a: { url: `${up.url}/a2a`, credential: 'agent-key' } }),
+    doc('Credential', 'query-key', { kind: 'query', env: 'LEAK_QUERY_KEY', inject: { query: 'api_key' } }),
+    doc('Agent', 'leaky-query-agent', { workload: 'spiffe://test/agent/leaky-query-agent', a2a: { url: `${up.url}/a2a-query?tenant=leak`, credential: 'query-key' } }),
     doc('Agent', 'hunter', { workload: 'spiffe://test/agent/hunter', team: 'qa', environment: 'dev' }),
     doc('AgentPolicy', 'hunter-policy', {
       identity: { workload: 'spiffe://test/agent/hunter' },
       models: { allow: ['leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached', 'leak-responses', 'leak-responses-stream', 'leak-bedrock', 'leak-bedrock-stream', 'leak-vertex', 'leak-vertex-stream'] },
       tools: [{ resource: 'leaky', actions: ['*'] }, { resource: 'leaky-lists', actions: ['*'] }, { resource: 'leaky-modern', actions: ['*'] }, { resource: 'leaky-stdio', actions: ['*'] }, { resource: 'leaky.api', actions: ['*'] }],
-      agents: [{ agent: 'leaky-agent' }],
+      agents: [{ agent: 'leaky-agent' }, { agent: 'leaky-query-agent' }],
     }),
   );
   const sts = JSON.stringify({ Version: 1, AccessKeyId: 'ASIALEAKHUNTEXAMPLE1', SecretAccessKey: SECRETS['aws-secret'], SessionToken: SECRETS['aws-session'] });
   const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
   const sa = JSON.stringify({ type: 'service_account', project_id: 'leak-project', private_key_id: 'k1', private_key: rsa, client_email: 'leak@leak-project.iam.gserviceaccount.com', token_uri: `${up.url}/token` });
-  gw = await startTestGateway(config, { LEAK_AWS_STS: sts, LEAK_GCP_SA: sa, LEAK_LLM_KEY: SECRETS['llm-key'], LEAK_ANT_KEY: SECRETS['ant-key'], LEAK_MCP_KEY: SECRETS['mcp-key'], LEAK_TOOL_KEY: SECRETS['tool-key'], LEAK_STDIO_KEY: SECRETS['stdio-key'], LEAK_A2A_KEY: SECRETS['agent-key'], AAM_A2A_PUSH_ALLOW: new URL(hookUrl).host });
+  gw = await startTestGateway(config, { LEAK_AWS_STS: sts, LEAK_GCP_SA: sa, LEAK_LLM_KEY: SECRETS['llm-key'], LEAK_ANT_KEY: SECRETS['ant-key'], LEAK_MCP_KEY: SECRETS['mcp-key'], LEAK_TOOL_KEY: SECRETS['tool-key'], LEAK_STDIO_KEY: SECRETS['stdio-key'], LEAK_A2A_KEY: SECRETS['agent-key'], LEAK_QUERY_KEY: SECRETS['query-key'], AAM_A2A_PUSH_ALLOW: new URL(hookUrl).host });
   agentKey = gw.key('hunter');
   openai = new OpenAI({ apiKey: agentKey, baseURL: `${gw.url}/v1`, maxRetries: 0, fetch: cap.fetch });
   anthropic = new Anthropic({ apiKey: agentKey, baseURL: gw.url, maxRetries: 0, fetch: cap.fetch });

@@ -30,12 +30,21 @@ export interface LeakUpstream {
 
 type Obj = Record<string, unknown>;
 
-/** The credential aam injected: a bearer token, an x-api-key, or an AWS session token (SigV4 sends only that part on the wire). */
+/**
+ * The credential aam injected: a bearer token, an x-api-key, an AWS session token (SigV4 sends only
+ * that part on the wire), or a query-style one (`api_key` on the URL).
+ */
 function secretOf(req: IncomingMessage): string | null {
   const auth = req.headers.authorization;
   if (typeof auth === 'string' && auth.startsWith('Bearer ')) return auth.slice(7);
-  const key = req.headers['x-api-key'] ?? req.headers['x-amz-security-token'];
+  const key = req.headers['x-api-key'] ?? req.headers['x-amz-security-token'] ?? new URL(req.url ?? '/', 'http://x').searchParams.get('api_key') ?? undefined;
   return typeof key === 'string' ? key : null;
+}
+
+/** An A2A agent card whose description and skill echo the credential in every text form (the card aam fetches with it). */
+function leakyCard(secret: string): string {
+  const echo = Object.keys(TEXT_FORMS).map((f) => payload(f, secret, 'json')).join(' ');
+  return `{"name":"leaky","description":"${echo}","supportedInterfaces":[{"url":"http://leaky.invalid","protocolBinding":"JSONRPC","protocolVersion":"1.0"}],"skills":[{"id":"echo","name":"echo","description":"${echo}"}]}`;
 }
 
 const wait = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -475,8 +484,13 @@ export async function startLeakUpstream(opts: { vertexToken?: string } = {}): Pr
       count(tag);
       return tool(res, { channel: t[1], form: decodeURIComponent(t[2]), tag }, secret);
     }
+    if (req.method === 'GET' && /^\/a2a(-query)?\/\.well-known\/agent-card\.json$/.test(path)) {
+      res.writeHead(200, { 'content-type': 'application/json' }).end(leakyCard(secret));
+      return;
+    }
     const body = JSON.parse(raw || '{}') as Obj;
-    if (path === '/a2a') {
+    // /a2a-query: the same agent, called with a query-style credential (kind: query).
+    if (path === '/a2a' || path === '/a2a-query') {
       const parts = ((body.params as Obj | undefined)?.message as Obj | undefined)?.parts as Array<{ text?: string }> | undefined;
       const ai = parseInstruction((parts ?? []).map((x) => x.text ?? '').join(''));
       if (!ai) { res.writeHead(400).end(); return; }
