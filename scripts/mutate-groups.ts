@@ -20,7 +20,7 @@ export const groups: Record<string, MutateGroup> = {
     mutate: ['src/policy/**/*.ts'],
     tests: [
       'test/mutation-compile.test.ts', 'test/mutation-limits.test.ts', 'test/policy-decide.test.ts', 'test/mutation-policy.test.ts',
-      'test/mutation-authzen.test.ts', 'test/mutation-diff.test.ts', 'test/catalog-policy.test.ts', 'test/policy-authzen.test.ts', 'test/policy-limits.test.ts', 'test/a2a-policy.test.ts',
+      'test/mutation-authzen.test.ts', 'test/mutation-diff.test.ts', 'test/mutation-explain.test.ts', 'test/catalog-policy.test.ts', 'test/policy-authzen.test.ts', 'test/policy-limits.test.ts', 'test/a2a-policy.test.ts',
     ],
   },
   credentials: {
