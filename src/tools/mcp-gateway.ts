@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import type { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import {
   CallToolRequestSchema, GetPromptRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListResourceTemplatesRequestSchema,
   ListToolsRequestSchema, ReadResourceRequestSchema, SubscribeRequestSchema, UnsubscribeRequestSchema, isInitializeRequest, type Progress, type Tool,
@@ -23,6 +23,16 @@ import { StoreUnavailable, type McpSessionRecord } from '../store/types.ts';
 
 /** This replica's objects for one session; `ready` once the SDK server is connected, `started` once initialized. */
 interface Session { rec: McpSessionRecord; ctx: SessionCtx; server: Server; transport: StreamableHTTPServerTransport; lastUsed: number; ready: Promise<void>; started: boolean }
+
+/**
+ * The SDK's Node transport, loaded by the first session mounted on this replica: it imports
+ * @hono/node-server, which loads Node's bundled undici (fetch, Request, Response), node:http2 and
+ * tls: +7.6 MB RSS (bench/RESULTS.md, "Memory") that a gateway whose MCP servers no client has
+ * opened a session with yet would hold for nothing.
+ */
+let nodeTransport: typeof StreamableHTTPServerTransport | undefined;
+const transportClass = async (): Promise<typeof StreamableHTTPServerTransport> =>
+  (nodeTransport ??= (await import('@modelcontextprotocol/sdk/server/streamableHttp.js')).StreamableHTTPServerTransport);
 
 const identityKey = (i: Identity) => i.agent.spiffeId;
 const instructions = (scope: string | null) => (scope === null ? 'aam MCP gateway: tools are named <server>__<tool>; every call is authorized and audited.' : undefined);
@@ -143,10 +153,10 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
    * by all sessions). `resumed`: the session was opened elsewhere (or before a restart of these
    * objects): the transport starts out initialized, as the client expects.
    */
-  function mount(rec: McpSessionRecord, access: ToolAccess, resumed: boolean): Session {
+  function mount(Transport: typeof StreamableHTTPServerTransport, rec: McpSessionRecord, access: ToolAccess, resumed: boolean): Session {
     const ctx: SessionCtx = { identity: access.identity, access, scope: rec.scope, sessionId: () => rec.id, resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
     const server = buildServer(ctx);
-    const transport = new StreamableHTTPServerTransport({
+    const transport = new Transport({
       sessionIdGenerator: () => rec.id,
       onsessioninitialized: (id) => { session.started = true; deps.log.info({ session_id: id, spiffe_id: rec.owner, scope: rec.scope ?? '*' }, 'mcp session started'); },
       // DELETE from the client: the session ends on every replica.
@@ -191,7 +201,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       return rpcError(res, 429, RPC.limited, `too many open MCP sessions for identities of trust domain ${domain} that are not registered as Agents (limit ${maxPerDomain} per trust domain); close unused sessions (HTTP DELETE with Mcp-Session-Id) or let idle ones expire (after ${Math.round(idleMs / 60_000)} min), then retry; an operator can register the workload as an Agent or raise AAM_MCP_SESSIONS_PER_TRUST_DOMAIN`);
     }
     if (!opened.ok) return rpcError(res, 503, RPC.upstream, `too many MCP sessions (${maxSessions}); close unused sessions (HTTP DELETE with Mcp-Session-Id) and retry`);
-    const session = mount(rec, access, false);
+    const session = mount(await transportClass(), rec, access, false);
     try {
       await session.ready;
       attachAccess(req, access);
@@ -226,8 +236,13 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     }
     if (rec.scope !== serverName) return rpcError(res, 400, RPC.invalidParams, `this MCP session was opened on ${rec.scope === null ? '/mcp' : `/mcp/${rec.scope}`}; use that endpoint`);
     if (!s) {
-      s = mount(rec, access, true);
-      deps.log.info({ session_id: sid, spiffe_id: rec.owner, scope: rec.scope ?? '*' }, 'mcp session resumed on this replica');
+      const Transport = await transportClass();
+      // Another request of this session may have mounted it while the transport loaded.
+      s = sessions.get(sid);
+      if (!s) {
+        s = mount(Transport, rec, access, true);
+        deps.log.info({ session_id: sid, spiffe_id: rec.owner, scope: rec.scope ?? '*' }, 'mcp session resumed on this replica');
+      }
     }
     await s.ready;
     s.lastUsed = Date.now();

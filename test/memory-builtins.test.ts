@@ -1,23 +1,37 @@
-// undici's client requires node:http2 (and so tls) when it loads: +8.9 MB RSS that a gateway
-// calling only http:// upstreams held for nothing (bench/RESULTS.md, "Memory"). src/lib/http-client.ts
-// defers that file to the first HTTP/2 connection. Checked in a process of its own: Node's builtins
-// load once per process, so no other test file may have loaded them first. node:http is required,
-// not imported: an ES import of it loads Node's bundled undici, which loads http2 itself.
+// Node builtins a gateway holds only once something needs them (bench/RESULTS.md, "Memory"):
+// - undici's client requires node:http2 (and so tls) when it loads: +8.9 MB RSS for a gateway that
+//   calls only http:// upstreams; src/lib/http-client.ts defers that file to the first HTTP/2 connection;
+// - the MCP SDK's Node server transport loads Node's bundled undici, http2 and tls (+7.6 MB): it
+//   loads with the first MCP session, not with the config's MCP servers.
+// Checked in a process of its own: builtins load once per process, so no other test file may have
+// loaded them first. node:http is required, not imported: an ES import of it loads Node's bundled
+// undici, which loads http2 itself; and no fetch() (that is Node's bundled undici too).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import type { AddressInfo } from 'node:net';
 import type * as Http from 'node:http';
 import type * as Http2 from 'node:http2';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { startTestGateway, agentDocs, doc, yaml } from './helpers/gateway.ts';
 
 const load = createRequire(import.meta.url);
+const ROOT = dirname(dirname(fileURLToPath(import.meta.url)));
 const http = load('node:http') as typeof Http;
 
 const builtinsLoaded = (): string[] => (process as unknown as { moduleLoadList: string[] }).moduleLoadList
   .filter((m) => m === 'NativeModule http2' || m === 'NativeModule tls' || m.includes('deps/undici'));
 
 const COMPLETION = JSON.stringify({ id: 'x', object: 'chat.completion', created: 1, model: 'u', choices: [{ index: 0, message: { role: 'assistant', content: 'hi' }, finish_reason: 'stop' }], usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } });
+
+/** Polls with a deadline (test/helpers/e2e.ts's until() would import node:http). */
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  for (const end = Date.now() + ms; !cond();) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
 
 /** POST with node:http (no fetch: that is Node's bundled undici). */
 function post(url: string, headers: Record<string, string>, body: string): Promise<{ status: number; text: string }> {
@@ -50,6 +64,22 @@ test('a gateway that calls an http:// upstream loads neither node:http2 nor tls'
     await gw.close();
     up.closeAllConnections();
     await new Promise<void>((r) => up.close(() => r()));
+  }
+});
+
+test('a gateway with a connected stdio MCP server loads neither until the first MCP session, which works', async () => {
+  const everything = join(ROOT, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js');
+  const gw = await startTestGateway(yaml(doc('McpServer', 'everything', { transport: 'stdio', command: process.execPath, args: [everything] }),
+    doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'm', { targets: [{ provider: 'demo', model: 'demo-small' }] }), ...agentDocs(['m'])));
+  try {
+    await until(() => gw.g.rt.tools?.mcp.status().everything?.state === 'ready', 90_000, 'MCP server connected');
+    assert.deepEqual(builtinsLoaded(), [], 'loaded by a gateway whose MCP server is connected');
+    const init = { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } };
+    const res = await post(`${gw.url}/mcp`, { authorization: `Bearer ${gw.key('tester')}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' }, JSON.stringify(init));
+    assert.equal(res.status, 200, res.text);
+    assert.match(res.text, /"serverInfo"/);
+  } finally {
+    await gw.close();
   }
 });
 
