@@ -40,6 +40,8 @@ const pushUpstream = (server: string, msg: Record<string, unknown>) => { for (co
 const listsOf = (server: string, from = 0) => seen.slice(from).filter((x) => x.server === server && x.body.method === 'tools/list');
 
 let check: SchemaCheck = () => {};
+/** While true, server delta (?s=delta) answers every request with 503 (it is down). */
+let deltaDown = false;
 
 let upstream: HttpServer;
 let gw: TestGateway;
@@ -53,6 +55,7 @@ async function startUpstream(): Promise<string> {
     const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Body;
     const auth = String(req.headers.authorization ?? '');
     const server = new URL(req.url ?? '/', 'http://x').searchParams.get('s') ?? '';
+    if (server === 'delta' && deltaDown) { res.writeHead(503).end(); return; }
     const sub = subOf(auth);
     seen.push({ server, auth, sub, body });
     const reply = (status: number, msg: Record<string, unknown>) => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, ...msg })); };
@@ -134,11 +137,15 @@ async function tokenFor(secret: string, body: Record<string, unknown>): Promise<
 
 const toolNames = (r: Sent, prefix = ''): string[] => ((r.body.result?.tools ?? []) as Array<{ name: string }>).map((t) => t.name).filter((n) => n.startsWith(prefix)).sort();
 
-/** The config; `denyLongjob`: navigator's policy now denies alpha's longjob (for the Tasks test's reload); `navCrm`: navigator's crm actions. */
-function config(url: string, denyLongjob = false, navCrm: string[] = ['*']): string {
+/**
+ * The config; `denyLongjob`: navigator's policy now denies alpha's longjob (for the Tasks test's reload); `navCrm`: navigator's crm actions;
+ * `navGamma`: navigator may use gamma; `delta`: a fourth 2026-07-28 server (?s=delta), navigator's.
+ */
+function config(url: string, denyLongjob = false, navCrm: string[] = ['*'], o: { navGamma?: boolean; delta?: boolean } = {}): string {
   // crm (the accounts fixture, 2025-11-25 over stdio): navigator may read its resources, intruder may only call mutate.
+  const servers = (agent: string) => ['alpha', 'beta', 'gamma', 'delta'].filter((r) => (r !== 'gamma' || agent !== 'navigator' || o.navGamma !== false) && (r !== 'delta' || (o.delta === true && agent === 'navigator')));
   const policy = (agent: string, crm: string[]) => doc('AgentPolicy', `${agent}-policy`, { identity: { workload: `spiffe://prod/agent/${agent}` }, tools: [
-    ...['alpha', 'beta', 'gamma'].map((resource) => ({ resource, actions: ['*'], ...(denyLongjob && resource === 'alpha' && agent === 'navigator' ? { deny: ['longjob'] } : {}) })), { resource: 'crm', actions: crm }] });
+    ...servers(agent).map((resource) => ({ resource, actions: ['*'], ...(denyLongjob && resource === 'alpha' && agent === 'navigator' ? { deny: ['longjob'] } : {}) })), { resource: 'crm', actions: crm }] });
   return yaml(
     doc('Credential', 'up-token', { env: 'TEST_UP_TOKEN' }),
     doc('Agent', 'navigator', { workload: 'spiffe://prod/agent/navigator', team: 'ops', environment: 'prod' }),
@@ -151,6 +158,7 @@ function config(url: string, denyLongjob = false, navCrm: string[] = ['*']): str
     doc('McpServer', 'alpha', { transport: 'streamable-http', url: `${url}?s=alpha`, credential: 'up-token', timeout_ms: 60_000, guardrails: ['mask-email-in'] }),
     doc('McpServer', 'beta', { transport: 'streamable-http', url: `${url}?s=beta`, credential: 'up-token', timeout_ms: 60_000 }),
     doc('McpServer', 'gamma', { transport: 'streamable-http', url: `${url}?s=gamma`, credential: 'gamma-obo', timeout_ms: 60_000 }),
+    ...(o.delta ? [doc('McpServer', 'delta', { transport: 'streamable-http', url: `${url}?s=delta`, credential: 'up-token', timeout_ms: 60_000 })] : []),
   );
 }
 let upstreamUrl = '';
@@ -517,6 +525,62 @@ test('subscriptions/listen through an upstream whose credential is per caller (o
     assert.equal(open()[0].sub, 'spiffe://prod/agent/navigator');
   } finally { nav.close(); intr.close(); }
   await until(() => open().length === 0, 'aam to end its upstream streams once nobody listens');
+});
+
+test('subscriptions/listen: a narrowed policy ends the caller\'s own list-only upstream stream at once, on record; a widened one listens again', async () => {
+  const nav = await listen('/mcp/gamma', { toolsListChanged: true });
+  const mine = () => upstreamStreams.filter((st) => st.server === 'gamma' && !st.closed && st.sub.endsWith('/navigator'));
+  const narrowed = async () => (await toolEvents(gw, { type: 'tool.rejected', agent: 'navigator' })).map((e) => e as { server?: string; method?: string; outcome?: { status?: string } })
+    .filter((e) => e.outcome?.status === 'listen_narrowed');
+  try {
+    await until(() => nav.messages.length > 0, 'the acknowledgement');
+    await until(() => mine().length === 1 && mine()[0].notifications.toolsListChanged === true, 'navigator\'s own (on-behalf-of) stream to gamma, asking for tools list changes');
+    assert.equal((await narrowed()).length, 0);
+    // navigator may no longer use gamma: its own upstream stream closes with the reload, not when it hangs up.
+    writeFileSync(gw.configPath, config(upstreamUrl, false, ['*'], { navGamma: false }));
+    assert.equal(gw.g.rt.reload(), null);
+    await until(() => mine().length === 0, 'navigator\'s upstream stream to gamma to close', 10_000);
+    assert.deepEqual((await narrowed()).map((e) => [e.server, e.method]), [['gamma', 'subscriptions/listen']]);
+    // Its own stream to aam stays open; with gamma allowed again, aam listens for it again.
+    writeFileSync(gw.configPath, config(upstreamUrl));
+    assert.equal(gw.g.rt.reload(), null);
+    await until(() => mine().length === 1, 'navigator\'s stream to gamma again');
+    assert.equal((await narrowed()).length, 1, 'a widening is not a narrowing');
+  } finally {
+    nav.close();
+    writeFileSync(gw.configPath, config(upstreamUrl));
+    gw.g.rt.reload();
+  }
+  await until(() => mine().length === 0, 'aam to end its upstream stream once nobody listens');
+});
+
+test('subscriptions/listen: the lists of an upstream that was down when the stream opened are asked for once it is back, and their changes relayed', async () => {
+  deltaDown = true;
+  const open = () => upstreamStreams.filter((st) => st.server === 'delta' && !st.closed);
+  const lists = (l: { messages: Array<Record<string, any>> }) => l.messages.filter((x) => /^notifications\/\w+\/list_changed$/.test(String(x.method))).map((x) => x.method as string);
+  writeFileSync(gw.configPath, config(upstreamUrl, false, ['*'], { delta: true }));
+  assert.equal(gw.g.rt.reload(), null);
+  const nav = await listen('/mcp/delta', { toolsListChanged: true, promptsListChanged: true });
+  try {
+    await until(() => nav.messages.length > 0, 'the acknowledgement');
+    assert.deepEqual(nav.messages[0].params.notifications, { toolsListChanged: true, promptsListChanged: true });
+    assert.notEqual(gw.g.rt.tools!.mcp!.status().delta.state, 'ready', 'delta is down');
+    // It comes back (aam reconnects with backoff): aam asks it for the lists, and tells the caller they changed.
+    deltaDown = false;
+    await until(() => open().some((st) => st.notifications.toolsListChanged === true && st.notifications.promptsListChanged === true), 'aam\'s listen stream to delta, once it is back', 40_000);
+    await until(() => lists(nav).includes('notifications/tools/list_changed') && lists(nav).includes('notifications/prompts/list_changed'), 'tools and prompts list_changed on delta\'s return');
+    const prompts = () => lists(nav).filter((m) => m === 'notifications/prompts/list_changed').length;
+    const before = prompts();
+    pushUpstream('delta', { method: 'notifications/prompts/list_changed', params: {} });
+    await until(() => prompts() === before + 1, 'delta\'s own prompts list_changed relayed');
+    for (const x of nav.messages.slice(1)) assert.equal(x.params._meta['io.modelcontextprotocol/subscriptionId'], nav.id);
+  } finally {
+    nav.close();
+    deltaDown = false;
+    writeFileSync(gw.configPath, config(upstreamUrl));
+    gw.g.rt.reload();
+  }
+  await until(() => open().length === 0, 'aam to end its upstream stream to delta');
 });
 
 test('Tasks extension: a task is its creator\'s alone, each tasks/* request is decided like the creating call, and results are scrubbed', async () => {

@@ -14,7 +14,7 @@ import { randomUUID } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { RESOURCE_READ, PROMPT_GET, context, subscribeResource, unsubscribeResource, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { sseEvent as sse } from './mcp-headers.ts';
-import type { ListKind } from './upstream.ts';
+import type { ListKind, Upstream } from './upstream.ts';
 import type { ServerEntry } from './catalog.ts';
 import { decisionFields, errMsg } from './util.ts';
 import { identityFields, RPC, type ToolAccess } from './types.ts';
@@ -34,6 +34,8 @@ interface Listener {
   who: string; scope: string | null; want: ReadonlySet<Kind>; ctx: SessionCtx;
   /** Watched tasks by `${server}\n${upstream task id}`: the caller's own id for each. */
   tasks: Map<string, { id: string; task: Task }>;
+  /** Servers whose upstreams listen for the lists it wants, for it (undone on close, narrowed on reloads); ops on them run in order. */
+  watching: Map<string, Upstream>; ops: Promise<unknown>;
   send(method: string, params?: Json): void; end(): void; fail(message: string): void;
 }
 const taskKey = (server: string, up: string) => `${server}\n${up}`;
@@ -90,6 +92,7 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
     for (const [uri, server] of l.ctx.subscriptions) {
       if (!mayRead(l.ctx, server, uri)) void unsubscribeResource(rt, l.ctx, uri).catch(() => {});
     }
+    syncWatches(l);
   }
 
   /**
@@ -129,11 +132,42 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
     }
   }
 
-  /** The listener's servers (its endpoint's), asked for the lists it wants when they speak 2026-07-28 (older ones send them on their session). */
-  const scopeOf = (l: Listener) => [...rt.catalog.servers.values()].filter((e) => inScope(l, e.name));
-  const watchLists = (l: Listener, servers: ServerEntry[]) => Promise.all(servers.map((e) => e.upstream.watchLists([...l.want], l.ctx.identity)
-    .catch((err: unknown) => rt.deps.log.info({ spiffe_id: l.who, server: e.name, err: errMsg(err) }, 'subscriptions/listen: the upstream is not listened to for list changes'))));
-  const unwatchLists = (l: Listener, servers: ServerEntry[]) => { for (const e of servers) e.upstream.unwatchLists([...l.want], l.ctx.identity); };
+  /**
+   * May the caller hear this server's list changes at all (what an upstream listen stream is kept
+   * for)? A server whose tools were never listed (it was down) counts for its tools until they are.
+   */
+  const mayWatch = (l: Listener, e: ServerEntry) => !credentialRefused(l.ctx, e.name) && [...l.want].some((k) => (k === 'tools' && e.tools.size === 0) || mayList(l, e.name, k));
+
+  /**
+   * The servers of the listener's endpoint whose upstreams are asked for the lists it wants (2026-07-28
+   * ones; older ones send them on their session), kept to those it may hear now: a narrowed policy
+   * ends the listening for it at once (the caller's own upstream stream closes when it was the last
+   * on it), on record; a widened one adds servers; `closing` undoes them all. In order per listener,
+   * so an undo never overtakes the watch it undoes.
+   */
+  function syncWatches(l: Listener, closing = false): Promise<unknown> {
+    if (l.want.size === 0) return l.ops;
+    const next = new Map<string, Upstream>();
+    if (!closing) for (const e of rt.catalog.servers.values()) if (inScope(l, e.name) && mayWatch(l, e)) next.set(e.name, e.upstream);
+    const gone = [...l.watching].filter(([name, up]) => next.get(name) !== up);
+    const added = [...next].filter(([name, up]) => l.watching.get(name) !== up);
+    if (!gone.length && !added.length) return l.ops;
+    l.watching = next;
+    for (const [server] of gone) {
+      const entry = rt.catalog.servers.get(server);
+      if (closing || entry === undefined || next.has(server)) continue; // removed or replaced by a reload, not narrowed
+      evidence(l.ctx, { type: 'tool.rejected', server, resource: entry.resource, outcome: { status: 'listen_narrowed', error: `the caller may no longer hear ${server}'s list changes; aam stopped listening to it for them` } });
+      rt.deps.log.info({ spiffe_id: l.who, server }, 'subscriptions/listen: list changes of this server no longer relayed (policy narrowed); its upstream listening ended');
+    }
+    const lists = [...l.want];
+    const identity = l.ctx.identity;
+    l.ops = l.ops.then(() => {
+      for (const [, up] of gone) up.unwatchLists(lists, identity);
+      return Promise.all(added.map(([server, up]) => up.watchLists(lists, identity)
+        .catch((err: unknown) => rt.deps.log.info({ spiffe_id: l.who, server, err: errMsg(err) }, 'subscriptions/listen: the upstream is not listened to for list changes'))));
+    });
+    return l.ops;
+  }
 
   return {
     toolsChanged: (server) => changed(server, 'tools'),
@@ -193,7 +227,7 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
       const want = new Set((Object.keys(FILTER) as Kind[]).filter((k) => f[FILTER[k]] === true));
       const frame = (msg: Json) => { if (!res.writableEnded) res.write(sse(msg)); };
       const l: Listener = {
-        who, scope: s.scope, want, ctx: s, tasks,
+        who, scope: s.scope, want, ctx: s, tasks, watching: new Map(), ops: Promise.resolve(),
         send: (method, p = {}) => frame({ jsonrpc: '2.0', method, params: { ...p, _meta: { [SUBSCRIPTION_ID]: id } } }),
         // Graceful end (spec: a completion result for the listen request, then close).
         end: () => { if (!res.writableEnded) res.end(sse({ jsonrpc: '2.0', id, result: { resultType: 'complete', _meta: { [SUBSCRIPTION_ID]: id } } })); },
@@ -208,12 +242,10 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
       open.add(l);
       // Watched once the stream hears: an upstream may announce a task's status right away.
       for (const w of tasks.values()) await w.task.entry.upstream.watchTask(w.task.b.up, s.identity).catch((e: unknown) => rt.deps.log.warn({ spiffe_id: who, server: w.task.b.server, err: errMsg(e) }, 'subscriptions/listen: the upstream cannot be listened to for this task'));
-      // The servers asked for list changes are undone on close, whatever a reload changed meanwhile.
-      const listed = scopeOf(l);
-      await watchLists(l, listed);
+      await syncWatches(l);
       if (!res.destroyed && !res.writableEnded) await new Promise<void>((done) => res.once('close', done));
       open.delete(l);
-      unwatchLists(l, listed);
+      void syncWatches(l, true);
       for (const w of tasks.values()) w.task.entry.upstream.unwatchTask(w.task.b.up, l.ctx.identity);
       for (const uri of [...s.subscriptions.keys()]) await unsubscribeResource(rt, s, uri).catch(() => {});
     },

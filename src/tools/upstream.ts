@@ -208,7 +208,22 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     connectedAt = Date.now();
     lastError = undefined;
     deps.log.info({ mcp_server: name, transport: spec.transport, protocol: MODERN_VERSION, tools: toolCache?.length ?? 0 }, 'mcp server connected');
+    resumeWatches();
     return c;
+  }
+
+  /**
+   * Listening wanted while the server could not be reached (down at start, or restarting with
+   * backoff): ask it now, and tell the callers who wanted its prompts or resources lists that they
+   * changed (while it was down they listed none of them; its tools were listed and announced by
+   * refreshTools).
+   */
+  function resumeWatches(): void {
+    for (const [key, w] of watches) {
+      void rewatch(key).catch((e: unknown) => deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'subscriptions/listen to the upstream failed; retried when it ends'));
+      const who = key === '' ? undefined : key;
+      for (const list of ['prompts', 'resources'] as const) if (w.lists.has(list)) for (const l of listListeners) l(list, who);
+    }
   }
 
   async function connect(): Promise<UpstreamClient> {
@@ -378,11 +393,14 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     return { key: '', as: GATEWAY_IDENTITY };
   }
 
-  /** Count `items` wanted by `identity` on its stream (2026-07-28 upstreams only); the stream is replaced (once) when it names something new. */
+  /**
+   * Count `items` wanted by `identity` on its stream (2026-07-28 upstreams only); the stream is
+   * replaced (once) when it names something new. Counted even while the server cannot be reached:
+   * it is asked once it is back (resumeWatches).
+   */
   async function want(part: WatchPart, items: readonly string[], identity: Identity): Promise<void> {
     if (items.length === 0) return;
-    const c = client && state === 'ready' ? client : await ensureClient();
-    if (!c.listen) return;
+    if (client && state === 'ready' && !client.listen) return;
     const { key, as } = await watchKey(identity);
     // Looked up after the last await: a stream emptied meanwhile has left the map.
     let w = watches.get(key);
@@ -394,7 +412,10 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       w[part].set(item, n + 1);
       added ||= n === 0;
     }
-    if (added) await rewatch(key);
+    if (!added) return;
+    if (client && state === 'ready') return rewatch(key);
+    // Not connected: a connection that comes up asks for what is counted by then (resumeWatches).
+    await ensureClient().catch((e: unknown) => deps.log.info({ mcp_server: name, err: errMsg(e) }, 'subscriptions/listen: the upstream is unavailable; it is asked once it is back'));
   }
 
   /** Undo want(); found without injecting again (the caller may no longer be allowed its credential). */
@@ -422,6 +443,8 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   async function rewatch(key: string): Promise<void> {
     const w = watches.get(key);
     if (!w) return;
+    // Nothing wanted any more: forgotten without asking the server anything (it may be down, or older).
+    if (!notificationsOf(w)) return forget(key, w);
     const c = client && state === 'ready' ? client : await ensureClient();
     if (!c.listen) return;
     const filter = notificationsOf(w);
@@ -440,11 +463,15 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
         // A stream replaced before its acknowledgement (the set changed again) is no failure.
         if (w.stream === st) deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'subscriptions/listen to the upstream failed; its notifications are not relayed');
       }
-    } else if (watches.get(key) === w) {
-      watches.delete(key);
-      if (w.timer) clearTimeout(w.timer);
-    }
+    } else forget(key, w);
     old?.close();
+  }
+
+  function forget(key: string, w: Watch): void {
+    if (watches.get(key) === w) watches.delete(key);
+    if (w.timer) clearTimeout(w.timer);
+    w.stream?.close();
+    w.stream = undefined;
   }
 
   // The call's trace context travels in params._meta (MCP's place for it).
