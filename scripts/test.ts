@@ -168,8 +168,12 @@ async function main(): Promise<number> {
     if (code !== 0) return code;
   }
   const services = await startServices();
+  // One compile cache for the run (V8 code and stripped TypeScript): only the first process to load
+  // a source file compiles it; every other test file and every `aam` child it spawns loads it ready.
+  // A replica's start at load ~20 took 1.4 s of CPU cold against 0.7 s warm (fleet-keys starts three at once).
+  const compileCache = mkdtempSync(join(tmpdir(), 'aam-compile-cache-'));
   let stopped = false;
-  const stop = () => { if (!stopped) { stopped = true; services.stop(); } };
+  const stop = () => { if (!stopped) { stopped = true; services.stop(); rmSync(compileCache, { recursive: true, force: true }); } };
   // Ctrl-C / SIGTERM: let the test runner stop, then remove the services; exit covers the rest.
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(sig, () => { current?.kill(sig); setTimeout(() => { stop(); process.exit(130); }, 2_000).unref(); });
@@ -177,7 +181,7 @@ async function main(): Promise<number> {
   process.once('exit', stop);
   try {
     const args = ['--test', '--test-force-exit', '--test-concurrency=2', '--test-timeout=120000', ...(files.length ? files : ['test/**/*.test.ts'])];
-    return await run(NODE, args, { ...process.env, ...services.env });
+    return await run(NODE, args, { NODE_COMPILE_CACHE: compileCache, ...process.env, ...services.env });
   } finally { stop(); }
 }
 

@@ -4,7 +4,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { ServerResponse } from 'node:http';
 import assert from 'node:assert/strict';
-import { NODE_BIN, CLI, ROOT, localServer, runCli, type LocalServer } from './e2e.ts';
+import { NODE_BIN, CLI, ROOT, localServer, runCli, warmChild, type LocalServer } from './e2e.ts';
 
 export interface ServeChild {
   proc: ChildProcess;
@@ -19,6 +19,7 @@ export interface ServeChild {
 }
 
 export async function startServeChild(args: { config: string; data: string; env?: NodeJS.ProcessEnv; startMs?: number }): Promise<ServeChild> {
+  warmChild();
   const proc = spawn(NODE_BIN, [CLI, 'serve', '--config', args.config, '--data', args.data, '--port', '0', '--host', '127.0.0.1'], {
     cwd: ROOT, env: { ...process.env, AAM_LOG_LEVEL: 'info', ...args.env }, stdio: ['ignore', 'pipe', 'pipe'],
   });
