@@ -8,11 +8,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, createHmac, generateKeyPairSync } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { parseConfigTexts } from '../src/config/load.ts';
 import { openDatabase } from '../src/store/sqlite.ts';
 import { openVault, type Vault } from '../src/credentials/vault.ts';
-import { awsKeyId, createInjector, stripInboundAuth, type InjectorOptions, type Principal } from '../src/credentials/inject.ts';
+import { awsKeyId, createInjector, perPrincipal, stripInboundAuth, type InjectorOptions, type Principal } from '../src/credentials/inject.ts';
 import { requestToken, type FetchLike } from '../src/credentials/oauth.ts';
 import { CredentialError } from '../src/credentials/errors.ts';
 import { awsScrubParts, awsSigner, parseAwsKeys } from '../src/credentials/aws-sigv4.ts';
@@ -161,6 +163,40 @@ test('without expires_in a token lives the default TTL; a failed refresh is brid
   assert.equal(await tok(A), 'Bearer tok-13-abcdefgh');
   assert.equal(await tok(A, 'other'), 'Bearer tok-10-abcdefgh');
   vault.close();
+});
+
+test('defaults (no fetch, sleep, retry or TTL given): a real token endpoint over HTTP, a 503 retried after a real backoff, a token without expires_in kept 5 minutes and refreshed 1 minute before', async () => {
+  const forms: Array<Record<string, string>> = [];
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => { body += c.toString(); });
+    req.on('end', () => {
+      forms.push(Object.fromEntries(new URLSearchParams(body)));
+      const n = forms.length;
+      res.writeHead(n === 1 ? 503 : 200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(n === 1 ? { error: 'temporarily_unavailable' } : { access_token: `real-${n}-abcdefgh` }));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/token`;
+    let clock = 5_000_000;
+    const vault = vaultOf({ up: `{ env: CS, oauth2: { token_url: "${url}", client_id: c } }` }, { CS: 'client-secret-1234' });
+    const inj = createInjector({ vault, now: () => clock });
+    const started = performance.now();
+    assert.equal((await inj.injectionFor('up', { principal: A })).headers.authorization, 'Bearer real-2-abcdefgh');
+    // The default backoff after a first failure is between 100 and 200 ms (half to all of 200 ms).
+    assert.ok(performance.now() - started >= 95, `retried after ${performance.now() - started} ms`);
+    assert.equal(forms.length, 2);
+    assert.deepEqual(forms[1], { grant_type: 'client_credentials' });
+    clock += 240_000 - 1;
+    assert.equal((await inj.injectionFor('up', { principal: A })).headers.authorization, 'Bearer real-2-abcdefgh');
+    clock += 1;
+    assert.equal((await inj.injectionFor('up', { principal: A })).headers.authorization, 'Bearer real-3-abcdefgh');
+    vault.close();
+  } finally {
+    await new Promise((r) => server.close(r));
+  }
 });
 
 test('the token cache is bounded: the oldest slot is dropped first', async () => {
@@ -321,11 +357,31 @@ test('AWS: the key id written or read (trimmed) from the environment; one signer
   vault.close();
 });
 
+test('only client-credentials and on-behalf-of values are per caller (an upstream connection carrying one is never shared between agents)', () => {
+  const perCaller = ['oauth2_client_credentials', 'on_behalf_of'];
+  for (const kind of ['api_key', 'bearer', 'basic', 'header', 'query', 'oauth2_client_credentials', 'on_behalf_of', 'aws_sigv4', 'google_service_account'] as const) {
+    assert.equal(perPrincipal(kind), perCaller.includes(kind), kind);
+  }
+});
+
 test('stripInboundAuth: a Connection header in any case, or as a list, names more headers to drop', () => {
   assert.deepEqual(stripInboundAuth({ Connection: 'X-Hop-One , x-hop-two', 'X-Hop-One': '1', 'x-hop-two': '2', 'X-Keep': 'k', Cookie: 'c', Host: 'h' }), { 'X-Keep': 'k' });
   assert.deepEqual(stripInboundAuth({ connection: ['x-a', 'X-B'], 'x-a': '1', 'x-b': '2', 'x-c': '3' }), { 'x-c': '3' });
   assert.deepEqual(stripInboundAuth({ connection: undefined, 'x-c': '3' }), { 'x-c': '3' });
   assert.deepEqual(stripInboundAuth({ 'X-Goog-Api-Key': 'k', 'Proxy-Connection': 'keep-alive', TE: 'trailers', 'content-type': 't' }), { 'content-type': 't' });
+});
+
+test('stripInboundAuth: every credential header an agent may send and every hop-by-hop header is dropped, in any case; everything else is kept', () => {
+  // The agent's own credentials must never reach the upstream (aam injects the upstream's), and
+  // hop-by-hop headers (RFC 9110 7.6.1) belong to the agent's connection, not the next one.
+  const dropped = ['Authorization', 'Proxy-Authorization', 'X-Api-Key', 'Api-Key', 'X-Goog-Api-Key', 'Cookie', 'Connection', 'Keep-Alive', 'Proxy-Connection', 'TE', 'Trailer', 'Transfer-Encoding', 'Upgrade', 'Host', 'Content-Length'];
+  const kept = { 'content-type': 'application/json', accept: '*/*', 'x-request-id': 'r1', 'anthropic-version': '2023-06-01', 'x-api-key-id': 'not-a-key', authorization2: 'x' };
+  for (const h of dropped) {
+    for (const name of [h, h.toLowerCase(), h.toUpperCase()]) {
+      assert.deepEqual(stripInboundAuth({ ...kept, [name]: 'agent-value' }), kept, name);
+    }
+  }
+  assert.deepEqual(stripInboundAuth(Object.fromEntries(dropped.map((h) => [h, 'v']))), {});
 });
 
 test('a credential with no value is refused as a 502 naming it, with what is wrong', async () => {
