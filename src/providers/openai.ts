@@ -6,6 +6,7 @@ import type {
 } from './types.ts';
 import { OPENAI_FINISH, UpstreamShapeError, arr, isObj, localId, num, nowSeconds, obj, parseJson, statusType, str, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
+import { learnTemplate, matchTemplate, type ChunkTemplate } from './chunk-template.ts';
 
 export { openaiCodec } from './openai-codec.ts';
 export { parseOpenAIChatRequest, parseEmbeddingsRequest } from './openai-parse.ts';
@@ -83,6 +84,9 @@ export function openaiChatResponse(body: unknown): ChatResult {
   return result;
 }
 
+/** Frames learned per stream at most: an upstream whose every chunk differs stops trying. */
+const TEMPLATES_PER_STREAM = 4;
+
 /**
  * Stateful chunk parser. Event order contract (all parsers): start, content..., usage?, finish.
  * OpenAI sends finish_reason before the usage chunk, so finish is held until usage or [DONE].
@@ -94,10 +98,20 @@ class OpenAIStreamParser implements StreamParser {
   private usage: Usage | undefined = undefined;
   /** Tool indexes whose tool_start was emitted; some servers repeat id/name on every delta. */
   private tools: boolean[] = [];
+  /** The frame of the last text-only chunk parsed whole (chunk-template.ts), and how many were learned. */
+  private tpl: ChunkTemplate | null = null;
+  private learned = 0;
 
   push(data: string, _event?: string, parsed?: { value: unknown }): StreamEvent[] {
     const out: StreamEvent[] = [];
     if (data === '[DONE]') { this.flush(out); return out; }
+    if (this.tpl !== null && parsed === undefined) {
+      const text = matchTemplate(this.tpl, data);
+      if (text !== null) {
+        if (text.length > 0) out.push({ type: 'text', text });
+        return out;
+      }
+    }
     const chunk = parsed ? parsed.value : parseJson(data);
     if (!isObj(chunk)) {
       out.push({ type: 'error', message: 'upstream sent a stream chunk that is not JSON', errorType: 'upstream_invalid_response' });
@@ -119,8 +133,22 @@ class OpenAIStreamParser implements StreamParser {
       const u = openaiUsage(chunk.usage);
       if (u !== undefined) this.usage = u;
       if (this.finish !== undefined) this.flush(out);
-    }
+    } else if (parsed === undefined && this.learned < TEMPLATES_PER_STREAM) this.learn(data, choices);
     return out;
+  }
+
+  /**
+   * A chunk whose only effect is its text (no tool calls, finish reason or usage; error and usage
+   * checked by the caller) becomes the template: the next chunks in the same frame only add their text.
+   */
+  private learn(data: string, choices: unknown): void {
+    const c = Array.isArray(choices) ? obj(choices[0]) : undefined;
+    const delta = obj(c?.delta);
+    if (!c || !delta || typeof delta.content !== 'string' || delta.tool_calls !== undefined || typeof c.finish_reason === 'string') return;
+    const t = learnTemplate(data, delta.content);
+    if (t === null) return;
+    this.tpl = t;
+    this.learned++;
   }
 
   private choice(c: unknown, out: StreamEvent[]): void {

@@ -1,0 +1,104 @@
+// The OpenAI stream parser reads text chunks in the frame of one parsed whole by comparing the
+// frame (providers/chunk-template.ts). Every chunk must still give exactly the events a whole
+// parse gives: escapes, non-strings and broken JSON in the content slot, tool calls, finish.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { adapterFor } from '../src/providers/index.ts';
+import { learnTemplate, matchTemplate } from '../src/providers/chunk-template.ts';
+import type { StreamEvent } from '../src/providers/types.ts';
+
+const PRE = '{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[';
+const text = (lit: string) => `${PRE}{"index":0,"delta":{"content":${lit}},"logprobs":null,"finish_reason":null}],"usage":null}`;
+const ROLE = `${PRE}{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null}`;
+const FINISH = `${PRE}{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}],"usage":null}`;
+const USAGE = `${PRE}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}`;
+
+function events(chunks: string[]): StreamEvent[] {
+  const p = adapterFor('openai').streamParser();
+  const out: StreamEvent[] = [];
+  for (const c of chunks) out.push(...p.push(c));
+  out.push(...p.push('[DONE]'), ...p.end());
+  return out;
+}
+
+/** The same chunks, each parsed by a fresh parser (never a template), as a whole parse reads them. */
+function wholeEvents(chunks: string[]): StreamEvent[] {
+  // A parser that has started, fed one chunk at a time from a new instance per chunk, would emit
+  // start again; so compare the text/tool/error events only, in order.
+  const out: StreamEvent[] = [];
+  for (const c of chunks) {
+    const p = adapterFor('openai').streamParser();
+    for (const ev of p.push(c)) if (ev.type !== 'start') out.push(ev);
+  }
+  return out;
+}
+
+/** Events of chunks pushed into one parser (no end), but start. */
+function bodyEvents(chunks: string[]): StreamEvent[] {
+  const p = adapterFor('openai').streamParser();
+  return chunks.flatMap((c) => p.push(c)).filter((e) => e.type !== 'start');
+}
+
+test('chunk template: a text stream gives the same events as whole parses, with far fewer JSON.parse calls', () => {
+  const words = ['Hello', '!', ' I', "'m", ' a', ' mock', ' upstream', ' that', ' answers', ' as'];
+  const chunks = [ROLE, ...Array.from({ length: 40 }, (_, i) => text(JSON.stringify(words[i % words.length]))), FINISH, USAGE];
+  const parse = JSON.parse;
+  let calls = 0;
+  JSON.parse = ((s: string, r?: Parameters<typeof JSON.parse>[1]) => { calls++; return parse(s, r); }) as typeof JSON.parse;
+  let got: StreamEvent[];
+  try { got = events(chunks); } finally { JSON.parse = parse; }
+  assert.deepEqual(got[0], { type: 'start', id: 'chatcmpl-1', model: 'm' });
+  assert.equal(got.filter((e) => e.type === 'text').map((e) => (e as { text: string }).text).join(''), Array.from({ length: 40 }, (_, i) => words[i % words.length]).join(''));
+  assert.deepEqual(got.slice(-2), [{ type: 'usage', usage: { inputTokens: 3, outputTokens: 2 } }, { type: 'finish', reason: 'stop' }]);
+  // role chunk, first text chunk, finish, usage: parsed whole; the other 39 text chunks are not.
+  assert.ok(calls <= 5, `JSON.parse ran ${calls} times for ${chunks.length} chunks`);
+});
+
+test('chunk template: escapes in the content string decode as JSON.parse decodes them', () => {
+  const lits = ['"a\\"b"', '"\\u00e9\\u4e2d\\ud83d\\ude00"', '"line\\nnext\\t\\\\"', '"\\/"', '"plain é 中"'];
+  const chunks = [text('"first"'), ...lits.map(text)];
+  assert.deepEqual(bodyEvents(chunks), wholeEvents(chunks));
+  assert.deepEqual(bodyEvents(chunks).map((e) => (e as { text: string }).text), ['first', 'a"b', 'é中😀', 'line\nnext\t\\', '/', 'plain é 中']);
+});
+
+test('chunk template: whatever is not one valid string in the frame is parsed whole (same events)', () => {
+  const odd = [
+    text('"x","content":"y"'), // two values in the slot: the last one wins in JSON.parse
+    text('42'), text('null'), text('{"a":"b"}'), text('""'),
+    text('"bad \\x escape"'), // invalid JSON: an error event
+    text('"raw\u0001control"'), // a raw control character is not JSON either
+  ];
+  for (const c of odd) {
+    const chunks = [text('"first"'), c, text('"after"')];
+    const got = bodyEvents(chunks);
+    const want = wholeEvents(chunks);
+    // A parser stops at its first error event; the rest is the caller's business.
+    const cut = want.findIndex((e) => e.type === 'error');
+    assert.deepEqual(cut < 0 ? got : got.slice(0, cut + 1), cut < 0 ? want : want.slice(0, cut + 1), c);
+  }
+});
+
+test('chunk template: tool-call, finish and usage chunks in another frame are read whole', () => {
+  const tool = `${PRE}{"index":0,"delta":{"tool_calls":[{"index":0,"id":"call_1","type":"function","function":{"name":"f","arguments":"{\\"a\\":"}}]},"logprobs":null,"finish_reason":null}],"usage":null}`;
+  const args = `${PRE}{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"1}"}}]},"logprobs":null,"finish_reason":null}],"usage":null}`;
+  const fin = `${PRE}{"index":0,"delta":{},"logprobs":null,"finish_reason":"tool_calls"}],"usage":null}`;
+  const got = events([ROLE, text('"thinking"'), text('" more"'), tool, args, fin, USAGE]);
+  assert.deepEqual(got.slice(1), [
+    { type: 'text', text: 'thinking' }, { type: 'text', text: ' more' },
+    { type: 'tool_start', index: 0, id: 'call_1', name: 'f' }, { type: 'tool_args', index: 0, delta: '{"a":' },
+    { type: 'tool_args', index: 0, delta: '1}' },
+    { type: 'usage', usage: { inputTokens: 3, outputTokens: 2 } }, { type: 'finish', reason: 'tool_calls' },
+  ]);
+});
+
+test('chunk template: learned only where the content key is the one JSON.parse read', () => {
+  assert.equal(learnTemplate('{"content":"a","content":"b"}', 'b'), null);
+  assert.equal(learnTemplate('{"x":"say \\"content","delta":{"content":"a"}}', 'a'), null);
+  assert.equal(learnTemplate('{"delta":{"content": "a"}}', 'a'), null); // not the compact form: no template, still parsed
+  const t = learnTemplate('{"delta":{"content":"a"},"n":1}', 'a');
+  assert.ok(t);
+  assert.equal(matchTemplate(t, '{"delta":{"content":"bc"},"n":1}'), 'bc');
+  assert.equal(matchTemplate(t, '{"delta":{"content":"bc"},"n":2}'), null);
+  assert.equal(matchTemplate(t, '{"delta":{"content":"b"},"x":"c"},"n":1}'), null);
+  assert.equal(matchTemplate(t, '{"delta":{"content":"b\\"},"n":1}'), null);
+});
