@@ -5,12 +5,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, request, type IncomingMessage, type Server } from 'node:http';
+import { PassThrough } from 'node:stream';
 import type { AddressInfo } from 'node:net';
 import { keepSseAlive, readBody, readJson, requestIdFor, sendError, sendJson, sendText, type BodyWatch, type Ctx } from '../src/access/request.ts';
 import { AamError } from '../src/access/errors.ts';
 import { EgressResponse } from '../src/access/egress.ts';
 import type { AccessRuntime } from '../src/access/runtime-view.ts';
 import { Scrubber } from '../src/credentials/scrub.ts';
+import { until } from './helpers/e2e.ts';
 
 const MAX = 4096;
 
@@ -42,13 +44,17 @@ after(async () => { server.closeAllConnections(); await new Promise((r) => serve
 
 interface Answer { status: number; headers: IncomingMessage['headers']; text: string; json: any } // eslint-disable-line @typescript-eslint/no-explicit-any
 
-/** One request: `body` as chunks (each its own write; no content-length when `chunked`). */
-function call(handler: Handler, opts: { body?: Array<string | Buffer>; headers?: Record<string, string>; chunked?: boolean; wire?: 'openai' | 'anthropic'; rt?: Rt } = {}): Promise<Answer> {
+/**
+ * One request: `body` as chunks (each its own write; no content-length when `chunked`). `declare`
+ * sends that content-length instead, and `hold` keeps the body unfinished until the answer came.
+ */
+function call(handler: Handler, opts: { body?: Array<string | Buffer>; headers?: Record<string, string>; chunked?: boolean; declare?: number; hold?: boolean; wire?: 'openai' | 'anthropic'; rt?: Rt } = {}): Promise<Answer> {
   current = { handler, rt: opts.rt ?? runtime(), wire: opts.wire ?? 'openai' };
   const chunks = (opts.body ?? []).map((c) => Buffer.from(c));
-  const length = chunks.reduce((n, c) => n + c.length, 0);
+  const length = opts.declare ?? chunks.reduce((n, c) => n + c.length, 0);
   return new Promise((resolve, reject) => {
     const req = request({ host: '127.0.0.1', port, method: 'POST', path: '/', headers: { ...(opts.chunked ? {} : { 'content-length': String(length) }), ...opts.headers } }, (res) => {
+      if (opts.hold) res.on('end', () => req.destroy());
       const got: Buffer[] = [];
       res.on('data', (c: Buffer) => got.push(c));
       res.on('error', reject);
@@ -62,8 +68,9 @@ function call(handler: Handler, opts: { body?: Array<string | Buffer>; headers?:
     // A refusal may close the connection before the whole body is written: that is fine here.
     req.on('error', (e) => { if (!/ECONNRESET|EPIPE/.test(String(e))) reject(e); });
     req.setTimeout(15_000, () => req.destroy(new Error('no answer in 15 s')));
+    req.flushHeaders();
     for (const c of chunks) req.write(c);
-    req.end();
+    if (!opts.hold) req.end();
   });
 }
 
@@ -273,4 +280,113 @@ test('an idle event stream gets keep-alive comments; a JSON answer never does, n
   assert.equal(off.text(), 'data: off\n\n', 'an interval of 0: no comments');
   for (const end of opened.splice(0)) end();
   for (const s of [sse, sse2, json, off]) s.close();
+});
+
+test('a refusal does not wait for the rest of the body: a declared-too-large one before any byte, a watched one at its first bad chunk', async () => {
+  // The client sends only the head (or one chunk) and holds the rest: the answer must come anyway.
+  let r = await call(echo(), { declare: MAX + 1, hold: true });
+  assert.deepEqual([r.status, r.json.error.code], [413, 'body_too_large']);
+  const fed: string[] = [];
+  const picky: BodyWatch = { from: 100, feed: (c) => { fed.push(c.toString()); return c.includes('X') ? new AamError(400, 'invalid_request', 'no X') : undefined; } };
+  r = await call(echo(undefined, picky), { body: ['aXa'], declare: 1000, hold: true });
+  assert.deepEqual([r.status, r.json.error.message, fed], [400, 'no X', ['aXa']]);
+});
+
+test('a body the client cuts off ends the read with an error, so its handler does not wait for ever', async () => {
+  let failed: unknown;
+  let started = false;
+  current = { handler: async (ctx) => { started = true; try { await readBody(ctx); } catch (e) { failed = e; } }, rt: runtime(), wire: 'openai' };
+  const req = request({ host: '127.0.0.1', port, method: 'POST', path: '/', headers: { 'content-length': '1000' } });
+  req.on('error', () => {});
+  req.write('part of it');
+  await until(() => started, 15_000, 'the handler to start');
+  req.destroy();
+  await until(() => failed !== undefined, 15_000, 'readBody to fail');
+  assert.match(String((failed as Error).message), /aborted/);
+});
+
+/** A request body as a stream the test fills ahead of reading (what a socket read can hand over in one loop turn). */
+function bodyStream(chunks: readonly Buffer[]): { req: PassThrough; ctx: Ctx } {
+  const req = new PassThrough({ highWaterMark: 1 });
+  const length = chunks.reduce((n, c) => n + c.length, 0);
+  Object.assign(req, { headers: { 'content-length': String(length) } });
+  for (const c of chunks) req.write(c);
+  req.end();
+  const rt = runtime();
+  rt.options.maxBodyBytes = 64 * 1024 * 1024;
+  return { req, ctx: { req, rt } as unknown as Ctx };
+}
+
+/** Spins for `ms` of CPU: a slow watch (a guardrail scanning a long text). */
+function spin(ms: number): void {
+  const end = performance.now() + ms;
+  while (performance.now() < end) { /* busy */ }
+}
+
+test('a large body watched slowly gives other work a loop turn between its chunks (pacing)', async () => {
+  const chunks = Array.from({ length: 24 }, (_, i) => Buffer.alloc(64 * 1024, 97 + (i % 26)));
+  const { ctx } = bodyStream(chunks);
+  let fed = 0;
+  const slow: BodyWatch = { from: 0, feed: () => { fed++; spin(2); return undefined; } };
+  // Count event loop turns (check phases) while the body is read.
+  let turns = 0;
+  let reading = true;
+  const tick = (): void => { if (reading) { turns++; setImmediate(tick); } };
+  setImmediate(tick);
+  const timer = setTimeout(() => { throw new Error('the paced body was never read to its end'); }, 15_000);
+  const buf = await readBody(ctx, undefined, slow);
+  clearTimeout(timer);
+  reading = false;
+  assert.equal(buf.length, 24 * 64 * 1024);
+  assert.ok(buf.equals(Buffer.concat(chunks)), 'the same bytes, in order');
+  assert.equal(fed, 24);
+  // Each chunk above 64 KiB took 2 ms to watch (over the 1 ms per turn): other work ran after each.
+  assert.ok(turns >= 20, `${turns} loop turns while 24 slow chunks were read`);
+});
+
+test('the rest of a refused body is not read: reading stops at the refusal', async () => {
+  const chunks = Array.from({ length: 8 }, (_, i) => Buffer.from(i === 2 ? 'bad' : 'good'));
+  const { req, ctx } = bodyStream(chunks);
+  const fed: string[] = [];
+  const watch: BodyWatch = { from: 0, feed: (c) => { fed.push(c.toString()); return c.toString() === 'bad' ? new AamError(400, 'invalid_request', 'refused') : undefined; } };
+  await assert.rejects(readBody(ctx, undefined, watch), /refused/);
+  // Give a reader that goes on every chance to: several loop turns.
+  for (let i = 0; i < 10; i++) await new Promise((r) => setImmediate(r));
+  assert.deepEqual(fed, ['good', 'good', 'bad']);
+  assert.equal(req.readableEnded, false, 'the body was not read to its end');
+  assert.ok(req.readableLength > 0 || req.writableLength > 0, 'the rest waits unread');
+  req.destroy();
+});
+
+test('keep-alive comments: one per idle interval, none in an interval that carried data, none once the stream ended', async (t) => {
+  t.mock.timers.enable({ apis: ['setInterval'] });
+  const cleared = t.mock.method(globalThis, 'clearInterval');
+  let ctx: Ctx | undefined;
+  let text = '';
+  let ended = false;
+  current = { handler: (c) => { ctx = c; c.res.writeHead(200, { 'content-type': 'text/event-stream' }); c.res.write('data: first\n\n'); keepSseAlive(c.res, 20); }, rt: runtime(), wire: 'openai' };
+  const req = request({ host: '127.0.0.1', port, method: 'GET', path: '/' }, (res) => {
+    res.on('data', (c: Buffer) => { text += c.toString(); });
+    res.on('end', () => { ended = true; });
+  });
+  req.on('error', () => {});
+  req.end();
+  const KA = ': keep-alive\n\n';
+  const seen = (want: string) => until(() => text === want, 15_000, JSON.stringify(want));
+  await seen('data: first\n\n');
+  t.mock.timers.tick(20); // the first tick only notes what was written
+  t.mock.timers.tick(20);
+  await seen(`data: first\n\n${KA}`);
+  t.mock.timers.tick(20);
+  await seen(`data: first\n\n${KA}${KA}`);
+  ctx!.res.write('data: two\n\n');
+  t.mock.timers.tick(20); // this interval carried data: no comment
+  t.mock.timers.tick(20);
+  await seen(`data: first\n\n${KA}${KA}data: two\n\n${KA}`);
+  const calls = cleared.mock.callCount();
+  ctx!.res.end();
+  await until(() => ended, 15_000, 'the stream to end');
+  assert.ok(cleared.mock.callCount() > calls, 'the timer is stopped when the stream ends');
+  t.mock.timers.tick(100);
+  assert.equal(text, `data: first\n\n${KA}${KA}data: two\n\n${KA}`);
 });
