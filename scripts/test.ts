@@ -161,6 +161,14 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<numbe
 
 let current: ChildProcess | null = null;
 
+/**
+ * The test runner's arguments. Force exit ends a file whose tests are done though a handle is left
+ * open; blocking-stdio.ts makes sure that exit drops none of the results (test-runner-reports).
+ */
+export function runnerArgs(files: readonly string[]): string[] {
+  return ['--require', join(ROOT, 'scripts', 'blocking-stdio.ts'), '--test', '--test-force-exit', '--test-concurrency=2', '--test-timeout=120000', ...(files.length ? files : ['test/**/*.test.ts'])];
+}
+
 async function main(): Promise<number> {
   const files = process.argv.slice(2);
   if (files.length === 0) {
@@ -180,8 +188,7 @@ async function main(): Promise<number> {
   }
   process.once('exit', stop);
   try {
-    const args = ['--test', '--test-force-exit', '--test-concurrency=2', '--test-timeout=120000', ...(files.length ? files : ['test/**/*.test.ts'])];
-    return await run(NODE, args, { NODE_COMPILE_CACHE: compileCache, ...process.env, ...services.env });
+    return await run(NODE, runnerArgs(files), { NODE_COMPILE_CACHE: compileCache, ...process.env, ...services.env });
   } finally { stop(); }
 }
 
