@@ -4,6 +4,9 @@
 // keyed by session, and A sends it on the client's stream. Negative: another session on A that did
 // not subscribe hears nothing. A 2026-07-28 subscriptions/listen needs no relay: the replica that
 // serves the stream listens upstream itself, so a change made through the other replica reaches it.
+// A session's subscriptions are fleet-wide state: a resources/unsubscribe on A undoes the one held
+// by B. A server's list_changed said on B's connection only reaches a session's stream on A,
+// decided for each caller there (agent b may list crm's tools, not its prompts or resources).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server, type ServerResponse } from 'node:http';
@@ -64,8 +67,10 @@ before(async () => {
     doc('McpServer', 'memo', { transport: 'streamable-http', url: modernUrl, timeout_ms: 60_000 }),
     doc('Agent', 'a', { workload: 'spiffe://test/agent/a' }),
     doc('AgentPolicy', 'p', { identity: { workload: 'spiffe://test/agent/a' }, tools: [{ resource: 'crm', actions: ['*'] }, { resource: 'memo', actions: ['*'] }] }),
+    doc('Agent', 'b', { workload: 'spiffe://test/agent/b' }),
+    doc('AgentPolicy', 'pb', { identity: { workload: 'spiffe://test/agent/b' }, tools: [{ resource: 'crm', actions: ['search_accounts'] }] }),
   ));
-  fleet = await startReplicas({ store, configPath, dir, agents: ['a'] });
+  fleet = await startReplicas({ store, configPath, dir, agents: ['a', 'b'] });
 });
 
 after(async () => {
@@ -79,22 +84,22 @@ after(async () => {
 
 const HEADERS = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2025-06-18' };
 
-/** One JSON-RPC request of a session (or initialize without one) on one replica. */
-async function rpc(url: string, method: string, params: Record<string, unknown>, session?: string): Promise<{ status: number; session: string | null; text: string }> {
+/** One JSON-RPC request of a session (or initialize without one) on one replica, as `agent`. */
+async function rpc(url: string, method: string, params: Record<string, unknown>, session?: string, agent = 'a'): Promise<{ status: number; session: string | null; text: string }> {
   const r = await fetch(`${url}/mcp/crm`, {
-    method: 'POST', headers: { ...HEADERS, authorization: `Bearer ${fleet.keys.a}`, ...(session ? { 'mcp-session-id': session } : {}) },
+    method: 'POST', headers: { ...HEADERS, authorization: `Bearer ${fleet.keys[agent]}`, ...(session ? { 'mcp-session-id': session } : {}) },
     body: JSON.stringify({ jsonrpc: '2.0', id: Math.floor(Math.random() * 1e9), method, params }),
   });
   return { status: r.status, session: r.headers.get('mcp-session-id'), text: await r.text() };
 }
 
 /** A session opened on `url`, with its notification stream (GET) held there: the messages it receives. */
-async function sessionWithStream(url: string): Promise<{ id: string; messages: Array<Record<string, any>>; close(): void }> {
-  const init = await rpc(url, 'initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } });
+async function sessionWithStream(url: string, agent = 'a'): Promise<{ id: string; messages: Array<Record<string, any>>; close(): void }> {
+  const init = await rpc(url, 'initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } }, undefined, agent);
   assert.equal(init.status, 200, init.text);
   const id = init.session!;
   const ac = new AbortController();
-  const r = await fetch(`${url}/mcp/crm`, { signal: ac.signal, headers: { ...HEADERS, accept: 'text/event-stream', authorization: `Bearer ${fleet.keys.a}`, 'mcp-session-id': id } });
+  const r = await fetch(`${url}/mcp/crm`, { signal: ac.signal, headers: { ...HEADERS, accept: 'text/event-stream', authorization: `Bearer ${fleet.keys[agent]}`, 'mcp-session-id': id } });
   assert.equal(r.status, 200);
   const messages = sseMessages(r.body);
   return { id, messages, close: () => ac.abort() };
@@ -117,6 +122,42 @@ test('a session\'s resource update reaches its stream on replica A when its reso
     assert.deepEqual(updated()[0].params, { uri: 'account://a1' });
     assert.ok(!bystander.messages.some((x) => x.method === 'notifications/resources/updated'), 'nothing for a session that did not subscribe');
   } finally { subscriber.close(); bystander.close(); }
+});
+
+const okRpc = (r: { status: number; text: string }) => { assert.equal(r.status, 200, r.text); assert.doesNotMatch(r.text, /"isError":true|"error"/, r.text); };
+
+test('a resources/unsubscribe that lands on another replica than the subscribe undoes it there: that session hears no more updates, another session\'s subscription stands', async () => {
+  const [a, b] = fleet.urls;
+  const leaving = await sessionWithStream(a);
+  const staying = await sessionWithStream(a);
+  const updates = (s: { messages: Array<Record<string, any>> }) => s.messages.filter((x) => x.method === 'notifications/resources/updated').length;
+  try {
+    for (const s of [leaving, staying]) okRpc(await rpc(b, 'resources/subscribe', { uri: 'account://a1' }, s.id));
+    okRpc(await rpc(b, 'tools/call', { name: 'mutate', arguments: { variant: 'unsub-v1' } }, staying.id));
+    await until(async () => updates(leaving) === 1 && updates(staying) === 1, 20_000, 'both sessions\' first update');
+    // Unsubscribed through A, which holds no subscription of it: B (which does) undoes it.
+    okRpc(await rpc(a, 'resources/unsubscribe', { uri: 'account://a1' }, leaving.id));
+    okRpc(await rpc(b, 'tools/call', { name: 'mutate', arguments: { variant: 'unsub-v2' } }, staying.id));
+    await until(async () => updates(staying) === 2, 20_000, 'the staying session\'s second update');
+    assert.equal(updates(leaving), 1, 'no update after the unsubscribe');
+  } finally { leaving.close(); staying.close(); }
+});
+
+test('a server\'s list_changed said on replica B\'s connection only reaches sessions whose streams are on replica A, decided per caller', async () => {
+  const [a, b] = fleet.urls;
+  const full = await sessionWithStream(a);
+  const narrow = await sessionWithStream(a, 'b');
+  const actor = await rpc(b, 'initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } });
+  assert.equal(actor.status, 200, actor.text);
+  const lists = (s: { messages: Array<Record<string, any>> }) => s.messages.map((x) => String(x.method)).filter((m) => m.endsWith('/list_changed')).sort();
+  try {
+    // The upstream tells the session of B's connection (the one the call came through), not A's.
+    okRpc(await rpc(b, 'tools/call', { name: 'mutate', arguments: { variant: 'lists-v1' } }, actor.session!));
+    await until(async () => lists(full).length >= 3, 20_000, 'the three list_changed on the stream held by A');
+    assert.deepEqual([...new Set(lists(full))], ['notifications/prompts/list_changed', 'notifications/resources/list_changed', 'notifications/tools/list_changed']);
+    await until(async () => lists(narrow).includes('notifications/tools/list_changed'), 20_000, 'tools/list_changed for agent b');
+    assert.deepEqual([...new Set(lists(narrow))], ['notifications/tools/list_changed'], 'agent b may not list crm\'s prompts or resources');
+  } finally { full.close(); narrow.close(); }
 });
 
 /** A 2026-07-28 request on one replica (headers mirrored from the body); the raw response. */

@@ -97,9 +97,9 @@ export class FleetMcpSessions implements McpSessionRegistry {
 
   #key(id: string): string { return `${this.#prefix}mcp:s:${id}`; }
 
-  notify(id: string, message: McpSessionNote): void {
-    if (this.#bus) void this.#bus.announce(NOTE, JSON.stringify({ id, message }));
-    else for (const fn of this.#local) fn(id, message);
+  notify(id: string, message: McpSessionNote): Promise<void> | void {
+    if (this.#bus) return this.#bus.announce(NOTE, JSON.stringify({ id, message }));
+    for (const fn of this.#local) fn(id, message);
   }
 
   onNotify(fn: (id: string, message: McpSessionNote) => void): void {

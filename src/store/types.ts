@@ -149,13 +149,16 @@ export interface McpSessionRegistry {
    * A notification for the session's client, handed to onNotify on every replica (one process: at
    * once; a fleet: over Redis pub/sub), so the replica holding the client's stream sends it even
    * when the subscription it answers was made on another one. Lost when Redis is down (like the stream).
+   * Resolves once Redis took it (fleet): every replica has it then.
    */
-  notify(id: string, message: McpSessionNote): void;
+  notify(id: string, message: McpSessionNote): void | Promise<void>;
   onNotify(fn: (id: string, message: McpSessionNote) => void): void;
 }
 
 /** A notification relayed to a session's stream (McpSessionRegistry.notify). */
 export interface McpSessionNote { method: string; params: Record<string, unknown> }
+/** The session id of a note for every session (a server's list_changed heard on one replica). */
+export const ALL_SESSIONS = '*';
 
 // ---- Response cache -----------------------------------------------------------------------------
 

@@ -46,6 +46,8 @@ export interface Catalog {
   onResourceUpdated(listener: (server: string, uri: string, who?: string) => void): void;
   /** A server's prompts or resources list (or a private tools list) changed (it said so); `who` as above. */
   onListChanged(listener: (server: string, list: WatchList, who?: string) => void): void;
+  /** A server's own list_changed on this process's session with it (Upstream.onAnnounced). */
+  onAnnounced(listener: (server: string, list: WatchList) => void): void;
   /** notifications/tasks from a 2026-07-28 server: its own task id and the whole task. */
   onTaskStatus(listener: (server: string, taskId: string, task: Record<string, unknown>) => void): void;
   /** Re-run integrity and mapping on the last listed definitions (after an admin accepted a change). */
@@ -96,6 +98,7 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
   const updateListeners: Array<(server: string, uri: string, who?: string) => void> = [];
   const listListeners: Array<(server: string, list: WatchList, who?: string) => void> = [];
   const taskListeners: Array<(server: string, taskId: string, task: Record<string, unknown>) => void> = [];
+  const announceListeners: Array<(server: string, list: WatchList) => void> = [];
 
   function add(name: string, spec: McpServerSpec): void {
     const upstream = createUpstream(name, spec, deps, opts);
@@ -110,6 +113,9 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
     });
     upstream.onListChanged((list, who) => {
       if (servers.get(name) === entry) for (const l of listListeners) l(name, list, who);
+    });
+    upstream.onAnnounced((list) => {
+      if (servers.get(name) === entry) for (const l of announceListeners) l(name, list);
     });
     upstream.onTaskStatus((taskId, task) => {
       if (servers.get(name) === entry) for (const l of taskListeners) l(name, taskId, task);
@@ -170,6 +176,7 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
     onToolsChanged(l) { listeners.push(l); },
     onResourceUpdated(l) { updateListeners.push(l); },
     onListChanged(l) { listListeners.push(l); },
+    onAnnounced(l) { announceListeners.push(l); },
     onTaskStatus(l) { taskListeners.push(l); },
     recompile(name) {
       const e = servers.get(name);

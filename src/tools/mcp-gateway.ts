@@ -19,7 +19,8 @@ import { createMcpShared, sessionLimits, type McpGateway, type McpGatewayOptions
 import { handleModern, isModernRequest, toolsPage } from './mcp-stateless.ts';
 import { createListenHub } from './mcp-listen.ts';
 import { RPC, ToolError, type ToolAccess, type ToolDeps } from './types.ts';
-import { StoreUnavailable, type McpSessionRecord } from '../store/types.ts';
+import { ALL_SESSIONS, StoreUnavailable, type McpSessionNote, type McpSessionRecord } from '../store/types.ts';
+import type { WatchList } from './upstream.ts';
 
 /** This replica's objects for one session; `ready` once the SDK server is connected, `started` once initialized. */
 interface Session { rec: McpSessionRecord; ctx: SessionCtx; server: Server; transport: StreamableHTTPServerTransport; lastUsed: number; ready: Promise<void>; started: boolean }
@@ -35,6 +36,15 @@ const transportClass = async (): Promise<typeof StreamableHTTPServerTransport> =
   (nodeTransport ??= (await import('@modelcontextprotocol/sdk/server/streamableHttp.js')).StreamableHTTPServerTransport);
 
 const identityKey = (i: Identity) => i.agent.spiffeId;
+/**
+ * Notes between replicas about a session's state (never sent to a client): it subscribed to a URI
+ * here (another replica holding the same subscription drops it), unsubscribed (whichever replica
+ * holds the subscription undoes it), or ended (every replica drops its objects and subscriptions).
+ */
+const SUBSCRIBED = 'aam/subscribed';
+const UNSUBSCRIBED = 'aam/unsubscribed';
+const CLOSED = 'aam/closed';
+const LIST_NOTES: Record<string, WatchList> = { 'notifications/tools/list_changed': 'tools', 'notifications/prompts/list_changed': 'prompts', 'notifications/resources/list_changed': 'resources' };
 const instructions = (scope: string | null) => (scope === null ? 'aam MCP gateway: tools are named <server>__<tool>; every call is authorized and audited.' : undefined);
 
 /**
@@ -72,44 +82,65 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   /** 2026-07-28 subscriptions/listen streams (bounded per identity like sessions). */
   const hub = createListenHub(rt, maxPerIdentity);
 
-  catalog.onToolsChanged((server) => {
-    hub.toolsChanged(server);
-    for (const s of sessions.values()) {
-      if (s.ctx.scope === null || s.ctx.scope === server) s.server.sendToolListChanged().catch(() => {});
-    }
-  });
+  /** This gateway on the fleet channel: what it passes on there, it has done itself already. */
+  const self = randomUUID();
+  /** A note about session `id` to every replica (the others act on it); resolves once every replica has it. */
+  const passOn = (id: string, method: string, params: Record<string, unknown> = {}) => deps.sessions.notify(id, { method, params: { ...params, from: self } });
 
   // `who`: the upstream said it on the stream of that caller's own credential; it is that caller's alone.
   const forOthers = (s: Session, who: string | undefined) => who !== undefined && identityKey(s.ctx.identity) !== who;
 
-  catalog.onListChanged((server, list, who) => {
+  /** A list of `server` changed: this replica's listen streams and sessions hear it, each decided for its caller as it is now. */
+  function listChanged(server: string, list: WatchList, who?: string): void {
     hub.listChanged(server, list, who);
     for (const s of sessions.values()) {
-      if ((s.ctx.scope !== null && s.ctx.scope !== server) || forOthers(s, who)) continue;
+      if ((s.ctx.scope !== null && s.ctx.scope !== server) || forOthers(s, who) || !hub.sessionMayList(s.ctx, server, list)) continue;
       void (list === 'tools' ? s.server.sendToolListChanged() : list === 'prompts' ? s.server.sendPromptListChanged() : s.server.sendResourceListChanged()).catch(() => {});
     }
-  });
+  }
+  catalog.onToolsChanged((server) => listChanged(server, 'tools'));
+  catalog.onListChanged((server, list, who) => listChanged(server, list, who));
+  // A 2025-11-25 server says it on this replica's session with it only: the other replicas hear it over the fleet channel.
+  catalog.onAnnounced((server, list) => void deps.sessions.notify(ALL_SESSIONS, { method: `notifications/${list}/list_changed`, params: { server, from: self } }));
+
+  /** Another replica heard a server's list change: its tools are listed again here (told when they differ), the rest relayed as is. */
+  function heardElsewhere(note: McpSessionNote): void {
+    const list = LIST_NOTES[note.method];
+    const server = note.params.server;
+    if (list === undefined || typeof server !== 'string' || note.params.from === self) return;
+    const entry = catalog.servers.get(server);
+    if (!entry) return;
+    if (list !== 'tools') return listChanged(server, list);
+    entry.upstream.relist().then((changed) => { if (!changed) listChanged(server, 'tools'); }, () => listChanged(server, 'tools'));
+  }
 
   catalog.onTaskStatus((server, taskId, task) => hub.taskStatus(server, taskId, task));
 
   // Resource updates go to the sessions that subscribed to that URI on that server.
-  // The subscription lives on the replica it was made on; the client's stream may be on another:
+  // The subscription lives on the replica it was last made on; the client's stream may be on another:
   // the registry hands the update to whichever replica holds the session (the others drop it: no stream).
   catalog.onResourceUpdated((server, uri, who) => {
     hub.resourceUpdated(server, uri, who);
     for (const s of sessions.values()) {
       if (s.ctx.subscriptions.get(uri) !== server || forOthers(s, who)) continue;
       // Decided here, for the caller as it is now (a deny unsubscribes, on record); sent wherever its stream is.
-      if (hub.sessionUpdate(s.ctx, server, uri)) deps.sessions.notify(s.rec.id, { method: 'notifications/resources/updated', params: { uri } });
+      if (hub.sessionUpdate(s.ctx, server, uri)) void deps.sessions.notify(s.rec.id, { method: 'notifications/resources/updated', params: { uri } });
       else void unsubscribeResource(rt, s.ctx, uri).catch(() => {});
     }
   });
   deps.sessions.onNotify((id, note) => {
+    if (id === ALL_SESSIONS) return heardElsewhere(note);
     const s = sessions.get(id);
-    if (!s || note.method !== 'notifications/resources/updated' || typeof note.params.uri !== 'string') return;
-    // The session's caller as it is now: a revoked key hears nothing more (the sweeper ends the session).
-    if ('gone' in s.ctx.access.current()) return;
-    s.server.sendResourceUpdated({ uri: note.params.uri }).catch(() => {});
+    if (!s) return;
+    const uri = note.params.uri;
+    if (note.method === 'notifications/resources/updated') {
+      // The session's caller as it is now: a revoked key hears nothing more (the sweeper ends the session).
+      if (typeof uri === 'string' && !('gone' in s.ctx.access.current())) s.server.sendResourceUpdated({ uri }).catch(() => {});
+      return;
+    }
+    if (note.params.from === self) return;
+    if ((note.method === SUBSCRIBED || note.method === UNSUBSCRIBED) && typeof uri === 'string' && s.ctx.subscriptions.has(uri)) void unsubscribeResource(rt, s.ctx, uri).catch(() => {});
+    else if (note.method === CLOSED) void s.transport.close().catch(() => {});
   });
 
   // Every second: drop objects of sessions idle here (the registry ends them when idle fleet-wide),
@@ -125,7 +156,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   }, Math.min(idleMs, 1000));
   sweeper.unref();
 
-  function buildServer(ctx: SessionCtx): Server {
+  function buildServer(ctx: SessionCtx, id: string): Server {
     const server = new Server({ name: 'aam', version: '0.1.0' }, {
       capabilities: { tools: { listChanged: true }, resources: { subscribe: true, listChanged: true }, prompts: { listChanged: true } },
       instructions: instructions(ctx.scope),
@@ -141,8 +172,18 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     server.setRequestHandler(ListResourcesRequestSchema, async (_req, extra) => ({ resources: await listResources(rt, forRequest(ctx, extra)) }));
     server.setRequestHandler(ListResourceTemplatesRequestSchema, async (_req, extra) => ({ resourceTemplates: await listResourceTemplates(rt, forRequest(ctx, extra)) }));
     server.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => readResource(rt, forRequest(ctx, extra), req.params.uri, callExtra(req.params._meta?.progressToken, extra)));
-    server.setRequestHandler(SubscribeRequestSchema, async (req, extra) => { await subscribeResource(rt, forRequest(ctx, extra), req.params.uri); return {}; });
-    server.setRequestHandler(UnsubscribeRequestSchema, async (req, extra) => { await unsubscribeResource(rt, forRequest(ctx, extra), req.params.uri); return {}; });
+    // A session's subscriptions are held by one replica at a time: the one it last subscribed on.
+    server.setRequestHandler(SubscribeRequestSchema, async (req, extra) => {
+      await subscribeResource(rt, forRequest(ctx, extra), req.params.uri);
+      void passOn(id, SUBSCRIBED, { uri: req.params.uri });
+      return {};
+    });
+    server.setRequestHandler(UnsubscribeRequestSchema, async (req, extra) => {
+      await unsubscribeResource(rt, forRequest(ctx, extra), req.params.uri);
+      // Answered once every replica has it: an update decided after the answer finds nothing to send.
+      await passOn(id, UNSUBSCRIBED, { uri: req.params.uri });
+      return {};
+    });
     server.setRequestHandler(ListPromptsRequestSchema, async (_req, extra) => ({ prompts: await listPrompts(rt, forRequest(ctx, extra)) }));
     server.setRequestHandler(GetPromptRequestSchema, async (req, extra) => getPrompt(rt, forRequest(ctx, extra), req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra)));
     return server;
@@ -155,12 +196,15 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
    */
   function mount(Transport: typeof StreamableHTTPServerTransport, rec: McpSessionRecord, access: ToolAccess, resumed: boolean): Session {
     const ctx: SessionCtx = { identity: access.identity, access, scope: rec.scope, sessionId: () => rec.id, resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
-    const server = buildServer(ctx);
+    const server = buildServer(ctx, rec.id);
     const transport = new Transport({
       sessionIdGenerator: () => rec.id,
       onsessioninitialized: (id) => { session.started = true; deps.log.info({ session_id: id, spiffe_id: rec.owner, scope: rec.scope ?? '*' }, 'mcp session started'); },
       // DELETE from the client: the session ends on every replica.
-      onsessionclosed: (id) => { void Promise.resolve(deps.sessions.close(id)).catch((e: unknown) => deps.log.warn({ session_id: id, err: errText(e) }, 'mcp session close not recorded; it ends when idle')); },
+      onsessionclosed: (id) => {
+        void passOn(id, CLOSED);
+        void Promise.resolve(deps.sessions.close(id)).catch((e: unknown) => deps.log.warn({ session_id: id, err: errText(e) }, 'mcp session close not recorded; it ends when idle'));
+      },
     });
     const session: Session = { rec, ctx, server, transport, lastUsed: Date.now(), ready: Promise.resolve(), started: resumed };
     sessions.set(rec.id, session);
@@ -177,6 +221,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   async function end(id: string, why: string): Promise<void> {
     deps.log.info({ session_id: id, reason: why }, 'mcp session ended');
     await deps.sessions.close(id);
+    void passOn(id, CLOSED);
     const s = sessions.get(id);
     if (s) await s.transport.close().catch(() => {});
   }

@@ -47,8 +47,7 @@ const declaresTasks = (params: Json): boolean => {
 
 /** The open listen streams of one gateway: fed by its catalog, re-decided on reloads, closed gracefully with it. */
 export interface ListenHub {
-  toolsChanged(server: string): void;
-  /** `who`: only that caller's streams (the upstream said it on the stream of that caller's own credential). */
+  /** A list of `server` changed; `who`: only that caller's streams (the upstream said it on the stream of that caller's own credential). */
   listChanged(server: string, list: Kind, who?: string): void;
   resourceUpdated(server: string, uri: string, who?: string): void;
   /** notifications/tasks from `server` about its task `taskId`. */
@@ -58,6 +57,8 @@ export interface ListenHub {
    * stream's: false (a deny on record) when it may no longer read the URI or no longer holds.
    */
   sessionUpdate(s: SessionCtx, server: string, uri: string): boolean;
+  /** May a 2025-11-25 session's caller, as it is now, hear that this list of this server changed? */
+  sessionMayList(s: SessionCtx, server: string, kind: Kind): boolean;
   /** Re-decide every open stream for its caller as it is now (after a reload; periodically, for revoked keys). */
   recheck(): void;
   /** Open one stream for a validated 2026-07-28 request; resolves when the stream ends. */
@@ -115,20 +116,28 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
   };
 
   /** Could the caller list this server's tools, prompts or resources now (what a list_changed is about)? */
-  function mayList(l: Listener, server: string, kind: Kind): boolean {
+  function mayList(ctx: SessionCtx, server: string, kind: Kind): boolean {
     const entry = rt.catalog.servers.get(server);
-    if (!entry || credentialRefused(l.ctx, server)) return false;
-    if (kind === 'prompts') return l.ctx.access.visible(entry.resource, PROMPT_GET);
-    if (kind === 'resources') return l.ctx.access.visible(entry.resource, RESOURCE_READ);
-    for (const t of entry.tools.values()) if (l.ctx.access.visible(t.resource, t.action)) return true;
+    if (!entry || credentialRefused(ctx, server)) return false;
+    if (kind === 'prompts') return ctx.access.visible(entry.resource, PROMPT_GET);
+    if (kind === 'resources') return ctx.access.visible(entry.resource, RESOURCE_READ);
+    for (const t of entry.tools.values()) if (ctx.access.visible(t.resource, t.action)) return true;
     return false;
+  }
+
+  /** A 2025-11-25 session's caller as it is now (its context adopts new policies); false when it no longer holds. */
+  function sessionCurrent(s: SessionCtx): boolean {
+    const now = s.access.current();
+    if ('gone' in now) return false;
+    if (now !== s.access) { s.access = now; s.identity = now.identity; }
+    return true;
   }
 
   const forOthers = (l: Listener, who: string | undefined) => who !== undefined && l.who !== who;
 
   function changed(server: string, kind: Kind, who?: string): void {
     for (const l of [...open]) {
-      if (l.want.has(kind) && inScope(l, server) && !forOthers(l, who) && current(l) && mayList(l, server, kind)) l.send(`notifications/${kind}/list_changed`);
+      if (l.want.has(kind) && inScope(l, server) && !forOthers(l, who) && current(l) && mayList(l.ctx, server, kind)) l.send(`notifications/${kind}/list_changed`);
     }
   }
 
@@ -136,7 +145,7 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
    * May the caller hear this server's list changes at all (what an upstream listen stream is kept
    * for)? A server whose tools were never listed (it was down) counts for its tools until they are.
    */
-  const mayWatch = (l: Listener, e: ServerEntry) => !credentialRefused(l.ctx, e.name) && [...l.want].some((k) => (k === 'tools' && e.tools.size === 0) || mayList(l, e.name, k));
+  const mayWatch = (l: Listener, e: ServerEntry) => !credentialRefused(l.ctx, e.name) && [...l.want].some((k) => (k === 'tools' && e.tools.size === 0) || mayList(l.ctx, e.name, k));
 
   /**
    * The servers of the listener's endpoint whose upstreams are asked for the lists it wants (2026-07-28
@@ -170,7 +179,6 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
   }
 
   return {
-    toolsChanged: (server) => changed(server, 'tools'),
     listChanged: (server, list, who) => changed(server, list, who),
     resourceUpdated(server, uri, who) {
       for (const l of [...open]) {
@@ -191,12 +199,8 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
         });
       }
     },
-    sessionUpdate(s, server, uri) {
-      const now = s.access.current();
-      if ('gone' in now) return false;
-      if (now !== s.access) { s.access = now; s.identity = now.identity; }
-      return mayRead(s, server, uri, 'resources/subscribe');
-    },
+    sessionUpdate: (s, server, uri) => sessionCurrent(s) && mayRead(s, server, uri, 'resources/subscribe'),
+    sessionMayList: (s, server, kind) => sessionCurrent(s) && mayList(s, server, kind),
     recheck() { for (const l of [...open]) current(l); },
     async listen(s, params, id, res) {
       const filter = params.notifications;

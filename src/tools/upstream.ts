@@ -90,6 +90,13 @@ export interface Upstream {
   getPrompt(name: string, args: Record<string, string> | undefined, identity: Identity, opts?: CallOptions): Promise<GetPromptResult>;
   /** Called with the new list whenever the cached tools list changes. */
   onToolsChanged(listener: (tools: UpstreamTool[]) => void): void;
+  /**
+   * Called with each tools, prompts or resources list_changed a 2025-11-25 server sends on this
+   * process's own session with it (a fleet passes it on to the other replicas, which the server does not tell).
+   */
+  onAnnounced(listener: (list: WatchList) => void): void;
+  /** List the tools again now (another replica heard they changed); true when the list changed (onToolsChanged was told). */
+  relist(): Promise<boolean>;
   /** A Tasks extension request (tasks/get, tasks/update, tasks/cancel) as `identity`; 2026-07-28 servers only. */
   task(method: string, params: Record<string, unknown>, identity: Identity, opts?: CallOptions): Promise<Record<string, unknown>>;
   status(): { state: UpstreamState; restarts: number; lastError?: string; pid?: number | null };
@@ -134,6 +141,8 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   const updateListeners: Array<(uri: string, who?: string) => void> = [];
   const listListeners: Array<(list: WatchList, who?: string) => void> = [];
   const taskListeners: Array<(taskId: string, task: Record<string, unknown>) => void> = [];
+  const announceListeners: Array<(list: WatchList) => void> = [];
+  const announced = (list: WatchList) => { for (const l of announceListeners) l(list); };
   /**
    * A 2026-07-28 upstream's subscriptions/listen streams, by credential: '' is the one opened with
    * the server-level credential (aam's own identity), a SPIFFE ID one opened with that caller's own
@@ -239,11 +248,12 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     const t = await makeTransport();
     if (isClosed()) throw closedError();
     c.setNotificationHandler(ToolListChangedNotificationSchema, async () => {
+      announced('tools');
       try { await refreshTools(c); } catch (e) { deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'tools/list refresh failed'); }
     });
     c.setNotificationHandler(ResourceUpdatedNotificationSchema, async (n) => { for (const l of updateListeners) l(n.params.uri); });
-    c.setNotificationHandler(PromptListChangedNotificationSchema, async () => { for (const l of listListeners) l('prompts'); });
-    c.setNotificationHandler(ResourceListChangedNotificationSchema, async () => { for (const l of listListeners) l('resources'); });
+    c.setNotificationHandler(PromptListChangedNotificationSchema, async () => { announced('prompts'); for (const l of listListeners) l('prompts'); });
+    c.setNotificationHandler(ResourceListChangedNotificationSchema, async () => { announced('resources'); for (const l of listListeners) l('resources'); });
     t.onclose = () => onTransportClosed(c);
     starting = t;
     try {
@@ -544,6 +554,12 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       c.getServerCapabilities()?.prompts ? (await c.listPrompts(undefined, reqOpts())).prompts : []),
     getPrompt: (p, args, identity, o) => run('prompts/get', identity, (c) => c.getPrompt(withTrace({ name: p, arguments: args }, o), reqOpts(o)), o?.signal),
     onToolsChanged(l) { listeners.push(l); },
+    onAnnounced(l) { announceListeners.push(l); },
+    async relist() {
+      const c = client;
+      if (!c || state !== 'ready') return false;
+      return callerIdentity.run(GATEWAY_IDENTITY, () => refreshTools(c));
+    },
     task: (method, params, identity, o) => run(method, identity, (c) => {
       if (!c.task) throw new ToolError('upstream_error', `MCP server "${name}" speaks MCP 2025-11-25 or earlier, which has no ${method}`, { code: RPC.upstream, status: 502 });
       return c.task(method, withTrace(params, o), reqOpts(o));
