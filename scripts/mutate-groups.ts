@@ -56,10 +56,11 @@ export const groups: Record<string, MutateGroup> = {
     tests: ['test/mutation-decide.test.ts', 'test/mutation-identity.test.ts'],
   },
   // The access path's small parts: mutation-access-parts starts no gateway (a killed mutant costs
-  // about a second); json-turns fuzzes the sliced JSON parse against JSON.parse.
+  // about a second); mutation-json-turns tries chosen texts on the sliced JSON parse (about a second
+  // too) before json-turns fuzzes it against JSON.parse (~15 s).
   parts: {
     mutate: [...PARTS, 'src/access/json-turns.ts'],
-    tests: ['test/mutation-access-parts.test.ts', 'test/json-turns.test.ts'],
+    tests: ['test/mutation-access-parts.test.ts', 'test/mutation-json-turns.test.ts', 'test/json-turns.test.ts'],
   },
   // Request ids, answers, body reading and the JSON checks at the door (over a real HTTP server,
   // the egress door), and the access context: no gateway, a mutant they kill costs about a second.
