@@ -344,6 +344,23 @@ test('a large body watched slowly gives other work a loop turn between its chunk
   assert.ok(turns >= 20, `${turns} loop turns while 24 slow chunks were read`);
 });
 
+test('a body watched cheaply is read without giving turns away: pacing costs nothing when nothing is slow', async () => {
+  for (const size of [1024, 16 * 1024]) {
+    const chunks = Array.from({ length: 48 }, () => Buffer.alloc(size, 'c'));
+    const { ctx } = bodyStream(chunks);
+    let fed = 0;
+    const cheap: BodyWatch = { from: 0, feed: () => { fed++; return undefined; } };
+    let turns = 0;
+    let reading = true;
+    const tick = (): void => { if (reading) { turns++; setImmediate(tick); } };
+    setImmediate(tick);
+    const buf = await readBody(ctx, undefined, cheap);
+    reading = false;
+    assert.deepEqual([buf.length, fed], [48 * size, 48]);
+    assert.ok(turns <= 8, `${turns} loop turns for 48 cheap chunks of ${size} bytes`);
+  }
+});
+
 test('the rest of a refused body is not read: reading stops at the refusal', async () => {
   const chunks = Array.from({ length: 8 }, (_, i) => Buffer.from(i === 2 ? 'bad' : 'good'));
   const { req, ctx } = bodyStream(chunks);
