@@ -15,7 +15,7 @@ const c = compilePolicies(parseConfigTexts([{ file: 't.yaml', text: yaml(
   doc('Agent', 'ann', { workload: 'spiffe://prod/agent/ann', team: 'finance' }),
   doc('Agent', 'scorer', { workload: 'spiffe://prod/agent/scorer', a2a: { url: 'http://127.0.0.1:9/a2a' } }),
   doc('AgentPolicy', 'fin', { identity: { team: 'finance' }, models: { allow: ['chat'] }, tools: [{ resource: 'crm', actions: ['read'], args: { n: { max: 5 } } }], agents: [{ agent: 'scorer', skills: ['score'] }] }),
-  doc('AgentPolicy', 'who', { identity: { labels: { tier: 'gold' }, owner: 'o@example.com', deployment: 'v2', environment: 'prod' }, tools: [{ resource: 'gold', actions: ['read'], when: 'identity.trust_domain == "lab" && identity.team == "t"' }] }),
+  doc('AgentPolicy', 'who', { identity: { labels: { tier: 'gold' }, owner: 'o@example.com', deployment: 'v2', environment: 'prod' }, tools: [{ resource: 'gold', actions: ['read'], when: 'identity.trust_domain == "lab" && identity.team == "t" && identity.agent == "" && !("n" in identity.labels)' }, { resource: 'plain', actions: ['read'], when: 'identity.team == ""' }] }),
 ) }]), 'v-authzen');
 const lookup = lookupInConfig(c);
 
@@ -63,12 +63,22 @@ test('AuthZEN: a decision carries the effect, reason, policy, rule and config ve
 });
 
 test('AuthZEN: a what-if subject is described by its string properties and labels only', () => {
-  const ask = (properties: Record<string, unknown>, id = 'spiffe://lab/agent/new') =>
-    body(evaluateAuthZen({ subject: { type: 'workload', id, properties }, resource: { type: 'tool', id: 'gold' }, action: { name: 'read' } }, lookup, c));
+  const ask = (properties: Record<string, unknown>, id = 'spiffe://lab/agent/new', resource = 'gold') =>
+    body(evaluateAuthZen({ subject: { type: 'workload', id, properties }, resource: { type: 'tool', id: resource }, action: { name: 'read' } }, lookup, c));
   const full = { team: 't', owner: 'o@example.com', deployment: 'v2', environment: 'prod', labels: { tier: 'gold', n: 1 } };
   assert.equal(ask(full).decision, true, JSON.stringify(ask(full).context));
-  for (const k of ['team', 'owner', 'deployment', 'environment'] as const) assert.equal(ask({ ...full, [k]: 5 }).decision, false, k);
+  // A property or label that is no string is left out, as if not given (a what-if subject has no Agent name).
+  for (const k of ['team', 'owner', 'deployment', 'environment'] as const) {
+    const { [k]: _, ...without } = full;
+    assert.deepEqual(ask({ ...full, [k]: 5 }), ask(without), k);
+    assert.equal(ask(without).decision, false, k);
+  }
+  assert.equal(ask(full).context.reason, 'policy "who" tools[0] allows action "read" on gold');
+  assert.equal(ask({ ...full, team: 5 }).context.reason, 'policy "who" tools[0] allows action "read" on gold only when `identity.trust_domain == "lab" && identity.team == "t" && identity.agent == "" && !("n" in identity.labels)`, which is false for this request');
+  assert.equal(ask({ ...full, team: 5 }, undefined, 'plain').decision, true, 'a team that is no string is no team');
+  assert.equal(ask(full, undefined, 'plain').decision, false);
   assert.equal(ask({ ...full, labels: { tier: 1 } }).decision, false);
+  assert.equal(ask({}).context.reason, 'no AgentPolicy applies to spiffe://lab/agent/new, so action "read" is denied by default');
   assert.equal(ask({ ...full, labels: ['gold'] }).decision, false);
   assert.equal(ask(full, 'spiffe://prod/agent/new').decision, false, 'the trust domain is read from the SPIFFE ID');
   assert.match(String(ask(full, 'lab/agent/new').context.reason), /^unknown subject "lab\/agent\/new"/);
