@@ -319,3 +319,18 @@ test('A2A: a rule\'s rate and budget go with the calls it allows; max_delegation
     return true;
   });
 });
+
+test('A2A: a mistaken agents rule is refused at load, each problem at its path, with what to change', () => {
+  assert.throws(() => compile(...A2A, policy('bad', '{ agent: ann }', `  agents:
+    - { agent: scorer, when: 'identty.team == "x"' }
+    - { agent: writer, skills: [a, b, c], deny: [x, c, b] }
+    - { agent: writer, when: 'size(resource)' }
+    - { agent: scorer, skills: [a], deny: [b] }`)), (e: Error) => {
+    assert.equal(e.message.split('\n').map((l) => l.replace(/^.*?: (spec\.)/, '$1')).join('\n'), [
+      'spec.agents[0].when: CEL type error: Unknown variable: identty at column 1 in `identty.team == "x"`',
+      'spec.agents[1].deny: skill "b" is both in skills and deny; remove it from one list',
+      'spec.agents[2].when: CEL condition must return bool, this one returns int at column 1 in `size(resource)`',
+    ].join('\n'));
+    return true;
+  });
+});
