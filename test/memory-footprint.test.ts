@@ -131,3 +131,20 @@ test('undici loads with the first call to an HTTP upstream, not with the provide
     await up.close();
   }
 });
+
+test('a gateway whose MCP servers are all stdio loads neither the SDK\'s HTTP client transports (its OAuth client, pkce-challenge, eventsource) nor, before the first session, its Node server transport', async () => {
+  const { startTestGateway, agentDocs, doc, yaml } = await import('./helpers/gateway.ts');
+  const { until } = await import('./helpers/e2e.ts');
+  const everything = join(REPO, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js');
+  const gw = await startTestGateway(yaml(doc('McpServer', 'everything', { transport: 'stdio', command: process.execPath, args: [everything] }),
+    doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'm', { targets: [{ provider: 'demo', model: 'demo-small' }] }), ...agentDocs(['m'])));
+  try {
+    await until(() => gw.g.rt.tools?.mcp.status().everything?.state === 'ready', 90_000, 'MCP server connected');
+    assert.ok(resolved.has('@modelcontextprotocol/sdk/client/stdio.js'), 'the hook sees the SDK\'s modules');
+    const unused = ['@modelcontextprotocol/sdk/client/sse.js', '@modelcontextprotocol/sdk/client/streamableHttp.js', 'pkce-challenge', 'eventsource',
+      '@modelcontextprotocol/sdk/server/streamableHttp.js', '@hono/node-server'];
+    assert.deepEqual(unused.filter((s) => resolved.has(s)), [], 'loaded by a gateway with one stdio MCP server and no MCP session');
+  } finally {
+    await gw.close();
+  }
+});

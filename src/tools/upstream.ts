@@ -8,8 +8,6 @@ import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport, getDefaultEnvironment } from '@modelcontextprotocol/sdk/client/stdio.js';
-import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
-import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import {
   ErrorCode, McpError, PromptListChangedNotificationSchema, ResourceListChangedNotificationSchema, ResourceUpdatedNotificationSchema, ToolListChangedNotificationSchema,
@@ -203,9 +201,14 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     }
     if (!spec.url) throw new ToolError('config', `McpServer "${name}": transport ${spec.transport} needs spec.url`);
     const url = new URL(spec.url);
-    return spec.transport === 'sse'
-      ? new SSEClientTransport(url, { fetch: credentialFetch, eventSourceInit: { fetch: credentialFetch } })
-      : new StreamableHTTPClientTransport(url, { fetch: credentialFetch });
+    // Imported here, not at the top: the HTTP transports bring the SDK's OAuth client, pkce-challenge
+    // and eventsource (+1.9 MB RSS, +1.1 MB heap in a bare process) that stdio-only configs never use.
+    if (spec.transport === 'sse') {
+      const { SSEClientTransport } = await import('@modelcontextprotocol/sdk/client/sse.js');
+      return new SSEClientTransport(url, { fetch: credentialFetch, eventSourceInit: { fetch: credentialFetch } });
+    }
+    const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js');
+    return new StreamableHTTPClientTransport(url, { fetch: credentialFetch });
   }
 
   /** A 2026-07-28 upstream is stateless: no connection to keep open, supervise or renew. */
