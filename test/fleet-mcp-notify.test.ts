@@ -11,7 +11,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fleetStore, startReplicas, type FleetTestStore, type Replicas } from './helpers/fleet.ts';
@@ -58,9 +58,9 @@ async function startModern(): Promise<string> {
 
 before(async () => {
   store = await fleetStore();
-  upstream = await startHttpFixture();
-  const modernUrl = await startModern();
   dir = mkdtempSync(join(tmpdir(), 'aam-fleet-mcp-notify-'));
+  upstream = await startHttpFixture({ SUBS_FILE: join(dir, 'subs.jsonl') });
+  const modernUrl = await startModern();
   const configPath = join(dir, 'aam.yaml');
   writeFileSync(configPath, yaml(
     doc('McpServer', 'crm', { transport: 'streamable-http', url: upstream.url, timeout_ms: 60_000 }),
@@ -141,6 +141,24 @@ test('a resources/unsubscribe that lands on another replica than the subscribe u
     await until(async () => updates(staying) === 2, 20_000, 'the staying session\'s second update');
     assert.equal(updates(leaving), 1, 'no update after the unsubscribe');
   } finally { leaving.close(); staying.close(); }
+});
+
+/** The upstream's resources/subscribe and unsubscribe requests so far (from every replica's connection). */
+const subs = (): Array<{ subscribe?: string; unsubscribe?: string }> => {
+  const f = join(dir, 'subs.jsonl');
+  return existsSync(f) ? readFileSync(f, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { subscribe?: string; unsubscribe?: string }) : [];
+};
+
+test('a session ended (DELETE) through replica A releases the subscription replica B holds for it, upstream too', async () => {
+  const [a, b] = fleet.urls;
+  const s = await sessionWithStream(a);
+  try {
+    okRpc(await rpc(b, 'resources/subscribe', { uri: 'account://a2' }, s.id));
+    assert.ok(subs().some((x) => x.subscribe === 'account://a2'), 'B subscribed upstream');
+    const del = await fetch(`${a}/mcp/crm`, { method: 'DELETE', headers: { ...HEADERS, authorization: `Bearer ${fleet.keys.a}`, 'mcp-session-id': s.id } });
+    assert.equal(del.status, 200, await del.text());
+    await until(async () => subs().some((x) => x.unsubscribe === 'account://a2'), 20_000, 'B to unsubscribe upstream');
+  } finally { s.close(); }
 });
 
 test('a server\'s list_changed said on replica B\'s connection only reaches sessions whose streams are on replica A, decided per caller', async () => {
