@@ -296,11 +296,19 @@ export class Runtime {
   }
 
   /** Before acknowledging a request: its evidence must survive a crash of this process. */
-  async evidenceSafe(): Promise<void> {
-    if (!this.audit?.journaled) return;
-    try { await this.audit.journaled(this.inFlight <= 1); } catch (e) {
+  evidenceSafe(): Promise<void> {
+    return this.evidenceSafeNow() ?? Promise.resolve();
+  }
+
+  /** evidenceSafe() without a promise (nor a loop turn) when the evidence is safe at once: a request alone in flight writes it now. */
+  evidenceSafeNow(): Promise<void> | undefined {
+    const audit = this.audit;
+    if (!audit?.journaled) return undefined;
+    const now = this.inFlight <= 1;
+    const p = audit.journaledNow ? audit.journaledNow(now) : audit.journaled(now);
+    return p?.catch((e: unknown) => {
       throw new AamError(503, 'unavailable', `the audit trail could not record this request, so it is not acknowledged: ${(e as Error).message}`, { headers: { 'retry-after': '5' } });
-    }
+    });
   }
 
   /**
@@ -315,12 +323,17 @@ export class Runtime {
   }
 
   /** Outbound auth for a provider (the agent's own credential is never forwarded). */
-  async injectProvider(p: ProviderRuntime, identity: Identity): Promise<Injection> {
+  injectProvider(p: ProviderRuntime, identity: Identity): Injection | Promise<Injection> {
+    // A provider without a credential (a local model server) injects nothing: no promise for it.
     if (!p.credential) return { headers: {} };
-    const refused = this.credentialRefusal(p.credential, identity);
+    return this.#injectCredential(p, p.credential, identity);
+  }
+
+  async #injectCredential(p: ProviderRuntime, credential: string, identity: Identity): Promise<Injection> {
+    const refused = this.credentialRefusal(credential, identity);
     if (refused) throw new AamError(403, 'policy_denied', refused);
     try {
-      const inj = await this.injector.injectionFor(p.credential, { principal: identity.agent, defaultStyle: STYLE[p.authStyle] });
+      const inj = await this.injector.injectionFor(credential, { principal: identity.agent, defaultStyle: STYLE[p.authStyle] });
       if (inj.credential.kind === 'on_behalf_of') this.identitySeen.note(identity.agent.name, 'on_behalf_of');
       return { headers: inj.headers, query: inj.query, credential: inj.credential, sign: inj.sign };
     } catch (e) {

@@ -90,7 +90,30 @@ test('a complete answer is read whole and decoded once; nothing outlives the att
     assert.equal(r.status, 200);
   }
   assert.equal(ac.inFlight, null, 'the finished attempt is no longer registered with the call');
-  assert.equal(timers(), before, 'no total-timeout timer left');
+  assert.equal(timers(), before, 'no timer left that keeps the process alive (the target\'s total-timeout clock is unref\'d and empty)');
+});
+
+test('attempts on one target share its total-timeout clock: each times out at its own deadline, an answered one never', async () => {
+  const t = target({ total_ms: 1000 });
+  const t0 = Date.now();
+  const hang1 = sendAttempt(t, at('/hang'), { headers: {} }, new CallAbort());
+  await sleep(200);
+  // Between two hanging attempts on the clock: it answers and leaves the middle of the list.
+  const answered = sendAttempt(t, at('/json-chunked'), { headers: {} }, new CallAbort());
+  const hang2 = sendAttempt(t, at('/hang'), { headers: {} }, new CallAbort());
+  const a = await answered;
+  assert.ok(a.ok, JSON.stringify(a));
+  const r1 = await hang1 as AttemptFailure;
+  assert.equal(r1.code, 'upstream_timeout');
+  assert.ok(Date.now() - t0 >= 990, 'not before its deadline');
+  const r2 = await hang2 as AttemptFailure;
+  assert.equal(r2.code, 'upstream_timeout');
+  assert.ok(Date.now() - t0 >= 1190, 'the later attempt keeps its own, later deadline');
+  // The clock emptied; a new attempt arms it again.
+  const t1 = Date.now();
+  const r3 = await sendAttempt(t, at('/hang'), { headers: {} }, new CallAbort()) as AttemptFailure;
+  assert.equal(r3.code, 'upstream_timeout');
+  assert.ok(Date.now() - t1 >= 990 && Date.now() - t1 < 10_000);
 });
 
 test('an error status is classified with the body message and retry-after', async () => {

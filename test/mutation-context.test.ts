@@ -121,8 +121,8 @@ test('the guardrails a request runs are remembered for evidence, and a caller wi
   assert.deepEqual(analyst.guardrails(['no-falcon']).map((g) => g.name), ['no-falcon', 'smaller-scan', 'small-scan', 'tie-scan', 'lenient-scan', 'output-scan']);
   assert.deepEqual(t.ctx.guardrails, ['no-falcon', 'smaller-scan', 'small-scan', 'tie-scan', 'lenient-scan', 'output-scan']);
   // Each step applies them, in its direction.
-  await assert.rejects(analyst.guardChatInput({ model: 'chat', messages: [{ role: 'user', content: 'about falcon' }] }), (e: unknown) => e instanceof AamError && e.code === 'guardrail_blocked');
-  await assert.rejects(analyst.guardChatOutput({ text: 'a falcon', finish: 'stop' } as unknown as Parameters<Access['guardChatOutput']>[0]), (e: unknown) => e instanceof AamError && e.code === 'guardrail_blocked');
+  await assert.rejects(async () => analyst.guardChatInput({ model: 'chat', messages: [{ role: 'user', content: 'about falcon' }] }), (e: unknown) => e instanceof AamError && e.code === 'guardrail_blocked');
+  await assert.rejects(async () => analyst.guardChatOutput({ text: 'a falcon', finish: 'stop' } as unknown as Parameters<Access['guardChatOutput']>[0]), (e: unknown) => e instanceof AamError && e.code === 'guardrail_blocked');
   await assert.rejects(analyst.guard('output', { r: 'falcon' }, 'result'), (e: unknown) => e instanceof AamError && e.code === 'guardrail_blocked');
   assert.deepEqual(await analyst.guard('input', { r: 'fine' }, 'args', 'chat'), { r: 'fine' });
   // Evidence of the blocks names this request.
@@ -246,6 +246,6 @@ test('opening access identifies the caller; a request serving an A2A call is lin
   // The same header presented by another agent: refused before anything is recorded.
   const borrowed = setup({ key: { agent: 'analyst', id: 'k2' } });
   (borrowed.ctx.req.headers as Record<string, string>)['x-aam-delegation'] = encodeDelegation(borrowed.rt, d);
-  await assert.rejects(openAccess(borrowed.ctx), (e: unknown) => e instanceof AamError && e.status === 403 && e.code === 'invalid_delegation');
+  await assert.rejects(async () => openAccess(borrowed.ctx), (e: unknown) => e instanceof AamError && e.status === 403 && e.code === 'invalid_delegation');
   assert.deepEqual(borrowed.events.filter((e) => e.type === 'delegation'), []);
 });

@@ -67,12 +67,14 @@ export class Access<C extends Ctx = Ctx> {
     };
   }
 
-  guardChatInput(req: ChatRequest): Promise<ChatRequest> {
-    return this.gs.length ? guardChatInput(this.ctx.rt, this.at(), this.identity, this.gs, req) : Promise.resolve(req);
+  /** The request as the input guardrails leave it; the request itself (no promise) when none applies. */
+  guardChatInput(req: ChatRequest): ChatRequest | Promise<ChatRequest> {
+    return this.gs.length ? guardChatInput(this.ctx.rt, this.at(), this.identity, this.gs, req) : req;
   }
 
-  guardChatOutput(result: ChatResult): Promise<ChatResult> {
-    return this.gs.length ? guardChatOutput(this.ctx.rt, this.at(), this.identity, this.gs, result) : Promise.resolve(result);
+  /** The answer as the output guardrails leave it; the answer itself (no promise) when none applies. */
+  guardChatOutput(result: ChatResult): ChatResult | Promise<ChatResult> {
+    return this.gs.length ? guardChatOutput(this.ctx.rt, this.at(), this.identity, this.gs, result) : result;
   }
 
   /**
@@ -123,8 +125,13 @@ export function currentCaller(rt: Ctx['rt'], then: Identity): { identity: Identi
  * while serving an A2A call (x-aam-delegation) is linked to that call in the evidence, whatever
  * the plane: one `delegation` event under this request's id names the chain and the parent call.
  */
-export async function openAccess<C extends Ctx>(ctx: C): Promise<Access<C>> {
-  const a = new Access(ctx, await identify(ctx));
+export function openAccess<C extends Ctx>(ctx: C): Access<C> | Promise<Access<C>> {
+  const id = identify(ctx);
+  return id instanceof Promise ? id.then((i) => opened(ctx, i)) : opened(ctx, id);
+}
+
+function opened<C extends Ctx>(ctx: C, identity: Identity): Access<C> {
+  const a = new Access(ctx, identity);
   const d = verifyDelegation(ctx.rt, ctx.req.headers[DELEGATION_HEADER], a.identity);
   if (d) {
     a.delegation = d;

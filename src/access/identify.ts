@@ -28,8 +28,13 @@ function unregistered(spiffeId: string): AgentRecord {
   return { name: '', spiffeId, trustDomain: trustDomainOfId(spiffeId), labels: {} };
 }
 
-export async function identify(ctx: Ctx): Promise<Identity> {
-  const id = await resolveIdentity(ctx);
+/** The caller's identity; no promise unless verifying it waits (a JWT-SVID's keys). Throws 401 when there is none. */
+export function identify(ctx: Ctx): Identity | Promise<Identity> {
+  const id = resolveIdentity(ctx);
+  return id instanceof Promise ? id.then((i) => identified(ctx, i)) : identified(ctx, id);
+}
+
+function identified(ctx: Ctx, id: Identity): Identity {
   // Evidence follows: the audit writer thread, if it stopped for idleness, starts now, off this request's path.
   ctx.rt.audit?.warm?.();
   ctx.rt.identitySeen.note(id.agent.name, id.method);
@@ -37,7 +42,7 @@ export async function identify(ctx: Ctx): Promise<Identity> {
   return id;
 }
 
-async function resolveIdentity(ctx: Ctx): Promise<Identity> {
+function resolveIdentity(ctx: Ctx): Identity | Promise<Identity> {
   const secret = presentedSecret(ctx.req.headers);
   const { cfg, rt } = ctx;
   if (secret === undefined) {
@@ -57,16 +62,19 @@ async function resolveIdentity(ctx: Ctx): Promise<Identity> {
     if (!agent) throw unauthorized(`API key ${r.key.id} is bound to agent "${r.key.agent}", which is not in the current config`);
     return { agent, method: 'virtual_key', keyId: r.key.id, keyGeneration: r.generation };
   }
-  if (looksLikeJwt(secret) && rt.jwt) {
-    const v = await rt.jwt.verify(secret, ctx.resource);
-    if (!v.ok) {
-      if (v.status === 503) throw new AamError(503, 'unavailable', `cannot verify JWT-SVID right now: ${v.message}`, { headers: { 'retry-after': '5' } });
-      throw unauthorized(`invalid JWT-SVID (${v.code}): ${v.message}`, 'invalid_token');
-    }
-    if (rt.isTokenRevoked(v)) throw unauthorized('JWT-SVID was issued for a virtual key that has since been revoked', 'invalid_token');
-    const agent = cfg.policies.agents.get(cfg.policies.bySpiffe.get(v.spiffeId) ?? '') ?? unregistered(v.spiffeId);
-    // A token minted from a virtual key counts against that key (per-key limits, usage) like the key itself.
-    return { agent, method: 'jwt_svid', tokenId: v.jti, ...(v.keyId !== undefined ? { keyId: v.keyId, keyGeneration: v.keyGeneration } : {}) };
-  }
+  if (looksLikeJwt(secret) && rt.jwt) return jwtIdentity(ctx, secret, rt.jwt);
   throw unauthorized('unrecognised credential: expected an aam virtual key (aam_...) or a JWT-SVID');
+}
+
+async function jwtIdentity(ctx: Ctx, secret: string, jwt: NonNullable<Ctx['rt']['jwt']>): Promise<Identity> {
+  const { cfg, rt } = ctx;
+  const v = await jwt.verify(secret, ctx.resource);
+  if (!v.ok) {
+    if (v.status === 503) throw new AamError(503, 'unavailable', `cannot verify JWT-SVID right now: ${v.message}`, { headers: { 'retry-after': '5' } });
+    throw unauthorized(`invalid JWT-SVID (${v.code}): ${v.message}`, 'invalid_token');
+  }
+  if (rt.isTokenRevoked(v)) throw unauthorized('JWT-SVID was issued for a virtual key that has since been revoked', 'invalid_token');
+  const agent = cfg.policies.agents.get(cfg.policies.bySpiffe.get(v.spiffeId) ?? '') ?? unregistered(v.spiffeId);
+  // A token minted from a virtual key counts against that key (per-key limits, usage) like the key itself.
+  return { agent, method: 'jwt_svid', tokenId: v.jti, ...(v.keyId !== undefined ? { keyId: v.keyId, keyGeneration: v.keyGeneration } : {}) };
 }

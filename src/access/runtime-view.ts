@@ -25,6 +25,8 @@ export interface AuditSink {
   recordDurable?(ev: Record<string, unknown>): Promise<unknown>;
   /** Resolves when every recorded event is in its crash-safe segment file (await before acknowledging). */
   journaled?(now?: boolean): Promise<void>;
+  /** journaled() that returns undefined instead of a promise when the events are already safe. */
+  journaledNow?(now?: boolean): Promise<void> | undefined;
   /** An agent's request arrived: get ready to record (the audit writer thread starts, not awaited). */
   warm?(): void;
 }
@@ -78,6 +80,8 @@ export interface AccessRuntime {
   auditHasRoom(): boolean;
   /** Before acknowledging a request: its evidence must survive a crash of this process. */
   evidenceSafe(): Promise<void>;
+  /** evidenceSafe() without a promise when the evidence is already safe (written at once): undefined then. */
+  evidenceSafeNow(): Promise<void> | undefined;
   /** Event-level stream scrubber, or null when no credential is active. */
   eventScrubber(): EventScrubber | null;
 }

@@ -36,7 +36,9 @@ const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache
 
 export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promise<void> {
   ctx.wire = wire;
-  const a = await openAccess(ctx);
+  // Steps that need not wait return values, not promises: each await costs a microtask turn.
+  const opened = openAccess(ctx);
+  const a = opened instanceof Promise ? await opened : opened;
   const body = await readJson(ctx, undefined, a.bodyWatch(wire === 'openai' ? 'openai-chat' : 'anthropic-messages'));
   const parsed = wire === 'openai' ? parseOpenAIChatRequest(body) : parseAnthropicRequest(body);
   if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
@@ -69,7 +71,8 @@ export async function serveChat(a: Access, parsedReq: ChatRequest, codec: Client
   }
   a.guardrails(route.guardrails);
   const unguarded = req;
-  req = await a.guardChatInput(req);
+  const guarded = a.guardChatInput(req);
+  req = guarded instanceof Promise ? await guarded : guarded;
   opts.guarded?.(unguarded, req);
 
   // Cache (scoped to this agent or team): looked up after policy and input guardrails, so a hit
@@ -86,7 +89,8 @@ export async function serveChat(a: Access, parsedReq: ChatRequest, codec: Client
   const maxOut = req.max_completion_tokens ?? req.max_tokens ?? 4096;
   // A hit costs $0 (the admission script reserves nothing for an entry it finds, too).
   const estimate = hitOf() ? 0 : Math.max(0, ...route.targets.map((t) => estimateCostUsd(promptTokens, maxOut, t.pricing)));
-  const adm = await a.admit(promptTokens + maxOut, estimate, look?.pending?.key);
+  const admitted = a.admit(promptTokens + maxOut, estimate, look?.pending?.key);
+  const adm = admitted instanceof Promise ? await admitted : admitted;
   if (look?.pending) look = await look.pending.finish(adm.cached);
   const cache: CacheState = { hit: hitOf(), save: look && look.status !== 'off' ? look.save : null };
 
@@ -124,13 +128,15 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
   }
   const cost = finish(a, route, r.target, r.value.result.usage, adm, 200, false, undefined, cache.save ? 'miss' : null);
   cache.save?.(r.value.result);
-  const result = await a.guardChatOutput(r.value.result);
+  const checked = a.guardChatOutput(r.value.result);
+  const result = checked instanceof Promise ? await checked : checked;
   // The raw upstream body is only usable when no guardrail changed the answer, and when no secret
   // hides in it split across text blocks (the joined text shows it; re-encoded, the door scrubs it).
   const raw = result === r.value.result && !holdsSecret(ctx.rt.egress, result.text ?? '') ? r.value.raw : null;
   const text = raw ?? JSON.stringify(codec.encodeResult(result, route.name));
-  await ctx.rt.evidenceSafe();
-  await codec.settle?.();
+  const safe = ctx.rt.evidenceSafeNow();
+  if (safe) await safe;
+  if (codec.settle) await codec.settle();
   sendText(ctx, 200, text, 'application/json', { ...responseHeaders(r.target, cost), ...cacheHeader(cache) });
 }
 

@@ -27,7 +27,7 @@ export interface GatewayRuntime extends AccessRuntime {
   readonly responses: ResponseStore;
   readonly responsesTtlMs: number;
   /** Outbound auth for a provider (the agent's own credential is never forwarded). */
-  injectProvider(p: ProviderRuntime, identity: Identity): Promise<Injection>;
+  injectProvider(p: ProviderRuntime, identity: Identity): Injection | Promise<Injection>;
 }
 
 /** A model-plane request's context. */

@@ -9,6 +9,7 @@ import { CircuitBreaker, DEFAULT_BREAKER, type BreakerOptions } from './breaker.
 import type { Pricing } from './pricing.ts';
 import { resolvePricing } from '../config/pricing.ts';
 import { LatencyStats } from './latency.ts';
+import type { Deadlines } from './deadlines.ts';
 
 export type ProviderType = ProviderSpec['type'];
 
@@ -50,6 +51,8 @@ export interface Target {
   latency: LatencyStats;
   /** "provider/model", used in logs, metrics and audit. */
   label: string;
+  /** The total-timeout clock of its attempts in flight (gateway/upstream.ts), made by the first. */
+  deadlines?: Deadlines;
 }
 
 export interface Route {

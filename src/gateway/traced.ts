@@ -8,13 +8,18 @@ import type { Route, Target } from './routes.ts';
 import { endHttpSpan, traceHeaders, type Span } from '../observability/tracing.ts';
 import { modelSpanAttributes, modelSpanName, type ModelOperation } from '../observability/otlp-genai.ts';
 
-export async function traced<R extends { status: number }>(ctx: Ctx, operation: ModelOperation, route: Route, target: Target, identity: Identity, send: (inj: Injection) => Promise<R>): Promise<R> {
-  const inj = await ctx.rt.injectProvider(target.provider, identity);
+export function traced<R extends { status: number }>(ctx: Ctx, operation: ModelOperation, route: Route, target: Target, identity: Identity, send: (inj: Injection) => Promise<R>): Promise<R> {
+  // Not async: a provider without a credential injects at once, and an untraced call is just send().
+  let inj: Injection | Promise<Injection>;
+  try { inj = ctx.rt.injectProvider(target.provider, identity); } catch (e) { return Promise.reject(e); }
+  return inj instanceof Promise ? inj.then((i) => sendIn(ctx, operation, route, target, identity, i, send)) : sendIn(ctx, operation, route, target, identity, inj, send);
+}
+
+function sendIn<R extends { status: number }>(ctx: Ctx, operation: ModelOperation, route: Route, target: Target, identity: Identity, inj: Injection, send: (inj: Injection) => Promise<R>): Promise<R> {
   ctx.credentialUsed = inj.credential;
   const span = clientSpan(ctx, operation, route, target, identity);
-  const res = await send(span ? { ...inj, headers: { ...inj.headers, ...traceHeaders(span) } } : inj);
-  if (span) endHttpSpan(span, res.status, 'client');
-  return res;
+  if (!span) return send(inj);
+  return send({ ...inj, headers: { ...inj.headers, ...traceHeaders(span) } }).then((res) => { endHttpSpan(span, res.status, 'client'); return res; });
 }
 
 function clientSpan(ctx: Ctx, operation: ModelOperation, route: Route, target: Target, identity: Identity): Span | undefined {

@@ -10,6 +10,7 @@ import type { UpstreamRequest } from '../providers/types.ts';
 /** An adapter's request as sent: a long body may go as its UTF-8 bytes (gateway/long-body.ts). */
 export type OutboundRequest = Omit<UpstreamRequest, 'body'> & { body: string | Buffer };
 import type { Target } from './routes.ts';
+import { Deadlines, type Timed } from './deadlines.ts';
 
 export interface Injection {
   headers: Record<string, string>;
@@ -142,6 +143,7 @@ function onTotalTimeout(x: Exchange): void {
   x.abort(new DOMException(`no complete answer within ${x.target.timeouts.totalMs} ms`, 'TimeoutError'));
 }
 
+
 type Head = AttemptText | AttemptStream | AttemptFailure;
 
 /**
@@ -149,13 +151,17 @@ type Head = AttemptText | AttemptStream | AttemptFailure;
  * iterator. A non-streamed answer (and any error body) is collected and settles `head` at
  * its end; a streamed 2xx settles `head` at the response head and is then read through next().
  */
-class Exchange implements Dispatcher.DispatchHandler, UpstreamBody {
+class Exchange implements Dispatcher.DispatchHandler, UpstreamBody, Timed {
   readonly target: Target;
   private readonly call: CallAbort;
   private readonly stream: boolean;
   private settle: ((h: Head) => void) | null = null;
   private controller: Dispatcher.DispatchController | null = null;
-  private timer: NodeJS.Timeout | null = null;
+  // On the target's total-timeout clock (gateway/deadlines.ts) while in flight.
+  clock: Deadlines | null = null;
+  deadline = 0;
+  older: Timed | null = null;
+  newer: Timed | null = null;
   private status = 0;
   private headers = NO_HEADERS;
   private chunks: Buffer[] = [];
@@ -185,7 +191,7 @@ class Exchange implements Dispatcher.DispatchHandler, UpstreamBody {
     const headers: Record<string, string> = { ...provider.headers, ...up.headers, ...inj.headers };
     if (up.method === 'POST') headers['content-type'] ??= 'application/json';
     this.call.inFlight = this;
-    this.timer = setTimeout(onTotalTimeout, this.target.timeouts.totalMs, this);
+    (this.target.deadlines ??= new Deadlines(this.target.timeouts.totalMs)).add(this);
     const path = requestPath(this.target, up, inj);
     if (!inj.sign) this.dispatch(path, headers, up);
     else if (!provider.signing) {
@@ -216,6 +222,9 @@ class Exchange implements Dispatcher.DispatchHandler, UpstreamBody {
       this.fail(err as Error);
     }
   }
+
+  /** Its total timeout passed (the target's clock calls this). */
+  expire(): void { onTotalTimeout(this); }
 
   abort(reason: Error): void {
     if (this.over) return;
@@ -318,7 +327,7 @@ class Exchange implements Dispatcher.DispatchHandler, UpstreamBody {
 
   private release(): void {
     this.over = true;
-    if (this.timer) { clearTimeout(this.timer); this.timer = null; }
+    this.clock?.remove(this);
     if (this.call.inFlight === this) this.call.inFlight = null;
   }
 
