@@ -1,6 +1,6 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createDecipheriv, hkdfSync } from 'node:crypto';
+import { createDecipheriv, createHmac, hkdfSync } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, utimesSync } from 'node:fs';
 import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
@@ -248,6 +248,25 @@ test('stored rows are AES-256-GCM in the documented layout: decrypted here with 
   const vault = openStored(dir, ['sf', 'other']);
   assert.equal((await createInjector({ vault }).injectionFor('sf')).headers.authorization, 'Bearer stored-NEEDLE-second-value');
   vault.close();
+});
+
+test('the key check row is HMAC-SHA256 of "check" under its own HKDF subkey, written on the first open: a data dir keeps opening across upgrades, and another key is refused before any credential is stored', () => {
+  const dir = tmp();
+  openVault({ dataDir: dir, db: openDatabase(dir), config: cfg([]), env: masterEnv, refreshMs: 0 }).close();
+  const db = new DatabaseSync(join(dir, 'aam.db'));
+  const meta = Object.fromEntries((db.prepare('SELECT k, v FROM credential_meta').all() as Array<{ k: string; v: string }>).map((r) => [r.k, r.v]));
+  db.close();
+  const subkey = Buffer.from(hkdfSync('sha256', MASTER, Buffer.alloc(0), 'aam credentials key check v1', 32));
+  const keyId = createHmac('sha256', MASTER).update('aam master key id v1').digest('hex').slice(0, 16);
+  assert.deepEqual(meta, { key_check: createHmac('sha256', subkey).update('check').digest('hex'), key_id: keyId });
+  const other = Buffer.alloc(32, 9);
+  const otherId = createHmac('sha256', other).update('aam master key id v1').digest('hex').slice(0, 16);
+  assert.throws(() => openVault({ dataDir: dir, db: openDatabase(dir), config: cfg([]), env: { AAM_MASTER_KEY: other.toString('base64') }, refreshMs: 0 }), {
+    code: 'master_key',
+    message: `wrong master key: stored credentials were encrypted with key ${keyId}, but AAM_MASTER_KEY holds key ${otherId}. Set AAM_MASTER_KEY (or restore master.key) to the original key; aam refuses to start rather than run without its credentials.`,
+  });
+  // The right key still opens it (the check row is not rewritten by a refused open).
+  openVault({ dataDir: dir, db: openDatabase(dir), config: cfg([]), env: masterEnv, refreshMs: 0 }).close();
 });
 
 test('a flipped byte in a stored nonce, ciphertext or tag fails closed with a clear error', async () => {

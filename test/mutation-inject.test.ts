@@ -382,6 +382,9 @@ test('stripInboundAuth: every credential header an agent may send and every hop-
     }
   }
   assert.deepEqual(stripInboundAuth(Object.fromEntries(dropped.map((h) => [h, 'v']))), {});
+  // Only Connection names headers to drop: another header whose value is a header name drops nothing.
+  const named = { 'access-control-request-headers': 'content-type, x-trace', 'content-type': 'text/plain', 'x-trace': 't1' };
+  assert.deepEqual(stripInboundAuth(named), named);
 });
 
 test('a credential with no value is refused as a 502 naming it, with what is wrong', async () => {
