@@ -337,9 +337,13 @@ export function createA2aGateway(): A2aGateway {
     // No flushHeaders: the head goes out with the first event in one write (a write of its own cost
     // ~0.06 ms CPU per stream); a callee that stays silent sends it with the first keep-alive.
     keepSseAlive(res, ctx.rt.options.sseKeepaliveMs);
-    const fail = (id: unknown, code: number, message: string, data?: { code: string; http_status?: number }) => res.write(binding.failFrame(id, code, message, data));
+    // The frames of one read from the callee leave in one write (one pass of the egress door's
+    // scrubber, one chunk of the response's framing), not one write per event.
+    let out = '';
+    const flush = (): void => { if (out) { res.write(out); out = ''; } };
+    const fail = (id: unknown, code: number, message: string, data?: { code: string; http_status?: number }) => { out += binding.failFrame(id, code, message, data); };
     const bound = { tasks: new Set<string>(), contexts: new Set<string>() };
-    /** One event to the caller; false ends the stream. */
+    /** One event's frame for the caller; false ends the stream. */
     const emit = async (rec: SseRecord): Promise<boolean> => {
       let ev: Record<string, unknown>;
       try { ev = JSON.parse(rec.data) as Record<string, unknown>; } catch {
@@ -358,7 +362,7 @@ export function createA2aGateway(): A2aGateway {
           return false;
         }
       }
-      res.write(binding.frame(ev, rec.event));
+      out += binding.frame(ev, rec.event);
       if (ev.error !== undefined && binding === REST) return false;
       return true;
     };
@@ -371,13 +375,15 @@ export function createA2aGateway(): A2aGateway {
         const records = parser.push(dec.decode(chunk, { stream: true }));
         pending = records.length ? 0 : pending + chunk.length;
         if (pending > MAX_RESPONSE_BYTES) throw new Error(`an event larger than ${MAX_RESPONSE_BYTES} bytes`);
-        for (const rec of records) if (!(await emit(rec))) { body.destroy(); return null; }
+        for (const rec of records) if (!(await emit(rec))) { flush(); body.destroy(); return null; }
+        flush();
       }
-      for (const rec of parser.end()) if (!(await emit(rec))) return null;
+      for (const rec of parser.end()) if (!(await emit(rec))) break;
     } catch (e) {
       body.destroy();
       fail(null, -32603, `agent "${name}" stream failed: ${(e as Error).message}`);
     }
+    flush();
     return null;
   }
 

@@ -72,6 +72,31 @@ export function mapLeaves(v: unknown, visit: LeafVisitor, path = '$', depth = 0,
   return copy ?? v;
 }
 
+/**
+ * How many leaves mapLeaves visits at a path ending in `.text`, counted up to `max`. It may count
+ * more, never fewer: a string under a key ending in `text` counts (in an array too), and a JSON
+ * `arguments` string counts as `max` (its inside is walked as JSON). No path is built, so a caller
+ * that needs only those leaves (scrubAcross) skips the walk when there are too few of them.
+ */
+export function textLeavesUpTo(v: unknown, max: number, depth = 0, key = ''): number {
+  if (typeof v === 'string') {
+    if (key === 'text' || key.endsWith('.text')) return 1;
+    return key === ARGUMENTS_KEY && (v.startsWith('{') || v.startsWith('[')) ? max : 0;
+  }
+  if (typeof v !== 'object' || v === null || depth >= MAX_DEPTH) return 0;
+  let n = 0;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length && n < max; i++) n += textLeavesUpTo(v[i], max, depth + 1, key);
+    return n;
+  }
+  for (const k in v) {
+    if (n >= max) break;
+    if (!Object.hasOwn(v, k)) continue;
+    n += textLeavesUpTo((v as Record<string, unknown>)[k], max, depth + 1, k);
+  }
+  return n;
+}
+
 function mapString(s: string, visit: LeafVisitor, path: string, key: string): string {
   if (ENUM_KEYS.has(key) && ENUM_VALUE.test(s)) return s;
   if (key === ARGUMENTS_KEY && (s.startsWith('{') || s.startsWith('['))) {
