@@ -35,13 +35,15 @@ const subOf = (auth: string): string => {
   return m ? String((JSON.parse(Buffer.from(m[2], 'base64url').toString('utf8')) as { sub?: string }).sub) : '';
 };
 /** subscriptions/listen streams the upstream has open (aam's, on behalf of its callers). */
-const upstreamStreams: Array<{ server: string; sub: string; notifications: Record<string, unknown>; write(msg: Record<string, unknown>): void; closed: boolean }> = [];
+const upstreamStreams: Array<{ server: string; sub: string; notifications: Record<string, unknown>; write(msg: Record<string, unknown>): void; end(): void; closed: boolean }> = [];
 const pushUpstream = (server: string, msg: Record<string, unknown>) => { for (const st of upstreamStreams) if (st.server === server && !st.closed) st.write({ jsonrpc: '2.0', ...msg }); };
 const listsOf = (server: string, from = 0) => seen.slice(from).filter((x) => x.server === server && x.body.method === 'tools/list');
 
 let check: SchemaCheck = () => {};
 /** While true, server delta (?s=delta) answers every request with 503 (it is down). */
 let deltaDown = false;
+/** When aam tried to open a listen stream to delta while it was down. */
+const deltaListenTries: number[] = [];
 
 let upstream: HttpServer;
 let gw: TestGateway;
@@ -55,7 +57,11 @@ async function startUpstream(): Promise<string> {
     const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Body;
     const auth = String(req.headers.authorization ?? '');
     const server = new URL(req.url ?? '/', 'http://x').searchParams.get('s') ?? '';
-    if (server === 'delta' && deltaDown) { res.writeHead(503).end(); return; }
+    if (server === 'delta' && deltaDown) {
+      if (body.method === 'subscriptions/listen') deltaListenTries.push(Date.now());
+      res.writeHead(503).end();
+      return;
+    }
     const sub = subOf(auth);
     seen.push({ server, auth, sub, body });
     const reply = (status: number, msg: Record<string, unknown>) => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, ...msg })); };
@@ -65,7 +71,7 @@ async function startUpstream(): Promise<string> {
     if (body.method === 'subscriptions/listen') {
       const notifications = (body.params.notifications ?? {}) as Record<string, unknown>;
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-      const st = { server, sub, notifications, closed: false, write: (msg: Record<string, unknown>) => { res.write(`data: ${JSON.stringify(msg)}\n\n`); } };
+      const st = { server, sub, notifications, closed: false, write: (msg: Record<string, unknown>) => { res.write(`data: ${JSON.stringify(msg)}\n\n`); }, end: () => { res.end(); } };
       upstreamStreams.push(st);
       res.on('close', () => { st.closed = true; });
       st.write({ jsonrpc: '2.0', method: 'notifications/subscriptions/acknowledged', params: { notifications, _meta: { 'io.modelcontextprotocol/subscriptionId': body.id } } });
@@ -574,6 +580,42 @@ test('subscriptions/listen: the lists of an upstream that was down when the stre
     pushUpstream('delta', { method: 'notifications/prompts/list_changed', params: {} });
     await until(() => prompts() === before + 1, 'delta\'s own prompts list_changed relayed');
     for (const x of nav.messages.slice(1)) assert.equal(x.params._meta['io.modelcontextprotocol/subscriptionId'], nav.id);
+  } finally {
+    nav.close();
+    deltaDown = false;
+    writeFileSync(gw.configPath, config(upstreamUrl));
+    gw.g.rt.reload();
+  }
+  await until(() => open().length === 0, 'aam to end its upstream stream to delta');
+});
+
+test('subscriptions/listen: an upstream that goes down after it was listened to is tried again with a capped backoff, and once back the lists it may have changed are relayed', async () => {
+  const open = () => upstreamStreams.filter((st) => st.server === 'delta' && !st.closed);
+  const lists = (l: { messages: Array<Record<string, any>> }) => l.messages.filter((x) => /^notifications\/\w+\/list_changed$/.test(String(x.method))).map((x) => x.method as string);
+  writeFileSync(gw.configPath, config(upstreamUrl, false, ['*'], { delta: true }));
+  assert.equal(gw.g.rt.reload(), null);
+  const nav = await listen('/mcp/delta', { promptsListChanged: true, resourcesListChanged: true });
+  /** delta goes down, ending aam's stream to it (as a restarting server does). */
+  const down = () => { deltaDown = true; deltaListenTries.length = 0; for (const st of open()) st.end(); return Date.now(); };
+  try {
+    await until(() => nav.messages.length > 0, 'the acknowledgement');
+    await until(() => open().length === 1, 'aam\'s listen stream to delta');
+    const heard = lists(nav).length;
+    // Tried again after 1 s, then 2 s, then 4 s: not every second.
+    down();
+    await until(() => deltaListenTries.length >= 3, 'three tries while delta is down', 40_000);
+    const gaps = deltaListenTries.slice(1).map((t, i) => t - deltaListenTries[i]);
+    assert.ok(gaps[0] >= 1500 && gaps[1] >= 3000, `the tries back off (gaps ${gaps.join(', ')} ms)`);
+    assert.equal(lists(nav).length, heard, 'nothing relayed while delta is down');
+    // Back (the next try, 8 s later): listened to again, and the caller told that the lists it asked for may have changed.
+    deltaDown = false;
+    await until(() => open().length === 1, 'aam\'s listen stream to delta, once it is back', 40_000);
+    await until(() => lists(nav).slice(heard).sort().join() === 'notifications/prompts/list_changed,notifications/resources/list_changed', 'prompts and resources list_changed on delta\'s return');
+    for (const x of nav.messages.slice(1)) assert.equal(x.params._meta['io.modelcontextprotocol/subscriptionId'], nav.id);
+    // A stream acknowledged again resets the backoff: the first try after the next outage comes after 1 s, not 16 s.
+    const at = down();
+    await until(() => deltaListenTries.length >= 1, 'a try soon after delta went down again', 20_000);
+    assert.ok(deltaListenTries[0] - at < 8000, `first try ${deltaListenTries[0] - at} ms after the outage`);
   } finally {
     nav.close();
     deltaDown = false;

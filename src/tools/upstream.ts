@@ -101,8 +101,12 @@ export interface Upstream {
   close(): Promise<void>;
 }
 
-/** One listen stream to a 2026-07-28 upstream: whose credential opens it, and what it names (each counted by the subscriptions wanting it). */
-interface Watch { identity: Identity; uris: Map<string, number>; tasks: Map<string, number>; lists: Map<string, number>; stream?: UpstreamListen; timer?: NodeJS.Timeout }
+/**
+ * One listen stream to a 2026-07-28 upstream: whose credential opens it, and what it names (each
+ * counted by the subscriptions wanting it); `retryMs` is the wait before it is opened again once
+ * the upstream ended it, `lost` that it did and is not acknowledged again yet.
+ */
+interface Watch { identity: Identity; uris: Map<string, number>; tasks: Map<string, number>; lists: Map<string, number>; stream?: UpstreamListen; timer?: NodeJS.Timeout; retryMs?: number; lost?: boolean }
 type WatchPart = 'uris' | 'tasks' | 'lists';
 
 /** What a listen stream asks the upstream for; undefined when nothing is wanted any more. */
@@ -113,6 +117,10 @@ function notificationsOf(w: Watch): Record<string, unknown> | undefined {
   for (const l of w.lists.keys()) f[LIST_FILTER[l as WatchList]] = true;
   return Object.keys(f).length ? f : undefined;
 }
+
+/** A listen stream the upstream ended is opened again after 1 s, doubling per failed try up to 30 s (reset once acknowledged). */
+const LISTEN_RETRY_MIN_MS = 1000;
+const LISTEN_RETRY_MAX_MS = 30_000;
 
 const MAX_STDERR_LINE = 2000;
 /** Identities whose private tools lists are kept per server (oldest dropped first). */
@@ -233,9 +241,17 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   function resumeWatches(): void {
     for (const [key, w] of watches) {
       void rewatch(key).catch((e: unknown) => deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'subscriptions/listen to the upstream failed; retried when it ends'));
-      const who = key === '' ? undefined : key;
-      for (const list of ['prompts', 'resources'] as const) if (w.lists.has(list)) for (const l of listListeners) l(list, who);
+      missed(key, w, ['prompts', 'resources']);
     }
+  }
+
+  /**
+   * The lists stream `key` asks for may have changed while nobody listened to the upstream: handled
+   * as if it announced each of `lists` (prompts and resources relayed, tools listed again and a
+   * change relayed).
+   */
+  function missed(key: string, w: Watch, lists: readonly WatchList[]): void {
+    for (const list of lists) if (w.lists.has(list)) onWatched(key, `notifications/${list}/list_changed`, {});
   }
 
   async function connect(): Promise<UpstreamClient> {
@@ -463,16 +479,29 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     const filter = notificationsOf(w);
     const old = w.stream;
     w.stream = undefined;
+    // A retry pending for the stream replaced here would skip this one's own end.
+    if (w.timer) { clearTimeout(w.timer); w.timer = undefined; }
     if (filter) {
       const st = callerIdentity.run(w.identity, () => c.listen!(filter, (method, params) => onWatched(key, method, params)));
       w.stream = st;
       void st.ended.then(() => {
         if (w.stream !== st || isClosed() || w.timer) return;
-        w.timer = setTimeout(() => { w.timer = undefined; if (w.stream === st) rewatch(key).catch(() => {}); }, 1000);
+        // The upstream ended it (down, restarting): opened again with a capped backoff, not every second.
+        w.lost = true;
+        const delay = w.retryMs ?? LISTEN_RETRY_MIN_MS;
+        w.retryMs = Math.min(LISTEN_RETRY_MAX_MS, delay * 2);
+        w.timer = setTimeout(() => { w.timer = undefined; if (w.stream === st) rewatch(key).catch(() => {}); }, delay);
         w.timer.unref();
       });
       const late = new Promise<never>((_, no) => { setTimeout(() => no(new Error(`no acknowledgement within ${timeoutMs} ms`)), timeoutMs).unref(); });
-      try { await Promise.race([st.acked, late]); } catch (e) {
+      try {
+        await Promise.race([st.acked, late]);
+        if (w.stream === st) {
+          w.retryMs = undefined;
+          // Listened to again after it was lost: what it announced meanwhile never came.
+          if (w.lost) { w.lost = false; missed(key, w, ['tools', 'prompts', 'resources']); }
+        }
+      } catch (e) {
         // A stream replaced before its acknowledgement (the set changed again) is no failure.
         if (w.stream === st) deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'subscriptions/listen to the upstream failed; its notifications are not relayed');
       }
