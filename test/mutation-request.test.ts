@@ -148,7 +148,7 @@ test('a body is read whole up to the cap; above it the answer is 413 naming whic
     assert.deepEqual(r.json.error, { message: `request body exceeds the ${MAX} byte limit (AAM_MAX_BODY_BYTES)`, type: 'invalid_request_error', param: null, code: 'body_too_large' });
     r = await call(echo(100), { body: ['x'.repeat(60), 'y'.repeat(41)], chunked });
     assert.equal(r.status, 413);
-    assert.equal(r.json.error.message, 'request body exceeds the 100 byte limit of this endpoint');
+    assert.deepEqual([r.json.error.code, r.json.error.message], ['body_too_large', 'request body exceeds the 100 byte limit of this endpoint']);
   }
   r = await call(echo(100), { body: ['x'.repeat(100)] });
   assert.equal(r.status, 200);
@@ -237,7 +237,8 @@ test('a JSON body must say it is JSON, not be empty, not nest deeper than 128 le
   assert.match(r.json.error.message, /^request body is not valid JSON: /);
 });
 
-test('an idle event stream gets keep-alive comments; a JSON answer never does, nor an ended stream', async () => {
+test('an idle event stream gets keep-alive comments; a JSON answer never does, nor an ended stream', async (t) => {
+  const started = t.mock.method(globalThis, 'setInterval');
   const KEEPALIVE = ': keep-alive\n\n';
   const opened: Array<() => void> = [];
   /** Reads a response as it streams; resolves when `until` holds for what arrived (15 s deadline). */
@@ -280,6 +281,9 @@ test('an idle event stream gets keep-alive comments; a JSON answer never does, n
   assert.equal(off.text(), 'data: off\n\n', 'an interval of 0: no comments');
   for (const end of opened.splice(0)) end();
   for (const s of [sse, sse2, json, off]) s.close();
+  // Its timers never keep a process alive by themselves (a draining server, a CLI): the streams do.
+  assert.ok(started.mock.callCount() >= 3);
+  for (const c of started.mock.calls) assert.equal((c.result as unknown as { hasRef(): boolean }).hasRef(), false);
 });
 
 test('a refusal does not wait for the rest of the body: a declared-too-large one before any byte, a watched one at its first bad chunk', async () => {
