@@ -83,6 +83,26 @@ test('a settlement no admission carries is sent alone within the settle delay (s
   } finally { await lim.close(); }
 });
 
+test('steady traffic arms one settle timer, not one per request', async () => {
+  const lim = new FleetLimiter(fleet, { settleDelayMs: 50 });
+  const real = globalThis.setTimeout;
+  let timers = 0;
+  try {
+    lim.settle(await admitted(lim, request('agent:steady')), 0.01, 10); // loads the budget, the script
+    // The settle delay's timers (the Redis client's command timeouts, 1000 ms, are not the limiter's).
+    globalThis.setTimeout = ((...args: Parameters<typeof setTimeout>) => { if ((args[1] ?? 0) <= 50) timers++; return real(...args); }) as typeof setTimeout;
+    for (let i = 0; i < 20; i++) lim.settle(await admitted(lim, request('agent:steady')), 0.01, 10);
+    globalThis.setTimeout = real;
+    assert.ok(timers <= 2, `20 settles, each taken by the next admission: ${timers} timers armed (was one per settle)`);
+    // The last settlement, which no admission carries, is still sent alone within the delay.
+    await until(async () => { const b = await budget('agent:steady'); return near(b.spent, 0.21) && near(b.reserved, 0); }, 10_000, '$0.21 settled and no reservation left');
+    assert.ok(lim.settleCalls >= 1);
+  } finally {
+    globalThis.setTimeout = real;
+    await lim.close();
+  }
+});
+
 test('settlements of a failed script call are carried again: charged when the call did not run, not twice when it ran or when Redis restarted empty', async () => {
   const redis = await privateRedis();
   const own = await fleetStore(redis.url);

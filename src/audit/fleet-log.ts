@@ -241,7 +241,12 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
   return {
     replica,
     record,
-    journaled: () => upTo(seq),
+    // now: nothing else in flight (c=1), so the INSERT goes out at once instead of after this loop turn.
+    journaled: (now = false) => {
+      const p = upTo(seq);
+      if (now && scheduled) write();
+      return p;
+    },
     async recordDurable(event) {
       if (!record(event)) throw new AuditUnavailableError('the audit queue is full: the action is refused rather than left unrecorded');
       const mine = seq;

@@ -205,8 +205,8 @@ interface FleetTicket extends Ticket {
   done: boolean;
 }
 
-/** A settle or release waiting to ride on the next script call (retry: its first call failed). */
-interface Settlement { ft: FleetTicket; charge: number; tokens: number; retry?: boolean }
+/** A settle or release waiting to ride on the next script call (retry: its first call failed; at: when queued, performance.now()). */
+interface Settlement { ft: FleetTicket; charge: number; tokens: number; retry?: boolean; at: number }
 
 export interface FleetLimiterOptions {
   /** How long a reservation holds budget if its request never settles (crashed replica). Default 15 min. */
@@ -352,7 +352,6 @@ export class FleetLimiter implements Limiter {
     if (this.#queue.length === 0 || this.#fleet.redis.status !== 'ready') return [];
     const batch = this.#queue.length <= MAX_SETTLEMENTS ? this.#queue : this.#queue.slice(0, MAX_SETTLEMENTS);
     this.#queue = batch === this.#queue ? [] : this.#queue.slice(MAX_SETTLEMENTS);
-    if (this.#queue.length === 0 && this.#idle) { clearTimeout(this.#idle); this.#idle = null; }
     return batch;
   }
 
@@ -389,7 +388,6 @@ export class FleetLimiter implements Limiter {
 
   /** Send queued settlements alone: no admission came to carry them. */
   #sendQueued(): Promise<void> {
-    this.#idle = null;
     if (this.#sending) return this.#sending;
     this.#sending = (async () => {
       try {
@@ -408,9 +406,20 @@ export class FleetLimiter implements Limiter {
     return this.#sending;
   }
 
-  #arm(): void {
+  /**
+   * One timer for the queue, not one per settle: admissions keep taking the queue, so when it
+   * fires it usually finds the queue empty or young and only waits again (a few times a second
+   * under load, instead of a setTimeout and clearTimeout per request).
+   */
+  #arm(delay = this.#settleDelay): void {
     if (this.#idle) return;
-    this.#idle = setTimeout(() => { void this.#sendQueued(); }, this.#settleDelay);
+    this.#idle = setTimeout(() => {
+      this.#idle = null;
+      if (this.#queue.length === 0) return;
+      const waited = performance.now() - this.#queue[0].at;
+      if (waited < this.#settleDelay) this.#arm(this.#settleDelay - waited);
+      else void this.#sendQueued();
+    }, delay);
   }
 
   /** Settled spend of the day `d` and month `m` in PostgreSQL, plus what this replica has not flushed. */
@@ -482,7 +491,7 @@ export class FleetLimiter implements Limiter {
     const estimated = costUsd === null || !Number.isFinite(costUsd) || costUsd < 0;
     const charge = estimated ? ft.amount : (costUsd as number);
     const actual = tokens === null || !Number.isFinite(tokens) ? -1 : tokens;
-    if (ft.budgets.length > 0 || (actual >= 0 && ft.tpmKeys.length > 0)) this.#enqueue({ ft, charge, tokens: actual });
+    if (ft.budgets.length > 0 || (actual >= 0 && ft.tpmKeys.length > 0)) this.#enqueue({ ft, charge, tokens: actual, at: performance.now() });
     if (charge > 0 && ft.budgets.length > 0) {
       const w = this.#windowAt(Date.now());
       if (this.#recentWindow !== w) { this.#fold(); this.#recentWindow = w; }
@@ -494,7 +503,7 @@ export class FleetLimiter implements Limiter {
     const ft = t as FleetTicket;
     if (ft.done) return;
     ft.done = true;
-    if (ft.budgets.length > 0) this.#enqueue({ ft, charge: 0, tokens: -1 });
+    if (ft.budgets.length > 0) this.#enqueue({ ft, charge: 0, tokens: -1, at: performance.now() });
   }
 
   /**
@@ -540,7 +549,7 @@ export class FleetLimiter implements Limiter {
     let at = 0;
     for (const { ft, charge } of batch) {
       ft.budgets.forEach((b, j) => {
-        if (charge <= 0) return;
+        if (charge <= 0 || !b.limits.alert_at?.length) return;
         for (const [period, total, limit, start] of [['daily', totals[at + 2 * j], b.limits.daily_usd, d], ['monthly', totals[at + 2 * j + 1], b.limits.monthly_usd, m]] as const) {
           if (!limit || total === '' || total === undefined) continue;
           const after = Number(total);
@@ -586,7 +595,7 @@ export class FleetLimiter implements Limiter {
 
   async close(): Promise<void> {
     clearInterval(this.#timer);
-    if (this.#idle) clearTimeout(this.#idle);
+    if (this.#idle) { clearTimeout(this.#idle); this.#idle = null; }
     await this.#sendQueued();
     if (this.#idle) { clearTimeout(this.#idle); this.#idle = null; }
     await this.#flushing;

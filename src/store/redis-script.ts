@@ -23,17 +23,18 @@ export function scriptRunner<T>(redis: Redis, lua: string): (args: Array<string 
   // auto-pipelining would batch them: the socket is corked until the turn's check phase.
   let corked: Redis['stream'] | null = null;
   const uncork = () => { corked?.uncork(); corked = null; };
-  return async (args) => {
+  // A Redis that lost the script (restarted, flushed) gets it once by EVAL.
+  const again = (e: unknown, args: Array<string | number>): Promise<T> => {
+    if (!(e instanceof Error) || !e.message.startsWith('NOSCRIPT')) throw e;
+    return redis.sendCommand(new Command('eval', [lua, ...args], UTF8)) as Promise<T>;
+  };
+  // Not async: one promise per call (the command's), not a wrapper around it.
+  return (args) => {
     if (!corked && redis.status === 'ready') {
       corked = redis.stream;
       corked.cork();
       setImmediate(uncork);
     }
-    try {
-      return await (redis.sendCommand(new Command('evalsha', [sha, ...args], UTF8)) as Promise<T>);
-    } catch (e) {
-      if (!(e instanceof Error) || !e.message.startsWith('NOSCRIPT')) throw e;
-      return redis.sendCommand(new Command('eval', [lua, ...args], UTF8)) as Promise<T>;
-    }
+    return (redis.sendCommand(new Command('evalsha', [sha, ...args], UTF8)) as Promise<T>).catch((e: unknown) => again(e, args));
   };
 }
