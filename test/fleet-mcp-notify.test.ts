@@ -6,7 +6,8 @@
 // serves the stream listens upstream itself, so a change made through the other replica reaches it.
 // A session's subscriptions are fleet-wide state: a resources/unsubscribe on A undoes the one held
 // by B. A server's list_changed said on B's connection only reaches a session's stream on A,
-// decided for each caller there (agent b may list crm's tools, not its prompts or resources).
+// decided for each caller there (agent b may list crm's tools, not its prompts or resources); so
+// does a 2026-07-28 subscriptions/listen stream held by A.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server, type ServerResponse } from 'node:http';
@@ -178,13 +179,40 @@ test('a server\'s list_changed said on replica B\'s connection only reaches sess
   } finally { full.close(); narrow.close(); }
 });
 
-/** A 2026-07-28 request on one replica (headers mirrored from the body); the raw response. */
-function modernRequest(url: string, method: string, params: Record<string, unknown>, signal?: AbortSignal): Promise<Response> {
+/** A 2026-07-28 request on one replica (headers mirrored from the body), to /mcp/memo as agent a unless told; the raw response. */
+function modernRequest(url: string, method: string, params: Record<string, unknown>, signal?: AbortSignal, o: { server?: string; agent?: string } = {}): Promise<Response> {
   const body = { jsonrpc: '2.0', id: Math.floor(Math.random() * 1e9), method, params: { ...params, _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientInfo': { name: 'spec-client', version: '1' }, 'io.modelcontextprotocol/clientCapabilities': {} } } };
-  const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${fleet.keys.a}`, 'mcp-protocol-version': '2026-07-28', 'mcp-method': method };
+  const headers: Record<string, string> = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${fleet.keys[o.agent ?? 'a']}`, 'mcp-protocol-version': '2026-07-28', 'mcp-method': method };
   if (typeof params.name === 'string') headers['mcp-name'] = params.name;
-  return fetch(`${url}/mcp/memo`, { method: 'POST', headers, body: JSON.stringify(body), signal });
+  return fetch(`${url}/mcp/${o.server ?? 'memo'}`, { method: 'POST', headers, body: JSON.stringify(body), signal });
 }
+
+test('a server\'s list_changed said on replica B\'s connection reaches 2026-07-28 listen streams held by replica A, decided per caller', async () => {
+  const [a, b] = fleet.urls;
+  const ac = new AbortController();
+  const all = { toolsListChanged: true, promptsListChanged: true, resourcesListChanged: true };
+  const open = async (agent: string) => {
+    const r = await modernRequest(a, 'subscriptions/listen', { notifications: all }, ac.signal, { server: 'crm', agent });
+    assert.equal(r.status, 200);
+    return sseMessages(r.body);
+  };
+  const full = await open('a');
+  const narrow = await open('b');
+  const actor = await rpc(b, 'initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } });
+  assert.equal(actor.status, 200, actor.text);
+  const lists = (m: Array<Record<string, any>>) => [...new Set(m.map((x) => String(x.method)).filter((x) => x.endsWith('/list_changed')))].sort();
+  try {
+    await until(async () => full.length > 0 && narrow.length > 0, 20_000, 'both acknowledgements');
+    assert.equal(full[0].method, 'notifications/subscriptions/acknowledged');
+    // The upstream tells B's session only (the call came through B); A hears it over the fleet channel.
+    okRpc(await rpc(b, 'tools/call', { name: 'mutate', arguments: { variant: 'listen-fleet-v1' } }, actor.session!));
+    await until(async () => lists(full).length === 3, 20_000, 'the three list_changed on agent a\'s listen stream held by A');
+    assert.deepEqual(lists(full), ['notifications/prompts/list_changed', 'notifications/resources/list_changed', 'notifications/tools/list_changed']);
+    for (const x of full.slice(1)) assert.equal(typeof x.params._meta['io.modelcontextprotocol/subscriptionId'], 'number', 'each carries the listen stream\'s id');
+    await until(async () => lists(narrow).includes('notifications/tools/list_changed'), 20_000, 'tools/list_changed on agent b\'s listen stream');
+    assert.deepEqual(lists(narrow), ['notifications/tools/list_changed'], 'agent b may not list crm\'s prompts or resources');
+  } finally { ac.abort(); }
+});
 
 test('a 2026-07-28 subscriptions/listen on replica A hears an update made through replica B: A listens upstream itself', async () => {
   const [a, b] = fleet.urls;
