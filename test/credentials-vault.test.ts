@@ -226,6 +226,7 @@ const openStored = (dir: string, names: string[]) =>
 function assertRefused(dir: string, names: string[], name: string, version: number): void {
   assert.throws(() => openStored(dir, names), (e: unknown) => {
     assert.ok(e instanceof CredentialError, String(e));
+    assert.deepEqual([e.code, e.credential], ['master_key', name]);
     assert.match(e.message, new RegExp(`cannot decrypt stored credential "${name}" version ${version}: the master key is wrong or the row was altered`));
     assert.match(e.message, new RegExp(`aam credentials set ${name}`), 'says how to fix it');
     assert.doesNotMatch(e.message, /NEEDLE/);
@@ -264,6 +265,13 @@ test('the key check row is HMAC-SHA256 of "check" under its own HKDF subkey, wri
   assert.throws(() => openVault({ dataDir: dir, db: openDatabase(dir), config: cfg([]), env: { AAM_MASTER_KEY: other.toString('base64') }, refreshMs: 0 }), {
     code: 'master_key',
     message: `wrong master key: stored credentials were encrypted with key ${keyId}, but AAM_MASTER_KEY holds key ${otherId}. Set AAM_MASTER_KEY (or restore master.key) to the original key; aam refuses to start rather than run without its credentials.`,
+  });
+  // A passphrase in AAM_MASTER_KEY is named as that variable too, not as a key file.
+  const phrase = 'a long enough passphrase for aam';
+  assert.throws(() => openVault({ dataDir: dir, db: openDatabase(dir), config: cfg([]), env: { AAM_MASTER_KEY: phrase }, refreshMs: 0 }), (e: unknown) => {
+    assert.ok(e instanceof CredentialError, String(e));
+    assert.match(e.message, new RegExp(`^wrong master key: stored credentials were encrypted with key ${keyId}, but AAM_MASTER_KEY holds key [0-9a-f]{16}\\. `));
+    return true;
   });
   // The right key still opens it (the check row is not rewritten by a refused open).
   openVault({ dataDir: dir, db: openDatabase(dir), config: cfg([]), env: masterEnv, refreshMs: 0 }).close();
