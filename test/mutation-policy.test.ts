@@ -285,6 +285,13 @@ test('A2A: each kind of refusal has its exact reason; a condition that is false 
   assert.deepEqual([call(c, 'ann', 'writer', 'draft', { hop: 1 }).effect, call(c, 'ann', 'writer', 'draft', { hop: 1 }).rulePath], ['allow', 'agents[2]']);
   assert.equal(call(c, 'bob', 'scorer', 'score').reason, `no AgentPolicy applies to ${BOB}, so calling skill "score" of agent "scorer" is denied by default`);
   assert.equal(call(c, 'ann', 'ann', '').reason, `no policy has an agents rule allowing ${ANN} to call agent "ann" (no skill named in message.metadata.skill); add \`agents: [{ agent: ann }]\` to its AgentPolicy`);
+  // Both default denies name no policy and no rule (the audit trail and AuthZEN show them so).
+  const none = { effect: 'deny', allowed: false, policy: '', rule: -1, rulePath: '' };
+  assert.deepEqual({ ...shape(call(c, 'bob', 'scorer', 'score')), reason: '' }, { ...none, reason: '' });
+  assert.deepEqual({ ...shape(call(c, 'ann', 'ann', '')), reason: '' }, { ...none, reason: '' });
+  // A skill not listed: the reason lists the rule's skills.
+  const two = compile(...A2A, policy('two', '{ agent: ann }', '  agents: [ { agent: writer, skills: [draft, edit] } ]'));
+  assert.equal(call(two, 'ann', 'writer', 'publish').reason, 'policy "two" agents[0] allows only skills draft, edit of agent "writer", not "publish"');
 });
 
 test('A2A: a rule\'s rate and budget go with the calls it allows; max_delegation_depth is the smallest set, above the default too', () => {
