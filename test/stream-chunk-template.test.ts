@@ -102,3 +102,18 @@ test('chunk template: learned only where the content key is the one JSON.parse r
   assert.equal(matchTemplate(t, '{"delta":{"content":"b"},"x":"c"},"n":1}'), null);
   assert.equal(matchTemplate(t, '{"delta":{"content":"b\\"},"n":1}'), null);
 });
+
+test('chunk template: OpenAI\'s obfuscation padding, different in every chunk, still matches; odd padding is parsed whole', () => {
+  const padded = (lit: string, pad: string) => text(lit).slice(0, -1) + `,"obfuscation":${pad}}`;
+  const chunks = [ROLE, ...Array.from({ length: 30 }, (_, i) => padded(JSON.stringify(`w${i} `), JSON.stringify('x'.repeat(i % 7)))), FINISH, USAGE];
+  const parse = JSON.parse;
+  let calls = 0;
+  JSON.parse = ((s: string, r?: Parameters<typeof JSON.parse>[1]) => { calls++; return parse(s, r); }) as typeof JSON.parse;
+  let got: StreamEvent[];
+  try { got = events(chunks); } finally { JSON.parse = parse; }
+  assert.equal(got.filter((e) => e.type === 'text').map((e) => (e as { text: string }).text).join(''), Array.from({ length: 30 }, (_, i) => `w${i} `).join(''));
+  assert.ok(calls <= 5, `JSON.parse ran ${calls} times for ${chunks.length} chunks`);
+  const odd = [padded('"a"', '"q\\"x"'), padded('"b"', '7'), `${text('"c"').slice(0, -1)},"obfuscation":"p","more":"z"}`, padded('"d"', '"p"') + ' '];
+  const all = [padded('"first"', '"p"'), ...odd, padded('"after"', '"pp"')];
+  assert.deepEqual(bodyEvents(all), wholeEvents(all));
+});

@@ -4,8 +4,14 @@
 // decoding the one string, instead of JSON.parse of the whole chunk (most of a stream's parsing
 // CPU, and ~10 objects of garbage per chunk). Anything else is parsed whole as before.
 
-/** The bytes before and after the content string of a chunk parsed whole. */
-export interface ChunkTemplate { readonly head: string; readonly tail: string }
+/**
+ * The bytes before and after the content string of a chunk parsed whole. `pad`: the chunk ended
+ * in OpenAI's `,"obfuscation":"..."}` (random padding, different in every chunk), which `tail`
+ * leaves out and a match accepts with any plain value.
+ */
+export interface ChunkTemplate { readonly head: string; readonly tail: string; readonly pad: boolean }
+
+const PAD = ',"obfuscation":"';
 
 const KEY = '"content":';
 
@@ -20,7 +26,9 @@ export function learnTemplate(data: string, content: string): ChunkTemplate | nu
   const start = at + KEY.length;
   const end = literalEnd(data, start);
   if (end < 0 || decodeLiteral(data, start, end) !== content) return null;
-  return { head: data.slice(0, start), tail: data.slice(end) };
+  const padAt = data.lastIndexOf(PAD);
+  const pad = padAt > end && plainPadFrom(data, padAt + PAD.length);
+  return { head: data.slice(0, start), tail: data.slice(end, pad ? padAt : data.length), pad };
 }
 
 /**
@@ -30,12 +38,25 @@ export function learnTemplate(data: string, content: string): ChunkTemplate | nu
  */
 export function matchTemplate(t: ChunkTemplate, data: string): string | null {
   const start = t.head.length;
-  const end = data.length - t.tail.length;
-  // lastIndexOf(x, 0) and indexOf(x, end) compare at one place only; startsWith on the parser's
-  // sliced strings ran 4x slower after warm-up (V8 12/13 here).
-  if (end - start < 2 || data.lastIndexOf(t.head, 0) !== 0 || data.indexOf(t.tail, end) !== end) return null;
-  if (literalEnd(data, start) !== end) return null;
+  // lastIndexOf(x, 0) compares at one place only; startsWith on the parser's sliced strings ran
+  // 4x slower after warm-up (V8 12/13 here).
+  if (data.lastIndexOf(t.head, 0) !== 0) return null;
+  const end = literalEnd(data, start);
+  if (end < 0 || data.indexOf(t.tail, end) !== end) return null;
+  const after = end + t.tail.length;
+  if (t.pad ? data.indexOf(PAD, after) !== after || !plainPadFrom(data, after + PAD.length) : after !== data.length) return null;
   return decodeLiteral(data, start, end);
+}
+
+/** data[from..] is the rest of a padding value and the chunk's end: plain characters, then `"}`. */
+function plainPadFrom(data: string, from: number): boolean {
+  const last = data.length - 2;
+  if (last < from || data.charCodeAt(last) !== 34 || data.charCodeAt(last + 1) !== 125) return false;
+  for (let i = from; i < last; i++) {
+    const c = data.charCodeAt(i);
+    if (c === 34 || c === 92 || c < 32) return false;
+  }
+  return true;
 }
 
 /** Index just past the JSON string literal that starts at `start`; -1 if none (or it holds raw control characters). */
