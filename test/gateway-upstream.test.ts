@@ -105,6 +105,7 @@ test('attempts on one target share its total-timeout clock: each times out at it
   assert.ok(a.ok, JSON.stringify(a));
   const r1 = await hang1 as AttemptFailure;
   assert.equal(r1.code, 'upstream_timeout');
+  assert.match(r1.message, /timed out \(TimeoutError\)$/, 'names the timeout, not DOMException\'s legacy code 23');
   assert.ok(Date.now() - t0 >= 990, 'not before its deadline');
   const r2 = await hang2 as AttemptFailure;
   assert.equal(r2.code, 'upstream_timeout');

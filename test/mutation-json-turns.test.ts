@@ -77,7 +77,9 @@ test('parsed at once below four times the long length or with no long value; in 
 });
 
 test('a long literal is decoded across loop turns, a few slices per turn', async () => {
-  const text = JSON.stringify({ content: 'café 😀 \\ "q" '.repeat(30_000) });
+  // 1.7 MB of text: long enough to span several 1 ms turns on a fast, warm machine too (510 KB took
+  // 5 ms and 2 turns there, which made this test fail on speed rather than on the code).
+  const text = JSON.stringify({ content: 'café 😀 \\ "q" '.repeat(100_000) });
   let turns = 0, running = true;
   const tick = () => { turns++; if (running) setImmediate(tick); };
   setImmediate(tick);

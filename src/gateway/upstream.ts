@@ -111,11 +111,13 @@ export function unusable(target: Target, what: string): AttemptFailure {
 const UNDICI_TIMEOUTS = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CONNECT_TIMEOUT']);
 
 export function networkFailure(target: Target, err: unknown): AttemptFailure {
-  const e = err as { code?: string; name?: string } | undefined;
+  const e = err as { code?: unknown; name?: string } | undefined;
+  // A DOMException's code is a legacy number (TimeoutError is 23): name it instead.
+  const code = typeof e?.code === 'string' ? e.code : undefined;
   // undici's timeout errors by their codes: classifying a failure does not load undici.
-  const timeout = UNDICI_TIMEOUTS.has(e?.code ?? '') || e?.name === 'TimeoutError';
-  if (timeout) return { ok: false, next: 'retry', status: 504, clientStatus: 504, code: 'upstream_timeout', message: `${target.label} timed out (${e?.code ?? e?.name})` };
-  return { ok: false, next: 'retry', status: 502, clientStatus: 502, code: 'upstream_error', message: `${target.label} connection failed (${e?.code ?? e?.name ?? 'error'})` };
+  const timeout = UNDICI_TIMEOUTS.has(code ?? '') || e?.name === 'TimeoutError';
+  if (timeout) return { ok: false, next: 'retry', status: 504, clientStatus: 504, code: 'upstream_timeout', message: `${target.label} timed out (${code ?? e?.name})` };
+  return { ok: false, next: 'retry', status: 502, clientStatus: 502, code: 'upstream_error', message: `${target.label} connection failed (${code ?? e?.name ?? 'error'})` };
 }
 
 function statusFailure(target: Target, status: number, headers: IncomingHttpHeaders, text: string): AttemptFailure {
