@@ -78,7 +78,7 @@ test('AuthZEN: a what-if subject is described by its string properties and label
   assert.equal(ask({ ...full, team: 5 }, undefined, 'plain').decision, true, 'a team that is no string is no team');
   assert.equal(ask(full, undefined, 'plain').decision, false);
   assert.equal(ask({ ...full, labels: { tier: 1 } }).decision, false);
-  assert.equal(ask({}).context.reason, 'no AgentPolicy applies to spiffe://lab/agent/new, so action "read" is denied by default');
+  assert.equal(ask({}).context.reason, 'no AgentPolicy applies to spiffe://lab/agent/new, so action "read" on gold is denied by default');
   assert.equal(ask({ ...full, labels: ['gold'] }).decision, false);
   assert.equal(ask(full, 'spiffe://prod/agent/new').decision, false, 'the trust domain is read from the SPIFFE ID');
   assert.match(String(ask(full, 'lab/agent/new').context.reason), /^unknown subject "lab\/agent\/new"/);

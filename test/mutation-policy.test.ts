@@ -112,11 +112,11 @@ test('tools: every kind of deny and allow has its exact reason and rule', () => 
   assert.equal(tool(c, 'ann', 'crm.audit', 'write').reason, `no policy allows action "write" on crm.audit for ${ANN}; allowed actions: none`);
   assert.deepEqual(shape(tool(c, 'ann', 'github.repos', 'read')), {
     effect: 'deny', allowed: false, policy: '', rule: -1, rulePath: '',
-    reason: `no policy has a tool rule for github.repos for ${ANN}, so action "read" is denied by default`,
+    reason: `no policy has a tool rule for github.repos for ${ANN}, so action "read" on github.repos is denied by default`,
   });
   assert.deepEqual(shape(tool(c, 'bob', 'crm.deals', 'read')), {
     effect: 'deny', allowed: false, policy: '', rule: -1, rulePath: '',
-    reason: `no AgentPolicy applies to ${BOB}, so action "read" is denied by default`,
+    reason: `no AgentPolicy applies to ${BOB}, so action "read" on crm.deals is denied by default`,
   });
 });
 

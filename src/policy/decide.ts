@@ -157,7 +157,7 @@ export function decideTool(
 function defaultDeny(set: PolicySet, rules: readonly CompiledToolRule[], resource: string, action: string, compiled: CompiledPolicies): Decision {
   if (rules.length === 0) {
     const none = set.policies.length === 0 ? `no AgentPolicy applies to ${who(set.agent)}` : `no policy has a tool rule for ${resource} for ${who(set.agent)}`;
-    return make(compiled, 'deny', '', -1, '', `${none}, so action "${action}" is denied by default`);
+    return make(compiled, 'deny', '', -1, '', `${none}, so action "${action}" on ${resource} is denied by default`);
   }
   const allowed = [...new Set(rules.flatMap((r) => [...r.actions]))].join(', ') || 'none';
   return make(compiled, 'deny', '', -1, '', `no policy allows action "${action}" on ${resource} for ${who(set.agent)}; allowed actions: ${allowed}`);
