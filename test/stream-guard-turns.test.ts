@@ -62,6 +62,16 @@ before(async () => {
 after(async () => { await gw?.close(); upstream?.kill(); });
 
 
+/**
+ * No turn holds the loop for more than half of what guarding the text whole costs (unsliced, one turn
+ * costs all of it). Half, not a third: a major GC of the megabyte strings can land in one turn, and
+ * when the V8 helper threads have no free core (a loaded CI machine) the main thread does that marking
+ * itself; a clean CI run saw 35 ms against 101 ms whole, where a quiet machine sees 9-15 ms.
+ */
+function assertSliced(longest: number, wholeMs: number, what: string): void {
+  assert.ok(longest < Math.max(15, wholeMs / 2), `longest turn ${longest.toFixed(1)} ms of CPU; guarding ${what} whole took ${wholeMs.toFixed(1)} ms`);
+}
+
 test('streamPieces: long deltas become pieces of at most 16 KB (never splitting a surrogate pair); the rest pass as they are', () => {
   const text = `${'x'.repeat(16 * 1024 - 1)}😀${'y'.repeat(40_000)}`;
   const parts = streamPieces({ type: 'text', text });
@@ -106,7 +116,7 @@ test('a whole 1 MB answer is parsed and guarded across loop turns and arrives re
   assert.equal(r!.status, 200, r!.text.slice(0, 300));
   assert.equal((r!.json as { choices: Array<{ message: { content: string } }> }).choices[0].message.content, 'mail:[EMAIL];ip:[IP_ADDRESS];'.repeat(30_000));
   t.diagnostic(`longest turn ${longest.toFixed(1)} ms of CPU; guarding the answer whole took ${wholeMs.toFixed(1)} ms`);
-  assert.ok(longest < Math.max(15, wholeMs / 3), `longest turn ${longest.toFixed(1)} ms of CPU; guarding the answer whole took ${wholeMs.toFixed(1)} ms`);
+  assertSliced(longest, wholeMs, 'the answer');
 });
 
 test('a streamed answer with a 1 MB delta is guarded across loop turns: no turn holds the loop for long, the answer arrives redacted', async (t) => {
@@ -128,7 +138,7 @@ test('a streamed answer with a 1 MB delta is guarded across loop turns: no turn 
   assert.equal(content.text, 'mail:[EMAIL];ip:[IP_ADDRESS];'.repeat(30_000));
   // Parsing the upstream's 1 MB event stays on the loop (~1-5 ms).
   t.diagnostic(`longest turn ${longest.toFixed(1)} ms of CPU; guarding the delta whole took ${wholeMs.toFixed(1)} ms`);
-  assert.ok(longest < Math.max(15, wholeMs / 3), `longest turn ${longest.toFixed(1)} ms of CPU; guarding the delta whole took ${wholeMs.toFixed(1)} ms`);
+  assertSliced(longest, wholeMs, 'the delta');
 });
 
 test('the SSE parser reads a long line in linear time, and any chunking gives the records of one whole push', () => {
