@@ -528,23 +528,22 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     }));
   }
 
+  function journaledNow(now = false): Promise<void> | undefined {
+    if (unwritten.length === 0) return undefined;
+    if (!now) return new Promise<void>((resolve, reject) => writeWaiters.push({ resolve, reject }));
+    // Alone (nothing else in flight): write now rather than wait a loop turn for company.
+    const err = writeLines();
+    return err ? Promise.reject(err) : undefined;
+  }
+
   return {
     dataDir: opts.dataDir,
     db,
     signingKey: key,
     journaled(now = false) {
-      if (unwritten.length === 0) return Promise.resolve();
-      const p = new Promise<void>((resolve, reject) => writeWaiters.push({ resolve, reject }));
-      // Alone (nothing else in flight): write now rather than wait a loop turn for company.
-      if (now) writeLines();
-      return p;
+      return journaledNow(now) ?? Promise.resolve();
     },
-    journaledNow(now = false) {
-      if (unwritten.length === 0) return undefined;
-      if (!now) return new Promise<void>((resolve, reject) => writeWaiters.push({ resolve, reject }));
-      const err = writeLines();
-      return err ? Promise.reject(err) : undefined;
-    },
+    journaledNow,
     record(event) {
       checkInput(event);
       const at = Date.now();
