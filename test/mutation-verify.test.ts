@@ -6,15 +6,15 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { DatabaseSync } from 'node:sqlite';
-import { rmSync } from 'node:fs';
+import { cpSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { verifyDatabase, verifyExport } from '../src/audit/verify.ts';
 import { openAuditLog } from '../src/audit/log.ts';
 import { openAuditDb, readCheckpoints } from '../src/audit/store.ts';
 import { checkpointLine, signCheckpoint, type Checkpoint } from '../src/audit/checkpoint.ts';
 import { keyIdOf, signingKeyPath } from '../src/audit/keys.ts';
-import { GENESIS_HASH, encodeEvent, exportLine, sealLine } from '../src/audit/event.ts';
-import { sampleEvent, tempDir } from './audit-helpers.ts';
+import { GENESIS_HASH, chainHash, encodeEvent, exportLine, sealLine } from '../src/audit/event.ts';
+import { rewriteTrail, sampleEvent, tempDir, trailEvents, type TrailEvent } from './audit-helpers.ts';
 
 interface Line { raw: string; kind: string; seq?: number; tree_size?: number }
 
@@ -254,13 +254,23 @@ async function smallTrail(): Promise<{ dir: string; pub: string }> {
   return { dir, pub: pubPem };
 }
 
+let base: Promise<{ dir: string; pub: string }> | undefined;
+/** A copy of one small trail (written once: the writer thread costs about a second under load). */
+async function trailCopy(): Promise<{ dir: string; pub: string }> {
+  base ??= smallTrail();
+  const { dir, pub: trailPub } = await base;
+  const copy = tempDir('aam-verify-mut-');
+  cpSync(dir, copy, { recursive: true });
+  return { dir: copy, pub: trailPub };
+}
+
 function trailCheckpoints(dir: string): Checkpoint[] {
   const db = openAuditDb(dir);
   try { return readCheckpoints(db); } finally { db.close(); }
 }
 
 test('database: the key given, else the signing key file beside it, else the keys stored with the trail; progress per block; a stranger\'s outside checkpoint is named', async () => {
-  const { dir, pub: trailPub } = await smallTrail();
+  const { dir, pub: trailPub } = await trailCopy();
   const progress: Array<[number, number]> = [];
   const r = verifyDatabase(dir, undefined, (checked, total) => progress.push([checked, total]));
   assert.deepEqual([r.ok, r.events, r.firstSeq, r.lastSeq, r.keySource, r.anchor], [true, 30, 1, 30, 'key_file', 'genesis'], r.firstError?.message);
@@ -287,7 +297,7 @@ test('database: the key given, else the signing key file beside it, else the key
 });
 
 test('database: a block whose index names another last hash is reported at its first event', async () => {
-  const { dir, pub: trailPub } = await smallTrail();
+  const { dir, pub: trailPub } = await trailCopy();
   const db = new DatabaseSync(join(dir, 'audit.db'));
   const blocks = db.prepare('SELECT first_seq, last_seq FROM audit_blocks ORDER BY first_seq').all() as Array<{ first_seq: number; last_seq: number }>;
   const b = blocks[1] ?? blocks[0];
@@ -295,4 +305,79 @@ test('database: a block whose index names another last hash is reported at its f
   db.close();
   const r = verifyDatabase(dir, trailPub);
   assert.deepEqual([r.ok, r.firstError?.seq, r.firstError?.kind, r.firstError?.message], [false, b.first_seq, 'altered', `block of events ${b.first_seq}..${b.last_seq} names a last hash that is not its last event's: its segment bytes or index row were edited`]);
+});
+
+// The segment-file path of verifyDatabase (lines 204-363): a line's seq is its position, so a
+// moved line is found by the seq it hashes at; each kind is named at its seq, with the exact words.
+/** The small trail rewritten as `edit` says (one event per block by default, as moved blocks are). */
+async function tampered(edit: (events: TrailEvent[]) => TrailEvent[] | void, blockSize = 1): Promise<ReturnType<typeof verifyDatabase>> {
+  const { dir, pub: trailPub } = await trailCopy();
+  rewriteTrail(dir, edit, blockSize);
+  return verifyDatabase(dir, trailPub);
+}
+const dbVerdict = (r: ReturnType<typeof verifyDatabase>) => [r.ok, r.firstError?.seq, r.firstError?.kind, r.firstError?.message];
+/** Positions 1..30 holding the events `order` names (1-based). */
+const reorder = (order: number[]) => (events: TrailEvent[]): TrailEvent[] => order.map((seq) => events[seq - 1]);
+
+test('database: a line moved, removed or inserted in the segment is named by the seq it hashes at', async () => {
+  assert.deepEqual(dbVerdict(await tampered(reorder([...range(1, 6), ...range(8, 30)]))), [false, 7, 'removed', 'expected seq 7, found seq 8: event(s) 7..7 were removed']);
+  assert.deepEqual(dbVerdict(await tampered(reorder([...range(1, 11), 13, 12, ...range(14, 30)]))), [false, 12, 'reordered', 'seq 12 comes after seq 13: events were reordered']);
+  // Moved two places ahead of its own: found at seq 20 from position 18, the skipped ones later.
+  assert.deepEqual(dbVerdict(await tampered(reorder([...range(1, 17), 20, 18, 19, ...range(21, 30)]))), [false, 18, 'reordered', 'seq 18 comes after seq 20: events were reordered']);
+  // Moved back two places: a copy of event 5 after 7 hashes at seq 5.
+  assert.deepEqual(dbVerdict(await tampered(reorder([...range(1, 7), 5, ...range(8, 30)]))), [false, 5, 'inserted', 'seq 5 appears again after seq 7: an event was inserted']);
+  // A well-formed event chained in at 15 (the writer's own hash): the old 15 then hashes at 15 again.
+  const forged = await tampered((events) => {
+    const { json: line, cols } = encodeEvent(sampleEvent(15, { request_id: 'forged' }), Date.UTC(2026, 0, 2));
+    events.splice(14, 0, { line, prev: events[13].hash, hash: chainHash(line, 15, events[13].hash), keys: [...cols], sealed: false });
+  });
+  assert.deepEqual(dbVerdict(forged), [false, 15, 'inserted', 'seq 15 appears again after seq 15: an event was inserted']);
+  assert.deepEqual([forged.events, forged.lastSeq], [15, 0], 'the forged event chains; nothing after the problem counts');
+  // A field edited in place (the line hashes nowhere near), and a line that is no longer JSON.
+  const edit = (seq: number, fn: (l: string) => string) => (events: TrailEvent[]) => { events[seq - 1] = { ...events[seq - 1], line: fn(events[seq - 1].line) }; };
+  assert.deepEqual(dbVerdict(await tampered(edit(9, (l) => l.replace('"status":200', '"status":500')), 10)), [false, 9, 'altered', 'event 9: content does not match its hash (a field was edited)']);
+  assert.deepEqual(dbVerdict(await tampered(edit(12, () => 'not json'), 10)), [false, 12, 'altered', 'event 12: stored line is not valid JSON']);
+});
+
+test('database: every query key stored beside an event must agree with it, and a rewritten trail verifies', async () => {
+  const same = await tampered(() => undefined, 7);
+  assert.deepEqual([same.ok, same.events, same.lastSeq, same.unsignedTail], [true, 30, 30, 0], same.firstError?.message);
+  const words = ['time/type/request_id', 'time/type/request_id', 'time/type/request_id', 'agent/decision', 'agent/decision'];
+  for (const [k, value] of [[0, '2026-01-01T00:00:00.000Z'], [1, 'admin'], [2, 'req-x'], [3, 'someone-else'], [4, 'deny'], [3, null], [4, null]] as const) {
+    const r = await tampered((events) => { events[8].keys[k] = value; }, 10);
+    assert.deepEqual(dbVerdict(r), [false, 9, 'altered', `event 9: stored ${words[k]} keys differ from the event`], `key ${k} = ${value}`);
+  }
+});
+
+test('database: events without an agent or a decision keep null keys and verify', async () => {
+  const dir = tempDir('aam-verify-mut-');
+  const log = openAuditLog({ dataDir: dir, checkpointEvery: 10, batchSize: 10 });
+  for (let i = 1; i <= 4; i++) assert.equal(log.record(sampleEvent(i, { identity: undefined, policy: undefined })), true);
+  await log.flush();
+  const trailPub = log.publicKeyPem();
+  await log.close();
+  assert.deepEqual(trailEvents(dir).map((e) => [e.keys[3], e.keys[4]]), Array(4).fill([null, null]), 'fixture: no agent, no decision');
+  const r = verifyDatabase(dir, trailPub);
+  assert.deepEqual([r.ok, r.events], [true, 4], r.firstError?.message);
+  rewriteTrail(dir, (events) => { events[2].keys[3] = 'support-bot'; });
+  assert.deepEqual(dbVerdict(verifyDatabase(dir, trailPub)), [false, 3, 'altered', 'event 3: stored agent/decision keys differ from the event']);
+});
+
+test('database: a block index that does not fit its lines, and a missing segment file, are named at the block\'s first event', async () => {
+  for (const [keys, count] of [['[]', 0], ['not json', 0]] as const) {
+    const { dir, pub: trailPub } = await trailCopy();
+    rewriteTrail(dir, () => undefined, 10);
+    const db = new DatabaseSync(join(dir, 'audit.db'));
+    db.prepare('UPDATE audit_blocks SET keys = ? WHERE first_seq = 11').run(keys);
+    db.close();
+    assert.deepEqual(dbVerdict(verifyDatabase(dir, trailPub)), [false, 11, 'altered', `block of events 11..20 holds 10 lines, ${count} keys and 10 hashes: its segment bytes or index row were edited`]);
+  }
+  const { dir, pub: trailPub } = await trailCopy();
+  rewriteTrail(dir, () => undefined, 10);
+  const seg = readdirSync(dir).filter((n) => n.startsWith('audit-segment-'));
+  assert.equal(seg.length, 1, 'fixture: one segment file');
+  rmSync(join(dir, seg[0]));
+  const r = verifyDatabase(dir, trailPub);
+  assert.deepEqual(dbVerdict(r), [false, 1, 'removed', `events 1..10: audit segment file ${seg[0]} cannot be read (ENOENT): the events it held are missing`]);
+  assert.deepEqual([r.events, r.lastSeq], [0, 0]);
 });
