@@ -12,8 +12,12 @@
 // TREE: a directory holding src/ and scripts/build.ts (a git worktree of aam); default: this one.
 // TREE::FLAG[,FLAG] serves that tree with node flags added to npm start's (e.g. /work/main::--single-threaded-gc),
 // so that one tree can run beside itself with and without a flag.
+// --alloc: every gateway also runs with --trace-gc-nvp, and each round reports the bytes V8 allocated
+// per request (the `allocated=` of the GCs logged during the round, per isolate: the main thread is
+// the largest). The count starts at the round's first GC, so it is off by at most one young
+// generation (16 MB) over --n requests.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,7 +35,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const NODE = process.execPath;
 const { values: opt, positionals } = parseArgs({
   allowPositionals: true,
-  options: { n: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '3' }, conc: { type: 'string', default: '4' }, prof: { type: 'boolean', default: false }, bare: { type: 'boolean', default: false }, pin: { type: 'string' }, strace: { type: 'boolean', default: false }, kind: { type: 'string' }, fleet: { type: 'boolean', default: false } },
+  options: { n: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '3' }, conc: { type: 'string', default: '4' }, prof: { type: 'boolean', default: false }, bare: { type: 'boolean', default: false }, pin: { type: 'string' }, strace: { type: 'boolean', default: false }, alloc: { type: 'boolean', default: false }, kind: { type: 'string' }, fleet: { type: 'boolean', default: false } },
 });
 const N = Number(opt.n);
 // --pin CPU: every gateway (threads included) on that one core, as `npm run bench` runs them; the mock and this client are not pinned.
@@ -67,7 +71,21 @@ const wanted = (opt.kind ?? 'nonstream,stream').split(',');
 const KINDS = Object.fromEntries(Object.entries(ALL_KINDS).filter(([k]) => wanted.includes(k)));
 if (Object.keys(KINDS).length !== wanted.length) throw new Error(`--kind: use ${Object.keys(ALL_KINDS).join(', ')}`);
 
-interface Gateway { tree: string; child: ChildProcess; pool: Pool; key: string }
+/** KB allocated per request, per isolate (largest first), from the --trace-gc-nvp lines written to `log` after byte `from`. */
+function allocatedPerRequest(log: string, from: number, n: number): string {
+  const text = readFileSync(log).subarray(from).toString('utf8');
+  const byIsolate = new Map<string, { bytes: number; gcs: number }>();
+  for (const m of text.matchAll(/^\[\d+:(0x[0-9a-f]+):\d+\].*? allocated=(\d+) /gm)) {
+    const e = byIsolate.get(m[1]) ?? { bytes: 0, gcs: 0 };
+    e.bytes += Number(m[2]);
+    e.gcs++;
+    byIsolate.set(m[1], e);
+  }
+  return [...byIsolate].sort((a, b) => b[1].bytes - a[1].bytes)
+    .map(([iso, e]) => `${iso} ${(e.bytes / n / 1024).toFixed(1)} KB (${e.gcs} GCs)`).join(', ') || 'no GC logged';
+}
+
+interface Gateway { tree: string; child: ChildProcess; pool: Pool; key: string; log?: string }
 
 const median = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 const work = mkdtempSync(join(tmpdir(), 'aam-cpu-'));
@@ -98,7 +116,7 @@ try {
     const out = mkdtempSync(join(tree, 'bench', 'tmp', 'cpu-dist-'));
     outs.push(out);
     const built: AamBuild = buildAam(NODE, tree, out);
-    const build: AamBuild = { ...built, flags: [...built.flags, ...flags] };
+    const build: AamBuild = { ...built, flags: [...built.flags, ...flags, ...(opt.alloc ? ['--trace-gc-nvp'] : [])] };
     const configPath = join(dir, 'aam.yaml');
     writeFileSync(configPath, config);
     const dataDir = join(dir, 'data');
@@ -110,7 +128,7 @@ try {
     const child = startProcess(GW_PIN, argv, { ...build.env, ...storeEnv, AAM_LOG_LEVEL: 'warn', A2A_BENCH_TOKEN }, join(dir, 'aam.log'), tree);
     children.push(child);
     if (!(await waitHttp(`http://127.0.0.1:${port}/healthz`, 60_000, 200, child))) throw new Error(`aam from ${tree} did not start (log: ${join(dir, 'aam.log')})`);
-    gws.push({ tree: name, child, key, pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
+    gws.push({ tree: name, child, key, log: join(dir, 'aam.log'), pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
   }
   if (opt.bare) {
     const port = await freePort();
@@ -129,6 +147,7 @@ try {
   /** Per thread name, context switches per request of the last run (voluntary/involuntary), and its wall-clock p50s. */
   let switches = '';
   let wall = '';
+  let alloc = '';
   /** `n` requests, `CONC` at a time; the gateway's CPU microseconds per request. */
   const run = async (g: Gateway, kind: Kind, n: number): Promise<number> => {
     const spec: RequestSpec = { path: kind.path, headers: { 'content-type': 'application/json', authorization: `Bearer ${g.key}`, ...kind.headers }, body: kind.body };
@@ -137,6 +156,7 @@ try {
     const t0 = cpuTicks(g.child.pid as number) as number;
     const th0 = threadTicks(g.child.pid as number);
     const sw0 = threadSwitches(g.child.pid as number);
+    const log0 = opt.alloc && g.log ? statSync(g.log).size : 0;
     const total: number[] = [];
     const content: number[] = [];
     await Promise.all(Array.from({ length: CONC }, async () => {
@@ -152,6 +172,7 @@ try {
       return [name, (c.vol - b.vol) / n, (c.invol - b.invol) / n, (c.waitNs - b.waitNs) / n / 1000] as const;
     }).filter(([, v, i]) => v + i >= 0.01).sort((a, b) => b[1] + b[2] - a[1] - a[2]).map(([name, v, i, w]) => `${name} ${v.toFixed(2)}/${i.toFixed(2)} (run-queue wait ${w.toFixed(1)} us)`).join(', ');
     wall = `p50 ${(median(total) * 1000).toFixed(0)} us${stream ? `, first content p50 ${(median(content) * 1000).toFixed(0)} us` : ''}`;
+    if (opt.alloc && g.log) alloc = allocatedPerRequest(g.log, log0, n);
     const perReq = (ticks: number): number => (ticks / CLK_TCK) * 1e6 / n;
     byThread = [...threadTicks(g.child.pid as number)].map(([name, t]) => [name, perReq(t - (th0.get(name) ?? 0))] as const)
       .filter(([, us]) => us >= 0.5).sort((a, b) => b[1] - a[1]).map(([name, us]) => `${name} ${us.toFixed(1)}`).join(', ');
@@ -174,7 +195,7 @@ try {
         if (st) { st.kill('SIGINT'); await new Promise((r) => st.once('exit', r)); console.log(readFileSync(join(work, 'strace.txt'), 'utf8').split('\n').slice(0, 16).join('\n')); }
         const key = `${g.tree} ${k}`;
         results.set(key, [...(results.get(key) ?? []), us]);
-        console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request (by thread: ${byThread}); ${wall}; context switches/request voluntary/involuntary (and run-queue wait per request): ${switches}`);
+        console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request (by thread: ${byThread}); ${wall}; context switches/request voluntary/involuntary (and run-queue wait per request): ${switches}${opt.alloc ? `; allocated per request: ${alloc}` : ''}`);
         if (stores) console.log(`  stores per request: ${stores.redis_by_command.evalsha ?? 0} EVALSHA, ${stores.redis_commands_per_request} Redis commands in all, ${stores.pg_xacts_per_request} PostgreSQL transactions, store CPU ${stores.store_cpu_ms_per_request} ms`);
       }
     }

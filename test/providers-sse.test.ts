@@ -72,3 +72,22 @@ test('sse: a large chunk with many lines is parsed in linear time', () => {
   assert.equal(recs.length, 20000);
   assert.ok(ms < 500, `took ${ms} ms`);
 });
+
+test('sse: chunks that complete no record return one shared, frozen empty result (no garbage per chunk)', () => {
+  const p = new SseParser();
+  const a = p.push('data: {"a"');
+  const b = p.push(':1}\n');
+  const c = p.push(': keep-alive\n');
+  assert.equal(a.length, 0);
+  assert.equal(a, b);
+  assert.equal(b, c);
+  assert.ok(Object.isFrozen(a));
+  assert.deepEqual(p.push('\n'), [{ data: '{"a":1}' }]);
+  assert.equal(p.end(), a);
+});
+
+test('sse: only the exact field names data and event count (compared in place, not sliced)', () => {
+  const s = 'dataX: no\ndat: no\nevents: no\nEvent: no\nDATA: no\nevent: e\ndata: yes\n\nevent\ndata\n\n';
+  assert.deepEqual(feed([s]), [{ event: 'e', data: 'yes' }, { event: '', data: '' }]);
+  for (const [x, y] of everySplit(s)) assert.deepEqual(feed([x, y]), [{ event: 'e', data: 'yes' }, { event: '', data: '' }], `split at ${x.length}`);
+});

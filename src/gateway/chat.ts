@@ -7,7 +7,7 @@ import { codecFor } from '../providers/index.ts';
 import { parseOpenAIChatRequest } from '../providers/openai.ts';
 import { parseAnthropicRequest } from '../providers/anthropic.ts';
 import { SSE_KEEPALIVE } from '../providers/sse.ts';
-import type { ChatRequest, ChatResult, ClientCodec, Usage } from '../providers/types.ts';
+import type { ChatRequest, ChatResult, ClientCodec, StreamEvent, Usage } from '../providers/types.ts';
 import { openAccess } from '../access/context.ts';
 import { holdsSecret } from '../access/egress.ts';
 import type { Admission } from '../access/decide.ts';
@@ -219,14 +219,32 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
     let broken: string | null = null;
     let blockedBy: string | undefined;
     let brokenType = 'api_error';
-    const emit = async (events: typeof stream.head) => {
+    // Without a credential to scrub, an event is its own clean event: one reused array instead of
+    // one per event (emit runs one batch at a time).
+    const one: StreamEvent[] = [];
+    const cleaned = (ev: StreamEvent): readonly StreamEvent[] => {
+      if (scrub) return scrub.push(ev);
+      one[0] = ev;
+      return one;
+    };
+    // Unguarded batches are encoded and written without a promise unless the socket pushes back.
+    const emit = (events: readonly StreamEvent[]): Promise<void> | undefined => {
+      if (guard) return emitGuarded(guard, events);
       let out = '';
-      let since = guard ? performance.now() : 0;
       for (const upstreamEv of events) {
         if (upstreamEv.type === 'usage') usage = upstreamEv.usage;
         recorder?.push(upstreamEv);
-        for (const clean of scrub ? scrub.push(upstreamEv) : [upstreamEv]) {
-          if (!guard) { out += encode(clean); continue; }
+        for (const clean of cleaned(upstreamEv)) out += encode(clean);
+      }
+      return out ? write(res, out) : undefined;
+    };
+    const emitGuarded = async (guard: NonNullable<ReturnType<typeof chatStreamGuard>>, events: readonly StreamEvent[]) => {
+      let out = '';
+      let since = performance.now();
+      for (const upstreamEv of events) {
+        if (upstreamEv.type === 'usage') usage = upstreamEv.usage;
+        recorder?.push(upstreamEv);
+        for (const clean of cleaned(upstreamEv)) {
           // Output guardrails scan a sliding window across chunks: held text is released as soon
           // as it is known clean; a block ends the stream with an error event.
           for (const piece of streamPieces(clean)) {
@@ -245,12 +263,14 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
       if (out) await write(res, out);
     };
     try {
-      await emit(stream.head);
+      const first = emit(stream.head);
+      if (first) await first;
       // node:http corks a response's socket until the next tick; the rest of a read that came
       // with the first content would be converted before then. Send the first chunk now.
       res.socket?.uncork();
       for await (const batch of stream.rest) {
-        await emit(batch);
+        const sent = emit(batch);
+        if (sent) await sent;
         keepalive.refresh();
       }
     } catch (e) {
@@ -286,8 +306,10 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
 }
 
 
-async function write(res: ServerResponse, s: string): Promise<void> {
-  if (!res.write(s) && !res.destroyed) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+/** Writes s; a promise only when the socket pushes back (wait for drain or close). */
+function write(res: ServerResponse, s: string): Promise<void> | undefined {
+  if (!res.write(s) && !res.destroyed) return Promise.race([once(res, 'drain'), once(res, 'close')]).then(() => undefined);
+  return undefined;
 }
 
 /** Settle budget/limits and record usage + evidence (target null: served from cache, $0). */

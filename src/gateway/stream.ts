@@ -24,7 +24,7 @@ export function localStream(events: StreamEvent[]): OpenStream {
 }
 
 /** Records from raw body bytes: SSE text, or AWS event-stream frames (Bedrock). */
-function framesFor(target: Target): { push(b: Buffer): SseRecord[]; end(): SseRecord[] } {
+function framesFor(target: Target): { push(b: Buffer): readonly SseRecord[]; end(): readonly SseRecord[] } {
   if (target.provider.adapter?.streamFraming === 'aws-eventstream') return new EventStreamFramer();
   const sse = new SseParser();
   const dec = new StringDecoder('utf8');
@@ -71,7 +71,7 @@ export async function openUpstreamStream(
   const head: StreamEvent[] = [];
   // Records that arrived with the first content but after it: converted once the head is out, so
   // the first chunk reaches the client without waiting for the rest of a large read.
-  let pending: SseRecord[] = [];
+  let pending: readonly SseRecord[] = [];
   const toEvents = (records: readonly SseRecord[]): StreamEvent[] | Promise<StreamEvent[]> => {
     if (records.some(isLong)) return eventsInTurns(parser, records);
     const out: StreamEvent[] = [];

@@ -103,15 +103,13 @@ class OpenAIStreamParser implements StreamParser {
   private learned = 0;
 
   push(data: string, _event?: string, parsed?: { value: unknown }): StreamEvent[] {
-    const out: StreamEvent[] = [];
-    if (data === '[DONE]') { this.flush(out); return out; }
     if (this.tpl !== null && parsed === undefined) {
       const text = matchTemplate(this.tpl, data);
-      if (text !== null) {
-        if (text.length > 0) out.push({ type: 'text', text });
-        return out;
-      }
+      // An array literal: a push into [] would allocate room for 17 events per chunk.
+      if (text !== null) return text.length > 0 ? [{ type: 'text', text }] : [];
     }
+    const out: StreamEvent[] = [];
+    if (data === '[DONE]') { this.flush(out); return out; }
     const chunk = parsed ? parsed.value : parseJson(data);
     if (!isObj(chunk)) {
       out.push({ type: 'error', message: 'upstream sent a stream chunk that is not JSON', errorType: 'upstream_invalid_response' });

@@ -3,23 +3,37 @@
 
 export interface SseRecord { event?: string; data: string }
 
+const NONE: readonly SseRecord[] = Object.freeze([]);
+
+/** s[at, at + name.length) is `name` (compared by char code: startsWith on sliced strings is slow). */
+function nameAt(s: string, at: number, name: string): boolean {
+  for (let i = 0; i < name.length; i++) if (s.charCodeAt(at + i) !== name.charCodeAt(i)) return false;
+  return true;
+}
+
 export class SseParser {
   /** The open line: pieces received since the last line break (none of them holds CR or LF). */
   private open: string[] = [];
-  private data: string[] = [];
+  /** The record's data lines: the first one alone (most records have one), the others only if any. */
+  private data: string | undefined = undefined;
+  private moreData: string[] | null = null;
   private event: string | undefined = undefined;
+  /** Records completed by the chunk being pushed (allocated only when one completes). */
+  private done: SseRecord[] | null = null;
   /** The previous chunk ended in CR: a leading LF in the next chunk belongs to that line break. */
   private skipLf = false;
 
-  /** Feed a chunk; returns the records completed by it (usually 0 or 1). */
-  push(chunk: string): SseRecord[] {
-    const out: SseRecord[] = [];
+  /**
+   * Feed a chunk; returns the records completed by it (usually 0 or 1). The result is read-only:
+   * a chunk that completes none returns one shared empty array (no garbage per chunk).
+   */
+  push(chunk: string): readonly SseRecord[] {
     // A long line (a 1 MB data field) arrives over many chunks: keep its pieces until a line break
     // comes, rather than joining and rescanning all of it per chunk (quadratic: ~14 ms per MB).
     let s = chunk;
     let from = 0; // s has no CR or LF before this
     if (this.open.length > 0) {
-      if (chunk.indexOf('\n') === -1 && chunk.indexOf('\r') === -1) { this.open.push(chunk); return out; }
+      if (chunk.indexOf('\n') === -1 && chunk.indexOf('\r') === -1) { this.open.push(chunk); return NONE; }
       this.open.push(chunk);
       s = this.open.join('');
       from = s.length - chunk.length;
@@ -47,47 +61,53 @@ export class SseParser {
         end = lfAt;
         next = lfAt + 1;
       } else break;
-      this.line(s, pos, end, out);
+      this.line(s, pos, end);
       pos = next;
     }
     if (pos < len) this.open.push(s.slice(pos));
-    return out;
+    return this.take();
+  }
+
+  private take(): readonly SseRecord[] {
+    const out = this.done;
+    this.done = null;
+    return out ?? NONE;
   }
 
   /** End of stream: a final record without its blank line is still delivered (lenient). */
-  end(): SseRecord[] {
-    const out: SseRecord[] = [];
+  end(): readonly SseRecord[] {
     const rest = this.open.join('');
-    if (rest.length > 0) this.line(rest, 0, rest.length, out);
+    if (rest.length > 0) this.line(rest, 0, rest.length);
     this.open = [];
-    this.dispatch(out);
-    return out;
+    this.dispatch();
+    return this.take();
   }
 
-  private line(s: string, start: number, end: number, out: SseRecord[]): void {
-    if (start === end) { this.dispatch(out); return; }
+  private line(s: string, start: number, end: number): void {
+    if (start === end) { this.dispatch(); return; }
     if (s.charCodeAt(start) === 58) return; // ':' comment (keep-alive)
-    const colon = s.indexOf(':', start);
-    let field: string;
-    let value: string;
-    if (colon === -1 || colon >= end) {
-      field = s.slice(start, end);
-      value = '';
-    } else {
-      field = s.slice(start, colon);
+    let colon = s.indexOf(':', start);
+    if (colon === -1 || colon > end) colon = end;
+    // The field name is compared in place (a slice per line was garbage on every chunk).
+    const isData = colon - start === 4 && nameAt(s, start, 'data');
+    if (!isData && !(colon - start === 5 && nameAt(s, start, 'event'))) return; // id, retry: not needed by a proxy; unknown fields are ignored per spec
+    let value = '';
+    if (colon < end) {
       const v = s.charCodeAt(colon + 1) === 32 && colon + 1 < end ? colon + 2 : colon + 1;
       value = s.slice(v, end);
     }
-    if (field === 'data') this.data.push(value);
-    else if (field === 'event') this.event = value;
-    // id and retry are not needed by a proxy; unknown fields are ignored per spec.
+    if (!isData) this.event = value;
+    else if (this.data === undefined) this.data = value;
+    else (this.moreData ??= []).push(value);
   }
 
-  private dispatch(out: SseRecord[]): void {
-    if (this.data.length === 0) { this.event = undefined; return; }
-    const data = this.data.length === 1 ? this.data[0] : this.data.join('\n');
-    out.push(this.event !== undefined ? { event: this.event, data } : { data });
-    this.data = [];
+  private dispatch(): void {
+    const first = this.data;
+    if (first === undefined) { this.event = undefined; return; }
+    const data = this.moreData === null ? first : `${first}\n${this.moreData.join('\n')}`;
+    (this.done ??= []).push(this.event !== undefined ? { event: this.event, data } : { data });
+    this.data = undefined;
+    this.moreData = null;
     this.event = undefined;
   }
 }
