@@ -94,7 +94,12 @@ test('chunk template: tool-call, finish and usage chunks in another frame are re
 test('chunk template: learned only where the content key is the one JSON.parse read', () => {
   assert.equal(learnTemplate('{"content":"a","content":"b"}', 'b'), null);
   assert.equal(learnTemplate('{"x":"say \\"content","delta":{"content":"a"}}', 'a'), null);
-  assert.equal(learnTemplate('{"delta":{"content": "a"}}', 'a'), null); // not the compact form: no template, still parsed
+  // Spaces after the colon (Gemini's style) belong to the frame: a compact chunk is another frame.
+  const spaced = learnTemplate('{"delta":{"content": "a"}}', 'a');
+  assert.ok(spaced);
+  assert.equal(matchTemplate(spaced, '{"delta":{"content": "b"}}'), 'b');
+  assert.equal(matchTemplate(spaced, '{"delta":{"content":"b"}}'), null);
+  assert.equal(learnTemplate('{"content" "a"}', 'a'), null); // no colon: not a key
   const t = learnTemplate('{"delta":{"content":"a"},"n":1}', 'a');
   assert.ok(t);
   assert.equal(matchTemplate(t, '{"delta":{"content":"bc"},"n":1}'), 'bc');
@@ -116,4 +121,82 @@ test('chunk template: OpenAI\'s obfuscation padding, different in every chunk, s
   const odd = [padded('"a"', '"q\\"x"'), padded('"b"', '7'), `${text('"c"').slice(0, -1)},"obfuscation":"p","more":"z"}`, padded('"d"', '"p"') + ' '];
   const all = [padded('"first"', '"p"'), ...odd, padded('"after"', '"pp"')];
   assert.deepEqual(bodyEvents(all), wholeEvents(all));
+});
+
+/** Counts JSON.parse calls while fn runs. */
+function countingParse<T>(fn: () => T): { value: T; calls: number } {
+  const parse = JSON.parse;
+  let calls = 0;
+  JSON.parse = ((s: string, r?: Parameters<typeof JSON.parse>[1]) => { calls++; return parse(s, r); }) as typeof JSON.parse;
+  try { return { value: fn(), calls }; } finally { JSON.parse = parse; }
+}
+
+type Rec = { data: string; event?: string };
+/** Every record through one parser, and each through a fresh one (a whole parse), as events but start. */
+function bothWays(type: 'anthropic' | 'gemini', recs: Rec[]): { one: StreamEvent[]; whole: StreamEvent[]; calls: number } {
+  const { value: one, calls } = countingParse(() => {
+    const p = adapterFor(type).streamParser();
+    return recs.flatMap((r) => p.push(r.data, r.event)).filter((e) => e.type !== 'start');
+  });
+  const whole: StreamEvent[] = [];
+  for (const r of recs) {
+    for (const ev of adapterFor(type).streamParser().push(r.data, r.event)) if (ev.type !== 'start') whole.push(ev);
+  }
+  return { one, whole, calls };
+}
+
+const A_DELTA = (lit: string) => `{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":${lit}}}`;
+const aRec = (data: string, event = /"type":"(\w+)"/.exec(data)?.[1]): Rec => ({ event, data });
+const A_START = aRec('{"type":"message_start","message":{"id":"msg_1","model":"claude","usage":{"input_tokens":3,"output_tokens":1}}}');
+const A_BLOCK = aRec('{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}');
+const A_STOP = aRec('{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":7}}');
+
+test('chunk template, Anthropic: text_delta events in one frame are read without JSON.parse, same events as whole parses', () => {
+  const words = Array.from({ length: 40 }, (_, i) => `w${i} `);
+  const recs = [A_START, A_BLOCK, ...words.map((w) => aRec(A_DELTA(JSON.stringify(w)))), aRec('{"type":"content_block_stop","index":0}'), A_STOP];
+  const { one, calls } = bothWays('anthropic', recs);
+  assert.equal(one.filter((e) => e.type === 'text').map((e) => (e as { text: string }).text).join(''), words.join(''));
+  assert.deepEqual(one.slice(-2), [{ type: 'usage', usage: { inputTokens: 3, outputTokens: 7 } }, { type: 'finish', reason: 'stop' }]);
+  assert.ok(calls <= 6, `JSON.parse ran ${calls} times for ${recs.length} events`);
+  // Escapes, odd values, another index, another SSE event name, a tool's input_json_delta: as whole parses read them.
+  const odd = [aRec(A_DELTA('"a\\"b\\u00e9"')), aRec(A_DELTA('42')), aRec(A_DELTA('""')), aRec(A_DELTA('"x\\q"')),
+    aRec(A_DELTA('"other index"').replace('"index":0', '"index":1')), { event: 'ping', data: A_DELTA('"event differs"') },
+    aRec(A_DELTA('"plain"').replace('"type":"content_block_delta",', ''), 'content_block_delta')];
+  for (const r of odd) {
+    const chunks = [aRec(A_DELTA('"first"')), r, aRec(A_DELTA('"after"'))];
+    const got = bothWays('anthropic', chunks);
+    assert.deepEqual(got.one, got.whole, r.data);
+  }
+});
+
+const G = (lit: string, usage = '{"promptTokenCount": 5,"totalTokenCount": 5}', extra = '') =>
+  `{"candidates": [{"content": {"parts": [{"text": ${lit}}],"role": "model"}${extra},"index": 0}],"usageMetadata": ${usage},"modelVersion": "gemini-2.5-flash","responseId": "r1"}`;
+const gRec = (data: string): Rec => ({ data });
+
+test('chunk template, Gemini: text chunks in one frame are read without JSON.parse, same events and usage as whole parses', () => {
+  const words = Array.from({ length: 40 }, (_, i) => `g${i} `);
+  const last = G('"."', '{"promptTokenCount": 5,"candidatesTokenCount": 41,"totalTokenCount": 46}', ',"finishReason": "STOP"');
+  const recs = [...words.map((w) => gRec(G(JSON.stringify(w)))), gRec(last)];
+  const { one, calls } = bothWays('gemini', recs);
+  assert.equal(one.filter((e) => e.type === 'text').map((e) => (e as { text: string }).text).join(''), words.join('') + '.');
+  assert.deepEqual(one.slice(-2), [{ type: 'usage', usage: { inputTokens: 5, outputTokens: 41 } }, { type: 'finish', reason: 'stop' }]);
+  assert.ok(calls <= 4, `JSON.parse ran ${calls} times for ${recs.length} chunks`);
+  // A thought, a function call, two parts, a usage that changes: parsed whole, as before.
+  const odd = [G('"t"').replace('{"text": "t"}', '{"text": "t","thought": true}'), G('"f"').replace('{"text": "f"}', '{"functionCall": {"name": "f","args": {}}}'),
+    G('"a"').replace('{"text": "a"}', '{"text": "a"},{"text": "b"}'), G('"u"', '{"promptTokenCount": 6,"totalTokenCount": 6}'), G('"\\u00e9\\n"'), G('7')];
+  for (const d of odd) {
+    const got = bothWays('gemini', [gRec(G('"first"')), gRec(d), gRec(G('"after"'))]);
+    assert.deepEqual(got.one, got.whole, d);
+  }
+});
+
+test('chunk template, Gemini: a chunk in the template\'s frame restores the usage it carries, though a chunk parsed whole changed it since', () => {
+  const u1 = '{"promptTokenCount": 5,"candidatesTokenCount": 1,"totalTokenCount": 6}';
+  const u2 = '{"promptTokenCount": 5,"candidatesTokenCount": 9,"totalTokenCount": 14}';
+  const fin = G('""', '{"promptTokenCount": 5,"totalTokenCount": 5}', ',"finishReason": "STOP"').replace(',"usageMetadata": {"promptTokenCount": 5,"totalTokenCount": 5}', '');
+  // learned with u1; a two-part chunk (parsed whole, not learned) sets u2; a u1-frame chunk then means u1 again.
+  const recs = [G('"a"', u1), G('"b"', u2).replace('{"text": "b"}', '{"text": "b"},{"text": "c"}'), G('"d"', u1), fin].map(gRec);
+  const p = adapterFor('gemini').streamParser();
+  const evs = recs.flatMap((r) => p.push(r.data));
+  assert.deepEqual(evs.find((e) => e.type === 'usage'), { type: 'usage', usage: { inputTokens: 5, outputTokens: 1 } });
 });

@@ -6,6 +6,7 @@ import type {
 } from './types.ts';
 import { UpstreamShapeError, argsObject, arr, isObj, localId, num, nowSeconds, obj, parseJson, statusType, str, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
+import { StreamTemplate } from './chunk-template.ts';
 
 export { anthropicCodec, anthropicErrorBody } from './anthropic-codec.ts';
 export { parseAnthropicRequest } from './anthropic-parse.ts';
@@ -162,8 +163,14 @@ class AnthropicStreamParser implements StreamParser {
   private tools = 0;
   private usage: Obj = {};
   private finished = false;
+  /** The frame of the last text_delta parsed whole (chunk-template.ts): the next ones only add their text. */
+  private tpl = new StreamTemplate('text');
 
   push(data: string, event?: string, parsed?: { value: unknown }): StreamEvent[] {
+    if (parsed === undefined) {
+      const text = this.tpl.match(data, event);
+      if (text !== null) return text.length > 0 ? [{ type: 'text', text }] : [];
+    }
     const ev = parsed ? parsed.value : parseJson(data);
     if (!isObj(ev)) return [{ type: 'error', message: 'upstream sent a stream event that is not JSON', errorType: 'upstream_invalid_response' }];
     switch (str(ev.type) ?? event) {
@@ -187,7 +194,12 @@ class AnthropicStreamParser implements StreamParser {
       case 'content_block_delta': {
         const d = obj(ev.delta);
         if (d === undefined) return [];
-        if (d.type === 'text_delta') return typeof d.text === 'string' && d.text.length > 0 ? [{ type: 'text', text: d.text }] : [];
+        if (d.type === 'text_delta') {
+          if (typeof d.text !== 'string') return [];
+          // Its text is this event's only effect: the frame around it can read the next ones.
+          if (parsed === undefined && this.tpl.open) this.tpl.learn(data, event, d.text);
+          return d.text.length > 0 ? [{ type: 'text', text: d.text }] : [];
+        }
         if (d.type === 'input_json_delta') {
           const index = this.toolOf.get(num(ev.index) ?? 0);
           const pj = d.partial_json;

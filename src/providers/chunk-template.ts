@@ -1,8 +1,10 @@
 // The chunks of one streamed answer differ only in their text: `{"id":..,"choices":[{"delta":
-// {"content":"Hello"},..}]}`, again and again. After one such chunk has been parsed whole, a next
-// one that is byte-identical around its content string is read by comparing that frame and
-// decoding the one string, instead of JSON.parse of the whole chunk (most of a stream's parsing
-// CPU, and ~10 objects of garbage per chunk). Anything else is parsed whole as before.
+// {"content":"Hello"},..}]}` (OpenAI), `{"type":"content_block_delta",..,"text":"Hello"}}`
+// (Anthropic), `{"candidates": [{"content": {"parts": [{"text": "Hello"}]..` (Gemini), again and
+// again. After one such chunk has been parsed whole, a next one that is byte-identical around its
+// text string is read by comparing that frame and decoding the one string, instead of JSON.parse
+// of the whole chunk (most of a stream's parsing CPU, and ~10 objects of garbage per chunk).
+// Anything else is parsed whole as before.
 
 /**
  * The bytes before and after the content string of a chunk parsed whole. `pad`: the chunk ended
@@ -13,22 +15,60 @@ export interface ChunkTemplate { readonly head: string; readonly tail: string; r
 
 const PAD = ',"obfuscation":"';
 
-const KEY = '"content":';
-
 /**
- * The frame around `data`'s one `"content":"..."` string, when that string decodes to `content`
- * (the value JSON.parse found at the content slot the caller reads), else null.
+ * The frame around `data`'s one `"<key>":"..."` string (`content` unless told), when that string
+ * decodes to `content` (the value JSON.parse found at the slot the caller reads), else null.
+ * Spaces after the colon (Gemini writes `"text": "..."`) belong to the frame.
  */
-export function learnTemplate(data: string, content: string): ChunkTemplate | null {
-  const at = data.indexOf(KEY);
-  // One "content" key only, so the slot found is the one JSON.parse read.
-  if (at < 0 || data.indexOf('"content"') !== at || data.indexOf('"content"', at + 1) !== -1) return null;
-  const start = at + KEY.length;
+export function learnTemplate(data: string, content: string, key = 'content'): ChunkTemplate | null {
+  const name = `"${key}"`;
+  const at = data.indexOf(name);
+  // One such key only, so the slot found is the one JSON.parse read.
+  if (at < 0 || data.indexOf(name, at + 1) !== -1) return null;
+  let start = at + name.length;
+  while (data.charCodeAt(start) === 32) start++;
+  if (data.charCodeAt(start) !== 58) return null; // ':'
+  start++;
+  while (data.charCodeAt(start) === 32) start++;
   const end = literalEnd(data, start);
   if (end < 0 || decodeLiteral(data, start, end) !== content) return null;
   const padAt = data.lastIndexOf(PAD);
   const pad = padAt > end && plainPadFrom(data, padAt + PAD.length);
   return { head: data.slice(0, start), tail: data.slice(end, pad ? padAt : data.length), pad };
+}
+
+/** Frames learned per stream at most: an upstream whose every chunk differs stops trying. */
+const TEMPLATES_PER_STREAM = 4;
+
+/**
+ * One stream's template (a parser holds one): the frame of the last text-only chunk parsed whole,
+ * and the SSE event name it came with (a match needs the same one: some parsers read it).
+ */
+export class StreamTemplate {
+  private tpl: ChunkTemplate | null = null;
+  private event: string | undefined = undefined;
+  private learned = 0;
+  private readonly key: string;
+
+  constructor(key: string) { this.key = key; }
+
+  /** The text of a chunk in the learned frame, else null (parse it whole). */
+  match(data: string, event: string | undefined): string | null {
+    return this.tpl === null || event !== this.event ? null : matchTemplate(this.tpl, data);
+  }
+
+  /** Whether a chunk parsed whole should be offered to learn(). */
+  get open(): boolean { return this.learned < TEMPLATES_PER_STREAM; }
+
+  /** `data`, parsed whole, had text `text` as its only effect: its frame becomes the template (true if it did). */
+  learn(data: string, event: string | undefined, text: string): boolean {
+    const t = learnTemplate(data, text, this.key);
+    if (t === null) return false;
+    this.tpl = t;
+    this.event = event;
+    this.learned++;
+    return true;
+  }
 }
 
 /**

@@ -7,6 +7,7 @@ import type {
 } from './types.ts';
 import { UpstreamShapeError, arr, isObj, localId, num, nowSeconds, obj, parseJson, statusType, str, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
+import { StreamTemplate } from './chunk-template.ts';
 
 const FINISH: Readonly<Record<string, FinishReason>> = {
   STOP: 'stop', MAX_TOKENS: 'length', SAFETY: 'content_filter', RECITATION: 'content_filter',
@@ -192,8 +193,22 @@ class GeminiStreamParser implements StreamParser {
   private tools = 0;
   private finished = false;
   private usage: Usage | undefined;
+  /**
+   * The frame of the last chunk parsed whole whose only effect was one text part (chunk-template.ts).
+   * A chunk in that frame repeats its usage and has no finish reason, so only its text is new.
+   */
+  private tpl = new StreamTemplate('text');
+  /** The usage the template's chunk carried: a chunk in its frame carries the same (a chunk parsed whole since may have changed this.usage). */
+  private tplUsage: Usage | undefined;
 
-  push(data: string, _event?: string, parsed?: { value: unknown }): StreamEvent[] {
+  push(data: string, event?: string, parsed?: { value: unknown }): StreamEvent[] {
+    if (parsed === undefined) {
+      const text = this.tpl.match(data, event);
+      if (text !== null) {
+        if (this.tplUsage !== undefined) this.usage = this.tplUsage;
+        return text.length > 0 ? [{ type: 'text', text }] : [];
+      }
+    }
     const chunk = parsed ? parsed.value : parseJson(data);
     if (!isObj(chunk)) return [{ type: 'error', message: 'upstream sent a stream chunk that is not JSON', errorType: 'upstream_invalid_response' }];
     if (isObj(chunk.error)) {
@@ -206,7 +221,8 @@ class GeminiStreamParser implements StreamParser {
       out.push({ type: 'start', id: str(chunk.responseId) ?? localId('gen-'), model: str(chunk.modelVersion) ?? '' });
     }
     const cand = candidateOf(chunk);
-    for (const p of arr(obj(cand?.content)?.parts) ?? []) {
+    const parts = arr(obj(cand?.content)?.parts);
+    for (const p of parts ?? []) {
       if (!isObj(p) || p.thought === true) continue;
       if (typeof p.text === 'string' && p.text.length > 0) out.push({ type: 'text', text: p.text });
       const fc = obj(p.functionCall);
@@ -219,6 +235,7 @@ class GeminiStreamParser implements StreamParser {
     const u = geminiUsage(chunk.usageMetadata);
     if (u !== undefined) this.usage = u;
     const fr = str(cand?.finishReason);
+    if (parsed === undefined && fr === undefined && this.tpl.open) this.learnFrom(data, event, parts, u);
     if (fr !== undefined && !this.finished) {
       this.finished = true;
       if (this.usage !== undefined) out.push({ type: 'usage', usage: this.usage });
@@ -227,6 +244,13 @@ class GeminiStreamParser implements StreamParser {
       out.push({ type: 'finish', reason });
     }
     return out;
+  }
+
+  /** A chunk whose one part is plain text (no thought, no function call) teaches its frame. */
+  private learnFrom(data: string, event: string | undefined, parts: unknown[] | undefined, usage: Usage | undefined): void {
+    const p = parts?.length === 1 ? obj(parts[0]) : undefined;
+    if (p === undefined || p.thought === true || p.functionCall !== undefined || typeof p.text !== 'string') return;
+    if (this.tpl.learn(data, event, p.text)) this.tplUsage = usage;
   }
 
   end(): StreamEvent[] {

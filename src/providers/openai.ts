@@ -6,7 +6,7 @@ import type {
 } from './types.ts';
 import { OPENAI_FINISH, UpstreamShapeError, arr, isObj, localId, num, nowSeconds, obj, parseJson, statusType, str, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
-import { learnTemplate, matchTemplate, type ChunkTemplate } from './chunk-template.ts';
+import { StreamTemplate } from './chunk-template.ts';
 
 export { openaiCodec } from './openai-codec.ts';
 export { parseOpenAIChatRequest, parseEmbeddingsRequest } from './openai-parse.ts';
@@ -84,9 +84,6 @@ export function openaiChatResponse(body: unknown): ChatResult {
   return result;
 }
 
-/** Frames learned per stream at most: an upstream whose every chunk differs stops trying. */
-const TEMPLATES_PER_STREAM = 4;
-
 /**
  * Stateful chunk parser. Event order contract (all parsers): start, content..., usage?, finish.
  * OpenAI sends finish_reason before the usage chunk, so finish is held until usage or [DONE].
@@ -98,13 +95,12 @@ class OpenAIStreamParser implements StreamParser {
   private usage: Usage | undefined = undefined;
   /** Tool indexes whose tool_start was emitted; some servers repeat id/name on every delta. */
   private tools: boolean[] = [];
-  /** The frame of the last text-only chunk parsed whole (chunk-template.ts), and how many were learned. */
-  private tpl: ChunkTemplate | null = null;
-  private learned = 0;
+  /** The frame of the last text-only chunk parsed whole (chunk-template.ts). */
+  private tpl = new StreamTemplate('content');
 
-  push(data: string, _event?: string, parsed?: { value: unknown }): StreamEvent[] {
-    if (this.tpl !== null && parsed === undefined) {
-      const text = matchTemplate(this.tpl, data);
+  push(data: string, event?: string, parsed?: { value: unknown }): StreamEvent[] {
+    if (parsed === undefined) {
+      const text = this.tpl.match(data, event);
       // An array literal: a push into [] would allocate room for 17 events per chunk.
       if (text !== null) return text.length > 0 ? [{ type: 'text', text }] : [];
     }
@@ -131,7 +127,7 @@ class OpenAIStreamParser implements StreamParser {
       const u = openaiUsage(chunk.usage);
       if (u !== undefined) this.usage = u;
       if (this.finish !== undefined) this.flush(out);
-    } else if (parsed === undefined && this.learned < TEMPLATES_PER_STREAM) this.learn(data, choices);
+    } else if (parsed === undefined && this.tpl.open) this.learn(data, event, choices);
     return out;
   }
 
@@ -139,14 +135,11 @@ class OpenAIStreamParser implements StreamParser {
    * A chunk whose only effect is its text (no tool calls, finish reason or usage; error and usage
    * checked by the caller) becomes the template: the next chunks in the same frame only add their text.
    */
-  private learn(data: string, choices: unknown): void {
+  private learn(data: string, event: string | undefined, choices: unknown): void {
     const c = Array.isArray(choices) ? obj(choices[0]) : undefined;
     const delta = obj(c?.delta);
     if (!c || !delta || typeof delta.content !== 'string' || delta.tool_calls !== undefined || typeof c.finish_reason === 'string') return;
-    const t = learnTemplate(data, delta.content);
-    if (t === null) return;
-    this.tpl = t;
-    this.learned++;
+    this.tpl.learn(data, event, delta.content);
   }
 
   private choice(c: unknown, out: StreamEvent[]): void {
