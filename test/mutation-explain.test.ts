@@ -182,3 +182,81 @@ test('policy test: the agents a run is given (e.g. a fleet\'s registry) come bef
   assert.deepEqual(req, { kind: 'tool', agent: { name: 'q', spiffeId: 'spiffe://lab/agent/q', trustDomain: 'lab', owner: 'o', team: undefined, environment: 'dev', deployment: 'd', labels: { n: '1' } }, resource: 'crm', action: 'read', args: {}, context: undefined });
   assert.equal((requestOf({ identity: { workload: 'spiffe://lab/agent/q', agent: 'a', name: 'q' }, model: 'fast' }, c).agent as AgentRecord).name, 'a');
 });
+
+// A second config for what the first leaves out: an identity with owner and deployment, a policy that
+// only denies a model, two policies whose regions do not meet, a target without a region, agents
+// rules for other agents, lists of more than one action or denied skill.
+const CAT = 'spiffe://prod/agent/cat';
+const c2 = compilePolicies(parseConfigTexts([{ file: 't2.yaml', text: yaml(
+  doc('Provider', 'eu', { type: 'openai-compatible', baseUrl: 'http://127.0.0.1:1/v1', region: 'eu' }),
+  doc('Provider', 'plain', { type: 'openai-compatible', baseUrl: 'http://127.0.0.1:2/v1' }),
+  doc('Model', 'fast', { targets: [{ provider: 'eu', model: 'f' }, { provider: 'plain', model: 'p' }] }),
+  doc('Agent', 'cat', { workload: CAT, team: 'ops', owner: 'lee', deployment: 'blue', labels: { tier: 'x' } }),
+  doc('Agent', 'dog', { workload: 'spiffe://prod/agent/dog', team: 'ops' }),
+  doc('Agent', 'bare', { workload: 'spiffe://prod/agent/bare' }),
+  doc('Agent', 'helper', { workload: 'spiffe://prod/agent/helper', a2a: { url: 'http://127.0.0.1:9/a2a' } }),
+  doc('Agent', 'other', { workload: 'spiffe://prod/agent/other', a2a: { url: 'http://127.0.0.1:8/a2a' } }),
+  doc('AgentPolicy', 'a', { identity: { team: 'ops' }, models: { deny: ['fast'], regions: ['eu', 'us'] },
+    tools: [{ resource: 'crm', actions: ['read', 'list'] }], agents: [{ agent: 'other' }, { agent: 'helper', deny: ['wipe', 'drop'] }] }),
+  doc('AgentPolicy', 'b', { identity: { labels: { tier: 'x' } }, models: { allow: ['fast'], regions: ['ap'] } }),
+) }]), 'v8');
+
+test('explain: owner and deployment, a policy that only denies, regions that do not meet or list several, targets without a region, only the agents rules naming the callee', () => {
+  const cat = findAgent(c2, 'cat')!;
+  const dog = findAgent(c2, 'dog')!;
+  assert.deepEqual(explain({ kind: 'model', agent: cat, model: 'fast' }, c2), [
+    `identity: ${CAT} (agent "cat") [team=ops, owner=lee, deployment=blue, labels.tier=x]`,
+    'policies that apply: a (team=ops); b (labels.tier=x)',
+    'request: model "fast"',
+    '  policy "a" models.deny[0]: denies',
+    '  policy "b" models.allow[0]: allows',
+    '  regions: none (models.regions of a, b)',
+    '    target eu/f (eu): never used',
+    '    target plain/p (no region): never used',
+    'decision: DENY by policy "a" models.deny[0]',
+    `reason: policy "a" models.deny[0] denies model "fast" for ${CAT} (agent "cat")`,
+    'config version: v8',
+  ]);
+  // One policy's regions, listed; a model no route or catalog knows has no targets to list.
+  assert.deepEqual(explain({ kind: 'model', agent: dog, model: 'nope' }, c2).slice(2, 6), [
+    'request: model "nope"',
+    '  policy "a": does not mention this model',
+    '  regions: eu, us (models.regions of a)',
+    'decision: DENY (default deny)',
+  ]);
+  // No policy, so no regions line.
+  assert.deepEqual(explain({ kind: 'model', agent: findAgent(c2, 'bare')!, model: 'fast' }, c2).slice(1, 4), ['policies that apply: none', 'request: model "fast"', 'decision: DENY (default deny)']);
+  assert.deepEqual(explain({ kind: 'agent', agent: cat, callee: 'helper', skill: 'sum' }, c2).slice(2, 5), [
+    'request: call skill "sum" of agent "helper" (A2A)',
+    '  policy "a" agents[1] (agent helper): any skill; deny wipe, drop',
+    'decision: ALLOW by policy "a" agents[1]',
+  ]);
+  assert.equal(explain({ kind: 'tool', agent: cat, resource: 'crm', action: 'write', args: {} }, c2)[3], '  policy "a" tools[0] (resource crm): does not cover "write" (actions: read, list)');
+});
+
+test('explain what `aam policy explain` builds: an unknown workload or an ad hoc identity names no agent, keeps only text attributes, and an A2A call without a skill asks for ""', () => {
+  const first = (cse: Record<string, unknown>) => explain(requestOf(cse, c2), c2);
+  assert.deepEqual(first({ workload: 'spiffe://lab/w', model: 'fast' }).slice(0, 2), ['identity: spiffe://lab/w', 'policies that apply: none']);
+  assert.deepEqual(first({ identity: { workload: 'spiffe://lab/w', team: 'ops' }, model: 'fast' }).slice(0, 2), ['identity: spiffe://lab/w [team=ops]', 'policies that apply: a (team=ops)']);
+  // A number is not a team (YAML `team: 5`), nor a workload: spiffe_id is used then.
+  assert.deepEqual(first({ identity: { workload: 7, spiffe_id: 'spiffe://lab/v', team: 5, owner: true }, model: 'fast' }).slice(0, 2), ['identity: spiffe://lab/v', 'policies that apply: none']);
+  assert.equal(first({ agent: 'cat', callee: 'helper' })[2], 'request: call skill "" of agent "helper" (A2A)');
+  assert.equal(first({ agent: 'cat', callee: 'helper', skill: 5 })[2], 'request: call skill "" of agent "helper" (A2A)');
+});
+
+test('policy test: a tool case needs both resource and action, an empty or null case is no mapping, an empty file no list, and a YAML error is its first line', () => {
+  assert.deepEqual(runPolicyTests(`
+- { agent: cat, resource: crm, expect: deny }
+- { agent: cat, action: read, expect: deny }
+- ~
+- { agent: cat, resource: crm, action: read, expect: allow }
+`, c2).lines, [
+    'FAIL case 1: cat undefined crm: needs model, or resource and action (or callee and skill for an A2A call)',
+    'FAIL case 2: cat read undefined: needs model, or resource and action (or callee and skill for an A2A call)',
+    'FAIL case 3: ? undefined undefined: a case must be a mapping',
+    'PASS case 4: cat read crm: allow (policy "a" tools[0])',
+    '1 passed, 3 failed',
+  ]);
+  assert.throws(() => runPolicyTests('', c2), { message: 'policy test file must be a YAML list of cases (or a mapping with "cases:")' });
+  assert.throws(() => runPolicyTests('- [', c2), { message: 'policy test file is not valid YAML: Flow sequence in block collection must be sufficiently indented and end with a ] at line 1, column 4:' });
+});
