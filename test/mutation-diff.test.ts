@@ -158,3 +158,40 @@ test('policy diff: what each kind of trail event replays (model, A2A, tool in a 
   for (const broken of [{ decision: null }, { decision: { effect: 1 } }, { resource: 1 }, { action: null }]) assert.equal(replayable({ ...ev, ...broken }), null, JSON.stringify(broken));
   assert.equal(replayable({ ...ev, type: 'tool.outcome' }), null);
 });
+
+test('policy diff --against-trail: which changes are flagged as replayed without arguments (a rule on that resource with args or a when, on either side), as whom a renamed workload is replayed, one group per unnamed workload', () => {
+  // OLD2 -> NEW2: ann loses "big" and crm reads; a `when` reading args now guards add_note; fs ls is
+  // newly allowed within an args constraint. The "b*" rule has args on both sides: it matches a
+  // model route's name, which must still not flag a model change.
+  const OLD2 = side(doc('AgentPolicy', 'fin', { identity: { team: 'finance' }, models: { allow: ['fast', 'big'] },
+    tools: [{ resource: 'crm.accounts', actions: ['read', 'export'] }, { resource: 'notes', actions: ['add_note'] }, { resource: 'b*', actions: ['x'], args: { n: { max: 1 } } }] }));
+  const NEW2 = side(doc('AgentPolicy', 'fin', { identity: { team: 'finance' }, models: { allow: ['fast'] },
+    tools: [{ resource: 'notes', actions: ['add_note'], when: 'args.x == 1' }, { resource: 'b*', actions: ['x'], args: { n: { max: 1 } } }, { resource: 'fs', actions: ['ls'], args: { n: { max: 1 } } }] }));
+  const denied = { decision: { effect: 'deny' } };
+  const events = [
+    toolDecision(1, 't1', { action: 'read' }),
+    modelCall(2, 't2', who(), 'big'),
+    // Recorded under ann's old workload and team: replayed as the configured "ann" (team finance).
+    modelCall(3, 't3', { agent: 'ann', spiffe_id: 'spiffe://old/ann', team: 'sales' }, 'big'),
+    toolDecision(4, 't4', { resource: 'notes', action: 'add_note' }),
+    toolDecision(5, 't5', { resource: 'fs', action: 'ls', ...denied }),
+    // The same change with its arguments kept (recorded without an agent name: its own group).
+    toolDecision(6, 't6', { agent: '', resource: 'fs', action: 'ls', args: { n: 1 }, ...denied }),
+    modelCall(7, 't7', { spiffe_id: 'spiffe://prod/agent/g1', team: 'finance' }, 'big'),
+    modelCall(8, 't8', { spiffe_id: 'spiffe://prod/agent/g2', team: 'finance' }, 'big'),
+  ];
+  const r = diffAgainstTrail(OLD2.compiled, NEW2.compiled, events);
+  const flag = '  [arguments not in the trail: replayed without them]';
+  assert.deepEqual(r.lines.map((l) => l.split('\n')[0]), [
+    'ann  model big: allow (policy "fin" models.allow[1]) -> deny (default deny)  x2, last t3',
+    'ann  tool crm.accounts read: allow (policy "fin" tools[0]) -> deny (default deny)  x1, last t1',
+    `ann  tool fs ls: deny (default deny) -> allow (policy "fin" tools[2])  x1, last t5${flag}`,
+    `ann  tool notes add_note: allow (policy "fin" tools[1]) -> deny (policy "fin" tools[0])  x1, last t4${flag}`,
+    'spiffe://prod/agent/ann  tool fs ls: deny (default deny) -> allow (policy "fin" tools[2])  x1, last t6',
+    'spiffe://prod/agent/g1  model big: allow (policy "fin" models.allow[1]) -> deny (default deny)  x1, last t7',
+    'spiffe://prod/agent/g2  model big: allow (policy "fin" models.allow[1]) -> deny (default deny)  x1, last t8',
+    '8 of 8 recorded decisions would change (7 distinct: 6 allow->deny, 2 deny->allow)',
+  ]);
+  assert.equal(r.lines[3].split('\n')[1], '    reason now: policy "fin" tools[0] condition `args.x == 1` could not be evaluated (No such key: x); denied because conditions fail closed');
+  assert.equal(r.notReproduced, 0);
+});
