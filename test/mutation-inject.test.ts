@@ -491,6 +491,30 @@ test('token endpoint unreachable: a timeout names the limit, anything else is a 
   assert.deepEqual([seen?.method, seen?.body, seen?.signal.aborted], ['POST', 'a=1+2&b=%26', false]);
 });
 
+test('token retries: the jitter spreads each wait over half to all of the doubling backoff, as Math.random says', async () => {
+  // Expected waits written out for base 100 ms: attempt i waits 100 * 2^i * (1 + r) / 2.
+  const cases: Array<[number, number[]]> = [[0, [50, 100]], [0.5, [75, 150]], [0.9, [95, 190]]];
+  const random = Math.random;
+  try {
+    for (const [r, waits] of cases) {
+      Math.random = () => r;
+      const got = (await outcome([{ status: 503 }])).sleeps;
+      assert.deepEqual(got.map((ms) => Math.round(ms * 1000) / 1000), waits, `random ${r}`);
+    }
+  } finally {
+    Math.random = random;
+  }
+});
+
+test('token retries: an error that is not the endpoint\'s answer (a bug in aam) is thrown as it is, at once, not retried or blamed on the endpoint', async () => {
+  const bug = new TypeError('headers.get is broken');
+  let calls = 0;
+  const f: FetchLike = async () => { calls++; return { status: 503, headers: { get: () => { throw bug; } }, text: async () => '' }; };
+  const sleeps: number[] = [];
+  await assert.rejects(requestToken(REQ, f, { attempts: 3, baseMs: 1, maxMs: 1 }, async (ms) => { sleeps.push(ms); }), (e) => e === bug);
+  assert.deepEqual([calls, sleeps], [1, []]);
+});
+
 // src/credentials/aws-sigv4.ts and google-sa.ts: what a stored value may hold, what else is scrubbed,
 // and a SigV4 signature recomputed here from AWS's published algorithm.
 const hmac = (key: Buffer | string, data: string): Buffer => createHmac('sha256', key).update(data, 'utf8').digest();
