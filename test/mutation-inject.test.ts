@@ -428,9 +428,10 @@ const ok = (body: Record<string, unknown>): Answer => ({ status: 200, body: JSON
 test('token answers: expires_in as a number or numeric string, token types bearer (any case) and N_A; anything else is refused without a retry', async () => {
   assert.deepEqual((await outcome([ok({ access_token: 'at', expires_in: 90 })])).result, { accessToken: 'at', expiresInSec: 90 });
   assert.deepEqual((await outcome([ok({ access_token: 'at', expires_in: '90', token_type: 'BEARER' })])).result, { accessToken: 'at', expiresInSec: 90 });
-  for (const bad of [0, -5, 'soon', null]) assert.deepEqual((await outcome([ok({ access_token: 'at', expires_in: bad, token_type: 'N_A' })])).result, { accessToken: 'at', expiresInSec: undefined }, String(bad));
+  for (const bad of [0, -5, 'soon', null, true, 'Infinity']) assert.deepEqual((await outcome([ok({ access_token: 'at', expires_in: bad, token_type: 'N_A' })])).result, { accessToken: 'at', expiresInSec: undefined }, String(bad));
   const mac = await outcome([ok({ access_token: 'at', token_type: 'MAC <script> and a very long name indeed, longer than 32' })]);
   assert.deepEqual([mac.error, mac.calls], [failed('unsupported token_type "MACscriptandaverylongnam"'), 1]);
+  assert.equal((await outcome([ok({ access_token: 'at', token_type: 'DPoP_v2-x' })])).error, failed('unsupported token_type "DPoP_v2-x"'));
   // No token, or not JSON: retried, then reported.
   const none = await outcome([ok({ token_type: 'bearer' }), { status: 200, body: 'not json' }, ok({ access_token: '' })]);
   assert.deepEqual([none.error, none.calls], [failed('answer has no access_token'), 3]);
@@ -451,7 +452,7 @@ test('token errors: 5xx, 429 and 408 are retried with backoff or retry-after; ot
   // retry-after (seconds) is honoured, up to maxMs; a zero or junk value falls back to backoff.
   assert.deepEqual((await outcome([{ status: 429, retryAfter: '0.5' }, ok({ access_token: 'at' })])).sleeps, [500]);
   assert.deepEqual((await outcome([{ status: 429, retryAfter: '30' }, ok({ access_token: 'at' })])).sleeps, [1000]);
-  for (const ra of ['0', 'soon']) {
+  for (const ra of ['0', 'soon', 'Infinity', '-3']) {
     const s = (await outcome([{ status: 429, retryAfter: ra }, ok({ access_token: 'at' })])).sleeps;
     assert.ok(s.length === 1 && s[0] >= 50 && s[0] <= 100, `${ra}: ${s}`);
   }
@@ -464,6 +465,8 @@ test('token errors: 5xx, 429 and 408 are retried with backoff or retry-after; ot
     assert.equal((await outcome([{ status: 400, body: JSON.stringify({ error: code }) }])).error, failed('HTTP 400'), String(code));
   }
   assert.equal((await outcome([{ status: 400, body: 'null' }])).error, failed('HTTP 400'));
+  assert.equal((await outcome([{ status: 400, body: '{"error":""}' }])).error, failed('HTTP 400'));
+  assert.equal((await outcome([{ status: 400, body: '{"error":"x"}' }])).error, failed('HTTP 400 x'));
   assert.equal((await outcome([{ status: 400, body: JSON.stringify({ error: 'a'.repeat(64) }) }])).error, failed(`HTTP 400 ${'a'.repeat(64)}`));
   // The last attempt's reason is the one reported; one attempt means no sleep at all.
   const mixed = await outcome([{ status: 500 }, { status: 502, body: '{"error":"bad_gateway"}' }], { attempts: 2, baseMs: 1, maxMs: 1 });
