@@ -30,6 +30,11 @@ export interface UpstreamOptions {
   defaultTimeoutMs?: number;
   /** A connection that stays up this long resets the backoff. */
   stableAfterMs?: number;
+  /** 2026-07-28 listen streams the upstream ends: first retry delay (default 1 s), doubling per retry up to listenRetryMaxMs (30 s). */
+  listenRetryMinMs?: number;
+  listenRetryMaxMs?: number;
+  /** A listen stream that stayed up this long (default 30 s), or brought a notification, resets its retry delay. */
+  listenStableMs?: number;
 }
 
 /** Lists other than tools whose changes an upstream announces (tools are re-listed and compiled instead). */
@@ -103,8 +108,8 @@ export interface Upstream {
 
 /**
  * One listen stream to a 2026-07-28 upstream: whose credential opens it, and what it names (each
- * counted by the subscriptions wanting it); `retryMs` is the wait before it is opened again once
- * the upstream ended it, `lost` that it did and is not acknowledged again yet.
+ * counted by the subscriptions wanting it); `retryMs` is the base of the wait before it is opened
+ * again once the upstream ended it, `lost` that it did and is not acknowledged again yet.
  */
 interface Watch { identity: Identity; uris: Map<string, number>; tasks: Map<string, number>; lists: Map<string, number>; stream?: UpstreamListen; timer?: NodeJS.Timeout; retryMs?: number; lost?: boolean }
 type WatchPart = 'uris' | 'tasks' | 'lists';
@@ -118,13 +123,23 @@ function notificationsOf(w: Watch): Record<string, unknown> | undefined {
   return Object.keys(f).length ? f : undefined;
 }
 
-/** A listen stream the upstream ended is opened again after 1 s, doubling per failed try up to 30 s (reset once acknowledged). */
-const LISTEN_RETRY_MIN_MS = 1000;
-const LISTEN_RETRY_MAX_MS = 30_000;
+/**
+ * The wait before the next try and the base after it: `base` +-25 % (so replicas and callers
+ * that lost their streams together do not come back in step), the base doubling up to `max`.
+ */
+export function listenBackoff(base: number, max: number, random = Math.random()): { delay: number; next: number } {
+  return { delay: Math.round(base * (0.75 + random / 2)), next: Math.min(max, base * 2) };
+}
 
 const MAX_STDERR_LINE = 2000;
 /** Identities whose private tools lists are kept per server (oldest dropped first). */
 const MAX_CALLER_LISTS = 10_000;
+
+/** The lists other than tools a server declares in its capabilities (it may change them and say so). */
+function declaredLists(c: UpstreamClient): ListKind[] {
+  const caps = c.getServerCapabilities();
+  return (['prompts', 'resources'] as const).filter((l) => caps?.[l] !== undefined);
+}
 
 /** Caching hints of a 2026-07-28 list result (server/utilities/caching); older servers send none. */
 interface ListHints { ttlMs: number; private: boolean; at: number }
@@ -141,6 +156,9 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   const restartMinMs = opts.restartMinMs ?? 250;
   const restartMaxMs = opts.restartMaxMs ?? 30_000;
   const stableAfterMs = opts.stableAfterMs ?? 30_000;
+  const listenRetryMinMs = opts.listenRetryMinMs ?? 1000;
+  const listenRetryMaxMs = opts.listenRetryMaxMs ?? 30_000;
+  const listenStableMs = opts.listenStableMs ?? 30_000;
   const timeoutMs = spec.timeout_ms ?? opts.defaultTimeoutMs ?? 30_000;
   const callerIdentity = new AsyncLocalStorage<Identity>();
   const listeners: Array<(tools: UpstreamTool[]) => void> = [];
@@ -169,6 +187,8 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   /** Private tools lists, per SPIFFE ID of the identity they were listed as (never served to another). */
   const callerLists = new Map<string, { names: ReadonlySet<string>; until: number }>();
   let restarts = 0;
+  /** Connections tried so far: after the first, callers may have missed list changes (down, restarted). */
+  let tries = 0;
   let failures = 0;
   let connectedAt = 0;
   let lastError: string | undefined;
@@ -256,6 +276,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
 
   async function connect(): Promise<UpstreamClient> {
     state = 'connecting';
+    const again = tries++ > 0;
     // Dual-era client (spec 2026-07-28, versioning): an HTTP upstream whose server/discover names
     // 2026-07-28 is spoken to statelessly; any other answer means initialize and a session.
     if (spec.transport === 'streamable-http' && spec.url) {
@@ -298,6 +319,10 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     connectedAt = Date.now();
     lastError = undefined;
     deps.log.info({ mcp_server: name, transport: spec.transport, tools: toolCache?.length ?? 0 }, 'mcp server connected');
+    // Back after an outage or a restart: whatever it announced meanwhile never came, so the prompts
+    // and resources lists it declares are announced as changed (its tools were listed again above
+    // and announced when they differ; a 2026-07-28 server's listeners are told by resumeWatches).
+    if (again) for (const list of declaredLists(c)) for (const l of listListeners) l(list);
     return c;
   }
 
@@ -467,7 +492,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
    * 2026-07-28 replaced resources/subscribe with subscriptions/listen: aam keeps one stream per
    * credential to such an upstream naming everything its callers want on it (URIs, task ids,
    * lists), and replaces it (new one first) whenever that set changes; an empty set ends it; a
-   * stream the upstream ends is opened again after a second while anything is still wanted.
+   * stream the upstream ends is opened again with a capped backoff while anything is still wanted.
    */
   async function rewatch(key: string): Promise<void> {
     const w = watches.get(key);
@@ -482,14 +507,20 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     // A retry pending for the stream replaced here would skip this one's own end.
     if (w.timer) { clearTimeout(w.timer); w.timer = undefined; }
     if (filter) {
-      const st = callerIdentity.run(w.identity, () => c.listen!(filter, (method, params) => onWatched(key, method, params)));
+      /** When it was acknowledged, and whether a notification came on it: what makes it a stream that worked. */
+      let ackedAt = 0;
+      let heard = false;
+      const st = callerIdentity.run(w.identity, () => c.listen!(filter, (method, params) => { heard = true; onWatched(key, method, params); }));
       w.stream = st;
       void st.ended.then(() => {
         if (w.stream !== st || isClosed() || w.timer) return;
-        // The upstream ended it (down, restarting): opened again with a capped backoff, not every second.
+        // A stream that worked resets the backoff; one acknowledged and ended at once does not
+        // (a server that does so would otherwise be asked every second, forever).
+        if (heard || (ackedAt && Date.now() - ackedAt >= listenStableMs)) w.retryMs = undefined;
+        // The upstream ended it (down, restarting): opened again with a capped backoff and jitter.
         w.lost = true;
-        const delay = w.retryMs ?? LISTEN_RETRY_MIN_MS;
-        w.retryMs = Math.min(LISTEN_RETRY_MAX_MS, delay * 2);
+        const { delay, next } = listenBackoff(w.retryMs ?? listenRetryMinMs, listenRetryMaxMs);
+        w.retryMs = next;
         w.timer = setTimeout(() => { w.timer = undefined; if (w.stream === st) rewatch(key).catch(() => {}); }, delay);
         w.timer.unref();
       });
@@ -497,7 +528,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       try {
         await Promise.race([st.acked, late]);
         if (w.stream === st) {
-          w.retryMs = undefined;
+          ackedAt = Date.now();
           // Listened to again after it was lost: what it announced meanwhile never came.
           if (w.lost) { w.lost = false; missed(key, w, ['tools', 'prompts', 'resources']); }
         }
