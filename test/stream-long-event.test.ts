@@ -83,3 +83,26 @@ test('a 2 MB stream event that is not JSON is refused as a short one is', async 
   assert.match(r.failed ?? '', /not JSON/);
   assert.equal(r.failed, short.failed);
 });
+
+test('a read of several chunks is framed chunk by chunk, unjoined, with the events of one whole buffer (splits inside a UTF-8 character and a CRLF)', async () => {
+  const frame = (t: string) => `data: {"choices":[{"index":0,"delta":{"content":${JSON.stringify(t)}},"finish_reason":null}]}\r\n\r\n`;
+  const sse = `data: {"id":"c1","model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\r\n\r\n${
+    ['é中', '😀 a', 'b\u2028c', 'plain', 'é'].map(frame).join('')}data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\r\n\r\ndata: [DONE]\r\n\r\n`;
+  const bytes = Buffer.from(sse);
+  const read = async (parts: readonly (Buffer | readonly Buffer[])[]) => {
+    const it = (async function* () { yield* parts; })();
+    const r = await openUpstreamStream(target, Object.assign(it, { destroy() {} }) as UpstreamBody, openaiAdapter.streamParser());
+    assert.ok(r.ok);
+    const events: StreamEvent[] = [...r.value.head];
+    for await (const b of r.value.rest) events.push(...b);
+    return events;
+  };
+  const want = await read([bytes]);
+  assert.equal(want.filter((e) => e.type === 'text').map((e) => (e as { text: string }).text).join(''), 'é中😀 ab\u2028cplainé');
+  // The first chunk alone (as the body delivers it), then the rest of the read as unjoined pieces cut at every byte.
+  for (let cut = 1; cut < bytes.length - 1; cut += 3) {
+    const rest = bytes.subarray(cut);
+    const pieces = [rest.subarray(0, 5), rest.subarray(5, 6), rest.subarray(6, (rest.length >> 1) + (cut % 7)), rest.subarray((rest.length >> 1) + (cut % 7))];
+    assert.deepEqual(await read([bytes.subarray(0, cut), pieces]), want, `cut at ${cut}`);
+  }
+});

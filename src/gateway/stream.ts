@@ -23,12 +23,26 @@ export function localStream(events: StreamEvent[]): OpenStream {
   return { head: events.slice(0, cut), rest: (async function* () { if (cut < events.length) yield events.slice(cut); })(), abort() {} };
 }
 
-/** Records from raw body bytes: SSE text, or AWS event-stream frames (Bedrock). */
-function framesFor(target: Target): { push(b: Buffer): readonly SseRecord[]; end(): readonly SseRecord[] } {
-  if (target.provider.adapter?.streamFraming === 'aws-eventstream') return new EventStreamFramer();
+/**
+ * Records from raw body bytes: SSE text, or AWS event-stream frames (Bedrock). A read of several
+ * chunks comes unjoined: each is decoded on its own (a join copied the read into a new buffer).
+ */
+function framesFor(target: Target): { push(b: Buffer | readonly Buffer[]): readonly SseRecord[]; end(): readonly SseRecord[] } {
+  if (target.provider.adapter?.streamFraming === 'aws-eventstream') {
+    const es = new EventStreamFramer();
+    return { push: (b) => (Buffer.isBuffer(b) ? es.push(b) : b.flatMap((c) => es.push(c))), end: () => es.end() };
+  }
   const sse = new SseParser();
   const dec = new StringDecoder('utf8');
-  return { push: (b) => sse.push(dec.write(b)), end: () => sse.end() };
+  return {
+    push: (b) => {
+      if (Buffer.isBuffer(b)) return sse.push(dec.write(b));
+      let into: SseRecord[] | null = null;
+      for (const c of b) into = sse.pushInto(dec.write(c), into);
+      return into ?? [];
+    },
+    end: () => sse.end(),
+  };
 }
 
 /** Events this long are parsed across loop turns: JSON.parse of a 2 MB event held the loop at once. */

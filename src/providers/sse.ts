@@ -28,12 +28,26 @@ export class SseParser {
    * a chunk that completes none returns one shared empty array (no garbage per chunk).
    */
   push(chunk: string): readonly SseRecord[] {
+    this.scan(chunk);
+    return this.take();
+  }
+
+  /** push() for several chunks of one read: the records completed are appended to `into` (made when one is). */
+  pushInto(chunk: string, into: SseRecord[] | null): SseRecord[] | null {
+    this.done = into;
+    this.scan(chunk);
+    const out = this.done;
+    this.done = null;
+    return out;
+  }
+
+  private scan(chunk: string): void {
     // A long line (a 1 MB data field) arrives over many chunks: keep its pieces until a line break
     // comes, rather than joining and rescanning all of it per chunk (quadratic: ~14 ms per MB).
     let s = chunk;
     let from = 0; // s has no CR or LF before this
     if (this.open.length > 0) {
-      if (chunk.indexOf('\n') === -1 && chunk.indexOf('\r') === -1) { this.open.push(chunk); return NONE; }
+      if (chunk.indexOf('\n') === -1 && chunk.indexOf('\r') === -1) { this.open.push(chunk); return; }
       this.open.push(chunk);
       s = this.open.join('');
       from = s.length - chunk.length;
@@ -65,7 +79,6 @@ export class SseParser {
       pos = next;
     }
     if (pos < len) this.open.push(s.slice(pos));
-    return this.take();
   }
 
   private take(): readonly SseRecord[] {
