@@ -70,7 +70,8 @@ export const groups: Record<string, MutateGroup> = {
   },
   access: {
     mutate: ['src/access/**/*.ts', '!src/access/egress.ts', '!src/access/guard.ts', '!src/access/identify.ts', '!src/access/decide.ts', '!src/access/json-turns.ts', '!src/access/request.ts', '!src/access/context.ts', ...PARTS.map((f) => `!${f}`)],
-    tests: ['test/architecture-trust.test.ts', 'test/access-e2e.test.ts', 'test/gateway-e2e.test.ts', 'test/tools-http.test.ts'],
+    // mutation-access-rest (no gateway) kills errors.ts, evidence.ts and linger.ts mutants in seconds.
+    tests: ['test/mutation-access-rest.test.ts', 'test/architecture-trust.test.ts', 'test/access-e2e.test.ts', 'test/gateway-e2e.test.ts', 'test/tools-http.test.ts'],
   },
   keys: {
     mutate: ['src/identity/keys.ts', 'src/store/key-mirror.ts'],
