@@ -88,3 +88,97 @@ test('a long literal is decoded across loop turns, a few slices per turn', async
   assert.deepEqual(v, JSON.parse(text));
   assert.ok(turns > 2, `the loop turned ${turns} times while parsing`);
 });
+
+/**
+ * Where an escape-aware slicer may cut a literal's raw content, computed here from JSON's grammar
+ * (an escape is `\` and one character, or `\u` and 4 hex digits), not by json-turns.ts.
+ */
+function cutPoints(content: string): Set<number> {
+  const at = new Set([0]);
+  for (let i = 0; i < content.length;) {
+    i += content[i] !== '\\' ? 1 : content[i + 1] === 'u' ? 6 : 2;
+    at.add(i);
+  }
+  return at;
+}
+
+/** Slices of a literal decoded from text: each the shortest at least `slice` long that ends where a cut may be. */
+function textSlices(content: string, slice: number): string[] {
+  const cuts = cutPoints(content), out: string[] = [];
+  for (let a = 0; a < content.length;) {
+    let b = Math.min(content.length, a + slice);
+    while (!cuts.has(b)) b++;
+    out.push(content.slice(a, b));
+    a = b;
+  }
+  return out;
+}
+
+/** Slices of an ASCII literal decoded from bytes: `slice` bytes at a time, each cut back to where a cut may be, the rest carried. */
+function byteSlices(content: string, slice: number): string[] {
+  const cuts = cutPoints(content), out: string[] = [];
+  let from = 0;
+  for (let end = slice; end - slice < content.length; end += slice) {
+    let q = Math.min(end, content.length);
+    while (!cuts.has(q)) q--;
+    out.push(content.slice(from, q));
+    from = q;
+  }
+  if (from < content.length) out.push(content.slice(from));
+  return out;
+}
+
+/** The texts JSON.parse was given while `run` ran (the literals' slices after the skeleton). */
+async function parsedTexts(run: () => unknown): Promise<{ value: unknown; texts: string[] }> {
+  const parse = JSON.parse;
+  const texts: string[] = [];
+  JSON.parse = ((text: string, reviver?: Parameters<typeof parse>[1]) => { texts.push(text); return parse(text, reviver); }) as typeof JSON.parse;
+  try {
+    return { value: await run(), texts };
+  } finally {
+    JSON.parse = parse;
+  }
+}
+
+test('a slice ends at the first place at or past its length that cuts no escape, never later (from text and from bytes)', async () => {
+  // Valid ASCII contents: runs of backslashes, every escape, \u escapes back to back, at every offset.
+  const contents = ['\\\\\\\\\\\\ab\\\\c\\"d', '\\u00e9\\u00E9\\uD83D\\uDE00zz', 'x\\u0041\\\\u0041\\\\\\u0041y', '\\n\\t\\r\\b\\f\\/\\"\\\\abcdef', 'plain text of no escapes'];
+  for (const c of contents) {
+    for (const [first, second] of [[c, 'q'.repeat(5)], ['y' + c, c + c], ['\\\\' + c, 'zz' + c]]) {
+      const text = `["${first}", "${second}"]`;
+      for (let slice = 1; slice <= 8; slice++) {
+        for (const source of [text, Buffer.from(text)]) {
+          const got = await parsedTexts(() => parseJsonInTurns(source, { long: 4, slice }));
+          const what = `${JSON.stringify(text)} slice ${slice} ${typeof source === 'string' ? 'text' : 'bytes'}`;
+          assert.deepEqual(got.value, JSON.parse(text), what);
+          const slices = typeof source === 'string' ? textSlices : byteSlices;
+          assert.deepEqual(got.texts.slice(1), [...slices(first, slice), ...slices(second, slice)].map((s) => `"${s}"`), what);
+        }
+      }
+    }
+  }
+});
+
+test('slices share a loop turn while it lasts under TURN_MS: a few turns for many slices, not one per slice', async () => {
+  // 1.7 MB in 1 KB slices: ~1,700 slices of a few microseconds each. Yielding after each one
+  // would take ~1,700 turns; a turn is cut short only by the machine stalling the process.
+  const text = JSON.stringify({ content: 'café 😀 \\ "q" '.repeat(100_000) });
+  let turns = 0, running = true;
+  const tick = () => { turns++; if (running) setImmediate(tick); };
+  setImmediate(tick);
+  const { value, texts } = await parsedTexts(() => parseJsonInTurns(text, { slice: 1024 }));
+  running = false;
+  assert.deepEqual(value, JSON.parse(text));
+  assert.ok(texts.length > 1500, `${texts.length} slices`);
+  assert.ok(turns > 2 && turns < texts.length / 4, `the loop turned ${turns} times for ${texts.length} slices`);
+});
+
+test('by default a long literal is decoded 64 KiB at a time', async () => {
+  const n = 3 * 65_536 + 3_392;
+  const text = `{"a": "${'a'.repeat(n)}", "b": 1}`;
+  for (const source of [text, Buffer.from(text)]) {
+    const { value, texts } = await parsedTexts(() => parseJsonInTurns(source));
+    assert.deepEqual(value, { a: 'a'.repeat(n), b: 1 });
+    assert.deepEqual(texts.slice(1).map((t) => t.length - 2), [65_536, 65_536, 65_536, 3_392], typeof source);
+  }
+});
