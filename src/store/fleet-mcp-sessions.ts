@@ -70,10 +70,22 @@ for _, k in ipairs(sets(f[1], f[2] or '')) do redis.call('ZREM', k, ARGV[2]) end
 return redis.call('DEL', KEYS[1])
 `;
 
+// KEYS[1] session hash. ARGV: field ('sub:' .. uri), holder ('' = none). Nothing for a session that is gone.
+const HOLD = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[2] == '' then redis.call('HDEL', KEYS[1], ARGV[1]) else redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end
+return 1
+`;
+
+/** The session hash's field naming the replica that holds its subscription to a URI. */
+const heldField = (uri: string): string => `sub:${uri}`;
+
 type Scripted = {
   aamMcpOpen(...a: Array<string | number>): Promise<unknown[]>;
   aamMcpTouch(...a: Array<string | number>): Promise<string[]>;
   aamMcpClose(...a: Array<string | number>): Promise<number>;
+  aamMcpHold(...a: Array<string | number>): Promise<number>;
+  hmget(key: string, ...fields: string[]): Promise<Array<string | null>>;
 };
 
 export class FleetMcpSessions implements McpSessionRegistry {
@@ -91,6 +103,7 @@ export class FleetMcpSessions implements McpSessionRegistry {
     redis.defineCommand('aamMcpOpen', { numberOfKeys: 1, lua: OPEN });
     redis.defineCommand('aamMcpTouch', { numberOfKeys: 1, lua: TOUCH });
     redis.defineCommand('aamMcpClose', { numberOfKeys: 1, lua: CLOSE });
+    redis.defineCommand('aamMcpHold', { numberOfKeys: 1, lua: HOLD });
     this.#r = redis as unknown as Scripted;
     this.#prefix = prefix;
   }
@@ -105,11 +118,25 @@ export class FleetMcpSessions implements McpSessionRegistry {
   onNotify(fn: (id: string, message: McpSessionNote) => void): void {
     if (!this.#bus) { this.#local.push(fn); return; }
     this.#bus.follow(NOTE, (payload) => {
-      if (payload === undefined) return; // a reconnect: nothing to re-read
+      if (payload === undefined) return; // a reconnect: onResync's listeners re-read
       let note: { id?: unknown; message?: McpSessionNote };
       try { note = JSON.parse(payload) as typeof note; } catch { return; }
       if (typeof note.id === 'string' && typeof note.message?.method === 'string') fn(note.id, note.message);
     });
+  }
+
+  onResync(fn: () => void): void {
+    // The bus calls its followers without a payload after it reconnected: notes may have been lost meanwhile.
+    this.#bus?.follow(NOTE, (payload) => { if (payload === undefined) fn(); });
+  }
+
+  async hold(id: string, uri: string, holder: string | null): Promise<void> {
+    await this.#run(() => this.#r.aamMcpHold(this.#key(id), heldField(uri), holder ?? ''));
+  }
+
+  async holders(id: string, uris: readonly string[]): Promise<Array<string | null> | null> {
+    const [owner, ...held] = await this.#run(() => this.#r.hmget(this.#key(id), 'owner', ...uris.map(heldField)));
+    return owner === null ? null : held;
   }
 
   async #run<T>(fn: () => Promise<T>): Promise<T> {

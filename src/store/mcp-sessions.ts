@@ -4,7 +4,7 @@
 import type { McpSessionCaps, McpSessionNote, McpSessionOpened, McpSessionRecord, McpSessionRegistry } from './types.ts';
 
 export function memoryMcpSessions(now: () => number = Date.now): McpSessionRegistry {
-  const live = new Map<string, { rec: McpSessionRecord; expires: number }>();
+  const live = new Map<string, { rec: McpSessionRecord; expires: number; held?: Map<string, string> }>();
   const notes: Array<(id: string, message: McpSessionNote) => void> = [];
   return {
     open(rec: McpSessionRecord, caps: McpSessionCaps): McpSessionOpened {
@@ -32,5 +32,16 @@ export function memoryMcpSessions(now: () => number = Date.now): McpSessionRegis
     close(id: string): void { live.delete(id); },
     notify(id, message) { for (const fn of notes) fn(id, message); },
     onNotify(fn) { notes.push(fn); },
+    hold(id, uri, holder) {
+      const s = live.get(id);
+      if (!s) return;
+      if (holder === null) s.held?.delete(uri);
+      else (s.held ??= new Map()).set(uri, holder);
+    },
+    holders(id, uris) {
+      const s = live.get(id);
+      return s && s.expires > now() ? uris.map((u) => s.held?.get(u) ?? null) : null;
+    },
+    onResync() { /* one process: a note is never lost */ },
   };
 }

@@ -148,11 +148,21 @@ export interface McpSessionRegistry {
   /**
    * A notification for the session's client, handed to onNotify on every replica (one process: at
    * once; a fleet: over Redis pub/sub), so the replica holding the client's stream sends it even
-   * when the subscription it answers was made on another one. Lost when Redis is down (like the stream).
-   * Resolves once Redis took it (fleet): every replica has it then.
+   * when the subscription it answers was made on another one. Lost when Redis is down (like the
+   * stream); notes that change state (unsubscribed, closed) are backed by hold()/close(), which a
+   * replica re-reads after onResync. Resolves once Redis took it (fleet): every replica has it then.
    */
   notify(id: string, message: McpSessionNote): void | Promise<void>;
   onNotify(fn: (id: string, message: McpSessionNote) => void): void;
+  /**
+   * Which replica holds the session's subscription to `uri` now (null: none), unless the session
+   * is gone: the state a note announces, so a replica that missed the note can read it.
+   */
+  hold(id: string, uri: string, holder: string | null): void | Promise<void>;
+  /** Who holds each of the session's subscriptions to `uris` (null: nobody), or null once the session is gone. */
+  holders(id: string, uris: readonly string[]): Array<string | null> | null | Promise<Array<string | null> | null>;
+  /** Run fn when notes may have been lost (a fleet's pub/sub reconnected; never in one process). */
+  onResync(fn: () => void): void;
 }
 
 /** A notification relayed to a session's stream (McpSessionRegistry.notify). */

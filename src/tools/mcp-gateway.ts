@@ -143,9 +143,29 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     else if (note.method === CLOSED) void s.transport.close().catch(() => {});
   });
 
+  /**
+   * The subscriptions this replica holds, checked against the registry: a session closed, or a
+   * subscription undone or taken over elsewhere, while this replica missed the note (its pub/sub
+   * was disconnected) is dropped here and upstream. Run after the bus reconnects; retried each
+   * second until the registry answers.
+   */
+  let recheckHeld = false;
+  async function checkHeld(): Promise<void> {
+    for (const s of [...sessions.values()]) {
+      const uris = [...s.ctx.subscriptions.keys()];
+      if (uris.length === 0) continue;
+      const holders = await deps.sessions.holders(s.rec.id, uris);
+      if (holders === null) { void s.transport.close().catch(() => {}); continue; }
+      uris.forEach((uri, i) => { if (holders[i] !== self) void unsubscribeResource(rt, s.ctx, uri).catch(() => {}); });
+    }
+  }
+  const resync = () => { recheckHeld = false; checkHeld().catch(() => { recheckHeld = true; }); };
+  deps.sessions.onResync(resync);
+
   // Every second: drop objects of sessions idle here (the registry ends them when idle fleet-wide),
   // and end sessions whose key was revoked, so their open streams close on every replica within ~1 s.
   const sweeper = setInterval(() => {
+    if (recheckHeld) resync();
     hub.recheck(); // listen streams of revoked keys end within ~1 s too
     const cutoff = Date.now() - idleMs;
     for (const s of sessions.values()) {
@@ -173,13 +193,21 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     server.setRequestHandler(ListResourceTemplatesRequestSchema, async (_req, extra) => ({ resourceTemplates: await listResourceTemplates(rt, forRequest(ctx, extra)) }));
     server.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => readResource(rt, forRequest(ctx, extra), req.params.uri, callExtra(req.params._meta?.progressToken, extra)));
     // A session's subscriptions are held by one replica at a time: the one it last subscribed on.
+    // The registry says who holds it (a replica that missed the note reads it there); the note is the fast path.
     server.setRequestHandler(SubscribeRequestSchema, async (req, extra) => {
-      await subscribeResource(rt, forRequest(ctx, extra), req.params.uri);
+      const rc = forRequest(ctx, extra);
+      await subscribeResource(rt, rc, req.params.uri);
+      try { await deps.sessions.hold(id, req.params.uri, self); } catch (e) {
+        await unsubscribeResource(rt, rc, req.params.uri).catch(() => {});
+        throw e;
+      }
       void passOn(id, SUBSCRIBED, { uri: req.params.uri });
       return {};
     });
     server.setRequestHandler(UnsubscribeRequestSchema, async (req, extra) => {
       await unsubscribeResource(rt, forRequest(ctx, extra), req.params.uri);
+      // Refused (the client retries) unless the registry took it: the holder acts on it even if it misses the note.
+      await deps.sessions.hold(id, req.params.uri, null);
       // Answered once every replica has it: an update decided after the answer finds nothing to send.
       await passOn(id, UNSUBSCRIBED, { uri: req.params.uri });
       return {};
