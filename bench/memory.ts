@@ -37,7 +37,8 @@ const cfg = {
   rounds: num('MEM_ROUNDS', 8),
   roundS: num('MEM_ROUND_S', 20),
   conc: num('MEM_CONC', 64),
-  mode: env.MEM_MODE === 'stream' ? 'stream' as const : 'nonstream' as const,
+  // mixed: c/2 non-stream and c/2 streaming at once, as `npm run bench`'s RSS phase runs them
+  mode: env.MEM_MODE === 'stream' ? 'stream' as const : env.MEM_MODE === 'mixed' ? 'mixed' as const : 'nonstream' as const,
   // commas inside [flags] or {env} belong to the target
   targets: (env.MEM_TARGETS ?? 'bare,aam').split(/,(?![^[{]*[\]}])/).map((s) => s.trim()).filter(Boolean),
   idle: env.MEM_IDLE !== '0',
@@ -174,11 +175,18 @@ async function startGateways(work: string, build: AamBuild, loadgenBody: string)
   return out;
 }
 
-async function loadRound(g: Gateway, body: string, loadgen: 'wrk' | 'node', work: string, snapshot?: string): Promise<Reading> {
+/** One load of cfg.roundS s; mixed: c/2 of each body at once (RPS and requests summed, p50 the larger). */
+async function loadOf(g: Gateway, bodies: string[], loadgen: 'wrk' | 'node', durationS: number): Promise<{ rps: number; p50_ms: number; errors: number; non2xx: number; requests: number }> {
+  const rs = await Promise.all(bodies.map((bodyFile) => runLoad(loadgen, clientPin, { origin: g.origin, path: '/v1/chat/completions', headers: g.headers, bodyFile, conc: Math.max(1, Math.round(cfg.conc / bodies.length)), durationS })));
+  const sum = (f: (r: typeof rs[number]) => number): number => rs.reduce((a, r) => a + f(r), 0);
+  return { rps: sum((r) => r.rps), p50_ms: Math.max(...rs.map((r) => r.p50_ms)), errors: sum((r) => r.errors), non2xx: sum((r) => r.non2xx), requests: sum((r) => r.requests) };
+}
+
+async function loadRound(g: Gateway, bodies: string[], loadgen: 'wrk' | 'node', work: string, snapshot?: string): Promise<Reading> {
   const pid = g.child.pid ?? 0;
   const sampler = sampleRss(pid, 250);
   const ticks0 = cpuTicks(pid) ?? 0;
-  const r = await runLoad(loadgen, clientPin, { origin: g.origin, path: '/v1/chat/completions', headers: g.headers, bodyFile: body, conc: cfg.conc, durationS: cfg.roundS });
+  const r = await loadOf(g, bodies, loadgen, cfg.roundS);
   const cpuUs = (((cpuTicks(pid) ?? 0) - ticks0) / CLK_TCK) * 1e6;
   const samples = sampler.stop();
   const usage = await usageOf(pid, work, snapshot);
@@ -257,8 +265,11 @@ async function main(): Promise<void> {
     start: startCommand(REPO).text,
   };
   const body = join(work, 'body.json');
+  const streamBody = join(work, 'body-stream.json');
   const base = { model: 'gpt-4o-mini', messages: [{ role: 'system', content: 'You are a helpful assistant.' }, { role: 'user', content: 'Say hello in one short sentence.' }], max_tokens: 64, temperature: 0.2 };
-  writeFileSync(body, JSON.stringify(cfg.mode === 'stream' ? { ...base, stream: true, stream_options: { include_usage: true } } : base));
+  writeFileSync(body, JSON.stringify(base));
+  writeFileSync(streamBody, JSON.stringify({ ...base, stream: true, stream_options: { include_usage: true } }));
+  const bodies = cfg.mode === 'stream' ? [streamBody] : cfg.mode === 'mixed' ? [body, streamBody] : [body];
   try {
     const idle: Awaited<ReturnType<typeof idleDemo>> = [];
     if (cfg.idle) {
@@ -273,13 +284,13 @@ async function main(): Promise<void> {
       const mock = spawnTracked(clientPin, [process.execPath, join(BENCH, 'mock-upstream.js')], { MOCK_PORT: String(cfg.ports.mock) }, join(work, 'mock.log'));
       if (!(await waitHttp(`http://127.0.0.1:${cfg.ports.mock}/__mock/stats`, 10_000, 200, mock))) throw new Error('mock did not start');
       gws.push(...(await startGateways(work, build, body)));
-      for (const g of gws) await runLoad(loadgen, clientPin, { origin: g.origin, path: '/v1/chat/completions', headers: g.headers, bodyFile: body, conc: cfg.conc, durationS: 2 });
+      for (const g of gws) await loadOf(g, bodies, loadgen, 2);
       for (let r = 0; r < cfg.rounds; r++) {
         const order = r % 2 === 0 ? gws : [...gws].reverse();
         for (const g of order) {
           await sleep(500);
           const snap = cfg.snapshots && g.name !== 'bare' && (r === 0 || r === cfg.rounds - 1) ? join(work, `${g.name.replace(/\W+/g, '_')}-round${r + 1}.heapsnapshot`) : undefined;
-          const reading = await loadRound(g, body, loadgen, work, snap);
+          const reading = await loadRound(g, bodies, loadgen, work, snap);
           g.rounds.push(reading);
           say(`round ${r + 1} ${g.label}: ${Math.round(reading.rps ?? 0)} rps, p50 ${reading.p50_ms?.toFixed(3)} ms, ${reading.cpu_us_per_req?.toFixed(0)} us CPU/request, RSS ${kbMb(reading.rss_kb)} MB (anon ${kbMb(reading.anon_kb)}, peak ${kbMb(reading.peak_kb)}), heap ${usageCells(reading.usage).join(' | ')}${reading.errors ? `, ${reading.errors} failed` : ''}${snap ? `, snapshot ${snap}` : ''}`);
         }
