@@ -210,6 +210,9 @@ test('chain: an edited event, an extra edited copy, a broken link and a malforme
     assert.deepEqual(verdict(r), [false, 5, 'altered', 'event after seq 4 is malformed (missing seq, hash or prev_hash)'], drop);
     assert.deepEqual([r.events, r.lastSeq], [4, 0], `${drop}: nothing after a definite error is counted, and a broken chain has no last seq`);
   }
+  // Seq 0 is below every seq the chain expects: another copy of an earlier event, not a malformed one.
+  const zero = raw(5).replace('"seq":5,', '"seq":0,');
+  assert.deepEqual(verdict(verifyExport(arranged([...range(1, 4), zero, ...range(6, 25)]), pub)), [false, 0, 'inserted', 'seq 0 appears again after seq 4: an event was inserted']);
   const fractional = raw(5).replace('"seq":5,', '"seq":5.5,');
   assert.notEqual(fractional, raw(5));
   assert.deepEqual(verdict(verifyExport(arranged([...range(1, 4), fractional, ...range(6, 25)]), pub)).slice(0, 3), [false, 5, 'altered']);
@@ -337,6 +340,9 @@ test('database: a line moved, removed or inserted in the segment is named by the
   const edit = (seq: number, fn: (l: string) => string) => (events: TrailEvent[]) => { events[seq - 1] = { ...events[seq - 1], line: fn(events[seq - 1].line) }; };
   assert.deepEqual(dbVerdict(await tampered(edit(9, (l) => l.replace('"status":200', '"status":500')), 10)), [false, 9, 'altered', 'event 9: content does not match its hash (a field was edited)']);
   assert.deepEqual(dbVerdict(await tampered(edit(12, () => 'not json'), 10)), [false, 12, 'altered', 'event 12: stored line is not valid JSON']);
+  // The first problem stays named: a removal still being classified is not replaced by a later one.
+  const both = (events: TrailEvent[]) => { edit(20, () => 'not json')(events); return events.filter((_, i) => i !== 6); };
+  assert.deepEqual(dbVerdict(await tampered(both)), [false, 7, 'removed', 'expected seq 7, found seq 8: event(s) 7..7 were removed']);
 });
 
 test('database: every query key stored beside an event must agree with it, and a rewritten trail verifies', async () => {
@@ -346,6 +352,7 @@ test('database: every query key stored beside an event must agree with it, and a
   for (const [k, value] of [[0, '2026-01-01T00:00:00.000Z'], [1, 'admin'], [2, 'req-x'], [3, 'someone-else'], [4, 'deny'], [3, null], [4, null]] as const) {
     const r = await tampered((events) => { events[8].keys[k] = value; }, 10);
     assert.deepEqual(dbVerdict(r), [false, 9, 'altered', `event 9: stored ${words[k]} keys differ from the event`], `key ${k} = ${value}`);
+    assert.equal(r.events, 9, 'events after a definite problem are not counted');
   }
 });
 
