@@ -6,14 +6,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
 import { DatabaseSync } from 'node:sqlite';
-import { cpSync, readdirSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { verifyDatabase, verifyExport } from '../src/audit/verify.ts';
 import { openAuditLog } from '../src/audit/log.ts';
-import { openAuditDb, readCheckpoints } from '../src/audit/store.ts';
+import { insertCheckpoint, openAuditDb, readCheckpoints } from '../src/audit/store.ts';
 import { checkpointLine, signCheckpoint, type Checkpoint } from '../src/audit/checkpoint.ts';
-import { keyIdOf, signingKeyPath } from '../src/audit/keys.ts';
-import { GENESIS_HASH, chainHash, encodeEvent, exportLine, sealLine } from '../src/audit/event.ts';
+import { keyIdOf, loadOrCreateSigningKey, signingKeyPath } from '../src/audit/keys.ts';
+import { GENESIS_HASH, chainHash, encodeEvent, exportLine, sealLine, sealedText } from '../src/audit/event.ts';
 import { rewriteTrail, sampleEvent, tempDir, trailEvents, type TrailEvent } from './audit-helpers.ts';
 
 interface Line { raw: string; kind: string; seq?: number; tree_size?: number }
@@ -387,4 +387,58 @@ test('database: a block index that does not fit its lines, and a missing segment
   const r = verifyDatabase(dir, trailPub);
   assert.deepEqual(dbVerdict(r), [false, 1, 'removed', `events 1..10: audit segment file ${seg[0]} cannot be read (ENOENT): the events it held are missing`]);
   assert.deepEqual([r.events, r.lastSeq], [0, 0]);
+});
+
+test('database: a key given that did not sign the checkpoints; a key file that vouches for its own outside checkpoint when the stored keys are gone', async () => {
+  const { dir, pub: trailPub } = await trailCopy();
+  const stranger = newKey();
+  const r = verifyDatabase(dir, stranger.publicKeyPem);
+  assert.deepEqual(dbVerdict(r), [false, 10, 'bad_checkpoint', 'checkpoint at tree size 10 has an invalid signature (forged or edited)']);
+  assert.deepEqual([r.keySource, r.unsignedTail], ['given', 30]);
+  const own = trailCheckpoints(dir).find((c) => c.tree_size === 20)!;
+  const db = new DatabaseSync(join(dir, 'audit.db'));
+  db.exec("DELETE FROM audit_meta WHERE key LIKE 'public_key:%'");
+  db.close();
+  const fileOnly = verifyDatabase(dir, undefined, undefined, own);
+  assert.deepEqual([fileOnly.ok, fileOnly.keySource, fileOnly.outside?.covered], [true, 'key_file', true], fileOnly.firstError?.message);
+  assert.equal(verifyDatabase(dir, trailPub, undefined, own).ok, true);
+});
+
+test('database: after a retention cut the chain starts at the signed retention checkpoint; a forged one is no anchor', async () => {
+  for (const forge of [false, true]) {
+    const { dir, pub: trailPub } = await trailCopy();
+    rewriteTrail(dir, () => undefined, 10);
+    const head = trailEvents(dir)[9].hash;
+    const key = loadOrCreateSigningKey(signingKeyPath(dir));
+    const anchor = signCheckpoint(key, 10, head, 'retention');
+    const db = openAuditDb(dir);
+    db.prepare('DELETE FROM audit_blocks WHERE first_seq = 1').run();
+    insertCheckpoint(db, forge ? { ...anchor, head_hash: 'a'.repeat(64) } : anchor);
+    db.close();
+    const r = verifyDatabase(dir, trailPub);
+    if (!forge) {
+      assert.deepEqual([r.ok, r.anchor, r.events, r.firstSeq, r.lastSeq, r.checkpoints], [true, { tree_size: 10, type: 'retention' }, 20, 11, 30, 4], r.firstError?.message);
+      continue;
+    }
+    assert.deepEqual(dbVerdict(r), [false, 1, 'removed', 'expected seq 1, found seq 11: event(s) 1..10 were removed']);
+    assert.equal(r.anchor, 'genesis');
+  }
+});
+
+test('database: migrated blocks (lines stored sealed) verify and catch an edit; an unreadable segment is an error, not a verdict', async () => {
+  const { dir, pub: trailPub } = await trailCopy();
+  // The first 10 events as an older version stored them: each line its complete sealed text.
+  const sealFirst = (events: TrailEvent[]) => events.map((e, i) => (i < 10 ? { ...e, line: sealedText(e.line, i + 1, e.prev, e.hash), sealed: true } : e));
+  rewriteTrail(dir, sealFirst, 10);
+  assert.equal(trailEvents(dir)[3].line.startsWith('{"seq":4,'), true, 'fixture: a sealed line');
+  const ok = verifyDatabase(dir, trailPub);
+  assert.deepEqual([ok.ok, ok.events, ok.lastSeq], [true, 30, 30], ok.firstError?.message);
+  rewriteTrail(dir, (events) => { events[3] = { ...events[3], line: events[3].line.replace('"status":200', '"status":500') }; }, 10);
+  assert.deepEqual(dbVerdict(verifyDatabase(dir, trailPub)), [false, 4, 'altered', 'event 4: content does not match its hash (a field was edited)']);
+  // A segment that exists but cannot be read as a file is an I/O error for the operator, not tampering.
+  const seg = readdirSync(dir).filter((n) => n.startsWith('audit-segment-'));
+  assert.equal(seg.length, 1);
+  rmSync(join(dir, seg[0]));
+  mkdirSync(join(dir, seg[0]));
+  assert.throws(() => verifyDatabase(dir, trailPub), /EISDIR/);
 });
