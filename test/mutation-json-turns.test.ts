@@ -128,13 +128,20 @@ function byteSlices(content: string, slice: number): string[] {
   return out;
 }
 
-/** The texts JSON.parse was given while `run` ran (the literals' slices after the skeleton). */
-async function parsedTexts(run: () => unknown): Promise<{ value: unknown; texts: string[] }> {
+/** A text JSON.parse was given, the loop turn it was parsed in, and how long the parse took. */
+interface ParseCall { text: string; turn: number; ms: number }
+
+/** The texts JSON.parse was given while `run` ran (the skeleton's, then the literals' slices), with the turn counted by `turn`. */
+async function parsedTexts(run: () => unknown, turn: () => number = () => 0): Promise<{ value: unknown; texts: string[]; calls: ParseCall[] }> {
   const parse = JSON.parse;
-  const texts: string[] = [];
-  JSON.parse = ((text: string, reviver?: Parameters<typeof parse>[1]) => { texts.push(text); return parse(text, reviver); }) as typeof JSON.parse;
+  const calls: ParseCall[] = [];
+  JSON.parse = ((text: string, reviver?: Parameters<typeof parse>[1]) => {
+    const t0 = performance.now();
+    try { return parse(text, reviver); } finally { calls.push({ text, turn: turn(), ms: performance.now() - t0 }); }
+  }) as typeof JSON.parse;
   try {
-    return { value: await run(), texts };
+    const value = await run();
+    return { value, texts: calls.map((c) => c.text), calls };
   } finally {
     JSON.parse = parse;
   }
@@ -159,18 +166,30 @@ test('a slice ends at the first place at or past its length that cuts no escape,
   }
 });
 
-test('slices share a loop turn while it lasts under TURN_MS: a few turns for many slices, not one per slice', async () => {
-  // 1.7 MB in 1 KB slices: ~1,700 slices of a few microseconds each. Yielding after each one
-  // would take ~1,700 turns; a turn is cut short only by the machine stalling the process.
+test('slices share a loop turn until it has lasted TURN_MS (1 ms), then yield: never one slice per turn, never one turn for all', async () => {
+  // 1.7 MB in 1 KB slices: ~1,700 slices of a few microseconds each, from text and from bytes.
   const text = JSON.stringify({ content: 'café 😀 \\ "q" '.repeat(100_000) });
-  let turns = 0, running = true;
-  const tick = () => { turns++; if (running) setImmediate(tick); };
-  setImmediate(tick);
-  const { value, texts } = await parsedTexts(() => parseJsonInTurns(text, { slice: 1024 }));
-  running = false;
-  assert.deepEqual(value, JSON.parse(text));
-  assert.ok(texts.length > 1500, `${texts.length} slices`);
-  assert.ok(turns > 2 && turns < texts.length / 4, `the loop turned ${turns} times for ${texts.length} slices`);
+  for (const source of [text, Buffer.from(text)]) {
+    let turns = 0, running = true;
+    const tick = () => { turns++; if (running) setImmediate(tick); };
+    setImmediate(tick);
+    const { value, calls } = await parsedTexts(() => parseJsonInTurns(source, { slice: 1024 }), () => turns);
+    running = false;
+    assert.deepEqual(value, JSON.parse(text));
+    const slices = calls.slice(1); // after the skeleton
+    assert.ok(slices.length > 1500, `${slices.length} slices`);
+    // Yielding after each slice would take ~1,700 turns; a turn is cut short only when the
+    // machine stalls the process, so a loaded machine has more turns, never close to one per slice.
+    assert.ok(turns > 2 && turns < slices.length / 4, `the loop turned ${turns} times for ${slices.length} slices`);
+    // The bound itself, whatever the machine's speed or load: a turn goes on to another slice only
+    // while it has lasted under 1 ms, so the slices of a turn before its last one took under 1 ms.
+    const perTurn = new Map<number, number[]>();
+    for (const c of slices) perTurn.set(c.turn, [...(perTurn.get(c.turn) ?? []), c.ms]);
+    for (const [turn, ms] of perTurn) {
+      const before = ms.slice(0, -1).reduce((a, b) => a + b, 0);
+      assert.ok(before < 1, `turn ${turn}: ${ms.length} slices, those before the last took ${before.toFixed(2)} ms (${typeof source})`);
+    }
+  }
 });
 
 test('by default a long literal is decoded 64 KiB at a time', async () => {
@@ -181,4 +200,14 @@ test('by default a long literal is decoded 64 KiB at a time', async () => {
     assert.deepEqual(value, { a: 'a'.repeat(n), b: 1 });
     assert.deepEqual(texts.slice(1).map((t) => t.length - 2), [65_536, 65_536, 65_536, 3_392], typeof source);
   }
+});
+
+test('bytes parsed at once (a short body, or one without a long value) decode as UTF-8, as JSON.parse of the text', () => {
+  const texts = ['{"a": "é😀", "b": [1, "ü"]}', `{"${'k'.repeat(40)}": "é😀 ${'x'.repeat(3)}", "b": [1, 2, 3, 4, 5, 6, 7, 8, 9]}`];
+  for (const text of texts) {
+    const got = parseJsonInTurns(Buffer.from(text), { long: 16 });
+    assert.ok(!(got instanceof Promise), text);
+    assert.deepEqual(got, JSON.parse(text), text);
+  }
+  assert.throws(() => parseJsonInTurns(Buffer.from('{"a": "é" '), { long: 16 }), SyntaxError);
 });
