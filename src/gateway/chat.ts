@@ -24,6 +24,7 @@ import { costUsd, estimateCostUsd } from './pricing.ts';
 import { localStream, openUpstreamStream, StreamBroken, type OpenStream } from './stream.ts';
 import { CallAbort, sendAttempt, sendStreamAttempt, unusable, UPSTREAM_MESSAGE_MAX, type UpstreamBody } from './upstream.ts';
 import { traced } from './traced.ts';
+import { Deadlines, KeepAlive } from './deadlines.ts';
 import type { Route, Target } from './routes.ts';
 import { blockedMessage } from '../guardrails/engine.ts';
 import { resultToEvents, StreamRecorder } from '../cache/replay.ts';
@@ -182,8 +183,8 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
   // Keep-alive: an SSE comment after each idle period (also before the first token, when
   // reasoning models think for minutes) so proxies and load balancers do not cut the stream.
   const openHeaders = (extra?: Record<string, string>) => { if (!res.headersSent) res.writeHead(200, { ...SSE_HEADERS, 'x-request-id': ctx.requestId, ...cacheHeader(cache), ...extra }); };
-  const keepalive = setInterval(() => { openHeaders(); res.write(SSE_KEEPALIVE); }, ctx.rt.options.sseKeepaliveMs);
-  keepalive.unref();
+  // On the route's clock: a node timer per stream cost a timer list per stream at c=1, before the first byte.
+  const keepalive = new KeepAlive(route.keepalive ??= new Deadlines(Math.max(1, ctx.rt.options.sseKeepaliveMs) || 1), () => { openHeaders(); res.write(SSE_KEEPALIVE); });
   // Upstream bodies opened here; any still unread when we are done is aborted (no-op once ended).
   const bodies: UpstreamBody[] = [];
   try {
@@ -300,7 +301,7 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
     await codec.settle?.();
     res.end(tail + codec.streamDone);
   } finally {
-    clearInterval(keepalive);
+    keepalive.stop();
     for (const b of bodies) b.destroy();
   }
 }

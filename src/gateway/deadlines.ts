@@ -1,5 +1,5 @@
 // The total-timeout clock of a target's upstream attempts (gateway/upstream.ts): one timer per
-// target, not one per attempt.
+// target, not one per attempt; and the keep-alive clock of a route's streams (gateway/chat.ts).
 
 /** An attempt on a clock: its deadline and its links in the clock's list. */
 export interface Timed {
@@ -55,10 +55,47 @@ export class Deadlines {
     this.#timer = null;
     // libuv's clock is in whole ms: what is due within 1 ms is due now.
     const now = performance.now() + 1;
+    // Only what was on the list when it fired: an entry that puts itself back (a keep-alive) waits.
+    const last = this.#tail;
     for (let x = this.#head; x !== null && x.deadline <= now; x = this.#head) {
       this.remove(x);
       x.expire();
+      if (x === last) break;
     }
     if (this.#head) this.#arm(this.#head.deadline - now + 1);
+  }
+}
+
+/**
+ * An event stream's keep-alive: `send` runs after each `ms` without refresh(), on a clock shared
+ * by the streams of one route. A node timer per stream made and dropped a timer list per stream at
+ * c=1 before its first byte (see Deadlines); this is a list entry.
+ */
+export class KeepAlive implements Timed {
+  deadline = 0;
+  older: Timed | null = null;
+  newer: Timed | null = null;
+  clock: Deadlines | null = null;
+  readonly #home: Deadlines;
+  readonly #send: () => void;
+
+  constructor(home: Deadlines, send: () => void) {
+    this.#home = home;
+    this.#send = send;
+    home.add(this);
+  }
+
+  /** Something was written: the idle period starts again. */
+  refresh(): void {
+    if (this.clock === null) return; // stopped
+    this.#home.remove(this);
+    this.#home.add(this);
+  }
+
+  stop(): void { this.#home.remove(this); }
+
+  expire(): void {
+    this.#home.add(this); // before send: a send that throws must not end the keep-alives
+    this.#send();
   }
 }

@@ -58,6 +58,8 @@ export interface Target {
 export interface Route {
   name: string;
   kind: 'chat' | 'embeddings';
+  /** The keep-alive clock of its event streams in flight (gateway/chat.ts), made by the first. */
+  keepalive?: Deadlines;
   strategy: NonNullable<ModelSpec['strategy']>;
   targets: Target[];
   attemptsPerTarget: number;
