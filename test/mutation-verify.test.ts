@@ -442,3 +442,43 @@ test('database: migrated blocks (lines stored sealed) verify and catch an edit; 
   mkdirSync(join(dir, seg[0]));
   assert.throws(() => verifyDatabase(dir, trailPub), /EISDIR/);
 });
+
+/** `n` events chained from genesis as the writer seals them, built here (no writer thread). */
+function chainOf(n: number): TrailEvent[] {
+  const out: TrailEvent[] = [];
+  let prev = GENESIS_HASH;
+  for (let seq = 1; seq <= n; seq++) {
+    const { json: line, cols } = encodeEvent(sampleEvent(seq), Date.UTC(2026, 0, 1, 0, 0, 0, seq));
+    const hash = chainHash(line, seq, prev);
+    out.push({ line, prev, hash, keys: [...cols], sealed: false });
+    prev = hash;
+  }
+  return out;
+}
+
+/** A copy of the small trail holding `events` instead (one per block), without its checkpoints. */
+async function trailOf(events: TrailEvent[]): Promise<ReturnType<typeof verifyDatabase>> {
+  const { dir, pub: trailPub } = await trailCopy();
+  const db = new DatabaseSync(join(dir, 'audit.db'));
+  db.exec('DELETE FROM audit_checkpoints');
+  db.close();
+  rewriteTrail(dir, () => events, 1);
+  return verifyDatabase(dir, trailPub);
+}
+
+test('database: a moved line is looked for up to 5000 places away, and after 20 edited lines no more (bounded work)', async () => {
+  const chain = chainOf(5002);
+  assert.equal((await trailOf(chain)).ok, true, 'fixture: the built chain verifies');
+  // Event 1 moved exactly 5000 places down: found, so the trail is reordered, not missing event 1.
+  const moved = [...chain.slice(1, 5001), chain[0], chain[5001]];
+  assert.deepEqual(dbVerdict(await trailOf(moved)), [false, 1, 'reordered', 'seq 1 comes after seq 2: events were reordered']);
+  // Event 5 edited, then 19 more edited lines: 20 searches in vain use the budget up, so the
+  // untouched copy of event 5 that follows is taken at its position, not as a second seq 5.
+  const small = chainOf(30);
+  const edited = (e: TrailEvent): TrailEvent => ({ ...e, line: e.line.replace('"status":200', '"status":500') });
+  const bounded = [...small.slice(0, 4), ...small.slice(4, 24).map(edited), small[4], ...small.slice(24)];
+  assert.deepEqual(dbVerdict(await trailOf(bounded)), [false, 5, 'altered', 'event 5: content does not match its hash (a field was edited)']);
+  // With one edited line fewer the copy is still looked for and found: two events claim seq 5.
+  const within = [...small.slice(0, 4), ...small.slice(4, 23).map(edited), small[4], ...small.slice(23)];
+  assert.deepEqual(dbVerdict(await trailOf(within)), [false, 5, 'inserted', 'two events claim seq 5: an event was inserted']);
+});
