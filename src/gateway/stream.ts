@@ -89,9 +89,12 @@ export async function openUpstreamStream(
   const toEvents = (records: readonly SseRecord[]): StreamEvent[] | Promise<StreamEvent[]> => {
     if (records.some(isLong)) return eventsInTurns(parser, records);
     const out: StreamEvent[] = [];
-    for (const rec of records) {
+    // Indexed loops: this runs per upstream read, and array iterators showed up in its garbage.
+    for (let i = 0; i < records.length; i++) {
+      const rec = records[i];
       if (rec.data === '[DONE]') continue;
-      for (const ev of parser.push(rec.data, rec.event)) out.push(ev);
+      const evs = parser.push(rec.data, rec.event);
+      for (let j = 0; j < evs.length; j++) out.push(evs[j]);
     }
     return out;
   };

@@ -51,7 +51,8 @@ function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev:
       case 'start':
         return roleSent ? '' : begin(ev.id);
       case 'text':
-        return ev.text.length === 0 ? head : head + delta(`{"content":${JSON.stringify(ev.text)}}`);
+        // One template, not delta() around an inner one: the chunk most streams are made of.
+        return ev.text.length === 0 ? head : `${head}${prefix}[{"index":0,"delta":{"content":${JSON.stringify(ev.text)}},"logprobs":null,"finish_reason":null}]}\n\n`;
       case 'tool_start':
         return head + delta(`{"tool_calls":[{"index":${ev.index},"id":${JSON.stringify(ev.id)},"type":"function","function":{"name":${JSON.stringify(ev.name)},"arguments":""}}]}`);
       case 'tool_args':
