@@ -237,6 +237,11 @@ test('export lines: a broken JSON line is named by its line number at the seq af
   const broken = [...text.slice(0, at), '{"kind":"event", broken', ...text.slice(at)];
   assert.deepEqual(verdict(verifyExport(broken.join('\n'), pub)), [false, 8, 'altered', `line ${at + 1} is not valid JSON`]);
   assert.deepEqual(verdict(verifyExport(['not json', ...text].join('\n'), pub)), [false, 0, 'altered', 'line 1 is not valid JSON']);
+  // Two broken lines: the first is named.
+  assert.deepEqual(verdict(verifyExport([...broken.slice(0, at + 3), 'also broken', ...broken.slice(at + 3)].join('\n'), pub)), [false, 8, 'altered', `line ${at + 1} is not valid JSON`]);
+  // A signed checkpoint at tree size 0 is no anchor: an export from seq 1 starts at genesis.
+  const zero = verifyExport([checkpointLine(signCheckpoint(KEY, 0, 'b'.repeat(64), 'periodic')), ...text].join('\n'), pub);
+  assert.deepEqual([zero.ok, zero.anchor, zero.checkpoints], [true, 'genesis', 3], zero.firstError?.message);
   const noted = verifyExport(['{"kind":"note","seq":3}', '', '   ', ...text].join('\n'), pub);
   assert.deepEqual([noted.ok, noted.events, noted.checkpoints], [true, 25, 2]);
   // A first event without a numeric seq starts the chain at genesis.
@@ -379,6 +384,15 @@ test('database: a block index that does not fit its lines, and a missing segment
     db.close();
     assert.deepEqual(dbVerdict(verifyDatabase(dir, trailPub)), [false, 11, 'altered', `block of events 11..20 holds 10 lines, ${count} keys and 10 hashes: its segment bytes or index row were edited`]);
   }
+  {
+    // The last block claims more events than it holds lines.
+    const { dir, pub: trailPub } = await trailCopy();
+    rewriteTrail(dir, () => undefined, 10);
+    const db = new DatabaseSync(join(dir, 'audit.db'));
+    db.prepare('UPDATE audit_blocks SET last_seq = 35 WHERE first_seq = 21').run();
+    db.close();
+    assert.deepEqual(dbVerdict(verifyDatabase(dir, trailPub)), [false, 21, 'altered', 'block of events 21..35 holds 10 lines, 10 keys and 10 hashes: its segment bytes or index row were edited']);
+  }
   const { dir, pub: trailPub } = await trailCopy();
   rewriteTrail(dir, () => undefined, 10);
   const seg = readdirSync(dir).filter((n) => n.startsWith('audit-segment-'));
@@ -402,6 +416,9 @@ test('database: a key given that did not sign the checkpoints; a key file that v
   const fileOnly = verifyDatabase(dir, undefined, undefined, own);
   assert.deepEqual([fileOnly.ok, fileOnly.keySource, fileOnly.outside?.covered], [true, 'key_file', true], fileOnly.firstError?.message);
   assert.equal(verifyDatabase(dir, trailPub, undefined, own).ok, true);
+  // A validly signed outside checkpoint for another event at 15 pins the trail there.
+  const pin = signCheckpoint(loadOrCreateSigningKey(signingKeyPath(dir)), 15, 'd'.repeat(64), 'periodic');
+  assert.deepEqual(dbVerdict(verifyDatabase(dir, trailPub, undefined, pin)), [false, 15, 'altered', `event 15 is not the event the outside checkpoint (signed ${pin.time}) vouches for at tree size 15: the trail was rewritten up to here, or the checkpoint belongs to another trail`]);
 });
 
 test('database: after a retention cut the chain starts at the signed retention checkpoint; a forged one is no anchor', async () => {
