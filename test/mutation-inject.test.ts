@@ -12,6 +12,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { parseConfigTexts } from '../src/config/load.ts';
+import type { ConfigSet } from '../src/config/schema.ts';
 import { openDatabase } from '../src/store/sqlite.ts';
 import { openVault, type Vault } from '../src/credentials/vault.ts';
 import { awsKeyId, createInjector, perPrincipal, stripInboundAuth, type InjectorOptions, type Principal } from '../src/credentials/inject.ts';
@@ -26,10 +27,13 @@ const B: Principal = { spiffeId: 'spiffe://t/agent/b', name: 'b' };
 const C: Principal = { spiffeId: 'spiffe://t/agent/c', name: 'c' };
 const MASTER = { AAM_MASTER_KEY: Buffer.alloc(32, 5).toString('base64') };
 
-function vaultOf(docs: Record<string, string>, env: Record<string, string> = {}, now?: () => number): Vault {
+/** A vault of these Credentials; `edit` changes the loaded config first (to build one the loader would refuse). */
+function vaultOf(docs: Record<string, string>, env: Record<string, string> = {}, now?: () => number, edit?: (c: ConfigSet) => void): Vault {
   const dir = tempDir('aam-inj-mut-');
   const text = Object.entries(docs).map(([n, spec]) => `apiVersion: access.envisionai.dev/v1\nkind: Credential\nmetadata: { name: ${n} }\nspec: ${spec}`).join('\n---\n');
-  return openVault({ dataDir: dir, db: openDatabase(dir), config: parseConfigTexts([{ file: 't.yaml', text }]), env: { ...MASTER, ...env }, refreshMs: 0, now, strict: false });
+  const config = parseConfigTexts([{ file: 't.yaml', text }]);
+  edit?.(config);
+  return openVault({ dataDir: dir, db: openDatabase(dir), config, env: { ...MASTER, ...env }, refreshMs: 0, now, strict: false });
 }
 
 interface Sent { url: string; headers: Record<string, string>; form: Record<string, string> }
@@ -250,7 +254,7 @@ test('on-behalf-of: the assertion\'s exact claims, its lifetime and refresh poin
   // A stdio MCP server started for B gets B's assertion in its environment.
   assert.deepEqual(await inj.environmentFor('obo', 'TOKEN', { principal: B }), { env: { TOKEN: 'assertion-3-for-spiffe://t/agent/b' }, credential: { name: 'obo', version: 0, kind: 'on_behalf_of' } });
   await assert.rejects(inj.injectionFor('obo'), {
-    code: 'credential_principal', status: 500,
+    code: 'credential_principal', status: 500, credential: 'obo',
     message: 'Credential "obo" acts on behalf of the calling agent, but this call has no agent identity; it is not sent without one',
   });
   // Without an issuer: no iss, act or may_act.
@@ -258,7 +262,7 @@ test('on-behalf-of: the assertion\'s exact claims, its lifetime and refresh poin
   await bare.injectionFor('obo', { principal: C });
   assert.deepEqual(Object.keys(signed.at(-1)!).sort(), ['aam_agent', 'aud', 'exp', 'iat', 'jti', 'nbf', 'sub']);
   await assert.rejects(createInjector({ vault }).injectionFor('obo', { principal: A }), {
-    code: 'credential_config', status: 500, message: 'Credential "obo" is on-behalf-of but aam has no signer configured',
+    code: 'credential_config', status: 500, credential: 'obo', message: 'Credential "obo" is on-behalf-of but aam has no signer configured',
   });
   vault.close();
 });
@@ -308,6 +312,71 @@ test('token exchange: the exact RFC 8693 form, client authentication, and a toke
   vault.close();
 });
 
+test('token exchange: a token shorter than its assertion is never sent past its own expiry, even when its refresh fails', async () => {
+  const t0 = 1_700_000_000_000;
+  let clock = t0;
+  let down = false;
+  const sign = async () => 'subject-jwt-abcdefgh';
+  const ep = endpoint((n) => (down ? { status: 503, body: {} } : { status: 200, body: { access_token: `short-${n}-abcdefgh`, expires_in: 100 } }));
+  const vault = vaultOf({ x: '{ obo: { audience: sts, ttl_seconds: 600, token_exchange: { token_url: "https://sts.example/token" } } }' });
+  const inj = createInjector({ vault, sign, fetch: ep.fetch, now: () => clock, ...fast });
+  const tok = async () => (await inj.injectionFor('x', { principal: A })).headers.authorization;
+  assert.equal(await tok(), 'Bearer short-1-abcdefgh');
+  down = true;
+  // Refreshed at 50 s (half of 100 s); the endpoint is down, so the token bridges until 100 s, not the assertion's 600 s.
+  clock = t0 + 50_000;
+  assert.equal(await tok(), 'Bearer short-1-abcdefgh');
+  clock = t0 + 99_999;
+  assert.equal(await tok(), 'Bearer short-1-abcdefgh');
+  clock = t0 + 100_000;
+  await assert.rejects(tok(), { code: 'credential_unavailable', status: 502, credential: 'x' });
+  vault.close();
+});
+
+test('token exchange: a token that ends exactly with its assertion keeps its own refresh point', async () => {
+  // Half a second into a second: the assertion (60 s, from the whole second) and a 59.5 s token both end at iat + 60 s.
+  const iat = 1_700_000_000;
+  let clock = iat * 1000 + 500;
+  const ep = endpoint((n) => ({ status: 200, body: { access_token: `edge-${n}-abcdefgh`, expires_in: 59.5 } }));
+  const vault = vaultOf({ x: '{ obo: { audience: sts, ttl_seconds: 60, token_exchange: { token_url: "https://sts.example/token" } } }' });
+  const inj = createInjector({ vault, sign: async () => 'subject-jwt-abcdefgh', fetch: ep.fetch, now: () => clock, ...fast });
+  const tok = async () => (await inj.injectionFor('x', { principal: A })).headers.authorization;
+  assert.equal(await tok(), 'Bearer edge-1-abcdefgh');
+  // The token's refresh point: 59.5 s / 2 = 29.75 s after it was obtained (the assertion's would be 30 s after iat).
+  clock = iat * 1000 + 500 + 29_750 - 1;
+  assert.equal(await tok(), 'Bearer edge-1-abcdefgh');
+  assert.equal(ep.sent.length, 1);
+  clock += 1;
+  assert.equal(await tok(), 'Bearer edge-2-abcdefgh');
+  vault.close();
+});
+
+test('the injector does not trust the loader: a Credential without a value or obo settings is refused naming it, never sent', async () => {
+  // Valid documents, with the value (or obo) taken out after loading, as a loader bug could.
+  const vault = vaultOf({
+    plain: '{ env: S }',
+    g: '{ env: S, google: {} }',
+    aws: '{ env: S, aws: { access_key_id: AKIAEXAMPLE000000001 } }',
+    obo: '{ kind: on_behalf_of, obo: { audience: x } }',
+  }, { S: 'some-secret-value-1234' }, undefined, (c) => {
+    for (const n of ['plain', 'g', 'aws']) delete c.credentials.get(n)!.spec.env;
+    delete c.credentials.get('obo')!.spec.obo;
+  });
+  const ep = endpoint();
+  const inj = createInjector({ vault, sign: async () => 'never-signed', issuer: 'spiffe://t/aam', fetch: ep.fetch, ...fast });
+  for (const [name, status, message] of [
+    ['plain', 502, 'Credential "plain" has no value'],
+    ['g', 502, 'Credential "g" has no value'],
+    ['aws', 502, 'Credential "aws" has no value'],
+    ['obo', 500, 'Credential "obo" needs obo: { audience }'],
+  ] as const) {
+    await assert.rejects(inj.injectionFor(name, { principal: A }), { name: 'CredentialError', code: 'credential_config', status, credential: name, message }, name);
+  }
+  await assert.rejects(inj.environmentFor('plain', 'TOKEN'), { code: 'credential_config', status: 502, credential: 'plain', message: 'Credential "plain" has no value' });
+  assert.equal(ep.sent.length, 0);
+  vault.close();
+});
+
 test('a Google service account: one token for every agent, an RS256 assertion to the right endpoint and scope, both scrubbed', async () => {
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const pem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
@@ -354,6 +423,23 @@ test('AWS: the key id written or read (trimmed) from the environment; one signer
   const signed = await r.sign!({ method: 'POST', url: 'https://bedrock-runtime.us-east-1.amazonaws.com/model/m/invoke', headers: { 'content-type': 'application/json' }, body: '{}' }, { region: 'us-east-1', service: 'bedrock' });
   assert.equal(signed['x-amz-date'], '20260102T030405Z');
   assert.match(signed.authorization, /^AWS4-HMAC-SHA256 Credential=AKIAFROMENV0000000\/20260102\/us-east-1\/bedrock\/aws4_request, SignedHeaders=content-type;host;x-amz-content-sha256;x-amz-date, Signature=[0-9a-f]{64}$/);
+  vault.close();
+});
+
+test('AWS: each credential signs with its own keys, never with another credential\'s signer', async () => {
+  const vault = vaultOf({
+    one: '{ env: S1, aws: { access_key_id: AKIAONE0000000000001 } }',
+    two: '{ env: S2, aws: { access_key_id: AKIATWO0000000000002 } }',
+  }, { S1: 'aws-secret-access-key-one-1234', S2: 'aws-secret-access-key-two-5678' });
+  const inj = createInjector({ vault, now: () => Date.parse('2026-01-02T03:04:05Z') });
+  const req = { method: 'GET', url: 'https://sts.us-east-1.amazonaws.com/', headers: {}, body: '' };
+  const scope = { region: 'us-east-1', service: 'sts' };
+  const one = await (await inj.injectionFor('one')).sign!(req, scope);
+  const two = await (await inj.injectionFor('two')).sign!(req, scope);
+  const again = await (await inj.injectionFor('one')).sign!(req, scope);
+  assert.match(one.authorization, /Credential=AKIAONE0000000000001\//);
+  assert.match(two.authorization, /Credential=AKIATWO0000000000002\//);
+  assert.equal(again.authorization, one.authorization);
   vault.close();
 });
 
