@@ -26,7 +26,7 @@ export const groups: Record<string, MutateGroup> = {
   credentials: {
     mutate: ['src/credentials/**/*.ts'],
     tests: [
-      'test/mutation-secret.test.ts', 'test/credentials-scrub.test.ts', 'test/mutation-credentials.test.ts', 'test/mutation-master-key.test.ts', 'test/mutation-vault.test.ts', 'test/mutation-inject.test.ts', 'test/credentials-inject.test.ts',
+      'test/mutation-secret.test.ts', 'test/credentials-scrub.test.ts', 'test/mutation-credentials.test.ts', 'test/mutation-master-key.test.ts', 'test/mutation-vault.test.ts', 'test/mutation-oauth.test.ts', 'test/mutation-inject.test.ts', 'test/credentials-inject.test.ts',
       'test/credentials-vault.test.ts', 'test/credentials-master-key.test.ts', 'test/credentials-echo.test.ts',
       'test/architecture-trust.test.ts',
     ],
