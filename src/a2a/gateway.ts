@@ -298,7 +298,7 @@ export function createA2aGateway(): A2aGateway {
    * replica. `seen`: ids this stream already bound (its events repeat the task and context ids),
    * bound once per stream rather than once per event.
    */
-  function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: string, seen?: { tasks: Set<string>; contexts: Set<string> }): Promise<void> | undefined {
+  function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: string, seen?: { tasks: Set<string>; contexts: Set<string> }): void | Promise<void> {
     let ids = idsIn(result);
     if (seen) {
       ids = { tasks: ids.tasks.filter((t) => !seen.tasks.has(t)), contexts: ids.contexts.filter((c) => !seen.contexts.has(c)) };
@@ -306,7 +306,7 @@ export function createA2aGateway(): A2aGateway {
       for (const c of ids.contexts) seen.contexts.add(c);
     }
     // Nothing new to bind (a plain message; a stream's later events): no promise, no await.
-    if (ids.tasks.length === 0 && ids.contexts.length === 0) return undefined;
+    if (ids.tasks.length === 0 && ids.contexts.length === 0) return;
     return storeCall(() => ctx.rt.a2aTasks.bind(callee, ids, caller, skill));
   }
 
@@ -320,7 +320,7 @@ export function createA2aGateway(): A2aGateway {
     }
     if (msg.result !== undefined) {
       const bound = bind(ctx, name, msg.result, caller, skill);
-      if (bound) await bound;
+      if (bound instanceof Promise) await bound;
       if (method.includes('PushNotificationConfig')) msg = { ...msg, result: await storeCall(() => restoreCallerTargets(msg.result, (url) => new PushRoutes(ctx.rt.a2aPushRoutes).get(url.slice(url.lastIndexOf('/') + 1)))) };
       const result = scrubAcross(ctx.rt.egress, await access.guard('output', msg.result, `a2a ${name}`, 'chat'));
       if (result !== msg.result) msg = { ...msg, result };
@@ -343,28 +343,43 @@ export function createA2aGateway(): A2aGateway {
     const flush = (): void => { if (out) { res.write(out); out = ''; } };
     const fail = (id: unknown, code: number, message: string, data?: { code: string; http_status?: number }) => { out += binding.failFrame(id, code, message, data); };
     const bound = { tasks: new Set<string>(), contexts: new Set<string>() };
-    /** One event's frame for the caller; false ends the stream. */
-    const emit = async (rec: SseRecord): Promise<boolean> => {
+    const where = `a2a ${name} stream`;
+    /** An event aam could not pass on: the stream ends with the error. */
+    const refused = (ev: Record<string, unknown>, e: unknown): false => {
+      const err = toAamError(e);
+      fail(ev.id, RPC_CODE[err.status] ?? -32603, err.message, { code: err.code, http_status: err.status });
+      return false;
+    };
+    /** The event's frame added to what is written next; false ends the stream. */
+    const framed = (ev: Record<string, unknown>, result: unknown, event: string | undefined): boolean => {
+      if (result !== undefined) try { result = scrubAcross(ctx.rt.egress, result); } catch (e) { return refused(ev, e); }
+      out += binding.frame(result === ev.result ? ev : { ...ev, result }, event);
+      return !(ev.error !== undefined && binding === REST);
+    };
+    /** An event that waits for its ids' binding (a store) or an output guardrail before it is framed. */
+    const checked = async (ev: Record<string, unknown>, owning: void | Promise<void>, event: string | undefined): Promise<boolean> => {
+      let result: unknown;
+      try {
+        if (owning) await owning;
+        result = await access.guard('output', ev.result, where, 'chat');
+      } catch (e) { return refused(ev, e); }
+      return framed(ev, result, event);
+    };
+    /**
+     * One event's frame for the caller; false ends the stream. A promise only when the event
+     * waits for something (a fleet store's binding, an output guardrail): otherwise it is framed
+     * in the same turn, with no promise per event.
+     */
+    const emit = (rec: SseRecord): boolean | Promise<boolean> => {
       let ev: Record<string, unknown>;
       try { ev = JSON.parse(rec.data) as Record<string, unknown>; } catch {
         fail(null, -32603, `agent "${name}" sent a stream event that is not JSON`);
         return false;
       }
-      if (ev.result !== undefined) {
-        try {
-          const owning = bind(ctx, name, ev.result, caller, skill, bound);
-          if (owning) await owning;
-          const result = scrubAcross(ctx.rt.egress, await access.guard('output', ev.result, `a2a ${name} stream`, 'chat'));
-          if (result !== ev.result) ev = { ...ev, result };
-        } catch (e) {
-          const err = toAamError(e);
-          fail(ev.id, RPC_CODE[err.status] ?? -32603, err.message, { code: err.code, http_status: err.status });
-          return false;
-        }
-      }
-      out += binding.frame(ev, rec.event);
-      if (ev.error !== undefined && binding === REST) return false;
-      return true;
+      if (ev.result === undefined) return framed(ev, undefined, rec.event);
+      let owning: void | Promise<void>;
+      try { owning = bind(ctx, name, ev.result, caller, skill, bound); } catch (e) { return refused(ev, e); }
+      return owning instanceof Promise || access.gs.length ? checked(ev, owning, rec.event) : framed(ev, ev.result, rec.event);
     };
     const parser = new SseParser();
     const dec = new TextDecoder();
@@ -375,10 +390,16 @@ export function createA2aGateway(): A2aGateway {
         const records = parser.push(dec.decode(chunk, { stream: true }));
         pending = records.length ? 0 : pending + chunk.length;
         if (pending > MAX_RESPONSE_BYTES) throw new Error(`an event larger than ${MAX_RESPONSE_BYTES} bytes`);
-        for (const rec of records) if (!(await emit(rec))) { flush(); body.destroy(); return null; }
+        for (const rec of records) {
+          const ok = emit(rec);
+          if (!(typeof ok === 'boolean' ? ok : await ok)) { flush(); body.destroy(); return null; }
+        }
         flush();
       }
-      for (const rec of parser.end()) if (!(await emit(rec))) break;
+      for (const rec of parser.end()) {
+        const ok = emit(rec);
+        if (!(typeof ok === 'boolean' ? ok : await ok)) break;
+      }
     } catch (e) {
       body.destroy();
       fail(null, -32603, `agent "${name}" stream failed: ${(e as Error).message}`);
@@ -390,13 +411,20 @@ export function createA2aGateway(): A2aGateway {
   return { handle };
 }
 
-/** The fleet's task owners cannot answer: 503 store_unavailable (whose task it is cannot be checked). */
-/** A task-owner or push-route store call; Redis down is 503 store_unavailable, never "not found". */
-async function storeCall<T>(fn: () => T | Promise<T>): Promise<T> {
-  try { return await fn(); } catch (e) {
-    if (!(e instanceof StoreUnavailable)) throw e;
-    throw new AamError(503, 'store_unavailable', `Redis (the fleet store for A2A task owners and push routes) is unavailable, so aam cannot check whose task or push route this is: ${e.message}; retry shortly`, { headers: { 'retry-after': '1' } });
-  }
+/**
+ * A task-owner or push-route store call; Redis down is 503 store_unavailable, never "not found".
+ * The embedded stores answer at once: then no promise (a stream's binding costs it no loop turn).
+ */
+function storeCall<T>(fn: () => T | Promise<T>): T | Promise<T> {
+  let r: T | Promise<T>;
+  try { r = fn(); } catch (e) { throw storeRefusal(e); }
+  return r instanceof Promise ? r.catch((e: unknown) => { throw storeRefusal(e); }) : r;
+}
+
+/** The fleet's store cannot answer: 503 store_unavailable (whose task it is cannot be checked); any other error as it is. */
+function storeRefusal(e: unknown): unknown {
+  if (!(e instanceof StoreUnavailable)) return e;
+  return new AamError(503, 'store_unavailable', `Redis (the fleet store for A2A task owners and push routes) is unavailable, so aam cannot check whose task or push route this is: ${e.message}; retry shortly`, { headers: { 'retry-after': '1' } });
 }
 
 /** How answers, stream events and refusals are framed for the caller's binding; everything else is shared. */
