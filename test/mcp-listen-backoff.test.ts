@@ -17,7 +17,7 @@ const STABLE = 300;
 
 /** What the server does with an acknowledged listen stream: end it at once, send a notification then end it, or end it after STAY ms. */
 type Mode = 'end' | 'notify' | 'stay';
-const STAY = 700;
+const STAY = 1000;
 
 interface Flaky { url: string; server: Server; mode: Mode; tries: Array<{ at: number; endedAt: number }> }
 
