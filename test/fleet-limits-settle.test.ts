@@ -5,6 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { Redis } from 'ioredis';
 import { fleetStore, privateRedis, type FleetTestStore } from './helpers/fleet.ts';
 import { until } from './helpers/e2e.ts';
 import { openFleet, type Fleet } from '../src/store/fleet.ts';
@@ -118,9 +119,22 @@ test('settlements of a failed script call are carried again: charged when the ca
     cli('CONFIG', 'SET', 'maxmemory', '0');
     lim.settle(await admitted(lim, request('agent:again')), 0.5, 50);
     assert.ok(near(await spent(), 0.25), `the refused call's $0.25 carried by the next one: ${await spent()}`);
-    // Run, but its reply lost (the client gave up after its 1 s command timeout): not charged again.
-    cli('CLIENT', 'PAUSE', '1500', 'WRITE');
-    await assert.rejects(lim.admit(request('agent:again')), /timed out|timeout/i);
+    // Run, but its reply lost (the client gave up after its 1 s command timeout and reset the
+    // connection): not charged again. Redis is kept busy by a 2 s script on another connection, so
+    // the call waits in its socket and runs afterwards (a paused client's command would be dropped
+    // with its connection instead).
+    const busy = new Redis(redis.url);
+    try {
+      const running = busy.eval(`local t = redis.call('TIME'); local s = t[1] * 1000 + t[2] / 1000
+        repeat t = redis.call('TIME') until t[1] * 1000 + t[2] / 1000 - s > 2000
+        return 'done'`, 0);
+      // Busy once a PING goes unanswered for 100 ms.
+      await until(async () => !(await Promise.race([f.redis.ping().then(() => true, () => true), new Promise<boolean>((r) => setTimeout(() => r(false), 100))])), 10_000, 'Redis busy with the script');
+      await assert.rejects(lim.admit(request('agent:again')), /timed out|timeout/i);
+      assert.equal(await running, 'done');
+    } finally { busy.disconnect(); }
+    // The timeout reset the connection (src/store/redis.ts): it comes back by itself.
+    await until(() => f.redis.status === 'ready', 10_000, 'the connection reset by the timeout to be back');
     await until(async () => near(await spent(), 0.75), 10_000, 'the paused call ran');
     await admitted(lim, request('agent:again'));
     assert.ok(near(await spent(), 0.75), `$0.25 + $0.50, the $0.50 once: ${await spent()}`);

@@ -1,23 +1,59 @@
 // Fleet store, hot half: Redis through ioredis. Commands fail fast while Redis is away (no offline
-// queue, a command timeout): a request must get a clear 503 at once, not hang or run unchecked;
+// queue, a stall watchdog): a request must get a clear 503 at once, not hang or run unchecked;
 // ioredis keeps reconnecting in the background, so the fleet recovers by itself.
 import { Redis } from 'ioredis';
 
 export type { Redis } from 'ioredis';
 
+/** A command unanswered this long (ms) means the connection is stalled: everything in flight on it fails. */
+export const COMMAND_TIMEOUT_MS = 1000;
+
 export function connectRedis(url: string, name: string, opts: { subscriber?: boolean } = {}): Redis {
-  return new Redis(url, {
+  const redis = new Redis(url, {
     connectionName: name,
     lazyConnect: true,
     // Requests: fail at once when disconnected. The subscriber keeps its queue so it re-subscribes.
     enableOfflineQueue: opts.subscriber === true,
     maxRetriesPerRequest: opts.subscriber ? null : 0,
-    commandTimeout: opts.subscriber ? undefined : 1000,
     connectTimeout: 2000,
     // Commands issued in the same tick share one write (and one round trip of latency).
     enableAutoPipelining: !opts.subscriber,
     retryStrategy: (times) => Math.min(50 * times, 500),
   });
+  if (!opts.subscriber) watchStalls(redis, COMMAND_TIMEOUT_MS);
+  return redis;
+}
+
+/** What the watchdog reads of ioredis: its queue of commands written and not yet answered, oldest first. */
+interface InFlight { commandQueue: { length: number; peekFront(): unknown; toArray(): Array<{ command: { reject(e: Error): void } }> } }
+
+/**
+ * One watchdog per connection instead of ioredis's commandTimeout, which arms a setTimeout (and
+ * clears it) per command on the main thread. Replies come in order, so only the oldest command in
+ * flight is watched: when it has waited `ms` (detected within ms / 4 more), the socket is
+ * destroyed, which fails every command in flight at once (no retries: the requests get 503
+ * store_unavailable) and reconnects; commands sent meanwhile fail at once (no offline queue).
+ */
+function watchStalls(redis: Redis, ms: number): void {
+  let oldest: unknown;
+  let since = 0;
+  const tick = setInterval(() => {
+    const q = (redis as unknown as InFlight).commandQueue;
+    const head = q.length > 0 ? q.peekFront() : undefined;
+    if (head !== oldest) { oldest = head; since = performance.now(); return; }
+    if (head === undefined || performance.now() - since < ms) return;
+    oldest = undefined;
+    const stream = redis.stream;
+    if (!stream) return;
+    const error = new Error(`Redis did not answer within ${ms} ms (command timed out); the connection is reset`);
+    // Failed as the socket closes, before ioredis's own close handler (which would say "max retries"),
+    // so that whoever sees the error also sees the connection down.
+    stream.prependOnceListener('close', () => { for (const c of q.toArray()) c.command.reject(error); });
+    // Not disconnect(): it ends the socket gracefully, and a stalled server never closes its side.
+    stream.destroy();
+  }, ms / 4);
+  tick.unref();
+  redis.once('end', () => clearInterval(tick));
 }
 
 /** Every key and channel of one fleet starts with this; {…} keeps a fleet's keys in one cluster slot (multi-key scripts). */

@@ -73,6 +73,9 @@ export interface PrivateRedis {
   stop(): Promise<void>;
   /** Start it again on the same port, empty. */
   start(): Promise<void>;
+  /** Freeze it (SIGSTOP: connections stay open, nothing is answered) and thaw it (SIGCONT). */
+  pause(): void;
+  resume(): void;
 }
 
 /** A redis-server of the test's own (fault tests stop it; the shared one stays up for other files). */
@@ -99,7 +102,8 @@ export async function privateRedis(): Promise<PrivateRedis> {
   };
   process.once('exit', () => { (proc as ChildProcess | null)?.kill('SIGKILL'); });
   await start();
-  return { url: `redis://127.0.0.1:${port}`, start, stop };
+  const signal = (sig: NodeJS.Signals) => { (proc as ChildProcess | null)?.kill(sig); };
+  return { url: `redis://127.0.0.1:${port}`, start, stop, pause: () => signal('SIGSTOP'), resume: () => signal('SIGCONT') };
 }
 
 /**
