@@ -12,6 +12,7 @@ import { queryEvents, showRequest, describeEvent } from '../src/audit/query.ts';
 import { applyRetention, startRetention } from '../src/audit/retention.ts';
 import { firstSeqAtOrAfter, openAuditDb, readCheckpoints, readEvents } from '../src/audit/store.ts';
 import { toOcsf } from '../src/audit/ocsf.ts';
+import { encodeEvent, isoClock } from '../src/audit/event.ts';
 import { rewriteTrail, sampleEvent, tempDir, writeSegmentFile } from './audit-helpers.ts';
 import { processStartOf } from '../src/audit/segment.ts';
 import { until } from './helpers/e2e.ts';
@@ -190,6 +191,19 @@ test('OCSF mapping is an API Activity with actor, api, resources and status', as
   assert.equal(o.metadata.uid, e.hash);
   assert.equal(o.metadata.sequence, e.seq);
   await log.close();
+});
+
+test('event times: the per-log clock writes the same text as toISOString across seconds, years and odd values', () => {
+  const iso = isoClock();
+  const now = Date.now();
+  const times = [now, now, now + 1, now + 999, now - 1, 0, 1, 9, 10, 99, 100, 999, 1000, 1001, -1, -999, -1000, -1001, -86_400_001,
+    Date.UTC(1999, 11, 31, 23, 59, 59, 999), Date.UTC(2000, 0, 1), Date.UTC(9999, 11, 31, 23, 59, 59, 999), Date.UTC(10000, 0, 1), 8.64e15, -8.64e15,
+    Date.UTC(-1, 0, 1), now + 0.5, now, 1.5, now];
+  for (let i = 0; i < 2000; i++) times.push(now + Math.floor(i * 7.3));
+  for (const t of times) assert.equal(iso(t), new Date(t).toISOString(), `time ${t}`);
+  // The clock is what the event carries.
+  assert.ok(encodeEvent(sampleEvent(1), Date.UTC(2026, 0, 2, 3, 4, 5, 67), iso).json.startsWith('{"time":"2026-01-02T03:04:05.067Z",'));
+  assert.throws(() => iso(Number.NaN), RangeError);
 });
 
 test('canonical JSON escapes like JSON.stringify for quotes, control characters and non-ASCII', () => {

@@ -198,14 +198,14 @@ export type IndexCols = [string, string, string, string | null, string | null];
  * assigned fields dropped) and its query keys. Runs where the event is recorded, so the
  * writer never parses. An event JSON cannot encode (BigInt, cycles) becomes an encoding-failure event.
  */
-export function encodeEvent(input: AuditEventInput, at: number): { json: string; cols: IndexCols } {
+export function encodeEvent(input: AuditEventInput, at: number, iso: (ms: number) => string = isoTime): { json: string; cols: IndexCols } {
   let e: Record<string, unknown> = input;
   if ('seq' in e || 'prev_hash' in e || 'hash' in e) {
     const { seq: _s, prev_hash: _p, hash: _h, ...rest } = e;
     e = rest;
   }
   const given = typeof e.time === 'string' ? e.time : undefined;
-  const time = given ?? new Date(at).toISOString();
+  const time = given ?? iso(at);
   let json: string;
   try {
     // The common case stamps the time without copying the caller's object.
@@ -217,6 +217,31 @@ export function encodeEvent(input: AuditEventInput, at: number): { json: string;
   }
   const { agent, decision } = indexColumns(e);
   return { json, cols: [time, String(e.type), String(e.request_id), agent, decision] };
+}
+
+const isoTime = (ms: number): string => new Date(ms).toISOString();
+
+/**
+ * Date#toISOString for event times, its text memoized per second: an event is stamped once, on
+ * the request's path before its answer, and V8's toISOString costs ~0.5 us (~1 us in situ: it
+ * looks up the local time zone even for UTC text). One clock per audit log (no module state).
+ * The same text as toISOString for every time; a fractional or out-of-range one goes to it.
+ */
+export function isoClock(): (ms: number) => string {
+  let second = NaN;
+  let prefix = ''; // "YYYY-MM-DDTHH:MM:SS."
+  return (ms) => {
+    if (!Number.isInteger(ms)) return isoTime(ms);
+    const s = Math.floor(ms / 1000);
+    if (s !== second) {
+      const full = isoTime(s * 1000);
+      if (full.length !== 24) return isoTime(ms); // a six-digit year (+/-YYYYYY)
+      second = s;
+      prefix = full.slice(0, 20);
+    }
+    const r = ms - s * 1000;
+    return prefix + (r < 10 ? '00' : r < 100 ? '0' : '') + r + 'Z';
+  };
 }
 
 /** Trails in the older format: hash over prev_hash + canonical JSON of everything but `hash`. */

@@ -11,7 +11,7 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { seal, unseal } from '../store/seal.ts';
 import type { Sql } from '../store/postgres.ts';
-import { GENESIS_HASH, encodeEvent, planeOf, sealLine } from './event.ts';
+import { GENESIS_HASH, encodeEvent, isoClock, planeOf, sealLine } from './event.ts';
 import type { AuditEventInput } from './event.ts';
 import { canonicalJson } from './canonical.ts';
 import { keyIdOf, signBytes } from './keys.ts';
@@ -176,12 +176,13 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
       });
   }
 
+  const iso = isoClock();
   const record = (event: AuditEventInput): boolean => {
     if (closed || pending.length >= maxQueue) {
       if (!closed) alert({ kind: 'queue_full', message: `audit queue full (${maxQueue} events waiting for PostgreSQL): refusing new actions` });
       return false;
     }
-    const enc = encodeEvent(event, Date.now());
+    const enc = encodeEvent(event, Date.now(), iso);
     const json = opts.scrub ? opts.scrub(enc.json) : enc.json;
     seq++;
     const sealed = sealLine(json, seq, prev);

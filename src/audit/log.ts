@@ -10,7 +10,7 @@
 import type { DatabaseSync } from 'node:sqlite';
 import { existsSync, readdirSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
-import { GENESIS_HASH, encodeEvent, indexColumns, recomputeHash } from './event.ts';
+import { GENESIS_HASH, encodeEvent, indexColumns, isoClock, recomputeHash } from './event.ts';
 import type { IndexCols } from './event.ts';
 import { DEFAULT_SEGMENTS } from './writer.ts';
 import type { PruneResult, SegmentPolicy } from './writer.ts';
@@ -497,8 +497,9 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     schedule(false);
   }
 
+  const iso = isoClock();
   function encode(event: AuditEventInput, at: number): { json: string; cols: IndexCols } {
-    const e = encodeEvent(event, at);
+    const e = encodeEvent(event, at, iso);
     return opts.scrub ? { json: opts.scrub(e.json), cols: e.cols } : e;
   }
 
