@@ -29,7 +29,7 @@ import type { Route, Target } from './routes.ts';
 import { blockedMessage } from '../guardrails/engine.ts';
 import { resultToEvents, StreamRecorder } from '../cache/replay.ts';
 import { embedderFor } from './embeddings.ts';
-import { recordCall } from './record.ts';
+import { countCall, recordCall, recordCallEvidence, type CallOutcome } from './record.ts';
 import { chatRequestInTurns } from './long-body.ts';
 import { resolveRoute } from './resolve.ts';
 
@@ -51,9 +51,9 @@ export interface ServeOptions {
   /**
    * Completes the request once the model is authorized (decide before you look), before the
    * input guardrails, so they see the result: e.g. stored conversation state. `bytes`: what it
-   * added to the prompt, for the budget estimate.
+   * added to the prompt, for the budget estimate. A value, not a promise, when nothing was read.
    */
-  resolve?: (req: ChatRequest) => Promise<{ req: ChatRequest; bytes: number }>;
+  resolve?: (req: ChatRequest) => { req: ChatRequest; bytes: number } | Promise<{ req: ChatRequest; bytes: number }>;
   /** Sees the request before and after the input guardrails (e.g. to keep at rest what they redacted, not what was sent). */
   guarded?: (before: ChatRequest, after: ChatRequest) => void;
 }
@@ -66,7 +66,8 @@ export async function serveChat(a: Access, parsedReq: ChatRequest, codec: Client
   let req = parsedReq;
   const route = resolveRoute(a, req.model, 'chat');
   if (opts.resolve) {
-    const r = await opts.resolve(req);
+    const resolved = opts.resolve(req);
+    const r = resolved instanceof Promise ? await resolved : resolved;
     req = r.req;
     bodyBytes += r.bytes;
   }
@@ -127,18 +128,25 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
     recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, false, message);
     throw new AamError(r.failure.clientStatus, r.failure.code, message);
   }
-  const cost = finish(a, route, r.target, r.value.result.usage, adm, 200, false, undefined, cache.save ? 'miss' : null);
-  cache.save?.(r.value.result);
-  const checked = a.guardChatOutput(r.value.result);
-  const result = checked instanceof Promise ? await checked : checked;
-  // The raw upstream body is only usable when no guardrail changed the answer, and when no secret
-  // hides in it split across text blocks (the joined text shows it; re-encoded, the door scrubs it).
-  const raw = result === r.value.result && !holdsSecret(ctx.rt.egress, result.text ?? '') ? r.value.raw : null;
-  const text = raw ?? JSON.stringify(codec.encodeResult(result, route.name));
-  const safe = ctx.rt.evidenceSafeNow();
-  if (safe) await safe;
-  if (codec.settle) await codec.settle();
-  sendText(ctx, 200, text, 'application/json', { ...responseHeaders(r.target, cost), ...cacheHeader(cache) });
+  const call = settleAndRecord(a, route, r.target, r.value.result.usage, adm, 200, false, undefined, cache.save ? 'miss' : null);
+  try {
+    cache.save?.(r.value.result);
+    const checked = a.guardChatOutput(r.value.result);
+    const result = checked instanceof Promise ? await checked : checked;
+    // The raw upstream body is only usable when no guardrail changed the answer, and when no secret
+    // hides in it split across text blocks (the joined text shows it; re-encoded, the door scrubs it).
+    const raw = result === r.value.result && !holdsSecret(ctx.rt.egress, result.text ?? '') ? r.value.raw : null;
+    const text = raw ?? JSON.stringify(codec.encodeResult(result, route.name));
+    const safe = ctx.rt.evidenceSafeNow();
+    if (safe) await safe;
+    const settled = codec.settle?.();
+    if (settled) await settled;
+    sendText(ctx, 200, text, 'application/json', { ...responseHeaders(r.target, call.cost), ...cacheHeader(cache) });
+  } finally {
+    // Counters (usage, metrics) once the answer is out, whatever came of it: alone in flight, the
+    // answer leaves that much sooner. Its evidence and the budget's settlement came before it.
+    countCall(ctx, identity, route, call);
+  }
 }
 
 /** One non-streamed answer over the route's targets (fallback, retries); `need` orders them for strategy cost. */
@@ -315,9 +323,17 @@ function write(res: ServerResponse, s: string): Promise<void> | undefined {
 
 /** Settle budget/limits and record usage + evidence (target null: served from cache, $0). */
 function finish(a: Access, route: Route, target: Target | null, usage: Usage | undefined, adm: Admission, status: number, stream: boolean, error?: string, cache: 'hit' | 'miss' | null = null): number | null {
+  const call = settleAndRecord(a, route, target, usage, adm, status, stream, error, cache);
+  countCall(a.ctx, a.identity, route, call);
+  return call.cost;
+}
+
+/** finish() but for its counters (countCall): settle budget/limits and record the evidence. */
+function settleAndRecord(a: Access, route: Route, target: Target | null, usage: Usage | undefined, adm: Admission, status: number, stream: boolean, error: string | undefined, cache: 'hit' | 'miss' | null): CallOutcome {
   const cost = target ? costUsd(usage, target.pricing) : 0;
   a.settle(adm, cost, usage ? usage.inputTokens + usage.outputTokens : null);
-  recordCall(a.ctx, a.identity, route, target, usage, status, stream, error, cost, cache);
-  return cost;
+  const call: CallOutcome = { target, usage, status, stream, error, cost, cache, latencyMs: performance.now() - a.ctx.start };
+  recordCallEvidence(a.ctx, a.identity, route, call);
+  return call;
 }
 

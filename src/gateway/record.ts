@@ -13,7 +13,29 @@ import type { Route, Target } from './routes.ts';
  * decision) for one model request, whatever its outcome. target null: no upstream answered.
  */
 export function recordCall(ctx: Ctx, identity: Identity, route: Route, target: Target | null, usage: Usage | undefined, status: number, stream: boolean, error?: string, cost: number | null = null, cache: 'hit' | 'miss' | null = null, operation: 'chat' | 'embeddings' = 'chat'): void {
-  const latencyMs = performance.now() - ctx.start;
+  const call: CallOutcome = { target, usage, status, stream, error, cost, cache, latencyMs: performance.now() - ctx.start };
+  countCall(ctx, identity, route, call, operation);
+  recordCallEvidence(ctx, identity, route, call);
+}
+
+/** What one model request came to, as its counters and its evidence record it. */
+export interface CallOutcome {
+  target: Target | null;
+  usage: Usage | undefined;
+  status: number;
+  stream: boolean;
+  error?: string;
+  cost: number | null;
+  cache: 'hit' | 'miss' | null;
+  latencyMs: number;
+}
+
+/**
+ * Usage rollup, metrics and span attributes of a model request: counters, not evidence, so a
+ * caller may count after the answer is out (the model_call event is what must precede it).
+ */
+export function countCall(ctx: Ctx, identity: Identity, route: Route, call: CallOutcome, operation: 'chat' | 'embeddings' = 'chat'): void {
+  const { target, usage, status, stream, cost, cache, latencyMs } = call;
   const a = identity.agent;
   ctx.rt.usage.record({
     agent: a.name || a.spiffeId, team: a.team ?? null, keyId: identity.keyId ?? null,
@@ -23,6 +45,11 @@ export function recordCall(ctx: Ctx, identity: Identity, route: Route, target: T
   });
   ctx.rt.metrics?.modelCall(a.name, a.team, route.name, target?.provider.name ?? '', status, latencyMs, usage, cost);
   ctx.span?.setAttributes(modelSpanAttributes({ operation, provider: target?.provider.type, route: route.name, requestModel: target?.model, inputTokens: usage?.inputTokens, outputTokens: usage?.outputTokens, costUsd: cost ?? undefined }));
+}
+
+/** The model_call audit event, carrying the request's decision: written before the request is answered. */
+export function recordCallEvidence(ctx: Ctx, identity: Identity, route: Route, call: CallOutcome): void {
+  const { target, usage, status, stream, error, cost, cache, latencyMs } = call;
   const decision = ctx.decision;
   if (decision) decision.recorded = true;
   recordEvidence(ctx, identity, {

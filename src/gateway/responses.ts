@@ -28,7 +28,9 @@ const ITEM_PREFIX: Readonly<Record<string, string>> = { message: 'msg', function
 
 export async function handleResponses(ctx: Ctx): Promise<void> {
   ctx.wire = 'openai';
-  const a = await openAccess(ctx);
+  // Steps that need not wait return values, not promises (as on the chat path): each await costs a microtask turn.
+  const opened = openAccess(ctx);
+  const a = opened instanceof Promise ? await opened : opened;
   const parsed = parseResponsesRequest(await readJson(ctx, undefined, a.bodyWatch('openai-responses')));
   if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
   const p = parsed.req;
@@ -40,7 +42,7 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
   };
   let input: ResponseItem[] = p.input;
   let atRest: ResponseItem[] | null = null; // the input as the input guardrails left it
-  let stored: Promise<void> = Promise.resolve();
+  let stored: Promise<void> | undefined; // the store write of this answer, once there is one
   // Stored scrubbed (like cached answers): a credential an upstream echoed is not kept at rest,
   // nor sent upstream again with the next turn. A failed write is logged; the answer still goes out
   // (a later previous_response_id naming it gets 404).
@@ -60,13 +62,17 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
     native: (type: string) => (type === 'openai' ? responsesUpstreamAdapter : undefined),
     settle: () => stored,
   });
+  const withStored = async (req: ChatRequest): Promise<{ req: ChatRequest; bytes: number }> => {
+    const history = p.previousResponseId ? await conversationOf(store, agent, p.previousResponseId) : { items: [], chars: 0 };
+    input = await resolveReferences(store, agent, p.input);
+    return { req: withConversation(req, p, [...history.items, ...input]), bytes: history.chars };
+  };
   await serveChat(a, p.chat, codec, {
     // After the model is authorized (decide before you look), before the input guardrails (they see it all).
-    resolve: async (req) => {
-      const history = p.previousResponseId ? await conversationOf(store, agent, p.previousResponseId) : { items: [], chars: 0 };
-      input = await resolveReferences(store, agent, p.input);
-      return { req: withConversation(req, p, [...history.items, ...input]), bytes: history.chars };
-    },
+    // Nothing stored to read (no previous_response_id, no item_reference): the request as it is, without a promise.
+    resolve: (req) => (p.previousResponseId === null && !hasReferences(p.input)
+      ? { req: withConversation(req, p, input), bytes: 0 }
+      : withStored(req)),
     // Stored as redacted, like the answer: PII a redact guardrail masked upstream is not kept at rest.
     guarded: (before, after) => { atRest = sameRedactions(input, before, after); },
   });
@@ -123,9 +129,11 @@ export async function conversationOf(store: ResponseStore, agent: string, id: st
   return { items: turns.reverse().flat(), chars };
 }
 
+const hasReferences = (input: readonly ResponseItem[]): boolean => input.some((it) => it.type === 'item_reference');
+
 /** item_reference inputs -> the items they name, from this agent's stored responses. */
 export async function resolveReferences(store: ResponseStore, agent: string, input: ResponseItem[]): Promise<ResponseItem[]> {
-  if (!input.some((it) => it.type === 'item_reference')) return input;
+  if (!hasReferences(input)) return input;
   const records = new Map<string, ResponseItem[]>();
   const out: ResponseItem[] = [];
   let chars = 0; // stored JSON read for references: bounded like a conversation

@@ -172,6 +172,9 @@ export interface ClientCodec {
    * client wire has a native API there (Responses clients -> OpenAI's Responses API).
    */
   native?(providerType: string): ProviderAdapter | undefined;
-  /** Resolves once what this answer handed on (a stored Response) is durable: the answer is acknowledged after it. */
-  settle?(): Promise<void>;
+  /**
+   * Resolves once what this answer handed on (a stored Response) is durable: the answer is
+   * acknowledged after it. undefined when nothing was handed on (no promise, no loop turn to wait).
+   */
+  settle?(): Promise<void> | undefined;
 }
