@@ -74,6 +74,7 @@ test('parsed at once below four times the long length or with no long value; in 
   assert.equal(at(JSON.stringify({ a: 'x'.repeat(70_000) }), 16 * 1024), true);
   assert.equal(parseJsonInTurns(JSON.stringify({ a: 'x'.repeat(70_000) })) instanceof Promise, true, 'the default long length is 16 KiB');
   assert.equal(parseJsonInTurns(JSON.stringify({ a: 'x'.repeat(60_000) })) instanceof Promise, false, 'under 64 KiB of text: at once');
+  assert.equal(parseJsonInTurns(value(70_000)) instanceof Promise, true, 'a long string alone, its quote the first character');
 });
 
 test('a long literal is decoded across loop turns, a few slices per turn', async () => {
@@ -158,6 +159,7 @@ test('a slice ends at the first place at or past its length that cuts no escape,
           const got = await parsedTexts(() => parseJsonInTurns(source, { long: 4, slice }));
           const what = `${JSON.stringify(text)} slice ${slice} ${typeof source === 'string' ? 'text' : 'bytes'}`;
           assert.deepEqual(got.value, JSON.parse(text), what);
+          assert.ok(!got.texts[0].includes(first) && !got.texts[0].includes(second), `${what}: the skeleton, parsed at once, leaves the long literals out`);
           const slices = typeof source === 'string' ? textSlices : byteSlices;
           assert.deepEqual(got.texts.slice(1), [...slices(first, slice), ...slices(second, slice)].map((s) => `"${s}"`), what);
         }
@@ -210,4 +212,10 @@ test('bytes parsed at once (a short body, or one without a long value) decode as
     assert.deepEqual(got, JSON.parse(text), text);
   }
   assert.throws(() => parseJsonInTurns(Buffer.from('{"a": "é" '), { long: 16 }), SyntaxError);
+});
+
+test('long literals are put back among values of every JSON type, empty strings and containers included', async () => {
+  const long = (ch: string) => `"${ch.repeat(8)}"`;
+  const text = `{"a": [null, true, false, 0, -1.5e3, "", [], {}, ${long('a')}, {"n": null, "s": "", "l": ${long('b')}}], "z": null, "e": "", "b": ${long('c')}}`;
+  for (const source of [text, Buffer.from(text)]) assert.deepEqual(await parseJsonInTurns(source, { long: 4, slice: 3 }), JSON.parse(text), typeof source);
 });
