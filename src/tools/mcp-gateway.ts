@@ -150,9 +150,12 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
    * second until the registry answers.
    */
   let recheckHeld = false;
+  /** "<session> <uri>" of subscribes whose hold() is not answered yet: a check read before it would find no holder. */
+  const subscribing = new Set<string>();
   async function checkHeld(): Promise<void> {
     for (const s of [...sessions.values()]) {
-      const uris = [...s.ctx.subscriptions.keys()];
+      // Read (in order on the one connection) after every hold() already answered, so only those in flight are skipped.
+      const uris = [...s.ctx.subscriptions.keys()].filter((u) => !subscribing.has(`${s.rec.id} ${u}`));
       if (uris.length === 0) continue;
       const holders = await deps.sessions.holders(s.rec.id, uris);
       if (holders === null) { void s.transport.close().catch(() => {}); continue; }
@@ -196,11 +199,15 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     // The registry says who holds it (a replica that missed the note reads it there); the note is the fast path.
     server.setRequestHandler(SubscribeRequestSchema, async (req, extra) => {
       const rc = forRequest(ctx, extra);
-      await subscribeResource(rt, rc, req.params.uri);
-      try { await deps.sessions.hold(id, req.params.uri, self); } catch (e) {
-        await unsubscribeResource(rt, rc, req.params.uri).catch(() => {});
-        throw e;
-      }
+      const mark = `${id} ${req.params.uri}`;
+      subscribing.add(mark);
+      try {
+        await subscribeResource(rt, rc, req.params.uri);
+        try { await deps.sessions.hold(id, req.params.uri, self); } catch (e) {
+          await unsubscribeResource(rt, rc, req.params.uri).catch(() => {});
+          throw e;
+        }
+      } finally { subscribing.delete(mark); }
       void passOn(id, SUBSCRIBED, { uri: req.params.uri });
       return {};
     });
