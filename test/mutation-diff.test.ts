@@ -195,3 +195,18 @@ test('policy diff --against-trail: which changes are flagged as replayed without
   assert.equal(r.lines[3].split('\n')[1], '    reason now: policy "fin" tools[0] condition `args.x == 1` could not be evaluated (No such key: x); denied because conditions fail closed');
   assert.equal(r.notReproduced, 0);
 });
+
+test('policy diff: an HttpTool action no rule names is compared too; null arguments in the trail are no arguments', () => {
+  const rules = (tools: unknown[]) => side(doc('AgentPolicy', 'fin', { identity: { team: 'finance' }, tools }));
+  // crm.accounts read and export come from the HttpTool alone here: the NEW rule names only "*".
+  assert.deepEqual(diffCapabilities(rules([]), rules([{ resource: 'crm.accounts', actions: ['*'] }])).lines, [
+    'ann  tool crm.accounts export: deny -> allow',
+    'ann  tool crm.accounts read: deny -> allow',
+    '2 capabilities would change across 3 agent(s), 2 model(s) and 6 tool action(s)',
+  ]);
+  const id = who();
+  assert.equal(replayable({ type: 'decision', seq: 1, time: 't', identity: id, policy: { decision: 'deny' }, tool: { resource: 'crm', action: 'read', args: null } })!.args, undefined);
+  assert.equal(replayable(toolDecision(2, 't', { args: null }))!.args, undefined);
+  // A null model or a2a member is no model or A2A call (the event is a tool decision here).
+  assert.equal(replayable({ type: 'decision', seq: 3, time: 't', identity: id, policy: { decision: 'deny' }, model: null, a2a: null, tool: { resource: 'crm', action: 'read' } })!.kind, 'tool');
+});
