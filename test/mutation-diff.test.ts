@@ -194,6 +194,8 @@ test('policy diff --against-trail: which changes are flagged as replayed without
   ]);
   assert.equal(r.lines[3].split('\n')[1], '    reason now: policy "fin" tools[0] condition `args.x == 1` could not be evaluated (No such key: x); denied because conditions fail closed');
   assert.equal(r.notReproduced, 0);
+  // Kept arguments are replayed: n 9 exceeds NEW's max 1, so the denial stays a denial.
+  assert.deepEqual(diffAgainstTrail(OLD2.compiled, NEW2.compiled, [toolDecision(9, 't9', { resource: 'fs', action: 'ls', args: { n: 9 }, ...denied })]).lines, ['0 of 1 recorded decisions would change']);
 });
 
 test('policy diff: an HttpTool action no rule names is compared too; null arguments in the trail are no arguments', () => {
