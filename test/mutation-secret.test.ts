@@ -5,7 +5,9 @@
 // value. Expected values are written here. No gateway, no sockets: a mutant it kills costs a second.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { Readable } from 'node:stream';
+import { fileURLToPath } from 'node:url';
 import { format, inspect } from 'node:util';
 import { REVEAL, Secret } from '../src/credentials/secret.ts';
 import { readSecretFromStdin } from '../src/credentials/stdin.ts';
@@ -44,6 +46,14 @@ test('stdin: the bytes piped in, with exactly one trailing newline (LF or CRLF) 
   // A multi-byte character split across chunks is put back together.
   const euro = Buffer.from('€', 'utf8');
   assert.equal(await readSecretFromStdin(chunks(euro.subarray(0, 1), euro.subarray(1))), '€');
+});
+
+test('stdin: without an argument the process\'s own stdin is read (what `aam credentials set NAME < file` pipes in)', () => {
+  const module = fileURLToPath(new URL('../src/credentials/stdin.ts', import.meta.url));
+  const code = `import { readSecretFromStdin } from ${JSON.stringify(module)}; process.stdout.write(JSON.stringify(await readSecretFromStdin()));`;
+  const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { input: 'piped-secret-1234\n', encoding: 'utf8', timeout: 60_000 });
+  assert.equal(r.status, 0, r.stderr);
+  assert.equal(r.stdout, '"piped-secret-1234"');
 });
 
 test('stdin: nothing (or only a newline) is refused, saying how to pipe a secret in', async () => {
