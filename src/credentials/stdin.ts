@@ -9,7 +9,7 @@ export async function readSecretFromStdin(input: AsyncIterable<Uint8Array | stri
   const parts: Buffer[] = [];
   let size = 0;
   for await (const chunk of input) {
-    const b = typeof chunk === 'string' ? Buffer.from(chunk, 'utf8') : Buffer.from(chunk);
+    const b = Buffer.from(chunk); // a string is read as UTF-8
     size += b.length;
     if (size > MAX_SECRET_BYTES) throw new CredentialError('credential_config', `secret on stdin is larger than ${MAX_SECRET_BYTES} bytes`);
     parts.push(b);
