@@ -57,3 +57,24 @@ test('a frozen Redis fails the commands in flight within about the command timeo
   await until(async () => (await redis.get('k2').catch(() => null)) === '2', 20_000, 'the connection to answer again');
   assert.equal(redis.status, 'ready');
 });
+
+test('a replica whose own loop was blocked past the timeout keeps its connection: only time the loop could read counts', async () => {
+  assert.equal(await redis.set('late', 'answered'), 'OK');
+  server.pause();
+  const reply = redis.get('late');
+  // The watchdog has seen this command in flight (it ticks every timeout / 4)...
+  await new Promise((r) => setTimeout(r, COMMAND_TIMEOUT_MS / 2));
+  // ...then this process is busy (a long task, GC, a starved CPU) while Redis answers into the socket:
+  // blocked from the check phase, so the next loop turn runs the (late) watchdog before it reads I/O,
+  // and Redis is woken inside the block, so the answer cannot be read before it.
+  await new Promise((r) => setImmediate(r));
+  const t0 = performance.now();
+  let woken = false;
+  while (performance.now() - t0 < COMMAND_TIMEOUT_MS * 1.5) {
+    if (!woken && performance.now() - t0 > 100) { server.resume(); woken = true; }
+  }
+  // Timers run before I/O is read: without the lag allowance the watchdog would reset a healthy
+  // connection here and fail the command (and every request on it) with "command timed out".
+  assert.equal(await reply, 'answered');
+  assert.equal(redis.status, 'ready');
+});

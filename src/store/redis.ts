@@ -35,13 +35,23 @@ interface InFlight { commandQueue: { length: number; peekFront(): unknown; toArr
  * store_unavailable) and reconnects; commands sent meanwhile fail at once (no offline queue).
  */
 function watchStalls(redis: Redis, ms: number): void {
+  const every = ms / 4;
   let oldest: unknown;
   let since = 0;
+  let last = performance.now();
   const tick = setInterval(() => {
+    const now = performance.now();
+    // A late tick means this process's own loop was blocked (GC, a long task, a starved CPU): the
+    // reply may be sitting unread in the socket, and timers run before I/O is read. Only time the
+    // loop was free to read counts towards a stall, so a busy replica does not reset a healthy
+    // connection and fail every request on it.
+    const late = now - last - every;
+    last = now;
+    if (late > every) since += late;
     const q = (redis as unknown as InFlight).commandQueue;
     const head = q.length > 0 ? q.peekFront() : undefined;
-    if (head !== oldest) { oldest = head; since = performance.now(); return; }
-    if (head === undefined || performance.now() - since < ms) return;
+    if (head !== oldest) { oldest = head; since = now; return; }
+    if (head === undefined || now - since < ms) return;
     oldest = undefined;
     const stream = redis.stream;
     if (!stream) return;
