@@ -155,6 +155,14 @@ test('an export starting after a checkpoint must carry the hash the outside chec
   assert.deepEqual(ok.anchor, { tree_size: 10, type: 'periodic' });
   assert.equal(ok.firstSeq, 11);
   assert.deepEqual(ok.outside, { tree_size: 10, time: cps[0].time, covered: true });
+  // From 21: the anchor is the checkpoint at 20, not the first valid one (10).
+  const from21 = verifyExport(lines.filter((l) => (l.kind === 'event' ? l.seq! > 20 : true)).map((l) => l.raw).join('\n'), pub);
+  assert.deepEqual([from21.ok, from21.anchor, from21.firstSeq], [true, { tree_size: 20, type: 'periodic' }, 21], from21.firstError?.message);
+  // A first event whose seq is the text "11" anchors nothing: the chain is checked from genesis.
+  const textSeq = honest.replace('"seq":11,', '"seq":"11",');
+  assert.notEqual(textSeq, honest);
+  const t = verifyExport(textSeq, pub);
+  assert.deepEqual([t.ok, t.anchor, t.firstError?.seq, t.firstError?.message], [false, 'genesis', 1, 'event after seq 0 is malformed (missing seq, hash or prev_hash)']);
   // An older outside checkpoint than the export's start: nothing it signed is left to compare.
   const older = signCheckpoint(KEY, 5, 'a'.repeat(64), 'periodic');
   assert.deepEqual(verifyExport(honest, pub, older).outside, { tree_size: 5, time: older.time, covered: false });
