@@ -426,3 +426,42 @@ test('subkeys are HKDF-SHA256 of the master key per purpose; a missing AWS key i
     message: 'cannot load credentials:\n  Credential "b": environment variable B_MISSING is not set (export it, or mark the Provider that uses it optional: true)',
   });
 });
+
+test('refresh: a rotation (file or stored) is announced once and scrubbed at once; a touched file with the same value is no rotation; the poll writes last-used times', async () => {
+  const dir = tempDir('aam-vault-mut-');
+  const path = join(dir, 'tok');
+  writeFileSync(path, 'file-value-one-aaaa');
+  const SEC = Math.floor(Date.now() / 1000) - 100;
+  utimesSync(path, SEC, SEC);
+  const rotations: unknown[] = [];
+  const { vault } = open([cred('tok', `{ file: ${path} }`), cred('s', '{ stored: true }')], {}, { dataDir: dir, strict: false, onRotated: (...a) => { rotations.push(a); } });
+  await vault.set('s', 'stored-value-one-1111');
+  rotations.length = 0;
+  const scrub = (text: string): string => vault.scrubber().scrub(text).text;
+  assert.equal(scrub('file-value-one-aaaa stored-value-one-1111'), '[REDACTED:tok] [REDACTED:s]');
+  // Touched, same value: re-read, but no new version and no announcement.
+  utimesSync(path, SEC, SEC + 7);
+  vault.refresh();
+  assert.deepEqual([vault.list()[0].version, rotations], [1, []]);
+  // A new file value: announced once, and the scrubber built before it covers it now.
+  writeFileSync(path, 'file-value-two-bbbb');
+  vault.refresh();
+  vault.refresh();
+  assert.deepEqual(rotations, [['tok', 2, 'file']]);
+  assert.equal(scrub('file-value-two-bbbb'), '[REDACTED:tok]');
+  // A version another process stored: taken, announced once (not again at each poll), scrubbed at once.
+  const other = openVault({ dataDir: dir, db: openDatabase(dir), config: cfg([cred('s', '{ stored: true }')]), env: MASTER, refreshMs: 0 });
+  await other.set('s', 'stored-value-two-2222');
+  vault.refresh();
+  vault.refresh();
+  assert.deepEqual(rotations, [['tok', 2, 'file'], ['s', 2, 'stored']]);
+  assert.equal(scrub('stored-value-two-2222'), '[REDACTED:s]');
+  // The poll writes last-used times: another process sees them while this one still runs.
+  await createInjector({ vault }).injectionFor('s');
+  vault.refresh();
+  const third = openVault({ dataDir: dir, db: openDatabase(dir), config: cfg([cred('s', '{ stored: true }')]), env: MASTER, refreshMs: 0 });
+  assert.equal(third.list()[0].last_used, iso(T0));
+  third.close();
+  other.close();
+  vault.close();
+});
