@@ -262,7 +262,7 @@ test('export lines: a broken JSON line is named by its line number at the seq af
 // while it runs, an outside checkpoint from another trail, and a block index that was edited.
 async function smallTrail(): Promise<{ dir: string; pub: string }> {
   const dir = tempDir('aam-verify-mut-');
-  const log = openAuditLog({ dataDir: dir, checkpointEvery: 10, batchSize: 10 });
+  const log = openAuditLog({ dataDir: dir, checkpointEvery: 10, batchSize: 10, checkpointIntervalMs: 3_600_000 });
   for (let i = 1; i <= 30; i++) assert.equal(log.record(sampleEvent(i)), true);
   await log.flush();
   const pubPem = log.publicKeyPem();
