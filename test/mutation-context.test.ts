@@ -18,6 +18,9 @@ import { IdPool } from '../src/observability/otlp-context.ts';
 import { MasterKey } from '../src/credentials/master-key.ts';
 import type { Identity } from '../src/identity/types.ts';
 import { doc, yaml } from './helpers/config-docs.ts';
+import { openIssuer } from '../src/identity/issuer.ts';
+import { createJwtVerifier } from '../src/identity/jwt-svid.ts';
+import { tempDir } from './helpers/temp.ts';
 
 const config = parseConfigTexts([{ file: 'aam.yaml', text: yaml(
   doc('Provider', 'demo', { type: 'demo' }),
@@ -248,4 +251,20 @@ test('opening access identifies the caller; a request serving an A2A call is lin
   (borrowed.ctx.req.headers as Record<string, string>)['x-aam-delegation'] = encodeDelegation(borrowed.rt, d);
   await assert.rejects(async () => openAccess(borrowed.ctx), (e: unknown) => e instanceof AamError && e.status === 403 && e.code === 'invalid_delegation');
   assert.deepEqual(borrowed.events.filter((e) => e.type === 'delegation'), []);
+});
+
+test('opening access for a JWT-SVID caller (identified asynchronously) gives the same access context, with that caller', async () => {
+  const ANALYST = 'spiffe://prod/agent/analyst';
+  const issuer = await openIssuer(tempDir('aam-ctx-jwt-'));
+  const s = setup();
+  const rt = s.rt as unknown as Record<string, unknown>;
+  rt.jwt = createJwtVerifier({ issuer, isRegisteredAgent: (id) => id === ANALYST, trustDomains: [], audience: ['aam'] });
+  rt.isTokenRevoked = () => false;
+  (s.ctx.req.headers as Record<string, string>).authorization = `Bearer ${await issuer.mint({ spiffeId: ANALYST, audience: 'aam', ttlSeconds: 300 })}`;
+  const pending = openAccess(s.ctx);
+  assert.ok(pending instanceof Promise, 'a JWT is verified asynchronously');
+  const a = await pending;
+  assert.ok(a instanceof Access);
+  assert.deepEqual([a.identity.agent.name, a.identity.method, s.ctx.access === a], ['analyst', 'jwt_svid', true]);
+  assert.equal(a.authorizeModel('chat').effect, 'allow');
 });
