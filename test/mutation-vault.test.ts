@@ -465,3 +465,17 @@ test('refresh: a rotation (file or stored) is announced once and scrubbed at onc
   other.close();
   vault.close();
 });
+
+test('set: refuses a credential read from a file or the config, saying where it is read from; a stored value is scrubbed at once', async () => {
+  const { vault } = open([cred('f', '{ file: /nonexistent/aam-mut-vault/f }'), cred('v', '{ value: inline-value-long-enough }'), cred('s', '{ stored: true }')], {}, { strict: false });
+  await assert.rejects(vault.set('f', 'x'.repeat(20)), { code: 'credential_config', credential: 'f', message: 'Credential "f" reads from file /nonexistent/aam-mut-vault/f; only credentials with `stored: true` can be set' });
+  await assert.rejects(vault.set('v', 'x'.repeat(20)), { code: 'credential_config', credential: 'v', message: 'Credential "v" reads from value; only credentials with `stored: true` can be set' });
+  await assert.rejects(vault.set('s', ''), { credential: 's' });
+  await vault.set('s', 'stored-value-one-1111');
+  const scrubber = (text: string): string => vault.scrubber().scrub(text).text;
+  assert.equal(scrubber('stored-value-one-1111'), '[REDACTED:s]');
+  assert.deepEqual(await vault.set('s', 'stored-value-two-2222'), { name: 's', version: 2, created: vault.list()[2].created });
+  assert.equal(scrubber('stored-value-one-1111 stored-value-two-2222'), 'stored-value-one-1111 [REDACTED:s]');
+  assert.deepEqual(vault.tryResolve('s'), { ok: true, name: 's', kind: 'api_key', version: 2 });
+  vault.close();
+});
