@@ -479,3 +479,15 @@ test('set: refuses a credential read from a file or the config, saying where it 
   assert.deepEqual(vault.tryResolve('s'), { ok: true, name: 's', kind: 'api_key', version: 2 });
   vault.close();
 });
+
+test('set: a poll that takes the new version while it is being stored does not announce it twice', async () => {
+  const rotations: unknown[] = [];
+  const { vault } = open([cred('s', '{ stored: true }')], {}, { strict: false, onRotated: (...a) => { rotations.push(a); } });
+  const storing = vault.set('s', 'stored-value-one-1111');
+  vault.refresh();
+  await storing;
+  vault.refresh();
+  assert.deepEqual(rotations, [['s', 1, 'stored']]);
+  assert.equal(vault.list()[0].version, 1);
+  vault.close();
+});
