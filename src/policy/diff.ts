@@ -125,7 +125,7 @@ const by = (d: Decision): string => (d.policy ? `policy "${d.policy}" ${d.rulePa
 const what = (c: Pick<DecisionChange, 'kind' | 'target' | 'action'>): string =>
   c.kind === 'model' ? `model ${c.target}` : c.kind === 'agent' ? `call agent ${c.target}${c.action ? ` skill ${c.action}` : ''}` : `tool ${c.target} ${c.action}`;
 
-/** Replay recorded decisions (any order) under OLD and NEW; list the ones whose effect or deciding rule changes. */
+/** Replay recorded decisions (any order) under OLD and NEW; list the ones whose effect changes (a new deciding rule with the same effect is no change a caller sees), grouped by old and new deciding rule. */
 export function diffAgainstTrail(old: CompiledPolicies, next: CompiledPolicies, events: Iterable<Obj>): TrailDiff {
   const groups = new Map<string, DecisionChange>();
   let replayed = 0;
