@@ -29,7 +29,7 @@ export async function startTestGateway(config: string, env: Record<string, strin
   return {
     url: `http://127.0.0.1:${g.port}`, port: g.port, dataDir, configPath, g,
     key: (agent) => g.rt.keys.create(agent).secret,
-    close: async () => { await g.close(); rmSync(dir, { recursive: true, force: true }); },
+    close: async () => { try { await g.close(); } finally { rmSync(dir, { recursive: true, force: true }); } },
   };
 }
 
