@@ -158,13 +158,18 @@ test('versions: the same value keeps its version and creation time across reload
   vault.close();
 });
 
-test('file refresh: a changed file is a new version, an untouched one is not re-read, a vanished or half-written one keeps the last value', async () => {
+/** A token file holding 'file-value-one-aaaa', its mtime 100 s ago in whole seconds (an mtime set again later is then exactly the one the vault saw). */
+function agedTokenFile(): { dir: string; path: string; SEC: number } {
   const dir = tempDir('aam-vault-mut-');
   const path = join(dir, 'tok');
   writeFileSync(path, 'file-value-one-aaaa');
-  // Whole seconds: an mtime set again later is then exactly the one the vault saw.
   const SEC = Math.floor(Date.now() / 1000) - 100;
   utimesSync(path, SEC, SEC);
+  return { dir, path, SEC };
+}
+
+test('file refresh: a changed file is a new version, an untouched one is not re-read, a vanished or half-written one keeps the last value', async () => {
+  const { dir, path, SEC } = agedTokenFile();
   const rotations: unknown[] = [];
   const { vault, clock } = open([cred('tok', `{ file: ${path} }`)], {}, { onRotated: (...a) => { rotations.push(a); throw new Error('an evidence hook that fails'); } });
   const inj = createInjector({ vault });
@@ -428,11 +433,7 @@ test('subkeys are HKDF-SHA256 of the master key per purpose; a missing AWS key i
 });
 
 test('refresh: a rotation (file or stored) is announced once and scrubbed at once; a touched file with the same value is no rotation; the poll writes last-used times', async () => {
-  const dir = tempDir('aam-vault-mut-');
-  const path = join(dir, 'tok');
-  writeFileSync(path, 'file-value-one-aaaa');
-  const SEC = Math.floor(Date.now() / 1000) - 100;
-  utimesSync(path, SEC, SEC);
+  const { dir, path, SEC } = agedTokenFile();
   const rotations: unknown[] = [];
   const { vault } = open([cred('tok', `{ file: ${path} }`), cred('s', '{ stored: true }')], {}, { dataDir: dir, strict: false, onRotated: (...a) => { rotations.push(a); } });
   await vault.set('s', 'stored-value-one-1111');
