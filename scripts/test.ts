@@ -161,6 +161,40 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<numbe
 
 let current: ChildProcess | null = null;
 
+export interface RunScratch {
+  /** The TMPDIR every test process (and every child it spawns) gets. */
+  tmp: string;
+  /** NODE_COMPILE_CACHE for the run. */
+  compileCache: string;
+  /** Removes the whole scratch dir; returns what the tests left in tmp (names, sorted). */
+  finish(): string[];
+}
+
+/**
+ * One scratch dir per run, removed when the run ends, so a run leaves no files behind even when a
+ * test's own cleanup loses a race: a process's exit handler removes its temp dirs while work it
+ * started (an audit writer, an `aam` child) may still be creating files in them. It also holds the
+ * run's compile cache (V8 code and stripped TypeScript): only the first process to load a source
+ * file compiles it; every other test file and every `aam` child loads it ready (a replica's start
+ * at load ~20: 1.4 s of CPU cold against 0.7 s warm; fleet-keys starts three at once).
+ */
+export function runScratch(base = tmpdir()): RunScratch {
+  const root = mkdtempSync(join(base, 'aam-run-'));
+  const tmp = join(root, 'tmp');
+  const compileCache = join(root, 'compile-cache');
+  mkdirSync(tmp);
+  mkdirSync(compileCache);
+  return {
+    tmp, compileCache,
+    finish: () => {
+      let left: string[] = [];
+      try { left = readdirSync(tmp).sort(); } catch { /* removed already */ }
+      rmSync(root, { recursive: true, force: true });
+      return left;
+    },
+  };
+}
+
 /**
  * The test runner's arguments. Force exit ends a file whose tests are done though a handle is left
  * open; blocking-stdio.ts makes sure that exit drops none of the results (test-runner-reports).
@@ -176,19 +210,22 @@ async function main(): Promise<number> {
     if (code !== 0) return code;
   }
   const services = await startServices();
-  // One compile cache for the run (V8 code and stripped TypeScript): only the first process to load
-  // a source file compiles it; every other test file and every `aam` child it spawns loads it ready.
-  // A replica's start at load ~20 took 1.4 s of CPU cold against 0.7 s warm (fleet-keys starts three at once).
-  const compileCache = mkdtempSync(join(tmpdir(), 'aam-compile-cache-'));
+  const scratch = runScratch();
   let stopped = false;
-  const stop = () => { if (!stopped) { stopped = true; services.stop(); rmSync(compileCache, { recursive: true, force: true }); } };
+  const stop = () => {
+    if (stopped) return;
+    stopped = true;
+    services.stop();
+    const left = scratch.finish();
+    if (left.length) process.stderr.write(`npm test: the tests left ${left.length} entr${left.length === 1 ? 'y' : 'ies'} in the run's TMPDIR (removed with it): ${left.slice(0, 10).join(', ')}${left.length > 10 ? ', ...' : ''}\n`);
+  };
   // Ctrl-C / SIGTERM: let the test runner stop, then remove the services; exit covers the rest.
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(sig, () => { current?.kill(sig); setTimeout(() => { stop(); process.exit(130); }, 2_000).unref(); });
   }
   process.once('exit', stop);
   try {
-    return await run(NODE, runnerArgs(files), { NODE_COMPILE_CACHE: compileCache, ...process.env, ...services.env });
+    return await run(NODE, runnerArgs(files), { NODE_COMPILE_CACHE: scratch.compileCache, ...process.env, ...services.env, TMPDIR: scratch.tmp });
   } finally { stop(); }
 }
 
