@@ -100,7 +100,7 @@ test('file sink rotates by size, keeps every line once, and its lines verify as 
   const runner = startSinks(log, [fileSink({ path, maxBytes: 20_000, keep: 50 })], { batchSize: 37, pollMs: 20 });
   for (let i = 0; i < 300; i++) log.record(sampleEvent(i));
   await log.flush();
-  await runner.drain(5000);
+  await runner.drain(60_000);
   await runner.stop();
   const files = readdirSync(join(dir, 'export')).filter((f) => f.startsWith('audit.jsonl'));
   assert.ok(files.length > 5, `expected rotation, got ${files.join(',')}`);
@@ -134,7 +134,7 @@ test('OTLP logs sink posts /v1/logs JSON that a local collector can read', async
   const runner = startSinks(log, [otlpLogsSink({ endpoint: `http://127.0.0.1:${port}` })], { pollMs: 20 });
   for (let i = 0; i < 10; i++) log.record(sampleEvent(i, { trace_id: '0af7651916cd43dd8448eb211c80319c' }));
   await log.flush();
-  await runner.drain(5000);
+  await runner.drain(60_000);
   await runner.stop();
   assert.equal(records.length, 10);
   const seqs = records.map((r) => r.attributes.find((a) => a.key === 'aam.audit.seq')?.value.intValue);
@@ -180,7 +180,7 @@ test('every sink gets each signed checkpoint as its own record, after the events
   for (let i = 0; i < 250; i++) log.record(sampleEvent(i));
   await log.flush();
   assert.equal(await log.checkpoint(), 250);
-  await runner.drain(10_000);
+  await runner.drain(60_000);
   assert.deepEqual(runner.status().map((s) => s.checkpoints), [3, 3, 3]);
   await runner.stop();
 
@@ -208,7 +208,7 @@ test('every sink gets each signed checkpoint as its own record, after the events
   await log.flush();
   await log.checkpoint();
   const again = startSinks(log, sinks(), { batchSize: 30, pollMs: 20 });
-  await again.drain(10_000);
+  await again.drain(60_000);
   await again.stop();
   assert.deepEqual(hooked.flatMap((h) => h.cps.map((c) => c.tree_size)), [270]);
   await new Promise((r) => hook.close(r));

@@ -134,7 +134,7 @@ test('SIGKILL under load: every acknowledged request is in the trail and the cha
       }
     };
     const workers = Array.from({ length: 16 }, (_, w) => worker(w));
-    await until(() => acked.length >= 150, 8000, 'load to build up');
+    await until(() => acked.length >= 150, 60_000, 'load to build up');
     child.kill('SIGKILL');
     assert.equal(await exited, 'SIGKILL');
     stop = true;
