@@ -32,7 +32,7 @@ import { parseDurationSeconds } from '../config/duration.ts';
 import { openIssuer } from '../identity/issuer.ts';
 import { createJwtVerifier } from '../identity/jwt-svid.ts';
 import { trustDomainsFromConfig } from '../identity/jwks-cache.ts';
-import { boundHeapGrowth, releaseStartupMemory, workerHeapsUseTheirLimits } from '../observability/memory.ts';
+import { boundHeapGrowth, maglevTier, releaseStartupMemory, workerHeapsUseTheirLimits } from '../observability/memory.ts';
 
 export interface ServeOptions {
   configPath: string;
@@ -254,6 +254,7 @@ function auditSinks(env: NodeJS.ProcessEnv): AuditSink[] {
 
 export async function serve(o: ServeOptions): Promise<number> {
   boundHeapGrowth(process.env.AAM_HEAP_GROWING_PERCENT); // a bad value refuses the start
+  maglevTier(process.env.AAM_MAGLEV); // before the request path gets hot; a bad value refuses the start
   const g = await startGateway(o);
   const scheme = o.tlsCert ? 'https' : 'http';
   // Signal handlers first: until a handler is installed the OS's default for SIGHUP is to end the

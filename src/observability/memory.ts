@@ -53,3 +53,24 @@ export function boundHeapGrowth(value: string | undefined): number {
   if (pct > 0) setFlagsFromString(`--heap-growing-percent=${pct}`);
   return pct;
 }
+
+/**
+ * V8's mid tier, Maglev (AAM_MAGLEV: off unless `1`). Its compile jobs run on V8's background
+ * threads beside TurboFan's, and their working memory (zones) comes from malloc: about a second
+ * into a gateway's first load, when its request path gets hot, the jobs of many functions at once
+ * took 26-35 MB of malloc for ~0.1 s, and glibc kept the arena at that size for the life of the
+ * process (later allocations pin its top): 36-44 MB of arena around 7-16 MB in use under load, the
+ * largest and most variable part of the peak RSS. Without Maglev, hot functions go from the
+ * baseline tier (Sparkplug) to TurboFan alone and the arena stays at 17-22 MB: peak RSS of the
+ * bench's phases 134-139 vs 143-153 MB, CPU per request at c=64 the same (bench/RESULTS.md,
+ * "Memory"). A process-wide V8 flag (the audit writer thread too), read whenever a function is
+ * tiered up: set by `aam serve` first thing (not by gateways a test starts in-process).
+ */
+export function maglevTier(value: string | undefined): boolean {
+  if (value !== undefined && value !== '' && value !== '0' && value !== '1') {
+    throw new Error(`AAM_MAGLEV must be 1 (use V8's Maglev compiler tier) or 0 (do not: less memory under load), not "${value}"`);
+  }
+  const on = value === '1';
+  if (!on) setFlagsFromString('--no-maglev');
+  return on;
+}
