@@ -47,11 +47,14 @@ const chains = async () => (await sql<Array<{ replica: string }>>`SELECT replica
  * passed on. Chunks not yet passed on when either side closes are dropped, as a crash drops them.
  * stop() is PostgreSQL going away (every connection cut, new ones refused) until start().
  */
-async function pgProxy(relay: (send: () => void) => void): Promise<{ url: string; close(): void; stop(): void; start(): void }> {
+async function pgProxy(relay: (send: () => void) => void): Promise<{ url: string; close(): void; stop(): void; start(): void; attempts: number[] }> {
   const target = new URL(store.databaseUrl);
   let stopped = false;
   const sockets = new Set<Socket>();
+  /** When each connection was opened to the proxy (performance.now()): the client's (re)connect attempts. */
+  const attempts: number[] = [];
   const server = createServer((client) => {
+    attempts.push(performance.now());
     if (stopped) { client.destroy(); return; }
     const upstream = connect(Number(target.port || 5432), target.hostname);
     for (const s of [client, upstream]) { sockets.add(s); s.once('close', () => sockets.delete(s)); }
@@ -68,7 +71,7 @@ async function pgProxy(relay: (send: () => void) => void): Promise<{ url: string
   via.hostname = '127.0.0.1';
   via.port = String((server.address() as AddressInfo).port);
   return {
-    url: via.toString(), close: () => server.close(),
+    url: via.toString(), close: () => server.close(), attempts,
     stop: () => { stopped = true; for (const s of sockets) s.destroy(); },
     start: () => { stopped = false; },
   };
@@ -262,7 +265,7 @@ test('c=1: an awaited commit is one INSERT (no head update on the request path);
   }
 });
 
-test('PostgreSQL down: a request gets 503 (never an unrecorded 200), /readyz names postgres; back by itself, the refused request\'s evidence committed', async () => {
+test('PostgreSQL down for 12 s: requests get 503 (never an unrecorded 200), /readyz names postgres; the replica retries at least every 5 s and serves again within 6 s of it coming back, the refused request\'s evidence committed', async (t) => {
   const proxy = await pgProxy((send) => send());
   const data = join(dir, 'data-pg-down');
   mkdirSync(data);
@@ -270,6 +273,7 @@ test('PostgreSQL down: a request gets 503 (never an unrecorded 200), /readyz nam
   try {
     await until(async () => (await chat(r.url, secret, 'one', 'up')).status === 200, 10_000, 'the key on the new replica');
     proxy.stop();
+    const down = performance.now();
     const refused = await chat(r.url, secret, 'one', 'while PostgreSQL is down');
     assert.equal(refused.status, 503, refused.text);
     await until(async () => {
@@ -277,8 +281,27 @@ test('PostgreSQL down: a request gets 503 (never an unrecorded 200), /readyz nam
       const body = (await ready.json()) as { down?: string[] };
       return ready.status === 503 && (body.down ?? []).includes('postgres');
     }, 10_000, '/readyz to name postgres');
+    // Down long enough, with requests arriving, for postgres.js's own reconnect backoff (3^n/100 s
+    // with jitter, capped at 20 s) to pass 10 s: a replica on it waited up to 20 s after PostgreSQL
+    // was back (CI at dc1dff3: 19.4 s from the restart to its next attempt, at load 23).
+    while (performance.now() - down < 12_000) {
+      const c = await chat(r.url, secret, 'one', 'still down');
+      assert.equal(c.status, 503, c.text);
+      await new Promise((f) => setTimeout(f, 100));
+    }
+    const back = performance.now();
     proxy.start();
-    await until(async () => (await chat(r.url, secret, 'one', 'back')).status === 200, 20_000, 'requests served again, with no restart');
+    let served = 0;
+    await until(async () => { const ok = (await chat(r.url, secret, 'one', 'back')).status === 200; served = performance.now(); return ok; }, 20_000, 'requests served again, with no restart');
+    // The reconnect attempts the proxy saw, from the outage to the first one after the restart.
+    const seen = proxy.attempts.filter((t) => t >= down);
+    const upTo = seen.findIndex((t) => t >= back);
+    const tried = (upTo < 0 ? seen : seen.slice(0, upTo + 1)).map((t) => Math.round(t - down));
+    const gaps = tried.slice(1).map((t, i) => t - tried[i]);
+    const log = `attempts at ms after the outage began: ${tried.join(', ')}; back at ${Math.round(back - down)}, served at ${Math.round(served - down)}`;
+    t.diagnostic(log);
+    assert.ok(Math.max(...gaps) <= 5000, `a reconnect attempt at least every 5 s while PostgreSQL is down (${log})`);
+    assert.ok(served - back <= 6000, `served within 6 s of PostgreSQL coming back (${log})`);
     await until(async () => (await fetch(`${r.url}/readyz`)).status === 200, 10_000, '/readyz ready again');
     // The refused request's events were kept and committed once PostgreSQL answered.
     await until(async () => (await sql`SELECT 1 FROM audit_events WHERE request_id = ${refused.requestId}`).length > 0, 10_000, 'the refused request\'s evidence in PostgreSQL');

@@ -81,6 +81,12 @@ const COLUMNS = ['replica', 'seq', 'ts', 'type', 'request_id', 'agent', 'prev_ha
  */
 const INSERT_ONE = `INSERT INTO audit_events (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map((_, i) => `$${i + 1}`).join(', ')}) ON CONFLICT (replica, seq) DO NOTHING`;
 const rowValues = (r: Row) => [r.replica, r.seq, r.ts, r.type, r.request_id, r.agent, r.prev_hash, r.hash, r.body, r.trace_id, r.decision, r.plane];
+/**
+ * A failed write is retried after at most this long (ms), so requests are acknowledged again within
+ * about a second of PostgreSQL answering (the pool reconnects as often: reconnectBackoff). It was
+ * 5 s, and counted every failure since start, so after one outage every later one waited 5 s.
+ */
+const RETRY_MAX_MS = 1000;
 /** The chain's head row is moved at most this often (ms) by a committing replica. */
 const HEAD_MS = 200;
 /** Every chain's head moved up to its newest event (each checkpoint; also heals the head of a replica that died before moving it). */
@@ -107,6 +113,8 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
   let closed = false;
   let failing = false;
   let failures = 0;
+  /** Failed writes since the last one that committed: the retry waits 200 ms doubling, at most RETRY_MAX_MS. */
+  let streak = 0;
   let batches = 0;
   let commitMs = 0;
   let retryTimer: NodeJS.Timeout | undefined;
@@ -159,6 +167,7 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
         committed = last.seq;
         committedHash = last.hash;
         inFlight = false;
+        streak = 0;
         headLater();
         if (failing) { failing = false; alert({ kind: 'recovered', message: 'audit trail writes to PostgreSQL again' }); }
         settle();
@@ -166,12 +175,13 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
       }, (e: unknown) => {
         inFlight = false;
         failures++;
+        streak++;
         pending = batch.concat(pending);
         const error = new AuditUnavailableError(`cannot write the audit trail to PostgreSQL: ${(e as Error).message}`, { cause: e });
         if (!failing) { failing = true; alert({ kind: 'write_failed', message: error.message, error: e }); }
         settle(error);
         // Kept and retried: evidence is never dropped, the requests waiting for it were refused.
-        retryTimer = setTimeout(() => { retryTimer = undefined; schedule(); }, Math.min(5000, 100 * 2 ** Math.min(failures, 6)));
+        retryTimer = setTimeout(() => { retryTimer = undefined; schedule(); }, Math.min(RETRY_MAX_MS, 100 * 2 ** Math.min(streak, 4)));
         retryTimer.unref();
       });
   }

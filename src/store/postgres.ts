@@ -138,9 +138,20 @@ export class SchemaTooNew extends Error {
   }
 }
 
+/**
+ * Seconds the pool waits before its next connection attempt after `retries` failed ones in a row:
+ * 50 ms doubling, at most 1 s, with jitter (half to all of it). postgres.js's own default grows to
+ * 10-20 s after seven failures (3^n/100, capped at 20), so a replica whose PostgreSQL was down for
+ * ~10 s with requests arriving went on refusing them for up to 20 s after it came back. A refused
+ * attempt is one TCP connect, cheap for a down or restarting server; Redis retries at most every 500 ms.
+ */
+export function reconnectBackoff(retries: number): number {
+  return (0.5 + Math.random() / 2) * Math.min(0.05 * 2 ** Math.max(0, retries - 1), 1);
+}
+
 export function connectPostgres(url: string, max = 10): Sql {
   return postgres(url, {
-    max, onnotice: () => {}, connect_timeout: 5, idle_timeout: 60,
+    max, onnotice: () => {}, connect_timeout: 5, idle_timeout: 60, backoff: reconnectBackoff,
     connection: { application_name: 'aam' },
   });
 }
