@@ -161,6 +161,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     pins: rt.fleet?.pins,
     maxSessionsPerIdentity: env.AAM_MCP_SESSIONS_PER_IDENTITY ? Number(env.AAM_MCP_SESSIONS_PER_IDENTITY) : undefined,
     maxSessionsPerTrustDomain: env.AAM_MCP_SESSIONS_PER_TRUST_DOMAIN ? Number(env.AAM_MCP_SESSIONS_PER_TRUST_DOMAIN) : undefined,
+    streamGraceMs: env.AAM_MCP_STREAM_GRACE ? parseDurationSeconds(env.AAM_MCP_STREAM_GRACE, 'AAM_MCP_STREAM_GRACE') * 1000 : undefined,
   });
   const httpTools = createHttpToolProxy(rt.compiled.set, deps, { approvals: mcp.approvals });
   rt.tools = { mcp, http: httpTools };

@@ -23,7 +23,21 @@ import { ALL_SESSIONS, StoreUnavailable, type McpSessionNote, type McpSessionRec
 import type { WatchList } from './upstream.ts';
 
 /** This replica's objects for one session; `ready` once the SDK server is connected, `started` once initialized. */
-interface Session { rec: McpSessionRecord; ctx: SessionCtx; server: Server; transport: StreamableHTTPServerTransport; lastUsed: number; ready: Promise<void>; started: boolean }
+interface Session {
+  rec: McpSessionRecord; ctx: SessionCtx; server: Server; transport: StreamableHTTPServerTransport; lastUsed: number; ready: Promise<void>; started: boolean;
+  /** Its GET (notification) streams open on this replica. */
+  streams: number;
+  /**
+   * List changes it was due while it had no stream here, sent when one opens; null: unknown (no
+   * stream here yet on a session resumed here, or aam stopped listening for it), so one opening
+   * gets a list_changed for every list its caller may list.
+   */
+  missed: Set<WatchList> | null;
+  /** aam listening to 2026-07-28 upstreams for it: while a stream is open, and for streamGraceMs after the last closed. */
+  watch?: { close(): void };
+  grace?: NodeJS.Timeout;
+}
+const LISTS: readonly WatchList[] = ['tools', 'prompts', 'resources'];
 
 /**
  * The SDK's Node transport, loaded by the first session mounted on this replica: it imports
@@ -77,6 +91,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   const idleMs = opts.sessionIdleMs ?? 30 * 60_000;
   const maxBody = opts.maxBodyBytes ?? 4 * 1024 * 1024;
   const listWaitMs = opts.listWaitMs ?? 5000;
+  const streamGraceMs = opts.streamGraceMs ?? 10_000;
   /** Sessions this replica has SDK objects for (the registry, deps.sessions, says which exist at all). */
   const sessions = new Map<string, Session>();
   /** 2026-07-28 subscriptions/listen streams (bounded per identity like sessions). */
@@ -90,13 +105,52 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   // `who`: the upstream said it on the stream of that caller's own credential; it is that caller's alone.
   const forOthers = (s: Session, who: string | undefined) => who !== undefined && identityKey(s.ctx.identity) !== who;
 
-  /** A list of `server` changed: this replica's listen streams and sessions hear it, each decided for its caller as it is now. */
+  const sendListChanged = (s: Session, list: WatchList) =>
+    void (list === 'tools' ? s.server.sendToolListChanged() : list === 'prompts' ? s.server.sendPromptListChanged() : s.server.sendResourceListChanged()).catch(() => {});
+
+  /**
+   * A list of `server` changed: this replica's listen streams and sessions hear it, each decided
+   * for its caller as it is now; a session without a stream here gets it when one opens.
+   */
   function listChanged(server: string, list: WatchList, who?: string): void {
     hub.listChanged(server, list, who);
     for (const s of sessions.values()) {
       if ((s.ctx.scope !== null && s.ctx.scope !== server) || forOthers(s, who) || !hub.sessionMayList(s.ctx, server, list)) continue;
-      void (list === 'tools' ? s.server.sendToolListChanged() : list === 'prompts' ? s.server.sendPromptListChanged() : s.server.sendResourceListChanged()).catch(() => {});
+      if (s.streams > 0) sendListChanged(s, list);
+      else s.missed?.add(list);
     }
+  }
+
+  /**
+   * A session's GET stream opened here (the SDK has registered it: its headers are being written).
+   * aam listens for it from now on, and it gets what it missed: the list changes kept while it had
+   * no stream, or (unknown) a list_changed for every list its caller may list on its endpoint.
+   */
+  function streamOpened(s: Session, res: ServerResponse): void {
+    s.streams++;
+    if (s.grace) { clearTimeout(s.grace); s.grace = undefined; }
+    s.watch ??= hub.watchSession(s.ctx);
+    const missed = s.missed;
+    s.missed = new Set();
+    const due = missed ?? LISTS.filter((list) => [...catalog.servers.keys()].some((server) => (s.ctx.scope === null || s.ctx.scope === server) && hub.sessionMayList(s.ctx, server, list)));
+    for (const list of due) sendListChanged(s, list);
+    res.once('close', () => {
+      if (--s.streams > 0 || sessions.get(s.rec.id) !== s) return;
+      // The client may reconnect (the SDK's does after 1 s): still listened for meanwhile, and what it misses kept.
+      s.grace = setTimeout(() => { s.grace = undefined; s.watch?.close(); s.watch = undefined; s.missed = null; }, streamGraceMs);
+      s.grace.unref();
+    });
+  }
+
+  /** Tell streamOpened when the SDK answers this GET with its event stream (200); a refused one (409, 404) is no stream. */
+  function onStreamOpen(s: Session, res: ServerResponse): void {
+    const writeHead = res.writeHead;
+    res.writeHead = function (this: ServerResponse, ...args: Parameters<ServerResponse['writeHead']>) {
+      res.writeHead = writeHead;
+      const r = writeHead.apply(this, args);
+      if (res.statusCode === 200) streamOpened(s, res);
+      return r;
+    } as ServerResponse['writeHead'];
   }
   catalog.onToolsChanged((server) => listChanged(server, 'tools'));
   catalog.onListChanged((server, list, who) => listChanged(server, list, who));
@@ -241,11 +295,15 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
         void Promise.resolve(deps.sessions.close(id)).catch((e: unknown) => deps.log.warn({ session_id: id, err: errText(e) }, 'mcp session close not recorded; it ends when idle'));
       },
     });
-    const session: Session = { rec, ctx, server, transport, lastUsed: Date.now(), ready: Promise.resolve(), started: resumed };
+    // A new session has missed nothing yet; one resumed here may have missed anything while its stream was elsewhere.
+    const session: Session = { rec, ctx, server, transport, lastUsed: Date.now(), ready: Promise.resolve(), started: resumed, streams: 0, missed: resumed ? null : new Set() };
     sessions.set(rec.id, session);
     // Closing the transport drops this replica's objects only; the session lives on in the registry.
     transport.onclose = () => {
       if (sessions.get(rec.id) === session) sessions.delete(rec.id);
+      if (session.grace) clearTimeout(session.grace);
+      session.watch?.close();
+      session.watch = undefined;
       for (const uri of [...ctx.subscriptions.keys()]) void unsubscribeResource(rt, ctx, uri).catch(() => {});
     };
     session.ready = server.connect(transport).then(() => { if (resumed) markInitialized(transport, rec.id); });
@@ -331,6 +389,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     s.ctx.identity = identity;
     s.ctx.access = access;
     attachAccess(req, access);
+    if (req.method === 'GET') onStreamOpen(s, res);
     return s.transport.handleRequest(req, res, body);
   }
 
@@ -374,7 +433,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     },
     async reload(next) {
       await catalog.reload(next);
-      hub.recheck(); // open listen streams are decided with the new policies from now on
+      hub.recheck(true); // open listen streams (and sessions' listening) are decided with the new policies from now on
     },
     async close() {
       clearInterval(sweeper);

@@ -23,6 +23,11 @@ export interface McpGatewayOptions extends UpstreamOptions {
   maxSessionsPerTrustDomain?: number;
   /** Sessions idle longer than this are closed (default 30 min). */
   sessionIdleMs?: number;
+  /**
+   * How long after a session's last GET stream closed aam still listens for it and keeps the list
+   * changes it misses, for its reconnect (default 10 s; AAM_MCP_STREAM_GRACE).
+   */
+  streamGraceMs?: number;
   approvalWindowMs?: number;
   /** A call was newly held for approval (notify people). */
   onApprovalPending?: (a: Approval) => void;

@@ -30,14 +30,20 @@ type Kind = 'tools' | ListKind;
 const FILTER: Record<Kind, string> = { tools: 'toolsListChanged', prompts: 'promptsListChanged', resources: 'resourcesListChanged' };
 
 type Task = ReturnType<typeof openTask>;
-interface Listener {
+/** Who wants list changes of its endpoint's 2026-07-28 upstreams: a listen stream, or a 2025-11-25 session while its stream is open. */
+interface Watcher {
   who: string; scope: string | null; want: ReadonlySet<Kind>; ctx: SessionCtx;
-  /** Watched tasks by `${server}\n${upstream task id}`: the caller's own id for each. */
-  tasks: Map<string, { id: string; task: Task }>;
   /** Servers whose upstreams listen for the lists it wants, for it (undone on close, narrowed on reloads); ops on them run in order. */
   watching: Map<string, Upstream>; ops: Promise<unknown>;
+  /** A session's: the access context its watches were last synced with (a session's context changes with each of its requests). */
+  synced?: ToolAccess;
+}
+interface Listener extends Watcher {
+  /** Watched tasks by `${server}\n${upstream task id}`: the caller's own id for each. */
+  tasks: Map<string, { id: string; task: Task }>;
   send(method: string, params?: Json): void; end(): void; fail(message: string): void;
 }
+const ALL_KINDS: ReadonlySet<Kind> = new Set(['tools', 'prompts', 'resources']);
 const taskKey = (server: string, up: string) => `${server}\n${up}`;
 /** Did the listen request's client declare the Tasks extension? */
 const declaresTasks = (params: Json): boolean => {
@@ -59,8 +65,16 @@ export interface ListenHub {
   sessionUpdate(s: SessionCtx, server: string, uri: string): boolean;
   /** May a 2025-11-25 session's caller, as it is now, hear that this list of this server changed? */
   sessionMayList(s: SessionCtx, server: string, kind: Kind): boolean;
-  /** Re-decide every open stream for its caller as it is now (after a reload; periodically, for revoked keys). */
-  recheck(): void;
+  /**
+   * A 2025-11-25 session's stream is open: listen to its endpoint's 2026-07-28 upstreams for the
+   * lists its caller may list (as a listen stream asking for all three does) until close().
+   */
+  watchSession(s: SessionCtx): { close(): void };
+  /**
+   * Re-decide every open stream for its caller as it is now (after a reload; periodically, for
+   * revoked keys); sessions' watches follow their latest access context (`reloaded`: resolved now).
+   */
+  recheck(reloaded?: boolean): void;
   /** Open one stream for a validated 2026-07-28 request; resolves when the stream ends. */
   listen(s: SessionCtx, params: Json, id: string | number, res: ServerResponse): Promise<void>;
   closeAll(): void;
@@ -68,8 +82,9 @@ export interface ListenHub {
 
 export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub {
   const open = new Set<Listener>();
+  const sessionWatchers = new Set<Watcher>();
   const countOf = (who: string) => { let n = 0; for (const l of open) if (l.who === who) n++; return n; };
-  const inScope = (l: Listener, server: string) => l.scope === null || l.scope === server;
+  const inScope = (l: Watcher, server: string) => l.scope === null || l.scope === server;
   const evidence = (ctx: SessionCtx, ev: Json, method = 'subscriptions/listen') => rt.deps.audit.record({ plane: 'mcp', method, request_id: `req_${randomUUID()}`, trace_id: ctx.access.traceId(), ...identityFields(ctx.identity), ...ev });
 
   /** The listener's caller as it is now; false (and the stream ended, on record) when it no longer holds. */
@@ -145,7 +160,7 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
    * May the caller hear this server's list changes at all (what an upstream listen stream is kept
    * for)? A server whose tools were never listed (it was down) counts for its tools until they are.
    */
-  const mayWatch = (l: Listener, e: ServerEntry) => !credentialRefused(l.ctx, e.name) && [...l.want].some((k) => (k === 'tools' && e.tools.size === 0) || mayList(l.ctx, e.name, k));
+  const mayWatch = (l: Watcher, e: ServerEntry) => !credentialRefused(l.ctx, e.name) && [...l.want].some((k) => (k === 'tools' && e.tools.size === 0) || mayList(l.ctx, e.name, k));
 
   /**
    * The servers of the listener's endpoint whose upstreams are asked for the lists it wants (2026-07-28
@@ -154,7 +169,7 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
    * on it), on record; a widened one adds servers; `closing` undoes them all. In order per listener,
    * so an undo never overtakes the watch it undoes.
    */
-  function syncWatches(l: Listener, closing = false): Promise<unknown> {
+  function syncWatches(l: Watcher, closing = false): Promise<unknown> {
     if (l.want.size === 0) return l.ops;
     const next = new Map<string, Upstream>();
     if (!closing) for (const e of rt.catalog.servers.values()) if (inScope(l, e.name) && mayWatch(l, e)) next.set(e.name, e.upstream);
@@ -165,7 +180,8 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
     for (const [server] of gone) {
       const entry = rt.catalog.servers.get(server);
       if (closing || entry === undefined || next.has(server)) continue; // removed or replaced by a reload, not narrowed
-      evidence(l.ctx, { type: 'tool.rejected', server, resource: entry.resource, outcome: { status: 'listen_narrowed', error: `the caller may no longer hear ${server}'s list changes; aam stopped listening to it for them` } });
+      // A session's list changes stop being decided its way anyway (each is decided as it comes): its narrowing is logged only.
+      if (l.synced === undefined) evidence(l.ctx, { type: 'tool.rejected', server, resource: entry.resource, outcome: { status: 'listen_narrowed', error: `the caller may no longer hear ${server}'s list changes; aam stopped listening to it for them` } });
       rt.deps.log.info({ spiffe_id: l.who, server }, 'subscriptions/listen: list changes of this server no longer relayed (policy narrowed); its upstream listening ended');
     }
     const lists = [...l.want];
@@ -201,7 +217,22 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
     },
     sessionUpdate: (s, server, uri) => sessionCurrent(s) && mayRead(s, server, uri, 'resources/subscribe'),
     sessionMayList: (s, server, kind) => sessionCurrent(s) && mayList(s, server, kind),
-    recheck() { for (const l of [...open]) current(l); },
+    watchSession(s) {
+      const w: Watcher = { who: s.identity.agent.spiffeId, scope: s.scope, want: ALL_KINDS, ctx: s, watching: new Map(), ops: Promise.resolve(), synced: s.access };
+      sessionWatchers.add(w);
+      void syncWatches(w);
+      return { close() { if (sessionWatchers.delete(w)) void syncWatches(w, true); } };
+    },
+    recheck(reloaded = false) {
+      for (const l of [...open]) current(l);
+      for (const w of sessionWatchers) {
+        // Its caller no longer holds (the sweeper ends the session): nothing more is listened to for it.
+        if (reloaded && !sessionCurrent(w.ctx)) { void syncWatches(w, true); continue; }
+        if (w.ctx.access === w.synced) continue;
+        w.synced = w.ctx.access;
+        void syncWatches(w);
+      }
+    },
     async listen(s, params, id, res) {
       const filter = params.notifications;
       const reply = (status: number, code: number, message: string) => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify({ jsonrpc: '2.0', id, error: { code, message } })); };
