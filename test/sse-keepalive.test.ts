@@ -15,15 +15,21 @@ let mcp: RunningFixture;
 let key = '';
 let release: () => void = () => undefined;
 const held = new Promise<void>((r) => { release = r; });
+let releaseIdle: () => void = () => undefined;
+const idleHeld = new Promise<void>((r) => { releaseIdle = r; });
 
 before(async () => {
-  agents = await startTestAgents([{ name: 'slow', skills: ['work'], aamUrl: () => gw.url, key: () => key, hold: () => held }]);
+  agents = await startTestAgents([
+    { name: 'slow', skills: ['work'], aamUrl: () => gw.url, key: () => key, hold: () => held },
+    { name: 'idle', skills: ['work'], aamUrl: () => gw.url, key: () => key, hold: () => idleHeld },
+  ]);
   mcp = await startHttpFixture();
   gw = await startTestGateway(yaml(
     doc('Agent', 'slow', { workload: 'spiffe://test/agent/slow', a2a: { url: `${agents.base}/slow` } }),
+    doc('Agent', 'idle', { workload: 'spiffe://test/agent/idle', a2a: { url: `${agents.base}/idle` } }),
     doc('Agent', 'caller', { workload: 'spiffe://test/agent/caller' }),
     doc('McpServer', 'web', { transport: 'streamable-http', url: mcp.url, resource: 'salesforce.accounts', timeout_ms: 60_000, tools: { read_account: { action: 'read' } } }),
-    doc('AgentPolicy', 'caller-calls', { identity: { agent: 'caller' }, agents: [{ agent: 'slow' }], tools: [{ resource: 'salesforce.accounts', actions: ['read'] }] }),
+    doc('AgentPolicy', 'caller-calls', { identity: { agent: 'caller' }, agents: [{ agent: 'slow' }, { agent: 'idle' }], tools: [{ resource: 'salesforce.accounts', actions: ['read'] }] }),
   ), { AAM_SSE_KEEPALIVE_MS: String(KEEPALIVE_MS), AAM_ADMIN_TOKEN: ADMIN_TOKEN });
   key = gw.key('caller');
   await serversReady(gw);
@@ -31,6 +37,7 @@ before(async () => {
 
 after(async () => {
   release();
+  releaseIdle();
   await gw?.close();
   await agents?.close();
   await mcp?.close();
@@ -69,6 +76,43 @@ test('an A2A stream whose callee goes quiet gets keep-alive comments, then the r
   const body = await plain.text();
   assert.ok(!body.includes('keep-alive'));
   JSON.parse(body);
+});
+
+test('idle A2A streams share one keep-alive clock: a stream starts no interval timer of its own', async () => {
+  // Timers of the keep-alive period started in this process (the gateway runs in it) while streams open.
+  let periodic = 0;
+  const setIntervalWas = globalThis.setInterval;
+  globalThis.setInterval = ((...a: unknown[]) => {
+    if (a[1] === KEEPALIVE_MS) periodic++;
+    return Reflect.apply(setIntervalWas, globalThis, a) as ReturnType<typeof setInterval>;
+  }) as typeof setInterval;
+  const open = async (i: number) => {
+    const r = await fetch(`${gw.url}/a2a/idle/message:stream`, {
+      method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream', authorization: `Bearer ${key}` },
+      body: JSON.stringify({ message: { messageId: `t${i}`, role: 'ROLE_USER', parts: [{ text: 'stream and hold' }] } }),
+    });
+    assert.equal(r.status, 200);
+    const reader = r.body!.getReader();
+    // Its first events and a keep-alive: the stream is open, idle, and kept alive.
+    return { reader, text: await readUntil(reader, (t) => t.includes(': keep-alive\n\n')) };
+  };
+  let first = { reader: undefined as unknown as ReadableStreamDefaultReader<Uint8Array>, text: '' };
+  let more: Array<typeof first> = [];
+  let again: string[] = [];
+  try {
+    first = await open(0);
+    more = await Promise.all([1, 2, 3, 4, 5, 6].map(open));
+    // Every stream still gets its keep-alives, on the one clock.
+    again = await Promise.all(more.map(async (s) => readUntil(s.reader, (t) => t.split(': keep-alive').length > 2, 30_000, s.text)));
+  } finally {
+    globalThis.setInterval = setIntervalWas;
+  }
+  assert.equal(periodic, 0, 'no interval timer of the keep-alive period per stream');
+  releaseIdle();
+  for (const s of [first, ...more.map((m, i) => ({ reader: m.reader, text: again[i] }))]) {
+    const text = await readUntil(s.reader, () => false, 30_000, s.text);
+    assert.match(text, /gamma/);
+  }
 });
 
 test('an MCP session\'s idle GET stream gets keep-alive comments', async () => {

@@ -5,9 +5,9 @@
 // guard input -> admit -> inject (aam's credential for the callee, never the caller's) -> call
 // (SSE relayed event by event) -> guard output -> record (linked to the delegation chain).
 // Everything written to the caller goes through the egress door (ctx.res), which scrubs it.
-import { callCallee, type CalleeAnswer } from './callee.ts';
+import { callCallee } from './callee.ts';
 import type { Access, Ctx } from './plane.ts';
-import { keepSseAlive, readJson, sendJson } from '../access/request.ts';
+import { readJson, sendJson } from '../access/request.ts';
 import { AamError, toAamError } from '../access/errors.ts';
 import { Access as AccessOf, currentCaller as callerNow, openAccess } from '../access/context.ts';
 import { authorize, policyEvidence, recordDecision, storeFailure } from '../access/decide.ts';
@@ -24,7 +24,8 @@ import { idsIn } from './tasks.ts';
 import { StoreUnavailable } from '../store/types.ts';
 import { restFromAam, restFromRpc, restOp } from './rest.ts';
 import { PushRoutes, pinnedDispatcher, pushConfigIn, pushDestination, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
-import { SseParser, sseFrame, type SseRecord } from '../providers/sse.ts';
+import { SseParser, sseFrame, SSE_KEEPALIVE, type SseRecord } from '../providers/sse.ts';
+import { Deadlines, KeepAlive } from '../gateway/deadlines.ts';
 
 const TIMEOUT_MS = 300_000;
 /** An A2A call costs aam nothing, but a caller whose budget is spent is refused like any other call. */
@@ -56,6 +57,12 @@ export interface A2aGateway { handle(ctx: Ctx): Promise<void> }
 
 export function createA2aGateway(): A2aGateway {
   const cards = new CardCache();
+  /**
+   * The keep-alive clock of this gateway's streams (one node timer for all of them, as chat's
+   * routes have): a setInterval and two listeners per stream cost every SendStreamingMessage a
+   * timer list and its teardown before its first byte.
+   */
+  let keepalives: Deadlines | undefined;
 
   async function handle(ctx: Ctx): Promise<void> {
     const m = /^\/a2a\/([^/]+)(\/.*)?$/.exec(ctx.path);
@@ -74,7 +81,8 @@ export function createA2aGateway(): A2aGateway {
     try {
       if (!rest && ctx.req.method !== 'POST') throw new AamError(405, 'method_not_allowed', `${ctx.req.method} is not allowed on ${ctx.path}; use POST (JSON-RPC) or an HTTP+JSON route such as ${ctx.path.replace(/\/$/, '')}/message:send`, { headers: { allow: 'POST' } });
       const op = rest ? restOp(ctx.req.method ?? '', rest, ctx.query) : undefined;
-      const access = await openAccess(ctx);
+      const opened = openAccess(ctx);
+      const access = opened instanceof Promise ? await opened : opened;
       const spec = calleeSpec(ctx, name);
       const rpc = op ? await restRpc(ctx, op) : parseRpc(await readJson(ctx));
       rpcId = rpc.id;
@@ -150,7 +158,8 @@ export function createA2aGateway(): A2aGateway {
       if (refused) throw new AamError(403, 'policy_denied', refused);
     }
     access.guardrails();
-    let params = await access.guard('input', rpc.params, `a2a ${name}`, 'chat') as Record<string, unknown>;
+    // No guardrail: the params as they are, with no promise to wait for.
+    let params = access.gs.length ? await access.guard('input', rpc.params, `a2a ${name}`, 'chat') : rpc.params;
     // A push config: the callee gets aam's URL and token, the caller's are kept (push.ts).
     const pushCfg = pushConfigIn(rpc.method, params);
     if (pushCfg && typeof pushCfg.url === 'string') {
@@ -161,12 +170,14 @@ export function createA2aGateway(): A2aGateway {
       params = withAamTarget(rpc.method, params, `${publicBase(ctx)}/a2a/${encodeURIComponent(name)}/push/${route.id}`, route.token);
     }
     // Counted against the caller's rate limits; the smallest reservation makes a spent budget refuse it (settled at $0).
-    const adm = await access.admit(0, BUDGET_PROBE_USD);
+    const admitting = access.admit(0, BUDGET_PROBE_USD);
+    const adm = admitting instanceof Promise ? await admitting : admitting;
     // The deciding agents rule's own rate and call budget (fleet-wide, like tools[].rate/budget).
     let calls;
     try {
       const rule = decidingAgentRule(access.set, d);
-      calls = rule ? await admitRuleCall(ctx.rt, identity, rule, 'a2a', (r) => new AamError(429, r.code, r.message, { headers: { 'retry-after': String(r.retryAfterSeconds) } }), storeFailure) : undefined;
+      const counted = rule ? admitRuleCall(ctx.rt, identity, rule, 'a2a', (r) => new AamError(429, r.code, r.message, { headers: { 'retry-after': String(r.retryAfterSeconds) } }), storeFailure) : undefined;
+      calls = counted instanceof Promise ? await counted : counted;
     } catch (e) { access.release(adm); throw e; }
     const delegation = delegate(from, identity, name, ctx.requestId, () => ctx.rt.ids.traceId());
     const traceId = requestTraceId(ctx);
@@ -198,7 +209,12 @@ export function createA2aGateway(): A2aGateway {
       calls?.forwarded();
       status = up.statusCode;
       const ct = String(up.headers['content-type'] ?? '');
-      const answer = ct.startsWith('text/event-stream') ? await relayStream(ctx, access, name, skill, caller, up.body, binding) : await relayJson(ctx, access, name, skill, caller, up.body, rpc.method);
+      let answer: Record<string, unknown> | null;
+      if (ct.startsWith('text/event-stream')) answer = await relayStream(ctx, access, name, skill, caller, up.body, binding);
+      else {
+        const relayed = relayJson(ctx, access, name, skill, caller, await up.body.all(MAX_RESPONSE_BYTES), rpc.method);
+        answer = relayed instanceof Promise ? await relayed : relayed;
+      }
       access.settle(adm, 0, 0);
       access.record({ type: 'a2a_call', ...ev, credential, outcome: { status, latency_ms: performance.now() - started } } as never);
       if (ctx.decision) ctx.decision.recorded = true;
@@ -206,7 +222,9 @@ export function createA2aGateway(): A2aGateway {
       // stream's last events (those that came with the callee's end, not yet flushed) wait with the
       // end and leave in the same write: the socket stays corked meanwhile (end() uncorks it).
       if (!answer) ctx.res.socket?.cork();
-      await ctx.rt.evidenceSafe().catch(() => undefined);
+      // A promise only when the evidence is not safe at once (a request alone in flight writes it now).
+      const safe = ctx.rt.evidenceSafeNow();
+      if (safe) await safe.catch(() => undefined);
       if (answer) binding.answer(ctx, status, answer, rpc.method);
       else ctx.res.end();
     } catch (e) {
@@ -310,9 +328,12 @@ export function createA2aGateway(): A2aGateway {
     return storeCall(() => ctx.rt.a2aTasks.bind(callee, ids, caller, skill));
   }
 
-  /** The callee's JSON-RPC answer, bound, guarded and scrubbed across parts (sent by the caller of this). */
-  async function relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeAnswer['body'], method: string): Promise<Record<string, unknown>> {
-    const raw = await body.all(MAX_RESPONSE_BYTES);
+  /**
+   * The callee's JSON-RPC answer (`raw`: its whole body, null when over the limit), bound, guarded
+   * and scrubbed across parts (sent by the caller of this). A promise only when something waits
+   * (a fleet store's binding, an output guardrail, a push config's routes).
+   */
+  function relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, raw: Buffer | null, method: string): Record<string, unknown> | Promise<Record<string, unknown>> {
     if (raw === null) throw new AamError(502, 'upstream_error', `agent "${name}" answered more than ${MAX_RESPONSE_BYTES} bytes`);
     let msg: Record<string, unknown>;
     try { msg = JSON.parse(raw.toString('utf8')) as Record<string, unknown>; } catch {
@@ -320,14 +341,20 @@ export function createA2aGateway(): A2aGateway {
     }
     if (msg.result !== undefined) {
       const bound = bind(ctx, name, msg.result, caller, skill);
-      if (bound instanceof Promise) await bound;
-      if (method.includes('PushNotificationConfig')) msg = { ...msg, result: await storeCall(() => restoreCallerTargets(msg.result, (url) => new PushRoutes(ctx.rt.a2aPushRoutes).get(url.slice(url.lastIndexOf('/') + 1)))) };
-      const result = scrubAcross(ctx.rt.egress, await access.guard('output', msg.result, `a2a ${name}`, 'chat'));
-      if (result !== msg.result) msg = { ...msg, result };
-    } else if (msg.error !== undefined) {
-      msg = { ...msg, error: await access.guard('output', msg.error, `a2a ${name}`, 'chat') };
+      if (bound instanceof Promise || access.gs.length || method.includes('PushNotificationConfig')) return checkedJson(ctx, access, name, msg, bound, method);
+      const result = scrubAcross(ctx.rt.egress, msg.result);
+      return result === msg.result ? msg : { ...msg, result };
     }
+    if (msg.error !== undefined && access.gs.length) return access.guard('output', msg.error, `a2a ${name}`, 'chat').then((error) => ({ ...msg, error }));
     return msg;
+  }
+
+  /** relayJson's answer when it waits for its ids' binding, an output guardrail or a push config's routes. */
+  async function checkedJson(ctx: Ctx, access: Access, name: string, msg: Record<string, unknown>, bound: void | Promise<void>, method: string): Promise<Record<string, unknown>> {
+    if (bound) await bound;
+    if (method.includes('PushNotificationConfig')) msg = { ...msg, result: await storeCall(() => restoreCallerTargets(msg.result, (url) => new PushRoutes(ctx.rt.a2aPushRoutes).get(url.slice(url.lastIndexOf('/') + 1)))) };
+    const result = scrubAcross(ctx.rt.egress, await access.guard('output', msg.result, `a2a ${name}`, 'chat'));
+    return result === msg.result ? msg : { ...msg, result };
   }
 
   /** SSE relayed event by event: each event's JSON-RPC result is bound, guarded and written at once; the caller ends it. */
@@ -336,11 +363,14 @@ export function createA2aGateway(): A2aGateway {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-request-id': ctx.requestId });
     // No flushHeaders: the head goes out with the first event in one write (a write of its own cost
     // ~0.06 ms CPU per stream); a callee that stays silent sends it with the first keep-alive.
-    keepSseAlive(res, ctx.rt.options.sseKeepaliveMs);
+    const ms = ctx.rt.options.sseKeepaliveMs;
+    if (ms > 0 && keepalives?.ms !== ms) keepalives = new Deadlines(ms);
+    // A comment after each idle period (never inside a frame: writes are whole frames), postponed by every write.
+    const keepalive = ms > 0 ? new KeepAlive(keepalives!, () => { if (!res.writableEnded && !res.destroyed) res.write(SSE_KEEPALIVE); }) : null;
     // The frames of one read from the callee leave in one write (one pass of the egress door's
     // scrubber, one chunk of the response's framing), not one write per event.
     let out = '';
-    const flush = (): void => { if (out) { res.write(out); out = ''; } };
+    const flush = (): void => { if (out) { res.write(out); out = ''; keepalive?.refresh(); } };
     const fail = (id: unknown, code: number, message: string, data?: { code: string; http_status?: number }) => { out += binding.failFrame(id, code, message, data); };
     const bound = { tasks: new Set<string>(), contexts: new Set<string>() };
     const where = `a2a ${name} stream`;
@@ -385,27 +415,31 @@ export function createA2aGateway(): A2aGateway {
     const dec = new TextDecoder();
     let pending = 0;
     try {
-      for await (const c of body) {
-        const chunk = c as Buffer;
-        const records = parser.push(dec.decode(chunk, { stream: true }));
-        pending = records.length ? 0 : pending + chunk.length;
-        if (pending > MAX_RESPONSE_BYTES) throw new Error(`an event larger than ${MAX_RESPONSE_BYTES} bytes`);
-        for (const rec of records) {
-          const ok = emit(rec);
-          if (!(typeof ok === 'boolean' ? ok : await ok)) { flush(); body.destroy(); return null; }
+      try {
+        for await (const c of body) {
+          const chunk = c as Buffer;
+          const records = parser.push(dec.decode(chunk, { stream: true }));
+          pending = records.length ? 0 : pending + chunk.length;
+          if (pending > MAX_RESPONSE_BYTES) throw new Error(`an event larger than ${MAX_RESPONSE_BYTES} bytes`);
+          for (const rec of records) {
+            const ok = emit(rec);
+            if (!(typeof ok === 'boolean' ? ok : await ok)) { flush(); body.destroy(); return null; }
+          }
+          flush();
         }
-        flush();
+        for (const rec of parser.end()) {
+          const ok = emit(rec);
+          if (!(typeof ok === 'boolean' ? ok : await ok)) break;
+        }
+      } catch (e) {
+        body.destroy();
+        fail(null, -32603, `agent "${name}" stream failed: ${(e as Error).message}`);
       }
-      for (const rec of parser.end()) {
-        const ok = emit(rec);
-        if (!(typeof ok === 'boolean' ? ok : await ok)) break;
-      }
-    } catch (e) {
-      body.destroy();
-      fail(null, -32603, `agent "${name}" stream failed: ${(e as Error).message}`);
+      flush();
+      return null;
+    } finally {
+      keepalive?.stop();
     }
-    flush();
-    return null;
   }
 
   return { handle };
