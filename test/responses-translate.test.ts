@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { adapterFor, SseParser } from '../src/providers/index.ts';
 import type { AdapterType } from '../src/providers/index.ts';
 import { itemsToMessages, parseResponsesRequest } from '../src/providers/responses-parse.ts';
-import { responsesCodec, type ResponseMeta } from '../src/providers/responses-codec.ts';
+import { responsesCodec, type FinishedResponse, type ResponseMeta } from '../src/providers/responses-codec.ts';
 import { responsesUpstreamAdapter } from '../src/providers/responses-upstream.ts';
 import type { ChatResult, StreamEvent } from '../src/providers/types.ts';
 import { golden, GOLDEN_DIR, UPDATE_GOLDEN } from './helpers/golden.ts';
@@ -116,9 +116,11 @@ test('non-streamed result -> Response object: message then function_call items, 
     toolCalls: [{ id: 'call_w', type: 'function', function: { name: 'get_weather', arguments: '{"location":"Paris"}' } }],
     usage: { inputTokens: 42, outputTokens: 17, cachedTokens: 2 },
   };
-  let stored: unknown;
-  const body = responsesCodec(meta({ instructions: 'Be brief.', echo: { tools: [{ type: 'function', name: 'get_weather' }], temperature: 0.5 } }), (x) => { stored = x; }).encodeResult(r, 'my-route') as Record<string, unknown>;
-  assert.equal(stored, body, 'the stored Response is the answered one');
+  let stored: FinishedResponse | undefined;
+  const text = responsesCodec(meta({ instructions: 'Be brief.', echo: { tools: [{ type: 'function', name: 'get_weather' }], temperature: 0.5 } }), (x) => { stored = x; }).encodeResultText(r, 'my-route');
+  assert.equal(stored?.json, text, 'the stored Response is the answered one, the same text');
+  assert.deepEqual(stored?.outputIds, ['msg_0123456789abcdef01234567_0', 'fc_0123456789abcdef01234567_1']);
+  const body = JSON.parse(text) as Record<string, unknown>;
   assert.equal(body.object, 'response');
   assert.equal(body.status, 'completed');
   assert.equal(body.model, 'my-route');
@@ -129,6 +131,11 @@ test('non-streamed result -> Response object: message then function_call items, 
     { id: 'fc_0123456789abcdef01234567_1', type: 'function_call', status: 'completed', arguments: '{"location":"Paris"}', call_id: 'call_w', name: 'get_weather' },
   ]);
   assert.deepEqual(body.usage, { input_tokens: 42, input_tokens_details: { cached_tokens: 2 }, output_tokens: 17, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: 59 });
+  assert.deepEqual(Object.keys(body), ['id', 'object', 'created_at', 'status', 'background', 'error', 'incomplete_details', 'instructions',
+    'max_output_tokens', 'model', 'output', 'parallel_tool_calls', 'previous_response_id', 'reasoning', 'store', 'temperature', 'text',
+    'tool_choice', 'tools', 'top_p', 'truncation', 'usage', 'user', 'metadata', 'completed_at'], 'the Response\'s fields in OpenAI\'s order');
+  assert.equal(body.completed_at, 1764081601);
+  assert.deepEqual(body.reasoning, { effort: null, summary: null });
   const cut = responsesCodec(meta()).encodeResult({ ...r, toolCalls: [], finishReason: 'length' }, 'x') as Record<string, unknown>;
   assert.equal(cut.status, 'incomplete');
   assert.deepEqual(cut.incomplete_details, { reason: 'max_output_tokens' });
@@ -193,7 +200,8 @@ for (const name of eventFiles) {
   test(`responses stream golden: ${name} -> Responses events`, () => {
     const events = JSON.parse(readFileSync(join(streamDir, `${name}.events.json`), 'utf8')) as StreamEvent[];
     let stored: Record<string, unknown> | undefined;
-    const codec = responsesCodec(meta(), (r) => { stored = r; });
+    let storedIds: readonly string[] = [];
+    const codec = responsesCodec(meta(), (r) => { stored = JSON.parse(r.json) as Record<string, unknown>; storedIds = r.outputIds; });
     const enc = codec.streamEncoder({ includeUsage: true, routeName: 'my-route' });
     let out = '';
     for (const ev of events) out += enc(ev);
@@ -213,6 +221,7 @@ for (const name of eventFiles) {
     assert.equal(got.text, text);
     assert.deepEqual(got.calls, tools.filter(Boolean));
     assert.deepEqual(stored, got.completed, 'the stored Response is the completed one');
+    assert.deepEqual(storedIds, (got.completed.output as Array<{ id: string }>).map((o) => o.id), 'the stored item ids are the output\'s');
     const usage = events.find((e) => e.type === 'usage');
     if (usage?.type === 'usage') assert.equal((got.completed.usage as { total_tokens: number }).total_tokens, usage.usage.inputTokens + usage.usage.outputTokens);
     // Read back by the Responses upstream parser (OpenAI's Responses API as an upstream): the same answer.
@@ -225,6 +234,30 @@ for (const name of eventFiles) {
     assert.deepEqual(responsesUpstreamAdapter.chatResponse(got.completed).toolCalls.map((t) => t.function.arguments), tools.filter(Boolean).map((t) => t.arguments));
   });
 }
+
+test('responses stream: opening events prepared while the upstream works are the same bytes; an error before them starts at 0', () => {
+  const events = JSON.parse(readFileSync(join(streamDir, `${eventFiles[0]}.events.json`), 'utf8')) as StreamEvent[];
+  const run = (prepare: boolean, model = 'my-route'): string => {
+    const codec = responsesCodec(meta());
+    if (prepare) codec.prepareStream?.('my-route');
+    const enc = codec.streamEncoder({ includeUsage: true, routeName: model });
+    return events.map((e) => enc(e)).join('') + codec.streamDone;
+  };
+  assert.equal(run(true), run(false));
+  // Prepared for another name than the stream's (never in chat.ts): built again, numbered from 0.
+  assert.equal(run(true, 'other'), run(false, 'other'));
+  assert.ok(run(false, 'other').includes('"model":"other"'));
+  // The upstream failed after the opening events were prepared: the error event is the first one sent.
+  const failed = responsesCodec(meta());
+  failed.prepareStream?.('my-route');
+  const evs = readSse(failed.streamError('all targets failed', 'api_error'));
+  assert.deepEqual(evs.map((e) => [e.event, e.data.sequence_number]), [['error', 0]]);
+  const failedLater = responsesCodec(meta());
+  failedLater.prepareStream?.('my-route');
+  const enc = failedLater.streamEncoder({ includeUsage: true, routeName: 'my-route' });
+  const first = enc({ type: 'error', message: 'upstream broke', errorType: 'api_error' });
+  assert.deepEqual(readSse(first).map((e) => [e.event, e.data.sequence_number]), [['error', 0]]);
+});
 
 test('responses stream: an empty answer is one empty message; an error is an error event carrying both shapes', () => {
   const codec = responsesCodec(meta());

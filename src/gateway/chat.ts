@@ -115,7 +115,7 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
   if (cache.hit) {
     finish(a, route, null, cache.hit.usage, adm, 200, false, undefined, 'hit');
     const result = await a.guardChatOutput(cache.hit);
-    const body = JSON.stringify(codec.encodeResult(result, route.name));
+    const body = encodeBody(codec, result, route.name);
     await ctx.rt.evidenceSafe();
     await codec.settle?.();
     sendText(ctx, 200, body, 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
@@ -136,7 +136,7 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
     // The raw upstream body is only usable when no guardrail changed the answer, and when no secret
     // hides in it split across text blocks (the joined text shows it; re-encoded, the door scrubs it).
     const raw = result === r.value.result && !holdsSecret(ctx.rt.egress, result.text ?? '') ? r.value.raw : null;
-    const text = raw ?? JSON.stringify(codec.encodeResult(result, route.name));
+    const text = raw ?? encodeBody(codec, result, route.name);
     const safe = ctx.rt.evidenceSafeNow();
     if (safe) await safe;
     const settled = codec.settle?.();
@@ -197,8 +197,8 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
   const bodies: UpstreamBody[] = [];
   try {
     const whole = !cache.hit && hasOutputWebhook(gs);
-    const r = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null }
-      : whole ? await checkedWhole(a, route, req, codec, ac, need) : await runAttempts(route, ac.signal, async (target) => {
+    const called = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null }
+      : whole ? checkedWhole(a, route, req, codec, ac, need) : runAttempts(route, ac.signal, async (target) => {
       if (target.provider.type === 'demo') return { ok: true as const, value: localStream(demoStream(req, target.model)) };
       const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
       const built = chatRequestInTurns(adapter, { ...req, stream: true }, { model: target.model, stream: true, options: target.options }, ctx.bodyBytes ?? 0);
@@ -208,6 +208,9 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
       bodies.push(up1.body);
       return openUpstreamStream(target, up1.body, adapter.streamParser());
     }, need);
+    // The upstream request is sent (runAttempts ran up to its first await): what needs no answer is built meanwhile.
+    codec.prepareStream?.(route.name);
+    const r = called instanceof Promise ? await called : called;
     if (!r.ok) {
       a.release(adm);
       const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
@@ -314,6 +317,11 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
   }
 }
 
+
+/** A non-streamed answer's JSON body text in the client's wire. */
+function encodeBody(codec: ClientCodec, result: ChatResult, routeName: string): string {
+  return codec.encodeResultText ? codec.encodeResultText(result, routeName) : JSON.stringify(codec.encodeResult(result, routeName));
+}
 
 /** Writes s; a promise only when the socket pushes back (wait for drain or close). */
 function write(res: ServerResponse, s: string): Promise<void> | undefined {

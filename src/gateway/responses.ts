@@ -8,7 +8,7 @@
 import { openAccess } from '../access/context.ts';
 import { sameRedactions } from '../access/guard.ts';
 import { itemsToMessages, parseResponsesRequest, type ResponseItem, type ResponsesRequest } from '../providers/responses-parse.ts';
-import { responsesCodec, type ResponseMeta } from '../providers/responses-codec.ts';
+import { responsesCodec, type FinishedResponse, type ResponseMeta } from '../providers/responses-codec.ts';
 import { responsesUpstreamAdapter } from '../providers/responses-upstream.ts';
 import { localId, nowSeconds, type Obj } from '../providers/util.ts';
 import type { ChatRequest } from '../providers/types.ts';
@@ -46,12 +46,15 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
   // Stored scrubbed (like cached answers): a credential an upstream echoed is not kept at rest,
   // nor sent upstream again with the next turn. A failed write is logged; the answer still goes out
   // (a later previous_response_id naming it gets 404).
-  const save = (response: Obj): void => {
+  // The Response's JSON is the answer's own text (not serialized again).
+  const save = (response: FinishedResponse): void => {
     const withIdsIn = withIds(meta.id, atRest ?? input);
-    const items = [...withIdsIn, ...(response.output as Obj[])].map((it) => it.id).filter((id): id is string => typeof id === 'string');
+    const items: string[] = [];
+    for (const it of withIdsIn) if (typeof it.id === 'string') items.push(it.id);
+    for (const id of response.outputIds) items.push(id);
     const rec: StoredResponse = {
       id: meta.id, agent, previousId: p.previousResponseId, input: ctx.rt.scrub(JSON.stringify(withIdsIn)),
-      response: ctx.rt.scrub(JSON.stringify(response)), expiresAt: Date.now() + ctx.rt.responsesTtlMs,
+      response: ctx.rt.scrub(response.json), expiresAt: Date.now() + ctx.rt.responsesTtlMs,
     };
     stored = store.put(rec, items).catch((err: unknown) => ctx.rt.log.error({ err, requestId: ctx.requestId }, 'storing a response failed'));
   };

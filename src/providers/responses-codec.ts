@@ -78,19 +78,41 @@ export function outputItems(meta: ResponseMeta, r: ChatResult): Obj[] {
   return out;
 }
 
+/** A finished Response: its output items' ids and its JSON text (what is answered, and stored). */
+export interface FinishedResponse { outputIds: readonly string[]; json: string }
+
 /** `at`: the item's fixed delta fields, serialized once per item (deltas are the hot path). */
 interface OpenText { index: number; id: string; text: string; at: string }
 interface OpenCall { index: number; id: string; callId: string; name: string; args: string; at: string }
+
+/** A message item's JSON and its one part's, from its text already JSON-encoded (in messageItem's field order). */
+const partJson = (textJson: string): string => `{"type":"output_text","annotations":[],"logprobs":[],"text":${textJson}}`;
+const messageJson = (id: string, status: string, part: string): string => `{"id":${JSON.stringify(id)},"type":"message","status":"${status}","role":"assistant","content":[${part}]}`;
+const callJson = (c: OpenCall, argsJson: string): string =>
+  `{"id":${JSON.stringify(c.id)},"type":"function_call","status":"completed","arguments":${argsJson},"call_id":${JSON.stringify(c.callId)},"name":${JSON.stringify(c.name)}}`;
 
 /**
  * The Responses API over the chat path for one request. `onCompleted` gets the finished Response
  * (whole or streamed) synchronously, before its bytes are returned for writing. A stream's
  * terminator is its response.completed (or .incomplete) event: `streamDone`, once finished.
+ * A stream's two opening events are built by `prepareStream`, while the upstream works (or else when
+ * first needed). The Response is serialized once: what is answered is what is stored.
  */
-export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: Obj) => void): ClientCodec {
+export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: FinishedResponse) => void): ClientCodec & { encodeResultText(result: ChatResult, routeName: string): string } {
   let seq = 0;
   let terminator = '';
+  /** response.created + response.in_progress (sequence numbers 0 and 1) for `preparedFor`, built ahead by prepareStream. */
+  let opening: string | null = null;
+  let preparedFor = '';
   const frame = (type: string, body: string): string => `event: ${type}\ndata: {"type":"${type}","sequence_number":${seq++},${body}}\n\n`;
+  /** Opening frames prepared but not sent (an error came first, or another model): their sequence numbers are given again. */
+  const unprepare = (): void => {
+    if (opening !== null) { opening = null; seq = 0; }
+  };
+  const openingFrames = (model: string): string => {
+    const r = JSON.stringify(responseJson(meta, model, 'in_progress'));
+    return frame('response.created', `"response":${r}`) + frame('response.in_progress', `"response":${r}`);
+  };
 
   function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev: StreamEvent) => string {
     const model = opts.routeName;
@@ -104,33 +126,39 @@ export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: Obj)
 
     const start = (): string => {
       started = true;
-      const r = JSON.stringify(responseJson(meta, model, 'in_progress'));
-      return frame('response.created', `"response":${r}`) + frame('response.in_progress', `"response":${r}`);
+      if (opening !== null && preparedFor === model) {
+        const s = opening;
+        opening = null;
+        return s;
+      }
+      unprepare();
+      return openingFrames(model);
     };
     const openText = (): string => {
       const id = itemId(meta, 'msg', next);
       text = { index: next, id, text: '', at: `"item_id":${JSON.stringify(id)},"output_index":${next},"content_index":0` };
       next++;
-      return frame('response.output_item.added', `"output_index":${text.index},"item":${JSON.stringify({ id, type: 'message', status: 'in_progress', role: 'assistant', content: [] })}`)
-        + frame('response.content_part.added', `${text.at},"part":{"type":"output_text","annotations":[],"logprobs":[],"text":""}`);
+      return frame('response.output_item.added', `"output_index":${text.index},"item":${messageJson(id, 'in_progress', '')}`)
+        + frame('response.content_part.added', `${text.at},"part":${partJson('""')}`);
     };
     const closeText = (status: string): string => {
       const t = text;
       if (t === null) return '';
       text = null;
-      const item = messageItem(t.id, t.text, status);
-      slots[t.index] = item;
-      return frame('response.output_text.done', `${t.at},"text":${JSON.stringify(t.text)},"logprobs":[]`)
-        + frame('response.content_part.done', `${t.at},"part":${JSON.stringify((item.content as Obj[])[0])}`)
-        + frame('response.output_item.done', `"output_index":${t.index},"item":${JSON.stringify(item)}`);
+      slots[t.index] = messageItem(t.id, t.text, status);
+      const tj = JSON.stringify(t.text); // once for the three events that carry it
+      const part = partJson(tj);
+      return frame('response.output_text.done', `${t.at},"text":${tj},"logprobs":[]`)
+        + frame('response.content_part.done', `${t.at},"part":${part}`)
+        + frame('response.output_item.done', `"output_index":${t.index},"item":${messageJson(t.id, status, part)}`);
     };
     const closeCalls = (): string => {
       let s = '';
       for (const c of calls.values()) {
-        const item = callItem(c.id, c.callId, c.name, c.args, 'completed');
-        slots[c.index] = item;
-        s += frame('response.function_call_arguments.done', `${c.at},"name":${JSON.stringify(c.name)},"arguments":${JSON.stringify(c.args)}`)
-          + frame('response.output_item.done', `"output_index":${c.index},"item":${JSON.stringify(item)}`);
+        slots[c.index] = callItem(c.id, c.callId, c.name, c.args, 'completed');
+        const aj = JSON.stringify(c.args);
+        s += frame('response.function_call_arguments.done', `${c.at},"name":${JSON.stringify(c.name)},"arguments":${aj}`)
+          + frame('response.output_item.done', `"output_index":${c.index},"item":${callJson(c, aj)}`);
       }
       calls.clear();
       return s;
@@ -173,9 +201,9 @@ export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: Obj)
           const status = INCOMPLETE[ev.reason] ? 'incomplete' : 'completed';
           if (next === 0) s += openText(); // an empty answer is still one (empty) message
           s += closeText(status) + closeCalls();
-          const r = finished(meta, model, slots, ev.reason, usage);
-          onCompleted?.(r);
-          terminator = frame(status === 'completed' ? 'response.completed' : 'response.incomplete', `"response":${JSON.stringify(r)}`);
+          const json = JSON.stringify(finished(meta, model, slots, ev.reason, usage));
+          onCompleted?.({ outputIds: slots.map((it) => it.id as string), json });
+          terminator = frame(status === 'completed' ? 'response.completed' : 'response.incomplete', `"response":${json}`);
           return s;
         }
       }
@@ -184,18 +212,27 @@ export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: Obj)
 
   /** The error event (top-level and nested fields: the older and newer shapes SDKs read). */
   function streamError(message: string, type: string): string {
+    unprepare();
     const m = JSON.stringify(message);
     const t = JSON.stringify(type);
     return frame('error', `"code":${t},"message":${m},"param":null,"error":{"type":${t},"code":${t},"message":${m},"param":null}`);
   }
 
+  function encodeResultText(result: ChatResult, routeName: string): string {
+    const items = outputItems(meta, result);
+    const json = JSON.stringify(finished(meta, routeName, items, result.finishReason, result.usage));
+    onCompleted?.({ outputIds: items.map((it) => it.id as string), json });
+    return json;
+  }
+
   return {
     wire: 'responses',
-    encodeResult(result, routeName) {
-      const r = finished(meta, routeName, outputItems(meta, result), result.finishReason, result.usage);
-      onCompleted?.(r);
-      return r;
+    prepareStream(routeName) {
+      // Sequence numbers 0 and 1: nothing else is framed before a stream's opening events.
+      if (seq === 0) { opening = openingFrames(routeName); preparedFor = routeName; }
     },
+    encodeResult: (result, routeName) => JSON.parse(encodeResultText(result, routeName)) as Obj,
+    encodeResultText,
     streamEncoder,
     get streamDone() { return terminator; },
     streamError,

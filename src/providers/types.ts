@@ -161,6 +161,14 @@ export interface ClientCodec {
   wire: 'openai' | 'anthropic' | 'responses';
   /** Encode a non-streamed result as the client's JSON body. */
   encodeResult(result: ChatResult, routeName: string): unknown;
+  /** The same body as JSON text, when the codec writes it itself (no object to serialize again). */
+  encodeResultText?(result: ChatResult, routeName: string): string;
+  /**
+   * Called once a stream's upstream request is under way (before its answer is awaited), with the
+   * route name the stream will carry: what needs no answer (a Responses stream's opening events)
+   * is built while the upstream works. Optional; otherwise built when first needed.
+   */
+  prepareStream?(routeName: string): void;
   /** Make a stateful stream encoder; returns SSE text for each event ('' when nothing to send). */
   streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev: StreamEvent) => string;
   /** Text of the stream terminator (e.g. "data: [DONE]\n\n"), if any. */
