@@ -217,6 +217,20 @@ test('a tool rule\'s rate and budget apply to the calls it decides, and a defaul
   assert.equal(decidingToolRule(set, { policy: 'nope', rule: 0 }), undefined);
 });
 
+test('a caller naming ever new tool resources: each is decided by the rules that match it, and the per-caller memo of them stays at 4096', () => {
+  const c = compile(policy('files', { identity: { agent: 'ann' }, tools: [{ resource: 'files/*', actions: ['read'] }, { resource: 'files/secret-*', deny: ['read'] }] }));
+  const set = setFor(who(c, 'ann'), c);
+  for (let i = 0; i < 5000; i++) {
+    const d = tool(c, 'ann', i % 2 ? `files/r${i}` : `files/secret-${i}`, 'read');
+    assert.equal(d.rulePath, i % 2 ? 'tools[0]' : 'tools[1]', String(i));
+  }
+  assert.equal(set.toolMemo.size, 4096, 'an agent cannot make the gateway remember every name it sends');
+  // Past the bound, a resource seen before and one never seen are still decided by their rules.
+  assert.equal(tool(c, 'ann', 'files/r1', 'read').effect, 'allow');
+  assert.equal(tool(c, 'ann', 'files/secret-4998', 'read').effect, 'deny');
+  assert.equal(tool(c, 'ann', 'other/r1', 'read').rulePath, '');
+});
+
 test('what a set gathers from its policies: guardrails, credentials and audit records, each once', () => {
   const c = compile(
     doc('Credential', 'c1', { env: 'AAM_MUTATION_COMPILE_C1' }),

@@ -6,7 +6,7 @@
 // The verdicts themselves go through the real gateway in test/mutation-access.test.ts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { streamPieces, hasOutputWebhook, chatStreamGuard, sameRedactions, guardrailsOf, redactForReview, recordStreamFindings } from '../src/access/guard.ts';
+import { streamPieces, hasOutputWebhook, chatStreamGuard, sameRedactions, guardrailsOf, redactForReview, recordStreamFindings, guardChatOutput } from '../src/access/guard.ts';
 import type { AccessRuntime } from '../src/access/runtime-view.ts';
 import { compileGuardrail } from '../src/guardrails/engine.ts';
 import { parseConfigTexts } from '../src/config/load.ts';
@@ -15,7 +15,7 @@ import { Scrubber } from '../src/credentials/scrub.ts';
 import { clipAfterScrub } from '../src/access/egress.ts';
 import type { Identity } from '../src/identity/types.ts';
 import { doc, yaml } from './helpers/config-docs.ts';
-import type { StreamEvent } from '../src/providers/types.ts';
+import type { ChatResult, StreamEvent } from '../src/providers/types.ts';
 
 const PIECE = 16 * 1024;
 
@@ -112,6 +112,7 @@ const config = parseConfigTexts([{ file: 'aam.yaml', text: yaml(
   doc('Guardrail', 'no-falcon', { on: ['output'], keywords: ['falcon'], action: 'redact' }),
   doc('Guardrail', 'no-eagle', { on: ['input'], keywords: ['eagle'], action: 'block' }),
   doc('Guardrail', 'no-owl', { on: ['output'], keywords: ['owl'], action: 'flag' }),
+  doc('Guardrail', 'args-schema', { on: ['output'], json_schema: { type: 'object', required: ['limit'] }, action: 'block' }),
   doc('AgentPolicy', 'analyst-guarded', { identity: { agent: 'analyst' }, models: { allow: ['chat'] }, guardrails: ['no-falcon', 'no-eagle'] }),
   doc('AgentPolicy', 'plain-models', { identity: { agent: 'plain' }, models: { allow: ['chat'] } }),
 ) }]);
@@ -203,4 +204,26 @@ test('a stream\'s findings are evidence once, with guardrail, category and count
   assert.deepEqual(events[1].guardrail.findings, []);
   // No audit trail (aam validate, AAM_AUDIT=off): nothing recorded, nothing thrown.
   recordStreamFindings({ ...rt, audit: null } as AccessRuntime, at, analyst, g);
+});
+
+test('a complete chat answer under output guardrails: redacted in its text and tool-call arguments, everything else kept; a clean one is the same object', async () => {
+  const { rt, events } = accessRuntime();
+  const analyst: Identity = { agent: rt.compiled.policies.agents.get('analyst')!, method: 'virtual_key', keyId: 'k1' };
+  const at = { requestId: 'req-out', traceId: 'c'.repeat(32) };
+  // A JSON Schema guardrail checks tool payloads only: a chat answer is content, never checked against it.
+  const gs = guardrailsOf(rt, analyst, ['no-owl', 'args-schema']);
+  const answer = (text: string, args: string): ChatResult => ({
+    id: 'chatcmpl-1', model: 'chat', created: 1, text, finishReason: 'tool_calls', usage: { inputTokens: 3, outputTokens: 4 },
+    toolCalls: [{ id: 'call-1', type: 'function', function: { name: 'note', arguments: args } }],
+  });
+  const seen = answer('a falcon flew by', '{"bird":"falcon","n":1}');
+  const out = await guardChatOutput(rt, at, analyst, gs, seen);
+  assert.deepEqual(out, answer('a [KEYWORD] flew by', '{"bird":"[KEYWORD]","n":1}'));
+  assert.deepEqual(seen, answer('a falcon flew by', '{"bird":"falcon","n":1}'), 'the provider\'s answer itself is not edited');
+  assert.equal(events.length, 1);
+  assert.deepEqual([events[0].request_id, events[0].guardrail.direction, events[0].guardrail.where, events[0].guardrail.verdict], ['req-out', 'output', 'completion', 'redact']);
+  // Clean: handed back as it came (the gateway then forwards the provider's own bytes), and no evidence.
+  const clean = answer('a sparrow flew by', '{"bird":"sparrow"}');
+  assert.equal(await guardChatOutput(rt, at, analyst, gs, clean), clean);
+  assert.equal(events.length, 1);
 });
