@@ -46,8 +46,10 @@ async function startUpstream(): Promise<string> {
     if (body.method === 'server/discover') return ok({ supportedVersions: [VERSION], capabilities: { tools: { listChanged: true }, prompts: { listChanged: true }, resources: { listChanged: true } }, ttlMs: 0, cacheScope: 'public' });
     // A long ttlMs: aam relists only when told (or when it may have missed being told).
     if (body.method === 'tools/list') return ok({ tools: up.tools.map((name) => ({ name, inputSchema: { type: 'object', properties: {} } })), ttlMs: 600_000, cacheScope: 'public' });
-    if (body.method === 'prompts/list') return ok({ prompts: [{ name: 'brief' }], ttlMs: 0, cacheScope: 'public' });
-    if (body.method === 'resources/list') return ok({ resources: [{ uri: 'memo://one', name: 'one' }], ttlMs: 0, cacheScope: 'public' });
+    // Two pages each: aam must follow nextCursor.
+    const second = body.params.cursor === 'page-2';
+    if (body.method === 'prompts/list') return ok({ prompts: [{ name: second ? 'later' : 'brief' }], ...(second ? {} : { nextCursor: 'page-2' }), ttlMs: 0, cacheScope: 'public' });
+    if (body.method === 'resources/list') return ok({ resources: [{ uri: second ? 'memo://two' : 'memo://one', name: second ? 'two' : 'one' }], ...(second ? {} : { nextCursor: 'page-2' }), ttlMs: 0, cacheScope: 'public' });
     if (body.method === 'subscriptions/listen') {
       const notifications = (body.params.notifications ?? {}) as Record<string, unknown>;
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
@@ -219,4 +221,12 @@ test('a reload that takes the server away from the session\'s caller ends aam\'s
     gw.g.rt.reload();
     await closeSession(s);
   }
+});
+
+test('paginated prompts and resources lists of the upstream are followed to their last page', async () => {
+  const s = await session();
+  try {
+    assert.deepEqual((await s.client.listPrompts()).prompts.map((p) => p.name), ['brief', 'later']);
+    assert.deepEqual((await s.client.listResources()).resources.map((r) => r.uri), ['memo://one', 'memo://two']);
+  } finally { await closeSession(s); }
 });

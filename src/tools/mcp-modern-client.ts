@@ -17,10 +17,10 @@ export interface UpstreamClient {
   getServerCapabilities(): ServerCapabilities | undefined;
   listTools(params: { cursor?: string } | undefined, o?: RequestOptions): Promise<ListToolsResult>;
   callTool(params: { name: string; arguments?: Record<string, unknown>; _meta?: Record<string, unknown> }, schema: undefined, o?: RequestOptions): Promise<unknown>;
-  listResources(params: undefined, o?: RequestOptions): Promise<ListResourcesResult>;
+  listResources(params: { cursor?: string } | undefined, o?: RequestOptions): Promise<ListResourcesResult>;
   readResource(params: { uri: string }, o?: RequestOptions): Promise<ReadResourceResult>;
-  listResourceTemplates(params: undefined, o?: RequestOptions): Promise<ListResourceTemplatesResult>;
-  listPrompts(params: undefined, o?: RequestOptions): Promise<ListPromptsResult>;
+  listResourceTemplates(params: { cursor?: string } | undefined, o?: RequestOptions): Promise<ListResourceTemplatesResult>;
+  listPrompts(params: { cursor?: string } | undefined, o?: RequestOptions): Promise<ListPromptsResult>;
   getPrompt(params: { name: string; arguments?: Record<string, string> }, o?: RequestOptions): Promise<GetPromptResult>;
   subscribeResource(params: { uri: string }, o?: RequestOptions): Promise<unknown>;
   unsubscribeResource(params: { uri: string }, o?: RequestOptions): Promise<unknown>;
@@ -110,10 +110,10 @@ export function createModernClient(url: URL, fetchFn: Fetch, capabilities: Serve
       return r;
     },
     callTool: (params, _schema, o) => request<CallToolResult>('tools/call', params, o),
-    listResources: (_p, o) => request<ListResourcesResult>('resources/list', {}, o),
+    listResources: (params, o) => request<ListResourcesResult>('resources/list', params ?? {}, o),
     readResource: (params, o) => request<ReadResourceResult>('resources/read', params, o),
-    listResourceTemplates: (_p, o) => request<ListResourceTemplatesResult>('resources/templates/list', {}, o),
-    listPrompts: (_p, o) => request<ListPromptsResult>('prompts/list', {}, o),
+    listResourceTemplates: (params, o) => request<ListResourceTemplatesResult>('resources/templates/list', params ?? {}, o),
+    listPrompts: (params, o) => request<ListPromptsResult>('prompts/list', params ?? {}, o),
     getPrompt: (params, o) => request<GetPromptResult>('prompts/get', params, o),
     // 2026-07-28 replaced per-URI subscriptions with subscriptions/listen streams.
     subscribeResource: async () => { throw new McpError(-32601, 'resources/subscribe is not part of MCP 2026-07-28 (subscriptions/listen replaced it)'); },

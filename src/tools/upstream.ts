@@ -132,6 +132,21 @@ export function listenBackoff(base: number, max: number, random = Math.random())
 }
 
 const MAX_STDERR_LINE = 2000;
+/** Pages of one upstream listing followed at most (a server that keeps answering a nextCursor stops there). */
+const MAX_PAGES = 100;
+
+/** Every page of a paginated list (resources, templates, prompts: both generations page them with nextCursor). */
+async function allPages<R extends { nextCursor?: string }, T>(page: (params: { cursor: string } | undefined) => Promise<R>, items: (r: R) => T[]): Promise<T[]> {
+  const all: T[] = [];
+  let cursor: string | undefined;
+  for (let n = 0; n < MAX_PAGES; n++) {
+    const r = await page(cursor ? { cursor } : undefined);
+    for (const x of items(r)) all.push(x);
+    cursor = r.nextCursor;
+    if (!cursor) break;
+  }
+  return all;
+}
 /** Identities whose private tools lists are kept per server (oldest dropped first). */
 const MAX_CALLER_LISTS = 10_000;
 
@@ -376,7 +391,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     const pages: Array<{ ttlMs?: unknown; cacheScope?: unknown }> = [];
     const at = Date.now();
     let cursor: string | undefined;
-    for (let page = 0; page < 100; page++) {
+    for (let page = 0; page < MAX_PAGES; page++) {
       const r = await c.listTools(cursor ? { cursor } : undefined, { timeout: timeoutMs });
       for (const t of r.tools) all.push(t as UpstreamTool);
       pages.push(r as { ttlMs?: unknown; cacheScope?: unknown });
@@ -588,7 +603,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     callTool: (tool, args, identity, o) => run(`tools/call "${tool}"`, identity, (c) =>
       c.callTool(withTrace({ name: tool, arguments: args }, o), undefined, reqOpts(o)) as Promise<CallToolResult>, o?.signal),
     listResources: (identity) => run('resources/list', identity, async (c) =>
-      c.getServerCapabilities()?.resources ? (await c.listResources(undefined, reqOpts())).resources : []),
+      c.getServerCapabilities()?.resources ? allPages((p) => c.listResources(p, reqOpts()), (r) => r.resources) : []),
     readResource: (uri, identity, o) => run('resources/read', identity, (c) => c.readResource(withTrace({ uri }, o), reqOpts(o)), o?.signal),
     async subscribe(uri, identity) {
       if ((await ensureClient()).listen) return want('uris', [uri], identity);
@@ -612,9 +627,9 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     onResourceUpdated(l) { updateListeners.push(l); },
     onListChanged(l) { listListeners.push(l); },
     listResourceTemplates: (identity) => run('resources/templates/list', identity, async (c) =>
-      c.getServerCapabilities()?.resources ? (await c.listResourceTemplates(undefined, reqOpts())).resourceTemplates : []),
+      c.getServerCapabilities()?.resources ? allPages((p) => c.listResourceTemplates(p, reqOpts()), (r) => r.resourceTemplates) : []),
     listPrompts: (identity) => run('prompts/list', identity, async (c) =>
-      c.getServerCapabilities()?.prompts ? (await c.listPrompts(undefined, reqOpts())).prompts : []),
+      c.getServerCapabilities()?.prompts ? allPages((p) => c.listPrompts(p, reqOpts()), (r) => r.prompts) : []),
     getPrompt: (p, args, identity, o) => run('prompts/get', identity, (c) => c.getPrompt(withTrace({ name: p, arguments: args }, o), reqOpts(o)), o?.signal),
     onToolsChanged(l) { listeners.push(l); },
     onAnnounced(l) { announceListeners.push(l); },
