@@ -484,7 +484,14 @@ export class Runtime {
     this.audit?.record(adminEvent(action, target, actor, detail, status));
   }
 
-  async close(): Promise<void> {
+  #closing: Promise<void> | undefined;
+
+  /** Idempotent: a second call (the gateway's close after a drain closed the runtime) waits for the first. */
+  close(): Promise<void> {
+    return this.#closing ??= this.#close();
+  }
+
+  async #close(): Promise<void> {
     this.usage.flush();
     await this.identitySeen.flush();
     this.vault.close();

@@ -209,13 +209,16 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
       const st = fleetAudit.stats();
       rt.log.info({ event: 'audit_fleet_stats', events: st.written, inserts: st.batches, events_per_insert: st.batches ? +(st.written / st.batches).toFixed(1) : 0, mean_commit_ms: st.batches ? +(st.commitMs / st.batches).toFixed(2) : 0, failures: st.failures }, 'fleet audit trail: group commits this run');
     }
-    await rt.close();
-    stopRetention?.();
-    // The final signed checkpoint reaches the sinks before exit (bounded wait), not only at the next start.
-    const late = audit && sinks ? await stopSinksWithCheckpoint(audit, sinks, sinkShutdownMs) : null;
-    if (late) rt.log.warn({ event: 'audit_sinks_not_drained', err: late }, 'audit sinks did not get the final checkpoint before shutdown; each resumes from its cursor at the next start');
-    await audit?.close();
-    await rt.tracer?.shutdown(5000);
+    // The audit trail is closed (its writer thread ended, its final checkpoint signed) even when the
+    // runtime's close fails: an open writer would go on writing into a data dir being removed.
+    try { await rt.close(); } finally {
+      stopRetention?.();
+      // The final signed checkpoint reaches the sinks before exit (bounded wait), not only at the next start.
+      const late = audit && sinks ? await stopSinksWithCheckpoint(audit, sinks, sinkShutdownMs) : null;
+      if (late) rt.log.warn({ event: 'audit_sinks_not_drained', err: late }, 'audit sinks did not get the final checkpoint before shutdown; each resumes from its cursor at the next start');
+      await audit?.close();
+      await rt.tracer?.shutdown(5000);
+    }
   })();
   return { rt, server, port, close };
 }
