@@ -10,6 +10,7 @@ import type { AccessRequest, Decision } from '../policy/types.ts';
 import type { PolicySet } from '../policy/compile.ts';
 import { AamError, anthropicErrorBody, openaiErrorBody, toAamError } from './errors.ts';
 import { jsonTooDeep, MAX_JSON_DEPTH } from './json-depth.ts';
+import { keyCount, memberCount, scanJsonKeys } from './json-keys.ts';
 import { parseJsonInTurns } from './json-turns.ts';
 
 /**
@@ -155,22 +156,55 @@ function tooLargeGeneral(limit: number): AamError {
 
 export async function readJson(ctx: Ctx, limit?: number, watch?: BodyWatch): Promise<unknown> {
   const buf = await readBody(ctx, limit, watch);
+  checkJsonBody(ctx, buf);
+  refuseTooDeep(buf, jsonTooDeep(buf) !== null);
+  const v = parseBody(buf);
+  return v instanceof Promise ? await v : v;
+}
+
+/** A JSON body with its bytes, as the model plane reads it (see JsonBody). */
+export async function readJsonBody(ctx: Ctx, limit?: number, watch?: BodyWatch): Promise<JsonBody> {
+  const bytes = await readBody(ctx, limit, watch);
+  checkJsonBody(ctx, bytes);
+  const members = memberCount(bytes);
+  refuseTooDeep(bytes, members < 0);
+  const parsed = parseBody(bytes);
+  const value = parsed instanceof Promise ? await parsed : parsed;
+  // After the parse: a body that is not JSON at all is told so first. Fewer keys than members: one repeats.
+  const dup = keyCount(value) !== members ? scanJsonKeys(bytes).duplicate : null;
+  if (dup) throw new AamError(400, 'invalid_json', `request body repeats the key "${dup.path}" (again at byte ${dup.offset}); send each key once per object`, { param: dup.path });
+  return { value, bytes };
+}
+
+/** A parsed body with no key repeated in any object, and its bytes: what aam read is what they say, so they may go upstream as they are. */
+export interface JsonBody { value: unknown; bytes: Buffer }
+
+function checkJsonBody(ctx: Ctx, buf: Buffer): void {
   const ct = ctx.req.headers['content-type'];
   if (ct && !/json/i.test(ct)) throw new AamError(415, 'unsupported_media_type', `content-type must be application/json (got ${ct})`);
   if (buf.length === 0) throw new AamError(400, 'invalid_json', 'request body is empty; send a JSON object');
-  const deep = jsonTooDeep(buf);
+}
+
+function refuseTooDeep(buf: Buffer, tooDeep: boolean): void {
+  const deep = tooDeep ? jsonTooDeep(buf) : null;
   if (deep) {
     const where = deep.field === null ? 'request body' : `field "${deep.field}"`;
     throw new AamError(400, 'invalid_json', `${where} nests JSON deeper than ${MAX_JSON_DEPTH} levels (at byte ${deep.offset}); flatten it`, { param: deep.field ?? undefined });
   }
+}
+
+/** The parsed body: a promise only for a large body decoded across loop turns. */
+function parseBody(buf: Buffer): unknown {
+  // A large body's long strings are decoded from its bytes across loop turns; a small body is parsed at once.
   try {
-    // A large body's long strings are decoded from its bytes across loop turns; a small body is parsed at once.
     const v = parseJsonInTurns(buf);
-    return v instanceof Promise ? await v : v;
+    return v instanceof Promise ? v.catch((e: unknown) => { throw notJson(e); }) : v;
   } catch (e) {
-    throw new AamError(400, 'invalid_json', `request body is not valid JSON: ${(e as Error).message}`);
+    throw notJson(e);
   }
 }
+
+const notJson = (e: unknown) => new AamError(400, 'invalid_json', `request body is not valid JSON: ${(e as Error).message}`);
 
 /**
  * Comment frames on an idle event stream so proxies and load balancers do not cut it: every `ms`,

@@ -13,7 +13,7 @@ import { holdsSecret } from '../access/egress.ts';
 import type { Admission } from '../access/decide.ts';
 import { chatStreamGuard, hasOutputWebhook, nextTurn, streamPieces, TURN_MS } from '../access/guard.ts';
 import { AamError, badRequest } from '../access/errors.ts';
-import { readJson, sendText } from '../access/request.ts';
+import { readJsonBody, sendText } from '../access/request.ts';
 import type { Access, Ctx } from './plane.ts';
 import { parseJsonInTurns } from '../access/json-turns.ts';
 import type { Identity } from '../identity/types.ts';
@@ -30,7 +30,7 @@ import { blockedMessage } from '../guardrails/engine.ts';
 import { resultToEvents, StreamRecorder } from '../cache/replay.ts';
 import { embedderFor } from './embeddings.ts';
 import { countCall, recordCall, recordCallEvidence, type CallOutcome } from './record.ts';
-import { chatRequestInTurns } from './long-body.ts';
+import { chatUpstream, clientBody, type ClientBody } from './raw-body.ts';
 import { resolveRoute } from './resolve.ts';
 
 const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' };
@@ -40,10 +40,11 @@ export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promis
   // Steps that need not wait return values, not promises: each await costs a microtask turn.
   const opened = openAccess(ctx);
   const a = opened instanceof Promise ? await opened : opened;
-  const body = await readJson(ctx, undefined, a.bodyWatch(wire === 'openai' ? 'openai-chat' : 'anthropic-messages'));
-  const parsed = wire === 'openai' ? parseOpenAIChatRequest(body) : parseAnthropicRequest(body);
+  // No key repeated in the body (a 400 otherwise): its bytes may then go upstream as they are (raw-body.ts).
+  const body = await readJsonBody(ctx, undefined, a.bodyWatch(wire === 'openai' ? 'openai-chat' : 'anthropic-messages'));
+  const parsed = wire === 'openai' ? parseOpenAIChatRequest(body.value) : parseAnthropicRequest(body.value);
   if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
-  await serveChat(a, parsed.req, codecFor(wire));
+  await serveChat(a, parsed.req, codecFor(wire), { client: clientBody(body) });
 }
 
 /** What a plane speaking another wire over the chat path (the Responses API) adds to it. */
@@ -56,6 +57,8 @@ export interface ServeOptions {
   resolve?: (req: ChatRequest) => { req: ChatRequest; bytes: number } | Promise<{ req: ChatRequest; bytes: number }>;
   /** Sees the request before and after the input guardrails (e.g. to keep at rest what they redacted, not what was sent). */
   guarded?: (before: ChatRequest, after: ChatRequest) => void;
+  /** The client's body in the chat request's own wire: sent upstream as it is where nothing in it must change (raw-body.ts). */
+  client?: ClientBody;
 }
 
 /** The model access path for a parsed chat request, answered in the client's wire (codec). */
@@ -76,6 +79,8 @@ export async function serveChat(a: Access, parsedReq: ChatRequest, codec: Client
   const guarded = a.guardChatInput(req);
   req = guarded instanceof Promise ? await guarded : guarded;
   opts.guarded?.(unguarded, req);
+  // The client's bytes only stand for the request the guardrails passed unchanged (and nothing added to).
+  const client = req === parsedReq ? opts.client : undefined;
 
   // Cache (scoped to this agent or team): looked up after policy and input guardrails, so a hit
   // is only ever served to a caller who may make the request, and counts as a $0 call.
@@ -99,8 +104,8 @@ export async function serveChat(a: Access, parsedReq: ChatRequest, codec: Client
   const ac = new CallAbort();
   ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });
   const need: TokenNeed = { inputTokens: promptTokens, outputTokens: maxOut };
-  if (req.stream) await streamChat(a, route, req, codec, adm, ac, cache, need);
-  else await completeChat(a, route, req, codec, adm, ac, cache, need);
+  if (req.stream) await streamChat(a, route, req, codec, adm, ac, cache, need, client);
+  else await completeChat(a, route, req, codec, adm, ac, cache, need, client);
 }
 
 /** hit: a cached answer to replay; save: store the fresh answer (null when caching is off). */
@@ -110,7 +115,7 @@ function cacheHeader(c: CacheState): Record<string, string> {
   return c.hit ? { 'x-aam-cache': 'hit' } : c.save ? { 'x-aam-cache': 'miss' } : {};
 }
 
-async function completeChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState, need: TokenNeed): Promise<void> {
+async function completeChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState, need: TokenNeed, client: ClientBody | undefined): Promise<void> {
   const { ctx, identity } = a;
   if (cache.hit) {
     finish(a, route, null, cache.hit.usage, adm, 200, false, undefined, 'hit');
@@ -121,7 +126,7 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
     sendText(ctx, 200, body, 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
     return;
   }
-  const r = await callWhole(ctx, identity, route, req, codec, ac, need);
+  const r = await callWhole(ctx, identity, route, req, codec, ac, need, client);
   if (!r.ok) {
     a.release(adm);
     const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
@@ -150,11 +155,11 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
 }
 
 /** One non-streamed answer over the route's targets (fallback, retries); `need` orders them for strategy cost. */
-function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, ac: CallAbort, need: TokenNeed) {
+function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, ac: CallAbort, need: TokenNeed, client?: ClientBody) {
   return runAttempts(route, ac.signal, async (target) => {
     if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoChat(req, target.model), raw: null as string | null } };
     const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
-    const built = chatRequestInTurns(adapter, { ...req, stream: false }, { model: target.model, stream: false, options: target.options }, ctx.bodyBytes ?? 0);
+    const built = chatUpstream(adapter, { ...req, stream: false }, { model: target.model, stream: false, options: target.options }, ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined);
     const up = built instanceof Promise ? await built : built;
     const res = await traced(ctx, 'chat', route, target, identity, (inj) => sendAttempt(target, up, inj, ac));
     if (!res.ok) return res;
@@ -184,7 +189,7 @@ function responseHeaders(target: Target, cost: number | null): Record<string, st
   return { 'x-aam-target': target.label, 'x-aam-cost-usd': cost === null ? 'unknown' : cost.toFixed(8) };
 }
 
-async function streamChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState, need: TokenNeed): Promise<void> {
+async function streamChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState, need: TokenNeed, client: ClientBody | undefined): Promise<void> {
   const { ctx, identity, gs } = a;
   const res = ctx.res;
   const includeUsage = codec.wire === 'anthropic' || req.stream_options?.include_usage === true;
@@ -201,7 +206,7 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
       : whole ? checkedWhole(a, route, req, codec, ac, need) : runAttempts(route, ac.signal, async (target) => {
       if (target.provider.type === 'demo') return { ok: true as const, value: localStream(demoStream(req, target.model)) };
       const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
-      const built = chatRequestInTurns(adapter, { ...req, stream: true }, { model: target.model, stream: true, options: target.options }, ctx.bodyBytes ?? 0);
+      const built = chatUpstream(adapter, { ...req, stream: true }, { model: target.model, stream: true, options: target.options }, ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined);
       const up = built instanceof Promise ? await built : built;
       const up1 = await traced(ctx, 'chat', route, target, identity, (inj) => sendStreamAttempt(target, up, inj, ac));
       if (!up1.ok) return up1;

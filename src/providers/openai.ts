@@ -239,10 +239,45 @@ export function jsonRequest(path: string, body: Obj): UpstreamRequest {
   return { method: 'POST', path, headers: { ...JSON_HEADERS }, body: JSON.stringify(body) };
 }
 
+/**
+ * rawChatRequest for a body built by openaiChatBody: the client's body says the same when it has
+ * the same fields, each with the very value the built body holds (the parsed request's own
+ * objects: a guardrail's redaction or a forced option is a new one), "model" aside;
+ * stream_options, which a stream always rebuilds, may instead hold the same fields.
+ */
+export function openaiRawRequest(path: (target: TargetInfo) => string) {
+  return (client: Readonly<Obj>, req: ChatRequest, target: TargetInfo): Omit<UpstreamRequest, 'body'> | null => {
+    const built = openaiChatBody(req, target);
+    let n = 0;
+    for (const k in built) {
+      n++;
+      if (k === 'model') continue;
+      if (!Object.hasOwn(client, k)) return null;
+      const v = built[k];
+      if (v !== client[k] && !(k === 'stream_options' && sameFields(v, client[k]))) return null;
+    }
+    for (const k in client) if (--n < 0 || !Object.hasOwn(built, k)) return null;
+    return n === 0 ? { method: 'POST', path: path(target), headers: { ...JSON_HEADERS } } : null;
+  };
+}
+
+/** Two flat objects with the same keys holding the same values. */
+function sameFields(a: unknown, b: unknown): boolean {
+  if (!isObj(a) || !isObj(b)) return false;
+  let n = 0;
+  for (const k in a) {
+    n++;
+    if (!Object.hasOwn(b, k) || a[k] !== b[k]) return false;
+  }
+  for (const k in b) if (--n < 0) return false;
+  return n === 0;
+}
+
 export const openaiAdapter: ProviderAdapter = {
   wire: 'openai',
   streamFraming: 'sse',
   chatRequest: (req, target) => jsonRequest('/chat/completions', openaiChatBody(req, target)),
+  rawChatRequest: openaiRawRequest(() => '/chat/completions'),
   chatResponse: openaiChatResponse,
   streamParser: () => new OpenAIStreamParser(),
   embeddingsRequest: (req, target) => jsonRequest('/embeddings', openaiEmbeddingsBody(req, target)),

@@ -146,6 +146,12 @@ export interface ProviderAdapter {
   /** Wire family: requests from a client of the same family may use the raw pass-through path. */
   wire: 'openai' | 'anthropic' | 'gemini' | 'bedrock' | 'openai-responses';
   chatRequest(req: ChatRequest, target: TargetInfo): UpstreamRequest;
+  /**
+   * chatRequest's method, path and headers when its body would say exactly what `client` (the
+   * client's own body of this wire, parsed) says, "model" aside: the client's bytes may then be
+   * sent instead, with the target's model in place (gateway/raw-body.ts). null when anything differs.
+   */
+  rawChatRequest?(client: Readonly<Record<string, unknown>>, req: ChatRequest, target: TargetInfo): Omit<UpstreamRequest, 'body'> | null;
   chatResponse(body: unknown): ChatResult;
   streamParser(): StreamParser;
   /** How the upstream frames streams: SSE (most) or AWS event-stream binary frames (Bedrock). */
