@@ -108,7 +108,7 @@ export async function openFleetStores(env: NodeJS.ProcessEnv, opts: { follow: bo
     import('./store/fleet-keys.ts'), import('./store/fleet-limits.ts'), import('./store/fleet-pins.ts'),
     import('./store/fleet-credentials.ts'), import('./store/fleet-issuer-keys.ts'), import('./store/fleet-usage.ts'),
   ]);
-  const fleet = await openFleet(urls, { follow: opts.follow, migrate: opts.follow, poolMax: env.AAM_DATABASE_POOL ? Number(env.AAM_DATABASE_POOL) : undefined });
+  const fleet = await openFleet(urls, { follow: opts.follow, migrate: opts.follow, admission: opts.follow, poolMax: env.AAM_DATABASE_POOL ? Number(env.AAM_DATABASE_POOL) : undefined });
   try {
     const pollMs = env.AAM_FLEET_POLL_MS ? Number(env.AAM_FLEET_POLL_MS) : undefined;
     const onError = (what: string, e: unknown) => opts.log?.warn({ event: 'fleet_store_error', what, err: e }, `fleet store: ${what} failed`);

@@ -5,12 +5,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { Redis } from 'ioredis';
 import { fleetStore, privateRedis, type FleetTestStore } from './helpers/fleet.ts';
 import { until } from './helpers/e2e.ts';
 import { openFleet, type Fleet } from '../src/store/fleet.ts';
 import { FleetLimiter } from '../src/store/fleet-limits.ts';
-import type { AdmitRequest, Ticket } from '../src/store/types.ts';
+import { StoreUnavailable, type AdmitRequest, type Ticket } from '../src/store/types.ts';
 
 let store: FleetTestStore;
 let fleet: Fleet;
@@ -198,5 +199,37 @@ test('the admission script stays small: 15 Redis commands for a settle and an ad
     await f.close();
     await own.drop();
     await redis.stop();
+  }
+});
+
+test('a serving replica admits on its own connection: never in line behind another command on the shared one, and fails closed when it is down', async () => {
+  const f = await openFleet({ databaseUrl: store.databaseUrl, redisUrl: store.redisUrl }, { follow: false, migrate: false, admission: true });
+  const lim = new FleetLimiter(f, { settleDelayMs: 600_000 });
+  const other = new Redis(store.redisUrl);
+  const list = `${f.prefix}test:blocked:${Date.now()}`;
+  try {
+    // The shared connection waits on a blocked command (replies come in order on one connection):
+    // the admission is answered meanwhile.
+    let blockedDone = false;
+    const blocked = f.redis.blpop(list, 0.9).then((v) => { blockedDone = true; return v; });
+    lim.settle(await admitted(lim, request('agent:own-socket')), 0.1, 50);
+    lim.settle(await admitted(lim, request('agent:own-socket')), 0.1, 50);
+    assert.equal(blockedDone, false, 'the admissions were answered while the shared connection still waited');
+    await other.lpush(list, 'x');
+    assert.deepEqual(await blocked, [list, 'x']);
+    assert.ok(near((await budget('agent:own-socket')).spent, 0.1), 'the first settle rode on the second admission');
+    assert.equal(f.health().ok, true);
+    // Its connection down: admissions refused (never admitted unchecked), and readiness says so.
+    const ended = once(f.admission, 'end');
+    f.admission.disconnect();
+    await ended;
+    await assert.rejects(lim.admit(request('agent:own-socket')), (e: unknown) => e instanceof StoreUnavailable && e.store === 'redis');
+    const h = f.health();
+    assert.equal(h.ok, false);
+    assert.match(JSON.stringify(h.stores.redis), /admission connection/);
+  } finally {
+    other.disconnect();
+    await lim.close();
+    await f.close();
   }
 });

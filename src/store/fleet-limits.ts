@@ -273,7 +273,7 @@ export class FleetLimiter implements Limiter {
     this.#ttl = opts.reservationTtlMs ?? 15 * 60_000;
     this.#settleDelay = opts.settleDelayMs ?? 50;
     this.#onError = opts.onError ?? (() => {});
-    this.#run = scriptRunner<Reply>(fleet.redis, ADMIT);
+    this.#run = scriptRunner<Reply>(fleet.admission, ADMIT);
     this.#timer = setInterval(() => { void this.flush(); }, opts.flushMs ?? 1000);
     this.#timer.unref();
   }
@@ -349,7 +349,7 @@ export class FleetLimiter implements Limiter {
 
   /** Up to MAX_SETTLEMENTS queued settlements, while Redis is connected (else they wait: a command now would fail unsent). */
   #take(): Settlement[] {
-    if (this.#queue.length === 0 || this.#fleet.redis.status !== 'ready') return [];
+    if (this.#queue.length === 0 || this.#fleet.admission.status !== 'ready') return [];
     const batch = this.#queue.length <= MAX_SETTLEMENTS ? this.#queue : this.#queue.slice(0, MAX_SETTLEMENTS);
     this.#queue = batch === this.#queue ? [] : this.#queue.slice(MAX_SETTLEMENTS);
     return batch;
@@ -391,7 +391,7 @@ export class FleetLimiter implements Limiter {
     if (this.#sending) return this.#sending;
     this.#sending = (async () => {
       try {
-        while (this.#queue.length > 0 && this.#fleet.redis.status === 'ready') {
+        while (this.#queue.length > 0 && this.#fleet.admission.status === 'ready') {
           const { d, m } = this.#windowAt(Date.now());
           this.settleCalls++;
           // A failed call queued its settlements again: wait a delay before the next try.
@@ -445,7 +445,7 @@ export class FleetLimiter implements Limiter {
     const names = indexes.map((i) => req.budgets[i - 1].key);
     const spent = await this.#settled(names, d, m);
     const p = this.#fleet.prefix;
-    const r = this.#fleet.redis;
+    const r = this.#fleet.admission;
     try {
       // The keys' expiry is renewed here (the script does not set it per request): a key in use is
       // seeded at least once a month, so it outlives the 35 days only when idle.

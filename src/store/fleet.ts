@@ -14,6 +14,13 @@ export { fleetEnv, type FleetEnv } from './fleet-lazy.ts';
 export interface Fleet {
   readonly sql: Sql;
   readonly redis: Redis;
+  /**
+   * The admission script's own connection (budgets and rate limits: the one Redis round trip a
+   * request awaits before its upstream call), so that it never waits in line behind other commands
+   * (cache entries, session registry, heartbeats) on `redis`. A serving replica opens it
+   * (`admission: true`); elsewhere it is `redis` itself.
+   */
+  readonly admission: Redis;
   /** Prefix of every Redis key and channel of this fleet. */
   readonly prefix: string;
   /** Random per process: names this replica's reservations and its heartbeat. */
@@ -35,11 +42,13 @@ const messageOf = (e: unknown): string => (e instanceof Error ? e.message : Stri
  * Connect, and (replicas, `aam migrate`) bring the schema up to date under the advisory lock.
  * `follow`: subscribe to invalidations (a serving replica); the CLI only announces.
  */
-export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate: boolean; poolMax?: number }): Promise<Fleet> {
+export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate: boolean; poolMax?: number; admission?: boolean }): Promise<Fleet> {
   const sql = connectPostgres(env.databaseUrl, opts.poolMax);
   const prefix = fleetPrefix(databaseName(env.databaseUrl));
   const redis = connectRedis(env.redisUrl, 'aam');
   redis.on('error', () => { /* state is read from redis.status; errors reach the callers of commands */ });
+  const admission = opts.admission ? connectRedis(env.redisUrl, 'aam-admit') : redis;
+  if (admission !== redis) admission.on('error', () => {});
   let pgError: string | null = null;
   let sub: Redis | null = null;
   try {
@@ -50,9 +59,10 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
       throw new Error(`cannot use the fleet database (AAM_DATABASE_URL): ${messageOf(e)}`, { cause: e });
     }
     // Redis may be down at start: requests then get 503 store_unavailable until it answers.
-    await redis.connect().catch(() => {});
+    await Promise.all([redis.connect().catch(() => {}), admission !== redis ? admission.connect().catch(() => {}) : null]);
   } catch (e) {
     redis.disconnect();
+    admission.disconnect();
     await sql.end({ timeout: 1 });
     throw e;
   }
@@ -79,7 +89,7 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
   }
   const replicaId = randomBytes(6).toString('hex');
   return {
-    sql, redis, prefix, replicaId,
+    sql, redis, admission, prefix, replicaId,
     async announce(kind, payload) {
       try { await redis.publish(channel, payload === undefined ? kind : `${kind}\n${payload}`); } catch { /* replicas poll; the change is committed already */ }
     },
@@ -89,16 +99,19 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
     },
     notePostgres(error) { pgError = error === null || error === undefined ? null : messageOf(error); },
     health() {
-      const redisOk = redis.status === 'ready';
+      // Admissions fail while their connection is down, so it counts as much as the other.
+      const down = redis.status !== 'ready' ? redis : admission.status !== 'ready' ? admission : null;
+      const redisOk = down === null;
       const stores = {
         postgres: pgError === null ? { ok: true } : { ok: false, error: pgError },
-        redis: redisOk ? { ok: true } : { ok: false, error: `connection ${redis.status}` },
+        redis: redisOk ? { ok: true } : { ok: false, error: `${down === admission ? 'admission connection' : 'connection'} ${down.status}` },
       };
       return { kind: 'fleet', ok: stores.postgres.ok && redisOk, stores };
     },
     async close() {
       sub?.disconnect();
       redis.disconnect();
+      if (admission !== redis) admission.disconnect();
       await sql.end({ timeout: 2 });
     },
   };
