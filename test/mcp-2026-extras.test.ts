@@ -2,10 +2,10 @@
 // route, the upstream catalog honouring cacheScope / ttlMs, and multi-round-trip (input_required)
 // requests relayed with the caller's identity bound. The upstream is a small 2026-07-28 server
 // written from the spec (basic/patterns/mrtr, server/utilities/caching); the client is a
-// conformant request builder (the installed SDK does not speak 2026-07-28). With
-// MCP_2026_SCHEMA=<path to the spec's schema/2026-07-28/schema.json>, the messages aam sends for
-// these features (input_required, listen acknowledgements and notifications, progress) are also
-// validated against the spec's JSON Schema (the Tasks extension is not in it).
+// conformant request builder (the installed SDK does not speak 2026-07-28). The messages aam sends
+// for these features (input_required, listen acknowledgements and notifications, progress) are also
+// validated against the spec's JSON Schema (vendored in test/fixtures/mcp-schema; the Tasks
+// extension is not in it).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server as HttpServer } from 'node:http';

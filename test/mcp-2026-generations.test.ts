@@ -2,8 +2,8 @@
 // SDK's client for 2025-11-25, and for 2026-07-28 (which the installed SDK does not speak) a small
 // client written from the spec (basic/transports/streamable-http, server/discover). The upstream is
 // a real SDK server that speaks only 2025-11-25, so every modern call is translated by aam.
-// With MCP_2026_SCHEMA=<path to the spec's schema/2026-07-28/schema.json>, every modern message
-// sent and received is also validated against the spec's JSON Schema.
+// Every modern message sent and received is also validated against the spec's JSON Schema
+// (vendored in test/fixtures/mcp-schema).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server as HttpServer } from 'node:http';
@@ -338,4 +338,9 @@ test('a 2026-07-28 upstream that does not answer in time gets the same clear tim
   const r = await modern('tools/call', { name: 'modern-slow__hang', arguments: {} });
   assert.equal(r.body.error?.code, -32603, JSON.stringify(r.body));
   assert.match(r.body.error!.message, new RegExp(`MCP server "modern-slow" did not answer tools/call "hang" within ${SLOW_TIMEOUT_MS} ms \\(raise spec.timeout_ms`));
+});
+
+test('the spec schema check is live: a tool call without a name is refused by it, a well-formed error passes', () => {
+  assert.throws(() => check('CallToolRequest', { jsonrpc: '2.0', id: 1, method: 'tools/call', params: { arguments: {} } }), /CallToolRequest/);
+  assert.doesNotThrow(() => check('JSONRPCErrorResponse', { jsonrpc: '2.0', id: 1, error: { code: -32601, message: 'Method not found' } }));
 });

@@ -2,6 +2,7 @@
 // MCP SDK client over Streamable HTTP, the admin API, and the audit trail of tool calls.
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { McpError, type CallToolResult } from '@modelcontextprotocol/sdk/types.js';
@@ -61,12 +62,11 @@ export async function serversReady(gw: TestGateway, ms = 90_000): Promise<void> 
 export type SchemaCheck = (def: string, value: unknown) => void;
 
 /**
- * With MCP_2026_SCHEMA=<path to the spec's schema/2026-07-28/schema.json> (not vendored), a check
- * against it; without, one that checks nothing.
+ * A check against the spec's schema/2026-07-28/schema.json: the vendored copy in
+ * test/fixtures/mcp-schema, or MCP_2026_SCHEMA=<path> to check against another.
  */
 export async function mcpSchemaCheck(): Promise<SchemaCheck> {
-  const path = process.env.MCP_2026_SCHEMA;
-  if (!path) return () => {};
+  const path = process.env.MCP_2026_SCHEMA || join(import.meta.dirname, '..', 'fixtures', 'mcp-schema', '2026-07-28.json');
   const { Ajv2020 } = await import('ajv/dist/2020.js') as unknown as { Ajv2020: new (o: object) => { addSchema(s: object, id: string): void; validate(ref: string, v: unknown): boolean; errorsText(): string } };
   const ajv = new Ajv2020({ strict: false, allErrors: true, logger: false });
   ajv.addSchema(JSON.parse(readFileSync(path, 'utf8')) as object, 'mcp');
