@@ -55,22 +55,22 @@ export function boundHeapGrowth(value: string | undefined): number {
 }
 
 /**
- * V8's mid tier, Maglev (AAM_MAGLEV: off unless `1`). Its compile jobs run on V8's background
- * threads beside TurboFan's, and their working memory (zones) comes from malloc: about a second
- * into a gateway's first load, when its request path gets hot, the jobs of many functions at once
- * took 26-35 MB of malloc for ~0.1 s, and glibc kept the arena at that size for the life of the
- * process (later allocations pin its top): 36-44 MB of arena around 7-16 MB in use under load, the
- * largest and most variable part of the peak RSS. Without Maglev, hot functions go from the
- * baseline tier (Sparkplug) to TurboFan alone and the arena stays at 17-22 MB: peak RSS of the
- * bench's phases 134-139 vs 143-153 MB, CPU per request at c=64 the same (bench/RESULTS.md,
- * "Memory"). A process-wide V8 flag (the audit writer thread too), read whenever a function is
- * tiered up: set by `aam serve` first thing (not by gateways a test starts in-process).
+ * V8's mid tier, Maglev (AAM_MAGLEV: on unless `0`). Its compile jobs run on V8's background threads
+ * beside TurboFan's, and their working memory (zones) comes from malloc: about a second into a
+ * gateway's first load they took 26-35 MB of malloc at once, and glibc kept the arena at that size
+ * for the life of the process (36-44 MB of arena around 7-16 MB in use). Turning Maglev off keeps the
+ * arena at 17-22 MB (loaded peak RSS 137 vs ~150 MB in npm run bench) but costs CPU where it counts:
+ * hot functions wait in the baseline tier until TurboFan takes them, so a fresh replica's c=1 request
+ * cost 810 vs 570 us of CPU in fleet mode and 450 vs 368 us per stream embedded (quiet, interleaved,
+ * bench/RESULTS.md "Memory"). So it stays on; `0` is for memory-tight deployments. A process-wide V8
+ * flag (the audit writer thread too), read whenever a function is tiered up: set by `aam serve`
+ * first thing (not by gateways a test starts in-process).
  */
 export function maglevTier(value: string | undefined): boolean {
   if (value !== undefined && value !== '' && value !== '0' && value !== '1') {
-    throw new Error(`AAM_MAGLEV must be 1 (use V8's Maglev compiler tier) or 0 (do not: less memory under load), not "${value}"`);
+    throw new Error(`AAM_MAGLEV must be 1 (use V8's Maglev compiler tier, the default) or 0 (do not: ~13 MB less RSS under load, more CPU per request), not "${value}"`);
   }
-  const on = value === '1';
+  const on = value !== '0';
   if (!on) setFlagsFromString('--no-maglev');
   return on;
 }
