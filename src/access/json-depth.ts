@@ -23,22 +23,28 @@ export function jsonTooDeep(buf: Buffer, max = MAX_JSON_DEPTH): TooDeep | null {
   let keyEnd = -1;
   for (let i = 0; i < buf.length; i++) {
     const c = buf[i];
-    if (c === 0x22) { // '"': jump to the closing quote, one not preceded by an odd run of backslashes
+    if (c === 0x22) { // '"': jump to the closing quote
       const start = i;
-      for (;;) {
-        const q = buf.indexOf(0x22, i + 1);
-        if (q < 0) return null; // unterminated string: JSON.parse reports it
-        let k = q - 1;
-        while (buf[k] === 0x5c) k--;
-        i = q;
-        if ((q - 1 - k) % 2 === 0) break;
-      }
+      i = stringEnd(buf, i);
+      if (i < 0) return null; // unterminated string: JSON.parse reports it
       if (depth === 1) { key = start; keyEnd = i; }
     } else if (c === 0x7b || c === 0x5b) { // '{' '['
       if (++depth > max) return { offset: i, field: firstByte(buf) === 0x7b ? fieldName(buf, key, keyEnd) : null };
     } else if (c === 0x7d || c === 0x5d) depth--; // '}' ']'
   }
   return null;
+}
+
+/** Where the string opening at buf[open] ends: its closing quote, the first not preceded by an odd run of backslashes; -1 if none. */
+export function stringEnd(buf: Buffer, open: number): number {
+  for (let i = open; ;) {
+    const q = buf.indexOf(0x22, i + 1);
+    if (q < 0) return -1;
+    let k = q - 1;
+    while (buf[k] === 0x5c) k--;
+    if ((q - 1 - k) % 2 === 0) return q;
+    i = q;
+  }
 }
 
 function firstByte(buf: Buffer): number {

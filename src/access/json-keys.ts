@@ -7,7 +7,7 @@
 // parsed objects have keys (memberCount, counted in the same pass as the depth check, against
 // keyCount); only then is the body scanned for where the repeat is (scanJsonKeys). Linear time,
 // like jsonTooDeep: strings are skipped with indexOf (native).
-import { MAX_JSON_DEPTH } from './json-depth.ts';
+import { MAX_JSON_DEPTH, stringEnd } from './json-depth.ts';
 
 /**
  * The members (key: value pairs) written in `buf`, or -1 when it nests deeper than `max` (then
@@ -18,15 +18,9 @@ export function memberCount(buf: Buffer, max = MAX_JSON_DEPTH): number {
   let members = 0;
   for (let i = 0; i < buf.length; i++) {
     const c = buf[i];
-    if (c === 0x22) { // '"': jump to the closing quote, one not preceded by an odd run of backslashes
-      for (;;) {
-        const q = buf.indexOf(0x22, i + 1);
-        if (q < 0) return members; // unterminated string: JSON.parse reports it
-        let k = q - 1;
-        while (buf[k] === 0x5c) k--;
-        i = q;
-        if ((q - 1 - k) % 2 === 0) break;
-      }
+    if (c === 0x22) { // '"': jump to the closing quote
+      i = stringEnd(buf, i);
+      if (i < 0) return members; // unterminated string: JSON.parse reports it
     } else if (c === 0x3a) members++; // ':'
     else if (c === 0x7b || c === 0x5b) { // '{' '['
       if (++depth > max) return -1;
@@ -85,16 +79,10 @@ export function scanJsonKeys(buf: Buffer, maxDepth = MAX_JSON_DEPTH): JsonKeys {
   let duplicate: JsonKeys['duplicate'] = null;
   for (let i = 0; i < buf.length; i++) {
     const c = buf[i];
-    if (c === 0x22) { // '"': jump to the closing quote, one not preceded by an odd run of backslashes
+    if (c === 0x22) { // '"': jump to the closing quote
       const start = i;
-      for (;;) {
-        const q = buf.indexOf(0x22, i + 1);
-        if (q < 0) return { tooDeep: false, duplicate, model }; // unterminated string: JSON.parse reports it
-        let k = q - 1;
-        while (buf[k] === 0x5c) k--;
-        i = q;
-        if ((q - 1 - k) % 2 === 0) break;
-      }
+      i = stringEnd(buf, i);
+      if (i < 0) return { tooDeep: false, duplicate, model }; // unterminated string: JSON.parse reports it
       if (expectKey && kinds[depth - 1] === OBJECT) {
         expectKey = false;
         let plain = 1;
