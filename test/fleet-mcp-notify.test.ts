@@ -5,8 +5,9 @@
 // not subscribe hears nothing. A 2026-07-28 subscriptions/listen needs no relay: the replica that
 // serves the stream listens upstream itself, so a change made through the other replica reaches it.
 // A session's subscriptions are fleet-wide state: a resources/unsubscribe on A undoes the one held
-// by B. A server's list_changed said on B's connection only reaches a session's stream on A,
-// decided for each caller there (agent b may list crm's tools, not its prompts or resources); so
+// by B, and a session whose stream first opens on A (A cannot know what it missed) gets an update
+// for each URI B holds for it. A server's list_changed said on B's connection only reaches a
+// session's stream on A, decided for each caller there (agent b may list crm's tools, not its prompts or resources); so
 // does a 2026-07-28 subscriptions/listen stream held by A.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -126,6 +127,29 @@ test('a session\'s resource update reaches its stream on replica A when its reso
 });
 
 const okRpc = (r: { status: number; text: string }) => { assert.equal(r.status, 200, r.text); assert.doesNotMatch(r.text, /"isError":true|"error"/, r.text); };
+
+test('a session whose stream first opens on replica A while its subscription is held by B (A cannot know what it missed) gets an update for that URI from B; one that did not subscribe gets none', async () => {
+  const [a, b] = fleet.urls;
+  const open = async (id: string) => {
+    const ac = new AbortController();
+    const r = await fetch(`${a}/mcp/crm`, { signal: ac.signal, headers: { ...HEADERS, accept: 'text/event-stream', authorization: `Bearer ${fleet.keys.a}`, 'mcp-session-id': id } });
+    assert.equal(r.status, 200);
+    return { messages: sseMessages(r.body), close: () => ac.abort() };
+  };
+  const init = async () => (await rpc(b, 'initialize', { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 'raw', version: '1' } })).session!;
+  const subscriber = await init();
+  const other = await init();
+  okRpc(await rpc(b, 'resources/subscribe', { uri: 'account://a1' }, subscriber));
+  // Nothing changes upstream: the update says "re-read it, you may have missed a change".
+  const [s, o] = [await open(subscriber), await open(other)];
+  try {
+    const updated = (m: Array<Record<string, any>>) => m.filter((x) => x.method === 'notifications/resources/updated');
+    await until(async () => updated(s.messages).length > 0, 20_000, 'an update for account://a1 on the stream A holds');
+    assert.deepEqual(updated(s.messages).map((x) => x.params), [{ uri: 'account://a1' }]);
+    await until(async () => o.messages.some((x) => x.method === 'notifications/tools/list_changed'), 20_000, 'the other session\'s stream announcing its lists');
+    assert.deepEqual(updated(o.messages), [], 'no update for a session without subscriptions');
+  } finally { s.close(); o.close(); }
+});
 
 test('a resources/unsubscribe that lands on another replica than the subscribe undoes it there: that session hears no more updates, another session\'s subscription stands', async () => {
   const [a, b] = fleet.urls;

@@ -3,7 +3,8 @@
 // subscriptions/listen stream) must not keep a stale list: aam listens to the upstream for the
 // session while its stream is open, re-announces the lists once its own listen stream to the
 // upstream is back after an outage, keeps what a client misses while its stream reconnects, and
-// announces every list when it cannot know what was missed. The upstream is a small 2026-07-28
+// announces every list when it cannot know what was missed; resource updates of subscribed URIs
+// likewise (kept one per URI, or one for each URI when unknown). The upstream is a small 2026-07-28
 // server written from the spec (server/discover, tools/prompts/resources lists, subscriptions/listen);
 // a TCP proxy between the client and aam cuts the client's stream like a network does.
 import { test, before, after } from 'node:test';
@@ -14,7 +15,7 @@ import { createServer as createTcpServer, connect, type Server as TcpServer, typ
 import type { AddressInfo } from 'node:net';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
-import { PromptListChangedNotificationSchema, ResourceListChangedNotificationSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import { PromptListChangedNotificationSchema, ResourceListChangedNotificationSchema, ResourceUpdatedNotificationSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { serversReady, ADMIN_TOKEN } from './helpers/mcp.ts';
 import { until } from './helpers/e2e.ts';
@@ -28,6 +29,12 @@ const up = { tools: ['lookup'], down: false, listenTries: 0 };
 const streams: Array<{ notifications: Record<string, unknown>; write(msg: Record<string, unknown>): void; end(): void; closed: boolean }> = [];
 const openStreams = () => streams.filter((st) => !st.closed);
 const push = (method: string) => { for (const st of openStreams()) st.write({ jsonrpc: '2.0', method, params: {} }); };
+/** The upstream says `uri` changed, on each listen stream that names it. */
+const pushUpdated = (uri: string) => {
+  for (const st of openStreams()) if ((st.notifications.resourceSubscriptions as string[] | undefined)?.includes(uri)) st.write({ jsonrpc: '2.0', method: 'notifications/resources/updated', params: { uri } });
+};
+/** aam's listen stream to the upstream naming `uri` (a session subscribed to it). */
+const watchingUri = (uri: string) => openStreams().some((st) => (st.notifications.resourceSubscriptions as string[] | undefined)?.includes(uri));
 
 let upstream: HttpServer;
 let gw: TestGateway;
@@ -114,7 +121,7 @@ after(async () => {
   await new Promise((r) => upstream?.close(r));
 });
 
-/** An SDK client session on /mcp/modern through the proxy; `heard`: the list_changed notifications it got, in order. */
+/** An SDK client session on /mcp/modern through the proxy; `heard`: the list_changed (list) and resources/updated (`updated <uri>`) notifications it got, in order. */
 async function session(): Promise<{ client: Client; transport: StreamableHTTPClientTransport; heard: string[] }> {
   const client = new Client({ name: 'session-agent', version: '1.0.0' });
   // Reconnects its GET stream every 200 ms while it cannot (the SDK's default gives up after 2 tries).
@@ -126,6 +133,7 @@ async function session(): Promise<{ client: Client; transport: StreamableHTTPCli
   client.setNotificationHandler(ToolListChangedNotificationSchema, async () => { heard.push('tools'); });
   client.setNotificationHandler(PromptListChangedNotificationSchema, async () => { heard.push('prompts'); });
   client.setNotificationHandler(ResourceListChangedNotificationSchema, async () => { heard.push('resources'); });
+  client.setNotificationHandler(ResourceUpdatedNotificationSchema, async (n) => { heard.push(`updated ${n.params.uri}`); });
   await client.connect(transport);
   return { client, transport, heard };
 }
@@ -229,4 +237,48 @@ test('paginated prompts and resources lists of the upstream are followed to thei
     assert.deepEqual((await s.client.listPrompts()).prompts.map((p) => p.name), ['brief', 'later']);
     assert.deepEqual((await s.client.listResources()).resources.map((r) => r.uri), ['memo://one', 'memo://two']);
   } finally { await closeSession(s); }
+});
+
+test('resource updates due while the session\'s stream is down are kept, one per URI, and sent once it is back within the grace', async () => {
+  const s = await session();
+  try {
+    await s.client.subscribeResource({ uri: 'memo://one' });
+    await s.client.subscribeResource({ uri: 'memo://two' });
+    await until(() => listening() && watchingUri('memo://one') && watchingUri('memo://two'), 20_000, 'aam\'s listen stream to the upstream naming both URIs');
+    pushUpdated('memo://one');
+    await until(() => s.heard.includes('updated memo://one'), 20_000, 'an update relayed while the stream is open');
+    s.heard.length = 0;
+    proxy.refuse = true;
+    proxy.cut();
+    await new Promise((r) => setTimeout(r, 300));
+    // memo://one changes twice, memo://two once, while the client cannot hear anything.
+    pushUpdated('memo://one');
+    pushUpdated('memo://two');
+    pushUpdated('memo://one');
+    await new Promise((r) => setTimeout(r, 300));
+    assert.deepEqual(s.heard, [], 'nothing can reach it while its stream is down');
+    proxy.refuse = false;
+    await until(() => s.heard.includes('updated memo://one') && s.heard.includes('updated memo://two'), 20_000, 'the missed updates, once its stream is back');
+    await new Promise((r) => setTimeout(r, 500));
+    assert.deepEqual(s.heard.sort(), ['updated memo://one', 'updated memo://two'], 'one update per URI, and no list changes');
+  } finally { proxy.refuse = false; await closeSession(s); }
+});
+
+test('the session\'s stream comes back after the grace: it gets an update for every URI it is subscribed to (aam no longer kept what it missed)', async () => {
+  const s = await session();
+  try {
+    await s.client.subscribeResource({ uri: 'memo://one' });
+    await s.client.subscribeResource({ uri: 'memo://two' });
+    await s.client.unsubscribeResource({ uri: 'memo://two' });
+    await until(() => listening() && watchingUri('memo://one') && !watchingUri('memo://two'), 20_000, 'aam\'s listen stream to the upstream naming memo://one only');
+    s.heard.length = 0;
+    proxy.refuse = true;
+    proxy.cut();
+    // The grace is over once aam stops listening for the session's lists (the stream naming the URI stays).
+    await until(() => !listening() && watchingUri('memo://one'), GRACE_MS + 20_000, 'aam to stop listening for its lists once the grace ran out');
+    proxy.refuse = false;
+    await until(() => ['tools', 'prompts', 'resources', 'updated memo://one'].every((l) => s.heard.includes(l)), 20_000, 'every list_changed and an update for its subscribed URI, once its stream is back');
+    await new Promise((r) => setTimeout(r, 500));
+    assert.ok(!s.heard.includes('updated memo://two'), 'no update for a URI it unsubscribed from');
+  } finally { proxy.refuse = false; await closeSession(s); }
 });

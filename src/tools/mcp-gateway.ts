@@ -28,16 +28,21 @@ interface Session {
   /** Its GET (notification) streams open on this replica. */
   streams: number;
   /**
-   * List changes it was due while it had no stream here, sent when one opens; null: unknown (no
-   * stream here yet on a session resumed here, or aam stopped listening for it), so one opening
-   * gets a list_changed for every list its caller may list.
+   * What it was due while it had no stream here, sent when one opens: list changes (one per list)
+   * and resource updates (one per URI); null: unknown (no stream here yet on a session resumed
+   * here, or the grace ran out), so one opening gets a list_changed for every list its caller may
+   * list and an update for every URI it is subscribed to.
    */
-  missed: Set<WatchList> | null;
+  missed: Missed | null;
   /** aam listening to 2026-07-28 upstreams for it: while a stream is open, and for streamGraceMs after the last closed. */
   watch?: { close(): void };
   grace?: NodeJS.Timeout;
 }
+interface Missed { lists: Set<WatchList>; uris: Set<string> }
 const LISTS: readonly WatchList[] = ['tools', 'prompts', 'resources'];
+const nothingMissed = (): Missed => ({ lists: new Set(), uris: new Set() });
+/** Resource updates kept for one session at most (distinct URIs); past it, what it missed counts as unknown. */
+const MAX_KEPT_UPDATES = 1000;
 
 /**
  * The SDK's Node transport, loaded by the first session mounted on this replica: it imports
@@ -58,6 +63,8 @@ const identityKey = (i: Identity) => i.agent.spiffeId;
 const SUBSCRIBED = 'aam/subscribed';
 const UNSUBSCRIBED = 'aam/unsubscribed';
 const CLOSED = 'aam/closed';
+/** A session's stream opened where aam cannot know which updates it missed: each replica holding its subscriptions announces them all. */
+const REANNOUNCE = 'aam/reannounce';
 const LIST_NOTES: Record<string, WatchList> = { 'notifications/tools/list_changed': 'tools', 'notifications/prompts/list_changed': 'prompts', 'notifications/resources/list_changed': 'resources' };
 const instructions = (scope: string | null) => (scope === null ? 'aam MCP gateway: tools are named <server>__<tool>; every call is authorized and audited.' : undefined);
 
@@ -117,23 +124,46 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     for (const s of sessions.values()) {
       if ((s.ctx.scope !== null && s.ctx.scope !== server) || forOthers(s, who) || !hub.sessionMayList(s.ctx, server, list)) continue;
       if (s.streams > 0) sendListChanged(s, list);
-      else s.missed?.add(list);
+      else s.missed?.lists.add(list);
     }
+  }
+
+  /** A resource update for a session (decided already): sent on its stream here, or kept until one opens. */
+  function updated(s: Session, uri: string): void {
+    // The session's caller as it is now: a revoked key hears nothing more (the sweeper ends the session).
+    if ('gone' in s.ctx.access.current()) return;
+    if (s.streams > 0) return void s.server.sendResourceUpdated({ uri }).catch(() => {});
+    s.missed?.uris.add(uri);
+    if (s.missed && s.missed.uris.size > MAX_KEPT_UPDATES) s.missed = null;
+  }
+
+  /** Each of the session's subscriptions held here, decided for its caller as it is now, to the replica with its stream. */
+  function announceHeld(s: Session): void {
+    for (const [uri, server] of s.ctx.subscriptions) decideUpdate(s, server, uri);
+  }
+  function decideUpdate(s: Session, server: string, uri: string): void {
+    // A deny unsubscribes, on record; an update is sent wherever its stream is.
+    if (hub.sessionUpdate(s.ctx, server, uri)) void deps.sessions.notify(s.rec.id, { method: 'notifications/resources/updated', params: { uri } });
+    else void unsubscribeResource(rt, s.ctx, uri).catch(() => {});
   }
 
   /**
    * A session's GET stream opened here (the SDK has registered it: its headers are being written).
-   * aam listens for it from now on, and it gets what it missed: the list changes kept while it had
-   * no stream, or (unknown) a list_changed for every list its caller may list on its endpoint.
+   * aam listens for it from now on, and it gets what it missed: the list changes and resource
+   * updates kept while it had no stream, or (unknown) a list_changed for every list its caller may
+   * list on its endpoint and an update for every URI it is subscribed to (on any replica): a
+   * needless re-read is cheap, a stale resource is not.
    */
   function streamOpened(s: Session, res: ServerResponse): void {
     s.streams++;
     if (s.grace) { clearTimeout(s.grace); s.grace = undefined; }
     s.watch ??= hub.watchSession(s.ctx);
     const missed = s.missed;
-    s.missed = new Set();
-    const due = missed ?? LISTS.filter((list) => [...catalog.servers.keys()].some((server) => (s.ctx.scope === null || s.ctx.scope === server) && hub.sessionMayList(s.ctx, server, list)));
+    s.missed = nothingMissed();
+    const due = missed?.lists ?? LISTS.filter((list) => [...catalog.servers.keys()].some((server) => (s.ctx.scope === null || s.ctx.scope === server) && hub.sessionMayList(s.ctx, server, list)));
     for (const list of due) sendListChanged(s, list);
+    if (missed) for (const uri of missed.uris) void s.server.sendResourceUpdated({ uri }).catch(() => {});
+    else { announceHeld(s); void passOn(s.rec.id, REANNOUNCE); }
     res.once('close', () => {
       if (--s.streams > 0 || sessions.get(s.rec.id) !== s) return;
       // The client may reconnect (the SDK's does after 1 s): still listened for meanwhile, and what it misses kept.
@@ -172,15 +202,11 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
 
   // Resource updates go to the sessions that subscribed to that URI on that server.
   // The subscription lives on the replica it was last made on; the client's stream may be on another:
-  // the registry hands the update to whichever replica holds the session (the others drop it: no stream).
+  // the registry hands the update to whichever replica holds the session (the others keep it for a stream opening there: updated()).
   catalog.onResourceUpdated((server, uri, who) => {
     hub.resourceUpdated(server, uri, who);
-    for (const s of sessions.values()) {
-      if (s.ctx.subscriptions.get(uri) !== server || forOthers(s, who)) continue;
-      // Decided here, for the caller as it is now (a deny unsubscribes, on record); sent wherever its stream is.
-      if (hub.sessionUpdate(s.ctx, server, uri)) void deps.sessions.notify(s.rec.id, { method: 'notifications/resources/updated', params: { uri } });
-      else void unsubscribeResource(rt, s.ctx, uri).catch(() => {});
-    }
+    // Decided here, for the caller as it is now.
+    for (const s of sessions.values()) if (s.ctx.subscriptions.get(uri) === server && !forOthers(s, who)) decideUpdate(s, server, uri);
   });
   deps.sessions.onNotify((id, note) => {
     if (id === ALL_SESSIONS) return heardElsewhere(note);
@@ -188,11 +214,13 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     if (!s) return;
     const uri = note.params.uri;
     if (note.method === 'notifications/resources/updated') {
-      // The session's caller as it is now: a revoked key hears nothing more (the sweeper ends the session).
-      if (typeof uri === 'string' && !('gone' in s.ctx.access.current())) s.server.sendResourceUpdated({ uri }).catch(() => {});
+      if (typeof uri === 'string') updated(s, uri);
       return;
     }
+    // An update kept for a URI it no longer subscribes to is not sent.
+    if (note.method === UNSUBSCRIBED && typeof uri === 'string') s.missed?.uris.delete(uri);
     if (note.params.from === self) return;
+    if (note.method === REANNOUNCE) return announceHeld(s);
     if ((note.method === SUBSCRIBED || note.method === UNSUBSCRIBED) && typeof uri === 'string' && s.ctx.subscriptions.has(uri)) void unsubscribeResource(rt, s.ctx, uri).catch(() => {});
     else if (note.method === CLOSED) void s.transport.close().catch(() => {});
   });
@@ -267,6 +295,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     });
     server.setRequestHandler(UnsubscribeRequestSchema, async (req, extra) => {
       await unsubscribeResource(rt, forRequest(ctx, extra), req.params.uri);
+      sessions.get(id)?.missed?.uris.delete(req.params.uri);
       // Refused (the client retries) unless the registry took it: the holder acts on it even if it misses the note.
       await deps.sessions.hold(id, req.params.uri, null);
       // Answered once every replica has it: an update decided after the answer finds nothing to send.
@@ -296,7 +325,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       },
     });
     // A new session has missed nothing yet; one resumed here may have missed anything while its stream was elsewhere.
-    const session: Session = { rec, ctx, server, transport, lastUsed: Date.now(), ready: Promise.resolve(), started: resumed, streams: 0, missed: resumed ? null : new Set() };
+    const session: Session = { rec, ctx, server, transport, lastUsed: Date.now(), ready: Promise.resolve(), started: resumed, streams: 0, missed: resumed ? null : nothingMissed() };
     sessions.set(rec.id, session);
     // Closing the transport drops this replica's objects only; the session lives on in the registry.
     transport.onclose = () => {
