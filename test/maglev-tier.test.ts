@@ -5,12 +5,12 @@
 // --trace-opt, which names each function's target tier as it is compiled.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { maglevTier } from '../src/observability/memory.ts';
-import { CLI, NODE_BIN, ROOT, warmChild } from './helpers/e2e.ts';
+import { ROOT } from './helpers/e2e.ts';
+import { serveRefusal, startServeChild, type ServeChild } from './helpers/serve-child.ts';
 
 test('AAM_MAGLEV: 1 or unset keeps V8\'s Maglev tier, 0 turns it off, anything else is refused naming the variable', () => {
   // Checked before the flag is set: this process keeps V8's tiers for the checks that pass.
@@ -26,36 +26,20 @@ test('AAM_MAGLEV: 1 or unset keeps V8\'s Maglev tier, 0 turns it off, anything e
 /** Serves the demo config with --trace-opt, sends `n` requests to /healthz once it listens, returns what V8 printed. */
 async function traceOpt(env: Record<string, string>, n: number): Promise<{ stdout: string; stderr: string; served: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'aam-maglev-'));
-  warmChild();
-  const p = spawn(NODE_BIN, ['--trace-opt', CLI, 'serve', '--config', join(ROOT, 'aam.yaml'), '--data', join(dir, 'data'), '--port', '0', '--host', '127.0.0.1'], {
-    cwd: ROOT, env: { ...process.env, AAM_LOG_LEVEL: 'info', ...env }, stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  p.stdout.on('data', (c: Buffer) => { stdout += c.toString(); });
-  p.stderr.on('data', (c: Buffer) => { stderr += c.toString(); });
+  let gw: ServeChild | undefined;
   try {
-    const port = await new Promise<number>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no "listening" line in 60 s: ${stderr.slice(-800)}`)), 60_000);
-      const look = (): void => {
-        const m = /"event":"listening","port":(\d+)/.exec(stderr);
-        if (m) { clearTimeout(timer); p.stderr.off('data', look); resolve(Number(m[1])); }
-      };
-      p.stderr.on('data', look);
-      p.on('close', (code) => { clearTimeout(timer); reject(new Error(`aam serve exited ${code}: ${stderr.slice(-800)}`)); });
-    });
+    gw = await startServeChild({ config: join(ROOT, 'aam.yaml'), data: join(dir, 'data'), env, nodeArgs: ['--trace-opt'] });
     let served = 0;
     for (let i = 0; i < n; i++) {
-      const res = await fetch(`http://127.0.0.1:${port}/healthz`);
+      const res = await fetch(`${gw.url}/healthz`);
       await res.arrayBuffer();
       if (res.status === 200) served++;
     }
     // Concurrent compile jobs finish off the main thread: give the last ones a moment to be traced.
     await new Promise((r) => setTimeout(r, 500));
-    return { stdout, stderr, served };
+    return { stdout: gw.stdout(), stderr: gw.stderr(), served };
   } finally {
-    p.kill();
-    await new Promise((r) => (p.exitCode === null && p.signalCode === null ? p.once('close', r) : r(undefined)));
+    await gw?.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -80,19 +64,8 @@ test('aam serve with AAM_MAGLEV=0 runs without Maglev: its hot request path goes
 test('aam serve refuses a bad AAM_MAGLEV before it listens', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'aam-maglev-'));
   try {
-    warmChild();
-    const p = spawn(NODE_BIN, [CLI, 'serve', '--config', join(ROOT, 'aam.yaml'), '--data', join(dir, 'data'), '--port', '0'], {
-      cwd: ROOT, env: { ...process.env, AAM_MAGLEV: 'yes', AAM_LOG_LEVEL: 'error' }, stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    p.stdout.on('data', (c: Buffer) => { out += c.toString(); });
-    p.stderr.on('data', (c: Buffer) => { out += c.toString(); });
-    const timer = setTimeout(() => p.kill(), 60_000);
-    const code = await new Promise<number | null>((resolve) => p.on('close', resolve));
-    clearTimeout(timer);
-    assert.notEqual(code, 0, out);
-    assert.match(out, /AAM_MAGLEV must be 1/);
-    assert.doesNotMatch(out, /listening/);
+    const outcome = await serveRefusal({ config: join(ROOT, 'aam.yaml'), data: join(dir, 'data'), env: { AAM_MAGLEV: 'yes' } });
+    assert.match(outcome, /^aam serve exited \(1\) before listening:\n[\s\S]*AAM_MAGLEV must be 1/);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

@@ -121,8 +121,10 @@ after(async () => {
   await new Promise((r) => upstream?.close(r));
 });
 
+interface Session { client: Client; transport: StreamableHTTPClientTransport; heard: string[] }
+
 /** An SDK client session on /mcp/modern through the proxy; `heard`: the list_changed (list) and resources/updated (`updated <uri>`) notifications it got, in order. */
-async function session(): Promise<{ client: Client; transport: StreamableHTTPClientTransport; heard: string[] }> {
+async function session(): Promise<Session> {
   const client = new Client({ name: 'session-agent', version: '1.0.0' });
   // Reconnects its GET stream every 200 ms while it cannot (the SDK's default gives up after 2 tries).
   const transport = new StreamableHTTPClientTransport(new URL(`${proxy.url}/mcp/modern`), {
@@ -138,13 +140,30 @@ async function session(): Promise<{ client: Client; transport: StreamableHTTPCli
   return { client, transport, heard };
 }
 
-async function closeSession(s: { client: Client; transport: StreamableHTTPClientTransport }): Promise<void> {
+async function closeSession(s: Session): Promise<void> {
   await s.transport.terminateSession().catch(() => {});
   await s.client.close();
 }
 
 /** aam's listen stream to the upstream asking for all three lists (what a session's open stream needs). */
 const listening = () => openStreams().some((st) => ['toolsListChanged', 'promptsListChanged', 'resourcesListChanged'].every((k) => st.notifications[k] === true));
+
+/**
+ * A session that is cut off once `ready` saw aam listen upstream for it: the client's connections
+ * drop and it cannot reconnect until `proxy.refuse` is false again; `heard` is empty from there.
+ * Runs `body`, then lets the client back in and ends the session.
+ */
+async function cutOffSession(ready: (s: Session) => Promise<void>, body: (s: Session) => Promise<void>): Promise<void> {
+  const s = await session();
+  try {
+    await ready(s);
+    s.heard.length = 0;
+    proxy.refuse = true;
+    proxy.cut();
+    await body(s);
+  } finally { proxy.refuse = false; await closeSession(s); }
+}
+const listensForLists = () => until(listening, 20_000, 'aam\'s listen stream to the upstream');
 
 test('a session of a 2026-07-28 upstream hears its list changes: aam listens to it while the session\'s stream is open, and stops once the session ends', async () => {
   const s = await session();
@@ -180,13 +199,8 @@ test('aam\'s listen stream to the upstream ends (an outage): once it is back, th
 });
 
 test('the session\'s own stream drops and reconnects within the grace: the list changes it missed meanwhile are sent once it is back, and only those', async () => {
-  const s = await session();
-  try {
-    await until(listening, 20_000, 'aam\'s listen stream to the upstream');
-    s.heard.length = 0;
-    // The client's connections drop and it cannot reconnect for a moment (less than the grace).
-    proxy.refuse = true;
-    proxy.cut();
+  await cutOffSession(listensForLists, async (s) => {
+    // It cannot reconnect for a moment (less than the grace).
     await new Promise((r) => setTimeout(r, 300));
     push('notifications/prompts/list_changed');
     await new Promise((r) => setTimeout(r, 300));
@@ -195,22 +209,17 @@ test('the session\'s own stream drops and reconnects within the grace: the list 
     await until(() => s.heard.includes('prompts'), 20_000, 'the missed prompts list_changed, once its stream is back');
     await new Promise((r) => setTimeout(r, 500));
     assert.deepEqual(s.heard, ['prompts'], 'what it missed, not every list');
-  } finally { proxy.refuse = false; await closeSession(s); }
+  });
 });
 
 test('the session\'s stream comes back after the grace (aam stopped listening for it): it is told every list it may list changed', async () => {
-  const s = await session();
-  try {
-    await until(listening, 20_000, 'aam\'s listen stream to the upstream');
-    s.heard.length = 0;
-    proxy.refuse = true;
-    proxy.cut();
+  await cutOffSession(listensForLists, async (s) => {
     // aam stops listening for it after the grace; nothing else keeps the upstream stream open.
     await until(() => openStreams().length === 0, GRACE_MS + 20_000, 'aam to stop listening once the grace ran out');
     proxy.refuse = false;
     await until(() => ['tools', 'prompts', 'resources'].every((l) => s.heard.includes(l)), 20_000, 'every list_changed, once its stream is back');
     await until(listening, 20_000, 'aam listening for it again');
-  } finally { proxy.refuse = false; await closeSession(s); }
+  });
 });
 
 test('a reload that takes the server away from the session\'s caller ends aam\'s listening for it at once; one that gives it back listens again', async () => {
@@ -240,16 +249,13 @@ test('paginated prompts and resources lists of the upstream are followed to thei
 });
 
 test('resource updates due while the session\'s stream is down are kept, one per URI, and sent once it is back within the grace', async () => {
-  const s = await session();
-  try {
+  await cutOffSession(async (s) => {
     await s.client.subscribeResource({ uri: 'memo://one' });
     await s.client.subscribeResource({ uri: 'memo://two' });
     await until(() => listening() && watchingUri('memo://one') && watchingUri('memo://two'), 20_000, 'aam\'s listen stream to the upstream naming both URIs');
     pushUpdated('memo://one');
     await until(() => s.heard.includes('updated memo://one'), 20_000, 'an update relayed while the stream is open');
-    s.heard.length = 0;
-    proxy.refuse = true;
-    proxy.cut();
+  }, async (s) => {
     await new Promise((r) => setTimeout(r, 300));
     // memo://one changes twice, memo://two once, while the client cannot hear anything.
     pushUpdated('memo://one');
@@ -261,24 +267,21 @@ test('resource updates due while the session\'s stream is down are kept, one per
     await until(() => s.heard.includes('updated memo://one') && s.heard.includes('updated memo://two'), 20_000, 'the missed updates, once its stream is back');
     await new Promise((r) => setTimeout(r, 500));
     assert.deepEqual(s.heard.sort(), ['updated memo://one', 'updated memo://two'], 'one update per URI, and no list changes');
-  } finally { proxy.refuse = false; await closeSession(s); }
+  });
 });
 
 test('the session\'s stream comes back after the grace: it gets an update for every URI it is subscribed to (aam no longer kept what it missed)', async () => {
-  const s = await session();
-  try {
+  await cutOffSession(async (s) => {
     await s.client.subscribeResource({ uri: 'memo://one' });
     await s.client.subscribeResource({ uri: 'memo://two' });
     await s.client.unsubscribeResource({ uri: 'memo://two' });
     await until(() => listening() && watchingUri('memo://one') && !watchingUri('memo://two'), 20_000, 'aam\'s listen stream to the upstream naming memo://one only');
-    s.heard.length = 0;
-    proxy.refuse = true;
-    proxy.cut();
+  }, async (s) => {
     // The grace is over once aam stops listening for the session's lists (the stream naming the URI stays).
     await until(() => !listening() && watchingUri('memo://one'), GRACE_MS + 20_000, 'aam to stop listening for its lists once the grace ran out');
     proxy.refuse = false;
     await until(() => ['tools', 'prompts', 'resources', 'updated memo://one'].every((l) => s.heard.includes(l)), 20_000, 'every list_changed and an update for its subscribed URI, once its stream is back');
     await new Promise((r) => setTimeout(r, 500));
     assert.ok(!s.heard.includes('updated memo://two'), 'no update for a URI it unsubscribed from');
-  } finally { proxy.refuse = false; await closeSession(s); }
+  });
 });

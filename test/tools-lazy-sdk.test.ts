@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { doc, yaml } from './helpers/gateway.ts';
 import { until } from './helpers/e2e.ts';
-import { startServeChild, createKey } from './helpers/serve-child.ts';
+import { startServeChild, serveRefusal, createKey } from './helpers/serve-child.ts';
 
 const root = mkdtempSync(join(tmpdir(), 'aam-lazy-sdk-'));
 after(() => rmSync(root, { recursive: true, force: true }));
@@ -128,8 +128,6 @@ test('a bad MCP session limit still refuses the start when no MCP server is conf
   mkdirSync(dir, { recursive: true });
   const config = join(dir, 'aam.yaml');
   writeFileSync(config, yaml(...base));
-  // A gateway that starts anyway is stopped, so a failure does not leave it running.
-  const outcome = await startServeChild({ config, data: join(dir, 'data'), env: { AAM_MCP_SESSIONS_PER_IDENTITY: '0' } })
-    .then(async (gw) => { await gw.stop(); return 'it started'; }, (e: Error) => e.message);
+  const outcome = await serveRefusal({ config, data: join(dir, 'data'), env: { AAM_MCP_SESSIONS_PER_IDENTITY: '0' } });
   assert.match(outcome, /AAM_MCP_SESSIONS_PER_IDENTITY\) must be a positive integer, not 0/);
 });

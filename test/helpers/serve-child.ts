@@ -2,6 +2,7 @@
 // port it picks itself (read from its "listening" log line), plus a tiny OpenAI-shaped upstream
 // whose answers a test releases when it wants (an in-flight request that stays in flight).
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import type { ServerResponse } from 'node:http';
 import assert from 'node:assert/strict';
 import { NODE_BIN, CLI, ROOT, localServer, runCli, warmChild, type LocalServer } from './e2e.ts';
@@ -12,33 +13,71 @@ export interface ServeChild {
   url: string;
   /** Everything the process wrote to stderr so far (its JSON log lines). */
   stderr(): string;
+  /** Everything the process wrote to stdout so far (V8's traces, for one started with nodeArgs such as --trace-opt). */
+  stdout(): string;
   /** Resolves with the exit code (null if killed by a signal). */
   exited: Promise<number | null>;
   /** Kill it if still running (for finally blocks). */
   stop(): Promise<void>;
 }
 
-export async function startServeChild(args: { config: string; data: string; env?: NodeJS.ProcessEnv; startMs?: number }): Promise<ServeChild> {
+export interface ServeChildArgs {
+  config: string;
+  data: string;
+  /** Added to this process's environment (AAM_LOG_LEVEL is info unless set here). */
+  env?: NodeJS.ProcessEnv;
+  /** Node's own flags, before the CLI (e.g. ['--trace-opt']). */
+  nodeArgs?: string[];
+  startMs?: number;
+}
+
+/**
+ * `aam serve` on a port it picks, resolved once it logs "listening". Rejects, with what it wrote
+ * to stderr, if it exits first or does not listen within startMs (then it is killed).
+ */
+export async function startServeChild(args: ServeChildArgs): Promise<ServeChild> {
   warmChild();
-  const proc = spawn(NODE_BIN, [CLI, 'serve', '--config', args.config, '--data', args.data, '--port', '0', '--host', '127.0.0.1'], {
+  const startMs = args.startMs ?? 60_000;
+  const proc = spawn(NODE_BIN, [...(args.nodeArgs ?? []), CLI, 'serve', '--config', args.config, '--data', args.data, '--port', '0', '--host', '127.0.0.1'], {
     cwd: ROOT, env: { ...process.env, AAM_LOG_LEVEL: 'info', ...args.env }, stdio: ['ignore', 'pipe', 'pipe'],
   });
   let err = '';
-  proc.stdout?.resume();
+  let out = '';
+  proc.stdout?.on('data', (c: Buffer) => { out += c.toString(); });
+  proc.stderr?.on('data', (c: Buffer) => { err += c.toString(); });
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  let listening = false;
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`aam serve did not start within ${args.startMs ?? 60_000} ms:\n${err}`)), args.startMs ?? 60_000);
-    proc.stderr?.on('data', (c: Buffer) => {
-      err += c.toString();
+    const timer = setTimeout(() => { proc.kill('SIGKILL'); reject(new Error(`aam serve did not start within ${startMs} ms:\n${err}`)); }, startMs);
+    const look = (): void => {
       const m = /"event":"listening","port":(\d+)/.exec(err);
-      if (m) { clearTimeout(timer); resolve(Number(m[1])); }
+      if (m) { listening = true; clearTimeout(timer); proc.stderr?.off('data', look); resolve(Number(m[1])); }
+    };
+    proc.stderr?.on('data', look);
+    void exited.then(async (code) => {
+      if (listening) return; // resolved already: stop() or the test waits for this exit
+      // 'exit' can come before the last of stderr (why it refused to start): wait for its end, briefly.
+      if (proc.stderr && !proc.stderr.readableEnded) {
+        let wait: NodeJS.Timeout | undefined;
+        await Promise.race([once(proc.stderr, 'end').catch(() => {}), new Promise((r) => { wait = setTimeout(r, 2000); })]);
+        clearTimeout(wait);
+      }
+      clearTimeout(timer);
+      reject(new Error(`aam serve exited (${code}) before listening:\n${err}`));
     });
-    void exited.then((code) => { clearTimeout(timer); reject(new Error(`aam serve exited (${code}) before listening:\n${err}`)); });
   });
   return {
-    proc, port, url: `http://127.0.0.1:${port}`, stderr: () => err, exited,
+    proc, port, url: `http://127.0.0.1:${port}`, stderr: () => err, stdout: () => out, exited,
     stop: async () => { if (proc.exitCode === null && proc.signalCode === null) { proc.kill('SIGKILL'); await exited; } },
   };
+}
+
+/**
+ * Starts `aam serve` expecting it to refuse: the refusal's message (its exit code and stderr), or
+ * 'it started' (that gateway is stopped again, so a failing test leaves nothing running).
+ */
+export function serveRefusal(args: ServeChildArgs): Promise<string> {
+  return startServeChild(args).then(async (gw) => { await gw.stop(); return 'it started'; }, (e: Error) => e.message);
 }
 
 export interface HeldUpstream extends LocalServer {
