@@ -44,22 +44,23 @@ const chains = async () => (await sql<Array<{ replica: string }>>`SELECT replica
 
 /**
  * A TCP proxy to the test's PostgreSQL; `relay` decides when each chunk (either direction) is
- * passed on. Chunks not yet passed on when either side closes are dropped, as a crash drops them.
- * stop() is PostgreSQL going away (every connection cut, new ones refused) until start().
+ * passed on, or whether it is dropped (never calling send), knowing which connection it is on (its
+ * index in `attempts`). Chunks not yet passed on when either side closes are dropped, as a crash
+ * drops them. stop() is PostgreSQL going away (every connection cut, new ones refused) until start().
  */
-async function pgProxy(relay: (send: () => void) => void): Promise<{ url: string; close(): void; stop(): void; start(): void; attempts: number[] }> {
+async function pgProxy(relay: (send: () => void, conn: number) => void): Promise<{ url: string; close(): void; stop(): void; start(): void; attempts: number[] }> {
   const target = new URL(store.databaseUrl);
   let stopped = false;
   const sockets = new Set<Socket>();
   /** When each connection was opened to the proxy (performance.now()): the client's (re)connect attempts. */
   const attempts: number[] = [];
   const server = createServer((client) => {
-    attempts.push(performance.now());
+    const conn = attempts.push(performance.now()) - 1;
     if (stopped) { client.destroy(); return; }
     const upstream = connect(Number(target.port || 5432), target.hostname);
     for (const s of [client, upstream]) { sockets.add(s); s.once('close', () => sockets.delete(s)); }
     let open = true;
-    const pipe = (from: Socket, to: Socket) => from.on('data', (c) => relay(() => { if (open) to.write(c); }));
+    const pipe = (from: Socket, to: Socket) => from.on('data', (c) => relay(() => { if (open) to.write(c); }, conn));
     pipe(client, upstream);
     pipe(upstream, client);
     const end = () => { open = false; client.destroy(); upstream.destroy(); };
@@ -334,6 +335,100 @@ test('a PostgreSQL that stops answering: journaled() rejects within the commit t
     await log.close();
   } finally {
     await own.end({ timeout: 1 });
+    proxy.close();
+  }
+});
+
+test('a PostgreSQL that goes silent for 5 s (connections kept open, nothing answered, new ones not either) and then answers: requests get 503 meanwhile, the replica serves again within 3 s of it answering, every refused request\'s evidence committed', async (t) => {
+  let hold = false;
+  const held: Array<() => void> = [];
+  const proxy = await pgProxy((send) => { if (hold) held.push(send); else send(); });
+  const data = join(dir, 'data-pg-silent');
+  mkdirSync(data);
+  const r = await startServeChild({ config, data, env: { ...fleetEnv(), AAM_DATABASE_URL: proxy.url } });
+  try {
+    await until(async () => (await chat(r.url, secret, 'one', 'up')).status === 200, 10_000, 'the key on the new replica');
+    hold = true;
+    const silent = performance.now();
+    const refused: string[] = [];
+    const took: number[] = [];
+    while (performance.now() - silent < 5000) { // longer than the commit timeout (2 s)
+      const t1 = performance.now();
+      const c = await chat(r.url, secret, 'one', 'while PostgreSQL is silent');
+      took.push(Math.round(performance.now() - t1));
+      assert.equal(c.status, 503, c.text);
+      refused.push(c.requestId);
+    }
+    hold = false;
+    const back = performance.now();
+    for (const f of held.splice(0)) f();
+    let served = 0;
+    let acked = '';
+    await until(async () => {
+      const c = await chat(r.url, secret, 'one', 'answering again');
+      served = performance.now();
+      if (c.status === 200) acked = c.requestId;
+      return c.status === 200;
+    }, 20_000, 'requests served again, with no restart');
+    const log = `silent for ${Math.round(back - silent)} ms (requests refused in ${took.join(', ')} ms), served ${Math.round(served - back)} ms after PostgreSQL answered again`;
+    t.diagnostic(log);
+    assert.ok(served - back <= 3000, log);
+    await until(async () => (await fetch(`${r.url}/readyz`)).status === 200, 10_000, '/readyz ready again');
+    const ids = [...refused, acked];
+    await until(async () => (await sql`SELECT DISTINCT request_id FROM audit_events WHERE request_id = ANY(${ids})`).length === ids.length, 10_000, 'the evidence of every refused request and the acknowledged one');
+  } finally {
+    await r.stop();
+    proxy.close();
+  }
+});
+
+test('a PostgreSQL connection that never answers again (bytes swallowed both ways, never closed; new connections answered): the replica gives its connections up and serves again within 10 s (query deadline 5 s + silent cancel 2 s), a key revoked afterwards stops working within 3 s, no acknowledged event lost', async (t) => {
+  /** Connections with an index up to this one swallow every byte, both ways, and stay open. */
+  let dead = -1;
+  const proxy = await pgProxy((send, conn) => { if (conn > dead) send(); });
+  const created = await cli('keys', 'create', '--agent', 'tester');
+  assert.equal(created.code, 0, created.stderr);
+  const doomed = created.stdout.trim().split('\n').at(-1)!;
+  const doomedId = /created key (key_\w+)/.exec(created.stderr)![1];
+  const data = join(dir, 'data-pg-blackhole');
+  mkdirSync(data);
+  const r = await startServeChild({ config, data, env: { ...fleetEnv(), AAM_DATABASE_URL: proxy.url } });
+  try {
+    await until(async () => (await chat(r.url, doomed, 'one', 'up')).status === 200, 10_000, 'the key on the new replica');
+    // Concurrent requests, so the pool holds several connections; each of them then goes dead.
+    const warm = await Promise.all(Array.from({ length: 16 }, () => chat(r.url, secret, 'one', 'warm')));
+    assert.ok(warm.every((w) => w.status === 200));
+    dead = proxy.attempts.length - 1;
+    const cut = performance.now();
+    const acked: string[] = [];
+    const refused: string[] = [];
+    let served = 0;
+    while (performance.now() - cut < 30_000) {
+      const c = await chat(r.url, secret, 'one', 'across a dead connection');
+      assert.ok(c.status === 200 || c.status === 503, `${c.status} ${c.text}`);
+      if (c.status === 200) { acked.push(c.requestId); served = performance.now(); break; }
+      refused.push(c.requestId);
+    }
+    const log = `${dead + 1} connections went dead; ${refused.length} requests refused; served ${served ? Math.round(served - cut) : 'never'} ms after (within 30 s); connections opened since: ${proxy.attempts.length - dead - 1}`;
+    t.diagnostic(log);
+    assert.ok(served > 0 && served - cut <= 10_000, `served again within 10 s of its connections going dead (${log})`);
+    for (let i = 0; i < 5; i++) {
+      const c = await chat(r.url, secret, 'one', 'after');
+      assert.equal(c.status, 200, c.text);
+      acked.push(c.requestId);
+    }
+    // The key follower reads PostgreSQL again: a revocation takes effect on this replica.
+    const revoked = await cli('keys', 'revoke', doomedId);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    const t0 = performance.now();
+    await until(async () => (await chat(r.url, doomed, 'one', 'revoked?')).status === 401, 3000, 'the revoked key refused by the replica');
+    t.diagnostic(`revocation seen in ${Math.round(performance.now() - t0)} ms`);
+    const rows = await sql<Array<{ request_id: string }>>`SELECT DISTINCT request_id FROM audit_events WHERE request_id = ANY(${acked})`;
+    assert.equal(rows.length, acked.length, 'every acknowledged request\'s evidence is in PostgreSQL');
+    await until(async () => (await sql`SELECT DISTINCT request_id FROM audit_events WHERE request_id = ANY(${refused})`).length === refused.length, 10_000, 'the refused requests\' evidence committed');
+    await until(async () => (await fetch(`${r.url}/readyz`)).status === 200, 10_000, '/readyz ready again');
+  } finally {
+    await r.stop();
     proxy.close();
   }
 });

@@ -4,7 +4,7 @@
 // per fleet; a replica that was disconnected (and may have missed messages) re-reads on reconnect,
 // and each kind also polls on a short timer, so a lost message delays a change by at most that.
 import { randomBytes } from 'node:crypto';
-import { connectPostgres, databaseName, migrate, type Sql } from './postgres.ts';
+import { connectPostgres, databaseName, migrate, QUERY_TIMEOUT_S, type Sql } from './postgres.ts';
 import { connectRedis, fleetPrefix, type Redis } from './redis.ts';
 import type { StoreHealth } from './types.ts';
 import type { FleetEnv } from './fleet-lazy.ts';
@@ -43,7 +43,9 @@ const messageOf = (e: unknown): string => (e instanceof Error ? e.message : Stri
  * `follow`: subscribe to invalidations (a serving replica); the CLI only announces.
  */
 export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate: boolean; poolMax?: number; admission?: boolean }): Promise<Fleet> {
-  const sql = connectPostgres(env.databaseUrl, opts.poolMax);
+  // A serving replica gives up a query PostgreSQL does not answer (and a silent connection with it);
+  // the CLI's commands (audit verify, prune) may run long queries and are run by someone watching.
+  const sql = connectPostgres(env.databaseUrl, opts.poolMax, { queryTimeout: opts.follow ? QUERY_TIMEOUT_S : 0 });
   const prefix = fleetPrefix(databaseName(env.databaseUrl));
   const redis = connectRedis(env.redisUrl, 'aam');
   redis.on('error', () => { /* state is read from redis.status; errors reach the callers of commands */ });
@@ -53,8 +55,12 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
   let sub: Redis | null = null;
   try {
     try {
-      if (opts.migrate) await migrate(sql);
-      else await sql`SELECT 1`;
+      // Migrations on a connection of their own, with no query deadline (one may rewrite a big table).
+      if (opts.migrate) {
+        const once = connectPostgres(env.databaseUrl, 1);
+        try { await migrate(once); } finally { await once.end({ timeout: 1 }); }
+      }
+      await sql`SELECT 1`;
     } catch (e) {
       throw new Error(`cannot use the fleet database (AAM_DATABASE_URL): ${messageOf(e)}`, { cause: e });
     }

@@ -149,9 +149,30 @@ export function reconnectBackoff(retries: number): number {
   return (0.5 + Math.random() / 2) * Math.min(0.05 * 2 ** Math.max(0, retries - 1), 1);
 }
 
-export function connectPostgres(url: string, max = 10): Sql {
+/**
+ * A serving replica's deadline for one query (seconds), waiting for a connection and running
+ * together. A PostgreSQL that stops answering without closing the connection (a frozen server, a
+ * network partition, a proxy that swallows bytes) otherwise leaves the query in flight until TCP
+ * gives up, minutes or never: the audit trail's one INSERT at a time, the key follower's read
+ * and whatever else was on the connection wait with it, so the replica refused every request
+ * long after PostgreSQL answered new connections again. At the deadline the query is canceled
+ * (a cancel request on a new connection); a server that answers it ends the query with an error
+ * and the caller retries; one that stays silent for CANCEL_TIMEOUT more has the connection
+ * closed, and the pool connects again. The hot path's queries take milliseconds.
+ */
+export const QUERY_TIMEOUT_S = 5;
+/** Seconds a canceled query's connection may stay silent before it is closed (postgres.js: 5). */
+export const CANCEL_TIMEOUT_S = 2;
+
+export interface PostgresOptions {
+  /** Cancel a query after this many seconds (0: no limit, e.g. the CLI's audit verify and migrations). */
+  queryTimeout?: number;
+}
+
+export function connectPostgres(url: string, max = 10, opts: PostgresOptions = {}): Sql {
   return postgres(url, {
     max, onnotice: () => {}, connect_timeout: 5, idle_timeout: 60, backoff: reconnectBackoff,
+    query_timeout: opts.queryTimeout ?? 0, cancel_timeout: CANCEL_TIMEOUT_S,
     connection: { application_name: 'aam' },
   });
 }
