@@ -141,9 +141,10 @@ test('MCP 2026-07-28: every request field aam reads is classified, and what reac
   const out = /async function mrtrOut[\s\S]*?\n\}/.exec(call)?.[0] ?? '';
   for (const k of fields.filter((f) => MCP_INBOUND[f] === 'guarded')) assert.match(out, new RegExp(`guardInbound\\([^;]*\\b${k}\\b`), `mrtrOut guards ${k}`);
   assert.doesNotMatch(call, /mrtr: \{ inputResponses: extra/, 'inputResponses go upstream only through mrtrOut');
-  // tasks/*: everything but the sealed id goes upstream as guardInbound returned it.
+  // tasks/*: everything but the sealed id goes upstream as guardInbound returned it (with aam's own _meta, a constant).
   assert.match(tasks, /const inbound = await guardInbound\(rt, s, rest,/);
-  assert.match(tasks, /upstream\.task\(method, \{ \.\.\.inbound, taskId: b\.up \}/);
+  assert.match(tasks, /upstream\.task\(method, \{ \.\.\.inbound, taskId: b\.up, _meta: TASKS_META \}/);
+  assert.match(tasks, /\nconst TASKS_META = \{ \[CLIENT_CAPS\]: \{ extensions: \{ \[TASKS_EXT\]: \{\} \} \} \};\n/, 'TASKS_META is aam\'s constant, nothing of the client\'s');
 });
 
 let gw: TestGateway;

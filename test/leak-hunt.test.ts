@@ -173,9 +173,54 @@ async function modernPaths(i: Instruction): Promise<unknown[]> {
   const [created] = await call({}, { caps: TASKS });
   const taskId = (JSON.parse(String(created)) as { result?: { taskId?: string } }).result?.taskId;
   if (i.channel === 'listen') return [created, await listenOnce(taskId)];
+  // The created task does not echo here: what the agent sees of the echo came through tasks/get.
+  if (i.channel === 'tasks/get') return [created, ...await modern('tasks/get', { taskId }, { path: '/mcp/leaky-modern', caps: TASKS })];
   const out: unknown[] = [created];
   for (const method of ['tasks/get', 'tasks/update', 'tasks/cancel']) out.push(...await modern(method, { taskId, ...(method === 'tasks/update' ? { inputResponses: {} } : {}) }, { path: '/mcp/leaky-modern', caps: TASKS }));
   return out;
+}
+
+/**
+ * A 2025-11-25 session (raw JSON-RPC, every byte through cap.fetch) on /mcp/leaky-modern with its GET
+ * stream open, so aam listens to the 2026-07-28 server for it: the server is made to send list_changed
+ * on its listen streams with the echo in every field (params, _meta, fields beside method), until
+ * the session has heard prompts and resources change (tools: aam lists them again; unchanged, nothing
+ * to say). What the session hears must be aam's own notifications, with nothing of the upstream's.
+ */
+async function sessionListChanged(i: Instruction): Promise<unknown[]> {
+  const url = `${gw.url}/mcp/leaky-modern`;
+  const headers: Record<string, string> = { authorization: `Bearer ${key()}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' };
+  const init = await cap.fetch(url, { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'leak-hunter', version: '1.0.0' } } }) });
+  const initialized = await init.text();
+  const session = { ...headers, 'mcp-session-id': String(init.headers.get('mcp-session-id')), 'mcp-protocol-version': '2025-11-25' };
+  await (await cap.fetch(url, { method: 'POST', headers: session, body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }) })).text();
+  const ac = new AbortController();
+  const stream = await cap.fetch(url, { method: 'GET', headers: { ...session, accept: 'text/event-stream' }, signal: ac.signal });
+  assert.equal(stream.status, 200, 'the session\'s GET stream');
+  let heard = '';
+  const reading = (async () => {
+    try { for await (const chunk of stream.body as unknown as AsyncIterable<Uint8Array>) heard += Buffer.from(chunk).toString('utf8'); } catch { /* aborted */ }
+  })();
+  const events = () => heard.split('\n\n').map((e) => e.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('')).filter(Boolean).map((d) => JSON.parse(d) as Record<string, unknown>);
+  const both = () => ['prompts', 'resources'].every((l) => events().some((e) => e.method === `notifications/${l}/list_changed`));
+  const calls: unknown[] = [];
+  try {
+    // aam's listen stream to the server may still be opening: announce again until the session heard it.
+    for (let n = 0; n < 40 && !both(); n++) {
+      calls.push(...await modern('tools/call', { name: 'leak', arguments: { ...i } }, { path: '/mcp/leaky-modern' }));
+      for (let w = 0; w < 10 && !both(); w++) await new Promise((r) => setTimeout(r, 50));
+    }
+  } finally {
+    ac.abort();
+    await reading;
+    await (await cap.fetch(url, { method: 'DELETE', headers: session })).text();
+  }
+  assert.ok(both(), `the session heard no list_changed of prompts and resources: ${heard.slice(0, 600)}`);
+  for (const e of events()) {
+    assert.match(String(e.method), /^notifications\/(tools|prompts|resources)\/list_changed$/, JSON.stringify(e));
+    assert.deepEqual(e, { jsonrpc: '2.0', method: e.method }, 'aam\'s own notification: no params, no field of the upstream\'s');
+  }
+  return [initialized, heard, ...calls];
 }
 
 /** A subscriptions/listen stream for one task: everything it carried up to its first notifications/tasks. */
@@ -288,7 +333,10 @@ const PLANES: Plane[] = [
   // What only 2026-07-28 has, from a 2026-07-28 server: input_required (the request and the retry's
   // result), task results (created, tasks/get|update|cancel), notifications/tasks on a listen stream, SSE progress.
   { name: 'mcp 2026-07-28 interim, tasks, listen, progress', call: modernPaths, shows: () => true,
-    channels: { input_required: [...TEXT, 'split-parts@mid', 'split-tcp@mid'], task: [...TEXT, 'split-parts@mid', 'split-tcp@mid'], listen: TEXT, progress: [...TEXT, 'split-tcp@mid'] } },
+    channels: { input_required: [...TEXT, 'split-parts@mid', 'split-tcp@mid'], task: [...TEXT, 'split-parts@mid', 'split-tcp@mid'], 'tasks/get': [...TEXT, 'split-parts@mid', 'split-tcp@mid'], listen: TEXT, progress: [...TEXT, 'split-tcp@mid'] } },
+  // A 2026-07-28 server's list_changed (the echo in params, _meta and beside method) reaching a 2025-11-25
+  // session through aam's listen stream: the session gets aam's own notification, so nothing to show.
+  { name: 'mcp 2026-07-28 list_changed to a 2025-11-25 session', call: sessionListChanged, shows: () => false, channels: { list_changed: TEXT } },
   { name: 'http tools', call: httpTool, shows: () => true, sweep: 'error',
     channels: { body: [...TEXT, ...SPLIT_TCP, ...BINARY], text: TEXT, header: TEXT, error: [...TEXT, 'split-tcp@mid', 'gzip'] } },
   // An A2A agent echoing aam's credential for it: in its answer, its stream events, its JSON-RPC errors, its headers (not passed on).

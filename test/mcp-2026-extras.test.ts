@@ -4,8 +4,9 @@
 // written from the spec (basic/patterns/mrtr, server/utilities/caching); the client is a
 // conformant request builder (the installed SDK does not speak 2026-07-28). The messages aam sends
 // for these features (input_required, listen acknowledgements and notifications, progress) are also
-// validated against the spec's JSON Schema (vendored in test/fixtures/mcp-schema; the Tasks
-// extension is not in it).
+// validated against the spec's JSON Schema (vendored in test/fixtures/mcp-schema), and every Tasks
+// extension message the tests and the upstream send or receive against the extension's schema
+// transcribed from SEP-2663 beside it (the spec's schema.json does not contain the extension).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server as HttpServer } from 'node:http';
@@ -24,9 +25,18 @@ type Body = { id: number; method: string; params: Record<string, unknown> & { _m
 const seen: Array<{ server: string; auth: string; sub: string; body: Body }> = [];
 /** What the shared (public) tools/list answers: its ttlMs and extra tools. */
 const listing = { ttlMs: 0, extra: [] as string[] };
-const TOOLS = ['whoami', 'confirm', 'pushy', 'longjob'];
-/** The upstream's one task. */
-const job = { status: 'none', answer: undefined as unknown, seen: [] as string[] };
+const TOOLS = ['whoami', 'confirm', 'pushy', 'longjob', 'pushytask', 'oddjob'];
+/** The upstream's one task; `caps`: the client capabilities each tasks/* request declared. */
+const job = { status: 'none', answer: undefined as unknown, seen: [] as string[], caps: [] as unknown[] };
+/** A Task's common fields (SEP-2663) as the upstream gives them. */
+const upTask = (taskId: string, status: string) => ({ taskId, status, createdAt: '2026-08-01T10:00:00Z', lastUpdatedAt: new Date().toISOString() });
+/**
+ * Tasks extension messages the spec-written upstream got from aam or sent it, checked against the
+ * extension's schema (test/fixtures/mcp-schema/tasks-extension.json); a mismatch is kept for the
+ * tests to fail on (an assertion thrown in the server would not reach them).
+ */
+const upstreamFaults: string[] = [];
+const conform = (def: string, v: unknown) => { try { check(def, v); } catch (e) { upstreamFaults.push(String(e)); } };
 /** gamma's list is private: what it lists depends on the caller its on-behalf-of token names. */
 const PRIVATE_TTL_MS = 600_000;
 const privateTools = (sub: string): string[] => (sub.endsWith('/navigator') ? ['whoami', 'nav-only'] : sub.endsWith('/intruder') ? ['whoami', 'intruder-only'] : ['whoami', 'nav-only', 'intruder-only']);
@@ -70,6 +80,7 @@ async function startUpstream(): Promise<string> {
     const name = body.params.name;
     if (body.method === 'subscriptions/listen') {
       const notifications = (body.params.notifications ?? {}) as Record<string, unknown>;
+      if ('taskIds' in notifications) conform('tasks:SubscriptionsListenRequest', body);
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
       const st = { server, sub, notifications, closed: false, write: (msg: Record<string, unknown>) => { res.write(`data: ${JSON.stringify(msg)}\n\n`); }, end: () => { res.end(); } };
       upstreamStreams.push(st);
@@ -82,21 +93,41 @@ async function startUpstream(): Promise<string> {
     if (body.method === 'tools/list' && sub) return ok({ tools: defs(privateTools(sub)), ttlMs: PRIVATE_TTL_MS, cacheScope: 'private' });
     if (body.method === 'tools/list') return ok({ tools: defs([...TOOLS, ...listing.extra]), ttlMs: listing.ttlMs, cacheScope: 'public' });
     if (body.method === 'tools/call' && name === 'whoami') return ok({ content: [{ type: 'text', text: `called with ${auth}` }] });
-    // Tasks extension: a task when the client declared the extension, else done at once.
-    const ext = (body.params._meta?.['io.modelcontextprotocol/clientCapabilities'] as { extensions?: Record<string, unknown> } | undefined)?.extensions;
+    // Tasks extension (SEP-2663): a task when the client declared the extension, else done at once.
+    const caps = body.params._meta?.['io.modelcontextprotocol/clientCapabilities'] as { extensions?: Record<string, unknown> } | undefined;
+    const ext = caps?.extensions;
+    const taskReply = (r: Record<string, unknown>) => { conform(r.resultType === 'task' ? 'tasks:CreateTaskResult' : 'tasks:GetTaskResult', r); reply(200, { result: r }); };
     if (body.method === 'tools/call' && name === 'longjob') {
       if (!ext?.['io.modelcontextprotocol/tasks']) return ok({ content: [{ type: 'text', text: 'done at once' }] });
       job.status = 'working';
-      return reply(200, { result: { resultType: 'task', taskId: 'up-task-1', status: 'working', ttlMs: 60_000, pollIntervalMs: 50, createdAt: new Date().toISOString() } });
+      return taskReply({ resultType: 'task', ...upTask('up-task-1', 'working'), statusMessage: 'queued', ttlMs: 60_000, pollIntervalMs: 50 });
+    }
+    // Not conformant: a task whatever the client declared.
+    if (body.method === 'tools/call' && name === 'pushytask') return reply(200, { result: { resultType: 'task', ...upTask('up-task-pushy', 'working'), ttlMs: 60_000 } });
+    // A task with no ttl (aam honours it for its default), and shapes that are not the extension's (aam refuses them).
+    if (body.method === 'tools/call' && name === 'oddjob') {
+      const kind = body.params.arguments?.kind;
+      if (kind === 'running') return reply(200, { result: { resultType: 'task', ...upTask('up-task-odd', 'working'), status: `running ${SECRET}` } });
+      if (kind === 'undated') return reply(200, { result: { resultType: 'task', taskId: 'up-task-odd', status: 'working', ttlMs: 1000 } });
+      return taskReply({ resultType: 'task', ...upTask('up-task-odd', 'working'), ttlMs: null });
     }
     if (body.method.startsWith('tasks/')) {
-      if (body.params.taskId !== 'up-task-1' || req.headers['mcp-name'] !== 'up-task-1') return reply(200, { error: { code: -32602, message: `unknown task ${String(body.params.taskId)}` } });
+      const kind = body.method === 'tasks/get' ? 'Get' : body.method === 'tasks/update' ? 'Update' : 'Cancel';
+      conform(`tasks:${kind}TaskRequest`, body);
+      const taskId = String(body.params.taskId);
+      if (!['up-task-1', 'up-task-odd'].includes(taskId) || req.headers['mcp-name'] !== taskId) return reply(200, { error: { code: -32602, message: `unknown task ${taskId}` } });
+      job.caps.push(caps ?? {});
+      // Not a DetailedTask: completed without its result.
+      if (taskId === 'up-task-odd') return body.method === 'tasks/get' ? reply(200, { result: { resultType: 'complete', ...upTask(taskId, 'completed'), ttlMs: null } }) : ok({});
       job.seen.push(body.method);
-      if (body.method === 'tasks/update') { job.answer = body.params.inputResponses; job.status = 'completed'; return ok({}); }
-      if (body.method === 'tasks/cancel') { job.status = 'cancelled'; return ok({}); }
-      if (job.status === 'working') { job.status = 'input_required'; return ok({ taskId: 'up-task-1', status: 'working' }); }
-      if (job.status === 'input_required') return ok({ taskId: 'up-task-1', status: 'input_required', inputRequests: { size: { method: 'elicitation/create', params: { mode: 'form', message: 'How big?', requestedSchema: { type: 'object', properties: { n: { type: 'integer' } } } } } } });
-      return ok({ taskId: 'up-task-1', status: job.status, ...(job.status === 'completed' ? { result: { content: [{ type: 'text', text: `job done with ${JSON.stringify(job.answer)} using ${SECRET}` }] } } : {}) });
+      // Acknowledgements with a field of the upstream's own: aam relays the empty acknowledgement only.
+      if (body.method === 'tasks/update') { job.answer = body.params.inputResponses; job.status = 'completed'; return ok({ note: `ack from ${SECRET}` }); }
+      if (body.method === 'tasks/cancel') { job.status = 'cancelled'; return ok({ note: `ack from ${SECRET}` }); }
+      // A ttl longer than the task was created with: aam still honours the id only for the first.
+      const polled = (status: string, more: Record<string, unknown> = {}) => taskReply({ resultType: 'complete', ...upTask('up-task-1', status), ttlMs: 86_400_000, pollIntervalMs: 50, ...more });
+      if (job.status === 'working') { job.status = 'input_required'; return polled('working'); }
+      if (job.status === 'input_required') return polled('input_required', { inputRequests: { size: { method: 'elicitation/create', params: { mode: 'form', message: 'How big?', requestedSchema: { type: 'object', properties: { n: { type: 'integer' } } } } } } });
+      return polled(job.status, job.status === 'completed' ? { result: { content: [{ type: 'text', text: `job done with ${JSON.stringify(job.answer)} using ${SECRET}` }] } } : {});
     }
     // MRTR on reads: the resource and the prompt ask for input (requestState only), then answer.
     if (body.method === 'resources/read' || body.method === 'prompts/get') {
@@ -131,10 +162,17 @@ async function modern(method: string, params: Record<string, unknown> = {}, o: {
   if (typeof params.name === 'string') headers['mcp-name'] = params.name;
   if (typeof params.uri === 'string') headers['mcp-name'] = params.uri;
   if (typeof params.taskId === 'string') headers['mcp-name'] = params.taskId;
+  // Every Tasks extension message sent and received is checked against the extension's schema.
+  const task = TASK_DEFS[method];
+  if (task) check(`tasks:${task}TaskRequest`, body);
   const r = await fetch(`${gw.url}${o.path ?? '/mcp'}`, { method: 'POST', headers, body: JSON.stringify(body) });
   const text = await r.text();
-  return { status: r.status, body: text ? JSON.parse(text) as Sent['body'] : {} };
+  const sent: Sent = { status: r.status, body: text ? JSON.parse(text) as Sent['body'] : {} };
+  if (task) check(sent.body.error ? 'JSONRPCErrorResponse' : `tasks:${task}TaskResultResponse`, sent.body);
+  else if (sent.body.result?.resultType === 'task') check('tasks:CreateTaskResultResponse', sent.body);
+  return sent;
 }
+const TASK_DEFS: Record<string, string> = { 'tasks/get': 'Get', 'tasks/update': 'Update', 'tasks/cancel': 'Cancel' };
 
 async function tokenFor(secret: string, body: Record<string, unknown>): Promise<{ status: number; json: Record<string, unknown> }> {
   const r = await fetch(`${gw.url}/identity/v1/token`, { method: 'POST', headers: { authorization: `Bearer ${secret}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -363,6 +401,7 @@ test('Tasks extension: a task id stays bounded whatever the creating call\'s arg
 async function listen(path: string, notifications: Record<string, unknown>, token = key, caps: Record<string, unknown> = {}): Promise<{ id: number; status: number; messages: Array<Record<string, any>>; close(): void }> {
   const id = Math.floor(Math.random() * 1e9);
   const body = { jsonrpc: '2.0', id, method: 'subscriptions/listen', params: { notifications, _meta: { 'io.modelcontextprotocol/protocolVersion': VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'spec-client', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': caps } } };
+  if ('taskIds' in notifications) check('tasks:SubscriptionsListenRequest', body);
   const ac = new AbortController();
   const r = await fetch(`${gw.url}${path}`, { method: 'POST', signal: ac.signal, headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}`, 'mcp-protocol-version': VERSION, 'mcp-method': 'subscriptions/listen' }, body: JSON.stringify(body) });
   const messages = (r.headers.get('content-type') ?? '').includes('text/event-stream') ? sseMessages(r.body) : [await r.json() as Record<string, any>];
@@ -452,22 +491,33 @@ test('subscriptions/listen through a 2026-07-28 upstream: its resource updates a
   const noExt = await listen('/mcp/alpha', { taskIds: [taskId] });
   assert.equal(noExt.status, 400);
   assert.equal(noExt.messages[0].error.code, -32021, 'taskIds need the Tasks extension declared');
+  check('tasks:MissingTasksCapabilityError', noExt.messages[0]);
   const nav = await listen('/mcp/alpha', { resourceSubscriptions: ['memo://live'], taskIds: [taskId] }, key, TASKS);
   const intr = await listen('/mcp/alpha', { taskIds: [taskId] }, otherKey, TASKS);
   const open = () => upstreamStreams.filter((st) => st.server === 'alpha' && !st.closed);
   try {
     await until(() => nav.messages.length > 0 && intr.messages.length > 0, 'acknowledgements');
     assert.deepEqual(nav.messages[0].params.notifications, { resourceSubscriptions: ['memo://live'], taskIds: [taskId] });
+    check('tasks:SubscriptionsAcknowledgedNotification', nav.messages[0]);
     assert.deepEqual(intr.messages[0].params.notifications, {}, 'another caller\'s task is not acknowledged');
     // aam listens to the upstream in turn, naming the upstream's own task id (never the caller's sealed one).
     await until(() => open().some((st) => JSON.stringify(st.notifications) === JSON.stringify({ resourceSubscriptions: ['memo://live'], taskIds: ['up-task-1'] })), 'aam\'s listen stream to alpha');
     pushUpstream('alpha', { method: 'notifications/resources/updated', params: { uri: 'memo://live' } });
-    pushUpstream('alpha', { method: 'notifications/tasks', params: { taskId: 'up-task-1', status: 'completed', result: { content: [{ type: 'text', text: `finished with ${SECRET}` }] } } });
+    // Not a DetailedTask (completed without its result; an unknown status): dropped, and the stream goes on.
+    pushUpstream('alpha', { method: 'notifications/tasks', params: { ...upTask('up-task-1', 'completed'), ttlMs: 60_000 } });
+    pushUpstream('alpha', { method: 'notifications/tasks', params: { ...upTask('up-task-1', 'paused'), ttlMs: 60_000 } });
+    const done = { method: 'notifications/tasks', params: { ...upTask('up-task-1', 'completed'), ttlMs: 86_400_000, result: { content: [{ type: 'text', text: `finished with ${SECRET}` }] } } };
+    check('tasks:TaskStatusNotification', { jsonrpc: '2.0', ...done });
+    pushUpstream('alpha', done);
     await until(() => ['notifications/resources/updated', 'notifications/tasks'].every((m) => nav.messages.some((x) => x.method === m)), 'navigator\'s notifications');
     assert.equal(nav.messages.find((x) => x.method === 'notifications/resources/updated')!.params.uri, 'memo://live');
-    const t = nav.messages.find((x) => x.method === 'notifications/tasks')!;
+    const relayed = nav.messages.filter((x) => x.method === 'notifications/tasks');
+    assert.equal(relayed.length, 1, 'only the DetailedTask is relayed');
+    const t = relayed[0];
+    check('tasks:TaskStatusNotification', t);
     assert.equal(t.params.taskId, taskId, 'the caller\'s own task id');
     assert.equal(t.params.status, 'completed');
+    assert.equal(t.params.ttlMs, 60_000, 'the ttl aam honours the id for, not the upstream\'s longer one');
     assert.equal(t.params._meta['io.modelcontextprotocol/subscriptionId'], nav.id);
     const text = JSON.stringify(t);
     assert.ok(!text.includes(SECRET) && !text.includes('up-task-1'), text);
@@ -634,11 +684,15 @@ test('Tasks extension: a task is its creator\'s alone, each tasks/* request is d
   const decidedBefore = (await taskDecisions()).length;
   const discover = await modern('server/discover', {}, { path: '/mcp/alpha' });
   assert.ok((discover.body.result!.capabilities as { extensions?: Record<string, unknown> }).extensions?.['io.modelcontextprotocol/tasks'], 'aam advertises the extension');
+  check('tasks:ServerCapabilities', discover.body.result!.capabilities);
+  const capsBefore = job.caps.length;
   const created = await modern('tools/call', { name: 'longjob', arguments: { size: 'big' } }, { path: '/mcp/alpha', caps: TASKS });
   assert.equal(created.status, 200, JSON.stringify(created.body));
   const r = created.body.result!;
   assert.equal(r.resultType, 'task');
   assert.equal(r.status, 'working');
+  assert.equal(r.statusMessage, 'queued');
+  assert.equal(r.ttlMs, 60_000, 'the ttl aam honours the id for (the upstream\'s, within 24 h)');
   const taskId = String(r.taskId);
   assert.match(taskId, /^aamtask1\./);
   assert.ok(!taskId.includes('up-task-1'), 'the upstream\'s task id is sealed');
@@ -658,21 +712,28 @@ test('Tasks extension: a task is its creator\'s alone, each tasks/* request is d
   assert.equal(g1.body.result?.status, 'working', JSON.stringify(g1.body));
   assert.equal(g1.body.result?.taskId, taskId, 'the client sees its own task id back');
   assert.equal(g1.body.result?.resultType, 'complete');
+  assert.equal(g1.body.result?.ttlMs, 60_000, 'not the upstream\'s later 24 h: the id lapses with the ttl it was created with');
+  assert.equal(g1.body.result?.pollIntervalMs, 50);
   const g2 = await modern('tasks/get', { taskId }, { path: '/mcp', caps: TASKS });
   assert.equal(g2.body.result?.status, 'input_required');
   assert.ok((g2.body.result?.inputRequests as Record<string, unknown>).size);
   const u = await modern('tasks/update', { taskId, inputResponses: { size: { action: 'accept', content: { n: 3 } } } }, { path: '/mcp/alpha', caps: TASKS });
   assert.equal(u.status, 200, JSON.stringify(u.body));
+  assert.deepEqual(u.body.result, { resultType: 'complete' }, 'an empty acknowledgement: nothing of the upstream\'s answer');
   const g3 = await modern('tasks/get', { taskId }, { path: '/mcp/alpha', caps: TASKS });
   assert.equal(g3.body.result?.status, 'completed');
   const text = JSON.stringify(g3.body.result);
   assert.match(text, /job done with/);
   assert.ok(!text.includes(SECRET), 'the result is scrubbed like any tool result');
   assert.deepEqual(job.seen.slice(seenBefore), ['tasks/get', 'tasks/get', 'tasks/update', 'tasks/get']);
+  // aam's own tasks/* requests declare the extension they belong to.
+  assert.deepEqual(job.caps.slice(capsBefore), Array(4).fill({ extensions: { 'io.modelcontextprotocol/tasks': {} } }));
   // Each was decided as the creating call: resource alpha, action longjob, by navigator's policy.
   const decisions = (await taskDecisions()).slice(decidedBefore);
   assert.equal(decisions.length, 4);
   assert.ok(decisions.every((e) => e.resource === 'alpha' && e.action === 'longjob'), JSON.stringify(decisions));
+  const cancelled = await modern('tasks/cancel', { taskId }, { path: '/mcp/alpha', caps: TASKS });
+  assert.deepEqual(cancelled.body.result, { resultType: 'complete' }, JSON.stringify(cancelled.body));
   // A client without the extension gets a plain result (aam forwards only what the client declared).
   const plain = await modern('tools/call', { name: 'longjob', arguments: {} }, { path: '/mcp/alpha', caps: {} });
   assert.equal(plain.body.result?.resultType, 'complete');
@@ -686,6 +747,54 @@ test('Tasks extension: a task is its creator\'s alone, each tasks/* request is d
   assert.equal(denied.body.error?.code, -32001, JSON.stringify(denied.body));
   assert.match(denied.body.error!.message, /navigator-policy/);
   assert.equal(job.seen.length, seenNow);
+  assert.deepEqual(upstreamFaults, [], 'every Tasks message aam sent the upstream matched the extension\'s schema');
+});
+
+test('Tasks extension: no task for a request that did not declare it (-32021, or a clear error on a session); an upstream task that is not the extension\'s is refused (502) without its values', async () => {
+  const TASKS = { extensions: { 'io.modelcontextprotocol/tasks': {} } };
+  // An upstream that answers with a task whatever was declared: the client that did not declare it gets -32021 (HTTP 400), naming the extension.
+  const undeclared = await modern('tools/call', { name: 'pushytask', arguments: {} }, { path: '/mcp/alpha', caps: { elicitation: { form: {} } } });
+  assert.equal(undeclared.status, 400, JSON.stringify(undeclared.body));
+  check('tasks:MissingTasksCapabilityError', undeclared.body);
+  assert.equal(undeclared.body.result, undefined);
+  assert.match(undeclared.body.error!.message, /io\.modelcontextprotocol\/tasks/);
+  assert.equal((await modern('tools/call', { name: 'pushytask', arguments: {} }, { path: '/mcp/alpha', caps: TASKS })).body.result?.resultType, 'task', 'declared: relayed');
+  const { client } = await connectClient(gw, key, '/mcp/alpha');
+  try {
+    await assert.rejects(client.callTool({ name: 'pushytask', arguments: {} }), /relays to MCP 2026-07-28 clients only/);
+  } finally { await client.close(); }
+  // No ttl (null: unlimited upstream): aam honours the id for its default hour, and says so.
+  const odd = await modern('tools/call', { name: 'oddjob', arguments: { kind: 'nullttl' } }, { path: '/mcp/alpha', caps: TASKS });
+  assert.equal(odd.body.result?.ttlMs, 3_600_000, JSON.stringify(odd.body));
+  // Shapes that are not a Task: an unknown status, no timestamps; a tasks/get answer without the payload its status carries.
+  for (const kind of ['running', 'undated']) {
+    const bad = await modern('tools/call', { name: 'oddjob', arguments: { kind } }, { path: '/mcp/alpha', caps: TASKS });
+    assert.equal(bad.body.error?.code, -32603, JSON.stringify(bad.body));
+    assert.match(bad.body.error!.message, kind === 'running' ? /status is missing or none of working/ : /no createdAt/);
+    assert.ok(!/running|REDACTED/.test(JSON.stringify(bad.body)), `the upstream's value is not quoted: ${bad.body.error!.message}`);
+  }
+  const incomplete = await modern('tasks/get', { taskId: odd.body.result!.taskId }, { path: '/mcp/alpha', caps: TASKS });
+  assert.equal(incomplete.body.error?.code, -32603, JSON.stringify(incomplete.body));
+  assert.match(incomplete.body.error!.message, /a completed task must carry result/);
+  assert.deepEqual(upstreamFaults, []);
+});
+
+test('Tasks extension schema (transcribed from SEP-2663 at b0f60ba5): the check is live, a wrong shape fails it', () => {
+  const task = { taskId: 't', status: 'completed', createdAt: '2026-08-01T10:00:00Z', lastUpdatedAt: '2026-08-01T10:00:01Z', ttlMs: 60_000, result: { content: [] } };
+  check('tasks:GetTaskResult', { resultType: 'complete', ...task });
+  const wrong: Array<[string, unknown]> = [
+    ['tasks:GetTaskResult', { resultType: 'complete', ...task, status: 'running' }],
+    ['tasks:GetTaskResult', { resultType: 'complete', ...task, result: undefined }],
+    ['tasks:GetTaskResult', { ...task, resultType: 'task' }],
+    ['tasks:CreateTaskResult', { resultType: 'task', taskId: 't', status: 'working', createdAt: task.createdAt, ttlMs: 1 }],
+    ['tasks:CreateTaskResult', { resultType: 'complete', ...task }],
+    ['tasks:UpdateTaskRequest', { jsonrpc: '2.0', id: 1, method: 'tasks/update', params: { taskId: 't' } }],
+    ['tasks:GetTaskRequest', { jsonrpc: '2.0', id: 1, method: 'tasks/get', params: { id: 't' } }],
+    ['tasks:TaskStatusNotification', { jsonrpc: '2.0', method: 'notifications/tasks', params: { ...task, status: 'failed' } }],
+    ['tasks:MissingTasksCapabilityError', { jsonrpc: '2.0', id: 1, error: { code: -32021, message: 'Missing required client capability' } }],
+    ['tasks:ServerCapabilities', { tools: {} }],
+  ];
+  for (const [def, v] of wrong) assert.throws(() => check(def, JSON.parse(JSON.stringify(v))), (e: Error) => e.message.startsWith(`${def}: `), `${def} accepted ${JSON.stringify(v)}`);
 });
 
 test('progress: a 2026-07-28 request with a progressToken gets notifications/progress over SSE, then its result; without one, plain JSON', async () => {

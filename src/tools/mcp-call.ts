@@ -7,7 +7,7 @@ import type { CallToolResult, GetPromptResult, Progress, Prompt, ReadResourceRes
 import type { Identity } from '../identity/types.ts';
 import type { Decision } from '../policy/types.ts';
 import { argsDigest, heldCall, type Approvals } from './approvals.ts';
-import { inputCapabilities, isInputRequired, isTask, openState, relayTask, sealState, type MrtrIn, type StateBinding } from './mcp-mrtr.ts';
+import { declaresTasks, inputCapabilities, isInputRequired, isTask, openState, relayTask, sealState, TASKS_EXT, type MrtrIn, type StateBinding } from './mcp-mrtr.ts';
 import type { Catalog, CompiledTool, ServerEntry } from './catalog.ts';
 import type { CallOptions } from './upstream.ts';
 import { decisionFields, denialMessage, errMsg, NAME_SEP } from './util.ts';
@@ -192,6 +192,11 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     const task = isTask(result);
     if (relay && !extra.mrtr) throw inputUnsupported(`tool "${name}"`);
     if (task && !extra.mrtr) throw new ToolError('task_unsupported', `tool "${name}" answered with a task (Tasks extension), which aam relays to MCP 2026-07-28 clients only: call it with a 2026-07-28 client that declares the extension`, { code: RPC.upstream, status: 502 });
+    // SEP-2663: no CreateTaskResult to a request that did not declare the extension; a server that cannot answer otherwise says -32021.
+    if (task && !declaresTasks(extra.mrtr?.clientCapabilities)) {
+      throw new ToolError('task_unsupported', `Missing required client capability: tool "${name}" answered with a task (Tasks extension), which this request did not declare; declare params._meta["io.modelcontextprotocol/clientCapabilities"].extensions["${TASKS_EXT}"] to get it`,
+        { code: -32021, status: 400, data: { requiredCapabilities: { extensions: { [TASKS_EXT]: {} } } } });
+    }
     const bytes = enforceLimit(rt, entry, `tools/call "${name}"`, result);
     deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: relay ? 'input_required' : task ? 'task_created' : result.isError ? 'tool_error' : 'ok', bytes, latency_ms: performance.now() - started } });
     // The egress door scrubs credentials from the bytes the agent receives; guardrails see every leaf first.

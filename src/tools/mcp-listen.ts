@@ -17,9 +17,9 @@ import { sseEvent as sse } from './mcp-headers.ts';
 import type { ListKind, Upstream } from './upstream.ts';
 import type { ServerEntry } from './catalog.ts';
 import { decisionFields, errMsg } from './util.ts';
-import { identityFields, RPC, type ToolAccess } from './types.ts';
+import { identityFields, RPC, ToolError, type ToolAccess } from './types.ts';
 import { decideTask, openTask, taskNotification } from './mcp-tasks.ts';
-import { TASKS_EXT } from './mcp-mrtr.ts';
+import { declaresTasks, TASKS_EXT } from './mcp-mrtr.ts';
 
 const SUBSCRIPTION_ID = 'io.modelcontextprotocol/subscriptionId';
 /** URIs one listen request may name (each is a decision and possibly an upstream subscription). */
@@ -46,10 +46,7 @@ interface Listener extends Watcher {
 const ALL_KINDS: ReadonlySet<Kind> = new Set(['tools', 'prompts', 'resources']);
 const taskKey = (server: string, up: string) => `${server}\n${up}`;
 /** Did the listen request's client declare the Tasks extension? */
-const declaresTasks = (params: Json): boolean => {
-  const caps = (params._meta as Json | undefined)?.['io.modelcontextprotocol/clientCapabilities'] as { extensions?: Json } | undefined;
-  return caps?.extensions?.[TASKS_EXT] !== undefined;
-};
+const listenDeclaresTasks = (params: Json): boolean => declaresTasks((params._meta as Json | undefined)?.['io.modelcontextprotocol/clientCapabilities']);
 
 /** The open listen streams of one gateway: fed by its catalog, re-decided on reloads, closed gracefully with it. */
 export interface ListenHub {
@@ -208,6 +205,8 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
         const w = l.tasks.get(taskKey(server, up));
         if (!w || !current(l)) continue;
         taskNotification(rt, l.ctx, w.task, w.id, task).then((out) => l.send('notifications/tasks', out), (e: unknown) => {
+          // Not a task per the extension: this one is dropped (on record), the next may be.
+          if (e instanceof ToolError && e.errorCode === 'invalid_task') { rt.deps.log.warn({ spiffe_id: l.who, server, err: errMsg(e) }, 'subscriptions/listen: task notification not relayed'); return; }
           // Denied now (the deny is on record), or not relayable: this stream hears no more of the task.
           l.tasks.delete(taskKey(server, up));
           w.task.entry.upstream.unwatchTask(up, l.ctx.identity);
@@ -235,14 +234,14 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
     },
     async listen(s, params, id, res) {
       const filter = params.notifications;
-      const reply = (status: number, code: number, message: string) => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify({ jsonrpc: '2.0', id, error: { code, message } })); };
+      const reply = (status: number, code: number, message: string, data?: Json) => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify({ jsonrpc: '2.0', id, error: { code, message, ...(data ? { data } : {}) } })); };
       if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) return reply(400, RPC.invalidParams, 'subscriptions/listen needs params.notifications: { toolsListChanged?, promptsListChanged?, resourcesListChanged?, resourceSubscriptions?: [uri, ...], taskIds?: [taskId, ...] }');
       const f = filter as Json;
       const uris = f.resourceSubscriptions === undefined ? [] : f.resourceSubscriptions;
       if (!Array.isArray(uris) || uris.some((u) => typeof u !== 'string') || uris.length > MAX_LISTEN_URIS) return reply(400, RPC.invalidParams, `params.notifications.resourceSubscriptions must be a list of at most ${MAX_LISTEN_URIS} URI strings`);
       const taskIds = f.taskIds === undefined ? [] : f.taskIds;
       if (!Array.isArray(taskIds) || taskIds.some((u) => typeof u !== 'string') || taskIds.length > MAX_LISTEN_URIS) return reply(400, RPC.invalidParams, `params.notifications.taskIds must be a list of at most ${MAX_LISTEN_URIS} task ids`);
-      if (taskIds.length && !declaresTasks(params)) return reply(400, -32021, `Missing required client capability: notifications.taskIds needs the Tasks extension; declare params._meta["io.modelcontextprotocol/clientCapabilities"].extensions["${TASKS_EXT}"]`);
+      if (taskIds.length && !listenDeclaresTasks(params)) return reply(400, -32021, `Missing required client capability: notifications.taskIds needs the Tasks extension; declare params._meta["io.modelcontextprotocol/clientCapabilities"].extensions["${TASKS_EXT}"]`, { requiredCapabilities: { extensions: { [TASKS_EXT]: {} } } });
       const who = s.identity.agent.spiffeId;
       if (countOf(who) >= maxPerIdentity) return reply(429, RPC.limited, `too many open subscriptions/listen streams for ${who} (limit ${maxPerIdentity} per identity); close one (end its HTTP response) and retry`);
       // Each URI is decided like a read; one the caller may not read (or that no server owns) is not acknowledged.

@@ -78,15 +78,56 @@ const DEFAULT_TTL_MS = 60 * 60_000;
 const MAX_TTL_MS = 24 * 60 * 60_000;
 
 type Json = Record<string, unknown>;
-/** `args`: the digest of the creating call's arguments, so an id stays bounded whatever the call sent. */
-export interface TaskBinding { sub: string; server: string; tool: string; args: string; up: string; exp: number }
+/**
+ * `args`: the digest of the creating call's arguments, so an id stays bounded whatever the call sent;
+ * `ttl`: the ttlMs aam honours the id for (the client is told this one); `exp`: when it lapses.
+ */
+export interface TaskBinding { sub: string; server: string; tool: string; args: string; up: string; ttl?: number; exp: number }
 
 export const isTask = (r: unknown): boolean => typeof r === 'object' && r !== null && (r as Json).resultType === 'task';
 
-/** The CreateTaskResult the client gets: the upstream's, with aam's sealed taskId. */
-export function relayTask(key: Buffer, r: unknown, b: Omit<TaskBinding, 'up' | 'exp'>, now = Date.now()): Json {
+/** Did this request's client capabilities declare the Tasks extension (SEP-2663: per request, `extensions[TASKS_EXT]`)? */
+export const declaresTasks = (caps: unknown): boolean => {
+  const ext = typeof caps === 'object' && caps !== null ? (caps as Json).extensions : undefined;
+  return typeof ext === 'object' && ext !== null && (ext as Json)[TASKS_EXT] !== undefined;
+};
+
+/** The statuses a Task may have (SEP-2663 "Task Status"); completed, failed and cancelled are terminal. */
+const STATUSES: ReadonlySet<string> = new Set(['working', 'input_required', 'completed', 'failed', 'cancelled']);
+/** The field each status carries in a DetailedTask (tasks/get, notifications/tasks). */
+const PAYLOAD: Record<string, string> = { input_required: 'inputRequests', completed: 'result', failed: 'error' };
+const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * Why an upstream's task is not one a client can rely on (SEP-2663's Task: a known status,
+ * createdAt and lastUpdatedAt; `detailed`, a tasks/get result or notifications/tasks: also the
+ * payload its status carries), or null. Names fields only: the upstream's values stay out of errors.
+ */
+export function taskFault(t: Json, detailed: boolean): string | null {
+  if (typeof t.status !== 'string' || !STATUSES.has(t.status)) return 'its status is missing or none of working, input_required, completed, failed, cancelled';
+  for (const k of ['createdAt', 'lastUpdatedAt']) if (typeof t[k] !== 'string') return `it has no ${k} (an ISO 8601 string)`;
+  if (t.statusMessage !== undefined && typeof t.statusMessage !== 'string') return 'its statusMessage is not a string';
+  if (t.pollIntervalMs !== undefined && !(Number.isInteger(t.pollIntervalMs) && (t.pollIntervalMs as number) >= 0)) return 'its pollIntervalMs is not a whole number of milliseconds';
+  const payload = PAYLOAD[t.status];
+  if (detailed && payload && !isObj(t[payload])) return `a ${t.status} task must carry ${payload} (an object)`;
+  return null;
+}
+
+/**
+ * The ttlMs a client is told: the upstream's while it is within what aam honours the id for
+ * (the binding's), else aam's (the id lapses then, whatever the upstream keeps).
+ */
+export function taskTtl(b: Pick<TaskBinding, 'ttl'>, upstreamTtl: unknown): number {
+  const ours = b.ttl ?? DEFAULT_TTL_MS;
+  return Number.isInteger(upstreamTtl) && (upstreamTtl as number) > 0 && (upstreamTtl as number) < ours ? upstreamTtl as number : ours;
+}
+
+/** The CreateTaskResult the client gets: the upstream's, with aam's sealed taskId and the ttlMs aam honours it for. */
+export function relayTask(key: Buffer, r: unknown, b: Omit<TaskBinding, 'up' | 'exp' | 'ttl'>, now = Date.now()): Json {
   const task = r as Json;
   if (typeof task.taskId !== 'string' || !task.taskId) throw new ToolError('upstream_error', `MCP server "${b.server}" answered tools/call "${b.tool}" with a task without a taskId`, { code: RPC.upstream, status: 502 });
-  const ttl = typeof task.ttlMs === 'number' && task.ttlMs > 0 ? Math.min(task.ttlMs, MAX_TTL_MS) : DEFAULT_TTL_MS;
-  return { ...task, resultType: 'task', taskId: seal(key, TASK_PREFIX, { ...b, up: task.taskId, exp: now + ttl } satisfies TaskBinding) };
+  const fault = taskFault(task, false);
+  if (fault) throw new ToolError('upstream_error', `MCP server "${b.server}" answered tools/call "${b.tool}" with a task that is not one per the Tasks extension: ${fault}`, { code: RPC.upstream, status: 502 });
+  const ttl = Number.isInteger(task.ttlMs) && (task.ttlMs as number) > 0 ? Math.min(task.ttlMs as number, MAX_TTL_MS) : DEFAULT_TTL_MS;
+  return { ...task, resultType: 'task', taskId: seal(key, TASK_PREFIX, { ...b, up: task.taskId, ttl, exp: now + ttl } satisfies TaskBinding), ttlMs: ttl };
 }

@@ -152,7 +152,8 @@ async function answer(o: StatelessOptions, headers: IncomingHttpHeaders, body: J
     return { status: 200, body: { jsonrpc: '2.0', id, result: { ...result, resultType: kind } } };
   } catch (e) {
     if (e instanceof ToolError && e.code === MODERN_RPC.headerMismatch) return error(id, 400, e.code, e.message);
-    if (e instanceof ToolError) return error(id, 200, e.code, e.message, e.data);
+    // -32021 (a capability the request did not declare) is a 400, as the spec's MissingRequiredClientCapabilityError says.
+    if (e instanceof ToolError) return error(id, e.code === MODERN_RPC.missingCapability ? 400 : 200, e.code, e.message, e.data);
     throw e;
   }
 }

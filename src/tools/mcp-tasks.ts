@@ -5,13 +5,18 @@
 // caller's alone (for anyone else it does not exist, like A2A tasks), and each request is decided
 // by the same policy as the call that created it (that tool's resource and action; its arguments
 // were decided when it was created, so args constraints are not checked again and a `when` reading
-// args fails closed), then forwarded with the upstream's taskId; what comes back is guarded and scrubbed like a result.
-// Sealed rather than stored, so any replica of a fleet serves a task created through another.
+// args fails closed), then forwarded with the upstream's taskId (aam declares the extension on it);
+// what comes back is held to the SEP's shapes: tasks/get a DetailedTask (a known status, its
+// timestamps and the payload its status carries, else 502) with the caller's taskId and the ttlMs
+// aam honours, guarded and scrubbed like a result; tasks/update and tasks/cancel the empty
+// acknowledgement, nothing of the upstream's answer. Sealed rather than stored, so any replica of a
+// fleet serves a task created through another.
 import { randomUUID } from 'node:crypto';
 import { context, enforceLimit, guardedResult, guardInbound, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import type { CompiledTool, ServerEntry } from './catalog.ts';
-import { TASK_PREFIX, unseal, type TaskBinding } from './mcp-mrtr.ts';
-import { decisionFields, denialMessage } from './util.ts';
+import { TASK_PREFIX, TASKS_EXT, taskFault, taskTtl, unseal, type TaskBinding } from './mcp-mrtr.ts';
+import { CLIENT_CAPS } from './mcp-headers.ts';
+import { decisionFields, denialMessage, errMsg } from './util.ts';
 import { identityFields, RPC, ToolError } from './types.ts';
 
 type Json = Record<string, unknown>;
@@ -44,6 +49,20 @@ export function decideTask(rt: Runtime, s: SessionCtx, task: { b: TaskBinding; t
   return ev;
 }
 
+/**
+ * A DetailedTask as the caller gets it (tasks/get result, notifications/tasks params): checked
+ * against the SEP (a fault is a 502, naming the field, never the upstream's value), with the
+ * caller's own taskId and the ttlMs aam honours it for.
+ */
+function detailedTask(task: { b: TaskBinding }, what: string, r: Json): Json {
+  const fault = taskFault(r, true);
+  if (fault) throw new ToolError('invalid_task', `MCP server "${task.b.server}" answered ${what} for a task of tools/call "${task.b.tool}" with a task that is not one per the Tasks extension: ${fault}`, { code: RPC.upstream, status: 502 });
+  return { ...r, ttlMs: taskTtl(task.b, r.ttlMs) };
+}
+
+/** What aam's tasks/* requests upstream declare: the extension they belong to (SEP-2663, per-request capabilities). */
+const TASKS_META = { [CLIENT_CAPS]: { extensions: { [TASKS_EXT]: {} } } };
+
 /** tasks/get, tasks/update or tasks/cancel of a 2026-07-28 client. */
 export async function taskRequest(rt: Runtime, s: SessionCtx, method: string, params: Json, extra: Extra): Promise<Json> {
   const { deps } = rt;
@@ -54,23 +73,39 @@ export async function taskRequest(rt: Runtime, s: SessionCtx, method: string, pa
   // Whatever else the client sends (tasks/update's inputResponses, any field) goes upstream only through the input guardrails.
   const { _meta: _ignored, taskId: _own, ...rest } = params;
   const inbound = await guardInbound(rt, s, rest, method, requestId, entry.spec.guardrails, ev);
-  const r = await entry.upstream.task(method, { ...inbound, taskId: b.up }, s.identity, { signal: extra.signal });
+  const r = await entry.upstream.task(method, { ...inbound, taskId: b.up, _meta: TASKS_META }, s.identity, { signal: extra.signal });
   const bytes = enforceLimit(rt, entry, method, r);
-  deps.audit.record({ ...ev, type: 'tool.outcome', outcome: { status: typeof r.status === 'string' ? `task_${r.status}` : 'ok', bytes } });
-  const out = await guardedResult(rt, s, r, `${method} ${b.tool}`, requestId, entry.spec.guardrails);
-  return { ...out, ...(out.taskId !== undefined ? { taskId: params.taskId } : {}) };
+  if (method !== 'tasks/get') {
+    // An acknowledgement only (SEP-2663): the state is read with tasks/get, so nothing of the upstream's answer is relayed.
+    deps.audit.record({ ...ev, type: 'tool.outcome', outcome: { status: 'ok', bytes } });
+    return {};
+  }
+  let detailed: Json;
+  try { detailed = detailedTask(task, method, r); } catch (e) {
+    deps.audit.record({ ...ev, type: 'tool.outcome', outcome: { status: 'error', error: errMsg(e), bytes } });
+    throw e;
+  }
+  deps.audit.record({ ...ev, type: 'tool.outcome', outcome: { status: `task_${String(r.status)}`, bytes } });
+  const out = await guardedResult(rt, s, detailed, `${method} ${b.tool}`, requestId, entry.spec.guardrails);
+  return { ...out, taskId: params.taskId };
 }
 
 /**
  * An upstream's notifications/tasks as one listen stream's caller gets it: decided like a tasks/get
- * (a deny is thrown), size-limited, guarded and scrubbed like a result, with the caller's task id.
+ * (a deny is thrown), held to the SEP's DetailedTask (else thrown: ToolError 'invalid_task'),
+ * size-limited, guarded and scrubbed like a result, with the caller's task id.
  */
 export async function taskNotification(rt: Runtime, s: SessionCtx, task: { b: TaskBinding; entry: ServerEntry; t: CompiledTool }, taskId: string, params: Json): Promise<Json> {
   const requestId = `req_${randomUUID()}`;
   const ev = decideTask(rt, s, task, 'notifications/tasks', requestId);
   const { _meta: _ignored, ...rest } = params;
   const bytes = enforceLimit(rt, task.entry, 'notifications/tasks', rest);
-  rt.deps.audit.record({ ...ev, type: 'tool.outcome', outcome: { status: typeof rest.status === 'string' ? `task_${rest.status}` : 'ok', bytes } });
-  const out = await guardedResult(rt, s, rest, `notifications/tasks ${task.b.tool}`, requestId, task.entry.spec.guardrails);
+  let detailed: Json;
+  try { detailed = detailedTask(task, 'notifications/tasks', rest); } catch (e) {
+    rt.deps.audit.record({ ...ev, type: 'tool.outcome', outcome: { status: 'error', error: errMsg(e), bytes } });
+    throw e;
+  }
+  rt.deps.audit.record({ ...ev, type: 'tool.outcome', outcome: { status: `task_${String(rest.status)}`, bytes } });
+  const out = await guardedResult(rt, s, detailed, `notifications/tasks ${task.b.tool}`, requestId, task.entry.spec.guardrails);
   return { ...out, taskId };
 }

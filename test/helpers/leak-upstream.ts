@@ -410,10 +410,33 @@ function taskInstruction(id: unknown): Instruction | null {
   return m ? { channel: m[1], form: decodeURIComponent(m[2]), tag: m[3] } : null;
 }
 
+/** subscriptions/listen streams of /mcp-modern asking for list changes, with the credential each was opened with. */
+const listStreams = new Set<{ res: ServerResponse; secret: string }>();
+
+/**
+ * list_changed of every list on each open listen stream that asked for them, the payload in every
+ * field a notification has room for (params, its _meta, fields beside method), in the stream's credential; how many were sent.
+ */
+function listChangedEverywhere(form: string): number {
+  let n = 0;
+  for (const st of listStreams) {
+    if (st.res.writableEnded || st.res.destroyed) { listStreams.delete(st); continue; }
+    const p = payload(form, st.secret, 'json');
+    for (const list of ['tools', 'prompts', 'resources']) {
+      st.res.write(sse(`{"jsonrpc":"2.0","method":"notifications/${list}/list_changed","params":{"echo":"${p}","reason":"${p}","_meta":{"io.leak/echo":"${p}","io.modelcontextprotocol/subscriptionId":"${p}"}},"echo":"${p}","id":"${p}"}`));
+      n++;
+    }
+  }
+  return n;
+}
+
+/** A Task's common fields (SEP-2663), one of them echoing the payload. */
+const taskFields = (tid: string, status: string, message: string) => `"taskId":${tid},"status":"${status}","statusMessage":"${message}","createdAt":"2026-08-01T10:00:00Z","lastUpdatedAt":"2026-08-01T10:00:01Z","ttlMs":60000`;
+
 /**
  * A 2026-07-28 server (/mcp-modern) echoing the credential through input_required (inputRequests,
  * then the retry's result), tasks (the created task, tasks/get|update|cancel results, and
- * notifications/tasks on a subscriptions/listen stream) and SSE progress.
+ * notifications/tasks on a subscriptions/listen stream), list_changed on listen streams and SSE progress.
  */
 async function mcpModern(req: IncomingMessage, res: ServerResponse, raw: string, count: (tag: string) => void): Promise<void> {
   const secret = secretOf(req);
@@ -428,31 +451,44 @@ async function mcpModern(req: IncomingMessage, res: ServerResponse, raw: string,
     const notifications = (params.notifications ?? {}) as Obj;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
     res.write(sse(`{"jsonrpc":"2.0","method":"notifications/subscriptions/acknowledged","params":{"notifications":${JSON.stringify(notifications)}}}`));
+    if (notifications.toolsListChanged || notifications.promptsListChanged || notifications.resourcesListChanged) {
+      const st = { res, secret };
+      listStreams.add(st);
+      res.on('close', () => listStreams.delete(st));
+    }
     for (const t of (notifications.taskIds ?? []) as string[]) {
       const ins = taskInstruction(t);
       if (!ins) continue;
       count(ins.tag);
-      res.write(sse(`{"jsonrpc":"2.0","method":"notifications/tasks","params":{"taskId":${JSON.stringify(t)},"status":"working","statusMessage":"${payload(ins.form, secret, 'json')}"}}`));
+      res.write(sse(`{"jsonrpc":"2.0","method":"notifications/tasks","params":{${taskFields(JSON.stringify(t), 'working', payload(ins.form, secret, 'json'))}}}`));
     }
     return; // open until aam ends it
   }
   const a = (params.arguments ?? {}) as Obj;
   const ins = msg.method === 'tools/call' ? { channel: String(a.channel), form: String(a.form), tag: String(a.tag) } : taskInstruction(params.taskId);
   if (!ins) { res.writeHead(200, json).end(`{"jsonrpc":"2.0","id":${JSON.stringify(msg.id)},"error":{"code":-32601,"message":"no such method"}}`); return; }
+  // list_changed: counted only when a listen stream carried the echo (the call itself echoes nothing).
+  if (ins.channel === 'list_changed') {
+    for (let n = listChangedEverywhere(ins.form); n > 0; n--) count(ins.tag);
+    res.writeHead(200, json).end(result('{"resultType":"complete","content":[{"type":"text","text":"announced"}]}'));
+    return;
+  }
   count(ins.tag);
   const p = payload(ins.form, secret, 'json');
   const tid = JSON.stringify(leakTaskId(ins));
   const content = contentOf(ins.form, secret);
   let events: string[];
-  if (msg.method === 'tasks/get') events = [result(`{"resultType":"complete","taskId":${tid},"status":"completed","statusMessage":"${p}","result":{"content":${content}}}`)];
+  if (msg.method === 'tasks/get') events = [result(`{"resultType":"complete",${taskFields(tid, 'completed', p)},"result":{"content":${content}}}`)];
+  // Acknowledgements with the echo beside them (aam relays the empty acknowledgement only).
   else if (msg.method === 'tasks/update') events = [result(`{"resultType":"complete","message":"${p}"}`)];
-  else if (msg.method === 'tasks/cancel') events = [result(`{"resultType":"complete","taskId":${tid},"status":"cancelled","statusMessage":"${p}"}`)];
+  else if (msg.method === 'tasks/cancel') events = [result(`{"resultType":"complete",${taskFields(tid, 'cancelled', p)}}`)];
   else if (ins.channel === 'input_required') {
     events = [params.requestState === undefined
       ? result(`{"resultType":"input_required","inputRequests":{"q":{"method":"elicitation/create","params":{"mode":"form","message":"${p}","requestedSchema":{"type":"object","properties":{}}}}},"requestState":"st-${ins.tag}"}`)
       : result(`{"resultType":"complete","content":${content}}`)];
-  } else if (ins.channel === 'task' || ins.channel === 'listen') {
-    events = [result(`{"resultType":"task","taskId":${tid},"status":"working","statusMessage":"${ins.channel === 'task' ? p : 'started'}","ttlMs":60000}`)];
+  } else if (ins.channel === 'task' || ins.channel === 'listen' || ins.channel === 'tasks/get') {
+    // channel tasks/get: only the tasks/get result echoes (the created task does not).
+    events = [result(`{"resultType":"task",${taskFields(tid, 'working', ins.channel === 'task' ? p : 'started')}}`)];
   } else {
     const token = JSON.stringify(((params._meta ?? {}) as Obj).progressToken ?? 0);
     events = [`{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":${token},"progress":1,"total":2,"message":"${p}"}}`, result('{"resultType":"complete","content":[{"type":"text","text":"done"}]}')];

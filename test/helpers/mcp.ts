@@ -58,19 +58,28 @@ export async function serversReady(gw: TestGateway, ms = 90_000): Promise<void> 
   await until(async () => Object.values(await mcpStatus(gw)).every((s) => s.state === 'ready'), ms, 'all MCP servers ready');
 }
 
-/** Validates a value against a definition of the MCP 2026-07-28 JSON Schema, e.g. check('CallToolRequest', body). */
+/**
+ * Validates a value against a definition of the MCP 2026-07-28 JSON Schema, e.g. check('CallToolRequest', body),
+ * or, with a `tasks:` prefix, of the Tasks extension's (check('tasks:GetTaskResult', result)).
+ */
 export type SchemaCheck = (def: string, value: unknown) => void;
 
 /**
- * A check against the spec's schema/2026-07-28/schema.json: the vendored copy in
- * test/fixtures/mcp-schema, or MCP_2026_SCHEMA=<path> to check against another.
+ * A check against the spec's schema/2026-07-28/schema.json (the vendored copy in
+ * test/fixtures/mcp-schema, or MCP_2026_SCHEMA=<path> to check against another) and the Tasks
+ * extension's shapes transcribed from SEP-2663 beside it (tasks-extension.json, which refers to the former).
  */
 export async function mcpSchemaCheck(): Promise<SchemaCheck> {
-  const path = process.env.MCP_2026_SCHEMA || join(import.meta.dirname, '..', 'fixtures', 'mcp-schema', '2026-07-28.json');
+  const dir = join(import.meta.dirname, '..', 'fixtures', 'mcp-schema');
+  const path = process.env.MCP_2026_SCHEMA || join(dir, '2026-07-28.json');
   const { Ajv2020 } = await import('ajv/dist/2020.js') as unknown as { Ajv2020: new (o: object) => { addSchema(s: object, id: string): void; validate(ref: string, v: unknown): boolean; errorsText(): string } };
   const ajv = new Ajv2020({ strict: false, allErrors: true, logger: false });
   ajv.addSchema(JSON.parse(readFileSync(path, 'utf8')) as object, 'mcp');
-  return (def, value) => assert.ok(ajv.validate(`mcp#/$defs/${def}`, value), `${def}: ${ajv.errorsText()}`);
+  ajv.addSchema(JSON.parse(readFileSync(join(dir, 'tasks-extension.json'), 'utf8')) as object, 'mcp-tasks');
+  return (def, value) => {
+    const ref = def.startsWith('tasks:') ? `mcp-tasks#/$defs/${def.slice(6)}` : `mcp#/$defs/${def}`;
+    assert.ok(ajv.validate(ref, value), `${def}: ${ajv.errorsText()}`);
+  };
 }
 
 /** JSON-RPC messages of an SSE body, pushed to the returned array as they arrive (until the body ends or is aborted). */
