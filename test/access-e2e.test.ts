@@ -12,7 +12,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { until } from './helpers/e2e.ts';
-import { FIXTURE, NODE, tempFile } from './fixtures/mcp-accounts/upstream.ts';
+import { FIXTURE, NODE, STDIO_TIMEOUT_MS, tempFile } from './fixtures/mcp-accounts/upstream.ts';
 
 let gw: TestGateway;
 let api: Server;
@@ -41,8 +41,10 @@ before(async () => {
     doc('TrustDomain', 'partner.example', { jwks_file: jwksFile }),
     doc('Agent', 'finance-analyst', { workload: 'spiffe://prod/agent/finance-analyst', team: 'finance', environment: 'prod', owner: 'jane@example.com' }),
     doc('Agent', 'partner-bot', { workload: 'spiffe://partner.example/bot', team: 'partners', environment: 'prod' }),
+    // timeout_ms bounds the server's start too: a start slower than that is stopped and begun again,
+    // as cold, each time (at load 34-42 the 90 s wait below ran out once with the 30 s default).
     doc('McpServer', 'salesforce', {
-      transport: 'stdio', command: NODE, args: [FIXTURE, 'stdio'], env: { CALLS_FILE: callsFile },
+      transport: 'stdio', command: NODE, args: [FIXTURE, 'stdio'], env: { CALLS_FILE: callsFile }, timeout_ms: STDIO_TIMEOUT_MS,
       tools: { search_accounts: { resource: 'salesforce.accounts', action: 'search' }, read_account: { resource: 'salesforce.accounts', action: 'read' }, export_accounts: { resource: 'salesforce.accounts', action: 'export' } },
     }),
     doc('HttpTool', 'crm', { baseUrl: apiUrl, credential: 'crm-token', resource: 'salesforce.accounts', actions: { read: { method: 'GET', path: '/accounts/{id}' }, export: { method: 'POST', path: '/accounts/export' } } }),
