@@ -276,18 +276,20 @@ async function authorizeOrThrow(rt: Runtime, s: SessionCtx, entry: ServerEntry, 
   return { requestId, adm };
 }
 
+/** Per server in catalog order (not in the order the servers answer), so pages of it are cut from the same order each time. */
 export async function listResources(rt: Runtime, s: SessionCtx): Promise<Resource[]> {
-  const out: Resource[] = [];
-  await Promise.all(listable(rt, s).map(async (e) => {
-    if (!s.access.visible(e.resource, RESOURCE_READ)) return;
+  const lists = await Promise.all(listable(rt, s).map(async (e) => {
+    if (!s.access.visible(e.resource, RESOURCE_READ)) return [];
     try {
-      for (const r of await e.upstream.listResources(s.identity)) {
-        s.resourceOwner.set(r.uri, e.name);
-        out.push(r);
-      }
-    } catch (err) { rt.deps.log.warn({ mcp_server: e.name, err: errMsg(err) }, 'resources/list failed'); }
+      const rs = await e.upstream.listResources(s.identity);
+      for (const r of rs) s.resourceOwner.set(r.uri, e.name);
+      return rs;
+    } catch (err) {
+      rt.deps.log.warn({ mcp_server: e.name, err: errMsg(err) }, 'resources/list failed');
+      return [];
+    }
   }));
-  return out;
+  return lists.flat();
 }
 
 export async function listResourceTemplates(rt: Runtime, s: SessionCtx): Promise<ResourceTemplate[]> {
@@ -385,15 +387,18 @@ export async function unsubscribeResource(rt: Runtime, s: SessionCtx, uri: strin
   await rt.catalog.servers.get(server)?.upstream.unsubscribe(uri, s.identity);
 }
 
+/** Per server in catalog order, like listResources. */
 export async function listPrompts(rt: Runtime, s: SessionCtx): Promise<Prompt[]> {
-  const out: Prompt[] = [];
-  await Promise.all(listable(rt, s).map(async (e) => {
-    if (!s.access.visible(e.resource, PROMPT_GET)) return;
+  const lists = await Promise.all(listable(rt, s).map(async (e) => {
+    if (!s.access.visible(e.resource, PROMPT_GET)) return [];
     try {
-      for (const p of await e.upstream.listPrompts(s.identity)) out.push(s.scope === null ? { ...p, name: `${e.name}${NAME_SEP}${p.name}` } : p);
-    } catch (err) { rt.deps.log.warn({ mcp_server: e.name, err: errMsg(err) }, 'prompts/list failed'); }
+      return (await e.upstream.listPrompts(s.identity)).map((p) => (s.scope === null ? { ...p, name: `${e.name}${NAME_SEP}${p.name}` } : p));
+    } catch (err) {
+      rt.deps.log.warn({ mcp_server: e.name, err: errMsg(err) }, 'prompts/list failed');
+      return [];
+    }
   }));
-  return out;
+  return lists.flat();
 }
 
 export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: Record<string, string> | undefined, extra: Extra): Promise<GetPromptResult> {

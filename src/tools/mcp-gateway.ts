@@ -16,7 +16,7 @@ import { mcpTraceparent } from '../observability/otlp-genai.ts';
 import { createCatalog } from './catalog.ts';
 import { callTool, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, subscribeResource, unsubscribeResource, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { createMcpShared, sessionLimits, type McpGateway, type McpGatewayOptions, type McpShared } from './mcp-lazy.ts';
-import { handleModern, isModernRequest, toolsPage } from './mcp-stateless.ts';
+import { handleModern, isModernRequest, listPage, toolsPage } from './mcp-stateless.ts';
 import { createListenHub } from './mcp-listen.ts';
 import { RPC, ToolError, type ToolAccess, type ToolDeps } from './types.ts';
 import { ALL_SESSIONS, StoreUnavailable, type McpSessionNote, type McpSessionRecord } from '../store/types.ts';
@@ -274,8 +274,8 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     server.setRequestHandler(CallToolRequestSchema, async (req, extra) =>
       // A trace the agent carried in params._meta (MCP semconv) is the one this call continues.
       callTool(rt, forRequest(ctx, extra), req.params.name, req.params.arguments, { ...callExtra(req.params._meta?.progressToken, extra), carried: mcpTraceparent(req.params) }));
-    server.setRequestHandler(ListResourcesRequestSchema, async (_req, extra) => ({ resources: await listResources(rt, forRequest(ctx, extra)) }));
-    server.setRequestHandler(ListResourceTemplatesRequestSchema, async (_req, extra) => ({ resourceTemplates: await listResourceTemplates(rt, forRequest(ctx, extra)) }));
+    server.setRequestHandler(ListResourcesRequestSchema, async (req, extra) => listPage('resources/list', 'resources', req.params?.cursor, pageSize, () => listResources(rt, forRequest(ctx, extra))));
+    server.setRequestHandler(ListResourceTemplatesRequestSchema, async (req, extra) => listPage('resources/templates/list', 'resourceTemplates', req.params?.cursor, pageSize, () => listResourceTemplates(rt, forRequest(ctx, extra))));
     server.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => readResource(rt, forRequest(ctx, extra), req.params.uri, callExtra(req.params._meta?.progressToken, extra)));
     // A session's subscriptions are held by one replica at a time: the one it last subscribed on.
     // The registry says who holds it (a replica that missed the note reads it there); the note is the fast path.
@@ -302,7 +302,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       await passOn(id, UNSUBSCRIBED, { uri: req.params.uri });
       return {};
     });
-    server.setRequestHandler(ListPromptsRequestSchema, async (_req, extra) => ({ prompts: await listPrompts(rt, forRequest(ctx, extra)) }));
+    server.setRequestHandler(ListPromptsRequestSchema, async (req, extra) => listPage('prompts/list', 'prompts', req.params?.cursor, pageSize, () => listPrompts(rt, forRequest(ctx, extra))));
     server.setRequestHandler(GetPromptRequestSchema, async (req, extra) => getPrompt(rt, forRequest(ctx, extra), req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra)));
     return server;
   }

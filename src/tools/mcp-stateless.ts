@@ -183,15 +183,15 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
       // A trace the agent carried in params._meta is the one this call continues (as on sessions).
       return callTool(rt, s, name, params.arguments, { ...mx, carried: mcpTraceparent(params) }) as Promise<Json>;
     }
-    case 'resources/list': return { resources: await listResources(rt, s), ...PRIVATE };
-    case 'resources/templates/list': return { resourceTemplates: await listResourceTemplates(rt, s), ...PRIVATE };
+    case 'resources/list': return { ...await listPage(method, 'resources', params.cursor, o.pageSize, () => listResources(rt, s)), ...PRIVATE };
+    case 'resources/templates/list': return { ...await listPage(method, 'resourceTemplates', params.cursor, o.pageSize, () => listResourceTemplates(rt, s)), ...PRIVATE };
     case 'resources/read': {
       // No session remembers which server listed a URI: on /mcp, list (as this caller) to find its owner.
       if (s.scope === null) await Promise.all([listResources(rt, s), listResourceTemplates(rt, s)]);
       const r = await readResource(rt, s, String(params.uri), mx);
       return isInputRequired(r) ? r : { ...r, ...PRIVATE }; // an interim result carries no caching hints
     }
-    case 'prompts/list': return { prompts: await listPrompts(rt, s), ...PRIVATE };
+    case 'prompts/list': return { ...await listPage(method, 'prompts', params.cursor, o.pageSize, () => listPrompts(rt, s)), ...PRIVATE };
     case 'tasks/get': case 'tasks/update': case 'tasks/cancel': return taskRequest(rt, s, method, params, extra);
     case 'prompts/get': return getPrompt(rt, s, String(params.name), isObj(params.arguments) ? params.arguments as Record<string, string> : undefined, mx) as Promise<Json>;
     default: return undefined;
@@ -200,21 +200,34 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
 
 /** One page of the tools this caller may call, named as its endpoint exposes them (both generations). */
 export async function toolsPage(rt: Runtime, s: SessionCtx, cursor: unknown, pageSize: number): Promise<{ tools: Json[]; nextCursor?: string }> {
-  const start = decodeCursor(cursor);
+  const start = decodeCursor(cursor, 'tools/list');
   const all = await visibleTools(rt, s);
   const tools = all.slice(start, start + pageSize).map((t) => ({ ...t.def, name: rt.catalog.exposedName(s.scope, t) }));
   return start + pageSize < all.length ? { tools, nextCursor: encodeCursor(start + pageSize) } : { tools };
+}
+
+/**
+ * One page of a list aam answers itself from its servers' (prompts, resources, resource templates;
+ * both generations), cut like tools/list: `pageSize` items from the offset an opaque cursor names,
+ * nextCursor while more follow, the same error for a cursor aam did not make (checked before any
+ * server is asked). The whole list is gathered for each page: aam keeps no per-client listing.
+ */
+export async function listPage<K extends string, T>(method: string, key: K, cursor: unknown, pageSize: number, list: () => Promise<T[]>): Promise<Record<K, T[]> & { nextCursor?: string }> {
+  const start = decodeCursor(cursor, method);
+  const all = await list();
+  const items = { [key]: all.slice(start, start + pageSize) } as Record<K, T[]>;
+  return start + pageSize < all.length ? { ...items, nextCursor: encodeCursor(start + pageSize) } : items;
 }
 
 function encodeCursor(offset: number): string {
   return Buffer.from(JSON.stringify({ o: offset })).toString('base64url');
 }
 
-function decodeCursor(cursor: unknown): number {
+function decodeCursor(cursor: unknown, method: string): number {
   if (cursor === undefined) return 0;
   try {
     const v = JSON.parse(Buffer.from(String(cursor), 'base64url').toString('utf8')) as { o?: unknown };
     if (typeof v.o === 'number' && Number.isSafeInteger(v.o) && v.o >= 0) return v.o;
   } catch { /* fall through */ }
-  throw new ToolError('invalid_cursor', 'invalid tools/list cursor; pass the nextCursor from the previous page unchanged', { code: RPC.invalidParams, status: 400 });
+  throw new ToolError('invalid_cursor', `invalid ${method} cursor; pass the nextCursor from the previous page unchanged`, { code: RPC.invalidParams, status: 400 });
 }
