@@ -45,10 +45,10 @@ const chains = async () => (await sql<Array<{ replica: string }>>`SELECT replica
 /**
  * A TCP proxy to the test's PostgreSQL; `relay` decides when each chunk (either direction) is
  * passed on, or whether it is dropped (never calling send), knowing which connection it is on (its
- * index in `attempts`). Chunks not yet passed on when either side closes are dropped, as a crash
+ * index in `attempts`) and the direction (toServer). Chunks not yet passed on when either side closes are dropped, as a crash
  * drops them. stop() is PostgreSQL going away (every connection cut, new ones refused) until start().
  */
-async function pgProxy(relay: (send: () => void, conn: number) => void): Promise<{ url: string; close(): void; stop(): void; start(): void; attempts: number[] }> {
+async function pgProxy(relay: (send: () => void, conn: number, toServer: boolean) => void): Promise<{ url: string; close(): void; stop(): void; start(): void; attempts: number[] }> {
   const target = new URL(store.databaseUrl);
   let stopped = false;
   const sockets = new Set<Socket>();
@@ -60,7 +60,7 @@ async function pgProxy(relay: (send: () => void, conn: number) => void): Promise
     const upstream = connect(Number(target.port || 5432), target.hostname);
     for (const s of [client, upstream]) { sockets.add(s); s.once('close', () => sockets.delete(s)); }
     let open = true;
-    const pipe = (from: Socket, to: Socket) => from.on('data', (c) => relay(() => { if (open) to.write(c); }, conn));
+    const pipe = (from: Socket, to: Socket) => from.on('data', (c) => relay(() => { if (open) to.write(c); }, conn, to === upstream));
     pipe(client, upstream);
     pipe(upstream, client);
     const end = () => { open = false; client.destroy(); upstream.destroy(); };
@@ -308,6 +308,53 @@ test('PostgreSQL down for 12 s: requests get 503 (never an unrecorded 200), /rea
     await until(async () => (await sql`SELECT 1 FROM audit_events WHERE request_id = ${refused.requestId}`).length > 0, 10_000, 'the refused request\'s evidence in PostgreSQL');
   } finally {
     await r.stop();
+    proxy.close();
+  }
+});
+
+test('an INSERT committed whose reply is lost: the first attempt is a plain INSERT, the retry finds the row (ON CONFLICT DO NOTHING) and the event is there once; verify names events of no chain', async () => {
+  let lose = false;
+  const sent: string[] = [];
+  // The server's reply to the INSERT is dropped and the connection cut: the row is committed, the client never hears so.
+  const proxy = await pgProxy((send, _conn, toServer) => {
+    if (lose && !toServer) { lose = false; proxy.stop(); proxy.start(); return; }
+    send();
+  });
+  const own = postgres(proxy.url, { max: 1, onnotice: () => {}, debug: (_conn: number, query: string) => { sent.push(query); } });
+  try {
+    const replicaId = `lost-${randomBytes(3).toString('hex')}`;
+    const log = await openFleetAuditLog(own, { replica: replicaId, keyEncryptionKey: parseMasterKeyEnv(MASTER, dir).derive(SIGNING_KEY_KEK_INFO), checkpointIntervalMs: 60_000 });
+    // Prepared on this connection first, so the lost reply is the INSERT's own (not its Describe's).
+    log.record({ type: 'admin', request_id: 'warm' });
+    await log.journaled();
+    sent.length = 0;
+    lose = true;
+    log.record({ type: 'admin', request_id: 'lost-reply' });
+    await assert.rejects(log.journaled(), /cannot write the audit trail/);
+    await until(async () => { try { await log.journaled(); return true; } catch { return false; } }, 10_000, 'the retried INSERT committed');
+    const inserts = sent.filter((q) => q.startsWith('INSERT INTO audit_events'));
+    assert.equal(inserts.length, 2, inserts.join(' | '));
+    assert.doesNotMatch(inserts[0], /ON CONFLICT/);
+    assert.match(inserts[1], /ON CONFLICT \(replica, seq\) DO NOTHING/);
+    const rows = await sql`SELECT seq FROM audit_events WHERE replica = ${replicaId} AND request_id = 'lost-reply'`;
+    assert.equal(rows.length, 1);
+    // The next event is a first attempt again.
+    sent.length = 0;
+    log.record({ type: 'admin', request_id: 'after' });
+    await log.journaled();
+    assert.doesNotMatch(sent.find((q) => q.startsWith('INSERT INTO audit_events')) ?? '', /ON CONFLICT/);
+    await log.close();
+    // No foreign key to the chain row (migration 12): events of a replica with no chain are named by verify.
+    const fks = await sql`SELECT 1 FROM pg_constraint WHERE conrelid = 'audit_events'::regclass AND contype = 'f'`;
+    assert.equal(fks.length, 0);
+    await sql`INSERT INTO audit_events (replica, seq, ts, type, request_id, prev_hash, hash, body) VALUES ('no-chain', 1, '2026-01-01T00:00:00Z', 'admin', 'x', 'p', 'h', '{}')`;
+    try {
+      const v = await verifyFleet(sql);
+      assert.ok(v.errors.some((e) => e.replica === 'no-chain' && e.kind === 'inserted'), JSON.stringify(v.errors));
+      assert.equal(v.ok, false);
+    } finally { await sql`DELETE FROM audit_events WHERE replica = 'no-chain'`; }
+  } finally {
+    await own.end({ timeout: 1 });
     proxy.close();
   }
 });
