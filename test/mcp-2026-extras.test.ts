@@ -129,6 +129,8 @@ async function startUpstream(): Promise<string> {
       if (job.status === 'input_required') return polled('input_required', { inputRequests: { size: { method: 'elicitation/create', params: { mode: 'form', message: 'How big?', requestedSchema: { type: 'object', properties: { n: { type: 'integer' } } } } } } });
       return polled(job.status, job.status === 'completed' ? { result: { content: [{ type: 'text', text: `job done with ${JSON.stringify(job.answer)} using ${SECRET}` }] } } : {});
     }
+    // Not conformant: a task for a read (the extension allows one for tools/call only).
+    if (body.method === 'resources/read' && body.params.uri === 'memo://tasky') return reply(200, { result: { resultType: 'task', ...upTask('up-task-read', 'working'), ttlMs: 1000 } });
     // MRTR on reads: the resource and the prompt ask for input (requestState only), then answer.
     if (body.method === 'resources/read' || body.method === 'prompts/get') {
       if (body.params.requestState !== `rs-${body.method}`) return reply(200, { result: { resultType: 'input_required', requestState: `rs-${body.method}` } });
@@ -773,6 +775,16 @@ test('Tasks extension: no task for a request that did not declare it (-32021, or
     assert.match(bad.body.error!.message, kind === 'running' ? /status is missing or none of working/ : /no createdAt/);
     assert.ok(!/running|REDACTED/.test(JSON.stringify(bad.body)), `the upstream's value is not quoted: ${bad.body.error!.message}`);
   }
+  // A task for a read is not a response the extension allows: refused, the upstream's id not relayed.
+  const read = await modern('resources/read', { uri: 'memo://tasky' }, { path: '/mcp/alpha', caps: TASKS });
+  assert.equal(read.body.error?.code, -32603, JSON.stringify(read.body));
+  assert.match(read.body.error!.message, /allows only for tools\/call/);
+  assert.ok(!JSON.stringify(read.body).includes('up-task-read'));
+  // 2026-07-28 has no tasks/result (-32601), and a `task` parameter on tools/call is not passed on (SEP-2663, backward compatibility).
+  assert.equal((await modern('tasks/result', { taskId: odd.body.result!.taskId }, { path: '/mcp/alpha', caps: TASKS })).body.error?.code, -32601);
+  const from = seen.length;
+  await modern('tools/call', { name: 'whoami', arguments: {}, task: { ttl: 1000 } }, { path: '/mcp/alpha', caps: TASKS });
+  assert.ok(seen.slice(from).some((x) => x.body.method === 'tools/call') && seen.slice(from).every((x) => !('task' in x.body.params)), 'the legacy task parameter stays with aam');
   const incomplete = await modern('tasks/get', { taskId: odd.body.result!.taskId }, { path: '/mcp/alpha', caps: TASKS });
   assert.equal(incomplete.body.error?.code, -32603, JSON.stringify(incomplete.body));
   assert.match(incomplete.body.error!.message, /a completed task must carry result/);

@@ -237,8 +237,12 @@ async function mrtrOut(rt: Runtime, s: SessionCtx, extra: Extra, upstreamState: 
 
 const inputUnsupported = (what: string) => new ToolError('input_required', `${what} needs input from the client (elicitation, sampling or roots); aam relays such multi round-trip requests to MCP 2026-07-28 clients only: call it with a 2026-07-28 client`, { code: RPC.upstream, status: 502 });
 
-/** A read's result as the client gets it: an input request relayed (2026-07-28) or refused (sessions), else as is. */
+/**
+ * A read's result as the client gets it: an input request relayed (2026-07-28) or refused (sessions),
+ * a task refused (SEP-2663: only tools/call may answer with one), else as is.
+ */
 function interim<T>(rt: Runtime, extra: Extra, r: T, binding: StateBinding, what: string): T {
+  if (isTask(r)) throw new ToolError('upstream_error', `${what}: the MCP server answered with a task, which the Tasks extension allows only for tools/call`, { code: RPC.upstream, status: 502 });
   if (!isInputRequired(r)) return r;
   if (!extra.mrtr) throw inputUnsupported(what);
   return relayInput(rt.deps.stateKey, r, binding) as T;
