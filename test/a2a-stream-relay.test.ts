@@ -1,16 +1,29 @@
 // The A2A stream relay writes the events of one read from the callee in one write: one chunk of
 // the response's chunked framing (and one pass of the egress door's scrubber), not one per event.
 // A secret split across the events of that read, and a secret inside one, are still scrubbed.
+// A callee that answers at once (head, events in chunks of their own, end: one read) is answered
+// in one chunk too: the frames are written with the end, not chunk by chunk.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
-import { connect, type AddressInfo } from 'node:net';
+import { connect, createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 
 const SECRET = 'relay-cred-5b9e2d71c04a8f36ee';
 let gw: TestGateway;
 let callee: Server;
+let burst: NetServer;
 let key = '';
+
+/**
+ * The whole HTTP answer of a callee that had it ready: each piece of `body` an HTTP chunk of its
+ * own (so a chunk of the callee's answer to aam each), all of it in one socket write.
+ */
+const burstAnswer = (pieces: Buffer[]) => Buffer.concat([
+  Buffer.from('HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n'),
+  ...pieces.flatMap((p) => [Buffer.from(`${p.length.toString(16)}\r\n`), p, Buffer.from('\r\n')]),
+  Buffer.from('0\r\n\r\n'),
+]);
 
 /** Three events in one write, as a callee that buffers its answer sends them. */
 const events = (id: unknown, texts: string[]) => texts.map((t, i) => `data: ${JSON.stringify({ jsonrpc: '2.0', id, result: i === 0
@@ -32,11 +45,30 @@ before(async () => {
   });
   await new Promise<void>((r) => callee.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(callee.address() as AddressInfo).port}/a2a`;
+  // The burst callee: reads the request (head and content-length body), answers in one write.
+  burst = createNetServer((sock) => {
+    let got = Buffer.alloc(0);
+    sock.on('data', (c: Buffer) => {
+      got = Buffer.concat([got, c]);
+      const at = got.indexOf('\r\n\r\n');
+      if (at < 0) return;
+      const length = Number(/content-length: *(\d+)/i.exec(got.subarray(0, at).toString('latin1'))?.[1] ?? 0);
+      if (got.length < at + 4 + length) return;
+      const rpc = JSON.parse(got.subarray(at + 4, at + 4 + length).toString('utf8')) as { id: unknown; params: { message: { parts: Array<{ text: string }> } } };
+      const [first, ...rest] = events(rpc.id, ['working', ...rpc.params.message.parts[0].text.split('|')]).split(/(?<=\n\n)/);
+      const pieces = [Buffer.from(first)];
+      // Each later event in two chunks, cut in its middle byte (inside a character or a secret, as the text has it).
+      for (const e of rest) { const b = Buffer.from(e); const mid = b.indexOf(0xc3) > 0 ? b.indexOf(0xc3) + 1 : b.indexOf(SECRET.slice(0, 10)) > 0 ? b.indexOf(SECRET.slice(0, 10)) + 10 : b.length >> 1; pieces.push(b.subarray(0, mid), b.subarray(mid)); }
+      sock.end(burstAnswer(pieces));
+    });
+  });
+  await new Promise<void>((r) => burst.listen(0, '127.0.0.1', r));
   gw = await startTestGateway(yaml(
     doc('Credential', 'relay-token', { env: 'A2A_RELAY_TEST_TOKEN' }),
     doc('Agent', 'caller', { workload: 'spiffe://test/agent/caller' }),
     doc('Agent', 'echo', { workload: 'spiffe://test/agent/echo', a2a: { url, credential: 'relay-token' } }),
-    doc('AgentPolicy', 'caller-calls-echo', { identity: { agent: 'caller' }, agents: [{ agent: 'echo' }] }),
+    doc('Agent', 'burst', { workload: 'spiffe://test/agent/burst', a2a: { url: `http://127.0.0.1:${(burst.address() as AddressInfo).port}/a2a`, credential: 'relay-token' } }),
+    doc('AgentPolicy', 'caller-calls-echo', { identity: { agent: 'caller' }, agents: [{ agent: 'echo' }, { agent: 'burst' }] }),
   ));
   key = gw.key('caller');
 });
@@ -44,19 +76,21 @@ before(async () => {
 after(async () => {
   await gw?.close();
   await new Promise((r) => callee?.close(r));
+  await new Promise((r) => burst?.close(r));
   delete process.env.A2A_RELAY_TEST_TOKEN;
 });
 
 /** The raw HTTP/1.1 answer to a SendStreamingMessage: its chunked body's chunks, in order. */
-async function streamChunks(text: string): Promise<string[]> {
+async function streamChunks(text: string, agent = 'echo'): Promise<string[]> {
   const body = JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'SendStreamingMessage', params: { message: { messageId: 'm1', role: 'ROLE_USER', parts: [{ text }] } } });
   const raw = await new Promise<string>((resolve, reject) => {
     const s = connect(gw.port, '127.0.0.1');
     let got = '';
-    s.on('data', (c: Buffer) => { got += c.toString('utf8'); });
-    s.on('end', () => resolve(got));
+    const parts: Buffer[] = [];
+    s.on('data', (c: Buffer) => { parts.push(c); });
+    s.on('end', () => resolve(Buffer.concat(parts).toString('latin1')));
     s.on('error', reject);
-    s.write(`POST /a2a/echo HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/json\r\naccept: text/event-stream\r\na2a-version: 1.0\r\nauthorization: Bearer ${key}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    s.write(`POST /a2a/${agent} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/json\r\naccept: text/event-stream\r\na2a-version: 1.0\r\nauthorization: Bearer ${key}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
   });
   const at = raw.indexOf('\r\n\r\n');
   assert.match(raw.slice(0, at), /transfer-encoding: chunked/i);
@@ -65,8 +99,8 @@ async function streamChunks(text: string): Promise<string[]> {
     const eol = rest.indexOf('\r\n');
     const size = parseInt(rest.slice(0, eol), 16);
     if (!(size > 0)) break;
-    // Sizes count bytes; the test's texts are ASCII.
-    chunks.push(rest.slice(eol + 2, eol + 2 + size));
+    // Sizes count bytes: the answer was read as latin1 (a char per byte), each chunk is decoded as UTF-8.
+    chunks.push(Buffer.from(rest.slice(eol + 2, eol + 2 + size), 'latin1').toString('utf8'));
     rest = rest.slice(eol + 2 + size + 2);
   }
   return chunks;
@@ -84,6 +118,30 @@ test('a2a stream relay: the events of one read from the callee leave in one chun
 test('a2a stream relay: a secret in one of the coalesced events is still scrubbed', async () => {
   const text = (await streamChunks('secret')).join('');
   assert.ok(!text.includes(SECRET), text);
+  assert.match(text, /REDACTED/);
+  assert.match(text, /done/);
+});
+
+test('a2a stream relay: a callee\'s answer that came in one read (its events in chunks of their own) leaves in one chunk, with the end', async () => {
+  const chunks = await streamChunks('alpha|beta|gamma', 'burst');
+  // Chunk by chunk, this was one write (an HTTP chunk) per event: four.
+  assert.equal(chunks.length, 1, `one write, got ${chunks.length} chunks: ${JSON.stringify(chunks)}`);
+  const frames = chunks[0].split('\n\n').filter(Boolean);
+  assert.deepEqual(frames.map((f) => (JSON.parse(f.slice('data: '.length)) as { result: { artifactUpdate?: { artifact: { parts: Array<{ text: string }> } } } }).result.artifactUpdate?.artifact.parts[0].text), [undefined, 'alpha', 'beta', 'gamma']);
+});
+
+test('a2a stream relay: a character split across the callee\'s chunks arrives whole', async () => {
+  const text = (await streamChunks('café crème|naïve', 'burst')).join('');
+  assert.match(text, /café crème/);
+  assert.match(text, /naïve/);
+  assert.doesNotMatch(text, /\ufffd/);
+});
+
+test('a2a stream relay: an artifact carrying the credential, split across the callee\'s chunks, is scrubbed when written with the end', async () => {
+  const chunks = await streamChunks(`ok|key ${SECRET} here|done`, 'burst');
+  const text = chunks.join('');
+  assert.ok(!text.includes(SECRET), text);
+  assert.ok(!text.includes(SECRET.slice(10)), text);
   assert.match(text, /REDACTED/);
   assert.match(text, /done/);
 });

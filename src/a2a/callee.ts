@@ -17,7 +17,28 @@ export interface CalleeAnswer {
    * the whole answer once it has ended, in one promise (no iterator turns for a JSON answer);
    * null, the answer cut off, when it is longer than max bytes.
    */
-  body: AsyncIterable<Buffer> & { destroy(): void; all(max: number): Promise<Buffer | null> };
+  body: AsyncIterable<Buffer> & CalleeText & { destroy(): void; all(max: number): Promise<Buffer | null> };
+}
+
+/**
+ * The answer read as UTF-8 text without a promise per chunk (a stream relay): readText() takes
+ * what has arrived, synchronously; ready() is awaited only when nothing is waiting. The chunks
+ * that arrived together are thus read in one turn, and the relay can tell whether the answer has
+ * already ended before it writes them (then they leave with the end, in one write).
+ */
+export interface CalleeText {
+  /**
+   * The next chunk received and not yet read, as text (a character split across chunks waits for
+   * its last byte); null when none is waiting. Throws the answer's error once everything that
+   * came before it has been read.
+   */
+  readText(): string | null;
+  /** Every chunk of a complete answer has been read (or destroy() was called). */
+  readonly ended: boolean;
+  /** Bytes read so far by readText(). */
+  readonly bytesRead: number;
+  /** Resolves once readText() has something new to say: a chunk, the end, or an error. */
+  ready(): Promise<void>;
 }
 
 class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
@@ -31,6 +52,9 @@ class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
   #error: Error | null = null;
   #wake: (() => void) | null = null;
   #head: { resolve(a: CalleeAnswer): void; reject(e: Error): void } | null;
+  /** The first bytes of a character split across chunks, waiting for the next chunk (readText). */
+  #carry: Buffer | null = null;
+  bytesRead = 0;
 
   constructor(head: { resolve(a: CalleeAnswer): void; reject(e: Error): void }) { this.#head = head; }
 
@@ -64,19 +88,43 @@ class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
     w?.();
   }
 
+  /** The next queued chunk, the connection resumed once the queue is below HIGH_WATER; undefined when none. */
+  #shift(): Buffer | undefined {
+    const c = this.#chunks.shift();
+    if (c === undefined) return undefined;
+    this.#bytes -= c.length;
+    if (this.#paused && this.#bytes < HIGH_WATER) { this.#paused = false; this.#controller?.resume(); }
+    return c;
+  }
+
   async *[Symbol.asyncIterator](): AsyncIterator<Buffer> {
     for (;;) {
-      const c = this.#chunks.shift();
-      if (c !== undefined) {
-        this.#bytes -= c.length;
-        if (this.#paused && this.#bytes < HIGH_WATER) { this.#paused = false; this.#controller?.resume(); }
-        yield c;
-        continue;
-      }
+      const c = this.#shift();
+      if (c !== undefined) { yield c; continue; }
       if (this.#error) throw this.#error;
       if (this.#done) return;
-      await new Promise<void>((r) => { this.#wake = r; });
+      await this.ready();
     }
+  }
+
+  readText(): string | null {
+    let c = this.#shift();
+    if (c === undefined) {
+      if (this.#error) throw this.#error;
+      return null;
+    }
+    this.bytesRead += c.length;
+    if (this.#carry !== null) { c = Buffer.concat([this.#carry, c]); this.#carry = null; }
+    const cut = utf8Complete(c);
+    if (cut < c.length) { this.#carry = Buffer.from(c.subarray(cut)); c = c.subarray(0, cut); }
+    return c.toString('utf8');
+  }
+
+  get ended(): boolean { return this.#done && this.#chunks.length === 0; }
+
+  ready(): Promise<void> {
+    if (this.#chunks.length > 0 || this.#error !== null || this.#done) return Promise.resolve();
+    return new Promise<void>((r) => { this.#wake = r; });
   }
 
   all(max: number): Promise<Buffer | null> {
@@ -100,6 +148,24 @@ class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
     this.#chunks.length = 0;
     this.#controller?.abort(new Error('the caller stopped reading the callee\'s answer'));
   }
+}
+
+/**
+ * How many leading bytes of `b` are whole UTF-8 characters: its length, unless it ends inside a
+ * multi-byte character (whose first bytes then wait for the next chunk). Bytes that are not UTF-8
+ * are left to toString (a replacement character), as TextDecoder would.
+ */
+export function utf8Complete(b: Buffer): number {
+  const n = b.length;
+  if (n === 0 || b[n - 1] < 0x80) return n;
+  // The last character's first byte: at most 3 bytes back (continuation bytes are 10xxxxxx).
+  for (let i = n - 1; i >= 0 && i >= n - 4; i--) {
+    const x = b[i];
+    if ((x & 0xc0) === 0x80) continue;
+    const len = x >= 0xf0 ? 4 : x >= 0xe0 ? 3 : x >= 0xc0 ? 2 : 1;
+    return i + len > n ? i : n;
+  }
+  return n;
 }
 
 /** POST `body` to the callee at `url`; resolves with the answer's head once it arrives. */

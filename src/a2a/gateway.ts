@@ -5,7 +5,7 @@
 // guard input -> admit -> inject (aam's credential for the callee, never the caller's) -> call
 // (SSE relayed event by event) -> guard output -> record (linked to the delegation chain).
 // Everything written to the caller goes through the egress door (ctx.res), which scrubs it.
-import { callCallee } from './callee.ts';
+import { callCallee, type CalleeText } from './callee.ts';
 import type { Access, Ctx } from './plane.ts';
 import { readJson, sendJson } from '../access/request.ts';
 import { AamError, toAamError } from '../access/errors.ts';
@@ -31,6 +31,8 @@ const TIMEOUT_MS = 300_000;
 /** An A2A call costs aam nothing, but a caller whose budget is spent is refused like any other call. */
 const BUDGET_PROBE_USD = 0.000001;
 const MAX_RESPONSE_BYTES = 10 * 1024 * 1024;
+/** A stream's frames are written once this many characters wait, even while more has arrived. */
+const FLUSH_AT = 64 * 1024;
 
 const SEND = new Set(['SendMessage', 'SendStreamingMessage']);
 /** Task methods and where their task id is. */
@@ -220,8 +222,7 @@ export function createA2aGateway(): A2aGateway {
       if (ctx.decision) ctx.decision.recorded = true;
       // Acknowledged (the answer, or the stream's end) only once its evidence is crash-safe. A
       // stream's last events (those that came with the callee's end, not yet flushed) wait with the
-      // end and leave in the same write: the socket stays corked meanwhile (end() uncorks it).
-      if (!answer) ctx.res.socket?.cork();
+      // end and leave in the same write: relayStream corked the socket for that (end() uncorks it).
       // A promise only when the evidence is not safe at once (a request alone in flight writes it now).
       const safe = ctx.rt.evidenceSafeNow();
       if (safe) await safe.catch(() => undefined);
@@ -358,7 +359,7 @@ export function createA2aGateway(): A2aGateway {
   }
 
   /** SSE relayed event by event: each event's JSON-RPC result is bound, guarded and written at once; the caller ends it. */
-  async function relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: AsyncIterable<unknown> & { destroy(): void }, binding: Binding): Promise<null> {
+  async function relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding): Promise<null> {
     const res = ctx.res;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-request-id': ctx.requestId });
     // No flushHeaders: the head goes out with the first event in one write (a write of its own cost
@@ -412,20 +413,33 @@ export function createA2aGateway(): A2aGateway {
       return owning instanceof Promise || access.gs.length ? checked(ev, owning, rec.event) : framed(ev, ev.result, rec.event);
     };
     const parser = new SseParser();
-    const dec = new TextDecoder();
-    let pending = 0;
+    // Bytes read up to the last complete event: an event may not grow past MAX_RESPONSE_BYTES.
+    let eventFrom = 0;
     try {
       try {
-        for await (const c of body) {
-          const chunk = c as Buffer;
-          const records = parser.push(dec.decode(chunk, { stream: true }));
-          pending = records.length ? 0 : pending + chunk.length;
-          if (pending > MAX_RESPONSE_BYTES) throw new Error(`an event larger than ${MAX_RESPONSE_BYTES} bytes`);
+        // What has arrived is read in one turn (readText: no promise per chunk) and written once,
+        // just before waiting for more. Chunks that came with the callee's end (a callee that
+        // answers at once: head, events and end in one read) are not written here: they leave
+        // with the end, in one write, once the evidence is safe (call()). The echo agent's answer
+        // (three events, each its own HTTP chunk) took three writes, each a pass of the egress
+        // door's scrubber and a chunk of the response's framing, and a promise turn per chunk.
+        for (;;) {
+          const text = body.readText();
+          if (text === null) {
+            if (body.ended) break;
+            flush();
+            await body.ready();
+            continue;
+          }
+          const records = parser.push(text);
+          if (records.length) eventFrom = body.bytesRead;
+          else if (body.bytesRead - eventFrom > MAX_RESPONSE_BYTES) throw new Error(`an event larger than ${MAX_RESPONSE_BYTES} bytes`);
           for (const rec of records) {
             const ok = emit(rec);
             if (!(typeof ok === 'boolean' ? ok : await ok)) { flush(); body.destroy(); return null; }
           }
-          flush();
+          // A callee far ahead of its caller: what one turn reads is bounded (the connection pauses at 64 KiB unread).
+          if (out.length >= FLUSH_AT) flush();
         }
         for (const rec of parser.end()) {
           const ok = emit(rec);
@@ -435,6 +449,8 @@ export function createA2aGateway(): A2aGateway {
         body.destroy();
         fail(null, -32603, `agent "${name}" stream failed: ${(e as Error).message}`);
       }
+      // The last frames wait for the end (call() writes it): held in the corked socket, they leave with it in one write.
+      res.socket?.cork();
       flush();
       return null;
     } finally {
