@@ -180,10 +180,11 @@ test('a session of a 2026-07-28 upstream hears its list changes: aam listens to 
   await until(() => openStreams().length === 0, GRACE_MS + 20_000, 'aam to end its listen stream once the session is gone');
 });
 
-test('aam\'s listen stream to the upstream ends (an outage): once it is back, the session is told every list changed, and a changed tools list is served', async () => {
+test('aam\'s listen stream to the upstream ends (an outage): once it is back, the session is told every list changed and its subscribed resource updated, and a changed tools list is served', async () => {
   const s = await session();
   try {
-    await until(listening, 20_000, 'aam\'s listen stream to the upstream');
+    await s.client.subscribeResource({ uri: 'memo://one' });
+    await until(() => listening() && watchingUri('memo://one'), 20_000, 'aam\'s listen stream to the upstream, naming the URI');
     s.heard.length = 0;
     // The upstream goes down and comes back with other tools; the change was never announced on any stream.
     up.down = true;
@@ -193,7 +194,8 @@ test('aam\'s listen stream to the upstream ends (an outage): once it is back, th
     up.tools = ['lookup', 'added', 'after-outage'];
     up.down = false;
     await until(listening, 30_000, 'aam\'s listen stream to the upstream, once it is back');
-    await until(() => ['tools', 'prompts', 'resources'].every((l) => s.heard.includes(l)), 20_000, 'tools, prompts and resources list_changed to the session');
+    // What the upstream said meanwhile never came: the lists may have changed, and the resource.
+    await until(() => ['tools', 'prompts', 'resources', 'updated memo://one'].every((l) => s.heard.includes(l)), 20_000, 'tools, prompts and resources list_changed and the update of memo://one to the session');
     assert.deepEqual((await s.client.listTools()).tools.map((t) => t.name).sort(), ['added', 'after-outage', 'lookup']);
   } finally { await closeSession(s); up.down = false; }
 });

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { PromptListChangedNotificationSchema, ResourceListChangedNotificationSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
+import { PromptListChangedNotificationSchema, ResourceListChangedNotificationSchema, ResourceUpdatedNotificationSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { until } from './helpers/e2e.ts';
@@ -205,7 +205,7 @@ test('upstream crash: in-flight call gets a clear error, then aam restarts the s
   }
 });
 
-test('a restarted server: the sessions that may list its prompts and resources are told they changed (the lists it declares), the others are not', async () => {
+test('a restarted server: the sessions that may list its prompts and resources are told they changed (the lists it declares), and its subscribed resources updated; the others are not', async () => {
   const lister = doc('Agent', 'lister', { workload: 'spiffe://prod/agent/lister' });
   const listerPolicy = doc('AgentPolicy', 'lister-policy', { identity: { workload: 'spiffe://prod/agent/lister' }, tools: [{ resource: 'crm', actions: ['*'] }] });
   const { client, gw } = await setup([stdioServerDoc('crm', {}), lister, listerPolicy], { agent: 'lister' });
@@ -216,6 +216,7 @@ test('a restarted server: the sessions that may list its prompts and resources a
     const got: string[] = [];
     c.setNotificationHandler(PromptListChangedNotificationSchema, async () => { got.push('prompts'); });
     c.setNotificationHandler(ResourceListChangedNotificationSchema, async () => { got.push('resources'); });
+    c.setNotificationHandler(ResourceUpdatedNotificationSchema, async (n) => { got.push(`updated ${n.params.uri}`); });
     return got;
   };
   const listerHeard = heard(client);
@@ -223,11 +224,13 @@ test('a restarted server: the sessions that may list its prompts and resources a
   // Both sessions' notification streams are open once the server's own announcement reaches the lister.
   await client.callTool({ name: 'crm__mutate', arguments: { variant: 'v2' } });
   await until(() => listerHeard.includes('prompts') && listerHeard.includes('resources'), 20_000, 'the announced list_changed');
+  await client.subscribeResource({ uri: 'account://a1' });
   listerHeard.length = 0;
   const pid = (await status(gw)).crm.pid;
   await client.callTool({ name: 'crm__crash', arguments: {} });
   await until(async () => { const s = (await status(gw)).crm; return s.state === 'ready' && s.pid !== pid; }, 60_000, 'crm restarted');
-  await until(() => listerHeard.includes('prompts') && listerHeard.includes('resources'), 20_000, 'prompts and resources list_changed after the restart');
+  // Whatever the server said about the resource meanwhile never came, and it forgot the subscription (renewed).
+  await until(() => listerHeard.includes('prompts') && listerHeard.includes('resources') && listerHeard.includes('updated account://a1'), 20_000, 'prompts and resources list_changed and the update of account://a1 after the restart');
   assert.deepEqual(analystHeard, [], 'nothing about lists the analyst may not see');
 });
 

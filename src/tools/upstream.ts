@@ -281,12 +281,13 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   }
 
   /**
-   * The lists stream `key` asks for may have changed while nobody listened to the upstream: handled
-   * as if it announced each of `lists` (prompts and resources relayed, tools listed again and a
-   * change relayed).
+   * The lists and resources stream `key` asks for may have changed while nobody listened to the
+   * upstream: handled as if it announced each of `lists` (prompts and resources relayed, tools
+   * listed again and a change relayed) and an update of each URI (subscribers re-read it).
    */
   function missed(key: string, w: Watch, lists: readonly WatchList[]): void {
     for (const list of lists) if (w.lists.has(list)) onWatched(key, `notifications/${list}/list_changed`, {});
+    for (const uri of w.uris.keys()) onWatched(key, 'notifications/resources/updated', { uri });
   }
 
   async function connect(): Promise<UpstreamClient> {
@@ -335,9 +336,13 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     lastError = undefined;
     deps.log.info({ mcp_server: name, transport: spec.transport, tools: toolCache?.length ?? 0 }, 'mcp server connected');
     // Back after an outage or a restart: whatever it announced meanwhile never came, so the prompts
-    // and resources lists it declares are announced as changed (its tools were listed again above
-    // and announced when they differ; a 2026-07-28 server's listeners are told by resumeWatches).
-    if (again) for (const list of declaredLists(c)) for (const l of listListeners) l(list);
+    // and resources lists it declares are announced as changed, and each subscribed URI as updated
+    // (its tools were listed again above and announced when they differ; a 2026-07-28 server's
+    // listeners are told by resumeWatches).
+    if (again) {
+      for (const list of declaredLists(c)) for (const l of listListeners) l(list);
+      for (const uri of subscribed.keys()) for (const l of updateListeners) l(uri);
+    }
     return c;
   }
 
