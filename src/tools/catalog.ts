@@ -191,3 +191,12 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
     },
   };
 }
+
+/**
+ * The optional capabilities aam declares to a client of these servers: completions and logging,
+ * each when at least one of them (connected) declares it; aam routes and relays, it has none of its own.
+ */
+export function optionalCapabilities(entries: readonly ServerEntry[]): { completions?: object; logging?: object } {
+  const caps = entries.map((e) => e.upstream.capabilities());
+  return { ...(caps.some((c) => c?.completions) ? { completions: {} } : {}), ...(caps.some((c) => c?.logging) ? { logging: {} } : {}) };
+}

@@ -3,19 +3,21 @@
 // Resources and prompts go through the same decide step (resource = server's resource,
 // action = 'resources/read' | 'prompts/get'; listing is filtered with visible()).
 import { randomUUID } from 'node:crypto';
-import type { CallToolResult, GetPromptResult, Progress, Prompt, ReadResourceResult, Resource, ResourceTemplate } from '@modelcontextprotocol/sdk/types.js';
+import type { CallToolResult, CompleteRequest, CompleteResult, GetPromptResult, LoggingLevel, Progress, Prompt, ReadResourceResult, Resource, ResourceTemplate } from '@modelcontextprotocol/sdk/types.js';
 import type { Identity } from '../identity/types.ts';
 import type { Decision } from '../policy/types.ts';
 import { argsDigest, heldCall, type Approvals } from './approvals.ts';
 import { declaresTasks, inputCapabilities, isInputRequired, isTask, openState, relayTask, sealState, TASKS_EXT, type MrtrIn, type StateBinding } from './mcp-mrtr.ts';
 import type { Catalog, CompiledTool, ServerEntry } from './catalog.ts';
-import type { CallOptions } from './upstream.ts';
+import type { CallOptions, LogParams } from './upstream.ts';
 import { decisionFields, denialMessage, errMsg, NAME_SEP } from './util.ts';
 import { identityFields, RPC, ToolError, type ToolAccess, type ToolAdmission, type ToolDeps, type TraceContextIn } from './types.ts';
 
 export const DEFAULT_MAX_RESULT_BYTES = 1024 * 1024;
 export const RESOURCE_READ = 'resources/read';
 export const PROMPT_GET = 'prompts/get';
+export const COMPLETE = 'completion/complete';
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 export interface Runtime { catalog: Catalog; deps: ToolDeps; approvals: Approvals; maxResultBytes: number }
 
@@ -31,10 +33,12 @@ export interface SessionCtx {
   sessionId: () => string | undefined;
   /** Aggregated endpoint: which server listed a resource URI (for resources/read). */
   resourceOwner: Map<string, string>;
-  /** Aggregated endpoint: URI templates listed per server, for reads of URIs built from them. */
-  templateOwners: Array<{ server: string; match: RegExp }>;
+  /** Aggregated endpoint: URI templates listed per server, for reads of URIs built from them (and completions of their arguments). */
+  templateOwners: Array<{ server: string; template: string; match: RegExp }>;
   /** resources/subscribe of this session: URI -> server. */
   subscriptions: Map<string, string>;
+  /** A 2025-11-25 session's logging/setLevel: its requests get upstream log messages at this level and above (none before it is set). */
+  logLevel?: LoggingLevel;
 }
 
 export interface Extra {
@@ -43,6 +47,32 @@ export interface Extra {
   carried?: TraceContextIn;
   /** Set for 2026-07-28 clients (which can be asked for input): their retry fields and capabilities. */
   mrtr?: MrtrIn;
+  /**
+   * The client asked for log messages at `level` and above (a session's logging/setLevel, a
+   * 2026-07-28 request's _meta): `send` puts one on this request's own response stream.
+   */
+  log?: { level: LoggingLevel; send: (p: LogParams) => void };
+}
+
+/** The upstream log messages of one request on their way to its client, and a wait for those still on their way. */
+interface LogRelay { log?: CallOptions['log']; flush(): Promise<void> }
+
+/**
+ * An upstream's log messages for this request pass the egress door like its result: output
+ * guardrails (a blocked message is dropped) and the credential scrub, in the order they came;
+ * the answer waits for them (flush), so none arrives after it.
+ */
+function logRelay(rt: Runtime, s: SessionCtx, extra: Extra, where: string, requestId: string, attached: readonly string[] | undefined): LogRelay {
+  const want = extra.log;
+  if (!want) return { flush: async () => {} };
+  let chain: Promise<void> = Promise.resolve();
+  const onlog = (p: LogParams) => {
+    chain = chain.then(async () => {
+      const go = await s.access.guard('output', p, `${where} log message`, requestId, attached);
+      if (go.ok) want.send(rt.deps.scrubAcross(go.value as LogParams));
+    }).catch((e: unknown) => rt.deps.log.warn({ err: errMsg(e), where }, 'upstream log message not relayed'));
+  };
+  return { log: { level: want.level, onlog }, flush: () => chain };
 }
 
 export function context(rt: Runtime, s: SessionCtx, requestId: string, extra: Record<string, unknown>): Record<string, unknown> {
@@ -181,12 +211,13 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   const trace = s.access.traceCall({ server: t.server, tool: t.def.name, resource: t.resource, action: t.action, method: 'tools/call', jsonrpcId: extra.jsonrpcId, sessionId: base.session_id, carried: extra.carried });
   try {
     let result: CallToolResult;
+    const logs = logRelay(rt, s, extra, `tools/call ${name}`, requestId, attached);
     try {
-      result = await entry.upstream.callTool(t.def.name, args, s.identity, { signal: extra.signal, onprogress: extra.onprogress, traceContext: trace.traceContext, mrtr });
+      result = await entry.upstream.callTool(t.def.name, args, s.identity, { signal: extra.signal, onprogress: extra.onprogress, traceContext: trace.traceContext, mrtr, log: logs.log });
     } catch (e) {
       trace.end('error', e instanceof ToolError ? e.errorCode : 'upstream_error');
       throw e;
-    }
+    } finally { await logs.flush(); }
     trace.end(result.isError ? 'tool_error' : 'ok', result.isError ? 'tool_error' : undefined);
     const relay = isInputRequired(result);
     const task = isTask(result);
@@ -269,11 +300,11 @@ export async function visibleTools(rt: Runtime, s: SessionCtx): Promise<Compiled
 }
 
 /** Decide and admit a resource or prompt access: the request id its evidence is filed under, and its admission. */
-async function authorizeOrThrow(rt: Runtime, s: SessionCtx, entry: ServerEntry, action: string, args: Record<string, unknown>, what: string): Promise<{ requestId: string; adm: ToolAdmission }> {
+async function authorizeOrThrow(rt: Runtime, s: SessionCtx, entry: ServerEntry, action: string, args: Record<string, unknown>, what: string, ev: Record<string, unknown> = {}): Promise<{ requestId: string; adm: ToolAdmission }> {
   const requestId = `req_${randomUUID()}`;
   const d = s.access.authorize(entry.resource, action, args, context(rt, s, requestId, { server: entry.name }));
   rt.deps.audit.record({ type: 'tool.decision', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId(), ...identityFields(s.identity), server: entry.name, resource: entry.resource, action,
-    args_digest: argsDigest(args), decision: decisionFields(d) });
+    args_digest: argsDigest(args), ...ev, decision: decisionFields(d) });
   // Approval flows are for tool calls; a resource or prompt read that needs one is refused.
   if (!d.allowed || d.effect !== 'allow') throw new ToolError('policy_denied', denialMessage(d, what), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
   const adm = await admit(rt, s, entry, d, { type: 'tool.call', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId(), ...identityFields(s.identity), server: entry.name, resource: entry.resource, action });
@@ -307,7 +338,7 @@ export async function listResourceTemplates(rt: Runtime, s: SessionCtx): Promise
   }));
   // In place: the session's containers are shared by the per-request views of it (see SessionCtx).
   s.templateOwners.length = 0;
-  lists.forEach((ts, i) => { for (const t of ts) s.templateOwners.push({ server: servers[i].name, match: uriTemplatePattern(t.uriTemplate) }); });
+  lists.forEach((ts, i) => { for (const t of ts) s.templateOwners.push({ server: servers[i].name, template: t.uriTemplate, match: uriTemplatePattern(t.uriTemplate) }); });
   return lists.flat();
 }
 
@@ -354,7 +385,7 @@ export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extr
   const state = retryState(rt, binding, extra, { plane: 'mcp', ...identityFields(s.identity), server: owner.name, resource: owner.resource, action: RESOURCE_READ }, `resources/read "${uri}"`);
   const { requestId, adm } = await authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/read "${uri}" (resource ${owner.resource})`);
   const mrtr = await untilForwarded(adm, () => mrtrOut(rt, s, extra, state, { where: `resources/read ${uri}`, requestId, attached: owner.spec.guardrails, ev: { plane: 'mcp', ...identityFields(s.identity), server: owner.name, resource: owner.resource, action: RESOURCE_READ } }));
-  const r = await traced(s, owner, RESOURCE_READ, uri, extra, (o) => owner.upstream.readResource(uri, s.identity, { ...o, mrtr }));
+  const r = await traced(s, owner, RESOURCE_READ, uri, extra, (o) => owner.upstream.readResource(uri, s.identity, { ...o, mrtr }), logRelay(rt, s, extra, `resources/read ${uri}`, requestId, owner.spec.guardrails));
   enforceLimit(rt, owner, `resources/read "${uri}"`, r);
   return interim(rt, extra, await guardedResult(rt, s, r, `resources/read ${uri}`, requestId, owner.spec.guardrails), binding, `resources/read "${uri}"`);
 }
@@ -363,16 +394,16 @@ export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extr
  * A read (resources/read, prompts/get) under its own CLIENT span, named `{method} {target}` (MCP
  * conventions), with the span's trace context passed on to the server in `_meta`, like tools/call.
  */
-async function traced<T>(s: SessionCtx, entry: ServerEntry, method: string, target: string, extra: Extra, run: (o: CallOptions) => Promise<T>): Promise<T> {
+async function traced<T>(s: SessionCtx, entry: ServerEntry, method: string, target: string, extra: Extra, run: (o: CallOptions) => Promise<T>, relay: LogRelay): Promise<T> {
   const trace = s.access.traceCall({ server: entry.name, tool: target, resource: entry.resource, action: method, method, jsonrpcId: extra.jsonrpcId, sessionId: s.sessionId(), carried: extra.carried });
   try {
-    const r = await run({ signal: extra.signal, onprogress: extra.onprogress, traceContext: trace.traceContext });
+    const r = await run({ signal: extra.signal, onprogress: extra.onprogress, traceContext: trace.traceContext, log: relay.log });
     trace.end('ok');
     return r;
   } catch (e) {
     trace.end('error', e instanceof ToolError ? e.errorCode : 'upstream_error');
     throw e;
-  }
+  } finally { await relay.flush(); }
 }
 
 /** resources/subscribe: allowed when a read of the URI would be; updates then reach this session. */
@@ -405,7 +436,8 @@ export async function listPrompts(rt: Runtime, s: SessionCtx): Promise<Prompt[]>
   return lists.flat();
 }
 
-export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: Record<string, string> | undefined, extra: Extra): Promise<GetPromptResult> {
+/** The server that serves prompt `name` as this endpoint exposes it (<server>__<prompt> on /mcp), and its own name for it. */
+function promptOwner(rt: Runtime, s: SessionCtx, name: string): { entry: ServerEntry; prompt: string } {
   let entry: ServerEntry | undefined;
   let prompt = name;
   if (s.scope !== null) entry = rt.catalog.servers.get(s.scope);
@@ -415,6 +447,11 @@ export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: 
     }
   }
   if (!entry) throw new ToolError('unknown_prompt', `unknown prompt "${name}"; call prompts/list for the prompts you may use`, { code: RPC.notFound, status: 404 });
+  return { entry, prompt };
+}
+
+export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: Record<string, string> | undefined, extra: Extra): Promise<GetPromptResult> {
+  const { entry, prompt } = promptOwner(rt, s, name);
   const binding: StateBinding = { sub: s.identity.agent.spiffeId, server: entry.name, method: PROMPT_GET, name: prompt, args: argsDigest(args ?? {}) };
   const state = retryState(rt, binding, extra, { plane: 'mcp', ...identityFields(s.identity), server: entry.name, resource: entry.resource, action: PROMPT_GET }, `prompts/get "${name}"`);
   const { requestId, adm } = await authorizeOrThrow(rt, s, entry, PROMPT_GET, { name: prompt, arguments: args ?? {} }, `prompts/get "${name}" (resource ${entry.resource})`);
@@ -424,7 +461,59 @@ export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: 
     args: await guardInbound(rt, s, args ?? {}, `prompts/get ${name}`, requestId, entry.spec.guardrails, ev),
     mrtr: await mrtrOut(rt, s, extra, state, { where: `prompts/get ${name}`, requestId, attached: entry.spec.guardrails, ev }),
   }));
-  const r = await traced(s, entry, PROMPT_GET, prompt, extra, (o) => entry.upstream.getPrompt(prompt, guarded, s.identity, { ...o, mrtr }));
+  const r = await traced(s, entry, PROMPT_GET, prompt, extra, (o) => entry.upstream.getPrompt(prompt, guarded, s.identity, { ...o, mrtr }), logRelay(rt, s, extra, `prompts/get ${name}`, requestId, entry.spec.guardrails));
   enforceLimit(rt, entry, `prompts/get "${name}"`, r);
   return interim(rt, extra, await guardedResult(rt, s, r, `prompts/get ${name}`, requestId, entry.spec.guardrails), binding, `prompts/get "${name}"`);
+}
+
+/**
+ * completion/complete: suggestions for an argument of a prompt (ref/prompt, named as this endpoint
+ * exposes it) or of a resource template (ref/resource), from the server that serves it, decided
+ * like prompts/get or resources/read of it (a caller that may not use the prompt may not complete
+ * its arguments either). The argument text goes through the input guardrails; the values come back
+ * through the egress door like any upstream result.
+ */
+export async function completeArgument(rt: Runtime, s: SessionCtx, params: CompleteRequest['params'], extra: Extra): Promise<CompleteResult> {
+  const ref = (isObj(params.ref) ? params.ref : {}) as { type?: unknown; name?: unknown; uri?: unknown };
+  const arg = params.argument as unknown;
+  if (!isObj(arg) || typeof arg.name !== 'string' || typeof arg.value !== 'string') {
+    throw new ToolError('invalid_params', 'completion/complete needs params.argument with a string name and value', { code: RPC.invalidParams, status: 400 });
+  }
+  let entry: ServerEntry;
+  let upstreamRef: CompleteRequest['params']['ref'];
+  let action: string;
+  let args: Record<string, unknown>;
+  let target: string;
+  if (ref.type === 'ref/prompt' && typeof ref.name === 'string') {
+    const p = promptOwner(rt, s, ref.name);
+    entry = p.entry;
+    upstreamRef = { type: 'ref/prompt', name: p.prompt };
+    action = PROMPT_GET;
+    args = { name: p.prompt, arguments: params.context?.arguments ?? {} };
+    target = `prompt "${ref.name}"`;
+  } else if (ref.type === 'ref/resource' && typeof ref.uri === 'string') {
+    const uri = ref.uri;
+    // A template listed in this session names its server exactly; else as resources/read finds a URI's.
+    const listed = s.scope === null ? s.templateOwners.find((t) => t.template === uri)?.server : undefined;
+    entry = (listed !== undefined ? rt.catalog.servers.get(listed) : undefined) ?? await ownerOf(rt, s, uri);
+    upstreamRef = { type: 'ref/resource', uri };
+    action = RESOURCE_READ;
+    args = { uri };
+    target = `resource template "${uri}"`;
+  } else {
+    throw new ToolError('invalid_params', 'completion/complete needs params.ref of type "ref/prompt" (with name) or "ref/resource" (with uri)', { code: RPC.invalidParams, status: 400 });
+  }
+  const what = `completion/complete of ${target} (resource ${entry.resource}, decided as ${action})`;
+  const ev = { plane: 'mcp', ...identityFields(s.identity), server: entry.name, resource: entry.resource, action, method: COMPLETE };
+  const { requestId, adm } = await authorizeOrThrow(rt, s, entry, action, args, what, { method: COMPLETE });
+  const attached = entry.spec.guardrails;
+  // The partial value and the context are text the agent sends: input guardrails, like prompt arguments.
+  const sent = await untilForwarded(adm, () => guardInbound(rt, s, { argument: params.argument, ...(params.context ? { context: params.context } : {}) }, `completion/complete ${target}`, requestId, attached, ev));
+  // A server that declares no completions has none to offer (spec: clients handle an empty answer).
+  const caps = entry.upstream.capabilities();
+  if (caps && !caps.completions) return { completion: { values: [] } };
+  const r = await traced(s, entry, COMPLETE, upstreamRef.type === 'ref/prompt' ? upstreamRef.name : upstreamRef.uri, extra,
+    (o) => entry.upstream.complete({ ref: upstreamRef, ...sent }, s.identity, o), logRelay(rt, s, extra, `completion/complete ${target}`, requestId, attached));
+  enforceLimit(rt, entry, `completion/complete of ${target}`, r);
+  return guardedResult(rt, s, r, `completion/complete ${target}`, requestId, attached);
 }

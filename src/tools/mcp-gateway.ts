@@ -7,20 +7,21 @@ import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import type { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import {
-  CallToolRequestSchema, GetPromptRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListResourceTemplatesRequestSchema,
-  ListToolsRequestSchema, ReadResourceRequestSchema, SubscribeRequestSchema, UnsubscribeRequestSchema, isInitializeRequest, type Progress, type Tool,
+  CallToolRequestSchema, CompleteRequestSchema, GetPromptRequestSchema, LoggingLevelSchema, SetLevelRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListResourceTemplatesRequestSchema,
+  ListToolsRequestSchema, ReadResourceRequestSchema, SubscribeRequestSchema, UnsubscribeRequestSchema, isInitializeRequest, type LoggingLevel, type Progress, type ServerCapabilities, type Tool,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { ConfigSet } from '../config/schema.ts';
 import type { Identity } from '../identity/types.ts';
 import { mcpTraceparent } from '../observability/otlp-genai.ts';
 import { createCatalog } from './catalog.ts';
-import { callTool, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, subscribeResource, unsubscribeResource, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
+import { callTool, completeArgument, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, subscribeResource, unsubscribeResource, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { createMcpShared, sessionLimits, type McpGateway, type McpGatewayOptions, type McpShared } from './mcp-lazy.ts';
 import { handleModern, isModernRequest, listPage, toolsPage } from './mcp-stateless.ts';
 import { createListenHub } from './mcp-listen.ts';
 import { RPC, ToolError, type ToolAccess, type ToolDeps } from './types.ts';
 import { ALL_SESSIONS, StoreUnavailable, type McpSessionNote, type McpSessionRecord } from '../store/types.ts';
-import type { WatchList } from './upstream.ts';
+import type { LogParams, WatchList } from './upstream.ts';
+import { optionalCapabilities } from './catalog.ts';
 
 /** This replica's objects for one session; `ready` once the SDK server is connected, `started` once initialized. */
 interface Session {
@@ -65,6 +66,14 @@ const UNSUBSCRIBED = 'aam/unsubscribed';
 const CLOSED = 'aam/closed';
 /** A session's stream opened where aam cannot know which updates it missed: each replica holding its subscriptions announces them all. */
 const REANNOUNCE = 'aam/reannounce';
+/**
+ * The session's logging/setLevel: a note to the replicas holding it, and kept in the registry under
+ * this key (beside its subscriptions' holders; not a URI, so no subscription of it is overwritten)
+ * for a replica that resumes it later.
+ */
+const LOG_LEVEL = 'aam/logLevel';
+const LOG_LEVEL_KEY = 'logging/setLevel';
+const isLevel = (v: unknown): v is LoggingLevel => LoggingLevelSchema.safeParse(v).success;
 const LIST_NOTES: Record<string, WatchList> = { 'notifications/tools/list_changed': 'tools', 'notifications/prompts/list_changed': 'prompts', 'notifications/resources/list_changed': 'resources' };
 const instructions = (scope: string | null) => (scope === null ? 'aam MCP gateway: tools are named <server>__<tool>; every call is authorized and audited.' : undefined);
 
@@ -223,6 +232,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     if (note.method === REANNOUNCE) return announceHeld(s);
     if ((note.method === SUBSCRIBED || note.method === UNSUBSCRIBED) && typeof uri === 'string' && s.ctx.subscriptions.has(uri)) void unsubscribeResource(rt, s.ctx, uri).catch(() => {});
     else if (note.method === CLOSED) void s.transport.close().catch(() => {});
+    else if (note.method === LOG_LEVEL && isLevel(note.params.level)) s.ctx.logLevel = note.params.level;
   });
 
   /**
@@ -261,11 +271,26 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   }, Math.min(idleMs, 1000));
   sweeper.unref();
 
-  function buildServer(ctx: SessionCtx, id: string): Server {
+  /** `optional`: completions and logging, declared when a server in the session's scope declares them. */
+  function buildServer(ctx: SessionCtx, id: string, optional: ServerCapabilities): Server {
     const server = new Server({ name: 'aam', version: '0.1.0' }, {
-      capabilities: { tools: { listChanged: true }, resources: { subscribe: true, listChanged: true }, prompts: { listChanged: true } },
+      capabilities: { tools: { listChanged: true }, resources: { subscribe: true, listChanged: true }, prompts: { listChanged: true }, ...optional },
       instructions: instructions(ctx.scope),
     });
+    if (optional.completions) {
+      server.setRequestHandler(CompleteRequestSchema, async (req, extra) =>
+        completeArgument(rt, forRequest(ctx, extra), req.params, callExtra(req.params._meta?.progressToken, extra, ctx.logLevel)));
+    }
+    // Replaces the SDK's own handler (this replica only): the level is the session's, on every replica.
+    if (optional.logging) {
+      server.setRequestHandler(SetLevelRequestSchema, async (req, extra) => {
+        forRequest(ctx, extra);
+        await deps.sessions.hold(id, LOG_LEVEL_KEY, req.params.level);
+        ctx.logLevel = req.params.level;
+        await passOn(id, LOG_LEVEL, { level: req.params.level });
+        return {};
+      });
+    }
     server.setRequestHandler(ListToolsRequestSchema, async (req, extra) => {
       const rc = forRequest(ctx, extra);
       await catalog.ready(ctx.scope, listWaitMs);
@@ -273,10 +298,10 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     });
     server.setRequestHandler(CallToolRequestSchema, async (req, extra) =>
       // A trace the agent carried in params._meta (MCP semconv) is the one this call continues.
-      callTool(rt, forRequest(ctx, extra), req.params.name, req.params.arguments, { ...callExtra(req.params._meta?.progressToken, extra), carried: mcpTraceparent(req.params) }));
+      callTool(rt, forRequest(ctx, extra), req.params.name, req.params.arguments, { ...callExtra(req.params._meta?.progressToken, extra, ctx.logLevel), carried: mcpTraceparent(req.params) }));
     server.setRequestHandler(ListResourcesRequestSchema, async (req, extra) => listPage('resources/list', 'resources', req.params?.cursor, pageSize, () => listResources(rt, forRequest(ctx, extra))));
     server.setRequestHandler(ListResourceTemplatesRequestSchema, async (req, extra) => listPage('resources/templates/list', 'resourceTemplates', req.params?.cursor, pageSize, () => listResourceTemplates(rt, forRequest(ctx, extra))));
-    server.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => readResource(rt, forRequest(ctx, extra), req.params.uri, callExtra(req.params._meta?.progressToken, extra)));
+    server.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => readResource(rt, forRequest(ctx, extra), req.params.uri, callExtra(req.params._meta?.progressToken, extra, ctx.logLevel)));
     // A session's subscriptions are held by one replica at a time: the one it last subscribed on.
     // The registry says who holds it (a replica that missed the note reads it there); the note is the fast path.
     server.setRequestHandler(SubscribeRequestSchema, async (req, extra) => {
@@ -303,7 +328,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       return {};
     });
     server.setRequestHandler(ListPromptsRequestSchema, async (req, extra) => listPage('prompts/list', 'prompts', req.params?.cursor, pageSize, () => listPrompts(rt, forRequest(ctx, extra))));
-    server.setRequestHandler(GetPromptRequestSchema, async (req, extra) => getPrompt(rt, forRequest(ctx, extra), req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra)));
+    server.setRequestHandler(GetPromptRequestSchema, async (req, extra) => getPrompt(rt, forRequest(ctx, extra), req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra, ctx.logLevel)));
     return server;
   }
 
@@ -312,9 +337,9 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
    * by all sessions). `resumed`: the session was opened elsewhere (or before a restart of these
    * objects): the transport starts out initialized, as the client expects.
    */
-  function mount(Transport: typeof StreamableHTTPServerTransport, rec: McpSessionRecord, access: ToolAccess, resumed: boolean): Session {
+  function mount(Transport: typeof StreamableHTTPServerTransport, rec: McpSessionRecord, access: ToolAccess, resumed: boolean, optional: ServerCapabilities): Session {
     const ctx: SessionCtx = { identity: access.identity, access, scope: rec.scope, sessionId: () => rec.id, resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
-    const server = buildServer(ctx, rec.id);
+    const server = buildServer(ctx, rec.id, optional);
     const transport = new Transport({
       sessionIdGenerator: () => rec.id,
       onsessioninitialized: (id) => { session.started = true; deps.log.info({ session_id: id, spiffe_id: rec.owner, scope: rec.scope ?? '*' }, 'mcp session started'); },
@@ -335,7 +360,13 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       session.watch = undefined;
       for (const uri of [...ctx.subscriptions.keys()]) void unsubscribeResource(rt, ctx, uri).catch(() => {});
     };
-    session.ready = server.connect(transport).then(() => { if (resumed) markInitialized(transport, rec.id); });
+    session.ready = server.connect(transport).then(async () => {
+      if (!resumed) return;
+      markInitialized(transport, rec.id);
+      // The log level it set elsewhere; unknown (the registry cannot answer) means none: no log messages.
+      const held = await Promise.resolve(deps.sessions.holders(rec.id, [LOG_LEVEL_KEY])).catch(() => null);
+      if (isLevel(held?.[0])) ctx.logLevel ??= held[0];
+    });
     return session;
   }
 
@@ -368,7 +399,9 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       return rpcError(res, 429, RPC.limited, `too many open MCP sessions for identities of trust domain ${domain} that are not registered as Agents (limit ${maxPerDomain} per trust domain); close unused sessions (HTTP DELETE with Mcp-Session-Id) or let idle ones expire (after ${Math.round(idleMs / 60_000)} min), then retry; an operator can register the workload as an Agent or raise AAM_MCP_SESSIONS_PER_TRUST_DOMAIN`);
     }
     if (!opened.ok) return rpcError(res, 503, RPC.upstream, `too many MCP sessions (${maxSessions}); close unused sessions (HTTP DELETE with Mcp-Session-Id) and retry`);
-    const session = mount(await transportClass(), rec, access, false);
+    // What the client is told it may use: completions and logging only when a server in scope offers them.
+    await catalog.ready(scope, listWaitMs);
+    const session = mount(await transportClass(), rec, access, false, optionalCapabilities(catalog.inScope(scope)));
     try {
       await session.ready;
       attachAccess(req, access);
@@ -407,7 +440,8 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       // Another request of this session may have mounted it while the transport loaded.
       s = sessions.get(sid);
       if (!s) {
-        s = mount(Transport, rec, access, true);
+        // Its client was told at initialize (elsewhere) what it may use: both handled here.
+        s = mount(Transport, rec, access, true, { completions: {}, logging: {} });
         deps.log.info({ session_id: sid, spiffe_id: rec.owner, scope: rec.scope ?? '*' }, 'mcp session resumed on this replica');
       }
     }
@@ -492,18 +526,19 @@ interface SdkExtra {
   signal: AbortSignal;
   requestId: string | number;
   requestInfo?: { headers: Record<string, string | string[] | undefined> };
-  sendNotification: (n: { method: 'notifications/progress'; params: { progressToken: string | number } & Progress }) => Promise<void>;
+  sendNotification: (n: { method: 'notifications/progress'; params: { progressToken: string | number } & Progress } | { method: 'notifications/message'; params: LogParams }) => Promise<void>;
 }
 
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
-/** Forward cancellation (signal) and, when the client asked for it, progress notifications. */
-function callExtra(progressToken: string | number | undefined, extra: SdkExtra): Extra {
+/** Forward cancellation (signal) and, when the client asked for them, progress notifications and log messages (on this request's stream). */
+function callExtra(progressToken: string | number | undefined, extra: SdkExtra, logLevel?: LoggingLevel): Extra {
   const onprogress = progressToken === undefined ? undefined
     : (p: Progress) => { extra.sendNotification({ method: 'notifications/progress', params: { ...p, progressToken } }).catch(() => {}); };
   // The HTTP request id of the POST that carried this message (set by the server), for correlation.
   const rid = extra.requestInfo?.headers['x-request-id'];
-  return { signal: extra.signal, onprogress, jsonrpcId: extra.requestId, requestId: typeof rid === 'string' && REQUEST_ID.test(rid) ? rid : undefined };
+  const log = logLevel === undefined ? undefined : { level: logLevel, send: (p: LogParams) => { extra.sendNotification({ method: 'notifications/message', params: p }).catch(() => {}); } };
+  return { signal: extra.signal, onprogress, log, jsonrpcId: extra.requestId, requestId: typeof rid === 'string' && REQUEST_ID.test(rid) ? rid : undefined };
 }
 
 const errText = (e: unknown): string => (e instanceof Error ? e.message : String(e));

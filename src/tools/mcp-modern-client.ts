@@ -6,11 +6,19 @@
 // so a validating server or proxy in front of it accepts it.
 import type { RequestOptions } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import {
-  ErrorCode, McpError, type CallToolResult, type GetPromptResult, type ListPromptsResult, type ListResourcesResult, type ListResourceTemplatesResult,
+  ErrorCode, McpError, type CallToolResult, type CompleteRequest, type CompleteResult, type GetPromptResult, type LoggingLevel, type ListPromptsResult, type ListResourcesResult, type ListResourceTemplatesResult,
   type ListToolsResult, type ReadResourceResult, type ServerCapabilities,
 } from '@modelcontextprotocol/sdk/types.js';
 import { CLIENT_CAPS, MODERN_VERSION, modernHeaders } from './mcp-headers.ts';
 import { TASKS_EXT } from './mcp-mrtr.ts';
+import type { CallOptions } from './upstream.ts';
+
+/** The SDK's request options, and the log messages of this one request the caller wants (upstream.ts CallOptions.log). */
+export type ReqOptions = RequestOptions & { log?: CallOptions['log'] };
+const META_LOG_LEVEL = 'io.modelcontextprotocol/logLevel';
+/** RFC 5424 severities from least to most severe (the order of the MCP LoggingLevel). */
+export const LOG_LEVELS: readonly LoggingLevel[] = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'];
+export const logSeverity = (l: unknown): number => LOG_LEVELS.indexOf(l as LoggingLevel);
 
 /** What aam needs of a client of one upstream; the SDK's Client (legacy) and ModernClient (2026-07-28) both provide it. */
 export interface UpstreamClient {
@@ -22,6 +30,9 @@ export interface UpstreamClient {
   listResourceTemplates(params: { cursor?: string } | undefined, o?: RequestOptions): Promise<ListResourceTemplatesResult>;
   listPrompts(params: { cursor?: string } | undefined, o?: RequestOptions): Promise<ListPromptsResult>;
   getPrompt(params: { name: string; arguments?: Record<string, string> }, o?: RequestOptions): Promise<GetPromptResult>;
+  complete(params: CompleteRequest['params'], o?: RequestOptions): Promise<CompleteResult>;
+  /** logging/setLevel of the session (2025-11-25 servers only; a 2026-07-28 request carries its level in _meta). */
+  setLoggingLevel?(level: LoggingLevel, o?: RequestOptions): Promise<unknown>;
   subscribeResource(params: { uri: string }, o?: RequestOptions): Promise<unknown>;
   unsubscribeResource(params: { uri: string }, o?: RequestOptions): Promise<unknown>;
   /**
@@ -54,8 +65,8 @@ async function* sseMessages(res: Response): AsyncGenerator<Json> {
   }
 }
 
-/** The JSON-RPC response for `id` from a JSON body or an SSE stream (progress notifications relayed). */
-async function responseFor(res: Response, id: number, o?: RequestOptions): Promise<Json> {
+/** The JSON-RPC response for `id` from a JSON body or an SSE stream (progress notifications and the log messages asked for relayed). */
+async function responseFor(res: Response, id: number, o?: ReqOptions): Promise<Json> {
   if (!(res.headers.get('content-type') ?? '').includes('text/event-stream')) {
     const text = await res.text();
     try { return JSON.parse(text) as Json; } catch { throw new Error(`HTTP ${res.status} with a body that is not JSON-RPC: ${text.slice(0, 200)}`); }
@@ -63,6 +74,8 @@ async function responseFor(res: Response, id: number, o?: RequestOptions): Promi
   for await (const msg of sseMessages(res)) {
     if (msg.id === id) return msg;
     if (msg.method === 'notifications/progress' && isObj(msg.params)) o?.onprogress?.(msg.params as never);
+    // Request-scoped (server/utilities/logging): on this request's stream, at or above the level it set.
+    else if (msg.method === 'notifications/message' && isObj(msg.params) && o?.log && logSeverity(msg.params.level) >= logSeverity(o.log.level)) o.log.onlog(msg.params as never);
   }
   throw new Error('the response stream ended without a result');
 }
@@ -76,11 +89,11 @@ export function createModernClient(url: URL, fetchFn: Fetch, capabilities: Serve
   /** Tool input schemas as last listed, for the Mcp-Param-* headers of calls. */
   const schemas = new Map<string, unknown>();
 
-  async function request<T>(method: string, params: Json, o?: RequestOptions): Promise<T> {
+  async function request<T>(method: string, params: Json, o?: ReqOptions): Promise<T> {
     const id = nextId++;
     // Capabilities: aam's own (none), or those of the client a relayed call asks input of (set by the caller).
     const given = isObj(params._meta) ? params._meta : {};
-    const meta = { ...given, 'io.modelcontextprotocol/protocolVersion': MODERN_VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'aam-gateway', version: '0.1.0' }, [CLIENT_CAPS]: isObj(given[CLIENT_CAPS]) ? given[CLIENT_CAPS] : {} };
+    const meta = { ...given, 'io.modelcontextprotocol/protocolVersion': MODERN_VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'aam-gateway', version: '0.1.0' }, [CLIENT_CAPS]: isObj(given[CLIENT_CAPS]) ? given[CLIENT_CAPS] : {}, ...(o?.log ? { [META_LOG_LEVEL]: o.log.level } : {}) };
     const body = { jsonrpc: '2.0', id, method, params: { ...params, _meta: meta } };
     const timeout = AbortSignal.timeout(o?.timeout ?? defaultTimeoutMs);
     let res: Response;
@@ -115,6 +128,7 @@ export function createModernClient(url: URL, fetchFn: Fetch, capabilities: Serve
     listResourceTemplates: (params, o) => request<ListResourceTemplatesResult>('resources/templates/list', params ?? {}, o),
     listPrompts: (params, o) => request<ListPromptsResult>('prompts/list', params ?? {}, o),
     getPrompt: (params, o) => request<GetPromptResult>('prompts/get', params, o),
+    complete: (params, o) => request<CompleteResult>('completion/complete', params, o),
     // 2026-07-28 replaced per-URI subscriptions with subscriptions/listen streams.
     subscribeResource: async () => { throw new McpError(-32601, 'resources/subscribe is not part of MCP 2026-07-28 (subscriptions/listen replaced it)'); },
     unsubscribeResource: async () => ({}),

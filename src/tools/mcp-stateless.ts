@@ -8,11 +8,11 @@
 // Spec: modelcontextprotocol.io/specification/2026-07-28 (basic/transports/streamable-http,
 // basic/versioning, server/discover; schema/2026-07-28/schema.ts).
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
-import { LATEST_PROTOCOL_VERSION, SUPPORTED_PROTOCOL_VERSIONS, type Progress } from '@modelcontextprotocol/sdk/types.js';
+import { LATEST_PROTOCOL_VERSION, LoggingLevelSchema, SUPPORTED_PROTOCOL_VERSIONS, type CompleteRequest, type LoggingLevel, type Progress } from '@modelcontextprotocol/sdk/types.js';
 import { mcpTraceparent } from '../observability/otlp-genai.ts';
-import type { CompiledTool } from './catalog.ts';
+import { optionalCapabilities, type CompiledTool } from './catalog.ts';
 import { decodeHeaderValue, headerParams, MODERN_VERSION, NAMED, sseEvent, valueAt } from './mcp-headers.ts';
-import { callTool, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
+import { callTool, completeArgument, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { isInputRequired, TASKS_EXT } from './mcp-mrtr.ts';
 import { taskRequest } from './mcp-tasks.ts';
 import { RPC, ToolError, type ToolAccess } from './types.ts';
@@ -27,6 +27,8 @@ export const MODERN_RPC = { headerMismatch: -32020, missingCapability: -32021, u
 const META_VERSION = 'io.modelcontextprotocol/protocolVersion';
 const META_CAPS = 'io.modelcontextprotocol/clientCapabilities';
 const META_SERVER = 'io.modelcontextprotocol/serverInfo';
+/** The log level of one request (server/utilities/logging; replaces logging/setLevel): absent, no log messages. */
+const META_LOG_LEVEL = 'io.modelcontextprotocol/logLevel';
 
 type Json = Record<string, unknown>;
 const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -110,17 +112,22 @@ const PRIVATE = { ttlMs: 0, cacheScope: 'private' } as const;
 
 /** One modern JSON-RPC request, answered statelessly with this HTTP request's access context. */
 export async function handleModern(o: StatelessOptions, headers: IncomingHttpHeaders, res: ServerResponse, body: Json, access: ToolAccess, scope: string | null, extra: Extra): Promise<void> {
-  // Progress (basic/patterns/progress): a request with a progressToken, from a client that accepts
-  // SSE, is answered as an event stream from the first notification on; else as plain JSON.
-  const token = metaOf(body)?.progressToken;
-  const sse = (typeof token === 'string' || typeof token === 'number') && String(headers.accept ?? '').includes('text/event-stream');
+  // Progress (basic/patterns/progress) and log messages (server/utilities/logging): a request with a
+  // progressToken or a log level, from a client that accepts SSE, is answered as an event stream
+  // from the first notification on; else as plain JSON (and without them).
+  const meta = metaOf(body);
+  const token = meta?.progressToken;
+  const sse = String(headers.accept ?? '').includes('text/event-stream');
   let streaming = false;
-  const onprogress = (p: Progress) => {
+  const send = (msg: Json) => {
     if (res.writableEnded) return;
     if (!streaming) { streaming = true; res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }); }
-    res.write(sseEvent({ jsonrpc: '2.0', method: 'notifications/progress', params: { ...p, progressToken: token } }));
+    res.write(sseEvent(msg));
   };
-  const r = await answer(o, headers, body, access, scope, sse ? { ...extra, onprogress } : extra);
+  const onprogress = sse && (typeof token === 'string' || typeof token === 'number') ? (p: Progress) => send({ jsonrpc: '2.0', method: 'notifications/progress', params: { ...p, progressToken: token } }) : undefined;
+  const level = meta?.[META_LOG_LEVEL];
+  const log = sse && LoggingLevelSchema.safeParse(level).success ? { level: level as LoggingLevel, send: (p: Json) => send({ jsonrpc: '2.0', method: 'notifications/message', params: p }) } : undefined;
+  const r = await answer(o, headers, body, access, scope, { ...extra, ...(onprogress ? { onprogress } : {}), ...(log ? { log } : {}) });
   if (streaming) return void res.end(r ? sseEvent(r.body) : undefined);
   if (res.headersSent) return void res.end();
   if (r === null) { res.writeHead(202); return void res.end(); }
@@ -142,12 +149,15 @@ async function answer(o: StatelessOptions, headers: IncomingHttpHeaders, body: J
       { supported: SUPPORTED_VERSIONS, requested: meta[META_VERSION] });
   }
   if (!isObj(meta[META_CAPS])) return error(id, 400, -32602, `params._meta["${META_CAPS}"] is required (an object; {} declares no optional capabilities)`);
+  if (meta[META_LOG_LEVEL] !== undefined && !LoggingLevelSchema.safeParse(meta[META_LOG_LEVEL]).success) {
+    return error(id, 200, -32602, `Invalid params: params._meta["${META_LOG_LEVEL}"] must be one of ${LoggingLevelSchema.options.join(', ')}`);
+  }
   const params = isObj(body.params) ? body.params : {};
   const s: SessionCtx = { identity: access.identity, access, scope, sessionId: () => undefined, resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
   if (method === 'subscriptions/listen') return { status: 200, body: {}, stream: (res) => o.listen(s, isObj(body.params) ? body.params : {}, id as string | number, res) };
   try {
     const result = await dispatch(o, s, method, params, headers, body, extra);
-    if (result === undefined) return error(id, 404, MODERN_RPC.methodNotFound, `Method not found: ${method} (aam serves server/discover, tools, resources, prompts, subscriptions/listen and tasks; sessions, resources/subscribe and logging are legacy-only)`);
+    if (result === undefined) return error(id, 404, MODERN_RPC.methodNotFound, `Method not found: ${method} (aam serves server/discover, tools, resources, prompts, completion/complete, subscriptions/listen and tasks; sessions, resources/subscribe and logging/setLevel are legacy-only: a 2026-07-28 request sets its log level in _meta)`);
     const kind = isInputRequired(result) ? 'input_required' : method === 'tools/call' && result.resultType === 'task' ? 'task' : 'complete';
     return { status: 200, body: { jsonrpc: '2.0', id, result: { ...result, resultType: kind } } };
   } catch (e) {
@@ -164,8 +174,10 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
   const mx: Extra = { ...extra, mrtr: { inputResponses: params.inputResponses, requestState: params.requestState, clientCapabilities: metaOf(body)?.[META_CAPS] as Record<string, unknown> | undefined } };
   switch (method) {
     case 'server/discover':
+      // completions and logging only when a server in scope offers them (aam routes and relays them)
+      await rt.catalog.ready(s.scope, o.listWaitMs);
       return {
-        supportedVersions: SUPPORTED_VERSIONS, capabilities: { tools: { listChanged: true }, resources: { subscribe: true, listChanged: true }, prompts: { listChanged: true }, extensions: { [TASKS_EXT]: {} } },
+        supportedVersions: SUPPORTED_VERSIONS, capabilities: { tools: { listChanged: true }, resources: { subscribe: true, listChanged: true }, prompts: { listChanged: true }, ...optionalCapabilities(rt.catalog.inScope(s.scope)), extensions: { [TASKS_EXT]: {} } },
         ...(o.instructions(s.scope) ? { instructions: o.instructions(s.scope) } : {}),
         _meta: { [META_SERVER]: { name: 'aam', version: '0.1.0' } }, ...PRIVATE,
       };
@@ -193,6 +205,11 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
     }
     case 'prompts/list': return { ...await listPage(method, 'prompts', params.cursor, o.pageSize, () => listPrompts(rt, s)), ...PRIVATE };
     case 'tasks/get': case 'tasks/update': case 'tasks/cancel': return taskRequest(rt, s, method, params, extra);
+    case 'completion/complete': {
+      // No session remembers which server listed a template: on /mcp, list them (as this caller) to find its owner.
+      if (s.scope === null && isObj(params.ref) && params.ref.type === 'ref/resource') await listResourceTemplates(rt, s);
+      return completeArgument(rt, s, params as unknown as CompleteRequest['params'], extra) as unknown as Promise<Json>;
+    }
     case 'prompts/get': return getPrompt(rt, s, String(params.name), isObj(params.arguments) ? params.arguments as Record<string, string> : undefined, mx) as Promise<Json>;
     default: return undefined;
   }

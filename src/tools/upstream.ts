@@ -10,13 +10,13 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StdioClientTransport, getDefaultEnvironment } from '@modelcontextprotocol/sdk/client/stdio.js';
 import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
 import {
-  ErrorCode, McpError, PromptListChangedNotificationSchema, ResourceListChangedNotificationSchema, ResourceUpdatedNotificationSchema, ToolListChangedNotificationSchema,
-  type CallToolResult, type GetPromptResult, type ListPromptsResult, type ListResourcesResult, type ListResourceTemplatesResult, type Progress, type ReadResourceResult,
+  ErrorCode, LoggingMessageNotificationSchema, McpError, PromptListChangedNotificationSchema, ResourceListChangedNotificationSchema, ResourceUpdatedNotificationSchema, ToolListChangedNotificationSchema,
+  type CallToolResult, type CompleteRequest, type CompleteResult, type GetPromptResult, type LoggingLevel, type LoggingMessageNotification, type ServerCapabilities, type ListPromptsResult, type ListResourcesResult, type ListResourceTemplatesResult, type Progress, type ReadResourceResult,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { McpServerSpec } from '../config/schema.ts';
 import type { Identity } from '../identity/types.ts';
 import { GATEWAY_IDENTITY, ToolError, RPC, type ToolDeps, type UpstreamTool } from './types.ts';
-import { createModernClient, discoverModern, type UpstreamClient, type UpstreamListen } from './mcp-modern-client.ts';
+import { createModernClient, discoverModern, logSeverity, type UpstreamClient, type UpstreamListen } from './mcp-modern-client.ts';
 import { CLIENT_CAPS, MODERN_VERSION } from './mcp-headers.ts';
 import { errMsg } from './util.ts';
 
@@ -50,7 +50,14 @@ export interface CallOptions {
   traceContext?: { traceparent: string; tracestate?: string };
   /** A 2026-07-28 client's retry of a multi round-trip request (the upstream's own state), and what input it can give. */
   mrtr?: { inputResponses?: unknown; requestState?: string; clientCapabilities: Record<string, unknown> };
+  /**
+   * The caller asked for log messages at `logLevel` and above: the upstream's notifications/message
+   * sent while serving this very request (on its response stream) go to `onlog`, never anyone else's.
+   */
+  log?: { level: LoggingLevel; onlog: (p: LogParams) => void };
 }
+
+export type LogParams = LoggingMessageNotification['params'];
 
 export interface Upstream {
   readonly name: string;
@@ -91,6 +98,10 @@ export interface Upstream {
   onTaskStatus(listener: (taskId: string, task: Record<string, unknown>) => void): void;
   listPrompts(identity: Identity): Promise<ListPromptsResult['prompts']>;
   getPrompt(name: string, args: Record<string, string> | undefined, identity: Identity, opts?: CallOptions): Promise<GetPromptResult>;
+  /** completion/complete as `identity` (ref and argument as the upstream names them). */
+  complete(params: CompleteRequest['params'], identity: Identity, opts?: CallOptions): Promise<CompleteResult>;
+  /** What the server declared (completions, logging, ...); undefined until it is connected. */
+  capabilities(): ServerCapabilities | undefined;
   /** Called with the new list whenever the cached tools list changes. */
   onToolsChanged(listener: (tools: UpstreamTool[]) => void): void;
   /**
@@ -176,6 +187,14 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   const listenStableMs = opts.listenStableMs ?? 30_000;
   const timeoutMs = spec.timeout_ms ?? opts.defaultTimeoutMs ?? 30_000;
   const callerIdentity = new AsyncLocalStorage<Identity>();
+  /**
+   * A 2025-11-25 server's notifications/message related to a request come on that request's own
+   * response stream, read in the async context of the request: its log sink is found here. Anything
+   * else (the standalone stream, stdio, SSE: no request context) finds none and is dropped.
+   */
+  const logSink = new AsyncLocalStorage<{ onlog: (p: LogParams) => void; level: LoggingLevel; done: boolean }>();
+  /** The lowest level this process asked the current session of a 2025-11-25 server for (logging/setLevel). */
+  let upstreamLevel: LoggingLevel | undefined;
   const listeners: Array<(tools: UpstreamTool[]) => void> = [];
   const updateListeners: Array<(uri: string, who?: string) => void> = [];
   const listListeners: Array<(list: WatchList, who?: string) => void> = [];
@@ -310,6 +329,11 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     c.setNotificationHandler(ResourceUpdatedNotificationSchema, async (n) => { for (const l of updateListeners) l(n.params.uri); });
     c.setNotificationHandler(PromptListChangedNotificationSchema, async () => { announced('prompts'); for (const l of listListeners) l('prompts'); });
     c.setNotificationHandler(ResourceListChangedNotificationSchema, async () => { announced('resources'); for (const l of listListeners) l('resources'); });
+    c.setNotificationHandler(LoggingMessageNotificationSchema, async (n) => {
+      const sink = logSink.getStore();
+      if (sink && !sink.done && logSeverity(n.params.level) >= logSeverity(sink.level)) sink.onlog(n.params);
+    });
+    upstreamLevel = undefined;
     t.onclose = () => onTransportClosed(c);
     starting = t;
     try {
@@ -378,7 +402,8 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       return Promise.reject(new ToolError('upstream_unavailable', `MCP server "${name}" is unavailable (${lastError ?? 'connection closed'}); aam restarts it in ${wait} ms, retry then`, { code: RPC.upstream, status: 502 }));
     }
     if (!connecting) {
-      connecting = connect().catch((e: unknown) => {
+      // Out of any caller's request context: the connection's own streams must never find a caller's log sink.
+      connecting = logSink.exit(() => connect()).catch((e: unknown) => {
         if (state === 'closed') throw closedError(); // no restart after close()
         lastError = errMsg(e);
         state = 'down';
@@ -426,14 +451,30 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   }
 
   /** Run an upstream request as `identity` with the server's timeout and clear errors. */
-  async function run<T>(what: string, identity: Identity, fn: (c: UpstreamClient) => Promise<T>, signal?: AbortSignal): Promise<T> {
+  async function run<T>(what: string, identity: Identity, fn: (c: UpstreamClient) => Promise<T>, signal?: AbortSignal, log?: CallOptions['log']): Promise<T> {
     const c = await ensureClient();
+    const sink = log && !c.listen ? { ...log, done: false } : undefined;
     try {
-      return await callerIdentity.run(identity, () => fn(c));
+      if (sink) await levelAtMost(c, sink.level);
+      return await callerIdentity.run(identity, () => (sink ? logSink.run(sink, () => fn(c)) : fn(c)));
     } catch (e) {
       if (signal?.aborted) throw new ToolError('cancelled', `${what} on MCP server "${name}" was cancelled by the client`, { code: RPC.upstream, status: 499 });
       throw upstreamError(name, what, timeoutMs, e);
+    } finally {
+      if (sink) sink.done = true; // a message that comes after the answer is no longer this request's
     }
+  }
+
+  /**
+   * A 2025-11-25 server that declares logging sends messages at the level its session was set to:
+   * lowered (never raised: other callers may want more) to what this caller asked for; aam filters per caller.
+   */
+  async function levelAtMost(c: UpstreamClient, level: LoggingLevel): Promise<void> {
+    if (!c.getServerCapabilities()?.logging || !c.setLoggingLevel || (upstreamLevel !== undefined && logSeverity(upstreamLevel) <= logSeverity(level))) return;
+    upstreamLevel = level; // asked once per level and session: a server that refuses is not asked on every call
+    // The call goes on without it: the server then sends what it sends by default, filtered here.
+    await callerIdentity.run(GATEWAY_IDENTITY, () => c.setLoggingLevel!(level, { timeout: timeoutMs }))
+      .catch((e: unknown) => deps.log.warn({ mcp_server: name, level, err: errMsg(e) }, 'logging/setLevel refused by the upstream'));
   }
 
   /** Notifications of one of a 2026-07-28 upstream's listen streams, to the same listeners a session's notifications go to. */
@@ -574,7 +615,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     const meta = { ...o?.traceContext, ...(m ? { [CLIENT_CAPS]: m.clientCapabilities } : {}) };
     return { ...params, _meta: meta, ...(m?.inputResponses !== undefined ? { inputResponses: m.inputResponses } : {}), ...(m?.requestState !== undefined ? { requestState: m.requestState } : {}) };
   };
-  const reqOpts = (o?: CallOptions) => ({ timeout: timeoutMs, signal: o?.signal, onprogress: o?.onprogress, resetTimeoutOnProgress: true, maxTotalTimeout: timeoutMs * 10 });
+  const reqOpts = (o?: CallOptions) => ({ timeout: timeoutMs, signal: o?.signal, onprogress: o?.onprogress, resetTimeoutOnProgress: true, maxTotalTimeout: timeoutMs * 10, log: o?.log });
 
   // Start eagerly: a stdio server is supervised from load time, not from the first call.
   ensureClient().catch(() => {});
@@ -606,10 +647,10 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       return names;
     },
     callTool: (tool, args, identity, o) => run(`tools/call "${tool}"`, identity, (c) =>
-      c.callTool(withTrace({ name: tool, arguments: args }, o), undefined, reqOpts(o)) as Promise<CallToolResult>, o?.signal),
+      c.callTool(withTrace({ name: tool, arguments: args }, o), undefined, reqOpts(o)) as Promise<CallToolResult>, o?.signal, o?.log),
     listResources: (identity) => run('resources/list', identity, async (c) =>
       c.getServerCapabilities()?.resources ? allPages((p) => c.listResources(p, reqOpts()), (r) => r.resources) : []),
-    readResource: (uri, identity, o) => run('resources/read', identity, (c) => c.readResource(withTrace({ uri }, o), reqOpts(o)), o?.signal),
+    readResource: (uri, identity, o) => run('resources/read', identity, (c) => c.readResource(withTrace({ uri }, o), reqOpts(o)), o?.signal, o?.log),
     async subscribe(uri, identity) {
       if ((await ensureClient()).listen) return want('uris', [uri], identity);
       const n = subscribed.get(uri) ?? 0;
@@ -635,7 +676,9 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       c.getServerCapabilities()?.resources ? allPages((p) => c.listResourceTemplates(p, reqOpts()), (r) => r.resourceTemplates) : []),
     listPrompts: (identity) => run('prompts/list', identity, async (c) =>
       c.getServerCapabilities()?.prompts ? allPages((p) => c.listPrompts(p, reqOpts()), (r) => r.prompts) : []),
-    getPrompt: (p, args, identity, o) => run('prompts/get', identity, (c) => c.getPrompt(withTrace({ name: p, arguments: args }, o), reqOpts(o)), o?.signal),
+    getPrompt: (p, args, identity, o) => run('prompts/get', identity, (c) => c.getPrompt(withTrace({ name: p, arguments: args }, o), reqOpts(o)), o?.signal, o?.log),
+    complete: (params, identity, o) => run('completion/complete', identity, (c) => c.complete(withTrace(params, o), reqOpts(o)), o?.signal, o?.log),
+    capabilities: () => (state === 'ready' ? client?.getServerCapabilities() : undefined),
     onToolsChanged(l) { listeners.push(l); },
     onAnnounced(l) { announceListeners.push(l); },
     async relist() {
