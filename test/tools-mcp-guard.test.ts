@@ -10,7 +10,7 @@ import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { until } from './helpers/e2e.ts';
 import { ADMIN_TOKEN, admin, connectClient, mcpStatus, rpcError, serversReady, textOf, toolEvents } from './helpers/mcp.ts';
-import { callsIn, startHttpFixture, stdioServerDoc, tempFile } from './fixtures/mcp-accounts/upstream.ts';
+import { STDIO_TIMEOUT_MS, callsIn, startHttpFixture, stdioServerDoc, tempFile } from './fixtures/mcp-accounts/upstream.ts';
 import type { Approval } from '../src/tools/approvals.ts';
 import type { ToolDiff } from '../src/tools/tool-integrity.ts';
 
@@ -241,6 +241,29 @@ test('upstream that cannot start: clear error, backoff keeps trying', async () =
   assert.match(err.message, /MCP server "broken" is unavailable/);
   await until(async () => (await status(gw)).broken.restarts >= 2, 30_000, 'retries');
   assert.match((await status(gw)).broken.lastError ?? '', /ENOENT|spawn/);
+});
+
+/** The crm server with a short per-call timeout_ms, started START_DELAY_MS late (a slow `npx -y`). */
+const slowStarting = (delayMs: number, extra = '') =>
+  stdioServerDoc('crm', { START_DELAY_MS: String(delayMs) }, extra).replace(`timeout_ms: ${STDIO_TIMEOUT_MS}`, 'timeout_ms: 1500');
+
+test('stdio server slower to start than timeout_ms: started once, callers told to retry meanwhile, then served', async () => {
+  const { client, gw } = await setup([slowStarting(8000)], { ready: false });
+  const asked = Date.now();
+  const err = await rpcError(client.callTool({ name: 'crm__search_accounts', arguments: { query: 'a' } }));
+  assert.match(err.message, /MCP server "crm" is still starting .*retry shortly/);
+  assert.ok(Date.now() - asked < 6000, `the caller waited timeout_ms, not the start (${Date.now() - asked} ms)`);
+  await until(async () => (await status(gw)).crm.state === 'ready', 60_000, 'crm ready');
+  assert.equal((await status(gw)).crm.restarts, 0, 'the slow start was not killed and begun again');
+  const ok = await client.callTool({ name: 'crm__search_accounts', arguments: { query: 'a' } });
+  assert.ok(!ok.isError, textOf(ok));
+});
+
+test('start_timeout_ms bounds the start: a server slower than it is restarted with the reason', async () => {
+  const { gw } = await setup([slowStarting(8000, '  start_timeout_ms: 1000\n')], { ready: false });
+  await until(async () => (await status(gw)).crm.restarts >= 1, 30_000, 'a restart after the start timed out');
+  assert.notEqual((await status(gw)).crm.state, 'ready');
+  assert.match((await status(gw)).crm.lastError ?? '', /timed out|timeout/i);
 });
 
 test('live rug-pull: upstream announces tools/list_changed with a new definition; clients are notified', async () => {

@@ -249,6 +249,11 @@ export const mcpServerSpec = z.strictObject({
   credential: name.optional(),
   tools: z.record(z.string(), z.strictObject({ resource: z.string().optional(), action: z.string().optional(), digest: z.string().optional(), mutating: z.boolean().optional() })).optional(),
   timeout_ms: positive.optional(),
+  /**
+   * How long the server may take to start and answer initialize (default: timeout_ms, at least
+   * 120 s for stdio: `npx -y` may download a package first). A call waits at most timeout_ms for it.
+   */
+  start_timeout_ms: positive.optional(),
   /** Default resource for this server's tools, resources/* and prompts/* (default: the server name). */
   resource: z.string().min(1).optional(),
   /** Largest tool/resource/prompt result passed back to the agent, in bytes (default 1 MiB). */

@@ -186,6 +186,9 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   const listenRetryMaxMs = opts.listenRetryMaxMs ?? 30_000;
   const listenStableMs = opts.listenStableMs ?? 30_000;
   const timeoutMs = spec.timeout_ms ?? opts.defaultTimeoutMs ?? 30_000;
+  // A start slower than its allowance is killed and begun again cold, so it would never come up:
+  // the allowance is its own, and generous for stdio (`npx -y` may download the package first).
+  const startTimeoutMs = spec.start_timeout_ms ?? (spec.transport === 'stdio' ? Math.max(timeoutMs, 120_000) : timeoutMs);
   const callerIdentity = new AsyncLocalStorage<Identity>();
   /**
    * A 2025-11-25 server's notifications/message related to a request come on that request's own
@@ -225,6 +228,8 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   let tries = 0;
   let failures = 0;
   let connectedAt = 0;
+  /** When the connection in progress (or the last one) began. */
+  let startedAt = 0;
   let lastError: string | undefined;
   let restartTimer: NodeJS.Timeout | undefined;
   let nextRestartAt = 0;
@@ -337,7 +342,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     t.onclose = () => onTransportClosed(c);
     starting = t;
     try {
-      await c.connect(t, { timeout: timeoutMs });
+      await c.connect(t, { timeout: startTimeoutMs });
       // close() ran while the process was starting: it must not outlive the gateway.
       if (isClosed()) throw closedError();
       client = c;
@@ -392,6 +397,20 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       ensureClient().catch(() => { /* logged in ensureClient; another restart is scheduled */ });
     }, delay);
     restartTimer.unref();
+  }
+
+  /**
+   * The client for a caller's request: a start in progress is waited for at most timeoutMs (the
+   * start itself may take startTimeoutMs), then the caller is told to retry while it goes on.
+   */
+  function clientForCaller(): Promise<UpstreamClient> {
+    const p = ensureClient();
+    if (!connecting || startTimeoutMs <= timeoutMs) return p;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, no) => {
+      timer = setTimeout(() => no(new ToolError('upstream_unavailable', `MCP server "${name}" is still starting (${Math.round((Date.now() - startedAt) / 1000)} s so far; it may take start_timeout_ms ${startTimeoutMs}); retry shortly`, { code: RPC.upstream, status: 502 })), timeoutMs);
+    });
+    return Promise.race([p, late]).finally(() => clearTimeout(timer));
   }
 
   function ensureClient(): Promise<UpstreamClient> {
@@ -452,7 +471,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
 
   /** Run an upstream request as `identity` with the server's timeout and clear errors. */
   async function run<T>(what: string, identity: Identity, fn: (c: UpstreamClient) => Promise<T>, signal?: AbortSignal, log?: CallOptions['log']): Promise<T> {
-    const c = await ensureClient();
+    const c = await clientForCaller();
     const sink = log && !c.listen ? { ...log, done: false } : undefined;
     try {
       if (sink) await levelAtMost(c, sink.level);
@@ -628,7 +647,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
         await freshen(client);
         return toolCache;
       }
-      await ensureClient();
+      await clientForCaller();
       return toolCache ?? [];
     },
     async callerTools(identity) {
@@ -652,7 +671,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       c.getServerCapabilities()?.resources ? allPages((p) => c.listResources(p, reqOpts()), (r) => r.resources) : []),
     readResource: (uri, identity, o) => run('resources/read', identity, (c) => c.readResource(withTrace({ uri }, o), reqOpts(o)), o?.signal, o?.log),
     async subscribe(uri, identity) {
-      if ((await ensureClient()).listen) return want('uris', [uri], identity);
+      if ((await clientForCaller()).listen) return want('uris', [uri], identity);
       const n = subscribed.get(uri) ?? 0;
       if (n === 0) await run(`resources/subscribe "${uri}"`, identity, (c) => c.subscribeResource({ uri }, reqOpts()));
       subscribed.set(uri, n + 1);
