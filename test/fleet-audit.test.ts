@@ -312,6 +312,24 @@ test('PostgreSQL down for 12 s: requests get 503 (never an unrecorded 200), /rea
   }
 });
 
+test('the INSERTs on a connection of their own: a commit does not wait behind a slow query of the shared pool; a serving replica opens it (aam-evidence)', async () => {
+  const shared = postgres(store.databaseUrl, { max: 1, onnotice: () => {} });
+  const writer = postgres(store.databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    const log = await openFleetAuditLog(shared, { replica: `own-${randomBytes(3).toString('hex')}`, writer, keyEncryptionKey: parseMasterKeyEnv(MASTER, dir).derive(SIGNING_KEY_KEK_INFO), checkpointIntervalMs: 60_000 });
+    const slow = shared`SELECT pg_sleep(2)`.then(() => performance.now());
+    log.record({ type: 'admin', request_id: 'beside-a-slow-query' });
+    await log.journaled();
+    const committed = performance.now();
+    assert.ok(committed < await slow, 'committed before the shared connection\'s slow query ended');
+    await log.close();
+  } finally { await Promise.all([shared.end(), writer.end()]); }
+  // A serving replica's INSERTs are on their own connection, named in pg_stat_activity.
+  assert.equal((await chat(replicas[0].url, secret, 'one', 'evidence connection')).status, 200);
+  const own = await sql<Array<{ n: number }>>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'aam-evidence'`;
+  assert.ok(own[0].n >= 1, `aam-evidence connections: ${own[0].n}`);
+});
+
 test('an INSERT committed whose reply is lost: the first attempt is a plain INSERT, the retry finds the row (ON CONFLICT DO NOTHING) and the event is there once; verify names events of no chain', async () => {
   let lose = false;
   const sent: string[] = [];

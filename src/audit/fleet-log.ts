@@ -35,6 +35,8 @@ export interface FleetAuditOptions {
   batchSize?: number;
   /** Each checkpoint this process signs, as one JSON line (kind fleet_checkpoint): copy it out of the database's trust domain. */
   onCheckpoint?: (line: string) => void;
+  /** The connection the events' INSERTs go on (default: sql, which also carries the head updates and checkpoints). */
+  writer?: Sql;
   /** journaled()/recordDurable() reject when their events are not committed within this time (default 2000 ms): a PostgreSQL that hangs refuses requests instead of stalling them. */
   commitTimeoutMs?: number;
 }
@@ -103,6 +105,7 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
   await sql`INSERT INTO audit_chains (replica, head_hash) VALUES (${replica}, ${GENESIS_HASH})`;
   const maxQueue = opts.maxQueue ?? 100_000;
   const batchSize = opts.batchSize ?? 1000;
+  const writer = opts.writer ?? sql;
   let seq = 0;
   let prev = GENESIS_HASH;
   let committed = 0;
@@ -165,8 +168,8 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
     const last = batch[batch.length - 1];
     const t0 = performance.now();
     const again = batch[0].seq <= sentBefore;
-    (batch.length === 1 ? sql.unsafe(again ? INSERT_ONE_AGAIN : INSERT_ONE, rowValues(last), { prepare: true })
-      : sql`INSERT INTO audit_events ${sql(batch, ...COLUMNS)} ${again ? sql`ON CONFLICT (replica, seq) DO NOTHING` : sql``}`)
+    (batch.length === 1 ? writer.unsafe(again ? INSERT_ONE_AGAIN : INSERT_ONE, rowValues(last), { prepare: true })
+      : writer`INSERT INTO audit_events ${writer(batch, ...COLUMNS)} ${again ? writer`ON CONFLICT (replica, seq) DO NOTHING` : writer``}`)
       .then(() => {
         commitMs += performance.now() - t0;
         batches++;

@@ -91,7 +91,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   rt.auditFailClosed = failMode === 'fail_closed';
   // Fleet mode: the trail is in PostgreSQL (one chain per replica start, group commit), not the data dir.
   const fleetAudit = fleet && fleetAuditM && env.AAM_AUDIT !== 'off' ? await fleetAuditM.openFleetAuditLog(fleet.fleet.sql, {
-    replica: fleet.fleet.replicaId, keyEncryptionKey: loadMasterKey({ dataDir: o.dataDir, env }).derive(fleetAuditM.SIGNING_KEY_KEK_INFO),
+    replica: fleet.fleet.replicaId, writer: fleet.fleet.evidence, keyEncryptionKey: loadMasterKey({ dataDir: o.dataDir, env }).derive(fleetAuditM.SIGNING_KEY_KEK_INFO),
     scrub: (json) => rt.scrub(json),
     onAlert: (a) => rt.log.error({ event: 'audit_alert', ...a }, 'audit storage problem'),
     checkpointIntervalMs: env.AAM_AUDIT_CHECKPOINT_INTERVAL_MS ? Number(env.AAM_AUDIT_CHECKPOINT_INTERVAL_MS) : undefined,

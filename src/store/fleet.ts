@@ -21,6 +21,13 @@ export interface Fleet {
    * (`admission: true`); elsewhere it is `redis` itself.
    */
   readonly admission: Redis;
+  /**
+   * The audit trail's INSERTs (the one PostgreSQL write a request awaits before its answer) on a
+   * connection of their own, so a commit never waits in line behind the pool's other queries (key
+   * polls, usage rollups, heartbeats, sinks, checkpoints). A serving replica opens it
+   * (`admission: true`); elsewhere it is `sql` itself.
+   */
+  readonly evidence: Sql;
   /** Prefix of every Redis key and channel of this fleet. */
   readonly prefix: string;
   /** Random per process: names this replica's reservations and its heartbeat. */
@@ -50,6 +57,7 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
   const redis = connectRedis(env.redisUrl, 'aam');
   redis.on('error', () => { /* state is read from redis.status; errors reach the callers of commands */ });
   const admission = opts.admission ? connectRedis(env.redisUrl, 'aam-admit') : redis;
+  const evidence = opts.admission ? connectPostgres(env.databaseUrl, 1, { queryTimeout: opts.follow ? QUERY_TIMEOUT_S : 0, name: 'aam-evidence' }) : sql;
   if (admission !== redis) admission.on('error', () => {});
   let pgError: string | null = null;
   let sub: Redis | null = null;
@@ -69,7 +77,7 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
   } catch (e) {
     redis.disconnect();
     admission.disconnect();
-    await sql.end({ timeout: 1 });
+    await Promise.all([sql.end({ timeout: 1 }), evidence !== sql ? evidence.end({ timeout: 1 }) : null]);
     throw e;
   }
   const followers = new Map<string, Array<(payload?: string) => void>>();
@@ -95,7 +103,7 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
   }
   const replicaId = randomBytes(6).toString('hex');
   return {
-    sql, redis, admission, prefix, replicaId,
+    sql, redis, admission, evidence, prefix, replicaId,
     async announce(kind, payload) {
       try { await redis.publish(channel, payload === undefined ? kind : `${kind}\n${payload}`); } catch { /* replicas poll; the change is committed already */ }
     },
@@ -118,7 +126,7 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
       sub?.disconnect();
       redis.disconnect();
       if (admission !== redis) admission.disconnect();
-      await sql.end({ timeout: 2 });
+      await Promise.all([sql.end({ timeout: 2 }), evidence !== sql ? evidence.end({ timeout: 2 }) : null]);
     },
   };
 }

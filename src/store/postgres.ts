@@ -175,13 +175,15 @@ export const CANCEL_TIMEOUT_S = 2;
 export interface PostgresOptions {
   /** Cancel a query after this many seconds (0: no limit, e.g. the CLI's audit verify and migrations). */
   queryTimeout?: number;
+  /** application_name, as pg_stat_activity shows the connection (default 'aam'). */
+  name?: string;
 }
 
 export function connectPostgres(url: string, max = 10, opts: PostgresOptions = {}): Sql {
   return postgres(url, {
     max, onnotice: () => {}, connect_timeout: 5, idle_timeout: 60, backoff: reconnectBackoff,
     query_timeout: opts.queryTimeout ?? 0, cancel_timeout: CANCEL_TIMEOUT_S,
-    connection: { application_name: 'aam' },
+    connection: { application_name: opts.name ?? 'aam' },
   });
 }
 
