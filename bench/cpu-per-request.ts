@@ -3,7 +3,7 @@
 // JavaScript (as `npm start` runs it) and served in its own process; rounds interleave the trees
 // so that they see the same load. The mock upstream is bench/mock-upstream.js; the a2a kinds are an
 // A2A hop (SendMessage, SendStreamingMessage) to bench/a2a-echo-agent.ts.
-//   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] [--kind nonstream,stream,responses,responses-stream,responses-stored,a2a,a2a-stream] [--bare] [--pin CPU] [--fleet] TREE [TREE...]
+//   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] [--kind nonstream,stream,stream-nousage,messages,messages-stream,responses,responses-stream,responses-stored,a2a,a2a-stream] [--bare] [--pin CPU] [--fleet] TREE [TREE...]
 // --bare: the bare pass-through proxy (bench/bare-proxy.ts) joins the rounds as a tree named 'bare'
 // (chat kinds only: it forwards the request as it is), the floor the gateway is compared with.
 // --fleet: every gateway is a fleet replica on one PostgreSQL + Redis (started as `npm run bench`
@@ -52,13 +52,20 @@ for (const t of [...trees, join(HERE, '..')]) mkdirSync(join(t, 'bench', 'tmp'),
 const base = { model: 'gpt-4o-mini', messages: [{ role: 'system', content: 'You are a helpful assistant.' }, { role: 'user', content: 'Say hello in one short sentence.' }], max_tokens: 64, temperature: 0.2 };
 // The same request in the Responses API (translated to the mock's chat completions; not stored), as bench/run.ts sends it.
 const resp = { model: 'gpt-4o-mini', instructions: 'You are a helpful assistant.', input: 'Say hello in one short sentence.', max_output_tokens: 64, temperature: 0.2, store: false };
+const anthropicBase = { model: 'claude-bench', system: 'You are a helpful assistant.', messages: [{ role: 'user', content: 'Say hello in one short sentence.' }], max_tokens: 64, temperature: 0.2 };
 interface Kind { path: string; body: Buffer; stream: boolean; headers?: Record<string, string> }
 const CHAT = '/v1/chat/completions';
+const MESSAGES = '/v1/messages';
 const A2A = '/a2a/echo';
 const a2aBody = (stream: boolean) => Buffer.from(JSON.stringify({ jsonrpc: '2.0', id: 1, method: stream ? 'SendStreamingMessage' : 'SendMessage', params: { message: { messageId: 'b1', role: 'ROLE_USER', parts: [{ text: 'score account 42 for risk' }], metadata: { skill: 'echo' } } } }));
 const ALL_KINDS: Record<string, Kind> = {
   nonstream: { path: CHAT, stream: false, body: Buffer.from(JSON.stringify(base)) },
   stream: { path: CHAT, stream: true, body: Buffer.from(JSON.stringify({ ...base, stream: true, stream_options: { include_usage: true } })) },
+  // A stream that does not ask for usage (aam asks the upstream for it and hides it again).
+  'stream-nousage': { path: CHAT, stream: true, body: Buffer.from(JSON.stringify({ ...base, stream: true })) },
+  // The same request on the Anthropic wire to an Anthropic upstream (the mock's /v1/messages; route claude-bench).
+  messages: { path: MESSAGES, stream: false, body: Buffer.from(JSON.stringify(anthropicBase)) },
+  'messages-stream': { path: MESSAGES, stream: true, body: Buffer.from(JSON.stringify({ ...anthropicBase, stream: true })) },
   responses: { path: '/v1/responses', stream: false, body: Buffer.from(JSON.stringify(resp)) },
   'responses-stream': { path: '/v1/responses', stream: true, body: Buffer.from(JSON.stringify({ ...resp, stream: true })) },
   // store: true (the API's default): the answer is stored per agent (its write is behind the answer).
@@ -107,6 +114,22 @@ try {
     children.push(agent);
     if (!(await waitHttp(`http://127.0.0.1:${agentPort}/`, 20_000, 200, agent))) throw new Error('the A2A echo agent did not start');
     config = a2aBenchConfig(mockPort, agentPort);
+  }
+  // The Anthropic kinds' route: the mock's Anthropic wire, allowed beside the bench model.
+  if (Object.values(KINDS).some((k) => k.path === MESSAGES)) {
+    const allow = 'allow: [gpt-4o-mini]';
+    if (!config.includes(allow)) throw new Error(`the bench config no longer says "${allow}"`);
+    config = `${config.replace(allow, 'allow: [gpt-4o-mini, claude-bench]')}---
+apiVersion: access.envisionai.dev/v1
+kind: Provider
+metadata: { name: mock-anthropic }
+spec: { type: anthropic, baseUrl: "http://127.0.0.1:${mockPort}/v1" }
+---
+apiVersion: access.envisionai.dev/v1
+kind: Model
+metadata: { name: claude-bench }
+spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { input_per_1m: 0.8, output_per_1m: 4 } } ] }
+`;
   }
   const gws: Gateway[] = [];
   for (const [i, { dir: tree, flags, name }] of specs.entries()) {

@@ -5,12 +5,16 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { keyCount, memberCount, scanJsonKeys } from '../src/access/json-keys.ts';
+import { keyCount, memberCount, scanJsonKeys, topLevelModel } from '../src/access/json-keys.ts';
 import { jsonTooDeep } from '../src/access/json-depth.ts';
 import { startTestGateway, yaml, doc, type TestGateway } from './helpers/gateway.ts';
 import { openaiAdapter } from '../src/providers/openai.ts';
 import { azureAdapter } from '../src/providers/azure.ts';
 import { parseOpenAIChatRequest } from '../src/providers/openai-parse.ts';
+import { anthropicAdapter } from '../src/providers/anthropic.ts';
+import { parseAnthropicRequest } from '../src/providers/anthropic-parse.ts';
+import Anthropic from '@anthropic-ai/sdk';
+import OpenAI from 'openai';
 
 const scan = (s: string | Buffer) => scanJsonKeys(typeof s === 'string' ? Buffer.from(s) : s);
 
@@ -51,6 +55,10 @@ test('scanJsonKeys: the top-level "model" string\'s byte range; nesting as jsonT
   const e = scan(esc).model;
   assert.ok(e);
   assert.equal(esc.slice(e[0], e[1]), '"a\\"b"');
+  // topLevelModel (the raw path's splice) finds what the full scan finds.
+  for (const b of [body, '{"model":7}', '{"x":{"model":"a"}}', esc, '{"a":[{"model":"in"}],"b":"model","model":"top"}', '{"a":"x\\","model" :\n "m"}', '[{"model":"a"}]', '{"mod\\u0065l":"a"}', '{"model":{"a":1}}', '{"a":{"b":[1,{"c":"}"}]},"model":"z"}']) {
+    assert.deepEqual(topLevelModel(Buffer.from(b)), scan(b).model, b);
+  }
   for (const depth of [127, 128, 129, 400]) {
     const deep = Buffer.from(`{"a":${'['.repeat(depth - 1)}${']'.repeat(depth - 1)}}`);
     assert.equal(scanJsonKeys(deep).tooDeep, jsonTooDeep(deep) !== null, `depth ${depth}`);
@@ -64,14 +72,25 @@ test('rawChatRequest: the adapter\'s own method, path and headers when the clien
   const target = { model: 'dep-1', stream: false, options: { apiVersion: '2024-10-21' } };
   for (const adapter of [openaiAdapter, azureAdapter]) {
     const { body, ...head } = adapter.chatRequest(p.req, target);
-    assert.deepEqual(adapter.rawChatRequest?.(client, p.req, target), head);
+    assert.deepEqual(adapter.rawChatRequest?.(client, p.req, target), { head, add: null });
     // The same JSON but for model (and key order): the client's bytes say it.
     assert.deepEqual({ ...(JSON.parse(body) as object), model: 'route' }, client);
     // A value aam changed (a redaction: a new messages array), a field it drops or adds: not the same.
     assert.equal(adapter.rawChatRequest?.(client, { ...p.req, messages: [...p.req.messages] }, target), null);
     assert.equal(adapter.rawChatRequest?.({ ...client, tools: null }, p.req, target), null);
-    assert.equal(adapter.rawChatRequest?.(client, p.req, { ...target, stream: true }), null);
-    assert.equal(adapter.rawChatRequest?.({ ...client, stream: true, stream_options: { include_usage: true } }, { ...p.req, stream: true, stream_options: { include_usage: true } }, { ...target, stream: true }) !== null, true);
+    // A field only aam's body has is one it adds (here a stream's, as a stream the client did not ask for would be).
+    assert.deepEqual(adapter.rawChatRequest?.(client, p.req, { ...target, stream: true })?.add, { stream: true, stream_options: { include_usage: true } });
+    assert.equal(adapter.rawChatRequest?.({ ...client, stream: true, stream_options: { include_usage: true } }, { ...p.req, stream: true, stream_options: { include_usage: true } }, { ...target, stream: true })?.add, null);
+    // A stream that did not ask for usage: aam adds the option (it meters every stream).
+    const streamed = { ...client, stream: true };
+    const ps = parseOpenAIChatRequest(streamed);
+    assert.ok(ps.ok);
+    assert.deepEqual(adapter.rawChatRequest?.(streamed, ps.req, { ...target, stream: true })?.add, { stream_options: { include_usage: true } });
+    // One the client wrote otherwise is a changed field: not the same.
+    const noUsage = { ...client, stream: true, stream_options: { include_usage: false } };
+    const pn = parseOpenAIChatRequest(noUsage);
+    assert.ok(pn.ok);
+    assert.equal(adapter.rawChatRequest?.(noUsage, pn.req, { ...target, stream: true }), null);
   }
 });
 
@@ -83,6 +102,22 @@ let gw: TestGateway;
 let key = '';
 const ANSWER = { id: 'c1', object: 'chat.completion', created: 1, model: 'x', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }], usage: { prompt_tokens: 1, completion_tokens: 1, total_tokens: 2 } };
 
+/** An Anthropic Messages answer (JSON, or SSE when the request streams), usage always in it as the API does. */
+function anthropicAnswer(body: Buffer, res: import('node:http').ServerResponse): void {
+  if ((JSON.parse(body.toString('utf8')) as { stream?: boolean }).stream !== true) {
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: 'msg_1', type: 'message', role: 'assistant', model: 'x', content: [{ type: 'text', text: 'ok' }], stop_reason: 'end_turn', stop_sequence: null, usage: { input_tokens: 3, output_tokens: 2 } }));
+    return;
+  }
+  const ev = (name: string, data: unknown) => `event: ${name}\ndata: ${JSON.stringify(data)}\n\n`;
+  res.writeHead(200, { 'content-type': 'text/event-stream' });
+  res.end(ev('message_start', { type: 'message_start', message: { id: 'msg_1', type: 'message', role: 'assistant', model: 'x', content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: 3, output_tokens: 1 } } })
+    + ev('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } })
+    + ev('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: 'ok' } })
+    + ev('content_block_stop', { type: 'content_block_stop', index: 0 })
+    + ev('message_delta', { type: 'message_delta', delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 2 } })
+    + ev('message_stop', { type: 'message_stop' }));
+}
+
 before(async () => {
   upstream = createServer((req, res) => {
     const parts: Buffer[] = [];
@@ -90,12 +125,16 @@ before(async () => {
     req.on('end', () => {
       const body = Buffer.concat(parts);
       got.push(body);
+      if (req.url === '/v1/messages') { anthropicAnswer(body, res); return; }
       if ((JSON.parse(body.toString('utf8')) as { stream?: boolean }).stream !== true) {
         res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(ANSWER));
         return;
       }
+      // As OpenAI does: usage (a chunk of its own) only when the request asked for it.
+      const usage = (JSON.parse(body.toString('utf8')) as { stream_options?: { include_usage?: boolean } }).stream_options?.include_usage === true
+        ? 'data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}\n\n' : '';
       res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.end('data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"x","choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":null}]}\n\ndata: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"x","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}\n\ndata: [DONE]\n\n');
+      res.end(`data: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"x","choices":[{"index":0,"delta":{"content":"ok"},"finish_reason":null}]}\n\ndata: {"id":"c1","object":"chat.completion.chunk","created":1,"model":"x","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n${usage}data: [DONE]\n\n`);
     });
   });
   await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
@@ -106,8 +145,12 @@ before(async () => {
     doc('Model', 'renamed', { targets: [{ provider: 'up', model: 'upstream-model-é' }] }),
     doc('Model', 'guarded', { targets: [{ provider: 'up', model: 'guarded' }], guardrails: ['mask-email'] }),
     doc('Guardrail', 'mask-email', { on: ['input'], detect: ['email'], action: 'redact' }),
+    doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${upUrl}/v1` }),
+    doc('Model', 'claude', { targets: [{ provider: 'ant', model: 'claude' }] }),
+    doc('Model', 'claude-renamed', { targets: [{ provider: 'ant', model: 'claude-up-é' }] }),
+    doc('Model', 'claude-guarded', { targets: [{ provider: 'ant', model: 'claude' }], guardrails: ['mask-email'] }),
     doc('Agent', 'tester', { workload: 'spiffe://test/agent/tester', team: 'qa', environment: 'dev' }),
-    doc('AgentPolicy', 'tester-policy', { identity: { workload: 'spiffe://test/agent/tester' }, models: { allow: ['same', 'renamed', 'guarded'] } }),
+    doc('AgentPolicy', 'tester-policy', { identity: { workload: 'spiffe://test/agent/tester' }, models: { allow: ['same', 'renamed', 'guarded', 'claude', 'claude-renamed', 'claude-guarded'] } }),
   ));
   key = gw.key('tester');
 });
@@ -145,16 +188,44 @@ test('the route\'s target model takes the place of the client\'s, the other byte
   assert.equal(r.sent?.toString('utf8'), body.replace('"renamed"', '"upstream-model-é"'));
 });
 
+/** Input tokens recorded for route `route`'s streamed calls so far. */
+function streamedInput(route: string): number {
+  gw.g.rt.usage.flush();
+  const row = gw.g.rt.db.prepare(`SELECT sum(input_tokens) AS n FROM usage_rollup WHERE agent = 'tester' AND route = ? AND stream = 1`).get(route) as { n: number | null };
+  return row.n ?? 0;
+}
+
+test('a stream that did not ask for usage: the option is put into the client\'s bytes; usage is recorded, the client gets no usage chunk', async () => {
+  const before = streamedInput('same');
+  const body = ' {"model":"same", "stream":true,"messages":[{"role":"user","content":"hi"}] }';
+  const s = await post(body);
+  assert.equal(s.status, 200, s.text);
+  // The client's bytes, the option written first in the object: not a re-serialised body.
+  assert.equal(s.sent?.toString('utf8'), ' {"stream_options":{"include_usage":true},"model":"same", "stream":true,"messages":[{"role":"user","content":"hi"}] }');
+  assert.match(s.text, /data: \[DONE\]/);
+  assert.doesNotMatch(s.text, /"usage"/, 'the client did not ask for usage');
+  assert.equal(streamedInput('same'), before + 3, 'the upstream\'s usage was recorded');
+  // With the route's model put in too (the option first, then the model in its place).
+  const renamed = await post('{"model":"renamed","stream":true,"messages":[{"role":"user","content":"hi"}]}');
+  assert.equal(renamed.status, 200, renamed.text);
+  assert.equal(renamed.sent?.toString('utf8'), '{"stream_options":{"include_usage":true},"model":"upstream-model-é","stream":true,"messages":[{"role":"user","content":"hi"}]}');
+  assert.doesNotMatch(renamed.text, /"usage"/);
+  // A client that asked for usage gets it (the usage chunk is the upstream's).
+  const asked = await post('{"model":"same","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}');
+  assert.match(asked.text, /"usage":\{"prompt_tokens":3/);
+});
+
 test('what aam must change is re-serialised: a redaction, a forced stream option, a dropped null, bad UTF-8', async () => {
   const redacted = await post('{"model":"guarded","messages":[{"role":"user","content":"mail jane@example.com"}]}');
   assert.equal(redacted.status, 200, redacted.text);
   const sentText = redacted.sent?.toString('utf8') ?? '';
   assert.ok(!sentText.includes('jane@example.com'), sentText);
   assert.match(sentText, /\[EMAIL\]/);
-  // A stream without include_usage: aam asks the upstream for usage (and hides it from the client).
-  const s = await post('{"model":"same","stream":true,"messages":[{"role":"user","content":"hi"}]}');
+  // A stream whose client wrote stream_options otherwise: aam's option replaces it.
+  const s = await post('{"model":"same","stream":true,"stream_options":{"include_usage":false},"messages":[{"role":"user","content":"hi"}]}');
   assert.equal(s.status, 200, s.text);
   assert.deepEqual((JSON.parse(s.sent?.toString('utf8') ?? '{}') as { stream_options?: unknown }).stream_options, { include_usage: true });
+  assert.doesNotMatch(s.text, /"usage"/);
   // A known field set to null is left out, as before.
   const nul = await post('{"model":"same","tools":null,"messages":[{"role":"user","content":"hi"}]}');
   assert.equal(nul.status, 200, nul.text);
@@ -188,3 +259,108 @@ test('a repeated key is refused with 400 naming it, before anything reaches the 
   assert.equal(j.status, 400);
   assert.match(j.text, /not valid JSON/);
 });
+
+const MESSAGES = '/v1/messages';
+
+test('Anthropic wire to an Anthropic upstream: the client\'s body goes as it wrote it, the route\'s model in place (stream and not)', async () => {
+  // Odd spacing, key order, the string shorthand for content, a system string, fields aam only forwards (top_k, metadata).
+  const body = '{ "max_tokens": 64.0, "system" : "be brief", "messages": [ {"content":"Say hi \\u00e9","role":"user"}, {"role":"assistant","content":[{"type":"text","text":"Hi"}]}, {"role":"user","content":[{"type":"text","text":"again"},{"type":"text","text":"and again"}]} ],\n "top_k": 5, "metadata": {"user_id": "u-1"}, "temperature": 0.50, "model":"claude-renamed" }';
+  const r = await post(body, MESSAGES);
+  assert.equal(r.status, 200, r.text);
+  assert.equal(r.sent?.toString('utf8'), body.replace('"claude-renamed"', '"claude-up-é"'));
+  assert.equal((JSON.parse(r.text) as { content: Array<{ text: string }> }).content[0].text, 'ok');
+  // The same model upstream: byte for byte.
+  const same = '{"model":"claude","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}],"tools":[{"name":"get_time","description":"now","input_schema":{"type":"object","properties":{}}}],"tool_choice":{"type":"auto"}}';
+  const s = await post(same, MESSAGES);
+  assert.equal(s.status, 200, s.text);
+  assert.equal(s.sent?.toString('utf8'), same);
+  assert.match(s.text, /event: message_stop/);
+  assert.match(s.text, /"usage":\{"input_tokens":3,"output_tokens":2\}/);
+});
+
+test('Anthropic wire: what aam\'s translation changes, or a guardrail, is re-serialised', async () => {
+  // A guardrail's redaction: the upstream never gets the address.
+  const g = await post('{"model":"claude-guarded","max_tokens":10,"messages":[{"role":"user","content":"mail jane@example.com"}]}', MESSAGES);
+  assert.equal(g.status, 200, g.text);
+  const sent = g.sent?.toString('utf8') ?? '';
+  assert.ok(!sent.includes('jane@example.com'), sent);
+  assert.match(sent, /\[EMAIL\]/);
+  // Fields aam's translation drops or merges: a block's cache_control, two user turns in a row, a null.
+  for (const body of [
+    '{"model":"claude","max_tokens":10,"messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}]}',
+    '{"model":"claude","max_tokens":10,"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}',
+    '{"model":"claude","max_tokens":10,"temperature":null,"messages":[{"role":"user","content":"a"}]}',
+    '{"model":"claude","max_tokens":10,"system":[{"type":"text","text":"a"},{"type":"text","text":"b"}],"messages":[{"role":"user","content":"a"}]}',
+  ]) {
+    const r = await post(body, MESSAGES);
+    assert.equal(r.status, 200, r.text);
+    assert.notEqual(r.sent?.toString('utf8'), body);
+    assert.deepEqual(r.sent?.toString('utf8'), JSON.stringify(anthropicAdapterBody(body)), body);
+  }
+  // A field aam adds: the default max_tokens, put into the client's bytes.
+  const m = await post('{"model":"claude","messages":[{"role":"user","content":"a"}]}', MESSAGES);
+  assert.equal(m.status, 200, m.text);
+  assert.equal(m.sent?.toString('utf8'), '{"max_tokens":4096,"model":"claude","messages":[{"role":"user","content":"a"}]}');
+});
+
+test('Anthropic wire: a repeated key is refused before the Anthropic upstream sees anything', async () => {
+  for (const body of [
+    '{"model":"claude","max_tokens":10,"messages":[{"role":"user","content":"bad","content":"good"}]}',
+    '{"model":"claude","system":"x","max_tokens":10,"messages":[{"role":"user","content":"hi"}],"system":"y"}',
+  ]) {
+    const r = await post(body, MESSAGES);
+    assert.equal(r.status, 400, r.text);
+    assert.equal(r.sent, undefined, 'the upstream saw nothing');
+    const e = (JSON.parse(r.text) as { type: string; error: { type: string; message: string } });
+    assert.equal(e.type, 'error');
+    assert.match(e.error.message, /repeats the key/);
+  }
+});
+
+test('rawChatRequest (Anthropic): a content string and one text block holding it are the same; anything the translation drops is not', () => {
+  const target = { model: 'claude', stream: false, options: {} };
+  const same = (body: Record<string, unknown>) => { const p = parseAnthropicRequest(body); assert.ok(p.ok); return anthropicAdapter.rawChatRequest?.(body, p.req, target) ?? null; };
+  assert.deepEqual(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] }), { head: { method: 'POST', path: '/messages', headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' } }, add: null });
+  assert.notEqual(same({ model: 'x', max_tokens: 5, system: [{ type: 'text', text: 's' }], messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }] }] }), null);
+  assert.notEqual(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 't', content: [{ type: 'text', text: 'r' }] }] }] }), null);
+  // Dropped by the translation: a tool_result's is_error, an empty text, a message's other field, a thinking block.
+  assert.equal(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 't', content: 'r', is_error: true }] }] }), null);
+  assert.equal(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: '' }] }), null);
+  assert.equal(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: 'hi', name: 'n' }] }), null);
+  assert.equal(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: [{ type: 'thinking', thinking: 't', signature: 's' }, { type: 'text', text: 'a' }] }] }), null);
+  // The shorthand is a content's or the system's only: elsewhere a string is not a list.
+  assert.equal(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }], stop_sequences: ['a'] }) !== null, true);
+  const built = anthropicAdapter.rawChatRequest?.({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }], metadata: { note: [{ type: 'text', text: 'a' }] } }, { model: 'x', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5, anthropicExtra: { metadata: { note: 'a' } } }, target);
+  assert.equal(built, null);
+});
+
+test('the real SDKs: the Anthropic SDK\'s body reaches the Anthropic upstream as it sent it; the OpenAI SDK\'s stream gets the usage option put in', async () => {
+  const anthropic = new Anthropic({ apiKey: key, baseURL: gw.url, maxRetries: 0 });
+  const params = { model: 'claude-renamed', max_tokens: 32, system: 'be brief', messages: [{ role: 'user' as const, content: 'hi from the sdk' }] };
+  const n = got.length;
+  const m = await anthropic.messages.create(params);
+  assert.equal((m.content[0] as { text: string }).text, 'ok');
+  assert.equal(got.length, n + 1);
+  assert.equal(got[n].toString('utf8'), JSON.stringify({ ...params, model: 'claude-up-é' }));
+  const st = await anthropic.messages.create({ ...params, stream: true });
+  let text = '';
+  for await (const ev of st) if (ev.type === 'content_block_delta' && ev.delta.type === 'text_delta') text += ev.delta.text;
+  assert.equal(text, 'ok');
+  assert.equal(got[n + 1].toString('utf8'), JSON.stringify({ ...params, stream: true, model: 'claude-up-é' }));
+  const openai = new OpenAI({ apiKey: key, baseURL: `${gw.url}/v1`, maxRetries: 0 });
+  const oparams = { model: 'same', stream: true as const, messages: [{ role: 'user' as const, content: 'hi from the sdk' }] };
+  const os = await openai.chat.completions.create(oparams);
+  let otext = '';
+  let usageSeen = false;
+  for await (const c of os) { otext += c.choices[0]?.delta.content ?? ''; if (c.usage) usageSeen = true; }
+  assert.equal(otext, 'ok');
+  assert.equal(usageSeen, false, 'the client did not ask for usage');
+  assert.equal(got[n + 2].toString('utf8'), `{"stream_options":{"include_usage":true},${JSON.stringify(oparams).slice(1)}`);
+});
+
+/** The body aam's adapter builds for an Anthropic client body to route "claude" (its own re-serialisation). */
+function anthropicAdapterBody(text: string): unknown {
+  const p = parseAnthropicRequest(JSON.parse(text));
+  assert.ok(p.ok);
+  return JSON.parse(anthropicAdapter.chatRequest(p.req, { model: 'claude', stream: p.req.stream === true, options: {} }).body);
+}

@@ -175,3 +175,35 @@ function pathOf(buf: Buffer, kinds: readonly number[], index: readonly number[],
   }
   return path;
 }
+
+/**
+ * Byte range [start, end) of the top-level "model" value, quotes included, when it is a string
+ * written as the plain key "model": what scanJsonKeys(buf).model finds, without keeping every key
+ * (a body with a repeated key was refused before). null when not found (the caller then
+ * re-serialises). Meaningful once JSON.parse accepted the body.
+ */
+export function topLevelModel(buf: Buffer): readonly [number, number] | null {
+  let depth = 0;
+  let key = false; // the next string at depth 1 is a key
+  for (let i = 0; i < buf.length; i++) {
+    const c = buf[i];
+    if (c === 0x22) { // '"'
+      const start = i;
+      i = stringEnd(buf, i);
+      if (i < 0) return null;
+      if (depth !== 1 || !key) continue;
+      key = false;
+      if (i - start !== 6 || !MODEL.every((b, j) => buf[start + 1 + j] === b)) continue;
+      let v = i + 1;
+      while (buf[v] === 0x20 || buf[v] === 0x0a || buf[v] === 0x0d || buf[v] === 0x09 || buf[v] === 0x3a) v++;
+      if (buf[v] !== 0x22) return null;
+      const end = stringEnd(buf, v);
+      return end < 0 ? null : [v, end + 1];
+    } else if (c === 0x7b || c === 0x5b) { // '{' '['
+      depth++;
+      key = depth === 1 && c === 0x7b;
+    } else if (c === 0x7d || c === 0x5d) depth--; // '}' ']'
+    else if (c === 0x2c && depth === 1) key = true; // ','
+  }
+  return null;
+}

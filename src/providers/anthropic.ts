@@ -4,7 +4,7 @@ import type {
   ChatMessage, ChatRequest, ChatResult, ContentPart, FinishReason, ProviderAdapter, ProviderError,
   StreamEvent, StreamParser, TargetInfo, ToolCall, Usage,
 } from './types.ts';
-import { UpstreamShapeError, argsObject, arr, isObj, localId, num, nowSeconds, obj, parseJson, statusType, str, usageOf } from './util.ts';
+import { UpstreamShapeError, argsObject, arr, isObj, localId, num, nowSeconds, obj, parseJson, rawChatHead, statusType, str, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { StreamTemplate } from './chunk-template.ts';
 
@@ -236,15 +236,53 @@ export function anthropicErrorMessage(status: number, body: unknown): ProviderEr
   return { message: `upstream returned HTTP ${status}`, type: statusType(status) };
 }
 
+/**
+ * One top-level field of anthropicBody's body and of an Anthropic client's body say the same: the
+ * same JSON (key order aside), where a content or system string and a list of just one text block
+ * holding it are the same (the API's shorthand; the request parser folds one into the other).
+ * Anything aam's translation drops (a cache_control, a thinking block, a tool_result's is_error)
+ * or merges (same-role turns) is a difference: such a body is re-serialised as before.
+ */
+function sameAnthropicJson(built: unknown, client: unknown, key: string): boolean {
+  if (built === client) return true;
+  if (typeof built === 'string' || typeof client === 'string') {
+    if (key !== 'content' && key !== 'system') return false;
+    return typeof client === 'string' ? oneTextBlock(built) === client : oneTextBlock(client) === built;
+  }
+  if (typeof built !== 'object' || typeof client !== 'object' || built === null || client === null) return false;
+  if (Array.isArray(built)) {
+    if (!Array.isArray(client) || built.length !== client.length) return false;
+    for (let i = 0; i < built.length; i++) if (!sameAnthropicJson(built[i], client[i], '')) return false;
+    return true;
+  }
+  if (Array.isArray(client)) return false;
+  let n = 0;
+  for (const k in built) {
+    n++;
+    if (!Object.hasOwn(client, k) || !sameAnthropicJson((built as Obj)[k], (client as Obj)[k], k)) return false;
+  }
+  for (const k in client) if (--n < 0) return false;
+  return n === 0;
+}
+
+/** The text of [{"type":"text","text":...}] (nothing else in it), else undefined. */
+function oneTextBlock(v: unknown): string | undefined {
+  if (!Array.isArray(v) || v.length !== 1) return undefined;
+  const b: unknown = v[0];
+  if (!isObj(b) || b.type !== 'text' || typeof b.text !== 'string') return undefined;
+  let n = 0;
+  for (const _ in b) n++;
+  return n === 2 ? b.text : undefined;
+}
+
+const ANTHROPIC_HEADERS: Readonly<Record<string, string>> = Object.freeze({ 'content-type': 'application/json', 'anthropic-version': ANTHROPIC_VERSION });
+const anthropicHead = () => ({ method: 'POST' as const, path: '/messages', headers: { ...ANTHROPIC_HEADERS } });
+
 export const anthropicAdapter: ProviderAdapter = {
   wire: 'anthropic',
   streamFraming: 'sse',
-  chatRequest: (req, target) => ({
-    method: 'POST',
-    path: '/messages',
-    headers: { 'content-type': 'application/json', 'anthropic-version': ANTHROPIC_VERSION },
-    body: JSON.stringify(anthropicBody(req, target)),
-  }),
+  chatRequest: (req, target) => ({ ...anthropicHead(), body: JSON.stringify(anthropicBody(req, target)) }),
+  rawChatRequest: (client, req, target) => rawChatHead(anthropicBody(req, target), client, (k, built, c) => sameAnthropicJson(built, c, k), anthropicHead),
   chatResponse: anthropicChatResponse,
   streamParser: () => new AnthropicStreamParser(),
   errorMessage: anthropicErrorMessage,

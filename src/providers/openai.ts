@@ -2,9 +2,9 @@
 // Upstream side: canonical request -> OpenAI body; OpenAI response / SSE chunks -> canonical.
 import type {
   ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult, ProviderAdapter, ProviderError,
-  StreamEvent, StreamParser, TargetInfo, ToolCall, Usage, UpstreamRequest,
+  RawChatHead, StreamEvent, StreamParser, TargetInfo, ToolCall, Usage, UpstreamRequest,
 } from './types.ts';
-import { OPENAI_FINISH, UpstreamShapeError, arr, isObj, localId, num, nowSeconds, obj, parseJson, statusType, str, usageOf } from './util.ts';
+import { OPENAI_FINISH, UpstreamShapeError, arr, isObj, localId, num, nowSeconds, obj, parseJson, rawChatHead, statusType, str, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { StreamTemplate } from './chunk-template.ts';
 
@@ -12,6 +12,9 @@ export { openaiCodec } from './openai-codec.ts';
 export { parseOpenAIChatRequest, parseEmbeddingsRequest } from './openai-parse.ts';
 
 const JSON_HEADERS: Readonly<Record<string, string>> = Object.freeze({ 'content-type': 'application/json' });
+
+/** A stream's stream_options when the client wrote none: one frozen object (raw-body.ts writes its bytes once). */
+const USAGE_ON: Readonly<Obj> = Object.freeze({ include_usage: true });
 
 /** Build the OpenAI body. Known fields are written after `extra` so they cannot be overridden. */
 export function openaiChatBody(req: ChatRequest, target: TargetInfo): Obj {
@@ -31,7 +34,7 @@ export function openaiChatBody(req: ChatRequest, target: TargetInfo): Obj {
   if (target.stream) {
     body.stream = true;
     // aam meters streams like non-streams, so usage is always requested (and hidden again later).
-    body.stream_options = { ...req.stream_options, include_usage: true };
+    body.stream_options = req.stream_options === undefined ? USAGE_ON : { ...req.stream_options, include_usage: true };
   } else {
     delete body.stream;
     delete body.stream_options;
@@ -240,26 +243,17 @@ export function jsonRequest(path: string, body: Obj): UpstreamRequest {
 }
 
 /**
- * rawChatRequest for a body built by openaiChatBody: the client's body says the same when it has
- * the same fields, each with the very value the built body holds (the parsed request's own
- * objects: a guardrail's redaction or a forced option is a new one), "model" aside;
- * stream_options, which a stream always rebuilds, may instead hold the same fields.
+ * rawChatRequest for a body built by openaiChatBody (rawChatHead's rule): each field the very
+ * value the built body holds (the parsed request's own objects: a guardrail's redaction is a new
+ * one); stream_options, which a stream always rebuilds, may instead hold the same fields, and a
+ * stream whose client did not write it gets the one openaiChatBody forces.
  */
 export function openaiRawRequest(path: (target: TargetInfo) => string) {
-  return (client: Readonly<Obj>, req: ChatRequest, target: TargetInfo): Omit<UpstreamRequest, 'body'> | null => {
-    const built = openaiChatBody(req, target);
-    let n = 0;
-    for (const k in built) {
-      n++;
-      if (k === 'model') continue;
-      if (!Object.hasOwn(client, k)) return null;
-      const v = built[k];
-      if (v !== client[k] && !(k === 'stream_options' && sameFields(v, client[k]))) return null;
-    }
-    for (const k in client) if (--n < 0 || !Object.hasOwn(built, k)) return null;
-    return n === 0 ? { method: 'POST', path: path(target), headers: { ...JSON_HEADERS } } : null;
-  };
+  return (client: Readonly<Obj>, req: ChatRequest, target: TargetInfo): RawChatHead | null =>
+    rawChatHead(openaiChatBody(req, target), client, sameOpenAIField, () => ({ method: 'POST', path: path(target), headers: { ...JSON_HEADERS } }));
 }
+
+const sameOpenAIField = (k: string, built: unknown, client: unknown): boolean => built === client || (k === 'stream_options' && sameFields(built, client));
 
 /** Two flat objects with the same keys holding the same values. */
 function sameFields(a: unknown, b: unknown): boolean {

@@ -115,6 +115,9 @@ export interface UpstreamRequest {
   body: string;
 }
 
+/** rawChatRequest's answer: the upstream request but its body, and the top-level fields to add to the client's body (null: none). */
+export interface RawChatHead { readonly head: Omit<UpstreamRequest, 'body'>; readonly add: Readonly<Record<string, unknown>> | null }
+
 /** Where and how to call: resolved from a Model route target + Provider at config load. */
 export interface TargetInfo {
   /** Upstream model name (e.g. "gpt-4o"). */
@@ -148,10 +151,12 @@ export interface ProviderAdapter {
   chatRequest(req: ChatRequest, target: TargetInfo): UpstreamRequest;
   /**
    * chatRequest's method, path and headers when its body would say exactly what `client` (the
-   * client's own body of this wire, parsed) says, "model" aside: the client's bytes may then be
-   * sent instead, with the target's model in place (gateway/raw-body.ts). null when anything differs.
+   * client's own body of this wire, parsed) says, "model" aside, or that plus top-level fields it
+   * adds (a stream's usage option): the client's bytes may then be sent instead, with the target's
+   * model in place and those fields put in (gateway/raw-body.ts). null when anything else differs.
+   * Decided by rawChatHead (util.ts), the one rule every adapter applies with its own comparison.
    */
-  rawChatRequest?(client: Readonly<Record<string, unknown>>, req: ChatRequest, target: TargetInfo): Omit<UpstreamRequest, 'body'> | null;
+  rawChatRequest?(client: Readonly<Record<string, unknown>>, req: ChatRequest, target: TargetInfo): RawChatHead | null;
   chatResponse(body: unknown): ChatResult;
   streamParser(): StreamParser;
   /** How the upstream frames streams: SSE (most) or AWS event-stream binary frames (Bedrock). */

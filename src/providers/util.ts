@@ -1,7 +1,7 @@
 // Small narrowing helpers shared by the translators (no I/O, no state).
 import { randomUUID } from 'node:crypto';
 import { timeHex } from '../lib/time-hex.ts';
-import type { FinishReason, Usage } from './types.ts';
+import type { FinishReason, RawChatHead, UpstreamRequest, Usage } from './types.ts';
 
 export type Obj = Record<string, unknown>;
 
@@ -78,4 +78,24 @@ export function statusType(status: number): string {
   if (status === 429) return 'rate_limit_error';
   if (status === 529) return 'overloaded_error';
   return 'api_error';
+}
+
+/**
+ * The one rule of ProviderAdapter.rawChatRequest (gateway/raw-body.ts sends the client's bytes
+ * instead of `built`): the adapter's body `built` says what the client's body says, "model" aside,
+ * when every field of the client's is in it with the same value (`same`, the adapter's own
+ * comparison of one top-level field); a field only `built` has is one aam adds (answered in `add`,
+ * to be put into the bytes); a field `built` drops or holds another value for: null.
+ */
+export function rawChatHead(built: Obj, client: Readonly<Obj>, same: (key: string, built: unknown, client: unknown) => boolean, head: () => Omit<UpstreamRequest, 'body'>): RawChatHead | null {
+  let add: Obj | null = null;
+  for (const k in built) {
+    if (k === 'model') continue;
+    const v = built[k];
+    if (!Object.hasOwn(client, k)) {
+      if (v !== undefined) (add ??= {})[k] = v;
+    } else if (!same(k, v, client[k])) return null;
+  }
+  for (const k in client) if (!Object.hasOwn(built, k)) return null;
+  return { head: head(), add };
 }
