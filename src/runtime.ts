@@ -48,7 +48,7 @@ import { CredentialError } from './credentials/errors.ts';
 import type { Injection } from './gateway/upstream.ts';
 import type { Identity } from './identity/types.ts';
 import type { JwtVerifier, VerifiedSvid } from './identity/jwt-svid.ts';
-import { AamError } from './access/errors.ts';
+import { AamError, EvidenceUnavailable } from './access/errors.ts';
 import { buildAgentRegistry, type AgentRegistry } from './identity/registry.ts';
 import type { Issuer } from './identity/issuer.ts';
 import type { Mtls } from './identity/x509-svid.ts';
@@ -307,7 +307,7 @@ export class Runtime {
     const now = this.inFlight <= 1;
     const p = audit.journaledNow ? audit.journaledNow(now) : audit.journaled(now);
     return p?.catch((e: unknown) => {
-      throw new AamError(503, 'unavailable', `the audit trail could not record this request, so it is not acknowledged: ${(e as Error).message}`, { headers: { 'retry-after': '5' } });
+      throw new EvidenceUnavailable(`the audit trail could not record this request, so it is not acknowledged: ${(e as Error).message}`);
     });
   }
 

@@ -437,8 +437,9 @@ test('a PostgreSQL that goes silent for 5 s (connections kept open, nothing answ
     }, 20_000, 'requests served again, with no restart');
     const log = `silent for ${Math.round(back - silent)} ms (requests refused in ${took.join(', ')} ms), served ${Math.round(served - back)} ms after PostgreSQL answered again`;
     t.diagnostic(log);
-    // Refused, not stalled: the request's evidence and then its refusal's are each given up after the commit timeout (2 s).
-    assert.ok(Math.max(...took) <= 7000, log);
+    // Refused, not stalled: after the commit timeout (2 s; checked every 0.5 s), and once only (the
+    // refusal's own evidence is not awaited again: that made it ~4.3 s, 4.05-4.59 s in 7 runs).
+    assert.ok(Math.max(...took) <= 3500, `every refusal within 3.5 s: ${log}`);
     assert.ok(served - back <= 3000, log);
     await until(async () => (await fetch(`${r.url}/readyz`)).status === 200, 10_000, '/readyz ready again');
     const ids = [...refused, acked];

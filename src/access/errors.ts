@@ -30,6 +30,18 @@ export class AamError extends Error {
   get type(): string { return TYPE_BY_STATUS[this.status] ?? 'api_error'; }
 }
 
+/**
+ * 503: the audit trail did not commit this request's evidence in time, so it is not acknowledged.
+ * Its refusal is answered at once, not after waiting on the trail again: that wait (the commit
+ * timeout, 2 s in fleet mode) would end the same way, and the refusal's events stay queued anyway.
+ */
+export class EvidenceUnavailable extends AamError {
+  constructor(message: string, opts: { cause?: unknown } = {}) {
+    super(503, 'unavailable', message, { headers: { 'retry-after': '5' } });
+    if (opts.cause !== undefined) this.cause = opts.cause;
+  }
+}
+
 export const badRequest = (message: string, param?: string) => new AamError(400, 'invalid_request', message, { param });
 
 /** OpenAI wire error body. */

@@ -6,7 +6,7 @@ import { createServer as createHttpServer, https } from '../lib/node-http.ts';
 import type { ServerOptions as HttpsOptions } from 'node:https';
 import type { Compiled, Runtime } from '../runtime.ts';
 import { EgressResponse } from '../access/egress.ts';
-import { AamError, toAamError } from '../access/errors.ts';
+import { AamError, EvidenceUnavailable, toAamError } from '../access/errors.ts';
 import { recordDecision } from '../access/decide.ts';
 import { requestIdFor, sendError, sendJson, type Ctx as AccessCtx, type Handler as AccessHandler, type Routes as AccessRoutes } from '../access/request.ts';
 import { handleChat } from '../gateway/chat.ts';
@@ -95,6 +95,8 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
 function fail(ctx: Ctx, err: unknown): void {
   const e = toAamError(err);
   recordDecision(ctx, e.status, e.message);
+  // The trail just failed to commit this request's evidence: waiting again would end the same way.
+  if (e instanceof EvidenceUnavailable) { sendError(ctx, e); return; }
   // A refusal is acknowledged too: answer once its evidence is in the crash-safe segment file.
   ctx.rt.evidenceSafe().then(() => sendError(ctx, e), () => sendError(ctx, e));
 }
