@@ -142,6 +142,9 @@ const STYLE: Record<ProviderRuntime['authStyle'], DefaultStyle> = { bearer: 'bea
 const AUDIT_ROOM = 90_000;
 
 
+/** What a callee's credential adds to a call (injectCallee). */
+type CalleeInjection = { headers: Record<string, string>; query?: Record<string, string>; credential: CredentialInjection['credential'] };
+
 /** Credential problems reach the agent as a 502/500 naming the credential, never its value. */
 function credentialFailure(e: unknown, what: string): AamError {
   if (e instanceof CredentialError) return new AamError(e.status >= 500 && e.status < 600 ? 502 : e.status, 'upstream_error', `${what}: ${e.message}`);
@@ -348,8 +351,19 @@ export class Runtime {
     return `${identity.agent.spiffeId} may not use credential "${name}": it is not in credentials.allow of policy ${c.policies.map((p) => `"${p}"`).join(', ')}`;
   }
 
-  /** Outbound auth for a credential (an A2A callee): headers and query parameters, one resolution, no environment form. */
-  async injectCallee(name: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; credential: CredentialInjection['credential'] }> {
+  /**
+   * Outbound auth for a credential (an A2A callee): headers and query parameters, one resolution,
+   * no environment form. A credential that needs no token (a static secret) is injected at once,
+   * without a promise (its failure is thrown); one that does returns a promise.
+   */
+  injectCallee(name: string, identity: Identity): CalleeInjection | Promise<CalleeInjection> {
+    let inj;
+    try { inj = this.injector.injectionNow(name, { principal: identity.agent }); } catch (e) { throw credentialFailure(e, `credential "${name}"`); }
+    if (inj) return { headers: inj.headers, query: inj.query, credential: inj.credential };
+    return this.#injectCalleeToken(name, identity);
+  }
+
+  async #injectCalleeToken(name: string, identity: Identity): Promise<CalleeInjection> {
     try {
       const inj = await this.injector.injectionFor(name, { principal: identity.agent });
       if (inj.credential.kind === 'on_behalf_of') this.identitySeen.note(identity.agent.name, 'on_behalf_of');

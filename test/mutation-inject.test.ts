@@ -560,3 +560,30 @@ test('Google service-account keys: what is required, what is optional, and the p
   assert.deepEqual(serviceAccountScrubParts(JSON.stringify({ private_key: 5 })), []);
   assert.deepEqual(serviceAccountScrubParts('not json'), []);
 });
+
+test('injectionNow: a secret kind is injected at once (no promise), as injectionFor injects it; a token kind is left to injectionFor; a missing value is thrown', async () => {
+  let clock = 1_000_000;
+  const ep = endpoint();
+  const vault = vaultOf({
+    plain: '{ env: S }',
+    header: '{ env: S, inject: { header: X-Custom-Key, prefix: "P " } }',
+    query: '{ env: S, inject: { query: api_key } }',
+    basic: '{ env: S, kind: basic, username: ann }',
+    cc: '{ env: CS, oauth2: { token_url: "https://idp.example/token", client_id: cid } }',
+    gone: '{ env: S }',
+  }, { S: 'static-secret-12345', CS: 'client:secret&1234' }, () => clock, (c) => { delete c.credentials.get('gone')!.spec.env; });
+  const inj = createInjector({ vault, fetch: ep.fetch, now: () => clock, ...fast });
+  for (const name of ['plain', 'header', 'query', 'basic']) {
+    const now = inj.injectionNow(name, { principal: A, defaultStyle: 'x-api-key' });
+    assert.ok(now !== undefined && !(now instanceof Promise), `${name} at once`);
+    assert.deepEqual(now, await inj.injectionFor(name, { principal: A, defaultStyle: 'x-api-key' }), name);
+  }
+  assert.deepEqual(inj.injectionNow('plain')?.headers, { authorization: 'Bearer static-secret-12345' });
+  // A token is obtained only by injectionFor (a promise): injectionNow asks no endpoint.
+  assert.equal(inj.injectionNow('cc', { principal: A }), undefined);
+  assert.equal(ep.sent.length, 0);
+  assert.deepEqual((await inj.injectionFor('cc', { principal: A })).headers, { authorization: 'Bearer tok-1-abcdefgh' });
+  assert.throws(() => inj.injectionNow('gone'), { name: 'CredentialError', code: 'credential_config', status: 502, credential: 'gone', message: 'Credential "gone" has no value' });
+  await assert.rejects(inj.injectionFor('gone'), { code: 'credential_config', message: 'Credential "gone" has no value' });
+  vault.close();
+});

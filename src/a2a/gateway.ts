@@ -6,7 +6,7 @@
 // (SSE relayed event by event) -> guard output -> record (linked to the delegation chain).
 // Everything written to the caller goes through the egress door (ctx.res), which scrubs it.
 import { callCallee, type CalleeText } from './callee.ts';
-import type { Access, Ctx } from './plane.ts';
+import type { Access, CalleeInjection, Ctx } from './plane.ts';
 import { readJson, sendJson } from '../access/request.ts';
 import { AamError, toAamError } from '../access/errors.ts';
 import { Access as AccessOf, currentCaller as callerNow, openAccess } from '../access/context.ts';
@@ -35,6 +35,8 @@ const MAX_RESPONSE_BYTES = 10 * 1024 * 1024;
 const FLUSH_AT = 64 * 1024;
 
 const SEND = new Set(['SendMessage', 'SendStreamingMessage']);
+/** A callee without a credential: nothing injected. */
+const NO_INJECTION: { headers: Readonly<Record<string, string>>; query?: undefined; credential?: undefined } = Object.freeze({ headers: Object.freeze({}) });
 /** Task methods and where their task id is. */
 const TASK_ID: Record<string, 'id' | 'taskId'> = {
   GetTask: 'id', CancelTask: 'id', SubscribeToTask: 'id',
@@ -192,7 +194,9 @@ export function createA2aGateway(): A2aGateway {
     let credential: { name: string; version: number } | undefined;
     let status = 0;
     try {
-      const auth = spec.credential ? await inject(ctx, access, spec.credential, true) : { headers: {} as Record<string, string> };
+      // A static secret is injected at once: no promise, no loop turn (an OAuth or on-behalf-of token may wait).
+      const injected = spec.credential ? inject(ctx, access, spec.credential, true) : NO_INJECTION;
+      const auth = injected instanceof Promise ? await injected : injected;
       credential = auth.credential;
       const headers: Record<string, string> = {
         'content-type': 'application/json', accept: STREAMING.has(rpc.method) ? 'text/event-stream' : 'application/json',
@@ -549,8 +553,8 @@ async function restRpc(ctx: Ctx, op: ReturnType<typeof restOp>): Promise<Rpc> {
   return { jsonrpc: '2.0', id: ctx.requestId, method: op.method, params: { ...body, ...op.params } };
 }
 
-/** aam's credential for the callee (credentials.allow checked here, unless the caller just did). */
-async function inject(ctx: Ctx, access: Access, credential: string, allowChecked = false): Promise<{ headers: Record<string, string>; query?: Record<string, string>; credential?: { name: string; version: number } }> {
+/** aam's credential for the callee (credentials.allow checked here, unless the caller just did): a promise only when a token is obtained. */
+function inject(ctx: Ctx, access: Access, credential: string, allowChecked = false): CalleeInjection | Promise<CalleeInjection> {
   const refused = allowChecked ? null : ctx.rt.credentialRefusal(credential, access.identity, access.set);
   if (refused) throw new AamError(403, 'policy_denied', refused);
   return ctx.rt.injectCallee(credential, access.identity);

@@ -15,9 +15,12 @@ export interface A2aRuntime extends AccessRuntime {
   readonly a2aPushAllow: readonly string[];
   /** Why policy forbids this identity's call to use a credential (credentials.allow), or null. */
   credentialRefusal(name: string, identity: Identity, set?: PolicySet): string | null;
-  /** Outbound auth headers for a credential (the callee's). */
-  injectCallee(name: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; credential: { name: string; version: number } }>;
+  /** Outbound auth headers for a credential (the callee's): at once for a static secret, a promise when a token is obtained. */
+  injectCallee(name: string, identity: Identity): CalleeInjection | Promise<CalleeInjection>;
 }
+
+/** What a callee's credential adds to the call. */
+export interface CalleeInjection { headers: Record<string, string>; query?: Record<string, string>; credential: { name: string; version: number } }
 
 /** An A2A request's context. */
 export type Ctx = AccessCtx<A2aRuntime>;

@@ -54,11 +54,19 @@ export interface InjectOptions { principal?: Principal; defaultStyle?: DefaultSt
 
 export interface Injector {
   injectionFor(credential: string, opts?: InjectOptions): Promise<Injection>;
+  /**
+   * injectionFor's injection at once, with no promise, when it needs no token (a static secret,
+   * a request signer); undefined when it does (then injectionFor). Throws what injectionFor rejects with.
+   */
+  injectionNow(credential: string, opts?: InjectOptions): Injection | undefined;
   /** For stdio MCP servers: the secret (or token) as one environment variable. */
   environmentFor(credential: string, variable: string, opts?: { principal?: Principal }): Promise<{ env: Record<string, string>; credential: Injection['credential'] }>;
   /** Drop cached tokens of a credential (e.g. after the upstream answered 401), for one principal or all. */
   invalidate(credential: string, principal?: Principal): void;
 }
+
+/** Kinds whose value on the wire is the secret itself (no token to obtain): injected without a promise. */
+const SECRET_KINDS: ReadonlySet<CredentialKind> = new Set(['api_key', 'bearer', 'basic', 'header', 'query']);
 
 interface CachedToken { token: string; expiresAt: number; refreshAt: number }
 interface Slot { cached?: CachedToken; inflight?: Promise<CachedToken> }
@@ -200,10 +208,25 @@ export function createInjector(opts: InjectorOptions): Injector {
     return r.secret[REVEAL]();
   }
 
+  /** The injection of a credential that needs no token (the secret itself, a signer); undefined for one that does. */
+  function injectionOf(r: Revealed, o: InjectOptions): Injection | undefined {
+    if (r.kind === 'aws_sigv4') return { headers: {}, credential: { name: r.name, version: r.version, kind: r.kind }, sign: signerFor(r) };
+    if (!SECRET_KINDS.has(r.kind)) return undefined;
+    if (!r.secret) throw new CredentialError('credential_config', `Credential "${r.name}" has no value`, { status: 502, credential: r.name });
+    const out: Injection = { headers: {}, credential: { name: r.name, version: r.version, kind: r.kind } };
+    place(out, r, r.secret[REVEAL](), o.defaultStyle ?? 'bearer');
+    return out;
+  }
+
+  function injectionNow(credential: string, o: InjectOptions = {}): Injection | undefined {
+    return injectionOf(opts.vault[REVEAL](credential), o);
+  }
+
   async function injectionFor(credential: string, o: InjectOptions = {}): Promise<Injection> {
     // Resolve once: this request keeps this version even if a rotation lands while it is in flight.
     const r = opts.vault[REVEAL](credential);
-    if (r.kind === 'aws_sigv4') return { headers: {}, credential: { name: r.name, version: r.version, kind: r.kind }, sign: signerFor(r) };
+    const now = injectionOf(r, o);
+    if (now) return now;
     const value = await valueFor(r, o.principal);
     const out: Injection = { headers: {}, credential: { name: r.name, version: r.version, kind: r.kind } };
     place(out, r, value, o.defaultStyle ?? 'bearer');
@@ -223,7 +246,7 @@ export function createInjector(opts: InjectorOptions): Injector {
     }
   }
 
-  return { injectionFor, environmentFor, invalidate };
+  return { injectionFor, injectionNow, environmentFor, invalidate };
 }
 
 function setStyle(out: Injection, style: DefaultStyle, value: string): void {
