@@ -18,6 +18,7 @@ import { until } from './helpers/e2e.ts';
 import { startGateway, type Running } from '../src/cli/serve.ts';
 import { startHttpFixture, type RunningFixture } from './fixtures/mcp-accounts/upstream.ts';
 import type { FleetMcpSessions } from '../src/store/fleet-mcp-sessions.ts';
+import { LOG_LEVEL_HOLD } from '../src/store/types.ts';
 
 let store: FleetTestStore;
 let upstream: RunningFixture;
@@ -245,6 +246,16 @@ test('session caps count over the fleet: per identity (3) and per trust domain (
   const p3 = await open(urls[0], await sign('spiffe://partner.example/three'));
   assert.equal(p3.status, 429);
   assert.match(p3.error!.message, /trust domain partner\.example .* \(limit 2 per trust domain\)/);
+});
+
+test('a session\'s logging/setLevel is kept with it: another replica reads it with the session\'s own touch (no extra round trip)', async () => {
+  const { secret } = await newKey('a');
+  const opened = await open(urls[0], secret);
+  const [r0, r1] = replicas.map((r) => r.rt.mcpSessions as FleetMcpSessions);
+  assert.equal((await r1.touch(opened.session!, 60_000))?.logLevel, undefined, 'none before it sets one');
+  await r0.hold(opened.session!, LOG_LEVEL_HOLD, 'warning');
+  assert.equal((await r1.touch(opened.session!, 60_000))?.logLevel, 'warning');
+  assert.equal(await del(urls[1], secret, opened.session!), 200);
 });
 
 test('one Redis round trip per request of a session (the registry touch)', async () => {

@@ -140,6 +140,11 @@ async function toolCall(i: Instruction): Promise<unknown[]> {
 }
 const readResource = (i: Instruction) => outcome(() => mcp.readResource({ uri: `leak://${i.channel}/${encodeURIComponent(i.form)}/${i.tag}` }));
 const getPrompt = (i: Instruction) => outcome(() => mcp.getPrompt({ name: 'leaky__leak', arguments: { channel: i.channel, form: i.form, tag: i.tag } }));
+/** completion/complete of the leak prompt's argument, in a session or (channel 2026-07-28) statelessly; the upstream echoes the credential in a value. */
+const complete = (i: Instruction) => {
+  const params = { ref: { type: 'ref/prompt' as const, name: 'leaky__leak' }, argument: { name: 'tag', value: 'l' }, context: { arguments: { channel: 'body', form: i.form, tag: i.tag } } };
+  return i.channel === '2026-07-28' ? modern('completion/complete', params) : outcome(() => mcp.complete(params));
+};
 
 /**
  * The same MCP calls in the stateless 2026-07-28 generation (no session; _meta and Mcp-* headers):
@@ -244,6 +249,8 @@ async function listenOnce(taskId: unknown): Promise<string> {
 }
 
 const modernCall = (i: Instruction) => {
+  // A request asking for log messages (_meta log level): the upstream's come on its event stream.
+  if (i.channel === 'log') return modern('tools/call', { name: 'leaky__leak', arguments: { ...i } }, { meta: { 'io.modelcontextprotocol/logLevel': 'debug' } });
   if (i.channel === 'resources/read') return modern('resources/read', { uri: `leak://body/${encodeURIComponent(i.form)}/${i.tag}` });
   if (i.channel === 'prompts/get') return modern('prompts/get', { name: 'leaky__leak', arguments: { channel: 'body', form: i.form, tag: i.tag } });
   const upstream = i.channel.startsWith('rpc-error') ? 'rpc-error' : i.channel;
@@ -318,8 +325,10 @@ const PLANES: Plane[] = [
     channels: { body: [...TEXT, ...SPLIT_PARTS, ...SPLIT_TCP, ...BINARY], 'tool-error': TEXT } },
   { name: 'mcp resources/read', call: readResource, shows: () => true, channels: { body: [...TEXT, 'split-parts@mid', 'binary', 'split-tcp@mid', 'gzip'] } },
   { name: 'mcp prompts/get', call: getPrompt, shows: () => true, channels: { body: [...TEXT, 'split-parts@mid', 'split-tcp@mid'] } },
-  // Upstream notifications: progress is forwarded to a caller who asked for it; log messages are not forwarded.
-  { name: 'mcp notifications', call: toolCall, shows: (c) => c === 'progress', channels: { progress: [...TEXT, 'split-tcp@mid'], log: ['raw', 'b64-std-1'] } },
+  // Upstream notifications of the request: progress to a caller who asked for it, log messages to a session that set a level (this one: debug).
+  { name: 'mcp notifications', call: toolCall, shows: () => true, channels: { progress: [...TEXT, 'split-tcp@mid'], log: [...TEXT, 'split-tcp@mid'] } },
+  // completion/complete values, from a session and from a 2026-07-28 request.
+  { name: 'mcp completion/complete', call: complete, shows: () => true, channels: { session: TEXT, '2026-07-28': TEXT } },
   // An upstream's own JSON-RPC error (message and data), for each request kind.
   { name: 'mcp upstream errors', shows: () => true, sweep: 'tools/call',
     channels: { 'tools/call': [...TEXT, 'split-tcp@mid', 'gzip'], 'resources/read': TEXT, 'prompts/get': TEXT },
@@ -329,7 +338,7 @@ const PLANES: Plane[] = [
     } },
   // The stateless 2026-07-28 generation on the same /mcp: results, tool errors, upstream JSON-RPC errors, resources and prompts.
   { name: 'mcp 2026-07-28 stateless', call: modernCall, shows: () => true,
-    channels: { body: [...TEXT, 'split-parts@mid', 'split-tcp@mid', ...BINARY], 'tool-error': TEXT, 'rpc-error': TEXT, 'resources/read': TEXT, 'prompts/get': TEXT } },
+    channels: { body: [...TEXT, 'split-parts@mid', 'split-tcp@mid', ...BINARY], 'tool-error': TEXT, 'rpc-error': TEXT, 'resources/read': TEXT, 'prompts/get': TEXT, log: [...TEXT, 'split-tcp@mid'] } },
   // What only 2026-07-28 has, from a 2026-07-28 server: input_required (the request and the retry's
   // result), task results (created, tasks/get|update|cancel), notifications/tasks on a listen stream, SSE progress.
   { name: 'mcp 2026-07-28 interim, tasks, listen, progress', call: modernPaths, shows: () => true,
@@ -504,6 +513,8 @@ before(async () => {
   await mcp.connect(new StreamableHTTPClientTransport(new URL(`${gw.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${agentKey}` } }, fetch: cap.fetch }));
   // resources/read through /mcp needs the owner of a URI known: list the templates once.
   await mcp.listResourceTemplates();
+  // Log messages of its requests are relayed to a session that set a level: the most there are.
+  await mcp.setLoggingLevel('debug');
   await cap.take();
 });
 

@@ -7,7 +7,7 @@
 // tag, so they live in the session key's cluster slot.
 import type { Redis } from './redis.ts';
 import type { Fleet } from './fleet.ts';
-import { StoreUnavailable, type McpSessionCaps, type McpSessionNote, type McpSessionOpened, type McpSessionRecord, type McpSessionRegistry } from './types.ts';
+import { LOG_LEVEL_HOLD, StoreUnavailable, type McpSessionCaps, type McpSessionNote, type McpSessionOpened, type McpSessionRecord, type McpSessionRegistry } from './types.ts';
 
 /** The fleet bus's kind for session notifications (McpSessionRegistry.notify). */
 const NOTE = 'mcp-note';
@@ -159,6 +159,7 @@ export class FleetMcpSessions implements McpSessionRegistry {
     return {
       id, owner: f.owner, scope: f.scope ? f.scope : null, domain: f.domain ? f.domain : null,
       ...(f.key ? { keyId: f.key } : {}), ...(f.gen ? { keyGeneration: f.gen } : {}),
+      ...(f[heldField(LOG_LEVEL_HOLD)] ? { logLevel: f[heldField(LOG_LEVEL_HOLD)] } : {}),
     };
   }
 

@@ -1,7 +1,7 @@
 // MCP session registry of one process (embedded mode): records in memory, expiring when idle.
 // Counting walks the records; opening a session is rare next to using one, and there are at most
 // the global cap of them (default 10,000).
-import type { McpSessionCaps, McpSessionNote, McpSessionOpened, McpSessionRecord, McpSessionRegistry } from './types.ts';
+import { LOG_LEVEL_HOLD, type McpSessionCaps, type McpSessionNote, type McpSessionOpened, type McpSessionRecord, type McpSessionRegistry } from './types.ts';
 
 export function memoryMcpSessions(now: () => number = Date.now): McpSessionRegistry {
   const live = new Map<string, { rec: McpSessionRecord; expires: number; held?: Map<string, string> }>();
@@ -37,6 +37,7 @@ export function memoryMcpSessions(now: () => number = Date.now): McpSessionRegis
       if (!s) return;
       if (holder === null) s.held?.delete(uri);
       else (s.held ??= new Map()).set(uri, holder);
+      if (uri === LOG_LEVEL_HOLD) s.rec = { ...s.rec, logLevel: holder ?? undefined };
     },
     holders(id, uris) {
       const s = live.get(id);

@@ -126,7 +126,12 @@ export interface McpSessionRecord {
   /** The virtual key (and which of its secrets) it was opened with, if any: the session dies with it. */
   keyId?: string;
   keyGeneration?: string;
+  /** The level its client set with logging/setLevel (held with hold(id, LOG_LEVEL_HOLD, level)); read back by touch(). */
+  logLevel?: string;
 }
+
+/** The hold() key a session's logging/setLevel is kept under (not a URI: no subscription's holder is overwritten). */
+export const LOG_LEVEL_HOLD = 'logging/setLevel';
 
 /** Open-session caps (counted over every replica) and the idle time after which a session ends. */
 export interface McpSessionCaps { total: number; perIdentity: number; perDomain: number; idleMs: number }

@@ -19,7 +19,7 @@ import { createMcpShared, sessionLimits, type McpGateway, type McpGatewayOptions
 import { handleModern, isModernRequest, listPage, toolsPage } from './mcp-stateless.ts';
 import { createListenHub } from './mcp-listen.ts';
 import { RPC, ToolError, type ToolAccess, type ToolDeps } from './types.ts';
-import { ALL_SESSIONS, StoreUnavailable, type McpSessionNote, type McpSessionRecord } from '../store/types.ts';
+import { ALL_SESSIONS, LOG_LEVEL_HOLD, StoreUnavailable, type McpSessionNote, type McpSessionRecord } from '../store/types.ts';
 import type { LogParams, WatchList } from './upstream.ts';
 import { optionalCapabilities } from './catalog.ts';
 
@@ -66,13 +66,6 @@ const UNSUBSCRIBED = 'aam/unsubscribed';
 const CLOSED = 'aam/closed';
 /** A session's stream opened where aam cannot know which updates it missed: each replica holding its subscriptions announces them all. */
 const REANNOUNCE = 'aam/reannounce';
-/**
- * The session's logging/setLevel: a note to the replicas holding it, and kept in the registry under
- * this key (beside its subscriptions' holders; not a URI, so no subscription of it is overwritten)
- * for a replica that resumes it later.
- */
-const LOG_LEVEL = 'aam/logLevel';
-const LOG_LEVEL_KEY = 'logging/setLevel';
 const isLevel = (v: unknown): v is LoggingLevel => LoggingLevelSchema.safeParse(v).success;
 const LIST_NOTES: Record<string, WatchList> = { 'notifications/tools/list_changed': 'tools', 'notifications/prompts/list_changed': 'prompts', 'notifications/resources/list_changed': 'resources' };
 const instructions = (scope: string | null) => (scope === null ? 'aam MCP gateway: tools are named <server>__<tool>; every call is authorized and audited.' : undefined);
@@ -232,7 +225,6 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     if (note.method === REANNOUNCE) return announceHeld(s);
     if ((note.method === SUBSCRIBED || note.method === UNSUBSCRIBED) && typeof uri === 'string' && s.ctx.subscriptions.has(uri)) void unsubscribeResource(rt, s.ctx, uri).catch(() => {});
     else if (note.method === CLOSED) void s.transport.close().catch(() => {});
-    else if (note.method === LOG_LEVEL && isLevel(note.params.level)) s.ctx.logLevel = note.params.level;
   });
 
   /**
@@ -285,9 +277,9 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     if (optional.logging) {
       server.setRequestHandler(SetLevelRequestSchema, async (req, extra) => {
         forRequest(ctx, extra);
-        await deps.sessions.hold(id, LOG_LEVEL_KEY, req.params.level);
+        // Kept in the registry: every request of the session, on any replica, reads it with the session (touch).
+        await deps.sessions.hold(id, LOG_LEVEL_HOLD, req.params.level);
         ctx.logLevel = req.params.level;
-        await passOn(id, LOG_LEVEL, { level: req.params.level });
         return {};
       });
     }
@@ -360,13 +352,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       session.watch = undefined;
       for (const uri of [...ctx.subscriptions.keys()]) void unsubscribeResource(rt, ctx, uri).catch(() => {});
     };
-    session.ready = server.connect(transport).then(async () => {
-      if (!resumed) return;
-      markInitialized(transport, rec.id);
-      // The log level it set elsewhere; unknown (the registry cannot answer) means none: no log messages.
-      const held = await Promise.resolve(deps.sessions.holders(rec.id, [LOG_LEVEL_KEY])).catch(() => null);
-      if (isLevel(held?.[0])) ctx.logLevel ??= held[0];
-    });
+    session.ready = server.connect(transport).then(() => { if (resumed) markInitialized(transport, rec.id); });
     return session;
   }
 
@@ -451,6 +437,8 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     // and the session's own background work (unsubscribing when it closes) uses the latest identity.
     s.ctx.identity = identity;
     s.ctx.access = access;
+    // Its logging/setLevel, wherever it was set (the registry keeps it with the session).
+    if (isLevel(rec.logLevel)) s.ctx.logLevel = rec.logLevel;
     attachAccess(req, access);
     if (req.method === 'GET') onStreamOpen(s, res);
     return s.transport.handleRequest(req, res, body);

@@ -336,6 +336,7 @@ function mcpAnswer(msg: Obj, ins: Instruction, secret: string): { events: string
       : deltas(form, secret).map((t) => `{"uri":${uri},"mimeType":"text/plain","text":"${t}"}`);
     return { events: [rpcResult(id, `{"contents":[${contents.join(',')}]}`)] };
   }
+  if (msg.method === 'completion/complete') return { events: [rpcResult(id, `{"completion":{"values":["${p}","leak"],"total":2,"hasMore":false}}`)] };
   if (msg.method === 'prompts/get') {
     const messages = deltas(form, secret).map((t) => `{"role":"user","content":{"type":"text","text":"${t}"}}`);
     return { events: [rpcResult(id, `{"description":"${form.startsWith('split') ? 'leak' : p}","messages":[${messages.join(',')}]}`)] };
@@ -359,6 +360,11 @@ function instructionOf(msg: Obj): Instruction | null {
     const a = (params.arguments ?? {}) as Obj;
     return { channel: String(a.channel), form: String(a.form), tag: String(a.tag) };
   }
+  // completion/complete of the leak prompt: the instruction rides in the context's arguments.
+  if (msg.method === 'completion/complete') {
+    const a = (((params.context ?? {}) as Obj).arguments ?? {}) as Obj;
+    return typeof a.tag === 'string' ? { channel: String(a.channel), form: String(a.form), tag: a.tag } : null;
+  }
   if (msg.method === 'resources/read') {
     const m = /^leak:\/\/([^/]+)\/([^/]+)\/([^/]+)$/.exec(String(params.uri));
     return m ? { channel: m[1], form: decodeURIComponent(m[2]), tag: m[3] } : null;
@@ -377,9 +383,9 @@ async function mcp(req: IncomingMessage, res: ServerResponse, raw: string, lists
   const params = (msg.params ?? {}) as Obj;
   switch (msg.method) {
     case 'initialize':
-      res.writeHead(200, json).end(rpcResult(msg.id, JSON.stringify({ protocolVersion: params.protocolVersion, capabilities: { tools: {}, resources: {}, prompts: {}, logging: {} }, serverInfo: { name: lists ? 'leaky-lists' : 'leaky', version: '1.0.0' } })));
+      res.writeHead(200, json).end(rpcResult(msg.id, JSON.stringify({ protocolVersion: params.protocolVersion, capabilities: { tools: {}, resources: {}, prompts: {}, logging: {}, completions: {} }, serverInfo: { name: lists ? 'leaky-lists' : 'leaky', version: '1.0.0' } })));
       return;
-    case 'ping': res.writeHead(200, json).end(rpcResult(msg.id, '{}')); return;
+    case 'ping': case 'logging/setLevel': res.writeHead(200, json).end(rpcResult(msg.id, '{}')); return;
     case 'tools/list': case 'resources/list': case 'prompts/list': case 'resources/templates/list':
       if (lists) { res.writeHead(200, json).end(rpcResult(msg.id, listings(msg.method, secret))); return; }
       res.writeHead(200, json).end(rpcResult(msg.id, msg.method === 'tools/list' ? `{"tools":[${LEAK_TOOL}]}`
