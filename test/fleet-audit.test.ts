@@ -11,7 +11,7 @@ import { createServer, connect, type Socket, type AddressInfo } from 'node:net';
 import postgres from 'postgres';
 import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
 import { startServeChild, type ServeChild } from './helpers/serve-child.ts';
-import { chat, runCli, until } from './helpers/e2e.ts';
+import { chat, runCli, sseContent, until } from './helpers/e2e.ts';
 import { tempDir } from './helpers/temp.ts';
 import { doc, yaml, agentDocs } from './helpers/gateway.ts';
 import { openFleetAuditLog, SIGNING_KEY_KEK_INFO } from '../src/audit/fleet-log.ts';
@@ -424,6 +424,14 @@ test('a PostgreSQL that goes silent for 5 s (connections kept open, nothing answ
       assert.equal(c.status, 503, c.text);
       refused.push(c.requestId);
     }
+    // A stream is acknowledged by its terminator: its evidence not committed, it ends with an error
+    // event naming why, never with [DONE] (the content already sent is not acknowledged).
+    const s = await chat(r.url, secret, 'one', 'a stream while PostgreSQL is silent', { stream: true });
+    assert.equal(s.status, 200, s.text);
+    const ended = sseContent(s.text);
+    assert.ok(!ended.done, `no [DONE] without evidence: ${s.text.slice(-300)}`);
+    assert.match(ended.error?.message ?? '', /audit trail could not record/, s.text.slice(-300));
+    refused.push(s.requestId);
     hold = false;
     const back = performance.now();
     for (const f of held.splice(0)) f();

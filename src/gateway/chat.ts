@@ -12,7 +12,7 @@ import { openAccess } from '../access/context.ts';
 import { holdsSecret } from '../access/egress.ts';
 import type { Admission } from '../access/decide.ts';
 import { chatStreamGuard, hasOutputWebhook, nextTurn, streamPieces, TURN_MS } from '../access/guard.ts';
-import { AamError, badRequest } from '../access/errors.ts';
+import { AamError, badRequest, toAamError } from '../access/errors.ts';
 import { readJsonBody, sendText } from '../access/request.ts';
 import type { Access, Ctx } from './plane.ts';
 import { parseJsonInTurns } from '../access/json-turns.ts';
@@ -312,8 +312,13 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
     const complete = recorder?.result();
     if (complete) cache.save?.(complete);
     // The stream is acknowledged by its terminator: only once its evidence is crash-safe (and
-    // what the codec handed on, e.g. a stored Response, is written).
-    await ctx.rt.evidenceSafe().catch(() => undefined);
+    // what the codec handed on, e.g. a stored Response, is written). Evidence the trail could not
+    // commit ends it with an error event instead, as a whole answer would be refused (503).
+    const unsafe = await ctx.rt.evidenceSafe().then(() => undefined, (e: unknown) => toAamError(e));
+    if (unsafe) {
+      res.end(tail + codec.streamError(unsafe.message, unsafe.type));
+      return;
+    }
     await codec.settle?.();
     res.end(tail + codec.streamDone);
   } finally {
