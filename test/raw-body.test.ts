@@ -210,6 +210,9 @@ test('a stream that did not ask for usage: the option is put into the client\'s 
   assert.equal(renamed.status, 200, renamed.text);
   assert.equal(renamed.sent?.toString('utf8'), '{"stream_options":{"include_usage":true},"model":"upstream-model-é","stream":true,"messages":[{"role":"user","content":"hi"}]}');
   assert.doesNotMatch(renamed.text, /"usage"/);
+  // Twice in a row: the option's bytes (kept once serialised) are the same.
+  const again = await post(body);
+  assert.equal(again.sent?.toString('utf8'), s.sent?.toString('utf8'));
   // A client that asked for usage gets it (the usage chunk is the upstream's).
   const asked = await post('{"model":"same","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hi"}]}');
   assert.match(asked.text, /"usage":\{"prompt_tokens":3/);

@@ -86,15 +86,21 @@ function modelBytes(model: string): Buffer {
   return b;
 }
 
-/** Members of frozen values seen before (a stream's usage option is one constant), serialised once: they cannot change. */
+/** Members of flat frozen values seen before (a stream's usage option is one constant), serialised once: they cannot change. */
 const MEMBERS = new WeakMap<object, { key: string; bytes: Buffer }>();
 
 /** The bytes of the member "k":v. */
 function member(k: string, v: unknown): Buffer {
-  const frozen = typeof v === 'object' && v !== null && Object.isFrozen(v) ? v : null;
+  const frozen = typeof v === 'object' && v !== null && Object.isFrozen(v) && flat(v) ? v : null;
   const known = frozen && MEMBERS.get(frozen);
   if (known && known.key === k) return known.bytes;
   const bytes = Buffer.from(`${JSON.stringify(k)}:${JSON.stringify(v)}`);
   if (frozen) MEMBERS.set(frozen, { key: k, bytes });
   return bytes;
+}
+
+/** Only primitives in it: frozen, it cannot change at any depth. */
+function flat(v: object): boolean {
+  for (const x of Object.values(v)) if (typeof x === 'object' && x !== null) return false;
+  return true;
 }
