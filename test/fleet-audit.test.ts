@@ -13,6 +13,7 @@ import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
 import { startServeChild, type ServeChild } from './helpers/serve-child.ts';
 import { chat, runCli, sseContent, until } from './helpers/e2e.ts';
 import { tempDir } from './helpers/temp.ts';
+import { startTestAgents } from './helpers/a2a-agents.ts';
 import { doc, yaml, agentDocs } from './helpers/gateway.ts';
 import { openFleetAuditLog, SIGNING_KEY_KEK_INFO } from '../src/audit/fleet-log.ts';
 import { parseMasterKeyEnv } from '../src/credentials/master-key.ts';
@@ -506,5 +507,54 @@ test('a PostgreSQL connection that never answers again (bytes swallowed both way
   } finally {
     await r.stop();
     proxy.close();
+  }
+});
+
+test('A2A through a replica whose PostgreSQL is silent: a SendMessage answer is refused (503, at once after the commit timeout), a stream ends with an error event; neither is acknowledged without its evidence', async () => {
+  let hold = false;
+  const held: Array<() => void> = [];
+  const proxy = await pgProxy((send) => { if (hold) held.push(send); else send(); });
+  let url = '';
+  const agents = await startTestAgents([{ name: 'helper', skills: ['help'], aamUrl: () => url, key: () => '' }]);
+  const cfg = join(dir, 'a2a.yaml');
+  writeFileSync(cfg, yaml(
+    doc('Agent', 'helper', { workload: 'spiffe://test/agent/helper', a2a: { url: `${agents.base}/helper` } }),
+    doc('Agent', 'planner', { workload: 'spiffe://test/agent/planner' }),
+    doc('AgentPolicy', 'planner-calls', { identity: { agent: 'planner' }, agents: [{ agent: 'helper' }] }),
+  ));
+  const made = await runCli(['keys', 'create', '--agent', 'planner', '--config', cfg, '--data', join(dir, 'cli-data')], { env: fleetEnv() });
+  assert.equal(made.code, 0, made.stderr);
+  const key = made.stdout.trim().split('\n').at(-1)!;
+  const data = join(dir, 'data-a2a-silent');
+  mkdirSync(data);
+  const r = await startServeChild({ config: cfg, data, env: { ...fleetEnv(), AAM_DATABASE_URL: proxy.url } });
+  url = r.url;
+  const send = async (method: 'SendMessage' | 'SendStreamingMessage') => {
+    const res = await fetch(`${r.url}/a2a/helper`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', 'a2a-version': '1.0', authorization: `Bearer ${key}`, ...(method === 'SendStreamingMessage' ? { accept: 'text/event-stream' } : {}) },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 3, method, params: { message: { messageId: `m-${Math.random()}`, role: 'ROLE_USER', parts: [{ text: method === 'SendMessage' ? 'hello' : 'stream please' }] } } }),
+    });
+    return { status: res.status, text: await res.text() };
+  };
+  try {
+    await until(async () => (await send('SendMessage')).status === 200, 10_000, 'the key on the new replica');
+    hold = true;
+    const started = performance.now();
+    const one = await send('SendMessage');
+    const took = performance.now() - started;
+    assert.equal(one.status, 503, one.text);
+    assert.match(one.text, /audit trail could not record/);
+    assert.ok(took <= 3500, `refused once, at the commit timeout (2 s), not after waiting again: ${Math.round(took)} ms`);
+    const s = await send('SendStreamingMessage');
+    assert.equal(s.status, 200, s.text);
+    const last = JSON.parse(s.text.trim().split('\n').filter((l) => l.startsWith('data: ')).at(-1)!.slice(6)) as { error?: { message: string; data?: { code: string } } };
+    assert.match(last.error?.message ?? '', /audit trail could not record/, `the stream's last event: ${s.text.slice(-400)}`);
+  } finally {
+    hold = false;
+    for (const f of held.splice(0)) f();
+    await r.stop();
+    proxy.close();
+    await agents.close();
   }
 });

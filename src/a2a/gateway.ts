@@ -8,7 +8,7 @@
 import { callCallee, type CalleeText } from './callee.ts';
 import type { Access, CalleeInjection, Ctx } from './plane.ts';
 import { readJson, sendJson } from '../access/request.ts';
-import { AamError, toAamError } from '../access/errors.ts';
+import { AamError, EvidenceUnavailable, toAamError } from '../access/errors.ts';
 import { Access as AccessOf, currentCaller as callerNow, openAccess } from '../access/context.ts';
 import { authorize, policyEvidence, recordDecision, storeFailure } from '../access/decide.ts';
 import type { Identity } from '../identity/types.ts';
@@ -229,7 +229,13 @@ export function createA2aGateway(): A2aGateway {
       // end and leave in the same write: relayStream corked the socket for that (end() uncorks it).
       // A promise only when the evidence is not safe at once (a request alone in flight writes it now).
       const safe = ctx.rt.evidenceSafeNow();
-      if (safe) await safe.catch(() => undefined);
+      const unsafe = safe ? await safe.then(() => undefined, (e: unknown) => toAamError(e)) : undefined;
+      if (unsafe) {
+        // Not acknowledged: an answer is refused (503), a stream (its events out) ends with an error event.
+        if (answer) throw unsafe;
+        ctx.res.end(binding.failFrame(rpc.id, RPC_CODE[unsafe.status] ?? -32603, unsafe.message, { code: unsafe.code, http_status: unsafe.status }));
+        return;
+      }
       if (answer) binding.answer(ctx, status, answer, rpc.method);
       else ctx.res.end();
     } catch (e) {
@@ -288,12 +294,13 @@ export function createA2aGateway(): A2aGateway {
       }
       if (status < 200 || status > 299) throw new AamError(502, 'upstream_error', `the caller's push URL answered HTTP ${status}`);
       access.record({ type: 'a2a_call', ...ev, outcome: { status, latency_ms: performance.now() - started } } as never);
-      await ctx.rt.evidenceSafe().catch(() => undefined);
-      sendJson(ctx, 200, {});
     } catch (e) {
       access.record({ type: 'a2a_call', ...ev, outcome: { status: toAamError(e).status, error: (e as Error).message, latency_ms: performance.now() - started } } as never);
       throw e;
     }
+    // Acknowledged to the callee only once its evidence is safe (else 503: delivered, but not recorded yet).
+    await ctx.rt.evidenceSafe();
+    sendJson(ctx, 200, {});
   }
 
   /** The registering caller re-resolved against the running config and key store; refuses (403) what no longer holds. */
@@ -533,7 +540,7 @@ const REST: Binding = {
     const err = toAamError(e);
     if (failed(ctx, e, err)) return;
     const r = restFromAam(err.status, err.code, err.message);
-    ctx.rt.evidenceSafe().then(() => sendJson(ctx, r.status, r.body, err.headers), () => sendJson(ctx, r.status, r.body, err.headers));
+    afterEvidence(ctx, e, () => sendJson(ctx, r.status, r.body, err.headers));
   },
 };
 
@@ -610,7 +617,16 @@ function rpcError(ctx: Ctx, e: unknown, id: Rpc['id']): void {
   const err = toAamError(e);
   if (failed(ctx, e, err)) return;
   const body = { jsonrpc: '2.0', id, error: { code: RPC_CODE[err.status] ?? -32603, message: err.message, data: { code: err.code, http_status: err.status } } };
-  ctx.rt.evidenceSafe().then(() => sendJson(ctx, err.status, body, err.headers), () => sendJson(ctx, err.status, body, err.headers));
+  afterEvidence(ctx, e, () => sendJson(ctx, err.status, body, err.headers));
+}
+
+/**
+ * A refusal once its evidence is safe (or failed to be); at once when the refusal is that the
+ * trail did not commit (waiting on it again would end the same way, after the commit timeout).
+ */
+function afterEvidence(ctx: Ctx, e: unknown, send: () => void): void {
+  if (e instanceof EvidenceUnavailable) return send();
+  ctx.rt.evidenceSafe().then(send, send);
 }
 
 /** Log and record a failed call; true when the answer had begun (the connection is then cut). */
