@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import { privateRedis, type PrivateRedis } from './helpers/fleet.ts';
 import { until } from './helpers/e2e.ts';
 import { COMMAND_TIMEOUT_MS, connectRedis, type Redis } from '../src/store/redis.ts';
-import { scriptRunner } from '../src/store/redis-script.ts';
 
 let server: PrivateRedis;
 let redis: Redis;
@@ -37,21 +36,6 @@ test('commands on the fleet connection arm no timer each', async () => {
   }
   assert.equal(await redis.get('k49'), '49');
   assert.ok(armed <= 1, `50 commands armed ${armed} timers`);
-});
-
-test('a script call alone in flight leaves at once; calls made beside it in the same turn wait for one write at the turn\'s end', async () => {
-  const run = scriptRunner<string>(redis, "return ARGV[1]");
-  const stream = redis.stream as unknown as { writableCorked: number };
-  // Alone (c=1): written now, so the caller's work up to its await overlaps Redis's answer.
-  const first = run([0, 'a']);
-  assert.equal(stream.writableCorked, 0, 'a lone call is not held for the turn\'s check phase');
-  // Beside one in flight (c>1): corked, the turn's calls leave together.
-  const second = run([0, 'b']);
-  const third = run([0, 'c']);
-  assert.equal(stream.writableCorked, 1, 'calls beside one in flight wait for the end of the turn');
-  assert.deepEqual(await Promise.all([first, second, third]), ['a', 'b', 'c']);
-  assert.equal(stream.writableCorked, 0);
-  assert.equal(await run([0, 'd']), 'd');
 });
 
 test('a frozen Redis fails the commands in flight within about the command timeout, new ones at once, and the connection recovers by itself', async () => {
