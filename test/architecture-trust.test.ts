@@ -119,7 +119,7 @@ test('planes reach guardrails only through the access path (one walker), never t
  */
 const MCP_INBOUND: Record<string, 'guarded' | 'routing' | 'sealed' | 'aam'> = {
   arguments: 'guarded', inputResponses: 'guarded', name: 'routing', uri: 'routing', cursor: 'aam', notifications: 'aam', _meta: 'aam',
-  requestState: 'sealed', taskId: 'sealed',
+  requestState: 'sealed', taskId: 'sealed', ref: 'routing', argument: 'guarded', context: 'guarded',
 };
 
 test('MCP 2026-07-28: every request field aam reads is classified, and what reaches an upstream passes the one input-guard seam', () => {
@@ -141,6 +141,9 @@ test('MCP 2026-07-28: every request field aam reads is classified, and what reac
   const out = /async function mrtrOut[\s\S]*?\n\}/.exec(call)?.[0] ?? '';
   for (const k of fields.filter((f) => MCP_INBOUND[f] === 'guarded')) assert.match(out, new RegExp(`guardInbound\\([^;]*\\b${k}\\b`), `mrtrOut guards ${k}`);
   assert.doesNotMatch(call, /mrtr: \{ inputResponses: extra/, 'inputResponses go upstream only through mrtrOut');
+  // completion/complete: the upstream gets aam's own ref and what guardInbound returned of argument and context.
+  assert.match(call, /guardInbound\(rt, s, \{ argument: params\.argument, \.\.\.\(params\.context \? \{ context: params\.context \} : \{\}\) \}/);
+  assert.match(call, /entry\.upstream\.complete\(\{ ref: upstreamRef, \.\.\.sent \}/);
   // tasks/*: everything but the sealed id goes upstream as guardInbound returned it (with aam's own _meta, a constant).
   assert.match(tasks, /const inbound = await guardInbound\(rt, s, rest,/);
   assert.match(tasks, /upstream\.task\(method, \{ \.\.\.inbound, taskId: b\.up, _meta: TASKS_META \}/);

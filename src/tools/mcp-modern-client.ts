@@ -6,15 +6,20 @@
 // so a validating server or proxy in front of it accepts it.
 import type { RequestOptions } from '@modelcontextprotocol/sdk/shared/protocol.js';
 import {
-  ErrorCode, McpError, type CallToolResult, type CompleteRequest, type CompleteResult, type GetPromptResult, type LoggingLevel, type ListPromptsResult, type ListResourcesResult, type ListResourceTemplatesResult,
+  ErrorCode, McpError, type CallToolResult, type CompleteRequest, type CompleteResult, type GetPromptResult, type LoggingLevel, type LoggingMessageNotification, type ListPromptsResult, type ListResourcesResult, type ListResourceTemplatesResult,
   type ListToolsResult, type ReadResourceResult, type ServerCapabilities,
 } from '@modelcontextprotocol/sdk/types.js';
 import { CLIENT_CAPS, MODERN_VERSION, modernHeaders } from './mcp-headers.ts';
 import { TASKS_EXT } from './mcp-mrtr.ts';
-import type { CallOptions } from './upstream.ts';
 
-/** The SDK's request options, and the log messages of this one request the caller wants (upstream.ts CallOptions.log). */
-export type ReqOptions = RequestOptions & { log?: CallOptions['log'] };
+export type LogParams = LoggingMessageNotification['params'];
+/**
+ * The caller asked for log messages at `level` and above: the upstream's notifications/message
+ * sent while serving this very request (on its response stream) go to `onlog`, never anyone else's.
+ */
+export interface RequestLog { level: LoggingLevel; onlog: (p: LogParams) => void }
+/** The SDK's request options, and the log messages of this one request the caller wants. */
+export type ReqOptions = RequestOptions & { log?: RequestLog };
 const META_LOG_LEVEL = 'io.modelcontextprotocol/logLevel';
 /** RFC 5424 severities from least to most severe (the order of the MCP LoggingLevel). */
 export const LOG_LEVELS: readonly LoggingLevel[] = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'];

@@ -16,7 +16,7 @@ import {
 import type { McpServerSpec } from '../config/schema.ts';
 import type { Identity } from '../identity/types.ts';
 import { GATEWAY_IDENTITY, ToolError, RPC, type ToolDeps, type UpstreamTool } from './types.ts';
-import { createModernClient, discoverModern, logSeverity, type UpstreamClient, type UpstreamListen } from './mcp-modern-client.ts';
+import { createModernClient, discoverModern, logSeverity, type LogParams, type RequestLog, type UpstreamClient, type UpstreamListen } from './mcp-modern-client.ts';
 import { CLIENT_CAPS, MODERN_VERSION } from './mcp-headers.ts';
 import { errMsg } from './util.ts';
 
@@ -50,14 +50,11 @@ export interface CallOptions {
   traceContext?: { traceparent: string; tracestate?: string };
   /** A 2026-07-28 client's retry of a multi round-trip request (the upstream's own state), and what input it can give. */
   mrtr?: { inputResponses?: unknown; requestState?: string; clientCapabilities: Record<string, unknown> };
-  /**
-   * The caller asked for log messages at `logLevel` and above: the upstream's notifications/message
-   * sent while serving this very request (on its response stream) go to `onlog`, never anyone else's.
-   */
-  log?: { level: LoggingLevel; onlog: (p: LogParams) => void };
+  /** Log messages of this one request, for the caller who asked (mcp-modern-client.ts RequestLog). */
+  log?: RequestLog;
 }
 
-export type LogParams = LoggingMessageNotification['params'];
+export type { LogParams };
 
 export interface Upstream {
   readonly name: string;
