@@ -10,14 +10,13 @@ import { argsDigest, heldCall, type Approvals } from './approvals.ts';
 import { declaresTasks, inputCapabilities, isInputRequired, isTask, openState, relayTask, sealState, TASKS_EXT, type MrtrIn, type StateBinding } from './mcp-mrtr.ts';
 import type { Catalog, CompiledTool, ServerEntry } from './catalog.ts';
 import type { CallOptions, LogParams } from './upstream.ts';
-import { decisionFields, denialMessage, errMsg, NAME_SEP } from './util.ts';
+import { decisionFields, denialMessage, errMsg, isObj, NAME_SEP } from './util.ts';
 import { identityFields, RPC, ToolError, type ToolAccess, type ToolAdmission, type ToolDeps, type TraceContextIn } from './types.ts';
 
 export const DEFAULT_MAX_RESULT_BYTES = 1024 * 1024;
 export const RESOURCE_READ = 'resources/read';
 export const PROMPT_GET = 'prompts/get';
 export const COMPLETE = 'completion/complete';
-const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 export interface Runtime { catalog: Catalog; deps: ToolDeps; approvals: Approvals; maxResultBytes: number }
 
@@ -311,35 +310,33 @@ async function authorizeOrThrow(rt: Runtime, s: SessionCtx, entry: ServerEntry, 
   return { requestId, adm };
 }
 
-/** Per server in catalog order (not in the order the servers answer), so pages of it are cut from the same order each time. */
-export async function listResources(rt: Runtime, s: SessionCtx): Promise<Resource[]> {
-  const lists = await Promise.all(listable(rt, s).map(async (e) => {
-    if (!s.access.visible(e.resource, RESOURCE_READ)) return [];
-    try {
-      const rs = await e.upstream.listResources(s.identity);
-      for (const r of rs) s.resourceOwner.set(r.uri, e.name);
-      return rs;
-    } catch (err) {
-      rt.deps.log.warn({ mcp_server: e.name, err: errMsg(err) }, 'resources/list failed');
-      return [];
+/**
+ * What each server this caller may use for `action` lists, in catalog order (not in the order the
+ * servers answer): pages are cut from the same order each time, and a URI two servers' templates
+ * both match routes the same way. A server whose listing fails is logged and lists nothing.
+ */
+async function perServer<T>(rt: Runtime, s: SessionCtx, action: string, method: string, list: (e: ServerEntry) => Promise<T[]>): Promise<Array<{ entry: ServerEntry; items: T[] }>> {
+  const servers = listable(rt, s).filter((e) => s.access.visible(e.resource, action));
+  return Promise.all(servers.map(async (entry) => {
+    try { return { entry, items: await list(entry) }; } catch (err) {
+      rt.deps.log.warn({ mcp_server: entry.name, err: errMsg(err) }, `${method} failed`);
+      return { entry, items: [] };
     }
   }));
-  return lists.flat();
+}
+
+export async function listResources(rt: Runtime, s: SessionCtx): Promise<Resource[]> {
+  const lists = await perServer(rt, s, RESOURCE_READ, 'resources/list', (e) => e.upstream.listResources(s.identity));
+  for (const { entry, items } of lists) for (const r of items) s.resourceOwner.set(r.uri, entry.name);
+  return lists.flatMap((l) => l.items);
 }
 
 export async function listResourceTemplates(rt: Runtime, s: SessionCtx): Promise<ResourceTemplate[]> {
-  // Per server in catalog order, so a URI two servers' templates both match routes the same way every time.
-  const servers = listable(rt, s).filter((e) => s.access.visible(e.resource, RESOURCE_READ));
-  const lists = await Promise.all(servers.map(async (e) => {
-    try { return await e.upstream.listResourceTemplates(s.identity); } catch (err) {
-      rt.deps.log.warn({ mcp_server: e.name, err: errMsg(err) }, 'resources/templates/list failed');
-      return [];
-    }
-  }));
+  const lists = await perServer(rt, s, RESOURCE_READ, 'resources/templates/list', (e) => e.upstream.listResourceTemplates(s.identity));
   // In place: the session's containers are shared by the per-request views of it (see SessionCtx).
   s.templateOwners.length = 0;
-  lists.forEach((ts, i) => { for (const t of ts) s.templateOwners.push({ server: servers[i].name, template: t.uriTemplate, match: uriTemplatePattern(t.uriTemplate) }); });
-  return lists.flat();
+  for (const { entry, items } of lists) for (const t of items) s.templateOwners.push({ server: entry.name, template: t.uriTemplate, match: uriTemplatePattern(t.uriTemplate) });
+  return lists.flatMap((l) => l.items);
 }
 
 /**
@@ -422,18 +419,9 @@ export async function unsubscribeResource(rt: Runtime, s: SessionCtx, uri: strin
   await rt.catalog.servers.get(server)?.upstream.unsubscribe(uri, s.identity);
 }
 
-/** Per server in catalog order, like listResources. */
 export async function listPrompts(rt: Runtime, s: SessionCtx): Promise<Prompt[]> {
-  const lists = await Promise.all(listable(rt, s).map(async (e) => {
-    if (!s.access.visible(e.resource, PROMPT_GET)) return [];
-    try {
-      return (await e.upstream.listPrompts(s.identity)).map((p) => (s.scope === null ? { ...p, name: `${e.name}${NAME_SEP}${p.name}` } : p));
-    } catch (err) {
-      rt.deps.log.warn({ mcp_server: e.name, err: errMsg(err) }, 'prompts/list failed');
-      return [];
-    }
-  }));
-  return lists.flat();
+  const lists = await perServer(rt, s, PROMPT_GET, 'prompts/list', (e) => e.upstream.listPrompts(s.identity));
+  return lists.flatMap(({ entry, items }) => (s.scope === null ? items.map((p) => ({ ...p, name: `${entry.name}${NAME_SEP}${p.name}` })) : items));
 }
 
 /** The server that serves prompt `name` as this endpoint exposes it (<server>__<prompt> on /mcp), and its own name for it. */

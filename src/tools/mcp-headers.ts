@@ -1,6 +1,7 @@
 // The HTTP headers MCP 2026-07-28 mirrors from a request body (basic/transports/streamable-http,
 // "Request Metadata"): which fields, how values are encoded, and where tool schemas mark arguments
 // for Mcp-Param-*. Pure: shared by aam as a server (validation) and as a client of upstreams.
+import { isObj } from './util.ts';
 
 export const MODERN_VERSION = '2026-07-28';
 /** The _meta key of a 2026-07-28 request's client capabilities. */
@@ -17,7 +18,6 @@ const HEADER_SAFE = /^[\t\x20-\x7e]*$/;
 const SENTINEL = /^=\?base64\?([A-Za-z0-9+/]*={0,2})\?=$/;
 
 type Json = Record<string, unknown>;
-const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** A header value as sent, Base64 sentinel decoded (spec: "Value Encoding"); null when malformed. */
 export function decodeHeaderValue(raw: string): string | null {

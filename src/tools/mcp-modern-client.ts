@@ -11,6 +11,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { CLIENT_CAPS, MODERN_VERSION, modernHeaders } from './mcp-headers.ts';
 import { TASKS_EXT } from './mcp-mrtr.ts';
+import { isObj } from './util.ts';
 
 export type LogParams = LoggingMessageNotification['params'];
 /**
@@ -52,7 +53,6 @@ export interface UpstreamClient {
 
 type Fetch = (url: string | URL, init?: RequestInit) => Promise<Response>;
 type Json = Record<string, unknown>;
-const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Each JSON-RPC message of an SSE response body, as it arrives. */
 async function* sseMessages(res: Response): AsyncGenerator<Json> {

@@ -8,6 +8,7 @@
 // client never sees or alters the upstream's state. Pure: the key comes from the caller.
 import { sealParts, unsealParts } from '../store/seal.ts';
 import { RPC, ToolError } from './types.ts';
+import { isObj } from './util.ts';
 
 /** How long a client may take to gather the input (the spec asks for a short expiry). */
 export const STATE_TTL_MS = 10 * 60_000;
@@ -96,7 +97,6 @@ export const declaresTasks = (caps: unknown): boolean => {
 const STATUSES: ReadonlySet<string> = new Set(['working', 'input_required', 'completed', 'failed', 'cancelled']);
 /** The field each status carries in a DetailedTask (tasks/get, notifications/tasks). */
 const PAYLOAD: Record<string, string> = { input_required: 'inputRequests', completed: 'result', failed: 'error' };
-const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /**
  * Why an upstream's task is not one a client can rely on (SEP-2663's Task: a known status,

@@ -16,6 +16,7 @@ import { callTool, completeArgument, getPrompt, listPrompts, listResources, list
 import { isInputRequired, TASKS_EXT } from './mcp-mrtr.ts';
 import { taskRequest } from './mcp-tasks.ts';
 import { RPC, ToolError, type ToolAccess } from './types.ts';
+import { isObj } from './util.ts';
 
 export { MODERN_VERSION };
 
@@ -31,7 +32,6 @@ const META_SERVER = 'io.modelcontextprotocol/serverInfo';
 const META_LOG_LEVEL = 'io.modelcontextprotocol/logLevel';
 
 type Json = Record<string, unknown>;
-const isObj = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 const metaOf = (body: Json): Json | undefined => (isObj(body.params) && isObj(body.params._meta) ? body.params._meta : undefined);
 
 /**
