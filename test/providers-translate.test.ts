@@ -360,13 +360,13 @@ test('embeddings in the encoding the client asked for: base64 is little-endian f
   assert.equal(embeddingAs(floats, 'float'), floats);
 });
 
-test('architecture: providers import only each other, node:crypto and the pure time-hex helper (no I/O, no policy)', async () => {
+test('architecture: providers import only each other, node:crypto and the pure lib helpers time-hex and json (no I/O, no policy)', async () => {
   const { readdirSync, readFileSync } = await import('node:fs');
   const dir = new URL('../src/providers/', import.meta.url);
   for (const f of readdirSync(dir).filter((x) => x.endsWith('.ts'))) {
     const src = readFileSync(new URL(f, dir), 'utf8');
     for (const m of src.matchAll(/^(?:import|export)[^'"]*from\s+'([^']+)'/gm)) {
-      assert.ok(m[1].startsWith('./') || m[1] === 'node:crypto' || m[1] === '../lib/time-hex.ts', `${f} imports ${m[1]}`);
+      assert.ok(m[1].startsWith('./') || m[1] === 'node:crypto' || m[1] === '../lib/time-hex.ts' || m[1] === '../lib/json.ts', `${f} imports ${m[1]}`);
     }
     assert.ok(!/\bany\b(?=[;,)>\]])/.test(src.replace(/\/\/.*$|\/\*[\s\S]*?\*\//gm, '')), `${f} uses any`);
   }

@@ -26,6 +26,7 @@ import { restFromAam, restFromRpc, restOp } from './rest.ts';
 import { PushRoutes, pinnedDispatcher, pushConfigIn, pushDestination, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
 import { SseParser, sseFrame, SSE_KEEPALIVE, type SseRecord } from '../providers/sse.ts';
 import { Deadlines, KeepAlive } from '../gateway/deadlines.ts';
+import { isObj } from '../lib/json.ts';
 
 const TIMEOUT_MS = 300_000;
 /** An A2A call costs aam nothing, but a caller whose budget is spent is refused like any other call. */
@@ -597,11 +598,11 @@ function publicBase(ctx: Ctx): string {
 }
 
 function parseRpc(body: unknown): Rpc {
-  if (!body || typeof body !== 'object' || Array.isArray(body)) throw new RpcError(-32600, 'send one JSON-RPC 2.0 request object (batches are not part of A2A)');
-  const b = body as Record<string, unknown>;
+  if (!isObj(body)) throw new RpcError(-32600, 'send one JSON-RPC 2.0 request object (batches are not part of A2A)');
+  const b = body;
   if (b.jsonrpc !== '2.0' || typeof b.method !== 'string') throw new RpcError(-32600, 'a JSON-RPC 2.0 request needs jsonrpc: "2.0" and a method');
   const id = typeof b.id === 'string' || typeof b.id === 'number' ? b.id : null;
-  const params = b.params && typeof b.params === 'object' && !Array.isArray(b.params) ? b.params as Record<string, unknown> : {};
+  const params = isObj(b.params) ? b.params : {};
   return { jsonrpc: '2.0', id, method: b.method, params };
 }
 

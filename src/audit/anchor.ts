@@ -6,6 +6,7 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, wr
 import { dirname, join } from 'node:path';
 import { checkpointLine, checkpointOf } from './checkpoint.ts';
 import type { Checkpoint } from './checkpoint.ts';
+import { isObj } from '../lib/json.ts';
 
 export const CHECKPOINT_FILE = 'audit-checkpoints.jsonl';
 
@@ -38,7 +39,7 @@ export function appendCheckpoints(path: string, cps: readonly Checkpoint[]): voi
 export function parseCheckpoints(text: string): Checkpoint[] {
   const found: unknown[] = [];
   const whole = tryJson(text.trim());
-  if (whole !== undefined) found.push(...(Array.isArray(whole) ? whole : isObject(whole) && Array.isArray(whole.checkpoints) ? whole.checkpoints : [whole]));
+  if (whole !== undefined) found.push(...(Array.isArray(whole) ? whole : isObj(whole) && Array.isArray(whole.checkpoints) ? whole.checkpoints : [whole]));
   else {
     const lines = text.split('\n');
     for (let i = 0; i < lines.length; i++) {
@@ -51,7 +52,7 @@ export function parseCheckpoints(text: string): Checkpoint[] {
   }
   const out: Checkpoint[] = [];
   for (const v of found) {
-    if (isObject(v) && v.kind !== undefined && v.kind !== 'checkpoint') continue;
+    if (isObj(v) && v.kind !== undefined && v.kind !== 'checkpoint') continue;
     const c = checkpointOf(v);
     if (typeof c === 'string') throw new Error(`not a signed audit checkpoint: ${c}`);
     out.push(c);
@@ -82,8 +83,4 @@ export async function readCheckpointSource(source: string, timeoutMs = 10_000): 
 
 function tryJson(text: string): unknown {
   try { return JSON.parse(text); } catch { return undefined; }
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }

@@ -3,6 +3,7 @@
 import { canonicalJson } from './canonical.ts';
 import { signBytes, verifyBytes } from './keys.ts';
 import type { SigningKey } from './keys.ts';
+import { isObj } from '../lib/json.ts';
 
 export type CheckpointType = 'periodic' | 'close' | 'retention';
 
@@ -42,8 +43,8 @@ const TYPES: readonly string[] = ['periodic', 'close', 'retention'] satisfies Ch
 
 /** A checkpoint read from outside (a file, a URL), or what is wrong with it. */
 export function checkpointOf(v: unknown): Checkpoint | string {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return 'not a JSON object';
-  const o = v as Record<string, unknown>;
+  if (!isObj(v)) return 'not a JSON object';
+  const o = v;
   if (!Number.isSafeInteger(o.tree_size) || (o.tree_size as number) < 1) return 'tree_size is not a positive integer';
   if (typeof o.head_hash !== 'string' || !/^[0-9a-f]{64}$/.test(o.head_hash)) return 'head_hash is not 64 hex digits';
   if (typeof o.time !== 'string' || Number.isNaN(Date.parse(o.time))) return 'time is not an ISO date';

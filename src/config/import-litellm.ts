@@ -5,10 +5,11 @@
 // never copied), fallbacks append the fallback routes' targets, retries/timeouts/cooldowns map to
 // retries, timeouts and breaker. Everything else is listed as unmapped with its path.
 import {
-  COMPATIBLE_BASE, ImportBuilder, envRef, isObj, num, safeName, str, type ImportResult, type Obj,
+  COMPATIBLE_BASE, ImportBuilder, envRef, num, safeName, str, type ImportResult, type Obj,
 } from './import-common.ts';
 import { resolvePricing } from './pricing.ts';
 import type { PricingSpec, ProviderSpec } from './schema.ts';
+import { isObj } from '../lib/json.ts';
 
 type ProviderType = ProviderSpec['type'];
 

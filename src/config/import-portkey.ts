@@ -4,8 +4,9 @@
 // are one level); providers and keys become Providers and Credentials (literal keys are never
 // copied; virtual keys become stored Credentials to fill with `aam credentials set`).
 import {
-  COMPATIBLE_BASE, ImportBuilder, envRef, isObj, num, safeName, str, type ImportResult, type Obj,
+  COMPATIBLE_BASE, ImportBuilder, envRef, num, safeName, str, type ImportResult, type Obj,
 } from './import-common.ts';
+import { isObj } from '../lib/json.ts';
 
 const TARGET_KEYS = new Set([
   'provider', 'api_key', 'virtual_key', 'override_params', 'weight', 'custom_host', 'resource_name', 'deployment_id', 'api_version',

@@ -17,6 +17,7 @@ import type { JsonBody } from '../access/request.ts';
 import { topLevelModel } from '../access/json-keys.ts';
 import type { ChatRequest, ProviderAdapter, TargetInfo } from '../providers/types.ts';
 import { chatRequestInTurns } from './long-body.ts';
+import { isObj } from '../lib/json.ts';
 import type { OutboundRequest } from './upstream.ts';
 
 /** A client body that may go upstream as it is (see clientBody). */
@@ -25,8 +26,8 @@ export interface ClientBody { readonly value: Readonly<Record<string, unknown>>;
 /** The body read by readJsonBody, when its bytes may stand for it upstream (an object, valid UTF-8). */
 export function clientBody(body: JsonBody): ClientBody | undefined {
   const { value, bytes } = body;
-  if (typeof value !== 'object' || value === null || Array.isArray(value) || !isUtf8(bytes)) return undefined;
-  return { value: value as Record<string, unknown>, bytes };
+  if (!isObj(value) || !isUtf8(bytes)) return undefined;
+  return { value, bytes };
 }
 
 /** One attempt's upstream request: the client's bytes where they say what the adapter's body would, else the adapter's. */

@@ -4,6 +4,7 @@
 // silently ignoring one would allow what the author meant to refuse.
 
 import { compileLinearRegex } from '../config/linear-regex.ts';
+import { isObj } from '../lib/json.ts';
 
 export interface SchemaError { path: string; message: string }
 export type Validator = (value: unknown, path: string, errors: SchemaError[]) => void;
@@ -11,10 +12,6 @@ export type Validator = (value: unknown, path: string, errors: SchemaError[]) =>
 const ANNOTATIONS = new Set(['$schema', '$id', '$comment', 'title', 'description', 'default', 'examples', 'format', 'deprecated', 'readOnly', 'writeOnly']);
 const SUPPORTED = new Set(['type', 'required', 'properties', 'additionalProperties', 'items', 'enum', 'const', 'minLength', 'maxLength', 'pattern', 'minimum', 'maximum', 'minItems', 'maxItems']);
 const TYPES = new Set(['string', 'number', 'integer', 'boolean', 'object', 'array', 'null']);
-
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function typeOf(v: unknown): string {
   if (v === null) return 'null';
@@ -36,7 +33,7 @@ function sameJson(a: unknown, b: unknown): boolean {
 export function compileSchema(schema: unknown, at = '$'): Validator {
   if (schema === true) return () => {};
   if (schema === false) return (_v, path, errors) => { errors.push({ path, message: 'no value is allowed here' }); };
-  if (!isRecord(schema)) throw new Error(`json_schema at ${at} must be an object or boolean`);
+  if (!isObj(schema)) throw new Error(`json_schema at ${at} must be an object or boolean`);
   const checks: Validator[] = [];
   for (const key of Object.keys(schema)) {
     if (!SUPPORTED.has(key) && !ANNOTATIONS.has(key)) {
@@ -105,7 +102,7 @@ export function compileSchema(schema: unknown, at = '$'): Validator {
     if (s.required !== undefined && !(Array.isArray(s.required) && s.required.every((r) => typeof r === 'string'))) {
       throw new Error(`json_schema at ${at}.required must be an array of property names`);
     }
-    if (s.properties !== undefined && !isRecord(s.properties)) throw new Error(`json_schema at ${at}.properties must be an object`);
+    if (s.properties !== undefined && !isObj(s.properties)) throw new Error(`json_schema at ${at}.properties must be an object`);
     const required = (s.required ?? []) as string[];
     const props = new Map<string, Validator>();
     for (const [k, sub] of Object.entries((s.properties ?? {}) as Record<string, unknown>)) props.set(k, compileSchema(sub, `${at}.properties.${k}`));
@@ -113,7 +110,7 @@ export function compileSchema(schema: unknown, at = '$'): Validator {
       ? (_v, path, errors) => { errors.push({ path, message: 'is not an allowed property (additionalProperties is false)' }); }
       : s.additionalProperties === undefined ? undefined : compileSchema(s.additionalProperties, `${at}.additionalProperties`);
     checks.push((v, path, errors) => {
-      if (!isRecord(v)) return;
+      if (!isObj(v)) return;
       for (const r of required) if (!Object.hasOwn(v, r)) errors.push({ path: `${path}.${r}`, message: 'is required' });
       for (const [k, item] of Object.entries(v)) {
         const p = props.get(k);

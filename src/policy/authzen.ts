@@ -8,6 +8,7 @@ import type { AccessRequest, Decision } from './types.ts';
 import type { CompiledPolicies } from './compile.ts';
 import { trustDomainOfId, findAgent } from './compile.ts';
 import { decide } from './decide.ts';
+import { isObj } from '../lib/json.ts';
 
 export interface AuthZenSubject { type: string; id: string; properties?: Record<string, unknown> }
 export interface AuthZenResponse { status: number; body: unknown }
@@ -17,7 +18,6 @@ type Obj = Record<string, unknown>;
 
 /** Default subject lookup: subject.id is an Agent name or a configured SPIFFE ID. */
 export const lookupInConfig = (compiled: CompiledPolicies): LookupAgent => (s) => findAgent(compiled, s.id);
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 class BadRequest extends Error {}
 

@@ -9,6 +9,7 @@ import { catalogTargets } from '../config/catalog.ts';
 import { decide, celContext, who } from './decide.ts';
 import { checkArgs } from './args.ts';
 import type { CelVars } from './cel.ts';
+import { isObj } from '../lib/json.ts';
 
 // yaml loads on the first test table read (`aam policy test`), not in a gateway whose console
 // only explains decisions with this module (~0.3 MB of module source kept for good otherwise).
@@ -33,7 +34,6 @@ export interface PolicyTestReport {
 }
 
 type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 const EFFECTS: readonly string[] = ['allow', 'deny', 'approval_required'];
 
 class CaseError extends Error {}

@@ -1,9 +1,10 @@
 // Validation of client Anthropic Messages requests into the canonical (OpenAI-shaped) request.
 // tool_result blocks become tool messages placed before the rest of the user turn, as OpenAI needs.
 import type { ChatMessage, ChatRequest, ContentPart, ToolCall, ToolDef } from './types.ts';
-import { isObj } from './util.ts';
+
 import type { Obj } from './util.ts';
 import type { ParseResult } from './openai-parse.ts';
+import { isObj } from '../lib/json.ts';
 
 const KNOWN = new Set([
   'model', 'messages', 'system', 'max_tokens', 'stop_sequences', 'temperature', 'top_p', 'stream', 'tools', 'tool_choice',

@@ -4,9 +4,10 @@ import type {
   ChatMessage, ChatRequest, ChatResult, ContentPart, FinishReason, ProviderAdapter, ProviderError,
   StreamEvent, StreamParser, TargetInfo, ToolCall, Usage,
 } from './types.ts';
-import { UpstreamShapeError, argsObject, arr, isObj, localId, num, nowSeconds, obj, parseJson, rawChatHead, statusType, str, usageOf } from './util.ts';
+import { UpstreamShapeError, argsObject, arr, localId, num, nowSeconds, obj, parseJson, rawChatHead, statusType, str, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { StreamTemplate } from './chunk-template.ts';
+import { isObj } from '../lib/json.ts';
 
 export { anthropicCodec, anthropicErrorBody } from './anthropic-codec.ts';
 export { parseAnthropicRequest } from './anthropic-parse.ts';

@@ -1,8 +1,9 @@
 // Validation of client OpenAI requests into the canonical shape. Names the first bad field.
 // Valid messages are used as-is (no copy): unknown message keys and content parts ride along.
 import type { ChatMessage, ChatRequest, EmbeddingsRequest, ToolChoice, ToolDef } from './types.ts';
-import { isObj } from './util.ts';
+
 import type { Obj } from './util.ts';
+import { isObj } from '../lib/json.ts';
 
 export type ParseResult<T> = { ok: true; req: T } | { ok: false; field: string; message: string };
 

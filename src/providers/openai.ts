@@ -4,9 +4,10 @@ import type {
   ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult, ProviderAdapter, ProviderError,
   RawChatHead, StreamEvent, StreamParser, TargetInfo, ToolCall, Usage, UpstreamRequest,
 } from './types.ts';
-import { OPENAI_FINISH, UpstreamShapeError, arr, isObj, localId, num, nowSeconds, obj, parseJson, rawChatHead, statusType, str, usageOf } from './util.ts';
+import { OPENAI_FINISH, UpstreamShapeError, arr, localId, num, nowSeconds, obj, parseJson, rawChatHead, statusType, str, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { StreamTemplate } from './chunk-template.ts';
+import { isObj } from '../lib/json.ts';
 
 export { openaiCodec } from './openai-codec.ts';
 export { parseOpenAIChatRequest, parseEmbeddingsRequest } from './openai-parse.ts';

@@ -4,9 +4,10 @@
 // to resolve from its store, then `itemsToMessages` turns the whole conversation into canonical
 // chat messages. Pure: no I/O, no policy.
 import type { ChatMessage, ChatRequest, ContentPart, ToolCall, ToolChoice, ToolDef } from './types.ts';
-import { isObj } from './util.ts';
+
 import type { Obj } from './util.ts';
 import type { ParseResult } from './openai-parse.ts';
+import { isObj } from '../lib/json.ts';
 
 /** One validated Responses item (message, function_call, function_call_output, item_reference). */
 export type ResponseItem = Obj & { type: string };

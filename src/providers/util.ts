@@ -1,17 +1,14 @@
 // Small narrowing helpers shared by the translators (no I/O, no state).
 import { randomUUID } from 'node:crypto';
+import { isObj, type Obj } from '../lib/json.ts';
 import { timeHex } from '../lib/time-hex.ts';
 import type { FinishReason, RawChatHead, UpstreamRequest, Usage } from './types.ts';
 
-export type Obj = Record<string, unknown>;
+export type { Obj };
 
 /** Thrown when an upstream body does not have the shape its wire format promises. */
 export class UpstreamShapeError extends Error {
   override name = 'UpstreamShapeError';
-}
-
-export function isObj(v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 export function str(v: unknown): string | undefined {

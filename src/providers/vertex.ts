@@ -3,7 +3,8 @@
 // token (service account; the credentials module fetches it). Only the addressing differs here.
 import type { EmbeddingsResult, ProviderAdapter } from './types.ts';
 import { embedTexts, geminiAdapter, modelPath } from './gemini.ts';
-import { UpstreamShapeError, arr, isObj, num, obj, usageOf, type Obj } from './util.ts';
+import { UpstreamShapeError, arr, num, obj, usageOf, type Obj } from './util.ts';
+import { isObj } from '../lib/json.ts';
 
 /** Default endpoint root of a region ("global" has no regional host). */
 export function vertexEndpoint(region: string): string {

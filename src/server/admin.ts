@@ -15,6 +15,7 @@ import { consoleStores } from '../console/sessions.ts';
 import { MAX_TAILS, tailAudit, tailFleetAudit, type TailCounter } from '../console/tail.ts';
 import { atLeast, type Role } from '../console/roles.ts';
 import { agentsOverview, capabilities, latestCheckpoint, simulate } from '../console/views.ts';
+import { isObj } from '../lib/json.ts';
 
 const isGrouping = (by: string): by is UsageGrouping => (USAGE_GROUPINGS as readonly string[]).includes(by);
 
@@ -91,8 +92,8 @@ function must(who: Principal, need: Role): void {
 async function optionalJson(ctx: Ctx): Promise<Record<string, unknown>> {
   if (!Number(ctx.req.headers['content-length'] ?? 0) && !ctx.req.headers['transfer-encoding']) return {};
   const b = await readJson(ctx, 64 * 1024);
-  if (typeof b !== 'object' || b === null || Array.isArray(b)) throw new AamError(400, 'invalid_request', 'body must be a JSON object');
-  return b as Record<string, unknown>;
+  if (!isObj(b)) throw new AamError(400, 'invalid_request', 'body must be a JSON object');
+  return b;
 }
 
 /** Identity methods seen per agent; null (shown as unavailable, not as none seen) when its store does not answer. */

@@ -6,6 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { request } from '../lib/http-client.ts';
+import { isObj } from '../lib/json.ts';
 import type { ConfigSet, HttpToolSpec } from '../config/schema.ts';
 import { argsDigest, heldCall, type Approvals } from './approvals.ts';
 import { createApprovals } from '../store/approvals.ts';
@@ -160,7 +161,7 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
       const args = gi.value as Record<string, unknown>;
       Object.assign(audit, { resource: tool.spec.resource, args_digest: argsDigest(args), mutating: action.mutating });
       // decide, before the input is validated: probing a forbidden action learns nothing about it
-      const isObject = args !== null && typeof args === 'object' && !Array.isArray(args);
+      const isObject = isObj(args);
       const d = access.authorize(tool.spec.resource, actionName, isObject ? args : {}, { time: new Date().toISOString(), request_id: requestId, environment: identity.agent.environment, plane: 'http', tool: toolName });
       deps.audit.record({ ...audit, type: 'tool.decision', decision: decisionFields(d) });
       if (d.effect === 'deny' || (!d.allowed && d.effect !== 'approval_required')) {

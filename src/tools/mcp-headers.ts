@@ -1,7 +1,7 @@
 // The HTTP headers MCP 2026-07-28 mirrors from a request body (basic/transports/streamable-http,
 // "Request Metadata"): which fields, how values are encoded, and where tool schemas mark arguments
 // for Mcp-Param-*. Pure: shared by aam as a server (validation) and as a client of upstreams.
-import { isObj } from './util.ts';
+import { isObj } from '../lib/json.ts';
 
 export const MODERN_VERSION = '2026-07-28';
 /** The _meta key of a 2026-07-28 request's client capabilities. */

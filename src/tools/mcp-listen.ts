@@ -20,6 +20,7 @@ import { decisionFields, errMsg } from './util.ts';
 import { identityFields, RPC, ToolError, type ToolAccess } from './types.ts';
 import { decideTask, openTask, taskNotification } from './mcp-tasks.ts';
 import { declaresTasks, TASKS_EXT } from './mcp-mrtr.ts';
+import { isObj } from '../lib/json.ts';
 
 const SUBSCRIPTION_ID = 'io.modelcontextprotocol/subscriptionId';
 /** URIs one listen request may name (each is a decision and possibly an upstream subscription). */
@@ -235,7 +236,7 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
     async listen(s, params, id, res) {
       const filter = params.notifications;
       const reply = (status: number, code: number, message: string, data?: Json) => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify({ jsonrpc: '2.0', id, error: { code, message, ...(data ? { data } : {}) } })); };
-      if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) return reply(400, RPC.invalidParams, 'subscriptions/listen needs params.notifications: { toolsListChanged?, promptsListChanged?, resourcesListChanged?, resourceSubscriptions?: [uri, ...], taskIds?: [taskId, ...] }');
+      if (!isObj(filter)) return reply(400, RPC.invalidParams, 'subscriptions/listen needs params.notifications: { toolsListChanged?, promptsListChanged?, resourcesListChanged?, resourceSubscriptions?: [uri, ...], taskIds?: [taskId, ...] }');
       const f = filter as Json;
       const uris = f.resourceSubscriptions === undefined ? [] : f.resourceSubscriptions;
       if (!Array.isArray(uris) || uris.some((u) => typeof u !== 'string') || uris.length > MAX_LISTEN_URIS) return reply(400, RPC.invalidParams, `params.notifications.resourceSubscriptions must be a list of at most ${MAX_LISTEN_URIS} URI strings`);

@@ -11,7 +11,7 @@ import {
 } from '@modelcontextprotocol/sdk/types.js';
 import { CLIENT_CAPS, MODERN_VERSION, modernHeaders } from './mcp-headers.ts';
 import { TASKS_EXT } from './mcp-mrtr.ts';
-import { isObj } from './util.ts';
+import { isObj } from '../lib/json.ts';
 
 export type LogParams = LoggingMessageNotification['params'];
 /**

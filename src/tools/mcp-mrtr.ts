@@ -8,7 +8,7 @@
 // client never sees or alters the upstream's state. Pure: the key comes from the caller.
 import { sealParts, unsealParts } from '../store/seal.ts';
 import { RPC, ToolError } from './types.ts';
-import { isObj } from './util.ts';
+import { isObj } from '../lib/json.ts';
 
 /** How long a client may take to gather the input (the spec asks for a short expiry). */
 export const STATE_TTL_MS = 10 * 60_000;

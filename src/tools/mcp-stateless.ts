@@ -16,7 +16,7 @@ import { callTool, completeArgument, getPrompt, listPrompts, listResources, list
 import { isInputRequired, TASKS_EXT } from './mcp-mrtr.ts';
 import { taskRequest } from './mcp-tasks.ts';
 import { RPC, ToolError, type ToolAccess } from './types.ts';
-import { isObj } from './util.ts';
+import { isObj } from '../lib/json.ts';
 
 export { MODERN_VERSION };
 

@@ -20,6 +20,3 @@ export function decisionFields(d: Decision): Record<string, unknown> {
   if (d.wouldDeny) f.would_deny = { policy: d.wouldDeny.policy, rule: d.wouldDeny.rulePath ?? d.wouldDeny.rule, reason: d.wouldDeny.reason };
   return f;
 }
-
-/** A JSON object (not null, not an array): what a JSON-RPC params, result or _meta must be. */
-export const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
