@@ -17,6 +17,7 @@ import { answers, setAutogroupNice, startProcess, stopProcess, waitHttp, waitQui
 import type { PinOptions } from './lib/procs.ts';
 import { renderRun, replaceSection } from './lib/report.ts';
 import { startBenchFleet, storeCost, type BenchFleet } from './lib/fleet.ts';
+import { runPaired, type PairedRun, type PairedTarget } from './lib/paired.ts';
 import type { BenchRun, RunMeta } from './lib/report.ts';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
@@ -45,6 +46,10 @@ const cfg = {
   chunks: num('MOCK_STREAM_CHUNKS', 20),
   cpuProf: env.BENCH_CPU_PROF === '1',
   aamWaitS: num('BENCH_AAM_READY_S', 30),
+  // Paired slices after the rounds (bench/lib/paired.ts): what the targets are judged on. 0 skips them.
+  pairs: num('BENCH_PAIRS', 8),
+  pairSliceS: num('BENCH_PAIR_SLICE', 2),
+  fleetPort: num('BENCH_AAM_FLEET_PORT', 18083),
 };
 const say = (s: string): void => { process.stdout.write(s + '\n'); };
 const sh = (cmd: string, args: string[]): string => { try { return execFileSync(cmd, args, { encoding: 'utf8' }).trim(); } catch { return '?'; } };
@@ -63,6 +68,7 @@ function machineMeta(loadgen: string, notes: string[], aamFrom: string): RunMeta
     settings: {
       duration_s: cfg.durationS, warmup_s: cfg.warmupS, rss_duration_s: cfg.rssDurationS, rounds: cfg.rounds,
       pinned: cfg.pin, gateway_cpu: cfg.sutCpu, loadgen_and_mock_cpu: cfg.clientCpu, nice: cfg.nice, mock_stream_chunks: cfg.chunks,
+      paired_iterations: cfg.pairs, paired_slice_s: cfg.pairSliceS,
     },
     notes,
   };
@@ -101,11 +107,11 @@ function prepareAam(work: string, build: AamBuild, fleet?: BenchFleet): Prepared
   return { configPath, dataDir, key: createAamKey(process.execPath, REPO, configPath, dataDir, build, env), build, env };
 }
 
-async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir: string, work: string, embedded: PreparedAam | Error | undefined, fleet?: PreparedAam | Error): Promise<Running> {
+async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir: string, work: string, embedded: PreparedAam | Error | undefined, fleet?: PreparedAam | Error, aamPort = cfg.aamPort): Promise<Running> {
   const aam = name === 'aam-fleet' ? fleet : embedded;
   const auth = { authorization: 'Bearer dummy' };
   if (name === 'direct') return { target: { ...mock, headers: auth } };
-  const origin = `http://127.0.0.1:${name === 'bare' ? cfg.barePort : cfg.aamPort}`;
+  const origin = `http://127.0.0.1:${name === 'bare' ? cfg.barePort : aamPort}`;
   if (await answers(origin + '/')) throw new Error(`something already answers at ${origin}; stop it or set BENCH_${name.toUpperCase()}_PORT`);
   let argv: string[];
   let ready: () => Promise<boolean>;
@@ -118,7 +124,7 @@ async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir
     ready = () => waitHttp(origin + '/__mock/stats', 10_000, 200, child);
   } else if (name === 'aam' || name === 'aam-noaudit' || name === 'aam-responses' || name === 'aam-fleet') {
     if (!aam || aam instanceof Error) throw aam ?? new Error('aam not prepared');
-    argv = aamServeArgv(process.execPath, REPO, aam.configPath, cfg.aamPort, aam.dataDir, aam.build);
+    argv = aamServeArgv(process.execPath, REPO, aam.configPath, aamPort, aam.dataDir, aam.build);
     if (cfg.cpuProf) argv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(BENCH, 'results', 'prof')}`);
     // aam-noaudit: the same gateway with AAM_AUDIT=off, only to show what the audit trail costs.
     // aam-fleet: the same gateway on PostgreSQL + Redis (aam.env carries their URLs).
@@ -226,6 +232,7 @@ async function main(): Promise<void> {
       }
     }
   }
+  const paired = await pairedPhase(settings, mock, gwPin, logDir, work, aam, fleetAam, bodyFiles.responses);
   await stopAll();
   await benchFleet?.stop();
   rmSync(work, { recursive: true, force: true });
@@ -233,12 +240,41 @@ async function main(): Promise<void> {
   const fail = results.filter((r) => r.error).length;
   if (loadgen === 'node') notes.push('wrk was unavailable; the Node load generator adds more client-side latency than wrk, so compare only within this run.');
   notes.push('Machine shared with other work: "foreign CPU %" is CPU used by processes outside the benchmark during a scenario (100 = one core); high values mean noisy numbers.');
-  const run: BenchRun = { meta, results };
+  const run: BenchRun = { meta, results, ...(paired ? { paired } : {}) };
   const jsonPath = join(resultsDir, `bench-${stamp}.json`);
   writeFileSync(jsonPath, JSON.stringify(run, null, 1));
   // BENCH_SECTION: a partial run (e.g. BENCH_TARGETS=aam,aam-fleet) goes to its own section and leaves the full run's alone.
   replaceSection(join(BENCH, 'RESULTS.md'), env.BENCH_SECTION ?? 'npm-run-bench', renderRun(run), '# Benchmark results\n\nHow to run and what the numbers mean: [README.md](README.md).\n');
   say(`\n${renderRun(run)}\nraw JSON: ${jsonPath}\nwrote ${join(BENCH, 'RESULTS.md')}${fail ? ` (${fail} target run(s) failed)` : ''}`);
+}
+
+/**
+ * The targets side by side for paired slices (bench/lib/paired.ts): bare proxy, aam (also answering
+ * the Responses API) and, when measured, the fleet replica, each on its own port, all pinned to the
+ * gateway's core and idle but the one measured.
+ */
+async function pairedPhase(settings: BenchSettings, mock: Target, gwPin: PinOptions, logDir: string, work: string, aam: PreparedAam | Error | undefined,
+  fleetAam: PreparedAam | Error | undefined, responses: { nonstream: string; stream: string }): Promise<PairedRun | undefined> {
+  if (cfg.pairs <= 0 || !cfg.targets.includes('bare') || !cfg.targets.includes('aam')) return undefined;
+  const started: Running[] = [];
+  try {
+    say(`=== paired slices: ${cfg.pairs} iterations of ${cfg.pairSliceS} s slices`);
+    await waitQuiet(cfg.quietWaitS, cfg.quietPct, [mock.pid], say);
+    for (const name of ['bare', 'aam', ...(cfg.targets.includes('aam-fleet') ? ['aam-fleet'] : [])]) {
+      const r = await startTarget(name, mock, gwPin, logDir, work, aam, fleetAam, name === 'aam-fleet' ? cfg.fleetPort : cfg.aamPort);
+      started.push(r);
+    }
+    const [bare, embedded, fleet] = started.map((r) => r.target);
+    const targets: PairedTarget[] = [{ target: bare, streams: true }, { target: embedded, streams: true }];
+    if (cfg.targets.includes('aam-responses')) targets.push({ target: { ...embedded, name: 'aam-responses', label: 'aam (Responses API)', responses }, streams: true });
+    if (fleet) targets.push({ target: fleet, streams: false });
+    return await runPaired(settings, targets, cfg.pairs, cfg.pairSliceS, say);
+  } catch (err) {
+    say(`=== paired slices FAILED: ${err instanceof Error ? err.message : String(err)}`);
+    return undefined;
+  } finally {
+    for (const r of started) if (r.child) { await stopProcess(r.child); children.delete(r.child); }
+  }
 }
 
 async function mockTotal(origin: string): Promise<number> {

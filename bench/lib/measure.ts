@@ -149,7 +149,7 @@ async function sample(t: Target, s: BenchSettings, mode: 'nonstream' | 'stream')
   }
 }
 
-function runProbe(s: BenchSettings, spec: ProbeSpec): Promise<ProbeResult> {
+export function runProbe(s: BenchSettings, spec: ProbeSpec): Promise<ProbeResult> {
   return new Promise((resolve, reject) => {
     const [cmd, ...args] = pinnedArgv(s.clientPin, [process.execPath, PROBE]);
     const child = spawn(cmd, args, { env: { ...process.env, PROBE_SPEC: JSON.stringify(spec) }, stdio: ['ignore', 'pipe', 'pipe'] });

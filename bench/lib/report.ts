@@ -3,6 +3,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { median } from './stats.ts';
 import type { TargetResult } from './measure.ts';
+import { pairedStat, type PairedRun, type PairMetric } from './paired.ts';
 
 export interface RunMeta {
   date: string;
@@ -20,6 +21,8 @@ export interface RunMeta {
 export interface BenchRun {
   meta: RunMeta;
   results: TargetResult[];
+  /** Paired slices after the rounds (bench/lib/paired.ts): the targets are judged on these when present. */
+  paired?: PairedRun;
 }
 
 type Pick = (r: TargetResult) => number | null | undefined;
@@ -79,6 +82,24 @@ function rssTable(run: BenchRun): string {
   return table(['target', 'start MB', 'peak MB', 'mid-sustained MB', 'end-sustained MB', 'end (+3 s idle) MB', 'growth 2nd half MB', 'sustained RPS'], rows);
 }
 
+const diff = (x: number, y: number): number => x - y;
+const ratio = (x: number, y: number): number => x / y;
+
+/**
+ * One target's rows: judged on the paired slices' median when the run has them (with their range),
+ * the rounds' medians then shown as context; judged on the rounds' medians otherwise.
+ */
+function judged(run: BenchRun, label: string, rounds: number, pair: [string, string, PairMetric, 'diff' | 'ratio'] | null,
+  show: (v: number) => string, target: string, met: (v: number) => boolean): string[][] {
+  const ok = (b: boolean): string => (b ? 'yes' : '**no**');
+  const p = run.paired && pair ? pairedStat(run.paired, pair[0], pair[1], pair[2], pair[3] === 'diff' ? diff : ratio) : undefined;
+  if (!p || p.n === 0) return [[label, show(rounds), target, ok(met(rounds))]];
+  return [
+    [`${label} (paired slices)`, `${show(p.median)} (median of ${p.n}; range ${show(p.min)} to ${show(p.max)})`, target, ok(met(p.median))],
+    [`(the same from the rounds' medians)`, show(rounds), 'context', ''],
+  ];
+}
+
 /** The project's targets: aam against the bare proxy measured in the same run. */
 export function ratioRows(run: BenchRun): string[][] {
   const m = (name: string, p: Pick): number => med(run, name, p);
@@ -98,11 +119,12 @@ export function ratioRows(run: BenchRun): string[][] {
   ] : [];
   // The Responses API, translated to the mock's chat completions, against the bare proxy's chat (issue 16's targets).
   const rp = (p: Pick): number => m('aam-responses', p) - m('bare', p);
+  const ms = (v: number): string => `${signed(v)} ms`;
+  const pct = (v: number): string => `${fmt(v * 100, 1)} %`;
   const responses = has('aam-responses') ? [
-    ['aam Responses API added p50 over bare proxy (chat), non-stream c=1', `${signed(rp((r) => r.nonstream_c1?.p50_ms))} ms`, '<= +0.10 ms', ok(rp((r) => r.nonstream_c1?.p50_ms) <= 0.1)],
-    ['aam Responses API RPS / bare proxy RPS, non-stream c=64', `${fmt((m('aam-responses', (r) => r.nonstream_c64?.rps) / m('bare', (r) => r.nonstream_c64?.rps)) * 100, 1)} %`, '>= 60 %',
-      ok(m('aam-responses', (r) => r.nonstream_c64?.rps) / m('bare', (r) => r.nonstream_c64?.rps) >= 0.6)],
-    ['aam Responses API first-content p50 minus bare proxy, stream c=1', `${signed(rp((r) => r.ttfb?.first_content_ms.p50))} ms`, '<= +0.10 ms', ok(rp((r) => r.ttfb?.first_content_ms.p50) <= 0.1)],
+    ...judged(run, 'aam Responses API added p50 over bare proxy (chat), non-stream c=1', rp((r) => r.nonstream_c1?.p50_ms), ['aam-responses', 'bare', 'p50_c1', 'diff'], ms, '<= +0.10 ms', (v) => v <= 0.1),
+    ...judged(run, 'aam Responses API RPS / bare proxy RPS, non-stream c=64', m('aam-responses', (r) => r.nonstream_c64?.rps) / m('bare', (r) => r.nonstream_c64?.rps), ['aam-responses', 'bare', 'rps_c64', 'ratio'], pct, '>= 60 %', (v) => v >= 0.6),
+    ...judged(run, 'aam Responses API first-content p50 minus bare proxy, stream c=1', rp((r) => r.ttfb?.first_content_ms.p50), ['aam-responses', 'bare', 'first_content', 'diff'], ms, '<= +0.10 ms', (v) => v <= 0.1),
   ] : [];
   // Each round runs bare and aam back to back (bench/run.ts): the pair of one round saw the same machine.
   const rounds = [...new Set(run.results.map((r) => r.round))].sort((a, b) => a - b);
@@ -117,12 +139,14 @@ export function ratioRows(run: BenchRun): string[][] {
   // CPU per request at c=64 (its CPU share over its throughput): steadier than RPS on a shared machine.
   const cpuUs = (name: string): number => m(name, (r) => (r.nonstream_c64 ? (r.nonstream_c64.sut_cpu_pct / 100) * 1e6 / r.nonstream_c64.rps : NaN));
   return [
-    ['aam added p50 over bare proxy, non-stream c=1', `${signed(addP50)} ms`, '<= +0.05 ms', ok(addP50 <= 0.05)],
+    ...judged(run, 'aam added p50 over bare proxy, non-stream c=1', addP50, ['aam', 'bare', 'p50_c1', 'diff'], ms, '<= +0.05 ms', (v) => v <= 0.05),
     [`(each round: aam / bare RPS c=64; aam - bare p50 c=1)`, perRound, 'context', ''],
     ['(gateway CPU per request c=64: aam / bare proxy)', `${fmt(cpuUs('aam'), 0)} / ${fmt(cpuUs('bare'), 0)} us`, 'context', ''],
     ['(bare proxy added p50 over direct, c=1)', `${signed(bareAdd)} ms`, 'context', ''],
-    ['aam RPS / bare proxy RPS, non-stream c=64', `${fmt(frac * 100, 1)} %`, '>= 80 %', ok(frac >= 0.8)],
-    ['aam first-content p50 minus bare proxy, stream c=1', `${signed(ttfc)} ms`, '<= +0.05 ms', ok(ttfc <= 0.05)],
+    ...judged(run, 'aam RPS / bare proxy RPS, non-stream c=64', frac, ['aam', 'bare', 'rps_c64', 'ratio'], pct, '>= 80 %', (v) => v >= 0.8),
+    ...(run.paired ? [['(gateway CPU per request c=64 in the paired slices, median: aam / bare proxy)',
+      `${fmt(pairedStat(run.paired, 'aam', 'aam', 'cpu_us_c64', (x) => x).median, 0)} / ${fmt(pairedStat(run.paired, 'bare', 'bare', 'cpu_us_c64', (x) => x).median, 0)} us`, 'context', '']] : []),
+    ...judged(run, 'aam first-content p50 minus bare proxy, stream c=1', ttfc, ['aam', 'bare', 'first_content', 'diff'], ms, '<= +0.05 ms', (v) => v <= 0.05),
     ['(aam first-chunk p50 minus bare proxy: first bytes, maybe without content)', `${signed(ttfb)} ms`, 'context', ''],
     ['aam peak RSS over the whole run (sustained: 64 requests in flight)', `${fmt(peak, 1)} MB`, '<= 150 MB', ok(peak <= 150)],
     ['aam RSS growth over 2nd half of sustained run', `${signed(growth, 1)} MB`, 'flat (< 5 MB)', ok(growth < 5)],
@@ -144,8 +168,8 @@ export function fleetRows(run: BenchRun): string[][] {
   const st = run.results.find((r) => r.name === 'aam-fleet' && r.stores)?.stores;
   const load = (name: string): string => run.results.filter((r) => r.name === name && r.loadavg).map((r) => `${fmt(r.loadavg![0], 1)} -> ${fmt(r.loadavg![1], 1)}`).join(', ') || 'n/a';
   return [
-    ['fleet added p50 over embedded aam, non-stream c=1', `${signed(added)} ms`, '<= +0.3 ms', ok(added <= 0.3)],
-    ['fleet RPS / embedded RPS, non-stream c=64', `${fmt(frac * 100, 1)} %`, '>= 80 %', ok(frac >= 0.8)],
+    ...judged(run, 'fleet added p50 over embedded aam, non-stream c=1', added, ['aam-fleet', 'aam', 'p50_c1', 'diff'], (v) => `${signed(v)} ms`, '<= +0.3 ms', (v) => v <= 0.3),
+    ...judged(run, 'fleet RPS / embedded RPS, non-stream c=64', frac, ['aam-fleet', 'aam', 'rps_c64', 'ratio'], (v) => `${fmt(v * 100, 1)} %`, '>= 80 %', (v) => v >= 0.8),
     ['gateway CPU per request, c=64: embedded / fleet', `${fmt(cpuMs('aam'), 3)} / ${fmt(cpuMs('aam-fleet'), 3)} ms`, 'context', ''],
     ...(st ? [
       // Each EVALSHA is one round trip; INFO commandstats also counts the commands the scripts run inside.
@@ -169,7 +193,7 @@ export function renderRun(run: BenchRun): string {
     `## \`npm run bench\` (bench/run.ts)`,
     '',
     `Measured ${meta.date} on ${meta.host}: ${meta.nproc} CPUs (${meta.cpu_model}), Linux ${meta.kernel}, Node ${meta.node}, load generator ${meta.loadgen}, aam at ${meta.aam_commit}.`,
-    `Settings: ${settings}. Values are medians over rounds; latencies in ms as seen by the load generator.`,
+    `Settings: ${settings}. Values are medians over rounds; latencies in ms as seen by the load generator.${run.paired ? ` Targets marked "paired slices" are judged on ${run.paired.iterations} iterations of ${run.paired.slice_s} s slices alternating between the targets compared, run side by side after the rounds (bench/lib/paired.ts): the median of the per-iteration differences or ratios.` : ''}`,
     '',
     ...(ratios.length ? ['### aam vs the bare proxy (the targets)', '', table(['metric', 'measured', 'target', 'met'], ratios), ''] : []),
     ...(fleetRows(run).length ? ['### Fleet mode vs embedded (one replica on PostgreSQL + Redis)', '', table(['metric', 'measured', 'target', 'met'], fleetRows(run)), ''] : []),
