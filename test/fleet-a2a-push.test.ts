@@ -1,18 +1,22 @@
 // Fleet mode, A2A push notifications: two replicas on one real PostgreSQL + Redis. A caller
 // registers a push config through replica A; the callee's notifications arrive at replica B (the
 // URL aam gave it is B's, as a load balancer may route it) and still reach the caller's webhook,
-// because the push route is in Redis. A forged route id is refused on both replicas.
+// because the push route is in Redis. A forged route id is refused on both replicas. A replica
+// whose PostgreSQL goes silent answers a notification 503: delivered, but not acknowledged to the
+// callee without its evidence.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
+import postgres from 'postgres';
+import { fleetStore, pgProxy, type FleetTestStore } from './helpers/fleet.ts';
 import { startTestAgents, type TestAgents } from './helpers/a2a-agents.ts';
 import { doc, yaml } from './helpers/gateway.ts';
-import { until } from './helpers/e2e.ts';
+import { localServer, until } from './helpers/e2e.ts';
+import { startServeChild } from './helpers/serve-child.ts';
 import { startGateway, type Running } from '../src/cli/serve.ts';
 
 const SECRET = 'fleet-push-cred-5d1e7a9c03bb42f6';
@@ -83,5 +87,88 @@ test('a push config registered through replica A delivers when the callee\'s not
   for (const url of urls) {
     const forged = await fetch(`${url}/a2a/worker/push/psh_${'0'.repeat(32)}`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-a2a-notification-token': 'x' }, body: '{"task":{"id":"t"}}' });
     assert.equal(forged.status, 401);
+  }
+});
+
+test('a push notification through a replica whose PostgreSQL is silent is answered 503 (delivered, not acknowledged without its evidence); every notification it answered 200 is committed, and the refused ones are once PostgreSQL answers', async (t) => {
+  let hold = false;
+  const held: Array<() => void> = [];
+  const proxy = await pgProxy(store.databaseUrl, (send) => { if (hold) held.push(send); else send(); });
+  // A plain HTTP callee that keeps the push config aam gave it, so the test notifies exactly when it wants.
+  const given: Array<{ url: string; token: string }> = [];
+  const callee = await localServer((_req, res, body) => {
+    const rpc = JSON.parse(body) as { id: number; params: { configuration?: { taskPushNotificationConfig?: { url: string; token: string } } } };
+    const cfg = rpc.params.configuration?.taskPushNotificationConfig;
+    if (cfg) given.push({ url: cfg.url, token: cfg.token });
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ jsonrpc: '2.0', id: rpc.id, result: { task: { id: 'task-silent', contextId: 'ctx-silent', status: { state: 'TASK_STATE_WORKING' } } } }));
+  });
+  const sql = postgres(store.databaseUrl, { max: 1, onnotice: () => {} });
+  const cfg = join(dir, 'silent.yaml');
+  writeFileSync(cfg, yaml(
+    doc('Agent', 'relay', { workload: 'spiffe://test/agent/relay', a2a: { url: `${callee.url}/a2a` } }),
+    doc('Agent', 'caller', { workload: 'spiffe://test/agent/caller' }),
+    doc('AgentPolicy', 'caller-calls', { identity: { agent: 'caller' }, agents: [{ agent: 'relay' }] }),
+  ));
+  const data = join(dir, 'data-pg-silent');
+  mkdirSync(data);
+  const r = await startServeChild({ config: cfg, data, env: { ...store.env, AAM_DATABASE_URL: proxy.url, AAM_A2A_PUSH_ALLOW: new URL(hookUrl).host } });
+  const committed = async (ids: readonly string[]) => (await sql<Array<{ request_id: string }>>`SELECT DISTINCT request_id FROM audit_events WHERE request_id = ANY(${ids as string[]})`).length;
+  const notify = async (route: { url: string; token: string }, state: string) => {
+    const t0 = performance.now();
+    const res = await fetch(route.url, {
+      method: 'POST', headers: { 'content-type': 'application/json', 'x-a2a-notification-token': route.token },
+      body: JSON.stringify({ task: { id: 'task-silent', contextId: 'ctx-silent', status: { state } } }),
+    });
+    return { status: res.status, text: await res.text(), requestId: res.headers.get('x-request-id') ?? '', ms: Math.round(performance.now() - t0) };
+  };
+  try {
+    await until(async () => (await fetch(`${r.url}/v1/models`, { headers: { authorization: `Bearer ${keys.caller}` } })).status !== 401, 10_000, 'the caller\'s key on the new replica');
+    const reg = await fetch(`${r.url}/a2a/relay`, {
+      method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${keys.caller}`, 'a2a-version': '1.0' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendMessage', params: {
+        message: { messageId: 'silent-1', role: 'ROLE_USER', parts: [{ text: 'work' }] },
+        configuration: { taskPushNotificationConfig: { url: hookUrl, token: 'caller-hook-token' } },
+      } }),
+    });
+    assert.equal(reg.status, 200, await reg.text());
+    const route = given.at(-1)!;
+    assert.ok(route.url.startsWith(`${r.url}/a2a/relay/push/psh_`), route.url);
+    // PostgreSQL answering: acknowledged (200) once its evidence is committed.
+    const acked: string[] = [];
+    const ok = await notify(route, 'TASK_STATE_WORKING');
+    assert.equal(ok.status, 200, ok.text);
+    acked.push(ok.requestId);
+    assert.equal(await committed(acked), 1, 'a 200 only with its evidence in PostgreSQL');
+    hold = true;
+    const refused: string[] = [];
+    for (const state of ['TASK_STATE_WORKING', 'TASK_STATE_COMPLETED']) {
+      const before = hooked.length;
+      const n = await notify(route, state);
+      assert.equal(n.status, 503, `not acknowledged while its evidence cannot be committed: ${n.status} ${n.text}`);
+      assert.match(n.text, /audit trail could not record/);
+      assert.ok(n.ms <= 3500, `refused at the commit timeout (2 s), not later: ${n.ms} ms`);
+      assert.equal(hooked.length, before + 1, 'delivered to the caller (503: delivered, not recorded yet)');
+      assert.ok(n.requestId.startsWith('req_'), n.requestId);
+      refused.push(n.requestId);
+    }
+    hold = false;
+    for (const f of held.splice(0)) f();
+    const back = performance.now();
+    await until(async () => {
+      const n = await notify(route, 'TASK_STATE_COMPLETED');
+      if (n.status === 200) acked.push(n.requestId);
+      return n.status === 200;
+    }, 20_000, 'notifications acknowledged again once PostgreSQL answers');
+    t.diagnostic(`acknowledged again ${Math.round(performance.now() - back)} ms after PostgreSQL answered`);
+    assert.equal(await committed(acked), acked.length, 'every notification answered 200 has its evidence in PostgreSQL');
+    await until(async () => await committed(refused) === refused.length, 10_000, 'the refused notifications\' evidence, committed once PostgreSQL answers');
+  } finally {
+    hold = false;
+    for (const f of held.splice(0)) f();
+    await r.stop();
+    proxy.close();
+    await sql.end();
+    await callee.close();
   }
 });

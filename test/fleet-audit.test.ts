@@ -7,9 +7,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createServer, connect, type Socket, type AddressInfo } from 'node:net';
 import postgres from 'postgres';
-import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
+import { fleetStore, pgProxy, type FleetTestStore } from './helpers/fleet.ts';
 import { startServeChild, type ServeChild } from './helpers/serve-child.ts';
 import { chat, runCli, sseContent, until } from './helpers/e2e.ts';
 import { tempDir } from './helpers/temp.ts';
@@ -42,42 +41,6 @@ async function replica(i: number): Promise<ServeChild> {
 
 /** The serving replicas' chain ids in start order (each CLI command has a chain of its own too). */
 const chains = async () => (await sql<Array<{ replica: string }>>`SELECT replica FROM audit_chains WHERE replica NOT LIKE 'cli-%' ORDER BY started_at, replica`).map((r) => r.replica);
-
-/**
- * A TCP proxy to the test's PostgreSQL; `relay` decides when each chunk (either direction) is
- * passed on, or whether it is dropped (never calling send), knowing which connection it is on (its
- * index in `attempts`) and the direction (toServer). Chunks not yet passed on when either side closes are dropped, as a crash
- * drops them. stop() is PostgreSQL going away (every connection cut, new ones refused) until start().
- */
-async function pgProxy(relay: (send: () => void, conn: number, toServer: boolean) => void): Promise<{ url: string; close(): void; stop(): void; start(): void; attempts: number[] }> {
-  const target = new URL(store.databaseUrl);
-  let stopped = false;
-  const sockets = new Set<Socket>();
-  /** When each connection was opened to the proxy (performance.now()): the client's (re)connect attempts. */
-  const attempts: number[] = [];
-  const server = createServer((client) => {
-    const conn = attempts.push(performance.now()) - 1;
-    if (stopped) { client.destroy(); return; }
-    const upstream = connect(Number(target.port || 5432), target.hostname);
-    for (const s of [client, upstream]) { sockets.add(s); s.once('close', () => sockets.delete(s)); }
-    let open = true;
-    const pipe = (from: Socket, to: Socket) => from.on('data', (c) => relay(() => { if (open) to.write(c); }, conn, to === upstream));
-    pipe(client, upstream);
-    pipe(upstream, client);
-    const end = () => { open = false; client.destroy(); upstream.destroy(); };
-    client.on('error', end).on('close', end);
-    upstream.on('error', end).on('close', end);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const via = new URL(store.databaseUrl);
-  via.hostname = '127.0.0.1';
-  via.port = String((server.address() as AddressInfo).port);
-  return {
-    url: via.toString(), close: () => server.close(), attempts,
-    stop: () => { stopped = true; for (const s of sockets) s.destroy(); },
-    start: () => { stopped = false; },
-  };
-}
 
 before(async () => {
   store = await fleetStore();
@@ -183,7 +146,7 @@ test('deleting the newest rows of a chain after a checkpoint (head moved back to
 test('kill -9 of a replica under load (c=16): every request id that got a 200 is in PostgreSQL', async () => {
   // Its PostgreSQL traffic is 30 ms late, so an event not awaited before the answer would still be
   // on its way when the process dies (and the kill drops it): the test then finds it missing.
-  const slow = await pgProxy((send) => { setTimeout(send, 30); });
+  const slow = await pgProxy(store.databaseUrl, (send) => { setTimeout(send, 30); });
   after(() => slow.close());
   const data = join(dir, 'data-9');
   mkdirSync(data);
@@ -268,7 +231,7 @@ test('c=1: an awaited commit is one INSERT (no head update on the request path);
 });
 
 test('PostgreSQL down for 12 s: requests get 503 (never an unrecorded 200), /readyz names postgres; the replica retries at least every 5 s and serves again within 6 s of it coming back, the refused request\'s evidence committed', async (t) => {
-  const proxy = await pgProxy((send) => send());
+  const proxy = await pgProxy(store.databaseUrl, (send) => send());
   const data = join(dir, 'data-pg-down');
   mkdirSync(data);
   const r = await startServeChild({ config, data, env: { ...fleetEnv(), AAM_DATABASE_URL: proxy.url } });
@@ -335,7 +298,7 @@ test('an INSERT committed whose reply is lost: the first attempt is a plain INSE
   let lose = false;
   const sent: string[] = [];
   // The server's reply to the INSERT is dropped and the connection cut: the row is committed, the client never hears so.
-  const proxy = await pgProxy((send, _conn, toServer) => {
+  const proxy = await pgProxy(store.databaseUrl, (send, _conn, toServer) => {
     if (lose && !toServer) { lose = false; proxy.stop(); proxy.start(); return; }
     send();
   });
@@ -381,7 +344,7 @@ test('an INSERT committed whose reply is lost: the first attempt is a plain INSE
 test('a PostgreSQL that stops answering: journaled() rejects within the commit timeout (no stalled request), the events stay queued and are committed when it answers', async () => {
   let hold = false;
   const held: Array<() => void> = [];
-  const proxy = await pgProxy((send) => { if (hold) held.push(send); else send(); });
+  const proxy = await pgProxy(store.databaseUrl, (send) => { if (hold) held.push(send); else send(); });
   const own = postgres(proxy.url, { max: 1, onnotice: () => {} });
   try {
     const replicaId = `hang-${randomBytes(3).toString('hex')}`;
@@ -408,7 +371,7 @@ test('a PostgreSQL that stops answering: journaled() rejects within the commit t
 test('a PostgreSQL that goes silent for 5 s (connections kept open, nothing answered, new ones not either) and then answers: requests get 503 meanwhile, the replica serves again within 3 s of it answering, every refused request\'s evidence committed', async (t) => {
   let hold = false;
   const held: Array<() => void> = [];
-  const proxy = await pgProxy((send) => { if (hold) held.push(send); else send(); });
+  const proxy = await pgProxy(store.databaseUrl, (send) => { if (hold) held.push(send); else send(); });
   const data = join(dir, 'data-pg-silent');
   mkdirSync(data);
   const r = await startServeChild({ config, data, env: { ...fleetEnv(), AAM_DATABASE_URL: proxy.url } });
@@ -462,7 +425,7 @@ test('a PostgreSQL that goes silent for 5 s (connections kept open, nothing answ
 test('a PostgreSQL connection that never answers again (bytes swallowed both ways, never closed; new connections answered): the replica gives its connections up and serves again within 10 s (query deadline 5 s + silent cancel 2 s), a key revoked afterwards stops working within 3 s, no acknowledged event lost', async (t) => {
   /** Connections with an index up to this one swallow every byte, both ways, and stay open. */
   let dead = -1;
-  const proxy = await pgProxy((send, conn) => { if (conn > dead) send(); });
+  const proxy = await pgProxy(store.databaseUrl, (send, conn) => { if (conn > dead) send(); });
   const created = await cli('keys', 'create', '--agent', 'tester');
   assert.equal(created.code, 0, created.stderr);
   const doomed = created.stdout.trim().split('\n').at(-1)!;
@@ -513,7 +476,7 @@ test('a PostgreSQL connection that never answers again (bytes swallowed both way
 test('A2A through a replica whose PostgreSQL is silent: a SendMessage answer is refused (503, at once after the commit timeout), a stream ends with an error event; neither is acknowledged without its evidence', async () => {
   let hold = false;
   const held: Array<() => void> = [];
-  const proxy = await pgProxy((send) => { if (hold) held.push(send); else send(); });
+  const proxy = await pgProxy(store.databaseUrl, (send) => { if (hold) held.push(send); else send(); });
   let url = '';
   const agents = await startTestAgents([{ name: 'helper', skills: ['help'], aamUrl: () => url, key: () => '' }]);
   const cfg = join(dir, 'a2a.yaml');

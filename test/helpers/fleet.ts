@@ -4,7 +4,7 @@
 // prefix of its own: the fleet store derives it from the database name), so files run in parallel.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
+import { createServer, connect, type Socket, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { tempDir } from './temp.ts';
@@ -65,6 +65,46 @@ function freePort(): Promise<number> {
     s.once('error', reject);
     s.listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); });
   });
+}
+
+export interface PgProxy { url: string; close(): void; stop(): void; start(): void; attempts: number[] }
+
+/**
+ * A TCP proxy to a test's PostgreSQL (`databaseUrl`, e.g. its fleetStore()'s); a replica given the
+ * returned url reaches PostgreSQL only through it. `relay` decides when each chunk (either
+ * direction) is passed on, or whether it is dropped (never calling send), knowing which connection
+ * it is on (its index in `attempts`) and the direction (toServer). Chunks not yet passed on when
+ * either side closes are dropped, as a crash drops them. stop() is PostgreSQL going away (every
+ * connection cut, new ones refused) until start().
+ */
+export async function pgProxy(databaseUrl: string, relay: (send: () => void, conn: number, toServer: boolean) => void): Promise<PgProxy> {
+  const target = new URL(databaseUrl);
+  let stopped = false;
+  const sockets = new Set<Socket>();
+  /** When each connection was opened to the proxy (performance.now()): the client's (re)connect attempts. */
+  const attempts: number[] = [];
+  const server = createServer((client) => {
+    const conn = attempts.push(performance.now()) - 1;
+    if (stopped) { client.destroy(); return; }
+    const upstream = connect(Number(target.port || 5432), target.hostname);
+    for (const s of [client, upstream]) { sockets.add(s); s.once('close', () => sockets.delete(s)); }
+    let open = true;
+    const pipe = (from: Socket, to: Socket) => from.on('data', (c) => relay(() => { if (open) to.write(c); }, conn, to === upstream));
+    pipe(client, upstream);
+    pipe(upstream, client);
+    const end = () => { open = false; client.destroy(); upstream.destroy(); };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const via = new URL(databaseUrl);
+  via.hostname = '127.0.0.1';
+  via.port = String((server.address() as AddressInfo).port);
+  return {
+    url: via.toString(), close: () => server.close(), attempts,
+    stop: () => { stopped = true; for (const s of sockets) s.destroy(); },
+    start: () => { stopped = false; },
+  };
 }
 
 export interface PrivateRedis {
