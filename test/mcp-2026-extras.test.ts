@@ -212,7 +212,8 @@ let upstreamUrl = '';
 before(async () => {
   check = await mcpSchemaCheck();
   upstreamUrl = await startUpstream();
-  gw = await startTestGateway(config(upstreamUrl), { TEST_UP_TOKEN: SECRET, AAM_ADMIN_TOKEN: ADMIN_TOKEN });
+  // Listen streams that end are held 1 s (AAM_MCP_STREAM_GRACE), so the tests that wait for aam to stop listening upstream stay short.
+  gw = await startTestGateway(config(upstreamUrl), { TEST_UP_TOKEN: SECRET, AAM_ADMIN_TOKEN: ADMIN_TOKEN, AAM_MCP_STREAM_GRACE: '1' });
   key = gw.key('navigator');
   otherKey = gw.key('intruder');
   await serversReady(gw);

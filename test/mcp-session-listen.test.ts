@@ -17,7 +17,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { PromptListChangedNotificationSchema, ResourceListChangedNotificationSchema, ResourceUpdatedNotificationSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
-import { serversReady, ADMIN_TOKEN } from './helpers/mcp.ts';
+import { serversReady, sseMessages, ADMIN_TOKEN } from './helpers/mcp.ts';
 import { until } from './helpers/e2e.ts';
 
 const VERSION = '2026-07-28';
@@ -286,4 +286,48 @@ test('the session\'s stream comes back after the grace: it gets an update for ev
     await new Promise((r) => setTimeout(r, 500));
     assert.ok(!s.heard.includes('updated memo://two'), 'no update for a URI it unsubscribed from');
   });
+});
+
+/** A conformant 2026-07-28 subscriptions/listen request through the proxy (no session): the JSON-RPC messages it gets, and its id. */
+async function listenStream(notifications: Record<string, unknown>): Promise<{ id: number; messages: Array<Record<string, any>>; close(): void }> {
+  const id = Math.floor(Math.random() * 1e9);
+  const body = { jsonrpc: '2.0', id, method: 'subscriptions/listen', params: { notifications, _meta: { 'io.modelcontextprotocol/protocolVersion': VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'listen-agent', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': {} } } };
+  const ac = new AbortController();
+  const r = await fetch(`${proxy.url}/mcp/modern`, { method: 'POST', signal: ac.signal, headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${key}`, 'mcp-protocol-version': VERSION, 'mcp-method': 'subscriptions/listen' }, body: JSON.stringify(body) });
+  assert.equal(r.status, 200);
+  return { id, messages: sseMessages(r.body), close: () => ac.abort() };
+}
+/** What a listen stream heard after its acknowledgement: list changes by list, updates as `updated <uri>`. */
+const heardOn = (l: { messages: Array<Record<string, any>> }) => l.messages.slice(1).map((m) => (m.method === 'notifications/resources/updated' ? `updated ${m.params.uri}` : String(m.method).split('/')[1]));
+
+test('a 2026-07-28 listen stream drops and its client listens again within the grace: it is sent what it missed meanwhile (one per list and URI, only what it asks for), right after the acknowledgement', async () => {
+  const filter = { toolsListChanged: true, resourceSubscriptions: ['memo://one', 'memo://two'] };
+  const first = await listenStream(filter);
+  let again: Awaited<ReturnType<typeof listenStream>> | undefined;
+  try {
+    await until(() => first.messages.length > 0 && openStreams().some((st) => st.notifications.toolsListChanged === true) && watchingUri('memo://one') && watchingUri('memo://two'), 20_000, 'aam\'s listen stream to the upstream for it');
+    assert.deepEqual(first.messages[0].params.notifications, filter);
+    // The network drops the stream; the client cannot reconnect for a moment.
+    proxy.refuse = true;
+    proxy.cut();
+    await new Promise((r) => setTimeout(r, 300));
+    pushUpdated('memo://one');
+    up.tools = [...up.tools, 'while-away'];
+    push('notifications/tools/list_changed');
+    pushUpdated('memo://one');
+    push('notifications/prompts/list_changed'); // it did not ask for prompts
+    await new Promise((r) => setTimeout(r, 300));
+    proxy.refuse = false;
+    again = await listenStream(filter);
+    await until(() => again!.messages.length >= 3, 20_000, 'the missed tools list_changed and update, on the new stream');
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(again.messages[0].method, 'notifications/subscriptions/acknowledged', 'the acknowledgement first');
+    assert.deepEqual(heardOn(again).sort(), ['tools', 'updated memo://one'], 'one per list and URI it missed, nothing it did not ask for');
+    for (const m of again.messages) assert.equal(m.params._meta['io.modelcontextprotocol/subscriptionId'], again.id);
+    // From here the new stream hears as any does.
+    pushUpdated('memo://two');
+    await until(() => heardOn(again!).includes('updated memo://two'), 20_000, 'a later update on the new stream');
+  } finally { proxy.refuse = false; first.close(); again?.close(); }
+  // Once the grace runs out after the last stream closed, aam listens to the upstream for it no more.
+  await until(() => openStreams().length === 0, GRACE_MS + 20_000, 'aam to end its listen stream to the upstream');
 });

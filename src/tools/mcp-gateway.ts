@@ -104,7 +104,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   /** Sessions this replica has SDK objects for (the registry, deps.sessions, says which exist at all). */
   const sessions = new Map<string, Session>();
   /** 2026-07-28 subscriptions/listen streams (bounded per identity like sessions). */
-  const hub = createListenHub(rt, maxPerIdentity);
+  const hub = createListenHub(rt, maxPerIdentity, streamGraceMs);
 
   /** This gateway on the fleet channel: what it passes on there, it has done itself already. */
   const self = randomUUID();

@@ -43,7 +43,17 @@ interface Listener extends Watcher {
   /** Watched tasks by `${server}\n${upstream task id}`: the caller's own id for each. */
   tasks: Map<string, { id: string; task: Task }>;
   send(method: string, params?: Json): void; end(): void; fail(message: string): void;
+  /** aam ended the stream (gracefully or with an error): nothing is kept for it. */
+  ended?: boolean;
 }
+/**
+ * A stream the client dropped (or closed: on HTTP the two look alike) and what it missed since:
+ * list changes (one per list) and resource updates (one per URI); null: more than MAX_KEPT_UPDATES
+ * URIs, so its caller's next stream is told every list it asks for and every URI it names changed.
+ */
+interface Away { l: Listener; missed: { lists: Set<Kind>; uris: Set<string> } | null; timer: NodeJS.Timeout }
+/** Resource updates kept for one dropped stream at most (distinct URIs), as for a 2025-11-25 session. */
+const MAX_KEPT_UPDATES = 1000;
 const ALL_KINDS: ReadonlySet<Kind> = new Set(['tools', 'prompts', 'resources']);
 const taskKey = (server: string, up: string) => `${server}\n${up}`;
 /** Did the listen request's client declare the Tasks extension? */
@@ -78,8 +88,17 @@ export interface ListenHub {
   closeAll(): void;
 }
 
-export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub {
+/**
+ * `graceMs`: how long after a stream dropped aam keeps listening for it (its upstream watches and
+ * subscriptions held) and keeps what it missed; the next stream of its caller on its endpoint
+ * within that time is sent it right after its acknowledgement (the spec has no Last-Event-ID
+ * resumption for listen: a re-listen is a new request, so the caller and endpoint are what tie it
+ * to the dropped one). 0: nothing is kept.
+ */
+export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0): ListenHub {
   const open = new Set<Listener>();
+  /** Dropped streams within the grace, oldest first. */
+  const away = new Set<Away>();
   const sessionWatchers = new Set<Watcher>();
   const countOf = (who: string) => { let n = 0; for (const l of open) if (l.who === who) n++; return n; };
   const inScope = (l: Watcher, server: string) => l.scope === null || l.scope === server;
@@ -152,6 +171,52 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
     for (const l of [...open]) {
       if (l.want.has(kind) && inScope(l, server) && !forOthers(l, who) && current(l) && mayList(l.ctx, server, kind)) l.send(`notifications/${kind}/list_changed`);
     }
+    // Kept undecided: the caller's next stream is decided as it is then.
+    for (const a of away) if (a.l.want.has(kind) && inScope(a.l, server) && !forOthers(a.l, who)) a.missed?.lists.add(kind);
+  }
+
+  /** Everything aam holds for a stream that ended: its upstream list watches, task watches and resource subscriptions. */
+  async function release(l: Listener): Promise<void> {
+    void syncWatches(l, true);
+    for (const w of l.tasks.values()) w.task.entry.upstream.unwatchTask(w.task.b.up, l.ctx.identity);
+    l.tasks.clear();
+    for (const uri of [...l.ctx.subscriptions.keys()]) await unsubscribeResource(rt, l.ctx, uri).catch(() => {});
+  }
+  function forget(a: Away): Promise<void> {
+    away.delete(a);
+    clearTimeout(a.timer);
+    return release(a.l);
+  }
+
+  /** A stream the client dropped: held for the grace (the oldest of its caller's go past maxPerIdentity). */
+  function keepAway(l: Listener): void {
+    const mine = [...away].filter((a) => a.l.who === l.who);
+    for (const a of mine.slice(0, Math.max(0, mine.length + 1 - maxPerIdentity))) void forget(a);
+    const a: Away = { l, missed: { lists: new Set(), uris: new Set() }, timer: setTimeout(() => void forget(a), graceMs) };
+    a.timer.unref();
+    away.add(a);
+  }
+
+  /**
+   * The dropped stream a new one of the same caller on the same endpoint takes over (one asking
+   * for the same notifications first, else the latest), no longer kept; undefined: none.
+   */
+  function takeAway(l: Listener): Away | undefined {
+    const sig = (x: Listener) => JSON.stringify([[...x.want].sort(), [...x.ctx.subscriptions.keys()].sort()]);
+    const mine = [...away].filter((a) => a.l.who === l.who && a.l.scope === l.scope);
+    const a = mine.find((x) => sig(x.l) === sig(l)) ?? mine.at(-1);
+    if (a) { away.delete(a); clearTimeout(a.timer); }
+    return a;
+  }
+
+  /** What `a` missed that `l` asked for and its caller may have now, sent on `l` (after its acknowledgement). */
+  function catchUp(l: Listener, a: Away): void {
+    const servers = [...rt.catalog.servers.keys()].filter((server) => inScope(l, server));
+    for (const kind of a.missed?.lists ?? a.l.want) {
+      if (l.want.has(kind) && servers.some((server) => mayList(l.ctx, server, kind))) l.send(`notifications/${kind}/list_changed`);
+    }
+    // Its subscriptions were granted just now (each decided like a read).
+    for (const uri of a.missed?.uris ?? a.l.ctx.subscriptions.keys()) if (l.ctx.subscriptions.has(uri)) l.send('notifications/resources/updated', { uri });
   }
 
   /**
@@ -200,6 +265,11 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
         if (mayRead(l.ctx, server, uri)) l.send('notifications/resources/updated', { uri });
         else void unsubscribeResource(rt, l.ctx, uri).catch(() => {});
       }
+      for (const a of away) {
+        if (a.l.ctx.subscriptions.get(uri) !== server || forOthers(a.l, who) || !a.missed) continue;
+        a.missed.uris.add(uri);
+        if (a.missed.uris.size > MAX_KEPT_UPDATES) a.missed = null;
+      }
     },
     taskStatus(server, up, task) {
       for (const l of [...open]) {
@@ -225,6 +295,12 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
     },
     recheck(reloaded = false) {
       for (const l of [...open]) current(l);
+      // A dropped stream's caller that no longer holds: nothing more is kept or held for it; new policies narrow what is held.
+      for (const a of [...away]) {
+        const now = a.l.ctx.access.current();
+        if ('gone' in now) void forget(a);
+        else if (now !== a.l.ctx.access) adopt(a.l, now);
+      }
       for (const w of sessionWatchers) {
         // Its caller no longer holds (the sweeper ends the session): nothing more is listened to for it.
         if (reloaded && !sessionCurrent(w.ctx)) { void syncWatches(w, true); continue; }
@@ -265,8 +341,8 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
         who, scope: s.scope, want, ctx: s, tasks, watching: new Map(), ops: Promise.resolve(),
         send: (method, p = {}) => frame({ jsonrpc: '2.0', method, params: { ...p, _meta: { [SUBSCRIPTION_ID]: id } } }),
         // Graceful end (spec: a completion result for the listen request, then close).
-        end: () => { if (!res.writableEnded) res.end(sse({ jsonrpc: '2.0', id, result: { resultType: 'complete', _meta: { [SUBSCRIPTION_ID]: id } } })); },
-        fail: (message) => { if (!res.writableEnded) res.end(sse({ jsonrpc: '2.0', id, error: { code: RPC.denied, message } })); },
+        end: () => { l.ended = true; if (!res.writableEnded) res.end(sse({ jsonrpc: '2.0', id, result: { resultType: 'complete', _meta: { [SUBSCRIPTION_ID]: id } } })); },
+        fail: (message) => { l.ended = true; if (!res.writableEnded) res.end(sse({ jsonrpc: '2.0', id, error: { code: RPC.denied, message } })); },
       };
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
       const acked: Json = {};
@@ -275,15 +351,23 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number): ListenHub 
       if (tasks.size) acked.taskIds = [...tasks.values()].map((w) => w.id);
       l.send('notifications/subscriptions/acknowledged', { notifications: acked });
       open.add(l);
+      // The caller's stream here that dropped within the grace: what it missed, from here on heard by this one.
+      const back = takeAway(l);
+      if (back) catchUp(l, back);
       // Watched once the stream hears: an upstream may announce a task's status right away.
       for (const w of tasks.values()) await w.task.entry.upstream.watchTask(w.task.b.up, s.identity).catch((e: unknown) => rt.deps.log.warn({ spiffe_id: who, server: w.task.b.server, err: errMsg(e) }, 'subscriptions/listen: the upstream cannot be listened to for this task'));
       await syncWatches(l);
+      // Released once this stream's own watches hold: the upstream listening never lapses in between.
+      if (back) await release(back.l);
       if (!res.destroyed && !res.writableEnded) await new Promise<void>((done) => res.once('close', done));
       open.delete(l);
-      void syncWatches(l, true);
-      for (const w of tasks.values()) w.task.entry.upstream.unwatchTask(w.task.b.up, l.ctx.identity);
-      for (const uri of [...s.subscriptions.keys()]) await unsubscribeResource(rt, s, uri).catch(() => {});
+      // Dropped by the client (aam did not end it) and its caller still holds: kept for a while.
+      if (!l.ended && graceMs > 0 && !('gone' in l.ctx.access.current())) keepAway(l);
+      else await release(l);
     },
-    closeAll() { for (const l of open) l.end(); },
+    closeAll() {
+      for (const l of open) l.end();
+      for (const a of [...away]) void forget(a);
+    },
   };
 }
