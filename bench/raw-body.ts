@@ -5,7 +5,9 @@
 // key count, the wire's parser, the UTF-8 check). The requests are cpu-per-request's
 // (bench/cpu-per-request.ts): OpenAI wire non-stream, stream asking for usage, stream not asking
 // (aam adds stream_options), and the Anthropic wire to an Anthropic upstream, non-stream and
-// stream. Alternated in rounds in one process.   node bench/raw-body.ts [--rounds 7] [--n 200000] [--model NAME] [--pad CHARS]
+// stream. A third column, refused: the client's bytes may not go (the last message's text changed,
+// as a guardrail's redaction does), so the adapter's body is sent after rawChatRequest compared it.
+// Alternated in rounds in one process.   node bench/raw-body.ts [--rounds 7] [--n 200000] [--model NAME] [--pad CHARS]
 import { parseArgs } from 'node:util';
 import { keyCount, memberCount } from '../src/access/json-keys.ts';
 import type { JsonBody } from '../src/access/request.ts';
@@ -33,10 +35,17 @@ const kinds: Array<[string, object, Parse, ProviderAdapter]> = [
   ['messages', anthropicBase, parseAnthropicRequest, anthropicAdapter],
   ['messages-stream', { ...anthropicBase, stream: true }, parseAnthropicRequest, anthropicAdapter],
 ];
+type Mode = 'reserialised' | 'raw' | 'refused';
+const MODES: readonly Mode[] = ['reserialised', 'raw', 'refused'];
+/** The request with its last message's text changed (a new messages array and message), as a guardrail's redaction leaves it. */
+function redacted(req: ChatRequest): ChatRequest {
+  const last = req.messages[req.messages.length - 1];
+  return { ...req, messages: [...req.messages.slice(0, -1), { ...last, content: 'Say hello in one [redacted] sentence.' }] };
+}
 for (const [kind, obj, parse, adapter] of kinds) {
   const buf = Buffer.from(JSON.stringify(obj));
   let sink = 0;
-  const step = (raw: boolean) => {
+  const step = (mode: Mode) => {
     const m = memberCount(buf);
     if (m < 0) throw 0;
     const value: unknown = JSON.parse(buf.toString('utf8'));
@@ -45,19 +54,21 @@ for (const [kind, obj, parse, adapter] of kinds) {
     if (!p.ok) throw 2;
     const client = clientBody({ value, bytes: buf } as JsonBody);
     const stream = p.req.stream === true;
-    const up = chatUpstream(adapter, { ...p.req, stream }, { model: MODEL ?? (value as { model: string }).model, stream, options: {} }, buf.length, raw ? client : undefined);
+    const req = mode === 'refused' ? redacted(p.req) : p.req;
+    const up = chatUpstream(adapter, { ...req, stream }, { model: MODEL ?? (value as { model: string }).model, stream, options: {} }, buf.length, mode === 'reserialised' ? undefined : client);
     if (up instanceof Promise) throw 3;
+    const raw = mode === 'raw';
     if (raw !== Buffer.isBuffer(up.body)) throw new Error(`${kind}: ${raw ? 'not' : 'unexpectedly'} raw`);
     sink += typeof up.body === 'string' ? Buffer.from(up.body).length : up.body.length;
   };
-  const res: Record<string, number[]> = { reserialised: [], raw: [] };
-  for (let r = 0; r < ROUNDS; r++) for (const raw of [false, true]) {
+  const res: Record<Mode, number[]> = { reserialised: [], raw: [], refused: [] };
+  for (let r = 0; r < ROUNDS; r++) for (const mode of MODES) {
     const t0 = process.cpuUsage();
-    for (let i = 0; i < N; i++) step(raw);
+    for (let i = 0; i < N; i++) step(mode);
     const d = process.cpuUsage(t0);
-    res[raw ? 'raw' : 'reserialised'].push((d.user + d.system) / N);
+    res[mode].push((d.user + d.system) / N);
   }
   const med = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)].toFixed(3);
   const range = (a: number[]) => `${Math.min(...a).toFixed(2)}-${Math.max(...a).toFixed(2)}`;
-  console.log(kind, `${buf.length} B`, 're-serialised', med(res.reserialised), `us (${range(res.reserialised)}); raw`, med(res.raw), `us (${range(res.raw)}) (median of ${ROUNDS} rounds, CPU per request)`, sink > 0);
+  console.log(kind, `${buf.length} B`, 're-serialised', med(res.reserialised), `us (${range(res.reserialised)}); raw`, med(res.raw), `us (${range(res.raw)}); refused`, med(res.refused), `us (${range(res.refused)}) (median of ${ROUNDS} rounds, CPU per request)`, sink > 0);
 }

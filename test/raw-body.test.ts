@@ -13,10 +13,20 @@ import { azureAdapter } from '../src/providers/azure.ts';
 import { parseOpenAIChatRequest } from '../src/providers/openai-parse.ts';
 import { anthropicAdapter } from '../src/providers/anthropic.ts';
 import { parseAnthropicRequest } from '../src/providers/anthropic-parse.ts';
+import type { ChatRequest, ProviderAdapter, TargetInfo } from '../src/providers/types.ts';
+import { chatUpstream, clientBody } from '../src/gateway/raw-body.ts';
+import type { JsonBody } from '../src/access/request.ts';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 
 const scan = (s: string | Buffer) => scanJsonKeys(typeof s === 'string' ? Buffer.from(s) : s);
+
+/** rawChatRequest refuses the client's bytes: it answers with the adapter's own body, the very request chatRequest sends. */
+function refused(adapter: ProviderAdapter, client: Record<string, unknown>, req: ChatRequest, target: TargetInfo): void {
+  const r = adapter.rawChatRequest?.(client, req, target);
+  assert.ok(r?.body !== undefined, 'refused');
+  assert.deepEqual({ ...r.head, body: JSON.stringify(r.body) }, adapter.chatRequest(req, target));
+}
 
 test('scanJsonKeys: a key repeated in one object is found, with its path and offset; the same key in other objects is not', () => {
   assert.equal(scan('{"a":1,"b":{"a":2},"c":[{"a":3},{"a":4}]}').duplicate, null);
@@ -65,7 +75,7 @@ test('scanJsonKeys: the top-level "model" string\'s byte range; nesting as jsonT
   }
 });
 
-test('rawChatRequest: the adapter\'s own method, path and headers when the client body says what its body would; null otherwise', () => {
+test('rawChatRequest: the adapter\'s own method, path and headers when the client body says what its body would; its own request otherwise', () => {
   const client = JSON.parse('{"model":"route","messages":[{"role":"user","content":"hi"}],"x_vendor":[1],"max_tokens":5}') as Record<string, unknown>;
   const p = parseOpenAIChatRequest(client);
   assert.ok(p.ok);
@@ -76,8 +86,8 @@ test('rawChatRequest: the adapter\'s own method, path and headers when the clien
     // The same JSON but for model (and key order): the client's bytes say it.
     assert.deepEqual({ ...(JSON.parse(body) as object), model: 'route' }, client);
     // A value aam changed (a redaction: a new messages array), a field it drops or adds: not the same.
-    assert.equal(adapter.rawChatRequest?.(client, { ...p.req, messages: [...p.req.messages] }, target), null);
-    assert.equal(adapter.rawChatRequest?.({ ...client, tools: null }, p.req, target), null);
+    refused(adapter, client, { ...p.req, messages: [...p.req.messages] }, target);
+    refused(adapter, { ...client, tools: null }, p.req, target);
     // A field only aam's body has is one it adds (here a stream's, as a stream the client did not ask for would be).
     assert.deepEqual(adapter.rawChatRequest?.(client, p.req, { ...target, stream: true })?.add, { stream: true, stream_options: { include_usage: true } });
     assert.equal(adapter.rawChatRequest?.({ ...client, stream: true, stream_options: { include_usage: true } }, { ...p.req, stream: true, stream_options: { include_usage: true } }, { ...target, stream: true })?.add, null);
@@ -90,7 +100,7 @@ test('rawChatRequest: the adapter\'s own method, path and headers when the clien
     const noUsage = { ...client, stream: true, stream_options: { include_usage: false } };
     const pn = parseOpenAIChatRequest(noUsage);
     assert.ok(pn.ok);
-    assert.equal(adapter.rawChatRequest?.(noUsage, pn.req, { ...target, stream: true }), null);
+    refused(adapter, noUsage, pn.req, { ...target, stream: true });
   }
 });
 
@@ -322,7 +332,14 @@ test('Anthropic wire: a repeated key is refused before the Anthropic upstream se
 
 test('rawChatRequest (Anthropic): a content string and one text block holding it are the same; anything the translation drops is not', () => {
   const target = { model: 'claude', stream: false, options: {} };
-  const same = (body: Record<string, unknown>) => { const p = parseAnthropicRequest(body); assert.ok(p.ok); return anthropicAdapter.rawChatRequest?.(body, p.req, target) ?? null; };
+  const same = (body: Record<string, unknown>) => {
+    const p = parseAnthropicRequest(body);
+    assert.ok(p.ok);
+    const r = anthropicAdapter.rawChatRequest?.(body, p.req, target);
+    if (r !== undefined && r.add !== undefined) return r;
+    refused(anthropicAdapter, body, p.req, target);
+    return null;
+  };
   assert.deepEqual(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] }), { head: { method: 'POST', path: '/messages', headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' } }, add: null });
   assert.notEqual(same({ model: 'x', max_tokens: 5, system: [{ type: 'text', text: 's' }], messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }] }] }), null);
   assert.notEqual(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 't', content: [{ type: 'text', text: 'r' }] }] }] }), null);
@@ -333,8 +350,25 @@ test('rawChatRequest (Anthropic): a content string and one text block holding it
   assert.equal(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: [{ type: 'thinking', thinking: 't', signature: 's' }, { type: 'text', text: 'a' }] }] }), null);
   // The shorthand is a content's or the system's only: elsewhere a string is not a list.
   assert.equal(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }], stop_sequences: ['a'] }) !== null, true);
-  const built = anthropicAdapter.rawChatRequest?.({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }], metadata: { note: [{ type: 'text', text: 'a' }] } }, { model: 'x', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5, anthropicExtra: { metadata: { note: 'a' } } }, target);
-  assert.equal(built, null);
+  refused(anthropicAdapter, { model: 'x', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }], metadata: { note: [{ type: 'text', text: 'a' }] } }, { model: 'x', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5, anthropicExtra: { metadata: { note: 'a' } } }, target);
+});
+
+test('a refused client body: the upstream body is the one rawChatRequest built to compare, not built again', () => {
+  const client = JSON.parse('{"model":"route","messages":[{"role":"user","content":"hi"}],"max_tokens":5}') as Record<string, unknown>;
+  const bytes = Buffer.from(JSON.stringify(client));
+  const p = parseOpenAIChatRequest(client);
+  assert.ok(p.ok);
+  const target = { model: 'dep-1', stream: false, options: {} };
+  const redacted = { ...p.req, messages: [{ role: 'user' as const, content: '[redacted]' }] };
+  let built = 0;
+  const counted: ProviderAdapter = { ...openaiAdapter, chatRequest: (req, t) => { built++; return openaiAdapter.chatRequest(req, t); } };
+  const up = chatUpstream(counted, redacted, target, bytes.length, clientBody({ value: client, bytes } as JsonBody));
+  assert.ok(!(up instanceof Promise));
+  assert.deepEqual(up, openaiAdapter.chatRequest(redacted, target));
+  assert.equal(built, 0, 'chatRequest would build the body a second time');
+  // Without a client body (another wire), and for a long one (built across turns), chatRequest still builds it.
+  assert.deepEqual(chatUpstream(counted, redacted, target, bytes.length, undefined), openaiAdapter.chatRequest(redacted, target));
+  assert.equal(built, 1);
 });
 
 test('the real SDKs: the Anthropic SDK\'s body reaches the Anthropic upstream as it sent it; the OpenAI SDK\'s stream gets the usage option put in', async () => {

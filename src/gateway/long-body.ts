@@ -7,17 +7,22 @@
 // before (when it did not pass a placeholder through as a whole JSON string).
 import { randomBytes } from 'node:crypto';
 import { nextTurn, TURN_MS } from '../access/guard.ts';
-import type { ChatRequest, ProviderAdapter, TargetInfo } from '../providers/types.ts';
+import type { ChatRequest, ProviderAdapter, TargetInfo, UpstreamRequest } from '../providers/types.ts';
 import type { OutboundRequest } from './upstream.ts';
 
 /** Strings this long (UTF-16 units) are encoded outside the adapter's stringify. */
 const LONG = 64 * 1024;
 const SLICE = 16 * 1024;
 
-/** The adapter's request; built across turns (a promise) when the client's body was long. */
-export function chatRequestInTurns(adapter: ProviderAdapter, req: ChatRequest, target: TargetInfo, bodyBytes: number): OutboundRequest | Promise<OutboundRequest> {
+/**
+ * The adapter's request; built across turns (a promise) when the client's body was long. `built`:
+ * the head and body object the adapter's rawChatRequest already built for this request, serialised
+ * here instead of building them again (a long body is still built anew, with its placeholders).
+ */
+export function chatRequestInTurns(adapter: ProviderAdapter, req: ChatRequest, target: TargetInfo, bodyBytes: number, built?: { head: Omit<UpstreamRequest, 'body'>; body: Record<string, unknown> }): OutboundRequest | Promise<OutboundRequest> {
   // A body shorter than LONG bytes holds no string of LONG characters: nothing to walk, no await.
-  return bodyBytes >= LONG ? inTurns(adapter, req, target) : adapter.chatRequest(req, target);
+  if (bodyBytes >= LONG) return inTurns(adapter, req, target);
+  return built ? { ...built.head, body: JSON.stringify(built.body) } : adapter.chatRequest(req, target);
 }
 
 async function inTurns(adapter: ProviderAdapter, req: ChatRequest, target: TargetInfo): Promise<OutboundRequest> {

@@ -30,10 +30,15 @@ export function clientBody(body: JsonBody): ClientBody | undefined {
   return { value, bytes };
 }
 
-/** One attempt's upstream request: the client's bytes where they say what the adapter's body would, else the adapter's. */
+/**
+ * One attempt's upstream request: the client's bytes where they say what the adapter's body would,
+ * else the adapter's (the one rawChatRequest built to compare, when it did: built once per attempt).
+ */
 export function chatUpstream(adapter: ProviderAdapter, req: ChatRequest, target: TargetInfo, bodyBytes: number, client: ClientBody | undefined): OutboundRequest | Promise<OutboundRequest> {
-  const raw = client && adapter.rawChatRequest?.(client.value, req, target);
-  const body = raw && upstreamBytes(client, target.model, raw.add);
+  if (client === undefined || adapter.rawChatRequest === undefined) return chatRequestInTurns(adapter, req, target, bodyBytes);
+  const raw = adapter.rawChatRequest(client.value, req, target);
+  if (raw.body !== undefined) return chatRequestInTurns(adapter, req, target, bodyBytes, raw);
+  const body = upstreamBytes(client, target.model, raw.add);
   return body ? { ...raw.head, body } : chatRequestInTurns(adapter, req, target, bodyBytes);
 }
 

@@ -250,7 +250,7 @@ export function jsonRequest(path: string, body: Obj): UpstreamRequest {
  * stream whose client did not write it gets the one openaiChatBody forces.
  */
 export function openaiRawRequest(path: (target: TargetInfo) => string) {
-  return (client: Readonly<Obj>, req: ChatRequest, target: TargetInfo): RawChatHead | null =>
+  return (client: Readonly<Obj>, req: ChatRequest, target: TargetInfo): RawChatHead =>
     rawChatHead(openaiChatBody(req, target), client, sameOpenAIField, () => ({ method: 'POST', path: path(target), headers: { ...JSON_HEADERS } }));
 }
 

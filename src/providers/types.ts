@@ -115,8 +115,15 @@ export interface UpstreamRequest {
   body: string;
 }
 
-/** rawChatRequest's answer: the upstream request but its body, and the top-level fields to add to the client's body (null: none). */
-export interface RawChatHead { readonly head: Omit<UpstreamRequest, 'body'>; readonly add: Readonly<Record<string, unknown>> | null }
+/**
+ * rawChatRequest's answer: the upstream request but its body, and either `add`, the top-level fields
+ * to put into the client's bytes (null: none), when those may go; or `body`, the adapter's own body,
+ * built once to compare, when they may not: the upstream body is then JSON.stringify(body), what
+ * chatRequest would send, without building it again.
+ */
+export type RawChatHead =
+  | { readonly head: Omit<UpstreamRequest, 'body'>; readonly add: Readonly<Record<string, unknown>> | null; readonly body?: undefined }
+  | { readonly head: Omit<UpstreamRequest, 'body'>; readonly body: Record<string, unknown>; readonly add?: undefined };
 
 /** Where and how to call: resolved from a Model route target + Provider at config load. */
 export interface TargetInfo {
@@ -150,13 +157,14 @@ export interface ProviderAdapter {
   wire: 'openai' | 'anthropic' | 'gemini' | 'bedrock' | 'openai-responses';
   chatRequest(req: ChatRequest, target: TargetInfo): UpstreamRequest;
   /**
-   * chatRequest's method, path and headers when its body would say exactly what `client` (the
-   * client's own body of this wire, parsed) says, "model" aside, or that plus top-level fields it
-   * adds (a stream's usage option): the client's bytes may then be sent instead, with the target's
-   * model in place and those fields put in (gateway/raw-body.ts). null when anything else differs.
+   * chatRequest's method, path and headers, with `add` when its body would say exactly what
+   * `client` (the client's own body of this wire, parsed) says, "model" aside, or that plus
+   * top-level fields it adds (a stream's usage option): the client's bytes may then be sent instead,
+   * with the target's model in place and those fields put in (gateway/raw-body.ts). With `body`
+   * (the body chatRequest would serialise) when anything else differs.
    * Decided by rawChatHead (util.ts), the one rule every adapter applies with its own comparison.
    */
-  rawChatRequest?(client: Readonly<Record<string, unknown>>, req: ChatRequest, target: TargetInfo): RawChatHead | null;
+  rawChatRequest?(client: Readonly<Record<string, unknown>>, req: ChatRequest, target: TargetInfo): RawChatHead;
   chatResponse(body: unknown): ChatResult;
   streamParser(): StreamParser;
   /** How the upstream frames streams: SSE (most) or AWS event-stream binary frames (Bedrock). */

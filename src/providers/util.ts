@@ -82,17 +82,18 @@ export function statusType(status: number): string {
  * instead of `built`): the adapter's body `built` says what the client's body says, "model" aside,
  * when every field of the client's is in it with the same value (`same`, the adapter's own
  * comparison of one top-level field); a field only `built` has is one aam adds (answered in `add`,
- * to be put into the bytes); a field `built` drops or holds another value for: null.
+ * to be put into the bytes); a field `built` drops or holds another value for: answered with
+ * `built` as the body to send (head() and `built` must be what the adapter's chatRequest sends).
  */
-export function rawChatHead(built: Obj, client: Readonly<Obj>, same: (key: string, built: unknown, client: unknown) => boolean, head: () => Omit<UpstreamRequest, 'body'>): RawChatHead | null {
+export function rawChatHead(built: Obj, client: Readonly<Obj>, same: (key: string, built: unknown, client: unknown) => boolean, head: () => Omit<UpstreamRequest, 'body'>): RawChatHead {
   let add: Obj | null = null;
   for (const k in built) {
     if (k === 'model') continue;
     const v = built[k];
     if (!Object.hasOwn(client, k)) {
       if (v !== undefined) (add ??= {})[k] = v;
-    } else if (!same(k, v, client[k])) return null;
+    } else if (!same(k, v, client[k])) return { head: head(), body: built };
   }
-  for (const k in client) if (!Object.hasOwn(built, k)) return null;
+  for (const k in client) if (!Object.hasOwn(built, k)) return { head: head(), body: built };
   return { head: head(), add };
 }
