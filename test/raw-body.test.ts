@@ -16,6 +16,7 @@ import { parseAnthropicRequest } from '../src/providers/anthropic-parse.ts';
 import type { ChatRequest, ProviderAdapter, TargetInfo } from '../src/providers/types.ts';
 import { chatUpstream, clientBody } from '../src/gateway/raw-body.ts';
 import type { JsonBody } from '../src/access/request.ts';
+import { sameEntries } from '../src/lib/json.ts';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
 
@@ -401,3 +402,15 @@ function anthropicAdapterBody(text: string): unknown {
   assert.ok(p.ok);
   return JSON.parse(anthropicAdapter.chatRequest(p.req, { model: 'claude', stream: p.req.stream === true, options: {} }).body);
 }
+
+test('sameEntries (the key-set rule both adapters compare with): same keys in any order, each pair equal by the given test', () => {
+  const eq = (a: unknown, b: unknown) => a === b;
+  assert.equal(sameEntries({ a: 1, b: 2 }, { b: 2, a: 1 }, eq), true);
+  assert.equal(sameEntries({}, {}, eq), true);
+  assert.equal(sameEntries({ a: 1 }, { a: 1, b: undefined }, eq), false, 'a key only the second has');
+  assert.equal(sameEntries({ a: 1, b: undefined }, { a: 1 }, eq), false, 'a key only the first has');
+  assert.equal(sameEntries({ a: 1 }, { a: 2 }, eq), false);
+  const keys: string[] = [];
+  assert.equal(sameEntries({ x: 'A', y: 'B' }, { y: 'b', x: 'a' }, (a, b, k) => { keys.push(k); return String(a).toLowerCase() === b; }), true);
+  assert.deepEqual(keys, ['x', 'y']);
+});

@@ -7,3 +7,17 @@ export type Obj = Record<string, unknown>;
 export function isObj(v: unknown): v is Obj {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
+
+/**
+ * `a` and `b` hold the same keys (order aside) and each pair of values is equal by `eq`: keys
+ * counted, not listed (the raw-body path compares fields of every request it may pass through).
+ */
+export function sameEntries(a: Obj, b: Obj, eq: (av: unknown, bv: unknown, key: string) => boolean): boolean {
+  let n = 0;
+  for (const k in a) {
+    n++;
+    if (!Object.hasOwn(b, k) || !eq(a[k], b[k], k)) return false;
+  }
+  for (const _ in b) if (--n < 0) return false;
+  return n === 0;
+}

@@ -7,7 +7,7 @@ import type {
 import { UpstreamShapeError, argsObject, arr, localId, num, nowSeconds, obj, parseJson, rawChatHead, statusType, str, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { StreamTemplate } from './chunk-template.ts';
-import { isObj } from '../lib/json.ts';
+import { isObj, sameEntries } from '../lib/json.ts';
 
 export { anthropicCodec, anthropicErrorBody } from './anthropic-codec.ts';
 export { parseAnthropicRequest } from './anthropic-parse.ts';
@@ -257,13 +257,7 @@ function sameAnthropicJson(built: unknown, client: unknown, key: string): boolea
     return true;
   }
   if (Array.isArray(client)) return false;
-  let n = 0;
-  for (const k in built) {
-    n++;
-    if (!Object.hasOwn(client, k) || !sameAnthropicJson((built as Obj)[k], (client as Obj)[k], k)) return false;
-  }
-  for (const k in client) if (--n < 0) return false;
-  return n === 0;
+  return sameEntries(built as Obj, client as Obj, sameAnthropicJson);
 }
 
 /** The text of [{"type":"text","text":...}] (nothing else in it), else undefined. */

@@ -7,7 +7,7 @@ import type {
 import { OPENAI_FINISH, UpstreamShapeError, arr, localId, num, nowSeconds, obj, parseJson, rawChatHead, statusType, str, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { StreamTemplate } from './chunk-template.ts';
-import { isObj } from '../lib/json.ts';
+import { isObj, sameEntries } from '../lib/json.ts';
 
 export { openaiCodec } from './openai-codec.ts';
 export { parseOpenAIChatRequest, parseEmbeddingsRequest } from './openai-parse.ts';
@@ -257,16 +257,8 @@ export function openaiRawRequest(path: (target: TargetInfo) => string) {
 const sameOpenAIField = (k: string, built: unknown, client: unknown): boolean => built === client || (k === 'stream_options' && sameFields(built, client));
 
 /** Two flat objects with the same keys holding the same values. */
-function sameFields(a: unknown, b: unknown): boolean {
-  if (!isObj(a) || !isObj(b)) return false;
-  let n = 0;
-  for (const k in a) {
-    n++;
-    if (!Object.hasOwn(b, k) || a[k] !== b[k]) return false;
-  }
-  for (const k in b) if (--n < 0) return false;
-  return n === 0;
-}
+const sameFields = (a: unknown, b: unknown): boolean => isObj(a) && isObj(b) && sameEntries(a, b, identical);
+const identical = (a: unknown, b: unknown): boolean => a === b;
 
 export const openaiAdapter: ProviderAdapter = {
   wire: 'openai',
