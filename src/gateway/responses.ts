@@ -8,7 +8,7 @@
 import { openAccess } from '../access/context.ts';
 import { sameRedactions } from '../access/guard.ts';
 import { itemsToMessages, parseResponsesRequest, type ResponseItem, type ResponsesRequest } from '../providers/responses-parse.ts';
-import { responsesCodec, type FinishedResponse, type ResponseMeta } from '../providers/responses-codec.ts';
+import { responsesCodec, type FinishedResponse, type ResponseMeta, type ResponsesCodecHooks } from '../providers/responses-codec.ts';
 import { responsesUpstreamAdapter } from '../providers/responses-upstream.ts';
 import { localId, nowSeconds, type Obj } from '../providers/util.ts';
 import type { ChatRequest } from '../providers/types.ts';
@@ -25,6 +25,11 @@ const MAX_HISTORY_CHARS = 64 * 1024 * 1024;
 
 /** Id prefixes of stored input items, by item type. */
 const ITEM_PREFIX: Readonly<Record<string, string>> = { message: 'msg', function_call: 'fc', function_call_output: 'fco' };
+
+/** OpenAI is called on its own Responses API (models offered only there work); every other provider through its chat translator. */
+const native = (type: string) => (type === 'openai' ? responsesUpstreamAdapter : undefined);
+/** The hooks of an answer that is not stored: nothing to wait for. */
+const NOT_STORED: ResponsesCodecHooks = { native };
 
 export async function handleResponses(ctx: Ctx): Promise<void> {
   ctx.wire = 'openai';
@@ -58,13 +63,8 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
     };
     stored = store.put(rec, items).catch((err: unknown) => ctx.rt.log.error({ err, requestId: ctx.requestId }, 'storing a response failed'));
   };
-  // OpenAI itself is called on its own Responses API (models offered only there work); every
-  // other provider through its chat translator.
   // The answer is acknowledged once stored, so a client that chains at once finds it (any replica).
-  const codec = Object.assign(responsesCodec(meta, p.store ? save : undefined), {
-    native: (type: string) => (type === 'openai' ? responsesUpstreamAdapter : undefined),
-    settle: () => stored,
-  });
+  const codec = responsesCodec(meta, p.store ? save : undefined, p.store ? { native, settle: () => stored } : NOT_STORED);
   const withStored = async (req: ChatRequest): Promise<{ req: ChatRequest; bytes: number }> => {
     const history = p.previousResponseId ? await conversationOf(store, agent, p.previousResponseId) : { items: [], chars: 0 };
     input = await resolveReferences(store, agent, p.input);
@@ -77,12 +77,21 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
       ? { req: withConversation(req, p, input), bytes: 0 }
       : withStored(req)),
     // Stored as redacted, like the answer: PII a redact guardrail masked upstream is not kept at rest.
-    guarded: (before, after) => { atRest = sameRedactions(input, before, after); },
+    // Nothing kept at rest (store: false): nothing to redact there.
+    guarded: p.store ? (before, after) => { atRest = sameRedactions(input, before, after); } : undefined,
   });
 }
 
-/** A fleet store that cannot answer is 503 store_unavailable (never "not found", never skipped). */
+/** failClosed per store, made once (the runtime's store lives as long as the runtime). */
+const closedStores = new WeakMap<ResponseStore, ResponseStore>();
 function failClosed(s: ResponseStore): ResponseStore {
+  let closed = closedStores.get(s);
+  if (closed === undefined) { closed = failClosedOnce(s); closedStores.set(s, closed); }
+  return closed;
+}
+
+/** A fleet store that cannot answer is 503 store_unavailable (never "not found", never skipped). */
+function failClosedOnce(s: ResponseStore): ResponseStore {
   const map = (e: unknown): never => {
     if (!(e instanceof StoreUnavailable)) throw e;
     throw new AamError(503, 'store_unavailable', `PostgreSQL (the fleet store for stored responses) is unavailable: ${e.message}; retry shortly`, { headers: { 'retry-after': '1' } });

@@ -3,7 +3,7 @@
 // content parts and text deltas, function-call argument deltas, response.completed with usage).
 // One codec per request: it knows the response's id and the request fields a Response echoes,
 // and hands the finished Response to `onCompleted` (the gateway stores it). Pure: no I/O.
-import type { ChatResult, ClientCodec, FinishReason, StreamEvent, Usage } from './types.ts';
+import type { ChatResult, ClientCodec, FinishReason, ProviderAdapter, StreamEvent, Usage } from './types.ts';
 import { nowSeconds } from './util.ts';
 import type { Obj } from './util.ts';
 
@@ -91,30 +91,68 @@ const messageJson = (id: string, status: string, part: string): string => `{"id"
 const callJson = (c: OpenCall, argsJson: string): string =>
   `{"id":${JSON.stringify(c.id)},"type":"function_call","status":"completed","arguments":${argsJson},"call_id":${JSON.stringify(c.callId)},"name":${JSON.stringify(c.name)}}`;
 
+/** What the gateway adds to a Responses codec: the native upstream per provider type, and the store write to wait for. */
+export interface ResponsesCodecHooks {
+  native?(providerType: string): ProviderAdapter | undefined;
+  settle?(): Promise<void> | undefined;
+}
+
 /**
  * The Responses API over the chat path for one request. `onCompleted` gets the finished Response
  * (whole or streamed) synchronously, before its bytes are returned for writing. A stream's
  * terminator is its response.completed (or .incomplete) event: `streamDone`, once finished.
  * A stream's two opening events are built by `prepareStream`, while the upstream works (or else when
  * first needed). The Response is serialized once: what is answered is what is stored.
+ * A class, made once per request: its methods live on the prototype. As an object literal with a
+ * getter and eight closures (plus the gateway's two, merged in with Object.assign), making it cost
+ * 1-2.5 us per request (bench/tmp micro-benchmark, load ~9), more than encoding the answer.
  */
-export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: FinishedResponse) => void): ClientCodec & { encodeResultText(result: ChatResult, routeName: string): string } {
-  let seq = 0;
-  let terminator = '';
+export class ResponsesCodec implements ClientCodec {
+  readonly wire = 'responses' as const;
+  private seq = 0;
+  private terminator = '';
   /** response.created + response.in_progress (sequence numbers 0 and 1) for `preparedFor`, built ahead by prepareStream. */
-  let opening: string | null = null;
-  let preparedFor = '';
-  const frame = (type: string, body: string): string => `event: ${type}\ndata: {"type":"${type}","sequence_number":${seq++},${body}}\n\n`;
-  /** Opening frames prepared but not sent (an error came first, or another model): their sequence numbers are given again. */
-  const unprepare = (): void => {
-    if (opening !== null) { opening = null; seq = 0; }
-  };
-  const openingFrames = (model: string): string => {
-    const r = JSON.stringify(responseJson(meta, model, 'in_progress'));
-    return frame('response.created', `"response":${r}`) + frame('response.in_progress', `"response":${r}`);
-  };
+  private opening: string | null = null;
+  private preparedFor = '';
 
-  function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev: StreamEvent) => string {
+  private readonly meta: ResponseMeta;
+  private readonly onCompleted: ((response: FinishedResponse) => void) | undefined;
+  private readonly hooks: ResponsesCodecHooks | undefined;
+
+  constructor(meta: ResponseMeta, onCompleted?: (response: FinishedResponse) => void, hooks?: ResponsesCodecHooks) {
+    this.meta = meta;
+    this.onCompleted = onCompleted;
+    this.hooks = hooks;
+  }
+
+  get streamDone(): string { return this.terminator; }
+
+  native(providerType: string): ProviderAdapter | undefined { return this.hooks?.native?.(providerType); }
+
+  settle(): Promise<void> | undefined { return this.hooks?.settle?.(); }
+
+  private frame(type: string, body: string): string {
+    return `event: ${type}\ndata: {"type":"${type}","sequence_number":${this.seq++},${body}}\n\n`;
+  }
+
+  /** Opening frames prepared but not sent (an error came first, or another model): their sequence numbers are given again. */
+  private unprepare(): void {
+    if (this.opening !== null) { this.opening = null; this.seq = 0; }
+  }
+
+  private openingFrames(model: string): string {
+    const r = JSON.stringify(responseJson(this.meta, model, 'in_progress'));
+    return this.frame('response.created', `"response":${r}`) + this.frame('response.in_progress', `"response":${r}`);
+  }
+
+  prepareStream(routeName: string): void {
+    // Sequence numbers 0 and 1: nothing else is framed before a stream's opening events.
+    if (this.seq === 0) { this.opening = this.openingFrames(routeName); this.preparedFor = routeName; }
+  }
+
+  streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev: StreamEvent) => string {
+    const meta = this.meta;
+    const frame = (type: string, body: string): string => this.frame(type, body);
     const model = opts.routeName;
     let started = false;
     let done = false;
@@ -126,14 +164,15 @@ export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: Fini
 
     const start = (): string => {
       started = true;
-      if (opening !== null && preparedFor === model) {
-        const s = opening;
-        opening = null;
+      if (this.opening !== null && this.preparedFor === model) {
+        const s = this.opening;
+        this.opening = null;
         return s;
       }
-      unprepare();
-      return openingFrames(model);
+      this.unprepare();
+      return this.openingFrames(model);
     };
+
     const openText = (): string => {
       const id = itemId(meta, 'msg', next);
       text = { index: next, id, text: '', at: `"item_id":${JSON.stringify(id)},"output_index":${next},"content_index":0` };
@@ -166,7 +205,7 @@ export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: Fini
 
     return (ev: StreamEvent): string => {
       if (done) return '';
-      if (ev.type === 'error') { done = true; return streamError(ev.message, ev.errorType); }
+      if (ev.type === 'error') { done = true; return this.streamError(ev.message, ev.errorType); }
       let s = started ? '' : start();
       switch (ev.type) {
         case 'start':
@@ -202,8 +241,8 @@ export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: Fini
           if (next === 0) s += openText(); // an empty answer is still one (empty) message
           s += closeText(status) + closeCalls();
           const json = JSON.stringify(finished(meta, model, slots, ev.reason, usage));
-          onCompleted?.({ outputIds: slots.map((it) => it.id as string), json });
-          terminator = frame(status === 'completed' ? 'response.completed' : 'response.incomplete', `"response":${json}`);
+          this.onCompleted?.({ outputIds: slots.map((it) => it.id as string), json });
+          this.terminator = frame(status === 'completed' ? 'response.completed' : 'response.incomplete', `"response":${json}`);
           return s;
         }
       }
@@ -211,30 +250,26 @@ export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: Fini
   }
 
   /** The error event (top-level and nested fields: the older and newer shapes SDKs read). */
-  function streamError(message: string, type: string): string {
-    unprepare();
+  streamError(message: string, type: string): string {
+    this.unprepare();
     const m = JSON.stringify(message);
     const t = JSON.stringify(type);
-    return frame('error', `"code":${t},"message":${m},"param":null,"error":{"type":${t},"code":${t},"message":${m},"param":null}`);
+    return this.frame('error', `"code":${t},"message":${m},"param":null,"error":{"type":${t},"code":${t},"message":${m},"param":null}`);
   }
 
-  function encodeResultText(result: ChatResult, routeName: string): string {
-    const items = outputItems(meta, result);
-    const json = JSON.stringify(finished(meta, routeName, items, result.finishReason, result.usage));
-    onCompleted?.({ outputIds: items.map((it) => it.id as string), json });
+  encodeResultText(result: ChatResult, routeName: string): string {
+    const items = outputItems(this.meta, result);
+    const json = JSON.stringify(finished(this.meta, routeName, items, result.finishReason, result.usage));
+    this.onCompleted?.({ outputIds: items.map((it) => it.id as string), json });
     return json;
   }
 
-  return {
-    wire: 'responses',
-    prepareStream(routeName) {
-      // Sequence numbers 0 and 1: nothing else is framed before a stream's opening events.
-      if (seq === 0) { opening = openingFrames(routeName); preparedFor = routeName; }
-    },
-    encodeResult: (result, routeName) => JSON.parse(encodeResultText(result, routeName)) as Obj,
-    encodeResultText,
-    streamEncoder,
-    get streamDone() { return terminator; },
-    streamError,
-  };
+  encodeResult(result: ChatResult, routeName: string): Obj {
+    return JSON.parse(this.encodeResultText(result, routeName)) as Obj;
+  }
+}
+
+/** The codec for one request (see ResponsesCodec). */
+export function responsesCodec(meta: ResponseMeta, onCompleted?: (response: FinishedResponse) => void, hooks?: ResponsesCodecHooks): ResponsesCodec {
+  return new ResponsesCodec(meta, onCompleted, hooks);
 }
