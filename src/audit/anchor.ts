@@ -6,7 +6,7 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, wr
 import { dirname, join } from 'node:path';
 import { checkpointLine, checkpointOf } from './checkpoint.ts';
 import type { Checkpoint } from './checkpoint.ts';
-import { isObj } from '../lib/json.ts';
+import { isObj, parseJson } from '../lib/json.ts';
 
 export const CHECKPOINT_FILE = 'audit-checkpoints.jsonl';
 
@@ -38,14 +38,14 @@ export function appendCheckpoints(path: string, cps: readonly Checkpoint[]): voi
  */
 export function parseCheckpoints(text: string): Checkpoint[] {
   const found: unknown[] = [];
-  const whole = tryJson(text.trim());
+  const whole = parseJson(text.trim());
   if (whole !== undefined) found.push(...(Array.isArray(whole) ? whole : isObj(whole) && Array.isArray(whole.checkpoints) ? whole.checkpoints : [whole]));
   else {
     const lines = text.split('\n');
     for (let i = 0; i < lines.length; i++) {
       const line = lines[i].trim();
       if (!line) continue;
-      const v = tryJson(line);
+      const v = parseJson(line);
       if (v === undefined) throw new Error(`line ${i + 1} is not JSON`);
       found.push(v);
     }
@@ -79,8 +79,4 @@ export async function readCheckpointSource(source: string, timeoutMs = 10_000): 
     text = readFileSync(source, 'utf8');
   }
   return parseCheckpoints(text);
-}
-
-function tryJson(text: string): unknown {
-  try { return JSON.parse(text); } catch { return undefined; }
 }

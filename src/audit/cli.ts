@@ -21,6 +21,7 @@ import { applyRetention } from './retention.ts';
 import { parseDurationSeconds } from '../config/duration.ts';
 import { loadConfigHere as loadConfig } from '../config/isolated.ts';
 import type { AuditEvent } from './event.ts';
+import { str } from '../lib/json.ts';
 import { fleetDrivers } from '../store/fleet-lazy.ts';
 import type { Sql } from '../store/postgres.ts';
 import { verifyFleet, type FleetVerifyResult } from './fleet-verify.ts';
@@ -41,7 +42,6 @@ export interface AuditCommand {
 
 const out = (line: string): void => { process.stdout.write(line + '\n'); };
 const err = (line: string): void => { process.stderr.write(line + '\n'); };
-const str = (v: Values[string]): string | undefined => (typeof v === 'string' ? v : undefined);
 
 /** The agents of a team in the config's Agent documents (as the admin API's ?team= resolves it from the running config). */
 function teamAgents(config: string, team: string): string[] {

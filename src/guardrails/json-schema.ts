@@ -4,7 +4,7 @@
 // silently ignoring one would allow what the author meant to refuse.
 
 import { compileLinearRegex } from '../config/linear-regex.ts';
-import { isObj } from '../lib/json.ts';
+import { isNum, isObj } from '../lib/json.ts';
 
 export interface SchemaError { path: string; message: string }
 export type Validator = (value: unknown, path: string, errors: SchemaError[]) => void;
@@ -21,7 +21,7 @@ function typeOf(v: unknown): string {
 
 function typeMatches(t: string, v: unknown): boolean {
   if (t === 'integer') return typeof v === 'number' && Number.isInteger(v);
-  if (t === 'number') return typeof v === 'number' && Number.isFinite(v);
+  if (t === 'number') return isNum(v);
   return typeOf(v) === t;
 }
 

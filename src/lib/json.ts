@@ -8,6 +8,24 @@ export function isObj(v: unknown): v is Obj {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+export function str(v: unknown): string | undefined {
+  return typeof v === 'string' ? v : undefined;
+}
+
+/** A number JSON can hold (finite). */
+export function isNum(v: unknown): v is number {
+  return typeof v === 'number' && Number.isFinite(v);
+}
+
+/** JSON text's value; undefined when it is not JSON (the caller reports it). */
+export function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * `a` and `b` hold the same keys (order aside) and each pair of values is equal by `eq`: keys
  * counted, not listed (the raw-body path compares fields of every request it may pass through).

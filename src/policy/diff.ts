@@ -10,13 +10,12 @@ import { rulesFor, setFor, trustDomainOfId, type CompiledPolicies } from './comp
 import { decide } from './decide.ts';
 import { toolVisibleIn } from './decide.ts';
 import { hasWildcard } from '../config/glob.ts';
-import { isObj } from '../lib/json.ts';
+import { isObj, str } from '../lib/json.ts';
 
 /** One side of the diff: the loaded config and its compiled policies. */
 export interface DiffSide { config: ConfigSet; compiled: CompiledPolicies }
 
 type Obj = Record<string, unknown>;
-const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
 
 /** A decision as the trail recorded it, ready to be decided again. */
 export interface Replayable {

@@ -4,7 +4,7 @@ import type { ChatMessage, ChatRequest, ContentPart, ToolCall, ToolDef } from '.
 
 import type { Obj } from './util.ts';
 import type { ParseResult } from './openai-parse.ts';
-import { isObj } from '../lib/json.ts';
+import { isNum, isObj } from '../lib/json.ts';
 
 const KNOWN = new Set([
   'model', 'messages', 'system', 'max_tokens', 'stop_sequences', 'temperature', 'top_p', 'stream', 'tools', 'tool_choice',
@@ -15,9 +15,6 @@ function bad(field: string, message: string): Bad {
   return { ok: false, field, message };
 }
 
-function isNum(v: unknown): v is number {
-  return typeof v === 'number' && Number.isFinite(v);
-}
 
 /** Anthropic block -> canonical part; undefined for blocks with no canonical form (thinking). */
 function toPart(b: Obj, at: string): ContentPart | Bad | undefined {

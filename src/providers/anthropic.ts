@@ -4,10 +4,10 @@ import type {
   ChatMessage, ChatRequest, ChatResult, ContentPart, FinishReason, ProviderAdapter, ProviderError,
   StreamEvent, StreamParser, TargetInfo, ToolCall, Usage,
 } from './types.ts';
-import { UpstreamShapeError, argsObject, arr, localId, num, nowSeconds, obj, parseJson, rawChatHead, statusType, str, usageOf } from './util.ts';
+import { UpstreamShapeError, argsObject, arr, localId, num, nowSeconds, obj, rawChatHead, statusType, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { StreamTemplate } from './chunk-template.ts';
-import { isObj, sameEntries } from '../lib/json.ts';
+import { isObj, parseJson, sameEntries, str } from '../lib/json.ts';
 
 export { anthropicCodec, anthropicErrorBody } from './anthropic-codec.ts';
 export { parseAnthropicRequest } from './anthropic-parse.ts';

@@ -7,9 +7,9 @@ import type {
   ChatMessage, ChatRequest, ChatResult, ContentPart, FinishReason, ProviderAdapter, ProviderError,
   StreamEvent, StreamParser, ToolCall, Usage,
 } from './types.ts';
-import { UpstreamShapeError, argsObject, arr, localId, num, nowSeconds, obj, parseJson, statusType, str, usageOf } from './util.ts';
+import { UpstreamShapeError, argsObject, arr, localId, num, nowSeconds, obj, statusType, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
-import { isObj } from '../lib/json.ts';
+import { isObj, parseJson, str } from '../lib/json.ts';
 
 const STOP: Readonly<Record<string, FinishReason>> = {
   end_turn: 'stop', stop_sequence: 'stop', max_tokens: 'length', model_context_window_exceeded: 'length',

@@ -5,10 +5,10 @@ import type {
   ChatMessage, ChatRequest, ChatResult, ContentPart, EmbeddingsRequest, EmbeddingsResult, FinishReason,
   ProviderAdapter, ProviderError, StreamEvent, StreamParser, ToolCall, Usage,
 } from './types.ts';
-import { UpstreamShapeError, arr, localId, num, nowSeconds, obj, parseJson, statusType, str, usageOf } from './util.ts';
+import { UpstreamShapeError, arr, localId, num, nowSeconds, obj, statusType, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { StreamTemplate } from './chunk-template.ts';
-import { isObj } from '../lib/json.ts';
+import { isObj, parseJson, str } from '../lib/json.ts';
 
 const FINISH: Readonly<Record<string, FinishReason>> = {
   STOP: 'stop', MAX_TOKENS: 'length', SAFETY: 'content_filter', RECITATION: 'content_filter',

@@ -3,7 +3,7 @@
 import type { ChatMessage, ChatRequest, EmbeddingsRequest, ToolChoice, ToolDef } from './types.ts';
 
 import type { Obj } from './util.ts';
-import { isObj } from '../lib/json.ts';
+import { isNum, isObj } from '../lib/json.ts';
 
 export type ParseResult<T> = { ok: true; req: T } | { ok: false; field: string; message: string };
 
@@ -68,9 +68,6 @@ function isToolChoice(v: unknown): v is ToolChoice {
   return isObj(v) && v.type === 'function' && isObj(v.function) && typeof v.function.name === 'string';
 }
 
-function isNum(v: unknown): v is number {
-  return typeof v === 'number' && Number.isFinite(v);
-}
 
 export function parseOpenAIChatRequest(body: unknown): ParseResult<ChatRequest> {
   if (!isObj(body)) return bad('body', 'must be a JSON object');

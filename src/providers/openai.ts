@@ -4,10 +4,10 @@ import type {
   ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult, ProviderAdapter, ProviderError,
   RawChatHead, StreamEvent, StreamParser, TargetInfo, ToolCall, Usage, UpstreamRequest,
 } from './types.ts';
-import { OPENAI_FINISH, UpstreamShapeError, arr, localId, num, nowSeconds, obj, parseJson, rawChatHead, statusType, str, usageOf } from './util.ts';
+import { OPENAI_FINISH, UpstreamShapeError, arr, localId, num, nowSeconds, obj, rawChatHead, statusType, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { StreamTemplate } from './chunk-template.ts';
-import { isObj, sameEntries } from '../lib/json.ts';
+import { isObj, parseJson, sameEntries, str } from '../lib/json.ts';
 
 export { openaiCodec } from './openai-codec.ts';
 export { parseOpenAIChatRequest, parseEmbeddingsRequest } from './openai-parse.ts';

@@ -7,7 +7,7 @@ import type { ChatMessage, ChatRequest, ContentPart, ToolCall, ToolChoice, ToolD
 
 import type { Obj } from './util.ts';
 import type { ParseResult } from './openai-parse.ts';
-import { isObj } from '../lib/json.ts';
+import { isNum, isObj } from '../lib/json.ts';
 
 /** One validated Responses item (message, function_call, function_call_output, item_reference). */
 export type ResponseItem = Obj & { type: string };
@@ -27,7 +27,6 @@ export interface ResponsesRequest {
 type Bad = { ok: false; field: string; message: string };
 const bad = (field: string, message: string): Bad => ({ ok: false, field, message });
 const isBad = (v: unknown): v is Bad => isObj(v) && v.ok === false;
-const isNum = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
 const given = (v: unknown): boolean => v !== undefined && v !== null;
 
 // Fields with no meaning on a translated path (include, truncation, stream_options, top_logprobs,

@@ -4,10 +4,10 @@
 // conversation state itself: every request carries the whole conversation and `store: false`,
 // so OpenAI holds nothing and no provider id reaches the agent.
 import type { ChatMessage, ChatRequest, ChatResult, ContentPart, FinishReason, ProviderAdapter, StreamEvent, StreamParser, TargetInfo, Usage } from './types.ts';
-import { UpstreamShapeError, arr, localId, num, nowSeconds, obj, parseJson, str, usageOf } from './util.ts';
+import { UpstreamShapeError, arr, localId, num, nowSeconds, obj, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { jsonRequest, openaiErrorMessage } from './openai.ts';
-import { isObj } from '../lib/json.ts';
+import { isObj, parseJson, str } from '../lib/json.ts';
 
 function inputPart(p: ContentPart): Obj {
   if (p.type === 'text') return { type: 'input_text', text: (p as { text: string }).text };

@@ -1,6 +1,6 @@
 // Small narrowing helpers shared by the translators (no I/O, no state).
 import { randomUUID } from 'node:crypto';
-import { isObj, type Obj } from '../lib/json.ts';
+import { isNum, isObj, parseJson, type Obj } from '../lib/json.ts';
 import { timeHex } from '../lib/time-hex.ts';
 import type { FinishReason, RawChatHead, UpstreamRequest, Usage } from './types.ts';
 
@@ -11,12 +11,8 @@ export class UpstreamShapeError extends Error {
   override name = 'UpstreamShapeError';
 }
 
-export function str(v: unknown): string | undefined {
-  return typeof v === 'string' ? v : undefined;
-}
-
 export function num(v: unknown): number | undefined {
-  return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+  return isNum(v) ? v : undefined;
 }
 
 export function obj(v: unknown): Obj | undefined {
@@ -25,15 +21,6 @@ export function obj(v: unknown): Obj | undefined {
 
 export function arr(v: unknown): unknown[] | undefined {
   return Array.isArray(v) ? v : undefined;
-}
-
-/** Parse an SSE data payload; undefined when it is not JSON (the caller reports it). */
-export function parseJson(data: string): unknown {
-  try {
-    return JSON.parse(data);
-  } catch {
-    return undefined;
-  }
 }
 
 /** Parse tool-call arguments into an object; non-object or invalid JSON is wrapped, never lost. */
