@@ -31,6 +31,7 @@ import { exportFleetJsonl } from './fleet-export.ts';
 import { pruneFleet } from './fleet-retention.ts';
 import { keyIdOf } from './keys.ts';
 import { loadMasterKey } from '../credentials/master-key.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 type Values = Record<string, string | boolean | string[] | undefined>;
 export interface AuditCommand {
@@ -67,7 +68,7 @@ export const auditCommands: Record<string, AuditCommand> = {
         let given: FleetCheckpoint[] = [];
         if (source) {
           try { given = parseFleetCheckpoints(/^https?:\/\//i.test(source) ? await (await fetch(source, { signal: AbortSignal.timeout(10_000) })).text() : readFileSync(source, 'utf8')); } catch (e) {
-            err(`--checkpoint ${source}: ${e instanceof Error ? e.message : String(e)}; give a copy of a replica's audit-checkpoints.jsonl (its fleet_checkpoint lines)`);
+            err(`--checkpoint ${source}: ${errMsg(e)}; give a copy of a replica's audit-checkpoints.jsonl (its fleet_checkpoint lines)`);
             return 2;
           }
           if (given.length === 0) { err(`--checkpoint ${source}: no fleet_checkpoint line in it; give a copy of a replica's audit-checkpoints.jsonl`); return 2; }
@@ -91,7 +92,7 @@ export const auditCommands: Record<string, AuditCommand> = {
         try {
           outside = newestCheckpoint(await readCheckpointSource(source));
         } catch (e) {
-          err(`--checkpoint ${source}: ${e instanceof Error ? e.message : String(e)}; give a copy of audit-checkpoints.jsonl (or one line of it), or an http(s) URL serving one`);
+          err(`--checkpoint ${source}: ${errMsg(e)}; give a copy of audit-checkpoints.jsonl (or one line of it), or an http(s) URL serving one`);
           return 2;
         }
       }

@@ -6,6 +6,7 @@
 import { hash as oneShotHash } from 'node:crypto';
 import { canonicalJson, sha256Hex } from './canonical.ts';
 import type { JsonValue } from './canonical.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 export type AuditEventType =
   | 'decision'
@@ -298,6 +299,6 @@ export function encodingFailureEvent(input: AuditEventInput, err: unknown): Audi
     type: typeof input.type === 'string' ? input.type : 'unknown',
     request_id: typeof input.request_id === 'string' ? input.request_id : 'unknown',
     time: typeof input.time === 'string' ? input.time : undefined,
-    outcome: { status: 'audit_encoding_error', error_class: 'audit_encoding', error: err instanceof Error ? err.message : String(err) },
+    outcome: { status: 'audit_encoding_error', error_class: 'audit_encoding', error: errMsg(err) },
   };
 }

@@ -12,6 +12,7 @@ import type { AuditEvent } from './event.ts';
 import type { AuditSink, SinkRunner, SinkRunnerOptions, SinkStatus } from './sinks.ts';
 import { parseHeads } from './fleet-log.ts';
 import { fleetText } from './fleet-export.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 type Outcome = 'busy' | 'idle' | 'sent';
 
@@ -85,7 +86,7 @@ export function startFleetSinks(sql: Sql, sinks: readonly AuditSink[], opts: Sin
       } catch (e) {
         attempt++;
         s.failures++;
-        s.lastError = e instanceof Error ? e.message : String(e);
+        s.lastError = errMsg(e);
         opts.onError?.(s.sink.name, e, attempt);
         if (!stopped) await pause(s, Math.min(cfg.maxBackoffMs, cfg.minBackoffMs * 2 ** (attempt - 1)) * (0.75 + Math.random() * 0.5));
       }

@@ -11,6 +11,7 @@ import type { AuditEvent } from './event.ts';
 import type { Checkpoint } from './checkpoint.ts';
 import { checkpointsAfter, lastBlock, metaAccess, newestCheckpointId, readEvents, toEvent } from './store.ts';
 import type { StoredEvent } from './store.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 export interface AuditSink {
   /** Stable name: the cursor is stored under it. */
@@ -151,7 +152,7 @@ export function startSinks(source: SinkSource, sinks: readonly AuditSink[], opts
       } catch (e) {
         attempt++;
         s.failures++;
-        s.lastError = e instanceof Error ? e.message : String(e);
+        s.lastError = errMsg(e);
         opts.onError?.(s.sink.name, e, attempt);
         const delay = Math.min(cfg.maxBackoffMs, cfg.minBackoffMs * 2 ** (attempt - 1));
         await sleepUnlessStopped(delay * (0.75 + Math.random() * 0.5));
@@ -218,7 +219,7 @@ export async function stopSinksWithCheckpoint(log: CheckpointSource, runner: Sin
     await log.checkpoint('close');
     await runner.drain(waitMs);
   } catch (e) {
-    problem = e instanceof Error ? e.message : String(e);
+    problem = errMsg(e);
   }
   await runner.stop();
   return problem;

@@ -9,6 +9,7 @@ import type { PruneResult, WireBatch } from './writer.ts';
 import { loadOrCreateSigningKey } from './keys.ts';
 import { backfillKeyIndex, openAuditDb } from './store.ts';
 import type { CheckpointType } from './checkpoint.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 export interface WriterInit {
   dataDir: string;
@@ -99,6 +100,6 @@ port.on('message', (m: WriterRequest) => {
       port.close();
     }
   } catch (e) {
-    reply({ op: 'failed', id: m.id, error: e instanceof Error ? e.message : String(e) });
+    reply({ op: 'failed', id: m.id, error: errMsg(e) });
   }
 });

@@ -10,6 +10,7 @@ import type { SigningKey } from './keys.ts';
 import { getMeta, insertCheckpoint, keyIndexInserter, metaAccess, readCheckpoints, retentionAnchor, TRACE_INDEX_FROM, traceIndexInserter, transaction } from './store.ts';
 import { closedKey, deleteSegment, indexedKey, readBytes } from './segment.ts';
 import { appendCheckpoints } from './anchor.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 /**
  * A batch as sent to the writer: the `count` lines in bytes [start, end) of segment `segment`,
@@ -105,7 +106,7 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
       appendCheckpoints(copy.path, uncopied);
       uncopied = [];
     } catch (e) {
-      copy.onError(`audit checkpoint not appended to ${copy.path} (${uncopied.length} pending, retried with the next checkpoint): ${e instanceof Error ? e.message : String(e)}`);
+      copy.onError(`audit checkpoint not appended to ${copy.path} (${uncopied.length} pending, retried with the next checkpoint): ${errMsg(e)}`);
     }
   }
 

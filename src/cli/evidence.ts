@@ -7,6 +7,7 @@ import { openFleetAuditLog, SIGNING_KEY_KEK_INFO } from '../audit/fleet-log.ts';
 import { fleetDrivers } from '../store/fleet-lazy.ts';
 import { loadMasterKey } from '../credentials/master-key.ts';
 import { adminEvent } from '../audit/event.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 /** Who ran the command, as far as the OS knows. */
 function cliActor(): string {
@@ -43,6 +44,6 @@ export async function recordCliAdmin(dataDir: string, action: string, target: st
     }
     return null;
   } catch (e) {
-    return `${action} ${target} was done, but its audit event could not be written: ${e instanceof Error ? e.message : String(e)}`;
+    return `${action} ${target} was done, but its audit event could not be written: ${errMsg(e)}`;
   }
 }

@@ -20,6 +20,7 @@ import { scrubAcross } from '../access/egress.ts';
 import { noteActivity, shadowed, storeUnavailableMessage } from '../access/decide.ts';
 import { StoreUnavailable } from '../store/types.ts';
 import { admitRuleCall, UNCOUNTED } from '../access/rule-limits.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 /** The tool plane's requests carry the whole runtime (the server's context). */
 type Access = AccessOf<Ctx>;
@@ -162,6 +163,6 @@ async function readJsonBody(req: IncomingMessage, max: number): Promise<JsonBody
     const value = parseJsonInTurns(Buffer.concat(chunks));
     return { ok: true, value: value instanceof Promise ? await value : value };
   } catch (e) {
-    return { ok: false, status: 400, code: -32700, message: `parse error: request body is not valid JSON (${e instanceof Error ? e.message : String(e)})` };
+    return { ok: false, status: 400, code: -32700, message: `parse error: request body is not valid JSON (${errMsg(e)})` };
   }
 }

@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import type { Fleet, FleetEnv } from './fleet.ts';
 import { connectPostgres, databaseName, schemaVersion, SCHEMA_VERSION } from './postgres.ts';
 import { connectRedis, fleetPrefix, type Redis } from './redis.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 /**
  * This aam's release (its package.json), reported by each replica so mixed versions show. Found by
@@ -64,7 +65,6 @@ export interface FleetStatus {
   };
 }
 
-const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 /** Read the fleet's state from its stores (the CLI; no replica needs to answer). */
 export async function readFleetStatus(env: FleetEnv): Promise<FleetStatus> {
@@ -74,8 +74,8 @@ export async function readFleetStatus(env: FleetEnv): Promise<FleetStatus> {
   const prefix = fleetPrefix(databaseName(env.databaseUrl));
   try {
     const [pg, rd] = await Promise.all([
-      schemaVersion(sql).then((schema) => ({ ok: true, schema, known: SCHEMA_VERSION }), (e: unknown) => ({ ok: false, known: SCHEMA_VERSION, error: messageOf(e) })),
-      replicasIn(redis, prefix).then((replicas) => ({ ok: true as const, replicas }), (e: unknown) => ({ ok: false as const, error: messageOf(e) })),
+      schemaVersion(sql).then((schema) => ({ ok: true, schema, known: SCHEMA_VERSION }), (e: unknown) => ({ ok: false, known: SCHEMA_VERSION, error: errMsg(e) })),
+      replicasIn(redis, prefix).then((replicas) => ({ ok: true as const, replicas }), (e: unknown) => ({ ok: false as const, error: errMsg(e) })),
     ]);
     const replicas = rd.ok ? rd.replicas : [];
     const configs: Record<string, string[]> = {};

@@ -8,6 +8,7 @@ import { connectPostgres, databaseName, migrate, QUERY_TIMEOUT_S, type Sql } fro
 import { connectRedis, fleetPrefix, type Redis } from './redis.ts';
 import type { StoreHealth } from './types.ts';
 import type { FleetEnv } from './fleet-lazy.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 export { fleetEnv, type FleetEnv } from './fleet-lazy.ts';
 
@@ -43,7 +44,6 @@ export interface Fleet {
 }
 
 
-const messageOf = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 /**
  * Connect, and (replicas, `aam migrate`) bring the schema up to date under the advisory lock.
@@ -70,7 +70,7 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
       }
       await sql`SELECT 1`;
     } catch (e) {
-      throw new Error(`cannot use the fleet database (AAM_DATABASE_URL): ${messageOf(e)}`, { cause: e });
+      throw new Error(`cannot use the fleet database (AAM_DATABASE_URL): ${errMsg(e)}`, { cause: e });
     }
     // Redis may be down at start: requests then get 503 store_unavailable until it answers.
     await Promise.all([redis.connect().catch(() => {}), admission !== redis ? admission.connect().catch(() => {}) : null]);
@@ -111,7 +111,7 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
       const list = followers.get(kind);
       if (list) list.push(fn); else followers.set(kind, [fn]);
     },
-    notePostgres(error) { pgError = error === null || error === undefined ? null : messageOf(error); },
+    notePostgres(error) { pgError = error === null || error === undefined ? null : errMsg(error); },
     health() {
       // Admissions fail while their connection is down, so it counts as much as the other.
       const down = redis.status !== 'ready' ? redis : admission.status !== 'ready' ? admission : null;

@@ -5,9 +5,10 @@ import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv
 import type { JsonSchemaType } from '@modelcontextprotocol/sdk/validation/types.js';
 import type { ConfigSet, McpServerSpec } from '../config/schema.ts';
 import { createUpstream, type WatchList, type Upstream, type UpstreamOptions } from './upstream.ts';
-import { errMsg, NAME_SEP } from './util.ts';
+import { NAME_SEP } from './util.ts';
 import type { ToolIntegrity, ToolStatus } from './tool-integrity.ts';
 import type { ToolDeps, UpstreamTool } from './types.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 export interface CompiledTool {
   server: string;

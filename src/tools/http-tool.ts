@@ -11,8 +11,9 @@ import type { ConfigSet, HttpToolSpec } from '../config/schema.ts';
 import { argsDigest, heldCall, type Approvals } from './approvals.ts';
 import { createApprovals } from '../store/approvals.ts';
 import { compilePathTemplate, PathParamError, type PathTemplate } from './path-template.ts';
-import { decisionFields, denialMessage, errMsg } from './util.ts';
+import { decisionFields, denialMessage } from './util.ts';
 import { identityFields, ToolError, type ToolAccess, type ToolAdmission, type ToolDeps } from './types.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 export interface HttpToolProxyOptions {
   /** Share the MCP gateway's approvals so one admin list covers both planes. */

@@ -10,9 +10,10 @@ import { argsDigest, heldCall, type Approvals } from './approvals.ts';
 import { declaresTasks, inputCapabilities, isInputRequired, isTask, openState, relayTask, sealState, TASKS_EXT, type MrtrIn, type StateBinding } from './mcp-mrtr.ts';
 import type { Catalog, CompiledTool, ServerEntry } from './catalog.ts';
 import type { CallOptions, LogParams } from './upstream.ts';
-import { decisionFields, denialMessage, errMsg, NAME_SEP } from './util.ts';
+import { decisionFields, denialMessage, NAME_SEP } from './util.ts';
 import { identityFields, RPC, ToolError, type ToolAccess, type ToolAdmission, type ToolDeps, type TraceContextIn } from './types.ts';
 import { isObj } from '../lib/json.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 export const DEFAULT_MAX_RESULT_BYTES = 1024 * 1024;
 export const RESOURCE_READ = 'resources/read';

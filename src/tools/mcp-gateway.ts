@@ -22,6 +22,7 @@ import { RPC, ToolError, type ToolAccess, type ToolDeps } from './types.ts';
 import { ALL_SESSIONS, LOG_LEVEL_HOLD, StoreUnavailable, type McpSessionNote, type McpSessionRecord } from '../store/types.ts';
 import type { LogParams, WatchList } from './upstream.ts';
 import { optionalCapabilities } from './catalog.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 /** This replica's objects for one session; `ready` once the SDK server is connected, `started` once initialized. */
 interface Session {
@@ -257,7 +258,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     const cutoff = Date.now() - idleMs;
     for (const s of sessions.values()) {
       const dead = s.started ? keyProblemOf(s.rec) : undefined;
-      if (dead) void end(s.rec.id, dead).catch((e: unknown) => deps.log.warn({ session_id: s.rec.id, err: errText(e) }, 'mcp session end not recorded; retried'));
+      if (dead) void end(s.rec.id, dead).catch((e: unknown) => deps.log.warn({ session_id: s.rec.id, err: errMsg(e) }, 'mcp session end not recorded; retried'));
       else if (s.lastUsed < cutoff) void s.transport.close();
     }
   }, Math.min(idleMs, 1000));
@@ -338,7 +339,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       // DELETE from the client: the session ends on every replica.
       onsessionclosed: (id) => {
         void passOn(id, CLOSED);
-        void Promise.resolve(deps.sessions.close(id)).catch((e: unknown) => deps.log.warn({ session_id: id, err: errText(e) }, 'mcp session close not recorded; it ends when idle'));
+        void Promise.resolve(deps.sessions.close(id)).catch((e: unknown) => deps.log.warn({ session_id: id, err: errMsg(e) }, 'mcp session close not recorded; it ends when idle'));
       },
     });
     // A new session has missed nothing yet; one resumed here may have missed anything while its stream was elsewhere.
@@ -529,7 +530,6 @@ function callExtra(progressToken: string | number | undefined, extra: SdkExtra, 
   return { signal: extra.signal, onprogress, log, jsonrpcId: extra.requestId, requestId: typeof rid === 'string' && REQUEST_ID.test(rid) ? rid : undefined };
 }
 
-const errText = (e: unknown): string => (e instanceof Error ? e.message : String(e));
 
 /**
  * A session opened on another replica (or whose objects were dropped here) continues on fresh

@@ -16,11 +16,12 @@ import { RESOURCE_READ, PROMPT_GET, context, subscribeResource, unsubscribeResou
 import { sseEvent as sse } from './mcp-headers.ts';
 import type { ListKind, Upstream } from './upstream.ts';
 import type { ServerEntry } from './catalog.ts';
-import { decisionFields, errMsg } from './util.ts';
+import { decisionFields } from './util.ts';
 import { identityFields, RPC, ToolError, type ToolAccess } from './types.ts';
 import { decideTask, openTask, taskNotification } from './mcp-tasks.ts';
 import { declaresTasks, TASKS_EXT } from './mcp-mrtr.ts';
 import { isObj } from '../lib/json.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 const SUBSCRIPTION_ID = 'io.modelcontextprotocol/subscriptionId';
 /** URIs one listen request may name (each is a decision and possibly an upstream subscription). */

@@ -16,8 +16,9 @@ import { context, enforceLimit, guardedResult, guardInbound, type Extra, type Ru
 import type { CompiledTool, ServerEntry } from './catalog.ts';
 import { TASK_PREFIX, TASKS_EXT, taskFault, taskTtl, unseal, type TaskBinding } from './mcp-mrtr.ts';
 import { CLIENT_CAPS } from './mcp-headers.ts';
-import { decisionFields, denialMessage, errMsg } from './util.ts';
+import { decisionFields, denialMessage } from './util.ts';
 import { identityFields, RPC, ToolError } from './types.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 type Json = Record<string, unknown>;
 

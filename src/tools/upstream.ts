@@ -18,7 +18,7 @@ import type { Identity } from '../identity/types.ts';
 import { GATEWAY_IDENTITY, ToolError, RPC, type ToolDeps, type UpstreamTool } from './types.ts';
 import { createModernClient, discoverModern, logSeverity, type LogParams, type RequestLog, type UpstreamClient, type UpstreamListen } from './mcp-modern-client.ts';
 import { CLIENT_CAPS, MODERN_VERSION } from './mcp-headers.ts';
-import { errMsg } from './util.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 export type UpstreamState = 'connecting' | 'ready' | 'down' | 'closed';
 

@@ -5,10 +5,6 @@ import type { Decision } from '../policy/types.ts';
 /** Separator of <server>__<tool> names on /mcp (all servers). */
 export const NAME_SEP = '__';
 
-export function errMsg(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
-
 /** The explanation a caller sees for a non-allow decision: policy, rule and reason. */
 export function denialMessage(d: Decision, what: string): string {
   if (!d.policy) return `${what} denied: no policy allows it (default deny): ${d.reason}`;
