@@ -1,6 +1,7 @@
 // Added latency of an authorized tools/call through aam's MCP gateway vs calling the same upstream
 // MCP server directly, for a Streamable HTTP upstream and a stdio upstream.
 // Run: node_modules/.bin/node bench/mcp-call.ts [calls=3000]
+import { createPageStore } from '../src/tools/mcp-pages.ts';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
@@ -75,7 +76,7 @@ report('stdio upstream (direct = client spawns it over stdio)', await measure(di
   const entry = { name: 'crm', spec: { transport: 'stdio' }, upstream, resource: 'crm', tools: new Map([['search_accounts', t]]), defs: [def] } as unknown as ServerEntry;
   const catalog = { servers: new Map([['crm', entry]]), resolve: async () => t } as unknown as Catalog;
   const deps = toolDeps(gw.g.rt);
-  const rt: Runtime = { catalog, deps, approvals: createApprovals(deps.db), maxResultBytes: 1 << 20 };
+  const rt: Runtime = { catalog, deps, approvals: createApprovals(deps.db), maxResultBytes: 1 << 20, pages: createPageStore() };
   const identity: Identity = { agent: gw.g.rt.compiled.registry.byName('finance-analyst')!, method: 'virtual_key' };
   // One access context for the whole run: the per-request policy resolution is not part of a call.
   const access = toolAccess(new Access({ rt: gw.g.rt, cfg: gw.g.rt.compiled, requestId: 'bench' } as unknown as Ctx, identity));

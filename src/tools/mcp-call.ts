@@ -9,7 +9,8 @@ import type { Decision } from '../policy/types.ts';
 import { argsDigest, heldCall, type Approvals } from './approvals.ts';
 import { declaresTasks, inputCapabilities, isInputRequired, isTask, openState, relayTask, sealState, TASKS_EXT, type MrtrIn, type StateBinding } from './mcp-mrtr.ts';
 import type { Catalog, CompiledTool, ServerEntry } from './catalog.ts';
-import type { CallOptions, LogParams } from './upstream.ts';
+import type { CallOptions, ListKind, Listing, LogParams } from './upstream.ts';
+import type { Gathered, PageStore } from './mcp-pages.ts';
 import { decisionFields, denialMessage, NAME_SEP } from './util.ts';
 import { identityFields, RPC, ToolError, type ToolAccess, type ToolAdmission, type ToolDeps, type TraceContextIn } from './types.ts';
 import { isObj } from '../lib/json.ts';
@@ -20,7 +21,11 @@ export const RESOURCE_READ = 'resources/read';
 export const PROMPT_GET = 'prompts/get';
 export const COMPLETE = 'completion/complete';
 
-export interface Runtime { catalog: Catalog; deps: ToolDeps; approvals: Approvals; maxResultBytes: number }
+export interface Runtime {
+  catalog: Catalog; deps: ToolDeps; approvals: Approvals; maxResultBytes: number;
+  /** Gathered lists kept for the later pages of a client's listing. */
+  pages: PageStore;
+}
 
 /**
  * One client session: who it belongs to and which servers it sees. Each request sees a copy
@@ -317,28 +322,43 @@ async function authorizeOrThrow(rt: Runtime, s: SessionCtx, entry: ServerEntry, 
  * servers answer): pages are cut from the same order each time, and a URI two servers' templates
  * both match routes the same way. A server whose listing fails is logged and lists nothing.
  */
-async function perServer<T>(rt: Runtime, s: SessionCtx, action: string, method: string, list: (e: ServerEntry) => Promise<T[]>): Promise<Array<{ entry: ServerEntry; items: T[] }>> {
+async function perServer<T>(rt: Runtime, s: SessionCtx, action: string, method: string, list: (e: ServerEntry) => Promise<Listing<T>>): Promise<Array<{ entry: ServerEntry } & Listing<T>>> {
   const servers = listable(rt, s).filter((e) => s.access.visible(e.resource, action));
   return Promise.all(servers.map(async (entry) => {
-    try { return { entry, items: await list(entry) }; } catch (err) {
+    try { return { entry, ...await list(entry) }; } catch (err) {
       rt.deps.log.warn({ mcp_server: entry.name, err: errMsg(err) }, `${method} failed`);
-      return { entry, items: [] };
+      // Nothing listed: the gathering is not kept for later pages (hints of a list fresh for 0 ms).
+      return { entry, items: [], hints: { ttlMs: 0, private: true, at: 0 } };
     }
   }));
 }
 
-export async function listResources(rt: Runtime, s: SessionCtx): Promise<Resource[]> {
-  const lists = await perServer(rt, s, RESOURCE_READ, 'resources/list', (e) => e.upstream.listResources(s.identity));
-  for (const { entry, items } of lists) for (const r of items) s.resourceOwner.set(r.uri, entry.name);
-  return lists.flatMap((l) => l.items);
+/**
+ * Every server's list as one, and until when it may serve later pages of the same listing
+ * (mcp-pages.ts): the shortest ttlMs of its lists; a list without hints (a 2025-11-25 server) sets
+ * no limit of its own when its server declared it announces that list's changes, else none is kept.
+ */
+function gathered<T>(lists: Array<{ entry: ServerEntry } & Listing<T>>, kind: ListKind): Gathered<T> {
+  let until = Infinity;
+  for (const l of lists) {
+    if (l.hints) until = Math.min(until, l.hints.at + l.hints.ttlMs);
+    else if (l.entry.upstream.capabilities()?.[kind]?.listChanged !== true) until = 0;
+  }
+  return { items: lists.flatMap((l) => l.items), until };
 }
 
-export async function listResourceTemplates(rt: Runtime, s: SessionCtx): Promise<ResourceTemplate[]> {
+export async function listResources(rt: Runtime, s: SessionCtx): Promise<Gathered<Resource>> {
+  const lists = await perServer(rt, s, RESOURCE_READ, 'resources/list', (e) => e.upstream.listResources(s.identity));
+  for (const { entry, items } of lists) for (const r of items) s.resourceOwner.set(r.uri, entry.name);
+  return gathered(lists, 'resources');
+}
+
+export async function listResourceTemplates(rt: Runtime, s: SessionCtx): Promise<Gathered<ResourceTemplate>> {
   const lists = await perServer(rt, s, RESOURCE_READ, 'resources/templates/list', (e) => e.upstream.listResourceTemplates(s.identity));
   // In place: the session's containers are shared by the per-request views of it (see SessionCtx).
   s.templateOwners.length = 0;
   for (const { entry, items } of lists) for (const t of items) s.templateOwners.push({ server: entry.name, template: t.uriTemplate, match: uriTemplatePattern(t.uriTemplate) });
-  return lists.flatMap((l) => l.items);
+  return gathered(lists, 'resources');
 }
 
 /**
@@ -421,9 +441,9 @@ export async function unsubscribeResource(rt: Runtime, s: SessionCtx, uri: strin
   await rt.catalog.servers.get(server)?.upstream.unsubscribe(uri, s.identity);
 }
 
-export async function listPrompts(rt: Runtime, s: SessionCtx): Promise<Prompt[]> {
+export async function listPrompts(rt: Runtime, s: SessionCtx): Promise<Gathered<Prompt>> {
   const lists = await perServer(rt, s, PROMPT_GET, 'prompts/list', (e) => e.upstream.listPrompts(s.identity));
-  return lists.flatMap(({ entry, items }) => (s.scope === null ? items.map((p) => ({ ...p, name: `${entry.name}${NAME_SEP}${p.name}` })) : items));
+  return gathered(lists.map((l) => ({ ...l, items: s.scope === null ? l.items.map((p) => ({ ...p, name: `${l.entry.name}${NAME_SEP}${p.name}` })) : l.items })), 'prompts');
 }
 
 /** The server that serves prompt `name` as this endpoint exposes it (<server>__<prompt> on /mcp), and its own name for it. */

@@ -18,6 +18,7 @@ import { callTool, completeArgument, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPr
 import { createMcpShared, sessionLimits, type McpGateway, type McpGatewayOptions, type McpShared } from './mcp-lazy.ts';
 import { handleModern, isModernRequest, listPage, toolsPage } from './mcp-stateless.ts';
 import { createListenHub } from './mcp-listen.ts';
+import { createPageStore } from './mcp-pages.ts';
 import { RPC, ToolError, type ToolAccess, type ToolDeps } from './types.ts';
 import { ALL_SESSIONS, LOG_LEVEL_HOLD, StoreUnavailable, type McpSessionNote, type McpSessionRecord } from '../store/types.ts';
 import type { LogParams, WatchList } from './upstream.ts';
@@ -94,7 +95,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   const catalog = createCatalog(config, deps, integrity, opts);
   // Another replica accepted a changed definition: re-judge this server's tools now.
   integrity.onAccepted((server) => catalog.recompile(server));
-  const rt: Runtime = { catalog, deps, approvals, maxResultBytes: opts.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES };
+  const rt: Runtime = { catalog, deps, approvals, maxResultBytes: opts.maxResultBytes ?? DEFAULT_MAX_RESULT_BYTES, pages: createPageStore() };
   const pageSize = opts.pageSize ?? 200;
   const maxSessions = opts.maxSessions ?? 10_000;
   const { maxPerIdentity, maxPerDomain } = sessionLimits(opts);
@@ -123,6 +124,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
    * for its caller as it is now; a session without a stream here gets it when one opens.
    */
   function listChanged(server: string, list: WatchList, who?: string): void {
+    rt.pages.changed(list);
     hub.listChanged(server, list, who);
     for (const s of sessions.values()) {
       if ((s.ctx.scope !== null && s.ctx.scope !== server) || forOthers(s, who) || !hub.sessionMayList(s.ctx, server, list)) continue;
@@ -292,8 +294,8 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     server.setRequestHandler(CallToolRequestSchema, async (req, extra) =>
       // A trace the agent carried in params._meta (MCP semconv) is the one this call continues.
       callTool(rt, forRequest(ctx, extra), req.params.name, req.params.arguments, { ...callExtra(req.params._meta?.progressToken, extra, ctx.logLevel), carried: mcpTraceparent(req.params) }));
-    server.setRequestHandler(ListResourcesRequestSchema, async (req, extra) => listPage('resources/list', 'resources', req.params?.cursor, pageSize, () => listResources(rt, forRequest(ctx, extra))));
-    server.setRequestHandler(ListResourceTemplatesRequestSchema, async (req, extra) => listPage('resources/templates/list', 'resourceTemplates', req.params?.cursor, pageSize, () => listResourceTemplates(rt, forRequest(ctx, extra))));
+    server.setRequestHandler(ListResourcesRequestSchema, async (req, extra) => { const rc = forRequest(ctx, extra); return listPage(rt, rc, 'resources/list', 'resources', req.params?.cursor, pageSize, () => listResources(rt, rc)); });
+    server.setRequestHandler(ListResourceTemplatesRequestSchema, async (req, extra) => { const rc = forRequest(ctx, extra); return listPage(rt, rc, 'resources/templates/list', 'resourceTemplates', req.params?.cursor, pageSize, () => listResourceTemplates(rt, rc)); });
     server.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => readResource(rt, forRequest(ctx, extra), req.params.uri, callExtra(req.params._meta?.progressToken, extra, ctx.logLevel)));
     // A session's subscriptions are held by one replica at a time: the one it last subscribed on.
     // The registry says who holds it (a replica that missed the note reads it there); the note is the fast path.
@@ -320,7 +322,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       await passOn(id, UNSUBSCRIBED, { uri: req.params.uri });
       return {};
     });
-    server.setRequestHandler(ListPromptsRequestSchema, async (req, extra) => listPage('prompts/list', 'prompts', req.params?.cursor, pageSize, () => listPrompts(rt, forRequest(ctx, extra))));
+    server.setRequestHandler(ListPromptsRequestSchema, async (req, extra) => { const rc = forRequest(ctx, extra); return listPage(rt, rc, 'prompts/list', 'prompts', req.params?.cursor, pageSize, () => listPrompts(rt, rc)); });
     server.setRequestHandler(GetPromptRequestSchema, async (req, extra) => getPrompt(rt, forRequest(ctx, extra), req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra, ctx.logLevel)));
     return server;
   }
@@ -484,7 +486,9 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       }
     },
     async reload(next) {
+      rt.pages.changed(); // a gathering was cut to the old policies (in force from now on)
       await catalog.reload(next);
+      rt.pages.changed(); // and to the old servers
       hub.recheck(true); // open listen streams (and sessions' listening) are decided with the new policies from now on
     },
     async close() {

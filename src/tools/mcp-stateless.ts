@@ -15,6 +15,7 @@ import { decodeHeaderValue, headerParams, MODERN_VERSION, NAMED, sseEvent, value
 import { callTool, completeArgument, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { isInputRequired, TASKS_EXT } from './mcp-mrtr.ts';
 import { taskRequest } from './mcp-tasks.ts';
+import type { Gathered } from './mcp-pages.ts';
 import { RPC, ToolError, type ToolAccess } from './types.ts';
 import { isObj } from '../lib/json.ts';
 
@@ -195,15 +196,15 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
       // A trace the agent carried in params._meta is the one this call continues (as on sessions).
       return callTool(rt, s, name, params.arguments, { ...mx, carried: mcpTraceparent(params) }) as Promise<Json>;
     }
-    case 'resources/list': return { ...await listPage(method, 'resources', params.cursor, o.pageSize, () => listResources(rt, s)), ...PRIVATE };
-    case 'resources/templates/list': return { ...await listPage(method, 'resourceTemplates', params.cursor, o.pageSize, () => listResourceTemplates(rt, s)), ...PRIVATE };
+    case 'resources/list': return { ...await listPage(rt, s, method, 'resources', params.cursor, o.pageSize, () => listResources(rt, s)), ...PRIVATE };
+    case 'resources/templates/list': return { ...await listPage(rt, s, method, 'resourceTemplates', params.cursor, o.pageSize, () => listResourceTemplates(rt, s)), ...PRIVATE };
     case 'resources/read': {
       // No session remembers which server listed a URI: on /mcp, list (as this caller) to find its owner.
       if (s.scope === null) await Promise.all([listResources(rt, s), listResourceTemplates(rt, s)]);
       const r = await readResource(rt, s, String(params.uri), mx);
       return isInputRequired(r) ? r : { ...r, ...PRIVATE }; // an interim result carries no caching hints
     }
-    case 'prompts/list': return { ...await listPage(method, 'prompts', params.cursor, o.pageSize, () => listPrompts(rt, s)), ...PRIVATE };
+    case 'prompts/list': return { ...await listPage(rt, s, method, 'prompts', params.cursor, o.pageSize, () => listPrompts(rt, s)), ...PRIVATE };
     case 'tasks/get': case 'tasks/update': case 'tasks/cancel': return taskRequest(rt, s, method, params, extra);
     case 'completion/complete': {
       // No session remembers which server listed a template: on /mcp, list them (as this caller) to find its owner.
@@ -217,7 +218,7 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
 
 /** One page of the tools this caller may call, named as its endpoint exposes them (both generations). */
 export async function toolsPage(rt: Runtime, s: SessionCtx, cursor: unknown, pageSize: number): Promise<{ tools: Json[]; nextCursor?: string }> {
-  const start = decodeCursor(cursor, 'tools/list');
+  const start = decodeCursor(cursor, 'tools/list').o;
   const all = await visibleTools(rt, s);
   const tools = all.slice(start, start + pageSize).map((t) => ({ ...t.def, name: rt.catalog.exposedName(s.scope, t) }));
   return start + pageSize < all.length ? { tools, nextCursor: encodeCursor(start + pageSize) } : { tools };
@@ -227,24 +228,34 @@ export async function toolsPage(rt: Runtime, s: SessionCtx, cursor: unknown, pag
  * One page of a list aam answers itself from its servers' (prompts, resources, resource templates;
  * both generations), cut like tools/list: `pageSize` items from the offset an opaque cursor names,
  * nextCursor while more follow, the same error for a cursor aam did not make (checked before any
- * server is asked). The whole list is gathered for each page: aam keeps no per-client listing.
+ * server is asked). The first page gathers every server's whole list; the pages after it are cut
+ * from that gathering while it is fresh and the caller's own (rt.pages, mcp-pages.ts), else gathered again.
  */
-export async function listPage<K extends string, T>(method: string, key: K, cursor: unknown, pageSize: number, list: () => Promise<T[]>): Promise<Record<K, T[]> & { nextCursor?: string }> {
-  const start = decodeCursor(cursor, method);
-  const all = await list();
+export async function listPage<K extends string, T>(rt: Runtime, s: SessionCtx, method: string, key: K, cursor: unknown, pageSize: number, list: () => Promise<Gathered<T>>): Promise<Record<K, T[]> & { nextCursor?: string }> {
+  const { o: start, p: kept } = decodeCursor(cursor, method);
+  const who = s.identity.agent.spiffeId;
+  const hit = kept === undefined ? undefined : rt.pages.take(kept, who, s.scope, method) as T[] | undefined;
+  let all: T[];
+  let id = hit === undefined ? undefined : kept;
+  if (hit !== undefined) all = hit;
+  else {
+    const g = await list();
+    all = g.items;
+    if (start + pageSize < all.length) id = rt.pages.keep(g, who, s.scope, method);
+  }
   const items = { [key]: all.slice(start, start + pageSize) } as Record<K, T[]>;
-  return start + pageSize < all.length ? { ...items, nextCursor: encodeCursor(start + pageSize) } : items;
+  return start + pageSize < all.length ? { ...items, nextCursor: encodeCursor(start + pageSize, id) } : items;
 }
 
-function encodeCursor(offset: number): string {
-  return Buffer.from(JSON.stringify({ o: offset })).toString('base64url');
+function encodeCursor(offset: number, kept?: string): string {
+  return Buffer.from(JSON.stringify(kept === undefined ? { o: offset } : { o: offset, p: kept })).toString('base64url');
 }
 
-function decodeCursor(cursor: unknown, method: string): number {
-  if (cursor === undefined) return 0;
+function decodeCursor(cursor: unknown, method: string): { o: number; p?: string } {
+  if (cursor === undefined) return { o: 0 };
   try {
-    const v = JSON.parse(Buffer.from(String(cursor), 'base64url').toString('utf8')) as { o?: unknown };
-    if (typeof v.o === 'number' && Number.isSafeInteger(v.o) && v.o >= 0) return v.o;
+    const v = JSON.parse(Buffer.from(String(cursor), 'base64url').toString('utf8')) as { o?: unknown; p?: unknown };
+    if (typeof v.o === 'number' && Number.isSafeInteger(v.o) && v.o >= 0 && (v.p === undefined || typeof v.p === 'string')) return { o: v.o, p: v.p as string | undefined };
   } catch { /* fall through */ }
   throw new ToolError('invalid_cursor', `invalid ${method} cursor; pass the nextCursor from the previous page unchanged`, { code: RPC.invalidParams, status: 400 });
 }

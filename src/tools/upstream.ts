@@ -68,9 +68,10 @@ export interface Upstream {
    */
   callerTools(identity: Identity): Promise<ReadonlySet<string> | null>;
   callTool(tool: string, args: Record<string, unknown>, identity: Identity, opts?: CallOptions): Promise<CallToolResult>;
-  listResources(identity: Identity): Promise<ListResourcesResult['resources']>;
+  /** Every page of the server's resources/list as `identity`, with its caching hints (likewise templates and prompts). */
+  listResources(identity: Identity): Promise<Listing<ListResourcesResult['resources'][number]>>;
   readResource(uri: string, identity: Identity, opts?: CallOptions): Promise<ReadResourceResult>;
-  listResourceTemplates(identity: Identity): Promise<ListResourceTemplatesResult['resourceTemplates']>;
+  listResourceTemplates(identity: Identity): Promise<Listing<ListResourceTemplatesResult['resourceTemplates'][number]>>;
   /** Counted per URI across sessions: the upstream is subscribed on the first and unsubscribed after the last. */
   subscribe(uri: string, identity: Identity): Promise<void>;
   unsubscribe(uri: string, identity: Identity): Promise<void>;
@@ -93,7 +94,7 @@ export interface Upstream {
   unwatchLists(lists: readonly WatchList[], identity: Identity): void;
   /** Called with each notifications/tasks (the upstream's task id and the whole task) from the upstream. */
   onTaskStatus(listener: (taskId: string, task: Record<string, unknown>) => void): void;
-  listPrompts(identity: Identity): Promise<ListPromptsResult['prompts']>;
+  listPrompts(identity: Identity): Promise<Listing<ListPromptsResult['prompts'][number]>>;
   getPrompt(name: string, args: Record<string, string> | undefined, identity: Identity, opts?: CallOptions): Promise<GetPromptResult>;
   /** completion/complete as `identity` (ref and argument as the upstream names them). */
   complete(params: CompleteRequest['params'], identity: Identity, opts?: CallOptions): Promise<CompleteResult>;
@@ -143,17 +144,23 @@ const MAX_STDERR_LINE = 2000;
 /** Pages of one upstream listing followed at most (a server that keeps answering a nextCursor stops there). */
 const MAX_PAGES = 100;
 
+/** A server's whole list, with its pages' caching hints (undefined: none, e.g. a 2025-11-25 server). */
+export interface Listing<T> { items: T[]; hints?: ListHints }
+
 /** Every page of a paginated list (resources, templates, prompts: both generations page them with nextCursor). */
-async function allPages<R extends { nextCursor?: string }, T>(page: (params: { cursor: string } | undefined) => Promise<R>, items: (r: R) => T[]): Promise<T[]> {
+async function allPages<R extends { nextCursor?: string }, T>(page: (params: { cursor: string } | undefined) => Promise<R>, items: (r: R) => T[]): Promise<Listing<T>> {
   const all: T[] = [];
+  const pages: Array<{ ttlMs?: unknown; cacheScope?: unknown }> = [];
+  const at = Date.now();
   let cursor: string | undefined;
   for (let n = 0; n < MAX_PAGES; n++) {
     const r = await page(cursor ? { cursor } : undefined);
     for (const x of items(r)) all.push(x);
+    pages.push(r as { ttlMs?: unknown; cacheScope?: unknown });
     cursor = r.nextCursor;
     if (!cursor) break;
   }
-  return all;
+  return { items: all, hints: listHints(pages, at) };
 }
 /** Identities whose private tools lists are kept per server (oldest dropped first). */
 const MAX_CALLER_LISTS = 10_000;
@@ -165,7 +172,7 @@ function declaredLists(c: UpstreamClient): ListKind[] {
 }
 
 /** Caching hints of a 2026-07-28 list result (server/utilities/caching); older servers send none. */
-interface ListHints { ttlMs: number; private: boolean; at: number }
+export interface ListHints { ttlMs: number; private: boolean; at: number }
 
 /** The hints of a paged list: private if any page is, fresh as long as the shortest TTL; undefined when no page had any. */
 function listHints(pages: Array<{ ttlMs?: unknown; cacheScope?: unknown }>, at: number): ListHints | undefined {
@@ -665,7 +672,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     callTool: (tool, args, identity, o) => run(`tools/call "${tool}"`, identity, (c) =>
       c.callTool(withTrace({ name: tool, arguments: args }, o), undefined, reqOpts(o)) as Promise<CallToolResult>, o?.signal, o?.log),
     listResources: (identity) => run('resources/list', identity, async (c) =>
-      c.getServerCapabilities()?.resources ? allPages((p) => c.listResources(p, reqOpts()), (r) => r.resources) : []),
+      c.getServerCapabilities()?.resources ? allPages((p) => c.listResources(p, reqOpts()), (r) => r.resources) : { items: [] }),
     readResource: (uri, identity, o) => run('resources/read', identity, (c) => c.readResource(withTrace({ uri }, o), reqOpts(o)), o?.signal, o?.log),
     async subscribe(uri, identity) {
       if ((await clientForCaller()).listen) return want('uris', [uri], identity);
@@ -689,9 +696,9 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     onResourceUpdated(l) { updateListeners.push(l); },
     onListChanged(l) { listListeners.push(l); },
     listResourceTemplates: (identity) => run('resources/templates/list', identity, async (c) =>
-      c.getServerCapabilities()?.resources ? allPages((p) => c.listResourceTemplates(p, reqOpts()), (r) => r.resourceTemplates) : []),
+      c.getServerCapabilities()?.resources ? allPages((p) => c.listResourceTemplates(p, reqOpts()), (r) => r.resourceTemplates) : { items: [] }),
     listPrompts: (identity) => run('prompts/list', identity, async (c) =>
-      c.getServerCapabilities()?.prompts ? allPages((p) => c.listPrompts(p, reqOpts()), (r) => r.prompts) : []),
+      c.getServerCapabilities()?.prompts ? allPages((p) => c.listPrompts(p, reqOpts()), (r) => r.prompts) : { items: [] }),
     getPrompt: (p, args, identity, o) => run('prompts/get', identity, (c) => c.getPrompt(withTrace({ name: p, arguments: args }, o), reqOpts(o)), o?.signal, o?.log),
     complete: (params, identity, o) => run('completion/complete', identity, (c) => c.complete(withTrace(params, o), reqOpts(o)), o?.signal, o?.log),
     capabilities: () => (state === 'ready' ? client?.getServerCapabilities() : undefined),
