@@ -1,13 +1,14 @@
 // src/cache is a service: it may use foundations (providers' canonical types, config schema types,
-// store) but never the planes (gateway, tools, server) or policy/identity, so it stays a library
-// the model plane calls, and the test embedder never reaches production code paths.
+// store, lib's helpers, which import nothing of aam) but never the planes (gateway, tools, server)
+// or policy/identity, so it stays a library the model plane calls, and the test embedder never
+// reaches production code paths.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 
 const DIR = join(import.meta.dirname, '..', 'src', 'cache');
-const ALLOWED = [/^\.\/[a-z-]+\.ts$/, /^\.\.\/providers\/types\.ts$/, /^\.\.\/config\/schema\.ts$/, /^\.\.\/store\/(sqlite|types)\.ts$/, /^node:/];
+const ALLOWED = [/^\.\/[a-z-]+\.ts$/, /^\.\.\/providers\/types\.ts$/, /^\.\.\/config\/schema\.ts$/, /^\.\.\/store\/(sqlite|types)\.ts$/, /^\.\.\/lib\/[a-z-]+\.ts$/, /^node:/];
 
 test('src/cache imports only foundations', () => {
   const files = readdirSync(DIR).filter((f) => f.endsWith('.ts'));

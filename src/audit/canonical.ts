@@ -2,7 +2,7 @@
 // units, no whitespace, undefined members omitted, numbers in ECMAScript shortest form.
 // Only the value types audit events use are supported; anything else throws so a bad event
 // can never hash differently on two machines.
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../lib/hash.ts';
 
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 
@@ -85,10 +85,6 @@ export function joinEntries(entries: readonly [string, string][]): string {
   let out = '{';
   for (let i = 0; i < entries.length; i++) out += (i ? ',' : '') + quote(entries[i][0]) + ':' + entries[i][1];
   return out + '}';
-}
-
-export function sha256Hex(text: string): string {
-  return createHash('sha256').update(text).digest('hex');
 }
 
 /** Digest of tool arguments for the trail when the arguments themselves are not stored. */

@@ -4,7 +4,8 @@
 // verifier (ours or anyone's) hashes them as stored, with no re-encoding rules to agree on.
 // (Trails written before this format hashed prev_hash + canonical JSON; they still verify.)
 import { hash as oneShotHash } from 'node:crypto';
-import { canonicalJson, sha256Hex } from './canonical.ts';
+import { canonicalJson } from './canonical.ts';
+import { sha256Hex } from '../lib/hash.ts';
 import type { JsonValue } from './canonical.ts';
 import { errMsg } from '../lib/error-message.ts';
 

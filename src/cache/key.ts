@@ -1,7 +1,7 @@
 // Exact-match cache keys: a canonical form of the request (sorted keys, no fields that cannot
 // change the answer) hashed together with the caller's scope and the route version, so one
 // agent's entries never serve another and a route change invalidates everything cached for it.
-import { createHash } from 'node:crypto';
+import { sha256Hex } from '../lib/hash.ts';
 import type { ChatMessage, ChatRequest, EmbeddingsRequest } from '../providers/types.ts';
 
 export type CacheKind = 'chat' | 'embeddings';
@@ -32,7 +32,7 @@ export function scopeKey(scope: CacheScope): string {
 
 export function cacheKey(kind: CacheKind, route: string, req: ChatRequest | EmbeddingsRequest, scope: CacheScope, routeVersion: string): string {
   const body = kind === 'chat' ? canonicalChat(req as ChatRequest) : canonicalEmbeddings(req as EmbeddingsRequest);
-  return sha256(`${KEY_FORMAT}\n${kind}\n${route}\n${routeVersion}\n${scopeKey(scope)}\n${body}`);
+  return sha256Hex(`${KEY_FORMAT}\n${kind}\n${route}\n${routeVersion}\n${scopeKey(scope)}\n${body}`);
 }
 
 /** Canonical JSON of the answer-relevant part of a chat request (model route excluded: it is keyed separately). */
@@ -84,10 +84,6 @@ export function stableStringify(v: unknown): string {
   return `{${out}}`;
 }
 
-export function sha256(s: string): string {
-  return createHash('sha256').update(s).digest('hex');
-}
-
 /** What routeVersion() reads: a Model spec from the config or a compiled gateway Route. */
 export interface RouteShape {
   targets: ReadonlyArray<{ provider: string | { name: string }; model: string; weight?: number; region?: string }>;
@@ -104,5 +100,5 @@ export function routeVersion(spec: RouteShape): string {
   const targets = spec.targets.map((t) => ({
     provider: typeof t.provider === 'string' ? t.provider : t.provider.name, model: t.model, weight: t.weight ?? 1, region: t.region,
   }));
-  return sha256(stableStringify({ targets, strategy: spec.strategy ?? 'fallback', kind: spec.kind ?? 'chat' })).slice(0, 16);
+  return sha256Hex(stableStringify({ targets, strategy: spec.strategy ?? 'fallback', kind: spec.kind ?? 'chat' })).slice(0, 16);
 }

@@ -11,7 +11,8 @@
 // start, so lookups never touch the disk.
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import type { ChatRequest, EmbeddingsResult } from '../providers/types.ts';
-import { canonicalChat, sha256 } from './key.ts';
+import { canonicalChat } from './key.ts';
+import { sha256Hex } from '../lib/hash.ts';
 import type { CachedEntry } from './store.ts';
 import type { SharedSemanticEntry } from '../store/types.ts';
 
@@ -94,7 +95,7 @@ function lastUserText(req: ChatRequest): string | null {
 
 /** Hash of everything but the last user message: system prompt, earlier turns, parameters. */
 export function contextHash(req: ChatRequest): string {
-  return sha256(canonicalChat({ ...req, messages: req.messages.slice(0, -1) }));
+  return sha256Hex(canonicalChat({ ...req, messages: req.messages.slice(0, -1) }));
 }
 
 function bucketOf(s: SemanticScope): string {

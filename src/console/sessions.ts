@@ -13,6 +13,7 @@ import type { HumanClaims } from './roles.ts';
 import type { LoginTransaction } from './oidc.ts';
 import type { ConsoleRuntime } from './plane.ts';
 import { seal, unseal } from '../store/seal.ts';
+import { sha256Hex } from '../lib/hash.ts';
 
 export interface Session extends HumanClaims {
   /** 'oidc' (a person from the IdP) or 'admin-token' (break-glass login). */
@@ -43,7 +44,6 @@ export const LOGIN_TTL_MS = 10 * 60_000;
 /** Logins in progress held in memory are bounded: a flood of /console/login drops the oldest. */
 const MAX_PENDING_LOGINS = 10_000;
 
-const hashId = (id: string) => createHash('sha256').update(id).digest('hex');
 const ID_SHAPE = /^[A-Za-z0-9_-]{43}$/;
 
 function newSession(s: Omit<Session, 'csrf'>, now: number): { id: string; session: Session } {
@@ -77,15 +77,15 @@ export function createSqliteSessionStore(db: DatabaseSync, now: () => number = D
       const t = now();
       purge.run(t);
       const made = newSession(s, t);
-      insert.run(hashId(made.id), storedSession(made.id, made.session), t, made.session.expiresAt);
+      insert.run(sha256Hex(made.id), storedSession(made.id, made.session), t, made.session.expiresAt);
       return made;
     },
     async get(id) {
       if (!ID_SHAPE.test(id)) return undefined;
-      const r = byId.get(hashId(id), now()) as { record: string } | undefined;
+      const r = byId.get(sha256Hex(id), now()) as { record: string } | undefined;
       return r ? parseSession(id, r.record) : undefined;
     },
-    async delete(id) { del.run(hashId(id)); },
+    async delete(id) { del.run(sha256Hex(id)); },
   };
 }
 
@@ -106,8 +106,8 @@ export function createMemoryLoginStore(now: () => number = Date.now): LoginStore
 
 /** Fleet: sessions and logins in Redis, expiring with the session (PX), shared by every replica. */
 export function createRedisConsoleStores(redis: Redis, prefix: string, now: () => number = Date.now): { sessions: SessionStore; logins: LoginStore } {
-  const sessionKey = (id: string) => `${prefix}console:session:${hashId(id)}`;
-  const loginKey = (id: string) => `${prefix}console:login:${hashId(id)}`;
+  const sessionKey = (id: string) => `${prefix}console:session:${sha256Hex(id)}`;
+  const loginKey = (id: string) => `${prefix}console:login:${sha256Hex(id)}`;
   return {
     sessions: {
       async create(s) {

@@ -2,7 +2,8 @@
 // a JWT-SVID. Only a SHA-256 of the token is stored; redemption is one atomic UPDATE, so two
 // concurrent exchanges of the same token cannot both succeed: in the data dir's SQLite, or in a
 // fleet's PostgreSQL (join_tokens), where one winner holds across every replica.
-import { createHash, randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
+import { sha256Hex } from '../lib/hash.ts';
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
 import type { Sql } from '../store/postgres.ts';
 import type { Issuer } from './issuer.ts';
@@ -38,7 +39,6 @@ export interface EmbeddedJoinTokenStore extends JoinTokenStore {
   list(): JoinTokenInfo[];
 }
 
-const hashOf = (token: string) => createHash('sha256').update(token).digest('hex');
 
 /** A new token (id, plaintext, hash) after checking its ttl. */
 function newToken(ttl: number): { id: string; token: string; hash: string } {
@@ -46,7 +46,7 @@ function newToken(ttl: number): { id: string; token: string; hash: string } {
     throw new Error(`join token ttl must be 1..${MAX_JOIN_TTL_SECONDS} seconds (7d), got ${ttl}`);
   }
   const token = JOIN_TOKEN_PREFIX + randomBytes(32).toString('base64url');
-  return { id: randomUUID(), token, hash: hashOf(token) };
+  return { id: randomUUID(), token, hash: sha256Hex(token) };
 }
 
 /** Why a token that did not redeem was refused (st: its row, if any). */
@@ -97,7 +97,7 @@ export function createJoinTokenStore(db: DatabaseSync, opts: { now?: () => numbe
     redeem(token) {
       const bad = notAToken(token);
       if (bad) return bad;
-      const h = hashOf(token);
+      const h = sha256Hex(token);
       const t = now();
       const row = consume.get(t, h, t) as { id: string; agent: string } | undefined;
       if (row) return { ok: true, id: row.id, agent: row.agent };
@@ -123,7 +123,7 @@ export function fleetJoinTokenStore(sql: Sql, opts: { now?: () => number } = {})
     async redeem(token) {
       const bad = notAToken(token);
       if (bad) return bad;
-      const h = hashOf(token);
+      const h = sha256Hex(token);
       const t = now();
       // One conditional UPDATE: of concurrent redemptions on any replicas, exactly one gets the row.
       const [row] = await sql<Array<{ id: string; agent: string }>>`UPDATE join_tokens SET used_at = ${t}

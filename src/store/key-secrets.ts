@@ -1,11 +1,12 @@
 // How virtual-key secrets look and are stored, shared by the embedded and the fleet key stores:
 // `aam_<secret>`, only sha256(secret) is kept, and each secret has a public generation name.
 import { createHash, randomBytes } from 'node:crypto';
+import { sha256Hex } from '../lib/hash.ts';
 
 export const KEY_PREFIX = 'aam_';
 
 export function hashKey(secret: string): string {
-  return createHash('sha256').update(secret).digest('hex');
+  return sha256Hex(secret);
 }
 
 /**
