@@ -6,7 +6,7 @@
 //   npm test -- test/fleet-*.test.ts  only these files, same services, no tsc
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -79,9 +79,31 @@ function runAs(user: { uid: number; gid: number } | null, bin: string, args: str
 export interface Services {
   env: Record<string, string>;
   stop(): void;
-  /** Server processes (redis-server, the postmaster; PostgreSQL backends are its children), for CPU accounting. */
-  pids: { redis: number; postmasterFile: string };
+  /** Server processes (redis-server, the postmaster; PostgreSQL backends are its children), for CPU accounting; the run's watchdog. */
+  pids: { redis: number; postmasterFile: string; watchdog: number };
 }
+
+/**
+ * The run's watchdog (sh), so the servers do not outlive a run killed with SIGKILL (which no handler
+ * of the run sees): it blocks reading a pipe whose other end only the run holds, which the kernel
+ * closes when the run ends however it ends (no polling, no CPU meanwhile). At that end of file it
+ * stops PostgreSQL (SIGQUIT: an immediate shutdown) and Redis (SIGTERM), SIGKILLs what is left
+ * after 5 s (a zombie counts as gone: nothing may reap an orphan here), removes the dirs and exits.
+ * It reads the servers' pids from their pid files then, so it also covers a start cut short. Its
+ * own session, so a signal to the run's process group leaves it to clean up; stop() kills it with
+ * the services. Arguments: the services dir, then other dirs to remove.
+ */
+const WATCHDOG = `
+alive() { kill -0 "$1" 2>/dev/null || return 1; s=; { read -r s < "/proc/$1/stat"; } 2>/dev/null; s=\${s##*) }; [ "\${s%% *}" != Z ]; }
+while read -r _; do :; done
+dir=$1
+pg=$(head -n 1 "$dir/pg/postmaster.pid" 2>/dev/null); rd=$(cat "$dir/redis/redis.pid" 2>/dev/null)
+[ -n "$pg" ] && kill -QUIT "$pg" 2>/dev/null; [ -n "$rd" ] && kill -TERM "$rd" 2>/dev/null
+i=0
+while [ $i -lt 50 ] && { { [ -n "$pg" ] && alive "$pg"; } || { [ -n "$rd" ] && alive "$rd"; }; }; do sleep 0.1; i=$((i + 1)); done
+for p in $pg $rd; do alive "$p" && kill -KILL "$p" 2>/dev/null; done
+rm -rf "$@"
+`;
 
 /**
  * A throwaway cluster: initdb without fsync, loopback only, password auth on TCP, a role `aam`
@@ -111,7 +133,7 @@ async function startRedis(dir: string, stops: Array<() => void>, started: (pid: 
   const password = randomBytes(12).toString('hex');
   const rdir = join(dir, 'redis');
   mkdirSync(rdir);
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--requirepass', password, '--save', '', '--appendonly', 'no', '--dir', rdir, '--loglevel', 'warning'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--requirepass', password, '--save', '', '--appendonly', 'no', '--dir', rdir, '--pidfile', join(rdir, 'redis.pid'), '--loglevel', 'warning'], { stdio: ['ignore', 'pipe', 'pipe'] });
   stops.push(() => { if (proc.exitCode === null) proc.kill('SIGKILL'); });
   started(proc.pid ?? 0);
   let out = '';
@@ -127,14 +149,21 @@ async function startRedis(dir: string, stops: Array<() => void>, started: (pid: 
   return `redis://:${password}@127.0.0.1:${port}`;
 }
 
-/** Also used by `npm run bench` (its fleet run), which starts the same services the same way. */
-export async function startServices(): Promise<Services> {
+/**
+ * Also used by `npm run bench` (its fleet run), which starts the same services the same way.
+ * `alsoRemove`: more dirs of the run that the watchdog removes if this process dies unstopped.
+ */
+export async function startServices(alsoRemove: readonly string[] = []): Promise<Services> {
   ensurePackages();
   const user = pgUser();
   const dir = mkdtempSync(join(tmpdir(), 'aam-test-services-'));
   // The postgres user must reach its data dir inside ours.
   chmodSync(dir, 0o711);
-  const stops: Array<() => void> = [];
+  const watchdog = spawn('sh', ['-c', WATCHDOG, 'aam-test-watchdog', dir, ...alsoRemove], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
+  watchdog.unref();
+  // Held open (never written) for as long as this process lives, without keeping it alive.
+  (watchdog.stdin as Socket).on('error', () => {}).unref();
+  const stops: Array<() => void> = [() => { try { process.kill(-watchdog.pid!, 'SIGKILL'); } catch { /* gone already */ } }];
   const stop = () => {
     for (const s of stops.splice(0).reverse()) { try { s(); } catch { /* keep tearing down */ } }
     rmSync(dir, { recursive: true, force: true });
@@ -146,7 +175,7 @@ export async function startServices(): Promise<Services> {
     process.stderr.write(`npm test: PostgreSQL and Redis up in ${Math.round(performance.now() - t0)} ms\n`);
     return {
       env: { AAM_TEST_DATABASE_URL: pg, AAM_TEST_REDIS_URL: redis },
-      stop, pids: { redis: redisPid, postmasterFile: join(dir, 'pg', 'postmaster.pid') },
+      stop, pids: { redis: redisPid, postmasterFile: join(dir, 'pg', 'postmaster.pid'), watchdog: watchdog.pid ?? 0 },
     };
   } catch (e) { stop(); throw e; }
 }
@@ -162,6 +191,8 @@ function run(cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<numbe
 let current: ChildProcess | null = null;
 
 export interface RunScratch {
+  /** The scratch dir itself. */
+  root: string;
   /** The TMPDIR every test process (and every child it spawns) gets. */
   tmp: string;
   /** NODE_COMPILE_CACHE for the run. */
@@ -185,7 +216,7 @@ export function runScratch(base = tmpdir()): RunScratch {
   mkdirSync(tmp);
   mkdirSync(compileCache);
   return {
-    tmp, compileCache,
+    root, tmp, compileCache,
     finish: () => {
       let left: string[] = [];
       try { left = readdirSync(tmp).sort(); } catch { /* removed already */ }
@@ -209,8 +240,9 @@ async function main(): Promise<number> {
     const code = await run(NODE, [join(ROOT, 'node_modules/typescript/bin/tsc'), '--noEmit', '-p', '.'], process.env);
     if (code !== 0) return code;
   }
-  const services = await startServices();
   const scratch = runScratch();
+  let services: Services;
+  try { services = await startServices([scratch.root]); } catch (e) { scratch.finish(); throw e; }
   let stopped = false;
   const stop = () => {
     if (stopped) return;
