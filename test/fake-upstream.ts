@@ -13,6 +13,8 @@
 //   cut-stream                       two content pieces, then the socket is destroyed
 //   error-before-content             stream opens (role chunk / message_start) then an error, no content
 //   silent-<ms>                      first chunk, silence for ms, then the rest
+//   prompt-cache                     ok, and Anthropic usage reports a prompt-cache write of 1200 tokens on
+//                                    the first request to it, a read of 1200 on every later one
 // Every request is recorded in `requests` (with `aborted` set if the caller went away early).
 import { createServer } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
@@ -23,6 +25,8 @@ export interface RecordedRequest {
   path: string;
   headers: IncomingHttpHeaders;
   body: unknown;
+  /** The body's bytes as received (UTF-8): what a raw pass-through must leave as the client wrote it. */
+  raw: string;
   /** Upstream model the behaviour was chosen from. */
   model: string;
   /** True when the client closed the connection before the response finished. */
@@ -72,7 +76,7 @@ const TOOLS = [
   { id: 'call_fake_time_002', name: 'get_time', args: ['{"tz": ', '"Europe/Paris"}'] },
 ];
 
-interface Answer { pieces: string[]; tools: boolean; input: number; output: number; calls?: typeof TOOLS }
+interface Answer { pieces: string[]; tools: boolean; input: number; output: number; calls?: typeof TOOLS; cacheWrite?: number; cacheRead?: number }
 
 /** The tool result the conversation ends with (OpenAI tool message, Anthropic tool_result, Gemini functionResponse), or null. */
 function lastToolResult(wire: Wire, body: unknown): string | null {
@@ -148,7 +152,7 @@ function jsonAnswer(wire: Wire, model: string, a: Answer): Obj {
     const content: unknown[] = a.tools
       ? [{ type: 'text', text: 'Let me check.' }, ...(a.calls ?? TOOLS).map((t) => ({ type: 'tool_use', id: t.id.replace('call_', 'toolu_'), name: t.name, input: JSON.parse(t.args.join('')) as unknown }))]
       : [{ type: 'text', text }];
-    return { id: 'msg_fake_0001', type: 'message', role: 'assistant', model, content, stop_reason: a.tools ? 'tool_use' : 'end_turn', stop_sequence: null, usage: { input_tokens: a.input, output_tokens: a.output, cache_creation_input_tokens: 0, cache_read_input_tokens: 0 } };
+    return { id: 'msg_fake_0001', type: 'message', role: 'assistant', model, content, stop_reason: a.tools ? 'tool_use' : 'end_turn', stop_sequence: null, usage: { input_tokens: a.input, output_tokens: a.output, cache_creation_input_tokens: a.cacheWrite ?? 0, cache_read_input_tokens: a.cacheRead ?? 0 } };
   }
   if (wire === 'gemini') {
     const parts = a.tools ? (a.calls ?? TOOLS).map((t) => ({ functionCall: { name: t.name, args: JSON.parse(t.args.join('')) as unknown } })) : [{ text }];
@@ -192,12 +196,12 @@ function ev(event: string, data: Obj): string {
   return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
 }
 
-function anthropicStart(model: string, input: number): string {
-  return ev('message_start', { type: 'message_start', message: { id: 'msg_fake_0002', type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: input, cache_creation_input_tokens: 0, cache_read_input_tokens: 0, output_tokens: 1, service_tier: 'standard' } } });
+function anthropicStart(model: string, input: number, a?: Answer): string {
+  return ev('message_start', { type: 'message_start', message: { id: 'msg_fake_0002', type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: input, cache_creation_input_tokens: a?.cacheWrite ?? 0, cache_read_input_tokens: a?.cacheRead ?? 0, output_tokens: 1, service_tier: 'standard' } } });
 }
 
 function anthropicFrames(model: string, a: Answer): Frame[] {
-  const out: Frame[] = [{ data: anthropicStart(model, a.input), content: false }];
+  const out: Frame[] = [{ data: anthropicStart(model, a.input, a), content: false }];
   out.push({ data: ev('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }), content: false });
   out.push({ data: ev('ping', { type: 'ping' }), content: false });
   const pieces = a.tools ? ['Let me check.'] : a.pieces;
@@ -303,7 +307,7 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
     const r = route(req.method ?? 'GET', path);
     const b = isObj(body) ? body : {};
     const model = r?.model ?? (typeof b.model === 'string' ? b.model : '');
-    const rec: RecordedRequest = { method: req.method ?? '', path, headers: req.headers, body, model, aborted: false };
+    const rec: RecordedRequest = { method: req.method ?? '', path, headers: req.headers, body, raw, model, aborted: false };
     requests.push(rec);
     const n = (counts.get(model) ?? 0) + 1;
     counts.set(model, n);
@@ -345,6 +349,7 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
       return;
     }
     const answer = answerFor(behaviour, lastUserText(wire, body), lastToolResult(wire, body));
+    if (behaviour === 'prompt-cache') { if (n === 1) answer.cacheWrite = 1200; else answer.cacheRead = 1200; }
     if (!stream) {
       if (behaviour === 'error-before-content') {
         res.writeHead(503, { 'content-type': 'application/json' }).end(errorBody(wire, 503, 'fake upstream: overloaded'));

@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { adapterFor, codecFor, parseOpenAIChatRequest, SseParser } from '../src/providers/index.ts';
+import { adapterFor, codecFor, parseAnthropicRequest, parseOpenAIChatRequest, SseParser } from '../src/providers/index.ts';
 import type { AdapterType } from '../src/providers/index.ts';
 import type { StreamEvent, TargetInfo } from '../src/providers/types.ts';
 import { golden, GOLDEN_DIR } from './helpers/golden.ts';
@@ -30,6 +30,34 @@ for (const c of cases) {
       assert.equal(up.headers.authorization, undefined, 'providers never add credentials');
       const view = { method: up.method, path: up.path, headers: up.headers, body: JSON.parse(up.body) as unknown };
       golden(join(reqDir, `${c}.${name}.json`), JSON.stringify(view, null, 2) + '\n');
+      // Anthropic's prompt-cache breakpoints (LiteLLM's form) reach Anthropic only: OpenAI answers 400 to them.
+      if (name !== 'anthropic') assert.doesNotMatch(up.body, /cache_control/, name);
+    }
+  });
+}
+
+// Anthropic clients (/v1/messages): the same matrix from an Anthropic body. To an Anthropic target
+// the translation says what the client said (issue 16: cache_control, thinking blocks, a
+// tool_result's is_error), so the client's own bytes may go (rawChatRequest answers `add`, not a body); other
+// targets get none of those Anthropic-only fields.
+const antDir = join(DIR, 'anthropic-requests');
+for (const c of readdirSync(antDir).filter((f) => /^[^.]+\.json$/.test(f)).map((f) => f.slice(0, -5))) {
+  test(`request golden (Anthropic client): ${c}`, () => {
+    const client = JSON.parse(readFileSync(join(antDir, `${c}.json`), 'utf8')) as Record<string, unknown>;
+    const parsed = parseAnthropicRequest(client);
+    assert.ok(parsed.ok, parsed.ok ? '' : parsed.message);
+    for (const [name, { type, target }] of Object.entries(TARGETS)) {
+      const t = { ...target, stream: parsed.req.stream === true };
+      const up = adapterFor(type).chatRequest(parsed.req, t);
+      const view = { method: up.method, path: up.path, headers: up.headers, body: JSON.parse(up.body) as unknown };
+      golden(join(antDir, `${c}.${name}.json`), JSON.stringify(view, null, 2) + '\n');
+      if (name === 'anthropic') {
+        assert.deepEqual(view.body, { ...client, model: target.model }, 'the Anthropic upstream gets what the client wrote');
+        const raw = adapterFor(type).rawChatRequest?.(client, parsed.req, t);
+        assert.ok(raw !== undefined && raw.add !== undefined && raw.body === undefined, 'so the client\'s bytes go (raw path)');
+      } else {
+        assert.doesNotMatch(up.body, /cache_control|"thinking"|redacted_thinking|is_error/, name);
+      }
     }
   });
 }

@@ -299,9 +299,8 @@ test('Anthropic wire: what aam\'s translation changes, or a guardrail, is re-ser
   const sent = g.sent?.toString('utf8') ?? '';
   assert.ok(!sent.includes('jane@example.com'), sent);
   assert.match(sent, /\[EMAIL\]/);
-  // Fields aam's translation drops or merges: a block's cache_control, two user turns in a row, a null.
+  // What aam's translation merges or drops: two user turns in a row, a null, system blocks joined into one string.
   for (const body of [
-    '{"model":"claude","max_tokens":10,"messages":[{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]}]}',
     '{"model":"claude","max_tokens":10,"messages":[{"role":"user","content":"a"},{"role":"user","content":"b"}]}',
     '{"model":"claude","max_tokens":10,"temperature":null,"messages":[{"role":"user","content":"a"}]}',
     '{"model":"claude","max_tokens":10,"system":[{"type":"text","text":"a"},{"type":"text","text":"b"}],"messages":[{"role":"user","content":"a"}]}',
@@ -331,7 +330,7 @@ test('Anthropic wire: a repeated key is refused before the Anthropic upstream se
   }
 });
 
-test('rawChatRequest (Anthropic): a content string and one text block holding it are the same; anything the translation drops is not', () => {
+test('rawChatRequest (Anthropic): a content string and one text block holding it are the same; cache_control, thinking and is_error are kept; anything the translation drops is not', () => {
   const target = { model: 'claude', stream: false, options: {} };
   const same = (body: Record<string, unknown>) => {
     const p = parseAnthropicRequest(body);
@@ -344,11 +343,16 @@ test('rawChatRequest (Anthropic): a content string and one text block holding it
   assert.deepEqual(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] }), { head: { method: 'POST', path: '/messages', headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' } }, add: null });
   assert.notEqual(same({ model: 'x', max_tokens: 5, system: [{ type: 'text', text: 's' }], messages: [{ role: 'user', content: [{ type: 'text', text: 'hi' }] }] }), null);
   assert.notEqual(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 't', content: [{ type: 'text', text: 'r' }] }] }] }), null);
-  // Dropped by the translation: a tool_result's is_error, an empty text, a message's other field, a thinking block.
-  assert.equal(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 't', content: 'r', is_error: true }] }] }), null);
+  // Kept by the translation (issue 16): a tool_result's is_error, a thinking block, cache_control wherever the API takes it.
+  assert.notEqual(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: [{ type: 'tool_result', tool_use_id: 't', content: 'r', is_error: true }] }] }), null);
+  assert.notEqual(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: [{ type: 'thinking', thinking: 't', signature: 's' }, { type: 'redacted_thinking', data: 'd' }, { type: 'text', text: 'a' }, { type: 'tool_use', id: 'u', name: 'f', input: {} }] }, { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'u', content: 'r' }] }] }), null);
+  const cc = { type: 'ephemeral', ttl: '1h' };
+  assert.notEqual(same({ model: 'x', max_tokens: 5, system: [{ type: 'text', text: 's' }, { type: 'text', text: 'big', cache_control: cc }], tools: [{ name: 'f', input_schema: { type: 'object' }, cache_control: cc }],
+    messages: [{ role: 'user', content: [{ type: 'text', text: 'hi', cache_control: cc }] }, { role: 'assistant', content: [{ type: 'text', text: 'a', cache_control: cc }, { type: 'tool_use', id: 'u', name: 'f', input: {}, cache_control: cc }] },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'u', content: [{ type: 'text', text: 'r', cache_control: cc }], is_error: false, cache_control: cc }, { type: 'image', source: { type: 'url', url: 'https://x/y.png' }, cache_control: cc }] }] }), null);
+  // Dropped by the translation: an empty text, a message's other field.
   assert.equal(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: '' }] }), null);
   assert.equal(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: 'hi', name: 'n' }] }), null);
-  assert.equal(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: [{ type: 'thinking', thinking: 't', signature: 's' }, { type: 'text', text: 'a' }] }] }), null);
   // The shorthand is a content's or the system's only: elsewhere a string is not a list.
   assert.equal(same({ model: 'x', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }], stop_sequences: ['a'] }) !== null, true);
   refused(anthropicAdapter, { model: 'x', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }], metadata: { note: [{ type: 'text', text: 'a' }] } }, { model: 'x', messages: [{ role: 'user', content: 'hi' }], max_tokens: 5, anthropicExtra: { metadata: { note: 'a' } } }, target);

@@ -8,9 +8,11 @@ export type { Pricing } from '../config/pricing.ts';
 export function costUsd(usage: Usage | undefined, pricing: Pricing | null): number | null {
   if (!usage || !pricing) return null;
   const cached = usage.cachedTokens ?? 0;
-  const fresh = Math.max(0, usage.inputTokens - cached);
+  const written = usage.cacheWriteTokens ?? 0;
+  const fresh = Math.max(0, usage.inputTokens - cached - written);
   const cachedPrice = pricing.cached_input_per_1m ?? pricing.input_per_1m;
-  return (fresh * pricing.input_per_1m + cached * cachedPrice + usage.outputTokens * pricing.output_per_1m) / 1e6;
+  const writePrice = pricing.cache_write_input_per_1m ?? pricing.input_per_1m;
+  return (fresh * pricing.input_per_1m + cached * cachedPrice + written * writePrice + usage.outputTokens * pricing.output_per_1m) / 1e6;
 }
 
 /** Worst-case estimate used to reserve budget before the call: prompt + max output tokens. */

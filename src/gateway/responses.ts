@@ -111,11 +111,12 @@ function withIds(responseId: string, items: readonly ResponseItem[]): ResponseIt
 }
 
 function withConversation(req: ChatRequest, p: ResponsesRequest, items: ResponseItem[]): ChatRequest {
-  const messages = itemsToMessages(p.instructions, items);
+  const marks = { on: false };
+  const messages = itemsToMessages(p.instructions, items, marks);
   if (!messages.some((m) => m.role !== 'system' && m.role !== 'developer')) {
     throw badRequest('input: the conversation holds no message to answer; send a user message or a function_call_output', 'input');
   }
-  return { ...req, messages };
+  return marks.on ? { ...req, messages, anthropicMarks: true } : { ...req, messages };
 }
 
 const unknownResponse = (id: string, param?: string) => new AamError(404, 'not_found',

@@ -12,9 +12,12 @@ export function anthropicErrorBody(type: string, message: string): { type: 'erro
   return { type: 'error', error: { type, message } };
 }
 
+/** Canonical usage as Anthropic counts it: input_tokens without the cache reads and writes, which have fields of their own. */
 export function anthropicUsageJson(u: Usage): Record<string, number> {
   const cached = u.cachedTokens ?? 0;
-  const out: Record<string, number> = { input_tokens: u.inputTokens - cached, output_tokens: u.outputTokens };
+  const written = u.cacheWriteTokens ?? 0;
+  const out: Record<string, number> = { input_tokens: u.inputTokens - cached - written, output_tokens: u.outputTokens };
+  if (u.cacheWriteTokens !== undefined) out.cache_creation_input_tokens = written;
   if (u.cachedTokens !== undefined) out.cache_read_input_tokens = cached;
   return out;
 }

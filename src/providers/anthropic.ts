@@ -1,7 +1,7 @@
 // Anthropic Messages API wire, upstream side: canonical request -> /messages body; responses and
 // SSE events -> canonical. Tool calls get a per-response index in order of appearance.
 import type {
-  ChatMessage, ChatRequest, ChatResult, ContentPart, FinishReason, ProviderAdapter, ProviderError,
+  CacheControl, ChatMessage, ChatRequest, ChatResult, ContentPart, ImagePart, TextPart, FinishReason, ProviderAdapter, ProviderError,
   StreamEvent, StreamParser, TargetInfo, ToolCall, Usage,
 } from './types.ts';
 import { UpstreamShapeError, argsObject, arr, localId, num, nowSeconds, obj, rawChatHead, statusType, usageOf } from './util.ts';
@@ -29,6 +29,17 @@ function imageBlock(url: string): Obj {
     : { type: 'image', source: { type: 'url', url } };
 }
 
+/** A block with the canonical part's cache breakpoint, if it has one, after its own fields. */
+function cached(block: Obj, cc: CacheControl | undefined): Obj {
+  if (isObj(cc)) block.cache_control = cc;
+  return block;
+}
+
+/** An assistant turn's thinking blocks as the Anthropic client sent them (anything else under the name is not Anthropic's). */
+function isThinking(b: unknown): b is Obj {
+  return isObj(b) && (b.type === 'thinking' || b.type === 'redacted_thinking');
+}
+
 function partsToBlocks(content: string | ContentPart[] | null, out: unknown[]): void {
   if (content === null) return;
   if (typeof content === 'string') {
@@ -36,8 +47,8 @@ function partsToBlocks(content: string | ContentPart[] | null, out: unknown[]): 
     return;
   }
   for (const p of content) {
-    if (p.type === 'text') out.push({ type: 'text', text: (p as { text: string }).text });
-    else if (p.type === 'image_url') out.push(imageBlock((p as { image_url: { url: string } }).image_url.url));
+    if (p.type === 'text') out.push(cached({ type: 'text', text: (p as TextPart).text }, (p as TextPart).cache_control));
+    else if (p.type === 'image_url') out.push(cached(imageBlock((p as ImagePart).image_url.url), (p as ImagePart).cache_control));
     else out.push(p); // Anthropic-native blocks (document, ...) pass through untouched.
   }
 }
@@ -59,34 +70,64 @@ function toolResultContent(content: string | ContentPart[] | null): string | unk
 
 interface AMsg { role: 'user' | 'assistant'; content: unknown[] }
 
-/** Canonical messages -> Anthropic system + alternating messages (same-role turns merged). */
-export function anthropicMessages(messages: ChatMessage[]): { system: string | undefined; messages: AMsg[] } {
-  let system: string | undefined;
-  const out: AMsg[] = [];
-  let last: AMsg | undefined;
+/**
+ * The system prompt: one string (several system messages joined), or text blocks when one of
+ * them carries a cache breakpoint (a string message then is one text block).
+ */
+function systemOf(messages: ChatMessage[]): string | Obj[] | undefined {
+  let blocks = false;
   for (const m of messages) {
-    if (m.role === 'system' || m.role === 'developer') {
+    if ((m.role === 'system' || m.role === 'developer') && (isObj(m.cache_control) || (Array.isArray(m.content) && m.content.some((p) => isObj((p as TextPart).cache_control))))) { blocks = true; break; }
+  }
+  let system: string | undefined;
+  const out: Obj[] = [];
+  for (const m of messages) {
+    if (m.role !== 'system' && m.role !== 'developer') continue;
+    if (!blocks) {
       const t = systemText(m.content);
       system = system === undefined ? t : `${system}\n\n${t}`;
       continue;
     }
+    const n = out.length;
+    if (typeof m.content === 'string') { if (m.content.length > 0) out.push({ type: 'text', text: m.content }); }
+    else if (m.content !== null) for (const p of m.content) if (p.type === 'text') out.push(cached({ type: 'text', text: (p as TextPart).text }, (p as TextPart).cache_control));
+    if (isObj(m.cache_control) && out.length > n) out[out.length - 1].cache_control = m.cache_control;
+  }
+  return blocks ? out : system;
+}
+
+/** Canonical messages -> Anthropic system + alternating messages (same-role turns merged). */
+export function anthropicMessages(messages: ChatMessage[]): { system: string | Obj[] | undefined; messages: AMsg[] } {
+  const out: AMsg[] = [];
+  let last: AMsg | undefined;
+  for (const m of messages) {
+    if (m.role === 'system' || m.role === 'developer') continue;
     const role = m.role === 'assistant' ? 'assistant' : 'user';
     if (last === undefined || last.role !== role) {
       last = { role, content: [] };
       out.push(last);
     }
     if (m.role === 'tool') {
-      last.content.push({ type: 'tool_result', tool_use_id: m.tool_call_id ?? '', content: toolResultContent(m.content) });
+      const r: Obj = { type: 'tool_result', tool_use_id: m.tool_call_id ?? '', content: toolResultContent(m.content) };
+      if (typeof m.is_error === 'boolean') r.is_error = m.is_error;
+      last.content.push(cached(r, m.cache_control));
       continue;
     }
+    const n = last.content.length;
+    if (m.role === 'assistant' && Array.isArray(m.thinking)) for (const t of m.thinking) if (isThinking(t)) last.content.push(t);
     partsToBlocks(m.content, last.content);
     if (m.tool_calls !== undefined) {
       for (const tc of m.tool_calls) {
-        last.content.push({ type: 'tool_use', id: tc.id, name: tc.function.name, input: argsObject(tc.function.arguments) });
+        last.content.push(cached({ type: 'tool_use', id: tc.id, name: tc.function.name, input: argsObject(tc.function.arguments) }, tc.cache_control));
       }
     }
+    // A message's own breakpoint (LiteLLM's form) goes on its last block.
+    if (isObj(m.cache_control) && last.content.length > n) {
+      const b = last.content[last.content.length - 1];
+      if (isObj(b)) last.content[last.content.length - 1] = { ...b, cache_control: m.cache_control };
+    }
   }
-  return { system, messages: out };
+  return { system: systemOf(messages), messages: out };
 }
 
 export function anthropicBody(req: ChatRequest, target: TargetInfo): Obj {
@@ -104,7 +145,7 @@ export function anthropicBody(req: ChatRequest, target: TargetInfo): Obj {
       const def: Obj = { name: t.function.name };
       if (t.function.description !== undefined) def.description = t.function.description;
       def.input_schema = t.function.parameters ?? { type: 'object', properties: {} };
-      return def;
+      return cached(def, t.cache_control);
     });
   }
   let choice: Obj | undefined;
@@ -127,8 +168,9 @@ export function anthropicBody(req: ChatRequest, target: TargetInfo): Obj {
 /** Anthropic counts cache reads/writes apart from input_tokens; canonical input includes them. */
 export function anthropicUsage(u: Obj): Usage {
   const cached = num(u.cache_read_input_tokens) ?? 0;
-  const input = (num(u.input_tokens) ?? 0) + cached + (num(u.cache_creation_input_tokens) ?? 0);
-  return usageOf(input, num(u.output_tokens) ?? 0, cached);
+  const written = num(u.cache_creation_input_tokens) ?? 0;
+  const input = (num(u.input_tokens) ?? 0) + cached + written;
+  return usageOf(input, num(u.output_tokens) ?? 0, cached, written);
 }
 
 export function anthropicChatResponse(body: unknown): ChatResult {
@@ -241,8 +283,11 @@ export function anthropicErrorMessage(status: number, body: unknown): ProviderEr
  * One top-level field of anthropicBody's body and of an Anthropic client's body say the same: the
  * same JSON (key order aside), where a content or system string and a list of just one text block
  * holding it are the same (the API's shorthand; the request parser folds one into the other).
- * Anything aam's translation drops (a cache_control, a thinking block, a tool_result's is_error)
- * or merges (same-role turns) is a difference: such a body is re-serialised as before.
+ * cache_control, thinking blocks and a tool_result's is_error are carried through the canonical
+ * request (issue 16: a re-serialised body without cache_control lost the client its cache hits).
+ * Anything aam's translation still drops (an empty text, a message's or block's other fields,
+ * citations) or merges (same-role turns, several system blocks without a breakpoint) is a
+ * difference: such a body is re-serialised as before.
  */
 function sameAnthropicJson(built: unknown, client: unknown, key: string): boolean {
   if (built === client) return true;

@@ -125,8 +125,9 @@ export function bedrockBody(req: ChatRequest): Obj {
 export function bedrockUsage(u: unknown): Usage | undefined {
   if (!isObj(u)) return undefined;
   const cached = num(u.cacheReadInputTokens) ?? 0;
-  const input = (num(u.inputTokens) ?? 0) + cached + (num(u.cacheWriteInputTokens) ?? 0);
-  return usageOf(input, num(u.outputTokens) ?? 0, cached);
+  const written = num(u.cacheWriteInputTokens) ?? 0;
+  const input = (num(u.inputTokens) ?? 0) + cached + written;
+  return usageOf(input, num(u.outputTokens) ?? 0, cached, written);
 }
 
 export function bedrockChatResponse(body: unknown): ChatResult {

@@ -17,8 +17,11 @@ function bad(field: string, message: string): { ok: false; field: string; messag
   return { ok: false, field, message };
 }
 
+/** Whether a request holds an Anthropic cache breakpoint (ChatRequest.anthropicMarks). */
+interface Marks { on: boolean }
+
 /** Returns an error message for one message, or undefined when valid. */
-function checkMessage(m: unknown, at: string): { field: string; message: string } | undefined {
+function checkMessage(m: unknown, at: string, marks: Marks): { field: string; message: string } | undefined {
   if (!isObj(m)) return bad(at, 'must be an object');
   const role = m.role;
   if (typeof role !== 'string' || !ROLES.has(role)) return bad(`${at}.role`, 'must be one of system, developer, user, assistant, tool');
@@ -28,6 +31,7 @@ function checkMessage(m: unknown, at: string): { field: string; message: string 
       const p: unknown = c[i];
       if (!isObj(p) || typeof p.type !== 'string') return bad(`${at}.content[${i}]`, 'must be an object with a string "type"');
       if (p.type === 'text' && typeof p.text !== 'string') return bad(`${at}.content[${i}].text`, 'must be a string');
+      if (p.cache_control !== undefined) marks.on = true;
       if (p.type === 'image_url' && !(isObj(p.image_url) && typeof p.image_url.url === 'string')) {
         return bad(`${at}.content[${i}].image_url.url`, 'must be a string');
       }
@@ -36,6 +40,7 @@ function checkMessage(m: unknown, at: string): { field: string; message: string 
     return bad(`${at}.content`, role === 'assistant' ? 'must be a string, an array of content parts or null' : 'must be a string or an array of content parts');
   }
   if (m.name !== undefined && typeof m.name !== 'string') return bad(`${at}.name`, 'must be a string');
+  if (m.cache_control !== undefined) marks.on = true;
   if (role === 'tool' && typeof m.tool_call_id !== 'string') return bad(`${at}.tool_call_id`, 'is required for tool messages and must be a string');
   if (m.tool_calls !== undefined) {
     if (role !== 'assistant' || !Array.isArray(m.tool_calls)) return bad(`${at}.tool_calls`, 'must be an array on an assistant message');
@@ -45,12 +50,13 @@ function checkMessage(m: unknown, at: string): { field: string; message: string 
       if (!isObj(tc) || typeof tc.id !== 'string') return bad(`${f}.id`, 'must be a string');
       if (!isObj(tc.function) || typeof tc.function.name !== 'string') return bad(`${f}.function.name`, 'must be a string');
       if (typeof tc.function.arguments !== 'string') return bad(`${f}.function.arguments`, 'must be a JSON string');
+      if (tc.cache_control !== undefined) marks.on = true;
     }
   }
   return undefined;
 }
 
-function checkTools(tools: unknown): { field: string; message: string } | undefined {
+function checkTools(tools: unknown, marks: Marks): { field: string; message: string } | undefined {
   if (!Array.isArray(tools)) return bad('tools', 'must be an array');
   for (let i = 0; i < tools.length; i++) {
     const t: unknown = tools[i];
@@ -59,6 +65,7 @@ function checkTools(tools: unknown): { field: string; message: string } | undefi
     if (!isObj(fn) || typeof fn.name !== 'string' || fn.name === '') return bad(`tools[${i}].function.name`, 'must be a non-empty string');
     if (fn.description !== undefined && typeof fn.description !== 'string') return bad(`tools[${i}].function.description`, 'must be a string');
     if (fn.parameters !== undefined && !isObj(fn.parameters)) return bad(`tools[${i}].function.parameters`, 'must be a JSON Schema object');
+    if (t.cache_control !== undefined) marks.on = true;
   }
   return undefined;
 }
@@ -74,8 +81,9 @@ export function parseOpenAIChatRequest(body: unknown): ParseResult<ChatRequest> 
   const { model, messages } = body;
   if (typeof model !== 'string' || model === '') return bad('model', 'is required and must be a non-empty string (a Model route name)');
   if (!Array.isArray(messages) || messages.length === 0) return bad('messages', 'is required and must be a non-empty array');
+  const marks: Marks = { on: false };
   for (let i = 0; i < messages.length; i++) {
-    const e = checkMessage(messages[i], `messages[${i}]`);
+    const e = checkMessage(messages[i], `messages[${i}]`, marks);
     if (e !== undefined) return { ok: false, ...e };
   }
   const req: ChatRequest = { model, messages: messages as ChatMessage[] };
@@ -102,7 +110,7 @@ export function parseOpenAIChatRequest(body: unknown): ParseResult<ChatRequest> 
     req.stop = s as string | string[];
   }
   if (b.tools !== undefined && b.tools !== null) {
-    const e = checkTools(b.tools);
+    const e = checkTools(b.tools, marks);
     if (e !== undefined) return { ok: false, ...e };
     req.tools = b.tools as ToolDef[];
   }
@@ -128,6 +136,8 @@ export function parseOpenAIChatRequest(body: unknown): ParseResult<ChatRequest> 
     (extra ??= {})[k] = b[k];
   }
   if (extra !== undefined) req.extra = extra;
+  // LiteLLM's form of Anthropic prompt caching: cache_control on parts, messages and tools.
+  if (marks.on) req.anthropicMarks = true;
   return { ok: true, req };
 }
 

@@ -4,7 +4,7 @@ import type {
   ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult, ProviderAdapter, ProviderError,
   RawChatHead, StreamEvent, StreamParser, TargetInfo, ToolCall, Usage, UpstreamRequest,
 } from './types.ts';
-import { OPENAI_FINISH, UpstreamShapeError, arr, localId, num, nowSeconds, obj, rawChatHead, statusType, usageOf } from './util.ts';
+import { OPENAI_FINISH, UpstreamShapeError, arr, localId, num, nowSeconds, obj, rawChatHead, statusType, usageOf, withoutAnthropicMarks } from './util.ts';
 import type { Obj } from './util.ts';
 import { StreamTemplate } from './chunk-template.ts';
 import { isObj, parseJson, sameEntries, str } from '../lib/json.ts';
@@ -21,13 +21,14 @@ const USAGE_ON: Readonly<Obj> = Object.freeze({ include_usage: true });
 export function openaiChatBody(req: ChatRequest, target: TargetInfo): Obj {
   const body: Obj = req.extra !== undefined ? { ...req.extra } : {};
   body.model = target.model;
-  body.messages = req.messages;
+  const plain = req.anthropicMarks === true ? withoutAnthropicMarks(req.messages, req.tools) : req;
+  body.messages = plain.messages;
   if (req.max_tokens !== undefined) body.max_tokens = req.max_tokens;
   if (req.max_completion_tokens !== undefined) body.max_completion_tokens = req.max_completion_tokens;
   if (req.temperature !== undefined) body.temperature = req.temperature;
   if (req.top_p !== undefined) body.top_p = req.top_p;
   if (req.stop !== undefined) body.stop = req.stop;
-  if (req.tools !== undefined) body.tools = req.tools;
+  if (plain.tools !== undefined) body.tools = plain.tools;
   if (req.tool_choice !== undefined) body.tool_choice = req.tool_choice;
   if (req.parallel_tool_calls !== undefined) body.parallel_tool_calls = req.parallel_tool_calls;
   if (req.user !== undefined) body.user = req.user;

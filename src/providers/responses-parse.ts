@@ -3,8 +3,7 @@
 // validated here (the first bad field is named); `item_reference` items are left for the gateway
 // to resolve from its store, then `itemsToMessages` turns the whole conversation into canonical
 // chat messages. Pure: no I/O, no policy.
-import type { ChatMessage, ChatRequest, ContentPart, ToolCall, ToolChoice, ToolDef } from './types.ts';
-
+import type { ChatMessage, ChatRequest, ContentPart, ImagePart, TextPart, ToolCall, ToolChoice, ToolDef } from './types.ts';
 import type { Obj } from './util.ts';
 import type { ParseResult } from './openai-parse.ts';
 import { isNum, isObj } from '../lib/json.ts';
@@ -137,7 +136,8 @@ function parseTools(tools: unknown): ToolDef[] | Bad {
     if (typeof t.description === 'string') fn.description = t.description;
     if (isObj(t.parameters)) fn.parameters = t.parameters;
     if (typeof t.strict === 'boolean') fn.strict = t.strict;
-    out.push({ type: 'function', function: fn });
+    // LiteLLM's form of an Anthropic cache breakpoint on a tool definition.
+    out.push(isObj(t.cache_control) ? { type: 'function', function: fn, cache_control: t.cache_control } : { type: 'function', function: fn });
   }
   return out;
 }
@@ -207,6 +207,7 @@ export function parseResponsesRequest(body: unknown): ParseResult<ResponsesReque
     const t = parseTools(b.tools);
     if (isBad(t)) return t;
     if (t.length > 0) chat.tools = t;
+    if (t.some((d) => d.cache_control !== undefined)) chat.anthropicMarks = true;
     echo.tools = b.tools;
   }
   if (given(b.tool_choice)) {
@@ -242,14 +243,23 @@ export function parseResponsesRequest(body: unknown): ParseResult<ResponsesReque
 
 // ---- items -> canonical messages ----
 
-function partOf(p: Obj): ContentPart | null {
+/** Whether the conversation holds an Anthropic cache breakpoint (ChatRequest.anthropicMarks). */
+export interface Marks { on: boolean }
+
+function partOf(p: Obj, marks: Marks): ContentPart | null {
   switch (p.type) {
-    case 'input_text': case 'output_text': return { type: 'text', text: p.text as string };
+    case 'input_text': case 'output_text': {
+      const part: TextPart = { type: 'text', text: p.text as string };
+      if (isObj(p.cache_control)) { part.cache_control = p.cache_control; marks.on = true; }
+      return part;
+    }
     case 'refusal': return { type: 'text', text: p.refusal as string };
     case 'input_image': {
       const image_url: { url: string; detail?: string } = { url: p.image_url as string };
       if (typeof p.detail === 'string' && p.detail !== 'auto') image_url.detail = p.detail;
-      return { type: 'image_url', image_url };
+      const part: ImagePart = { type: 'image_url', image_url };
+      if (isObj(p.cache_control)) { part.cache_control = p.cache_control; marks.on = true; }
+      return part;
     }
     case 'input_file': {
       const file: Obj = {};
@@ -261,15 +271,21 @@ function partOf(p: Obj): ContentPart | null {
   }
 }
 
-/** One text part collapses to a plain string, the most portable form. */
-function contentOf(c: unknown): string | ContentPart[] {
+/** One text part (without a cache breakpoint) collapses to a plain string, the most portable form. */
+function contentOf(c: unknown, marks: Marks): string | ContentPart[] {
   if (typeof c === 'string') return c;
   const parts: ContentPart[] = [];
   for (const p of c as Obj[]) {
-    const part = partOf(p);
+    const part = partOf(p, marks);
     if (part !== null) parts.push(part);
   }
-  return parts.length === 1 && parts[0].type === 'text' ? (parts[0] as { text: string }).text : parts;
+  return parts.length === 1 && parts[0].type === 'text' && (parts[0] as TextPart).cache_control === undefined ? (parts[0] as TextPart).text : parts;
+}
+
+/** A message's or function_call_output's own cache breakpoint (LiteLLM's form), onto its canonical message. */
+function withCache(m: ChatMessage, it: ResponseItem, marks: Marks): ChatMessage {
+  if (isObj(it.cache_control)) { m.cache_control = it.cache_control; marks.on = true; }
+  return m;
 }
 
 function textOf(c: unknown): string {
@@ -283,7 +299,7 @@ function textOf(c: unknown): string {
  * Validated, resolved items (no item_reference left) -> canonical chat messages. An assistant
  * message and the function calls that follow it are one assistant turn (as chat wires want them).
  */
-export function itemsToMessages(instructions: string | null, items: readonly ResponseItem[]): ChatMessage[] {
+export function itemsToMessages(instructions: string | null, items: readonly ResponseItem[], marks: Marks = { on: false }): ChatMessage[] {
   const out: ChatMessage[] = [];
   if (instructions !== null && instructions !== '') out.push({ role: 'system', content: instructions });
   let turn: ChatMessage | null = null; // the assistant turn function calls still join
@@ -296,13 +312,13 @@ export function itemsToMessages(instructions: string | null, items: readonly Res
     }
     turn = null;
     if (it.type === 'function_call_output') {
-      out.push({ role: 'tool', tool_call_id: it.call_id as string, content: contentOf(it.output) });
+      out.push(withCache({ role: 'tool', tool_call_id: it.call_id as string, content: contentOf(it.output, marks) }, it, marks));
     } else if (it.type === 'message') {
       if (it.role === 'assistant') {
         turn = { role: 'assistant', content: textOf(it.content) };
         out.push(turn);
       } else {
-        out.push({ role: it.role as ChatMessage['role'], content: contentOf(it.content) });
+        out.push(withCache({ role: it.role as ChatMessage['role'], content: contentOf(it.content, marks) }, it, marks));
       }
     }
   }

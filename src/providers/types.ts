@@ -7,8 +7,15 @@
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 
-export interface TextPart { type: 'text'; text: string }
-export interface ImagePart { type: 'image_url'; image_url: { url: string; detail?: string } }
+/**
+ * Anthropic's prompt-cache breakpoint ({type:"ephemeral", ttl?}), as a client wrote it. Carried on
+ * parts, messages, tool calls and tool definitions; sent to Anthropic upstreams only (other wires
+ * reject it), see ChatRequest.anthropicMarks.
+ */
+export type CacheControl = Readonly<Record<string, unknown>>;
+
+export interface TextPart { type: 'text'; text: string; cache_control?: CacheControl }
+export interface ImagePart { type: 'image_url'; image_url: { url: string; detail?: string }; cache_control?: CacheControl }
 /** Other part types (input_audio, file, ...) are passed through untouched where the wire allows. */
 export interface OtherPart { type: string; [k: string]: unknown }
 export type ContentPart = TextPart | ImagePart | OtherPart;
@@ -17,6 +24,8 @@ export interface ToolCall {
   id: string;
   type: 'function';
   function: { name: string; arguments: string };
+  /** An Anthropic client's cache breakpoint on its tool_use block. */
+  cache_control?: CacheControl;
 }
 
 export interface ChatMessage {
@@ -25,11 +34,25 @@ export interface ChatMessage {
   name?: string;
   tool_calls?: ToolCall[];
   tool_call_id?: string;
+  /**
+   * A cache breakpoint on the whole message (LiteLLM's form for OpenAI clients): Anthropic upstreams
+   * get it on the message's last block; on a tool message, on its tool_result block.
+   */
+  cache_control?: CacheControl;
+  /** A tool message's tool_result is_error (Anthropic wire). */
+  is_error?: boolean;
+  /**
+   * An assistant turn's thinking / redacted_thinking blocks as the Anthropic client sent them back
+   * (their signature is Anthropic's): written before the turn's text and tool_use, to Anthropic only.
+   */
+  thinking?: Array<Record<string, unknown>>;
 }
 
 export interface ToolDef {
   type: 'function';
   function: { name: string; description?: string; parameters?: Record<string, unknown>; strict?: boolean };
+  /** A cache breakpoint on the tool definition (Anthropic's tools[].cache_control; LiteLLM puts it beside `function`). */
+  cache_control?: CacheControl;
 }
 
 export type ToolChoice = 'auto' | 'none' | 'required' | { type: 'function'; function: { name: string } };
@@ -54,6 +77,12 @@ export interface ChatRequest {
   extra?: Record<string, unknown>;
   /** Anthropic-only fields from an Anthropic client (top_k, thinking, metadata...), forwarded verbatim to Anthropic upstreams only. */
   anthropicExtra?: Record<string, unknown>;
+  /**
+   * Set by the parsers when a message, part, tool call or tool carries a field only the Anthropic
+   * wire has (cache_control, thinking, is_error): other wires leave those out (OpenAI answers 400
+   * to an unknown cache_control). Unset, they send the messages as they are.
+   */
+  anthropicMarks?: true;
 }
 
 export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'content_filter';
@@ -63,6 +92,8 @@ export interface Usage {
   outputTokens: number;
   /** Prompt tokens served from the provider's prompt cache (subset of inputTokens). */
   cachedTokens?: number;
+  /** Prompt tokens written to the provider's prompt cache (Anthropic's cache_creation_input_tokens; subset of inputTokens). */
+  cacheWriteTokens?: number;
 }
 
 /** Provider-neutral, non-streamed chat result. */

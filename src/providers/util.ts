@@ -2,7 +2,7 @@
 import { randomUUID } from 'node:crypto';
 import { isNum, isObj, parseJson, type Obj } from '../lib/json.ts';
 import { timeHex } from '../lib/time-hex.ts';
-import type { FinishReason, RawChatHead, UpstreamRequest, Usage } from './types.ts';
+import type { ChatMessage, ContentPart, FinishReason, RawChatHead, ToolCall, ToolDef, UpstreamRequest, Usage } from './types.ts';
 
 export type { Obj };
 
@@ -45,8 +45,11 @@ export function nowSeconds(): number {
   return Math.floor(Date.now() / 1000);
 }
 
-export function usageOf(input: number, output: number, cached: number | undefined): Usage {
-  return cached !== undefined && cached > 0 ? { inputTokens: input, outputTokens: output, cachedTokens: cached } : { inputTokens: input, outputTokens: output };
+/** Canonical usage; cache reads and writes (subsets of input) only when some were counted. */
+export function usageOf(input: number, output: number, cached: number | undefined, written?: number): Usage {
+  const u: Usage = cached !== undefined && cached > 0 ? { inputTokens: input, outputTokens: output, cachedTokens: cached } : { inputTokens: input, outputTokens: output };
+  if (written !== undefined && written > 0) u.cacheWriteTokens = written;
+  return u;
 }
 
 export const OPENAI_FINISH: Readonly<Record<string, FinishReason>> = {
@@ -83,4 +86,27 @@ export function rawChatHead(built: Obj, client: Readonly<Obj>, same: (key: strin
   }
   for (const k in client) if (!Object.hasOwn(built, k)) return { head: head(), body: built };
   return { head: head(), add };
+}
+
+/** An object without its `cache_control`, the same one when it has none. */
+function uncached<T extends object>(o: T): T {
+  if (!Object.hasOwn(o, 'cache_control')) return o;
+  const { cache_control: _, ...rest } = o as T & { cache_control?: unknown };
+  return rest as T;
+}
+
+/**
+ * Messages and tools without the fields only the Anthropic wire has (ChatRequest.anthropicMarks):
+ * cache_control on messages, parts, tool calls and tools, a tool message's is_error, an assistant
+ * turn's thinking blocks. Other wires send these (OpenAI answers 400 to an unknown cache_control).
+ */
+export function withoutAnthropicMarks(messages: ChatMessage[], tools: ToolDef[] | undefined): { messages: ChatMessage[]; tools: ToolDef[] | undefined } {
+  const out = messages.map((m) => {
+    const { cache_control: _c, is_error: _e, thinking: _t, ...rest } = m;
+    const msg: ChatMessage = rest;
+    if (Array.isArray(m.content)) msg.content = m.content.map((p: ContentPart) => uncached(p));
+    if (m.tool_calls !== undefined) msg.tool_calls = m.tool_calls.map((tc: ToolCall) => uncached(tc));
+    return msg;
+  });
+  return { messages: out, tools: tools?.map((t) => uncached(t)) };
 }
