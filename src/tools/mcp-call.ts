@@ -182,10 +182,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   const adm = await admit(rt, s, entry, d, base);
   const mrtr = await untilForwarded(adm, async () => {
     // integrity and validate come after decide: a caller denied the tool learns nothing about it
-    if (!t.integrity.ok) {
-      deps.audit.record({ ...base, type: 'tool.withheld', outcome: { status: 'withheld', error: t.integrity.reason } });
-      throw new ToolError('tool_definition_changed', `tool "${name}" is withheld: ${t.integrity.reason}`, { code: RPC.denied, status: 409, data: { reason: 'tool_definition_changed', digest: t.integrity.digest } });
-    }
+    refuseWithheld(rt, t, base);
     const invalid = t.validate(args);
     if (invalid) {
       deps.audit.record({ ...base, type: 'tool.rejected', outcome: { status: 'invalid_arguments', error: invalid } });
@@ -303,6 +300,19 @@ export async function visibleTools(rt: Runtime, s: SessionCtx): Promise<Compiled
     }
   });
   return out;
+}
+
+/**
+ * The rug-pull rule, one for everything that acts on a tool's behalf: while the tool's current
+ * definition is not the accepted one (tool-integrity.ts), nothing of it goes through: a call (so a
+ * held approval cannot be used either: this comes first), nor a read or an update of a task it
+ * created (mcp-tasks.ts). Refused with 409 and the new digest, a tool.withheld on record (`ev`:
+ * the request's evidence fields); once an admin accepts the definition, all of it works again.
+ */
+export function refuseWithheld(rt: Runtime, t: CompiledTool, ev: Record<string, unknown>): void {
+  if (t.integrity.ok) return;
+  rt.deps.audit.record({ ...ev, type: 'tool.withheld', outcome: { status: 'withheld', error: t.integrity.reason } });
+  throw new ToolError('tool_definition_changed', `tool "${t.def.name}" is withheld: ${t.integrity.reason}`, { code: RPC.denied, status: 409, data: { reason: 'tool_definition_changed', digest: t.integrity.digest } });
 }
 
 /** Decide and admit a resource or prompt access: the request id its evidence is filed under, and its admission. */

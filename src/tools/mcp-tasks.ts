@@ -12,7 +12,7 @@
 // acknowledgement, nothing of the upstream's answer. Sealed rather than stored, so any replica of a
 // fleet serves a task created through another.
 import { randomUUID } from 'node:crypto';
-import { context, enforceLimit, guardedResult, guardInbound, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
+import { context, enforceLimit, guardedResult, guardInbound, refuseWithheld, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import type { CompiledTool, ServerEntry } from './catalog.ts';
 import { TASK_PREFIX, TASKS_EXT, taskFault, taskTtl, unseal, type TaskBinding } from './mcp-mrtr.ts';
 import { CLIENT_CAPS } from './mcp-headers.ts';
@@ -37,7 +37,10 @@ export function openTask(rt: Runtime, s: SessionCtx, taskId: unknown): { b: Task
 
 /**
  * Decide `method` on a task by the policy of the call that created it (approval, if it needed
- * one, was given then), on record; a deny is thrown. Returns the evidence fields of the request.
+ * one, was given then), on record; a deny is thrown. Then, like a call to that tool, a task whose
+ * tool definition changed since it was accepted is withheld (refuseWithheld: the same rule and
+ * answer as a call or a held approval's retry) until an admin accepts it, except tasks/cancel:
+ * stopping the work is never withheld. Returns the evidence fields of the request.
  */
 export function decideTask(rt: Runtime, s: SessionCtx, task: { b: TaskBinding; t: CompiledTool }, method: string, requestId: string): Json {
   const { b, t } = task;
@@ -47,6 +50,7 @@ export function decideTask(rt: Runtime, s: SessionCtx, task: { b: TaskBinding; t
   if (d.effect === 'deny' || (!d.allowed && d.effect !== 'approval_required')) {
     throw new ToolError('policy_denied', denialMessage(d, `${method} for a task of tools/call "${b.tool}" (resource ${t.resource}, action ${t.action})`), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
   }
+  if (method !== 'tasks/cancel') refuseWithheld(rt, t, ev);
   return ev;
 }
 
