@@ -1,5 +1,5 @@
 // The embedded stored-Responses write is behind the answer: put() holds the record in memory and
-// the puts of one event-loop turn are written in one transaction after it. The promises still hold:
+// the puts of a few milliseconds are written in one transaction after them. The promises still hold:
 // the same agent reads its response at once (GET, previous_response_id, item_reference), another
 // agent never does, held records expire like written ones, and a SIGTERM drain loses nothing.
 import { test, after } from 'node:test';
@@ -60,6 +60,38 @@ test('a held put is read at once by its agent only (get, previous_response_id ch
     assert.equal(await s.delete('A', 'resp_4'), true);
     assert.equal(await s.get('A', 'resp_4'), null);
     assert.equal(await s.itemOwner('A', 'msg_resp_4_in0'), null);
+  } finally {
+    db.close();
+  }
+});
+
+test('held puts of several turns are written in one transaction: once the group window ends, or in the next check phase once group.max are held', async () => {
+  const dir = join(root, 'group');
+  const db = openDatabase(dir);
+  const turn = () => new Promise((r) => setImmediate(r));
+  try {
+    const t = Date.now();
+    // A window no test reaches: only the size bound (or flush) writes.
+    const s = openResponseStore(db, Date.now, undefined, { ms: 3_600_000, max: 3 });
+    await s.put(rec('resp_g1', 'A', t + 60_000), ['msg_resp_g1_in0']);
+    await turn(); await turn(); await turn();
+    assert.equal(rowCount(db), 0, 'still held three turns later (within the window)');
+    assert.equal((await s.get('A', 'resp_g1'))?.id, 'resp_g1', 'and read from memory by its agent');
+    assert.equal(await s.get('B', 'resp_g1'), null, 'never by another');
+    await s.put(rec('resp_g2', 'A', t + 60_000), ['msg_resp_g2_in0']);
+    await turn();
+    assert.equal(rowCount(db), 0);
+    await s.put(rec('resp_g3', 'A', t + 60_000), ['msg_resp_g3_in0']);
+    assert.equal(rowCount(db), 0, 'not written on the put\'s own turn, even at the size bound');
+    await turn();
+    assert.equal(rowCount(db), 3, 'the size bound writes all three in the next check phase');
+    assert.equal(await s.itemOwner('A', 'msg_resp_g2_in0'), 'resp_g2');
+    // The window: a short one writes without the bound.
+    const w = openResponseStore(db, Date.now, undefined, { ms: 20, max: 256 });
+    await w.put(rec('resp_g4', 'A', t + 60_000), ['msg_resp_g4_in0']);
+    await turn();
+    assert.equal(rowCount(db), 3, 'held past the next check phase');
+    await until(() => rowCount(db) === 4, 5000, 'the window to end');
   } finally {
     db.close();
   }
