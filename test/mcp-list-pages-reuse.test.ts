@@ -41,7 +41,7 @@ async function startUpstream(): Promise<string> {
     };
     const list = { ttlMs: mode.ttlMs, cacheScope: mode.cacheScope };
     if (body.method === 'server/discover') return ok({ supportedVersions: [VERSION], capabilities: { tools: {}, prompts: { listChanged: true }, resources: { listChanged: true } }, ttlMs: 0, cacheScope: 'public' });
-    if (body.method === 'tools/list') return ok({ tools: [{ name: 'noop', inputSchema: { type: 'object', properties: {} } }], ttlMs: 600_000, cacheScope: 'public' });
+    if (body.method === 'tools/list') return ok({ tools: ids.map((name) => ({ name, inputSchema: { type: 'object', properties: {} } })), ttlMs: 600_000, cacheScope: 'public' });
     if (body.method === 'prompts/list') return ok({ prompts: ids.map((id) => ({ name: id })), ...list });
     if (body.method === 'resources/list') return ok({ resources: ids.map((id) => ({ uri: `memo://${id}`, name: id })), ...list });
     if (body.method === 'resources/templates/list') return ok({ resourceTemplates: ids.map((id) => ({ uriTemplate: `memo://${id}/{part}`, name: id })), ...list });
@@ -123,6 +123,13 @@ test('a 500-item list within its ttlMs: the later pages are cut from the first p
     // A new listing (no cursor) gathers again: the gathering serves the listing it was made for.
     assert.equal((await pageAll(method, field, def)).upstream, 1, `${method}: a second paging`);
   }
+});
+
+test('tools/list of 500 tools (a shared list within its ttlMs): paged from aam\'s catalog, no upstream request per page, as before', async () => {
+  const got = await pageAll('tools/list', 'tools', 'ListToolsResult');
+  assert.equal(got.pages, 3);
+  assert.equal(new Set(got.items).size, N);
+  assert.equal(got.upstream, 0, 'upstream tools/list requests for one full paging');
 });
 
 test('ttlMs 0 (immediately stale): every page asks the upstream again, as before', async () => {
