@@ -11,11 +11,14 @@ import OpenAI from 'openai';
 import { startFakeUpstream, type FakeUpstream } from './fake-upstream.ts';
 import { startTestGateway, doc, yaml, agentDocs, type TestGateway } from './helpers/gateway.ts';
 import { adapterFor, parseAnthropicRequest } from '../src/providers/index.ts';
+import { anthropicChatResponse } from '../src/providers/anthropic.ts';
+import { costUsd } from '../src/gateway/pricing.ts';
+import { builtinPricing, resolvePricing } from '../src/config/pricing.ts';
 
 let fake: FakeUpstream;
 let gw: TestGateway;
 let key = '';
-const PRICE = { input_per_1m: 3, output_per_1m: 15, cached_input_per_1m: 0.3, cache_write_input_per_1m: 3.75 };
+const PRICE = { input_per_1m: 3, output_per_1m: 15, cached_input_per_1m: 0.3, cache_write_input_per_1m: 3.75, cache_write_1h_input_per_1m: 6 };
 
 before(async () => {
   fake = await startFakeUpstream();
@@ -84,8 +87,8 @@ test('Anthropic SDK: cache_control, thinking and is_error reach the Anthropic up
   assert.equal(last().raw, JSON.stringify({ ...params, stream: true, model: 'prompt-cache' }));
   assert.equal(usage.cache_read_input_tokens, 1200, 'the cache read is reported');
 
-  // Billed: fresh input at input price, the write at 1.25x, the read at 0.1x.
-  const cost = (u: typeof usage) => ((u.input_tokens ?? 0) * 3 + (u.cache_creation_input_tokens ?? 0) * 3.75 + (u.cache_read_input_tokens ?? 0) * 0.3 + (u.output_tokens ?? 0) * 15) / 1e6;
+  // Billed: fresh input at input price, the write at 1.25x (its one-hour part, 1000 of 1200 tokens, at 2x), the read at 0.1x.
+  const cost = (u: typeof usage) => ((u.input_tokens ?? 0) * 3 + (u.cache_creation_input_tokens ? 200 * 3.75 + 1000 * 6 : 0) + (u.cache_read_input_tokens ?? 0) * 0.3 + (u.output_tokens ?? 0) * 15) / 1e6;
   const want = cost(m.usage) + cost(usage);
   assert.ok(Math.abs(billed('claude-cache') - before - want) < 1e-12, `billed ${billed('claude-cache') - before}, want ${want}`);
   assert.ok(cost(m.usage) > ((m.usage.input_tokens + 1200) * 3 + m.usage.output_tokens * 15) / 1e6, 'a write costs more than plain input');
@@ -142,4 +145,17 @@ test('Responses API client: cache_control on an input part and a function tool r
     assert.equal(o.status, 200, await o.text());
     assert.doesNotMatch(last().raw, /cache_control/, `parts ${parts}, tool ${tool}`);
   }
+});
+
+test('pricing: Anthropic\'s cache reads, 5-minute and one-hour writes each at their price (built in for Claude: 0.1x, 1.25x, 2x input)', () => {
+  const r = anthropicChatResponse({ id: 'm', content: [{ type: 'text', text: 'ok' }], stop_reason: 'end_turn',
+    usage: { input_tokens: 100, cache_read_input_tokens: 4000, cache_creation_input_tokens: 1200, cache_creation: { ephemeral_5m_input_tokens: 200, ephemeral_1h_input_tokens: 1000 }, output_tokens: 50 } });
+  assert.deepEqual(r.usage, { inputTokens: 5300, outputTokens: 50, cachedTokens: 4000, cacheWriteTokens: 1200, cacheWrite1hTokens: 1000 });
+  const p = builtinPricing('claude-sonnet-4-5');
+  assert.deepEqual(p, { input_per_1m: 3, output_per_1m: 15, cached_input_per_1m: 0.3, cache_write_input_per_1m: 3.75, cache_write_1h_input_per_1m: 6 });
+  const want = (100 * 3 + 4000 * 0.3 + 200 * 3.75 + 1000 * 6 + 50 * 15) / 1e6;
+  assert.ok(Math.abs((costUsd(r.usage, p) ?? 0) - want) < 1e-15, `${costUsd(r.usage, p)} vs ${want}`);
+  // A route's own price without the one-hour field: one-hour writes cost a write's price; without either, input's.
+  assert.ok(Math.abs((costUsd(r.usage, resolvePricing('anthropic', 'x', { input_per_1m: 3, output_per_1m: 15, cache_write_input_per_1m: 3.75 })) ?? 0) - (100 * 3 + 4000 * 3 + 1200 * 3.75 + 50 * 15) / 1e6) < 1e-15);
+  assert.ok(Math.abs((costUsd(r.usage, resolvePricing('anthropic', 'x', { input_per_1m: 3, output_per_1m: 15 })) ?? 0) - (5300 * 3 + 50 * 15) / 1e6) < 1e-15);
 });

@@ -13,8 +13,9 @@
 //   cut-stream                       two content pieces, then the socket is destroyed
 //   error-before-content             stream opens (role chunk / message_start) then an error, no content
 //   silent-<ms>                      first chunk, silence for ms, then the rest
-//   prompt-cache                     ok, and Anthropic usage reports a prompt-cache write of 1200 tokens on
-//                                    the first request to it, a read of 1200 on every later one
+//   prompt-cache                     ok, and Anthropic usage reports a prompt-cache write of 1200 tokens (200
+//                                    for 5 minutes, 1000 for an hour) on the first request to it, a read of
+//                                    1200 on every later one
 // Every request is recorded in `requests` (with `aborted` set if the caller went away early).
 import { createServer } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
@@ -152,7 +153,7 @@ function jsonAnswer(wire: Wire, model: string, a: Answer): Obj {
     const content: unknown[] = a.tools
       ? [{ type: 'text', text: 'Let me check.' }, ...(a.calls ?? TOOLS).map((t) => ({ type: 'tool_use', id: t.id.replace('call_', 'toolu_'), name: t.name, input: JSON.parse(t.args.join('')) as unknown }))]
       : [{ type: 'text', text }];
-    return { id: 'msg_fake_0001', type: 'message', role: 'assistant', model, content, stop_reason: a.tools ? 'tool_use' : 'end_turn', stop_sequence: null, usage: { input_tokens: a.input, output_tokens: a.output, cache_creation_input_tokens: a.cacheWrite ?? 0, cache_read_input_tokens: a.cacheRead ?? 0 } };
+    return { id: 'msg_fake_0001', type: 'message', role: 'assistant', model, content, stop_reason: a.tools ? 'tool_use' : 'end_turn', stop_sequence: null, usage: { input_tokens: a.input, output_tokens: a.output, cache_creation_input_tokens: a.cacheWrite ?? 0, cache_read_input_tokens: a.cacheRead ?? 0, ...cacheCreation(a) } };
   }
   if (wire === 'gemini') {
     const parts = a.tools ? (a.calls ?? TOOLS).map((t) => ({ functionCall: { name: t.name, args: JSON.parse(t.args.join('')) as unknown } })) : [{ text }];
@@ -196,8 +197,14 @@ function ev(event: string, data: Obj): string {
   return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
 }
 
+/** Anthropic's split of a cache write by lifetime (prompt-cache: 200 tokens for 5 minutes, the rest for an hour). */
+function cacheCreation(a: Answer | undefined): Obj {
+  const w = a?.cacheWrite ?? 0;
+  return w > 0 ? { cache_creation: { ephemeral_5m_input_tokens: 200, ephemeral_1h_input_tokens: w - 200 } } : {};
+}
+
 function anthropicStart(model: string, input: number, a?: Answer): string {
-  return ev('message_start', { type: 'message_start', message: { id: 'msg_fake_0002', type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: input, cache_creation_input_tokens: a?.cacheWrite ?? 0, cache_read_input_tokens: a?.cacheRead ?? 0, output_tokens: 1, service_tier: 'standard' } } });
+  return ev('message_start', { type: 'message_start', message: { id: 'msg_fake_0002', type: 'message', role: 'assistant', model, content: [], stop_reason: null, stop_sequence: null, usage: { input_tokens: input, cache_creation_input_tokens: a?.cacheWrite ?? 0, cache_read_input_tokens: a?.cacheRead ?? 0, ...cacheCreation(a), output_tokens: 1, service_tier: 'standard' } } });
 }
 
 function anthropicFrames(model: string, a: Answer): Frame[] {

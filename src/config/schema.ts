@@ -115,9 +115,10 @@ export const pricingSpec = z.strictObject({
   output_per_1m: z.number().nonnegative().optional(),
   cached_input_per_1m: z.number().nonnegative().optional(),
   cache_write_input_per_1m: z.number().nonnegative().optional(),
+  cache_write_1h_input_per_1m: z.number().nonnegative().optional(),
   free: z.literal(true).optional(),
 }).refine((p) => p.free
-  ? p.input_per_1m === undefined && p.output_per_1m === undefined && p.cached_input_per_1m === undefined && p.cache_write_input_per_1m === undefined
+  ? p.input_per_1m === undefined && p.output_per_1m === undefined && p.cached_input_per_1m === undefined && p.cache_write_input_per_1m === undefined && p.cache_write_1h_input_per_1m === undefined
   : p.input_per_1m !== undefined && p.output_per_1m !== undefined, {
   message: 'set input_per_1m and output_per_1m (USD per 1M tokens), or only free: true',
 });

@@ -9,10 +9,12 @@ export function costUsd(usage: Usage | undefined, pricing: Pricing | null): numb
   if (!usage || !pricing) return null;
   const cached = usage.cachedTokens ?? 0;
   const written = usage.cacheWriteTokens ?? 0;
+  const hour = usage.cacheWrite1hTokens ?? 0;
   const fresh = Math.max(0, usage.inputTokens - cached - written);
   const cachedPrice = pricing.cached_input_per_1m ?? pricing.input_per_1m;
   const writePrice = pricing.cache_write_input_per_1m ?? pricing.input_per_1m;
-  return (fresh * pricing.input_per_1m + cached * cachedPrice + written * writePrice + usage.outputTokens * pricing.output_per_1m) / 1e6;
+  const hourPrice = pricing.cache_write_1h_input_per_1m ?? writePrice;
+  return (fresh * pricing.input_per_1m + cached * cachedPrice + (written - hour) * writePrice + hour * hourPrice + usage.outputTokens * pricing.output_per_1m) / 1e6;
 }
 
 /** Worst-case estimate used to reserve budget before the call: prompt + max output tokens. */

@@ -170,7 +170,10 @@ export function anthropicUsage(u: Obj): Usage {
   const cached = num(u.cache_read_input_tokens) ?? 0;
   const written = num(u.cache_creation_input_tokens) ?? 0;
   const input = (num(u.input_tokens) ?? 0) + cached + written;
-  return usageOf(input, num(u.output_tokens) ?? 0, cached, written);
+  const usage = usageOf(input, num(u.output_tokens) ?? 0, cached, written);
+  const hour = Math.min(written, num(obj(u.cache_creation)?.ephemeral_1h_input_tokens) ?? 0);
+  if (hour > 0) usage.cacheWrite1hTokens = hour;
+  return usage;
 }
 
 export function anthropicChatResponse(body: unknown): ChatResult {

@@ -94,6 +94,8 @@ export interface Usage {
   cachedTokens?: number;
   /** Prompt tokens written to the provider's prompt cache (Anthropic's cache_creation_input_tokens; subset of inputTokens). */
   cacheWriteTokens?: number;
+  /** Of cacheWriteTokens, those written for one hour (Anthropic's cache_creation.ephemeral_1h_input_tokens: priced higher). */
+  cacheWrite1hTokens?: number;
 }
 
 /** Provider-neutral, non-streamed chat result. */
