@@ -3,12 +3,19 @@
 // JavaScript (as `npm start` runs it) and served in its own process; rounds interleave the trees
 // so that they see the same load. The mock upstream is bench/mock-upstream.js; the a2a kinds are an
 // A2A hop (SendMessage, SendStreamingMessage) to bench/a2a-echo-agent.ts.
-//   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] [--kind nonstream,stream,stream-nousage,messages,messages-stream,responses,responses-stream,responses-stored,a2a,a2a-stream] [--bare] [--pin CPU] [--fleet] TREE [TREE...]
+//   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] [--kind nonstream,stream,stream-nousage,messages,messages-stream,responses,responses-stream,responses-stored,a2a,a2a-stream] [--bare] [--pin CPU] [--fleet [--stores-cpu CPU]] TREE [TREE...]
 // --bare: the bare pass-through proxy (bench/bare-proxy.ts) joins the rounds as a tree named 'bare'
 // (chat kinds only: it forwards the request as it is), the floor the gateway is compared with.
-// --fleet: every gateway is a fleet replica on one PostgreSQL + Redis (started as `npm run bench`
-// starts them, bench/lib/fleet.ts), and each round also reports what a request cost the stores
-// (Redis commands, EVALSHA and PostgreSQL transactions per request: the round trips).
+// --fleet: every gateway is a fleet replica on one PostgreSQL server + one Redis (started as `npm run bench`
+// starts them, bench/lib/fleet.ts), each tree on a database of its own there (CREATE DATABASE aam_tI,
+// migrated by that tree's own `aam migrate`, so that trees with different migrations are each judged
+// on their own schema) and so on Redis keys of its own (aam prefixes them with the database's name);
+// each round also reports what a request cost the stores (Redis commands, EVALSHA and PostgreSQL
+// transactions of that tree's database per request: the round trips).
+// --stores-cpu CPU (--fleet only): PostgreSQL, Redis, this client and the mock run pinned to that core, as
+// `npm run bench` pins them with its load generator (they inherit this process's taskset), so that a
+// store woken by a request does not preempt the gateway on its core. Default: with --pin on a
+// 2-core machine, the other core; else not pinned. `--stores-cpu none`: not pinned.
 // TREE: a directory holding src/ and scripts/build.ts (a git worktree of aam); default: this one.
 // TREE::FLAG[,FLAG] serves that tree with node flags added to npm start's (e.g. /work/main::--single-threaded-gc),
 // so that one tree can run beside itself with and without a flag.
@@ -16,9 +23,9 @@
 // per request (the `allocated=` of the GCs logged during the round, per isolate: the main thread is
 // the largest). The count starts at the round's first GC, so it is off by at most one young
 // generation (16 MB) over --n requests.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -35,11 +42,16 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const NODE = process.execPath;
 const { values: opt, positionals } = parseArgs({
   allowPositionals: true,
-  options: { n: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '3' }, conc: { type: 'string', default: '4' }, prof: { type: 'boolean', default: false }, bare: { type: 'boolean', default: false }, pin: { type: 'string' }, strace: { type: 'boolean', default: false }, alloc: { type: 'boolean', default: false }, kind: { type: 'string' }, fleet: { type: 'boolean', default: false } },
+  options: { n: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '3' }, conc: { type: 'string', default: '4' }, prof: { type: 'boolean', default: false }, bare: { type: 'boolean', default: false }, pin: { type: 'string' }, strace: { type: 'boolean', default: false }, alloc: { type: 'boolean', default: false }, kind: { type: 'string' }, fleet: { type: 'boolean', default: false }, 'stores-cpu': { type: 'string' } },
 });
 const N = Number(opt.n);
-// --pin CPU: every gateway (threads included) on that one core, as `npm run bench` runs them; the mock and this client are not pinned.
+// --pin CPU: every gateway (threads included) on that one core, as `npm run bench` runs them; the mock and this client are not pinned (--fleet: see --stores-cpu).
 const GW_PIN = opt.pin === undefined ? NO_PIN : { cpu: Number(opt.pin), nice: 0 };
+// --stores-cpu: see the head comment.
+const STORES_CPU = !opt.fleet || opt['stores-cpu'] === 'none' ? null
+  : opt['stores-cpu'] !== undefined ? Number(opt['stores-cpu'])
+    : GW_PIN.cpu !== null && availableParallelism() === 2 ? 1 - GW_PIN.cpu : null;
+if (STORES_CPU !== null && !(Number.isInteger(STORES_CPU) && STORES_CPU >= 0)) throw new Error('--stores-cpu: a CPU number or none');
 const ROUNDS = Number(opt.rounds);
 const CONC = Number(opt.conc);
 const specs = (positionals.length ? positionals : [join(HERE, '..')]).map((p) => {
@@ -92,7 +104,7 @@ function allocatedPerRequest(log: string, from: number, n: number): string {
     .map(([iso, e]) => `${iso} ${(e.bytes / n / 1024).toFixed(1)} KB (${e.gcs} GCs)`).join(', ') || 'no GC logged';
 }
 
-interface Gateway { tree: string; child: ChildProcess; pool: Pool; key: string; log?: string }
+interface Gateway { tree: string; child: ChildProcess; pool: Pool; key: string; log?: string; /** --fleet: its PostgreSQL database. */ database?: string }
 
 const median = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 const work = mkdtempSync(join(tmpdir(), 'aam-cpu-'));
@@ -100,8 +112,15 @@ const children: ChildProcess[] = [];
 const outs: string[] = [];
 let fleet: BenchFleet | undefined;
 try {
-  if (opt.fleet) fleet = await startBenchFleet();
-  const storeEnv = fleet?.env ?? {};
+  if (STORES_CPU !== null) {
+    // This process and all its threads; what it starts from now on (stores, mock) inherits it.
+    const r = spawnSync('taskset', ['-a', '-p', '-c', String(STORES_CPU), String(process.pid)], { stdio: 'ignore' });
+    if (r.status !== 0) throw new Error(`--stores-cpu ${STORES_CPU}: taskset failed`);
+  }
+  if (opt.fleet) {
+    fleet = await startBenchFleet();
+    console.log(`fleet stores: PostgreSQL and Redis on loopback, ${STORES_CPU === null ? 'not pinned' : `pinned with this client and the mock to CPU ${STORES_CPU}`}; gateways ${GW_PIN.cpu === null ? 'not pinned' : `on CPU ${GW_PIN.cpu}`}`);
+  }
   const mockPort = await freePort();
   const mock = startProcess(NO_PIN, [NODE, join(HERE, 'mock-upstream.js')], { MOCK_PORT: String(mockPort) }, join(work, 'mock.log'));
   children.push(mock);
@@ -143,7 +162,15 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
     const configPath = join(dir, 'aam.yaml');
     writeFileSync(configPath, config);
     const dataDir = join(dir, 'data');
-    if (fleet) aamMigrate(NODE, tree, build, { ...build.env, ...storeEnv });
+    let storeEnv: Record<string, string> = {};
+    let database: string | undefined;
+    if (fleet) {
+      const db = await fleet.database(`aam_t${i}`);
+      storeEnv = db.env;
+      database = db.name;
+      aamMigrate(NODE, tree, build, { ...build.env, ...storeEnv });
+      console.log(`${name}: PostgreSQL database ${db.name} (migrated by this tree's aam migrate), Redis keys ${db.redisPrefix}*`);
+    }
     const key = createAamKey(NODE, tree, configPath, dataDir, build, { ...build.env, ...storeEnv });
     const port = await freePort();
     const argv = aamServeArgv(NODE, tree, configPath, port, dataDir, build);
@@ -151,7 +178,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
     const child = startProcess(GW_PIN, argv, { ...build.env, ...storeEnv, AAM_LOG_LEVEL: 'warn', A2A_BENCH_TOKEN }, join(dir, 'aam.log'), tree);
     children.push(child);
     if (!(await waitHttp(`http://127.0.0.1:${port}/healthz`, 60_000, 200, child))) throw new Error(`aam from ${tree} did not start (log: ${join(dir, 'aam.log')})`);
-    gws.push({ tree: name, child, key, log: join(dir, 'aam.log'), pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
+    gws.push({ tree: name, child, key, database, log: join(dir, 'aam.log'), pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
   }
   if (opt.bare) {
     const port = await freePort();
@@ -212,14 +239,14 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
         // --strace: system calls of the gateway (all threads) over this round, counted (slows it: CPU is then not comparable).
         const st = opt.strace ? spawn('strace', ['-c', '-f', '-p', String(g.child.pid), '-o', join(work, 'strace.txt')], { stdio: 'ignore' }) : undefined;
         if (st) await new Promise((r) => setTimeout(r, 1000));
-        const stores0 = fleet && g.tree !== 'bare' ? await fleet.counters() : undefined;
+        const stores0 = fleet && g.database ? await fleet.counters(g.database) : undefined;
         const us = await run(g, kind, N);
-        const stores = stores0 && fleet ? storeCost(stores0, await fleet.counters(), N) : undefined;
+        const stores = stores0 && fleet ? storeCost(stores0, await fleet.counters(g.database), N) : undefined;
         if (st) { st.kill('SIGINT'); await new Promise((r) => st.once('exit', r)); console.log(readFileSync(join(work, 'strace.txt'), 'utf8').split('\n').slice(0, 16).join('\n')); }
         const key = `${g.tree} ${k}`;
         results.set(key, [...(results.get(key) ?? []), us]);
         console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request (by thread: ${byThread}); ${wall}; context switches/request voluntary/involuntary (and run-queue wait per request): ${switches}${opt.alloc ? `; allocated per request: ${alloc}` : ''}`);
-        if (stores) console.log(`  stores per request: ${stores.redis_by_command.evalsha ?? 0} EVALSHA, ${stores.redis_commands_per_request} Redis commands in all, ${stores.pg_xacts_per_request} PostgreSQL transactions, store CPU ${stores.store_cpu_ms_per_request} ms`);
+        if (stores) console.log(`  stores per request: ${stores.redis_by_command.evalsha ?? 0} EVALSHA, ${stores.redis_commands_per_request} Redis commands in all, ${stores.pg_xacts_per_request} PostgreSQL transactions (database ${g.database}), store CPU ${stores.store_cpu_ms_per_request} ms`);
       }
     }
   }

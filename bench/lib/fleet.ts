@@ -8,9 +8,18 @@ import { spawnSync } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
 import postgres from 'postgres';
 import { startServices } from '../../scripts/test.ts';
+import { databaseName } from '../../src/store/postgres.ts';
+import { fleetPrefix } from '../../src/store/redis.ts';
 import { cpuTicks, CLK_TCK } from './procs.ts';
 
-export interface StoreCounters { redis: Record<string, number>; pgXacts: number; storeTicks: number }
+export interface StoreCounters {
+  redis: Record<string, number>;
+  /** Transactions committed or rolled back in the database read (pg_stat_database). */
+  pgXacts: number;
+  /** Of pgXacts, the reading's own query (1 when it ran in the database read, else 0). */
+  pgSelf: number;
+  storeTicks: number;
+}
 
 export interface StoreCost {
   model_requests: number;
@@ -26,7 +35,16 @@ export interface StoreCost {
 export interface BenchFleet {
   /** AAM_DATABASE_URL, AAM_REDIS_URL and AAM_MASTER_KEY for the replica and the CLI. */
   env: Record<string, string>;
-  counters(): Promise<StoreCounters>;
+  /**
+   * A PostgreSQL database of its own on the same server (CREATE DATABASE, owned by the aam role),
+   * empty: the `aam migrate` of the tree that uses it gives it that tree's schema. Its Redis keys
+   * are apart as well, on the same Redis: aam prefixes every key and channel of a fleet with its
+   * database's name (src/store/redis.ts fleetPrefix), so the same server holds both trees' counters
+   * unmixed. Returns env for that database (same Redis URL and master key) and what it is.
+   */
+  database(name: string): Promise<{ env: Record<string, string>; name: string; redisPrefix: string }>;
+  /** Store counters; PostgreSQL transactions of `database` (default: the first one, `aam`). */
+  counters(database?: string): Promise<StoreCounters>;
   stop(): Promise<void>;
 }
 
@@ -59,13 +77,22 @@ export async function startBenchFleet(nice = 0): Promise<BenchFleet> {
     const pids = [services.pids.redis, postmaster, ...childrenOf(postmaster)];
     return pids.reduce((sum, pid) => sum + (cpuTicks(pid) ?? 0), 0);
   };
+  const env = { AAM_DATABASE_URL: databaseUrl, AAM_REDIS_URL: redisUrl, AAM_MASTER_KEY: randomBytes(32).toString('hex') };
+  const home = databaseName(databaseUrl);
   return {
-    env: { AAM_DATABASE_URL: databaseUrl, AAM_REDIS_URL: redisUrl, AAM_MASTER_KEY: randomBytes(32).toString('hex') },
-    async counters() {
+    env,
+    async database(name) {
+      if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`database name ${name}: use [a-z0-9_]`);
+      await sql.unsafe(`CREATE DATABASE ${name}`);
+      const u = new URL(databaseUrl);
+      u.pathname = `/${name}`;
+      return { env: { ...env, AAM_DATABASE_URL: u.toString() }, name, redisPrefix: fleetPrefix(name) };
+    },
+    async counters(database = home) {
       // Backends report their statistics about once a second: wait for the last ones.
       await sleep(1500);
-      const [row] = await sql<Array<{ n: string }>>`SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = current_database()`;
-      return { redis: redisInfo(), pgXacts: Number(row.n), storeTicks: storeTicks() };
+      const [row] = await sql<Array<{ n: string }>>`SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = ${database}`;
+      return { redis: redisInfo(), pgXacts: Number(row?.n ?? 0), pgSelf: database === home ? 1 : 0, storeTicks: storeTicks() };
     },
     async stop() {
       await sql.end({ timeout: 2 });
@@ -101,7 +128,7 @@ export function storeCost(before: StoreCounters, after: StoreCounters, modelRequ
     model_requests: modelRequests,
     redis_commands_per_request: per(total),
     redis_by_command: byCommand,
-    pg_xacts_per_request: per(after.pgXacts - before.pgXacts - 1),
+    pg_xacts_per_request: per(after.pgXacts - before.pgXacts - after.pgSelf),
     store_cpu_ms_per_request: per(((after.storeTicks - before.storeTicks) / CLK_TCK) * 1000),
   };
 }
