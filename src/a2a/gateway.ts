@@ -21,7 +21,7 @@ import { agentVisible, decidingAgentRule, maxDelegationDepth } from '../policy/a
 import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
 import { idsIn } from './tasks.ts';
-import { StoreUnavailable } from '../store/types.ts';
+import { StoreUnavailable, type TaskIds } from '../store/types.ts';
 import { restFromAam, restFromRpc, restOp } from './rest.ts';
 import { PushRoutes, pinnedDispatcher, pushConfigIn, pushDestination, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
 import { SseParser, sseFrame, SSE_KEEPALIVE, type SseRecord } from '../providers/sse.ts';
@@ -331,14 +331,21 @@ export function createA2aGateway(): A2aGateway {
    */
   function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: string, seen?: { tasks: Set<string>; contexts: Set<string> }): void | Promise<void> {
     let ids = idsIn(result);
-    if (seen) {
-      ids = { tasks: ids.tasks.filter((t) => !seen.tasks.has(t)), contexts: ids.contexts.filter((c) => !seen.contexts.has(c)) };
-      for (const t of ids.tasks) seen.tasks.add(t);
-      for (const c of ids.contexts) seen.contexts.add(c);
-    }
+    if (seen) ids = unseen(ids, seen);
     // Nothing new to bind (a plain message; a stream's later events): no promise, no await.
     if (ids.tasks.length === 0 && ids.contexts.length === 0) return;
     return storeCall(() => ctx.rt.a2aTasks.bind(callee, ids, caller, skill));
+  }
+
+  /**
+   * The ids a stream has not bound yet (now marked as seen): `ids` itself when all are new, the
+   * shared NONE when none is (a stream's later events: no arrays made per event).
+   */
+  function unseen(ids: TaskIds, seen: { tasks: Set<string>; contexts: Set<string> }): TaskIds {
+    const tasks = fresh(ids.tasks, seen.tasks);
+    const contexts = fresh(ids.contexts, seen.contexts);
+    if (tasks.length === 0 && contexts.length === 0) return NONE;
+    return tasks === ids.tasks && contexts === ids.contexts ? ids : { tasks, contexts };
   }
 
   /**
@@ -446,8 +453,8 @@ export function createA2aGateway(): A2aGateway {
           const records = parser.push(text);
           if (records.length) eventFrom = body.bytesRead;
           else if (body.bytesRead - eventFrom > MAX_RESPONSE_BYTES) throw new Error(`an event larger than ${MAX_RESPONSE_BYTES} bytes`);
-          for (const rec of records) {
-            const ok = emit(rec);
+          for (let i = 0; i < records.length; i++) {
+            const ok = emit(records[i]);
             if (!(typeof ok === 'boolean' ? ok : await ok)) { flush(); body.destroy(); return null; }
           }
           // A callee far ahead of its caller: what one turn reads is bounded (the connection pauses at 64 KiB unread).
@@ -471,6 +478,22 @@ export function createA2aGateway(): A2aGateway {
   }
 
   return { handle };
+}
+
+/** No ids (never written to: bind() returns before the store sees it). */
+const NONE: TaskIds = Object.freeze({ tasks: Object.freeze([]) as unknown as string[], contexts: Object.freeze([]) as unknown as string[] });
+const EMPTY: string[] = Object.freeze([]) as unknown as string[];
+
+/** The ids of `list` not in `seen`, each added to it: `list` itself when all are new, EMPTY when none is. */
+function fresh(list: string[], seen: Set<string>): string[] {
+  let out: string[] | undefined;
+  for (let i = 0; i < list.length; i++) {
+    const id = list[i];
+    if (seen.has(id)) { out ??= list.slice(0, i); continue; }
+    seen.add(id);
+    out?.push(id);
+  }
+  return out === undefined ? list : out.length ? out : EMPTY;
 }
 
 /**

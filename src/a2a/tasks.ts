@@ -13,13 +13,20 @@ export function idsIn(result: unknown): TaskIds {
   const out: TaskIds = { tasks: [], contexts: [] };
   if (!result || typeof result !== 'object') return out;
   const r = result as Record<string, unknown>;
-  for (const o of [r, r.task, r.message, r.statusUpdate, r.artifactUpdate]) {
-    if (!o || typeof o !== 'object') continue;
-    const x = o as Record<string, unknown>;
-    const task = str(x.taskId) ?? (x.status !== undefined ? str(x.id) : undefined);
-    if (task) out.tasks.push(task);
-    const ctx = str(x.contextId);
-    if (ctx) out.contexts.push(ctx);
-  }
+  // The result itself and the objects it may wrap (no array of them: a stream calls this per event).
+  idsOf(r, out);
+  idsOf(r.task, out);
+  idsOf(r.message, out);
+  idsOf(r.statusUpdate, out);
+  idsOf(r.artifactUpdate, out);
   return out;
+}
+
+function idsOf(o: unknown, out: TaskIds): void {
+  if (!o || typeof o !== 'object') return;
+  const x = o as Record<string, unknown>;
+  const task = str(x.taskId) ?? (x.status !== undefined ? str(x.id) : undefined);
+  if (task) out.tasks.push(task);
+  const ctx = str(x.contextId);
+  if (ctx) out.contexts.push(ctx);
 }

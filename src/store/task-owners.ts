@@ -37,12 +37,15 @@ export function memoryTaskOwners(max = 50_000, ttlMs = DAY_MS, now: () => number
     get: (callee, kind, id) => m.get(keyOf(callee, kind, id), now()),
     bind(callee, ids, caller, skill) {
       const t = now();
-      for (const [kind, id] of each(ids)) {
+      const put = (kind: 'task' | 'context', id: string): void => {
         const k = keyOf(callee, kind, id);
         const cur = m.get(k, t);
-        if (cur && cur.caller !== caller) continue;
+        if (cur && cur.caller !== caller) return;
         m.set(k, { caller, skill, expires: t + ttlMs });
-      }
+      };
+      // Tasks then contexts, as each() orders them (no tuple per id).
+      for (const id of ids.tasks) put('task', id);
+      for (const id of ids.contexts) put('context', id);
     },
   };
 }
