@@ -147,14 +147,8 @@ export function createA2aGateway(): A2aGateway {
     const chain = from?.chain ?? [chainName(identity)];
     const hop = (from?.hop ?? 0) + 1;
     const max = maxDelegationDepth(access.set);
-    /** A refused chain is evidence too (it shows in the caller's tree), then a 403. */
-    const refuse = (code: 'delegation_cycle' | 'delegation_depth_exceeded', message: string): never => {
-      access.record({ type: 'a2a_call', request_id: ctx.requestId, identity: identityEvidence(identity),
-        a2a: { agent: name, skill, method: rpc.method, ...(from ? { delegation: delegationEvidence(from) } : {}) }, outcome: { status: 403, error_class: 'client', error: message } } as never);
-      throw new AamError(403, code, message);
-    };
-    if (chain.includes(name)) refuse('delegation_cycle', `calling agent "${name}" would loop: it is already in this delegation chain (${[...chain, name].join(' -> ')}); aam refuses cycles`);
-    if (hop > max) refuse('delegation_depth_exceeded', `calling agent "${name}" would be hop ${hop} of the delegation chain ${[...chain, name].join(' -> ')}, over max_delegation_depth ${max} of ${chainName(identity)}'s policies`);
+    if (chain.includes(name)) refuseChain(ctx, access, name, skill, rpc.method, 'delegation_cycle', `calling agent "${name}" would loop: it is already in this delegation chain (${[...chain, name].join(' -> ')}); aam refuses cycles`);
+    if (hop > max) refuseChain(ctx, access, name, skill, rpc.method, 'delegation_depth_exceeded', `calling agent "${name}" would be hop ${hop} of the delegation chain ${[...chain, name].join(' -> ')}, over max_delegation_depth ${max} of ${chainName(identity)}'s policies`);
     // time as epoch ms: celContext makes the Date only if a `when` reads the context.
     const context = { time: Date.now(), request_id: ctx.requestId, method: rpc.method, hop, chain: [...chain], environment: identity.agent.environment ?? '' };
     const d = authorize(ctx, identity, { kind: 'agent', agent: identity.agent, callee: name, skill, context }, access.set);
@@ -478,6 +472,14 @@ export function createA2aGateway(): A2aGateway {
   }
 
   return { handle };
+}
+
+/** A refused chain is evidence too (it shows in the caller's tree), then a 403 (a function of its own: no closure per call). */
+function refuseChain(ctx: Ctx, access: Access, name: string, skill: string, method: string, code: 'delegation_cycle' | 'delegation_depth_exceeded', message: string): never {
+  const from = access.delegation;
+  access.record({ type: 'a2a_call', request_id: ctx.requestId, identity: identityEvidence(access.identity),
+    a2a: { agent: name, skill, method, ...(from ? { delegation: delegationEvidence(from) } : {}) }, outcome: { status: 403, error_class: 'client', error: message } } as never);
+  throw new AamError(403, code, message);
 }
 
 /** No ids (never written to: bind() returns before the store sees it). */

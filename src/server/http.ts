@@ -40,7 +40,11 @@ export function coreRoutes(): Routes {
   ]);
   // The A2A plane's modules load with the first /a2a/ request: a config without A2A agents never holds them.
   let a2a: Promise<A2aGateway> | undefined;
-  const handleA2a = async (ctx: Ctx): Promise<void> => (await (a2a ??= import('../a2a/gateway.ts').then((m) => m.createA2aGateway()))).handle(ctx);
+  let a2aLoaded: A2aGateway | undefined;
+  // Once loaded, a call goes straight to the gateway: no promise and loop turn of its own per request.
+  const handleA2a = (ctx: Ctx): Promise<void> => a2aLoaded
+    ? a2aLoaded.handle(ctx)
+    : (a2a ??= import('../a2a/gateway.ts').then((m) => (a2aLoaded = m.createA2aGateway()))).then((g) => g.handle(ctx));
   return { exact, prefixes: [['/v1/responses/', handleResponseById], ['/a2a/', handleA2a]] };
 }
 
