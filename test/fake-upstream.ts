@@ -16,6 +16,11 @@
 //   prompt-cache                     ok, and Anthropic usage reports a prompt-cache write of 1200 tokens (200
 //                                    for 5 minutes, 1000 for an hour) on the first request to it, a read of
 //                                    1200 on every later one
+//   thinking-tools                   Anthropic wire, extended thinking + tools: the first turn answers a
+//                                    thinking block (THINKING, signed), a redacted_thinking block, text and a
+//                                    get_weather call; a turn carrying the tool result must send both blocks
+//                                    back first in the assistant turn, as sent (else 400, as Anthropic
+//                                    answers), then gets a final answer
 // Every request is recorded in `requests` (with `aborted` set if the caller went away early).
 import { createServer } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
@@ -77,7 +82,28 @@ const TOOLS = [
   { id: 'call_fake_time_002', name: 'get_time', args: ['{"tz": ', '"Europe/Paris"}'] },
 ];
 
-interface Answer { pieces: string[]; tools: boolean; input: number; output: number; calls?: typeof TOOLS; cacheWrite?: number; cacheRead?: number }
+interface Answer { pieces: string[]; tools: boolean; input: number; output: number; calls?: typeof TOOLS; cacheWrite?: number; cacheRead?: number; thinking?: boolean }
+
+/** thinking-tools' blocks: a signature with the characters base64 has (and JSON might escape differently). */
+export const THINKING = {
+  thinking: { type: 'thinking', thinking: 'The user wants the weather; I will call get_weather for Paris.', signature: 'EqQBCgIYAhIM1gbcDa9GJwZA2b3h+/Gx0pkiMOYds=' },
+  redacted: { type: 'redacted_thinking', data: 'EmwKAhgBEgy3va3pzix/LafPsn4aMOYds+9=' },
+} as const;
+
+/**
+ * thinking-tools' check of a turn after the tool call: the last assistant message starts with the
+ * two blocks exactly as answered (Anthropic checks the signature), else the API's complaint.
+ */
+function thinkingSentBack(body: unknown, raw: string): string | null {
+  if (!raw.includes(JSON.stringify(THINKING.thinking.signature))) return 'messages: the thinking block\'s signature is missing or altered';
+  const list = isObj(body) && Array.isArray(body.messages) ? body.messages : [];
+  const asst = [...list].reverse().find((m) => isObj(m) && m.role === 'assistant') as Obj | undefined;
+  const c = asst && Array.isArray(asst.content) ? asst.content : [];
+  if (JSON.stringify(c[0]) !== JSON.stringify(THINKING.thinking) || JSON.stringify(c[1]) !== JSON.stringify(THINKING.redacted)) {
+    return 'messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `text`. When `thinking` is enabled, a final `assistant` message must start with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks).';
+  }
+  return null;
+}
 
 /** The tool result the conversation ends with (OpenAI tool message, Anthropic tool_result, Gemini functionResponse), or null. */
 function lastToolResult(wire: Wire, body: unknown): string | null {
@@ -101,7 +127,8 @@ function lastToolResult(wire: Wire, body: unknown): string | null {
 
 function answerFor(behaviour: string, userText: string, toolResult: string | null = null): Answer {
   if (behaviour === 'tools') return { pieces: [], tools: true, input: 42, output: 17 };
-  if (behaviour === 'tool-loop') {
+  if (behaviour === 'tool-loop' || behaviour === 'thinking-tools') {
+    if (behaviour === 'thinking-tools' && toolResult === null) return { pieces: [], tools: true, input: 30, output: 9, calls: [TOOLS[0]], thinking: true };
     return toolResult === null ? { pieces: [], tools: true, input: 30, output: 9, calls: [TOOLS[0]] }
       : { pieces: ['final: ', 'the tool said ', toolResult], tools: false, input: 50, output: 6 };
   }
@@ -151,7 +178,7 @@ function jsonAnswer(wire: Wire, model: string, a: Answer): Obj {
   const text = a.pieces.join('');
   if (wire === 'anthropic') {
     const content: unknown[] = a.tools
-      ? [{ type: 'text', text: 'Let me check.' }, ...(a.calls ?? TOOLS).map((t) => ({ type: 'tool_use', id: t.id.replace('call_', 'toolu_'), name: t.name, input: JSON.parse(t.args.join('')) as unknown }))]
+      ? [...(a.thinking ? [THINKING.thinking, THINKING.redacted] : []), { type: 'text', text: 'Let me check.' }, ...(a.calls ?? TOOLS).map((t) => ({ type: 'tool_use', id: t.id.replace('call_', 'toolu_'), name: t.name, input: JSON.parse(t.args.join('')) as unknown }))]
       : [{ type: 'text', text }];
     return { id: 'msg_fake_0001', type: 'message', role: 'assistant', model, content, stop_reason: a.tools ? 'tool_use' : 'end_turn', stop_sequence: null, usage: { input_tokens: a.input, output_tokens: a.output, cache_creation_input_tokens: a.cacheWrite ?? 0, cache_read_input_tokens: a.cacheRead ?? 0, ...cacheCreation(a) } };
   }
@@ -209,14 +236,26 @@ function anthropicStart(model: string, input: number, a?: Answer): string {
 
 function anthropicFrames(model: string, a: Answer): Frame[] {
   const out: Frame[] = [{ data: anthropicStart(model, a.input, a), content: false }];
-  out.push({ data: ev('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'text', text: '' } }), content: false });
+  // Extended thinking as the API streams it: an empty thinking block, its text in thinking_delta
+  // pieces, its signature in one signature_delta just before the stop; a redacted block whole.
+  const t0 = a.thinking ? 2 : 0;
+  if (a.thinking) {
+    const th = THINKING.thinking;
+    out.push({ data: ev('content_block_start', { type: 'content_block_start', index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } }), content: false });
+    for (const p of th.thinking.split(/(?<= )/)) out.push({ data: ev('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'thinking_delta', thinking: p } }), content: true });
+    out.push({ data: ev('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'signature_delta', signature: th.signature } }), content: false });
+    out.push({ data: ev('content_block_stop', { type: 'content_block_stop', index: 0 }), content: false });
+    out.push({ data: ev('content_block_start', { type: 'content_block_start', index: 1, content_block: THINKING.redacted }), content: false });
+    out.push({ data: ev('content_block_stop', { type: 'content_block_stop', index: 1 }), content: false });
+  }
+  out.push({ data: ev('content_block_start', { type: 'content_block_start', index: t0, content_block: { type: 'text', text: '' } }), content: false });
   out.push({ data: ev('ping', { type: 'ping' }), content: false });
   const pieces = a.tools ? ['Let me check.'] : a.pieces;
-  for (const p of pieces) out.push({ data: ev('content_block_delta', { type: 'content_block_delta', index: 0, delta: { type: 'text_delta', text: p } }), content: true });
-  out.push({ data: ev('content_block_stop', { type: 'content_block_stop', index: 0 }), content: false });
+  for (const p of pieces) out.push({ data: ev('content_block_delta', { type: 'content_block_delta', index: t0, delta: { type: 'text_delta', text: p } }), content: true });
+  out.push({ data: ev('content_block_stop', { type: 'content_block_stop', index: t0 }), content: false });
   if (a.tools) {
     (a.calls ?? TOOLS).forEach((t, i) => {
-      const index = i + 1;
+      const index = t0 + i + 1;
       out.push({ data: ev('content_block_start', { type: 'content_block_start', index, content_block: { type: 'tool_use', id: t.id.replace('call_', 'toolu_'), name: t.name, input: {} } }), content: true });
       out.push({ data: ev('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: '' } }), content: false });
       for (const f of t.args) out.push({ data: ev('content_block_delta', { type: 'content_block_delta', index, delta: { type: 'input_json_delta', partial_json: f } }), content: true });
@@ -357,6 +396,10 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
     }
     const answer = answerFor(behaviour, lastUserText(wire, body), lastToolResult(wire, body));
     if (behaviour === 'prompt-cache') { if (n === 1) answer.cacheWrite = 1200; else answer.cacheRead = 1200; }
+    if (behaviour === 'thinking-tools' && !answer.thinking) {
+      const bad = thinkingSentBack(body, raw);
+      if (bad !== null) { res.writeHead(400, { 'content-type': 'application/json' }).end(errorBody(wire, 400, bad)); return; }
+    }
     if (!stream) {
       if (behaviour === 'error-before-content') {
         res.writeHead(503, { 'content-type': 'application/json' }).end(errorBody(wire, 503, 'fake upstream: overloaded'));
@@ -411,4 +454,10 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+/** thinking-tools' first answer as the Anthropic wire sends it: the SSE text of the stream, and the non-streamed message. */
+export function thinkingToolsAnswer(model: string): { sse: string; message: Obj } {
+  const a = answerFor('thinking-tools', '', null);
+  return { sse: anthropicFrames(model, a).map((f) => f.data).join(''), message: jsonAnswer('anthropic', model, a) };
 }

@@ -124,11 +124,19 @@ export function sameRedactions<T>(value: T, before: unknown, after: unknown): T 
   return replaceLeaves(value, leafTexts(value).map((t) => changed.get(t) ?? t));
 }
 
-/** Output guardrails on a complete answer (text and tool-call arguments); the same object when clean. */
+/**
+ * Output guardrails on a complete answer (text, tool-call arguments, and the text of its thinking
+ * blocks: an Anthropic client reads it; never a signature or redacted data); the same object when clean.
+ */
 export async function guardChatOutput(rt: AccessRuntime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], result: ChatResult): Promise<ChatResult> {
-  const shown = { text: result.text, tool_calls: result.toolCalls };
+  const th = result.thinking;
+  const shown: { text: string | null; tool_calls: ChatResult['toolCalls']; thinking?: string[] } = { text: result.text, tool_calls: result.toolCalls };
+  if (th !== undefined) shown.thinking = th.map((b) => (b.type === 'thinking' ? b.thinking : ''));
   const out = orThrow(await guardValue(rt, at, identity, gs, 'output', shown, 'completion', 'chat'));
-  return out === shown ? result : { ...result, text: out.text, toolCalls: out.tool_calls };
+  if (out === shown) return result;
+  const guarded: ChatResult = { ...result, text: out.text, toolCalls: out.tool_calls };
+  if (th !== undefined) guarded.thinking = th.map((b, i) => (b.type === 'thinking' && out.thinking?.[i] !== undefined ? { ...b, thinking: out.thinking[i] } : b));
+  return guarded;
 }
 
 /** True when a webhook guardrail checks output: a stream cannot be checked piecewise by it. */
@@ -145,7 +153,7 @@ const STREAM_PIECE = 16 * 1024;
  * guard holds back what could still become a match, so pieces are guarded like any other chunking.
  */
 export function streamPieces(ev: StreamEvent): StreamEvent[] {
-  const s = ev.type === 'text' ? ev.text : ev.type === 'tool_args' ? ev.delta : '';
+  const s = ev.type === 'text' || ev.type === 'thinking' ? ev.text : ev.type === 'tool_args' ? ev.delta : '';
   if (s.length <= STREAM_PIECE) return [ev];
   const out: StreamEvent[] = [];
   for (let i = 0; i < s.length;) {
@@ -153,7 +161,7 @@ export function streamPieces(ev: StreamEvent): StreamEvent[] {
     const last = s.charCodeAt(j - 1);
     if (j < s.length && last >= 0xd800 && last <= 0xdbff) j--;
     const p = s.slice(i, j);
-    out.push(ev.type === 'tool_args' ? { type: 'tool_args', index: ev.index, delta: p } : { type: 'text', text: p });
+    out.push(ev.type === 'tool_args' ? { type: 'tool_args', index: ev.index, delta: p } : { type: ev.type === 'thinking' ? 'thinking' : 'text', text: p });
     i = j;
   }
   return out;

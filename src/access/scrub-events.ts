@@ -1,7 +1,8 @@
 // Credential scrubbing on canonical stream events. A secret split across two content deltas is
 // not contiguous in the SSE bytes (JSON framing sits between the pieces), so the text of each
-// text stream and each tool call's arguments is scrubbed as its own character stream, holding
-// back only what could be the start of a secret. Held text is released before any other event.
+// text stream, each thinking block's text and each tool call's arguments is scrubbed as its own
+// character stream, holding back only what could be the start of a secret. Held text is released
+// before any other event. (A signature or redacted data passes the door's own scrub, as every byte.)
 import type { StreamEvent } from '../providers/types.ts';
 import type { StreamScrubber } from '../credentials/scrub.ts';
 
@@ -11,8 +12,13 @@ type MakeStream = () => Pick<StreamScrubber, 'push' | 'end'>;
 
 export function createEventScrubber(make: MakeStream): EventScrubber {
   let text: ReturnType<MakeStream> | null = null;
+  let thinking: ReturnType<MakeStream> | null = null;
   const tools = new Map<number, ReturnType<MakeStream>>();
+  const endThinking = (out: StreamEvent[]) => {
+    if (thinking) { const t = thinking.end(); thinking = null; if (t) out.push({ type: 'thinking', text: t }); }
+  };
   const flush = (out: StreamEvent[]) => {
+    endThinking(out);
     if (text) { const t = text.end(); text = null; if (t) out.push({ type: 'text', text: t }); }
     for (const [index, s] of tools) { const d = s.end(); if (d) out.push({ type: 'tool_args', index, delta: d }); }
     tools.clear();
@@ -20,9 +26,25 @@ export function createEventScrubber(make: MakeStream): EventScrubber {
   return {
     push(ev) {
       if (ev.type === 'text') {
+        if (thinking) {
+          const out: StreamEvent[] = [];
+          endThinking(out);
+          text ??= make();
+          const t = text.push(ev.text);
+          if (t) out.push({ type: 'text', text: t });
+          return out;
+        }
         text ??= make();
         const t = text.push(ev.text);
         return t ? [{ type: 'text', text: t }] : [];
+      }
+      if (ev.type === 'thinking') {
+        const out: StreamEvent[] = [];
+        if (text) { const t = text.end(); text = null; if (t) out.push({ type: 'text', text: t }); }
+        thinking ??= make();
+        const t = thinking.push(ev.text);
+        if (t) out.push({ type: 'thinking', text: t });
+        return out;
       }
       if (ev.type === 'tool_args') {
         let s = tools.get(ev.index);
@@ -33,6 +55,7 @@ export function createEventScrubber(make: MakeStream): EventScrubber {
       const out: StreamEvent[] = [];
       // A new tool call only ends the text stream; other tool calls may still be streaming.
       if (ev.type === 'tool_start') {
+        endThinking(out);
         if (text) { const t = text.end(); text = null; if (t) out.push({ type: 'text', text: t }); }
       } else flush(out);
       out.push(ev);

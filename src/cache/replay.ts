@@ -2,13 +2,21 @@
 // a streaming client gets canonical events (start, text chunks, per-tool start/args, usage,
 // finish: the order every adapter and encoder uses), which its own codec then encodes. A streamed
 // answer is stored only when it completed: a finish event and no error.
-import type { ChatResult, FinishReason, StreamEvent, ToolCall, Usage } from '../providers/types.ts';
+import type { ChatResult, FinishReason, StreamEvent, ThinkingBlock, ToolCall, Usage } from '../providers/types.ts';
 
 /** Size of replayed text and tool-argument chunks (characters). */
 const CHUNK = 256;
 
 export function resultToEvents(result: ChatResult, chunkChars = CHUNK): StreamEvent[] {
   const events: StreamEvent[] = [{ type: 'start', id: result.id, model: result.model }];
+  if (result.thinking) {
+    for (const b of result.thinking) {
+      if (b.type === 'redacted_thinking') { events.push({ type: 'redacted_thinking', data: b.data }); continue; }
+      events.push({ type: 'thinking_start' });
+      for (const text of chunks(b.thinking, chunkChars)) events.push({ type: 'thinking', text });
+      events.push({ type: 'thinking_signature', signature: b.signature });
+    }
+  }
   if (result.text) for (const text of chunks(result.text, chunkChars)) events.push({ type: 'text', text });
   result.toolCalls.forEach((tc, index) => {
     events.push({ type: 'tool_start', index, id: tc.id, name: tc.function.name });
@@ -50,6 +58,7 @@ export class StreamRecorder {
   private text = '';
   private hasText = false;
   private readonly tools: ToolCall[] = [];
+  private thinking: ThinkingBlock[] | undefined;
   private reason: FinishReason | null = null;
   private usage: Usage | undefined;
   private failed = false;
@@ -75,6 +84,14 @@ export class StreamRecorder {
         this.grow(ev.delta.length);
         break;
       }
+      case 'thinking_start': (this.thinking ??= []).push({ type: 'thinking', thinking: '', signature: '' }); break;
+      case 'thinking': case 'thinking_signature': {
+        const b = this.thinking?.[this.thinking.length - 1];
+        if (b?.type !== 'thinking') { this.failed = true; break; } // outside a thinking block: not a faithful record
+        if (ev.type === 'thinking') { b.thinking += ev.text; this.grow(ev.text.length); } else b.signature += ev.signature;
+        break;
+      }
+      case 'redacted_thinking': (this.thinking ??= []).push({ type: 'redacted_thinking', data: ev.data }); this.grow(ev.data.length); break;
       case 'usage': this.usage = ev.usage; break;
       case 'finish': this.reason = ev.reason; break;
       case 'error': this.failed = true; break;
@@ -90,6 +107,7 @@ export class StreamRecorder {
       toolCalls: this.tools, finishReason: this.reason,
     };
     if (this.usage) out.usage = this.usage;
+    if (this.thinking) out.thinking = this.thinking;
     return out;
   }
 

@@ -140,7 +140,7 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
     const result = checked instanceof Promise ? await checked : checked;
     // The raw upstream body is only usable when no guardrail changed the answer, and when no secret
     // hides in it split across text blocks (the joined text shows it; re-encoded, the door scrubs it).
-    const raw = result === r.value.result && !holdsSecret(ctx.rt.egress, result.text ?? '') ? r.value.raw : null;
+    const raw = result === r.value.result && !holdsSecret(ctx.rt.egress, result.text ?? '') && !thinkingHoldsSecret(ctx.rt.egress, result) ? r.value.raw : null;
     const text = raw ?? encodeBody(codec, result, route.name);
     const safe = ctx.rt.evidenceSafeNow();
     if (safe) await safe;
@@ -327,6 +327,14 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
   }
 }
 
+
+/** The answer's thinking text, its blocks joined, holds a secret (one split across blocks too). */
+function thinkingHoldsSecret(egress: Parameters<typeof holdsSecret>[0], result: ChatResult): boolean {
+  if (result.thinking === undefined) return false;
+  let joined = '';
+  for (const b of result.thinking) if (b.type === 'thinking') joined += b.thinking;
+  return holdsSecret(egress, joined);
+}
 
 /** A non-streamed answer's JSON body text in the client's wire. */
 function encodeBody(codec: ClientCodec, result: ChatResult, routeName: string): string {

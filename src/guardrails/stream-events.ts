@@ -1,6 +1,9 @@
 // Output guardrails over canonical stream events (src/providers/types.ts): text deltas and each
-// tool call's argument deltas get their own windowed guard. Held-back text is flushed before a
-// new tool call starts and before `finish`, so event order stays what the client expects.
+// tool call's argument deltas get their own windowed guard, and so does the text of each thinking
+// block (Anthropic extended thinking reaches the client: guardrails read it; a redaction in it
+// breaks its signature, so the client's next turn fails closed at Anthropic). Held-back text is
+// flushed before a new block or tool call starts and before `finish`, so event order stays what
+// the client expects.
 import type { StreamEvent } from '../providers/types.ts';
 import type { CompiledGuardrail } from './engine-core.ts';
 import { createStreamGuard, type StreamGuard, type StreamGuardOptions, type StreamPush } from './stream.ts';
@@ -23,6 +26,7 @@ export interface EventGuard {
 export function createEventGuard(guardrails: readonly CompiledGuardrail[], opts: StreamGuardOptions = {}): EventGuard {
   const done: StreamGuard[] = [];
   let text: StreamGuard | null = null;
+  let thinking: StreamGuard | null = null;
   const tools = new Map<number, StreamGuard>();
   let blocked: EventGuardResult['blocked'];
 
@@ -39,6 +43,13 @@ export function createEventGuard(guardrails: readonly CompiledGuardrail[], opts:
     emit(text.end(), (s) => ({ type: 'text', text: s }), out);
     done.push(text);
     text = null;
+  }
+
+  function flushThinking(out: StreamEvent[]): void {
+    if (thinking === null) return;
+    emit(thinking.end(), (s) => ({ type: 'thinking', text: s }), out);
+    done.push(thinking);
+    thinking = null;
   }
 
   function flushTools(out: StreamEvent[]): void {
@@ -59,10 +70,25 @@ export function createEventGuard(guardrails: readonly CompiledGuardrail[], opts:
       const out: StreamEvent[] = [];
       switch (ev.type) {
         case 'text':
+          flushThinking(out);
           text ??= fresh();
           emit(text.push(ev.text), (s) => ({ type: 'text', text: s }), out);
           break;
+        case 'thinking':
+          flushText(out);
+          thinking ??= fresh();
+          emit(thinking.push(ev.text), (s) => ({ type: 'thinking', text: s }), out);
+          break;
+        case 'thinking_start':
+        case 'thinking_signature':
+        case 'redacted_thinking':
+          // A signature ends its block's text; a new block starts after everything held.
+          flushThinking(out);
+          flushText(out);
+          out.push(ev);
+          break;
         case 'tool_start':
+          flushThinking(out);
           flushText(out);
           flushTools(out);
           tools.set(ev.index, fresh());
@@ -76,6 +102,7 @@ export function createEventGuard(guardrails: readonly CompiledGuardrail[], opts:
         }
         case 'finish':
         case 'error':
+          flushThinking(out);
           flushText(out);
           flushTools(out);
           out.push(ev);
@@ -88,13 +115,14 @@ export function createEventGuard(guardrails: readonly CompiledGuardrail[], opts:
     end() {
       if (blocked) return { events: [], blocked };
       const out: StreamEvent[] = [];
+      flushThinking(out);
       flushText(out);
       flushTools(out);
       return result(out);
     },
     findings() {
       const merged = new Map<string, FindingSummary>();
-      for (const g of [...done, ...(text ? [text] : []), ...tools.values()]) {
+      for (const g of [...done, ...(text ? [text] : []), ...(thinking ? [thinking] : []), ...tools.values()]) {
         for (const f of g.findings()) {
           const key = `${f.guardrail}\u0000${f.category}`;
           const m = merged.get(key);

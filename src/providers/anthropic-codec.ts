@@ -1,6 +1,8 @@
 // Client side of the Anthropic wire: canonical result / events -> Message JSON and Messages SSE.
 // Anthropic content blocks cannot interleave, so a tool call that starts while another is still
-// open is buffered and written, complete, when the open one ends (at finish).
+// open is buffered and written, complete, when the open one ends (at finish). Thinking blocks
+// (extended thinking) are written as the API writes them: a thinking block opened empty, its
+// thinking_delta and signature_delta, then stop; a redacted_thinking block whole.
 import type { ChatResult, ClientCodec, FinishReason, StreamEvent, Usage } from './types.ts';
 import { argsObject, localId } from './util.ts';
 
@@ -24,6 +26,7 @@ export function anthropicUsageJson(u: Usage): Record<string, number> {
 
 function encodeResult(r: ChatResult, routeName: string): unknown {
   const content: unknown[] = [];
+  if (r.thinking !== undefined) for (const b of r.thinking) content.push(b);
   if (r.text !== null && r.text.length > 0) content.push({ type: 'text', text: r.text });
   for (const tc of r.toolCalls) content.push({ type: 'tool_use', id: tc.id, name: tc.function.name, input: argsObject(tc.function.arguments) });
   return {
@@ -50,6 +53,7 @@ function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev:
   let done = false;
   let block = -1; // Anthropic index of the open block, -1 when none
   let openTool = -1; // canonical tool index of the open block, -1 for text
+  let thinking = false; // the open block is a thinking block
   let nextBlock = 0;
   let usage: Usage | undefined;
   const queue: Pending[] = [];
@@ -64,6 +68,7 @@ function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev:
     const s = frame('content_block_stop', `{"type":"content_block_stop","index":${block}}`);
     block = -1;
     openTool = -1;
+    thinking = false;
     return s;
   };
   const openText = (): string => {
@@ -76,6 +81,19 @@ function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev:
     openTool = index;
     return frame('content_block_start', `{"type":"content_block_start","index":${block},"content_block":{"type":"tool_use","id":${JSON.stringify(id)},"name":${JSON.stringify(name)},"input":{}}}`);
   };
+  const openThinking = (): string => {
+    block = nextBlock++;
+    openTool = -1;
+    thinking = true;
+    return frame('content_block_start', `{"type":"content_block_start","index":${block},"content_block":{"type":"thinking","thinking":"","signature":""}}`);
+  };
+  const redacted = (data: string): string => {
+    const at = nextBlock++;
+    return frame('content_block_start', `{"type":"content_block_start","index":${at},"content_block":{"type":"redacted_thinking","data":${JSON.stringify(data)}}}`)
+      + frame('content_block_stop', `{"type":"content_block_stop","index":${at}}`);
+  };
+  const thinkingDelta = (t: string): string => frame('content_block_delta', `{"type":"content_block_delta","index":${block},"delta":{"type":"thinking_delta","thinking":${JSON.stringify(t)}}}`);
+  const signatureDelta = (sig: string): string => frame('content_block_delta', `{"type":"content_block_delta","index":${block},"delta":{"type":"signature_delta","signature":${JSON.stringify(sig)}}}`);
   const textDelta = (t: string): string => frame('content_block_delta', `{"type":"content_block_delta","index":${block},"delta":{"type":"text_delta","text":${JSON.stringify(t)}}}`);
   const argsDelta = (a: string): string => frame('content_block_delta', `{"type":"content_block_delta","index":${block},"delta":{"type":"input_json_delta","partial_json":${JSON.stringify(a)}}}`);
   const flushQueue = (): string => {
@@ -98,8 +116,8 @@ function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev:
     switch (ev.type) {
       case 'text':
         if (ev.text.length === 0) return s;
-        if (block >= 0 && openTool < 0) return s + textDelta(ev.text);
-        if (block < 0) return s + openText() + textDelta(ev.text);
+        if (block >= 0 && openTool < 0 && !thinking) return s + textDelta(ev.text);
+        if (block < 0 || thinking) return s + stopBlock() + openText() + textDelta(ev.text);
         {
           const last = queue[queue.length - 1];
           if (last !== undefined && !last.tool) last.buf += ev.text;
@@ -121,6 +139,17 @@ function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev:
         if (p !== undefined) p.buf += ev.delta;
         return s;
       }
+      case 'thinking_start':
+        return s + stopBlock() + flushQueue() + openThinking();
+      case 'thinking':
+        if (ev.text.length === 0) return s;
+        if (!thinking) s += stopBlock() + flushQueue() + openThinking();
+        return s + thinkingDelta(ev.text);
+      case 'thinking_signature':
+        if (!thinking) s += stopBlock() + flushQueue() + openThinking();
+        return s + signatureDelta(ev.signature);
+      case 'redacted_thinking':
+        return s + stopBlock() + flushQueue() + redacted(ev.data);
       case 'usage':
         usage = ev.usage;
         return s;

@@ -2,7 +2,7 @@
 // SSE events -> canonical. Tool calls get a per-response index in order of appearance.
 import type {
   CacheControl, ChatMessage, ChatRequest, ChatResult, ContentPart, ImagePart, TextPart, FinishReason, ProviderAdapter, ProviderError,
-  StreamEvent, StreamParser, TargetInfo, ToolCall, Usage,
+  StreamEvent, StreamParser, TargetInfo, ThinkingBlock, ToolCall, Usage,
 } from './types.ts';
 import { UpstreamShapeError, argsObject, arr, localId, num, nowSeconds, obj, rawChatHead, statusType, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
@@ -182,9 +182,12 @@ export function anthropicChatResponse(body: unknown): ChatResult {
   if (content === undefined) throw new UpstreamShapeError('upstream message has no content array');
   let text: string | null = null;
   const toolCalls: ToolCall[] = [];
+  let thinking: ThinkingBlock[] | undefined;
   for (const b of content) {
     if (!isObj(b)) continue;
     if (b.type === 'text' && typeof b.text === 'string') text = text === null ? b.text : text + b.text;
+    else if (b.type === 'thinking') (thinking ??= []).push({ type: 'thinking', thinking: str(b.thinking) ?? '', signature: str(b.signature) ?? '' });
+    else if (b.type === 'redacted_thinking') (thinking ??= []).push({ type: 'redacted_thinking', data: str(b.data) ?? '' });
     else if (b.type === 'tool_use') {
       toolCalls.push({ id: str(b.id) ?? `toolu_${toolCalls.length}`, type: 'function', function: { name: str(b.name) ?? '', arguments: JSON.stringify(b.input ?? {}) } });
     }
@@ -200,6 +203,7 @@ export function anthropicChatResponse(body: unknown): ChatResult {
   };
   const u = obj(body.usage);
   if (u !== undefined) result.usage = anthropicUsage(u);
+  if (thinking !== undefined) result.thinking = thinking;
   return result;
 }
 
@@ -235,6 +239,14 @@ class AnthropicStreamParser implements StreamParser {
           return [{ type: 'tool_start', index, id: str(b.id) ?? `toolu_${index}`, name: str(b.name) ?? '' }];
         }
         if (b?.type === 'text' && typeof b.text === 'string' && b.text.length > 0) return [{ type: 'text', text: b.text }];
+        if (b?.type === 'thinking') {
+          // Opens empty (the API's `{"thinking":"","signature":""}`): text and signature come as deltas.
+          const out: StreamEvent[] = [{ type: 'thinking_start' }];
+          if (typeof b.thinking === 'string' && b.thinking.length > 0) out.push({ type: 'thinking', text: b.thinking });
+          if (typeof b.signature === 'string' && b.signature.length > 0) out.push({ type: 'thinking_signature', signature: b.signature });
+          return out;
+        }
+        if (b?.type === 'redacted_thinking') return [{ type: 'redacted_thinking', data: str(b.data) ?? '' }];
         return [];
       }
       case 'content_block_delta': {
@@ -251,7 +263,9 @@ class AnthropicStreamParser implements StreamParser {
           const pj = d.partial_json;
           return index !== undefined && typeof pj === 'string' && pj.length > 0 ? [{ type: 'tool_args', index, delta: pj }] : [];
         }
-        return []; // thinking / signature deltas have no canonical form
+        if (d.type === 'thinking_delta') return typeof d.thinking === 'string' && d.thinking.length > 0 ? [{ type: 'thinking', text: d.thinking }] : [];
+        if (d.type === 'signature_delta') return typeof d.signature === 'string' ? [{ type: 'thinking_signature', signature: d.signature }] : [];
+        return []; // citations_delta and others have no canonical form
       }
       case 'message_delta': {
         const u = obj(ev.usage);

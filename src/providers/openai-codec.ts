@@ -69,6 +69,8 @@ function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev:
       case 'error':
         done = true;
         return streamError(ev.message, ev.errorType);
+      default:
+        return head; // Anthropic thinking: chat completions has no field for it (aam maps none)
     }
   };
 }

@@ -245,6 +245,8 @@ export class ResponsesCodec implements ClientCodec {
           this.terminator = frame(status === 'completed' ? 'response.completed' : 'response.incomplete', `"response":${json}`);
           return s;
         }
+        default:
+          return s; // Anthropic thinking: not a Responses reasoning item (its signature is Anthropic's)
       }
     };
   }

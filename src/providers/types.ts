@@ -98,6 +98,14 @@ export interface Usage {
   cacheWrite1hTokens?: number;
 }
 
+/**
+ * An Anthropic extended-thinking block of an answer, as the upstream sent it: the client must send
+ * it back, signature unchanged, before the turn's tool_use (Anthropic checks the signature).
+ */
+export type ThinkingBlock =
+  | { type: 'thinking'; thinking: string; signature: string }
+  | { type: 'redacted_thinking'; data: string };
+
 /** Provider-neutral, non-streamed chat result. */
 export interface ChatResult {
   id: string;
@@ -107,6 +115,8 @@ export interface ChatResult {
   toolCalls: ToolCall[];
   finishReason: FinishReason;
   usage?: Usage;
+  /** The answer's thinking blocks, in order (they come before its text and tool calls); Anthropic clients only get them. */
+  thinking?: ThinkingBlock[];
 }
 
 /** Provider-neutral stream events. Tool calls are keyed by `index` (0-based, per response). */
@@ -115,14 +125,29 @@ export type StreamEvent =
   | { type: 'text'; text: string }
   | { type: 'tool_start'; index: number; id: string; name: string }
   | { type: 'tool_args'; index: number; delta: string }
+  /**
+   * Anthropic extended thinking: a thinking block opens, its text arrives in `thinking` deltas, its
+   * signature last; a redacted block comes whole. Only the Anthropic client codec writes them.
+   */
+  | { type: 'thinking_start' }
+  | { type: 'thinking'; text: string }
+  | { type: 'thinking_signature'; signature: string }
+  | { type: 'redacted_thinking'; data: string }
   | { type: 'finish'; reason: FinishReason }
   | { type: 'usage'; usage: Usage }
   /** Error reported inside an already-open upstream stream. */
   | { type: 'error'; message: string; errorType: string };
 
-/** Events that carry content: the commit point for fallback is the first one sent to a client. */
+/**
+ * Events that carry content: the commit point for fallback is the first one sent to a client.
+ * Thinking counts: it reaches an Anthropic client as it comes (extended thinking can run minutes).
+ */
 export function isContentEvent(ev: StreamEvent): boolean {
-  return ev.type === 'text' ? ev.text.length > 0 : ev.type === 'tool_start' || ev.type === 'tool_args';
+  switch (ev.type) {
+    case 'text': return ev.text.length > 0;
+    case 'tool_start': case 'tool_args': case 'thinking_start': case 'thinking': case 'redacted_thinking': return true;
+    default: return false;
+  }
 }
 
 export interface EmbeddingsRequest {

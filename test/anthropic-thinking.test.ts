@@ -1,0 +1,165 @@
+// Issue 16: Anthropic extended thinking through aam. With thinking and tools, Anthropic requires
+// the assistant turn's thinking blocks (signature unchanged) to come back before its tool_use: a
+// client that never received them cannot make its next turn. aam relays thinking and
+// redacted_thinking blocks in streams (re-encoded from canonical events) and whole answers, to
+// Anthropic clients; OpenAI-format clients are answered as before (no thinking field).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import Anthropic from '@anthropic-ai/sdk';
+import OpenAI from 'openai';
+import { startFakeUpstream, thinkingToolsAnswer, THINKING, type FakeUpstream } from './fake-upstream.ts';
+import { startTestGateway, doc, yaml, agentDocs, type TestGateway } from './helpers/gateway.ts';
+import { anthropicAdapter, anthropicChatResponse } from '../src/providers/anthropic.ts';
+import { anthropicCodec } from '../src/providers/anthropic-codec.ts';
+import { SseParser } from '../src/providers/sse.ts';
+import { resultToEvents, eventsToResult } from '../src/cache/replay.ts';
+import type { StreamEvent } from '../src/providers/types.ts';
+import { createEventScrubber } from '../src/access/scrub-events.ts';
+import { Scrubber } from '../src/credentials/scrub.ts';
+
+let fake: FakeUpstream;
+let gw: TestGateway;
+let key = '';
+let guardedKey = '';
+
+before(async () => {
+  fake = await startFakeUpstream();
+  gw = await startTestGateway(yaml(
+    doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${fake.url}/v1` }),
+    doc('Model', 'claude-think', { targets: [{ provider: 'ant', model: 'thinking-tools' }] }),
+    doc('Guardrail', 'no-wants', { on: ['output'], keywords: ['the user wants'], action: 'redact' }),
+    ...agentDocs(['claude-think']),
+    doc('Agent', 'guarded', { workload: 'spiffe://test/agent/guarded', team: 'qa', environment: 'dev' }),
+    doc('AgentPolicy', 'guarded-policy', { identity: { workload: 'spiffe://test/agent/guarded' }, models: { allow: ['claude-think'] }, guardrails: ['no-wants'] }),
+  ));
+  key = gw.key('tester');
+  guardedKey = gw.key('guarded');
+});
+after(async () => { await gw?.close(); await fake?.close(); });
+
+const last = () => fake.requests[fake.requests.length - 1];
+
+const tools = [{ name: 'get_weather', description: 'Weather for a place', input_schema: { type: 'object' as const, properties: { location: { type: 'string' } } } }];
+const ask = { role: 'user' as const, content: 'What is the weather in Paris?' };
+const params = { model: 'claude-think', max_tokens: 2048, thinking: { type: 'enabled' as const, budget_tokens: 1024 }, tools, messages: [ask] };
+
+/** The second turn of the tool loop: the first answer's content sent back as it came, then the tool's result. */
+function turn2(content: Anthropic.ContentBlock[]): Anthropic.MessageCreateParamsNonStreaming {
+  const use = content.find((b) => b.type === 'tool_use');
+  assert.ok(use, 'the first turn called the tool');
+  return { ...params, messages: [ask, { role: 'assistant', content }, { role: 'user', content: [{ type: 'tool_result', tool_use_id: use.id, content: 'sunny, 21 C' }] }] };
+}
+
+test('Anthropic SDK, streamed: thinking and redacted_thinking blocks arrive with their signature; the next turn sends them back and the upstream accepts it', async () => {
+  const anthropic = new Anthropic({ apiKey: key, baseURL: gw.url, maxRetries: 0 });
+  const m = await anthropic.messages.stream(params).finalMessage();
+  assert.deepEqual(m.content.map((b) => b.type), ['thinking', 'redacted_thinking', 'text', 'tool_use']);
+  assert.deepEqual(m.content[0], THINKING.thinking, 'thinking text and signature, as the upstream sent them');
+  assert.deepEqual(m.content[1], THINKING.redacted);
+  assert.equal(m.stop_reason, 'tool_use');
+
+  const second = await anthropic.messages.stream({ ...turn2(m.content), stream: true }).finalMessage();
+  assert.equal(second.content[0].type === 'text' ? second.content[0].text : '', 'final: the tool said sunny, 21 C');
+  assert.ok(last().raw.includes(JSON.stringify(THINKING.thinking.signature)), 'the signature reached the upstream byte for byte');
+});
+
+test('Anthropic SDK, whole answers: the same tool loop (the raw upstream body, thinking included)', async () => {
+  const anthropic = new Anthropic({ apiKey: key, baseURL: gw.url, maxRetries: 0 });
+  const m = await anthropic.messages.create(params);
+  assert.deepEqual(m.content.slice(0, 2), [THINKING.thinking, THINKING.redacted]);
+  const second = await anthropic.messages.create(turn2(m.content));
+  assert.equal(second.content[0].type === 'text' ? second.content[0].text : '', 'final: the tool said sunny, 21 C');
+});
+
+test('output guardrails read thinking text (streamed and whole): a redaction there reaches the client, and its next turn fails closed at Anthropic', async () => {
+  const anthropic = new Anthropic({ apiKey: guardedKey, baseURL: gw.url, maxRetries: 0 });
+  for (const stream of [true, false]) {
+    const m = stream ? await anthropic.messages.stream(params).finalMessage() : await anthropic.messages.create(params);
+    assert.deepEqual(m.content.map((b) => b.type), ['thinking', 'redacted_thinking', 'text', 'tool_use'], `stream ${stream}`);
+    const th = m.content[0] as Anthropic.ThinkingBlock;
+    assert.doesNotMatch(th.thinking, /the user wants/i, `stream ${stream}: redacted`);
+    assert.match(th.thinking, /get_weather for Paris/);
+    assert.equal(th.signature, THINKING.thinking.signature, 'the signature itself is not touched');
+    await assert.rejects(anthropic.messages.create(turn2(m.content)), (e: unknown) => e instanceof Anthropic.BadRequestError, `stream ${stream}: Anthropic refuses the altered block`);
+  }
+});
+
+test('OpenAI SDK to the same Anthropic route: tool calls as before, no thinking anywhere (stream and not)', async () => {
+  const openai = new OpenAI({ apiKey: key, baseURL: `${gw.url}/v1`, maxRetries: 0 });
+  const body = { model: 'claude-think', messages: [{ role: 'user' as const, content: 'What is the weather in Paris?' }], tools: [{ type: 'function' as const, function: { name: 'get_weather', parameters: { type: 'object', properties: {} } } }] };
+  const r = await openai.chat.completions.create(body);
+  assert.equal(r.choices[0].message.tool_calls?.[0]?.type === 'function' ? r.choices[0].message.tool_calls[0].function.name : '', 'get_weather');
+  assert.equal(r.choices[0].message.content, 'Let me check.');
+  assert.doesNotMatch(JSON.stringify(r), /signature|thinking|redacted/);
+  let text = '';
+  let args = '';
+  let raw = '';
+  for await (const c of await openai.chat.completions.create({ ...body, stream: true })) {
+    raw += JSON.stringify(c);
+    text += c.choices[0]?.delta.content ?? '';
+    args += c.choices[0]?.delta.tool_calls?.[0]?.function?.arguments ?? '';
+  }
+  assert.equal(text, 'Let me check.');
+  assert.deepEqual(JSON.parse(args), { location: 'Paris' });
+  assert.doesNotMatch(raw, /signature|thinking|redacted/);
+});
+
+/** An Anthropic SSE text as (event, data) pairs, pings left out. */
+function frames(sse: string): Array<{ event?: string; data: unknown }> {
+  return new SseParser().push(sse).filter((r) => r.event !== 'ping').map((r) => ({ event: r.event, data: JSON.parse(r.data) as unknown }));
+}
+
+/** Content block events with each block's consecutive deltas of one type joined into one. */
+function joined(fs: Array<{ event?: string; data: unknown }>): unknown[] {
+  const out: Array<{ event?: string; data: { index?: number; delta?: Record<string, string> } }> = [];
+  for (const f of fs) {
+    const d = f.data as { index?: number; delta?: Record<string, string> };
+    const prev = out[out.length - 1];
+    if (d.delta !== undefined && prev?.data.delta !== undefined && prev.data.index === d.index && prev.data.delta.type === d.delta.type) {
+      const k = Object.keys(d.delta).find((x) => x !== 'type')!;
+      prev.data = { ...prev.data, delta: { ...prev.data.delta, [k]: prev.data.delta[k] + d.delta[k] } };
+    } else out.push({ event: f.event, data: d });
+  }
+  return out;
+}
+
+test('parser + encoder round trip: the stream the client gets has the upstream\'s blocks, indexes and deltas; a whole answer its content', () => {
+  const { sse, message } = thinkingToolsAnswer('thinking-tools');
+  const parser = anthropicAdapter.streamParser();
+  const events: StreamEvent[] = [];
+  for (const r of new SseParser().push(sse)) events.push(...parser.push(r.data, r.event));
+  events.push(...parser.end());
+  const encode = anthropicCodec.streamEncoder({ includeUsage: true, routeName: 'thinking-tools' });
+  const out = events.map(encode).join('');
+  // Every content block event as the upstream sent it: same types, indexes, deltas (the encoder sends
+  // no empty input_json_delta, and message_start / message_delta carry aam's usage form).
+  const blocks = (s: string) => frames(s).filter((f) => String(f.event).startsWith('content_block_'))
+    .filter((f) => (f.data as { delta?: { type?: string; partial_json?: string } }).delta?.partial_json !== '');
+  assert.deepEqual(blocks(out), blocks(sse));
+  // Replayed from the cache: the same blocks again, the deltas of a block cut in other places.
+  const stored = eventsToResult(events);
+  assert.ok(stored);
+  const encode2 = anthropicCodec.streamEncoder({ includeUsage: true, routeName: 'thinking-tools' });
+  assert.deepEqual(joined(blocks(resultToEvents(stored).map(encode2).join(''))), joined(blocks(sse)));
+
+  // Not streamed: re-encoded, the content is the upstream's (thinking first, signature and data untouched).
+  const body = anthropicCodec.encodeResult(anthropicChatResponse(message), 'thinking-tools') as { content: unknown };
+  assert.deepEqual(body.content, message.content);
+  assert.deepEqual(stored.thinking, [THINKING.thinking, THINKING.redacted]);
+});
+
+test('the event scrubber: a credential split across thinking deltas is redacted like text; held thinking comes out before its signature and before the text block', () => {
+  const SECRET = 'sk-live-4f9a8b7c6d5e4f3a2b1c';
+  const scrubber = new Scrubber([{ name: 'openai-key', value: SECRET }]);
+  const s = createEventScrubber(() => scrubber.stream());
+  const evs: StreamEvent[] = [
+    { type: 'thinking_start' }, { type: 'thinking', text: `the key is ${SECRET.slice(0, 9)}` }, { type: 'thinking', text: SECRET.slice(9) },
+    { type: 'thinking_signature', signature: 'sig' }, { type: 'text', text: 'sk-live' }, { type: 'thinking', text: '-4f9a8b7c6d5e4f3a2b1c' }, { type: 'finish', reason: 'stop' },
+  ];
+  const out = [...evs.flatMap((e) => s.push(e)), ...s.end()];
+  const order = out.map((e) => e.type).filter((k, i, all) => k !== all[i - 1]);
+  assert.deepEqual(order, ['thinking_start', 'thinking', 'thinking_signature', 'text', 'thinking', 'finish']);
+  const thinking = out.filter((e) => e.type === 'thinking').map((e) => (e as { text: string }).text).join('');
+  assert.equal(thinking, 'the key is [REDACTED:openai-key]-4f9a8b7c6d5e4f3a2b1c', 'a text block between two thinking streams: the halves are not joined');
+  assert.deepEqual(out.find((e) => e.type === 'thinking_signature'), { type: 'thinking_signature', signature: 'sig' });
+});
