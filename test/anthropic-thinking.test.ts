@@ -11,6 +11,8 @@ import { startFakeUpstream, thinkingToolsAnswer, THINKING, type FakeUpstream } f
 import { startTestGateway, doc, yaml, agentDocs, type TestGateway } from './helpers/gateway.ts';
 import { anthropicAdapter, anthropicChatResponse } from '../src/providers/anthropic.ts';
 import { anthropicCodec } from '../src/providers/anthropic-codec.ts';
+import { bedrockAdapter, bedrockChatResponse } from '../src/providers/bedrock.ts';
+import { parseAnthropicRequest } from '../src/providers/anthropic-parse.ts';
 import { SseParser } from '../src/providers/sse.ts';
 import { resultToEvents, eventsToResult } from '../src/cache/replay.ts';
 import type { StreamEvent } from '../src/providers/types.ts';
@@ -163,3 +165,64 @@ test('the event scrubber: a credential split across thinking deltas is redacted 
   assert.equal(thinking, 'the key is [REDACTED:openai-key]-4f9a8b7c6d5e4f3a2b1c', 'a text block between two thinking streams: the halves are not joined');
   assert.deepEqual(out.find((e) => e.type === 'thinking_signature'), { type: 'thinking_signature', signature: 'sig' });
 });
+
+test('Claude on Bedrock: reasoningContent (streamed and whole) reaches an Anthropic client as thinking blocks, and goes back as reasoningContent, signature and redacted bytes as received', () => {
+  const sig = 'EqQBCgIYAhIM1gbcDa9GJwZA2b3h+/Gx0pkiMOYds=';
+  const red = 'EmwKAhgBEgy3va3pzix/LafPsn4a';
+  const frames: Array<[string, unknown]> = [
+    ['messageStart', { role: 'assistant' }],
+    ['contentBlockDelta', { contentBlockIndex: 0, delta: { reasoningContent: { text: 'Weather: ' } } }],
+    ['contentBlockDelta', { contentBlockIndex: 0, delta: { reasoningContent: { text: 'call get_weather.' } } }],
+    ['contentBlockDelta', { contentBlockIndex: 0, delta: { reasoningContent: { signature: sig } } }],
+    ['contentBlockStop', { contentBlockIndex: 0 }],
+    ['contentBlockDelta', { contentBlockIndex: 1, delta: { reasoningContent: { redactedContent: red } } }],
+    ['contentBlockStop', { contentBlockIndex: 1 }],
+    ['contentBlockDelta', { contentBlockIndex: 2, delta: { text: 'Let me check.' } }],
+    ['contentBlockStop', { contentBlockIndex: 2 }],
+    ['contentBlockStart', { contentBlockIndex: 3, start: { toolUse: { toolUseId: 'tooluse_1', name: 'get_weather' } } }],
+    ['contentBlockDelta', { contentBlockIndex: 3, delta: { toolUse: { input: '{"location":"Paris"}' } } }],
+    ['contentBlockStop', { contentBlockIndex: 3 }],
+    ['messageStop', { stopReason: 'tool_use' }],
+    ['metadata', { usage: { inputTokens: 30, outputTokens: 9, totalTokens: 39 } }],
+  ];
+  const parser = bedrockAdapter.streamParser();
+  const events = [...frames.flatMap(([e, p]) => parser.push(JSON.stringify(p), e)), ...parser.end()];
+  const encode = anthropicCodec.streamEncoder({ includeUsage: true, routeName: 'claude' });
+  const got = frames0(events.map(encode).join(''));
+  assert.deepEqual(got.slice(0, 6), [
+    { type: 'content_block_start', index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } },
+    { type: 'content_block_delta', index: 0, delta: { type: 'thinking_delta', thinking: 'Weather: ' } },
+    { type: 'content_block_delta', index: 0, delta: { type: 'thinking_delta', thinking: 'call get_weather.' } },
+    { type: 'content_block_delta', index: 0, delta: { type: 'signature_delta', signature: sig } },
+    { type: 'content_block_stop', index: 0 },
+    { type: 'content_block_start', index: 1, content_block: { type: 'redacted_thinking', data: red } },
+  ]);
+  const want = [{ type: 'thinking', thinking: 'Weather: call get_weather.', signature: sig }, { type: 'redacted_thinking', data: red }];
+  assert.deepEqual(eventsToResult(events)?.thinking, want);
+  // Whole: the same blocks.
+  const whole = bedrockChatResponse({ output: { message: { role: 'assistant', content: [
+    { reasoningContent: { reasoningText: { text: 'Weather: call get_weather.', signature: sig } } }, { reasoningContent: { redactedContent: red } },
+    { text: 'Let me check.' }, { toolUse: { toolUseId: 'tooluse_1', name: 'get_weather', input: { location: 'Paris' } } },
+  ] } }, stopReason: 'tool_use', usage: { inputTokens: 30, outputTokens: 9 } });
+  assert.deepEqual(whole.thinking, want);
+  assert.deepEqual((anthropicCodec.encodeResult(whole, 'claude') as { content: unknown[] }).content.slice(0, 2), want);
+  // Sent back by the Anthropic client: Converse reasoningContent first in the assistant turn.
+  const p = parseAnthropicRequest({ model: 'claude', max_tokens: 64, messages: [
+    { role: 'user', content: 'Weather in Paris?' },
+    { role: 'assistant', content: [...want, { type: 'tool_use', id: 'tooluse_1', name: 'get_weather', input: { location: 'Paris' } }] },
+    { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'tooluse_1', content: 'sunny' }] },
+  ] });
+  assert.ok(p.ok);
+  const body = JSON.parse(bedrockAdapter.chatRequest(p.req, { model: 'anthropic.claude', stream: false, options: {} }).body) as { messages: Array<{ content: unknown[] }> };
+  assert.deepEqual(body.messages[1].content.slice(0, 2), [
+    { reasoningContent: { reasoningText: { text: 'Weather: call get_weather.', signature: sig } } }, { reasoningContent: { redactedContent: red } },
+  ]);
+  // Another model on Bedrock (a fallback after Claude): Claude's signed blocks are not its to read.
+  const nova = JSON.parse(bedrockAdapter.chatRequest(p.req, { model: 'amazon.nova-pro-v1:0', stream: false, options: {} }).body) as { messages: Array<{ content: Array<Record<string, unknown>> }> };
+  assert.ok(!nova.messages[1].content.some((b) => 'reasoningContent' in b));
+});
+
+/** The data of an Anthropic SSE text's content block events. */
+function frames0(sse: string): unknown[] {
+  return frames(sse).filter((f) => String(f.event).startsWith('content_block_')).map((f) => f.data);
+}

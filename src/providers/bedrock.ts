@@ -5,7 +5,7 @@
 // adapters' order contract (usage before finish). Signing (SigV4) is the credentials module's job.
 import type {
   ChatMessage, ChatRequest, ChatResult, ContentPart, FinishReason, ProviderAdapter, ProviderError,
-  StreamEvent, StreamParser, ToolCall, Usage,
+  StreamEvent, StreamParser, ThinkingBlock, ToolCall, Usage,
 } from './types.ts';
 import { UpstreamShapeError, argsObject, arr, localId, num, nowSeconds, obj, statusType, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
@@ -54,8 +54,33 @@ function toolResult(m: ChatMessage): Obj {
 
 interface BMsg { role: 'user' | 'assistant'; content: Obj[] }
 
+/**
+ * An Anthropic client's thinking blocks sent back (Claude on Bedrock requires them before a turn's
+ * toolUse, as Anthropic does) as Converse reasoningContent, signature and redacted bytes as received.
+ */
+function reasoningBlocks(thinking: ReadonlyArray<Record<string, unknown>>, out: Obj[]): void {
+  for (const t of thinking) {
+    if (t.type === 'thinking' && typeof t.thinking === 'string') {
+      const rt: Obj = { text: t.thinking };
+      if (typeof t.signature === 'string') rt.signature = t.signature;
+      out.push({ reasoningContent: { reasoningText: rt } });
+    } else if (t.type === 'redacted_thinking' && typeof t.data === 'string') out.push({ reasoningContent: { redactedContent: t.data } });
+  }
+}
+
+/** Converse reasoningContent -> a canonical thinking block (redactedContent: its base64, as sent back above). */
+function thinkingOf(rc: Obj): ThinkingBlock | undefined {
+  const rt = obj(rc.reasoningText);
+  if (rt !== undefined) return { type: 'thinking', thinking: str(rt.text) ?? '', signature: str(rt.signature) ?? '' };
+  const red = str(rc.redactedContent);
+  return red !== undefined ? { type: 'redacted_thinking', data: red } : undefined;
+}
+
+/** Claude on Bedrock (a model id, an inference profile or an ARN naming one): the signatures are Claude's, no other model takes them. */
+const isClaude = (model: string): boolean => /claude/i.test(model);
+
 /** Canonical messages -> Bedrock system blocks + alternating user/assistant messages. */
-export function bedrockMessages(messages: ChatMessage[]): { system: Obj[]; messages: BMsg[] } {
+export function bedrockMessages(messages: ChatMessage[], claude = false): { system: Obj[]; messages: BMsg[] } {
   const system: Obj[] = [];
   const out: BMsg[] = [];
   let last: BMsg | undefined;
@@ -71,6 +96,7 @@ export function bedrockMessages(messages: ChatMessage[]): { system: Obj[]; messa
       out.push(last);
     }
     if (m.role === 'tool') { last.content.push(toolResult(m)); continue; }
+    if (claude && m.role === 'assistant' && m.thinking !== undefined) reasoningBlocks(m.thinking, last.content);
     blocksOf(m.content, last.content);
     for (const tc of m.tool_calls ?? []) {
       last.content.push({ toolUse: { toolUseId: tc.id, name: tc.function.name, input: argsObject(tc.function.arguments) } });
@@ -83,8 +109,8 @@ function hasToolHistory(messages: BMsg[]): boolean {
   return messages.some((m) => m.content.some((b) => b.toolUse !== undefined || b.toolResult !== undefined));
 }
 
-export function bedrockBody(req: ChatRequest): Obj {
-  const { system, messages } = bedrockMessages(req.messages);
+export function bedrockBody(req: ChatRequest, model = ''): Obj {
+  const { system, messages } = bedrockMessages(req.messages, isClaude(model));
   const body: Obj = { messages };
   if (system.length > 0) body.system = system;
   const inf: Obj = {};
@@ -136,9 +162,13 @@ export function bedrockChatResponse(body: unknown): ChatResult {
   if (content === undefined) throw new UpstreamShapeError('upstream Converse response has no output.message.content');
   let text: string | null = null;
   const toolCalls: ToolCall[] = [];
+  let thinking: ThinkingBlock[] | undefined;
   for (const b of content) {
     if (!isObj(b)) continue;
     if (typeof b.text === 'string') text = (text ?? '') + b.text;
+    const rc = obj(b.reasoningContent);
+    const th = rc !== undefined ? thinkingOf(rc) : undefined;
+    if (th !== undefined) (thinking ??= []).push(th);
     const tu = obj(b.toolUse);
     if (tu !== undefined) toolCalls.push({ id: str(tu.toolUseId) ?? `call_${toolCalls.length}`, type: 'function', function: { name: str(tu.name) ?? '', arguments: JSON.stringify(tu.input ?? {}) } });
   }
@@ -148,6 +178,7 @@ export function bedrockChatResponse(body: unknown): ChatResult {
   const result: ChatResult = { id: localId('bedrock-'), model: '', created: nowSeconds(), text, toolCalls, finishReason };
   const usage = bedrockUsage(body.usage);
   if (usage !== undefined) result.usage = usage;
+  if (thinking !== undefined) result.thinking = thinking;
   return result;
 }
 
@@ -156,6 +187,8 @@ class BedrockStreamParser implements StreamParser {
   private tools = 0;
   /** contentBlockIndex -> tool-call index. */
   private readonly toolAt = new Map<number, number>();
+  /** contentBlockIndex of the reasoning block being streamed, -1 when none. */
+  private thinkingAt = -1;
   private stop: FinishReason | undefined;
   private done = false;
 
@@ -182,6 +215,8 @@ class BedrockStreamParser implements StreamParser {
     } else if (ev === 'contentBlockDelta') {
       const d = obj(payload.delta);
       if (typeof d?.text === 'string' && d.text.length > 0) out.push({ type: 'text', text: d.text });
+      const rc = obj(d?.reasoningContent);
+      if (rc !== undefined) this.reasoning(rc, num(payload.contentBlockIndex) ?? -1, out);
       const input = str(obj(d?.toolUse)?.input);
       const index = this.toolAt.get(num(payload.contentBlockIndex) ?? -1);
       if (input !== undefined && input.length > 0 && index !== undefined) out.push({ type: 'tool_args', index, delta: input });
@@ -195,6 +230,18 @@ class BedrockStreamParser implements StreamParser {
       if (this.stop !== undefined) out.push(...this.finish());
     }
     return out;
+  }
+
+  /** A reasoningContent delta: a block's text and signature (a new block index opens a thinking block), or redacted bytes whole. */
+  private reasoning(rc: Obj, at: number, out: StreamEvent[]): void {
+    const red = str(rc.redactedContent);
+    if (red !== undefined) { this.thinkingAt = -1; out.push({ type: 'redacted_thinking', data: red }); return; }
+    const text = str(rc.text);
+    const sig = str(rc.signature);
+    if (text === undefined && sig === undefined) return;
+    if (this.thinkingAt !== at) { this.thinkingAt = at; out.push({ type: 'thinking_start' }); }
+    if (text !== undefined && text.length > 0) out.push({ type: 'thinking', text });
+    if (sig !== undefined) out.push({ type: 'thinking_signature', signature: sig });
   }
 
   private finish(): StreamEvent[] {
@@ -227,7 +274,7 @@ export const bedrockAdapter: ProviderAdapter = {
     method: 'POST',
     path: modelPath(target.model) + (target.stream ? '/converse-stream' : '/converse'),
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(bedrockBody(req)),
+    body: JSON.stringify(bedrockBody(req, target.model)),
   }),
   chatResponse: bedrockChatResponse,
   streamParser: () => new BedrockStreamParser(),
