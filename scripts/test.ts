@@ -211,6 +211,9 @@ export interface RunScratch {
  */
 export function runScratch(base = tmpdir()): RunScratch {
   const root = mkdtempSync(join(base, 'aam-run-'));
+  // Traversable (not listable) by others: a test that starts its own PostgreSQL (startServices, e.g.
+  // bench-fleet-databases) puts its data dir under TMPDIR, and the postgres user must reach it.
+  chmodSync(root, 0o711);
   const tmp = join(root, 'tmp');
   const compileCache = join(root, 'compile-cache');
   mkdirSync(tmp);
