@@ -299,9 +299,9 @@ const PLANES: Plane[] = [
   { name: 'chat completions stream', call: chatStream('leak-stream'), shows: modelShows, sweep: 'error',
     channels: { stream: [...TEXT, ...SPLIT_DELTA, ...SPLIT_TCP, ...BINARY], 'tool-args': [...TEXT, ...SPLIT_DELTA], 'stream-error': [...TEXT, ...SPLIT_TCP], header: TEXT, error: TEXT, ...ERRORS } },
   { name: 'anthropic messages', call: messages('leak-claude'), shows: modelShows, sweep: 'error',
-    channels: { body: [...TEXT, ...SPLIT_PARTS, ...SPLIT_TCP, ...BINARY], header: TEXT, error: [...TEXT, ...SPLIT_TCP, 'binary'], ...ERRORS } },
+    channels: { body: [...TEXT, ...SPLIT_PARTS, ...SPLIT_TCP, ...BINARY], thinking: [...TEXT, ...SPLIT_TCP], header: TEXT, error: [...TEXT, ...SPLIT_TCP, 'binary'], ...ERRORS } },
   { name: 'anthropic messages stream', call: messagesStream('leak-claude-stream'), shows: modelShows, sweep: 'error',
-    channels: { stream: [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, ...SPLIT_TCP, ...BINARY], 'tool-args': [...TEXT, ...SPLIT_DELTA], 'stream-error': [...TEXT, ...SPLIT_TCP], header: TEXT, error: TEXT, ...ERRORS } },
+    channels: { stream: [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, ...SPLIT_TCP, ...BINARY], 'tool-args': [...TEXT, ...SPLIT_DELTA], thinking: [...TEXT, ...SPLIT_DELTA, ...SPLIT_TCP], 'stream-error': [...TEXT, ...SPLIT_TCP], header: TEXT, error: TEXT, ...ERRORS } },
   // The Responses API, translated to a chat-completions upstream (and stored by aam: the data-dir row checks it at rest).
   { name: 'responses', call: responses('leak-responses'), shows: modelShows, sweep: 'error',
     channels: { body: [...TEXT, ...SPLIT_TCP, ...BINARY], header: TEXT, error: [...TEXT, ...SPLIT_TCP, 'binary'], ...ERRORS } },

@@ -130,14 +130,21 @@ function openaiStream(form: string, secret: string, channel: string): string {
 
 const ev = (event: string, dataJson: string) => `event: ${event}\ndata: ${dataJson}\n\n`;
 
-function anthropicBody(pieces: string[]): string {
-  const content = pieces.map((p) => `{"type":"text","text":"${p}"}`).join(',');
+/** thinking: the pieces are a signed thinking block's text, before an answer of "ok" (extended thinking). */
+function anthropicBody(pieces: string[], thinking = false): string {
+  const content = thinking ? `{"type":"thinking","thinking":"${pieces.join('')}","signature":"sig-leak"},{"type":"text","text":"ok"}`
+    : pieces.map((p) => `{"type":"text","text":"${p}"}`).join(',');
   return `{"id":"msg_leak","type":"message","role":"assistant","model":"leaky","content":[${content}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":3}}`;
 }
 
 const textBlock = (index: number, deltasJson: string[]) => ev('content_block_start', `{"type":"content_block_start","index":${index},"content_block":{"type":"text","text":""}}`)
   + deltasJson.map((p) => ev('content_block_delta', `{"type":"content_block_delta","index":${index},"delta":{"type":"text_delta","text":"${p}"}}`)).join('')
   + ev('content_block_stop', `{"type":"content_block_stop","index":${index}}`);
+
+const thinkingBlock = (deltasJson: string[]) => ev('content_block_start', '{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}')
+  + deltasJson.map((p) => ev('content_block_delta', `{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"${p}"}}`)).join('')
+  + ev('content_block_delta', '{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"sig-leak"}}')
+  + ev('content_block_stop', '{"type":"content_block_stop","index":0}') + textBlock(1, ['ok']);
 
 const toolUseBlock = (argPieces: string[]) => ev('content_block_start', '{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"echo","input":{}}}')
   + argPieces.map((a) => ev('content_block_delta', `{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":${a}}}`)).join('')
@@ -153,6 +160,7 @@ function anthropicStream(form: string, secret: string, channel: string): string 
   const pieces = channel === 'header' ? ['ok'] : deltas(form, secret);
   // split-parts: each piece is its own text block; otherwise all are deltas of one block.
   const blocks = channel === 'tool-args' ? toolUseBlock(toolArgPieces(form, secret))
+    : channel === 'thinking' ? thinkingBlock(pieces)
     : form.startsWith('split-parts') ? pieces.map((p, i) => textBlock(i, [p])).join('') : textBlock(0, pieces);
   return start + blocks
     + ev('message_delta', '{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":3}}')
@@ -181,7 +189,7 @@ async function model(wire: 'openai' | 'anthropic' | 'embeddings', res: ServerRes
     return send(res, 200, { ...headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }, body, form, secret);
   }
   const shown = channel === 'header' ? 'ok' : p;
-  const body = wire === 'anthropic' ? anthropicBody(channel === 'header' ? ['ok'] : deltas(form, secret))
+  const body = wire === 'anthropic' ? anthropicBody(channel === 'header' ? ['ok'] : deltas(form, secret), channel === 'thinking')
     : wire === 'embeddings' ? `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2,0.3]}],"model":"${shown}","usage":{"prompt_tokens":1,"total_tokens":1}}`
       : openaiBody(shown, channel === 'header' ? 'ok' : payload(form, secret, 'text'));
   return send(res, 200, { ...headers, ...json }, body, form, secret);
