@@ -17,30 +17,30 @@ export function createEventScrubber(make: MakeStream): EventScrubber {
   const endThinking = (out: StreamEvent[]) => {
     if (thinking) { const t = thinking.end(); thinking = null; if (t) out.push({ type: 'thinking', text: t }); }
   };
+  const endText = (out: StreamEvent[]) => {
+    if (text) { const t = text.end(); text = null; if (t) out.push({ type: 'text', text: t }); }
+  };
   const flush = (out: StreamEvent[]) => {
     endThinking(out);
-    if (text) { const t = text.end(); text = null; if (t) out.push({ type: 'text', text: t }); }
+    endText(out);
     for (const [index, s] of tools) { const d = s.end(); if (d) out.push({ type: 'tool_args', index, delta: d }); }
     tools.clear();
   };
   return {
     push(ev) {
       if (ev.type === 'text') {
-        if (thinking) {
-          const out: StreamEvent[] = [];
-          endThinking(out);
-          text ??= make();
-          const t = text.push(ev.text);
-          if (t) out.push({ type: 'text', text: t });
-          return out;
-        }
         text ??= make();
+        // The common case (no thinking block open) makes no array unless text is released.
+        if (!thinking) { const t = text.push(ev.text); return t ? [{ type: 'text', text: t }] : []; }
+        const out: StreamEvent[] = [];
+        endThinking(out);
         const t = text.push(ev.text);
-        return t ? [{ type: 'text', text: t }] : [];
+        if (t) out.push({ type: 'text', text: t });
+        return out;
       }
       if (ev.type === 'thinking') {
         const out: StreamEvent[] = [];
-        if (text) { const t = text.end(); text = null; if (t) out.push({ type: 'text', text: t }); }
+        endText(out);
         thinking ??= make();
         const t = thinking.push(ev.text);
         if (t) out.push({ type: 'thinking', text: t });
@@ -56,7 +56,7 @@ export function createEventScrubber(make: MakeStream): EventScrubber {
       // A new tool call only ends the text stream; other tool calls may still be streaming.
       if (ev.type === 'tool_start') {
         endThinking(out);
-        if (text) { const t = text.end(); text = null; if (t) out.push({ type: 'text', text: t }); }
+        endText(out);
       } else flush(out);
       out.push(ev);
       return out;
