@@ -87,6 +87,8 @@ function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev:
     thinking = true;
     return frame('content_block_start', `{"type":"content_block_start","index":${block},"content_block":{"type":"thinking","thinking":"","signature":""}}`);
   };
+  /** A thinking block after whatever is open or waiting (blocks cannot interleave). */
+  const nextThinking = (): string => stopBlock() + flushQueue() + openThinking();
   const redacted = (data: string): string => {
     const at = nextBlock++;
     return frame('content_block_start', `{"type":"content_block_start","index":${at},"content_block":{"type":"redacted_thinking","data":${JSON.stringify(data)}}}`)
@@ -140,13 +142,13 @@ function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev:
         return s;
       }
       case 'thinking_start':
-        return s + stopBlock() + flushQueue() + openThinking();
+        return s + nextThinking();
       case 'thinking':
         if (ev.text.length === 0) return s;
-        if (!thinking) s += stopBlock() + flushQueue() + openThinking();
+        if (!thinking) s += nextThinking();
         return s + thinkingDelta(ev.text);
       case 'thinking_signature':
-        if (!thinking) s += stopBlock() + flushQueue() + openThinking();
+        if (!thinking) s += nextThinking();
         return s + signatureDelta(ev.signature);
       case 'redacted_thinking':
         return s + stopBlock() + flushQueue() + redacted(ev.data);
