@@ -7,7 +7,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
-import { startFakeUpstream, thinkingToolsAnswer, THINKING, type FakeUpstream } from './fake-upstream.ts';
+import { startFakeUpstream, thinkingToolsAnswer, interleavedContent, THINKING, THINKING2, type FakeUpstream } from './fake-upstream.ts';
 import { startTestGateway, doc, yaml, agentDocs, type TestGateway } from './helpers/gateway.ts';
 import { anthropicAdapter, anthropicChatResponse } from '../src/providers/anthropic.ts';
 import { anthropicCodec } from '../src/providers/anthropic-codec.ts';
@@ -23,19 +23,26 @@ let fake: FakeUpstream;
 let gw: TestGateway;
 let key = '';
 let guardedKey = '';
+let textGuardKey = '';
 
 before(async () => {
   fake = await startFakeUpstream();
   gw = await startTestGateway(yaml(
     doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${fake.url}/v1` }),
     doc('Model', 'claude-think', { targets: [{ provider: 'ant', model: 'thinking-tools' }] }),
+    doc('Model', 'claude-interleaved', { targets: [{ provider: 'ant', model: 'thinking-interleaved' }] }),
+    doc('Model', 'claude-interleaved-cached', { targets: [{ provider: 'ant', model: 'thinking-interleaved' }], cache: { mode: 'exact', ttl_seconds: 60, scope: 'agent' } }),
     doc('Guardrail', 'no-wants', { on: ['output'], keywords: ['the user wants'], action: 'redact' }),
-    ...agentDocs(['claude-think']),
+    doc('Guardrail', 'no-check', { on: ['output'], keywords: ['let me check'], action: 'redact' }),
+    ...agentDocs(['claude-think', 'claude-interleaved', 'claude-interleaved-cached']),
     doc('Agent', 'guarded', { workload: 'spiffe://test/agent/guarded', team: 'qa', environment: 'dev' }),
     doc('AgentPolicy', 'guarded-policy', { identity: { workload: 'spiffe://test/agent/guarded' }, models: { allow: ['claude-think'] }, guardrails: ['no-wants'] }),
+    doc('Agent', 'textguard', { workload: 'spiffe://test/agent/textguard', team: 'qa', environment: 'dev' }),
+    doc('AgentPolicy', 'textguard-policy', { identity: { workload: 'spiffe://test/agent/textguard' }, models: { allow: ['claude-interleaved'] }, guardrails: ['no-check'] }),
   ));
   key = gw.key('tester');
   guardedKey = gw.key('guarded');
+  textGuardKey = gw.key('textguard');
 });
 after(async () => { await gw?.close(); await fake?.close(); });
 
@@ -226,3 +233,87 @@ test('Claude on Bedrock: reasoningContent (streamed and whole) reaches an Anthro
 function frames0(sse: string): unknown[] {
   return frames(sse).filter((f) => String(f.event).startsWith('content_block_')).map((f) => f.data);
 }
+
+// ---- interleaved thinking (the beta: thinking blocks between tool calls in one turn) ----
+
+const KINDS = ['thinking', 'text', 'tool_use', 'thinking', 'tool_use'];
+const iparams = { ...params, model: 'claude-interleaved' };
+
+/** Turn 2 of the interleaved loop: the answer's content sent back as it came, both tools' results. */
+function iturn2(content: Anthropic.ContentBlock[], model = 'claude-interleaved'): Anthropic.MessageCreateParamsNonStreaming {
+  const uses = content.filter((b) => b.type === 'tool_use');
+  assert.equal(uses.length, 2);
+  return { ...params, model, messages: [ask, { role: 'assistant', content }, { role: 'user', content: uses.map((u) => ({ type: 'tool_result' as const, tool_use_id: u.id, content: 'sunny, 21 C' })) }] };
+}
+
+test('interleaved thinking, whole answer rebuilt (an output guardrail changed its text block): the blocks arrive in the upstream\'s order and the next turn is accepted', async () => {
+  const anthropic = new Anthropic({ apiKey: textGuardKey, baseURL: gw.url, maxRetries: 0 });
+  const m = await anthropic.messages.create(iparams);
+  assert.deepEqual(m.content.map((b) => b.type), KINDS);
+  assert.deepEqual([m.content[0], m.content[3]], [THINKING.thinking, THINKING2], 'both thinking blocks, signatures untouched');
+  assert.doesNotMatch((m.content[1] as Anthropic.TextBlock).text, /let me check/i, 'rebuilt: the guardrail redacted the text');
+  const second = await anthropic.messages.create(iturn2(m.content));
+  assert.equal(second.content[0].type === 'text' ? second.content[0].text : '', 'final: the tool said sunny, 21 C');
+  // The request went to Anthropic in the client's order too (not thinking first).
+  const sent = (JSON.parse(last().raw) as { messages: Array<{ content: Array<{ type: string }> }> }).messages[1].content.map((b) => b.type);
+  assert.deepEqual(sent, KINDS);
+});
+
+test('interleaved thinking from the response cache: whole and streamed replays keep the upstream\'s order; turn 2 (re-serialised or raw) is accepted', async () => {
+  const anthropic = new Anthropic({ apiKey: key, baseURL: gw.url, maxRetries: 0 });
+  const p = { ...iparams, model: 'claude-interleaved-cached' };
+  for (const stream of [false, true]) {
+    const ask2 = { ...p, messages: [{ role: 'user' as const, content: `What is the weather in Paris? (${stream ? 'streamed' : 'whole'})` }] };
+    const miss = stream ? await anthropic.messages.stream(ask2).finalMessage() : await anthropic.messages.create(ask2);
+    const { data: hit, response } = stream
+      ? { data: await anthropic.messages.stream(ask2).finalMessage(), response: undefined }
+      : await anthropic.messages.create(ask2).withResponse();
+    if (response) assert.equal(response.headers.get('x-aam-cache'), 'hit');
+    assert.deepEqual(miss.content.map((b) => b.type), KINDS, `stream ${stream}: miss`);
+    assert.deepEqual(hit.content, miss.content, `stream ${stream}: the cached answer is the upstream's, in order`);
+    const second = await anthropic.messages.create(iturn2(hit.content, 'claude-interleaved-cached'));
+    assert.equal(second.content[0].type === 'text' ? second.content[0].text : '', 'final: the tool said sunny, 21 C');
+  }
+});
+
+test('interleaved thinking, unit: Anthropic whole answer, cache record of a stream, guardrail-changed text, turn-2 request (raw), Bedrock reasoningContent both ways', () => {
+  const content = interleavedContent();
+  const { message } = thinkingToolsAnswer('thinking-tools');
+  const up = { ...message, content };
+  const r = anthropicChatResponse(up);
+  assert.deepEqual((anthropicCodec.encodeResult(r, 'x') as { content: unknown }).content, content, 'rebuilt: the upstream\'s order');
+  // A guardrail rewrote the text (its length changed): thinking and tool calls keep their places.
+  const guarded = { ...r, text: '[REDACTED]' };
+  assert.deepEqual((anthropicCodec.encodeResult(guarded, 'x') as { content: Array<{ type: string }> }).content.map((b) => b.type), KINDS);
+  // A stream recorded for the cache, replayed whole and as a stream.
+  const events = resultToEvents(r, 8);
+  const stored = eventsToResult(events);
+  assert.ok(stored);
+  assert.deepEqual((anthropicCodec.encodeResult(stored, 'x') as { content: unknown }).content, content);
+  const encode = anthropicCodec.streamEncoder({ includeUsage: true, routeName: 'x' });
+  const starts = frames0(resultToEvents(stored).map(encode).join('')).filter((f) => (f as { type: string }).type === 'content_block_start').map((f) => (f as { content_block: { type: string } }).content_block.type);
+  assert.deepEqual(starts, KINDS);
+  // A plain (not interleaved) answer carries no order: nothing changes for it.
+  assert.equal(anthropicChatResponse(message).order, undefined);
+
+  // Turn 2 from an Anthropic client: the body Anthropic gets is the client's (so the raw path takes it).
+  const client = { model: 'claude', max_tokens: 64, messages: [ask, { role: 'assistant', content }, { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_fake_weather_001', content: 'sunny' }] }] };
+  const p = parseAnthropicRequest(client);
+  assert.ok(p.ok);
+  const body = JSON.parse(anthropicAdapter.chatRequest(p.req, { model: 'claude', stream: false, options: {} }).body) as { messages: unknown[] };
+  assert.deepEqual(body.messages.slice(1), client.messages.slice(1));
+  const head = anthropicAdapter.rawChatRequest!(client, p.req, { model: 'claude', stream: false, options: {} });
+  assert.ok(head.add !== undefined, 'the raw path: the client\'s bytes go as they are');
+
+  // Bedrock: interleaved reasoningContent in a whole answer, and sent back in the client's order.
+  const bedrockContent = [
+    { reasoningContent: { reasoningText: { text: THINKING.thinking.thinking, signature: THINKING.thinking.signature } } }, { text: 'Let me check.' },
+    { toolUse: { toolUseId: 'toolu_fake_weather_001', name: 'get_weather', input: { location: 'Paris' } } },
+    { reasoningContent: { reasoningText: { text: THINKING2.thinking, signature: THINKING2.signature } } },
+    { toolUse: { toolUseId: 'toolu_fake_time_002', name: 'get_time', input: { tz: 'Europe/Paris' } } },
+  ];
+  const whole = bedrockChatResponse({ output: { message: { role: 'assistant', content: bedrockContent } }, stopReason: 'tool_use', usage: { inputTokens: 30, outputTokens: 9 } });
+  assert.deepEqual((anthropicCodec.encodeResult(whole, 'claude') as { content: unknown }).content, content);
+  const br = JSON.parse(bedrockAdapter.chatRequest(p.req, { model: 'anthropic.claude', stream: false, options: {} }).body) as { messages: Array<{ content: unknown[] }> };
+  assert.deepEqual(br.messages[1].content, bedrockContent);
+});

@@ -21,6 +21,10 @@
 //                                    get_weather call; a turn carrying the tool result must send both blocks
 //                                    back first in the assistant turn, as sent (else 400, as Anthropic
 //                                    answers), then gets a final answer
+//   thinking-interleaved             Anthropic wire, interleaved thinking (the beta): the first turn answers
+//                                    thinking, text, get_weather, a second thinking block, get_time; a turn
+//                                    carrying the tool results must send the thinking and tool_use blocks
+//                                    back in that order, thinking as sent (else 400), then a final answer
 // Every request is recorded in `requests` (with `aborted` set if the caller went away early).
 import { createServer } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
@@ -82,13 +86,35 @@ const TOOLS = [
   { id: 'call_fake_time_002', name: 'get_time', args: ['{"tz": ', '"Europe/Paris"}'] },
 ];
 
-interface Answer { pieces: string[]; tools: boolean; input: number; output: number; calls?: typeof TOOLS; cacheWrite?: number; cacheRead?: number; thinking?: boolean }
+interface Answer { pieces: string[]; tools: boolean; input: number; output: number; calls?: typeof TOOLS; cacheWrite?: number; cacheRead?: number; thinking?: boolean; interleaved?: boolean }
 
 /** thinking-tools' blocks: a signature with the characters base64 has (and JSON might escape differently). */
 export const THINKING = {
   thinking: { type: 'thinking', thinking: 'The user wants the weather; I will call get_weather for Paris.', signature: 'EqQBCgIYAhIM1gbcDa9GJwZA2b3h+/Gx0pkiMOYds=' },
   redacted: { type: 'redacted_thinking', data: 'EmwKAhgBEgy3va3pzix/LafPsn4aMOYds+9=' },
 } as const;
+
+/** thinking-interleaved's second thinking block (between its two tool calls). */
+export const THINKING2 = { type: 'thinking', thinking: 'Paris is in Europe/Paris; I will also call get_time.', signature: 'ErUBCgIYAhIMz9k+Qm3pX1/b0aAhIgyq7==' } as const;
+
+/** thinking-interleaved's first answer, its blocks in order (thinking between the tool calls). */
+export function interleavedContent(): Obj[] {
+  const use = (t: typeof TOOLS[number]): Obj => ({ type: 'tool_use', id: t.id.replace('call_', 'toolu_'), name: t.name, input: JSON.parse(t.args.join('')) as unknown });
+  return [{ ...THINKING.thinking }, { type: 'text', text: 'Let me check.' }, use(TOOLS[0]), { ...THINKING2 }, use(TOOLS[1])];
+}
+
+/**
+ * thinking-interleaved's check of a turn after the tool calls: the last assistant message's
+ * thinking and tool_use blocks in the order answered, each thinking block as sent (text blocks may change).
+ */
+function interleavedSentBack(body: unknown): string | null {
+  const list = isObj(body) && Array.isArray(body.messages) ? body.messages : [];
+  const asst = [...list].reverse().find((m) => isObj(m) && m.role === 'assistant') as Obj | undefined;
+  const got = (asst && Array.isArray(asst.content) ? asst.content : []).filter((b) => isObj(b) && b.type !== 'text');
+  const want = interleavedContent().filter((b) => b.type !== 'text');
+  if (JSON.stringify(got) !== JSON.stringify(want)) return 'messages.1.content: thinking blocks must be sent back unmodified, in the order and place they were returned (interleaved thinking)';
+  return null;
+}
 
 /**
  * thinking-tools' check of a turn after the tool call: the last assistant message starts with the
@@ -127,8 +153,9 @@ function lastToolResult(wire: Wire, body: unknown): string | null {
 
 function answerFor(behaviour: string, userText: string, toolResult: string | null = null): Answer {
   if (behaviour === 'tools') return { pieces: [], tools: true, input: 42, output: 17 };
-  if (behaviour === 'tool-loop' || behaviour === 'thinking-tools') {
+  if (behaviour === 'tool-loop' || behaviour === 'thinking-tools' || behaviour === 'thinking-interleaved') {
     if (behaviour === 'thinking-tools' && toolResult === null) return { pieces: [], tools: true, input: 30, output: 9, calls: [TOOLS[0]], thinking: true };
+    if (behaviour === 'thinking-interleaved' && toolResult === null) return { pieces: [], tools: true, input: 30, output: 19, thinking: true, interleaved: true };
     return toolResult === null ? { pieces: [], tools: true, input: 30, output: 9, calls: [TOOLS[0]] }
       : { pieces: ['final: ', 'the tool said ', toolResult], tools: false, input: 50, output: 6 };
   }
@@ -177,7 +204,7 @@ function jsonAnswer(wire: Wire, model: string, a: Answer): Obj {
   if (wire === 'responses') return responsesAnswer(model, a);
   const text = a.pieces.join('');
   if (wire === 'anthropic') {
-    const content: unknown[] = a.tools
+    const content: unknown[] = a.interleaved ? interleavedContent() : a.tools
       ? [...(a.thinking ? [THINKING.thinking, THINKING.redacted] : []), { type: 'text', text: 'Let me check.' }, ...(a.calls ?? TOOLS).map((t) => ({ type: 'tool_use', id: t.id.replace('call_', 'toolu_'), name: t.name, input: JSON.parse(t.args.join('')) as unknown }))]
       : [{ type: 'text', text }];
     return { id: 'msg_fake_0001', type: 'message', role: 'assistant', model, content, stop_reason: a.tools ? 'tool_use' : 'end_turn', stop_sequence: null, usage: { input_tokens: a.input, output_tokens: a.output, cache_creation_input_tokens: a.cacheWrite ?? 0, cache_read_input_tokens: a.cacheRead ?? 0, ...cacheCreation(a) } };
@@ -236,6 +263,26 @@ function anthropicStart(model: string, input: number, a?: Answer): string {
 
 function anthropicFrames(model: string, a: Answer): Frame[] {
   const out: Frame[] = [{ data: anthropicStart(model, a.input, a), content: false }];
+  if (a.interleaved) {
+    interleavedContent().forEach((b, index) => {
+      const block = (delta: Obj): Frame => ({ data: ev('content_block_delta', { type: 'content_block_delta', index, delta }), content: true });
+      if (b.type === 'thinking') {
+        out.push({ data: ev('content_block_start', { type: 'content_block_start', index, content_block: { type: 'thinking', thinking: '', signature: '' } }), content: false });
+        for (const p of String(b.thinking).split(/(?<= )/)) out.push(block({ type: 'thinking_delta', thinking: p }));
+        out.push(block({ type: 'signature_delta', signature: b.signature }));
+      } else if (b.type === 'text') {
+        out.push({ data: ev('content_block_start', { type: 'content_block_start', index, content_block: { type: 'text', text: '' } }), content: false });
+        out.push(block({ type: 'text_delta', text: b.text }));
+      } else {
+        out.push({ data: ev('content_block_start', { type: 'content_block_start', index, content_block: { ...b, input: {} } }), content: true });
+        out.push(block({ type: 'input_json_delta', partial_json: JSON.stringify(b.input) }));
+      }
+      out.push({ data: ev('content_block_stop', { type: 'content_block_stop', index }), content: false });
+    });
+    out.push({ data: ev('message_delta', { type: 'message_delta', delta: { stop_reason: 'tool_use', stop_sequence: null }, usage: { output_tokens: a.output } }), content: false });
+    out.push({ data: ev('message_stop', { type: 'message_stop' }), content: false });
+    return out;
+  }
   // Extended thinking as the API streams it: an empty thinking block, its text in thinking_delta
   // pieces, its signature in one signature_delta just before the stop; a redacted block whole.
   const t0 = a.thinking ? 2 : 0;
@@ -396,8 +443,8 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
     }
     const answer = answerFor(behaviour, lastUserText(wire, body), lastToolResult(wire, body));
     if (behaviour === 'prompt-cache') { if (n === 1) answer.cacheWrite = 1200; else answer.cacheRead = 1200; }
-    if (behaviour === 'thinking-tools' && !answer.thinking) {
-      const bad = thinkingSentBack(body, raw);
+    if ((behaviour === 'thinking-tools' || behaviour === 'thinking-interleaved') && !answer.thinking) {
+      const bad = behaviour === 'thinking-tools' ? thinkingSentBack(body, raw) : interleavedSentBack(body);
       if (bad !== null) { res.writeHead(400, { 'content-type': 'application/json' }).end(errorBody(wire, 400, bad)); return; }
     }
     if (!stream) {

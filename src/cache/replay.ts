@@ -2,29 +2,44 @@
 // a streaming client gets canonical events (start, text chunks, per-tool start/args, usage,
 // finish: the order every adapter and encoder uses), which its own codec then encodes. A streamed
 // answer is stored only when it completed: a finish event and no error.
-import type { ChatResult, FinishReason, StreamEvent, ThinkingBlock, ToolCall, Usage } from '../providers/types.ts';
+import type { ChatResult, FinishReason, ResultBlock, StreamEvent, ThinkingBlock, ToolCall, Usage } from '../providers/types.ts';
+import { interleavedOrder, resultBlocks } from '../providers/types.ts';
 
 /** Size of replayed text and tool-argument chunks (characters). */
 const CHUNK = 256;
 
 export function resultToEvents(result: ChatResult, chunkChars = CHUNK): StreamEvent[] {
   const events: StreamEvent[] = [{ type: 'start', id: result.id, model: result.model }];
-  if (result.thinking) {
-    for (const b of result.thinking) {
-      if (b.type === 'redacted_thinking') { events.push({ type: 'redacted_thinking', data: b.data }); continue; }
-      events.push({ type: 'thinking_start' });
-      for (const text of chunks(b.thinking, chunkChars)) events.push({ type: 'thinking', text });
-      events.push({ type: 'thinking_signature', signature: b.signature });
+  if (result.order !== undefined) { // interleaved thinking: the upstream's block order
+    for (const b of resultBlocks(result)) {
+      if (b.kind === 'thinking') thinkingEvents(b.block, events, chunkChars);
+      else if (b.kind === 'text') for (const text of chunks(b.text, chunkChars)) events.push({ type: 'text', text });
+      else toolEvents(b.call, b.index, events, chunkChars);
     }
+    if (result.usage) events.push({ type: 'usage', usage: result.usage });
+    events.push({ type: 'finish', reason: result.finishReason });
+    return events;
+  }
+  if (result.thinking) {
+    for (const b of result.thinking) thinkingEvents(b, events, chunkChars);
   }
   if (result.text) for (const text of chunks(result.text, chunkChars)) events.push({ type: 'text', text });
-  result.toolCalls.forEach((tc, index) => {
-    events.push({ type: 'tool_start', index, id: tc.id, name: tc.function.name });
-    for (const delta of chunks(tc.function.arguments, chunkChars)) events.push({ type: 'tool_args', index, delta });
-  });
+  result.toolCalls.forEach((tc, index) => toolEvents(tc, index, events, chunkChars));
   if (result.usage) events.push({ type: 'usage', usage: result.usage });
   events.push({ type: 'finish', reason: result.finishReason });
   return events;
+}
+
+function thinkingEvents(b: ThinkingBlock, events: StreamEvent[], chunkChars: number): void {
+  if (b.type === 'redacted_thinking') { events.push({ type: 'redacted_thinking', data: b.data }); return; }
+  events.push({ type: 'thinking_start' });
+  for (const text of chunks(b.thinking, chunkChars)) events.push({ type: 'thinking', text });
+  events.push({ type: 'thinking_signature', signature: b.signature });
+}
+
+function toolEvents(tc: ToolCall, index: number, events: StreamEvent[], chunkChars: number): void {
+  events.push({ type: 'tool_start', index, id: tc.id, name: tc.function.name });
+  for (const delta of chunks(tc.function.arguments, chunkChars)) events.push({ type: 'tool_args', index, delta });
 }
 
 /** Split at whitespace near the size limit when possible; never inside a surrogate pair. */
@@ -59,6 +74,7 @@ export class StreamRecorder {
   private hasText = false;
   private readonly tools: ToolCall[] = [];
   private thinking: ThinkingBlock[] | undefined;
+  private seq: ResultBlock[] | undefined;
   private reason: FinishReason | null = null;
   private usage: Usage | undefined;
   private failed = false;
@@ -75,8 +91,18 @@ export class StreamRecorder {
     if (this.failed) return;
     switch (ev.type) {
       case 'start': this.id = ev.id; this.model = ev.model; break;
-      case 'text': this.text += ev.text; this.hasText ||= ev.text.length > 0; this.grow(ev.text.length); break;
-      case 'tool_start': this.tools[ev.index] = { id: ev.id, type: 'function', function: { name: ev.name, arguments: '' } }; break;
+      case 'text':
+        this.text += ev.text; this.hasText ||= ev.text.length > 0; this.grow(ev.text.length);
+        if (this.seq !== undefined && ev.text.length > 0) {
+          const n = this.seq.length;
+          if (n > 0 && typeof this.seq[n - 1] === 'number') this.seq[n - 1] = (this.seq[n - 1] as number) + ev.text.length;
+          else this.seq.push(ev.text.length);
+        }
+        break;
+      case 'tool_start':
+        this.tools[ev.index] = { id: ev.id, type: 'function', function: { name: ev.name, arguments: '' } };
+        this.seq?.push('tool');
+        break;
       case 'tool_args': {
         const tc = this.tools[ev.index];
         if (!tc) { this.failed = true; break; } // args for a tool that never started: not a faithful record
@@ -84,14 +110,14 @@ export class StreamRecorder {
         this.grow(ev.delta.length);
         break;
       }
-      case 'thinking_start': (this.thinking ??= []).push({ type: 'thinking', thinking: '', signature: '' }); break;
+      case 'thinking_start': (this.thinking ??= []).push({ type: 'thinking', thinking: '', signature: '' }); this.block('thinking'); break;
       case 'thinking': case 'thinking_signature': {
         const b = this.thinking?.[this.thinking.length - 1];
         if (b?.type !== 'thinking') { this.failed = true; break; } // outside a thinking block: not a faithful record
         if (ev.type === 'thinking') { b.thinking += ev.text; this.grow(ev.text.length); } else b.signature += ev.signature;
         break;
       }
-      case 'redacted_thinking': (this.thinking ??= []).push({ type: 'redacted_thinking', data: ev.data }); this.grow(ev.data.length); break;
+      case 'redacted_thinking': (this.thinking ??= []).push({ type: 'redacted_thinking', data: ev.data }); this.grow(ev.data.length); this.block('thinking'); break;
       case 'usage': this.usage = ev.usage; break;
       case 'finish': this.reason = ev.reason; break;
       case 'error': this.failed = true; break;
@@ -107,8 +133,25 @@ export class StreamRecorder {
       toolCalls: this.tools, finishReason: this.reason,
     };
     if (this.usage) out.usage = this.usage;
-    if (this.thinking) out.thinking = this.thinking;
+    if (this.thinking) {
+      out.thinking = this.thinking;
+      const order = this.seq !== undefined ? interleavedOrder(this.seq) : undefined;
+      if (order !== undefined) out.order = order;
+    }
     return out;
+  }
+
+  /**
+   * The blocks' order, kept from the first thinking block on (before it: text, then tool calls, as
+   * usual; a stream without thinking keeps none).
+   */
+  private block(k: ResultBlock): void {
+    if (this.seq === undefined) {
+      this.seq = [];
+      if (this.text.length > 0) this.seq.push(this.text.length);
+      for (let i = 0; i < this.tools.length; i++) this.seq.push('tool');
+    }
+    this.seq.push(k);
   }
 
   private grow(n: number): void {

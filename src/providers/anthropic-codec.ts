@@ -3,7 +3,8 @@
 // open is buffered and written, complete, when the open one ends (at finish). Thinking blocks
 // (extended thinking) are written as the API writes them: a thinking block opened empty, its
 // thinking_delta and signature_delta, then stop; a redacted_thinking block whole.
-import type { ChatResult, ClientCodec, FinishReason, StreamEvent, Usage } from './types.ts';
+import type { ChatResult, ClientCodec, FinishReason, StreamEvent, ToolCall, Usage } from './types.ts';
+import { resultBlocks } from './types.ts';
 import { argsObject, localId } from './util.ts';
 
 const STOP_REASON: Readonly<Record<FinishReason, string>> = {
@@ -24,11 +25,19 @@ export function anthropicUsageJson(u: Usage): Record<string, number> {
   return out;
 }
 
+function toolUse(tc: ToolCall): unknown {
+  return { type: 'tool_use', id: tc.id, name: tc.function.name, input: argsObject(tc.function.arguments) };
+}
+
 function encodeResult(r: ChatResult, routeName: string): unknown {
   const content: unknown[] = [];
-  if (r.thinking !== undefined) for (const b of r.thinking) content.push(b);
-  if (r.text !== null && r.text.length > 0) content.push({ type: 'text', text: r.text });
-  for (const tc of r.toolCalls) content.push({ type: 'tool_use', id: tc.id, name: tc.function.name, input: argsObject(tc.function.arguments) });
+  if (r.order !== undefined) { // interleaved thinking: the upstream's order, as Anthropic signed it
+    for (const b of resultBlocks(r)) content.push(b.kind === 'thinking' ? b.block : b.kind === 'text' ? { type: 'text', text: b.text } : toolUse(b.call));
+  } else {
+    if (r.thinking !== undefined) for (const b of r.thinking) content.push(b);
+    if (r.text !== null && r.text.length > 0) content.push({ type: 'text', text: r.text });
+    for (const tc of r.toolCalls) content.push(toolUse(tc));
+  }
   return {
     id: r.id,
     type: 'message',

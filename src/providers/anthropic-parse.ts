@@ -1,6 +1,7 @@
 // Validation of client Anthropic Messages requests into the canonical (OpenAI-shaped) request.
 // tool_result blocks become tool messages placed before the rest of the user turn, as OpenAI needs.
-import type { CacheControl, ChatMessage, ChatRequest, ContentPart, ImagePart, TextPart, ToolCall, ToolDef } from './types.ts';
+import type { BlockKind, CacheControl, ChatMessage, ChatRequest, ContentPart, ImagePart, TextPart, ToolCall, ToolDef } from './types.ts';
+import { interleavedOrder } from './types.ts';
 import type { Obj } from './util.ts';
 import type { ParseResult } from './openai-parse.ts';
 import { isNum, isObj } from '../lib/json.ts';
@@ -93,6 +94,7 @@ function convertMessage(m: unknown, at: string, out: ChatMessage[], marks: Marks
   const parts: ContentPart[] = [];
   const calls: ToolCall[] = [];
   let thinking: Obj[] | undefined;
+  const seq: BlockKind[] | undefined = role === 'assistant' ? [] : undefined; // kept when thinking is interleaved
   for (let i = 0; i < c.length; i++) {
     const b: unknown = c[i];
     const f = `${at}.content[${i}]`;
@@ -109,6 +111,7 @@ function convertMessage(m: unknown, at: string, out: ChatMessage[], marks: Marks
       const cc = cacheOf(b);
       if (cc !== undefined) { call.cache_control = cc; marks.on = true; }
       calls.push(call);
+      seq?.push('tool');
     } else {
       const p = toPart(b, f, marks);
       if (isBad(p)) return p;
@@ -116,7 +119,11 @@ function convertMessage(m: unknown, at: string, out: ChatMessage[], marks: Marks
         if (role !== 'assistant') return bad(f, 'thinking blocks belong in assistant messages');
         (thinking ??= []).push(b);
         marks.on = true;
-      } else parts.push(p);
+        seq?.push('thinking');
+      } else {
+        parts.push(p);
+        if (p.type === 'text') seq?.push('text');
+      }
     }
   }
   if (role === 'assistant') {
@@ -128,9 +135,11 @@ function convertMessage(m: unknown, at: string, out: ChatMessage[], marks: Marks
       text = (text ?? '') + (p as TextPart).text;
       if ((p as TextPart).cache_control !== undefined) cached = true;
     }
-    if (cached) text = parts.filter((p) => p.type === 'text');
+    const order = thinking !== undefined && seq !== undefined ? interleavedOrder(seq) : undefined;
+    if (cached || (order !== undefined && text !== null)) text = parts.filter((p) => p.type === 'text');
     const msg: ChatMessage = { role, content: text };
     if (thinking !== undefined) msg.thinking = thinking;
+    if (order !== undefined) msg.order = order;
     if (calls.length > 0) msg.tool_calls = calls;
     if (text !== null || calls.length > 0 || thinking !== undefined) out.push(msg);
   } else if (parts.length > 0) {

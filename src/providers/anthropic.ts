@@ -2,8 +2,9 @@
 // SSE events -> canonical. Tool calls get a per-response index in order of appearance.
 import type {
   CacheControl, ChatMessage, ChatRequest, ChatResult, ContentPart, ImagePart, TextPart, FinishReason, ProviderAdapter, ProviderError,
-  StreamEvent, StreamParser, TargetInfo, ThinkingBlock, ToolCall, Usage,
+  StreamEvent, StreamParser, TargetInfo, ThinkingBlock, ToolCall, Usage, ResultBlock,
 } from './types.ts';
+import { interleavedOrder } from './types.ts';
 import { UpstreamShapeError, argsObject, arr, localId, num, nowSeconds, obj, rawChatHead, statusType, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { StreamTemplate } from './chunk-template.ts';
@@ -96,6 +97,26 @@ function systemOf(messages: ChatMessage[]): string | Obj[] | undefined {
   return blocks ? out : system;
 }
 
+function toolUseBlock(tc: ToolCall): Obj {
+  return cached({ type: 'tool_use', id: tc.id, name: tc.function.name, input: argsObject(tc.function.arguments) }, tc.cache_control);
+}
+
+/** An assistant turn with interleaved thinking, its blocks in the client's order (Anthropic checks it against the signatures). */
+function inOrder(m: ChatMessage, out: unknown[]): void {
+  const th = m.thinking ?? [];
+  const parts = m.content as ContentPart[];
+  const calls = m.tool_calls ?? [];
+  let t = 0, p = 0, c = 0;
+  for (const k of m.order!) {
+    if (k === 'thinking') { if (t < th.length) { const b = th[t++]; if (isThinking(b)) out.push(b); } }
+    else if (k === 'text') { if (p < parts.length) partsToBlocks([parts[p++]], out); }
+    else if (c < calls.length) out.push(toolUseBlock(calls[c++]));
+  }
+  for (; t < th.length; t++) if (isThinking(th[t])) out.push(th[t]);
+  if (p < parts.length) partsToBlocks(parts.slice(p), out);
+  for (; c < calls.length; c++) out.push(toolUseBlock(calls[c]));
+}
+
 /** Canonical messages -> Anthropic system + alternating messages (same-role turns merged). */
 export function anthropicMessages(messages: ChatMessage[]): { system: string | Obj[] | undefined; messages: AMsg[] } {
   const out: AMsg[] = [];
@@ -114,12 +135,11 @@ export function anthropicMessages(messages: ChatMessage[]): { system: string | O
       continue;
     }
     const n = last.content.length;
-    if (m.role === 'assistant' && Array.isArray(m.thinking)) for (const t of m.thinking) if (isThinking(t)) last.content.push(t);
-    partsToBlocks(m.content, last.content);
-    if (m.tool_calls !== undefined) {
-      for (const tc of m.tool_calls) {
-        last.content.push(cached({ type: 'tool_use', id: tc.id, name: tc.function.name, input: argsObject(tc.function.arguments) }, tc.cache_control));
-      }
+    if (m.role === 'assistant' && m.order !== undefined && Array.isArray(m.content)) inOrder(m, last.content);
+    else {
+      if (m.role === 'assistant' && Array.isArray(m.thinking)) for (const t of m.thinking) if (isThinking(t)) last.content.push(t);
+      partsToBlocks(m.content, last.content);
+      if (m.tool_calls !== undefined) for (const tc of m.tool_calls) last.content.push(toolUseBlock(tc));
     }
     // A message's own breakpoint (LiteLLM's form) goes on its last block.
     if (isObj(m.cache_control) && last.content.length > n) {
@@ -183,13 +203,15 @@ export function anthropicChatResponse(body: unknown): ChatResult {
   let text: string | null = null;
   const toolCalls: ToolCall[] = [];
   let thinking: ThinkingBlock[] | undefined;
+  const seq: ResultBlock[] = []; // the blocks' order, kept when thinking is interleaved
   for (const b of content) {
     if (!isObj(b)) continue;
-    if (b.type === 'text' && typeof b.text === 'string') text = text === null ? b.text : text + b.text;
-    else if (b.type === 'thinking') (thinking ??= []).push({ type: 'thinking', thinking: str(b.thinking) ?? '', signature: str(b.signature) ?? '' });
-    else if (b.type === 'redacted_thinking') (thinking ??= []).push({ type: 'redacted_thinking', data: str(b.data) ?? '' });
+    if (b.type === 'text' && typeof b.text === 'string') { text = text === null ? b.text : text + b.text; seq.push(b.text.length); }
+    else if (b.type === 'thinking') { (thinking ??= []).push({ type: 'thinking', thinking: str(b.thinking) ?? '', signature: str(b.signature) ?? '' }); seq.push('thinking'); }
+    else if (b.type === 'redacted_thinking') { (thinking ??= []).push({ type: 'redacted_thinking', data: str(b.data) ?? '' }); seq.push('thinking'); }
     else if (b.type === 'tool_use') {
       toolCalls.push({ id: str(b.id) ?? `toolu_${toolCalls.length}`, type: 'function', function: { name: str(b.name) ?? '', arguments: JSON.stringify(b.input ?? {}) } });
+      seq.push('tool');
     }
   }
   const sr = str(body.stop_reason);
@@ -203,7 +225,11 @@ export function anthropicChatResponse(body: unknown): ChatResult {
   };
   const u = obj(body.usage);
   if (u !== undefined) result.usage = anthropicUsage(u);
-  if (thinking !== undefined) result.thinking = thinking;
+  if (thinking !== undefined) {
+    result.thinking = thinking;
+    const order = interleavedOrder(seq);
+    if (order !== undefined) result.order = order;
+  }
   return result;
 }
 

@@ -5,8 +5,9 @@
 // adapters' order contract (usage before finish). Signing (SigV4) is the credentials module's job.
 import type {
   ChatMessage, ChatRequest, ChatResult, ContentPart, FinishReason, ProviderAdapter, ProviderError,
-  StreamEvent, StreamParser, ThinkingBlock, ToolCall, Usage,
+  StreamEvent, StreamParser, ThinkingBlock, ToolCall, Usage, ResultBlock,
 } from './types.ts';
+import { interleavedOrder } from './types.ts';
 import { UpstreamShapeError, argsObject, arr, localId, num, nowSeconds, obj, statusType, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { isObj, parseJson, str } from '../lib/json.ts';
@@ -68,6 +69,26 @@ function reasoningBlocks(thinking: ReadonlyArray<Record<string, unknown>>, out: 
   }
 }
 
+function toolUseBlock(tc: ToolCall): Obj {
+  return { toolUse: { toolUseId: tc.id, name: tc.function.name, input: argsObject(tc.function.arguments) } };
+}
+
+/** A Claude assistant turn with interleaved thinking: reasoningContent, text and toolUse in the client's order. */
+function inOrder(m: ChatMessage, out: Obj[]): void {
+  const th = m.thinking ?? [];
+  const parts = m.content as ContentPart[];
+  const calls = m.tool_calls ?? [];
+  let t = 0, p = 0, c = 0;
+  for (const k of m.order!) {
+    if (k === 'thinking') { if (t < th.length) reasoningBlocks([th[t++]], out); }
+    else if (k === 'text') { if (p < parts.length) blocksOf([parts[p++]], out); }
+    else if (c < calls.length) out.push(toolUseBlock(calls[c++]));
+  }
+  if (t < th.length) reasoningBlocks(th.slice(t), out);
+  if (p < parts.length) blocksOf(parts.slice(p), out);
+  for (; c < calls.length; c++) out.push(toolUseBlock(calls[c]));
+}
+
 /** Converse reasoningContent -> a canonical thinking block (redactedContent: its base64, as sent back above). */
 function thinkingOf(rc: Obj): ThinkingBlock | undefined {
   const rt = obj(rc.reasoningText);
@@ -96,11 +117,10 @@ export function bedrockMessages(messages: ChatMessage[], claude = false): { syst
       out.push(last);
     }
     if (m.role === 'tool') { last.content.push(toolResult(m)); continue; }
+    if (claude && m.role === 'assistant' && m.order !== undefined && Array.isArray(m.content)) { inOrder(m, last.content); continue; }
     if (claude && m.role === 'assistant' && m.thinking !== undefined) reasoningBlocks(m.thinking, last.content);
     blocksOf(m.content, last.content);
-    for (const tc of m.tool_calls ?? []) {
-      last.content.push({ toolUse: { toolUseId: tc.id, name: tc.function.name, input: argsObject(tc.function.arguments) } });
-    }
+    for (const tc of m.tool_calls ?? []) last.content.push(toolUseBlock(tc));
   }
   return { system, messages: out };
 }
@@ -163,14 +183,18 @@ export function bedrockChatResponse(body: unknown): ChatResult {
   let text: string | null = null;
   const toolCalls: ToolCall[] = [];
   let thinking: ThinkingBlock[] | undefined;
+  const seq: ResultBlock[] = []; // the blocks' order, kept when reasoning is interleaved
   for (const b of content) {
     if (!isObj(b)) continue;
-    if (typeof b.text === 'string') text = (text ?? '') + b.text;
+    if (typeof b.text === 'string') { text = (text ?? '') + b.text; seq.push(b.text.length); }
     const rc = obj(b.reasoningContent);
     const th = rc !== undefined ? thinkingOf(rc) : undefined;
-    if (th !== undefined) (thinking ??= []).push(th);
+    if (th !== undefined) { (thinking ??= []).push(th); seq.push('thinking'); }
     const tu = obj(b.toolUse);
-    if (tu !== undefined) toolCalls.push({ id: str(tu.toolUseId) ?? `call_${toolCalls.length}`, type: 'function', function: { name: str(tu.name) ?? '', arguments: JSON.stringify(tu.input ?? {}) } });
+    if (tu !== undefined) {
+      toolCalls.push({ id: str(tu.toolUseId) ?? `call_${toolCalls.length}`, type: 'function', function: { name: str(tu.name) ?? '', arguments: JSON.stringify(tu.input ?? {}) } });
+      seq.push('tool');
+    }
   }
   const sr = str(body.stopReason);
   let finishReason: FinishReason = (sr !== undefined ? STOP[sr] : undefined) ?? 'stop';
@@ -178,7 +202,11 @@ export function bedrockChatResponse(body: unknown): ChatResult {
   const result: ChatResult = { id: localId('bedrock-'), model: '', created: nowSeconds(), text, toolCalls, finishReason };
   const usage = bedrockUsage(body.usage);
   if (usage !== undefined) result.usage = usage;
-  if (thinking !== undefined) result.thinking = thinking;
+  if (thinking !== undefined) {
+    result.thinking = thinking;
+    const order = interleavedOrder(seq);
+    if (order !== undefined) result.order = order;
+  }
   return result;
 }
 

@@ -46,7 +46,16 @@ export interface ChatMessage {
    * (their signature is Anthropic's): written before the turn's text and tool_use, to Anthropic only.
    */
   thinking?: Array<Record<string, unknown>>;
+  /**
+   * Set only when the turn's thinking blocks were interleaved with its text and tool_use (Anthropic's
+   * interleaved thinking): the blocks in the client's order, each entry taking the next thinking
+   * block, text part (content is then parts) or tool call. Anthropic and Bedrock get them in it.
+   */
+  order?: BlockKind[];
 }
+
+/** One content block of an assistant turn, by kind (see ChatMessage.order). */
+export type BlockKind = 'thinking' | 'text' | 'tool';
 
 export interface ToolDef {
   type: 'function';
@@ -117,7 +126,17 @@ export interface ChatResult {
   usage?: Usage;
   /** The answer's thinking blocks, in order (they come before its text and tool calls); Anthropic clients only get them. */
   thinking?: ThinkingBlock[];
+  /**
+   * Set only when thinking blocks came interleaved with text / tool_use (Anthropic's interleaved
+   * thinking): the upstream's blocks in order, 'thinking' and 'tool' taking the next of `thinking`
+   * and `toolCalls`, a number a text block of that many characters of `text`. Without it the
+   * order is thinking, text, tool calls. resultBlocks (util.ts) walks it.
+   */
+  order?: ResultBlock[];
 }
+
+/** An answer's block in upstream order (see ChatResult.order): a text block is its length. */
+export type ResultBlock = 'thinking' | 'tool' | number;
 
 /** Provider-neutral stream events. Tool calls are keyed by `index` (0-based, per response). */
 export type StreamEvent =
@@ -262,4 +281,50 @@ export interface ClientCodec {
    * acknowledged after it. undefined when nothing was handed on (no promise, no loop turn to wait).
    */
   settle?(): Promise<void> | undefined;
+}
+
+/** One block of an answer, in the order resultBlocks gives. */
+export type AnswerBlock =
+  | { kind: 'thinking'; block: ThinkingBlock }
+  | { kind: 'text'; text: string }
+  | { kind: 'tool'; call: ToolCall; index: number };
+
+/**
+ * `seq` (an answer's or a turn's blocks as they came) when a thinking block follows text or a tool
+ * call (interleaved thinking), else undefined: the canonical order (thinking first) says it already.
+ */
+export function interleavedOrder<T extends ResultBlock | BlockKind>(seq: T[]): T[] | undefined {
+  let other = false;
+  for (const k of seq) {
+    if (k !== 'thinking') other = true;
+    else if (other) return seq;
+  }
+  return undefined;
+}
+
+/**
+ * An answer's blocks in the upstream's order: its `order` when set, else thinking, text, tool calls.
+ * Text blocks whose lengths no longer add up to `text` (an output guardrail rewrote it) become one,
+ * where the first was; blocks the order does not name come last.
+ */
+export function resultBlocks(r: ChatResult): AnswerBlock[] {
+  const out: AnswerBlock[] = [];
+  const text = r.text ?? '';
+  const th = r.thinking ?? [];
+  let t = 0, c = 0, at = 0;
+  if (r.order !== undefined) {
+    let sum = 0;
+    for (const k of r.order) if (typeof k === 'number') sum += k;
+    const whole = sum !== text.length;
+    for (const k of r.order) {
+      if (k === 'thinking') { if (t < th.length) out.push({ kind: 'thinking', block: th[t++] }); }
+      else if (k === 'tool') { if (c < r.toolCalls.length) { out.push({ kind: 'tool', call: r.toolCalls[c], index: c }); c++; } }
+      else if (whole) { if (at === 0 && text.length > 0) out.push({ kind: 'text', text }); at = text.length; }
+      else { if (k > 0) out.push({ kind: 'text', text: text.slice(at, at + k) }); at += k; }
+    }
+  }
+  while (t < th.length) out.push({ kind: 'thinking', block: th[t++] });
+  if (at < text.length) out.push({ kind: 'text', text: text.slice(at) });
+  for (; c < r.toolCalls.length; c++) out.push({ kind: 'tool', call: r.toolCalls[c], index: c });
+  return out;
 }

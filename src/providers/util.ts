@@ -102,7 +102,7 @@ function uncached<T extends object>(o: T): T {
  */
 export function withoutAnthropicMarks(messages: ChatMessage[], tools: ToolDef[] | undefined): { messages: ChatMessage[]; tools: ToolDef[] | undefined } {
   const out = messages.map((m) => {
-    const { cache_control: _c, is_error: _e, thinking: _t, ...rest } = m;
+    const { cache_control: _c, is_error: _e, thinking: _t, order: _o, ...rest } = m;
     const msg: ChatMessage = rest;
     if (Array.isArray(m.content)) msg.content = m.content.map((p: ContentPart) => uncached(p));
     if (m.tool_calls !== undefined) msg.tool_calls = m.tool_calls.map((tc: ToolCall) => uncached(tc));
