@@ -169,7 +169,7 @@ export function utf8Complete(b: Buffer): number {
 }
 
 /** POST `body` to the callee at `url`; resolves with the answer's head once it arrives. */
-export function callCallee(url: URL, opts: { headers: Record<string, string>; body: string; timeoutMs: number }): Promise<CalleeAnswer> {
+export function callCallee(url: URL, opts: { headers: Record<string, string>; body: string | Buffer; timeoutMs: number }): Promise<CalleeAnswer> {
   return new Promise((resolve, reject) => {
     const call = new Call({ resolve, reject });
     try {

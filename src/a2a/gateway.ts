@@ -7,7 +7,7 @@
 // Everything written to the caller goes through the egress door (ctx.res), which scrubs it.
 import { callCallee, type CalleeText } from './callee.ts';
 import type { Access, CalleeInjection, Ctx } from './plane.ts';
-import { readJson, sendJson } from '../access/request.ts';
+import { readJson, readJsonWithBytes, sendJson } from '../access/request.ts';
 import { AamError, EvidenceUnavailable, toAamError } from '../access/errors.ts';
 import { Access as AccessOf, currentCaller as callerNow, openAccess } from '../access/context.ts';
 import { authorize, policyEvidence, recordDecision, storeFailure } from '../access/decide.ts';
@@ -21,6 +21,7 @@ import { agentVisible, decidingAgentRule, maxDelegationDepth } from '../policy/a
 import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
 import { idsIn } from './tasks.ts';
+import { passesRaw } from './raw.ts';
 import { StoreUnavailable, type TaskIds } from '../store/types.ts';
 import { restFromAam, restFromRpc, restOp } from './rest.ts';
 import { PushRoutes, pinnedDispatcher, pushConfigIn, pushDestination, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
@@ -51,7 +52,11 @@ const RPC_CODE: Record<number, number> = { 400: -32602, 401: -32051, 403: -32050
 const TASK_NOT_FOUND = -32001;
 const UNSUPPORTED = -32004;
 
-type Rpc = { jsonrpc: '2.0'; id: string | number | null; method: string; params: Record<string, unknown> };
+/**
+ * A JSON-RPC call. `bytes`: the caller's body, when it is exactly this call (no other member, an
+ * id, params an object, no key repeated, UTF-8): sent to the callee as it is while params need not change.
+ */
+type Rpc = { jsonrpc: '2.0'; id: string | number | null; method: string; params: Record<string, unknown>; bytes?: Buffer };
 
 class RpcError extends Error {
   readonly code: number;
@@ -89,7 +94,7 @@ export function createA2aGateway(): A2aGateway {
       const opened = openAccess(ctx);
       const access = opened instanceof Promise ? await opened : opened;
       const spec = calleeSpec(ctx, name);
-      const rpc = op ? await restRpc(ctx, op) : parseRpc(await readJson(ctx));
+      const rpc = op ? await restRpc(ctx, op) : parseRpc(await readJsonWithBytes(ctx));
       rpcId = rpc.id;
       await call(ctx, access, name, spec, rpc, binding);
     } catch (e) {
@@ -203,17 +208,21 @@ export function createA2aGateway(): A2aGateway {
       if (ext) headers['a2a-extensions'] = ext;
       let up;
       try {
-        up = await callCallee(withQuery(urlOf(spec), auth.query), { headers, body: JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params }), timeoutMs: TIMEOUT_MS });
+        // The caller's own bytes when nothing in them changes (a guardrail's redaction, a push
+        // config's URL do): only the headers (credential, delegation, trace) are aam's.
+        const body = rpc.bytes !== undefined && params === rpc.params ? rpc.bytes : JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params });
+        up = await callCallee(withQuery(urlOf(spec), auth.query), { headers, body, timeoutMs: TIMEOUT_MS });
       } catch (e) {
         throw new AamError(502, 'upstream_error', `agent "${name}" is unreachable: ${(e as Error).message}`);
       }
       calls?.forwarded();
       status = up.statusCode;
       const ct = String(up.headers['content-type'] ?? '');
-      let answer: Record<string, unknown> | null;
+      // The answer: parsed (re-serialised when sent), its text as the callee wrote it, or null (a stream).
+      let answer: Record<string, unknown> | string | null;
       if (ct.startsWith('text/event-stream')) answer = await relayStream(ctx, access, name, skill, caller, up.body, binding);
       else {
-        const relayed = relayJson(ctx, access, name, skill, caller, await up.body.all(MAX_RESPONSE_BYTES), rpc.method);
+        const relayed = relayJson(ctx, access, name, skill, caller, await up.body.all(MAX_RESPONSE_BYTES), rpc.method, binding);
         answer = relayed instanceof Promise ? await relayed : relayed;
       }
       access.settle(adm, 0, 0);
@@ -231,7 +240,8 @@ export function createA2aGateway(): A2aGateway {
         ctx.res.end(binding.failFrame(rpc.id, RPC_CODE[unsafe.status] ?? -32603, unsafe.message, { code: unsafe.code, http_status: unsafe.status }));
         return;
       }
-      if (answer) binding.answer(ctx, status, answer, rpc.method);
+      if (typeof answer === 'string') sendJson(ctx, status, answer);
+      else if (answer) binding.answer(ctx, status, answer, rpc.method);
       else ctx.res.end();
     } catch (e) {
       access.release(adm);
@@ -344,31 +354,37 @@ export function createA2aGateway(): A2aGateway {
 
   /**
    * The callee's JSON-RPC answer (`raw`: its whole body, null when over the limit), bound, guarded
-   * and scrubbed across parts (sent by the caller of this). A promise only when something waits
-   * (a fleet store's binding, an output guardrail, a push config's routes).
+   * and scrubbed across parts (sent by the caller of this): its text as the callee wrote it when
+   * none of that changed it and it may pass raw (raw.ts; JSON-RPC only: HTTP+JSON answers are
+   * reframed), else the message to re-serialise. A promise only when something waits (a fleet
+   * store's binding, an output guardrail, a push config's routes).
    */
-  function relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, raw: Buffer | null, method: string): Record<string, unknown> | Promise<Record<string, unknown>> {
+  function relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, raw: Buffer | null, method: string, binding: Binding): Record<string, unknown> | string | Promise<Record<string, unknown> | string> {
     if (raw === null) throw new AamError(502, 'upstream_error', `agent "${name}" answered more than ${MAX_RESPONSE_BYTES} bytes`);
+    const text = raw.toString('utf8');
     let msg: Record<string, unknown>;
-    try { msg = JSON.parse(raw.toString('utf8')) as Record<string, unknown>; } catch {
+    try { msg = JSON.parse(text) as Record<string, unknown>; } catch {
       throw new AamError(502, 'upstream_error', `agent "${name}" answered without a JSON-RPC body`);
     }
+    const same = (m: Record<string, unknown>): Record<string, unknown> | string => (binding === JSONRPC && passesRaw(ctx.rt.egress, text, msg) ? text : m);
     if (msg.result !== undefined) {
       const bound = bind(ctx, name, msg.result, caller, skill);
-      if (bound instanceof Promise || access.gs.length || method.includes('PushNotificationConfig')) return checkedJson(ctx, access, name, msg, bound, method);
+      if (bound instanceof Promise || access.gs.length || method.includes('PushNotificationConfig')) return checkedJson(ctx, access, name, msg, bound, method, same);
       const result = scrubAcross(ctx.rt.egress, msg.result);
-      return result === msg.result ? msg : { ...msg, result };
+      return result === msg.result ? same(msg) : { ...msg, result };
     }
-    if (msg.error !== undefined && access.gs.length) return access.guard('output', msg.error, `a2a ${name}`, 'chat').then((error) => ({ ...msg, error }));
-    return msg;
+    if (msg.error !== undefined && access.gs.length) return access.guard('output', msg.error, `a2a ${name}`, 'chat').then((error) => (error === msg.error ? same(msg) : { ...msg, error }));
+    return same(msg);
   }
 
   /** relayJson's answer when it waits for its ids' binding, an output guardrail or a push config's routes. */
-  async function checkedJson(ctx: Ctx, access: Access, name: string, msg: Record<string, unknown>, bound: void | Promise<void>, method: string): Promise<Record<string, unknown>> {
+  async function checkedJson(ctx: Ctx, access: Access, name: string, msg: Record<string, unknown>, bound: void | Promise<void>, method: string, same: (m: Record<string, unknown>) => Record<string, unknown> | string): Promise<Record<string, unknown> | string> {
     if (bound) await bound;
+    // The caller's own push URL and token restored: never the callee's text.
     if (method.includes('PushNotificationConfig')) msg = { ...msg, result: await storeCall(() => restoreCallerTargets(msg.result, (url) => new PushRoutes(ctx.rt.a2aPushRoutes).get(url.slice(url.lastIndexOf('/') + 1)))) };
     const result = scrubAcross(ctx.rt.egress, await access.guard('output', msg.result, `a2a ${name}`, 'chat'));
-    return result === msg.result ? msg : { ...msg, result };
+    if (result !== msg.result) return { ...msg, result };
+    return method.includes('PushNotificationConfig') ? msg : same(msg);
   }
 
   /** SSE relayed event by event: each event's JSON-RPC result is bound, guarded and written at once; the caller ends it. */
@@ -394,20 +410,25 @@ export function createA2aGateway(): A2aGateway {
       fail(ev.id, RPC_CODE[err.status] ?? -32603, err.message, { code: err.code, http_status: err.status });
       return false;
     };
-    /** The event's frame added to what is written next; false ends the stream. */
-    const framed = (ev: Record<string, unknown>, result: unknown, event: string | undefined): boolean => {
+    /**
+     * The event's frame added to what is written next; false ends the stream. `data`: the event as
+     * the callee wrote it, framed as it is when nothing changed it and it may pass raw (raw.ts;
+     * JSON-RPC only: an HTTP+JSON frame is the result alone), else the event re-serialised.
+     */
+    const framed = (ev: Record<string, unknown>, result: unknown, data: string, event: string | undefined): boolean => {
       if (result !== undefined) try { result = scrubAcross(ctx.rt.egress, result); } catch (e) { return refused(ev, e); }
-      out += binding.frame(result === ev.result ? ev : { ...ev, result }, event);
+      if (result !== ev.result) out += binding.frame({ ...ev, result }, event);
+      else out += binding === JSONRPC && passesRaw(ctx.rt.egress, data, ev) ? sseFrame(data, event) : binding.frame(ev, event);
       return !(ev.error !== undefined && binding === REST);
     };
     /** An event that waits for its ids' binding (a store) or an output guardrail before it is framed. */
-    const checked = async (ev: Record<string, unknown>, owning: void | Promise<void>, event: string | undefined): Promise<boolean> => {
+    const checked = async (ev: Record<string, unknown>, owning: void | Promise<void>, data: string, event: string | undefined): Promise<boolean> => {
       let result: unknown;
       try {
         if (owning) await owning;
         result = await access.guard('output', ev.result, where, 'chat');
       } catch (e) { return refused(ev, e); }
-      return framed(ev, result, event);
+      return framed(ev, result, data, event);
     };
     /**
      * One event's frame for the caller; false ends the stream. A promise only when the event
@@ -420,10 +441,10 @@ export function createA2aGateway(): A2aGateway {
         fail(null, -32603, `agent "${name}" sent a stream event that is not JSON`);
         return false;
       }
-      if (ev.result === undefined) return framed(ev, undefined, rec.event);
+      if (ev.result === undefined) return framed(ev, undefined, rec.data, rec.event);
       let owning: void | Promise<void>;
       try { owning = bind(ctx, name, ev.result, caller, skill, bound); } catch (e) { return refused(ev, e); }
-      return owning instanceof Promise || access.gs.length ? checked(ev, owning, rec.event) : framed(ev, ev.result, rec.event);
+      return owning instanceof Promise || access.gs.length ? checked(ev, owning, rec.data, rec.event) : framed(ev, ev.result, rec.data, rec.event);
     };
     const parser = new SseParser();
     // Bytes read up to the last complete event: an event may not grow past MAX_RESPONSE_BYTES.
@@ -622,13 +643,17 @@ function publicBase(ctx: Ctx): string {
   return `${tls ? 'https' : 'http'}://${host}`;
 }
 
-function parseRpc(body: unknown): Rpc {
-  if (!isObj(body)) throw new RpcError(-32600, 'send one JSON-RPC 2.0 request object (batches are not part of A2A)');
-  const b = body;
+function parseRpc(body: { value: unknown; bytes: Buffer | null }): Rpc {
+  const b = body.value;
+  if (!isObj(b)) throw new RpcError(-32600, 'send one JSON-RPC 2.0 request object (batches are not part of A2A)');
   if (b.jsonrpc !== '2.0' || typeof b.method !== 'string') throw new RpcError(-32600, 'a JSON-RPC 2.0 request needs jsonrpc: "2.0" and a method');
   const id = typeof b.id === 'string' || typeof b.id === 'number' ? b.id : null;
   const params = isObj(b.params) ? b.params : {};
-  return { jsonrpc: '2.0', id, method: b.method, params };
+  // jsonrpc, method, id and params, and nothing else: the body is the call re-serialised would be.
+  let members = 0;
+  for (const _ in b) members++;
+  const exact = body.bytes !== null && members === 4 && b.id === id && params === b.params;
+  return exact ? { jsonrpc: '2.0', id, method: b.method, params, bytes: body.bytes! } : { jsonrpc: '2.0', id, method: b.method, params };
 }
 
 /**

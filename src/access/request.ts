@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { SSE_KEEPALIVE } from '../providers/sse.ts';
 import type { EgressResponse } from './egress.ts';
 import { randomBytes } from 'node:crypto';
+import { isUtf8 } from 'node:buffer';
 import type { AccessConfig, AccessRuntime } from './runtime-view.ts';
 import type { Identity } from '../identity/types.ts';
 import type { Span } from '../observability/tracing.ts';
@@ -174,6 +175,22 @@ export async function readJsonBody(ctx: Ctx, limit?: number, watch?: BodyWatch):
   const dup = keyCount(value) !== members ? scanJsonKeys(bytes).duplicate : null;
   if (dup) throw new AamError(400, 'invalid_json', `request body repeats the key "${dup.path}" (again at byte ${dup.offset}); send each key once per object`, { param: dup.path });
   return { value, bytes };
+}
+
+/**
+ * A JSON body and, when no key repeats in any object and the bytes are UTF-8, its bytes: they
+ * then say exactly what the parsed value says, so a plane may send them on as they are (an A2A
+ * call whose body need not change). A repeated key is not refused here: the plane sends what it
+ * parsed, re-serialised, instead.
+ */
+export async function readJsonWithBytes(ctx: Ctx, limit?: number, watch?: BodyWatch): Promise<{ value: unknown; bytes: Buffer | null }> {
+  const bytes = await readBody(ctx, limit, watch);
+  checkJsonBody(ctx, bytes);
+  const members = memberCount(bytes);
+  refuseTooDeep(bytes, members < 0);
+  const parsed = parseBody(bytes);
+  const value = parsed instanceof Promise ? await parsed : parsed;
+  return { value, bytes: keyCount(value) === members && isUtf8(bytes) ? bytes : null };
 }
 
 /** A parsed body with no key repeated in any object, and its bytes: what aam read is what they say, so they may go upstream as they are. */
