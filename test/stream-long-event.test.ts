@@ -17,7 +17,7 @@ const target = { label: 'up/x', provider: {} } as unknown as Target;
 
 function bodyOf(chunks: string[]): UpstreamBody {
   const it = (async function* () { for (const c of chunks) yield Buffer.from(c); })();
-  return Object.assign(it, { destroy() {} }) as UpstreamBody;
+  return Object.assign(it, { destroy() {}, drained: false }) as UpstreamBody;
 }
 
 async function eventsOf(adapter: ProviderAdapter, chunks: string[]): Promise<{ events: StreamEvent[]; turns: number; failed?: string }> {
@@ -91,7 +91,7 @@ test('a read of several chunks is framed chunk by chunk, unjoined, with the even
   const bytes = Buffer.from(sse);
   const read = async (parts: readonly (Buffer | readonly Buffer[])[]) => {
     const it = (async function* () { yield* parts; })();
-    const r = await openUpstreamStream(target, Object.assign(it, { destroy() {} }) as UpstreamBody, openaiAdapter.streamParser());
+    const r = await openUpstreamStream(target, Object.assign(it, { destroy() {}, drained: false }) as UpstreamBody, openaiAdapter.streamParser());
     assert.ok(r.ok);
     const events: StreamEvent[] = [...r.value.head];
     for await (const b of r.value.rest) events.push(...b);

@@ -200,6 +200,8 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
   const keepalive = new KeepAlive(route.keepalive ??= new Deadlines(Math.max(1, ctx.rt.options.sseKeepaliveMs) || 1), () => { openHeaders(); res.write(SSE_KEEPALIVE); });
   // Upstream bodies opened here; any still unread when we are done is aborted (no-op once ended).
   const bodies: UpstreamBody[] = [];
+  // Text held for the stream's last write (see send below); written if the stream ends otherwise.
+  let held = '';
   try {
     const whole = !cache.hit && hasOutputWebhook(gs);
     const called = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null }
@@ -239,6 +241,15 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
     // Without a credential to scrub, an event is its own clean event: one reused array instead of
     // one per event (emit runs one batch at a time).
     const one: StreamEvent[] = [];
+    // Past the first content, once the upstream has sent everything (drained), what is left goes
+    // out with the terminator: one write(2) instead of two, and the end follows without waiting on
+    // the upstream (only on this request's evidence). The first content is never held.
+    let pastHead = false;
+    const send = (s: string): Promise<void> | undefined => {
+      if (pastHead && stream.drained()) { held += s; return undefined; }
+      if (held) { s = held + s; held = ''; }
+      return write(res, s);
+    };
     const cleaned = (ev: StreamEvent): readonly StreamEvent[] => {
       if (scrub) return scrub.push(ev);
       one[0] = ev;
@@ -253,7 +264,7 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
         recorder?.push(upstreamEv);
         for (const clean of cleaned(upstreamEv)) out += encode(clean);
       }
-      return out ? write(res, out) : undefined;
+      return out ? send(out) : undefined;
     };
     const emitGuarded = async (guard: NonNullable<ReturnType<typeof chatStreamGuard>>, events: readonly StreamEvent[]) => {
       let out = '';
@@ -270,14 +281,14 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
             for (const ev of evs.events) out += encode(ev);
             // A large batch or delta is guarded across loop turns: send what is ready, let others run.
             if (performance.now() - since >= TURN_MS) {
-              if (out) { await write(res, out); out = ''; }
+              if (out) { await send(out); out = ''; }
               await nextTurn();
               since = performance.now();
             }
           }
         }
       }
-      if (out) await write(res, out);
+      if (out) await send(out);
     };
     try {
       const first = emit(stream.head);
@@ -285,6 +296,7 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
       // node:http corks a response's socket until the next tick; the rest of a read that came
       // with the first content would be converted before then. Send the first chunk now.
       res.socket?.uncork();
+      pastHead = true;
       for await (const batch of stream.rest) {
         const sent = emit(batch);
         if (sent) await sent;
@@ -296,7 +308,8 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
     }
     if (guard) a.streamFindings(guard, blockedBy);
     if (blockedBy) stream.abort();
-    let tail = '';
+    let tail = held;
+    held = '';
     if (scrub && !broken) for (const ev of scrub.end()) tail += encode(ev);
     if (ac.signal.aborted) {
       finish(a, route, r.target, usage, adm, 499, true, 'client disconnected');
@@ -322,6 +335,8 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
     await codec.settle?.();
     res.end(tail + codec.streamDone);
   } finally {
+    // Ended by a throw: what was held is still written (the error handler ends the stream).
+    if (held && !res.writableEnded && !res.destroyed) res.write(held);
     keepalive.stop();
     for (const b of bodies) b.destroy();
   }

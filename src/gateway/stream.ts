@@ -14,13 +14,18 @@ export interface OpenStream {
   /** Remaining events, in arrival order; ends at upstream end. Throws on upstream failure. */
   rest: AsyncIterable<StreamEvent[]>;
   abort(): void;
+  /**
+   * The upstream has nothing more to send (its body ended and was all read): what `rest` still
+   * yields is already here, and the stream's end follows without waiting on the upstream.
+   */
+  drained(): boolean;
 }
 
 /** Events from a local source (demo provider): already complete. */
 export function localStream(events: StreamEvent[]): OpenStream {
   const i = events.findIndex(isContentEvent);
   const cut = i < 0 ? events.length : i + 1;
-  return { head: events.slice(0, cut), rest: (async function* () { if (cut < events.length) yield events.slice(cut); })(), abort() {} };
+  return { head: events.slice(0, cut), rest: (async function* () { if (cut < events.length) yield events.slice(cut); })(), abort() {}, drained: () => true };
 }
 
 /**
@@ -111,7 +116,7 @@ export async function openUpstreamStream(
         const err = head.find((e) => e.type === 'error');
         if (err && err.type === 'error') return fail(err.message);
         if (!head.some((e) => e.type === 'finish')) return fail('stream ended without a finish event');
-        return { ok: true, value: { head, rest: (async function* () {})(), abort() {} } };
+        return { ok: true, value: { head, rest: (async function* () {})(), abort() {}, drained: () => true } };
       }
       const records = sse.push(r.value);
       let committed = false;
@@ -154,5 +159,5 @@ export async function openUpstreamStream(
     if (tail.length) yield tail;
   }
   let sawFinish = head.some((e) => e.type === 'finish');
-  return { ok: true, value: { head, rest: rest(), abort: () => body.destroy() } };
+  return { ok: true, value: { head, rest: rest(), abort: () => body.destroy(), drained: () => body.drained } };
 }

@@ -43,7 +43,11 @@ export type AttemptStream = { ok: true; status: number; headers: IncomingHttpHea
  * upstream socket when more than HIGH_WATER_MARK bytes wait unread. Rejects on upstream failure or
  * timeout. destroy() aborts the upstream request.
  */
-export interface UpstreamBody extends AsyncIterableIterator<Buffer | readonly Buffer[]> { destroy(err?: Error): void }
+export interface UpstreamBody extends AsyncIterableIterator<Buffer | readonly Buffer[]> {
+  destroy(err?: Error): void;
+  /** The response ended and every byte of it was taken by next(): nothing more is to come. */
+  readonly drained: boolean;
+}
 
 /**
  * Cancellation of one client call. The upstream attempt in flight registers itself in `inFlight`
@@ -291,6 +295,8 @@ class Exchange implements Dispatcher.DispatchHandler, UpstreamBody, Timed {
   }
 
   // ---- body iterator (streamed answers) ----
+
+  get drained(): boolean { return this.ended && this.bytes === 0; }
 
   next(): Promise<IteratorResult<Buffer | readonly Buffer[]>> {
     if (this.bytes > 0) {
