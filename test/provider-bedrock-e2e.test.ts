@@ -29,6 +29,7 @@ let upstream: LocalServer;
 let gw: TestGateway;
 let key: string;
 const seen: Seen[] = [];
+let cachedOnce = 0;
 const toolFrames = JSON.parse(readFileSync(join(import.meta.dirname, 'golden', 'streams', 'bedrock-tools.eventstream.json'), 'utf8')) as Frame[];
 
 /** What the fake model says: echoes secrets when asked (to prove scrubbing), else a fixed answer. */
@@ -50,11 +51,16 @@ before(async () => {
     }
     const m = /^\/model\/([^/]+)\/(converse|converse-stream)$/.exec(req.url ?? '');
     if (!m || decodeURIComponent(m[1]) !== MODEL_ID) { res.writeHead(404, { 'content-type': 'application/json' }); res.end('{"message":"model not found"}'); return; }
+    // Prompt caching: a request with cache points writes 1200 tokens the first time (1000 of them
+    // for an hour), then reads them; Converse counts them apart from inputTokens.
+    const cache = raw.includes('"cachePoint"') ? (cachedOnce++ === 0
+      ? { cacheWriteInputTokens: 1200, cacheReadInputTokens: 0, cacheDetails: [{ ttl: '1h', inputTokens: 1000 }, { ttl: '5m', inputTokens: 200 }] }
+      : { cacheWriteInputTokens: 0, cacheReadInputTokens: 1200 }) : {};
     if (m[2] === 'converse') {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({
         output: { message: { role: 'assistant', content: [{ text: replyText(body) }] } },
-        stopReason: 'end_turn', usage: { inputTokens: 12, outputTokens: 5, totalTokens: 17 }, metrics: { latencyMs: 40 },
+        stopReason: 'end_turn', usage: { inputTokens: 12, outputTokens: 5, totalTokens: 17, ...cache }, metrics: { latencyMs: 40 },
       }));
       return;
     }
@@ -83,7 +89,8 @@ before(async () => {
     provider('bedrock-env-id', 'aws-env-id'), route('claude-env-id', 'bedrock-env-id'),
     provider('bedrock', 'aws-key'), provider('bedrock-wrong', 'aws-wrong'), provider('bedrock-sts', 'aws-sts'),
     route('claude', 'bedrock'), route('claude-wrong', 'bedrock-wrong'), route('claude-sts', 'bedrock-sts'),
-    ...agentDocs(['claude', 'claude-wrong', 'claude-sts', 'claude-env-id']),
+    doc('Model', 'claude-cached', { targets: [{ provider: 'bedrock', model: MODEL_ID }], retries: { attempts: 0 } }), // built-in prices
+    ...agentDocs(['claude', 'claude-wrong', 'claude-sts', 'claude-env-id', 'claude-cached']),
   ), {
     AAM_TEST_AWS_SECRET: SECRET, AAM_TEST_AWS_BAD: BAD_SECRET, AAM_TEST_AWS_KEY_ID: KEY_ID,
     AAM_TEST_AWS_STS: JSON.stringify({ Version: 1, AccessKeyId: STS_ID, SecretAccessKey: STS_SECRET, SessionToken: STS_TOKEN }),
@@ -225,4 +232,40 @@ test('sigv4 verifier agrees with the AWS test suite (get-vanilla), and our signe
   assert.deepEqual(check('{"x":2}'), { ok: false, reason: 'x-amz-content-sha256 does not match the body' }, 'the body is covered by the signature');
   const forged = verifySigV4({ method: 'POST', url: u.pathname + u.search, body: '{"x":1}', headers: { ...headers, ...h, host: u.host, 'x-amz-date': '20260102T030406Z' } }, new Map([[KEY_ID, SECRET]]), { region: REGION, service: 'bedrock' });
   assert.deepEqual(forged, { ok: false, reason: 'signature mismatch' }, 'signed headers are covered');
+});
+
+test('bedrock e2e: prompt caching: cache_control (Anthropic client, and LiteLLM\'s form from an OpenAI client) goes as Converse cachePoint blocks; cache reads and writes come back in usage and are priced', async () => {
+  const system = [{ type: 'text', text: 'You read contracts.' }, { type: 'text', text: '<the contract>', cache_control: { type: 'ephemeral', ttl: '1h' } }];
+  const tools = [{ name: 'find_clause', input_schema: { type: 'object', properties: {} }, cache_control: { type: 'ephemeral' } }];
+  const ask = async () => {
+    const r = await fetch(`${gw.url}/v1/messages`, {
+      method: 'POST', headers: { 'x-api-key': key, 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+      body: JSON.stringify({ model: 'claude-cached', max_tokens: 100, system, tools, messages: [{ role: 'user', content: 'Who may terminate?' }] }),
+    });
+    assert.equal(r.status, 200);
+    return (await r.json() as { usage: Record<string, number> }).usage;
+  };
+  const first = await ask();
+  const sent = last().body as { system: unknown[]; toolConfig: { tools: unknown[] } };
+  assert.deepEqual(sent.system, [{ text: 'You read contracts.' }, { text: '<the contract>' }, { cachePoint: { type: 'default', ttl: '1h' } }]);
+  assert.deepEqual(sent.toolConfig.tools[1], { cachePoint: { type: 'default' } });
+  assert.deepEqual(first, { input_tokens: 12, output_tokens: 5, cache_creation_input_tokens: 1200 });
+  const second = await ask();
+  assert.deepEqual(second, { input_tokens: 12, output_tokens: 5, cache_read_input_tokens: 1200 });
+
+  // An OpenAI client, LiteLLM's form (a message's breakpoint): the read comes back as cached_tokens.
+  const r = await fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'claude-cached', messages: [{ role: 'user', content: 'Who may terminate?', cache_control: { type: 'ephemeral' } }] }),
+  });
+  assert.equal(r.status, 200);
+  assert.deepEqual((last().body as { messages: Array<{ content: unknown[] }> }).messages[0].content, [{ text: 'Who may terminate?' }, { cachePoint: { type: 'default' } }]);
+  const usage = (await r.json() as { usage: { prompt_tokens: number; prompt_tokens_details?: { cached_tokens: number } } }).usage;
+  assert.deepEqual([usage.prompt_tokens, usage.prompt_tokens_details?.cached_tokens], [1212, 1200]);
+
+  // Cost at Claude 3.5 Sonnet's built-in prices: fresh input 3, 5-minute write 3.75, one-hour write 6, read 0.3, output 15 USD/1M.
+  gw.g.rt.usage.flush();
+  const row = gw.g.rt.db.prepare(`SELECT sum(cost_usd) AS c FROM usage_rollup WHERE agent = 'tester' AND route = 'claude-cached'`).get() as { c: number };
+  const want = (12 * 3 + 200 * 3.75 + 1000 * 6 + 5 * 15) / 1e6 + 2 * (12 * 3 + 1200 * 0.3 + 5 * 15) / 1e6;
+  assert.ok(Math.abs(row.c - want) < 1e-9, `${row.c} vs ${want}`);
 });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 as zlibCrc32 } from 'node:zlib';
-import { adapterFor, codecFor, parseOpenAIChatRequest } from '../src/providers/index.ts';
+import { adapterFor, codecFor, parseAnthropicRequest, parseOpenAIChatRequest } from '../src/providers/index.ts';
 import { crc32, decodeMessage, EventStreamDecoder, EventStreamFramer, encodeMessage, MAX_MESSAGE } from '../src/providers/bedrock-eventstream.ts';
 import type { StreamEvent } from '../src/providers/types.ts';
 import { golden } from './helpers/golden.ts';
@@ -152,6 +152,38 @@ for (const c of readdirSync(reqDir).filter((f) => /^[^.]+\.json$/.test(f)).map((
     }
   });
 }
+
+// Anthropic clients (/v1/messages) to Claude on Bedrock: cache breakpoints become cachePoint blocks
+// (system, content, tools), thinking blocks reasoningContent, in the client's order.
+const antDir = join(reqDir, '..', 'anthropic-requests');
+for (const c of readdirSync(antDir).filter((f) => /^[^.]+\.json$/.test(f)).map((f) => f.slice(0, -5))) {
+  test(`request golden (Anthropic client): ${c} -> bedrock`, () => {
+    // Bedrock takes no image links: the cases' linked images go inline (a 1x1 PNG).
+    const text = readFileSync(join(antDir, `${c}.json`), 'utf8').replace(/\{ "type": "url", "url": "[^"]+" \}/g, '{ "type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo=" }');
+    const parsed = parseAnthropicRequest(JSON.parse(text));
+    assert.ok(parsed.ok, parsed.ok ? '' : parsed.message);
+    const up = adapterFor('bedrock').chatRequest(parsed.req, { ...TARGETS.bedrock.target, stream: parsed.req.stream === true });
+    golden(join(antDir, `${c}.bedrock.json`), JSON.stringify({ method: up.method, path: up.path, headers: up.headers, body: JSON.parse(up.body) as unknown }, null, 2) + '\n');
+    assert.doesNotMatch(up.body, /cache_control/);
+  });
+}
+
+test('bedrock request: cache points only for models that take them (Claude, Nova), never without a breakpoint', () => {
+  const parsed = parseOpenAIChatRequest(JSON.parse(readFileSync(join(reqDir, 'cache-control.json'), 'utf8')));
+  assert.ok(parsed.ok);
+  const body = (model: string) => adapterFor('bedrock').chatRequest(parsed.req, { model, options: {}, stream: false }).body;
+  assert.match(body('us.amazon.nova-pro-v1:0'), /"cachePoint"/);
+  assert.doesNotMatch(body('meta.llama3-70b-instruct-v1:0'), /"cachePoint"/, 'Llama would refuse the block');
+  const plain = parseOpenAIChatRequest(JSON.parse(readFileSync(join(reqDir, 'basic.json'), 'utf8')));
+  assert.ok(plain.ok);
+  assert.doesNotMatch(adapterFor('bedrock').chatRequest(plain.req, { ...TARGETS.bedrock.target, stream: false }).body, /cachePoint/);
+});
+
+test('bedrock usage: cache reads and writes apart from inputTokens; cacheDetails\' one-hour writes priced as such', () => {
+  const r = adapterFor('bedrock').chatResponse({ output: { message: { content: [{ text: 'x' }] } }, stopReason: 'end_turn',
+    usage: { inputTokens: 10, outputTokens: 2, cacheReadInputTokens: 100, cacheWriteInputTokens: 300, cacheDetails: [{ ttl: '1h', inputTokens: 250 }, { ttl: '5m', inputTokens: 50 }] } });
+  assert.deepEqual(r.usage, { inputTokens: 410, outputTokens: 2, cachedTokens: 100, cacheWriteTokens: 300, cacheWrite1hTokens: 250 });
+});
 
 test('bedrock request: the Vertex body is the Gemini body (one translation), only the path differs', () => {
   const parsed = parseOpenAIChatRequest(JSON.parse(readFileSync(join(reqDir, 'tools-roundtrip.json'), 'utf8')));

@@ -4,7 +4,7 @@
 // after `messageStop`, so the finish is held until usage arrives or the stream ends, keeping the
 // adapters' order contract (usage before finish). Signing (SigV4) is the credentials module's job.
 import type {
-  ChatMessage, ChatRequest, ChatResult, ContentPart, FinishReason, ProviderAdapter, ProviderError,
+  CacheControl, ChatMessage, ChatRequest, ChatResult, ContentPart, FinishReason, TextPart, ProviderAdapter, ProviderError,
   StreamEvent, StreamParser, ThinkingBlock, ToolCall, Usage, ResultBlock,
 } from './types.ts';
 import { interleavedOrder } from './types.ts';
@@ -30,12 +30,29 @@ function imageBlock(url: string): Obj {
   return { image: { format: m[1] === 'jpg' ? 'jpeg' : m[1], source: { bytes: m[2] } } };
 }
 
-function blocksOf(content: string | ContentPart[] | null, out: Obj[]): void {
+/**
+ * Converse's cachePoint block for an Anthropic cache breakpoint (`cache_control`), put after the
+ * block it marks: the prompt up to there is cached. Its ttl ("5m" | "1h") goes along.
+ */
+function cachePoint(cc: CacheControl): Obj {
+  const p: Obj = { type: 'default' };
+  if (cc.ttl === '5m' || cc.ttl === '1h') p.ttl = cc.ttl;
+  return { cachePoint: p };
+}
+
+/** A cache point after the last block when `cc` is a breakpoint and caching is on (something to mark). */
+function markEnd(out: Obj[], from: number, cc: CacheControl | undefined, caching: boolean): void {
+  if (caching && isObj(cc) && out.length > from) out.push(cachePoint(cc));
+}
+
+function blocksOf(content: string | ContentPart[] | null, out: Obj[], caching = false): void {
   if (content === null) return;
   if (typeof content === 'string') { if (content.length > 0) out.push({ text: content }); return; }
   for (const p of content) {
+    const n = out.length;
     if (p.type === 'text') { const t = (p as { text: string }).text; if (t.length > 0) out.push({ text: t }); }
     else if (p.type === 'image_url') out.push(imageBlock((p as { image_url: { url: string } }).image_url.url));
+    markEnd(out, n, (p as TextPart).cache_control, caching);
   }
 }
 
@@ -69,24 +86,25 @@ function reasoningBlocks(thinking: ReadonlyArray<Record<string, unknown>>, out: 
   }
 }
 
-function toolUseBlock(tc: ToolCall): Obj {
-  return { toolUse: { toolUseId: tc.id, name: tc.function.name, input: argsObject(tc.function.arguments) } };
+function toolUseBlock(tc: ToolCall, out: Obj[], caching: boolean): void {
+  out.push({ toolUse: { toolUseId: tc.id, name: tc.function.name, input: argsObject(tc.function.arguments) } });
+  markEnd(out, 0, tc.cache_control, caching);
 }
 
 /** A Claude assistant turn with interleaved thinking: reasoningContent, text and toolUse in the client's order. */
-function inOrder(m: ChatMessage, out: Obj[]): void {
+function inOrder(m: ChatMessage, out: Obj[], caching: boolean): void {
   const th = m.thinking ?? [];
   const parts = m.content as ContentPart[];
   const calls = m.tool_calls ?? [];
   let t = 0, p = 0, c = 0;
   for (const k of m.order!) {
     if (k === 'thinking') { if (t < th.length) reasoningBlocks([th[t++]], out); }
-    else if (k === 'text') { if (p < parts.length) blocksOf([parts[p++]], out); }
-    else if (c < calls.length) out.push(toolUseBlock(calls[c++]));
+    else if (k === 'text') { if (p < parts.length) blocksOf([parts[p++]], out, caching); }
+    else if (c < calls.length) toolUseBlock(calls[c++], out, caching);
   }
   if (t < th.length) reasoningBlocks(th.slice(t), out);
-  if (p < parts.length) blocksOf(parts.slice(p), out);
-  for (; c < calls.length; c++) out.push(toolUseBlock(calls[c]));
+  if (p < parts.length) blocksOf(parts.slice(p), out, caching);
+  for (; c < calls.length; c++) toolUseBlock(calls[c], out, caching);
 }
 
 /** Converse reasoningContent -> a canonical thinking block (redactedContent: its base64, as sent back above). */
@@ -100,15 +118,28 @@ function thinkingOf(rc: Obj): ThinkingBlock | undefined {
 /** Claude on Bedrock (a model id, an inference profile or an ARN naming one): the signatures are Claude's, no other model takes them. */
 const isClaude = (model: string): boolean => /claude/i.test(model);
 
-/** Canonical messages -> Bedrock system blocks + alternating user/assistant messages. */
-export function bedrockMessages(messages: ChatMessage[], claude = false): { system: Obj[]; messages: BMsg[] } {
+/** Models that take Converse cache points (Claude, Nova); others would refuse the request. */
+const cachesPrompts = (model: string): boolean => /claude|nova/i.test(model);
+
+/**
+ * Canonical messages -> Bedrock system blocks + alternating user/assistant messages. With
+ * `caching`, each cache breakpoint (part, tool call, tool result, message) becomes a cachePoint
+ * block after what it marks.
+ */
+export function bedrockMessages(messages: ChatMessage[], claude = false, caching = false): { system: Obj[]; messages: BMsg[] } {
   const system: Obj[] = [];
   const out: BMsg[] = [];
   let last: BMsg | undefined;
   for (const m of messages) {
     if (m.role === 'system' || m.role === 'developer') {
-      const t = textOf(m.content);
-      if (t.length > 0) system.push({ text: t });
+      const n = system.length;
+      if (caching && Array.isArray(m.content) && m.content.some((p) => isObj((p as TextPart).cache_control))) {
+        for (const p of m.content) if (p.type === 'text') blocksOf([p], system, true); // each part its own block, its breakpoint after it
+      } else {
+        const t = textOf(m.content);
+        if (t.length > 0) system.push({ text: t });
+      }
+      markEnd(system, n, m.cache_control, caching);
       continue;
     }
     const role = m.role === 'assistant' ? 'assistant' : 'user';
@@ -116,11 +147,22 @@ export function bedrockMessages(messages: ChatMessage[], claude = false): { syst
       last = { role, content: [] };
       out.push(last);
     }
-    if (m.role === 'tool') { last.content.push(toolResult(m)); continue; }
-    if (claude && m.role === 'assistant' && m.order !== undefined && Array.isArray(m.content)) { inOrder(m, last.content); continue; }
-    if (claude && m.role === 'assistant' && m.thinking !== undefined) reasoningBlocks(m.thinking, last.content);
-    blocksOf(m.content, last.content);
-    for (const tc of m.tool_calls ?? []) last.content.push(toolUseBlock(tc));
+    const n = last.content.length;
+    if (m.role === 'tool') {
+      last.content.push(toolResult(m));
+      // A breakpoint inside the result's content (Converse has no cache point there): after the block.
+      if (caching && m.cache_control === undefined && Array.isArray(m.content)) {
+        const cc = m.content.find((p) => isObj((p as TextPart).cache_control)) as TextPart | undefined;
+        markEnd(last.content, n, cc?.cache_control, true);
+      }
+    }
+    else if (claude && m.role === 'assistant' && m.order !== undefined && Array.isArray(m.content)) inOrder(m, last.content, caching);
+    else {
+      if (claude && m.role === 'assistant' && m.thinking !== undefined) reasoningBlocks(m.thinking, last.content);
+      blocksOf(m.content, last.content, caching);
+      for (const tc of m.tool_calls ?? []) toolUseBlock(tc, last.content, caching);
+    }
+    markEnd(last.content, n, m.cache_control, caching);
   }
   return { system, messages: out };
 }
@@ -130,7 +172,8 @@ function hasToolHistory(messages: BMsg[]): boolean {
 }
 
 export function bedrockBody(req: ChatRequest, model = ''): Obj {
-  const { system, messages } = bedrockMessages(req.messages, isClaude(model));
+  const caching = req.anthropicMarks === true && cachesPrompts(model);
+  const { system, messages } = bedrockMessages(req.messages, isClaude(model), caching);
   const body: Obj = { messages };
   if (system.length > 0) body.system = system;
   const inf: Obj = {};
@@ -145,14 +188,15 @@ export function bedrockBody(req: ChatRequest, model = ''): Obj {
   // (Bedrock rejects toolUse blocks without a toolConfig).
   const tools = req.tools !== undefined && req.tools.length > 0 && (tc !== 'none' || hasToolHistory(messages)) ? req.tools : undefined;
   if (tools !== undefined) {
-    const cfg: Obj = {
-      tools: tools.map((t) => {
-        const spec: Obj = { name: t.function.name };
-        if (t.function.description !== undefined) spec.description = t.function.description;
-        spec.inputSchema = { json: t.function.parameters ?? { type: 'object', properties: {} } };
-        return { toolSpec: spec };
-      }),
-    };
+    const list: Obj[] = [];
+    for (const t of tools) {
+      const spec: Obj = { name: t.function.name };
+      if (t.function.description !== undefined) spec.description = t.function.description;
+      spec.inputSchema = { json: t.function.parameters ?? { type: 'object', properties: {} } };
+      list.push({ toolSpec: spec });
+      markEnd(list, 0, t.cache_control, caching);
+    }
+    const cfg: Obj = { tools: list };
     if (tc === 'auto') cfg.toolChoice = { auto: {} };
     else if (tc === 'required') cfg.toolChoice = { any: {} };
     else if (tc !== undefined && tc !== 'none') cfg.toolChoice = { tool: { name: tc.function.name } };
@@ -173,7 +217,12 @@ export function bedrockUsage(u: unknown): Usage | undefined {
   const cached = num(u.cacheReadInputTokens) ?? 0;
   const written = num(u.cacheWriteInputTokens) ?? 0;
   const input = (num(u.inputTokens) ?? 0) + cached + written;
-  return usageOf(input, num(u.outputTokens) ?? 0, cached, written);
+  const usage = usageOf(input, num(u.outputTokens) ?? 0, cached, written);
+  // cacheDetails splits the writes by lifetime: one-hour writes are priced higher.
+  let hour = 0;
+  for (const d of arr(u.cacheDetails) ?? []) if (isObj(d) && d.ttl === '1h') hour += num(d.inputTokens) ?? 0;
+  if (hour > 0 && written > 0) usage.cacheWrite1hTokens = Math.min(hour, written);
+  return usage;
 }
 
 export function bedrockChatResponse(body: unknown): ChatResult {
