@@ -375,13 +375,14 @@ test('architecture: providers import only each other, node:crypto and the pure l
 test('local ids: the prefix, 12 hex digits of the time in ms, 20 random hex digits; distinct, and later ids sort after earlier ones (a store keyed by them appends)', async () => {
   const { localId } = await import('../src/providers/util.ts');
   const before = Date.now();
-  const ids = Array.from({ length: 200 }, () => localId('resp_'));
-  assert.equal(new Set(ids).size, 200);
+  // More ids than one draw of random bytes holds (256): the draws that follow give new bytes.
+  const ids = Array.from({ length: 600 }, () => localId('resp_'));
+  assert.equal(new Set(ids).size, 600);
   for (const id of ids) assert.match(id, /^resp_[0-9a-f]{32}$/);
   const t = parseInt(ids[0].slice(5, 17), 16);
   assert.ok(t >= before && t <= Date.now(), `time prefix ${t}`);
   const randoms = new Set(ids.map((id) => id.slice(17)));
-  assert.equal(randoms.size, 200, 'the random part differs even within one ms');
+  assert.equal(randoms.size, 600, 'the random part differs even within one ms');
   await new Promise((r) => setTimeout(r, 5));
   const later = localId('resp_');
   assert.ok(ids.every((id) => id < later), 'an id made later sorts after');

@@ -1,7 +1,6 @@
 // Small narrowing helpers shared by the translators (no I/O, no state).
-import { randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { isNum, isObj, parseJson, type Obj } from '../lib/json.ts';
-import { timeHex } from '../lib/time-hex.ts';
 import type { ChatMessage, ContentPart, FinishReason, RawChatHead, ToolCall, ToolDef, UpstreamRequest, Usage } from './types.ts';
 
 export type { Obj };
@@ -30,15 +29,32 @@ export function argsObject(args: string): Obj {
   return isObj(v) ? v : { _raw: args };
 }
 
+/** The random bytes of localId: drawn 10 per id from one randomBytes call per 256 ids. */
+const ID_RANDOM = 10;
+const ID_POOL = 256 * ID_RANDOM;
+let idPool = Buffer.alloc(0);
+let idAt = ID_POOL;
+/** One id's 16 bytes (6 of time, 10 random), written as hex in one call. */
+const idBytes = Buffer.alloc(6 + ID_RANDOM);
+
 /**
  * Locally unique id for responses that upstreams leave without one: 12 hex digits of the time in
- * ms, then 80 random bits (20 hex digits of a UUID, its version digit left out). Time first, as
- * aam's trace ids: ids made close in time sort close together, so a store keyed by them (stored
- * Responses, embedded and fleet) appends to its index instead of writing a random page per insert.
+ * ms, then 80 random bits (20 hex digits). Time first, as aam's trace ids (lib/time-hex.ts): ids
+ * made close in time sort close together, so a store keyed by them (stored Responses, embedded
+ * and fleet) appends to its index instead of writing a random page per insert.
+ * The bytes are written into one buffer and hex-encoded at once: a UUID cut into four slices and
+ * the time's six two-digit pieces cost twice the CPU (~0.55 vs ~0.29 us) and ~400 bytes of
+ * strings per id (a Responses request makes one; streams make one each).
  */
 export function localId(prefix: string): string {
-  const u = randomUUID(); // 8-4-4-4-12; u[14] is the version digit, u[19] the variant's
-  return prefix + timeHex() + u.slice(0, 8) + u.slice(9, 13) + u.slice(15, 18) + u.slice(24, 29);
+  if (idAt >= ID_POOL) { idPool = randomBytes(ID_POOL); idAt = 0; }
+  const b = idBytes;
+  const ms = Date.now();
+  const hi = Math.floor(ms / 0x1_0000_0000) & 0xffff; // the low 48 bits, as timeHex
+  const lo = ms >>> 0;
+  b[0] = hi >>> 8; b[1] = hi; b[2] = lo >>> 24; b[3] = lo >>> 16; b[4] = lo >>> 8; b[5] = lo;
+  idPool.copy(b, 6, idAt, (idAt += ID_RANDOM));
+  return prefix + b.toString('hex');
 }
 
 export function nowSeconds(): number {
