@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { adapterFor, SseParser } from '../src/providers/index.ts';
 import type { AdapterType } from '../src/providers/index.ts';
 import { itemsToMessages, parseResponsesRequest } from '../src/providers/responses-parse.ts';
-import { responsesCodec, type FinishedResponse, type ResponseMeta } from '../src/providers/responses-codec.ts';
+import { finished, outputItems, responseJson, responsesCodec, type FinishedResponse, type ResponseMeta } from '../src/providers/responses-codec.ts';
 import { responsesUpstreamAdapter } from '../src/providers/responses-upstream.ts';
 import type { ChatResult, StreamEvent } from '../src/providers/types.ts';
 import { golden, GOLDEN_DIR, UPDATE_GOLDEN } from './helpers/golden.ts';
@@ -139,6 +139,65 @@ test('non-streamed result -> Response object: message then function_call items, 
   const cut = responsesCodec(meta()).encodeResult({ ...r, toolCalls: [], finishReason: 'length' }, 'x') as Record<string, unknown>;
   assert.equal(cut.status, 'incomplete');
   assert.deepEqual(cut.incomplete_details, { reason: 'max_output_tokens' });
+});
+
+test('the Response is written as a template: the same text, byte for byte, as JSON.stringify of its object', () => {
+  const echoes: Record<string, unknown>[] = [
+    {},
+    { max_output_tokens: 64, temperature: 0.2 },
+    { parallel_tool_calls: false, temperature: 0, top_p: 0.5e-7, max_output_tokens: 1, user: 'u"ser\u2028\n', metadata: { a: 'b', 'k"\\': '\ud83d\ude00' },
+      reasoning: { effort: 'high' }, text: { format: { type: 'json_schema', name: 'x', schema: { type: 'object', properties: {} } } },
+      tool_choice: { type: 'function', name: 'f' }, tools: [{ type: 'function', name: 'f', parameters: { type: 'object' } }] },
+    { tool_choice: 'required', tools: [], metadata: {}, reasoning: { effort: null, summary: 'auto' }, text: { format: { type: 'text' } } },
+  ];
+  const metas: ResponseMeta[] = [];
+  for (const echo of echoes) {
+    metas.push(meta({ echo }));
+    metas.push(meta({ echo, instructions: 'Be "brief".\n\u0000\u001f</script>', previousResponseId: 'resp_prev"\\', store: false, createdAt: 1e21, now: () => Number.NaN }));
+    metas.push(meta({ echo, id: 'weird "id"\n', instructions: '', now: undefined }));
+  }
+  const call = (i: number, args: string) => ({ id: `call_${i}"`, type: 'function' as const, function: { name: `fn${i}\t`, arguments: args } });
+  const results: ChatResult[] = [
+    { id: 'c', model: 'm', created: 1, text: 'Hello! "quoted" \\ \n\u2028 \ud83d\ude00 lone \ud800', finishReason: 'stop', toolCalls: [], usage: { inputTokens: 20, outputTokens: 7 } },
+    { id: 'c', model: 'm', created: 1, text: null, finishReason: 'tool_calls', toolCalls: [call(0, '{"a":1}'), call(1, '')], usage: { inputTokens: 1, outputTokens: 2, cachedTokens: 1 } },
+    { id: 'c', model: 'm', created: 1, text: 'Let me check.', finishReason: 'tool_calls', toolCalls: [call(0, '{"x":"\\u0000"}')] },
+    { id: 'c', model: 'm', created: 1, text: '', finishReason: 'length', toolCalls: [], usage: { inputTokens: 0, outputTokens: 0, cachedTokens: 0 } },
+    { id: 'c', model: 'm', created: 1, text: 'cut', finishReason: 'content_filter', toolCalls: [], usage: { inputTokens: Number.NaN, outputTokens: 3 } },
+  ];
+  let n = 0;
+  for (const m of metas) {
+    for (const model of ['gpt-4o-mini', 'route "x"\u007f']) {
+      // The opening Response of a stream (response.created / response.in_progress).
+      const opening: string[] = [];
+      const enc = responsesCodec(m).streamEncoder({ includeUsage: true, routeName: model });
+      for (const line of enc({ type: 'start', id: 'x', model }).split('\n')) if (line.startsWith('data: ')) opening.push(line.slice(6));
+      for (const d of opening) assert.equal(JSON.stringify((JSON.parse(d) as { response: unknown }).response), JSON.stringify(responseJson(m, model, 'in_progress')));
+      assert.equal(opening.length, 2);
+      for (const r of results) {
+        let stored: FinishedResponse | undefined;
+        const text = responsesCodec(m, (x) => { stored = x; }).encodeResultText(r, model);
+        const completedAt = m.now ? m.now() : (JSON.parse(text) as { completed_at: number }).completed_at;
+        const expected = JSON.stringify(finished(m, model, outputItems(m, r), r.finishReason, r.usage, completedAt));
+        assert.equal(text, expected, `whole answer ${n}`);
+        assert.deepEqual(stored?.outputIds, outputItems(m, r).map((it) => it.id));
+        // The same answer streamed: its final Response (response.completed / .incomplete, and what is stored).
+        let streamed: FinishedResponse | undefined;
+        const codec = responsesCodec(m, (x) => { streamed = x; });
+        const se = codec.streamEncoder({ includeUsage: true, routeName: model });
+        se({ type: 'start', id: 'x', model });
+        if (r.text) se({ type: 'text', text: r.text });
+        r.toolCalls.forEach((tc, i) => { se({ type: 'tool_start', index: i, id: tc.id, name: tc.function.name }); se({ type: 'tool_args', index: i, delta: tc.function.arguments }); });
+        if (r.usage) se({ type: 'usage', usage: r.usage });
+        se({ type: 'finish', reason: r.finishReason });
+        const sAt = m.now ? m.now() : (JSON.parse(streamed!.json) as { completed_at: number }).completed_at;
+        assert.equal(streamed?.json, JSON.stringify(finished(m, model, outputItems(m, r), r.finishReason, r.usage, sAt)), `streamed answer ${n}`);
+        assert.deepEqual(streamed?.outputIds, outputItems(m, r).map((it) => it.id));
+        assert.ok(codec.streamDone.includes(`"response":${streamed!.json}}`));
+        n++;
+      }
+    }
+  }
+  assert.equal(n, metas.length * 2 * results.length);
 });
 
 // ---- streams ----

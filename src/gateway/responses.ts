@@ -52,7 +52,7 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
   // nor sent upstream again with the next turn. A failed write is logged; the answer still goes out
   // (a later previous_response_id naming it gets 404).
   // The Response's JSON is the answer's own text (not serialized again).
-  const save = (response: FinishedResponse): void => {
+  const save = p.store ? (response: FinishedResponse): void => {
     const withIdsIn = withIds(meta.id, atRest ?? input);
     const items: string[] = [];
     for (const it of withIdsIn) if (typeof it.id === 'string') items.push(it.id);
@@ -62,20 +62,20 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
       response: ctx.rt.scrub(response.json), expiresAt: Date.now() + ctx.rt.responsesTtlMs,
     };
     stored = store.put(rec, items).catch((err: unknown) => ctx.rt.log.error({ err, requestId: ctx.requestId }, 'storing a response failed'));
-  };
+  } : undefined;
   // The answer is acknowledged once stored, so a client that chains at once finds it (any replica).
-  const codec = responsesCodec(meta, p.store ? save : undefined, p.store ? { native, settle: () => stored } : NOT_STORED);
-  const withStored = async (req: ChatRequest): Promise<{ req: ChatRequest; bytes: number }> => {
-    const history = p.previousResponseId ? await conversationOf(store, agent, p.previousResponseId) : { items: [], chars: 0 };
-    input = await resolveReferences(store, agent, p.input);
-    return { req: withConversation(req, p, [...history.items, ...input]), bytes: history.chars };
-  };
+  // Closures a request does not use are not made (store: false, nothing stored to read: the bench's request).
+  const codec = responsesCodec(meta, save, save ? { native, settle: () => stored } : NOT_STORED);
   await serveChat(a, p.chat, codec, {
     // After the model is authorized (decide before you look), before the input guardrails (they see it all).
     // Nothing stored to read (no previous_response_id, no item_reference): the request as it is, without a promise.
-    resolve: (req) => (p.previousResponseId === null && !hasReferences(p.input)
-      ? { req: withConversation(req, p, input), bytes: 0 }
-      : withStored(req)),
+    resolve: p.previousResponseId === null && !hasReferences(p.input)
+      ? (req) => ({ req: withConversation(req, p, input), bytes: 0 })
+      : async (req) => {
+        const history = p.previousResponseId ? await conversationOf(store, agent, p.previousResponseId) : { items: [], chars: 0 };
+        input = await resolveReferences(store, agent, p.input);
+        return { req: withConversation(req, p, [...history.items, ...input]), bytes: history.chars };
+      },
     // Stored as redacted, like the answer: PII a redact guardrail masked upstream is not kept at rest.
     // Nothing kept at rest (store: false): nothing to redact there.
     guarded: p.store ? (before, after) => { atRest = sameRedactions(input, before, after); } : undefined,

@@ -36,8 +36,11 @@ export function itemId(meta: ResponseMeta, kind: 'msg' | 'fc', outputIndex: numb
   return `${kind}_${meta.id.startsWith('resp_') ? meta.id.slice(5) : meta.id}_${outputIndex}`;
 }
 
-/** The Response object before any output (response.created / response.in_progress). */
-function responseJson(meta: ResponseMeta, model: string, status: string): Obj {
+/**
+ * The Response object before any output (response.created / response.in_progress): what
+ * responseText writes, as an object (tests compare the two; the codec writes the text).
+ */
+export function responseJson(meta: ResponseMeta, model: string, status: string): Obj {
   const e = meta.echo;
   return {
     id: meta.id, object: 'response', created_at: meta.createdAt, status, background: false, error: null, incomplete_details: null,
@@ -51,14 +54,67 @@ function responseJson(meta: ResponseMeta, model: string, status: string): Obj {
 
 const INCOMPLETE: Partial<Record<FinishReason, string>> = { length: 'max_output_tokens', content_filter: 'content_filter' };
 
-function finished(meta: ResponseMeta, model: string, output: Obj[], reason: FinishReason, usage: Usage | undefined): Obj {
+/** A finished Response as an object (what finishedText writes; tests compare the two). */
+export function finished(meta: ResponseMeta, model: string, output: Obj[], reason: FinishReason, usage: Usage | undefined, completedAt: number): Obj {
   const incomplete = INCOMPLETE[reason];
   const r = responseJson(meta, model, incomplete ? 'incomplete' : 'completed');
   if (incomplete) r.incomplete_details = { reason: incomplete };
-  r.completed_at = meta.now ? meta.now() : nowSeconds();
+  r.completed_at = completedAt;
   r.output = output;
   r.usage = usage ? responsesUsageJson(usage) : null;
   return r;
+}
+
+// ---- The Response as text: JSON.stringify of the objects above, written as a template ----
+// Building the ~25-field object and serializing it cost more than the rest of encoding an answer
+// (bench/tmp micro-benchmark); only the values a request sets are serialized here. The text is
+// the same, byte for byte, as JSON.stringify of responseJson / finished (responses-translate
+// compares them over requests that set every echoed field).
+
+/** A number as JSON.stringify writes it (a value that is not a finite number: as it would, via JSON.stringify). */
+const num = (n: number): string => (Number.isFinite(n) ? `${n}` : JSON.stringify(n));
+/** JSON of a value that may be absent: its default's (already JSON) when it is. */
+const or = (v: unknown, dflt: string): string => (v === undefined || v === null ? dflt : JSON.stringify(v));
+
+/** The fields of a Response that only the request sets, as text: what follows its output items, and what follows its usage. */
+interface Echoed { afterOutput: string; afterUsage: string }
+
+function echoed(meta: ResponseMeta): Echoed {
+  const e = meta.echo;
+  return {
+    afterOutput: `],"parallel_tool_calls":${or(e.parallel_tool_calls, 'true')},"previous_response_id":${or(meta.previousResponseId, 'null')}`
+      + `,"reasoning":${or(e.reasoning, '{"effort":null,"summary":null}')},"store":${meta.store ? 'true' : 'false'},"temperature":${or(e.temperature, '1')}`
+      + `,"text":${or(e.text, '{"format":{"type":"text"}}')},"tool_choice":${or(e.tool_choice, '"auto"')},"tools":${or(e.tools, '[]')},"top_p":${or(e.top_p, '1')}`
+      + ',"truncation":"disabled","usage":',
+    afterUsage: `,"user":${or(e.user, 'null')},"metadata":${or(e.metadata, '{}')}`,
+  };
+}
+
+/** The Response's JSON up to its output items (`incomplete`: incomplete_details.reason, or null). */
+function head(meta: ResponseMeta, model: string, status: string, incomplete: string | undefined): string {
+  return `{"id":${JSON.stringify(meta.id)},"object":"response","created_at":${num(meta.createdAt)},"status":"${status}","background":false,"error":null`
+    + `,"incomplete_details":${incomplete === undefined ? 'null' : `{"reason":"${incomplete}"}`},"instructions":${or(meta.instructions, 'null')}`
+    + `,"max_output_tokens":${or(meta.echo.max_output_tokens, 'null')},"model":${JSON.stringify(model)},"output":[`;
+}
+
+/** responsesUsageJson(u) as text. */
+function usageText(u: Usage): string {
+  const cached = u.cachedTokens ?? 0;
+  const total = u.inputTokens + u.outputTokens;
+  if (!(Number.isFinite(total) && Number.isFinite(cached))) return JSON.stringify(responsesUsageJson(u));
+  return `{"input_tokens":${u.inputTokens},"input_tokens_details":{"cached_tokens":${cached}},"output_tokens":${u.outputTokens},"output_tokens_details":{"reasoning_tokens":0},"total_tokens":${total}}`;
+}
+
+/** JSON.stringify(responseJson(meta, model, status)). */
+export function responseText(meta: ResponseMeta, model: string, status: string, e: Echoed = echoed(meta)): string {
+  return `${head(meta, model, status, undefined)}${e.afterOutput}null${e.afterUsage}}`;
+}
+
+/** JSON.stringify(finished(...)), from its output items' JSON texts. */
+export function finishedText(meta: ResponseMeta, model: string, items: readonly string[], reason: FinishReason, usage: Usage | undefined, completedAt: number, e: Echoed = echoed(meta)): string {
+  const incomplete = INCOMPLETE[reason];
+  return `${head(meta, model, incomplete ? 'incomplete' : 'completed', incomplete)}${items.join(',')}${e.afterOutput}${usage ? usageText(usage) : 'null'}`
+    + `${e.afterUsage},"completed_at":${num(completedAt)}}`;
 }
 
 function messageItem(id: string, text: string, status: string): Obj {
@@ -69,13 +125,31 @@ function callItem(id: string, callId: string, name: string, args: string, status
   return { id, type: 'function_call', status, arguments: args, call_id: callId, name };
 }
 
-/** Output items of a whole answer: its text as one message (also when empty and no call was made), then its calls. */
+/** Output items of a whole answer: its text as one message (also when empty and no call was made), then its calls (as objects: the codec writes outputTexts). */
 export function outputItems(meta: ResponseMeta, r: ChatResult): Obj[] {
   const out: Obj[] = [];
   const status = INCOMPLETE[r.finishReason] ? 'incomplete' : 'completed';
   if ((r.text !== null && r.text !== '') || r.toolCalls.length === 0) out.push(messageItem(itemId(meta, 'msg', 0), r.text ?? '', status));
   for (const tc of r.toolCalls) out.push(callItem(itemId(meta, 'fc', out.length), tc.id, tc.function.name, tc.function.arguments, 'completed'));
   return out;
+}
+
+/** outputItems as their ids and JSON texts (the same items, in the same order). */
+function outputTexts(meta: ResponseMeta, r: ChatResult): { ids: string[]; texts: string[] } {
+  const ids: string[] = [];
+  const texts: string[] = [];
+  const status = INCOMPLETE[r.finishReason] ? 'incomplete' : 'completed';
+  if ((r.text !== null && r.text !== '') || r.toolCalls.length === 0) {
+    const id = itemId(meta, 'msg', 0);
+    ids.push(id);
+    texts.push(messageJson(id, status, partJson(JSON.stringify(r.text ?? ''))));
+  }
+  for (const tc of r.toolCalls) {
+    const id = itemId(meta, 'fc', ids.length);
+    ids.push(id);
+    texts.push(callJson(id, tc.id, tc.function.name, JSON.stringify(tc.function.arguments)));
+  }
+  return { ids, texts };
 }
 
 /** A finished Response: its output items' ids and its JSON text (what is answered, and stored). */
@@ -88,8 +162,8 @@ interface OpenCall { index: number; id: string; callId: string; name: string; ar
 /** A message item's JSON and its one part's, from its text already JSON-encoded (in messageItem's field order). */
 const partJson = (textJson: string): string => `{"type":"output_text","annotations":[],"logprobs":[],"text":${textJson}}`;
 const messageJson = (id: string, status: string, part: string): string => `{"id":${JSON.stringify(id)},"type":"message","status":"${status}","role":"assistant","content":[${part}]}`;
-const callJson = (c: OpenCall, argsJson: string): string =>
-  `{"id":${JSON.stringify(c.id)},"type":"function_call","status":"completed","arguments":${argsJson},"call_id":${JSON.stringify(c.callId)},"name":${JSON.stringify(c.name)}}`;
+const callJson = (id: string, callId: string, name: string, argsJson: string): string =>
+  `{"id":${JSON.stringify(id)},"type":"function_call","status":"completed","arguments":${argsJson},"call_id":${JSON.stringify(callId)},"name":${JSON.stringify(name)}}`;
 
 /** What the gateway adds to a Responses codec: the native upstream per provider type, and the store write to wait for. */
 export interface ResponsesCodecHooks {
@@ -140,8 +214,14 @@ export class ResponsesCodec implements ClientCodec {
     if (this.opening !== null) { this.opening = null; this.seq = 0; }
   }
 
+  /** The Response's fields that only the request sets, as text: written once per request. */
+  private echoedText: Echoed | null = null;
+  private get echoed(): Echoed { return (this.echoedText ??= echoed(this.meta)); }
+
+  private completedAt(): number { return this.meta.now ? this.meta.now() : nowSeconds(); }
+
   private openingFrames(model: string): string {
-    const r = JSON.stringify(responseJson(this.meta, model, 'in_progress'));
+    const r = responseText(this.meta, model, 'in_progress', this.echoed);
     return this.frame('response.created', `"response":${r}`) + this.frame('response.in_progress', `"response":${r}`);
   }
 
@@ -159,7 +239,8 @@ export class ResponsesCodec implements ClientCodec {
     let usage: Usage | undefined;
     let text: OpenText | null = null;
     const calls = new Map<number, OpenCall>(); // canonical tool index -> open function_call item
-    const slots: Obj[] = []; // finished items by output_index
+    const slots: string[] = []; // finished items' JSON by output_index
+    const ids: string[] = []; // and their ids
     let next = 0;
 
     const start = (): string => {
@@ -184,20 +265,24 @@ export class ResponsesCodec implements ClientCodec {
       const t = text;
       if (t === null) return '';
       text = null;
-      slots[t.index] = messageItem(t.id, t.text, status);
-      const tj = JSON.stringify(t.text); // once for the three events that carry it
+      const tj = JSON.stringify(t.text); // once for the three events that carry it (and the Response)
       const part = partJson(tj);
+      const item = messageJson(t.id, status, part);
+      slots[t.index] = item;
+      ids[t.index] = t.id;
       return frame('response.output_text.done', `${t.at},"text":${tj},"logprobs":[]`)
         + frame('response.content_part.done', `${t.at},"part":${part}`)
-        + frame('response.output_item.done', `"output_index":${t.index},"item":${messageJson(t.id, status, part)}`);
+        + frame('response.output_item.done', `"output_index":${t.index},"item":${item}`);
     };
     const closeCalls = (): string => {
       let s = '';
       for (const c of calls.values()) {
-        slots[c.index] = callItem(c.id, c.callId, c.name, c.args, 'completed');
         const aj = JSON.stringify(c.args);
+        const item = callJson(c.id, c.callId, c.name, aj);
+        slots[c.index] = item;
+        ids[c.index] = c.id;
         s += frame('response.function_call_arguments.done', `${c.at},"name":${JSON.stringify(c.name)},"arguments":${aj}`)
-          + frame('response.output_item.done', `"output_index":${c.index},"item":${callJson(c, aj)}`);
+          + frame('response.output_item.done', `"output_index":${c.index},"item":${item}`);
       }
       calls.clear();
       return s;
@@ -240,8 +325,8 @@ export class ResponsesCodec implements ClientCodec {
           const status = INCOMPLETE[ev.reason] ? 'incomplete' : 'completed';
           if (next === 0) s += openText(); // an empty answer is still one (empty) message
           s += closeText(status) + closeCalls();
-          const json = JSON.stringify(finished(meta, model, slots, ev.reason, usage));
-          this.onCompleted?.({ outputIds: slots.map((it) => it.id as string), json });
+          const json = finishedText(meta, model, slots, ev.reason, usage, this.completedAt(), this.echoed);
+          this.onCompleted?.({ outputIds: ids, json });
           this.terminator = frame(status === 'completed' ? 'response.completed' : 'response.incomplete', `"response":${json}`);
           return s;
         }
@@ -260,9 +345,9 @@ export class ResponsesCodec implements ClientCodec {
   }
 
   encodeResultText(result: ChatResult, routeName: string): string {
-    const items = outputItems(this.meta, result);
-    const json = JSON.stringify(finished(this.meta, routeName, items, result.finishReason, result.usage));
-    this.onCompleted?.({ outputIds: items.map((it) => it.id as string), json });
+    const items = outputTexts(this.meta, result);
+    const json = finishedText(this.meta, routeName, items.texts, result.finishReason, result.usage, this.completedAt(), this.echoed);
+    this.onCompleted?.({ outputIds: items.ids, json });
     return json;
   }
 
