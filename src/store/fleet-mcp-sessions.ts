@@ -7,6 +7,7 @@
 // tag, so they live in the session key's cluster slot.
 import type { Redis } from './redis.ts';
 import type { Fleet } from './fleet.ts';
+import { FleetListenAway } from './fleet-listen-away.ts';
 import { LOG_LEVEL_HOLD, StoreUnavailable, type McpSessionCaps, type McpSessionNote, type McpSessionOpened, type McpSessionRecord, type McpSessionRegistry } from './types.ts';
 
 /** The fleet bus's kind for session notifications (McpSessionRegistry.notify). */
@@ -96,6 +97,8 @@ export class FleetMcpSessions implements McpSessionRegistry {
 
   readonly #bus: Pick<Fleet, 'announce' | 'follow'> | undefined;
   readonly #local: Array<(id: string, message: McpSessionNote) => void> = [];
+  /** Dropped 2026-07-28 listen streams, claimed by the replica their caller listens on next. */
+  readonly listenAway: FleetListenAway;
 
   /** `bus`: the fleet's pub/sub (notify reaches every replica); without it, this process only. */
   constructor(redis: Redis, prefix: string, bus?: Pick<Fleet, 'announce' | 'follow'>) {
@@ -106,6 +109,7 @@ export class FleetMcpSessions implements McpSessionRegistry {
     redis.defineCommand('aamMcpHold', { numberOfKeys: 1, lua: HOLD });
     this.#r = redis as unknown as Scripted;
     this.#prefix = prefix;
+    this.listenAway = new FleetListenAway(redis, prefix, bus);
   }
 
   #key(id: string): string { return `${this.#prefix}mcp:s:${id}`; }

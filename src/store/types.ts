@@ -168,6 +168,48 @@ export interface McpSessionRegistry {
   holders(id: string, uris: readonly string[]): Array<string | null> | null | Promise<Array<string | null> | null>;
   /** Run fn when notes may have been lost (a fleet's pub/sub reconnected; never in one process). */
   onResync(fn: () => void): void;
+  /** Fleet only: dropped 2026-07-28 listen streams' catch-up, so a caller's next listen on any replica gets it. */
+  readonly listenAway?: ListenAwayStore;
+}
+
+/**
+ * A dropped 2026-07-28 subscriptions/listen stream as the fleet keeps it, under its caller (SPIFFE
+ * ID) and endpoint, for the grace (AAM_MCP_STREAM_GRACE): what it asked for and what it missed
+ * since it dropped (one entry per list, one per URI; `unknown`: past the cap, so everything it names).
+ */
+export interface ListenAwayRecord {
+  /** The gateway (replica) that holds its upstream watches: released when another takes it over. */
+  holder: string;
+  /** Its filter (lists and URIs asked for): a new stream with the same one is preferred. */
+  sig: string;
+  want: string[];
+  subs: string[];
+  lists: string[];
+  uris: string[];
+  unknown: boolean;
+}
+
+/**
+ * Fleet store of dropped listen streams (Redis): kept by the replica that held the stream, claimed
+ * atomically by the replica the caller listens on next, so its catch-up is sent once, on one
+ * stream, to that caller only. Calls throw StoreUnavailable when Redis cannot answer.
+ */
+export interface ListenAwayStore {
+  /** Keep a dropped stream `id` of caller `who` on endpoint `scope` for ttlMs. */
+  put(who: string, scope: string | null, id: string, rec: ListenAwayRecord, ttlMs: number): Promise<void>;
+  /** It missed a list change ('list') or a resource update ('uri'); past `max` URIs it counts as unknown. Nothing once it is gone. */
+  missed(who: string, scope: string | null, id: string, kind: 'list' | 'uri', value: string, max: number): Promise<void>;
+  /**
+   * The kept stream a new one of the same caller and endpoint takes over (the oldest with the same
+   * filter, else the latest), with what it missed so far; no one else can claim it after this. It
+   * stays, emptied, collecting what its holder still hears, until take().
+   */
+  claim(who: string, scope: string | null, sig: string): Promise<{ id: string; rec: ListenAwayRecord } | null>;
+  /** Remove it: what it missed since it was claimed (null: gone already). */
+  take(who: string, scope: string | null, id: string): Promise<ListenAwayRecord | null>;
+  /** Tell every replica `id` was taken over (its holder releases its upstream watches). */
+  release(id: string): Promise<void>;
+  onReleased(fn: (id: string) => void): void;
 }
 
 /** A notification relayed to a session's stream (McpSessionRegistry.notify). */

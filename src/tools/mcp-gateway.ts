@@ -105,11 +105,10 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   const streamGraceMs = opts.streamGraceMs ?? 10_000;
   /** Sessions this replica has SDK objects for (the registry, deps.sessions, says which exist at all). */
   const sessions = new Map<string, Session>();
-  /** 2026-07-28 subscriptions/listen streams (bounded per identity like sessions). */
-  const hub = createListenHub(rt, maxPerIdentity, streamGraceMs);
-
   /** This gateway on the fleet channel: what it passes on there, it has done itself already. */
   const self = randomUUID();
+  /** 2026-07-28 subscriptions/listen streams (bounded per identity like sessions). */
+  const hub = createListenHub(rt, maxPerIdentity, streamGraceMs, self);
   /** A note about session `id` to every replica (the others act on it); resolves once every replica has it. */
   const passOn = (id: string, method: string, params: Record<string, unknown> = {}) => deps.sessions.notify(id, { method, params: { ...params, from: self } });
 

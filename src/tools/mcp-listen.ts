@@ -21,6 +21,7 @@ import { identityFields, RPC, ToolError, type ToolAccess } from './types.ts';
 import { decideTask, openTask, taskNotification } from './mcp-tasks.ts';
 import { declaresTasks, TASKS_EXT } from './mcp-mrtr.ts';
 import { isObj } from '../lib/json.ts';
+import { StoreUnavailable, type ListenAwayRecord } from '../store/types.ts';
 import { errMsg } from '../lib/error-message.ts';
 
 const SUBSCRIPTION_ID = 'io.modelcontextprotocol/subscriptionId';
@@ -41,21 +42,32 @@ interface Watcher {
   synced?: ToolAccess;
 }
 interface Listener extends Watcher {
+  /** What it asked for (lists and URIs): a dropped stream with the same filter is taken over first. */
+  sig: string;
   /** Watched tasks by `${server}\n${upstream task id}`: the caller's own id for each. */
   tasks: Map<string, { id: string; task: Task }>;
   send(method: string, params?: Json): void; end(): void; fail(message: string): void;
   /** aam ended the stream (gracefully or with an error): nothing is kept for it. */
   ended?: boolean;
+  /** While set: what it was sent (`method uri`), so a catch-up's last part skips what it heard itself. */
+  heard?: Set<string>;
 }
 /**
  * A stream the client dropped (or closed: on HTTP the two look alike) and what it missed since:
  * list changes (one per list) and resource updates (one per URI); null: more than MAX_KEPT_UPDATES
  * URIs, so its caller's next stream is told every list it asks for and every URI it names changed.
  */
-interface Away { l: Listener; missed: { lists: Set<Kind>; uris: Set<string> } | null; timer: NodeJS.Timeout }
+interface Away {
+  l: Listener; missed: Missed | null; timer: NodeJS.Timeout;
+  /** Its id in the fleet's store; `shared` once kept there (a replica the caller listens on next claims it). */
+  id: string; shared: boolean;
+}
+interface Missed { lists: Set<Kind>; uris: Set<string> }
 /** Resource updates kept for one dropped stream at most (distinct URIs), as for a 2025-11-25 session. */
 const MAX_KEPT_UPDATES = 1000;
 const ALL_KINDS: ReadonlySet<Kind> = new Set(['tools', 'prompts', 'resources']);
+/** A listen request's filter, the same on every replica. */
+const sigOf = (want: Iterable<Kind>, uris: Iterable<string>) => JSON.stringify([[...want].sort(), [...new Set(uris)].sort()]);
 const taskKey = (server: string, up: string) => `${server}\n${up}`;
 /** Did the listen request's client declare the Tasks extension? */
 const listenDeclaresTasks = (params: Json): boolean => declaresTasks((params._meta as Json | undefined)?.['io.modelcontextprotocol/clientCapabilities']);
@@ -96,8 +108,15 @@ export interface ListenHub {
  * resumption for listen: a re-listen is a new request, so the caller and endpoint are what tie it
  * to the dropped one). 0: nothing is kept.
  */
-export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0): ListenHub {
+export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0, self: string = randomUUID()): ListenHub {
   const open = new Set<Listener>();
+  /**
+   * Fleet mode: dropped streams are kept in Redis too (ListenAwayStore), so the caller's next
+   * listen on any replica claims one (atomically: once) and is sent what it missed; the replica
+   * holding it hears the claim and releases its upstream watches once the new stream's hold.
+   */
+  const fleet = graceMs > 0 ? rt.deps.sessions.listenAway : undefined;
+  const fleetFailed = (what: string) => (err: unknown) => rt.deps.log.warn({ err: errMsg(err) }, `subscriptions/listen: ${what}`);
   /** Dropped streams within the grace, oldest first. */
   const away = new Set<Away>();
   const sessionWatchers = new Set<Watcher>();
@@ -173,7 +192,16 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
       if (l.want.has(kind) && inScope(l, server) && !forOthers(l, who) && current(l) && mayList(l.ctx, server, kind)) l.send(`notifications/${kind}/list_changed`);
     }
     // Kept undecided: the caller's next stream is decided as it is then.
-    for (const a of away) if (a.l.want.has(kind) && inScope(a.l, server) && !forOthers(a.l, who)) a.missed?.lists.add(kind);
+    for (const a of away) {
+      if (!a.l.want.has(kind) || !inScope(a.l, server) || forOthers(a.l, who)) continue;
+      a.missed?.lists.add(kind);
+      share(a, 'list', kind);
+    }
+  }
+
+  /** What a kept stream missed, to the fleet's copy too (its claimer may be collecting the rest). */
+  function share(a: Away, kind: 'list' | 'uri', value: string): void {
+    if (fleet && a.shared) fleet.missed(a.l.who, a.l.scope, a.id, kind, value, MAX_KEPT_UPDATES).catch(fleetFailed('a missed notification was not kept in the fleet store'));
   }
 
   /** Everything aam holds for a stream that ended: its upstream list watches, task watches and resource subscriptions. */
@@ -183,42 +211,57 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
     l.tasks.clear();
     for (const uri of [...l.ctx.subscriptions.keys()]) await unsubscribeResource(rt, l.ctx, uri).catch(() => {});
   }
-  function forget(a: Away): Promise<void> {
+  /** `drop`: from the fleet's store too (not when another replica took it over: it takes the rest itself). */
+  function forget(a: Away, drop = true): Promise<void> {
     away.delete(a);
     clearTimeout(a.timer);
+    if (drop && fleet && a.shared) fleet.take(a.l.who, a.l.scope, a.id).catch(fleetFailed('a dropped stream was not removed from the fleet store'));
     return release(a.l);
   }
+  // Another replica took one of ours over (its own watches hold now): nothing more is held for it here.
+  fleet?.onReleased((id) => { for (const a of away) if (a.id === id) void forget(a, false); });
 
   /** A stream the client dropped: held for the grace (the oldest of its caller's go past maxPerIdentity). */
   function keepAway(l: Listener): void {
     const mine = [...away].filter((a) => a.l.who === l.who);
     for (const a of mine.slice(0, Math.max(0, mine.length + 1 - maxPerIdentity))) void forget(a);
-    const a: Away = { l, missed: { lists: new Set(), uris: new Set() }, timer: setTimeout(() => void forget(a), graceMs) };
+    const a: Away = { l, missed: { lists: new Set(), uris: new Set() }, timer: setTimeout(() => void forget(a), graceMs), id: randomUUID(), shared: fleet !== undefined };
     a.timer.unref();
     away.add(a);
+    // Redis down: kept here only (the caller's next listen on this replica still gets it).
+    fleet?.put(l.who, l.scope, a.id, { holder: self, sig: l.sig, want: [...l.want], subs: [...l.ctx.subscriptions.keys()], lists: [], uris: [], unknown: false }, graceMs)
+      .catch((err: unknown) => { a.shared = false; fleetFailed('a dropped stream is kept on this replica only')(err); });
   }
 
   /**
    * The dropped stream a new one of the same caller on the same endpoint takes over (one asking
    * for the same notifications first, else the latest), no longer kept; undefined: none.
    */
-  function takeAway(l: Listener): Away | undefined {
-    const sig = (x: Listener) => JSON.stringify([[...x.want].sort(), [...x.ctx.subscriptions.keys()].sort()]);
-    const mine = [...away].filter((a) => a.l.who === l.who && a.l.scope === l.scope);
-    const a = mine.find((x) => sig(x.l) === sig(l)) ?? mine.at(-1);
+  function takeAway(l: Listener, which: (a: Away) => boolean = () => true): Away | undefined {
+    const mine = [...away].filter((a) => a.l.who === l.who && a.l.scope === l.scope && which(a));
+    const a = mine.find((x) => x.l.sig === l.sig) ?? mine.at(-1);
     if (a) { away.delete(a); clearTimeout(a.timer); }
     return a;
   }
 
-  /** What `a` missed that `l` asked for and its caller may have now, sent on `l` (after its acknowledgement). */
-  function catchUp(l: Listener, a: Away): void {
+  /**
+   * What a dropped stream missed (`lists`, `uris`: what it named, for when that is unknown) that
+   * `l` asked for and its caller may have now, sent on `l` (after its acknowledgement), except what
+   * `l` was sent itself meanwhile (`l.heard`).
+   */
+  function catchUp(l: Listener, missed: { lists: Iterable<string>; uris: Iterable<string> }): void {
     const servers = [...rt.catalog.servers.keys()].filter((server) => inScope(l, server));
-    for (const kind of a.missed?.lists ?? a.l.want) {
-      if (l.want.has(kind) && servers.some((server) => mayList(l.ctx, server, kind))) l.send(`notifications/${kind}/list_changed`);
+    for (const kind of new Set(missed.lists)) {
+      if (!l.want.has(kind as Kind) || l.heard?.has(`notifications/${kind}/list_changed`)) continue;
+      if (servers.some((server) => mayList(l.ctx, server, kind as Kind))) l.send(`notifications/${kind}/list_changed`);
     }
     // Its subscriptions were granted just now (each decided like a read).
-    for (const uri of a.missed?.uris ?? a.l.ctx.subscriptions.keys()) if (l.ctx.subscriptions.has(uri)) l.send('notifications/resources/updated', { uri });
+    for (const uri of new Set(missed.uris)) {
+      if (l.ctx.subscriptions.has(uri) && !l.heard?.has(`notifications/resources/updated ${uri}`)) l.send('notifications/resources/updated', { uri });
+    }
   }
+  const missedOf = (a: Away) => a.missed ?? { lists: a.l.want, uris: a.l.ctx.subscriptions.keys() };
+  const keptMissed = (r: ListenAwayRecord) => (r.unknown ? { lists: r.want, uris: r.subs } : r);
 
   /**
    * May the caller hear this server's list changes at all (what an upstream listen stream is kept
@@ -267,7 +310,9 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
         else void unsubscribeResource(rt, l.ctx, uri).catch(() => {});
       }
       for (const a of away) {
-        if (a.l.ctx.subscriptions.get(uri) !== server || forOthers(a.l, who) || !a.missed) continue;
+        if (a.l.ctx.subscriptions.get(uri) !== server || forOthers(a.l, who)) continue;
+        share(a, 'uri', uri);
+        if (!a.missed) continue;
         a.missed.uris.add(uri);
         if (a.missed.uris.size > MAX_KEPT_UPDATES) a.missed = null;
       }
@@ -322,6 +367,18 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
       if (taskIds.length && !listenDeclaresTasks(params)) return reply(400, -32021, `Missing required client capability: notifications.taskIds needs the Tasks extension; declare params._meta["io.modelcontextprotocol/clientCapabilities"].extensions["${TASKS_EXT}"]`, { requiredCapabilities: { extensions: { [TASKS_EXT]: {} } } });
       const who = s.identity.agent.spiffeId;
       if (countOf(who) >= maxPerIdentity) return reply(429, RPC.limited, `too many open subscriptions/listen streams for ${who} (limit ${maxPerIdentity} per identity); close one (end its HTTP response) and retry`);
+      const want = new Set((Object.keys(FILTER) as Kind[]).filter((k) => f[FILTER[k]] === true));
+      const sig = sigOf(want, uris as string[]);
+      // Fleet: a stream of this caller on this endpoint that dropped on any replica within the grace, claimed for this one.
+      let claimed: { id: string; rec: ListenAwayRecord } | null = null;
+      if (fleet) {
+        try { claimed = await fleet.claim(who, s.scope, sig); } catch (e) {
+          // As the fleet's MCP sessions: refused, never answered without what the caller is owed.
+          if (!(e instanceof StoreUnavailable)) throw e;
+          res.setHeader('retry-after', '1');
+          return reply(503, RPC.upstream, `Redis (the fleet store for MCP) is unavailable, so aam cannot tell what this listen stream missed: ${e.message}; retry shortly`, { retry_after_seconds: 1, store: e.store });
+        }
+      }
       // Each URI is decided like a read; one the caller may not read (or that no server owns) is not acknowledged.
       const granted: string[] = [];
       for (const uri of new Set(uris as string[])) {
@@ -336,11 +393,13 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
           tasks.set(taskKey(task.b.server, task.b.up), { id, task });
         } catch (e) { rt.deps.log.info({ spiffe_id: who, err: errMsg(e) }, 'subscriptions/listen: task notifications not granted'); }
       }
-      const want = new Set((Object.keys(FILTER) as Kind[]).filter((k) => f[FILTER[k]] === true));
       const frame = (msg: Json) => { if (!res.writableEnded) res.write(sse(msg)); };
       const l: Listener = {
-        who, scope: s.scope, want, ctx: s, tasks, watching: new Map(), ops: Promise.resolve(),
-        send: (method, p = {}) => frame({ jsonrpc: '2.0', method, params: { ...p, _meta: { [SUBSCRIPTION_ID]: id } } }),
+        who, scope: s.scope, sig, want, ctx: s, tasks, watching: new Map(), ops: Promise.resolve(),
+        send: (method, p = {}) => {
+          l.heard?.add(typeof p.uri === 'string' ? `${method} ${p.uri}` : method);
+          frame({ jsonrpc: '2.0', method, params: { ...p, _meta: { [SUBSCRIPTION_ID]: id } } });
+        },
         // Graceful end (spec: a completion result for the listen request, then close).
         end: () => { l.ended = true; if (!res.writableEnded) res.end(sse({ jsonrpc: '2.0', id, result: { resultType: 'complete', _meta: { [SUBSCRIPTION_ID]: id } } })); },
         fail: (message) => { l.ended = true; if (!res.writableEnded) res.end(sse({ jsonrpc: '2.0', id, error: { code: RPC.denied, message } })); },
@@ -353,13 +412,29 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
       l.send('notifications/subscriptions/acknowledged', { notifications: acked });
       open.add(l);
       // The caller's stream here that dropped within the grace: what it missed, from here on heard by this one.
-      const back = takeAway(l);
-      if (back) catchUp(l, back);
+      // (Fleet: the one claimed, if this replica holds it; else one kept here only, Redis having been down.)
+      const claimedId = claimed?.id;
+      const back = claimedId !== undefined ? takeAway(l, (a) => a.id === claimedId) : takeAway(l, (a) => fleet === undefined || !a.shared);
+      // Held by another replica (or no longer here): what it missed until the claim, from the fleet's copy.
+      const elsewhere = claimed && !back ? claimed : undefined;
+      if (back) catchUp(l, missedOf(back));
+      else if (elsewhere) catchUp(l, keptMissed(elsewhere.rec));
+      if (claimed && back) fleet?.take(who, s.scope, claimed.id).catch(fleetFailed('a taken-over stream was not removed from the fleet store'));
       // Watched once the stream hears: an upstream may announce a task's status right away.
       for (const w of tasks.values()) await w.task.entry.upstream.watchTask(w.task.b.up, s.identity).catch((e: unknown) => rt.deps.log.warn({ spiffe_id: who, server: w.task.b.server, err: errMsg(e) }, 'subscriptions/listen: the upstream cannot be listened to for this task'));
       await syncWatches(l);
       // Released once this stream's own watches hold: the upstream listening never lapses in between.
       if (back) await release(back.l);
+      if (elsewhere && fleet) {
+        // What its holder heard between the claim and now (this stream's watches hold from here), minus what this one was sent itself; then it lets go.
+        l.heard = new Set();
+        try {
+          const rest = await fleet.take(who, s.scope, elsewhere.id);
+          if (rest) catchUp(l, keptMissed(rest));
+          await fleet.release(elsewhere.id);
+        } catch (e) { fleetFailed('the rest of a catch-up was not taken (its holder lets go when the grace ends)')(e); }
+        l.heard = undefined;
+      }
       if (!res.destroyed && !res.writableEnded) await new Promise<void>((done) => res.once('close', done));
       open.delete(l);
       // Dropped by the client (aam did not end it) and its caller still holds: kept for a while.
