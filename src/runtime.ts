@@ -303,6 +303,11 @@ export class Runtime {
     return this.evidenceSafeNow() ?? Promise.resolve();
   }
 
+  /** See AccessRuntime.evidenceSoon: alone in flight, the fleet's INSERT leaves now, before the answer is encoded. */
+  evidenceSoon(): void {
+    if (this.inFlight <= 1) this.audit?.send?.();
+  }
+
   /** evidenceSafe() without a promise (nor a loop turn) when the evidence is safe at once: a request alone in flight writes it now. */
   evidenceSafeNow(): Promise<void> | undefined {
     const audit = this.audit;

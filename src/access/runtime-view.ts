@@ -27,6 +27,12 @@ export interface AuditSink {
   journaled?(now?: boolean): Promise<void>;
   /** journaled() that returns undefined instead of a promise when the events are already safe. */
   journaledNow?(now?: boolean): Promise<void> | undefined;
+  /**
+   * Start writing what is recorded now instead of at the end of this loop turn (a request alone in
+   * flight: nothing else would share the write), without waiting for it. Only a head start:
+   * journaled() still says when the events are safe, and covers any recorded after this call.
+   */
+  send?(): void;
   /** An agent's request arrived: get ready to record (the audit writer thread starts, not awaited). */
   warm?(): void;
 }
@@ -82,6 +88,12 @@ export interface AccessRuntime {
   evidenceSafe(): Promise<void>;
   /** evidenceSafe() without a promise when the evidence is already safe (written at once): undefined then. */
   evidenceSafeNow(): Promise<void> | undefined;
+  /**
+   * The request's evidence is recorded and nothing more will be before its answer: a request alone
+   * in flight starts its write now (the fleet's INSERT), so the round trip overlaps the work left
+   * before evidenceSafe(), which is still what the answer waits for.
+   */
+  evidenceSoon(): void;
   /** Event-level stream scrubber, or null when no credential is active. */
   eventScrubber(): EventScrubber | null;
 }

@@ -58,6 +58,8 @@ export interface FleetAuditLog {
   record(event: AuditEventInput): boolean;
   /** Resolves once every event recorded so far is committed in PostgreSQL; rejects while it cannot be. */
   journaled(now?: boolean): Promise<void>;
+  /** Send the events recorded so far now (the INSERT leaves in this turn, if none is in flight), not at the turn's end; journaled() still says when they are committed. */
+  send(): void;
   recordDurable(event: AuditEventInput): Promise<DurableReceipt>;
   flush(): Promise<void>;
   /** Sign a fleet checkpoint now if no other replica is signing one; true if this call signed. */
@@ -268,6 +270,9 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
       if (now && scheduled) write();
       return p;
     },
+    // A request alone in flight whose evidence is all recorded: the commit's round trip overlaps
+    // what it does before awaiting journaled() (the answer's checks and encoding).
+    send: () => { if (scheduled) write(); },
     async recordDurable(event) {
       if (!record(event)) throw new AuditUnavailableError('the audit queue is full: the action is refused rather than left unrecorded');
       const mine = seq;

@@ -134,6 +134,11 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
     throw new AamError(r.failure.clientStatus, r.failure.code, message);
   }
   const call = settleAndRecord(a, route, r.target, r.value.result.usage, adm, 200, false, undefined, cache.save ? 'miss' : null);
+  // Without output guardrails nothing more is recorded before the answer: alone in flight, the
+  // evidence's write (the fleet's INSERT) starts now, its round trip overlapping the checks and
+  // encoding below; the answer still waits for evidenceSafeNow().
+  if (a.gs.length === 0) ctx.rt.evidenceSoon();
+  let counted = false;
   try {
     cache.save?.(r.value.result);
     const checked = a.guardChatOutput(r.value.result);
@@ -143,14 +148,20 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
     const raw = result === r.value.result && !holdsSecret(ctx.rt.egress, result.text ?? '') && !thinkingHoldsSecret(ctx.rt.egress, result) ? r.value.raw : null;
     const text = raw ?? encodeBody(codec, result, route.name);
     const safe = ctx.rt.evidenceSafeNow();
-    if (safe) await safe;
+    if (safe) {
+      // The answer waits for its evidence's commit (the fleet's INSERT in flight): the counters are
+      // done meanwhile instead of after it.
+      counted = true;
+      countCall(ctx, identity, route, call);
+      await safe;
+    }
     const settled = codec.settle?.();
     if (settled) await settled;
     sendText(ctx, 200, text, 'application/json', { ...responseHeaders(r.target, call.cost), ...cacheHeader(cache) });
   } finally {
     // Counters (usage, metrics) once the answer is out, whatever came of it: alone in flight, the
     // answer leaves that much sooner. Its evidence and the budget's settlement came before it.
-    countCall(ctx, identity, route, call);
+    if (!counted) countCall(ctx, identity, route, call);
   }
 }
 
@@ -320,7 +331,11 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
       res.end(tail + codec.streamError(broken, brokenType));
       return;
     }
-    finish(a, route, r.target, usage, adm, 200, true, undefined, cache.hit ? 'hit' : cache.save ? 'miss' : null);
+    const call = settleAndRecord(a, route, r.target, usage, adm, 200, true, undefined, cache.hit ? 'hit' : cache.save ? 'miss' : null);
+    // Every finding is recorded by now: alone in flight, the evidence's write starts before the
+    // counters and the cache entry are done (the terminator still waits for evidenceSafe()).
+    ctx.rt.evidenceSoon();
+    countCall(ctx, identity, route, call);
     // Only a stream that ended cleanly is stored (never a cut or errored one).
     const complete = recorder?.result();
     if (complete) cache.save?.(complete);
