@@ -268,4 +268,7 @@ test('bedrock e2e: prompt caching: cache_control (Anthropic client, and LiteLLM\
   const row = gw.g.rt.db.prepare(`SELECT sum(cost_usd) AS c FROM usage_rollup WHERE agent = 'tester' AND route = 'claude-cached'`).get() as { c: number };
   const want = (12 * 3 + 200 * 3.75 + 1000 * 6 + 5 * 15) / 1e6 + 2 * (12 * 3 + 1200 * 0.3 + 5 * 15) / 1e6;
   assert.ok(Math.abs(row.c - want) < 1e-9, `${row.c} vs ${want}`);
+  // The usage rollup counts the reads and the writes (`aam usage` shows them).
+  const [u] = gw.g.rt.usage.summary('route', 0).filter((x) => x.route === 'claude-cached');
+  assert.deepEqual([u.requests, u.cache_read_tokens, u.cache_write_tokens], [3, 2400, 1200]);
 });

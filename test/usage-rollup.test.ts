@@ -41,7 +41,7 @@ test('two calls in the same minute merge into one row; another agent, minute or 
   assert.equal(r.length, 4);
   assert.deepEqual({ ...r[0] }, {
     minute: T0, agent: 'analyst', team: 'finance', key_id: 'key_1', route: 'gpt', provider: 'oai', model: 'gpt-4o', status: 200, stream: 0, cache: '',
-    requests: 2, input_tokens: 150, output_tokens: 25, cached_tokens: 10, cost_usd: 0.03, unknown_cost_requests: 0, latency_ms_sum: 40, latency_ms_max: 30,
+    requests: 2, input_tokens: 150, output_tokens: 25, cached_tokens: 10, cache_write_tokens: null, cost_usd: 0.03, unknown_cost_requests: 0, latency_ms_sum: 40, latency_ms_max: 30,
   });
   assert.equal(r[1].status, 502);
   assert.equal(r[1].cost_usd, null, 'an unknown cost is not $0');
@@ -69,7 +69,7 @@ test('flushes add to rows already stored (upsert), including unknown costs and c
   assert.equal(r[0].cost_usd, 0.51);
   assert.equal(r[0].latency_ms_max, 99);
   const [s] = u.summary('agent', T0);
-  assert.deepEqual({ ...s }, { agent: 'analyst', requests: 5, input_tokens: 500, output_tokens: 100, cost_usd: 0.51, unknown_cost_requests: 2, cache_hits: 1 });
+  assert.deepEqual({ ...s }, { agent: 'analyst', requests: 5, input_tokens: 500, output_tokens: 100, cache_read_tokens: 0, cache_write_tokens: 0, cost_usd: 0.51, unknown_cost_requests: 2, cache_hits: 1 });
   assert.deepEqual(u.spendSince('agent', 'analyst', T0), { usd: 0.51, unknown: 2 });
   assert.deepEqual(u.spendSince('team', 'finance', T0), { usd: 0.51, unknown: 2 });
   assert.deepEqual(u.spendSince('agent', 'nobody', T0), { usd: 0, unknown: 0 });
@@ -90,6 +90,37 @@ test('summary and spendSince count from the start of the minute that holds `sinc
   assert.deepEqual(byTeam.map((r) => [r.team, r.requests, r.cost_usd]), [['finance', 1, 2], [null, 1, null]], 'no team is null, and an unknown cost sorts last');
   const byModel = u.summary('model', T0);
   assert.deepEqual(byModel.map((r) => [r.model, r.requests, r.unknown_cost_requests]), [['gpt-4o', 2, 0], [null, 1, 1]]);
+});
+
+test('prompt-cache reads and writes are summed per row and shown by summary and daily (0 where none were reported)', (t) => {
+  const db = freshDb(t);
+  const u = new UsageRecorder(db);
+  u.record(call({ cachedTokens: 0, cacheWriteTokens: 1200, inputTokens: 1212 }));
+  u.record(call({ cachedTokens: 1200, cacheWriteTokens: null, inputTokens: 1212 }));
+  u.record(call({ agent: 'writer', cachedTokens: null }));
+  u.flush();
+  assert.deepEqual(rows(db).map((r) => [r.agent, r.cached_tokens, r.cache_write_tokens]), [['analyst', 1200, 1200], ['writer', null, null]]);
+  const sum = u.summary('agent', T0);
+  assert.deepEqual(sum.map((r) => [r.agent, r.input_tokens, r.cache_read_tokens, r.cache_write_tokens]), [['analyst', 2424, 1200, 1200], ['writer', 100, 0, 0]]);
+  const days = u.daily('agent', T0);
+  assert.deepEqual(days.map((d) => [d.key, d.cache_read_tokens, d.cache_write_tokens]), [['analyst', 1200, 1200], ['writer', 0, 0]]);
+});
+
+test('a rollup table from before cache writes were counted gets the column; its rows read as 0 and take new writes', (t) => {
+  const db = freshDb(t);
+  db.exec(`CREATE TABLE usage_rollup (
+    minute INTEGER NOT NULL, agent TEXT NOT NULL, team TEXT NOT NULL, key_id TEXT NOT NULL, route TEXT NOT NULL,
+    provider TEXT NOT NULL, model TEXT NOT NULL, status INTEGER NOT NULL, stream INTEGER NOT NULL, cache TEXT NOT NULL,
+    requests INTEGER NOT NULL, input_tokens INTEGER, output_tokens INTEGER, cached_tokens INTEGER,
+    cost_usd REAL, unknown_cost_requests INTEGER NOT NULL, latency_ms_sum REAL NOT NULL, latency_ms_max REAL NOT NULL,
+    PRIMARY KEY (minute, agent, team, key_id, route, provider, model, status, stream, cache)) WITHOUT ROWID;
+    INSERT INTO usage_rollup VALUES (${T0}, 'analyst', 'finance', 'key_1', 'gpt', 'oai', 'gpt-4o', 200, 0, '', 3, 300, 60, 30, 0.05, 0, 30, 10);`);
+  const u = new UsageRecorder(db);
+  assert.deepEqual(u.summary('agent', T0).map((r) => [r.requests, r.cache_read_tokens, r.cache_write_tokens]), [[3, 30, 0]], 'the old row: no writes counted, read as 0');
+  u.record(call({ cacheWriteTokens: 500 }));
+  u.flush();
+  assert.deepEqual(u.summary('agent', T0).map((r) => [r.requests, r.cache_read_tokens, r.cache_write_tokens]), [[4, 30, 500]], 'the same row takes the new write');
+  new UsageRecorder(db); // opening again: the column is there, nothing to do
 });
 
 const LEGACY_USAGE = `CREATE TABLE usage (

@@ -132,9 +132,11 @@ export const extraCommands: Record<string, Command> = {
       // Fleet (AAM_DATABASE_URL): every replica's rollups in PostgreSQL; otherwise this data dir's.
       const rows = await withUsage(g.data, (usage) => usage.summary(by as 'agent', since(values.since)));
       if (values.json) { out(JSON.stringify(rows, null, 2)); return 0; }
-      out([by.toUpperCase().padEnd(28), 'REQUESTS'.padStart(9), 'IN_TOK'.padStart(10), 'OUT_TOK'.padStart(10), 'COST_USD'.padStart(12), 'UNKNOWN'.padStart(8)].join(' '));
+      // CACHE_READ / CACHE_WRITE: prompt-cache reads and writes, parts of IN_TOK priced apart.
+      out([by.toUpperCase().padEnd(28), 'REQUESTS'.padStart(9), 'IN_TOK'.padStart(10), 'OUT_TOK'.padStart(10), 'CACHE_READ'.padStart(10), 'CACHE_WRITE'.padStart(11), 'COST_USD'.padStart(12), 'UNKNOWN'.padStart(8)].join(' '));
       for (const r of rows) {
         out([String(r[by] ?? '-').padEnd(28), String(r.requests).padStart(9), String(r.input_tokens ?? 0).padStart(10), String(r.output_tokens ?? 0).padStart(10),
+          String(r.cache_read_tokens ?? 0).padStart(10), String(r.cache_write_tokens ?? 0).padStart(11),
           (r.cost_usd === null ? '-' : Number(r.cost_usd).toFixed(6)).padStart(12), String(r.unknown_cost_requests ?? 0).padStart(8)].join(' '));
       }
       return 0;

@@ -41,7 +41,7 @@ export function countCall(ctx: Ctx, identity: Identity, route: Route, call: Call
     agent: a.name || a.spiffeId, team: a.team ?? null, keyId: identity.keyId ?? null,
     route: route.name, provider: target?.provider.name ?? null, model: target?.model ?? null,
     inputTokens: usage?.inputTokens ?? null, outputTokens: usage?.outputTokens ?? null, cachedTokens: usage?.cachedTokens ?? null,
-    costUsd: cost, latencyMs, status, stream, cache,
+    cacheWriteTokens: usage?.cacheWriteTokens ?? null, costUsd: cost, latencyMs, status, stream, cache,
   });
   ctx.rt.metrics?.modelCall(a.name, a.team, route.name, target?.provider.name ?? '', status, latencyMs, usage, cost);
   ctx.span?.setAttributes(modelSpanAttributes({ operation, provider: target?.provider.type, route: route.name, requestModel: target?.model, inputTokens: usage?.inputTokens, outputTokens: usage?.outputTokens, costUsd: cost ?? undefined }));

@@ -20,7 +20,9 @@ export interface UsageRecord {
   model: string | null;
   inputTokens: number | null;
   outputTokens: number | null;
+  /** Prompt-cache reads and writes (parts of inputTokens). */
   cachedTokens: number | null;
+  cacheWriteTokens?: number | null;
   costUsd: number | null;
   latencyMs: number;
   status: number;
@@ -38,7 +40,7 @@ export const MINUTE_MS = 60_000;
 const SCHEMA = `CREATE TABLE IF NOT EXISTS usage_rollup (
     minute INTEGER NOT NULL, agent TEXT NOT NULL, team TEXT NOT NULL, key_id TEXT NOT NULL, route TEXT NOT NULL,
     provider TEXT NOT NULL, model TEXT NOT NULL, status INTEGER NOT NULL, stream INTEGER NOT NULL, cache TEXT NOT NULL,
-    requests INTEGER NOT NULL, input_tokens INTEGER, output_tokens INTEGER, cached_tokens INTEGER,
+    requests INTEGER NOT NULL, input_tokens INTEGER, output_tokens INTEGER, cached_tokens INTEGER, cache_write_tokens INTEGER,
     cost_usd REAL, unknown_cost_requests INTEGER NOT NULL, latency_ms_sum REAL NOT NULL, latency_ms_max REAL NOT NULL,
     PRIMARY KEY (minute, agent, team, key_id, route, provider, model, status, stream, cache)) WITHOUT ROWID;
   CREATE INDEX IF NOT EXISTS usage_rollup_agent ON usage_rollup(agent, minute);
@@ -47,10 +49,10 @@ const SCHEMA = `CREATE TABLE IF NOT EXISTS usage_rollup (
 // Sums that may be NULL ("nothing reported") add as NULL + x = x, NULL + NULL = NULL.
 const addNullable = (c: string) => `${c} = CASE WHEN excluded.${c} IS NULL THEN ${c} ELSE coalesce(${c}, 0) + excluded.${c} END`;
 const UPSERT = `INSERT INTO usage_rollup (minute, agent, team, key_id, route, provider, model, status, stream, cache, requests,
-    input_tokens, output_tokens, cached_tokens, cost_usd, unknown_cost_requests, latency_ms_sum, latency_ms_max)
-  VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+    input_tokens, output_tokens, cached_tokens, cache_write_tokens, cost_usd, unknown_cost_requests, latency_ms_sum, latency_ms_max)
+  VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
   ON CONFLICT DO UPDATE SET requests = requests + excluded.requests,
-    ${addNullable('input_tokens')}, ${addNullable('output_tokens')}, ${addNullable('cached_tokens')}, ${addNullable('cost_usd')},
+    ${addNullable('input_tokens')}, ${addNullable('output_tokens')}, ${addNullable('cached_tokens')}, ${addNullable('cache_write_tokens')}, ${addNullable('cost_usd')},
     unknown_cost_requests = unknown_cost_requests + excluded.unknown_cost_requests,
     latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, latency_ms_max = max(latency_ms_max, excluded.latency_ms_max)`;
 
@@ -68,6 +70,9 @@ const FOLD_LEGACY = `INSERT INTO usage_rollup (minute, agent, team, key_id, rout
     latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum, latency_ms_max = max(latency_ms_max, excluded.latency_ms_max);`;
 
 export { USAGE_GROUPINGS, type UsageGrouping } from '../store/types.ts';
+
+/** A day's totals in daily() (cache reads and writes: parts of input_tokens; 0 for rows from before they were counted). */
+interface DayTotals { requests: number; input_tokens: number; output_tokens: number; cache_read_tokens: number; cache_write_tokens: number; cost_usd: number; unknown_cost_requests: number }
 
 export class UsageRecorder {
   readonly #db: DatabaseSync;
@@ -89,6 +94,9 @@ export class UsageRecorder {
     this.#shared = opts.shared ?? null;
     transaction(db, () => {
       db.exec(SCHEMA);
+      // Rollups written before cache writes were counted: the column is added, their rows read as 0.
+      const cols = db.prepare('SELECT name FROM pragma_table_info(\'usage_rollup\')').all() as Array<{ name: string }>;
+      if (!cols.some((c) => c.name === 'cache_write_tokens')) db.exec('ALTER TABLE usage_rollup ADD COLUMN cache_write_tokens INTEGER');
       const legacy = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'usage'").get();
       if (legacy) {
         db.exec(FOLD_LEGACY);
@@ -110,7 +118,7 @@ export class UsageRecorder {
       a = {
         minute, agent: r.agent, team: r.team ?? '', keyId: r.keyId ?? '', route: r.route, provider: r.provider ?? '', model: r.model ?? '',
         status: r.status, stream: r.stream ? 1 : 0, cache: r.cache ?? '',
-        requests: 0, inputTokens: null, outputTokens: null, cachedTokens: null, costUsd: null, unknownCost: 0, latencySum: 0, latencyMax: 0,
+        requests: 0, inputTokens: null, outputTokens: null, cachedTokens: null, cacheWriteTokens: null, costUsd: null, unknownCost: 0, latencySum: 0, latencyMax: 0,
       };
       leaves.set(r.cache, a);
       this.#pending.push(a);
@@ -119,6 +127,7 @@ export class UsageRecorder {
     if (r.inputTokens !== null) a.inputTokens = (a.inputTokens ?? 0) + r.inputTokens;
     if (r.outputTokens !== null) a.outputTokens = (a.outputTokens ?? 0) + r.outputTokens;
     if (r.cachedTokens !== null) a.cachedTokens = (a.cachedTokens ?? 0) + r.cachedTokens;
+    if (r.cacheWriteTokens != null) a.cacheWriteTokens = (a.cacheWriteTokens ?? 0) + r.cacheWriteTokens;
     if (r.costUsd === null) a.unknownCost++;
     else a.costUsd = (a.costUsd ?? 0) + r.costUsd;
     a.latencySum += r.latencyMs;
@@ -147,7 +156,7 @@ export class UsageRecorder {
     transaction(this.#db, () => {
       for (const a of pending) {
         this.#upsert.run(a.minute, a.agent, a.team, a.keyId, a.route, a.provider, a.model, a.status, a.stream, a.cache, a.requests,
-          a.inputTokens, a.outputTokens, a.cachedTokens, a.costUsd, a.unknownCost, a.latencySum, a.latencyMax);
+          a.inputTokens, a.outputTokens, a.cachedTokens, a.cacheWriteTokens, a.costUsd, a.unknownCost, a.latencySum, a.latencyMax);
       }
     });
     this.#shared?.add(pending);
@@ -166,15 +175,16 @@ export class UsageRecorder {
   summary(by: UsageGrouping, since: number): Array<Record<string, unknown>> {
     const col = usageGroupColumn(by);
     return this.#db.prepare(`SELECT ${col} AS ${by}, sum(requests) AS requests, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+      coalesce(sum(cached_tokens), 0) AS cache_read_tokens, coalesce(sum(cache_write_tokens), 0) AS cache_write_tokens,
       round(sum(cost_usd), 6) AS cost_usd, sum(unknown_cost_requests) AS unknown_cost_requests, sum(CASE WHEN cache = 'hit' THEN requests ELSE 0 END) AS cache_hits
       FROM usage_rollup WHERE minute >= ? GROUP BY ${col} ORDER BY cost_usd DESC`).all(minuteOf(since)) as Array<Record<string, unknown>>;
   }
 
   /** Per UTC day since `since`: requests, tokens and cost per agent/team/model/route (spend over time). */
-  daily(by: UsageGrouping, since: number): Array<{ day: string; key: string; requests: number; input_tokens: number; output_tokens: number; cost_usd: number; unknown_cost_requests: number }> {
+  daily(by: UsageGrouping, since: number): Array<{ day: string; key: string } & DayTotals> {
     const rows = this.#db.prepare(`SELECT (minute / 86400000) * 86400000 AS d, ${by === 'key' ? 'key_id' : by} AS k, sum(requests) AS requests, coalesce(sum(input_tokens), 0) AS input_tokens,
-      coalesce(sum(output_tokens), 0) AS output_tokens, round(coalesce(sum(cost_usd), 0), 6) AS cost_usd, sum(unknown_cost_requests) AS unknown_cost_requests
-      FROM usage_rollup WHERE minute >= ? GROUP BY d, k ORDER BY d, k`).all(minuteOf(since)) as Array<{ d: number; k: string; requests: number; input_tokens: number; output_tokens: number; cost_usd: number; unknown_cost_requests: number }>;
+      coalesce(sum(output_tokens), 0) AS output_tokens, coalesce(sum(cached_tokens), 0) AS cache_read_tokens, coalesce(sum(cache_write_tokens), 0) AS cache_write_tokens, round(coalesce(sum(cost_usd), 0), 6) AS cost_usd, sum(unknown_cost_requests) AS unknown_cost_requests
+      FROM usage_rollup WHERE minute >= ? GROUP BY d, k ORDER BY d, k`).all(minuteOf(since)) as unknown as Array<{ d: number; k: string } & DayTotals>;
     return rows.map(({ d, k, ...r }) => ({ day: new Date(d).toISOString().slice(0, 10), key: k, ...r }));
   }
 }

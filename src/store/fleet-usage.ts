@@ -9,19 +9,19 @@ import { usageGroupColumn, type UsageGrouping, type UsageRollupRow } from './typ
 const MAX_BACKLOG = 600;
 
 const COLUMNS = ['minute', 'agent', 'team', 'key_id', 'route', 'provider', 'model', 'status', 'stream', 'cache', 'requests',
-  'input_tokens', 'output_tokens', 'cached_tokens', 'cost_usd', 'unknown_cost_requests', 'latency_ms_sum', 'latency_ms_max'] as const;
+  'input_tokens', 'output_tokens', 'cached_tokens', 'cache_write_tokens', 'cost_usd', 'unknown_cost_requests', 'latency_ms_sum', 'latency_ms_max'] as const;
 const addNullable = (c: string) => `${c} = CASE WHEN excluded.${c} IS NULL THEN usage_rollup.${c} ELSE coalesce(usage_rollup.${c}, 0) + excluded.${c} END`;
 const ON_CONFLICT = `ON CONFLICT (minute, agent, team, key_id, route, provider, model, status, stream, cache) DO UPDATE SET
-  requests = usage_rollup.requests + excluded.requests, ${['input_tokens', 'output_tokens', 'cached_tokens', 'cost_usd'].map(addNullable).join(', ')},
+  requests = usage_rollup.requests + excluded.requests, ${['input_tokens', 'output_tokens', 'cached_tokens', 'cache_write_tokens', 'cost_usd'].map(addNullable).join(', ')},
   unknown_cost_requests = usage_rollup.unknown_cost_requests + excluded.unknown_cost_requests,
   latency_ms_sum = usage_rollup.latency_ms_sum + excluded.latency_ms_sum, latency_ms_max = greatest(usage_rollup.latency_ms_max, excluded.latency_ms_max)`;
 
 const dbRow = (a: UsageRollupRow) => ({
   minute: a.minute, agent: a.agent, team: a.team, key_id: a.keyId, route: a.route, provider: a.provider, model: a.model, status: a.status,
   stream: a.stream, cache: a.cache, requests: a.requests, input_tokens: a.inputTokens, output_tokens: a.outputTokens, cached_tokens: a.cachedTokens,
-  cost_usd: a.costUsd, unknown_cost_requests: a.unknownCost, latency_ms_sum: a.latencySum, latency_ms_max: a.latencyMax,
+  cache_write_tokens: a.cacheWriteTokens, cost_usd: a.costUsd, unknown_cost_requests: a.unknownCost, latency_ms_sum: a.latencySum, latency_ms_max: a.latencyMax,
 });
-interface DayTotals { requests: number; input_tokens: number; output_tokens: number; cost_usd: number; unknown_cost_requests: number }
+interface DayTotals { requests: number; input_tokens: number; output_tokens: number; cache_read_tokens: number; cache_write_tokens: number; cost_usd: number; unknown_cost_requests: number }
 
 /** Queries count from the start of the minute holding `since`, as the embedded store does (rollups are per minute). */
 const minuteStart = (since: number): number => Math.floor(since / 60_000) * 60_000;
@@ -66,7 +66,8 @@ export class FleetUsage {
   async summary(by: UsageGrouping, since: number): Promise<Array<Record<string, unknown>>> {
     const col = usageGroupColumn(by);
     return this.#sql.unsafe(`SELECT ${col} AS ${by}, sum(requests)::float8 AS requests, sum(input_tokens)::float8 AS input_tokens,
-      sum(output_tokens)::float8 AS output_tokens, round(sum(cost_usd)::numeric, 6)::float8 AS cost_usd,
+      sum(output_tokens)::float8 AS output_tokens, coalesce(sum(cached_tokens), 0)::float8 AS cache_read_tokens,
+      coalesce(sum(cache_write_tokens), 0)::float8 AS cache_write_tokens, round(sum(cost_usd)::numeric, 6)::float8 AS cost_usd,
       sum(unknown_cost_requests)::float8 AS unknown_cost_requests, sum(CASE WHEN cache = 'hit' THEN requests ELSE 0 END)::float8 AS cache_hits
       FROM usage_rollup WHERE minute >= $1 GROUP BY 1 ORDER BY cost_usd DESC NULLS LAST`, [minuteStart(since)]);
   }
@@ -81,6 +82,7 @@ export class FleetUsage {
   async daily(by: UsageGrouping, since: number): Promise<Array<{ day: string; key: string } & DayTotals>> {
     const rows = await this.#sql.unsafe<Array<{ d: string; k: string } & DayTotals>>(`SELECT (minute / 86400000) * 86400000 AS d, ${by === 'key' ? 'key_id' : by} AS k, sum(requests)::float8 AS requests,
       coalesce(sum(input_tokens), 0)::float8 AS input_tokens, coalesce(sum(output_tokens), 0)::float8 AS output_tokens,
+      coalesce(sum(cached_tokens), 0)::float8 AS cache_read_tokens, coalesce(sum(cache_write_tokens), 0)::float8 AS cache_write_tokens,
       round(coalesce(sum(cost_usd), 0)::numeric, 6)::float8 AS cost_usd, sum(unknown_cost_requests)::float8 AS unknown_cost_requests
       FROM usage_rollup WHERE minute >= $1 GROUP BY 1, 2 ORDER BY 1, 2`, [minuteStart(since)]);
     return rows.map(({ d, k, ...r }) => ({ day: new Date(Number(d)).toISOString().slice(0, 10), key: k, ...r }));

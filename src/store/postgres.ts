@@ -131,6 +131,12 @@ export const MIGRATIONS: readonly Migration[] = [
     // awaited), rows are never deleted, and verify names a signed chain whose row is gone.
     sql: `ALTER TABLE audit_events DROP CONSTRAINT IF EXISTS audit_events_replica_fkey;`,
   },
+  {
+    version: 13, name: 'usage rollups count prompt-cache writes',
+    // Cache writes (Anthropic's cache_creation_input_tokens, Bedrock's cacheWriteInputTokens) beside
+    // the reads (cached_tokens); rows written before have NULL, read as 0.
+    sql: `ALTER TABLE usage_rollup ADD COLUMN cache_write_tokens bigint;`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;

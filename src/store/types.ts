@@ -290,7 +290,9 @@ export interface UsageRollupRow {
   agent: string; team: string; keyId: string; route: string; provider: string; model: string;
   status: number; stream: number; cache: string;
   requests: number;
-  inputTokens: number | null; outputTokens: number | null; cachedTokens: number | null;
+  inputTokens: number | null; outputTokens: number | null;
+  /** Prompt-cache reads and writes (parts of inputTokens). */
+  cachedTokens: number | null; cacheWriteTokens: number | null;
   costUsd: number | null;
   unknownCost: number;
   latencySum: number;
