@@ -10,13 +10,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fleetStore, privateRedis, startReplicas, type FleetTestStore, type PrivateRedis, type Replicas } from './helpers/fleet.ts';
 import { doc, yaml } from './helpers/gateway.ts';
-import { until } from './helpers/e2e.ts';
+import { until, listenLoopback, closeAll } from './helpers/e2e.ts';
 import { sseMessages } from './helpers/mcp.ts';
 
 const VERSION = '2026-07-28';
@@ -64,8 +63,7 @@ async function startUpstream(): Promise<string> {
     }
     return reply(404, { error: { code: -32601, message: `Method not found: ${body.method}` } });
   });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
-  return `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/mcp`;
+  return listenLoopback(upstream, '/mcp');
 }
 
 before(async () => {
@@ -85,9 +83,7 @@ before(async () => {
 });
 
 after(async () => {
-  await fleet?.close();
-  upstream?.closeAllConnections();
-  await new Promise((r) => upstream?.close(r));
+  await closeAll(fleet, upstream);
   await store?.drop();
   await redis?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });

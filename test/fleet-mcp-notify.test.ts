@@ -12,13 +12,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fleetStore, startReplicas, type FleetTestStore, type Replicas } from './helpers/fleet.ts';
 import { doc, yaml } from './helpers/gateway.ts';
-import { until } from './helpers/e2e.ts';
+import { until, listenLoopback, closeAll } from './helpers/e2e.ts';
 import { startHttpFixture, type RunningFixture } from './fixtures/mcp-accounts/upstream.ts';
 import { sseMessages } from './helpers/mcp.ts';
 
@@ -54,8 +53,7 @@ async function startModern(): Promise<string> {
     }
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: body.id, error: { code: -32601, message: 'no such method' } }));
   });
-  await new Promise<void>((r) => modern.listen(0, '127.0.0.1', r));
-  return `http://127.0.0.1:${(modern.address() as AddressInfo).port}/mcp`;
+  return listenLoopback(modern, '/mcp');
 }
 
 before(async () => {
@@ -76,10 +74,7 @@ before(async () => {
 });
 
 after(async () => {
-  await fleet?.close();
-  await upstream?.close();
-  modern?.closeAllConnections();
-  await new Promise((r) => modern?.close(r));
+  await closeAll(fleet, upstream, modern);
   await store?.drop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });

@@ -10,12 +10,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { connectClient, mcpSchemaCheck, serversReady, sseMessages, textOf, toolEvents, ADMIN_TOKEN, type SchemaCheck } from './helpers/mcp.ts';
 import { issueAgentSvid } from '../src/identity/issue.ts';
 import { stdioServerDoc } from './fixtures/mcp-accounts/upstream.ts';
+import { listenLoopback, closeAll } from './helpers/e2e.ts';
 
 const VERSION = '2026-07-28';
 const SECRET = 'extras-upstream-secret-NEEDLE-7a6b5c';
@@ -148,8 +148,7 @@ async function startUpstream(): Promise<string> {
     }
     return reply(404, { error: { code: -32601, message: `Method not found: ${body.method}` } });
   });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
-  return `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/mcp`;
+  return listenLoopback(upstream, '/mcp');
 }
 
 interface Sent { status: number; body: { id?: unknown; result?: Record<string, unknown>; error?: { code: number; message: string; data?: Record<string, unknown> } } }
@@ -219,11 +218,7 @@ before(async () => {
   await serversReady(gw);
 });
 
-after(async () => {
-  await gw?.close();
-  upstream?.closeAllConnections();
-  await new Promise((r) => upstream?.close(r));
-});
+after(() => closeAll(gw, upstream));
 
 test('RFC 8707: a token for /mcp/alpha (its resource) is accepted there and nowhere else; the client token never goes upstream', async () => {
   const resource = `${gw.url}/mcp/alpha`;

@@ -7,12 +7,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { CallToolRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, ReadResourceRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { connectClient, mcpSchemaCheck, serversReady, textOf, ADMIN_TOKEN, type SchemaCheck } from './helpers/mcp.ts';
+import { listenLoopback, closeAll } from './helpers/e2e.ts';
 
 const SECRET = 'upstream-secret-NEEDLE-5f4e3d2c1b0a';
 const VERSION = '2026-07-28';
@@ -57,8 +57,7 @@ async function startLegacyUpstream(): Promise<string> {
     await server.connect(transport);
     await transport.handleRequest(req, res, body);
   });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
-  return `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/mcp`;
+  return listenLoopback(upstream, '/mcp');
 }
 
 /**
@@ -90,8 +89,7 @@ async function startModernUpstream(): Promise<string> {
     if (body.method === 'tools/call' && name === 'whoami') return ok({ content: [{ type: 'text', text: `token ${req.headers.authorization}` }] });
     return reply(404, { error: { code: -32601, message: `Method not found: ${body.method}` } });
   });
-  await new Promise<void>((r) => modernUpstream.listen(0, '127.0.0.1', r));
-  return `http://127.0.0.1:${(modernUpstream.address() as AddressInfo).port}/mcp`;
+  return listenLoopback(modernUpstream, '/mcp');
 }
 
 let check: SchemaCheck = () => {};
@@ -139,12 +137,7 @@ before(async () => {
   await serversReady(gw);
 });
 
-after(async () => {
-  await gw?.close();
-  await new Promise((r) => upstream?.close(r));
-  modernUpstream?.closeAllConnections();
-  await new Promise((r) => modernUpstream?.close(r));
-});
+after(() => closeAll(gw, upstream, modernUpstream));
 
 test('server/discover answers both generations on /mcp and /mcp/<server>, without a session', async () => {
   for (const path of ['/mcp', '/mcp/legacy']) {

@@ -8,7 +8,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import {
@@ -18,6 +17,7 @@ import {
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { connectClient, mcpSchemaCheck, rpcError, serversReady, sseMessages, textOf, toolEvents, ADMIN_TOKEN, type SchemaCheck } from './helpers/mcp.ts';
+import { listenLoopback, closeAll } from './helpers/e2e.ts';
 
 const SECRET = 'complog-upstream-secret-NEEDLE-3c2b1a';
 const VERSION = '2026-07-28';
@@ -71,8 +71,7 @@ async function startLegacy(): Promise<string> {
     await server.connect(transport);
     await transport.handleRequest(req, res, body);
   });
-  await new Promise<void>((r) => legacyUp.listen(0, '127.0.0.1', r));
-  return `http://127.0.0.1:${(legacyUp.address() as AddressInfo).port}/mcp`;
+  return listenLoopback(legacyUp, '/mcp');
 }
 
 /** A 2026-07-28 server from the spec: completions, and log messages on a request's own stream when its _meta asks for them. */
@@ -108,8 +107,7 @@ async function startModern(): Promise<string> {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(msg({ id: body.id, error: { code: -32601, message: `Method not found: ${body.method}` } }));
   });
-  await new Promise<void>((r) => modernUp.listen(0, '127.0.0.1', r));
-  return `http://127.0.0.1:${(modernUp.address() as AddressInfo).port}/mcp`;
+  return listenLoopback(modernUp, '/mcp');
 }
 
 interface Sent { status: number; type: string; messages: Array<Record<string, any>> }
@@ -154,13 +152,7 @@ before(async () => {
   await serversReady(gw);
 });
 
-after(async () => {
-  await gw?.close();
-  legacyUp?.closeAllConnections();
-  modernUp?.closeAllConnections();
-  await new Promise((r) => legacyUp?.close(r));
-  await new Promise((r) => modernUp?.close(r));
-});
+after(() => closeAll(gw, legacyUp, modernUp));
 
 /** A session whose log messages are collected. */
 async function session(k = key, path = '/mcp'): Promise<{ client: Client; logs: LoggingMessageNotification['params'][]; close(): Promise<void> }> {

@@ -8,11 +8,10 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { ADMIN_TOKEN, mcpSchemaCheck, serversReady, sseMessages, type SchemaCheck } from './helpers/mcp.ts';
-import { until } from './helpers/e2e.ts';
+import { until, listenLoopback, closeAll } from './helpers/e2e.ts';
 
 const VERSION = '2026-07-28';
 const N = 500;
@@ -56,8 +55,7 @@ async function startUpstream(): Promise<string> {
     res.writeHead(404, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, error: { code: -32601, message: `Method not found: ${body.method}` } }));
   });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
-  return `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/mcp`;
+  return listenLoopback(upstream, '/mcp');
 }
 
 let config = '';
@@ -75,11 +73,7 @@ before(async () => {
   await serversReady(gw);
 });
 
-after(async () => {
-  await gw?.close();
-  upstream?.closeAllConnections();
-  await new Promise((r) => upstream?.close(r));
-});
+after(() => closeAll(gw, upstream));
 
 type Body = { result?: Record<string, any>; error?: { code: number; message: string } };
 /** A raw 2026-07-28 request to /mcp/wide. */

@@ -7,11 +7,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server as HttpServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { McpError } from '@modelcontextprotocol/sdk/types.js';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { ADMIN_TOKEN, connectClient, mcpSchemaCheck, serversReady, type SchemaCheck } from './helpers/mcp.ts';
+import { listenLoopback, closeAll } from './helpers/e2e.ts';
 
 const VERSION = '2026-07-28';
 const PAGE = 200;
@@ -46,8 +46,7 @@ async function startUpstream(name: string): Promise<string> {
     res.end(JSON.stringify({ jsonrpc: '2.0', id: body.id, error: { code: -32601, message: `Method not found: ${body.method}` } }));
   });
   upstreams.push(upstream);
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
-  return `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/mcp`;
+  return listenLoopback(upstream, '/mcp');
 }
 
 before(async () => {
@@ -64,11 +63,7 @@ before(async () => {
   client = (await connectClient(gw, key)).client;
 });
 
-after(async () => {
-  await client?.close();
-  await gw?.close();
-  for (const u of upstreams) { u.closeAllConnections(); await new Promise((r) => u.close(r)); }
-});
+after(() => closeAll(client, gw, ...upstreams));
 
 /** What /mcp lists: every item of both servers, named <server>__<name> for prompts. */
 const expected = (f: (server: string, id: string) => string) => Object.keys(SIZES).flatMap((server) =>

@@ -9,7 +9,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createUpstream, listenBackoff, type Upstream } from '../src/tools/upstream.ts';
 import { GATEWAY_IDENTITY, type ToolDeps } from '../src/tools/types.ts';
-import { until } from './helpers/e2e.ts';
+import { until, closeAll } from './helpers/e2e.ts';
 
 const MIN = 200;
 const MAX = 1600;
@@ -50,11 +50,7 @@ const deps = { log: { info: noop, warn: noop, error: noop }, audit: { record: no
 const open: Array<{ up: Upstream; f: Flaky }> = [];
 
 after(async () => {
-  for (const { up, f } of open) {
-    await up.close();
-    f.server.closeAllConnections();
-    await new Promise((r) => f.server.close(r));
-  }
+  for (const { up, f } of open) await closeAll(up, f.server);
 });
 
 async function listening(): Promise<Flaky> {

@@ -18,7 +18,7 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { PromptListChangedNotificationSchema, ResourceListChangedNotificationSchema, ResourceUpdatedNotificationSchema, ToolListChangedNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { serversReady, sseMessages, ADMIN_TOKEN } from './helpers/mcp.ts';
-import { until } from './helpers/e2e.ts';
+import { until, listenLoopback, closeAll } from './helpers/e2e.ts';
 
 const VERSION = '2026-07-28';
 /** aam keeps listening for a session this long after its stream closed (AAM_MCP_STREAM_GRACE). */
@@ -68,8 +68,7 @@ async function startUpstream(): Promise<string> {
     }
     return reply(404, { error: { code: -32601, message: `Method not found: ${body.method}` } });
   });
-  await new Promise<void>((r) => upstream.listen(0, '127.0.0.1', r));
-  return `http://127.0.0.1:${(upstream.address() as AddressInfo).port}/mcp`;
+  return listenLoopback(upstream, '/mcp');
 }
 
 /** A TCP proxy to aam whose connections can be cut (a network blip) and refused for a while. */
@@ -116,9 +115,7 @@ before(async () => {
 after(async () => {
   proxy?.cut();
   await new Promise((r) => proxy?.server.close(r));
-  await gw?.close();
-  upstream?.closeAllConnections();
-  await new Promise((r) => upstream?.close(r));
+  await closeAll(gw, upstream);
 });
 
 interface Session { client: Client; transport: StreamableHTTPClientTransport; heard: string[] }

@@ -12,6 +12,7 @@ import { createServer, type Server as HttpServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { ADMIN_TOKEN, mcpSchemaCheck, serversReady, toolEvents, type SchemaCheck } from './helpers/mcp.ts';
+import { closeAll } from './helpers/e2e.ts';
 
 const VERSION = '2026-07-28';
 const TASKS = { extensions: { 'io.modelcontextprotocol/tasks': {} } };
@@ -54,11 +55,7 @@ before(async () => {
   await serversReady(gw);
 });
 
-after(async () => {
-  await gw?.close();
-  upstream?.closeAllConnections();
-  await new Promise((r) => upstream?.close(r));
-});
+after(() => closeAll(gw, upstream));
 
 type Sent = { status: number; body: { result?: Record<string, any>; error?: { code: number; message: string; data?: Record<string, any> } } };
 const admin = async (method: string, path: string): Promise<{ status: number; json: Record<string, any> }> => {

@@ -1,6 +1,6 @@
 // Small shared helpers for the e2e-*.test.ts files: raw chat calls (status, headers, request id),
 // audit lookups by request id, tiny local HTTP servers, free ports and CLI runs.
-import { createServer, type IncomingMessage, type ServerResponse, type Server } from 'node:http';
+import { createServer, Server, type IncomingMessage, type ServerResponse } from 'node:http';
 import { spawn } from 'node:child_process';
 import type { AddressInfo } from 'node:net';
 import { flushCompileCache } from 'node:module';
@@ -66,6 +66,23 @@ export async function localServer(handler: (req: IncomingMessage, res: ServerRes
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, server,
     close: () => { server.closeAllConnections(); return new Promise<void>((r) => server.close(() => r())); },
   };
+}
+
+/** Start a test's own server on a free loopback port: its base URL, plus `path` (an upstream's '/mcp'). */
+export async function listenLoopback(server: Server, path = ''): Promise<string> {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}${path}`;
+}
+
+/**
+ * A test's teardown: each in the order given (the gateway before the upstreams it holds streams
+ * to), an HTTP server with its open connections (SSE streams) cut first; undefined ones (a
+ * before() that failed early) are skipped.
+ */
+export async function closeAll(...things: Array<Server | { close(): unknown } | undefined>): Promise<void> {
+  for (const t of things) {
+    if (t instanceof Server) { t.closeAllConnections(); await new Promise((r) => t.close(r)); } else await t?.close();
+  }
 }
 
 /** A port that was free a moment ago (listen on 0, close). */
