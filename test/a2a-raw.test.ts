@@ -144,6 +144,7 @@ test('a2a raw: stream events that carry a secret are redacted while their neighb
   assert.ok(!decoded[4].includes(SECRET) && decoded[4].includes('REDACTED'), decoded[4]);
   // The key written twice: the caller gets the value aam read, not the half it never checked.
   assert.ok(!frames[5].includes(SECRET.slice(HALF)), frames[5]);
-  assert.deepEqual(texts(JSON.parse(frames[5])), [`key ${SECRET.slice(0, HALF)}`, 'harmless']);
+  // (The half it did check, which could begin the secret, moved on to the artifact's next text part: a2a/chunks.ts.)
+  assert.equal(texts(JSON.parse(frames[5])).join(''), `key ${SECRET.slice(0, HALF)}harmless`);
   assert.ok(!r.text.includes(SECRET), r.text);
 });

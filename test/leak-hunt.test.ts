@@ -42,6 +42,8 @@ const ALL: Secret[] = Object.entries(SECRETS).map(([name, value]) => ({ name, va
 const STDIO_SERVER = fileURLToPath(new URL('./helpers/leak-stdio-server.ts', import.meta.url));
 
 const TEXT = Object.keys(TEXT_FORMS);
+/** An A2A artifact streamed in chunks the caller appends, the secret cut across them (two chunks, the b64 form, three). */
+const SPLIT_CHUNKS = [...SPLIT_DELTA, 'split-chunks3'];
 const MARKER = /\[REDACTED:[a-z-]+(,[a-z-]+)*\]/;
 
 let up: LeakUpstream;
@@ -81,14 +83,34 @@ async function httpTool(i: Instruction): Promise<unknown[]> {
   return [await r.text()];
 }
 
-/** An A2A SendMessage / SendStreamingMessage through /a2a/<agent>: the body, or every SSE event. */
+/**
+ * The artifacts of an A2A stream as its caller assembles them: each chunk's parts appended to the
+ * artifact with its id (`append`), else replacing it; each artifact's text parts joined.
+ */
+function joinedArtifacts(sse: string): string[] {
+  const parts = new Map<string, string[]>();
+  for (const line of sse.split('\n')) {
+    if (!line.startsWith('data: ')) continue;
+    let ev: { result?: { artifactUpdate?: unknown }; artifactUpdate?: unknown };
+    try { ev = JSON.parse(line.slice('data: '.length)); } catch { continue; }
+    const au = (ev.result?.artifactUpdate ?? ev.artifactUpdate) as { append?: boolean; artifact?: { artifactId?: string; parts?: Array<{ text?: unknown }> } } | undefined;
+    if (!au?.artifact) continue;
+    const id = String(au.artifact.artifactId);
+    const texts = (au.artifact.parts ?? []).map((p) => (typeof p.text === 'string' ? p.text : ''));
+    parts.set(id, au.append ? [...parts.get(id) ?? [], ...texts] : texts);
+  }
+  return [...parts.values()].map((t) => t.join(''));
+}
+
+/** An A2A SendMessage / SendStreamingMessage through /a2a/<agent>: the body, or every SSE event (and the artifacts they join to). */
 const a2aCall = (agent: string) => async (i: Instruction): Promise<unknown[]> => {
   const stream = i.channel === 'stream';
   const r = await cap.fetch(`${gw.url}/a2a/${agent}`, {
     method: 'POST', headers: { authorization: `Bearer ${key()}`, 'content-type': 'application/json', 'a2a-version': '1.0', ...(stream ? { accept: 'text/event-stream' } : {}) },
     body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: stream ? 'SendStreamingMessage' : 'SendMessage', params: { message: { messageId: 'h1', role: 'ROLE_USER', parts: [{ text: instruction(i) }], metadata: { skill: 'echo' } } } }),
   });
-  return [await r.text()];
+  const text = await r.text();
+  return stream ? [text, ...joinedArtifacts(text)] : [text];
 };
 
 /** An A2A callee's agent card through aam (fetched with aam's credential for the callee, rewritten). */
@@ -106,7 +128,8 @@ async function a2aRestCall(i: Instruction): Promise<unknown[]> {
     method: 'POST', headers: { authorization: `Bearer ${key()}`, 'content-type': 'application/json', 'a2a-version': '1.0', ...(stream ? { accept: 'text/event-stream' } : {}) },
     body: JSON.stringify({ message: { messageId: 'h1', role: 'ROLE_USER', parts: [{ text: instruction(i) }], metadata: { skill: 'echo' } } }),
   });
-  return [await r.text()];
+  const text = await r.text();
+  return stream ? [text, ...joinedArtifacts(text)] : [text];
 }
 
 /** The caller's push webhook: what each row's notification delivered (headers and bytes), by row tag. */
@@ -350,16 +373,16 @@ const PLANES: Plane[] = [
     channels: { body: [...TEXT, ...SPLIT_TCP, ...BINARY], text: TEXT, header: TEXT, error: [...TEXT, 'split-tcp@mid', 'gzip'] } },
   // An A2A agent echoing aam's credential for it: in its answer, its stream events, its JSON-RPC errors, its headers (not passed on).
   { name: 'a2a', call: a2aCall('leaky-agent'), shows: (c) => c !== 'header',
-    channels: { body: [...TEXT, 'split-parts@mid', ...SPLIT_TCP], stream: [...TEXT, ...SPLIT_TCP], error: [...TEXT, 'split-tcp@mid'], header: TEXT } },
+    channels: { body: [...TEXT, 'split-parts@mid', ...SPLIT_TCP], stream: [...TEXT, ...SPLIT_TCP, ...SPLIT_CHUNKS], error: [...TEXT, 'split-tcp@mid'], header: TEXT } },
   // The agent's push notification, posted on by aam to the caller's webhook (the door's request side).
   { name: 'a2a push notifications', call: a2aPushCall, shows: () => true,
     channels: { push: [...TEXT, ...SPLIT_PARTS, 'split-tcp@mid'] } },
   { name: 'a2a http+json', call: a2aRestCall, shows: (c) => c !== 'header',
-    channels: { body: [...TEXT, 'split-parts@mid', ...SPLIT_TCP], stream: [...TEXT, ...SPLIT_TCP], error: [...TEXT, 'split-tcp@mid'], header: TEXT } },
+    channels: { body: [...TEXT, 'split-parts@mid', ...SPLIT_TCP], stream: [...TEXT, ...SPLIT_TCP, ...SPLIT_CHUNKS], error: [...TEXT, 'split-tcp@mid'], header: TEXT } },
   // The same agent behind a query-style credential (kind: query, inject.query: on the URL of every
   // call aam makes for the caller): in its answer, stream events, errors, headers, and its agent card.
   { name: 'a2a query credential', call: a2aCall('leaky-query-agent'), shows: (c) => c !== 'header',
-    channels: { body: [...TEXT, 'split-parts@mid', ...SPLIT_TCP], stream: [...TEXT, ...SPLIT_TCP], error: [...TEXT, 'split-tcp@mid'], header: TEXT } },
+    channels: { body: [...TEXT, 'split-parts@mid', ...SPLIT_TCP], stream: [...TEXT, ...SPLIT_TCP, ...SPLIT_CHUNKS], error: [...TEXT, 'split-tcp@mid'], header: TEXT } },
   { name: 'a2a query credential card', call: () => a2aCard('leaky-query-agent'), shows: () => true, noUpstreamCount: true, channels: { card: ['all-text-forms'] } },
   // A stdio MCP server that prints its credential to stderr: aam logs those lines.
   { name: 'mcp stdio server', shows: () => true, noUpstreamCount: true, wholeLog: true, marker: /\[REDACTED:stdio-key\]/, channels: { 'stderr (log)': ['all-text-forms'] },

@@ -22,6 +22,7 @@ import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
 import { idsIn } from './tasks.ts';
 import { passesRaw } from './raw.ts';
+import { ArtifactText, isArtifactUpdate } from './chunks.ts';
 import { StoreUnavailable, type TaskIds } from '../store/types.ts';
 import { restFromAam, restFromRpc, restOp } from './rest.ts';
 import { PushRoutes, pinnedDispatcher, pushConfigIn, pushDestination, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
@@ -401,7 +402,19 @@ export function createA2aGateway(): A2aGateway {
     // scrubber, one chunk of the response's framing), not one write per event.
     let out = '';
     const flush = (): void => { if (out) { res.write(out); out = ''; keepalive?.refresh(); } };
-    const fail = (id: unknown, code: number, message: string, data?: { code: string; http_status?: number }) => { out += binding.failFrame(id, code, message, data); };
+    /**
+     * The text of artifacts sent chunk by chunk, scrubbed as one text each (chunks.ts): made at
+     * the stream's first artifact update. `lastId`: the JSON-RPC id of the callee's last event.
+     */
+    let joined: ArtifactText | null = null;
+    let lastId: unknown = null;
+    const held = (result: Record<string, unknown>): void => { out += binding.frame({ jsonrpc: '2.0', id: lastId, result }); };
+    /** What the artifacts hold, framed (before an error, and at the stream's end). */
+    const release = (): void => { joined?.end(held); };
+    const fail = (id: unknown, code: number, message: string, data?: { code: string; http_status?: number }) => {
+      release();
+      out += binding.failFrame(id, code, message, data);
+    };
     const bound = { tasks: new Set<string>(), contexts: new Set<string>() };
     const where = `a2a ${name} stream`;
     /** An event aam could not pass on: the stream ends with the error. */
@@ -417,6 +430,13 @@ export function createA2aGateway(): A2aGateway {
      */
     const framed = (ev: Record<string, unknown>, result: unknown, data: string, event: string | undefined): boolean => {
       if (result !== undefined) try { result = scrubAcross(ctx.rt.egress, result); } catch (e) { return refused(ev, e); }
+      lastId = ev.id;
+      if (joined !== null || isArtifactUpdate(result)) {
+        joined ??= new ArtifactText(ctx.rt.egress);
+        // An error ends the stream: what artifacts hold goes out before it.
+        if (ev.error !== undefined) joined.end(held);
+        else result = joined.pass(result, held);
+      }
       if (result !== ev.result) out += binding.frame({ ...ev, result }, event);
       else out += binding === JSONRPC && passesRaw(ctx.rt.egress, data, ev) ? sseFrame(data, event) : binding.frame(ev, event);
       return !(ev.error !== undefined && binding === REST);
@@ -483,6 +503,7 @@ export function createA2aGateway(): A2aGateway {
         body.destroy();
         fail(null, -32603, `agent "${name}" stream failed: ${(e as Error).message}`);
       }
+      release();
       // The last frames wait for the end (call() writes it): held in the corked socket, they leave with it in one write.
       res.socket?.cork();
       flush();

@@ -300,12 +300,25 @@ async function a2a(res: ServerResponse, id: unknown, ins: Instruction, secret: s
   if (channel === 'header') return send(res, 200, { ...json, ...echoHeaders(payload(form, secret, 'text')) }, rpcResult(id, message(['ok'])), form, secret);
   if (channel === 'stream') {
     const ev = (result: string) => `data: ${rpcResult(id, result)}\n\n`;
+    // The artifact in chunks the caller appends (split-delta: two cut inside the secret, the second
+    // the last chunk; split-chunks3: three, none the last, so the final status ends the artifact).
+    const chunks = artifactChunks(form, secret);
+    const flags = (i: number) => (i > 0 ? ',"append":true' : '') + (chunks.length > 1 && i === chunks.length - 1 && form !== 'split-chunks3' ? ',"lastChunk":true' : '');
     const body = ev(`{"task":{"id":"t1","contextId":"c1","status":{"state":"TASK_STATE_WORKING"}}}`)
-      + ev(`{"artifactUpdate":{"taskId":"t1","contextId":"c1","artifact":{"artifactId":"a1","parts":[{"text":"${p}"}]}}}`)
+      + chunks.map((c, i) => ev(`{"artifactUpdate":{"taskId":"t1","contextId":"c1","artifact":{"artifactId":"a1","parts":[{"text":"${c}"}]}${flags(i)}}}`)).join('')
       + ev(`{"statusUpdate":{"taskId":"t1","contextId":"c1","status":{"state":"TASK_STATE_COMPLETED"}}}`);
     return send(res, 200, { 'content-type': 'text/event-stream' }, body, form, secret);
   }
   return send(res, 200, json, rpcResult(id, message(deltas(form, secret))), form, secret);
+}
+
+/** An A2A artifact's chunks (JSON string literals): split-delta forms as two deltas, split-chunks3 cut in three inside the secret. */
+function artifactChunks(form: string, secret: string): string[] {
+  if (form !== 'split-chunks3') return deltas(form, secret);
+  const text = payload(form, secret, 'text');
+  const at = text.indexOf(secret);
+  const a = at + Math.floor(secret.length / 3), b = at + Math.floor((2 * secret.length) / 3);
+  return [text.slice(0, a), text.slice(a, b), text.slice(b)].map((t) => JSON.stringify(t).slice(1, -1));
 }
 
 // ---- MCP (Streamable HTTP, JSON-RPC by hand) ----

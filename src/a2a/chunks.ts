@@ -1,0 +1,152 @@
+// An artifact streamed chunk by chunk is one text to its caller. A callee may send an artifact in
+// pieces (TaskArtifactUpdateEvent: the first with the artifact, the next with `append: true`, the
+// last with `lastChunk: true`); the caller appends each chunk's parts to the artifact with the same
+// id (A2A v1, "append": "the content of this artifact should be appended to a previously sent
+// artifact with the same ID") and reads its text parts joined. A secret split across two chunks
+// (its first half at the end of one event's text, the rest at the start of the next) is not
+// contiguous in the SSE bytes, so neither the egress door nor scrubAcross (one event's parts) sees
+// it. Here the text parts of one artifact (same task, same artifactId) are scrubbed as one
+// character stream, as chat streams scrub their deltas (access/scrub-events.ts): what could be
+// the start of a secret is held back and prepended to the artifact's next text part. Held text
+// goes out with the chunk marked `lastChunk`, or, as an appended chunk of its own (`append: true`,
+// `lastChunk: true`), before the task's final status update, before an artifact with the same id
+// that replaces it (no `append`), before an error, and at the stream's end: nothing is lost or
+// repeated, and the caller's joined text is the callee's with secrets redacted.
+// Status updates are not joined (each replaces the task's status), nor are messages or task
+// snapshots (whole objects): scrubAcross covers the parts inside each.
+import type { ScrubSource } from '../access/egress.ts';
+import type { Scrubber, StreamScrubber } from '../credentials/scrub.ts';
+import { isObj } from '../lib/json.ts';
+
+type Obj = Record<string, unknown>;
+
+/** One artifact's text stream. */
+interface Run {
+  s: StreamScrubber;
+  taskId: unknown;
+  contextId: unknown;
+  artifactId: unknown;
+  /** The artifact was sent in the v0.3 shape (`kind: 'artifact-update'`, parts with `kind: 'text'`). */
+  v03: boolean;
+  /** The callee's last characters (fewer than the longest secret form): what an append after the end may complete. */
+  recent: string;
+}
+
+/** True when a stream event's result is an artifact update (then it goes through ArtifactText). */
+export function isArtifactUpdate(result: unknown): boolean {
+  return isObj(result) && (result.artifactUpdate !== undefined || result.kind === 'artifact-update');
+}
+
+/** The artifacts of one stream whose text is being relayed, and what each holds back. */
+export class ArtifactText {
+  readonly #src: ScrubSource;
+  /** The scrubber of this stream (taken at its first artifact: held text belongs to one scrubber). */
+  #sc: Scrubber | null = null;
+  readonly #runs = new Map<string, Run>();
+  /** The last characters of artifacts whose text has all gone out, by key: an append after that end is checked against them. */
+  readonly #ended = new Map<string, string>();
+
+  constructor(src: ScrubSource) { this.#src = src; }
+
+  /**
+   * The result as the caller gets it: the same object when no text changed; `emit` takes the
+   * results (an artifact's held text) to send before it.
+   */
+  pass(result: unknown, emit: (result: Obj) => void): unknown {
+    if (!isObj(result)) return result;
+    const au = isObj(result.artifactUpdate) ? result.artifactUpdate : result.kind === 'artifact-update' ? result : undefined;
+    if (au !== undefined) return this.#artifact(result, au, emit);
+    if (this.#runs.size === 0) return result;
+    const su = isObj(result.statusUpdate) ? result.statusUpdate : result.kind === 'status-update' ? result : undefined;
+    if (su !== undefined && isFinal(su)) {
+      for (const [key, run] of this.#runs) if (run.taskId === su.taskId) this.#flush(key, run, emit);
+    }
+    return result;
+  }
+
+  /** Everything held goes out (the stream ends, or ends with an error). */
+  end(emit: (result: Obj) => void): void {
+    for (const [key, run] of this.#runs) this.#flush(key, run, emit);
+  }
+
+  #artifact(result: Obj, au: Obj, emit: (result: Obj) => void): unknown {
+    const art = au.artifact;
+    if (!isObj(art) || !Array.isArray(art.parts)) return result;
+    this.#sc ??= this.#src.scrubber();
+    const sc = this.#sc;
+    if (sc.size === 0) return result;
+    const key = `${String(au.taskId)}\n${String(art.artifactId)}`;
+    const append = au.append === true;
+    let run = this.#runs.get(key);
+    // Without `append` the artifact replaces the one with its id: what the old one held goes out first.
+    if (run !== undefined && !append) { this.#flush(key, run, emit); run = undefined; }
+    // An append to an artifact whose text all went out: the start of a secret may be in what went.
+    let before = '';
+    if (run === undefined) {
+      if (append) before = this.#ended.get(key) ?? '';
+      this.#ended.delete(key);
+      run = { s: sc.stream((names) => this.#src.leaked(names)), taskId: au.taskId, contextId: au.contextId, artifactId: art.artifactId, v03: au === result, recent: '' };
+      this.#runs.set(key, run);
+    }
+    const parts = art.parts as unknown[];
+    const keep = sc.maxPatternLength - 1;
+    let out: unknown[] | undefined;
+    let last = -1;
+    for (let i = 0; i < parts.length; i++) {
+      const p = parts[i];
+      if (!isObj(p) || typeof p.text !== 'string') continue;
+      last = i;
+      let text = p.text;
+      run.recent = run.recent.length + text.length > keep ? (run.recent + text).slice(-keep) : run.recent + text;
+      if (before) { text = completing(this.#src, sc, before, text); before = ''; }
+      const o = run.s.push(text);
+      if (o !== p.text) (out ??= parts.slice())[i] = { ...p, text: o };
+    }
+    if (au.lastChunk === true) {
+      const rest = this.#close(key, run);
+      if (rest) {
+        out ??= parts.slice();
+        if (last >= 0) { const p = out[last] as Obj; out[last] = { ...p, text: (p.text as string) + rest }; } else out.push(textPart(rest, run.v03));
+      }
+    }
+    if (out === undefined) return result;
+    const update = { ...au, artifact: { ...art, parts: out } };
+    return au === result ? update : { ...result, artifactUpdate: update };
+  }
+
+  /** The artifact's held text, scrubbed; its stream ends. */
+  #close(key: string, run: Run): string {
+    this.#runs.delete(key);
+    this.#ended.set(key, run.recent);
+    return run.s.end();
+  }
+
+  /** The held text as an appended last chunk of its own, for `emit`. */
+  #flush(key: string, run: Run, emit: (result: Obj) => void): void {
+    const rest = this.#close(key, run);
+    if (!rest) return;
+    const update: Obj = { taskId: run.taskId, contextId: run.contextId, artifact: { artifactId: run.artifactId, parts: [textPart(rest, run.v03)] }, append: true, lastChunk: true };
+    emit(run.v03 ? { kind: 'artifact-update', ...update } : { artifactUpdate: update });
+  }
+}
+
+const textPart = (text: string, v03: boolean): Obj => (v03 ? { kind: 'text', text } : { text });
+
+/**
+ * `text` appended to an artifact whose last characters (`before`) already went out: the rest of a
+ * secret they begin is cut from it (the part that went out was not one on its own).
+ */
+function completing(src: ScrubSource, sc: Scrubber, before: string, text: string): string {
+  const r = sc.scrubJoined([before, text]);
+  if (r.leaked.length === 0) return text;
+  src.leaked(r.leaked);
+  return r.texts[1];
+}
+
+/** A status update after which the task's stream ends (completed, failed, canceled, rejected, input or auth required). */
+function isFinal(su: Obj): boolean {
+  if (su.final === true) return true;
+  const state = isObj(su.status) ? su.status.state : undefined;
+  if (typeof state === 'number') return state > 2;
+  return typeof state === 'string' && !/^(TASK_STATE_)?(SUBMITTED|WORKING|UNSPECIFIED)$/i.test(state);
+}

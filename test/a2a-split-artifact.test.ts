@@ -1,0 +1,154 @@
+// An artifact streamed chunk by chunk is one text to its caller (the caller appends each chunk's
+// parts to the artifact with the same id): a callee that splits aam's credential across two or
+// three chunks, or across the JSON escapes of two chunks, does not get it to the caller. The
+// official @a2a-js/sdk client joins the artifact's text parts as A2A says; the joined text is the
+// callee's with the credential redacted, nothing lost and nothing repeated, and what an artifact
+// held back reaches the caller before the task's final status.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { ClientFactory, ClientFactoryOptions, JsonRpcTransportFactory, RestTransportFactory } from '@a2a-js/sdk/client';
+import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+
+const SECRET = 'split-cred-4f0c9a72e1b85d36c0';
+const MARKER = '[REDACTED:split-token]';
+let gw: TestGateway;
+let callee: Server;
+let key = '';
+
+/** A text as it is written inside a JSON string, with its first and last characters as \u escapes. */
+const esc = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+
+interface Chunk { json: string; append?: boolean; lastChunk?: boolean }
+/** Each script: the artifact's chunks (text as written in JSON) and the text the callee means (its chunks joined, decoded). */
+const SCRIPTS: Record<string, Chunk[]> = {
+  // Two chunks, cut in the middle of the secret; the second is the last.
+  two: [
+    { json: `the key is ${SECRET.slice(0, 15)}` },
+    { json: `${SECRET.slice(15)}, keep it`, append: true, lastChunk: true },
+  ],
+  // Three chunks; none says lastChunk: the task's final status ends the artifact. Its last
+  // character could begin the secret again (held back until that status).
+  three: [
+    { json: `alpha ${SECRET.slice(0, 6)}`, append: true },
+    { json: SECRET.slice(6, 20), append: true },
+    { json: `${SECRET.slice(20)} omega ${SECRET[0]}`, append: true },
+  ],
+  // The cut falls between two JSON escapes: the first half ends, and the second begins, with a \u escape.
+  escaped: [
+    { json: `key ${SECRET.slice(0, 11)}${esc(SECRET[11])}` },
+    { json: `${esc(SECRET[12])}${SECRET.slice(13)} done`, append: true, lastChunk: true },
+  ],
+  // Nothing to hide: every event reaches the caller as the callee wrote it.
+  clean: [
+    { json: 'nothing ' },
+    { json: 'to see', append: true, lastChunk: true },
+  ],
+};
+const meant = (chunks: Chunk[]) => chunks.map((c) => JSON.parse(`"${c.json}"`) as string).join('');
+
+/** The callee's events for a script (JSON-RPC id `id`), as its serializer writes them. */
+function events(id: unknown, chunks: Chunk[]): string[] {
+  const rpc = (result: string) => `{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":${result}}`;
+  return [
+    rpc('{"task":{"id":"t1","contextId":"c1","status":{"state":"TASK_STATE_WORKING"}}}'),
+    ...chunks.map((c) => rpc(`{"artifactUpdate":{"taskId":"t1","contextId":"c1","artifact":{"artifactId":"a1","parts":[{"text":"${c.json}"}]}${c.append ? ',"append":true' : ''}${c.lastChunk ? ',"lastChunk":true' : ''}}}`)),
+    rpc('{"statusUpdate":{"taskId":"t1","contextId":"c1","status":{"state":"TASK_STATE_COMPLETED"}}}'),
+  ];
+}
+
+before(async () => {
+  process.env.A2A_SPLIT_TEST_TOKEN = SECRET;
+  callee = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => { body += c; });
+    req.on('end', () => {
+      const rpc = JSON.parse(body) as { id: unknown; params: { message: { parts: Array<{ text: string }> } } };
+      const chunks = SCRIPTS[rpc.params.message.parts[0].text] ?? SCRIPTS.clean;
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      // Each event a write of its own, a moment apart: the caller has each chunk before the next exists.
+      const list = events(rpc.id, chunks);
+      let i = 0;
+      const next = () => { if (i < list.length) { res.write(`data: ${list[i++]}\n\n`); setTimeout(next, 5); } else res.end(); };
+      next();
+    });
+  });
+  await new Promise<void>((r) => callee.listen(0, '127.0.0.1', r));
+  gw = await startTestGateway(yaml(
+    doc('Credential', 'split-token', { env: 'A2A_SPLIT_TEST_TOKEN' }),
+    doc('Agent', 'caller', { workload: 'spiffe://test/agent/caller' }),
+    doc('Agent', 'chunker', { workload: 'spiffe://test/agent/chunker', a2a: { url: `http://127.0.0.1:${(callee.address() as AddressInfo).port}/a2a`, credential: 'split-token' } }),
+    doc('AgentPolicy', 'caller-calls-chunker', { identity: { agent: 'caller' }, agents: [{ agent: 'chunker' }] }),
+  ));
+  key = gw.key('caller');
+});
+
+after(async () => {
+  await gw?.close();
+  await new Promise((r) => callee?.close(r));
+  delete process.env.A2A_SPLIT_TEST_TOKEN;
+});
+
+/** The official SDK client, through aam, over JSON-RPC or HTTP+JSON. */
+async function sdkClient(rest = false) {
+  const fetchImpl: typeof fetch = (input, init) => {
+    const headers = new Headers(init?.headers);
+    headers.set('authorization', `Bearer ${key}`);
+    return fetch(input, { ...init, headers });
+  };
+  const factory = new ClientFactory(ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
+    transports: [rest ? new RestTransportFactory({ fetchImpl }) : new JsonRpcTransportFactory({ fetchImpl })],
+    cardResolver: undefined,
+  }));
+  const card = {
+    name: 'chunker', description: 'streams an artifact in chunks', version: '1.0.0',
+    supportedInterfaces: [{ url: `${gw.url}/a2a/chunker`, protocolBinding: rest ? 'HTTP+JSON' : 'JSONRPC', protocolVersion: '1.0' }],
+    capabilities: { streaming: true, pushNotifications: false, extensions: [] },
+    defaultInputModes: ['text/plain'], defaultOutputModes: ['text/plain'], skills: [],
+  };
+  return factory.createFromAgentCard(card as never);
+}
+
+type Ev = { payload?: { $case: string; value: { artifact?: { artifactId: string; parts: Array<{ content?: { $case: string; value: unknown } }> }; append?: boolean; lastChunk?: boolean; status?: { state: unknown } } } };
+
+/** The artifact as the caller assembles it (A2A: `append` adds the chunk's parts, else the artifact is replaced), its text joined; and the order of events. */
+async function stream(script: string, rest = false): Promise<{ text: string; kinds: string[]; parts: number }> {
+  const client = await sdkClient(rest);
+  const message = { messageId: `u-${script}`, contextId: '', taskId: '', role: 1, parts: [{ content: { $case: 'text', value: script }, metadata: undefined, filename: '', mediaType: '' }], metadata: undefined, extensions: [], referenceTaskIds: [] };
+  let parts: Array<{ content?: { $case: string; value: unknown } }> = [];
+  const kinds: string[] = [];
+  for await (const ev of client.sendMessageStream({ message, configuration: undefined, metadata: undefined, tenant: '' } as never) as AsyncIterable<Ev>) {
+    const p = ev.payload!;
+    kinds.push(p.$case);
+    if (p.$case !== 'artifactUpdate') continue;
+    parts = p.value.append ? [...parts, ...p.value.artifact!.parts] : [...p.value.artifact!.parts];
+  }
+  const text = parts.map((x) => (x.content?.$case === 'text' ? String(x.content.value) : '')).join('');
+  return { text, kinds, parts: parts.length };
+}
+
+for (const script of ['two', 'three', 'escaped']) {
+  test(`a2a split artifact (${script}): the caller's joined artifact text is the callee's with the credential redacted`, async () => {
+    const got = await stream(script);
+    const want = meant(SCRIPTS[script]);
+    assert.ok(want.includes(SECRET), 'the callee does join to the credential');
+    assert.ok(!got.text.includes(SECRET), got.text);
+    assert.equal(got.text, want.replace(SECRET, MARKER));
+    // What was held back arrives before the task's final status, which ends the caller's stream.
+    assert.equal(got.kinds.at(-1), 'statusUpdate', got.kinds.join(','));
+  });
+}
+
+test('a2a split artifact over HTTP+JSON: the same joined text', async () => {
+  const got = await stream('three', true);
+  assert.equal(got.text, meant(SCRIPTS.three).replace(SECRET, MARKER));
+  assert.equal(got.kinds.at(-1), 'statusUpdate', got.kinds.join(','));
+});
+
+test('a2a split artifact: an artifact with nothing to hold reaches the caller as the callee sent it', async () => {
+  const got = await stream('clean');
+  assert.equal(got.text, meant(SCRIPTS.clean));
+  assert.equal(got.parts, 2);
+  assert.deepEqual(got.kinds, ['task', 'artifactUpdate', 'artifactUpdate', 'statusUpdate']);
+});
