@@ -236,7 +236,7 @@ function frames0(sse: string): unknown[] {
 
 // ---- interleaved thinking (the beta: thinking blocks between tool calls in one turn) ----
 
-const KINDS = ['thinking', 'text', 'tool_use', 'thinking', 'tool_use'];
+const KINDS = ['thinking', 'text', 'tool_use', 'thinking', 'text', 'tool_use'];
 const iparams = { ...params, model: 'claude-interleaved' };
 
 /** Turn 2 of the interleaved loop: the answer's content sent back as it came, both tools' results. */
@@ -252,6 +252,7 @@ test('interleaved thinking, whole answer rebuilt (an output guardrail changed it
   assert.deepEqual(m.content.map((b) => b.type), KINDS);
   assert.deepEqual([m.content[0], m.content[3]], [THINKING.thinking, THINKING2], 'both thinking blocks, signatures untouched');
   assert.doesNotMatch((m.content[1] as Anthropic.TextBlock).text, /let me check/i, 'rebuilt: the guardrail redacted the text');
+  assert.equal((m.content[4] as Anthropic.TextBlock).text, 'And the time.', 'each text block in its place');
   const second = await anthropic.messages.create(iturn2(m.content));
   assert.equal(second.content[0].type === 'text' ? second.content[0].text : '', 'final: the tool said sunny, 21 C');
   // The request went to Anthropic in the client's order too (not thinking first).
@@ -282,9 +283,10 @@ test('interleaved thinking, unit: Anthropic whole answer, cache record of a stre
   const up = { ...message, content };
   const r = anthropicChatResponse(up);
   assert.deepEqual((anthropicCodec.encodeResult(r, 'x') as { content: unknown }).content, content, 'rebuilt: the upstream\'s order');
-  // A guardrail rewrote the text (its length changed): thinking and tool calls keep their places.
-  const guarded = { ...r, text: '[REDACTED]' };
-  assert.deepEqual((anthropicCodec.encodeResult(guarded, 'x') as { content: Array<{ type: string }> }).content.map((b) => b.type), KINDS);
+  // Text that no longer matches the order's lengths (rewritten elsewhere): one text block where the
+  // first was; thinking and tool calls keep their places.
+  const rewritten = { ...r, text: '[REDACTED]' };
+  assert.deepEqual((anthropicCodec.encodeResult(rewritten, 'x') as { content: Array<{ type: string }> }).content.map((b) => b.type), ['thinking', 'text', 'tool_use', 'thinking', 'tool_use']);
   // A stream recorded for the cache, replayed whole and as a stream.
   const events = resultToEvents(r, 8);
   const stored = eventsToResult(events);
@@ -309,7 +311,7 @@ test('interleaved thinking, unit: Anthropic whole answer, cache record of a stre
   const bedrockContent = [
     { reasoningContent: { reasoningText: { text: THINKING.thinking.thinking, signature: THINKING.thinking.signature } } }, { text: 'Let me check.' },
     { toolUse: { toolUseId: 'toolu_fake_weather_001', name: 'get_weather', input: { location: 'Paris' } } },
-    { reasoningContent: { reasoningText: { text: THINKING2.thinking, signature: THINKING2.signature } } },
+    { reasoningContent: { reasoningText: { text: THINKING2.thinking, signature: THINKING2.signature } } }, { text: 'And the time.' },
     { toolUse: { toolUseId: 'toolu_fake_time_002', name: 'get_time', input: { tz: 'Europe/Paris' } } },
   ];
   const whole = bedrockChatResponse({ output: { message: { role: 'assistant', content: bedrockContent } }, stopReason: 'tool_use', usage: { inputTokens: 30, outputTokens: 9 } });

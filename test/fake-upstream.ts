@@ -22,7 +22,7 @@
 //                                    back first in the assistant turn, as sent (else 400, as Anthropic
 //                                    answers), then gets a final answer
 //   thinking-interleaved             Anthropic wire, interleaved thinking (the beta): the first turn answers
-//                                    thinking, text, get_weather, a second thinking block, get_time; a turn
+//                                    thinking, text, get_weather, a second thinking block, text, get_time; a turn
 //                                    carrying the tool results must send the thinking and tool_use blocks
 //                                    back in that order, thinking as sent (else 400), then a final answer
 // Every request is recorded in `requests` (with `aborted` set if the caller went away early).
@@ -100,7 +100,7 @@ export const THINKING2 = { type: 'thinking', thinking: 'Paris is in Europe/Paris
 /** thinking-interleaved's first answer, its blocks in order (thinking between the tool calls). */
 export function interleavedContent(): Obj[] {
   const use = (t: typeof TOOLS[number]): Obj => ({ type: 'tool_use', id: t.id.replace('call_', 'toolu_'), name: t.name, input: JSON.parse(t.args.join('')) as unknown });
-  return [{ ...THINKING.thinking }, { type: 'text', text: 'Let me check.' }, use(TOOLS[0]), { ...THINKING2 }, use(TOOLS[1])];
+  return [{ ...THINKING.thinking }, { type: 'text', text: 'Let me check.' }, use(TOOLS[0]), { ...THINKING2 }, { type: 'text', text: 'And the time.' }, use(TOOLS[1])];
 }
 
 /**
