@@ -150,6 +150,68 @@ test('over HTTP: the same agent reads and chains its stored response at once; an
   } finally { await gw.close(); }
 });
 
+test('ids aam gives items (input and output) have no index row: item_reference reads their response from the id; ids a client gave are indexed and win', async () => {
+  // A database written before (every item id indexed) still resolves, and a held put resolves before its write.
+  const db0 = openDatabase(join(root, 'derived'));
+  try {
+    const s = openResponseStore(db0, Date.now, undefined, { ms: 3_600_000, max: 1000 });
+    const hex = '0123456789abcdef0123456789abcdef';
+    db0.prepare('INSERT INTO responses (id, agent, previous_id, input, response, expires_at) VALUES (?, ?, NULL, ?, ?, ?)').run(`resp_${hex}`, 'A', '[]', '{"output":[]}', Date.now() + 60_000);
+    db0.prepare('INSERT INTO response_items (agent, item_id, response_id) VALUES (?, ?, ?)').run('A', `msg_${hex}_0`, `resp_${hex}`);
+    assert.equal(await s.itemOwner('A', `msg_${hex}_0`), `resp_${hex}`, 'an old index row');
+    assert.equal(await s.itemOwner('A', `msg_${hex}_in0`), `resp_${hex}`, 'not indexed: read from the id');
+    assert.equal(await s.itemOwner('B', `msg_${hex}_0`), null);
+    assert.equal(await s.itemOwner('B', `msg_${hex}_in0`), null, 'another agent\'s');
+    const held = 'fedcba9876543210fedcba9876543210';
+    await s.put({ ...rec(`resp_${held}`, 'A', Date.now() + 60_000), previousId: null }, [`msg_${held}_in0`, `msg_${held}_0`]);
+    assert.equal(await s.itemOwner('A', `fc_${held}_1`), `resp_${held}`, 'held, not yet written');
+    assert.equal(await s.itemOwner('B', `fc_${held}_1`), null);
+    s.flush!();
+    assert.equal(await s.itemOwner('A', `msg_${held}_0`), `resp_${held}`, 'written');
+    assert.equal((db0.prepare('SELECT count(*) AS n FROM response_items WHERE response_id = ?').get(`resp_${held}`) as { n: number }).n, 0);
+    await s.put(rec(`resp_${hex}`, 'A', Date.now() - 1), []);
+    s.flush!();
+    assert.equal(await s.itemOwner('A', `msg_${hex}_in0`), null, 'expired');
+  } finally { db0.close(); }
+  const agent = (name: string) => doc('Agent', name, { workload: `spiffe://test/agent/${name}`, team: 'qa' });
+  const policy = (name: string) => doc('AgentPolicy', `${name}-policy`, { identity: { agent: name }, models: { allow: ['m'] } });
+  const gw = await startTestGateway(yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'm', { targets: [{ provider: 'demo', model: 'd' }] }),
+    agent('alice'), policy('alice'), agent('mallory'), policy('mallory')));
+  try {
+    const [alice, mallory] = [gw.key('alice'), gw.key('mallory')];
+    const create = async (key: string, input: unknown): Promise<{ status: number; body: { id: string; output_text?: string; output: Array<{ id: string; content?: Array<{ text: string }> }> } }> => {
+      const r = await fetch(`${gw.url}/v1/responses`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'm', input }) });
+      return { status: r.status, body: await r.json() as never };
+    };
+    const said = (b: { output: Array<{ content?: Array<{ text: string }> }> }) => /You said: "(.*)"/.exec(b.output[0].content?.[0].text ?? '')?.[1];
+    const a = await create(alice, [{ role: 'user', content: 'first' }, { role: 'user', content: 'second' }]);
+    assert.equal(a.status, 200);
+    const hex = a.body.id.slice(5);
+    // A later response sends A's second input item back under its id, changed: that copy is indexed (the client gave the id).
+    const b = await create(alice, [{ type: 'message', role: 'user', content: 'second, changed', id: `msg_${hex}_in1` }]);
+    assert.equal(b.status, 200);
+    const db = openDatabase(gw.dataDir);
+    try {
+      await until(() => (db.prepare('SELECT count(*) AS n FROM responses WHERE id IN (?, ?)').get(a.body.id, b.body.id) as { n: number }).n === 2, 5000, 'both responses written');
+      const items = (id: string) => (db.prepare('SELECT item_id FROM response_items WHERE response_id = ?').all(id) as Array<{ item_id: string }>).map((r) => r.item_id);
+      assert.deepEqual(items(a.body.id), [], 'the ids aam gave (2 input items, 1 output item): no index row');
+      assert.deepEqual(items(b.body.id), [`msg_${hex}_in1`], 'the id the client gave: indexed');
+    } finally { db.close(); }
+    const ref = async (key: string, id: string) => create(key, [{ type: 'item_reference', id }]);
+    const in0 = await ref(alice, `msg_${hex}_in0`);
+    assert.equal(in0.status, 200);
+    assert.equal(said(in0.body), 'first', 'an input item of A, read from A');
+    const in1 = await ref(alice, `msg_${hex}_in1`);
+    assert.equal(said(in1.body), 'second, changed', 'the indexed, later copy (as before: the latest holder)');
+    const out0 = await ref(alice, a.body.output[0].id);
+    assert.equal(out0.status, 200, 'an output item of A');
+    for (const [key, id] of [[alice, `msg_${hex}_in2`], [alice, `msg_${hex}_5`], [alice, `fc_${hex}_0`], [mallory, `msg_${hex}_in0`], [mallory, a.body.output[0].id], [alice, 'msg_0123abcd_in0']]) {
+      const r = await ref(key, id);
+      assert.equal(r.status, 404, `${id}: not an item of a stored response of this agent`);
+    }
+  } finally { await gw.close(); }
+});
+
 test('the runtime drains held puts when it closes (the database is closed in the same turn as the last put)', async () => {
   const gw = await startTestGateway(yaml(doc('Provider', 'demo', { type: 'demo' })));
   const rt = gw.g.rt;
