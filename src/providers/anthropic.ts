@@ -203,15 +203,13 @@ export function anthropicChatResponse(body: unknown): ChatResult {
   let text: string | null = null;
   const toolCalls: ToolCall[] = [];
   let thinking: ThinkingBlock[] | undefined;
-  const seq: ResultBlock[] = []; // the blocks' order, kept when thinking is interleaved
   for (const b of content) {
     if (!isObj(b)) continue;
-    if (b.type === 'text' && typeof b.text === 'string') { text = text === null ? b.text : text + b.text; seq.push(b.text.length); }
-    else if (b.type === 'thinking') { (thinking ??= []).push({ type: 'thinking', thinking: str(b.thinking) ?? '', signature: str(b.signature) ?? '' }); seq.push('thinking'); }
-    else if (b.type === 'redacted_thinking') { (thinking ??= []).push({ type: 'redacted_thinking', data: str(b.data) ?? '' }); seq.push('thinking'); }
+    if (b.type === 'text' && typeof b.text === 'string') text = text === null ? b.text : text + b.text;
+    else if (b.type === 'thinking') (thinking ??= []).push({ type: 'thinking', thinking: str(b.thinking) ?? '', signature: str(b.signature) ?? '' });
+    else if (b.type === 'redacted_thinking') (thinking ??= []).push({ type: 'redacted_thinking', data: str(b.data) ?? '' });
     else if (b.type === 'tool_use') {
       toolCalls.push({ id: str(b.id) ?? `toolu_${toolCalls.length}`, type: 'function', function: { name: str(b.name) ?? '', arguments: JSON.stringify(b.input ?? {}) } });
-      seq.push('tool');
     }
   }
   const sr = str(body.stop_reason);
@@ -227,6 +225,14 @@ export function anthropicChatResponse(body: unknown): ChatResult {
   if (u !== undefined) result.usage = anthropicUsage(u);
   if (thinking !== undefined) {
     result.thinking = thinking;
+    // The blocks' order, kept when thinking is interleaved (answers without thinking skip this pass).
+    const seq: ResultBlock[] = [];
+    for (const b of content) {
+      if (!isObj(b)) continue;
+      if (b.type === 'text' && typeof b.text === 'string') seq.push(b.text.length);
+      else if (b.type === 'thinking' || b.type === 'redacted_thinking') seq.push('thinking');
+      else if (b.type === 'tool_use') seq.push('tool');
+    }
     const order = interleavedOrder(seq);
     if (order !== undefined) result.order = order;
   }

@@ -232,18 +232,14 @@ export function bedrockChatResponse(body: unknown): ChatResult {
   let text: string | null = null;
   const toolCalls: ToolCall[] = [];
   let thinking: ThinkingBlock[] | undefined;
-  const seq: ResultBlock[] = []; // the blocks' order, kept when reasoning is interleaved
   for (const b of content) {
     if (!isObj(b)) continue;
-    if (typeof b.text === 'string') { text = (text ?? '') + b.text; seq.push(b.text.length); }
+    if (typeof b.text === 'string') text = (text ?? '') + b.text;
     const rc = obj(b.reasoningContent);
     const th = rc !== undefined ? thinkingOf(rc) : undefined;
-    if (th !== undefined) { (thinking ??= []).push(th); seq.push('thinking'); }
+    if (th !== undefined) (thinking ??= []).push(th);
     const tu = obj(b.toolUse);
-    if (tu !== undefined) {
-      toolCalls.push({ id: str(tu.toolUseId) ?? `call_${toolCalls.length}`, type: 'function', function: { name: str(tu.name) ?? '', arguments: JSON.stringify(tu.input ?? {}) } });
-      seq.push('tool');
-    }
+    if (tu !== undefined) toolCalls.push({ id: str(tu.toolUseId) ?? `call_${toolCalls.length}`, type: 'function', function: { name: str(tu.name) ?? '', arguments: JSON.stringify(tu.input ?? {}) } });
   }
   const sr = str(body.stopReason);
   let finishReason: FinishReason = (sr !== undefined ? STOP[sr] : undefined) ?? 'stop';
@@ -253,6 +249,14 @@ export function bedrockChatResponse(body: unknown): ChatResult {
   if (usage !== undefined) result.usage = usage;
   if (thinking !== undefined) {
     result.thinking = thinking;
+    // The blocks' order, kept when reasoning is interleaved (answers without it skip this pass).
+    const seq: ResultBlock[] = [];
+    for (const b of content) {
+      if (!isObj(b)) continue;
+      if (typeof b.text === 'string') seq.push(b.text.length);
+      else if (b.reasoningContent !== undefined) seq.push('thinking');
+      else if (b.toolUse !== undefined) seq.push('tool');
+    }
     const order = interleavedOrder(seq);
     if (order !== undefined) result.order = order;
   }
