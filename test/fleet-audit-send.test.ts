@@ -6,7 +6,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
-import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
+import { fleetStore, pgProxy, type FleetTestStore } from './helpers/fleet.ts';
+import { until } from './helpers/e2e.ts';
 import { openFleetAuditLog } from '../src/audit/fleet-log.ts';
 import { migrate } from '../src/store/postgres.ts';
 
@@ -54,4 +55,43 @@ test('send(): the INSERT leaves in the same turn instead of at its end; events r
     assert.equal(sent.length, 0);
     await log.close();
   } finally { await Promise.all([own.end(), conn.end()]); }
+});
+
+test('a group commit is one INSERT of all its rows (first attempt plain); after a lost reply the rows are sent again with ON CONFLICT DO NOTHING and each event is there once, in order', async () => {
+  let lose = false;
+  const sent: string[] = [];
+  // The server's reply to an INSERT is dropped and the connection cut: the rows are committed, the client never hears so.
+  const proxy = await pgProxy(store.databaseUrl, (send, _conn, toServer) => {
+    if (lose && !toServer) { lose = false; proxy.stop(); proxy.start(); return; }
+    send();
+  });
+  const own = postgres(store.databaseUrl, { max: 2, onnotice: () => {} });
+  const writer = postgres(proxy.url, { max: 1, onnotice: () => {}, debug: (_conn: number, query: string) => { sent.push(query); } });
+  try {
+    await migrate(own);
+    const replica = `many-${randomBytes(3).toString('hex')}`;
+    const log = await openFleetAuditLog(own, { replica, writer, keyEncryptionKey: randomBytes(32), checkpointIntervalMs: 3_600_000 });
+    const turn = (tag: string, n: number) => { for (let i = 0; i < n; i++) log.record({ type: 'admin', request_id: `${tag}-${i}` }); return log.journaled(); };
+    // The 4-row statement prepared on this connection first (so the lost reply below is the INSERT's own, not its Describe's).
+    await turn('warm', 4);
+    const inserts = () => sent.filter((q) => q.startsWith('INSERT INTO audit_events'));
+    sent.length = 0;
+    await turn('first', 5);
+    assert.equal(inserts().length, 1, inserts().join(' | '));
+    assert.equal(inserts()[0].match(/\(\$\d+, /g)?.length, 5, 'five rows of placeholders');
+    assert.doesNotMatch(inserts()[0], /ON CONFLICT/);
+    sent.length = 0;
+    lose = true;
+    await assert.rejects(turn('lost', 4), /cannot write the audit trail/);
+    await until(async () => { try { await log.journaled(); return true; } catch { return false; } }, 10_000, 'the rows sent again and committed');
+    assert.doesNotMatch(inserts()[0], /ON CONFLICT/);
+    assert.match(inserts().at(-1)!, /ON CONFLICT \(replica, seq\) DO NOTHING/);
+    const rows = await own<Array<{ request_id: string; seq: string }>>`SELECT request_id, seq FROM audit_events WHERE replica = ${replica} ORDER BY seq`;
+    assert.deepEqual(rows.map((r) => r.request_id), [0, 1, 2, 3].map((i) => `warm-${i}`).concat([0, 1, 2, 3, 4].map((i) => `first-${i}`), [0, 1, 2, 3].map((i) => `lost-${i}`)));
+    assert.deepEqual(rows.map((r) => Number(r.seq)), rows.map((_, i) => i + 1));
+    await log.close();
+  } finally {
+    await Promise.all([own.end(), writer.end({ timeout: 1 })]);
+    proxy.close();
+  }
 });
