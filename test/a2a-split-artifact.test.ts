@@ -48,13 +48,31 @@ const SCRIPTS: Record<string, Chunk[]> = {
 };
 const meant = (chunks: Chunk[]) => chunks.map((c) => JSON.parse(`"${c.json}"`) as string).join('');
 
+const artifactUpdate = (c: Chunk) => `{"artifactUpdate":{"taskId":"t1","contextId":"c1","artifact":{"artifactId":"a1","parts":[{"text":"${c.json}"}]}${c.append ? ',"append":true' : ''}${c.lastChunk ? ',"lastChunk":true' : ''}}}`;
+const COMPLETED = '{"statusUpdate":{"taskId":"t1","contextId":"c1","status":{"state":"TASK_STATE_COMPLETED"}}}';
+/** Callees that append to an artifact whose text already went out: in a task snapshot, or after the task's final status. */
+const LATE: Record<string, string[]> = {
+  snapshot: [
+    `{"task":{"id":"t1","contextId":"c1","status":{"state":"TASK_STATE_WORKING"},"artifacts":[{"artifactId":"a1","parts":[{"text":"key ${SECRET.slice(0, 15)}"}]}]}}`,
+    artifactUpdate({ json: `${SECRET.slice(15)} end`, append: true, lastChunk: true }),
+    COMPLETED,
+  ],
+  'after-final': [
+    '{"task":{"id":"t1","contextId":"c1","status":{"state":"TASK_STATE_WORKING"}}}',
+    artifactUpdate({ json: `key ${SECRET.slice(0, 15)}` }),
+    COMPLETED,
+    artifactUpdate({ json: `${SECRET.slice(15)} late`, append: true, lastChunk: true }),
+  ],
+};
+
 /** The callee's events for a script (JSON-RPC id `id`), as its serializer writes them. */
-function events(id: unknown, chunks: Chunk[]): string[] {
+function events(id: unknown, script: string): string[] {
   const rpc = (result: string) => `{"jsonrpc":"2.0","id":${JSON.stringify(id)},"result":${result}}`;
+  if (LATE[script]) return LATE[script].map(rpc);
   return [
     rpc('{"task":{"id":"t1","contextId":"c1","status":{"state":"TASK_STATE_WORKING"}}}'),
-    ...chunks.map((c) => rpc(`{"artifactUpdate":{"taskId":"t1","contextId":"c1","artifact":{"artifactId":"a1","parts":[{"text":"${c.json}"}]}${c.append ? ',"append":true' : ''}${c.lastChunk ? ',"lastChunk":true' : ''}}}`)),
-    rpc('{"statusUpdate":{"taskId":"t1","contextId":"c1","status":{"state":"TASK_STATE_COMPLETED"}}}'),
+    ...(SCRIPTS[script] ?? SCRIPTS.clean).map((c) => rpc(artifactUpdate(c))),
+    rpc(COMPLETED),
   ];
 }
 
@@ -65,10 +83,9 @@ before(async () => {
     req.on('data', (c: Buffer) => { body += c; });
     req.on('end', () => {
       const rpc = JSON.parse(body) as { id: unknown; params: { message: { parts: Array<{ text: string }> } } };
-      const chunks = SCRIPTS[rpc.params.message.parts[0].text] ?? SCRIPTS.clean;
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       // Each event a write of its own, a moment apart: the caller has each chunk before the next exists.
-      const list = events(rpc.id, chunks);
+      const list = events(rpc.id, rpc.params.message.parts[0].text);
       let i = 0;
       const next = () => { if (i < list.length) { res.write(`data: ${list[i++]}\n\n`); setTimeout(next, 5); } else res.end(); };
       next();
@@ -110,17 +127,20 @@ async function sdkClient(rest = false) {
   return factory.createFromAgentCard(card as never);
 }
 
-type Ev = { payload?: { $case: string; value: { artifact?: { artifactId: string; parts: Array<{ content?: { $case: string; value: unknown } }> }; append?: boolean; lastChunk?: boolean; status?: { state: unknown } } } };
+type SdkPart = { content?: { $case: string; value: unknown } };
+type Ev = { payload?: { $case: string; value: { artifact?: { artifactId: string; parts: SdkPart[] }; artifacts?: Array<{ artifactId: string; parts: SdkPart[] }>; append?: boolean } } };
 
 /** The artifact as the caller assembles it (A2A: `append` adds the chunk's parts, else the artifact is replaced), its text joined; and the order of events. */
 async function stream(script: string, rest = false): Promise<{ text: string; kinds: string[]; parts: number }> {
   const client = await sdkClient(rest);
   const message = { messageId: `u-${script}`, contextId: '', taskId: '', role: 1, parts: [{ content: { $case: 'text', value: script }, metadata: undefined, filename: '', mediaType: '' }], metadata: undefined, extensions: [], referenceTaskIds: [] };
-  let parts: Array<{ content?: { $case: string; value: unknown } }> = [];
+  let parts: SdkPart[] = [];
   const kinds: string[] = [];
   for await (const ev of client.sendMessageStream({ message, configuration: undefined, metadata: undefined, tenant: '' } as never) as AsyncIterable<Ev>) {
     const p = ev.payload!;
     kinds.push(p.$case);
+    // A task snapshot replaces the task's artifacts.
+    if (p.$case === 'task') { parts = [...p.value.artifacts?.find((a) => a.artifactId === 'a1')?.parts ?? []]; continue; }
     if (p.$case !== 'artifactUpdate') continue;
     parts = p.value.append ? [...parts, ...p.value.artifact!.parts] : [...p.value.artifact!.parts];
   }
@@ -151,4 +171,15 @@ test('a2a split artifact: an artifact with nothing to hold reaches the caller as
   assert.equal(got.text, meant(SCRIPTS.clean));
   assert.equal(got.parts, 2);
   assert.deepEqual(got.kinds, ['task', 'artifactUpdate', 'artifactUpdate', 'statusUpdate']);
+});
+
+test('a2a split artifact: a chunk appended to text that already went out (a task snapshot, after the final status) cannot complete the credential', async () => {
+  const snapshot = await stream('snapshot');
+  assert.ok(!snapshot.text.includes(SECRET), snapshot.text);
+  // The snapshot's text went out whole (it is no secret on its own); the rest of the credential is cut from the chunk.
+  assert.equal(snapshot.text, `key ${SECRET.slice(0, 15)} end`);
+  const late = await stream('after-final');
+  assert.ok(!late.text.includes(SECRET), late.text);
+  assert.equal(late.text, `key ${SECRET.slice(0, 15)} late`);
+  assert.deepEqual(late.kinds, ['task', 'artifactUpdate', 'artifactUpdate', 'statusUpdate', 'artifactUpdate'], 'the held half went out before the final status');
 });

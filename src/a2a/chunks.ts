@@ -12,8 +12,10 @@
 // `lastChunk: true`), before the task's final status update, before an artifact with the same id
 // that replaces it (no `append`), before an error, and at the stream's end: nothing is lost or
 // repeated, and the caller's joined text is the callee's with secrets redacted.
-// Status updates are not joined (each replaces the task's status), nor are messages or task
-// snapshots (whole objects): scrubAcross covers the parts inside each.
+// A chunk appended to an artifact whose text has all gone out (after its last chunk, its task's
+// final status, or in a task snapshot) is checked against that text's last characters: the rest
+// of a secret they begin is cut from it. Status updates are not joined (each replaces the task's
+// status), nor are messages (whole objects): scrubAcross covers the parts inside each.
 import type { ScrubSource } from '../access/egress.ts';
 import type { Scrubber, StreamScrubber } from '../credentials/scrub.ts';
 import { isObj } from '../lib/json.ts';
@@ -32,9 +34,12 @@ interface Run {
   recent: string;
 }
 
-/** True when a stream event's result is an artifact update (then it goes through ArtifactText). */
-export function isArtifactUpdate(result: unknown): boolean {
-  return isObj(result) && (result.artifactUpdate !== undefined || result.kind === 'artifact-update');
+/** True when a stream event's result is an artifact update or a task snapshot with artifacts (then it goes through ArtifactText). */
+export function mayJoin(result: unknown): boolean {
+  if (!isObj(result)) return false;
+  if (result.artifactUpdate !== undefined || result.kind === 'artifact-update') return true;
+  const task = isObj(result.task) ? result.task : result.kind === 'task' ? result : undefined;
+  return task !== undefined && Array.isArray(task.artifacts) && task.artifacts.length > 0;
 }
 
 /** The artifacts of one stream whose text is being relayed, and what each holds back. */
@@ -56,6 +61,9 @@ export class ArtifactText {
     if (!isObj(result)) return result;
     const au = isObj(result.artifactUpdate) ? result.artifactUpdate : result.kind === 'artifact-update' ? result : undefined;
     if (au !== undefined) return this.#artifact(result, au, emit);
+    // A task snapshot's artifacts: whole here (scrubAcross saw their parts), but a later chunk may append to one.
+    const task = isObj(result.task) ? result.task : result.kind === 'task' ? result : undefined;
+    if (task !== undefined && Array.isArray(task.artifacts) && task.artifacts.length > 0) this.#snapshot(task, emit);
     if (this.#runs.size === 0) return result;
     const su = isObj(result.statusUpdate) ? result.statusUpdate : result.kind === 'status-update' ? result : undefined;
     if (su !== undefined && isFinal(su)) {
@@ -112,6 +120,25 @@ export class ArtifactText {
     if (out === undefined) return result;
     const update = { ...au, artifact: { ...art, parts: out } };
     return au === result ? update : { ...result, artifactUpdate: update };
+  }
+
+  /**
+   * A task snapshot replaces its artifacts: what their streams held goes out first, and their last
+   * characters are kept, to check an append to them against.
+   */
+  #snapshot(task: Obj, emit: (result: Obj) => void): void {
+    this.#sc ??= this.#src.scrubber();
+    if (this.#sc.size === 0) return;
+    const keep = this.#sc.maxPatternLength - 1;
+    for (const art of task.artifacts as unknown[]) {
+      if (!isObj(art) || !Array.isArray(art.parts)) continue;
+      const key = `${String(task.id)}\n${String(art.artifactId)}`;
+      const run = this.#runs.get(key);
+      if (run !== undefined) this.#flush(key, run, emit);
+      let text = '';
+      for (const p of art.parts as unknown[]) if (isObj(p) && typeof p.text === 'string') text = (text + p.text).slice(-keep);
+      this.#ended.set(key, text);
+    }
   }
 
   /** The artifact's held text, scrubbed; its stream ends. */

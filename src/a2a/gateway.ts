@@ -22,7 +22,7 @@ import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
 import { idsIn } from './tasks.ts';
 import { passesRaw } from './raw.ts';
-import { ArtifactText, isArtifactUpdate } from './chunks.ts';
+import { ArtifactText, mayJoin } from './chunks.ts';
 import { StoreUnavailable, type TaskIds } from '../store/types.ts';
 import { restFromAam, restFromRpc, restOp } from './rest.ts';
 import { PushRoutes, pinnedDispatcher, pushConfigIn, pushDestination, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
@@ -404,7 +404,7 @@ export function createA2aGateway(): A2aGateway {
     const flush = (): void => { if (out) { res.write(out); out = ''; keepalive?.refresh(); } };
     /**
      * The text of artifacts sent chunk by chunk, scrubbed as one text each (chunks.ts): made at
-     * the stream's first artifact update. `lastId`: the JSON-RPC id of the callee's last event.
+     * the stream's first artifact update (or task snapshot with artifacts). `lastId`: the JSON-RPC id of the callee's last event.
      */
     let joined: ArtifactText | null = null;
     let lastId: unknown = null;
@@ -431,7 +431,7 @@ export function createA2aGateway(): A2aGateway {
     const framed = (ev: Record<string, unknown>, result: unknown, data: string, event: string | undefined): boolean => {
       if (result !== undefined) try { result = scrubAcross(ctx.rt.egress, result); } catch (e) { return refused(ev, e); }
       lastId = ev.id;
-      if (joined !== null || isArtifactUpdate(result)) {
+      if (joined !== null || mayJoin(result)) {
         joined ??= new ArtifactText(ctx.rt.egress);
         // An error ends the stream: what artifacts hold goes out before it.
         if (ev.error !== undefined) joined.end(held);
