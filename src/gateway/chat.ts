@@ -270,10 +270,13 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
     const emit = (events: readonly StreamEvent[]): Promise<void> | undefined => {
       if (guard) return emitGuarded(guard, events);
       let out = '';
-      for (const upstreamEv of events) {
+      // Indexed loops: this runs per upstream read, and array iterators showed up in its garbage.
+      for (let i = 0; i < events.length; i++) {
+        const upstreamEv = events[i];
         if (upstreamEv.type === 'usage') usage = upstreamEv.usage;
         recorder?.push(upstreamEv);
-        for (const clean of cleaned(upstreamEv)) out += encode(clean);
+        const clean = cleaned(upstreamEv);
+        for (let j = 0; j < clean.length; j++) out += encode(clean[j]);
       }
       return out ? send(out) : undefined;
     };

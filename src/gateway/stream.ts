@@ -43,7 +43,7 @@ function framesFor(target: Target): { push(b: Buffer | readonly Buffer[]): reado
     push: (b) => {
       if (Buffer.isBuffer(b)) return sse.push(dec.write(b));
       let into: SseRecord[] | null = null;
-      for (const c of b) into = sse.pushInto(dec.write(c), into);
+      for (let i = 0; i < b.length; i++) into = sse.pushInto(dec.write(b[i]), into);
       return into ?? [];
     },
     end: () => sse.end(),
@@ -141,7 +141,8 @@ export async function openUpstreamStream(
       for (;;) {
         const converted = toEvents(records);
         const events = converted instanceof Promise ? await converted : converted;
-        for (const ev of events) {
+        for (let i = 0; i < events.length; i++) {
+          const ev = events[i];
           if (ev.type === 'error') throw new StreamBroken(`upstream reported an error mid-stream: ${ev.message}`, ev.errorType);
           if (ev.type === 'finish') sawFinish = true;
         }
