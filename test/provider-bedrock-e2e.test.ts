@@ -237,15 +237,20 @@ test('sigv4 verifier agrees with the AWS test suite (get-vanilla), and our signe
 test('bedrock e2e: prompt caching: cache_control (Anthropic client, and LiteLLM\'s form from an OpenAI client) goes as Converse cachePoint blocks; cache reads and writes come back in usage and are priced', async () => {
   const system = [{ type: 'text', text: 'You read contracts.' }, { type: 'text', text: '<the contract>', cache_control: { type: 'ephemeral', ttl: '1h' } }];
   const tools = [{ name: 'find_clause', input_schema: { type: 'object', properties: {} }, cache_control: { type: 'ephemeral' } }];
+  let lastRequestId = '';
   const ask = async () => {
     const r = await fetch(`${gw.url}/v1/messages`, {
       method: 'POST', headers: { 'x-api-key': key, 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
       body: JSON.stringify({ model: 'claude-cached', max_tokens: 100, system, tools, messages: [{ role: 'user', content: 'Who may terminate?' }] }),
     });
     assert.equal(r.status, 200);
+    lastRequestId = r.headers.get('x-request-id') ?? '';
     return (await r.json() as { usage: Record<string, number> }).usage;
   };
   const first = await ask();
+  // The call's evidence says what it wrote to the prompt cache (what the cost includes).
+  const [call] = await auditOf(gw, lastRequestId, 'model_call');
+  assert.deepEqual([call.model?.cached_tokens, call.model?.cache_write_tokens], [null, 1200]);
   const sent = last().body as { system: unknown[]; toolConfig: { tools: unknown[] } };
   assert.deepEqual(sent.system, [{ text: 'You read contracts.' }, { text: '<the contract>' }, { cachePoint: { type: 'default', ttl: '1h' } }]);
   assert.deepEqual(sent.toolConfig.tools[1], { cachePoint: { type: 'default' } });

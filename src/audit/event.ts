@@ -56,6 +56,8 @@ export interface AuditModel {
   input_tokens?: number | null;
   output_tokens?: number | null;
   cached_tokens?: number | null;
+  /** Prompt-cache writes (part of input_tokens, priced apart); present only when the upstream reported some. */
+  cache_write_tokens?: number;
   /** null = unknown (never record unknown spend as 0); absent when no call was made. */
   cost_usd?: number | null;
   latency_ms?: number;

@@ -64,6 +64,7 @@ export function recordCallEvidence(ctx: Ctx, identity: Identity, route: Route, c
       route: route.name, provider: target?.provider.name ?? null, model: target?.model ?? null, stream,
       input_tokens: usage?.inputTokens ?? null, output_tokens: usage?.outputTokens ?? null, cached_tokens: usage?.cachedTokens ?? null,
       cost_usd: cost, latency_ms: Math.round(latencyMs * 1000) / 1000, cache,
+      ...(usage?.cacheWriteTokens !== undefined ? { cache_write_tokens: usage.cacheWriteTokens } : {}),
     },
     outcome: { status, error_class: error ? (status >= 500 ? 'upstream' : 'client') : undefined, error },
   });
