@@ -103,6 +103,14 @@ async function listen(url: string, agent: string, notifications: Record<string, 
   assert.equal(messages[0].method, 'notifications/subscriptions/acknowledged');
   return { id, messages, close: () => ac.abort() };
 }
+/** The tool names a 2026-07-28 tools/list on one replica answers `agent`. */
+async function toolNames(url: string, agent: string): Promise<string[]> {
+  const body = { jsonrpc: '2.0', id: 1, method: 'tools/list', params: { _meta: { 'io.modelcontextprotocol/protocolVersion': VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'listen-agent', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': {} } } };
+  const r = await fetch(`${url}/mcp/memo`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${fleet.keys[agent]}`, 'mcp-protocol-version': VERSION, 'mcp-method': 'tools/list' }, body: JSON.stringify(body) });
+  const text = await r.text();
+  assert.equal(r.status, 200, text);
+  return ((JSON.parse(text) as { result: { tools: Array<{ name: string }> } }).result.tools).map((t) => t.name).sort();
+}
 /** What a listen stream heard after its acknowledgement: list changes by list, updates as `updated <uri>`. */
 const heardOn = (l: { messages: Array<Record<string, any>> }) => l.messages.slice(1).map((m) => (m.method === 'notifications/resources/updated' ? `updated ${m.params.uri}` : String(m.method).split('/')[1]));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -124,8 +132,9 @@ test('a listen stream that drops on replica A: its caller listening again on rep
     pushUpdated('memo://one');
     push('prompts'); // not asked for
     await sleep(500);
-    // Another identity listening on B with the same filter: its own stream, none of a's catch-up.
-    const other = await listen(b, 'b');
+    // Another identity listening on B for memo://one: its own stream, none of a's catch-up. (Not for tools:
+    // B learns of the tools change when a's catch-up reaches it and tells every stream of a caller that may list them.)
+    const other = await listen(b, 'b', { resourceSubscriptions: ['memo://one'] });
     opened.push(other);
     // The caller itself, on the other replica.
     const again = await listen(b, 'a');
@@ -134,6 +143,8 @@ test('a listen stream that drops on replica A: its caller listening again on rep
     await sleep(500);
     assert.deepEqual(heardOn(again).sort(), ['tools', 'updated memo://one'], 'one per list and URI it missed, nothing it did not ask for');
     for (const m of again.messages) assert.equal(m.params._meta['io.modelcontextprotocol/subscriptionId'], again.id);
+    // B never heard the change itself (it listened for nobody then): the list it answers now has it.
+    assert.deepEqual(await toolNames(b, 'a'), ['lookup', 'while-away'], 'tools/list on B after the catch-up');
     assert.deepEqual(heardOn(other), [], 'another identity gets nothing of it');
     // Once: a further stream of the caller, on A (which held it), gets nothing of it.
     const third = await listen(a, 'a');

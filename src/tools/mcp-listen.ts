@@ -260,6 +260,16 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
       if (l.ctx.subscriptions.has(uri) && !l.heard?.has(`notifications/resources/updated ${uri}`)) l.send('notifications/resources/updated', { uri });
     }
   }
+  /**
+   * A catch-up from another replica that names a tools change: this replica did not hear it, so
+   * its tools lists of the endpoint (kept for their ttlMs) may be stale; listed again first, so the
+   * client's re-read here sees the change (a list that differs is announced to `l` too: the
+   * catch-up then skips it, l.heard).
+   */
+  async function freshen(l: Listener, missed: { lists: Iterable<string> }): Promise<void> {
+    if (![...missed.lists].includes('tools')) return;
+    await Promise.all([...rt.catalog.servers.values()].filter((e) => inScope(l, e.name)).map((e) => e.upstream.relist().catch(() => false)));
+  }
   const missedOf = (a: Away) => a.missed ?? { lists: a.l.want, uris: a.l.ctx.subscriptions.keys() };
   const keptMissed = (r: ListenAwayRecord) => (r.unknown ? { lists: r.want, uris: r.subs } : r);
 
@@ -418,7 +428,11 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
       // Held by another replica (or no longer here): what it missed until the claim, from the fleet's copy.
       const elsewhere = claimed && !back ? claimed : undefined;
       if (back) catchUp(l, missedOf(back));
-      else if (elsewhere) catchUp(l, keptMissed(elsewhere.rec));
+      else if (elsewhere) {
+        l.heard = new Set();
+        await freshen(l, keptMissed(elsewhere.rec));
+        catchUp(l, keptMissed(elsewhere.rec));
+      }
       if (claimed && back) fleet?.take(who, s.scope, claimed.id).catch(fleetFailed('a taken-over stream was not removed from the fleet store'));
       // Watched once the stream hears: an upstream may announce a task's status right away.
       for (const w of tasks.values()) await w.task.entry.upstream.watchTask(w.task.b.up, s.identity).catch((e: unknown) => rt.deps.log.warn({ spiffe_id: who, server: w.task.b.server, err: errMsg(e) }, 'subscriptions/listen: the upstream cannot be listened to for this task'));
@@ -430,7 +444,7 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
         l.heard = new Set();
         try {
           const rest = await fleet.take(who, s.scope, elsewhere.id);
-          if (rest) catchUp(l, keptMissed(rest));
+          if (rest) { await freshen(l, keptMissed(rest)); catchUp(l, keptMissed(rest)); }
           await fleet.release(elsewhere.id);
         } catch (e) { fleetFailed('the rest of a catch-up was not taken (its holder lets go when the grace ends)')(e); }
         l.heard = undefined;
