@@ -165,12 +165,7 @@ export async function readJson(ctx: Ctx, limit?: number, watch?: BodyWatch): Pro
 
 /** A JSON body with its bytes, as the model plane reads it (see JsonBody). */
 export async function readJsonBody(ctx: Ctx, limit?: number, watch?: BodyWatch): Promise<JsonBody> {
-  const bytes = await readBody(ctx, limit, watch);
-  checkJsonBody(ctx, bytes);
-  const members = memberCount(bytes);
-  refuseTooDeep(bytes, members < 0);
-  const parsed = parseBody(bytes);
-  const value = parsed instanceof Promise ? await parsed : parsed;
+  const { value, bytes, members } = await readCounted(ctx, limit, watch);
   // After the parse: a body that is not JSON at all is told so first. Fewer keys than members: one repeats.
   const dup = keyCount(value) !== members ? scanJsonKeys(bytes).duplicate : null;
   if (dup) throw new AamError(400, 'invalid_json', `request body repeats the key "${dup.path}" (again at byte ${dup.offset}); send each key once per object`, { param: dup.path });
@@ -184,13 +179,18 @@ export async function readJsonBody(ctx: Ctx, limit?: number, watch?: BodyWatch):
  * parsed, re-serialised, instead.
  */
 export async function readJsonWithBytes(ctx: Ctx, limit?: number, watch?: BodyWatch): Promise<{ value: unknown; bytes: Buffer | null }> {
+  const { value, bytes, members } = await readCounted(ctx, limit, watch);
+  return { value, bytes: keyCount(value) === members && isUtf8(bytes) ? bytes : null };
+}
+
+/** A JSON body read, checked and parsed, with the members its bytes write (to tell a repeated key by). */
+async function readCounted(ctx: Ctx, limit?: number, watch?: BodyWatch): Promise<{ value: unknown; bytes: Buffer; members: number }> {
   const bytes = await readBody(ctx, limit, watch);
   checkJsonBody(ctx, bytes);
   const members = memberCount(bytes);
   refuseTooDeep(bytes, members < 0);
   const parsed = parseBody(bytes);
-  const value = parsed instanceof Promise ? await parsed : parsed;
-  return { value, bytes: keyCount(value) === members && isUtf8(bytes) ? bytes : null };
+  return { value: parsed instanceof Promise ? await parsed : parsed, bytes, members };
 }
 
 /** A parsed body with no key repeated in any object, and its bytes: what aam read is what they say, so they may go upstream as they are. */
