@@ -50,9 +50,15 @@ export function coreRoutes(): Routes {
 
 export function createRequestListener(rt: Runtime, routes: Routes) {
   const methodsByPath = new Map<string, string[]>();
+  // method -> path -> the exact route's key: a request's lookup builds no `${method} ${path}` string
+  // (the handler is still read from routes.exact, so a handler set later is the one called).
+  const keyByMethod = new Map<string, Map<string, string>>();
   for (const key of routes.exact.keys()) {
     const [m, p] = key.split(' ');
     methodsByPath.set(p, [...(methodsByPath.get(p) ?? []), m]);
+    let paths = keyByMethod.get(m);
+    if (!paths) keyByMethod.set(m, (paths = new Map()));
+    paths.set(p, key);
   }
   return (req: IncomingMessage, res: ServerResponse): void => {
     // First, before any handler: the egress door (every byte to the agent is scrubbed).
@@ -75,7 +81,9 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
       ctx.span = span;
       res.once('close', () => endHttpSpan(span, res.statusCode, 'server'));
     }
-    let handler = routes.exact.get(`${req.method} ${path}`);
+    const key = keyByMethod.get(req.method!)?.get(path);
+    // A miss (a prefixed route, a 404, a route added after this listener) looks up as before.
+    let handler = (key === undefined ? undefined : routes.exact.get(key)) ?? routes.exact.get(`${req.method} ${path}`);
     if (!handler) {
       for (const [prefix, h] of routes.prefixes) if (path.startsWith(prefix)) { handler = h; break; }
     }
