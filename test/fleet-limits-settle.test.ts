@@ -233,3 +233,22 @@ test('a serving replica admits on its own connection: never in line behind anoth
     await f.close();
   }
 });
+
+test('a budget plan is kept per frozen budgets array: a reloaded policy set (a new array, the same key) is checked against its own limits', async () => {
+  const lim = new FleetLimiter(fleet, { settleDelayMs: 600_000 });
+  const req = (budgets: AdmitRequest['budgets']): AdmitRequest => ({ rates: [], tokens: 0, budgets, amountUsd: 0.1 });
+  try {
+    // decide.ts passes one frozen array per compiled set; a config reload compiles a new one.
+    const tight = Object.freeze([{ key: 'agent:reload', limits: { daily_usd: 0.15 } }]);
+    lim.settle(await admitted(lim, req(tight)), 0.1, null);
+    const refused = await lim.admit(req(tight));
+    assert.ok(!refused.ok && refused.code === 'budget_exceeded', `the tight budget refuses: ${JSON.stringify(refused)}`);
+    const raised = Object.freeze([{ key: 'agent:reload', limits: { daily_usd: 10 } }]);
+    const r = await lim.admit(req(raised));
+    assert.ok(r.ok, `the raised budget admits: ${JSON.stringify(r)}`);
+    // And the first set's plan still holds its own limit.
+    const again = await lim.admit(req(tight));
+    assert.ok(!again.ok && again.code === 'budget_exceeded', `the tight set still refuses: ${JSON.stringify(again)}`);
+    if (r.ok && r.ticket) lim.release(r.ticket);
+  } finally { await lim.close(); }
+});

@@ -5,7 +5,7 @@ import type { AgentRecord } from '../identity/types.ts';
 import { setFor, type PolicySet } from '../policy/compile.ts';
 import type { AccessRequest, Decision } from '../policy/types.ts';
 import type { RateLimits } from '../policy/limits.ts';
-import { StoreUnavailable, type AdmitResult, type SharedCacheEntry, type Ticket } from '../store/types.ts';
+import { StoreUnavailable, type AdmitResult, type BudgetLimits, type SharedCacheEntry, type Ticket } from '../store/types.ts';
 import { AamError } from './errors.ts';
 import type { Ctx } from './request.ts';
 import type { Identity } from '../identity/types.ts';
@@ -92,6 +92,17 @@ const NOTHING_COUNTED: Admission = { ticket: null };
 const NO_RATES: ReadonlyArray<{ key: string; limits: RateLimits }> = [];
 
 /**
+ * A policy set's budget entries, made once per compiled set (a config reload compiles new sets)
+ * and frozen: the fleet limiter keeps their Redis names and script arguments per frozen array.
+ */
+const budgetEntries = new WeakMap<PolicySet['limits'], ReadonlyArray<{ key: string; limits: BudgetLimits }>>();
+function budgetEntriesOf(limits: PolicySet['limits']): ReadonlyArray<{ key: string; limits: BudgetLimits }> {
+  let e = budgetEntries.get(limits);
+  if (!e) budgetEntries.set(limits, e = Object.freeze(limits.budgets.map((b) => ({ key: b.key, limits: b }))));
+  return e;
+}
+
+/**
  * Rate limits, then budget, checked and counted together by the store's Limiter: embedded, with
  * no await in between (the result is not a promise); fleet, in one Redis script. Either way,
  * concurrent requests cannot all pass on the same remaining allowance. A store that cannot
@@ -103,7 +114,7 @@ export function admit(ctx: Ctx, identity: Identity, tokensEstimate: number, cost
   const limits = set.limits;
   const rates = limits.rate ? rateEntriesOf(identity, '', limits.rate) : NO_RATES;
   if (rates.length === 0 && limits.budgets.length === 0) return NOTHING_COUNTED;
-  const req = { rates, tokens: tokensEstimate, budgets: limits.budgets.map((b) => ({ key: b.key, limits: b })), amountUsd: costEstimateUsd, cacheKey };
+  const req = { rates, tokens: tokensEstimate, budgets: budgetEntriesOf(limits), amountUsd: costEstimateUsd, cacheKey };
   let r: AdmitResult | Promise<AdmitResult>;
   try { r = ctx.rt.limiter.admit(req); } catch (e) { throw storeFailure(e); }
   if (r instanceof Promise) return r.then((v) => admitted(ctx, identity, set, v), (e: unknown) => { throw storeFailure(e); });

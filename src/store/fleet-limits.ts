@@ -227,6 +227,11 @@ const SETTLE_ONLY = { keys: NONE, args: [0, 0, 0, 0, '', 0, 0] };
 /** The UTC day and month a time falls in, and their field names in a budget hash. */
 interface Window { d: number; m: number; dayField: string; monthField: string; pendingDaily: string; pendingMonthly: string }
 
+/** A request's budgets as the script takes them: their hash and zset names, and (daily, monthly) per budget. Read-only once made. */
+interface BudgetPlan { keys: string[]; args: number[] }
+/** Rate hash names kept (agents and virtual keys seen); past this the map starts again. */
+const MAX_RATE_NAMES = 10_000;
+
 /** Settlements carried by one script call (bounds its size; the rest ride on the next). */
 const MAX_SETTLEMENTS = 64;
 /** Settlements kept while Redis is away; past this the oldest are dropped (their reservations expire). */
@@ -265,6 +270,10 @@ export class FleetLimiter implements Limiter {
   settleCalls = 0;
   /** The current window's strings, built once per day (not per request). */
   #win: Window = { d: -1, m: -1, dayField: '', monthField: '', pendingDaily: '', pendingMonthly: '' };
+  /** Budget plans per budgets array (see #budgetPlan); weak: a reloaded config's old arrays go with it. */
+  #plans = new WeakMap<AdmitRequest['budgets'], BudgetPlan>();
+  /** Rate hash names per rate key (see #rateKey). */
+  #rateNames = new Map<string, string>();
   /** Budget threshold crossings (alert_at); each fires on exactly one replica of the fleet. */
   onAlert: (alert: BudgetAlert) => void = () => {};
 
@@ -284,24 +293,28 @@ export class FleetLimiter implements Limiter {
     const amount = req.amountUsd > 0 && Number.isFinite(req.amountUsd) ? req.amountUsd : 0;
     const tokens = req.tokens > 0 && Number.isFinite(req.tokens) ? req.tokens : 0;
     const member = `${this.#fleet.replicaId}:${++this.#seq}|${amount}`;
-    const rateKeys: string[] = [];
-    const tpmKeys: string[] = [];
-    const rateArgs: number[] = [];
-    for (const r of req.rates) {
-      const key = `${p}rl:${r.key}`;
-      rateKeys.push(key);
-      if (r.limits.tpm) tpmKeys.push(key);
-      rateArgs.push(r.limits.rpm ?? 0, r.limits.tpm ?? 0);
+    const plan = this.#budgetPlan(req.budgets);
+    const nr = req.rates.length;
+    // Keys: rate hashes, then the budgets' (the plan's array itself when there is nothing else).
+    let keys = plan.keys;
+    let tpmKeys = NONE;
+    const args: Array<string | number> = [nr, tokens];
+    if (nr > 0 || req.cacheKey !== undefined) {
+      keys = [];
+      for (let i = 0; i < nr; i++) {
+        const r = req.rates[i];
+        const key = this.#rateKey(r.key);
+        keys.push(key);
+        if (r.limits.tpm) { if (tpmKeys === NONE) tpmKeys = []; tpmKeys.push(key); }
+        args.push(r.limits.rpm ?? 0, r.limits.tpm ?? 0);
+      }
+      for (const k of plan.keys) keys.push(k);
+      if (req.cacheKey !== undefined) keys.push(exactCacheKey(p, req.cacheKey));
     }
-    const budgetKeys: string[] = [];
-    const budgetArgs: number[] = [];
-    for (const b of req.budgets) {
-      budgetKeys.push(budgetHash(p, b.key), budgetZset(p, b.key));
-      budgetArgs.push(b.limits.daily_usd ?? -1, b.limits.monthly_usd ?? -1);
-    }
-    const keys = [...rateKeys, ...budgetKeys];
-    if (req.cacheKey !== undefined) keys.push(exactCacheKey(p, req.cacheKey));
-    const own = { keys, args: [req.rates.length, tokens, ...rateArgs, req.budgets.length, amount, member, this.#ttl, req.cacheKey !== undefined ? 1 : 0, ...budgetArgs] };
+    args.push(req.budgets.length, amount, member, this.#ttl, req.cacheKey !== undefined ? 1 : 0);
+    for (const a of plan.args) args.push(a);
+    const budgetKeys = plan.keys;
+    const own = { keys, args };
     let [reply, , value] = await this.#call(own, d, m);
     if (reply[0] === 'seed') {
       await this.#seed(req, reply.slice(1).map(Number), d, m);
@@ -328,6 +341,36 @@ export class FleetLimiter implements Limiter {
       ok: false, code: 'budget_exceeded', key: b.key, period, spent: Number(reply[3]), limit,
       resetAt: new Date(period === 'daily' ? d + 86_400_000 : nextMonth(m)),
     };
+  }
+
+  /**
+   * The Redis names and script arguments of one request's budgets, kept per budgets array when it
+   * is frozen: decide.ts passes one frozen array for every request of one compiled policy set (a
+   * config reload compiles new ones, so a plan never outlives its limits). Others are made per call.
+   */
+  #budgetPlan(budgets: AdmitRequest['budgets']): BudgetPlan {
+    const frozen = Object.isFrozen(budgets);
+    let plan = frozen ? this.#plans.get(budgets) : undefined;
+    if (plan) return plan;
+    const p = this.#fleet.prefix;
+    plan = { keys: [], args: [] };
+    for (const b of budgets) {
+      plan.keys.push(budgetHash(p, b.key), budgetZset(p, b.key));
+      plan.args.push(b.limits.daily_usd ?? -1, b.limits.monthly_usd ?? -1);
+    }
+    if (frozen) this.#plans.set(budgets, plan);
+    return plan;
+  }
+
+  /** A rate key's hash name (the same for every request of one agent or virtual key; bounded). */
+  #rateKey(key: string): string {
+    let name = this.#rateNames.get(key);
+    if (name === undefined) {
+      if (this.#rateNames.size >= MAX_RATE_NAMES) this.#rateNames.clear();
+      name = `${this.#fleet.prefix}rl:${key}`;
+      this.#rateNames.set(key, name);
+    }
+    return name;
   }
 
   /** The window of `now` (Date arithmetic only when the day changes). */
@@ -363,17 +406,19 @@ export class FleetLimiter implements Limiter {
     const w = this.#window(d, m);
     // [numKeys, ...keys, ...argv], built in place.
     const out: Array<string | number> = [0];
-    const argv: Array<string | number> = [w.dayField, w.monthField, batch.length, BUDGET_KEY_TTL_MS];
-    for (const s of batch) {
-      const { ft, charge, tokens } = s;
-      const tpm = tokens >= 0 ? ft.tpmKeys : NONE;
-      for (const k of tpm) out.push(k);
+    for (let i = 0; i < batch.length; i++) {
+      const { ft, tokens } = batch[i];
+      if (tokens >= 0) for (const k of ft.tpmKeys) out.push(k);
       for (const k of ft.budgetKeys) out.push(k);
-      argv.push(tpm.length, ft.budgets.length, tokens, ft.tokens, ft.member, ft.amount, charge, s.retry ? 1 : 0);
     }
     for (const k of own.keys) out.push(k);
     out[0] = out.length - 1;
-    for (const a of argv) out.push(a);
+    out.push(w.dayField, w.monthField, batch.length, BUDGET_KEY_TTL_MS);
+    for (let i = 0; i < batch.length; i++) {
+      const s = batch[i];
+      const { ft, tokens } = s;
+      out.push(tokens >= 0 ? ft.tpmKeys.length : 0, ft.budgets.length, tokens, ft.tokens, ft.member, ft.amount, s.charge, s.retry ? 1 : 0);
+    }
     for (const a of own.args) out.push(a);
     let reply: Reply;
     try {
