@@ -46,12 +46,17 @@ export interface ServeOptions {
   config?: Promise<ConfigSet>;
 }
 
-export interface Running { rt: Runtime; server: Server; port: number; close(): Promise<void> }
+export interface Running {
+  rt: Runtime; server: Server; port: number; close(): Promise<void>;
+  /** The longest close() should take (the drain, the audit and sink bounds): past it, a close is stuck. */
+  closeBudgetMs: number;
+}
 
 /** Start a gateway (used by the CLI and by the end-to-end tests). */
 export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; quiet?: boolean; parseConfig?: RuntimeOptions['parseConfig'] }): Promise<Running> {
   const env = o.env ?? process.env;
   checkAdminToken(env.AAM_ADMIN_TOKEN); // before anything listens or writes to the data dir
+  const drainMs = drainTimeoutMs(env.AAM_DRAIN_TIMEOUT_MS);
   workerHeapsUseTheirLimits(); // before the audit writer and scan threads start
   if ((o.tlsCert || o.tlsKey) && !(o.tlsCert && o.tlsKey)) throw new Error('--tls-cert and --tls-key go together');
   if (o.clientCa && !o.tlsCert) throw new Error('--client-ca needs --tls-cert and --tls-key: X.509-SVIDs are presented over TLS');
@@ -193,14 +198,33 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   const close = () => closing ??= (async () => {
     watcher.close();
     rt.ready = false;
-    await new Promise<void>((resolve) => {
+    // Drain: stop accepting; end the streams only aam can end (MCP listen and GET SSE streams: their
+    // clients reconnect, to another replica in a fleet); let in-flight requests (a model's answer
+    // streaming) finish, for at most AAM_DRAIN_TIMEOUT_MS; then cut what is left. The rest of close()
+    // (final audit checkpoint, sinks, fleet) always runs after it.
+    const t0 = performance.now();
+    let sweep: NodeJS.Timeout | undefined;
+    const drained = new Promise<void>((resolve) => {
       // A keep-alive connection goes idle when its in-flight request finishes; close() would wait
-      // for it (until the hard deadline), so idle connections are swept until the last one is gone.
-      const sweep = setInterval(() => server.closeIdleConnections(), 50);
-      server.close(() => { clearInterval(sweep); resolve(); });
+      // for it, so idle connections are swept until the last one is gone.
+      sweep = setInterval(() => server.closeIdleConnections(), 50);
+      server.close(() => resolve());
       server.closeIdleConnections();
     });
-    await mcp.close();
+    let ended = 0;
+    try { ended = mcp.drain(); } catch (e) { rt.log.warn({ event: 'drain_streams_failed', err: e }, 'MCP streams not ended for the drain'); }
+    let timer: NodeJS.Timeout | undefined;
+    const inTime = await Promise.race([drained.then(() => true), new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), drainMs); })]);
+    clearTimeout(timer);
+    clearInterval(sweep);
+    if (!inTime) {
+      const cut = await new Promise<number>((resolve) => server.getConnections((_e, n) => resolve(n ?? 0)));
+      server.closeAllConnections();
+      rt.log.warn({ event: 'drain_cut', connections: cut, drain_timeout_ms: drainMs }, `drain did not finish within ${drainMs} ms: cut ${cut} connection(s) still open`);
+      await drained;
+    }
+    rt.log.info({ event: 'drained', streams_ended: ended, cut: !inTime, ms: Math.round(performance.now() - t0) }, 'connections drained');
+    await mcp.close().catch((e: unknown) => rt.log.error({ event: 'mcp_close_failed', err: e }, 'MCP plane not closed cleanly'));
     // Before rt.close() ends the fleet's connections: the last events and a final checkpoint, to the sinks too (bounded wait).
     const fleetLate = fleetAudit && sinks ? await stopSinksWithCheckpoint({ flush: () => fleetAudit.flush(), checkpoint: async () => { await fleetAudit.checkpoint(); return null; } }, sinks, sinkShutdownMs) : null;
     if (fleetLate) rt.log.warn({ event: 'audit_sinks_not_drained', err: fleetLate }, 'audit sinks did not get the final checkpoint before shutdown; whichever replica delivers next resumes from the cursors');
@@ -220,7 +244,16 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
       await rt.tracer?.shutdown(5000);
     }
   })();
-  return { rt, server, port, close };
+  // The drain, the audit trail's durable wait (2 s), the sinks' bound (fleet and local), tracing's 5 s, and margin.
+  return { rt, server, port, close, closeBudgetMs: drainMs + 2 * sinkShutdownMs + 2_000 + 5_000 + 10_000 };
+}
+
+/** AAM_DRAIN_TIMEOUT_MS: how long a shutdown lets in-flight requests finish (default 10000); a bad value refuses the start. */
+export function drainTimeoutMs(value: string | undefined): number {
+  if (value === undefined || value === '') return 10_000;
+  const n = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) throw new Error(`AAM_DRAIN_TIMEOUT_MS must be a whole number of milliseconds (default 10000), not "${value}"`);
+  return n;
 }
 
 /** A runtime that fails to start does not leave the fleet connections open. */
@@ -269,8 +302,11 @@ export async function serve(o: ServeOptions): Promise<number> {
   });
   const stop = (sig: string) => {
     g.rt.log.info({ event: 'shutdown', signal: sig }, 'draining in-flight requests');
-    // Hard deadline so a stuck stream cannot block shutdown forever.
-    setTimeout(() => process.exit(1), 30_000).unref();
+    // Hard deadline, above the drain and the audit/sink bounds: only a close that is truly stuck ends so.
+    setTimeout(() => {
+      g.rt.log.error({ event: 'shutdown_stuck', after_ms: g.closeBudgetMs }, 'shutdown did not finish in time; exiting without it');
+      process.exit(1);
+    }, g.closeBudgetMs).unref();
     g.close().then(() => process.exit(0), () => process.exit(1));
   };
   process.once('SIGTERM', () => stop('SIGTERM'));

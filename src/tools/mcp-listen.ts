@@ -47,6 +47,8 @@ interface Listener extends Watcher {
   /** Watched tasks by `${server}\n${upstream task id}`: the caller's own id for each. */
   tasks: Map<string, { id: string; task: Task }>;
   send(method: string, params?: Json): void; end(): void; fail(message: string): void;
+  /** End the stream as a dropped one (no completion: the client listens again, elsewhere in a fleet; what it misses is kept for the grace). */
+  cut(): void;
   /** aam ended the stream (gracefully or with an error): nothing is kept for it. */
   ended?: boolean;
   /** While set: what it was sent (`method uri`), so a catch-up's last part skips what it heard itself. */
@@ -98,6 +100,11 @@ export interface ListenHub {
   recheck(reloaded?: boolean): void;
   /** Open one stream for a validated 2026-07-28 request; resolves when the stream ends. */
   listen(s: SessionCtx, params: Json, id: string | number, res: ServerResponse): Promise<void>;
+  /**
+   * Shutdown: end every open stream as a dropped one (the client listens again, on another
+   * replica in a fleet) and keep its catch-up in the fleet's store for the grace; the count ended.
+   */
+  drain(): number;
   closeAll(): void;
 }
 
@@ -211,6 +218,7 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
     l.tasks.clear();
     for (const uri of [...l.ctx.subscriptions.keys()]) await unsubscribeResource(rt, l.ctx, uri).catch(() => {});
   }
+  let draining = false;
   /** `drop`: from the fleet's store too (not when another replica took it over: it takes the rest itself). */
   function forget(a: Away, drop = true): Promise<void> {
     away.delete(a);
@@ -413,6 +421,7 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
         // Graceful end (spec: a completion result for the listen request, then close).
         end: () => { l.ended = true; if (!res.writableEnded) res.end(sse({ jsonrpc: '2.0', id, result: { resultType: 'complete', _meta: { [SUBSCRIPTION_ID]: id } } })); },
         fail: (message) => { l.ended = true; if (!res.writableEnded) res.end(sse({ jsonrpc: '2.0', id, error: { code: RPC.denied, message } })); },
+        cut: () => { if (!res.writableEnded) res.end(); },
       };
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
       const acked: Json = {};
@@ -455,9 +464,16 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
       if (!l.ended && graceMs > 0 && !('gone' in l.ctx.access.current())) keepAway(l);
       else await release(l);
     },
+    drain() {
+      draining = true;
+      const n = open.size;
+      for (const l of open) l.cut();
+      return n;
+    },
     closeAll() {
       for (const l of open) l.end();
-      for (const a of [...away]) void forget(a);
+      // Draining: the fleet's store keeps the streams this replica dropped (another replica's catch-up takes them).
+      for (const a of [...away]) void forget(a, !draining);
     },
   };
 }
