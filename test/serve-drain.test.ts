@@ -186,3 +186,35 @@ test('aam serve: SIGTERM with a model request that never ends: cut after AAM_DRA
     assert.equal(v.code, 0, v.out + v.err);
   } finally { await gw.stop(); }
 });
+
+test('close() with a 2025-11-25 session\'s GET stream open: the stream is ended at once (the client reconnects elsewhere), not held for the drain bound', async () => {
+  const gw = await startTestGateway(config(), { AAM_ADMIN_TOKEN: ADMIN_TOKEN, AAM_DRAIN_TIMEOUT_MS: '20000' });
+  const key = gw.key('tester');
+  await serversReady(gw);
+  const headers = { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${key}` };
+  const init = await fetch(`${gw.url}/mcp/modern`, { method: 'POST', headers, body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 'drain-session', version: '1.0.0' } } }) });
+  assert.equal(init.status, 200);
+  await init.text();
+  const sid = init.headers.get('mcp-session-id')!;
+  assert.ok(sid);
+  const session = { ...headers, 'mcp-session-id': sid, 'mcp-protocol-version': '2025-11-25' };
+  await (await fetch(`${gw.url}/mcp/modern`, { method: 'POST', headers: session, body: JSON.stringify({ jsonrpc: '2.0', method: 'notifications/initialized' }) })).text();
+  const get = await fetch(`${gw.url}/mcp/modern`, { method: 'GET', headers: { accept: 'text/event-stream', authorization: `Bearer ${key}`, 'mcp-session-id': sid, 'mcp-protocol-version': '2025-11-25' } });
+  assert.equal(get.status, 200);
+  let getEnded = false;
+  void (async () => { try { for await (const _ of get.body as unknown as AsyncIterable<Uint8Array>) { /* read */ } } catch { /* cut */ } getEnded = true; })();
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(getEnded, false, 'the GET stream is open');
+  const t0 = performance.now();
+  let timer: NodeJS.Timeout | undefined;
+  const closed = await Promise.race([gw.g.close().then(() => true), new Promise<boolean>((r) => { timer = setTimeout(() => r(false), 8000); })]);
+  clearTimeout(timer);
+  try {
+    assert.ok(closed, `close() did not resolve within 8000 ms: the GET stream held it (drain bound 20000 ms)`);
+    assert.ok(performance.now() - t0 < 8000);
+    await until(() => getEnded, 5000, 'the GET stream to end');
+  } finally {
+    if (!closed) gw.g.server.closeAllConnections();
+    await gw.close();
+  }
+});
