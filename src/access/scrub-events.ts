@@ -6,7 +6,10 @@
 import type { StreamEvent } from '../providers/types.ts';
 import type { StreamScrubber } from '../credentials/scrub.ts';
 
-export interface EventScrubber { push(ev: StreamEvent): StreamEvent[]; end(): StreamEvent[] }
+/** push's answer is read before the next push or end (it may be an array reused by the next call). */
+export interface EventScrubber { push(ev: StreamEvent): readonly StreamEvent[]; end(): StreamEvent[] }
+
+const NONE: readonly StreamEvent[] = Object.freeze([]);
 
 type MakeStream = () => Pick<StreamScrubber, 'push' | 'end'>;
 
@@ -14,6 +17,8 @@ export function createEventScrubber(make: MakeStream): EventScrubber {
   let text: ReturnType<MakeStream> | null = null;
   let thinking: ReturnType<MakeStream> | null = null;
   const tools = new Map<number, ReturnType<MakeStream>>();
+  // The one-event answer of a text delta, reused: the common case makes no array per event.
+  const one: StreamEvent[] = [];
   const endThinking = (out: StreamEvent[]) => {
     if (thinking) { const t = thinking.end(); thinking = null; if (t) out.push({ type: 'thinking', text: t }); }
   };
@@ -30,8 +35,14 @@ export function createEventScrubber(make: MakeStream): EventScrubber {
     push(ev) {
       if (ev.type === 'text') {
         text ??= make();
-        // The common case (no thinking block open) makes no array unless text is released.
-        if (!thinking) { const t = text.push(ev.text); return t ? [{ type: 'text', text: t }] : []; }
+        // The common case (no thinking block open) makes no array, and no event when the text
+        // passes unchanged (nothing held, nothing redacted): the event is its own clean event.
+        if (!thinking) {
+          const t = text.push(ev.text);
+          if (!t) return NONE;
+          one[0] = t === ev.text ? ev : { type: 'text', text: t };
+          return one;
+        }
         const out: StreamEvent[] = [];
         endThinking(out);
         const t = text.push(ev.text);
