@@ -252,3 +252,19 @@ test('a budget plan is kept per frozen budgets array: a reloaded policy set (a n
     if (r.ok && r.ticket) lim.release(r.ticket);
   } finally { await lim.close(); }
 });
+
+test('a Redis that lost the admission script (SCRIPT FLUSH) gets it once by EVAL: the admission still counts', async () => {
+  const lim = new FleetLimiter(fleet, { settleDelayMs: 600_000 });
+  try {
+    lim.release(await admitted(lim, request('agent:flushed'))); // the script is loaded
+    await fleet.redis.call('SCRIPT', 'FLUSH');
+    const evals = scripts;
+    const t = await admitted(lim, request('agent:flushed'));
+    assert.equal(scripts - evals, 2, 'EVALSHA refused with NOSCRIPT, then one EVAL');
+    const b = await budget('agent:flushed');
+    assert.ok(near(b.reserved, 0.1), `the EVAL reserved the estimate: ${JSON.stringify(b)}`);
+    lim.release(t);
+    await admitted(lim, request('agent:flushed')); // EVALSHA again (EVAL loaded it)
+    assert.equal(scripts - evals, 3);
+  } finally { await lim.close(); }
+});

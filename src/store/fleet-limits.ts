@@ -6,7 +6,7 @@
 // Redis that restarts empty is re-seeded from it, so an exhausted budget stays exhausted).
 import type { Fleet } from './fleet.ts';
 import { exactCacheKey, parseCacheValue } from './fleet-cache.ts';
-import { scriptRunner } from './redis-script.ts';
+import { SCRIPT, scriptRunner } from './redis-script.ts';
 import { StoreUnavailable, type AdmitRequest, type AdmitResult, type BudgetAlert, type Limiter, type Period, type Ticket } from './types.ts';
 
 const dayStart = (t: number): number => { const d = new Date(t); return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()); };
@@ -404,15 +404,15 @@ export class FleetLimiter implements Limiter {
    */
   async #script(batch: Settlement[], own: { keys: string[]; args: Array<string | number> }, d: number, m: number, fail: (e: unknown) => Error): Promise<Reply> {
     const w = this.#window(d, m);
-    // [numKeys, ...keys, ...argv], built in place.
-    const out: Array<string | number> = [0];
+    // [script, numKeys, ...keys, ...argv], built in place (the runner sends this array itself).
+    const out: Array<string | number> = [SCRIPT, 0];
     for (let i = 0; i < batch.length; i++) {
       const { ft, tokens } = batch[i];
       if (tokens >= 0) for (const k of ft.tpmKeys) out.push(k);
       for (const k of ft.budgetKeys) out.push(k);
     }
     for (const k of own.keys) out.push(k);
-    out[0] = out.length - 1;
+    out[1] = out.length - 2;
     out.push(w.dayField, w.monthField, batch.length, BUDGET_KEY_TTL_MS);
     for (let i = 0; i < batch.length; i++) {
       const s = batch[i];

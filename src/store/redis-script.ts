@@ -13,9 +13,14 @@ const UTF8 = { replyEncoding: 'utf8' as const };
 /**
  * A Lua script for the hot path: EVALSHA written straight on the connection, without ioredis's
  * per-call wrappers (defineCommand's script command and auto-pipelining cost ~20 us of CPU per
- * call). `args` is [numKeys, ...keys, ...argv]; a Redis that does not know the script (restarted,
- * flushed) gets it once by EVAL.
+ * call). `args` is [SCRIPT, numKeys, ...keys, ...argv]: the caller leaves its first element for the
+ * runner, which puts the script's SHA there (the command is sent from that array, not a copy of it;
+ * the caller must not reuse it). A Redis that does not know the script (restarted, flushed) gets it
+ * once by EVAL.
  */
+/** The first element of a script runner's arguments: the runner puts the script (its SHA) there. */
+export const SCRIPT = '';
+
 export function scriptRunner<T>(redis: Redis, lua: string): (args: Array<string | number>) => Promise<T> {
   const { Command } = createRequire(import.meta.url)('ioredis') as typeof IORedis;
   const sha = createHash('sha1').update(lua).digest('hex');
@@ -28,7 +33,8 @@ export function scriptRunner<T>(redis: Redis, lua: string): (args: Array<string 
   // A Redis that lost the script (restarted, flushed) gets it once by EVAL.
   const again = (e: unknown, args: Array<string | number>): Promise<T> => {
     if (!(e instanceof Error) || !e.message.startsWith('NOSCRIPT')) throw e;
-    return redis.sendCommand(new Command('eval', [lua, ...args], UTF8)) as Promise<T>;
+    args[0] = lua;
+    return redis.sendCommand(new Command('eval', args, UTF8)) as Promise<T>;
   };
   // Not async: one promise per call (the command's), not a wrapper around it.
   return (args) => {
@@ -37,6 +43,7 @@ export function scriptRunner<T>(redis: Redis, lua: string): (args: Array<string 
       corked.cork();
       setImmediate(uncork);
     }
-    return (redis.sendCommand(new Command('evalsha', [sha, ...args], UTF8)) as Promise<T>).catch((e: unknown) => again(e, args));
+    args[0] = sha;
+    return (redis.sendCommand(new Command('evalsha', args, UTF8)) as Promise<T>).catch((e: unknown) => again(e, args));
   };
 }
