@@ -157,7 +157,7 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
     }
     const settled = codec.settle?.();
     if (settled) await settled;
-    sendText(ctx, 200, text, 'application/json', { ...responseHeaders(r.target, call.cost), ...cacheHeader(cache) });
+    ctx.res.send(200, text, answerHeaders(ctx.requestId, r.target, call.cost, cache));
   } finally {
     // Counters (usage, metrics) once the answer is out, whatever came of it: alone in flight, the
     // answer leaves that much sooner. Its evidence and the budget's settlement came before it.
@@ -196,8 +196,12 @@ async function checkedWhole(a: Access, route: Route, req: ChatRequest, codec: Cl
   return { ok: true as const, value: localStream(resultToEvents(checked)), target: r.target };
 }
 
-function responseHeaders(target: Target, cost: number | null): Record<string, string> {
-  return { 'x-aam-target': target.label, 'x-aam-cost-usd': cost === null ? 'unknown' : cost.toFixed(8) };
+/** A whole answer's headers (sendText's, then target, cost, cache), filled in one object: no spreads per request. */
+function answerHeaders(requestId: string, target: Target, cost: number | null, cache: CacheState): Record<string, string> {
+  const h: Record<string, string> = { 'content-type': 'application/json', 'x-request-id': requestId, 'x-aam-target': target.label, 'x-aam-cost-usd': cost === null ? 'unknown' : cost.toFixed(8) };
+  if (cache.hit) h['x-aam-cache'] = 'hit';
+  else if (cache.save) h['x-aam-cache'] = 'miss';
+  return h;
 }
 
 async function streamChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState, need: TokenNeed, client: ClientBody | undefined): Promise<void> {
@@ -206,7 +210,15 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
   const includeUsage = codec.wire === 'anthropic' || req.stream_options?.include_usage === true;
   // Keep-alive: an SSE comment after each idle period (also before the first token, when
   // reasoning models think for minutes) so proxies and load balancers do not cut the stream.
-  const openHeaders = (extra?: Record<string, string>) => { if (!res.headersSent) res.writeHead(200, { ...SSE_HEADERS, 'x-request-id': ctx.requestId, ...cacheHeader(cache), ...extra }); };
+  const openHeaders = (extra?: Record<string, string>) => {
+    if (res.headersSent) return;
+    // One object filled in place (SSE_HEADERS, id, cache, extra: the order on the wire).
+    const h: Record<string, string> = { ...SSE_HEADERS, 'x-request-id': ctx.requestId };
+    if (cache.hit) h['x-aam-cache'] = 'hit';
+    else if (cache.save) h['x-aam-cache'] = 'miss';
+    if (extra) for (const k in extra) h[k] = extra[k];
+    res.writeHead(200, h);
+  };
   // On the route's clock: a node timer per stream cost a timer list per stream at c=1, before the first byte.
   const keepalive = new KeepAlive(route.keepalive ??= new Deadlines(Math.max(1, ctx.rt.options.sseKeepaliveMs) || 1), () => { openHeaders(); res.write(SSE_KEEPALIVE); });
   // Upstream bodies opened here; any still unread when we are done is aborted (no-op once ended).
