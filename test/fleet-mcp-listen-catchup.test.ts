@@ -195,3 +195,21 @@ test('Redis down: a subscriptions/listen is refused with 503 store_unavailable (
   }, 20_000, 'listening again once Redis is back');
   await quiet();
 });
+
+test('replica A shut down (drained) with a listen stream open: the stream ends as a dropped one and its caller, listening again on B, is told every list and URI it asked for (A no longer hears what changes)', async () => {
+  const [a, b] = fleet.urls;
+  const first = await listen(a, 'a');
+  let again: Awaited<ReturnType<typeof listen>> | undefined;
+  try {
+    await until(async () => watchingUri('memo://one'), 20_000, 'A listening upstream for it');
+    const t0 = performance.now();
+    await fleet.replicas[0].close();
+    assert.ok(performance.now() - t0 < 10_000, `A closed in ${Math.round(performance.now() - t0)} ms`);
+    assert.ok(!first.messages.some((m) => m.id === first.id), 'ended with no completion result: the client listens again');
+    again = await listen(b, 'a');
+    await until(async () => again!.messages.length >= 4, 20_000, 'the catch-up on B');
+    await sleep(500);
+    assert.deepEqual(heardOn(again).sort(), ['tools', 'updated memo://one', 'updated memo://two']);
+  } finally { first.close(); again?.close(); }
+  await quiet();
+});

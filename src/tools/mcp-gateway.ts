@@ -503,7 +503,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     },
     async close() {
       clearInterval(sweeper);
-      hub.closeAll();
+      await hub.closeAll();
       await Promise.all([...sessions.values()].map((s) => s.transport.close().catch(() => {})));
       sessions.clear();
       await catalog.close();

@@ -105,7 +105,7 @@ export interface ListenHub {
    * replica in a fleet) and keep its catch-up in the fleet's store for the grace; the count ended.
    */
   drain(): number;
-  closeAll(): void;
+  closeAll(): Promise<void>;
 }
 
 /**
@@ -219,6 +219,8 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
     for (const uri of [...l.ctx.subscriptions.keys()]) await unsubscribeResource(rt, l.ctx, uri).catch(() => {});
   }
   let draining = false;
+  /** Dropped streams being written to the fleet's store (closeAll waits for them: the store closes after it). */
+  const puts = new Set<Promise<void>>();
   /** `drop`: from the fleet's store too (not when another replica took it over: it takes the rest itself). */
   function forget(a: Away, drop = true): Promise<void> {
     away.delete(a);
@@ -237,8 +239,11 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
     a.timer.unref();
     away.add(a);
     // Redis down: kept here only (the caller's next listen on this replica still gets it).
-    fleet?.put(l.who, l.scope, a.id, { holder: self, sig: l.sig, want: [...l.want], subs: [...l.ctx.subscriptions.keys()], lists: [], uris: [], unknown: false }, graceMs)
+    // Draining (this replica is going away, and its upstream listening with it): what the stream
+    // misses from now on is unknown, so the replica it listens on next announces all it asked for.
+    const put = fleet?.put(l.who, l.scope, a.id, { holder: self, sig: l.sig, want: [...l.want], subs: [...l.ctx.subscriptions.keys()], lists: [], uris: [], unknown: draining }, graceMs)
       .catch((err: unknown) => { a.shared = false; fleetFailed('a dropped stream is kept on this replica only')(err); });
+    if (put) { puts.add(put); void put.finally(() => puts.delete(put)); }
   }
 
   /**
@@ -470,9 +475,10 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
       for (const l of open) l.cut();
       return n;
     },
-    closeAll() {
+    async closeAll() {
       for (const l of open) l.end();
       // Draining: the fleet's store keeps the streams this replica dropped (another replica's catch-up takes them).
+      await Promise.allSettled([...puts]);
       for (const a of [...away]) void forget(a, !draining);
     },
   };
