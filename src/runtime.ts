@@ -25,7 +25,7 @@ import type { FleetCredentialRows } from './store/fleet-credentials.ts';
 import type { FleetIssuerKeys } from './store/fleet-issuer-keys.ts';
 import type { FleetUsage } from './store/fleet-usage.ts';
 import { openDatabase } from './store/sqlite.ts';
-import { createLogger, type Logger } from './observability/log.ts';
+import { createLogger, logLevelFrom, type Logger } from './observability/log.ts';
 import type { DatabaseSync } from 'node:sqlite';
 import type { AuditLog } from './audit/log.ts';
 import { adminEvent, type AdminActor } from './audit/event.ts';
@@ -215,8 +215,9 @@ export class Runtime {
   readonly ids = new IdPool();
 
   constructor(opts: RuntimeOptions) {
-    // Log lines pass the credential scrubber too (an upstream error may quote a key).
-    this.log = opts.log ?? createLogger({ scrub: (line) => (this.vault ? this.vault.scrubber().scrub(line).text : line) });
+    // Log lines pass the credential scrubber too (an upstream error may quote a key). The level is the
+    // gateway's own env's (a test's in-process gateway has its own), not necessarily this process's.
+    this.log = opts.log ?? createLogger({ level: logLevelFrom((opts.env ?? process.env).AAM_LOG_LEVEL), scrub: (line) => (this.vault ? this.vault.scrubber().scrub(line).text : line) });
     this.options = {
       configPath: opts.configPath, dataDir: opts.dataDir, adminToken: opts.adminToken ?? null,
       maxBodyBytes: opts.maxBodyBytes ?? 10 * 1024 * 1024, sseKeepaliveMs: opts.sseKeepaliveMs ?? 15_000, publicUrl: opts.publicUrl ?? null,

@@ -465,7 +465,6 @@ const ROWS: Row[] = PLANES.flatMap((plane, p) => [
 // ---- gateway ----
 
 before(async () => {
-  process.env.AAM_LOG_LEVEL = 'debug'; // the logger reads it at start: the most it would ever write
   logs = captureStderr();
   up = await startLeakUpstream({ vertexToken: SECRETS['gcp-token'] });
   hook = createServer((req, res) => {
@@ -526,7 +525,8 @@ before(async () => {
   const sts = JSON.stringify({ Version: 1, AccessKeyId: 'ASIALEAKHUNTEXAMPLE1', SecretAccessKey: SECRETS['aws-secret'], SessionToken: SECRETS['aws-session'] });
   const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
   const sa = JSON.stringify({ type: 'service_account', project_id: 'leak-project', private_key_id: 'k1', private_key: rsa, client_email: 'leak@leak-project.iam.gserviceaccount.com', token_uri: `${up.url}/token` });
-  gw = await startTestGateway(config, { LEAK_AWS_STS: sts, LEAK_GCP_SA: sa, LEAK_LLM_KEY: SECRETS['llm-key'], LEAK_ANT_KEY: SECRETS['ant-key'], LEAK_MCP_KEY: SECRETS['mcp-key'], LEAK_TOOL_KEY: SECRETS['tool-key'], LEAK_STDIO_KEY: SECRETS['stdio-key'], LEAK_A2A_KEY: SECRETS['agent-key'], LEAK_QUERY_KEY: SECRETS['query-key'], AAM_A2A_PUSH_ALLOW: new URL(hookUrl).host });
+  gw = await startTestGateway(config, { LEAK_AWS_STS: sts, LEAK_GCP_SA: sa, LEAK_LLM_KEY: SECRETS['llm-key'], LEAK_ANT_KEY: SECRETS['ant-key'], LEAK_MCP_KEY: SECRETS['mcp-key'], LEAK_TOOL_KEY: SECRETS['tool-key'], LEAK_STDIO_KEY: SECRETS['stdio-key'], LEAK_A2A_KEY: SECRETS['agent-key'], LEAK_QUERY_KEY: SECRETS['query-key'], AAM_A2A_PUSH_ALLOW: new URL(hookUrl).host,
+    AAM_LOG_LEVEL: 'debug' }); // the gateway's logger at its most verbose: the most it would ever write
   agentKey = gw.key('hunter');
   openai = new OpenAI({ apiKey: agentKey, baseURL: `${gw.url}/v1`, maxRetries: 0, fetch: cap.fetch });
   anthropic = new Anthropic({ apiKey: agentKey, baseURL: gw.url, maxRetries: 0, fetch: cap.fetch });
@@ -565,4 +565,6 @@ test('log | every line written | all forms', () => {
   const leaks = findLeaks(logs.lines.join('\n'), ALL, { stride: 6 });
   assert.equal(leaks.length, 0, report('the log', leaks));
   assert.ok(logs.lines.some((l) => l.includes('credential_leak')), 'redactions are logged (names only)');
+  gw.g.rt.log.debug({ event: 'leak_hunt_level_probe' });
+  assert.ok(logs.lines.some((l) => l.includes('leak_hunt_level_probe')), 'the gateway logs at debug: the hunt read everything it would ever write');
 });

@@ -182,11 +182,10 @@ test('upstream crash: in-flight call gets a clear error, then aam restarts the s
   const logged: string[] = [];
   const write = process.stderr.write.bind(process.stderr);
   process.stderr.write = ((chunk: string | Uint8Array, ...rest: never[]) => { logged.push(String(chunk)); return write(chunk, ...rest); }) as typeof process.stderr.write;
-  const level = process.env.AAM_LOG_LEVEL;
-  process.env.AAM_LOG_LEVEL = 'warn';
   try {
     const file = tempFile('calls.jsonl');
-    const { gw, client } = await setup([stdioServerDoc('crm', { CALLS_FILE: file })]);
+    // The gateway's own env sets its log level (not this process's).
+    const { gw, client } = await setup([stdioServerDoc('crm', { CALLS_FILE: file })], { env: { AAM_LOG_LEVEL: 'warn' } });
     await client.listTools();
     const pid = (await status(gw)).crm.pid;
     const inflight = rpcError(client.callTool({ name: 'crm__slow', arguments: { ms: 60_000 } }));
@@ -201,7 +200,6 @@ test('upstream crash: in-flight call gets a clear error, then aam restarts the s
     assert.ok(logged.some((l) => l.includes('"mcp server stderr"') && l.includes('accounts fixture starting')), 'stderr captured to the log');
   } finally {
     process.stderr.write = write;
-    if (level === undefined) delete process.env.AAM_LOG_LEVEL; else process.env.AAM_LOG_LEVEL = level;
   }
 });
 

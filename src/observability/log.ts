@@ -11,8 +11,15 @@ export interface Logger {
   error(obj: object, msg?: string): void;
 }
 
+/** AAM_LOG_LEVEL as a level, or undefined when unset; a value that is not a level refuses the start (it was read as info). */
+export function logLevelFrom(value: string | undefined): Level | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (Object.hasOwn(ORDER, value)) return value as Level;
+  throw new Error(`AAM_LOG_LEVEL must be debug, info, warn or error, not "${value}"`);
+}
+
 export function createLogger(opts: { level?: Level; write?: (line: string) => void; scrub?: (s: string) => string } = {}): Logger {
-  const min = ORDER[opts.level ?? (process.env.AAM_LOG_LEVEL as Level | undefined) ?? 'info'] ?? 20;
+  const min = ORDER[opts.level ?? logLevelFrom(process.env.AAM_LOG_LEVEL) ?? 'info'];
   const write = opts.write ?? ((line: string) => { process.stderr.write(line); });
   const emit = (level: Level, obj: object, msg?: string) => {
     if (ORDER[level] < min) return;
