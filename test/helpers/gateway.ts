@@ -25,7 +25,13 @@ export async function startTestGateway(config: string, env: Record<string, strin
   writeFileSync(configPath, config);
   const dataDir = join(dir, 'data');
   // The loader is in this process anyway: validate here rather than start a thread per gateway and reload.
-  const g = await startGateway({ configPath, dataDir, port: 0, host: '127.0.0.1', env: { ...process.env, AAM_LOG_LEVEL: 'error', ...env }, parseConfig: parseConfigTexts });
+  let g: Running;
+  try {
+    g = await startGateway({ configPath, dataDir, port: 0, host: '127.0.0.1', env: { ...process.env, AAM_LOG_LEVEL: 'error', ...env }, parseConfig: parseConfigTexts });
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true }); // a start that is refused leaves nothing behind
+    throw e;
+  }
   return {
     url: `http://127.0.0.1:${g.port}`, port: g.port, dataDir, configPath, g,
     key: (agent) => g.rt.keys.create(agent).secret,
