@@ -57,7 +57,7 @@ function smapsBreakdown(pid: number): Record<string, number> {
     const rss = /^Rss:\s+(\d+) kB/.exec(line);
     if (!rss) continue;
     const kb = Number(rss[1]);
-    if (name.endsWith('/node') || name.endsWith('/bin/node')) add('file: node binary', kb);
+    if (name.endsWith('/node') || name.endsWith('/bin/node')) { add('file: node binary', kb); add(`  of it ${perms}`, kb); }
     else if (name.startsWith('/')) add('file: other', kb);
     else if (name === '[heap]') add('anon: [heap] (brk arena)', kb);
     else if (name.startsWith('[stack')) add('anon: stacks', kb);
