@@ -256,6 +256,13 @@ export class Runtime {
     // Fleet: answers are shared through Redis (each replica keeps a memory copy in front); embedded: memory + SQLite.
     this.cache = new ModelCache(this.fleet ? null : this.db, {
       scrub: (json) => this.scrub(json),
+      scrubTexts: (texts) => {
+        const sc = this.vault.scrubber();
+        if (sc.size === 0) return texts;
+        const r = sc.scrubJoined(texts);
+        if (r.leaked.length) this.#leak(r.leaked);
+        return r.texts;
+      },
       shared: this.fleet ? new FleetCache(this.fleet.fleet, { onError: (what, e) => this.log.warn({ event: 'fleet_store_error', what, err: e }, `fleet store: ${what} failed`) }) : undefined,
     });
     this.mcpSessions = this.fleet ? new FleetMcpSessions(this.fleet.fleet.redis, this.fleet.fleet.prefix, this.fleet.fleet) : memoryMcpSessions();

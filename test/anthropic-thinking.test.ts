@@ -15,7 +15,8 @@ import { bedrockAdapter, bedrockChatResponse } from '../src/providers/bedrock.ts
 import { parseAnthropicRequest } from '../src/providers/anthropic-parse.ts';
 import { SseParser } from '../src/providers/sse.ts';
 import { resultToEvents, eventsToResult } from '../src/cache/replay.ts';
-import type { StreamEvent } from '../src/providers/types.ts';
+import type { ChatResult, StreamEvent } from '../src/providers/types.ts';
+import { ModelCache } from '../src/cache/model-cache.ts';
 import { createEventScrubber } from '../src/access/scrub-events.ts';
 import { Scrubber } from '../src/credentials/scrub.ts';
 
@@ -275,6 +276,46 @@ test('interleaved thinking from the response cache: whole and streamed replays k
     const second = await anthropic.messages.create(iturn2(hit.content, 'claude-interleaved-cached'));
     assert.equal(second.content[0].type === 'text' ? second.content[0].text : '', 'final: the tool said sunny, 21 C');
   }
+});
+
+test('interleaved thinking, a credential in a text block, from the response cache: the scrubbed entry replays every block in its place (whole and streamed), each text with its own redaction; turn 2 is accepted', async () => {
+  // A credential whose value the answer's second text block holds ("And the time."): scrubbed.
+  const sgw = await startTestGateway(yaml(
+    doc('Credential', 'time-key', { env: 'THINKING_TEST_TIME_KEY' }),
+    doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${fake.url}/v1`, credential: 'time-key' }),
+    doc('Model', 'claude-interleaved-scrubbed', { targets: [{ provider: 'ant', model: 'thinking-interleaved' }], cache: { mode: 'exact', ttl_seconds: 60, scope: 'agent' } }),
+    ...agentDocs(['claude-interleaved-scrubbed']),
+  ), { THINKING_TEST_TIME_KEY: 'the time' });
+  try {
+    const anthropic = new Anthropic({ apiKey: sgw.key('tester'), baseURL: sgw.url, maxRetries: 0 });
+    const p = { ...iparams, model: 'claude-interleaved-scrubbed' };
+    const miss = await anthropic.messages.create(p);
+    const { data: hit, response } = await anthropic.messages.create(p).withResponse();
+    assert.equal(response.headers.get('x-aam-cache'), 'hit');
+    const streamed = await anthropic.messages.stream(p).finalMessage();
+    for (const [what, m] of [['miss', miss], ['hit', hit], ['streamed hit', streamed]] as const) {
+      assert.deepEqual(m.content.map((b) => b.type), KINDS, `${what}: the upstream's blocks, order and count`);
+      assert.equal((m.content[1] as Anthropic.TextBlock).text, 'Let me check.', `${what}: the first text block as it was`);
+      assert.equal((m.content[4] as Anthropic.TextBlock).text, 'And [REDACTED:time-key].', `${what}: the second text block, scrubbed, in its place`);
+      assert.deepEqual([m.content[0], m.content[3]], [THINKING.thinking, THINKING2], `${what}: thinking untouched`);
+    }
+    const second = await anthropic.messages.create(iturn2(hit.content, 'claude-interleaved-scrubbed'));
+    assert.equal(second.content[0].type === 'text' ? second.content[0].text : '', 'final: the tool said sunny, 21 C');
+  } finally { await sgw.close(); }
+});
+
+test('interleaved thinking, unit: the cache scrubs text blocks as joined texts: a credential split across two is redacted where it starts, the blocks keep their places', async () => {
+  const sc = new Scrubber([{ name: 'k', value: 'check.And the' }]);
+  const cache = new ModelCache(null, { scrub: (json) => sc.scrub(json).text, scrubTexts: (texts) => sc.scrubJoined(texts).texts });
+  const r = anthropicChatResponse({ ...thinkingToolsAnswer('thinking-tools').message, content: interleavedContent() });
+  const route = { name: 'r', targets: [{ provider: 'p', model: 'm' }], cache: { mode: 'exact' as const, ttl_seconds: 60 } };
+  const req = { model: 'r', messages: [{ role: 'user' as const, content: 'hi' }] };
+  assert.ok((await cache.lookup('chat', route, req, { agent: 'a' }, {})).save(r));
+  const hit = await cache.lookup('chat', route, req, { agent: 'a' }, {});
+  cache.close();
+  const content = (anthropicCodec.encodeResult(hit.entry!.result as ChatResult, 'x') as { content: Array<{ type: string; text?: string }> }).content;
+  assert.deepEqual(content.map((b) => b.type), KINDS);
+  assert.deepEqual([content[1].text, content[4].text], ['Let me [REDACTED:k]', ' time.']);
 });
 
 test('interleaved thinking, unit: Anthropic whole answer, cache record of a stream, guardrail-changed text, turn-2 request (raw), Bedrock reasoningContent both ways', () => {

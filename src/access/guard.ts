@@ -3,7 +3,8 @@
 // verdict other than allow is evidence (guardrail, category, where; never the value).
 import type { AccessRuntime, GuardrailLists } from './runtime-view.ts';
 import type { Identity } from '../identity/types.ts';
-import type { ChatRequest, ChatResult, ResultBlock, StreamEvent } from '../providers/types.ts';
+import type { ChatRequest, ChatResult, StreamEvent } from '../providers/types.ts';
+import { textBlocks, withTextBlocks } from '../providers/types.ts';
 import { guardrailsFor } from '../policy/decide.ts';
 import type { PolicySet } from '../policy/compile.ts';
 import {
@@ -132,27 +133,14 @@ export async function guardChatOutput(rt: AccessRuntime, at: EvidenceAt, identit
   const th = result.thinking;
   // Interleaved thinking with several text blocks: each block is shown on its own, so a redaction
   // keeps it in its place (the order's lengths are those of the guarded blocks).
-  const segments = result.order !== undefined ? textSegments(result.order, result.text ?? '') : undefined;
+  const segments = result.order !== undefined ? textBlocks(result.order, result.text ?? '') : undefined;
   const shown: { text: string | string[] | null; tool_calls: ChatResult['toolCalls']; thinking?: string[] } = { text: segments ?? result.text, tool_calls: result.toolCalls };
   if (th !== undefined) shown.thinking = th.map((b) => (b.type === 'thinking' ? b.thinking : ''));
   const out = orThrow(await guardValue(rt, at, identity, gs, 'output', shown, 'completion', 'chat'));
   if (out === shown) return result;
-  const guarded: ChatResult = { ...result, text: Array.isArray(out.text) ? out.text.join('') : out.text, toolCalls: out.tool_calls };
-  if (Array.isArray(out.text) && result.order !== undefined) {
-    let i = 0;
-    const texts = out.text;
-    guarded.order = result.order.map((k) => (typeof k === 'number' ? texts[i++].length : k));
-  }
+  const guarded: ChatResult = Array.isArray(out.text) ? withTextBlocks({ ...result, toolCalls: out.tool_calls }, out.text) : { ...result, text: out.text, toolCalls: out.tool_calls };
   if (th !== undefined) guarded.thinking = th.map((b, i) => (b.type === 'thinking' && out.thinking?.[i] !== undefined ? { ...b, thinking: out.thinking[i] } : b));
   return guarded;
-}
-
-/** An answer's text blocks by its order's lengths; undefined unless there are several and they add up to the text. */
-function textSegments(order: readonly ResultBlock[], text: string): string[] | undefined {
-  const out: string[] = [];
-  let at = 0;
-  for (const k of order) if (typeof k === 'number') { out.push(text.slice(at, at + k)); at += k; }
-  return out.length > 1 && at === text.length ? out : undefined;
 }
 
 /** True when a webhook guardrail checks output: a stream cannot be checked piecewise by it. */

@@ -13,6 +13,7 @@
 import type { DatabaseSync } from 'node:sqlite';
 import type { ModelSpec } from '../config/schema.ts';
 import type { ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult } from '../providers/types.ts';
+import { textBlocks, withTextBlocks } from '../providers/types.ts';
 import { cacheDirectives } from './directives.ts';
 import { cacheKey, routeVersion, scopeKey, type CacheKind, type RouteShape } from './key.ts';
 import { DEFAULT_SEMANTIC_THRESHOLD, SemanticCache, type Embed, type SemanticOptions, type SemanticProbe, type SemanticScope } from './semantic.ts';
@@ -57,12 +58,18 @@ export class ModelCache {
   private readonly versions = new WeakMap<object, string>();
   /** What is stored passes the credential scrubber first (an answer may echo a secret): disk and replays stay clean. */
   private readonly scrub: ((json: string) => string) | undefined;
+  /**
+   * The scrubber over texts a reader joins (the same array when clean): an interleaved answer's text
+   * blocks go through it first, so each keeps its place and its own scrubbed text.
+   */
+  private readonly scrubTexts: ((texts: readonly string[]) => readonly string[]) | undefined;
 
   /** Fleet mode: the cache every replica shares (Redis); the two caches above are then this replica's memory in front of it. */
   private readonly shared: SharedCache | null;
 
-  constructor(db: DatabaseSync | null, opts: { exact?: ResponseCacheOptions; semantic?: SemanticOptions; scrub?: (json: string) => string; shared?: SharedCache } = {}) {
+  constructor(db: DatabaseSync | null, opts: { exact?: ResponseCacheOptions; semantic?: SemanticOptions; scrub?: (json: string) => string; scrubTexts?: (texts: readonly string[]) => readonly string[]; shared?: SharedCache } = {}) {
     this.scrub = opts.scrub;
+    this.scrubTexts = opts.scrubTexts;
     this.exact = new ResponseCache(db, opts.exact);
     this.semantic = new SemanticCache(db, opts.semantic);
     this.shared = opts.shared ?? null;
@@ -98,11 +105,21 @@ export class ModelCache {
     return this.exact.get(key, now) ?? entry;
   }
 
-  private scrubbed<T>(v: T): T {
+  private scrubbed<T extends ChatResult | EmbeddingsResult>(v: T): T {
     if (!this.scrub) return v;
-    const json = JSON.stringify(v);
+    let answer = v;
+    // Interleaved text blocks (Anthropic's interleaved thinking) are scrubbed block by block, as
+    // texts a reader joins (a secret split across two is redacted too): each keeps its place, and
+    // the order's lengths follow. The JSON scrub below then finds them clean (scrubbed whole, the
+    // text would no longer match the order and replay as one block).
+    if (this.scrubTexts !== undefined && 'order' in v && v.order !== undefined) {
+      const texts = textBlocks(v.order, v.text ?? '');
+      const clean = texts !== undefined ? this.scrubTexts(texts) : undefined;
+      if (clean !== undefined && clean !== texts) answer = withTextBlocks(v, clean) as T;
+    }
+    const json = JSON.stringify(answer);
     const clean = this.scrub(json);
-    return clean === json ? v : JSON.parse(clean) as T;
+    return clean === json ? answer : JSON.parse(clean) as T;
   }
 
   /** Route version, computed once per compiled route object (a reload makes new objects). */

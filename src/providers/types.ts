@@ -302,10 +302,28 @@ export function interleavedOrder<T extends ResultBlock | BlockKind>(seq: T[]): T
   return undefined;
 }
 
+/** An answer's text blocks by its order's lengths; undefined unless there are several and they add up to the text. */
+export function textBlocks(order: readonly ResultBlock[], text: string): string[] | undefined {
+  const out: string[] = [];
+  let at = 0;
+  for (const k of order) if (typeof k === 'number') { out.push(text.slice(at, at + k)); at += k; }
+  return out.length > 1 && at === text.length ? out : undefined;
+}
+
+/**
+ * `r` with its text blocks (textBlocks of its order) replaced by `texts`, one each, in order: every
+ * block keeps its place, the order's lengths become the new texts'.
+ */
+export function withTextBlocks(r: ChatResult, texts: readonly string[]): ChatResult {
+  let i = 0;
+  const order = r.order?.map((k) => (typeof k === 'number' ? texts[i++].length : k));
+  return { ...r, text: texts.join(''), order };
+}
+
 /**
  * An answer's blocks in the upstream's order: its `order` when set, else thinking, text, tool calls.
- * Text blocks whose lengths no longer add up to `text` (an output guardrail rewrote it) become one,
- * where the first was; blocks the order does not name come last.
+ * Text blocks whose lengths no longer add up to `text` (rewritten by something that saw the text
+ * whole, not block by block) become one, where the first was; blocks the order does not name come last.
  */
 export function resultBlocks(r: ChatResult): AnswerBlock[] {
   const out: AnswerBlock[] = [];
