@@ -30,6 +30,12 @@ const event = (result: string) => `{ "result" : ${result}, "jsonrpc" : "2.0", "i
 const SCRIPTS: Record<string, { stream: boolean; events: string[] }> = {
   plain: { stream: false, events: [event(task)] },
   escaped: { stream: false, events: [event(artifact(`[{"text":"key ${ESCAPED} here"}]`))] },
+  // A task id written twice: aam binds the last (t1) to this caller; a caller's parser may read the first.
+  twice: { stream: false, events: [event('{"task":{"id":"t-other","id":"t1","contextId":"c1","status":{"state":"TASK_STATE_WORKING"}}}')] },
+  twiceStream: {
+    stream: true,
+    events: [event(task), event('{"statusUpdate":{"taskId":"t-other","taskId":"t1","contextId":"c1","status":{"state":"TASK_STATE_COMPLETED"}}}')],
+  },
   stream: {
     stream: true,
     events: [
@@ -147,4 +153,17 @@ test('a2a raw: stream events that carry a secret are redacted while their neighb
   // (The half it did check, which could begin the secret, moved on to the artifact's next text part: a2a/chunks.ts.)
   assert.equal(texts(JSON.parse(frames[5])).join(''), `key ${SECRET.slice(0, HALF)}harmless`);
   assert.ok(!r.text.includes(SECRET), r.text);
+});
+
+test('a2a raw: an answer or a stream event (no artifact in it) that writes a key twice is re-serialised: the caller never reads the value aam did not bind', async () => {
+  const r = await post(callerBody('twice'));
+  assert.equal(r.status, 200);
+  assert.ok(!r.text.includes('t-other'), r.text);
+  assert.equal((JSON.parse(r.text) as { result: { task: { id: string } } }).result.task.id, 't1');
+  const s = await post(callerBody('twiceStream', 'SendStreamingMessage'), true);
+  const frames = s.text.split('\n\n').filter((f) => f.startsWith('data: ')).map((f) => f.slice('data: '.length));
+  assert.equal(frames.length, 2, s.text);
+  assert.equal(frames[0], SCRIPTS.twiceStream.events[0]);
+  assert.ok(!frames[1].includes('t-other'), frames[1]);
+  assert.equal((JSON.parse(frames[1]) as { result: { statusUpdate: { taskId: string } } }).result.statusUpdate.taskId, 't1');
 });

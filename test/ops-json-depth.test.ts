@@ -2,7 +2,7 @@
 // the field), on every plane, instead of overflowing the stack somewhere downstream (500).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { jsonTooDeep, MAX_JSON_DEPTH } from '../src/access/json-depth.ts';
+import { jsonTooDeep, MAX_JSON_DEPTH, stringEnd } from '../src/access/json-depth.ts';
 import { startTestGateway, doc, yaml } from './helpers/gateway.ts';
 import { localServer } from './helpers/e2e.ts';
 
@@ -53,4 +53,28 @@ test('the depth scan counts only structure: brackets and escaped quotes inside s
   assert.deepEqual(jsonTooDeep(b(`  ${'['.repeat(200)}`))?.field, null, 'a top-level array has no field name');
   assert.equal(jsonTooDeep(b(`{"s":"${'\\\\'.repeat(1000)}`)), null, 'an unterminated string is left to JSON.parse');
   assert.equal(jsonTooDeep(b(nested(MAX_JSON_DEPTH + 1)), MAX_JSON_DEPTH + 1), null, 'the limit is a parameter');
+});
+
+test('stringEnd: a string\'s closing quote is found alike within its first bytes (read one by one) and past them (indexOf), whatever runs of backslashes come before it', () => {
+  // Every string of quotes, backslashes and letters up to 40 bytes long ending around the 32-byte boundary, against the rule itself.
+  const expected = (b: Buffer): number => {
+    for (let i = 1; i < b.length; i++) {
+      if (b[i] === 0x5c) { i++; continue; }
+      if (b[i] === 0x22) return i;
+    }
+    return -1;
+  };
+  const alphabet = [0x22, 0x5c, 0x61];
+  let seed = 7;
+  const next = () => (seed = (seed * 1103515245 + 12345) % 2147483648);
+  for (let n = 0; n < 20000; n++) {
+    const len = 2 + (next() % 40);
+    const b = Buffer.alloc(len, 0x61);
+    for (let i = 1; i < len; i++) if (next() % 3 === 0) b[i] = alphabet[next() % 3];
+    b[0] = 0x22;
+    assert.equal(stringEnd(b, 0), expected(b), JSON.stringify(b.toString()));
+  }
+  // Past the first bytes: an escaped quote, then the closing one.
+  const long = Buffer.from(`"${'x'.repeat(40)}\\"${'y'.repeat(3)}\\\\"tail`);
+  assert.equal(stringEnd(long, 0), long.indexOf('"tail'));
 });

@@ -367,7 +367,7 @@ export function createA2aGateway(): A2aGateway {
     try { msg = JSON.parse(text) as Record<string, unknown>; } catch {
       throw new AamError(502, 'upstream_error', `agent "${name}" answered without a JSON-RPC body`);
     }
-    const same = (m: Record<string, unknown>): Record<string, unknown> | string => (binding === JSONRPC && passesRaw(ctx.rt.egress, text, msg) ? text : m);
+    const same = (m: Record<string, unknown>): Record<string, unknown> | string => (binding === JSONRPC && passesRaw(ctx.rt.egress, raw, msg) ? text : m);
     if (msg.result !== undefined) {
       const bound = bind(ctx, name, msg.result, caller, skill);
       if (bound instanceof Promise || access.gs.length || method.includes('PushNotificationConfig')) return checkedJson(ctx, access, name, msg, bound, method, same);
@@ -438,7 +438,7 @@ export function createA2aGateway(): A2aGateway {
         else result = joined.pass(result, held);
       }
       if (result !== ev.result) out += binding.frame({ ...ev, result }, event);
-      else out += binding === JSONRPC && passesRaw(ctx.rt.egress, data, ev) ? sseFrame(data, event) : binding.frame(ev, event);
+      else out += binding === JSONRPC && passesRaw(ctx.rt.egress, Buffer.from(data), ev) ? sseFrame(data, event) : binding.frame(ev, event);
       return !(ev.error !== undefined && binding === REST);
     };
     /** An event that waits for its ids' binding (a store) or an output guardrail before it is framed. */

@@ -11,41 +11,20 @@
 //   at all; otherwise every string in it (keys too) is checked, decoded, for a secret.
 // Anything else is re-serialised (and so scrubbed in its decoded form), as before.
 import { holdsSecret, type ScrubSource } from '../access/egress.ts';
-import { keyCount } from '../access/json-keys.ts';
+import { keyCount, memberCount } from '../access/json-keys.ts';
 
-/** True when `text` (which JSON.parse read as `value`) may be written to the caller unchanged. */
-export function passesRaw(egress: ScrubSource, text: string, value: unknown): boolean {
-  try {
-    if (keyCount(value) !== membersIn(text)) return false;
-  } catch {
-    return false; // nested too deep to count: re-serialised, as before
-  }
-  if (text.indexOf('\\') === -1 || egress.scrubber().size === 0) return true;
+/**
+ * True when `bytes` (the UTF-8 text JSON.parse read as `value`) may be written to the caller
+ * unchanged. Its members are counted as a request body's are (memberCount: the colons outside
+ * strings, -1 when nested too deep to count, then re-serialised as before).
+ */
+export function passesRaw(egress: ScrubSource, bytes: Buffer, value: unknown): boolean {
+  const members = memberCount(bytes);
+  if (members < 0 || keyCount(value) !== members) return false;
+  if (bytes.indexOf(0x5c) === -1 || egress.scrubber().size === 0) return true; // '\\'
   const strings: string[] = [];
   stringsOf(value, strings);
   return !holdsSecret(egress, strings.join('\n'));
-}
-
-/**
- * The members (key: value pairs) written in a JSON text: its colons outside strings. Meaningful
- * once JSON.parse accepted it; then fewer keys in the parsed value than members means a key repeats.
- */
-export function membersIn(text: string): number {
-  let n = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c === 0x3a) n++; // ':'
-    else if (c === 0x22) { // '"': to the closing quote (the first not preceded by an odd run of backslashes)
-      for (;;) {
-        i = text.indexOf('"', i + 1);
-        if (i < 0) return n;
-        let k = i - 1;
-        while (text.charCodeAt(k) === 0x5c) k--;
-        if ((i - 1 - k) % 2 === 0) break;
-      }
-    }
-  }
-  return n;
 }
 
 /** Every string in a parsed JSON value, object keys included. */
