@@ -11,7 +11,7 @@ import { keyConditions, queryEvents } from '../src/audit/query.ts';
 import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AuditQuery } from '../src/audit/query.ts';
-import { backfillKeyIndex, blockSelects, FACET_INDEX_FROM, getMeta, indexKeysOf, KEY_INDEX_FROM, openAuditDb, readEvents, setMeta, toEvent, TRACE_INDEX_FROM, traceIdsOf } from '../src/audit/store.ts';
+import { backfillKeyIndex, blockSelects, FACET_INDEX_FROM, getMeta, indexKeysOf, indexLookupValues, KEY_INDEX_FROM, openAuditDb, readEvents, setMeta, toEvent, TRACE_INDEX_FROM, traceIdsOf } from '../src/audit/store.ts';
 import { adminEvent } from '../src/audit/event.ts';
 import type { AuditEventInput } from '../src/audit/event.ts';
 import { verifyDatabase } from '../src/audit/verify.ts';
@@ -144,11 +144,58 @@ test('queries by trace id use the trace index, match the scan, and still find ev
   assert.deepEqual(indexed[2], [51, 52, 53, 54, 55, 56, 57, 58, 59, 60]);
   assert.deepEqual(queryEvents(log.db, { traceId: traceOf(99) }), []);
   // The index alone decides which newer blocks are read: with its rows gone, a newer trace is not found.
-  log.db.prepare("DELETE FROM audit_key_blocks WHERE kind = 't' AND value = ?").run(traceOf(5));
+  for (const v of indexLookupValues('t', [traceOf(5)])) log.db.prepare("DELETE FROM audit_key_blocks WHERE kind = 't' AND value = ?").run(v);
   assert.deepEqual(queryEvents(log.db, { traceId: traceOf(5) }), [], 'read through the index, not a scan');
   // And with the trace index switched off entirely: the scan gives what the index gave.
   log.db.prepare('DELETE FROM audit_meta WHERE key = ?').run(TRACE_INDEX_FROM);
   assert.deepEqual(traces.map((t) => queryEvents(log.db, { traceId: t, order: 'asc' }).map((e) => e.seq)), indexed);
+  await log.close();
+});
+
+test('request ids and trace ids as aam makes them are indexed by bucket: a few rows per block, not one per event; queries stay exact and find rows of whole ids', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir, batchSize: 50 });
+  // req_<process><counter> and <time in ms><random>, as the gateway makes them; 3 requests per ms.
+  const t0 = Date.now();
+  const reqOf = (i: number) => `req_9f3ac2e1${i.toString(36).padStart(8, '0')}`;
+  const traceAt = (i: number) => Math.floor(t0 + i / 3).toString(16).padStart(12, '0') + (i * 7919).toString(16).padStart(20, '0');
+  const n = 600;
+  for (let i = 0; i < n; i++) {
+    log.record(sampleEvent(i, { request_id: reqOf(i), trace_id: traceAt(i) }));
+    if (i % 50 === 49) await log.flush();
+  }
+  // Trace ids of other schemes (a 64-bit id zero-padded, random) do not name a time near their events: indexed whole.
+  const foreign = [`${'0'.repeat(16)}${'1'.repeat(15)}7`, `${'0'.repeat(16)}${'1'.repeat(15)}8`, 'f3a9c07b12d45e6f8091a2b3c4d5e6f7'];
+  for (const [k, t] of foreign.entries()) log.record(sampleEvent(n + k, { request_id: `other-${k}`, trace_id: t }));
+  await log.flush();
+  assert.deepEqual(log.db.prepare("SELECT value FROM audit_key_blocks WHERE kind = 't' AND length(value) = 32 ORDER BY value").all().map((r) => r.value), foreign);
+  for (const [k, t] of foreign.entries()) assert.deepEqual(queryEvents(log.db, { traceId: t }).map((e) => e.seq), [n + k + 1]);
+  const rows = (kind: string) => Number(log.db.prepare('SELECT count(*) AS n FROM audit_key_blocks WHERE kind = ?').get(kind)?.n);
+  // 12 blocks of 50: 36 consecutive request ids share a row, 3 trace ids (one ms) share one.
+  assert.ok(rows('r') <= 12 * 3 + 3, `request-id rows: ${rows('r')} for ${n} events`);
+  assert.ok(rows('t') <= 12 * 18 + 3, `trace-id rows: ${rows('t')} for ${n} events`);
+  const byScan = (q: AuditQuery) => {
+    const saved = MARKERS.map((m) => getMeta(log.db, m));
+    for (const m of MARKERS) log.db.prepare('DELETE FROM audit_meta WHERE key = ?').run(m);
+    try { return queryEvents(log.db, q).map((e) => e.seq); } finally { MARKERS.forEach((m, i) => { if (saved[i] !== undefined) setMeta(log.db, m, saved[i]); }); }
+  };
+  for (const i of [0, 35, 36, 299, 599]) {
+    assert.deepEqual(queryEvents(log.db, { requestId: reqOf(i) }).map((e) => e.seq), [i + 1], `request ${i}`);
+    assert.deepEqual(queryEvents(log.db, { traceId: traceAt(i) }).map((e) => e.seq), [i + 1], `trace ${i}`);
+    assert.deepEqual(byScan({ requestId: reqOf(i) }), [i + 1]);
+  }
+  assert.deepEqual(queryEvents(log.db, { requestId: reqOf(n) }), [], 'an id of a bucket no block holds');
+  assert.deepEqual(queryEvents(log.db, { requestId: `${reqOf(1)}x` }), [], 'an id of a held bucket that no event has');
+  assert.deepEqual(queryEvents(log.db, { traceId: traceAt(n + 3) }), []);
+  // Only the blocks holding the bucket are read: the rest may be broken.
+  log.db.prepare("UPDATE audit_blocks SET keys = 'not json' WHERE first_seq > 100").run();
+  assert.deepEqual(queryEvents(log.db, { requestId: reqOf(42) }).map((e) => e.seq), [43]);
+  log.db.prepare("UPDATE audit_blocks SET keys = ? WHERE first_seq > 100").run('[]');
+  // Rows of whole ids (as an earlier version wrote them) are found too.
+  log.db.exec("DELETE FROM audit_key_blocks WHERE kind IN ('r', 't') AND first_seq = 51");
+  log.db.prepare("INSERT INTO audit_key_blocks (kind, value, first_seq) VALUES ('r', ?, 51), ('t', ?, 51)").run(reqOf(60), traceAt(60));
+  assert.deepEqual(queryEvents(log.db, { requestId: reqOf(60) }).map((e) => e.seq), [61]);
+  assert.deepEqual(queryEvents(log.db, { traceId: traceAt(60) }).map((e) => e.seq), [61]);
   await log.close();
 });
 

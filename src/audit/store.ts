@@ -56,8 +56,9 @@ export function openAuditDb(dataDir: string, opts: { busyTimeoutMs?: number } = 
     CREATE INDEX IF NOT EXISTS audit_blocks_min_time ON audit_blocks(min_time);
     CREATE INDEX IF NOT EXISTS audit_blocks_segment ON audit_blocks(segment, last_seq);
     -- Which blocks hold a request id (kind 'r'), an agent ('a'), a trace id ('t'), a decision
-    -- ('d'), an event type ('y') or a plane ('p'): one row per distinct key per block, written
-    -- with the block; queries by them read only those blocks.
+    -- ('d'), an event type ('y') or a plane ('p'): one row per distinct key per block (request
+    -- and trace ids by their bucket, requestIdBucket/TRACE_BUCKET), written with the block;
+    -- queries by them read only those blocks.
     CREATE TABLE IF NOT EXISTS audit_key_blocks (
       kind TEXT NOT NULL,
       value TEXT NOT NULL,
@@ -230,7 +231,7 @@ export interface StoredEvent extends EventKeys {
 /** Kinds of rows in the key index (audit_key_blocks). */
 export type IndexKind = 'r' | 'a' | 't' | 'd' | 'y' | 'p';
 
-/** One row of the key index: a block holds an event with this request id, agent, trace id, decision, type or plane. */
+/** One row of the key index: a block holds an event with this request id (bucket), agent, trace id (bucket), decision, type or plane. */
 export interface IndexedKey {
   kind: IndexKind;
   value: string;
@@ -266,10 +267,56 @@ export function traceIdsOf(lines: Buffer): Set<string> {
   return out;
 }
 
+/**
+ * Request ids and trace ids are indexed by a prefix (a bucket), not whole: ids made close in time
+ * share it, so a block holds a few buckets instead of a row per event (these rows were most of the
+ * writer's cost per event). aam's request ids end in a sequence number (req_<process><counter>):
+ * without the last character, 36 consecutive requests share a row. aam's trace ids start with
+ * the time in ms (timeHex): such an id is indexed by its first 12 hex digits, its millisecond,
+ * when they name a time near the block's events (TRACE_BUCKET_WINDOW_MS); any other trace id (random,
+ * zero-padded 64-bit, X-Ray's seconds) is indexed whole, so no foreign scheme piles into one bucket.
+ * A bucket names the blocks that may hold the id; the query decides per event (the request id from
+ * the block's keys, the trace id from the event's text), so results are exact. Rows written before
+ * buckets hold whole ids: a query looks up both (indexLookupValues).
+ */
+export const TRACE_BUCKET = 12;
+/** How far before the block's first event (a long request) or after its last an id's time may be to share a bucket. */
+export const TRACE_BUCKET_WINDOW_MS = 3_600_000;
+
+export function requestIdBucket(id: string): string {
+  return id.length > 8 ? id.slice(0, -1) : id;
+}
+
+/** The values a query by request id or trace id looks up in the key index: the whole id (rows written before buckets, foreign trace ids) and its bucket. */
+export function indexLookupValues(kind: IndexKind, values: readonly string[]): string[] {
+  if (kind !== 'r' && kind !== 't') return [...values];
+  const out = new Set(values);
+  for (const v of values) out.add(kind === 'r' ? requestIdBucket(v) : v.slice(0, TRACE_BUCKET));
+  return [...out];
+}
+
+/**
+ * The trace-id index values of a block's lines (the members traceIdsOf finds): the bucket of an
+ * id whose first 12 hex digits are a time in ms from `fromMs` to `toMs`, else the whole id.
+ */
+export function traceIndexValues(lines: Buffer, fromMs: number, toMs: number): Set<string> {
+  const out = new Set<string>();
+  for (let at = lines.indexOf(TRACE_MEMBER); at >= 0; at = lines.indexOf(TRACE_MEMBER, at + TRACE_MEMBER.length)) {
+    const id = at + TRACE_MEMBER.length;
+    if (!isHex32(lines, id)) continue;
+    const bucket = lines.toString('latin1', id, id + TRACE_BUCKET);
+    const ms = parseInt(bucket, 16);
+    out.add(ms >= fromMs && ms <= toMs ? bucket : lines.toString('latin1', id, id + 32));
+  }
+  return out;
+}
+
 /** Inserts a block's trace-id rows (prepared once; inside the transaction that writes the block). */
-export function traceIndexInserter(db: DatabaseSync): (firstSeq: number, lines: Buffer) => void {
+export function traceIndexInserter(db: DatabaseSync): (firstSeq: number, lines: Buffer, minTime: string, maxTime: string) => void {
   const insert = db.prepare("INSERT OR IGNORE INTO audit_key_blocks (kind, value, first_seq) VALUES ('t', ?, ?)");
-  return (firstSeq, lines) => { for (const id of traceIdsOf(lines)) insert.run(id, firstSeq); };
+  return (firstSeq, lines, minTime, maxTime) => {
+    for (const v of traceIndexValues(lines, Date.parse(minTime) - TRACE_BUCKET_WINDOW_MS, Date.parse(maxTime) + TRACE_BUCKET_WINDOW_MS)) insert.run(v, firstSeq);
+  };
 }
 
 /** audit_meta: blocks with first_seq at or above this have their request ids and agents in audit_key_blocks (absent: none have; '0': all). */
@@ -295,14 +342,18 @@ export function indexKeysOf(keysJson: string, lines?: () => Buffer | undefined, 
   const keys = JSON.parse(keysJson) as (string | null)[];
   const seen = new Set<string>();
   const out: IndexedKey[] = [];
+  // Most events of a block repeat the previous one's agent, type, decision and request-id bucket: no key string, no Set lookup for them.
+  const last: Partial<Record<IndexKind, string>> = {};
   const add = (kind: IndexKind, value: string | null): void => {
-    if (value === null || seen.has(kind + value)) return;
+    if (value === null || last[kind] === value) return;
+    last[kind] = value;
+    if (seen.has(kind + value)) return;
     seen.add(kind + value);
     out.push({ kind, value });
   };
   let decisions = false;
   for (let k = 0; k < keys.length; k += KEYS) {
-    if (kinds.keys) { add('r', keys[k + 2]); add('a', keys[k + 3]); }
+    if (kinds.keys) { const r = keys[k + 2]; add('r', r === null ? null : requestIdBucket(r)); add('a', keys[k + 3]); }
     if (!kinds.facets) continue;
     const type = String(keys[k + 1]);
     add('y', type);
@@ -413,8 +464,9 @@ export function blockSelects(db: DatabaseSync, f: EventFilter = {}): { bounds: B
   const terms: string[] = [];
   const termArgs: (number | string)[] = [];
   for (const { c } of usable) {
-    terms.push(`first_seq IN (SELECT first_seq FROM audit_key_blocks WHERE kind = ? AND value IN (${c.values.map(() => '?').join(', ')}) AND first_seq >= ?)`);
-    termArgs.push(c.kind, ...c.values, indexFrom);
+    const values = indexLookupValues(c.kind, c.values);
+    terms.push(`first_seq IN (SELECT first_seq FROM audit_key_blocks WHERE kind = ? AND value IN (${values.map(() => '?').join(', ')}) AND first_seq >= ?)`);
+    termArgs.push(c.kind, ...values, indexFrom);
   }
   const viaIndex = select(terms, termArgs);
   if (indexFrom <= 1) return { bounds, selects: [viaIndex] }; // seq 1 is the first a trail has

@@ -149,7 +149,7 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
           indexKeys(head.seq + 1, keys, () => bytes);
           // Trace ids from here on: the first batch of a trail that had none indexed marks where they start.
           if (meta.get(TRACE_INDEX_FROM) === undefined) meta.set(TRACE_INDEX_FROM, String(head.seq + 1));
-          indexTraces(head.seq + 1, bytes);
+          indexTraces(head.seq + 1, bytes, minTime, maxTime);
           meta.set(indexedKey(segment), String(end));
         }
         for (const gen of close) meta.set(closedKey(gen), new Date().toISOString());
