@@ -56,6 +56,7 @@ import { createJoinTokenStore, fleetJoinTokenStore, type JoinTokenStore } from '
 import { IdentitySeen, redisSeenBackend, sqliteSeenBackend } from './identity/seen.ts';
 import { trustDomainsFromConfig } from './identity/jwks-cache.ts';
 import type { McpGateway } from './tools/mcp-lazy.ts';
+import { OpenStreams } from './lib/open-streams.ts';
 import type { HttpToolProxy } from './tools/http-tool.ts';
 
 /** A compiled config: what the access path reads (AccessConfig) and what the model plane routes by. */
@@ -414,6 +415,8 @@ export class Runtime {
   }
 
   /** What the egress door of every response scrubs with (see access/egress.ts). */
+  /** The long-lived streams open on this server, of every plane (MCP listen and GET streams, A2A relays): a shutdown's drain ends them (lib/open-streams.ts). */
+  readonly streams = new OpenStreams();
   readonly egress: ScrubSource = { scrubber: () => this.vault.scrubber(), leaked: (names) => this.#leak(names) };
 
 

@@ -11,6 +11,7 @@ import { fleetStore, startReplicas, type FleetTestStore, type Replicas } from '.
 import { startTestAgents, type TestAgents } from './helpers/a2a-agents.ts';
 import { doc, yaml } from './helpers/gateway.ts';
 import type { FleetTaskOwners } from '../src/store/task-owners.ts';
+import { ClientFactory, ClientFactoryOptions, JsonRpcTransportFactory } from '@a2a-js/sdk/client';
 
 let store: FleetTestStore;
 let agents: TestAgents;
@@ -19,10 +20,13 @@ let replicaSet: Replicas;
 let replicas: Replicas['replicas'];
 let urls: string[] = [];
 let keys: Record<string, string> = {};
+/** A streamed task whose text says "hold" waits for this after its working status. */
+let release: () => void = () => {};
+const held = new Promise<void>((r) => { release = r; });
 
 before(async () => {
   store = await fleetStore();
-  agents = await startTestAgents([{ name: 'helper', skills: ['help'], aamUrl: () => urls[0], key: () => keys.helper }]);
+  agents = await startTestAgents([{ name: 'helper', skills: ['help'], aamUrl: () => urls[0], key: () => keys.helper, hold: () => held }]);
   dir = mkdtempSync(join(tmpdir(), 'aam-fleet-a2a-'));
   const configPath = join(dir, 'aam.yaml');
   writeFileSync(configPath, yaml(
@@ -37,6 +41,7 @@ before(async () => {
 });
 
 after(async () => {
+  release();
   await replicaSet?.close();
   await agents?.close();
   await store?.drop();
@@ -109,4 +114,54 @@ test('Redis round trips: a replica asks Redis about ids it has not seen, then an
   const seen = owners.calls;
   for (let i = 0; i < 3; i++) assert.equal((await rpc(urls[1], 'planner', 'GetTask', { id: taskId })).body.result?.id, taskId);
   assert.equal(owners.calls, seen, 'then none');
+});
+
+/** The official SDK client through replica `url`, as `as`. */
+function sdkClient(url: string, as: string) {
+  const fetchImpl: typeof fetch = (input, init) => {
+    const headers = new Headers(init?.headers);
+    headers.set('authorization', `Bearer ${keys[as]}`);
+    return fetch(input, { ...init, headers });
+  };
+  const factory = new ClientFactory(ClientFactoryOptions.createFrom(ClientFactoryOptions.default, { transports: [new JsonRpcTransportFactory({ fetchImpl })], cardResolver: undefined }));
+  return factory.createFromAgentCard({
+    name: 'helper', description: 'helps', version: '1.0.0', supportedInterfaces: [{ url: `${url}/a2a/helper`, protocolBinding: 'JSONRPC', protocolVersion: '1.0' }],
+    capabilities: { streaming: true, pushNotifications: false, extensions: [] }, defaultInputModes: ['text/plain'], defaultOutputModes: ['text/plain'], skills: [],
+  } as never);
+}
+
+type Ev = { payload?: { $case: string; value: { id?: string; status?: { state?: number } } } };
+function read(events: AsyncIterable<unknown>) {
+  const got: Ev[] = [];
+  const ended = (async () => { try { for await (const ev of events) got.push(ev as Ev); return null; } catch (e) { return e as Error; } })();
+  return { got, ended };
+}
+async function until(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) { if (Date.now() > end) throw new Error(`timed out waiting for ${what}`); await new Promise((r) => setTimeout(r, 20)); }
+}
+
+// Last: it closes replica 0.
+test('replica 0 drains with a caller\'s stream open: the SDK client is told to resubscribe, and does so through replica 1, hearing the rest of the task', async () => {
+  const first = read((await sdkClient(urls[0], 'planner')).sendMessageStream({
+    message: { messageId: `u-${Math.random()}`, contextId: '', taskId: '', role: 1, parts: [{ content: { $case: 'text', value: 'stream hold' }, metadata: undefined, filename: '', mediaType: '' }], metadata: undefined, extensions: [], referenceTaskIds: [] },
+    configuration: undefined, metadata: undefined, tenant: '',
+  } as never));
+  await until(() => first.got.length >= 2, 15_000, 'the task and its working status');
+  const taskId = first.got[0].payload!.value.id!;
+  const t0 = performance.now();
+  await replicas[0].close();
+  const ms = performance.now() - t0;
+  const e = await first.ended;
+  assert.ok(e, 'the SDK raised the drain\'s error event');
+  assert.match(e.message, new RegExp(`shutting down.*resubscribe to it .*"${taskId}"`));
+  assert.ok(ms < 8000, `replica 0 closed in ${Math.round(ms)} ms (the drain bound is 10 s)`);
+  // Through replica 1: the task is the caller's there too (its owner is in Redis), and the stream goes on.
+  const again = read((await sdkClient(urls[1], 'planner')).resubscribeTask({ id: taskId, tenant: '' } as never));
+  await until(() => again.got.length >= 1, 15_000, 'the resubscription\'s task snapshot');
+  release();
+  assert.equal(await again.ended, null, 'the resubscription ends cleanly, with the task');
+  const kinds = again.got.map((x) => x.payload!.$case);
+  assert.equal(kinds.filter((k) => k === 'artifactUpdate').length, 3, kinds.join(','));
+  assert.equal(again.got.at(-1)!.payload!.value.status?.state, 3, 'completed');
 });

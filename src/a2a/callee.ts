@@ -37,8 +37,10 @@ export interface CalleeText {
   readonly ended: boolean;
   /** Bytes read so far by readText(). */
   readonly bytesRead: number;
-  /** Resolves once readText() has something new to say: a chunk, the end, or an error. */
+  /** Resolves once readText() has something new to say: a chunk, the end, or an error (or wake() was called). */
   ready(): Promise<void>;
+  /** A pending ready() resolves now (the relay is told to stop: a shutdown's drain). */
+  wake(): void;
 }
 
 class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
@@ -121,6 +123,8 @@ class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
   }
 
   get ended(): boolean { return this.#done && this.#chunks.length === 0; }
+
+  wake(): void { this.#signal(); }
 
   ready(): Promise<void> {
     if (this.#chunks.length > 0 || this.#error !== null || this.#done) return Promise.resolve();

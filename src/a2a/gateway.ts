@@ -194,6 +194,8 @@ export function createA2aGateway(): A2aGateway {
     };
     let credential: { name: string; version: number } | undefined;
     let status = 0;
+    /** A stream relay ended by a shutdown's drain (its evidence says so). */
+    const streamEnd = { drained: false };
     try {
       // A static secret is injected at once: no promise, no loop turn (an OAuth or on-behalf-of token may wait).
       const injected = spec.credential ? inject(ctx, access, spec.credential, true) : NO_INJECTION;
@@ -221,13 +223,13 @@ export function createA2aGateway(): A2aGateway {
       const ct = String(up.headers['content-type'] ?? '');
       // The answer: parsed (re-serialised when sent), its text as the callee wrote it, or null (a stream).
       let answer: Record<string, unknown> | string | null;
-      if (ct.startsWith('text/event-stream')) answer = await relayStream(ctx, access, name, skill, caller, up.body, binding);
+      if (ct.startsWith('text/event-stream')) answer = await relayStream(ctx, access, name, skill, caller, up.body, binding, rpc.id, streamEnd);
       else {
         const relayed = relayJson(ctx, access, name, skill, caller, await up.body.all(MAX_RESPONSE_BYTES), rpc.method, binding);
         answer = relayed instanceof Promise ? await relayed : relayed;
       }
       access.settle(adm, 0, 0);
-      access.record({ type: 'a2a_call', ...ev, credential, outcome: { status, latency_ms: performance.now() - started } } as never);
+      access.record({ type: 'a2a_call', ...ev, credential, outcome: { status, latency_ms: performance.now() - started, ...(streamEnd.drained ? { ended: 'shutdown_drain' } : {}) } } as never);
       if (ctx.decision) ctx.decision.recorded = true;
       // Acknowledged (the answer, or the stream's end) only once its evidence is crash-safe. A
       // stream's last events (those that came with the callee's end, not yet flushed) wait with the
@@ -388,8 +390,11 @@ export function createA2aGateway(): A2aGateway {
     return method.includes('PushNotificationConfig') ? msg : same(msg);
   }
 
-  /** SSE relayed event by event: each event's JSON-RPC result is bound, guarded and written at once; the caller ends it. */
-  async function relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding): Promise<null> {
+  /**
+   * SSE relayed event by event: each event's JSON-RPC result is bound, guarded and written at once; the caller ends it.
+   * The relay is in the server's list of open streams: a shutdown's drain stops it (see `drain` below).
+   */
+  async function relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: { drained: boolean }): Promise<null> {
     const res = ctx.res;
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-request-id': ctx.requestId });
     // No flushHeaders: the head goes out with the first event in one write (a write of its own cost
@@ -469,6 +474,21 @@ export function createA2aGateway(): A2aGateway {
     const parser = new SseParser();
     // Bytes read up to the last complete event: an event may not grow past MAX_RESPONSE_BYTES.
     let eventFrom = 0;
+    /**
+     * A shutdown's drain (rt.streams): the relay stops reading the callee once what it has read is
+     * framed, sends what artifacts hold, and ends the stream with an error event the caller's SDK
+     * raises (503 shutting_down, the caller's JSON-RPC id): the task goes on at the callee, and the
+     * caller resubscribes to it (SubscribeToTask, tasks/resubscribe), through any replica. The call
+     * is then recorded and its end acknowledged as any stream's (call()), before close() goes on.
+     */
+    let draining = false;
+    const unlist = ctx.rt.streams.add(() => { draining = true; body.wake(); });
+    const drained = (): void => {
+      end.drained = true;
+      body.destroy();
+      const task = bound.tasks.size ? [...bound.tasks][0] : undefined;
+      fail(rpcId, -32603, `aam is shutting down (this replica is draining): the stream ended before the task did${task ? `; task "${task}" goes on at the agent: resubscribe to it (SubscribeToTask / tasks/resubscribe, id "${task}")` : '; retry the call'} through aam, which another replica answers`, { code: 'shutting_down', http_status: 503 });
+    };
     try {
       try {
         // What has arrived is read in one turn (readText: no promise per chunk) and written once,
@@ -481,6 +501,7 @@ export function createA2aGateway(): A2aGateway {
           const text = body.readText();
           if (text === null) {
             if (body.ended) break;
+            if (draining) { drained(); break; }
             flush();
             await body.ready();
             continue;
@@ -494,14 +515,16 @@ export function createA2aGateway(): A2aGateway {
           }
           // A callee far ahead of its caller: what one turn reads is bounded (the connection pauses at 64 KiB unread).
           if (out.length >= FLUSH_AT) flush();
+          if (draining) { drained(); break; }
         }
-        for (const rec of parser.end()) {
+        if (!draining) for (const rec of parser.end()) {
           const ok = emit(rec);
           if (!(typeof ok === 'boolean' ? ok : await ok)) break;
         }
       } catch (e) {
         body.destroy();
-        fail(null, -32603, `agent "${name}" stream failed: ${(e as Error).message}`);
+        if (draining && !end.drained) drained();
+        else fail(null, -32603, `agent "${name}" stream failed: ${(e as Error).message}`);
       }
       release();
       // The last frames wait for the end (call() writes it): held in the corked socket, they leave with it in one write.
@@ -509,6 +532,7 @@ export function createA2aGateway(): A2aGateway {
       flush();
       return null;
     } finally {
+      unlist();
       keepalive?.stop();
     }
   }

@@ -17,6 +17,7 @@ import type { IdPool } from '../observability/otlp-context.ts';
 import type { Tracer } from '../observability/tracing.ts';
 import type { ScrubSource } from './egress.ts';
 import type { EventScrubber } from './scrub-events.ts';
+import type { OpenStreams } from '../lib/open-streams.ts';
 
 /** Evidence sink (the audit log); optional so tools like `aam validate` need none. */
 export interface AuditSink {
@@ -79,6 +80,8 @@ export interface AccessRuntime {
   readonly tracer: Tracer | null;
   /** What the egress door of every response scrubs with (see egress.ts). */
   readonly egress: ScrubSource;
+  /** The server's one list of open long-lived streams (every plane's): a shutdown's drain ends them all at once. */
+  readonly streams: OpenStreams;
   /** Request id sequence (requestIdFor increments it). */
   requestSeq: number;
   scrub(text: string, max?: number): string;

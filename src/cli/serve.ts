@@ -198,10 +198,12 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   const close = () => closing ??= (async () => {
     watcher.close();
     rt.ready = false;
-    // Drain: stop accepting; end the streams only aam can end (MCP listen and GET SSE streams: their
-    // clients reconnect, to another replica in a fleet); let in-flight requests (a model's answer
-    // streaming) finish, for at most AAM_DRAIN_TIMEOUT_MS; then cut what is left. The rest of close()
-    // (final audit checkpoint, sinks, fleet) always runs after it.
+    // Drain: stop accepting; end the long-lived streams, every plane's, from the server's one list
+    // of them (rt.streams: MCP listen and GET SSE streams, their clients reconnect, to another
+    // replica in a fleet; A2A stream relays, ended with an error event telling the caller to
+    // resubscribe to its task); let in-flight requests (a model's answer streaming, an A2A
+    // SendMessage) finish, for at most AAM_DRAIN_TIMEOUT_MS; then cut what is left. The rest of
+    // close() (final audit checkpoint, sinks, fleet) always runs after it.
     const t0 = performance.now();
     let sweep: NodeJS.Timeout | undefined;
     const drained = new Promise<void>((resolve) => {
@@ -212,7 +214,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
       server.closeIdleConnections();
     });
     let ended = 0;
-    try { ended = mcp.drain(); } catch (e) { rt.log.warn({ event: 'drain_streams_failed', err: e }, 'MCP streams not ended for the drain'); }
+    try { ended = rt.streams.drain(); } catch (e) { rt.log.warn({ event: 'drain_streams_failed', err: e }, 'long-lived streams not all ended for the drain'); }
     let timer: NodeJS.Timeout | undefined;
     const inTime = await Promise.race([drained.then(() => true), new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), drainMs); })]);
     clearTimeout(timer);

@@ -47,6 +47,7 @@ export function toolDeps(rt: Runtime): ToolDeps {
     db: rt.db,
     stateKey: rt.vault.subkey('aam mcp request state v1'),
     readJson: readJsonBody,
+    streams: rt.streams,
   };
 }
 

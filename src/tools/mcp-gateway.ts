@@ -30,8 +30,6 @@ interface Session {
   rec: McpSessionRecord; ctx: SessionCtx; server: Server; transport: StreamableHTTPServerTransport; lastUsed: number; ready: Promise<void>; started: boolean;
   /** Its GET (notification) streams open on this replica. */
   streams: number;
-  /** Those streams' responses (ended by drain() at shutdown). */
-  open?: Set<ServerResponse>;
   /**
    * What it was due while it had no stream here, sent when one opens: list changes (one per list)
    * and resource updates (one per URI); null: unknown (no stream here yet on a session resumed
@@ -170,9 +168,12 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     for (const list of due) sendListChanged(s, list);
     if (missed) for (const uri of missed.uris) void s.server.sendResourceUpdated({ uri }).catch(() => {});
     else { announceHeld(s); void passOn(s.rec.id, REANNOUNCE); }
-    (s.open ??= new Set()).add(res);
+    // Known to the server's one list of open streams: a shutdown's drain ends it as the network
+    // would (the client opens its stream again, on another replica in a fleet, and gets what it
+    // missed; the session lives on in the registry).
+    const unlist = deps.streams.add(() => { if (!res.writableEnded) res.end(); });
     res.once('close', () => {
-      s.open?.delete(res);
+      unlist();
       if (--s.streams > 0 || sessions.get(s.rec.id) !== s) return;
       // The client may reconnect (the SDK's does after 1 s): still listened for meanwhile, and what it misses kept.
       s.grace = setTimeout(() => { s.grace = undefined; s.watch?.close(); s.watch = undefined; s.missed = null; }, streamGraceMs);
@@ -493,13 +494,6 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       await catalog.reload(next);
       rt.pages.changed(); // and to the old servers
       hub.recheck(true); // open listen streams (and sessions' listening) are decided with the new policies from now on
-    },
-    drain() {
-      // Ended as the network would: the client opens its stream again (on another replica in a
-      // fleet) and gets what it missed; the session lives on in the registry.
-      let n = hub.drain();
-      for (const s of sessions.values()) for (const res of s.open ?? []) { n++; if (!res.writableEnded) res.end(); }
-      return n;
     },
     async close() {
       clearInterval(sweeper);

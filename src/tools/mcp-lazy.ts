@@ -46,8 +46,6 @@ export interface McpGateway {
   /** One HTTP request of an MCP client, with the caller's access context for that request. */
   handle(req: IncomingMessage, res: ServerResponse, access: ToolAccess, serverName: string | null, parsedBody?: unknown): Promise<void>;
   reload(config: ConfigSet): Promise<void>;
-  /** Shutdown: end the client-facing long-lived streams (listen, GET SSE) so their clients reconnect elsewhere; the count ended. */
-  drain(): number;
   close(): Promise<void>;
   approvals: Approvals;
   toolDiff(server: string, tool: string): ToolDiff;
@@ -95,7 +93,6 @@ export function createLazyMcpGateway(config: ConfigSet, deps: ToolDeps, opts: Mc
       if (loading) return (await loading).reload(next);
       if (next.mcpServers.size > 0) await load();
     },
-    drain: () => loaded?.drain() ?? 0,
     async close() {
       if (loading) await (await loading.catch(() => null))?.close();
     },

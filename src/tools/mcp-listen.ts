@@ -100,11 +100,6 @@ export interface ListenHub {
   recheck(reloaded?: boolean): void;
   /** Open one stream for a validated 2026-07-28 request; resolves when the stream ends. */
   listen(s: SessionCtx, params: Json, id: string | number, res: ServerResponse): Promise<void>;
-  /**
-   * Shutdown: end every open stream as a dropped one (the client listens again, on another
-   * replica in a fleet) and keep its catch-up in the fleet's store for the grace; the count ended.
-   */
-  drain(): number;
   closeAll(): Promise<void>;
 }
 
@@ -218,7 +213,8 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
     l.tasks.clear();
     for (const uri of [...l.ctx.subscriptions.keys()]) await unsubscribeResource(rt, l.ctx, uri).catch(() => {});
   }
-  let draining = false;
+  /** This replica is shutting down (the server's drain has begun). */
+  const draining = (): boolean => rt.deps.streams.draining;
   /** Dropped streams being written to the fleet's store (closeAll waits for them: the store closes after it). */
   const puts = new Set<Promise<void>>();
   /** `drop`: from the fleet's store too (not when another replica took it over: it takes the rest itself). */
@@ -241,7 +237,7 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
     // Redis down: kept here only (the caller's next listen on this replica still gets it).
     // Draining (this replica is going away, and its upstream listening with it): what the stream
     // misses from now on is unknown, so the replica it listens on next announces all it asked for.
-    const put = fleet?.put(l.who, l.scope, a.id, { holder: self, sig: l.sig, want: [...l.want], subs: [...l.ctx.subscriptions.keys()], lists: [], uris: [], unknown: draining }, graceMs)
+    const put = fleet?.put(l.who, l.scope, a.id, { holder: self, sig: l.sig, want: [...l.want], subs: [...l.ctx.subscriptions.keys()], lists: [], uris: [], unknown: draining() }, graceMs)
       .catch((err: unknown) => { a.shared = false; fleetFailed('a dropped stream is kept on this replica only')(err); });
     if (put) { puts.add(put); void put.finally(() => puts.delete(put)); }
   }
@@ -435,6 +431,8 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
       if (tasks.size) acked.taskIds = [...tasks.values()].map((w) => w.id);
       l.send('notifications/subscriptions/acknowledged', { notifications: acked });
       open.add(l);
+      // Known to the server's one list of open streams: a shutdown's drain ends it as a dropped one.
+      res.once('close', rt.deps.streams.add(l.cut));
       // The caller's stream here that dropped within the grace: what it missed, from here on heard by this one.
       // (Fleet: the one claimed, if this replica holds it; else one kept here only, Redis having been down.)
       const claimedId = claimed?.id;
@@ -469,17 +467,11 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
       if (!l.ended && graceMs > 0 && !('gone' in l.ctx.access.current())) keepAway(l);
       else await release(l);
     },
-    drain() {
-      draining = true;
-      const n = open.size;
-      for (const l of open) l.cut();
-      return n;
-    },
     async closeAll() {
       for (const l of open) l.end();
       // Draining: the fleet's store keeps the streams this replica dropped (another replica's catch-up takes them).
       await Promise.allSettled([...puts]);
-      for (const a of [...away]) void forget(a, !draining);
+      for (const a of [...away]) void forget(a, !draining());
     },
   };
 }

@@ -88,6 +88,8 @@ export interface ToolDeps {
   stateKey: Buffer;
   /** A JSON-RPC request body, at most `max` bytes, read and parsed without holding the event loop. */
   readJson(req: import('node:http').IncomingMessage, max: number): Promise<JsonBody>;
+  /** The server's one list of open long-lived streams (every plane's): a shutdown's drain ends them all at once. */
+  streams: import('../lib/open-streams.ts').OpenStreams;
 }
 
 /** A JSON-RPC body as read: its value, or the HTTP status and JSON-RPC error to answer with. */

@@ -23,6 +23,8 @@ export interface AgentDef {
   hold?: () => Promise<void>;
   /** Advertise and serve push notifications (the SDK's own store and sender). */
   push?: boolean;
+  /** A message whose text starts with "slow" is answered after this many ms (a request/response call in flight). */
+  slowMs?: number;
 }
 
 type Part = { content?: { $case: string; value: unknown } };
@@ -48,6 +50,7 @@ function executor(def: AgentDef, received: TestAgents['received']): AgentExecuto
         bus.finished();
         return;
       }
+      if (def.slowMs && text.startsWith('slow')) await new Promise((r) => setTimeout(r, def.slowMs));
       let answer = `${def.name} says: ${text}`;
       if (text === 'echo-secret' && def.secret) answer = `the key is ${def.secret}`;
       const call = /^call:([^:]+):?(.*)$/.exec(text);
