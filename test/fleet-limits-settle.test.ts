@@ -20,12 +20,12 @@ let scripts = 0;
 before(async () => {
   store = await fleetStore();
   fleet = await openFleet({ databaseUrl: store.databaseUrl, redisUrl: store.redisUrl }, { follow: false, migrate: true });
-  // Every command of the connection goes through sendCommand (pipelined ones too): count the scripts.
-  const send = fleet.redis.sendCommand.bind(fleet.redis);
-  fleet.redis.sendCommand = ((cmd, ...rest) => {
-    if (cmd.name === 'evalsha' || cmd.name === 'eval') scripts++;
-    return send(cmd, ...rest);
-  }) as typeof fleet.redis.sendCommand;
+  // Every command of the limiter's connection goes through send (src/store/resp.ts): count the scripts.
+  const send = fleet.admission.send.bind(fleet.admission);
+  fleet.admission.send = (name, args) => {
+    if (name === 'EVALSHA' || name === 'EVAL') scripts++;
+    return send(name, args);
+  };
 });
 
 after(async () => {
@@ -144,8 +144,8 @@ test('settlements of a failed script call are carried again: charged when the ca
       await assert.rejects(lim.admit(request('agent:again')), /timed out|timeout/i);
       assert.equal(await running, 'done');
     } finally { busy.disconnect(); }
-    // The timeout reset the connection (src/store/redis.ts): it comes back by itself.
-    await until(() => f.redis.status === 'ready', 10_000, 'the connection reset by the timeout to be back');
+    // The timeout reset the limiter's connection (src/store/resp.ts): it comes back by itself.
+    await until(() => f.admission.status === 'ready', 10_000, 'the connection reset by the timeout to be back');
     await until(async () => near(await spent(), 0.75), 10_000, 'the paused call ran');
     await admitted(lim, request('agent:again'));
     assert.ok(near(await spent(), 0.75), `$0.25 + $0.50, the $0.50 once: ${await spent()}`);
@@ -154,10 +154,10 @@ test('settlements of a failed script call are carried again: charged when the ca
     lim.settle(await admitted(lim, request('agent:again')), 0.125, 50);
     await redis.stop();
     // The client must have seen the connection close: otherwise 'ready' below is the old connection's.
-    await until(() => f.redis.status !== 'ready', 10_000, 'the limiter saw Redis go');
+    await until(() => f.admission.status !== 'ready', 10_000, 'the limiter saw Redis go');
     await assert.rejects(lim.admit(request('agent:again')));
     await redis.start();
-    await until(() => f.redis.status === 'ready', 10_000, 'the limiter reconnected');
+    await until(() => f.admission.status === 'ready' && f.redis.status === 'ready', 10_000, 'the limiter reconnected');
     await lim.flush();
     await admitted(lim, request('agent:again'));
     await admitted(lim, request('agent:again'));

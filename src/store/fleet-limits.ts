@@ -495,8 +495,8 @@ export class FleetLimiter implements Limiter {
       // The keys' expiry is renewed here (the script does not set it per request): a key in use is
       // seeded at least once a month, so it outlives the 35 days only when idle.
       await Promise.all(names.flatMap((key) => [
-        r.hsetnx(budgetHash(p, key), `d:${d}`, String(spent(key, 'daily'))), r.hsetnx(budgetHash(p, key), `m:${m}`, String(spent(key, 'monthly'))),
-        r.pexpire(budgetHash(p, key), BUDGET_KEY_TTL_MS), r.pexpire(budgetZset(p, key), BUDGET_KEY_TTL_MS),
+        r.send('HSETNX', [budgetHash(p, key), `d:${d}`, String(spent(key, 'daily'))]), r.send('HSETNX', [budgetHash(p, key), `m:${m}`, String(spent(key, 'monthly'))]),
+        r.send('PEXPIRE', [budgetHash(p, key), BUDGET_KEY_TTL_MS]), r.send('PEXPIRE', [budgetZset(p, key), BUDGET_KEY_TTL_MS]),
       ]));
     } catch (e) {
       throw new StoreUnavailable('redis', (e as Error).message);

@@ -5,7 +5,8 @@
 // and each kind also polls on a short timer, so a lost message delays a change by at most that.
 import { randomBytes } from 'node:crypto';
 import { connectPostgres, databaseName, migrate, QUERY_TIMEOUT_S, type Sql } from './postgres.ts';
-import { connectRedis, fleetPrefix, type Redis } from './redis.ts';
+import { connectAdmission, connectRedis, fleetPrefix, type Redis } from './redis.ts';
+import type { RespConnection } from './resp.ts';
 import type { StoreHealth } from './types.ts';
 import type { FleetEnv } from './fleet-lazy.ts';
 import { errMsg } from '../lib/error-message.ts';
@@ -18,10 +19,11 @@ export interface Fleet {
   /**
    * The admission script's own connection (budgets and rate limits: the one Redis round trip a
    * request awaits before its upstream call), so that it never waits in line behind other commands
-   * (cache entries, session registry, heartbeats) on `redis`. A serving replica opens it
-   * (`admission: true`); elsewhere it is `redis` itself.
+   * (cache entries, session registry, heartbeats) on `redis`. Its commands are written and parsed
+   * by aam (resp.ts), not ioredis. A serving replica connects it at start (`admission: true`);
+   * elsewhere it connects at its first command (the CLI rarely admits anything).
    */
-  readonly admission: Redis;
+  readonly admission: RespConnection;
   /**
    * The audit trail's INSERTs (the one PostgreSQL write a request awaits before its answer) on a
    * connection of their own, so a commit never waits in line behind the pool's other queries (key
@@ -56,9 +58,9 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
   const prefix = fleetPrefix(databaseName(env.databaseUrl));
   const redis = connectRedis(env.redisUrl, 'aam');
   redis.on('error', () => { /* state is read from redis.status; errors reach the callers of commands */ });
-  const admission = opts.admission ? connectRedis(env.redisUrl, 'aam-admit') : redis;
+  const admission = connectAdmission(env.redisUrl, 'aam-admit', { lazy: !opts.admission });
   const evidence = opts.admission ? connectPostgres(env.databaseUrl, 1, { queryTimeout: opts.follow ? QUERY_TIMEOUT_S : 0, name: 'aam-evidence' }) : sql;
-  if (admission !== redis) admission.on('error', () => {});
+  admission.on('error', () => {});
   let pgError: string | null = null;
   let sub: Redis | null = null;
   try {
@@ -73,7 +75,7 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
       throw new Error(`cannot use the fleet database (AAM_DATABASE_URL): ${errMsg(e)}`, { cause: e });
     }
     // Redis may be down at start: requests then get 503 store_unavailable until it answers.
-    await Promise.all([redis.connect().catch(() => {}), admission !== redis ? admission.connect().catch(() => {}) : null]);
+    await Promise.all([redis.connect().catch(() => {}), opts.admission ? admission.connect().catch(() => {}) : null]);
   } catch (e) {
     redis.disconnect();
     admission.disconnect();
@@ -114,7 +116,7 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
     notePostgres(error) { pgError = error === null || error === undefined ? null : errMsg(error); },
     health() {
       // Admissions fail while their connection is down, so it counts as much as the other.
-      const down = redis.status !== 'ready' ? redis : admission.status !== 'ready' ? admission : null;
+      const down = redis.status !== 'ready' ? redis : opts.admission && admission.status !== 'ready' ? admission : null;
       const redisOk = down === null;
       const stores = {
         postgres: pgError === null ? { ok: true } : { ok: false, error: pgError },
@@ -125,7 +127,7 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
     async close() {
       sub?.disconnect();
       redis.disconnect();
-      if (admission !== redis) admission.disconnect();
+      admission.disconnect();
       await Promise.all([sql.end({ timeout: 2 }), evidence !== sql ? evidence.end({ timeout: 2 }) : null]);
     },
   };

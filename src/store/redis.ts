@@ -2,6 +2,8 @@
 // queue, a stall watchdog): a request must get a clear 503 at once, not hang or run unchecked;
 // ioredis keeps reconnecting in the background, so the fleet recovers by itself.
 import { Redis } from 'ioredis';
+import type { ConnectionOptions } from 'node:tls';
+import { RespConnection } from './resp.ts';
 
 export type { Redis } from 'ioredis';
 
@@ -22,6 +24,20 @@ export function connectRedis(url: string, name: string, opts: { subscriber?: boo
   });
   if (!opts.subscriber) watchStalls(redis, COMMAND_TIMEOUT_MS);
   return redis;
+}
+
+/**
+ * The admission script's own connection (resp.ts: RESP written and parsed by aam, not ioredis), to
+ * where ioredis would connect for this URL (host or socket path, TLS, user and password, db), with
+ * the same stall watchdog, connect timeout and reconnect delays as connectRedis. `lazy`: connected
+ * by its first command (the CLI, which may never admit anything), not by connect().
+ */
+export function connectAdmission(url: string, name: string, opts: { lazy?: boolean } = {}): RespConnection {
+  const o = new Redis(url, { lazyConnect: true }).options;
+  return new RespConnection(
+    { host: o.host, port: o.port, path: o.path, family: o.family, username: o.username, password: o.password, db: o.db, tls: o.tls as ConnectionOptions | undefined },
+    { name, commandTimeoutMs: COMMAND_TIMEOUT_MS, connectTimeoutMs: 2000, retry: (times) => Math.min(50 * times, 500), lazy: opts.lazy },
+  );
 }
 
 /** What the watchdog reads of ioredis: its queue of commands written and not yet answered, oldest first. */

@@ -1,0 +1,358 @@
+// The admission's own Redis connection, without ioredis: a replica's one Redis round trip per
+// request (the limiter's EVALSHA) costs ~7.5 us of CPU and ~14 KB through ioredis (Command,
+// toWritable, its reply parser, Buffers turned into strings, the promise chain). Its commands are
+// few and known (EVALSHA/EVAL and the seed's HSETNX/PEXPIRE), so they are written here as RESP
+// bytes and their replies parsed here. Pure functions encode() and parse() (tested alone), and
+// RespConnection: one socket, replies matched to commands in order, every command of one loop turn
+// in one write, no offline queue (a command while Redis is away fails at once: 503
+// store_unavailable), a stall watchdog (as redis.ts's for ioredis), and reconnection by itself.
+// Where to connect (host, port or path, TLS, user, password, db) is what ioredis makes of
+// AAM_REDIS_URL (openFleet passes its parsed options), so the URL means the same on both.
+import { EventEmitter } from 'node:events';
+import { createConnection, type Socket } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+
+/** An error reply of Redis (its message is the reply's text, e.g. "NOSCRIPT No matching script..."). */
+export class RespError extends Error {
+  override name = 'ReplyError';
+}
+
+/** A reply: simple or bulk string, integer, nil (null), error (inside arrays), or an array of replies. */
+export type Reply = string | number | null | RespError | Reply[];
+
+/** One command in RESP: an array of bulk strings, `name` first. */
+export function encode(name: string, args: ReadonlyArray<string | number>): string {
+  let s = `*${args.length + 1}\r\n$${name.length}\r\n${name}\r\n`;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const v = typeof a === 'string' ? a : String(a);
+    s += `$${Buffer.byteLength(v)}\r\n${v}\r\n`;
+  }
+  return s;
+}
+
+/** What parseOne() returns when the reply is not all in the buffer yet. */
+const PARTIAL = Symbol('partial');
+/** Where the reply parseOne() just read ends. */
+let end = 0;
+
+/** The line's end (index of its \r) from `from`, or -1 when the buffer stops before it. */
+function lineEnd(buf: Buffer, from: number): number {
+  const i = buf.indexOf(13, from);
+  return i < 0 || i + 1 >= buf.length ? -1 : i;
+}
+
+/** An integer written in ASCII in buf[from, to) (lengths, counts, integer replies). */
+function int(buf: Buffer, from: number, to: number): number {
+  let neg = false;
+  let n = 0;
+  let i = from;
+  if (buf[i] === 45) { neg = true; i++; }
+  for (; i < to; i++) n = n * 10 + (buf[i] - 48);
+  return neg ? -n : n;
+}
+
+function parseOne(buf: Buffer, at: number): Reply | typeof PARTIAL {
+  if (at >= buf.length) return PARTIAL;
+  const type = buf[at];
+  const e = lineEnd(buf, at + 1);
+  if (e < 0) return PARTIAL;
+  switch (type) {
+    case 43: // + simple string
+      end = e + 2;
+      return buf.toString('utf8', at + 1, e);
+    case 45: // - error
+      end = e + 2;
+      return new RespError(buf.toString('utf8', at + 1, e));
+    case 58: // : integer
+      end = e + 2;
+      return int(buf, at + 1, e);
+    case 36: { // $ bulk string
+      const n = int(buf, at + 1, e);
+      if (n < 0) { end = e + 2; return null; }
+      const from = e + 2;
+      if (from + n + 2 > buf.length) return PARTIAL;
+      end = from + n + 2;
+      return buf.toString('utf8', from, from + n);
+    }
+    case 42: { // * array
+      const n = int(buf, at + 1, e);
+      if (n < 0) { end = e + 2; return null; }
+      const out: Reply[] = new Array(n);
+      let pos = e + 2;
+      for (let i = 0; i < n; i++) {
+        const v = parseOne(buf, pos);
+        if (v === PARTIAL) return PARTIAL;
+        out[i] = v;
+        pos = end;
+      }
+      end = pos;
+      return out;
+    }
+    default:
+      throw new Error(`not a RESP reply: byte ${type} at ${at}`);
+  }
+}
+
+/**
+ * Every whole reply in `buf` from `at`, in order, pushed to `out`; returns where the first reply
+ * not whole yet starts (buf.length: none left). A reply split across reads is parsed again once
+ * the rest has come (replies here are small: the cost is nothing next to a copy per read).
+ */
+export function parse(buf: Buffer, at: number, out: Reply[]): number {
+  while (at < buf.length) {
+    const v = parseOne(buf, at);
+    if (v === PARTIAL) break;
+    out.push(v);
+    at = end;
+  }
+  return at;
+}
+
+/** Where and how to connect: ioredis's parse of the URL (its `options`), the fields it uses for a plain connection. */
+export interface RespTarget {
+  host?: string; port?: number; path?: string; family?: number;
+  username?: string; password?: string; db?: number; tls?: ConnectionOptions;
+}
+
+export interface RespOptions {
+  /** CLIENT SETNAME. */
+  name: string;
+  /** A command unanswered this long (ms) resets the connection, failing everything in flight on it. */
+  commandTimeoutMs: number;
+  connectTimeoutMs?: number;
+  /** Delay before reconnect attempt `times` (1, 2, ...). */
+  retry?: (times: number) => number;
+  /** Connect at the first command instead of at connect() (commands wait for that first attempt only). */
+  lazy?: boolean;
+}
+
+interface Pending { resolve(v: unknown): void; reject(e: Error): void }
+
+const NOOP: Pending = { resolve() {}, reject() {} };
+
+/**
+ * status as ioredis names it: 'wait' (not connected yet), 'connecting', 'ready', 'reconnecting',
+ * 'end' (disconnect() called). Events: 'ready', 'close', 'end', 'error'.
+ */
+export class RespConnection extends EventEmitter {
+  status: 'wait' | 'connecting' | 'ready' | 'reconnecting' | 'end' = 'wait';
+  readonly #target: RespTarget;
+  readonly #opts: RespOptions;
+  #socket: Socket | null = null;
+  /** Commands written (or to be written this turn) and not answered, oldest first: #queue[#head...]. */
+  #queue: Pending[] = [];
+  #head = 0;
+  /** This turn's commands, written in one go at its check phase. */
+  #out = '';
+  #flushing = false;
+  /** The unparsed tail of what was read (a reply split across reads). */
+  #rest: Buffer | null = null;
+  #replies: Reply[] = [];
+  #attempts = 0;
+  #retryTimer: NodeJS.Timeout | null = null;
+  #watch: NodeJS.Timeout | null = null;
+  /** Commands sent before the first connection (lazy): they wait for its first attempt. */
+  #early: Array<() => void> | null = null;
+  #ready: Promise<void> | null = null;
+
+  constructor(target: RespTarget, opts: RespOptions) {
+    super();
+    this.#target = target;
+    this.#opts = opts;
+  }
+
+  /** Connect (resolves once AUTH/SELECT/SETNAME are answered); a failed attempt rejects and keeps reconnecting in the background. */
+  connect(): Promise<void> {
+    if (this.status !== 'wait') return this.#ready ?? Promise.resolve();
+    this.#ready = new Promise<void>((resolve, reject) => {
+      this.once('ready', resolve);
+      this.once('close', () => reject(new Error(`Redis connection (${this.#opts.name}) failed`)));
+    });
+    this.#ready.catch(() => {});
+    this.#open();
+    this.#startWatch();
+    return this.#ready;
+  }
+
+  /** Send one command; its reply (an error reply rejects). `args` is written as it is when the call returns: the caller may reuse it after. */
+  send(name: string, args: ReadonlyArray<string | number>): Promise<unknown> {
+    if (this.status !== 'ready') return this.#notReady(name, args);
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ resolve, reject });
+      this.#write(encode(name, args));
+    });
+  }
+
+  #notReady(name: string, args: ReadonlyArray<string | number>): Promise<unknown> {
+    if (this.status === 'wait' && this.#opts.lazy) {
+      const early = (this.#early ??= []);
+      const text = encode(name, args);
+      const p = new Promise((resolve, reject) => {
+        early.push(() => {
+          if (this.status !== 'ready') { reject(new Error(`Redis connection (${this.#opts.name}) is ${this.status}`)); return; }
+          this.#queue.push({ resolve, reject });
+          this.#write(text);
+        });
+      });
+      void this.connect().catch(() => {}).finally(() => { const e = this.#early ?? []; this.#early = null; for (const f of e) f(); });
+      return p;
+    }
+    return Promise.reject(new Error(`Redis connection (${this.#opts.name}) is ${this.status}: command not sent`));
+  }
+
+  #write(text: string): void {
+    this.#out += text;
+    if (!this.#flushing) { this.#flushing = true; setImmediate(this.#flush); }
+  }
+
+  readonly #flush = (): void => {
+    this.#flushing = false;
+    const text = this.#out;
+    this.#out = '';
+    if (text !== '' && this.#socket) this.#socket.write(text);
+  };
+
+  #open(): void {
+    const t = this.#target;
+    this.status = 'connecting';
+    const where: ConnectionOptions & { path?: string; family?: number } = t.path ? { path: t.path } : { host: t.host, port: t.port, family: t.family };
+    const socket = t.tls ? tlsConnect({ ...where, ...t.tls }) : createConnection(where as Parameters<typeof createConnection>[0]);
+    this.#socket = socket;
+    socket.setNoDelay(true);
+    const timeout = this.#opts.connectTimeoutMs ?? 2000;
+    socket.setTimeout(timeout, () => socket.destroy(new Error(`Redis connect timed out after ${timeout} ms`)));
+    socket.once(t.tls ? 'secureConnect' : 'connect', () => {
+      socket.setKeepAlive(true, 0);
+      this.#handshake(socket);
+    });
+    socket.on('data', (chunk: Buffer) => this.#data(chunk));
+    socket.on('error', (e) => { if (this.listenerCount('error') > 0) this.emit('error', e); });
+    socket.once('close', () => this.#closed(socket));
+  }
+
+  /** AUTH, SELECT and CLIENT SETNAME in one write, as ioredis sends them; ready once all are answered. */
+  #handshake(socket: Socket): void {
+    const t = this.#target;
+    const steps: Array<Promise<unknown>> = [];
+    const cmd = (name: string, args: Array<string | number>, ok?: (e: Error) => boolean): void => {
+      steps.push(new Promise((resolve, reject) => {
+        this.#queue.push({ resolve, reject: (e) => (ok?.(e) ? resolve(null) : reject(e)) });
+        this.#out += encode(name, args);
+      }));
+    };
+    // ioredis goes on when a password is given to a Redis that has none.
+    if (t.password) cmd('AUTH', t.username ? [t.username, t.password] : [t.password], (e) => /no password is set|without any password configured/i.test(e.message));
+    if (t.db) cmd('SELECT', [t.db]);
+    cmd('CLIENT', ['SETNAME', this.#opts.name]);
+    this.#flush();
+    Promise.all(steps).then(() => {
+      if (this.#socket !== socket || this.status !== 'connecting') return;
+      socket.setTimeout(0);
+      this.#attempts = 0;
+      this.status = 'ready';
+      this.emit('ready');
+    }, (e: unknown) => {
+      if (this.listenerCount('error') > 0) this.emit('error', e);
+      socket.destroy();
+    });
+  }
+
+  #data(chunk: Buffer): void {
+    let buf = chunk;
+    if (this.#rest) { buf = Buffer.concat([this.#rest, chunk]); this.#rest = null; }
+    const replies = this.#replies;
+    let at: number;
+    try {
+      at = parse(buf, 0, replies);
+    } catch (e) {
+      // Not RESP: nothing more on this socket can be trusted.
+      this.#socket?.destroy(e as Error);
+      return;
+    }
+    if (at < buf.length) this.#rest = buf.subarray(at);
+    for (let i = 0; i < replies.length; i++) {
+      const r = replies[i];
+      const p = this.#head < this.#queue.length ? this.#queue[this.#head++] : NOOP;
+      if (r instanceof RespError) p.reject(r);
+      else p.resolve(r);
+    }
+    replies.length = 0;
+    this.#compact();
+  }
+
+  #compact(): void {
+    if (this.#head === this.#queue.length) { this.#queue.length = 0; this.#head = 0; }
+    else if (this.#head > 1024) { this.#queue = this.#queue.slice(this.#head); this.#head = 0; }
+  }
+
+  /** Everything in flight fails with `e` (the socket is gone: no reply will come). */
+  #failAll(e: Error): void {
+    const q = this.#queue;
+    const from = this.#head;
+    this.#queue = [];
+    this.#head = 0;
+    this.#out = '';
+    for (let i = from; i < q.length; i++) q[i].reject(e);
+  }
+
+  #stallError: Error | null = null;
+
+  #closed(socket: Socket): void {
+    if (this.#socket !== socket) return;
+    this.#socket = null;
+    this.#rest = null;
+    this.#failAll(this.#stallError ?? new Error(`Redis connection (${this.#opts.name}) closed`));
+    this.#stallError = null;
+    if (this.status === 'end') return;
+    this.status = 'reconnecting';
+    this.emit('close');
+    const delay = (this.#opts.retry ?? ((n) => Math.min(50 * n, 500)))(++this.#attempts);
+    this.#retryTimer = setTimeout(() => { this.#retryTimer = null; if (this.status === 'reconnecting') this.#open(); }, delay);
+    this.#retryTimer.unref();
+  }
+
+  /**
+   * The stall watchdog (see redis.ts's watchStalls): replies come in order, so only the oldest
+   * command in flight is watched; when it has waited commandTimeoutMs of time this process's loop
+   * was free to read, the socket is destroyed, failing everything in flight at once, and the
+   * connection reconnects. No timer per command.
+   */
+  #startWatch(): void {
+    const ms = this.#opts.commandTimeoutMs;
+    const every = ms / 4;
+    let oldest: Pending | undefined;
+    let since = 0;
+    let last = performance.now();
+    this.#watch = setInterval(() => {
+      const now = performance.now();
+      const late = now - last - every;
+      last = now;
+      if (late > every) since += late;
+      const head = this.#head < this.#queue.length ? this.#queue[this.#head] : undefined;
+      if (head !== oldest) { oldest = head; since = now; return; }
+      if (head === undefined || now - since < ms) return;
+      oldest = undefined;
+      if (!this.#socket || this.status !== 'ready') return;
+      this.#stallError = new Error(`Redis did not answer within ${ms} ms (command timed out); the connection is reset`);
+      // Not end(): a stalled server never closes its side.
+      this.#socket.destroy();
+    }, every);
+    this.#watch.unref();
+  }
+
+  /** Close now: everything in flight fails, no reconnection. */
+  disconnect(): void {
+    if (this.status === 'end') return;
+    const was = this.status;
+    this.status = 'end';
+    if (this.#retryTimer) { clearTimeout(this.#retryTimer); this.#retryTimer = null; }
+    if (this.#watch) { clearInterval(this.#watch); this.#watch = null; }
+    const socket = this.#socket;
+    this.#socket = null;
+    this.#failAll(new Error(`Redis connection (${this.#opts.name}) closed`));
+    socket?.destroy();
+    if (was !== 'wait') this.emit('close');
+    this.emit('end');
+  }
+}
