@@ -20,10 +20,12 @@ export async function runAttempts<T>(
   signal: AbortSignal,
   once: (target: Target) => Promise<{ ok: true; value: T } | AttemptFailure>,
   need?: TokenNeed,
+  /** The route's targets as targetOrder() put them, when the caller ordered them already (chat.ts: while the admission was in flight). */
+  ordered?: readonly Target[],
 ): Promise<AttemptsResult<T>> {
   const attempts: AttemptLog[] = [];
   let last: AttemptFailure | null = null;
-  const order = targetOrder(route, need);
+  const order = ordered ?? targetOrder(route, need);
   let skipped = 0;
   for (const target of order) {
     if (!target.breaker.allow()) { skipped++; continue; }

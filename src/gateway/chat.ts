@@ -18,11 +18,11 @@ import type { Access, Ctx } from './plane.ts';
 import { parseJsonInTurns } from '../access/json-turns.ts';
 import type { Identity } from '../identity/types.ts';
 import { runAttempts } from './attempts.ts';
-import type { TokenNeed } from './strategy.ts';
+import { targetOrder, type TokenNeed } from './strategy.ts';
 import { demoChat, demoStream } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
 import { localStream, openUpstreamStream, StreamBroken, type OpenStream } from './stream.ts';
-import { CallAbort, sendAttempt, sendStreamAttempt, unusable, UPSTREAM_MESSAGE_MAX, type UpstreamBody } from './upstream.ts';
+import { CallAbort, sendAttempt, sendStreamAttempt, unusable, UPSTREAM_MESSAGE_MAX, type OutboundRequest, type UpstreamBody } from './upstream.ts';
 import { traced } from './traced.ts';
 import { Deadlines, KeepAlive } from './deadlines.ts';
 import type { Route, Target } from './routes.ts';
@@ -97,15 +97,55 @@ export async function serveChat(a: Access, parsedReq: ChatRequest, codec: Client
   // A hit costs $0 (the admission script reserves nothing for an entry it finds, too).
   const estimate = hitOf() ? 0 : Math.max(0, ...route.targets.map((t) => estimateCostUsd(promptTokens, maxOut, t.pricing)));
   const admitted = a.admit(promptTokens + maxOut, estimate, look?.pending?.key);
+  const need: TokenNeed = { inputTokens: promptTokens, outputTokens: maxOut };
+  // Fleet: the admission's round trip is in flight. The first target's upstream request is built
+  // meanwhile; it is sent only once admitted (a refused request reaches no upstream).
+  const early = admitted instanceof Promise && !hitOf() ? firstRequest(a, route, req, codec, need, client) : undefined;
   const adm = admitted instanceof Promise ? await admitted : admitted;
   if (look?.pending) look = await look.pending.finish(adm.cached);
   const cache: CacheState = { hit: hitOf(), save: look && look.status !== 'off' ? look.save : null };
 
   const ac = new CallAbort();
   ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });
-  const need: TokenNeed = { inputTokens: promptTokens, outputTokens: maxOut };
-  if (req.stream) await streamChat(a, route, req, codec, adm, ac, cache, need, client);
-  else await completeChat(a, route, req, codec, adm, ac, cache, need, client);
+  if (req.stream) await streamChat(a, route, req, codec, adm, ac, cache, need, client, early);
+  else await completeChat(a, route, req, codec, adm, ac, cache, need, client, early);
+}
+
+/**
+ * The route's targets in order and the first one's upstream request, built before the admission
+ * answers (fleet: its Redis round trip). Only what has no effect outside this request runs here:
+ * the order, the adapter's request and its bytes; no breaker slot, credential, span or dispatch
+ * (the attempt does those, once admitted). Undefined when the build fails: the attempt builds it
+ * again and fails as it would have, after the admission's own answer.
+ */
+export interface FirstRequest {
+  readonly order: readonly Target[];
+  readonly target: Target;
+  readonly stream: boolean;
+  readonly up: OutboundRequest | Promise<OutboundRequest>;
+}
+
+function firstRequest(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, need: TokenNeed, client: ClientBody | undefined): FirstRequest | undefined {
+  // A stream an output webhook watches is called whole (checkedWhole), without the prepared request.
+  if (req.stream && hasOutputWebhook(a.gs)) return undefined;
+  const order = targetOrder(route, need);
+  const target = order[0];
+  if (target === undefined || target.provider.type === 'demo') return undefined;
+  try {
+    const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
+    const stream = req.stream === true;
+    const up = chatUpstream(adapter, { ...req, stream }, { model: target.model, stream, options: target.options }, a.ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined);
+    // A long body built across turns: its failure is the attempt's to report, if it is made.
+    if (up instanceof Promise) up.catch(() => undefined);
+    return { order, target, stream, up };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The attempt's upstream request: the one built ahead for this target, or built now. */
+function upstreamFor(early: FirstRequest | undefined, target: Target, stream: boolean, build: () => OutboundRequest | Promise<OutboundRequest>): OutboundRequest | Promise<OutboundRequest> {
+  return early !== undefined && early.target === target && early.stream === stream ? early.up : build();
 }
 
 /** hit: a cached answer to replay; save: store the fresh answer (null when caching is off). */
@@ -115,7 +155,7 @@ function cacheHeader(c: CacheState): Record<string, string> {
   return c.hit ? { 'x-aam-cache': 'hit' } : c.save ? { 'x-aam-cache': 'miss' } : {};
 }
 
-async function completeChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState, need: TokenNeed, client: ClientBody | undefined): Promise<void> {
+async function completeChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState, need: TokenNeed, client: ClientBody | undefined, early?: FirstRequest): Promise<void> {
   const { ctx, identity } = a;
   if (cache.hit) {
     finish(a, route, null, cache.hit.usage, adm, 200, false, undefined, 'hit');
@@ -126,7 +166,7 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
     sendText(ctx, 200, body, 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
     return;
   }
-  const r = await callWhole(ctx, identity, route, req, codec, ac, need, client);
+  const r = await callWhole(ctx, identity, route, req, codec, ac, need, client, early);
   if (!r.ok) {
     a.release(adm);
     const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
@@ -166,11 +206,11 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
 }
 
 /** One non-streamed answer over the route's targets (fallback, retries); `need` orders them for strategy cost. */
-function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, ac: CallAbort, need: TokenNeed, client?: ClientBody) {
+function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, ac: CallAbort, need: TokenNeed, client?: ClientBody, early?: FirstRequest) {
   return runAttempts(route, ac.signal, async (target) => {
     if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoChat(req, target.model), raw: null as string | null } };
     const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
-    const built = chatUpstream(adapter, { ...req, stream: false }, { model: target.model, stream: false, options: target.options }, ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined);
+    const built = upstreamFor(early, target, false, () => chatUpstream(adapter, { ...req, stream: false }, { model: target.model, stream: false, options: target.options }, ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined));
     const up = built instanceof Promise ? await built : built;
     const res = await traced(ctx, 'chat', route, target, identity, (inj) => sendAttempt(target, up, inj, ac));
     if (!res.ok) return res;
@@ -181,7 +221,7 @@ function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest,
     } catch { return unusable(target, 'not a valid chat response'); }
     // Same wire format on both sides: hand the upstream body through untouched (keeps every field).
     return { ok: true as const, value: { result, raw: adapter.wire === codec.wire ? res.text : null } };
-  }, need);
+  }, need, early?.order);
 }
 
 /**
@@ -204,7 +244,7 @@ function answerHeaders(requestId: string, target: Target, cost: number | null, c
   return h;
 }
 
-async function streamChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState, need: TokenNeed, client: ClientBody | undefined): Promise<void> {
+async function streamChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState, need: TokenNeed, client: ClientBody | undefined, early?: FirstRequest): Promise<void> {
   const { ctx, identity, gs } = a;
   const res = ctx.res;
   const includeUsage = codec.wire === 'anthropic' || req.stream_options?.include_usage === true;
@@ -231,13 +271,13 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
       : whole ? checkedWhole(a, route, req, codec, ac, need) : runAttempts(route, ac.signal, async (target) => {
       if (target.provider.type === 'demo') return { ok: true as const, value: localStream(demoStream(req, target.model)) };
       const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
-      const built = chatUpstream(adapter, { ...req, stream: true }, { model: target.model, stream: true, options: target.options }, ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined);
+      const built = upstreamFor(early, target, true, () => chatUpstream(adapter, { ...req, stream: true }, { model: target.model, stream: true, options: target.options }, ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined));
       const up = built instanceof Promise ? await built : built;
       const up1 = await traced(ctx, 'chat', route, target, identity, (inj) => sendStreamAttempt(target, up, inj, ac));
       if (!up1.ok) return up1;
       bodies.push(up1.body);
       return openUpstreamStream(target, up1.body, adapter.streamParser());
-    }, need);
+    }, need, early?.order);
     // The upstream request is sent (runAttempts ran up to its first await): what needs no answer is built meanwhile.
     codec.prepareStream?.(route.name);
     const r = called instanceof Promise ? await called : called;
