@@ -313,8 +313,8 @@ export class Runtime {
   }
 
   /** See AccessRuntime.evidenceSoon: alone in flight, the fleet's INSERT leaves now, before the answer is encoded. */
-  evidenceSoon(): void {
-    if (this.inFlight <= 1) this.audit?.send?.();
+  evidenceSoon(): Promise<void> | undefined {
+    return this.inFlight <= 1 ? this.audit?.send?.() : undefined;
   }
 
   /** evidenceSafe() without a promise (nor a loop turn) when the evidence is safe at once: a request alone in flight writes it now. */

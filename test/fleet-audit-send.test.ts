@@ -10,6 +10,7 @@ import { fleetStore, pgProxy, type FleetTestStore } from './helpers/fleet.ts';
 import { until } from './helpers/e2e.ts';
 import { openFleetAuditLog } from '../src/audit/fleet-log.ts';
 import { migrate } from '../src/store/postgres.ts';
+import { Socket } from 'node:net';
 
 let store: FleetTestStore;
 
@@ -55,6 +56,39 @@ test('send(): the INSERT leaves in the same turn instead of at its end; events r
     assert.equal(sent.length, 0);
     await log.close();
   } finally { await Promise.all([own.end(), conn.end()]); }
+});
+
+test('send() answers a promise of the INSERT being on the socket: work done after it overlaps the commit (postgres.js writes only after the running microtasks and a nextTick)', async () => {
+  const own = postgres(store.databaseUrl, { max: 2, onnotice: () => {} });
+  const writer = postgres(store.databaseUrl, { max: 1, onnotice: () => {} });
+  const realWrite = Socket.prototype.write;
+  try {
+    await migrate(own);
+    const log = await openFleetAuditLog(own, { replica: `sock-${randomBytes(3).toString('hex')}`, writer, keyEncryptionKey: randomBytes(32), checkpointIntervalMs: 3_600_000 });
+    log.record({ type: 'admin', request_id: 'sock-warm' });
+    await log.journaled(); // the connection open and the one-row INSERT prepared
+    for (let i = 0; i < 3; i++) {
+      let writes = 0;
+      Socket.prototype.write = function (this: Socket, ...a: unknown[]) { writes++; return (realWrite as (...x: unknown[]) => boolean).apply(this, a); } as typeof realWrite;
+      try {
+        log.record({ type: 'admin', request_id: `sock-${i}` });
+        const sent = log.send();
+        assert.ok(sent instanceof Promise, 'an INSERT started: a promise of its write');
+        assert.equal(writes, 0, 'postgres.js has not written it yet (the caller\'s work here would run before it left)');
+        await sent;
+        assert.ok(writes >= 1, 'once the promise resolves, the INSERT is written to the socket');
+      } finally { Socket.prototype.write = realWrite; }
+      await log.journaled(true);
+    }
+    // Nothing recorded: no write, no promise.
+    assert.equal(log.send(), undefined);
+    const rows = await own<Array<{ request_id: string }>>`SELECT request_id FROM audit_events WHERE request_id LIKE 'sock-%' ORDER BY seq`;
+    assert.deepEqual(rows.map((r) => r.request_id), ['sock-warm', 'sock-0', 'sock-1', 'sock-2']);
+    await log.close();
+  } finally {
+    Socket.prototype.write = realWrite;
+    await Promise.all([own.end(), writer.end()]);
+  }
 });
 
 test('a group commit is one INSERT of all its rows (first attempt plain); after a lost reply the rows are sent again with ON CONFLICT DO NOTHING and each event is there once, in order', async () => {

@@ -32,8 +32,10 @@ export interface AuditSink {
    * Start writing what is recorded now instead of at the end of this loop turn (a request alone in
    * flight: nothing else would share the write), without waiting for it. Only a head start:
    * journaled() still says when the events are safe, and covers any recorded after this call.
+   * Returns, when a write started, a promise of the moment its bytes are on the socket (a client
+   * may write later than the call: postgres.js does): work done after it overlaps the round trip.
    */
-  send?(): void;
+  send?(): Promise<void> | undefined;
   /** An agent's request arrived: get ready to record (the audit writer thread starts, not awaited). */
   warm?(): void;
 }
@@ -94,9 +96,10 @@ export interface AccessRuntime {
   /**
    * The request's evidence is recorded and nothing more will be before its answer: a request alone
    * in flight starts its write now (the fleet's INSERT), so the round trip overlaps the work left
-   * before evidenceSafe(), which is still what the answer waits for.
+   * before evidenceSafe(), which is still what the answer waits for. A promise when the write
+   * started: await it before that work, which then runs while the write is on its way.
    */
-  evidenceSoon(): void;
+  evidenceSoon(): Promise<void> | undefined;
   /** Event-level stream scrubber, or null when no credential is active. */
   eventScrubber(): EventScrubber | null;
 }

@@ -58,8 +58,12 @@ export interface FleetAuditLog {
   record(event: AuditEventInput): boolean;
   /** Resolves once every event recorded so far is committed in PostgreSQL; rejects while it cannot be. */
   journaled(now?: boolean): Promise<void>;
-  /** Send the events recorded so far now (the INSERT leaves in this turn, if none is in flight), not at the turn's end; journaled() still says when they are committed. */
-  send(): void;
+  /**
+   * Send the events recorded so far now (the INSERT leaves in this turn, if none is in flight), not
+   * at the turn's end; journaled() still says when they are committed. A promise when an INSERT
+   * started: it resolves once the INSERT's bytes are written to the socket.
+   */
+  send(): Promise<void> | undefined;
   recordDurable(event: AuditEventInput): Promise<DurableReceipt>;
   flush(): Promise<void>;
   /** Sign a fleet checkpoint now if no other replica is signing one; true if this call signed. */
@@ -298,8 +302,15 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
       return p;
     },
     // A request alone in flight whose evidence is all recorded: the commit's round trip overlaps
-    // what it does before awaiting journaled() (the answer's checks and encoding).
-    send: () => { if (scheduled) write(); },
+    // what it does after awaiting this and before awaiting journaled() (the answer's checks and
+    // encoding). postgres.js writes a query only after the running microtasks (its run()) and a
+    // nextTick (its flush()): a caller going on at once would do all that work before the INSERT
+    // left. The check phase comes after both.
+    send: () => {
+      if (!scheduled) return undefined;
+      write();
+      return inFlight ? new Promise<void>((resolve) => setImmediate(resolve)) : undefined;
+    },
     async recordDurable(event) {
       if (!record(event)) throw new AuditUnavailableError('the audit queue is full: the action is refused rather than left unrecorded');
       const mine = seq;

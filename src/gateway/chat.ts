@@ -176,8 +176,11 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
   const call = settleAndRecord(a, route, r.target, r.value.result.usage, adm, 200, false, undefined, cache.save ? 'miss' : null);
   // Without output guardrails nothing more is recorded before the answer: alone in flight, the
   // evidence's write (the fleet's INSERT) starts now, its round trip overlapping the checks and
-  // encoding below; the answer still waits for evidenceSafeNow().
-  if (a.gs.length === 0) ctx.rt.evidenceSoon();
+  // encoding below once it is on the socket; the answer still waits for evidenceSafeNow().
+  if (a.gs.length === 0) {
+    const sent = ctx.rt.evidenceSoon();
+    if (sent) await sent;
+  }
   let counted = false;
   try {
     cache.save?.(r.value.result);
@@ -389,7 +392,8 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
     const call = settleAndRecord(a, route, r.target, usage, adm, 200, true, undefined, cache.hit ? 'hit' : cache.save ? 'miss' : null);
     // Every finding is recorded by now: alone in flight, the evidence's write starts before the
     // counters and the cache entry are done (the terminator still waits for evidenceSafe()).
-    ctx.rt.evidenceSoon();
+    const sent = ctx.rt.evidenceSoon();
+    if (sent) await sent;
     countCall(ctx, identity, route, call);
     // Only a stream that ended cleanly is stored (never a cut or errored one).
     const complete = recorder?.result();
