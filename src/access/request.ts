@@ -51,6 +51,11 @@ export interface Ctx<R extends AccessRuntime = AccessRuntime, C extends AccessCo
   bodyBytes?: number;
   /** Names of the guardrails applied to this request (evidence of their allow verdicts). */
   guardrails?: string[];
+  /**
+   * The upstream call to abort when the client goes away before its answer is finished: the
+   * server's one close listener per request does it (a plane's own listener cost a second one).
+   */
+  call?: { abort(): void };
 }
 
 /** A route handler of the one HTTP server (src/server/http.ts); planes export these. */

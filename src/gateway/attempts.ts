@@ -15,9 +15,12 @@ export type AttemptsResult<T> =
   | { ok: true; value: T; target: Target; attempts: AttemptLog[] }
   | { ok: false; failure: AttemptFailure; attempts: AttemptLog[] };
 
+/** A call's cancellation as runAttempts reads it: `signal` is only asked for to wait out a backoff (CallAbort makes it then). */
+export interface Cancel { readonly aborted: boolean; readonly signal: AbortSignal }
+
 export async function runAttempts<T>(
   route: Route,
-  signal: AbortSignal,
+  cancel: Cancel,
   once: (target: Target) => Promise<{ ok: true; value: T } | AttemptFailure>,
   need?: TokenNeed,
   /** The route's targets as targetOrder() put them, when the caller ordered them already (chat.ts: while the admission was in flight). */
@@ -30,12 +33,12 @@ export async function runAttempts<T>(
   for (const target of order) {
     if (!target.breaker.allow()) { skipped++; continue; }
     for (let i = 0; i < route.attemptsPerTarget; i++) {
-      if (signal.aborted) return { ok: false, failure: { ok: false, next: 'final', status: 499, clientStatus: 499, code: 'upstream_error', message: 'client closed the request' }, attempts };
+      if (cancel.aborted) return { ok: false, failure: { ok: false, next: 'final', status: 499, clientStatus: 499, code: 'upstream_error', message: 'client closed the request' }, attempts };
       let r: { ok: true; value: T } | AttemptFailure;
       const started = performance.now();
       try { r = await once(target); } catch (e) { target.breaker.release(); throw e; }
       // The client went away: not the upstream's fault, so no breaker failure and no retry.
-      if (!r.ok && signal.aborted) { target.breaker.release(); return { ok: false, failure: { ...r, next: 'final', clientStatus: 499, message: 'client closed the request' }, attempts }; }
+      if (!r.ok && cancel.aborted) { target.breaker.release(); return { ok: false, failure: { ...r, next: 'final', clientStatus: 499, message: 'client closed the request' }, attempts }; }
       if (r.ok) {
         target.breaker.success();
         // `once` returns at the commit point: a stream's first content, or a whole answer.
@@ -49,7 +52,7 @@ export async function runAttempts<T>(
       if (r.next === 'fallback' || i + 1 >= route.attemptsPerTarget) break;
       const wait = r.retryAfterMs ?? route.backoffMs * 2 ** i;
       if (wait > MAX_SAME_TARGET_WAIT_MS) break;
-      if (wait > 0) await sleep(wait, undefined, { signal }).catch(() => undefined);
+      if (wait > 0) await sleep(wait, undefined, { signal: cancel.signal }).catch(() => undefined);
       if (!target.breaker.allow()) break;
     }
   }

@@ -95,7 +95,8 @@ export async function serveChat(a: Access, parsedReq: ChatRequest, codec: Client
   const promptTokens = Math.ceil(bodyBytes / 4);
   const maxOut = req.max_completion_tokens ?? req.max_tokens ?? 4096;
   // A hit costs $0 (the admission script reserves nothing for an entry it finds, too).
-  const estimate = hitOf() ? 0 : Math.max(0, ...route.targets.map((t) => estimateCostUsd(promptTokens, maxOut, t.pricing)));
+  let estimate = 0;
+  if (!hitOf()) for (const t of route.targets) estimate = Math.max(estimate, estimateCostUsd(promptTokens, maxOut, t.pricing));
   const admitted = a.admit(promptTokens + maxOut, estimate, look?.pending?.key);
   const need: TokenNeed = { inputTokens: promptTokens, outputTokens: maxOut };
   // Fleet: the admission's round trip is in flight. The first target's upstream request is built
@@ -106,7 +107,8 @@ export async function serveChat(a: Access, parsedReq: ChatRequest, codec: Client
   const cache: CacheState = { hit: hitOf(), save: look && look.status !== 'off' ? look.save : null };
 
   const ac = new CallAbort();
-  ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });
+  // Aborted by the server's close listener when the client goes away before the answer is finished.
+  ctx.call = ac;
   if (req.stream) await streamChat(a, route, req, codec, adm, ac, cache, need, client, early);
   else await completeChat(a, route, req, codec, adm, ac, cache, need, client, early);
 }
@@ -210,7 +212,7 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
 
 /** One non-streamed answer over the route's targets (fallback, retries); `need` orders them for strategy cost. */
 function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, ac: CallAbort, need: TokenNeed, client?: ClientBody, early?: FirstRequest) {
-  return runAttempts(route, ac.signal, async (target) => {
+  return runAttempts(route, ac, async (target) => {
     if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoChat(req, target.model), raw: null as string | null } };
     const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
     const built = upstreamFor(early, target, false, () => chatUpstream(adapter, { ...req, stream: false }, { model: target.model, stream: false, options: target.options }, ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined));
@@ -271,7 +273,7 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
   try {
     const whole = !cache.hit && hasOutputWebhook(gs);
     const called = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null }
-      : whole ? checkedWhole(a, route, req, codec, ac, need) : runAttempts(route, ac.signal, async (target) => {
+      : whole ? checkedWhole(a, route, req, codec, ac, need) : runAttempts(route, ac, async (target) => {
       if (target.provider.type === 'demo') return { ok: true as const, value: localStream(demoStream(req, target.model)) };
       const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
       const built = upstreamFor(early, target, true, () => chatUpstream(adapter, { ...req, stream: true }, { model: target.model, stream: true, options: target.options }, ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined));
@@ -380,7 +382,7 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
     let tail = held;
     held = '';
     if (scrub && !broken) for (const ev of scrub.end()) tail += encode(ev);
-    if (ac.signal.aborted) {
+    if (ac.aborted) {
       finish(a, route, r.target, usage, adm, 499, true, 'client disconnected');
       return;
     }

@@ -38,7 +38,7 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const adm = await a.admit(tokens, estimate, look?.pending?.key);
   if (look?.pending) look = await look.pending.finish(adm.cached);
   const ac = new CallAbort();
-  ctx.res.on('close', () => { if (!ctx.res.writableFinished) ac.abort(); });
+  ctx.call = ac;
   if (look?.status === 'hit' && look.entry) {
     a.settle(adm, 0, 0);
     return await sendEmbeddings(ctx, identity, route, req, look.entry.result as EmbeddingsResult, null, null, 'hit');
@@ -72,7 +72,7 @@ async function sendEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: E
 
 /** One embeddings call over a route's targets (also used by the semantic cache to embed prompts). */
 export function callEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: EmbeddingsRequest, ac: CallAbort) {
-  return runAttempts(route, ac.signal, async (target) => {
+  return runAttempts(route, ac, async (target) => {
     if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoEmbeddings(req, target.model), raw: null as string | null } };
     const adapter = target.provider.adapter!;
     if (!adapter.embeddingsRequest || !adapter.embeddingsResponse) {

@@ -52,15 +52,34 @@ export interface UpstreamBody extends AsyncIterableIterator<Buffer | readonly Bu
 /**
  * Cancellation of one client call. The upstream attempt in flight registers itself in `inFlight`
  * (attempts of a call run one after another) and is aborted directly, instead of each attempt
- * adding an abort listener to the signal, which allocates an events map and listener records per
- * call. `signal` still serves everything else (retry backoff, checks of `aborted`).
+ * adding an abort listener to a signal, which allocates an events map and listener records per
+ * call. No AbortController per call either: `signal` is made when something first asks for one
+ * (a retry's backoff), already aborted if the call was; `aborted` and `reason` need none.
  */
-export class CallAbort extends AbortController {
+export class CallAbort {
   inFlight: { abort(reason: Error): void } | null = null;
-  override abort(reason?: unknown): void {
-    if (this.signal.aborted) return;
-    super.abort(reason);
-    this.inFlight?.abort(this.signal.reason as Error);
+  private done = false;
+  private why: unknown = undefined;
+  private controller: AbortController | null = null;
+
+  get aborted(): boolean { return this.done; }
+  get reason(): unknown { return this.why; }
+
+  get signal(): AbortSignal {
+    if (this.controller === null) {
+      this.controller = new AbortController();
+      if (this.done) this.controller.abort(this.why);
+    }
+    return this.controller.signal;
+  }
+
+  abort(reason?: unknown): void {
+    if (this.done) return;
+    this.done = true;
+    // As AbortController.abort() with no reason: an AbortError.
+    this.why = reason === undefined ? new DOMException('This operation was aborted', 'AbortError') : reason;
+    this.controller?.abort(this.why);
+    this.inFlight?.abort(this.why as Error);
   }
 }
 
@@ -190,9 +209,9 @@ class Exchange implements Dispatcher.DispatchHandler, UpstreamBody, Timed {
 
   send(up: OutboundRequest, inj: Injection): Promise<Head> {
     const head = new Promise<Head>((resolve) => { this.settle = resolve; });
-    if (this.call.signal.aborted) {
+    if (this.call.aborted) {
       this.over = true;
-      this.resolveHead(networkFailure(this.target, this.call.signal.reason));
+      this.resolveHead(networkFailure(this.target, this.call.reason));
       return head;
     }
     const { provider } = this.target;

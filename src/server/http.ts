@@ -68,14 +68,22 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
     const ids = requestIdFor(req, rt);
+    // Every field a request may come to hold is here from the start (no spread, no field added
+    // later): each ctx is one allocation of one shape, which every plane's reads of it then share.
     const ctx: Ctx = {
-      req, res, rt, cfg: rt.compiled, path, query: q < 0 ? '' : url.slice(q + 1), ...ids,
+      req, res, rt, cfg: rt.compiled, path, query: q < 0 ? '' : url.slice(q + 1),
+      requestId: ids.requestId, clientRequestId: ids.clientRequestId,
       start: performance.now(), wire: path === '/v1/messages' ? 'anthropic' : 'openai',
+      identity: undefined, resource: undefined, access: undefined, span: undefined, traceId: undefined,
+      decision: undefined, credentialUsed: undefined, bodyBytes: undefined, guardrails: undefined, call: undefined,
     };
     // Echoed so a client can correlate; aam's own id is always x-request-id.
     if (ids.clientRequestId) res.setHeader('x-client-request-id', ids.clientRequestId);
     rt.inFlight++;
-    res.once('close', () => { rt.inFlight--; });
+    res.once('close', () => {
+      rt.inFlight--;
+      if (ctx.call !== undefined && !res.writableFinished) ctx.call.abort();
+    });
     if (rt.tracer) {
       const span = startServerSpan(rt.tracer, req, { route: path, path, startTime: ctx.start });
       ctx.span = span;
