@@ -12,6 +12,10 @@ import { startFakeUpstream, type FakeUpstream } from './fake-upstream.ts';
 import { startTestGateway, doc, yaml, agentDocs, type TestGateway } from './helpers/gateway.ts';
 import { adapterFor, parseAnthropicRequest } from '../src/providers/index.ts';
 import { anthropicChatResponse } from '../src/providers/anthropic.ts';
+import { anthropicCodec } from '../src/providers/anthropic-codec.ts';
+import { bedrockUsage } from '../src/providers/bedrock.ts';
+import { resultToEvents } from '../src/cache/replay.ts';
+import type { ChatResult } from '../src/providers/types.ts';
 import { costUsd } from '../src/gateway/pricing.ts';
 import { builtinPricing, resolvePricing } from '../src/config/pricing.ts';
 
@@ -92,6 +96,47 @@ test('Anthropic SDK: cache_control, thinking and is_error reach the Anthropic up
   const want = cost(m.usage) + cost(usage);
   assert.ok(Math.abs(billed('claude-cache') - before - want) < 1e-12, `billed ${billed('claude-cache') - before}, want ${want}`);
   assert.ok(cost(m.usage) > ((m.usage.input_tokens + 1200) * 3 + m.usage.output_tokens * 15) / 1e6, 'a write costs more than plain input');
+});
+
+test('Anthropic SDK, streamed: a cache write\'s 5-minute / 1-hour split comes back in message_start (where the SDK reads it) and message_delta, the total kept, each part at its price', async () => {
+  const up = await startFakeUpstream(); // its first prompt-cache answer writes: 200 tokens for 5 minutes, 1000 for an hour
+  const g = await startTestGateway(yaml(
+    doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${up.url}/v1` }),
+    doc('Model', 'claude-cache', { targets: [{ provider: 'ant', model: 'prompt-cache' }], pricing: PRICE }),
+    ...agentDocs(['claude-cache']),
+  ));
+  try {
+    const anthropic = new Anthropic({ apiKey: g.key('tester'), baseURL: g.url, maxRetries: 0 });
+    const stream = anthropic.messages.stream({ model: 'claude-cache', max_tokens: 64, system: [{ type: 'text', text: '<the whole contract>', cache_control: cc1h }], messages: [{ role: 'user', content: 'Who may terminate?' }] });
+    let delta: Record<string, unknown> = {};
+    stream.on('streamEvent', (ev) => { if (ev.type === 'message_delta') delta = ev.usage as unknown as Record<string, unknown>; });
+    const m = await stream.finalMessage();
+    const split = { ephemeral_5m_input_tokens: 200, ephemeral_1h_input_tokens: 1000 };
+    assert.deepEqual(m.usage.cache_creation, split, 'the SDK\'s message has the split (from message_start)');
+    assert.equal(m.usage.cache_creation_input_tokens, 1200, 'and the total');
+    assert.deepEqual([delta.cache_creation, delta.cache_creation_input_tokens], [split, 1200], 'message_delta carries both too');
+    g.g.rt.usage.flush();
+    const row = g.g.rt.db.prepare(`SELECT sum(cost_usd) AS c FROM usage_rollup WHERE route = 'claude-cache'`).get() as { c: number };
+    const want = (m.usage.input_tokens * 3 + 200 * 3.75 + 1000 * 6 + m.usage.output_tokens * 15) / 1e6;
+    assert.ok(Math.abs(row.c - want) < 1e-12, `${row.c} vs ${want}`);
+  } finally { await g.close(); await up.close(); }
+});
+
+test('cache writes\' split, unit: relayed whole and streamed (a cache replay too) only when the upstream split them; a split with no one-hour part is still a split', () => {
+  const enc = (r: ChatResult) => anthropicCodec.encodeResult(r, 'x') as { usage: Record<string, unknown> };
+  const split = anthropicChatResponse({ id: 'm', content: [{ type: 'text', text: 'ok' }], stop_reason: 'end_turn',
+    usage: { input_tokens: 10, cache_creation_input_tokens: 1200, cache_creation: { ephemeral_5m_input_tokens: 1200, ephemeral_1h_input_tokens: 0 }, output_tokens: 5 } });
+  assert.deepEqual(enc(split).usage, { input_tokens: 10, output_tokens: 5, cache_creation_input_tokens: 1200, cache_creation: { ephemeral_5m_input_tokens: 1200, ephemeral_1h_input_tokens: 0 } });
+  const frames = resultToEvents(split).map(anthropicCodec.streamEncoder({ includeUsage: true, routeName: 'x' })).join('');
+  const start = /event: message_start\ndata: (.*)\n/.exec(frames)?.[1] ?? '';
+  const delta = /event: message_delta\ndata: (.*)\n/.exec(frames)?.[1] ?? '';
+  assert.deepEqual((JSON.parse(start) as { message: { usage: unknown } }).message.usage, enc(split).usage, 'a replay opens with the usage, split included');
+  assert.deepEqual((JSON.parse(delta) as { usage: unknown }).usage, enc(split).usage);
+  // No split from the upstream (an older Anthropic answer; Converse without cacheDetails): the total only.
+  const total = anthropicChatResponse({ id: 'm', content: [{ type: 'text', text: 'ok' }], stop_reason: 'end_turn', usage: { input_tokens: 10, cache_creation_input_tokens: 1200, output_tokens: 5 } });
+  assert.deepEqual(enc(total).usage, { input_tokens: 10, output_tokens: 5, cache_creation_input_tokens: 1200 });
+  assert.equal(bedrockUsage({ inputTokens: 10, outputTokens: 5, cacheWriteInputTokens: 1200 })?.cacheWrite1hTokens, undefined);
+  assert.equal(bedrockUsage({ inputTokens: 10, outputTokens: 5, cacheWriteInputTokens: 1200, cacheDetails: [{ ttl: '5m', inputTokens: 1200 }] })?.cacheWrite1hTokens, 0);
 });
 
 /** LiteLLM's form: cache_control on content parts, on a message, on a function tool. */

@@ -16,7 +16,7 @@ const twoTools = (): ChatResult => ({
 
 test('resultToEvents: canonical order, text and args chunked, usage before finish', () => {
   const ev = resultToEvents(twoTools());
-  assert.deepEqual(ev[0], { type: 'start', id: 'chatcmpl-1', model: 'gpt-4o' });
+  assert.deepEqual(ev[0], { type: 'start', id: 'chatcmpl-1', model: 'gpt-4o', usage: twoTools().usage }, 'the usage opens the replay too (an Anthropic client\'s message_start)');
   const types = ev.map((e) => e.type);
   assert.ok(types.filter((t) => t === 'text').length >= 2, 'long text is split into several chunks');
   assert.deepEqual(types.slice(-2), ['usage', 'finish']);

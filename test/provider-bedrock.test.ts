@@ -10,6 +10,7 @@ import { adapterFor, codecFor, parseAnthropicRequest, parseOpenAIChatRequest } f
 import { crc32, decodeMessage, EventStreamDecoder, EventStreamFramer, encodeMessage, MAX_MESSAGE } from '../src/providers/bedrock-eventstream.ts';
 import type { StreamEvent } from '../src/providers/types.ts';
 import { golden } from './helpers/golden.ts';
+import { eventsToResult } from '../src/cache/replay.ts';
 import { builtinPricing, resolvePricing } from '../src/config/pricing.ts';
 import { eventFrame, eventStream, exceptionFrame, type Frame } from './helpers/eventstream.ts';
 
@@ -283,6 +284,10 @@ for (const name of readdirSync(streamDir).filter((f) => f.startsWith('bedrock-')
     const events = parseFrames(bytes, bytes.length);
     golden(join(streamDir, `${name}.to-openai.sse`), encode('openai', events));
     golden(join(streamDir, `${name}.to-anthropic.sse`), encode('anthropic', events));
+    // The whole answer the stream makes (what the response cache keeps and replays), as an Anthropic client gets it.
+    const whole = eventsToResult(events, 0);
+    assert.ok(whole, 'a complete stream makes an answer');
+    golden(join(streamDir, `${name}.to-anthropic-message.json`), JSON.stringify(codecFor('anthropic').encodeResult(whole, 'my-route'), null, 1) + '\n');
   });
 
   test(`stream golden: ${name} cut short ends with upstream_incomplete, never a finish`, () => {

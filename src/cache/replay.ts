@@ -9,7 +9,9 @@ import { interleavedOrder, resultBlocks } from '../providers/types.ts';
 const CHUNK = 256;
 
 export function resultToEvents(result: ChatResult, chunkChars = CHUNK): StreamEvent[] {
-  const events: StreamEvent[] = [{ type: 'start', id: result.id, model: result.model }];
+  // The usage opens the stream too (an Anthropic client's message_start; its SDK takes the cache
+  // writes' split from there only), as it did when the answer was relayed from Anthropic.
+  const events: StreamEvent[] = [result.usage ? { type: 'start', id: result.id, model: result.model, usage: result.usage } : { type: 'start', id: result.id, model: result.model }];
   if (result.order !== undefined) { // interleaved thinking: the upstream's block order
     for (const b of resultBlocks(result)) {
       if (b.kind === 'thinking') thinkingEvents(b.block, events, chunkChars);

@@ -15,13 +15,19 @@ export function anthropicErrorBody(type: string, message: string): { type: 'erro
   return { type: 'error', error: { type, message } };
 }
 
-/** Canonical usage as Anthropic counts it: input_tokens without the cache reads and writes, which have fields of their own. */
-export function anthropicUsageJson(u: Usage): Record<string, number> {
+/**
+ * Canonical usage as Anthropic counts it: input_tokens without the cache reads and writes, which have
+ * fields of their own; the writes split by lifetime too (cache_creation) when the upstream split them.
+ */
+export function anthropicUsageJson(u: Usage): Record<string, number | Record<string, number>> {
   const cached = u.cachedTokens ?? 0;
   const written = u.cacheWriteTokens ?? 0;
-  const out: Record<string, number> = { input_tokens: u.inputTokens - cached - written, output_tokens: u.outputTokens };
+  const out: Record<string, number | Record<string, number>> = { input_tokens: u.inputTokens - cached - written, output_tokens: u.outputTokens };
   if (u.cacheWriteTokens !== undefined) out.cache_creation_input_tokens = written;
   if (u.cachedTokens !== undefined) out.cache_read_input_tokens = cached;
+  if (u.cacheWrite1hTokens !== undefined && u.cacheWriteTokens !== undefined) {
+    out.cache_creation = { ephemeral_5m_input_tokens: written - u.cacheWrite1hTokens, ephemeral_1h_input_tokens: u.cacheWrite1hTokens };
+  }
   return out;
 }
 
@@ -68,9 +74,10 @@ function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev:
   const queue: Pending[] = [];
   const queuedTool = new Map<number, Pending>();
 
-  const startMsg = (id: string): string => {
+  const startMsg = (id: string, u?: Usage): string => {
     started = true;
-    return frame('message_start', `{"type":"message_start","message":{"id":${JSON.stringify(id)},"type":"message","role":"assistant","model":${model},"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":0,"output_tokens":0}}}`);
+    const usage = u === undefined ? '{"input_tokens":0,"output_tokens":0}' : JSON.stringify(anthropicUsageJson(u));
+    return frame('message_start', `{"type":"message_start","message":{"id":${JSON.stringify(id)},"type":"message","role":"assistant","model":${model},"content":[],"stop_reason":null,"stop_sequence":null,"usage":${usage}}}`);
   };
   const stopBlock = (): string => {
     if (block < 0) return '';
@@ -122,7 +129,7 @@ function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev:
   return (ev: StreamEvent): string => {
     if (done) return '';
     if (ev.type === 'error') { done = true; return streamError(ev.message, ev.errorType); }
-    if (ev.type === 'start') return started ? '' : startMsg(ev.id);
+    if (ev.type === 'start') return started ? '' : startMsg(ev.id, ev.usage);
     let s = started ? '' : startMsg(localId('msg_'));
     switch (ev.type) {
       case 'text':

@@ -191,8 +191,9 @@ export function anthropicUsage(u: Obj): Usage {
   const written = num(u.cache_creation_input_tokens) ?? 0;
   const input = (num(u.input_tokens) ?? 0) + cached + written;
   const usage = usageOf(input, num(u.output_tokens) ?? 0, cached, written);
-  const hour = Math.min(written, num(obj(u.cache_creation)?.ephemeral_1h_input_tokens) ?? 0);
-  if (hour > 0) usage.cacheWrite1hTokens = hour;
+  // cache_creation splits the writes by lifetime (5m / 1h): kept, 0 included, when there were writes.
+  const split = obj(u.cache_creation);
+  if (split !== undefined && written > 0) usage.cacheWrite1hTokens = Math.min(written, num(split.ephemeral_1h_input_tokens) ?? 0);
   return usage;
 }
 
@@ -259,8 +260,9 @@ class AnthropicStreamParser implements StreamParser {
       case 'message_start': {
         const m = obj(ev.message) ?? {};
         const u = obj(m.usage);
-        if (u !== undefined) Object.assign(this.usage, u);
-        return [{ type: 'start', id: str(m.id) ?? localId('msg_'), model: str(m.model) ?? '' }];
+        const start: StreamEvent = { type: 'start', id: str(m.id) ?? localId('msg_'), model: str(m.model) ?? '' };
+        if (u !== undefined) { Object.assign(this.usage, u); start.usage = anthropicUsage(u); }
+        return [start];
       }
       case 'content_block_start': {
         const b = obj(ev.content_block);

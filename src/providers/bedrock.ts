@@ -218,10 +218,14 @@ export function bedrockUsage(u: unknown): Usage | undefined {
   const written = num(u.cacheWriteInputTokens) ?? 0;
   const input = (num(u.inputTokens) ?? 0) + cached + written;
   const usage = usageOf(input, num(u.outputTokens) ?? 0, cached, written);
-  // cacheDetails splits the writes by lifetime: one-hour writes are priced higher.
-  let hour = 0;
-  for (const d of arr(u.cacheDetails) ?? []) if (isObj(d) && d.ttl === '1h') hour += num(d.inputTokens) ?? 0;
-  if (hour > 0 && written > 0) usage.cacheWrite1hTokens = Math.min(hour, written);
+  // cacheDetails splits the writes by lifetime (5m / 1h; empty without writes): one-hour writes are
+  // priced higher, and an Anthropic client gets the split.
+  const details = arr(u.cacheDetails);
+  if (details !== undefined && details.length > 0 && written > 0) {
+    let hour = 0;
+    for (const d of details) if (isObj(d) && d.ttl === '1h') hour += num(d.inputTokens) ?? 0;
+    usage.cacheWrite1hTokens = Math.min(hour, written);
+  }
   return usage;
 }
 

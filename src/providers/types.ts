@@ -103,7 +103,11 @@ export interface Usage {
   cachedTokens?: number;
   /** Prompt tokens written to the provider's prompt cache (Anthropic's cache_creation_input_tokens; subset of inputTokens). */
   cacheWriteTokens?: number;
-  /** Of cacheWriteTokens, those written for one hour (Anthropic's cache_creation.ephemeral_1h_input_tokens: priced higher). */
+  /**
+   * Of cacheWriteTokens, those written for one hour (priced higher); the rest were written for five
+   * minutes. Set, 0 included, only when the upstream split its writes by lifetime (Anthropic's
+   * usage.cache_creation, Bedrock's cacheDetails): Anthropic clients then get the split as well.
+   */
   cacheWrite1hTokens?: number;
 }
 
@@ -140,7 +144,12 @@ export type ResultBlock = 'thinking' | 'tool' | number;
 
 /** Provider-neutral stream events. Tool calls are keyed by `index` (0-based, per response). */
 export type StreamEvent =
-  | { type: 'start'; id: string; model: string }
+  /**
+   * `usage`: what the upstream counted when the stream opened (Anthropic's message_start: the prompt
+   * side, cache writes split by lifetime), written in an Anthropic client's message_start (the SDKs
+   * take cache_creation from there only). The closing `usage` event still comes and is the one counted.
+   */
+  | { type: 'start'; id: string; model: string; usage?: Usage }
   | { type: 'text'; text: string }
   | { type: 'tool_start'; index: number; id: string; name: string }
   | { type: 'tool_args'; index: number; delta: string }
