@@ -10,6 +10,7 @@ import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway
 import { startTestAgents, type TestAgents } from './helpers/a2a-agents.ts';
 import { request } from 'undici';
 import { pinnedDispatcher, pushDestination, pushUrlRefusal } from '../src/a2a/push.ts';
+import { PushArtifactText } from '../src/a2a/chunks.ts';
 
 const SECRET = 'push-worker-cred-7c3e9b4f21aa8d1f';
 let gw: TestGateway;
@@ -127,4 +128,68 @@ test('DNS rebinding: a delivery connects to the address the SSRF check saw, not 
   } finally {
     await new Promise((r) => server.close(r));
   }
+});
+
+/**
+ * The webhook's notifications for one task, in order, and the artifact a1 as the caller joins it
+ * (A2A: an `append` chunk's parts are added to the artifact with the same id), with what came after it.
+ */
+function joinedPush(taskId: string): { text: string; kinds: string[] } {
+  let parts: string[] = [];
+  const kinds: string[] = [];
+  for (const h of hooked) {
+    const n = JSON.parse(h.body) as { artifactUpdate?: { taskId: string; append?: boolean; lastChunk?: boolean; artifact: { artifactId: string; parts: Array<{ text?: string }> } }; statusUpdate?: { taskId: string; status: { state: unknown } }; task?: { id: string } };
+    const about = n.artifactUpdate?.taskId ?? n.statusUpdate?.taskId ?? n.task?.id;
+    if (about !== taskId) continue;
+    if (n.artifactUpdate) {
+      kinds.push(n.artifactUpdate.lastChunk ? 'artifact-last' : 'artifact');
+      const texts = n.artifactUpdate.artifact.parts.map((p) => p.text ?? '');
+      parts = n.artifactUpdate.append ? [...parts, ...texts] : texts;
+    } else kinds.push(n.statusUpdate ? `status:${String(n.statusUpdate.status.state)}` : 'task');
+  }
+  return { text: parts.join(''), kinds };
+}
+
+for (const last of [true, false]) {
+  test(`a secret split across two push notifications the caller appends is redacted in the joined artifact (${last ? 'the second is lastChunk' : 'no lastChunk: the held text goes out before the final status'}); nothing lost or repeated`, async () => {
+    hooked.length = 0;
+    const r = await rpc('caller', 'SendStreamingMessage', { message: message(`stream split${last ? ' last' : ''}`), configuration: { taskPushNotificationConfig: { url: hookUrl, token: 'caller-hook-token' } } });
+    assert.equal(r.status, 200, r.text);
+    const taskId = /"id":"([^"]+)"/.exec(r.text)![1];
+    await until('the final status at the webhook', () => joinedPush(taskId).kinds.some((k) => /^status:(3|TASK_STATE_COMPLETED)$/.test(k)));
+    const got = joinedPush(taskId);
+    assert.ok(!got.text.includes(SECRET), got.text);
+    for (const h of hooked) assert.ok(!h.body.includes(SECRET.slice(0, Math.floor(SECRET.length / 2))), `no notification carries the secret's first half: ${h.body}`);
+    assert.equal(got.text, `alpha key [REDACTED:worker-token] end ${SECRET.slice(0, 4)}`, JSON.stringify(got));
+    // The caller's artifact is complete before the final status, which comes last.
+    assert.match(got.kinds.at(-1)!, /^status:(3|TASK_STATE_COMPLETED)$/, got.kinds.join(','));
+    if (!last) assert.equal(got.kinds.filter((k) => k === 'artifact-last').length, 1, `the held text as an appended last chunk of its own: ${got.kinds.join(',')}`);
+  });
+}
+
+test('push artifact text is bounded: past the route bound (least recently notified first) or its time, what a route held is released on its own, nothing lost', async () => {
+  const released: Array<{ route: string; text: string; lastChunk: unknown }> = [];
+  const p = new PushArtifactText<string>(gw.g.rt.egress, (route, results) => {
+    for (const r of results) {
+      const au = r.artifactUpdate as { lastChunk?: unknown; artifact: { parts: Array<{ text: string }> } };
+      released.push({ route, text: au.artifact.parts.map((x) => x.text).join(''), lastChunk: au.lastChunk });
+    }
+  }, 2, 150);
+  const au = (task: string, text: string) => ({ artifactUpdate: { taskId: task, contextId: 'c', artifact: { artifactId: 'a1', parts: [{ text }] }, append: true } });
+  const start = SECRET.slice(0, 10);
+  const first = p.pass('r1', 'r1', au('t1', `x ${start}`)) as Array<{ artifactUpdate: { artifact: { parts: Array<{ text: string }> } } }>;
+  assert.equal(first.length, 1);
+  assert.equal(first[0].artifactUpdate.artifact.parts[0].text, 'x ', 'what could begin the secret is held back');
+  assert.equal(p.size, 1);
+  p.pass('r2', 'r2', au('t2', `y ${start}`));
+  p.pass('r3', 'r3', au('t3', `z ${start}`));
+  assert.deepEqual(released, [{ route: 'r1', text: start, lastChunk: true }], 'the third route holding text: the first lets go');
+  assert.equal(p.size, 2);
+  await until('the others\' time to pass', () => released.length === 3, 5000);
+  assert.deepEqual(released.slice(1).map((r) => r.route).sort(), ['r2', 'r3']);
+  assert.equal(p.size, 0);
+  // A notification with no artifact, on a route holding nothing: passed as it is, nothing kept.
+  const status = { statusUpdate: { taskId: 't4', status: { state: 'TASK_STATE_WORKING' } } };
+  assert.deepEqual(p.pass('r4', 'r4', status), [status]);
+  assert.equal(p.size, 0);
 });

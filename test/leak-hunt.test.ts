@@ -152,7 +152,9 @@ async function a2aPushCall(i: Instruction): Promise<unknown[]> {
   const answer = await r.text();
   const got = hooked.get(i.tag) ?? [];
   assert.ok(got.length >= 1, `the webhook got no notification for ${i.tag}; the caller saw: ${answer.slice(0, 600)}`);
-  return [answer, ...got.flatMap((h) => [h.headers, ...agentViews(h.body)])];
+  // The artifact as the caller joins its notifications (append adds a chunk's parts), too.
+  const joined = joinedArtifacts(got.map((h) => `data: ${h.body.toString('utf8')}`).join('\n'));
+  return [answer, ...got.flatMap((h) => [h.headers, ...agentViews(h.body)]), ...joined];
 }
 
 /** tools/call, asking for progress (so the upstream's progress notifications are forwarded). */
@@ -376,7 +378,7 @@ const PLANES: Plane[] = [
     channels: { body: [...TEXT, 'split-parts@mid', ...SPLIT_TCP], stream: [...TEXT, ...SPLIT_TCP, ...SPLIT_CHUNKS], error: [...TEXT, 'split-tcp@mid'], header: TEXT } },
   // The agent's push notification, posted on by aam to the caller's webhook (the door's request side).
   { name: 'a2a push notifications', call: a2aPushCall, shows: () => true,
-    channels: { push: [...TEXT, ...SPLIT_PARTS, 'split-tcp@mid'] } },
+    channels: { push: [...TEXT, ...SPLIT_PARTS, 'split-tcp@mid', ...SPLIT_CHUNKS] } },
   { name: 'a2a http+json', call: a2aRestCall, shows: (c) => c !== 'header',
     channels: { body: [...TEXT, 'split-parts@mid', ...SPLIT_TCP], stream: [...TEXT, ...SPLIT_TCP, ...SPLIT_CHUNKS], error: [...TEXT, 'split-tcp@mid'], header: TEXT } },
   // The same agent behind a query-style credential (kind: query, inject.query: on the URL of every

@@ -72,6 +72,9 @@ export class ArtifactText {
     return result;
   }
 
+  /** True while an artifact's text is held back (its stream has not ended). */
+  get holding(): boolean { return this.#runs.size > 0; }
+
   /** Everything held goes out (the stream ends, or ends with an error). */
   end(emit: (result: Obj) => void): void {
     for (const [key, run] of this.#runs) this.#flush(key, run, emit);
@@ -154,6 +157,74 @@ export class ArtifactText {
     if (!rest) return;
     const update: Obj = { taskId: run.taskId, contextId: run.contextId, artifact: { artifactId: run.artifactId, parts: [textPart(rest, run.v03)] }, append: true, lastChunk: true };
     emit(run.v03 ? { kind: 'artifact-update', ...update } : { artifactUpdate: update });
+  }
+}
+
+/**
+ * Push notifications (POST /a2a/<agent>/push/<id>) carry artifact chunks too: each is a request of
+ * its own, but the caller appends them as it would a stream's. One ArtifactText per push route
+ * (one caller's config for a task) lives across its notifications: a chunk's possible secret start
+ * is held back and goes out at the start of the artifact's next text part, appended to the
+ * `lastChunk` notification's last text part, or as an appended last chunk of its own posted just
+ * before the notification of the task's final status (or a replacing artifact). Bounded: at most
+ * `max` routes hold text (the least recently notified lets go first) and a route holds it at most
+ * `ttlMs` after its last notification; either way what it held goes to `release` (posted to the
+ * caller), so nothing is lost. Per replica: a fleet whose load balancer sends one task's
+ * notifications to different replicas joins them only where they land together.
+ */
+export class PushArtifactText<R> {
+  readonly #src: ScrubSource;
+  readonly #release: (route: R, results: Obj[]) => void;
+  readonly #max: number;
+  readonly #ttlMs: number;
+  readonly #held = new Map<string, { text: ArtifactText; route: R; timer: NodeJS.Timeout | null }>();
+
+  constructor(src: ScrubSource, release: (route: R, results: Obj[]) => void, max = 10_000, ttlMs = 10 * 60_000) {
+    this.#src = src; this.#release = release; this.#max = max; this.#ttlMs = ttlMs;
+  }
+
+  /** Routes holding text now. */
+  get size(): number { return this.#held.size; }
+
+  /**
+   * The notifications to post for `value` (a callee's notification through route `id`), in order:
+   * what an artifact held that must go out first, then `value` with its artifact text scrubbed as
+   * one stream with the route's earlier chunks. `[value]` when nothing of it is joined.
+   */
+  pass(id: string, route: R, value: unknown): unknown[] {
+    let e = this.#held.get(id);
+    if (e === undefined && !mayJoin(value)) return [value];
+    if (e === undefined) {
+      // Full: the least recently notified route lets go of what it holds first.
+      if (this.#held.size >= this.#max) { const first = this.#held.keys().next().value as string; this.#expire(first); }
+      e = { text: new ArtifactText(this.#src), route, timer: null };
+    } else {
+      this.#held.delete(id); // re-inserted last: the map stays in order of last notification
+      if (e.timer) clearTimeout(e.timer);
+      e.route = route;
+    }
+    const out: unknown[] = [];
+    const v = e.text.pass(value, (r) => { out.push(r); });
+    out.push(v);
+    if (e.text.holding) {
+      e.timer = setTimeout(() => this.#expire(id), this.#ttlMs);
+      e.timer.unref();
+      this.#held.set(id, e);
+    }
+    return out;
+  }
+
+  /** Everything every route holds goes out now (shutdown). */
+  releaseAll(): void { for (const id of [...this.#held.keys()]) this.#expire(id); }
+
+  #expire(id: string): void {
+    const e = this.#held.get(id);
+    if (e === undefined) return;
+    this.#held.delete(id);
+    if (e.timer) clearTimeout(e.timer);
+    const out: Obj[] = [];
+    e.text.end((r) => { out.push(r); });
+    if (out.length) this.#release(e.route, out);
   }
 }
 

@@ -22,10 +22,10 @@ import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
 import { idsIn } from './tasks.ts';
 import { passesRaw } from './raw.ts';
-import { ArtifactText, mayJoin } from './chunks.ts';
+import { ArtifactText, PushArtifactText, mayJoin } from './chunks.ts';
 import { StoreUnavailable, type TaskIds } from '../store/types.ts';
 import { restFromAam, restFromRpc, restOp } from './rest.ts';
-import { PushRoutes, pinnedDispatcher, pushConfigIn, pushDestination, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
+import { PushRoutes, type PushRoute, pinnedDispatcher, pushConfigIn, pushDestination, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
 import { SseParser, sseFrame, SSE_KEEPALIVE, type SseRecord } from '../providers/sse.ts';
 import { Deadlines, KeepAlive } from '../gateway/deadlines.ts';
 import { isObj } from '../lib/json.ts';
@@ -74,6 +74,12 @@ export function createA2aGateway(): A2aGateway {
    * timer list and its teardown before its first byte.
    */
   let keepalives: Deadlines | undefined;
+  /**
+   * Artifact text held across push notifications, per push route (chunks.ts): made with the first
+   * notification (the runtime's egress door is the scrubber's source); what a route held past its
+   * bounds is posted to the caller on its own (deliverHeld).
+   */
+  let pushText: PushArtifactText<{ route: PushRoute; ctx: Ctx; name: string }> | undefined;
 
   async function handle(ctx: Ctx): Promise<void> {
     const m = /^\/a2a\/([^/]+)(\/.*)?$/.exec(ctx.path);
@@ -285,22 +291,16 @@ export function createA2aGateway(): A2aGateway {
     let status = 0;
     try {
       const value = await access.guard('output', body, `a2a ${name} push`, 'chat');
-      // Checked again now (a name may resolve elsewhere than at registration), and connected to the address checked.
-      const dest = await pushDestination(route.url, ctx.rt.a2aPushAllow);
-      if ('refused' in dest) throw new AamError(502, 'push_url_refused', dest.refused);
-      const dispatcher = dest.pin ? pinnedDispatcher(dest.pin) : undefined;
-      try {
-        // Through the egress door's request side: scrubbed across parts, whole, and in headers.
-        status = await postToAgent(ctx.rt.egress, route.url, value, {
-          ...(dispatcher ? { dispatcher } : {}), timeoutMs: 10_000,
-          headers: { 'x-aam-request-id': ctx.requestId, ...(route.callerToken ? { 'x-a2a-notification-token': route.callerToken } : {}) },
-        });
-      } catch (e) {
-        throw new AamError(502, 'upstream_error', `the caller's push URL did not take the notification: ${(e as Error).message}`);
-      } finally {
-        void dispatcher?.close().catch(() => undefined);
+      // Artifact chunks across this route's notifications are one text (chunks.ts): what an
+      // artifact held goes out first (before a final status), then this notification.
+      if (pushText === undefined) {
+        const made = new PushArtifactText<{ route: PushRoute; ctx: Ctx; name: string }>(ctx.rt.egress, (h, results) => void deliverHeld(h.ctx, h.name, h.route, results));
+        pushText = made;
+        // A shutdown's drain lets go of what routes hold (posted at once, not lost with the process).
+        ctx.rt.streams.add(() => made.releaseAll());
       }
-      if (status < 200 || status > 299) throw new AamError(502, 'upstream_error', `the caller's push URL answered HTTP ${status}`);
+      const values = pushText.pass(route.id, { route, ctx, name }, value);
+      for (const v of values) status = await postPush(ctx, route, v);
       access.record({ type: 'a2a_call', ...ev, outcome: { status, latency_ms: performance.now() - started } } as never);
     } catch (e) {
       access.record({ type: 'a2a_call', ...ev, outcome: { status: toAamError(e).status, error: (e as Error).message, latency_ms: performance.now() - started } } as never);
@@ -309,6 +309,41 @@ export function createA2aGateway(): A2aGateway {
     // Acknowledged to the callee only once its evidence is safe (else 503: delivered, but not recorded yet).
     await ctx.rt.evidenceSafe();
     sendJson(ctx, 200, {});
+  }
+
+  /** One notification posted to the caller's push URL (SSRF rule checked again); its HTTP status, 2xx, else 502. */
+  async function postPush(ctx: Ctx, route: PushRoute, value: unknown): Promise<number> {
+    // Checked again now (a name may resolve elsewhere than at registration), and connected to the address checked.
+    const dest = await pushDestination(route.url, ctx.rt.a2aPushAllow);
+    if ('refused' in dest) throw new AamError(502, 'push_url_refused', dest.refused);
+    const dispatcher = dest.pin ? pinnedDispatcher(dest.pin) : undefined;
+    let status: number;
+    try {
+      // Through the egress door's request side: scrubbed across parts, whole, and in headers.
+      status = await postToAgent(ctx.rt.egress, route.url, value, {
+        ...(dispatcher ? { dispatcher } : {}), timeoutMs: 10_000,
+        headers: { 'x-aam-request-id': ctx.requestId, ...(route.callerToken ? { 'x-a2a-notification-token': route.callerToken } : {}) },
+      });
+    } catch (e) {
+      throw new AamError(502, 'upstream_error', `the caller's push URL did not take the notification: ${(e as Error).message}`);
+    } finally {
+      void dispatcher?.close().catch(() => undefined);
+    }
+    if (status < 200 || status > 299) throw new AamError(502, 'upstream_error', `the caller's push URL answered HTTP ${status}`);
+    return status;
+  }
+
+  /**
+   * What a push route's artifact held when it let go without a closing notification (10 min
+   * without one, or more routes holding than the bound): posted as an appended last chunk, logged.
+   */
+  async function deliverHeld(ctx: Ctx, name: string, route: PushRoute, results: Record<string, unknown>[]): Promise<void> {
+    try {
+      for (const r of results) await postPush(ctx, route, r);
+      ctx.rt.log.info({ event: 'a2a_push_held_released', agent: name, route: route.id, notifications: results.length }, 'A2A push: an artifact\'s held text posted on its own (no closing notification came)');
+    } catch (e) {
+      ctx.rt.log.warn({ event: 'a2a_push_held_failed', agent: name, route: route.id, err: (e as Error).message }, 'A2A push: an artifact\'s held text was not delivered');
+    }
   }
 
   /** The registering caller re-resolved against the running config and key store; refuses (403) what no longer holds. */

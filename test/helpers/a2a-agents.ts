@@ -43,8 +43,13 @@ function executor(def: AgentDef, received: TestAgents['received']): AgentExecuto
         bus.publish({ kind: 'task', data: task as never });
         bus.publish({ kind: 'statusUpdate', data: { taskId: rc.taskId, contextId: rc.contextId, status: { state: 2, message: undefined, timestamp: undefined }, metadata: undefined } as never });
         if (def.hold && text.includes('hold')) await def.hold();
-        for (const chunk of ['alpha ', 'beta ', def.secret && text.includes('secret') ? def.secret : 'gamma']) {
-          bus.publish({ kind: 'artifactUpdate', data: { taskId: rc.taskId, contextId: rc.contextId, artifact: { artifactId: 'a1', name: 'out', description: '', parts: [textPart(chunk)], metadata: undefined, extensions: [] }, append: true, lastChunk: false, metadata: undefined } as never });
+        // "split": the secret cut in the middle across two chunks, the last ending with its first 4
+        // characters (what could begin it again: held back to the end); "last": the third is the last chunk.
+        const half = Math.floor((def.secret ?? '').length / 2);
+        const chunks = def.secret && text.includes('split') ? ['alpha ', `key ${def.secret.slice(0, half)}`, `${def.secret.slice(half)} end ${def.secret.slice(0, 4)}`]
+          : ['alpha ', 'beta ', def.secret && text.includes('secret') ? def.secret : 'gamma'];
+        for (const [i, chunk] of chunks.entries()) {
+          bus.publish({ kind: 'artifactUpdate', data: { taskId: rc.taskId, contextId: rc.contextId, artifact: { artifactId: 'a1', name: 'out', description: '', parts: [textPart(chunk)], metadata: undefined, extensions: [] }, append: true, lastChunk: i === chunks.length - 1 && text.includes('last'), metadata: undefined } as never });
         }
         bus.publish({ kind: 'statusUpdate', data: { taskId: rc.taskId, contextId: rc.contextId, status: { state: 3, message: undefined, timestamp: undefined }, metadata: undefined } as never });
         bus.finished();

@@ -274,6 +274,22 @@ async function tool(res: ServerResponse, ins: Instruction, secret: string): Prom
  */
 async function a2aPush(res: ServerResponse, id: unknown, ins: Instruction, secret: string, cfg: Obj | undefined): Promise<void> {
   const task = `t-${ins.tag}`;
+  // Split-delta forms and split-chunks3: the artifact in chunks, each a notification of its own,
+  // the caller appending them (the last a lastChunk; split-chunks3: none is, a final status follows).
+  if (cfg && typeof cfg.url === 'string' && (ins.form.startsWith('split-delta') || ins.form === 'split-chunks3')) {
+    const chunks = artifactChunks(ins.form, secret);
+    const flags = (i: number) => (i > 0 ? ',"append":true' : '') + (i === chunks.length - 1 && ins.form !== 'split-chunks3' ? ',"lastChunk":true' : '');
+    const notes = chunks.map((c, i) => `{"artifactUpdate":{"taskId":"${task}","contextId":"c-${ins.tag}","artifact":{"artifactId":"a1","parts":[{"text":"${c}"}]}${flags(i)}}}`);
+    if (ins.form === 'split-chunks3') notes.push(`{"statusUpdate":{"taskId":"${task}","contextId":"c-${ins.tag}","status":{"state":"TASK_STATE_COMPLETED"}}}`);
+    for (const note of notes) {
+      await new Promise<void>((resolve) => {
+        const req = httpRequest(cfg.url as string, { method: 'POST', headers: { 'content-type': 'application/json', 'x-a2a-notification-token': String(cfg.token ?? '') } }, (r) => { r.resume(); r.on('end', resolve); });
+        req.on('error', () => resolve());
+        req.end(note);
+      });
+    }
+    return send(res, 200, { 'content-type': 'application/json' }, rpcResult(id, `{"task":{"id":"${task}","contextId":"c-${ins.tag}","status":{"state":"TASK_STATE_COMPLETED"}}}`), 'raw', secret);
+  }
   const parts = deltas(ins.form, secret).map((t) => `{"text":"${t}"}`).join(',');
   const body = `{"artifactUpdate":{"taskId":"${task}","contextId":"c-${ins.tag}","artifact":{"artifactId":"a1","parts":[${parts}]}}}`;
   if (cfg && typeof cfg.url === 'string') {
