@@ -56,9 +56,9 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
   // the CLI's commands (audit verify, prune) may run long queries and are run by someone watching.
   const sql = connectPostgres(env.databaseUrl, opts.poolMax, { queryTimeout: opts.follow ? QUERY_TIMEOUT_S : 0 });
   const prefix = fleetPrefix(databaseName(env.databaseUrl));
-  const redis = connectRedis(env.redisUrl, 'aam');
+  const redis = connectRedis(env.redisUrl, 'aam', { ca: env.redisCa });
   redis.on('error', () => { /* state is read from redis.status; errors reach the callers of commands */ });
-  const admission = connectAdmission(env.redisUrl, 'aam-admit', { lazy: !opts.admission });
+  const admission = connectAdmission(env.redisUrl, 'aam-admit', { lazy: !opts.admission, ca: env.redisCa });
   const evidence = opts.admission ? connectPostgres(env.databaseUrl, 1, { queryTimeout: opts.follow ? QUERY_TIMEOUT_S : 0, name: 'aam-evidence' }) : sql;
   admission.on('error', () => {});
   let pgError: string | null = null;
@@ -85,7 +85,7 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
   const followers = new Map<string, Array<(payload?: string) => void>>();
   const channel = `${prefix}changes`;
   if (opts.follow) {
-    sub = connectRedis(env.redisUrl, 'aam-sub', { subscriber: true });
+    sub = connectRedis(env.redisUrl, 'aam-sub', { subscriber: true, ca: env.redisCa });
     sub.on('error', () => {});
     // A message is the kind, then (after a newline) its payload, if any.
     sub.on('message', (_ch: string, msg: string) => {

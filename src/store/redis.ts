@@ -10,8 +10,9 @@ export type { Redis } from 'ioredis';
 /** A command unanswered this long (ms) means the connection is stalled: everything in flight on it fails. */
 export const COMMAND_TIMEOUT_MS = 1000;
 
-export function connectRedis(url: string, name: string, opts: { subscriber?: boolean } = {}): Redis {
+export function connectRedis(url: string, name: string, opts: { subscriber?: boolean; ca?: string } = {}): Redis {
   const redis = new Redis(url, {
+    ...tlsOptions(url, opts.ca),
     connectionName: name,
     lazyConnect: true,
     // Requests: fail at once when disconnected. The subscriber keeps its queue so it re-subscribes.
@@ -32,12 +33,22 @@ export function connectRedis(url: string, name: string, opts: { subscriber?: boo
  * the same stall watchdog, connect timeout and reconnect delays as connectRedis. `lazy`: connected
  * by its first command (the CLI, which may never admit anything), not by connect().
  */
-export function connectAdmission(url: string, name: string, opts: { lazy?: boolean } = {}): RespConnection {
-  const o = new Redis(url, { lazyConnect: true }).options;
+export function connectAdmission(url: string, name: string, opts: { lazy?: boolean; ca?: string } = {}): RespConnection {
+  const o = new Redis(url, { lazyConnect: true, ...tlsOptions(url, opts.ca) }).options;
   return new RespConnection(
     { host: o.host, port: o.port, path: o.path, family: o.family, username: o.username, password: o.password, db: o.db, tls: o.tls as ConnectionOptions | undefined },
     { name, commandTimeoutMs: COMMAND_TIMEOUT_MS, connectTimeoutMs: 2000, retry: (times) => Math.min(50 * times, 500), lazy: opts.lazy },
   );
+}
+
+/**
+ * `ca` (AAM_REDIS_CA_FILE's PEM): the only CAs trusted for a rediss:// URL's server certificate.
+ * Never given with redis:// (fleetEnv refuses it), which would otherwise turn TLS on silently.
+ */
+function tlsOptions(url: string, ca: string | undefined): { tls?: ConnectionOptions } {
+  if (ca === undefined) return {};
+  if (!/^rediss:\/\//i.test(url)) throw new Error('a Redis CA is for TLS: the URL must be rediss://');
+  return { tls: { ca } };
 }
 
 /** What the watchdog reads of ioredis: its queue of commands written and not yet answered, oldest first. */

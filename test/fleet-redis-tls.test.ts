@@ -1,0 +1,191 @@
+// Fleet mode over TLS to Redis (rediss://, the CA in AAM_REDIS_CA_FILE) against a redis-server of
+// this file's own with a TLS port only, and a throwaway CA made here with the openssl CLI: a budgeted
+// request is admitted and the budget refuses as over plain TCP (the admission's own connection,
+// resp.ts, and ioredis's both over TLS); a server whose certificate that CA did not sign is refused
+// (503 store_unavailable, nothing reaches it); a wrong password over TLS never gets ready.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fleetStore, fleetUrls } from './helpers/fleet.ts';
+import { localServer, until, type LocalServer } from './helpers/e2e.ts';
+import { tempDir } from './helpers/temp.ts';
+import { doc, yaml } from './helpers/gateway.ts';
+import { startGateway } from '../src/cli/serve.ts';
+import { connectAdmission, connectRedis } from '../src/store/redis.ts';
+import { fleetEnv } from '../src/store/fleet-lazy.ts';
+
+const PASSWORD = 'tls-test-password';
+const dir = tempDir('aam-redis-tls-');
+const procs: ChildProcess[] = [];
+let upstream: LocalServer;
+
+function openssl(...args: string[]): void {
+  const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
+}
+
+/** A CA (name.ca.pem) and a server certificate it signs for 127.0.0.1 (name.crt, name.key). */
+function certs(name: string): { ca: string; cert: string; key: string } {
+  openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', `/CN=${name} test CA`, '-keyout', `${name}.ca.key`, '-out', `${name}.ca.pem`);
+  openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', `${name}.key`, '-out', `${name}.csr`);
+  writeFileSync(join(dir, `${name}.ext`), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
+  openssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${name}.ca.pem`, '-CAkey', `${name}.ca.key`, '-CAcreateserial', '-days', '1', '-extfile', `${name}.ext`, '-out', `${name}.crt`);
+  return { ca: join(dir, `${name}.ca.pem`), cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`) };
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); });
+  });
+}
+
+interface TlsRedis { port: number; url: string; cli(...args: string[]): string }
+
+/** redis-server with a TLS port only (no plaintext listener), a password, on loopback. */
+async function tlsRedis(c: { ca: string; cert: string; key: string }): Promise<TlsRedis> {
+  const port = await freePort();
+  const rdir = tempDir('aam-redis-tls-data-');
+  const proc = spawn('redis-server', ['--port', '0', '--tls-port', String(port), '--bind', '127.0.0.1', '--tls-cert-file', c.cert, '--tls-key-file', c.key,
+    '--tls-ca-cert-file', c.ca, '--tls-auth-clients', 'no', '--requirepass', PASSWORD, '--save', '', '--appendonly', 'no', '--dir', rdir, '--loglevel', 'warning'], { stdio: 'ignore' });
+  procs.push(proc);
+  const cli = (...args: string[]) => spawnSync('redis-cli', ['--tls', '--cacert', c.ca, '-h', '127.0.0.1', '-p', String(port), '-a', PASSWORD, '--no-auth-warning', ...args], { encoding: 'utf8' }).stdout.trim();
+  const deadline = Date.now() + 10_000;
+  while (cli('PING') !== 'PONG') {
+    if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`TLS redis-server on port ${port} did not start`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return { port, url: `rediss://:${PASSWORD}@127.0.0.1:${port}`, cli };
+}
+
+let good: ReturnType<typeof certs>;
+let rogue: ReturnType<typeof certs>;
+let server: TlsRedis;
+let rogueServer: TlsRedis;
+
+before(async () => {
+  fleetUrls(); // npm test: PostgreSQL for the fleet's database, and redis-server installed
+  good = certs('good');
+  rogue = certs('rogue');
+  [server, rogueServer] = await Promise.all([tlsRedis(good), tlsRedis(rogue)]);
+  upstream = await localServer(async (_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ id: 'c', object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }], usage: { prompt_tokens: 5, completion_tokens: 100, total_tokens: 105 } }));
+  });
+});
+
+after(async () => {
+  await upstream?.close();
+  for (const p of procs) {
+    if (p.exitCode !== null) continue;
+    const gone = new Promise((r) => p.once('exit', r));
+    p.kill('SIGKILL');
+    await gone;
+  }
+});
+
+// 100 output tokens at $1000 per 1M = $0.10 a call, and max_tokens 100 reserves exactly that.
+const config = (budgetUsd: number) => yaml(
+  doc('Provider', 'up', { type: 'openai-compatible', baseUrl: `${upstream.url}/v1` }),
+  doc('Model', 'priced', { targets: [{ provider: 'up', model: 'm' }], pricing: { input_per_1m: 0, output_per_1m: 1000 } }),
+  doc('Agent', 'spender', { workload: 'spiffe://test/agent/spender', team: 'qa' }),
+  doc('AgentPolicy', 'spender', { identity: { agent: 'spender' }, models: { allow: ['priced'], budget: { daily_usd: budgetUsd } } }),
+);
+
+async function call(url: string, key: string): Promise<{ status: number; code?: string }> {
+  const r = await fetch(`${url}/v1/chat/completions`, {
+    method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'priced', max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] }),
+  });
+  const body = (await r.json().catch(() => ({}))) as { error?: { code?: string } };
+  return { status: r.status, code: body.error?.code };
+}
+
+async function gateway(redisUrl: string, ca: string, budgetUsd: number) {
+  const store = await fleetStore(redisUrl);
+  const d = tempDir('aam-fleet-tls-');
+  writeFileSync(join(d, 'aam.yaml'), config(budgetUsd));
+  const gw = await startGateway({ configPath: join(d, 'aam.yaml'), dataDir: join(d, 'data'), port: 0, host: '127.0.0.1', env: { ...process.env, ...store.env, AAM_REDIS_CA_FILE: ca, AAM_LOG_LEVEL: 'error' } });
+  return { gw, url: `http://127.0.0.1:${gw.port}`, close: async () => { await gw.close(); await store.drop(); } };
+}
+
+test('over rediss:// with AAM_REDIS_CA_FILE: a budgeted request is admitted and the budget refuses, as over plain TCP; both connections are TLS', async () => {
+  const g = await gateway(server.url, good.ca, 0.2);
+  try {
+    const key = (await g.gw.rt.keyBook.create('spender')).secret;
+    assert.deepEqual(await call(g.url, key), { status: 200, code: undefined });
+    assert.deepEqual(await call(g.url, key), { status: 200, code: undefined });
+    assert.deepEqual(await call(g.url, key), { status: 429, code: 'budget_exceeded' });
+    assert.equal((await fetch(`${g.url}/readyz`)).status, 200);
+    // The admission script ran on this (TLS-only) Redis, on the connection of its own.
+    const clients = server.cli('CLIENT', 'LIST');
+    assert.match(clients, /name=aam-admit /);
+    assert.match(clients, /name=aam /);
+    assert.ok(Number(server.cli('INFO', 'stats').match(/total_connections_received:(\d+)/)?.[1]) > 0);
+  } finally { await g.close(); }
+});
+
+test('a Redis whose certificate the CA did not sign is refused: 503 store_unavailable, never an unchecked 200, nothing reaches it', async () => {
+  const before = server.cli('DBSIZE');
+  const g = await gateway(rogueServer.url, good.ca, 1);
+  try {
+    const key = (await g.gw.rt.keyBook.create('spender')).secret;
+    assert.deepEqual(await call(g.url, key), { status: 503, code: 'store_unavailable' });
+    const ready = await fetch(`${g.url}/readyz`);
+    assert.equal(ready.status, 503);
+    assert.deepEqual(((await ready.json()) as { down: string[] }).down, ['redis']);
+    // Not one command (not even AUTH) reached the server: no client ever got past the handshake.
+    assert.equal(rogueServer.cli('DBSIZE'), '0');
+    assert.doesNotMatch(rogueServer.cli('CLIENT', 'LIST'), /name=aam/);
+    assert.equal(server.cli('DBSIZE'), before);
+  } finally { await g.close(); }
+  // The admission connection by itself says why.
+  const conn = connectAdmission(rogueServer.url, 'aam-admit-rogue', { ca: readFileSync(good.ca, 'utf8') });
+  const errors: string[] = [];
+  conn.on('error', (e: Error) => errors.push(e.message));
+  try {
+    await conn.connect().catch(() => {});
+    await assert.rejects(conn.send('PING', []));
+    await until(async () => errors.length > 0, 5000, 'a TLS error');
+    assert.match(errors[0], /certificate/i);
+    assert.notEqual(conn.status, 'ready');
+  } finally { conn.disconnect(); }
+});
+
+test('over TLS: the right password gets ready (admission and ioredis connections); a wrong one never does', async () => {
+  const ca = readFileSync(good.ca, 'utf8');
+  const ok = connectAdmission(server.url, 'aam-admit-ok', { ca });
+  const io = connectRedis(server.url, 'aam-io-ok', { ca });
+  ok.on('error', () => {});
+  io.on('error', () => {});
+  const wrong = connectAdmission(`rediss://:not-the-password@127.0.0.1:${server.port}`, 'aam-admit-wrong', { ca });
+  const errors: string[] = [];
+  wrong.on('error', (e: Error) => errors.push(e.message));
+  try {
+    await ok.connect();
+    await io.connect();
+    assert.equal(await ok.send('PING', []), 'PONG');
+    assert.equal(await io.ping(), 'PONG');
+    await wrong.connect().catch(() => {});
+    await assert.rejects(wrong.send('PING', []));
+    await until(async () => errors.some((m) => /WRONGPASS|invalid password/i.test(m)), 5000, 'the AUTH refusal');
+    const t0 = Date.now();
+    while (Date.now() - t0 < 1500) {
+      assert.notEqual(wrong.status, 'ready', 'a wrong password got ready');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.doesNotMatch(server.cli('CLIENT', 'LIST'), /name=aam-admit-wrong/);
+  } finally { ok.disconnect(); io.disconnect(); wrong.disconnect(); }
+});
+
+test('AAM_REDIS_CA_FILE needs rediss:// and a readable PEM', () => {
+  const base = { AAM_DATABASE_URL: 'postgres://a@h/db', AAM_REDIS_CA_FILE: good.ca };
+  assert.throws(() => fleetEnv({ ...base, AAM_REDIS_URL: 'redis://h:6379' }), /AAM_REDIS_CA_FILE is set but AAM_REDIS_URL is not rediss:\/\//);
+  assert.throws(() => fleetEnv({ ...base, AAM_REDIS_URL: 'rediss://h:6379', AAM_REDIS_CA_FILE: join(dir, 'missing.pem') }), /cannot read AAM_REDIS_CA_FILE/);
+  assert.throws(() => fleetEnv({ ...base, AAM_REDIS_URL: 'rediss://h:6379', AAM_REDIS_CA_FILE: good.key }), /holds no PEM certificate/);
+  assert.equal(fleetEnv({ ...base, AAM_REDIS_URL: 'rediss://h:6379' })?.redisCa, readFileSync(good.ca, 'utf8'));
+});
