@@ -208,6 +208,25 @@ export class Runtime {
   tls: Mtls | null = null;
   /** Requests being served right now (lets the audit log batch its appends only when it helps). */
   inFlight = 0;
+  /** Request handlers not yet settled (server/http.ts counts them; see handlersSettled). */
+  handling = 0;
+  #onSettled: Array<() => void> = [];
+  /** A handler settled (bound once: passed to every request's promise without a closure). */
+  readonly handled = (): void => {
+    if (--this.handling === 0 && this.#onSettled.length > 0) for (const f of this.#onSettled.splice(0)) f();
+  };
+  /**
+   * Resolves true once every request handler has settled, false after `ms`. A shutdown calls it
+   * after cutting the connections the drain left: a cut request's handler still records its usage
+   * and outcome, which must land before the stores close.
+   */
+  handlersSettled(ms: number): Promise<boolean> {
+    if (this.handling === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      this.#onSettled.push(() => { clearTimeout(timer); resolve(true); });
+    });
+  }
   /** Request id sequence (cheap unique ids, no crypto per request). */
   requestSeq = 0;
   /** Guardrail scans of large texts, off the event loop (a worker thread started on first use). */
@@ -522,7 +541,7 @@ export class Runtime {
   }
 
   async #close(): Promise<void> {
-    this.usage.flush();
+    this.usage.close();
     await this.identitySeen.flush();
     this.vault.close();
     this.keyBook.close();

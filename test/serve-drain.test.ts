@@ -19,6 +19,7 @@ import { openAuditDb } from '../src/audit/store.ts';
 import { queryEvents } from '../src/audit/query.ts';
 import { checkpointFilePath } from '../src/audit/anchor.ts';
 import { drainTimeoutMs } from '../src/cli/serve.ts';
+import { DatabaseSync } from 'node:sqlite';
 
 const VERSION = '2026-07-28';
 const DRAIN_MS = 4000;
@@ -184,6 +185,14 @@ test('aam serve: SIGTERM with a model request that never ends: cut after AAM_DRA
     assert.equal(await stuck, 'cut');
     const v = await runAudit('audit verify', data, {}, [], file);
     assert.equal(v.code, 0, v.out + v.err);
+    // The cut request's bookkeeping finishes after its connection is cut: the runtime closes only
+    // after it, so its usage is in the data dir (before: recorded into a closed database, or
+    // flushed by a timer that then threw 'database is not open' and crashed the shutdown).
+    const db = new DatabaseSync(join(data, 'aam.db'), { readOnly: true });
+    try {
+      const row = db.prepare(`SELECT coalesce(sum(requests), 0) AS n FROM usage_rollup WHERE route = 'stuck'`).get() as { n: number };
+      assert.equal(row.n, 1, 'the cut request is counted in usage');
+    } finally { db.close(); }
   } finally { await gw.stop(); }
 });
 

@@ -178,3 +178,23 @@ test('gateway shutdown flushes usage the timer had not written yet', async () =>
     } finally { db.close(); }
   } finally { if (!closed) await gw.g.close(); await gw.close().catch(() => {}); }
 });
+
+test('close() flushes, then a late record (a request outliving the shutdown) never flushes into the closed database', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'aam-usage-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const db = openDatabase(dir);
+  const u = new UsageRecorder(db, { intervalMs: 5 });
+  u.record(call());
+  u.close();
+  assert.equal(rows(db).length, 1, 'what was recorded before close is written');
+  db.close();
+  const thrown: unknown[] = [];
+  const onUncaught = (e: unknown) => { thrown.push(e); };
+  process.on('uncaughtException', onUncaught);
+  try {
+    u.record(call({ agent: 'late' }));
+    u.flush();
+    await new Promise((r) => setTimeout(r, 40));
+  } finally { process.off('uncaughtException', onUncaught); }
+  assert.deepEqual(thrown, [], 'no flush reached the closed database');
+});

@@ -225,6 +225,8 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
       rt.log.warn({ event: 'drain_cut', connections: cut, drain_timeout_ms: drainMs }, `drain did not finish within ${drainMs} ms: cut ${cut} connection(s) still open`);
       await drained;
     }
+    // A cut request's handler still records its usage and outcome: the stores close after it (bounded).
+    if (!await rt.handlersSettled(HANDLERS_SETTLE_MS)) rt.log.warn({ event: 'drain_handlers_unsettled', handlers: rt.handling, wait_ms: HANDLERS_SETTLE_MS }, `${rt.handling} request handler(s) still running ${HANDLERS_SETTLE_MS} ms after the drain; closing without their last records`);
     rt.log.info({ event: 'drained', streams_ended: ended, cut: !inTime, ms: Math.round(performance.now() - t0) }, 'connections drained');
     await mcp.close().catch((e: unknown) => rt.log.error({ event: 'mcp_close_failed', err: e }, 'MCP plane not closed cleanly'));
     // Before rt.close() ends the fleet's connections: the last events and a final checkpoint, to the sinks too (bounded wait).
@@ -246,9 +248,12 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
       await rt.tracer?.shutdown(5000);
     }
   })();
-  // The drain, the audit trail's durable wait (2 s), the sinks' bound (fleet and local), tracing's 5 s, and margin.
-  return { rt, server, port, close, closeBudgetMs: drainMs + 2 * sinkShutdownMs + 2_000 + 5_000 + 10_000 };
+  // The drain, the handlers' settling, the audit trail's durable wait (2 s), the sinks' bound (fleet and local), tracing's 5 s, and margin.
+  return { rt, server, port, close, closeBudgetMs: drainMs + HANDLERS_SETTLE_MS + 2 * sinkShutdownMs + 2_000 + 5_000 + 10_000 };
 }
+
+/** After the drain, how long a shutdown waits for request handlers to finish their bookkeeping. */
+const HANDLERS_SETTLE_MS = 2_000;
 
 /** AAM_DRAIN_TIMEOUT_MS: how long a shutdown lets in-flight requests finish (default 10000); a bad value refuses the start. */
 export function drainTimeoutMs(value: string | undefined): number {

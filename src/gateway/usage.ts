@@ -132,7 +132,7 @@ export class UsageRecorder {
     else a.costUsd = (a.costUsd ?? 0) + r.costUsd;
     a.latencySum += r.latencyMs;
     if (r.latencyMs > a.latencyMax) a.latencyMax = r.latencyMs;
-    if (this.#timer === null) {
+    if (this.#timer === null && !this.#closed) {
       this.#timer = setTimeout(() => this.flush(), this.#intervalMs);
       this.#timer.unref();
     }
@@ -145,10 +145,21 @@ export class UsageRecorder {
     return t;
   }
 
+  /**
+   * Flush, then write no more: the database closes next. A request recording after this (one whose
+   * handler outlived the shutdown's wait for it) is counted in memory only, never flushed by a
+   * timer into the closed database (that threw from the timer and crashed the shutdown).
+   */
+  close(): void {
+    this.flush();
+    this.#closed = true;
+  }
+  #closed = false;
+
   /** Upsert every pending aggregate in one transaction (timer, shutdown, and before reading). */
   flush(): void {
     if (this.#timer) { clearTimeout(this.#timer); this.#timer = null; }
-    if (this.#pending.length === 0) return;
+    if (this.#pending.length === 0 || this.#closed) return;
     const pending = this.#pending;
     this.#pending = [];
     this.#trees = new Map();

@@ -102,11 +102,16 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
         : new AamError(404, 'not_found', `no route ${req.method} ${path}`));
       return;
     }
+    // Counted until the handler settles, not until its socket closes: a shutdown that cut the
+    // connection still waits for the request's own bookkeeping (usage, evidence) before closing.
+    rt.handling++;
     try {
       const p = handler(ctx);
-      if (p) p.catch((err) => fail(ctx, err));
+      if (p) p.then(rt.handled, (err) => { fail(ctx, err); rt.handled(); });
+      else rt.handled();
     } catch (err) {
       fail(ctx, err);
+      rt.handled();
     }
   };
 }
