@@ -33,8 +33,9 @@ export function encode(name: string, args: ReadonlyArray<string | number>): stri
 
 /** What parseOne() returns when the reply is not all in the buffer yet. */
 const PARTIAL = Symbol('partial');
-/** Where the reply parseOne() just read ends. */
-let end = 0;
+
+/** A read position in one buffer: parseOne() moves it past each whole reply it reads. */
+interface Cursor { at: number }
 
 /** The line's end (index of its \r) from `from`, or -1 when the buffer stops before it. */
 function lineEnd(buf: Buffer, from: number): number {
@@ -52,41 +53,41 @@ function int(buf: Buffer, from: number, to: number): number {
   return neg ? -n : n;
 }
 
-function parseOne(buf: Buffer, at: number): Reply | typeof PARTIAL {
+/** The reply at c.at, with c.at moved past it; PARTIAL (c.at then meaningless) when it is not all there. */
+function parseOne(buf: Buffer, c: Cursor): Reply | typeof PARTIAL {
+  const at = c.at;
   if (at >= buf.length) return PARTIAL;
   const type = buf[at];
   const e = lineEnd(buf, at + 1);
   if (e < 0) return PARTIAL;
   switch (type) {
     case 43: // + simple string
-      end = e + 2;
+      c.at = e + 2;
       return buf.toString('utf8', at + 1, e);
     case 45: // - error
-      end = e + 2;
+      c.at = e + 2;
       return new RespError(buf.toString('utf8', at + 1, e));
     case 58: // : integer
-      end = e + 2;
+      c.at = e + 2;
       return int(buf, at + 1, e);
     case 36: { // $ bulk string
       const n = int(buf, at + 1, e);
-      if (n < 0) { end = e + 2; return null; }
+      if (n < 0) { c.at = e + 2; return null; }
       const from = e + 2;
       if (from + n + 2 > buf.length) return PARTIAL;
-      end = from + n + 2;
+      c.at = from + n + 2;
       return buf.toString('utf8', from, from + n);
     }
     case 42: { // * array
       const n = int(buf, at + 1, e);
-      if (n < 0) { end = e + 2; return null; }
+      c.at = e + 2;
+      if (n < 0) return null;
       const out: Reply[] = new Array(n);
-      let pos = e + 2;
       for (let i = 0; i < n; i++) {
-        const v = parseOne(buf, pos);
+        const v = parseOne(buf, c);
         if (v === PARTIAL) return PARTIAL;
         out[i] = v;
-        pos = end;
       }
-      end = pos;
       return out;
     }
     default:
@@ -100,13 +101,14 @@ function parseOne(buf: Buffer, at: number): Reply | typeof PARTIAL {
  * the rest has come (replies here are small: the cost is nothing next to a copy per read).
  */
 export function parse(buf: Buffer, at: number, out: Reply[]): number {
-  while (at < buf.length) {
-    const v = parseOne(buf, at);
-    if (v === PARTIAL) break;
+  const c: Cursor = { at };
+  while (c.at < buf.length) {
+    const start = c.at;
+    const v = parseOne(buf, c);
+    if (v === PARTIAL) return start;
     out.push(v);
-    at = end;
   }
-  return at;
+  return c.at;
 }
 
 /** Where and how to connect: ioredis's parse of the URL (its `options`), the fields it uses for a plain connection. */
