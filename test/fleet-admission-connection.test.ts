@@ -61,6 +61,26 @@ test('replies come back to their commands in order; one loop turn\'s commands le
   assert.deepEqual(good, { status: 'fulfilled', value: 'é3' });
 });
 
+test('a turn\'s bytes the socket could not take at once are not overwritten by the next turn\'s (its buffer is left to the socket)', async () => {
+  // Redis frozen for a moment: the kernel's buffers fill and each turn's write stays queued in the
+  // socket, holding the bytes the connection wrote for it; the next turns must not write over them.
+  const values = Array.from({ length: 8 }, (_, i) => String.fromCharCode(97 + i).repeat(1024 * 1024 + i));
+  server.pause();
+  const sets: Array<Promise<unknown>> = [];
+  try {
+    for (let i = 0; i < values.length; i++) {
+      sets.push(conn.send('SET', [`big${i}`, values[i]]));
+      await new Promise((r) => setImmediate(r));
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  } finally {
+    server.resume();
+  }
+  assert.deepEqual(await Promise.all(sets), values.map(() => 'OK'));
+  for (let i = 0; i < values.length; i++) assert.ok(await conn.send('GET', [`big${i}`]) === values[i], `big${i} intact`);
+  await conn.send('DEL', values.map((_, i) => `big${i}`));
+});
+
 test('a frozen Redis fails the commands in flight within about the command timeout, new ones at once, and the connection recovers by itself', async () => {
   server.pause();
   try {

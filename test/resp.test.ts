@@ -3,7 +3,7 @@
 // every byte (a reply is parsed only once all of it has come, and replies come out in order).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { encode, parse, RespError, type Reply } from '../src/store/resp.ts';
+import { encode, encodedBound, encodeInto, parse, RespError, type Reply } from '../src/store/resp.ts';
 
 test('a command is an array of bulk strings, lengths in bytes (not UTF-16 units), numbers written in decimal', () => {
   assert.equal(encode('PING', []), '*1\r\n$4\r\nPING\r\n');
@@ -15,6 +15,35 @@ test('a command is an array of bulk strings, lengths in bytes (not UTF-16 units)
 });
 
 const B = (s: string): Buffer => Buffer.from(s, 'utf8');
+
+test('encodeInto writes straight into a buffer at an offset: a length whose bytes need one digit more than its UTF-16 units, integers and floats, within encodedBound', () => {
+  const expect = (name: string, args: Array<string | number>): string =>
+    `*${args.length + 1}\r\n` + [name, ...args].map((a) => { const v = String(a); return `$${Buffer.byteLength(v)}\r\n${v}\r\n`; }).join('');
+  const cases: Array<[string, Array<string | number>]> = [
+    // 5 units, 10 bytes; 9 units, 27 bytes; 99 units, 198 bytes: the value moves up one byte.
+    ['SET', ['é'.repeat(5), '€'.repeat(9), 'é'.repeat(99)]],
+    // Lone surrogates are written as U+FFFD (3 bytes), as Buffer.byteLength counts them.
+    ['SET', ['\ud800', 'a\udc00b', '😀'.repeat(3)]],
+    ['EVALSHA', [0, -0, 9, 10, -10, 99, 100, 123456789, -987654321, Number.MAX_SAFE_INTEGER, -Number.MAX_SAFE_INTEGER, 2 ** 53, 1e21, -1.2345678901234567e-300, 0.0000102, 3.9e-5, 1000000, NaN, Infinity]],
+    ['X', ['', 'x'.repeat(9), 'x'.repeat(10), 'x'.repeat(1000)]],
+  ];
+  for (const [name, args] of cases) {
+    const bound = encodedBound(name, args);
+    // Garbage around it: only [at, end) is written, and end stays within the bound.
+    const buf = Buffer.alloc(7 + bound + 5, 0xee);
+    const end = encodeInto(buf, 7, name, args);
+    assert.deepEqual(buf.subarray(7, end), B(expect(name, args)), name);
+    assert.ok(end - 7 <= bound, `${end - 7} bytes written, bound ${bound}`);
+    assert.ok(buf.subarray(0, 7).every((x) => x === 0xee) && buf.subarray(end).every((x) => x === 0xee), 'nothing written outside');
+    assert.deepEqual(B(encode(name, args)), B(expect(name, args)));
+  }
+  // Several commands one after another in one buffer parse back as they were.
+  const buf = Buffer.alloc(4096);
+  let at = 0;
+  for (const [name, args] of cases) at = encodeInto(buf, at, name, args);
+  assert.deepEqual(buf.subarray(0, at), B(cases.map(([n, a]) => expect(n, a)).join('')));
+});
+
 
 function all(s: string): { replies: Reply[]; at: number } {
   const replies: Reply[] = [];

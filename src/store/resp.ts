@@ -2,9 +2,9 @@
 // request (the limiter's EVALSHA) costs ~7.5 us of CPU and ~14 KB through ioredis (Command,
 // toWritable, its reply parser, Buffers turned into strings, the promise chain). Its commands are
 // few and known (EVALSHA/EVAL and the seed's HSETNX/PEXPIRE), so they are written here as RESP
-// bytes and their replies parsed here. Pure functions encode() and parse() (tested alone), and
+// bytes and their replies parsed here. Pure functions encodeInto() and parse() (tested alone), and
 // RespConnection: one socket, replies matched to commands in order, every command of one loop turn
-// in one write, no offline queue (a command while Redis is away fails at once: 503
+// in one write (one reused Buffer, not a string per command), no offline queue (a command while Redis is away fails at once: 503
 // store_unavailable), a stall watchdog (as redis.ts's for ioredis), and reconnection by itself.
 // Where to connect (host, port or path, TLS, user, password, db) is what ioredis makes of
 // AAM_REDIS_URL (openFleet passes its parsed options), so the URL means the same on both.
@@ -20,15 +20,81 @@ export class RespError extends Error {
 /** A reply: simple or bulk string, integer, nil (null), error (inside arrays), or an array of replies. */
 export type Reply = string | number | null | RespError | Reply[];
 
-/** One command in RESP: an array of bulk strings, `name` first. */
-export function encode(name: string, args: ReadonlyArray<string | number>): string {
-  let s = `*${args.length + 1}\r\n$${name.length}\r\n${name}\r\n`;
+/** Decimal digits of a non-negative integer. */
+function digits(n: number): number {
+  let d = 1;
+  for (let p = 10; n >= p; p *= 10) d++;
+  return d;
+}
+
+/** A non-negative integer in ASCII at buf[at...]; returns its end. */
+function writeUint(buf: Buffer, at: number, n: number): number {
+  const end = at + digits(n);
+  let i = end;
+  do { buf[--i] = 48 + (n % 10); n = Math.floor(n / 10); } while (n > 0);
+  return end;
+}
+
+/** `$<bytes>\r\n<value>\r\n` at buf[at...]; returns its end. */
+function writeBulk(buf: Buffer, at: number, v: string): number {
+  // Written straight into place, without a byte-length pass first: a string's UTF-8 bytes are at
+  // least its UTF-16 units and at most 3 per unit, so its length's digits are those of v.length
+  // (always, for ASCII) or one more: then the value moves up one byte.
+  const guess = digits(v.length);
+  let from = at + guess + 3;
+  const n = buf.write(v, from);
+  const shift = digits(n) - guess;
+  if (shift !== 0) { buf.copyWithin(from + shift, from, from + n); from += shift; }
+  buf[at] = 36;
+  const e = writeUint(buf, at + 1, n);
+  buf[e] = 13; buf[e + 1] = 10;
+  buf[from + n] = 13; buf[from + n + 1] = 10;
+  return from + n + 2;
+}
+
+/** Bytes encodeInto() may write for this command at most. */
+export function encodedBound(name: string, args: ReadonlyArray<string | number>): number {
+  let n = 24 + 3 * name.length;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
-    const v = typeof a === 'string' ? a : String(a);
-    s += `$${Buffer.byteLength(v)}\r\n${v}\r\n`;
+    // A number is at most 24 characters in decimal (String(-1.2345678901234567e-300)).
+    n += typeof a === 'string' ? 24 + 3 * a.length : 48;
   }
-  return s;
+  return n;
+}
+
+/**
+ * One command in RESP (an array of bulk strings, `name` first; lengths in bytes) written at
+ * buf[at...], which must have encodedBound() bytes free; returns the command's end. No string is
+ * built: the values are written into the buffer as they are (integers digit by digit).
+ */
+export function encodeInto(buf: Buffer, at: number, name: string, args: ReadonlyArray<string | number>): number {
+  buf[at] = 42;
+  at = writeUint(buf, at + 1, args.length + 1);
+  buf[at] = 13; buf[at + 1] = 10;
+  at = writeBulk(buf, at + 2, name);
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (typeof a === 'string') { at = writeBulk(buf, at, a); continue; }
+    if (!Number.isSafeInteger(a)) { at = writeBulk(buf, at, String(a)); continue; }
+    const neg = a < 0;
+    const u = neg ? -a : a;
+    buf[at] = 36;
+    at = writeUint(buf, at + 1, digits(u) + (neg ? 1 : 0));
+    buf[at] = 13; buf[at + 1] = 10;
+    at += 2;
+    if (neg) buf[at++] = 45;
+    at = writeUint(buf, at, u);
+    buf[at] = 13; buf[at + 1] = 10;
+    at += 2;
+  }
+  return at;
+}
+
+/** One command in RESP, as text (encodeInto() into a buffer of its own). */
+export function encode(name: string, args: ReadonlyArray<string | number>): string {
+  const buf = Buffer.allocUnsafe(encodedBound(name, args));
+  return buf.toString('utf8', 0, encodeInto(buf, 0, name, args));
 }
 
 /** What parseOne() returns when the reply is not all in the buffer yet. */
@@ -131,6 +197,9 @@ export interface RespOptions {
 
 interface Pending { resolve(v: unknown): void; reject(e: Error): void }
 
+/** The command buffer's size (it grows for a larger turn: 64 admissions in flight are ~40 KB). */
+const OUT_BYTES = 16 * 1024;
+
 const NOOP: Pending = { resolve() {}, reject() {} };
 
 /**
@@ -145,8 +214,13 @@ export class RespConnection extends EventEmitter {
   /** Commands written (or to be written this turn) and not answered, oldest first: #queue[#head...]. */
   #queue: Pending[] = [];
   #head = 0;
-  /** This turn's commands, written in one go at its check phase. */
-  #out = '';
+  /**
+   * This turn's commands, RESP in #buf[0, #len), written in one go at its check phase. The buffer
+   * is used again next turn when the socket took the bytes at once (the usual case: a few KB to a
+   * socket that is not backed up); else the socket keeps it and the next turn gets a new one.
+   */
+  #buf = Buffer.allocUnsafe(OUT_BYTES);
+  #len = 0;
   #flushing = false;
   /** The unparsed tail of what was read (a reply split across reads). */
   #rest: Buffer | null = null;
@@ -182,19 +256,19 @@ export class RespConnection extends EventEmitter {
     if (this.status !== 'ready') return this.#notReady(name, args);
     return new Promise((resolve, reject) => {
       this.#queue.push({ resolve, reject });
-      this.#write(encode(name, args));
+      this.#write(name, args);
     });
   }
 
   #notReady(name: string, args: ReadonlyArray<string | number>): Promise<unknown> {
     if (this.status === 'wait' && this.#opts.lazy) {
       const early = (this.#early ??= []);
-      const text = encode(name, args);
+      const copy = args.slice();
       const p = new Promise((resolve, reject) => {
         early.push(() => {
           if (this.status !== 'ready') { reject(new Error(`Redis connection (${this.#opts.name}) is ${this.status}`)); return; }
           this.#queue.push({ resolve, reject });
-          this.#write(text);
+          this.#write(name, copy);
         });
       });
       void this.connect().catch(() => {}).finally(() => { const e = this.#early ?? []; this.#early = null; for (const f of e) f(); });
@@ -203,16 +277,31 @@ export class RespConnection extends EventEmitter {
     return Promise.reject(new Error(`Redis connection (${this.#opts.name}) is ${this.status}: command not sent`));
   }
 
-  #write(text: string): void {
-    this.#out += text;
+  #write(name: string, args: ReadonlyArray<string | number>): void {
+    this.#encode(name, args);
     if (!this.#flushing) { this.#flushing = true; setImmediate(this.#flush); }
+  }
+
+  /** The command appended to this turn's (the buffer grown when it would not fit). */
+  #encode(name: string, args: ReadonlyArray<string | number>): void {
+    const need = this.#len + encodedBound(name, args);
+    if (need > this.#buf.length) {
+      const bigger = Buffer.allocUnsafe(Math.max(need, 2 * this.#buf.length));
+      this.#buf.copy(bigger, 0, 0, this.#len);
+      this.#buf = bigger;
+    }
+    this.#len = encodeInto(this.#buf, this.#len, name, args);
   }
 
   readonly #flush = (): void => {
     this.#flushing = false;
-    const text = this.#out;
-    this.#out = '';
-    if (text !== '' && this.#socket) this.#socket.write(text);
+    const n = this.#len;
+    const socket = this.#socket;
+    this.#len = 0;
+    if (n === 0 || !socket) return;
+    socket.write(this.#buf.subarray(0, n));
+    // Bytes the socket did not hand to the kernel at once are still in this buffer: leave it to the socket.
+    if (socket.writableLength > 0) this.#buf = Buffer.allocUnsafe(OUT_BYTES);
   };
 
   #open(): void {
@@ -240,7 +329,7 @@ export class RespConnection extends EventEmitter {
     const cmd = (name: string, args: Array<string | number>, ok?: (e: Error) => boolean): void => {
       steps.push(new Promise((resolve, reject) => {
         this.#queue.push({ resolve, reject: (e) => (ok?.(e) ? resolve(null) : reject(e)) });
-        this.#out += encode(name, args);
+        this.#encode(name, args);
       }));
     };
     // ioredis goes on when a password is given to a Redis that has none.
@@ -294,7 +383,7 @@ export class RespConnection extends EventEmitter {
     const from = this.#head;
     this.#queue = [];
     this.#head = 0;
-    this.#out = '';
+    this.#len = 0;
     for (let i = from; i < q.length; i++) q[i].reject(e);
   }
 
