@@ -110,6 +110,7 @@ function allocatedPerRequest(log: string, from: number, n: number): string {
 interface Gateway { tree: string; child: ChildProcess; pool: Pool; key: string; log?: string; /** --fleet: its PostgreSQL database. */ database?: string }
 
 const median = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
+const quantile = (a: number[], q: number): number => [...a].sort((x, y) => x - y)[Math.min(a.length - 1, Math.floor(a.length * q))];
 const work = mkdtempSync(join(tmpdir(), 'aam-cpu-'));
 const children: ChildProcess[] = [];
 const outs: string[] = [];
@@ -224,7 +225,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
       const b = sw0.get(name) ?? { vol: 0, invol: 0, waitNs: 0 };
       return [name, (c.vol - b.vol) / n, (c.invol - b.invol) / n, (c.waitNs - b.waitNs) / n / 1000] as const;
     }).filter(([, v, i]) => v + i >= 0.01).sort((a, b) => b[1] + b[2] - a[1] - a[2]).map(([name, v, i, w]) => `${name} ${v.toFixed(2)}/${i.toFixed(2)} (run-queue wait ${w.toFixed(1)} us)`).join(', ');
-    wall = `p50 ${(median(total) * 1000).toFixed(0)} us${stream ? `, first content p50 ${(median(content) * 1000).toFixed(0)} us` : ''}`;
+    wall = `p50 ${(median(total) * 1000).toFixed(0)} us, p99 ${(quantile(total, 0.99) * 1000).toFixed(0)} us${stream ? `, first content p50 ${(median(content) * 1000).toFixed(0)} us` : ''}`;
     if (opt.alloc && g.log) alloc = allocatedPerRequest(g.log, log0, n);
     const perReq = (ticks: number): number => (ticks / CLK_TCK) * 1e6 / n;
     byThread = [...threadTicks(g.child.pid as number)].map(([name, t]) => [name, perReq(t - (th0.get(name) ?? 0))] as const)
