@@ -144,6 +144,9 @@ const AUDIT_ROOM = 90_000;
 
 
 /** What a callee's credential adds to a call (injectCallee). */
+/** A provider without a credential injects nothing: one shared, frozen injection (gateway/upstream.ts reuses its header merge). */
+const NO_INJECTION: Injection = Object.freeze({ headers: Object.freeze({}) });
+
 type CalleeInjection = { headers: Record<string, string>; query?: Record<string, string>; credential: CredentialInjection['credential'] };
 
 /** Credential problems reach the agent as a 502/500 naming the credential, never its value. */
@@ -361,7 +364,7 @@ export class Runtime {
   /** Outbound auth for a provider (the agent's own credential is never forwarded). */
   injectProvider(p: ProviderRuntime, identity: Identity): Injection | Promise<Injection> {
     // A provider without a credential (a local model server) injects nothing: no promise for it.
-    if (!p.credential) return { headers: {} };
+    if (!p.credential) return NO_INJECTION;
     return this.#injectCredential(p, p.credential, identity);
   }
 

@@ -32,6 +32,8 @@ const scripts: Record<string, Script> = {
     for (let i = 0; i < 40 && !res.destroyed; i++) { res.write(`data: {"i":${i}}\n\n`); await sleep(50); }
     res.end();
   },
+  '/echo-head': (q, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end(JSON.stringify({ url: q.url, headers: q.headers })); },
+  '/echo-head-2': (q, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end(JSON.stringify({ url: q.url, headers: q.headers })); },
   '/not-sse': (_q, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{}'); },
   '/first-then-wait': async (_q, res) => {
     res.writeHead(200, { 'content-type': 'text/event-stream' });
@@ -60,7 +62,7 @@ before(async () => {
     res.on('close', () => { if (!res.writableFinished) seen.aborted = true; });
     req.resume();
     // The provider's baseUrl path (/base) prefixes every request path.
-    const script = req.url?.startsWith('/base/') ? scripts[req.url.slice(5)] : undefined;
+    const script = req.url?.startsWith('/base/') ? scripts[req.url.slice(5).split('?')[0]] : undefined;
     if (script) void script(req, res);
     else { res.writeHead(500); res.end(`no script for ${req.url}`); }
   });
@@ -91,6 +93,36 @@ test('a complete answer is read whole and decoded once; nothing outlives the att
   }
   assert.equal(ac.inFlight, null, 'the finished attempt is no longer registered with the call');
   assert.equal(timers(), before, 'no timer left that keeps the process alive (the target\'s total-timeout clock is unref\'d and empty)');
+});
+
+test('a target reuses its last header merge only while every part is the same frozen object: each attempt sends its own headers, path and query', async () => {
+  const t = target();
+  const ac = new CallAbort();
+  const NONE = Object.freeze({});
+  const h1 = Object.freeze({ 'x-a': '1' });
+  const send = async (headers: Readonly<Record<string, string>>, inj: { headers: Record<string, string>; query?: Record<string, string> }, path = '/echo-head') => {
+    const r = await sendAttempt(t, { method: 'POST', path, headers, body: '{}' }, inj, ac);
+    assert.ok(r.ok, JSON.stringify(r));
+    return JSON.parse(r.text) as { url: string; headers: Record<string, string> };
+  };
+  let seenBy = await send(h1, { headers: NONE });
+  assert.equal(seenBy.headers['x-a'], '1');
+  assert.equal(seenBy.headers['content-type'], 'application/json', 'a POST without a content-type gets JSON\'s');
+  assert.equal((await send(h1, { headers: NONE })).headers['x-a'], '1', 'the same parts: the same headers');
+  // A credential's headers (not frozen: a rotation may change them) are merged each time.
+  assert.equal((await send(h1, { headers: { authorization: 'Bearer one' } })).headers.authorization, 'Bearer one');
+  assert.equal((await send(h1, { headers: { authorization: 'Bearer two' } })).headers.authorization, 'Bearer two');
+  // The same object changed in place between attempts (it is not frozen): its new value goes.
+  const rotating = { authorization: 'Bearer three' };
+  assert.equal((await send(h1, { headers: rotating })).headers.authorization, 'Bearer three');
+  rotating.authorization = 'Bearer four';
+  assert.equal((await send(h1, { headers: rotating })).headers.authorization, 'Bearer four');
+  seenBy = await send(h1, { headers: NONE });
+  assert.equal(seenBy.headers.authorization, undefined, 'no credential header is left over from an attempt before');
+  assert.equal((await send(Object.freeze({ 'x-a': '2' }), { headers: NONE })).headers['x-a'], '2', 'another frozen headers object');
+  assert.equal((await send(h1, { headers: NONE }, '/echo-head-2')).url, '/base/echo-head-2', 'another path, the same headers');
+  assert.equal((await send(h1, { headers: NONE, query: { k: 'v' } })).url, '/base/echo-head?k=v', 'an injected query');
+  assert.equal((await send(h1, { headers: NONE })).url, '/base/echo-head');
 });
 
 test('attempts on one target share its total-timeout clock: each times out at its own deadline, an answered one never', async () => {

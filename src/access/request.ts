@@ -111,48 +111,66 @@ const READ_TURN_MS = 1;
 
 /** Read the request body with a size cap (413 above it); `limit` below AAM_MAX_BODY_BYTES for small endpoints. */
 export function readBody(ctx: Ctx, limit = ctx.rt.options.maxBodyBytes, watch?: BodyWatch): Promise<Buffer> {
-  const tooLarge = limit === ctx.rt.options.maxBodyBytes ? tooLargeGeneral : tooLargeHere;
+  return readThen(ctx, limit, watch, bodyItself);
+}
+
+const bodyItself = (_ctx: Ctx, buf: Buffer): Buffer => buf;
+
+/**
+ * readBody, and `then` of the body run at its end inside the same promise: a reader of JSON
+ * (readJsonBody) costs no async frames and promise layers of its own per request. A throw from
+ * `then` rejects; a promise it returns is the result.
+ */
+function readThen<T>(ctx: Ctx, limit: number | undefined, watch: BodyWatch | undefined, then: (ctx: Ctx, buf: Buffer) => T | Promise<T>): Promise<T> {
+  const max = limit ?? ctx.rt.options.maxBodyBytes;
   const declared = Number(ctx.req.headers['content-length']);
   // Refused unread: the answer closes the connection (EgressResponse.send, access/linger.ts).
-  if (declared > limit) return Promise.reject(tooLarge(limit));
+  if (declared > max) return Promise.reject(tooLargeFor(ctx, max));
   // Small bodies (the usual case) are never watched: nothing is spent on them.
   let watching = watch !== undefined && declared > watch.from;
   return new Promise((resolve, reject) => {
+    const req = ctx.req;
     let chunks: Buffer[] = [];
     let size = 0;
-    const refuse = (err: Error): void => {
-      reject(err);
-      chunks = [];
-      // Not read on: the answer closes the connection (EgressResponse.send, access/linger.ts).
-      ctx.req.removeAllListeners('data');
-      ctx.req.pause();
-    };
     let busy = 0; // ms spent on this body's chunks since reading last paused
-    ctx.req.on('data', (c: Buffer) => {
+    req.on('data', (c: Buffer) => {
       size += c.length;
-      if (size > limit) { refuse(tooLarge(limit)); return; }
-      chunks.push(c);
-      // A large body is watched as it arrives; one turn can bring megabytes of chunks.
-      const t0 = size >= PACE_FROM ? performance.now() : -1;
       let err: Error | undefined;
-      if (watch === undefined) { /* nothing to watch */ }
-      else if (watching) err = watch.feed(c);
-      else if (size > watch.from) {
-        watching = true;
-        for (const x of chunks) if ((err = watch.feed(x)) !== undefined) break;
+      if (size > max) err = tooLargeFor(ctx, max);
+      else {
+        chunks.push(c);
+        // A large body is watched as it arrives; one turn can bring megabytes of chunks.
+        const t0 = size >= PACE_FROM ? performance.now() : -1;
+        if (watch === undefined) { /* nothing to watch */ }
+        else if (watching) err = watch.feed(c);
+        else if (size > watch.from) {
+          watching = true;
+          for (const x of chunks) if ((err = watch.feed(x)) !== undefined) break;
+        }
+        if (err === undefined && t0 >= 0 && (busy += performance.now() - t0) >= READ_TURN_MS) {
+          // Let other requests run before reading on: the socket waits (TCP backpressure), not they.
+          busy = 0;
+          req.pause();
+          setImmediate(() => req.resume());
+        }
       }
-      if (err !== undefined) { refuse(err); return; }
-      if (t0 >= 0 && (busy += performance.now() - t0) >= READ_TURN_MS) {
-        // Let other requests run before reading on: the socket waits (TCP backpressure), not they.
-        busy = 0;
-        ctx.req.pause();
-        setImmediate(() => ctx.req.resume());
+      if (err !== undefined) {
+        reject(err);
+        chunks = [];
+        // Not read on: the answer closes the connection (EgressResponse.send, access/linger.ts).
+        req.removeAllListeners('data');
+        req.pause();
       }
     });
-    ctx.req.on('end', () => { ctx.bodyBytes = size; resolve(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)); });
-    ctx.req.on('error', reject);
+    req.on('end', () => {
+      ctx.bodyBytes = size;
+      try { resolve(then(ctx, chunks.length === 1 ? chunks[0] : Buffer.concat(chunks))); } catch (e) { reject(e); }
+    });
+    req.on('error', reject);
   });
 }
+
+const tooLargeFor = (ctx: Ctx, limit: number): AamError => (limit === ctx.rt.options.maxBodyBytes ? tooLargeGeneral : tooLargeHere)(limit);
 
 const tooLargeHere = (limit: number) => new AamError(413, 'body_too_large', `request body exceeds the ${limit} byte limit of this endpoint`);
 
@@ -168,10 +186,19 @@ export async function readJson(ctx: Ctx, limit?: number, watch?: BodyWatch): Pro
   return v instanceof Promise ? await v : v;
 }
 
-/** A JSON body with its bytes, as the model plane reads it (see JsonBody). */
-export async function readJsonBody(ctx: Ctx, limit?: number, watch?: BodyWatch): Promise<JsonBody> {
-  const { value, bytes, members } = await readCounted(ctx, limit, watch);
-  // After the parse: a body that is not JSON at all is told so first. Fewer keys than members: one repeats.
+/** A JSON body with its bytes, as the model plane reads it (see JsonBody); no async frame of its own (readThen). */
+export function readJsonBody(ctx: Ctx, limit?: number, watch?: BodyWatch): Promise<JsonBody> {
+  return readThen(ctx, limit, watch, jsonBodyOf);
+}
+
+function jsonBodyOf(ctx: Ctx, bytes: Buffer): JsonBody | Promise<JsonBody> {
+  const members = countedMembers(ctx, bytes);
+  const parsed = parseBody(bytes);
+  return parsed instanceof Promise ? parsed.then((value) => noRepeat(value, bytes, members)) : noRepeat(parsed, bytes, members);
+}
+
+/** After the parse: a body that is not JSON at all is told so first. Fewer keys than members: one repeats. */
+function noRepeat(value: unknown, bytes: Buffer, members: number): JsonBody {
   const dup = keyCount(value) !== members ? scanJsonKeys(bytes).duplicate : null;
   if (dup) throw new AamError(400, 'invalid_json', `request body repeats the key "${dup.path}" (again at byte ${dup.offset}); send each key once per object`, { param: dup.path });
   return { value, bytes };
@@ -183,19 +210,23 @@ export async function readJsonBody(ctx: Ctx, limit?: number, watch?: BodyWatch):
  * call whose body need not change). A repeated key is not refused here: the plane sends what it
  * parsed, re-serialised, instead.
  */
-export async function readJsonWithBytes(ctx: Ctx, limit?: number, watch?: BodyWatch): Promise<{ value: unknown; bytes: Buffer | null }> {
-  const { value, bytes, members } = await readCounted(ctx, limit, watch);
-  return { value, bytes: keyCount(value) === members && isUtf8(bytes) ? bytes : null };
+export function readJsonWithBytes(ctx: Ctx, limit?: number, watch?: BodyWatch): Promise<{ value: unknown; bytes: Buffer | null }> {
+  return readThen(ctx, limit, watch, withBytesOf);
 }
 
-/** A JSON body read, checked and parsed, with the members its bytes write (to tell a repeated key by). */
-async function readCounted(ctx: Ctx, limit?: number, watch?: BodyWatch): Promise<{ value: unknown; bytes: Buffer; members: number }> {
-  const bytes = await readBody(ctx, limit, watch);
+function withBytesOf(ctx: Ctx, bytes: Buffer): { value: unknown; bytes: Buffer | null } | Promise<{ value: unknown; bytes: Buffer | null }> {
+  const members = countedMembers(ctx, bytes);
+  const parsed = parseBody(bytes);
+  const of = (value: unknown) => ({ value, bytes: keyCount(value) === members && isUtf8(bytes) ? bytes : null });
+  return parsed instanceof Promise ? parsed.then(of) : of(parsed);
+}
+
+/** A JSON body checked (type, not empty, not too deep), and the members its bytes write (to tell a repeated key by). */
+function countedMembers(ctx: Ctx, bytes: Buffer): number {
   checkJsonBody(ctx, bytes);
   const members = memberCount(bytes);
   refuseTooDeep(bytes, members < 0);
-  const parsed = parseBody(bytes);
-  return { value: parsed instanceof Promise ? await parsed : parsed, bytes, members };
+  return members;
 }
 
 /** A parsed body with no key repeated in any object, and its bytes: what aam read is what they say, so they may go upstream as they are. */

@@ -25,7 +25,7 @@ import { localStream, openUpstreamStream, StreamBroken, type OpenStream } from '
 import { CallAbort, sendAttempt, sendStreamAttempt, unusable, UPSTREAM_MESSAGE_MAX, type OutboundRequest, type UpstreamBody } from './upstream.ts';
 import { traced } from './traced.ts';
 import { Deadlines, KeepAlive } from './deadlines.ts';
-import type { Route, Target } from './routes.ts';
+import { targetInfo, type Route, type Target } from './routes.ts';
 import { blockedMessage } from '../guardrails/engine.ts';
 import { resultToEvents, StreamRecorder } from '../cache/replay.ts';
 import { embedderFor } from './embeddings.ts';
@@ -136,13 +136,18 @@ function firstRequest(a: Access, route: Route, req: ChatRequest, codec: ClientCo
   try {
     const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
     const stream = req.stream === true;
-    const up = chatUpstream(adapter, { ...req, stream }, { model: target.model, stream, options: target.options }, a.ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined);
+    const up = chatUpstream(adapter, asCalled(req, stream), targetInfo(target, stream), a.ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined);
     // A long body built across turns: its failure is the attempt's to report, if it is made.
     if (up instanceof Promise) up.catch(() => undefined);
     return { order, target, stream, up };
   } catch {
     return undefined;
   }
+}
+
+/** The request as called (whole or streamed): itself when it already says so, not a copy per attempt (adapters read the call's kind from TargetInfo). */
+function asCalled(req: ChatRequest, stream: boolean): ChatRequest {
+  return (req.stream === true) === stream ? req : { ...req, stream };
 }
 
 /** The attempt's upstream request: the one built ahead for this target, or built now. */
@@ -215,7 +220,7 @@ function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest,
   return runAttempts(route, ac, async (target) => {
     if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoChat(req, target.model), raw: null as string | null } };
     const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
-    const built = upstreamFor(early, target, false, () => chatUpstream(adapter, { ...req, stream: false }, { model: target.model, stream: false, options: target.options }, ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined));
+    const built = upstreamFor(early, target, false, () => chatUpstream(adapter, asCalled(req, false), targetInfo(target, false), ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined));
     const up = built instanceof Promise ? await built : built;
     const res = await traced(ctx, 'chat', route, target, identity, (inj) => sendAttempt(target, up, inj, ac));
     if (!res.ok) return res;
@@ -276,7 +281,7 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
       : whole ? checkedWhole(a, route, req, codec, ac, need) : runAttempts(route, ac, async (target) => {
       if (target.provider.type === 'demo') return { ok: true as const, value: localStream(demoStream(req, target.model)) };
       const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
-      const built = upstreamFor(early, target, true, () => chatUpstream(adapter, { ...req, stream: true }, { model: target.model, stream: true, options: target.options }, ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined));
+      const built = upstreamFor(early, target, true, () => chatUpstream(adapter, asCalled(req, true), targetInfo(target, true), ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined));
       const up = built instanceof Promise ? await built : built;
       const up1 = await traced(ctx, 'chat', route, target, identity, (inj) => sendStreamAttempt(target, up, inj, ac));
       if (!up1.ok) return up1;

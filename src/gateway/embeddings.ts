@@ -10,7 +10,7 @@ import { readJson, sendJson, sendText } from '../access/request.ts';
 import type { Ctx } from './plane.ts';
 import type { Identity } from '../identity/types.ts';
 import type { EmbeddingsRequest } from '../providers/types.ts';
-import type { Route, Target } from './routes.ts';
+import { targetInfo, type Route, type Target } from './routes.ts';
 import { embeddingFromResult } from '../cache/semantic.ts';
 import { runAttempts } from './attempts.ts';
 import { demoEmbeddings } from './demo.ts';
@@ -78,7 +78,7 @@ export function callEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: 
     if (!adapter.embeddingsRequest || !adapter.embeddingsResponse) {
       return { ok: false as const, next: 'fallback' as const, status: 400, clientStatus: 400, code: 'invalid_request' as const, message: `${target.label} does not support embeddings` };
     }
-    const up = adapter.embeddingsRequest(req, { model: target.model, stream: false, options: target.options });
+    const up = adapter.embeddingsRequest(req, targetInfo(target, false));
     const res = await traced(ctx, 'embeddings', route, target, identity, (inj) => sendAttempt(target, up, inj, ac));
     if (!res.ok) return res;
     let result: EmbeddingsResult;

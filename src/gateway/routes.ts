@@ -4,7 +4,7 @@ import type { Dispatcher } from 'undici';
 import { LazyAgent } from '../lib/http-client.ts';
 import type { ConfigSet, ModelSpec, ProviderSpec, TimeoutsSpec } from '../config/schema.ts';
 import { adapterFor, bedrockEndpoint, vertexBasePath, vertexEndpoint } from '../providers/index.ts';
-import type { ProviderAdapter } from '../providers/types.ts';
+import type { ProviderAdapter, TargetInfo } from '../providers/types.ts';
 import { CircuitBreaker, DEFAULT_BREAKER, type BreakerOptions } from './breaker.ts';
 import type { Pricing } from './pricing.ts';
 import { resolvePricing } from '../config/pricing.ts';
@@ -53,6 +53,21 @@ export interface Target {
   label: string;
   /** The total-timeout clock of its attempts in flight (gateway/upstream.ts), made by the first. */
   deadlines?: Deadlines;
+  /** What an adapter is told of this target for a whole / a streamed call (targetInfo), made by the first. */
+  wholeInfo?: TargetInfo;
+  streamInfo?: TargetInfo;
+  /** The last attempt's merged upstream headers and path, reused while their parts are the same objects (gateway/upstream.ts). */
+  sent?: { base: Readonly<Record<string, string>>; up: Readonly<Record<string, string>>; inj: Readonly<Record<string, string>>; headers: Readonly<Record<string, string>>; upPath: string; path: string };
+}
+
+/**
+ * The target as an adapter sees it for a call (model, stream, options): one frozen object per
+ * target and kind of call, not one per attempt (adapters only read it).
+ */
+export function targetInfo(target: Target, stream: boolean): TargetInfo {
+  return stream
+    ? (target.streamInfo ??= Object.freeze({ model: target.model, stream: true, options: target.options }))
+    : (target.wholeInfo ??= Object.freeze({ model: target.model, stream: false, options: target.options }));
 }
 
 export interface Route {
@@ -116,7 +131,7 @@ export function compileProviders(set: ConfigSet, credentialAvailable: (name: str
     const url = baseUrl ? new URL(baseUrl) : null;
     out.set(r.name, {
       name: r.name, type: s.type, baseUrl, origin: url?.origin ?? '', basePath: url?.pathname.replace(/\/+$/, '') ?? '', adapter: s.type === 'demo' ? null : adapterFor(s.type), credential: s.credential ?? null,
-      authStyle: AUTH_STYLE[s.type], headers: s.headers ?? {}, dispatcher, timeouts: t,
+      authStyle: AUTH_STYLE[s.type], headers: Object.freeze({ ...s.headers }), dispatcher, timeouts: t,
       enabled: problem === null, disabledReason: problem ?? undefined,
       ...(s.bedrock ? { signing: { region: s.bedrock.region, service: 'bedrock' } } : {}),
     });

@@ -160,6 +160,26 @@ function statusFailure(target: Target, status: number, headers: IncomingHttpHead
   };
 }
 
+/**
+ * The attempt's merged headers and path. While the provider's, the request's and the injection's
+ * header objects are the very ones of the target's last attempt (shared, frozen objects: no
+ * credential, the adapter's constant headers) and no query is injected, the last merge is reused,
+ * frozen (it is only read: undici copies headers into its own request), instead of one merge per attempt.
+ */
+function sentHead(target: Target, up: OutboundRequest, inj: Injection): { headers: Readonly<Record<string, string>>; path: string } {
+  const base = target.provider.headers;
+  const last = target.sent;
+  if (last !== undefined && last.base === base && last.up === up.headers && last.inj === inj.headers && last.upPath === up.path && inj.query === undefined) return last;
+  const headers: Record<string, string> = { ...base, ...up.headers, ...inj.headers };
+  if (up.method === 'POST') headers['content-type'] ??= 'application/json';
+  const path = requestPath(target, up, inj);
+  // Only merges of frozen parts are kept: a part that can change is merged anew each time.
+  if (inj.query === undefined && Object.isFrozen(base) && Object.isFrozen(up.headers) && Object.isFrozen(inj.headers)) {
+    target.sent = { base, up: up.headers, inj: inj.headers, headers: Object.freeze(headers), upPath: up.path, path };
+  }
+  return { headers, path };
+}
+
 function requestPath(target: Target, up: OutboundRequest, inj: Injection): string {
   let path = target.provider.basePath + up.path;
   if (inj.query) path += (path.includes('?') ? '&' : '?') + new URLSearchParams(inj.query).toString();
@@ -215,11 +235,9 @@ class Exchange implements Dispatcher.DispatchHandler, UpstreamBody, Timed {
       return head;
     }
     const { provider } = this.target;
-    const headers: Record<string, string> = { ...provider.headers, ...up.headers, ...inj.headers };
-    if (up.method === 'POST') headers['content-type'] ??= 'application/json';
     this.call.inFlight = this;
     (this.target.deadlines ??= new Deadlines(this.target.timeouts.totalMs)).add(this);
-    const path = requestPath(this.target, up, inj);
+    const { headers, path } = sentHead(this.target, up, inj);
     if (!inj.sign) this.dispatch(path, headers, up);
     else if (!provider.signing) {
       this.release();
@@ -233,7 +251,7 @@ class Exchange implements Dispatcher.DispatchHandler, UpstreamBody, Timed {
     return head;
   }
 
-  private dispatch(path: string, headers: Record<string, string>, up: OutboundRequest): void {
+  private dispatch(path: string, headers: Readonly<Record<string, string>>, up: OutboundRequest): void {
     const { provider, timeouts } = this.target;
     try {
       (provider.dispatcher ?? getGlobalDispatcher()).dispatch({

@@ -367,7 +367,7 @@ function oneTextBlock(v: unknown): string | undefined {
 }
 
 const ANTHROPIC_HEADERS: Readonly<Record<string, string>> = Object.freeze({ 'content-type': 'application/json', 'anthropic-version': ANTHROPIC_VERSION });
-const anthropicHead = () => ({ method: 'POST' as const, path: '/messages', headers: { ...ANTHROPIC_HEADERS } });
+const anthropicHead = () => ({ method: 'POST' as const, path: '/messages', headers: ANTHROPIC_HEADERS }); // shared and frozen, as openai.ts's JSON_HEADERS
 
 export const anthropicAdapter: ProviderAdapter = {
   wire: 'anthropic',

@@ -12,6 +12,7 @@ import { isObj, parseJson, sameEntries, str } from '../lib/json.ts';
 export { openaiCodec } from './openai-codec.ts';
 export { parseOpenAIChatRequest, parseEmbeddingsRequest } from './openai-parse.ts';
 
+/** Shared by every request (frozen: read, merged and never changed on the way out; gateway/upstream.ts reuses its merge while it is the same object). */
 const JSON_HEADERS: Readonly<Record<string, string>> = Object.freeze({ 'content-type': 'application/json' });
 
 /** A stream's stream_options when the client wrote none: one frozen object (raw-body.ts writes its bytes once). */
@@ -241,7 +242,7 @@ export function openaiErrorMessage(status: number, body: unknown): ProviderError
 }
 
 export function jsonRequest(path: string, body: Obj): UpstreamRequest {
-  return { method: 'POST', path, headers: { ...JSON_HEADERS }, body: JSON.stringify(body) };
+  return { method: 'POST', path, headers: JSON_HEADERS, body: JSON.stringify(body) };
 }
 
 /**
@@ -252,7 +253,7 @@ export function jsonRequest(path: string, body: Obj): UpstreamRequest {
  */
 export function openaiRawRequest(path: (target: TargetInfo) => string) {
   return (client: Readonly<Obj>, req: ChatRequest, target: TargetInfo): RawChatHead =>
-    rawChatHead(openaiChatBody(req, target), client, sameOpenAIField, () => ({ method: 'POST', path: path(target), headers: { ...JSON_HEADERS } }));
+    rawChatHead(openaiChatBody(req, target), client, sameOpenAIField, () => ({ method: 'POST', path: path(target), headers: JSON_HEADERS }));
 }
 
 const sameOpenAIField = (k: string, built: unknown, client: unknown): boolean => built === client || (k === 'stream_options' && sameFields(built, client));
