@@ -120,6 +120,8 @@ const traceOf = (r: number) => r.toString(16).padStart(32, '0');
 
 test('queries by trace id use the trace index, match the scan, and still find events of blocks written before it', async () => {
   assert.deepEqual([...traceIdsOf(Buffer.from(`{"trace_id":"${traceOf(7)}","tool":{"args":{"trace_id":"${'A'.repeat(32)}"}}}\n{"trace_id":"${traceOf(7)}"}\n{"trace_id":"short"}\n`))], [traceOf(7)], 'distinct lower-case 32-hex ids only');
+  // Members only, wherever they are: not a longer name ending in trace_id, nor one starting with it.
+  assert.deepEqual([...traceIdsOf(Buffer.from(`"trace_id":"${traceOf(1)}"{"grace_id":"${traceOf(2)}","xtrace_id":"${traceOf(3)}","a":{"trace_id":"${traceOf(4)}"},"trace_ids":"${traceOf(5)}"}\n`))], [traceOf(1), traceOf(4)]);
   const dir = tempDir();
   let log = openAuditLog({ dataDir: dir, batchSize: 10 });
   // One trace per 5 requests (10 events); the first 20 events are written as by a version without the trace index.

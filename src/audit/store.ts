@@ -250,7 +250,21 @@ export interface KeyCondition {
  */
 export const TRACE_INDEX_FROM = 'trace_index_from';
 
-const TRACE_MEMBER = Buffer.from('"trace_id":"');
+/**
+ * Searched for without its first two bytes ('"t', checked after): Buffer#indexOf looks for a
+ * needle's first byte first, and '"' starts ~100 other matches per event line; from 'r' the scan
+ * of a block's lines took half the time (0.6 vs 1.2-2.1 us per chat event, load ~17).
+ */
+const TRACE_NEEDLE = Buffer.from('race_id":"');
+
+/** Where the value of the next "trace_id":" member at or after byte `from` starts, or -1. */
+function nextTraceMember(lines: Buffer, from: number): number {
+  for (let at = lines.indexOf(TRACE_NEEDLE, from + 2); at >= 0; at = lines.indexOf(TRACE_NEEDLE, at + 1)) {
+    if (lines[at - 1] === 0x74 && lines[at - 2] === 0x22) return at + TRACE_NEEDLE.length;
+  }
+  return -1;
+}
+
 /** Lower-case hex digit byte -> its value (isHex32 has checked the bytes). */
 const HEX_VALUE = new Uint8Array(256);
 for (let c = 0; c < 16; c++) HEX_VALUE[c.toString(16).charCodeAt(0)] = c;
@@ -263,8 +277,7 @@ const isHex32 = (b: Buffer, at: number): boolean => {
 /** The distinct trace ids named in a block's lines (every "trace_id":"<32 hex>" member, as the query matches them). */
 export function traceIdsOf(lines: Buffer): Set<string> {
   const out = new Set<string>();
-  for (let at = lines.indexOf(TRACE_MEMBER); at >= 0; at = lines.indexOf(TRACE_MEMBER, at + TRACE_MEMBER.length)) {
-    const id = at + TRACE_MEMBER.length;
+  for (let id = nextTraceMember(lines, 0); id >= 0; id = nextTraceMember(lines, id)) {
     if (isHex32(lines, id)) out.add(lines.toString('latin1', id, id + 32));
   }
   return out;
@@ -313,8 +326,7 @@ export function indexLookupValues(kind: IndexKind, values: readonly string[]): s
 export function traceIndexValues(lines: Buffer, fromMs: number, toMs: number): Set<string> {
   const out = new Set<string>();
   let slot = -1; // the last bucket added: consecutive events mostly share it (no string made for them)
-  for (let at = lines.indexOf(TRACE_MEMBER); at >= 0; at = lines.indexOf(TRACE_MEMBER, at + TRACE_MEMBER.length)) {
-    const id = at + TRACE_MEMBER.length;
+  for (let id = nextTraceMember(lines, 0); id >= 0; id = nextTraceMember(lines, id)) {
     if (!isHex32(lines, id)) continue;
     let ms = 0;
     for (let i = id; i < id + TRACE_MS_DIGITS; i++) ms = ms * 16 + HEX_VALUE[lines[i]];
