@@ -1,8 +1,7 @@
 // The compiled tool table: for every upstream MCP server, its tools with their (resource, action)
 // mapping, integrity status and a compiled argument validator. Rebuilt when a server's tools list
 // changes or the config is reloaded; the request path only looks things up.
-import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
-import type { JsonSchemaType } from '@modelcontextprotocol/sdk/validation/types.js';
+import { schemaValidator } from './json-schema.ts';
 import type { ConfigSet, McpServerSpec } from '../config/schema.ts';
 import { createUpstream, type WatchList, type Upstream, type UpstreamOptions } from './upstream.ts';
 import { NAME_SEP } from './util.ts';
@@ -56,15 +55,13 @@ export interface Catalog {
   close(): Promise<void>;
 }
 
-const validatorFactory = new AjvJsonSchemaValidator();
-
 export function compileValidator(schema: Record<string, unknown> | undefined): (args: unknown) => string | undefined {
   if (!schema || typeof schema !== 'object') return () => undefined;
   // Drop $id: Ajv caches by $id, and two upstreams may reuse one for different schemas.
   const { $id: _ignored, ...rest } = schema;
   try {
-    const v = validatorFactory.getValidator(rest as JsonSchemaType);
-    return (args) => { const r = v(args ?? {}); return r.valid ? undefined : r.errorMessage; };
+    const v = schemaValidator(rest);
+    return (args) => v(args ?? {});
   } catch (e) {
     const msg = `the tool's inputSchema cannot be compiled (${errMsg(e)})`;
     return () => msg;

@@ -5,10 +5,11 @@
 // capabilities) and the mirrored headers (MCP-Protocol-Version, Mcp-Method, Mcp-Name, Mcp-Param-*),
 // so a validating server or proxy in front of it accepts it.
 import type { RequestOptions } from '@modelcontextprotocol/sdk/shared/protocol.js';
-import {
-  ErrorCode, McpError, type CallToolResult, type CompleteRequest, type CompleteResult, type GetPromptResult, type LoggingLevel, type LoggingMessageNotification, type ListPromptsResult, type ListResourcesResult, type ListResourceTemplatesResult,
-  type ListToolsResult, type ReadResourceResult, type ServerCapabilities,
+import type {
+  CallToolResult, CompleteRequest, CompleteResult, GetPromptResult, LoggingLevel, LoggingMessageNotification, ListPromptsResult, ListResourcesResult, ListResourceTemplatesResult,
+  ListToolsResult, ReadResourceResult, ServerCapabilities,
 } from '@modelcontextprotocol/sdk/types.js';
+import { MCP_CODE, McpError } from './mcp-error.ts';
 import { CLIENT_CAPS, MODERN_VERSION, modernHeaders } from './mcp-headers.ts';
 import { TASKS_EXT } from './mcp-mrtr.ts';
 import { isObj } from '../lib/json.ts';
@@ -49,6 +50,19 @@ export interface UpstreamClient {
   /** Tasks extension (tasks/get, tasks/update, tasks/cancel): 2026-07-28 upstreams only. */
   task?(method: string, params: Record<string, unknown>, o?: RequestOptions): Promise<Record<string, unknown>>;
   close(): Promise<void>;
+}
+
+/**
+ * A client with a connection to keep (2025-11-25 and earlier: initialize, then a session): aam's
+ * stdio client or the SDK's for HTTP. start() connects and initializes; onclose: the connection
+ * ended (the process exited, the HTTP session was lost); notifications are handled by method.
+ */
+export interface SessionClient extends UpstreamClient {
+  start(timeoutMs: number): Promise<void>;
+  onNotification(method: string, handler: (params: Record<string, unknown>) => void | Promise<void>): void;
+  onclose?: () => void;
+  /** The process of a stdio server (null once it exited); undefined for HTTP. */
+  readonly pid: number | null | undefined;
 }
 
 type Fetch = (url: string | URL, init?: RequestInit) => Promise<Response>;
@@ -111,7 +125,7 @@ export function createModernClient(url: URL, fetchFn: Fetch, capabilities: Serve
       msg = await responseFor(res, id, o);
     } catch (e) {
       // The same error the SDK client gives, so both generations report a slow upstream alike.
-      if (timeout.aborted && !o?.signal?.aborted) throw new McpError(ErrorCode.RequestTimeout, 'Request timed out');
+      if (timeout.aborted && !o?.signal?.aborted) throw new McpError(MCP_CODE.requestTimeout, 'Request timed out');
       throw e;
     }
     if (isObj(msg.error)) throw new McpError(Number(msg.error.code), String(msg.error.message), msg.error.data);

@@ -4,19 +4,15 @@
 // Credentials: HTTP transports get the injected headers per request for the identity of the call in
 // flight (AsyncLocalStorage), so one agent's on-behalf-of token is never used for another's call.
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { createInterface } from 'node:readline';
-import type { Readable } from 'node:stream';
-import { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { StdioClientTransport, getDefaultEnvironment } from '@modelcontextprotocol/sdk/client/stdio.js';
-import type { Transport } from '@modelcontextprotocol/sdk/shared/transport.js';
-import {
-  ErrorCode, LoggingMessageNotificationSchema, McpError, PromptListChangedNotificationSchema, ResourceListChangedNotificationSchema, ResourceUpdatedNotificationSchema, ToolListChangedNotificationSchema,
-  type CallToolResult, type CompleteRequest, type CompleteResult, type GetPromptResult, type LoggingLevel, type LoggingMessageNotification, type ServerCapabilities, type ListPromptsResult, type ListResourcesResult, type ListResourceTemplatesResult, type Progress, type ReadResourceResult,
+import type {
+  CallToolResult, CompleteRequest, CompleteResult, GetPromptResult, LoggingLevel, LoggingMessageNotification, ServerCapabilities, ListPromptsResult, ListResourcesResult, ListResourceTemplatesResult, Progress, ReadResourceResult,
 } from '@modelcontextprotocol/sdk/types.js';
 import type { McpServerSpec } from '../config/schema.ts';
 import type { Identity } from '../identity/types.ts';
 import { GATEWAY_IDENTITY, ToolError, RPC, type ToolDeps, type UpstreamTool } from './types.ts';
-import { createModernClient, discoverModern, logSeverity, type LogParams, type RequestLog, type UpstreamClient, type UpstreamListen } from './mcp-modern-client.ts';
+import { createModernClient, discoverModern, logSeverity, type LogParams, type RequestLog, type SessionClient, type UpstreamClient, type UpstreamListen } from './mcp-modern-client.ts';
+import { createStdioClient, defaultEnvironment } from './mcp-stdio-client.ts';
+import { isMcpError, MCP_CODE } from './mcp-error.ts';
 import { CLIENT_CAPS, MODERN_VERSION } from './mcp-headers.ts';
 import { errMsg } from '../lib/error-message.ts';
 
@@ -219,7 +215,6 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
 
   let state: UpstreamState = 'connecting';
   let client: UpstreamClient | undefined;
-  let transport: Transport | undefined;
   let connecting: Promise<UpstreamClient> | undefined;
   let toolCache: UpstreamTool[] | undefined;
   /** Hints of the shared listing (aam's own identity), and a re-listing in flight once they lapse. */
@@ -237,8 +232,8 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
   let lastError: string | undefined;
   let restartTimer: NodeJS.Timeout | undefined;
   let nextRestartAt = 0;
-  /** The transport of a connection still starting (close() must stop it too). */
-  let starting: Transport | undefined;
+  /** The client of a connection still starting (close() must stop it too). */
+  let starting: SessionClient | undefined;
   // A function, not an inline comparison: close() may change `state` across the awaits of connect().
   const isClosed = () => state === 'closed';
   const closedError = () => new ToolError('upstream_closed', `MCP server "${name}" was removed from the config or the gateway is closing`, { code: RPC.upstream, status: 502 });
@@ -255,31 +250,22 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     return fetch(target, { ...init, headers });
   };
 
-  async function makeTransport(): Promise<Transport> {
+  /** A client to connect: aam's own for stdio, the SDK's (imported only then) for an HTTP server of 2025-11-25 or earlier. */
+  async function makeClient(): Promise<SessionClient> {
     if (spec.transport === 'stdio') {
       if (!spec.command) throw new ToolError('config', `McpServer "${name}": transport stdio needs spec.command`);
       const credEnv = spec.credential ? (await deps.credentialHeaders(spec.credential, GATEWAY_IDENTITY)).env ?? {} : {};
-      const t = new StdioClientTransport({
-        command: spec.command, args: spec.args ?? [], stderr: 'pipe',
-        // Only the SDK's safe default env (PATH, HOME, ...) plus what config names: aam's own secrets stay out.
-        env: { ...getDefaultEnvironment(), ...(spec.env ?? {}), ...credEnv },
+      return createStdioClient({
+        command: spec.command, args: spec.args ?? [],
+        // Only a safe default env (PATH, HOME, ...) plus what config names: aam's own secrets stay out.
+        env: { ...defaultEnvironment(), ...(spec.env ?? {}), ...credEnv },
+        onStderr: (line) => deps.log.warn({ mcp_server: name, stderr: line.slice(0, MAX_STDERR_LINE) }, 'mcp server stderr'),
       });
-      const stderr = t.stderr as Readable | null;
-      if (stderr) {
-        createInterface({ input: stderr }).on('line', (line) => deps.log.warn({ mcp_server: name, stderr: line.slice(0, MAX_STDERR_LINE) }, 'mcp server stderr'));
-      }
-      return t;
     }
     if (!spec.url) throw new ToolError('config', `McpServer "${name}": transport ${spec.transport} needs spec.url`);
-    const url = new URL(spec.url);
-    // Imported here, not at the top: the HTTP transports bring the SDK's OAuth client, pkce-challenge
-    // and eventsource (+1.9 MB RSS, +1.1 MB heap in a bare process) that stdio-only configs never use.
-    if (spec.transport === 'sse') {
-      const { SSEClientTransport } = await import('@modelcontextprotocol/sdk/client/sse.js');
-      return new SSEClientTransport(url, { fetch: credentialFetch, eventSourceInit: { fetch: credentialFetch } });
-    }
-    const { StreamableHTTPClientTransport } = await import('@modelcontextprotocol/sdk/client/streamableHttp.js');
-    return new StreamableHTTPClientTransport(url, { fetch: credentialFetch });
+    // Imported here, not at the top: the SDK's client, its HTTP transports and zod schemas are for such servers only.
+    const { createSdkSessionClient } = await import('./mcp-sdk-client.ts');
+    return createSdkSessionClient(spec.transport === 'sse' ? 'sse' : 'streamable-http', new URL(spec.url), credentialFetch);
   }
 
   /** A 2026-07-28 upstream is stateless: no connection to keep open, supervise or renew. */
@@ -320,6 +306,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
 
   async function connect(): Promise<UpstreamClient> {
     state = 'connecting';
+    startedAt = Date.now();
     const again = tries++ > 0;
     // Dual-era client (spec 2026-07-28, versioning): an HTTP upstream whose server/discover names
     // 2026-07-28 is spoken to statelessly; any other answer means initialize and a session.
@@ -328,37 +315,34 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       const caps = await discoverModern(url, credentialFetch, timeoutMs);
       if (caps) return adopt(createModernClient(url, credentialFetch, caps, timeoutMs));
     }
-    const c = new Client({ name: 'aam-gateway', version: '0.1.0' }, { capabilities: {} });
-    const t = await makeTransport();
+    const c = await makeClient();
     if (isClosed()) throw closedError();
-    c.setNotificationHandler(ToolListChangedNotificationSchema, async () => {
+    c.onNotification('notifications/tools/list_changed', async () => {
       announced('tools');
       try { await refreshTools(c); } catch (e) { deps.log.warn({ mcp_server: name, err: errMsg(e) }, 'tools/list refresh failed'); }
     });
-    c.setNotificationHandler(ResourceUpdatedNotificationSchema, async (n) => { for (const l of updateListeners) l(n.params.uri); });
-    c.setNotificationHandler(PromptListChangedNotificationSchema, async () => { announced('prompts'); for (const l of listListeners) l('prompts'); });
-    c.setNotificationHandler(ResourceListChangedNotificationSchema, async () => { announced('resources'); for (const l of listListeners) l('resources'); });
-    c.setNotificationHandler(LoggingMessageNotificationSchema, async (n) => {
+    c.onNotification('notifications/resources/updated', async (p) => { if (typeof p.uri === 'string') for (const l of updateListeners) l(p.uri); });
+    c.onNotification('notifications/prompts/list_changed', async () => { announced('prompts'); for (const l of listListeners) l('prompts'); });
+    c.onNotification('notifications/resources/list_changed', async () => { announced('resources'); for (const l of listListeners) l('resources'); });
+    c.onNotification('notifications/message', async (p) => {
       const sink = logSink.getStore();
-      if (sink && !sink.done && logSeverity(n.params.level) >= logSeverity(sink.level)) sink.onlog(n.params);
+      if (sink && !sink.done && logSeverity(p.level) >= 0 && logSeverity(p.level) >= logSeverity(sink.level)) sink.onlog(p as LogParams);
     });
     upstreamLevel = undefined;
-    t.onclose = () => onTransportClosed(c);
-    starting = t;
+    c.onclose = () => onTransportClosed(c);
+    starting = c;
     try {
-      await c.connect(t, { timeout: startTimeoutMs });
+      await c.start(startTimeoutMs);
       // close() ran while the process was starting: it must not outlive the gateway.
       if (isClosed()) throw closedError();
       client = c;
-      transport = t;
       await refreshTools(c);
       // A restarted server forgot its subscriptions: renew them.
       for (const uri of subscribed.keys()) await c.subscribeResource({ uri }, { timeout: timeoutMs }).catch((e: unknown) => deps.log.warn({ mcp_server: name, uri, err: errMsg(e) }, 'resources/subscribe renewal failed'));
     } catch (e) {
       // Do not leave a half-started process behind (e.g. one that never answered initialize).
       client = undefined;
-      transport = undefined;
-      await t.close().catch(() => {});
+      await c.close().catch(() => {});
       throw e;
     } finally {
       starting = undefined;
@@ -379,10 +363,9 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
     return c;
   }
 
-  function onTransportClosed(c: Client): void {
+  function onTransportClosed(c: SessionClient): void {
     if (state === 'closed' || c !== client) return;
     client = undefined;
-    transport = undefined;
     state = 'down';
     lastError = lastError ?? 'connection closed';
     deps.log.warn({ mcp_server: name }, 'mcp server connection closed; restarting');
@@ -714,7 +697,7 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       return c.task(method, withTrace(params, o), reqOpts(o));
     }, o?.signal),
     status() {
-      const pid = transport instanceof StdioClientTransport ? transport.pid : undefined;
+      const pid = client && 'pid' in client ? (client as SessionClient).pid : undefined;
       return { state, restarts, lastError, pid };
     },
     async close() {
@@ -724,24 +707,23 @@ export function createUpstream(name: string, spec: McpServerSpec, deps: ToolDeps
       watches.clear();
       const c = client;
       client = undefined;
-      transport = undefined;
       await c?.close().catch(() => {});
       await starting?.close().catch(() => {});
     },
   };
 }
 
-/** Turn SDK errors into messages that say which server, what happened and what to do. */
+/** Turn client errors (aam's clients' and the SDK's) into messages that say which server, what happened and what to do. */
 export function upstreamError(server: string, what: string, timeoutMs: number, e: unknown): Error {
   if (e instanceof ToolError) return e;
-  if (e instanceof McpError) {
+  if (isMcpError(e)) {
     // -32001/-32000 are also codes an upstream may send itself: only the SDK's own errors (which
     // carry their own messages) mean a timeout or a closed connection.
     const sdk = /^MCP error -?\d+: (Request timed out|Maximum total timeout exceeded|Connection closed)\b/.test(e.message);
-    if (sdk && e.code === ErrorCode.RequestTimeout) {
+    if (sdk && e.code === MCP_CODE.requestTimeout) {
       return new ToolError('upstream_timeout', `MCP server "${server}" did not answer ${what} within ${timeoutMs} ms (raise spec.timeout_ms if it is slow)`, { code: RPC.upstream, status: 504 });
     }
-    if (sdk && e.code === ErrorCode.ConnectionClosed) {
+    if (sdk && e.code === MCP_CODE.connectionClosed) {
       return new ToolError('upstream_unavailable', `MCP server "${server}" closed the connection during ${what} (process exited?); aam restarts it, retry shortly`, { code: RPC.upstream, status: 502 });
     }
     // An upstream's own JSON-RPC error: keep its code, except the one aam reserves for denials.
