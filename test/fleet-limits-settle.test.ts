@@ -20,11 +20,17 @@ let scripts = 0;
 before(async () => {
   store = await fleetStore();
   fleet = await openFleet({ databaseUrl: store.databaseUrl, redisUrl: store.redisUrl }, { follow: false, migrate: true });
-  // Every command of the limiter's connection goes through send (src/store/resp.ts): count the scripts.
+  // Every command of the limiter's connection goes through send or evalsha (src/store/resp.ts,
+  // whose NOSCRIPT retry sends EVAL through send): count the scripts.
   const send = fleet.admission.send.bind(fleet.admission);
   fleet.admission.send = (name, args) => {
     if (name === 'EVALSHA' || name === 'EVAL') scripts++;
     return send(name, args);
+  };
+  const evalsha = fleet.admission.evalsha.bind(fleet.admission);
+  fleet.admission.evalsha = (lua, args) => {
+    scripts++;
+    return evalsha(lua, args);
   };
 });
 

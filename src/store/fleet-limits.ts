@@ -221,6 +221,8 @@ export interface FleetLimiterOptions {
 type Reply = [admission: unknown[], totals: string[], cached: string | null];
 
 const NONE: string[] = [];
+/** No settlements on a call (never changed). */
+const NO_BATCH: Settlement[] = [];
 /** The admission part of a script call that only settles. */
 const SETTLE_ONLY = { keys: NONE, args: [0, 0, 0, 0, '', 0, 0] };
 
@@ -298,7 +300,11 @@ export class FleetLimiter implements Limiter {
     // Keys: rate hashes, then the budgets' (the plan's array itself when there is nothing else).
     let keys = plan.keys;
     let tpmKeys = NONE;
-    const args: Array<string | number> = [nr, tokens];
+    // Made at its final size (no growth copies).
+    const args = new Array<string | number>(2 + 2 * nr + 5 + plan.args.length);
+    let at = 0;
+    args[at++] = nr;
+    args[at++] = tokens;
     if (nr > 0 || req.cacheKey !== undefined) {
       keys = [];
       for (let i = 0; i < nr; i++) {
@@ -306,21 +312,45 @@ export class FleetLimiter implements Limiter {
         const key = this.#rateKey(r.key);
         keys.push(key);
         if (r.limits.tpm) { if (tpmKeys === NONE) tpmKeys = []; tpmKeys.push(key); }
-        args.push(r.limits.rpm ?? 0, r.limits.tpm ?? 0);
+        args[at++] = r.limits.rpm ?? 0;
+        args[at++] = r.limits.tpm ?? 0;
       }
       for (const k of plan.keys) keys.push(k);
       if (req.cacheKey !== undefined) keys.push(exactCacheKey(p, req.cacheKey));
     }
-    args.push(req.budgets.length, amount, member, this.#ttl, req.cacheKey !== undefined ? 1 : 0);
-    for (const a of plan.args) args.push(a);
+    args[at++] = req.budgets.length;
+    args[at++] = amount;
+    args[at++] = member;
+    args[at++] = this.#ttl;
+    args[at++] = req.cacheKey !== undefined ? 1 : 0;
+    for (let i = 0; i < plan.args.length; i++) args[at++] = plan.args[i];
     const budgetKeys = plan.keys;
     const own = { keys, args };
-    let [reply, , value] = await this.#call(own, d, m);
+    // One script: the queued settlements, then this admission. Their bookkeeping is done here, in
+    // admit's own frame, not in an async step of its own per call.
+    this.admitCalls++;
+    const batch = this.#take();
+    let r: Reply;
+    try {
+      r = await this.#script(batch, own, d, m);
+    } catch (e) {
+      this.#notCarried(batch, e);
+      throw new StoreUnavailable('redis', (e as Error).message);
+    }
+    if (batch.length > 0) this.#crossed(batch, r[1], d, m);
+    let reply = r[0];
     if (reply[0] === 'seed') {
       await this.#seed(req, reply.slice(1).map(Number), d, m);
-      [reply, , value] = await this.#call(own, d, m, false);
+      this.admitCalls++;
+      try {
+        r = await this.#script(NO_BATCH, own, d, m);
+      } catch (e) {
+        throw new StoreUnavailable('redis', (e as Error).message);
+      }
+      reply = r[0];
       if (reply[0] === 'seed') throw new StoreUnavailable('redis', 'budget totals could not be loaded into Redis');
     }
+    const value = r[2];
     if (reply[0] === 'ok') {
       const cached = req.cacheKey === undefined ? undefined : value === null ? null : parseCacheValue(value);
       // A hit reserved nothing: settling it charges nothing unless a real cost is given.
@@ -384,11 +414,6 @@ export class FleetLimiter implements Limiter {
     return this.#win;
   }
 
-  /** One script: the queued settlements (unless `carry` is false), then this admission. */
-  #call(own: { keys: string[]; args: Array<string | number> }, d: number, m: number, carry = true): Promise<Reply> {
-    this.admitCalls++;
-    return this.#script(carry ? this.#take() : [], own, d, m, (e) => new StoreUnavailable('redis', (e as Error).message));
-  }
 
   /** Up to MAX_SETTLEMENTS queued settlements, while Redis is connected (else they wait: a command now would fail unsent). */
   #take(): Settlement[] {
@@ -398,37 +423,49 @@ export class FleetLimiter implements Limiter {
     return batch;
   }
 
-  /**
-   * Run the script; the settlements it carried are then in Redis (their alerts checked), or, if
-   * it failed, queued again to ride on a later call (see #again).
-   */
-  async #script(batch: Settlement[], own: { keys: string[]; args: Array<string | number> }, d: number, m: number, fail: (e: unknown) => Error): Promise<Reply> {
+  /** A call carrying `batch` failed: its settlements ride on a later call (see #again). */
+  #notCarried(batch: Settlement[], e: unknown): void {
+    if (batch.length === 0) return;
+    this.#onError('settle', e);
+    this.#again(batch);
+  }
+
+  /** The script's call: [script, numKeys, ...keys, ...argv] built in one array of its final size (the runner sends this array itself). */
+  #script(batch: Settlement[], own: { keys: string[]; args: Array<string | number> }, d: number, m: number): Promise<Reply> {
     const w = this.#window(d, m);
-    // [script, numKeys, ...keys, ...argv], built in place (the runner sends this array itself).
-    const out: Array<string | number> = [SCRIPT, 0];
+    let nk = own.keys.length;
     for (let i = 0; i < batch.length; i++) {
       const { ft, tokens } = batch[i];
-      if (tokens >= 0) for (const k of ft.tpmKeys) out.push(k);
-      for (const k of ft.budgetKeys) out.push(k);
+      nk += (tokens >= 0 ? ft.tpmKeys.length : 0) + ft.budgetKeys.length;
     }
-    for (const k of own.keys) out.push(k);
-    out[1] = out.length - 2;
-    out.push(w.dayField, w.monthField, batch.length, BUDGET_KEY_TTL_MS);
+    const out = new Array<string | number>(2 + nk + 4 + 8 * batch.length + own.args.length);
+    out[0] = SCRIPT;
+    out[1] = nk;
+    let at = 2;
+    for (let i = 0; i < batch.length; i++) {
+      const { ft, tokens } = batch[i];
+      if (tokens >= 0) for (let j = 0; j < ft.tpmKeys.length; j++) out[at++] = ft.tpmKeys[j];
+      for (let j = 0; j < ft.budgetKeys.length; j++) out[at++] = ft.budgetKeys[j];
+    }
+    for (let j = 0; j < own.keys.length; j++) out[at++] = own.keys[j];
+    out[at++] = w.dayField;
+    out[at++] = w.monthField;
+    out[at++] = batch.length;
+    out[at++] = BUDGET_KEY_TTL_MS;
     for (let i = 0; i < batch.length; i++) {
       const s = batch[i];
       const { ft, tokens } = s;
-      out.push(tokens >= 0 ? ft.tpmKeys.length : 0, ft.budgets.length, tokens, ft.tokens, ft.member, ft.amount, s.charge, s.retry ? 1 : 0);
+      out[at++] = tokens >= 0 ? ft.tpmKeys.length : 0;
+      out[at++] = ft.budgets.length;
+      out[at++] = tokens;
+      out[at++] = ft.tokens;
+      out[at++] = ft.member;
+      out[at++] = ft.amount;
+      out[at++] = s.charge;
+      out[at++] = s.retry ? 1 : 0;
     }
-    for (const a of own.args) out.push(a);
-    let reply: Reply;
-    try {
-      reply = await this.#run(out);
-    } catch (e) {
-      if (batch.length > 0) { this.#onError('settle', e); this.#again(batch); }
-      throw fail(e);
-    }
-    if (batch.length > 0) this.#crossed(batch, reply[1], d, m);
-    return reply;
+    for (let j = 0; j < own.args.length; j++) out[at++] = own.args[j];
+    return this.#run(out);
   }
 
   /** Send queued settlements alone: no admission came to carry them. */
@@ -440,7 +477,14 @@ export class FleetLimiter implements Limiter {
           const { d, m } = this.#windowAt(Date.now());
           this.settleCalls++;
           // A failed call queued its settlements again: wait a delay before the next try.
-          if (await this.#script(this.#take(), SETTLE_ONLY, d, m, (e) => e as Error).then(() => false, () => true)) break;
+          const batch = this.#take();
+          if (batch.length === 0) break;
+          try {
+            this.#crossed(batch, (await this.#script(batch, SETTLE_ONLY, d, m))[1], d, m);
+          } catch (e) {
+            this.#notCarried(batch, e);
+            break;
+          }
         }
       } finally {
         this.#sending = null;
@@ -593,8 +637,9 @@ export class FleetLimiter implements Limiter {
   #crossed(batch: Settlement[], totals: string[], d: number, m: number): void {
     let at = 0;
     for (const { ft, charge } of batch) {
-      ft.budgets.forEach((b, j) => {
-        if (charge <= 0 || !b.limits.alert_at?.length) return;
+      for (let j = 0; j < ft.budgets.length; j++) {
+        const b = ft.budgets[j];
+        if (charge <= 0 || !b.limits.alert_at?.length) continue;
         for (const [period, total, limit, start] of [['daily', totals[at + 2 * j], b.limits.daily_usd, d], ['monthly', totals[at + 2 * j + 1], b.limits.monthly_usd, m]] as const) {
           if (!limit || total === '' || total === undefined) continue;
           const after = Number(total);
@@ -603,7 +648,7 @@ export class FleetLimiter implements Limiter {
             if (after - charge < line && after >= line) this.#alertOnce(b.key, period, t, after, limit, start);
           }
         }
-      });
+      }
       at += 2 * ft.budgets.length;
     }
   }

@@ -5,27 +5,22 @@
 import { createHash } from 'node:crypto';
 import type { RespConnection } from './resp.ts';
 
+/** The first element of a script runner's arguments: the runner puts the script (its SHA) there. */
+export const SCRIPT = '';
+
 /**
  * A Lua script for the hot path: EVALSHA. `args` is [SCRIPT, numKeys, ...keys, ...argv]: the
  * caller leaves its first element for the runner, which puts the script's SHA there (the command
  * is encoded from that array, not a copy of it; the caller must not reuse it). A Redis that does
  * not know the script (restarted, flushed) gets it once by EVAL.
  */
-/** The first element of a script runner's arguments: the runner puts the script (its SHA) there. */
-export const SCRIPT = '';
-
 export function scriptRunner<T>(conn: RespConnection, lua: string): (args: Array<string | number>) => Promise<T> {
   const sha = createHash('sha1').update(lua).digest('hex');
-  // A Redis that lost the script (restarted, flushed) gets it once by EVAL.
-  const again = (e: unknown, args: Array<string | number>): Promise<T> => {
-    if (!(e instanceof Error) || !e.message.startsWith('NOSCRIPT')) throw e;
-    args[0] = lua;
-    return conn.send('EVAL', args) as Promise<T>;
-  };
-  // Not async: one promise per call (the command's), not a wrapper around it. Calls made in one
-  // turn of the event loop leave in one write (RespConnection writes at the turn's check phase).
+  // Not async, no catch: one promise per call, the command's (NOSCRIPT is retried inside it).
+  // Calls made in one turn of the event loop leave in one write (RespConnection writes at the
+  // turn's check phase).
   return (args) => {
     args[0] = sha;
-    return (conn.send('EVALSHA', args) as Promise<T>).catch((e: unknown) => again(e, args));
+    return conn.evalsha(lua, args) as Promise<T>;
   };
 }

@@ -202,6 +202,29 @@ const OUT_BYTES = 16 * 1024;
 
 const NOOP: Pending = { resolve() {}, reject() {} };
 
+/** An EVALSHA in flight (one object per call, not a closure and a catch promise): NOSCRIPT sends the script once by EVAL. */
+class ScriptPending implements Pending {
+  readonly conn: RespConnection;
+  readonly lua: string;
+  readonly args: Array<string | number>;
+  readonly resolve: (v: unknown) => void;
+  readonly done: (e: Error) => void;
+
+  constructor(conn: RespConnection, lua: string, args: Array<string | number>, resolve: (v: unknown) => void, done: (e: Error) => void) {
+    this.conn = conn;
+    this.lua = lua;
+    this.args = args;
+    this.resolve = resolve;
+    this.done = done;
+  }
+
+  reject(e: Error): void {
+    if (!e.message.startsWith('NOSCRIPT')) { this.done(e); return; }
+    this.args[0] = this.lua;
+    this.conn.send('EVAL', this.args).then(this.resolve, this.done);
+  }
+}
+
 /**
  * status as ioredis names it: 'wait' (not connected yet), 'connecting', 'ready', 'reconnecting',
  * 'end' (disconnect() called). Events: 'ready', 'close', 'end', 'error'.
@@ -258,6 +281,25 @@ export class RespConnection extends EventEmitter {
       this.#queue.push({ resolve, reject });
       this.#write(name, args);
     });
+  }
+
+  /**
+   * EVALSHA: `args` is [sha, numKeys, ...keys, ...argv]. A Redis that does not know the script
+   * (restarted, flushed) gets it once by EVAL (args[0] becomes `lua`), within the same promise: the
+   * caller must not reuse `args` until it settles.
+   */
+  evalsha(lua: string, args: Array<string | number>): Promise<unknown> {
+    if (this.status !== 'ready') return this.#notReady('EVALSHA', args).catch((e: unknown) => this.#noscript(e, lua, args));
+    return new Promise((resolve, reject) => {
+      this.#queue.push(new ScriptPending(this, lua, args, resolve, reject));
+      this.#write('EVALSHA', args);
+    });
+  }
+
+  #noscript(e: unknown, lua: string, args: Array<string | number>): Promise<unknown> {
+    if (!(e instanceof Error) || !e.message.startsWith('NOSCRIPT')) throw e;
+    args[0] = lua;
+    return this.send('EVAL', args);
   }
 
   #notReady(name: string, args: ReadonlyArray<string | number>): Promise<unknown> {
