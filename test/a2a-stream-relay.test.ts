@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { connect, createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { idsIn, type SeenIds } from '../src/a2a/tasks.ts';
 
 const SECRET = 'relay-cred-5b9e2d71c04a8f36ee';
 let gw: TestGateway;
@@ -144,4 +145,25 @@ test('a2a stream relay: an artifact carrying the credential, split across the ca
   assert.ok(!text.includes(SECRET.slice(10)), text);
   assert.match(text, /REDACTED/);
   assert.match(text, /done/);
+});
+
+test('idsIn: a stream\'s ids are each returned once (then marked seen); nothing new is one shared empty answer, no arrays made', () => {
+  const seen: SeenIds = { tasks: new Set(), contexts: new Set() };
+  const task = { task: { id: 't1', contextId: 'c1', status: { state: 'TASK_STATE_WORKING' } } };
+  assert.deepEqual(idsIn(task, seen), { tasks: ['t1'], contexts: ['c1'] });
+  const artifact = { artifactUpdate: { taskId: 't1', contextId: 'c1', artifact: { artifactId: 'a1', parts: [] } } };
+  const none = idsIn(artifact, seen);
+  assert.deepEqual(none, { tasks: [], contexts: [] });
+  // A new id in a later event (another task of the same context) is returned alone.
+  assert.deepEqual(idsIn({ statusUpdate: { taskId: 't2', contextId: 'c1', status: {} } }, seen), { tasks: ['t2'], contexts: [] });
+  assert.deepEqual([...seen.tasks], ['t1', 't2']);
+  // One id named twice in one event is returned once.
+  const fresh: SeenIds = { tasks: new Set(), contexts: new Set() };
+  assert.deepEqual(idsIn({ id: 't3', status: {}, contextId: 'c3', task: { id: 't3', status: {}, contextId: 'c3' } }, fresh), { tasks: ['t3'], contexts: ['c3'] });
+  // Without `seen` (an answer, a push notification) every id is returned; a plain message has none.
+  assert.deepEqual(idsIn(task), { tasks: ['t1'], contexts: ['c1'] });
+  const message = idsIn({ message: { messageId: 'm1', role: 'ROLE_AGENT', parts: [] } });
+  assert.equal(message, none, 'the same shared object: nothing was allocated');
+  assert.equal(idsIn(artifact, seen), none);
+  assert.ok(Object.isFrozen(none) && Object.isFrozen(none.tasks) && Object.isFrozen(none.contexts));
 });

@@ -20,10 +20,10 @@ import { decide } from '../policy/decide.ts';
 import { agentVisible, decidingAgentRule, maxDelegationDepth } from '../policy/agents.ts';
 import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
-import { idsIn } from './tasks.ts';
+import { idsIn, type SeenIds } from './tasks.ts';
 import { passesRaw } from './raw.ts';
 import { ArtifactText, PushArtifactText, mayJoin } from './chunks.ts';
-import { StoreUnavailable, type TaskIds } from '../store/types.ts';
+import { StoreUnavailable } from '../store/types.ts';
 import { restFromAam, restFromRpc, restOp } from './rest.ts';
 import { PushRoutes, type PushRoute, pinnedDispatcher, pushConfigIn, pushDestination, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
 import { SseParser, sseFrame, SSE_KEEPALIVE, type SseRecord } from '../providers/sse.ts';
@@ -371,23 +371,11 @@ export function createA2aGateway(): A2aGateway {
    * replica. `seen`: ids this stream already bound (its events repeat the task and context ids),
    * bound once per stream rather than once per event.
    */
-  function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: string, seen?: { tasks: Set<string>; contexts: Set<string> }): void | Promise<void> {
-    let ids = idsIn(result);
-    if (seen) ids = unseen(ids, seen);
+  function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: string, seen?: SeenIds): void | Promise<void> {
+    const ids = idsIn(result, seen);
     // Nothing new to bind (a plain message; a stream's later events): no promise, no await.
     if (ids.tasks.length === 0 && ids.contexts.length === 0) return;
     return storeCall(() => ctx.rt.a2aTasks.bind(callee, ids, caller, skill));
-  }
-
-  /**
-   * The ids a stream has not bound yet (now marked as seen): `ids` itself when all are new, the
-   * shared NONE when none is (a stream's later events: no arrays made per event).
-   */
-  function unseen(ids: TaskIds, seen: { tasks: Set<string>; contexts: Set<string> }): TaskIds {
-    const tasks = fresh(ids.tasks, seen.tasks);
-    const contexts = fresh(ids.contexts, seen.contexts);
-    if (tasks.length === 0 && contexts.length === 0) return NONE;
-    return tasks === ids.tasks && contexts === ids.contexts ? ids : { tasks, contexts };
   }
 
   /**
@@ -455,7 +443,7 @@ export function createA2aGateway(): A2aGateway {
       release();
       out += binding.failFrame(id, code, message, data);
     };
-    const bound = { tasks: new Set<string>(), contexts: new Set<string>() };
+    const bound: SeenIds = { tasks: new Set<string>(), contexts: new Set<string>() };
     const where = `a2a ${name} stream`;
     /** An event aam could not pass on: the stream ends with the error. */
     const refused = (ev: Record<string, unknown>, e: unknown): false => {
@@ -581,22 +569,6 @@ function refuseChain(ctx: Ctx, access: Access, name: string, skill: string, meth
   access.record({ type: 'a2a_call', request_id: ctx.requestId, identity: identityEvidence(access.identity),
     a2a: { agent: name, skill, method, ...(from ? { delegation: delegationEvidence(from) } : {}) }, outcome: { status: 403, error_class: 'client', error: message } } as never);
   throw new AamError(403, code, message);
-}
-
-/** No ids (never written to: bind() returns before the store sees it). */
-const NONE: TaskIds = Object.freeze({ tasks: Object.freeze([]) as unknown as string[], contexts: Object.freeze([]) as unknown as string[] });
-const EMPTY: string[] = Object.freeze([]) as unknown as string[];
-
-/** The ids of `list` not in `seen`, each added to it: `list` itself when all are new, EMPTY when none is. */
-function fresh(list: string[], seen: Set<string>): string[] {
-  let out: string[] | undefined;
-  for (let i = 0; i < list.length; i++) {
-    const id = list[i];
-    if (seen.has(id)) { out ??= list.slice(0, i); continue; }
-    seen.add(id);
-    out?.push(id);
-  }
-  return out === undefined ? list : out.length ? out : EMPTY;
 }
 
 /**

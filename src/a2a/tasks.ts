@@ -8,25 +8,43 @@ import type { TaskIds } from '../store/types.ts';
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v ? v : undefined);
 
-/** Task and context ids in a SendMessage/GetTask result or a stream event (v1 shapes). */
-export function idsIn(result: unknown): TaskIds {
-  const out: TaskIds = { tasks: [], contexts: [] };
-  if (!result || typeof result !== 'object') return out;
+/** Ids a stream has bound already (its events repeat the task and context ids). */
+export interface SeenIds { tasks: Set<string>; contexts: Set<string> }
+
+/** No ids (shared, never written to: nothing is bound for it). */
+const NONE: TaskIds = Object.freeze({ tasks: Object.freeze([]) as unknown as string[], contexts: Object.freeze([]) as unknown as string[] });
+
+/**
+ * Task and context ids in a SendMessage/GetTask result or a stream event (v1 shapes). `seen`:
+ * the ids this stream bound already, left out (and the new ones added to it). The shared NONE,
+ * with no object or array made, when there is nothing (new) to bind: a plain message, a stream's
+ * later events.
+ */
+export function idsIn(result: unknown, seen?: SeenIds): TaskIds {
+  if (!result || typeof result !== 'object') return NONE;
   const r = result as Record<string, unknown>;
   // The result itself and the objects it may wrap (no array of them: a stream calls this per event).
-  idsOf(r, out);
-  idsOf(r.task, out);
-  idsOf(r.message, out);
-  idsOf(r.statusUpdate, out);
-  idsOf(r.artifactUpdate, out);
-  return out;
+  let out = idsOf(r, NONE, seen);
+  out = idsOf(r.task, out, seen);
+  out = idsOf(r.message, out, seen);
+  out = idsOf(r.statusUpdate, out, seen);
+  return idsOf(r.artifactUpdate, out, seen);
 }
 
-function idsOf(o: unknown, out: TaskIds): void {
-  if (!o || typeof o !== 'object') return;
+function idsOf(o: unknown, out: TaskIds, seen: SeenIds | undefined): TaskIds {
+  if (!o || typeof o !== 'object') return out;
   const x = o as Record<string, unknown>;
   const task = str(x.taskId) ?? (x.status !== undefined ? str(x.id) : undefined);
-  if (task) out.tasks.push(task);
+  if (task && !seen?.tasks.has(task)) {
+    seen?.tasks.add(task);
+    if (out === NONE) out = { tasks: [], contexts: [] };
+    out.tasks.push(task);
+  }
   const ctx = str(x.contextId);
-  if (ctx) out.contexts.push(ctx);
+  if (ctx && !seen?.contexts.has(ctx)) {
+    seen?.contexts.add(ctx);
+    if (out === NONE) out = { tasks: [], contexts: [] };
+    out.contexts.push(ctx);
+  }
+  return out;
 }
