@@ -2,7 +2,8 @@
 // this file's own with a TLS port only, and a throwaway CA made here with the openssl CLI: a budgeted
 // request is admitted and the budget refuses as over plain TCP (the admission's own connection,
 // resp.ts, and ioredis's both over TLS); a server whose certificate that CA did not sign is refused
-// (503 store_unavailable, nothing reaches it); a wrong password over TLS never gets ready.
+// (503 store_unavailable, nothing reaches it); a wrong password over TLS never gets ready; a server
+// that requires client certificates (tls-auth-clients yes) takes AAM_REDIS_CERT_FILE / _KEY_FILE's.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -16,24 +17,19 @@ import { doc, yaml } from './helpers/gateway.ts';
 import { startGateway } from '../src/cli/serve.ts';
 import { connectAdmission, connectRedis } from '../src/store/redis.ts';
 import { fleetEnv } from '../src/store/fleet-lazy.ts';
+import { redisTls } from '../src/store/fleet-tls.ts';
+import { testCa, signedBy, type Signed } from './helpers/test-ca.ts';
 
 const PASSWORD = 'tls-test-password';
 const dir = tempDir('aam-redis-tls-');
 const procs: ChildProcess[] = [];
 let upstream: LocalServer;
 
-function openssl(...args: string[]): void {
-  const r = spawnSync('openssl', args, { cwd: dir, encoding: 'utf8' });
-  if (r.status !== 0) throw new Error(`openssl ${args.join(' ')}: ${r.stderr}`);
-}
-
-/** A CA (name.ca.pem) and a server certificate it signs for 127.0.0.1 (name.crt, name.key). */
-function certs(name: string): { ca: string; cert: string; key: string } {
-  openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', `/CN=${name} test CA`, '-keyout', `${name}.ca.key`, '-out', `${name}.ca.pem`);
-  openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', `${name}.key`, '-out', `${name}.csr`);
-  writeFileSync(join(dir, `${name}.ext`), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-  openssl('x509', '-req', '-in', `${name}.csr`, '-CA', `${name}.ca.pem`, '-CAkey', `${name}.ca.key`, '-CAcreateserial', '-days', '1', '-extfile', `${name}.ext`, '-out', `${name}.crt`);
-  return { ca: join(dir, `${name}.ca.pem`), cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`) };
+/** A CA (name.ca.pem), a server certificate it signs for 127.0.0.1 (name.crt, name.key) and a client certificate (name-client.crt, .key). */
+function certs(name: string): { ca: string; cert: string; key: string; client: Signed } {
+  const authority = testCa(dir, name);
+  const server = signedBy(authority, name, '127.0.0.1', 'IP:127.0.0.1,DNS:localhost');
+  return { ca: authority.ca, ...server, client: signedBy(authority, `${name}-client`, 'aam') };
 }
 
 function freePort(): Promise<number> {
@@ -46,14 +42,14 @@ function freePort(): Promise<number> {
 
 interface TlsRedis { port: number; url: string; cli(...args: string[]): string }
 
-/** redis-server with a TLS port only (no plaintext listener), a password, on loopback. */
-async function tlsRedis(c: { ca: string; cert: string; key: string }): Promise<TlsRedis> {
+/** redis-server with a TLS port only (no plaintext listener), a password, on loopback; `clients`: it also requires a client certificate its CA signed. */
+async function tlsRedis(c: ReturnType<typeof certs>, clients = false): Promise<TlsRedis> {
   const port = await freePort();
   const rdir = tempDir('aam-redis-tls-data-');
   const proc = spawn('redis-server', ['--port', '0', '--tls-port', String(port), '--bind', '127.0.0.1', '--tls-cert-file', c.cert, '--tls-key-file', c.key,
-    '--tls-ca-cert-file', c.ca, '--tls-auth-clients', 'no', '--requirepass', PASSWORD, '--save', '', '--appendonly', 'no', '--dir', rdir, '--loglevel', 'warning'], { stdio: 'ignore' });
+    '--tls-ca-cert-file', c.ca, '--tls-auth-clients', clients ? 'yes' : 'no', '--requirepass', PASSWORD, '--save', '', '--appendonly', 'no', '--dir', rdir, '--loglevel', 'warning'], { stdio: 'ignore' });
   procs.push(proc);
-  const cli = (...args: string[]) => spawnSync('redis-cli', ['--tls', '--cacert', c.ca, '-h', '127.0.0.1', '-p', String(port), '-a', PASSWORD, '--no-auth-warning', ...args], { encoding: 'utf8' }).stdout.trim();
+  const cli = (...args: string[]) => spawnSync('redis-cli', ['--tls', '--cacert', c.ca, ...(clients ? ['--cert', c.client.cert, '--key', c.client.key] : []), '-h', '127.0.0.1', '-p', String(port), '-a', PASSWORD, '--no-auth-warning', ...args], { encoding: 'utf8' }).stdout.trim();
   const deadline = Date.now() + 10_000;
   while (cli('PING') !== 'PONG') {
     if (proc.exitCode !== null || Date.now() > deadline) throw new Error(`TLS redis-server on port ${port} did not start`);
@@ -66,12 +62,13 @@ let good: ReturnType<typeof certs>;
 let rogue: ReturnType<typeof certs>;
 let server: TlsRedis;
 let rogueServer: TlsRedis;
+let mtlsServer: TlsRedis;
 
 before(async () => {
   fleetUrls(); // npm test: PostgreSQL for the fleet's database, and redis-server installed
   good = certs('good');
   rogue = certs('rogue');
-  [server, rogueServer] = await Promise.all([tlsRedis(good), tlsRedis(rogue)]);
+  [server, rogueServer, mtlsServer] = await Promise.all([tlsRedis(good), tlsRedis(rogue), tlsRedis(good, true)]);
   upstream = await localServer(async (_req, res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ id: 'c', object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }], usage: { prompt_tokens: 5, completion_tokens: 100, total_tokens: 105 } }));
@@ -144,7 +141,7 @@ test('a Redis whose certificate the CA did not sign is refused: 503 store_unavai
     assert.equal(server.cli('DBSIZE'), before);
   } finally { await g.close(); }
   // The admission connection by itself says why.
-  const conn = connectAdmission(rogueServer.url, 'aam-admit-rogue', { ca: readFileSync(good.ca, 'utf8') });
+  const conn = connectAdmission(rogueServer.url, 'aam-admit-rogue', { tls: { ca: readFileSync(good.ca, 'utf8') } });
   const errors: string[] = [];
   conn.on('error', (e: Error) => errors.push(e.message));
   try {
@@ -158,11 +155,11 @@ test('a Redis whose certificate the CA did not sign is refused: 503 store_unavai
 
 test('over TLS: the right password gets ready (admission and ioredis connections); a wrong one never does', async () => {
   const ca = readFileSync(good.ca, 'utf8');
-  const ok = connectAdmission(server.url, 'aam-admit-ok', { ca });
-  const io = connectRedis(server.url, 'aam-io-ok', { ca });
+  const ok = connectAdmission(server.url, 'aam-admit-ok', { tls: { ca } });
+  const io = connectRedis(server.url, 'aam-io-ok', { tls: { ca } });
   ok.on('error', () => {});
   io.on('error', () => {});
-  const wrong = connectAdmission(`rediss://:not-the-password@127.0.0.1:${server.port}`, 'aam-admit-wrong', { ca });
+  const wrong = connectAdmission(`rediss://:not-the-password@127.0.0.1:${server.port}`, 'aam-admit-wrong', { tls: { ca } });
   const errors: string[] = [];
   wrong.on('error', (e: Error) => errors.push(e.message));
   try {
@@ -182,10 +179,50 @@ test('over TLS: the right password gets ready (admission and ioredis connections
   } finally { ok.disconnect(); io.disconnect(); wrong.disconnect(); }
 });
 
-test('AAM_REDIS_CA_FILE needs rediss:// and a readable PEM', () => {
+test('client certificates (tls-auth-clients yes): accepted with one the server\'s CA signed, on the admission connection and on ioredis; refused without one or with another CA\'s', async () => {
+  const files = (client?: Signed) => redisTls({ AAM_REDIS_CA_FILE: good.ca, ...(client ? { AAM_REDIS_CERT_FILE: client.cert, AAM_REDIS_KEY_FILE: client.key } : {}) }, mtlsServer.url);
+  const conns = [
+    { name: 'right', tls: files(good.client) },
+    { name: 'none', tls: files() },
+    { name: 'other', tls: files(rogue.client) },
+  ].map((c) => {
+    const admit = connectAdmission(mtlsServer.url, `aam-admit-${c.name}`, { tls: c.tls });
+    const io = connectRedis(mtlsServer.url, `aam-io-${c.name}`, { tls: c.tls });
+    const errors: string[] = [];
+    admit.on('error', (e: Error) => errors.push(e.message));
+    io.on('error', (e: Error) => errors.push(e.message));
+    return { ...c, admit, io, errors };
+  });
+  const [right, ...refused] = conns;
+  try {
+    await Promise.all(conns.flatMap((c) => [c.admit.connect().catch(() => {}), c.io.connect().catch(() => {})]));
+    assert.equal(await right.admit.send('PING', []), 'PONG');
+    assert.equal(await right.io.ping(), 'PONG');
+    for (const c of refused) {
+      await assert.rejects(c.admit.send('PING', []), `${c.name}: the admission connection is refused`);
+      await assert.rejects(c.io.ping(), `${c.name}: ioredis is refused`);
+      await until(async () => c.errors.length > 0, 5000, `${c.name}: a TLS error`);
+      assert.notEqual(c.admit.status, 'ready');
+      assert.notEqual(c.io.status, 'ready');
+    }
+    const clients = mtlsServer.cli('CLIENT', 'LIST');
+    assert.match(clients, /name=aam-admit-right /);
+    assert.match(clients, /name=aam-io-right /);
+    assert.doesNotMatch(clients, /name=aam-(admit|io)-(none|other) /);
+  } finally { for (const c of conns) { c.admit.disconnect(); c.io.disconnect(); } }
+});
+
+test('AAM_REDIS_CA_FILE needs rediss:// and a readable PEM; a client certificate needs its key', () => {
   const base = { AAM_DATABASE_URL: 'postgres://a@h/db', AAM_REDIS_CA_FILE: good.ca };
   assert.throws(() => fleetEnv({ ...base, AAM_REDIS_URL: 'redis://h:6379' }), /AAM_REDIS_CA_FILE is set but AAM_REDIS_URL is not rediss:\/\//);
   assert.throws(() => fleetEnv({ ...base, AAM_REDIS_URL: 'rediss://h:6379', AAM_REDIS_CA_FILE: join(dir, 'missing.pem') }), /cannot read AAM_REDIS_CA_FILE/);
   assert.throws(() => fleetEnv({ ...base, AAM_REDIS_URL: 'rediss://h:6379', AAM_REDIS_CA_FILE: good.key }), /holds no PEM certificate/);
-  assert.equal(fleetEnv({ ...base, AAM_REDIS_URL: 'rediss://h:6379' })?.redisCa, readFileSync(good.ca, 'utf8'));
+  assert.deepEqual(fleetEnv({ ...base, AAM_REDIS_URL: 'rediss://h:6379' })?.redisTls, { ca: readFileSync(good.ca, 'utf8') });
+  const client = { AAM_REDIS_CERT_FILE: good.client.cert, AAM_REDIS_KEY_FILE: good.client.key };
+  assert.throws(() => fleetEnv({ ...base, ...client, AAM_REDIS_URL: 'redis://h:6379' }), /AAM_REDIS_CA_FILE, AAM_REDIS_CERT_FILE, AAM_REDIS_KEY_FILE are set but AAM_REDIS_URL is not rediss:\/\//);
+  assert.throws(() => fleetEnv({ ...base, AAM_REDIS_URL: 'rediss://h:6379', AAM_REDIS_CERT_FILE: good.client.cert }), /AAM_REDIS_CERT_FILE is set without AAM_REDIS_KEY_FILE/);
+  assert.throws(() => fleetEnv({ ...base, AAM_REDIS_URL: 'rediss://h:6379', AAM_REDIS_KEY_FILE: join(dir, 'missing.key'), AAM_REDIS_CERT_FILE: good.client.cert }), /cannot read AAM_REDIS_KEY_FILE/);
+  assert.throws(() => fleetEnv({ ...base, AAM_REDIS_URL: 'rediss://h:6379', ...client, AAM_REDIS_KEY_FILE: rogue.client.key }), /AAM_REDIS_KEY_FILE is not the private key of the certificate in AAM_REDIS_CERT_FILE/);
+  assert.deepEqual(fleetEnv({ ...base, ...client, AAM_REDIS_URL: 'rediss://h:6379' })?.redisTls,
+    { ca: readFileSync(good.ca, 'utf8'), cert: readFileSync(good.client.cert, 'utf8'), key: readFileSync(good.client.key, 'utf8') });
 });

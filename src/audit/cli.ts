@@ -23,6 +23,7 @@ import { loadConfigHere as loadConfig } from '../config/isolated.ts';
 import type { AuditEvent } from './event.ts';
 import { str } from '../lib/json.ts';
 import { fleetDrivers } from '../store/fleet-lazy.ts';
+import { databaseTls } from '../store/fleet-tls.ts';
 import type { Sql } from '../store/postgres.ts';
 import { verifyFleet, type FleetVerifyResult } from './fleet-verify.ts';
 import { fleetSigningKey, parseFleetCheckpoints, queryFleetEvents, SIGNING_KEY_KEK_INFO, type FleetCheckpoint } from './fleet-log.ts';
@@ -313,7 +314,7 @@ function printVerify(r: VerifyResult, what: string): void {
 
 /** Fleet mode (AAM_DATABASE_URL): the trail is in PostgreSQL, whichever machine runs the command. */
 async function withFleet<T>(url: string, fn: (sql: Sql) => Promise<T>): Promise<T> {
-  const sql = (await fleetDrivers()).connectPostgres(url, 2);
+  const sql = (await fleetDrivers()).connectPostgres(url, 2, { tls: databaseTls(process.env, url) });
   try { return await fn(sql); } finally { await sql.end({ timeout: 2 }); }
 }
 

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { openAuditLog } from '../audit/log.ts';
 import { openFleetAuditLog, SIGNING_KEY_KEK_INFO } from '../audit/fleet-log.ts';
 import { fleetDrivers } from '../store/fleet-lazy.ts';
+import { databaseTls } from '../store/fleet-tls.ts';
 import { loadMasterKey } from '../credentials/master-key.ts';
 import { adminEvent } from '../audit/event.ts';
 import { errMsg } from '../lib/error-message.ts';
@@ -25,7 +26,7 @@ export async function recordCliAdmin(dataDir: string, action: string, target: st
     const fleetUrl = process.env.AAM_DATABASE_URL;
     if (fleetUrl) {
       // Fleet mode: the event joins the fleet's trail in PostgreSQL, on a chain of this command's own.
-      const sql = (await fleetDrivers()).connectPostgres(fleetUrl, 1);
+      const sql = (await fleetDrivers()).connectPostgres(fleetUrl, 1, { tls: databaseTls(process.env, fleetUrl) });
       try {
         const log = await openFleetAuditLog(sql, {
           replica: `cli-${randomBytes(6).toString('hex')}`, commitTimeoutMs: 120_000,

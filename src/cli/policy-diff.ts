@@ -12,6 +12,7 @@ import { auditDbPath, openAuditDb, readEvents, toEvent } from '../audit/store.ts
 import { recoverUncommitted } from '../audit/log.ts';
 import { fleetEventsSince } from '../audit/fleet-log.ts';
 import { fleetDrivers } from '../store/fleet-lazy.ts';
+import { databaseTls } from '../store/fleet-tls.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
 const err = (line: string) => process.stderr.write(line + '\n');
@@ -83,7 +84,7 @@ export const policyDiffCommands: Record<string, Command> = {
       const fleetUrl = process.env.AAM_DATABASE_URL;
       if (fleetUrl) {
         // Fleet mode: every replica's decisions, straight from PostgreSQL.
-        const sql = (await fleetDrivers()).connectPostgres(fleetUrl, 2);
+        const sql = (await fleetDrivers()).connectPostgres(fleetUrl, 2, { tls: databaseTls(process.env, fleetUrl) });
         let events: Record<string, unknown>[];
         try { events = await fleetEventsSince(sql, new Date(since).toISOString(), [...DECISION_TYPES]); } catch (e) {
           err(`cannot read the fleet's audit trail from PostgreSQL (AAM_DATABASE_URL): ${(e as Error).message}; check the URL, or replay an \`aam audit export\` file with --file`);

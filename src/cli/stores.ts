@@ -72,7 +72,7 @@ export async function migrateFleet(env: NodeJS.ProcessEnv): Promise<string> {
   const urls = fleetEnv(env);
   if (!urls) throw new Error('aam migrate works on the fleet database: set AAM_DATABASE_URL (and AAM_REDIS_URL); the embedded store needs no migration');
   const { connectPostgres, migrate, SCHEMA_VERSION } = await fleetDrivers();
-  const sql = connectPostgres(urls.databaseUrl, 1);
+  const sql = connectPostgres(urls.databaseUrl, 1, { tls: urls.databaseTls });
   try {
     const r = await migrate(sql);
     return r.applied.length

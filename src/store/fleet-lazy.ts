@@ -3,16 +3,18 @@
 // gateway also runs reaches them only through fleetDrivers(). test/idle-modules.test.ts fails if
 // an embedded gateway loads them again.
 
-import { readFileSync } from 'node:fs';
+import { databaseTls, redisTls, type PostgresTls, type TlsFiles } from './fleet-tls.ts';
 
 export interface FleetEnv {
   databaseUrl: string;
   redisUrl: string;
-  /** PEM of the CA(s) that sign the Redis server's certificate (AAM_REDIS_CA_FILE), trusted instead of Node's bundled CAs; rediss:// only. */
-  redisCa?: string;
+  /** TLS to PostgreSQL from AAM_DATABASE_CA_FILE / _CERT_FILE / _KEY_FILE (fleet-tls.ts); absent: the URL's sslmode decides. */
+  databaseTls?: PostgresTls;
+  /** PEMs from AAM_REDIS_CA_FILE (trusted instead of Node's bundled CAs) and AAM_REDIS_CERT_FILE / _KEY_FILE (client certificate); rediss:// only. */
+  redisTls?: TlsFiles;
 }
 
-/** The fleet URLs from the environment; null for embedded mode. Only one of the two is an error. */
+/** The fleet URLs and TLS files from the environment; null for embedded mode. Only one of the two URLs is an error. */
 export function fleetEnv(env: NodeJS.ProcessEnv): FleetEnv | null {
   const databaseUrl = env.AAM_DATABASE_URL;
   const redisUrl = env.AAM_REDIS_URL;
@@ -22,16 +24,7 @@ export function fleetEnv(env: NodeJS.ProcessEnv): FleetEnv | null {
   }
   if (!/^postgres(ql)?:\/\//.test(databaseUrl)) throw new Error('AAM_DATABASE_URL must be a postgres:// URL, like postgres://aam:PASSWORD@db:5432/aam');
   if (!/^rediss?:\/\//.test(redisUrl)) throw new Error('AAM_REDIS_URL must be a redis:// or rediss:// URL, like redis://:PASSWORD@redis:6379');
-  const caFile = env.AAM_REDIS_CA_FILE;
-  if (!caFile) return { databaseUrl, redisUrl };
-  // A CA with a plain redis:// URL would be ignored, and the password sent in the clear: refuse.
-  if (!/^rediss:\/\//.test(redisUrl)) throw new Error('AAM_REDIS_CA_FILE is set but AAM_REDIS_URL is not rediss://: a CA is for TLS, use rediss://HOST:PORT');
-  let redisCa: string;
-  try { redisCa = readFileSync(caFile, 'utf8'); } catch (e) {
-    throw new Error(`cannot read AAM_REDIS_CA_FILE (${caFile}): ${(e as Error).message}`, { cause: e });
-  }
-  if (!redisCa.includes('-----BEGIN CERTIFICATE-----')) throw new Error(`AAM_REDIS_CA_FILE (${caFile}) holds no PEM certificate`);
-  return { databaseUrl, redisUrl, redisCa };
+  return { databaseUrl, redisUrl, databaseTls: databaseTls(env, databaseUrl), redisTls: redisTls(env, redisUrl) };
 }
 
 /** The modules that open connections to the fleet store, imported on first use. */

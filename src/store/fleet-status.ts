@@ -68,8 +68,8 @@ export interface FleetStatus {
 
 /** Read the fleet's state from its stores (the CLI; no replica needs to answer). */
 export async function readFleetStatus(env: FleetEnv): Promise<FleetStatus> {
-  const sql = connectPostgres(env.databaseUrl, 1);
-  const redis = connectRedis(env.redisUrl, 'aam-status', { ca: env.redisCa });
+  const sql = connectPostgres(env.databaseUrl, 1, { tls: env.databaseTls });
+  const redis = connectRedis(env.redisUrl, 'aam-status', { tls: env.redisTls });
   redis.on('error', () => {});
   const prefix = fleetPrefix(databaseName(env.databaseUrl));
   try {

@@ -54,12 +54,12 @@ export interface Fleet {
 export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate: boolean; poolMax?: number; admission?: boolean }): Promise<Fleet> {
   // A serving replica gives up a query PostgreSQL does not answer (and a silent connection with it);
   // the CLI's commands (audit verify, prune) may run long queries and are run by someone watching.
-  const sql = connectPostgres(env.databaseUrl, opts.poolMax, { queryTimeout: opts.follow ? QUERY_TIMEOUT_S : 0 });
+  const sql = connectPostgres(env.databaseUrl, opts.poolMax, { queryTimeout: opts.follow ? QUERY_TIMEOUT_S : 0, tls: env.databaseTls });
   const prefix = fleetPrefix(databaseName(env.databaseUrl));
-  const redis = connectRedis(env.redisUrl, 'aam', { ca: env.redisCa });
+  const redis = connectRedis(env.redisUrl, 'aam', { tls: env.redisTls });
   redis.on('error', () => { /* state is read from redis.status; errors reach the callers of commands */ });
-  const admission = connectAdmission(env.redisUrl, 'aam-admit', { lazy: !opts.admission, ca: env.redisCa });
-  const evidence = opts.admission ? connectPostgres(env.databaseUrl, 1, { queryTimeout: opts.follow ? QUERY_TIMEOUT_S : 0, name: 'aam-evidence' }) : sql;
+  const admission = connectAdmission(env.redisUrl, 'aam-admit', { lazy: !opts.admission, tls: env.redisTls });
+  const evidence = opts.admission ? connectPostgres(env.databaseUrl, 1, { queryTimeout: opts.follow ? QUERY_TIMEOUT_S : 0, name: 'aam-evidence', tls: env.databaseTls }) : sql;
   admission.on('error', () => {});
   let pgError: string | null = null;
   let sub: Redis | null = null;
@@ -67,7 +67,7 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
     try {
       // Migrations on a connection of their own, with no query deadline (one may rewrite a big table).
       if (opts.migrate) {
-        const once = connectPostgres(env.databaseUrl, 1);
+        const once = connectPostgres(env.databaseUrl, 1, { tls: env.databaseTls });
         try { await migrate(once); } finally { await once.end({ timeout: 1 }); }
       }
       await sql`SELECT 1`;
@@ -85,7 +85,7 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
   const followers = new Map<string, Array<(payload?: string) => void>>();
   const channel = `${prefix}changes`;
   if (opts.follow) {
-    sub = connectRedis(env.redisUrl, 'aam-sub', { subscriber: true, ca: env.redisCa });
+    sub = connectRedis(env.redisUrl, 'aam-sub', { subscriber: true, tls: env.redisTls });
     sub.on('error', () => {});
     // A message is the kind, then (after a newline) its payload, if any.
     sub.on('message', (_ch: string, msg: string) => {

@@ -3,6 +3,7 @@
 // in code, and applied once per fleet under an advisory lock, so replicas starting together do
 // not race; a replica refuses a schema newer than it knows instead of writing to it.
 import postgres, { type ISql, type Sql } from 'postgres';
+import type { PostgresTls } from './fleet-tls.ts';
 
 export type { Sql } from 'postgres';
 
@@ -183,6 +184,8 @@ export interface PostgresOptions {
   queryTimeout?: number;
   /** application_name, as pg_stat_activity shows the connection (default 'aam'). */
   name?: string;
+  /** TLS from the AAM_DATABASE_*_FILE variables (fleet-tls.ts databaseTls); absent: the URL's sslmode, as postgres.js reads it. */
+  tls?: PostgresTls;
 }
 
 export function connectPostgres(url: string, max = 10, opts: PostgresOptions = {}): Sql {
@@ -190,6 +193,7 @@ export function connectPostgres(url: string, max = 10, opts: PostgresOptions = {
     max, onnotice: () => {}, connect_timeout: 5, idle_timeout: 60, backoff: reconnectBackoff,
     query_timeout: opts.queryTimeout ?? 0, cancel_timeout: CANCEL_TIMEOUT_S,
     connection: { application_name: opts.name ?? 'aam' },
+    ...(opts.tls ? { ssl: opts.tls } : {}),
   });
 }
 

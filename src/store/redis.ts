@@ -4,15 +4,16 @@
 import { Redis } from 'ioredis';
 import type { ConnectionOptions } from 'node:tls';
 import { RespConnection } from './resp.ts';
+import type { TlsFiles } from './fleet-tls.ts';
 
 export type { Redis } from 'ioredis';
 
 /** A command unanswered this long (ms) means the connection is stalled: everything in flight on it fails. */
 export const COMMAND_TIMEOUT_MS = 1000;
 
-export function connectRedis(url: string, name: string, opts: { subscriber?: boolean; ca?: string } = {}): Redis {
+export function connectRedis(url: string, name: string, opts: { subscriber?: boolean; tls?: TlsFiles } = {}): Redis {
   const redis = new Redis(url, {
-    ...tlsOptions(url, opts.ca),
+    ...tlsOptions(url, opts.tls),
     connectionName: name,
     lazyConnect: true,
     // Requests: fail at once when disconnected. The subscriber keeps its queue so it re-subscribes.
@@ -33,8 +34,8 @@ export function connectRedis(url: string, name: string, opts: { subscriber?: boo
  * the same stall watchdog, connect timeout and reconnect delays as connectRedis. `lazy`: connected
  * by its first command (the CLI, which may never admit anything), not by connect().
  */
-export function connectAdmission(url: string, name: string, opts: { lazy?: boolean; ca?: string } = {}): RespConnection {
-  const o = new Redis(url, { lazyConnect: true, ...tlsOptions(url, opts.ca) }).options;
+export function connectAdmission(url: string, name: string, opts: { lazy?: boolean; tls?: TlsFiles } = {}): RespConnection {
+  const o = new Redis(url, { lazyConnect: true, ...tlsOptions(url, opts.tls) }).options;
   return new RespConnection(
     { host: o.host, port: o.port, path: o.path, family: o.family, username: o.username, password: o.password, db: o.db, tls: o.tls as ConnectionOptions | undefined },
     { name, commandTimeoutMs: COMMAND_TIMEOUT_MS, connectTimeoutMs: 2000, retry: (times) => Math.min(50 * times, 500), lazy: opts.lazy },
@@ -42,13 +43,15 @@ export function connectAdmission(url: string, name: string, opts: { lazy?: boole
 }
 
 /**
- * `ca` (AAM_REDIS_CA_FILE's PEM): the only CAs trusted for a rediss:// URL's server certificate.
- * Never given with redis:// (fleetEnv refuses it), which would otherwise turn TLS on silently.
+ * `tls` (fleet-tls.ts redisTls): `ca` (AAM_REDIS_CA_FILE's PEM), the only CAs trusted for a
+ * rediss:// URL's server certificate; `cert` and `key`, the client certificate aam presents (a
+ * server with tls-auth-clients yes). Never given with redis:// (fleetEnv refuses it), which would
+ * otherwise turn TLS on silently.
  */
-function tlsOptions(url: string, ca: string | undefined): { tls?: ConnectionOptions } {
-  if (ca === undefined) return {};
-  if (!/^rediss:\/\//i.test(url)) throw new Error('a Redis CA is for TLS: the URL must be rediss://');
-  return { tls: { ca } };
+function tlsOptions(url: string, tls: TlsFiles | undefined): { tls?: ConnectionOptions } {
+  if (tls === undefined) return {};
+  if (!/^rediss:\/\//i.test(url)) throw new Error('Redis TLS files are for TLS: the URL must be rediss://');
+  return { tls: { ...tls } };
 }
 
 /** What the watchdog reads of ioredis: its queue of commands written and not yet answered, oldest first. */
