@@ -1,15 +1,21 @@
 // deploy/: the Kubernetes manifests and the compose file match the contract (DESIGN "Contract" and
 // "Fleet mode"): the port aam serves on, /healthz and /readyz probes, the four shared values
-// (database, Redis, master key, admin token) and a config that validates.
+// (database, Redis, master key, admin token), a config that validates, and TLS to both stores
+// (rediss://, sslmode=verify-full, CA and client certificate files mounted from Secrets) with
+// settings aam's own parser accepts, fed the certificates deploy/tls/make-certs.sh makes.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync, rmSync } from 'node:fs';
-import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { copyFileSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { parseAllDocuments, parse } from 'yaml';
 import { ROOT, runCli } from './helpers/e2e.ts';
 import { tempDir } from './helpers/temp.ts';
+import { fleetEnv } from '../src/store/fleet-lazy.ts';
 
 const SHARED = ['AAM_DATABASE_URL', 'AAM_REDIS_URL', 'AAM_MASTER_KEY', 'AAM_ADMIN_TOKEN'];
+const TLS_FILES = ['AAM_DATABASE_CA_FILE', 'AAM_DATABASE_CERT_FILE', 'AAM_DATABASE_KEY_FILE', 'AAM_REDIS_CA_FILE', 'AAM_REDIS_CERT_FILE', 'AAM_REDIS_KEY_FILE'];
 type Obj = Record<string, any>;
 
 const k8s = (file: string): Obj[] => parseAllDocuments(readFileSync(join(ROOT, 'deploy/kubernetes', file), 'utf8')).map((d) => {
@@ -19,7 +25,7 @@ const k8s = (file: string): Obj[] => parseAllDocuments(readFileSync(join(ROOT, '
 const [deployment] = k8s('deployment.yaml');
 const [service] = k8s('service.yaml');
 const [configMap] = k8s('configmap.yaml');
-const [secret] = k8s('secret.yaml');
+const [secret, storeTls] = k8s('secret.yaml');
 const container = deployment.spec.template.spec.containers[0] as Obj;
 const envOf = (list: Obj[]) => Object.fromEntries(list.map((e) => [e.name, e.value]));
 
@@ -77,9 +83,87 @@ test('compose: PostgreSQL, Redis and two replicas with the shared values, each p
     const s = c.services[name] as Obj;
     for (const v of SHARED) assert.ok(s.environment[v], `${name} sets ${v}`);
     assert.match(s.environment.AAM_DATABASE_URL, /^postgres:\/\/[^@]+@postgres:5432\//);
-    assert.match(s.environment.AAM_REDIS_URL, /^redis:\/\/:[^@]+@redis:6379$/);
+    assert.match(s.environment.AAM_REDIS_URL, /^rediss:\/\/:[^@]+@redis:6380$/);
     assert.ok(s.ports.some((p: string) => p.endsWith(`:${s.environment.AAM_PORT}`)), `${name} publishes AAM_PORT`);
     assert.match(s.healthcheck.test.join(' '), /\/readyz/);
     assert.ok(s.volumes.some((v: string) => v.endsWith(`:${s.environment.AAM_CONFIG}:ro`)), `${name} mounts the config at AAM_CONFIG`);
+  }
+});
+
+/** deploy/tls/make-certs.sh run in a temp dir (never in the repo): file name -> path. */
+function madeCerts(): (file: string) => string {
+  const d = join(dir, 'tls');
+  spawnSync('mkdir', ['-p', d]);
+  copyFileSync(join(ROOT, 'deploy/tls/make-certs.sh'), join(d, 'make-certs.sh'));
+  const r = spawnSync('sh', [join(d, 'make-certs.sh')], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  return (file) => join(d, file);
+}
+
+/** What a file variable points at holds what it must: a CA or certificate, or a private key. */
+const pemKind = (name: string) => (name.endsWith('_KEY_FILE') ? /-----BEGIN [A-Z ]*PRIVATE KEY-----/ : /-----BEGIN CERTIFICATE-----/);
+
+test('Kubernetes: TLS to both stores (rediss://, sslmode=verify-full), the CA and client certificate mounted from a Secret as files; aam accepts the settings', () => {
+  assert.match(secret.stringData['database-url'], /^postgres:\/\/[^@]+@postgres:5432\/\w+\?sslmode=verify-full$/);
+  assert.match(secret.stringData['redis-url'], /^rediss:\/\/:[^@]+@redis:\d+$/);
+  const env = envOf(container.env);
+  const mounts = container.volumeMounts as Obj[];
+  const volumes = deployment.spec.template.spec.volumes as Obj[];
+  assert.equal(storeTls.kind, 'Secret');
+  const files: Record<string, string> = {};
+  const made = madeCerts();
+  const fromMade: Record<string, string> = { 'store-ca.pem': 'ca.pem', 'client.crt': 'aam-client.crt', 'client.key': 'aam-client.key' };
+  for (const name of TLS_FILES) {
+    const path = env[name];
+    assert.ok(path, `the Deployment sets ${name}`);
+    const m = mounts.find((x) => x.mountPath === dirname(path));
+    assert.ok(m?.readOnly, `${name} is under a read-only mount`);
+    const v = volumes.find((x) => x.name === m.name)!;
+    assert.equal(v.secret?.secretName, storeTls.metadata.name, `${name} comes from the ${storeTls.metadata.name} Secret`);
+    assert.match(storeTls.stringData[basename(path)], pemKind(name), `the Secret's ${basename(path)} is the kind ${name} wants`);
+    files[name] = made(fromMade[basename(path)]);
+  }
+  // The same values as the pod gets them, with real certificates at the mounted paths.
+  const fleet = fleetEnv({ AAM_DATABASE_URL: secret.stringData['database-url'], AAM_REDIS_URL: secret.stringData['redis-url'], ...files });
+  assert.deepEqual(Object.keys(fleet?.databaseTls ?? {}).sort(), ['ca', 'cert', 'key']);
+  assert.deepEqual(Object.keys(fleet?.redisTls ?? {}).sort(), ['ca', 'cert', 'key']);
+});
+
+test('compose: both stores TLS only and asking for aam\'s client certificate; the replicas get the CA and certificate as secrets; the certificates make-certs.sh makes name the hosts and check out', () => {
+  const c = parse(readFileSync(join(ROOT, 'deploy/compose.yaml'), 'utf8'), { merge: true }) as Obj;
+  const made = madeCerts();
+  const ca = new X509Certificate(readFileSync(made('ca.pem')));
+  const secretFile = (name: string) => made(basename(c.secrets[name].file as string));
+  for (const replica of Object.keys(c.services).filter((s) => s.startsWith('aam-'))) {
+    const s = c.services[replica] as Obj;
+    assert.match(s.environment.AAM_DATABASE_URL, /\?sslmode=verify-full$/);
+    assert.match(s.environment.AAM_REDIS_URL, /^rediss:\/\/:[^@]+@redis:\d+$/);
+    const files: Record<string, string> = {};
+    for (const name of TLS_FILES) {
+      const m = /^\/run\/secrets\/([\w-]+)$/.exec(s.environment[name] ?? '');
+      assert.ok(m, `${replica}: ${name} is a secret's file`);
+      assert.ok((s.secrets as string[]).includes(m[1]), `${replica} mounts the ${m[1]} secret`);
+      files[name] = secretFile(m[1]);
+      assert.match(readFileSync(files[name], 'utf8'), pemKind(name), `${m[1]} is the kind ${name} wants`);
+    }
+    const fleet = fleetEnv({ ...s.environment, ...files });
+    assert.deepEqual(Object.keys(fleet?.databaseTls ?? {}).sort(), ['ca', 'cert', 'key']);
+    assert.deepEqual(Object.keys(fleet?.redisTls ?? {}).sort(), ['ca', 'cert', 'key']);
+    const client = new X509Certificate(readFileSync(files.AAM_DATABASE_CERT_FILE));
+    assert.equal(client.subject, `CN=${new URL(s.environment.AAM_DATABASE_URL).username}`, 'the client certificate names the PostgreSQL role (clientcert=verify-full)');
+  }
+  // The servers: TLS only, client certificates required, certificates that name the hosts aam reaches.
+  const pgCommand = (c.services.postgres.command as string[]).join(' ');
+  assert.match(pgCommand, /ssl=on/);
+  assert.match(pgCommand, /ssl_ca_file=\/run\/secrets\/store-ca/);
+  const hba = readFileSync(join(ROOT, 'deploy/tls/pg_hba.conf'), 'utf8').split('\n').filter((l) => l.trim() && !l.startsWith('#'));
+  for (const line of hba.filter((l) => !l.startsWith('local'))) assert.match(line, /^hostssl .*clientcert=verify-full$/);
+  const redisCommand = (c.services.redis.command as string[]).join(' ');
+  assert.match(redisCommand, /--port 0 --tls-port 6380/);
+  assert.match(redisCommand, /--tls-auth-clients yes/);
+  for (const [host, file] of [['postgres', 'postgres.crt'], ['redis', 'redis.crt']]) {
+    const cert = new X509Certificate(readFileSync(made(file)));
+    assert.equal(cert.checkHost(host), host, `${file} names ${host}`);
+    assert.ok(cert.verify(ca.publicKey), `${file} is signed by the CA`);
   }
 });
