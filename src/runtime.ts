@@ -12,6 +12,7 @@ import { UsageRecorder } from './gateway/usage.ts';
 import { embeddedKeyBook, openKeyStore, type KeyStore } from './identity/keys.ts';
 import type { BudgetAlert, KeyBook, Limiter, McpSessionRegistry, PushRouteStore, StoreHealth, TaskOwnerStore } from './store/types.ts';
 import { memoryPushRoutes, redisPushRoutes } from './store/push-routes.ts';
+import { memoryPushHeld, redisPushHeld, type PushHeldStore } from './store/push-held.ts';
 import type { Fleet } from './store/fleet.ts';
 import { fleetDrivers, fleetEnv } from './store/fleet-lazy.ts';
 import type { FleetKeyBook } from './store/fleet-keys.ts';
@@ -182,6 +183,8 @@ export class Runtime {
   readonly a2aTasks: TaskOwnerStore;
   /** A2A push routes (embedded memory or fleet Redis): registered on one replica, delivered by any. */
   readonly a2aPushRoutes: PushRouteStore;
+  /** Artifact text held across an A2A push route's notifications (embedded memory or fleet Redis, sealed). */
+  readonly a2aPushHeld: PushHeldStore;
   /** Stored Responses API state (previous_response_id, GET /v1/responses/{id}): per agent, expiring. */
   readonly responses: ResponseStore;
   /** How long a stored response lives (AAM_RESPONSES_TTL, default 30d). */
@@ -291,6 +294,7 @@ export class Runtime {
     this.mcpSessions = this.fleet ? new FleetMcpSessions(this.fleet.fleet.redis, this.fleet.fleet.prefix, this.fleet.fleet) : memoryMcpSessions();
     this.a2aTasks = this.fleet ? new FleetTaskOwners(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryTaskOwners();
     this.a2aPushRoutes = this.fleet ? redisPushRoutes(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryPushRoutes();
+    this.a2aPushHeld = this.fleet ? redisPushHeld(this.fleet.fleet.redis, this.fleet.fleet.prefix, this.vault.subkey('aam a2a push held text v1')) : memoryPushHeld();
     this.responses = this.fleet ? fleetResponseStore(this.fleet.fleet.sql)
       : openResponseStore(this.db, Date.now, (err, ids) => this.log.error({ event: 'responses_store_failed', err, ids }, 'storing responses failed; previous_response_id naming them will be 404'));
     this.responsesTtlMs = parseDurationSeconds((opts.env ?? process.env).AAM_RESPONSES_TTL ?? '30d', 'AAM_RESPONSES_TTL') * 1000;

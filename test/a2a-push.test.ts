@@ -11,6 +11,7 @@ import { startTestAgents, type TestAgents } from './helpers/a2a-agents.ts';
 import { request } from 'undici';
 import { pinnedDispatcher, pushDestination, pushUrlRefusal } from '../src/a2a/push.ts';
 import { PushArtifactText } from '../src/a2a/chunks.ts';
+import { memoryPushHeld } from '../src/store/push-held.ts';
 
 const SECRET = 'push-worker-cred-7c3e9b4f21aa8d1f';
 let gw: TestGateway;
@@ -167,29 +168,48 @@ for (const last of [true, false]) {
   });
 }
 
-test('push artifact text is bounded: past the route bound (least recently notified first) or its time, what a route held is released on its own, nothing lost', async () => {
-  const released: Array<{ route: string; text: string; lastChunk: unknown }> = [];
-  const p = new PushArtifactText<string>(gw.g.rt.egress, (route, results) => {
-    for (const r of results) {
-      const au = r.artifactUpdate as { lastChunk?: unknown; artifact: { parts: Array<{ text: string }> } };
-      released.push({ route, text: au.artifact.parts.map((x) => x.text).join(''), lastChunk: au.lastChunk });
+test('push artifact text is bounded: past the route bound (least recently notified first) or its time, what a route held is released on its own with its reason, nothing lost', async () => {
+  const released: Array<{ route: string; text: string; lastChunk: unknown; reason: string }> = [];
+  const store = memoryPushHeld();
+  const p = new PushArtifactText<string>(gw.g.rt.egress, store, (route, rs, reason) => {
+    for (const { result } of rs) {
+      const au = result.artifactUpdate as { lastChunk?: unknown; artifact: { parts: Array<{ text: string }> } };
+      released.push({ route, text: au.artifact.parts.map((x) => x.text).join(''), lastChunk: au.lastChunk, reason });
     }
-  }, 2, 150);
+  }, { max: 2, ttlMs: 150 });
   const au = (task: string, text: string) => ({ artifactUpdate: { taskId: task, contextId: 'c', artifact: { artifactId: 'a1', parts: [{ text }] }, append: true } });
   const start = SECRET.slice(0, 10);
-  const first = p.pass('r1', 'r1', au('t1', `x ${start}`)) as Array<{ artifactUpdate: { artifact: { parts: Array<{ text: string }> } } }>;
+  const first = await p.pass('r1', 'r1', au('t1', `x ${start}`)) as Array<{ artifactUpdate: { artifact: { parts: Array<{ text: string }> } } }>;
   assert.equal(first.length, 1);
   assert.equal(first[0].artifactUpdate.artifact.parts[0].text, 'x ', 'what could begin the secret is held back');
   assert.equal(p.size, 1);
-  p.pass('r2', 'r2', au('t2', `y ${start}`));
-  p.pass('r3', 'r3', au('t3', `z ${start}`));
-  assert.deepEqual(released, [{ route: 'r1', text: start, lastChunk: true }], 'the third route holding text: the first lets go');
+  assert.ok(store.get('r1'), 'the route\'s state is in the store');
+  await p.pass('r2', 'r2', au('t2', `y ${start}`));
+  await p.pass('r3', 'r3', au('t3', `z ${start}`));
+  await until('the first route let go', () => released.length === 1, 5000);
+  assert.deepEqual(released, [{ route: 'r1', text: start, lastChunk: true, reason: 'cap' }], 'the third route holding text: the first lets go');
   assert.equal(p.size, 2);
+  // What r1 let go of stays as its last characters: a chunk appended later has the rest of the secret cut.
+  const late = await p.pass('r1', 'r1', au('t1', `${SECRET.slice(10)} more`)) as Array<{ artifactUpdate: { artifact: { parts: Array<{ text: string }> } } }>;
+  assert.equal(late.length, 1);
+  assert.ok(!late[0].artifactUpdate.artifact.parts[0].text.includes(SECRET.slice(10)), late[0].artifactUpdate.artifact.parts[0].text);
+  assert.match(late[0].artifactUpdate.artifact.parts[0].text, /more$/);
   await until('the others\' time to pass', () => released.length === 3, 5000);
-  assert.deepEqual(released.slice(1).map((r) => r.route).sort(), ['r2', 'r3']);
-  assert.equal(p.size, 0);
+  // r1 holds again (its artifact's run is open): r2, now the least recently notified, lets go; r3 at its time.
+  assert.deepEqual(released.slice(1).map((r) => `${r.route}:${r.reason}`).sort(), ['r2:cap', 'r3:expired']);
+  await until('r1\'s time to pass (nothing more to post)', () => p.size === 0, 5000);
+  assert.equal(released.length, 3);
   // A notification with no artifact, on a route holding nothing: passed as it is, nothing kept.
   const status = { statusUpdate: { taskId: 't4', status: { state: 'TASK_STATE_WORKING' } } };
-  assert.deepEqual(p.pass('r4', 'r4', status), [status]);
+  assert.deepEqual(await p.pass('r4', 'r4', status), [status]);
   assert.equal(p.size, 0);
+  // State written by another process since (its later notification): this one's timer lets go of nothing.
+  await p.pass('r5', 'r5', au('t5', `w ${start}`));
+  const cur = await store.get('r5');
+  const other = new PushArtifactText<string>(gw.g.rt.egress, store, () => { assert.fail('not this one\'s to release'); }, { ttlMs: 60_000 });
+  const next = await other.pass('r5', 'r5', au('t5', `${SECRET.slice(10)} done`)) as Array<{ artifactUpdate: { artifact: { parts: Array<{ text: string }> } } }>;
+  assert.equal(next[0].artifactUpdate.artifact.parts[0].text, '[REDACTED:worker-token] done', 'joined with what the first process held');
+  assert.notEqual(cur, undefined);
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(released.length, 3, 'r5\'s first holder let go of nothing: the state was no longer the one it wrote');
 });

@@ -3,7 +3,9 @@
 // URL aam gave it is B's, as a load balancer may route it) and still reach the caller's webhook,
 // because the push route is in Redis. A forged route id is refused on both replicas. A replica
 // whose PostgreSQL goes silent answers a notification 503: delivered, but not acknowledged to the
-// callee without its evidence.
+// callee without its evidence. An artifact whose chunks come in notifications the load balancer
+// sends to different replicas is joined as one text (the held tail is in Redis, sealed): a secret
+// split across a notification to A and one to B never reaches the caller's webhook in clear.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
@@ -12,6 +14,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import postgres from 'postgres';
+import { Redis } from 'ioredis';
 import { fleetStore, pgProxy, type FleetTestStore } from './helpers/fleet.ts';
 import { startTestAgents, type TestAgents } from './helpers/a2a-agents.ts';
 import { doc, yaml } from './helpers/gateway.ts';
@@ -25,6 +28,9 @@ let agents: TestAgents;
 let dir: string;
 let hook: Server;
 let hookUrl = '';
+/** A plain HTTP callee that keeps the push config aam gave it (the test notifies as it wants). */
+let relay: Awaited<ReturnType<typeof localServer>>;
+const relayGiven: Array<{ url: string; token: string }> = [];
 const hooked: Array<{ headers: Record<string, unknown>; body: string }> = [];
 const replicas: Running[] = [];
 const urls: string[] = [];
@@ -40,13 +46,21 @@ before(async () => {
   await new Promise<void>((r) => hook.listen(0, '127.0.0.1', r));
   hookUrl = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook`;
   agents = await startTestAgents([{ name: 'worker', skills: ['work'], aamUrl: () => urls[0], key: () => keys.worker, secret: SECRET, push: true }]);
+  relay = await localServer((_req, res, body) => {
+    const rpc = JSON.parse(body) as { id: number; params: { configuration?: { taskPushNotificationConfig?: { url: string; token: string } } } };
+    const cfg = rpc.params.configuration?.taskPushNotificationConfig;
+    if (cfg) relayGiven.push({ url: cfg.url, token: cfg.token });
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ jsonrpc: '2.0', id: rpc.id, result: { task: { id: 'task-split', contextId: 'ctx-split', status: { state: 'TASK_STATE_WORKING' } } } }));
+  });
   dir = mkdtempSync(join(tmpdir(), 'aam-fleet-a2a-push-'));
   const configPath = join(dir, 'aam.yaml');
   writeFileSync(configPath, yaml(
     doc('Credential', 'worker-token', { env: 'A2A_FLEET_PUSH_TOKEN' }),
     doc('Agent', 'worker', { workload: 'spiffe://test/agent/worker', a2a: { url: `${agents.base}/worker`, credential: 'worker-token' } }),
+    doc('Agent', 'splitter', { workload: 'spiffe://test/agent/splitter', a2a: { url: `${relay.url}/a2a` } }),
     doc('Agent', 'caller', { workload: 'spiffe://test/agent/caller' }),
-    doc('AgentPolicy', 'caller-calls', { identity: { agent: 'caller' }, agents: [{ agent: 'worker' }] }),
+    doc('AgentPolicy', 'caller-calls', { identity: { agent: 'caller' }, agents: [{ agent: 'worker' }, { agent: 'splitter' }] }),
   ));
   const env = { ...process.env, ...store.env, A2A_FLEET_PUSH_TOKEN: SECRET, AAM_A2A_PUSH_ALLOW: new URL(hookUrl).host, AAM_LOG_LEVEL: 'error' };
   // B first: A's public URL (what the callee is told to notify) is B's, so every notification lands on B.
@@ -62,6 +76,7 @@ before(async () => {
 after(async () => {
   for (const r of replicas) await r.close();
   await agents?.close();
+  await relay?.close();
   hook?.closeAllConnections();
   await new Promise((r) => hook?.close(r));
   await store?.drop();
@@ -88,6 +103,47 @@ test('a push config registered through replica A delivers when the callee\'s not
     const forged = await fetch(`${url}/a2a/worker/push/psh_${'0'.repeat(32)}`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-a2a-notification-token': 'x' }, body: '{"task":{"id":"t"}}' });
     assert.equal(forged.status, 401);
   }
+});
+
+test('a secret split across two push notifications of one artifact, the first reaching replica A and the second replica B, never reaches the caller\'s webhook in clear: the held tail is in Redis, sealed', async () => {
+  const reg = await fetch(`${urls[0]}/a2a/splitter`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${keys.caller}` },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendMessage', params: {
+      message: { messageId: 'split-1', role: 'ROLE_USER', parts: [{ text: 'work' }] },
+      configuration: { taskPushNotificationConfig: { url: hookUrl, token: 'caller-hook-token' } },
+    } }),
+  });
+  assert.equal(reg.status, 200, await reg.text());
+  const route = relayGiven.at(-1)!;
+  const path = new URL(route.url).pathname;
+  assert.match(path, /^\/a2a\/splitter\/push\/psh_/);
+  const cut = 13;
+  const notify = async (replica: number, body: unknown) => {
+    const r = await fetch(`${urls[replica]}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-a2a-notification-token': route.token }, body: JSON.stringify(body) });
+    assert.equal(r.status, 200, await r.text());
+  };
+  const from = hooked.length;
+  // The load balancer sends the first chunk to A, the second (the artifact's last) to B.
+  await notify(0, { artifactUpdate: { taskId: 'task-split', contextId: 'ctx-split', artifact: { artifactId: 'a1', parts: [{ text: `alpha key ${SECRET.slice(0, cut)}` }] } } });
+  // In Redis between the two, the held text is sealed: not there in clear, nor its start.
+  const redis = new Redis(store.redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 });
+  let held: string[], value: string | null = null, ttl = 0;
+  try {
+    await redis.connect();
+    held = await redis.keys(`*a2a:held:${path.slice(path.lastIndexOf('/') + 1)}`);
+    if (held.length) [value, ttl] = [await redis.get(held[0]), await redis.pttl(held[0])];
+  } finally { redis.disconnect(); }
+  await notify(1, { artifactUpdate: { taskId: 'task-split', contextId: 'ctx-split', artifact: { artifactId: 'a1', parts: [{ text: `${SECRET.slice(cut)} end` }] }, append: true, lastChunk: true } });
+  await notify(0, { statusUpdate: { taskId: 'task-split', contextId: 'ctx-split', status: { state: 'TASK_STATE_COMPLETED' } } });
+  const got = hooked.slice(from).map((h) => JSON.parse(h.body) as { artifactUpdate?: { append?: boolean; artifact: { parts: Array<{ text: string }> } } });
+  let joined: string[] = [];
+  for (const n of got) if (n.artifactUpdate) joined = n.artifactUpdate.append ? [...joined, ...n.artifactUpdate.artifact.parts.map((p) => p.text)] : n.artifactUpdate.artifact.parts.map((p) => p.text);
+  assert.equal(joined.join(''), 'alpha key [REDACTED:worker-token] end', JSON.stringify(got));
+  for (const h of hooked.slice(from)) assert.ok(!h.body.includes(SECRET.slice(0, cut)), `no notification carries the secret's first part: ${h.body}`);
+  assert.equal(got.length, 3);
+  assert.equal(held.length, 1, JSON.stringify(held));
+  assert.ok(value && !value.includes(SECRET.slice(0, cut)) && !value.includes(Buffer.from(SECRET.slice(0, cut)).toString('base64')), value ?? '');
+  assert.ok(ttl > 10 * 60_000, 'kept past the 10 min bound (a minute more): the holder lets go of it first');
 });
 
 test('a push notification through a replica whose PostgreSQL is silent is answered 503 (delivered, not acknowledged without its evidence); every notification it answered 200 is committed, and the refused ones are once PostgreSQL answers', async (t) => {
@@ -171,4 +227,45 @@ test('a push notification through a replica whose PostgreSQL is silent is answer
     await sql.end();
     await callee.close();
   }
+});
+
+test('replica A shuts down holding the start of a secret: it posts it and records an a2a_push_held event (fleet trail, under the registering request); the rest, through replica B, is cut: the caller never joins the secret', async () => {
+  const reg = await fetch(`${urls[0]}/a2a/splitter`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${keys.caller}` },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendMessage', params: {
+      message: { messageId: 'split-2', role: 'ROLE_USER', parts: [{ text: 'work' }] },
+      configuration: { taskPushNotificationConfig: { url: hookUrl, token: 'caller-hook-token' } },
+    } }),
+  });
+  assert.equal(reg.status, 200, await reg.text());
+  const registering = reg.headers.get('x-request-id')!;
+  const route = relayGiven.at(-1)!;
+  const path = new URL(route.url).pathname;
+  const notify = async (replica: number, body: unknown) => {
+    const r = await fetch(`${urls[replica]}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-a2a-notification-token': route.token }, body: JSON.stringify(body) });
+    assert.equal(r.status, 200, await r.text());
+  };
+  const from = hooked.length;
+  await notify(0, { artifactUpdate: { taskId: 'task-split', contextId: 'ctx-split', artifact: { artifactId: 'a2', parts: [{ text: `beta key ${SECRET.slice(0, 13)}` }] } } });
+  await replicas[0].close();
+  assert.equal(hooked.length, from + 2, 'A\'s close() posted the held text before it resolved');
+  await notify(1, { artifactUpdate: { taskId: 'task-split', contextId: 'ctx-split', artifact: { artifactId: 'a2', parts: [{ text: `${SECRET.slice(13)} end` }] }, append: true, lastChunk: true } });
+  let joined = '';
+  for (const h of hooked.slice(from)) {
+    const n = JSON.parse(h.body) as { artifactUpdate?: { artifact: { artifactId: string; parts: Array<{ text: string }> } } };
+    if (n.artifactUpdate?.artifact.artifactId === 'a2') joined += n.artifactUpdate.artifact.parts.map((p) => p.text).join('');
+  }
+  assert.ok(!joined.includes(SECRET), joined);
+  assert.match(joined, /^beta key .* end$/);
+  const sql = postgres(store.databaseUrl, { max: 1, onnotice: () => {} });
+  try {
+    const rows = await sql<Array<{ body: string }>>`SELECT body FROM audit_events WHERE request_id = ${registering} AND type = 'a2a_push_held'`;
+    assert.equal(rows.length, 1);
+    const e = JSON.parse(rows[0].body) as { a2a: { task_id: string; artifact_id: string; route: string }; detail: { reason: string; bytes: number }; outcome: { status: number } };
+    assert.equal(e.a2a.task_id, 'task-split');
+    assert.equal(e.a2a.artifact_id, 'a2');
+    assert.ok(path.endsWith(e.a2a.route));
+    assert.deepEqual([e.detail.reason, e.detail.bytes, e.outcome.status], ['shutdown', 13, 200]);
+    assert.ok(!rows[0].body.includes(SECRET.slice(0, 13)), 'never the text');
+  } finally { await sql.end(); }
 });

@@ -19,6 +19,7 @@
 import type { ScrubSource } from '../access/egress.ts';
 import type { Scrubber, StreamScrubber } from '../credentials/scrub.ts';
 import { isObj } from '../lib/json.ts';
+import type { PushHeldStore } from '../store/push-held.ts';
 
 type Obj = Record<string, unknown>;
 
@@ -52,6 +53,27 @@ export class ArtifactText {
   readonly #ended = new Map<string, string>();
 
   constructor(src: ScrubSource) { this.#src = src; }
+
+  /**
+   * What this holds, as text (JSON), for `restore` (a push route's state kept between its
+   * notifications, perhaps on another replica): each artifact's held text as the callee wrote it
+   * (not scrubbed: it is kept sealed) and the last characters of those whose text all went out.
+   */
+  save(): string {
+    const runs = [...this.#runs].map(([k, r]) => [k, { p: r.s.pending, t: r.taskId, c: r.contextId, a: r.artifactId, v: r.v03, r: r.recent }]);
+    return JSON.stringify({ runs, ended: [...this.#ended] });
+  }
+
+  /** An ArtifactText that goes on from `saved` (save()), scrubbing with the source's scrubber as it is now. */
+  static restore(src: ScrubSource, saved: string): ArtifactText {
+    const t = new ArtifactText(src);
+    const o = JSON.parse(saved) as { runs: Array<[string, { p: string; t: unknown; c: unknown; a: unknown; v: boolean; r: string }]>; ended: Array<[string, string]> };
+    const sc = src.scrubber();
+    t.#sc = sc;
+    for (const [k, r] of o.runs) t.#runs.set(k, { s: sc.stream((names) => src.leaked(names), r.p), taskId: r.t, contextId: r.c, artifactId: r.a, v03: r.v, recent: r.r });
+    for (const [k, v] of o.ended) t.#ended.set(k, v);
+    return t;
+  }
 
   /**
    * The result as the caller gets it: the same object when no text changed; `emit` takes the
@@ -160,71 +182,114 @@ export class ArtifactText {
   }
 }
 
+/** Why a push route let go of what it held without a closing notification. */
+export type HeldRelease = 'expired' | 'cap' | 'shutdown';
+
+/** One artifact's held text released on its own: the appended last chunk to post, and what scrubbing it found. */
+export interface Released { result: Obj; findings: string[] }
+
 /**
  * Push notifications (POST /a2a/<agent>/push/<id>) carry artifact chunks too: each is a request of
  * its own, but the caller appends them as it would a stream's. One ArtifactText per push route
  * (one caller's config for a task) lives across its notifications: a chunk's possible secret start
  * is held back and goes out at the start of the artifact's next text part, appended to the
  * `lastChunk` notification's last text part, or as an appended last chunk of its own posted just
- * before the notification of the task's final status (or a replacing artifact). Bounded: at most
- * `max` routes hold text (the least recently notified lets go first) and a route holds it at most
- * `ttlMs` after its last notification; either way what it held goes to `release` (posted to the
- * caller), so nothing is lost. Per replica: a fleet whose load balancer sends one task's
- * notifications to different replicas joins them only where they land together.
+ * before the notification of the task's final status (or a replacing artifact).
+ * The route's state lives in `store` between notifications (memory, or Redis for a fleet: the
+ * notifications of one task are joined whichever replica each reaches), written back with the
+ * version it was read at; a write another one beat is done again on the newer state.
+ * Bounded: at most `max` routes whose last notification this process passed hold text (the least
+ * recently notified lets go first), each at most `ttlMs` after its last notification, and a
+ * shutdown's `releaseAll`; what a route held then goes to `release` (posted to the caller), so
+ * nothing is lost, and the artifacts' last characters stay in the store `ttlMs` more: a chunk
+ * appended after that (a callee resuming through another replica after this one shut down) has
+ * the rest of a secret they begin cut. The store keeps a route's state `ttlMs` + a minute: a
+ * replica that stopped without letting go (killed) leaves it to expire there, never posted unjoined.
  */
 export class PushArtifactText<R> {
   readonly #src: ScrubSource;
-  readonly #release: (route: R, results: Obj[]) => void;
+  readonly #store: PushHeldStore;
+  readonly #release: (route: R, released: Released[], reason: HeldRelease) => void | Promise<void>;
   readonly #max: number;
   readonly #ttlMs: number;
-  readonly #held = new Map<string, { text: ArtifactText; route: R; timer: NodeJS.Timeout | null }>();
+  /** Routes whose state this process wrote last, in order of their last notification here. */
+  readonly #mine = new Map<string, { version: string; route: R; timer: NodeJS.Timeout }>();
+  /** Releases under way (a shutdown waits for them): called with each as it starts. */
+  readonly #working: (p: Promise<void>) => void;
 
-  constructor(src: ScrubSource, release: (route: R, results: Obj[]) => void, max = 10_000, ttlMs = 10 * 60_000) {
-    this.#src = src; this.#release = release; this.#max = max; this.#ttlMs = ttlMs;
+  constructor(src: ScrubSource, store: PushHeldStore, release: (route: R, released: Released[], reason: HeldRelease) => void | Promise<void>,
+    opts: { max?: number; ttlMs?: number; working?: (p: Promise<void>) => void } = {}) {
+    this.#src = src; this.#store = store; this.#release = release;
+    this.#max = opts.max ?? 10_000; this.#ttlMs = opts.ttlMs ?? 10 * 60_000; this.#working = opts.working ?? (() => {});
   }
 
-  /** Routes holding text now. */
-  get size(): number { return this.#held.size; }
+  /** Routes whose held text this process would let go of. */
+  get size(): number { return this.#mine.size; }
 
   /**
    * The notifications to post for `value` (a callee's notification through route `id`), in order:
    * what an artifact held that must go out first, then `value` with its artifact text scrubbed as
    * one stream with the route's earlier chunks. `[value]` when nothing of it is joined.
+   * Throws what the store throws (StoreUnavailable: the notification is refused, not passed on unjoined).
    */
-  pass(id: string, route: R, value: unknown): unknown[] {
-    let e = this.#held.get(id);
-    if (e === undefined && !mayJoin(value)) return [value];
-    if (e === undefined) {
-      // Full: the least recently notified route lets go of what it holds first.
-      if (this.#held.size >= this.#max) { const first = this.#held.keys().next().value as string; this.#expire(first); }
-      e = { text: new ArtifactText(this.#src), route, timer: null };
-    } else {
-      this.#held.delete(id); // re-inserted last: the map stays in order of last notification
-      if (e.timer) clearTimeout(e.timer);
-      e.route = route;
+  async pass(id: string, route: R, value: unknown): Promise<unknown[]> {
+    for (let attempt = 0; ; attempt++) {
+      const cur = await this.#store.get(id);
+      if (cur === undefined && !mayJoin(value)) return [value];
+      const text = cur === undefined ? new ArtifactText(this.#src) : ArtifactText.restore(this.#src, cur.state);
+      const out: unknown[] = [];
+      const v = text.pass(value, (r) => { out.push(r); });
+      out.push(v);
+      const state = text.holding ? text.save() : null;
+      if (state === null && cur === undefined) return out;
+      const version = await this.#store.put(id, state, cur?.version ?? null, this.#ttlMs + 60_000);
+      if (version === false) {
+        if (attempt < 8) continue;
+        throw new Error(`push route ${id}: its held text changed under ${attempt + 1} attempts in a row`);
+      }
+      this.#forget(id);
+      if (state !== null) {
+        // Full: the least recently notified route lets go of what it holds first.
+        if (this.#mine.size >= this.#max) this.#expire(this.#mine.keys().next().value as string, 'cap');
+        const timer = setTimeout(() => this.#expire(id, 'expired'), this.#ttlMs);
+        timer.unref();
+        this.#mine.set(id, { version, route, timer });
+      }
+      return out;
     }
-    const out: unknown[] = [];
-    const v = e.text.pass(value, (r) => { out.push(r); });
-    out.push(v);
-    if (e.text.holding) {
-      e.timer = setTimeout(() => this.#expire(id), this.#ttlMs);
-      e.timer.unref();
-      this.#held.set(id, e);
-    }
-    return out;
   }
 
-  /** Everything every route holds goes out now (shutdown). */
-  releaseAll(): void { for (const id of [...this.#held.keys()]) this.#expire(id); }
+  /** Everything this process's routes hold goes out now (shutdown). */
+  releaseAll(): void { for (const id of [...this.#mine.keys()]) this.#expire(id, 'shutdown'); }
 
-  #expire(id: string): void {
-    const e = this.#held.get(id);
+  #forget(id: string): void {
+    const e = this.#mine.get(id);
     if (e === undefined) return;
-    this.#held.delete(id);
-    if (e.timer) clearTimeout(e.timer);
-    const out: Obj[] = [];
-    e.text.end((r) => { out.push(r); });
-    if (out.length) this.#release(e.route, out);
+    clearTimeout(e.timer);
+    this.#mine.delete(id);
+  }
+
+  #expire(id: string, reason: HeldRelease): void {
+    const e = this.#mine.get(id);
+    if (e === undefined) return;
+    this.#forget(id);
+    this.#working(this.#letGo(id, e, reason));
+  }
+
+  /** The route's held text, if it is still what this process wrote (else a later notification has it), ended and released. */
+  async #letGo(id: string, e: { version: string; route: R }, reason: HeldRelease): Promise<void> {
+    const cur = await this.#store.get(id);
+    if (cur === undefined || cur.version !== e.version) return;
+    let found: string[] = [];
+    const src: ScrubSource = { scrubber: () => this.#src.scrubber(), leaked: (names) => { found.push(...names); this.#src.leaked(names); } };
+    const out: Released[] = [];
+    const text = ArtifactText.restore(src, cur.state);
+    text.end((r) => { out.push({ result: r, findings: [...new Set(found)] }); found = []; });
+    // Taken only if nothing changed it meanwhile (a notification on another replica): then that one
+    // has it. What stays (no longer released by anyone) is the artifacts' last characters, for
+    // `ttlMs`: a chunk appended later, through any replica, has the rest of a secret they begin cut.
+    if (await this.#store.put(id, text.save(), cur.version, this.#ttlMs) === false) return;
+    if (out.length) await this.#release(e.route, out, reason);
   }
 }
 

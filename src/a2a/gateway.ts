@@ -22,7 +22,7 @@ import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
 import { idsIn, type SeenIds } from './tasks.ts';
 import { passesRaw } from './raw.ts';
-import { ArtifactText, PushArtifactText, mayJoin } from './chunks.ts';
+import { ArtifactText, PushArtifactText, mayJoin, type HeldRelease, type Released } from './chunks.ts';
 import { StoreUnavailable } from '../store/types.ts';
 import { restFromAam, restFromRpc, restOp } from './rest.ts';
 import { PushRoutes, type PushRoute, pinnedDispatcher, pushConfigIn, pushDestination, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
@@ -76,8 +76,9 @@ export function createA2aGateway(): A2aGateway {
   let keepalives: Deadlines | undefined;
   /**
    * Artifact text held across push notifications, per push route (chunks.ts): made with the first
-   * notification (the runtime's egress door is the scrubber's source); what a route held past its
-   * bounds is posted to the caller on its own (deliverHeld).
+   * notification (the runtime's egress door is the scrubber's source; the runtime's held-text
+   * store keeps each route's state, Redis in a fleet); what a route held past its bounds is posted
+   * to the caller on its own and recorded (deliverHeld).
    */
   let pushText: PushArtifactText<{ route: PushRoute; ctx: Ctx; name: string }> | undefined;
 
@@ -177,7 +178,8 @@ export function createA2aGateway(): A2aGateway {
       const refused = await pushUrlRefusal(pushCfg.url, ctx.rt.a2aPushAllow);
       if (refused) throw new AamError(400, 'push_url_refused', refused);
       const url = pushCfg.url, callerToken = typeof pushCfg.token === 'string' && pushCfg.token ? pushCfg.token : undefined;
-      const route = await storeCall(() => new PushRoutes(ctx.rt.a2aPushRoutes).add({ callee: name, taskId: taskId ?? '', skill, identity, url, ...(callerToken ? { callerToken } : {}) }));
+      // The registering request names the route's evidence: what it holds and lets go of later is recorded under it.
+      const route = await storeCall(() => new PushRoutes(ctx.rt.a2aPushRoutes).add({ callee: name, taskId: taskId ?? '', skill, identity, url, ...(callerToken ? { callerToken } : {}), requestId: ctx.requestId, traceId: requestTraceId(ctx) }));
       params = withAamTarget(rpc.method, params, `${publicBase(ctx)}/a2a/${encodeURIComponent(name)}/push/${route.id}`, route.token);
     }
     // Counted against the caller's rate limits; the smallest reservation makes a spent budget refuse it (settled at $0).
@@ -294,12 +296,20 @@ export function createA2aGateway(): A2aGateway {
       // Artifact chunks across this route's notifications are one text (chunks.ts): what an
       // artifact held goes out first (before a final status), then this notification.
       if (pushText === undefined) {
-        const made = new PushArtifactText<{ route: PushRoute; ctx: Ctx; name: string }>(ctx.rt.egress, (h, results) => void deliverHeld(h.ctx, h.name, h.route, results));
+        const rt = ctx.rt;
+        const made = new PushArtifactText<{ route: PushRoute; ctx: Ctx; name: string }>(rt.egress, rt.a2aPushHeld, (h, released, reason) => deliverHeld(h.ctx, h.name, h.route, released, reason), {
+          // A release under way counts as a request handler: a shutdown waits for it (bounded) before the stores close.
+          working: (p) => {
+            rt.handling++;
+            p.catch((e: unknown) => rt.log.warn({ event: 'a2a_push_held_failed', err: (e as Error).message }, 'A2A push: a route\'s held text could not be let go of (it expires in the store)')).finally(rt.handled);
+          },
+        });
         pushText = made;
-        // A shutdown's drain lets go of what routes hold (posted at once, not lost with the process).
-        ctx.rt.streams.add(() => made.releaseAll());
+        // A shutdown's drain lets go of what routes hold (posted at once, recorded, not lost with the process).
+        rt.streams.add(() => made.releaseAll());
       }
-      const values = pushText.pass(route.id, { route, ctx, name }, value);
+      const joiner = pushText;
+      const values = await storeCall(() => joiner.pass(route.id, { route, ctx, name }, value));
       for (const v of values) status = await postPush(ctx, route, v);
       access.record({ type: 'a2a_call', ...ev, outcome: { status, latency_ms: performance.now() - started } } as never);
     } catch (e) {
@@ -312,7 +322,7 @@ export function createA2aGateway(): A2aGateway {
   }
 
   /** One notification posted to the caller's push URL (SSRF rule checked again); its HTTP status, 2xx, else 502. */
-  async function postPush(ctx: Ctx, route: PushRoute, value: unknown): Promise<number> {
+  async function postPush(ctx: Ctx, route: PushRoute, value: unknown, src = ctx.rt.egress): Promise<number> {
     // Checked again now (a name may resolve elsewhere than at registration), and connected to the address checked.
     const dest = await pushDestination(route.url, ctx.rt.a2aPushAllow);
     if ('refused' in dest) throw new AamError(502, 'push_url_refused', dest.refused);
@@ -320,7 +330,7 @@ export function createA2aGateway(): A2aGateway {
     let status: number;
     try {
       // Through the egress door's request side: scrubbed across parts, whole, and in headers.
-      status = await postToAgent(ctx.rt.egress, route.url, value, {
+      status = await postToAgent(src, route.url, value, {
         ...(dispatcher ? { dispatcher } : {}), timeoutMs: 10_000,
         headers: { 'x-aam-request-id': ctx.requestId, ...(route.callerToken ? { 'x-a2a-notification-token': route.callerToken } : {}) },
       });
@@ -334,15 +344,36 @@ export function createA2aGateway(): A2aGateway {
   }
 
   /**
-   * What a push route's artifact held when it let go without a closing notification (10 min
-   * without one, or more routes holding than the bound): posted as an appended last chunk, logged.
+   * What a push route's artifacts held when it let go without a closing notification (`reason`:
+   * 10 min without one, more routes holding than the bound, a shutdown): each posted as an
+   * appended last chunk, and recorded as an `a2a_push_held` event under the request that
+   * registered the route (`aam audit show` of it lists it): route, task, artifact, reason, the
+   * byte count and what scrubbing found, never the text.
    */
-  async function deliverHeld(ctx: Ctx, name: string, route: PushRoute, results: Record<string, unknown>[]): Promise<void> {
-    try {
-      for (const r of results) await postPush(ctx, route, r);
-      ctx.rt.log.info({ event: 'a2a_push_held_released', agent: name, route: route.id, notifications: results.length }, 'A2A push: an artifact\'s held text posted on its own (no closing notification came)');
-    } catch (e) {
-      ctx.rt.log.warn({ event: 'a2a_push_held_failed', agent: name, route: route.id, err: (e as Error).message }, 'A2A push: an artifact\'s held text was not delivered');
+  async function deliverHeld(ctx: Ctx, name: string, route: PushRoute, released: Released[], reason: HeldRelease): Promise<void> {
+    for (const { result, findings } of released) {
+      const found = [...findings];
+      const src = { scrubber: () => ctx.rt.egress.scrubber(), leaked: (names: readonly string[]) => { found.push(...names); ctx.rt.egress.leaked(names); } };
+      const au = (isObj(result.artifactUpdate) ? result.artifactUpdate : result) as { taskId?: unknown; artifact?: { artifactId?: unknown; parts?: unknown[] } };
+      let bytes = 0;
+      for (const p of au.artifact?.parts ?? []) if (isObj(p) && typeof p.text === 'string') bytes += Buffer.byteLength(p.text); // scrubbed already (ArtifactText)
+      let status: number;
+      let error: string | undefined;
+      try {
+        status = await postPush(ctx, route, result, src);
+        ctx.rt.log.info({ event: 'a2a_push_held_released', agent: name, route: route.id, reason }, 'A2A push: an artifact\'s held text posted on its own (no closing notification came)');
+      } catch (e) {
+        status = toAamError(e).status;
+        error = (e as Error).message;
+        ctx.rt.log.warn({ event: 'a2a_push_held_failed', agent: name, route: route.id, reason, err: error }, 'A2A push: an artifact\'s held text was not delivered');
+      }
+      ctx.rt.audit?.record({
+        type: 'a2a_push_held', request_id: route.requestId ?? `push-${route.id}`, ...(route.traceId ? { trace_id: route.traceId } : {}),
+        identity: identityEvidence(route.identity),
+        a2a: { agent: name, method: 'PushNotification', route: route.id, ...(typeof au.taskId === 'string' ? { task_id: au.taskId } : {}), ...(typeof au.artifact?.artifactId === 'string' ? { artifact_id: au.artifact.artifactId } : {}), stream: false },
+        detail: { reason, bytes, findings: [...new Set(found)] },
+        outcome: { status, ...(error !== undefined ? { error } : {}) },
+      });
     }
   }
 

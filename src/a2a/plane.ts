@@ -5,12 +5,18 @@ import type { Access as AccessOf } from '../access/context.ts';
 import type { Identity } from '../identity/types.ts';
 import type { PolicySet } from '../policy/compile.ts';
 import type { PushRouteStore, TaskOwnerStore } from '../store/types.ts';
+import type { PushHeldStore } from '../store/push-held.ts';
 
 export interface A2aRuntime extends AccessRuntime {
   /** A2A task and context ids and the caller that created each. */
   readonly a2aTasks: TaskOwnerStore;
   /** Registered A2A push routes (push.ts). */
   readonly a2aPushRoutes: PushRouteStore;
+  /** Artifact text held across a push route's notifications (a2a/chunks.ts): memory, or Redis for a fleet. */
+  readonly a2aPushHeld: PushHeldStore;
+  /** Request handlers not yet settled: a held push text's release counts as one (a shutdown waits for it, bounded). */
+  handling: number;
+  readonly handled: () => void;
   /** Hosts (or host:port) A2A push notifications may be delivered to although private (AAM_A2A_PUSH_ALLOW). */
   readonly a2aPushAllow: readonly string[];
   /** Why policy forbids this identity's call to use a credential (credentials.allow), or null. */

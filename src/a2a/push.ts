@@ -78,6 +78,9 @@ export interface PushRoute {
   callerToken?: string;
   /** The caller's config id, when it named one. */
   configId?: string;
+  /** The request that registered it (and its trace): evidence about the route later (a2a_push_held) is recorded under it. */
+  requestId?: string;
+  traceId?: string;
   expires: number;
 }
 

@@ -24,6 +24,8 @@ export interface StreamScrubber {
   push(chunk: string): string;
   /** Flush what was held back. */
   end(): string;
+  /** What is held back now, as the upstream wrote it (not scrubbed): a stream resumed elsewhere starts from it. */
+  readonly pending: string;
   /** Credential names seen so far in this stream. */
   readonly leaked: readonly string[];
 }
@@ -191,9 +193,12 @@ export class Scrubber {
     return out ? { headers: out as H, leaked: [...leaked] } : { headers, leaked: EMPTY };
   }
 
-  /** A scrubber for one stream; catches secrets split across chunks. */
-  stream(onLeak?: (names: readonly string[]) => void): StreamScrubber {
-    return new ChunkScrubber(this, onLeak);
+  /**
+   * A scrubber for one stream; catches secrets split across chunks. `pending`: what another
+   * stream scrubber of the same text held back (its `pending`), to resume that stream here.
+   */
+  stream(onLeak?: (names: readonly string[]) => void, pending = ''): StreamScrubber {
+    return new ChunkScrubber(this, onLeak, pending);
   }
 
   /** @internal used by ChunkScrubber */
@@ -274,12 +279,15 @@ class ChunkScrubber implements StreamScrubber {
   readonly #leaked = new Set<string>();
   #pending = '';
 
-  constructor(s: Scrubber, onLeak?: (names: readonly string[]) => void) {
+  constructor(s: Scrubber, onLeak?: (names: readonly string[]) => void, pending = '') {
     this.#s = s;
     this.#onLeak = onLeak;
+    this.#pending = pending;
   }
 
   get leaked(): readonly string[] { return [...this.#leaked]; }
+
+  get pending(): string { return this.#pending; }
 
   push(chunk: string): string {
     const hold = this.#s.maxPatternLength - 1;
