@@ -118,9 +118,10 @@ async function idleDemo(work: string, label: string, argv: string[], env: Record
 }
 
 /**
- * bench config + one stdio MCP server. aam spawns it, connects and lists its tools at start (before /readyz), so
- * the readings include the MCP SDK client and what it imports: zod v4 and v3, zod-to-json-schema, ajv. Measured
- * with and without it: about 9 MB of the loaded RSS (wrk c=64, 2 x 20 s interleaved, session 16).
+ * bench config + one stdio MCP server. aam spawns it, connects and lists its tools at start (before /readyz), with
+ * its own stdio client: the readings include that client and Ajv (the tools' input schemas), not the MCP SDK (its
+ * zod v4 and v3 schemas and zod-to-json-schema, about 9 MB of the loaded RSS in session 16), which loads with the
+ * first MCP session a client opens.
  */
 function loadedConfig(mockPort: number): string {
   const server = join(REPO, 'node_modules/@modelcontextprotocol/server-everything/dist/index.js');

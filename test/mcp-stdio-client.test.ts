@@ -140,3 +140,11 @@ test('a command that does not exist: unavailable with the spawn error, retried w
   assert.match(e.message, /spawn \/nonexistent\/mcp-server ENOENT/);
   await until(() => up.status().restarts >= 2, 10_000, 'the condition');
 });
+
+test('the session-generation versions and logging levels aam keeps match the SDK it was checked against', async () => {
+  const sdk = await import('@modelcontextprotocol/sdk/types.js');
+  const { SESSION_VERSION, SESSION_VERSIONS, LOG_LEVEL_NAMES } = await import('../src/tools/mcp-headers.ts');
+  assert.equal(SESSION_VERSION, sdk.LATEST_PROTOCOL_VERSION);
+  assert.deepEqual(SESSION_VERSIONS, sdk.SUPPORTED_PROTOCOL_VERSIONS);
+  assert.deepEqual(LOG_LEVEL_NAMES, sdk.LoggingLevelSchema.options);
+});

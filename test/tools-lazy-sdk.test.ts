@@ -1,6 +1,8 @@
-// The MCP SDK (~13 MB RSS) loads only when needed: a real `aam serve` whose config has no MCP
-// server must not load any '@modelcontextprotocol/sdk' module until /mcp is called (then /mcp
-// answers as before), and a reload that adds an MCP server loads it without any /mcp call.
+// The MCP SDK (~13 MB RSS) loads only when needed: a real `aam serve` must not load any
+// '@modelcontextprotocol/sdk' module until a client opens a session (initialize, MCP 2025-11-25
+// and earlier), whether or not MCP servers are configured: stdio servers are spoken to with aam's
+// own client, 2026-07-28 requests are answered without the SDK; a reload that adds an MCP server
+// loads the gateway at once, without the SDK.
 // A preload resolve hook records, in a file, every SDK module the process resolves.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -103,7 +105,38 @@ test('no MCP server configured: the SDK is not loaded until /mcp is called, then
   } finally { await s.gw.stop(); }
 });
 
-test('a reload that adds an MCP server loads the SDK without any /mcp call', async () => {
+test('a stdio MCP server is connected and listed at start without the SDK; 2026-07-28 requests need none; the first initialize loads it', async () => {
+  const dir = join(root, 'stdio-annotations');
+  mkdirSync(dir, { recursive: true });
+  const annotations = join(dir, 'annotations.json');
+  writeFileSync(annotations, '{"readOnlyHint":true}');
+  const server = doc('McpServer', 'annotated', { transport: 'stdio', command: process.execPath, args: [join(import.meta.dirname, 'fixtures', 'mcp-annotated.ts')], env: { ANNOTATIONS_FILE: annotations } });
+  const s = await setup('stdio', [...base, server]);
+  try {
+    assert.ok(existsSync(s.active), 'the preload hook runs in the gateway');
+    const status = async () => (await (await fetch(`${s.gw.url}/admin/v1/mcp/status`, { headers: { authorization: `Bearer ${ADMIN}` } })).json()) as Record<string, { state: string; tools: number; pid?: number }>;
+    await until(async () => (await status()).annotated?.state === 'ready', 60_000, 'the stdio server to be connected');
+    const st = (await status()).annotated;
+    assert.equal(st.tools, 2);
+    assert.ok(st.pid, 'its process id');
+    const v = '2026-07-28';
+    const discover = await mcp(s.gw.url, s.key,
+      { jsonrpc: '2.0', id: 3, method: 'server/discover', params: { _meta: { 'io.modelcontextprotocol/protocolVersion': v, 'io.modelcontextprotocol/clientCapabilities': {} } } },
+      { 'mcp-protocol-version': v, 'mcp-method': 'server/discover' });
+    assert.equal(discover.status, 200, discover.text);
+    // A body that is no initialize, without a session: refused as before, still without the SDK.
+    const stray = await mcp(s.gw.url, s.key, { jsonrpc: '2.0', id: 4, method: 'tools/list', params: {} });
+    assert.equal(stray.status, 400, stray.text);
+    assert.match(stray.text, /missing Mcp-Session-Id header/);
+    assert.equal(sdkLoaded(s.log), false, `SDK loaded by a gateway with a stdio MCP server before any session:\n${existsSync(s.log) ? readFileSync(s.log, 'utf8') : ''}`);
+    const init = await mcp(s.gw.url, s.key, { jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 't', version: '1' } } });
+    assert.equal(init.status, 200, init.text);
+    assert.ok(init.headers.get('mcp-session-id'), 'a session id');
+    assert.ok(sdkLoaded(s.log), 'the SDK is loaded by the first session');
+  } finally { await s.gw.stop(); }
+});
+
+test('a reload that adds an MCP server loads the MCP gateway without any /mcp call (and without the SDK)', async () => {
   const s = await setup('reload', base);
   try {
     assert.ok(existsSync(s.active), 'the preload hook runs in the gateway');
@@ -114,12 +147,15 @@ test('a reload that adds an MCP server loads the SDK without any /mcp call', asy
     renameSync(`${s.config}.new`, s.config);
     // SIGHUP again each second until it shows: a signal that arrives while the gateway is still
     // wiring its handlers is not what this test is about (a reload that swapped the config
-    // without loading the SDK is: later SIGHUPs are no-ops then, and it still fails).
+    // without loading the gateway is: later SIGHUPs are no-ops then, and it still fails).
     const nudge = setInterval(() => s.gw.proc.kill('SIGHUP'), 1000);
     s.gw.proc.kill('SIGHUP');
-    await until(() => sdkLoaded(s.log), 30_000, 'the SDK to load after a reload added an MCP server')
+    const status = async () => (await (await fetch(`${s.gw.url}/admin/v1/mcp/status`, { headers: { authorization: `Bearer ${ADMIN}` } })).json()) as Record<string, { state: string; lastError?: string }>;
+    await until(async () => (await status()).later?.lastError !== undefined, 30_000, 'the gateway to load and try the server after a reload added it')
       .finally(() => clearInterval(nudge))
       .catch((e: Error) => { throw new Error(`${e.message}\n${s.gw.stderr().slice(-3000)}`); });
+    // Nothing answers its server/discover: the SDK's session client is never needed.
+    assert.equal(sdkLoaded(s.log), false, 'no SDK module for an upstream that never answered');
   } finally { await s.gw.stop(); }
 });
 

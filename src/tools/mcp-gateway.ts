@@ -4,12 +4,9 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AuthInfo } from '@modelcontextprotocol/sdk/server/auth/types.js';
-import { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import type { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import type { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import {
-  CallToolRequestSchema, CompleteRequestSchema, GetPromptRequestSchema, LoggingLevelSchema, SetLevelRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListResourceTemplatesRequestSchema,
-  ListToolsRequestSchema, ReadResourceRequestSchema, SubscribeRequestSchema, UnsubscribeRequestSchema, isInitializeRequest, type LoggingLevel, type Progress, type ServerCapabilities, type Tool,
-} from '@modelcontextprotocol/sdk/types.js';
+import type { LoggingLevel, Progress, ServerCapabilities, Tool } from '@modelcontextprotocol/sdk/types.js';
 import type { ConfigSet } from '../config/schema.ts';
 import type { Identity } from '../identity/types.ts';
 import { mcpTraceparent } from '../observability/otlp-genai.ts';
@@ -19,6 +16,8 @@ import { createMcpShared, sessionLimits, type McpGateway, type McpGatewayOptions
 import { handleModern, isModernRequest, listPage, toolsPage } from './mcp-stateless.ts';
 import { createListenHub } from './mcp-listen.ts';
 import { createPageStore } from './mcp-pages.ts';
+import { isLogLevel } from './mcp-headers.ts';
+import { isObj } from '../lib/json.ts';
 import { RPC, ToolError, type ToolAccess, type ToolDeps } from './types.ts';
 import { ALL_SESSIONS, LOG_LEVEL_HOLD, StoreUnavailable, type McpSessionNote, type McpSessionRecord } from '../store/types.ts';
 import type { LogParams, WatchList } from './upstream.ts';
@@ -48,14 +47,20 @@ const nothingMissed = (): Missed => ({ lists: new Set(), uris: new Set() });
 const MAX_KEPT_UPDATES = 1000;
 
 /**
- * The SDK's Node transport, loaded by the first session mounted on this replica: it imports
- * @hono/node-server, which loads Node's bundled undici (fetch, Request, Response), node:http2 and
- * tls: +7.6 MB RSS (bench/RESULTS.md, "Memory") that a gateway whose MCP servers no client has
- * opened a session with yet would hold for nothing.
+ * The SDK's server side (its Server, request schemas and Node transport), loaded by the first
+ * session mounted on this replica (an initialize, or a request of a session opened elsewhere):
+ * the schemas bring zod v4 + v3 and zod-to-json-schema, the transport @hono/node-server with
+ * Node's bundled undici, node:http2 and tls (bench/RESULTS.md, "Memory"), which a gateway whose
+ * MCP servers no client has opened a session with yet (or only 2026-07-28 clients use) would hold
+ * for nothing. Upstream servers are spoken to without the SDK (mcp-stdio-client.ts, mcp-modern-client.ts).
  */
-let nodeTransport: typeof StreamableHTTPServerTransport | undefined;
-const transportClass = async (): Promise<typeof StreamableHTTPServerTransport> =>
-  (nodeTransport ??= (await import('@modelcontextprotocol/sdk/server/streamableHttp.js')).StreamableHTTPServerTransport);
+interface ServerSdk { Server: typeof Server; schemas: typeof import('@modelcontextprotocol/sdk/types.js'); Transport: typeof StreamableHTTPServerTransport }
+let serverSdk: Promise<ServerSdk> | undefined;
+const loadServerSdk = (): Promise<ServerSdk> => serverSdk ??= Promise.all([
+  import('@modelcontextprotocol/sdk/server/index.js'), import('@modelcontextprotocol/sdk/types.js'), import('@modelcontextprotocol/sdk/server/streamableHttp.js'),
+]).then(([server, schemas, http]) => ({ Server: server.Server, schemas, Transport: http.StreamableHTTPServerTransport }), (e: unknown) => { serverSdk = undefined; throw e; });
+/** The body names initialize (the SDK's isInitializeRequest, which needs the schemas, decides whether it is one). */
+const namesInitialize = (body: unknown): boolean => (Array.isArray(body) ? body : [body]).some((m) => isObj(m) && m.method === 'initialize');
 
 const identityKey = (i: Identity) => i.agent.spiffeId;
 /**
@@ -68,7 +73,6 @@ const UNSUBSCRIBED = 'aam/unsubscribed';
 const CLOSED = 'aam/closed';
 /** A session's stream opened where aam cannot know which updates it missed: each replica holding its subscriptions announces them all. */
 const REANNOUNCE = 'aam/reannounce';
-const isLevel = (v: unknown): v is LoggingLevel => LoggingLevelSchema.safeParse(v).success;
 const LIST_NOTES: Record<string, WatchList> = { 'notifications/tools/list_changed': 'tools', 'notifications/prompts/list_changed': 'prompts', 'notifications/resources/list_changed': 'resources' };
 const instructions = (scope: string | null) => (scope === null ? 'aam MCP gateway: tools are named <server>__<tool>; every call is authorized and audited.' : undefined);
 
@@ -271,8 +275,12 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
   sweeper.unref();
 
   /** `optional`: completions and logging, declared when a server in the session's scope declares them. */
-  function buildServer(ctx: SessionCtx, id: string, optional: ServerCapabilities): Server {
-    const server = new Server({ name: 'aam', version: '0.1.0' }, {
+  function buildServer(sdk: ServerSdk, ctx: SessionCtx, id: string, optional: ServerCapabilities): Server {
+    const {
+      CallToolRequestSchema, CompleteRequestSchema, GetPromptRequestSchema, SetLevelRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListResourceTemplatesRequestSchema,
+      ListToolsRequestSchema, ReadResourceRequestSchema, SubscribeRequestSchema, UnsubscribeRequestSchema,
+    } = sdk.schemas;
+    const server = new sdk.Server({ name: 'aam', version: '0.1.0' }, {
       capabilities: { tools: { listChanged: true }, resources: { subscribe: true, listChanged: true }, prompts: { listChanged: true }, ...optional },
       instructions: instructions(ctx.scope),
     });
@@ -336,10 +344,10 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
    * by all sessions). `resumed`: the session was opened elsewhere (or before a restart of these
    * objects): the transport starts out initialized, as the client expects.
    */
-  function mount(Transport: typeof StreamableHTTPServerTransport, rec: McpSessionRecord, access: ToolAccess, resumed: boolean, optional: ServerCapabilities): Session {
+  function mount(sdk: ServerSdk, rec: McpSessionRecord, access: ToolAccess, resumed: boolean, optional: ServerCapabilities): Session {
     const ctx: SessionCtx = { identity: access.identity, access, scope: rec.scope, sessionId: () => rec.id, resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };
-    const server = buildServer(ctx, rec.id, optional);
-    const transport = new Transport({
+    const server = buildServer(sdk, ctx, rec.id, optional);
+    const transport = new sdk.Transport({
       sessionIdGenerator: () => rec.id,
       onsessioninitialized: (id) => { session.started = true; deps.log.info({ session_id: id, spiffe_id: rec.owner, scope: rec.scope ?? '*' }, 'mcp session started'); },
       // DELETE from the client: the session ends on every replica.
@@ -394,7 +402,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     if (!opened.ok) return rpcError(res, 503, RPC.upstream, `too many MCP sessions (${maxSessions}); close unused sessions (HTTP DELETE with Mcp-Session-Id) and retry`);
     // What the client is told it may use: completions and logging only when a server in scope offers them.
     await catalog.ready(scope, listWaitMs);
-    const session = mount(await transportClass(), rec, access, false, optionalCapabilities(catalog.inScope(scope)));
+    const session = mount(await loadServerSdk(), rec, access, false, optionalCapabilities(catalog.inScope(scope)));
     try {
       await session.ready;
       attachAccess(req, access);
@@ -429,12 +437,12 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     }
     if (rec.scope !== serverName) return rpcError(res, 400, RPC.invalidParams, `this MCP session was opened on ${rec.scope === null ? '/mcp' : `/mcp/${rec.scope}`}; use that endpoint`);
     if (!s) {
-      const Transport = await transportClass();
-      // Another request of this session may have mounted it while the transport loaded.
+      const sdk = await loadServerSdk();
+      // Another request of this session may have mounted it while the SDK loaded.
       s = sessions.get(sid);
       if (!s) {
         // Its client was told at initialize (elsewhere) what it may use: both handled here.
-        s = mount(Transport, rec, access, true, { completions: {}, logging: {} });
+        s = mount(sdk, rec, access, true, { completions: {}, logging: {} });
         deps.log.info({ session_id: sid, spiffe_id: rec.owner, scope: rec.scope ?? '*' }, 'mcp session resumed on this replica');
       }
     }
@@ -445,7 +453,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     s.ctx.identity = identity;
     s.ctx.access = access;
     // Its logging/setLevel, wherever it was set (the registry keeps it with the session).
-    if (isLevel(rec.logLevel)) s.ctx.logLevel = rec.logLevel;
+    if (isLogLevel(rec.logLevel)) s.ctx.logLevel = rec.logLevel;
     attachAccess(req, access);
     if (req.method === 'GET') onStreamOpen(s, res);
     return s.transport.handleRequest(req, res, body);
@@ -479,7 +487,8 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       const sid = req.headers['mcp-session-id'];
       try {
         if (typeof sid === 'string' && sid) return await continueSession(req, res, access, serverName, body, sid);
-        const isInit = req.method === 'POST' && (Array.isArray(body) ? body.some(isInitializeRequest) : isInitializeRequest(body));
+        const isInitializeRequest = req.method === 'POST' && namesInitialize(body) ? (await loadServerSdk()).schemas.isInitializeRequest : undefined;
+        const isInit = isInitializeRequest !== undefined && (Array.isArray(body) ? body.some(isInitializeRequest) : isInitializeRequest(body));
         if (!isInit) return rpcError(res, 400, RPC.invalidParams, 'missing Mcp-Session-Id header: start a session with an initialize request first (MCP 2025-11-25 and earlier), or send MCP 2026-07-28 requests carrying params._meta["io.modelcontextprotocol/protocolVersion"] and the MCP-Protocol-Version header');
         return await startSession(req, res, access, serverName, body);
       } catch (e) {

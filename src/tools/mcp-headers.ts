@@ -4,6 +4,12 @@
 import { isObj } from '../lib/json.ts';
 
 export const MODERN_VERSION = '2026-07-28';
+/** The session generation (initialize): the version aam asks for and accepts as a client, and speaks as a server (the SDK 1.x's LATEST / SUPPORTED_PROTOCOL_VERSIONS; test/mcp-stdio-client checks they match). */
+export const SESSION_VERSION = '2025-11-25';
+export const SESSION_VERSIONS: readonly string[] = [SESSION_VERSION, '2025-06-18', '2025-03-26', '2024-11-05', '2024-10-07'];
+/** MCP's logging levels (RFC 5424 severities), least severe first. */
+export const LOG_LEVEL_NAMES = ['debug', 'info', 'notice', 'warning', 'error', 'critical', 'alert', 'emergency'] as const;
+export const isLogLevel = (v: unknown): v is (typeof LOG_LEVEL_NAMES)[number] => (LOG_LEVEL_NAMES as readonly unknown[]).includes(v);
 /** The _meta key of a 2026-07-28 request's client capabilities. */
 export const CLIENT_CAPS = 'io.modelcontextprotocol/clientCapabilities';
 /** Methods whose params.name (or params.uri, or the Tasks extension's params.taskId) is mirrored into Mcp-Name. */

@@ -1,7 +1,8 @@
-// The MCP gateway loads the MCP SDK (server, clients, transports, ajv: ~13 MB RSS) only once it
-// is needed: when the config has MCP servers (at start or after a reload) or on the first request
-// to /mcp. Until then this front answers what needs no SDK: approvals (shared with the HTTP tool
-// proxy), tool digests (admin diff/accept/flagged) and status (no servers, so empty).
+// The MCP gateway (catalog, upstream connections, Ajv) loads only once it is needed: when the
+// config has MCP servers (at start or after a reload) or on the first request to /mcp; the MCP
+// SDK itself loads later still, with the first session a client opens (mcp-gateway.ts). Until then
+// this front answers what needs neither: approvals (shared with the HTTP tool proxy), tool digests
+// (admin diff/accept/flagged) and status (no servers, so empty).
 import type { ConfigSet } from '../config/schema.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createApprovals, type Approval, type Approvals } from '../store/approvals.ts';

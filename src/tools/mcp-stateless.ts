@@ -8,10 +8,10 @@
 // Spec: modelcontextprotocol.io/specification/2026-07-28 (basic/transports/streamable-http,
 // basic/versioning, server/discover; schema/2026-07-28/schema.ts).
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
-import { LATEST_PROTOCOL_VERSION, LoggingLevelSchema, SUPPORTED_PROTOCOL_VERSIONS, type CompleteRequest, type LoggingLevel, type Progress } from '@modelcontextprotocol/sdk/types.js';
+import type { CompleteRequest, LoggingLevel, Progress } from '@modelcontextprotocol/sdk/types.js';
 import { mcpTraceparent } from '../observability/otlp-genai.ts';
 import { optionalCapabilities, type CompiledTool } from './catalog.ts';
-import { decodeHeaderValue, headerParams, MODERN_VERSION, NAMED, sseEvent, valueAt } from './mcp-headers.ts';
+import { decodeHeaderValue, headerParams, isLogLevel, LOG_LEVEL_NAMES, MODERN_VERSION, NAMED, SESSION_VERSION, SESSION_VERSIONS, sseEvent, valueAt } from './mcp-headers.ts';
 import { callTool, completeArgument, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { isInputRequired, TASKS_EXT } from './mcp-mrtr.ts';
 import { taskRequest } from './mcp-tasks.ts';
@@ -22,7 +22,7 @@ import { isObj } from '../lib/json.ts';
 export { MODERN_VERSION };
 
 /** What server/discover and UnsupportedProtocolVersionError advertise: modern first, then the legacy ones (via initialize). */
-export const SUPPORTED_VERSIONS: readonly string[] = [MODERN_VERSION, ...SUPPORTED_PROTOCOL_VERSIONS];
+export const SUPPORTED_VERSIONS: readonly string[] = [MODERN_VERSION, ...SESSION_VERSIONS];
 /** Error codes the 2026-07-28 schema allocates (HEADER_MISMATCH, MISSING_REQUIRED_CLIENT_CAPABILITY, UNSUPPORTED_PROTOCOL_VERSION). */
 export const MODERN_RPC = { headerMismatch: -32020, missingCapability: -32021, unsupportedVersion: -32022, methodNotFound: -32601 } as const;
 
@@ -44,7 +44,7 @@ export function isModernRequest(headers: IncomingHttpHeaders, body: unknown): bo
   if (headers['mcp-session-id'] !== undefined || !isObj(body) || body.method === 'initialize') return false;
   if (metaOf(body)?.[META_VERSION] !== undefined) return true;
   const v = headers['mcp-protocol-version'];
-  return typeof v === 'string' && !(SUPPORTED_PROTOCOL_VERSIONS as readonly string[]).includes(v);
+  return typeof v === 'string' && !SESSION_VERSIONS.includes(v);
 }
 
 /** Header and body agree (integers compared as numbers, booleans as lowercase words). */
@@ -127,7 +127,7 @@ export async function handleModern(o: StatelessOptions, headers: IncomingHttpHea
   };
   const onprogress = sse && (typeof token === 'string' || typeof token === 'number') ? (p: Progress) => send({ jsonrpc: '2.0', method: 'notifications/progress', params: { ...p, progressToken: token } }) : undefined;
   const level = meta?.[META_LOG_LEVEL];
-  const log = sse && LoggingLevelSchema.safeParse(level).success ? { level: level as LoggingLevel, send: (p: Json) => send({ jsonrpc: '2.0', method: 'notifications/message', params: p }) } : undefined;
+  const log = sse && isLogLevel(level) ? { level: level as LoggingLevel, send: (p: Json) => send({ jsonrpc: '2.0', method: 'notifications/message', params: p }) } : undefined;
   const r = await answer(o, headers, body, access, scope, { ...extra, ...(onprogress ? { onprogress } : {}), ...(log ? { log } : {}) });
   if (streaming) return void res.end(r ? sseEvent(r.body) : undefined);
   if (res.headersSent) return void res.end();
@@ -146,12 +146,12 @@ async function answer(o: StatelessOptions, headers: IncomingHttpHeaders, body: J
   if (id === undefined) return null; // no client notifications are defined over HTTP in this revision: accept and ignore
   const meta = metaOf(body) ?? {};
   if (meta[META_VERSION] !== MODERN_VERSION) {
-    return error(id, 400, MODERN_RPC.unsupportedVersion, `Unsupported protocol version ${JSON.stringify(meta[META_VERSION])}: use ${MODERN_VERSION} per request, or initialize a session for ${LATEST_PROTOCOL_VERSION} and earlier`,
+    return error(id, 400, MODERN_RPC.unsupportedVersion, `Unsupported protocol version ${JSON.stringify(meta[META_VERSION])}: use ${MODERN_VERSION} per request, or initialize a session for ${SESSION_VERSION} and earlier`,
       { supported: SUPPORTED_VERSIONS, requested: meta[META_VERSION] });
   }
   if (!isObj(meta[META_CAPS])) return error(id, 400, -32602, `params._meta["${META_CAPS}"] is required (an object; {} declares no optional capabilities)`);
-  if (meta[META_LOG_LEVEL] !== undefined && !LoggingLevelSchema.safeParse(meta[META_LOG_LEVEL]).success) {
-    return error(id, 200, -32602, `Invalid params: params._meta["${META_LOG_LEVEL}"] must be one of ${LoggingLevelSchema.options.join(', ')}`);
+  if (meta[META_LOG_LEVEL] !== undefined && !isLogLevel(meta[META_LOG_LEVEL])) {
+    return error(id, 200, -32602, `Invalid params: params._meta["${META_LOG_LEVEL}"] must be one of ${LOG_LEVEL_NAMES.join(', ')}`);
   }
   const params = isObj(body.params) ? body.params : {};
   const s: SessionCtx = { identity: access.identity, access, scope, sessionId: () => undefined, resourceOwner: new Map(), templateOwners: [], subscriptions: new Map() };

@@ -13,11 +13,9 @@ import type {
 import type { ReqOptions, SessionClient } from './mcp-modern-client.ts';
 import { MCP_CODE, McpError } from './mcp-error.ts';
 import { schemaValidator } from './json-schema.ts';
+import { SESSION_VERSION, SESSION_VERSIONS } from './mcp-headers.ts';
 import { isObj } from '../lib/json.ts';
 
-/** What aam asks for in initialize, and the versions it accepts back (the SDK 1.x client's). */
-export const STDIO_PROTOCOL_VERSION = '2025-11-25';
-export const STDIO_SUPPORTED_VERSIONS: readonly string[] = [STDIO_PROTOCOL_VERSION, '2025-06-18', '2025-03-26', '2024-11-05', '2024-10-07'];
 /** Unparsed output held at most (a line without its end this long): the connection is closed, as the SDK's ReadBuffer did. */
 export const STDIO_MAX_BUFFER = 10 * 1024 * 1024;
 const DEFAULT_TIMEOUT_MS = 60_000;
@@ -280,8 +278,8 @@ export function createStdioClient(spec: StdioSpec): StdioClient {
       });
       proc.on('error', () => {});
       try {
-        const r = await request<Json>('initialize', { protocolVersion: STDIO_PROTOCOL_VERSION, capabilities: {}, clientInfo: { name: 'aam-gateway', version: '0.1.0' } }, { timeout: timeoutMs });
-        if (!STDIO_SUPPORTED_VERSIONS.includes(r.protocolVersion as string)) throw new Error(`Server's protocol version is not supported: ${String(r.protocolVersion)}`);
+        const r = await request<Json>('initialize', { protocolVersion: SESSION_VERSION, capabilities: {}, clientInfo: { name: 'aam-gateway', version: '0.1.0' } }, { timeout: timeoutMs });
+        if (!SESSION_VERSIONS.includes(r.protocolVersion as string)) throw new Error(`Server's protocol version is not supported: ${String(r.protocolVersion)}`);
         if (!isObj(r.capabilities)) throw new Error('initialize result without capabilities');
         capabilities = r.capabilities as ServerCapabilities;
         await write({ jsonrpc: '2.0', method: 'notifications/initialized' });
