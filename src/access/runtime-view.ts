@@ -100,6 +100,8 @@ export interface AccessRuntime {
    * started: await it before that work, which then runs while the write is on its way.
    */
   evidenceSoon(): Promise<void> | undefined;
+  /** Client requests being handled now (1: this one alone, the main thread waits with it). */
+  readonly inFlight: number;
   /** Event-level stream scrubber, or null when no credential is active. */
   eventScrubber(): EventScrubber | null;
 }

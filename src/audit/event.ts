@@ -212,9 +212,14 @@ export function encodeEvent(input: AuditEventInput, at: number, iso: (ms: number
   const time = given ?? iso(at);
   let json: string;
   try {
-    // The common case stamps the time without copying the caller's object.
-    const j = JSON.stringify(given !== undefined || e.time === undefined ? e : { ...e, time: undefined });
-    json = given !== undefined ? j : '{"time":"' + time + '"' + (j.length > 2 ? ',' + j.slice(1) : '}');
+    const head = given === undefined ? (e as { [EVENT_HEAD]?: EventHead })[EVENT_HEAD] : undefined;
+    const rest = head !== undefined ? membersAfter(e, head) : undefined;
+    if (rest !== undefined) json = '{"time":"' + time + '"' + (head!.text ? ',' + head!.text : '') + rest + '}';
+    else {
+      // The common case stamps the time without copying the caller's object.
+      const j = JSON.stringify(given !== undefined || e.time === undefined ? e : { ...e, time: undefined });
+      json = given !== undefined ? j : '{"time":"' + time + '"' + (j.length > 2 ? ',' + j.slice(1) : '}');
+    }
   } catch (err) {
     e = encodingFailureEvent(input, err);
     json = JSON.stringify({ ...e, time });
@@ -224,6 +229,46 @@ export function encodeEvent(input: AuditEventInput, at: number, iso: (ms: number
 }
 
 const isoTime = (ms: number): string => new Date(ms).toISOString();
+
+/**
+ * An event's leading members encoded ahead of the rest (a model call's type, request, trace,
+ * identity and policy, while its upstream works: at c=1 the main thread waits then, and what is
+ * left to encode once the answer is in is its outcome). Carried on the event under EVENT_HEAD (a
+ * symbol: JSON.stringify and every reader of the event's fields pass it by).
+ */
+export interface EventHead {
+  readonly keys: readonly string[];
+  readonly values: readonly unknown[];
+  /** JSON.stringify of those members, without its braces. */
+  readonly text: string;
+}
+
+export const EVENT_HEAD: unique symbol = Symbol('aam.audit.eventHead');
+
+/** The head of an event that starts with `members` (undefined values are left out of the text, as JSON.stringify leaves them out). */
+export function eventHead(members: Record<string, unknown>): EventHead {
+  const keys = Object.keys(members);
+  return { keys, values: keys.map((k) => members[k]), text: JSON.stringify(members).slice(1, -1) };
+}
+
+/**
+ * The members of `e` after its head, encoded (each starting with a comma), when `e` still starts
+ * with the head's very members (same keys in the same order, the same values): head text + this is
+ * then JSON.stringify(e)'s text. Undefined otherwise (the caller encodes the whole event).
+ */
+function membersAfter(e: Record<string, unknown>, head: EventHead): string | undefined {
+  const keys = Object.keys(e);
+  const n = head.keys.length;
+  if (keys.length < n) return undefined;
+  for (let i = 0; i < n; i++) if (keys[i] !== head.keys[i] || e[keys[i]] !== head.values[i]) return undefined;
+  if (keys.length === n) return '';
+  if (keys.includes('__proto__')) return undefined; // not a member an assignment can copy
+  // The rest as one object: one JSON.stringify call, cheaper than one per member.
+  const rest: Record<string, unknown> = {};
+  for (let i = n; i < keys.length; i++) rest[keys[i]] = e[keys[i]];
+  const j = JSON.stringify(rest);
+  return j.length > 2 ? ',' + j.slice(1, -1) : '';
+}
 
 /**
  * Date#toISOString for event times, its text memoized per second: an event is stamped once, on

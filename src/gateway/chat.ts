@@ -29,7 +29,7 @@ import { targetInfo, type Route, type Target } from './routes.ts';
 import { blockedMessage } from '../guardrails/engine.ts';
 import { resultToEvents, StreamRecorder } from '../cache/replay.ts';
 import { embedderFor } from './embeddings.ts';
-import { countCall, recordCall, recordCallEvidence, type CallOutcome } from './record.ts';
+import { callEvidenceAhead, countCall, recordCall, recordCallEvidence, type CallEvidenceAhead, type CallOutcome } from './record.ts';
 import { chatUpstream, clientBody, type ClientBody } from './raw-body.ts';
 import { resolveRoute } from './resolve.ts';
 
@@ -173,14 +173,18 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
     sendText(ctx, 200, body, 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
     return;
   }
-  const r = await callWhole(ctx, identity, route, req, codec, ac, need, client, early);
+  const called = callWhole(ctx, identity, route, req, codec, ac, need, client, early);
+  // The upstream request is sent (callWhole ran up to its first await): alone in flight, the
+  // evidence's fixed part is made while the upstream works.
+  const ahead = callEvidenceAhead(ctx, identity);
+  const r = await called;
   if (!r.ok) {
     a.release(adm);
     const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
     recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, false, message);
     throw new AamError(r.failure.clientStatus, r.failure.code, message);
   }
-  const call = settleAndRecord(a, route, r.target, r.value.result.usage, adm, 200, false, undefined, cache.save ? 'miss' : null);
+  const call = settleAndRecord(a, route, r.target, r.value.result.usage, adm, 200, false, undefined, cache.save ? 'miss' : null, ahead);
   // Without output guardrails nothing more is recorded before the answer: alone in flight, the
   // evidence's write (the fleet's INSERT) starts now, its round trip overlapping the checks and
   // encoding below once it is on the socket; the answer still waits for evidenceSafeNow().
@@ -290,6 +294,7 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
     }, need, early?.order);
     // The upstream request is sent (runAttempts ran up to its first await): what needs no answer is built meanwhile.
     codec.prepareStream?.(route.name);
+    const ahead = called instanceof Promise ? callEvidenceAhead(ctx, identity) : undefined;
     const r = called instanceof Promise ? await called : called;
     if (!r.ok) {
       a.release(adm);
@@ -396,7 +401,7 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
       res.end(tail + codec.streamError(broken, brokenType));
       return;
     }
-    const call = settleAndRecord(a, route, r.target, usage, adm, 200, true, undefined, cache.hit ? 'hit' : cache.save ? 'miss' : null);
+    const call = settleAndRecord(a, route, r.target, usage, adm, 200, true, undefined, cache.hit ? 'hit' : cache.save ? 'miss' : null, ahead);
     // Every finding is recorded by now: alone in flight, the evidence's write starts before the
     // counters and the cache entry are done (the terminator still waits for evidenceSafe()).
     const sent = ctx.rt.evidenceSoon();
@@ -451,11 +456,11 @@ function finish(a: Access, route: Route, target: Target | null, usage: Usage | u
 }
 
 /** finish() but for its counters (countCall): settle budget/limits and record the evidence. */
-function settleAndRecord(a: Access, route: Route, target: Target | null, usage: Usage | undefined, adm: Admission, status: number, stream: boolean, error: string | undefined, cache: 'hit' | 'miss' | null): CallOutcome {
+function settleAndRecord(a: Access, route: Route, target: Target | null, usage: Usage | undefined, adm: Admission, status: number, stream: boolean, error: string | undefined, cache: 'hit' | 'miss' | null, ahead?: CallEvidenceAhead): CallOutcome {
   const cost = target ? costUsd(usage, target.pricing) : 0;
   a.settle(adm, cost, usage ? usage.inputTokens + usage.outputTokens : null);
   const call: CallOutcome = { target, usage, status, stream, error, cost, cache, latencyMs: performance.now() - a.ctx.start };
-  recordCallEvidence(a.ctx, a.identity, route, call);
+  recordCallEvidence(a.ctx, a.identity, route, call, ahead);
   return call;
 }
 

@@ -7,6 +7,7 @@ import { identityEvidence, requestTraceId } from '../access/evidence.ts';
 import { policyEvidence, recordEvidence } from '../access/decide.ts';
 import { modelSpanAttributes } from '../observability/otlp-genai.ts';
 import type { Route, Target } from './routes.ts';
+import { EVENT_HEAD, eventHead, type AuditIdentity, type AuditPolicy, type EventHead } from '../audit/event.ts';
 
 /**
  * Usage rollup, metrics, span attributes and the model_call audit event (carrying the request's
@@ -47,14 +48,41 @@ export function countCall(ctx: Ctx, identity: Identity, route: Route, call: Call
   ctx.span?.setAttributes(modelSpanAttributes({ operation, provider: target?.provider.type, route: route.name, requestModel: target?.model, inputTokens: usage?.inputTokens, outputTokens: usage?.outputTokens, costUsd: cost ?? undefined }));
 }
 
+/**
+ * The model_call event's members known before the upstream answers (type, request, trace,
+ * identity, policy), made and encoded ahead: a request alone in flight does it while its upstream
+ * works, so that once the answer is in, what is left before the evidence's write leaves is its
+ * outcome. The event is the same as without it (encodeEvent: the same bytes).
+ */
+export interface CallEvidenceAhead {
+  readonly members: { type: 'model_call'; request_id: string; trace_id: string; identity: AuditIdentity; policy: AuditPolicy | undefined };
+  readonly head: EventHead;
+}
+
+/** See CallEvidenceAhead; undefined when more than this request is in flight (the main thread has other work then: nothing to gain). */
+export function callEvidenceAhead(ctx: Ctx, identity: Identity): CallEvidenceAhead | undefined {
+  if (ctx.rt.inFlight > 1) return undefined;
+  const members = callMembers(ctx, identity);
+  return { members, head: eventHead(members) };
+}
+
+function callMembers(ctx: Ctx, identity: Identity): CallEvidenceAhead['members'] {
+  const decision = ctx.decision;
+  return {
+    type: 'model_call', request_id: ctx.requestId, trace_id: requestTraceId(ctx), identity: identityEvidence(identity),
+    policy: decision ? policyEvidence(decision.d) : undefined,
+  };
+}
+
 /** The model_call audit event, carrying the request's decision: written before the request is answered. */
-export function recordCallEvidence(ctx: Ctx, identity: Identity, route: Route, call: CallOutcome): void {
+export function recordCallEvidence(ctx: Ctx, identity: Identity, route: Route, call: CallOutcome, ahead?: CallEvidenceAhead): void {
   const { target, usage, status, stream, error, cost, cache, latencyMs } = call;
   const decision = ctx.decision;
   if (decision) decision.recorded = true;
+  const m = ahead?.members ?? callMembers(ctx, identity);
   recordEvidence(ctx, identity, {
-    type: 'model_call', request_id: ctx.requestId, trace_id: requestTraceId(ctx), identity: identityEvidence(identity),
-    policy: decision ? policyEvidence(decision.d) : undefined,
+    type: m.type, request_id: m.request_id, trace_id: m.trace_id, identity: m.identity, policy: m.policy,
+    [EVENT_HEAD]: ahead?.head,
     // Guardrails that checked this call; their block/redact/flag verdicts are 'guardrail' events,
     // so an applied guardrail without such an event allowed the call.
     guardrails: ctx.guardrails,
