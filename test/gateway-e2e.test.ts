@@ -36,13 +36,14 @@ before(async () => {
     route('early-error', [['oai', 'error-before-content'], ['ant', 'ok']]),
     route('cut', [['oai', 'cut-stream']]),
     route('garbage', [['oai', 'garbage']]),
+    route('garbage-fallback', [['oai', 'garbage'], ['ant', 'ok']]),
     route('hang', [['slow', 'hang']], { retries: { attempts: 0 } }),
     route('silent', [['oai', 'silent-400']]),
     route('long-silent', [['oai', 'silent-3000']]),
     route('breaker', [['oai', 'fail-500'], ['ant', 'ok']]),
     route('denied', [['oai', 'ok']]),
     doc('Model', 'embed', { kind: 'embeddings', targets: [{ provider: 'oai', model: 'text-embedding-3-small' }] }),
-    ...agentDocs(['gpt', 'claude', 'gemini', 'azure', 'tools-oai', 'tools-ant', 'fallback', 'flaky', 'bad-request', 'early-error', 'cut', 'garbage', 'hang', 'silent', 'long-silent', 'breaker', 'embed']),
+    ...agentDocs(['gpt', 'claude', 'gemini', 'azure', 'tools-oai', 'tools-ant', 'fallback', 'flaky', 'bad-request', 'early-error', 'cut', 'garbage', 'garbage-fallback', 'hang', 'silent', 'long-silent', 'breaker', 'embed']),
   );
   gw = await startTestGateway(config, { TEST_UPSTREAM_KEY: SECRET, AAM_SSE_KEEPALIVE_MS: '100', AAM_MAX_BODY_BYTES: '200000' });
   key = gw.key('tester');
@@ -161,6 +162,14 @@ test('stream error before any content falls back; a cut after content ends with 
   assert.match(text, /"content":"echo: "/);
   assert.match(text, /data: \{"error":/);
   assert.doesNotMatch(text, /\[DONE\]/);
+});
+
+test('a 200 whose body is not a chat answer is retried, then the next target answers (the answer\'s full parse is the check)', async () => {
+  fake.reset();
+  const r = await openai().chat.completions.create({ model: 'garbage-fallback', messages: [{ role: 'user', content: 'past garbage' }] });
+  assert.match(r.choices[0].message.content ?? '', /echo: past garbage/);
+  assert.equal(fake.count('garbage'), 2, 'one retry on the unusable target, then fallback');
+  assert.equal(fake.count('ok'), 1);
 });
 
 test('garbage and hanging upstreams give 502/504 and the server stays up', async () => {

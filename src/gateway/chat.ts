@@ -7,7 +7,7 @@ import { codecFor } from '../providers/index.ts';
 import { parseOpenAIChatRequest } from '../providers/openai.ts';
 import { parseAnthropicRequest } from '../providers/anthropic.ts';
 import { SSE_KEEPALIVE } from '../providers/sse.ts';
-import type { ChatRequest, ChatResult, ClientCodec, StreamEvent, Usage } from '../providers/types.ts';
+import type { ChatRequest, ChatResult, ClientCodec, ProviderAdapter, StreamEvent, Usage } from '../providers/types.ts';
 import { openAccess } from '../access/context.ts';
 import { holdsSecret } from '../access/egress.ts';
 import type { Admission } from '../access/decide.ts';
@@ -22,7 +22,7 @@ import { targetOrder, type TokenNeed } from './strategy.ts';
 import { demoChat, demoStream } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
 import { localStream, openUpstreamStream, StreamBroken, type OpenStream } from './stream.ts';
-import { CallAbort, sendAttempt, sendStreamAttempt, unusable, UPSTREAM_MESSAGE_MAX, type OutboundRequest, type UpstreamBody } from './upstream.ts';
+import { CallAbort, sendAttempt, sendStreamAttempt, unusable, UPSTREAM_MESSAGE_MAX, type AttemptFailure, type OutboundRequest, type UpstreamBody } from './upstream.ts';
 import { traced } from './traced.ts';
 import { Deadlines, KeepAlive } from './deadlines.ts';
 import { targetInfo, type Route, type Target } from './routes.ts';
@@ -35,16 +35,25 @@ import { resolveRoute } from './resolve.ts';
 
 const SSE_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' };
 
-export async function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promise<void> {
+export function handleChat(ctx: Ctx, wire: 'openai' | 'anthropic'): Promise<void> {
   ctx.wire = wire;
-  // Steps that need not wait return values, not promises: each await costs a microtask turn.
-  const opened = openAccess(ctx);
-  const a = opened instanceof Promise ? await opened : opened;
-  // No key repeated in the body (a 400 otherwise): its bytes may then go upstream as they are (raw-body.ts).
-  const body = await readJsonBody(ctx, undefined, a.bodyWatch(wire === 'openai' ? 'openai-chat' : 'anthropic-messages'));
-  const parsed = wire === 'openai' ? parseOpenAIChatRequest(body.value) : parseAnthropicRequest(body.value);
-  if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
-  await serveChat(a, parsed.req, codecFor(wire), { client: clientBody(body) });
+  // Not async (an async function's frame is ~0.5 KB of garbage per request): steps that need not
+  // wait return values, not promises, and the body's read is chained. A throw is a rejection.
+  try {
+    const opened = openAccess(ctx);
+    return opened instanceof Promise ? opened.then((a) => readChat(a, wire)) : readChat(opened, wire);
+  } catch (e) {
+    return Promise.reject(e);
+  }
+}
+
+/** The body read (no key repeated in it, a 400 otherwise: its bytes may then go upstream as they are, raw-body.ts), parsed and served. */
+function readChat(a: Access, wire: 'openai' | 'anthropic'): Promise<void> {
+  return readJsonBody(a.ctx, undefined, a.bodyWatch(wire === 'openai' ? 'openai-chat' : 'anthropic-messages')).then((body) => {
+    const parsed = wire === 'openai' ? parseOpenAIChatRequest(body.value) : parseAnthropicRequest(body.value);
+    if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
+    return serveChat(a, parsed.req, codecFor(wire), { client: clientBody(body) });
+  });
 }
 
 /** What a plane speaking another wire over the chat path (the Responses API) adds to it. */
@@ -221,21 +230,35 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
 
 /** One non-streamed answer over the route's targets (fallback, retries); `need` orders them for strategy cost. */
 function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, ac: CallAbort, need: TokenNeed, client?: ClientBody, early?: FirstRequest) {
-  return runAttempts(route, ac, async (target) => {
-    if (target.provider.type === 'demo') return { ok: true as const, value: { result: demoChat(req, target.model), raw: null as string | null } };
+  // Not an async function: its frame was ~0.5 KB per request. A throw here is the attempt's
+  // rejection all the same (runAttempts calls it inside its try).
+  return runAttempts(route, ac, (target): Promise<WholeAnswer | AttemptFailure> => {
+    if (target.provider.type === 'demo') return Promise.resolve({ ok: true as const, value: { result: demoChat(req, target.model), raw: null } });
     const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
     const built = upstreamFor(early, target, false, () => chatUpstream(adapter, asCalled(req, false), targetInfo(target, false), ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined));
-    const up = built instanceof Promise ? await built : built;
-    const res = await traced(ctx, 'chat', route, target, identity, (inj) => sendAttempt(target, up, inj, ac));
-    if (!res.ok) return res;
-    let result: ChatResult;
-    try {
-      const parsed = parseJsonInTurns(res.text); // a large answer's long strings are decoded across loop turns
-      result = adapter.chatResponse(parsed instanceof Promise ? await parsed : parsed);
-    } catch { return unusable(target, 'not a valid chat response'); }
-    // Same wire format on both sides: hand the upstream body through untouched (keeps every field).
-    return { ok: true as const, value: { result, raw: adapter.wire === codec.wire ? res.text : null } };
+    const send = (up: OutboundRequest) => traced(ctx, 'chat', route, target, identity, (inj) => sendAttempt(target, up, inj, ac))
+      .then((res) => (res.ok ? wholeAnswer(target, adapter, codec, res.text) : res));
+    return built instanceof Promise ? built.then(send) : send(built);
   }, need, early?.order);
+}
+
+type WholeAnswer = { ok: true; value: { result: ChatResult; raw: string | null } };
+
+/** A whole upstream answer read as a chat result: one that does not parse or read as one is unusable (another attempt may do). */
+function wholeAnswer(target: Target, adapter: ProviderAdapter, codec: ClientCodec, text: string): WholeAnswer | AttemptFailure | Promise<WholeAnswer | AttemptFailure> {
+  let parsed: unknown;
+  try {
+    parsed = parseJsonInTurns(text); // a large answer's long strings are decoded across loop turns
+  } catch { return unusable(target, 'not a valid chat response'); }
+  if (parsed instanceof Promise) return parsed.then((v) => readAnswer(target, adapter, codec, text, v), () => unusable(target, 'not a valid chat response'));
+  return readAnswer(target, adapter, codec, text, parsed);
+}
+
+function readAnswer(target: Target, adapter: ProviderAdapter, codec: ClientCodec, text: string, parsed: unknown): WholeAnswer | AttemptFailure {
+  let result: ChatResult;
+  try { result = adapter.chatResponse(parsed); } catch { return unusable(target, 'not a valid chat response'); }
+  // Same wire format on both sides: hand the upstream body through untouched (keeps every field).
+  return { ok: true as const, value: { result, raw: adapter.wire === codec.wire ? text : null } };
 }
 
 /**
@@ -282,15 +305,17 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
   try {
     const whole = !cache.hit && hasOutputWebhook(gs);
     const called = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null }
-      : whole ? checkedWhole(a, route, req, codec, ac, need) : runAttempts(route, ac, async (target) => {
-      if (target.provider.type === 'demo') return { ok: true as const, value: localStream(demoStream(req, target.model)) };
+      : whole ? checkedWhole(a, route, req, codec, ac, need) : runAttempts(route, ac, (target): Promise<{ ok: true; value: OpenStream } | AttemptFailure> => {
+      // Not an async function (its frame was ~0.4 KB per stream); a throw is the attempt's rejection all the same.
+      if (target.provider.type === 'demo') return Promise.resolve({ ok: true as const, value: localStream(demoStream(req, target.model)) });
       const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
       const built = upstreamFor(early, target, true, () => chatUpstream(adapter, asCalled(req, true), targetInfo(target, true), ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined));
-      const up = built instanceof Promise ? await built : built;
-      const up1 = await traced(ctx, 'chat', route, target, identity, (inj) => sendStreamAttempt(target, up, inj, ac));
-      if (!up1.ok) return up1;
-      bodies.push(up1.body);
-      return openUpstreamStream(target, up1.body, adapter.streamParser());
+      const open = (up: OutboundRequest) => traced(ctx, 'chat', route, target, identity, (inj) => sendStreamAttempt(target, up, inj, ac)).then((up1) => {
+        if (!up1.ok) return up1;
+        bodies.push(up1.body);
+        return openUpstreamStream(target, up1.body, adapter.streamParser());
+      });
+      return built instanceof Promise ? built.then(open) : open(built);
     }, need, early?.order);
     // The upstream request is sent (runAttempts ran up to its first await): what needs no answer is built meanwhile.
     codec.prepareStream?.(route.name);
