@@ -350,7 +350,7 @@ export class Runtime {
     const now = this.inFlight <= 1;
     const p = audit.journaledNow ? audit.journaledNow(now) : audit.journaled(now);
     return p?.catch((e: unknown) => {
-      throw new EvidenceUnavailable(`the audit trail could not record this request, so it is not acknowledged: ${(e as Error).message}`);
+      throw this.evidenceRefusal(`the audit trail could not record this request, so it is not acknowledged: ${(e as Error).message}`);
     });
   }
 
@@ -358,6 +358,10 @@ export class Runtime {
    * False when new actions must be refused rather than left unrecorded: the audit queue is
    * (nearly) full, or storage is failing and AAM_AUDIT_FAIL_MODE=fail_closed.
    */
+  evidenceRefusal(message: string): EvidenceUnavailable {
+    return new EvidenceUnavailable(message, { store: this.fleet !== null });
+  }
+
   auditHasRoom(): boolean {
     if (!this.auditLog) return true;
     const s = this.auditLog.stats();

@@ -386,6 +386,7 @@ test('a PostgreSQL that goes silent for 5 s (connections kept open, nothing answ
       const c = await chat(r.url, secret, 'one', 'while PostgreSQL is silent');
       took.push(Math.round(performance.now() - t1));
       assert.equal(c.status, 503, c.text);
+      assert.match(c.text, /"code":"store_unavailable"/, 'a store is down: the contract\'s code');
       refused.push(c.requestId);
     }
     // A stream is acknowledged by its terminator: its evidence not committed, it ends with an error

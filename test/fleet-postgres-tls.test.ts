@@ -192,7 +192,7 @@ test('a replica serves over TLS with AAM_DATABASE_CA_FILE; once the server prese
     assert.equal(refused.status, 503, refused.text);
     // The evidence cannot be committed, so the request is not acknowledged (EvidenceUnavailable, as with PostgreSQL down).
     const error = (refused.json as { error?: { code?: string; message?: string } }).error;
-    assert.equal(error?.code, 'unavailable');
+    assert.equal(error?.code, 'store_unavailable');
     assert.match(error?.message ?? '', /PostgreSQL/);
     await until(async () => {
       const ready = await fetch(`${base}/readyz`);

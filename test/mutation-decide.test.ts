@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { authorize, admit, recordDecision, recordEvidence, noteActivity, policyEvidence, settle, release, rateEntriesOf, type Admission } from '../src/access/decide.ts';
-import { AamError } from '../src/access/errors.ts';
+import { AamError, EvidenceUnavailable } from '../src/access/errors.ts';
 import type { Ctx } from '../src/access/request.ts';
 import { parseConfigTexts } from '../src/config/load.ts';
 import { compilePolicies, setFor, type CompiledPolicies } from '../src/policy/compile.ts';
@@ -40,11 +40,12 @@ type Event = Record<string, any>; // eslint-disable-line @typescript-eslint/no-e
 /** What decide.ts writes to: the trail, the decision counters, the span, the activity table. */
 interface Seen { events: Event[]; decisions: string[]; limited: string[]; span: Record<string, unknown>; rows: SeenRow[] }
 
-function runtime(opts: { limiter?: Limiter; audit?: boolean; room?: boolean; metrics?: boolean } = {}) {
+function runtime(opts: { limiter?: Limiter; audit?: boolean; room?: boolean; metrics?: boolean; fleet?: boolean } = {}) {
   const seen: Seen = { events: [], decisions: [], limited: [], span: {}, rows: [] };
   const rt = {
     audit: opts.audit === false ? null : { record: (ev: Event) => { seen.events.push(ev); } },
     auditHasRoom: () => opts.room ?? true,
+    evidenceRefusal: (m: string) => new EvidenceUnavailable(m, { store: opts.fleet }),
     metrics: opts.metrics === false ? null : { decision: (e: string, a: string) => seen.decisions.push(`${e} ${a}`), limited: (c: string, a: string) => seen.limited.push(`${c} ${a}`), modelCall: () => {} },
     limiter: opts.limiter ?? new EmbeddedLimiter(new BudgetLedger(), new RateLimiter()),
     identitySeen: new IdentitySeen({ write: async (r) => { seen.rows.push(...r); }, read: async () => seen.rows }),
@@ -152,6 +153,8 @@ test('with the audit queue full an allowed request is refused (503, retry-after 
   const e = refused(() => authorize(context(runtime({ room: false })), id, model(id, 'chat')));
   assert.deepEqual([e.status, e.code, e.headers], [503, 'unavailable', { 'retry-after': '5' }]);
   assert.match(e.message, /audit trail cannot record/);
+  // In fleet mode the trail is PostgreSQL: the contract's store_unavailable.
+  assert.equal(refused(() => authorize(context(runtime({ room: false, fleet: true })), id, model(id, 'chat'))).code, 'store_unavailable');
   const off = context(runtime({ audit: false, room: false, metrics: false }));
   assert.equal(authorize(off, id, model(id, 'chat')).effect, 'allow');
   assert.equal(off.decision?.recorded, false);

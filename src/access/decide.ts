@@ -30,7 +30,7 @@ export function authorize(ctx: Ctx, identity: Identity, req: AccessRequest, set?
     throw new AamError(403, 'policy_denied', d.reason);
   }
   // Never act without evidence: a full audit queue (storage down for long) refuses new requests.
-  if (ctx.rt.audit && !ctx.rt.auditHasRoom()) throw new AamError(503, 'unavailable', 'the audit trail cannot record right now, so aam refuses to act; retry shortly', { headers: { 'retry-after': '5' } });
+  if (ctx.rt.audit && !ctx.rt.auditHasRoom()) throw ctx.rt.evidenceRefusal('the audit trail cannot record right now, so aam refuses to act; retry shortly');
   ctx.decision = { d, identity, req, recorded: false };
   return d;
 }

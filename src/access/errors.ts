@@ -34,10 +34,12 @@ export class AamError extends Error {
  * 503: the audit trail did not commit this request's evidence in time, so it is not acknowledged.
  * Its refusal is answered at once, not after waiting on the trail again: that wait (the commit
  * timeout, 2 s in fleet mode) would end the same way, and the refusal's events stay queued anyway.
+ * In fleet mode the trail is PostgreSQL, so the code is the contract's `store_unavailable` (a store
+ * is down, as with Redis); embedded, its own writer is behind: `unavailable`.
  */
 export class EvidenceUnavailable extends AamError {
-  constructor(message: string, opts: { cause?: unknown } = {}) {
-    super(503, 'unavailable', message, { headers: { 'retry-after': '5' } });
+  constructor(message: string, opts: { cause?: unknown; store?: boolean } = {}) {
+    super(503, opts.store ? 'store_unavailable' : 'unavailable', message, { headers: { 'retry-after': '5' } });
     if (opts.cause !== undefined) this.cause = opts.cause;
   }
 }

@@ -18,6 +18,7 @@ import type { Tracer } from '../observability/tracing.ts';
 import type { ScrubSource } from './egress.ts';
 import type { EventScrubber } from './scrub-events.ts';
 import type { OpenStreams } from '../lib/open-streams.ts';
+import type { EvidenceUnavailable } from './errors.ts';
 
 /** Evidence sink (the audit log); optional so tools like `aam validate` need none. */
 export interface AuditSink {
@@ -89,6 +90,8 @@ export interface AccessRuntime {
   scrub(text: string, max?: number): string;
   isTokenRevoked(v: VerifiedSvid): boolean;
   auditHasRoom(): boolean;
+  /** The refusal of a request whose evidence cannot be recorded now (its code says which store: see EvidenceUnavailable). */
+  evidenceRefusal(message: string): EvidenceUnavailable;
   /** Before acknowledging a request: its evidence must survive a crash of this process. */
   evidenceSafe(): Promise<void>;
   /** evidenceSafe() without a promise when the evidence is already safe (written at once): undefined then. */
