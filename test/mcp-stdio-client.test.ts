@@ -19,8 +19,8 @@ const deps = { log: { info: noop, warn: (o: Record<string, unknown>, msg: string
 const ups: Upstream[] = [];
 after(async () => { await Promise.all(ups.map((u) => u.close())); });
 
-function edge(timeoutMs = 20_000): Upstream {
-  const up = createUpstream('edge', { transport: 'stdio', command: process.execPath, args: [FIXTURE], timeout_ms: timeoutMs }, deps, { restartMinMs: 50, restartMaxMs: 200 });
+function edge(timeoutMs = 20_000, ...flags: string[]): Upstream {
+  const up = createUpstream('edge', { transport: 'stdio', command: process.execPath, args: [FIXTURE, ...flags], timeout_ms: timeoutMs }, deps, { restartMinMs: 50, restartMaxMs: 200 });
   ups.push(up);
   return up;
 }
@@ -89,8 +89,8 @@ test('stderr is logged line by line, each cut at 2000 characters', async () => {
 });
 
 test('progress reaches the caller; a timeout (504) and a cancellation (499) are sent on to the server as notifications/cancelled', async () => {
-  const up = edge(600);
-  // A start slower than the call timeout: the caller is told how long it has been starting.
+  const up = edge(600, 'slow-start');
+  // A start slower than the call timeout (the fixture waits 1.5 s): the caller is told how long it has been starting.
   const early = await failure(up.tools());
   assert.equal(early.errorCode, 'upstream_unavailable');
   const secs = Number(/still starting \((\d+) s so far/.exec(early.message)?.[1]);
