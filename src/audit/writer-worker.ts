@@ -41,11 +41,13 @@ export type WriterReply =
 const port = parentPort;
 if (!port) throw new Error('writer-worker.ts must run in a worker thread');
 const init = workerData as WriterInit;
-lowerPriority(Number(process.env.AAM_AUDIT_WRITER_NICE ?? 5));
 
 /**
  * Batches are background work (the segment file already made each event crash-safe): on a busy core
- * the writer should fill idle gaps rather than preempt a request mid-flight. Linux lets one
+ * the writer should fill idle gaps rather than preempt a request mid-flight. Not before its first
+ * batch is written, though: a request may be waiting on that commit (a tool call's intent), and a
+ * thread starting at the lower priority on a loaded machine took over 2 s to open its database and
+ * commit, refusing that request (load ~20 on 2 cores). Linux lets one
  * thread be reniced through its thread id; elsewhere, or without permission, nothing changes.
  * `by` is relative to the gateway's own niceness: under `nice -n 10` the writer runs at 15, not at
  * an absolute 5 (which would raise it above the gateway, and is refused to an unprivileged user).
@@ -79,11 +81,14 @@ function backfillSlice(): void {
   backfill = more ? setTimeout(backfillSlice, 20).unref() : undefined;
 }
 backfillSlice();
+let lowered = false;
 
 port.on('message', (m: WriterRequest) => {
   try {
     if (m.op === 'write') {
       const r = writer.write(m.batch, m.want);
+      // Lowered before the reply, so whoever sees the first batch committed sees the thread's final priority.
+      if (!lowered) { lowered = true; lowerPriority(Number(process.env.AAM_AUDIT_WRITER_NICE ?? 5)); }
       reply({ op: 'written', id: m.id, firstSeq: r.firstSeq, lastSeq: r.lastSeq, lastHash: r.lastHash, hashes: r.hashes, checkpointed: r.checkpoint !== undefined });
     } else if (m.op === 'prune') {
       reply({ op: 'pruned', id: m.id, result: writer.prune(m.before, m.maxSeq) });
