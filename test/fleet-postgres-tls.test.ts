@@ -214,7 +214,7 @@ test('a replica serves over TLS with AAM_DATABASE_CA_FILE; once the server prese
   }
 });
 
-test('every aam command takes the same settings: migrate, keys create, audit verify over TLS; a CA that did not sign the server refuses', async () => {
+test('every aam command takes the same settings: migrate, keys create, audit verify, fleet status over TLS; a CA that did not sign the server refuses', async () => {
   const d = tempDir('aam-pg-tls-cli-');
   const config = join(d, 'aam.yaml');
   writeFileSync(config, CONFIG);
@@ -227,7 +227,13 @@ test('every aam command takes the same settings: migrate, keys create, audit ver
   assert.match(migrated.stdout, /migrated the fleet database/);
   assert.notEqual(refused.code, 0);
   assert.match(refused.stdout + refused.stderr, /certificate/i);
-  const [created, verified] = await Promise.all([cli(['keys', 'create', '--agent', 'tester', ...g]), cli(['audit', 'verify', ...g])]);
+  const [created, verified, status, rogueStatus] = await Promise.all([cli(['keys', 'create', '--agent', 'tester', ...g]), cli(['audit', 'verify', ...g]),
+    cli(['fleet', 'status', '--json']), cli(['fleet', 'status', '--json'], { AAM_DATABASE_CA_FILE: rogue.ca })]);
+  const pg = (r: { stdout: string }) => (JSON.parse(r.stdout) as { stores: { postgres: { ok: boolean; error?: string } } }).stores.postgres;
+  assert.equal(pg(status).ok, true, status.stdout + status.stderr);
+  assert.equal(pg(rogueStatus).ok, false, rogueStatus.stdout);
+  assert.match(pg(rogueStatus).error ?? '', /certificate/i);
+  assert.notEqual(rogueStatus.code, 0, 'a store that cannot be reached is not a healthy fleet');
   assert.equal(created.code, 0, created.stdout + created.stderr);
   assert.match(created.stdout, /aam_/);
   assert.equal(verified.code, 0, verified.stdout + verified.stderr);
