@@ -100,8 +100,8 @@ test('a target reuses its last header merge only while every part is the same fr
   const ac = new CallAbort();
   const NONE = Object.freeze({});
   const h1 = Object.freeze({ 'x-a': '1' });
-  const send = async (headers: Readonly<Record<string, string>>, inj: { headers: Record<string, string>; query?: Record<string, string> }, path = '/echo-head') => {
-    const r = await sendAttempt(t, { method: 'POST', path, headers, body: '{}' }, inj, ac);
+  const send = async (headers: Readonly<Record<string, string>>, inj: { headers: Record<string, string>; query?: Record<string, string> }, path = '/echo-head', method: 'POST' | 'GET' = 'POST') => {
+    const r = await sendAttempt(t, { method, path, headers, body: method === 'POST' ? '{}' : '' }, inj, ac);
     assert.ok(r.ok, JSON.stringify(r));
     return JSON.parse(r.text) as { url: string; headers: Record<string, string> };
   };
@@ -123,6 +123,7 @@ test('a target reuses its last header merge only while every part is the same fr
   assert.equal((await send(h1, { headers: NONE }, '/echo-head-2')).url, '/base/echo-head-2', 'another path, the same headers');
   assert.equal((await send(h1, { headers: NONE, query: { k: 'v' } })).url, '/base/echo-head?k=v', 'an injected query');
   assert.equal((await send(h1, { headers: NONE })).url, '/base/echo-head');
+  assert.equal((await send(h1, { headers: NONE }, '/echo-head', 'GET')).headers['content-type'], undefined, 'another method, the same parts: no JSON content-type on a GET');
 });
 
 test('attempts on one target share its total-timeout clock: each times out at its own deadline, an answered one never', async () => {

@@ -57,7 +57,7 @@ export interface Target {
   wholeInfo?: TargetInfo;
   streamInfo?: TargetInfo;
   /** The last attempt's merged upstream headers and path, reused while their parts are the same objects (gateway/upstream.ts). */
-  sent?: { base: Readonly<Record<string, string>>; up: Readonly<Record<string, string>>; inj: Readonly<Record<string, string>>; headers: Readonly<Record<string, string>>; upPath: string; path: string };
+  sent?: { base: Readonly<Record<string, string>>; up: Readonly<Record<string, string>>; inj: Readonly<Record<string, string>>; headers: Readonly<Record<string, string>>; method: string; upPath: string; path: string };
 }
 
 /**

@@ -163,19 +163,20 @@ function statusFailure(target: Target, status: number, headers: IncomingHttpHead
 /**
  * The attempt's merged headers and path. While the provider's, the request's and the injection's
  * header objects are the very ones of the target's last attempt (shared, frozen objects: no
- * credential, the adapter's constant headers) and no query is injected, the last merge is reused,
+ * credential, the adapter's constant headers), the method and path are the same (content-type
+ * depends on the method) and no query is injected, the last merge is reused,
  * frozen (it is only read: undici copies headers into its own request), instead of one merge per attempt.
  */
 function sentHead(target: Target, up: OutboundRequest, inj: Injection): { headers: Readonly<Record<string, string>>; path: string } {
   const base = target.provider.headers;
   const last = target.sent;
-  if (last !== undefined && last.base === base && last.up === up.headers && last.inj === inj.headers && last.upPath === up.path && inj.query === undefined) return last;
+  if (last !== undefined && last.base === base && last.up === up.headers && last.inj === inj.headers && last.upPath === up.path && last.method === up.method && inj.query === undefined) return last;
   const headers: Record<string, string> = { ...base, ...up.headers, ...inj.headers };
   if (up.method === 'POST') headers['content-type'] ??= 'application/json';
   const path = requestPath(target, up, inj);
   // Only merges of frozen parts are kept: a part that can change is merged anew each time.
   if (inj.query === undefined && Object.isFrozen(base) && Object.isFrozen(up.headers) && Object.isFrozen(inj.headers)) {
-    target.sent = { base, up: up.headers, inj: inj.headers, headers: Object.freeze(headers), upPath: up.path, path };
+    target.sent = { base, up: up.headers, inj: inj.headers, headers: Object.freeze(headers), method: up.method, upPath: up.path, path };
   }
   return { headers, path };
 }
