@@ -26,8 +26,11 @@ interface Started { child: ChildProcess; postmaster: number; redis: number; watc
 async function startChild(then: 'wait' | 'stop', children: ChildProcess[]): Promise<Started> {
   const extra = mkdtempSync(join(tmpdir(), 'aam-watchdog-extra-'));
   const code = `const { startServices } = await import(${JSON.stringify(SCRIPT)});
+const { readFileSync } = await import('node:fs');
 const s = await startServices([${JSON.stringify(extra)}]);
-process.stdout.write(JSON.stringify(s.pids) + '\\n');
+// The postmaster's pid is read here, before a 'stop' child removes its file.
+const postmaster = Number(readFileSync(s.pids.postmasterFile, 'utf8').split('\\n')[0]);
+process.stdout.write(JSON.stringify({ ...s.pids, postmaster }) + '\\n');
 ${then === 'stop' ? 's.stop();' : 'setInterval(() => {}, 1 << 30);'}`;
   // PostgreSQL (its own OS user, when run as root) cannot reach into the run's private scratch dir.
   const child = spawn(process.execPath, ['--disable-warning=ExperimentalWarning', '--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, TMPDIR: SERVICES_TMP } });
@@ -40,9 +43,8 @@ ${then === 'stop' ? 's.stop();' : 'setInterval(() => {}, 1 << 30);'}`;
     // 'close', not 'exit': the line may still be in the pipe when the process has exited.
     child.once('close', (c) => rej(new Error(`the child exited (${c}) before the services were up:\n${err}`)));
   });
-  const pids = JSON.parse(line) as { redis: number; postmasterFile: string; watchdog: number };
-  const postmaster = Number(readFileSync(pids.postmasterFile, 'utf8').split('\n')[0]);
-  return { child, postmaster, redis: pids.redis, watchdog: pids.watchdog, dir: dirname(dirname(pids.postmasterFile)), extra };
+  const pids = JSON.parse(line) as { redis: number; postmasterFile: string; postmaster: number; watchdog: number };
+  return { child, postmaster: pids.postmaster, redis: pids.redis, watchdog: pids.watchdog, dir: dirname(dirname(pids.postmasterFile)), extra };
 }
 
 async function gone(pids: number[], dirs: string[], ms: number): Promise<number> {
