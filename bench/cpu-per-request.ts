@@ -189,7 +189,9 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
     // Written inside this repo (bench/tmp/) so that `undici` resolves.
     const out = mkdtempSync(join(HERE, 'tmp', 'cpu-bare-'));
     outs.push(out);
-    const child = startProcess(GW_PIN, [NODE, bareProxyScript(out)], { UPSTREAM_URL: `http://127.0.0.1:${mockPort}`, PORT: String(port) }, join(work, 'bare.log'));
+    const bareArgv = [NODE, bareProxyScript(out)];
+    if (opt.prof) bareArgv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(HERE, 'results', 'prof-bare')}`);
+    const child = startProcess(GW_PIN, bareArgv, { UPSTREAM_URL: `http://127.0.0.1:${mockPort}`, PORT: String(port) }, join(work, 'bare.log'));
     children.push(child);
     if (!(await waitHttp(`http://127.0.0.1:${port}/__mock/stats`, 20_000, 200, child))) throw new Error('bare proxy did not start');
     gws.push({ tree: 'bare', child, key: 'dummy', pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
