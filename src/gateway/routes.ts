@@ -1,7 +1,6 @@
 // Compile Provider + Model resources into frozen lookup tables at load time: resolved targets,
 // adapters, pricing, timeouts, breakers. The request path only reads these.
-import type { Dispatcher } from 'undici';
-import { LazyAgent } from '../lib/http-client.ts';
+import { H1Agent, type UpstreamDispatcher } from '../lib/h1-agent.ts';
 import type { ConfigSet, ModelSpec, ProviderSpec, TimeoutsSpec } from '../config/schema.ts';
 import { adapterFor, bedrockEndpoint, vertexBasePath, vertexEndpoint } from '../providers/index.ts';
 import type { ProviderAdapter, TargetInfo } from '../providers/types.ts';
@@ -21,7 +20,7 @@ export interface ProviderRuntime {
   type: ProviderType;
   /** Base URL without trailing slash, e.g. https://api.openai.com/v1 ('' for demo). */
   baseUrl: string;
-  /** baseUrl split for undici's dispatcher: scheme://host:port, and the path prefix without trailing slash. */
+  /** baseUrl split for the dispatcher: scheme://host:port, and the path prefix without trailing slash. */
   origin: string;
   basePath: string;
   adapter: ProviderAdapter | null;
@@ -29,7 +28,8 @@ export interface ProviderRuntime {
   /** Where the credential goes when the Credential does not say (provider convention). */
   authStyle: 'bearer' | 'x-api-key' | 'x-goog-api-key' | 'api-key';
   headers: Record<string, string>;
-  dispatcher: Dispatcher | null;
+  /** Its own HTTP/1.1 keep-alive pool (lib/h1-agent.ts); null for demo. */
+  dispatcher: UpstreamDispatcher | null;
   timeouts: Timeouts;
   /** AWS SigV4 scope (bedrock): requests are signed for this region and service. */
   signing?: { region: string; service: string };
@@ -127,7 +127,7 @@ export function compileProviders(set: ConfigSet, credentialAvailable: (name: str
     // Keep pooled connections across reloads when the provider's endpoint did not change.
     const dispatcher = s.type === 'demo' ? null
       : prev && prev.baseUrl === baseUrl && prev.timeouts.connectMs === t.connectMs && prev.dispatcher ? prev.dispatcher
-        : new LazyAgent({ connect: { timeout: t.connectMs }, keepAliveTimeout: 30_000, connections: 256, pipelining: 1 }) as unknown as Dispatcher;
+        : new H1Agent({ connectMs: t.connectMs, keepAliveTimeout: 30_000, connections: 256 });
     const url = baseUrl ? new URL(baseUrl) : null;
     out.set(r.name, {
       name: r.name, type: s.type, baseUrl, origin: url?.origin ?? '', basePath: url?.pathname.replace(/\/+$/, '') ?? '', adapter: s.type === 'demo' ? null : adapterFor(s.type), credential: s.credential ?? null,

@@ -1,0 +1,794 @@
+// A lean HTTP/1.1 client for the model plane's upstream calls: the part of undici's Dispatcher that
+// gateway/upstream.ts's Exchange uses (dispatch() with the onRequestStart/onResponseStart/
+// onResponseData/onResponseEnd/onResponseError handler, its controller's abort/pause/resume, and
+// close()/destroy()), over node:net and node:tls with a keep-alive pool per origin.
+//
+// Why not undici: per request undici builds a Request (header validation with a RegExp per
+// header), runs llhttp in wasm with a JS callback per header, arms its own timers and writes
+// several buffers; in the gateway's CPU profile that was the largest single part (13 % of its
+// samples). Here a request is one string written once (head and body), the header block of a
+// frozen header object is validated and serialized once (cached), the response head is parsed
+// from one latin1 string, and the timeouts are deadlines checked by one coarse clock (TICK_MS)
+// per agent (owned by it, stopped by close()/destroy() and when its last socket closes), not a timer per request.
+// Measured against undici's Agent.dispatch (one process pinned to a core, 20,000 POSTs to bench/mock-upstream.js):
+// 29-39 % less CPU per request at c=64 (11-18 us), 28-45 % less at c=1 (notes of session 18, report-h1).
+//
+// What it does not do: HTTP/2 (undici does not use it for http:// either), pipelining, proxies,
+// upgrades (101 is an error), request bodies other than a string or a Buffer.
+// Errors carry undici's codes (UND_ERR_CONNECT_TIMEOUT, UND_ERR_HEADERS_TIMEOUT, UND_ERR_BODY_TIMEOUT,
+// UND_ERR_SOCKET, UND_ERR_HEADERS_OVERFLOW...) so that whoever classifies them (gateway/upstream.ts
+// networkFailure) and whoever reads the messages sees the same as before.
+import { connect as netConnect, isIP, type Socket } from 'node:net';
+import type { ConnectionOptions, TLSSocket } from 'node:tls';
+import type { Dispatcher } from 'undici';
+import type { IncomingHttpHeaders } from 'node:http';
+
+export interface H1AgentOptions {
+  /** Connect (TCP + TLS handshake) timeout. */
+  connectMs: number;
+  /** An idle keep-alive socket is closed after this (or 1 s before the server's Keep-Alive: timeout=N). */
+  keepAliveTimeout: number;
+  /** Sockets per origin at most; requests beyond them wait in a FIFO. */
+  connections: number;
+  /** Extra TLS options (tests: a private CA). The system CAs and NODE_EXTRA_CA_CERTS apply as in node:tls. */
+  tls?: ConnectionOptions;
+}
+
+/** What the model plane calls on a provider's dispatcher: an H1Agent, or (tests, tools) any undici Dispatcher. */
+export interface UpstreamDispatcher {
+  dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean;
+  close(): Promise<void>;
+  destroy(): Promise<void>;
+}
+
+/** An error with undici's code for the same condition. */
+export class H1Error extends Error {
+  readonly code: string;
+  constructor(message: string, code: string) {
+    super(message);
+    this.code = code;
+    this.name = code.endsWith('TIMEOUT') ? 'TimeoutError' : 'H1Error';
+  }
+}
+
+/** A response head above this is an error (undici's maxHeaderSize default). */
+export const MAX_HEAD = 64 * 1024;
+/** Resolution of the shared clock that checks connect, first-byte, between-chunks and idle deadlines. */
+export const TICK_MS = 100;
+/** A server's keep-alive hint minus this is how long we keep its idle socket (undici's threshold). */
+const KEEPALIVE_MARGIN = 1000;
+
+type Handler = Dispatcher.DispatchHandler;
+type Options = Dispatcher.DispatchOptions;
+
+// Parser states and clock kinds (plain numbers: this project's TypeScript is erasable syntax only).
+const Parse = { Head: 0, Length: 1, Close: 2, ChunkSize: 3, ChunkData: 4, ChunkEnd: 5, Trailers: 6, Done: 7 } as const;
+const Clock = { None: 0, Connect: 1, Headers: 2, Body: 3, Idle: 4 } as const;
+type ParseState = typeof Parse[keyof typeof Parse];
+type ClockKind = typeof Clock[keyof typeof Clock];
+
+// ---------------------------------------------------------------------------------------------
+// Request heads. A frozen header object (the Exchange reuses the merged headers of a target) is
+// validated and serialized once.
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const BAD_VALUE = /[\0\r\n]/;
+const BAD_PATH = /[^\u0021-\u00ff]/;
+const NON_ASCII = /[^\0-\x7f]/;
+const heads = new WeakMap<object, string>();
+
+function headerBlock(h: Options['headers']): string {
+  if (h == null) return '';
+  if (typeof h !== 'object' || Array.isArray(h) || Symbol.iterator in (h as object)) throw new H1Error('headers: a plain object', 'UND_ERR_INVALID_ARG');
+  const frozen = Object.isFrozen(h);
+  if (frozen) {
+    const hit = heads.get(h);
+    if (hit !== undefined) return hit;
+  }
+  let out = '';
+  for (const name in h) {
+    const v = (h as Record<string, unknown>)[name];
+    if (v === undefined || v === null) continue;
+    if (!TOKEN.test(name)) throw new H1Error(`invalid header name ${JSON.stringify(name)}`, 'UND_ERR_INVALID_ARG');
+    const lower = name.toLowerCase();
+    // Framing is ours: the body is known, its length is sent.
+    if (lower === 'content-length' || lower === 'transfer-encoding' || lower === 'connection' || lower === 'keep-alive' || lower === 'upgrade') continue;
+    for (const one of Array.isArray(v) ? v : [v]) {
+      const s = String(one);
+      if (BAD_VALUE.test(s)) throw new H1Error(`invalid ${name} header value`, 'UND_ERR_INVALID_ARG');
+      out += `${name}: ${s}\r\n`;
+    }
+  }
+  if (frozen) heads.set(h, out);
+  return out;
+}
+
+function hasHost(h: Options['headers']): boolean {
+  if (h == null || typeof h !== 'object') return false;
+  for (const name in h) if (name.length === 4 && name.toLowerCase() === 'host') return true;
+  return false;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One request: the controller the handler is given.
+
+class Req implements Dispatcher.DispatchController {
+  readonly handler: Handler;
+  readonly method: string;
+  /** Everything before the body, and the body (a string body is already appended to `head`). */
+  head: string;
+  body: Buffer | null;
+  readonly headersMs: number;
+  readonly bodyMs: number;
+  readonly noBody: boolean;
+  conn: Conn | null = null;
+  pool: Pool | null = null;
+  /** Retried once already (a reused socket closed before any byte of its response). */
+  retried = false;
+  aborted = false;
+  paused = false;
+  reason: Error | null = null;
+  /** The handler has been told the end or an error: nothing more reaches it. */
+  done = false;
+
+  constructor(pool: Pool, opts: Options, handler: Handler) {
+    this.handler = handler;
+    this.pool = pool;
+    const method = (this.method = opts.method);
+    const path = opts.path;
+    if (typeof path !== 'string' || path[0] !== '/' || BAD_PATH.test(path)) throw new H1Error('invalid request path', 'UND_ERR_INVALID_ARG');
+    if (!TOKEN.test(method)) throw new H1Error('invalid request method', 'UND_ERR_INVALID_ARG');
+    const block = headerBlock(opts.headers);
+    let head = `${method} ${path} HTTP/1.1\r\n${hasHost(opts.headers) ? '' : pool.hostLine}${block}`;
+    const b = opts.body;
+    this.body = null;
+    if (typeof b === 'string') {
+      head += `content-length: ${Buffer.byteLength(b)}\r\n\r\n`;
+      // Head and body as one string, written once (UTF-8); a head with non-ASCII header bytes goes as latin1 on its own.
+      if (NON_ASCII.test(block)) this.body = Buffer.from(b);
+      else head += b;
+    } else if (b instanceof Uint8Array) {
+      head += `content-length: ${b.byteLength}\r\n\r\n`;
+      this.body = Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+    } else if (b == null) {
+      head += method === 'POST' || method === 'PUT' || method === 'PATCH' ? 'content-length: 0\r\n\r\n' : '\r\n';
+    } else {
+      throw new H1Error('body: a string or a Buffer', 'UND_ERR_INVALID_ARG');
+    }
+    this.head = head;
+    this.headersMs = opts.headersTimeout ?? 300_000;
+    this.bodyMs = opts.bodyTimeout ?? 300_000;
+    this.noBody = method === 'HEAD';
+  }
+
+  abort(reason: Error): void {
+    if (this.aborted || this.done) return;
+    this.aborted = true;
+    this.reason = reason;
+    const c = this.conn;
+    if (c !== null) c.destroy(reason); // detaches and fails this request
+    else this.fail(reason); // queued: skipped when its turn comes
+  }
+
+  pause(): void {
+    this.paused = true;
+    this.conn?.socket.pause();
+  }
+
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.conn?.socket.resume();
+  }
+
+  fail(err: Error): void {
+    if (this.done) return;
+    this.done = true;
+    this.conn = null;
+    this.handler.onResponseError?.(this, err);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One connection and its response parser.
+
+class Conn {
+  readonly pool: Pool;
+  readonly socket: Socket;
+  req: Req | null = null;
+  /** Requests it has carried: a socket that carried one before is a reused one. */
+  uses = 0;
+  connected = false;
+  closed = false;
+  /** The server said connection: close, or the response ran until close: not reused. */
+  reusable = true;
+  /** Any byte of the current response arrived. */
+  started = false;
+  idleMs: number;
+  error: Error | null = null;
+  // clock
+  clock: ClockKind = Clock.None;
+  deadline = 0;
+  touched = false;
+  // parser
+  state: ParseState = Parse.Head;
+  pending: Buffer | null = null;
+  shared = false;
+  left = 0;
+  line = '';
+  status = 0;
+  trailers: Record<string, string | string[]> | null = null;
+
+  constructor(pool: Pool) {
+    this.pool = pool;
+    this.idleMs = pool.agent.keepAliveTimeout;
+    const o = pool.url;
+    const port = Number(o.port) || (pool.tls ? 443 : 80);
+    const host = o.hostname.startsWith('[') ? o.hostname.slice(1, -1) : o.hostname;
+    if (pool.tls) {
+      const tls = process.getBuiltinModule('node:tls');
+      this.socket = tls.connect({ ...pool.agent.tlsOptions, host, port, servername: isIP(host) ? undefined : host, ALPNProtocols: ['http/1.1'] });
+      this.socket.once('secureConnect', () => this.onConnect());
+      this.socket.on('data', (b: Buffer) => this.onData(b));
+    } else {
+      // Reads land in one shared buffer (the head is parsed from it, body chunks are copied out):
+      // no Readable push/emit and no buffer allocated per read.
+      const readBuffer = pool.agent.readBuffer;
+      this.socket = netConnect({ host, port, onread: { buffer: readBuffer, callback: (n: number) => { this.onData(readBuffer.subarray(0, n), true); return true; } } });
+      this.socket.once('connect', () => this.onConnect());
+    }
+    this.socket.setNoDelay(true);
+    this.socket.on('error', (e: Error) => { this.error ??= e; });
+    this.socket.on('close', () => this.onClose());
+    this.arm(Clock.Connect, pool.agent.connectMs);
+    pool.agent.track(this);
+  }
+
+  arm(kind: ClockKind, ms: number): void {
+    this.clock = kind;
+    this.deadline = performance.now() + ms;
+    this.touched = false;
+  }
+
+  /** The shared clock's check (every TICK_MS). */
+  check(now: number): void {
+    if (this.clock === Clock.None) return;
+    if (this.touched && this.clock === Clock.Body) {
+      // Data arrived since the last tick: the between-chunks timeout starts again.
+      this.touched = false;
+      this.deadline = now + (this.req?.bodyMs ?? 0);
+      return;
+    }
+    if (now < this.deadline) return;
+    if (this.clock === Clock.Body && this.req?.paused === true) {
+      // Paused by the reader (a slow client): no data is expected, as undici's body timeout does not run while paused.
+      this.deadline = now + this.req.bodyMs;
+      return;
+    }
+    const kind = this.clock;
+    this.clock = Clock.None;
+    if (kind === Clock.Idle) this.destroy(null);
+    else if (kind === Clock.Connect) this.destroy(new H1Error(`Connect Timeout Error (attempted ${this.pool.origin}, timeout ${this.pool.agent.connectMs} ms)`, 'UND_ERR_CONNECT_TIMEOUT'));
+    else if (kind === Clock.Headers) this.destroy(new H1Error('Headers Timeout Error', 'UND_ERR_HEADERS_TIMEOUT'));
+    else this.destroy(new H1Error('Body Timeout Error', 'UND_ERR_BODY_TIMEOUT'));
+  }
+
+  private onConnect(): void {
+    this.connected = true;
+    this.clock = Clock.None;
+    const r = this.req;
+    if (r !== null) this.write(r);
+    else this.pool.release(this);
+  }
+
+  /** Start `r` on this socket (connected or not yet). */
+  start(r: Req): void {
+    if (this.uses > 0) this.socket.ref();
+    this.req = r;
+    r.conn = this;
+    this.uses++;
+    this.started = false;
+    this.state = Parse.Head;
+    this.status = 0;
+    this.trailers = null;
+    if (r.paused) this.socket.pause();
+    if (this.connected) this.write(r);
+  }
+
+  private write(r: Req): void {
+    const s = this.socket;
+    this.arm(Clock.Headers, r.headersMs);
+    if (r.body === null) {
+      s.write(r.head);
+    } else {
+      s.cork();
+      s.write(r.head, 'latin1');
+      s.write(r.body);
+      s.uncork();
+    }
+  }
+
+  /** `shared`: `buf` is the shared read buffer, overwritten by the next read: what is kept is copied. */
+  private onData(buf: Buffer, shared = false): void {
+    this.shared = shared;
+    const r = this.req;
+    if (r === null) {
+      // Bytes with no request waiting for them: the server is out of step; never reuse.
+      this.destroy(null);
+      return;
+    }
+    this.started = true;
+    try {
+      this.parse(r, buf);
+    } catch (err) {
+      // A parse error, or a handler that threw: the socket is done, the request failed. (A throw
+      // from onResponseEnd, after the socket went on to another request, is the handler's own.)
+      if (this.req !== r && r.done) throw err;
+      this.destroy(err as Error);
+    }
+  }
+
+  private parse(r: Req, buf: Buffer): void {
+    let at = 0;
+    const end = buf.length;
+    while (at < end || this.state === Parse.Done) {
+      switch (this.state) {
+        case Parse.Head: {
+          let b = buf;
+          let from = at;
+          if (this.pending !== null) {
+            from = Math.max(0, this.pending.length - 3);
+            b = Buffer.concat([this.pending, at === 0 ? buf : buf.subarray(at)]);
+            buf = b;
+            at = 0;
+            this.shared = false;
+          }
+          const stop = b.indexOf('\r\n\r\n', from, 'latin1');
+          const avail = b.length - at;
+          if (stop < 0) {
+            if (avail > MAX_HEAD) throw new H1Error('Headers Overflow Error', 'UND_ERR_HEADERS_OVERFLOW');
+            const rest = at === 0 ? b : b.subarray(at);
+            this.pending = this.shared ? Buffer.from(rest) : rest;
+            return;
+          }
+          if (stop - at > MAX_HEAD) throw new H1Error('Headers Overflow Error', 'UND_ERR_HEADERS_OVERFLOW');
+          this.pending = null;
+          const head = b.toString('latin1', at, stop);
+          at = stop + 4;
+          return this.parseFrom(r, b, at, head);
+        }
+        case Parse.Length: {
+          const n = Math.min(this.left, end - at);
+          const view = at === 0 && n === end ? buf : buf.subarray(at, at + n);
+          const chunk = this.shared ? Buffer.from(view) : view;
+          at += n;
+          this.left -= n;
+          if (this.left === 0) this.state = Parse.Done;
+          this.touched = true;
+          r.handler.onResponseData?.(r, chunk);
+          if (r.done) return;
+          break;
+        }
+        case Parse.Close: {
+          this.touched = true;
+          const view = at === 0 ? buf : buf.subarray(at);
+          r.handler.onResponseData?.(r, this.shared ? Buffer.from(view) : view);
+          return;
+        }
+        case Parse.ChunkSize: {
+          const nl = buf.indexOf(10, at);
+          if (nl < 0) {
+            this.line += buf.toString('latin1', at, end);
+            if (this.line.length > 1024) throw new H1Error('Invalid chunk size', 'HPE_INVALID_CHUNK_SIZE');
+            return;
+          }
+          const line = this.line + buf.toString('latin1', at, nl);
+          this.line = '';
+          at = nl + 1;
+          this.left = chunkSize(line);
+          this.state = this.left === 0 ? Parse.Trailers : Parse.ChunkData;
+          break;
+        }
+        case Parse.ChunkData: {
+          const n = Math.min(this.left, end - at);
+          const view = at === 0 && n === end ? buf : buf.subarray(at, at + n);
+          const chunk = this.shared ? Buffer.from(view) : view;
+          at += n;
+          this.left -= n;
+          if (this.left === 0) { this.state = Parse.ChunkEnd; this.left = 2; }
+          this.touched = true;
+          r.handler.onResponseData?.(r, chunk);
+          if (r.done) return;
+          break;
+        }
+        case Parse.ChunkEnd: {
+          // The CRLF after a chunk's data (it may arrive split).
+          const c = buf[at++];
+          if (c !== (this.left === 2 ? 13 : 10)) throw new H1Error('Invalid chunk end', 'HPE_STRICT');
+          if (--this.left === 0) this.state = Parse.ChunkSize;
+          break;
+        }
+        case Parse.Trailers: {
+          const nl = buf.indexOf(10, at);
+          if (nl < 0) {
+            this.line += buf.toString('latin1', at, end);
+            if (this.line.length > MAX_HEAD) throw new H1Error('Headers Overflow Error', 'UND_ERR_HEADERS_OVERFLOW');
+            return;
+          }
+          let line = this.line + buf.toString('latin1', at, nl);
+          this.line = '';
+          at = nl + 1;
+          if (line.endsWith('\r')) line = line.slice(0, -1);
+          if (line === '') { this.state = Parse.Done; break; }
+          const colon = line.indexOf(':');
+          if (colon <= 0) throw new H1Error('Invalid trailer', 'HPE_INVALID_HEADER_TOKEN');
+          addHeader((this.trailers ??= {}), line.slice(0, colon).toLowerCase(), line.slice(colon + 1).trim());
+          break;
+        }
+        case Parse.Done: {
+          // Bytes after the end of the response: the server is out of step; not reused.
+          if (at < end) this.reusable = false;
+          this.finish(r);
+          return;
+        }
+      }
+    }
+  }
+
+  /** A complete head: the status line and headers; then the body from `at`. */
+  private parseFrom(r: Req, b: Buffer, at: number, head: string): void {
+    let eol = head.indexOf('\r\n');
+    if (eol < 0) eol = head.length;
+    // HTTP/1.x NNN[ reason]
+    if (eol < 12 || !head.startsWith('HTTP/1.') || head.charCodeAt(8) !== 32 || (eol > 12 && head.charCodeAt(12) !== 32)) throw new H1Error('Invalid status line', 'HPE_INVALID_STATUS');
+    const status = Number(head.slice(9, 12));
+    if (!(status >= 100 && status <= 999) || !isDigit(head.charCodeAt(9)) || !isDigit(head.charCodeAt(10)) || !isDigit(head.charCodeAt(11))) throw new H1Error('Invalid status code', 'HPE_INVALID_STATUS');
+    const http10 = head.charCodeAt(7) === 48;
+    const headers: IncomingHttpHeaders = {};
+    let length = -1;
+    let chunked = false;
+    let close = http10;
+    let keepAliveHint = -1;
+    let pos = eol + 2;
+    while (pos < head.length) {
+      let next = head.indexOf('\r\n', pos);
+      if (next < 0) next = head.length;
+      const colon = head.indexOf(':', pos);
+      const c0 = head.charCodeAt(pos);
+      if (colon <= pos || colon > next || c0 === 32 || c0 === 9) throw new H1Error('Invalid header', 'HPE_INVALID_HEADER_TOKEN');
+      const name = head.slice(pos, colon).toLowerCase();
+      // "name: value" as servers send it needs no trim.
+      const value = head.charCodeAt(colon + 1) === 32 && head.charCodeAt(colon + 2) > 32 && head.charCodeAt(next - 1) > 32 ? head.slice(colon + 2, next) : head.slice(colon + 1, next).trim();
+      pos = next + 2;
+      addHeader(headers as Record<string, string | string[]>, name, value);
+      if (name.length < 10 || name.length > 17) continue;
+      if (name === 'content-length') {
+        const n = /^\d+$/.test(value) ? Number(value) : NaN;
+        if (!Number.isSafeInteger(n) || (length !== -1 && length !== n)) throw new H1Error('Invalid content-length', 'HPE_INVALID_CONTENT_LENGTH');
+        length = n;
+      } else if (name === 'transfer-encoding') {
+        chunked = /(?:^|,)\s*chunked\s*$/i.test(value);
+        if (!chunked) close = true; // some other coding: the body runs until close
+      } else if (name === 'connection') {
+        const v = value.toLowerCase();
+        if (v.includes('close')) close = true;
+        else if (http10 && v.includes('keep-alive')) close = false;
+      } else if (name === 'keep-alive') {
+        const m = /timeout=(\d+)/i.exec(value);
+        if (m) keepAliveHint = Number(m[1]) * 1000;
+      }
+    }
+    if (status < 200) {
+      // 1xx: an interim answer; the real one follows (101 Switching Protocols is not ours to take).
+      if (status === 101) throw new H1Error('unexpected 101 Switching Protocols', 'UND_ERR_SOCKET');
+      this.state = Parse.Head;
+      if (at < b.length) this.parse(r, b.subarray(at));
+      return;
+    }
+    if (chunked && length !== -1) throw new H1Error('both transfer-encoding and content-length', 'HPE_UNEXPECTED_CONTENT_LENGTH');
+    if (close) this.reusable = false;
+    if (keepAliveHint >= 0) {
+      const ms = Math.min(this.pool.agent.keepAliveTimeout, keepAliveHint - KEEPALIVE_MARGIN);
+      if (ms <= 0) this.reusable = false; else this.idleMs = ms;
+    }
+    this.status = status;
+    if (r.noBody || status === 204 || status === 304) this.state = Parse.Done;
+    else if (chunked) { this.state = Parse.ChunkSize; this.line = ''; }
+    else if (length >= 0) { this.left = length; this.state = length === 0 ? Parse.Done : Parse.Length; }
+    else { this.state = Parse.Close; this.reusable = false; }
+    this.arm(Clock.Body, r.bodyMs);
+    const sp = head.indexOf(' ', 9);
+    r.handler.onResponseStart?.(r, status, headers, sp > 0 && sp < eol ? head.slice(sp + 1, eol) : '');
+    if (r.done || this.req !== r) return;
+    if (at < b.length || this.state === Parse.Done) this.parse(r, at === 0 ? b : b.subarray(at));
+  }
+
+  /** The response ended: tell the handler, then the socket goes back to the pool (or closes). */
+  private finish(r: Req): void {
+    this.req = null;
+    this.clock = Clock.None;
+    r.conn = null;
+    r.done = true;
+    const t = this.trailers;
+    this.trailers = null;
+    if (this.reusable && !this.pool.closing) {
+      if (r.paused) this.socket.resume();
+      this.pool.release(this);
+    } else {
+      this.destroy(null);
+    }
+    r.handler.onResponseEnd?.(r, t ?? {});
+  }
+
+  /** Close the socket; a request on it fails with `err` (or a socket error if none). */
+  destroy(err: Error | null): void {
+    if (err !== null) this.error ??= err;
+    if (!this.closed) this.socket.destroy();
+    this.onClose();
+  }
+
+  private onClose(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.clock = Clock.None;
+    this.pool.agent.untrack(this);
+    const r = this.req;
+    this.req = null;
+    if (r !== null) {
+      r.conn = null;
+      if (this.state === Parse.Close && this.error === null) {
+        // The body ran until close: this is its end.
+        r.done = true;
+        this.pool.removed(this);
+        r.handler.onResponseEnd?.(r, {});
+        return;
+      }
+      if (!this.started && this.uses > 1 && !r.retried && !r.aborted && !r.done && this.error?.name !== 'TimeoutError') {
+        // A reused socket the server closed before any byte of the answer (keep-alive expiry
+        // race): once more on a fresh socket. Never a request whose response had started.
+        r.retried = true;
+        this.pool.removed(this, r);
+        return;
+      }
+      this.pool.removed(this);
+      r.fail(r.aborted && r.reason ? r.reason : this.error ?? new H1Error('other side closed', 'UND_ERR_SOCKET'));
+      return;
+    }
+    this.pool.removed(this);
+  }
+}
+
+const isDigit = (c: number): boolean => c >= 48 && c <= 57;
+
+function chunkSize(line: string): number {
+  let end = line.length;
+  if (line.charCodeAt(end - 1) === 13) end--;
+  const semi = line.indexOf(';');
+  if (semi >= 0 && semi < end) end = semi;
+  let n = 0;
+  let digits = 0;
+  for (let i = 0; i < end; i++) {
+    const c = line.charCodeAt(i);
+    const d = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1;
+    if (d < 0) {
+      // Whitespace before an extension is tolerated; anything else is not a size.
+      if ((c === 32 || c === 9) && digits > 0 && line.slice(i, end).trim() === '') break;
+      throw new H1Error('Invalid chunk size', 'HPE_INVALID_CHUNK_SIZE');
+    }
+    n = n * 16 + d;
+    if (++digits > 13) throw new H1Error('Invalid chunk size', 'HPE_INVALID_CHUNK_SIZE');
+  }
+  if (digits === 0) throw new H1Error('Invalid chunk size', 'HPE_INVALID_CHUNK_SIZE');
+  return n;
+}
+
+function addHeader(h: Record<string, string | string[]>, name: string, value: string): void {
+  const old = h[name];
+  if (old === undefined) {
+    if (name === '__proto__') Object.defineProperty(h, name, { value, enumerable: true, configurable: true, writable: true });
+    else h[name] = value;
+  } else if (typeof old === 'string') h[name] = [old, value];
+  else old.push(value);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pool of one origin.
+
+class Pool {
+  readonly agent: H1Agent;
+  readonly origin: string;
+  readonly url: URL;
+  readonly tls: boolean;
+  readonly hostLine: string;
+  /** Idle sockets, the most recently used last (LIFO). */
+  readonly idle: Conn[] = [];
+  /** Waiting requests (FIFO from `qHead`). */
+  queue: Req[] = [];
+  qHead = 0;
+  count = 0;
+  closing = false;
+
+  constructor(agent: H1Agent, origin: string) {
+    this.agent = agent;
+    this.origin = origin;
+    this.url = new URL(origin);
+    if (this.url.protocol !== 'http:' && this.url.protocol !== 'https:') throw new H1Error(`unsupported protocol ${this.url.protocol}`, 'UND_ERR_INVALID_ARG');
+    this.tls = this.url.protocol === 'https:';
+    this.hostLine = `host: ${this.url.host}\r\n`;
+  }
+
+  enqueue(r: Req, first = false): void {
+    for (;;) {
+      const c = this.idle.pop();
+      if (c === undefined) break;
+      if (c.closed || c.socket.destroyed) continue;
+      c.start(r);
+      return;
+    }
+    if (this.count < this.agent.connections) {
+      this.count++;
+      new Conn(this).start(r);
+      return;
+    }
+    if (first) {
+      this.queue.splice(this.qHead, 0, r);
+    } else this.queue.push(r);
+  }
+
+  private nextQueued(): Req | undefined {
+    while (this.qHead < this.queue.length) {
+      const r = this.queue[this.qHead];
+      (this.queue as Array<Req | undefined>)[this.qHead++] = undefined;
+      if (this.qHead === this.queue.length) { this.queue = []; this.qHead = 0; }
+      if (!r.done && !r.aborted) return r;
+    }
+    return undefined;
+  }
+
+  /** A socket is free (connected and nothing on it). */
+  release(c: Conn): void {
+    const r = this.nextQueued();
+    if (r !== undefined) { c.start(r); return; }
+    if (this.closing) { c.destroy(null); return; }
+    c.clock = Clock.Idle;
+    c.deadline = this.agent.now + c.idleMs;
+    // An idle socket does not keep the process alive (as undici's); start() refs it again.
+    c.socket.unref();
+    this.idle.push(c);
+  }
+
+  /** A socket closed; `retry`, a request to send again on a fresh one. */
+  removed(c: Conn, retry?: Req): void {
+    this.count--;
+    const i = this.idle.indexOf(c);
+    if (i >= 0) this.idle.splice(i, 1);
+    if (retry !== undefined) {
+      // On a fresh socket, not another idle one that may have expired as well.
+      this.count++;
+      new Conn(this).start(retry);
+      return;
+    }
+    if (this.qHead < this.queue.length && this.count < this.agent.connections) {
+      const r = this.nextQueued();
+      if (r !== undefined) this.enqueue(r, true);
+    }
+    if (this.closing && this.count === 0) this.agent.poolClosed();
+  }
+
+  closeIdle(): void {
+    for (const c of this.idle.splice(0)) c.destroy(null);
+  }
+
+  destroyAll(err: Error): void {
+    for (let r = this.nextQueued(); r !== undefined; r = this.nextQueued()) r.fail(err);
+    for (const c of this.agent.connsOf(this)) c.destroy(err);
+    this.agent.poolClosed();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The Dispatcher the model plane's upstream calls go through (one per Provider, made in
+ * gateway/routes.ts): a keep-alive pool per origin. Makes no socket until its first request.
+ */
+export class H1Agent implements UpstreamDispatcher {
+  readonly connectMs: number;
+  readonly keepAliveTimeout: number;
+  readonly connections: number;
+  readonly tlsOptions: ConnectionOptions;
+  /**
+   * Where this agent's plain-TCP reads land (net's `onread`): what is kept (body chunks, a partial
+   * head) is copied out before the callback returns, so one buffer serves every connection of the agent.
+   */
+  readonly readBuffer = Buffer.allocUnsafe(64 * 1024);
+  /** The clock's time at its last tick (performance.now()). */
+  now = 0;
+  /** Every open connection: the clock checks their deadlines. */
+  readonly #live = new Set<Conn>();
+  /** One coarse timer per agent, running while it has a connection (unref'd: it never keeps a process alive). */
+  #ticker: NodeJS.Timeout | null = null;
+  readonly #pools = new Map<string, Pool>();
+  #last: Pool | null = null;
+  #closed = false;
+  #whenClosed: Array<() => void> = [];
+
+  constructor(opts: H1AgentOptions) {
+    this.connectMs = opts.connectMs;
+    this.keepAliveTimeout = opts.keepAliveTimeout;
+    this.connections = opts.connections;
+    this.tlsOptions = opts.tls ?? {};
+  }
+
+  dispatch(opts: Options, handler: Handler): boolean {
+    if (this.#closed) throw new H1Error('The client is destroyed or closed', 'UND_ERR_CLOSED');
+    const origin = typeof opts.origin === 'string' ? opts.origin : String(opts.origin);
+    let pool = this.#last;
+    if (pool === null || pool.origin !== origin) {
+      pool = this.#pools.get(origin) ?? null;
+      if (pool === null) this.#pools.set(origin, (pool = new Pool(this, origin)));
+      this.#last = pool;
+    }
+    const r = new Req(pool, opts, handler);
+    handler.onRequestStart?.(r, {});
+    if (!r.aborted) pool.enqueue(r);
+    return true;
+  }
+
+  /** A connection opened: on the clock (started with the first one). */
+  track(c: Conn): void {
+    this.#live.add(c);
+    if (this.#ticker === null) {
+      this.now = performance.now();
+      this.#ticker = setInterval(() => this.#tick(), TICK_MS);
+      this.#ticker.unref();
+    }
+  }
+
+  /** A connection closed: off the clock, which stops with the last one (so close() and destroy() stop it). */
+  untrack(c: Conn): void {
+    this.#live.delete(c);
+    if (this.#live.size === 0 && this.#ticker !== null) { clearInterval(this.#ticker); this.#ticker = null; }
+  }
+
+  connsOf(p: Pool): Conn[] {
+    return [...this.#live].filter((c) => c.pool === p);
+  }
+
+  /** Whether the clock's timer is running (tests). */
+  get ticking(): boolean { return this.#ticker !== null; }
+
+  #tick(): void {
+    const now = (this.now = performance.now());
+    for (const c of this.#live) c.check(now);
+  }
+
+  /** Sockets open (busy or idle), for tests and stats. */
+  get sockets(): number {
+    let n = 0;
+    for (const p of this.#pools.values()) n += p.count;
+    return n;
+  }
+
+  /** No new requests; those in flight and queued complete, then every socket closes. */
+  close(): Promise<void> {
+    this.#closed = true;
+    for (const p of this.#pools.values()) { p.closing = true; p.closeIdle(); }
+    if (this.sockets === 0) return Promise.resolve();
+    return new Promise((resolve) => { this.#whenClosed.push(resolve); });
+  }
+
+  /** Every socket closes now; requests in flight or queued fail. */
+  destroy(err?: Error): Promise<void> {
+    this.#closed = true;
+    const e = err ?? new H1Error('The client is destroyed', 'UND_ERR_DESTROYED');
+    for (const p of this.#pools.values()) { p.closing = true; p.destroyAll(e); }
+    return Promise.resolve();
+  }
+
+  /** A closing pool's last socket closed. */
+  poolClosed(): void {
+    if (this.sockets !== 0) return;
+    for (const f of this.#whenClosed.splice(0)) f();
+  }
+}

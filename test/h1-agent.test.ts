@@ -1,0 +1,553 @@
+// src/lib/h1-agent.ts, the model plane's HTTP/1.1 client, over real sockets: node:http and node:https
+// (a private CA made with openssl) servers, and raw node:net servers for split, malformed and
+// racy answers. Framing (content-length, chunked with trailers, 1xx, HEAD/204, until close) at
+// every byte boundary; keep-alive reuse, the server's hint, connection: close, the stale-socket
+// retry and its limit; the connect, headers and body timeouts with undici's codes (so networkFailure
+// says 504 timed out); abort, pause/resume; the bounds (head size, chunk size, status line); the
+// connection cap and its FIFO; close()/destroy() with requests in flight and the agent's own clock.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer as createNet, type Server as NetServer, type Socket } from 'node:net';
+import { createServer as createHttp, type Server as HttpServer, type IncomingHttpHeaders } from 'node:http';
+import { createServer as createHttps } from 'node:https';
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import type { Dispatcher } from 'undici';
+import { H1Agent, MAX_HEAD, TICK_MS } from '../src/lib/h1-agent.ts';
+import { networkFailure } from '../src/gateway/upstream.ts';
+import { tempDir } from './helpers/temp.ts';
+import { testCa, signedBy } from './helpers/test-ca.ts';
+
+const closers: Array<() => unknown> = [];
+after(async () => { for (const c of closers.reverse()) await c(); });
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+function agent(o: Partial<ConstructorParameters<typeof H1Agent>[0]> = {}): H1Agent {
+  const a = new H1Agent({ connectMs: 2000, keepAliveTimeout: 30_000, connections: 256, ...o });
+  closers.push(() => a.destroy());
+  return a;
+}
+
+interface Result {
+  status: number; headers: IncomingHttpHeaders; body: Buffer; trailers: Record<string, string | string[]>; chunks: number;
+  error: (Error & { code?: string }) | null; interim: number[];
+}
+
+type Opts = Partial<Dispatcher.DispatchOptions> & { origin: string };
+
+/** One request; `on` sees each event (and the controller) as it happens. */
+function send(a: H1Agent, opts: Opts, on: { data?(c: Dispatcher.DispatchController, chunk: Buffer, n: number): void; start?(c: Dispatcher.DispatchController): void } = {}): Promise<Result> {
+  return new Promise((resolve) => {
+    const res: Result = { status: 0, headers: {}, body: Buffer.alloc(0), trailers: {}, chunks: 0, error: null, interim: [] };
+    const parts: Buffer[] = [];
+    let settled = false;
+    const done = (): void => { if (settled) throw new Error('settled twice'); settled = true; res.body = Buffer.concat(parts); resolve(res); };
+    a.dispatch({ path: '/', method: 'GET', ...opts } as Dispatcher.DispatchOptions, {
+      onRequestStart(c) { on.start?.(c); },
+      onResponseStart(_c, status, headers) { if (status < 200) res.interim.push(status); else { res.status = status; res.headers = headers; } },
+      onResponseData(c, chunk) { parts.push(Buffer.from(chunk)); res.chunks++; on.data?.(c, chunk, res.chunks); },
+      onResponseEnd(_c, trailers) { res.trailers = trailers as Record<string, string | string[]>; done(); },
+      onResponseError(_c, err) { res.error = err; done(); },
+    });
+  });
+}
+
+async function listen(s: NetServer | HttpServer): Promise<string> {
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  closers.push(() => new Promise((r) => { (s as HttpServer).closeAllConnections?.(); s.close(() => r(undefined)); }));
+  return `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+}
+
+/**
+ * A raw server: `answer(socket, request head, n)` is called for each request head it reads on a
+ * connection (n counts the requests on that connection, from 1). Sockets are tracked for the test.
+ */
+async function raw(answer: (s: Socket, head: string, n: number) => void): Promise<{ origin: string; conns: Socket[]; heads: string[] }> {
+  const conns: Socket[] = [];
+  const heads: string[] = [];
+  const server = createNet((s) => {
+    conns.push(s);
+    s.on('error', () => undefined);
+    let buf = '';
+    let n = 0;
+    s.on('data', (d) => {
+      buf += d.toString('latin1');
+      for (let i = buf.indexOf('\r\n\r\n'); i >= 0; i = buf.indexOf('\r\n\r\n')) {
+        const head = buf.slice(0, i);
+        const len = Number(/content-length: (\d+)/i.exec(head)?.[1] ?? 0);
+        if (buf.length < i + 4 + len) return;
+        buf = buf.slice(i + 4 + len);
+        heads.push(head);
+        answer(s, head, ++n);
+      }
+    });
+  });
+  closers.push(() => { for (const c of conns) c.destroy(); });
+  return { origin: await listen(server), conns, heads };
+}
+
+/** Writes `parts` with a pause between them, so that the client reads them apart. */
+async function writeApart(s: Socket, parts: Array<string | Buffer>, gap = 4): Promise<void> {
+  for (let i = 0; i < parts.length; i++) {
+    if (i > 0) await sleep(gap);
+    if (!s.destroyed) s.write(parts[i]);
+  }
+}
+
+const target = { label: 'p/m' } as unknown as Parameters<typeof networkFailure>[0];
+
+// ---- framing --------------------------------------------------------------------------------
+
+test('content-length: the body split at every byte boundary, on one kept-alive socket', async () => {
+  const body = '{"id":"x","choices":[{"message":{"content":"héllo"}}]}';
+  const whole = `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nset-cookie: a=1\r\nset-cookie: b=2\r\nx-Mixed-Case:  spaced \r\n\r\n${body}`;
+  const bytes = Buffer.from(whole);
+  const srv = await raw((s, _h, n) => { void writeApart(s, [bytes.subarray(0, n), bytes.subarray(n)]); });
+  const a = agent();
+  for (let i = 1; i < bytes.length; i++) {
+    const r = await send(a, { origin: srv.origin, method: 'POST', body: '{}' });
+    assert.equal(r.error, null, `split at ${i}: ${r.error?.message}`);
+    assert.equal(r.status, 200);
+    assert.equal(r.body.toString(), body, `split at ${i}`);
+    assert.deepEqual(r.headers['set-cookie'], ['a=1', 'b=2']);
+    assert.equal(r.headers['x-mixed-case'], 'spaced');
+  }
+  assert.equal(srv.conns.length, 1, 'every request on the same socket');
+});
+
+test('chunked with extensions and trailers, split at every byte boundary', async () => {
+  const whole = 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/event-stream\r\n\r\n'
+    + '5;ext=1\r\nhello\r\n1A\r\n abcdefghijklmnopqrstuvwxy\r\n0\r\nx-trailer: t1\r\nx-other: t2\r\n\r\n';
+  const bytes = Buffer.from(whole);
+  const srv = await raw((s, _h, n) => { void writeApart(s, [bytes.subarray(0, n), bytes.subarray(n)]); });
+  const a = agent();
+  for (let i = 1; i < bytes.length; i++) {
+    const r = await send(a, { origin: srv.origin });
+    assert.equal(r.error, null, `split at ${i}: ${r.error?.message}`);
+    assert.equal(r.body.toString(), 'hello abcdefghijklmnopqrstuvwxy', `split at ${i}`);
+    assert.deepEqual(r.trailers, { 'x-trailer': 't1', 'x-other': 't2' }, `split at ${i}`);
+  }
+  assert.equal(srv.conns.length, 1, 'every request on the same socket');
+});
+
+test('1xx answers are skipped (split anywhere), the final answer is the one given', async () => {
+  const whole = 'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok';
+  const bytes = Buffer.from(whole);
+  const srv = await raw((s, _h, n) => { void writeApart(s, [bytes.subarray(0, n), bytes.subarray(n)]); });
+  const a = agent();
+  for (let i = 1; i < bytes.length; i++) {
+    const r = await send(a, { origin: srv.origin });
+    assert.equal(r.error, null, `split at ${i}: ${r.error?.message}`);
+    assert.equal(r.status, 201);
+    assert.equal(r.body.toString(), 'ok');
+    assert.equal(r.headers.link, undefined, 'headers of the final answer only');
+  }
+  assert.equal(srv.conns.length, 1);
+});
+
+test('HEAD, 204 and 304 have no body; a body without length runs until close', async () => {
+  const srv = await raw((s, head) => {
+    if (head.startsWith('HEAD')) s.write('HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n');
+    else if (head.includes('/204')) s.write('HTTP/1.1 204 No Content\r\n\r\n');
+    else if (head.includes('/304')) s.write('HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n');
+    else s.end('HTTP/1.1 200 OK\r\n\r\nuntil close');
+  });
+  const a = agent();
+  assert.equal((await send(a, { origin: srv.origin, method: 'HEAD' })).body.length, 0);
+  assert.equal((await send(a, { origin: srv.origin, path: '/204' })).status, 204);
+  assert.equal((await send(a, { origin: srv.origin, path: '/304' })).status, 304);
+  assert.equal(srv.conns.length, 1, 'bodiless answers leave the socket reusable');
+  const r = await send(a, { origin: srv.origin, path: '/close' });
+  assert.equal(r.error, null);
+  assert.equal(r.body.toString(), 'until close');
+});
+
+test('the request: one head with host and content-length, a string or Buffer body, framing headers of our own', async () => {
+  const got: Array<{ headers: IncomingHttpHeaders; body: string }> = [];
+  const server = createHttp((req, res) => {
+    let b = '';
+    req.setEncoding('utf8');
+    req.on('data', (c) => { b += c; });
+    req.on('end', () => { got.push({ headers: req.headers, body: b }); res.end('ok'); });
+  });
+  const origin = await listen(server);
+  const a = agent();
+  await send(a, { origin, method: 'POST', path: '/v1/x?y=1', headers: Object.freeze({ 'x-a': '1', 'Content-Length': '999', connection: 'close' }), body: 'héllo' });
+  await send(a, { origin, method: 'POST', headers: { 'x-b': ['1', '2'] }, body: Buffer.from('bytes') });
+  assert.equal(got[0].body, 'héllo');
+  assert.equal(got[0].headers['content-length'], String(Buffer.byteLength('héllo')));
+  assert.equal(got[0].headers.host, new URL(origin).host);
+  assert.equal(got[0].headers['x-a'], '1');
+  assert.equal(got[1].body, 'bytes');
+  assert.equal(got[1].headers['x-b'], '1, 2');
+  assert.throws(() => a.dispatch({ origin, path: '/', method: 'GET', headers: { 'x-bad': 'a\r\nb' } }, {}), { code: 'UND_ERR_INVALID_ARG' });
+  assert.throws(() => a.dispatch({ origin, path: 'no-slash', method: 'GET' }, {}), { code: 'UND_ERR_INVALID_ARG' });
+});
+
+// ---- connections ----------------------------------------------------------------------------
+
+test('keep-alive: sequential requests reuse one socket (node:http server)', async () => {
+  const ports: number[] = [];
+  const server = createHttp((req, res) => { ports.push(req.socket.remotePort!); res.end('x'.repeat(100)); });
+  const origin = await listen(server);
+  const a = agent();
+  for (let i = 0; i < 5; i++) assert.equal((await send(a, { origin })).body.length, 100);
+  assert.equal(new Set(ports).size, 1, 'one client socket');
+  assert.equal(a.sockets, 1);
+});
+
+test('https with a private CA: SNI, reuse, and the CA is required', async () => {
+  const dir = tempDir('aam-h1-');
+  const ca = testCa(dir, 'h1');
+  const cert = signedBy(ca, 'localhost', 'localhost', 'DNS:localhost');
+  const ports: number[] = [];
+  let sni = '';
+  const server = createHttps({ cert: readFileSync(cert.cert), key: readFileSync(cert.key) }, (req, res) => {
+    ports.push(req.socket.remotePort!);
+    sni = (req.socket as unknown as { servername: string }).servername;
+    res.end('secure');
+  });
+  const port = new URL(await listen(server)).port;
+  const origin = `https://localhost:${port}`;
+  const a = agent({ tls: { ca: readFileSync(ca.ca) } });
+  for (let i = 0; i < 3; i++) {
+    const r = await send(a, { origin });
+    assert.equal(r.error, null, r.error?.message);
+    assert.equal(r.body.toString(), 'secure');
+  }
+  assert.equal(sni, 'localhost');
+  assert.equal(new Set(ports).size, 1);
+  const untrusting = agent();
+  const r = await send(untrusting, { origin });
+  assert.ok(r.error, 'a certificate the system CAs do not sign is refused');
+  assert.equal(networkFailure(target, r.error).status, 502);
+});
+
+test('the server\'s keep-alive hint: its idle socket is closed 1 s before the hint; timeout=1 is not reused', async () => {
+  const srv = await raw((s, head) => {
+    const hint = /x-hint: (\d+)/.exec(head)?.[1];
+    s.write(`HTTP/1.1 200 OK\r\ncontent-length: 1\r\n${hint ? `keep-alive: timeout=${hint}\r\n` : ''}\r\nx`);
+  });
+  const a = agent();
+  await send(a, { origin: srv.origin, headers: { 'x-hint': '1' } });
+  await sleep(50);
+  assert.equal(a.sockets, 0, 'timeout=1 leaves no time to reuse it: closed');
+  await send(a, { origin: srv.origin, headers: { 'x-hint': '2' } });
+  assert.equal(a.sockets, 1);
+  await sleep(1000 + 3 * TICK_MS);
+  assert.equal(a.sockets, 0, 'closed 1 s before the server\'s 2 s');
+  await send(a, { origin: srv.origin });
+  await sleep(1000 + 3 * TICK_MS);
+  assert.equal(a.sockets, 1, 'without a hint: kept for keepAliveTimeout (30 s)');
+  const short = agent({ keepAliveTimeout: 300 });
+  await send(short, { origin: srv.origin });
+  await sleep(300 + 3 * TICK_MS);
+  assert.equal(short.sockets, 0, 'keepAliveTimeout');
+});
+
+test('connection: close (and HTTP/1.0) answers are not reused', async () => {
+  const srv = await raw((s, head) => {
+    if (head.includes('/10')) s.write('HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\nx');
+    else s.write('HTTP/1.1 200 OK\r\ncontent-length: 1\r\nconnection: close\r\n\r\nx');
+  });
+  const a = agent();
+  await send(a, { origin: srv.origin });
+  await send(a, { origin: srv.origin });
+  await send(a, { origin: srv.origin, path: '/10' });
+  await send(a, { origin: srv.origin, path: '/10' });
+  assert.equal(srv.conns.length, 4);
+  await sleep(20);
+  assert.equal(a.sockets, 0);
+});
+
+test('stale socket: a server that closed an idle socket, or closes it on the next request before answering: that request succeeds on a new one', async () => {
+  const srv = await raw((s, _h, n) => {
+    if (n === 1) s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+    else s.destroy(); // the keep-alive race: the request arrived as the server gave up the socket
+  });
+  const a = agent();
+  assert.equal((await send(a, { origin: srv.origin })).error, null);
+  const r = await send(a, { origin: srv.origin });
+  assert.equal(r.error, null, r.error?.message);
+  assert.equal(r.body.toString(), 'ok');
+  assert.equal(srv.conns.length, 2);
+  assert.equal(srv.heads.length, 3, 'sent twice: once on the stale socket, once on a fresh one');
+  // The server closes the idle socket itself: the next request goes on a new one.
+  srv.conns[1].destroy();
+  await sleep(50);
+  assert.equal((await send(a, { origin: srv.origin })).error, null);
+  assert.equal(srv.conns.length, 3);
+});
+
+test('stale socket: a request whose answer had started is not retried; a fresh socket\'s failure is not retried', async () => {
+  const srv = await raw((s, head, n) => {
+    if (head.includes('/fresh')) { s.destroy(); return; }
+    if (n === 1) s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+    else { s.write('HTTP/1.1 200 OK\r\ncontent-le'); setTimeout(() => s.destroy(), 20); }
+  });
+  const a = agent();
+  await send(a, { origin: srv.origin });
+  const r = await send(a, { origin: srv.origin });
+  assert.equal(r.error?.code, 'UND_ERR_SOCKET');
+  assert.equal(srv.heads.length, 2, 'not sent again');
+  assert.equal(networkFailure(target, r.error).message, 'p/m connection failed (UND_ERR_SOCKET)');
+  const before = srv.heads.length;
+  const f = await send(agent(), { origin: srv.origin, path: '/fresh' });
+  assert.equal(f.error?.code, 'UND_ERR_SOCKET');
+  assert.equal(srv.heads.length - before, 1, 'a first-use socket closing is an answer, not a race');
+});
+
+test('the connection cap: at most `connections` sockets; the others wait in FIFO order', async () => {
+  const order: string[] = [];
+  const held: Array<() => void> = [];
+  const server = createHttp((req, res) => { order.push(req.url!); held.push(() => res.end(req.url)); });
+  const origin = await listen(server);
+  const a = agent({ connections: 2 });
+  const all = [1, 2, 3, 4, 5, 6].map((i) => send(a, { origin, path: `/${i}` }));
+  while (held.length < 2) await sleep(5);
+  await sleep(50);
+  assert.equal(held.length, 2, 'two in flight');
+  assert.equal(a.sockets, 2);
+  while (order.length < 6) { held.shift()!(); await sleep(10); }
+  held.splice(0).forEach((f) => f());
+  const rs = await Promise.all(all);
+  assert.deepEqual(order, ['/1', '/2', '/3', '/4', '/5', '/6']);
+  assert.deepEqual(rs.map((r) => r.body.toString()), ['/1', '/2', '/3', '/4', '/5', '/6']);
+  assert.equal(a.sockets, 2, 'the queued requests went on the same two sockets');
+});
+
+test('a queued request aborted before its turn is skipped', async () => {
+  const held: Array<() => void> = [];
+  const server = createHttp((req, res) => { held.push(() => res.end(req.url)); });
+  const origin = await listen(server);
+  const a = agent({ connections: 1 });
+  const first = send(a, { origin, path: '/1' });
+  const second = send(a, { origin, path: '/2' }, { start: (c) => setTimeout(() => c.abort(new Error('gone')), 20) });
+  const third = send(a, { origin, path: '/3' });
+  await sleep(60);
+  held.shift()!();
+  assert.equal((await second).error?.message, 'gone');
+  while (held.length === 0) await sleep(5);
+  held.shift()!();
+  assert.equal((await first).body.toString(), '/1');
+  assert.equal((await third).body.toString(), '/3');
+});
+
+// ---- timeouts -------------------------------------------------------------------------------
+
+test('connect timeout (TCP accepted, TLS never answered): UND_ERR_CONNECT_TIMEOUT, 504 timed out', async () => {
+  const srv = await raw(() => undefined);
+  const a = agent({ connectMs: 300 });
+  const t0 = performance.now();
+  const r = await send(a, { origin: srv.origin.replace('http:', 'https:') });
+  const took = performance.now() - t0;
+  assert.equal(r.error?.code, 'UND_ERR_CONNECT_TIMEOUT');
+  assert.ok(took >= 290 && took < 300 + 5 * TICK_MS + 500, `took ${took} ms`);
+  const f = networkFailure(target, r.error);
+  assert.equal(f.status, 504);
+  assert.match(f.message, /timed out \(UND_ERR_CONNECT_TIMEOUT\)/);
+  assert.equal(a.sockets, 0);
+});
+
+test('headers timeout: no answer within headersTimeout', async () => {
+  const srv = await raw(() => undefined);
+  const a = agent();
+  const r = await send(a, { origin: srv.origin, headersTimeout: 300 });
+  assert.equal(r.error?.code, 'UND_ERR_HEADERS_TIMEOUT');
+  assert.equal(networkFailure(target, r.error).status, 504);
+  assert.equal(srv.heads.length, 1, 'a timeout is not retried');
+});
+
+test('body timeout: between chunks, not in total; a paused reader does not time out', async () => {
+  const srv = await raw((s, head) => {
+    s.write('HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n');
+    if (head.includes('/stall')) return;
+    // A chunk every 250 ms for 1 s: slower in total than bodyTimeout, never between two.
+    let i = 0;
+    const t = setInterval(() => { if (++i === 4) { clearInterval(t); s.write('0\r\n\r\n'); } else s.write('1\r\nb\r\n'); }, 250);
+  });
+  const a = agent();
+  const stalled = await send(a, { origin: srv.origin, path: '/stall', bodyTimeout: 300 });
+  assert.equal(stalled.error?.code, 'UND_ERR_BODY_TIMEOUT');
+  assert.equal(networkFailure(target, stalled.error).status, 504);
+  const trickle = await send(a, { origin: srv.origin, bodyTimeout: 450 });
+  assert.equal(trickle.error, null, trickle.error?.message);
+  assert.equal(trickle.body.toString(), 'abbb');
+  let resumed = false;
+  const paused = await send(a, { origin: srv.origin, path: '/slow', bodyTimeout: 200 }, {
+    data: (c, _chunk, n) => { if (n === 1) { c.pause(); setTimeout(() => { resumed = true; c.resume(); }, 700); } },
+  });
+  assert.ok(resumed);
+  assert.equal(paused.error, null, 'paused 700 ms with a 200 ms body timeout');
+});
+
+// ---- abort, pause ---------------------------------------------------------------------------
+
+test('abort mid-body destroys the socket (never reused); the next request goes on a new one', async () => {
+  const srv = await raw((s, head) => {
+    if (head.includes('/ok')) { s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok'); return; }
+    s.write('HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\npart');
+  });
+  const a = agent();
+  const reason = new Error('client went away');
+  let serverSawClose = false;
+  const r = await send(a, { origin: srv.origin }, { data: (c) => c.abort(reason) });
+  assert.equal(r.error, reason, 'the handler is told with the abort\'s reason');
+  srv.conns[0].once('close', () => { serverSawClose = true; });
+  await sleep(50);
+  assert.ok(serverSawClose || srv.conns[0].destroyed);
+  assert.equal(a.sockets, 0);
+  assert.equal((await send(a, { origin: srv.origin, path: '/ok' })).body.toString(), 'ok');
+  assert.equal(srv.conns.length, 2);
+  // Aborted in onRequestStart: nothing is sent.
+  const before = srv.heads.length;
+  const early = await send(a, { origin: srv.origin, path: '/ok' }, { start: (c) => c.abort(reason) });
+  assert.equal(early.error, reason);
+  await sleep(30);
+  assert.equal(srv.heads.length, before);
+});
+
+test('an answer not read to its end (server sends more than content-length) is not reused', async () => {
+  const srv = await raw((s) => { s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA'); });
+  const a = agent();
+  assert.equal((await send(a, { origin: srv.origin })).body.toString(), 'ok');
+  await send(a, { origin: srv.origin });
+  assert.equal(srv.conns.length, 2);
+});
+
+test('pause stops reading from the socket; resume reads on', async () => {
+  let sent = 0;
+  const server = createHttp((_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    const t = setInterval(() => {
+      if (++sent === 20) { clearInterval(t); res.end('data: end\n\n'); } else res.write(`data: ${sent}\n\n`);
+    }, 15);
+  });
+  const origin = await listen(server);
+  const a = agent();
+  let seen = 0;
+  let whilePaused = -1;
+  const r = await send(a, { origin }, {
+    data: (c, _chunk, n) => {
+      seen = n;
+      if (n === 1) {
+        c.pause();
+        assert.equal(c.paused, true);
+        setTimeout(() => { whilePaused = seen; c.resume(); }, 500);
+      }
+    },
+  });
+  assert.equal(r.error, null);
+  assert.equal(r.body.toString().split('\n\n').filter(Boolean).length, 20);
+  assert.equal(whilePaused, 1, 'nothing delivered while paused (the server wrote on)');
+});
+
+// ---- bounds ---------------------------------------------------------------------------------
+
+test('a response head over 64 KB is an error (whole, or in pieces), not a hang', async () => {
+  const big = `HTTP/1.1 200 OK\r\nx-big: ${'a'.repeat(MAX_HEAD + 10)}\r\ncontent-length: 0\r\n\r\n`;
+  const srv = await raw((s, head) => {
+    if (head.includes('/pieces')) void writeApart(s, [big.slice(0, 30_000), big.slice(30_000, 60_000), big.slice(60_000)], 20);
+    else s.write(big);
+  });
+  const a = agent();
+  assert.equal((await send(a, { origin: srv.origin })).error?.code, 'UND_ERR_HEADERS_OVERFLOW');
+  assert.equal((await send(a, { origin: srv.origin, path: '/pieces' })).error?.code, 'UND_ERR_HEADERS_OVERFLOW');
+  const ok = `HTTP/1.1 200 OK\r\nx-big: ${'a'.repeat(MAX_HEAD - 100)}\r\ncontent-length: 0\r\n\r\n`;
+  const srv2 = await raw((s) => { s.write(ok); });
+  assert.equal((await send(a, { origin: srv2.origin })).status, 200, 'just under the limit');
+});
+
+test('a bad chunk size, a bad chunk end, a bad content-length and a malformed status line are errors', async () => {
+  const answers: Record<string, string> = {
+    '/size': 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n',
+    '/tail': 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5z\r\nhello\r\n0\r\n\r\n',
+    '/neg': 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n',
+    '/huge': 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nfffffffffffffffff\r\nhello\r\n0\r\n\r\n',
+    '/end': 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhelloX\r\n0\r\n\r\n',
+    '/cl': 'HTTP/1.1 200 OK\r\ncontent-length: 1x\r\n\r\n',
+    '/status': 'HTTP/1.1 2x0 OK\r\ncontent-length: 0\r\n\r\n',
+    '/proto': 'HTTX/1.1 200 OK\r\ncontent-length: 0\r\n\r\n',
+    '/short': 'HTTP/1.1 20\r\n\r\n',
+  };
+  const srv = await raw((s, head) => { s.write(answers[head.split(' ')[1]]); });
+  const a = agent();
+  const codes: Record<string, string | undefined> = {};
+  for (const path of Object.keys(answers)) {
+    const r = await send(a, { origin: srv.origin, path });
+    codes[path] = r.error?.code;
+    assert.equal(networkFailure(target, r.error).status, 502);
+  }
+  assert.deepEqual(codes, {
+    '/size': 'HPE_INVALID_CHUNK_SIZE', '/tail': 'HPE_INVALID_CHUNK_SIZE', '/neg': 'HPE_INVALID_CHUNK_SIZE', '/huge': 'HPE_INVALID_CHUNK_SIZE', '/end': 'HPE_STRICT',
+    '/cl': 'HPE_INVALID_CONTENT_LENGTH', '/status': 'HPE_INVALID_STATUS', '/proto': 'HPE_INVALID_STATUS', '/short': 'HPE_INVALID_STATUS',
+  });
+  assert.equal(srv.conns.length, Object.keys(answers).length, 'each error closed its socket');
+});
+
+// ---- close, destroy, the clock --------------------------------------------------------------
+
+test('close(): requests in flight and queued complete, then every socket closes and the clock stops; new requests are refused', async () => {
+  const held: Array<() => void> = [];
+  const server = createHttp((req, res) => { held.push(() => res.end(req.url)); });
+  const origin = await listen(server);
+  const a = agent({ connections: 1 });
+  const one = send(a, { origin, path: '/1' });
+  const two = send(a, { origin, path: '/2' });
+  while (held.length < 1) await sleep(5);
+  assert.equal(a.ticking, true);
+  let closed = false;
+  const closing = a.close().then(() => { closed = true; });
+  assert.throws(() => a.dispatch({ origin, path: '/', method: 'GET' }, {}), { code: 'UND_ERR_CLOSED' });
+  held.shift()!();
+  while (held.length < 1) await sleep(5);
+  assert.equal(closed, false, 'not closed while a request is in flight');
+  held.shift()!();
+  await closing;
+  assert.equal((await one).body.toString(), '/1');
+  assert.equal((await two).body.toString(), '/2');
+  assert.equal(a.sockets, 0);
+  assert.equal(a.ticking, false, 'close() stopped the agent\'s clock');
+});
+
+test('destroy(): requests in flight and queued fail at once, the clock stops', async () => {
+  const server = createHttp(() => undefined);
+  const origin = await listen(server);
+  const a = agent({ connections: 1 });
+  const one = send(a, { origin, path: '/1' });
+  const two = send(a, { origin, path: '/2' });
+  await sleep(50);
+  await a.destroy();
+  assert.equal((await one).error?.code, 'UND_ERR_DESTROYED');
+  assert.equal((await two).error?.code, 'UND_ERR_DESTROYED');
+  assert.equal(a.sockets, 0);
+  assert.equal(a.ticking, false);
+});
+
+test('each agent has its own clock: it runs while the agent has a socket, and an idle socket keeps no process alive', async () => {
+  const server = createHttp((_req, res) => res.end('x'));
+  server.keepAliveTimeout = 60_000; // the server does not close the child's idle socket either
+  const origin = await listen(server);
+  const a = agent({ keepAliveTimeout: 200 });
+  const b = agent();
+  assert.equal(a.ticking, false, 'no socket, no timer');
+  await send(a, { origin });
+  assert.equal(a.ticking, true);
+  assert.equal(b.ticking, false, 'another agent\'s clock is its own');
+  await sleep(200 + 3 * TICK_MS);
+  assert.equal(a.sockets, 0);
+  assert.equal(a.ticking, false, 'stopped with its last socket');
+  // An idle kept-alive socket is unref'd: a child process that made a request exits on its own.
+  const { execFile } = await import('node:child_process');
+  const code = `import { H1Agent } from ${JSON.stringify(new URL('../src/lib/h1-agent.ts', import.meta.url).href)};
+    const a = new H1Agent({ connectMs: 1000, keepAliveTimeout: 30000, connections: 4 });
+    a.dispatch({ origin: ${JSON.stringify(origin)}, path: '/', method: 'GET' }, { onResponseEnd() { console.log('done'); }, onResponseError(_c, e) { console.log(e.message); } });`;
+  const t0 = Date.now();
+  // (Not spawnSync: the server answering it is in this process.)
+  const child = await new Promise<{ stdout: string; stderr: string }>((resolve) => {
+    execFile(process.execPath, ['--input-type=module', '-e', code], { encoding: 'utf8', timeout: 10_000 }, (_e, stdout, stderr) => resolve({ stdout, stderr }));
+  });
+  assert.equal(child.stdout.trim(), 'done', child.stderr);
+  assert.ok(Date.now() - t0 < 9000, 'exited without waiting for the keep-alive timeout');
+});
