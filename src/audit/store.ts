@@ -291,7 +291,7 @@ export function traceIdsOf(lines: Buffer): Set<string> {
  * the time in ms (timeHex): such an id, when its first 12 hex digits name a time near the block's
  * events (TRACE_BUCKET_WINDOW_MS), is indexed by its first 11, a 16 ms slot (a 1 ms bucket left ~3
  * requests per row at 3000 requests/s: 0.33 rows per event, most of the index rows left; a 16 ms
- * slot is still shorter than the 50 ms a batch collects, so a trace query reads as few blocks).
+ * slot is still much shorter than the time a batch collects (FLUSH_DELAY_MS), so a trace query reads as few blocks).
  * Any other trace id (random, zero-padded 64-bit, X-Ray's seconds) is indexed whole, so no foreign
  * scheme piles into one bucket. A bucket names the blocks that may hold the id; the query decides
  * per event (the request id from the block's keys, the trace id from the event's text), so results
