@@ -1,11 +1,14 @@
 // The call to a callee agent (src/a2a/callee.ts, undici's handler API): the answer arrives whole
 // and in order, a caller that stops reading holds the callee back (the connection pauses, the
 // callee's writes stop draining), reading on resumes it, and destroy() closes the connection.
+// Each through undici's global dispatcher and through an H1Agent (lib/h1-agent.ts), which the A2A
+// gateway uses for http(s) callees.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { callCallee } from '../src/a2a/callee.ts';
+import { callCallee as callWith, type CalleeAnswer } from '../src/a2a/callee.ts';
+import { H1Agent } from '../src/lib/h1-agent.ts';
 import { until } from './helpers/e2e.ts';
 
 const CHUNK = Buffer.alloc(64 * 1024, 'a');
@@ -41,50 +44,57 @@ after(async () => {
   await new Promise((r) => server.close(r));
 });
 
-test('a slow caller holds the callee back; reading on gets every byte, in order', async () => {
-  const up = await callCallee(url, { headers: { 'content-type': 'application/json' }, body: '{}', timeoutMs: 30_000 });
-  assert.equal(up.statusCode, 200);
-  const it = up.body[Symbol.asyncIterator]();
-  const first = await it.next();
-  assert.ok(!first.done && first.value.length > 0);
-  // Not reading: the callee's writes stop draining before it has written everything (the socket
-  // buffers of both ends hold at most ~36 MiB; without the pause aam would take all 48 MiB in).
-  await until(() => state.blocked, 10_000, 'the callee blocked on a full connection');
-  await until(() => state.written === TOTAL, 2_000, 'all written').catch(() => undefined);
-  assert.ok(state.written < TOTAL, `the callee wrote all ${TOTAL} chunks while the caller read one`);
-  let bytes = first.value!.length;
-  for (let r = await it.next(); !r.done; r = await it.next()) {
-    assert.ok(r.value.every((b: number) => b === 0x61));
-    bytes += r.value.length;
-  }
-  assert.equal(bytes, TOTAL * CHUNK.length);
-});
+const h1 = new H1Agent({ connectMs: 10_000, keepAliveTimeout: 4_000, connections: Infinity });
+after(() => h1.destroy());
 
-test('destroy() stops reading and closes the callee\'s connection', async () => {
-  const up = await callCallee(url, { headers: {}, body: '{}', timeoutMs: 30_000 });
-  const it = up.body[Symbol.asyncIterator]();
-  await it.next();
-  up.body.destroy();
-  await until(() => state.closed, 10_000, 'the callee saw its connection close');
-});
+for (const [label, dispatcher] of [['undici', undefined], ['H1Agent', h1]] as const) {
+  const callCallee = (u: URL, opts: Parameters<typeof callWith>[1]): Promise<CalleeAnswer> => callWith(u, opts, dispatcher);
 
-test('an unreachable callee rejects the call (no answer head)', async () => {
-  const dead = new URL('http://127.0.0.1:9/a2a');
-  await assert.rejects(callCallee(dead, { headers: {}, body: '{}', timeoutMs: 5_000 }), /ECONNREFUSED|connect/);
-});
+  test(`${label}: a slow caller holds the callee back; reading on gets every byte, in order`, async () => {
+    const up = await callCallee(url, { headers: { 'content-type': 'application/json' }, body: '{}', timeoutMs: 30_000 });
+    assert.equal(up.statusCode, 200);
+    const it = up.body[Symbol.asyncIterator]();
+    const first = await it.next();
+    assert.ok(!first.done && first.value.length > 0);
+    // Not reading: the callee's writes stop draining before it has written everything (the socket
+    // buffers of both ends hold at most ~36 MiB; without the pause aam would take all 48 MiB in).
+    await until(() => state.blocked, 10_000, 'the callee blocked on a full connection');
+    await until(() => state.written === TOTAL, 2_000, 'all written').catch(() => undefined);
+    assert.ok(state.written < TOTAL, `the callee wrote all ${TOTAL} chunks while the caller read one`);
+    let bytes = first.value!.length;
+    for (let r = await it.next(); !r.done; r = await it.next()) {
+      assert.ok(r.value.every((b: number) => b === 0x61));
+      bytes += r.value.length;
+    }
+    assert.equal(bytes, TOTAL * CHUNK.length);
+  });
 
-test('all() reads the whole answer in one promise, never pausing it (a JSON answer)', async () => {
-  const up = await callCallee(url, { headers: {}, body: '{}', timeoutMs: 30_000 });
-  const whole = await up.body.all(TOTAL * CHUNK.length);
-  assert.ok(whole !== null);
-  assert.equal(whole.length, TOTAL * CHUNK.length);
-  assert.ok(whole.every((b: number) => b === 0x61));
-  assert.equal(state.written, TOTAL);
-});
+  test(`${label}: destroy() stops reading and closes the callee's connection`, async () => {
+    const up = await callCallee(url, { headers: {}, body: '{}', timeoutMs: 30_000 });
+    const it = up.body[Symbol.asyncIterator]();
+    await it.next();
+    up.body.destroy();
+    await until(() => state.closed, 10_000, 'the callee saw its connection close');
+  });
 
-test('all(max): an answer longer than max is cut off (null) and the callee\'s connection closed', async () => {
-  const up = await callCallee(url, { headers: {}, body: '{}', timeoutMs: 30_000 });
-  assert.equal(await up.body.all(1024 * 1024), null);
-  await until(() => state.closed, 10_000, 'the callee saw its connection close');
-  assert.ok(state.written < TOTAL);
-});
+  test(`${label}: an unreachable callee rejects the call (no answer head)`, async () => {
+    const dead = new URL('http://127.0.0.1:9/a2a');
+    await assert.rejects(callCallee(dead, { headers: {}, body: '{}', timeoutMs: 5_000 }), /ECONNREFUSED|connect/);
+  });
+
+  test(`${label}: all() reads the whole answer in one promise, never pausing it (a JSON answer)`, async () => {
+    const up = await callCallee(url, { headers: {}, body: '{}', timeoutMs: 30_000 });
+    const whole = await up.body.all(TOTAL * CHUNK.length);
+    assert.ok(whole !== null);
+    assert.equal(whole.length, TOTAL * CHUNK.length);
+    assert.ok(whole.every((b: number) => b === 0x61));
+    assert.equal(state.written, TOTAL);
+  });
+
+  test(`${label}: all(max): an answer longer than max is cut off (null) and the callee's connection closed`, async () => {
+    const up = await callCallee(url, { headers: {}, body: '{}', timeoutMs: 30_000 });
+    assert.equal(await up.body.all(1024 * 1024), null);
+    await until(() => state.closed, 10_000, 'the callee saw its connection close');
+    assert.ok(state.written < TOTAL);
+  });
+}

@@ -6,6 +6,7 @@
 import type { Dispatcher } from 'undici';
 import type { IncomingHttpHeaders } from 'node:http';
 import { getGlobalDispatcher } from '../lib/http-client.ts';
+import type { UpstreamDispatcher } from '../lib/h1-agent.ts';
 
 const HIGH_WATER = 64 * 1024;
 
@@ -172,12 +173,15 @@ export function utf8Complete(b: Buffer): number {
   return n;
 }
 
-/** POST `body` to the callee at `url`; resolves with the answer's head once it arrives. */
-export function callCallee(url: URL, opts: { headers: Record<string, string>; body: string | Buffer; timeoutMs: number }): Promise<CalleeAnswer> {
+/**
+ * POST `body` to the callee at `url`; resolves with the answer's head once it arrives. Through
+ * `dispatcher` (the A2A gateway's own H1Agent for http(s) callees), else undici's global one.
+ */
+export function callCallee(url: URL, opts: { headers: Record<string, string>; body: string | Buffer; timeoutMs: number }, dispatcher?: UpstreamDispatcher): Promise<CalleeAnswer> {
   return new Promise((resolve, reject) => {
     const call = new Call({ resolve, reject });
     try {
-      getGlobalDispatcher().dispatch({
+      (dispatcher ?? getGlobalDispatcher()).dispatch({
         origin: url.origin, path: url.search ? `${url.pathname}${url.search}` : url.pathname, method: 'POST',
         headers: opts.headers, body: opts.body, headersTimeout: opts.timeoutMs, bodyTimeout: opts.timeoutMs,
       }, call);

@@ -5,6 +5,7 @@
 // guard input -> admit -> inject (aam's credential for the callee, never the caller's) -> call
 // (SSE relayed event by event) -> guard output -> record (linked to the delegation chain).
 // Everything written to the caller goes through the egress door (ctx.res), which scrubs it.
+import { H1Agent } from '../lib/h1-agent.ts';
 import { callCallee, type CalleeText } from './callee.ts';
 import type { Access, CalleeInjection, Ctx } from './plane.ts';
 import { readJson, readJsonWithBytes, sendJson } from '../access/request.ts';
@@ -64,7 +65,11 @@ class RpcError extends Error {
   constructor(code: number, message: string) { super(message); this.code = code; }
 }
 
-export interface A2aGateway { handle(ctx: Ctx): Promise<void> }
+export interface A2aGateway {
+  handle(ctx: Ctx): Promise<void>;
+  /** Its connections to callees close (after the server's drain: a call still open then is cut). */
+  close(): Promise<void>;
+}
 
 export function createA2aGateway(): A2aGateway {
   const cards = new CardCache();
@@ -81,6 +86,15 @@ export function createA2aGateway(): A2aGateway {
    * to the caller on its own and recorded (deliverHeld).
    */
   let pushText: PushArtifactText<{ route: PushRoute; ctx: Ctx; name: string }> | undefined;
+  /**
+   * This gateway's connections to http(s) callees (lib/h1-agent.ts, as the model plane's): made with
+   * the first call, closed with the gateway. undici's global dispatcher's settings: connect timeout
+   * 10 s, idle sockets kept 4 s, no cap on sockets per callee (a stream relay holds one for its length).
+   */
+  let callees: H1Agent | undefined;
+  const calleeDispatcher = (url: URL): H1Agent | undefined => url.protocol === 'http:' || url.protocol === 'https:'
+    ? (callees ??= new H1Agent({ connectMs: 10_000, keepAliveTimeout: 4_000, connections: Infinity }))
+    : undefined;
 
   async function handle(ctx: Ctx): Promise<void> {
     const m = /^\/a2a\/([^/]+)(\/.*)?$/.exec(ctx.path);
@@ -222,7 +236,8 @@ export function createA2aGateway(): A2aGateway {
         // The caller's own bytes when nothing in them changes (a guardrail's redaction, a push
         // config's URL do): only the headers (credential, delegation, trace) are aam's.
         const body = rpc.bytes !== undefined && params === rpc.params ? rpc.bytes : JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params });
-        up = await callCallee(withQuery(urlOf(spec), auth.query), { headers, body, timeoutMs: TIMEOUT_MS });
+        const url = withQuery(urlOf(spec), auth.query);
+        up = await callCallee(url, { headers, body, timeoutMs: TIMEOUT_MS }, calleeDispatcher(url));
       } catch (e) {
         throw new AamError(502, 'upstream_error', `agent "${name}" is unreachable: ${(e as Error).message}`);
       }
@@ -591,7 +606,7 @@ export function createA2aGateway(): A2aGateway {
     }
   }
 
-  return { handle };
+  return { handle, close: () => callees?.destroy() ?? Promise.resolve() };
 }
 
 /** A refused chain is evidence too (it shows in the caller's tree), then a 403 (a function of its own: no closure per call). */

@@ -229,6 +229,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     if (!await rt.handlersSettled(HANDLERS_SETTLE_MS)) rt.log.warn({ event: 'drain_handlers_unsettled', handlers: rt.handling, wait_ms: HANDLERS_SETTLE_MS }, `${rt.handling} request handler(s) still running ${HANDLERS_SETTLE_MS} ms after the drain; closing without their last records`);
     rt.log.info({ event: 'drained', streams_ended: ended, cut: !inTime, ms: Math.round(performance.now() - t0) }, 'connections drained');
     await mcp.close().catch((e: unknown) => rt.log.error({ event: 'mcp_close_failed', err: e }, 'MCP plane not closed cleanly'));
+    await routes.close(); // the A2A plane's connections to its callees
     // Before rt.close() ends the fleet's connections: the last events and a final checkpoint, to the sinks too (bounded wait).
     const fleetLate = fleetAudit && sinks ? await stopSinksWithCheckpoint({ flush: () => fleetAudit.flush(), checkpoint: async () => { await fleetAudit.checkpoint(); return null; } }, sinks, sinkShutdownMs) : null;
     if (fleetLate) rt.log.warn({ event: 'audit_sinks_not_drained', err: fleetLate }, 'audit sinks did not get the final checkpoint before shutdown; whichever replica delivers next resumes from the cursors');

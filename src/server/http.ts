@@ -20,7 +20,8 @@ export type Ctx = AccessCtx<Runtime, Compiled>;
 export type Handler = AccessHandler<Ctx>;
 export type Routes = AccessRoutes<Ctx>;
 
-export function coreRoutes(): Routes {
+/** The core routes, and close(): the planes they loaded let go of their upstream connections (after the drain). */
+export function coreRoutes(): Routes & { close(): Promise<void> } {
   const exact = new Map<string, Handler>([
     ['POST /v1/chat/completions', (ctx) => handleChat(ctx, 'openai')],
     ['POST /chat/completions', (ctx) => handleChat(ctx, 'openai')],
@@ -45,7 +46,7 @@ export function coreRoutes(): Routes {
   const handleA2a = (ctx: Ctx): Promise<void> => a2aLoaded
     ? a2aLoaded.handle(ctx)
     : (a2a ??= import('../a2a/gateway.ts').then((m) => (a2aLoaded = m.createA2aGateway()))).then((g) => g.handle(ctx));
-  return { exact, prefixes: [['/v1/responses/', handleResponseById], ['/a2a/', handleA2a]] };
+  return { exact, prefixes: [['/v1/responses/', handleResponseById], ['/a2a/', handleA2a]], close: () => a2aLoaded?.close() ?? Promise.resolve() };
 }
 
 export function createRequestListener(rt: Runtime, routes: Routes) {
