@@ -1,11 +1,11 @@
 // The audit writer thread's cost per event, alone (no HTTP, no worker thread): chat-like
 // model_call events (one per request: a sequential request id, its own trace id, --agents agents: 1 as in cpu-per-request) are
 // appended to a segment file as the gateway does, then createBatchWriter().write() commits them in
-// batches of --batch (c=64 at ~3000 requests/s with the 50 ms flush delay: ~150). Reported: CPU
+// batches of --batch (c=64 at ~3000 requests/s with the 250 ms flush delay, log.ts FLUSH_DELAY_MS: ~750). Reported: CPU
 // microseconds per event of write() (median of --rounds, each round a fresh trail of --events),
 // and SQLite's statements and index rows per event. Trees are interleaved per round, so the
 // load of a shared machine falls on each alike.
-//   node bench/audit-writer.ts [--events 30000] [--batch 150] [--rounds 7] [--agents 1] [--rps 3000] [TREE...]
+//   node bench/audit-writer.ts [--events 30000] [--batch 750] [--rounds 7] [--agents 1] [--rps 3000] [TREE...]
 // TREE: a worktree of aam (default: this one).
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir, loadavg } from 'node:os';
@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import { randomBytes } from 'node:crypto';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-const { values: opt, positionals } = parseArgs({ allowPositionals: true, options: { events: { type: 'string', default: '30000' }, batch: { type: 'string', default: '150' }, rounds: { type: 'string', default: '7' }, agents: { type: 'string', default: '1' }, rps: { type: 'string', default: '3000' } } });
+const { values: opt, positionals } = parseArgs({ allowPositionals: true, options: { events: { type: 'string', default: '30000' }, batch: { type: 'string', default: '750' }, rounds: { type: 'string', default: '7' }, agents: { type: 'string', default: '1' }, rps: { type: 'string', default: '3000' } } });
 const AGENTS = Number(opt.agents);
 const RPS = Number(opt.rps);
 const EVENTS = Number(opt.events);
