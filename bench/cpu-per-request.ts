@@ -262,5 +262,5 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
 } finally {
   for (const c of children.reverse()) await stopProcess(c);
   await fleet?.stop();
-  for (const d of [work, ...outs]) rmSync(d, { recursive: true, force: true });
+  if (!process.env.CPU_KEEP_WORK) for (const d of [work, ...outs]) rmSync(d, { recursive: true, force: true });
 }
