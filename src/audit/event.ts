@@ -163,10 +163,14 @@ export function sealedText(json: string, seq: number, prevHash: string, hash: st
   return '{"seq":' + seq + ',"prev_hash":"' + prevHash + '",' + json.slice(1, -1) + ',"hash":"' + hash + '"}';
 }
 
-/** Seal one event line: its hash and sealed text. */
+/**
+ * Seal one event line: its hash and sealed text (sealedText's bytes). The text hashed is the
+ * sealed text's start, so it is built once and the sealed text is a slice of it plus the hash.
+ */
 export function sealLine(json: string, seq: number, prevHash: string): { hash: string; body: string } {
-  const hash = chainHash(json, seq, prevHash);
-  return { hash, body: sealedText(json, seq, prevHash, hash) };
+  const hashed = chainPrefix(seq, prevHash) + json.slice(1);
+  const hash = oneShotHash('sha256', hashed);
+  return { hash, body: hashed.slice(0, -1) + ',"hash":"' + hash + '"}' };
 }
 
 /**

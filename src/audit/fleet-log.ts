@@ -72,52 +72,57 @@ export interface FleetAuditLog {
   close(): Promise<void>;
 }
 
-interface Row {
-  replica: string; seq: number; ts: string; type: string; request_id: string; agent: string | null; prev_hash: string; hash: string; body: string;
-  trace_id: string | null; decision: string | null; plane: string | null;
-}
 interface Waiter { target: number; since: number; resolve: () => void; reject: (e: Error) => void }
 
 /** pg_try_advisory_xact_lock key for signing checkpoints ('aam-ckpt'). */
 const CHECKPOINT_LOCK = 0x61616d2d636b;
 /** HKDF info under which the master key yields the key that encrypts the fleet's signing key. */
 export const SIGNING_KEY_KEK_INFO = 'aam audit signing key v1';
-const COLUMNS = ['replica', 'seq', 'ts', 'type', 'request_id', 'agent', 'prev_hash', 'hash', 'body', 'trace_id', 'decision', 'plane'] as const;
 /**
- * One event (every commit at c=1): a fixed text, prepared once, with the row's values as they are
- * (several: insertMany). A first attempt is a plain INSERT (ON CONFLICT cost ~5 us
- * of the backend's CPU per event, measured beside it); rows sent again after a failed write, which
- * may have committed with only its reply lost, go with ON CONFLICT DO NOTHING: found, nothing changes.
+ * The columns an INSERT sends per event, in this order: the replica is not one of them (it is the
+ * same for the whole chain, so it goes into the statement text as a literal, replicaLiteral()).
  */
-const INSERT_ONE = `INSERT INTO audit_events (${COLUMNS.join(', ')}) VALUES (${COLUMNS.map((_, i) => `$${i + 1}`).join(', ')})`;
-const INSERT_ONE_AGAIN = `${INSERT_ONE} ON CONFLICT (replica, seq) DO NOTHING`;
-const rowValues = (r: Row) => [r.replica, r.seq, r.ts, r.type, r.request_id, r.agent, r.prev_hash, r.hash, r.body, r.trace_id, r.decision, r.plane];
+const COLUMNS = ['seq', 'ts', 'type', 'request_id', 'agent', 'prev_hash', 'hash', 'body', 'trace_id', 'decision', 'plane'] as const;
+/** Values per event in the pending array, and where seq and hash are among them. */
+const W = COLUMNS.length;
+const SEQ = 0;
+const HASH = 6;
 /**
- * n rows (a group commit): INSERT_ONE with n rows of placeholders and the rows' values passed flat.
- * Up to PREPARED_ROWS rows (what group commit gathers under load) its text is made once per n (and
- * per first attempt / retry) and prepared like INSERT_ONE, so a connection holds at most
- * 2 x PREPARED_ROWS of them; a larger batch (a backlog) is sent unprepared. postgres.js's dynamic
- * helper (sql(rows, ...columns) in a tagged template), used before, rebuilt the text and walked
- * every value through its fragment builder on each INSERT: about 7 us of the main thread per
- * event at c=64 (cpu profile, ~16 events per INSERT), and prepared one statement per batch size.
+ * The replica id as an SQL string literal. It is aam's own (random hex per start, or a name a test
+ * or the CLI makes), but it is checked anyway: a text outside this set is refused at open.
+ */
+const REPLICA_ID = /^[A-Za-z0-9_.:-]{1,200}$/;
+const replicaLiteral = (replica: string): string => {
+  if (!REPLICA_ID.test(replica)) throw new Error(`fleet audit: replica id ${JSON.stringify(replica)} is not [A-Za-z0-9_.:-]{1,200}`);
+  return `'${replica}'`;
+};
+/**
+ * n rows (a group commit; n = 1 at c=1): the replica as a literal and 11 placeholders per row, the
+ * rows' values passed flat (the pending array itself, no copy). Up to PREPARED_ROWS rows (what group
+ * commit gathers under load) its text is made once per n (and per first attempt / retry) and
+ * prepared, so a connection holds at most 2 x PREPARED_ROWS of them; a larger batch (a backlog) is
+ * sent unprepared. A first attempt is a plain INSERT (ON CONFLICT cost ~5 us of the backend's CPU
+ * per event, measured beside it); rows sent again after a failed write, which may have committed
+ * with only its reply lost, go with ON CONFLICT DO NOTHING: found, nothing changes.
+ * postgres.js's dynamic helper (sql(rows, ...columns) in a tagged template), used before, rebuilt
+ * the text and walked every value through its fragment builder on each INSERT. Each parameter costs
+ * the main thread its build (value + infer), serialization and bind, hence the literal replica.
  */
 const PREPARED_ROWS = 128;
-const manyTexts = new Map<number, string>();
-function insertMany(n: number, again: boolean): string {
-  const key = again ? -n : n;
-  let text = manyTexts.get(key);
-  if (text === undefined) {
-    let rows = '';
-    for (let r = 0; r < n; r++) rows += `${r ? ', ' : ''}(${COLUMNS.map((_, c) => `$${r * COLUMNS.length + c + 1}`).join(', ')})`;
-    text = `INSERT INTO audit_events (${COLUMNS.join(', ')}) VALUES ${rows}${again ? ' ON CONFLICT (replica, seq) DO NOTHING' : ''}`;
-    if (n <= PREPARED_ROWS) manyTexts.set(key, text);
-  }
-  return text;
-}
-function batchValues(batch: readonly Row[]): Array<string | number | null> {
-  const v: Array<string | number | null> = [];
-  for (const r of batch) v.push(r.replica, r.seq, r.ts, r.type, r.request_id, r.agent, r.prev_hash, r.hash, r.body, r.trace_id, r.decision, r.plane);
-  return v;
+function insertTexts(replica: string): (n: number, again: boolean) => string {
+  const lit = replicaLiteral(replica);
+  const texts = new Map<number, string>();
+  return (n, again) => {
+    const key = again ? -n : n;
+    let text = texts.get(key);
+    if (text === undefined) {
+      let rows = '';
+      for (let r = 0; r < n; r++) rows += `${r ? ', ' : ''}(${lit}, ${COLUMNS.map((_, c) => `$${r * W + c + 1}`).join(', ')})`;
+      text = `INSERT INTO audit_events (replica, ${COLUMNS.join(', ')}) VALUES ${rows}${again ? ' ON CONFLICT (replica, seq) DO NOTHING' : ''}`;
+      if (n <= PREPARED_ROWS) texts.set(key, text);
+    }
+    return text;
+  };
 }
 /**
  * A failed write is retried after at most this long (ms), so requests are acknowledged again within
@@ -133,8 +138,9 @@ const HEADS_FROM_EVENTS = `UPDATE audit_chains c SET head_seq = e.seq, head_hash
   WHERE c.replica = c2.replica AND e.seq > c.head_seq`;
 
 export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Promise<FleetAuditLog> {
-  const key = await fleetSigningKey(sql, opts.keyEncryptionKey);
   const replica = opts.replica;
+  const insertText = insertTexts(replica);
+  const key = await fleetSigningKey(sql, opts.keyEncryptionKey);
   await sql`INSERT INTO audit_chains (replica, head_hash) VALUES (${replica}, ${GENESIS_HASH})`;
   const maxQueue = opts.maxQueue ?? 100_000;
   const batchSize = opts.batchSize ?? 1000;
@@ -146,7 +152,8 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
   let headStored = 0;
   let headWrites: Promise<void> = Promise.resolve();
   let headTimer: NodeJS.Timeout | undefined;
-  let pending: Row[] = [];
+  /** The recorded events not yet committed, flat: W values per event in COLUMNS order (no object per event, and what an INSERT sends as it is). */
+  let pending: Array<string | number | null> = [];
   let inFlight = false;
   let scheduled = false;
   let closed = false;
@@ -160,7 +167,7 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
   let commitMs = 0;
   let retryTimer: NodeJS.Timeout | undefined;
   let waiters: Waiter[] = [];
-  const alert = (a: Omit<AuditAlert, 'queued'>) => opts.onAlert?.({ ...a, queued: pending.length });
+  const alert = (a: Omit<AuditAlert, 'queued'>) => opts.onAlert?.({ ...a, queued: pending.length / W });
 
   const settle = (error?: Error) => {
     const still: Waiter[] = [];
@@ -196,18 +203,19 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
     scheduled = false;
     if (inFlight || pending.length === 0) return;
     inFlight = true;
-    const batch = pending.length <= batchSize ? pending : pending.slice(0, batchSize);
-    pending = batch === pending ? [] : pending.slice(batchSize);
-    const last = batch[batch.length - 1];
+    const batch = pending.length <= batchSize * W ? pending : pending.slice(0, batchSize * W);
+    pending = batch === pending ? [] : pending.slice(batchSize * W);
+    const n = batch.length / W;
+    const lastSeq = batch[batch.length - W + SEQ] as number;
+    const lastHash = batch[batch.length - W + HASH] as string;
     const t0 = performance.now();
-    const again = batch[0].seq <= sentBefore;
-    (batch.length === 1 ? writer.unsafe(again ? INSERT_ONE_AGAIN : INSERT_ONE, rowValues(last), { prepare: true })
-      : writer.unsafe(insertMany(batch.length, again), batchValues(batch), { prepare: batch.length <= PREPARED_ROWS }))
+    const again = (batch[SEQ] as number) <= sentBefore;
+    writer.unsafe(insertText(n, again), batch, { prepare: n <= PREPARED_ROWS })
       .then(() => {
         commitMs += performance.now() - t0;
         batches++;
-        committed = last.seq;
-        committedHash = last.hash;
+        committed = lastSeq;
+        committedHash = lastHash;
         inFlight = false;
         streak = 0;
         headLater();
@@ -219,7 +227,7 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
         failures++;
         streak++;
         pending = batch.concat(pending);
-        sentBefore = Math.max(sentBefore, last.seq);
+        sentBefore = Math.max(sentBefore, lastSeq);
         const error = new AuditUnavailableError(`cannot write the audit trail to PostgreSQL: ${(e as Error).message}`, { cause: e });
         if (!failing) { failing = true; alert({ kind: 'write_failed', message: error.message, error: e }); }
         settle(error);
@@ -231,7 +239,7 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
 
   const iso = isoClock();
   const record = (event: AuditEventInput): boolean => {
-    if (closed || pending.length >= maxQueue) {
+    if (closed || pending.length >= maxQueue * W) {
       if (!closed) alert({ kind: 'queue_full', message: `audit queue full (${maxQueue} events waiting for PostgreSQL): refusing new actions` });
       return false;
     }
@@ -239,9 +247,9 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
     const json = opts.scrub ? opts.scrub(enc.json) : enc.json;
     seq++;
     const sealed = sealLine(json, seq, prev);
-    const [ts, type, requestId, agent, decision] = enc.cols;
-    const traceId = typeof event.trace_id === 'string' ? event.trace_id : null;
-    pending.push({ replica, seq, ts, type, request_id: requestId, agent, prev_hash: prev, hash: sealed.hash, body: sealed.body, trace_id: traceId, decision, plane: planeOf(event) });
+    const cols = enc.cols;
+    // COLUMNS order: seq, ts, type, request_id, agent, prev_hash, hash, body, trace_id, decision, plane.
+    pending.push(seq, cols[0], cols[1], cols[2], cols[3], prev, sealed.hash, sealed.body, typeof event.trace_id === 'string' ? event.trace_id : null, cols[4], planeOf(event));
     prev = sealed.hash;
     schedule();
     return true;
@@ -320,7 +328,7 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
     },
     flush: async () => { await upTo(seq); await storeHead(); },
     checkpoint,
-    stats: () => ({ queued: pending.length, written: committed, lastSeq: seq, failures, failing, batches, commitMs }),
+    stats: () => ({ queued: pending.length / W, written: committed, lastSeq: seq, failures, failing, batches, commitMs }),
     async close() {
       clearInterval(timer);
       try { await upTo(seq); await storeHead(); await checkpoint(); } finally {
