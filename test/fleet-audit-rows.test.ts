@@ -1,6 +1,6 @@
 // Fleet mode, the audit rows as the log INSERTs them: the replica id goes into the statement text as
-// a literal (one parameter less per event) and the pending events are kept flat, W values per event,
-// sent as they are. Every column of every row, whatever the batch (one event, a group commit, a
+// a literal (one parameter less per event), the body is sent as its sealed head and PostgreSQL
+// appends the hash member, and the pending events are kept flat, W values per event, sent as they are. Every column of every row, whatever the batch (one event, a group commit, a
 // backlog cut into several INSERTs, a retry after a failed write), is what the event and the chain say.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,7 +9,7 @@ import postgres from 'postgres';
 import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
 import { openFleetAuditLog } from '../src/audit/fleet-log.ts';
 import { verifyFleet } from '../src/audit/fleet-verify.ts';
-import { GENESIS_HASH, chainHash, encodeEvent, planeOf, sealLine, sealedText, type AuditEventInput } from '../src/audit/event.ts';
+import { GENESIS_HASH, chainHash, encodeEvent, planeOf, sealHead, sealLine, sealTail, sealedText, type AuditEventInput } from '../src/audit/event.ts';
 import { migrate } from '../src/store/postgres.ts';
 
 let store: FleetTestStore;
@@ -92,7 +92,7 @@ test('a replica id that is not [A-Za-z0-9_.:-] (it goes into the INSERT\'s text)
   } finally { await own.end(); }
 });
 
-test('sealLine: the sealed text is sealedText\'s bytes and the hash chainHash\'s, non-ASCII included', () => {
+test('sealLine and sealHead: the sealed text (head + sealTail) is sealedText\'s bytes and the hash chainHash\'s, non-ASCII included', () => {
   let prev = GENESIS_HASH;
   for (let seq = 1; seq <= 20; seq++) {
     const { json } = encodeEvent(event(seq), 0);
@@ -100,6 +100,9 @@ test('sealLine: the sealed text is sealedText\'s bytes and the hash chainHash\'s
     const hash = chainHash(json, seq, prev);
     assert.equal(s.hash, hash);
     assert.equal(s.body, sealedText(json, seq, prev, hash));
+    const h = sealHead(json, seq, prev);
+    assert.equal(h.hash, hash);
+    assert.equal(h.head + sealTail(h.hash), s.body);
     prev = hash;
   }
 });

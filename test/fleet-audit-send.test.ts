@@ -112,7 +112,7 @@ test('a group commit is one INSERT of all its rows (first attempt plain); after 
     sent.length = 0;
     await turn('first', 5);
     assert.equal(inserts().length, 1, inserts().join(' | '));
-    assert.equal(inserts()[0].split(`('${replica}', $`).length - 1, 5, 'five rows of placeholders, each after the replica as a literal');
+    assert.equal(inserts()[0].split(`('${replica}',$`).length - 1, 5, 'five rows of placeholders, each after the replica as a literal');
     assert.doesNotMatch(inserts()[0], /ON CONFLICT/);
     sent.length = 0;
     lose = true;

@@ -163,15 +163,25 @@ export function sealedText(json: string, seq: number, prevHash: string, hash: st
   return '{"seq":' + seq + ',"prev_hash":"' + prevHash + '",' + json.slice(1, -1) + ',"hash":"' + hash + '"}';
 }
 
-/**
- * Seal one event line: its hash and sealed text (sealedText's bytes). The text hashed is the
- * sealed text's start, so it is built once and the sealed text is a slice of it plus the hash.
- */
+/** Seal one event line: its hash and sealed text. */
 export function sealLine(json: string, seq: number, prevHash: string): { hash: string; body: string } {
+  const { hash, head } = sealHead(json, seq, prevHash);
+  return { hash, body: head + sealTail(hash) };
+}
+
+/**
+ * Seal one event line in two parts: its hash, and its sealed text up to where the hash member goes
+ * (head + sealTail(hash) is sealedText's bytes). The head is a slice of the very text hashed, so
+ * it is made once and never copied (the fleet log has PostgreSQL append the tail).
+ */
+export function sealHead(json: string, seq: number, prevHash: string): { hash: string; head: string } {
   const hashed = chainPrefix(seq, prevHash) + json.slice(1);
   const hash = oneShotHash('sha256', hashed);
-  return { hash, body: hashed.slice(0, -1) + ',"hash":"' + hash + '"}' };
+  return { hash, head: hashed.slice(0, -1) };
 }
+
+/** What follows a sealed text's head: the hash member and the closing brace. */
+export const sealTail = (hash: string): string => ',"hash":"' + hash + '"}';
 
 /**
  * The hash a stored event text commits to, recomputed from its bytes; undefined when the text

@@ -11,7 +11,7 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { seal, unseal } from '../store/seal.ts';
 import type { Sql } from '../store/postgres.ts';
-import { GENESIS_HASH, encodeEvent, isoClock, planeOf, sealLine } from './event.ts';
+import { GENESIS_HASH, encodeEvent, isoClock, planeOf, sealHead } from './event.ts';
 import type { AuditEventInput } from './event.ts';
 import { canonicalJson } from './canonical.ts';
 import { keyIdOf, signBytes } from './keys.ts';
@@ -80,9 +80,12 @@ const CHECKPOINT_LOCK = 0x61616d2d636b;
 export const SIGNING_KEY_KEK_INFO = 'aam audit signing key v1';
 /**
  * The columns an INSERT sends per event, in this order: the replica is not one of them (it is the
- * same for the whole chain, so it goes into the statement text as a literal, replicaLiteral()).
+ * same for the whole chain, so it goes into the statement text as a literal, replicaLiteral()),
+ * and body is sent as its head (sealHead): PostgreSQL appends the hash member (sealTail), so the
+ * main thread neither builds the sealed text nor copies it flat to write it (~1 KB per event).
  */
 const COLUMNS = ['seq', 'ts', 'type', 'request_id', 'agent', 'prev_hash', 'hash', 'body', 'trace_id', 'decision', 'plane'] as const;
+const BODY = 7;
 /** Values per event in the pending array, and where seq and hash are among them. */
 const W = COLUMNS.length;
 const SEQ = 0;
@@ -117,7 +120,12 @@ function insertTexts(replica: string): (n: number, again: boolean) => string {
     let text = texts.get(key);
     if (text === undefined) {
       let rows = '';
-      for (let r = 0; r < n; r++) rows += `${r ? ', ' : ''}(${lit}, ${COLUMNS.map((_, c) => `$${r * W + c + 1}`).join(', ')})`;
+      // As short as it can be: postgres.js makes a key of each INSERT's whole text to find its statement.
+      for (let r = 0; r < n; r++) {
+        const at = (c: number) => `$${r * W + c + 1}`;
+        // body: sealedText's bytes, the head + sealTail(hash).
+        rows += `${r ? ',' : ''}(${lit},${COLUMNS.map((_, c) => (c === BODY ? `${at(BODY)}::text||',"hash":"'||${at(HASH)}||'"}'` : at(c))).join(',')})`;
+      }
       text = `INSERT INTO audit_events (replica, ${COLUMNS.join(', ')}) VALUES ${rows}${again ? ' ON CONFLICT (replica, seq) DO NOTHING' : ''}`;
       if (n <= PREPARED_ROWS) texts.set(key, text);
     }
@@ -246,10 +254,10 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
     const enc = encodeEvent(event, Date.now(), iso);
     const json = opts.scrub ? opts.scrub(enc.json) : enc.json;
     seq++;
-    const sealed = sealLine(json, seq, prev);
+    const sealed = sealHead(json, seq, prev);
     const cols = enc.cols;
     // COLUMNS order: seq, ts, type, request_id, agent, prev_hash, hash, body, trace_id, decision, plane.
-    pending.push(seq, cols[0], cols[1], cols[2], cols[3], prev, sealed.hash, sealed.body, typeof event.trace_id === 'string' ? event.trace_id : null, cols[4], planeOf(event));
+    pending.push(seq, cols[0], cols[1], cols[2], cols[3], prev, sealed.hash, sealed.head, typeof event.trace_id === 'string' ? event.trace_id : null, cols[4], planeOf(event));
     prev = sealed.hash;
     schedule();
     return true;
