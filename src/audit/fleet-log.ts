@@ -89,7 +89,13 @@ const BODY = 7;
 /** Values per event in the pending array, and where seq and hash are among them. */
 const W = COLUMNS.length;
 const SEQ = 0;
+const PREV = 5;
 const HASH = 6;
+/**
+ * Values a row after the first of an INSERT sends: not its seq (the first row's + its place) nor its
+ * prev_hash (the row before's hash: the same placeholder again), as the chain makes them.
+ */
+const V = W - 2;
 /**
  * The replica id as an SQL string literal. It is aam's own (random hex per start, or a name a test
  * or the CLI makes), but it is checked anyway: a text outside this set is refused at open.
@@ -100,8 +106,9 @@ const replicaLiteral = (replica: string): string => {
   return `'${replica}'`;
 };
 /**
- * n rows (a group commit; n = 1 at c=1): the replica as a literal and 11 placeholders per row, the
- * rows' values passed flat (the pending array itself, no copy). Up to PREPARED_ROWS rows (what group
+ * n rows (a group commit; n = 1 at c=1): the replica as a literal, the first row's 11 values and the
+ * next rows' 9 (batchValues): a row's seq and prev_hash follow from the row before. One event (c=1)
+ * is sent the pending array itself. Up to PREPARED_ROWS rows (what group
  * commit gathers under load) its text is made once per n (and per first attempt / retry) and
  * prepared, so a connection holds at most 2 x PREPARED_ROWS of them; a larger batch (a backlog) is
  * sent unprepared. A first attempt is a plain INSERT (ON CONFLICT cost ~5 us of the backend's CPU
@@ -122,15 +129,36 @@ function insertTexts(replica: string): (n: number, again: boolean) => string {
       let rows = '';
       // As short as it can be: postgres.js makes a key of each INSERT's whole text to find its statement.
       for (let r = 0; r < n; r++) {
-        const at = (c: number) => `$${r * W + c + 1}`;
-        // body: sealedText's bytes, the head + sealTail(hash).
-        rows += `${r ? ',' : ''}(${lit},${COLUMNS.map((_, c) => (c === BODY ? `${at(BODY)}::text||',"hash":"'||${at(HASH)}||'"}'` : at(c))).join(',')})`;
+        // Row r's placeholder for column c (batchValues' order); seq and prev_hash of a later row from the chain.
+        const at = (row: number, c: number): string => {
+          if (row === 0) return `$${c + 1}`;
+          let k = W + (row - 1) * V;
+          for (let i = 0; i < c; i++) if (i !== SEQ && i !== PREV) k++;
+          return `$${k + 1}`;
+        };
+        const value = (c: number): string => c === BODY ? `${at(r, BODY)}::text||',"hash":"'||${at(r, HASH)}||'"}'` // sealedText's bytes: the head + sealTail(hash)
+          : r > 0 && c === SEQ ? `$1::bigint+${r}`
+            : r > 0 && c === PREV ? at(r - 1, HASH)
+              : c === SEQ ? '$1::bigint' : at(r, c);
+        rows += `${r ? ',' : ''}(${lit},${COLUMNS.map((_, c) => value(c)).join(',')})`;
       }
       text = `INSERT INTO audit_events (replica, ${COLUMNS.join(', ')}) VALUES ${rows}${again ? ' ON CONFLICT (replica, seq) DO NOTHING' : ''}`;
       if (n <= PREPARED_ROWS) texts.set(key, text);
     }
     return text;
   };
+}
+/** What an INSERT of the events in `batch` (W values each) sends: the first's W values, then V per event (insertTexts). */
+function batchValues(batch: ReadonlyArray<string | number | null>): Array<string | number | null> {
+  const n = batch.length / W;
+  if (n === 1) return batch as Array<string | number | null>;
+  const out = new Array<string | number | null>(W + (n - 1) * V);
+  let o = 0;
+  for (let c = 0; c < W; c++) out[o++] = batch[c];
+  for (let at = W; at < batch.length; at += W) {
+    for (let c = 0; c < W; c++) if (c !== SEQ && c !== PREV) out[o++] = batch[at + c];
+  }
+  return out;
 }
 /**
  * A failed write is retried after at most this long (ms), so requests are acknowledged again within
@@ -160,7 +188,7 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
   let headStored = 0;
   let headWrites: Promise<void> = Promise.resolve();
   let headTimer: NodeJS.Timeout | undefined;
-  /** The recorded events not yet committed, flat: W values per event in COLUMNS order (no object per event, and what an INSERT sends as it is). */
+  /** The recorded events not yet committed, flat: W values per event in COLUMNS order (no object per event; one event is sent as it is, several through batchValues). */
   let pending: Array<string | number | null> = [];
   let inFlight = false;
   let scheduled = false;
@@ -218,7 +246,7 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
     const lastHash = batch[batch.length - W + HASH] as string;
     const t0 = performance.now();
     const again = (batch[SEQ] as number) <= sentBefore;
-    writer.unsafe(insertText(n, again), batch, { prepare: n <= PREPARED_ROWS })
+    writer.unsafe(insertText(n, again), batchValues(batch), { prepare: n <= PREPARED_ROWS })
       .then(() => {
         commitMs += performance.now() - t0;
         batches++;
