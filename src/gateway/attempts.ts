@@ -12,31 +12,74 @@ const MAX_SAME_TARGET_WAIT_MS = 2_000;
 export interface AttemptLog { target: string; status: number; message: string }
 
 export type AttemptsResult<T> =
-  | { ok: true; value: T; target: Target; attempts: AttemptLog[] }
-  | { ok: false; failure: AttemptFailure; attempts: AttemptLog[] };
+  | { ok: true; value: T; target: Target; attempts: readonly AttemptLog[] }
+  | { ok: false; failure: AttemptFailure; attempts: readonly AttemptLog[] };
 
 /** A call's cancellation as runAttempts reads it: `signal` is only asked for to wait out a backoff (CallAbort makes it then). */
 export interface Cancel { readonly aborted: boolean; readonly signal: AbortSignal }
 
-export async function runAttempts<T>(
+/** A result's attempt log when its first attempt answered: shared, never written (nothing failed to log). */
+const NO_ATTEMPTS: readonly AttemptLog[] = Object.freeze([]);
+
+type Once<T> = (target: Target) => Promise<{ ok: true; value: T } | AttemptFailure>;
+
+export function runAttempts<T>(
   route: Route,
   cancel: Cancel,
-  once: (target: Target) => Promise<{ ok: true; value: T } | AttemptFailure>,
+  once: Once<T>,
   need?: TokenNeed,
   /** The route's targets as targetOrder() put them, when the caller ordered them already (chat.ts: while the admission was in flight). */
   ordered?: readonly Target[],
 ): Promise<AttemptsResult<T>> {
+  // Not an async function (its frame was ~0.8 KB per request): the first attempt of the first
+  // target is made here and its success chained; only a failure (or a first target the breaker
+  // skips) goes on in the loop below, from where this left off. A throw is a rejection all the same.
+  let order: readonly Target[];
+  try { order = ordered ?? targetOrder(route, need); } catch (e) { return Promise.reject(e); }
+  const target = order[0];
+  if (target === undefined || route.attemptsPerTarget < 1) return attemptLoop(route, cancel, once, order, undefined);
+  if (!target.breaker.allow()) return attemptLoop(route, cancel, once, order, SKIPPED);
+  if (cancel.aborted) return Promise.resolve({ ok: false, failure: clientClosed(), attempts: [] });
+  const started = performance.now();
+  let p: ReturnType<Once<T>>;
+  try { p = once(target); } catch (e) { target.breaker.release(); return Promise.reject(e); }
+  return p.then((r): AttemptsResult<T> | Promise<AttemptsResult<T>> => {
+    if (!r.ok) return attemptLoop(route, cancel, once, order, r);
+    target.breaker.success();
+    // `once` returns at the commit point: a stream's first content, or a whole answer.
+    target.latency.observe(performance.now() - started);
+    return { ok: true, value: r.value, target, attempts: NO_ATTEMPTS };
+  }, (e: unknown) => { target.breaker.release(); throw e; });
+}
+
+/** The first target's breaker refused it (runAttempts asked: the loop does not ask again). */
+const SKIPPED = 'skipped';
+
+function clientClosed(): AttemptFailure {
+  return { ok: false, next: 'final', status: 499, clientStatus: 499, code: 'upstream_error', message: 'client closed the request' };
+}
+
+/**
+ * The attempts over `order`. `first`: how runAttempts left the first target: refused by its breaker
+ * (SKIPPED), or its first attempt's failure, to be handled here as if this loop had made it.
+ */
+async function attemptLoop<T>(route: Route, cancel: Cancel, once: Once<T>, order: readonly Target[], first: AttemptFailure | typeof SKIPPED | undefined): Promise<AttemptsResult<T>> {
   const attempts: AttemptLog[] = [];
   let last: AttemptFailure | null = null;
-  const order = ordered ?? targetOrder(route, need);
   let skipped = 0;
-  for (const target of order) {
-    if (!target.breaker.allow()) { skipped++; continue; }
+  for (let t = 0; t < order.length; t++) {
+    const target = order[t];
+    const resumed = t === 0 && first !== undefined;
+    if (resumed ? first === SKIPPED : !target.breaker.allow()) { skipped++; continue; }
     for (let i = 0; i < route.attemptsPerTarget; i++) {
-      if (cancel.aborted) return { ok: false, failure: { ok: false, next: 'final', status: 499, clientStatus: 499, code: 'upstream_error', message: 'client closed the request' }, attempts };
       let r: { ok: true; value: T } | AttemptFailure;
-      const started = performance.now();
-      try { r = await once(target); } catch (e) { target.breaker.release(); throw e; }
+      let started = 0;
+      if (resumed && i === 0) r = first as AttemptFailure;
+      else {
+        if (cancel.aborted) return { ok: false, failure: clientClosed(), attempts };
+        started = performance.now();
+        try { r = await once(target); } catch (e) { target.breaker.release(); throw e; }
+      }
       // The client went away: not the upstream's fault, so no breaker failure and no retry.
       if (!r.ok && cancel.aborted) { target.breaker.release(); return { ok: false, failure: { ...r, next: 'final', clientStatus: 499, message: 'client closed the request' }, attempts }; }
       if (r.ok) {

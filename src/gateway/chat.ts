@@ -17,7 +17,7 @@ import { readJsonBody, sendText } from '../access/request.ts';
 import type { Access, Ctx } from './plane.ts';
 import { parseJsonInTurns } from '../access/json-turns.ts';
 import type { Identity } from '../identity/types.ts';
-import { runAttempts } from './attempts.ts';
+import { runAttempts, type AttemptsResult } from './attempts.ts';
 import { targetOrder, type TokenNeed } from './strategy.ts';
 import { demoChat, demoStream } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
@@ -28,6 +28,7 @@ import { Deadlines, KeepAlive } from './deadlines.ts';
 import { targetInfo, type Route, type Target } from './routes.ts';
 import { blockedMessage } from '../guardrails/engine.ts';
 import { resultToEvents, StreamRecorder } from '../cache/replay.ts';
+import type { CacheLookup } from '../cache/model-cache.ts';
 import { embedderFor } from './embeddings.ts';
 import { callEvidenceAhead, countCall, recordCall, recordCallEvidence, type CallEvidenceAhead, type CallOutcome } from './record.ts';
 import { chatUpstream, clientBody, type ClientBody } from './raw-body.ts';
@@ -70,56 +71,87 @@ export interface ServeOptions {
   client?: ClientBody;
 }
 
-/** The model access path for a parsed chat request, answered in the client's wire (codec). */
-export async function serveChat(a: Access, parsedReq: ChatRequest, codec: ClientCodec, opts: ServeOptions = {}): Promise<void> {
-  const { ctx, identity } = a;
-  // The bytes actually read bound the prompt (a chunked upload declares no length).
-  let bodyBytes = ctx.bodyBytes ?? 0;
-  let req = parsedReq;
-  const route = resolveRoute(a, req.model, 'chat');
-  if (opts.resolve) {
-    const resolved = opts.resolve(req);
-    const r = resolved instanceof Promise ? await resolved : resolved;
-    req = r.req;
-    bodyBytes += r.bytes;
+/**
+ * The model access path for a parsed chat request, answered in the client's wire (codec).
+ * Not an async function (its frame was ~1.1 KB per request): each step below returns a value
+ * where nothing was to wait for and is chained only where a promise appears (a resolve that
+ * reads, input guardrails, a cache lookup, a fleet admission), in the same order: decide (the
+ * route) before resolve, guardrails before the cache, the cache before admission. A throw is a rejection.
+ */
+export function serveChat(a: Access, parsedReq: ChatRequest, codec: ClientCodec, opts: ServeOptions = {}): Promise<void> {
+  try {
+    // The bytes actually read bound the prompt (a chunked upload declares no length).
+    const bodyBytes = a.ctx.bodyBytes ?? 0;
+    const route = resolveRoute(a, parsedReq.model, 'chat');
+    if (!opts.resolve) return guardInput(a, route, parsedReq, parsedReq, bodyBytes, codec, opts);
+    const resolved = opts.resolve(parsedReq);
+    return resolved instanceof Promise
+      ? resolved.then((r) => guardInput(a, route, parsedReq, r.req, bodyBytes + r.bytes, codec, opts))
+      : guardInput(a, route, parsedReq, resolved.req, bodyBytes + resolved.bytes, codec, opts);
+  } catch (e) {
+    return Promise.reject(e);
   }
+}
+
+/** serveChat's input guardrails (req: as resolved), then the cache. */
+function guardInput(a: Access, route: Route, parsedReq: ChatRequest, req: ChatRequest, bodyBytes: number, codec: ClientCodec, opts: ServeOptions): Promise<void> {
   a.guardrails(route.guardrails);
-  const unguarded = req;
   const guarded = a.guardChatInput(req);
-  req = guarded instanceof Promise ? await guarded : guarded;
+  return guarded instanceof Promise
+    ? guarded.then((g) => lookUp(a, route, parsedReq, req, g, bodyBytes, codec, opts))
+    : lookUp(a, route, parsedReq, req, guarded, bodyBytes, codec, opts);
+}
+
+/** serveChat's cache lookup, for the request the input guardrails passed (req; unguarded: before them), then admission. */
+function lookUp(a: Access, route: Route, parsedReq: ChatRequest, unguarded: ChatRequest, req: ChatRequest, bodyBytes: number, codec: ClientCodec, opts: ServeOptions): Promise<void> {
   opts.guarded?.(unguarded, req);
   // The client's bytes only stand for the request the guardrails passed unchanged (and nothing added to).
   const client = req === parsedReq ? opts.client : undefined;
-
   // Cache (scoped to this agent or team): looked up after policy and input guardrails, so a hit
   // is only ever served to a caller who may make the request, and counts as a $0 call.
   // Fleet: an entry not in this replica's memory is read by the admission script (one round trip).
-  let look = route.cache
-    ? await ctx.rt.cache.lookup('chat', route, req, { agent: identity.agent.spiffeId, team: identity.agent.team }, ctx.req.headers,
-      { embed: embedderFor(ctx, identity, route.cache.embedding_model), defer: true })
-    : null;
-  const hitOf = () => (look?.status === 'hit' && look.entry ? (look.entry.result as ChatResult) : null);
+  if (!route.cache) return admitAndCall(a, route, req, bodyBytes, codec, client, null);
+  const { ctx, identity } = a;
+  return ctx.rt.cache.lookup('chat', route, req, { agent: identity.agent.spiffeId, team: identity.agent.team }, ctx.req.headers,
+    { embed: embedderFor(ctx, identity, route.cache.embedding_model), defer: true })
+    .then((look) => admitAndCall(a, route, req, bodyBytes, codec, client, look));
+}
 
+/** A cached answer to replay, if the lookup found one. */
+function hitOf(look: CacheLookup | null): ChatResult | null {
+  return look?.status === 'hit' && look.entry ? (look.entry.result as ChatResult) : null;
+}
+
+/** serveChat's admission (budget, limits), then the call. */
+function admitAndCall(a: Access, route: Route, req: ChatRequest, bodyBytes: number, codec: ClientCodec, client: ClientBody | undefined, look: CacheLookup | null): Promise<void> {
   // ~4 bytes per token; the request body size is a free upper bound of the prompt.
   const promptTokens = Math.ceil(bodyBytes / 4);
   const maxOut = req.max_completion_tokens ?? req.max_tokens ?? 4096;
   // A hit costs $0 (the admission script reserves nothing for an entry it finds, too).
   let estimate = 0;
-  if (!hitOf()) for (const t of route.targets) estimate = Math.max(estimate, estimateCostUsd(promptTokens, maxOut, t.pricing));
+  if (!hitOf(look)) for (const t of route.targets) estimate = Math.max(estimate, estimateCostUsd(promptTokens, maxOut, t.pricing));
   const admitted = a.admit(promptTokens + maxOut, estimate, look?.pending?.key);
   const need: TokenNeed = { inputTokens: promptTokens, outputTokens: maxOut };
+  if (admitted instanceof Promise || look?.pending) return admittedLater(a, route, req, codec, client, look, admitted, need);
+  return callModel(a, route, req, codec, admitted, { hit: hitOf(look), save: look && look.status !== 'off' ? look.save : null }, need, client, undefined);
+}
+
+/** admitAndCall with the fleet's admission (a round trip) or a cache entry the admission script read. */
+async function admittedLater(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, client: ClientBody | undefined, look: CacheLookup | null, admitted: Admission | Promise<Admission>, need: TokenNeed): Promise<void> {
   // Fleet: the admission's round trip is in flight. The first target's upstream request is built
   // meanwhile; it is sent only once admitted (a refused request reaches no upstream).
-  const early = admitted instanceof Promise && !hitOf() ? firstRequest(a, route, req, codec, need, client) : undefined;
+  const early = admitted instanceof Promise && !hitOf(look) ? firstRequest(a, route, req, codec, need, client) : undefined;
   const adm = admitted instanceof Promise ? await admitted : admitted;
   if (look?.pending) look = await look.pending.finish(adm.cached);
-  const cache: CacheState = { hit: hitOf(), save: look && look.status !== 'off' ? look.save : null };
+  return callModel(a, route, req, codec, adm, { hit: hitOf(look), save: look && look.status !== 'off' ? look.save : null }, need, client, early);
+}
 
+/** The admitted call, whole or streamed. */
+function callModel(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, cache: CacheState, need: TokenNeed, client: ClientBody | undefined, early: FirstRequest | undefined): Promise<void> {
   const ac = new CallAbort();
   // Aborted by the server's close listener when the client goes away before the answer is finished.
-  ctx.call = ac;
-  if (req.stream) await streamChat(a, route, req, codec, adm, ac, cache, need, client, early);
-  else await completeChat(a, route, req, codec, adm, ac, cache, need, client, early);
+  a.ctx.call = ac;
+  return req.stream ? streamChat(a, route, req, codec, adm, ac, cache, need, client, early) : completeChat(a, route, req, codec, adm, ac, cache, need, client, early);
 }
 
 /**
@@ -171,22 +203,37 @@ function cacheHeader(c: CacheState): Record<string, string> {
   return c.hit ? { 'x-aam-cache': 'hit' } : c.save ? { 'x-aam-cache': 'miss' } : {};
 }
 
-async function completeChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState, need: TokenNeed, client: ClientBody | undefined, early?: FirstRequest): Promise<void> {
-  const { ctx, identity } = a;
-  if (cache.hit) {
-    finish(a, route, null, cache.hit.usage, adm, 200, false, undefined, 'hit');
-    const result = await a.guardChatOutput(cache.hit);
-    const body = encodeBody(codec, result, route.name);
-    await ctx.rt.evidenceSafe();
-    await codec.settle?.();
-    sendText(ctx, 200, body, 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
-    return;
-  }
-  const called = callWhole(ctx, identity, route, req, codec, ac, need, client, early);
+/**
+ * A non-streamed answer. Not an async function (its frame was ~1-1.6 KB per request): the upstream's
+ * answer is chained, and from there each step waits only on a promise that is there (the evidence's
+ * write and commit, output guardrails, the codec's settlement). The order is the same: settle and
+ * record the evidence, check the answer, wait for the evidence's commit, send; counters once.
+ */
+function completeChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState, need: TokenNeed, client: ClientBody | undefined, early?: FirstRequest): Promise<void> {
+  if (cache.hit) return replayWhole(a, route, codec, adm, cache, cache.hit);
+  const called = callWhole(a.ctx, a.identity, route, req, codec, ac, need, client, early);
   // The upstream request is sent (callWhole ran up to its first await): alone in flight, the
   // evidence's fixed part is made while the upstream works.
-  const ahead = callEvidenceAhead(ctx, identity);
-  const r = await called;
+  const ahead = callEvidenceAhead(a.ctx, a.identity);
+  return called.then((r) => answerWhole(a, route, codec, adm, cache, r, ahead));
+}
+
+/** A cache hit, answered whole ($0). */
+async function replayWhole(a: Access, route: Route, codec: ClientCodec, adm: Admission, cache: CacheState, hit: ChatResult): Promise<void> {
+  const { ctx } = a;
+  finish(a, route, null, hit.usage, adm, 200, false, undefined, 'hit');
+  const result = await a.guardChatOutput(hit);
+  const body = encodeBody(codec, result, route.name);
+  await ctx.rt.evidenceSafe();
+  await codec.settle?.();
+  sendText(ctx, 200, body, 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
+}
+
+type Answered = Extract<AttemptsResult<WholeAnswer['value']>, { ok: true }>;
+
+/** The upstream's answer (or the attempts' failure): settled and recorded, then checked and sent. */
+function answerWhole(a: Access, route: Route, codec: ClientCodec, adm: Admission, cache: CacheState, r: AttemptsResult<WholeAnswer['value']>, ahead: CallEvidenceAhead | undefined): Promise<void> | undefined {
+  const { ctx, identity } = a;
   if (!r.ok) {
     a.release(adm);
     const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
@@ -199,13 +246,35 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
   // encoding below once it is on the socket; the answer still waits for evidenceSafeNow().
   if (a.gs.length === 0) {
     const sent = ctx.rt.evidenceSoon();
-    if (sent) await sent;
+    if (sent) return sent.then(() => checkWhole(a, route, codec, cache, r, call));
   }
-  let counted = false;
+  return checkWhole(a, route, codec, cache, r, call);
+}
+
+/**
+ * The answer stored in the cache, checked by the output guardrails, then sent. Its counters
+ * (countCall) are done once whatever comes of it: before the wait on the evidence's commit when
+ * there is one (sendChecked), else once the answer is out or failed.
+ */
+function checkWhole(a: Access, route: Route, codec: ClientCodec, cache: CacheState, r: Answered, call: CallOutcome): Promise<void> | undefined {
+  let checked: ChatResult | Promise<ChatResult>;
   try {
     cache.save?.(r.value.result);
-    const checked = a.guardChatOutput(r.value.result);
-    const result = checked instanceof Promise ? await checked : checked;
+    checked = a.guardChatOutput(r.value.result);
+  } catch (e) {
+    countCall(a.ctx, a.identity, route, call);
+    throw e;
+  }
+  return checked instanceof Promise
+    ? checked.then((result) => sendChecked(a, route, codec, cache, r, call, result), (e: unknown) => { countCall(a.ctx, a.identity, route, call); throw e; })
+    : sendChecked(a, route, codec, cache, r, call, checked);
+}
+
+function sendChecked(a: Access, route: Route, codec: ClientCodec, cache: CacheState, r: Answered, call: CallOutcome, result: ChatResult): Promise<void> | undefined {
+  const { ctx } = a;
+  // Counting is handed on (done, or left to the promise returned) once this is true.
+  let handed = false;
+  try {
     // The raw upstream body is only usable when no guardrail changed the answer, and when no secret
     // hides in it split across text blocks (the joined text shows it; re-encoded, the door scrubs it).
     const raw = result === r.value.result && !holdsSecret(ctx.rt.egress, result.text ?? '') && !thinkingHoldsSecret(ctx.rt.egress, result) ? r.value.raw : null;
@@ -214,18 +283,33 @@ async function completeChat(a: Access, route: Route, req: ChatRequest, codec: Cl
     if (safe) {
       // The answer waits for its evidence's commit (the fleet's INSERT in flight): the counters are
       // done meanwhile instead of after it.
-      counted = true;
-      countCall(ctx, identity, route, call);
-      await safe;
+      handed = true;
+      countCall(ctx, a.identity, route, call);
+      return safe.then(() => {
+        const settled = codec.settle?.();
+        if (!settled) { sendWhole(ctx, text, r, call, cache); return undefined; }
+        return settled.then(() => sendWhole(ctx, text, r, call, cache));
+      });
     }
     const settled = codec.settle?.();
-    if (settled) await settled;
-    ctx.res.send(200, text, answerHeaders(ctx.requestId, r.target, call.cost, cache));
+    if (settled) {
+      handed = true;
+      return settled.then(
+        () => { try { sendWhole(ctx, text, r, call, cache); } finally { countCall(ctx, a.identity, route, call); } },
+        (e: unknown) => { countCall(ctx, a.identity, route, call); throw e; },
+      );
+    }
+    sendWhole(ctx, text, r, call, cache);
   } finally {
     // Counters (usage, metrics) once the answer is out, whatever came of it: alone in flight, the
     // answer leaves that much sooner. Its evidence and the budget's settlement came before it.
-    if (!counted) countCall(ctx, identity, route, call);
+    if (!handed) countCall(ctx, a.identity, route, call);
   }
+  return undefined;
+}
+
+function sendWhole(ctx: Ctx, text: string, r: Answered, call: CallOutcome, cache: CacheState): void {
+  ctx.res.send(200, text, answerHeaders(ctx.requestId, r.target, call.cost, cache));
 }
 
 /** One non-streamed answer over the route's targets (fallback, retries); `need` orders them for strategy cost. */
