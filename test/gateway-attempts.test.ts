@@ -95,3 +95,27 @@ test("a throw or rejection of the first attempt frees a half-open trial slot and
   await assert.rejects(runAttempts(route([a]), live, () => Promise.reject(new Error('async')), undefined, [a]), /async/);
   assert.equal(b.allow(), true, 'the slot was released (a rejection)');
 });
+
+test("read: what an attempt resolved to is read as its outcome, in the first attempt and the loop's alike", async () => {
+  const a = target('a');
+  const b = target('b');
+  const calls: string[] = [];
+  // 'bad' reads as unusable (retried on a, then b); a promise read works the same.
+  const answers: Record<string, string[]> = { a: ['bad', 'bad'], b: ['good'] };
+  const r = await runAttempts(route([a, b]), live, async (t) => { calls.push(t.label); return answers[t.label].shift()!; }, undefined, [a, b],
+    (text, t) => (text === 'good' ? Promise.resolve({ ok: true as const, value: `${t.label}:${text}` }) : fail('retry', 502)));
+  assert.deepEqual(calls, ['a', 'a', 'b']);
+  assert.ok(r.ok && r.value === 'b:good');
+  assert.deepEqual(r.attempts.map((x) => `${x.target} ${x.status}`), ['a 502', 'a 502']);
+});
+
+test("read: a throw or rejection of it frees a half-open trial slot and rejects", async () => {
+  const b = new CircuitBreaker({ threshold: 1, cooldownMs: 0 });
+  b.failure(Date.now() - 1);
+  const a = target('a', b);
+  await assert.rejects(runAttempts(route([a]), live, async () => 'x', undefined, [a], () => { throw new Error('read sync'); }), /read sync/);
+  assert.equal(b.allow(), true, 'the slot was released (a throw)');
+  b.release();
+  await assert.rejects(runAttempts(route([a]), live, async () => 'x', undefined, [a], () => Promise.reject(new Error('read async'))), /read async/);
+  assert.equal(b.allow(), true, 'the slot was released (a rejection)');
+});

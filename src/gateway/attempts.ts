@@ -21,15 +21,28 @@ export interface Cancel { readonly aborted: boolean; readonly signal: AbortSigna
 /** A result's attempt log when its first attempt answered: shared, never written (nothing failed to log). */
 const NO_ATTEMPTS: readonly AttemptLog[] = Object.freeze([]);
 
-type Once<T> = (target: Target) => Promise<{ ok: true; value: T } | AttemptFailure>;
+/** One attempt's outcome, as runAttempts reads it. */
+export type AttemptResult<T> = { ok: true; value: T } | AttemptFailure;
+type Once<A> = (target: Target) => Promise<A>;
+/** What an attempt's promise came to, read as its outcome in the same microtask (no promise layer between). */
+type Read<A, T> = (a: A, target: Target) => AttemptResult<T> | Promise<AttemptResult<T>>;
 
-export function runAttempts<T>(
+/**
+ * `once(target)` makes one attempt; `read`, when given, turns what its promise resolved to into
+ * the attempt's outcome (e.g. parses a whole answer) in the same microtask: a `.then` of once's
+ * own would be one more promise and loop turn between the upstream's answer and the response.
+ * A throw or rejection of either is the attempt's rejection.
+ */
+export function runAttempts<T>(route: Route, cancel: Cancel, once: Once<AttemptResult<T>>, need?: TokenNeed, ordered?: readonly Target[]): Promise<AttemptsResult<T>>;
+export function runAttempts<T, A>(route: Route, cancel: Cancel, once: Once<A>, need: TokenNeed | undefined, ordered: readonly Target[] | undefined, read: Read<A, T>): Promise<AttemptsResult<T>>;
+export function runAttempts<T, A>(
   route: Route,
   cancel: Cancel,
-  once: Once<T>,
+  once: Once<A>,
   need?: TokenNeed,
   /** The route's targets as targetOrder() put them, when the caller ordered them already (chat.ts: while the admission was in flight). */
   ordered?: readonly Target[],
+  read?: Read<A, T>,
 ): Promise<AttemptsResult<T>> {
   // Not an async function (its frame was ~0.8 KB per request): the first attempt of the first
   // target is made here and its success chained; only a failure (or a first target the breaker
@@ -37,19 +50,28 @@ export function runAttempts<T>(
   let order: readonly Target[];
   try { order = ordered ?? targetOrder(route, need); } catch (e) { return Promise.reject(e); }
   const target = order[0];
-  if (target === undefined || route.attemptsPerTarget < 1) return attemptLoop(route, cancel, once, order, undefined);
-  if (!target.breaker.allow()) return attemptLoop(route, cancel, once, order, SKIPPED);
+  if (target === undefined || route.attemptsPerTarget < 1) return attemptLoop(route, cancel, once, read, order, undefined);
+  if (!target.breaker.allow()) return attemptLoop(route, cancel, once, read, order, SKIPPED);
   if (cancel.aborted) return Promise.resolve({ ok: false, failure: clientClosed(), attempts: [] });
   const started = performance.now();
-  let p: ReturnType<Once<T>>;
+  let p: Promise<A>;
   try { p = once(target); } catch (e) { target.breaker.release(); return Promise.reject(e); }
-  return p.then((r): AttemptsResult<T> | Promise<AttemptsResult<T>> => {
-    if (!r.ok) return attemptLoop(route, cancel, once, order, r);
-    target.breaker.success();
-    // `once` returns at the commit point: a stream's first content, or a whole answer.
-    target.latency.observe(performance.now() - started);
-    return { ok: true, value: r.value, target, attempts: NO_ATTEMPTS };
+  return p.then((a): AttemptsResult<T> | Promise<AttemptsResult<T>> => {
+    let r: AttemptResult<T> | Promise<AttemptResult<T>>;
+    try { r = read ? read(a, target) : a as AttemptResult<T>; } catch (e) { target.breaker.release(); throw e; }
+    return r instanceof Promise
+      ? r.then((r1) => firstDone(route, cancel, once, read, order, target, started, r1), (e: unknown) => { target.breaker.release(); throw e; })
+      : firstDone(route, cancel, once, read, order, target, started, r);
   }, (e: unknown) => { target.breaker.release(); throw e; });
+}
+
+/** The first attempt's outcome: a success is the result; a failure goes on in the loop. */
+function firstDone<T, A>(route: Route, cancel: Cancel, once: Once<A>, read: Read<A, T> | undefined, order: readonly Target[], target: Target, started: number, r: AttemptResult<T>): AttemptsResult<T> | Promise<AttemptsResult<T>> {
+  if (!r.ok) return attemptLoop(route, cancel, once, read, order, r);
+  target.breaker.success();
+  // `once` returns at the commit point: a stream's first content, or a whole answer.
+  target.latency.observe(performance.now() - started);
+  return { ok: true, value: r.value, target, attempts: NO_ATTEMPTS };
 }
 
 /** The first target's breaker refused it (runAttempts asked: the loop does not ask again). */
@@ -63,7 +85,7 @@ function clientClosed(): AttemptFailure {
  * The attempts over `order`. `first`: how runAttempts left the first target: refused by its breaker
  * (SKIPPED), or its first attempt's failure, to be handled here as if this loop had made it.
  */
-async function attemptLoop<T>(route: Route, cancel: Cancel, once: Once<T>, order: readonly Target[], first: AttemptFailure | typeof SKIPPED | undefined): Promise<AttemptsResult<T>> {
+async function attemptLoop<T, A>(route: Route, cancel: Cancel, once: Once<A>, read: Read<A, T> | undefined, order: readonly Target[], first: AttemptFailure | typeof SKIPPED | undefined): Promise<AttemptsResult<T>> {
   const attempts: AttemptLog[] = [];
   let last: AttemptFailure | null = null;
   let skipped = 0;
@@ -72,13 +94,17 @@ async function attemptLoop<T>(route: Route, cancel: Cancel, once: Once<T>, order
     const resumed = t === 0 && first !== undefined;
     if (resumed ? first === SKIPPED : !target.breaker.allow()) { skipped++; continue; }
     for (let i = 0; i < route.attemptsPerTarget; i++) {
-      let r: { ok: true; value: T } | AttemptFailure;
+      let r: AttemptResult<T>;
       let started = 0;
       if (resumed && i === 0) r = first as AttemptFailure;
       else {
         if (cancel.aborted) return { ok: false, failure: clientClosed(), attempts };
         started = performance.now();
-        try { r = await once(target); } catch (e) { target.breaker.release(); throw e; }
+        try {
+          const a = await once(target);
+          const m = read ? read(a, target) : a as AttemptResult<T>;
+          r = m instanceof Promise ? await m : m;
+        } catch (e) { target.breaker.release(); throw e; }
       }
       // The client went away: not the upstream's fault, so no breaker failure and no retry.
       if (!r.ok && cancel.aborted) { target.breaker.release(); return { ok: false, failure: { ...r, next: 'final', clientStatus: 499, message: 'client closed the request' }, attempts }; }

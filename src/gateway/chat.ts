@@ -22,7 +22,7 @@ import { targetOrder, type TokenNeed } from './strategy.ts';
 import { demoChat, demoStream } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
 import { localStream, openUpstreamStream, StreamBroken, type OpenStream } from './stream.ts';
-import { CallAbort, sendAttempt, sendStreamAttempt, unusable, UPSTREAM_MESSAGE_MAX, type AttemptFailure, type OutboundRequest, type UpstreamBody } from './upstream.ts';
+import { CallAbort, sendAttempt, sendStreamAttempt, unusable, UPSTREAM_MESSAGE_MAX, type AttemptFailure, type AttemptStream, type AttemptText, type OutboundRequest, type UpstreamBody } from './upstream.ts';
 import { traced } from './traced.ts';
 import { Deadlines, KeepAlive } from './deadlines.ts';
 import { targetInfo, type Route, type Target } from './routes.ts';
@@ -175,7 +175,7 @@ function firstRequest(a: Access, route: Route, req: ChatRequest, codec: ClientCo
   const target = order[0];
   if (target === undefined || target.provider.type === 'demo') return undefined;
   try {
-    const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
+    const adapter = adapterFor(codec, target);
     const stream = req.stream === true;
     const up = chatUpstream(adapter, asCalled(req, stream), targetInfo(target, stream), a.ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined);
     // A long body built across turns: its failure is the attempt's to report, if it is made.
@@ -316,14 +316,18 @@ function sendWhole(ctx: Ctx, text: string, r: Answered, call: CallOutcome, cache
 function callWhole(ctx: Ctx, identity: Identity, route: Route, req: ChatRequest, codec: ClientCodec, ac: CallAbort, need: TokenNeed, client?: ClientBody, early?: FirstRequest) {
   // Not an async function: its frame was ~0.5 KB per request. A throw here is the attempt's
   // rejection all the same (runAttempts calls it inside its try).
-  return runAttempts(route, ac, (target): Promise<WholeAnswer | AttemptFailure> => {
+  return runAttempts(route, ac, (target): Promise<AttemptText | WholeAnswer | AttemptFailure> => {
     if (target.provider.type === 'demo') return Promise.resolve({ ok: true as const, value: { result: demoChat(req, target.model), raw: null } });
-    const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
+    const adapter = adapterFor(codec, target);
     const built = upstreamFor(early, target, false, () => chatUpstream(adapter, asCalled(req, false), targetInfo(target, false), ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined));
-    const send = (up: OutboundRequest) => traced(ctx, 'chat', route, target, identity, (inj) => sendAttempt(target, up, inj, ac))
-      .then((res) => (res.ok ? wholeAnswer(target, adapter, codec, res.text) : res));
+    const send = (up: OutboundRequest) => traced(ctx, 'chat', route, target, identity, (inj) => sendAttempt(target, up, inj, ac));
     return built instanceof Promise ? built.then(send) : send(built);
-  }, need, early?.order);
+  }, need, early?.order, (res, target) => (res.ok && 'text' in res ? wholeAnswer(target, adapterFor(codec, target), codec, res.text) : res));
+}
+
+/** The adapter a target is called with: the client wire's native one there, else the provider's. */
+function adapterFor(codec: ClientCodec, target: Target): ProviderAdapter {
+  return codec.native?.(target.provider.type) ?? target.provider.adapter!;
 }
 
 type WholeAnswer = { ok: true; value: { result: ChatResult; raw: string | null } };
@@ -389,18 +393,19 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
   try {
     const whole = !cache.hit && hasOutputWebhook(gs);
     const called = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null }
-      : whole ? checkedWhole(a, route, req, codec, ac, need) : runAttempts(route, ac, (target): Promise<{ ok: true; value: OpenStream } | AttemptFailure> => {
+      : whole ? checkedWhole(a, route, req, codec, ac, need) : runAttempts(route, ac, (target): Promise<AttemptStream | { ok: true; value: OpenStream } | AttemptFailure> => {
       // Not an async function (its frame was ~0.4 KB per stream); a throw is the attempt's rejection all the same.
       if (target.provider.type === 'demo') return Promise.resolve({ ok: true as const, value: localStream(demoStream(req, target.model)) });
-      const adapter = codec.native?.(target.provider.type) ?? target.provider.adapter!;
+      const adapter = adapterFor(codec, target);
       const built = upstreamFor(early, target, true, () => chatUpstream(adapter, asCalled(req, true), targetInfo(target, true), ctx.bodyBytes ?? 0, adapter.wire === codec.wire ? client : undefined));
-      const open = (up: OutboundRequest) => traced(ctx, 'chat', route, target, identity, (inj) => sendStreamAttempt(target, up, inj, ac)).then((up1) => {
-        if (!up1.ok) return up1;
-        bodies.push(up1.body);
-        return openUpstreamStream(target, up1.body, adapter.streamParser());
-      });
+      const open = (up: OutboundRequest) => traced(ctx, 'chat', route, target, identity, (inj) => sendStreamAttempt(target, up, inj, ac));
       return built instanceof Promise ? built.then(open) : open(built);
-    }, need, early?.order);
+    }, need, early?.order, (up1, target) => {
+      // The head arrived: read up to the first content (runAttempts' commit point).
+      if (!up1.ok || !('body' in up1)) return up1;
+      bodies.push(up1.body);
+      return openUpstreamStream(target, up1.body, adapterFor(codec, target).streamParser());
+    });
     // The upstream request is sent (runAttempts ran up to its first await): what needs no answer is built meanwhile.
     codec.prepareStream?.(route.name);
     const ahead = called instanceof Promise ? callEvidenceAhead(ctx, identity) : undefined;
