@@ -527,12 +527,16 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
     // The stream is acknowledged by its terminator: only once its evidence is crash-safe (and
     // what the codec handed on, e.g. a stored Response, is written). Evidence the trail could not
     // commit ends it with an error event instead, as a whole answer would be refused (503).
-    const unsafe = await ctx.rt.evidenceSafe().then(() => undefined, (e: unknown) => toAamError(e));
+    // Waited on only when there is something to wait for (a request alone in flight wrote its
+    // evidence at once): an await of an already-known value is a promise and a loop turn more.
+    const safe = ctx.rt.evidenceSafeNow();
+    const unsafe = safe ? await safe.then(() => undefined, (e: unknown) => toAamError(e)) : undefined;
     if (unsafe) {
       res.end(tail + codec.streamError(unsafe.message, unsafe.type));
       return;
     }
-    await codec.settle?.();
+    const settled = codec.settle?.();
+    if (settled) await settled;
     res.end(tail + codec.streamDone);
   } finally {
     // Ended by a throw: what was held is still written (the error handler ends the stream).
