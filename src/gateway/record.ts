@@ -7,7 +7,7 @@ import { identityEvidence, requestTraceId } from '../access/evidence.ts';
 import { policyEvidence, recordEvidence } from '../access/decide.ts';
 import { modelSpanAttributes } from '../observability/otlp-genai.ts';
 import type { Route, Target } from './routes.ts';
-import { EVENT_HEAD, eventHead, type AuditIdentity, type AuditPolicy, type EventHead } from '../audit/event.ts';
+import { EVENT_HEAD, eventHead, type AuditIdentity, type AuditModel, type AuditPolicy, type EventHead } from '../audit/event.ts';
 
 /**
  * Usage rollup, metrics, span attributes and the model_call audit event (carrying the request's
@@ -80,6 +80,13 @@ export function recordCallEvidence(ctx: Ctx, identity: Identity, route: Route, c
   const decision = ctx.decision;
   if (decision) decision.recorded = true;
   const m = ahead?.members ?? callMembers(ctx, identity);
+  const model: AuditModel = {
+    route: route.name, provider: target?.provider.name ?? null, model: target?.model ?? null, stream,
+    input_tokens: usage?.inputTokens ?? null, output_tokens: usage?.outputTokens ?? null, cached_tokens: usage?.cachedTokens ?? null,
+    cost_usd: cost, latency_ms: Math.round(latencyMs * 1000) / 1000, cache,
+  };
+  // Last, as the event has always listed it; no spread of an empty object per call without it.
+  if (usage?.cacheWriteTokens !== undefined) model.cache_write_tokens = usage.cacheWriteTokens;
   recordEvidence(ctx, identity, {
     type: m.type, request_id: m.request_id, trace_id: m.trace_id, identity: m.identity, policy: m.policy,
     [EVENT_HEAD]: ahead?.head,
@@ -88,12 +95,7 @@ export function recordCallEvidence(ctx: Ctx, identity: Identity, route: Route, c
     guardrails: ctx.guardrails,
     // Which credential (name and version, never the value) the call went out with.
     credential: ctx.credentialUsed ?? (target?.provider.credential ? { name: target.provider.credential } : undefined),
-    model: {
-      route: route.name, provider: target?.provider.name ?? null, model: target?.model ?? null, stream,
-      input_tokens: usage?.inputTokens ?? null, output_tokens: usage?.outputTokens ?? null, cached_tokens: usage?.cachedTokens ?? null,
-      cost_usd: cost, latency_ms: Math.round(latencyMs * 1000) / 1000, cache,
-      ...(usage?.cacheWriteTokens !== undefined ? { cache_write_tokens: usage.cacheWriteTokens } : {}),
-    },
+    model,
     outcome: { status, error_class: error ? (status >= 500 ? 'upstream' : 'client') : undefined, error },
   });
 }
