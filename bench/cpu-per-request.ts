@@ -17,7 +17,8 @@
 // store woken by a request does not preempt the gateway on its core. Default: with --pin on a
 // 2-core machine, the other core; else not pinned. `--stores-cpu none`: not pinned.
 // TREE: a directory holding src/ and scripts/build.ts (a git worktree of aam); default: this one.
-// TREE::FLAG[,FLAG] serves that tree with node flags added to npm start's (e.g. /work/main::--single-threaded-gc),
+// TREE::FLAG[,FLAG] serves that tree with node flags added to npm start's (e.g. /work/main::--single-threaded-gc;
+// env:NAME=value sets an environment variable instead, e.g. /work/main::env:AAM_HEAP_GROWING_PERCENT=0),
 // so that one tree can run beside itself with and without a flag.
 // --alloc: every gateway also runs with --trace-gc-nvp, and each round reports the bytes V8 allocated
 // per request (the `allocated=` of the GCs logged during the round, per isolate: the main thread is
@@ -57,7 +58,10 @@ const ROUNDS = Number(opt.rounds);
 const CONC = Number(opt.conc);
 const specs = (positionals.length ? positionals : [join(HERE, '..')]).map((p) => {
   const [dir, flags] = p.split('::');
-  return { dir: resolve(dir), flags: flags ? flags.split(',') : [], name: flags ? `${resolve(dir)} ${flags}` : resolve(dir) };
+  // A flag `env:NAME=value` is set in that gateway's environment instead (e.g. env:AAM_HEAP_GROWING_PERCENT=0).
+  const all = flags ? flags.split(',') : [];
+  const env = Object.fromEntries(all.filter((f) => f.startsWith('env:')).map((f) => { const [k, ...v] = f.slice(4).split('='); return [k, v.join('=')]; }));
+  return { dir: resolve(dir), flags: all.filter((f) => !f.startsWith('env:')), env, name: flags ? `${resolve(dir)} ${flags}` : resolve(dir) };
 });
 const trees = specs.map((t) => t.dir);
 for (const t of [...trees, join(HERE, '..')]) mkdirSync(join(t, 'bench', 'tmp'), { recursive: true });
@@ -155,7 +159,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
 `;
   }
   const gws: Gateway[] = [];
-  for (const [i, { dir: tree, flags, name }] of specs.entries()) {
+  for (const [i, { dir: tree, flags, env: flagEnv, name }] of specs.entries()) {
     const dir = join(work, `t${i}`);
     mkdirSync(dir);
     // Built inside the tree (bench/tmp/, ignored by git) so that its node_modules resolve.
@@ -179,7 +183,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
     const port = await freePort();
     const argv = aamServeArgv(NODE, tree, configPath, port, dataDir, build);
     if (opt.prof) argv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(tree, 'bench', 'results', 'prof')}`);
-    const child = startProcess(GW_PIN, argv, { ...build.env, ...storeEnv, AAM_LOG_LEVEL: 'warn', A2A_BENCH_TOKEN }, join(dir, 'aam.log'), tree);
+    const child = startProcess(GW_PIN, argv, { ...build.env, ...storeEnv, ...flagEnv, AAM_LOG_LEVEL: 'warn', A2A_BENCH_TOKEN }, join(dir, 'aam.log'), tree);
     children.push(child);
     if (!(await waitHttp(`http://127.0.0.1:${port}/healthz`, 60_000, 200, child))) throw new Error(`aam from ${tree} did not start (log: ${join(dir, 'aam.log')})`);
     gws.push({ tree: name, child, key, database, log: join(dir, 'aam.log'), pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
