@@ -68,10 +68,15 @@ export function runAttempts<T, A>(
 /** The first attempt's outcome: a success is the result; a failure goes on in the loop. */
 function firstDone<T, A>(route: Route, cancel: Cancel, once: Once<A>, read: Read<A, T> | undefined, order: readonly Target[], target: Target, started: number, r: AttemptResult<T>): AttemptsResult<T> | Promise<AttemptsResult<T>> {
   if (!r.ok) return attemptLoop(route, cancel, once, read, order, r);
+  return succeeded(target, started, r.value, NO_ATTEMPTS);
+}
+
+/** An attempt answered: its target's breaker and latency learn of it (first attempt and loop alike). */
+function succeeded<T>(target: Target, started: number, value: T, attempts: readonly AttemptLog[]): AttemptsResult<T> {
   target.breaker.success();
   // `once` returns at the commit point: a stream's first content, or a whole answer.
   target.latency.observe(performance.now() - started);
-  return { ok: true, value: r.value, target, attempts: NO_ATTEMPTS };
+  return { ok: true, value, target, attempts };
 }
 
 /** The first target's breaker refused it (runAttempts asked: the loop does not ask again). */
@@ -108,12 +113,7 @@ async function attemptLoop<T, A>(route: Route, cancel: Cancel, once: Once<A>, re
       }
       // The client went away: not the upstream's fault, so no breaker failure and no retry.
       if (!r.ok && cancel.aborted) { target.breaker.release(); return { ok: false, failure: { ...r, next: 'final', clientStatus: 499, message: 'client closed the request' }, attempts }; }
-      if (r.ok) {
-        target.breaker.success();
-        // `once` returns at the commit point: a stream's first content, or a whole answer.
-        target.latency.observe(performance.now() - started);
-        return { ok: true, value: r.value, target, attempts };
-      }
+      if (r.ok) return succeeded(target, started, r.value, attempts);
       attempts.push({ target: target.label, status: r.status, message: r.message });
       last = r;
       if (r.next === 'final') { target.breaker.release(); return { ok: false, failure: r, attempts }; }
