@@ -160,7 +160,7 @@ export function chainHashLines(bytes: Buffer, firstSeq: number, prevHash: string
 
 /** The sealed text of an event line: what exports carry and what chainHash covers, plus the hash. */
 export function sealedText(json: string, seq: number, prevHash: string, hash: string): string {
-  return '{"seq":' + seq + ',"prev_hash":"' + prevHash + '",' + json.slice(1, -1) + ',"hash":"' + hash + '"}';
+  return chainPrefix(seq, prevHash) + json.slice(1, -1) + sealTail(hash);
 }
 
 /** Seal one event line: its hash and sealed text. */

@@ -165,7 +165,7 @@ function statusFailure(target: Target, status: number, headers: IncomingHttpHead
  * header objects are the very ones of the target's last attempt (shared, frozen objects: no
  * credential, the adapter's constant headers), the method and path are the same (content-type
  * depends on the method) and no query is injected, the last merge is reused,
- * frozen (it is only read: undici copies headers into its own request), instead of one merge per attempt.
+ * frozen (it is only read: the dispatcher serializes a frozen header object once, lib/h1-agent.ts), instead of one merge per attempt.
  */
 function sentHead(target: Target, up: OutboundRequest, inj: Injection): { headers: Readonly<Record<string, string>>; path: string } {
   const base = target.provider.headers;
