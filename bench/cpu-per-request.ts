@@ -5,7 +5,8 @@
 // A2A hop (SendMessage, SendStreamingMessage) to bench/a2a-echo-agent.ts.
 //   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] [--kind nonstream,stream,stream-nousage,messages,messages-stream,responses,responses-stream,responses-stored,a2a,a2a-stream] [--bare] [--pin CPU] [--fleet [--stores-cpu CPU]] TREE [TREE...]
 // --bare: the bare pass-through proxy (bench/bare-proxy.ts) joins the rounds as a tree named 'bare'
-// (chat kinds only: it forwards the request as it is), the floor the gateway is compared with.
+// (chat kinds: in front of the mock; it forwards the request as it is), and as 'bare-a2a' in front of
+// the echo agent (a2a kinds), the floor the gateway is compared with (--prof: bench/results/prof-bare*/).
 // --fleet: every gateway is a fleet replica on one PostgreSQL server + one Redis (started as `npm run bench`
 // starts them, bench/lib/fleet.ts), each tree on a database of its own there (CREATE DATABASE aam_tI,
 // migrated by that tree's own `aam migrate`, so that trees with different migrations are each judged
@@ -34,7 +35,7 @@ import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { bareProxyScript } from './lib/bare.ts';
 import { A2A_BENCH_TOKEN, a2aBenchConfig, aamBenchConfig, aamMigrate, aamServeArgv, buildAam, createAamKey, type AamBuild } from './lib/aam.ts';
-import { CLK_TCK, cpuTicks, startProcess, stopProcess, threadSwitches, threadTicks, waitHttp } from './lib/procs.ts';
+import { CLK_TCK, cpuTicks, startProcess, sysTicks, stopProcess, threadSwitches, threadTicks, waitHttp } from './lib/procs.ts';
 import { sendOnce, type RequestSpec } from './lib/http-once.ts';
 import { freePort } from '../test/helpers/e2e.ts';
 import { startBenchFleet, storeCost, type BenchFleet } from './lib/fleet.ts';
@@ -135,8 +136,9 @@ try {
   if (!(await waitHttp(`http://127.0.0.1:${mockPort}/__mock/stats`, 20_000, 200, mock))) throw new Error('mock upstream did not start');
   // The A2A kinds' callee: the echo agent, published as agent `echo` beside the bench config.
   let config = aamBenchConfig(mockPort);
+  let agentPort: number | undefined;
   if (Object.values(KINDS).some((k) => k.path === A2A)) {
-    const agentPort = await freePort();
+    agentPort = await freePort();
     const agent = startProcess(NO_PIN, [NODE, join(HERE, 'a2a-echo-agent.ts')], { PORT: String(agentPort) }, join(work, 'agent.log'));
     children.push(agent);
     if (!(await waitHttp(`http://127.0.0.1:${agentPort}/`, 20_000, 200, agent))) throw new Error('the A2A echo agent did not start');
@@ -188,19 +190,25 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
     if (!(await waitHttp(`http://127.0.0.1:${port}/healthz`, 60_000, 200, child))) throw new Error(`aam from ${tree} did not start (log: ${join(dir, 'aam.log')})`);
     gws.push({ tree: name, child, key, database, log: join(dir, 'aam.log'), pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
   }
-  if (opt.bare) {
+  // One bare proxy per upstream the kinds reach: 'bare' in front of the mock (chat kinds), 'bare-a2a'
+  // in front of the echo agent (a2a kinds; it answers on any path, so /a2a/echo is forwarded as it is).
+  const bares: Array<{ tree: string; upstream: number; path: string }> = [];
+  if (opt.bare && Object.values(KINDS).some((k) => k.path === CHAT)) bares.push({ tree: 'bare', upstream: mockPort, path: CHAT });
+  if (opt.bare && agentPort !== undefined) bares.push({ tree: 'bare-a2a', upstream: agentPort, path: A2A });
+  const bareOf = new Map(bares.map((b) => [b.tree, b.path]));
+  for (const b of bares) {
     const port = await freePort();
     // Written inside this repo (bench/tmp/) so that `undici` resolves.
     const out = mkdtempSync(join(HERE, 'tmp', 'cpu-bare-'));
     outs.push(out);
     const bareArgv = [NODE, bareProxyScript(out)];
-    if (opt.prof) bareArgv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(HERE, 'results', 'prof-bare')}`);
-    const child = startProcess(GW_PIN, bareArgv, { UPSTREAM_URL: `http://127.0.0.1:${mockPort}`, PORT: String(port) }, join(work, 'bare.log'));
+    if (opt.prof) bareArgv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(HERE, 'results', `prof-${b.tree}`)}`);
+    const child = startProcess(GW_PIN, bareArgv, { UPSTREAM_URL: `http://127.0.0.1:${b.upstream}`, PORT: String(port) }, join(work, `${b.tree}.log`));
     children.push(child);
-    if (!(await waitHttp(`http://127.0.0.1:${port}/__mock/stats`, 20_000, 200, child))) throw new Error('bare proxy did not start');
-    gws.push({ tree: 'bare', child, key: 'dummy', pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
+    if (!(await waitHttp(`http://127.0.0.1:${port}${b.path === CHAT ? '/__mock/stats' : '/'}`, 20_000, 200, child))) throw new Error(`${b.tree} proxy did not start`);
+    gws.push({ tree: b.tree, child, key: 'dummy', pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
   }
-  const skip = (g: Gateway, kind: Kind): boolean => g.tree === 'bare' && kind.path !== CHAT;
+  const skip = (g: Gateway, kind: Kind): boolean => bareOf.has(g.tree) && kind.path !== bareOf.get(g.tree);
 
   /** Per thread name, microseconds per request of the last run (threads alive at its end). */
   let byThread = '';
@@ -208,12 +216,15 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
   let switches = '';
   let wall = '';
   let alloc = '';
+  /** Of the last run's CPU per request, the kernel's part (stime, all threads). */
+  let sys = 0;
   /** `n` requests, `CONC` at a time; the gateway's CPU microseconds per request. */
   const run = async (g: Gateway, kind: Kind, n: number): Promise<number> => {
     const spec: RequestSpec = { path: kind.path, headers: { 'content-type': 'application/json', authorization: `Bearer ${g.key}`, ...kind.headers }, body: kind.body };
     const stream = kind.stream;
     let left = n;
     const t0 = cpuTicks(g.child.pid as number) as number;
+    const s0 = sysTicks(g.child.pid as number) as number;
     const th0 = threadTicks(g.child.pid as number);
     const sw0 = threadSwitches(g.child.pid as number);
     const log0 = opt.alloc && g.log ? statSync(g.log).size : 0;
@@ -236,6 +247,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
     const perReq = (ticks: number): number => (ticks / CLK_TCK) * 1e6 / n;
     byThread = [...threadTicks(g.child.pid as number)].map(([name, t]) => [name, perReq(t - (th0.get(name) ?? 0))] as const)
       .filter(([, us]) => us >= 0.5).sort((a, b) => b[1] - a[1]).map(([name, us]) => `${name} ${us.toFixed(1)}`).join(', ');
+    sys = perReq((sysTicks(g.child.pid as number) as number) - s0);
     return perReq((cpuTicks(g.child.pid as number) as number) - t0);
   };
 
@@ -255,7 +267,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
         if (st) { st.kill('SIGINT'); await new Promise((r) => st.once('exit', r)); console.log(readFileSync(join(work, 'strace.txt'), 'utf8').split('\n').slice(0, 16).join('\n')); }
         const key = `${g.tree} ${k}`;
         results.set(key, [...(results.get(key) ?? []), us]);
-        console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request (by thread: ${byThread}); ${wall}; context switches/request voluntary/involuntary (and run-queue wait per request): ${switches}${opt.alloc ? `; allocated per request: ${alloc}` : ''}`);
+        console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request (${sys.toFixed(1)} of it in the kernel; by thread: ${byThread}); ${wall}; context switches/request voluntary/involuntary (and run-queue wait per request): ${switches}${opt.alloc ? `; allocated per request: ${alloc}` : ''}`);
         if (stores) console.log(`  stores per request: ${stores.redis_by_command.evalsha ?? 0} EVALSHA, ${stores.redis_commands_per_request} Redis commands in all, ${stores.pg_xacts_per_request} PostgreSQL transactions (database ${g.database}), store CPU ${stores.store_cpu_ms_per_request} ms`);
       }
     }

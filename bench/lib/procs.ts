@@ -110,6 +110,16 @@ function statusKb(pid: number, field: string): number | null {
 }
 
 /** utime+stime of a process in clock ticks. */
+/** stime of a live process (all threads), clock ticks: the kernel's part of cpuTicks. */
+export function sysTicks(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[12]);
+  } catch {
+    return null;
+  }
+}
+
 export function cpuTicks(pid: number): number | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
