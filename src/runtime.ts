@@ -6,7 +6,7 @@ import { configDigest, readConfigSources, type ConfigSource } from './config/sou
 import type { ConfigSet } from './config/schema.ts';
 import { compilePolicies, setFor, type CompiledPolicies, type PolicySet } from './policy/compile.ts';
 import { BudgetLedger, EmbeddedLimiter, RateLimiter } from './policy/limits.ts';
-import { compileProviders, compileRoutes, type ProviderRuntime, type Route } from './gateway/routes.ts';
+import { compileProviders, compileRoutes, retireDispatchers, type ProviderRuntime, type Route } from './gateway/routes.ts';
 import { CatalogRoutes } from './gateway/catalog-routes.ts';
 import { UsageRecorder } from './gateway/usage.ts';
 import { embeddedKeyBook, openKeyStore, type KeyStore } from './identity/keys.ts';
@@ -521,7 +521,9 @@ export class Runtime {
     this.vault.reload(set);
     let next: Compiled;
     try { next = compileConfig(set, this.vault, this.compiled); } catch (e) { this.vault.reload(prevSet); throw e; }
+    const previous = this.compiled;
     this.compiled = next; // atomic swap: in-flight requests keep the object they started with
+    retireDispatchers(previous.providers, next.providers);
     this.jwt?.update(trustDomainsFromConfig(set));
     this.tls?.reload(set);
     this.cache.pruneRoutes(next.routes.values());
@@ -559,6 +561,8 @@ export class Runtime {
     this.cache.close();
     await this.scanThread.close();
     this.responses.flush?.(); // stored Responses still held in memory (drained requests put them)
+    // After the drain: what is still open to a provider is idle (or a call the drain cut).
+    for (const p of this.compiled.providers.values()) await p.dispatcher?.destroy();
     this.db.close();
     if (this.fleet) {
       await this.#heartbeat?.stop();

@@ -139,6 +139,17 @@ export function compileProviders(set: ConfigSet, credentialAvailable: (name: str
   return out;
 }
 
+/**
+ * After a reload swapped `previous` for `next`: the dispatchers `next` no longer uses (a provider
+ * removed, or its endpoint or connect timeout changed) retire, so their sockets close as the calls
+ * still on them end instead of lingering until the upstream's idle timeout.
+ */
+export function retireDispatchers(previous: Map<string, ProviderRuntime>, next: Map<string, ProviderRuntime>): void {
+  const kept = new Set<UpstreamDispatcher>();
+  for (const p of next.values()) if (p.dispatcher !== null) kept.add(p.dispatcher);
+  for (const p of previous.values()) if (p.dispatcher !== null && !kept.has(p.dispatcher)) p.dispatcher.retire();
+}
+
 export function compileRoutes(set: ConfigSet, providers: Map<string, ProviderRuntime>, previous?: Map<string, Route>): Map<string, Route> {
   const out = new Map<string, Route>();
   for (const m of set.models.values()) out.set(m.name, compileRoute(m.name, m.spec, set, providers, previous?.get(m.name)));

@@ -34,11 +34,13 @@ export interface H1AgentOptions {
   tls?: ConnectionOptions;
 }
 
-/** What the model plane calls on a provider's dispatcher: an H1Agent, or (tests, tools) any undici Dispatcher. */
+/** What the model plane and the A2A hop call on their dispatcher (an H1Agent). */
 export interface UpstreamDispatcher {
   dispatch(opts: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean;
   close(): Promise<void>;
   destroy(): Promise<void>;
+  /** Pool nothing from now on, still taking calls (see H1Agent.retire). */
+  retire(): void;
 }
 
 /** An error with undici's code for the same condition. */
@@ -711,6 +713,7 @@ export class H1Agent implements UpstreamDispatcher {
   readonly #pools = new Map<string, Pool>();
   #last: Pool | null = null;
   #closed = false;
+  #retired = false;
   #whenClosed: Array<() => void> = [];
 
   constructor(opts: H1AgentOptions) {
@@ -726,7 +729,10 @@ export class H1Agent implements UpstreamDispatcher {
     let pool = this.#last;
     if (pool === null || pool.origin !== origin) {
       pool = this.#pools.get(origin) ?? null;
-      if (pool === null) this.#pools.set(origin, (pool = new Pool(this, origin)));
+      if (pool === null) {
+        this.#pools.set(origin, (pool = new Pool(this, origin)));
+        pool.closing = this.#retired;
+      }
       this.#last = pool;
     }
     const r = new Req(pool, opts, handler);
@@ -776,6 +782,16 @@ export class H1Agent implements UpstreamDispatcher {
     for (const p of this.#pools.values()) { p.closing = true; p.closeIdle(); }
     if (this.sockets === 0) return Promise.resolve();
     return new Promise((resolve) => { this.#whenClosed.push(resolve); });
+  }
+
+  /**
+   * A reload replaced this provider's endpoint: idle sockets close now, busy ones when their answer
+   * ends. Unlike close() it still takes calls, since one that began under the old config (a retry,
+   * a fallback attempt) may come later: it gets a socket of its own, closed after its answer.
+   */
+  retire(): void {
+    this.#retired = true;
+    for (const p of this.#pools.values()) { p.closing = true; p.closeIdle(); }
   }
 
   /** Every socket closes now; requests in flight or queued fail. */
