@@ -69,7 +69,11 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
     // Answered before the body was all read (a refusal, a 401): close rather than read on.
     const close = this.req.complete ? undefined : 'close';
     if (close !== undefined) closeAfterAnswer(this.req);
-    super.writeHead(status, { ...this.#cleanHeaders(headers), 'content-length': Buffer.byteLength(body), ...(close && { connection: close }) });
+    // One object, filled in order (the caller's headers, then the exact length and a close): no spreads per answer.
+    const h = this.#cleanHeaders(headers, false, {});
+    h['content-length'] = Buffer.byteLength(body);
+    if (close !== undefined) h.connection = close;
+    super.writeHead(status, h);
     this.#exact = false;
     super.end(body);
   }
@@ -143,16 +147,20 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
       }
       return out;
     }
-    return this.#cleanHeaders(h, true);
+    return this.#sc === null ? h : this.#cleanHeaders(h, true, {});
   }
 
-  #cleanHeaders(h: OutgoingHttpHeaders, dropLength = false): OutgoingHttpHeaders {
-    if (this.#sc === null) return h;
-    const out: OutgoingHttpHeaders = {};
-    for (const [k, v] of Object.entries(h)) {
+  /**
+   * The headers' values scrubbed, into `out` (returned); with no active credential they are
+   * copied as they are. No entry arrays and no closure per header: every answer's head passes here.
+   */
+  #cleanHeaders(h: OutgoingHttpHeaders, dropLength: boolean, out: OutgoingHttpHeaders): OutgoingHttpHeaders {
+    const sc = this.#sc;
+    for (const k in h) {
+      const v = h[k];
       if (v === undefined) continue;
       if (dropLength && k.toLowerCase() === 'content-length') continue;
-      out[k] = cleanValue(v, (s) => this.clean(s));
+      out[k] = sc === null || typeof v === 'number' ? v : typeof v === 'string' ? scrubbed(this.#src, sc, v) : v.map((x) => scrubbed(this.#src, sc, String(x)));
     }
     return out;
   }
