@@ -24,7 +24,8 @@
 // --alloc: every gateway also runs with --trace-gc-nvp, and each round reports the bytes V8 allocated
 // per request (the `allocated=` of the GCs logged during the round, per isolate: the main thread is
 // the largest). The count starts at the round's first GC, so it is off by at most one young
-// generation (16 MB) over --n requests. With it, per isolate: the GCs logged and their pauses summed
+// generation (16 MB) over --n requests. With it, per isolate: the bytes scavenges promoted to old space per
+// request (what later needs a major GC), the GCs logged (mark-compacts among them) and their pauses summed
 // per request (wall time of that thread: a loaded core stretches them).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -99,17 +100,19 @@ if (Object.keys(KINDS).length !== wanted.length) throw new Error(`--kind: use ${
 /** KB allocated per request, per isolate (largest first), from the --trace-gc-nvp lines written to `log` after byte `from`. */
 function allocatedPerRequest(log: string, from: number, n: number): string {
   const text = readFileSync(log).subarray(from).toString('utf8');
-  const byIsolate = new Map<string, { bytes: number; gcs: number; pauseMs: number }>();
-  for (const m of text.matchAll(/^\[\d+:(0x[0-9a-f]+):\d+\].*?pause=([\d.]+) .*? allocated=(\d+) /gm)) {
-    const e = byIsolate.get(m[1]) ?? { bytes: 0, gcs: 0, pauseMs: 0 };
-    e.bytes += Number(m[3]);
+  const byIsolate = new Map<string, { bytes: number; promoted: number; gcs: number; majors: number; pauseMs: number }>();
+  for (const m of text.matchAll(/^\[\d+:(0x[0-9a-f]+):\d+\].*?pause=([\d.]+) .*? gc=(\w+) .*? allocated=(\d+) promoted=(\d+) /gm)) {
+    const e = byIsolate.get(m[1]) ?? { bytes: 0, promoted: 0, gcs: 0, majors: 0, pauseMs: 0 };
+    e.bytes += Number(m[4]);
+    e.promoted += Number(m[5]);
     e.pauseMs += Number(m[2]);
     e.gcs++;
+    if (m[3] === 'mc') e.majors++;
     byIsolate.set(m[1], e);
   }
   // pause: the GC pauses of that thread summed, per request (the time it stopped for GC; helper threads' work not included).
   return [...byIsolate].sort((a, b) => b[1].bytes - a[1].bytes)
-    .map(([iso, e]) => `${iso} ${(e.bytes / n / 1024).toFixed(1)} KB (${e.gcs} GCs, pause ${(e.pauseMs * 1000 / n).toFixed(2)} us)`).join(', ') || 'no GC logged';
+    .map(([iso, e]) => `${iso} ${(e.bytes / n / 1024).toFixed(1)} KB, promoted ${(e.promoted / n).toFixed(0)} B (${e.gcs} GCs, ${e.majors} mark-compact, pause ${(e.pauseMs * 1000 / n).toFixed(2)} us)`).join(', ') || 'no GC logged';
 }
 
 interface Gateway { tree: string; child: ChildProcess; pool: Pool; key: string; log?: string; /** --fleet: its PostgreSQL database. */ database?: string }
