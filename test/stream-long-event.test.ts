@@ -11,9 +11,20 @@ import { anthropicAdapter } from '../src/providers/anthropic.ts';
 import { geminiAdapter } from '../src/providers/gemini.ts';
 import { responsesUpstreamAdapter } from '../src/providers/responses-upstream.ts';
 import type { ProviderAdapter, StreamEvent } from '../src/providers/types.ts';
+import type { OpenStream } from '../src/gateway/stream.ts';
 import { prng } from './helpers/hostile-text.ts';
 
 const target = { label: 'up/x', provider: {} } as unknown as Target;
+
+/** Every event after an open stream's head, batch by batch (a batch is a value when it is there, else a promise). */
+async function restOf(stream: OpenStream): Promise<StreamEvent[]> {
+  const out: StreamEvent[] = [];
+  for (let b = stream.next(); ; b = stream.next()) {
+    const batch = b instanceof Promise ? await b : b;
+    if (batch === null) return out;
+    out.push(...batch);
+  }
+}
 
 function bodyOf(chunks: string[]): UpstreamBody {
   const it = (async function* () { for (const c of chunks) yield Buffer.from(c); })();
@@ -26,7 +37,7 @@ async function eventsOf(adapter: ProviderAdapter, chunks: string[]): Promise<{ e
   setImmediate(tick);
   const r = await openUpstreamStream(target, bodyOf(chunks), adapter.streamParser());
   const events: StreamEvent[] = [];
-  if (r.ok) { events.push(...r.value.head); for await (const b of r.value.rest) events.push(...b); }
+  if (r.ok) events.push(...r.value.head, ...await restOf(r.value));
   running = false;
   return { events, turns, failed: r.ok ? undefined : r.message };
 }
@@ -93,9 +104,7 @@ test('a read of several chunks is framed chunk by chunk, unjoined, with the even
     const it = (async function* () { yield* parts; })();
     const r = await openUpstreamStream(target, Object.assign(it, { destroy() {}, drained: false }) as UpstreamBody, openaiAdapter.streamParser());
     assert.ok(r.ok);
-    const events: StreamEvent[] = [...r.value.head];
-    for await (const b of r.value.rest) events.push(...b);
-    return events;
+    return [...r.value.head, ...await restOf(r.value)];
   };
   const want = await read([bytes]);
   assert.equal(want.filter((e) => e.type === 'text').map((e) => (e as { text: string }).text).join(''), 'é中😀 ab\u2028cplainé');

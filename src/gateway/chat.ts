@@ -12,6 +12,8 @@ import { openAccess } from '../access/context.ts';
 import { holdsSecret } from '../access/egress.ts';
 import type { Admission } from '../access/decide.ts';
 import { chatStreamGuard, hasOutputWebhook, nextTurn, streamPieces, TURN_MS } from '../access/guard.ts';
+import type { EventScrubber } from '../access/scrub-events.ts';
+import type { EventGuard } from '../guardrails/engine.ts';
 import { AamError, badRequest, toAamError } from '../access/errors.ts';
 import { readJsonBody, sendText } from '../access/request.ts';
 import type { Access, Ctx } from './plane.ts';
@@ -369,30 +371,22 @@ function answerHeaders(requestId: string, target: Target, cost: number | null, c
   return h;
 }
 
-async function streamChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState, need: TokenNeed, client: ClientBody | undefined, early?: FirstRequest): Promise<void> {
+/** What a streamed call came to: the stream opened (target null: a cached answer) or the attempts' failure. */
+type StreamCalled = { ok: true; value: OpenStream; target: Target | null } | { ok: false; failure: AttemptFailure };
+
+/**
+ * A streamed answer. Not an async function: its frame (~2 KB) lived from the call to the stream's
+ * end, and at c=64 a stream outlives a scavenge, so it was promoted to old space (major GCs' work).
+ * One ChatStream object holds the stream's state; each step is chained only where a promise
+ * appears (the upstream's answer, a socket that pushes back, the evidence's write and commit).
+ */
+function streamChat(a: Access, route: Route, req: ChatRequest, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState, need: TokenNeed, client: ClientBody | undefined, early?: FirstRequest): Promise<void> {
   const { ctx, identity, gs } = a;
-  const res = ctx.res;
-  const includeUsage = codec.wire === 'anthropic' || req.stream_options?.include_usage === true;
-  // Keep-alive: an SSE comment after each idle period (also before the first token, when
-  // reasoning models think for minutes) so proxies and load balancers do not cut the stream.
-  const openHeaders = (extra?: Record<string, string>) => {
-    if (res.headersSent) return;
-    // One object filled in place (SSE_HEADERS, id, cache, extra: the order on the wire).
-    const h: Record<string, string> = { ...SSE_HEADERS, 'x-request-id': ctx.requestId };
-    if (cache.hit) h['x-aam-cache'] = 'hit';
-    else if (cache.save) h['x-aam-cache'] = 'miss';
-    if (extra) for (const k in extra) h[k] = extra[k];
-    res.writeHead(200, h);
-  };
-  // On the route's clock: a node timer per stream cost a timer list per stream at c=1, before the first byte.
-  const keepalive = new KeepAlive(route.keepalive ??= new Deadlines(Math.max(1, ctx.rt.options.sseKeepaliveMs) || 1), () => { openHeaders(); res.write(SSE_KEEPALIVE); });
-  // Upstream bodies opened here; any still unread when we are done is aborted (no-op once ended).
-  const bodies: UpstreamBody[] = [];
-  // Text held for the stream's last write (see send below); written if the stream ends otherwise.
-  let held = '';
+  const whole = !cache.hit && hasOutputWebhook(gs);
+  const s = new ChatStream(a, route, codec, adm, ac, cache, whole, codec.wire === 'anthropic' || req.stream_options?.include_usage === true);
+  let done: Promise<void> | undefined;
   try {
-    const whole = !cache.hit && hasOutputWebhook(gs);
-    const called = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null }
+    const called: StreamCalled | Promise<StreamCalled> = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null }
       : whole ? checkedWhole(a, route, req, codec, ac, need) : runAttempts(route, ac, (target): Promise<AttemptStream | { ok: true; value: OpenStream } | AttemptFailure> => {
       // Not an async function (its frame was ~0.4 KB per stream); a throw is the attempt's rejection all the same.
       if (target.provider.type === 'demo') return Promise.resolve({ ok: true as const, value: localStream(demoStream(req, target.model)) });
@@ -403,149 +397,294 @@ async function streamChat(a: Access, route: Route, req: ChatRequest, codec: Clie
     }, need, early?.order, (up1, target) => {
       // The head arrived: read up to the first content (runAttempts' commit point).
       if (!up1.ok || !('body' in up1)) return up1;
-      bodies.push(up1.body);
+      s.bodies.push(up1.body);
       return openUpstreamStream(target, up1.body, adapterFor(codec, target).streamParser());
     });
     // The upstream request is sent (runAttempts ran up to its first await): what needs no answer is built meanwhile.
     codec.prepareStream?.(route.name);
-    const ahead = called instanceof Promise ? callEvidenceAhead(ctx, identity) : undefined;
-    const r = called instanceof Promise ? await called : called;
+    if (called instanceof Promise) {
+      s.ahead = callEvidenceAhead(ctx, identity);
+      done = called.then((r) => s.answered(r));
+    } else done = s.answered(called);
+  } catch (e) {
+    s.close();
+    return Promise.reject(e);
+  }
+  if (!done) {
+    s.close();
+    return Promise.resolve();
+  }
+  return done.then(() => s.close(), (e: unknown) => { s.close(); throw e; });
+}
+
+/**
+ * One streamed answer's state, from the call to the terminator: the response's headers and
+ * keep-alive, the upstream bodies opened, then the relay (encoder, scrubber, guard, recorder) and
+ * its outcome. The relay's parts are let go once the last event is out, before the end waits on
+ * the evidence's write (a loop turn or more at c=64).
+ */
+class ChatStream {
+  readonly a: Access;
+  readonly route: Route;
+  readonly codec: ClientCodec;
+  readonly adm: Admission;
+  readonly ac: CallAbort;
+  readonly cache: CacheState;
+  readonly whole: boolean;
+  readonly includeUsage: boolean;
+  readonly res: ServerResponse;
+  /** Upstream bodies opened; any still unread when we are done is aborted (no-op once ended). */
+  readonly bodies: UpstreamBody[] = [];
+  readonly keepalive: KeepAlive;
+  ahead: CallEvidenceAhead | undefined = undefined;
+  /** Text held for the stream's last write (see send); written if the stream ends otherwise. */
+  held = '';
+  target: Target | null = null;
+  stream: OpenStream | null = null;
+  recorder: StreamRecorder | null = null;
+  encode: ((ev: StreamEvent) => string) | null = null;
+  scrub: EventScrubber | null = null;
+  guard: EventGuard | null = null;
+  usage: Usage | undefined = undefined;
+  broken: string | null = null;
+  blockedBy: string | undefined = undefined;
+  brokenType = 'api_error';
+  /**
+   * Past the first content, once the upstream has sent everything (drained), what is left goes
+   * out with the terminator: one write(2) instead of two, and the end follows without waiting on
+   * the upstream (only on this request's evidence). The first content is never held.
+   */
+  pastHead = false;
+  /** Without a credential to scrub, an event is its own clean event: one reused array instead of one per event. */
+  readonly one: StreamEvent[] = [];
+
+  constructor(a: Access, route: Route, codec: ClientCodec, adm: Admission, ac: CallAbort, cache: CacheState, whole: boolean, includeUsage: boolean) {
+    this.a = a;
+    this.route = route;
+    this.codec = codec;
+    this.adm = adm;
+    this.ac = ac;
+    this.cache = cache;
+    this.whole = whole;
+    this.includeUsage = includeUsage;
+    this.res = a.ctx.res;
+    // Keep-alive: an SSE comment after each idle period (also before the first token, when
+    // reasoning models think for minutes) so proxies and load balancers do not cut the stream.
+    // On the route's clock: a node timer per stream cost a timer list per stream at c=1, before the first byte.
+    this.keepalive = new KeepAlive(route.keepalive ??= new Deadlines(Math.max(1, a.ctx.rt.options.sseKeepaliveMs) || 1), () => { this.openHeaders(); this.res.write(SSE_KEEPALIVE); });
+  }
+
+  openHeaders(extra?: Record<string, string>): void {
+    const res = this.res;
+    if (res.headersSent) return;
+    // One object filled in place (SSE_HEADERS, id, cache, extra: the order on the wire).
+    const h: Record<string, string> = { ...SSE_HEADERS, 'x-request-id': this.a.ctx.requestId };
+    if (this.cache.hit) h['x-aam-cache'] = 'hit';
+    else if (this.cache.save) h['x-aam-cache'] = 'miss';
+    if (extra) for (const k in extra) h[k] = extra[k];
+    res.writeHead(200, h);
+  }
+
+  /** The call's outcome: a failure answered (or thrown, before any header), a stream relayed. */
+  answered(r: StreamCalled): Promise<void> | undefined {
+    const { a, res } = this;
+    const { ctx } = a;
     if (!r.ok) {
-      a.release(adm);
+      a.release(this.adm);
       const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
-      recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, true, message);
+      recordCall(ctx, a.identity, this.route, null, undefined, r.failure.clientStatus, true, message);
       if (!res.headersSent) throw new AamError(r.failure.clientStatus, r.failure.code, message);
-      res.end(codec.streamError(message, 'api_error'));
-      return;
+      res.end(this.codec.streamError(message, 'api_error'));
+      return undefined;
     }
-    const stream: OpenStream = r.value;
-    openHeaders(r.target ? { 'x-aam-target': r.target.label } : undefined);
-    const recorder = cache.save ? new StreamRecorder() : null;
-    const encode = codec.streamEncoder({ includeUsage, routeName: route.name });
+    this.target = r.target;
+    this.stream = r.value;
+    this.openHeaders(r.target ? { 'x-aam-target': r.target.label } : undefined);
+    this.recorder = this.cache.save ? new StreamRecorder() : null;
+    this.encode = this.codec.streamEncoder({ includeUsage: this.includeUsage, routeName: this.route.name });
     // Credentials are scrubbed per text/tool-argument stream (a secret can be split across
     // deltas), then guardrails see the scrubbed events.
-    const scrub = ctx.rt.eventScrubber();
-    const guard = whole ? null : chatStreamGuard(gs);
-    let usage: Usage | undefined;
-    let broken: string | null = null;
-    let blockedBy: string | undefined;
-    let brokenType = 'api_error';
-    // Without a credential to scrub, an event is its own clean event: one reused array instead of
-    // one per event (emit runs one batch at a time).
-    const one: StreamEvent[] = [];
-    // Past the first content, once the upstream has sent everything (drained), what is left goes
-    // out with the terminator: one write(2) instead of two, and the end follows without waiting on
-    // the upstream (only on this request's evidence). The first content is never held.
-    let pastHead = false;
-    const send = (s: string): Promise<void> | undefined => {
-      if (pastHead && stream.drained()) { held += s; return undefined; }
-      if (held) { s = held + s; held = ''; }
-      return write(res, s);
-    };
-    const cleaned = (ev: StreamEvent): readonly StreamEvent[] => {
-      if (scrub) return scrub.push(ev);
-      one[0] = ev;
-      return one;
-    };
-    // Unguarded batches are encoded and written without a promise unless the socket pushes back.
-    const emit = (events: readonly StreamEvent[]): Promise<void> | undefined => {
-      if (guard) return emitGuarded(guard, events);
-      let out = '';
-      // Indexed loops: this runs per upstream read, and array iterators showed up in its garbage.
-      for (let i = 0; i < events.length; i++) {
-        const upstreamEv = events[i];
-        if (upstreamEv.type === 'usage') usage = upstreamEv.usage;
-        recorder?.push(upstreamEv);
-        const clean = cleaned(upstreamEv);
-        for (let j = 0; j < clean.length; j++) out += encode(clean[j]);
+    this.scrub = ctx.rt.eventScrubber();
+    this.guard = this.whole ? null : chatStreamGuard(a.gs);
+    let first: Promise<void> | undefined;
+    try {
+      first = this.emit(r.value.head);
+    } catch (e) {
+      this.brokenBy(e);
+      return this.end();
+    }
+    return first ? first.then(() => this.pastTheHead(), (e: unknown) => this.endBroken(e)) : this.pastTheHead();
+  }
+
+  private pastTheHead(): Promise<void> | undefined {
+    // node:http corks a response's socket until the next tick; the rest of a read that came
+    // with the first content would be converted before then. Send the first chunk now.
+    this.res.socket?.uncork();
+    this.pastHead = true;
+    return this.relay();
+  }
+
+  /** The events after the head, batch by batch; synchronous while they are here and the socket takes them. */
+  private relay(): Promise<void> | undefined {
+    const stream = this.stream!;
+    try {
+      for (;;) {
+        const batch = stream.next();
+        if (batch instanceof Promise) return batch.then((b) => this.relayed(b), (e: unknown) => this.endBroken(e));
+        if (batch === null) break;
+        const sent = this.emit(batch);
+        if (sent) return sent.then(() => { this.keepalive.refresh(); return this.relay(); }, (e: unknown) => this.endBroken(e));
+        this.keepalive.refresh();
       }
-      return out ? send(out) : undefined;
-    };
-    const emitGuarded = async (guard: NonNullable<ReturnType<typeof chatStreamGuard>>, events: readonly StreamEvent[]) => {
-      let out = '';
-      let since = performance.now();
-      for (const upstreamEv of events) {
-        if (upstreamEv.type === 'usage') usage = upstreamEv.usage;
-        recorder?.push(upstreamEv);
-        for (const clean of cleaned(upstreamEv)) {
-          // Output guardrails scan a sliding window across chunks: held text is released as soon
-          // as it is known clean; a block ends the stream with an error event.
-          for (const piece of streamPieces(clean)) {
-            const evs = guard.push(piece);
-            if (evs.blocked) { blockedBy = evs.blocked.guardrail; throw new StreamBroken(blockedMessage(evs.blocked.guardrail, evs.blocked.category, 'output'), 'guardrail_blocked'); }
-            for (const ev of evs.events) out += encode(ev);
-            // A large batch or delta is guarded across loop turns: send what is ready, let others run.
-            if (performance.now() - since >= TURN_MS) {
-              if (out) { await send(out); out = ''; }
-              await nextTurn();
-              since = performance.now();
-            }
+    } catch (e) {
+      this.brokenBy(e);
+    }
+    return this.end();
+  }
+
+  private relayed(batch: StreamEvent[] | null): Promise<void> | undefined {
+    if (batch === null) return this.end();
+    try {
+      const sent = this.emit(batch);
+      if (sent) return sent.then(() => { this.keepalive.refresh(); return this.relay(); }, (e: unknown) => this.endBroken(e));
+    } catch (e) {
+      return this.endBroken(e);
+    }
+    this.keepalive.refresh();
+    return this.relay();
+  }
+
+  private brokenBy(e: unknown): void {
+    this.broken = this.a.ctx.rt.scrub(e instanceof StreamBroken ? e.message : `stream failed: ${(e as Error).message}`, UPSTREAM_MESSAGE_MAX);
+    if (e instanceof StreamBroken) this.brokenType = e.errorType;
+  }
+
+  private endBroken(e: unknown): Promise<void> | undefined {
+    this.brokenBy(e);
+    return this.end();
+  }
+
+  private send(s: string): Promise<void> | undefined {
+    if (this.pastHead && this.stream!.drained()) { this.held += s; return undefined; }
+    if (this.held) { s = this.held + s; this.held = ''; }
+    return write(this.res, s);
+  }
+
+  private cleaned(ev: StreamEvent): readonly StreamEvent[] {
+    if (this.scrub) return this.scrub.push(ev);
+    this.one[0] = ev;
+    return this.one;
+  }
+
+  /** Unguarded batches are encoded and written without a promise unless the socket pushes back. */
+  private emit(events: readonly StreamEvent[]): Promise<void> | undefined {
+    if (this.guard) return this.emitGuarded(this.guard, events);
+    const encode = this.encode!;
+    let out = '';
+    // Indexed loops: this runs per upstream read, and array iterators showed up in its garbage.
+    for (let i = 0; i < events.length; i++) {
+      const upstreamEv = events[i];
+      if (upstreamEv.type === 'usage') this.usage = upstreamEv.usage;
+      this.recorder?.push(upstreamEv);
+      const clean = this.cleaned(upstreamEv);
+      for (let j = 0; j < clean.length; j++) out += encode(clean[j]);
+    }
+    return out ? this.send(out) : undefined;
+  }
+
+  private async emitGuarded(guard: EventGuard, events: readonly StreamEvent[]): Promise<void> {
+    const encode = this.encode!;
+    let out = '';
+    let since = performance.now();
+    for (const upstreamEv of events) {
+      if (upstreamEv.type === 'usage') this.usage = upstreamEv.usage;
+      this.recorder?.push(upstreamEv);
+      for (const clean of this.cleaned(upstreamEv)) {
+        // Output guardrails scan a sliding window across chunks: held text is released as soon
+        // as it is known clean; a block ends the stream with an error event.
+        for (const piece of streamPieces(clean)) {
+          const evs = guard.push(piece);
+          if (evs.blocked) { this.blockedBy = evs.blocked.guardrail; throw new StreamBroken(blockedMessage(evs.blocked.guardrail, evs.blocked.category, 'output'), 'guardrail_blocked'); }
+          for (const ev of evs.events) out += encode(ev);
+          // A large batch or delta is guarded across loop turns: send what is ready, let others run.
+          if (performance.now() - since >= TURN_MS) {
+            if (out) { await this.send(out); out = ''; }
+            await nextTurn();
+            since = performance.now();
           }
         }
       }
-      if (out) await send(out);
-    };
-    try {
-      const first = emit(stream.head);
-      if (first) await first;
-      // node:http corks a response's socket until the next tick; the rest of a read that came
-      // with the first content would be converted before then. Send the first chunk now.
-      res.socket?.uncork();
-      pastHead = true;
-      for await (const batch of stream.rest) {
-        const sent = emit(batch);
-        if (sent) await sent;
-        keepalive.refresh();
-      }
-    } catch (e) {
-      broken = ctx.rt.scrub(e instanceof StreamBroken ? e.message : `stream failed: ${(e as Error).message}`, UPSTREAM_MESSAGE_MAX);
-      if (e instanceof StreamBroken) brokenType = e.errorType;
     }
-    if (guard) a.streamFindings(guard, blockedBy);
-    if (blockedBy) stream.abort();
-    let tail = held;
-    held = '';
-    if (scrub && !broken) for (const ev of scrub.end()) tail += encode(ev);
-    if (ac.aborted) {
-      finish(a, route, r.target, usage, adm, 499, true, 'client disconnected');
-      return;
+    if (out) await this.send(out);
+  }
+
+  /** The relay is over (ended, broken or the client gone): settle, record, and end the stream once its evidence is safe. */
+  private end(): Promise<void> | undefined {
+    const { a, route, adm, codec, res } = this;
+    const stream = this.stream!;
+    if (this.guard) a.streamFindings(this.guard, this.blockedBy);
+    if (this.blockedBy) stream.abort();
+    let tail = this.held;
+    this.held = '';
+    if (this.scrub && !this.broken) for (const ev of this.scrub.end()) tail += this.encode!(ev);
+    // Not needed past the last event: let go before the waits below (the parser, framer and encoder).
+    this.stream = null;
+    this.encode = null;
+    this.scrub = null;
+    this.guard = null;
+    if (this.ac.aborted) {
+      finish(a, route, this.target, this.usage, adm, 499, true, 'client disconnected');
+      return undefined;
     }
-    if (broken) {
-      finish(a, route, r.target, usage, adm, blockedBy ? 400 : 502, true, broken);
-      res.end(tail + codec.streamError(broken, brokenType));
-      return;
+    if (this.broken) {
+      finish(a, route, this.target, this.usage, adm, this.blockedBy ? 400 : 502, true, this.broken);
+      res.end(tail + codec.streamError(this.broken, this.brokenType));
+      return undefined;
     }
-    const call = settleAndRecord(a, route, r.target, usage, adm, 200, true, undefined, cache.hit ? 'hit' : cache.save ? 'miss' : null, ahead);
+    const call = settleAndRecord(a, route, this.target, this.usage, adm, 200, true, undefined, this.cache.hit ? 'hit' : this.cache.save ? 'miss' : null, this.ahead);
     // Every finding is recorded by now: alone in flight, the evidence's write starts before the
     // counters and the cache entry are done (the terminator still waits for evidenceSafe()).
-    const sent = ctx.rt.evidenceSoon();
-    if (sent) await sent;
-    countCall(ctx, identity, route, call);
+    const sent = a.ctx.rt.evidenceSoon();
+    return sent ? sent.then(() => this.recorded(call, tail)) : this.recorded(call, tail);
+  }
+
+  private recorded(call: CallOutcome, tail: string): Promise<void> | undefined {
+    const { a, codec, res } = this;
+    countCall(a.ctx, a.identity, this.route, call);
     // Only a stream that ended cleanly is stored (never a cut or errored one).
-    const complete = recorder?.result();
-    if (complete) cache.save?.(complete);
+    const complete = this.recorder?.result();
+    this.recorder = null;
+    if (complete) this.cache.save?.(complete);
     // The stream is acknowledged by its terminator: only once its evidence is crash-safe (and
     // what the codec handed on, e.g. a stored Response, is written). Evidence the trail could not
     // commit ends it with an error event instead, as a whole answer would be refused (503).
     // Waited on only when there is something to wait for (a request alone in flight wrote its
-    // evidence at once): an await of an already-known value is a promise and a loop turn more.
-    const safe = ctx.rt.evidenceSafeNow();
-    const unsafe = safe ? await safe.then(() => undefined, (e: unknown) => toAamError(e)) : undefined;
-    if (unsafe) {
-      res.end(tail + codec.streamError(unsafe.message, unsafe.type));
-      return;
+    // evidence at once): a wait on an already-known value is a promise and a loop turn more.
+    const safe = a.ctx.rt.evidenceSafeNow();
+    if (safe) {
+      return safe.then(() => this.settled(tail), (e: unknown) => {
+        const unsafe = toAamError(e);
+        res.end(tail + codec.streamError(unsafe.message, unsafe.type));
+      });
     }
-    const settled = codec.settle?.();
-    if (settled) await settled;
-    res.end(tail + codec.streamDone);
-  } finally {
-    // Ended by a throw: what was held is still written (the error handler ends the stream).
-    if (held && !res.writableEnded && !res.destroyed) res.write(held);
-    keepalive.stop();
-    for (const b of bodies) b.destroy();
+    return this.settled(tail);
+  }
+
+  private settled(tail: string): Promise<void> | undefined {
+    const settled = this.codec.settle?.();
+    if (settled) return settled.then(() => { this.res.end(tail + this.codec.streamDone); });
+    this.res.end(tail + this.codec.streamDone);
+    return undefined;
+  }
+
+  /** Whatever ended the stream: what was held is still written (after a throw the error handler ends the stream); keep-alive off; bodies closed. */
+  close(): void {
+    const res = this.res;
+    if (this.held && !res.writableEnded && !res.destroyed) res.write(this.held);
+    this.keepalive.stop();
+    for (const b of this.bodies) b.destroy();
   }
 }
-
 
 /** The answer's thinking text, its blocks joined, holds a secret (one split across blocks too). */
 function thinkingHoldsSecret(egress: Parameters<typeof holdsSecret>[0], result: ChatResult): boolean {
