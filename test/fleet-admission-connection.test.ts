@@ -6,6 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { Socket } from 'node:net';
 import { privateRedis, type PrivateRedis } from './helpers/fleet.ts';
 import { until } from './helpers/e2e.ts';
@@ -79,6 +80,21 @@ test('a turn\'s bytes the socket could not take at once are not overwritten by t
   assert.deepEqual(await Promise.all(sets), values.map(() => 'OK'));
   for (let i = 0; i < values.length; i++) assert.ok(await conn.send('GET', [`big${i}`]) === values[i], `big${i} intact`);
   await conn.send('DEL', values.map((_, i) => `big${i}`));
+});
+
+test('replies longer than a read (split across reads of the one reused read buffer) come back whole, and the replies around them too', async () => {
+  // Each value is several reads long and unlike itself at every offset (random): a partial reply
+  // kept as a view of the read buffer instead of a copy is overwritten by the next read.
+  const values = Array.from({ length: 6 }, (_, i) => randomBytes(150_000 + 7777 * i).toString('base64'));
+  await Promise.all(values.map((v, i) => conn.send('SET', [`long${i}`, v])));
+  const calls: Array<Promise<unknown>> = [];
+  for (let i = 0; i < values.length; i++) { calls.push(conn.send('GET', [`long${i}`])); calls.push(conn.send('ECHO', [`after ${i}`])); }
+  const replies = await Promise.all(calls);
+  for (let i = 0; i < values.length; i++) {
+    assert.ok(replies[2 * i] === values[i], `long${i} intact`);
+    assert.equal(replies[2 * i + 1], `after ${i}`);
+  }
+  await conn.send('DEL', values.map((_, i) => `long${i}`));
 });
 
 test('a frozen Redis fails the commands in flight within about the command timeout, new ones at once, and the connection recovers by itself', async () => {

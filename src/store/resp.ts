@@ -9,7 +9,7 @@
 // Where to connect (host, port or path, TLS, user, password, db) is what ioredis makes of
 // AAM_REDIS_URL (openFleet passes its parsed options), so the URL means the same on both.
 import { EventEmitter } from 'node:events';
-import { createConnection, type Socket } from 'node:net';
+import { createConnection, type NetConnectOpts, type Socket } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 
 /** An error reply of Redis (its message is the reply's text, e.g. "NOSCRIPT No matching script..."). */
@@ -200,6 +200,9 @@ interface Pending { resolve(v: unknown): void; reject(e: Error): void }
 /** The command buffer's size (it grows for a larger turn: 64 admissions in flight are ~40 KB). */
 const OUT_BYTES = 16 * 1024;
 
+/** The read buffer's size (a read takes at most this much; a longer reply is put together from several). */
+const IN_BYTES = 64 * 1024;
+
 const NOOP: Pending = { resolve() {}, reject() {} };
 
 /** An EVALSHA in flight (one object per call, not a closure and a catch promise): NOSCRIPT sends the script once by EVAL. */
@@ -245,6 +248,8 @@ export class RespConnection extends EventEmitter {
   #buf = Buffer.allocUnsafe(OUT_BYTES);
   #len = 0;
   #flushing = false;
+  /** Every read's bytes (onread), parsed before the next read: replies are copied out as strings. */
+  readonly #in = Buffer.allocUnsafeSlow(IN_BYTES);
   /** The unparsed tail of what was read (a reply split across reads). */
   #rest: Buffer | null = null;
   #replies: Reply[] = [];
@@ -350,7 +355,10 @@ export class RespConnection extends EventEmitter {
     const t = this.#target;
     this.status = 'connecting';
     const where: ConnectionOptions & { path?: string; family?: number } = t.path ? { path: t.path } : { host: t.host, port: t.port, family: t.family };
-    const socket = t.tls ? tlsConnect({ ...where, ...t.tls }) : createConnection(where as Parameters<typeof createConnection>[0]);
+    // Replies are read into one buffer of this connection's (onread), not through the socket's
+    // Readable stream (a Buffer, a push, a 'data' event and a read-more tick per read).
+    const onread = { buffer: this.#in, callback: this.#onRead };
+    const socket = t.tls ? tlsConnect({ ...where, ...t.tls, onread } as ConnectionOptions) : createConnection({ ...where, onread } as NetConnectOpts);
     this.#socket = socket;
     socket.setNoDelay(true);
     const timeout = this.#opts.connectTimeoutMs ?? 2000;
@@ -359,7 +367,6 @@ export class RespConnection extends EventEmitter {
       socket.setKeepAlive(true, 0);
       this.#handshake(socket);
     });
-    socket.on('data', (chunk: Buffer) => this.#data(chunk));
     socket.on('error', (e) => { if (this.listenerCount('error') > 0) this.emit('error', e); });
     socket.once('close', () => this.#closed(socket));
   }
@@ -391,6 +398,12 @@ export class RespConnection extends EventEmitter {
     });
   }
 
+  /** onread's callback: `n` bytes read into #in (used again by the next read: nothing may keep a view of it). */
+  readonly #onRead = (n: number): boolean => {
+    this.#data(this.#in.subarray(0, n));
+    return true;
+  };
+
   #data(chunk: Buffer): void {
     let buf = chunk;
     if (this.#rest) { buf = Buffer.concat([this.#rest, chunk]); this.#rest = null; }
@@ -403,7 +416,8 @@ export class RespConnection extends EventEmitter {
       this.#socket?.destroy(e as Error);
       return;
     }
-    if (at < buf.length) this.#rest = buf.subarray(at);
+    // A copy: `buf` may be #in, which the next read overwrites.
+    if (at < buf.length) this.#rest = Buffer.from(buf.subarray(at));
     for (let i = 0; i < replies.length; i++) {
       const r = replies[i];
       const p = this.#head < this.#queue.length ? this.#queue[this.#head++] : NOOP;
