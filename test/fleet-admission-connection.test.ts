@@ -31,12 +31,35 @@ after(async () => {
 
 const cli = (url: string, ...args: string[]): string => spawnSync('redis-cli', ['-u', url, ...args], { encoding: 'utf8' }).stdout.trim();
 
-test('replies come back to their commands in order; one loop turn\'s commands leave in one write; no timer per command', async () => {
+/** The test runner's own output (its reports go through process.stdout), not a write of the connection's. */
+const stdio = (s: Socket): boolean => s === (process.stdout as unknown) || s === (process.stderr as unknown);
+
+test('a command on an idle connection is written at once, not at the end of its loop turn; one sent while it is in flight waits for the turn\'s write', async () => {
+  const write = Socket.prototype.write;
+  const seen: string[] = [];
+  Socket.prototype.write = function (this: Socket, ...a: unknown[]) { if (!stdio(this)) seen.push(String(a[0])); return (write as (...x: unknown[]) => boolean).apply(this, a); } as typeof write;
+  let first: Promise<unknown>, second: Promise<unknown>;
+  try {
+    first = conn.send('ECHO', ['first']);
+    assert.equal(seen.length, 1, 'written within send()');
+    assert.match(seen[0], /first/);
+    second = conn.send('ECHO', ['second']);
+    assert.equal(seen.length, 1, 'the second waits: the first is in flight');
+    await new Promise((r) => setImmediate(r));
+    assert.equal(seen.length, 2);
+    assert.match(seen[1], /second/);
+  } finally {
+    Socket.prototype.write = write;
+  }
+  assert.deepEqual(await Promise.all([first, second]), ['first', 'second']);
+});
+
+test('replies come back to their commands in order; one loop turn\'s commands leave in one write (the first alone when the connection was idle); no timer per command', async () => {
   const write = Socket.prototype.write;
   const realTimeout = globalThis.setTimeout;
   let writes = 0;
   let armed = 0;
-  Socket.prototype.write = function (this: Socket, ...a: unknown[]) { writes++; return (write as (...x: unknown[]) => boolean).apply(this, a); } as typeof write;
+  Socket.prototype.write = function (this: Socket, ...a: unknown[]) { if (!stdio(this)) writes++; return (write as (...x: unknown[]) => boolean).apply(this, a); } as typeof write;
   globalThis.setTimeout = ((...a: Parameters<typeof setTimeout>) => { armed++; return realTimeout(...a); }) as typeof setTimeout;
   let replies: unknown[];
   try {
@@ -52,7 +75,8 @@ test('replies come back to their commands in order; one loop turn\'s commands le
     Socket.prototype.write = write;
     globalThis.setTimeout = realTimeout;
   }
-  assert.equal(writes, 1, '601 commands of one turn in one write');
+  // The first found the connection idle and left at once; the other 600 shared the turn's write.
+  assert.equal(writes, 2, 'the first command alone, the other 600 of the turn in one write');
   assert.ok(armed === 0, `${armed} timers armed`);
   for (let i = 0; i < 200; i++) assert.deepEqual(replies.slice(3 * i, 3 * i + 3), [i + 1, 'OK', `é${i}`]);
   assert.deepEqual(replies[600], [1, 'two', ['k', null], 'OK']);

@@ -3,8 +3,9 @@
 // toWritable, its reply parser, Buffers turned into strings, the promise chain). Its commands are
 // few and known (EVALSHA/EVAL and the seed's HSETNX/PEXPIRE), so they are written here as RESP
 // bytes and their replies parsed here. Pure functions encodeInto() and parse() (tested alone), and
-// RespConnection: one socket, replies matched to commands in order, every command of one loop turn
-// in one write (one reused Buffer, not a string per command), no offline queue (a command while Redis is away fails at once: 503
+// RespConnection: one socket, replies matched to commands in order, a command on an idle connection
+// written at once and the commands of one loop turn sent while others are in flight in one write
+// (one reused Buffer, not a string per command), replies read into one reused buffer (onread), no offline queue (a command while Redis is away fails at once: 503
 // store_unavailable), a stall watchdog (as redis.ts's for ioredis), and reconnection by itself.
 // Where to connect (host, port or path, TLS, user, password, db) is what ioredis makes of
 // AAM_REDIS_URL (openFleet passes its parsed options), so the URL means the same on both.
@@ -324,9 +325,17 @@ export class RespConnection extends EventEmitter {
     return Promise.reject(new Error(`Redis connection (${this.#opts.name}) is ${this.status}: command not sent`));
   }
 
+  /**
+   * The command is queued (its Pending pushed) first. On an idle connection (no other command
+   * unanswered, none waiting for this turn's write) it is written at once: a request alone does
+   * not wait for the rest of its loop turn. Otherwise it joins this turn's one write: commands of
+   * concurrent requests share a write while earlier ones are in flight.
+   */
   #write(name: string, args: ReadonlyArray<string | number>): void {
+    const idle = this.#len === 0 && this.#queue.length - this.#head === 1;
     this.#encode(name, args);
-    if (!this.#flushing) { this.#flushing = true; setImmediate(this.#flush); }
+    if (idle) this.#flush();
+    else if (!this.#flushing) { this.#flushing = true; setImmediate(this.#flush); }
   }
 
   /** The command appended to this turn's (the buffer grown when it would not fit). */
