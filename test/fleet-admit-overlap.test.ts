@@ -2,6 +2,8 @@
 // request is built (gateway/chat.ts firstRequest), but nothing reaches an upstream before the
 // admission allowed it: a refused request answers exactly as one process answers it and reaches
 // no upstream, a stalled admission holds the call, and a fallback target gets its own request.
+// Alone in flight, the admission's bytes leave before the build (resp.ts writes a command on an
+// idle connection at once), so the build overlaps the round trip.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
@@ -11,6 +13,8 @@ import { localServer, type LocalServer } from './helpers/e2e.ts';
 import { tempDir } from './helpers/temp.ts';
 import { doc, yaml, startTestGateway } from './helpers/gateway.ts';
 import { startGateway, type Running } from '../src/cli/serve.ts';
+import { Socket } from 'node:net';
+import { openaiAdapter } from '../src/providers/openai.ts';
 
 // 100 output tokens at $1000 per 1M = $0.10 a call; max_tokens 100 reserves exactly that.
 const PRICE = { input_per_1m: 0, output_per_1m: 1000 };
@@ -137,4 +141,26 @@ test('the request built ahead is the first target\'s: a fallback target gets its
   const s = await call(key, 'fallback', { stream: true });
   assert.equal(s.status, 200, s.body);
   assert.deepEqual(received, [{ model: 'gone', stream: true }, { model: 'm-second', stream: true }]);
+});
+
+test('alone in flight, the admission script leaves before the upstream request is built ahead', async () => {
+  const key = (await gw.rt.keyBook.create('other')).secret;
+  assert.equal((await call(key, 'fallback')).status, 200); // the script is loaded, the connection warm
+  const redisPort = Number(new URL(redis.url).port);
+  const order: string[] = [];
+  const write = Socket.prototype.write;
+  const raw = openaiAdapter.rawChatRequest!;
+  Socket.prototype.write = function (this: Socket, ...args: unknown[]) {
+    if (this.remotePort === redisPort) order.push('admission written');
+    return (write as (...a: unknown[]) => boolean).apply(this, args);
+  } as typeof write;
+  openaiAdapter.rawChatRequest = (...args) => { order.push('upstream request built'); return raw(...args); };
+  try {
+    const r = await call(key, 'fallback');
+    assert.equal(r.status, 200, r.body);
+  } finally {
+    Socket.prototype.write = write;
+    openaiAdapter.rawChatRequest = raw;
+  }
+  assert.deepEqual(order.slice(0, 2), ['admission written', 'upstream request built'], order.join(', '));
 });
