@@ -20,7 +20,10 @@
 // TREE: a directory holding src/ and scripts/build.ts (a git worktree of aam); default: this one.
 // TREE::FLAG[,FLAG] serves that tree with node flags added to npm start's (e.g. /work/main::--single-threaded-gc;
 // env:NAME=value sets an environment variable instead, e.g. /work/main::env:AAM_HEAP_GROWING_PERCENT=0),
-// so that one tree can run beside itself with and without a flag.
+// so that one tree can run beside itself with and without a flag. With --fleet, TREE::embedded serves that
+// tree on its embedded store instead (no AAM_DATABASE_URL/AAM_REDIS_URL), so that one run interleaves a
+// replica with the embedded gateway it is judged against (e.g. `--fleet --conc 1 --pin 1 TREE::embedded TREE`:
+// the wall-clock p50s of each round are issue 14's fleet c=1 gap, and its CPU per request).
 // --alloc: every gateway also runs with --trace-gc-nvp, and each round reports the bytes V8 allocated
 // per request (the `allocated=` of the GCs logged during the round, per isolate: the main thread is
 // the largest). The count starts at the round's first GC, so it is off by at most one young
@@ -62,8 +65,9 @@ const specs = (positionals.length ? positionals : [join(HERE, '..')]).map((p) =>
   const [dir, flags] = p.split('::');
   // A flag `env:NAME=value` is set in that gateway's environment instead (e.g. env:AAM_HEAP_GROWING_PERCENT=0).
   const all = flags ? flags.split(',') : [];
+  const embedded = all.includes('embedded');
   const env = Object.fromEntries(all.filter((f) => f.startsWith('env:')).map((f) => { const [k, ...v] = f.slice(4).split('='); return [k, v.join('=')]; }));
-  return { dir: resolve(dir), flags: all.filter((f) => !f.startsWith('env:')), env, name: flags ? `${resolve(dir)} ${flags}` : resolve(dir) };
+  return { dir: resolve(dir), flags: all.filter((f) => !f.startsWith('env:') && f !== 'embedded'), env, embedded, name: flags ? `${resolve(dir)} ${flags}` : resolve(dir) };
 });
 const trees = specs.map((t) => t.dir);
 for (const t of [...trees, join(HERE, '..')]) mkdirSync(join(t, 'bench', 'tmp'), { recursive: true });
@@ -164,7 +168,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
 `;
   }
   const gws: Gateway[] = [];
-  for (const [i, { dir: tree, flags, env: flagEnv, name }] of specs.entries()) {
+  for (const [i, { dir: tree, flags, env: flagEnv, embedded, name }] of specs.entries()) {
     const dir = join(work, `t${i}`);
     mkdirSync(dir);
     // Built inside the tree (bench/tmp/, ignored by git) so that its node_modules resolve.
@@ -177,7 +181,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
     const dataDir = join(dir, 'data');
     let storeEnv: Record<string, string> = {};
     let database: string | undefined;
-    if (fleet) {
+    if (fleet && !embedded) {
       const db = await fleet.database(`aam_t${i}`);
       storeEnv = db.env;
       database = db.name;
