@@ -66,7 +66,7 @@ class RpcError extends Error {
 }
 
 export interface A2aGateway {
-  handle(ctx: Ctx): Promise<void>;
+  handle(ctx: Ctx): Promise<void> | void;
   /** Its connections to callees close (after the server's drain: a call still open then is cut). */
   close(): Promise<void>;
 }
@@ -96,31 +96,61 @@ export function createA2aGateway(): A2aGateway {
     ? (callees ??= new H1Agent({ connectMs: 10_000, keepAliveTimeout: 4_000, connections: Infinity }))
     : undefined;
 
-  async function handle(ctx: Ctx): Promise<void> {
-    const m = /^\/a2a\/([^/]+)(\/.*)?$/.exec(ctx.path);
-    if (!m) throw new AamError(404, 'not_found', `no A2A endpoint ${ctx.path}; use /a2a/<agent> (JSON-RPC) or /a2a/<agent>${CARD_PATH}`);
+  /**
+   * Not an async function: a JSON-RPC call (the common case) is its steps chained where a promise
+   * appears (the access context only when it waits, the body, the call), with no async frame and
+   * loop turn of its own per request. A throw before the first promise is answered as a refusal.
+   */
+  function handle(ctx: Ctx): Promise<void> | void {
+    // The server routes every path under /a2a/ here: /a2a/<agent>[/rest].
+    const path = ctx.path;
+    const slash = path.indexOf('/', 5);
+    const encoded = slash < 0 ? path.slice(5) : path.slice(5, slash);
+    if (!path.startsWith('/a2a/') || encoded === '' || /[\n\r\u2028\u2029]/.test(path)) throw new AamError(404, 'not_found', `no A2A endpoint ${path}; use /a2a/<agent> (JSON-RPC) or /a2a/<agent>${CARD_PATH}`);
     let name: string;
-    try { name = decodeURIComponent(m[1]); } catch { throw new AamError(400, 'invalid_request', 'malformed percent-encoding in the agent name'); }
-    const rest = m[2] === '/' ? '' : m[2] ?? '';
+    try { name = encoded.includes('%') ? decodeURIComponent(encoded) : encoded; } catch { throw new AamError(400, 'invalid_request', 'malformed percent-encoding in the agent name'); }
+    const rest = slash < 0 || slash === path.length - 1 ? '' : path.slice(slash);
     if (rest === CARD_PATH) {
       if (ctx.req.method !== 'GET') throw new AamError(405, 'method_not_allowed', `${ctx.req.method} is not allowed on ${ctx.path}; use GET`, { headers: { allow: 'GET' } });
       return card(ctx, name);
     }
-    const push = /^\/push\/([A-Za-z0-9_]{1,80})$/.exec(rest);
-    if (push) return receivePush(ctx, name, push[1]);
-    const binding = rest ? REST : JSONRPC;
+    if (rest) {
+      const push = /^\/push\/([A-Za-z0-9_]{1,80})$/.exec(rest);
+      if (push) return receivePush(ctx, name, push[1]);
+      return restCall(ctx, name, rest);
+    }
+    let opened: Access | Promise<Access>;
+    try {
+      if (ctx.req.method !== 'POST') throw new AamError(405, 'method_not_allowed', `${ctx.req.method} is not allowed on ${ctx.path}; use POST (JSON-RPC) or an HTTP+JSON route such as ${ctx.path.replace(/\/$/, '')}/message:send`, { headers: { allow: 'POST' } });
+      opened = openAccess(ctx);
+    } catch (e) { return JSONRPC.refuse(ctx, e, null); }
+    return opened instanceof Promise ? opened.then((access) => rpcCall(ctx, access, name), (e: unknown) => JSONRPC.refuse(ctx, e, null)) : rpcCall(ctx, opened, name);
+  }
+
+  /** A JSON-RPC call once its caller is identified: the callee, the body, the call; every refusal is a JSON-RPC error. */
+  function rpcCall(ctx: Ctx, access: Access, name: string): Promise<void> | void {
+    let spec: NonNullable<AgentSpec['a2a']>;
+    try { spec = calleeSpec(ctx, name); } catch (e) { return JSONRPC.refuse(ctx, e, null); }
+    return readJsonWithBytes(ctx).then((body) => {
+      let rpc: Rpc;
+      try { rpc = parseRpc(body); } catch (e) { return JSONRPC.refuse(ctx, e, null); }
+      return call(ctx, access, name, spec, rpc, JSONRPC).catch((e: unknown) => JSONRPC.refuse(ctx, e, rpc.id));
+    }, (e: unknown) => JSONRPC.refuse(ctx, e, null));
+  }
+
+  /** An HTTP+JSON route (rest.ts): read as the JSON-RPC call it stands for. */
+  async function restCall(ctx: Ctx, name: string, rest: string): Promise<void> {
     let rpcId: Rpc['id'] = null;
     try {
-      if (!rest && ctx.req.method !== 'POST') throw new AamError(405, 'method_not_allowed', `${ctx.req.method} is not allowed on ${ctx.path}; use POST (JSON-RPC) or an HTTP+JSON route such as ${ctx.path.replace(/\/$/, '')}/message:send`, { headers: { allow: 'POST' } });
-      const op = rest ? restOp(ctx.req.method ?? '', rest, ctx.query) : undefined;
+      const op = restOp(ctx.req.method ?? '', rest, ctx.query);
       const opened = openAccess(ctx);
       const access = opened instanceof Promise ? await opened : opened;
       const spec = calleeSpec(ctx, name);
-      const rpc = op ? await restRpc(ctx, op) : parseRpc(await readJsonWithBytes(ctx));
+      const rpc = await restRpc(ctx, op);
       rpcId = rpc.id;
-      await call(ctx, access, name, spec, rpc, binding);
+      await call(ctx, access, name, spec, rpc, REST);
     } catch (e) {
-      binding.refuse(ctx, e, rpcId);
+      REST.refuse(ctx, e, rpcId);
     }
   }
 
@@ -177,7 +207,8 @@ export function createA2aGateway(): A2aGateway {
     if (chain.includes(name)) refuseChain(ctx, access, name, skill, rpc.method, 'delegation_cycle', `calling agent "${name}" would loop: it is already in this delegation chain (${[...chain, name].join(' -> ')}); aam refuses cycles`);
     if (hop > max) refuseChain(ctx, access, name, skill, rpc.method, 'delegation_depth_exceeded', `calling agent "${name}" would be hop ${hop} of the delegation chain ${[...chain, name].join(' -> ')}, over max_delegation_depth ${max} of ${chainName(identity)}'s policies`);
     // time as epoch ms: celContext makes the Date only if a `when` reads the context.
-    const context = { time: Date.now(), request_id: ctx.requestId, method: rpc.method, hop, chain: [...chain], environment: identity.agent.environment ?? '' };
+    // The chain in the context is a copy of the caller's (a first hop's is new here already).
+    const context = { time: Date.now(), request_id: ctx.requestId, method: rpc.method, hop, chain: from ? [...chain] : chain, environment: identity.agent.environment ?? '' };
     const d = authorize(ctx, identity, { kind: 'agent', agent: identity.agent, callee: name, skill, context }, access.set);
     if (spec.credential) {
       const refused = ctx.rt.credentialRefusal(spec.credential, identity, access.set);
@@ -210,9 +241,13 @@ export function createA2aGateway(): A2aGateway {
     const traceId = requestTraceId(ctx);
     const traceparent = outgoingTraceparent(ctx.span, traceId, () => ctx.rt.ids.spanId());
     const started = performance.now();
-    const ev = {
-      request_id: ctx.requestId, trace_id: traceId, identity: identityEvidence(identity), policy: policyEvidence(d),
-      a2a: { agent: name, skill, method: rpc.method, ...(taskId ? { task_id: taskId } : {}), stream: STREAMING.has(rpc.method), delegation: delegationEvidence(delegation) },
+    const a2a: Record<string, unknown> = { agent: name, skill, method: rpc.method };
+    if (taskId) a2a.task_id = taskId;
+    a2a.stream = STREAMING.has(rpc.method);
+    a2a.delegation = delegationEvidence(delegation);
+    // The call's one audit event (recorded once, on success or failure): its credential and outcome are filled in then, no copy made.
+    const ev: { type: 'a2a_call'; request_id: string; trace_id: string; identity: unknown; policy: unknown; a2a: unknown; credential: { name: string; version: number } | undefined; outcome: unknown } = {
+      type: 'a2a_call', request_id: ctx.requestId, trace_id: traceId, identity: identityEvidence(identity), policy: policyEvidence(d), a2a, credential: undefined, outcome: undefined,
     };
     let credential: { name: string; version: number } | undefined;
     let status = 0;
@@ -227,8 +262,8 @@ export function createA2aGateway(): A2aGateway {
         'content-type': 'application/json', accept: STREAMING.has(rpc.method) ? 'text/event-stream' : 'application/json',
         'a2a-version': headerOf(ctx, 'a2a-version') ?? '1.0', traceparent,
         [DELEGATION_HEADER]: encodeDelegation(ctx.rt, delegation), 'x-aam-request-id': ctx.requestId, 'x-aam-caller': caller,
-        ...auth.headers,
       };
+      for (const k in auth.headers) headers[k] = auth.headers[k];
       const ext = headerOf(ctx, 'a2a-extensions');
       if (ext) headers['a2a-extensions'] = ext;
       let up;
@@ -252,7 +287,9 @@ export function createA2aGateway(): A2aGateway {
         answer = relayed instanceof Promise ? await relayed : relayed;
       }
       access.settle(adm, 0, 0);
-      access.record({ type: 'a2a_call', ...ev, credential, outcome: { status, latency_ms: performance.now() - started, ...(streamEnd.drained ? { ended: 'shutdown_drain' } : {}) } } as never);
+      ev.credential = credential;
+      ev.outcome = streamEnd.drained ? { status, latency_ms: performance.now() - started, ended: 'shutdown_drain' } : { status, latency_ms: performance.now() - started };
+      access.record(ev as never);
       if (ctx.decision) ctx.decision.recorded = true;
       // Acknowledged (the answer, or the stream's end) only once its evidence is crash-safe. A
       // stream's last events (those that came with the callee's end, not yet flushed) wait with the
@@ -273,7 +310,9 @@ export function createA2aGateway(): A2aGateway {
       access.release(adm);
       calls?.dropped();
       if (ctx.decision?.recorded) throw e;
-      access.record({ type: 'a2a_call', ...ev, credential, outcome: { status: toAamError(e).status, error: (e as Error).message, latency_ms: performance.now() - started } } as never);
+      ev.credential = credential;
+      ev.outcome = { status: toAamError(e).status, error: (e as Error).message, latency_ms: performance.now() - started };
+      access.record(ev as never);
       if (ctx.decision) ctx.decision.recorded = true;
       throw e;
     }
@@ -413,18 +452,6 @@ export function createA2aGateway(): A2aGateway {
   }
 
   /**
-   * Bind the ids an answer names before the caller sees it, so its next call may land on any
-   * replica. `seen`: ids this stream already bound (its events repeat the task and context ids),
-   * bound once per stream rather than once per event.
-   */
-  function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: string, seen?: SeenIds): void | Promise<void> {
-    const ids = idsIn(result, seen);
-    // Nothing new to bind (a plain message; a stream's later events): no promise, no await.
-    if (ids.tasks.length === 0 && ids.contexts.length === 0) return;
-    return storeCall(() => ctx.rt.a2aTasks.bind(callee, ids, caller, skill));
-  }
-
-  /**
    * The callee's JSON-RPC answer (`raw`: its whole body, null when over the limit), bound, guarded
    * and scrubbed across parts (sent by the caller of this): its text as the callee wrote it when
    * none of that changed it and it may pass raw (raw.ts; JSON-RPC only: HTTP+JSON answers are
@@ -438,175 +465,42 @@ export function createA2aGateway(): A2aGateway {
     try { msg = JSON.parse(text) as Record<string, unknown>; } catch {
       throw new AamError(502, 'upstream_error', `agent "${name}" answered without a JSON-RPC body`);
     }
-    const same = (m: Record<string, unknown>): Record<string, unknown> | string => (binding === JSONRPC && passesRaw(ctx.rt.egress, raw, msg) ? text : m);
     if (msg.result !== undefined) {
       const bound = bind(ctx, name, msg.result, caller, skill);
-      if (bound instanceof Promise || access.gs.length || method.includes('PushNotificationConfig')) return checkedJson(ctx, access, name, msg, bound, method, same);
+      if (bound instanceof Promise || access.gs.length || method.includes('PushNotificationConfig')) return checkedJson(ctx, access, name, msg, bound, method, binding, raw, text);
       const result = scrubAcross(ctx.rt.egress, msg.result);
-      return result === msg.result ? same(msg) : { ...msg, result };
+      return result === msg.result ? asWritten(ctx, binding, raw, text, msg) : { ...msg, result };
     }
-    if (msg.error !== undefined && access.gs.length) return access.guard('output', msg.error, `a2a ${name}`, 'chat').then((error) => (error === msg.error ? same(msg) : { ...msg, error }));
-    return same(msg);
+    if (msg.error !== undefined && access.gs.length) return access.guard('output', msg.error, `a2a ${name}`, 'chat').then((error) => (error === msg.error ? asWritten(ctx, binding, raw, text, msg) : { ...msg, error }));
+    return asWritten(ctx, binding, raw, text, msg);
   }
 
   /** relayJson's answer when it waits for its ids' binding, an output guardrail or a push config's routes. */
-  async function checkedJson(ctx: Ctx, access: Access, name: string, msg: Record<string, unknown>, bound: void | Promise<void>, method: string, same: (m: Record<string, unknown>) => Record<string, unknown> | string): Promise<Record<string, unknown> | string> {
+  async function checkedJson(ctx: Ctx, access: Access, name: string, msg: Record<string, unknown>, bound: void | Promise<void>, method: string, binding: Binding, raw: Buffer, text: string): Promise<Record<string, unknown> | string> {
     if (bound) await bound;
     // The caller's own push URL and token restored: never the callee's text.
     if (method.includes('PushNotificationConfig')) msg = { ...msg, result: await storeCall(() => restoreCallerTargets(msg.result, (url) => new PushRoutes(ctx.rt.a2aPushRoutes).get(url.slice(url.lastIndexOf('/') + 1)))) };
     const result = scrubAcross(ctx.rt.egress, await access.guard('output', msg.result, `a2a ${name}`, 'chat'));
     if (result !== msg.result) return { ...msg, result };
-    return method.includes('PushNotificationConfig') ? msg : same(msg);
+    return method.includes('PushNotificationConfig') ? msg : asWritten(ctx, binding, raw, text, msg);
   }
 
   /**
    * SSE relayed event by event: each event's JSON-RPC result is bound, guarded and written at once; the caller ends it.
-   * The relay is in the server's list of open streams: a shutdown's drain stops it (see `drain` below).
+   * The relay is in the server's list of open streams: a shutdown's drain stops it (StreamRelay).
    */
-  async function relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: { drained: boolean }): Promise<null> {
-    const res = ctx.res;
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-request-id': ctx.requestId });
-    // No flushHeaders: the head goes out with the first event in one write (a write of its own cost
-    // ~0.06 ms CPU per stream); a callee that stays silent sends it with the first keep-alive.
+  function relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: { drained: boolean }): Promise<null> {
     const ms = ctx.rt.options.sseKeepaliveMs;
     if (ms > 0 && keepalives?.ms !== ms) keepalives = new Deadlines(ms);
-    // A comment after each idle period (never inside a frame: writes are whole frames), postponed by every write.
-    const keepalive = ms > 0 ? new KeepAlive(keepalives!, () => { if (!res.writableEnded && !res.destroyed) res.write(SSE_KEEPALIVE); }) : null;
-    // The frames of one read from the callee leave in one write (one pass of the egress door's
-    // scrubber, one chunk of the response's framing), not one write per event.
-    let out = '';
-    const flush = (): void => { if (out) { res.write(out); out = ''; keepalive?.refresh(); } };
-    /**
-     * The text of artifacts sent chunk by chunk, scrubbed as one text each (chunks.ts): made at
-     * the stream's first artifact update (or task snapshot with artifacts). `lastId`: the JSON-RPC id of the callee's last event.
-     */
-    let joined: ArtifactText | null = null;
-    let lastId: unknown = null;
-    const held = (result: Record<string, unknown>): void => { out += binding.frame({ jsonrpc: '2.0', id: lastId, result }); };
-    /** What the artifacts hold, framed (before an error, and at the stream's end). */
-    const release = (): void => { joined?.end(held); };
-    const fail = (id: unknown, code: number, message: string, data?: { code: string; http_status?: number }) => {
-      release();
-      out += binding.failFrame(id, code, message, data);
-    };
-    const bound: SeenIds = { tasks: new Set<string>(), contexts: new Set<string>() };
-    const where = `a2a ${name} stream`;
-    /** An event aam could not pass on: the stream ends with the error. */
-    const refused = (ev: Record<string, unknown>, e: unknown): false => {
-      const err = toAamError(e);
-      fail(ev.id, RPC_CODE[err.status] ?? -32603, err.message, { code: err.code, http_status: err.status });
-      return false;
-    };
-    /**
-     * The event's frame added to what is written next; false ends the stream. `data`: the event as
-     * the callee wrote it, framed as it is when nothing changed it and it may pass raw (raw.ts;
-     * JSON-RPC only: an HTTP+JSON frame is the result alone), else the event re-serialised.
-     */
-    const framed = (ev: Record<string, unknown>, result: unknown, data: string, event: string | undefined): boolean => {
-      if (result !== undefined) try { result = scrubAcross(ctx.rt.egress, result); } catch (e) { return refused(ev, e); }
-      lastId = ev.id;
-      if (joined !== null || mayJoin(result)) {
-        joined ??= new ArtifactText(ctx.rt.egress);
-        // An error ends the stream: what artifacts hold goes out before it.
-        if (ev.error !== undefined) joined.end(held);
-        else result = joined.pass(result, held);
-      }
-      if (result !== ev.result) out += binding.frame({ ...ev, result }, event);
-      else out += binding === JSONRPC && passesRaw(ctx.rt.egress, Buffer.from(data), ev) ? sseFrame(data, event) : binding.frame(ev, event);
-      return !(ev.error !== undefined && binding === REST);
-    };
-    /** An event that waits for its ids' binding (a store) or an output guardrail before it is framed. */
-    const checked = async (ev: Record<string, unknown>, owning: void | Promise<void>, data: string, event: string | undefined): Promise<boolean> => {
-      let result: unknown;
-      try {
-        if (owning) await owning;
-        result = await access.guard('output', ev.result, where, 'chat');
-      } catch (e) { return refused(ev, e); }
-      return framed(ev, result, data, event);
-    };
-    /**
-     * One event's frame for the caller; false ends the stream. A promise only when the event
-     * waits for something (a fleet store's binding, an output guardrail): otherwise it is framed
-     * in the same turn, with no promise per event.
-     */
-    const emit = (rec: SseRecord): boolean | Promise<boolean> => {
-      let ev: Record<string, unknown>;
-      try { ev = JSON.parse(rec.data) as Record<string, unknown>; } catch {
-        fail(null, -32603, `agent "${name}" sent a stream event that is not JSON`);
-        return false;
-      }
-      if (ev.result === undefined) return framed(ev, undefined, rec.data, rec.event);
-      let owning: void | Promise<void>;
-      try { owning = bind(ctx, name, ev.result, caller, skill, bound); } catch (e) { return refused(ev, e); }
-      return owning instanceof Promise || access.gs.length ? checked(ev, owning, rec.data, rec.event) : framed(ev, ev.result, rec.data, rec.event);
-    };
-    const parser = new SseParser();
-    // Bytes read up to the last complete event: an event may not grow past MAX_RESPONSE_BYTES.
-    let eventFrom = 0;
-    /**
-     * A shutdown's drain (rt.streams): the relay stops reading the callee once what it has read is
-     * framed, sends what artifacts hold, and ends the stream with an error event the caller's SDK
-     * raises (503 shutting_down, the caller's JSON-RPC id): the task goes on at the callee, and the
-     * caller resubscribes to it (SubscribeToTask, tasks/resubscribe), through any replica. The call
-     * is then recorded and its end acknowledged as any stream's (call()), before close() goes on.
-     */
-    let draining = false;
-    const unlist = ctx.rt.streams.add(() => { draining = true; body.wake(); });
-    const drained = (): void => {
-      end.drained = true;
-      body.destroy();
-      const task = bound.tasks.size ? [...bound.tasks][0] : undefined;
-      fail(rpcId, -32603, `aam is shutting down (this replica is draining): the stream ended before the task did${task ? `; task "${task}" goes on at the agent: resubscribe to it (SubscribeToTask / tasks/resubscribe, id "${task}")` : '; retry the call'} through aam, which another replica answers`, { code: 'shutting_down', http_status: 503 });
-    };
-    try {
-      try {
-        // What has arrived is read in one turn (readText: no promise per chunk) and written once,
-        // just before waiting for more. Chunks that came with the callee's end (a callee that
-        // answers at once: head, events and end in one read) are not written here: they leave
-        // with the end, in one write, once the evidence is safe (call()). The echo agent's answer
-        // (three events, each its own HTTP chunk) took three writes, each a pass of the egress
-        // door's scrubber and a chunk of the response's framing, and a promise turn per chunk.
-        for (;;) {
-          const text = body.readText();
-          if (text === null) {
-            if (body.ended) break;
-            if (draining) { drained(); break; }
-            flush();
-            await body.ready();
-            continue;
-          }
-          const records = parser.push(text);
-          if (records.length) eventFrom = body.bytesRead;
-          else if (body.bytesRead - eventFrom > MAX_RESPONSE_BYTES) throw new Error(`an event larger than ${MAX_RESPONSE_BYTES} bytes`);
-          for (let i = 0; i < records.length; i++) {
-            const ok = emit(records[i]);
-            if (!(typeof ok === 'boolean' ? ok : await ok)) { flush(); body.destroy(); return null; }
-          }
-          // A callee far ahead of its caller: what one turn reads is bounded (the connection pauses at 64 KiB unread).
-          if (out.length >= FLUSH_AT) flush();
-          if (draining) { drained(); break; }
-        }
-        if (!draining) for (const rec of parser.end()) {
-          const ok = emit(rec);
-          if (!(typeof ok === 'boolean' ? ok : await ok)) break;
-        }
-      } catch (e) {
-        body.destroy();
-        if (draining && !end.drained) drained();
-        else fail(null, -32603, `agent "${name}" stream failed: ${(e as Error).message}`);
-      }
-      release();
-      // The last frames wait for the end (call() writes it): held in the corked socket, they leave with it in one write.
-      res.socket?.cork();
-      flush();
-      return null;
-    } finally {
-      unlist();
-      keepalive?.stop();
-    }
+    return new StreamRelay(ctx, access, name, skill, caller, body, binding, rpcId, end, ms > 0 ? keepalives! : null).run();
   }
 
   return { handle, close: () => callees?.destroy() ?? Promise.resolve() };
+}
+
+/** The callee's answer as it wrote it (`text`) when it may pass raw (raw.ts; JSON-RPC only: HTTP+JSON answers are reframed), else `msg` to re-serialise. */
+function asWritten(ctx: Ctx, binding: Binding, raw: Buffer, text: string, msg: Record<string, unknown>): Record<string, unknown> | string {
+  return binding === JSONRPC && passesRaw(ctx.rt.egress, raw, msg) ? text : msg;
 }
 
 /** A refused chain is evidence too (it shows in the caller's tree), then a 403 (a function of its own: no closure per call). */
@@ -631,6 +525,203 @@ function storeCall<T>(fn: () => T | Promise<T>): T | Promise<T> {
 function storeRefusal(e: unknown): unknown {
   if (!(e instanceof StoreUnavailable)) return e;
   return new AamError(503, 'store_unavailable', `Redis (the fleet store for A2A task owners and push routes) is unavailable, so aam cannot check whose task or push route this is: ${e.message}; retry shortly`, { headers: { 'retry-after': '1' } });
+}
+
+/**
+ * Bind the ids an answer names before the caller sees it, so its next call may land on any
+ * replica. `seen`: ids this stream already bound (its events repeat the task and context ids),
+ * bound once per stream rather than once per event.
+ */
+function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: string, seen?: SeenIds): void | Promise<void> {
+  const ids = idsIn(result, seen);
+  // Nothing new to bind (a plain message; a stream's later events): no promise, no await.
+  if (ids.tasks.length === 0 && ids.contexts.length === 0) return;
+  return storeCall(() => ctx.rt.a2aTasks.bind(callee, ids, caller, skill));
+}
+
+/**
+ * One SSE relay (relayStream): its state in one object and its steps as methods. As closures over
+ * an async function's locals (a dozen per stream: flush, frame, emit, fail, ...) they cost each
+ * stream ~1.5 KB of closures and context before its first event (a2a-stream heap profile, c=64).
+ * What has arrived is read in one turn (readText: no promise per chunk) and written once, just
+ * before waiting for more; the frames of one read leave in one write (one pass of the egress
+ * door's scrubber, one chunk of the response's framing), not one write per event.
+ */
+class StreamRelay {
+  /** Frames waiting for the next write. */
+  out = '';
+  /**
+   * The text of artifacts sent chunk by chunk, scrubbed as one text each (chunks.ts): made at
+   * the stream's first artifact update (or task snapshot with artifacts).
+   */
+  joined: ArtifactText | null = null;
+  /** The JSON-RPC id of the callee's last event. */
+  lastId: unknown = null;
+  /** Ids this stream has bound (its events repeat them): each bound once. */
+  readonly bound: SeenIds = { tasks: new Set<string>(), contexts: new Set<string>() };
+  readonly where: string;
+  readonly keepalive: KeepAlive | null;
+  readonly parser = new SseParser();
+  /** Bytes read up to the last complete event: an event may not grow past MAX_RESPONSE_BYTES. */
+  eventFrom = 0;
+  /** A shutdown's drain asked this relay to stop (see drained). */
+  draining = false;
+  /** What an artifact held, framed (ArtifactText's emit: one function per stream). */
+  readonly held = (result: Record<string, unknown>): void => { this.out += this.binding.frame({ jsonrpc: '2.0', id: this.lastId, result }); };
+
+  readonly ctx: Ctx;
+  readonly access: Access;
+  readonly name: string;
+  readonly skill: string;
+  readonly caller: string;
+  readonly body: CalleeText & { destroy(): void };
+  readonly binding: Binding;
+  readonly rpcId: Rpc['id'];
+  /** The call's note that a drain ended the stream (its evidence says so). */
+  readonly end: { drained: boolean };
+
+  constructor(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: { drained: boolean }, keepalives: Deadlines | null) {
+    this.ctx = ctx; this.access = access; this.name = name; this.skill = skill; this.caller = caller;
+    this.body = body; this.binding = binding; this.rpcId = rpcId; this.end = end;
+    const res = ctx.res;
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-request-id': ctx.requestId });
+    // No flushHeaders: the head goes out with the first event in one write (a write of its own cost
+    // ~0.06 ms CPU per stream); a callee that stays silent sends it with the first keep-alive.
+    // A comment after each idle period (never inside a frame: writes are whole frames), postponed by every write.
+    this.keepalive = keepalives ? new KeepAlive(keepalives, () => { if (!res.writableEnded && !res.destroyed) res.write(SSE_KEEPALIVE); }) : null;
+    this.where = `a2a ${name} stream`;
+  }
+
+  flush(): void {
+    if (this.out) { this.ctx.res.write(this.out); this.out = ''; this.keepalive?.refresh(); }
+  }
+
+  /** What the artifacts hold, framed (before an error, and at the stream's end). */
+  release(): void { this.joined?.end(this.held); }
+
+  fail(id: unknown, code: number, message: string, data?: { code: string; http_status?: number }): void {
+    this.release();
+    this.out += this.binding.failFrame(id, code, message, data);
+  }
+
+  /** An event aam could not pass on: the stream ends with the error. */
+  refused(ev: Record<string, unknown>, e: unknown): false {
+    const err = toAamError(e);
+    this.fail(ev.id, RPC_CODE[err.status] ?? -32603, err.message, { code: err.code, http_status: err.status });
+    return false;
+  }
+
+  /**
+   * The event's frame added to what is written next; false ends the stream. `data`: the event as
+   * the callee wrote it, framed as it is when nothing changed it and it may pass raw (raw.ts;
+   * JSON-RPC only: an HTTP+JSON frame is the result alone), else the event re-serialised.
+   */
+  framed(ev: Record<string, unknown>, result: unknown, data: string, event: string | undefined): boolean {
+    const egress = this.ctx.rt.egress;
+    if (result !== undefined) try { result = scrubAcross(egress, result); } catch (e) { return this.refused(ev, e); }
+    this.lastId = ev.id;
+    if (this.joined !== null || mayJoin(result)) {
+      const joined = this.joined ??= new ArtifactText(egress);
+      // An error ends the stream: what artifacts hold goes out before it.
+      if (ev.error !== undefined) joined.end(this.held);
+      else result = joined.pass(result, this.held);
+    }
+    const binding = this.binding;
+    if (result !== ev.result) this.out += binding.frame({ ...ev, result }, event);
+    else this.out += binding === JSONRPC && passesRaw(egress, Buffer.from(data), ev) ? sseFrame(data, event) : binding.frame(ev, event);
+    return !(ev.error !== undefined && binding === REST);
+  }
+
+  /** An event that waits for its ids' binding (a store) or an output guardrail before it is framed. */
+  async checked(ev: Record<string, unknown>, owning: void | Promise<void>, data: string, event: string | undefined): Promise<boolean> {
+    let result: unknown;
+    try {
+      if (owning) await owning;
+      result = await this.access.guard('output', ev.result, this.where, 'chat');
+    } catch (e) { return this.refused(ev, e); }
+    return this.framed(ev, result, data, event);
+  }
+
+  /**
+   * One event's frame for the caller; false ends the stream. A promise only when the event
+   * waits for something (a fleet store's binding, an output guardrail): otherwise it is framed
+   * in the same turn, with no promise per event.
+   */
+  emit(rec: SseRecord): boolean | Promise<boolean> {
+    let ev: Record<string, unknown>;
+    try { ev = JSON.parse(rec.data) as Record<string, unknown>; } catch {
+      this.fail(null, -32603, `agent "${this.name}" sent a stream event that is not JSON`);
+      return false;
+    }
+    if (ev.result === undefined) return this.framed(ev, undefined, rec.data, rec.event);
+    let owning: void | Promise<void>;
+    try { owning = bind(this.ctx, this.name, ev.result, this.caller, this.skill, this.bound); } catch (e) { return this.refused(ev, e); }
+    return owning instanceof Promise || this.access.gs.length ? this.checked(ev, owning, rec.data, rec.event) : this.framed(ev, ev.result, rec.data, rec.event);
+  }
+
+  /**
+   * A shutdown's drain (rt.streams): the relay stops reading the callee once what it has read is
+   * framed, sends what artifacts hold, and ends the stream with an error event the caller's SDK
+   * raises (503 shutting_down, the caller's JSON-RPC id): the task goes on at the callee, and the
+   * caller resubscribes to it (SubscribeToTask, tasks/resubscribe), through any replica. The call
+   * is then recorded and its end acknowledged as any stream's (call()), before close() goes on.
+   */
+  drained(): void {
+    this.end.drained = true;
+    this.body.destroy();
+    const task = this.bound.tasks.size ? [...this.bound.tasks][0] : undefined;
+    this.fail(this.rpcId, -32603, `aam is shutting down (this replica is draining): the stream ended before the task did${task ? `; task "${task}" goes on at the agent: resubscribe to it (SubscribeToTask / tasks/resubscribe, id "${task}")` : '; retry the call'} through aam, which another replica answers`, { code: 'shutting_down', http_status: 503 });
+  }
+
+  async run(): Promise<null> {
+    const body = this.body;
+    const unlist = this.ctx.rt.streams.add(() => { this.draining = true; body.wake(); });
+    try {
+      try {
+        // Chunks that came with the callee's end (a callee that answers at once: head, events and
+        // end in one read) are not written here: they leave with the end, in one write, once the
+        // evidence is safe (call()). The echo agent's answer (three events, each its own HTTP
+        // chunk) took three writes, each a pass of the egress door's scrubber and a chunk of the
+        // response's framing, and a promise turn per chunk.
+        for (;;) {
+          const text = body.readText();
+          if (text === null) {
+            if (body.ended) break;
+            if (this.draining) { this.drained(); break; }
+            this.flush();
+            await body.ready();
+            continue;
+          }
+          const records = this.parser.push(text);
+          if (records.length) this.eventFrom = body.bytesRead;
+          else if (body.bytesRead - this.eventFrom > MAX_RESPONSE_BYTES) throw new Error(`an event larger than ${MAX_RESPONSE_BYTES} bytes`);
+          for (let i = 0; i < records.length; i++) {
+            const ok = this.emit(records[i]);
+            if (!(typeof ok === 'boolean' ? ok : await ok)) { this.flush(); body.destroy(); return null; }
+          }
+          // A callee far ahead of its caller: what one turn reads is bounded (the connection pauses at 64 KiB unread).
+          if (this.out.length >= FLUSH_AT) this.flush();
+          if (this.draining) { this.drained(); break; }
+        }
+        if (!this.draining) for (const rec of this.parser.end()) {
+          const ok = this.emit(rec);
+          if (!(typeof ok === 'boolean' ? ok : await ok)) break;
+        }
+      } catch (e) {
+        body.destroy();
+        if (this.draining && !this.end.drained) this.drained();
+        else this.fail(null, -32603, `agent "${this.name}" stream failed: ${(e as Error).message}`);
+      }
+      this.release();
+      // The last frames wait for the end (call() writes it): held in the corked socket, they leave with it in one write.
+      this.ctx.res.socket?.cork();
+      this.flush();
+      return null;
+    } finally {
+      unlist();
+      this.keepalive?.stop();
+    }
+  }
 }
 
 /** How answers, stream events and refusals are framed for the caller's binding; everything else is shared. */

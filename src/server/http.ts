@@ -43,7 +43,7 @@ export function coreRoutes(): Routes & { close(): Promise<void> } {
   let a2a: Promise<A2aGateway> | undefined;
   let a2aLoaded: A2aGateway | undefined;
   // Once loaded, a call goes straight to the gateway: no promise and loop turn of its own per request.
-  const handleA2a = (ctx: Ctx): Promise<void> => a2aLoaded
+  const handleA2a = (ctx: Ctx): Promise<void> | void => a2aLoaded
     ? a2aLoaded.handle(ctx)
     : (a2a ??= import('../a2a/gateway.ts').then((m) => (a2aLoaded = m.createA2aGateway()))).then((g) => g.handle(ctx));
   return { exact, prefixes: [['/v1/responses/', handleResponseById], ['/a2a/', handleA2a]], close: () => a2aLoaded?.close() ?? Promise.resolve() };
