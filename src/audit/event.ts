@@ -302,10 +302,15 @@ export function isoClock(): (ms: number) => string {
       second = s;
       prefix = full.slice(0, 20);
     }
-    const r = ms - s * 1000;
-    return prefix + (r < 10 ? '00' : r < 100 ? '0' : '') + r + 'Z';
+    // One string made per event: the second's prefix joined to a shared millisecond suffix (the
+    // time is kept with its queued event for a batch, ~250 ms: a string of three joins and a
+    // number's text was four objects promoted per event at c=64).
+    return prefix + MS_SUFFIX[ms - s * 1000];
   };
 }
+
+/** "000Z" .. "999Z": an event time's milliseconds and zone, made once. */
+const MS_SUFFIX: readonly string[] = Array.from({ length: 1000 }, (_, r) => `${r < 10 ? '00' : r < 100 ? '0' : ''}${r}Z`);
 
 /** Trails in the older format: hash over prev_hash + canonical JSON of everything but `hash`. */
 export function eventHash(eventWithoutHash: Record<string, unknown>): string {

@@ -148,15 +148,30 @@ export interface AuditLog {
   readonly signingKey: SigningKey;
 }
 
+/**
+ * A queued event, kept until its batch is committed (~250 ms: long enough to be promoted to old
+ * space at c=64, where what it holds is major GCs' work): its query keys as its own fields, not
+ * an IndexCols array beside it (an array and its store less per event).
+ */
 interface Entry {
   /** The event's JSON line (encodeEvent), until it is in the segment file (then dropped: the writer reads the file). */
   json: string | undefined;
-  cols: IndexCols;
+  /** Query keys (IndexCols, in its order): time, type, request_id, agent, decision. */
+  time: string;
+  type: string;
+  requestId: string;
+  agent: string | null;
+  decision: string | null;
   /** Segment file and byte range of this entry's line; jend 0 = not written yet. */
   gen: string;
   jstart: number;
   jend: number;
-  durable?: { resolve: (r: DurableReceipt) => void; reject: (e: Error) => void; timer?: NodeJS.Timeout };
+  durable: { resolve: (r: DurableReceipt) => void; reject: (e: Error) => void; timer?: NodeJS.Timeout } | undefined;
+}
+
+/** An entry, every one made here (one shape). */
+function entry(json: string | undefined, cols: IndexCols, gen: string, jstart: number, jend: number, durable?: Entry['durable']): Entry {
+  return { json, time: cols[0], type: cols[1], requestId: cols[2], agent: cols[3], decision: cols[4], gen, jstart, jend, durable };
 }
 
 export class AuditUnavailableError extends Error {
@@ -232,7 +247,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     const decoded = legacy.lines.map(entryOf);
     const before = segment.size();
     const ends = segment.appendMany(decoded.map((d) => d.json));
-    decoded.forEach((d, i) => items.push({ json: undefined, cols: d.cols, gen: segment.gen, jstart: i ? ends[i - 1] : before, jend: ends[i] }));
+    decoded.forEach((d, i) => items.push(entry(undefined, d.cols, segment.gen, i ? ends[i - 1] : before, ends[i])));
   }
   legacy.done();
   for (const s of listSegments(opts.dataDir)) {
@@ -246,7 +261,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     if (!claimOrphan(db, s.gen)) continue; // another process starting now recovers it
     const from = Number(getMeta(db, indexedKey(s.gen)) ?? s.headerEnd);
     const { lines, ends } = linesFrom(opts.dataDir, s.gen, from);
-    lines.forEach((l, i) => items.push({ json: undefined, cols: entryOf(l).cols, gen: s.gen, jstart: i ? ends[i - 1] : from, jend: ends[i] }));
+    lines.forEach((l, i) => items.push(entry(undefined, entryOf(l).cols, s.gen, i ? ends[i - 1] : from, ends[i])));
     pendingClose.push(s.gen);
   }
   enqueued = items.length;
@@ -381,13 +396,18 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     urgent = false;
     const want: number[] = [];
     const keys = new Array<string | null>(n * KEYS);
-    let minTime = n ? first.cols[0] : '';
+    let minTime = n ? first.time : '';
     let maxTime = minTime;
     for (let i = 0; i < n; i++) {
       const e = items[qHead + i];
       if (e.durable) want.push(i);
-      for (let k = 0; k < KEYS; k++) keys[i * KEYS + k] = e.cols[k];
-      if (e.cols[0] < minTime) minTime = e.cols[0]; else if (e.cols[0] > maxTime) maxTime = e.cols[0];
+      const k = i * KEYS;
+      keys[k] = e.time;
+      keys[k + 1] = e.type;
+      keys[k + 2] = e.requestId;
+      keys[k + 3] = e.agent;
+      keys[k + 4] = e.decision;
+      if (e.time < minTime) minTime = e.time; else if (e.time > maxTime) maxTime = e.time;
     }
     const id = nextId++;
     inFlight = { id, n };
@@ -563,7 +583,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       checkInput(event);
       const at = Date.now();
       const { json, cols } = encode(event, at);
-      if (!enqueue({ json, cols, gen: '', jstart: 0, jend: 0 })) return false;
+      if (!enqueue(entry(json, cols, '', 0, 0))) return false;
       schedule(queued() >= cfg.batchSize);
       return true;
     },
@@ -573,14 +593,14 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
         checkInput(event);
         const at = Date.now();
         const { json, cols } = encode(event, at);
-        const entry: Entry = { json, cols, gen: '', jstart: 0, jend: 0, durable: { resolve, reject } };
-        if (!enqueue(entry)) {
+        const queuedEntry = entry(json, cols, '', 0, 0, { resolve, reject });
+        if (!enqueue(queuedEntry)) {
           reject(new AuditUnavailableError(closed ? 'audit log is closed (shutting down); the action was not recorded' : `audit queue is full (${cfg.maxQueue} events); the action was not recorded`));
           return;
         }
-        if (cfg.failMode === 'buffer' && entry.durable) {
-          entry.durable.timer = setTimeout(() => {
-            entry.durable = undefined;
+        if (cfg.failMode === 'buffer' && queuedEntry.durable) {
+          queuedEntry.durable.timer = setTimeout(() => {
+            queuedEntry.durable = undefined;
             reject(new AuditUnavailableError(`audit event not committed within ${cfg.durableTimeoutMs} ms; it stays queued`));
           }, cfg.durableTimeoutMs);
         }
