@@ -196,6 +196,8 @@ return { admission, totals, cached }
 interface FleetTicket extends Ticket {
   /** Budget keys' hash and zset names, in script order. */
   budgetKeys: string[];
+  /** Its budgets' plan: a settlement's charge is summed there until the next flush (see #fold). */
+  plan: BudgetPlan;
   /** Rate hashes whose tpm a settlement corrects (rates without tpm need nothing). */
   tpmKeys: string[];
   budgets: AdmitRequest['budgets'];
@@ -229,8 +231,12 @@ const SETTLE_ONLY = { keys: NONE, args: [0, 0, 0, 0, '', 0, 0] };
 /** The UTC day and month a time falls in, and their field names in a budget hash. */
 interface Window { d: number; m: number; dayField: string; monthField: string; pendingDaily: string; pendingMonthly: string }
 
-/** A request's budgets as the script takes them: their hash and zset names, and (daily, monthly) per budget. Read-only once made. */
-interface BudgetPlan { keys: string[]; args: number[] }
+/**
+ * A request's budgets as the script takes them: their hash and zset names, and (daily, monthly)
+ * per budget (read-only once made); and `recent`, the charges settled on them since the last fold
+ * (USD, the same for each of its keys, day and month): one number per settle, not a Map update per key.
+ */
+interface BudgetPlan { keys: string[]; args: number[]; budgets: AdmitRequest['budgets']; recent: number }
 /** Rate hash names kept (agents and virtual keys seen); past this the map starts again. */
 const MAX_RATE_NAMES = 10_000;
 
@@ -261,8 +267,8 @@ export class FleetLimiter implements Limiter {
   #sending: Promise<void> | null = null;
   /** Settled spend not yet in PostgreSQL: "key|period|windowStart" -> USD. */
   #pending = new Map<string, number>();
-  /** Settled spend of #recentWindow not yet folded into #pending: budget key -> USD (the same for its day and month). */
-  #recent = new Map<string, number>();
+  /** Plans with settled spend of #recentWindow not yet folded into #pending (their `recent`). */
+  #recent: BudgetPlan[] = [];
   #recentWindow: Window | null = null;
   #timer: NodeJS.Timeout;
   #flushing: Promise<void> | null = null;
@@ -354,7 +360,7 @@ export class FleetLimiter implements Limiter {
     if (reply[0] === 'ok') {
       const cached = req.cacheKey === undefined ? undefined : value === null ? null : parseCacheValue(value);
       // A hit reserved nothing: settling it charges nothing unless a real cost is given.
-      const ticket: FleetTicket = { kind: 'ticket', budgetKeys, tpmKeys, budgets: req.budgets, member, amount: cached ? 0 : amount, tokens, done: false };
+      const ticket: FleetTicket = { kind: 'ticket', budgetKeys, plan, tpmKeys, budgets: req.budgets, member, amount: cached ? 0 : amount, tokens, done: false };
       return { ok: true, ticket, cached };
     }
     if (reply[0] === 'rate') {
@@ -383,7 +389,7 @@ export class FleetLimiter implements Limiter {
     let plan = frozen ? this.#plans.get(budgets) : undefined;
     if (plan) return plan;
     const p = this.#fleet.prefix;
-    plan = { keys: [], args: [] };
+    plan = { keys: [], args: [], budgets, recent: 0 };
     for (const b of budgets) {
       plan.keys.push(budgetHash(p, b.key), budgetZset(p, b.key));
       plan.args.push(b.limits.daily_usd ?? -1, b.limits.monthly_usd ?? -1);
@@ -584,7 +590,9 @@ export class FleetLimiter implements Limiter {
     if (charge > 0 && ft.budgets.length > 0) {
       const w = this.#windowAt(Date.now());
       if (this.#recentWindow !== w) { this.#fold(); this.#recentWindow = w; }
-      for (const { key } of ft.budgets) this.#recent.set(key, (this.#recent.get(key) ?? 0) + charge);
+      const plan = ft.plan;
+      if (plan.recent === 0) this.#recent.push(plan);
+      plan.recent += charge;
     }
   }
 
@@ -626,11 +634,15 @@ export class FleetLimiter implements Limiter {
   #fold(): void {
     const w = this.#recentWindow;
     if (!w) return;
-    for (const [key, usd] of this.#recent) {
-      this.#add(key + w.pendingDaily, usd);
-      this.#add(key + w.pendingMonthly, usd);
+    for (let i = 0; i < this.#recent.length; i++) {
+      const plan = this.#recent[i];
+      for (const { key } of plan.budgets) {
+        this.#add(key + w.pendingDaily, plan.recent);
+        this.#add(key + w.pendingMonthly, plan.recent);
+      }
+      plan.recent = 0;
     }
-    this.#recent.clear();
+    this.#recent.length = 0;
   }
 
   /** Thresholds the charges crossed: the script returned the totals after each, atomically, so one replica sees each crossing. */
