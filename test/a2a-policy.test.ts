@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfigTexts, ConfigError } from '../src/config/load.ts';
 import { compilePolicies, findAgent, setFor, type CompiledPolicies } from '../src/policy/compile.ts';
-import { decide } from '../src/policy/decide.ts';
+import { decide, MEMO_AGENT_CALLS } from '../src/policy/decide.ts';
 import { agentVisible, maxDelegationDepth } from '../src/policy/agents.ts';
 import { evaluateAuthZen, lookupInConfig } from '../src/policy/authzen.ts';
 import { runPolicyTests, explain, requestOf } from '../src/policy/test-runner.ts';
@@ -109,4 +109,37 @@ test('aam policy test and explain take A2A cases: callee and skill', () => {
   const text = explain(requestOf({ agent: 'planner', callee: 'risk-scorer', skill: 'export' }, c), c).join('\n');
   assert.match(text, /call skill "export" of agent "risk-scorer"/);
   assert.match(text, /policy "p" agents\[0\] \(agent risk-scorer\): skills score; deny export/);
+});
+
+test('a decision no `when` took part in is made once per (callee, skill) and set, bounded; one a `when` decided is made per call', () => {
+  const c = compile(doc('AgentPolicy', 'p', { identity: { agent: 'planner' }, agents: [
+    { agent: 'risk-scorer', skills: ['score'] },
+    { agent: 'reporter', when: 'context.method == "SendMessage"' },
+  ] }));
+  // Memoized: the same frozen decision, allow and deny alike.
+  const first = call(c, 'risk-scorer', 'score');
+  assert.equal(call(c, 'risk-scorer', 'score'), first);
+  assert.equal(first.effect, 'allow');
+  const miss = call(c, 'risk-scorer', 'export');
+  assert.equal(call(c, 'risk-scorer', 'export'), miss);
+  assert.equal(miss.effect, 'deny');
+  assert.notEqual(call(c, 'risk-scorer', 'score'), miss);
+  // A `when` over the call's context: decided again for each call (never a memo of another call's context).
+  const send = call(c, 'reporter', 'x', { method: 'SendMessage' });
+  assert.equal(send.effect, 'allow');
+  const get = call(c, 'reporter', 'x', { method: 'GetTask' });
+  assert.equal(get.effect, 'deny');
+  assert.match(get.reason, /only when `context.method == "SendMessage"`, which is false for this call/);
+  assert.equal(call(c, 'reporter', 'x', { method: 'SendMessage' }).effect, 'allow');
+  assert.notEqual(call(c, 'reporter', 'x', { method: 'SendMessage' }), send);
+  // Skills are the caller's text: past the bound, decisions are made per call and not kept.
+  for (let i = 0; i < MEMO_AGENT_CALLS + 10; i++) call(c, 'risk-scorer', `s${i}`);
+  const late = call(c, 'risk-scorer', `s${MEMO_AGENT_CALLS + 5}`);
+  assert.equal(late.effect, 'deny');
+  assert.notEqual(call(c, 'risk-scorer', `s${MEMO_AGENT_CALLS + 5}`), late);
+  assert.equal(setFor(findAgent(c, 'planner')!, c).agentMemo.size, MEMO_AGENT_CALLS);
+  // Another config (a reload) decides with its own sets.
+  const c2 = compile(doc('AgentPolicy', 'p', { identity: { agent: 'planner' }, agents: [{ agent: 'risk-scorer', deny: ['score'] }] }));
+  assert.equal(call(c2, 'risk-scorer', 'score').effect, 'deny');
+  assert.equal(call(c, 'risk-scorer', 'score'), first);
 });

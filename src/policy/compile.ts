@@ -99,6 +99,11 @@ export interface PolicySet {
   credentials: { allow: ReadonlySet<string>; policies: string[] } | null;
   /** Memo: model name -> decision (every configured route, and a bounded number of other names). */
   modelMemo: Map<string, Decision>;
+  /**
+   * Memo: callee -> skill -> the agents-rule decision, when no rule's `when` was evaluated for it
+   * (then it depends on nothing else); at most MEMO_AGENT_CALLS entries (skills are the caller's text).
+   */
+  agentMemo: { byCallee: Map<string, Map<string, Decision>>; size: number };
   /** Memo: resource -> tool rules (in policy order) whose resource matches. */
   toolMemo: Map<string, readonly CompiledToolRule[]>;
   /** Memo: resource -> action -> default-deny decision (its reason names this caller). */
@@ -347,6 +352,7 @@ export function buildSet(agent: AgentRecord, compiled: Pick<CompiledPolicies, 'p
     guardrails,
     credentials,
     modelMemo: new Map(),
+    agentMemo: { byCallee: new Map(), size: 0 },
     toolMemo: new Map(),
     denyMemo: new Map(),
   };

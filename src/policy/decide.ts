@@ -18,6 +18,8 @@ const MEMO_RESOURCES = 256;
 const MEMO_ACTIONS = 64;
 // Model names beyond the configured routes (catalog models, anything a client sends) memoized per set.
 const MEMO_OTHER_MODELS = 256;
+/** (callee, skill) decisions memoized per set (A2A calls without a `when`). */
+export const MEMO_AGENT_CALLS = 256;
 const EMPTY: Readonly<Record<string, unknown>> = Object.freeze({});
 
 function make(compiled: CompiledPolicies, effect: Effect, policy: string, rule: number, rulePath: string, reason: string): Decision {
@@ -31,8 +33,29 @@ export function who(agent: AgentRecord): string {
 export function decide(req: AccessRequest, compiled: CompiledPolicies): Decision {
   const set = setFor(req.agent, compiled);
   if (req.kind === 'model') return decideModel(set, req.model, compiled);
-  if (req.kind === 'agent') return decideAgentCall(set, req.callee, req.skill, () => celContext(req.context), (e, p, i, path, reason) => make(compiled, e, p, i, path, reason));
+  if (req.kind === 'agent') return decideAgent(set, req.callee, req.skill, req.context, compiled);
   return decideTool(set, req.resource, req.action, req.args === null ? null : req.args ?? EMPTY, req.context, compiled);
+}
+
+/**
+ * An A2A call's decision, memoized per (callee, skill) in the caller's set when no rule's `when`
+ * was evaluated: then it depends on the set, the callee and the skill alone (deny rules, skills),
+ * and a call costs no rules array, reason strings, closures or Decision of its own. A decision a
+ * `when` took part in is made per call (the context differs). Bounded: skills are the caller's text.
+ */
+function decideAgent(set: PolicySet, callee: string, skill: string, context: Readonly<Record<string, unknown>> | undefined, compiled: CompiledPolicies): Decision {
+  const memo = set.agentMemo;
+  const hit = memo.byCallee.get(callee)?.get(skill);
+  if (hit !== undefined) return hit;
+  let conditional = false;
+  const d = decideAgentCall(set, callee, skill, () => { conditional = true; return celContext(context); }, (e, p, i, path, reason) => make(compiled, e, p, i, path, reason));
+  if (!conditional && memo.size < MEMO_AGENT_CALLS) {
+    let bySkill = memo.byCallee.get(callee);
+    if (bySkill === undefined) memo.byCallee.set(callee, (bySkill = new Map()));
+    bySkill.set(skill, d);
+    memo.size++;
+  }
+  return d;
 }
 
 export function decideModel(set: PolicySet, model: string, compiled: CompiledPolicies): Decision {
