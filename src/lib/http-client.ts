@@ -65,21 +65,6 @@ export type Agent = Undici.Agent;
 export const createAgent = (opts?: Undici.Agent.Options): Agent => new (undici().Agent)(opts);
 export const getGlobalDispatcher = (): Undici.Dispatcher => undici().getGlobalDispatcher();
 
-/**
- * An Agent made on its first request: a configured provider that is never called (no key set,
- * or no route to it) loads no undici and opens no pool. Forwards what aam and undici's request()
- * call on a dispatcher.
- */
-export class LazyAgent {
-  readonly #opts: Undici.Agent.Options;
-  #agent: Agent | undefined;
-  constructor(opts: Undici.Agent.Options) { this.#opts = opts; }
-  get agent(): Agent { return (this.#agent ??= createAgent(this.#opts)); }
-  dispatch(opts: Undici.Dispatcher.DispatchOptions, handler: Undici.Dispatcher.DispatchHandler): boolean { return this.agent.dispatch(opts, handler); }
-  close(): Promise<void> { return this.#agent ? this.#agent.close() : Promise.resolve(); }
-  destroy(): Promise<void> { return this.#agent ? this.#agent.destroy() : Promise.resolve(); }
-}
-
 type RequestOptions = Omit<Undici.Dispatcher.RequestOptions, 'origin' | 'path' | 'method'> & Partial<Pick<Undici.Dispatcher.RequestOptions, 'method'>> & { dispatcher?: Undici.Dispatcher };
 
 /** undici's request(url, options) (its index's makeDispatcher, for the URL forms aam passes). */
