@@ -194,13 +194,13 @@ return { admission, totals, cached }
 `;
 
 interface FleetTicket extends Ticket {
-  /** Budget keys' hash and zset names, in script order. */
-  budgetKeys: string[];
-  /** Its budgets' plan: a settlement's charge is summed there until the next flush (see #fold). */
+  /**
+   * Its budgets' plan: their hash and zset names in script order (keys), the budgets themselves,
+   * and the charge settled on them until the next fold (see #fold).
+   */
   plan: BudgetPlan;
   /** Rate hashes whose tpm a settlement corrects (rates without tpm need nothing). */
   tpmKeys: string[];
-  budgets: AdmitRequest['budgets'];
   member: string;
   amount: number;
   tokens: number;
@@ -330,7 +330,6 @@ export class FleetLimiter implements Limiter {
     args[at++] = this.#ttl;
     args[at++] = req.cacheKey !== undefined ? 1 : 0;
     for (let i = 0; i < plan.args.length; i++) args[at++] = plan.args[i];
-    const budgetKeys = plan.keys;
     const own = { keys, args };
     // One script: the queued settlements, then this admission. Their bookkeeping is done here, in
     // admit's own frame, not in an async step of its own per call.
@@ -360,7 +359,7 @@ export class FleetLimiter implements Limiter {
     if (reply[0] === 'ok') {
       const cached = req.cacheKey === undefined ? undefined : value === null ? null : parseCacheValue(value);
       // A hit reserved nothing: settling it charges nothing unless a real cost is given.
-      const ticket: FleetTicket = { kind: 'ticket', budgetKeys, plan, tpmKeys, budgets: req.budgets, member, amount: cached ? 0 : amount, tokens, done: false };
+      const ticket: FleetTicket = { kind: 'ticket', plan, tpmKeys, member, amount: cached ? 0 : amount, tokens, done: false };
       return { ok: true, ticket, cached };
     }
     if (reply[0] === 'rate') {
@@ -442,7 +441,7 @@ export class FleetLimiter implements Limiter {
     let nk = own.keys.length;
     for (let i = 0; i < batch.length; i++) {
       const { ft, tokens } = batch[i];
-      nk += (tokens >= 0 ? ft.tpmKeys.length : 0) + ft.budgetKeys.length;
+      nk += (tokens >= 0 ? ft.tpmKeys.length : 0) + ft.plan.keys.length;
     }
     const out = new Array<string | number>(2 + nk + 4 + 8 * batch.length + own.args.length);
     out[0] = SCRIPT;
@@ -451,7 +450,7 @@ export class FleetLimiter implements Limiter {
     for (let i = 0; i < batch.length; i++) {
       const { ft, tokens } = batch[i];
       if (tokens >= 0) for (let j = 0; j < ft.tpmKeys.length; j++) out[at++] = ft.tpmKeys[j];
-      for (let j = 0; j < ft.budgetKeys.length; j++) out[at++] = ft.budgetKeys[j];
+      for (let j = 0; j < ft.plan.keys.length; j++) out[at++] = ft.plan.keys[j];
     }
     for (let j = 0; j < own.keys.length; j++) out[at++] = own.keys[j];
     out[at++] = w.dayField;
@@ -462,7 +461,7 @@ export class FleetLimiter implements Limiter {
       const s = batch[i];
       const { ft, tokens } = s;
       out[at++] = tokens >= 0 ? ft.tpmKeys.length : 0;
-      out[at++] = ft.budgets.length;
+      out[at++] = ft.plan.budgets.length;
       out[at++] = tokens;
       out[at++] = ft.tokens;
       out[at++] = ft.member;
@@ -586,8 +585,8 @@ export class FleetLimiter implements Limiter {
     const estimated = costUsd === null || !Number.isFinite(costUsd) || costUsd < 0;
     const charge = estimated ? ft.amount : (costUsd as number);
     const actual = tokens === null || !Number.isFinite(tokens) ? -1 : tokens;
-    if (ft.budgets.length > 0 || (actual >= 0 && ft.tpmKeys.length > 0)) this.#enqueue({ ft, charge, tokens: actual, at: performance.now() });
-    if (charge > 0 && ft.budgets.length > 0) {
+    if (ft.plan.budgets.length > 0 || (actual >= 0 && ft.tpmKeys.length > 0)) this.#enqueue({ ft, charge, tokens: actual, at: performance.now() });
+    if (charge > 0 && ft.plan.budgets.length > 0) {
       const w = this.#windowAt(Date.now());
       if (this.#recentWindow !== w) { this.#fold(); this.#recentWindow = w; }
       const plan = ft.plan;
@@ -600,7 +599,7 @@ export class FleetLimiter implements Limiter {
     const ft = t as FleetTicket;
     if (ft.done) return;
     ft.done = true;
-    if (ft.budgets.length > 0) this.#enqueue({ ft, charge: 0, tokens: -1, at: performance.now() });
+    if (ft.plan.budgets.length > 0) this.#enqueue({ ft, charge: 0, tokens: -1, at: performance.now() });
   }
 
   /**
@@ -621,7 +620,7 @@ export class FleetLimiter implements Limiter {
    * their tpm correction (not idempotent; a minute's window forgets it anyway).
    */
   #again(batch: Settlement[]): void {
-    const back: Settlement[] = batch.filter((s) => s.ft.budgets.length > 0).map((s) => ({ ...s, tokens: -1, retry: true }));
+    const back: Settlement[] = batch.filter((s) => s.ft.plan.budgets.length > 0).map((s) => ({ ...s, tokens: -1, retry: true }));
     if (back.length === 0) return;
     this.#queue = back.concat(this.#queue);
     if (this.#queue.length > MAX_QUEUED) this.#queue.length = MAX_QUEUED;
@@ -649,8 +648,8 @@ export class FleetLimiter implements Limiter {
   #crossed(batch: Settlement[], totals: string[], d: number, m: number): void {
     let at = 0;
     for (const { ft, charge } of batch) {
-      for (let j = 0; j < ft.budgets.length; j++) {
-        const b = ft.budgets[j];
+      for (let j = 0; j < ft.plan.budgets.length; j++) {
+        const b = ft.plan.budgets[j];
         if (charge <= 0 || !b.limits.alert_at?.length) continue;
         for (const [period, total, limit, start] of [['daily', totals[at + 2 * j], b.limits.daily_usd, d], ['monthly', totals[at + 2 * j + 1], b.limits.monthly_usd, m]] as const) {
           if (!limit || total === '' || total === undefined) continue;
@@ -661,7 +660,7 @@ export class FleetLimiter implements Limiter {
           }
         }
       }
-      at += 2 * ft.budgets.length;
+      at += 2 * ft.plan.budgets.length;
     }
   }
 
