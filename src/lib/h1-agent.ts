@@ -778,8 +778,8 @@ export class H1Agent implements UpstreamDispatcher {
 
   /** No new requests; those in flight and queued complete, then every socket closes. */
   close(): Promise<void> {
+    this.retire(); // its sockets close as their calls end, and it takes no new call
     this.#closed = true;
-    for (const p of this.#pools.values()) { p.closing = true; p.closeIdle(); }
     if (this.sockets === 0) return Promise.resolve();
     return new Promise((resolve) => { this.#whenClosed.push(resolve); });
   }
