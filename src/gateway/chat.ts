@@ -532,9 +532,8 @@ class ChatStream {
         const batch = stream.next();
         if (batch instanceof Promise) return batch.then((b) => this.relayed(b), (e: unknown) => this.endBroken(e));
         if (batch === null) break;
-        const sent = this.emit(batch);
-        if (sent) return sent.then(() => { this.keepalive.refresh(); return this.relay(); }, (e: unknown) => this.endBroken(e));
-        this.keepalive.refresh();
+        const waiting = this.out(batch);
+        if (waiting) return waiting;
       }
     } catch (e) {
       this.brokenBy(e);
@@ -545,13 +544,23 @@ class ChatStream {
   private relayed(batch: StreamEvent[] | null): Promise<void> | undefined {
     if (batch === null) return this.end();
     try {
-      const sent = this.emit(batch);
-      if (sent) return sent.then(() => { this.keepalive.refresh(); return this.relay(); }, (e: unknown) => this.endBroken(e));
+      const waiting = this.out(batch);
+      if (waiting) return waiting;
     } catch (e) {
       return this.endBroken(e);
     }
-    this.keepalive.refresh();
     return this.relay();
+  }
+
+  /**
+   * One batch sent and the keep-alive put off: undefined when the socket took it at once, else the
+   * relay going on once it has (relay and relayed share it).
+   */
+  private out(batch: readonly StreamEvent[]): Promise<void> | undefined {
+    const sent = this.emit(batch);
+    if (sent) return sent.then(() => { this.keepalive.refresh(); return this.relay(); }, (e: unknown) => this.endBroken(e));
+    this.keepalive.refresh();
+    return undefined;
   }
 
   private brokenBy(e: unknown): void {
