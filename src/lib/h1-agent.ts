@@ -180,7 +180,12 @@ class Req implements Dispatcher.DispatchController {
   resume(): void {
     if (!this.paused) return;
     this.paused = false;
-    this.conn?.socket.resume();
+    const c = this.conn;
+    if (c === null) return;
+    // The body clock starts again (as undici's on resume): the wait was the reader's, and the
+    // bytes that came meanwhile are read only in the loop's next poll phase, after the timers'.
+    if (c.clock === Clock.Body) { c.deadline = performance.now() + this.bodyMs; c.touched = false; }
+    c.socket.resume();
   }
 
   fail(err: Error): void {
