@@ -124,6 +124,28 @@ test('a forged, edited, expired, malformed or borrowed delegation is refused, sa
   assert.deepEqual(verifyDelegation(rt, header, bob, NOW), d, 'and the first still accepts them');
 });
 
+test('the delegation header\'s bytes for a fixed input are pinned (the callee side of another aam version verifies them)', () => {
+  const d: Delegation = { id: 'dlg_f00d', hop: 1, chain: ['alice', 'bob'], parent: 'req_a1', callee: 'bob', exp: NOW + HOUR };
+  const pinned = 'v1.eyJpZCI6ImRsZ19mMDBkIiwiaG9wIjoxLCJjaGFpbiI6WyJhbGljZSIsImJvYiJdLCJwYXJlbnQiOiJyZXFfYTEiLCJjYWxsZWUiOiJib2IiLCJleHAiOjE3OTY0NjEyMDAwMDB9.Qw1sT3pg-Cb5vgW3qcoNLBUsbf186nXZAKSyH90O0F8';
+  assert.equal(encodeDelegation(rt, d), pinned);
+  // Escapes and non-ASCII names (UTF-8 in the payload), a long chain, a hop past 1.
+  const odd: Delegation = { id: 'dlg_0123456789abcdef', hop: 3, chain: ['spiffe://prod/workload/x', 'ré"\\sumé', '\u2028line', 'carol'], parent: 'req_b2', callee: 'carol', exp: 1 };
+  assert.equal(encodeDelegation(rt, odd), 'v1.eyJpZCI6ImRsZ18wMTIzNDU2Nzg5YWJjZGVmIiwiaG9wIjozLCJjaGFpbiI6WyJzcGlmZmU6Ly9wcm9kL3dvcmtsb2FkL3giLCJyw6lcIlxcc3Vtw6kiLCLigKhsaW5lIiwiY2Fyb2wiXSwicGFyZW50IjoicmVxX2IyIiwiY2FsbGVlIjoiY2Fyb2wiLCJleHAiOjF9.gLxDdJHQqSW4eTbx5WuGy23tkRMv9nWmgUi638LnaXk');
+  // Made again and again (no state carried from one header to the next), and by a second aam's key its own.
+  assert.equal(encodeDelegation(rt, d), pinned);
+  assert.equal(encodeDelegation(runtimeWith(Buffer.alloc(32, 9)), d), signed(JSON.stringify(d), Buffer.alloc(32, 9)));
+  assert.equal(encodeDelegation(rt, d), pinned);
+  // A chain too long for any scratch space a signer keeps: still the independent HMAC's bytes, and verified.
+  const long: Delegation = { ...d, chain: Array.from({ length: 200 }, (_, i) => `agent-${i}-${'x'.repeat(40)}`).concat('bob') };
+  const header = encodeDelegation(rt, long);
+  assert.equal(header, signed(JSON.stringify(long)));
+  assert.ok(header.length > 8192);
+  assert.equal(encodeDelegation(rt, d), pinned);
+  // A payload with a character outside Latin-1 is signed as its UTF-8 bytes: no two payloads share a signature.
+  assert.throws(() => verifyDelegation(rt, `v1.${'\u0165'}${pinned.slice(4)}`, who('bob'), NOW), /bad signature/);
+  assert.throws(() => verifyDelegation(rt, `v1.e${'\u0179'}${pinned.slice(5)}`, who('bob'), NOW), /bad signature/);
+});
+
 test('an upstream call carries the request span\'s traceparent, or a new span in the request\'s trace', () => {
   assert.equal(outgoingTraceparent({ traceparent: () => '00-aa-bb-01' }, 'c'.repeat(32), () => 'x'), '00-aa-bb-01');
   assert.equal(outgoingTraceparent(undefined, 'c'.repeat(32), () => 'd'.repeat(16)), `00-${'c'.repeat(32)}-${'d'.repeat(16)}-01`);
