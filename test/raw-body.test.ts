@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { keyCount, memberCount, scanJsonKeys, topLevelModel } from '../src/access/json-keys.ts';
+import { keyCount, memberCount, scanJsonKeys, textMemberCount, topLevelModel } from '../src/access/json-keys.ts';
 import { jsonTooDeep } from '../src/access/json-depth.ts';
 import { startTestGateway, yaml, doc, type TestGateway } from './helpers/gateway.ts';
 import { openaiAdapter } from '../src/providers/openai.ts';
@@ -53,6 +53,20 @@ test('memberCount (colons outside strings) equals keyCount of the parsed value e
   for (const s of ['{}', '[]', '"a:b"', '{"a":1,"b":{"c":[1,{"d":"e:f\\":"}]},"g":[]}', '{"__proto__":{"x":1},"y":2}', '[{"a":1},{"a":1}]', '{"a\\":":1}']) assert.ok(same(s), s);
   for (const s of ['{"a":1,"a":1}', '{"x":[{"b":1,"c":2,"b":3}]}', '{"a":1,"\\u0061":2}']) assert.ok(!same(s), s);
   assert.equal(memberCount(Buffer.from(`{"a":${'['.repeat(200)}${']'.repeat(200)}}`)), -1);
+});
+
+test('textMemberCount reads the same count from a string as memberCount from its UTF-8 bytes (an SSE event\'s data, no Buffer)', () => {
+  const texts = ['{}', '[]', '"a:b"', '{"a":1,"b":{"c":[1,{"d":"e:f\\":"}]},"g":[]}', '{"__proto__":{"x":1},"y":2}', '[{"a":1},{"a":1}]', '{"a\\":":1}',
+    '{"a":1,"a":1}', '{"x":[{"b":1,"c":2,"b":3}]}', '{"a":1,"\\u0061":2}',
+    // Non-ASCII text (one character, two UTF-16 units, several UTF-8 bytes) beside the structure; runs of backslashes before a quote.
+    '{"é:😀":"ü\\\\","k":"\\\\\\":x","z":{"q":"日本:語"}}', '{"a":"' + 'x'.repeat(100) + ':\\"' + '"}', '{"t":"\\\\"}', '{"a":"x\\":y","b":1}', '{"a":"\\\\\\"{:","b":[{"c":"\\\\"},{"d":2}]}'];
+  for (const s of texts) {
+    JSON.parse(s);
+    assert.equal(textMemberCount(s), memberCount(Buffer.from(s)), s);
+  }
+  assert.equal(textMemberCount('{"é":1,"é":2}') === keyCount(JSON.parse('{"é":1,"é":2}')), false);
+  assert.equal(textMemberCount(`{"a":${'['.repeat(200)}${']'.repeat(200)}}`), -1);
+  assert.equal(textMemberCount('{"a":"unterminated'), 1);
 });
 
 test('scanJsonKeys: the top-level "model" string\'s byte range; nesting as jsonTooDeep counts it', () => {

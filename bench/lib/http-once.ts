@@ -21,9 +21,11 @@ export interface Timing {
   bytes: number;
 }
 
-// A streamed OpenAI chunk with real text: `"content":"` (chat) or `"delta":"` (a Responses text
-// delta) followed by anything but the closing quote.
-const CONTENT_RE = /"(?:content|delta)":"[^"]/;
+// A streamed chunk with real text: `"content":"` (chat), `"delta":"` (a Responses text delta) or
+// `"text":"` (an Anthropic text delta; an A2A event's text part: the artifact of a stream, whose
+// first event, the task, holds none) followed by anything but the closing quote. A callee's own
+// serializer (A2A, passed on as written) may put spaces around the colon.
+export const CONTENT_RE = /"(?:content|delta|text)"\s*:\s*"[^"]/;
 
 const nowMs = (): number => Number(process.hrtime.bigint()) / 1e6;
 
@@ -42,7 +44,7 @@ export function sendOnce(dispatcher: Dispatcher, spec: RequestSpec, scanContent:
         if (scanContent && Number.isNaN(t.firstContentMs)) {
           const s = tail + chunk.toString('latin1');
           if (CONTENT_RE.test(s)) t.firstContentMs = nowMs() - t0;
-          else tail = s.slice(-16);
+          else tail = s.slice(-24);
         }
       },
       onResponseEnd() { t.totalMs = nowMs() - t0; resolve(t); },

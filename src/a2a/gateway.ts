@@ -628,7 +628,7 @@ class StreamRelay {
     }
     const binding = this.binding;
     if (result !== ev.result) this.out += binding.frame({ ...ev, result }, event);
-    else this.out += binding === JSONRPC && passesRaw(egress, Buffer.from(data), ev) ? sseFrame(data, event) : binding.frame(ev, event);
+    else this.out += binding === JSONRPC && passesRaw(egress, data, ev) ? sseFrame(data, event) : binding.frame(ev, event);
     return !(ev.error !== undefined && binding === REST);
   }
 

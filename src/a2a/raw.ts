@@ -11,17 +11,19 @@
 //   at all; otherwise every string in it (keys too) is checked, decoded, for a secret.
 // Anything else is re-serialised (and so scrubbed in its decoded form), as before.
 import { holdsSecret, type ScrubSource } from '../access/egress.ts';
-import { keyCount, memberCount } from '../access/json-keys.ts';
+import { keyCount, memberCount, textMemberCount } from '../access/json-keys.ts';
 
 /**
- * True when `bytes` (the UTF-8 text JSON.parse read as `value`) may be written to the caller
- * unchanged. Its members are counted as a request body's are (memberCount: the colons outside
- * strings, -1 when nested too deep to count, then re-serialised as before).
+ * True when `bytes` (the UTF-8 text JSON.parse read as `value`, or that text as a string: an SSE
+ * event's data) may be written to the caller unchanged. Its members are counted as a request
+ * body's are (memberCount: the colons outside strings, -1 when nested too deep to count, then
+ * re-serialised as before).
  */
-export function passesRaw(egress: ScrubSource, bytes: Buffer, value: unknown): boolean {
-  const members = memberCount(bytes);
+export function passesRaw(egress: ScrubSource, bytes: Buffer | string, value: unknown): boolean {
+  const text = typeof bytes === 'string';
+  const members = text ? textMemberCount(bytes) : memberCount(bytes);
   if (members < 0 || keyCount(value) !== members) return false;
-  if (bytes.indexOf(0x5c) === -1 || egress.scrubber().size === 0) return true; // '\\'
+  if ((text ? bytes.indexOf('\\') : bytes.indexOf(0x5c)) === -1 || egress.scrubber().size === 0) return true; // '\\'
   const strings: string[] = [];
   stringsOf(value, strings);
   return !holdsSecret(egress, strings.join('\n'));

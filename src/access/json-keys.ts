@@ -29,6 +29,33 @@ export function memberCount(buf: Buffer, max = MAX_JSON_DEPTH): number {
   return members;
 }
 
+/**
+ * memberCount of JSON held as a string (an SSE event's data): the same count, read from the
+ * string's characters. JSON's structural characters are ASCII, so a string counts them as its
+ * UTF-8 bytes do, with no Buffer made to read them.
+ */
+export function textMemberCount(text: string, max = MAX_JSON_DEPTH): number {
+  let depth = 0;
+  let members = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22) { // '"': jump to the closing quote, the first not preceded by an odd run of backslashes
+      for (;;) {
+        const q = text.indexOf('"', i + 1);
+        if (q < 0) return members; // unterminated string: JSON.parse reports it
+        let k = q - 1;
+        while (text.charCodeAt(k) === 0x5c) k--;
+        i = q;
+        if ((q - 1 - k) % 2 === 0) break;
+      }
+    } else if (c === 0x3a) members++; // ':'
+    else if (c === 0x7b || c === 0x5b) { // '{' '['
+      if (++depth > max) return -1;
+    } else if (c === 0x7d || c === 0x5d) depth--; // '}' ']'
+  }
+  return members;
+}
+
 /** The keys of every object in a parsed JSON value (nested at most MAX_JSON_DEPTH deep: checked before it was parsed). */
 export function keyCount(v: unknown): number {
   if (typeof v !== 'object' || v === null) return 0;
