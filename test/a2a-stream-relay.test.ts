@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import { connect, createServer as createNetServer, type AddressInfo, type Server as NetServer } from 'node:net';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
-import { idsIn, type SeenIds } from '../src/a2a/tasks.ts';
+import { idsIn, SeenIds } from '../src/a2a/tasks.ts';
 
 const SECRET = 'relay-cred-5b9e2d71c04a8f36ee';
 let gw: TestGateway;
@@ -148,7 +148,7 @@ test('a2a stream relay: an artifact carrying the credential, split across the ca
 });
 
 test('idsIn: a stream\'s ids are each returned once (then marked seen); nothing new is one shared empty answer, no arrays made', () => {
-  const seen: SeenIds = { tasks: new Set(), contexts: new Set() };
+  const seen = new SeenIds();
   const task = { task: { id: 't1', contextId: 'c1', status: { state: 'TASK_STATE_WORKING' } } };
   assert.deepEqual(idsIn(task, seen), { tasks: ['t1'], contexts: ['c1'] });
   const artifact = { artifactUpdate: { taskId: 't1', contextId: 'c1', artifact: { artifactId: 'a1', parts: [] } } };
@@ -156,9 +156,11 @@ test('idsIn: a stream\'s ids are each returned once (then marked seen); nothing 
   assert.deepEqual(none, { tasks: [], contexts: [] });
   // A new id in a later event (another task of the same context) is returned alone.
   assert.deepEqual(idsIn({ statusUpdate: { taskId: 't2', contextId: 'c1', status: {} } }, seen), { tasks: ['t2'], contexts: [] });
-  assert.deepEqual([...seen.tasks], ['t1', 't2']);
+  assert.deepEqual([seen.task, ...seen.moreTasks ?? []], ['t1', 't2']);
+  assert.equal(seen.context, 'c1');
+  assert.equal(seen.moreContexts, null, 'one context: no Set made');
   // One id named twice in one event is returned once.
-  const fresh: SeenIds = { tasks: new Set(), contexts: new Set() };
+  const fresh = new SeenIds();
   assert.deepEqual(idsIn({ id: 't3', status: {}, contextId: 'c3', task: { id: 't3', status: {}, contextId: 'c3' } }, fresh), { tasks: ['t3'], contexts: ['c3'] });
   // Without `seen` (an answer, a push notification) every id is returned; a plain message has none.
   assert.deepEqual(idsIn(task), { tasks: ['t1'], contexts: ['c1'] });
@@ -166,4 +168,13 @@ test('idsIn: a stream\'s ids are each returned once (then marked seen); nothing 
   assert.equal(message, none, 'the same shared object: nothing was allocated');
   assert.equal(idsIn(artifact, seen), none);
   assert.ok(Object.isFrozen(none) && Object.isFrozen(none.tasks) && Object.isFrozen(none.contexts));
+  // The usual stream (one task, one context, named by every event) keeps them as two strings: no Set at all.
+  const usual = new SeenIds();
+  for (let i = 0; i < 3; i++) idsIn(i === 0 ? task : artifact, usual);
+  assert.deepEqual([usual.task, usual.context, usual.moreTasks, usual.moreContexts], ['t1', 'c1', null, null]);
+  // Several ids: each still bound once.
+  const many = new SeenIds();
+  for (let i = 0; i < 2; i++) for (const t of ['t1', 't2', 't3']) idsIn({ statusUpdate: { taskId: t, contextId: `c${t}`, status: {} } }, many);
+  assert.deepEqual([many.task, ...many.moreTasks ?? []], ['t1', 't2', 't3']);
+  assert.deepEqual([many.context, ...many.moreContexts ?? []], ['ct1', 'ct2', 'ct3']);
 });

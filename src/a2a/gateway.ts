@@ -21,7 +21,7 @@ import { decide } from '../policy/decide.ts';
 import { agentVisible, decidingAgentRule, maxDelegationDepth } from '../policy/agents.ts';
 import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
-import { idsIn, type SeenIds } from './tasks.ts';
+import { idsIn, SeenIds } from './tasks.ts';
 import { passesRaw } from './raw.ts';
 import { ArtifactText, PushArtifactText, mayJoin, type HeldRelease, type Released } from './chunks.ts';
 import { StoreUnavailable } from '../store/types.ts';
@@ -558,7 +558,7 @@ class StreamRelay {
   /** The JSON-RPC id of the callee's last event. */
   lastId: unknown = null;
   /** Ids this stream has bound (its events repeat them): each bound once. */
-  readonly bound: SeenIds = { tasks: new Set<string>(), contexts: new Set<string>() };
+  readonly bound = new SeenIds();
   readonly where: string;
   readonly keepalive: KeepAlive | null;
   readonly parser = new SseParser();
@@ -669,7 +669,7 @@ class StreamRelay {
   drained(): void {
     this.end.drained = true;
     this.body.destroy();
-    const task = this.bound.tasks.size ? [...this.bound.tasks][0] : undefined;
+    const task = this.bound.task || undefined;
     this.fail(this.rpcId, -32603, `aam is shutting down (this replica is draining): the stream ended before the task did${task ? `; task "${task}" goes on at the agent: resubscribe to it (SubscribeToTask / tasks/resubscribe, id "${task}")` : '; retry the call'} through aam, which another replica answers`, { code: 'shutting_down', http_status: 503 });
   }
 

@@ -8,8 +8,37 @@ import type { TaskIds } from '../store/types.ts';
 
 const str = (v: unknown): string | undefined => (typeof v === 'string' && v ? v : undefined);
 
-/** Ids a stream has bound already (its events repeat the task and context ids). */
-export interface SeenIds { tasks: Set<string>; contexts: Set<string> }
+/**
+ * Ids a stream has bound already (its events repeat the task and context ids). The usual stream
+ * names one task and one context: those are kept as one string each, and a Set is made only for
+ * a second one.
+ */
+export class SeenIds {
+  /** The first task id seen ('' before one). */
+  task = '';
+  /** The first context id seen ('' before one). */
+  context = '';
+  /** Task ids after the first, once there is one. */
+  moreTasks: Set<string> | null = null;
+  /** Context ids after the first, once there is one. */
+  moreContexts: Set<string> | null = null;
+
+  /** True when `id` (not empty) is a task id not seen before; it is seen from now on. */
+  newTask(id: string): boolean {
+    if (this.task === '') { this.task = id; return true; }
+    if (id === this.task) return false;
+    const more = this.moreTasks ??= new Set();
+    return more.size !== more.add(id).size;
+  }
+
+  /** True when `id` (not empty) is a context id not seen before; it is seen from now on. */
+  newContext(id: string): boolean {
+    if (this.context === '') { this.context = id; return true; }
+    if (id === this.context) return false;
+    const more = this.moreContexts ??= new Set();
+    return more.size !== more.add(id).size;
+  }
+}
 
 /** No ids (shared, never written to: nothing is bound for it). */
 const NONE: TaskIds = Object.freeze({ tasks: Object.freeze([]) as unknown as string[], contexts: Object.freeze([]) as unknown as string[] });
@@ -35,14 +64,12 @@ function idsOf(o: unknown, out: TaskIds, seen: SeenIds | undefined): TaskIds {
   if (!o || typeof o !== 'object') return out;
   const x = o as Record<string, unknown>;
   const task = str(x.taskId) ?? (x.status !== undefined ? str(x.id) : undefined);
-  if (task && !seen?.tasks.has(task)) {
-    seen?.tasks.add(task);
+  if (task && (seen === undefined || seen.newTask(task))) {
     if (out === NONE) out = { tasks: [], contexts: [] };
     out.tasks.push(task);
   }
   const ctx = str(x.contextId);
-  if (ctx && !seen?.contexts.has(ctx)) {
-    seen?.contexts.add(ctx);
+  if (ctx && (seen === undefined || seen.newContext(ctx))) {
     if (out === NONE) out = { tasks: [], contexts: [] };
     out.contexts.push(ctx);
   }

@@ -8,9 +8,19 @@ import { StoreUnavailable, type TaskIds, type TaskOwner, type TaskOwnerStore } f
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
-interface Held extends TaskOwner { expires: number }
+interface Held extends TaskOwner {
+  expires: number;
+  /** Bound again (refresh) since it was put last in the map's order. */
+  again?: boolean;
+}
 
-/** Bounded map of live owners, oldest first out. */
+/**
+ * Bounded map of live owners, oldest first out. An owner bound again as it is (a stream's task,
+ * named by every call that continues it) is refreshed in place: no new object, no delete and set
+ * to move it last. When it comes first in line to go, it goes last instead, once (a second
+ * chance, as a clock cache gives): about the least recently bound goes first, and an owner bound
+ * again since it last went to the back never does.
+ */
 class OwnerMap {
   readonly #m = new Map<string, Held>();
   readonly #max: number;
@@ -23,7 +33,19 @@ class OwnerMap {
   set(k: string, o: Held): void {
     this.#m.delete(k);
     this.#m.set(k, o);
-    if (this.#m.size > this.#max) this.#m.delete(this.#m.keys().next().value as string);
+    while (this.#m.size > this.#max) {
+      const [first, held] = this.#m.entries().next().value as [string, Held];
+      this.#m.delete(first);
+      if (held.again !== true) break;
+      // Bound again since it went last: it goes last again (each at most once per trip through the line).
+      held.again = false;
+      this.#m.set(first, held);
+    }
+  }
+  /** `o` (held here) bound again, until `expires`. */
+  refresh(o: Held, expires: number): void {
+    o.expires = expires;
+    o.again = true;
   }
 }
 
@@ -41,7 +63,8 @@ export function memoryTaskOwners(max = 50_000, ttlMs = DAY_MS, now: () => number
         const k = keyOf(callee, kind, id);
         const cur = m.get(k, t);
         if (cur && cur.caller !== caller) return;
-        m.set(k, { caller, skill, expires: t + ttlMs });
+        if (cur && cur.skill === skill) m.refresh(cur, t + ttlMs);
+        else m.set(k, { caller, skill, expires: t + ttlMs });
       };
       // Tasks then contexts, as each() orders them (no tuple per id).
       for (const id of ids.tasks) put('task', id);
