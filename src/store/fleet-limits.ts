@@ -31,11 +31,15 @@ const nextMonth = (start: number): number => { const d = new Date(start); return
 // A settled reservation that already expired is not subtracted twice; its charge still counts
 // (except on a retry: there a missing reservation means the failed call ran, or Redis restarted
 // empty and re-seeds the total from PostgreSQL, which has the charge).
-// Commands are what this costs Redis (each call ~1-2 us of its one thread, per request): the
-// reserved sum 'r' of a budget moves once per call by the net of its releases and reservations (a
-// settle and the next admission on one key cancel out), and expiries are set when a key is made,
-// not per request: a budget hash when it is seeded (at least once a month while in use), its
-// reservation zset when it is created (the same long expiry; members expire by their score).
+// Commands are what this costs Redis (each call ~0.5-3 us of its one thread, per request; with a
+// settle and an admission on one budget: TIME, ZREM, HMGET, ZADD, HSET): a budget hash is read
+// once per call (its day and month totals, the reserved sum 'r', the next sweep 'w') and written
+// once at its end (one HSET of what moved: a settle and the next admission on one key cancel out
+// in 'r'), not by HINCRBYFLOAT per settlement; expired reservations are swept once a second per
+// budget and before any refusal, not looked for per request; and expiries are set when a key is
+// made, not per request: a budget hash when it is seeded (at least once a month while in use), its
+// reservation zset when it is created (the same long expiry; members expire by their score, and a
+// member that never expires keeps the zset from being deleted when its last reservation settles).
 const ADMIT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -46,12 +50,48 @@ local keyTtl = tonumber(ARGV[4])
 local a = 5
 local k = 0
 local totals = {}
-local rdelta = {}
-local rkeys = {}
-local function moveR(bk, by)
-  if not rdelta[bk] then rdelta[bk] = 0; rkeys[#rkeys + 1] = bk end
-  rdelta[bk] = rdelta[bk] + by
+local KEEP = '~'
+-- The budget hashes this call touches, each read once (HMGET of its day and month totals and the
+-- reserved sum 'r') and written once at the end (one HSET of what moved), however many of the
+-- call's settlements and its admission use it.
+local books = {}
+local touched = {}
+local function book(bk)
+  local b = books[bk]
+  if not b then
+    local v = redis.call('HMGET', bk, dayF, monF, 'r', 'w')
+    b = { d = tonumber(v[1]), m = tonumber(v[2]), r = tonumber(v[3]) or 0, w = tonumber(v[4]) or 0, dr = 0, wd = false, wm = false, ww = false }
+    books[bk] = b
+    touched[#touched + 1] = bk
+  end
+  return b
 end
+-- Expired reservations (their replica died) let go: at most once a second per budget ('w', the
+-- next sweep), and always before a refusal, so no request is refused for a reservation that expired.
+local function sweep(b, zk)
+  local dead = redis.call('ZRANGEBYSCORE', zk, '-inf', now)
+  if #dead > 0 then
+    local sum = 0
+    for _, m in ipairs(dead) do sum = sum + tonumber(string.match(m, '|(.*)$')) end
+    redis.call('ZREMRANGEBYSCORE', zk, '-inf', now)
+    b.dr = b.dr - sum
+  end
+  b.w = now + 1000
+  b.ww = true
+end
+-- The budget's refusal if this amount does not fit (day first, then month), else nil.
+local function over(b, j, daily, monthly, amount)
+  local reserved = math.max(0, b.r + b.dr)
+  if daily >= 0 and (b.d + reserved + amount) > daily + 1e-9 then
+    return { 'budget', j, 'daily', tostring(b.d + reserved) }
+  elseif monthly >= 0 and (b.m + reserved + amount) > monthly + 1e-9 then
+    return { 'budget', j, 'monthly', tostring(b.m + reserved) }
+  end
+  return nil
+end
+-- A total as the hash keeps it: 15 significant digits (DBL_DIG: a sum of decimal prices stays that
+-- decimal, 0.7 + 0.1 is 0.8, as HINCRBYFLOAT's long double kept it).
+local function num(x) return string.format('%.15g', x) end
 for s = 1, ns do
   local nr, nb = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   local actual, est = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
@@ -73,12 +113,15 @@ for s = 1, ns do
   for j = 1, nb do
     local bk, zk = KEYS[k + nr + 2 * j - 1], KEYS[k + nr + 2 * j]
     local removed = redis.call('ZREM', zk, member) == 1
-    if removed then moveR(bk, -amount) end
     local d, m = '', ''
-    if charge > 0 and (removed or not retry) then
-      local have = redis.call('HMGET', bk, dayF, monF)
-      if have[1] then d = redis.call('HINCRBYFLOAT', bk, dayF, charge) end
-      if have[2] then m = redis.call('HINCRBYFLOAT', bk, monF, charge) end
+    local charged = charge > 0 and (removed or not retry)
+    if removed or charged then
+      local b = book(bk)
+      if removed then b.dr = b.dr - amount end
+      if charged then
+        if b.d then b.d = b.d + charge; b.wd = true; d = num(b.d) end
+        if b.m then b.m = b.m + charge; b.wm = true; m = num(b.m) end
+      end
     end
     totals[#totals + 1] = d
     totals[#totals + 1] = m
@@ -121,31 +164,20 @@ local function admit()
   a = a + 5
   local budgetFail = nil
   local missing = {}
-  local fresh = {}
   for j = 1, nb do
     local bk, zk = KEYS[k + nr + 2 * j - 1], KEYS[k + nr + 2 * j]
     local daily, monthly = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
     a = a + 2
-    -- The oldest reservation: none means the zset is made by this one; expired ones are let go.
-    local first = redis.call('ZRANGE', zk, 0, 0, 'WITHSCORES')
-    fresh[j] = #first == 0
-    if not fresh[j] and tonumber(first[2]) <= now then
-      local dead = redis.call('ZRANGEBYSCORE', zk, '-inf', now)
-      local sum = 0
-      for _, m in ipairs(dead) do sum = sum + tonumber(string.match(m, '|(.*)$')) end
-      redis.call('ZREMRANGEBYSCORE', zk, '-inf', now)
-      moveR(bk, -sum)
-      fresh[j] = redis.call('EXISTS', zk) == 0
-    end
-    local v = redis.call('HMGET', bk, dayF, monF, 'r')
-    if (daily >= 0 and not v[1]) or (monthly >= 0 and not v[2]) then
+    local b = book(bk)
+    if (daily >= 0 and not b.d) or (monthly >= 0 and not b.m) then
       missing[#missing + 1] = j
     elseif not budgetFail then
-      local reserved = math.max(0, (tonumber(v[3]) or 0) + (rdelta[bk] or 0))
-      if daily >= 0 and (tonumber(v[1]) + reserved + amount) > daily + 1e-9 then
-        budgetFail = { 'budget', j, 'daily', tostring(tonumber(v[1]) + reserved) }
-      elseif monthly >= 0 and (tonumber(v[2]) + reserved + amount) > monthly + 1e-9 then
-        budgetFail = { 'budget', j, 'monthly', tostring(tonumber(v[2]) + reserved) }
+      local swept = now >= b.w
+      if swept then sweep(b, zk) end
+      budgetFail = over(b, j, daily, monthly, amount)
+      if budgetFail and not swept then
+        sweep(b, zk)
+        budgetFail = over(b, j, daily, monthly, amount)
       end
     end
     -- No window to seed it, so nothing else sets its expiry.
@@ -179,16 +211,24 @@ local function admit()
   if amount > 0 then
     for j = 1, nb do
       local bk, zk = KEYS[k + nr + 2 * j - 1], KEYS[k + nr + 2 * j]
-      redis.call('ZADD', zk, now + ttl, member)
-      if fresh[j] then redis.call('PEXPIRE', zk, keyTtl) end
-      moveR(bk, amount)
+      -- With a member that never expires (score +inf, never swept): the zset is not deleted and made
+      -- again each time its last reservation settles. Both new: the zset is made here (or by an
+      -- earlier version, without it), and gets the budget key's expiry.
+      if redis.call('ZADD', zk, now + ttl, member, '+inf', KEEP) ~= 1 then redis.call('PEXPIRE', zk, keyTtl) end
+      books[bk].dr = books[bk].dr + amount
     end
   end
   return { 'ok' }
 end
 local admission = admit()
-for _, bk in ipairs(rkeys) do
-  if rdelta[bk] ~= 0 then redis.call('HINCRBYFLOAT', bk, 'r', rdelta[bk]) end
+for _, bk in ipairs(touched) do
+  local b = books[bk]
+  local set = {}
+  if b.wd then set[#set + 1] = dayF; set[#set + 1] = num(b.d) end
+  if b.wm then set[#set + 1] = monF; set[#set + 1] = num(b.m) end
+  if b.dr ~= 0 then set[#set + 1] = 'r'; set[#set + 1] = num(b.r + b.dr) end
+  if b.ww then set[#set + 1] = 'w'; set[#set + 1] = b.w end
+  if #set > 0 then redis.call('HSET', bk, unpack(set)) end
 end
 return { admission, totals, cached }
 `;
