@@ -50,7 +50,7 @@ const HOUR = 60 * 60 * 1000;
 test('a delegation is signed over its content, bound to the callee, and extends the chain hop by hop', () => {
   const alice = who('alice'), bob = who('bob');
   let ids = 0;
-  const d = delegate(undefined, alice, 'bob', 'req_a1', () => { ids++; return 'f00d'; }, NOW);
+  const d = delegate(undefined, alice, 'bob', 'req_a1', { traceId: () => { ids++; return 'f00d'; } }, NOW);
   assert.deepEqual(d, { id: 'dlg_f00d', hop: 1, chain: ['alice', 'bob'], parent: 'req_a1', callee: 'bob', exp: NOW + HOUR });
   const header = encodeDelegation(rt, d);
   // The wire form is exactly what an independent HMAC of the same payload gives.
@@ -60,7 +60,7 @@ test('a delegation is signed over its content, bound to the callee, and extends 
   assert.deepEqual(verifyDelegation(rt, header, bob, NOW + HOUR), d, 'valid up to its expiry');
   assert.equal(verifyDelegation(rt, undefined, bob, NOW), undefined, 'no header: no delegation');
   // Bob calls Carol while serving it: same chain, next hop, no new id.
-  const d2 = delegate(d, bob, 'carol', 'req_b1', () => { ids++; return 'beef'; }, NOW + 5);
+  const d2 = delegate(d, bob, 'carol', 'req_b1', { traceId: () => { ids++; return 'beef'; } }, NOW + 5);
   assert.deepEqual(d2, { id: 'dlg_f00d', hop: 2, chain: ['alice', 'bob', 'carol'], parent: 'req_b1', callee: 'carol', exp: NOW + 5 + HOUR });
   assert.equal(ids, 1, 'a new id only for a new chain');
   assert.deepEqual(d.chain, ['alice', 'bob'], 'the caller\'s delegation is not changed');
@@ -68,7 +68,7 @@ test('a delegation is signed over its content, bound to the callee, and extends 
   // An unregistered caller is named by its SPIFFE ID.
   const anon: Identity = { agent: agent('', 'spiffe://prod/workload/x'), method: 'jwt_svid' };
   assert.equal(chainName(anon), 'spiffe://prod/workload/x');
-  assert.deepEqual(delegate(undefined, anon, 'bob', 'r', () => '1', NOW).chain, ['spiffe://prod/workload/x', 'bob']);
+  assert.deepEqual(delegate(undefined, anon, 'bob', 'r', { traceId: () => '1' }, NOW).chain, ['spiffe://prod/workload/x', 'bob']);
   assert.equal(chainName(bob), 'bob');
   // Evidence: the chain id, hop, parent request and a copy of the chain.
   const ev = delegationEvidence(d2);
@@ -79,7 +79,7 @@ test('a delegation is signed over its content, bound to the callee, and extends 
 
 test('a forged, edited, expired, malformed or borrowed delegation is refused, saying what to send instead', () => {
   const bob = who('bob');
-  const d: Delegation = delegate(undefined, who('alice'), 'bob', 'req_a1', () => 'f00d', NOW);
+  const d: Delegation = delegate(undefined, who('alice'), 'bob', 'req_a1', { traceId: () => 'f00d' }, NOW);
   const header = encodeDelegation(rt, d);
   const refusal = (h: string | string[], id = bob, now = NOW) => thrown(() => verifyDelegation(rt, h, id, now));
   const bad = (h: string | string[], why: RegExp, id = bob, now = NOW) => {
@@ -147,8 +147,8 @@ test('the delegation header\'s bytes for a fixed input are pinned (the callee si
 });
 
 test('an upstream call carries the request span\'s traceparent, or a new span in the request\'s trace', () => {
-  assert.equal(outgoingTraceparent({ traceparent: () => '00-aa-bb-01' }, 'c'.repeat(32), () => 'x'), '00-aa-bb-01');
-  assert.equal(outgoingTraceparent(undefined, 'c'.repeat(32), () => 'd'.repeat(16)), `00-${'c'.repeat(32)}-${'d'.repeat(16)}-01`);
+  assert.equal(outgoingTraceparent({ traceparent: () => '00-aa-bb-01' }, 'c'.repeat(32), { spanId: () => 'x' }), '00-aa-bb-01');
+  assert.equal(outgoingTraceparent(undefined, 'c'.repeat(32), { spanId: () => 'd'.repeat(16) }), `00-${'c'.repeat(32)}-${'d'.repeat(16)}-01`);
 });
 
 // ---- JSON depth at the door ----

@@ -232,7 +232,7 @@ test('opening access identifies the caller; a request serving an A2A call is lin
   assert.equal(a.delegation, undefined);
   assert.deepEqual(plain.events, [], 'no delegation: no event');
 
-  const d = delegate(undefined, who(plain, 'analyst'), 'plain', 'req_parent', () => 'c0ffee');
+  const d = delegate(undefined, who(plain, 'analyst'), 'plain', 'req_parent', { traceId: () => 'c0ffee' });
   const serving = setup({ key: { agent: 'plain', id: 'k1' }, headers: { 'x-aam-delegation': '' } });
   (serving.ctx.req.headers as Record<string, string>)['x-aam-delegation'] = encodeDelegation(serving.rt, d);
   const b = await openAccess(serving.ctx);

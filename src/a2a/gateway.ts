@@ -6,18 +6,19 @@
 // (SSE relayed event by event) -> guard output -> record (linked to the delegation chain).
 // Everything written to the caller goes through the egress door (ctx.res), which scrubs it.
 import { H1Agent } from '../lib/h1-agent.ts';
-import { callCallee, type CalleeText } from './callee.ts';
+import { callCallee, type CalleeAnswer, type CalleeText } from './callee.ts';
 import type { Access, CalleeInjection, Ctx } from './plane.ts';
 import { readJson, readJsonWithBytes, sendJson } from '../access/request.ts';
 import { AamError, EvidenceUnavailable, toAamError } from '../access/errors.ts';
 import { Access as AccessOf, currentCaller as callerNow, openAccess } from '../access/context.ts';
-import { authorize, policyEvidence, recordDecision, storeFailure } from '../access/decide.ts';
+import { authorize, policyEvidence, recordDecision, storeFailure, type Admission } from '../access/decide.ts';
 import type { Identity } from '../identity/types.ts';
-import { admitRuleCall } from '../access/rule-limits.ts';
+import { admitRuleCall, type RuleAdmission, type RuleRefusal } from '../access/rule-limits.ts';
 import { identityEvidence, requestTraceId } from '../access/evidence.ts';
 import { postToAgent, scrubAcross } from '../access/egress.ts';
-import { chainName, delegate, delegationEvidence, encodeDelegation, outgoingTraceparent, DELEGATION_HEADER } from '../access/delegation.ts';
+import { chainName, delegate, delegationEvidence, encodeDelegation, outgoingTraceparent, DELEGATION_HEADER, type Delegation } from '../access/delegation.ts';
 import { decide } from '../policy/decide.ts';
+import type { Decision } from '../policy/types.ts';
 import { agentVisible, decidingAgentRule, maxDelegationDepth } from '../policy/agents.ts';
 import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
@@ -174,31 +175,53 @@ export function createA2aGateway(): A2aGateway {
     sendJson(ctx, 200, rewriteCard(raw, `${publicBase(ctx)}/a2a/${encodeURIComponent(name)}`, mayCall), { 'cache-control': 'private, max-age=30' });
   }
 
-  async function call(ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding): Promise<void> {
-    const identity = access.identity;
-    const caller = identity.agent.spiffeId;
-    // Which skill: named by the message, or the one that created the task.
-    let skill = '';
-    let taskId: string | undefined;
-    if (SEND.has(rpc.method)) {
-      const msg = rpc.params.message as Record<string, unknown> | undefined;
-      if (!msg || typeof msg !== 'object') throw new RpcError(-32602, `${rpc.method} needs params.message`);
-      const meta = msg.metadata as Record<string, unknown> | undefined;
-      skill = typeof meta?.skill === 'string' ? meta.skill : '';
-      taskId = typeof msg.taskId === 'string' && msg.taskId ? msg.taskId : undefined;
-      if (taskId) skill = (await ownedBy(ctx, name, 'task', taskId, caller)).skill;
-      const ctxId = typeof msg.contextId === 'string' ? msg.contextId : undefined;
-      if (ctxId) { const o = await owner(ctx, name, 'context', ctxId); if (o && o.caller !== caller) throw new RpcError(TASK_NOT_FOUND, `context "${ctxId}" not found`); }
-    } else if (rpc.method in TASK_ID) {
-      const id = rpc.params[TASK_ID[rpc.method]];
-      if (typeof id !== 'string' || !id) throw new RpcError(-32602, `${rpc.method} needs params.${TASK_ID[rpc.method]}`);
-      taskId = id;
-      skill = (await ownedBy(ctx, name, 'task', id, caller)).skill;
-    } else if (rpc.method === 'ListTasks' || rpc.method === 'GetExtendedAgentCard') {
-      throw new RpcError(UNSUPPORTED, `aam does not relay ${rpc.method}: the callee sees every caller as aam, so its answer would mix callers; use GetTask with your task ids, or the card at /a2a/${name}${CARD_PATH}`);
-    } else {
+  /** What a call's steps (HopCall) use of this gateway: made once. */
+  const hopDeps: HopDeps = { dispatcher: calleeDispatcher, relayStream, relayJson };
+
+  /**
+   * Not an async function (its frame was ~2 KB per call): its steps up to the callee run at once
+   * where nothing waits and are chained only where a promise appears (a task's or context's owner,
+   * input guardrails, a push config's route, an admission or rule count that waits, an OAuth token);
+   * from the decision on, the call's state is one object (HopCall). A throw is a rejection.
+   */
+  function call(ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding): Promise<void> {
+    try {
+      const caller = access.identity.agent.spiffeId;
+      // Which skill: named by the message, or the one that created the task.
+      if (SEND.has(rpc.method)) {
+        const msg = rpc.params.message as Record<string, unknown> | undefined;
+        if (!msg || typeof msg !== 'object') throw new RpcError(-32602, `${rpc.method} needs params.message`);
+        const meta = msg.metadata as Record<string, unknown> | undefined;
+        const skill = typeof meta?.skill === 'string' ? meta.skill : '';
+        const taskId = typeof msg.taskId === 'string' && msg.taskId ? msg.taskId : undefined;
+        const ctxId = typeof msg.contextId === 'string' ? msg.contextId : undefined;
+        if (!taskId && !ctxId) return decided(ctx, access, name, spec, rpc, binding, skill, undefined);
+        return sendOwners(ctx, name, caller, skill, taskId, ctxId).then((s) => decided(ctx, access, name, spec, rpc, binding, s, taskId));
+      }
+      if (rpc.method in TASK_ID) {
+        const id = rpc.params[TASK_ID[rpc.method]];
+        if (typeof id !== 'string' || !id) throw new RpcError(-32602, `${rpc.method} needs params.${TASK_ID[rpc.method]}`);
+        return ownedBy(ctx, name, 'task', id, caller).then((o) => decided(ctx, access, name, spec, rpc, binding, o.skill, id));
+      }
+      if (rpc.method === 'ListTasks' || rpc.method === 'GetExtendedAgentCard') {
+        throw new RpcError(UNSUPPORTED, `aam does not relay ${rpc.method}: the callee sees every caller as aam, so its answer would mix callers; use GetTask with your task ids, or the card at /a2a/${name}${CARD_PATH}`);
+      }
       throw new RpcError(-32601, `method "${rpc.method}" is not an A2A v1 method aam relays (SendMessage, SendStreamingMessage, GetTask, CancelTask, SubscribeToTask, *TaskPushNotificationConfig*)`);
+    } catch (e) {
+      return Promise.reject(e);
     }
+  }
+
+  /** A message's skill when it names a task (the skill that created it), after its context (if named) is found the caller's. */
+  async function sendOwners(ctx: Ctx, name: string, caller: string, skill: string, taskId: string | undefined, ctxId: string | undefined): Promise<string> {
+    if (taskId) skill = (await ownedBy(ctx, name, 'task', taskId, caller)).skill;
+    if (ctxId) { const o = await owner(ctx, name, 'context', ctxId); if (o && o.caller !== caller) throw new RpcError(TASK_NOT_FOUND, `context "${ctxId}" not found`); }
+    return skill;
+  }
+
+  /** The call once its skill is known: the chain, the decision, then its input guardrails (a promise only when there are any). */
+  function decided(ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding, skill: string, taskId: string | undefined): Promise<void> {
+    const identity = access.identity;
     // The chain: this call extends the delegation the caller is serving, if any.
     const from = access.delegation;
     const chain = from?.chain ?? [chainName(identity)];
@@ -215,107 +238,10 @@ export function createA2aGateway(): A2aGateway {
       if (refused) throw new AamError(403, 'policy_denied', refused);
     }
     access.guardrails();
+    const c = new HopCall(hopDeps, ctx, access, name, spec, rpc, binding, skill, taskId, d);
     // No guardrail: the params as they are, with no promise to wait for.
-    let params = access.gs.length ? await access.guard('input', rpc.params, `a2a ${name}`, 'chat') : rpc.params;
-    // A push config: the callee gets aam's URL and token, the caller's are kept (push.ts).
-    const pushCfg = pushConfigIn(rpc.method, params);
-    if (pushCfg && typeof pushCfg.url === 'string') {
-      const refused = await pushUrlRefusal(pushCfg.url, ctx.rt.a2aPushAllow);
-      if (refused) throw new AamError(400, 'push_url_refused', refused);
-      const url = pushCfg.url, callerToken = typeof pushCfg.token === 'string' && pushCfg.token ? pushCfg.token : undefined;
-      // The registering request names the route's evidence: what it holds and lets go of later is recorded under it.
-      const route = await storeCall(() => new PushRoutes(ctx.rt.a2aPushRoutes).add({ callee: name, taskId: taskId ?? '', skill, identity, url, ...(callerToken ? { callerToken } : {}), requestId: ctx.requestId, traceId: requestTraceId(ctx) }));
-      params = withAamTarget(rpc.method, params, `${publicBase(ctx)}/a2a/${encodeURIComponent(name)}/push/${route.id}`, route.token);
-    }
-    // Counted against the caller's rate limits; the smallest reservation makes a spent budget refuse it (settled at $0).
-    const admitting = access.admit(0, BUDGET_PROBE_USD);
-    const adm = admitting instanceof Promise ? await admitting : admitting;
-    // The deciding agents rule's own rate and call budget (fleet-wide, like tools[].rate/budget).
-    let calls;
-    try {
-      const rule = decidingAgentRule(access.set, d);
-      const counted = rule ? admitRuleCall(ctx.rt, identity, rule, 'a2a', (r) => new AamError(429, r.code, r.message, { headers: { 'retry-after': String(r.retryAfterSeconds) } }), storeFailure) : undefined;
-      calls = counted instanceof Promise ? await counted : counted;
-    } catch (e) { access.release(adm); throw e; }
-    const delegation = delegate(from, identity, name, ctx.requestId, () => ctx.rt.ids.traceId());
-    const traceId = requestTraceId(ctx);
-    const traceparent = outgoingTraceparent(ctx.span, traceId, () => ctx.rt.ids.spanId());
-    const started = performance.now();
-    const a2a: Record<string, unknown> = { agent: name, skill, method: rpc.method };
-    if (taskId) a2a.task_id = taskId;
-    a2a.stream = STREAMING.has(rpc.method);
-    a2a.delegation = delegationEvidence(delegation);
-    // The call's one audit event (recorded once, on success or failure): its credential and outcome are filled in then, no copy made.
-    const ev: { type: 'a2a_call'; request_id: string; trace_id: string; identity: unknown; policy: unknown; a2a: unknown; credential: { name: string; version: number } | undefined; outcome: unknown } = {
-      type: 'a2a_call', request_id: ctx.requestId, trace_id: traceId, identity: identityEvidence(identity), policy: policyEvidence(d), a2a, credential: undefined, outcome: undefined,
-    };
-    let credential: { name: string; version: number } | undefined;
-    let status = 0;
-    /** A stream relay ended by a shutdown's drain (its evidence says so). */
-    const streamEnd = { drained: false };
-    try {
-      // A static secret is injected at once: no promise, no loop turn (an OAuth or on-behalf-of token may wait).
-      const injected = spec.credential ? inject(ctx, access, spec.credential, true) : NO_INJECTION;
-      const auth = injected instanceof Promise ? await injected : injected;
-      credential = auth.credential;
-      const headers: Record<string, string> = {
-        'content-type': 'application/json', accept: STREAMING.has(rpc.method) ? 'text/event-stream' : 'application/json',
-        'a2a-version': headerOf(ctx, 'a2a-version') ?? '1.0', traceparent,
-        [DELEGATION_HEADER]: encodeDelegation(ctx.rt, delegation), 'x-aam-request-id': ctx.requestId, 'x-aam-caller': caller,
-      };
-      for (const k in auth.headers) headers[k] = auth.headers[k];
-      const ext = headerOf(ctx, 'a2a-extensions');
-      if (ext) headers['a2a-extensions'] = ext;
-      let up;
-      try {
-        // The caller's own bytes when nothing in them changes (a guardrail's redaction, a push
-        // config's URL do): only the headers (credential, delegation, trace) are aam's.
-        const body = rpc.bytes !== undefined && params === rpc.params ? rpc.bytes : JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params });
-        const url = withQuery(urlOf(spec), auth.query);
-        up = await callCallee(url, { headers, body, timeoutMs: TIMEOUT_MS }, calleeDispatcher(url));
-      } catch (e) {
-        throw new AamError(502, 'upstream_error', `agent "${name}" is unreachable: ${(e as Error).message}`);
-      }
-      calls?.forwarded();
-      status = up.statusCode;
-      const ct = String(up.headers['content-type'] ?? '');
-      // The answer: parsed (re-serialised when sent), its text as the callee wrote it, or null (a stream).
-      let answer: Record<string, unknown> | string | null;
-      if (ct.startsWith('text/event-stream')) answer = await relayStream(ctx, access, name, skill, caller, up.body, binding, rpc.id, streamEnd);
-      else {
-        const relayed = relayJson(ctx, access, name, skill, caller, await up.body.all(MAX_RESPONSE_BYTES), rpc.method, binding);
-        answer = relayed instanceof Promise ? await relayed : relayed;
-      }
-      access.settle(adm, 0, 0);
-      ev.credential = credential;
-      ev.outcome = streamEnd.drained ? { status, latency_ms: performance.now() - started, ended: 'shutdown_drain' } : { status, latency_ms: performance.now() - started };
-      access.record(ev as never);
-      if (ctx.decision) ctx.decision.recorded = true;
-      // Acknowledged (the answer, or the stream's end) only once its evidence is crash-safe. A
-      // stream's last events (those that came with the callee's end, not yet flushed) wait with the
-      // end and leave in the same write: relayStream corked the socket for that (end() uncorks it).
-      // A promise only when the evidence is not safe at once (a request alone in flight writes it now).
-      const safe = ctx.rt.evidenceSafeNow();
-      const unsafe = safe ? await safe.then(() => undefined, (e: unknown) => toAamError(e)) : undefined;
-      if (unsafe) {
-        // Not acknowledged: an answer is refused (503), a stream (its events out) ends with an error event.
-        if (answer) throw unsafe;
-        ctx.res.end(binding.failFrame(rpc.id, RPC_CODE[unsafe.status] ?? -32603, unsafe.message, { code: unsafe.code, http_status: unsafe.status }));
-        return;
-      }
-      if (typeof answer === 'string') sendJson(ctx, status, answer);
-      else if (answer) binding.answer(ctx, status, answer, rpc.method);
-      else ctx.res.end();
-    } catch (e) {
-      access.release(adm);
-      calls?.dropped();
-      if (ctx.decision?.recorded) throw e;
-      ev.credential = credential;
-      ev.outcome = { status: toAamError(e).status, error: (e as Error).message, latency_ms: performance.now() - started };
-      access.record(ev as never);
-      if (ctx.decision) ctx.decision.recorded = true;
-      throw e;
-    }
+    if (!access.gs.length) return c.guarded(rpc.params);
+    return access.guard('input', rpc.params, `a2a ${name}`, 'chat').then((params) => c.guarded(params));
   }
 
   /**
@@ -499,6 +425,216 @@ export function createA2aGateway(): A2aGateway {
 }
 
 /** The callee's answer as it wrote it (`text`) when it may pass raw (raw.ts; JSON-RPC only: HTTP+JSON answers are reframed), else `msg` to re-serialise. */
+/** What a call's steps use of their gateway (its callee connections and its answer relays). */
+interface HopDeps {
+  dispatcher(url: URL): H1Agent | undefined;
+  relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: { drained: boolean }): Promise<null>;
+  relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, raw: Buffer | null, method: string, binding: Binding): Record<string, unknown> | string | Promise<Record<string, unknown> | string>;
+}
+
+/** The call's one audit event (recorded once, on success or failure): its credential and outcome are filled in then, no copy made. */
+interface CallEvent { type: 'a2a_call'; request_id: string; trace_id: string; identity: unknown; policy: unknown; a2a: unknown; credential: { name: string; version: number } | undefined; outcome: unknown }
+
+/**
+ * One A2A call from its decision on, as fields and steps (no async frame, no closure per step
+ * but where a promise is chained): push config -> admit -> the deciding rule's count -> inject ->
+ * the callee -> its answer relayed -> settle and record -> the answer once its evidence is safe.
+ * From inject on, a failure releases the admission and is recorded (failed). It is also the
+ * stream relay's end marker (`drained`: ended by a shutdown's drain, which its evidence says).
+ */
+class HopCall {
+  readonly deps: HopDeps;
+  readonly ctx: Ctx;
+  readonly access: Access;
+  readonly name: string;
+  readonly spec: NonNullable<AgentSpec['a2a']>;
+  readonly rpc: Rpc;
+  readonly binding: Binding;
+  readonly skill: string;
+  readonly taskId: string | undefined;
+  readonly d: Decision;
+  params: Record<string, unknown>;
+  adm: Admission | undefined = undefined;
+  calls: RuleAdmission | undefined = undefined;
+  delegation: Delegation | undefined = undefined;
+  traceparent = '';
+  started = 0;
+  ev: CallEvent | undefined = undefined;
+  credential: { name: string; version: number } | undefined = undefined;
+  status = 0;
+  /** A stream relay ended by a shutdown's drain (relayStream sets it). */
+  drained = false;
+
+  constructor(deps: HopDeps, ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding, skill: string, taskId: string | undefined, d: Decision) {
+    this.deps = deps;
+    this.ctx = ctx;
+    this.access = access;
+    this.name = name;
+    this.spec = spec;
+    this.rpc = rpc;
+    this.binding = binding;
+    this.skill = skill;
+    this.taskId = taskId;
+    this.d = d;
+    this.params = rpc.params;
+  }
+
+  /** The params the input guardrails passed (or the caller's own). */
+  guarded(params: Record<string, unknown>): Promise<void> {
+    this.params = params;
+    // A push config: the callee gets aam's URL and token, the caller's are kept (push.ts).
+    const pushCfg = pushConfigIn(this.rpc.method, params);
+    if (pushCfg && typeof pushCfg.url === 'string') return this.pushTarget(pushCfg.url, pushCfg.token).then(() => this.admit());
+    return this.admit();
+  }
+
+  async pushTarget(url: string, token: unknown): Promise<void> {
+    const { ctx, name } = this;
+    const refused = await pushUrlRefusal(url, ctx.rt.a2aPushAllow);
+    if (refused) throw new AamError(400, 'push_url_refused', refused);
+    const callerToken = typeof token === 'string' && token ? token : undefined;
+    // The registering request names the route's evidence: what it holds and lets go of later is recorded under it.
+    const route = await storeCall(() => new PushRoutes(ctx.rt.a2aPushRoutes).add({ callee: name, taskId: this.taskId ?? '', skill: this.skill, identity: this.access.identity, url, ...(callerToken ? { callerToken } : {}), requestId: ctx.requestId, traceId: requestTraceId(ctx) }));
+    this.params = withAamTarget(this.rpc.method, this.params, `${publicBase(ctx)}/a2a/${encodeURIComponent(name)}/push/${route.id}`, route.token);
+  }
+
+  /** Counted against the caller's rate limits; the smallest reservation makes a spent budget refuse it (settled at $0). */
+  admit(): Promise<void> {
+    const admitting = this.access.admit(0, BUDGET_PROBE_USD);
+    return admitting instanceof Promise ? admitting.then((adm) => this.counted(adm)) : this.counted(admitting);
+  }
+
+  /** The deciding agents rule's own rate and call budget (fleet-wide, like tools[].rate/budget). */
+  counted(adm: Admission): Promise<void> {
+    this.adm = adm;
+    let counted: RuleAdmission | Promise<RuleAdmission> | undefined;
+    try {
+      const rule = decidingAgentRule(this.access.set, this.d);
+      counted = rule ? admitRuleCall(this.ctx.rt, this.access.identity, rule, 'a2a', ruleRefusal, storeFailure) : undefined;
+    } catch (e) { this.access.release(adm); throw e; }
+    if (!(counted instanceof Promise)) return this.send(counted);
+    return counted.then((calls) => this.send(calls), (e: unknown) => { this.access.release(adm); throw e; });
+  }
+
+  /** Admitted: the evidence begun, then aam's credential and the callee; any failure from here on is recorded (failed). */
+  send(calls: RuleAdmission | undefined): Promise<void> {
+    this.calls = calls;
+    const { ctx, access, name, rpc } = this;
+    const identity = access.identity;
+    const delegation = (this.delegation = delegate(access.delegation, identity, name, ctx.requestId, ctx.rt.ids));
+    const traceId = requestTraceId(ctx);
+    this.traceparent = outgoingTraceparent(ctx.span, traceId, ctx.rt.ids);
+    this.started = performance.now();
+    const a2a: Record<string, unknown> = { agent: name, skill: this.skill, method: rpc.method };
+    if (this.taskId) a2a.task_id = this.taskId;
+    a2a.stream = STREAMING.has(rpc.method);
+    a2a.delegation = delegationEvidence(delegation);
+    this.ev = { type: 'a2a_call', request_id: ctx.requestId, trace_id: traceId, identity: identityEvidence(identity), policy: policyEvidence(this.d), a2a, credential: undefined, outcome: undefined };
+    try {
+      // A static secret is injected at once: no promise, no loop turn (an OAuth or on-behalf-of token may wait).
+      const injected = this.spec.credential ? inject(ctx, access, this.spec.credential, true) : NO_INJECTION;
+      const sent = injected instanceof Promise ? injected.then((auth) => this.callee(auth)) : this.callee(injected);
+      return sent.then(undefined, (e: unknown) => this.failed(e));
+    } catch (e) {
+      return this.failed(e);
+    }
+  }
+
+  /** The call to the callee, with aam's headers (credential, delegation, trace) and the caller's body. */
+  callee(auth: CalleeInjection | typeof NO_INJECTION): Promise<void> {
+    const { ctx, name, rpc } = this;
+    this.credential = auth.credential;
+    const headers: Record<string, string> = {
+      'content-type': 'application/json', accept: STREAMING.has(rpc.method) ? 'text/event-stream' : 'application/json',
+      'a2a-version': headerOf(ctx, 'a2a-version') ?? '1.0', traceparent: this.traceparent,
+      [DELEGATION_HEADER]: encodeDelegation(ctx.rt, this.delegation!), 'x-aam-request-id': ctx.requestId, 'x-aam-caller': this.access.identity.agent.spiffeId,
+    };
+    for (const k in auth.headers) headers[k] = auth.headers[k];
+    const ext = headerOf(ctx, 'a2a-extensions');
+    if (ext) headers['a2a-extensions'] = ext;
+    let up: Promise<CalleeAnswer>;
+    try {
+      // The caller's own bytes when nothing in them changes (a guardrail's redaction, a push
+      // config's URL do): only the headers (credential, delegation, trace) are aam's.
+      const params = this.params;
+      const body = rpc.bytes !== undefined && params === rpc.params ? rpc.bytes : JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params });
+      const url = withQuery(urlOf(this.spec), auth.query);
+      up = callCallee(url, { headers, body, timeoutMs: TIMEOUT_MS }, this.deps.dispatcher(url));
+    } catch (e) {
+      throw unreachable(name, e);
+    }
+    return up.then((answer) => this.answered(answer), (e: unknown) => { throw unreachable(name, e); });
+  }
+
+  /** The callee's answer, relayed: a stream event by event, else its whole body (parsed, bound, guarded, scrubbed). */
+  answered(up: CalleeAnswer): Promise<void> {
+    const { ctx, access, name, skill, binding, rpc } = this;
+    this.calls?.forwarded();
+    this.status = up.statusCode;
+    const caller = access.identity.agent.spiffeId;
+    const ct = String(up.headers['content-type'] ?? '');
+    // The answer: parsed (re-serialised when sent), its text as the callee wrote it, or null (a stream).
+    if (ct.startsWith('text/event-stream')) return this.deps.relayStream(ctx, access, name, skill, caller, up.body, binding, rpc.id, this).then((answer) => this.finish(answer));
+    return up.body.all(MAX_RESPONSE_BYTES).then((raw) => {
+      const relayed = this.deps.relayJson(ctx, access, name, skill, caller, raw, rpc.method, binding);
+      return relayed instanceof Promise ? relayed.then((answer) => this.finish(answer)) : this.finish(relayed);
+    });
+  }
+
+  /** Settled and recorded; acknowledged (the answer, or the stream's end) only once its evidence is crash-safe. */
+  finish(answer: Record<string, unknown> | string | null): Promise<void> | void {
+    const { ctx, access } = this;
+    access.settle(this.adm!, 0, 0);
+    const ev = this.ev!;
+    ev.credential = this.credential;
+    ev.outcome = this.drained ? { status: this.status, latency_ms: performance.now() - this.started, ended: 'shutdown_drain' } : { status: this.status, latency_ms: performance.now() - this.started };
+    access.record(ev as never);
+    if (ctx.decision) ctx.decision.recorded = true;
+    // A stream's last events (those that came with the callee's end, not yet flushed) wait with the
+    // end and leave in the same write: relayStream corked the socket for that (end() uncorks it).
+    // A promise only when the evidence is not safe at once (a request alone in flight writes it now).
+    const safe = ctx.rt.evidenceSafeNow();
+    if (!safe) return this.deliver(answer);
+    return safe.then(() => this.deliver(answer), (e: unknown) => this.unsafe(answer, toAamError(e)));
+  }
+
+  deliver(answer: Record<string, unknown> | string | null): void {
+    const { ctx, status } = this;
+    if (typeof answer === 'string') sendJson(ctx, status, answer);
+    else if (answer) this.binding.answer(ctx, status, answer, this.rpc.method);
+    else ctx.res.end();
+  }
+
+  /** Not acknowledged: an answer is refused (503), a stream (its events out) ends with an error event. */
+  unsafe(answer: Record<string, unknown> | string | null, err: AamError): void {
+    if (answer) throw err;
+    this.ctx.res.end(this.binding.failFrame(this.rpc.id, RPC_CODE[err.status] ?? -32603, err.message, { code: err.code, http_status: err.status }));
+  }
+
+  /** A failure from inject on: the admission released, the rule's count dropped, the call recorded (once); then thrown on. */
+  failed(e: unknown): never {
+    const { ctx, access } = this;
+    access.release(this.adm!);
+    this.calls?.dropped();
+    if (ctx.decision?.recorded) throw e;
+    const ev = this.ev!;
+    ev.credential = this.credential;
+    ev.outcome = { status: toAamError(e).status, error: (e as Error).message, latency_ms: performance.now() - this.started };
+    access.record(ev as never);
+    if (ctx.decision) ctx.decision.recorded = true;
+    throw e;
+  }
+}
+
+/** A rule's refusal, as the A2A plane frames it (429 with its retry-after). */
+function ruleRefusal(r: RuleRefusal): AamError {
+  return new AamError(429, r.code, r.message, { headers: { 'retry-after': String(r.retryAfterSeconds) } });
+}
+
+function unreachable(name: string, e: unknown): AamError {
+  return new AamError(502, 'upstream_error', `agent "${name}" is unreachable: ${(e as Error).message}`);
+}
+
 function asWritten(ctx: Ctx, binding: Binding, raw: Buffer, text: string, msg: Record<string, unknown>): Record<string, unknown> | string {
   return binding === JSONRPC && passesRaw(ctx.rt.egress, raw, msg) ? text : msg;
 }

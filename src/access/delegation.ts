@@ -125,11 +125,12 @@ export function verifyDelegation(rt: AccessRuntime, header: string | string[] | 
 
 /**
  * The delegation for a call from `caller` to `callee`, extending the caller's own (if it is serving one).
- * `newId` gives random hex digits for a new chain (the runtime's pooled ids: no randomBytes call per request).
+ * `ids.traceId()` gives random hex digits for a new chain (the runtime's pooled ids: no randomBytes
+ * call per request; the ids themselves, not a closure over them per call).
  */
-export function delegate(from: Delegation | undefined, caller: Identity, callee: string, requestId: string, newId: () => string, now = Date.now()): Delegation {
+export function delegate(from: Delegation | undefined, caller: Identity, callee: string, requestId: string, ids: { traceId(): string }, now = Date.now()): Delegation {
   return {
-    id: from?.id ?? `dlg_${newId()}`,
+    id: from?.id ?? `dlg_${ids.traceId()}`,
     hop: (from?.hop ?? 0) + 1,
     chain: [...(from?.chain ?? [chainName(caller)]), callee],
     parent: requestId,
@@ -148,6 +149,6 @@ export function delegationEvidence(d: Delegation): { id: string; hop: number; pa
  * requestTraceId): the request's span when tracing is on, else a new span id in that trace, so
  * the callee's calls (which forward it) join the same trace in the evidence.
  */
-export function outgoingTraceparent(span: { traceparent(): string } | undefined, traceId: string, spanId: () => string): string {
-  return span?.traceparent() ?? `00-${traceId}-${spanId()}-01`;
+export function outgoingTraceparent(span: { traceparent(): string } | undefined, traceId: string, ids: { spanId(): string }): string {
+  return span?.traceparent() ?? `00-${traceId}-${ids.spanId()}-01`;
 }
