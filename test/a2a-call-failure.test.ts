@@ -53,7 +53,7 @@ test('a call the callee never served is a 502, recorded once, and spends neither
   for (const id of ids) {
     const events = queryEvents(db, { requestId: id, limit: 10 });
     assert.deepEqual(events.map((e) => e.type), ['a2a_call'], `one event for ${id}`);
-    const [call] = events as Array<{ outcome: { status: number; error: string }; a2a: { agent: string; skill: string; delegation: { hop: number } } }>;
+    const [call] = events as unknown as Array<{ outcome: { status: number; error: string }; a2a: { agent: string; skill: string; delegation: { hop: number } } }>;
     assert.equal(call.outcome.status, 502);
     assert.match(call.outcome.error, /is unreachable/);
     assert.deepEqual([call.a2a.agent, call.a2a.skill, call.a2a.delegation.hop], ['gone', 'x', 1]);
