@@ -23,9 +23,10 @@ import type { PushHeldStore } from '../store/push-held.ts';
 
 type Obj = Record<string, unknown>;
 
-/** One artifact's text stream. */
+/** One artifact's text stream, open (holding what may start a secret) or ended. */
 interface Run {
-  s: StreamScrubber;
+  /** Its scrubber while open; null once its text has all gone out. */
+  s: StreamScrubber | null;
   taskId: unknown;
   contextId: unknown;
   artifactId: unknown;
@@ -34,6 +35,9 @@ interface Run {
   /** The callee's last characters (fewer than the longest secret form): what an append after the end may complete. */
   recent: string;
 }
+
+/** An artifact whose text has all gone out (a task snapshot's): only its last characters matter. */
+const ended = (recent: string): Run => ({ s: null, taskId: undefined, contextId: undefined, artifactId: undefined, v03: false, recent });
 
 /** True when a stream event's result is an artifact update or a task snapshot with artifacts (then it goes through ArtifactText). */
 export function mayJoin(result: unknown): boolean {
@@ -48,11 +52,20 @@ export class ArtifactText {
   readonly #src: ScrubSource;
   /** The scrubber of this stream (taken at its first artifact: held text belongs to one scrubber). */
   #sc: Scrubber | null = null;
-  readonly #runs = new Map<string, Run>();
-  /** The last characters of artifacts whose text has all gone out, by key: an append after that end is checked against them. */
-  readonly #ended = new Map<string, string>();
+  /**
+   * The artifacts by key, open and ended (then their last characters: an append after that end
+   * is checked against them). One map, made at the first artifact with text to scrub.
+   */
+  #runs: Map<string, Run> | null = null;
+  /** How many of #runs are open. */
+  #open = 0;
+  /** What the runs' scrubbers found, reported (one function per stream). */
+  readonly #leaked: (names: readonly string[]) => void;
 
-  constructor(src: ScrubSource) { this.#src = src; }
+  constructor(src: ScrubSource) {
+    this.#src = src;
+    this.#leaked = (names) => src.leaked(names);
+  }
 
   /**
    * What this holds, as text (JSON), for `restore` (a push route's state kept between its
@@ -60,8 +73,14 @@ export class ArtifactText {
    * (not scrubbed: it is kept sealed) and the last characters of those whose text all went out.
    */
   save(): string {
-    const runs = [...this.#runs].map(([k, r]) => [k, { p: r.s.pending, t: r.taskId, c: r.contextId, a: r.artifactId, v: r.v03, r: r.recent }]);
-    return JSON.stringify({ runs, ended: [...this.#ended] });
+    const runs: unknown[] = [];
+    const done: Array<[string, string]> = [];
+    for (const [k, r] of this.#runs ?? []) {
+      if (r.s !== null) runs.push([k, { p: r.s.pending, t: r.taskId, c: r.contextId, a: r.artifactId, v: r.v03, r: r.recent }]);
+      else done.push([k, r.recent]);
+    }
+    // Open runs first, then ended ones: each list in the order its artifacts came.
+    return JSON.stringify({ runs, ended: done });
   }
 
   /** An ArtifactText that goes on from `saved` (save()), scrubbing with the source's scrubber as it is now. */
@@ -70,8 +89,10 @@ export class ArtifactText {
     const o = JSON.parse(saved) as { runs: Array<[string, { p: string; t: unknown; c: unknown; a: unknown; v: boolean; r: string }]>; ended: Array<[string, string]> };
     const sc = src.scrubber();
     t.#sc = sc;
-    for (const [k, r] of o.runs) t.#runs.set(k, { s: sc.stream((names) => src.leaked(names), r.p), taskId: r.t, contextId: r.c, artifactId: r.a, v03: r.v, recent: r.r });
-    for (const [k, v] of o.ended) t.#ended.set(k, v);
+    const runs = t.#runs = new Map();
+    for (const [k, r] of o.runs) runs.set(k, { s: sc.stream(t.#leaked, r.p), taskId: r.t, contextId: r.c, artifactId: r.a, v03: r.v, recent: r.r });
+    t.#open = runs.size;
+    for (const [k, v] of o.ended) if (!runs.has(k)) runs.set(k, ended(v));
     return t;
   }
 
@@ -86,20 +107,24 @@ export class ArtifactText {
     // A task snapshot's artifacts: whole here (scrubAcross saw their parts), but a later chunk may append to one.
     const task = isObj(result.task) ? result.task : result.kind === 'task' ? result : undefined;
     if (task !== undefined && Array.isArray(task.artifacts) && task.artifacts.length > 0) this.#snapshot(task, emit);
-    if (this.#runs.size === 0) return result;
+    if (this.#open === 0) return result;
     const su = isObj(result.statusUpdate) ? result.statusUpdate : result.kind === 'status-update' ? result : undefined;
-    if (su !== undefined && isFinal(su)) {
-      for (const [key, run] of this.#runs) if (run.taskId === su.taskId) this.#flush(key, run, emit);
-    }
+    if (su !== undefined && isFinal(su)) this.#flushAll(emit, false, su.taskId);
     return result;
   }
 
   /** True while an artifact's text is held back (its stream has not ended). */
-  get holding(): boolean { return this.#runs.size > 0; }
+  get holding(): boolean { return this.#open > 0; }
 
   /** Everything held goes out (the stream ends, or ends with an error). */
   end(emit: (result: Obj) => void): void {
-    for (const [key, run] of this.#runs) this.#flush(key, run, emit);
+    if (this.#open > 0) this.#flushAll(emit, true, undefined);
+  }
+
+  /** What the open artifacts hold goes out (`all`, or those of task `taskId`), in the order they came. */
+  #flushAll(emit: (result: Obj) => void, all: boolean, taskId: unknown): void {
+    // A run ended here stays in the map (ended): the map does not change while it is read.
+    for (const [key, run] of this.#runs!) if (run.s !== null && (all || run.taskId === taskId)) this.#flush(key, run, emit);
   }
 
   #artifact(result: Obj, au: Obj, emit: (result: Obj) => void): unknown {
@@ -110,17 +135,21 @@ export class ArtifactText {
     if (sc.size === 0) return result;
     const key = `${String(au.taskId)}\n${String(art.artifactId)}`;
     const append = au.append === true;
-    let run = this.#runs.get(key);
+    const runs = this.#runs ??= new Map();
+    let run = runs.get(key);
     // Without `append` the artifact replaces the one with its id: what the old one held goes out first.
-    if (run !== undefined && !append) { this.#flush(key, run, emit); run = undefined; }
+    if (run !== undefined && run.s !== null && !append) this.#flush(key, run, emit);
     // An append to an artifact whose text all went out: the start of a secret may be in what went.
     let before = '';
-    if (run === undefined) {
-      if (append) before = this.#ended.get(key) ?? '';
-      this.#ended.delete(key);
-      run = { s: sc.stream((names) => this.#src.leaked(names)), taskId: au.taskId, contextId: au.contextId, artifactId: art.artifactId, v03: au === result, recent: '' };
-      this.#runs.set(key, run);
+    if (run === undefined || run.s === null) {
+      if (append && run !== undefined) before = run.recent;
+      // A new run goes last in the map's order (as it did when open and ended artifacts were kept apart).
+      if (run !== undefined) runs.delete(key);
+      run = { s: sc.stream(this.#leaked), taskId: au.taskId, contextId: au.contextId, artifactId: art.artifactId, v03: au === result, recent: '' };
+      runs.set(key, run);
+      this.#open++;
     }
+    const s = run.s as StreamScrubber;
     const parts = art.parts as unknown[];
     const keep = sc.maxPatternLength - 1;
     let out: unknown[] | undefined;
@@ -132,7 +161,7 @@ export class ArtifactText {
       let text = p.text;
       run.recent = run.recent.length + text.length > keep ? (run.recent + text).slice(-keep) : run.recent + text;
       if (before) { text = completing(this.#src, sc, before, text); before = ''; }
-      const o = run.s.push(text);
+      const o = s.push(text);
       if (o !== p.text) (out ??= parts.slice())[i] = { ...p, text: o };
     }
     if (au.lastChunk === true) {
@@ -155,22 +184,25 @@ export class ArtifactText {
     this.#sc ??= this.#src.scrubber();
     if (this.#sc.size === 0) return;
     const keep = this.#sc.maxPatternLength - 1;
+    const runs = this.#runs ??= new Map();
     for (const art of task.artifacts as unknown[]) {
       if (!isObj(art) || !Array.isArray(art.parts)) continue;
       const key = `${String(task.id)}\n${String(art.artifactId)}`;
-      const run = this.#runs.get(key);
-      if (run !== undefined) this.#flush(key, run, emit);
+      const run = runs.get(key);
+      if (run !== undefined && run.s !== null) this.#flush(key, run, emit);
       let text = '';
       for (const p of art.parts as unknown[]) if (isObj(p) && typeof p.text === 'string') text = (text + p.text).slice(-keep);
-      this.#ended.set(key, text);
+      if (run !== undefined) runs.delete(key);
+      runs.set(key, ended(text));
     }
   }
 
-  /** The artifact's held text, scrubbed; its stream ends. */
-  #close(key: string, run: Run): string {
-    this.#runs.delete(key);
-    this.#ended.set(key, run.recent);
-    return run.s.end();
+  /** The artifact's held text, scrubbed; its stream ends (its last characters stay, in `recent`). */
+  #close(_key: string, run: Run): string {
+    const s = run.s as StreamScrubber;
+    run.s = null;
+    this.#open--;
+    return s.end();
   }
 
   /** The held text as an appended last chunk of its own, for `emit`. */

@@ -276,7 +276,8 @@ function namesOf(intervals: readonly Interval[]): string[] {
 class ChunkScrubber implements StreamScrubber {
   readonly #s: Scrubber;
   readonly #onLeak?: (names: readonly string[]) => void;
-  readonly #leaked = new Set<string>();
+  /** Made at the first secret found (most streams have none). */
+  #leaked: Set<string> | null = null;
   #pending = '';
 
   constructor(s: Scrubber, onLeak?: (names: readonly string[]) => void, pending = '') {
@@ -285,7 +286,7 @@ class ChunkScrubber implements StreamScrubber {
     this.#pending = pending;
   }
 
-  get leaked(): readonly string[] { return [...this.#leaked]; }
+  get leaked(): readonly string[] { return this.#leaked === null ? [] : [...this.#leaked]; }
 
   get pending(): string { return this.#pending; }
 
@@ -328,7 +329,8 @@ class ChunkScrubber implements StreamScrubber {
   #report(intervals: readonly Interval[]): void {
     if (!intervals.length) return;
     const names = namesOf(intervals);
-    for (const n of names) this.#leaked.add(n);
+    const leaked = this.#leaked ??= new Set();
+    for (const n of names) leaked.add(n);
     this.#onLeak?.(names);
   }
 }

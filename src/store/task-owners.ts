@@ -58,19 +58,20 @@ export function memoryTaskOwners(max = 50_000, ttlMs = DAY_MS, now: () => number
   return {
     get: (callee, kind, id) => m.get(keyOf(callee, kind, id), now()),
     bind(callee, ids, caller, skill) {
-      const t = now();
-      const put = (kind: 'task' | 'context', id: string): void => {
-        const k = keyOf(callee, kind, id);
-        const cur = m.get(k, t);
-        if (cur && cur.caller !== caller) return;
-        if (cur && cur.skill === skill) m.refresh(cur, t + ttlMs);
-        else m.set(k, { caller, skill, expires: t + ttlMs });
-      };
-      // Tasks then contexts, as each() orders them (no tuple per id).
-      for (const id of ids.tasks) put('task', id);
-      for (const id of ids.contexts) put('context', id);
+      const expires = now() + ttlMs;
+      // Tasks then contexts, as each() orders them (no tuple per id, no closure or iterator per bind).
+      for (let i = 0; i < ids.tasks.length; i++) put(m, keyOf(callee, 'task', ids.tasks[i]), caller, skill, expires - ttlMs, expires);
+      for (let i = 0; i < ids.contexts.length; i++) put(m, keyOf(callee, 'context', ids.contexts[i]), caller, skill, expires - ttlMs, expires);
     },
   };
+}
+
+/** `k` bound to caller and skill until `expires`, unless another caller owns it (at `t`). */
+function put(m: OwnerMap, k: string, caller: string, skill: string, t: number, expires: number): void {
+  const cur = m.get(k, t);
+  if (cur && cur.caller !== caller) return;
+  if (cur && cur.skill === skill) m.refresh(cur, expires);
+  else m.set(k, { caller, skill, expires });
 }
 
 // KEYS: one per id. ARGV: value ("caller\nskill"), ttl ms. Sets each key not owned by another
