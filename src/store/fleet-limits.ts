@@ -32,10 +32,11 @@ const nextMonth = (start: number): number => { const d = new Date(start); return
 // (except on a retry: there a missing reservation means the failed call ran, or Redis restarted
 // empty and re-seeds the total from PostgreSQL, which has the charge).
 // Commands are what this costs Redis (each call ~0.5-3 us of its one thread, per request; with a
-// settle and an admission on one budget: TIME, ZREM, HMGET, ZADD, HSET): a budget hash is read
-// once per call (its day and month totals, the reserved sum 'r', the next sweep 'w') and written
-// once at its end (one HSET of what moved: a settle and the next admission on one key cancel out
-// in 'r'), not by HINCRBYFLOAT per settlement; expired reservations are swept once a second per
+// settle and an admission on one budget: TIME, ZREM, HMGET, ZADD, HSET, and per rate HMGET, HSET,
+// PEXPIRE): a budget hash is read once per call (its day and month totals, the reserved sum 'r',
+// the next sweep 'w') and written once at its end (one HSET of what moved: a settle and the next
+// admission on one key cancel out in 'r'), not by HINCRBYFLOAT per settlement; a rate hash too
+// (the settle's tpm correction and the admission's tats in one HSET); expired reservations are swept once a second per
 // budget and before any refusal, not looked for per request; and expiries are set when a key is
 // made, not per request: a budget hash when it is seeded (at least once a month while in use), its
 // reservation zset when it is created (the same long expiry; members expire by their score, and a
@@ -60,6 +61,7 @@ local function book(bk)
   local b = books[bk]
   if not b then
     local v = redis.call('HMGET', bk, dayF, monF, 'r', 'w')
+    -- dr: the reserved sum's move; wd, wm: a total to write (as formatted), ww: 'w' to write.
     b = { d = tonumber(v[1]), m = tonumber(v[2]), r = tonumber(v[3]) or 0, w = tonumber(v[4]) or 0, dr = 0, wd = false, wm = false, ww = false }
     books[bk] = b
     touched[#touched + 1] = bk
@@ -89,8 +91,22 @@ local function over(b, j, daily, monthly, amount)
   end
   return nil
 end
--- A total as the hash keeps it: 15 significant digits (DBL_DIG: a sum of decimal prices stays that
--- decimal, 0.7 + 0.1 is 0.8, as HINCRBYFLOAT's long double kept it).
+-- The rate hashes this call touches, the same way: read once (HMGET of the rpm and tpm tats and the
+-- tpm interval), written once at the end with the expiry of what was written.
+local rates = {}
+local rateKeys = {}
+local function rate(rk)
+  local c = rates[rk]
+  if not c then
+    local v = redis.call('HMGET', rk, 'r', 't', 'i')
+    c = { r = tonumber(v[1]), t = tonumber(v[2]), i = tonumber(v[3]), wr = false, wt = false, wi = false, need = 0 }
+    rates[rk] = c
+    rateKeys[#rateKeys + 1] = rk
+  end
+  return c
+end
+-- A total as the hash keeps it: 15 significant digits (DBL_DIG), so a sum of decimal prices stays
+-- that decimal: 0.7 + 0.1 is 0.8 (HINCRBYFLOAT by a Lua number kept 0.79999999999999997).
 local function num(x) return string.format('%.15g', x) end
 for s = 1, ns do
   local nr, nb = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
@@ -98,16 +114,12 @@ for s = 1, ns do
   local member, amount, charge, retry = ARGV[a + 4], tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6]), ARGV[a + 7] == '1'
   a = a + 8
   for i = 1, nr do
-    local c = redis.call('HMGET', KEYS[k + i], 't', 'i')
-    local interval = tonumber(c[2])
-    if interval then
-      local tat = math.max(now, (tonumber(c[1]) or now) + (actual - est) * interval)
-      redis.call('HSET', KEYS[k + i], 't', tostring(tat))
+    local c = rate(KEYS[k + i])
+    if c.i then
+      c.t = math.max(now, (c.t or now) + (actual - est) * c.i)
+      c.wt = true
       -- Only a later tat can outlive the hash's expiry (set by the admission for the tat it wrote).
-      if actual > est then
-        local need = math.ceil(tat - now) + 1000
-        if redis.call('PTTL', KEYS[k + i]) < need then redis.call('PEXPIRE', KEYS[k + i], need) end
-      end
+      if actual > est then c.need = math.max(c.need, math.ceil(c.t - now) + 1000) end
     end
   end
   for j = 1, nb do
@@ -119,8 +131,9 @@ for s = 1, ns do
       local b = book(bk)
       if removed then b.dr = b.dr - amount end
       if charged then
-        if b.d then b.d = b.d + charge; b.wd = true; d = num(b.d) end
-        if b.m then b.m = b.m + charge; b.wm = true; m = num(b.m) end
+        -- Formatted once: the reply's total is what the hash is set to.
+        if b.d then b.d = b.d + charge; d = num(b.d); b.wd = d end
+        if b.m then b.m = b.m + charge; m = num(b.m); b.wm = m end
       end
     end
     totals[#totals + 1] = d
@@ -138,8 +151,8 @@ local function admit()
   for i = 1, nr do
     local rpm, tpm = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
     a = a + 2
-    local c = redis.call('HMGET', KEYS[k + i], 'r', 't')
-    local rtat, ttat = tonumber(c[1]) or 0, tonumber(c[2]) or 0
+    local c = rate(KEYS[k + i])
+    local rtat, ttat = c.r or 0, c.t or 0
     cells[i] = { rpm, tpm, rtat, ttat }
     if not rateFail and rpm > 0 then
       local excess = math.max(rtat, now) + W / rpm - now - W
@@ -202,10 +215,11 @@ local function admit()
       ti = W / c[2]
       until_ = math.max(until_, tt)
     end
-    if rt and tt then redis.call('HSET', KEYS[k + i], 'r', tostring(rt), 't', tostring(tt), 'i', tostring(ti))
-    elseif rt then redis.call('HSET', KEYS[k + i], 'r', tostring(rt))
-    elseif tt then redis.call('HSET', KEYS[k + i], 't', tostring(tt), 'i', tostring(ti)) end
-    redis.call('PEXPIRE', KEYS[k + i], math.ceil(until_ - now) + 1000)
+    local h = rates[KEYS[k + i]]
+    if rt then h.r = rt; h.wr = true end
+    if tt then h.t = tt; h.i = ti; h.wt = true; h.wi = true end
+    -- The expiry of the tats this admission wrote (it replaces a settle's, as a later PEXPIRE would).
+    h.exp = math.ceil(until_ - now) + 1000
   end
   if budgetFail then return budgetFail end
   if amount > 0 then
@@ -221,11 +235,21 @@ local function admit()
   return { 'ok' }
 end
 local admission = admit()
+for _, rk in ipairs(rateKeys) do
+  local c = rates[rk]
+  local set = {}
+  if c.wr then set[#set + 1] = 'r'; set[#set + 1] = tostring(c.r) end
+  if c.wt then set[#set + 1] = 't'; set[#set + 1] = tostring(c.t) end
+  if c.wi then set[#set + 1] = 'i'; set[#set + 1] = tostring(c.i) end
+  if #set > 0 then redis.call('HSET', rk, unpack(set)) end
+  if c.exp then redis.call('PEXPIRE', rk, c.exp)
+  elseif c.need > 0 and redis.call('PTTL', rk) < c.need then redis.call('PEXPIRE', rk, c.need) end
+end
 for _, bk in ipairs(touched) do
   local b = books[bk]
   local set = {}
-  if b.wd then set[#set + 1] = dayF; set[#set + 1] = num(b.d) end
-  if b.wm then set[#set + 1] = monF; set[#set + 1] = num(b.m) end
+  if b.wd then set[#set + 1] = dayF; set[#set + 1] = b.wd end
+  if b.wm then set[#set + 1] = monF; set[#set + 1] = b.wm end
   if b.dr ~= 0 then set[#set + 1] = 'r'; set[#set + 1] = num(b.r + b.dr) end
   if b.ww then set[#set + 1] = 'w'; set[#set + 1] = b.w end
   if #set > 0 then redis.call('HSET', bk, unpack(set)) end
