@@ -2,10 +2,12 @@
 // (a2a/tasks.ts SeenIds) and its artifacts' text (a2a/chunks.ts ArtifactText, each artifact's
 // credentials/scrub.ts stream scrubber). The usual stream (one task, one context, one artifact, no
 // secret) made two Sets for its ids, two Maps for its artifacts and a Set in each artifact's
-// scrubber; now it makes one Map. Counted with v8.queryObjects (the live objects of a kind).
+// scrubber; now it makes one Map. Counted with v8.queryObjects (the live objects of a kind). The
+// ids an answer or a stream's first event names (idsIn, bound for every send and stream) are in
+// arrays of their size.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { queryObjects } from 'node:v8';
+import { getHeapStatistics, queryObjects } from 'node:v8';
 import { Scrubber } from '../src/credentials/scrub.ts';
 import { ArtifactText } from '../src/a2a/chunks.ts';
 import { idsIn, SeenIds } from '../src/a2a/tasks.ts';
@@ -61,4 +63,20 @@ test('a2a stream: the usual stream keeps its ids and artifact text in one Map (n
   assert.match(sent.join(''), /^key \[REDACTED:agent-key\] here$/);
   assert.deepEqual(found, ['agent-key']);
   assert.equal(keep.length, N);
+});
+
+test('idsIn: the ids an answer names are in arrays of their size (no room reserved by a push onto an empty array)', () => {
+  const N = 20_000;
+  const task = { task: { id: 't1', contextId: 'c1', status: { state: 'TASK_STATE_WORKING' } } };
+  const keep: unknown[] = new Array(N);
+  for (let i = 0; i < 100; i++) idsIn(task);
+  const before = getHeapStatistics().used_heap_size;
+  for (let i = 0; i < N; i++) keep[i] = idsIn(task);
+  const per = (getHeapStatistics().used_heap_size - before) / N;
+  // One object and two one-element arrays: about 140 bytes (with two pushes onto empty arrays, about 390).
+  assert.ok(per < 250, `${per.toFixed(0)} bytes per answer's ids`);
+  assert.deepEqual(keep[N - 1], { tasks: ['t1'], contexts: ['c1'] });
+  // Several ids still all come (the first in an array of one, the next pushed onto it).
+  assert.deepEqual(idsIn({ task: { id: 't1', contextId: 'c1', status: {} }, statusUpdate: { taskId: 't2', contextId: 'c2' }, artifactUpdate: { contextId: 'c3' } }), { tasks: ['t1', 't2'], contexts: ['c1', 'c2', 'c3'] });
+  assert.deepEqual(idsIn({ message: { contextId: 'c4' } }), { tasks: [], contexts: ['c4'] });
 });

@@ -64,14 +64,13 @@ function idsOf(o: unknown, out: TaskIds, seen: SeenIds | undefined): TaskIds {
   if (!o || typeof o !== 'object') return out;
   const x = o as Record<string, unknown>;
   const task = str(x.taskId) ?? (x.status !== undefined ? str(x.id) : undefined);
-  if (task && (seen === undefined || seen.newTask(task))) {
-    if (out === NONE) out = { tasks: [], contexts: [] };
-    out.tasks.push(task);
-  }
+  const t = task && (seen === undefined || seen.newTask(task)) ? task : undefined;
   const ctx = str(x.contextId);
-  if (ctx && (seen === undefined || seen.newContext(ctx))) {
-    if (out === NONE) out = { tasks: [], contexts: [] };
-    out.contexts.push(ctx);
-  }
+  const c = ctx && (seen === undefined || seen.newContext(ctx)) ? ctx : undefined;
+  if (t === undefined && c === undefined) return out;
+  // The first ids in arrays of their size (a push onto an empty array reserves room for 16 or more).
+  if (out === NONE) return { tasks: t === undefined ? [] : [t], contexts: c === undefined ? [] : [c] };
+  if (t !== undefined) out.tasks.push(t);
+  if (c !== undefined) out.contexts.push(c);
   return out;
 }
