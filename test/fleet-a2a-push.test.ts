@@ -169,7 +169,7 @@ test('a push notification through a replica whose PostgreSQL is silent is answer
   const data = join(dir, 'data-pg-silent');
   mkdirSync(data);
   const r = await startServeChild({ config: cfg, data, env: { ...store.env, AAM_DATABASE_URL: proxy.url, AAM_A2A_PUSH_ALLOW: new URL(hookUrl).host } });
-  const committed = async (ids: readonly string[]) => (await sql<Array<{ request_id: string }>>`SELECT DISTINCT request_id FROM audit_events WHERE request_id = ANY(${ids as string[]})`).length;
+  const committed = async (ids: readonly string[]) => (await sql<Array<{ request_id: string }>>`SELECT DISTINCT request_id FROM audit_trail WHERE request_id = ANY(${ids as string[]})`).length;
   const notify = async (route: { url: string; token: string }, state: string) => {
     const t0 = performance.now();
     const res = await fetch(route.url, {
@@ -259,7 +259,7 @@ test('replica A shuts down holding the start of a secret: it posts it and record
   assert.match(joined, /^beta key .* end$/);
   const sql = postgres(store.databaseUrl, { max: 1, onnotice: () => {} });
   try {
-    const rows = await sql<Array<{ body: string }>>`SELECT body FROM audit_events WHERE request_id = ${registering} AND type = 'a2a_push_held'`;
+    const rows = await sql<Array<{ body: string }>>`SELECT body FROM audit_trail WHERE request_id = ${registering} AND type = 'a2a_push_held'`;
     assert.equal(rows.length, 1);
     const e = JSON.parse(rows[0].body) as { a2a: { task_id: string; artifact_id: string; route: string }; detail: { reason: string; bytes: number }; outcome: { status: number } };
     assert.equal(e.a2a.task_id, 'task-split');

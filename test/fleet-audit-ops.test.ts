@@ -53,7 +53,7 @@ const SLOW = { timeout: 400_000 };
 
 /** Every event of every chain has reached the webhook sink. */
 async function delivered(): Promise<boolean> {
-  const rows = await sql<Array<{ k: string }>>`SELECT replica || ':' || seq AS k FROM audit_events`;
+  const rows = await sql<Array<{ k: string }>>`SELECT replica || ':' || seq AS k FROM audit_trail`;
   const got = new Set(received.events);
   return rows.every((r) => got.has(r.k));
 }
@@ -134,7 +134,7 @@ test('the live tail on replica A shows an event replica B served', async () => {
     }
     assert.ok(text.includes(served.requestId), `the tail on A shows B's request ${served.requestId}: ${text.slice(0, 500)}`);
     const frame = text.split('\n\n').find((f) => f.includes(served.requestId))!;
-    const [row] = await sql<Array<{ replica: string; seq: string }>>`SELECT replica, seq FROM audit_events WHERE request_id = ${served.requestId} ORDER BY seq LIMIT 1`;
+    const [row] = await sql<Array<{ replica: string; seq: string }>>`SELECT replica, seq FROM audit_trail WHERE request_id = ${served.requestId} ORDER BY seq LIMIT 1`;
     assert.match(frame, new RegExp(`^id: ${row.replica}:${row.seq}$`, 'm'), 'the SSE id names the chain and seq');
     assert.ok(frame.includes(`"replica":"${row.replica}"`), 'the event names the replica that served it');
   } finally { ctrl.abort(); }
@@ -148,7 +148,7 @@ test('export: the whole fleet trail as a file that verifies alone; an edited lin
   const keys = await publicKeys();
   const v = await cli('audit', 'verify', '--file', file, '--public-key', keys);
   assert.equal(v.code, 0, v.stdout + v.stderr);
-  const [{ n }] = await sql<Array<{ n: string }>>`SELECT count(*) AS n FROM audit_events`;
+  const [{ n }] = await sql<Array<{ n: string }>>`SELECT count(*) AS n FROM audit_trail`;
   assert.match(v.stdout, new RegExp(`: ${n} events in`), 'every event of the fleet is in the export');
   // Without the key the auditor trusts, no verdict.
   assert.equal((await cli('audit', 'verify', '--file', file)).code, 2);
@@ -164,7 +164,7 @@ test('export: the whole fleet trail as a file that verifies alone; an edited lin
 
 test('export --since: each chain starts right after a signed head, so the shorter file verifies too', SLOW, async () => {
   const keys = await publicKeys();
-  const [{ n }] = await sql<Array<{ n: string }>>`SELECT count(*) AS n FROM audit_events`;
+  const [{ n }] = await sql<Array<{ n: string }>>`SELECT count(*) AS n FROM audit_trail`;
   await until(async () => {
     const [c] = await sql<Array<{ heads: string }>>`SELECT heads FROM audit_checkpoints ORDER BY id DESC LIMIT 1`;
     const [h] = await sql<Array<{ n: string }>>`SELECT count(*) AS n FROM audit_chains WHERE head_seq > 0`;
@@ -182,12 +182,12 @@ test('export --since: each chain starts right after a signed head, so the shorte
 
 test('prune: old events go fleet-wide, the trail verifies from the signed cut; rows removed without one are reported', SLOW, async () => {
   await until(delivered, 30_000, 'the sinks delivered everything (prune keeps what they have not)');
-  const [{ n: before }] = await sql<Array<{ n: string }>>`SELECT count(*) AS n FROM audit_events`;
+  const [{ n: before }] = await sql<Array<{ n: string }>>`SELECT count(*) AS n FROM audit_trail`;
   const p = await cli('audit', 'prune', '--before', new Date(Date.now() + 1000).toISOString());
   assert.equal(p.code, 0, p.stdout + p.stderr);
   assert.match(p.stdout, /dropped \d+ events of \d+ replica chain\(s\)/);
   assert.match(p.stdout, /"kind":"fleet_retention"/);
-  const [{ n: left }] = await sql<Array<{ n: string }>>`SELECT count(*) AS n FROM audit_events`;
+  const [{ n: left }] = await sql<Array<{ n: string }>>`SELECT count(*) AS n FROM audit_trail`;
   assert.ok(Number(left) < Number(before), `events were deleted (${before} -> ${left})`);
   const v = await cli('audit', 'verify');
   assert.equal(v.code, 0, v.stdout + v.stderr);

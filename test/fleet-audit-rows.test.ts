@@ -60,7 +60,7 @@ test('every row\'s columns are its event\'s: one event, a group commit, a backlo
     assert.ok(st.failures >= 1, 'a write failed and was sent again');
     await log.close();
 
-    const rows = await own<Row[]>`SELECT * FROM audit_events WHERE replica = ${replica} ORDER BY seq`;
+    const rows = await own<Row[]>`SELECT * FROM audit_trail WHERE replica = ${replica} ORDER BY seq`;
     assert.equal(rows.length, events.length);
     let prev = GENESIS_HASH;
     for (const [k, r] of rows.entries()) {

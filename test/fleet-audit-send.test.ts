@@ -40,15 +40,15 @@ test('send(): the INSERT leaves in the same turn instead of at its end; events r
       log.record({ type: 'admin', request_id: `send-${i}-a` });
       assert.equal(sent.length, 0, 'recorded only: the INSERT waits for the end of the turn');
       log.send();
-      assert.deepEqual(sent.map((q) => q.slice(0, 24)), ['INSERT INTO audit_events'], 'send(): the INSERT is on its way in this turn');
+      assert.deepEqual(sent.map((q) => q.slice(0, 25)), ['INSERT INTO audit_journal'], 'send(): the INSERT is on its way in this turn');
       log.send(); // one in flight: nothing more leaves
       assert.equal(sent.length, 1);
       // Recorded while the first INSERT is in flight (e.g. an event of the answer's own): the answer's wait covers it.
       log.record({ type: 'admin', request_id: `send-${i}-b` });
       await log.journaled(true);
-      const rows = await own<Array<{ request_id: string }>>`SELECT request_id FROM audit_events WHERE request_id LIKE ${`send-${i}-%`} ORDER BY seq`;
+      const rows = await own<Array<{ request_id: string }>>`SELECT request_id FROM audit_trail WHERE request_id LIKE ${`send-${i}-%`} ORDER BY seq`;
       assert.deepEqual(rows.map((r) => r.request_id), [`send-${i}-a`, `send-${i}-b`]);
-      assert.equal(sent.filter((q) => q.startsWith('INSERT INTO audit_events')).length, 2, 'the second event in an INSERT of its own, after the first committed');
+      assert.equal(sent.filter((q) => q.startsWith('INSERT INTO audit_journal')).length, 2, 'the second event in an INSERT of its own, after the first committed');
     }
     // Nothing recorded: send() sends nothing.
     sent.length = 0;
@@ -82,7 +82,7 @@ test('send() answers a promise of the INSERT being on the socket: work done afte
     }
     // Nothing recorded: no write, no promise.
     assert.equal(log.send(), undefined);
-    const rows = await own<Array<{ request_id: string }>>`SELECT request_id FROM audit_events WHERE request_id LIKE 'sock-%' ORDER BY seq`;
+    const rows = await own<Array<{ request_id: string }>>`SELECT request_id FROM audit_trail WHERE request_id LIKE 'sock-%' ORDER BY seq`;
     assert.deepEqual(rows.map((r) => r.request_id), ['sock-warm', 'sock-0', 'sock-1', 'sock-2']);
     await log.close();
   } finally {
@@ -120,7 +120,7 @@ test('a group commit is one INSERT of all its rows (first attempt plain); after 
     await until(async () => { try { await log.journaled(); return true; } catch { return false; } }, 10_000, 'the rows sent again and committed');
     assert.doesNotMatch(inserts()[0], /ON CONFLICT/);
     assert.match(inserts().at(-1)!, /ON CONFLICT \(replica, seq\) DO NOTHING/);
-    const rows = await own<Array<{ request_id: string; seq: string }>>`SELECT request_id, seq FROM audit_events WHERE replica = ${replica} ORDER BY seq`;
+    const rows = await own<Array<{ request_id: string; seq: string }>>`SELECT request_id, seq FROM audit_trail WHERE replica = ${replica} ORDER BY seq`;
     assert.deepEqual(rows.map((r) => r.request_id), [0, 1, 2, 3].map((i) => `warm-${i}`).concat([0, 1, 2, 3, 4].map((i) => `first-${i}`), [0, 1, 2, 3].map((i) => `lost-${i}`)));
     assert.deepEqual(rows.map((r) => Number(r.seq)), rows.map((_, i) => i + 1));
     await log.close();

@@ -68,7 +68,7 @@ test('events from both replicas verify as one trail from the CLI; query and show
     ids.push(r.requestId);
   }
   // Acknowledged = committed: every request is in PostgreSQL the moment its answer arrived.
-  const found = await sql<Array<{ request_id: string; replica: string }>>`SELECT DISTINCT request_id, replica FROM audit_events WHERE request_id = ANY(${ids})`;
+  const found = await sql<Array<{ request_id: string; replica: string }>>`SELECT DISTINCT request_id, replica FROM audit_trail WHERE request_id = ANY(${ids})`;
   assert.deepEqual(new Set(found.map((f) => f.request_id)), new Set(ids));
   assert.equal(new Set(found.map((f) => f.replica)).size, 2, 'both replicas wrote their own chain');
   await until(async () => (await sql`SELECT 1 FROM audit_checkpoints`).length > 0, 10_000, 'a signed fleet checkpoint');
@@ -76,7 +76,7 @@ test('events from both replicas verify as one trail from the CLI; query and show
   assert.equal(v.code, 0, v.stdout + v.stderr);
   assert.match(v.stdout, /OK: fleet trail: \d+ events in 3 replica chains, \d+ signed checkpoints/);
   // The CLI's `keys create` is in the same trail, on its own chain.
-  const [cliEvent] = await sql<Array<{ body: string }>>`SELECT body FROM audit_events WHERE replica LIKE 'cli-%' AND type = 'admin'`;
+  const [cliEvent] = await sql<Array<{ body: string }>>`SELECT body FROM audit_trail WHERE replica LIKE 'cli-%' AND type = 'admin'`;
   assert.match(cliEvent.body, /"action":"key_created"/);
   const show = await cli('audit', 'show', ids[1], '--json');
   assert.equal(show.code, 0, show.stderr);
@@ -105,12 +105,13 @@ test('events from both replicas verify as one trail from the CLI; query and show
 
 test('an edited row fails verify naming the replica and seq; restoring it verifies again', async () => {
   const [victim] = await chains();
-  const [row] = await sql<Array<{ seq: string; body: string }>>`SELECT seq, body FROM audit_events WHERE replica = ${victim} AND seq = 2`;
-  await sql`UPDATE audit_events SET body = ${row.body.replace('"status":200', '"status":403')} WHERE replica = ${victim} AND seq = 2`;
+  const [row] = await sql<Array<{ seq: string; body: string }>>`SELECT seq, body FROM audit_trail WHERE replica = ${victim} AND seq = 2`;
+  const edit = async (body: string) => { for (const t of ['audit_events', 'audit_journal']) await sql.unsafe(`UPDATE ${t} SET body = $1 WHERE replica = $2 AND seq = 2`, [body, victim]); };
+  await edit(row.body.replace('"status":200', '"status":403'));
   const v = await cli('audit', 'verify');
   assert.equal(v.code, 1, v.stdout);
   assert.match(v.stdout, new RegExp(`TAMPERED: fleet trail: altered in replica ${victim} at seq 2`));
-  await sql`UPDATE audit_events SET body = ${row.body} WHERE replica = ${victim} AND seq = 2`;
+  await edit(row.body);
   assert.equal((await cli('audit', 'verify')).code, 0);
 });
 
@@ -119,15 +120,17 @@ test('deleting the newest rows of a chain after a checkpoint (head moved back to
   const r = await chat(replicas[1].url, secret, 'one', 'one more');
   assert.equal(r.status, 200);
   // The head row follows the committed events off the request path (within HEAD_MS).
-  await until(async () => (await sql`SELECT 1 FROM audit_chains WHERE replica = ${victim} AND head_seq = (SELECT max(seq) FROM audit_events WHERE replica = ${victim})`).length > 0, 10_000, 'the head at the newest event');
+  await until(async () => (await sql`SELECT 1 FROM audit_chains WHERE replica = ${victim} AND head_seq = (SELECT max(seq) FROM audit_trail WHERE replica = ${victim})`).length > 0, 10_000, 'the head at the newest event');
   const [head] = await sql<Array<{ head_seq: string }>>`SELECT head_seq FROM audit_chains WHERE replica = ${victim}`;
   const signed = JSON.stringify([victim, Number(head.head_seq)]).slice(0, -1);
   await until(async () => (await sql`SELECT 1 FROM audit_checkpoints WHERE heads LIKE ${'%' + signed + '%'}`).length > 0, 10_000, 'a checkpoint naming the head');
   await replicas[1].stop(); // nothing may write to the chain while it is cut
   const cut = Number(head.head_seq) - 2;
+  // Wherever they are: a row its replica was killed before moving is still in the journal.
   await sql`DELETE FROM audit_events WHERE replica = ${victim} AND seq > ${cut}`;
+  await sql`DELETE FROM audit_journal WHERE replica = ${victim} AND seq > ${cut}`;
   // A careful attacker moves the chain's head back too, so later checkpoints sign the cut chain.
-  await sql`UPDATE audit_chains SET head_seq = ${cut}, head_hash = (SELECT hash FROM audit_events WHERE replica = ${victim} AND seq = ${cut}) WHERE replica = ${victim}`;
+  await sql`UPDATE audit_chains SET head_seq = ${cut}, head_hash = (SELECT hash FROM audit_trail WHERE replica = ${victim} AND seq = ${cut}) WHERE replica = ${victim}`;
   const v = await cli('audit', 'verify');
   assert.equal(v.code, 1, v.stdout);
   assert.match(v.stdout, new RegExp(`TAMPERED: fleet trail: truncated in replica ${victim} at seq ${cut + 1}: .*signed checkpoint names seq ${head.head_seq}`));
@@ -168,7 +171,7 @@ test('kill -9 of a replica under load (c=16): every request id that got a 200 is
   stop = true;
   await Promise.all(workers);
   await victim.exited;
-  const rows = await sql<Array<{ request_id: string }>>`SELECT DISTINCT request_id FROM audit_events WHERE request_id = ANY(${acked})`;
+  const rows = await sql<Array<{ request_id: string }>>`SELECT DISTINCT request_id FROM audit_trail WHERE request_id = ANY(${acked})`;
   const missing = acked.filter((id) => !rows.some((r) => r.request_id === id));
   assert.deepEqual(missing, [], `${missing.length} of ${acked.length} acknowledged requests have no evidence`);
 });
@@ -210,16 +213,16 @@ test('c=1: an awaited commit is one INSERT (no head update on the request path);
       log.record({ type: 'admin', request_id: `c1-${i}` });
       await log.journaled();
       assert.equal(sent.length, 1, `one statement per awaited commit: ${sent.join(' | ')}`);
-      assert.match(sent[0], /^INSERT INTO audit_events /);
+      assert.match(sent[0], /^INSERT INTO audit_journal /, 'an event alone skips the indexes');
     }
     await until(async () => Number((await head()).head_seq) === 3, 10_000, 'the head row at seq 3, off the request path');
     // A head left behind (its replica died before moving it) is a lower bound: the trail verifies...
-    await own`UPDATE audit_chains SET head_seq = 1, head_hash = (SELECT hash FROM audit_events WHERE replica = ${replica} AND seq = 1) WHERE replica = ${replica}`;
+    await own`UPDATE audit_chains SET head_seq = 1, head_hash = (SELECT hash FROM audit_trail WHERE replica = ${replica} AND seq = 1) WHERE replica = ${replica}`;
     const v = await verifyFleet(own);
     assert.ok(v.ok && v.events === 3, JSON.stringify(v.errors));
     // ...and the next checkpoint, by any replica, moves it to the newest event and signs that.
     assert.equal(await log.checkpoint(), true);
-    const [last] = await own<Array<{ hash: string }>>`SELECT hash FROM audit_events WHERE replica = ${replica} AND seq = 3`;
+    const [last] = await own<Array<{ hash: string }>>`SELECT hash FROM audit_trail WHERE replica = ${replica} AND seq = 3`;
     assert.deepEqual(await head(), { head_seq: '3', head_hash: last.hash });
     const [ck] = await own<Array<{ heads: string }>>`SELECT heads FROM audit_checkpoints ORDER BY id DESC LIMIT 1`;
     assert.equal(ck.heads, JSON.stringify([[replica, 3, last.hash]]));
@@ -269,7 +272,7 @@ test('PostgreSQL down for 12 s: requests get 503 (never an unrecorded 200), /rea
     assert.ok(served - back <= 6000, `served within 6 s of PostgreSQL coming back (${log})`);
     await until(async () => (await fetch(`${r.url}/readyz`)).status === 200, 10_000, '/readyz ready again');
     // The refused request's events were kept and committed once PostgreSQL answered.
-    await until(async () => (await sql`SELECT 1 FROM audit_events WHERE request_id = ${refused.requestId}`).length > 0, 10_000, 'the refused request\'s evidence in PostgreSQL');
+    await until(async () => (await sql`SELECT 1 FROM audit_trail WHERE request_id = ${refused.requestId}`).length > 0, 10_000, 'the refused request\'s evidence in PostgreSQL');
   } finally {
     await r.stop();
     proxy.close();
@@ -314,18 +317,24 @@ test('an INSERT committed whose reply is lost: the first attempt is a plain INSE
     log.record({ type: 'admin', request_id: 'lost-reply' });
     await assert.rejects(log.journaled(), /cannot write the audit trail/);
     await until(async () => { try { await log.journaled(); return true; } catch { return false; } }, 10_000, 'the retried INSERT committed');
-    const inserts = sent.filter((q) => q.startsWith('INSERT INTO audit_events'));
+    const inserts = sent.filter((q) => q.startsWith('INSERT INTO audit_'));
     assert.equal(inserts.length, 2, inserts.join(' | '));
+    assert.match(inserts[0], /^INSERT INTO audit_journal /);
     assert.doesNotMatch(inserts[0], /ON CONFLICT/);
-    assert.match(inserts[1], /ON CONFLICT \(replica, seq\) DO NOTHING/);
-    const rows = await sql`SELECT seq FROM audit_events WHERE replica = ${replicaId} AND request_id = 'lost-reply'`;
+    // The retry goes to audit_events, whose primary key finds a row already moved there; a row still
+    // in the journal is hidden by its twin until the move drops it.
+    assert.match(inserts[1], /^INSERT INTO audit_events .*ON CONFLICT \(replica, seq\) DO NOTHING/s);
+    const rows = await sql`SELECT seq FROM audit_trail WHERE replica = ${replicaId} AND request_id = 'lost-reply'`;
     assert.equal(rows.length, 1);
     // The next event is a first attempt again.
     sent.length = 0;
     log.record({ type: 'admin', request_id: 'after' });
     await log.journaled();
-    assert.doesNotMatch(sent.find((q) => q.startsWith('INSERT INTO audit_events')) ?? '', /ON CONFLICT/);
+    assert.doesNotMatch(sent.find((q) => q.startsWith('INSERT INTO audit_')) ?? '', /ON CONFLICT/);
     await log.close();
+    // Closed: every row moved into audit_events, each once.
+    assert.equal((await sql`SELECT 1 FROM audit_journal WHERE replica = ${replicaId}`).length, 0);
+    assert.deepEqual((await sql<Array<{ seq: string }>>`SELECT seq FROM audit_events WHERE replica = ${replicaId} ORDER BY seq`).map((r) => Number(r.seq)), [1, 2, 3]);
     // No foreign key to the chain row (migration 12): events of a replica with no chain are named by verify.
     const fks = await sql`SELECT 1 FROM pg_constraint WHERE conrelid = 'audit_events'::regclass AND contype = 'f'`;
     assert.equal(fks.length, 0);
@@ -359,7 +368,7 @@ test('a PostgreSQL that stops answering: journaled() rejects within the commit t
     assert.equal(log.stats().failing, true);
     hold = false;
     for (const f of held.splice(0)) f();
-    await until(async () => (await sql`SELECT 1 FROM audit_events WHERE replica = ${replicaId} AND request_id = 'during-hang'`).length === 1, 10_000, 'the queued event committed');
+    await until(async () => (await sql`SELECT 1 FROM audit_trail WHERE replica = ${replicaId} AND request_id = 'during-hang'`).length === 1, 10_000, 'the queued event committed');
     await log.journaled();
     await log.close();
   } finally {
@@ -416,7 +425,7 @@ test('a PostgreSQL that goes silent for 5 s (connections kept open, nothing answ
     assert.ok(served - back <= 3000, log);
     await until(async () => (await fetch(`${r.url}/readyz`)).status === 200, 10_000, '/readyz ready again');
     const ids = [...refused, acked];
-    await until(async () => (await sql`SELECT DISTINCT request_id FROM audit_events WHERE request_id = ANY(${ids})`).length === ids.length, 10_000, 'the evidence of every refused request and the acknowledged one');
+    await until(async () => (await sql`SELECT DISTINCT request_id FROM audit_trail WHERE request_id = ANY(${ids})`).length === ids.length, 10_000, 'the evidence of every refused request and the acknowledged one');
   } finally {
     await r.stop();
     proxy.close();
@@ -464,9 +473,9 @@ test('a PostgreSQL connection that never answers again (bytes swallowed both way
     const t0 = performance.now();
     await until(async () => (await chat(r.url, doomed, 'one', 'revoked?')).status === 401, 3000, 'the revoked key refused by the replica');
     t.diagnostic(`revocation seen in ${Math.round(performance.now() - t0)} ms`);
-    const rows = await sql<Array<{ request_id: string }>>`SELECT DISTINCT request_id FROM audit_events WHERE request_id = ANY(${acked})`;
+    const rows = await sql<Array<{ request_id: string }>>`SELECT DISTINCT request_id FROM audit_trail WHERE request_id = ANY(${acked})`;
     assert.equal(rows.length, acked.length, 'every acknowledged request\'s evidence is in PostgreSQL');
-    await until(async () => (await sql`SELECT DISTINCT request_id FROM audit_events WHERE request_id = ANY(${refused})`).length === refused.length, 10_000, 'the refused requests\' evidence committed');
+    await until(async () => (await sql`SELECT DISTINCT request_id FROM audit_trail WHERE request_id = ANY(${refused})`).length === refused.length, 10_000, 'the refused requests\' evidence committed');
     await until(async () => (await fetch(`${r.url}/readyz`)).status === 200, 10_000, '/readyz ready again');
   } finally {
     await r.stop();

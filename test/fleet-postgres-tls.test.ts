@@ -185,7 +185,7 @@ test('a replica serves over TLS with AAM_DATABASE_CA_FILE; once the server prese
     serverCert(rogueServer);
     await admin`SELECT pg_reload_conf()`;
     await until(async () => /certificate/i.test(await attempt(url(), { AAM_DATABASE_CA_FILE: good.ca })), 10_000, 'the server to present the rogue certificate');
-    const written = async () => Number((await db<Array<{ n: string }>>`SELECT count(*) AS n FROM audit_events`)[0].n);
+    const written = async () => Number((await db<Array<{ n: string }>>`SELECT count(*) AS n FROM audit_trail`)[0].n);
     await admin`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = ${DB} AND application_name LIKE 'aam%'`;
     const before = await written();
     const refused = await chat(base, key, 'one', 'to a server nobody verified');

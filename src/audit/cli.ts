@@ -134,7 +134,7 @@ export const auditCommands: Record<string, AuditCommand> = {
             err(`exported ${s.events} events of ${s.chains} replica chains, ${s.checkpoints} checkpoints and ${s.retention} retention records${path ? ' to ' + path : ''}`);
             return;
           }
-          for await (const rows of sql<Array<{ body: string }>>`SELECT body FROM audit_events ${since ? sql`WHERE ts >= ${new Date(since).toISOString()}` : sql``} ORDER BY ts, replica, seq`.cursor(2000)) {
+          for await (const rows of sql<Array<{ body: string }>>`SELECT body FROM audit_trail ${since ? sql`WHERE ts >= ${new Date(since).toISOString()}` : sql``} ORDER BY ts, replica, seq`.cursor(2000)) {
             for (const r of rows) if (!stream.write(JSON.stringify(toOcsf(JSON.parse(r.body) as AuditEvent)) + '\n')) await once(stream, 'drain');
           }
         });

@@ -44,14 +44,14 @@ export async function exportFleetJsonl(sql: Sql, opts: { since?: string; out: Wr
   for (const chain of chains) {
     let after = Number(chain.base_seq);
     if (opts.since) {
-      const [first] = await sql<Array<{ seq: string }>>`SELECT seq FROM audit_events WHERE replica = ${chain.replica} AND ts >= ${new Date(opts.since).toISOString()} ORDER BY seq LIMIT 1`;
+      const [first] = await sql<Array<{ seq: string }>>`SELECT seq FROM audit_trail WHERE replica = ${chain.replica} AND ts >= ${new Date(opts.since).toISOString()} ORDER BY seq LIMIT 1`;
       const wanted = first ? Number(first.seq) : Number.MAX_SAFE_INTEGER;
       // The newest signed head before the first wanted event vouches for where the chain starts.
       for (const s of signed.get(chain.replica) ?? []) if (s < wanted && s > after) after = s;
     }
     // Where this chain starts in the file (0: genesis); the verifier wants a signed head there.
     await write(JSON.stringify({ kind: 'fleet_chain', replica: chain.replica, after }));
-    for await (const rows of sql<Array<{ body: string }>>`SELECT body FROM audit_events WHERE replica = ${chain.replica} AND seq > ${after} ORDER BY seq`.cursor(2000)) {
+    for await (const rows of sql<Array<{ body: string }>>`SELECT body FROM audit_trail WHERE replica = ${chain.replica} AND seq > ${after} ORDER BY seq`.cursor(2000)) {
       for (const r of rows) { await write(fleetExportLine(chain.replica, r.body)); opts.onProgress?.(++events); }
     }
   }

@@ -28,7 +28,7 @@ export async function pruneFleet(sql: Sql, key: SigningKey, before: Date): Promi
     const cuts = await tx<Array<{ replica: string; seq: string; hash: string }>>`
       SELECT c.replica, e.seq, e.hash FROM audit_chains c
       CROSS JOIN LATERAL (
-        SELECT seq, hash FROM audit_events
+        SELECT seq, hash FROM audit_trail
         WHERE replica = c.replica AND ts < ${before.toISOString()}
           AND seq <= coalesce((SELECT min(coalesce(sc.seq, 0)) FROM audit_sinks s
             LEFT JOIN audit_sink_chains sc ON sc.sink = s.name AND sc.replica = c.replica), c.head_seq)
@@ -44,6 +44,8 @@ export async function pruneFleet(sql: Sql, key: SigningKey, before: Date): Promi
     let deleted = 0;
     for (const h of heads) {
       await tx`UPDATE audit_chains SET base_seq = ${h.seq}, base_hash = ${h.hash} WHERE replica = ${h.replica}`;
+      // The journal first: a move committing meanwhile puts its rows where the second DELETE finds them.
+      deleted += (await tx`DELETE FROM audit_journal WHERE replica = ${h.replica} AND seq <= ${h.seq}`).count;
       deleted += (await tx`DELETE FROM audit_events WHERE replica = ${h.replica} AND seq <= ${h.seq}`).count;
     }
     return { chains: heads.length, deletedEvents: deleted, cuts: heads, record };

@@ -58,10 +58,10 @@ export function startFleetSinks(sql: Sql, sinks: readonly AuditSink[], opts: Sin
     const [next] = await tx<Array<{ replica: string; cursor: string }>>`
       SELECT c.replica, coalesce(sc.seq, 0) AS cursor FROM audit_chains c
       LEFT JOIN audit_sink_chains sc ON sc.sink = ${name} AND sc.replica = c.replica
-      CROSS JOIN LATERAL (SELECT ts FROM audit_events WHERE replica = c.replica AND seq > coalesce(sc.seq, 0) ORDER BY seq LIMIT 1) n
+      CROSS JOIN LATERAL (SELECT ts FROM audit_trail WHERE replica = c.replica AND seq > coalesce(sc.seq, 0) ORDER BY seq LIMIT 1) n
       WHERE c.head_seq > coalesce(sc.seq, 0) ORDER BY n.ts LIMIT 1`;
     if (!next) return 'idle';
-    const rows = await tx<Array<{ seq: string; body: string }>>`SELECT seq, body FROM audit_events WHERE replica = ${next.replica} AND seq > ${next.cursor} ORDER BY seq LIMIT ${cfg.batchSize}`;
+    const rows = await tx<Array<{ seq: string; body: string }>>`SELECT seq, body FROM audit_trail WHERE replica = ${next.replica} AND seq > ${next.cursor} ORDER BY seq LIMIT ${cfg.batchSize}`;
     if (rows.length === 0) return 'idle';
     const events = rows.map((r) => ({ ...(JSON.parse(r.body) as AuditEvent), replica: next.replica }));
     await s.sink.deliver(events, rows.map((r) => fleetText(next.replica, r.body)));

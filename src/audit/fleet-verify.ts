@@ -66,11 +66,11 @@ export async function verifyFleet(sql: Sql, outside: readonly FleetCheckpoint[] 
     checkpoints: [...stored.map((c) => ({ ...c, id: String(c.id) })), ...outside.map((c, i) => ({ ...c, id: `given #${i + 1}` }))],
     chains: chains.map((c) => ({
       replica: c.replica, headSeq: Number(c.head_seq),
-      rows: (after) => sql<EventRow[]>`SELECT seq, prev_hash, hash, body FROM audit_events WHERE replica = ${c.replica} AND seq > ${after} ORDER BY seq`.cursor(2000),
+      rows: (after) => sql<EventRow[]>`SELECT seq, prev_hash, hash, body FROM audit_trail WHERE replica = ${c.replica} AND seq > ${after} ORDER BY seq`.cursor(2000),
     })),
   });
   // Events of a replica with no chain row are walked by no chain: named (no foreign key keeps them out since migration 12).
-  const orphans = await sql<Array<{ replica: string; seq: string }>>`SELECT replica, min(seq) AS seq FROM audit_events e
+  const orphans = await sql<Array<{ replica: string; seq: string }>>`SELECT replica, min(seq) AS seq FROM audit_trail e
     WHERE NOT EXISTS (SELECT 1 FROM audit_chains c WHERE c.replica = e.replica) GROUP BY replica ORDER BY replica`;
   const errors = [...orphans.map((o): FleetVerifyError => ({ replica: o.replica, seq: Number(o.seq), kind: 'inserted', message: `replica ${o.replica}: events of a chain that does not exist (no audit_chains row)` })), ...r.errors];
   return { ...r, ok: errors.length === 0, errors, checkpoints: stored.length, outside: outside.length };
