@@ -19,6 +19,7 @@ export interface StoreCounters {
   /** Of pgXacts, the reading's own query (1 when it ran in the database read, else 0). */
   pgSelf: number;
   storeTicks: number;
+  redisTicks: number;
 }
 
 export interface StoreCost {
@@ -30,6 +31,8 @@ export interface StoreCost {
   pg_xacts_per_request: number;
   /** CPU of redis-server and every PostgreSQL process per model request, in ms. */
   store_cpu_ms_per_request: number;
+  /** Of which redis-server (the rest: the PostgreSQL processes). */
+  redis_cpu_ms_per_request: number;
 }
 
 export interface BenchFleet {
@@ -92,7 +95,7 @@ export async function startBenchFleet(nice = 0): Promise<BenchFleet> {
       // Backends report their statistics about once a second: wait for the last ones.
       await sleep(1500);
       const [row] = await sql<Array<{ n: string }>>`SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = ${database}`;
-      return { redis: redisInfo(), pgXacts: Number(row?.n ?? 0), pgSelf: database === home ? 1 : 0, storeTicks: storeTicks() };
+      return { redis: redisInfo(), pgXacts: Number(row?.n ?? 0), pgSelf: database === home ? 1 : 0, storeTicks: storeTicks(), redisTicks: cpuTicks(services.pids.redis) ?? 0 };
     },
     async stop() {
       await sql.end({ timeout: 2 });
@@ -130,5 +133,6 @@ export function storeCost(before: StoreCounters, after: StoreCounters, modelRequ
     redis_by_command: byCommand,
     pg_xacts_per_request: per(after.pgXacts - before.pgXacts - after.pgSelf),
     store_cpu_ms_per_request: per(((after.storeTicks - before.storeTicks) / CLK_TCK) * 1000),
+    redis_cpu_ms_per_request: per(((after.redisTicks - before.redisTicks) / CLK_TCK) * 1000),
   };
 }
