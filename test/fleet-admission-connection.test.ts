@@ -54,6 +54,23 @@ test('a command on an idle connection is written at once, not at the end of its 
   assert.deepEqual(await Promise.all([first, second]), ['first', 'second']);
 });
 
+test('a script sent with `now` is written at once though a command is in flight (the admissions of a turn, sent at its check phase, do not wait for the next turn)', async () => {
+  const write = Socket.prototype.write;
+  const seen: string[] = [];
+  Socket.prototype.write = function (this: Socket, ...a: unknown[]) { if (!stdio(this)) seen.push(String(a[0])); return (write as (...x: unknown[]) => boolean).apply(this, a); } as typeof write;
+  let first: Promise<unknown>, second: Promise<unknown>;
+  try {
+    first = conn.send('ECHO', ['first']);
+    assert.equal(seen.length, 1, 'written within send()');
+    second = conn.evalsha("return 'now'", ['', 0], true);
+    assert.equal(seen.length, 2, 'written within evalsha(), the first still in flight');
+    assert.match(seen[1], /EVALSHA/);
+  } finally {
+    Socket.prototype.write = write;
+  }
+  assert.deepEqual(await Promise.all([first, second]), ['first', 'now']);
+});
+
 test('replies come back to their commands in order; one loop turn\'s commands leave in one write (the first alone when the connection was idle); no timer per command', async () => {
   const write = Socket.prototype.write;
   const realTimeout = globalThis.setTimeout;

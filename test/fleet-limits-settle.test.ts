@@ -334,3 +334,19 @@ test('a settle corrects tpm by the tokens used: what the estimate over-counted i
     assert.ok(!refused.ok && refused.code === 'rate_limited' && refused.limit === 'tpm', `90 of 100 tokens taken: 20 more do not fit: ${JSON.stringify(refused)}`);
   } finally { await alone.close(); }
 });
+
+test('the admissions of one turn share one script call (the first leaves alone at once), each decided as if alone', async () => {
+  const lim = new FleetLimiter(fleet, { settleDelayMs: 600_000 });
+  const req: AdmitRequest = { rates: [{ key: 'agent:turn', limits: { rpm: 10_000 } }], tokens: 0, budgets: Object.freeze([{ key: 'agent:turn', limits: { daily_usd: 1 } }]), amountUsd: 0.1 };
+  try {
+    lim.release(await admitted(lim, req)); // seeds the budget, loads the script
+    await admitted(lim, { ...req, amountUsd: 0.05 }); // the release rides on it; $0.05 held
+    const before = scripts;
+    // 12 in one turn: $0.05 + 9 x $0.10 fit in $1, the last 3 do not.
+    const results = await Promise.all(Array.from({ length: 12 }, () => lim.admit(req)));
+    assert.equal(scripts - before, 2, 'the first alone, the other 11 in one call');
+    assert.deepEqual(results.map((r) => r.ok), [...Array(9).fill(true), false, false, false], 'admitted in order until the budget is full');
+    assert.ok(near((await budget('agent:turn')).reserved, 0.95), `$0.95 held: ${JSON.stringify(await budget('agent:turn'))}`);
+    for (const r of results) if (r.ok) lim.release(r.ticket!);
+  } finally { await lim.close(); }
+});

@@ -13,18 +13,21 @@ const dayStart = (t: number): number => { const d = new Date(t); return Date.UTC
 const monthStart = (t: number): number => { const d = new Date(t); return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1); };
 const nextMonth = (start: number): number => { const d = new Date(start); return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1); };
 
-// One script per request: it first applies the settlements this replica queued since its last
-// call (the settle of request N rides on the admission of a later request), then admits.
+// One script call per request at most: it first applies the settlements this replica queued since
+// its last call (the settle of request N rides on the admission of a later request), then admits
+// the admissions it carries one after another (a request alone goes at once; the requests of one
+// loop turn, while a call is in flight, share the turn's call: one script and one read and write
+// of each budget and rate hash for all of them).
 // KEYS: each settlement's keys (its tpm rate hashes, then per budget key its hash and its
-//       reservation zset), then the admission's keys in the same layout (rate hashes first).
+//       reservation zset), then each admission's keys in the same layout (rate hashes first).
 // ARGV: dayField, monthField, nSettlements, budget key ttl ms,
 //       per settlement: nRates, nBudgets, actualTokens (-1: unknown), estimatedTokens, member, amount reserved, charge,
 //         retry (1: carried again after a failed call, which may have run: charge only where its reservation is still there);
-//       then nRates, tokens, (rpm, tpm) per rate, nBudgets, amount, member, reservation ttl ms,
-//       readCache (1: the last key is a response cache entry), (daily, monthly; -1 = none) per budget.
-//       nRates = nBudgets = 0: settle only.
+//       then nAdmissions, and per admission: nRates, tokens, (rpm, tpm) per rate, nBudgets, amount, member,
+//       reservation ttl ms, readCache (1: its last key is a response cache entry), (daily, monthly; -1 = none)
+//       per budget. nAdmissions = 0: settle only.
 // A live cache entry is a hit: it costs $0, so nothing is reserved (rates still count).
-// Replies: { admission, totals, cached } with cached the entry's value (nil: none) and admission {'ok'} | {'rate', 'rpm'|'tpm', index, waitMs}
+// Replies: { admissions, totals, cached } with per admission its cache entry's value (nil: none) and {'ok'} | {'rate', 'rpm'|'tpm', index, waitMs}
 //          | {'budget', index, period, committed} | {'seed', index...} (budget totals of this window
 //          not in Redis yet: nothing counted), and totals the daily and monthly spend after each
 //          settlement's charge per budget ('' when that window is not in Redis).
@@ -142,6 +145,8 @@ for s = 1, ns do
   k = k + nr + 2 * nb
 end
 local cached = false
+-- Keys of the admission admit() read (the next one's start after them).
+local used = 0
 local function admit()
   local nr = tonumber(ARGV[a])
   local tokens = tonumber(ARGV[a + 1])
@@ -166,7 +171,9 @@ local function admit()
   local nb = tonumber(ARGV[a])
   local amount = tonumber(ARGV[a + 1])
   local member, ttl = ARGV[a + 2], tonumber(ARGV[a + 3])
+  used = nr + 2 * nb
   if ARGV[a + 4] == '1' then
+    used = used + 1
     local v = redis.call('GET', KEYS[k + nr + 2 * nb + 1])
     local exp = v and tonumber(string.match(v, '^(%d+)\\n'))
     if exp and exp > now then
@@ -234,7 +241,17 @@ local function admit()
   end
   return { 'ok' }
 end
-local admission = admit()
+-- The admissions, one after another as if each were a call of its own (their budgets and rates read
+-- and written once for all).
+local nadm = tonumber(ARGV[a])
+a = a + 1
+local admissions, cachedAll = {}, {}
+for x = 1, nadm do
+  cached = false
+  admissions[x] = admit()
+  cachedAll[x] = cached
+  k = k + used
+end
 for _, rk in ipairs(rateKeys) do
   local c = rates[rk]
   local set = {}
@@ -254,7 +271,7 @@ for _, bk in ipairs(touched) do
   if b.ww then set[#set + 1] = 'w'; set[#set + 1] = b.w end
   if #set > 0 then redis.call('HSET', bk, unpack(set)) end
 end
-return { admission, totals, cached }
+return { admissions, totals, cachedAll }
 `;
 
 interface FleetTicket extends Ticket {
@@ -284,13 +301,17 @@ export interface FleetLimiterOptions {
   onError?: (what: string, e: unknown) => void;
 }
 
-type Reply = [admission: unknown[], totals: string[], cached: string | null];
+type Reply = [admissions: unknown[][], totals: string[], cached: Array<string | null>];
+/** An admission's script arguments: its keys and its ARGV block. */
+interface Own { keys: string[]; args: Array<string | number> }
+/** An admission waiting for its script call: resolved with its reply, its cache value and the call's window. */
+interface Waiting { own: Own; resolve: (r: { reply: unknown[]; value: string | null; d: number; m: number }) => void; reject: (e: unknown) => void }
 
 const NONE: string[] = [];
 /** No settlements on a call (never changed). */
 const NO_BATCH: Settlement[] = [];
-/** The admission part of a script call that only settles. */
-const SETTLE_ONLY = { keys: NONE, args: [0, 0, 0, 0, '', 0, 0] };
+/** No admissions on a call (never changed): it only settles. */
+const SETTLE_ONLY: Own[] = [];
 
 /** The UTC day and month a time falls in, and their field names in a budget hash. */
 interface Window { d: number; m: number; dayField: string; monthField: string; pendingDaily: string; pendingMonthly: string }
@@ -306,6 +327,8 @@ const MAX_RATE_NAMES = 10_000;
 
 /** Settlements carried by one script call (bounds its size; the rest ride on the next). */
 const MAX_SETTLEMENTS = 64;
+/** Admissions carried by one script call (the rest go in the next). */
+const MAX_ADMISSIONS = 64;
 /** Settlements kept while Redis is away; past this the oldest are dropped (their reservations expire). */
 const MAX_QUEUED = 10_000;
 /** Expiry of a budget's hash and reservation zset (35 days: longer than a month, renewed by each window's seed). */
@@ -320,11 +343,16 @@ const budgetZset = (p: string, key: string): string => `${p}bq:${key}`;
 
 export class FleetLimiter implements Limiter {
   readonly #fleet: Fleet;
-  readonly #run: (args: Array<string | number>) => Promise<Reply>;
+  readonly #run: (args: Array<string | number>, now?: boolean) => Promise<Reply>;
   readonly #ttl: number;
   readonly #settleDelay: number;
   readonly #onError: (what: string, e: unknown) => void;
   #seq = 0;
+  /** Admissions waiting for this turn's script call (one call carries them all). */
+  #waiting: Waiting[] = [];
+  #armed = false;
+  /** Script calls sent and not answered. */
+  #inFlight = 0;
   /** Settlements not yet in Redis, oldest first: their reservations still hold budget meanwhile. */
   #queue: Settlement[] = [];
   #idle: NodeJS.Timeout | null = null;
@@ -360,7 +388,7 @@ export class FleetLimiter implements Limiter {
   }
 
   async admit(req: AdmitRequest): Promise<AdmitResult> {
-    const { d, m } = this.#windowAt(Date.now());
+    let { d, m } = this.#windowAt(Date.now());
     const p = this.#fleet.prefix;
     const amount = req.amountUsd > 0 && Number.isFinite(req.amountUsd) ? req.amountUsd : 0;
     const tokens = req.tokens > 0 && Number.isFinite(req.tokens) ? req.tokens : 0;
@@ -394,32 +422,30 @@ export class FleetLimiter implements Limiter {
     args[at++] = this.#ttl;
     args[at++] = req.cacheKey !== undefined ? 1 : 0;
     for (let i = 0; i < plan.args.length; i++) args[at++] = plan.args[i];
-    const own = { keys, args };
-    // One script: the queued settlements, then this admission. Their bookkeeping is done here, in
-    // admit's own frame, not in an async step of its own per call.
-    this.admitCalls++;
-    const batch = this.#take();
-    let r: Reply;
+    const own: Own = { keys, args };
+    // One script call: the queued settlements, then this admission and the others of its turn.
+    let got: { reply: unknown[]; value: string | null; d: number; m: number };
     try {
-      r = await this.#script(batch, own, d, m);
+      got = await this.#admission(own);
     } catch (e) {
-      this.#notCarried(batch, e);
       throw new StoreUnavailable('redis', (e as Error).message);
     }
-    if (batch.length > 0) this.#crossed(batch, r[1], d, m);
-    let reply = r[0];
+    let reply = got.reply;
+    let value = got.value;
+    ({ d, m } = got);
     if (reply[0] === 'seed') {
       await this.#seed(req, reply.slice(1).map(Number), d, m);
       this.admitCalls++;
+      let r: Reply;
       try {
-        r = await this.#script(NO_BATCH, own, d, m);
+        r = await this.#script(NO_BATCH, [own], d, m);
       } catch (e) {
         throw new StoreUnavailable('redis', (e as Error).message);
       }
-      reply = r[0];
+      reply = r[0][0];
+      value = r[2][0];
       if (reply[0] === 'seed') throw new StoreUnavailable('redis', 'budget totals could not be loaded into Redis');
     }
-    const value = r[2];
     if (reply[0] === 'ok') {
       const cached = req.cacheKey === undefined ? undefined : value === null ? null : parseCacheValue(value);
       // A hit reserved nothing: settling it charges nothing unless a real cost is given.
@@ -499,15 +525,52 @@ export class FleetLimiter implements Limiter {
     this.#again(batch);
   }
 
+  /**
+   * This admission's reply. Alone (no script call of this limiter unanswered) its call leaves at
+   * once; otherwise it waits for the turn's check phase, where one call carries every admission of
+   * the turn (Redis reads their budget and rate hashes once, and runs one script, not one each).
+   */
+  #admission(own: Own): Promise<{ reply: unknown[]; value: string | null; d: number; m: number }> {
+    return new Promise((resolve, reject) => {
+      this.#waiting.push({ own, resolve, reject });
+      if (this.#inFlight === 0) this.#sendWaiting(false);
+      else if (!this.#armed) { this.#armed = true; setImmediate(this.#turn); }
+    });
+  }
+
+  readonly #turn = (): void => {
+    this.#armed = false;
+    while (this.#waiting.length > 0) this.#sendWaiting(true);
+  };
+
+  /** One script call: the queued settlements and up to MAX_ADMISSIONS waiting admissions. */
+  #sendWaiting(now: boolean): void {
+    const group = this.#waiting.length <= MAX_ADMISSIONS ? this.#waiting : this.#waiting.slice(0, MAX_ADMISSIONS);
+    this.#waiting = group === this.#waiting ? [] : this.#waiting.slice(MAX_ADMISSIONS);
+    const { d, m } = this.#windowAt(Date.now());
+    const owns = group.map((g) => g.own);
+    this.admitCalls++;
+    const batch = this.#take();
+    this.#script(batch, owns, d, m, now).then((r) => {
+      if (batch.length > 0) this.#crossed(batch, r[1], d, m);
+      for (let i = 0; i < group.length; i++) group[i].resolve({ reply: r[0][i], value: r[2][i] ?? null, d, m });
+    }, (e: unknown) => {
+      this.#notCarried(batch, e);
+      for (const g of group) g.reject(e);
+    });
+  }
+
   /** The script's call: [script, numKeys, ...keys, ...argv] built in one array of its final size (the runner sends this array itself). */
-  #script(batch: Settlement[], own: { keys: string[]; args: Array<string | number> }, d: number, m: number): Promise<Reply> {
+  #script(batch: Settlement[], owns: Own[], d: number, m: number, now = false): Promise<Reply> {
     const w = this.#window(d, m);
-    let nk = own.keys.length;
+    let nk = 0;
+    let na = 1;
+    for (let i = 0; i < owns.length; i++) { nk += owns[i].keys.length; na += owns[i].args.length; }
     for (let i = 0; i < batch.length; i++) {
       const { ft, tokens } = batch[i];
       nk += (tokens >= 0 ? ft.tpmKeys.length : 0) + ft.plan.keys.length;
     }
-    const out = new Array<string | number>(2 + nk + 4 + 8 * batch.length + own.args.length);
+    const out = new Array<string | number>(2 + nk + 4 + 8 * batch.length + na);
     out[0] = SCRIPT;
     out[1] = nk;
     let at = 2;
@@ -516,7 +579,7 @@ export class FleetLimiter implements Limiter {
       if (tokens >= 0) for (let j = 0; j < ft.tpmKeys.length; j++) out[at++] = ft.tpmKeys[j];
       for (let j = 0; j < ft.plan.keys.length; j++) out[at++] = ft.plan.keys[j];
     }
-    for (let j = 0; j < own.keys.length; j++) out[at++] = own.keys[j];
+    for (let i = 0; i < owns.length; i++) { const keys = owns[i].keys; for (let j = 0; j < keys.length; j++) out[at++] = keys[j]; }
     out[at++] = w.dayField;
     out[at++] = w.monthField;
     out[at++] = batch.length;
@@ -533,8 +596,13 @@ export class FleetLimiter implements Limiter {
       out[at++] = s.charge;
       out[at++] = s.retry ? 1 : 0;
     }
-    for (let j = 0; j < own.args.length; j++) out[at++] = own.args[j];
-    return this.#run(out);
+    out[at++] = owns.length;
+    for (let i = 0; i < owns.length; i++) { const args = owns[i].args; for (let j = 0; j < args.length; j++) out[at++] = args[j]; }
+    this.#inFlight++;
+    const done = (): void => { this.#inFlight--; };
+    const call = this.#run(out, now);
+    call.then(done, done);
+    return call;
   }
 
   /** Send queued settlements alone: no admission came to carry them. */

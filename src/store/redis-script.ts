@@ -14,13 +14,13 @@ export const SCRIPT = '';
  * is encoded from that array, not a copy of it; the caller must not reuse it). A Redis that does
  * not know the script (restarted, flushed) gets it once by EVAL.
  */
-export function scriptRunner<T>(conn: RespConnection, lua: string): (args: Array<string | number>) => Promise<T> {
+export function scriptRunner<T>(conn: RespConnection, lua: string): (args: Array<string | number>, now?: boolean) => Promise<T> {
   const sha = createHash('sha1').update(lua).digest('hex');
   // Not async, no catch: one promise per call, the command's (NOSCRIPT is retried inside it).
   // Calls made in one turn of the event loop leave in one write (RespConnection writes at the
-  // turn's check phase).
-  return (args) => {
+  // turn's check phase; `now`: at once).
+  return (args, now) => {
     args[0] = sha;
-    return conn.evalsha(lua, args) as Promise<T>;
+    return conn.evalsha(lua, args, now) as Promise<T>;
   };
 }

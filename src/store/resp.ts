@@ -292,13 +292,14 @@ export class RespConnection extends EventEmitter {
   /**
    * EVALSHA: `args` is [sha, numKeys, ...keys, ...argv]. A Redis that does not know the script
    * (restarted, flushed) gets it once by EVAL (args[0] becomes `lua`), within the same promise: the
-   * caller must not reuse `args` until it settles.
+   * caller must not reuse `args` until it settles. `now`: written at once, not at this turn's check
+   * phase (the caller already waited for it: fleet-limits.ts sends the admissions of a turn then).
    */
-  evalsha(lua: string, args: Array<string | number>): Promise<unknown> {
+  evalsha(lua: string, args: Array<string | number>, now = false): Promise<unknown> {
     if (this.status !== 'ready') return this.#notReady('EVALSHA', args).catch((e: unknown) => this.#noscript(e, lua, args));
     return new Promise((resolve, reject) => {
       this.#queue.push(new ScriptPending(this, lua, args, resolve, reject));
-      this.#write('EVALSHA', args);
+      this.#write('EVALSHA', args, now);
     });
   }
 
@@ -331,10 +332,10 @@ export class RespConnection extends EventEmitter {
    * not wait for the rest of its loop turn. Otherwise it joins this turn's one write: commands of
    * concurrent requests share a write while earlier ones are in flight.
    */
-  #write(name: string, args: ReadonlyArray<string | number>): void {
+  #write(name: string, args: ReadonlyArray<string | number>, now = false): void {
     const idle = this.#len === 0 && this.#queue.length - this.#head === 1;
     this.#encode(name, args);
-    if (idle) this.#flush();
+    if (idle || now) this.#flush();
     else if (!this.#flushing) { this.#flushing = true; setImmediate(this.#flush); }
   }
 
