@@ -185,6 +185,60 @@ test('the request: one head with host and content-length, a string or Buffer bod
   assert.throws(() => a.dispatch({ origin, path: 'no-slash', method: 'GET' }, {}), { code: 'UND_ERR_INVALID_ARG' });
 });
 
+test('the request\'s bytes are pinned: header order and values, framing names of any case dropped, arrays, a given host, Latin-1 values, a frozen head reused', async () => {
+  let bytes = '';
+  const server = createNet((s) => {
+    s.on('error', () => undefined);
+    s.on('data', (d) => {
+      bytes += d.toString('latin1');
+      // Each request here is answered once its whole body is in.
+      for (;;) {
+        const i = bytes.indexOf('\r\n\r\n', answered);
+        if (i < 0) return;
+        const len = Number(/content-length: (\d+)/i.exec(bytes.slice(answered, i))?.[1] ?? 0);
+        if (bytes.length < i + 4 + len) return;
+        answered = i + 4 + len;
+        s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+      }
+    });
+  });
+  let answered = 0;
+  const origin = await listen(server);
+  const host = new URL(origin).host;
+  const a = agent();
+  const frozen = Object.freeze({ 'content-type': 'application/json', 'x-n': 7 as unknown as string });
+  const sent: string[] = [];
+  const one = async (opts: Omit<Opts, 'origin'>, want: string): Promise<void> => {
+    const from = bytes.length;
+    const r = await send(a, { origin, headersTimeout: 5000, ...opts }); // bytes short of the content-length: an error, not a hang
+    assert.equal(r.status, 200, String(r.error));
+    sent.push(bytes.slice(from));
+    assert.equal(bytes.slice(from), want);
+  };
+  // A2A's shape: aam's headers, a credential's, a Buffer body (head and body, one request).
+  await one({ method: 'POST', path: '/a2a', headers: { 'content-type': 'application/json', accept: 'text/event-stream', 'a2a-version': '1.0', traceparent: '00-aa-bb-01', 'x-aam-delegation': 'v1.p.s', 'x-aam-request-id': 'req_1', 'x-aam-caller': 'spiffe://t/a', authorization: 'Bearer k' }, body: Buffer.from('{"jsonrpc":"2.0"}') },
+    `POST /a2a HTTP/1.1\r\nhost: ${host}\r\ncontent-type: application/json\r\naccept: text/event-stream\r\na2a-version: 1.0\r\ntraceparent: 00-aa-bb-01\r\nx-aam-delegation: v1.p.s\r\nx-aam-request-id: req_1\r\nx-aam-caller: spiffe://t/a\r\nauthorization: Bearer k\r\ncontent-length: 17\r\n\r\n{"jsonrpc":"2.0"}`);
+  // Framing names in any case are ours and dropped; names as long as one are kept; null and undefined skipped; arrays repeat the name; a number is its text.
+  await one({ method: 'POST', path: '/v1/x?y=1', headers: { 'Content-Length': '999', 'TRANSFER-ENCODING': 'chunked', Connection: 'close', 'keep-Alive': '5', UPGRADE: 'h2c', 'x-forwarded-by': 'p', 'x-connect1': 'q', 'x-trace': 'r', 'X-Mixed': 'M', 'x-null': null as unknown as string, 'x-undef': undefined as unknown as string, 'x-arr': ['1', '2'], 'x-num': 3 as unknown as string }, body: 'héllo' },
+    `POST /v1/x?y=1 HTTP/1.1\r\nhost: ${host}\r\nx-forwarded-by: p\r\nx-connect1: q\r\nx-trace: r\r\nX-Mixed: M\r\nx-arr: 1\r\nx-arr: 2\r\nx-num: 3\r\ncontent-length: 6\r\n\r\nh\u00c3\u00a9llo`);
+  // A host given is sent as given, with no host line of ours; no body on a GET: no content-length; an empty POST: 0.
+  await one({ method: 'GET', path: '/', headers: { Host: 'example.test', 'x-a': '' } }, 'GET / HTTP/1.1\r\nHost: example.test\r\nx-a: \r\n\r\n');
+  await one({ method: 'POST', path: '/', headers: undefined }, `POST / HTTP/1.1\r\nhost: ${host}\r\ncontent-length: 0\r\n\r\n`);
+  // A Latin-1 header value goes as Latin-1 bytes; the body (string or Buffer) as UTF-8 after it.
+  await one({ method: 'POST', path: '/', headers: { 'x-l': 'caf\u00e9' }, body: 'é' }, `POST / HTTP/1.1\r\nhost: ${host}\r\nx-l: caf\u00e9\r\ncontent-length: 2\r\n\r\n\u00c3\u00a9`);
+  await one({ method: 'POST', path: '/', headers: { 'x-l': 'caf\u00e9' }, body: Buffer.from('é') }, `POST / HTTP/1.1\r\nhost: ${host}\r\nx-l: caf\u00e9\r\ncontent-length: 2\r\n\r\n\u00c3\u00a9`);
+  // A frozen header object: the same head twice (serialized once).
+  for (let i = 0; i < 2; i++) await one({ method: 'POST', path: '/f', headers: frozen, body: '{}' }, `POST /f HTTP/1.1\r\nhost: ${host}\r\ncontent-type: application/json\r\nx-n: 7\r\ncontent-length: 2\r\n\r\n{}`);
+  // A large Buffer body (past what is copied behind the head) after a Latin-1 head.
+  const big = Buffer.alloc(40_000, 'é');
+  await one({ method: 'PUT', path: '/big', headers: { 'x-l': '\u00ff' }, body: big }, `PUT /big HTTP/1.1\r\nhost: ${host}\r\nx-l: \u00ff\r\ncontent-length: 40000\r\n\r\n${big.toString('latin1')}`);
+  assert.equal(sent.length, 9);
+  // A value with a line break or NUL, or a name that is not a token, is refused before anything is sent (also in an array).
+  for (const headers of [{ 'x-bad': 'a\nb' }, { 'x-bad': ['ok', 'a\0b'] }, { 'bad name': 'v' }, { 'x-bad': 'a\rb' }]) {
+    assert.throws(() => a.dispatch({ origin, path: '/', method: 'GET', headers } as Dispatcher.DispatchOptions, {}), { code: 'UND_ERR_INVALID_ARG' });
+  }
+});
+
 // ---- connections ----------------------------------------------------------------------------
 
 test('keep-alive: sequential requests reuse one socket (node:http server)', async () => {

@@ -78,7 +78,16 @@ const BAD_VALUE = /[\0\r\n]/;
 const BAD_PATH = /[^\u0021-\u00ff]/;
 const NON_ASCII = /[^\0-\x7f]/;
 const heads = new WeakMap<object, string>();
+/** A Buffer body up to this many bytes is copied behind its head and written with it as one buffer. */
+const ONE_WRITE_BODY = 16 * 1024;
 
+/** Framing header names: ours (the body is known, its length is sent). Looked up only for a name of one of their lengths. */
+const FRAMING = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade']);
+
+/**
+ * The header lines, in the object's order. One string per line appended (no array per header, no
+ * lower-cased copy of a name that cannot be a framing one): the head is ~1.7 KB of garbage less per call.
+ */
 function headerBlock(h: Options['headers']): string {
   if (h == null) return '';
   if (typeof h !== 'object' || Array.isArray(h) || Symbol.iterator in (h as object)) throw new H1Error('headers: a plain object', 'UND_ERR_INVALID_ARG');
@@ -92,17 +101,20 @@ function headerBlock(h: Options['headers']): string {
     const v = (h as Record<string, unknown>)[name];
     if (v === undefined || v === null) continue;
     if (!TOKEN.test(name)) throw new H1Error(`invalid header name ${JSON.stringify(name)}`, 'UND_ERR_INVALID_ARG');
-    const lower = name.toLowerCase();
     // Framing is ours: the body is known, its length is sent.
-    if (lower === 'content-length' || lower === 'transfer-encoding' || lower === 'connection' || lower === 'keep-alive' || lower === 'upgrade') continue;
-    for (const one of Array.isArray(v) ? v : [v]) {
-      const s = String(one);
-      if (BAD_VALUE.test(s)) throw new H1Error(`invalid ${name} header value`, 'UND_ERR_INVALID_ARG');
-      out += `${name}: ${s}\r\n`;
-    }
+    const n = name.length;
+    if ((n === 7 || n === 10 || n === 14 || n === 17) && FRAMING.has(name.toLowerCase())) continue;
+    if (typeof v === 'string') out = headerLine(out, name, v);
+    else if (Array.isArray(v)) for (let i = 0; i < v.length; i++) out = headerLine(out, name, String(v[i]));
+    else out = headerLine(out, name, String(v));
   }
   if (frozen) heads.set(h, out);
   return out;
+}
+
+function headerLine(out: string, name: string, value: string): string {
+  if (BAD_VALUE.test(value)) throw new H1Error(`invalid ${name} header value`, 'UND_ERR_INVALID_ARG');
+  return out + `${name}: ${value}\r\n`;
 }
 
 function hasHost(h: Options['headers']): boolean {
@@ -305,12 +317,21 @@ class Conn {
   private write(r: Req): void {
     const s = this.socket;
     this.arm(Clock.Headers, r.headersMs);
-    if (r.body === null) {
+    const body = r.body;
+    if (body === null) {
       s.write(r.head);
+    } else if (body.length <= ONE_WRITE_BODY) {
+      // Head (Latin-1: one byte a character) and a small body in one buffer, one write: no cork,
+      // no two queued writes and no writev of a string and a buffer.
+      const head = r.head;
+      const out = Buffer.allocUnsafe(head.length + body.length);
+      out.write(head, 0, 'latin1');
+      body.copy(out, head.length);
+      s.write(out);
     } else {
       s.cork();
       s.write(r.head, 'latin1');
-      s.write(r.body);
+      s.write(body);
       s.uncork();
     }
   }
