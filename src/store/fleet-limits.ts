@@ -423,16 +423,37 @@ export class FleetLimiter implements Limiter {
     args[at++] = req.cacheKey !== undefined ? 1 : 0;
     for (let i = 0; i < plan.args.length; i++) args[at++] = plan.args[i];
     const own: Own = { keys, args };
-    // One script call: the queued settlements, then this admission and the others of its turn.
-    let got: { reply: unknown[]; value: string | null; d: number; m: number };
-    try {
-      got = await this.#admission(own);
-    } catch (e) {
-      throw new StoreUnavailable('redis', (e as Error).message);
+    let reply: unknown[];
+    let value: string | null;
+    if (this.#inFlight === 0) {
+      // Alone: one script call with the queued settlements, sent at once, in admit's own frame.
+      this.admitCalls++;
+      const batch = this.#take();
+      let r: Reply;
+      this.#inFlight++;
+      try {
+        r = await this.#script(batch, [own], d, m);
+      } catch (e) {
+        this.#notCarried(batch, e);
+        throw new StoreUnavailable('redis', (e as Error).message);
+      } finally {
+        this.#inFlight--;
+      }
+      if (batch.length > 0) this.#crossed(batch, r[1], d, m);
+      reply = r[0][0];
+      value = r[2][0] ?? null;
+    } else {
+      // A call is in flight: this one goes with the others of its turn.
+      let got: { reply: unknown[]; value: string | null; d: number; m: number };
+      try {
+        got = await this.#admission(own);
+      } catch (e) {
+        throw new StoreUnavailable('redis', (e as Error).message);
+      }
+      reply = got.reply;
+      value = got.value;
+      ({ d, m } = got);
     }
-    let reply = got.reply;
-    let value = got.value;
-    ({ d, m } = got);
     if (reply[0] === 'seed') {
       await this.#seed(req, reply.slice(1).map(Number), d, m);
       this.admitCalls++;
@@ -526,35 +547,37 @@ export class FleetLimiter implements Limiter {
   }
 
   /**
-   * This admission's reply. Alone (no script call of this limiter unanswered) its call leaves at
-   * once; otherwise it waits for the turn's check phase, where one call carries every admission of
-   * the turn (Redis reads their budget and rate hashes once, and runs one script, not one each).
+   * The reply of an admission made while a script call is in flight: it waits for the turn's check
+   * phase, where one call carries every admission of the turn (Redis reads their budget and rate
+   * hashes once, and runs one script, not one each).
    */
   #admission(own: Own): Promise<{ reply: unknown[]; value: string | null; d: number; m: number }> {
     return new Promise((resolve, reject) => {
       this.#waiting.push({ own, resolve, reject });
-      if (this.#inFlight === 0) this.#sendWaiting(false);
-      else if (!this.#armed) { this.#armed = true; setImmediate(this.#turn); }
+      if (!this.#armed) { this.#armed = true; setImmediate(this.#turn); }
     });
   }
 
   readonly #turn = (): void => {
     this.#armed = false;
-    while (this.#waiting.length > 0) this.#sendWaiting(true);
+    while (this.#waiting.length > 0) this.#sendWaiting();
   };
 
-  /** One script call: the queued settlements and up to MAX_ADMISSIONS waiting admissions. */
-  #sendWaiting(now: boolean): void {
+  /** One script call, written at once: the queued settlements and up to MAX_ADMISSIONS waiting admissions. */
+  #sendWaiting(): void {
     const group = this.#waiting.length <= MAX_ADMISSIONS ? this.#waiting : this.#waiting.slice(0, MAX_ADMISSIONS);
     this.#waiting = group === this.#waiting ? [] : this.#waiting.slice(MAX_ADMISSIONS);
     const { d, m } = this.#windowAt(Date.now());
     const owns = group.map((g) => g.own);
     this.admitCalls++;
     const batch = this.#take();
-    this.#script(batch, owns, d, m, now).then((r) => {
+    this.#inFlight++;
+    this.#script(batch, owns, d, m, true).then((r) => {
+      this.#inFlight--;
       if (batch.length > 0) this.#crossed(batch, r[1], d, m);
       for (let i = 0; i < group.length; i++) group[i].resolve({ reply: r[0][i], value: r[2][i] ?? null, d, m });
     }, (e: unknown) => {
+      this.#inFlight--;
       this.#notCarried(batch, e);
       for (const g of group) g.reject(e);
     });
@@ -598,11 +621,7 @@ export class FleetLimiter implements Limiter {
     }
     out[at++] = owns.length;
     for (let i = 0; i < owns.length; i++) { const args = owns[i].args; for (let j = 0; j < args.length; j++) out[at++] = args[j]; }
-    this.#inFlight++;
-    const done = (): void => { this.#inFlight--; };
-    const call = this.#run(out, now);
-    call.then(done, done);
-    return call;
+    return this.#run(out, now);
   }
 
   /** Send queued settlements alone: no admission came to carry them. */
@@ -616,11 +635,14 @@ export class FleetLimiter implements Limiter {
           // A failed call queued its settlements again: wait a delay before the next try.
           const batch = this.#take();
           if (batch.length === 0) break;
+          this.#inFlight++;
           try {
             this.#crossed(batch, (await this.#script(batch, SETTLE_ONLY, d, m))[1], d, m);
           } catch (e) {
             this.#notCarried(batch, e);
             break;
+          } finally {
+            this.#inFlight--;
           }
         }
       } finally {
