@@ -123,8 +123,9 @@ export class ArtifactText {
 
   /** What the open artifacts hold goes out (`all`, or those of task `taskId`), in the order they came. */
   #flushAll(emit: (result: Obj) => void, all: boolean, taskId: unknown): void {
-    // A run ended here stays in the map (ended): the map does not change while it is read.
-    for (const [key, run] of this.#runs!) if (run.s !== null && (all || run.taskId === taskId)) this.#flush(key, run, emit);
+    // A run ended here stays in the map (ended): the map does not change while it is read. Its values
+    // only (a run needs not its key to end): no [key, run] array per run.
+    for (const run of this.#runs!.values()) if (run.s !== null && (all || run.taskId === taskId)) this.#flush(run, emit);
   }
 
   #artifact(result: Obj, au: Obj, emit: (result: Obj) => void): unknown {
@@ -138,7 +139,7 @@ export class ArtifactText {
     const runs = this.#runs ??= new Map();
     let run = runs.get(key);
     // Without `append` the artifact replaces the one with its id: what the old one held goes out first.
-    if (run !== undefined && run.s !== null && !append) this.#flush(key, run, emit);
+    if (run !== undefined && run.s !== null && !append) this.#flush(run, emit);
     // An append to an artifact whose text all went out: the start of a secret may be in what went.
     let before = '';
     if (run === undefined || run.s === null) {
@@ -165,7 +166,7 @@ export class ArtifactText {
       if (o !== p.text) (out ??= parts.slice())[i] = { ...p, text: o };
     }
     if (au.lastChunk === true) {
-      const rest = this.#close(key, run);
+      const rest = this.#close(run);
       if (rest) {
         out ??= parts.slice();
         if (last >= 0) { const p = out[last] as Obj; out[last] = { ...p, text: (p.text as string) + rest }; } else out.push(textPart(rest, run.v03));
@@ -189,7 +190,7 @@ export class ArtifactText {
       if (!isObj(art) || !Array.isArray(art.parts)) continue;
       const key = `${String(task.id)}\n${String(art.artifactId)}`;
       const run = runs.get(key);
-      if (run !== undefined && run.s !== null) this.#flush(key, run, emit);
+      if (run !== undefined && run.s !== null) this.#flush(run, emit);
       let text = '';
       for (const p of art.parts as unknown[]) if (isObj(p) && typeof p.text === 'string') text = (text + p.text).slice(-keep);
       if (run !== undefined) runs.delete(key);
@@ -198,7 +199,7 @@ export class ArtifactText {
   }
 
   /** The artifact's held text, scrubbed; its stream ends (its last characters stay, in `recent`). */
-  #close(_key: string, run: Run): string {
+  #close(run: Run): string {
     const s = run.s as StreamScrubber;
     run.s = null;
     this.#open--;
@@ -206,8 +207,8 @@ export class ArtifactText {
   }
 
   /** The held text as an appended last chunk of its own, for `emit`. */
-  #flush(key: string, run: Run, emit: (result: Obj) => void): void {
-    const rest = this.#close(key, run);
+  #flush(run: Run, emit: (result: Obj) => void): void {
+    const rest = this.#close(run);
     if (!rest) return;
     const update: Obj = { taskId: run.taskId, contextId: run.contextId, artifact: { artifactId: run.artifactId, parts: [textPart(rest, run.v03)] }, append: true, lastChunk: true };
     emit(run.v03 ? { kind: 'artifact-update', ...update } : { artifactUpdate: update });
