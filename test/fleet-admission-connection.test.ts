@@ -34,10 +34,16 @@ const cli = (url: string, ...args: string[]): string => spawnSync('redis-cli', [
 /** The test runner's own output (its reports go through process.stdout), not a write of the connection's. */
 const stdio = (s: Socket): boolean => s === (process.stdout as unknown) || s === (process.stderr as unknown);
 
-test('a command on an idle connection is written at once, not at the end of its loop turn; one sent while it is in flight waits for the turn\'s write', async () => {
+/** Socket writes (the runner's own left out) seen until the returned undo is called: their first argument as text. */
+function spyWrites(seen: string[]): () => void {
   const write = Socket.prototype.write;
-  const seen: string[] = [];
   Socket.prototype.write = function (this: Socket, ...a: unknown[]) { if (!stdio(this)) seen.push(String(a[0])); return (write as (...x: unknown[]) => boolean).apply(this, a); } as typeof write;
+  return () => { Socket.prototype.write = write; };
+}
+
+test('a command on an idle connection is written at once, not at the end of its loop turn; one sent while it is in flight waits for the turn\'s write', async () => {
+  const seen: string[] = [];
+  const undo = spyWrites(seen);
   let first: Promise<unknown>, second: Promise<unknown>;
   try {
     first = conn.send('ECHO', ['first']);
@@ -49,15 +55,14 @@ test('a command on an idle connection is written at once, not at the end of its 
     assert.equal(seen.length, 2);
     assert.match(seen[1], /second/);
   } finally {
-    Socket.prototype.write = write;
+    undo();
   }
   assert.deepEqual(await Promise.all([first, second]), ['first', 'second']);
 });
 
 test('a script sent with `now` is written at once though a command is in flight (the admissions of a turn, sent at its check phase, do not wait for the next turn)', async () => {
-  const write = Socket.prototype.write;
   const seen: string[] = [];
-  Socket.prototype.write = function (this: Socket, ...a: unknown[]) { if (!stdio(this)) seen.push(String(a[0])); return (write as (...x: unknown[]) => boolean).apply(this, a); } as typeof write;
+  const undo = spyWrites(seen);
   let first: Promise<unknown>, second: Promise<unknown>;
   try {
     first = conn.send('ECHO', ['first']);
@@ -66,17 +71,16 @@ test('a script sent with `now` is written at once though a command is in flight 
     assert.equal(seen.length, 2, 'written within evalsha(), the first still in flight');
     assert.match(seen[1], /EVALSHA/);
   } finally {
-    Socket.prototype.write = write;
+    undo();
   }
   assert.deepEqual(await Promise.all([first, second]), ['first', 'now']);
 });
 
 test('replies come back to their commands in order; one loop turn\'s commands leave in one write (the first alone when the connection was idle); no timer per command', async () => {
-  const write = Socket.prototype.write;
   const realTimeout = globalThis.setTimeout;
-  let writes = 0;
+  const written: string[] = [];
   let armed = 0;
-  Socket.prototype.write = function (this: Socket, ...a: unknown[]) { if (!stdio(this)) writes++; return (write as (...x: unknown[]) => boolean).apply(this, a); } as typeof write;
+  const undo = spyWrites(written);
   globalThis.setTimeout = ((...a: Parameters<typeof setTimeout>) => { armed++; return realTimeout(...a); }) as typeof setTimeout;
   let replies: unknown[];
   try {
@@ -89,11 +93,11 @@ test('replies come back to their commands in order; one loop turn\'s commands le
     calls.push(conn.send('EVAL', ["return {1, 'two', {KEYS[1], false}, redis.status_reply('OK')}", 1, 'k']).then((r) => r));
     replies = await Promise.all(calls);
   } finally {
-    Socket.prototype.write = write;
+    undo();
     globalThis.setTimeout = realTimeout;
   }
   // The first found the connection idle and left at once; the other 600 shared the turn's write.
-  assert.equal(writes, 2, 'the first command alone, the other 600 of the turn in one write');
+  assert.equal(written.length, 2, 'the first command alone, the other 600 of the turn in one write');
   assert.ok(armed === 0, `${armed} timers armed`);
   for (let i = 0; i < 200; i++) assert.deepEqual(replies.slice(3 * i, 3 * i + 3), [i + 1, 'OK', `é${i}`]);
   assert.deepEqual(replies[600], [1, 'two', ['k', null], 'OK']);
