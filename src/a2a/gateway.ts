@@ -424,7 +424,6 @@ export function createA2aGateway(): A2aGateway {
   return { handle, close: () => callees?.destroy() ?? Promise.resolve() };
 }
 
-/** The callee's answer as it wrote it (`text`) when it may pass raw (raw.ts; JSON-RPC only: HTTP+JSON answers are reframed), else `msg` to re-serialise. */
 /** What a call's steps use of their gateway (its callee connections and its answer relays). */
 interface HopDeps {
   dispatcher(url: URL): H1Agent | undefined;
@@ -637,6 +636,7 @@ function unreachable(name: string, e: unknown): AamError {
   return new AamError(502, 'upstream_error', `agent "${name}" is unreachable: ${(e as Error).message}`);
 }
 
+/** The callee's answer as it wrote it (`text`) when it may pass raw (raw.ts; JSON-RPC only: HTTP+JSON answers are reframed), else `msg` to re-serialise. */
 function asWritten(ctx: Ctx, binding: Binding, raw: Buffer, text: string, msg: Record<string, unknown>): Record<string, unknown> | string {
   return binding === JSONRPC && passesRaw(ctx.rt.egress, raw, msg) ? text : msg;
 }
