@@ -47,6 +47,11 @@ export interface CpuUse {
   sut_cpu_pct: number;
   /** CPU used by processes that are not part of the benchmark (other work on a shared machine) */
   foreign_cpu_pct: number;
+  /**
+   * How busy the load generator's core was (pinned runs): at ~100 % the load generator, the mock and
+   * (fleet run) PostgreSQL and Redis on it cap the throughput, not the gateway.
+   */
+  loadgen_core_pct?: number;
 }
 
 export type LoadRun = LoadResult & CpuUse;
@@ -85,18 +90,21 @@ export interface TargetResult {
 
 async function withCpu<T extends object>(t: Target, s: BenchSettings, fn: () => Promise<T>): Promise<T & CpuUse> {
   const wall0 = performance.now();
-  const busy0 = coreBusyTicks().reduce((a, b) => a + b, 0);
+  const cores0 = coreBusyTicks();
+  const busy0 = cores0.reduce((a, b) => a + b, 0);
   const sut0 = cpuTicks(t.pid) ?? 0;
   const mock0 = t.pid === s.mockPid ? 0 : cpuTicks(s.mockPid) ?? 0;
   const own0 = selfAndChildrenTicks();
   const r = await fn();
   const wallS = (performance.now() - wall0) / 1000;
-  const busy = coreBusyTicks().reduce((a, b) => a + b, 0) - busy0;
+  const cores = coreBusyTicks();
+  const busy = cores.reduce((a, b) => a + b, 0) - busy0;
+  const lg = s.clientPin.cpu;
   const sut = (cpuTicks(t.pid) ?? 0) - sut0;
   const mock = t.pid === s.mockPid ? 0 : (cpuTicks(s.mockPid) ?? 0) - mock0;
   const own = selfAndChildrenTicks() - own0;
   const pct = (ticks: number): number => Math.round((ticks / CLK_TCK / wallS) * 1000) / 10;
-  return { ...r, sut_cpu_pct: pct(sut), foreign_cpu_pct: pct(Math.max(0, busy - sut - mock - own)) };
+  return { ...r, sut_cpu_pct: pct(sut), foreign_cpu_pct: pct(Math.max(0, busy - sut - mock - own)), ...(lg === null ? {} : { loadgen_core_pct: pct(cores[lg] - cores0[lg]) }) };
 }
 
 function loadSpec(t: Target, s: BenchSettings, mode: 'nonstream' | 'stream', conc: number, durationS: number): LoadSpec {
@@ -235,7 +243,7 @@ async function runScenarios(t: Target, s: BenchSettings, result: TargetResult, s
   };
   const f = (v: number | null | undefined, d = 3): string => (typeof v === 'number' && Number.isFinite(v) ? v.toFixed(d) : 'n/a');
   const showLoad = (r: LoadRun | undefined): string => r
-    ? `${f(r.rps, 0)} rps  p50 ${f(r.p50_ms)} ms  p99 ${f(r.p99_ms)} ms  non2xx ${r.non2xx} err ${r.errors}  cpu ${r.sut_cpu_pct}%  foreign ${r.foreign_cpu_pct}%`
+    ? `${f(r.rps, 0)} rps  p50 ${f(r.p50_ms)} ms  p99 ${f(r.p99_ms)} ms  non2xx ${r.non2xx} err ${r.errors}  cpu ${r.sut_cpu_pct}%  foreign ${r.foreign_cpu_pct}%${r.loadgen_core_pct === undefined ? '' : `  loadgen core ${r.loadgen_core_pct}%`}`
     : '-';
   await step('nonstream_c1', () => loadScenario(t, s, 'nonstream', 1, result, say), showLoad);
   await step('nonstream_c64', () => loadScenario(t, s, 'nonstream', 64, result, say), showLoad);

@@ -171,6 +171,8 @@ export function fleetRows(run: BenchRun): string[][] {
     ...judged(run, 'fleet added p50 over embedded aam, non-stream c=1', added, ['aam-fleet', 'aam', 'p50_c1', 'diff'], (v) => `${signed(v)} ms`, '<= +0.3 ms', (v) => v <= 0.3),
     ...judged(run, 'fleet RPS / embedded RPS, non-stream c=64', frac, ['aam-fleet', 'aam', 'rps_c64', 'ratio'], (v) => `${fmt(v * 100, 1)} %`, '>= 80 %', (v) => v >= 0.8),
     ['gateway CPU per request, c=64: embedded / fleet', `${fmt(cpuMs('aam'), 3)} / ${fmt(cpuMs('aam-fleet'), 3)} ms`, 'context', ''],
+    // The stores share the load generator's core: near 100 % there, they (not the gateway) cap the fleet's c=64.
+    ['busy % of the gateway\'s / the load generator\'s core, c=64: embedded; fleet', `${fmt(m('aam', (r) => r.nonstream_c64?.sut_cpu_pct), 0)} / ${fmt(m('aam', (r) => r.nonstream_c64?.loadgen_core_pct), 0)}; ${fmt(m('aam-fleet', (r) => r.nonstream_c64?.sut_cpu_pct), 0)} / ${fmt(m('aam-fleet', (r) => r.nonstream_c64?.loadgen_core_pct), 0)}`, 'context', ''],
     ...(st ? [
       // Each EVALSHA is one round trip; INFO commandstats also counts the commands the scripts run inside.
       ['Redis round trips (EVALSHA) per model request', fmt(st.redis_by_command.evalsha ?? 0, 2), '1', ok((st.redis_by_command.evalsha ?? 0) <= 1.05)],
