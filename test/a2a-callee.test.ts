@@ -98,3 +98,36 @@ for (const [label, dispatcher] of [['undici', undefined], ['H1Agent', h1]] as co
     assert.ok(state.written < TOTAL);
   });
 }
+
+// A callee's events, each its own HTTP chunk, written together (as bench/a2a-echo-agent.ts writes its three).
+const events = ['data: {"a":1}\n\n', 'data: {"b":"\u00e9t\u00e9"}\n\n', 'data: {"c":3}\n\n'];
+let burst: Server;
+let burstUrl: URL;
+before(async () => {
+  burst = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      for (const e of events.slice(0, -1)) res.write(e);
+      res.end(events[events.length - 1]);
+    });
+  });
+  await new Promise<void>((r) => burst.listen(0, '127.0.0.1', r));
+  burstUrl = new URL(`http://127.0.0.1:${(burst.address() as AddressInfo).port}/a2a`);
+});
+after(async () => {
+  burst.closeAllConnections();
+  await new Promise((r) => burst.close(r));
+});
+
+for (const [label, dispatcher] of [['undici', undefined], ['H1Agent', h1]] as const) {
+  test(`${label}: readText() takes every chunk that has arrived as one text (one decode, one parse per read)`, async () => {
+    const up = await callWith(burstUrl, { headers: {}, body: '{}', timeoutMs: 30_000 }, dispatcher);
+    // Everything arrives (three chunks and the end) before the first read.
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal(up.body.readText(), events.join(''));
+    assert.equal(up.body.bytesRead, Buffer.byteLength(events.join('')));
+    assert.equal(up.body.readText(), null);
+    assert.equal(up.body.ended, true);
+  });
+}

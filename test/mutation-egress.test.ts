@@ -10,6 +10,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, IncomingMessage, type Server } from 'node:http';
 import { Socket, type AddressInfo } from 'node:net';
+import { ServerResponse } from '../src/lib/node-http.ts';
 import { EgressResponse, scrubAcross, holdsSecret, clipAfterScrub, type ScrubSource } from '../src/access/egress.ts';
 import { Scrubber } from '../src/credentials/scrub.ts';
 
@@ -263,6 +264,35 @@ test('a held-back prefix of a non-ASCII secret is flushed in the form it was wri
   const empty = await through(new Vault([key]), (res) => { res.writeHead(200, { 'x-a': 'b' }); res.end(); });
   assert.equal(empty.text, '');
   for (const r of [text, bytes, whole, empty]) assert.deepEqual(r.thrown, []);
+});
+
+test('writeHead\'s headers object goes to node as it is when scrubbing changes nothing (no copy per stream head), else copied in order from the first change', async () => {
+  const given: unknown[] = [];
+  const write = ServerResponse.prototype.writeHead;
+  ServerResponse.prototype.writeHead = function (this: InstanceType<typeof ServerResponse>, ...args: unknown[]) {
+    given.push(args[args.length - 1]);
+    return (write as (...a: unknown[]) => InstanceType<typeof ServerResponse>).apply(this, args);
+  } as typeof write;
+  try {
+    const clean = { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-request-id': 'req-1' };
+    const same = await through(new Vault([SECRET]), (res) => { res.writeHead(200, clean); res.end('x'); });
+    assert.equal(given[0], clean, 'clean headers: the caller\'s object itself');
+    assert.equal(same.headers.get('x-request-id'), 'req-1');
+    const late = { 'x-a': 'one', 'x-b': 'two', 'x-c': `k=${SECRET}`, 'x-d': 'four', 'Content-Length': '1', 'x-e': undefined, 'x-f': 6 };
+    const copied = await through(new Vault([SECRET]), (res) => { res.writeHead(200, late); res.end('x'); });
+    assert.notEqual(given[1], late);
+    assert.deepEqual(given[1], { 'x-a': 'one', 'x-b': 'two', 'x-c': `k=${MARK}`, 'x-d': 'four', 'x-f': 6 }, 'the headers before the first change kept, in order; content-length and undefined left out');
+    assert.equal(late['x-c'], `k=${SECRET}`, 'the caller\'s object is not changed');
+    assert.equal(copied.headers.get('x-c'), `k=${MARK}`);
+    const length = { 'x-a': 'one', 'content-length': '1' };
+    await through(new Vault([SECRET]), (res) => { res.writeHead(200, length); res.end('xy'); });
+    assert.deepEqual(given[2], { 'x-a': 'one' }, 'a clean content-length is still left out (the body may change length)');
+    const undef = { 'x-a': 'one', 'x-u': undefined };
+    await through(new Vault([SECRET]), (res) => { res.writeHead(200, undef); res.end('x'); });
+    assert.deepEqual(given[3], { 'x-a': 'one' });
+  } finally {
+    ServerResponse.prototype.writeHead = write;
+  }
 });
 
 test('a response the listener never opened refuses to write anything', () => {

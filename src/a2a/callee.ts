@@ -29,7 +29,7 @@ export interface CalleeAnswer {
  */
 export interface CalleeText {
   /**
-   * The next chunk received and not yet read, as text (a character split across chunks waits for
+   * Every chunk received and not yet read, as one text (a character split across chunks waits for
    * its last byte); null when none is waiting. Throws the answer's error once everything that
    * came before it has been read.
    */
@@ -117,7 +117,14 @@ class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
       return null;
     }
     this.bytesRead += c.length;
-    if (this.#carry !== null) { c = Buffer.concat([this.#carry, c]); this.#carry = null; }
+    // Every chunk waiting is one text (a callee's events, each its own HTTP chunk, that came in one
+    // read): one decode and one pass of the relay's SSE parser, not one per chunk.
+    if (this.#carry !== null || this.#chunks.length > 0) {
+      const parts = this.#carry !== null ? [this.#carry, c] : [c];
+      this.#carry = null;
+      for (let n = this.#shift(); n !== undefined; n = this.#shift()) { parts.push(n); this.bytesRead += n.length; }
+      c = Buffer.concat(parts);
+    }
     const cut = utf8Complete(c);
     if (cut < c.length) { this.#carry = Buffer.from(c.subarray(cut)); c = c.subarray(0, cut); }
     return c.toString('utf8');

@@ -70,7 +70,7 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
     const close = this.req.complete ? undefined : 'close';
     if (close !== undefined) closeAfterAnswer(this.req);
     // One object, filled in order (the caller's headers, then the exact length and a close): no spreads per answer.
-    const h = this.#cleanHeaders(headers, false, {});
+    const h = this.#cleanHeaders(headers, {});
     h['content-length'] = Buffer.byteLength(body);
     if (close !== undefined) h.connection = close;
     super.writeHead(status, h);
@@ -147,22 +147,48 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
       }
       return out;
     }
-    return this.#sc === null ? h : this.#cleanHeaders(h, true, {});
+    return this.#sc === null ? h : this.#cleanObject(h);
+  }
+
+  /**
+   * writeHead's headers object with its values scrubbed, content-length and undefined values left
+   * out: the object itself when that changes nothing (a stream's head, every SendStreamingMessage's
+   * and chat stream's: no copy of it per response), else a copy from the first header that changes.
+   */
+  #cleanObject(h: OutgoingHttpHeaders): OutgoingHttpHeaders {
+    const sc = this.#sc as Scrubber;
+    let out: OutgoingHttpHeaders | null = null;
+    for (const k in h) {
+      const v = h[k];
+      const c = v === undefined || k.toLowerCase() === 'content-length' ? undefined : this.#scrubValue(sc, v);
+      if (out === null) {
+        if (c === v && c !== undefined) continue;
+        // The headers before this one, as they were (unchanged).
+        out = {};
+        for (const j in h) { if (j === k) break; out[j] = h[j]; }
+      }
+      if (c !== undefined) out[k] = c;
+    }
+    return out ?? h;
   }
 
   /**
    * The headers' values scrubbed, into `out` (returned); with no active credential they are
    * copied as they are. No entry arrays and no closure per header: every answer's head passes here.
    */
-  #cleanHeaders(h: OutgoingHttpHeaders, dropLength: boolean, out: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  #cleanHeaders(h: OutgoingHttpHeaders, out: OutgoingHttpHeaders): OutgoingHttpHeaders {
     const sc = this.#sc;
     for (const k in h) {
       const v = h[k];
       if (v === undefined) continue;
-      if (dropLength && k.toLowerCase() === 'content-length') continue;
-      out[k] = sc === null || typeof v === 'number' ? v : typeof v === 'string' ? scrubbed(this.#src, sc, v) : v.map((x) => scrubbed(this.#src, sc, String(x)));
+      out[k] = sc === null ? v : this.#scrubValue(sc, v);
     }
     return out;
+  }
+
+  /** A header value scrubbed (a number as it is; a string unchanged is the same string). */
+  #scrubValue(sc: Scrubber, v: number | string | string[]): number | string | string[] {
+    return typeof v === 'number' ? v : typeof v === 'string' ? scrubbed(this.#src, sc, v) : v.map((x) => scrubbed(this.#src, sc, String(x)));
   }
 
   /** A response the listener never opened is a bug, not a reason to send unscrubbed bytes. */
