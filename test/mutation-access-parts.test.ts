@@ -141,6 +141,15 @@ test('the delegation header\'s bytes for a fixed input are pinned (the callee si
   assert.equal(header, signed(JSON.stringify(long)));
   assert.ok(header.length > 8192);
   assert.equal(encodeDelegation(rt, d), pinned);
+  // Payloads of every length around the signer's scratch sizes (its JSON and inner blocks), each
+  // made after one of another length: each is the independent HMAC's bytes of its own payload.
+  for (let n = 0; n < 400; n += 7) {
+    for (const c of [`c${'é'.repeat(n >> 1)}`, `c${'y'.repeat(n)}`]) {
+      const x: Delegation = { ...d, chain: ['alice', c], callee: c };
+      assert.equal(encodeDelegation(rt, x), signed(JSON.stringify(x)), `chain member of ${c.length} characters`);
+      assert.equal(encodeDelegation(rt, d), pinned);
+    }
+  }
   // A payload with a character outside Latin-1 is signed as its UTF-8 bytes: no two payloads share a signature.
   assert.throws(() => verifyDelegation(rt, `v1.${'\u0165'}${pinned.slice(4)}`, who('bob'), NOW), /bad signature/);
   assert.throws(() => verifyDelegation(rt, `v1.e${'\u0179'}${pinned.slice(5)}`, who('bob'), NOW), /bad signature/);

@@ -48,6 +48,10 @@ class Signer {
   #inner: Buffer;
   /** K ^ opad, then the inner hash. */
   readonly #outer = Buffer.alloc(BLOCK + 32);
+  /** #inner's first n bytes, by n: a payload's MAC hashes a view made once per length, not one per call. */
+  #views: Buffer[] = [];
+  /** A payload's JSON as UTF-8, before its base64url text is taken (no Buffer per header). */
+  readonly #json = Buffer.alloc(1024);
   constructor(key: Buffer) {
     if (key.length > BLOCK) throw new Error('an HMAC key longer than a block would be hashed first');
     this.#inner = Buffer.alloc(BLOCK + 3 + 1024);
@@ -69,13 +73,21 @@ class Signer {
       if (need > inner.length) {
         const grown = Buffer.alloc(need);
         inner.copy(grown, 0, 0, at);
-        if (need <= 64 * 1024) this.#inner = grown;
+        if (need <= 64 * 1024) { this.#inner = grown; this.#views = []; }
         inner = grown;
       }
     }
     const end = at + inner.write(payload, at, 'utf8');
-    this.#outer.write(hash('sha256', inner.subarray(0, end), 'binary'), BLOCK, 'binary');
+    const view = inner !== this.#inner ? inner.subarray(0, end) : (this.#views[end] ??= inner.subarray(0, end));
+    this.#outer.write(hash('sha256', view, 'binary'), BLOCK, 'binary');
     return hash('sha256', this.#outer, 'base64url');
+  }
+
+  /** `json`'s UTF-8 bytes as base64url (what Buffer.from(json).toString('base64url') gives). */
+  base64url(json: string): string {
+    // At most 3 bytes per UTF-16 unit: a longer JSON (a long chain) takes its own Buffer.
+    if (json.length * 3 > this.#json.length) return Buffer.from(json, 'utf8').toString('base64url');
+    return this.#json.toString('base64url', 0, this.#json.write(json, 0, 'utf8'));
   }
 }
 
@@ -94,8 +106,9 @@ export function chainName(identity: Identity): string {
 }
 
 export function encodeDelegation(rt: AccessRuntime, d: Delegation): string {
-  const payload = Buffer.from(JSON.stringify(d)).toString('base64url');
-  return `${VERSION}.${payload}.${signerOf(rt).mac(payload)}`;
+  const signer = signerOf(rt);
+  const payload = signer.base64url(JSON.stringify(d));
+  return `${VERSION}.${payload}.${signer.mac(payload)}`;
 }
 
 function invalid(message: string): AamError {
