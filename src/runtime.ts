@@ -345,13 +345,24 @@ export class Runtime {
 
   /** evidenceSafe() without a promise (nor a loop turn) when the evidence is safe at once: a request alone in flight writes it now. */
   evidenceSafeNow(): Promise<void> | undefined {
+    return this.#journaled()?.catch((e: unknown) => { throw this.#unrecorded(e); });
+  }
+
+  /** See AccessRuntime.evidenceSafeThen: the wait and its refusal in one promise layer. */
+  evidenceSafeThen<T>(h: { safe(): T; refused(e: EvidenceUnavailable): T }): Promise<T> | undefined {
+    return this.#journaled()?.then(() => h.safe(), (e: unknown) => h.refused(this.#unrecorded(e)));
+  }
+
+  /** What the audit log's write of this request's evidence waits for; undefined when it is safe at once. */
+  #journaled(): Promise<void> | undefined {
     const audit = this.audit;
     if (!audit?.journaled) return undefined;
     const now = this.inFlight <= 1;
-    const p = audit.journaledNow ? audit.journaledNow(now) : audit.journaled(now);
-    return p?.catch((e: unknown) => {
-      throw this.evidenceRefusal(`the audit trail could not record this request, so it is not acknowledged: ${(e as Error).message}`);
-    });
+    return audit.journaledNow ? audit.journaledNow(now) : audit.journaled(now);
+  }
+
+  #unrecorded(e: unknown): EvidenceUnavailable {
+    return this.evidenceRefusal(`the audit trail could not record this request, so it is not acknowledged: ${(e as Error).message}`);
   }
 
   /**

@@ -463,6 +463,8 @@ class HopCall {
   status = 0;
   /** A stream relay ended by a shutdown's drain (relayStream sets it). */
   drained = false;
+  /** What finish() delivers once the evidence is safe (the answer, its text, or null: a stream's end). */
+  answer: Record<string, unknown> | string | null = null;
 
   constructor(deps: HopDeps, ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding, skill: string, taskId: string | undefined, d: Decision) {
     this.deps = deps;
@@ -594,10 +596,16 @@ class HopCall {
     // A stream's last events (those that came with the callee's end, not yet flushed) wait with the
     // end and leave in the same write: relayStream corked the socket for that (end() uncorks it).
     // A promise only when the evidence is not safe at once (a request alone in flight writes it now).
-    const safe = ctx.rt.evidenceSafeNow();
-    if (!safe) return this.deliver(answer);
-    return safe.then(() => this.deliver(answer), (e: unknown) => this.unsafe(answer, toAamError(e)));
+    // The wait is one promise layer with this call as its handler (safe, refused): no closures over the answer.
+    this.answer = answer;
+    return ctx.rt.evidenceSafeThen(this) ?? this.deliver(answer);
   }
+
+  /** The evidence is safe (evidenceSafeThen): the answer goes out. */
+  safe(): void { this.deliver(this.answer); }
+
+  /** The evidence could not be recorded (evidenceSafeThen). */
+  refused(e: AamError): void { this.unsafe(this.answer, e); }
 
   deliver(answer: Record<string, unknown> | string | null): void {
     const { ctx, status } = this;

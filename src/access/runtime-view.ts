@@ -97,6 +97,12 @@ export interface AccessRuntime {
   /** evidenceSafe() without a promise when the evidence is already safe (written at once): undefined then. */
   evidenceSafeNow(): Promise<void> | undefined;
   /**
+   * evidenceSafeNow() and what follows it as one promise layer: `h.safe()` once the evidence is
+   * safe, `h.refused(refusal)` when it cannot be recorded; undefined (neither called) when it is
+   * safe at once.
+   */
+  evidenceSafeThen<T>(h: { safe(): T; refused(e: EvidenceUnavailable): T }): Promise<T> | undefined;
+  /**
    * The request's evidence is recorded and nothing more will be before its answer: a request alone
    * in flight starts its write now (the fleet's INSERT), so the round trip overlaps the work left
    * before evidenceSafe(), which is still what the answer waits for. A promise when the write
