@@ -22,6 +22,19 @@ before(async () => {
   server = createServer((req, res) => {
     req.resume();
     req.on('end', () => {
+      if (req.url === '/sse') {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.write('data: {"a":1}\n\n');
+        setTimeout(() => res.end('data: {"a":2}\n\n'), 50);
+        return;
+      }
+      if (req.url === '/cut') {
+        // A head promising more body than comes before the connection goes.
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' });
+        res.write('{"jsonrpc":');
+        setTimeout(() => res.destroy(), 50);
+        return;
+      }
       state.written = 0; state.blocked = false; state.closed = false;
       // The connection itself (kept alive after a complete answer): closed only when the caller aborts.
       req.socket.once('close', () => { state.closed = true; });
@@ -89,6 +102,43 @@ for (const [label, dispatcher] of [['undici', undefined], ['H1Agent', h1]] as co
     assert.equal(whole.length, TOTAL * CHUNK.length);
     assert.ok(whole.every((b: number) => b === 0x61));
     assert.equal(state.written, TOTAL);
+  });
+
+  test(`${label}: wholeUpTo: an answer that is not an event stream resolves once, with its whole body`, async () => {
+    const up = await callCallee(url, { headers: {}, body: '{}', timeoutMs: 30_000, wholeUpTo: TOTAL * CHUNK.length });
+    assert.equal(state.written, TOTAL, 'resolved once the callee had written everything');
+    const whole = up.whole;
+    assert.ok(whole);
+    assert.equal(whole.length, TOTAL * CHUNK.length);
+    assert.ok(whole.every((b: number) => b === 0x61));
+  });
+
+  test(`${label}: wholeUpTo: an answer longer than that resolves cut off (whole null) and the callee's connection closed`, async () => {
+    const up = await callCallee(url, { headers: {}, body: '{}', timeoutMs: 30_000, wholeUpTo: 1024 * 1024 });
+    assert.equal(up.whole, null);
+    await until(() => state.closed, 10_000, 'the callee saw its connection close');
+    assert.ok(state.written < TOTAL);
+  });
+
+  test(`${label}: wholeUpTo: an event stream resolves at its head, read as it comes`, async () => {
+    const up = await callCallee(new URL('/sse', url), { headers: {}, body: '{}', timeoutMs: 30_000, wholeUpTo: 1024 });
+    assert.equal(up.whole, undefined);
+    assert.equal(up.body.ended, false, 'resolved before the stream ended');
+    let text = '';
+    for (;;) {
+      const t = up.body.readText();
+      if (t !== null) { text += t; continue; }
+      if (up.body.ended) break;
+      await up.body.ready();
+    }
+    assert.equal(text, 'data: {"a":1}\n\ndata: {"a":2}\n\n');
+  });
+
+  test(`${label}: wholeUpTo: a body that fails after its head resolves without it, and all() rejects with the failure`, async () => {
+    const up = await callCallee(new URL('/cut', url), { headers: {}, body: '{}', timeoutMs: 30_000, wholeUpTo: 1024 });
+    assert.equal(up.statusCode, 200);
+    assert.equal(up.whole, undefined);
+    await assert.rejects(up.body.all(1024));
   });
 
   test(`${label}: all(max): an answer longer than max is cut off (null) and the callee's connection closed`, async () => {

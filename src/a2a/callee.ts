@@ -19,6 +19,12 @@ export interface CalleeAnswer {
    * null, the answer cut off, when it is longer than max bytes.
    */
   body: AsyncIterable<Buffer> & CalleeText & { destroy(): void; all(max: number): Promise<Buffer | null> };
+  /**
+   * With callCallee's `wholeUpTo`, an answer that is not an event stream: its whole body, read
+   * before the answer resolved (null: longer than wholeUpTo bytes, cut off). Undefined for a
+   * stream, and for an answer whose body failed after its head (body.all() then says how).
+   */
+  whole?: Buffer | null;
 }
 
 /**
@@ -58,28 +64,48 @@ class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
   /** The first bytes of a character split across chunks, waiting for the next chunk (readText). */
   #carry: Buffer | null = null;
   bytesRead = 0;
+  /** wholeUpTo: a JSON answer resolves once, with its body (0: at its head, like a stream). */
+  readonly #wholeUpTo: number;
+  /** A whole answer's head, kept until its body has ended. */
+  #answer: CalleeAnswer | null = null;
 
-  constructor(head: { resolve(a: CalleeAnswer): void; reject(e: Error): void }) { this.#head = head; }
+  constructor(head: { resolve(a: CalleeAnswer): void; reject(e: Error): void }, wholeUpTo: number) { this.#head = head; this.#wholeUpTo = wholeUpTo; }
 
   onRequestStart(controller: Dispatcher.DispatchController): void { this.#controller = controller; }
 
   onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     if (statusCode < 200 || this.#head === null) return;
-    const head = this.#head;
+    const answer: CalleeAnswer = { statusCode, headers, body: this, whole: undefined };
+    // A JSON answer is read whole before it resolves (one promise per call, no all() after it).
+    if (this.#wholeUpTo > 0 && !String(headers['content-type'] ?? '').startsWith('text/event-stream')) { this.#whole = true; this.#answer = answer; return; }
+    this.#resolve(answer);
+  }
+
+  #resolve(answer: CalleeAnswer): void {
+    const head = this.#head!;
     this.#head = null;
-    head.resolve({ statusCode, headers, body: this });
+    this.#answer = null;
+    head.resolve(answer);
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     this.#chunks.push(chunk);
     this.#bytes += chunk.length;
     if (this.#bytes >= HIGH_WATER && !this.#paused && !this.#whole) { this.#paused = true; controller.pause(); }
+    // Over its bound, a whole answer is cut off (as all() cuts it).
+    if (this.#answer !== null && this.#bytes > this.#wholeUpTo) { const a = this.#answer; a.whole = null; this.#resolve(a); this.destroy(); return; }
     this.#signal();
   }
 
-  onResponseEnd(): void { this.#done = true; this.#signal(); }
+  onResponseEnd(): void {
+    this.#done = true;
+    if (this.#answer !== null) { const a = this.#answer; const c = this.#chunks; a.whole = c.length === 1 ? c[0] : Buffer.concat(c); this.#resolve(a); return; }
+    this.#signal();
+  }
 
   onResponseError(_c: Dispatcher.DispatchController | null, err: Error): void {
+    // Its head came: the answer resolves as one read with all(), which rejects with this error.
+    if (this.#answer !== null) { this.#error ??= err; this.#resolve(this.#answer); return; }
     if (this.#head) { const head = this.#head; this.#head = null; head.reject(err); return; }
     this.#error ??= err;
     this.#signal();
@@ -181,12 +207,13 @@ export function utf8Complete(b: Buffer): number {
 }
 
 /**
- * POST `body` to the callee at `url`; resolves with the answer's head once it arrives. Through
- * `dispatcher` (the A2A gateway's own H1Agent for http(s) callees), else undici's global one.
+ * POST `body` to the callee at `url`; resolves with the answer's head once it arrives, or with
+ * `wholeUpTo`, an answer that is not an event stream once its whole body has (CalleeAnswer.whole).
+ * Through `dispatcher` (the A2A gateway's own H1Agent for http(s) callees), else undici's global one.
  */
-export function callCallee(url: URL, opts: { headers: Record<string, string>; body: string | Buffer; timeoutMs: number }, dispatcher?: UpstreamDispatcher): Promise<CalleeAnswer> {
+export function callCallee(url: URL, opts: { headers: Record<string, string>; body: string | Buffer; timeoutMs: number; wholeUpTo?: number }, dispatcher?: UpstreamDispatcher): Promise<CalleeAnswer> {
   return new Promise((resolve, reject) => {
-    const call = new Call({ resolve, reject });
+    const call = new Call({ resolve, reject }, opts.wholeUpTo ?? 0);
     try {
       (dispatcher ?? getGlobalDispatcher()).dispatch({
         origin: url.origin, path: url.search ? `${url.pathname}${url.search}` : url.pathname, method: 'POST',

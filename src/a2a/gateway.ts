@@ -562,7 +562,7 @@ class HopCall {
       const params = this.params;
       const body = rpc.bytes !== undefined && params === rpc.params ? rpc.bytes : JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params });
       const url = withQuery(urlOf(this.spec), auth.query);
-      up = callCallee(url, { headers, body, timeoutMs: TIMEOUT_MS }, this.deps.dispatcher(url));
+      up = callCallee(url, { headers, body, timeoutMs: TIMEOUT_MS, wholeUpTo: MAX_RESPONSE_BYTES }, this.deps.dispatcher(url));
     } catch (e) {
       throw unreachable(name, e);
     }
@@ -570,7 +570,7 @@ class HopCall {
   }
 
   /** The callee's answer, relayed: a stream event by event, else its whole body (parsed, bound, guarded, scrubbed). */
-  answered(up: CalleeAnswer): Promise<void> {
+  answered(up: CalleeAnswer): Promise<void> | void {
     const { ctx, access, name, skill, binding, rpc } = this;
     this.calls?.forwarded();
     this.status = up.statusCode;
@@ -578,10 +578,16 @@ class HopCall {
     const ct = String(up.headers['content-type'] ?? '');
     // The answer: parsed (re-serialised when sent), its text as the callee wrote it, or null (a stream).
     if (ct.startsWith('text/event-stream')) return this.deps.relayStream(ctx, access, name, skill, caller, up.body, binding, rpc.id, this).then((answer) => this.finish(answer));
-    return up.body.all(MAX_RESPONSE_BYTES).then((raw) => {
-      const relayed = this.deps.relayJson(ctx, access, name, skill, caller, raw, rpc.method, binding);
-      return relayed instanceof Promise ? relayed.then((answer) => this.finish(answer)) : this.finish(relayed);
-    });
+    // Read whole already (callCallee's wholeUpTo), unless its body failed after its head: all() says how.
+    if (up.whole !== undefined) return this.relayed(up.whole);
+    return up.body.all(MAX_RESPONSE_BYTES).then((raw) => this.relayed(raw));
+  }
+
+  /** A JSON answer's body (null: over the bound) relayed, then settled and recorded. */
+  relayed(raw: Buffer | null): Promise<void> | void {
+    const { ctx, access, name, skill, binding, rpc } = this;
+    const relayed = this.deps.relayJson(ctx, access, name, skill, access.identity.agent.spiffeId, raw, rpc.method, binding);
+    return relayed instanceof Promise ? relayed.then((answer) => this.finish(answer)) : this.finish(relayed);
   }
 
   /** Settled and recorded; acknowledged (the answer, or the stream's end) only once its evidence is crash-safe. */
