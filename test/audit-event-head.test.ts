@@ -80,3 +80,18 @@ test('an event whose members after the head cannot be encoded becomes the encodi
   assert.equal(out.outcome.status, 'audit_encoding_error');
   assert.equal(out.request_id, 'req-1');
 });
+
+test('an event may be its own head\'s source while its last members are undefined: they are left to the rest, same bytes once filled in', () => {
+  const e: Record<string, unknown> = { ...members(false), a2a: { agent: 'b' }, credential: undefined, outcome: undefined };
+  const head = eventHead(e);
+  // policy (undefined) is inside the head, credential and outcome (undefined, last) are not.
+  assert.deepEqual(head.keys, ['type', 'request_id', 'trace_id', 'identity', 'policy', 'a2a']);
+  e.credential = { name: 'c', version: 1 };
+  e.outcome = { status: 200 };
+  const plain = encodeEvent(e as AuditEventInput, AT).json;
+  (e as { [EVENT_HEAD]?: unknown })[EVENT_HEAD] = head;
+  assert.equal(encodeEvent(e as AuditEventInput, AT).json, plain);
+  assert.match(plain, /"a2a":\{"agent":"b"\},"credential":\{"name":"c","version":1\},"outcome":\{"status":200\}\}$/);
+  // An event of only undefined members has an empty head.
+  assert.deepEqual(eventHead({ a: undefined }).keys, []);
+});

@@ -14,7 +14,8 @@ import { Access as AccessOf, currentCaller as callerNow, openAccess } from '../a
 import { authorize, policyEvidence, recordDecision, storeFailure, type Admission } from '../access/decide.ts';
 import type { Identity } from '../identity/types.ts';
 import { admitRuleCall, type RuleAdmission, type RuleRefusal } from '../access/rule-limits.ts';
-import { identityEvidence, requestTraceId } from '../access/evidence.ts';
+import { encodesAhead, identityEvidence, requestTraceId } from '../access/evidence.ts';
+import { EVENT_HEAD, eventHead, type EventHead } from '../audit/event.ts';
 import { postToAgent, scrubAcross } from '../access/egress.ts';
 import { chainName, delegate, delegationEvidence, encodeDelegation, outgoingTraceparent, type Delegation } from '../access/delegation.ts';
 import { decide } from '../policy/decide.ts';
@@ -432,7 +433,7 @@ interface HopDeps {
 }
 
 /** The call's one audit event (recorded once, on success or failure): its credential and outcome are filled in then, no copy made. */
-interface CallEvent { type: 'a2a_call'; request_id: string; trace_id: string; identity: unknown; policy: unknown; a2a: unknown; credential: { name: string; version: number } | undefined; outcome: unknown }
+type CallEvent = { type: 'a2a_call'; request_id: string; trace_id: string; identity: unknown; policy: unknown; a2a: unknown; credential: { name: string; version: number } | undefined; outcome: unknown; [EVENT_HEAD]?: EventHead };
 
 /**
  * One A2A call from its decision on, as fields and steps (no async frame, no closure per step
@@ -566,6 +567,9 @@ class HopCall {
     } catch (e) {
       throw unreachable(name, e);
     }
+    // The request is sent: alone in flight, the event's members up to its credential and outcome
+    // are encoded while the callee works (as chat's model_call), so less runs between its answer and the caller's.
+    if (encodesAhead(ctx)) this.ev![EVENT_HEAD] = eventHead(this.ev!);
     return up.then((answer) => this.answered(answer), (e: unknown) => { throw unreachable(name, e); });
   }
 

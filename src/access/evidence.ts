@@ -12,6 +12,15 @@ export function identityEvidence(id: Identity): AuditIdentity {
   };
 }
 
+/**
+ * Whether this request encodes its evidence's head (audit eventHead) while its upstream works:
+ * only alone in flight, when the main thread would wait anyway; with company it has other work
+ * then, and the head is encoded with the rest, after the answer.
+ */
+export function encodesAhead(ctx: Ctx): boolean {
+  return ctx.rt.inFlight <= 1;
+}
+
 /** Where an event belongs: its request, and the trace that request is part of. */
 export interface EvidenceAt { requestId: string; traceId?: string }
 

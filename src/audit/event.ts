@@ -259,9 +259,15 @@ export interface EventHead {
 
 export const EVENT_HEAD: unique symbol = Symbol('aam.audit.eventHead');
 
-/** The head of an event that starts with `members` (undefined values are left out of the text, as JSON.stringify leaves them out). */
+/**
+ * The head of an event that starts with `members` (undefined values are left out of the text, as
+ * JSON.stringify leaves them out). Trailing undefined members are not part of it: they add nothing
+ * to the text, so an event may be its own head's source while its last members (an outcome) are
+ * still to be filled in.
+ */
 export function eventHead(members: Record<string, unknown>): EventHead {
   const keys = Object.keys(members);
+  while (keys.length > 0 && members[keys[keys.length - 1]] === undefined) keys.pop();
   return { keys, values: keys.map((k) => members[k]), text: JSON.stringify(members).slice(1, -1) };
 }
 

@@ -3,7 +3,7 @@
 import type { Usage } from '../providers/types.ts';
 import type { Identity } from '../identity/types.ts';
 import type { Ctx } from './plane.ts';
-import { identityEvidence, requestTraceId } from '../access/evidence.ts';
+import { encodesAhead, identityEvidence, requestTraceId } from '../access/evidence.ts';
 import { policyEvidence, recordEvidence } from '../access/decide.ts';
 import { modelSpanAttributes } from '../observability/otlp-genai.ts';
 import type { Route, Target } from './routes.ts';
@@ -61,7 +61,7 @@ export interface CallEvidenceAhead {
 
 /** See CallEvidenceAhead; undefined when more than this request is in flight (the main thread has other work then: nothing to gain). */
 export function callEvidenceAhead(ctx: Ctx, identity: Identity): CallEvidenceAhead | undefined {
-  if (ctx.rt.inFlight > 1) return undefined;
+  if (!encodesAhead(ctx)) return undefined;
   const members = callMembers(ctx, identity);
   return { members, head: eventHead(members) };
 }
