@@ -223,23 +223,21 @@ export function createA2aGateway(): A2aGateway {
   /** The call once its skill is known: the chain, the decision, then its input guardrails (a promise only when there are any). */
   function decided(ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding, skill: string, taskId: string | undefined): Promise<void> {
     const identity = access.identity;
-    // The chain: this call extends the delegation the caller is serving, if any.
+    // The chain: this call extends the delegation the caller is serving, if any (a first hop's is
+    // the caller alone: no array made for it).
     const from = access.delegation;
-    const chain = from?.chain ?? [chainName(identity)];
     const hop = (from?.hop ?? 0) + 1;
     const max = maxDelegationDepth(access.set);
-    if (chain.includes(name)) refuseChain(ctx, access, name, skill, rpc.method, 'delegation_cycle', `calling agent "${name}" would loop: it is already in this delegation chain (${[...chain, name].join(' -> ')}); aam refuses cycles`);
-    if (hop > max) refuseChain(ctx, access, name, skill, rpc.method, 'delegation_depth_exceeded', `calling agent "${name}" would be hop ${hop} of the delegation chain ${[...chain, name].join(' -> ')}, over max_delegation_depth ${max} of ${chainName(identity)}'s policies`);
-    // time as epoch ms: celContext makes the Date only if a `when` reads the context.
-    // The chain in the context is a copy of the caller's (a first hop's is new here already).
-    const context = { time: Date.now(), request_id: ctx.requestId, method: rpc.method, hop, chain: from ? [...chain] : chain, environment: identity.agent.environment ?? '' };
-    const d = authorize(ctx, identity, { kind: 'agent', agent: identity.agent, callee: name, skill, context }, access.set);
+    if (from ? from.chain.includes(name) : chainName(identity) === name) refuseChain(ctx, access, name, skill, rpc.method, 'delegation_cycle', `calling agent "${name}" would loop: it is already in this delegation chain (${[...callChain(access), name].join(' -> ')}); aam refuses cycles`);
+    if (hop > max) refuseChain(ctx, access, name, skill, rpc.method, 'delegation_depth_exceeded', `calling agent "${name}" would be hop ${hop} of the delegation chain ${[...callChain(access), name].join(' -> ')}, over max_delegation_depth ${max} of ${chainName(identity)}'s policies`);
+    // The call is its own access request: its context is made only if a `when` rule reads it.
+    const c = new HopCall(hopDeps, ctx, access, name, spec, rpc, binding, skill, taskId);
+    c.d = authorize(ctx, identity, c, access.set);
     if (spec.credential) {
       const refused = ctx.rt.credentialRefusal(spec.credential, identity, access.set);
       if (refused) throw new AamError(403, 'policy_denied', refused);
     }
     access.guardrails();
-    const c = new HopCall(hopDeps, ctx, access, name, spec, rpc, binding, skill, taskId, d);
     // No guardrail: the params as they are, with no promise to wait for.
     if (!access.gs.length) return c.guarded(rpc.params);
     return access.guard('input', rpc.params, `a2a ${name}`, 'chat').then((params) => c.guarded(params));
@@ -452,7 +450,11 @@ class HopCall {
   readonly binding: Binding;
   readonly skill: string;
   readonly taskId: string | undefined;
-  readonly d: Decision;
+  /** The call's decision (decided() makes it with this call as its access request). */
+  d: Decision | undefined = undefined;
+  /** As an access request (AccessRequest): an agent call, of the caller's agent, to `callee` for `skill`. */
+  readonly kind = 'agent';
+  #context: Readonly<Record<string, unknown>> | undefined = undefined;
   params: Record<string, unknown>;
   adm: Admission | undefined = undefined;
   calls: RuleAdmission | undefined = undefined;
@@ -467,7 +469,7 @@ class HopCall {
   /** What finish() delivers once the evidence is safe (the answer, its text, or null: a stream's end). */
   answer: Record<string, unknown> | string | null = null;
 
-  constructor(deps: HopDeps, ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding, skill: string, taskId: string | undefined, d: Decision) {
+  constructor(deps: HopDeps, ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding, skill: string, taskId: string | undefined) {
     this.deps = deps;
     this.ctx = ctx;
     this.access = access;
@@ -477,8 +479,22 @@ class HopCall {
     this.binding = binding;
     this.skill = skill;
     this.taskId = taskId;
-    this.d = d;
     this.params = rpc.params;
+  }
+
+  get agent(): Identity['agent'] { return this.access.identity.agent; }
+
+  get callee(): string { return this.name; }
+
+  /**
+   * The decision's context, read only where a rule's `when` is evaluated (a memo miss: decideAgent),
+   * so made then, once (time as epoch ms: celContext makes the Date). Its chain is a copy of the caller's.
+   */
+  get context(): Readonly<Record<string, unknown>> {
+    if (this.#context !== undefined) return this.#context;
+    const { ctx, access } = this;
+    const from = access.delegation;
+    return (this.#context = { time: Date.now(), request_id: ctx.requestId, method: this.rpc.method, hop: (from?.hop ?? 0) + 1, chain: callChain(access), environment: access.identity.agent.environment ?? '' });
   }
 
   /** The params the input guardrails passed (or the caller's own). */
@@ -511,7 +527,7 @@ class HopCall {
     this.adm = adm;
     let counted: RuleAdmission | Promise<RuleAdmission> | undefined;
     try {
-      const rule = decidingAgentRule(this.access.set, this.d);
+      const rule = decidingAgentRule(this.access.set, this.d!);
       counted = rule ? admitRuleCall(this.ctx.rt, this.access.identity, rule, 'a2a', ruleRefusal, storeFailure) : undefined;
     } catch (e) { this.access.release(adm); throw e; }
     if (!(counted instanceof Promise)) return this.send(counted);
@@ -532,11 +548,11 @@ class HopCall {
     const a2a = this.taskId
       ? { agent: name, skill: this.skill, method: rpc.method, task_id: this.taskId, stream, delegation: delegationEvidence(delegation) }
       : { agent: name, skill: this.skill, method: rpc.method, stream, delegation: delegationEvidence(delegation) };
-    this.ev = { type: 'a2a_call', request_id: ctx.requestId, trace_id: traceId, identity: identityEvidence(identity), policy: policyEvidence(this.d), a2a, credential: undefined, outcome: undefined };
+    this.ev = { type: 'a2a_call', request_id: ctx.requestId, trace_id: traceId, identity: identityEvidence(identity), policy: policyEvidence(this.d!), a2a, credential: undefined, outcome: undefined };
     try {
       // A static secret is injected at once: no promise, no loop turn (an OAuth or on-behalf-of token may wait).
       const injected = this.spec.credential ? inject(ctx, access, this.spec.credential, true) : NO_INJECTION;
-      const sent = injected instanceof Promise ? injected.then((auth) => this.callee(auth)) : this.callee(injected);
+      const sent = injected instanceof Promise ? injected.then((auth) => this.post(auth)) : this.post(injected);
       return sent.then(undefined, (e: unknown) => this.failed(e));
     } catch (e) {
       return this.failed(e);
@@ -544,7 +560,7 @@ class HopCall {
   }
 
   /** The call to the callee, with aam's headers (credential, delegation, trace) and the caller's body. */
-  callee(auth: CalleeInjection | typeof NO_INJECTION): Promise<void> {
+  post(auth: CalleeInjection | typeof NO_INJECTION): Promise<void> {
     const { ctx, name, rpc } = this;
     this.credential = auth.credential;
     const headers: Record<string, string> = {
@@ -657,6 +673,12 @@ function unreachable(name: string, e: unknown): AamError {
 /** The callee's answer as it wrote it (`text`) when it may pass raw (raw.ts; JSON-RPC only: HTTP+JSON answers are reframed), else `msg` to re-serialise. */
 function asWritten(ctx: Ctx, binding: Binding, raw: Buffer, text: string, msg: Record<string, unknown>): Record<string, unknown> | string {
   return binding === JSONRPC && passesRaw(ctx.rt.egress, raw, msg) ? text : msg;
+}
+
+/** The delegation chain a call extends: a copy of the caller's, or the caller alone (a first hop). */
+function callChain(access: Access): string[] {
+  const from = access.delegation;
+  return from ? [...from.chain] : [chainName(access.identity)];
 }
 
 /** A refused chain is evidence too (it shows in the caller's tree), then a 403 (a function of its own: no closure per call). */
