@@ -5,13 +5,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { EVENT_HEAD, encodeEvent, type AuditEventInput } from '../src/audit/event.ts';
-import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { startEchoGateway, type TestGateway } from './helpers/gateway.ts';
 
 let gw: TestGateway;
 let callee: http.Server;
 let key = '';
+let close: (() => Promise<void>) | undefined;
 const steps: string[] = [];
 let held: Array<() => void> = [];
 let want = 1;
@@ -37,19 +37,10 @@ before(async () => {
       setTimeout(() => { steps.push('callee answers'); const h = held; held = []; for (const f of h) f(); }, 30);
     });
   });
-  await new Promise<void>((resolve) => callee.listen(0, '127.0.0.1', resolve));
-  gw = await startTestGateway(yaml(
-    doc('Agent', 'echo', { workload: 'spiffe://test/agent/echo', a2a: { url: `http://127.0.0.1:${(callee.address() as AddressInfo).port}/a2a` } }),
-    doc('Agent', 'planner', { workload: 'spiffe://test/agent/planner' }),
-    doc('AgentPolicy', 'planner-calls-echo', { identity: { agent: 'planner' }, agents: [{ agent: 'echo' }] }),
-  ));
-  key = gw.key('planner');
+  ({ gw, key, close } = await startEchoGateway(callee));
 });
 
-after(async () => {
-  await gw?.close();
-  await new Promise<void>((resolve) => callee?.close(() => resolve()));
-});
+after(() => close?.());
 
 const call = (method: string, id: number, messageId = `m${id}`) => fetch(`${gw.url}/a2a/echo`, {
   method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },

@@ -4,12 +4,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { startEchoGateway, type TestGateway } from './helpers/gateway.ts';
 
 let gw: TestGateway;
 let callee: http.Server;
 let key = '';
+let close: (() => Promise<void>) | undefined;
 
 before(async () => {
   // The callee answers at once: a message, or three SSE events.
@@ -28,19 +28,10 @@ before(async () => {
       res.writeHead(200, { 'content-type': 'application/json' }).end(`{"jsonrpc":"2.0","id":${id},"result":{"message":{"messageId":"m1","role":"ROLE_AGENT","parts":[{"text":"done"}]}}}`);
     });
   });
-  await new Promise<void>((resolve) => callee.listen(0, '127.0.0.1', resolve));
-  gw = await startTestGateway(yaml(
-    doc('Agent', 'echo', { workload: 'spiffe://test/agent/echo', a2a: { url: `http://127.0.0.1:${(callee.address() as AddressInfo).port}/a2a` } }),
-    doc('Agent', 'planner', { workload: 'spiffe://test/agent/planner' }),
-    doc('AgentPolicy', 'planner-calls-echo', { identity: { agent: 'planner' }, agents: [{ agent: 'echo' }] }),
-  ));
-  key = gw.key('planner');
+  ({ gw, key, close } = await startEchoGateway(callee));
 });
 
-after(async () => {
-  await gw?.close();
-  await new Promise<void>((resolve) => callee?.close(() => resolve()));
-});
+after(() => close?.());
 
 const call = (method: string, id: number) => fetch(`${gw.url}/a2a/echo`, {
   method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },

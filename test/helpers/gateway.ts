@@ -2,6 +2,8 @@
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { startGateway, type Running } from '../../src/cli/serve.ts';
 import { parseConfigTexts } from '../../src/config/load.ts';
 
@@ -45,4 +47,18 @@ export function agentDocs(models: string[], extra: Record<string, unknown> = {})
     doc('Agent', 'tester', { workload: 'spiffe://test/agent/tester', owner: 'qa@example.com', team: 'qa', environment: 'dev' }),
     doc('AgentPolicy', 'tester-policy', { identity: { workload: 'spiffe://test/agent/tester' }, models: { allow: models, ...extra } }),
   ];
+}
+
+/**
+ * A gateway in front of one plain A2A callee server (started here on a free port): agent "echo" at
+ * its /a2a, and "planner" allowed to call it (`key`). close() closes both.
+ */
+export async function startEchoGateway(callee: Server): Promise<{ gw: TestGateway; key: string; close(): Promise<void> }> {
+  await new Promise<void>((resolve) => callee.listen(0, '127.0.0.1', resolve));
+  const gw = await startTestGateway(yaml(
+    doc('Agent', 'echo', { workload: 'spiffe://test/agent/echo', a2a: { url: `http://127.0.0.1:${(callee.address() as AddressInfo).port}/a2a` } }),
+    doc('Agent', 'planner', { workload: 'spiffe://test/agent/planner' }),
+    doc('AgentPolicy', 'planner-calls-echo', { identity: { agent: 'planner' }, agents: [{ agent: 'echo' }] }),
+  ));
+  return { gw, key: gw.key('planner'), close: async () => { await gw.close(); await new Promise<void>((resolve) => callee.close(() => resolve())); } };
 }
