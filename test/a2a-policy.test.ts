@@ -143,3 +143,19 @@ test('a decision no `when` took part in is made once per (callee, skill) and set
   assert.equal(call(c2, 'risk-scorer', 'score').effect, 'deny');
   assert.equal(call(c, 'risk-scorer', 'score'), first);
 });
+
+test('a call\'s context is read only where a `when` is evaluated (a memo hit or a rule without one never builds it)', () => {
+  const c = compile(doc('AgentPolicy', 'p', { identity: { agent: 'planner' }, agents: [
+    { agent: 'risk-scorer', skills: ['score'] },
+    { agent: 'reporter', when: 'context.hop <= 1' },
+  ] }));
+  let reads = 0;
+  // The gateway's request builds its context in a getter (HopCall): each read is one object made.
+  const req = (callee: string, skill: string) => ({ kind: 'agent' as const, agent: findAgent(c, 'planner')!, callee, skill, get context() { reads++; return { hop: 1 }; } });
+  assert.equal(decide(req('risk-scorer', 'score'), c).effect, 'allow');
+  assert.equal(decide(req('risk-scorer', 'score'), c).effect, 'allow');
+  assert.equal(decide(req('risk-scorer', 'export'), c).effect, 'deny');
+  assert.equal(reads, 0, 'no `when` was evaluated, so no context was made');
+  assert.equal(decide(req('reporter', 'x'), c).effect, 'allow');
+  assert.equal(reads, 1, 'the `when` read it once');
+});

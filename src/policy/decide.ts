@@ -33,7 +33,7 @@ export function who(agent: AgentRecord): string {
 export function decide(req: AccessRequest, compiled: CompiledPolicies): Decision {
   const set = setFor(req.agent, compiled);
   if (req.kind === 'model') return decideModel(set, req.model, compiled);
-  if (req.kind === 'agent') return decideAgent(set, req.callee, req.skill, req.context, compiled);
+  if (req.kind === 'agent') return decideAgent(set, req, compiled);
   return decideTool(set, req.resource, req.action, req.args === null ? null : req.args ?? EMPTY, req.context, compiled);
 }
 
@@ -43,12 +43,13 @@ export function decide(req: AccessRequest, compiled: CompiledPolicies): Decision
  * and a call costs no rules array, reason strings, closures or Decision of its own. A decision a
  * `when` took part in is made per call (the context differs). Bounded: skills are the caller's text.
  */
-function decideAgent(set: PolicySet, callee: string, skill: string, context: Readonly<Record<string, unknown>> | undefined, compiled: CompiledPolicies): Decision {
+function decideAgent(set: PolicySet, req: Extract<AccessRequest, { kind: 'agent' }>, compiled: CompiledPolicies): Decision {
+  const { callee, skill } = req;
   const memo = set.agentMemo;
   const hit = memo.byCallee.get(callee)?.get(skill);
   if (hit !== undefined) return hit;
   let conditional = false;
-  const d = decideAgentCall(set, callee, skill, () => { conditional = true; return celContext(context); }, (e, p, i, path, reason) => make(compiled, e, p, i, path, reason));
+  const d = decideAgentCall(set, callee, skill, () => { conditional = true; return celContext(req.context); }, (e, p, i, path, reason) => make(compiled, e, p, i, path, reason));
   if (!conditional && memo.size < MEMO_AGENT_CALLS) {
     let bySkill = memo.byCallee.get(callee);
     if (bySkill === undefined) memo.byCallee.set(callee, (bySkill = new Map()));
