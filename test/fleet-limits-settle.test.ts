@@ -16,6 +16,8 @@ import { StoreUnavailable, type AdmitRequest, type Ticket } from '../src/store/t
 let store: FleetTestStore;
 let fleet: Fleet;
 let scripts = 0;
+/** Called right after each script call is handed to the connection (a test's hook; none by default). */
+let afterScript: (() => void) | null = null;
 
 before(async () => {
   store = await fleetStore();
@@ -28,9 +30,11 @@ before(async () => {
     return send(name, args);
   };
   const evalsha = fleet.admission.evalsha.bind(fleet.admission);
-  fleet.admission.evalsha = (lua, args) => {
+  fleet.admission.evalsha = (lua, args, now) => {
     scripts++;
-    return evalsha(lua, args);
+    const p = evalsha(lua, args, now);
+    afterScript?.();
+    return p;
   };
 });
 
@@ -349,4 +353,27 @@ test('the admissions of one turn share one script call (the first leaves alone a
     assert.ok(near((await budget('agent:turn')).reserved, 0.95), `$0.95 held: ${JSON.stringify(await budget('agent:turn'))}`);
     for (const r of results) if (r.ok) lim.release(r.ticket!);
   } finally { await lim.close(); }
+});
+
+test('a seed\'s second script call counts as in flight: the admissions of a turn made meanwhile share one call (none leaves alone beside it)', async () => {
+  const lim = new FleetLimiter(fleet, { settleDelayMs: 600_000 });
+  const req: AdmitRequest = { rates: [], tokens: 0, budgets: Object.freeze([{ key: 'agent:seeding', limits: { daily_usd: 1 } }]), amountUsd: 0.1 };
+  const others: Array<Promise<unknown>> = [];
+  try {
+    const before = scripts;
+    // The first call answers 'seed' (no total of this window in Redis); the hook fires when the
+    // second (after the seed) is sent, and makes two admissions while it is in flight.
+    afterScript = () => {
+      if (scripts - before !== 2) return;
+      afterScript = null;
+      others.push(lim.admit(req), lim.admit(req));
+    };
+    const first = await lim.admit(req);
+    assert.ok(first.ok, 'admitted after its seed');
+    const results = await Promise.all(others);
+    assert.equal(others.length, 2, 'the two were made while the seed\'s call was in flight');
+    assert.ok(results.every((r) => (r as { ok: boolean }).ok));
+    assert.equal(scripts - before, 3, 'the seeding admission\'s two calls, then one for the two of the turn');
+    for (const r of [first, ...results] as Array<{ ok: boolean; ticket?: Ticket }>) if (r.ticket) lim.release(r.ticket);
+  } finally { afterScript = null; await lim.close(); }
 });

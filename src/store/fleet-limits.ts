@@ -351,8 +351,6 @@ export class FleetLimiter implements Limiter {
   /** Admissions waiting for this turn's script call (one call carries them all). */
   #waiting: Waiting[] = [];
   #armed = false;
-  /** Script calls sent and not answered. */
-  #inFlight = 0;
   /** Settlements not yet in Redis, oldest first: their reservations still hold budget meanwhile. */
   #queue: Settlement[] = [];
   #idle: NodeJS.Timeout | null = null;
@@ -425,19 +423,18 @@ export class FleetLimiter implements Limiter {
     const own: Own = { keys, args };
     let reply: unknown[];
     let value: string | null;
-    if (this.#inFlight === 0) {
+    // In flight is what the admission connection has not answered (every script call of this
+    // limiter, its seeds' commands), counted there in one place, not by hand at each call site.
+    if (this.#fleet.admission.unanswered === 0) {
       // Alone: one script call with the queued settlements, sent at once, in admit's own frame.
       this.admitCalls++;
       const batch = this.#take();
       let r: Reply;
-      this.#inFlight++;
       try {
         r = await this.#script(batch, [own], d, m);
       } catch (e) {
         this.#notCarried(batch, e);
         throw new StoreUnavailable('redis', (e as Error).message);
-      } finally {
-        this.#inFlight--;
       }
       if (batch.length > 0) this.#crossed(batch, r[1], d, m);
       reply = r[0][0];
@@ -571,13 +568,10 @@ export class FleetLimiter implements Limiter {
     const owns = group.map((g) => g.own);
     this.admitCalls++;
     const batch = this.#take();
-    this.#inFlight++;
     this.#script(batch, owns, d, m, true).then((r) => {
-      this.#inFlight--;
       if (batch.length > 0) this.#crossed(batch, r[1], d, m);
       for (let i = 0; i < group.length; i++) group[i].resolve({ reply: r[0][i], value: r[2][i] ?? null, d, m });
     }, (e: unknown) => {
-      this.#inFlight--;
       this.#notCarried(batch, e);
       for (const g of group) g.reject(e);
     });
@@ -635,14 +629,11 @@ export class FleetLimiter implements Limiter {
           // A failed call queued its settlements again: wait a delay before the next try.
           const batch = this.#take();
           if (batch.length === 0) break;
-          this.#inFlight++;
           try {
             this.#crossed(batch, (await this.#script(batch, SETTLE_ONLY, d, m))[1], d, m);
           } catch (e) {
             this.#notCarried(batch, e);
             break;
-          } finally {
-            this.#inFlight--;
           }
         }
       } finally {

@@ -267,6 +267,9 @@ export class RespConnection extends EventEmitter {
     this.#opts = opts;
   }
 
+  /** Commands sent (or to be written this turn) and not answered yet: 0 when the connection is idle. */
+  get unanswered(): number { return this.#queue.length - this.#head; }
+
   /** Connect (resolves once AUTH/SELECT/SETNAME are answered); a failed attempt rejects and keeps reconnecting in the background. */
   connect(): Promise<void> {
     if (this.status !== 'wait') return this.#ready ?? Promise.resolve();
