@@ -5,7 +5,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, loadavg } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { aamBenchConfig, aamMigrate, aamServeArgv, buildAam, createAamKey } from './lib/aam.ts';
 import type { AamBuild } from './lib/aam.ts';
@@ -22,6 +22,8 @@ import type { BenchRun, RunMeta } from './lib/report.ts';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
 const REPO = dirname(BENCH);
+/** The tree aam is built from and run in (BENCH_AAM_TREE, e.g. an older commit's worktree: its aam measured by this bench's harness); default this one. */
+const AAM_TREE = process.env.BENCH_AAM_TREE ? resolve(process.env.BENCH_AAM_TREE) : REPO;
 const env = process.env;
 const num = (name: string, dflt: number): number => (env[name] !== undefined && env[name] !== '' ? Number(env[name]) : dflt);
 
@@ -59,12 +61,12 @@ async function stopAll(): Promise<void> { await Promise.all([...children].map((c
 process.on('SIGINT', () => { void stopAll().then(() => process.exit(130)); });
 
 function machineMeta(loadgen: string, notes: string[], aamFrom: string): RunMeta {
-  const dirty = sh('git', ['-C', REPO, 'status', '--porcelain', '--', 'src']) !== '' ? ' + uncommitted changes in src/' : '';
+  const dirty = sh('git', ['-C', AAM_TREE, 'status', '--porcelain', '--', 'src']) !== '' ? ' + uncommitted changes in src/' : '';
   return {
     date: new Date().toISOString(), host: hostname(), nproc: cpus().length,
     cpu_model: /Model name:\s*(.*)/.exec(sh('lscpu', []))?.[1] ?? '?', kernel: sh('uname', ['-r']), node: process.version,
     loadgen: loadgen === 'wrk' ? `wrk ${sh('sh', ['-c', 'wrk -v 2>&1 | head -1 | cut -d" " -f2'])}` : 'node (undici Pool)',
-    aam_commit: `git ${sh('git', ['-C', REPO, 'rev-parse', '--short', 'HEAD'])}${dirty}, run as ${aamFrom}`,
+    aam_commit: `git ${sh('git', ['-C', AAM_TREE, 'rev-parse', '--short', 'HEAD'])}${dirty}, run as ${aamFrom}`,
     settings: {
       duration_s: cfg.durationS, warmup_s: cfg.warmupS, rss_duration_s: cfg.rssDurationS, rounds: cfg.rounds,
       pinned: cfg.pin, gateway_cpu: cfg.sutCpu, loadgen_and_mock_cpu: cfg.clientCpu, nice: cfg.nice, mock_stream_chunks: cfg.chunks,
@@ -103,8 +105,8 @@ function prepareAam(work: string, build: AamBuild, fleet?: BenchFleet): Prepared
   const dataDir = join(work, fleet ? 'aam-fleet-data' : 'aam-data');
   mkdirSync(dataDir, { recursive: true });
   const env = fleet?.env ?? {};
-  if (fleet) aamMigrate(process.execPath, REPO, build, env);
-  return { configPath, dataDir, key: createAamKey(process.execPath, REPO, configPath, dataDir, build, env), build, env };
+  if (fleet) aamMigrate(process.execPath, AAM_TREE, build, env);
+  return { configPath, dataDir, key: createAamKey(process.execPath, AAM_TREE, configPath, dataDir, build, env), build, env };
 }
 
 async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir: string, work: string, embedded: PreparedAam | Error | undefined, fleet?: PreparedAam | Error, aamPort = cfg.aamPort): Promise<Running> {
@@ -124,11 +126,11 @@ async function startTarget(name: string, mock: Target, gwPin: PinOptions, logDir
     ready = () => waitHttp(origin + '/__mock/stats', 10_000, 200, child);
   } else if (name === 'aam' || name === 'aam-noaudit' || name === 'aam-responses' || name === 'aam-fleet') {
     if (!aam || aam instanceof Error) throw aam ?? new Error('aam not prepared');
-    argv = aamServeArgv(process.execPath, REPO, aam.configPath, aamPort, aam.dataDir, aam.build);
+    argv = aamServeArgv(process.execPath, AAM_TREE, aam.configPath, aamPort, aam.dataDir, aam.build);
     if (cfg.cpuProf) argv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(BENCH, 'results', 'prof')}`);
     // aam-noaudit: the same gateway with AAM_AUDIT=off, only to show what the audit trail costs.
     // aam-fleet: the same gateway on PostgreSQL + Redis (aam.env carries their URLs).
-    child = startProcess(gwPin, argv, { ...aam.build.env, ...aam.env, ...(name === 'aam-noaudit' ? { AAM_AUDIT: 'off' } : {}) }, join(logDir, `${name}.log`), REPO);
+    child = startProcess(gwPin, argv, { ...aam.build.env, ...aam.env, ...(name === 'aam-noaudit' ? { AAM_AUDIT: 'off' } : {}) }, join(logDir, `${name}.log`), AAM_TREE);
     ready = () => waitHttp(origin + '/readyz', cfg.aamWaitS * 1000, 200, child);
     headers = { authorization: `Bearer ${aam.key}` };
   } else {
@@ -165,9 +167,9 @@ async function main(): Promise<void> {
   mkdirSync(work, { recursive: true });
   // aam as `npm start` runs it (built JavaScript, start flags), built once now: edits to src/
   // during the run do not change what is measured.
-  const build = cfg.targets.some((t) => t.startsWith('aam')) ? buildAam(process.execPath, REPO, join(work, 'dist')) : undefined;
+  const build = cfg.targets.some((t) => t.startsWith('aam')) ? buildAam(process.execPath, AAM_TREE, join(work, 'dist')) : undefined;
   // The build reads package.json beside its dist/ (the release it reports in fleet heartbeats), as in the repo.
-  if (build) copyFileSync(join(REPO, 'package.json'), join(work, 'package.json'));
+  if (build) copyFileSync(join(AAM_TREE, 'package.json'), join(work, 'package.json'));
   // Taken at the start: the date and the aam commit measured (the tree may change during the run).
   const meta = machineMeta(loadgen, notes, build?.from ?? 'n/a');
   const bodyFiles = requestBodies(work);
@@ -219,7 +221,7 @@ async function main(): Promise<void> {
         r.startup_ms = running.startupMs;
         if (stores0 && benchFleet) {
           r.stores = storeCost(stores0.at, await benchFleet.counters(), (await mockTotal(mockOrigin)) - stores0.mock);
-          say(`  ${running.target.label} per model request: ${r.stores.redis_commands_per_request} Redis commands (${Object.entries(r.stores.redis_by_command).map(([k, v]) => `${k} ${v}`).join(', ')}), ${r.stores.pg_xacts_per_request} PostgreSQL transactions, store CPU ${r.stores.store_cpu_ms_per_request} ms`);
+          say(`  ${running.target.label} per model request: ${r.stores.redis_commands_per_request} Redis commands (${Object.entries(r.stores.redis_by_command).map(([k, v]) => `${k} ${v}`).join(', ')}), ${r.stores.pg_xacts_per_request} PostgreSQL transactions, store CPU ${r.stores.store_cpu_ms_per_request} ms (Redis ${r.stores.redis_cpu_ms_per_request}: ${r.stores.redis_reads_per_request} reads; usec by command ${Object.entries(r.stores.redis_usec_by_command).map(([k, v]) => `${k} ${v}`).join(', ')})`);
         }
         r.loadavg = [load0, loadavg()[0]];
         results.push(r);

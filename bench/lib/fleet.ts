@@ -14,6 +14,11 @@ import { cpuTicks, CLK_TCK } from './procs.ts';
 
 export interface StoreCounters {
   redis: Record<string, number>;
+  /** Microseconds Redis spent in each command (INFO commandstats usec: inside scripts too, so evalsha's includes its commands'). */
+  redisUsec: Record<string, number>;
+  /** INFO stats total_reads_processed / total_writes_processed: the socket reads and writes of Redis's loop (its wake-ups). */
+  redisReads: number;
+  redisWrites: number;
   /** Transactions committed or rolled back in the database read (pg_stat_database). */
   pgXacts: number;
   /** Of pgXacts, the reading's own query (1 when it ran in the database read, else 0). */
@@ -27,6 +32,11 @@ export interface StoreCost {
   /** Redis commands per model request, all and by command (top-level and inside scripts, as INFO commandstats counts them). */
   redis_commands_per_request: number;
   redis_by_command: Record<string, number>;
+  /** Redis's microseconds per model request by command (commandstats usec; evalsha's includes the commands it ran). */
+  redis_usec_by_command: Record<string, number>;
+  /** Socket reads and writes of Redis per model request (its loop's work apart from the commands). */
+  redis_reads_per_request: number;
+  redis_writes_per_request: number;
   /** PostgreSQL transactions (each statement outside BEGIN is one) per model request. */
   pg_xacts_per_request: number;
   /** CPU of redis-server and every PostgreSQL process per model request, in ms. */
@@ -67,13 +77,15 @@ export async function startBenchFleet(nice = 0): Promise<BenchFleet> {
   const databaseUrl = services.env.AAM_TEST_DATABASE_URL;
   const redisUrl = services.env.AAM_TEST_REDIS_URL;
   const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
-  const redisInfo = (): Record<string, number> => {
+  const redisInfo = (): { calls: Record<string, number>; usec: Record<string, number>; reads: number; writes: number } => {
     // Host, port and password apart: redis-cli 7.0 sends an empty user name from redis://:pw@ and is refused.
     const u = new URL(redisUrl);
-    const out = spawnSync('redis-cli', ['-h', u.hostname, '-p', u.port, '-a', decodeURIComponent(u.password), '--no-auth-warning', 'INFO', 'commandstats'], { encoding: 'utf8' }).stdout;
+    const out = spawnSync('redis-cli', ['-h', u.hostname, '-p', u.port, '-a', decodeURIComponent(u.password), '--no-auth-warning', 'INFO', 'all'], { encoding: 'utf8' }).stdout;
     const calls: Record<string, number> = {};
-    for (const m of out.matchAll(/^cmdstat_([\w|]+):calls=(\d+)/gm)) calls[m[1]] = Number(m[2]);
-    return calls;
+    const usec: Record<string, number> = {};
+    for (const m of out.matchAll(/^cmdstat_([\w|]+):calls=(\d+),usec=(\d+)/gm)) { calls[m[1]] = Number(m[2]); usec[m[1]] = Number(m[3]); }
+    const stat = (name: string): number => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(out)?.[1] ?? 0);
+    return { calls, usec, reads: stat('total_reads_processed'), writes: stat('total_writes_processed') };
   };
   const storeTicks = (): number => {
     const postmaster = Number(readFileSync(services.pids.postmasterFile, 'utf8').split('\n')[0]);
@@ -95,7 +107,8 @@ export async function startBenchFleet(nice = 0): Promise<BenchFleet> {
       // Backends report their statistics about once a second: wait for the last ones.
       await sleep(1500);
       const [row] = await sql<Array<{ n: string }>>`SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = ${database}`;
-      return { redis: redisInfo(), pgXacts: Number(row?.n ?? 0), pgSelf: database === home ? 1 : 0, storeTicks: storeTicks(), redisTicks: cpuTicks(services.pids.redis) ?? 0 };
+      const r = redisInfo();
+      return { redis: r.calls, redisUsec: r.usec, redisReads: r.reads, redisWrites: r.writes, pgXacts: Number(row?.n ?? 0), pgSelf: database === home ? 1 : 0, storeTicks: storeTicks(), redisTicks: cpuTicks(services.pids.redis) ?? 0 };
     },
     async stop() {
       await sql.end({ timeout: 2 });
@@ -127,10 +140,19 @@ export function storeCost(before: StoreCounters, after: StoreCounters, modelRequ
     total += d;
   }
   const per = (v: number): number => Math.round((v / modelRequests) * 1000) / 1000;
+  const usecBy: Record<string, number> = {};
+  for (const [cmd, us] of Object.entries(after.redisUsec)) {
+    const d = us - (before.redisUsec[cmd] ?? 0);
+    if (d > 0 && cmd !== 'info') usecBy[cmd] = Math.round((d / modelRequests) * 100) / 100;
+  }
   return {
     model_requests: modelRequests,
     redis_commands_per_request: per(total),
     redis_by_command: byCommand,
+    redis_usec_by_command: usecBy,
+    // The reading's own INFO is one read and one write.
+    redis_reads_per_request: per(after.redisReads - before.redisReads - 1),
+    redis_writes_per_request: per(after.redisWrites - before.redisWrites - 1),
     pg_xacts_per_request: per(after.pgXacts - before.pgXacts - after.pgSelf),
     store_cpu_ms_per_request: per(((after.storeTicks - before.storeTicks) / CLK_TCK) * 1000),
     redis_cpu_ms_per_request: per(((after.redisTicks - before.redisTicks) / CLK_TCK) * 1000),
