@@ -240,7 +240,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
     await Promise.all(Array.from({ length: CONC }, async () => {
       while (left-- > 0) {
         const t = await sendOnce(g.pool, spec, stream);
-        if (t.status !== 200) throw new Error(`status ${t.status} from ${g.tree}`);
+        if (t.status !== 200) throw new Error(`status ${t.status} from ${g.tree}: ${t.error ?? ''}`);
         total.push(t.totalMs);
         if (stream) content.push(t.firstContentMs);
       }

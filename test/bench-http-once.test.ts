@@ -11,6 +11,11 @@ import { sendOnce, CONTENT_RE } from '../bench/lib/http-once.ts';
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const server = createServer(async (req, res) => {
+  if (req.url === '/refused') {
+    res.writeHead(503, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ error: { code: 'store_unavailable', message: 'x'.repeat(400) } }));
+    return;
+  }
   res.writeHead(200, { 'content-type': 'text/event-stream' });
   res.write('data: {"jsonrpc":"2.0","id":1,"result":{"task":{"id":"t1","contextId":"c1","status":{"state":"TASK_STATE_WORKING"}}}}\n\n');
   await pause(150);
@@ -33,4 +38,13 @@ test('an A2A stream\'s first content is its first text part (the artifact event)
 test('what counts as content: a non-empty content, delta or text string; an empty one or an object does not', () => {
   for (const s of ['{"delta":{"content":"Hi"}}', '{"type":"response.output_text.delta","delta":"Hi"}', '{"delta":{"type":"text_delta","text":"Hi"}}', '"parts":[{"text": "x"}]']) assert.ok(CONTENT_RE.test(s), s);
   for (const s of ['{"delta":{"role":"assistant","content":""}}', '{"content_block":{"type":"text","text":""}}', '{"text":{"format":{"type":"text"}}}', '{"task":{"id":"t1","status":{"state":"TASK_STATE_WORKING"}}}']) assert.ok(!CONTENT_RE.test(s), s);
+});
+
+test('a refusal keeps the start of its body (cpu-per-request says what a 503 was), an answer none', async () => {
+  const spec = { headers: { 'content-type': 'application/json' }, body: Buffer.from('{}') };
+  const t = await sendOnce(pool, { ...spec, path: '/refused' }, false);
+  assert.equal(t.status, 503);
+  assert.match(t.error ?? '', /^\{"error":\{"code":"store_unavailable"/);
+  assert.equal(t.error?.length, 300);
+  assert.equal((await sendOnce(pool, { ...spec, path: '/a2a/echo' }, false)).error, undefined);
 });

@@ -19,6 +19,8 @@ export interface Timing {
   /** ms from dispatch to the end of the body */
   totalMs: number;
   bytes: number;
+  /** The body's first 300 bytes when the status is not 2xx (what the refusal said). */
+  error?: string;
 }
 
 // A streamed chunk with real text: `"content":"` (chat), `"delta":"` (a Responses text delta) or
@@ -40,6 +42,7 @@ export function sendOnce(dispatcher: Dispatcher, spec: RequestSpec, scanContent:
       onResponseStart(_c, statusCode) { t.status = statusCode; t.headersMs = nowMs() - t0; },
       onResponseData(_c, chunk) {
         if (t.bytes === 0) t.firstChunkMs = nowMs() - t0;
+        if ((t.status < 200 || t.status > 299) && (t.error ?? '').length < 300) t.error = ((t.error ?? '') + chunk.toString('utf8')).slice(0, 300);
         t.bytes += chunk.length;
         if (scanContent && Number.isNaN(t.firstContentMs)) {
           const s = tail + chunk.toString('latin1');
