@@ -100,7 +100,7 @@ test('the writer fills the columns; trace, decision, plane and team (agents) fil
     SELECT 'old', 100 + i, to_char(now() - make_interval(secs => i), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'), 'model_call', 'f' || i, 'filler', 'p', 'h', '{}', lpad(to_hex(i), 32, '0'), 'allow', 'model'
     FROM generate_series(1, 20000) AS i`;
   await sql`ANALYZE audit_events`;
-  // Through the view the readers use (audit_events and the journal's few rows), as queryFleetEvents asks.
+  // Through the view the readers use, as queryFleetEvents asks.
   const plan = (await sql.unsafe(`EXPLAIN SELECT replica, body FROM audit_trail WHERE true AND trace_id = '${trace}' ORDER BY ts DESC, replica, seq DESC LIMIT 100`)).map((r) => String(r['QUERY PLAN'])).join('\n');
   assert.match(plan, /Index Scan using audit_events_trace on audit_events/, plan);
 });

@@ -40,7 +40,7 @@ test('send(): the INSERT leaves in the same turn instead of at its end; events r
       log.record({ type: 'admin', request_id: `send-${i}-a` });
       assert.equal(sent.length, 0, 'recorded only: the INSERT waits for the end of the turn');
       log.send();
-      assert.deepEqual(sent.map((q) => q.slice(0, 25)), ['INSERT INTO audit_journal'], 'send(): the INSERT is on its way in this turn');
+      assert.deepEqual(sent.map((q) => q.slice(0, 24)), ['INSERT INTO audit_events'], 'send(): the INSERT is on its way in this turn');
       log.send(); // one in flight: nothing more leaves
       assert.equal(sent.length, 1);
       // Recorded while the first INSERT is in flight (e.g. an event of the answer's own): the answer's wait covers it.
@@ -48,7 +48,7 @@ test('send(): the INSERT leaves in the same turn instead of at its end; events r
       await log.journaled(true);
       const rows = await own<Array<{ request_id: string }>>`SELECT request_id FROM audit_trail WHERE request_id LIKE ${`send-${i}-%`} ORDER BY seq`;
       assert.deepEqual(rows.map((r) => r.request_id), [`send-${i}-a`, `send-${i}-b`]);
-      assert.equal(sent.filter((q) => q.startsWith('INSERT INTO audit_journal')).length, 2, 'the second event in an INSERT of its own, after the first committed');
+      assert.equal(sent.filter((q) => q.startsWith('INSERT INTO audit_events')).length, 2, 'the second event in an INSERT of its own, after the first committed');
     }
     // Nothing recorded: send() sends nothing.
     sent.length = 0;

@@ -106,7 +106,7 @@ test('events from both replicas verify as one trail from the CLI; query and show
 test('an edited row fails verify naming the replica and seq; restoring it verifies again', async () => {
   const [victim] = await chains();
   const [row] = await sql<Array<{ seq: string; body: string }>>`SELECT seq, body FROM audit_trail WHERE replica = ${victim} AND seq = 2`;
-  const edit = async (body: string) => { for (const t of ['audit_events', 'audit_journal']) await sql.unsafe(`UPDATE ${t} SET body = $1 WHERE replica = $2 AND seq = 2`, [body, victim]); };
+  const edit = async (body: string) => { await sql`UPDATE audit_events SET body = ${body} WHERE replica = ${victim} AND seq = 2`; };
   await edit(row.body.replace('"status":200', '"status":403'));
   const v = await cli('audit', 'verify');
   assert.equal(v.code, 1, v.stdout);
@@ -126,9 +126,7 @@ test('deleting the newest rows of a chain after a checkpoint (head moved back to
   await until(async () => (await sql`SELECT 1 FROM audit_checkpoints WHERE heads LIKE ${'%' + signed + '%'}`).length > 0, 10_000, 'a checkpoint naming the head');
   await replicas[1].stop(); // nothing may write to the chain while it is cut
   const cut = Number(head.head_seq) - 2;
-  // Wherever they are: a row its replica was killed before moving is still in the journal.
   await sql`DELETE FROM audit_events WHERE replica = ${victim} AND seq > ${cut}`;
-  await sql`DELETE FROM audit_journal WHERE replica = ${victim} AND seq > ${cut}`;
   // A careful attacker moves the chain's head back too, so later checkpoints sign the cut chain.
   await sql`UPDATE audit_chains SET head_seq = ${cut}, head_hash = (SELECT hash FROM audit_trail WHERE replica = ${victim} AND seq = ${cut}) WHERE replica = ${victim}`;
   const v = await cli('audit', 'verify');
@@ -213,7 +211,7 @@ test('c=1: an awaited commit is one INSERT (no head update on the request path);
       log.record({ type: 'admin', request_id: `c1-${i}` });
       await log.journaled();
       assert.equal(sent.length, 1, `one statement per awaited commit: ${sent.join(' | ')}`);
-      assert.match(sent[0], /^INSERT INTO audit_journal /, 'an event alone skips the indexes');
+      assert.match(sent[0], /^INSERT INTO audit_events /);
     }
     await until(async () => Number((await head()).head_seq) === 3, 10_000, 'the head row at seq 3, off the request path');
     // A head left behind (its replica died before moving it) is a lower bound: the trail verifies...
@@ -317,23 +315,19 @@ test('an INSERT committed whose reply is lost: the first attempt is a plain INSE
     log.record({ type: 'admin', request_id: 'lost-reply' });
     await assert.rejects(log.journaled(), /cannot write the audit trail/);
     await until(async () => { try { await log.journaled(); return true; } catch { return false; } }, 10_000, 'the retried INSERT committed');
-    const inserts = sent.filter((q) => q.startsWith('INSERT INTO audit_'));
+    const inserts = sent.filter((q) => q.startsWith('INSERT INTO audit_events'));
     assert.equal(inserts.length, 2, inserts.join(' | '));
-    assert.match(inserts[0], /^INSERT INTO audit_journal /);
     assert.doesNotMatch(inserts[0], /ON CONFLICT/);
-    // The retry goes to audit_events, whose primary key finds a row already moved there; a row still
-    // in the journal is hidden by its twin until the move drops it.
-    assert.match(inserts[1], /^INSERT INTO audit_events .*ON CONFLICT \(replica, seq\) DO NOTHING/s);
+    assert.match(inserts[1], /ON CONFLICT \(replica, seq\) DO NOTHING/);
     const rows = await sql`SELECT seq FROM audit_trail WHERE replica = ${replicaId} AND request_id = 'lost-reply'`;
     assert.equal(rows.length, 1);
     // The next event is a first attempt again.
     sent.length = 0;
     log.record({ type: 'admin', request_id: 'after' });
     await log.journaled();
-    assert.doesNotMatch(sent.find((q) => q.startsWith('INSERT INTO audit_')) ?? '', /ON CONFLICT/);
+    assert.doesNotMatch(sent.find((q) => q.startsWith('INSERT INTO audit_events')) ?? '', /ON CONFLICT/);
     await log.close();
-    // Closed: every row moved into audit_events, each once.
-    assert.equal((await sql`SELECT 1 FROM audit_journal WHERE replica = ${replicaId}`).length, 0);
+    // Every row in audit_events, each once.
     assert.deepEqual((await sql<Array<{ seq: string }>>`SELECT seq FROM audit_events WHERE replica = ${replicaId} ORDER BY seq`).map((r) => Number(r.seq)), [1, 2, 3]);
     // No foreign key to the chain row (migration 12): events of a replica with no chain are named by verify.
     const fks = await sql`SELECT 1 FROM pg_constraint WHERE conrelid = 'audit_events'::regclass AND contype = 'f'`;

@@ -106,12 +106,7 @@ const replicaLiteral = (replica: string): string => {
   return `'${replica}'`;
 };
 /**
- * n rows (a group commit; n = 1 at c=1). One event goes to audit_journal (no index: the request
- * waiting for it does not wait for seven btrees), moved into audit_events by moveOwn() off the
- * request path; a group commit goes to audit_events itself (moving it would cost PostgreSQL more
- * CPU than inserting it there: ~58 against ~38 us per event at 16 rows, where the stores' CPU caps
- * the fleet), and so does a retry (ON CONFLICT needs audit_events' primary key). The statement
- * holds the replica as a literal, the first row's 11 values and the next rows' 9 (batchValues): a
+ * n rows (a group commit; n = 1 at c=1) into audit_events. The statement holds the replica as a literal, the first row's 11 values and the next rows' 9 (batchValues): a
  * row's seq and prev_hash follow from the row before. One event (c=1) is sent the pending array
  * itself. Up to PREPARED_ROWS rows (what group commit gathers under load) its text is made once per n (and per first attempt / retry) and
  * prepared, so a connection holds at most 2 x PREPARED_ROWS of them; a larger batch (a backlog) is
@@ -146,7 +141,7 @@ function insertTexts(replica: string): (n: number, again: boolean) => string {
               : c === SEQ ? '$1::bigint' : at(r, c);
         rows += `${r ? ',' : ''}(${lit},${COLUMNS.map((_, c) => value(c)).join(',')})`;
       }
-      text = `INSERT INTO ${n === 1 && !again ? 'audit_journal' : 'audit_events'} (replica, ${COLUMNS.join(', ')}) VALUES ${rows}${again ? ' ON CONFLICT (replica, seq) DO NOTHING' : ''}`;
+      text = `INSERT INTO audit_events (replica, ${COLUMNS.join(', ')}) VALUES ${rows}${again ? ' ON CONFLICT (replica, seq) DO NOTHING' : ''}`;
       if (n <= PREPARED_ROWS) texts.set(key, text);
     }
     return text;
@@ -177,30 +172,9 @@ const HEADS_FROM_EVENTS = `UPDATE audit_chains c SET head_seq = e.seq, head_hash
   CROSS JOIN LATERAL (SELECT seq, hash FROM audit_trail WHERE replica = c2.replica ORDER BY seq DESC LIMIT 1) e
   WHERE c.replica = c2.replica AND e.seq > c.head_seq`;
 
-/** A chain's journal rows are moved into audit_events this long (ms) after the first of them committed. */
-const MOVE_MS = 200;
-const ALL_COLUMNS = `replica, ${COLUMNS.join(', ')}`;
-/**
- * Journal rows into audit_events, in one statement: a reader (whose statement sees one snapshot)
- * finds each row in one of the two, a replica killed during it leaves the statement whole or
- * undone, and a row already in audit_events (its retry after a lost reply) is not added twice.
- */
-const moveStatement = (where: string): string => `WITH m AS (DELETE FROM audit_journal WHERE ${where} RETURNING ${ALL_COLUMNS})
-  INSERT INTO audit_events (${ALL_COLUMNS}) SELECT ${ALL_COLUMNS} FROM m ON CONFLICT (replica, seq) DO NOTHING`;
-/**
- * Journal rows older than this (ms) are moved by whichever replica signs a checkpoint: those of a
- * replica that died before moving them (a live replica moves its own within MOVE_MS).
- */
-const ORPHAN_MS = 5000;
-/** Every chain's journal rows older than `before` (an ISO time) into audit_events (each checkpoint). */
-export async function moveJournal(sql: Pick<Sql, 'unsafe'>, before: string): Promise<number> {
-  return (await sql.unsafe(moveStatement('ts < $1'), [before])).count;
-}
-
 export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Promise<FleetAuditLog> {
   const replica = opts.replica;
   const insertText = insertTexts(replica);
-  const moveOwn = moveStatement(`replica = ${replicaLiteral(replica)}`);
   const key = await fleetSigningKey(sql, opts.keyEncryptionKey);
   await sql`INSERT INTO audit_chains (replica, head_hash) VALUES (${replica}, ${GENESIS_HASH})`;
   const maxQueue = opts.maxQueue ?? 100_000;
@@ -213,10 +187,6 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
   let headStored = 0;
   let headWrites: Promise<void> = Promise.resolve();
   let headTimer: NodeJS.Timeout | undefined;
-  /** Journal rows committed since the last move started, and the moves (one at a time). */
-  let journaled = 0;
-  let moves: Promise<void> = Promise.resolve();
-  let moveTimer: NodeJS.Timeout | undefined;
   /** The recorded events not yet committed, flat: W values per event in COLUMNS order (no object per event; one event is sent as it is, several through batchValues). */
   let pending: Array<string | number | null> = [];
   let inFlight = false;
@@ -264,19 +234,6 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
     headTimer.unref();
   };
 
-  // This chain's journal rows into audit_events (not awaited by requests; flush() and close() wait for it).
-  const move = (): Promise<void> => moves = moves.catch(() => {}).then(async () => {
-    const rows = journaled;
-    if (rows === 0) return;
-    journaled = 0;
-    try { await sql.unsafe(moveOwn); } catch (e) { journaled += rows; throw e; }
-  });
-  const moveLater = () => {
-    if (moveTimer || closed) return;
-    moveTimer = setTimeout(() => { moveTimer = undefined; move().catch(() => moveLater()); }, MOVE_MS);
-    moveTimer.unref();
-  };
-
   function write(): void {
     scheduled = false;
     if (inFlight || pending.length === 0) return;
@@ -294,7 +251,6 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
         batches++;
         committed = lastSeq;
         committedHash = lastHash;
-        if (n === 1 && !again) { journaled++; moveLater(); }
         inFlight = false;
         streak = 0;
         headLater();
@@ -356,7 +312,6 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
   const checkpoint = async (): Promise<boolean> => sql.begin(async (tx): Promise<FleetCheckpoint | false> => {
     const [lock] = await tx<Array<{ ok: boolean }>>`SELECT pg_try_advisory_xact_lock(${CHECKPOINT_LOCK}) AS ok`;
     if (!lock.ok) return false;
-    await moveJournal(tx, new Date(Date.now() - ORPHAN_MS).toISOString());
     await tx.unsafe(HEADS_FROM_EVENTS);
     const heads = await tx<Array<{ replica: string; head_seq: string; head_hash: string }>>`
       SELECT replica, head_seq, head_hash FROM audit_chains WHERE head_seq > 0 ORDER BY replica`;
@@ -406,17 +361,16 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
       await upTo(mine);
       return { seq: mine, hash };
     },
-    flush: async () => { await upTo(seq); await storeHead(); await move().catch(() => { /* the rows stay readable in the journal; moved later */ }); },
+    flush: async () => { await upTo(seq); await storeHead(); },
     checkpoint,
     stats: () => ({ queued: pending.length / W, written: committed, lastSeq: seq, failures, failing, batches, commitMs }),
     async close() {
       clearInterval(timer);
-      try { await upTo(seq); await storeHead(); await move().catch(() => {}); await checkpoint(); } finally {
+      try { await upTo(seq); await storeHead(); await checkpoint(); } finally {
         clearInterval(watchdog);
         closed = true;
         if (retryTimer) clearTimeout(retryTimer);
         if (headTimer) clearTimeout(headTimer);
-        if (moveTimer) clearTimeout(moveTimer);
       }
     },
   };

@@ -44,8 +44,6 @@ export async function pruneFleet(sql: Sql, key: SigningKey, before: Date): Promi
     let deleted = 0;
     for (const h of heads) {
       await tx`UPDATE audit_chains SET base_seq = ${h.seq}, base_hash = ${h.hash} WHERE replica = ${h.replica}`;
-      // The journal first: a move committing meanwhile puts its rows where the second DELETE finds them.
-      deleted += (await tx`DELETE FROM audit_journal WHERE replica = ${h.replica} AND seq <= ${h.seq}`).count;
       deleted += (await tx`DELETE FROM audit_events WHERE replica = ${h.replica} AND seq <= ${h.seq}`).count;
     }
     return { chains: heads.length, deletedEvents: deleted, cuts: heads, record };
