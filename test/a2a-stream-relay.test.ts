@@ -1,8 +1,10 @@
 // The A2A stream relay writes the events of one read from the callee in one write: one chunk of
 // the response's chunked framing (and one pass of the egress door's scrubber), not one per event.
 // A secret split across the events of that read, and a secret inside one, are still scrubbed.
-// A callee that answers at once (head, events in chunks of their own, end: one read) is answered
-// in one chunk too: the frames are written with the end, not chunk by chunk.
+// The head waits for the first write: a callee that answers at once (head, events, end: one read,
+// its events in one HTTP chunk or each in its own) is answered with one body and its length, as an
+// answer is (no chunked framing); a callee whose events come in several reads gets them chunk by
+// chunk, the head with the first.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
@@ -41,7 +43,13 @@ before(async () => {
       const text = rpc.params.message.parts[0].text;
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       const echo = text === 'secret' ? ['working', `key ${SECRET}`, 'done'] : ['working', 'alpha', 'beta'];
-      res.end(events(rpc.id, echo));
+      // 'quiet': nothing for a while (the relay's keep-alive comes first), then the events.
+      if (text === 'quiet') { res.flushHeaders(); setTimeout(() => res.end(events(rpc.id, echo)), 250); return; }
+      // 'slow': the first event now, the others once the caller could have read it.
+      if (text !== 'slow') return res.end(events(rpc.id, echo));
+      const [first, ...rest] = events(rpc.id, echo).split(/(?<=\n\n)/);
+      res.write(first);
+      setTimeout(() => res.end(rest.join('')), 50);
     });
   });
   await new Promise<void>((r) => callee.listen(0, '127.0.0.1', r));
@@ -70,7 +78,7 @@ before(async () => {
     doc('Agent', 'echo', { workload: 'spiffe://test/agent/echo', a2a: { url, credential: 'relay-token' } }),
     doc('Agent', 'burst', { workload: 'spiffe://test/agent/burst', a2a: { url: `http://127.0.0.1:${(burst.address() as AddressInfo).port}/a2a`, credential: 'relay-token' } }),
     doc('AgentPolicy', 'caller-calls-echo', { identity: { agent: 'caller' }, agents: [{ agent: 'echo' }, { agent: 'burst' }] }),
-  ));
+  ), { AAM_SSE_KEEPALIVE_MS: '100' });
   key = gw.key('caller');
 });
 
@@ -81,8 +89,11 @@ after(async () => {
   delete process.env.A2A_RELAY_TEST_TOKEN;
 });
 
-/** The raw HTTP/1.1 answer to a SendStreamingMessage: its chunked body's chunks, in order. */
-async function streamChunks(text: string, agent = 'echo'): Promise<string[]> {
+/**
+ * The raw HTTP/1.1 answer to a SendStreamingMessage: its chunked body's chunks, in order, or its
+ * body as one piece when it has a content-length (`chunked` says which).
+ */
+async function streamBody(text: string, agent = 'echo'): Promise<{ head: string; chunked: boolean; pieces: string[] }> {
   const body = JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'SendStreamingMessage', params: { message: { messageId: 'm1', role: 'ROLE_USER', parts: [{ text }] } } });
   const raw = await new Promise<string>((resolve, reject) => {
     const s = connect(gw.port, '127.0.0.1');
@@ -94,7 +105,14 @@ async function streamChunks(text: string, agent = 'echo'): Promise<string[]> {
     s.write(`POST /a2a/${agent} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/json\r\naccept: text/event-stream\r\na2a-version: 1.0\r\nauthorization: Bearer ${key}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
   });
   const at = raw.indexOf('\r\n\r\n');
-  assert.match(raw.slice(0, at), /transfer-encoding: chunked/i);
+  const head = raw.slice(0, at);
+  const length = /\r\ncontent-length: *(\d+)/i.exec(head);
+  if (length !== null) {
+    assert.doesNotMatch(head, /transfer-encoding/i);
+    assert.equal(raw.length - at - 4, Number(length[1]), 'the body is as long as its head says');
+    return { head, chunked: false, pieces: [Buffer.from(raw.slice(at + 4), 'latin1').toString('utf8')] };
+  }
+  assert.match(head, /transfer-encoding: chunked/i);
   const chunks: string[] = [];
   for (let rest = raw.slice(at + 4); ;) {
     const eol = rest.indexOf('\r\n');
@@ -104,43 +122,63 @@ async function streamChunks(text: string, agent = 'echo'): Promise<string[]> {
     chunks.push(Buffer.from(rest.slice(eol + 2, eol + 2 + size), 'latin1').toString('utf8'));
     rest = rest.slice(eol + 2 + size + 2);
   }
-  return chunks;
+  return { head, chunked: true, pieces: chunks };
 }
 
-test('a2a stream relay: the events of one read from the callee leave in one chunk', async () => {
-  const chunks = await streamChunks('hello');
-  assert.equal(chunks.length, 1, `one write for one read, got ${chunks.length} chunks: ${JSON.stringify(chunks)}`);
-  const frames = chunks[0].split('\n\n').filter(Boolean);
+/** The body's text, however it was framed. */
+const streamText = async (text: string, agent = 'echo'): Promise<string> => (await streamBody(text, agent)).pieces.join('');
+
+test('a2a stream relay: a callee\'s answer that came in one read leaves as one body with its length, not chunk by chunk', async () => {
+  const { chunked, pieces } = await streamBody('hello');
+  assert.equal(chunked, false, `one body, got chunks: ${JSON.stringify(pieces)}`);
+  const frames = pieces[0].split('\n\n').filter(Boolean);
   assert.equal(frames.length, 3);
   assert.match(frames[1], /alpha/);
   assert.match(frames[2], /beta/);
 });
 
+test('a2a stream relay: events that come in several reads are relayed as they come, the head with the first', async () => {
+  const { chunked, pieces } = await streamBody('slow');
+  assert.equal(chunked, true);
+  assert.ok(pieces.length >= 2, `the first event alone, then the rest: ${JSON.stringify(pieces)}`);
+  assert.equal(pieces[0].split('\n\n').filter(Boolean).length, 1, pieces[0]);
+  assert.match(pieces[0], /TASK_STATE_WORKING/);
+  assert.deepEqual(pieces.join('').split('\n\n').filter(Boolean).map((f) => /alpha|beta|WORKING/.exec(f)?.[0]), ['WORKING', 'alpha', 'beta']);
+});
+
+test('a2a stream relay: a callee that stays quiet: the head goes out with the first keep-alive, the events after it', async () => {
+  const { head, chunked, pieces } = await streamBody('quiet');
+  assert.match(head, /^HTTP\/1\.1 200 /);
+  assert.match(head, /content-type: text\/event-stream/i);
+  assert.equal(chunked, true);
+  assert.equal(pieces[0], ': keep-alive\n\n');
+  assert.deepEqual(pieces.join('').split('\n\n').filter((f) => f.startsWith('data: ')).map((f) => /alpha|beta|WORKING/.exec(f)?.[0]), ['WORKING', 'alpha', 'beta']);
+});
+
 test('a2a stream relay: a secret in one of the coalesced events is still scrubbed', async () => {
-  const text = (await streamChunks('secret')).join('');
+  const text = await streamText('secret');
   assert.ok(!text.includes(SECRET), text);
   assert.match(text, /REDACTED/);
   assert.match(text, /done/);
 });
 
-test('a2a stream relay: a callee\'s answer that came in one read (its events in chunks of their own) leaves in one chunk, with the end', async () => {
-  const chunks = await streamChunks('alpha|beta|gamma', 'burst');
+test('a2a stream relay: a callee\'s answer that came in one read (its events in chunks of their own) leaves as one body, with the end', async () => {
+  const { chunked, pieces } = await streamBody('alpha|beta|gamma', 'burst');
   // Chunk by chunk, this was one write (an HTTP chunk) per event: four.
-  assert.equal(chunks.length, 1, `one write, got ${chunks.length} chunks: ${JSON.stringify(chunks)}`);
-  const frames = chunks[0].split('\n\n').filter(Boolean);
+  assert.equal(chunked, false, `one body, got chunks: ${JSON.stringify(pieces)}`);
+  const frames = pieces[0].split('\n\n').filter(Boolean);
   assert.deepEqual(frames.map((f) => (JSON.parse(f.slice('data: '.length)) as { result: { artifactUpdate?: { artifact: { parts: Array<{ text: string }> } } } }).result.artifactUpdate?.artifact.parts[0].text), [undefined, 'alpha', 'beta', 'gamma']);
 });
 
 test('a2a stream relay: a character split across the callee\'s chunks arrives whole', async () => {
-  const text = (await streamChunks('café crème|naïve', 'burst')).join('');
+  const text = await streamText('café crème|naïve', 'burst');
   assert.match(text, /café crème/);
   assert.match(text, /naïve/);
   assert.doesNotMatch(text, /\ufffd/);
 });
 
 test('a2a stream relay: an artifact carrying the credential, split across the callee\'s chunks, is scrubbed when written with the end', async () => {
-  const chunks = await streamChunks(`ok|key ${SECRET} here|done`, 'burst');
-  const text = chunks.join('');
+  const text = await streamText(`ok|key ${SECRET} here|done`, 'burst');
   assert.ok(!text.includes(SECRET), text);
   assert.ok(!text.includes(SECRET.slice(10)), text);
   assert.match(text, /REDACTED/);

@@ -414,7 +414,7 @@ export function createA2aGateway(): A2aGateway {
    * SSE relayed event by event: each event's JSON-RPC result is bound, guarded and written at once; the caller ends it.
    * The relay is in the server's list of open streams: a shutdown's drain stops it (StreamRelay).
    */
-  function relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: { drained: boolean }): Promise<null> {
+  function relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: { drained: boolean }): Promise<StreamRelay> {
     const ms = ctx.rt.options.sseKeepaliveMs;
     if (ms > 0 && keepalives?.ms !== ms) keepalives = new Deadlines(ms);
     return new StreamRelay(ctx, access, name, skill, caller, body, binding, rpcId, end, ms > 0 ? keepalives! : null).run();
@@ -426,9 +426,12 @@ export function createA2aGateway(): A2aGateway {
 /** What a call's steps use of their gateway (its callee connections and its answer relays). */
 interface HopDeps {
   dispatcher(url: URL): H1Agent | undefined;
-  relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: { drained: boolean }): Promise<null>;
+  relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: { drained: boolean }): Promise<StreamRelay>;
   relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, raw: Buffer | null, method: string, binding: Binding): Record<string, unknown> | string | Promise<Record<string, unknown> | string>;
 }
+
+/** What a call acknowledges once its evidence is safe: a JSON answer (parsed, or its text as written), or a stream's end. */
+type Answer = Record<string, unknown> | string | StreamRelay;
 
 /** The call's one audit event (recorded once, on success or failure): its credential and outcome are filled in then, no copy made. */
 type CallEvent = { type: 'a2a_call'; request_id: string; trace_id: string; identity: unknown; policy: unknown; a2a: unknown; credential: { name: string; version: number } | undefined; outcome: unknown; [EVENT_HEAD]?: EventHead };
@@ -466,8 +469,8 @@ class HopCall {
   status = 0;
   /** A stream relay ended by a shutdown's drain (relayStream sets it). */
   drained = false;
-  /** What finish() delivers once the evidence is safe (the answer, its text, or null: a stream's end). */
-  answer: Record<string, unknown> | string | null = null;
+  /** What finish() delivers once the evidence is safe (the answer, its text, or a stream's relay: its end). */
+  answer: Answer | null = null;
 
   constructor(deps: HopDeps, ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding, skill: string, taskId: string | undefined) {
     this.deps = deps;
@@ -611,7 +614,7 @@ class HopCall {
   }
 
   /** Settled and recorded; acknowledged (the answer, or the stream's end) only once its evidence is crash-safe. */
-  finish(answer: Record<string, unknown> | string | null): Promise<void> | void {
+  finish(answer: Answer): Promise<void> | void {
     const { ctx, access } = this;
     access.settle(this.adm!, 0, 0);
     const ev = this.ev!;
@@ -628,22 +631,22 @@ class HopCall {
   }
 
   /** The evidence is safe (evidenceSafeThen): the answer goes out. */
-  safe(): void { this.deliver(this.answer); }
+  safe(): void { this.deliver(this.answer!); }
 
   /** The evidence could not be recorded (evidenceSafeThen). */
-  refused(e: AamError): void { this.unsafe(this.answer, e); }
+  refused(e: AamError): void { this.unsafe(this.answer!, e); }
 
-  deliver(answer: Record<string, unknown> | string | null): void {
+  deliver(answer: Answer): void {
     const { ctx, status } = this;
     if (typeof answer === 'string') sendJson(ctx, status, answer);
-    else if (answer) this.binding.answer(ctx, status, answer, this.rpc.method);
-    else ctx.res.end();
+    else if (answer instanceof StreamRelay) answer.close('');
+    else this.binding.answer(ctx, status, answer, this.rpc.method);
   }
 
   /** Not acknowledged: an answer is refused (503), a stream (its events out) ends with an error event. */
-  unsafe(answer: Record<string, unknown> | string | null, err: AamError): void {
-    if (answer) throw err;
-    this.ctx.res.end(this.binding.failFrame(this.rpc.id, RPC_CODE[err.status] ?? -32603, err.message, { code: err.code, http_status: err.status }));
+  unsafe(answer: Answer, err: AamError): void {
+    if (!(answer instanceof StreamRelay)) throw err;
+    answer.close(this.binding.failFrame(this.rpc.id, RPC_CODE[err.status] ?? -32603, err.message, { code: err.code, http_status: err.status }));
   }
 
   /** A failure from inject on: the admission released, the rule's count dropped, the call recorded (once); then thrown on. */
@@ -723,7 +726,9 @@ function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: 
  * stream ~1.5 KB of closures and context before its first event (a2a-stream heap profile, c=64).
  * What has arrived is read in one turn (readText: no promise per chunk) and written once, just
  * before waiting for more; the frames of one read leave in one write (one pass of the egress
- * door's scrubber, one chunk of the response's framing), not one write per event.
+ * door's scrubber, one chunk of the response's framing), not one write per event. The head waits
+ * for the first write: a stream whose whole answer came before anything was written (a callee
+ * that answers at once) is one body with its head (close()), as an answer is.
  */
 class StreamRelay {
   /** Frames waiting for the next write. */
@@ -737,7 +742,8 @@ class StreamRelay {
   lastId: unknown = null;
   /** Ids this stream has bound (its events repeat them): each bound once. */
   readonly bound = new SeenIds();
-  readonly where: string;
+  /** The head is written (head()): from then on frames go out as chunks. */
+  headed = false;
   readonly keepalive: KeepAlive | null;
   readonly parser = new SseParser();
   /** Bytes read up to the last complete event: an event may not grow past MAX_RESPONSE_BYTES. */
@@ -762,16 +768,45 @@ class StreamRelay {
     this.ctx = ctx; this.access = access; this.name = name; this.skill = skill; this.caller = caller;
     this.body = body; this.binding = binding; this.rpcId = rpcId; this.end = end;
     const res = ctx.res;
-    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-request-id': ctx.requestId });
-    // No flushHeaders: the head goes out with the first event in one write (a write of its own cost
-    // ~0.06 ms CPU per stream); a callee that stays silent sends it with the first keep-alive.
+    // The head goes out with the first write (a write of its own cost ~0.06 ms CPU per stream); a
+    // callee that stays silent sends it with the first keep-alive.
     // A comment after each idle period (never inside a frame: writes are whole frames), postponed by every write.
-    this.keepalive = keepalives ? new KeepAlive(keepalives, () => { if (!res.writableEnded && !res.destroyed) res.write(SSE_KEEPALIVE); }) : null;
-    this.where = `a2a ${name} stream`;
+    this.keepalive = keepalives ? new KeepAlive(keepalives, () => { if (!res.writableEnded && !res.destroyed) { this.head(); res.write(SSE_KEEPALIVE); } }) : null;
+  }
+
+  /** The SSE head's headers (written by head(), or with the whole stream by close()). */
+  headers(): Record<string, string> {
+    return { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', 'x-request-id': this.ctx.requestId };
+  }
+
+  /** The head, before the stream's first write. */
+  head(): void {
+    if (this.headed) return;
+    this.headed = true;
+    this.ctx.res.writeHead(200, this.headers());
   }
 
   flush(): void {
-    if (this.out) { this.ctx.res.write(this.out); this.out = ''; this.keepalive?.refresh(); }
+    if (this.out) { this.head(); this.ctx.res.write(this.out); this.out = ''; this.keepalive?.refresh(); }
+  }
+
+  /**
+   * The relay is done: the last frames wait for the stream's end (close(), once the evidence is
+   * safe). Once something was written, they are held in the corked socket and leave with the end in one write.
+   */
+  done(): this {
+    if (this.headed) { this.ctx.res.socket?.cork(); this.flush(); }
+    return this;
+  }
+
+  /**
+   * The stream's end (`last`: a frame to end it with, or ''). With nothing written yet, the whole
+   * stream is one body: its frames scrubbed at once, its length known (no chunked framing).
+   */
+  close(last: string): void {
+    const res = this.ctx.res;
+    if (this.headed) res.end(last);
+    else res.send(200, this.out + last, this.headers());
   }
 
   /** What the artifacts hold, framed (before an error, and at the stream's end). */
@@ -815,7 +850,7 @@ class StreamRelay {
     let result: unknown;
     try {
       if (owning) await owning;
-      result = await this.access.guard('output', ev.result, this.where, 'chat');
+      result = await this.access.guard('output', ev.result, `a2a ${this.name} stream`, 'chat');
     } catch (e) { return this.refused(ev, e); }
     return this.framed(ev, result, data, event);
   }
@@ -851,14 +886,14 @@ class StreamRelay {
     this.fail(this.rpcId, -32603, `aam is shutting down (this replica is draining): the stream ended before the task did${task ? `; task "${task}" goes on at the agent: resubscribe to it (SubscribeToTask / tasks/resubscribe, id "${task}")` : '; retry the call'} through aam, which another replica answers`, { code: 'shutting_down', http_status: 503 });
   }
 
-  async run(): Promise<null> {
+  async run(): Promise<this> {
     const body = this.body;
     const unlist = this.ctx.rt.streams.add(() => { this.draining = true; body.wake(); });
     try {
       try {
         // Chunks that came with the callee's end (a callee that answers at once: head, events and
         // end in one read) are not written here: they leave with the end, in one write, once the
-        // evidence is safe (call()). The echo agent's answer (three events, each its own HTTP
+        // evidence is safe (close()). The echo agent's answer (three events, each its own HTTP
         // chunk) took three writes, each a pass of the egress door's scrubber and a chunk of the
         // response's framing, and a promise turn per chunk.
         for (;;) {
@@ -875,7 +910,7 @@ class StreamRelay {
           else if (body.bytesRead - this.eventFrom > MAX_RESPONSE_BYTES) throw new Error(`an event larger than ${MAX_RESPONSE_BYTES} bytes`);
           for (let i = 0; i < records.length; i++) {
             const ok = this.emit(records[i]);
-            if (!(typeof ok === 'boolean' ? ok : await ok)) { this.flush(); body.destroy(); return null; }
+            if (!(typeof ok === 'boolean' ? ok : await ok)) { body.destroy(); return this.done(); }
           }
           // A callee far ahead of its caller: what one turn reads is bounded (the connection pauses at 64 KiB unread).
           if (this.out.length >= FLUSH_AT) this.flush();
@@ -891,10 +926,7 @@ class StreamRelay {
         else this.fail(null, -32603, `agent "${this.name}" stream failed: ${(e as Error).message}`);
       }
       this.release();
-      // The last frames wait for the end (call() writes it): held in the corked socket, they leave with it in one write.
-      this.ctx.res.socket?.cork();
-      this.flush();
-      return null;
+      return this.done();
     } finally {
       unlist();
       this.keepalive?.stop();
