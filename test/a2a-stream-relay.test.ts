@@ -155,6 +155,23 @@ test('a2a stream relay: a callee that stays quiet: the head goes out with the fi
   assert.deepEqual(pieces.join('').split('\n\n').filter((f) => f.startsWith('data: ')).map((f) => /alpha|beta|WORKING/.exec(f)?.[0]), ['WORKING', 'alpha', 'beta']);
 });
 
+test('a2a stream relay: only a relay that waits joins the open streams (a drain\'s) and the keep-alive clock', async () => {
+  const streams = gw.g.rt.streams;
+  const add = streams.add;
+  let added = 0;
+  streams.add = (end) => { added++; return add.call(streams, end); };
+  try {
+    await streamBody('hello');
+    await streamBody('alpha|beta', 'burst');
+    assert.equal(added, 0, 'an answer in one read: the relay never waits');
+    await streamBody('slow');
+    assert.equal(added, 1, 'a relay that waits for the callee is listed once');
+    assert.equal(streams.size, 0, 'and unlisted at its end');
+  } finally {
+    streams.add = add;
+  }
+});
+
 test('a2a stream relay: a secret in one of the coalesced events is still scrubbed', async () => {
   const text = await streamText('secret');
   assert.ok(!text.includes(SECRET), text);

@@ -412,7 +412,7 @@ export function createA2aGateway(): A2aGateway {
 
   /**
    * SSE relayed event by event: each event's JSON-RPC result is bound, guarded and written at once; the caller ends it.
-   * The relay is in the server's list of open streams: a shutdown's drain stops it (StreamRelay).
+   * Once it waits, the relay is in the server's list of open streams: a shutdown's drain stops it (StreamRelay).
    */
   function relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: { drained: boolean }): Promise<StreamRelay> {
     const ms = ctx.rt.options.sseKeepaliveMs;
@@ -744,7 +744,10 @@ class StreamRelay {
   readonly bound = new SeenIds();
   /** The head is written (head()): from then on frames go out as chunks. */
   headed = false;
-  readonly keepalive: KeepAlive | null;
+  /** The keep-alive clock (null: none), and this relay's keep-alive and its drain's unlisting once it waits (listen()). */
+  readonly keepalives: Deadlines | null;
+  keepalive: KeepAlive | null = null;
+  unlist: (() => void) | null = null;
   readonly parser = new SseParser();
   /** Bytes read up to the last complete event: an event may not grow past MAX_RESPONSE_BYTES. */
   eventFrom = 0;
@@ -767,11 +770,25 @@ class StreamRelay {
   constructor(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: { drained: boolean }, keepalives: Deadlines | null) {
     this.ctx = ctx; this.access = access; this.name = name; this.skill = skill; this.caller = caller;
     this.body = body; this.binding = binding; this.rpcId = rpcId; this.end = end;
-    const res = ctx.res;
+    this.keepalives = keepalives;
+  }
+
+  /**
+   * The relay waits (for the callee, a store, a guardrail): from now on a shutdown's drain may stop
+   * it (rt.streams: while draining, at once) and an idle period gets a keep-alive. A relay that
+   * never waits (the callee's whole answer in one read) needs neither: no clock entry, no open
+   * stream entry, no closures for them.
+   */
+  listen(): void {
+    if (this.unlist !== null) return;
+    const body = this.body;
+    this.unlist = this.ctx.rt.streams.add(() => { this.draining = true; body.wake(); });
+    if (this.keepalives === null) return;
+    const res = this.ctx.res;
     // The head goes out with the first write (a write of its own cost ~0.06 ms CPU per stream); a
     // callee that stays silent sends it with the first keep-alive.
     // A comment after each idle period (never inside a frame: writes are whole frames), postponed by every write.
-    this.keepalive = keepalives ? new KeepAlive(keepalives, () => { if (!res.writableEnded && !res.destroyed) { this.head(); res.write(SSE_KEEPALIVE); } }) : null;
+    this.keepalive = new KeepAlive(this.keepalives, () => { if (!res.writableEnded && !res.destroyed) { this.head(); res.write(SSE_KEEPALIVE); } });
   }
 
   /** The SSE head's headers (written by head(), or with the whole stream by close()). */
@@ -888,7 +905,8 @@ class StreamRelay {
 
   async run(): Promise<this> {
     const body = this.body;
-    const unlist = this.ctx.rt.streams.add(() => { this.draining = true; body.wake(); });
+    // A stream that opens once a drain has begun is ended at once, whether it waits or not.
+    if (this.ctx.rt.streams.draining) this.listen();
     try {
       try {
         // Chunks that came with the callee's end (a callee that answers at once: head, events and
@@ -900,6 +918,7 @@ class StreamRelay {
           const text = body.readText();
           if (text === null) {
             if (body.ended) break;
+            this.listen();
             if (this.draining) { this.drained(); break; }
             this.flush();
             await body.ready();
@@ -910,6 +929,7 @@ class StreamRelay {
           else if (body.bytesRead - this.eventFrom > MAX_RESPONSE_BYTES) throw new Error(`an event larger than ${MAX_RESPONSE_BYTES} bytes`);
           for (let i = 0; i < records.length; i++) {
             const ok = this.emit(records[i]);
+            if (typeof ok !== 'boolean') this.listen();
             if (!(typeof ok === 'boolean' ? ok : await ok)) { body.destroy(); return this.done(); }
           }
           // A callee far ahead of its caller: what one turn reads is bounded (the connection pauses at 64 KiB unread).
@@ -918,6 +938,7 @@ class StreamRelay {
         }
         if (!this.draining) for (const rec of this.parser.end()) {
           const ok = this.emit(rec);
+          if (typeof ok !== 'boolean') this.listen();
           if (!(typeof ok === 'boolean' ? ok : await ok)) break;
         }
       } catch (e) {
@@ -928,7 +949,7 @@ class StreamRelay {
       this.release();
       return this.done();
     } finally {
-      unlist();
+      this.unlist?.();
       this.keepalive?.stop();
     }
   }
