@@ -11,6 +11,7 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { seal, unseal } from '../store/seal.ts';
 import type { Sql } from '../store/postgres.ts';
+import type { EventWriter } from '../store/pg-wire.ts';
 import { GENESIS_HASH, encodeEvent, isoClock, planeOf, sealHead } from './event.ts';
 import type { AuditEventInput } from './event.ts';
 import { canonicalJson } from './canonical.ts';
@@ -36,7 +37,7 @@ export interface FleetAuditOptions {
   /** Each checkpoint this process signs, as one JSON line (kind fleet_checkpoint): copy it out of the database's trust domain. */
   onCheckpoint?: (line: string) => void;
   /** The connection the events' INSERTs go on (default: sql, which also carries the head updates and checkpoints). */
-  writer?: Sql;
+  writer?: EventWriter;
   /** journaled()/recordDurable() reject when their events are not committed within this time (default 2000 ms): a PostgreSQL that hangs refuses requests instead of stalling them. */
   commitTimeoutMs?: number;
 }
@@ -179,7 +180,7 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
   await sql`INSERT INTO audit_chains (replica, head_hash) VALUES (${replica}, ${GENESIS_HASH})`;
   const maxQueue = opts.maxQueue ?? 100_000;
   const batchSize = opts.batchSize ?? 1000;
-  const writer = opts.writer ?? sql;
+  const writer: EventWriter = opts.writer ?? sql;
   let seq = 0;
   let prev = GENESIS_HASH;
   let committed = 0;

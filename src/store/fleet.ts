@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { connectPostgres, databaseName, migrate, QUERY_TIMEOUT_S, type Sql } from './postgres.ts';
 import { connectAdmission, connectRedis, fleetPrefix, type Redis } from './redis.ts';
 import type { RespConnection } from './resp.ts';
+import { connectEvidence, type EventWriter } from './pg-wire.ts';
 import type { StoreHealth } from './types.ts';
 import type { FleetEnv } from './fleet-lazy.ts';
 import { errMsg } from '../lib/error-message.ts';
@@ -28,9 +29,9 @@ export interface Fleet {
    * The audit trail's INSERTs (the one PostgreSQL write a request awaits before its answer) on a
    * connection of their own, so a commit never waits in line behind the pool's other queries (key
    * polls, usage rollups, heartbeats, sinks, checkpoints). A serving replica opens it
-   * (`admission: true`); elsewhere it is `sql` itself.
+   * (`admission: true`), written by aam itself (pg-wire.ts) where it can speak for the URL; elsewhere it is `sql` itself.
    */
-  readonly evidence: Sql;
+  readonly evidence: EventWriter;
   /** Prefix of every Redis key and channel of this fleet. */
   readonly prefix: string;
   /** Random per process: names this replica's reservations and its heartbeat. */
@@ -59,7 +60,7 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
   const redis = connectRedis(env.redisUrl, 'aam', { tls: env.redisTls });
   redis.on('error', () => { /* state is read from redis.status; errors reach the callers of commands */ });
   const admission = connectAdmission(env.redisUrl, 'aam-admit', { lazy: !opts.admission, tls: env.redisTls });
-  const evidence = opts.admission ? connectPostgres(env.databaseUrl, 1, { queryTimeout: opts.follow ? QUERY_TIMEOUT_S : 0, name: 'aam-evidence', tls: env.databaseTls }) : sql;
+  const evidence: EventWriter = opts.admission ? connectEvidence(env.databaseUrl, { queryTimeout: opts.follow ? QUERY_TIMEOUT_S : 0, name: 'aam-evidence', tls: env.databaseTls }) : sql;
   admission.on('error', () => {});
   let pgError: string | null = null;
   let sub: Redis | null = null;
