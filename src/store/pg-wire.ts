@@ -215,12 +215,25 @@ export class PgWire implements EventWriter {
   #in: Buffer = Buffer.alloc(0);
   #retries = 0;
   #nextAttempt = 0;
-  #timer: NodeJS.Timeout | undefined;
+  /** The query deadline's watchdog (one interval, not a timer per query) and when the oldest query in flight was sent, or became the oldest. */
+  #watchdog: NodeJS.Timeout | undefined;
+  #since = 0;
   #ended = false;
 
   readonly target: WireTarget;
   readonly opts: { queryTimeoutMs: number };
-  constructor(target: WireTarget, opts: { queryTimeoutMs: number }) { this.target = target; this.opts = opts; }
+  constructor(target: WireTarget, opts: { queryTimeoutMs: number }) {
+    this.target = target;
+    this.opts = opts;
+    const limit = opts.queryTimeoutMs;
+    if (limit > 0) {
+      // The oldest query unanswered this long closes the connection: its reply is lost, the caller retries.
+      this.#watchdog = setInterval(() => {
+        if (this.#pending.length && performance.now() - this.#since > limit) this.#socket?.destroy(new Error(`PostgreSQL did not answer within ${limit} ms`));
+      }, Math.max(20, Math.min(500, limit / 4)));
+      this.#watchdog.unref();
+    }
+  }
 
   unsafe(text: string, values: Array<string | number | null>, opts: { prepare: boolean }): Promise<void> {
     if (this.#ended) return Promise.reject(new Error('the evidence connection is closed'));
@@ -255,36 +268,23 @@ export class PgWire implements EventWriter {
       out.ensure(20);
       out.buf.write('E\0\0\0\x09\0\0\0\0\0S\0\0\0\x04', out.at, 'latin1'); // Execute (unnamed portal, all rows), Sync
       out.at += 15;
-      this.#pending.push(q);
+      if (this.#pending.push(q) === 1) this.#since = performance.now();
       socket.write(out.take());
-      this.#arm();
     });
   }
 
   async end(_opts?: { timeout?: number }): Promise<void> {
     this.#ended = true;
-    clearTimeout(this.#timer);
+    clearInterval(this.#watchdog);
     const s = this.#socket;
     if (s) { s.end(Buffer.from([0x58, 0, 0, 0, 4])); } // Terminate
     this.#lost(new Error('the evidence connection is closed'));
-  }
-
-  /** The query deadline: the oldest query unanswered this long closes the connection. */
-  #arm(): void {
-    if (this.#timer || this.opts.queryTimeoutMs <= 0) return;
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      this.#socket?.destroy(new Error(`PostgreSQL did not answer within ${this.opts.queryTimeoutMs} ms`));
-    }, this.opts.queryTimeoutMs);
-    this.#timer.unref();
   }
 
   #lost(error: Error): void {
     this.#socket = null;
     this.#statements.clear();
     this.#in = Buffer.alloc(0);
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
     const failed = this.#pending;
     this.#pending = [];
     for (const q of failed) q.reject(q.error ?? error);
@@ -399,15 +399,13 @@ export class PgWire implements EventWriter {
       const q = this.#pending[0];
       if (type === 0x5a) { // ReadyForQuery
         this.#pending.shift();
-        clearTimeout(this.#timer);
-        this.#timer = undefined;
+        this.#since = performance.now();
         if (q) {
           if (q.error) {
             if (q.parse !== undefined && !q.parsed) this.#statements.delete(q.parse);
             q.reject(q.error);
           } else q.resolve();
         }
-        if (this.#pending.length) this.#arm();
       } else if (type === 0x31) { if (q) q.parsed = true; } // ParseComplete
       else if (type === 0x45) {
         const e = errorOf(b, at + 5, at + 1 + len);
