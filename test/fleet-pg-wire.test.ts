@@ -102,7 +102,7 @@ test('the server going away mid-batch fails the batch (nothing committed); the n
   } finally { await w.end(); proxy.close(); }
 });
 
-test('a batch PostgreSQL does not answer within the deadline fails, and the connection is closed (the next batch connects again)', async () => {
+test('a batch PostgreSQL does not answer within the deadline fails, and the connection is closed (the next batch connects again)', { timeout: 20_000 }, async () => {
   const w = wire(store.databaseUrl, 300);
   const lock = await sql.reserve();
   try {
@@ -138,5 +138,32 @@ test('which URLs the connection speaks for, and the TLS it uses: as postgres.js 
     [`${base}?channel_binding=require`, 'channel_binding=require'], [`${base}?sslmode=require&sslnegotiation=direct`, 'sslnegotiation=direct'],
     ['postgres://aam@db/aam', 'no password in the URL (a password file)']] as const) {
     assert.equal(at(url), why, url);
+  }
+});
+
+test('a server that does not prove it knows the password is refused: a wrong SCRAM signature, or "authenticated" before SCRAM ends', async () => {
+  const { createServer } = await import('node:net');
+  const msg = (type: string, body: Buffer) => { const h = Buffer.alloc(5); h.write(type, 0, 'latin1'); h.writeInt32BE(body.length + 4, 1); return Buffer.concat([h, body]); };
+  const auth = (kind: number, text = '') => { const b = Buffer.alloc(4); b.writeInt32BE(kind); return msg('R', Buffer.concat([b, Buffer.from(text)])); };
+  const ready = Buffer.concat([auth(0), msg('Z', Buffer.from('I'))]);
+  for (const [mode, expected] of [['wrong signature', /did not prove it knows the password/], ['skip', /ready before it proved/]] as const) {
+    const server = createServer((s) => {
+      let step = 0;
+      s.on('data', (d) => {
+        step++;
+        if (step === 1) return void s.write(auth(10, 'SCRAM-SHA-256\0\0')); // startup -> SASL
+        if (step === 2) {
+          if (mode === 'skip') return void s.write(ready);
+          const nonce = /r=([^,\0]+)/.exec(d.toString('latin1'))![1];
+          return void s.write(auth(11, `r=${nonce}srv,s=${Buffer.from('salt').toString('base64')},i=4096`));
+        }
+        if (step === 3) s.write(Buffer.concat([auth(12, `v=${Buffer.alloc(32).toString('base64')}`), ready]));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const w = wire(`postgres://aam:pw@127.0.0.1:${(server.address() as { port: number }).port}/aam`);
+    try {
+      await assert.rejects(w.unsafe(INSERT(1), [1, 'a', null], { prepare: true }), expected, mode);
+    } finally { await w.end(); server.close(); }
   }
 });
