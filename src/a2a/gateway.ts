@@ -136,7 +136,10 @@ export function createA2aGateway(): A2aGateway {
     return readJsonWithBytes(ctx).then((body) => {
       let rpc: Rpc;
       try { rpc = parseRpc(body); } catch (e) { return JSONRPC.refuse(ctx, e, null); }
-      return call(ctx, access, name, spec, rpc, JSONRPC).catch((e: unknown) => JSONRPC.refuse(ctx, e, rpc.id));
+      // A promise only while a step before the callee waits (see call()); from the callee on, the call refuses on its own.
+      let calling: Promise<void> | void;
+      try { calling = call(ctx, access, name, spec, rpc, JSONRPC); } catch (e) { return JSONRPC.refuse(ctx, e, rpc.id); }
+      return calling && calling.catch((e: unknown) => JSONRPC.refuse(ctx, e, rpc.id));
     }, (e: unknown) => JSONRPC.refuse(ctx, e, null));
   }
 
@@ -152,7 +155,7 @@ export function createA2aGateway(): A2aGateway {
       rpcId = rpc.id;
       await call(ctx, access, name, spec, rpc, REST);
     } catch (e) {
-      REST.refuse(ctx, e, rpcId);
+      return REST.refuse(ctx, e, rpcId);
     }
   }
 
@@ -182,35 +185,33 @@ export function createA2aGateway(): A2aGateway {
   /**
    * Not an async function (its frame was ~2 KB per call): its steps up to the callee run at once
    * where nothing waits and are chained only where a promise appears (a task's or context's owner,
-   * input guardrails, a push config's route, an admission or rule count that waits, an OAuth token);
-   * from the decision on, the call's state is one object (HopCall). A throw is a rejection.
+   * input guardrails, a push config's route, an admission or rule count that waits); from the
+   * decision on, the call's state is one object (HopCall). A refusal before the callee is called is
+   * a throw, or the rejection of the promise a waiting step returns; from then on (HopCall.send) the
+   * call answers its refusals itself and nothing is returned to wait for.
    */
-  function call(ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding): Promise<void> {
-    try {
-      const caller = access.identity.agent.spiffeId;
-      // Which skill: named by the message, or the one that created the task.
-      if (SEND.has(rpc.method)) {
-        const msg = rpc.params.message as Record<string, unknown> | undefined;
-        if (!msg || typeof msg !== 'object') throw new RpcError(-32602, `${rpc.method} needs params.message`);
-        const meta = msg.metadata as Record<string, unknown> | undefined;
-        const skill = typeof meta?.skill === 'string' ? meta.skill : '';
-        const taskId = typeof msg.taskId === 'string' && msg.taskId ? msg.taskId : undefined;
-        const ctxId = typeof msg.contextId === 'string' ? msg.contextId : undefined;
-        if (!taskId && !ctxId) return decided(ctx, access, name, spec, rpc, binding, skill, undefined);
-        return sendOwners(ctx, name, caller, skill, taskId, ctxId).then((s) => decided(ctx, access, name, spec, rpc, binding, s, taskId));
-      }
-      if (rpc.method in TASK_ID) {
-        const id = rpc.params[TASK_ID[rpc.method]];
-        if (typeof id !== 'string' || !id) throw new RpcError(-32602, `${rpc.method} needs params.${TASK_ID[rpc.method]}`);
-        return ownedBy(ctx, name, 'task', id, caller).then((o) => decided(ctx, access, name, spec, rpc, binding, o.skill, id));
-      }
-      if (rpc.method === 'ListTasks' || rpc.method === 'GetExtendedAgentCard') {
-        throw new RpcError(UNSUPPORTED, `aam does not relay ${rpc.method}: the callee sees every caller as aam, so its answer would mix callers; use GetTask with your task ids, or the card at /a2a/${name}${CARD_PATH}`);
-      }
-      throw new RpcError(-32601, `method "${rpc.method}" is not an A2A v1 method aam relays (SendMessage, SendStreamingMessage, GetTask, CancelTask, SubscribeToTask, *TaskPushNotificationConfig*)`);
-    } catch (e) {
-      return Promise.reject(e);
+  function call(ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding): Promise<void> | void {
+    const caller = access.identity.agent.spiffeId;
+    // Which skill: named by the message, or the one that created the task.
+    if (SEND.has(rpc.method)) {
+      const msg = rpc.params.message as Record<string, unknown> | undefined;
+      if (!msg || typeof msg !== 'object') throw new RpcError(-32602, `${rpc.method} needs params.message`);
+      const meta = msg.metadata as Record<string, unknown> | undefined;
+      const skill = typeof meta?.skill === 'string' ? meta.skill : '';
+      const taskId = typeof msg.taskId === 'string' && msg.taskId ? msg.taskId : undefined;
+      const ctxId = typeof msg.contextId === 'string' ? msg.contextId : undefined;
+      if (!taskId && !ctxId) return decided(ctx, access, name, spec, rpc, binding, skill, undefined);
+      return sendOwners(ctx, name, caller, skill, taskId, ctxId).then((s) => decided(ctx, access, name, spec, rpc, binding, s, taskId));
     }
+    if (rpc.method in TASK_ID) {
+      const id = rpc.params[TASK_ID[rpc.method]];
+      if (typeof id !== 'string' || !id) throw new RpcError(-32602, `${rpc.method} needs params.${TASK_ID[rpc.method]}`);
+      return ownedBy(ctx, name, 'task', id, caller).then((o) => decided(ctx, access, name, spec, rpc, binding, o.skill, id));
+    }
+    if (rpc.method === 'ListTasks' || rpc.method === 'GetExtendedAgentCard') {
+      throw new RpcError(UNSUPPORTED, `aam does not relay ${rpc.method}: the callee sees every caller as aam, so its answer would mix callers; use GetTask with your task ids, or the card at /a2a/${name}${CARD_PATH}`);
+    }
+    throw new RpcError(-32601, `method "${rpc.method}" is not an A2A v1 method aam relays (SendMessage, SendStreamingMessage, GetTask, CancelTask, SubscribeToTask, *TaskPushNotificationConfig*)`);
   }
 
   /** A message's skill when it names a task (the skill that created it), after its context (if named) is found the caller's. */
@@ -221,7 +222,7 @@ export function createA2aGateway(): A2aGateway {
   }
 
   /** The call once its skill is known: the chain, the decision, then its input guardrails (a promise only when there are any). */
-  function decided(ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding, skill: string, taskId: string | undefined): Promise<void> {
+  function decided(ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding, skill: string, taskId: string | undefined): Promise<void> | void {
     const identity = access.identity;
     // The chain: this call extends the delegation the caller is serving, if any (a first hop's is
     // the caller alone: no array made for it).
@@ -231,7 +232,7 @@ export function createA2aGateway(): A2aGateway {
     if (from ? from.chain.includes(name) : chainName(identity) === name) refuseChain(ctx, access, name, skill, rpc.method, 'delegation_cycle', `calling agent "${name}" would loop: it is already in this delegation chain (${[...callChain(access), name].join(' -> ')}); aam refuses cycles`);
     if (hop > max) refuseChain(ctx, access, name, skill, rpc.method, 'delegation_depth_exceeded', `calling agent "${name}" would be hop ${hop} of the delegation chain ${[...callChain(access), name].join(' -> ')}, over max_delegation_depth ${max} of ${chainName(identity)}'s policies`);
     // The call is its own access request: its context is made only if a `when` rule reads it.
-    const c = new HopCall(hopDeps, ctx, access, name, spec, rpc, binding, skill, taskId);
+    const c = new HopCall(hopDeps, ctx, access, name, spec, rpc, binding, skill, taskId, hop);
     c.d = authorize(ctx, identity, c, access.set);
     if (spec.credential) {
       const refused = ctx.rt.credentialRefusal(spec.credential, identity, access.set);
@@ -440,7 +441,7 @@ type CallEvent = { type: 'a2a_call'; request_id: string; trace_id: string; ident
  * One A2A call from its decision on, as fields and steps (no async frame, no closure per step
  * but where a promise is chained): push config -> admit -> the deciding rule's count -> inject ->
  * the callee -> its answer relayed -> settle and record -> the answer once its evidence is safe.
- * From inject on, a failure releases the admission and is recorded (failed). It is also the
+ * From inject on, a failure releases the admission, is recorded and is refused (fail). It is also the
  * stream relay's end marker (`drained`: ended by a shutdown's drain, which its evidence says).
  */
 class HopCall {
@@ -453,6 +454,8 @@ class HopCall {
   readonly binding: Binding;
   readonly skill: string;
   readonly taskId: string | undefined;
+  /** Its hop in the delegation chain (decided() counts it; the decision's context reads it). */
+  readonly hop: number;
   /** The call's decision (decided() makes it with this call as its access request). */
   d: Decision | undefined = undefined;
   /** As an access request (AccessRequest): an agent call, of the caller's agent, to `callee` for `skill`. */
@@ -472,7 +475,7 @@ class HopCall {
   /** What finish() delivers once the evidence is safe (the answer, its text, or a stream's relay: its end). */
   answer: Answer | null = null;
 
-  constructor(deps: HopDeps, ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding, skill: string, taskId: string | undefined) {
+  constructor(deps: HopDeps, ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding, skill: string, taskId: string | undefined, hop: number) {
     this.deps = deps;
     this.ctx = ctx;
     this.access = access;
@@ -482,6 +485,7 @@ class HopCall {
     this.binding = binding;
     this.skill = skill;
     this.taskId = taskId;
+    this.hop = hop;
     this.params = rpc.params;
   }
 
@@ -496,12 +500,11 @@ class HopCall {
   get context(): Readonly<Record<string, unknown>> {
     if (this.#context !== undefined) return this.#context;
     const { ctx, access } = this;
-    const from = access.delegation;
-    return (this.#context = { time: Date.now(), request_id: ctx.requestId, method: this.rpc.method, hop: (from?.hop ?? 0) + 1, chain: callChain(access), environment: access.identity.agent.environment ?? '' });
+    return (this.#context = { time: Date.now(), request_id: ctx.requestId, method: this.rpc.method, hop: this.hop, chain: callChain(access), environment: access.identity.agent.environment ?? '' });
   }
 
   /** The params the input guardrails passed (or the caller's own). */
-  guarded(params: Record<string, unknown>): Promise<void> {
+  guarded(params: Record<string, unknown>): Promise<void> | void {
     this.params = params;
     // A push config: the callee gets aam's URL and token, the caller's are kept (push.ts).
     const pushCfg = pushConfigIn(this.rpc.method, params);
@@ -520,13 +523,13 @@ class HopCall {
   }
 
   /** Counted against the caller's rate limits; the smallest reservation makes a spent budget refuse it (settled at $0). */
-  admit(): Promise<void> {
+  admit(): Promise<void> | void {
     const admitting = this.access.admit(0, BUDGET_PROBE_USD);
     return admitting instanceof Promise ? admitting.then((adm) => this.counted(adm)) : this.counted(admitting);
   }
 
   /** The deciding agents rule's own rate and call budget (fleet-wide, like tools[].rate/budget). */
-  counted(adm: Admission): Promise<void> {
+  counted(adm: Admission): Promise<void> | void {
     this.adm = adm;
     let counted: RuleAdmission | Promise<RuleAdmission> | undefined;
     try {
@@ -537,11 +540,17 @@ class HopCall {
     return counted.then((calls) => this.send(calls), (e: unknown) => { this.access.release(adm); throw e; });
   }
 
-  /** Admitted: the evidence begun, then aam's credential and the callee; any failure from here on is recorded (failed). */
-  send(calls: RuleAdmission | undefined): Promise<void> {
+  /**
+   * Admitted: the evidence begun, then aam's credential and the callee. From here on the call is
+   * its own request handler (rt.handling, until its answer or refusal is out: a shutdown waits for
+   * it) and nothing is returned: each step hands on to the next where its promise settles, and any
+   * failure is recorded and refused (fail). One handler per step, no promise layers stacked per call.
+   */
+  send(calls: RuleAdmission | undefined): void {
     this.calls = calls;
     const { ctx, access, name, rpc } = this;
     const identity = access.identity;
+    ctx.rt.handling++;
     const delegation = (this.delegation = delegate(access.delegation, identity, name, ctx.requestId, ctx.rt.ids));
     const traceId = requestTraceId(ctx);
     this.traceparent = outgoingTraceparent(ctx.span, traceId, ctx.rt.ids);
@@ -552,116 +561,144 @@ class HopCall {
       ? { agent: name, skill: this.skill, method: rpc.method, task_id: this.taskId, stream, delegation: delegationEvidence(delegation) }
       : { agent: name, skill: this.skill, method: rpc.method, stream, delegation: delegationEvidence(delegation) };
     this.ev = { type: 'a2a_call', request_id: ctx.requestId, trace_id: traceId, identity: identityEvidence(identity), policy: policyEvidence(this.d!), a2a, credential: undefined, outcome: undefined };
+    let injected: CalleeInjection | typeof NO_INJECTION | Promise<CalleeInjection>;
     try {
       // A static secret is injected at once: no promise, no loop turn (an OAuth or on-behalf-of token may wait).
-      const injected = this.spec.credential ? inject(ctx, access, this.spec.credential, true) : NO_INJECTION;
-      const sent = injected instanceof Promise ? injected.then((auth) => this.post(auth)) : this.post(injected);
-      return sent.then(undefined, (e: unknown) => this.failed(e));
-    } catch (e) {
-      return this.failed(e);
-    }
+      injected = this.spec.credential ? inject(ctx, access, this.spec.credential, true) : NO_INJECTION;
+    } catch (e) { return this.fail(e); }
+    if (injected instanceof Promise) injected.then((auth) => this.post(auth), (e: unknown) => this.fail(e));
+    else this.post(injected);
   }
 
-  /** The call to the callee, with aam's headers (credential, delegation, trace) and the caller's body. */
-  post(auth: CalleeInjection | typeof NO_INJECTION): Promise<void> {
+  /** The call to the callee, with aam's headers (credential, delegation, trace) and the caller's body; its answer goes to answered. */
+  post(auth: CalleeInjection | typeof NO_INJECTION): void {
     const { ctx, name, rpc } = this;
-    this.credential = auth.credential;
-    const headers: Record<string, string> = {
-      'content-type': 'application/json', accept: STREAMING.has(rpc.method) ? 'text/event-stream' : 'application/json',
-      'a2a-version': headerOf(ctx, 'a2a-version') ?? '1.0', traceparent: this.traceparent,
-      // DELEGATION_HEADER, written out: a computed key makes the literal's later keys added one by one (34 B more per object).
-      'x-aam-delegation': encodeDelegation(ctx.rt, this.delegation!), 'x-aam-request-id': ctx.requestId, 'x-aam-caller': this.access.identity.agent.spiffeId,
-    };
-    for (const k in auth.headers) headers[k] = auth.headers[k];
-    const ext = headerOf(ctx, 'a2a-extensions');
-    if (ext) headers['a2a-extensions'] = ext;
     let up: Promise<CalleeAnswer>;
     try {
-      // The caller's own bytes when nothing in them changes (a guardrail's redaction, a push
-      // config's URL do): only the headers (credential, delegation, trace) are aam's.
-      const params = this.params;
-      const body = rpc.bytes !== undefined && params === rpc.params ? rpc.bytes : JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params });
-      const url = withQuery(urlOf(this.spec), auth.query);
-      up = callCallee(url, { headers, body, timeoutMs: TIMEOUT_MS, wholeUpTo: MAX_RESPONSE_BYTES }, this.deps.dispatcher(url));
-    } catch (e) {
-      throw unreachable(name, e);
-    }
-    // The request is sent: alone in flight, the event's members up to its credential and outcome
-    // are encoded while the callee works (as chat's model_call), so less runs between its answer and the caller's.
-    if (encodesAhead(ctx)) this.ev![EVENT_HEAD] = eventHead(this.ev!);
-    return up.then((answer) => this.answered(answer), (e: unknown) => { throw unreachable(name, e); });
+      this.credential = auth.credential;
+      const headers: Record<string, string> = {
+        'content-type': 'application/json', accept: STREAMING.has(rpc.method) ? 'text/event-stream' : 'application/json',
+        'a2a-version': headerOf(ctx, 'a2a-version') ?? '1.0', traceparent: this.traceparent,
+        // DELEGATION_HEADER, written out: a computed key makes the literal's later keys added one by one (34 B more per object).
+        'x-aam-delegation': encodeDelegation(ctx.rt, this.delegation!), 'x-aam-request-id': ctx.requestId, 'x-aam-caller': this.access.identity.agent.spiffeId,
+      };
+      for (const k in auth.headers) headers[k] = auth.headers[k];
+      const ext = headerOf(ctx, 'a2a-extensions');
+      if (ext) headers['a2a-extensions'] = ext;
+      try {
+        // The caller's own bytes when nothing in them changes (a guardrail's redaction, a push
+        // config's URL do): only the headers (credential, delegation, trace) are aam's.
+        const params = this.params;
+        const body = rpc.bytes !== undefined && params === rpc.params ? rpc.bytes : JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params });
+        const url = withQuery(urlOf(this.spec), auth.query);
+        up = callCallee(url, { headers, body, timeoutMs: TIMEOUT_MS, wholeUpTo: MAX_RESPONSE_BYTES }, this.deps.dispatcher(url));
+      } catch (e) {
+        throw unreachable(name, e);
+      }
+      // The request is sent: alone in flight, the event's members up to its credential and outcome
+      // are encoded while the callee works (as chat's model_call), so less runs between its answer and the caller's.
+      if (encodesAhead(ctx)) this.ev![EVENT_HEAD] = eventHead(this.ev!);
+    } catch (e) { return this.fail(e); }
+    up.then((answer) => this.answered(answer), (e: unknown) => this.fail(unreachable(name, e)));
   }
 
   /** The callee's answer, relayed: a stream event by event, else its whole body (parsed, bound, guarded, scrubbed). */
-  answered(up: CalleeAnswer): Promise<void> | void {
+  answered(up: CalleeAnswer): void {
     const { ctx, access, name, skill, binding, rpc } = this;
-    this.calls?.forwarded();
-    this.status = up.statusCode;
-    const caller = access.identity.agent.spiffeId;
-    const ct = String(up.headers['content-type'] ?? '');
-    // The answer: parsed (re-serialised when sent), its text as the callee wrote it, or null (a stream).
-    if (ct.startsWith('text/event-stream')) return this.deps.relayStream(ctx, access, name, skill, caller, up.body, binding, rpc.id, this).then((answer) => this.finish(answer));
-    // Read whole already (callCallee's wholeUpTo), unless its body failed after its head: all() says how.
-    if (up.whole !== undefined) return this.relayed(up.whole);
-    return up.body.all(MAX_RESPONSE_BYTES).then((raw) => this.relayed(raw));
+    try {
+      this.calls?.forwarded();
+      this.status = up.statusCode;
+      const caller = access.identity.agent.spiffeId;
+      const ct = String(up.headers['content-type'] ?? '');
+      // The answer: parsed (re-serialised when sent), its text as the callee wrote it, or a stream's relay.
+      if (ct.startsWith('text/event-stream')) {
+        this.deps.relayStream(ctx, access, name, skill, caller, up.body, binding, rpc.id, this).then((answer) => this.finish(answer), (e: unknown) => this.fail(e));
+        return;
+      }
+      // Read whole already (callCallee's wholeUpTo), unless its body failed after its head: all() says how.
+      if (up.whole !== undefined) return this.relayed(up.whole);
+      up.body.all(MAX_RESPONSE_BYTES).then((raw) => this.relayed(raw), (e: unknown) => this.fail(e));
+    } catch (e) { this.fail(e); }
   }
 
   /** A JSON answer's body (null: over the bound) relayed, then settled and recorded. */
-  relayed(raw: Buffer | null): Promise<void> | void {
+  relayed(raw: Buffer | null): void {
     const { ctx, access, name, skill, binding, rpc } = this;
-    const relayed = this.deps.relayJson(ctx, access, name, skill, access.identity.agent.spiffeId, raw, rpc.method, binding);
-    return relayed instanceof Promise ? relayed.then((answer) => this.finish(answer)) : this.finish(relayed);
+    let relayed: Record<string, unknown> | string | Promise<Record<string, unknown> | string>;
+    try { relayed = this.deps.relayJson(ctx, access, name, skill, access.identity.agent.spiffeId, raw, rpc.method, binding); } catch (e) { return this.fail(e); }
+    if (relayed instanceof Promise) relayed.then((answer) => this.finish(answer), (e: unknown) => this.fail(e));
+    else this.finish(relayed);
   }
 
   /** Settled and recorded; acknowledged (the answer, or the stream's end) only once its evidence is crash-safe. */
-  finish(answer: Answer): Promise<void> | void {
+  finish(answer: Answer): void {
     const { ctx, access } = this;
-    access.settle(this.adm!, 0, 0);
-    const ev = this.ev!;
-    ev.credential = this.credential;
-    ev.outcome = this.drained ? { status: this.status, latency_ms: performance.now() - this.started, ended: 'shutdown_drain' } : { status: this.status, latency_ms: performance.now() - this.started };
-    access.record(ev as never);
-    if (ctx.decision) ctx.decision.recorded = true;
+    try {
+      access.settle(this.adm!, 0, 0);
+      const ev = this.ev!;
+      ev.credential = this.credential;
+      ev.outcome = this.drained ? { status: this.status, latency_ms: performance.now() - this.started, ended: 'shutdown_drain' } : { status: this.status, latency_ms: performance.now() - this.started };
+      access.record(ev as never);
+      if (ctx.decision) ctx.decision.recorded = true;
+    } catch (e) { return this.fail(e); }
     // A stream's last events (those that came with the callee's end, not yet flushed) wait with the
     // end and leave in the same write: relayStream corked the socket for that (end() uncorks it).
     // A promise only when the evidence is not safe at once (a request alone in flight writes it now).
     // The wait is one promise layer with this call as its handler (safe, refused): no closures over the answer.
     this.answer = answer;
-    return ctx.rt.evidenceSafeThen(this) ?? this.deliver(answer);
+    if (ctx.rt.evidenceSafeThen(this) === undefined) this.safe();
   }
 
-  /** The evidence is safe (evidenceSafeThen): the answer goes out. */
-  safe(): void { this.deliver(this.answer!); }
-
-  /** The evidence could not be recorded (evidenceSafeThen). */
-  refused(e: AamError): void { this.unsafe(this.answer!, e); }
-
-  deliver(answer: Answer): void {
+  /** The evidence is safe (evidenceSafeThen): the answer goes out (a stream's relay ends), and the call is handled. */
+  safe(): void {
     const { ctx, status } = this;
-    if (typeof answer === 'string') sendJson(ctx, status, answer);
-    else if (answer instanceof StreamRelay) answer.close('');
-    else this.binding.answer(ctx, status, answer, this.rpc.method);
+    const answer = this.answer!;
+    try {
+      if (typeof answer === 'string') sendJson(ctx, status, answer);
+      else if (answer instanceof StreamRelay) answer.close('');
+      else this.binding.answer(ctx, status, answer, this.rpc.method);
+    } catch (e) { return this.fail(e); }
+    this.handled();
   }
 
-  /** Not acknowledged: an answer is refused (503), a stream (its events out) ends with an error event. */
-  unsafe(answer: Answer, err: AamError): void {
-    if (!(answer instanceof StreamRelay)) throw err;
-    answer.close(this.binding.failFrame(this.rpc.id, RPC_CODE[err.status] ?? -32603, err.message, { code: err.code, http_status: err.status }));
+  /** The evidence could not be recorded (evidenceSafeThen): an answer is refused (503), a stream (its events out) ends with an error event. */
+  refused(err: AamError): void {
+    const answer = this.answer!;
+    if (!(answer instanceof StreamRelay)) return this.fail(err);
+    try { answer.close(this.binding.failFrame(this.rpc.id, RPC_CODE[err.status] ?? -32603, err.message, { code: err.code, http_status: err.status })); } catch (e) { return this.fail(e); }
+    this.handled();
   }
 
-  /** A failure from inject on: the admission released, the rule's count dropped, the call recorded (once); then thrown on. */
-  failed(e: unknown): never {
+  /**
+   * A failure from inject on: the admission released, the rule's count dropped, the call recorded
+   * (once), then refused to the caller (or the connection cut, once the answer had begun); handled
+   * once the refusal is out.
+   */
+  fail(e: unknown): void {
     const { ctx, access } = this;
-    access.release(this.adm!);
-    this.calls?.dropped();
-    if (ctx.decision?.recorded) throw e;
-    const ev = this.ev!;
-    ev.credential = this.credential;
-    ev.outcome = { status: toAamError(e).status, error: (e as Error).message, latency_ms: performance.now() - this.started };
-    access.record(ev as never);
-    if (ctx.decision) ctx.decision.recorded = true;
-    throw e;
+    let refusing: Promise<void> | void = undefined;
+    try {
+      access.release(this.adm!);
+      this.calls?.dropped();
+      if (!ctx.decision?.recorded) {
+        const ev = this.ev!;
+        ev.credential = this.credential;
+        ev.outcome = { status: toAamError(e).status, error: (e as Error).message, latency_ms: performance.now() - this.started };
+        access.record(ev as never);
+        if (ctx.decision) ctx.decision.recorded = true;
+      }
+      refusing = this.binding.refuse(ctx, e, this.rpc.id);
+    } catch (x) {
+      // Not even refused (a record or a write that threw): logged, and the caller's connection cut.
+      ctx.rt.log.error({ requestId: ctx.requestId, err: x }, 'a2a call failed and could not be refused');
+      ctx.res.destroy();
+    }
+    if (refusing) refusing.then(ctx.rt.handled, ctx.rt.handled);
+    else this.handled();
   }
+
+  /** The call's answer or refusal is out: it is no longer a request handler (see send). */
+  handled(): void { this.ctx.rt.handled(); }
 }
 
 /** A rule's refusal, as the A2A plane frames it (429 with its retry-after). */
@@ -963,8 +1000,8 @@ interface Binding {
   frame(ev: Record<string, unknown>, event?: string): string;
   /** The frame that ends a stream with an error. */
   failFrame(id: unknown, code: number, message: string, data?: { code: string; http_status?: number }): string;
-  /** A refusal or failure before any answer was sent. */
-  refuse(ctx: Ctx, e: unknown, id: Rpc['id']): void;
+  /** A refusal or failure before any answer was sent; a promise while it waits for its evidence (then it is sent). */
+  refuse(ctx: Ctx, e: unknown, id: Rpc['id']): Promise<void> | void;
 }
 
 const JSONRPC: Binding = {
@@ -1007,7 +1044,7 @@ const REST: Binding = {
     const err = toAamError(e);
     if (failed(ctx, e, err)) return;
     const r = restFromAam(err.status, err.code, err.message);
-    afterEvidence(ctx, e, () => sendJson(ctx, r.status, r.body, err.headers));
+    return afterEvidence(ctx, e, () => sendJson(ctx, r.status, r.body, err.headers));
   },
 };
 
@@ -1080,7 +1117,7 @@ function parseRpc(body: { value: unknown; bytes: Buffer | null }): Rpc {
  * An A2A caller gets JSON-RPC errors: aam's refusals keep their HTTP status (403 denied, 401,
  * 404, 429) with the error code in error.data.code; A2A's own errors (task not found) are HTTP 200.
  */
-function rpcError(ctx: Ctx, e: unknown, id: Rpc['id']): void {
+function rpcError(ctx: Ctx, e: unknown, id: Rpc['id']): Promise<void> | void {
   if (e instanceof RpcError) {
     recordDecision(ctx, 400, e.message);
     return sendJson(ctx, 200, { jsonrpc: '2.0', id, error: { code: e.code, message: e.message } });
@@ -1088,16 +1125,17 @@ function rpcError(ctx: Ctx, e: unknown, id: Rpc['id']): void {
   const err = toAamError(e);
   if (failed(ctx, e, err)) return;
   const body = { jsonrpc: '2.0', id, error: { code: RPC_CODE[err.status] ?? -32603, message: err.message, data: { code: err.code, http_status: err.status } } };
-  afterEvidence(ctx, e, () => sendJson(ctx, err.status, body, err.headers));
+  return afterEvidence(ctx, e, () => sendJson(ctx, err.status, body, err.headers));
 }
 
 /**
  * A refusal once its evidence is safe (or failed to be); at once when the refusal is that the
  * trail did not commit (waiting on it again would end the same way, after the commit timeout).
+ * The promise (the plane's handler waits for it) settles once the refusal is sent.
  */
-function afterEvidence(ctx: Ctx, e: unknown, send: () => void): void {
+function afterEvidence(ctx: Ctx, e: unknown, send: () => void): Promise<void> | void {
   if (e instanceof EvidenceUnavailable) return send();
-  ctx.rt.evidenceSafe().then(send, send);
+  return ctx.rt.evidenceSafe().then(send, send);
 }
 
 /** Log and record a failed call; true when the answer had begun (the connection is then cut). */
