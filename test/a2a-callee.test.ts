@@ -7,7 +7,7 @@ import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { callCallee as callWith, type CalleeAnswer } from '../src/a2a/callee.ts';
+import { sendToCallee, type CalleeAnswer, type CalleeRequest } from '../src/a2a/callee.ts';
 import { H1Agent } from '../src/lib/h1-agent.ts';
 import { until } from './helpers/e2e.ts';
 
@@ -60,8 +60,13 @@ after(async () => {
 const h1 = new H1Agent({ connectMs: 10_000, keepAliveTimeout: 4_000, connections: Infinity });
 after(() => h1.destroy());
 
+/** The answer as a promise (rejected when none came, or when the request cannot be made). */
+const callWith = (u: URL, opts: CalleeRequest, dispatcher: H1Agent | undefined): Promise<CalleeAnswer> => new Promise((resolve, reject) => {
+  try { sendToCallee(u, opts, { answered: resolve, unanswered: reject }, dispatcher); } catch (e) { reject(e as Error); }
+});
+
 for (const [label, dispatcher] of [['undici', undefined], ['H1Agent', h1]] as const) {
-  const callCallee = (u: URL, opts: Parameters<typeof callWith>[1]): Promise<CalleeAnswer> => callWith(u, opts, dispatcher);
+  const callCallee = (u: URL, opts: CalleeRequest): Promise<CalleeAnswer> => callWith(u, opts, dispatcher);
 
   test(`${label}: a slow caller holds the callee back; reading on gets every byte, in order`, async () => {
     const up = await callCallee(url, { headers: { 'content-type': 'application/json' }, body: '{}', timeoutMs: 30_000 });

@@ -6,7 +6,7 @@
 // (SSE relayed event by event) -> guard output -> record (linked to the delegation chain).
 // Everything written to the caller goes through the egress door (ctx.res), which scrubs it.
 import { H1Agent } from '../lib/h1-agent.ts';
-import { callCallee, type CalleeAnswer, type CalleeText } from './callee.ts';
+import { sendToCallee, type CalleeAnswer, type CalleeHandler, type CalleeText } from './callee.ts';
 import type { Access, CalleeInjection, Ctx } from './plane.ts';
 import { readJson, readJsonWithBytes, sendJson } from '../access/request.ts';
 import { AamError, EvidenceUnavailable, toAamError } from '../access/errors.ts';
@@ -444,7 +444,7 @@ type CallEvent = { type: 'a2a_call'; request_id: string; trace_id: string; ident
  * From inject on, a failure releases the admission, is recorded and is refused (fail). It is also the
  * stream relay's end marker (`drained`: ended by a shutdown's drain, which its evidence says).
  */
-class HopCall {
+class HopCall implements CalleeHandler {
   readonly deps: HopDeps;
   readonly ctx: Ctx;
   readonly access: Access;
@@ -570,10 +570,9 @@ class HopCall {
     else this.post(injected);
   }
 
-  /** The call to the callee, with aam's headers (credential, delegation, trace) and the caller's body; its answer goes to answered. */
+  /** The call to the callee, with aam's headers (credential, delegation, trace) and the caller's body; its answer goes to answered (or unanswered). */
   post(auth: CalleeInjection | typeof NO_INJECTION): void {
     const { ctx, name, rpc } = this;
-    let up: Promise<CalleeAnswer>;
     try {
       this.credential = auth.credential;
       const headers: Record<string, string> = {
@@ -591,18 +590,23 @@ class HopCall {
         const params = this.params;
         const body = rpc.bytes !== undefined && params === rpc.params ? rpc.bytes : JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params });
         const url = withQuery(urlOf(this.spec), auth.query);
-        up = callCallee(url, { headers, body, timeoutMs: TIMEOUT_MS, wholeUpTo: MAX_RESPONSE_BYTES }, this.deps.dispatcher(url));
+        sendToCallee(url, { headers, body, timeoutMs: TIMEOUT_MS, wholeUpTo: MAX_RESPONSE_BYTES }, this, this.deps.dispatcher(url));
       } catch (e) {
         throw unreachable(name, e);
       }
       // The request is sent: alone in flight, the event's members up to its credential and outcome
       // are encoded while the callee works (as chat's model_call), so less runs between its answer and the caller's.
       if (encodesAhead(ctx)) this.ev![EVENT_HEAD] = eventHead(this.ev!);
-    } catch (e) { return this.fail(e); }
-    up.then((answer) => this.answered(answer), (e: unknown) => this.fail(unreachable(name, e)));
+    } catch (e) { this.fail(e); }
   }
 
-  /** The callee's answer, relayed: a stream event by event, else its whole body (parsed, bound, guarded, scrubbed). */
+  /** No answer came (sendToCallee): the callee is unreachable. */
+  unanswered(e: Error): void { this.fail(unreachable(this.name, e)); }
+
+  /**
+   * The callee's answer (sendToCallee, from the connection's handler: no promise turn), relayed: a
+   * stream event by event, else its whole body (parsed, bound, guarded, scrubbed).
+   */
   answered(up: CalleeAnswer): void {
     const { ctx, access, name, skill, binding, rpc } = this;
     try {
@@ -615,7 +619,7 @@ class HopCall {
         this.deps.relayStream(ctx, access, name, skill, caller, up.body, binding, rpc.id, this).then((answer) => this.finish(answer), (e: unknown) => this.fail(e));
         return;
       }
-      // Read whole already (callCallee's wholeUpTo), unless its body failed after its head: all() says how.
+      // Read whole already (sendToCallee's wholeUpTo), unless its body failed after its head: all() says how.
       if (up.whole !== undefined) return this.relayed(up.whole);
       up.body.all(MAX_RESPONSE_BYTES).then((raw) => this.relayed(raw), (e: unknown) => this.fail(e));
     } catch (e) { this.fail(e); }
