@@ -615,14 +615,21 @@ class HopCall implements CalleeHandler {
       const caller = access.identity.agent.spiffeId;
       const ct = String(up.headers['content-type'] ?? '');
       // The answer: parsed (re-serialised when sent), its text as the callee wrote it, or a stream's relay.
-      if (ct.startsWith('text/event-stream')) {
-        this.deps.relayStream(ctx, access, name, skill, caller, up.body, binding, rpc.id, this).then((answer) => this.finish(answer), (e: unknown) => this.fail(e));
-        return;
-      }
+      // A stream's relay starts once the read that carried its head is parsed (this is called from
+      // within it): an answer whose events and end came in that read is relayed in one pass, with no wait.
+      if (ct.startsWith('text/event-stream')) return queueMicrotask(() => this.relay(up.body, caller));
       // Read whole already (sendToCallee's wholeUpTo), unless its body failed after its head: all() says how.
       if (up.whole !== undefined) return this.relayed(up.whole);
       up.body.all(MAX_RESPONSE_BYTES).then((raw) => this.relayed(raw), (e: unknown) => this.fail(e));
     } catch (e) { this.fail(e); }
+  }
+
+  /** A stream's events relayed, then settled and recorded. */
+  relay(body: CalleeAnswer['body'], caller: string): void {
+    const { ctx, access, name, skill, binding, rpc } = this;
+    let relayed: Promise<StreamRelay>;
+    try { relayed = this.deps.relayStream(ctx, access, name, skill, caller, body, binding, rpc.id, this); } catch (e) { return this.fail(e); }
+    relayed.then((answer) => this.finish(answer), (e: unknown) => this.fail(e));
   }
 
   /** A JSON answer's body (null: over the bound) relayed, then settled and recorded. */
