@@ -42,7 +42,7 @@ import { A2A_BENCH_TOKEN, a2aBenchConfig, aamBenchConfig, aamMigrate, aamServeAr
 import { CLK_TCK, cpuTicks, startProcess, sysTicks, stopProcess, threadSwitches, threadTicks, waitHttp } from './lib/procs.ts';
 import { sendOnce, type RequestSpec } from './lib/http-once.ts';
 import { freePort } from '../test/helpers/e2e.ts';
-import { startBenchFleet, storeCost, type BenchFleet } from './lib/fleet.ts';
+import { startBenchFleet, storeCost, pgDetail, type BenchFleet } from './lib/fleet.ts';
 
 const NO_PIN = { cpu: null, nice: 0 };
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -275,7 +275,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
         const key = `${g.tree} ${k}`;
         results.set(key, [...(results.get(key) ?? []), us]);
         console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request (${sys.toFixed(1)} of it in the kernel; by thread: ${byThread}); ${wall}; context switches/request voluntary/involuntary (and run-queue wait per request): ${switches}${opt.alloc ? `; allocated per request: ${alloc}` : ''}`);
-        if (stores) console.log(`  stores per request: ${stores.redis_by_command.evalsha ?? 0} EVALSHA, ${stores.redis_commands_per_request} Redis commands in all, ${stores.pg_xacts_per_request} PostgreSQL transactions (database ${g.database}), store CPU ${stores.store_cpu_ms_per_request} ms (Redis ${stores.redis_cpu_ms_per_request}: ${stores.redis_reads_per_request} reads, ${stores.redis_writes_per_request} writes; usec by command ${Object.entries(stores.redis_usec_by_command).map(([c, us]) => `${c} ${us}`).join(', ')})`);
+        if (stores) console.log(`  stores per request: ${stores.redis_by_command.evalsha ?? 0} EVALSHA, ${stores.redis_commands_per_request} Redis commands in all, ${stores.pg_xacts_per_request} PostgreSQL transactions (database ${g.database}), store CPU ${stores.store_cpu_ms_per_request} ms (Redis ${stores.redis_cpu_ms_per_request}: ${stores.redis_reads_per_request} reads, ${stores.redis_writes_per_request} writes; usec by command ${Object.entries(stores.redis_usec_by_command).map(([c, us]) => `${c} ${us}`).join(', ')}); ${pgDetail(stores)}`);
       }
     }
   }

@@ -16,7 +16,7 @@ import type { BenchSettings, Target, TargetResult } from './lib/measure.ts';
 import { answers, setAutogroupNice, startProcess, stopProcess, waitHttp, waitQuiet } from './lib/procs.ts';
 import type { PinOptions } from './lib/procs.ts';
 import { renderRun, replaceSection } from './lib/report.ts';
-import { startBenchFleet, storeCost, type BenchFleet } from './lib/fleet.ts';
+import { startBenchFleet, storeCost, pgDetail, type BenchFleet } from './lib/fleet.ts';
 import { runPaired, type PairedRun, type PairedTarget } from './lib/paired.ts';
 import type { BenchRun, RunMeta } from './lib/report.ts';
 
@@ -221,7 +221,7 @@ async function main(): Promise<void> {
         r.startup_ms = running.startupMs;
         if (stores0 && benchFleet) {
           r.stores = storeCost(stores0.at, await benchFleet.counters(), (await mockTotal(mockOrigin)) - stores0.mock);
-          say(`  ${running.target.label} per model request: ${r.stores.redis_commands_per_request} Redis commands (${Object.entries(r.stores.redis_by_command).map(([k, v]) => `${k} ${v}`).join(', ')}), ${r.stores.pg_xacts_per_request} PostgreSQL transactions, store CPU ${r.stores.store_cpu_ms_per_request} ms (Redis ${r.stores.redis_cpu_ms_per_request}: ${r.stores.redis_reads_per_request} reads; usec by command ${Object.entries(r.stores.redis_usec_by_command).map(([k, v]) => `${k} ${v}`).join(', ')})`);
+          say(`  ${running.target.label} per model request: ${r.stores.redis_commands_per_request} Redis commands (${Object.entries(r.stores.redis_by_command).map(([k, v]) => `${k} ${v}`).join(', ')}), ${r.stores.pg_xacts_per_request} PostgreSQL transactions, store CPU ${r.stores.store_cpu_ms_per_request} ms (Redis ${r.stores.redis_cpu_ms_per_request}: ${r.stores.redis_reads_per_request} reads; usec by command ${Object.entries(r.stores.redis_usec_by_command).map(([k, v]) => `${k} ${v}`).join(', ')}); ${pgDetail(r.stores)}`);
         }
         r.loadavg = [load0, loadavg()[0]];
         results.push(r);

@@ -5,6 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startBenchFleet, storeCost } from '../bench/lib/fleet.ts';
+import { CLK_TCK } from '../bench/lib/procs.ts';
 import { connectPostgres, migrate } from '../src/store/postgres.ts';
 
 test('each tree gets its own database (own schema, own Redis prefix), and its transactions are counted there', { timeout: 120_000 }, async () => {
@@ -41,4 +42,19 @@ test('each tree gets its own database (own schema, own Redis prefix), and its tr
     for (const c of conns) await c.end({ timeout: 1 });
     await fleet.stop();
   }
+});
+
+test('storeCost: rows inserted per transaction and PostgreSQL CPU per request by process kind', () => {
+  const at = (xacts: number, rows: number, pg: Record<string, number>) => ({
+    redis: {}, redisUsec: {}, redisReads: 0, redisWrites: 0, pgXacts: xacts, pgSelf: 1, pgRows: rows, pgTicks: pg, storeTicks: 0, redisTicks: 0,
+  });
+  // 100 transactions (the second reading's own one apart) carrying 700 rows; 1000 requests.
+  // Backend 9 exited between the readings with 130 ticks (100 before); autovacuum worker 12 came and went with 20.
+  const cost = storeCost(at(50, 10, { postmaster: 1, exited: 0, '7 backend': 100, '9 backend': 100, '3 walwriter': 5 }),
+    at(151, 710, { postmaster: 1, exited: 130 + 20, '7 backend': 300, '3 walwriter': 6, '11 autovacuum_worker': 2 }), 1000);
+  assert.equal(cost.pg_rows_per_xact, 7);
+  assert.equal(cost.pg_xacts_per_request, 0.1);
+  // Ticks are 1/CLK_TCK s: per 1000 requests, 200 ticks are 2000 us each at 100 Hz; a kind that did not move is left out.
+  const us = (ticks: number) => Math.round((ticks / CLK_TCK / 1000) * 1e7) / 10;
+  assert.deepEqual(cost.pg_cpu_us_by_process, { backend: us(200), walwriter: us(1), autovacuum_worker: us(2), exited: us(50) });
 });

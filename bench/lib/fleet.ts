@@ -23,6 +23,10 @@ export interface StoreCounters {
   pgXacts: number;
   /** Of pgXacts, the reading's own query (1 when it ran in the database read, else 0). */
   pgSelf: number;
+  /** Rows inserted in the database read (pg_stat_database tup_inserted: the audit events, bar a rollup row a minute). */
+  pgRows: number;
+  /** CPU ticks of each live PostgreSQL process ('pid kind', pgProcessKind), and of the children that exited ('exited': postmaster's cutime). */
+  pgTicks: Record<string, number>;
   storeTicks: number;
   redisTicks: number;
 }
@@ -39,7 +43,11 @@ export interface StoreCost {
   redis_writes_per_request: number;
   /** PostgreSQL transactions (each statement outside BEGIN is one) per model request. */
   pg_xacts_per_request: number;
-  /** CPU of redis-server and every PostgreSQL process per model request, in ms. */
+  /** Rows inserted per transaction: the audit events per group commit, near enough (the head's UPDATE and reads count as transactions too). */
+  pg_rows_per_xact: number;
+  /** PostgreSQL's CPU per model request in microseconds, by process kind (backend, walwriter, autovacuum, exited...). */
+  pg_cpu_us_by_process: Record<string, number>;
+  /** CPU of redis-server and every PostgreSQL process (children that exited meanwhile included: autovacuum workers) per model request, in ms. */
   store_cpu_ms_per_request: number;
   /** Of which redis-server (the rest: the PostgreSQL processes). */
   redis_cpu_ms_per_request: number;
@@ -90,7 +98,13 @@ export async function startBenchFleet(nice = 0): Promise<BenchFleet> {
   const storeTicks = (): number => {
     const postmaster = Number(readFileSync(services.pids.postmasterFile, 'utf8').split('\n')[0]);
     const pids = [services.pids.redis, postmaster, ...childrenOf(postmaster)];
-    return pids.reduce((sum, pid) => sum + (cpuTicks(pid) ?? 0), 0);
+    return pids.reduce((sum, pid) => sum + (cpuTicks(pid) ?? 0), childTicks(postmaster));
+  };
+  const pgTicks = (): Record<string, number> => {
+    const postmaster = Number(readFileSync(services.pids.postmasterFile, 'utf8').split('\n')[0]);
+    const out: Record<string, number> = { postmaster: cpuTicks(postmaster) ?? 0, exited: childTicks(postmaster) };
+    for (const pid of childrenOf(postmaster)) out[`${pid} ${pgProcessKind(pid)}`] = cpuTicks(pid) ?? 0;
+    return out;
   };
   const env = { AAM_DATABASE_URL: databaseUrl, AAM_REDIS_URL: redisUrl, AAM_MASTER_KEY: randomBytes(32).toString('hex') };
   const home = databaseName(databaseUrl);
@@ -106,15 +120,38 @@ export async function startBenchFleet(nice = 0): Promise<BenchFleet> {
     async counters(database = home) {
       // Backends report their statistics about once a second: wait for the last ones.
       await sleep(1500);
-      const [row] = await sql<Array<{ n: string }>>`SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = ${database}`;
+      const [row] = await sql<Array<{ n: string; rows: string }>>`SELECT xact_commit + xact_rollback AS n, tup_inserted AS rows FROM pg_stat_database WHERE datname = ${database}`;
       const r = redisInfo();
-      return { redis: r.calls, redisUsec: r.usec, redisReads: r.reads, redisWrites: r.writes, pgXacts: Number(row?.n ?? 0), pgSelf: database === home ? 1 : 0, storeTicks: storeTicks(), redisTicks: cpuTicks(services.pids.redis) ?? 0 };
+      return {
+        redis: r.calls, redisUsec: r.usec, redisReads: r.reads, redisWrites: r.writes, pgXacts: Number(row?.n ?? 0), pgSelf: database === home ? 1 : 0,
+        pgRows: Number(row?.rows ?? 0), pgTicks: pgTicks(), storeTicks: storeTicks(), redisTicks: cpuTicks(services.pids.redis) ?? 0,
+      };
     },
     async stop() {
       await sql.end({ timeout: 2 });
       services.stop();
     },
   };
+}
+
+/**
+ * What a PostgreSQL process is, from the title it sets (postgres: walwriter, postgres: autovacuum
+ * worker, ...); a backend's title names its user and database, so every other title is 'backend'.
+ */
+function pgProcessKind(pid: number): string {
+  let title = '';
+  try { title = readFileSync(`/proc/${pid}/cmdline`, 'utf8'); } catch { return 'backend'; }
+  const m = /^postgres: (walwriter|checkpointer|background writer|autovacuum launcher|autovacuum worker|logical replication launcher|archiver|walsender)\b/.exec(title);
+  return m ? m[1].replace(/ /g, '_') : 'backend';
+}
+
+/** CPU ticks of a process's children that exited and were waited for (/proc/<pid>/stat cutime + cstime): autovacuum workers, closed connections. */
+function childTicks(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[13]) + Number(fields[14]);
+  } catch { return 0; }
 }
 
 function childrenOf(ppid: number): number[] {
@@ -145,6 +182,16 @@ export function storeCost(before: StoreCounters, after: StoreCounters, modelRequ
     const d = us - (before.redisUsec[cmd] ?? 0);
     if (d > 0 && cmd !== 'info') usecBy[cmd] = Math.round((d / modelRequests) * 100) / 100;
   }
+  // By kind; a process that exited between the readings left its CPU in 'exited', less what it had at the first.
+  const pgTicks: Record<string, number> = {};
+  for (const [key, t] of Object.entries(after.pgTicks)) {
+    const kind = key.slice(key.indexOf(' ') + 1);
+    pgTicks[kind] = (pgTicks[kind] ?? 0) + t - (before.pgTicks[key] ?? 0);
+  }
+  for (const [key, t] of Object.entries(before.pgTicks)) if (!(key in after.pgTicks)) pgTicks.exited -= t;
+  const pgUs: Record<string, number> = {};
+  for (const [kind, t] of Object.entries(pgTicks)) if (t > 0) pgUs[kind] = Math.round((t / CLK_TCK / modelRequests) * 1e7) / 10;
+  const xacts = after.pgXacts - before.pgXacts - after.pgSelf;
   return {
     model_requests: modelRequests,
     redis_commands_per_request: per(total),
@@ -153,8 +200,15 @@ export function storeCost(before: StoreCounters, after: StoreCounters, modelRequ
     // The reading's own INFO is one read and one write.
     redis_reads_per_request: per(after.redisReads - before.redisReads - 1),
     redis_writes_per_request: per(after.redisWrites - before.redisWrites - 1),
-    pg_xacts_per_request: per(after.pgXacts - before.pgXacts - after.pgSelf),
+    pg_xacts_per_request: per(xacts),
+    pg_rows_per_xact: xacts > 0 ? Math.round(((after.pgRows - before.pgRows) / xacts) * 10) / 10 : 0,
+    pg_cpu_us_by_process: pgUs,
     store_cpu_ms_per_request: per(((after.storeTicks - before.storeTicks) / CLK_TCK) * 1000),
     redis_cpu_ms_per_request: per(((after.redisTicks - before.redisTicks) / CLK_TCK) * 1000),
   };
+}
+
+/** The PostgreSQL half of a stores' line: rows per transaction and PostgreSQL's CPU per request by process. */
+export function pgDetail(st: StoreCost): string {
+  return `${st.pg_rows_per_xact} rows inserted per PostgreSQL transaction; PostgreSQL CPU us/request by process ${Object.entries(st.pg_cpu_us_by_process).sort((a, b) => b[1] - a[1]).map(([k, us]) => `${k} ${us}`).join(', ')}`;
 }
