@@ -10,6 +10,7 @@ import { fleetStore, pgProxy, type FleetTestStore } from './helpers/fleet.ts';
 import { until } from './helpers/e2e.ts';
 import { openFleetAuditLog } from '../src/audit/fleet-log.ts';
 import { migrate } from '../src/store/postgres.ts';
+import { PgWire, connectEvidence } from '../src/store/pg-wire.ts';
 import { Socket } from 'node:net';
 
 let store: FleetTestStore;
@@ -84,6 +85,38 @@ test('send() answers a promise of the INSERT being on the socket: work done afte
     assert.equal(log.send(), undefined);
     const rows = await own<Array<{ request_id: string }>>`SELECT request_id FROM audit_trail WHERE request_id LIKE 'sock-%' ORDER BY seq`;
     assert.deepEqual(rows.map((r) => r.request_id), ['sock-warm', 'sock-0', 'sock-1', 'sock-2']);
+    await log.close();
+  } finally {
+    Socket.prototype.write = realWrite;
+    await Promise.all([own.end(), writer.end()]);
+  }
+});
+
+test('with aam\'s own connection (PgWire) send() writes the INSERT before it returns: no promise, nothing to wait for; not yet connected, a promise as with postgres.js', async () => {
+  const own = postgres(store.databaseUrl, { max: 2, onnotice: () => {} });
+  const writer = connectEvidence(store.databaseUrl, { queryTimeout: 5, name: 'aam-send-test' });
+  assert.ok(writer instanceof PgWire);
+  const realWrite = Socket.prototype.write;
+  try {
+    await migrate(own);
+    const log = await openFleetAuditLog(own, { replica: `wire-${randomBytes(3).toString('hex')}`, writer, keyEncryptionKey: randomBytes(32), checkpointIntervalMs: 3_600_000 });
+    log.record({ type: 'admin', request_id: 'wire-first' });
+    assert.equal(writer.writesAtOnce, false, 'not connected before its first INSERT');
+    const first = log.send();
+    assert.ok(first instanceof Promise, 'the first INSERT waits for the connection: a promise');
+    await log.journaled();
+    for (let i = 0; i < 3; i++) {
+      let writes = 0;
+      Socket.prototype.write = function (this: Socket, ...a: unknown[]) { writes++; return (realWrite as (...x: unknown[]) => boolean).apply(this, a); } as typeof realWrite;
+      try {
+        log.record({ type: 'admin', request_id: `wire-${i}` });
+        assert.equal(log.send(), undefined, 'connected: nothing to wait for');
+        assert.equal(writes, 1, 'the INSERT is on the socket when send() returns');
+      } finally { Socket.prototype.write = realWrite; }
+      await log.journaled();
+    }
+    const rows = await own<Array<{ request_id: string }>>`SELECT request_id FROM audit_trail WHERE request_id LIKE 'wire-%' ORDER BY seq`;
+    assert.deepEqual(rows.map((r) => r.request_id), ['wire-first', 'wire-0', 'wire-1', 'wire-2']);
     await log.close();
   } finally {
     Socket.prototype.write = realWrite;

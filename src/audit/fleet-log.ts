@@ -62,7 +62,7 @@ export interface FleetAuditLog {
   /**
    * Send the events recorded so far now (the INSERT leaves in this turn, if none is in flight), not
    * at the turn's end; journaled() still says when they are committed. A promise when an INSERT
-   * started: it resolves once the INSERT's bytes are written to the socket.
+   * started whose bytes are not on the socket yet: it resolves once they are.
    */
   send(): Promise<void> | undefined;
   recordDurable(event: AuditEventInput): Promise<DurableReceipt>;
@@ -349,11 +349,13 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
     // what it does after awaiting this and before awaiting journaled() (the answer's checks and
     // encoding). postgres.js writes a query only after the running microtasks (its run()) and a
     // nextTick (its flush()): a caller going on at once would do all that work before the INSERT
-    // left. The check phase comes after both.
+    // left, so it waits for the check phase, which comes after both. A connected PgWire has
+    // written the batch when write() returns: nothing to wait for.
     send: () => {
       if (!scheduled) return undefined;
+      const atOnce = writer.writesAtOnce === true;
       write();
-      return inFlight ? new Promise<void>((resolve) => setImmediate(resolve)) : undefined;
+      return inFlight && !atOnce ? new Promise<void>((resolve) => setImmediate(resolve)) : undefined;
     },
     async recordDurable(event) {
       if (!record(event)) throw new AuditUnavailableError('the audit queue is full: the action is refused rather than left unrecorded');

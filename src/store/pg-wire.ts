@@ -22,6 +22,8 @@ import { connectPostgres, reconnectBackoff, type PostgresOptions, type Sql } fro
 export interface EventWriter {
   unsafe(text: string, values: Array<string | number | null>, opts: { prepare: boolean }): PromiseLike<unknown>;
   end(opts?: { timeout?: number }): Promise<void>;
+  /** True when unsafe() writes its bytes to the socket before it returns (postgres.js: after its microtasks and a nextTick). */
+  readonly writesAtOnce?: boolean;
 }
 
 /** An ErrorResponse (its fields: code is SQLSTATE, as postgres.js's PostgresError has it). */
@@ -234,6 +236,9 @@ export class PgWire implements EventWriter {
       this.#watchdog.unref();
     }
   }
+
+  /** Connected: unsafe() writes its batch before it returns (else it waits for the connection). */
+  get writesAtOnce(): boolean { return this.#socket !== null; }
 
   unsafe(text: string, values: Array<string | number | null>, opts: { prepare: boolean }): Promise<void> {
     if (this.#ended) return Promise.reject(new Error('the evidence connection is closed'));
