@@ -231,4 +231,3 @@ export function sendToCallee(url: URL, opts: CalleeRequest, to: CalleeHandler, d
     headers: opts.headers, body: opts.body, headersTimeout: opts.timeoutMs, bodyTimeout: opts.timeoutMs,
   }, new Call(to, opts.wholeUpTo ?? 0));
 }
-

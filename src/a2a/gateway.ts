@@ -676,7 +676,8 @@ class HopCall implements CalleeHandler {
   refused(err: AamError): void {
     const answer = this.answer!;
     if (!(answer instanceof StreamRelay)) return this.fail(err);
-    try { answer.close(this.binding.failFrame(this.rpc.id, RPC_CODE[err.status] ?? -32603, err.message, { code: err.code, http_status: err.status })); } catch (e) { return this.fail(e); }
+    const r = rpcErrorOf(err);
+    try { answer.close(this.binding.failFrame(this.rpc.id, r.code, r.message, r.data)); } catch (e) { return this.fail(e); }
     this.handled();
   }
 
@@ -884,8 +885,8 @@ class StreamRelay {
 
   /** An event aam could not pass on: the stream ends with the error. */
   refused(ev: Record<string, unknown>, e: unknown): false {
-    const err = toAamError(e);
-    this.fail(ev.id, RPC_CODE[err.status] ?? -32603, err.message, { code: err.code, http_status: err.status });
+    const r = rpcErrorOf(toAamError(e));
+    this.fail(ev.id, r.code, r.message, r.data);
     return false;
   }
 
@@ -1135,8 +1136,13 @@ function rpcError(ctx: Ctx, e: unknown, id: Rpc['id']): Promise<void> | void {
   }
   const err = toAamError(e);
   if (failed(ctx, e, err)) return;
-  const body = { jsonrpc: '2.0', id, error: { code: RPC_CODE[err.status] ?? -32603, message: err.message, data: { code: err.code, http_status: err.status } } };
+  const body = { jsonrpc: '2.0', id, error: rpcErrorOf(err) };
   return afterEvidence(ctx, e, () => sendJson(ctx, err.status, body, err.headers));
+}
+
+/** An aam refusal as a JSON-RPC error: the code by its HTTP status, aam's own code and status in data. */
+function rpcErrorOf(err: AamError): { code: number; message: string; data: { code: string; http_status: number } } {
+  return { code: RPC_CODE[err.status] ?? -32603, message: err.message, data: { code: err.code, http_status: err.status } };
 }
 
 /**
