@@ -95,11 +95,6 @@ export async function startBenchFleet(nice = 0): Promise<BenchFleet> {
     const stat = (name: string): number => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(out)?.[1] ?? 0);
     return { calls, usec, reads: stat('total_reads_processed'), writes: stat('total_writes_processed') };
   };
-  const storeTicks = (): number => {
-    const postmaster = Number(readFileSync(services.pids.postmasterFile, 'utf8').split('\n')[0]);
-    const pids = [services.pids.redis, postmaster, ...childrenOf(postmaster)];
-    return pids.reduce((sum, pid) => sum + (cpuTicks(pid) ?? 0), childTicks(postmaster));
-  };
   const pgTicks = (): Record<string, number> => {
     const postmaster = Number(readFileSync(services.pids.postmasterFile, 'utf8').split('\n')[0]);
     const out: Record<string, number> = { postmaster: cpuTicks(postmaster) ?? 0, exited: childTicks(postmaster) };
@@ -122,9 +117,12 @@ export async function startBenchFleet(nice = 0): Promise<BenchFleet> {
       await sleep(1500);
       const [row] = await sql<Array<{ n: string; rows: string }>>`SELECT xact_commit + xact_rollback AS n, tup_inserted AS rows FROM pg_stat_database WHERE datname = ${database}`;
       const r = redisInfo();
+      // The stores' CPU is Redis's and every PostgreSQL process's of the same reading (exited children included).
+      const pg = pgTicks();
+      const redisTicks = cpuTicks(services.pids.redis) ?? 0;
       return {
         redis: r.calls, redisUsec: r.usec, redisReads: r.reads, redisWrites: r.writes, pgXacts: Number(row?.n ?? 0), pgSelf: database === home ? 1 : 0,
-        pgRows: Number(row?.rows ?? 0), pgTicks: pgTicks(), storeTicks: storeTicks(), redisTicks: cpuTicks(services.pids.redis) ?? 0,
+        pgRows: Number(row?.rows ?? 0), pgTicks: pg, storeTicks: Object.values(pg).reduce((sum, t) => sum + t, redisTicks), redisTicks,
       };
     },
     async stop() {
