@@ -14,6 +14,13 @@ import { PgWire, connectEvidence } from '../src/store/pg-wire.ts';
 import { Socket } from 'node:net';
 
 let store: FleetTestStore;
+const realWrite = Socket.prototype.write;
+/** Counts every socket write from now until stop(). */
+function countWrites(): { n: number; stop(): void } {
+  const c = { n: 0, stop: () => { Socket.prototype.write = realWrite; } };
+  Socket.prototype.write = function (this: Socket, ...a: unknown[]) { c.n++; return (realWrite as (...x: unknown[]) => boolean).apply(this, a); } as typeof realWrite;
+  return c;
+}
 
 before(async () => { store = await fleetStore(); });
 after(async () => { await store?.drop(); });
@@ -62,23 +69,21 @@ test('send(): the INSERT leaves in the same turn instead of at its end; events r
 test('send() answers a promise of the INSERT being on the socket: work done after it overlaps the commit (postgres.js writes only after the running microtasks and a nextTick)', async () => {
   const own = postgres(store.databaseUrl, { max: 2, onnotice: () => {} });
   const writer = postgres(store.databaseUrl, { max: 1, onnotice: () => {} });
-  const realWrite = Socket.prototype.write;
   try {
     await migrate(own);
     const log = await openFleetAuditLog(own, { replica: `sock-${randomBytes(3).toString('hex')}`, writer, keyEncryptionKey: randomBytes(32), checkpointIntervalMs: 3_600_000 });
     log.record({ type: 'admin', request_id: 'sock-warm' });
     await log.journaled(); // the connection open and the one-row INSERT prepared
     for (let i = 0; i < 3; i++) {
-      let writes = 0;
-      Socket.prototype.write = function (this: Socket, ...a: unknown[]) { writes++; return (realWrite as (...x: unknown[]) => boolean).apply(this, a); } as typeof realWrite;
+      const writes = countWrites();
       try {
         log.record({ type: 'admin', request_id: `sock-${i}` });
         const sent = log.send();
         assert.ok(sent instanceof Promise, 'an INSERT started: a promise of its write');
-        assert.equal(writes, 0, 'postgres.js has not written it yet (the caller\'s work here would run before it left)');
+        assert.equal(writes.n, 0, 'postgres.js has not written it yet (the caller\'s work here would run before it left)');
         await sent;
-        assert.ok(writes >= 1, 'once the promise resolves, the INSERT is written to the socket');
-      } finally { Socket.prototype.write = realWrite; }
+        assert.ok(writes.n >= 1, 'once the promise resolves, the INSERT is written to the socket');
+      } finally { writes.stop(); }
       await log.journaled(true);
     }
     // Nothing recorded: no write, no promise.
@@ -96,7 +101,6 @@ test('with aam\'s own connection (PgWire) send() writes the INSERT before it ret
   const own = postgres(store.databaseUrl, { max: 2, onnotice: () => {} });
   const writer = connectEvidence(store.databaseUrl, { queryTimeout: 5, name: 'aam-send-test' });
   assert.ok(writer instanceof PgWire);
-  const realWrite = Socket.prototype.write;
   try {
     await migrate(own);
     const log = await openFleetAuditLog(own, { replica: `wire-${randomBytes(3).toString('hex')}`, writer, keyEncryptionKey: randomBytes(32), checkpointIntervalMs: 3_600_000 });
@@ -106,13 +110,12 @@ test('with aam\'s own connection (PgWire) send() writes the INSERT before it ret
     assert.ok(first instanceof Promise, 'the first INSERT waits for the connection: a promise');
     await log.journaled();
     for (let i = 0; i < 3; i++) {
-      let writes = 0;
-      Socket.prototype.write = function (this: Socket, ...a: unknown[]) { writes++; return (realWrite as (...x: unknown[]) => boolean).apply(this, a); } as typeof realWrite;
+      const writes = countWrites();
       try {
         log.record({ type: 'admin', request_id: `wire-${i}` });
         assert.equal(log.send(), undefined, 'connected: nothing to wait for');
-        assert.equal(writes, 1, 'the INSERT is on the socket when send() returns');
-      } finally { Socket.prototype.write = realWrite; }
+        assert.equal(writes.n, 1, 'the INSERT is on the socket when send() returns');
+      } finally { writes.stop(); }
       await log.journaled();
     }
     const rows = await own<Array<{ request_id: string }>>`SELECT request_id FROM audit_trail WHERE request_id LIKE 'wire-%' ORDER BY seq`;
