@@ -351,6 +351,35 @@ test('the admissions of one turn share one script call (the first leaves alone a
     assert.equal(scripts - before, 2, 'the first alone, the other 11 in one call');
     assert.deepEqual(results.map((r) => r.ok), [...Array(9).fill(true), false, false, false], 'admitted in order until the budget is full');
     assert.ok(near((await budget('agent:turn')).reserved, 0.95), `$0.95 held: ${JSON.stringify(await budget('agent:turn'))}`);
+    // One ZADD per zset at the call's end carries the call's reservations: each is there, expiring
+    // with the reservation ttl (15 min), beside the member that never expires.
+    const zset = `${fleet.prefix}bq:agent:turn`;
+    const held = await fleet.redis.zrange(zset, 0, -1, 'WITHSCORES');
+    const scores = held.filter((_, i) => i % 2 === 1);
+    assert.equal(held.length / 2, 1 + 1 + 9, `the earlier $0.05, the 9 admitted and the keeper: ${held.join(' ')}`);
+    assert.equal(scores.at(-1), 'inf');
+    for (const sc of scores.slice(0, -1)) assert.ok(Math.abs(Number(sc) - (Date.now() + 15 * 60_000)) < 60_000, `a reservation expires in 15 min: ${sc}`);
+    for (const r of results) if (r.ok) lim.release(r.ticket!);
+    await admitted(lim, { ...req, amountUsd: 0 }); // carries the 9 releases
+    assert.ok(near((await budget('agent:turn')).reserved, 0.05), `the released reservations let go: ${JSON.stringify(await budget('agent:turn'))}`);
+    assert.equal(await fleet.redis.zcard(zset), 2, 'their members removed (the $0.05 and the keeper left)');
+  } finally { await lim.close(); }
+});
+
+test('a reservation zset made by a call of several admissions gets the budget key\'s expiry', async () => {
+  const lim = new FleetLimiter(fleet, { settleDelayMs: 600_000 });
+  const req: AdmitRequest = { rates: [], tokens: 0, budgets: Object.freeze([{ key: 'agent:made-in-turn', limits: { daily_usd: 1 } }]), amountUsd: 0 };
+  const zset = `${fleet.prefix}bq:agent:made-in-turn`;
+  try {
+    await admitted(lim, req); // seeds the budget; $0 reserves nothing: no zset yet
+    assert.equal(await fleet.redis.exists(zset), 0);
+    const before = scripts;
+    // The first ($0) leaves alone, the other 3 share one call, whose one ZADD makes the zset.
+    const results = await Promise.all([lim.admit(req), ...Array.from({ length: 3 }, () => lim.admit({ ...req, amountUsd: 0.1 }))]);
+    assert.equal(scripts - before, 2, 'the first alone, the other 3 in one call');
+    assert.ok(results.every((r) => r.ok));
+    assert.equal(await fleet.redis.zcard(zset), 3 + 1, 'three reservations and the keeper');
+    assert.ok(await fleet.redis.pttl(zset) > 30 * 86_400_000, 'the zset has the budget key\'s expiry');
     for (const r of results) if (r.ok) lim.release(r.ticket!);
   } finally { await lim.close(); }
 });
