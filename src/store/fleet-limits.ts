@@ -22,7 +22,8 @@ const nextMonth = (start: number): number => { const d = new Date(start); return
 //       reservation zset), then each admission's keys in the same layout (rate hashes first).
 // ARGV: dayField, monthField, nSettlements, budget key ttl ms,
 //       per settlement: nRates, nBudgets, actualTokens (-1: unknown), estimatedTokens, member, amount reserved, charge,
-//         retry (1: carried again after a failed call, which may have run: charge only where its reservation is still there);
+//         flags: 1 retry (carried again after a failed call, which may have run: charge only where its reservation is still there)
+//         + 2 report (its budgets have alert thresholds: the reply carries their totals);
 //       then nAdmissions, and per admission: nRates, tokens, (rpm, tpm) per rate, nBudgets, amount, member,
 //       reservation ttl ms, readCache (1: its last key is a response cache entry), (daily, monthly; -1 = none)
 //       per budget. nAdmissions = 0: settle only.
@@ -30,7 +31,8 @@ const nextMonth = (start: number): number => { const d = new Date(start); return
 // Replies: { admissions, totals, cached } with per admission its cache entry's value (nil: none) and {'ok'} | {'rate', 'rpm'|'tpm', index, waitMs}
 //          | {'budget', index, period, committed} | {'seed', index...} (budget totals of this window
 //          not in Redis yet: nothing counted), and totals the daily and monthly spend after each
-//          settlement's charge per budget ('' when that window is not in Redis).
+//          settlement's charge per budget ('' when that window is not in Redis, or the settlement
+//          does not report).
 // A settled reservation that already expired is not subtracted twice; its charge still counts
 // (except on a retry: there a missing reservation means the failed call ran, or Redis restarted
 // empty and re-seeds the total from PostgreSQL, which has the charge).
@@ -81,7 +83,7 @@ local function book(bk)
   local b = books[bk]
   if not b then
     local v = redis.call('HMGET', bk, dayF, monF, 'r', 'w')
-    -- dr: the reserved sum's move; wd, wm: a total to write (as formatted), ww: 'w' to write.
+    -- dr: the reserved sum's move; wd, wm: a total to write, ww: 'w' to write.
     b = { d = tonumber(v[1]), m = tonumber(v[2]), r = tonumber(v[3]) or 0, w = tonumber(v[4]) or 0, dr = 0, wd = false, wm = false, ww = false }
     books[bk] = b
     touched[#touched + 1] = bk
@@ -132,7 +134,8 @@ for s = 1, ns do
   local nr, nb = arg(ARGV[a]), arg(ARGV[a + 1])
   -- The tokens are read only for a tpm correction.
   local actual, est = nr > 0 and arg(ARGV[a + 2]), nr > 0 and arg(ARGV[a + 3])
-  local member, amount, charge, retry = ARGV[a + 4], arg(ARGV[a + 5]), arg(ARGV[a + 6]), ARGV[a + 7] == '1'
+  local member, amount, charge, flags = ARGV[a + 4], arg(ARGV[a + 5]), arg(ARGV[a + 6]), ARGV[a + 7]
+  local retry, report = flags == '1' or flags == '3', flags == '2' or flags == '3'
   a = a + 8
   for i = 1, nr do
     local c = rate(KEYS[k + i])
@@ -152,9 +155,10 @@ for s = 1, ns do
       local b = book(bk)
       if removed then b.dr = b.dr - amount end
       if charged then
-        -- Formatted once: the reply's total is what the hash is set to.
-        if b.d then b.d = b.d + charge; d = num(b.d); b.wd = d end
-        if b.m then b.m = b.m + charge; m = num(b.m); b.wm = m end
+        -- Formatted (a sprintf each) only for a budget with alert thresholds, the reply's reader;
+        -- the hash gets the same formatting of the call's last total at its end.
+        if b.d then b.d = b.d + charge; b.wd = true; if report then d = num(b.d) end end
+        if b.m then b.m = b.m + charge; b.wm = true; if report then m = num(b.m) end end
       end
     end
     totals[#totals + 1] = d
@@ -304,8 +308,8 @@ end
 for _, bk in ipairs(touched) do
   local b = books[bk]
   local set = {}
-  if b.wd then set[#set + 1] = dayF; set[#set + 1] = b.wd end
-  if b.wm then set[#set + 1] = monF; set[#set + 1] = b.wm end
+  if b.wd then set[#set + 1] = dayF; set[#set + 1] = num(b.d) end
+  if b.wm then set[#set + 1] = monF; set[#set + 1] = num(b.m) end
   if b.dr ~= 0 then set[#set + 1] = 'r'; set[#set + 1] = num(b.r + b.dr) end
   if b.ww then set[#set + 1] = 'w'; set[#set + 1] = b.w end
   if #set > 0 then redis.call('HSET', bk, unpack(set)) end
@@ -359,8 +363,9 @@ interface Window { d: number; m: number; dayField: string; monthField: string; p
  * A request's budgets as the script takes them: their hash and zset names, and (daily, monthly)
  * per budget (read-only once made); and `recent`, the charges settled on them since the last fold
  * (USD, the same for each of its keys, day and month): one number per settle, not a Map update per key.
+ * `alerts`: one of its budgets has alert thresholds (its settlements want the totals back).
  */
-interface BudgetPlan { keys: string[]; args: number[]; budgets: AdmitRequest['budgets']; recent: number }
+interface BudgetPlan { keys: string[]; args: number[]; budgets: AdmitRequest['budgets']; recent: number; alerts: boolean }
 /** Rate hash names kept (agents and virtual keys seen); past this the map starts again. */
 const MAX_RATE_NAMES = 10_000;
 
@@ -535,7 +540,7 @@ export class FleetLimiter implements Limiter {
     let plan = frozen ? this.#plans.get(budgets) : undefined;
     if (plan) return plan;
     const p = this.#fleet.prefix;
-    plan = { keys: [], args: [], budgets, recent: 0 };
+    plan = { keys: [], args: [], budgets, recent: 0, alerts: budgets.some((b) => (b.limits.alert_at?.length ?? 0) > 0) };
     for (const b of budgets) {
       plan.keys.push(budgetHash(p, b.key), budgetZset(p, b.key));
       plan.args.push(b.limits.daily_usd ?? -1, b.limits.monthly_usd ?? -1);
@@ -650,7 +655,7 @@ export class FleetLimiter implements Limiter {
       out[at++] = ft.member;
       out[at++] = ft.amount;
       out[at++] = s.charge;
-      out[at++] = s.retry ? 1 : 0;
+      out[at++] = (s.retry ? 1 : 0) + (ft.plan.alerts ? 2 : 0);
     }
     out[at++] = owns.length;
     for (let i = 0; i < owns.length; i++) { const args = owns[i].args; for (let j = 0; j < args.length; j++) out[at++] = args[j]; }
