@@ -47,9 +47,8 @@ const nextMonth = (start: number): number => { const d = new Date(start); return
 // reservation zset when it is created (the same long expiry; members expire by their score, and a
 // member that never expires keeps the zset from being deleted when its last reservation settles).
 // The reservations a call makes go in one ZADD per zset at its end (with that member once), not a
-// ZADD per admission (each a listpack scan for the member and one for the keeper, and its expiry
-// formatted by sprintf and parsed back by strtod): at c=64 (~8 admissions a call) Redis's ZADD
-// time went from ~2.5-3.5 us to ~0.1-0.3 us per request.
+// ZADD per admission with the keeper each time (and their expiry formatted once per call, not by a
+// sprintf per admission that ZADD parses back).
 const ADMIT = `
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -70,9 +69,9 @@ end
 local totals = {}
 -- The member that never expires (see the end). Longer than zset-max-listpack-value (64 bytes by
 -- default), so that Redis keeps the zset as a skiplist from its first ZADD: as a listpack (up to 128
--- members) every ZADD and ZREM scans it and moves its bytes, ~4 us per ZADD at the ~100
--- reservations in flight at c=64, ~0.6 us as a skiplist (and no slower with few). A zset of an
--- earlier version (keeper '~') turns into a skiplist at its next ZADD.
+-- members) every ZADD and ZREM scans it and moves its bytes (100 members: ZADD 4.2 us, ZREM 0.5;
+-- as a skiplist 0.6 and 0.3, and no slower with few; the bench at c=64: ZADD 2.9-3.2 -> 0.9-1.5 us
+-- per request). A zset of an earlier version (keeper '~') turns into a skiplist at its next ZADD.
 local KEEP = '~ never expires: keeps this zset, and as a skiplist (longer than 64 bytes: no listpack)'
 -- The budget hashes this call touches, each read once (HMGET of its day and month totals and the
 -- reserved sum 'r') and written once at the end (one HSET of what moved), however many of the
