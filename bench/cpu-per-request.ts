@@ -24,7 +24,7 @@
 // tree on its embedded store instead (no AAM_DATABASE_URL/AAM_REDIS_URL), so that one run interleaves a
 // replica with the embedded gateway it is judged against (e.g. `--fleet --conc 1 --pin 1 TREE::embedded TREE`:
 // the wall-clock p50s of each round are issue 14's fleet c=1 gap, and its CPU per request).
-// --alloc: every gateway also runs with --trace-gc-nvp, and each round reports the bytes V8 allocated
+// --alloc: every gateway (and with --bare the bare proxies) also runs with --trace-gc-nvp, and each round reports the bytes V8 allocated
 // per request (the `allocated=` of the GCs logged during the round, per isolate: the main thread is
 // the largest). The count starts at the round's first GC, so it is off by at most one young
 // generation (16 MB) over --n requests. With it, per isolate: the bytes scavenges promoted to old space per
@@ -210,10 +210,13 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
     outs.push(out);
     const bareArgv = [NODE, bareProxyScript(out)];
     if (opt.prof) bareArgv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(HERE, 'results', `prof-${b.tree}`)}`);
-    const child = startProcess(GW_PIN, bareArgv, { UPSTREAM_URL: `http://127.0.0.1:${b.upstream}`, PORT: String(port) }, join(work, `${b.tree}.log`));
+    // --alloc: the floor's allocation and GC pauses per request too (beside aam's).
+    if (opt.alloc) bareArgv.splice(1, 0, '--trace-gc-nvp');
+    const log = join(work, `${b.tree}.log`);
+    const child = startProcess(GW_PIN, bareArgv, { UPSTREAM_URL: `http://127.0.0.1:${b.upstream}`, PORT: String(port) }, log);
     children.push(child);
     if (!(await waitHttp(`http://127.0.0.1:${port}${b.path === CHAT ? '/__mock/stats' : '/'}`, 20_000, 200, child))) throw new Error(`${b.tree} proxy did not start`);
-    gws.push({ tree: b.tree, child, key: 'dummy', pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
+    gws.push({ tree: b.tree, child, key: 'dummy', log, pool: new Pool(`http://127.0.0.1:${port}`, { connections: CONC, pipelining: 1 }) });
   }
   const skip = (g: Gateway, kind: Kind): boolean => bareOf.has(g.tree) && kind.path !== bareOf.get(g.tree);
 
@@ -250,7 +253,8 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
       return [name, (c.vol - b.vol) / n, (c.invol - b.invol) / n, (c.waitNs - b.waitNs) / n / 1000] as const;
     }).filter(([, v, i]) => v + i >= 0.01).sort((a, b) => b[1] + b[2] - a[1] - a[2]).map(([name, v, i, w]) => `${name} ${v.toFixed(2)}/${i.toFixed(2)} (run-queue wait ${w.toFixed(1)} us)`).join(', ');
     wall = `p50 ${(median(total) * 1000).toFixed(0)} us, p99 ${(quantile(total, 0.99) * 1000).toFixed(0)} us${stream ? `, first content p50 ${(median(content) * 1000).toFixed(0)} us` : ''}`;
-    if (opt.alloc && g.log) alloc = allocatedPerRequest(g.log, log0, n);
+    // Reset per run: a gateway without a GC log must not show the previous one's numbers.
+    alloc = opt.alloc && g.log ? allocatedPerRequest(g.log, log0, n) : 'not measured';
     const perReq = (ticks: number): number => (ticks / CLK_TCK) * 1e6 / n;
     byThread = [...threadTicks(g.child.pid as number)].map(([name, t]) => [name, perReq(t - (th0.get(name) ?? 0))] as const)
       .filter(([, us]) => us >= 0.5).sort((a, b) => b[1] - a[1]).map(([name, us]) => `${name} ${us.toFixed(1)}`).join(', ');
