@@ -6,6 +6,7 @@ import { loadConfigHere as loadConfig, parseConfigInBackground } from '../config
 import { readConfigSources } from '../config/sources.ts';
 import { compilePolicies } from '../policy/compile.ts';
 import type { Command, Globals } from './command.ts';
+import { listenPort } from './env-number.ts';
 
 // The stores, the CLI's evidence writer and the commands in commands.ts (audit, import, policy
 // tools) load when a command needs them: `aam serve` does not hold their modules.
@@ -48,7 +49,7 @@ const commands: Record<string, Command> = {
       config.catch(() => { /* surfaces where startGateway awaits it */ });
       return (await import('./serve.ts')).serve({
       configPath: g.config, dataDir: g.data, config,
-      port: Number(values.port ?? process.env.AAM_PORT ?? 8080), host: String(values.host ?? process.env.AAM_HOST ?? '0.0.0.0'),
+      port: listenPort(values.port as string | undefined, process.env.AAM_PORT), host: String(values.host ?? process.env.AAM_HOST ?? '0.0.0.0'),
       tlsCert: values['tls-cert'] as string | undefined, tlsKey: values['tls-key'] as string | undefined, clientCa: values['client-ca'] as string | undefined,
       });
     },

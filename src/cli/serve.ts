@@ -29,6 +29,7 @@ import { DEFAULT_SEGMENTS } from '../audit/writer.ts';
 import { mergeSmallSegments } from '../audit/store.ts';
 import { loadMasterKey } from '../credentials/master-key.ts';
 import { parseDurationSeconds } from '../config/duration.ts';
+import { wholeNumberEnv } from './env-number.ts';
 import { openIssuer } from '../identity/issuer.ts';
 import { createJwtVerifier } from '../identity/jwt-svid.ts';
 import { trustDomainsFromConfig } from '../identity/jwks-cache.ts';
@@ -68,8 +69,8 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   const fleetAuditM = fleet ? await import('../audit/fleet-log.ts') : null;
   const rt = newRuntime(fleet, () => new Runtime({
     configPath: o.configPath, dataDir: o.dataDir, adminToken: env.AAM_ADMIN_TOKEN, env, fleet: fleet ?? undefined,
-    maxBodyBytes: env.AAM_MAX_BODY_BYTES ? Number(env.AAM_MAX_BODY_BYTES) : undefined,
-    sseKeepaliveMs: env.AAM_SSE_KEEPALIVE_MS ? Number(env.AAM_SSE_KEEPALIVE_MS) : undefined,
+    maxBodyBytes: wholeNumberEnv('AAM_MAX_BODY_BYTES', env.AAM_MAX_BODY_BYTES, { unit: 'bytes', min: 1 }),
+    sseKeepaliveMs: wholeNumberEnv('AAM_SSE_KEEPALIVE_MS', env.AAM_SSE_KEEPALIVE_MS, { unit: 'milliseconds', min: 1 }),
     publicUrl: publicUrlFrom(env.AAM_PUBLIC_URL), parseConfig: o.parseConfig, config,
   }));
   // X.509-SVIDs: one CA bundle per trust domain (TrustDomain x509_bundle_file; --client-ca for the
@@ -99,7 +100,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     replica: fleet.fleet.replicaId, writer: fleet.fleet.evidence, keyEncryptionKey: loadMasterKey({ dataDir: o.dataDir, env }).derive(fleetAuditM.SIGNING_KEY_KEK_INFO),
     scrub: (json) => rt.scrub(json),
     onAlert: (a) => rt.log.error({ event: 'audit_alert', ...a }, 'audit storage problem'),
-    checkpointIntervalMs: env.AAM_AUDIT_CHECKPOINT_INTERVAL_MS ? Number(env.AAM_AUDIT_CHECKPOINT_INTERVAL_MS) : undefined,
+    checkpointIntervalMs: wholeNumberEnv('AAM_AUDIT_CHECKPOINT_INTERVAL_MS', env.AAM_AUDIT_CHECKPOINT_INTERVAL_MS, { unit: 'milliseconds', min: 1 }),
     // A copy outside the database: `aam audit verify --checkpoint` catches rows and checkpoints cut together.
     onCheckpoint: (line) => appendFileSync(checkpointFilePath(o.dataDir, env), line + '\n', { mode: 0o600 }),
   }) : null;
@@ -128,8 +129,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   const sinks = audit ? startSinks(audit, auditSinks(env)) : fleet && fleetAudit ? (await import('../audit/fleet-sinks.ts')).startFleetSinks(fleet.fleet.sql, auditSinks(env), {
     onError: (name, e, attempt) => { if (attempt === 1) rt.log.warn({ event: 'audit_sink_failed', sink: name, err: e }, `audit sink ${name} failed; retrying with backoff`); },
   }) : null;
-  const sinkShutdownMs = env.AAM_AUDIT_SINK_SHUTDOWN_MS ? Number(env.AAM_AUDIT_SINK_SHUTDOWN_MS) : 5000;
-  if (!Number.isSafeInteger(sinkShutdownMs) || sinkShutdownMs < 0) throw new Error(`AAM_AUDIT_SINK_SHUTDOWN_MS must be a whole number of milliseconds (default 5000), not "${env.AAM_AUDIT_SINK_SHUTDOWN_MS}"`);
+  const sinkShutdownMs = wholeNumberEnv('AAM_AUDIT_SINK_SHUTDOWN_MS', env.AAM_AUDIT_SINK_SHUTDOWN_MS, { unit: 'milliseconds', fallback: 5000 });
   rt.audit?.record({ type: 'admin', request_id: `startup-${Date.now()}`, admin: { action: 'gateway_started', target: rt.compiled.version, actor: 'system' }, outcome: { status: 200 } });
   // Identity: aam's own JWT-SVID issuer (keys created 0600 on first start) and the verifier for
   // its tokens and for external SPIFFE trust domains.
@@ -164,8 +164,8 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   const mcp = createLazyMcpGateway(rt.compiled.set, deps, {
     approvals: rt.fleet ? (await import('../store/fleet-approvals.ts')).fleetApprovals(rt.fleet.fleet.sql, approvalOpts) : createApprovals(rt.db, approvalOpts),
     pins: rt.fleet?.pins,
-    maxSessionsPerIdentity: env.AAM_MCP_SESSIONS_PER_IDENTITY ? Number(env.AAM_MCP_SESSIONS_PER_IDENTITY) : undefined,
-    maxSessionsPerTrustDomain: env.AAM_MCP_SESSIONS_PER_TRUST_DOMAIN ? Number(env.AAM_MCP_SESSIONS_PER_TRUST_DOMAIN) : undefined,
+    maxSessionsPerIdentity: wholeNumberEnv('AAM_MCP_SESSIONS_PER_IDENTITY', env.AAM_MCP_SESSIONS_PER_IDENTITY, { unit: 'sessions', min: 1 }),
+    maxSessionsPerTrustDomain: wholeNumberEnv('AAM_MCP_SESSIONS_PER_TRUST_DOMAIN', env.AAM_MCP_SESSIONS_PER_TRUST_DOMAIN, { unit: 'sessions', min: 1 }),
     streamGraceMs: env.AAM_MCP_STREAM_GRACE ? parseDurationSeconds(env.AAM_MCP_STREAM_GRACE, 'AAM_MCP_STREAM_GRACE') * 1000 : undefined,
   });
   const httpTools = createHttpToolProxy(rt.compiled.set, deps, { approvals: mcp.approvals });
@@ -178,8 +178,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   });
   const server = createServer(rt, routes, {
     tls,
-    headersTimeoutMs: env.AAM_HEADERS_TIMEOUT_MS ? Number(env.AAM_HEADERS_TIMEOUT_MS) : undefined,
-    requestTimeoutMs: env.AAM_REQUEST_TIMEOUT_MS ? Number(env.AAM_REQUEST_TIMEOUT_MS) : undefined,
+    ...slowLorisTimeouts(env),
   });
   // A connection's identity is its handshake's certificate: no renegotiating to another one.
   if (rt.tls) server.on('secureConnection', (s: TLSSocket) => s.disableRenegotiation());
@@ -258,10 +257,21 @@ const HANDLERS_SETTLE_MS = 2_000;
 
 /** AAM_DRAIN_TIMEOUT_MS: how long a shutdown lets in-flight requests finish (default 10000); a bad value refuses the start. */
 export function drainTimeoutMs(value: string | undefined): number {
-  if (value === undefined || value === '') return 10_000;
-  const n = Number(value);
-  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(n)) throw new Error(`AAM_DRAIN_TIMEOUT_MS must be a whole number of milliseconds (default 10000), not "${value}"`);
-  return n;
+  return wholeNumberEnv('AAM_DRAIN_TIMEOUT_MS', value, { unit: 'milliseconds', fallback: 10_000 });
+}
+
+/**
+ * AAM_HEADERS_TIMEOUT_MS / AAM_REQUEST_TIMEOUT_MS (defaults 15000 / 60000, server/http.ts): a client's
+ * headers must come within the first, its whole request within the second, so the first may not
+ * exceed the second (Node refuses that with a message naming neither variable).
+ */
+export function slowLorisTimeouts(env: NodeJS.ProcessEnv): { headersTimeoutMs?: number; requestTimeoutMs?: number } {
+  const headersTimeoutMs = wholeNumberEnv('AAM_HEADERS_TIMEOUT_MS', env.AAM_HEADERS_TIMEOUT_MS, { unit: 'milliseconds', min: 1 });
+  const requestTimeoutMs = wholeNumberEnv('AAM_REQUEST_TIMEOUT_MS', env.AAM_REQUEST_TIMEOUT_MS, { unit: 'milliseconds', min: 1 });
+  const headers = headersTimeoutMs ?? 15_000;
+  const request = requestTimeoutMs ?? 60_000;
+  if (headers > request) throw new Error(`AAM_HEADERS_TIMEOUT_MS (${headers}) must not exceed AAM_REQUEST_TIMEOUT_MS (${request}): the headers are part of the request`);
+  return { headersTimeoutMs, requestTimeoutMs };
 }
 
 /** A runtime that fails to start does not leave the fleet connections open. */

@@ -10,7 +10,12 @@ function answer(reply: LoadReply): void {
   let bytes: Buffer;
   try { bytes = serialize(reply); } catch (e) { bytes = serialize({ error: `config validation: ${(e as Error).message}` }); }
   // writeSync until all is written: stdout is a pipe, and a large config may exceed its buffer.
-  for (let off = 0; off < bytes.length;) off += writeSync(1, bytes, off);
+  try {
+    for (let off = 0; off < bytes.length;) off += writeSync(1, bytes, off);
+  } catch (e) {
+    // The parent is gone (a start refused for another reason, e.g. a bad AAM_* value): nobody to answer, and no stack trace to print under its error.
+    if ((e as NodeJS.ErrnoException).code !== 'EPIPE') throw e;
+  }
 }
 
 try {
