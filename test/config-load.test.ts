@@ -84,3 +84,14 @@ test('the config digest names the content, not where the file lies (fleet drift 
   assert.equal(dir('1.yaml', '2.yaml'), parseConfigTexts([{ file: '/y/1.yaml', text }, { file: '/y/2.yaml', text: other }]).digest);
   assert.notEqual(dir('1.yaml', '2.yaml'), dir('1.yaml', '3.yaml'));
 });
+
+test('a value of the wrong type is named as found, not reported missing (zod issues carry no input)', () => {
+  const budget = (b: unknown) => problems(yaml(demo, doc('Model', 'm', { targets: [{ provider: 'demo', model: 'd' }] }), agent, policy({ allow: ['m'], budget: b })));
+  assert.deepEqual(budget({ daily_usd: '75' }), ['spec.models.budget.daily_usd: expected a number, not the string "75"']);
+  assert.deepEqual(budget({ daily_usd: null }), ['spec.models.budget.daily_usd: expected a number, not null (an empty value)']);
+  assert.deepEqual(problems(yaml(doc('Provider', 'p', { type: 'demo', optional: 'yes' }))), ['spec.optional: expected true or false, not the string "yes"']);
+  assert.deepEqual(problems(yaml(demo, agent, doc('AgentPolicy', 'x', { identity: { agent: 'a' }, models: { allow: 'm' } }))), ['spec.models.allow: expected a list, not the string "m"']);
+  assert.match(problems(yaml(doc('Model', 'm', { strategy: 'fastest', targets: [{ provider: 'demo', model: 'd' }] }), demo))[0], /^spec\.strategy: Invalid option: expected one of "fallback"\|[^\n]*, not the string "fastest"$/);
+  // Absent is still "missing".
+  assert.deepEqual(problems(yaml(doc('Model', 'm', {}))), ['spec.targets: required field is missing (expected a list)']);
+});

@@ -74,7 +74,7 @@ export function parseConfigTexts(sources: readonly ConfigSource[]): ConfigSet {
       if (!spec.success) {
         for (const i of spec.error.issues) {
           const p = ['spec', ...i.path];
-          issues.push({ file, document: index, path: pathString(p), line: lineOf(doc, p, lc), message: describeZodIssue(i) });
+          issues.push({ file, document: index, path: pathString(p), line: lineOf(doc, p, lc), message: describeZodIssue(i, d.spec ?? {}) });
         }
         return;
       }
@@ -108,10 +108,35 @@ export function parseConfigTexts(sources: readonly ConfigSource[]): ConfigSet {
   return set;
 }
 
-function describeZodIssue(i: z.core.$ZodIssue): string {
+/** A spec issue in words; a wrong type or value names what was found, read from the spec (zod's issues do not carry their input). */
+function describeZodIssue(i: z.core.$ZodIssue, spec: unknown): string {
   if (i.code === 'unrecognized_keys') return `unknown field${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `"${k}"`).join(', ')}`;
-  if (i.code === 'invalid_type' && i.input === undefined) return `required field is missing (expected ${i.expected})`;
-  return i.message;
+  if (i.code !== 'invalid_type' && i.code !== 'invalid_value') return i.message;
+  const found = valueAt(spec, i.path);
+  if (i.code === 'invalid_type') return found === undefined ? `required field is missing (expected ${typeName(i.expected)})` : `expected ${typeName(i.expected)}, not ${describeValue(found.value)}`;
+  return found === undefined ? i.message : `${i.message}, not ${describeValue(found.value)}`;
+}
+
+/** The value at `path` in a parsed YAML document, if it is there (`{ value }` so a present null is told from absence). */
+function valueAt(root: unknown, path: readonly PropertyKey[]): { value: unknown } | undefined {
+  let cur: unknown = root;
+  for (const k of path) {
+    if (cur === null || typeof cur !== 'object' || !Object.hasOwn(cur, k)) return undefined;
+    cur = (cur as Record<PropertyKey, unknown>)[k];
+  }
+  return { value: cur };
+}
+
+/** zod's type names in YAML's words. */
+const typeName = (t: string): string => ({ array: 'a list', object: 'a mapping', number: 'a number', string: 'a string', boolean: 'true or false' } as Record<string, string>)[t] ?? t;
+
+/** A found value as a user would recognise it in the YAML: `the string "75"`, `a list`, `null`. */
+function describeValue(v: unknown): string {
+  if (v === null) return 'null (an empty value)';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  const text = JSON.stringify(v);
+  return `${typeof v === 'string' ? 'the string' : `the ${typeof v}`} ${text.length > 60 ? `${text.slice(0, 57)}...` : text}`;
 }
 
 type At = (kind: Kind, r: Resource<unknown>, path: PropertyKey[], message: string) => void;
