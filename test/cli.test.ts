@@ -106,6 +106,18 @@ test('policy test: exit 0 when every case matches, 1 with the failing case expla
   assert.match(bad.stdout, /FAIL .*expected deny, got allow \(policy "finance-analyst-readonly" tools\[0\]\)/);
 });
 
+test('policy explain: an A2A call (--callee, --skill) as policy test and the admin API take it; without a request the error names the flags', async () => {
+  const r = await run(['policy', 'explain', '--agent', 'finance-analyst', '--callee', 'research-bot', '--skill', 'summarise', '--config', 'aam.yaml']);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /request: call skill "summarise" of agent "research-bot" \(A2A\)/);
+  assert.match(r.stdout, /decision: DENY/);
+  const none = await run(['policy', 'explain', '--agent', 'finance-analyst', '--config', 'aam.yaml']);
+  assert.equal(none.code, 1);
+  assert.match(none.stderr, /needs model, or resource and action \(or callee and skill for an A2A call\)/);
+  const help = await run(['policy', 'explain', '--help']);
+  assert.match(help.stdout, /--callee AGENT \[--skill S\]/);
+});
+
 test('credentials set reads stdin only and list never shows values', async () => {
   const cfg = join(dir, 'cred.yaml');
   writeFileSync(cfg, 'apiVersion: access.envisionai.dev/v1\nkind: Credential\nmetadata: { name: vaulted }\nspec: { stored: true }\n');

@@ -28,7 +28,7 @@ function since(v: unknown): number {
 export const extraCommands: Record<string, Command> = {
   'policy test': {
     summary: 'run a YAML table of decision cases against the config; exit 1 on any mismatch',
-    usage: 'aam policy test CASES.yaml   (cases: [{agent|workload|identity, model | resource+action+args, expect: allow|deny|approval_required}])',
+    usage: 'aam policy test CASES.yaml   (cases: [{agent|workload|identity, model | resource+action+args | callee+skill, expect: allow|deny|approval_required}])',
     run: ({ positionals, g }) => {
       if (!positionals[0]) { err('missing CASES.yaml'); return 2; }
       const compiled = compilePolicies(loadConfig(g.config));
@@ -39,13 +39,13 @@ export const extraCommands: Record<string, Command> = {
   },
   'policy explain': {
     summary: 'show every rule that applies to one request and which one decided',
-    usage: 'aam policy explain --agent NAME (--model M | --resource R --action A [--args JSON])',
-    options: { agent: { type: 'string' }, workload: { type: 'string' }, model: { type: 'string' }, resource: { type: 'string' }, action: { type: 'string' }, args: { type: 'string' } },
+    usage: 'aam policy explain (--agent NAME | --workload SPIFFE_ID) (--model M | --resource R --action A [--args JSON] | --callee AGENT [--skill S])',
+    options: { agent: { type: 'string' }, workload: { type: 'string' }, model: { type: 'string' }, resource: { type: 'string' }, action: { type: 'string' }, args: { type: 'string' }, callee: { type: 'string' }, skill: { type: 'string' } },
     run: ({ values, g }) => {
       const compiled = compilePolicies(loadConfig(g.config));
       let args: unknown;
       try { args = values.args ? JSON.parse(String(values.args)) : undefined; } catch { err('--args must be a JSON object'); return 2; }
-      const req = requestOf({ agent: values.agent, workload: values.workload, model: values.model, resource: values.resource, action: values.action, args }, compiled);
+      const req = requestOf({ agent: values.agent, workload: values.workload, model: values.model, resource: values.resource, action: values.action, args, callee: values.callee, skill: values.skill }, compiled);
       for (const l of explain(req, compiled)) out(l);
       return 0;
     },
