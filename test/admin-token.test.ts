@@ -52,3 +52,28 @@ test('a weak AAM_ADMIN_TOKEN refuses the start (in-process and `aam serve`), say
     assert.ok(!r.stderr.includes(token));
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });
+
+test('a refused admin Bearer says which fix applies: API off, a wrong admin token, or an agent credential', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aam-adminbearer-'));
+  const configPath = join(dir, 'aam.yaml');
+  writeFileSync(configPath, 'apiVersion: access.envisionai.dev/v1\nkind: Provider\nmetadata: { name: demo }\nspec: { type: demo }\n');
+  const start = (token?: string) => startGateway({ configPath, dataDir: join(dir, token ? 'on' : 'off'), port: 0, host: '127.0.0.1', quiet: true, env: { ...process.env, AAM_LOG_LEVEL: 'error', AAM_ADMIN_TOKEN: token } });
+  const message = async (port: number, bearer: string) => {
+    const r = await fetch(`http://127.0.0.1:${port}/admin/v1/keys`, { headers: { authorization: `Bearer ${bearer}` } });
+    assert.equal(r.status, 401);
+    return ((await r.json()) as { error: { message: string } }).error.message;
+  };
+  const off = await start();
+  const on = await start(randomBytes(32).toString('hex'));
+  try {
+    // The token exported in the client's shell but not the gateway's: before, "agent keys and agent tokens are not accepted here".
+    assert.match(await message(off.port, randomBytes(32).toString('hex')), /^the admin API is disabled: start aam with AAM_ADMIN_TOKEN set/);
+    assert.equal(await message(on.port, randomBytes(32).toString('hex')), 'the Bearer token is not this gateway\'s AAM_ADMIN_TOKEN: send the value the gateway was started with');
+    assert.match(await message(on.port, 'aam_0123456789abcdefghijklmnopqrstuv'), /agent keys and agent tokens are not accepted here/);
+    assert.match(await message(on.port, 'eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln'), /agent keys and agent tokens are not accepted here/);
+  } finally {
+    await off.close();
+    await on.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
