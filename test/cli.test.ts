@@ -118,6 +118,14 @@ test('policy explain: an A2A call (--callee, --skill) as policy test and the adm
   assert.match(help.stdout, /--callee AGENT \[--skill S\]/);
 });
 
+test('an unknown subcommand of a known group lists the group\'s subcommands (before: unknown command "audit")', async () => {
+  const r = await run(['audit', 'tail']);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /^unknown command "audit tail": aam audit verify \| export \| query \| show \| public-key \| prune\n/);
+  assert.match((await run(['policy'])).stderr, /^"policy" needs a subcommand: aam policy test \| explain \| diff\n/);
+  assert.match((await run(['frobnicate'])).stderr, /^unknown command "frobnicate"\n/);
+});
+
 test('credentials set reads stdin only and list never shows values', async () => {
   const cfg = join(dir, 'cred.yaml');
   writeFileSync(cfg, 'apiVersion: access.envisionai.dev/v1\nkind: Credential\nmetadata: { name: vaulted }\nspec: { stored: true }\n');

@@ -166,6 +166,14 @@ function help(commands: Record<string, Command>): string {
   return lines.join('\n');
 }
 
+/** The words the user typed and, for a known group (`aam audit tail`), the subcommands it has. */
+export function unknownCommand(words: readonly string[], known: readonly string[]): string {
+  const group = known.filter((k) => k.startsWith(`${words[0]} `)).map((k) => k.slice(words[0].length + 1));
+  if (group.length === 0) return `unknown command "${words[0]}"\n`;
+  const typed = words[1] === undefined ? `"${words[0]}" needs a subcommand` : `unknown command "${words[0]} ${words[1]}"`;
+  return `${typed}: aam ${words[0]} ${group.join(' | ')}\n`;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const words = argv.filter((a) => !a.startsWith('-'));
   const pick = (table: Record<string, Command>): string => (table[words.slice(0, 2).join(' ')] ? words.slice(0, 2).join(' ') : words[0] ?? '');
@@ -174,7 +182,7 @@ export async function main(argv: string[]): Promise<number> {
   if (!table[name]) name = pick(table = await allCommands());
   const cmd = table[name];
   if (!cmd) {
-    if (name && name !== 'help') { err(`unknown command "${name}"\n`); err(help(table)); return 2; }
+    if (name && name !== 'help') { err(unknownCommand(words, Object.keys(table))); err(help(table)); return 2; }
     out(help(table));
     return 0;
   }
