@@ -59,6 +59,7 @@ import { trustDomainsFromConfig } from './identity/jwks-cache.ts';
 import type { McpGateway } from './tools/mcp-lazy.ts';
 import { OpenStreams } from './lib/open-streams.ts';
 import type { HttpToolProxy } from './tools/http-tool.ts';
+import { wholeNumberEnv } from './lib/env-number.ts';
 
 /** A compiled config: what the access path reads (AccessConfig) and what the model plane routes by. */
 export interface Compiled extends AccessConfig, GatewayConfig {}
@@ -110,13 +111,17 @@ export async function openFleetStores(env: NodeJS.ProcessEnv, opts: { follow: bo
     import('./store/fleet-keys.ts'), import('./store/fleet-limits.ts'), import('./store/fleet-pins.ts'),
     import('./store/fleet-credentials.ts'), import('./store/fleet-issuer-keys.ts'), import('./store/fleet-usage.ts'),
   ]);
-  const fleet = await openFleet(urls, { follow: opts.follow, migrate: opts.follow, admission: opts.follow, poolMax: env.AAM_DATABASE_POOL ? Number(env.AAM_DATABASE_POOL) : undefined });
+  // Checked before connecting: a bad value refuses the start naming the variable.
+  const poolMax = wholeNumberEnv('AAM_DATABASE_POOL', env.AAM_DATABASE_POOL, { unit: 'connections', min: 1 });
+  const pollMs = wholeNumberEnv('AAM_FLEET_POLL_MS', env.AAM_FLEET_POLL_MS, { unit: 'milliseconds', min: 1 });
+  const reservationTtlMs = wholeNumberEnv('AAM_RESERVATION_TTL_MS', env.AAM_RESERVATION_TTL_MS, { unit: 'milliseconds', min: 1 });
+  fleetHeartbeatMs(env);
+  const fleet = await openFleet(urls, { follow: opts.follow, migrate: opts.follow, admission: opts.follow, poolMax });
   try {
-    const pollMs = env.AAM_FLEET_POLL_MS ? Number(env.AAM_FLEET_POLL_MS) : undefined;
     const onError = (what: string, e: unknown) => opts.log?.warn({ event: 'fleet_store_error', what, err: e }, `fleet store: ${what} failed`);
     const keys = await FleetKeyBook.open(fleet, { follow: opts.follow, pollMs });
     const limiter = new FleetLimiter(fleet, {
-      reservationTtlMs: env.AAM_RESERVATION_TTL_MS ? Number(env.AAM_RESERVATION_TTL_MS) : undefined, onError,
+      reservationTtlMs, onError,
     });
     const pins = await FleetPins.open(fleet, { follow: opts.follow, pollMs, onError });
     const credentials = await FleetCredentialRows.open(fleet, { follow: opts.follow, pollMs, onError });
@@ -305,7 +310,7 @@ export class Runtime {
       if (!p.enabled) this.log.info({ provider: p.name, reason: p.disabledReason }, `provider ${p.name} is off`);
     }
     if (!this.fleet) this.seedBudgets(); // the fleet seeds each budget from PostgreSQL on first use
-    this.#heartbeat = this.fleet ? this.fleet.heartbeat(() => this.compiled.version, Number((opts.env ?? process.env).AAM_FLEET_HEARTBEAT_MS) || undefined) : null;
+    this.#heartbeat = this.fleet ? this.fleet.heartbeat(() => this.compiled.version, fleetHeartbeatMs(opts.env ?? process.env)) : null;
   }
 
   /** The embedded key store (synchronous; tests and embedded-only tools). Fleet mode has none: use keyBook. */
@@ -586,4 +591,9 @@ export class Runtime {
       await this.fleet.fleet.close();
     }
   }
+}
+
+/** AAM_FLEET_HEARTBEAT_MS (default 5000 in the fleet store): how often a replica writes its heartbeat. */
+function fleetHeartbeatMs(env: NodeJS.ProcessEnv): number | undefined {
+  return wholeNumberEnv('AAM_FLEET_HEARTBEAT_MS', env.AAM_FLEET_HEARTBEAT_MS, { unit: 'milliseconds', min: 1 });
 }

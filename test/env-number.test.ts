@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { wholeNumberEnv, listenPort } from '../src/cli/env-number.ts';
+import { wholeNumberEnv, listenPort } from '../src/lib/env-number.ts';
 import { slowLorisTimeouts, drainTimeoutMs } from '../src/cli/serve.ts';
 
 test('wholeNumberEnv: unset is the fallback, a whole number in range is taken, anything else names the variable', () => {
@@ -46,4 +46,18 @@ test('the config validation child whose parent is gone exits quietly (no EPIPE s
   const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
   assert.equal(stderr, '');
   assert.equal(code, 0);
+});
+
+test('fleet numbers are checked before any connection: a bad AAM_DATABASE_POOL / AAM_FLEET_* is named, nothing is dialled', async () => {
+  const { openFleetStores } = await import('../src/runtime.ts');
+  // Port 1 on loopback: were a connection tried, the error would be a refused connection, not the variable.
+  const urls = { AAM_DATABASE_URL: 'postgres://aam:pw@127.0.0.1:1/aam', AAM_REDIS_URL: 'redis://127.0.0.1:1' };
+  for (const [name, value, message] of [
+    ['AAM_DATABASE_POOL', 'ten', 'AAM_DATABASE_POOL must be a whole number of connections (at least 1), not "ten"'],
+    ['AAM_FLEET_POLL_MS', '1s', 'AAM_FLEET_POLL_MS must be a whole number of milliseconds (at least 1), not "1s"'],
+    ['AAM_RESERVATION_TTL_MS', '15m', 'AAM_RESERVATION_TTL_MS must be a whole number of milliseconds (at least 1), not "15m"'],
+    ['AAM_FLEET_HEARTBEAT_MS', '0', 'AAM_FLEET_HEARTBEAT_MS must be a whole number of milliseconds (at least 1), not "0"'],
+  ] as const) {
+    await assert.rejects(openFleetStores({ ...urls, [name]: value }, { follow: false }), { message });
+  }
 });

@@ -6,7 +6,7 @@ import { loadConfigHere as loadConfig, parseConfigInBackground } from '../config
 import { readConfigSources } from '../config/sources.ts';
 import { compilePolicies } from '../policy/compile.ts';
 import type { Command, Globals } from './command.ts';
-import { listenPort } from './env-number.ts';
+import { listenPort } from '../lib/env-number.ts';
 
 // The stores, the CLI's evidence writer and the commands in commands.ts (audit, import, policy
 // tools) load when a command needs them: `aam serve` does not hold their modules.

@@ -29,7 +29,7 @@ import { DEFAULT_SEGMENTS } from '../audit/writer.ts';
 import { mergeSmallSegments } from '../audit/store.ts';
 import { loadMasterKey } from '../credentials/master-key.ts';
 import { parseDurationSeconds } from '../config/duration.ts';
-import { wholeNumberEnv } from './env-number.ts';
+import { wholeNumberEnv } from '../lib/env-number.ts';
 import { openIssuer } from '../identity/issuer.ts';
 import { createJwtVerifier } from '../identity/jwt-svid.ts';
 import { trustDomainsFromConfig } from '../identity/jwks-cache.ts';
