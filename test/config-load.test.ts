@@ -95,3 +95,21 @@ test('a value of the wrong type is named as found, not reported missing (zod iss
   // Absent is still "missing".
   assert.deepEqual(problems(yaml(doc('Model', 'm', {}))), ['spec.targets: required field is missing (expected a list)']);
 });
+
+test('a misspelt field gets the nearest real one (or the list of fields there); a reference to a refused document says it is invalid, not unknown', () => {
+  const route = (spec: Record<string, unknown>) => doc('Model', 'm', { targets: [{ provider: 'demo', model: 'd' }], ...spec });
+  const refs = problems(yaml(demo, route({ stratgy: 'fallback' }), agent, doc('AgentPolicy', 'x', { identity: { agnet: 'a', agent: 'a' }, models: { allow: ['m'], budgt: {} }, tools: [{ resource: 'r', actoins: ['read'] }], colour: 'blue' })));
+  assert.deepEqual(refs, [
+    'spec: unknown field "stratgy" (did you mean strategy?)',
+    'spec.identity: unknown field "agnet" (did you mean agent?)',
+    'spec.models: unknown field "budgt" (did you mean budget?)',
+    'spec.tools[0]: unknown field "actoins" (did you mean actions?)',
+    'spec: unknown field "colour" (fields here: mode, identity, models, tools, agents, max_delegation_depth, credentials, audit, guardrails)',
+  ]);
+  // The policy is fine; only the route it allows was refused: before, "unknown Model route "m" (defined: none)".
+  assert.deepEqual(problems(yaml(demo, route({ stratgy: 'fallback' }), agent, policy({ allow: ['m'] }))), [
+    'spec: unknown field "stratgy" (did you mean strategy?)',
+    'spec.models.allow[0]: Model "m" is defined but invalid (see aam.yaml document 2, listed above)',
+  ]);
+  assert.deepEqual(problems(yaml(doc('McpServer', 's', { transport: 'stdio', command: 'x', tools: { t: { acton: 'a' } } }))), ['spec.tools.t: unknown field "acton" (did you mean action?)']);
+});

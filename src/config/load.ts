@@ -2,7 +2,7 @@
 // Every problem is collected (not just the first) so `aam validate` can print them all.
 import { parseAllDocuments, LineCounter, isMap, isSeq, type Document } from 'yaml';
 import type { z } from 'zod';
-import { documentSchema, specByKind, type ConfigSet, type Kind, type Resource } from './schema.ts';
+import { documentSchema, specByKind, unknownFieldMessage, type ConfigSet, type Kind, type Resource } from './schema.ts';
 import { resolvePricing } from './pricing.ts';
 import { compileLinearRegex } from './linear-regex.ts';
 import { catalogLookup, catalogProviderOf, compileCatalog, type Catalog } from './catalog.ts';
@@ -52,6 +52,8 @@ export function loadConfig(path: string): ConfigSet {
 export function parseConfigTexts(sources: readonly ConfigSource[]): ConfigSet {
   const issues: ConfigIssue[] = [];
   const parsed: ParsedDoc[] = [];
+  /** Documents whose spec was refused ("Model/reasoning-high"): a reference to one is not "unknown". */
+  const refused = new Map<string, string>();
   for (const { file, text } of sources) {
     const lc = new LineCounter();
     const docs = parseAllDocuments(text, { lineCounter: lc, prettyErrors: false });
@@ -72,9 +74,10 @@ export function parseConfigTexts(sources: readonly ConfigSource[]): ConfigSet {
       const schema = specByKind[d.kind] as z.ZodType;
       const spec = schema.safeParse(d.spec ?? {});
       if (!spec.success) {
+        refused.set(`${d.kind}/${d.metadata.name}`, `${file} document ${index + 1}`);
         for (const i of spec.error.issues) {
           const p = ['spec', ...i.path];
-          issues.push({ file, document: index, path: pathString(p), line: lineOf(doc, p, lc), message: describeZodIssue(i, d.spec ?? {}) });
+          issues.push({ file, document: index, path: pathString(p), line: lineOf(doc, p, lc), message: describeZodIssue(i, d.kind, d.spec ?? {}) });
         }
         return;
       }
@@ -104,13 +107,23 @@ export function parseConfigTexts(sources: readonly ConfigSource[]): ConfigSet {
     issues.push({ file: r.file, document: r.index, path: pathString(path), line: p ? lineOf(p.doc, path, p.lc) : undefined, message });
   };
   checkReferences(set, at);
-  if (issues.length) throw new ConfigError(issues);
+  if (issues.length) throw new ConfigError(refused.size ? issues.map((i) => refusedReference(i, refused)) : issues);
   return set;
 }
 
+/**
+ * `unknown Model route "x" (defined: ...)` when document x is there but was refused reads as if it
+ * were missing: say it is invalid and where its own problem is listed.
+ */
+function refusedReference(i: ConfigIssue, refused: ReadonlyMap<string, string>): ConfigIssue {
+  const m = /^unknown (\w+)(?: route)? "([^"]+)"/.exec(i.message);
+  const where = m ? refused.get(`${m[1]}/${m[2]}`) : undefined;
+  return where === undefined ? i : { ...i, message: `${m![1]} "${m![2]}" is defined but invalid (see ${where}, listed above)` };
+}
+
 /** A spec issue in words; a wrong type or value names what was found, read from the spec (zod's issues do not carry their input). */
-function describeZodIssue(i: z.core.$ZodIssue, spec: unknown): string {
-  if (i.code === 'unrecognized_keys') return `unknown field${i.keys.length > 1 ? 's' : ''} ${i.keys.map((k) => `"${k}"`).join(', ')}`;
+function describeZodIssue(i: z.core.$ZodIssue, kind: Kind, spec: unknown): string {
+  if (i.code === 'unrecognized_keys') return unknownFieldMessage(kind, i.path, i.keys);
   if (i.code !== 'invalid_type' && i.code !== 'invalid_value') return i.message;
   const found = valueAt(spec, i.path);
   if (i.code === 'invalid_type') return found === undefined ? `required field is missing (expected ${typeName(i.expected)})` : `expected ${typeName(i.expected)}, not ${describeValue(found.value)}`;

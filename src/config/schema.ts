@@ -339,15 +339,39 @@ export function unknownKindMessage(found: unknown): string {
   const list = `kind must be one of ${KINDS.join(', ')}`;
   if (found === undefined) return `${list} (no kind given)`;
   const text = typeof found === 'string' ? found : JSON.stringify(found);
-  const near = typeof found === 'string' ? nearestKind(found) : null;
+  const near = typeof found === 'string' ? nearest(found, KINDS) : null;
   return `${list}, not "${text}"${near ? ` (did you mean ${near}?)` : ''}`;
 }
 
-/** The known kind within two edits (case-insensitive) of `s`, if any. */
-function nearestKind(s: string): Kind | null {
-  let best: Kind | null = null;
+/** `unknown field "stratgy" (did you mean strategy?)`, else the fields that exist there, so a typo is obvious. */
+export function unknownFieldMessage(kind: Kind, path: readonly PropertyKey[], keys: readonly string[]): string {
+  const known = fieldsAt(specByKind[kind], path);
+  const what = `unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => `"${k}"`).join(', ')}`;
+  if (known.length === 0) return what;
+  const near = keys.map((k) => nearest(k, known)).filter((n): n is string => n !== null);
+  return near.length === keys.length ? `${what} (did you mean ${near.join(', ')}?)` : `${what} (fields here: ${known.join(', ')})`;
+}
+
+/** The field names of the object schema at `path` inside `schema` ([] where the path is not a plain object). */
+function fieldsAt(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
+  let cur: z.ZodType | undefined = schema;
+  const unwrap = () => { while (cur instanceof z.ZodOptional || cur instanceof z.ZodNullable) cur = cur.unwrap() as z.ZodType; };
+  for (const k of path) {
+    unwrap();
+    if (cur instanceof z.ZodObject) cur = (cur.shape as Record<string, z.ZodType>)[String(k)];
+    else if (cur instanceof z.ZodArray && typeof k === 'number') cur = cur.element as z.ZodType;
+    else if (cur instanceof z.ZodRecord) cur = cur.def.valueType as z.ZodType;
+    else return [];
+  }
+  unwrap();
+  return cur instanceof z.ZodObject ? Object.keys(cur.shape) : [];
+}
+
+/** The candidate within two edits (case-insensitive) of `s`, if any. */
+function nearest<T extends string>(s: string, candidates: readonly T[]): T | null {
+  let best: T | null = null;
   let bestD = 3;
-  for (const k of KINDS) {
+  for (const k of candidates) {
     const d = editDistance(s.toLowerCase(), k.toLowerCase());
     if (d < bestD) { best = k; bestD = d; }
   }
