@@ -126,6 +126,12 @@ test('an unknown subcommand of a known group lists the group\'s subcommands (bef
   assert.match((await run(['frobnicate'])).stderr, /^unknown command "frobnicate"\n/);
 });
 
+test('audit query --decision is checked: a misspelt one is named instead of printing an empty trail', async () => {
+  const r = await run(['audit', 'query', '--decision', 'denied', '--data', data]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /audit query: decision "denied" is not one of allow, deny, approval_required/);
+});
+
 test('credentials set reads stdin only and list never shows values', async () => {
   const cfg = join(dir, 'cred.yaml');
   writeFileSync(cfg, 'apiVersion: access.envisionai.dev/v1\nkind: Credential\nmetadata: { name: vaulted }\nspec: { stored: true }\n');

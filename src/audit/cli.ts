@@ -10,7 +10,7 @@ import type { VerifyResult } from './verify.ts';
 import { newestCheckpoint, readCheckpointSource } from './anchor.ts';
 import type { Checkpoint } from './checkpoint.ts';
 import { exportJsonl } from './export.ts';
-import { queryEvents, describeEvent } from './query.ts';
+import { queryEvents, describeEvent, decisionArg } from './query.ts';
 import { delegationTree, describeTree, type RequestNode } from './tree.ts';
 import { toOcsf } from './ocsf.ts';
 import { openAuditDb, readEvents } from './store.ts';
@@ -161,6 +161,7 @@ export const auditCommands: Record<string, AuditCommand> = {
     usage: 'aam audit query [--agent NAME] [--team TEAM] [--since ISO-8601] [--decision allow|deny] [--plane model|tool|a2a|admin] [--request-id ID] [--trace TRACE_ID] [--type TYPE] [--limit N] [--json]',
     options: { agent: { type: 'string' }, team: { type: 'string' }, since: { type: 'string' }, decision: { type: 'string' }, plane: { type: 'string' }, 'request-id': { type: 'string' }, trace: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
     run: async ({ values, g }) => {
+      if (values.decision !== undefined) decisionArg(String(values.decision));
       const team = str(values.team);
       const agents = team === undefined ? undefined : teamAgents(g.config, team);
       if (agents?.length === 0) { err(`no Agent in ${g.config} has team "${team}"; teams there: ${configTeams(g.config).join(', ') || '(none)'}`); return 2; }

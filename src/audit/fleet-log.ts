@@ -19,7 +19,7 @@ import { keyIdOf, signBytes } from './keys.ts';
 import type { SigningKey } from './keys.ts';
 import type { AuditAlert, DurableReceipt } from './log.ts';
 import { AuditUnavailableError } from './log.ts';
-import { planeArg, traceIdArg } from './query.ts';
+import { isoTime, planeArg, traceIdArg } from './query.ts';
 
 export interface FleetAuditOptions {
   /** Names this chain; random per process start. */
@@ -449,12 +449,14 @@ export interface FleetQuery {
 /** Events of every replica, newest first (by time, then replica and seq), parsed from their sealed text. */
 export async function queryFleetEvents(sql: Sql, q: FleetQuery): Promise<Array<Record<string, unknown> & { replica: string }>> {
   const asc = q.order === 'asc';
+  // Checked as the embedded trail's query checks them (a bad time was a bare RangeError here).
+  const since = q.since ? isoTime(q.since, 'since') : undefined;
   if (q.agents?.length === 0) return [];
   // Every filter is a column with an index (the audit query keys migration): no body is parsed to decide.
   // Decision and plane are indexed for their rare values only (migration 16): a query for another
   // value states the index's predicate, so a generic plan of the prepared statement may use it too.
   const rows = await sql<Array<{ replica: string; body: string }>>`SELECT replica, body FROM audit_trail WHERE true
-    ${q.agent ? sql`AND agent = ${q.agent}` : sql``} ${q.since ? sql`AND ts >= ${new Date(q.since).toISOString()}` : sql``}
+    ${q.agent ? sql`AND agent = ${q.agent}` : sql``} ${since ? sql`AND ts >= ${since}` : sql``}
     ${q.agents ? sql`AND agent = ANY(${q.agents as string[]})` : sql``}
     ${q.type ? sql`AND type = ${q.type}` : sql``} ${q.requestId ? sql`AND request_id = ${q.requestId}` : sql``}
     ${q.traceId ? sql`AND trace_id = ${traceIdArg(q.traceId)}` : sql``}

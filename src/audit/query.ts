@@ -98,10 +98,18 @@ export function describeEvent(e: AuditEvent): string {
   return parts.join('  ');
 }
 
-function isoTime(v: string | Date, field: string): string {
+export function isoTime(v: string | Date, field: string): string {
   const d = new Date(v);
   if (Number.isNaN(d.getTime())) throw new Error(`audit query: ${field} "${String(v)}" is not a date; use ISO-8601 like 2026-01-31T00:00:00Z`);
   return d.toISOString();
+}
+
+const DECISIONS = ['allow', 'deny', 'approval_required'] as const;
+
+/** A decision filter as given on the command line or API, checked: a misspelt one would match nothing and look like an empty trail. */
+export function decisionArg(v: string): string {
+  if (!(DECISIONS as readonly string[]).includes(v)) throw new Error(`audit query: decision "${v}" is not one of ${DECISIONS.join(', ')}`);
+  return v;
 }
 
 /** A plane as given on the command line or API, checked (throws saying what is allowed). */

@@ -7,7 +7,7 @@ import { StoreUnavailable } from '../store/types.ts';
 import { readJson, sendJson } from '../access/request.ts';
 import type { Ctx, Handler, Routes } from './http.ts';
 import type { Runtime } from '../runtime.ts';
-import { planeArg, queryEvents, showRequest } from '../audit/query.ts';
+import { decisionArg, planeArg, queryEvents, showRequest } from '../audit/query.ts';
 import { sinceTime, USAGE_GROUPINGS, type UsageGrouping } from '../gateway/usage.ts';
 import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy/authzen.ts';
 import { createHumanAuth, type HumanAuth, type Principal } from '../console/auth.ts';
@@ -71,7 +71,7 @@ function teamAgents(rt: Runtime, team: string): string[] {
 function tailFilters(rt: Runtime, q: URLSearchParams) {
   const team = q.get('team');
   return {
-    agent: q.get('agent') ?? undefined, agents: team ? teamAgents(rt, team) : undefined, decision: q.get('decision') ?? undefined,
+    agent: q.get('agent') ?? undefined, agents: team ? teamAgents(rt, team) : undefined, decision: q.get('decision') ? decisionParam(q.get('decision') as string) : undefined,
     type: q.get('type') ?? undefined, plane: q.get('plane') ? planeParam(q.get('plane') as string) : undefined,
   };
 }
@@ -83,6 +83,7 @@ function auditFilters(rt: Runtime, q: URLSearchParams) {
 
 const badQuery = (e: unknown): AamError => (e instanceof AamError ? e : new AamError(400, 'invalid_request', (e as Error).message));
 const planeParam = (v: string) => { try { return planeArg(v); } catch (e) { throw badQuery(e); } };
+const decisionParam = (v: string) => { try { return decisionArg(v); } catch (e) { throw badQuery(e); } };
 
 function must(who: Principal, need: Role): void {
   if (!atLeast(who.role, need)) throw new AamError(403, 'admin_forbidden', `this needs the ${need} role; ${who.label} has ${who.role}`);
