@@ -104,6 +104,9 @@ test('policy test: exit 0 when every case matches, 1 with the failing case expla
   const bad = await run(['policy', 'test', fail, '--config', 'aam.yaml']);
   assert.equal(bad.code, 1);
   assert.match(bad.stdout, /FAIL .*expected deny, got allow \(policy "finance-analyst-readonly" tools\[0\]\)/);
+  const missing = await run(['policy', 'test', join(dir, 'no-such-cases.yaml'), '--config', 'aam.yaml']);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /no-such-cases\.yaml: no such file \(a YAML list of cases/);
 });
 
 test('policy explain: an A2A call (--callee, --skill) as policy test and the admin API take it; without a request the error names the flags', async () => {

@@ -158,7 +158,7 @@ export const auditCommands: Record<string, AuditCommand> = {
   },
   'audit query': {
     summary: 'list audit events (newest first)',
-    usage: 'aam audit query [--agent NAME] [--team TEAM] [--since ISO-8601] [--decision allow|deny] [--plane model|tool|a2a|admin] [--request-id ID] [--trace TRACE_ID] [--type TYPE] [--limit N] [--json]',
+    usage: 'aam audit query [--agent NAME] [--team TEAM] [--since ISO-8601] [--decision allow|deny|approval_required] [--plane model|tool|a2a|admin] [--request-id ID] [--trace TRACE_ID] [--type TYPE] [--limit N] [--json]',
     options: { agent: { type: 'string' }, team: { type: 'string' }, since: { type: 'string' }, decision: { type: 'string' }, plane: { type: 'string' }, 'request-id': { type: 'string' }, trace: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
     run: async ({ values, g }) => {
       if (values.decision !== undefined) decisionArg(String(values.decision));

@@ -1,5 +1,5 @@
 // Subcommands beyond serve/validate/keys, kept apart so main.ts stays a dispatcher.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import type { Command } from './command.ts';
 import { loadConfigHere as loadConfig } from '../config/isolated.ts';
@@ -31,6 +31,7 @@ export const extraCommands: Record<string, Command> = {
     usage: 'aam policy test CASES.yaml   (cases: [{agent|workload|identity, model | resource+action+args | callee+skill, expect: allow|deny|approval_required}])',
     run: ({ positionals, g }) => {
       if (!positionals[0]) { err('missing CASES.yaml'); return 2; }
+      if (!existsSync(positionals[0])) { err(`${positionals[0]}: no such file (a YAML list of cases: - { agent: NAME, model: M, expect: allow })`); return 2; }
       const compiled = compilePolicies(loadConfig(g.config));
       const report = runPolicyTests(readFileSync(positionals[0], 'utf8'), compiled);
       for (const l of report.lines) out(l);
