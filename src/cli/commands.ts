@@ -82,7 +82,7 @@ export const extraCommands: Record<string, Command> = {
     },
   },
   'identity rotate': {
-    summary: 'rotate aam\'s JWT signing key (old public keys stay published for the grace period)',
+    summary: 'rotate aam\'s issuer signing keys (JWT-SVIDs and on-behalf-of assertions); old public keys stay published for 24 h',
     usage: 'aam identity rotate',
     run: async ({ g }) => {
       const fleet = Boolean(fleetEnv(process.env));
