@@ -71,6 +71,15 @@ test('GET /admin/v1/audit?plane=: only that plane\'s events, decisions included 
   const bad = await fetch(`${gw.url}/admin/v1/audit?plane=email`, { headers: { authorization: `Bearer ${TOKEN}` } });
   assert.equal(bad.status, 400);
   assert.match(await bad.text(), /plane \\?"email\\?" is not one of model, tool, a2a, admin/);
+  // A limit that is not a number was read as 100; one over the bound as the bound: both are named now.
+  for (const limit of ['abc', '0', '20000']) {
+    const r = await fetch(`${gw.url}/admin/v1/audit?limit=${limit}`, { headers: { authorization: `Bearer ${TOKEN}` } });
+    assert.equal(r.status, 400, limit);
+    assert.match(await r.text(), new RegExp(`limit \\\\?"${limit}\\\\?" is not a whole number from 1 to 10000`));
+  }
+  assert.equal((await audit('limit=1&plane=admin')).length, 1);
+  // since= takes a duration ago as the usage API does.
+  assert.ok((await audit('since=1h&plane=model')).length >= 2);
 });
 
 test('GET /admin/v1/audit?team=: the events of that team\'s agents, with the other filters', async () => {

@@ -149,3 +149,25 @@ test('credentials set reads stdin only and list never shows values', async () =>
   const all = await run(['audit', 'export', '--data', data]);
   assert.ok(!all.stdout.includes('super-secret-value-123'), 'the trail never holds the value');
 });
+
+test('audit query/export: --since takes an ISO time or a duration ago; a bad --since or --limit is named (before: no limit at all, or a RangeError), and export makes no file', async () => {
+  // The credentials test above recorded a credential_set event in this data dir a moment ago.
+  const recent = await run(['audit', 'query', '--type', 'admin', '--since', '1h', '--limit', '1', '--json', '--data', data]);
+  assert.equal(recent.code, 0, recent.stderr);
+  const lines = recent.stdout.trim().split('\n');
+  assert.equal(lines.length, 1, '--limit 1: one event');
+  assert.equal((JSON.parse(lines[0]) as { type: string }).type, 'admin');
+  const future = await run(['audit', 'query', '--since', new Date(Date.now() + 3_600_000).toISOString(), '--json', '--data', data]);
+  assert.equal(future.stdout.trim(), '', 'nothing after an hour from now');
+  const limit = await run(['audit', 'query', '--limit', 'abc', '--data', data]);
+  assert.equal(limit.code, 1);
+  assert.match(limit.stderr, /audit query: limit "abc" is not a whole number from 1 to 10000/);
+  const since = await run(['audit', 'query', '--since', 'yesterday', '--data', data]);
+  assert.equal(since.code, 1);
+  assert.match(since.stderr, /--since: "yesterday" is neither an ISO time \(like 2026-01-31T00:00:00Z\) nor a duration ago \(like 30m, 24h, 7d\)/);
+  const file = join(dir, 'since.jsonl');
+  const exported = await run(['audit', 'export', '--since', 'yesterday', '--out', file, '--data', data]);
+  assert.equal(exported.code, 1);
+  assert.match(exported.stderr, /--since: "yesterday" is neither/);
+  assert.ok(!existsSync(file), 'no output file for a refused export');
+});

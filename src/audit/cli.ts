@@ -10,7 +10,7 @@ import type { VerifyResult } from './verify.ts';
 import { newestCheckpoint, readCheckpointSource } from './anchor.ts';
 import type { Checkpoint } from './checkpoint.ts';
 import { exportJsonl } from './export.ts';
-import { queryEvents, describeEvent, decisionArg } from './query.ts';
+import { queryEvents, describeEvent, decisionArg, limitArg } from './query.ts';
 import { delegationTree, describeTree, type RequestNode } from './tree.ts';
 import { toOcsf } from './ocsf.ts';
 import { openAuditDb, readEvents } from './store.ts';
@@ -18,7 +18,7 @@ import { recoverUncommitted } from './log.ts';
 import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import { openAuditLog } from './log.ts';
 import { applyRetention } from './retention.ts';
-import { parseDurationSeconds } from '../config/duration.ts';
+import { parseDurationSeconds, timeOrAgo } from '../config/duration.ts';
 import { loadConfigHere as loadConfig } from '../config/isolated.ts';
 import type { AuditEvent } from './event.ts';
 import { str } from '../lib/json.ts';
@@ -46,6 +46,12 @@ const out = (line: string): void => { process.stdout.write(line + '\n'); };
 const err = (line: string): void => { process.stderr.write(line + '\n'); };
 
 /** The agents of a team in the config's Agent documents (as the admin API's ?team= resolves it from the running config). */
+/** --since as ISO-8601 (given as an ISO time or a duration ago like 24h or 7d); undefined when not given. */
+function sinceFlag(v: unknown): string | undefined {
+  if (v === undefined) return undefined;
+  try { return new Date(timeOrAgo(String(v))).toISOString(); } catch (e) { throw new Error(`--since: ${(e as Error).message}`); }
+}
+
 function teamAgents(config: string, team: string): string[] {
   return [...loadConfig(config).agents.values()].filter((a) => a.spec.team === team).map((a) => a.name);
 }
@@ -114,18 +120,19 @@ export const auditCommands: Record<string, AuditCommand> = {
   },
   'audit export': {
     summary: 'export the audit trail as verifiable JSONL (or OCSF API Activity JSON lines)',
-    usage: 'aam audit export [--since ISO-8601] [--out FILE] [--format native|ocsf]',
+    usage: 'aam audit export [--since ISO-8601|24h|7d] [--out FILE] [--format native|ocsf]',
     options: { since: { type: 'string' }, out: { type: 'string', short: 'o' }, format: { type: 'string' } },
     run: async ({ values, g }) => {
       const format = str(values.format) ?? 'native';
       if (format !== 'native' && format !== 'ocsf') { err(`--format must be native or ocsf, not "${format}"`); return 2; }
+      // Checked before the output file is made.
+      const since = sinceFlag(values.since);
       const fleetUrl = process.env.AAM_DATABASE_URL;
       if (!fleetUrl) await recover(g.data);
       const path = str(values.out);
       const stream: Writable = path ? createWriteStream(path, { mode: 0o600 }) : process.stdout;
       if (fleetUrl) {
         // Fleet mode: every replica's chain, from PostgreSQL, whichever machine runs the command.
-        const since = str(values.since);
         const progress = progressLine('exported', 'events');
         await withFleet(fleetUrl, async (sql) => {
           if (format === 'native') {
@@ -134,20 +141,19 @@ export const auditCommands: Record<string, AuditCommand> = {
             err(`exported ${s.events} events of ${s.chains} replica chains, ${s.checkpoints} checkpoints and ${s.retention} retention records${path ? ' to ' + path : ''}`);
             return;
           }
-          for await (const rows of sql<Array<{ body: string }>>`SELECT body FROM audit_trail ${since ? sql`WHERE ts >= ${new Date(since).toISOString()}` : sql``} ORDER BY ts, replica, seq`.cursor(2000)) {
+          for await (const rows of sql<Array<{ body: string }>>`SELECT body FROM audit_trail ${since ? sql`WHERE ts >= ${since}` : sql``} ORDER BY ts, replica, seq`.cursor(2000)) {
             for (const r of rows) if (!stream.write(JSON.stringify(toOcsf(JSON.parse(r.body) as AuditEvent)) + '\n')) await once(stream, 'drain');
           }
         });
       } else if (format === 'native') {
         const progress = progressLine('exported', 'events');
-        const s = await exportJsonl(g.data, { since: str(values.since), out: stream, onProgress: progress });
+        const s = await exportJsonl(g.data, { since, out: stream, onProgress: progress });
         progress.done();
         err(`exported ${s.events} events and ${s.checkpoints} checkpoints from seq ${s.fromSeq}${path ? ' to ' + path : ''}`);
       } else {
         const db = openAuditDb(g.data);
-        const since = str(values.since);
         try {
-          for (const e of readEvents(db, { since: since ? new Date(since).toISOString() : undefined })) {
+          for (const e of readEvents(db, { since })) {
             if (!stream.write(JSON.stringify(toOcsf(JSON.parse(e.text) as AuditEvent)) + '\n')) await once(stream, 'drain');
           }
         } finally { db.close(); }
@@ -158,18 +164,20 @@ export const auditCommands: Record<string, AuditCommand> = {
   },
   'audit query': {
     summary: 'list audit events (newest first)',
-    usage: 'aam audit query [--agent NAME] [--team TEAM] [--since ISO-8601] [--decision allow|deny|approval_required] [--plane model|tool|a2a|admin] [--request-id ID] [--trace TRACE_ID] [--type TYPE] [--limit N] [--json]',
+    usage: 'aam audit query [--agent NAME] [--team TEAM] [--since ISO-8601|24h|7d] [--decision allow|deny|approval_required] [--plane model|tool|a2a|admin] [--request-id ID] [--trace TRACE_ID] [--type TYPE] [--limit N] [--json]',
     options: { agent: { type: 'string' }, team: { type: 'string' }, since: { type: 'string' }, decision: { type: 'string' }, plane: { type: 'string' }, 'request-id': { type: 'string' }, trace: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
     run: async ({ values, g }) => {
       if (values.decision !== undefined) decisionArg(String(values.decision));
+      const limit = limitArg(str(values.limit));
+      const since = sinceFlag(values.since);
       const team = str(values.team);
       const agents = team === undefined ? undefined : teamAgents(g.config, team);
       if (agents?.length === 0) { err(`no Agent in ${g.config} has team "${team}"; teams there: ${configTeams(g.config).join(', ') || '(none)'}`); return 2; }
       const fleetUrl = process.env.AAM_DATABASE_URL;
       if (fleetUrl) {
         const events = await withFleet(fleetUrl, (sql) => queryFleetEvents(sql, {
-          agent: str(values.agent), agents, since: str(values.since), decision: str(values.decision), plane: str(values.plane),
-          requestId: str(values['request-id']), traceId: str(values.trace), type: str(values.type), limit: values.limit ? Number(values.limit) : 100,
+          agent: str(values.agent), agents, since, decision: str(values.decision), plane: str(values.plane),
+          requestId: str(values['request-id']), traceId: str(values.trace), type: str(values.type), limit,
         }));
         printEvents(events as unknown as AuditEvent[], values.json === true);
         return 0;
@@ -178,8 +186,8 @@ export const auditCommands: Record<string, AuditCommand> = {
       const db = openAuditDb(g.data);
       try {
         const events = queryEvents(db, {
-          agent: str(values.agent), agents, since: str(values.since), decision: str(values.decision), plane: str(values.plane),
-          requestId: str(values['request-id']), traceId: str(values.trace), type: str(values.type), limit: values.limit ? Number(values.limit) : 100,
+          agent: str(values.agent), agents, since, decision: str(values.decision), plane: str(values.plane),
+          requestId: str(values['request-id']), traceId: str(values.trace), type: str(values.type), limit,
         });
         printEvents(events, values.json === true);
         return 0;

@@ -6,6 +6,7 @@ import type { AuditEvent, Plane } from './event.ts';
 import { planeOf, PLANES, typeMayBeIn } from './event.ts';
 import { readEvents, toEvent } from './store.ts';
 import type { EventKeys, KeyCondition } from './store.ts';
+import { timeOrAgo } from '../config/duration.ts';
 
 export interface AuditQuery {
   agent?: string;
@@ -31,7 +32,7 @@ export interface AuditQuery {
 export function queryEvents(db: DatabaseSync, q: AuditQuery = {}): AuditEvent[] {
   const since = q.since === undefined ? undefined : isoTime(q.since, 'since');
   const until = q.until === undefined ? undefined : isoTime(q.until, 'until');
-  const limit = Math.max(1, Math.min(10_000, Math.floor(q.limit ?? 100)));
+  const limit = Math.max(1, Math.min(MAX_LIMIT, Math.floor(q.limit ?? 100)));
   const plane = q.plane === undefined ? undefined : planeArg(q.plane);
   const agents = q.agents === undefined ? undefined : new Set(q.agents);
   const planeMember = plane === undefined || plane === 'admin' ? undefined : `"${plane}":{`;
@@ -73,7 +74,7 @@ export function keyConditions(q: AuditQuery): KeyCondition[] {
 
 /** The whole chain of one request in commit order: identity -> decision -> credential -> upstream -> outcome. */
 export function showRequest(db: DatabaseSync, requestId: string): AuditEvent[] {
-  return queryEvents(db, { requestId, order: 'asc', limit: 10_000 });
+  return queryEvents(db, { requestId, order: 'asc', limit: MAX_LIMIT });
 }
 
 /** One line per event for `aam audit show`. */
@@ -98,10 +99,24 @@ export function describeEvent(e: AuditEvent): string {
   return parts.join('  ');
 }
 
+/** A time filter (ISO-8601, or a duration ago like 24h or 7d) as ISO-8601; throws naming the filter. */
 export function isoTime(v: string | Date, field: string): string {
-  const d = new Date(v);
-  if (Number.isNaN(d.getTime())) throw new Error(`audit query: ${field} "${String(v)}" is not a date; use ISO-8601 like 2026-01-31T00:00:00Z`);
-  return d.toISOString();
+  if (v instanceof Date) {
+    if (Number.isNaN(v.getTime())) throw new Error(`audit query: ${field} is not a valid date`);
+    return v.toISOString();
+  }
+  try { return new Date(timeOrAgo(v)).toISOString(); } catch (e) { throw new Error(`audit query: ${field} ${(e as Error).message}`); }
+}
+
+/** Most events one query returns. */
+export const MAX_LIMIT = 10_000;
+
+/** A limit as given on the command line or API (default 100), checked: "abc" would otherwise mean no limit at all. */
+export function limitArg(v: string | undefined): number {
+  if (v === undefined || v.trim() === '') return 100;
+  const n = Number(v);
+  if (!/^\s*\d+\s*$/.test(v) || n < 1 || n > MAX_LIMIT) throw new Error(`audit query: limit "${v}" is not a whole number from 1 to ${MAX_LIMIT}`);
+  return n;
 }
 
 const DECISIONS = ['allow', 'deny', 'approval_required'] as const;

@@ -20,3 +20,14 @@ export function parseDurationSeconds(text: string, what: string): number {
   if (seconds <= 0) throw new Error(`invalid ${what} "${text}": must be more than 0 seconds`);
   return seconds;
 }
+
+/**
+ * A point in time as people give it: an ISO-8601 time, or a duration ago like 30m, 24h or 7d.
+ * Throws an Error whose message says what is accepted.
+ */
+export function timeOrAgo(text: string, now = Date.now()): number {
+  if (/^\d+[smhd]/.test(text.trim())) return now - parseDurationSeconds(text, 'duration') * 1000;
+  const t = Date.parse(text);
+  if (Number.isNaN(t)) throw new Error(`"${text}" is neither an ISO time (like 2026-01-31T00:00:00Z) nor a duration ago (like 30m, 24h, 7d)`);
+  return t;
+}

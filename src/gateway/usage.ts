@@ -4,7 +4,7 @@
 // per-request detail lives in the audit trail (model_call events), not here.
 // Cost: a NULL/unknown cost is counted in unknown_cost_requests, never silently added as $0.
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
-import { parseDurationSeconds } from '../config/duration.ts';
+import { timeOrAgo } from '../config/duration.ts';
 import { transaction } from '../store/sqlite.ts';
 import { level, type Level } from '../observability/label-tree.ts';
 import { usageGroupColumn, type UsageGrouping, type UsageRollupRow } from '../store/types.ts';
@@ -210,9 +210,5 @@ export function minuteOf(t: number): number {
  * Throws an Error whose message says what is accepted.
  */
 export function sinceTime(text: string | undefined, now = Date.now()): number {
-  if (!text) return now - 30 * 86_400_000;
-  if (/^\d+[smhd]/.test(text)) return now - parseDurationSeconds(text, 'window') * 1000;
-  const t = Date.parse(text);
-  if (Number.isNaN(t)) throw new Error(`"${text}" is neither an ISO time nor like 30m, 24h, 7d`);
-  return t;
+  return text ? timeOrAgo(text, now) : now - 30 * 86_400_000;
 }

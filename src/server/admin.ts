@@ -7,7 +7,7 @@ import { StoreUnavailable } from '../store/types.ts';
 import { readJson, sendJson } from '../access/request.ts';
 import type { Ctx, Handler, Routes } from './http.ts';
 import type { Runtime } from '../runtime.ts';
-import { decisionArg, planeArg, queryEvents, showRequest } from '../audit/query.ts';
+import { decisionArg, limitArg, MAX_LIMIT, planeArg, queryEvents, showRequest } from '../audit/query.ts';
 import { sinceTime, USAGE_GROUPINGS, type UsageGrouping } from '../gateway/usage.ts';
 import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy/authzen.ts';
 import { createHumanAuth, type HumanAuth, type Principal } from '../console/auth.ts';
@@ -76,14 +76,15 @@ function tailFilters(rt: Runtime, q: URLSearchParams) {
   };
 }
 
-/** The audit query's filters: the tail's, plus one request or one trace. */
+/** The audit query's filters: the tail's, plus one request or one trace, and how many events at most. */
 function auditFilters(rt: Runtime, q: URLSearchParams) {
-  return { ...tailFilters(rt, q), requestId: q.get('request_id') ?? undefined, traceId: q.get('trace_id') ?? undefined };
+  return { ...tailFilters(rt, q), requestId: q.get('request_id') ?? undefined, traceId: q.get('trace_id') ?? undefined, limit: limitParam(q.get('limit') ?? undefined) };
 }
 
 const badQuery = (e: unknown): AamError => (e instanceof AamError ? e : new AamError(400, 'invalid_request', (e as Error).message));
 const planeParam = (v: string) => { try { return planeArg(v); } catch (e) { throw badQuery(e); } };
 const decisionParam = (v: string) => { try { return decisionArg(v); } catch (e) { throw badQuery(e); } };
+const limitParam = (v: string | undefined) => { try { return limitArg(v); } catch (e) { throw badQuery(e); } };
 
 function must(who: Principal, need: Role): void {
   if (!atLeast(who.role, need)) throw new AamError(403, 'admin_forbidden', `this needs the ${need} role; ${who.label} has ${who.role}`);
@@ -193,9 +194,8 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     const one = /^\/audit\/requests\/([\w.:-]+)$/.exec(rest)?.[1];
     let data;
     try {
-      data = await (await import('../audit/fleet-log.ts')).queryFleetEvents(rt.fleet.fleet.sql, one ? { requestId: one, limit: 10_000 } : {
+      data = await (await import('../audit/fleet-log.ts')).queryFleetEvents(rt.fleet.fleet.sql, one ? { requestId: one, limit: MAX_LIMIT } : {
         ...auditFilters(rt, q), since: q.get('since') ? new Date(sinceParam(ctx)).toISOString() : undefined,
-        limit: Math.min(10_000, Number(q.get('limit') ?? 100) || 100),
       });
     } catch (e) { throw badQuery(e); }
     return sendJson(ctx, 200, one ? { request_id: one, data: data.reverse() } : { data });
@@ -203,9 +203,8 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
   if (method === 'GET' && rest === '/audit' && rt.auditLog) {
     await rt.auditLog.flush();
     const q = new URLSearchParams(ctx.query);
-    const limit = Math.min(10_000, Number(q.get('limit') ?? 100) || 100);
     try {
-      return sendJson(ctx, 200, { data: queryEvents(rt.auditLog.db, { ...auditFilters(rt, q), since: q.get('since') ? new Date(sinceParam(ctx)) : undefined, limit }) });
+      return sendJson(ctx, 200, { data: queryEvents(rt.auditLog.db, { ...auditFilters(rt, q), since: q.get('since') ? new Date(sinceParam(ctx)) : undefined }) });
     } catch (e) { throw badQuery(e); }
   }
   if (method === 'GET' && rest === '/audit/stream' && rt.fleet && !rt.auditLog && rt.audit) {
