@@ -159,7 +159,10 @@ test('queries filter by agent, decision, type, time and request; show lists one 
   const denied = describeEvent({ ...chain[0], model: { route: 'frontier-max' } });
   assert.match(denied, /model=frontier-max(\s|$)/);
   assert.doesNotMatch(denied, /undefined/);
-  assert.throws(() => queryEvents(log.db, { since: 'yesterday' }), /not a date/);
+  assert.throws(() => queryEvents(log.db, { since: 'yesterday' }), /audit query: since "yesterday" is neither an ISO time/);
+  // A duration ago, as the admin API and the CLI take it.
+  assert.equal(queryEvents(log.db, { since: '1h' }).length, queryEvents(log.db, {}).length);
+  assert.equal(queryEvents(log.db, { since: new Date(Date.now() + 3_600_000).toISOString() }).length, 0);
   await log.close();
 });
 
@@ -503,6 +506,23 @@ test('the writer thread runs at a lower priority than the request-serving thread
   assert.ok(niceOf().every((n) => n >= start), 'no thread runs above the runner\'s priority');
   assert.equal(mainNice(), start, 'the main thread keeps its priority');
   await log.close();
+});
+
+test('writerNice sets how much lower the writer thread runs (AAM_AUDIT_WRITER_NICE); 0 keeps the gateway\'s priority (Linux)', { skip: process.platform !== 'linux' }, async (t) => {
+  const niceOf = (): number[] => readdirSync('/proc/self/task').map((t) => Number(readFileSync(`/proc/self/task/${t}/stat`, 'utf8').split(') ')[1].split(' ')[16]));
+  const start = Number(readFileSync('/proc/self/stat', 'utf8').split(') ')[1].split(' ')[16]);
+  if (start + 2 > 19) return t.diagnostic(`runner at nice ${start}: no lower priority left to check`);
+  const at = (n: number): number => niceOf().filter((x) => x === n).length;
+  const before = { two: at(start + 2), five: at(start + 5) };
+  const log = openAuditLog({ dataDir: tempDir(), writerNice: 2 });
+  await log.recordDurable(sampleEvent(1));
+  assert.equal(at(start + 2), before.two + 1, `one more thread at nice ${start + 2}: the writer, 2 lower`);
+  assert.equal(at(start + 5), before.five, 'not the default 5');
+  await log.close();
+  const same = openAuditLog({ dataDir: tempDir(), writerNice: 0 });
+  await same.recordDurable(sampleEvent(1));
+  assert.equal(at(start + 5), before.five, 'writerNice 0: no thread lowered to the default 5');
+  await same.close();
 });
 
 test('segment files: a log that recorded nothing leaves none; a killed process\'s file is chained where it is', async () => {

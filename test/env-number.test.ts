@@ -6,7 +6,10 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { wholeNumberEnv, listenPort } from '../src/lib/env-number.ts';
-import { slowLorisTimeouts, drainTimeoutMs } from '../src/cli/serve.ts';
+import { slowLorisTimeouts, drainTimeoutMs, startGateway } from '../src/cli/serve.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 test('wholeNumberEnv: unset is the fallback, a whole number in range is taken, anything else names the variable', () => {
   assert.equal(wholeNumberEnv('AAM_X', undefined, { unit: 'bytes' }), undefined);
@@ -60,4 +63,16 @@ test('fleet numbers are checked before any connection: a bad AAM_DATABASE_POOL /
   ] as const) {
     await assert.rejects(openFleetStores({ ...urls, [name]: value }, { follow: false }), { message });
   }
+});
+
+test('AAM_AUDIT_WRITER_NICE is checked at start (before: "high" was NaN and the writer silently kept the gateway\'s priority)', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aam-nice-'));
+  try {
+    const configPath = join(dir, 'aam.yaml');
+    writeFileSync(configPath, 'apiVersion: access.envisionai.dev/v1\nkind: Provider\nmetadata: { name: demo }\nspec: { type: demo }\n');
+    for (const bad of ['high', '20', '-1']) {
+      await assert.rejects(startGateway({ configPath, dataDir: join(dir, 'data'), port: 0, host: '127.0.0.1', quiet: true, env: { ...process.env, AAM_LOG_LEVEL: 'error', AAM_AUDIT_WRITER_NICE: bad } }),
+        { message: `AAM_AUDIT_WRITER_NICE must be a whole number from 0 to 19 (default 5), not "${bad}"` });
+    }
+  } finally { rmSync(dir, { recursive: true, force: true }); }
 });

@@ -58,6 +58,8 @@ export interface AuditLogOptions {
   checkpointEvery?: number;
   /** ... or every T ms when events were written (default 10 000), and at close. */
   checkpointIntervalMs?: number;
+  /** How much lower than the gateway's priority the writer thread runs (nice increment, default 5; 0: the same). */
+  writerNice?: number;
   /** buffer (default): keep events queued while storage fails; fail_closed: recordDurable rejects. */
   failMode?: AuditFailMode;
   /** Bound of the in-memory queue; record() returns false beyond it (default 100 000). */
@@ -202,7 +204,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   const db = openAuditDb(opts.dataDir, { busyTimeoutMs: Math.min(opts.busyTimeoutMs ?? 200, 200) });
   setMeta(db, `public_key:${key.keyId}`, key.publicKeyPem);
   const head = resumeHead(db, key, opts.dataDir);
-  const init: WriterInit = { dataDir: opts.dataDir, keyFile, busyTimeoutMs: opts.busyTimeoutMs ?? 5000, checkpointEvery: cfg.checkpointEvery, checkpointIntervalMs: cfg.checkpointIntervalMs, checkpointFile: opts.checkpointFile ?? checkpointFilePath(opts.dataDir) };
+  const init: WriterInit = { dataDir: opts.dataDir, keyFile, busyTimeoutMs: opts.busyTimeoutMs ?? 5000, checkpointEvery: cfg.checkpointEvery, checkpointIntervalMs: cfg.checkpointIntervalMs, checkpointFile: opts.checkpointFile ?? checkpointFilePath(opts.dataDir), writerNice: opts.writerNice ?? 5 };
 
   let lastSeq = head.seq;
   let lastHash = head.hash;

@@ -19,6 +19,8 @@ export interface WriterInit {
   checkpointIntervalMs: number;
   /** Signed checkpoints are also appended here (anchor.ts). */
   checkpointFile?: string;
+  /** How much this thread lowers its priority after its first batch (AuditLogOptions.writerNice). */
+  writerNice: number;
 }
 
 export type WriterRequest =
@@ -88,7 +90,7 @@ port.on('message', (m: WriterRequest) => {
     if (m.op === 'write') {
       const r = writer.write(m.batch, m.want);
       // Lowered before the reply, so whoever sees the first batch committed sees the thread's final priority.
-      if (!lowered) { lowered = true; lowerPriority(Number(process.env.AAM_AUDIT_WRITER_NICE ?? 5)); }
+      if (!lowered) { lowered = true; lowerPriority(init.writerNice); }
       reply({ op: 'written', id: m.id, firstSeq: r.firstSeq, lastSeq: r.lastSeq, lastHash: r.lastHash, hashes: r.hashes, checkpointed: r.checkpoint !== undefined });
     } else if (m.op === 'prune') {
       reply({ op: 'pruned', id: m.id, result: writer.prune(m.before, m.maxSeq) });

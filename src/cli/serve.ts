@@ -104,12 +104,15 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     // A copy outside the database: `aam audit verify --checkpoint` catches rows and checkpoints cut together.
     onCheckpoint: (line) => appendFileSync(checkpointFilePath(o.dataDir, env), line + '\n', { mode: 0o600 }),
   }) : null;
+  // Checked in fleet mode too (no writer thread there): a typo refuses every start alike.
+  const writerNice = wholeNumberEnv('AAM_AUDIT_WRITER_NICE', env.AAM_AUDIT_WRITER_NICE, { max: 19, fallback: 5 });
   const audit = env.AAM_AUDIT === 'off' || fleetAudit ? null : openAuditLog({
     dataDir: o.dataDir, failMode, durableTimeoutMs: 2_000, checkpointFile: checkpointFilePath(o.dataDir, env),
     // Evidence passes the same scrubber as every response: upstream text never puts a secret on disk.
     scrub: (json) => rt.scrub(json),
     onAlert: (a) => rt.log.error({ event: 'audit_alert', ...a }, 'audit storage problem'),
     segments: retentionMs ? { ...DEFAULT_SEGMENTS, maxAgeMs: segmentAgeFor(retentionMs) } : undefined,
+    writerNice,
   });
   const stopRetention = audit && retentionMs ? startRetention(audit, retentionMs, {
     onPruned: (r) => rt.log.info({ event: 'audit_retention', cut_seq: r.cutSeq, events: r.deletedEvents, segments: r.segments }, 'audit retention dropped old segments'),
