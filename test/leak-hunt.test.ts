@@ -267,7 +267,11 @@ async function listenOnce(taskId: unknown): Promise<string> {
   try {
     for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) {
       text += Buffer.from(chunk).toString('utf8');
-      if (text.includes('notifications/tasks')) break;
+      // Abort before leaving the loop: the body is one branch of the capture's tee, and cancelling
+      // one branch waits for the other, which reads until the stream ends (never, on a listen
+      // stream), so a plain break held every row here for the whole 10 s. The capture's branch has
+      // this chunk already (a tee hands each chunk to both branches at once).
+      if (text.includes('notifications/tasks')) { ac.abort(); break; }
     }
   } catch { /* aborted */ } finally { clearTimeout(timer); ac.abort(); }
   return text;
