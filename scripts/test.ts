@@ -232,27 +232,11 @@ export function runScratch(base = tmpdir()): RunScratch {
 }
 
 /**
- * Files that took longest (25-96 s each in a full run on 2026-12-07, most of it waiting on real
- * outages, backoffs, browsers and child processes), run first: with two workers the run ends when
- * the later one does, and a long file started near the end (tools-mcp-guard, by name) left the
- * other worker idle for up to its whole length. Only the order: every file runs, the rest by name.
- */
-const LONGEST_FIRST = ['fleet-audit', 'tools-mcp-guard', 'leak-hunt', 'fleet-audit-ops', 'maglev-tier', 'cli', 'h1-agent', 'a2a-callee',
-  'mcp-2026-extras', 'audit-log', 'tools-lazy-sdk', 'fleet-limits', 'fleet-state', 'policy-diff', 'fleet-mcp-listen-catchup', 'console-e2e'];
-
-/** Every test/**\/*.test.ts (relative to the repo), the longest first, then by name. */
-export function suiteFiles(root = ROOT): string[] {
-  const all = readdirSync(join(root, 'test'), { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.test.ts')).map((f) => `test/${f}`).sort();
-  const first = LONGEST_FIRST.map((name) => `test/${name}.test.ts`).filter((f) => all.includes(f));
-  return [...first, ...all.filter((f) => !first.includes(f))];
-}
-
-/**
  * The test runner's arguments. Force exit ends a file whose tests are done though a handle is left
  * open; blocking-stdio.ts makes sure that exit drops none of the results (test-runner-reports).
  */
 export function runnerArgs(files: readonly string[]): string[] {
-  return ['--require', join(ROOT, 'scripts', 'blocking-stdio.ts'), '--test', '--test-force-exit', '--test-concurrency=2', '--test-timeout=120000', ...(files.length ? files : suiteFiles())];
+  return ['--require', join(ROOT, 'scripts', 'blocking-stdio.ts'), '--test', '--test-force-exit', '--test-concurrency=2', '--test-timeout=120000', ...(files.length ? files : ['test/**/*.test.ts'])];
 }
 
 /** Exit code and output of a type-check started by typecheck(). */
