@@ -165,5 +165,5 @@ test('a bad MCP session limit still refuses the start when no MCP server is conf
   const config = join(dir, 'aam.yaml');
   writeFileSync(config, yaml(...base));
   const outcome = await serveRefusal({ config, data: join(dir, 'data'), env: { AAM_MCP_SESSIONS_PER_IDENTITY: '0' } });
-  assert.match(outcome, /AAM_MCP_SESSIONS_PER_IDENTITY\) must be a positive integer, not 0/);
+  assert.match(outcome, /AAM_MCP_SESSIONS_PER_IDENTITY must be a whole number of sessions \(at least 1\), not "0"/);
 });
