@@ -68,6 +68,8 @@ export function parseCookies(header: string | undefined): Map<string, string> {
   return out;
 }
 
+/** Three base64url parts: a JWT (an OpenID Connect ID token, or an agent's JWT-SVID). */
+const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]+$/;
 const ADMIN_API_OFF = 'the admin API is disabled: start aam with AAM_ADMIN_TOKEN set, or with AAM_OIDC_ISSUER/AAM_OIDC_CLIENT_ID/AAM_OIDC_CLIENT_SECRET/AAM_PUBLIC_URL';
 const unauthorized = (msg: string) => new AamError(401, 'admin_unauthorized', msg, { headers: { 'www-authenticate': 'Bearer realm="aam-admin"' } });
 
@@ -140,10 +142,10 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
       if (!o.adminToken && !o.oidc) throw unauthorized(ADMIN_API_OFF); // a token set in the client's shell, not the gateway's
       // Only something shaped like a JWT is shown to the IdP's keys, and only what cannot be an
       // aam credential (virtual keys and join tokens start with "aam") is ever sent to the IdP.
-      if (o.oidc && /^[\w-]+\.[\w-]+\.[\w-]+$/.test(m[1])) return person(() => o.oidc!.verifyBearer(m[1]));
+      if (o.oidc && JWT_SHAPE.test(m[1])) return person(() => o.oidc!.verifyBearer(m[1]));
       if (o.oidc && !m[1].startsWith('aam') && /^[\x21-\x7e]{16,4096}$/.test(m[1])) return person(() => o.oidc!.verifyAccessToken(m[1]));
       // An agent's credential is told apart from a wrong admin token: each has its own fix.
-      const agentLike = m[1].startsWith('aam') || /^[\w-]+\.[\w-]+\.[\w-]+$/.test(m[1]);
+      const agentLike = m[1].startsWith('aam') || JWT_SHAPE.test(m[1]);
       throw unauthorized(agentLike
         ? `admin API needs "Authorization: Bearer $AAM_ADMIN_TOKEN"${o.oidc ? ' or an OpenID Connect ID or access token' : ''}; agent keys and agent tokens are not accepted here`
         : `the Bearer token is not this gateway's AAM_ADMIN_TOKEN${o.oidc ? ' nor an OpenID Connect token' : ''}: send the value the gateway was started with`);
