@@ -22,6 +22,12 @@ function countWrites(): { n: number; stop(): void } {
   return c;
 }
 
+/** The request ids of the trail's events whose id is LIKE `pattern`, in chain order. */
+async function requestIdsLike(sql: postgres.Sql, pattern: string): Promise<string[]> {
+  const rows = await sql<Array<{ request_id: string }>>`SELECT request_id FROM audit_trail WHERE request_id LIKE ${pattern} ORDER BY seq`;
+  return rows.map((r) => r.request_id);
+}
+
 before(async () => { store = await fleetStore(); });
 after(async () => { await store?.drop(); });
 
@@ -54,8 +60,7 @@ test('send(): the INSERT leaves in the same turn instead of at its end; events r
       // Recorded while the first INSERT is in flight (e.g. an event of the answer's own): the answer's wait covers it.
       log.record({ type: 'admin', request_id: `send-${i}-b` });
       await log.journaled(true);
-      const rows = await own<Array<{ request_id: string }>>`SELECT request_id FROM audit_trail WHERE request_id LIKE ${`send-${i}-%`} ORDER BY seq`;
-      assert.deepEqual(rows.map((r) => r.request_id), [`send-${i}-a`, `send-${i}-b`]);
+      assert.deepEqual(await requestIdsLike(own, `send-${i}-%`), [`send-${i}-a`, `send-${i}-b`]);
       assert.equal(sent.filter((q) => q.startsWith('INSERT INTO audit_events')).length, 2, 'the second event in an INSERT of its own, after the first committed');
     }
     // Nothing recorded: send() sends nothing.
@@ -88,8 +93,7 @@ test('send() answers a promise of the INSERT being on the socket: work done afte
     }
     // Nothing recorded: no write, no promise.
     assert.equal(log.send(), undefined);
-    const rows = await own<Array<{ request_id: string }>>`SELECT request_id FROM audit_trail WHERE request_id LIKE 'sock-%' ORDER BY seq`;
-    assert.deepEqual(rows.map((r) => r.request_id), ['sock-warm', 'sock-0', 'sock-1', 'sock-2']);
+    assert.deepEqual(await requestIdsLike(own, 'sock-%'), ['sock-warm', 'sock-0', 'sock-1', 'sock-2']);
     await log.close();
   } finally {
     Socket.prototype.write = realWrite;
@@ -118,8 +122,7 @@ test('with aam\'s own connection (PgWire) send() writes the INSERT before it ret
       } finally { writes.stop(); }
       await log.journaled();
     }
-    const rows = await own<Array<{ request_id: string }>>`SELECT request_id FROM audit_trail WHERE request_id LIKE 'wire-%' ORDER BY seq`;
-    assert.deepEqual(rows.map((r) => r.request_id), ['wire-first', 'wire-0', 'wire-1', 'wire-2']);
+    assert.deepEqual(await requestIdsLike(own, 'wire-%'), ['wire-first', 'wire-0', 'wire-1', 'wire-2']);
     await log.close();
   } finally {
     Socket.prototype.write = realWrite;
