@@ -94,8 +94,8 @@ export interface FleetStores {
   fleet: Fleet; keys: FleetKeyBook; limiter: FleetLimiter; pins: FleetPins; credentials: FleetCredentialRows; issuerKeys: FleetIssuerKeys;
   /** Usage rollups of the whole fleet (each replica adds its own). */
   usage: FleetUsage;
-  /** This replica's heartbeat in Redis (aam fleet status). */
-  heartbeat(config: () => string, everyMs?: number): { stop(): Promise<void> };
+  /** This replica's heartbeat in Redis (aam fleet status), every AAM_FLEET_HEARTBEAT_MS (default 5 s). */
+  heartbeat(config: () => string): { stop(): Promise<void> };
 }
 
 /**
@@ -115,7 +115,7 @@ export async function openFleetStores(env: NodeJS.ProcessEnv, opts: { follow: bo
   const poolMax = wholeNumberEnv('AAM_DATABASE_POOL', env.AAM_DATABASE_POOL, { unit: 'connections', min: 1 });
   const pollMs = wholeNumberEnv('AAM_FLEET_POLL_MS', env.AAM_FLEET_POLL_MS, { unit: 'milliseconds', min: 1 });
   const reservationTtlMs = wholeNumberEnv('AAM_RESERVATION_TTL_MS', env.AAM_RESERVATION_TTL_MS, { unit: 'milliseconds', min: 1 });
-  fleetHeartbeatMs(env);
+  const heartbeatMs = wholeNumberEnv('AAM_FLEET_HEARTBEAT_MS', env.AAM_FLEET_HEARTBEAT_MS, { unit: 'milliseconds', min: 1 });
   const fleet = await openFleet(urls, { follow: opts.follow, migrate: opts.follow, admission: opts.follow, poolMax });
   try {
     const onError = (what: string, e: unknown) => opts.log?.warn({ event: 'fleet_store_error', what, err: e }, `fleet store: ${what} failed`);
@@ -127,7 +127,7 @@ export async function openFleetStores(env: NodeJS.ProcessEnv, opts: { follow: bo
     const credentials = await FleetCredentialRows.open(fleet, { follow: opts.follow, pollMs, onError });
     const issuerKeys = new FleetIssuerKeys(fleet, { follow: opts.follow, pollMs, onError });
     const usage = new FleetUsage(fleet.sql, (e) => onError('writing usage rollups', e));
-    return { fleet, keys, limiter, pins, credentials, issuerKeys, usage, heartbeat: (config, everyMs) => startHeartbeat(fleet, config, everyMs) };
+    return { fleet, keys, limiter, pins, credentials, issuerKeys, usage, heartbeat: (config) => startHeartbeat(fleet, config, heartbeatMs) };
   } catch (e) {
     await fleet.close();
     throw e;
@@ -310,7 +310,7 @@ export class Runtime {
       if (!p.enabled) this.log.info({ provider: p.name, reason: p.disabledReason }, `provider ${p.name} is off`);
     }
     if (!this.fleet) this.seedBudgets(); // the fleet seeds each budget from PostgreSQL on first use
-    this.#heartbeat = this.fleet ? this.fleet.heartbeat(() => this.compiled.version, fleetHeartbeatMs(opts.env ?? process.env)) : null;
+    this.#heartbeat = this.fleet ? this.fleet.heartbeat(() => this.compiled.version) : null;
   }
 
   /** The embedded key store (synchronous; tests and embedded-only tools). Fleet mode has none: use keyBook. */
@@ -593,7 +593,3 @@ export class Runtime {
   }
 }
 
-/** AAM_FLEET_HEARTBEAT_MS (default 5000 in the fleet store): how often a replica writes its heartbeat. */
-function fleetHeartbeatMs(env: NodeJS.ProcessEnv): number | undefined {
-  return wholeNumberEnv('AAM_FLEET_HEARTBEAT_MS', env.AAM_FLEET_HEARTBEAT_MS, { unit: 'milliseconds', min: 1 });
-}
