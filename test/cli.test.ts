@@ -170,4 +170,7 @@ test('audit query/export: --since takes an ISO time or a duration ago; a bad --s
   assert.equal(exported.code, 1);
   assert.match(exported.stderr, /--since: "yesterday" is neither/);
   assert.ok(!existsSync(file), 'no output file for a refused export');
+  const usage = await run(['usage', '--since', 'yesterday', '--data', data]);
+  assert.equal(usage.code, 1);
+  assert.match(usage.stderr, /--since: "yesterday" is neither/, 'aam usage checks --since as audit does');
 });

@@ -18,7 +18,7 @@ import { recoverUncommitted } from './log.ts';
 import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import { openAuditLog } from './log.ts';
 import { applyRetention } from './retention.ts';
-import { parseDurationSeconds, timeOrAgo } from '../config/duration.ts';
+import { flagTime, parseDurationSeconds } from '../config/duration.ts';
 import { loadConfigHere as loadConfig } from '../config/isolated.ts';
 import type { AuditEvent } from './event.ts';
 import { str } from '../lib/json.ts';
@@ -48,8 +48,8 @@ const err = (line: string): void => { process.stderr.write(line + '\n'); };
 /** The agents of a team in the config's Agent documents (as the admin API's ?team= resolves it from the running config). */
 /** --since as ISO-8601 (given as an ISO time or a duration ago like 24h or 7d); undefined when not given. */
 function sinceFlag(v: unknown): string | undefined {
-  if (v === undefined) return undefined;
-  try { return new Date(timeOrAgo(String(v))).toISOString(); } catch (e) { throw new Error(`--since: ${(e as Error).message}`); }
+  const t = flagTime('--since', v);
+  return t === undefined ? undefined : new Date(t).toISOString();
 }
 
 function teamAgents(config: string, team: string): string[] {

@@ -9,6 +9,7 @@ import { buildAgentRegistry } from '../identity/registry.ts';
 import { issueAgentSvid, parseTtl } from '../identity/issue.ts';
 import { readIssuerKeyFile, type KeyImport } from '../identity/issuer.ts';
 import { sinceTime } from '../gateway/usage.ts';
+import { flagTime } from '../config/duration.ts';
 import { openVault } from '../credentials/vault.ts';
 import { readSecretFromStdin } from '../credentials/stdin.ts';
 import { auditCommands } from '../audit/cli.ts';
@@ -21,9 +22,8 @@ import { fleetEnv } from '../store/fleet-lazy.ts';
 const out = (line: string) => process.stdout.write(line + '\n');
 const err = (line: string) => process.stderr.write(line + '\n');
 
-function since(v: unknown): number {
-  try { return sinceTime(v === undefined ? undefined : String(v)); } catch (e) { throw new Error(`--since: ${(e as Error).message}`); }
-}
+/** aam usage --since: default 30 days ago, as the admin API's ?since=. */
+const since = (v: unknown): number => flagTime('--since', v) ?? sinceTime(undefined);
 
 export const extraCommands: Record<string, Command> = {
   'policy test': {

@@ -31,3 +31,9 @@ export function timeOrAgo(text: string, now = Date.now()): number {
   if (Number.isNaN(t)) throw new Error(`"${text}" is neither an ISO time (like 2026-01-31T00:00:00Z) nor a duration ago (like 30m, 24h, 7d)`);
   return t;
 }
+
+/** A CLI flag's time (timeOrAgo), undefined when the flag is not given; errors name the flag. */
+export function flagTime(flag: string, value: unknown): number | undefined {
+  if (value === undefined) return undefined;
+  try { return timeOrAgo(String(value)); } catch (e) { throw new Error(`${flag}: ${(e as Error).message}`); }
+}
