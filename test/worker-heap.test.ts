@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { NODE_BIN, ROOT } from './helpers/e2e.ts';
+import { startCommand } from '../bench/lib/aam.ts';
 
 // Short-lived garbage grows a heap's new space to its maximum; then its size is read.
 const CHURN = `let keep = []; for (let i = 0; i < 2e6; i++) { keep.push({ i, s: 'x' + i }); if (keep.length > 20000) keep = []; }
@@ -43,4 +44,17 @@ process.stdout.write(JSON.stringify({ worker, main }));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+// V8 rounds --max-semi-space-size up to a power of two: npm start's `12` would run with 16 MB
+// semi-spaces, 32 MB of new space and ~15 MB more loaded RSS than its 8
+// (bench/RESULTS.md, "Memory", session 24), so the flag must name the size V8 really uses.
+test("npm start's --max-semi-space-size is the young generation V8 gives the gateway thread", () => {
+  const { flags } = startCommand(ROOT);
+  const semi = flags.find((f) => f.startsWith('--max-semi-space-size='));
+  assert.ok(semi, `npm start's node flags: ${flags.join(' ')}`);
+  const MB = 1024 * 1024;
+  const want = 2 * Number(semi.split('=')[1]) * MB;
+  const got = Number(execFileSync(NODE_BIN, [...flags, '-e', `${CHURN} process.stdout.write(String(newSpace()));`], { cwd: ROOT, encoding: 'utf8', timeout: 60_000 }));
+  assert.ok(got >= want && got < want + 2 * MB, `${semi}: new space ${got / MB} MB, not two ${want / 2 / MB} MB semi-spaces`);
 });
