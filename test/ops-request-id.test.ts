@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { queryEvents } from '../src/audit/query.ts';
 import { startTestGateway, doc, yaml } from './helpers/gateway.ts';
 import { chat, auditOf, localServer } from './helpers/e2e.ts';
+import { stdioServerDoc } from './fixtures/mcp-accounts/upstream.ts';
 
 test('two requests sending the same x-request-id get distinct aam ids and separate evidence; the client id is kept beside it', async () => {
   const api = await localServer((_req, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"ok":true}'); });
@@ -55,4 +56,32 @@ test('an x-request-id that is not a sane token is neither kept nor echoed', asyn
       assert.ok((await auditOf(gw, r.requestId)).every((e) => e.client_request_id === undefined));
     }
   } finally { await gw.close(); }
+});
+
+test('the tool planes answer with aam\'s x-request-id and key their evidence by it: an MCP session call and an HTTP tool whose upstream sends its own id', async () => {
+  const api = await localServer((_req, res) => { res.writeHead(200, { 'content-type': 'application/json', 'x-request-id': 'upstream-9' }); res.end('{"ok":true}'); });
+  const gw = await startTestGateway(yaml(
+    doc('HttpTool', 'crm', { baseUrl: api.url, resource: 'crm', actions: { read: { method: 'GET', path: '/r' } } }),
+    doc('Agent', 'a', { workload: 'spiffe://test/agent/a' }),
+    doc('AgentPolicy', 'p', { identity: { agent: 'a' }, tools: [{ resource: 'crm', actions: ['read'] }, { resource: 'salesforce.accounts', actions: ['search'] }] }),
+  ) + '---\n' + stdioServerDoc('accounts'));
+  try {
+    const headers = { authorization: `Bearer ${gw.key('a')}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'x-request-id': 'collide-1' };
+    const post = (body: unknown, more: Record<string, string> = {}) => fetch(`${gw.url}/mcp`, { method: 'POST', headers: { ...headers, ...more }, body: JSON.stringify(body) });
+    const init = await post({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-11-25', capabilities: {}, clientInfo: { name: 't', version: '1' } } });
+    await init.text();
+    const session = { 'mcp-session-id': init.headers.get('mcp-session-id') ?? '', 'mcp-protocol-version': '2025-11-25' };
+    await (await post({ jsonrpc: '2.0', method: 'notifications/initialized' }, session)).text();
+    const call = await post({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'accounts__search_accounts', arguments: { query: 'Acme' } } }, session);
+    assert.match(await call.text(), /Acme Corp/);
+    const mcpId = call.headers.get('x-request-id') ?? '';
+    assert.match(mcpId, /^req_[0-9a-f]{8}[0-9a-z]{8}$/, 'an MCP answer carries aam\'s request id');
+    assert.deepEqual((await auditOf(gw, mcpId)).map((e) => e.type), ['tool.decision', 'tool.outcome'], 'aam show ID finds the call');
+    const t = await fetch(`${gw.url}/tools/crm/read`, { headers });
+    assert.equal(t.status, 200);
+    const toolId = t.headers.get('x-request-id') ?? '';
+    assert.match(toolId, /^req_/, 'an HTTP tool answer carries aam\'s request id, not the upstream\'s');
+    assert.ok((await auditOf(gw, toolId)).some((e) => e.type === 'tool.outcome'));
+    assert.deepEqual(await auditOf(gw, 'collide-1'), [], 'no evidence is keyed by an agent-chosen id');
+  } finally { await gw.close(); await api.close(); }
 });

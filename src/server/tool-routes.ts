@@ -41,6 +41,16 @@ function segment(raw: string, what: string): string {
   }
 }
 
+/**
+ * The tool planes answer through the MCP SDK and the HTTP tool proxy, not sendJson: aam's id goes
+ * on the response here (as on every other route), and replaces the client's x-request-id in the
+ * request the plane reads, so the plane keys its evidence by aam's id.
+ */
+function stampRequestId(ctx: Ctx): void {
+  ctx.req.headers['x-request-id'] = ctx.requestId;
+  ctx.res.setHeader('x-request-id', ctx.requestId);
+}
+
 export function addToolRoutes(routes: Routes, mcp: McpGateway, http: HttpToolProxy): void {
   const mcpHandler = async (ctx: Ctx) => {
     const rest = ctx.path === '/mcp' ? '' : ctx.path.slice('/mcp/'.length);
@@ -50,7 +60,7 @@ export function addToolRoutes(routes: Routes, mcp: McpGateway, http: HttpToolPro
     const access = await accessForMcp(ctx, ctx.path);
     const server = rest ? segment(rest, 'MCP server name') : null;
     const body = ctx.req.method === 'POST' ? await readJson(ctx) : undefined;
-    ctx.req.headers['x-request-id'] = ctx.requestId;
+    stampRequestId(ctx);
     // Session streams (GET /mcp) are idle by nature: comment frames keep proxies from cutting them.
     keepSseAlive(ctx.res, ctx.rt.options.sseKeepaliveMs);
     await mcp.handle(ctx.req, ctx.res, access, server, body);
@@ -66,7 +76,7 @@ export function addToolRoutes(routes: Routes, mcp: McpGateway, http: HttpToolPro
     const tool = segment(m[1], 'tool name');
     const action = segment(m[2], 'action name');
     const body = ctx.req.method === 'GET' || ctx.req.headers['content-length'] === '0' ? {} : await readJson(ctx);
-    ctx.req.headers['x-request-id'] = ctx.requestId;
+    stampRequestId(ctx);
     await http.handle(ctx.req, ctx.res, access, tool, action, body);
   }]);
   const meta = (path: string) => (ctx: Ctx) => sendJson(ctx, 200, protectedResourceMetadata({ baseUrl: baseUrl(ctx), path }));

@@ -241,7 +241,8 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
       const out: Record<string, string | string[]> = { 'x-aam-request-id': requestId };
       const connectionListed = new Set(String(up.headers.connection ?? '').toLowerCase().split(',').map((s) => s.trim()));
       for (const [k, v] of Object.entries(up.headers)) {
-        if (v === undefined || HOP_BY_HOP.has(k) || connectionListed.has(k) || k === 'set-cookie') continue;
+        // x-request-id: the agent's is aam's own id (set by the route), never the upstream's.
+        if (v === undefined || HOP_BY_HOP.has(k) || connectionListed.has(k) || k === 'set-cookie' || k === 'x-request-id') continue;
         out[k] = Array.isArray(v) ? v : String(v);
       }
       const answer = await guardedBody(access, Buffer.concat(chunks), up.headers, maxBytes, `http tool ${toolName}/${actionName}`, requestId, tool.spec.guardrails);

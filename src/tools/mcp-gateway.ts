@@ -83,7 +83,17 @@ const instructions = (scope: string | null) => (scope === null ? 'aam MCP gatewa
  */
 type AuthedRequest = IncomingMessage & { auth?: AuthInfo };
 function attachAccess(req: IncomingMessage, access: ToolAccess): void {
-  (req as AuthedRequest).auth = { token: '', clientId: access.identity.agent.spiffeId, scopes: [], extra: { access } };
+  (req as AuthedRequest).auth = { token: '', clientId: access.identity.agent.spiffeId, scopes: [], extra: { access, requestId: requestIdOf(req) } };
+}
+
+/**
+ * aam's id of this HTTP request (the server puts it in req.headers before the plane runs). The
+ * SDK's requestInfo.headers are rebuilt from the raw headers, i.e. the client's own x-request-id:
+ * evidence keyed by that would let an agent file its calls under another request's trail.
+ */
+function requestIdOf(req: IncomingMessage): string | undefined {
+  const rid = req.headers['x-request-id'];
+  return typeof rid === 'string' && REQUEST_ID.test(rid) ? rid : undefined;
 }
 
 /** The session as seen by one request: same shared state, that request's access context. */
@@ -479,8 +489,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       if (req.method === 'POST' && isModernRequest(req.headers, body)) {
         const abort = new AbortController();
         res.on('close', () => { if (!res.writableFinished) abort.abort(); }); // a closed response cancels the request
-        const rid = req.headers['x-request-id'];
-        const extra = { signal: abort.signal, requestId: typeof rid === 'string' && REQUEST_ID.test(rid) ? rid : undefined };
+        const extra = { signal: abort.signal, requestId: requestIdOf(req) };
         const listen = (s: SessionCtx, params: Record<string, unknown>, id: string | number, r: ServerResponse) => hub.listen(s, params, id, r);
         return handleModern({ rt, pageSize, listWaitMs, instructions, listen }, req.headers, res, body as Record<string, unknown>, access, serverName, extra);
       }
@@ -531,7 +540,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
 interface SdkExtra {
   signal: AbortSignal;
   requestId: string | number;
-  requestInfo?: { headers: Record<string, string | string[] | undefined> };
+  authInfo?: AuthInfo;
   sendNotification: (n: { method: 'notifications/progress'; params: { progressToken: string | number } & Progress } | { method: 'notifications/message'; params: LogParams }) => Promise<void>;
 }
 
@@ -541,10 +550,10 @@ const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 function callExtra(progressToken: string | number | undefined, extra: SdkExtra, logLevel?: LoggingLevel): Extra {
   const onprogress = progressToken === undefined ? undefined
     : (p: Progress) => { extra.sendNotification({ method: 'notifications/progress', params: { ...p, progressToken } }).catch(() => {}); };
-  // The HTTP request id of the POST that carried this message (set by the server), for correlation.
-  const rid = extra.requestInfo?.headers['x-request-id'];
+  // aam's id of the POST that carried this message (attachAccess), which its evidence is keyed by.
+  const rid = extra.authInfo?.extra?.requestId;
   const log = logLevel === undefined ? undefined : { level: logLevel, send: (p: LogParams) => { extra.sendNotification({ method: 'notifications/message', params: p }).catch(() => {}); } };
-  return { signal: extra.signal, onprogress, log, jsonrpcId: extra.requestId, requestId: typeof rid === 'string' && REQUEST_ID.test(rid) ? rid : undefined };
+  return { signal: extra.signal, onprogress, log, jsonrpcId: extra.requestId, requestId: typeof rid === 'string' ? rid : undefined };
 }
 
 
