@@ -166,6 +166,24 @@ test('queries filter by agent, decision, type, time and request; show lists one 
   await log.close();
 });
 
+test('audit show/query lines of the tool planes\' flat events name the agent, the decision, the tool and the credential', () => {
+  const base = { seq: 7, prev_hash: '0', hash: '1', time: '2026-01-01T00:00:00.000Z', request_id: 'req_1', plane: 'mcp',
+    spiffe_id: 'spiffe://prod/agent/a', agent: 'a', auth_method: 'virtual_key', key_id: 'key_1',
+    server: 'accounts', tool: 'export_accounts', resource: 'salesforce.accounts', action: 'export', args_digest: 'sha256:ab', credential: { name: 'sf-token' } };
+  const decided = describeEvent({ ...base, type: 'tool.decision', decision: { effect: 'deny', allowed: false, policy: 'ro', rule: 0, reason: 'ro tools[0] denies export' } } as never);
+  assert.doesNotMatch(decided, /undefined/);
+  assert.match(decided, /agent=a \(spiffe:\/\/prod\/agent\/a, virtual_key key_1\)/);
+  assert.match(decided, /policy=ro#0 deny: ro tools\[0\] denies export/);
+  assert.match(decided, /credential=sf-token/);
+  assert.match(decided, /tool=accounts\.export_accounts salesforce\.accounts:export args=sha256:ab/);
+  // An HTTP tool has no server; a leak names the credentials it redacted.
+  const http = describeEvent({ ...base, server: undefined, tool: 'crm', action: 'read', type: 'tool.outcome', outcome: { status: 200 } } as never);
+  assert.match(http, /tool=crm salesforce\.accounts:read .*outcome=200/);
+  const leak = describeEvent({ seq: 8, prev_hash: '1', hash: '2', time: base.time, request_id: 'req_1', type: 'credential_leak', credential: { names: ['sf-token'] }, outcome: { status: 'redacted' } } as never);
+  assert.match(leak, /credential=sf-token .*outcome=redacted/);
+  assert.doesNotMatch(http + leak, /undefined/);
+});
+
 test('retention drops whole old segments behind a signed anchor; the rest verifies, queries and survives restarts', async () => {
   const dir = tempDir();
   // 50-event segments, checked before each write of 20 events: segment files of 60 events.

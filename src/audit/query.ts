@@ -2,7 +2,7 @@
 // on the query keys stored per block (time ranges also per block), and only the segment bytes of
 // blocks with a match are read; results are the hashed event texts.
 import type { DatabaseSync } from 'node:sqlite';
-import type { AuditEvent, Plane } from './event.ts';
+import type { AuditEvent, AuditIdentity, AuditPolicy, AuditTool, Plane } from './event.ts';
 import { planeOf, PLANES, typeMayBeIn } from './event.ts';
 import { readEvents, toEvent } from './store.ts';
 import type { EventKeys, KeyCondition } from './store.ts';
@@ -80,9 +80,12 @@ export function showRequest(db: DatabaseSync, requestId: string): AuditEvent[] {
 /** One line per event for `aam audit show`. */
 export function describeEvent(e: AuditEvent): string {
   const parts = [`#${e.seq}`, e.time, e.type];
-  if (e.identity) parts.push(`agent=${e.identity.agent} (${e.identity.spiffe_id}, ${e.identity.method}${e.identity.key_id ? ' ' + e.identity.key_id : ''})`);
-  if (e.policy) parts.push(`policy=${e.policy.name || '(default)'}#${e.policy.rule} ${e.policy.decision}: ${e.policy.reason}`);
-  if (e.credential) parts.push(`credential=${e.credential.name}${e.credential.version ? '@' + e.credential.version : ''}`);
+  const who = e.identity ?? flatIdentity(e);
+  if (who) parts.push(`agent=${who.agent} (${who.spiffe_id}, ${who.method}${who.key_id ? ' ' + who.key_id : ''})`);
+  const policy = e.policy ?? flatPolicy(e.decision);
+  if (policy) parts.push(`policy=${policy.name || '(default)'}#${policy.rule} ${policy.decision}: ${policy.reason}`);
+  const cred = e.credential as { name?: string; version?: string | number; names?: string[] } | undefined;
+  if (cred) parts.push(`credential=${cred.name ?? (cred.names ?? []).join(',')}${cred.version ? '@' + cred.version : ''}`);
   if (e.model) {
     // A decision names only the route; a call also says where it went and what it cost.
     parts.push(e.model.provider
@@ -93,10 +96,31 @@ export function describeEvent(e: AuditEvent): string {
   if (a2a) parts.push(`a2a=${a2a.agent}${a2a.skill ? ` skill=${a2a.skill}` : ''}${a2a.method ? ` ${a2a.method}` : ''}${a2a.delegation?.hop ? ` hop=${a2a.delegation.hop}` : ''}`);
   const dlg = e.delegation as { id?: string; hop?: number; parent_request_id?: string; chain?: string[] } | undefined;
   if (dlg) parts.push(`serving=${dlg.parent_request_id} (${(dlg.chain ?? []).join(' -> ')}, hop ${dlg.hop}, ${dlg.id})`);
-  if (e.tool) parts.push(`tool=${e.tool.server}.${e.tool.tool} ${e.tool.resource ?? ''}:${e.tool.action ?? ''} args=${e.tool.args_digest}`);
+  const tool = typeof e.tool === 'string' ? flatTool(e) : e.tool;
+  if (tool) parts.push(`tool=${tool.server ? tool.server + '.' : ''}${tool.tool ?? ''} ${tool.resource ?? ''}:${tool.action ?? ''}${tool.args_digest ? ' args=' + tool.args_digest : ''}`);
   if (e.admin) parts.push(`admin=${e.admin.action} ${e.admin.target ?? ''} by ${typeof e.admin.actor === 'string' ? e.admin.actor : `${e.admin.actor.email ?? e.admin.actor.sub} (sub ${e.admin.actor.sub})`}`);
   if (e.outcome) parts.push(`outcome=${e.outcome.status}${e.outcome.error_class ? ' ' + e.outcome.error_class : ''}`);
   return parts.join('  ');
+}
+
+// The tool planes' events (tool.decision, tool.outcome, ...) are flat: identity fields, server,
+// tool, resource and action at the top, the decision in `decision`. Read for the one-line view.
+type Flat = Record<string, unknown>;
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+
+function flatIdentity(e: Flat): AuditIdentity | undefined {
+  const spiffe = str(e.spiffe_id);
+  return spiffe === undefined ? undefined : { spiffe_id: spiffe, agent: str(e.agent) ?? '?', method: str(e.auth_method) ?? '?', key_id: str(e.key_id) };
+}
+
+function flatPolicy(d: unknown): AuditPolicy | undefined {
+  if (d === null || typeof d !== 'object') return undefined;
+  const v = d as Flat;
+  return { name: str(v.policy) ?? '', version: '', rule: typeof v.rule === 'number' ? v.rule : str(v.rule) ?? '?', decision: str(v.effect) ?? '?', reason: str(v.reason) ?? '' };
+}
+
+function flatTool(e: Flat): AuditTool {
+  return { server: str(e.server), tool: str(e.tool), resource: str(e.resource), action: str(e.action), args_digest: str(e.args_digest) };
 }
 
 /** A time filter (ISO-8601, or a duration ago like 24h or 7d) as ISO-8601; throws naming the filter. */
