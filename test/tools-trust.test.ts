@@ -271,6 +271,31 @@ test('malformed percent-encoding under /mcp/ and /tools/ is a 400 with a reason 
   }
 });
 
+test('/mcp refuses a body it cannot read, or a caller without identity, with a JSON-RPC error (aam\'s code in data.code), as MCP clients expect', async () => {
+  const post = (body: string, headers: Record<string, string> = {}) => fetch(`${gw.url}/mcp`, {
+    method: 'POST', headers: { authorization: `Bearer ${gw.key('analyst')}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers }, body,
+  });
+  type RpcErr = { jsonrpc: string; id: null; error: { code: number; message: string; data: { code: string } } };
+  const cases: Array<[string, Record<string, string>, number, number, string]> = [
+    ['{"jsonrpc":', {}, 400, -32700, 'invalid_json'],
+    ['', {}, 400, -32700, 'invalid_json'],
+    [`{"x":${'['.repeat(200)}${']'.repeat(200)}}`, {}, 400, -32700, 'invalid_json'],
+    ['{"jsonrpc":"2.0","id":1,"method":"tools/list"}', { 'content-type': 'text/plain' }, 415, -32600, 'unsupported_media_type'],
+    ['{"jsonrpc":"2.0","id":1,"method":"tools/list"}', { authorization: '' }, 401, -32001, 'missing_credentials'],
+  ];
+  for (const [body, headers, status, code, aamCode] of cases) {
+    const r = await post(body, headers);
+    const j = await r.json() as RpcErr;
+    assert.equal(r.status, status, JSON.stringify(j));
+    assert.equal(j.jsonrpc, '2.0');
+    assert.equal(j.id, null);
+    assert.equal(j.error.code, code, JSON.stringify(j));
+    assert.equal(j.error.data.code, aamCode);
+    assert.ok(j.error.message.length > 10);
+    if (status === 401) assert.match(r.headers.get('www-authenticate') ?? '', /resource_metadata=/);
+  }
+});
+
 test('MCP sessions are capped per identity (429 naming the limit); other identities are not locked out; closing one frees a slot', async () => {
   const init = (key: string) => fetch(`${gw.url}/mcp`, {
     method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },

@@ -58,6 +58,19 @@ export function anthropicErrorBody(e: AamError): string {
   return JSON.stringify({ type: 'error', error: { type: t, message: e.message, code: e.code } });
 }
 
+/**
+ * JSON-RPC error body for a refusal made before a JSON-RPC handler ran (the MCP routes: identity,
+ * body reading): -32700 for a body that is not JSON, else a code by status (-32001 refused, as the
+ * MCP plane's policy denials, -32029 limited with retry_after_seconds); aam's code in data.code.
+ */
+export function jsonRpcErrorBody(e: AamError): string {
+  const code = e.code === 'invalid_json' ? -32700 : RPC_BY_STATUS[e.status] ?? (e.status >= 500 ? -32603 : -32600);
+  const retry = Number(e.headers['retry-after']);
+  const data = Number.isFinite(retry) && retry > 0 ? { code: e.code, retry_after_seconds: retry } : { code: e.code };
+  return JSON.stringify({ jsonrpc: '2.0', id: null, error: { code, message: e.message, data } });
+}
+const RPC_BY_STATUS: Record<number, number> = { 401: -32001, 403: -32001, 404: -32602, 429: -32029 };
+
 export function toAamError(err: unknown): AamError {
   if (err instanceof AamError) return err;
   return new AamError(500, 'internal_error', 'internal error; see the gateway log for details');

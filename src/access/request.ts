@@ -9,7 +9,7 @@ import type { Identity } from '../identity/types.ts';
 import type { Span } from '../observability/tracing.ts';
 import type { AccessRequest, Decision } from '../policy/types.ts';
 import type { PolicySet } from '../policy/compile.ts';
-import { AamError, anthropicErrorBody, openaiErrorBody, toAamError } from './errors.ts';
+import { AamError, anthropicErrorBody, jsonRpcErrorBody, openaiErrorBody, toAamError } from './errors.ts';
 import { jsonTooDeep, MAX_JSON_DEPTH } from './json-depth.ts';
 import { keyCount, memberCount, scanJsonKeys } from './json-keys.ts';
 import { parseJsonInTurns } from './json-turns.ts';
@@ -33,7 +33,7 @@ export interface Ctx<R extends AccessRuntime = AccessRuntime, C extends AccessCo
   /** Monotonic start time (ms, fractional). */
   start: number;
   /** Error body format the caller understands. */
-  wire: 'openai' | 'anthropic';
+  wire: 'openai' | 'anthropic' | 'jsonrpc';
   identity?: Identity;
   /** RFC 8707: the absolute URL of the protected resource (route) this request is addressed to, where a route has one (/mcp, /mcp/<server>). */
   resource?: string;
@@ -93,7 +93,8 @@ export function sendError(ctx: Ctx, err: unknown): void {
   if (e.status >= 500 && e.code === 'internal_error') ctx.rt.log.error({ requestId: ctx.requestId, err }, 'unhandled error');
   if (ctx.res.headersSent) { ctx.res.destroy(); return; }
   // The egress door scrubs the body: no error text reaches an agent unscrubbed.
-  sendText(ctx, e.status, ctx.wire === 'anthropic' ? anthropicErrorBody(e) : openaiErrorBody(e), 'application/json', e.headers);
+  const body = ctx.wire === 'openai' ? openaiErrorBody(e) : ctx.wire === 'anthropic' ? anthropicErrorBody(e) : jsonRpcErrorBody(e);
+  sendText(ctx, e.status, body, 'application/json', e.headers);
 }
 
 /**
