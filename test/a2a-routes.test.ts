@@ -90,7 +90,7 @@ test('a2a routes: another method on the JSON-RPC endpoint is 405 as a JSON-RPC e
   assert.match(r.body.error.message, /use POST \(JSON-RPC\) or an HTTP\+JSON route such as \/a2a\/echo\/message:send/);
 });
 
-test('a2a routes: no identity is 401 and an unknown agent 404, as JSON-RPC errors; a body that is not a call is -32600 with its id null', async () => {
+test('a2a routes: no identity is 401 and an unknown agent 404, as JSON-RPC errors; a body that is not a call is -32600 and one that is not JSON -32700, with its id null', async () => {
   const anon = await req('/a2a/echo', { body: send, auth: false });
   assert.equal(anon.status, 401);
   assert.equal(anon.body.jsonrpc, '2.0');
@@ -103,6 +103,14 @@ test('a2a routes: no identity is 401 and an unknown agent 404, as JSON-RPC error
   assert.equal(notCall.status, 200);
   assert.equal(notCall.body.error.code, -32600);
   assert.equal(notCall.body.id, null);
+  // A body that is not JSON (cut short, or nested too deep to read) is A2A's JSONParseError, -32700.
+  for (const body of ['{"jsonrpc":', `{"x":${'['.repeat(200)}${']'.repeat(200)}}`]) {
+    const parse = await req('/a2a/echo', { body });
+    assert.equal(parse.status, 400);
+    assert.equal(parse.body.error.code, -32700, JSON.stringify(parse.body));
+    assert.equal(parse.body.error.data.code, 'invalid_json');
+    assert.equal(parse.body.id, null);
+  }
   // A refusal after the call was read carries its id.
   const method = await req('/a2a/echo', { body: JSON.stringify({ jsonrpc: '2.0', id: 'x1', method: 'Nope', params: {} }) });
   assert.equal(method.body.error.code, -32601);

@@ -1140,9 +1140,10 @@ function rpcError(ctx: Ctx, e: unknown, id: Rpc['id']): Promise<void> | void {
   return afterEvidence(ctx, e, () => sendJson(ctx, err.status, body, err.headers));
 }
 
-/** An aam refusal as a JSON-RPC error: the code by its HTTP status, aam's own code and status in data. */
+/** An aam refusal as a JSON-RPC error: the code by its HTTP status (a body that is not JSON: A2A's JSONParseError), aam's own code and status in data. */
 function rpcErrorOf(err: AamError): { code: number; message: string; data: { code: string; http_status: number } } {
-  return { code: RPC_CODE[err.status] ?? -32603, message: err.message, data: { code: err.code, http_status: err.status } };
+  const code = err.code === 'invalid_json' ? -32700 : RPC_CODE[err.status] ?? -32603;
+  return { code, message: err.message, data: { code: err.code, http_status: err.status } };
 }
 
 /**
