@@ -463,7 +463,7 @@ export class Runtime {
   /** What the egress door of every response scrubs with (see access/egress.ts). */
   /** The long-lived streams open on this server, of every plane (MCP listen and GET streams, A2A relays): a shutdown's drain ends them (lib/open-streams.ts). */
   readonly streams = new OpenStreams();
-  readonly egress: ScrubSource = { scrubber: () => this.vault.scrubber(), leaked: (names) => this.#leak(names) };
+  readonly egress: ScrubSource = { scrubber: () => this.vault.scrubber(), leaked: (names, requestId) => this.#leak(names, requestId) };
 
 
   /** Event-level stream scrubber, or null when no credential is active (zero cost). */
@@ -472,9 +472,9 @@ export class Runtime {
     return sc.size ? createEventScrubber(() => sc.stream((names) => this.#leak(names))) : null;
   }
 
-  #leak(names: readonly string[]): void {
-    this.log.warn({ event: 'credential_leak', credentials: names }, 'an upstream response contained a credential; it was redacted');
-    this.audit?.record({ type: 'credential_leak', request_id: '-', credential: { names: [...names] }, outcome: { status: 'redacted' } });
+  #leak(names: readonly string[], requestId = '-'): void {
+    this.log.warn({ event: 'credential_leak', credentials: names, requestId }, 'an upstream response contained a credential; it was redacted');
+    this.audit?.record({ type: 'credential_leak', request_id: requestId, credential: { names: [...names] }, outcome: { status: 'redacted' } });
   }
 
   /** A JWT-SVID minted in exchange for a virtual key dies with that key. */

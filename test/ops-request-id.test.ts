@@ -85,3 +85,25 @@ test('the tool planes answer with aam\'s x-request-id and key their evidence by 
     assert.deepEqual(await auditOf(gw, 'collide-1'), [], 'no evidence is keyed by an agent-chosen id');
   } finally { await gw.close(); await api.close(); }
 });
+
+test('a credential an upstream echoes is redacted and its credential_leak event is filed under the request that carried it', async () => {
+  process.env.AAM_TEST_ECHOED_TOKEN = 'echoed-secret-5f1d9c3a7b2e4d60';
+  const api = await localServer((req, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end(JSON.stringify({ got: req.headers.authorization })); });
+  const gw = await startTestGateway(yaml(
+    doc('Credential', 'crm-token', { env: 'AAM_TEST_ECHOED_TOKEN' }),
+    doc('HttpTool', 'crm', { baseUrl: api.url, credential: 'crm-token', resource: 'crm', actions: { read: { method: 'GET', path: '/r' } } }),
+    doc('Agent', 'a', { workload: 'spiffe://test/agent/a' }),
+    doc('AgentPolicy', 'p', { identity: { agent: 'a' }, tools: [{ resource: 'crm', actions: ['read'] }] }),
+  ));
+  try {
+    const t = await fetch(`${gw.url}/tools/crm/read`, { headers: { authorization: `Bearer ${gw.key('a')}` } });
+    const text = await t.text();
+    assert.equal(t.status, 200, text);
+    assert.doesNotMatch(text, /echoed-secret/);
+    assert.match(text, /REDACTED:crm-token/);
+    const id = t.headers.get('x-request-id') ?? '';
+    const leaks = (await auditOf(gw, id)).filter((e) => e.type === 'credential_leak');
+    assert.equal(leaks.length, 1, `aam audit show ${id} lists the leak`);
+    assert.deepEqual(leaks[0].credential, { names: ['crm-token'] });
+  } finally { await gw.close(); await api.close(); delete process.env.AAM_TEST_ECHOED_TOKEN; }
+});

@@ -18,7 +18,8 @@ import { request } from '../lib/http-client.ts';
 /** Where the door gets the current scrubber and reports a hit (a hit is evidence). */
 export interface ScrubSource {
   scrubber(): Scrubber;
-  leaked(names: readonly string[]): void;
+  /** requestId: the request whose answer held them (the door knows it), so the leak's evidence joins that request's trail. */
+  leaked(names: readonly string[], requestId?: string): void;
 }
 
 type Cb = (err?: Error | null) => void;
@@ -28,6 +29,7 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
   /** null: no credential is active (pass-through, zero cost) — or the door was never opened (see open). */
   #sc: Scrubber | null = null;
   #src: ScrubSource | null = null;
+  #requestId: string | undefined = undefined;
   #stream: StreamScrubber | null = null;
   /** Last chunk kind written, so a held-back tail is flushed in the same form. */
   #binary = false;
@@ -36,9 +38,10 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
   #exact = false;
 
   /** Called by the request listener before any handler runs (snapshot of the active secrets). */
-  open(src: ScrubSource): void {
+  open(src: ScrubSource, requestId?: string): void {
     this.#opened = true;
     this.#src = src;
+    this.#requestId = requestId;
     const sc = src.scrubber();
     this.#sc = sc.size > 0 ? sc : null;
   }
@@ -56,7 +59,7 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
 
   /** Scrub one text for this response (error messages, header values); a hit is reported. */
   clean(text: string): string {
-    return this.#sc === null ? text : scrubbed(this.#src, this.#sc, text);
+    return this.#sc === null ? text : scrubbed(this.#src, this.#sc, text, this.#requestId);
   }
 
   /** A whole body at once: scrubbed first, so content-length is exact. */
@@ -124,7 +127,7 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
 
   /** Strings are scrubbed as text; bytes as latin1 (one char per byte), so binary bodies are covered too. */
   #push(chunk: Chunk, encoding: BufferEncoding | undefined): Chunk {
-    this.#stream ??= (this.#sc as Scrubber).stream((names) => this.#src?.leaked(names));
+    this.#stream ??= (this.#sc as Scrubber).stream((names) => this.#src?.leaked(names, this.#requestId));
     if (typeof chunk === 'string' && (encoding === undefined || encoding === 'utf8' || encoding === 'utf-8')) {
       this.#binary = false;
       return this.#stream.push(chunk);
@@ -188,7 +191,7 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
 
   /** A header value scrubbed (a number as it is; a string unchanged is the same string). */
   #scrubValue(sc: Scrubber, v: number | string | string[]): number | string | string[] {
-    return typeof v === 'number' ? v : typeof v === 'string' ? scrubbed(this.#src, sc, v) : v.map((x) => scrubbed(this.#src, sc, String(x)));
+    return typeof v === 'number' ? v : typeof v === 'string' ? scrubbed(this.#src, sc, v, this.#requestId) : v.map((x) => scrubbed(this.#src, sc, String(x), this.#requestId));
   }
 
   /** A response the listener never opened is a bug, not a reason to send unscrubbed bytes. */
@@ -239,9 +242,9 @@ export function clipAfterScrub(scrubbed: string, max: number): string {
 }
 
 /** One text scrubbed with the source's current scrubber; a hit is reported. */
-function scrubbed(src: ScrubSource | null, sc: Scrubber, text: string): string {
+function scrubbed(src: ScrubSource | null, sc: Scrubber, text: string, requestId?: string): string {
   const r = sc.scrub(text);
-  if (r.leaked.length) src?.leaked(r.leaked);
+  if (r.leaked.length) src?.leaked(r.leaked, requestId);
   return r.text;
 }
 

@@ -64,11 +64,11 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
   return (req: IncomingMessage, res: ServerResponse): void => {
     // First, before any handler: the egress door (every byte to the agent is scrubbed).
     if (!(res instanceof EgressResponse)) throw new Error('the HTTP server must be created with EgressResponse (server/http.ts createServer)');
-    res.open(rt.egress);
+    const ids = requestIdFor(req, rt);
+    res.open(rt.egress, ids.requestId);
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q < 0 ? url : url.slice(0, q);
-    const ids = requestIdFor(req, rt);
     // Every field a request may come to hold is here from the start (no spread, no field added
     // later): each ctx is one allocation of one shape, which every plane's reads of it then share.
     const ctx: Ctx = {
