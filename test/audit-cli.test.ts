@@ -1,7 +1,7 @@
 // `aam audit ...` subcommands, run in-process against a real log.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openAuditLog } from '../src/audit/log.ts';
 import { rewriteTrail, runAudit, sampleEvent, tempDir } from './audit-helpers.ts';
@@ -60,6 +60,15 @@ test('audit verify/export/query/show/public-key/prune work end to end and verify
   const t = await runAudit('audit verify', dir, { 'public-key': pemFile });
   assert.equal(t.code, 1);
   assert.match(t.out, /removed at seq 100/);
+});
+
+test('aam audit verify of a data dir without a trail fails (exit 1) naming the dir, and creates nothing there', async () => {
+  const dir = join(tempDir(), 'typo');
+  const v = await runAudit('audit verify', dir);
+  assert.equal(v.code, 1, v.out);
+  assert.match(v.err, /no audit trail in .*typo \(no audit\.db\)/);
+  assert.doesNotMatch(v.out, /OK/);
+  assert.equal(existsSync(dir), false, 'verify created no trail and no signing key');
 });
 
 test('aam audit query --team: the events of the agents the config puts in that team, with the other filters; an unknown team says which exist', async () => {

@@ -13,7 +13,7 @@ import { exportJsonl } from './export.ts';
 import { queryEvents, describeEvent, decisionArg, limitArg } from './query.ts';
 import { delegationTree, describeTree, type RequestNode } from './tree.ts';
 import { toOcsf } from './ocsf.ts';
-import { openAuditDb, readEvents } from './store.ts';
+import { AUDIT_DB_FILE, auditDbPath, openAuditDb, readEvents } from './store.ts';
 import { recoverUncommitted } from './log.ts';
 import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import { openAuditLog } from './log.ts';
@@ -109,6 +109,11 @@ export const auditCommands: Record<string, AuditCommand> = {
         r = verifyExport(text, pem, outside);
       } else {
         await recover(g.data);
+        // Opening the trail would create an empty one: a mistyped --data (or a trail deleted whole) would verify "OK, 0 events".
+        if (!existsSync(auditDbPath(g.data))) {
+          err(`no audit trail in ${g.data} (no ${AUDIT_DB_FILE}): give the gateway's data dir (--data or AAM_DATA_DIR); if the trail was there, it is gone`);
+          return 1;
+        }
         const progress = progressLine('verified', 'events');
         r = verifyDatabase(g.data, pem, progress, outside);
         progress.done();
