@@ -126,13 +126,13 @@ test('Redis down: tool calls and MCP sessions get 503 store_unavailable (never f
     const e = ((await r2.json()) as { error: { code: number; message: string; data: unknown } }).error;
     assert.equal(e.code, -32603);
     assert.match(e.message, /Redis .* is unavailable/);
-    assert.deepEqual(e.data, { retry_after_seconds: 1, store: 'redis' });
+    assert.deepEqual(e.data, { code: 'store_unavailable', retry_after_seconds: 1, store: 'redis' }, 'the contract\'s code, as on every other plane');
     await before.client.close();
     // A new session cannot be opened either (its caps are counted in Redis).
     const r3 = await fetch(`${url}/mcp`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
       body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'initialize', params: { protocolVersion: '2025-06-18', capabilities: {}, clientInfo: { name: 't', version: '1' } } }) });
     assert.equal(r3.status, 503);
-    await r3.arrayBuffer();
+    assert.equal(((await r3.json()) as { error: { data: { code: string } } }).error.data.code, 'store_unavailable');
     await redis.start();
     await until(async () => (await callTool(url, key, 'list')) === '200', 15_000, 'tool calls to recover with Redis');
     // This Redis came back empty, so the old session is gone (like an idle one); a new one works.

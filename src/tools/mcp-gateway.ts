@@ -504,7 +504,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
         // The fleet's session registry cannot answer: refuse (a session's owner cannot be checked).
         if (!(e instanceof StoreUnavailable)) throw e;
         res.setHeader('retry-after', '1');
-        return rpcError(res, 503, RPC.upstream, `Redis (the fleet store for MCP sessions) is unavailable, so aam cannot check whom this session belongs to: ${e.message}; retry shortly`, { retry_after_seconds: 1, store: e.store });
+        return rpcError(res, 503, RPC.upstream, `Redis (the fleet store for MCP sessions) is unavailable, so aam cannot check whom this session belongs to: ${e.message}; retry shortly`, { code: 'store_unavailable', retry_after_seconds: 1, store: e.store });
       }
     },
     async reload(next) {
