@@ -41,6 +41,6 @@ const state = distState(fileURLToPath(new URL('..', import.meta.url)));
 if (state !== 'fresh' && process.argv[2] === 'serve') {
   process.stderr.write(`aam: dist/ is ${state === 'missing' ? 'missing' : 'older than src/'}; running the TypeScript sources (more memory per thread). Run \`npm run build\` to use the built JavaScript.\n`);
 }
-const { main } = await import(state === 'fresh' ? '../dist/cli/main.js' : '../src/cli/main.ts');
+const { runCli } = await import(state === 'fresh' ? '../dist/cli/main.js' : '../src/cli/main.ts');
 
-main(process.argv.slice(2)).then((code) => { if (code !== 0) process.exit(code); });
+runCli(process.argv.slice(2));

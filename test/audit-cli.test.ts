@@ -94,3 +94,17 @@ test('aam audit query --team: the events of the agents the config puts in that t
   assert.equal(unknown.code, 2);
   assert.match(unknown.err, /no Agent in .*aam\.yaml has team "fnance"; teams there: finance, support/);
 });
+
+test('aam audit export | head: a reader that stops early ends the export quietly (no "error: write EPIPE"), in either format', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir });
+  for (let i = 0; i < 3000; i++) log.record(sampleEvent(i));
+  await log.close();
+  const { spawnSync } = await import('node:child_process');
+  // bin/aam.js: what `npx aam` runs (it imports the CLI rather than running main.ts as a script).
+  const cli = join(import.meta.dirname, '..', 'bin', 'aam.js');
+  for (const format of ['native', 'ocsf']) {
+    const r = spawnSync('/bin/sh', ['-c', `"${process.execPath}" "${cli}" audit export --format ${format} --data "${dir}" | head -c 100 >/dev/null`], { encoding: 'utf8' });
+    assert.doesNotMatch(r.stderr, /EPIPE|error/, `${format}: ${r.stderr}`);
+  }
+});

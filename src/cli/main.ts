@@ -204,9 +204,12 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) {
+/** The `aam` process: bin/aam.js (what npx and npm link run) and `node src/cli/main.ts` both start here. */
+export function runCli(argv: string[]): void {
   // `aam audit query | head`: a reader that stops early is not an error.
   process.stdout.on('error', (e: NodeJS.ErrnoException) => { if (e.code === 'EPIPE') process.exit(0); else throw e; });
   // A failed command exits now, even if a half-started service left handles open.
-  main(process.argv.slice(2)).then((code) => { if (code !== 0) process.exit(code); });
+  main(argv).then((code) => { if (code !== 0) process.exit(code); });
 }
+
+if (import.meta.main) runCli(process.argv.slice(2));
