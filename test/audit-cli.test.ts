@@ -62,13 +62,15 @@ test('audit verify/export/query/show/public-key/prune work end to end and verify
   assert.match(t.out, /removed at seq 100/);
 });
 
-test('aam audit verify of a data dir without a trail fails (exit 1) naming the dir, and creates nothing there', async () => {
+test('aam audit verify/query/show/export of a data dir without a trail fail (exit 1) naming the dir, and create nothing there', async () => {
   const dir = join(tempDir(), 'typo');
-  const v = await runAudit('audit verify', dir);
-  assert.equal(v.code, 1, v.out);
-  assert.match(v.err, /no audit trail in .*typo \(no audit\.db\)/);
-  assert.doesNotMatch(v.out, /OK/);
-  assert.equal(existsSync(dir), false, 'verify created no trail and no signing key');
+  for (const [cmd, positionals] of [['audit verify', []], ['audit query', []], ['audit show', ['req_1']], ['audit export', []]] as const) {
+    const v = await runAudit(cmd, dir, {}, [...positionals]);
+    assert.equal(v.code, 1, `${cmd}: ${v.out}`);
+    assert.match(v.err, /no audit trail in .*typo \(no audit\.db\)/, cmd);
+    assert.doesNotMatch(v.out, /OK/);
+    assert.equal(existsSync(dir), false, `${cmd} created no trail and no signing key`);
+  }
 });
 
 test('aam audit query --team: the events of the agents the config puts in that team, with the other filters; an unknown team says which exist', async () => {

@@ -109,11 +109,7 @@ export const auditCommands: Record<string, AuditCommand> = {
         r = verifyExport(text, pem, outside);
       } else {
         await recover(g.data);
-        // Opening the trail would create an empty one: a mistyped --data (or a trail deleted whole) would verify "OK, 0 events".
-        if (!existsSync(auditDbPath(g.data))) {
-          err(`no audit trail in ${g.data} (no ${AUDIT_DB_FILE}): give the gateway's data dir (--data or AAM_DATA_DIR); if the trail was there, it is gone`);
-          return 1;
-        }
+        if (noTrail(g.data)) return 1;
         const progress = progressLine('verified', 'events');
         r = verifyDatabase(g.data, pem, progress, outside);
         progress.done();
@@ -133,7 +129,10 @@ export const auditCommands: Record<string, AuditCommand> = {
       // Checked before the output file is made.
       const since = sinceFlag(values.since);
       const fleetUrl = process.env.AAM_DATABASE_URL;
-      if (!fleetUrl) await recover(g.data);
+      if (!fleetUrl) {
+        await recover(g.data);
+        if (noTrail(g.data)) return 1;
+      }
       const path = str(values.out);
       const stream: Writable = path ? createWriteStream(path, { mode: 0o600 }) : process.stdout;
       if (fleetUrl) {
@@ -188,6 +187,7 @@ export const auditCommands: Record<string, AuditCommand> = {
         return 0;
       }
       await recover(g.data);
+      if (noTrail(g.data)) return 1;
       const db = openAuditDb(g.data);
       try {
         const events = queryEvents(db, {
@@ -214,6 +214,7 @@ export const auditCommands: Record<string, AuditCommand> = {
         printEvents(events as unknown as AuditEvent[], values.json === true);
         return 0;
       }
+      if (noTrail(g.data)) return 1;
       const db = openAuditDb(g.data);
       try {
         const tree = delegationTree(db, id);
@@ -299,6 +300,16 @@ function progressLine(verb: string, unit: string): ((n: number, total?: number) 
 }
 
 /** Events a killed gateway wrote to its segment file but never committed belong in the trail before anyone reads it. */
+/**
+ * True (and said) when the data dir holds no trail: opening it would create an empty one, so a
+ * mistyped --data (or a trail deleted whole) would read as an intact trail of 0 events.
+ */
+function noTrail(dataDir: string): boolean {
+  if (existsSync(auditDbPath(dataDir))) return false;
+  err(`no audit trail in ${dataDir} (no ${AUDIT_DB_FILE}): give the gateway's data dir (--data or AAM_DATA_DIR); if the trail was there, it is gone`);
+  return true;
+}
+
 async function recover(dataDir: string): Promise<void> {
   const n = await recoverUncommitted(dataDir);
   if (n > 0) err(`recovered ${n} event(s) a gateway wrote to its segment file but stopped before committing`);
