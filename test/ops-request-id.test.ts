@@ -63,7 +63,7 @@ test('the tool planes answer with aam\'s x-request-id and key their evidence by 
   const gw = await startTestGateway(yaml(
     doc('HttpTool', 'crm', { baseUrl: api.url, resource: 'crm', actions: { read: { method: 'GET', path: '/r' } } }),
     doc('Agent', 'a', { workload: 'spiffe://test/agent/a' }),
-    doc('AgentPolicy', 'p', { identity: { agent: 'a' }, tools: [{ resource: 'crm', actions: ['read'] }, { resource: 'salesforce.accounts', actions: ['search'] }] }),
+    doc('AgentPolicy', 'p', { identity: { agent: 'a' }, tools: [{ resource: 'crm', actions: ['read'] }, { resource: 'salesforce.accounts', actions: ['search'] }, { resource: 'accounts', actions: ['resources/read'] }] }),
   ) + '---\n' + stdioServerDoc('accounts'));
   try {
     const headers = { authorization: `Bearer ${gw.key('a')}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'x-request-id': 'collide-1' };
@@ -76,12 +76,22 @@ test('the tool planes answer with aam\'s x-request-id and key their evidence by 
     assert.match(await call.text(), /Acme Corp/);
     const mcpId = call.headers.get('x-request-id') ?? '';
     assert.match(mcpId, /^req_[0-9a-f]{8}[0-9a-z]{8}$/, 'an MCP answer carries aam\'s request id');
-    assert.deepEqual((await auditOf(gw, mcpId)).map((e) => e.type), ['tool.decision', 'tool.outcome'], 'aam show ID finds the call');
+    const mcpEvents = await auditOf(gw, mcpId);
+    assert.deepEqual(mcpEvents.map((e) => e.type), ['tool.decision', 'tool.outcome'], 'aam show ID finds the call');
+    assert.ok(mcpEvents.every((e) => e.client_request_id === 'collide-1'), 'the client\'s id is kept beside aam\'s');
+    // A resource read too (decided like a tool call, with its own evidence).
+    const read = await post({ jsonrpc: '2.0', id: 3, method: 'resources/read', params: { uri: 'account://a1' } }, session);
+    assert.match(await read.text(), /Acme/);
+    const readId = read.headers.get('x-request-id') ?? '';
+    const readEvents = await auditOf(gw, readId);
+    assert.ok(readEvents.some((e) => e.type === 'tool.decision') && readEvents.every((e) => e.client_request_id === 'collide-1'), `resources/read under ${readId}: ${JSON.stringify(readEvents)}`);
     const t = await fetch(`${gw.url}/tools/crm/read`, { headers });
     assert.equal(t.status, 200);
     const toolId = t.headers.get('x-request-id') ?? '';
     assert.match(toolId, /^req_/, 'an HTTP tool answer carries aam\'s request id, not the upstream\'s');
-    assert.ok((await auditOf(gw, toolId)).some((e) => e.type === 'tool.outcome'));
+    const toolEvents = await auditOf(gw, toolId);
+    assert.ok(toolEvents.some((e) => e.type === 'tool.outcome'));
+    assert.ok(toolEvents.every((e) => e.client_request_id === 'collide-1'), JSON.stringify(toolEvents));
     assert.deepEqual(await auditOf(gw, 'collide-1'), [], 'no evidence is keyed by an agent-chosen id');
   } finally { await gw.close(); await api.close(); }
 });

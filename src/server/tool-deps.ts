@@ -57,6 +57,7 @@ class ToolAccessOf implements ToolAccess {
   constructor(a: Access) { this.#a = a; }
 
   get identity() { return this.#a.identity; }
+  get clientRequestId() { return this.#a.ctx.clientRequestId; }
 
   authorize(resource: string, action: string, args: Record<string, unknown> | null, context: Record<string, unknown>): Decision {
     const a = this.#a;

@@ -148,7 +148,7 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
     const identity = access.identity;
     const incoming = req.headers['x-request-id'];
     const requestId = typeof incoming === 'string' && /^[\w.:-]{1,128}$/.test(incoming) ? incoming : `req_${randomUUID()}`;
-    const audit: Record<string, unknown> = { type: 'tool.call', plane: 'http', request_id: requestId, trace_id: access.traceId(), ...identityFields(identity), tool: toolName, action: actionName };
+    const audit: Record<string, unknown> = { type: 'tool.call', plane: 'http', request_id: requestId, client_request_id: access.clientRequestId, trace_id: access.traceId(), ...identityFields(identity), tool: toolName, action: actionName };
     let adm: ToolAdmission | undefined;
     try {
       // resolve

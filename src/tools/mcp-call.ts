@@ -164,7 +164,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   if (!t) throw new ToolError('unknown_tool', `unknown tool "${name}"; call tools/list for the tools you may call`, { code: RPC.notFound, status: 404 });
   const entry = catalog.servers.get(t.server) as ServerEntry;
   let args = (rawArgs ?? {}) as Record<string, unknown>;
-  const base = { type: 'tool.call', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId(extra.carried), jsonrpc_id: extra.jsonrpcId, session_id: s.sessionId(), ...identityFields(s.identity),
+  const base = { type: 'tool.call', plane: 'mcp', request_id: requestId, client_request_id: s.access.clientRequestId, trace_id: s.access.traceId(extra.carried), jsonrpc_id: extra.jsonrpcId, session_id: s.sessionId(), ...identityFields(s.identity),
     server: t.server, tool: t.def.name, resource: t.resource, action: t.action, args_digest: argsDigest(args), mutating: t.mutating,
     credential: entry.spec.credential ? { name: entry.spec.credential } : undefined };
   // A retry of a multi round-trip request: its state must be one aam sealed for this caller and this very request.
@@ -316,14 +316,15 @@ export function refuseWithheld(rt: Runtime, t: CompiledTool, ev: Record<string, 
 }
 
 /** Decide and admit a resource or prompt access: the request id its evidence is filed under, and its admission. */
-async function authorizeOrThrow(rt: Runtime, s: SessionCtx, entry: ServerEntry, action: string, args: Record<string, unknown>, what: string, ev: Record<string, unknown> = {}): Promise<{ requestId: string; adm: ToolAdmission }> {
-  const requestId = `req_${randomUUID()}`;
+async function authorizeOrThrow(rt: Runtime, s: SessionCtx, entry: ServerEntry, action: string, args: Record<string, unknown>, what: string, given: string | undefined, ev: Record<string, unknown> = {}): Promise<{ requestId: string; adm: ToolAdmission }> {
+  // aam's id of the HTTP request that carried it (x-request-id), so `aam audit show ID` finds the read.
+  const requestId = given ?? `req_${randomUUID()}`;
   const d = s.access.authorize(entry.resource, action, args, context(rt, s, requestId, { server: entry.name }));
-  rt.deps.audit.record({ type: 'tool.decision', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId(), ...identityFields(s.identity), server: entry.name, resource: entry.resource, action,
+  rt.deps.audit.record({ type: 'tool.decision', plane: 'mcp', request_id: requestId, client_request_id: s.access.clientRequestId, trace_id: s.access.traceId(), ...identityFields(s.identity), server: entry.name, resource: entry.resource, action,
     args_digest: argsDigest(args), ...ev, decision: decisionFields(d) });
   // Approval flows are for tool calls; a resource or prompt read that needs one is refused.
   if (!d.allowed || d.effect !== 'allow') throw new ToolError('policy_denied', denialMessage(d, what), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
-  const adm = await admit(rt, s, entry, d, { type: 'tool.call', plane: 'mcp', request_id: requestId, trace_id: s.access.traceId(), ...identityFields(s.identity), server: entry.name, resource: entry.resource, action });
+  const adm = await admit(rt, s, entry, d, { type: 'tool.call', plane: 'mcp', request_id: requestId, client_request_id: s.access.clientRequestId, trace_id: s.access.traceId(), ...identityFields(s.identity), server: entry.name, resource: entry.resource, action });
   return { requestId, adm };
 }
 
@@ -412,7 +413,7 @@ export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extr
   const owner = await ownerOf(rt, s, uri);
   const binding: StateBinding = { sub: s.identity.agent.spiffeId, server: owner.name, method: RESOURCE_READ, name: uri, args: argsDigest({ uri }) };
   const state = retryState(rt, binding, extra, { plane: 'mcp', ...identityFields(s.identity), server: owner.name, resource: owner.resource, action: RESOURCE_READ }, `resources/read "${uri}"`);
-  const { requestId, adm } = await authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/read "${uri}" (resource ${owner.resource})`);
+  const { requestId, adm } = await authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/read "${uri}" (resource ${owner.resource})`, extra.requestId);
   const mrtr = await untilForwarded(adm, () => mrtrOut(rt, s, extra, state, { where: `resources/read ${uri}`, requestId, attached: owner.spec.guardrails, ev: { plane: 'mcp', ...identityFields(s.identity), server: owner.name, resource: owner.resource, action: RESOURCE_READ } }));
   const r = await traced(s, owner, RESOURCE_READ, uri, extra, (o) => owner.upstream.readResource(uri, s.identity, { ...o, mrtr }), logRelay(rt, s, extra, `resources/read ${uri}`, requestId, owner.spec.guardrails));
   enforceLimit(rt, owner, `resources/read "${uri}"`, r);
@@ -439,7 +440,7 @@ async function traced<T>(s: SessionCtx, entry: ServerEntry, method: string, targ
 export async function subscribeResource(rt: Runtime, s: SessionCtx, uri: string): Promise<void> {
   if (s.subscriptions.has(uri)) return;
   const owner = await ownerOf(rt, s, uri);
-  (await authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/subscribe "${uri}" (resource ${owner.resource})`)).adm.forwarded();
+  (await authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/subscribe "${uri}" (resource ${owner.resource})`, undefined)).adm.forwarded();
   await owner.upstream.subscribe(uri, s.identity);
   s.subscriptions.set(uri, owner.name);
 }
@@ -474,7 +475,7 @@ export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: 
   const { entry, prompt } = promptOwner(rt, s, name);
   const binding: StateBinding = { sub: s.identity.agent.spiffeId, server: entry.name, method: PROMPT_GET, name: prompt, args: argsDigest(args ?? {}) };
   const state = retryState(rt, binding, extra, { plane: 'mcp', ...identityFields(s.identity), server: entry.name, resource: entry.resource, action: PROMPT_GET }, `prompts/get "${name}"`);
-  const { requestId, adm } = await authorizeOrThrow(rt, s, entry, PROMPT_GET, { name: prompt, arguments: args ?? {} }, `prompts/get "${name}" (resource ${entry.resource})`);
+  const { requestId, adm } = await authorizeOrThrow(rt, s, entry, PROMPT_GET, { name: prompt, arguments: args ?? {} }, `prompts/get "${name}" (resource ${entry.resource})`, extra.requestId);
   // Prompt arguments are text the agent sends: input guardrails, like tool arguments.
   const ev = { plane: 'mcp', ...identityFields(s.identity), server: entry.name, resource: entry.resource, action: PROMPT_GET };
   const { args: guarded, mrtr } = await untilForwarded(adm, async () => ({
@@ -525,7 +526,7 @@ export async function completeArgument(rt: Runtime, s: SessionCtx, params: Compl
   }
   const what = `completion/complete of ${target} (resource ${entry.resource}, decided as ${action})`;
   const ev = { plane: 'mcp', ...identityFields(s.identity), server: entry.name, resource: entry.resource, action, method: COMPLETE };
-  const { requestId, adm } = await authorizeOrThrow(rt, s, entry, action, args, what, { method: COMPLETE });
+  const { requestId, adm } = await authorizeOrThrow(rt, s, entry, action, args, what, extra.requestId, { method: COMPLETE });
   const attached = entry.spec.guardrails;
   // The partial value and the context are text the agent sends: input guardrails, like prompt arguments.
   const sent = await untilForwarded(adm, () => guardInbound(rt, s, { argument: params.argument, ...(params.context ? { context: params.context } : {}) }, `completion/complete ${target}`, requestId, attached, ev));

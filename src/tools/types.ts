@@ -11,6 +11,8 @@ import type { Decision } from '../policy/types.ts';
  */
 export interface ToolAccess {
   readonly identity: Identity;
+  /** The caller's own x-request-id, if sane: kept beside aam's id in evidence (client_request_id), never in its place. */
+  readonly clientRequestId: string | undefined;
   /**
    * Per-call decision (policy engine). context carries e.g. {time, request_id, environment}.
    * args null: the arguments were decided when the work was created (tasks/*), so args constraints are not checked again.
