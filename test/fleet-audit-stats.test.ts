@@ -5,36 +5,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { PassThrough } from 'node:stream';
 import postgres from 'postgres';
 import { fleetStore } from './helpers/fleet.ts';
 import { MIGRATIONS, migrate } from '../src/store/postgres.ts';
-import { fleetEventsSince, openFleetAuditLog, queryFleetEvents, type FleetQuery } from '../src/audit/fleet-log.ts';
-import { verifyFleet } from '../src/audit/fleet-verify.ts';
-import { exportFleetJsonl } from '../src/audit/fleet-export.ts';
+import { openFleetAuditLog } from '../src/audit/fleet-log.ts';
+import { trailAnswers as answers, trailTrace as trace, writeAsBefore18 } from './helpers/fleet-trail.ts';
 
 const STATS = MIGRATIONS.find((m) => m.name.startsWith('audit trail statistics'))!;
 const identity = (agent: string) => ({ spiffe_id: `spiffe://t/agent/${agent}`, agent, method: 'virtual_key' });
-const trace = (i: number) => (i % 7).toString(16).padStart(2, '0').repeat(16);
-
-/** What every reader of the trail answers: the admin API / CLI filters, policy diff's reader, verify and export. */
-async function answers(sql: postgres.Sql): Promise<unknown> {
-  const since = '2000-01-01T00:00:00.000Z';
-  const queries: FleetQuery[] = [{}, { order: 'asc' }, { agent: 'ana' }, { agents: ['bob', 'cy'] }, { since }, { type: 'decision' },
-    { requestId: 'q-5' }, { requestId: 'q-none' }, { traceId: trace(3) }, { traceId: trace(3).toUpperCase() }, { decision: 'deny' },
-    { decision: 'allow' }, { plane: 'tool' }, { plane: 'model' }, { agent: 'ana', decision: 'deny' }, { limit: 5 }];
-  const out: unknown[] = [];
-  for (const q of queries) out.push((await queryFleetEvents(sql, { limit: 1000, ...q })).map((e) => `${e.replica}/${String(e.request_id)}`));
-  out.push((await fleetEventsSince(sql, since, ['decision', 'model_call'])).map((e) => String(e.request_id)));
-  const v = await verifyFleet(sql);
-  out.push({ ok: v.ok, events: v.events, chains: v.chains });
-  const file = new PassThrough();
-  let text = '';
-  file.on('data', (c: Buffer) => { text += c; });
-  await exportFleetJsonl(sql, { out: file });
-  out.push(text);
-  return out;
-}
 
 const planOf = async (sql: postgres.Sql, where: string) =>
   (await sql.unsafe(`EXPLAIN SELECT replica, body FROM audit_trail WHERE ${where} ORDER BY ts DESC, replica, seq DESC LIMIT 100`)).map((r) => String(r['QUERY PLAN'])).join('\n');
@@ -49,7 +27,7 @@ test('a fleet at schema 16 with a trail upgrades to small statistics of audit_ev
       await sql`INSERT INTO aam_schema (version, name) VALUES (${m.version}, ${m.name})`;
     }
     // Two replicas' chains written by the writer at schema 16: agents, decisions, planes, traces shared by several requests.
-    for (const r of ['a', 'b']) {
+    await writeAsBefore18(sql, async () => { for (const r of ['a', 'b']) {
       const log = await openFleetAuditLog(sql, { replica: `${r}-${randomBytes(3).toString('hex')}`, keyEncryptionKey: randomBytes(32), checkpointIntervalMs: 3_600_000 });
       for (let i = 0; i < 40; i++) {
         const agent = ['ana', 'bob', 'cy'][i % 3];
@@ -59,13 +37,13 @@ test('a fleet at schema 16 with a trail upgrades to small statistics of audit_ev
         if (i % 9 === 0) await log.journaled();
       }
       await log.close();
-    }
-    const before = await answers(sql) as unknown[];
+    } });
+    const before = await answers(sql);
     // Not empty answers: all 80 events, one request's, one trace's (the trace of i % 7 = 3: 12 events).
     assert.deepEqual([0, 6, 8, 9].map((i) => (before[i] as string[]).length), [80, 2, 12, 12]);
 
     const r = await migrate(sql);
-    assert.deepEqual(r.applied.map((m) => m.version), [STATS.version]);
+    assert.deepEqual(r.applied.map((m) => m.version), MIGRATIONS.filter((m) => m.version >= STATS.version).map((m) => m.version));
     const targets = await sql<Array<{ attname: string; target: number }>>`SELECT attname, attstattarget AS target FROM pg_attribute
       WHERE attrelid = 'audit_events'::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum`;
     assert.deepEqual(Object.fromEntries(targets.map((t) => [t.attname, t.target])), { replica: 10, seq: 10, ts: 10, type: 10, request_id: 10, agent: 10,

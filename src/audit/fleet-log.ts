@@ -80,23 +80,23 @@ const CHECKPOINT_LOCK = 0x61616d2d636b;
 /** HKDF info under which the master key yields the key that encrypts the fleet's signing key. */
 export const SIGNING_KEY_KEK_INFO = 'aam audit signing key v1';
 /**
- * The columns an INSERT sends per event, in this order: the replica is not one of them (it is the
- * same for the whole chain, so it goes into the statement text as a literal, replicaLiteral()),
- * and body is sent as its head (sealHead): PostgreSQL appends the hash member (sealTail), so the
- * main thread neither builds the sealed text nor copies it flat to write it (~1 KB per event).
+ * The values recorded per event, in this order: the replica is not one of them (it is the same
+ * for the whole chain, so it goes into the statement text as a literal, replicaLiteral()), and
+ * body is sent as its head (sealHead): PostgreSQL appends the hash member (sealTail), so the main
+ * thread neither builds the sealed text nor copies it flat to write it (~1 KB per event). The hash
+ * is sent for that tail only: the row stores neither it nor prev_hash, which the sealed body holds
+ * (migration 18; audit_trail reads them from it).
  */
-const COLUMNS = ['seq', 'ts', 'type', 'request_id', 'agent', 'prev_hash', 'hash', 'body', 'trace_id', 'decision', 'plane'] as const;
-const BODY = 7;
-/** Values per event in the pending array, and where seq and hash are among them. */
-const W = COLUMNS.length;
+const VALUES = ['seq', 'ts', 'type', 'request_id', 'agent', 'hash', 'body', 'trace_id', 'decision', 'plane'] as const;
+/** Values per event in the pending array, and where seq, hash and body are among them. */
+const W = VALUES.length;
 const SEQ = 0;
-const PREV = 5;
-const HASH = 6;
-/**
- * Values a row after the first of an INSERT sends: not its seq (the first row's + its place) nor its
- * prev_hash (the row before's hash: the same placeholder again), as the chain makes them.
- */
-const V = W - 2;
+const HASH = 5;
+const BODY = 6;
+/** The columns an INSERT fills: the values but the hash (which only ends the body). */
+const COLUMNS = VALUES.filter((c) => c !== 'hash');
+/** Values a row after the first of an INSERT sends: not its seq (the first row's + its place). */
+const V = W - 1;
 /**
  * The replica id as an SQL string literal. It is aam's own (random hex per start, or a name a test
  * or the CLI makes), but it is checked anyway: a text outside this set is refused at open.
@@ -107,8 +107,8 @@ const replicaLiteral = (replica: string): string => {
   return `'${replica}'`;
 };
 /**
- * n rows (a group commit; n = 1 at c=1) into audit_events. The statement holds the replica as a literal, the first row's 11 values and the next rows' 9 (batchValues): a
- * row's seq and prev_hash follow from the row before. One event (c=1) is sent the pending array
+ * n rows (a group commit; n = 1 at c=1) into audit_events. The statement holds the replica as a literal, the first row's 10 values and the next rows' 9 (batchValues): a
+ * row's seq follows from the row before. One event (c=1) is sent the pending array
  * itself. Up to PREPARED_ROWS rows (what group commit gathers under load) its text is made once per n (and per first attempt / retry) and
  * prepared, so a connection holds at most 2 x PREPARED_ROWS of them; a larger batch (a backlog) is
  * sent unprepared. A first attempt is a plain INSERT (ON CONFLICT cost ~5 us of the backend's CPU
@@ -129,18 +129,11 @@ function insertTexts(replica: string): (n: number, again: boolean) => string {
       let rows = '';
       // As short as it can be: postgres.js makes a key of each INSERT's whole text to find its statement.
       for (let r = 0; r < n; r++) {
-        // Row r's placeholder for column c (batchValues' order); seq and prev_hash of a later row from the chain.
-        const at = (row: number, c: number): string => {
-          if (row === 0) return `$${c + 1}`;
-          let k = W + (row - 1) * V;
-          for (let i = 0; i < c; i++) if (i !== SEQ && i !== PREV) k++;
-          return `$${k + 1}`;
-        };
-        const value = (c: number): string => c === BODY ? `${at(r, BODY)}::text||',"hash":"'||${at(r, HASH)}||'"}'` // sealedText's bytes: the head + sealTail(hash)
-          : r > 0 && c === SEQ ? `$1::bigint+${r}`
-            : r > 0 && c === PREV ? at(r - 1, HASH)
-              : c === SEQ ? '$1::bigint' : at(r, c);
-        rows += `${r ? ',' : ''}(${lit},${COLUMNS.map((_, c) => value(c)).join(',')})`;
+        // Row r's placeholder for value c (batchValues' order; c > SEQ for a later row).
+        const at = (c: number): string => `$${r === 0 ? c + 1 : W + (r - 1) * V + c}`;
+        const value = (c: number): string => c === BODY ? `${at(BODY)}::text||',"hash":"'||${at(HASH)}||'"}'` // sealedText's bytes: the head + sealTail(hash)
+          : c === SEQ ? (r > 0 ? `$1::bigint+${r}` : '$1::bigint') : at(c);
+        rows += `${r ? ',' : ''}(${lit},${VALUES.map((_, c) => c).filter((c) => c !== HASH).map(value).join(',')})`;
       }
       text = `INSERT INTO audit_events (replica, ${COLUMNS.join(', ')}) VALUES ${rows}${again ? ' ON CONFLICT (replica, seq) DO NOTHING' : ''}`;
       if (n <= PREPARED_ROWS) texts.set(key, text);
@@ -156,7 +149,7 @@ function batchValues(batch: ReadonlyArray<string | number | null>): Array<string
   let o = 0;
   for (let c = 0; c < W; c++) out[o++] = batch[c];
   for (let at = W; at < batch.length; at += W) {
-    for (let c = 0; c < W; c++) if (c !== SEQ && c !== PREV) out[o++] = batch[at + c];
+    for (let c = 0; c < W; c++) if (c !== SEQ) out[o++] = batch[at + c];
   }
   return out;
 }
@@ -284,8 +277,8 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
     seq++;
     const sealed = sealHead(json, seq, prev);
     const cols = enc.cols;
-    // COLUMNS order: seq, ts, type, request_id, agent, prev_hash, hash, body, trace_id, decision, plane.
-    pending.push(seq, cols[0], cols[1], cols[2], cols[3], prev, sealed.hash, sealed.head, typeof event.trace_id === 'string' ? event.trace_id : null, cols[4], planeOf(event));
+    // VALUES order: seq, ts, type, request_id, agent, hash, body, trace_id, decision, plane.
+    pending.push(seq, cols[0], cols[1], cols[2], cols[3], sealed.hash, sealed.head, typeof event.trace_id === 'string' ? event.trace_id : null, cols[4], planeOf(event));
     prev = sealed.hash;
     schedule();
     return true;

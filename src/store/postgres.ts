@@ -196,6 +196,18 @@ export const MIGRATIONS: readonly Migration[] = [
         ALTER COLUMN agent SET STATISTICS 10, ALTER COLUMN trace_id SET STATISTICS 10, ALTER COLUMN decision SET STATISTICS 10,
         ALTER COLUMN plane SET STATISTICS 10;`,
   },
+  {
+    version: 18, name: 'audit events keep their hash and prev_hash in the body only',
+    // The sealed body is {"seq":S,"prev_hash":"P",...,"hash":"H"} (event.ts sealHead/sealTail): the
+    // two columns were copies, 130 of ~1,080 bytes a row, written to the heap and WAL of every
+    // event. New rows leave them NULL and audit_trail, the view every reader uses, reads them from
+    // the body's fixed places (the tail's 64 hex digits, the head's after "prev_hash":"); rows
+    // written before keep theirs (an older trail's bodies need not be in that shape).
+    sql: `ALTER TABLE audit_events ALTER COLUMN prev_hash DROP NOT NULL, ALTER COLUMN hash DROP NOT NULL;
+      CREATE OR REPLACE VIEW audit_trail AS SELECT replica, seq, ts, type, request_id, agent,
+        coalesce(prev_hash, substr(body, strpos(body, '"prev_hash":"') + 13, 64)) AS prev_hash,
+        coalesce(hash, substr(body, length(body) - 65, 64)) AS hash, body, trace_id, decision, plane FROM audit_events;`,
+  },
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1].version;
