@@ -294,6 +294,15 @@ test('/mcp refuses a body it cannot read, or a caller without identity, with a J
     assert.ok(j.error.message.length > 10);
     if (status === 401) assert.match(r.headers.get('www-authenticate') ?? '', /resource_metadata=/);
   }
+  // A method /mcp does not serve is refused by the router, before the MCP route runs: JSON-RPC too.
+  const put = await fetch(`${gw.url}/mcp`, { method: 'PUT', headers: { authorization: `Bearer ${gw.key('analyst')}`, 'content-type': 'application/json' }, body: '{}' });
+  const j = await put.json() as RpcErr;
+  assert.equal(put.status, 405);
+  assert.match(put.headers.get('allow') ?? '', /POST/);
+  assert.deepEqual([j.jsonrpc, j.error.code, j.error.data.code], ['2.0', -32600, 'method_not_allowed'], JSON.stringify(j));
+  // Other paths keep their wire: /mcpx is not an MCP route (OpenAI's error shape).
+  const other = await (await fetch(`${gw.url}/mcpx`)).json() as { error: { code: string } };
+  assert.equal(other.error.code, 'not_found');
 });
 
 test('MCP sessions are capped per identity (429 naming the limit); other identities are not locked out; closing one frees a slot', async () => {

@@ -74,7 +74,7 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
     const ctx: Ctx = {
       req, res, rt, cfg: rt.compiled, path, query: q < 0 ? '' : url.slice(q + 1),
       requestId: ids.requestId, clientRequestId: ids.clientRequestId,
-      start: performance.now(), wire: path === '/v1/messages' ? 'anthropic' : 'openai',
+      start: performance.now(), wire: wireOf(path),
       identity: undefined, resource: undefined, access: undefined, span: undefined, traceId: undefined,
       decision: undefined, credentialUsed: undefined, bodyBytes: undefined, guardrails: undefined, call: undefined,
     };
@@ -115,6 +115,16 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
       rt.handled();
     }
   };
+}
+
+/**
+ * The error format a path's clients read, fixed before any route runs, so a refusal the router or
+ * the access path makes (404/405, identity, body) already has it: Anthropic's on /v1/messages,
+ * JSON-RPC on the MCP routes (/mcp, /mcp/<server>), OpenAI's elsewhere.
+ */
+function wireOf(path: string): Ctx['wire'] {
+  if (path === '/v1/messages') return 'anthropic';
+  return path.startsWith('/mcp') && (path.length === 4 || path.charCodeAt(4) === 47 /* / */) ? 'jsonrpc' : 'openai';
 }
 
 /** A request ended in an error: its decision (if any) is recorded with that outcome, then answered. */

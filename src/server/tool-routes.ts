@@ -53,8 +53,6 @@ function stampRequestId(ctx: Ctx): void {
 
 export function addToolRoutes(routes: Routes, mcp: McpGateway, http: HttpToolProxy): void {
   const mcpHandler = async (ctx: Ctx) => {
-    // MCP clients read JSON-RPC errors: a refusal before the MCP gateway runs (identity, body) is one too.
-    ctx.wire = 'jsonrpc';
     const rest = ctx.path === '/mcp' ? '' : ctx.path.slice('/mcp/'.length);
     if (rest.includes('/')) throw new AamError(404, 'not_found', `no MCP endpoint ${ctx.path}; use /mcp or /mcp/<server>`);
     // RFC 8707: this route's own URL is an audience a token may carry to be accepted here (and only here).
