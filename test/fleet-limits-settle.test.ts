@@ -18,6 +18,8 @@ let fleet: Fleet;
 let scripts = 0;
 /** Called right after each script call is handed to the connection (a test's hook; none by default). */
 let afterScript: (() => void) | null = null;
+/** The arguments of the last script call ([sha, numKeys, ...keys, ...argv]). */
+let lastScript: Array<string | number> = [];
 
 before(async () => {
   store = await fleetStore();
@@ -32,6 +34,7 @@ before(async () => {
   const evalsha = fleet.admission.evalsha.bind(fleet.admission);
   fleet.admission.evalsha = (lua, args, now) => {
     scripts++;
+    lastScript = [...args];
     const p = evalsha(lua, args, now);
     afterScript?.();
     return p;
@@ -363,6 +366,34 @@ test('the admissions of one turn share one script call (the first leaves alone a
     await admitted(lim, { ...req, amountUsd: 0 }); // carries the 9 releases
     assert.ok(near((await budget('agent:turn')).reserved, 0.05), `the released reservations let go: ${JSON.stringify(await budget('agent:turn'))}`);
     assert.equal(await fleet.redis.zcard(zset), 2, 'their members removed (the $0.05 and the keeper left)');
+  } finally { await lim.close(); }
+});
+
+test('a call carries each budget plan once (its keys and limits), however many of its admissions and settlements name it; each decided by its own plan', async () => {
+  const lim = new FleetLimiter(fleet, { settleDelayMs: 600_000 });
+  const a: AdmitRequest = { rates: [], tokens: 0, budgets: Object.freeze([{ key: 'agent:plan-a', limits: { daily_usd: 0.5 } }]), amountUsd: 0.2 };
+  const b: AdmitRequest = { rates: [], tokens: 0, budgets: Object.freeze([{ key: 'agent:plan-b', limits: { daily_usd: 10 } }]), amountUsd: 0.2 };
+  const keys = (): number => Number(lastScript[1]);
+  const strings = (): number => lastScript.length - 1;
+  try {
+    lim.release(await admitted(lim, a)); // seed both budgets
+    lim.release(await admitted(lim, b));
+    const before = scripts;
+    // The first ($0 on a) leaves alone with the two releases; the other 6, a and b in turn, share one call.
+    const results = await Promise.all([lim.admit({ ...a, amountUsd: 0 }), ...[a, b, a, b, a, b].map((r) => lim.admit(r))]);
+    assert.equal(scripts - before, 2, 'the first alone, the other 6 in one call');
+    assert.deepEqual(results.map((r) => r.ok), [true, true, true, true, true, false, true], 'a: $0.2 twice in $0.5, then refused; b: all three');
+    assert.equal(keys(), 4, 'each plan\'s hash and zset once (not 2 keys an admission)');
+    // numKeys, the keys, 6 (window, settlements, ttls, plans), per plan 3 (budgets, daily, monthly),
+    // 1 (admissions), per admission 5 (plan, rates, amount, member, cache).
+    assert.equal(strings(), 1 + 4 + 6 + 2 * 3 + 1 + 6 * 5, `the call's strings: ${lastScript.slice(1).join(' ')}`);
+    assert.ok(near((await budget('agent:plan-a')).reserved, 0.4) && near((await budget('agent:plan-b')).reserved, 0.6));
+    for (const r of results) if (r.ok) lim.release(r.ticket!);
+    // The 6 releases of both plans ride on one admission of b: each plan once again.
+    await admitted(lim, { ...b, amountUsd: 0 });
+    assert.equal(keys(), 4);
+    assert.equal(strings(), 1 + 4 + 6 + 2 * 3 + 6 * 6 + 1 + 5, 'per settlement 6 (plan, rates, member, amount, charge, flags)');
+    assert.ok(near((await budget('agent:plan-a')).reserved, 0) && near((await budget('agent:plan-b')).reserved, 0), 'every release let its own plan\'s reservation go');
   } finally { await lim.close(); }
 });
 
