@@ -11,7 +11,7 @@ import { fleetStore, privateRedis, type FleetTestStore } from './helpers/fleet.t
 import { until } from './helpers/e2e.ts';
 import { openFleet, type Fleet } from '../src/store/fleet.ts';
 import { FleetLimiter } from '../src/store/fleet-limits.ts';
-import { StoreUnavailable, type AdmitRequest, type Ticket } from '../src/store/types.ts';
+import { StoreUnavailable, type AdmitRequest, type BudgetAlert, type Ticket } from '../src/store/types.ts';
 
 let store: FleetTestStore;
 let fleet: Fleet;
@@ -372,7 +372,10 @@ test('the admissions of one turn share one script call (the first leaves alone a
 test('a call carries each budget plan once (its keys and limits), however many of its admissions and settlements name it; each decided by its own plan', async () => {
   const lim = new FleetLimiter(fleet, { settleDelayMs: 600_000 });
   const a: AdmitRequest = { rates: [], tokens: 0, budgets: Object.freeze([{ key: 'agent:plan-a', limits: { daily_usd: 0.5 } }]), amountUsd: 0.2 };
-  const b: AdmitRequest = { rates: [], tokens: 0, budgets: Object.freeze([{ key: 'agent:plan-b', limits: { daily_usd: 10 } }]), amountUsd: 0.2 };
+  // b alerts at 5 % ($0.50): its settlements report their totals, a's do not (the reply has none for them).
+  const b: AdmitRequest = { rates: [], tokens: 0, budgets: Object.freeze([{ key: 'agent:plan-b', limits: { daily_usd: 10, alert_at: [5] } }]), amountUsd: 0.2 };
+  const alerts: BudgetAlert[] = [];
+  lim.onAlert = (x) => alerts.push(x);
   const keys = (): number => Number(lastScript[1]);
   const strings = (): number => lastScript.length - 1;
   try {
@@ -380,7 +383,8 @@ test('a call carries each budget plan once (its keys and limits), however many o
     lim.release(await admitted(lim, b));
     const before = scripts;
     // The first ($0 on a) leaves alone with the two releases; the other 6, a and b in turn, share one call.
-    const results = await Promise.all([lim.admit({ ...a, amountUsd: 0 }), ...[a, b, a, b, a, b].map((r) => lim.admit(r))]);
+    const reqs = [{ ...a, amountUsd: 0 }, a, b, a, b, a, b];
+    const results = await Promise.all(reqs.map((r) => lim.admit(r)));
     assert.equal(scripts - before, 2, 'the first alone, the other 6 in one call');
     assert.deepEqual(results.map((r) => r.ok), [true, true, true, true, true, false, true], 'a: $0.2 twice in $0.5, then refused; b: all three');
     assert.equal(keys(), 4, 'each plan\'s hash and zset once (not 2 keys an admission)');
@@ -388,12 +392,16 @@ test('a call carries each budget plan once (its keys and limits), however many o
     // 1 (admissions), per admission 5 (plan, rates, amount, member, cache).
     assert.equal(strings(), 1 + 4 + 6 + 2 * 3 + 1 + 6 * 5, `the call's strings: ${lastScript.slice(1).join(' ')}`);
     assert.ok(near((await budget('agent:plan-a')).reserved, 0.4) && near((await budget('agent:plan-b')).reserved, 0.6));
-    for (const r of results) if (r.ok) lim.release(r.ticket!);
-    // The 6 releases of both plans ride on one admission of b: each plan once again.
+    // The 6 settlements of both plans, a and b in turn, ride on one admission of b: each plan once
+    // again; b's second charge crosses $0.50 (its totals read in their place among a's, which have none).
+    results.forEach((r, i) => { if (r.ok) lim.settle(r.ticket!, reqs[i] === b ? 0.4 : 0.2, null); });
     await admitted(lim, { ...b, amountUsd: 0 });
     assert.equal(keys(), 4);
     assert.equal(strings(), 1 + 4 + 6 + 2 * 3 + 6 * 6 + 1 + 5, 'per settlement 6 (plan, rates, member, amount, charge, flags)');
-    assert.ok(near((await budget('agent:plan-a')).reserved, 0) && near((await budget('agent:plan-b')).reserved, 0), 'every release let its own plan\'s reservation go');
+    assert.ok(near((await budget('agent:plan-a')).reserved, 0) && near((await budget('agent:plan-b')).reserved, 0), 'every settlement let its own plan\'s reservation go');
+    assert.ok(near((await budget('agent:plan-a')).spent, 0.6) && near((await budget('agent:plan-b')).spent, 1.2), 'each charged to its own plan');
+    await until(() => alerts.length > 0, 5000, 'b\'s alert');
+    assert.deepEqual(alerts.map((x) => [x.key, x.threshold, x.spent]), [['agent:plan-b', 5, 0.8]]);
   } finally { await lim.close(); }
 });
 

@@ -33,11 +33,12 @@ const nextMonth = (start: number): number => { const d = new Date(start); return
 //       then nAdmissions, and per admission: plan, nRates, [tokens, (rpm, tpm) per rate: when nRates > 0],
 //       amount, member, readCache (1: its last key is a response cache entry). nAdmissions = 0: settle only.
 // A live cache entry is a hit: it costs $0, so nothing is reserved (rates still count).
-// Replies: { admissions, totals, cached } with per admission its cache entry's value (nil: none) and {'ok'} | {'rate', 'rpm'|'tpm', index, waitMs}
+// Replies: { admissions, totals, cached } with per admission its cache entry's value (nil: none) and 'ok' | {'rate', 'rpm'|'tpm', index, waitMs}
 //          | {'budget', index, period, committed} | {'seed', index...} (budget totals of this window
-//          not in Redis yet: nothing counted), and totals the daily and monthly spend after each
-//          settlement's charge per budget ('' when that window is not in Redis, or the settlement
-//          does not report).
+//          not in Redis yet: nothing counted), and totals the daily and monthly spend after the
+//          charge per budget of each settlement that reports ('' when that window is not in Redis).
+//          An admitted request's reply is a string, not a table, and a settlement that does not
+//          report has no totals: each is a reply element Redis writes and the replica parses.
 // A settled reservation that already expired is not subtracted twice; its charge still counts
 // (except on a retry: there a missing reservation means the failed call ran, or Redis restarted
 // empty and re-seeds the total from PostgreSQL, which has the charge).
@@ -177,8 +178,10 @@ for s = 1, ns do
         if b.m then b.m = b.m + charge; b.wm = true; if report then m = num(b.m) end end
       end
     end
-    totals[#totals + 1] = d
-    totals[#totals + 1] = m
+    if report then
+      totals[#totals + 1] = d
+      totals[#totals + 1] = m
+    end
   end
   k = k + nr
 end
@@ -188,7 +191,7 @@ local used = 0
 -- Reservations to add per zset (score, member, ...; n: how many) in order of first use, and their
 -- expiry's score (formatted once per call: a Lua number turned into a string costs a sprintf).
 local adds, zsets, score = {}, {}, nil
-local OK = { 'ok' }
+local OK = 'ok'
 local function admit()
   local p, nr = arg(ARGV[a]), arg(ARGV[a + 1])
   a = a + 2
@@ -357,11 +360,13 @@ export interface FleetLimiterOptions {
   onError?: (what: string, e: unknown) => void;
 }
 
-type Reply = [admissions: unknown[][], totals: string[], cached: Array<string | null>];
+/** An admission's reply: 'ok', or its refusal or seed request (see the script's Replies). */
+type AdmitReply = 'ok' | unknown[];
+type Reply = [admissions: AdmitReply[], totals: string[], cached: Array<string | null>];
 /** An admission's script arguments: its budgets' plan (sent once per call), its own keys (rate hashes, cache entry) and its ARGV block after the plan's number. */
 interface Own { plan: BudgetPlan; keys: string[]; args: Array<string | number> }
 /** An admission waiting for its script call: resolved with its reply, its cache value and the call's window. */
-interface Waiting { own: Own; resolve: (r: { reply: unknown[]; value: string | null; d: number; m: number }) => void; reject: (e: unknown) => void }
+interface Waiting { own: Own; resolve: (r: { reply: AdmitReply; value: string | null; d: number; m: number }) => void; reject: (e: unknown) => void }
 
 const NONE: string[] = [];
 /** No settlements on a call (never changed). */
@@ -480,7 +485,7 @@ export class FleetLimiter implements Limiter {
     args[at++] = member;
     args[at++] = req.cacheKey !== undefined ? 1 : 0;
     const own: Own = { plan, keys, args };
-    let reply: unknown[];
+    let reply: AdmitReply;
     let value: string | null;
     // In flight is what the admission connection has not answered (every script call of this
     // limiter, its seeds' commands), counted there in one place, not by hand at each call site.
@@ -500,7 +505,7 @@ export class FleetLimiter implements Limiter {
       value = r[2][0] ?? null;
     } else {
       // A call is in flight: this one goes with the others of its turn.
-      let got: { reply: unknown[]; value: string | null; d: number; m: number };
+      let got: { reply: AdmitReply; value: string | null; d: number; m: number };
       try {
         got = await this.#admission(own);
       } catch (e) {
@@ -510,7 +515,7 @@ export class FleetLimiter implements Limiter {
       value = got.value;
       ({ d, m } = got);
     }
-    if (reply[0] === 'seed') {
+    if (reply !== 'ok' && reply[0] === 'seed') {
       await this.#seed(req, reply.slice(1).map(Number), d, m);
       this.admitCalls++;
       let r: Reply;
@@ -521,9 +526,9 @@ export class FleetLimiter implements Limiter {
       }
       reply = r[0][0];
       value = r[2][0];
-      if (reply[0] === 'seed') throw new StoreUnavailable('redis', 'budget totals could not be loaded into Redis');
+      if (reply !== 'ok' && reply[0] === 'seed') throw new StoreUnavailable('redis', 'budget totals could not be loaded into Redis');
     }
-    if (reply[0] === 'ok') {
+    if (reply === 'ok') {
       const cached = req.cacheKey === undefined ? undefined : value === null ? null : parseCacheValue(value);
       // A hit reserved nothing: settling it charges nothing unless a real cost is given.
       const ticket: FleetTicket = { kind: 'ticket', plan, tpmKeys, member, amount: cached ? 0 : amount, tokens, done: false };
@@ -607,7 +612,7 @@ export class FleetLimiter implements Limiter {
    * phase, where one call carries every admission of the turn (Redis reads their budget and rate
    * hashes once, and runs one script, not one each).
    */
-  #admission(own: Own): Promise<{ reply: unknown[]; value: string | null; d: number; m: number }> {
+  #admission(own: Own): Promise<{ reply: AdmitReply; value: string | null; d: number; m: number }> {
     return new Promise((resolve, reject) => {
       this.#waiting.push({ own, resolve, reject });
       if (!this.#armed) { this.#armed = true; setImmediate(this.#turn); }
@@ -881,6 +886,8 @@ export class FleetLimiter implements Limiter {
   #crossed(batch: Settlement[], totals: string[], d: number, m: number): void {
     let at = 0;
     for (const { ft, charge } of batch) {
+      // Only a settlement that reports (its plan has alerts) has totals in the reply.
+      if (!ft.plan.alerts) continue;
       for (let j = 0; j < ft.plan.budgets.length; j++) {
         const b = ft.plan.budgets[j];
         if (charge <= 0 || !b.limits.alert_at?.length) continue;
