@@ -145,7 +145,8 @@ export function delegate(from: Delegation | undefined, caller: Identity, callee:
   return {
     id: from?.id ?? `dlg_${ids.traceId()}`,
     hop: (from?.hop ?? 0) + 1,
-    chain: [...(from?.chain ?? [chainName(caller)]), callee],
+    // A first hop's chain is one array (no copy of a one-agent array made for it).
+    chain: from ? [...from.chain, callee] : [chainName(caller), callee],
     parent: requestId,
     callee,
     exp: now + TTL_MS,

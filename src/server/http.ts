@@ -81,14 +81,16 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
     // Echoed so a client can correlate; aam's own id is always x-request-id.
     if (ids.clientRequestId) res.setHeader('x-client-request-id', ids.clientRequestId);
     rt.inFlight++;
-    res.once('close', () => {
+    // on, not once: a response emits 'close' once (node's emitCloseNT), and once's wrapper (its state
+    // and bound function, ~370 B, and a removeListener when it fires) was paid by every request.
+    res.on('close', () => {
       rt.inFlight--;
       if (ctx.call !== undefined && !res.writableFinished) ctx.call.abort();
     });
     if (rt.tracer) {
       const span = startServerSpan(rt.tracer, req, { route: path, path, startTime: ctx.start });
       ctx.span = span;
-      res.once('close', () => endHttpSpan(span, res.statusCode, 'server'));
+      res.on('close', () => endHttpSpan(span, res.statusCode, 'server'));
     }
     const key = keyByMethod.get(req.method!)?.get(path);
     // A miss (a prefixed route, a 404, a route added after this listener) looks up as before.
