@@ -100,21 +100,34 @@ function headerBlock(h: Options['headers']): string {
   for (const name in h) {
     const v = (h as Record<string, unknown>)[name];
     if (v === undefined || v === null) continue;
-    if (!TOKEN.test(name)) throw new H1Error(`invalid header name ${JSON.stringify(name)}`, 'UND_ERR_INVALID_ARG');
-    // Framing is ours: the body is known, its length is sent.
-    const n = name.length;
-    if ((n === 7 || n === 10 || n === 14 || n === 17) && FRAMING.has(name.toLowerCase())) continue;
-    if (typeof v === 'string') out = headerLine(out, name, v);
-    else if (Array.isArray(v)) for (let i = 0; i < v.length; i++) out = headerLine(out, name, String(v[i]));
-    else out = headerLine(out, name, String(v));
+    let prefix = prefixes.get(name);
+    if (prefix === undefined) {
+      if (!TOKEN.test(name)) throw new H1Error(`invalid header name ${JSON.stringify(name)}`, 'UND_ERR_INVALID_ARG');
+      // Framing is ours: the body is known, its length is sent.
+      const n = name.length;
+      if ((n === 7 || n === 10 || n === 14 || n === 17) && FRAMING.has(name.toLowerCase())) continue;
+      prefix = `${name}: `;
+      if (prefixes.size < MAX_PREFIXES) prefixes.set(name, prefix);
+    }
+    if (typeof v === 'string') out = headerLine(out, name, prefix, v);
+    else if (Array.isArray(v)) for (let i = 0; i < v.length; i++) out = headerLine(out, name, prefix, String(v[i]));
+    else out = headerLine(out, name, prefix, String(v));
   }
   if (frozen) heads.set(h, out);
   return out;
 }
 
-function headerLine(out: string, name: string, value: string): string {
+/**
+ * `name: ` of each header name seen, once it was checked (a token, not a framing name): a head's
+ * lines are then appended with no `name: ` string made and no name regex run per header per call
+ * (an A2A call's eight headers: ~250 B less per call). Names only, never values; bounded.
+ */
+const prefixes = new Map<string, string>();
+const MAX_PREFIXES = 512;
+
+function headerLine(out: string, name: string, prefix: string, value: string): string {
   if (BAD_VALUE.test(value)) throw new H1Error(`invalid ${name} header value`, 'UND_ERR_INVALID_ARG');
-  return out + `${name}: ${value}\r\n`;
+  return out + prefix + value + '\r\n';
 }
 
 function hasHost(h: Options['headers']): boolean {
