@@ -396,14 +396,14 @@ test('Tasks extension: a task id stays bounded whatever the creating call\'s arg
 });
 
 /** An open subscriptions/listen stream: the JSON-RPC messages received so far. */
-async function listen(path: string, notifications: Record<string, unknown>, token = key, caps: Record<string, unknown> = {}): Promise<{ id: number; status: number; messages: Array<Record<string, any>>; close(): void }> {
+async function listen(path: string, notifications: Record<string, unknown>, token = key, caps: Record<string, unknown> = {}): Promise<{ id: number; status: number; requestId: string | null; messages: Array<Record<string, any>>; close(): void }> {
   const id = Math.floor(Math.random() * 1e9);
   const body = { jsonrpc: '2.0', id, method: 'subscriptions/listen', params: { notifications, _meta: { 'io.modelcontextprotocol/protocolVersion': VERSION, 'io.modelcontextprotocol/clientInfo': { name: 'spec-client', version: '1.0.0' }, 'io.modelcontextprotocol/clientCapabilities': caps } } };
   if ('taskIds' in notifications) check('tasks:SubscriptionsListenRequest', body);
   const ac = new AbortController();
   const r = await fetch(`${gw.url}${path}`, { method: 'POST', signal: ac.signal, headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', authorization: `Bearer ${token}`, 'mcp-protocol-version': VERSION, 'mcp-method': 'subscriptions/listen' }, body: JSON.stringify(body) });
   const messages = (r.headers.get('content-type') ?? '').includes('text/event-stream') ? sseMessages(r.body) : [await r.json() as Record<string, any>];
-  return { id, status: r.status, messages, close: () => ac.abort() };
+  return { id, status: r.status, requestId: r.headers.get('x-request-id'), messages, close: () => ac.abort() };
 }
 
 async function until(cond: () => boolean, what: string, ms = 20_000): Promise<void> {
@@ -471,11 +471,17 @@ test('subscriptions/listen is decided for the caller as it is now: a revoked key
     await until(() => narrowed.messages.some((x) => x.method === 'notifications/tools/list_changed'), 'tools/list_changed under the new policy');
     assert.ok(!narrowed.messages.some((x) => x.method === 'notifications/resources/updated'), 'no resource update once the caller may not read it');
     assert.ok(!revoked.messages.some((x) => x.method === 'notifications/tools/list_changed'), 'nothing after the revocation');
-    const ended = (await toolEvents(gw, { type: 'tool.rejected' })).map((e) => e as { method?: string; key_id?: string; outcome?: { status?: string } }).filter((e) => e.outcome?.status === 'listen_ended');
-    assert.deepEqual(ended.map((e) => [e.method, e.key_id]), [['subscriptions/listen', k.id]]);
-    const denied = (await toolEvents(gw, { type: 'tool.decision', agent: 'navigator' })).map((e) => e as { method?: string; uri?: string; decision?: { effect?: string } })
+    // Filed under the listen request (aam's x-request-id of it), so `aam audit show ID` tells the stream's story.
+    assert.match(revoked.requestId ?? '', /^req_/);
+    const ended = (await toolEvents(gw, { type: 'tool.rejected' })).map((e) => e as { method?: string; key_id?: string; request_id?: string; outcome?: { status?: string } }).filter((e) => e.outcome?.status === 'listen_ended');
+    assert.deepEqual(ended.map((e) => [e.method, e.key_id, e.request_id]), [['subscriptions/listen', k.id, revoked.requestId]]);
+    const denied = (await toolEvents(gw, { type: 'tool.decision', agent: 'navigator' })).map((e) => e as { method?: string; uri?: string; request_id?: string; decision?: { effect?: string } })
       .filter((e) => e.method === 'subscriptions/listen' && e.uri === 'account://a1');
-    assert.ok(denied.length >= 1 && denied.every((e) => e.decision?.effect === 'deny'), JSON.stringify(denied));
+    assert.ok(denied.length >= 1 && denied.every((e) => e.decision?.effect === 'deny' && e.request_id === narrowed.requestId), JSON.stringify(denied));
+    // The subscription it was granted at the start is on record under the same id.
+    const granted = (await toolEvents(gw, { type: 'tool.decision', agent: 'navigator' })).map((e) => e as { server?: string; request_id?: string; decision?: { effect?: string } })
+      .filter((e) => e.server === 'crm' && e.decision?.effect === 'allow' && e.request_id === narrowed.requestId);
+    assert.equal(granted.length, 1, 'the listen\'s resource subscription decided under its request id');
   } finally {
     revoked.close(); narrowed.close();
     writeFileSync(gw.configPath, config(upstreamUrl));

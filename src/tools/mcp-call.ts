@@ -437,10 +437,10 @@ async function traced<T>(s: SessionCtx, entry: ServerEntry, method: string, targ
 }
 
 /** resources/subscribe: allowed when a read of the URI would be; updates then reach this session. */
-export async function subscribeResource(rt: Runtime, s: SessionCtx, uri: string): Promise<void> {
+export async function subscribeResource(rt: Runtime, s: SessionCtx, uri: string, requestId?: string): Promise<void> {
   if (s.subscriptions.has(uri)) return;
   const owner = await ownerOf(rt, s, uri);
-  (await authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/subscribe "${uri}" (resource ${owner.resource})`, undefined)).adm.forwarded();
+  (await authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/subscribe "${uri}" (resource ${owner.resource})`, requestId)).adm.forwarded();
   await owner.upstream.subscribe(uri, s.identity);
   s.subscriptions.set(uri, owner.name);
 }

@@ -326,7 +326,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       const mark = `${id} ${req.params.uri}`;
       subscribing.add(mark);
       try {
-        await subscribeResource(rt, rc, req.params.uri);
+        await subscribeResource(rt, rc, req.params.uri, callExtra(undefined, extra).requestId);
         try { await deps.sessions.hold(id, req.params.uri, self); } catch (e) {
           await unsubscribeResource(rt, rc, req.params.uri).catch(() => {});
           throw e;
@@ -490,7 +490,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
         const abort = new AbortController();
         res.on('close', () => { if (!res.writableFinished) abort.abort(); }); // a closed response cancels the request
         const extra = { signal: abort.signal, requestId: requestIdOf(req) };
-        const listen = (s: SessionCtx, params: Record<string, unknown>, id: string | number, r: ServerResponse) => hub.listen(s, params, id, r);
+        const listen = (s: SessionCtx, params: Record<string, unknown>, id: string | number, r: ServerResponse) => hub.listen(s, params, id, r, extra.requestId);
         return handleModern({ rt, pageSize, listWaitMs, instructions, listen }, req.headers, res, body as Record<string, unknown>, access, serverName, extra);
       }
       const sid = req.headers['mcp-session-id'];

@@ -36,6 +36,8 @@ type Task = ReturnType<typeof openTask>;
 /** Who wants list changes of its endpoint's 2026-07-28 upstreams: a listen stream, or a 2025-11-25 session while its stream is open. */
 interface Watcher {
   who: string; scope: string | null; want: ReadonlySet<Kind>; ctx: SessionCtx;
+  /** A listen stream's: aam's x-request-id of the request that opened it, which its evidence is filed under (`aam audit show ID`). */
+  requestId?: string;
   /** Servers whose upstreams listen for the lists it wants, for it (undone on close, narrowed on reloads); ops on them run in order. */
   watching: Map<string, Upstream>; ops: Promise<unknown>;
   /** A session's: the access context its watches were last synced with (a session's context changes with each of its requests). */
@@ -99,7 +101,7 @@ export interface ListenHub {
    */
   recheck(reloaded?: boolean): void;
   /** Open one stream for a validated 2026-07-28 request; resolves when the stream ends. */
-  listen(s: SessionCtx, params: Json, id: string | number, res: ServerResponse): Promise<void>;
+  listen(s: SessionCtx, params: Json, id: string | number, res: ServerResponse, requestId?: string): Promise<void>;
   closeAll(): Promise<void>;
 }
 
@@ -124,14 +126,14 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
   const sessionWatchers = new Set<Watcher>();
   const countOf = (who: string) => { let n = 0; for (const l of open) if (l.who === who) n++; return n; };
   const inScope = (l: Watcher, server: string) => l.scope === null || l.scope === server;
-  const evidence = (ctx: SessionCtx, ev: Json, method = 'subscriptions/listen') => rt.deps.audit.record({ plane: 'mcp', method, request_id: `req_${randomUUID()}`, trace_id: ctx.access.traceId(), ...identityFields(ctx.identity), ...ev });
+  const evidence = (ctx: SessionCtx, ev: Json, method = 'subscriptions/listen', requestId?: string) => rt.deps.audit.record({ plane: 'mcp', method, request_id: requestId ?? `req_${randomUUID()}`, trace_id: ctx.access.traceId(), ...identityFields(ctx.identity), ...ev });
 
   /** The listener's caller as it is now; false (and the stream ended, on record) when it no longer holds. */
   function current(l: Listener): boolean {
     const now = l.ctx.access.current();
     if ('gone' in now) {
       open.delete(l);
-      evidence(l.ctx, { type: 'tool.rejected', outcome: { status: 'listen_ended', error: now.gone } });
+      evidence(l.ctx, { type: 'tool.rejected', outcome: { status: 'listen_ended', error: now.gone } }, undefined, l.requestId);
       rt.deps.log.info({ spiffe_id: l.who, reason: now.gone }, 'subscriptions/listen stream ended: the caller no longer holds');
       l.fail(`subscriptions/listen ended: ${now.gone}; authenticate again and open a new stream`);
       return false;
@@ -145,19 +147,20 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
     l.ctx.access = access;
     l.ctx.identity = access.identity;
     for (const [uri, server] of l.ctx.subscriptions) {
-      if (!mayRead(l.ctx, server, uri)) void unsubscribeResource(rt, l.ctx, uri).catch(() => {});
+      if (!mayRead(l.ctx, server, uri, undefined, l.requestId)) void unsubscribeResource(rt, l.ctx, uri).catch(() => {});
     }
     syncWatches(l);
   }
 
   /**
    * resources/read of `uri` decided for the caller now; a deny is recorded (it is why updates
-   * stop). `via`: the stream it is for (a listen stream, or a 2025-11-25 session's).
+   * stop). `via`: the stream it is for (a listen stream, or a 2025-11-25 session's); `given`: a
+   * listen stream's request id.
    */
-  function mayRead(ctx: SessionCtx, server: string, uri: string, via?: string): boolean {
+  function mayRead(ctx: SessionCtx, server: string, uri: string, via?: string, given?: string): boolean {
     const entry = rt.catalog.servers.get(server);
     if (!entry) return false;
-    const requestId = `req_${randomUUID()}`;
+    const requestId = given ?? `req_${randomUUID()}`;
     const d = ctx.access.authorize(entry.resource, RESOURCE_READ, { uri }, context(rt, ctx, requestId, { server, method: 'notifications/resources/updated' }));
     const ok = d.allowed && d.effect === 'allow' && !credentialRefused(ctx, server);
     if (!ok) evidence(ctx, { request_id: requestId, type: 'tool.decision', server, resource: entry.resource, action: RESOURCE_READ, uri, decision: decisionFields(d) }, via);
@@ -307,7 +310,7 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
       const entry = rt.catalog.servers.get(server);
       if (closing || entry === undefined || next.has(server)) continue; // removed or replaced by a reload, not narrowed
       // A session's list changes stop being decided its way anyway (each is decided as it comes): its narrowing is logged only.
-      if (l.synced === undefined) evidence(l.ctx, { type: 'tool.rejected', server, resource: entry.resource, outcome: { status: 'listen_narrowed', error: `the caller may no longer hear ${server}'s list changes; aam stopped listening to it for them` } });
+      if (l.synced === undefined) evidence(l.ctx, { type: 'tool.rejected', server, resource: entry.resource, outcome: { status: 'listen_narrowed', error: `the caller may no longer hear ${server}'s list changes; aam stopped listening to it for them` } }, undefined, l.requestId);
       rt.deps.log.info({ spiffe_id: l.who, server }, 'subscriptions/listen: list changes of this server no longer relayed (policy narrowed); its upstream listening ended');
     }
     const lists = [...l.want];
@@ -325,7 +328,7 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
     resourceUpdated(server, uri, who) {
       for (const l of [...open]) {
         if (l.ctx.subscriptions.get(uri) !== server || forOthers(l, who) || !current(l)) continue;
-        if (mayRead(l.ctx, server, uri)) l.send('notifications/resources/updated', { uri });
+        if (mayRead(l.ctx, server, uri, undefined, l.requestId)) l.send('notifications/resources/updated', { uri });
         else void unsubscribeResource(rt, l.ctx, uri).catch(() => {});
       }
       for (const a of away) {
@@ -340,7 +343,7 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
       for (const l of [...open]) {
         const w = l.tasks.get(taskKey(server, up));
         if (!w || !current(l)) continue;
-        taskNotification(rt, l.ctx, w.task, w.id, task).then((out) => l.send('notifications/tasks', out), (e: unknown) => {
+        taskNotification(rt, l.ctx, w.task, w.id, task, l.requestId).then((out) => l.send('notifications/tasks', out), (e: unknown) => {
           // Not a task per the extension: this one is dropped (on record), the next may be.
           if (e instanceof ToolError && e.errorCode === 'invalid_task') { rt.deps.log.warn({ spiffe_id: l.who, server, err: errMsg(e) }, 'subscriptions/listen: task notification not relayed'); return; }
           // Denied now (the deny is on record), or not relayable: this stream hears no more of the task.
@@ -374,7 +377,7 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
         void syncWatches(w);
       }
     },
-    async listen(s, params, id, res) {
+    async listen(s, params, id, res, requestId) {
       const filter = params.notifications;
       const reply = (status: number, code: number, message: string, data?: Json) => { res.writeHead(status, { 'content-type': 'application/json' }); res.end(JSON.stringify({ jsonrpc: '2.0', id, error: { code, message, ...(data ? { data } : {}) } })); };
       if (!isObj(filter)) return reply(400, RPC.invalidParams, 'subscriptions/listen needs params.notifications: { toolsListChanged?, promptsListChanged?, resourcesListChanged?, resourceSubscriptions?: [uri, ...], taskIds?: [taskId, ...] }');
@@ -401,20 +404,20 @@ export function createListenHub(rt: Runtime, maxPerIdentity: number, graceMs = 0
       // Each URI is decided like a read; one the caller may not read (or that no server owns) is not acknowledged.
       const granted: string[] = [];
       for (const uri of new Set(uris as string[])) {
-        try { await subscribeResource(rt, s, uri); granted.push(uri); } catch (e) { rt.deps.log.info({ spiffe_id: who, uri, err: errMsg(e) }, 'subscriptions/listen: resource subscription not granted'); }
+        try { await subscribeResource(rt, s, uri, requestId); granted.push(uri); } catch (e) { rt.deps.log.info({ spiffe_id: who, uri, err: errMsg(e) }, 'subscriptions/listen: resource subscription not granted'); }
       }
       // Each task id must be the caller's own on this endpoint, decided like a tasks/get.
       const tasks = new Map<string, { id: string; task: Task }>();
       for (const id of new Set(taskIds as string[])) {
         try {
           const task = openTask(rt, s, id);
-          decideTask(rt, s, task, 'subscriptions/listen', `req_${randomUUID()}`);
+          decideTask(rt, s, task, 'subscriptions/listen', requestId ?? `req_${randomUUID()}`);
           tasks.set(taskKey(task.b.server, task.b.up), { id, task });
         } catch (e) { rt.deps.log.info({ spiffe_id: who, err: errMsg(e) }, 'subscriptions/listen: task notifications not granted'); }
       }
       const frame = (msg: Json) => { if (!res.writableEnded) res.write(sse(msg)); };
       const l: Listener = {
-        who, scope: s.scope, sig, want, ctx: s, tasks, watching: new Map(), ops: Promise.resolve(),
+        who, scope: s.scope, sig, want, ctx: s, requestId, tasks, watching: new Map(), ops: Promise.resolve(),
         send: (method, p = {}) => {
           l.heard?.add(typeof p.uri === 'string' ? `${method} ${p.uri}` : method);
           frame({ jsonrpc: '2.0', method, params: { ...p, _meta: { [SUBSCRIPTION_ID]: id } } });

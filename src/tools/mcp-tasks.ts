@@ -100,8 +100,9 @@ export async function taskRequest(rt: Runtime, s: SessionCtx, method: string, pa
  * (a deny is thrown), held to the SEP's DetailedTask (else thrown: ToolError 'invalid_task'),
  * size-limited, guarded and scrubbed like a result, with the caller's task id.
  */
-export async function taskNotification(rt: Runtime, s: SessionCtx, task: { b: TaskBinding; entry: ServerEntry; t: CompiledTool }, taskId: string, params: Json): Promise<Json> {
-  const requestId = `req_${randomUUID()}`;
+export async function taskNotification(rt: Runtime, s: SessionCtx, task: { b: TaskBinding; entry: ServerEntry; t: CompiledTool }, taskId: string, params: Json, listenRequestId?: string): Promise<Json> {
+  // Filed under the listen stream's request (aam's x-request-id of the subscriptions/listen that asked for it).
+  const requestId = listenRequestId ?? `req_${randomUUID()}`;
   const ev = decideTask(rt, s, task, 'notifications/tasks', requestId);
   const { _meta: _ignored, ...rest } = params;
   const bytes = enforceLimit(rt, task.entry, 'notifications/tasks', rest);
