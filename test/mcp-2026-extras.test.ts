@@ -527,8 +527,9 @@ test('subscriptions/listen through a 2026-07-28 upstream: its resource updates a
     assert.ok(!text.includes(SECRET) && !text.includes('up-task-1'), text);
     assert.match(text, /\[REDACTED:up-token\]/);
     assert.ok(!intr.messages.some((x) => x.method === 'notifications/tasks'), 'nothing of another caller\'s task');
-    const d = (await toolEvents(gw, { type: 'tool.decision', agent: 'navigator' })).map((e) => e as { method?: string; action?: string }).filter((e) => e.method === 'notifications/tasks');
+    const d = (await toolEvents(gw, { type: 'tool.decision', agent: 'navigator' })).map((e) => e as { method?: string; action?: string; request_id?: string }).filter((e) => e.method === 'notifications/tasks');
     assert.ok(d.length >= 1 && d.every((e) => e.action === 'longjob'), 'each notification decided like the creating call');
+    assert.ok(d.every((e) => e.request_id === nav.requestId), `filed under the listen request ${nav.requestId}: ${JSON.stringify(d.map((e) => e.request_id))}`);
   } finally { nav.close(); intr.close(); }
   await until(() => open().length === 0, 'aam to end its upstream stream once nobody listens');
 });
