@@ -45,13 +45,13 @@ export interface AuditCommand {
 const out = (line: string): void => { process.stdout.write(line + '\n'); };
 const err = (line: string): void => { process.stderr.write(line + '\n'); };
 
-/** The agents of a team in the config's Agent documents (as the admin API's ?team= resolves it from the running config). */
 /** --since as ISO-8601 (given as an ISO time or a duration ago like 24h or 7d); undefined when not given. */
 function sinceFlag(v: unknown): string | undefined {
   const t = flagTime('--since', v);
   return t === undefined ? undefined : new Date(t).toISOString();
 }
 
+/** The agents of a team in the config's Agent documents (as the admin API's ?team= resolves it from the running config). */
 function teamAgents(config: string, team: string): string[] {
   return [...loadConfig(config).agents.values()].filter((a) => a.spec.team === team).map((a) => a.name);
 }
@@ -299,7 +299,6 @@ function progressLine(verb: string, unit: string): ((n: number, total?: number) 
   return Object.assign(show, { done: () => { if (shown) process.stderr.write('\n'); } });
 }
 
-/** Events a killed gateway wrote to its segment file but never committed belong in the trail before anyone reads it. */
 /**
  * True (and said) when the data dir holds no trail: opening it would create an empty one, so a
  * mistyped --data (or a trail deleted whole) would read as an intact trail of 0 events.
@@ -310,6 +309,7 @@ function noTrail(dataDir: string): boolean {
   return true;
 }
 
+/** Events a killed gateway wrote to its segment file but never committed belong in the trail before anyone reads it. */
 async function recover(dataDir: string): Promise<void> {
   const n = await recoverUncommitted(dataDir);
   if (n > 0) err(`recovered ${n} event(s) a gateway wrote to its segment file but stopped before committing`);
