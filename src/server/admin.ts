@@ -82,9 +82,11 @@ function auditFilters(rt: Runtime, q: URLSearchParams) {
 }
 
 const badQuery = (e: unknown): AamError => (e instanceof AamError ? e : new AamError(400, 'invalid_request', (e as Error).message));
-const planeParam = (v: string) => { try { return planeArg(v); } catch (e) { throw badQuery(e); } };
-const decisionParam = (v: string) => { try { return decisionArg(v); } catch (e) { throw badQuery(e); } };
-const limitParam = (v: string | undefined) => { try { return limitArg(v); } catch (e) { throw badQuery(e); } };
+/** A query parameter's check (audit/query.ts) whose refusal is the API's 400 with the check's message. */
+const asParam = <A, T>(check: (v: A) => T) => (v: A): T => { try { return check(v); } catch (e) { throw badQuery(e); } };
+const planeParam = asParam(planeArg);
+const decisionParam = asParam(decisionArg);
+const limitParam = asParam(limitArg);
 
 function must(who: Principal, need: Role): void {
   if (!atLeast(who.role, need)) throw new AamError(403, 'admin_forbidden', `this needs the ${need} role; ${who.label} has ${who.role}`);
