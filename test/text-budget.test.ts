@@ -10,6 +10,7 @@ import { leafTexts } from '../src/guardrails/structured.ts';
 import { parseOpenAIChatRequest } from '../src/providers/openai-parse.ts';
 import { parseAnthropicRequest } from '../src/providers/anthropic-parse.ts';
 import { itemsToMessages, parseResponsesRequest } from '../src/providers/responses-parse.ts';
+import { queryEvents } from '../src/audit/query.ts';
 import { startFakeUpstream, type FakeUpstream } from './fake-upstream.ts';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 
@@ -60,7 +61,7 @@ function openaiBody(r: () => number): unknown {
       { role: 'user', name: 'bob', content: [{ type: 'text', text: t() }, { type: 'image_url', image_url: { url: `data:image/png;base64,${png}` } },
         { type: 'file', file: { filename: 'a.txt', file_data: `data:text/plain;base64,${Buffer.from(t()).toString('base64')}` } }, { type: 'text', text: `data:${t()}` }] },
       { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: JSON.stringify({ q: t(), n: 3 }) } }] },
-      { role: 'tool', tool_call_id: 'c1', content: t(), extra_field: { deep: [t(), { x: t() }] } },
+      { role: 'tool', tool_call_id: 'c1', content: t(), extra_field: { deep: [t(), { x: t() }], data: [png], type: ['tool_result'] } },
       { role: 'assistant', content: t(), reasoning: { signature: 'x'.repeat(200), encrypted_content: 'y'.repeat(100) } },
     ],
     tools: [{ type: 'function', function: { name: 'f', description: t(), parameters: { type: 'object' } } }],
@@ -80,6 +81,20 @@ function responsesBody(r: () => number): unknown {
       { type: 'message', role: 'assistant', content: [{ type: 'output_text', text: t() }] },
     ],
     tools: [{ type: 'function', name: 'f', description: t(), parameters: { type: 'object' } }],
+  };
+}
+
+/** A2A SendMessage params (JSON-RPC's params; an HTTP+JSON message:send body is the same object). */
+function a2aParams(r: () => number): Record<string, unknown> {
+  const t = () => text(r, 1 + Math.floor(r() * 8));
+  return {
+    message: {
+      role: 'ROLE_USER', messageId: t(), contextId: t(), metadata: { skill: 'score', note: t(), data: [png], role: ['agent'] },
+      parts: [{ text: t() }, { kind: 'text', text: `data:${t()}` }, { file: { name: 'a.png', mimeType: 'image/png', bytes: png } },
+        { data: { q: t(), list: [t(), { x: t() }], data: png } }, { kind: 'file', file: { uri: `data:image/png;base64,${png}` } }],
+      extensions: [t()], referenceTaskIds: [t()],
+    },
+    configuration: { acceptedOutputModes: ['text/plain'], blocking: true }, metadata: { note: t() },
   };
 }
 
@@ -111,6 +126,14 @@ test('the counted characters are never more than the walker scans, in any chunki
       countedAll += counted;
       walkedAll += walked;
     }
+    // A2A: the gateway guards a JSON-RPC call's params as sent, an HTTP+JSON body as the params it becomes.
+    const params = a2aParams(r);
+    const walked = leafTexts(params).reduce((n, x) => n + x.length, 0);
+    for (const [shape, raw] of [['a2a-jsonrpc', { jsonrpc: '2.0', id: seed, method: 'SendMessage', params }], ['a2a-rest', params]] as Array<[TextShape, unknown]>) {
+      const counted = count(shape, Buffer.from(JSON.stringify(raw)), r);
+      assert.ok(counted <= walked, `seed ${seed} ${shape}: counted ${counted} > walked ${walked}`);
+      assert.ok(counted > 0, `seed ${seed} ${shape}: message text counted`);
+    }
   }
   // A useful bound, too: most of what the walker scans here is message text.
   assert.ok(countedAll > walkedAll * 0.3, `counted ${countedAll} of ${walkedAll}`);
@@ -141,7 +164,9 @@ before(async () => {
     doc('Model', 'claude', { targets: [{ provider: 'ant', model: 'ok' }], retries: { attempts: 0 }, pricing: { free: true } }),
     doc('Guardrail', 'small-budget', { on: ['input'], detect: ['ssn'], action: 'block', max_scan_chars: BUDGET }),
     doc('Agent', 'a', { workload: 'spiffe://test/agent/a', team: 'qa', environment: 'dev' }),
-    doc('AgentPolicy', 'a-policy', { identity: { workload: 'spiffe://test/agent/a' }, models: { allow: ['gpt', 'claude'] }, guardrails: ['small-budget'] }),
+    doc('AgentPolicy', 'a-policy', { identity: { workload: 'spiffe://test/agent/a' }, models: { allow: ['gpt', 'claude'] }, agents: [{ agent: 'callee' }], guardrails: ['small-budget'] }),
+    // Never reached: its calls here are refused while their body is read.
+    doc('Agent', 'callee', { workload: 'spiffe://test/agent/callee', a2a: { url: 'http://127.0.0.1:9/callee' } }),
     doc('Agent', 'free', { workload: 'spiffe://test/agent/free', team: 'qa', environment: 'dev' }),
     doc('AgentPolicy', 'free-policy', { identity: { workload: 'spiffe://test/agent/free' }, models: { allow: ['gpt'] } }),
   ));
@@ -190,6 +215,22 @@ test('a body whose message text is over the scan budget is refused while it is s
     assert.ok(r.sent < 4 * 1024 * 1024, `refused after ${r.sent} bytes`);
   }
   assert.equal(fake.requests.length, calls, 'the upstream never saw them');
+});
+
+test('an A2A message whose text is over the scan budget is refused while it is still being sent (JSON-RPC and HTTP+JSON)', async () => {
+  const message = '{"message":{"role":"ROLE_USER","messageId":"m1","parts":[{"text":"';
+  for (const [path, head] of [
+    ['/a2a/callee', `{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":${message}`],
+    ['/a2a/callee/message:send', message],
+  ]) {
+    const r = await endless(path, 'a', head);
+    assert.match(r.body, /small-budget/, `${path}: ${r.body}`);
+    assert.match(r.body, /max_scan_chars/, path);
+    assert.ok(r.sent < 4 * 1024 * 1024, `${path}: refused after ${r.sent} bytes`);
+  }
+  await gw.g.rt.auditLog!.flush();
+  const refusals = queryEvents(gw.g.rt.auditLog!.db, { type: 'guardrail', limit: 50 }).filter((e) => (e.guardrail as { where?: string } | undefined)?.where === 'a2a callee');
+  assert.equal(refusals.length, 2, 'each refusal is evidence, filed under the A2A call');
 });
 
 test('a large body whose text is within the budget is not refused early (images and base64 payloads are not text)', async () => {

@@ -8,7 +8,7 @@
 import { H1Agent } from '../lib/h1-agent.ts';
 import { sendToCallee, type CalleeAnswer, type CalleeHandler, type CalleeText } from './callee.ts';
 import type { Access, CalleeInjection, Ctx } from './plane.ts';
-import { readJson, readJsonWithBytes, sendJson } from '../access/request.ts';
+import { readJson, readJsonWithBytes, sendJson, type BodyWatch } from '../access/request.ts';
 import { AamError, EvidenceUnavailable, toAamError } from '../access/errors.ts';
 import { Access as AccessOf, currentCaller as callerNow, openAccess } from '../access/context.ts';
 import { authorize, policyEvidence, recordDecision, storeFailure, type Admission } from '../access/decide.ts';
@@ -133,7 +133,8 @@ export function createA2aGateway(): A2aGateway {
   function rpcCall(ctx: Ctx, access: Access, name: string): Promise<void> | void {
     let spec: NonNullable<AgentSpec['a2a']>;
     try { spec = calleeSpec(ctx, name); } catch (e) { return JSONRPC.refuse(ctx, e, null); }
-    return readJsonWithBytes(ctx).then((body) => {
+    // A body whose params alone are over a blocking guardrail's scan budget is refused while it is read.
+    return readJsonWithBytes(ctx, undefined, access.bodyWatch('a2a-jsonrpc', `a2a ${name}`)).then((body) => {
       let rpc: Rpc;
       try { rpc = parseRpc(body); } catch (e) { return JSONRPC.refuse(ctx, e, null); }
       // A promise only while a step before the callee waits (see call()); from the callee on, the call refuses on its own.
@@ -151,7 +152,7 @@ export function createA2aGateway(): A2aGateway {
       const opened = openAccess(ctx);
       const access = opened instanceof Promise ? await opened : opened;
       const spec = calleeSpec(ctx, name);
-      const rpc = await restRpc(ctx, op);
+      const rpc = await restRpc(ctx, op, access.bodyWatch('a2a-rest', `a2a ${name}`));
       rpcId = rpc.id;
       await call(ctx, access, name, spec, rpc, REST);
     } catch (e) {
@@ -1061,14 +1062,14 @@ const REST: Binding = {
 };
 
 /** The JSON-RPC request an HTTP+JSON route stands for (its body merged under the path's ids). */
-async function restRpc(ctx: Ctx, op: ReturnType<typeof restOp>): Promise<Rpc> {
+async function restRpc(ctx: Ctx, op: ReturnType<typeof restOp>, watch: BodyWatch | undefined): Promise<Rpc> {
   let body: Record<string, unknown> = {};
   if (op.body !== 'none') {
     // HTTP framing: no content-length and no transfer-encoding means no body (a bare POST .../tasks/ID:cancel).
     const h = ctx.req.headers;
     const empty = op.body === 'optional' && (h['content-length'] === '0' || (h['content-length'] === undefined && h['transfer-encoding'] === undefined));
     if (!empty) {
-      const b = await readJson(ctx);
+      const b = await readJson(ctx, undefined, watch);
       if (!b || typeof b !== 'object' || Array.isArray(b)) throw new RpcError(-32602, `${op.method} needs a JSON object body`);
       body = b as Record<string, unknown>;
     }

@@ -52,7 +52,7 @@ export class Access<C extends Ctx = Ctx> {
    * blocking input guardrail of the caller's policies: the walker would block it after parsing,
    * and reading, decoding and parsing megabytes is what would hold the event loop meanwhile.
    */
-  bodyWatch(shape: TextShape): BodyWatch | undefined {
+  bodyWatch(shape: TextShape, where = 'prompt'): BodyWatch | undefined {
     let g: CompiledGuardrail | undefined;
     for (const x of guardrailsOf(this.ctx.rt, this.identity, [], this.set)) {
       if (x.on.has('input') && x.onScanLimit === 'block' && (g === undefined || x.maxScanChars < g.maxScanChars)) g = x;
@@ -63,7 +63,7 @@ export class Access<C extends Ctx = Ctx> {
     const rt = this.ctx.rt;
     return {
       from: budget.maxScanChars,
-      feed: (chunk) => counter.feed(chunk) > budget.maxScanChars ? overScanBudget(rt, this.at(), this.identity, budget) : undefined,
+      feed: (chunk) => counter.feed(chunk) > budget.maxScanChars ? overScanBudget(rt, this.at(), this.identity, budget, where) : undefined,
     };
   }
 

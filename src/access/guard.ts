@@ -64,8 +64,8 @@ function blocked(guardrail: string, message: string): AamError {
 }
 
 /** The walker's scan-limit block, decided while the body is read (Access.bodyWatch): the same answer and evidence. */
-export function overScanBudget(rt: AccessRuntime, at: EvidenceAt, identity: Identity, g: CompiledGuardrail): AamError {
-  record(rt, at, identity, 'input', 'prompt', 'block', [{ guardrail: g.name, category: 'scan_limit', count: 1 }]);
+export function overScanBudget(rt: AccessRuntime, at: EvidenceAt, identity: Identity, g: CompiledGuardrail, where: string): AamError {
+  record(rt, at, identity, 'input', where, 'block', [{ guardrail: g.name, category: 'scan_limit', count: 1 }]);
   return blocked(g.name, blockedMessage(g.name, 'scan_limit', 'input'));
 }
 

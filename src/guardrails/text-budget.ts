@@ -10,7 +10,7 @@
 import { walkerMaySkip } from './structured.ts';
 
 /** Which string values count, by their key path (`#` for an array element). */
-export type TextShape = 'openai-chat' | 'anthropic-messages' | 'openai-responses';
+export type TextShape = 'openai-chat' | 'anthropic-messages' | 'openai-responses' | 'a2a-jsonrpc' | 'a2a-rest';
 
 export interface TextCounter {
   /** Feed the next body bytes; returns the characters counted so far. */
@@ -22,7 +22,7 @@ interface Frame { array: boolean; key: string; expectKey: boolean }
 const KEY_MAX = 64;
 
 export function createTextCounter(shape: TextShape): TextCounter {
-  const counts = shape === 'openai-chat' ? openaiCounts : shape === 'anthropic-messages' ? anthropicCounts : responsesCounts;
+  const counts = COUNTS[shape];
   const frames: Frame[] = [];
   let total = 0;
   // 0 outside a string, 1 in a string, 2 after a backslash, 3..6 hex digits of \uXXXX left + 2
@@ -105,12 +105,26 @@ export function createTextCounter(shape: TextShape): TextCounter {
   };
 }
 
-/** OpenAI chat: messages are kept as sent, so every string in them is walked but for the walker's skips. */
-function openaiCounts(frames: readonly Frame[]): boolean {
-  if (frames.length < 2 || frames[0].key !== 'messages') return false;
-  const k = frames[frames.length - 1].key;
-  return !walkerMaySkip(k) && !k.includes('\\'); // an escaped key might spell one the walker skips
+/**
+ * The key the walker judges a string by: an array's elements are walked under the array's own key
+ * (mapLeaves), so `{"data": ["<base64>"]}` is skipped as `data`, not counted as an element.
+ */
+function leafKey(frames: readonly Frame[]): string {
+  for (let i = frames.length - 1; i >= 0; i--) if (!frames[i].array) return frames[i].key;
+  return '';
 }
+
+/** Every string the walker scans as it is, under the top-level `root` (a value kept as sent, walked whole). */
+function walkedUnder(root: string): (frames: readonly Frame[]) => boolean {
+  return (frames) => {
+    if (frames.length < 2 || frames[0].key !== root) return false;
+    const k = leafKey(frames);
+    return !walkerMaySkip(k) && !k.includes('\\'); // an escaped key might spell one the walker skips
+  };
+}
+
+/** OpenAI chat: messages are kept as sent, so every string in them is walked but for the walker's skips. */
+const openaiCounts = walkedUnder('messages');
 
 /**
  * Anthropic messages are converted; count only what the converter keeps verbatim: a message's
@@ -135,3 +149,12 @@ function responsesCounts(f: readonly Frame[]): boolean {
   if (n === 1) return f[0].key === 'input' || f[0].key === 'instructions';
   return n === 3 && f[0].key === 'input' && f[1].key === '#' && f[2].key === 'content';
 }
+
+/**
+ * A2A: a JSON-RPC call's `params` are guarded as sent; an HTTP+JSON SendMessage's body becomes the
+ * params with the path's ids laid over it, so only its `message` (which no path sets) counts.
+ */
+const COUNTS: Readonly<Record<TextShape, (frames: readonly Frame[]) => boolean>> = {
+  'openai-chat': openaiCounts, 'anthropic-messages': anthropicCounts, 'openai-responses': responsesCounts,
+  'a2a-jsonrpc': walkedUnder('params'), 'a2a-rest': walkedUnder('message'),
+};
