@@ -114,6 +114,20 @@ test('scanValue equals the synchronous walk on every hostile shape as one large 
   assert.equal((r.value.messages[0] as { content: string }).content, 'call [PHONE] or mail [EMAIL]; '.repeat(1000));
 });
 
+test('a leaf past every scan budget is tallied on the loop, not copied to the thread: the same verdict', async () => {
+  let sent = 0;
+  const counting = { scan: (...a: Parameters<typeof thread.scan>) => { sent++; return thread.scan(...a); } };
+  const v = { messages: [{ role: 'user', content: 'x'.repeat(INLINE_CHARS - 10) }, { role: 'user', content: 'mail a.b@example.com '.repeat(20_000) }] };
+  for (const on_scan_limit of ['block', 'flag'] as const) {
+    const gs = [g('tight', { detect: ['email'], max_scan_chars: 40_000, on_scan_limit })];
+    assert.deepEqual(await scanValue(v, gs, 'input', 'chat', counting), applyToChat(v, gs, 'input'), on_scan_limit);
+  }
+  assert.equal(sent, 0, 'nothing for the thread to scan');
+  const roomy = [g('roomy', { detect: ['email'], max_scan_chars: 1_000_000 })];
+  assert.deepEqual(await scanValue(v, roomy, 'input', 'chat', counting), applyToChat(v, roomy, 'input'));
+  assert.equal(sent, 1, 'a leaf within the budget still goes to the thread');
+});
+
 test('a small value is answered at once, without a promise (no await on the hot path)', () => {
   const gs = SETS[0][1];
   const small = { messages: [{ role: 'user', content: 'mail a.b@example.com '.repeat(500) }] };

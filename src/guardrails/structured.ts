@@ -299,6 +299,15 @@ export function scanValue<T>(value: T, gs: readonly CompiledGuardrail[], dir: Di
   return drain(w, offload).then((changed) => finish(w, shape, value, changed ? replaceEach(value, (k, text) => w.changed!.get(k) ?? text) : out));
 }
 
+/**
+ * Will a guardrail scan a text this long, next in the walk? Past every scan budget it is only
+ * tallied as over the limit (evaluateText): nothing for the thread, and no megabytes to copy there.
+ */
+function scansAny(w: Walk, len: number): boolean {
+  for (const g of w.gs) if (g.on.has(w.dir) && w.t.scanned + len <= g.maxScanChars) return true;
+  return false;
+}
+
 /** Scan the deferred leaves in order; true when one of them changed (a redaction). */
 async function drain(w: Walk, offload: ScanOffload | undefined): Promise<boolean> {
   let changed = false;
@@ -306,7 +315,7 @@ async function drain(w: Walk, offload: ScanOffload | undefined): Promise<boolean
   let handed = false;
   for (const q of w.queue!) {
     let out: string | undefined;
-    if (offload !== undefined && q.text.length >= OFFLOAD_CHARS) {
+    if (offload !== undefined && q.text.length >= OFFLOAD_CHARS && scansAny(w, q.text.length)) {
       // Copying megabytes to the thread costs ~1-3 ms: not in the turn that just parsed them.
       if (!handed) { handed = true; await nextTurn(); }
       // A failed thread (crashed, closing) leaves the tally untouched: scan here instead.
