@@ -1,15 +1,19 @@
-// A2A task ownership (see TaskOwnerStore): in memory for one process, in Redis for a fleet.
+// A2A task ownership (see TaskOwnerStore): in memory for one process (kept across restarts in the
+// data dir's SQLite when given a table: sqlite-expiring.ts), in Redis for a fleet.
 // A callee sees every caller as aam, so aam binds each task and context id a callee returns to
 // the caller (and skill) of the call that created it. Ownership never changes while it lives, so
 // the fleet store keeps what it has read or written in a bounded local map as well: a replica asks
 // Redis once per id (until the local copy ages out), and a bind it already made costs nothing.
 import type { Redis } from './redis.ts';
+import type { ExpiringTable } from './sqlite-expiring.ts';
 import { StoreUnavailable, type TaskIds, type TaskOwner, type TaskOwnerStore } from './types.ts';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
 interface Held extends TaskOwner {
   expires: number;
+  /** The expiry the backing table holds for it (one process with a table). */
+  saved?: number;
   /** Bound again (refresh) since it was put last in the map's order. */
   again?: boolean;
 }
@@ -52,26 +56,43 @@ class OwnerMap {
 const keyOf = (callee: string, kind: 'task' | 'context', id: string): string => `${callee}\0${kind}\0${id}`;
 const each = (ids: TaskIds): Array<['task' | 'context', string]> => [...ids.tasks.map((id) => ['task', id] as ['task', string]), ...ids.contexts.map((id) => ['context', id] as ['context', string])];
 
-/** One process: owners in memory, 50,000 at most, each for a day after its last bind. */
-export function memoryTaskOwners(max = 50_000, ttlMs = DAY_MS, now: () => number = Date.now): TaskOwnerStore {
+/**
+ * One process: owners in memory, 50,000 at most, each for a day after its last bind. With a
+ * table, the owners are loaded from it at start and every new owner is written to it; a refresh
+ * is written once the table's expiry is half a ttl behind (so after a restart an owner lives at
+ * least half a day past its last bind, and a task named by every call costs no write per call).
+ */
+export function memoryTaskOwners(max = 50_000, ttlMs = DAY_MS, now: () => number = Date.now, table?: ExpiringTable): TaskOwnerStore {
   const m = new OwnerMap(max);
+  if (table) {
+    for (const r of table.load(now(), max)) {
+      const cut = r.value.indexOf('\n');
+      m.set(r.key, { caller: r.value.slice(0, cut), skill: r.value.slice(cut + 1), expires: r.expires, saved: r.expires });
+    }
+  }
+  /** `k` bound to caller and skill until `expires`, unless another caller owns it (at `t`). */
+  const put = (k: string, caller: string, skill: string, t: number, expires: number): void => {
+    const cur = m.get(k, t);
+    if (cur && cur.caller !== caller) return;
+    if (cur && cur.skill === skill) {
+      m.refresh(cur, expires);
+      if (table && expires - (cur.saved ?? 0) > ttlMs / 2) { cur.saved = expires; table.put(k, `${caller}\n${skill}`, expires); }
+      return;
+    }
+    if (!table) { m.set(k, { caller, skill, expires }); return; }
+    m.set(k, { caller, skill, expires, saved: expires });
+    table.put(k, `${caller}\n${skill}`, expires);
+  };
   return {
     get: (callee, kind, id) => m.get(keyOf(callee, kind, id), now()),
     bind(callee, ids, caller, skill) {
       const expires = now() + ttlMs;
       // Tasks then contexts, as each() orders them (no tuple per id, no closure or iterator per bind).
-      for (let i = 0; i < ids.tasks.length; i++) put(m, keyOf(callee, 'task', ids.tasks[i]), caller, skill, expires - ttlMs, expires);
-      for (let i = 0; i < ids.contexts.length; i++) put(m, keyOf(callee, 'context', ids.contexts[i]), caller, skill, expires - ttlMs, expires);
+      for (let i = 0; i < ids.tasks.length; i++) put(keyOf(callee, 'task', ids.tasks[i]), caller, skill, expires - ttlMs, expires);
+      for (let i = 0; i < ids.contexts.length; i++) put(keyOf(callee, 'context', ids.contexts[i]), caller, skill, expires - ttlMs, expires);
     },
+    flush: () => table?.flush(),
   };
-}
-
-/** `k` bound to caller and skill until `expires`, unless another caller owns it (at `t`). */
-function put(m: OwnerMap, k: string, caller: string, skill: string, t: number, expires: number): void {
-  const cur = m.get(k, t);
-  if (cur && cur.caller !== caller) return;
-  if (cur && cur.skill === skill) m.refresh(cur, expires);
-  else m.set(k, { caller, skill, expires });
 }
 
 // KEYS: one per id. ARGV: value ("caller\nskill"), ttl ms. Sets each key not owned by another

@@ -266,6 +266,8 @@ export interface TaskOwnerStore {
   get(callee: string, kind: 'task' | 'context', id: string): TaskOwner | undefined | Promise<TaskOwner | undefined>;
   /** Bind ids to a caller; an id already owned by another caller keeps its owner. Durable once it resolves. */
   bind(callee: string, ids: TaskIds, caller: string, skill: string): void | Promise<void>;
+  /** Writes what is still held in memory now (shutdown drain); absent where writes go through. */
+  flush?(): void;
 }
 
 /**
@@ -315,4 +317,6 @@ export function usageGroupColumn(by: UsageGrouping): string {
 export interface PushRouteStore {
   put(id: string, json: string, ttlMs: number): void | Promise<void>;
   get(id: string): string | undefined | Promise<string | undefined>;
+  /** Writes what is still held in memory now (shutdown drain); absent where writes go through. */
+  flush?(): void;
 }
