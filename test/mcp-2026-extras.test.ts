@@ -340,6 +340,21 @@ test('input_required: relayed to a 2026-07-28 client with aam\'s sealed state; o
   assert.ok(statuses.includes('input_required') && statuses.includes('ok'), JSON.stringify(statuses));
 });
 
+test('decide before you look: a caller denied a tool, resource or prompt gets the policy\'s -32001 whatever requestState it sends, learning nothing of the state', async () => {
+  // navigator's own sealed state (a real one) and a junk one, presented by intruder, whose policy allows crm's mutate only.
+  const ask = await modern('tools/call', { name: 'confirm', arguments: { amount: 5 } }, { path: '/mcp/alpha' });
+  const stolen = String(ask.body.result?.requestState);
+  assert.match(stolen, /^aam1\./);
+  for (const requestState of [stolen, 'aam1.junk', 'junk']) {
+    for (const [method, params] of [['tools/call', { name: 'delete_account', arguments: { id: 'a1' } }], ['resources/read', { uri: 'account://a1' }], ['prompts/get', { name: 'summarize_account', arguments: { id: 'a1' } }]] as const) {
+      const r = await modern(method, { ...params, inputResponses: {}, requestState }, { path: '/mcp/crm', token: otherKey });
+      assert.equal(r.body.error?.code, -32001, `${method} with ${requestState.slice(0, 9)}: ${JSON.stringify(r.body)}`);
+      assert.match(r.body.error!.message, /intruder-policy|no policy allows/);
+      assert.doesNotMatch(r.body.error!.message, /requestState/);
+    }
+  }
+});
+
 test('input_required: the client\'s own capabilities go upstream; a 2025-11-25 session client gets a clear error instead of a relay', async () => {
   const noCaps = await modern('tools/call', { name: 'confirm', arguments: {} }, { path: '/mcp/alpha', caps: {} });
   assert.match(noCaps.body.error?.message ?? '', /elicitation/, 'a client without elicitation is not asked (aam forwards what it declared)');

@@ -169,7 +169,6 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     credential: entry.spec.credential ? { name: entry.spec.credential } : undefined };
   // A retry of a multi round-trip request: its state must be one aam sealed for this caller and this very request.
   const binding: StateBinding = { sub: s.identity.agent.spiffeId, server: t.server, method: 'tools/call', name: t.def.name, args: base.args_digest };
-  const upstreamState = retryState(rt, binding, extra, base, `tools/call "${name}"`);
   // guard (input): block, or redact before policy and upstream see the arguments
   const attached = rt.catalog.servers.get(t.server)?.spec.guardrails;
   args = await guardInbound(rt, s, args, `tools/call ${name}`, requestId, attached, base);
@@ -181,7 +180,8 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   }
   const adm = await admit(rt, s, entry, d, base);
   const mrtr = await untilForwarded(adm, async () => {
-    // integrity and validate come after decide: a caller denied the tool learns nothing about it
+    // requestState, integrity and validate come after decide: a caller denied the tool learns nothing about it
+    const upstreamState = retryState(rt, binding, extra, base, `tools/call "${name}"`);
     refuseWithheld(rt, t, base);
     const invalid = t.validate(args);
     if (invalid) {
@@ -412,9 +412,10 @@ async function ownerOf(rt: Runtime, s: SessionCtx, uri: string): Promise<ServerE
 export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extra: Extra): Promise<ReadResourceResult> {
   const owner = await ownerOf(rt, s, uri);
   const binding: StateBinding = { sub: s.identity.agent.spiffeId, server: owner.name, method: RESOURCE_READ, name: uri, args: argsDigest({ uri }) };
-  const state = retryState(rt, binding, extra, { plane: 'mcp', ...identityFields(s.identity), server: owner.name, resource: owner.resource, action: RESOURCE_READ }, `resources/read "${uri}"`);
   const { requestId, adm } = await authorizeOrThrow(rt, s, owner, RESOURCE_READ, { uri }, `resources/read "${uri}" (resource ${owner.resource})`, extra.requestId);
-  const mrtr = await untilForwarded(adm, () => mrtrOut(rt, s, extra, state, { where: `resources/read ${uri}`, requestId, attached: owner.spec.guardrails, ev: { plane: 'mcp', ...identityFields(s.identity), server: owner.name, resource: owner.resource, action: RESOURCE_READ } }));
+  const ev = { plane: 'mcp', ...identityFields(s.identity), server: owner.name, resource: owner.resource, action: RESOURCE_READ };
+  // The requestState is opened once the read is decided: a caller denied it learns nothing of the state.
+  const mrtr = await untilForwarded(adm, () => mrtrOut(rt, s, extra, retryState(rt, binding, extra, { request_id: requestId, ...ev }, `resources/read "${uri}"`), { where: `resources/read ${uri}`, requestId, attached: owner.spec.guardrails, ev }));
   const r = await traced(s, owner, RESOURCE_READ, uri, extra, (o) => owner.upstream.readResource(uri, s.identity, { ...o, mrtr }), logRelay(rt, s, extra, `resources/read ${uri}`, requestId, owner.spec.guardrails));
   enforceLimit(rt, owner, `resources/read "${uri}"`, r);
   return interim(rt, extra, await guardedResult(rt, s, r, `resources/read ${uri}`, requestId, owner.spec.guardrails), binding, `resources/read "${uri}"`);
@@ -474,14 +475,17 @@ function promptOwner(rt: Runtime, s: SessionCtx, name: string): { entry: ServerE
 export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: Record<string, string> | undefined, extra: Extra): Promise<GetPromptResult> {
   const { entry, prompt } = promptOwner(rt, s, name);
   const binding: StateBinding = { sub: s.identity.agent.spiffeId, server: entry.name, method: PROMPT_GET, name: prompt, args: argsDigest(args ?? {}) };
-  const state = retryState(rt, binding, extra, { plane: 'mcp', ...identityFields(s.identity), server: entry.name, resource: entry.resource, action: PROMPT_GET }, `prompts/get "${name}"`);
   const { requestId, adm } = await authorizeOrThrow(rt, s, entry, PROMPT_GET, { name: prompt, arguments: args ?? {} }, `prompts/get "${name}" (resource ${entry.resource})`, extra.requestId);
-  // Prompt arguments are text the agent sends: input guardrails, like tool arguments.
+  // Prompt arguments are text the agent sends: input guardrails, like tool arguments. The
+  // requestState is opened once the read is decided: a caller denied it learns nothing of the state.
   const ev = { plane: 'mcp', ...identityFields(s.identity), server: entry.name, resource: entry.resource, action: PROMPT_GET };
-  const { args: guarded, mrtr } = await untilForwarded(adm, async () => ({
-    args: await guardInbound(rt, s, args ?? {}, `prompts/get ${name}`, requestId, entry.spec.guardrails, ev),
-    mrtr: await mrtrOut(rt, s, extra, state, { where: `prompts/get ${name}`, requestId, attached: entry.spec.guardrails, ev }),
-  }));
+  const { args: guarded, mrtr } = await untilForwarded(adm, async () => {
+    const state = retryState(rt, binding, extra, { request_id: requestId, ...ev }, `prompts/get "${name}"`);
+    return {
+      args: await guardInbound(rt, s, args ?? {}, `prompts/get ${name}`, requestId, entry.spec.guardrails, ev),
+      mrtr: await mrtrOut(rt, s, extra, state, { where: `prompts/get ${name}`, requestId, attached: entry.spec.guardrails, ev }),
+    };
+  });
   const r = await traced(s, entry, PROMPT_GET, prompt, extra, (o) => entry.upstream.getPrompt(prompt, guarded, s.identity, { ...o, mrtr }), logRelay(rt, s, extra, `prompts/get ${name}`, requestId, entry.spec.guardrails));
   enforceLimit(rt, entry, `prompts/get "${name}"`, r);
   return interim(rt, extra, await guardedResult(rt, s, r, `prompts/get ${name}`, requestId, entry.spec.guardrails), binding, `prompts/get "${name}"`);
