@@ -259,6 +259,26 @@ test('versions: an unknown one is -32022 listing the supported ones; capabilitie
   assert.equal(unknown.body.error?.code, -32601);
 });
 
+test('a body that is not one request object, without a session, is -32600 saying so (no batches since 2025-06-18), not "missing Mcp-Session-Id"', async () => {
+  const item = { jsonrpc: '2.0', id: 1, method: 'tools/list', params: { _meta: { 'io.modelcontextprotocol/protocolVersion': VERSION, 'io.modelcontextprotocol/clientCapabilities': {} } } };
+  const upstreamBefore = seen.methods.length + modernSeen.length;
+  for (const [what, body, headers] of [
+    ['a 2026-07-28 batch', [item, { ...item, id: 2 }], { 'mcp-protocol-version': VERSION, 'mcp-method': 'tools/list' }],
+    ['an empty batch', [], { 'mcp-protocol-version': VERSION, 'mcp-method': 'tools/list' }],
+    ['a batch without version headers', [item], {}],
+    ['a JSON string', 'tools/list', {}],
+    ['null', null, {}],
+  ] as const) {
+    const r = await fetch(`${gw.url}/mcp`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers }, body: JSON.stringify(body) });
+    const j = await r.json() as Sent['body'];
+    assert.equal(r.status, 400, what);
+    assert.equal(j.error?.code, -32600, `${what}: ${JSON.stringify(j)}`);
+    assert.match(j.error!.message, /one JSON-RPC request object/, what);
+    assert.doesNotMatch(j.error!.message, /Mcp-Session-Id/, what);
+  }
+  assert.equal(seen.methods.length + modernSeen.length, upstreamBefore, 'nothing reached an upstream');
+});
+
 test('tokens for another audience are refused (RFC 8707): a JWT-SVID for another resource, an on-behalf-of assertion', async () => {
   const issuer = gw.g.rt.issuer!;
   const spiffeId = 'spiffe://prod/agent/navigator';

@@ -498,6 +498,10 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
         if (typeof sid === 'string' && sid) return await continueSession(req, res, access, serverName, body, sid);
         const isInitializeRequest = req.method === 'POST' && namesInitialize(body) ? (await loadServerSdk()).schemas.isInitializeRequest : undefined;
         const isInit = isInitializeRequest !== undefined && (Array.isArray(body) ? body.some(isInitializeRequest) : isInitializeRequest(body));
+        // A batch or a scalar without a session is neither generation's request: say that, not "start a session".
+        if (!isInit && !isObj(body)) {
+          return rpcError(res, 400, -32600, `send one JSON-RPC request object per POST (${Array.isArray(body) ? 'batches are part of no MCP version since 2025-06-18' : `got ${body === null ? 'null' : typeof body}`}): a 2025-11-25 session starts with an initialize request, a 2026-07-28 request carries params._meta["io.modelcontextprotocol/protocolVersion"]`);
+        }
         if (!isInit) return rpcError(res, 400, RPC.invalidParams, 'missing Mcp-Session-Id header: start a session with an initialize request first (MCP 2025-11-25 and earlier), or send MCP 2026-07-28 requests carrying params._meta["io.modelcontextprotocol/protocolVersion"] and the MCP-Protocol-Version header');
         return await startSession(req, res, access, serverName, body);
       } catch (e) {
