@@ -99,6 +99,11 @@ test('the card is served through aam: endpoint, auth scheme and skills rewritten
   assert.equal((await fetch(`${gw.url}/a2a/risk-scorer/.well-known/agent-card.json`)).status, 401, 'the card needs an identity');
   const denied = await fetch(`${gw.url}/a2a/risk-scorer/.well-known/agent-card.json`, { headers: { authorization: `Bearer ${keys.outsider}` } });
   assert.equal(denied.status, 403);
+  // The rule that hides the card is named (outsider's policy denies the agent outright), as on a call.
+  assert.match(((await denied.json()) as { error: { message: string } }).error.message, /^policy "outsider-none" agents\[0\] denies agent "risk-scorer"/);
+  const noRule = await fetch(`${gw.url}/a2a/archivist/.well-known/agent-card.json`, { headers: { authorization: `Bearer ${keys.outsider}` } });
+  assert.equal(noRule.status, 403);
+  assert.match(((await noRule.json()) as { error: { message: string } }).error.message, /no policy has an agents rule allowing .*outsider.* add `agents: \[\{ agent: archivist \}\]`/);
 });
 
 test('SDK client -> aam -> SDK agent: the allowed skill is answered; the callee gets aam\'s credential, never the caller\'s key', async () => {

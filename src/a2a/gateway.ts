@@ -20,7 +20,7 @@ import { postToAgent, scrubAcross } from '../access/egress.ts';
 import { chainName, delegate, delegationEvidence, encodeDelegation, outgoingTraceparent, type Delegation } from '../access/delegation.ts';
 import { decide } from '../policy/decide.ts';
 import type { Decision } from '../policy/types.ts';
-import { agentVisible, decidingAgentRule, maxDelegationDepth } from '../policy/agents.ts';
+import { cardRefusal, decidingAgentRule, maxDelegationDepth } from '../policy/agents.ts';
 import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
 import { idsIn, SeenIds } from './tasks.ts';
@@ -169,7 +169,8 @@ export function createA2aGateway(): A2aGateway {
   async function card(ctx: Ctx, name: string): Promise<void> {
     const access = await openAccess(ctx);
     const spec = calleeSpec(ctx, name);
-    if (!agentVisible(access.set, name)) throw new AamError(403, 'policy_denied', `no AgentPolicy lets ${chainName(access.identity)} call agent "${name}"; add \`agents: [{ agent: ${name} }]\` to its policy`);
+    const hidden = cardRefusal(access.set, name);
+    if (hidden !== null) throw new AamError(403, 'policy_denied', hidden);
     const auth = spec.credential ? await inject(ctx, access, spec.credential) : { headers: {} };
     let raw;
     try { raw = await cards.get(name, spec.url, auth, 10_000); } catch (e) {

@@ -116,11 +116,21 @@ export function decidingAgentRule(set: AgentRuleSource, d: Pick<Decision, 'polic
 
 /** Could this caller call some skill of `callee`? (Its card is shown only then.) */
 export function agentVisible(set: AgentRuleSource, callee: string): boolean {
+  return cardRefusal(set, callee) === null;
+}
+
+/**
+ * Why this caller may not see `callee`'s card (a rule denies the agent outright, or no rule names
+ * it), in the words a call's decision would use; null when some rule may let it call a skill.
+ */
+export function cardRefusal(set: AgentRuleSource, callee: string): string | null {
   let any = false;
   for (const p of set.policies) for (const r of p.agents) {
     if (r.agent !== callee && r.agent !== '*') continue;
-    if (r.deny.has('*')) return false;
+    if (r.deny.has('*')) return `policy "${r.policy}" ${r.path} denies agent "${callee}" outright (deny: ["*"])`;
     any = true;
   }
-  return any;
+  if (any) return null;
+  const who = set.agent.name ? `${set.agent.spiffeId} (agent "${set.agent.name}")` : set.agent.spiffeId;
+  return `no policy has an agents rule allowing ${who} to call agent "${callee}"; add \`agents: [{ agent: ${callee} }]\` to its AgentPolicy`;
 }
