@@ -177,6 +177,13 @@ test('a cycle is refused: planner -> risk-scorer -> planner', async () => {
   const client = await sdkClient('risk-scorer', 'planner');
   const reply = replyText(await client.sendMessage(userMessage('call:planner:back to you', 'score')));
   assert.match(reply, /refused\(403\).*would loop.*planner -> risk-scorer -> planner/);
+  // aam audit show prints why the hop was refused (the refusal names no policy: the reason is the outcome's).
+  const r = await rpc('risk-scorer', 'planner', 'SendMessage', send('call:planner:again', 'score'));
+  await gw.g.rt.auditLog!.flush();
+  const { runAudit } = await import('./audit-helpers.ts');
+  const show = await runAudit('audit show', gw.dataDir, {}, [r.requestId!]);
+  assert.equal(show.code, 0, show.err);
+  assert.match(show.out, /a2a_call .*a2a=planner .*outcome=403 client: calling agent "planner" would loop: it is already in this delegation chain \(planner -> risk-scorer -> planner\)/, show.out);
 });
 
 test('depth is bounded: planner -> risk-scorer -> helper -> archivist is hop 3, over helper\'s max_delegation_depth 2', async () => {

@@ -99,9 +99,19 @@ export function describeEvent(e: AuditEvent): string {
   const tool = typeof e.tool === 'string' ? flatTool(e) : e.tool;
   if (tool) parts.push(`tool=${tool.server ? tool.server + '.' : ''}${tool.tool ?? ''} ${tool.resource ?? ''}:${tool.action ?? ''}${tool.args_digest ? ' args=' + tool.args_digest : ''}`);
   if (e.admin) parts.push(`admin=${e.admin.action} ${e.admin.target ?? ''} by ${typeof e.admin.actor === 'string' ? e.admin.actor : `${e.admin.actor.email ?? e.admin.actor.sub} (sub ${e.admin.actor.sub})`}`);
-  if (e.outcome) parts.push(`outcome=${e.outcome.status}${e.outcome.error_class ? ' ' + e.outcome.error_class : ''}`);
+  if (e.outcome) parts.push(`outcome=${e.outcome.status}${e.outcome.error_class ? ' ' + e.outcome.error_class : ''}${outcomeError(e.outcome.error, policy?.reason)}`);
   return parts.join('  ');
 }
+
+/**
+ * Why an event failed, when the policy's reason above does not already say it (a delegation cycle or
+ * depth, an upstream error): without it `aam audit show` printed a refused hop as a bare status.
+ */
+function outcomeError(error: unknown, reason: string | undefined): string {
+  if (typeof error !== 'string' || !error || error === reason) return '';
+  return `: ${error.length > MAX_SHOWN_ERROR ? error.slice(0, MAX_SHOWN_ERROR) + '…' : error}`;
+}
+const MAX_SHOWN_ERROR = 500;
 
 // The tool planes' events (tool.decision, tool.outcome, ...) are flat: identity fields, server,
 // tool, resource and action at the top, the decision in `decision`. Read for the one-line view.
