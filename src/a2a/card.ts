@@ -46,9 +46,11 @@ const AAM_SCHEME = {
 /**
  * The card rewritten for one caller: a JSON-RPC and an HTTP+JSON interface at aam, aam's security scheme,
  * skills filtered by `mayCall`, no signatures. Other fields (name, description, capabilities,
- * modes, provider) pass as the callee wrote them.
+ * modes, provider) pass as the callee wrote them, except that its own address (`calleeUrl`, its
+ * origin) is aam's endpoint wherever it appears (iconUrl, documentationUrl, provider.url, text):
+ * callers reach it only through aam, and where it runs is not theirs to know.
  */
-export function rewriteCard(card: Card, endpoint: string, mayCall: (skill: string) => boolean): Card {
+export function rewriteCard(card: Card, endpoint: string, mayCall: (skill: string) => boolean, calleeUrl: string): Card {
   const ifaces = Array.isArray(card.supportedInterfaces) ? card.supportedInterfaces as Array<Record<string, unknown>> : [];
   const jsonrpc = ifaces.find((i) => String(i.protocolBinding ?? '').toUpperCase() === 'JSONRPC' && i.protocolVersion === '1.0')
     ?? ifaces.find((i) => String(i.protocolBinding ?? '').toUpperCase() === 'JSONRPC');
@@ -66,5 +68,48 @@ export function rewriteCard(card: Card, endpoint: string, mayCall: (skill: strin
   delete out.url; // v0.3 fields that would point past aam
   delete out.additionalInterfaces;
   delete out.security;
+  return withoutAddress(out, calleeUrl, endpoint);
+}
+
+/**
+ * Every string of the card with the callee's A2A URL, then its origin, replaced by aam's endpoint
+ * (host without regard to case; not where a longer host or port goes on). Extension URIs are
+ * identifiers the caller sends back in A2A-Extensions, not addresses: kept as written. Copies
+ * (the cached card stays as fetched), without recursion (a deep card cannot overflow the stack).
+ */
+function withoutAddress(card: Card, calleeUrl: string, endpoint: string): Card {
+  const address = addressPattern(calleeUrl);
+  const top: Record<string, unknown> = { card };
+  const stack: Array<[Record<string, unknown> | unknown[], string | number]> = [[top, 'card']];
+  while (stack.length > 0) {
+    const [parent, key] = stack.pop()!;
+    const at = parent as Record<string | number, unknown>;
+    const v = at[key];
+    if (typeof v === 'string') at[key] = v.replace(address, endpoint);
+    else if (Array.isArray(v)) { const c = v.slice(); at[key] = c; for (let i = 0; i < c.length; i++) stack.push([c, i]); }
+    else if (v !== null && typeof v === 'object') { const c = { ...v as Record<string, unknown> }; at[key] = c; for (const k in c) stack.push([c, k]); }
+  }
+  const out = top.card as Card;
+  const extensions = (card.capabilities as { extensions?: unknown } | undefined)?.extensions;
+  if (Array.isArray(extensions)) {
+    const copied = (out.capabilities as { extensions: unknown[] }).extensions;
+    extensions.forEach((e, i) => { if (isUri(e) && isUri(copied[i])) copied[i].uri = e.uri; });
+  }
   return out;
 }
+
+/** The callee's A2A URL or origin as a pattern, compiled once per URL (the config's agents bound them). */
+function addressPattern(calleeUrl: string): RegExp {
+  let p = patterns.get(calleeUrl);
+  if (p) return p;
+  const u = new URL(calleeUrl);
+  const esc = (t: string) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const base = (u.origin + u.pathname).replace(/\/+$/, '');
+  p = new RegExp(`(?:${esc(base)}|${esc(u.origin)})(?![\\w.:-])`, 'gi');
+  if (patterns.size >= 1024) patterns.clear();
+  patterns.set(calleeUrl, p);
+  return p;
+}
+const patterns = new Map<string, RegExp>();
+
+const isUri = (e: unknown): e is { uri: unknown } => e !== null && typeof e === 'object' && 'uri' in e;

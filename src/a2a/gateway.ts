@@ -178,7 +178,7 @@ export function createA2aGateway(): A2aGateway {
     }
     const context = { time: new Date().toISOString(), request_id: ctx.requestId };
     const mayCall = (skill: string) => decide({ kind: 'agent', agent: access.identity.agent, callee: name, skill, context }, ctx.cfg.policies).allowed;
-    sendJson(ctx, 200, rewriteCard(raw, `${publicBase(ctx)}/a2a/${encodeURIComponent(name)}`, mayCall), { 'cache-control': 'private, max-age=30' });
+    sendJson(ctx, 200, rewriteCard(raw, `${publicBase(ctx)}/a2a/${encodeURIComponent(name)}`, mayCall, spec.url), { 'cache-control': 'private, max-age=30' });
   }
 
   /** What a call's steps (HopCall) use of this gateway: made once. */
