@@ -117,6 +117,18 @@ test('a2a routes: no identity is 401 and an unknown agent 404, as JSON-RPC error
   assert.equal(method.body.id, 'x1');
 });
 
+test('a2a routes: an id that is not a string, an integer or null is -32600 (as the SDK\'s own server answers), not relayed as id null', async () => {
+  calls.length = 0;
+  for (const id of [{ a: 1 }, [7], true, 1.5]) {
+    const r = await req('/a2a/echo', { body: JSON.stringify({ jsonrpc: '2.0', id, method: 'SendMessage', params: { message: { messageId: 'b2', role: 'ROLE_USER', parts: [{ text: 'hi' }] } } }) });
+    assert.equal(r.body.error?.code, -32600, `${JSON.stringify(id)}: ${JSON.stringify(r.body)}`);
+    assert.match(r.body.error.message, /id must be a string, an integer or null/);
+    assert.equal(r.body.id, null);
+  }
+  assert.deepEqual(calls, [], 'the callee never saw them');
+  for (const id of ['s', 3, null]) assert.ok((await req('/a2a/echo', { body: JSON.stringify({ jsonrpc: '2.0', id, method: 'SendMessage', params: { message: { messageId: 'b3', role: 'ROLE_USER', parts: [{ text: 'hi' }] } } }) })).body.result, JSON.stringify(id));
+});
+
 test('a2a routes: the card and an HTTP+JSON route under the agent are served; an HTTP+JSON refusal is a google.rpc.Status body', async () => {
   const card = await req('/a2a/echo/.well-known/agent-card.json', { method: 'GET' });
   assert.equal(card.status, 200);

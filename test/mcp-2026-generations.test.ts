@@ -279,6 +279,20 @@ test('a body that is not one request object, without a session, is -32600 saying
   assert.equal(seen.methods.length + modernSeen.length, upstreamBefore, 'nothing reached an upstream');
 });
 
+test('an id that is not a string or an integer (MCP: never null) is -32600 with id null, not echoed back as if valid', async () => {
+  const upstreamBefore = seen.methods.length + modernSeen.length;
+  for (const id of [null, { a: 1 }, [1], true, 1.5]) {
+    const body = { jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'legacy__search', arguments: { region: 'eu', q: 'x' }, _meta: { 'io.modelcontextprotocol/protocolVersion': VERSION, 'io.modelcontextprotocol/clientCapabilities': {} } } };
+    const r = await fetch(`${gw.url}/mcp`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': VERSION, 'mcp-method': 'tools/call', 'mcp-name': 'legacy__search', 'mcp-param-region': 'eu' }, body: JSON.stringify(body) });
+    const j = await r.json() as Sent['body'];
+    assert.equal(r.status, 400, JSON.stringify(id));
+    assert.equal(j.error?.code, -32600, `${JSON.stringify(id)}: ${JSON.stringify(j)}`);
+    assert.equal(j.id, null);
+    assert.match(j.error!.message, /id must be a string or an integer/);
+  }
+  assert.equal(seen.methods.length + modernSeen.length, upstreamBefore, 'nothing reached an upstream');
+});
+
 test('tokens for another audience are refused (RFC 8707): a JWT-SVID for another resource, an on-behalf-of assertion', async () => {
   const issuer = gw.g.rt.issuer!;
   const spiffeId = 'spiffe://prod/agent/navigator';

@@ -1118,7 +1118,9 @@ function parseRpc(body: { value: unknown; bytes: Buffer | null }): Rpc {
   const b = body.value;
   if (!isObj(b)) throw new RpcError(-32600, 'send one JSON-RPC 2.0 request object (batches are not part of A2A)');
   if (b.jsonrpc !== '2.0' || typeof b.method !== 'string') throw new RpcError(-32600, 'a JSON-RPC 2.0 request needs jsonrpc: "2.0" and a method');
-  const id = typeof b.id === 'string' || typeof b.id === 'number' ? b.id : null;
+  const id = typeof b.id === 'string' || Number.isInteger(b.id) ? b.id as string | number : null;
+  // JSON-RPC ids are strings, numbers or null (the SDK's server takes integers only): no other id is relayed as null.
+  if (id === null && b.id !== null && b.id !== undefined) throw new RpcError(-32600, 'a JSON-RPC request\'s id must be a string, an integer or null');
   const params = isObj(b.params) ? b.params : {};
   // jsonrpc, method, id and params, and nothing else: the body is the call re-serialised would be.
   let members = 0;

@@ -144,6 +144,7 @@ async function answer(o: StatelessOptions, headers: IncomingHttpHeaders, body: J
   const mismatch = headerMismatch(headers, body);
   if (mismatch) return error(id, 400, MODERN_RPC.headerMismatch, `Header mismatch: ${mismatch}`);
   if (id === undefined) return null; // no client notifications are defined over HTTP in this revision: accept and ignore
+  if (typeof id !== 'string' && !Number.isInteger(id)) return error(null, 400, -32600, `invalid JSON-RPC request: an MCP request's id must be a string or an integer, not ${id === null ? 'null' : JSON.stringify(id)}`);
   const meta = metaOf(body) ?? {};
   if (meta[META_VERSION] !== MODERN_VERSION) {
     return error(id, 400, MODERN_RPC.unsupportedVersion, `Unsupported protocol version ${JSON.stringify(meta[META_VERSION])}: use ${MODERN_VERSION} per request, or initialize a session for ${SESSION_VERSION} and earlier`,
