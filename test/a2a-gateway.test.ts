@@ -145,6 +145,19 @@ test('streaming: SendStreamingMessage is relayed event by event; the task belong
   assert.equal(mine.body.result?.id, taskId);
   const theirs = await rpc('helper', 'risk-scorer', 'GetTask', { id: taskId });
   assert.equal(theirs.body.error?.code, -32001, 'another caller cannot see the task');
+  // Nor refer to it: referenceTaskIds asks the callee (which sees every caller as aam) for that task as context.
+  agents.received.delete('helper');
+  const ref = (ids: unknown[]) => ({ message: { messageId: `r-${Math.random()}`, role: 'ROLE_USER', parts: [{ text: 'summarise the referenced task' }], referenceTaskIds: ids } });
+  const stolen = await rpc('helper', 'risk-scorer', 'SendMessage', ref([taskId]));
+  assert.equal(stolen.body.error?.code, -32001, JSON.stringify(stolen.body));
+  assert.match(stolen.body.error!.message, new RegExp(`task "${taskId}" not found`));
+  const unknown = await rpc('helper', 'planner', 'SendMessage', ref([taskId, 'never-seen']));
+  assert.equal(unknown.body.error?.code, -32001, 'a task aam never bound is not the caller\'s either');
+  const bad = await rpc('helper', 'planner', 'SendMessage', ref([7]));
+  assert.equal(bad.body.error?.code, -32602);
+  assert.equal(agents.received.get('helper'), undefined, 'the callee saw none of them');
+  const own = await rpc('helper', 'planner', 'SendMessage', ref([taskId]));
+  assert.match(replyText({ parts: (own.body.result?.message as { parts: Array<{ text: string }> }).parts.map((p) => ({ content: { value: p.text } })) }), /helper says: summarise/, 'the caller may refer to its own task');
 });
 
 test('a denied skill is 403 naming the policy; the callee never sees it', async () => {

@@ -54,6 +54,8 @@ const STREAMING = new Set(['SendStreamingMessage', 'SubscribeToTask']);
 /** JSON-RPC error codes aam uses (A2A keeps -32001..-32009 for its own errors). */
 const RPC_CODE: Record<number, number> = { 400: -32602, 401: -32051, 403: -32050, 404: -32053, 413: -32602, 415: -32602, 429: -32029 };
 const TASK_NOT_FOUND = -32001;
+/** The most tasks one message may refer to (each is looked up in the task-owner store). */
+const MAX_REFERENCED_TASKS = 64;
 const UNSUPPORTED = -32004;
 
 /**
@@ -202,8 +204,10 @@ export function createA2aGateway(): A2aGateway {
       const skill = typeof meta?.skill === 'string' ? meta.skill : '';
       const taskId = typeof msg.taskId === 'string' && msg.taskId ? msg.taskId : undefined;
       const ctxId = typeof msg.contextId === 'string' ? msg.contextId : undefined;
-      if (!taskId && !ctxId) return decided(ctx, access, name, spec, rpc, binding, skill, undefined);
-      return sendOwners(ctx, name, caller, skill, taskId, ctxId).then((s) => decided(ctx, access, name, spec, rpc, binding, s, taskId));
+      // Tasks the message refers to for context are the callee's to read as aam: the caller's own only.
+      const refs = Array.isArray(msg.referenceTaskIds) && msg.referenceTaskIds.length > 0 ? msg.referenceTaskIds as unknown[] : undefined;
+      if (!taskId && !ctxId && !refs) return decided(ctx, access, name, spec, rpc, binding, skill, undefined);
+      return sendOwners(ctx, name, caller, skill, taskId, ctxId, refs).then((s) => decided(ctx, access, name, spec, rpc, binding, s, taskId));
     }
     if (rpc.method in TASK_ID) {
       const id = rpc.params[TASK_ID[rpc.method]];
@@ -216,10 +220,14 @@ export function createA2aGateway(): A2aGateway {
     throw new RpcError(-32601, `method "${rpc.method}" is not an A2A v1 method aam relays (SendMessage, SendStreamingMessage, GetTask, CancelTask, SubscribeToTask, *TaskPushNotificationConfig*)`);
   }
 
-  /** A message's skill when it names a task (the skill that created it), after its context (if named) is found the caller's. */
-  async function sendOwners(ctx: Ctx, name: string, caller: string, skill: string, taskId: string | undefined, ctxId: string | undefined): Promise<string> {
+  /** A message's skill when it names a task (the skill that created it), after its context and the tasks it refers to (if any) are found the caller's. */
+  async function sendOwners(ctx: Ctx, name: string, caller: string, skill: string, taskId: string | undefined, ctxId: string | undefined, refs?: unknown[]): Promise<string> {
     if (taskId) skill = (await ownedBy(ctx, name, 'task', taskId, caller)).skill;
     if (ctxId) { const o = await owner(ctx, name, 'context', ctxId); if (o && o.caller !== caller) throw new RpcError(TASK_NOT_FOUND, `context "${ctxId}" not found`); }
+    if (refs) {
+      if (refs.length > MAX_REFERENCED_TASKS || !refs.every((r) => typeof r === 'string' && r)) throw new RpcError(-32602, `message.referenceTaskIds must be at most ${MAX_REFERENCED_TASKS} task ids`);
+      for (const r of refs as string[]) await ownedBy(ctx, name, 'task', r, caller);
+    }
     return skill;
   }
 
