@@ -40,3 +40,9 @@ test('a card without the callee\'s address passes as the callee wrote it (bar th
   assert.equal(card.description, 'no address here');
   assert.deepEqual(card.provider, { organization: 'o', url: 'https://example.com' });
 });
+
+test('the card does not offer the extended card aam refuses (GetExtendedAgentCard is -32004): the SDK client\'s getAgentCard() would fail on it', () => {
+  const card = rewriteCard({ name: 'x', capabilities: { streaming: true, extendedAgentCard: true }, supportsAuthenticatedExtendedCard: true, skills: [] }, AAM, () => true, CALLEE);
+  assert.deepEqual(card.capabilities, { streaming: true });
+  assert.ok(!('supportsAuthenticatedExtendedCard' in card), 'nor its v0.3 name');
+});

@@ -64,6 +64,13 @@ export function rewriteCard(card: Card, endpoint: string, mayCall: (skill: strin
     securityRequirements: [{ schemes: { aam: { list: [] } } }],
     skills: skills.filter((s) => typeof s.id === 'string' && mayCall(s.id)).map(({ securityRequirements: _drop, security: _legacy, ...s }) => s),
   };
+  // aam refuses GetExtendedAgentCard (the callee would answer it as aam): not offered, under either name.
+  const caps = card.capabilities;
+  if (caps !== null && typeof caps === 'object' && 'extendedAgentCard' in caps) {
+    const { extendedAgentCard: _refused, ...offered } = caps as Record<string, unknown>;
+    out.capabilities = offered;
+  }
+  delete out.supportsAuthenticatedExtendedCard;
   delete out.signatures;
   delete out.url; // v0.3 fields that would point past aam
   delete out.additionalInterfaces;
