@@ -46,3 +46,13 @@ test('the card does not offer the extended card aam refuses (GetExtendedAgentCar
   assert.deepEqual(card.capabilities, { streaming: true });
   assert.ok(!('supportsAuthenticatedExtendedCard' in card), 'nor its v0.3 name');
 });
+
+test('where aam takes X.509-SVIDs (mTLS, asked of this TLS connection), the card offers that scheme beside the Bearer one, either one sufficing', () => {
+  const bearer = rewriteCard({ name: 'x', skills: [] }, AAM, () => true, CALLEE);
+  assert.deepEqual(Object.keys(bearer.securitySchemes as object), ['aam']);
+  assert.deepEqual(bearer.securityRequirements, [{ schemes: { aam: { list: [] } } }]);
+  const both = rewriteCard({ name: 'x', skills: [] }, AAM, () => true, CALLEE, true);
+  assert.deepEqual(Object.keys(both.securitySchemes as object), ['aam', 'aam_mtls']);
+  assert.ok((both.securitySchemes as { aam_mtls: { mtlsSecurityScheme?: unknown } }).aam_mtls.mtlsSecurityScheme);
+  assert.deepEqual(both.securityRequirements, [{ schemes: { aam: { list: [] } } }, { schemes: { aam_mtls: { list: [] } } }]);
+});

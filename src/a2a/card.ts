@@ -42,15 +42,22 @@ export class CardCache {
 const AAM_SCHEME = {
   aam: { httpAuthSecurityScheme: { scheme: 'Bearer', bearerFormat: 'aam virtual key or JWT-SVID', description: 'An aam virtual key (aam_...) or a JWT-SVID; or mTLS with an X.509-SVID. aam injects the callee\'s own credential.' } },
 };
+/** With mTLS on: an X.509-SVID instead, either scheme sufficing (A2A: any one requirement of the list). */
+const AAM_SCHEMES_MTLS = {
+  ...AAM_SCHEME,
+  aam_mtls: { mtlsSecurityScheme: { description: 'mTLS with an X.509-SVID (a spiffe:// URI SAN) from a CA aam trusts. aam injects the callee\'s own credential.' } },
+};
+const REQUIRE_BEARER = [{ schemes: { aam: { list: [] } } }];
+const REQUIRE_EITHER = [...REQUIRE_BEARER, { schemes: { aam_mtls: { list: [] } } }];
 
 /**
- * The card rewritten for one caller: a JSON-RPC and an HTTP+JSON interface at aam, aam's security scheme,
- * skills filtered by `mayCall`, no signatures. Other fields (name, description, capabilities,
+ * The card rewritten for one caller: a JSON-RPC and an HTTP+JSON interface at aam, aam's security scheme
+ * (and its mTLS one, where this connection could present an X.509-SVID), skills filtered by `mayCall`, no signatures. Other fields (name, description, capabilities,
  * modes, provider) pass as the callee wrote them, except that its own address (`calleeUrl`, its
  * origin) is aam's endpoint wherever it appears (iconUrl, documentationUrl, provider.url, text):
  * callers reach it only through aam, and where it runs is not theirs to know.
  */
-export function rewriteCard(card: Card, endpoint: string, mayCall: (skill: string) => boolean, calleeUrl: string): Card {
+export function rewriteCard(card: Card, endpoint: string, mayCall: (skill: string) => boolean, calleeUrl: string, mtls = false): Card {
   const ifaces = Array.isArray(card.supportedInterfaces) ? card.supportedInterfaces as Array<Record<string, unknown>> : [];
   const jsonrpc = ifaces.find((i) => String(i.protocolBinding ?? '').toUpperCase() === 'JSONRPC' && i.protocolVersion === '1.0')
     ?? ifaces.find((i) => String(i.protocolBinding ?? '').toUpperCase() === 'JSONRPC');
@@ -60,8 +67,8 @@ export function rewriteCard(card: Card, endpoint: string, mayCall: (skill: strin
     ...card,
     // Both bindings at the same URL: JSON-RPC POSTs to it, HTTP+JSON routes live under it (rest.ts).
     supportedInterfaces: [{ url: endpoint, protocolBinding: 'JSONRPC', protocolVersion }, { url: endpoint, protocolBinding: 'HTTP+JSON', protocolVersion }],
-    securitySchemes: AAM_SCHEME,
-    securityRequirements: [{ schemes: { aam: { list: [] } } }],
+    securitySchemes: mtls ? AAM_SCHEMES_MTLS : AAM_SCHEME,
+    securityRequirements: mtls ? REQUIRE_EITHER : REQUIRE_BEARER,
     skills: skills.filter((s) => typeof s.id === 'string' && mayCall(s.id)).map(({ securityRequirements: _drop, security: _legacy, ...s }) => s),
   };
   // aam refuses GetExtendedAgentCard (the callee would answer it as aam): not offered, under either name.

@@ -180,7 +180,7 @@ export function createA2aGateway(): A2aGateway {
     }
     const context = { time: new Date().toISOString(), request_id: ctx.requestId };
     const mayCall = (skill: string) => decide({ kind: 'agent', agent: access.identity.agent, callee: name, skill, context }, ctx.cfg.policies).allowed;
-    sendJson(ctx, 200, rewriteCard(raw, `${publicBase(ctx)}/a2a/${encodeURIComponent(name)}`, mayCall, spec.url), { 'cache-control': 'private, max-age=30' });
+    sendJson(ctx, 200, rewriteCard(raw, `${publicBase(ctx)}/a2a/${encodeURIComponent(name)}`, mayCall, spec.url, ctx.rt.tls !== null && (ctx.req.socket as { encrypted?: boolean }).encrypted === true), { 'cache-control': 'private, max-age=30' });
   }
 
   /** What a call's steps (HopCall) use of this gateway: made once. */
