@@ -21,6 +21,7 @@ import { noteActivity, shadowed, storeUnavailableMessage } from '../access/decid
 import { StoreUnavailable } from '../store/types.ts';
 import { admitRuleCall, UNCOUNTED } from '../access/rule-limits.ts';
 import { errMsg } from '../lib/error-message.ts';
+import { AamError } from '../access/errors.ts';
 
 /** The tool plane's requests carry the whole runtime (the server's context). */
 type Access = AccessOf<Ctx>;
@@ -37,6 +38,7 @@ export function toolDeps(rt: Runtime): ToolDeps {
     audit: {
       record: (ev) => { rt.audit?.record(ev); noteActivity(rt, ev.agent, ev); },
       recordDurable: async (ev) => (rt.audit?.recordDurable ? rt.audit.recordDurable(ev) : undefined),
+      safe: () => rt.evidenceSafeNow()?.catch((e: unknown) => { throw evidenceRefused(e); }),
     },
     log: rt.log,
     scrub: (text) => rt.scrub(text),
@@ -142,6 +144,13 @@ function admitToolCall(rt: Runtime, identity: Access['identity'], rule: Compiled
 function toolStoreFailure(e: unknown): unknown {
   if (!(e instanceof StoreUnavailable)) return e;
   return new ToolError('store_unavailable', storeUnavailableMessage(e), { code: RPC.upstream, status: 503, data: { retry_after_seconds: 1, store: e.store } });
+}
+
+/** Evidence not committed in time (EvidenceUnavailable): the tool plane's 503, aam's code in data as on the MCP plane's other refusals. */
+function evidenceRefused(e: unknown): unknown {
+  if (!(e instanceof AamError)) return e;
+  const retry = Number(e.headers['retry-after']);
+  return new ToolError(e.code, e.message, { code: RPC.upstream, status: e.status, data: { code: e.code, ...(retry > 0 ? { retry_after_seconds: retry } : {}) } });
 }
 
 /** The tool plane's view of a request's access context (one per request, like the context itself). */

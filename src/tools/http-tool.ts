@@ -248,6 +248,8 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
       const answer = await guardedBody(access, Buffer.concat(chunks), up.headers, maxBytes, `http tool ${toolName}/${actionName}`, requestId, tool.spec.guardrails);
       delete out['content-length'];
       delete out['content-encoding'];
+      // The answer acknowledges the call: only once its evidence is crash-safe (fleet: committed in PostgreSQL).
+      await deps.audit.safe();
       // The egress door (res) scrubs headers and body of every credential before they leave.
       res.writeHead(up.statusCode, out);
       res.end(answer);

@@ -235,6 +235,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: relay ? 'input_required' : task ? 'task_created' : result.isError ? 'tool_error' : 'ok', bytes, latency_ms: performance.now() - started } });
     // The egress door scrubs credentials from the bytes the agent receives; guardrails see every leaf first.
     const out = await guardedResult(rt, s, result, `tools/call ${name}`, requestId, attached);
+    await deps.audit.safe();
     if (task) return relayTask(deps.stateKey, out, { sub: binding.sub, server: t.server, tool: t.def.name, args: base.args_digest }) as unknown as CallToolResult;
     return relay ? relayInput(deps.stateKey, out, binding) as unknown as CallToolResult : out;
   } catch (e) {
@@ -418,7 +419,13 @@ export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extr
   const mrtr = await untilForwarded(adm, () => mrtrOut(rt, s, extra, retryState(rt, binding, extra, { request_id: requestId, ...ev }, `resources/read "${uri}"`), { where: `resources/read ${uri}`, requestId, attached: owner.spec.guardrails, ev }));
   const r = await traced(s, owner, RESOURCE_READ, uri, extra, (o) => owner.upstream.readResource(uri, s.identity, { ...o, mrtr }), logRelay(rt, s, extra, `resources/read ${uri}`, requestId, owner.spec.guardrails));
   enforceLimit(rt, owner, `resources/read "${uri}"`, r);
-  return interim(rt, extra, await guardedResult(rt, s, r, `resources/read ${uri}`, requestId, owner.spec.guardrails), binding, `resources/read "${uri}"`);
+  return acknowledged(rt, interim(rt, extra, await guardedResult(rt, s, r, `resources/read ${uri}`, requestId, owner.spec.guardrails), binding, `resources/read "${uri}"`));
+}
+
+/** A read's answer, once its evidence is crash-safe (fleet: committed in PostgreSQL): the answer acknowledges it. */
+async function acknowledged<T>(rt: Runtime, answer: T): Promise<T> {
+  await rt.deps.audit.safe();
+  return answer;
 }
 
 /**
@@ -488,7 +495,7 @@ export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: 
   });
   const r = await traced(s, entry, PROMPT_GET, prompt, extra, (o) => entry.upstream.getPrompt(prompt, guarded, s.identity, { ...o, mrtr }), logRelay(rt, s, extra, `prompts/get ${name}`, requestId, entry.spec.guardrails));
   enforceLimit(rt, entry, `prompts/get "${name}"`, r);
-  return interim(rt, extra, await guardedResult(rt, s, r, `prompts/get ${name}`, requestId, entry.spec.guardrails), binding, `prompts/get "${name}"`);
+  return acknowledged(rt, interim(rt, extra, await guardedResult(rt, s, r, `prompts/get ${name}`, requestId, entry.spec.guardrails), binding, `prompts/get "${name}"`));
 }
 
 /**

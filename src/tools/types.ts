@@ -69,7 +69,16 @@ export interface ToolDeps {
   /** `perCaller`: the value is obtained for this caller (on-behalf-of, per-caller tokens), never to serve another. */
   credentialHeaders(credentialName: string, identity: Identity): Promise<{ headers: Record<string, string>; query?: Record<string, string>; env?: Record<string, string>; credential: { name: string; version: number }; perCaller?: boolean }>;
   /** Audit: fire-and-forget event, and durable write that resolves once stored (for side-effecting calls' intent). */
-  audit: { record(ev: Record<string, unknown>): void; recordDurable(ev: Record<string, unknown>): Promise<unknown> };
+  audit: {
+    record(ev: Record<string, unknown>): void;
+    recordDurable(ev: Record<string, unknown>): Promise<unknown>;
+    /**
+     * An answer is an acknowledgement: await this before one leaves. Resolves once every event
+     * recorded so far survives a crash (fleet: committed in PostgreSQL); rejects with a 503
+     * ToolError (store_unavailable in fleet mode) when it cannot be. undefined: safe already.
+     */
+    safe(): Promise<void> | undefined;
+  };
   log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
   /** Scrub text aam writes to disk (stored tool definitions); what reaches agents is scrubbed by the egress door. */
   scrub(text: string): string;
