@@ -3,7 +3,7 @@
 // role checked per route: viewer reads, approver decides held calls, operator changes keys, tool
 // pins and reloads, admin sets credentials. An agent's virtual key or JWT never gets in.
 import { AamError } from '../access/errors.ts';
-import { StoreUnavailable } from '../store/types.ts';
+import { StoreUnavailable, postgresUnreachable } from '../store/types.ts';
 import { readJson, sendJson } from '../access/request.ts';
 import type { Ctx, Handler, Routes } from './http.ts';
 import type { Runtime } from '../runtime.ts';
@@ -81,7 +81,8 @@ function auditFilters(rt: Runtime, q: URLSearchParams) {
   return { ...tailFilters(rt, q), requestId: q.get('request_id') ?? undefined, traceId: q.get('trace_id') ?? undefined, limit: limitParam(q.get('limit') ?? undefined) };
 }
 
-const badQuery = (e: unknown): AamError => (e instanceof AamError ? e : new AamError(400, 'invalid_request', (e as Error).message));
+// A store that cannot answer is not a bad query: passed on, as storeRefusal's 503.
+const badQuery = (e: unknown): unknown => (e instanceof AamError || postgresUnreachable(e) ? e : new AamError(400, 'invalid_request', (e as Error).message));
 /** A query parameter's check (audit/query.ts) whose refusal is the API's 400 with the check's message. */
 const asParam = <A, T>(check: (v: A) => T) => (v: A): T => { try { return check(v); } catch (e) { throw badQuery(e); } };
 const planeParam = asParam(planeArg);
@@ -260,10 +261,20 @@ function wrap<T>(fn: () => T): T {
 
 async function wrapAsync<T>(fn: () => Promise<T>): Promise<T> {
   try { return await fn(); } catch (e) {
-    // A fleet store that cannot answer is 503 (retry), not "not found".
-    if (e instanceof StoreUnavailable) throw new AamError(503, 'store_unavailable', `${e.message}; retry shortly`, { headers: { 'retry-after': '1' } });
+    // A fleet store that cannot answer is 503 (retry, storeRefusal), not "not found".
+    if (e instanceof StoreUnavailable || postgresUnreachable(e)) throw e;
     throw new AamError(404, 'not_found', (e as Error).message);
   }
+}
+
+/**
+ * A fleet store that cannot answer (keys, usage, the audit trail, approvals: PostgreSQL) is 503
+ * store_unavailable on the admin API too, as on every plane: retry, never a 500 or a 400 blaming the request.
+ */
+function storeRefusal(e: unknown): unknown {
+  const down = e instanceof StoreUnavailable ? e : postgresUnreachable(e) ? new StoreUnavailable('postgres', (e as Error).message) : null;
+  if (!down) return e;
+  return new AamError(503, 'store_unavailable', `${down.store === 'redis' ? 'Redis' : 'PostgreSQL'} (the fleet store) is unavailable: ${down.message}; retry shortly`, { headers: { 'retry-after': '1' } });
 }
 
 const authzen = (batch: boolean, auth: (ctx: Ctx) => HumanAuth): Handler => async (ctx) => {
@@ -281,5 +292,5 @@ export function addAdminRoutes(routes: Routes, auth?: HumanAuth): void {
   routes.exact.set('POST /access/v1/evaluation', authzen(false, authOf));
   routes.exact.set('POST /access/v1/evaluations', authzen(true, authOf));
   const tails: TailCounter = { open: 0 };
-  routes.prefixes.push(['/admin/v1/', (ctx) => adminDispatch(ctx, authOf(ctx), tails)]);
+  routes.prefixes.push(['/admin/v1/', (ctx) => adminDispatch(ctx, authOf(ctx), tails).catch((e: unknown) => { throw storeRefusal(e); })]);
 }

@@ -112,6 +112,22 @@ export class StoreUnavailable extends Error {
   }
 }
 
+/** Error codes of a PostgreSQL connection that failed or a query it did not answer in time (Node's socket errors, postgres.js's own). */
+const PG_CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE',
+  'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT', 'QUERY_TIMEOUT']);
+
+/**
+ * The fleet's PostgreSQL could not answer, rather than refusing the query: a connection failure,
+ * a query past the replica's deadline (postgres.js queues queries while it reconnects, so a server
+ * that is down shows as QUERY_TIMEOUT after 5 s), or SQLSTATE class 08 (connection exception), 53
+ * (insufficient resources, e.g. too many connections), 57P (shutting down, starting up) or 57014
+ * (canceled: the deadline's cancel request).
+ */
+export function postgresUnreachable(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && (PG_CONNECTION_CODES.has(code) || /^(08|53)[0-9A-Z]{3}$|^57P[0-9A-Z]{2}$|^57014$/.test(code));
+}
+
 // ---- MCP sessions -------------------------------------------------------------------------------
 
 /** An MCP (2025-11-25 generation) session: whom it is bound to. Any replica may serve it. */

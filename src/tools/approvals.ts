@@ -5,8 +5,10 @@
 import { createHash } from 'node:crypto';
 import type { Identity } from '../identity/types.ts';
 import type { Decision } from '../policy/types.ts';
-import type { HeldCall } from '../store/approvals.ts';
+import type { Approvals, HeldCall } from '../store/approvals.ts';
+import { StoreUnavailable } from '../store/types.ts';
 import { canonicalJson } from './tool-integrity.ts';
+import { RPC, ToolError } from './types.ts';
 
 export type { Approval, ApprovalStatus, Approvals, HeldCall } from '../store/approvals.ts';
 
@@ -22,4 +24,16 @@ export function heldCall(identity: Identity, target: ApprovalTarget, digest: str
     spiffeId: identity.agent.spiffeId, agent: identity.agent.name, ...target, argsDigest: digest,
     policy: decision.policy, rule: decision.rule, reason: decision.reason, argsForReview,
   };
+}
+
+/**
+ * approvals.check for a held call; a store that cannot say whether it was approved refuses it as
+ * the tool plane's 503 (store_unavailable, retry in 1 s; MCP: data.code), never an internal error.
+ */
+export async function checkHeld(approvals: Approvals, call: HeldCall): ReturnType<Approvals['check']> {
+  try { return await approvals.check(call); } catch (e) {
+    if (!(e instanceof StoreUnavailable)) throw e;
+    throw new ToolError('store_unavailable', `${e.store === 'redis' ? 'Redis' : 'PostgreSQL'} (the fleet store for held tool calls) is unavailable, so aam cannot tell whether this call was approved: ${e.message}; retry shortly`,
+      { code: RPC.upstream, status: 503, data: { code: 'store_unavailable', retry_after_seconds: 1, store: e.store } });
+  }
 }

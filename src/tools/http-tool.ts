@@ -8,7 +8,7 @@ import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import { request } from '../lib/http-client.ts';
 import { isObj } from '../lib/json.ts';
 import type { ConfigSet, HttpToolSpec } from '../config/schema.ts';
-import { argsDigest, heldCall, type Approvals } from './approvals.ts';
+import { argsDigest, checkHeld, heldCall, type Approvals } from './approvals.ts';
 import { createApprovals } from '../store/approvals.ts';
 import { compilePathTemplate, PathParamError, type PathTemplate } from './path-template.ts';
 import { decisionFields, denialMessage } from './util.ts';
@@ -187,7 +187,7 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
       const url = joinUrl(tool.base, path, hasBody ? new URLSearchParams() : toQuery(rest));
       // approval
       if (d.effect === 'approval_required') {
-        const a = await approvals.check(heldCall(identity, { plane: 'http', target: `${toolName}/${actionName}`, resource: tool.spec.resource, action: actionName }, audit.args_digest as string, d, deps.redactForReview?.(args)));
+        const a = await checkHeld(approvals, heldCall(identity, { plane: 'http', target: `${toolName}/${actionName}`, resource: tool.spec.resource, action: actionName }, audit.args_digest as string, d, deps.redactForReview?.(args)));
         if (a.status === 'pending') {
           throw new HttpToolError(403, 'permission_error', 'approval_required', `approval required: approval id ${a.approval.id} (policy "${d.policy}" rule tools[${d.rule}]); retry the same call after an admin approves it, before ${a.approval.expiresAt}`, { approval_id: a.approval.id });
         }

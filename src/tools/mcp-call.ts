@@ -6,7 +6,7 @@ import { randomUUID } from 'node:crypto';
 import type { CallToolResult, CompleteRequest, CompleteResult, GetPromptResult, LoggingLevel, Progress, Prompt, ReadResourceResult, Resource, ResourceTemplate } from '@modelcontextprotocol/sdk/types.js';
 import type { Identity } from '../identity/types.ts';
 import type { Decision } from '../policy/types.ts';
-import { argsDigest, heldCall, type Approvals } from './approvals.ts';
+import { argsDigest, checkHeld, heldCall, type Approvals } from './approvals.ts';
 import { declaresTasks, inputCapabilities, isInputRequired, isTask, openState, relayTask, sealState, TASKS_EXT, type MrtrIn, type StateBinding } from './mcp-mrtr.ts';
 import type { Catalog, CompiledTool, ServerEntry } from './catalog.ts';
 import type { CallOptions, ListKind, Listing, LogParams } from './upstream.ts';
@@ -190,7 +190,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     }
     // approval
     if (d.effect === 'approval_required') {
-      const a = await rt.approvals.check(heldCall(s.identity, { plane: 'mcp', target: `${t.server}/${t.def.name}`, resource: t.resource, action: t.action }, base.args_digest, d, deps.redactForReview?.(args)));
+      const a = await checkHeld(rt.approvals, heldCall(s.identity, { plane: 'mcp', target: `${t.server}/${t.def.name}`, resource: t.resource, action: t.action }, base.args_digest, d, deps.redactForReview?.(args)));
       if (a.status === 'pending') {
         deps.audit.record({ ...base, type: 'tool.approval_pending', approval_id: a.approval.id });
         throw new ToolError('approval_required', `approval required: approval id ${a.approval.id} (policy "${d.policy}" rule tools[${d.rule}]); retry the same call after an admin approves it, before ${a.approval.expiresAt}`,
