@@ -46,8 +46,10 @@ before(async () => {
   writeFileSync(config, yaml(
     doc('McpServer', 'web', { transport: 'streamable-http', url: mcp.url, resource: 'salesforce.accounts', timeout_ms: STDIO_TIMEOUT_MS, tools: { read_account: { action: 'read' } } }),
     doc('HttpTool', 'mail', { baseUrl: api.url, resource: 'mail', actions: { list: { method: 'GET', path: '/messages' }, send: { method: 'POST', path: '/send' } } }),
+    doc('Provider', 'demo', { type: 'demo' }),
+    doc('Model', 'small', { targets: [{ provider: 'demo', model: 'demo-small' }] }),
     doc('Agent', 'mailer', { workload: 'spiffe://test/agent/mailer', team: 'ops' }),
-    doc('AgentPolicy', 'ops', { identity: { team: 'ops' }, tools: [{ resource: 'mail', actions: ['list'] }, { resource: 'mail', actions: ['send'], approval: 'required' }, { resource: 'salesforce.accounts', actions: ['read'] }] }),
+    doc('AgentPolicy', 'ops', { identity: { team: 'ops' }, models: { allow: ['small'] }, tools: [{ resource: 'mail', actions: ['list'] }, { resource: 'mail', actions: ['send'], approval: 'required' }, { resource: 'salesforce.accounts', actions: ['read'] }] }),
   ));
   gw = await startGateway({ configPath: config, dataDir: join(d, 'data'), port: 0, host: '127.0.0.1', env: { ...process.env, ...store.env, AAM_DATABASE_URL: proxy.url, AAM_ADMIN_TOKEN: ADMIN, AAM_LOG_LEVEL: 'error' } });
   url = `http://127.0.0.1:${gw.port}`;
@@ -122,4 +124,25 @@ test('PostgreSQL down: the admin API answers 503 store_unavailable (key changes,
   assert.equal((await adminCall('GET', '/usage')).status, 200);
   assert.equal((await adminCall('GET', '/audit?limit=1')).status, 200);
   assert.equal((await httpTool('send')).status, 403, 'held for approval again');
+});
+
+test('PostgreSQL down: a stream (chat completions, Messages, Responses) ends with an error event whose code is store_unavailable, as the same request unstreamed is answered', async () => {
+  const post = (path: string, body: Record<string, unknown>) => fetch(`${url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'x-api-key': key, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' }, body: JSON.stringify({ model: 'small', stream: true, ...body }) });
+  await until(async () => (await post('/v1/chat/completions', { stream: false, messages: [{ role: 'user', content: 'hi' }] })).status === 200, 20_000, 'the replica serving');
+  proxy.stop();
+  try {
+    const lastData = async (r: Response) => JSON.parse((await r.text()).trim().split('\n').filter((l) => l.startsWith('data: ')).at(-1)!.slice(6)) as Record<string, any>;
+    const chat = await lastData(await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'hi' }] }));
+    assert.equal(chat.error?.code, 'store_unavailable', JSON.stringify(chat));
+    assert.match(chat.error.message, /audit trail could not record/);
+    const messages = await lastData(await post('/v1/messages', { max_tokens: 20, messages: [{ role: 'user', content: 'hi' }] }));
+    assert.equal(messages.type, 'error', JSON.stringify(messages));
+    assert.equal(messages.error?.code, 'store_unavailable', JSON.stringify(messages));
+    const responses = await lastData(await post('/v1/responses', { input: 'hi' }));
+    assert.equal(responses.type, 'error', JSON.stringify(responses));
+    assert.equal(responses.code, 'store_unavailable', JSON.stringify(responses));
+    assert.equal(responses.error?.code, 'store_unavailable');
+  } finally {
+    proxy.start();
+  }
 });

@@ -673,7 +673,7 @@ class ChatStream {
     if (safe) {
       return safe.then(() => this.settled(tail), (e: unknown) => {
         const unsafe = toAamError(e);
-        res.end(tail + codec.streamError(unsafe.message, unsafe.type));
+        res.end(tail + codec.streamError(unsafe.message, unsafe.type, unsafe.code));
       });
     }
     return this.settled(tail);

@@ -182,8 +182,10 @@ function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev:
   };
 }
 
-function streamError(message: string, type: string): string {
-  return frame('error', JSON.stringify(anthropicErrorBody(type, message)));
+function streamError(message: string, type: string, code?: string): string {
+  const body = anthropicErrorBody(type, message);
+  // aam's code beside Anthropic's fields, as its error bodies carry it (e.g. store_unavailable).
+  return frame('error', JSON.stringify(code === undefined ? body : { ...body, error: { ...body.error, code } }));
 }
 
 export const anthropicCodec: ClientCodec = {

@@ -75,8 +75,8 @@ function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev:
   };
 }
 
-function streamError(message: string, type: string): string {
-  return `data: ${JSON.stringify({ error: { message, type, code: type } })}\n\n`;
+function streamError(message: string, type: string, code = type): string {
+  return `data: ${JSON.stringify({ error: { message, type, code } })}\n\n`;
 }
 
 export const openaiCodec: ClientCodec = {

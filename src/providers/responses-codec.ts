@@ -337,11 +337,12 @@ export class ResponsesCodec implements ClientCodec {
   }
 
   /** The error event (top-level and nested fields: the older and newer shapes SDKs read). */
-  streamError(message: string, type: string): string {
+  streamError(message: string, type: string, code = type): string {
     this.unprepare();
     const m = JSON.stringify(message);
     const t = JSON.stringify(type);
-    return this.frame('error', `"code":${t},"message":${m},"param":null,"error":{"type":${t},"code":${t},"message":${m},"param":null}`);
+    const c = JSON.stringify(code);
+    return this.frame('error', `"code":${c},"message":${m},"param":null,"error":{"type":${t},"code":${c},"message":${m},"param":null}`);
   }
 
   encodeResultText(result: ChatResult, routeName: string): string {

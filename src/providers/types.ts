@@ -278,8 +278,8 @@ export interface ClientCodec {
   streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev: StreamEvent) => string;
   /** Text of the stream terminator (e.g. "data: [DONE]\n\n"), if any. */
   streamDone: string;
-  /** SSE error event to end a stream that failed after commit. */
-  streamError(message: string, type: string): string;
+  /** SSE error event to end a stream that failed after commit; `code` (default: the type) is aam's error code, e.g. store_unavailable. */
+  streamError(message: string, type: string, code?: string): string;
   /**
    * The upstream translator to use instead of the provider's own for a provider type, when this
    * client wire has a native API there (Responses clients -> OpenAI's Responses API).
