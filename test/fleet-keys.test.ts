@@ -119,6 +119,11 @@ test('/readyz names the fleet store; aam migrate is idempotent; a replica refuse
 
   const newer = await fleetStore();
   try {
+    // A command other than serve and migrate needs the schema it knows: on a database not migrated
+    // yet it says to run aam migrate (it failed with relation "credential_meta" does not exist).
+    const early = await runCli(['keys', 'create', '--agent', 'tester', '--config', config, '--data', tempDir('aam-fleet-early-')], { env: { ...process.env, ...newer.env } });
+    assert.equal(early.code, 1, early.stdout);
+    assert.match(early.stderr, new RegExp(`schema version 0, older than this aam \\(${SCHEMA_VERSION}\\): run \`aam migrate\``));
     const fresh = await runCli(['migrate'], { env: { ...process.env, ...newer.env } });
     assert.match(fresh.stdout, new RegExp(`from schema 0 to ${SCHEMA_VERSION}`));
     const sql = postgres(newer.databaseUrl, { max: 1, onnotice: () => {} });
@@ -132,5 +137,11 @@ test('/readyz names the fleet store; aam migrate is idempotent; a replica refuse
     const half = await startGateway({ configPath: config, dataDir: d, port: 0, host: '127.0.0.1', env: { ...process.env, AAM_DATABASE_URL: newer.databaseUrl, AAM_REDIS_URL: '', AAM_LOG_LEVEL: 'error' } })
       .then(() => null, (e: Error) => e.message);
     assert.match(half ?? '', /needs both AAM_DATABASE_URL .* and AAM_REDIS_URL/);
+    // Nor does the CLI write to (or read) a schema it does not know: a key created there went in silently.
+    for (const args of [['keys', 'create', '--agent', 'tester', '--config', config, '--data', d], ['audit', 'verify']]) {
+      const r = await runCli(args, { env: { ...process.env, ...newer.env } });
+      assert.equal(r.code, 1, `${args.join(' ')}: ${r.stdout}`);
+      assert.match(r.stderr, new RegExp(`schema version ${SCHEMA_VERSION + 1}, newer than this aam knows`), args.join(' '));
+    }
   } finally { await newer.drop(); }
 });

@@ -339,8 +339,12 @@ function printVerify(r: VerifyResult, what: string): void {
 
 /** Fleet mode (AAM_DATABASE_URL): the trail is in PostgreSQL, whichever machine runs the command. */
 async function withFleet<T>(url: string, fn: (sql: Sql) => Promise<T>): Promise<T> {
-  const sql = (await fleetDrivers()).connectPostgres(url, 2, { tls: databaseTls(process.env, url) });
-  try { return await fn(sql); } finally { await sql.end({ timeout: 2 }); }
+  const drivers = await fleetDrivers();
+  const sql = drivers.connectPostgres(url, 2, { tls: databaseTls(process.env, url) });
+  try {
+    await drivers.requireSchema(sql);
+    return await fn(sql);
+  } finally { await sql.end({ timeout: 2 }); }
 }
 
 /** Lines only a fleet trail's file has: events naming their chain, fleet checkpoints and retention records. */

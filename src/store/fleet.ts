@@ -4,7 +4,7 @@
 // per fleet; a replica that was disconnected (and may have missed messages) re-reads on reconnect,
 // and each kind also polls on a short timer, so a lost message delays a change by at most that.
 import { randomBytes } from 'node:crypto';
-import { connectPostgres, databaseName, migrate, QUERY_TIMEOUT_S, type Sql } from './postgres.ts';
+import { connectPostgres, databaseName, migrate, requireSchema, QUERY_TIMEOUT_S, type Sql } from './postgres.ts';
 import { connectAdmission, connectRedis, fleetPrefix, type Redis } from './redis.ts';
 import type { RespConnection } from './resp.ts';
 import { connectEvidence, type EventWriter } from './pg-wire.ts';
@@ -70,8 +70,8 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
       if (opts.migrate) {
         const once = connectPostgres(env.databaseUrl, 1, { tls: env.databaseTls });
         try { await migrate(once); } finally { await once.end({ timeout: 1 }); }
-      }
-      await sql`SELECT 1`;
+        await sql`SELECT 1`;
+      } else await requireSchema(sql);
     } catch (e) {
       throw new Error(`cannot use the fleet database (AAM_DATABASE_URL): ${errMsg(e)}`, { cause: e });
     }

@@ -218,8 +218,25 @@ const MIGRATION_LOCK = 0x61616d2d6d;
 export class SchemaTooNew extends Error {
   constructor(found: number) {
     super(`the fleet database is at schema version ${found}, newer than this aam knows (${SCHEMA_VERSION}): a newer aam migrated it. ` +
-      'Run the same aam version as the rest of the fleet (or newer); this replica will not write to a schema it does not know.');
+      'Run the same aam version as the rest of the fleet (or newer); this aam will not use a schema it does not know.');
     this.name = 'SchemaTooNew';
+  }
+}
+
+/**
+ * An aam command that does not migrate (every one but `serve` and `migrate`) needs the schema it
+ * knows: on a newer one it would write rows a newer aam reads otherwise (a replica refuses to start
+ * there too), on an older one (a database no replica or `aam migrate` has prepared yet) it failed
+ * with `relation "..." does not exist`.
+ */
+export async function requireSchema(sql: ISql): Promise<void> {
+  const found = await schemaVersion(sql).catch((e: unknown) => {
+    if ((e as { code?: unknown }).code === '42P01') return 0; // no aam_schema yet
+    throw e;
+  });
+  if (found > SCHEMA_VERSION) throw new SchemaTooNew(found);
+  if (found < SCHEMA_VERSION) {
+    throw new Error(`the fleet database is at schema version ${found}, older than this aam (${SCHEMA_VERSION}): run \`aam migrate\` with this aam version first (a replica of it migrates at start too)`);
   }
 }
 
