@@ -90,6 +90,19 @@ test('compose: PostgreSQL, Redis and two replicas with the shared values, each p
   }
 });
 
+test('the image: the data dir it names (AAM_DATA_DIR) is made and given to its USER before it switches (compose mounts no volume there)', () => {
+  const lines = readFileSync(join(ROOT, 'deploy/Dockerfile'), 'utf8').split('\n').filter((l) => !l.startsWith('#'));
+  const user = lines.find((l) => l.startsWith('USER '))!.slice(5).trim();
+  const data = /AAM_DATA_DIR=(\S+)/.exec(lines.find((l) => l.startsWith('ENV ') && l.includes('AAM_DATA_DIR='))!)![1];
+  const userAt = lines.findIndex((l) => l.startsWith('USER '));
+  const made = lines.slice(0, userAt).some((l) => l.startsWith('RUN ') && l.includes(`mkdir -p ${data}`) && l.includes(`chown ${user}:${user} ${data}`));
+  assert.ok(made, `a RUN before USER ${user} makes ${data} and gives it to ${user}`);
+  const c = parse(readFileSync(join(ROOT, 'deploy/compose.yaml'), 'utf8'), { merge: true }) as Obj;
+  for (const [name, s] of Object.entries(c.services as Record<string, Obj>).filter(([n]) => n.startsWith('aam-'))) {
+    assert.equal(s.environment.AAM_DATA_DIR, data, `${name} uses the image's data dir`);
+  }
+});
+
 /** deploy/tls/make-certs.sh run in a temp dir (never in the repo): file name -> path. */
 function madeCerts(): (file: string) => string {
   const d = join(dir, 'tls');
