@@ -29,6 +29,7 @@ const ADMIN = 'admin-token-for-pg-down-tests-0123456789';
 let store: FleetTestStore;
 let mcp: RunningFixture;
 let api: LocalServer;
+let apiCalls = 0;
 let proxy: PgProxy;
 let sql: postgres.Sql;
 let gw: Awaited<ReturnType<typeof startGateway>>;
@@ -38,18 +39,18 @@ let key = '';
 before(async () => {
   store = await fleetStore();
   mcp = await startHttpFixture();
-  api = await localServer((_req, res) => { res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}'); });
+  api = await localServer((_req, res) => { apiCalls++; res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}'); });
   proxy = await pgProxy(store.databaseUrl, (send) => send());
   sql = postgres(store.databaseUrl, { max: 1, onnotice: () => {} });
   const d = tempDir('aam-fleet-pg-down-');
   const config = join(d, 'aam.yaml');
   writeFileSync(config, yaml(
     doc('McpServer', 'web', { transport: 'streamable-http', url: mcp.url, resource: 'salesforce.accounts', timeout_ms: STDIO_TIMEOUT_MS, tools: { read_account: { action: 'read' } } }),
-    doc('HttpTool', 'mail', { baseUrl: api.url, resource: 'mail', actions: { list: { method: 'GET', path: '/messages' }, send: { method: 'POST', path: '/send' } } }),
+    doc('HttpTool', 'mail', { baseUrl: api.url, resource: 'mail', actions: { list: { method: 'GET', path: '/messages' }, send: { method: 'POST', path: '/send' }, archive: { method: 'POST', path: '/archive', mutating: true } } }),
     doc('Provider', 'demo', { type: 'demo' }),
     doc('Model', 'small', { targets: [{ provider: 'demo', model: 'demo-small' }] }),
     doc('Agent', 'mailer', { workload: 'spiffe://test/agent/mailer', team: 'ops' }),
-    doc('AgentPolicy', 'ops', { identity: { team: 'ops' }, models: { allow: ['small'] }, tools: [{ resource: 'mail', actions: ['list'] }, { resource: 'mail', actions: ['send'], approval: 'required' }, { resource: 'salesforce.accounts', actions: ['read'] }] }),
+    doc('AgentPolicy', 'ops', { identity: { team: 'ops' }, models: { allow: ['small'] }, tools: [{ resource: 'mail', actions: ['list', 'archive'] }, { resource: 'mail', actions: ['send'], approval: 'required' }, { resource: 'salesforce.accounts', actions: ['read'] }] }),
   ));
   gw = await startGateway({ configPath: config, dataDir: join(d, 'data'), port: 0, host: '127.0.0.1', env: { ...process.env, ...store.env, AAM_DATABASE_URL: proxy.url, AAM_ADMIN_TOKEN: ADMIN, AAM_LOG_LEVEL: 'error' } });
   url = `http://127.0.0.1:${gw.port}`;
@@ -82,6 +83,14 @@ test('PostgreSQL down: an HTTP tool call and an MCP tools/call are refused store
     assert.equal(hBody.error.code, 'store_unavailable');
     assert.match(hBody.error.message, /audit trail could not record/);
     const hId = h.headers.get('x-request-id')!;
+    // A mutating call's intent cannot be recorded: not forwarded, and the store named as on the other refusals.
+    const before = apiCalls;
+    const m0 = await httpTool('archive');
+    const mBody = (await m0.json()) as { error: { code: string; message: string } };
+    assert.equal(m0.status, 503, JSON.stringify(mBody));
+    assert.equal(mBody.error.code, 'store_unavailable', JSON.stringify(mBody));
+    assert.match(mBody.error.message, /not forwarded/);
+    assert.equal(apiCalls, before, 'the tool never saw the call');
     const m = await mcpCall(2);
     const mId = m.headers.get('x-request-id')!;
     const answer = await rpcAnswer(m);

@@ -37,7 +37,11 @@ export function toolDeps(rt: Runtime): ToolDeps {
     },
     audit: {
       record: (ev) => { rt.audit?.record(ev); noteActivity(rt, ev.agent, ev); },
-      recordDurable: async (ev) => (rt.audit?.recordDurable ? rt.audit.recordDurable(ev) : undefined),
+      // A fleet trail that cannot commit is PostgreSQL down (StoreUnavailable: the plane's store_unavailable).
+      recordDurable: async (ev) => {
+        if (!rt.audit?.recordDurable) return undefined;
+        try { return await rt.audit.recordDurable(ev); } catch (e) { throw rt.fleet ? new StoreUnavailable('postgres', `audit trail: ${errMsg(e)}`) : e; }
+      },
       safe: () => rt.evidenceSafeNow()?.catch((e: unknown) => { throw evidenceRefused(e); }),
     },
     log: rt.log,

@@ -11,7 +11,7 @@ import type { ConfigSet, HttpToolSpec } from '../config/schema.ts';
 import { argsDigest, checkHeld, heldCall, type Approvals } from './approvals.ts';
 import { createApprovals } from '../store/approvals.ts';
 import { compilePathTemplate, PathParamError, type PathTemplate } from './path-template.ts';
-import { decisionFields, denialMessage } from './util.ts';
+import { decisionFields, denialMessage, intentUnrecorded } from './util.ts';
 import { identityFields, ToolError, type ToolAccess, type ToolAdmission, type ToolDeps } from './types.ts';
 import { errMsg } from '../lib/error-message.ts';
 
@@ -196,7 +196,7 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
       // intent
       if (action.mutating) {
         try { await deps.audit.recordDurable({ ...audit, type: 'tool.intent', decision: decisionFields(d) }); } catch (e) {
-          throw new HttpToolError(503, 'api_error', 'audit_unavailable', `not forwarded: the intent of this call could not be recorded durably (${errMsg(e)})`);
+          throw fromToolError(intentUnrecorded(`${toolName}/${actionName}`, e));
         }
       }
       // inject credential -> call

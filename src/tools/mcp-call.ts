@@ -11,7 +11,7 @@ import { declaresTasks, inputCapabilities, isInputRequired, isTask, openState, r
 import type { Catalog, CompiledTool, ServerEntry } from './catalog.ts';
 import type { CallOptions, ListKind, Listing, LogParams } from './upstream.ts';
 import type { Gathered, PageStore } from './mcp-pages.ts';
-import { decisionFields, denialMessage, NAME_SEP } from './util.ts';
+import { decisionFields, denialMessage, intentUnrecorded, NAME_SEP } from './util.ts';
 import { identityFields, RPC, ToolError, type ToolAccess, type ToolAdmission, type ToolDeps, type TraceContextIn } from './types.ts';
 import { isObj } from '../lib/json.ts';
 import { errMsg } from '../lib/error-message.ts';
@@ -203,7 +203,7 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
       try {
         await deps.audit.recordDurable({ ...base, type: 'tool.intent', decision: decisionFields(d) });
       } catch (e) {
-        throw new ToolError('audit_unavailable', `tools/call "${name}" not forwarded: its intent could not be recorded durably (${errMsg(e)})`, { code: RPC.upstream, status: 503 });
+        throw intentUnrecorded(`tools/call "${name}"`, e);
       }
     }
     // call -> limit -> record (a call the client already cancelled is not forwarded)

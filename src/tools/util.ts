@@ -1,6 +1,9 @@
 // Small tool-plane helpers with no MCP SDK behind them: the HTTP tool proxy and the gateway's
 // lazy front (mcp-lazy.ts) use them without loading the SDK (~13 MB RSS) when no MCP server is configured.
 import type { Decision } from '../policy/types.ts';
+import { StoreUnavailable } from '../store/types.ts';
+import { errMsg } from '../lib/error-message.ts';
+import { RPC, ToolError } from './types.ts';
 
 /** Separator of <server>__<tool> names on /mcp (all servers). */
 export const NAME_SEP = '__';
@@ -15,4 +18,15 @@ export function decisionFields(d: Decision): Record<string, unknown> {
   const f: Record<string, unknown> = { effect: d.effect, allowed: d.allowed, policy: d.policy, rule: d.rule, reason: d.reason, config_version: d.configVersion };
   if (d.wouldDeny) f.would_deny = { policy: d.wouldDeny.policy, rule: d.wouldDeny.rulePath ?? d.wouldDeny.rule, reason: d.wouldDeny.reason };
   return f;
+}
+
+/**
+ * A call whose intent could not be recorded durably: not forwarded, 503. The fleet's PostgreSQL
+ * being down says so (store_unavailable, retry in 1 s, as on every plane); else audit_unavailable.
+ */
+export function intentUnrecorded(what: string, e: unknown): ToolError {
+  const down = e instanceof StoreUnavailable;
+  const code = down ? 'store_unavailable' : 'audit_unavailable';
+  return new ToolError(code, `${what} not forwarded: its intent could not be recorded durably (${errMsg(e)})`,
+    { code: RPC.upstream, status: 503, data: { code, ...(down ? { retry_after_seconds: 1, store: e.store } : {}) } });
 }
