@@ -17,6 +17,7 @@ let gw: TestGateway;
 let callee: Server;
 let burst: NetServer;
 let key = '';
+let guardedKey = '';
 
 /**
  * The whole HTTP answer of a callee that had it ready: each piece of `body` an HTTP chunk of its
@@ -78,8 +79,13 @@ before(async () => {
     doc('Agent', 'echo', { workload: 'spiffe://test/agent/echo', a2a: { url, credential: 'relay-token' } }),
     doc('Agent', 'burst', { workload: 'spiffe://test/agent/burst', a2a: { url: `http://127.0.0.1:${(burst.address() as AddressInfo).port}/a2a`, credential: 'relay-token' } }),
     doc('AgentPolicy', 'caller-calls-echo', { identity: { agent: 'caller' }, agents: [{ agent: 'echo' }, { agent: 'burst' }] }),
+    // A caller whose answers wait for an output guardrail: its relay's events each wait (a promise).
+    doc('Agent', 'guarded', { workload: 'spiffe://test/agent/guarded' }),
+    doc('Guardrail', 'pii-out', { on: ['output'], detect: ['email'], action: 'redact' }),
+    doc('AgentPolicy', 'guarded-calls', { identity: { agent: 'guarded' }, agents: [{ agent: 'burst' }], guardrails: ['pii-out'] }),
   ), { AAM_SSE_KEEPALIVE_MS: '100' });
   key = gw.key('caller');
+  guardedKey = gw.key('guarded');
 });
 
 after(async () => {
@@ -93,7 +99,7 @@ after(async () => {
  * The raw HTTP/1.1 answer to a SendStreamingMessage: its chunked body's chunks, in order, or its
  * body as one piece when it has a content-length (`chunked` says which).
  */
-async function streamBody(text: string, agent = 'echo'): Promise<{ head: string; chunked: boolean; pieces: string[] }> {
+async function streamBody(text: string, agent = 'echo', as = key): Promise<{ head: string; chunked: boolean; pieces: string[] }> {
   const body = JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'SendStreamingMessage', params: { message: { messageId: 'm1', role: 'ROLE_USER', parts: [{ text }] } } });
   const raw = await new Promise<string>((resolve, reject) => {
     const s = connect(gw.port, '127.0.0.1');
@@ -102,7 +108,7 @@ async function streamBody(text: string, agent = 'echo'): Promise<{ head: string;
     s.on('data', (c: Buffer) => { parts.push(c); });
     s.on('end', () => resolve(Buffer.concat(parts).toString('latin1')));
     s.on('error', reject);
-    s.write(`POST /a2a/${agent} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/json\r\naccept: text/event-stream\r\na2a-version: 1.0\r\nauthorization: Bearer ${key}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    s.write(`POST /a2a/${agent} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\ncontent-type: application/json\r\naccept: text/event-stream\r\na2a-version: 1.0\r\nauthorization: Bearer ${as}\r\ncontent-length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
   });
   const at = raw.indexOf('\r\n\r\n');
   const head = raw.slice(0, at);
@@ -170,6 +176,17 @@ test('a2a stream relay: only a relay that waits joins the open streams (a drain\
   } finally {
     streams.add = add;
   }
+});
+
+test('a2a stream relay: an answer that came in one read whose events wait (an output guardrail) is relayed whole, in order, each event guarded', async () => {
+  // The relay's one pass stops at the first event that waits and goes on from it once it is guarded.
+  const { pieces } = await streamBody('to ann@example.com|and bob@example.com', 'burst', guardedKey);
+  const frames = pieces.join('').split('\n\n').filter(Boolean);
+  assert.equal(frames.length, 3, pieces.join(''));
+  assert.match(frames[0], /TASK_STATE_WORKING/);
+  assert.match(frames[1], /to \[EMAIL\]/);
+  assert.match(frames[2], /and \[EMAIL\]/);
+  assert.ok(!pieces.join('').includes('@example.com'), pieces.join(''));
 });
 
 test('a2a stream relay: a secret in one of the coalesced events is still scrubbed', async () => {

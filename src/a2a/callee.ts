@@ -42,6 +42,8 @@ export interface CalleeText {
   readText(): string | null;
   /** Every chunk of a complete answer has been read (or destroy() was called). */
   readonly ended: boolean;
+  /** The answer's end has come (or destroy() was called): every chunk of it is waiting or read, none is still to come. */
+  readonly complete: boolean;
   /** Bytes read so far by readText(). */
   readonly bytesRead: number;
   /** Resolves once readText() has something new to say: a chunk, the end, or an error (or wake() was called). */
@@ -167,6 +169,8 @@ class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
   }
 
   get ended(): boolean { return this.#done && this.#chunks.length === 0; }
+
+  get complete(): boolean { return this.#done; }
 
   wake(): void { this.#signal(); }
 
