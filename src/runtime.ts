@@ -283,7 +283,10 @@ export class Runtime {
     };
     this.ledger = new BudgetLedger({ onAlert });
     this.rates = new RateLimiter();
-    if (this.fleet) this.fleet.limiter.onAlert = onAlert;
+    if (this.fleet) {
+      this.fleet.limiter.onAlert = onAlert;
+      this.fleet.limiter.othersInFlight = () => this.inFlight > 1;
+    }
     this.limiter = this.fleet ? this.fleet.limiter : new EmbeddedLimiter(this.ledger, this.rates);
     // Fleet: answers are shared through Redis (each replica keeps a memory copy in front); embedded: memory + SQLite.
     this.cache = new ModelCache(this.fleet ? null : this.db, {

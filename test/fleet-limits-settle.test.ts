@@ -369,6 +369,30 @@ test('the admissions of one turn share one script call (the first leaves alone a
   } finally { await lim.close(); }
 });
 
+test('with other requests in flight, an admission on an idle connection waits for its turn: the admissions of one turn go in one script call', async () => {
+  const lim = new FleetLimiter(fleet, { settleDelayMs: 600_000 });
+  const req: AdmitRequest = { rates: [{ key: 'agent:busy-turn', limits: { rpm: 10_000 } }], tokens: 0, budgets: Object.freeze([{ key: 'agent:busy-turn', limits: { daily_usd: 1 } }]), amountUsd: 0.1 };
+  try {
+    lim.release(await admitted(lim, req)); // seeds the budget, loads the script
+    await admitted(lim, { ...req, amountUsd: 0.05 }); // the release rides on it; $0.05 held
+    assert.equal(fleet.admission.unanswered, 0, 'the connection is idle');
+    // The runtime says other requests are in flight (c=64): nobody leaves alone.
+    lim.othersInFlight = () => true;
+    const before = scripts;
+    const results = await Promise.all(Array.from({ length: 12 }, () => lim.admit(req)));
+    assert.equal(scripts - before, 1, 'the 12 of the turn in one call (not the first alone and the other 11 in a second)');
+    assert.deepEqual(results.map((r) => r.ok), [...Array(9).fill(true), false, false, false], 'each decided as if alone, in order, until the budget is full');
+    assert.ok(near((await budget('agent:busy-turn')).reserved, 0.95), `$0.95 held: ${JSON.stringify(await budget('agent:busy-turn'))}`);
+    for (const r of results) if (r.ok) lim.release(r.ticket!);
+    // Alone again (c=1): an admission on the idle connection leaves at once, carrying the releases.
+    lim.othersInFlight = () => false;
+    const alone = lim.admit({ ...req, amountUsd: 0 });
+    assert.equal(fleet.admission.unanswered, 1, 'written within admit(), not at the turn\'s end');
+    assert.ok((await alone).ok);
+    assert.ok(near((await budget('agent:busy-turn')).reserved, 0.05), `the released reservations let go: ${JSON.stringify(await budget('agent:busy-turn'))}`);
+  } finally { await lim.close(); }
+});
+
 test('a call carries each budget plan once (its keys and limits), however many of its admissions and settlements name it; each decided by its own plan', async () => {
   const lim = new FleetLimiter(fleet, { settleDelayMs: 600_000 });
   const a: AdmitRequest = { rates: [], tokens: 0, budgets: Object.freeze([{ key: 'agent:plan-a', limits: { daily_usd: 0.5 } }]), amountUsd: 0.2 };
