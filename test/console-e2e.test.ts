@@ -148,11 +148,28 @@ test('console in a browser: SSO sign-in, every page, markup shown as text, appro
   await page.getByRole('heading', { name: /^Request req_/ }).waitFor();
   // Team and plane filters: finance's tool-plane events (the approved HTTP tool call), nothing else.
   await page.goto(`${env.url}/console#/audit`);
+  await page.getByLabel('Plane').waitFor();
+  // A search answered late (admin events) after the user searched again: its rows must not replace the newer search's.
+  let lateAnswer: Promise<void> = Promise.resolve();
+  const adminLate = async (r: import('playwright-core').Route) => {
+    if (!r.request().url().includes('type=admin')) return r.continue();
+    lateAnswer = new Promise<void>((resolve) => setTimeout(() => { r.continue().then(resolve, resolve); }, 1500));
+    await lateAnswer;
+  };
+  await page.route(/\/admin\/v1\/audit\?/, adminLate);
+  await page.getByLabel('Event type').fill('admin');
+  await page.getByRole('button', { name: 'Search' }).click();
+  await page.waitForURL(/type=admin/);
+  await page.getByLabel('Event type').fill('');
   await page.getByLabel('Team').fill('finance');
   await page.getByLabel('Plane').selectOption('tool');
   await page.getByRole('button', { name: 'Search' }).click();
   await page.waitForURL(/plane=tool/);
-  await page.getByRole('cell', { name: 'tool.outcome' }).first().waitFor();
+  // The page shows the last rows until the new ones come: wait for the search's own rows.
+  await page.waitForFunction("[...document.querySelectorAll('main table tbody tr td:nth-child(3)')].every((td) => td.textContent.startsWith('tool.'))");
+  await lateAnswer;
+  await page.unroute(/\/admin\/v1\/audit\?/, adminLate);
+  await new Promise((r) => setTimeout(r, 300)); // time for the late answer to be shown, were it shown
   const typesShown = await page.locator('main table tbody tr td:nth-child(3)').allInnerTexts();
   assert.ok(typesShown.length > 0 && typesShown.every((t) => t.startsWith('tool.') || t === 'decision'), typesShown.join(', '));
   assert.deepEqual([...new Set(await page.locator('main table tbody tr td:nth-child(4)').allInnerTexts())], ['finance-analyst']);

@@ -20,12 +20,19 @@ function el(tag, attrs, ...children) {
   return e;
 }
 
+/** Navigations so far (route): a page load that a later one overtook is dropped, not shown over the newer page. */
+let navigation = 0;
+class Superseded extends Error {}
+
 async function api(method, path, body) {
+  const at = navigation;
   const headers = { accept: 'application/json' };
   if (method !== 'GET') { headers['content-type'] = 'application/json'; headers['x-csrf-token'] = me.csrf_token || ''; }
   const r = await fetch(`/admin/v1${path}`, { method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body) });
   const data = await r.json().catch(() => ({}));
   if (!r.ok) throw new Error((data.error && data.error.message) || `${method} ${path}: HTTP ${r.status}`);
+  // e.g. an unfiltered audit list answering after the filtered search the user made meanwhile.
+  if (method === 'GET' && at !== navigation) throw new Superseded(path);
   return data;
 }
 
@@ -331,6 +338,7 @@ function chart(title, points, fmt) {
 }
 
 async function route() {
+  navigation++;
   stopTail();
   const h = decodeURIComponent(location.hash.slice(1) || '/agents');
   const [path, query] = h.split('?');
@@ -345,6 +353,7 @@ async function route() {
     else if (path === '/audit') await auditPage(query || '');
     else await agentsPage();
   } catch (e) {
+    if (e instanceof Superseded) return; // the newer navigation shows its page
     show('Error', notice(e.message, 'error'));
   }
   for (const a of document.querySelectorAll('nav a')) {
