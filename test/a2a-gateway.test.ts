@@ -303,6 +303,15 @@ test('guardrails see A2A messages and artifacts: a blocked message never reaches
   assert.ok(!streamed.includes('carol@example.com'), 'the task event echoes the message: redacted in the stream too');
 });
 
+test('guardrails see object keys of an A2A DataPart: a blocked keyword in a key never reaches the callee', async () => {
+  agents.received.delete('risk-scorer');
+  const data = { message: { messageId: `r-${Math.random()}`, role: 'ROLE_USER', parts: [{ data: { notes: { 'status of Project Falcon': 1 } } }], metadata: { skill: 'score' } } };
+  const blocked = await rpc('risk-scorer', 'planner', 'SendMessage', data);
+  assert.equal(blocked.status, 400, JSON.stringify(blocked.body));
+  assert.equal(blocked.body.error!.data?.code, 'guardrail_blocked');
+  assert.equal(agents.received.get('risk-scorer'), undefined, 'the callee never saw it');
+});
+
 test('rate limits apply to A2A calls: the third call in a minute with rpm 2 is 429 with retry-after', async () => {
   assert.equal((await rpc('helper', 'burst', 'SendMessage', send('one'))).status, 200);
   assert.equal((await rpc('helper', 'burst', 'SendMessage', send('two'))).status, 200);

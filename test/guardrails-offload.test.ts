@@ -78,7 +78,8 @@ function value(r: () => number): Record<string, unknown> {
       messages.push({ role: 'user', content: 'deep follows', extra: deep });
     } else messages.push({ role: 'tool', content: text(r, size(r)), tool_call_id: 'call_1' });
   }
-  return { messages, metadata: { note: text(r, 300) } };
+  // Object keys are scanned too (once per walk, after the leaves): a random one, PII now and then.
+  return { messages, metadata: { note: text(r, 300), [text(r, 60)]: 1 } };
 }
 
 async function same(label: string, v: object, gs: CompiledGuardrail[], shape: 'chat' | 'json', offload: boolean): Promise<void> {

@@ -149,3 +149,23 @@ test('a chunked upload cannot dodge the budget pre-check (the bytes read, not co
   assert.match(body, /budget_exceeded/);
   assert.equal(fake.requests.length, before, 'neither reached the upstream');
 });
+
+test('object keys are content: an SSN in a key is blocked in chat requests and MCP tools/call arguments', async () => {
+  const cases: Array<[string, unknown]> = [
+    ['unknown field key', { model: 'gpt', messages: [{ role: 'user', content: 'hi' }], metadata: { [`ssn ${SSN}`]: true } }],
+    ['tool parameter name', { model: 'gpt', messages: [{ role: 'user', content: 'hi' }], tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { [`ssn ${SSN}`]: { type: 'string' } } } } }] }],
+    ['tool-call arguments key', { model: 'gpt', messages: [{ role: 'user', content: 'hi' }, { role: 'assistant', content: null, tool_calls: [{ id: 'c1', type: 'function', function: { name: 'f', arguments: JSON.stringify({ note: { [`SSN ${SSN}`]: 1 } }) } }] }, { role: 'tool', tool_call_id: 'c1', content: 'ok' }] }],
+  ];
+  for (const [what, body] of cases) {
+    const before = fake.requests.length;
+    const r = await post('/v1/chat/completions', 'ssn', body);
+    assert.equal(r.status, 400, `${what}: ${r.text}`);
+    assert.equal(r.json.error?.code, 'guardrail_blocked', what);
+    assert.equal(fake.requests.length, before, `${what}: the upstream never sees it`);
+  }
+  const c = new Client({ name: 't', version: '1' });
+  await c.connect(new StreamableHTTPClientTransport(new URL(`${gw.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${gw.key('ssn')}` } } }));
+  try {
+    await assert.rejects(c.callTool({ name: 'salesforce__search_accounts', arguments: { query: 'acme', note: { [`SSN ${SSN}`]: true } } }), /no-ssn/);
+  } finally { await c.close(); }
+});

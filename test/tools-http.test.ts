@@ -45,8 +45,9 @@ before(async () => {
     doc('HttpTool', 'sluggish', { baseUrl: base, resource: 'web', timeout_ms: 300, actions: { slow: { method: 'GET', path: '/slow' } } }),
     doc('Agent', 'finance-analyst', { workload: 'spiffe://prod/agent/finance-analyst', team: 'finance', environment: 'prod' }),
     doc('Guardrail', 'mask-email-out', { on: ['output'], detect: ['email'], action: 'redact' }),
+    doc('Guardrail', 'no-ssn-in', { on: ['input'], detect: ['ssn'], action: 'block' }),
     doc('Agent', 'careful', { workload: 'spiffe://prod/agent/careful', team: 'support', environment: 'prod' }),
-    doc('AgentPolicy', 'careful-policy', { identity: { workload: 'spiffe://prod/agent/careful' }, guardrails: ['mask-email-out'], tools: [{ resource: 'salesforce.accounts', actions: ['read'] }] }),
+    doc('AgentPolicy', 'careful-policy', { identity: { workload: 'spiffe://prod/agent/careful' }, guardrails: ['mask-email-out', 'no-ssn-in'], tools: [{ resource: 'salesforce.accounts', actions: ['read'] }, { resource: 'web', actions: ['create'] }] }),
     doc('Agent', 'intern', { workload: 'spiffe://dev/agent/intern', team: 'finance', environment: 'dev' }),
     doc('AgentPolicy', 'finance-analyst-readonly', {
       identity: { workload: 'spiffe://prod/agent/finance-analyst' },
@@ -112,6 +113,15 @@ test('output guardrails see HTTP tool results: a policy guardrail redacts them b
   assert.equal((JSON.parse(masked.text) as { owner: string }).owner, '[EMAIL]');
   const plain = await call('/tools/salesforce/read', { id: 'a1' });
   assert.equal((JSON.parse(plain.text) as { owner: string }).owner, 'jane@example.com', 'no guardrail for the analyst');
+});
+
+test('input guardrails see object keys of an HTTP tool body: an SSN in a key never reaches the upstream', async () => {
+  const n = seen.length;
+  const r = await call('/tools/ops/create', { kind: 'note', body: { ['SSN 078-05-1120']: true } }, 'careful');
+  assert.equal(r.status, 400, r.text);
+  assert.equal(r.json().error?.code, 'guardrail_blocked');
+  assert.equal(seen.length, n, 'the upstream never saw it');
+  assert.equal((await call('/tools/ops/create', { kind: 'note', body: { plain: true } }, 'careful')).status, 200, 'plain keys pass');
 });
 
 test('denied calls and unknown actions never reach the upstream', async () => {

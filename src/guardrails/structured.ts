@@ -1,7 +1,7 @@
 // Guardrails over structured payloads: canonical chat messages (every text part and tool-call
 // argument) and JSON values (MCP tool arguments/results, string leaves). Copy-on-write: the
 // caller gets its own objects back unless something was redacted.
-import { evaluateText, finding, newTally, record, summaries, validate, type CompiledGuardrail, type Tally } from './engine-core.ts';
+import { evaluateText, finding, findingsFor, newMemo, newTally, overScanLimit, record, summaries, validate, type CompiledGuardrail, type Tally } from './engine-core.ts';
 import type { Category, Direction, FindingSummary, Verdict } from './types.ts';
 
 export interface StructuredVerdict<T> {
@@ -28,13 +28,33 @@ const MAX_DEPTH = 64;
  *   are walked as that text (re-encoded when changed); ones that decode to binary media are skipped;
  * - opaque provider tokens (thinking `signature`, `encrypted_content`) and enum-like `role`/`type`
  *   values are not content and are skipped;
- * - deeper than MAX_DEPTH, a subtree is handed to `deep` as one flat JSON text (it cannot be rebuilt).
+ * - deeper than MAX_DEPTH, a subtree is handed to `deep` as one flat JSON text (it cannot be rebuilt);
+ * - an object's keys, but for the wire's own field names (WIRE_KEYS), go to `keys` as one text per object.
  */
 export interface LeafVisitor {
   leaf(text: string, path: string): string;
   /** A subtree too deep to rebuild: scan its JSON text; the walker keeps the value unchanged. */
   deep(flat: string, path: string): void;
+  /** The keys of the object at `path` that are not WIRE_KEYS, joined by newlines (never renamed). */
+  keys?(names: string, path: string): void;
 }
+
+/**
+ * Field names of the shapes aam walks (chat wires, JSON Schema, MCP, A2A): protocol vocabulary,
+ * not content, so their keys are not scanned and a plain chat request runs no detector on its keys
+ * (a chat request has dozens of them). Every other key (tool parameter names, unknown fields,
+ * tool arguments, DataPart objects) is content an agent chose.
+ */
+const WIRE_KEYS: ReadonlySet<string> = new Set([
+  'messages', 'role', 'content', 'type', 'text', 'name', 'id', 'tool_calls', 'tool_call_id', 'function', 'arguments',
+  'tools', 'tool_choice', 'description', 'parameters', 'properties', 'required', 'items', 'enum', 'additionalProperties',
+  'strict', 'image_url', 'url', 'detail', 'file', 'file_id', 'filename', 'file_data', 'input_audio', 'data', 'format',
+  'source', 'media_type', 'cache_control', 'thinking', 'signature', 'is_error', 'refusal', 'stop', 'extra', 'anthropicExtra',
+  'response_format', 'json_schema', 'schema', 'metadata', 'stream', 'stream_options', 'include_usage', 'max_tokens',
+  'max_completion_tokens', 'temperature', 'top_p', 'user', 'parallel_tool_calls', 'tool_use_id', 'input', 'title', 'default',
+  'parts', 'messageId', 'contextId', 'taskId', 'kind', 'mimeType', 'mediaType', 'uri', 'blob', 'structuredContent', 'isError',
+  'annotations', '_meta', 'anyOf', 'oneOf', 'allOf', '$ref', '$defs', 'const', 'minimum', 'maximum', 'pattern',
+]);
 
 const OPAQUE_KEYS: ReadonlySet<string> = new Set(['signature', 'encrypted_content']);
 const ENUM_KEYS: ReadonlySet<string> = new Set(['role', 'type']);
@@ -64,11 +84,14 @@ export function mapLeaves(v: unknown, visit: LeafVisitor, path = '$', depth = 0,
     return copy ?? v;
   }
   let copy: Record<string, unknown> | null = null;
+  let names = '';
   for (const [k, item] of Object.entries(v)) {
+    if (!WIRE_KEYS.has(k)) names = names === '' ? k : `${names}\n${k}`;
     if (OPAQUE_KEYS.has(k) && typeof item === 'string') continue;
     const r = mapLeaves(item, visit, `${path}.${k}`, depth + 1, k);
     if (r !== item) { copy ??= { ...v }; copy[k] = r; }
   }
+  if (names !== '' && visit.keys !== undefined) visit.keys(names, path);
   return copy ?? v;
 }
 
@@ -146,13 +169,17 @@ interface Walk {
   queue: Queued[] | null;
   /** Outputs that differ from their leaf, by leaf index (kept once leaves may be deferred). */
   changed: Map<number, string> | null;
+  /** Every object's scanned keys, joined by newlines: one text scanned once, after the leaves (scanKeys). */
+  keyText: string;
+  /** Where each object's keys start in keyText, and the object's path. */
+  keyAt: Array<{ start: number; at: string }> | null;
 }
 
 /** A leaf (or a deep subtree's JSON text) left for later, in walker order. */
 export interface Queued { k: number; text: string; at: string; deep: boolean }
 
 function newWalk(gs: readonly CompiledGuardrail[], dir: Direction, defer: boolean): Walk {
-  return { gs, dir, t: newTally(), chars: 0, k: 0, inline: 0, defer, queue: null, changed: null };
+  return { gs, dir, t: newTally(), chars: 0, k: 0, inline: 0, defer, queue: null, changed: null, keyText: '', keyAt: null };
 }
 
 /** Deep subtrees are scanned as text, and block rather than pass what cannot be redacted. */
@@ -207,7 +234,38 @@ function walk(v: unknown, path: string, w: Walk): unknown {
       if (deferred(w, flat.length)) { w.queue!.push({ k, text: flat, at, deep: true }); return; }
       scanDeep(w.gs, w.dir, w.t, flat, at);
     },
+    keys(names, at) {
+      const start = w.keyText === '' ? 0 : w.keyText.length + 1;
+      (w.keyAt ??= []).push({ start, at });
+      w.keyText = start === 0 ? names : `${w.keyText}\n${names}`;
+    },
   }, path);
+}
+
+/**
+ * The walk's object keys, scanned as one text after every leaf (in the deferred walk too, so both
+ * give the same tally), against the same scan budget. A key cannot be redacted in place (renaming
+ * may collide or break the receiver's schema), so redact blocks, as in deep subtrees; a finding
+ * is evidence at the path of the object holding the key, suffixed `{key}`.
+ */
+function scanKeys(w: Walk): void {
+  const text = w.keyText;
+  if (text === '') return;
+  const memo = newMemo(text);
+  const scanned = w.t.scanned;
+  w.t.scanned += text.length;
+  for (const g of w.gs) {
+    if (!g.on.has(w.dir)) continue;
+    if (scanned + text.length > g.maxScanChars) { overScanLimit(w.t, g, `${w.keyAt![0].at}{key}`); continue; }
+    for (const f of findingsFor(g, memo, false)) record(w.t, g, [f], g.action === 'redact' ? 'block' : g.action, `${keyOwner(w.keyAt!, f.start)}{key}`);
+  }
+}
+
+/** The path of the object whose keys hold offset `pos` of the walk's key text. */
+function keyOwner(at: ReadonlyArray<{ start: number; at: string }>, pos: number): string {
+  let i = at.length - 1;
+  while (i > 0 && at[i].start > pos) i--;
+  return at[i].at;
 }
 
 /** Every text leaf of a value, in walker order (what webhook guardrails are sent). */
@@ -246,6 +304,7 @@ function result<T>(w: Walk, input: T, value: T, schemaErrors?: string[]): Struct
 
 /** After the walk: size limits, and json_schema guardrails on JSON payloads (tool arguments and results). */
 function finish<T>(w: Walk, shape: 'chat' | 'json', value: T, out: T): StructuredVerdict<T> {
+  scanKeys(w);
   checkSize(w, shape === 'chat' ? 'messages' : '$');
   if (shape === 'chat') return result(w, value, out);
   const schemaErrors: string[] = [];
