@@ -150,7 +150,7 @@ test('a chunked upload cannot dodge the budget pre-check (the bytes read, not co
   assert.equal(fake.requests.length, before, 'neither reached the upstream');
 });
 
-test('object keys are content: an SSN in a key is blocked in chat requests and MCP tools/call arguments', async () => {
+test('object keys are content: an SSN in a key is blocked in a chat request (unknown fields, tool parameter names, tool-call arguments)', async () => {
   const cases: Array<[string, unknown]> = [
     ['unknown field key', { model: 'gpt', messages: [{ role: 'user', content: 'hi' }], metadata: { [`ssn ${SSN}`]: true } }],
     ['tool parameter name', { model: 'gpt', messages: [{ role: 'user', content: 'hi' }], tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object', properties: { [`ssn ${SSN}`]: { type: 'string' } } } } }] }],
@@ -163,6 +163,9 @@ test('object keys are content: an SSN in a key is blocked in chat requests and M
     assert.equal(r.json.error?.code, 'guardrail_blocked', what);
     assert.equal(fake.requests.length, before, `${what}: the upstream never sees it`);
   }
+});
+
+test('object keys are content: an SSN in a key of MCP tools/call arguments is blocked', async () => {
   const c = new Client({ name: 't', version: '1' });
   await c.connect(new StreamableHTTPClientTransport(new URL(`${gw.url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${gw.key('ssn')}` } } }));
   try {
