@@ -73,8 +73,8 @@ export type Guarded<T> = { ok: true; value: T } | { ok: false; guardrail: string
 
 /**
  * The guardrail step for any value an agent sends (input) or receives (output), on every plane:
- * detectors, regexes, keywords and size over every string leaf (the walker), json_schema on tool
- * payloads, then webhook guardrails over the same leaves. Non-allow verdicts are evidence.
+ * detectors, regexes, keywords and size over every string leaf (the walker; detectors, regexes and
+ * keywords over object keys too), json_schema on tool payloads, then webhook guardrails over the same leaves. Non-allow verdicts are evidence.
  */
 export async function guardValue<T>(rt: AccessRuntime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], direction: Direction, value: T, where: string, shape: 'chat' | 'json' = 'json'): Promise<Guarded<T>> {
   if (gs.length === 0) return { ok: true, value };

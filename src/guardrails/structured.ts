@@ -84,14 +84,15 @@ export function mapLeaves(v: unknown, visit: LeafVisitor, path = '$', depth = 0,
     return copy ?? v;
   }
   let copy: Record<string, unknown> | null = null;
+  const keyed = visit.keys !== undefined;
   let names = '';
   for (const [k, item] of Object.entries(v)) {
-    if (!WIRE_KEYS.has(k)) names = names === '' ? k : `${names}\n${k}`;
+    if (keyed && !WIRE_KEYS.has(k)) names = names === '' ? k : `${names}\n${k}`;
     if (OPAQUE_KEYS.has(k) && typeof item === 'string') continue;
     const r = mapLeaves(item, visit, `${path}.${k}`, depth + 1, k);
     if (r !== item) { copy ??= { ...v }; copy[k] = r; }
   }
-  if (names !== '' && visit.keys !== undefined) visit.keys(names, path);
+  if (names !== '') visit.keys!(names, path);
   return copy ?? v;
 }
 
@@ -268,7 +269,7 @@ function keyOwner(at: ReadonlyArray<{ start: number; at: string }>, pos: number)
   return at[i].at;
 }
 
-/** Every text leaf of a value, in walker order (what webhook guardrails are sent). */
+/** Every text leaf of a value, in walker order (what webhook guardrails are sent; not keys, which cannot be rewritten per leaf). */
 export function leafTexts(v: unknown): string[] {
   const out: string[] = [];
   mapLeaves(v, { leaf(text) { out.push(text); return text; }, deep(flat) { out.push(flat); } });
