@@ -5,7 +5,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { compileGuardrail, type CompiledGuardrail } from '../src/guardrails/engine-core.ts';
-import { applyToChat, applyToJson, leafTexts, replaceLeaves, scanValue, INLINE_CHARS } from '../src/guardrails/structured.ts';
+import { after } from 'node:test';
+import { applyToChat, applyToJson, leafTexts, replaceLeaves, scanValue, INLINE_CHARS, OFFLOAD_CHARS } from '../src/guardrails/structured.ts';
+import { createScanThread } from '../src/guardrails/offload.ts';
+
+const thread = createScanThread();
+after(() => thread.close());
 
 const g = (name: string, spec: Record<string, unknown>): CompiledGuardrail =>
   compileGuardrail(name, { on: ['input', 'output'], action: 'redact', ...spec } as Parameters<typeof compileGuardrail>[1]);
@@ -55,6 +60,24 @@ test('the deferred walk equals the synchronous one with keys (findings in keys b
     assert.ok(split instanceof Promise, 'deferred');
     assert.deepEqual(await split, applyToChat(v, gs, 'input'), `${n} messages`);
   }
+});
+
+test('many keys and small values do not hold the loop: the keys are deferred, large ones scanned on the thread, with the same verdict', async () => {
+  let sent = 0;
+  const counting = { scan: (...a: Parameters<typeof thread.scan>) => { sent++; return thread.scan(...a); } };
+  const v: Record<string, Record<string, number>> = {};
+  for (let i = 0; i < 2000; i++) v[`o${i}`] = { [`customer record number ${i} of the export`]: i };
+  v.o1999[`SSN ${SSN}`] = 1;
+  assert.ok(Object.keys(v).length * 40 > OFFLOAD_CHARS);
+  const gs = [g('pii', { detect: ['ssn', 'email'] })];
+  const split = scanValue(v, gs, 'input', 'json', counting);
+  assert.ok(split instanceof Promise, 'deferred');
+  const whole = applyToJson(v, gs, 'input');
+  assert.deepEqual(await split, whole);
+  assert.equal(sent, 1, 'the key text went to the thread');
+  assert.equal(whole.verdict, 'block');
+  assert.deepEqual(whole.findings[0].where, ['$.o1999{key}']);
+  assert.deepEqual(await scanValue(v, gs, 'input', 'json'), whole, 'no thread: scanned on the loop in a later turn');
 });
 
 test('webhooks get leaves only: leafTexts and replaceLeaves stay aligned when keys are content', () => {

@@ -173,11 +173,14 @@ interface Walk {
   /** Every object's scanned keys, joined by newlines: one text scanned once, after the leaves (scanKeys). */
   keyText: string;
   /** Where each object's keys start in keyText, and the object's path. */
-  keyAt: Array<{ start: number; at: string }> | null;
+  keyAt: KeyAt[] | null;
 }
 
-/** A leaf (or a deep subtree's JSON text) left for later, in walker order. */
-export interface Queued { k: number; text: string; at: string; deep: boolean }
+/** Where one object's keys start in the walk's key text, and the object's path. */
+interface KeyAt { start: number; at: string }
+
+/** A leaf (or a deep subtree's JSON text, or the walk's keys with `keyAt`) left for later, in walker order. */
+export interface Queued { k: number; text: string; at: string; deep: boolean; keyAt?: KeyAt[] }
 
 function newWalk(gs: readonly CompiledGuardrail[], dir: Direction, defer: boolean): Walk {
   return { gs, dir, t: newTally(), chars: 0, k: 0, inline: 0, defer, queue: null, changed: null, keyText: '', keyAt: null };
@@ -197,6 +200,7 @@ function scanDeep(gs: readonly CompiledGuardrail[], dir: Direction, t: Tally, fl
 
 /** Scan one leaf or deep subtree into the tally: the output text (the same string when unchanged). */
 export function scanQueued(gs: readonly CompiledGuardrail[], dir: Direction, t: Tally, q: Queued): string {
+  if (q.keyAt !== undefined) { scanKeys(gs, dir, t, q.text, q.keyAt); return q.text; }
   if (!q.deep) return evaluateText(q.text, gs, dir, t, false, q.at);
   scanDeep(gs, dir, t, q.text, q.at);
   return q.text;
@@ -220,7 +224,7 @@ function deferred(w: Walk, len: number): boolean {
 
 /** The detector pass over one value: every leaf scanned (or queued), redactions applied, findings tallied. */
 function walk(v: unknown, path: string, w: Walk): unknown {
-  return mapLeaves(v, {
+  const out = mapLeaves(v, {
     leaf(text, at) {
       const k = w.k++;
       w.chars += text.length;
@@ -241,29 +245,34 @@ function walk(v: unknown, path: string, w: Walk): unknown {
       w.keyText = start === 0 ? names : `${w.keyText}\n${names}`;
     },
   }, path);
+  // The keys after every leaf, queued like one when the walk defers (so the split walk equals this one).
+  if (w.keyText !== '') {
+    const q: Queued = { k: w.k++, text: w.keyText, at: '$', deep: true, keyAt: w.keyAt! };
+    if (deferred(w, q.text.length)) w.queue!.push(q);
+    else scanQueued(w.gs, w.dir, w.t, q);
+  }
+  return out;
 }
 
 /**
- * The walk's object keys, scanned as one text after every leaf (in the deferred walk too, so both
- * give the same tally), against the same scan budget. A key cannot be redacted in place (renaming
- * may collide or break the receiver's schema), so redact blocks, as in deep subtrees; a finding
- * is evidence at the path of the object holding the key, suffixed `{key}`.
+ * The walk's object keys, scanned as one text after every leaf, against the same scan budget. A
+ * key cannot be redacted in place (renaming may collide or break the receiver's schema), so redact
+ * blocks, as in deep subtrees; a finding is evidence at the path of the object holding the key,
+ * suffixed `{key}`.
  */
-function scanKeys(w: Walk): void {
-  const text = w.keyText;
-  if (text === '') return;
+function scanKeys(gs: readonly CompiledGuardrail[], dir: Direction, t: Tally, text: string, keyAt: readonly KeyAt[]): void {
   const memo = newMemo(text);
-  const scanned = w.t.scanned;
-  w.t.scanned += text.length;
-  for (const g of w.gs) {
-    if (!g.on.has(w.dir)) continue;
-    if (scanned + text.length > g.maxScanChars) { overScanLimit(w.t, g, `${w.keyAt![0].at}{key}`); continue; }
-    for (const f of findingsFor(g, memo, false)) record(w.t, g, [f], g.action === 'redact' ? 'block' : g.action, `${keyOwner(w.keyAt!, f.start)}{key}`);
+  const scanned = t.scanned;
+  t.scanned += text.length;
+  for (const g of gs) {
+    if (!g.on.has(dir)) continue;
+    if (scanned + text.length > g.maxScanChars) { overScanLimit(t, g, `${keyAt[0].at}{key}`); continue; }
+    for (const f of findingsFor(g, memo, false)) record(t, g, [f], g.action === 'redact' ? 'block' : g.action, `${keyOwner(keyAt, f.start)}{key}`);
   }
 }
 
 /** The path of the object whose keys hold offset `pos` of the walk's key text. */
-function keyOwner(at: ReadonlyArray<{ start: number; at: string }>, pos: number): string {
+function keyOwner(at: readonly KeyAt[], pos: number): string {
   let i = at.length - 1;
   while (i > 0 && at[i].start > pos) i--;
   return at[i].at;
@@ -305,7 +314,6 @@ function result<T>(w: Walk, input: T, value: T, schemaErrors?: string[]): Struct
 
 /** After the walk: size limits, and json_schema guardrails on JSON payloads (tool arguments and results). */
 function finish<T>(w: Walk, shape: 'chat' | 'json', value: T, out: T): StructuredVerdict<T> {
-  scanKeys(w);
   checkSize(w, shape === 'chat' ? 'messages' : '$');
   if (shape === 'chat') return result(w, value, out);
   const schemaErrors: string[] = [];
