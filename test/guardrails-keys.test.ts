@@ -77,6 +77,13 @@ test('many keys and small values do not hold the loop: the keys are deferred, la
   assert.equal(sent, 1, 'the key text went to the thread');
   assert.equal(whole.verdict, 'block');
   assert.deepEqual(whole.findings[0].where, ['$.o1999{key}']);
+  const many: Record<string, Record<string, number>> = {};
+  for (let i = 0; i < 20_000; i++) many[`o${i}`] = { [`SSN ${SSN}`]: i };
+  const t0 = performance.now();
+  const r = applyToJson(many, [g('f', { detect: ['ssn'], action: 'flag' })], 'input');
+  assert.equal(r.findings[0].count, 20_000);
+  assert.deepEqual(r.findings[0].where?.slice(0, 2), ['$.o0{key}', '$.o1{key}']);
+  assert.ok(performance.now() - t0 < 5000, 'a finding in every key is attributed in n log n, not n^2');
   assert.deepEqual(await scanValue(v, gs, 'input', 'json'), whole, 'no thread: scanned on the loop in a later turn');
 });
 

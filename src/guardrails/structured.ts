@@ -271,11 +271,15 @@ function scanKeys(gs: readonly CompiledGuardrail[], dir: Direction, t: Tally, te
   }
 }
 
-/** The path of the object whose keys hold offset `pos` of the walk's key text. */
+/** The path of the object whose keys hold offset `pos` of the walk's key text (binary search: findings x objects stays small). */
 function keyOwner(at: readonly KeyAt[], pos: number): string {
-  let i = at.length - 1;
-  while (i > 0 && at[i].start > pos) i--;
-  return at[i].at;
+  let lo = 0;
+  let hi = at.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (at[mid].start <= pos) lo = mid; else hi = mid - 1;
+  }
+  return at[lo].at;
 }
 
 /** Every text leaf of a value, in walker order (what webhook guardrails are sent; not keys, which cannot be rewritten per leaf). */
