@@ -142,7 +142,7 @@ export function storeFailure(e: unknown): unknown {
 
 /** What a caller refused because the fleet store is down is told (model and tool planes alike). */
 export function storeUnavailableMessage(e: StoreUnavailable): string {
-  return `${e.store === 'redis' ? 'Redis' : 'PostgreSQL'} (the fleet store for budgets and rate limits) is unavailable, so aam refuses rather than skip a limit: ${e.message}; retry shortly`;
+  return `${e.storeName} (the fleet store for budgets and rate limits) is unavailable, so aam refuses rather than skip a limit: ${e.message}; retry shortly`;
 }
 
 /**

@@ -274,7 +274,7 @@ async function wrapAsync<T>(fn: () => Promise<T>): Promise<T> {
 function storeRefusal(e: unknown): unknown {
   const down = e instanceof StoreUnavailable ? e : postgresUnreachable(e) ? new StoreUnavailable('postgres', (e as Error).message) : null;
   if (!down) return e;
-  return new AamError(503, 'store_unavailable', `${down.store === 'redis' ? 'Redis' : 'PostgreSQL'} (the fleet store) is unavailable: ${down.message}; retry shortly`, { headers: { 'retry-after': '1' } });
+  return new AamError(503, 'store_unavailable', `${down.storeName} (the fleet store) is unavailable: ${down.message}; retry shortly`, { headers: { 'retry-after': '1' } });
 }
 
 const authzen = (batch: boolean, auth: (ctx: Ctx) => HumanAuth): Handler => async (ctx) => {

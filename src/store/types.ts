@@ -110,6 +110,9 @@ export class StoreUnavailable extends Error {
     this.name = 'StoreUnavailable';
     this.store = store;
   }
+
+  /** The store's name as messages give it. */
+  get storeName(): string { return this.store === 'redis' ? 'Redis' : 'PostgreSQL'; }
 }
 
 /** Error codes of a PostgreSQL connection that failed or a query it did not answer in time (Node's socket errors, postgres.js's own). */

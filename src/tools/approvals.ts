@@ -8,7 +8,7 @@ import type { Decision } from '../policy/types.ts';
 import type { Approvals, HeldCall } from '../store/approvals.ts';
 import { StoreUnavailable } from '../store/types.ts';
 import { canonicalJson } from './tool-integrity.ts';
-import { RPC, ToolError } from './types.ts';
+import { storeRefused } from './util.ts';
 
 export type { Approval, ApprovalStatus, Approvals, HeldCall } from '../store/approvals.ts';
 
@@ -33,7 +33,6 @@ export function heldCall(identity: Identity, target: ApprovalTarget, digest: str
 export async function checkHeld(approvals: Approvals, call: HeldCall): ReturnType<Approvals['check']> {
   try { return await approvals.check(call); } catch (e) {
     if (!(e instanceof StoreUnavailable)) throw e;
-    throw new ToolError('store_unavailable', `${e.store === 'redis' ? 'Redis' : 'PostgreSQL'} (the fleet store for held tool calls) is unavailable, so aam cannot tell whether this call was approved: ${e.message}; retry shortly`,
-      { code: RPC.upstream, status: 503, data: { code: 'store_unavailable', retry_after_seconds: 1, store: e.store } });
+    throw storeRefused(e, `${e.storeName} (the fleet store for held tool calls) is unavailable, so aam cannot tell whether this call was approved: ${e.message}; retry shortly`);
   }
 }

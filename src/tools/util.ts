@@ -20,13 +20,17 @@ export function decisionFields(d: Decision): Record<string, unknown> {
   return f;
 }
 
+/** A fleet store that cannot answer, as the tool plane's refusal: 503 (JSON-RPC -32603), store_unavailable, retry in 1 s. */
+export function storeRefused(e: StoreUnavailable, message: string): ToolError {
+  return new ToolError('store_unavailable', message, { code: RPC.upstream, status: 503, data: { code: 'store_unavailable', retry_after_seconds: 1, store: e.store } });
+}
+
 /**
  * A call whose intent could not be recorded durably: not forwarded, 503. The fleet's PostgreSQL
  * being down says so (store_unavailable, retry in 1 s, as on every plane); else audit_unavailable.
  */
 export function intentUnrecorded(what: string, e: unknown): ToolError {
-  const down = e instanceof StoreUnavailable;
-  const code = down ? 'store_unavailable' : 'audit_unavailable';
-  return new ToolError(code, `${what} not forwarded: its intent could not be recorded durably (${errMsg(e)})`,
-    { code: RPC.upstream, status: 503, data: { code, ...(down ? { retry_after_seconds: 1, store: e.store } : {}) } });
+  const message = `${what} not forwarded: its intent could not be recorded durably (${errMsg(e)})`;
+  if (e instanceof StoreUnavailable) return storeRefused(e, message);
+  return new ToolError('audit_unavailable', message, { code: RPC.upstream, status: 503, data: { code: 'audit_unavailable' } });
 }
