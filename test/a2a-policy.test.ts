@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { parseConfigTexts, ConfigError } from '../src/config/load.ts';
 import { compilePolicies, findAgent, setFor, type CompiledPolicies } from '../src/policy/compile.ts';
 import { decide, MEMO_AGENT_CALLS } from '../src/policy/decide.ts';
-import { agentVisible, maxDelegationDepth } from '../src/policy/agents.ts';
+import { cardRefusal, maxDelegationDepth } from '../src/policy/agents.ts';
 import { evaluateAuthZen, lookupInConfig } from '../src/policy/authzen.ts';
 import { runPolicyTests, explain, requestOf } from '../src/policy/test-runner.ts';
 
@@ -55,8 +55,8 @@ test('deny wins over any allow, in any policy; "*" denies the agent and hides it
   assert.match(d.reason, /policy "no-export" agents\[0\] denies skill "export"/);
   assert.equal(call(c, 'reporter', 'x').effect, 'deny');
   const set = setFor(findAgent(c, 'planner')!, c);
-  assert.equal(agentVisible(set, 'risk-scorer'), true);
-  assert.equal(agentVisible(set, 'reporter'), false);
+  assert.equal(cardRefusal(set, 'risk-scorer') === null, true);
+  assert.equal(cardRefusal(set, 'reporter') === null, false);
 });
 
 test('default deny names the caller and how to allow; when is CEL over the call and fails closed', () => {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { parseConfigTexts } from '../src/config/load.ts';
 import { compilePolicies, findAgent, setFor, type CompiledPolicies } from '../src/policy/compile.ts';
 import { decide, toolVisible } from '../src/policy/decide.ts';
-import { agentVisible, decidingAgentRule, maxDelegationDepth } from '../src/policy/agents.ts';
+import { cardRefusal, decidingAgentRule, maxDelegationDepth } from '../src/policy/agents.ts';
 import { explain, requestOf } from '../src/policy/test-runner.ts';
 import type { AgentRecord } from '../src/identity/types.ts';
 import type { Decision } from '../src/policy/types.ts';
@@ -312,8 +312,8 @@ test('A2A: a rule\'s rate and budget go with the calls it allows; max_delegation
   assert.equal(maxDelegationDepth(set), 9);
   assert.equal(maxDelegationDepth(setFor(who(c, 'bob'), c)), 4);
   const bob = setFor(who(c, 'bob'), c);
-  assert.deepEqual([agentVisible(bob, 'scorer'), call(c, 'bob', 'scorer', 'score').effect, call(c, 'bob', 'scorer', 'delete').effect], [true, 'allow', 'deny']);
-  assert.equal(agentVisible(set, 'ann'), false);
+  assert.deepEqual([cardRefusal(bob, 'scorer') === null, call(c, 'bob', 'scorer', 'score').effect, call(c, 'bob', 'scorer', 'delete').effect], [true, 'allow', 'deny']);
+  assert.equal(cardRefusal(set, 'ann') === null, false);
   assert.throws(() => compile(...A2A, policy('bad', '{ agent: ann }', `  agents:
     - { agent: scorer, deny: ['*'], rate: { rpm: 1 } }
     - { agent: writer, deny: ['*'], budget: { calls_per_day: 1 } }

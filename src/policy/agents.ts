@@ -114,13 +114,8 @@ export function decidingAgentRule(set: AgentRuleSource, d: Pick<Decision, 'polic
   return undefined;
 }
 
-/** Could this caller call some skill of `callee`? (Its card is shown only then.) */
-export function agentVisible(set: AgentRuleSource, callee: string): boolean {
-  return cardRefusal(set, callee) === null;
-}
-
 /**
- * Why this caller may not see `callee`'s card (a rule denies the agent outright, or no rule names
+ * Why this caller may not see `callee`'s card, i.e. could call no skill of it (a rule denies the agent outright, or no rule names
  * it), in the words a call's decision would use; null when some rule may let it call a skill.
  */
 export function cardRefusal(set: AgentRuleSource, callee: string): string | null {
