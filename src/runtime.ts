@@ -20,7 +20,7 @@ import type { FleetLimiter } from './store/fleet-limits.ts';
 import { FleetMcpSessions } from './store/fleet-mcp-sessions.ts';
 import { FleetCache } from './store/fleet-cache.ts';
 import { FleetTaskOwners, memoryTaskOwners } from './store/task-owners.ts';
-import { openExpiringTable } from './store/sqlite-expiring.ts';
+import { openExpiringTable, sealedTable } from './store/sqlite-expiring.ts';
 import { memoryMcpSessions } from './store/mcp-sessions.ts';
 import type { FleetPins } from './store/fleet-pins.ts';
 import type { FleetCredentialRows } from './store/fleet-credentials.ts';
@@ -304,7 +304,7 @@ export class Runtime {
     // Embedded: kept in the data dir across restarts (a callee's task outlives a deploy of aam).
     const kept = (space: string) => openExpiringTable(this.db, space, (err) => this.log.error({ event: 'a2a_state_store_failed', space, err }, `A2A state (${space}) could not be stored: after a restart it is unknown`));
     this.a2aTasks = this.fleet ? new FleetTaskOwners(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryTaskOwners(undefined, undefined, undefined, kept('task_owners'));
-    this.a2aPushRoutes = this.fleet ? redisPushRoutes(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryPushRoutes(undefined, undefined, kept('push_routes'));
+    this.a2aPushRoutes = this.fleet ? redisPushRoutes(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryPushRoutes(undefined, undefined, sealedTable(kept('push_routes'), this.vault.subkey('aam a2a push routes at rest v1')));
     this.a2aPushHeld = this.fleet ? redisPushHeld(this.fleet.fleet.redis, this.fleet.fleet.prefix, this.vault.subkey('aam a2a push held text v1')) : memoryPushHeld();
     this.responses = this.fleet ? fleetResponseStore(this.fleet.fleet.sql)
       : openResponseStore(this.db, Date.now, (err, ids) => this.log.error({ event: 'responses_store_failed', err, ids }, 'storing responses failed; previous_response_id naming them will be 404'));

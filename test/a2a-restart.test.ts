@@ -12,13 +12,15 @@ import { startGateway, type Running } from '../src/cli/serve.ts';
 import { parseConfigTexts } from '../src/config/load.ts';
 import { memoryPushRoutes } from '../src/store/push-routes.ts';
 import { memoryTaskOwners } from '../src/store/task-owners.ts';
-import { openExpiringTable } from '../src/store/sqlite-expiring.ts';
+import { openExpiringTable, sealedTable } from '../src/store/sqlite-expiring.ts';
 import { doc, yaml } from './helpers/config-docs.ts';
 import { tempDir } from './helpers/temp.ts';
 import { startTestAgents } from './helpers/a2a-agents.ts';
 
 const agents = await startTestAgents([{ name: 'helper', skills: ['help'], aamUrl: () => '', key: () => '' }]);
 after(() => agents.close());
+
+const KEY = Buffer.alloc(32, 7);
 
 const CONFIG = yaml(
   doc('Agent', 'helper', { workload: 'spiffe://test/agent/helper', a2a: { url: `${agents.base}/helper` } }),
@@ -69,11 +71,11 @@ test('the stores write new owners and routes, load them in a new process, and le
   {
     const db = new DatabaseSync(file);
     const owners = memoryTaskOwners(10, 60_000, now, openExpiringTable(db, 'task_owners', undefined, now));
-    const routes = memoryPushRoutes(10, now, openExpiringTable(db, 'push_routes', undefined, now));
+    const routes = memoryPushRoutes(10, now, sealedTable(openExpiringTable(db, 'push_routes', undefined, now), KEY));
     owners.bind('helper', { tasks: ['t1'], contexts: ['c1'] }, 'spiffe://a', 'help');
     owners.bind('helper', { tasks: ['t1'], contexts: [] }, 'spiffe://b', 'help'); // owned: stays a's
     routes.put('r1', '{"url":"x"}', 30_000);
-    routes.put('r2', '{"url":"y"}', 120_000);
+    routes.put('r2', '{"url":"y","callerToken":"caller-secret-token"}', 120_000);
     owners.flush!();
     routes.flush!();
     db.close();
@@ -81,12 +83,16 @@ test('the stores write new owners and routes, load them in a new process, and le
   t += 40_000;
   const db = new DatabaseSync(file);
   const owners = memoryTaskOwners(10, 60_000, now, openExpiringTable(db, 'task_owners', undefined, now));
-  const routes = memoryPushRoutes(10, now, openExpiringTable(db, 'push_routes', undefined, now));
+  // A route holds the caller's token: sealed at rest, never in the file as written.
+  const stored = db.prepare("SELECT value FROM expiring_state WHERE space = 'push_routes'").all() as Array<{ value: string }>;
+  assert.ok(stored.length > 0 && stored.every((r) => !r.value.includes('caller-secret-token') && r.value.startsWith('v1:')), JSON.stringify(stored));
+  assert.equal(memoryPushRoutes(10, now, sealedTable(openExpiringTable(db, 'push_routes', undefined, now), Buffer.alloc(32, 9))).get('r2'), undefined, 'another key opens nothing');
+  const routes = memoryPushRoutes(10, now, sealedTable(openExpiringTable(db, 'push_routes', undefined, now), KEY));
   assert.deepEqual({ ...owners.get('helper', 'task', 't1') as object, expires: undefined, saved: undefined }, { caller: 'spiffe://a', skill: 'help', expires: undefined, saved: undefined });
   assert.equal((owners.get('helper', 'context', 'c1') as { caller: string }).caller, 'spiffe://a');
   assert.equal(owners.get('helper', 'task', 'nope'), undefined);
   assert.equal(routes.get('r1'), undefined, 'expired before the restart');
-  assert.equal(routes.get('r2'), '{"url":"y"}');
+  assert.equal(routes.get('r2'), '{"url":"y","callerToken":"caller-secret-token"}');
   // A refresh is written once the table's expiry is half a ttl behind, not on every bind (a task named by every call).
   const rows = () => db.prepare("SELECT key, expires FROM expiring_state WHERE space = 'task_owners' ORDER BY key").all() as Array<{ key: string; expires: number }>;
   const t1 = () => { owners.flush!(); return rows().find((r) => r.key.endsWith('t1'))!.expires; };

@@ -6,6 +6,7 @@
 // transaction), so the hot path pays a Map entry. What a hard kill loses is those milliseconds.
 import type { DatabaseSync } from 'node:sqlite';
 import { transaction } from './sqlite.ts';
+import { seal, unseal } from './seal.ts';
 
 export interface ExpiringRow { key: string; value: string; expires: number }
 
@@ -55,5 +56,20 @@ export function openExpiringTable(db: DatabaseSync, space: string, onError: (e: 
       timer ??= setTimeout(flush, GROUP_MS);
     },
     flush,
+  };
+}
+
+/**
+ * `table` with its values sealed at rest under `key` (AES-256-GCM, a subkey of the master key):
+ * for state holding a secret (a push route's tokens). A row that does not open is not loaded.
+ */
+export function sealedTable(table: ExpiringTable, key: Buffer): ExpiringTable {
+  return {
+    load: (now, max) => table.load(now, max).flatMap((r) => {
+      const value = unseal(key, r.value);
+      return value === null ? [] : [{ ...r, value }];
+    }),
+    put: (k, value, expires) => table.put(k, seal(key, value), expires),
+    flush: () => table.flush(),
   };
 }
