@@ -7,6 +7,7 @@ import { decideTool, toolVisibleIn } from '../policy/decide.ts';
 import { decidingToolRule, type CompiledToolRule } from '../policy/compile.ts';
 import type { Decision } from '../policy/types.ts';
 import type { Runtime } from '../runtime.ts';
+import { storeRefused } from '../tools/util.ts';
 import { ToolError, RPC, type ToolAccess, type ToolAdmission, type JsonBody, type ToolCallTrace, type ToolDeps, type TraceContextIn } from '../tools/types.ts';
 import { parseTraceparent, traceHeaders } from '../observability/tracing.ts';
 import { toolSpanAttributes, toolSpanName } from '../observability/otlp-genai.ts';
@@ -147,7 +148,7 @@ function admitToolCall(rt: Runtime, identity: Access['identity'], rule: Compiled
 /** A fleet store that cannot answer refuses the call (503, retry in 1 s): a limit is never skipped. */
 function toolStoreFailure(e: unknown): unknown {
   if (!(e instanceof StoreUnavailable)) return e;
-  return new ToolError('store_unavailable', storeUnavailableMessage(e), { code: RPC.upstream, status: 503, data: { retry_after_seconds: 1, store: e.store } });
+  return storeRefused(e, storeUnavailableMessage(e));
 }
 
 /** Evidence not committed in time (EvidenceUnavailable): the tool plane's 503, aam's code in data as on the MCP plane's other refusals. */
