@@ -152,6 +152,7 @@ const AUDIT_ROOM = 90_000;
 
 /** What a callee's credential adds to a call (injectCallee). */
 /** A provider without a credential injects nothing: one shared, frozen injection (gateway/upstream.ts reuses its header merge). */
+const EMBEDDED_HEALTH: StoreHealth = Object.freeze({ kind: 'embedded', ok: true, stores: Object.freeze({ sqlite: Object.freeze({ ok: true }) }) });
 const NO_INJECTION: Injection = Object.freeze({ headers: Object.freeze({}) });
 
 type CalleeInjection = { headers: Record<string, string>; query?: Record<string, string>; credential: CredentialInjection['credential'] };
@@ -325,9 +326,12 @@ export class Runtime {
     return this.#keys;
   }
 
-  /** What /readyz reports: the store in use and whether each backing store answers. */
-  storeHealth(): StoreHealth {
-    return this.fleet ? this.fleet.fleet.health() : { kind: 'embedded', ok: true, stores: { sqlite: { ok: true } } };
+  /**
+   * What /readyz reports: the store in use and whether each backing store answers, asked now (an
+   * idle replica would otherwise see a frozen store only when a request uses it).
+   */
+  probeStores(): StoreHealth | Promise<StoreHealth> {
+    return this.fleet ? this.fleet.fleet.probe() : EMBEDDED_HEALTH;
   }
 
   /** Start budgets from what was already spent this day/month (survives restarts). */

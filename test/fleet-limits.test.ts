@@ -164,6 +164,35 @@ test('a replica killed mid-request holds its reservation only until it expires',
   } finally { await a.stop(); await b.stop(); await held.close(); }
 });
 
+test('/readyz asks the stores: a Redis frozen while the replica is idle is named within ~1 s (nothing in flight would notice it); thawed, ready again', async () => {
+  const redis = await privateRedis();
+  const own = await fleetStore(redis.url);
+  const d = tempDir('aam-fleet-frozen-');
+  const config = join(d, 'aam.yaml');
+  writeFileSync(config, configFor(upstream.url, 0.3));
+  const gw = await startGateway({ configPath: config, dataDir: join(d, 'data'), port: 0, host: '127.0.0.1', env: { ...process.env, ...own.env, AAM_LOG_LEVEL: 'error' } });
+  const url = `http://127.0.0.1:${gw.port}`;
+  try {
+    assert.equal((await fetch(`${url}/readyz`)).status, 200);
+    redis.pause();
+    const t0 = performance.now();
+    const ready = await fetch(`${url}/readyz`);
+    const ms = performance.now() - t0;
+    const body = (await ready.json()) as { down: string[]; store: { stores: { redis: { error: string } } } };
+    assert.equal(ready.status, 503, JSON.stringify(body));
+    assert.deepEqual(body.down, ['redis']);
+    assert.match(body.store.stores.redis.error, /no answer within 1000 ms/);
+    assert.ok(ms < 1_500, `answered in ${ms.toFixed(0)} ms`);
+    redis.resume();
+    await until(async () => (await fetch(`${url}/readyz`)).status === 200, 15_000, '/readyz to recover');
+  } finally {
+    redis.resume();
+    await gw.close();
+    await redis.stop();
+    await own.drop();
+  }
+});
+
 test('Redis down: 503 store_unavailable (never an unchecked 200), /readyz names redis; back by itself, budget still enforced', async () => {
   const redis = await privateRedis();
   const own = await fleetStore(redis.url);

@@ -32,9 +32,9 @@ export function coreRoutes(): Routes & { close(): Promise<void> } {
     ['GET /v1/models', handleModels],
     ['GET /models', handleModels],
     ['GET /healthz', (ctx) => sendJson(ctx, 200, { status: 'ok' })],
-    ['GET /readyz', (ctx) => {
+    ['GET /readyz', async (ctx) => {
       if (!ctx.rt.ready) return sendJson(ctx, 503, { status: 'starting' });
-      const store = ctx.rt.storeHealth();
+      const store = await ctx.rt.probeStores();
       if (!store.ok) return sendJson(ctx, 503, { status: 'store_unavailable', store, down: Object.keys(store.stores).filter((k) => !store.stores[k].ok) });
       return sendJson(ctx, 200, { status: 'ready', config_version: ctx.cfg.version, store: store.kind });
     }],

@@ -5,7 +5,7 @@
 // and each kind also polls on a short timer, so a lost message delays a change by at most that.
 import { randomBytes } from 'node:crypto';
 import { connectPostgres, databaseName, migrate, requireSchema, QUERY_TIMEOUT_S, type Sql } from './postgres.ts';
-import { connectAdmission, connectRedis, fleetPrefix, type Redis } from './redis.ts';
+import { connectAdmission, connectRedis, fleetPrefix, COMMAND_TIMEOUT_MS, type Redis } from './redis.ts';
 import type { RespConnection } from './resp.ts';
 import { connectEvidence, type EventWriter } from './pg-wire.ts';
 import type { StoreHealth } from './types.ts';
@@ -43,6 +43,11 @@ export interface Fleet {
   /** Remember whether PostgreSQL answered (the key poll doubles as its health check). */
   notePostgres(error: unknown): void;
   health(): StoreHealth;
+  /**
+   * health() after asking each store now (PING on both Redis connections, `select 1`): an idle
+   * replica learns of a frozen or lost store only when something uses it. At most `ms` (then: down).
+   */
+  probe(ms?: number): Promise<StoreHealth>;
   close(): Promise<void>;
 }
 
@@ -105,6 +110,16 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
     sub.subscribe(channel).catch(() => {});
   }
   const replicaId = randomBytes(6).toString('hex');
+  const health = (): StoreHealth => {
+    // Admissions fail while their connection is down, so it counts as much as the other.
+    const down = redis.status !== 'ready' ? redis : opts.admission && admission.status !== 'ready' ? admission : null;
+    const redisOk = down === null;
+    const stores = {
+      postgres: pgError === null ? { ok: true } : { ok: false, error: pgError },
+      redis: redisOk ? { ok: true } : { ok: false, error: `${down === admission ? 'admission connection' : 'connection'} ${down.status}` },
+    };
+    return { kind: 'fleet', ok: stores.postgres.ok && redisOk, stores };
+  };
   return {
     sql, redis, admission, evidence, prefix, replicaId,
     async announce(kind, payload) {
@@ -115,15 +130,15 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
       if (list) list.push(fn); else followers.set(kind, [fn]);
     },
     notePostgres(error) { pgError = error === null || error === undefined ? null : errMsg(error); },
-    health() {
-      // Admissions fail while their connection is down, so it counts as much as the other.
-      const down = redis.status !== 'ready' ? redis : opts.admission && admission.status !== 'ready' ? admission : null;
-      const redisOk = down === null;
-      const stores = {
-        postgres: pgError === null ? { ok: true } : { ok: false, error: pgError },
-        redis: redisOk ? { ok: true } : { ok: false, error: `${down === admission ? 'admission connection' : 'connection'} ${down.status}` },
-      };
-      return { kind: 'fleet', ok: stores.postgres.ok && redisOk, stores };
+    health,
+    async probe(ms = PROBE_MS) {
+      const [pg, r, a] = await Promise.all([answers(sql`select 1`, ms), answers(redis.ping(), ms), opts.admission ? answers(admission.send('PING', []), ms) : null]);
+      const h = health();
+      const stores = { ...h.stores };
+      if (pg !== null) stores.postgres = { ok: false, error: pg };
+      const redisDown = r !== null ? `connection: ${r}` : a !== null ? `admission connection: ${a}` : null;
+      if (redisDown !== null && stores.redis.ok) stores.redis = { ok: false, error: redisDown };
+      return { kind: 'fleet', ok: stores.postgres.ok && stores.redis.ok, stores };
     },
     async close() {
       sub?.disconnect();
@@ -132,4 +147,14 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
       await Promise.all([sql.end({ timeout: 2 }), evidence !== sql ? evidence.end({ timeout: 2 }) : null]);
     },
   };
+}
+
+/** How long /readyz waits for a store's answer before naming it down (a Redis command's own stall limit). */
+const PROBE_MS = COMMAND_TIMEOUT_MS;
+
+/** null when `p` settles within `ms`; else why not. */
+function answers(p: PromiseLike<unknown>, ms: number): Promise<string | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<string>((resolve) => { timer = setTimeout(() => resolve(`no answer within ${ms} ms`), ms); });
+  return Promise.race([Promise.resolve(p).then(() => null, (e: unknown) => errMsg(e)), late]).finally(() => clearTimeout(timer));
 }
