@@ -77,3 +77,23 @@ test('a refused admin Bearer says which fix applies: API off, a wrong admin toke
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a malformed percent-encoding in an admin path is a 400 naming it, not a 500', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aam-adminpct-'));
+  const configPath = join(dir, 'aam.yaml');
+  writeFileSync(configPath, 'apiVersion: access.envisionai.dev/v1\nkind: Provider\nmetadata: { name: demo }\nspec: { type: demo }\n');
+  const token = randomBytes(32).toString('hex');
+  const gw = await startGateway({ configPath, dataDir: join(dir, 'data'), port: 0, host: '127.0.0.1', quiet: true, env: { ...process.env, AAM_LOG_LEVEL: 'error', AAM_ADMIN_TOKEN: token } });
+  try {
+    for (const [path, what] of [['/admin/v1/agents/ec%E0%A4%A', 'agent name'], ['/admin/v1/tools/srv%/t/diff', 'MCP server name'], ['/admin/v1/tools/srv/t%ZZ/diff', 'tool name']]) {
+      const r = await fetch(`http://127.0.0.1:${gw.port}${path}`, { headers: { authorization: `Bearer ${token}` } });
+      const body = (await r.json()) as { error: { code: string; message: string } };
+      assert.equal(r.status, 400, `${path}: ${JSON.stringify(body)}`);
+      assert.equal(body.error.code, 'invalid_request');
+      assert.match(body.error.message, new RegExp(`malformed percent-encoding in the ${what} .*encode "%" as "%25"`));
+    }
+  } finally {
+    await gw.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

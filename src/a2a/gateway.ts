@@ -9,7 +9,7 @@ import { H1Agent } from '../lib/h1-agent.ts';
 import { sendToCallee, type CalleeAnswer, type CalleeHandler, type CalleeText } from './callee.ts';
 import type { Access, CalleeInjection, Ctx } from './plane.ts';
 import { readJson, readJsonWithBytes, sendJson, type BodyWatch } from '../access/request.ts';
-import { AamError, EvidenceUnavailable, toAamError } from '../access/errors.ts';
+import { AamError, EvidenceUnavailable, pathSegment, toAamError } from '../access/errors.ts';
 import { Access as AccessOf, currentCaller as callerNow, openAccess } from '../access/context.ts';
 import { authorize, policyEvidence, recordDecision, storeFailure, type Admission } from '../access/decide.ts';
 import type { Identity } from '../identity/types.ts';
@@ -111,8 +111,7 @@ export function createA2aGateway(): A2aGateway {
     const slash = path.indexOf('/', 5);
     const encoded = slash < 0 ? path.slice(5) : path.slice(5, slash);
     if (!path.startsWith('/a2a/') || encoded === '' || /[\n\r\u2028\u2029]/.test(path)) throw new AamError(404, 'not_found', `no A2A endpoint ${path}; use /a2a/<agent> (JSON-RPC) or /a2a/<agent>${CARD_PATH}`);
-    let name: string;
-    try { name = encoded.includes('%') ? decodeURIComponent(encoded) : encoded; } catch { throw new AamError(400, 'invalid_request', 'malformed percent-encoding in the agent name'); }
+    const name = pathSegment(encoded, 'agent name');
     const rest = slash < 0 || slash === path.length - 1 ? '' : path.slice(slash);
     if (rest === CARD_PATH) {
       if (ctx.req.method !== 'GET') throw new AamError(405, 'method_not_allowed', `${ctx.req.method} is not allowed on ${ctx.path}; use GET`, { headers: { allow: 'GET' } });

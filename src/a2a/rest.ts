@@ -2,7 +2,7 @@
 // as the JSON-RPC method and params it stands for, so both bindings share one decision, guard,
 // relay and evidence path (gateway.ts); only the framing of answers and errors differs. The
 // callee is always spoken to in JSON-RPC at spec.a2a.url. Pure functions, no I/O.
-import { AamError } from '../access/errors.ts';
+import { AamError, pathSegment } from '../access/errors.ts';
 
 export interface RestOp {
   /** The JSON-RPC method this route stands for. */
@@ -45,8 +45,7 @@ const ROUTES: Route[] = [
 
 /** One path segment decoded (task and config ids may be percent-encoded). */
 function segment(raw: string): string {
-  let v: string;
-  try { v = decodeURIComponent(raw); } catch { throw new AamError(400, 'invalid_request', 'malformed percent-encoding in the A2A path'); }
+  const v = pathSegment(raw, 'A2A path segment');
   if (!v || /[\u0000-\u001f]/.test(v)) throw new AamError(400, 'invalid_request', 'an empty id or control characters in the A2A path');
   return v;
 }

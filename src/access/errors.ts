@@ -71,6 +71,16 @@ export function jsonRpcErrorBody(e: AamError): string {
 }
 const RPC_BY_STATUS: Record<number, number> = { 401: -32001, 403: -32001, 404: -32602, 429: -32029 };
 
+/** A path segment, percent-decoded; malformed encoding (e.g. a lone "%") is the caller's mistake (400 naming it), not a 500. */
+export function pathSegment(raw: string, what: string): string {
+  if (!raw.includes('%')) return raw;
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new AamError(400, 'invalid_request', `malformed percent-encoding in the ${what} "${raw.slice(0, 200)}"; encode "%" as "%25"`);
+  }
+}
+
 export function toAamError(err: unknown): AamError {
   if (err instanceof AamError) return err;
   return new AamError(500, 'internal_error', 'internal error; see the gateway log for details');

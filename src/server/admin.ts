@@ -2,7 +2,7 @@
 // (break-glass admin), a console session or an OIDC ID token (console/auth.ts), with the person's
 // role checked per route: viewer reads, approver decides held calls, operator changes keys, tool
 // pins and reloads, admin sets credentials. An agent's virtual key or JWT never gets in.
-import { AamError } from '../access/errors.ts';
+import { AamError, pathSegment } from '../access/errors.ts';
 import { StoreUnavailable, postgresUnreachable } from '../store/types.ts';
 import { readJson, sendJson } from '../access/request.ts';
 import type { Ctx, Handler, Routes } from './http.ts';
@@ -118,7 +118,7 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
   if (method === 'GET' && rest === '/keys') return sendJson(ctx, 200, { data: await rt.keyBook.list() });
   if (method === 'GET' && rest === '/agents') return sendJson(ctx, 200, { data: await agentsOverview(rt, ctx.cfg, await rt.keyBook.list(), await seenTable(rt)) });
   if (method === 'GET' && (m = /^\/agents\/([^/]+)$/.exec(rest))) {
-    const name = decodeURIComponent(m[1]);
+    const name = pathSegment(m[1], 'agent name');
     const a = ctx.cfg.policies.agents.get(name);
     if (!a) throw new AamError(404, 'not_found', `no Agent "${name}" in the config`);
     return sendJson(ctx, 200, { agent: a, ...capabilities(a, ctx.cfg) });
@@ -242,7 +242,7 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     if (method === 'GET' && rest === '/tools/flagged') return sendJson(ctx, 200, { data: tools.mcp.flaggedTools() });
     if (method === 'GET' && rest === '/mcp/status') return sendJson(ctx, 200, tools.mcp.status());
     if ((m = /^\/tools\/([^/]+)\/([^/]+)\/(diff|accept)$/.exec(rest))) {
-      const [server, tool] = [decodeURIComponent(m[1]), decodeURIComponent(m[2])];
+      const [server, tool] = [pathSegment(m[1], 'MCP server name'), pathSegment(m[2], 'tool name')];
       if (method === 'GET' && m[3] === 'diff') return sendJson(ctx, 200, wrap(() => tools.mcp.toolDiff(server, tool)));
       if (method === 'POST' && m[3] === 'accept') {
         must(who, 'operator');

@@ -1,7 +1,7 @@
 // Tool plane routes: /mcp (all MCP servers the caller may use), /mcp/<server>, /tools/<tool>/<action>,
 // and the RFC 9728 metadata MCP clients use to discover how to authenticate.
 import type { Ctx, Routes } from './http.ts';
-import { AamError } from '../access/errors.ts';
+import { AamError, pathSegment } from '../access/errors.ts';
 import { keepSseAlive, readJson, sendJson } from '../access/request.ts';
 import { openAccess } from '../access/context.ts';
 import { toolAccess } from './tool-deps.ts';
@@ -32,14 +32,6 @@ async function accessForMcp(ctx: Ctx, path: string) {
   }
 }
 
-/** A path segment, percent-decoded; malformed encoding (e.g. a lone "%") is the caller's mistake, not a 500. */
-function segment(raw: string, what: string): string {
-  try {
-    return decodeURIComponent(raw);
-  } catch {
-    throw new AamError(400, 'invalid_request', `malformed percent-encoding in the ${what} "${raw.slice(0, 200)}"; encode "%" as "%25"`);
-  }
-}
 
 /**
  * The tool planes answer through the MCP SDK and the HTTP tool proxy, not sendJson: aam's id goes
@@ -58,7 +50,7 @@ export function addToolRoutes(routes: Routes, mcp: McpGateway, http: HttpToolPro
     // RFC 8707: this route's own URL is an audience a token may carry to be accepted here (and only here).
     ctx.resource = baseUrl(ctx) + ctx.path;
     const access = await accessForMcp(ctx, ctx.path);
-    const server = rest ? segment(rest, 'MCP server name') : null;
+    const server = rest ? pathSegment(rest, 'MCP server name') : null;
     const body = ctx.req.method === 'POST' ? await readJson(ctx) : undefined;
     stampRequestId(ctx);
     // Session streams (GET /mcp) are idle by nature: comment frames keep proxies from cutting them.
@@ -73,8 +65,8 @@ export function addToolRoutes(routes: Routes, mcp: McpGateway, http: HttpToolPro
     const m = /^\/tools\/([^/]+)\/([^/]+)$/.exec(ctx.path);
     if (!m) throw new AamError(404, 'not_found', 'HTTP tools are called at /tools/<tool>/<action>');
     const access = toolAccess(await openAccess(ctx));
-    const tool = segment(m[1], 'tool name');
-    const action = segment(m[2], 'action name');
+    const tool = pathSegment(m[1], 'tool name');
+    const action = pathSegment(m[2], 'action name');
     const body = ctx.req.method === 'GET' || ctx.req.headers['content-length'] === '0' ? {} : await readJson(ctx);
     stampRequestId(ctx);
     await http.handle(ctx.req, ctx.res, access, tool, action, body);
