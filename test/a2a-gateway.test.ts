@@ -158,6 +158,12 @@ test('streaming: SendStreamingMessage is relayed event by event; the task belong
   assert.equal(agents.received.get('helper'), undefined, 'the callee saw none of them');
   const own = await rpc('helper', 'planner', 'SendMessage', ref([taskId]));
   assert.match(replyText({ parts: (own.body.result?.message as { parts: Array<{ text: string }> }).parts.map((p) => ({ content: { value: p.text } })) }), /helper says: summarise/, 'the caller may refer to its own task');
+  // Resubscribing to the finished task: the callee refuses once its stream has begun; the caller gets that refusal as the last event.
+  const sub = await fetch(`${gw.url}/a2a/helper`, { method: 'POST', headers: { 'content-type': 'application/json', 'a2a-version': '1.0', accept: 'text/event-stream', authorization: `Bearer ${keys.planner}` },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 8, method: 'SubscribeToTask', params: { id: taskId } }) });
+  const subText = await sub.text();
+  assert.match(subText, /"error":\{"code":-?\d+,"message":"[^"]*(terminal|final|completed)/i, subText);
+  assert.equal((await rpc('helper', 'planner', 'GetTask', { id: taskId })).body.result?.id, taskId, 'the callee is still up');
 });
 
 test('a denied skill is 403 naming the policy; the callee never sees it', async () => {

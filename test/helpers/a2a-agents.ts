@@ -110,13 +110,21 @@ export async function startTestAgents(defs: AgentDef[]): Promise<TestAgents> {
     const out = await agent.rpc.handle(body as never, context) as unknown;
     if (out && typeof out === 'object' && Symbol.asyncIterator in out) {
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-      for await (const ev of out as AsyncIterable<unknown>) res.write(`data: ${JSON.stringify(ev)}\n\n`);
+      try {
+        for await (const ev of out as AsyncIterable<unknown>) res.write(`data: ${JSON.stringify(ev)}\n\n`);
+      } catch (e) {
+        // The SDK refuses some streams only once iterated (SubscribeToTask on a finished task): the
+        // 200 is out, so the refusal is the stream's last event, as a JSON-RPC error.
+        const id = (body as { id?: unknown }).id ?? null;
+        const err = e as { code?: number; message?: string };
+        res.write(`data: ${JSON.stringify({ jsonrpc: '2.0', id, error: { code: typeof err.code === 'number' ? err.code : -32603, message: String(err.message ?? e) } })}\n\n`);
+      }
       res.end();
       return;
     }
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(out));
   };
-  const server: Server = createServer((req, res) => { serve(req, res).catch((e: unknown) => { res.writeHead(500).end(String(e)); }); });
+  const server: Server = createServer((req, res) => { serve(req, res).catch((e: unknown) => { if (res.headersSent) res.end(); else res.writeHead(500).end(String(e)); }); });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
