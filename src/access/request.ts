@@ -12,7 +12,7 @@ import type { PolicySet } from '../policy/compile.ts';
 import { AamError, anthropicErrorBody, jsonRpcErrorBody, openaiErrorBody, toAamError } from './errors.ts';
 import { jsonTooDeep, MAX_JSON_DEPTH } from './json-depth.ts';
 import { keyCount, memberCount, scanJsonKeys } from './json-keys.ts';
-import { parseJsonInTurns } from './json-turns.ts';
+import { JsonTooComplex, MAX_KEY_NAMES, parseJsonInTurns } from './json-turns.ts';
 
 /**
  * A request's context. The access path sees the runtime and config through its own views; a plane
@@ -251,14 +251,14 @@ function refuseTooDeep(buf: Buffer, tooDeep: boolean): void {
 function parseBody(buf: Buffer): unknown {
   // A large body's long strings are decoded from its bytes across loop turns; a small body is parsed at once.
   try {
-    const v = parseJsonInTurns(buf);
+    const v = parseJsonInTurns(buf, { maxKeyNames: MAX_KEY_NAMES });
     return v instanceof Promise ? v.catch((e: unknown) => { throw notJson(e); }) : v;
   } catch (e) {
     throw notJson(e);
   }
 }
 
-const notJson = (e: unknown) => new AamError(400, 'invalid_json', `request body is not valid JSON: ${(e as Error).message}`);
+const notJson = (e: unknown) => e instanceof JsonTooComplex ? new AamError(400, 'invalid_request', e.message) : new AamError(400, 'invalid_json', `request body is not valid JSON: ${(e as Error).message}`);
 
 /**
  * Comment frames on an idle event stream so proxies and load balancers do not cut it: every `ms`,

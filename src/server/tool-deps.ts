@@ -15,7 +15,7 @@ import { requestTraceId } from '../access/evidence.ts';
 import { Access as AccessOf, currentCaller } from '../access/context.ts';
 import type { Ctx } from './http.ts';
 import { guardrailsOf, guardValue, nextTurn, redactForReview, TURN_MS } from '../access/guard.ts';
-import { parseJsonInTurns } from '../access/json-turns.ts';
+import { JsonTooComplex, MAX_KEY_NAMES, parseJsonInTurns } from '../access/json-turns.ts';
 import type { IncomingMessage } from 'node:http';
 import { scrubAcross } from '../access/egress.ts';
 import { noteActivity, shadowed, storeUnavailableMessage } from '../access/decide.ts';
@@ -176,9 +176,10 @@ async function readJsonBody(req: IncomingMessage, max: number): Promise<JsonBody
     if (performance.now() - since >= TURN_MS) { await nextTurn(); since = performance.now(); }
   }
   try {
-    const value = parseJsonInTurns(Buffer.concat(chunks));
+    const value = parseJsonInTurns(Buffer.concat(chunks), { maxKeyNames: MAX_KEY_NAMES });
     return { ok: true, value: value instanceof Promise ? await value : value };
   } catch (e) {
+    if (e instanceof JsonTooComplex) return { ok: false, status: 400, code: -32600, message: e.message };
     return { ok: false, status: 400, code: -32700, message: `parse error: request body is not valid JSON (${errMsg(e)})` };
   }
 }
