@@ -82,10 +82,17 @@ export interface OidcClient {
 const ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
 const CLOCK_TOLERANCE_S = 5;
 
+/**
+ * email_verified as IdPs send it: a boolean, or the string "true"/"false" (AWS Cognito's userinfo,
+ * some SAML bridges). Absent means the IdP does not say (Entra ID): its email stands. Any other
+ * value is not a yes.
+ */
+const emailVerified = (v: unknown): boolean => v === undefined || v === true || v === 'true';
+
 /** email (only when not marked unverified) and groups, in the shape roles need. */
 export function humanClaims(c: Record<string, unknown>): HumanClaims {
   if (typeof c.sub !== 'string' || !c.sub) throw new OidcError('the ID token has no subject (sub)');
-  const email = typeof c.email === 'string' && c.email_verified !== false ? c.email : undefined;
+  const email = typeof c.email === 'string' && emailVerified(c.email_verified) ? c.email : undefined;
   const groups = Array.isArray(c.groups) ? c.groups.filter((g): g is string => typeof g === 'string') : [];
   return { sub: c.sub, email, groups };
 }
@@ -142,6 +149,24 @@ export function createOidcClient(settings: OidcSettings): OidcClient {
     return { ...humanClaims(claims), exp };
   }
 
+  /** An ID token's claims once its signature (the issuer's current JWKS), issuer, audience, expiry and azp hold. */
+  async function idTokenClaims(c: Oidc.Configuration, token: string, what: string): Promise<JWTPayload> {
+    const meta = c.serverMetadata();
+    if (!meta.jwks_uri) throw new OidcError('the OpenID Provider publishes no jwks_uri');
+    jwks ??= jose().createRemoteJWKSet(new URL(meta.jwks_uri));
+    let payload: JWTPayload;
+    try {
+      ({ payload } = await jose().jwtVerify(token, jwks, { issuer: meta.issuer, audience: settings.clientId, algorithms: ALGS, clockTolerance: CLOCK_TOLERANCE_S, requiredClaims: ['exp', 'sub'] }));
+    } catch (e) {
+      throw new OidcError(`${what} is not a valid ID token from ${meta.issuer} for client ${settings.clientId}: ${(e as Error).message}`);
+    }
+    // A token for several audiences must name us as the party it was issued to.
+    if (Array.isArray(payload.aud) && payload.aud.length > 1 && payload.azp !== settings.clientId) {
+      throw new OidcError(`${what} names several audiences and was issued to ${typeof payload.azp === 'string' ? payload.azp : 'no authorized party (azp)'}, not ${settings.clientId}`);
+    }
+    return payload;
+  }
+
   return {
     settings,
     async verifyAccessToken(token) {
@@ -185,7 +210,11 @@ export function createOidcClient(settings: OidcSettings): OidcClient {
         throw new OidcError(`login failed: ${(e as Error).message}${cause instanceof Error ? ` (${cause.message})` : ''}`);
       }
       const idc = tokens.claims();
-      if (!idc) throw new OidcError('login failed: the OpenID Provider returned no ID token');
+      if (!idc || !tokens.id_token) throw new OidcError('login failed: the OpenID Provider returned no ID token');
+      // openid-client trusts an ID token from the token endpoint on the strength of TLS alone (OIDC
+      // Core 3.1.3.7 allows it); aam checks its signature against the issuer's keys as well, as it
+      // does for a Bearer ID token: a spoofed or intercepted token endpoint answer opens nothing.
+      await idTokenClaims(c, tokens.id_token, 'login failed: the ID token from the token endpoint');
       let claims: Record<string, unknown> = idc;
       // Many IdPs put email/groups only in userinfo; ask it (bound to the same subject).
       if ((idc.email === undefined || idc.groups === undefined) && c.serverMetadata().userinfo_endpoint) {
@@ -199,18 +228,7 @@ export function createOidcClient(settings: OidcSettings): OidcClient {
       return oidc.buildEndSessionUrl(c, { post_logout_redirect_uri: settings.postLogoutRedirectUri, ...(idToken ? { id_token_hint: idToken } : {}) }).href;
     },
     async verifyBearer(token) {
-      const c = await configured();
-      const meta = c.serverMetadata();
-      if (!meta.jwks_uri) throw new OidcError('the OpenID Provider publishes no jwks_uri');
-      jwks ??= jose().createRemoteJWKSet(new URL(meta.jwks_uri));
-      let payload: JWTPayload;
-      try {
-        ({ payload } = await jose().jwtVerify(token, jwks, { issuer: meta.issuer, audience: settings.clientId, algorithms: ALGS, clockTolerance: CLOCK_TOLERANCE_S, requiredClaims: ['exp', 'sub'] }));
-      } catch (e) {
-        throw new OidcError(`the Bearer token is not a valid ID token from ${meta.issuer} for client ${settings.clientId}: ${(e as Error).message}`);
-      }
-      // A token for several audiences must name us as the party it was issued to.
-      if (Array.isArray(payload.aud) && payload.aud.length > 1 && payload.azp !== settings.clientId) throw new OidcError(`the ID token was issued to ${String(payload.azp)}, not ${settings.clientId}`);
+      const payload = await idTokenClaims(await configured(), token, 'the Bearer token');
       return { ...humanClaims(payload), exp: payload.exp! };
     },
   };
