@@ -133,6 +133,7 @@ test('sign-in attacks: a wrong state or a nonce the session did not choose is re
 
 test('ID tokens as Bearer: the issuer\'s own token works with the person\'s role; another audience, expired, forged and agent credentials do not', async () => {
   const now = Math.floor(Date.now() / 1000);
+  const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString('base64url');
   const good = await env.idp.sign({ sub: 'olga', email: 'olga@example.com', groups: ['platform'] });
   const me = await fetch(`${env.url}/admin/v1/me`, { headers: { authorization: `Bearer ${good}` } });
   assert.equal(me.status, 200);
@@ -148,6 +149,8 @@ test('ID tokens as Bearer: the issuer\'s own token works with the person\'s role
     ['expired', await env.idp.sign({ sub: 'olga', email: 'olga@example.com', groups: ['platform'], iat: now - 7200, exp: now - 60 })],
     ['forged (other key, same kid)', await env.idp.sign({ sub: 'alice', email: 'alice@example.com' }, { key: 'other' })],
     ['another issuer', await env.idp.sign({ sub: 'alice', email: 'alice@example.com', iss: 'https://evil.example' })],
+    // Unsigned: a JWT with an empty signature is refused as one (401), not asked about at the IdP as an opaque token (was 503).
+    ['unsigned (alg none)', `${b64({ alg: 'none', typ: 'JWT' })}.${b64({ iss: env.idp.issuer, aud: env.idp.clientId, sub: 'alice', email: 'alice@example.com', iat: now, exp: now + 600 })}.`],
     ['agent virtual key', agentKey],
     ['agent JWT-SVID', svid],
   ];
@@ -161,6 +164,9 @@ test('ID tokens as Bearer: the issuer\'s own token works with the person\'s role
     const page = await fetch(`${env.url}/console`, { headers: { cookie } });
     assert.match(await page.text(), /Sign in with single sign-on/);
   }
+  // An email the IdP marks unverified (as the string "false", as Cognito's userinfo does) binds no role.
+  const unverified = await env.idp.sign({ sub: 'zed', email: 'alice@example.com', email_verified: 'false' });
+  assert.equal((await fetch(`${env.url}/admin/v1/me`, { headers: { authorization: `Bearer ${unverified}` } })).status, 403);
   // A valid token for a person without a RoleBinding is 403, naming what to fix.
   const nobody = await fetch(`${env.url}/admin/v1/me`, { headers: { authorization: `Bearer ${await env.idp.sign({ sub: 'mallory', email: 'mallory@example.com', groups: ['contractors'] })}` } });
   assert.equal(nobody.status, 403);

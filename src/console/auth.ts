@@ -68,8 +68,12 @@ export function parseCookies(header: string | undefined): Map<string, string> {
   return out;
 }
 
-/** Three base64url parts: a JWT (an OpenID Connect ID token, or an agent's JWT-SVID). */
-const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]+$/;
+/**
+ * Three base64url parts: a JWT (an OpenID Connect ID token, or an agent's JWT-SVID). The signature
+ * may be empty: an unsigned (alg "none") token is a JWT too, refused by the ID token check (401),
+ * never taken for an opaque access token and sent to the IdP.
+ */
+const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]*$/;
 const ADMIN_API_OFF = 'the admin API is disabled: start aam with AAM_ADMIN_TOKEN set, or with AAM_OIDC_ISSUER/AAM_OIDC_CLIENT_ID/AAM_OIDC_CLIENT_SECRET/AAM_PUBLIC_URL';
 const unauthorized = (msg: string) => new AamError(401, 'admin_unauthorized', msg, { headers: { 'www-authenticate': 'Bearer realm="aam-admin"' } });
 
