@@ -25,6 +25,10 @@ test('RoleBinding: roles by email (any case) or group, the highest wins; unverif
   assert.equal(roles.roleOf({ sub: 'c', groups: ['everyone'] }), 'viewer');
   assert.equal(roles.roleOf({ sub: 'd', email: 'eve@example.com', groups: ['Everyone'] }), null, 'groups compare exactly');
   assert.equal(humanClaims({ sub: 'x', email: 'olga@example.com', email_verified: false }).email, undefined, 'an unverified email binds nothing');
+  // Some IdPs send the flag as a string (Cognito's userinfo): "false" is not a yes, nor is anything but true/"true".
+  for (const v of ['false', 'False', 0, null, 'no']) assert.equal(humanClaims({ sub: 'x', email: 'olga@example.com', email_verified: v }).email, undefined, `email_verified ${JSON.stringify(v)}`);
+  assert.equal(humanClaims({ sub: 'x', email: 'olga@example.com', email_verified: 'true' }).email, 'olga@example.com');
+  assert.equal(humanClaims({ sub: 'x', email: 'olga@example.com' }).email, 'olga@example.com', 'an IdP that does not say (Entra ID): the email stands');
   assert.deepEqual(humanClaims({ sub: 'x', groups: ['a', 7, 'b'] }).groups, ['a', 'b']);
 });
 
@@ -83,6 +87,22 @@ test('without OIDC, /console offers the break-glass sign-in; every console respo
   assert.ok(!shell.includes(TOKEN), 'the token never comes back');
   assert.match(shell, /<script src="\/console\/app.js"><\/script>/);
   assert.doesNotMatch(shell, /<script>/, 'no inline script (CSP forbids it)');
+});
+
+test('admin API answers (data, errors, AuthZEN) are never cached and never sniffed as anything but JSON', async () => {
+  const answers = [
+    await fetch(`${gw.url}/admin/v1/me`, { headers: { authorization: `Bearer ${TOKEN}` } }),
+    await fetch(`${gw.url}/admin/v1/policy/explain`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ agent: 'tester', model: 'm' }) }),
+    await fetch(`${gw.url}/admin/v1/keys`, { headers: { authorization: 'Bearer aam_not-a-key-of-this-gateway' } }),
+    await fetch(`${gw.url}/admin/v1/nothing-here`, { headers: { authorization: `Bearer ${TOKEN}` } }),
+    await fetch(`${gw.url}/access/v1/evaluation`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: JSON.stringify({ subject: { type: 'agent', id: 'tester' }, resource: { type: 'model', id: 'm' }, action: { name: 'call' } }) }),
+  ];
+  assert.deepEqual(answers.map((r) => r.status), [200, 200, 401, 404, 200]);
+  for (const r of answers) {
+    assert.equal(r.headers.get('cache-control'), 'no-store', r.url);
+    assert.equal(r.headers.get('x-content-type-options'), 'nosniff', r.url);
+    await r.arrayBuffer();
+  }
 });
 
 test('audit live tail: server-sent events of what is committed after it opened, with filters; a viewer\'s stream, never an agent\'s', async () => {

@@ -277,7 +277,17 @@ function storeRefusal(e: unknown): unknown {
   return new AamError(503, 'store_unavailable', `${down.storeName} (the fleet store) is unavailable: ${down.message}; retry shortly`, { headers: { 'retry-after': '1' } });
 }
 
+/**
+ * Every admin answer (data, a new key's secret, the CSRF token, errors) is for the person who asked
+ * only: no cache keeps it (browser disk cache, a proxy), and no browser reads it as anything but JSON.
+ */
+function privateAnswer(ctx: Ctx): void {
+  ctx.res.setHeader('cache-control', 'no-store');
+  ctx.res.setHeader('x-content-type-options', 'nosniff');
+}
+
 const authzen = (batch: boolean, auth: (ctx: Ctx) => HumanAuth): Handler => async (ctx) => {
+  privateAnswer(ctx);
   await auth(ctx).require(ctx.req, 'viewer');
   const body = await readJson(ctx);
   const compiled = ctx.cfg.policies;
@@ -292,5 +302,5 @@ export function addAdminRoutes(routes: Routes, auth?: HumanAuth): void {
   routes.exact.set('POST /access/v1/evaluation', authzen(false, authOf));
   routes.exact.set('POST /access/v1/evaluations', authzen(true, authOf));
   const tails: TailCounter = { open: 0 };
-  routes.prefixes.push(['/admin/v1/', (ctx) => adminDispatch(ctx, authOf(ctx), tails).catch((e: unknown) => { throw storeRefusal(e); })]);
+  routes.prefixes.push(['/admin/v1/', (ctx) => { privateAnswer(ctx); return adminDispatch(ctx, authOf(ctx), tails).catch((e: unknown) => { throw storeRefusal(e); }); }]);
 }
