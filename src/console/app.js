@@ -23,6 +23,10 @@ function el(tag, attrs, ...children) {
 /** Navigations so far (route): a page load that a later one overtook is dropped, not shown over the newer page. */
 let navigation = 0;
 class Superseded extends Error {}
+/** The session ended while the page was open (expired, signed out in another tab, or a restart ended a break-glass one). */
+class SignedOut extends Error {}
+const signedOut = () => el('p', { class: 'error', role: 'alert' }, 'Your console session has ended (it expired, or you signed out elsewhere). ',
+  el('a', { href: '/console' }, 'Sign in again'), '.');
 
 async function api(method, path, body) {
   const at = navigation;
@@ -30,6 +34,8 @@ async function api(method, path, body) {
   if (method !== 'GET') { headers['content-type'] = 'application/json'; headers['x-csrf-token'] = me.csrf_token || ''; }
   const r = await fetch(`/admin/v1${path}`, { method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body) });
   const data = await r.json().catch(() => ({}));
+  // The API's 401 speaks to scripts (which header to send); a person is told to sign in again.
+  if (r.status === 401) throw new SignedOut((data.error && data.error.message) || 'HTTP 401');
   if (!r.ok) throw new Error((data.error && data.error.message) || `${method} ${path}: HTTP ${r.status}`);
   // e.g. an unfiltered audit list answering after the filtered search the user made meanwhile.
   if (method === 'GET' && at !== navigation) throw new Superseded(path);
@@ -58,7 +64,7 @@ function action(out, fn) {
   return async (ev) => {
     ev.preventDefault();
     out.replaceChildren(notice('Working…'));
-    try { await fn(); } catch (e) { out.replaceChildren(notice(e.message, 'error')); }
+    try { await fn(); } catch (e) { out.replaceChildren(e instanceof SignedOut ? signedOut() : notice(e.message, 'error')); }
   };
 }
 
@@ -354,14 +360,15 @@ async function route() {
     else await agentsPage();
   } catch (e) {
     if (e instanceof Superseded) return; // the newer navigation shows its page
-    show('Error', notice(e.message, 'error'));
+    if (e instanceof SignedOut) show('Signed out', signedOut());
+    else show('Error', notice(e.message, 'error'));
   }
   for (const a of document.querySelectorAll('nav a')) {
     if (location.hash.startsWith(a.getAttribute('href'))) a.setAttribute('aria-current', 'page'); else a.removeAttribute('aria-current');
   }
 }
 
-api('GET', '/me').then((m) => { me = m; route(); }, (e) => show('Error', notice(e.message, 'error')));
+api('GET', '/me').then((m) => { me = m; route(); }, (e) => (e instanceof SignedOut ? show('Signed out', signedOut()) : show('Error', notice(e.message, 'error'))));
 window.addEventListener('hashchange', route);
 // The skip link moves focus to the content without touching the hash (the hash is the router's).
 document.querySelector('.skip').addEventListener('click', (ev) => { ev.preventDefault(); main.focus(); });
