@@ -65,3 +65,29 @@ test('GET /admin/v1/audit filters by decision, agent and request; /audit/request
   const bad = await admin('/audit?since=yesterday-ish');
   assert.equal(bad.status, 400);
 });
+
+test('GET /admin/v1/audit pages newest first: next_before of a full page gives the next one, with the same filters; nothing repeats or is skipped', async () => {
+  const key = gw.key('tester');
+  for (let i = 0; i < 60; i++) assert.equal((await chat(key, 'one')).status, 200);
+  const all = ((await (await admin('/audit?type=model_call&limit=1000')).json()) as { data: AuditEvent[]; next_before: string | null });
+  assert.ok(all.data.length >= 60);
+  assert.equal(all.next_before, null, 'the whole list fits: no next page');
+  const seen: number[] = [];
+  let before: string | null = null;
+  for (let pages = 0; ; pages++) {
+    assert.ok(pages < 10);
+    const page = (await (await admin(`/audit?type=model_call&limit=25${before ? `&before=${before}` : ''}`)).json()) as { data: AuditEvent[]; next_before: string | null };
+    assert.ok(page.data.every((e) => e.type === 'model_call'), 'the filter holds on every page');
+    seen.push(...page.data.map((e) => e.seq));
+    // A call made between two pages is newer than both: it shows up on none of the older pages.
+    if (pages === 0) assert.equal((await chat(key, 'one')).status, 200);
+    before = page.next_before;
+    if (!before) break;
+  }
+  assert.deepEqual(seen, all.data.map((e) => e.seq), 'the pages are the whole list, in order');
+  for (const bad of ['nope', Buffer.from('["x"]').toString('base64url'), Buffer.from('[1,2]').toString('base64url')]) {
+    const r = await admin(`/audit?before=${bad}`);
+    assert.equal(r.status, 400, bad);
+    assert.match(await r.text(), /before: pass the next_before value/);
+  }
+});

@@ -253,3 +253,31 @@ test('a session that ends while a page is open: the next page says so and offers
   await ctx.close();
   assert.deepEqual(problems, []);
 });
+
+test('audit with more events than a page: newest 100 first, then older ones page by page with the same filters, and back to the newest', { skip }, async () => {
+  const key = env.g.rt.keys.create('finance-analyst').secret;
+  for (let i = 0; i < 120; i++) {
+    const r = await fetch(`${env.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'reasoning-high', messages: [{ role: 'user', content: 'hi' }] }) });
+    assert.equal(r.status, 200);
+    await r.text();
+  }
+  const { ctx, page } = await newPage();
+  await signIn(page, 'victor');
+  await page.goto(`${env.url}/console#/audit?type=model_call`);
+  const seqs = async () => (await page.locator('main table tbody tr td:nth-child(1)').allInnerTexts()).map(Number);
+  await page.getByRole('link', { name: 'Older events' }).waitFor();
+  const first = await seqs();
+  assert.equal(first.length, 100);
+  await page.getByRole('link', { name: 'Older events' }).click();
+  await page.getByRole('link', { name: 'Newest events' }).waitFor();
+  const second = await seqs();
+  assert.ok(second.length >= 20 && second.length <= 100, String(second.length));
+  assert.ok(Math.max(...second) < Math.min(...first), 'the next page holds older events only');
+  assert.deepEqual(new Set(await page.locator('main table tbody tr td:nth-child(3)').allInnerTexts()), new Set(['model_call']), 'the filter holds');
+  assert.equal(await page.getByLabel('Event type').inputValue(), 'model_call');
+  await page.getByRole('link', { name: 'Newest events' }).click();
+  await page.getByRole('link', { name: 'Older events' }).waitFor();
+  assert.deepEqual(await seqs(), first);
+  await ctx.close();
+  assert.deepEqual(problems, []);
+});

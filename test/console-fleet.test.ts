@@ -100,3 +100,28 @@ test('fleet: identity methods seen on one replica show on every replica (kept in
     assert.equal(rows.n, 0, 'fleet mode keeps it in the fleet store, not in a replica\'s data dir');
   }
 });
+
+test('fleet: the audit list pages through every replica\'s events (next_before), nothing repeated or skipped, asked on either replica', async () => {
+  const key = await keyOnEveryReplica(urls, 'finance-analyst', ADMIN_TOKEN);
+  for (let i = 0; i < 30; i++) {
+    const r = await fetch(`${urls[i % 2]}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{"model":"reasoning-high","messages":[{"role":"user","content":"hi"}]}' });
+    assert.equal(r.status, 200);
+    await r.text();
+  }
+  type Page = { data: Array<{ replica: string; seq: number; type: string }>; next_before: string | null };
+  const get = async (url: string, q: string) => (await (await fetch(`${url}/admin/v1/audit?type=model_call&${q}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json()) as Page;
+  const all = await get(urls[0], 'limit=1000');
+  assert.ok(all.data.length >= 30 && new Set(all.data.map((e) => e.replica)).size === 2, 'both replicas\' events');
+  const seen: string[] = [];
+  let before: string | null = null;
+  for (let pages = 0; pages < 20; pages++) {
+    const page: Page = await get(urls[pages % 2], `limit=7${before ? `&before=${before}` : ''}`);
+    seen.push(...page.data.map((e) => `${e.replica}:${e.seq}`));
+    before = page.next_before;
+    if (!before) break;
+  }
+  assert.equal(before, null, 'the pages end');
+  assert.deepEqual(seen, all.data.map((e) => `${e.replica}:${e.seq}`));
+  const embeddedCursor = Buffer.from('[5]').toString('base64url');
+  assert.equal((await fetch(`${urls[0]}/admin/v1/audit?before=${embeddedCursor}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).status, 400);
+});

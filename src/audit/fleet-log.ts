@@ -437,7 +437,12 @@ export interface FleetQuery {
   plane?: string;
   /** Oldest first (the live tail) instead of newest first. */
   order?: 'asc' | 'desc';
+  /** Newest first only: the events after this one in that order (the next page; ts, replica, seq of the last one shown). */
+  after?: FleetCursor;
 }
+
+/** Where a newest-first page of the fleet's trail ended: its last event's time, replica and seq. */
+export interface FleetCursor { ts: string; replica: string; seq: number }
 
 /** Events of every replica, newest first (by time, then replica and seq), parsed from their sealed text. */
 export async function queryFleetEvents(sql: Sql, q: FleetQuery): Promise<Array<Record<string, unknown> & { replica: string }>> {
@@ -455,6 +460,7 @@ export async function queryFleetEvents(sql: Sql, q: FleetQuery): Promise<Array<R
     ${q.traceId ? sql`AND trace_id = ${traceIdArg(q.traceId)}` : sql``}
     ${q.decision ? sql`AND decision = ${q.decision} ${q.decision === 'allow' ? sql`` : sql`AND decision <> 'allow'`}` : sql``}
     ${q.plane ? sql`AND plane = ${planeArg(q.plane)} ${q.plane === 'model' ? sql`` : sql`AND plane <> 'model'`}` : sql``}
+    ${q.after && !asc ? sql`AND (ts < ${q.after.ts} OR (ts = ${q.after.ts} AND (replica > ${q.after.replica} OR (replica = ${q.after.replica} AND seq < ${q.after.seq}))))` : sql``}
     ORDER BY ${asc ? sql`ts, replica, seq` : sql`ts DESC, replica, seq DESC`} LIMIT ${q.limit ?? 100}`;
   return rows.map((r) => ({ ...(JSON.parse(r.body) as Record<string, unknown>), replica: r.replica }));
 }

@@ -27,6 +27,8 @@ export interface AuditQuery {
   limit?: number;
   /** Newest first (default) or oldest first. */
   order?: 'desc' | 'asc';
+  /** Only events before this seq (the next page of a newest-first listing). */
+  beforeSeq?: number;
 }
 
 export function queryEvents(db: DatabaseSync, q: AuditQuery = {}): AuditEvent[] {
@@ -46,7 +48,7 @@ export function queryEvents(db: DatabaseSync, q: AuditQuery = {}): AuditEvent[] 
   const trace = q.traceId === undefined ? undefined : `"trace_id":"${traceIdArg(q.traceId)}"`;
   const out: AuditEvent[] = [];
   if (agents?.size === 0) return out;
-  for (const e of readEvents(db, { since, until, desc: q.order !== 'asc', match, indexed: keyConditions(q) })) {
+  for (const e of readEvents(db, { since, until, desc: q.order !== 'asc', match, indexed: keyConditions(q), ...(q.beforeSeq !== undefined ? { toSeq: q.beforeSeq - 1 } : {}) })) {
     if (trace !== undefined && !e.text.includes(trace)) continue;
     // A decision event's plane is what it decided on: only its text says. A decision about
     // another plane lacks the member, so most are skipped without a parse.

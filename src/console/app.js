@@ -193,7 +193,7 @@ async function auditPage(params) {
     location.hash = `#/audit?${p}`;
   });
   q.set('limit', '100');
-  const { data } = await api('GET', `/audit?${q}`);
+  const { data, next_before: older } = await api('GET', `/audit?${q}`);
   const cells = (e) => [String(e.seq), when(e.time), e.type,
     e.identity ? e.identity.agent : typeof e.agent === 'string' ? e.agent : e.admin ? actorText(e.admin.actor) : '-',
     e.policy ? effectBadge(e.policy.decision) : '-', whatText(e),
@@ -216,7 +216,16 @@ async function auditPage(params) {
     });
     tail.onerror = () => { status.textContent = ' live tail interrupted; retrying…'; };
   } }, 'Live tail');
-  show('Audit', f, el('p', {}, live, status), t);
+  // Pages of 100, newest first: older ones by the answer's cursor, with the same filters.
+  const pageLink = (before, label) => {
+    const p = new URLSearchParams(params);
+    p.delete('before');
+    if (before) p.set('before', before);
+    return el('a', { href: `#/audit?${p}` }, label);
+  };
+  const paging = el('p', { class: 'paging' }, q.get('before') ? pageLink(null, 'Newest events') : null, q.get('before') && older ? ' · ' : null,
+    older ? pageLink(older, 'Older events') : null);
+  show('Audit', f, el('p', {}, live, status), t, paging);
 }
 
 /** The audit page's live tail (server-sent events); closed when the page changes. */

@@ -12,6 +12,7 @@ import { sinceTime, USAGE_GROUPINGS, type UsageGrouping } from '../gateway/usage
 import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy/authzen.ts';
 import { createHumanAuth, type HumanAuth, type Principal } from '../console/auth.ts';
 import { consoleStores } from '../console/sessions.ts';
+import type { FleetCursor } from '../audit/fleet-log.ts';
 import { MAX_TAILS, tailAudit, tailFleetAudit, type TailCounter } from '../console/tail.ts';
 import { atLeast, type Role } from '../console/roles.ts';
 import { agentsOverview, capabilities, latestCheckpoint, simulate } from '../console/views.ts';
@@ -79,6 +80,30 @@ function tailFilters(rt: Runtime, q: URLSearchParams) {
 /** The audit query's filters: the tail's, plus one request or one trace, and how many events at most. */
 function auditFilters(rt: Runtime, q: URLSearchParams) {
   return { ...tailFilters(rt, q), requestId: q.get('request_id') ?? undefined, traceId: q.get('trace_id') ?? undefined, limit: limitParam(q.get('limit') ?? undefined) };
+}
+
+/**
+ * Paging the audit list (newest first): a full page's answer names where it ended (`next_before`,
+ * opaque: base64url JSON of the last event's seq, or in a fleet its time, replica and seq, the
+ * order PostgreSQL lists them in), and `before=` that value asks for the page after it. Keyset, not
+ * offset: events committed meanwhile neither repeat nor skip a row.
+ */
+function nextBefore(data: ReadonlyArray<{ seq?: unknown; time?: unknown; replica?: unknown }>, limit: number | undefined): string | null {
+  const last = data.at(-1);
+  if (!last || data.length < (limit ?? 100)) return null;
+  const at = last.replica === undefined ? [last.seq] : [last.time, last.replica, last.seq];
+  return Buffer.from(JSON.stringify(at)).toString('base64url');
+}
+
+function beforeParam(q: URLSearchParams, fleet: boolean): { beforeSeq?: number; after?: FleetCursor } {
+  const v = q.get('before');
+  if (v === null) return {};
+  let at: unknown;
+  try { at = JSON.parse(Buffer.from(v, 'base64url').toString('utf8')); } catch { at = null; }
+  const ok = Array.isArray(at) && Number.isSafeInteger(at.at(-1)) && (fleet ? at.length === 3 && typeof at[0] === 'string' && typeof at[1] === 'string' : at.length === 1);
+  if (!ok) throw new AamError(400, 'invalid_request', 'before: pass the next_before value of the previous page as it came', { param: 'before' });
+  const a = at as unknown[];
+  return fleet ? { after: { ts: a[0] as string, replica: a[1] as string, seq: a[2] as number } } : { beforeSeq: a[0] as number };
 }
 
 // A store that cannot answer is not a bad query: passed on, as storeRefusal's 503.
@@ -198,16 +223,18 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     let data;
     try {
       data = await (await import('../audit/fleet-log.ts')).queryFleetEvents(rt.fleet.fleet.sql, one ? { requestId: one, limit: MAX_LIMIT } : {
-        ...auditFilters(rt, q), since: q.get('since') ? new Date(sinceParam(ctx)).toISOString() : undefined,
+        ...auditFilters(rt, q), since: q.get('since') ? new Date(sinceParam(ctx)).toISOString() : undefined, ...beforeParam(q, true),
       });
     } catch (e) { throw badQuery(e); }
-    return sendJson(ctx, 200, one ? { request_id: one, data: data.reverse() } : { data });
+    return sendJson(ctx, 200, one ? { request_id: one, data: data.reverse() } : { data, next_before: nextBefore(data, auditFilters(rt, q).limit) });
   }
   if (method === 'GET' && rest === '/audit' && rt.auditLog) {
     await rt.auditLog.flush();
     const q = new URLSearchParams(ctx.query);
     try {
-      return sendJson(ctx, 200, { data: queryEvents(rt.auditLog.db, { ...auditFilters(rt, q), since: q.get('since') ? new Date(sinceParam(ctx)) : undefined }) });
+      const f = { ...auditFilters(rt, q), since: q.get('since') ? new Date(sinceParam(ctx)) : undefined, ...beforeParam(q, false) };
+      const data = queryEvents(rt.auditLog.db, f);
+      return sendJson(ctx, 200, { data, next_before: nextBefore(data, f.limit) });
     } catch (e) { throw badQuery(e); }
   }
   if (method === 'GET' && rest === '/audit/stream' && rt.fleet && !rt.auditLog && rt.audit) {
