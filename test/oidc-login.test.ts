@@ -106,6 +106,18 @@ test('roles: a viewer reads but cannot revoke a key (403), an approver cannot cr
   assert.equal(callback.status, 403);
   assert.match(body, /no RoleBinding names you/);
   assert.ok(!jar.cookies.has('aam_session'), 'no session for a person without a role');
+
+  // Each refusal is on record under the person's name: the route, the role it needs, the one they have.
+  const nobody = await fetch(`${env.url}/admin/v1/audit`, { headers: { authorization: `Bearer ${await env.idp.sign({ sub: 'mallory', email: 'mallory@example.com', groups: ['contractors'] })}` } });
+  assert.equal(nobody.status, 403);
+  const denied = await adminEvents('admin_denied');
+  const of = (email: string) => denied.filter((e) => (e.admin?.actor as { email?: string }).email === email);
+  const v = of('victor@example.com').find((e) => e.admin?.target === `POST /admin/v1/keys/${key.id}/revoke`);
+  assert.deepEqual(v?.admin?.actor, { type: 'user', sub: 'victor', email: 'victor@example.com' });
+  assert.deepEqual(v?.detail, { need: 'operator', role: 'viewer' });
+  assert.equal(v?.outcome?.status, 403);
+  assert.deepEqual(of('april@example.com').map((e) => [e.admin?.target, e.detail]), [['POST /admin/v1/keys', { need: 'operator', role: 'approver' }]]);
+  assert.deepEqual(of('mallory@example.com').map((e) => [e.admin?.target, e.detail]), [['GET /admin/v1/audit', { need: 'viewer', role: 'none' }]]);
 });
 
 test('sign-in attacks: a wrong state or a nonce the session did not choose is refused; the login cannot be replayed', async () => {

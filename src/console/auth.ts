@@ -55,6 +55,28 @@ export interface HumanAuth {
   principalOf(s: Session, id?: string): Principal | null;
 }
 
+/**
+ * A person (or the break-glass token) refused for want of a role: a 403 that knows who asked, so
+ * the refusal can be put on record under their name (the admin API does).
+ */
+export class RoleRefused extends AamError {
+  readonly actor: Actor;
+  readonly need: Role;
+  /** Their role now, or null when no RoleBinding names them. */
+  readonly have: Role | null;
+  constructor(actor: Actor, need: Role, have: Role | null, message: string) {
+    super(403, 'admin_forbidden', message);
+    this.actor = actor;
+    this.need = need;
+    this.have = have;
+  }
+}
+
+/** Throws RoleRefused unless the principal's role includes `need` (every route's check). */
+export function mustHave(p: Principal, need: Role): void {
+  if (!atLeast(p.role, need)) throw new RoleRefused(p.actor, need, p.role, `this needs the ${need} role; ${p.label} has ${p.role}`);
+}
+
 const digest = (s: string) => createHash('sha256').update(s).digest();
 const safeEqual = (a: string, b: string) => timingSafeEqual(digest(a), digest(b));
 const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
@@ -133,7 +155,7 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
       throw unauthorized(e instanceof OidcError ? e.message : 'the Bearer token could not be verified');
     }
     const role = roleOf(who);
-    if (!role) throw new AamError(403, 'admin_forbidden', `no RoleBinding names ${who.email ?? who.sub}${who.groups.length ? ` or the groups ${who.groups.join(', ')}` : ''}; ask an admin to add one`);
+    if (!role) throw new RoleRefused(userActor(who), 'viewer', null, `no RoleBinding names ${who.email ?? who.sub}${who.groups.length ? ` or the groups ${who.groups.join(', ')}` : ''}; ask an admin to add one`);
     return { actor: userActor(who), role, label: `user:${who.email ?? who.sub}` };
   }
 
@@ -157,7 +179,7 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
     const s = await sessionOf(req);
     if (s) {
       const p = principalOf(s.session, s.id);
-      if (!p) throw new AamError(403, 'admin_forbidden', `no RoleBinding names ${s.session.email ?? s.session.sub} any more; ask an admin to add one`);
+      if (!p) throw new RoleRefused(userActor(s.session), 'viewer', null, `no RoleBinding names ${s.session.email ?? s.session.sub} any more; ask an admin to add one`);
       if (UNSAFE.has(req.method ?? '')) {
         checkOrigin(req);
         const sent = req.headers['x-csrf-token'];
@@ -174,7 +196,7 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
     oidc: o.oidc, sessions, logins, cookie, adminTokenEnabled: o.adminToken !== null, roleOf, isAdminToken, checkOrigin, sessionOf, principalOf,
     async require(req, need) {
       const p = await authenticate(req);
-      if (!atLeast(p.role, need)) throw new AamError(403, 'admin_forbidden', `this needs the ${need} role; ${p.label} has ${p.role}`);
+      mustHave(p, need);
       return p;
     },
   };

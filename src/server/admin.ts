@@ -10,11 +10,10 @@ import type { Runtime } from '../runtime.ts';
 import { decisionArg, limitArg, MAX_LIMIT, planeArg, queryEvents, showRequest } from '../audit/query.ts';
 import { sinceTime, USAGE_GROUPINGS, type UsageGrouping } from '../gateway/usage.ts';
 import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy/authzen.ts';
-import { createHumanAuth, type HumanAuth, type Principal } from '../console/auth.ts';
+import { createHumanAuth, mustHave, RoleRefused, type HumanAuth, type Principal } from '../console/auth.ts';
 import { consoleStores } from '../console/sessions.ts';
 import type { FleetCursor } from '../audit/fleet-log.ts';
 import { MAX_TAILS, tailAudit, tailFleetAudit, type TailCounter } from '../console/tail.ts';
-import { atLeast, type Role } from '../console/roles.ts';
 import { agentsOverview, capabilities, latestCheckpoint, simulate } from '../console/views.ts';
 import { isObj } from '../lib/json.ts';
 
@@ -114,8 +113,18 @@ const planeParam = asParam(planeArg);
 const decisionParam = asParam(decisionArg);
 const limitParam = asParam(limitArg);
 
-function must(who: Principal, need: Role): void {
-  if (!atLeast(who.role, need)) throw new AamError(403, 'admin_forbidden', `this needs the ${need} role; ${who.label} has ${who.role}`);
+
+/**
+ * A person refused for want of a role is evidence too (who tried what): one admin event naming
+ * them, the route, the role it needs and the one they have. Unauthenticated refusals (401) name
+ * nobody and are not recorded; a CSRF refusal is the browser's, not the person's.
+ */
+function recordRefusal(ctx: Ctx, e: unknown): void {
+  if (!(e instanceof RoleRefused)) return;
+  ctx.rt.audit?.record({
+    type: 'admin', request_id: ctx.requestId, admin: { action: 'admin_denied', target: `${ctx.req.method} ${ctx.path}`, actor: e.actor },
+    detail: { need: e.need, role: e.have ?? 'none' }, outcome: { status: 403, error: e.message },
+  });
 }
 
 /** An optional JSON body ({} when empty); a body that is there must be valid. */
@@ -153,7 +162,7 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     return sendJson(ctx, 200, simulate(body, ctx.cfg.policies));
   }
   if (method === 'POST' && rest === '/keys') {
-    must(who, 'operator');
+    mustHave(who, 'operator');
     const body = (await readJson(ctx)) as { agent?: unknown; name?: unknown };
     if (typeof body.agent !== 'string' || !ctx.cfg.policies.agents.has(body.agent)) {
       throw new AamError(400, 'invalid_request', `agent: must name an Agent in the config (${[...ctx.cfg.policies.agents.keys()].join(', ')})`, { param: 'agent' });
@@ -163,13 +172,13 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     return sendJson(ctx, 201, { ...key, key: secret });
   }
   if (method === 'POST' && (m = /^\/keys\/([\w-]+)\/revoke$/.exec(rest))) {
-    must(who, 'operator');
+    mustHave(who, 'operator');
     const key = await wrapAsync(() => rt.keyBook.revoke(m![1]));
     audit(ctx, who, 'key_revoked', key.id, { agent: key.agent });
     return sendJson(ctx, 200, key);
   }
   if (method === 'POST' && (m = /^\/keys\/([\w-]+)\/rotate$/.exec(rest))) {
-    must(who, 'operator');
+    mustHave(who, 'operator');
     const body = (await readJson(ctx).catch(() => ({}))) as { grace_seconds?: unknown };
     const grace = typeof body.grace_seconds === 'number' ? body.grace_seconds : 3600;
     const { key, secret } = await wrapAsync(() => rt.keyBook.rotate(m![1], grace));
@@ -192,13 +201,13 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     return sendJson(ctx, 200, { by, data: rt.usage.summary(by, sinceParam(ctx)) });
   }
   if (method === 'POST' && rest === '/reload') {
-    must(who, 'operator');
+    mustHave(who, 'operator');
     const error = await rt.reloadInBackground(who.actor);
     return error ? sendJson(ctx, 422, { ok: false, error, version: rt.compiled.version }) : sendJson(ctx, 200, { ok: true, version: rt.compiled.version });
   }
   if (method === 'GET' && rest === '/credentials') return sendJson(ctx, 200, { data: rt.vault.list() });
   if (method === 'POST' && (m = /^\/credentials\/([\w.-]+)$/.exec(rest))) {
-    must(who, 'admin');
+    mustHave(who, 'admin');
     const body = await optionalJson(ctx);
     if (typeof body.secret !== 'string' || !body.secret) throw new AamError(400, 'invalid_request', 'secret: the new value of this stored credential, as a string', { param: 'secret' });
     let r: { name: string; version: number };
@@ -259,7 +268,7 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
       return sendJson(ctx, 200, { data: await tools.mcp.approvals.list(status ? { status: status as 'pending' } : undefined) });
     }
     if (method === 'POST' && (m = /^\/approvals\/([\w-]+)\/(approve|reject)$/.exec(rest))) {
-      must(who, 'approver');
+      mustHave(who, 'approver');
       const body = await optionalJson(ctx);
       const reason = typeof body.reason === 'string' ? body.reason.slice(0, 1000) : undefined;
       const a = await wrapAsync(() => (m![2] === 'approve' ? tools.mcp.approvals.approve(m![1], who.label) : tools.mcp.approvals.reject(m![1], who.label)));
@@ -272,7 +281,7 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
       const [server, tool] = [pathSegment(m[1], 'MCP server name'), pathSegment(m[2], 'tool name')];
       if (method === 'GET' && m[3] === 'diff') return sendJson(ctx, 200, wrap(() => tools.mcp.toolDiff(server, tool)));
       if (method === 'POST' && m[3] === 'accept') {
-        must(who, 'operator');
+        mustHave(who, 'operator');
         const d = await wrapAsync(() => tools.mcp.acceptTool(server, tool, who.label));
         audit(ctx, who, 'tool_definition_accepted', `${server}/${tool}`, { digest: d.currentDigest });
         return sendJson(ctx, 200, d);
@@ -315,7 +324,7 @@ function privateAnswer(ctx: Ctx): void {
 
 const authzen = (batch: boolean, auth: (ctx: Ctx) => HumanAuth): Handler => async (ctx) => {
   privateAnswer(ctx);
-  await auth(ctx).require(ctx.req, 'viewer');
+  await auth(ctx).require(ctx.req, 'viewer').catch((e: unknown) => { recordRefusal(ctx, e); throw e; });
   const body = await readJson(ctx);
   const compiled = ctx.cfg.policies;
   const r = batch ? evaluateAuthZenBatch(body, lookupInConfig(compiled), compiled) : evaluateAuthZen(body, lookupInConfig(compiled), compiled);
@@ -329,5 +338,5 @@ export function addAdminRoutes(routes: Routes, auth?: HumanAuth): void {
   routes.exact.set('POST /access/v1/evaluation', authzen(false, authOf));
   routes.exact.set('POST /access/v1/evaluations', authzen(true, authOf));
   const tails: TailCounter = { open: 0 };
-  routes.prefixes.push(['/admin/v1/', (ctx) => { privateAnswer(ctx); return adminDispatch(ctx, authOf(ctx), tails).catch((e: unknown) => { throw storeRefusal(e); }); }]);
+  routes.prefixes.push(['/admin/v1/', (ctx) => { privateAnswer(ctx); return adminDispatch(ctx, authOf(ctx), tails).catch((e: unknown) => { recordRefusal(ctx, e); throw storeRefusal(e); }); }]);
 }
