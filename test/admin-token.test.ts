@@ -97,3 +97,33 @@ test('a malformed percent-encoding in an admin path is a 400 naming it, not a 50
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a break-glass console session ends when AAM_ADMIN_TOKEN changes (rotated after a leak), not only when it is unset; the same token keeps it across a restart', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aam-admintoken-'));
+  const configPath = join(dir, 'aam.yaml');
+  writeFileSync(configPath, 'apiVersion: access.envisionai.dev/v1\nkind: Provider\nmetadata: { name: demo }\nspec: { type: demo }\n');
+  const [leaked, rotated] = [randomBytes(24).toString('hex'), randomBytes(24).toString('hex')];
+  const start = (token: string) => startGateway({ configPath, dataDir: join(dir, 'data'), port: 0, host: '127.0.0.1', env: { ...process.env, AAM_LOG_LEVEL: 'error', AAM_ADMIN_TOKEN: token } });
+  try {
+    let g = await start(leaked);
+    let url = `http://127.0.0.1:${g.port}`;
+    const login = await fetch(`${url}/console/token-login`, { method: 'POST', redirect: 'manual', headers: { origin: url, 'content-type': 'application/x-www-form-urlencoded' }, body: `token=${leaked}` });
+    assert.equal(login.status, 303);
+    const cookie = login.headers.getSetCookie()[0].split(';')[0];
+    await g.close();
+    g = await start(leaked);
+    url = `http://127.0.0.1:${g.port}`;
+    assert.equal((await fetch(`${url}/admin/v1/me`, { headers: { cookie } })).status, 200, 'same token, same data dir: the session stands');
+    await g.close();
+    g = await start(rotated);
+    url = `http://127.0.0.1:${g.port}`;
+    try {
+      const me = await fetch(`${url}/admin/v1/me`, { headers: { cookie } });
+      assert.equal(me.status, 401);
+      assert.match(await me.text(), /opened with an AAM_ADMIN_TOKEN the gateway no longer has/);
+      const page = await (await fetch(`${url}/console`, { headers: { cookie } })).text();
+      assert.match(page, /Break-glass sign-in/);
+      assert.match(page, /no longer has \(changed or unset\); sign in again/);
+    } finally { await g.close(); }
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+});

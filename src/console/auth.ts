@@ -79,6 +79,12 @@ export function mustHave(p: Principal, need: Role): void {
 
 const digest = (s: string) => createHash('sha256').update(s).digest();
 const safeEqual = (a: string, b: string) => timingSafeEqual(digest(a), digest(b));
+
+/**
+ * What a break-glass session keeps of the AAM_ADMIN_TOKEN it was opened with: a digest (the store
+ * never holds the token), so a session opened with a token since rotated away (leaked, say) ends.
+ */
+export const adminTokenTag = (token: string): string => createHash('sha256').update('aam console break-glass v1\0').update(token).digest('base64url');
 const UNSAFE = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 export function parseCookies(header: string | undefined): Map<string, string> {
@@ -97,6 +103,7 @@ export function parseCookies(header: string | undefined): Map<string, string> {
  */
 const JWT_SHAPE = /^[\w-]+\.[\w-]+\.[\w-]*$/;
 const ADMIN_API_OFF = 'the admin API is disabled: start aam with AAM_ADMIN_TOKEN set, or with AAM_OIDC_ISSUER/AAM_OIDC_CLIENT_ID/AAM_OIDC_CLIENT_SECRET/AAM_PUBLIC_URL';
+export const BREAK_GLASS_ENDED = 'this break-glass session was opened with an AAM_ADMIN_TOKEN the gateway no longer has (changed or unset); sign in again';
 const unauthorized = (msg: string) => new AamError(401, 'admin_unauthorized', msg, { headers: { 'www-authenticate': 'Bearer realm="aam-admin"' } });
 
 export function userActor(c: HumanClaims): Actor {
@@ -122,8 +129,10 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
 
   const principalOf = (s: Session, id?: string): Principal | null => {
     const session = id ? { id, csrf: s.csrf, expiresAt: s.expiresAt } : undefined;
-    // A break-glass session dies with the token it was opened with (unset at restart: gone).
-    if (s.kind === 'admin-token') return o.adminToken ? { actor: 'admin-token', role: 'admin', label: 'admin-token', session } : null;
+    // A break-glass session dies with the token it was opened with (unset or changed at restart: gone).
+    if (s.kind === 'admin-token') {
+      return o.adminToken && s.tokenTag !== undefined && safeEqual(s.tokenTag, adminTokenTag(o.adminToken)) ? { actor: 'admin-token', role: 'admin', label: 'admin-token', session } : null;
+    }
     const role = roleOf(s);
     return role ? { actor: userActor(s), role, label: `user:${s.email ?? s.sub}`, session } : null;
   };
@@ -179,6 +188,7 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
     const s = await sessionOf(req);
     if (s) {
       const p = principalOf(s.session, s.id);
+      if (!p && s.session.kind === 'admin-token') throw unauthorized(BREAK_GLASS_ENDED);
       if (!p) throw new RoleRefused(userActor(s.session), 'viewer', null, `no RoleBinding names ${s.session.email ?? s.session.sub} any more; ask an admin to add one`);
       if (UNSAFE.has(req.method ?? '')) {
         checkOrigin(req);

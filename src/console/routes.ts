@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { readBody, type Ctx, type Handler, type Routes } from '../access/request.ts';
 import { AamError, toAamError } from '../access/errors.ts';
-import { createHumanAuth, parseCookies, userActor, type HumanAuth } from './auth.ts';
+import { adminTokenTag, BREAK_GLASS_ENDED, createHumanAuth, parseCookies, userActor, type HumanAuth } from './auth.ts';
 import type { ConsoleRuntime } from './plane.ts';
 import { consoleStores, LOGIN_TTL_MS, MAX_SESSION_MS } from './sessions.ts';
 import { createOidcClient, oidcSettingsFrom } from './oidc.ts';
@@ -62,7 +62,10 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
   routes.exact.set('GET /console', page(async (ctx) => {
     const s = await auth.sessionOf(ctx.req);
     const p = s && auth.principalOf(s.session, s.id);
-    if (!s || !p) return send(ctx, 200, loginPage({ sso: !!auth.oidc, token: auth.adminTokenEnabled, error: s ? `no RoleBinding names ${s.session.email ?? s.session.sub}; ask an admin to add one` : undefined }));
+    if (!s || !p) {
+      const error = !s ? undefined : s.session.kind === 'admin-token' ? BREAK_GLASS_ENDED : `no RoleBinding names ${s.session.email ?? s.session.sub}; ask an admin to add one`;
+      return send(ctx, 200, loginPage({ sso: !!auth.oidc, token: auth.adminTokenEnabled, error }));
+    }
     const who = typeof p.actor === 'string' ? 'break-glass admin token' : p.actor.email ?? p.actor.sub;
     // Sign-out (a form) goes on to the IdP's end_session_endpoint: the page's CSP must let it.
     const end = s.session.kind === 'oidc' && auth.oidc ? await auth.oidc.endSessionUrl(undefined) : null;
@@ -109,7 +112,7 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
     auth.checkOrigin(ctx.req);
     const token = (await formOf(ctx)).get('token') ?? '';
     if (!auth.adminTokenEnabled || !auth.isAdminToken(token)) throw new AamError(401, 'admin_unauthorized', 'that is not the AAM_ADMIN_TOKEN this gateway was started with');
-    const { id, session } = await auth.sessions.create({ kind: 'admin-token', sub: 'admin-token', groups: [], expiresAt: Date.now() + MAX_SESSION_MS });
+    const { id, session } = await auth.sessions.create({ kind: 'admin-token', sub: 'admin-token', groups: [], expiresAt: Date.now() + MAX_SESSION_MS, tokenTag: adminTokenTag(token) });
     ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action: 'console_login', target: 'console', actor: 'admin-token' }, outcome: { status: 200 } });
     redirect(ctx, '/console', [cookie(sessionCookie, id, (session.expiresAt - Date.now()) / 1000)]);
   }));

@@ -22,6 +22,8 @@ export interface Session extends HumanClaims {
   expiresAt: number;
   /** The ID token the session was opened with (sign-out at the IdP); OIDC sessions only. */
   idToken?: string;
+  /** Break-glass sessions: a digest of the AAM_ADMIN_TOKEN they were opened with (the session ends when it changes). */
+  tokenTag?: string;
 }
 
 export interface SessionStore {
@@ -62,7 +64,7 @@ function storedSession(id: string, s: Session): string {
 function parseSession(id: string, text: string): Session {
   const r = JSON.parse(text) as Session & { idTokenSealed?: string };
   const idToken = typeof r.idTokenSealed === 'string' ? unseal(idTokenKey(id), r.idTokenSealed) ?? undefined : undefined;
-  return { kind: r.kind === 'admin-token' ? 'admin-token' : 'oidc', sub: r.sub, email: r.email ?? undefined, groups: r.groups, csrf: r.csrf, expiresAt: r.expiresAt, ...(idToken ? { idToken } : {}) };
+  return { kind: r.kind === 'admin-token' ? 'admin-token' : 'oidc', sub: r.sub, email: r.email ?? undefined, groups: r.groups, csrf: r.csrf, expiresAt: r.expiresAt, ...(idToken ? { idToken } : {}), ...(typeof r.tokenTag === 'string' ? { tokenTag: r.tokenTag } : {}) };
 }
 
 export function createSqliteSessionStore(db: DatabaseSync, now: () => number = Date.now): SessionStore {
