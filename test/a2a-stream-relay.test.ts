@@ -44,6 +44,8 @@ before(async () => {
       const text = rpc.params.message.parts[0].text;
       res.writeHead(200, { 'content-type': 'text/event-stream' });
       const echo = text === 'secret' ? ['working', `key ${SECRET}`, 'done'] : ['working', 'alpha', 'beta'];
+      // 'reads:<a>|<b>': that event stream in two reads (b once the caller could have read a).
+      if (text.startsWith('reads:')) { const [a, b] = text.slice(6).split('|'); res.write(a); setTimeout(() => res.end(b), 50); return; }
       // 'quiet': nothing for a while (the relay's keep-alive comes first), then the events.
       if (text === 'quiet') { res.flushHeaders(); setTimeout(() => res.end(events(rpc.id, echo)), 250); return; }
       // 'slow': the first event now, the others once the caller could have read it.
@@ -65,6 +67,8 @@ before(async () => {
       const length = Number(/content-length: *(\d+)/i.exec(got.subarray(0, at).toString('latin1'))?.[1] ?? 0);
       if (got.length < at + 4 + length) return;
       const rpc = JSON.parse(got.subarray(at + 4, at + 4 + length).toString('utf8')) as { id: unknown; params: { message: { parts: Array<{ text: string }> } } };
+      // 'raw:<sse>': that event stream as it is, in one chunk.
+      if (rpc.params.message.parts[0].text.startsWith('raw:')) { sock.end(burstAnswer([Buffer.from(rpc.params.message.parts[0].text.slice(4))])); return; }
       const [first, ...rest] = events(rpc.id, ['working', ...rpc.params.message.parts[0].text.split('|')]).split(/(?<=\n\n)/);
       const pieces = [Buffer.from(first)];
       // Each later event in two chunks, cut in its middle byte (inside a character or a secret, as the text has it).
@@ -202,6 +206,32 @@ test('a2a stream relay: a callee\'s answer that came in one read (its events in 
   assert.equal(chunked, false, `one body, got chunks: ${JSON.stringify(pieces)}`);
   const frames = pieces[0].split('\n\n').filter(Boolean);
   assert.deepEqual(frames.map((f) => (JSON.parse(f.slice('data: '.length)) as { result: { artifactUpdate?: { artifact: { parts: Array<{ text: string }> } } } }).result.artifactUpdate?.artifact.parts[0].text), [undefined, 'alpha', 'beta', 'gamma']);
+});
+
+test('a2a stream relay: events passed on as the callee wrote them are the same bytes as their frames, whatever the callee\'s framing', async () => {
+  // Each event's frame as the relay makes it (`data: ` + its data + a blank line), or the event
+  // re-serialised (a repeated key may not pass raw): where the callee's text is exactly those
+  // frames the relay passes that text on, and nowhere else.
+  const ev = (n: number, extra = '') => `{"jsonrpc":"2.0","id":9${extra},"result":{"statusUpdate":{"taskId":"t1","contextId":"c1","status":{"state":"TASK_STATE_WORKING","n":${n}}}}}`;
+  const frame = (data: string, event?: string) => `${event !== undefined ? `event: ${event}\n` : ''}data: ${data.split('\n').join('\ndata: ')}\n\n`;
+  const cases: Array<[string, string]> = [
+    [`data: ${ev(1)}\n\ndata: ${ev(2)}\n\ndata: ${ev(3)}\n\n`, frame(ev(1)) + frame(ev(2)) + frame(ev(3))],
+    [`data:${ev(1)}\n\ndata: ${ev(2)}\n\n`, frame(ev(1)) + frame(ev(2))],
+    [`data: ${ev(1)}\r\n\r\ndata: ${ev(2)}\n\n`, frame(ev(1)) + frame(ev(2))],
+    [`data: ${ev(1)}\n\nevent: progress\ndata: ${ev(2)}\n\ndata: ${ev(3)}\n\n`, frame(ev(1)) + frame(ev(2), 'progress') + frame(ev(3))],
+    [`data: ${ev(1)}\n\n: a comment\nid: 7\ndata: ${ev(2)}\n\ndata: ${ev(3)}\n\n`, frame(ev(1)) + frame(ev(2)) + frame(ev(3))],
+    [`data: ${ev(1)}\n\ndata: ${ev(2, ',"id":9')}\n\ndata: ${ev(3)}\n\n`, frame(ev(1)) + frame(ev(2)) + frame(ev(3))],
+    [`data: ${ev(1).slice(0, 17)}\ndata: ${ev(1).slice(17)}\n\ndata: ${ev(2)}\n\n`, frame(`${ev(1).slice(0, 17)}\n${ev(1).slice(17)}`) + frame(ev(2))],
+    [`data: ${ev(1)}\n\ndata: ${ev(2)}`, frame(ev(1)) + frame(ev(2))],
+  ];
+  for (const [sse, want] of cases) {
+    const { chunked, pieces } = await streamBody(`raw:${sse}`, 'burst');
+    assert.equal(chunked, false);
+    assert.equal(pieces[0], want, JSON.stringify(sse));
+  }
+  // An event begun in an earlier read (its event field there, its data line in this one) is framed whole.
+  const { pieces } = await streamBody(`reads:data: ${ev(1)}\n\nevent: progress\n|data: ${ev(2)}\n\ndata: ${ev(3)}\n\n`);
+  assert.equal(pieces.join(''), frame(ev(1)) + frame(ev(2), 'progress') + frame(ev(3)));
 });
 
 test('a2a stream relay: a character split across the callee\'s chunks arrives whole', async () => {

@@ -790,8 +790,19 @@ function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: 
  * that answers at once) is one body with its head (close()), as an answer is.
  */
 class StreamRelay {
-  /** Frames waiting for the next write. */
+  /** Frames waiting for the next write (and the read's own text up to `srcAt`, see cut()). */
   out = '';
+  /**
+   * The text last read from the callee, while its events are passed on as it wrote them (null:
+   * not now): `srcAt` is where its next event's frame would start, and its text from `spanFrom`
+   * to there is framed but not yet in `out` (cut()). An event whose frame is exactly that text
+   * (`data: ` + its data + a blank line: what sseFrame makes of it) is passed on as that text,
+   * not framed again: the echo agent's three events are the read's own text, with no frame
+   * strings made, joined and flattened for the egress door's scrubber (~1 KB per stream).
+   */
+  src: string | null = null;
+  srcAt = 0;
+  spanFrom = 0;
   /**
    * The text of artifacts sent chunk by chunk, scrubbed as one text each (chunks.ts): made at
    * the stream's first artifact update (or task snapshot with artifacts).
@@ -813,7 +824,7 @@ class StreamRelay {
   /** A shutdown's drain asked this relay to stop (see drained). */
   draining = false;
   /** What an artifact held, framed (ArtifactText's emit: one function per stream). */
-  readonly held = (result: Record<string, unknown>): void => { this.out += this.binding.frame({ jsonrpc: '2.0', id: this.lastId, result }); };
+  readonly held = (result: Record<string, unknown>): void => { this.add(this.binding.frame({ jsonrpc: '2.0', id: this.lastId, result })); };
 
   readonly ctx: Ctx;
   readonly access: Access;
@@ -862,7 +873,49 @@ class StreamRelay {
     this.ctx.res.writeHead(200, this.headers());
   }
 
+  /** A read's text, about to be parsed: its events may go out as that text (see src). */
+  reading(text: string): void {
+    this.cut();
+    this.src = text;
+    this.srcAt = 0;
+    this.spanFrom = 0;
+  }
+
+  /** The read's text framed so far goes to `out` (before anything else is added, and before `out` is written). */
+  cut(): void {
+    const src = this.src;
+    if (src !== null && this.spanFrom < this.srcAt) { this.out += src.slice(this.spanFrom, this.srcAt); this.spanFrom = this.srcAt; }
+  }
+
+  /** A frame aam made, after what came before it. */
+  add(frame: string): void {
+    this.cut();
+    this.out += frame;
+  }
+
+  /**
+   * A JSON-RPC event passed on as the callee wrote it (raw.ts): the read's own text when that text,
+   * where the event's frame would start, is that frame exactly (the same bytes sseFrame makes);
+   * else its frame made (and the read's text is not followed further: where the next event starts is not known).
+   */
+  asWritten(data: string, event: string | undefined): void {
+    const src = this.src;
+    if (src !== null) {
+      const at = this.srcAt;
+      const end = at + 6 + data.length;
+      if (event === undefined && src.charCodeAt(end) === 10 && src.charCodeAt(end + 1) === 10 && src.startsWith('data: ', at) && src.startsWith(data, at + 6)
+        && data.indexOf('\n') === -1 && data.indexOf('\r') === -1) {
+        this.srcAt = end + 2;
+        return;
+      }
+      this.cut();
+      this.src = null;
+    }
+    this.out += sseFrame(data, event);
+  }
+
   flush(): void {
+    this.cut();
     if (this.out) { this.head(); this.ctx.res.write(this.out); this.out = ''; this.keepalive?.refresh(); }
   }
 
@@ -881,6 +934,7 @@ class StreamRelay {
    */
   close(last: string): void {
     const res = this.ctx.res;
+    this.cut();
     if (this.headed) res.end(last);
     else res.send(200, this.out + last, this.headers());
   }
@@ -890,7 +944,7 @@ class StreamRelay {
 
   fail(id: unknown, code: number, message: string, data?: { code: string; http_status?: number }): void {
     this.release();
-    this.out += this.binding.failFrame(id, code, message, data);
+    this.add(this.binding.failFrame(id, code, message, data));
   }
 
   /** An event aam could not pass on: the stream ends with the error. */
@@ -916,8 +970,9 @@ class StreamRelay {
       else result = joined.pass(result, this.held);
     }
     const binding = this.binding;
-    if (result !== ev.result) this.out += binding.frame({ ...ev, result }, event);
-    else this.out += binding === JSONRPC && passesRaw(egress, data, ev) ? sseFrame(data, event) : binding.frame(ev, event);
+    if (result !== ev.result) this.add(binding.frame({ ...ev, result }, event));
+    else if (binding === JSONRPC && passesRaw(egress, data, ev)) this.asWritten(data, event);
+    else this.add(binding.frame(ev, event));
     return !(ev.error !== undefined && binding === REST);
   }
 
@@ -964,6 +1019,7 @@ class StreamRelay {
 
   /** The events `text` completes (an event may not grow past MAX_RESPONSE_BYTES). */
   events(text: string): readonly SseRecord[] {
+    this.reading(text);
     const records = this.parser.push(text);
     if (records.length) this.eventFrom = this.body.bytesRead;
     else if (this.body.bytesRead - this.eventFrom > MAX_RESPONSE_BYTES) throw new Error(`an event larger than ${MAX_RESPONSE_BYTES} bytes`);
