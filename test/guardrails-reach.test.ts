@@ -15,12 +15,13 @@ const SSN = '078-05-1120';
 let fake: FakeUpstream;
 let gw: TestGateway;
 let checker: LocalServer;
+let extra: LocalServer;
 const seen: Array<{ direction: string; texts?: string[]; text: string }> = [];
 
 function agent(name: string, guardrails: string[], extra: Record<string, unknown> = {}): string[] {
   return [
     doc('Agent', name, { workload: `spiffe://test/agent/${name}`, team: 'qa', environment: 'dev' }),
-    doc('AgentPolicy', `${name}-policy`, { identity: { workload: `spiffe://test/agent/${name}` }, models: { allow: ['gpt', 'claude', 'emb'] }, guardrails, ...extra }),
+    doc('AgentPolicy', `${name}-policy`, { identity: { workload: `spiffe://test/agent/${name}` }, models: { allow: ['gpt', 'claude', 'emb', 'gpt-extra', 'claude-extra', 'emb-extra'] }, guardrails, ...extra }),
   ];
 }
 
@@ -32,12 +33,28 @@ before(async () => {
     const verdict = p.text.includes('forbidden') ? { verdict: 'block', reason: 'policy word' } : { verdict: 'allow' };
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(verdict));
   });
+  // An upstream whose clean answers carry an SSN in fields aam does not read (vendor extensions,
+  // debug fields, keys): what a same-wire pass-through would hand the agent as written.
+  extra = await localServer((req, res) => {
+    const note = { debug_note: `customer ssn ${SSN}`, meta: { [`ssn ${SSN}`]: 1 } };
+    const answer = req.url?.endsWith('/embeddings')
+      ? { object: 'list', model: 'e', data: [{ object: 'embedding', index: 0, embedding: [0.5, 0.25] }], usage: { prompt_tokens: 1, total_tokens: 1 }, ...note }
+      : req.url?.endsWith('/messages')
+        ? { id: 'msg_x', type: 'message', role: 'assistant', model: 'c', content: [{ type: 'text', text: 'all clear' }], stop_reason: 'end_turn', stop_sequence: null, usage: { input_tokens: 1, output_tokens: 2 }, ...note }
+        : { id: 'chatcmpl-x', object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: 'all clear', reasoning_content: `ssn ${SSN}` }, finish_reason: 'stop' }], usage: { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 }, ...note };
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(answer));
+  });
   gw = await startTestGateway(yaml(
     doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${fake.url}/v1` }),
     doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${fake.url}/v1` }),
     doc('Model', 'gpt', { targets: [{ provider: 'oai', model: 'ok' }], retries: { attempts: 0 }, pricing: { input_per_1m: 10, output_per_1m: 10 } }),
     doc('Model', 'claude', { targets: [{ provider: 'ant', model: 'ok' }], retries: { attempts: 0 }, pricing: { input_per_1m: 1, output_per_1m: 1 } }),
     doc('Model', 'emb', { kind: 'embeddings', targets: [{ provider: 'oai', model: 'e' }], pricing: { input_per_1m: 1, output_per_1m: 0 } }),
+    doc('Provider', 'oai-extra', { type: 'openai-compatible', baseUrl: `${extra.url}/v1` }),
+    doc('Provider', 'ant-extra', { type: 'anthropic', baseUrl: `${extra.url}/v1` }),
+    doc('Model', 'gpt-extra', { targets: [{ provider: 'oai-extra', model: 'm' }], retries: { attempts: 0 }, pricing: { input_per_1m: 1, output_per_1m: 1 } }),
+    doc('Model', 'claude-extra', { targets: [{ provider: 'ant-extra', model: 'c' }], retries: { attempts: 0 }, pricing: { input_per_1m: 1, output_per_1m: 1 } }),
+    doc('Model', 'emb-extra', { kind: 'embeddings', targets: [{ provider: 'oai-extra', model: 'e' }], pricing: { input_per_1m: 1, output_per_1m: 0 } }),
     doc('Guardrail', 'no-ssn', { on: ['input', 'output'], detect: ['ssn'], action: 'block' }),
     doc('Guardrail', 'mask-email-out', { on: ['output'], detect: ['email'], action: 'redact' }),
     doc('Guardrail', 'checker-in', { on: ['input'], action: 'block', webhook: { url: `${checker.url}/in`, timeout_ms: 2000, on_error: 'block' } }),
@@ -50,7 +67,7 @@ before(async () => {
     stdioServerDoc('salesforce', {}, '  resource: salesforce.accounts'),
   ));
 });
-after(async () => { await gw?.close(); await checker?.close(); await fake?.close(); });
+after(async () => { await gw?.close(); await checker?.close(); await extra?.close(); await fake?.close(); });
 
 async function post(path: string, agentName: string, body: unknown): Promise<{ status: number; json: { error?: { code?: string; message?: string } } & Record<string, unknown>; text: string }> {
   const r = await fetch(`${gw.url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${gw.key(agentName)}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -86,6 +103,33 @@ test('/v1/embeddings input passes the input guardrails', async () => {
   assert.equal(r.json.error?.code, 'guardrail_blocked');
   assert.equal(fake.requests.length, before);
   assert.equal((await post('/v1/embeddings', 'ssn', { model: 'emb', input: 'fine' })).status, 200);
+});
+
+test('/v1/embeddings `user` goes upstream, so it passes the input guardrails too', async () => {
+  const before = fake.requests.length;
+  const r = await post('/v1/embeddings', 'ssn', { model: 'emb', input: 'fine', user: SSN });
+  assert.equal(r.status, 400, r.text);
+  assert.equal(r.json.error?.code, 'guardrail_blocked');
+  assert.equal(fake.requests.length, before);
+  assert.equal((await post('/v1/embeddings', 'ssn', { model: 'emb', input: 'fine', user: 'u-1' })).status, 200);
+});
+
+test('with output guardrails, a same-wire answer leaves as aam encodes what they read: upstream fields they never saw are not passed on', async () => {
+  const cases: Array<[string, string, unknown]> = [
+    ['OpenAI client, OpenAI upstream', '/v1/chat/completions', { model: 'gpt-extra', messages: [{ role: 'user', content: 'hi' }] }],
+    ['Anthropic client, Anthropic upstream', '/v1/messages', { model: 'claude-extra', max_tokens: 20, messages: [{ role: 'user', content: 'hi' }] }],
+    ['embeddings', '/v1/embeddings', { model: 'emb-extra', input: 'hi' }],
+  ];
+  for (const [what, path, body] of cases) {
+    const r = await post(path, 'ssn', body);
+    assert.equal(r.status, 200, `${what}: ${r.text}`);
+    assert.ok(!r.text.includes(SSN), `${what}: ${r.text}`);
+    assert.match(r.text, /all clear|0\.25/, what);
+    // Without an output guardrail the body passes as the upstream wrote it (every field kept).
+    const plain = await post(path, 'hooked-in', body);
+    assert.equal(plain.status, 200, `${what}: ${plain.text}`);
+    assert.ok(plain.text.includes('debug_note'), `${what} unguarded: ${plain.text}`);
+  }
 });
 
 test('webhook guardrails see content-part arrays and every leaf, and run on completions (stream too)', async () => {

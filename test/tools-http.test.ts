@@ -23,6 +23,15 @@ before(async () => {
     seen.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, body });
     if (req.url?.startsWith('/v1/slow')) await new Promise((r) => setTimeout(r, 3000));
     if (res.destroyed) return;
+    const typed = /\/accounts\/as-(yaml|octet|png)$/.exec(req.url ?? '');
+    if (typed) {
+      // Text under a type no list of textual types has, text mislabelled, and real binary (NUL, not UTF-8).
+      const [type, bytes] = typed[1] === 'yaml' ? ['application/yaml', Buffer.from('owner: jane@example.com\n')]
+        : typed[1] === 'octet' ? ['application/octet-stream', Buffer.from('{"owner":"jane@example.com"}')]
+          : ['image/png', Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 0xff]), Buffer.from('jane@example.com')])];
+      res.writeHead(200, { 'content-type': type }).end(bytes);
+      return;
+    }
     // The upstream echoes the credential it received, in a header and in the body.
     res.writeHead(req.url?.includes('missing') ? 404 : 200, {
       'content-type': 'application/json', 'x-upstream': 'yes', connection: 'keep-alive, x-hop', 'x-hop': 'drop me', 'set-cookie': 'sid=1',
@@ -113,6 +122,18 @@ test('output guardrails see HTTP tool results: a policy guardrail redacts them b
   assert.equal((JSON.parse(masked.text) as { owner: string }).owner, '[EMAIL]');
   const plain = await call('/tools/salesforce/read', { id: 'a1' });
   assert.equal((JSON.parse(plain.text) as { owner: string }).owner, 'jane@example.com', 'no guardrail for the analyst');
+});
+
+test('output guardrails read every text answer whatever its content-type says; binary passes as it is', async () => {
+  const yamlBody = await call('/tools/salesforce/read', { id: 'as-yaml' }, 'careful');
+  assert.equal(yamlBody.status, 200);
+  assert.equal(yamlBody.text, 'owner: [EMAIL]\n');
+  const octet = await call('/tools/salesforce/read', { id: 'as-octet' }, 'careful');
+  assert.equal(octet.status, 200);
+  assert.equal((JSON.parse(octet.text) as { owner: string }).owner, '[EMAIL]');
+  const png = await fetch(gw.url + '/tools/salesforce/read', { method: 'POST', headers: { authorization: `Bearer ${keys.careful}`, 'content-type': 'application/json' }, body: JSON.stringify({ id: 'as-png' }) });
+  assert.equal(png.status, 200);
+  assert.ok(Buffer.from(await png.arrayBuffer()).includes('jane@example.com'), 'binary is no text to a detector');
 });
 
 test('input guardrails see object keys of an HTTP tool body: an SSN in a key never reaches the upstream', async () => {

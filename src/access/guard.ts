@@ -143,6 +143,14 @@ export async function guardChatOutput(rt: AccessRuntime, at: EvidenceAt, identit
   return guarded;
 }
 
+/**
+ * True when a guardrail checks output. Then an answer leaves only as aam encodes what the guardrails
+ * saw: an upstream body passed through as written would carry fields they never read.
+ */
+export function watchesOutput(gs: readonly CompiledGuardrail[]): boolean {
+  return gs.some((g) => g.on.has('output'));
+}
+
 /** True when a webhook guardrail checks output: a stream cannot be checked piecewise by it. */
 export function hasOutputWebhook(gs: readonly CompiledGuardrail[]): boolean {
   return gs.some((g) => g.webhook !== undefined && g.on.has('output'));
@@ -173,7 +181,7 @@ export function streamPieces(ev: StreamEvent): StreamEvent[] {
 
 /** Windowed output guard for streams, or null when no guardrail watches output. */
 export function chatStreamGuard(gs: readonly CompiledGuardrail[]): EventGuard | null {
-  return gs.some((g) => g.on.has('output')) ? createEventGuard(gs) : null;
+  return watchesOutput(gs) ? createEventGuard(gs) : null;
 }
 
 export function recordStreamFindings(rt: AccessRuntime, at: EvidenceAt, identity: Identity, guard: EventGuard, blockedBy?: string): void {

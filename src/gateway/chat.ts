@@ -11,7 +11,7 @@ import type { ChatRequest, ChatResult, ClientCodec, ProviderAdapter, StreamEvent
 import { openAccess } from '../access/context.ts';
 import { holdsSecret } from '../access/egress.ts';
 import type { Admission } from '../access/decide.ts';
-import { chatStreamGuard, hasOutputWebhook, nextTurn, streamPieces, TURN_MS } from '../access/guard.ts';
+import { chatStreamGuard, hasOutputWebhook, nextTurn, streamPieces, TURN_MS, watchesOutput } from '../access/guard.ts';
 import type { EventScrubber } from '../access/scrub-events.ts';
 import type { EventGuard } from '../guardrails/engine.ts';
 import { AamError, badRequest, toAamError } from '../access/errors.ts';
@@ -277,9 +277,11 @@ function sendChecked(a: Access, route: Route, codec: ClientCodec, cache: CacheSt
   // Counting is handed on (done, or left to the promise returned) once this is true.
   let handed = false;
   try {
-    // The raw upstream body is only usable when no guardrail changed the answer, and when no secret
-    // hides in it split across text blocks (the joined text shows it; re-encoded, the door scrubs it).
-    const raw = result === r.value.result && !holdsSecret(ctx.rt.egress, result.text ?? '') && !thinkingHoldsSecret(ctx.rt.egress, result) ? r.value.raw : null;
+    // The raw upstream body is only usable when no guardrail watches output (they read the answer's
+    // text, tool calls and thinking, not the upstream's other fields: re-encoded, the agent gets only
+    // what they saw), and when no secret hides in it split across text blocks (the joined text shows
+    // it; re-encoded, the door scrubs it).
+    const raw = result === r.value.result && !watchesOutput(a.gs) && !holdsSecret(ctx.rt.egress, result.text ?? '') && !thinkingHoldsSecret(ctx.rt.egress, result) ? r.value.raw : null;
     const text = raw ?? encodeBody(codec, result, route.name);
     const safe = ctx.rt.evidenceSafeNow();
     if (safe) {

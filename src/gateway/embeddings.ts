@@ -3,6 +3,7 @@ import { embeddingAs, parseEmbeddingsRequest } from '../providers/openai.ts';
 import type { EmbeddingsResult } from '../providers/types.ts';
 import { identify } from '../access/identify.ts';
 import { openAccess } from '../access/context.ts';
+import { watchesOutput } from '../access/guard.ts';
 import { recordCall } from './record.ts';
 import { allowedModels } from '../policy/decide.ts';
 import { AamError, badRequest } from '../access/errors.ts';
@@ -26,10 +27,17 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   if (!parsed.ok) throw badRequest(`${parsed.field}: ${parsed.message}`, parsed.field);
   let req = parsed.req;
   const route = resolveRoute(a, req.model, 'embeddings');
-  // Embeddings input is text the agent sends a provider: the same input guardrails as a prompt.
+  // Embeddings input is text the agent sends a provider: the same input guardrails as a prompt,
+  // and so is `user`, the other text that goes upstream (a chat request's is guarded too).
   a.guardrails(route.guardrails);
-  const input = await a.guard('input', req.input, 'embeddings input', 'chat');
-  if (input !== req.input) req = { ...req, input };
+  if (req.user === undefined) {
+    const input = await a.guard('input', req.input, 'embeddings input', 'chat');
+    if (input !== req.input) req = { ...req, input };
+  } else {
+    const sent: [EmbeddingsRequest['input'], string] = [req.input, req.user];
+    const out = await a.guard('input', sent, 'embeddings input', 'chat');
+    if (out !== sent) req = { ...req, input: out[0], user: out[1] };
+  }
   const tokens = Math.ceil(JSON.stringify(req.input).length / 4);
   // Looked up before admit, as on the chat path: a hit reserves nothing, and in a fleet the
   // admission script reads the shared entry (one Redis round trip).
@@ -52,7 +60,9 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const { result, raw } = r.value;
   const cost = costUsd(result.usage, r.target.pricing);
   a.settle(adm, cost, result.usage ? result.usage.inputTokens : null);
-  await sendEmbeddings(ctx, identity, route, req, result, raw, r.target, look ? 'miss' : null, cost);
+  // The upstream's body as written carries fields no guardrail read: with output guardrails the
+  // agent gets aam's encoding of the vectors and usage only.
+  await sendEmbeddings(ctx, identity, route, req, result, watchesOutput(a.gs) ? null : raw, r.target, look ? 'miss' : null, cost);
 }
 
 async function sendEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: EmbeddingsRequest, result: EmbeddingsResult, raw: string | null, target: Target | null, cache: 'hit' | 'miss' | null, cost: number | null = 0): Promise<void> {

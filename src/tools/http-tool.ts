@@ -88,8 +88,8 @@ const TEXTUAL = /json|text|xml|javascript|x-www-form-urlencoded/i;
  */
 async function guardedBody(access: ToolAccess, raw: Buffer, headers: Record<string, unknown>, max: number, where: string, requestId: string, attached: readonly string[] | undefined): Promise<Buffer> {
   const body = decoded(raw, String(headers['content-encoding'] ?? 'identity').toLowerCase(), max, where);
-  if (!TEXTUAL.test(String(headers['content-type'] ?? 'application/json'))) return body;
-  const text = body.toString('utf8');
+  const text = textOf(body, String(headers['content-type'] ?? 'application/json'));
+  if (text === null) return body;
   let value: unknown = text;
   let json = false;
   try { value = JSON.parse(text); json = true; } catch { /* a text body: one leaf */ }
@@ -97,6 +97,19 @@ async function guardedBody(access: ToolAccess, raw: Buffer, headers: Record<stri
   if (!g.ok) throw new HttpToolError(400, 'invalid_request_error', 'guardrail_blocked', g.message, { param: g.guardrail });
   if (g.value === value) return body;
   return Buffer.from(json ? JSON.stringify(g.value) : String(g.value), 'utf8');
+}
+
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * The body as text a detector reads, or null for binary. The label alone does not decide: a type
+ * TEXTUAL does not list (application/yaml, text mislabelled application/octet-stream) is text the
+ * agent reads all the same when its bytes are UTF-8 without NUL (images and archives are not).
+ */
+function textOf(body: Buffer, contentType: string): string | null {
+  if (TEXTUAL.test(contentType)) return body.toString('utf8');
+  if (body.includes(0)) return null;
+  try { return UTF8.decode(body); } catch { return null; }
 }
 
 function decoded(raw: Buffer, encoding: string, max: number, where: string): Buffer {
