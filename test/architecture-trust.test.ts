@@ -99,6 +99,17 @@ test('every outbound HTTP call is listed with where it goes; bytes for an agent 
   assert.deepEqual(gone, [], 'listed outbound calls that no longer exist (keep the list exact)');
 });
 
+test('a guardrail webhook (a third party) is only ever sent texts the door scrubbed', () => {
+  const code = src().map((f) => ({ path: f.path, code: f.text.replace(/^\s*(\/\/|\*).*$/gm, '') }));
+  const calls = code.flatMap((f) => [...f.code.matchAll(/(?<![.\w])(runWebhookGuardrails|callWebhookGuardrail)\(([^,]*)/g)]
+    .filter((m) => !/^export\s+async\s+function\s*$/.test(f.code.slice(Math.max(0, (m.index ?? 0) - 24), m.index).trimStart()))
+    .map((m) => `${f.path}: ${m[1]}(${m[2].trim()}`));
+  const internal = calls.filter((c) => c.startsWith('src/guardrails/webhook.ts: callWebhookGuardrail(g.webhook'));
+  const unscrubbed = calls.filter((c) => !internal.includes(c) && !/^src\/access\/guard\.ts: runWebhookGuardrails\(scrubForCheck\(/.test(c));
+  assert.deepEqual(unscrubbed, [], 'pass the texts through scrubForCheck (src/access/egress.ts) before a webhook guardrail sees them');
+  assert.equal(calls.length - internal.length, 1, 'one seam calls the webhook guardrails: access/guard.ts guardValue');
+});
+
 test('planes reach guardrails only through the access path (one walker), never the text-level engine', () => {
   const planes = src().filter((f) => /^src\/(gateway|tools|server|cache|a2a)\//.test(f.path));
   for (const f of planes) {

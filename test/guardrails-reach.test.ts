@@ -12,6 +12,7 @@ import { localServer, type LocalServer } from './helpers/e2e.ts';
 import { stdioServerDoc } from './fixtures/mcp-accounts/upstream.ts';
 
 const SSN = '078-05-1120';
+const ECHO_SECRET = 'sk-echo-7fQ2mZr9XkLw4Vb8Nc3Hs1Tp';
 let fake: FakeUpstream;
 let gw: TestGateway;
 let checker: LocalServer;
@@ -21,7 +22,7 @@ const seen: Array<{ direction: string; texts?: string[]; text: string }> = [];
 function agent(name: string, guardrails: string[], extra: Record<string, unknown> = {}): string[] {
   return [
     doc('Agent', name, { workload: `spiffe://test/agent/${name}`, team: 'qa', environment: 'dev' }),
-    doc('AgentPolicy', `${name}-policy`, { identity: { workload: `spiffe://test/agent/${name}` }, models: { allow: ['gpt', 'claude', 'emb', 'gpt-extra', 'claude-extra', 'emb-extra'] }, guardrails, ...extra }),
+    doc('AgentPolicy', `${name}-policy`, { identity: { workload: `spiffe://test/agent/${name}` }, models: { allow: ['gpt', 'claude', 'emb', 'gpt-extra', 'claude-extra', 'emb-extra', 'gpt-echo'] }, guardrails, ...extra }),
   ];
 }
 
@@ -36,6 +37,11 @@ before(async () => {
   // An upstream whose clean answers carry an SSN in fields aam does not read (vendor extensions,
   // debug fields, keys): what a same-wire pass-through would hand the agent as written.
   extra = await localServer((req, res) => {
+    if (req.url?.startsWith('/echo/')) {
+      // An upstream that quotes the credential aam injected in its answer.
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ id: 'chatcmpl-e', object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: `upstream saw ${String(req.headers.authorization)}` }, finish_reason: 'stop' }], usage: { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 } }));
+      return;
+    }
     const note = { debug_note: `customer ssn ${SSN}`, meta: { [`ssn ${SSN}`]: 1 } };
     const answer = req.url?.endsWith('/embeddings')
       ? { object: 'list', model: 'e', data: [{ object: 'embedding', index: 0, embedding: [0.5, 0.25] }], usage: { prompt_tokens: 1, total_tokens: 1 }, ...note }
@@ -50,6 +56,9 @@ before(async () => {
     doc('Model', 'gpt', { targets: [{ provider: 'oai', model: 'ok' }], retries: { attempts: 0 }, pricing: { input_per_1m: 10, output_per_1m: 10 } }),
     doc('Model', 'claude', { targets: [{ provider: 'ant', model: 'ok' }], retries: { attempts: 0 }, pricing: { input_per_1m: 1, output_per_1m: 1 } }),
     doc('Model', 'emb', { kind: 'embeddings', targets: [{ provider: 'oai', model: 'e' }], pricing: { input_per_1m: 1, output_per_1m: 0 } }),
+    doc('Credential', 'echo-key', { env: 'TEST_ECHO_KEY' }),
+    doc('Provider', 'oai-echo', { type: 'openai-compatible', baseUrl: `${extra.url}/echo/v1`, credential: 'echo-key' }),
+    doc('Model', 'gpt-echo', { targets: [{ provider: 'oai-echo', model: 'm' }], retries: { attempts: 0 }, pricing: { input_per_1m: 1, output_per_1m: 1 } }),
     doc('Provider', 'oai-extra', { type: 'openai-compatible', baseUrl: `${extra.url}/v1` }),
     doc('Provider', 'ant-extra', { type: 'anthropic', baseUrl: `${extra.url}/v1` }),
     doc('Model', 'gpt-extra', { targets: [{ provider: 'oai-extra', model: 'm' }], retries: { attempts: 0 }, pricing: { input_per_1m: 1, output_per_1m: 1 } }),
@@ -65,7 +74,7 @@ before(async () => {
     ...agent('hooked-out', ['checker-out']),
     ...agent('tight', [], { models: { allow: ['gpt'], budget: { daily_usd: 0.5 } } }),
     stdioServerDoc('salesforce', {}, '  resource: salesforce.accounts'),
-  ));
+  ), { TEST_ECHO_KEY: ECHO_SECRET });
 });
 after(async () => { await gw?.close(); await checker?.close(); await extra?.close(); await fake?.close(); });
 
@@ -130,6 +139,18 @@ test('with output guardrails, a same-wire answer leaves as aam encodes what they
     assert.equal(plain.status, 200, `${what}: ${plain.text}`);
     assert.ok(plain.text.includes('debug_note'), `${what} unguarded: ${plain.text}`);
   }
+});
+
+test('a guardrail webhook is a third party: it never gets a credential an upstream echoed (the agent gets the marker)', async () => {
+  seen.length = 0;
+  const r = await post('/v1/chat/completions', 'hooked-out', { model: 'gpt-echo', messages: [{ role: 'user', content: 'hi' }] });
+  assert.equal(r.status, 200, r.text);
+  assert.ok(!r.text.includes(ECHO_SECRET) && r.text.includes('[REDACTED:echo-key]'), r.text);
+  const out = seen.filter((p) => p.direction === 'output');
+  assert.equal(out.length, 1);
+  const sent = JSON.stringify(out[0]);
+  assert.ok(!sent.includes(ECHO_SECRET) && !sent.includes(ECHO_SECRET.slice(3, 20)), sent);
+  assert.match(sent, /upstream saw Bearer \[REDACTED:echo-key\]/);
 });
 
 test('webhook guardrails see content-part arrays and every leaf, and run on completions (stream too)', async () => {

@@ -6,7 +6,8 @@
 // scrubbed of every active credential in every known encoding, with a stream scrubber that holds
 // back only what could be the start of a secret split across writes. Scrub first, then truncate.
 // Bytes aam posts to an agent on a connection it opens itself (an A2A push notification to the
-// caller's webhook) leave through postToAgent below: the same scrubbing, on the request side.
+// caller's webhook) leave through postToAgent below: the same scrubbing, on the request side;
+// texts a guardrail webhook judges are scrubbed by scrubForCheck before they are sent.
 import type { Dispatcher } from 'undici';
 import type { IncomingMessage, OutgoingHttpHeaders, OutgoingHttpHeader } from 'node:http';
 import { ServerResponse } from '../lib/node-http.ts';
@@ -228,6 +229,19 @@ export function scrubAcross<T>(src: ScrubSource, value: T): T {
   src.leaked(r.leaked);
   let k = 0;
   return mapLeaves(value, { leaf: (t, path) => (path.endsWith('.text') ? r.texts[k++] : t), deep() { /* not rebuilt */ } }) as T;
+}
+
+/**
+ * Texts aam sends a third party to judge (the leaves a guardrail webhook gets): scrubbed as the
+ * door scrubs what an agent gets, across the leaves too (a checker may join them), so a credential
+ * an upstream echoed, or an agent sent, never reaches the checker. The answer still leaves through
+ * the door, which records the leak.
+ */
+export function scrubForCheck(src: ScrubSource, texts: string[]): string[] {
+  const sc = src.scrubber();
+  if (sc.size === 0 || texts.length === 0) return texts;
+  const r = sc.scrubJoined(texts);
+  return r.leaked.length === 0 ? texts : [...r.texts];
 }
 
 /** True when the text holds an active credential (in any known encoding). */

@@ -14,6 +14,7 @@ import {
 import { scanValue } from '../guardrails/structured.ts';
 export { nextTurn, TURN_MS } from '../guardrails/structured.ts';
 import { AamError } from './errors.ts';
+import { scrubForCheck } from './egress.ts';
 import { identityEvidence, type EvidenceAt } from './evidence.ts';
 
 const NONE: readonly CompiledGuardrail[] = Object.freeze([]);
@@ -85,7 +86,8 @@ export async function guardValue<T>(rt: AccessRuntime, at: EvidenceAt, identity:
   if (v.verdict === 'block') return { ok: false, guardrail: v.blockedBy ?? '', message: blockedMessage(v.blockedBy ?? 'guardrail', v.blockedCategory, direction) };
   let out = v.value as T;
   if (gs.some((g) => g.webhook !== undefined && g.on.has(direction))) {
-    const w = await runWebhookGuardrails(leafTexts(out), gs, direction, identity.agent.spiffeId, where);
+    // The checker is a third party: it never gets a credential (an upstream's echo of one).
+    const w = await runWebhookGuardrails(scrubForCheck(rt.egress, leafTexts(out)), gs, direction, identity.agent.spiffeId, where);
     if (w.verdict !== 'allow') record(rt, at, identity, direction, where, w.verdict, [], { webhook: w.results });
     if (w.verdict === 'block') return { ok: false, guardrail: w.blockedBy ?? '', message: blockedMessage(w.blockedBy ?? 'webhook', undefined, direction) };
     if (w.verdict === 'redact') out = replaceLeaves(out, w.texts);
