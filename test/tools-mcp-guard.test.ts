@@ -233,7 +233,8 @@ test('a restarted server: the sessions that may list its prompts and resources a
 });
 
 test('upstream that cannot start: clear error, backoff keeps trying', async () => {
-  const { client, gw } = await setup([doc('McpServer', 'broken', { transport: 'stdio', command: '/nonexistent/mcp-server', timeout_ms: 1000, tools: { x: { resource: 'crm' } } })], { ready: false });
+  // x maps to an action the caller may use (a denied one is refused before the server is asked, see tools-mcp).
+  const { client, gw } = await setup([doc('McpServer', 'broken', { transport: 'stdio', command: '/nonexistent/mcp-server', timeout_ms: 1000, tools: { x: { resource: 'crm', action: 'crash' } } })], { ready: false });
   assert.deepEqual((await client.listTools()).tools, []);
   const err = await rpcError(client.callTool({ name: 'broken__x', arguments: {} }));
   assert.match(err.message, /MCP server "broken" is unavailable/);

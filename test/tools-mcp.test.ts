@@ -145,9 +145,35 @@ test('schema-invalid and unknown calls are rejected and never reach the upstream
   assert.match(missing.message, /must have required property 'query'/);
   const extra = await rpcError(analyst.callTool({ name: 'crm__search_accounts', arguments: { query: 'x', drop: 'table' } }));
   assert.match(extra.message, /additional properties/);
+  // A name no tool has is decided like a tool of that name: the analyst may not call action "nope" on crm.
   const unknown = await rpcError(analyst.callTool({ name: 'crm__nope', arguments: {} }));
-  assert.match(unknown.message, /unknown tool "crm__nope"/);
+  assert.equal(unknown.code, -32001);
+  assert.match(unknown.message, /tools\/call "crm__nope" \(resource crm, action nope\) denied/);
   assert.ok(!callsIn(crmCalls).some((c) => c.args.query === 7 || c.args.drop || (c.args.limit === 5 && c.args.query === undefined)), 'upstream saw none of them');
+});
+
+test('a caller the server is closed to learns nothing about which tools or servers exist: every name is the same -32001 (both generations)', async () => {
+  const before = callsIn(crmCalls).length;
+  const session = async (name: string) => rpcError(intern.callTool({ name, arguments: { id: 7 } }));
+  const meta = { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientInfo': { name: 'probe', version: '1' }, 'io.modelcontextprotocol/clientCapabilities': {} };
+  const modern = async (name: string) => {
+    const r = await fetch(`${gw.url}/mcp`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${keys.intern}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': name },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name, arguments: { id: 7 }, _meta: meta } }),
+    });
+    return (await r.json() as { error: { code: number; message: string } }).error;
+  };
+  // web__whoami exists, web__no_such_tool does not, nosuch__tool names no server: intern has no rule for any of them.
+  for (const name of ['web__whoami', 'web__no_such_tool', 'nosuch__tool']) {
+    for (const e of [await session(name), await modern(name)]) {
+      assert.equal(e.code, -32001, `${name}: ${e.message}`);
+      assert.match(e.message, new RegExp(`tools/call "${name}" \\(resource \\w+, action \\w+\\) denied: no policy allows it \\(default deny\\)`));
+    }
+  }
+  assert.equal(callsIn(crmCalls).length, before);
+  // A caller the server is open to is told the truth.
+  assert.match((await rpcError(analyst.callTool({ name: 'web__no_such_tool', arguments: {} }))).message, /unknown tool "web__no_such_tool"/);
 });
 
 test('credential injected at the last hop; the agent gets [REDACTED:<credential>] in results and errors, never the secret', async () => {

@@ -31,6 +31,8 @@ export interface ServerEntry {
   defs: UpstreamTool[];
 }
 
+export interface ToolTarget { entry: ServerEntry | undefined; tool: string; resource: string; action: string }
+
 export interface Catalog {
   servers: Map<string, ServerEntry>;
   /** Wait (at most waitMs) until each server in scope has listed its tools once; a slow server is skipped. */
@@ -39,6 +41,12 @@ export interface Catalog {
   inScope(scope: string | null): ServerEntry[];
   /** Find a tool by the name the client uses (prefixed when aggregated); waits only for its own server. */
   resolve(scope: string | null, exposedName: string): Promise<CompiledTool | undefined>;
+  /**
+   * Where a tool name points before any upstream is asked: its server (when one of that name is
+   * in scope) and the resource and action a tool of that name has or would have (the server's
+   * mapping, else the server's resource and the name; an unknown server's name as the resource).
+   */
+  locate(scope: string | null, exposedName: string): ToolTarget;
   exposedName(scope: string | null, t: CompiledTool): string;
   reload(config: ConfigSet): Promise<void>;
   onToolsChanged(listener: (server: string) => void): void;
@@ -141,15 +149,20 @@ export function createCatalog(config: ConfigSet, deps: ToolDeps, integrity: Tool
       await Promise.race([all, budget]);
       clearTimeout(timer);
     },
-    async resolve(scope, exposed) {
-      let entry: ServerEntry | undefined;
+    locate(scope, exposed) {
+      let server = scope;
       let tool = exposed;
-      if (scope !== null) entry = servers.get(scope);
-      else {
+      if (scope === null) {
         // Server names cannot contain "__" (the loader refuses them), so the first "__" splits.
         const i = exposed.indexOf(NAME_SEP);
-        if (i > 0) { entry = servers.get(exposed.slice(0, i)); tool = exposed.slice(i + NAME_SEP.length); }
+        if (i > 0) { server = exposed.slice(0, i); tool = exposed.slice(i + NAME_SEP.length); }
       }
+      const entry = server === null ? undefined : servers.get(server);
+      const m = entry?.spec.tools?.[tool];
+      return { entry, tool, resource: m?.resource ?? entry?.resource ?? server ?? exposed, action: m?.action ?? tool };
+    },
+    async resolve(scope, exposed) {
+      const { entry, tool } = this.locate(scope, exposed);
       if (!entry) return undefined;
       // Not listed yet: wait for this server only; a down server says so instead of "unknown tool".
       if (!entry.tools.has(tool)) await entry.upstream.tools();

@@ -156,9 +156,28 @@ function listable(rt: Runtime, s: SessionCtx): ServerEntry[] {
   return out;
 }
 
+/**
+ * A name no listed tool has is decided as a tool of that name would be (its server's resource and
+ * mapping; an unknown server's name as the resource): a caller denied it gets the same -32001 as
+ * for a real tool, so probing learns nothing about which tools or servers exist, and no upstream
+ * is asked to list again for it. An allowed caller is told the tool is unknown.
+ */
+export function refuseUnlisted(rt: Runtime, s: SessionCtx, name: string, rawArgs: unknown, requestId: string): void {
+  const at = rt.catalog.locate(s.scope, name);
+  if (at.entry?.tools.has(at.tool)) return;
+  const d = s.access.authorize(at.resource, at.action, (rawArgs ?? {}) as Record<string, unknown>, context(rt, s, requestId, { server: at.entry?.name, tool: at.tool }));
+  if (d.effect !== 'deny' && (d.allowed || d.effect === 'approval_required')) return;
+  rt.deps.audit.record({
+    type: 'tool.decision', plane: 'mcp', request_id: requestId, client_request_id: s.access.clientRequestId, session_id: s.sessionId(), ...identityFields(s.identity),
+    server: at.entry?.name, tool: at.tool, resource: at.resource, action: at.action, decision: decisionFields(d),
+  });
+  throw new ToolError('policy_denied', denialMessage(d, `tools/call "${name}" (resource ${at.resource}, action ${at.action})`), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
+}
+
 export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs: unknown, extra: Extra): Promise<CallToolResult> {
   const { deps, catalog } = rt;
   const requestId = extra.requestId ?? `req_${randomUUID()}`;
+  refuseUnlisted(rt, s, name, rawArgs, requestId);
   // resolve
   const t = await catalog.resolve(s.scope, name);
   if (!t) throw new ToolError('unknown_tool', `unknown tool "${name}"; call tools/list for the tools you may call`, { code: RPC.notFound, status: 404 });

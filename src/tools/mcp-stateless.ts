@@ -7,12 +7,13 @@
 // client reaches a legacy server through aam unchanged.
 // Spec: modelcontextprotocol.io/specification/2026-07-28 (basic/transports/streamable-http,
 // basic/versioning, server/discover; schema/2026-07-28/schema.ts).
+import { randomUUID } from 'node:crypto';
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import type { CompleteRequest, LoggingLevel, Progress } from '@modelcontextprotocol/sdk/types.js';
 import { mcpTraceparent } from '../observability/otlp-genai.ts';
 import { optionalCapabilities, type CompiledTool } from './catalog.ts';
 import { decodeHeaderValue, headerParams, isLogLevel, LOG_LEVEL_NAMES, MODERN_VERSION, NAMED, SESSION_VERSION, SESSION_VERSIONS, sseEvent, valueAt } from './mcp-headers.ts';
-import { callTool, completeArgument, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
+import { callTool, completeArgument, refuseUnlisted, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { isInputRequired, TASKS_EXT } from './mcp-mrtr.ts';
 import { taskRequest } from './mcp-tasks.ts';
 import type { Gathered } from './mcp-pages.ts';
@@ -191,6 +192,8 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
       const name = String(params.name);
       // Mcp-Param-* are checked against the tool's schema only for tools this caller may see, so a
       // mismatch error cannot reveal the schema of a tool it may not use (that call is denied next).
+      // Decided first when no listed tool has the name: a denied caller's probe asks no upstream.
+      refuseUnlisted(rt, s, name, params.arguments, mx.requestId ?? `req_${randomUUID()}`);
       const tool = await rt.catalog.resolve(s.scope, name);
       const mismatch = tool && s.access.visible(tool.resource, tool.action) ? headerMismatch(headers, body, tool) : null;
       if (mismatch) throw new ToolError('header_mismatch', `Header mismatch: ${mismatch}`, { code: MODERN_RPC.headerMismatch, status: 400 });
