@@ -171,6 +171,10 @@ test('a caller the server is closed to learns nothing about which tools or serve
       assert.match(e.message, new RegExp(`tools/call "${name}" \\(resource \\w+, action \\w+\\) denied: no policy allows it \\(default deny\\)`));
     }
   }
+  // Prompts: a name of no server is decided too (the prefix as the resource), like one of a real server.
+  const prompt = await rpcError(intern.getPrompt({ name: 'nosuch__p', arguments: {} }));
+  assert.equal(prompt.code, -32001, prompt.message);
+  assert.match(prompt.message, /prompts\/get "nosuch__p" \(resource nosuch\) denied/);
   assert.equal(callsIn(crmCalls).length, before);
   // A caller the server is open to is told the truth.
   assert.match((await rpcError(analyst.callTool({ name: 'web__no_such_tool', arguments: {} }))).message, /unknown tool "web__no_such_tool"/);

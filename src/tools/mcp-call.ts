@@ -485,7 +485,7 @@ export async function listPrompts(rt: Runtime, s: SessionCtx): Promise<Gathered<
 }
 
 /** The server that serves prompt `name` as this endpoint exposes it (<server>__<prompt> on /mcp), and its own name for it. */
-function promptOwner(rt: Runtime, s: SessionCtx, name: string): { entry: ServerEntry; prompt: string } {
+function promptOwner(rt: Runtime, s: SessionCtx, name: string, requestId = `req_${randomUUID()}`): { entry: ServerEntry; prompt: string } {
   let entry: ServerEntry | undefined;
   let prompt = name;
   if (s.scope !== null) entry = rt.catalog.servers.get(s.scope);
@@ -494,12 +494,22 @@ function promptOwner(rt: Runtime, s: SessionCtx, name: string): { entry: ServerE
       if (name.startsWith(e.name + NAME_SEP) && (!entry || e.name.length > entry.name.length)) { entry = e; prompt = name.slice(e.name.length + NAME_SEP.length); }
     }
   }
-  if (!entry) throw new ToolError('unknown_prompt', `unknown prompt "${name}"; call prompts/list for the prompts you may use`, { code: RPC.notFound, status: 404 });
+  if (!entry) {
+    // No server of that name: decided as a prompt of a server named so would be (its name before
+    // "__" as the resource), so a caller denied it cannot tell which servers exist (as for tools).
+    const resource = rt.catalog.locate(null, name).resource;
+    const d = s.access.authorize(resource, PROMPT_GET, {}, context(rt, s, requestId, {}));
+    if (d.effect === 'deny' || (!d.allowed && d.effect !== 'approval_required')) {
+      rt.deps.audit.record({ type: 'tool.decision', plane: 'mcp', request_id: requestId, client_request_id: s.access.clientRequestId, session_id: s.sessionId(), ...identityFields(s.identity), resource, action: PROMPT_GET, prompt: name, decision: decisionFields(d) });
+      throw new ToolError('policy_denied', denialMessage(d, `prompts/get "${name}" (resource ${resource})`), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
+    }
+    throw new ToolError('unknown_prompt', `unknown prompt "${name}"; call prompts/list for the prompts you may use`, { code: RPC.notFound, status: 404 });
+  }
   return { entry, prompt };
 }
 
 export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: Record<string, string> | undefined, extra: Extra): Promise<GetPromptResult> {
-  const { entry, prompt } = promptOwner(rt, s, name);
+  const { entry, prompt } = promptOwner(rt, s, name, extra.requestId);
   const binding: StateBinding = { sub: s.identity.agent.spiffeId, server: entry.name, method: PROMPT_GET, name: prompt, args: argsDigest(args ?? {}) };
   const { requestId, adm } = await authorizeOrThrow(rt, s, entry, PROMPT_GET, { name: prompt, arguments: args ?? {} }, `prompts/get "${name}" (resource ${entry.resource})`, extra.requestId);
   // Prompt arguments are text the agent sends: input guardrails, like tool arguments. The
@@ -536,7 +546,7 @@ export async function completeArgument(rt: Runtime, s: SessionCtx, params: Compl
   let args: Record<string, unknown>;
   let target: string;
   if (ref.type === 'ref/prompt' && typeof ref.name === 'string') {
-    const p = promptOwner(rt, s, ref.name);
+    const p = promptOwner(rt, s, ref.name, extra.requestId);
     entry = p.entry;
     upstreamRef = { type: 'ref/prompt', name: p.prompt };
     action = PROMPT_GET;
