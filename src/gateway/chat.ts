@@ -14,7 +14,7 @@ import type { Admission } from '../access/decide.ts';
 import { chatStreamGuard, hasOutputWebhook, nextTurn, streamPieces, TURN_MS, watchesOutput } from '../access/guard.ts';
 import type { EventScrubber } from '../access/scrub-events.ts';
 import type { EventGuard } from '../guardrails/engine.ts';
-import { AamError, badRequest, toAamError } from '../access/errors.ts';
+import { badRequest, toAamError } from '../access/errors.ts';
 import { readJsonBody, sendText } from '../access/request.ts';
 import type { Access, Ctx } from './plane.ts';
 import { parseJsonInTurns } from '../access/json-turns.ts';
@@ -24,7 +24,7 @@ import { targetOrder, type TokenNeed } from './strategy.ts';
 import { demoChat, demoStream } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
 import { localStream, openUpstreamStream, StreamBroken, type OpenStream } from './stream.ts';
-import { CallAbort, sendAttempt, sendStreamAttempt, unusable, UPSTREAM_MESSAGE_MAX, type AttemptFailure, type AttemptStream, type AttemptText, type OutboundRequest, type UpstreamBody } from './upstream.ts';
+import { CallAbort, failureError, sendAttempt, sendStreamAttempt, unusable, UPSTREAM_MESSAGE_MAX, type AttemptFailure, type AttemptStream, type AttemptText, type OutboundRequest, type UpstreamBody } from './upstream.ts';
 import { traced } from './traced.ts';
 import { Deadlines, KeepAlive } from './deadlines.ts';
 import { targetInfo, type Route, type Target } from './routes.ts';
@@ -240,7 +240,7 @@ function answerWhole(a: Access, route: Route, codec: ClientCodec, adm: Admission
     a.release(adm);
     const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
     recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, false, message);
-    throw new AamError(r.failure.clientStatus, r.failure.code, message);
+    throw failureError(r.failure, message);
   }
   const call = settleAndRecord(a, route, r.target, r.value.result.usage, adm, 200, false, undefined, cache.save ? 'miss' : null, ahead);
   // Without output guardrails nothing more is recorded before the answer: alone in flight, the
@@ -495,7 +495,7 @@ class ChatStream {
       a.release(this.adm);
       const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
       recordCall(ctx, a.identity, this.route, null, undefined, r.failure.clientStatus, true, message);
-      if (!res.headersSent) throw new AamError(r.failure.clientStatus, r.failure.code, message);
+      if (!res.headersSent) throw failureError(r.failure, message);
       res.end(this.codec.streamError(message, 'api_error'));
       return undefined;
     }

@@ -1,12 +1,12 @@
 // Model plane: POST /v1/embeddings (OpenAI wire) and GET /v1/models.
-import { embeddingAs, parseEmbeddingsRequest } from '../providers/openai.ts';
+import { embeddingAs, embeddingsEncodedAs, parseEmbeddingsRequest } from '../providers/openai.ts';
 import type { EmbeddingsResult } from '../providers/types.ts';
 import { identify } from '../access/identify.ts';
 import { openAccess } from '../access/context.ts';
 import { watchesOutput } from '../access/guard.ts';
 import { recordCall } from './record.ts';
 import { allowedModels } from '../policy/decide.ts';
-import { AamError, badRequest } from '../access/errors.ts';
+import { badRequest } from '../access/errors.ts';
 import { readJson, sendJson, sendText } from '../access/request.ts';
 import type { Ctx } from './plane.ts';
 import type { Identity } from '../identity/types.ts';
@@ -16,7 +16,7 @@ import { embeddingFromResult } from '../cache/semantic.ts';
 import { runAttempts } from './attempts.ts';
 import { demoEmbeddings } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
-import { CallAbort, sendAttempt, unusable, UPSTREAM_MESSAGE_MAX } from './upstream.ts';
+import { CallAbort, failureError, sendAttempt, unusable, UPSTREAM_MESSAGE_MAX } from './upstream.ts';
 import { traced } from './traced.ts';
 import { resolveRoute } from './resolve.ts';
 
@@ -54,7 +54,7 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const r = await callEmbeddings(ctx, identity, route, req, ac);
   if (!r.ok) {
     a.release(adm);
-    throw new AamError(r.failure.clientStatus, r.failure.code, ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX));
+    throw failureError(r.failure, ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX));
   }
   look?.save(r.value.result);
   const { result, raw } = r.value;
@@ -93,7 +93,7 @@ export function callEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: 
     if (!res.ok) return res;
     let result: EmbeddingsResult;
     try { result = adapter.embeddingsResponse(JSON.parse(res.text)); } catch { return unusable(target, 'not a valid embeddings response'); }
-    return { ok: true as const, value: { result, raw: adapter.wire === 'openai' ? res.text : null } };
+    return { ok: true as const, value: { result, raw: adapter.wire === 'openai' && embeddingsEncodedAs(result, req.encoding_format) ? res.text : null } };
   });
 }
 

@@ -11,6 +11,7 @@ import type { UpstreamRequest } from '../providers/types.ts';
 export type OutboundRequest = Omit<UpstreamRequest, 'body'> & { body: string | Buffer };
 import type { Target } from './routes.ts';
 import { Deadlines, type Timed } from './deadlines.ts';
+import { AamError } from '../access/errors.ts';
 
 export interface Injection {
   headers: Record<string, string>;
@@ -31,6 +32,15 @@ export type AttemptFailure = {
   message: string;
   retryAfterMs?: number;
 };
+/**
+ * The client's error for the attempts' last failure (message scrubbed by the caller). A last
+ * upstream 429 passes its retry-after on, in whole seconds, so an SDK waits as long as asked.
+ */
+export function failureError(f: AttemptFailure, message: string): AamError {
+  const headers = f.clientStatus === 429 && f.retryAfterMs !== undefined ? { 'retry-after': String(Math.max(1, Math.ceil(f.retryAfterMs / 1000))) } : undefined;
+  return new AamError(f.clientStatus, f.code, message, { headers });
+}
+
 /** A complete (non-streamed) answer. */
 export type AttemptText = { ok: true; status: number; headers: IncomingHttpHeaders; text: string };
 /** A streamed answer whose head has arrived; its body is read with `body`. */

@@ -130,6 +130,9 @@ export function parseOpenAIChatRequest(body: unknown): ParseResult<ChatRequest> 
     if (!isObj(b.response_format)) return bad('response_format', 'must be an object');
     req.response_format = b.response_format;
   }
+  // Guardrails, cache, streams and translation carry one choice: a second one would pass unscanned
+  // (an answer relayed as the upstream wrote it) or be merged into the first (a stream).
+  if (b.n !== undefined && b.n !== null && b.n !== 1) return bad('n', 'must be 1: aam answers one choice per request; send n requests for n answers');
   let extra: Obj | undefined;
   for (const k in b) {
     if (KNOWN.has(k)) continue;

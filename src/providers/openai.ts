@@ -212,6 +212,16 @@ export function embeddingAs(e: number[] | string, format: 'float' | 'base64' | u
   return e;
 }
 
+/**
+ * Are an upstream's embeddings already in the encoding the client asked for (then its answer can
+ * go back as it is)? An OpenAI-compatible server may ignore `encoding_format` and answer numbers
+ * to `base64` (the OpenAI SDK, asking base64 by default, then decodes numbers as base64: []).
+ */
+export function embeddingsEncodedAs(r: EmbeddingsResult, format: 'float' | 'base64' | undefined): boolean {
+  const base64 = format === 'base64';
+  return r.data.every((d) => (typeof d.embedding === 'string') === base64);
+}
+
 export function openaiEmbeddingsResponse(body: unknown): EmbeddingsResult {
   if (!isObj(body)) throw new UpstreamShapeError('upstream returned a non-object embeddings response');
   const list = arr(body.data);

@@ -1,0 +1,93 @@
+// Model plane from outside, with the real SDKs against an upstream of the test's own: the edges an
+// OpenAI-compatible server or a failing upstream shows that the fake-upstream suites do not.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+import Anthropic from '@anthropic-ai/sdk';
+import { startTestGateway, doc, yaml, agentDocs, type TestGateway } from './helpers/gateway.ts';
+import { localServer, type LocalServer } from './helpers/e2e.ts';
+
+let up: LocalServer;
+let gw: TestGateway;
+let key: string;
+const seen: Array<Record<string, unknown>> = [];
+
+before(async () => {
+  up = await localServer((req, res, raw) => {
+    const body = JSON.parse(raw) as Record<string, unknown>;
+    seen.push(body);
+    const model = String(body.model);
+    if (req.url!.endsWith('/embeddings')) {
+      // Like many OpenAI-compatible servers: numbers, whatever encoding_format asked.
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ object: 'list', model, data: [{ object: 'embedding', index: 0, embedding: [0.5, 0.25, -2] }], usage: { prompt_tokens: 2, total_tokens: 2 } }));
+      return;
+    }
+    if (model === 'busy') {
+      res.writeHead(429, { 'content-type': 'application/json', 'retry-after': '7' });
+      res.end(JSON.stringify({ error: { message: 'slow down', type: 'rate_limit_error' } }));
+      return;
+    }
+    if (model === 'down') {
+      res.writeHead(500, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { message: 'boom', type: 'server_error' } }));
+      return;
+    }
+    // Every choice it was asked for; the second one says what an output guardrail must stop.
+    const n = typeof body.n === 'number' ? body.n : 1;
+    const choices = Array.from({ length: n }, (_, i) => ({ index: i, message: { role: 'assistant', content: i === 0 ? 'fine' : 'project falcon ships' }, finish_reason: 'stop' }));
+    res.setHeader('content-type', 'application/json');
+    res.end(JSON.stringify({ id: 'c1', object: 'chat.completion', created: 1, model, choices, usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 } }));
+  });
+  const target = (model: string) => ({ provider: 'up', model });
+  gw = await startTestGateway(yaml(
+    doc('Credential', 'up-key', { env: 'TEST_UPSTREAM_KEY' }),
+    doc('Provider', 'up', { type: 'openai-compatible', baseUrl: `${up.url}/v1`, credential: 'up-key' }),
+    doc('Guardrail', 'falcon', { on: ['output'], keywords: ['project falcon'], action: 'block' }),
+    doc('Model', 'chat', { targets: [target('ok')], pricing: { free: true }, guardrails: ['falcon'] }),
+    doc('Model', 'emb', { kind: 'embeddings', targets: [target('emb')], pricing: { free: true } }),
+    doc('Model', 'all-busy', { targets: [target('down'), target('busy')], retries: { attempts: 0 }, pricing: { free: true } }),
+    ...agentDocs(['chat', 'emb', 'all-busy']),
+  ), { TEST_UPSTREAM_KEY: 'sk-edges-upstream-secret-0123456789' });
+  key = gw.key('tester');
+});
+after(async () => { await gw?.close(); await up?.close(); });
+
+const openai = () => new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: key, maxRetries: 0 });
+
+test('n > 1 is a 400 naming n (the SDK raises BadRequestError), streamed or not: a second choice would pass the output guardrails unscanned', async () => {
+  seen.length = 0;
+  for (const stream of [false, true]) {
+    await assert.rejects(openai().chat.completions.create({ model: 'chat', n: 2, stream, messages: [{ role: 'user', content: 'hi' }] }), (e: unknown) => {
+      assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+      assert.equal((e.error as { param?: string }).param, 'n');
+      assert.match(e.message, /n: must be 1/);
+      return true;
+    });
+  }
+  assert.equal(seen.length, 0, 'the upstream never saw the request');
+  const one = await openai().chat.completions.create({ model: 'chat', n: 1, messages: [{ role: 'user', content: 'hi' }] });
+  assert.equal(one.choices[0].message.content, 'fine');
+});
+
+test('embeddings: the OpenAI SDK (base64 by default) gets the vectors from an upstream that answers numbers anyway', async () => {
+  const r = await openai().embeddings.create({ model: 'emb', input: 'ab' });
+  assert.deepEqual(r.data[0].embedding, [0.5, 0.25, -2]);
+  assert.equal(seen.at(-1)!.encoding_format, 'base64');
+  const f = await openai().embeddings.create({ model: 'emb', input: 'ab', encoding_format: 'float' });
+  assert.deepEqual(f.data[0].embedding, [0.5, 0.25, -2]);
+});
+
+test("every target failed, the last with 429: the upstream's retry-after reaches the client (OpenAI and Anthropic SDKs)", async () => {
+  await assert.rejects(openai().chat.completions.create({ model: 'all-busy', messages: [{ role: 'user', content: 'hi' }] }), (e: unknown) => {
+    assert.ok(e instanceof OpenAI.RateLimitError, String(e));
+    assert.equal(e.headers?.get('retry-after'), '7');
+    return true;
+  });
+  const anthropic = new Anthropic({ baseURL: gw.url, apiKey: key, maxRetries: 0 });
+  await assert.rejects(anthropic.messages.create({ model: 'all-busy', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] }), (e: unknown) => {
+    assert.ok(e instanceof Anthropic.RateLimitError, String(e));
+    assert.equal(e.headers?.get('retry-after'), '7');
+    return true;
+  });
+});
