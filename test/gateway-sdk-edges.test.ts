@@ -47,7 +47,8 @@ before(async () => {
     doc('Model', 'chat', { targets: [target('ok')], pricing: { free: true }, guardrails: ['falcon'] }),
     doc('Model', 'emb', { kind: 'embeddings', targets: [target('emb')], pricing: { free: true } }),
     doc('Model', 'all-busy', { targets: [target('down'), target('busy')], retries: { attempts: 0 }, pricing: { free: true } }),
-    ...agentDocs(['chat', 'emb', 'all-busy']),
+    doc('Model', 'priced', { targets: [target('ok')], pricing: { input_per_1m: 1, output_per_1m: 2 } }),
+    ...agentDocs(['chat', 'emb', 'all-busy', 'priced'], { budget: { daily_usd: 0.001 } }),
   ), { TEST_UPSTREAM_KEY: 'sk-edges-upstream-secret-0123456789' });
   key = gw.key('tester');
 });
@@ -90,4 +91,16 @@ test("every target failed, the last with 429: the upstream's retry-after reaches
     assert.equal(e.headers?.get('retry-after'), '7');
     return true;
   });
+});
+
+test('a budget nothing was spent from, short of the worst case of a request without max_tokens: the 429 says so, and what to lower', async () => {
+  await assert.rejects(openai().chat.completions.create({ model: 'priced', messages: [{ role: 'user', content: 'hi' }] }), (e: unknown) => {
+    assert.ok(e instanceof OpenAI.RateLimitError, String(e));
+    assert.equal((e.error as { code?: string }).code, 'budget_exceeded');
+    assert.match(e.message, /daily budget of \$0\.001 for \S+ has \$0\.0010 left \(incl\. in-flight reservations\), less than this request may cost \(\$0\.0082: .*max_tokens.*\); lower that limit/);
+    assert.doesNotMatch(e.message, /exhausted/);
+    return true;
+  });
+  const ok = await openai().chat.completions.create({ model: 'priced', max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] });
+  assert.equal(ok.choices[0].message.content, 'fine');
 });

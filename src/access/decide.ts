@@ -117,11 +117,11 @@ export function admit(ctx: Ctx, identity: Identity, tokensEstimate: number, cost
   const req = { rates, tokens: tokensEstimate, budgets: budgetEntriesOf(limits), amountUsd: costEstimateUsd, cacheKey };
   let r: AdmitResult | Promise<AdmitResult>;
   try { r = ctx.rt.limiter.admit(req); } catch (e) { throw storeFailure(e); }
-  if (r instanceof Promise) return r.then((v) => admitted(ctx, identity, set, v), (e: unknown) => { throw storeFailure(e); });
-  return admitted(ctx, identity, set, r);
+  if (r instanceof Promise) return r.then((v) => admitted(ctx, identity, set, v, costEstimateUsd), (e: unknown) => { throw storeFailure(e); });
+  return admitted(ctx, identity, set, r, costEstimateUsd);
 }
 
-function admitted(ctx: Ctx, identity: Identity, set: PolicySet, r: AdmitResult): Admission {
+function admitted(ctx: Ctx, identity: Identity, set: PolicySet, r: AdmitResult, costEstimateUsd: number): Admission {
   if (r.ok) return r.cached !== undefined ? { ticket: r.ticket, cached: r.cached } : r.ticket ? { ticket: r.ticket } : NOTHING_COUNTED;
   if (r.code === 'rate_limited') {
     ctx.rt.metrics?.limited('rate_limited', identity.agent.name);
@@ -131,7 +131,20 @@ function admitted(ctx: Ctx, identity: Identity, set: PolicySet, r: AdmitResult):
   }
   ctx.rt.metrics?.limited('budget_exceeded', identity.agent.name);
   const retry = Math.max(1, Math.ceil((r.resetAt.getTime() - Date.now()) / 1000));
-  throw new AamError(429, 'budget_exceeded', `${r.period} budget of $${r.limit} for ${r.key} is exhausted ($${r.spent.toFixed(4)} spent incl. in-flight reservations); it resets at ${r.resetAt.toISOString()}`, { headers: { 'retry-after': String(retry) } });
+  throw new AamError(429, 'budget_exceeded', budgetRefusal(r, costEstimateUsd), { headers: { 'retry-after': String(retry) } });
+}
+
+/**
+ * Why a budget refused: spent, or not spent but short of what this request may cost (its worst
+ * case is reserved, so concurrent requests cannot overspend): "exhausted ($0.0000 spent)" sent users looking for spend there
+ * was none of, when lowering the output limit was the fix.
+ */
+function budgetRefusal(r: { period: string; key: string; spent: number; limit: number; resetAt: Date }, costEstimateUsd: number): string {
+  const budget = `${r.period} budget of $${r.limit} for ${r.key}`;
+  const resets = `it resets at ${r.resetAt.toISOString()}`;
+  const left = r.limit - r.spent;
+  if (left <= 1e-9) return `${budget} is exhausted ($${r.spent.toFixed(4)} spent incl. in-flight reservations); ${resets}`;
+  return `${budget} has $${left.toFixed(4)} left (incl. in-flight reservations), less than this request may cost ($${costEstimateUsd.toFixed(4)}: its prompt and output limit, max_tokens or max_output_tokens (4096 when unset), at the route's price, held until it settles); lower that limit, or wait: ${resets}`;
 }
 
 /** A fleet store that cannot answer: fail closed, naming the store, never admit unchecked. */
