@@ -4,6 +4,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
+import { zodResponseFormat } from 'openai/helpers/zod';
+import { z } from 'zod';
 import { startTestGateway, doc, yaml, agentDocs, type TestGateway } from './helpers/gateway.ts';
 import { localServer, type LocalServer } from './helpers/e2e.ts';
 
@@ -17,6 +19,12 @@ before(async () => {
     const body = JSON.parse(raw) as Record<string, unknown>;
     seen.push(body);
     const model = String(body.model);
+    if (req.url!.endsWith('/messages')) {
+      // Anthropic wire: JSON text, as a structured-output answer is.
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ id: 'msg_1', type: 'message', role: 'assistant', model, content: [{ type: 'text', text: '{"name":"Ada","age":36}' }], stop_reason: 'end_turn', stop_sequence: null, usage: { input_tokens: 3, output_tokens: 4 } }));
+      return;
+    }
     if (req.url!.endsWith('/embeddings')) {
       // Like many OpenAI-compatible servers: numbers, whatever encoding_format asked.
       res.setHeader('content-type', 'application/json');
@@ -43,12 +51,14 @@ before(async () => {
   gw = await startTestGateway(yaml(
     doc('Credential', 'up-key', { env: 'TEST_UPSTREAM_KEY' }),
     doc('Provider', 'up', { type: 'openai-compatible', baseUrl: `${up.url}/v1`, credential: 'up-key' }),
+    doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${up.url}/v1`, credential: 'up-key' }),
+    doc('Model', 'claude', { targets: [{ provider: 'ant', model: 'claude-x' }], pricing: { free: true } }),
     doc('Guardrail', 'falcon', { on: ['output'], keywords: ['project falcon'], action: 'block' }),
     doc('Model', 'chat', { targets: [target('ok')], pricing: { free: true }, guardrails: ['falcon'] }),
     doc('Model', 'emb', { kind: 'embeddings', targets: [target('emb')], pricing: { free: true } }),
     doc('Model', 'all-busy', { targets: [target('down'), target('busy')], retries: { attempts: 0 }, pricing: { free: true } }),
     doc('Model', 'priced', { targets: [target('ok')], pricing: { input_per_1m: 1, output_per_1m: 2 } }),
-    ...agentDocs(['chat', 'emb', 'all-busy', 'priced'], { budget: { daily_usd: 0.001 } }),
+    ...agentDocs(['chat', 'emb', 'all-busy', 'priced', 'claude'], { budget: { daily_usd: 0.001 } }),
   ), { TEST_UPSTREAM_KEY: 'sk-edges-upstream-secret-0123456789' });
   key = gw.key('tester');
 });
@@ -103,4 +113,22 @@ test('a budget nothing was spent from, short of the worst case of a request with
   });
   const ok = await openai().chat.completions.create({ model: 'priced', max_tokens: 100, messages: [{ role: 'user', content: 'hi' }] });
   assert.equal(ok.choices[0].message.content, 'fine');
+});
+
+test("structured output across wires: OpenAI's json_schema reaches Anthropic as output_config.format, Anthropic's reaches an OpenAI upstream as json_schema", async () => {
+  const Person = z.object({ name: z.string(), age: z.number() });
+  seen.length = 0;
+  const r = await openai().chat.completions.parse({ model: 'claude', messages: [{ role: 'user', content: 'who' }], response_format: zodResponseFormat(Person, 'person') });
+  assert.deepEqual(r.choices[0].message.parsed, { name: 'Ada', age: 36 });
+  const sent = seen[0].output_config as { format?: { type?: string; schema?: { properties?: Record<string, unknown> } } } | undefined;
+  assert.equal(sent?.format?.type, 'json_schema', JSON.stringify(seen[0]));
+  assert.deepEqual(Object.keys(sent.format.schema?.properties ?? {}), ['name', 'age']);
+  assert.equal(seen[0].response_format, undefined);
+
+  seen.length = 0;
+  const schema = { type: 'object', properties: { name: { type: 'string' } }, required: ['name'], additionalProperties: false };
+  const anthropic = new Anthropic({ baseURL: gw.url, apiKey: key, maxRetries: 0 });
+  await anthropic.messages.create({ model: 'chat', max_tokens: 50, messages: [{ role: 'user', content: 'who' }], output_config: { format: { type: 'json_schema', schema } } });
+  assert.deepEqual(seen[0].response_format, { type: 'json_schema', json_schema: { name: 'output', schema } });
+  assert.equal(seen[0].output_config, undefined, 'an OpenAI upstream is not sent the Anthropic field');
 });

@@ -235,6 +235,9 @@ export function parseAnthropicRequest(body: unknown): ParseResult<ChatRequest> {
   }
   const meta = b.metadata;
   if (isObj(meta) && typeof meta.user_id === 'string') req.user = meta.user_id;
+  // Structured output: other wires get it as OpenAI's json_schema (Anthropic's gets output_config as sent).
+  const format = isObj(b.output_config) ? b.output_config.format : undefined;
+  if (isObj(format) && format.type === 'json_schema' && isObj(format.schema)) req.response_format = { type: 'json_schema', json_schema: { name: 'output', schema: format.schema } };
   let extra: Obj | undefined;
   for (const k in b) {
     if (KNOWN.has(k)) continue;

@@ -150,6 +150,12 @@ export function anthropicMessages(messages: ChatMessage[]): { system: string | O
   return { system: systemOf(messages), messages: out };
 }
 
+/** OpenAI's response_format json_schema as Anthropic's output_config.format; undefined for anything else. */
+function jsonSchemaFormat(rf: ChatRequest['response_format']): Obj | undefined {
+  const js = rf?.type === 'json_schema' && isObj(rf.json_schema) ? rf.json_schema : undefined;
+  return js !== undefined && isObj(js.schema) ? { type: 'json_schema', schema: js.schema } : undefined;
+}
+
 export function anthropicBody(req: ChatRequest, target: TargetInfo): Obj {
   const { system, messages } = anthropicMessages(req.messages);
   const body: Obj = req.anthropicExtra !== undefined ? { ...req.anthropicExtra } : {};
@@ -179,6 +185,10 @@ export function anthropicBody(req: ChatRequest, target: TargetInfo): Obj {
     if (choice.type !== 'none') choice.disable_parallel_tool_use = true;
   }
   if (choice !== undefined) body.tool_choice = choice;
+  // An OpenAI client's json_schema is Anthropic's structured output (the client's own output_config wins).
+  const format = jsonSchemaFormat(req.response_format);
+  const oc = isObj(body.output_config) ? body.output_config : undefined;
+  if (format !== undefined && oc?.format === undefined) body.output_config = { ...oc, format };
   if (req.user !== undefined && !isObj(body.metadata)) body.metadata = { user_id: req.user };
   if (target.stream) body.stream = true;
   else delete body.stream;
