@@ -50,7 +50,7 @@ before(async () => {
   const target = (model: string) => ({ provider: 'up', model });
   gw = await startTestGateway(yaml(
     doc('Credential', 'up-key', { env: 'TEST_UPSTREAM_KEY' }),
-    doc('Provider', 'up', { type: 'openai-compatible', baseUrl: `${up.url}/v1`, credential: 'up-key' }),
+    doc('Provider', 'up', { type: 'openai-compatible', baseUrl: `${up.url}/v1`, credential: 'up-key', models: '*' }),
     doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${up.url}/v1`, credential: 'up-key' }),
     doc('Model', 'claude', { targets: [{ provider: 'ant', model: 'claude-x' }], pricing: { free: true } }),
     doc('Guardrail', 'falcon', { on: ['output'], keywords: ['project falcon'], action: 'block' }),
@@ -58,7 +58,7 @@ before(async () => {
     doc('Model', 'emb', { kind: 'embeddings', targets: [target('emb')], pricing: { free: true } }),
     doc('Model', 'all-busy', { targets: [target('down'), target('busy')], retries: { attempts: 0 }, pricing: { free: true } }),
     doc('Model', 'priced', { targets: [target('ok')], pricing: { input_per_1m: 1, output_per_1m: 2 } }),
-    ...agentDocs(['chat', 'emb', 'all-busy', 'priced', 'claude'], { budget: { daily_usd: 0.001 } }),
+    ...agentDocs(['chat', 'emb', 'all-busy', 'priced', 'claude', 'up/gpt-4o-mini'], { budget: { daily_usd: 0.001 } }),
   ), { TEST_UPSTREAM_KEY: 'sk-edges-upstream-secret-0123456789' });
   key = gw.key('tester');
 });
@@ -131,4 +131,18 @@ test("structured output across wires: OpenAI's json_schema reaches Anthropic as 
   await anthropic.messages.create({ model: 'chat', max_tokens: 50, messages: [{ role: 'user', content: 'who' }], output_config: { format: { type: 'json_schema', schema } } });
   assert.deepEqual(seen[0].response_format, { type: 'json_schema', json_schema: { name: 'output', schema } });
   assert.equal(seen[0].output_config, undefined, 'an OpenAI upstream is not sent the Anthropic field');
+});
+
+test('models.retrieve (GET /v1/models/{id}): a model the caller may use, a catalog name with its slash; else NotFoundError as for an unknown one', async () => {
+  const m = await openai().models.retrieve('claude');
+  assert.deepEqual([m.id, m.object, m.owned_by], ['claude', 'model', 'aam']);
+  const c = await openai().models.retrieve('up/gpt-4o-mini');
+  assert.equal(c.id, 'up/gpt-4o-mini');
+  for (const id of ['nope', 'up/gpt-4o', 'other/x', 'up/any-model']) {
+    await assert.rejects(openai().models.retrieve(id), (e: unknown) => {
+      assert.ok(e instanceof OpenAI.NotFoundError, `${id}: ${String(e)}`);
+      assert.equal((e.error as { code?: string }).code, 'model_not_found');
+      return true;
+    });
+  }
 });

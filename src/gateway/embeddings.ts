@@ -1,12 +1,13 @@
-// Model plane: POST /v1/embeddings (OpenAI wire) and GET /v1/models.
+// Model plane: POST /v1/embeddings (OpenAI wire), GET /v1/models and GET /v1/models/{id}.
 import { embeddingAs, embeddingsEncodedAs, parseEmbeddingsRequest } from '../providers/openai.ts';
 import type { EmbeddingsResult } from '../providers/types.ts';
 import { identify } from '../access/identify.ts';
 import { openAccess } from '../access/context.ts';
 import { watchesOutput } from '../access/guard.ts';
 import { recordCall } from './record.ts';
-import { allowedModels } from '../policy/decide.ts';
-import { badRequest } from '../access/errors.ts';
+import { allowedModels, mayUseModel } from '../policy/decide.ts';
+import { catalogLookup } from '../config/catalog.ts';
+import { AamError, badRequest } from '../access/errors.ts';
 import { readJson, sendJson, sendText } from '../access/request.ts';
 import type { Ctx } from './plane.ts';
 import type { Identity } from '../identity/types.ts';
@@ -116,4 +117,21 @@ export async function handleModels(ctx: Ctx): Promise<void> {
   const created = Math.floor(ctx.rt.startedAt / 1000);
   const data = allowedModels(identity.agent, ctx.cfg.policies).map((id) => ({ id, object: 'model', created, owned_by: 'aam' }));
   sendJson(ctx, 200, { object: 'list', data });
+}
+
+/**
+ * GET /v1/models/{id} (the OpenAI SDK's models.retrieve): a route or catalog model the caller's
+ * policy allows; any other name is 404, as OpenAI answers a model you have no access to.
+ * Nothing is recorded: a lookup is not a call.
+ */
+export async function handleModelById(ctx: Ctx): Promise<void> {
+  if (ctx.req.method !== 'GET') throw new AamError(404, 'not_found', `no route ${ctx.req.method} ${ctx.path}; use GET /v1/models/{id}`);
+  const identity = await identify(ctx);
+  let id = '';
+  try { id = decodeURIComponent(ctx.path.slice(ctx.path.indexOf('/models/') + '/models/'.length)); } catch { /* not a model name */ }
+  const cfg = ctx.cfg;
+  const exists = cfg.routes.has(id) || catalogLookup(cfg.catalog.catalog, id)?.ok === true;
+  const usable = exists && mayUseModel(identity.agent, id, cfg.policies);
+  if (!usable) throw new AamError(404, 'model_not_found', `model "${id}" is not a model you may use on this gateway; GET /v1/models lists them`, { param: 'model' });
+  sendJson(ctx, 200, { id, object: 'model', created: Math.floor(ctx.rt.startedAt / 1000), owned_by: 'aam' });
 }

@@ -187,6 +187,11 @@ function defaultDeny(set: PolicySet, rules: readonly CompiledToolRule[], resourc
   return make(compiled, 'deny', '', -1, '', `no policy allows action "${action}" on ${resource} for ${who(set.agent)}; allowed actions: ${allowed}`);
 }
 
+/** May this caller use this model (GET /v1/models/{id})? The model decision, nothing recorded. */
+export function mayUseModel(agent: AgentRecord, model: string, compiled: CompiledPolicies): boolean {
+  return decideModel(setFor(agent, compiled), model, compiled).allowed;
+}
+
 /** Model routes this caller may use (for GET /v1/models), in config order. */
 export function allowedModels(agent: AgentRecord, compiled: CompiledPolicies): readonly string[] {
   return setFor(agent, compiled).allowedModels;

@@ -11,7 +11,7 @@ import { recordDecision } from '../access/decide.ts';
 import { requestIdFor, sendError, sendJson, type Ctx as AccessCtx, type Handler as AccessHandler, type Routes as AccessRoutes } from '../access/request.ts';
 import { handleChat } from '../gateway/chat.ts';
 import { handleResponseById, handleResponses } from '../gateway/responses.ts';
-import { handleEmbeddings, handleModels } from '../gateway/embeddings.ts';
+import { handleEmbeddings, handleModelById, handleModels } from '../gateway/embeddings.ts';
 import { startServerSpan, endHttpSpan } from '../observability/tracing.ts';
 import type { A2aGateway } from '../a2a/gateway.ts';
 
@@ -46,7 +46,7 @@ export function coreRoutes(): Routes & { close(): Promise<void> } {
   const handleA2a = (ctx: Ctx): Promise<void> | void => a2aLoaded
     ? a2aLoaded.handle(ctx)
     : (a2a ??= import('../a2a/gateway.ts').then((m) => (a2aLoaded = m.createA2aGateway()))).then((g) => g.handle(ctx));
-  return { exact, prefixes: [['/v1/responses/', handleResponseById], ['/a2a/', handleA2a]], close: () => a2aLoaded?.close() ?? Promise.resolve() };
+  return { exact, prefixes: [['/v1/responses/', handleResponseById], ['/v1/models/', handleModelById], ['/models/', handleModelById], ['/a2a/', handleA2a]], close: () => a2aLoaded?.close() ?? Promise.resolve() };
 }
 
 export function createRequestListener(rt: Runtime, routes: Routes) {
