@@ -42,6 +42,12 @@ before(async () => {
       return;
     }
     // Every choice it was asked for; the second one says what an output guardrail must stop.
+    if (body.stream === true) {
+      const chunk = (delta: unknown, finish: string | null) => `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model, choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(chunk({ role: 'assistant', content: 'fine' }, null) + chunk({}, 'stop') + 'data: [DONE]\n\n');
+      return;
+    }
     const n = typeof body.n === 'number' ? body.n : 1;
     const choices = Array.from({ length: n }, (_, i) => ({ index: i, message: { role: 'assistant', content: i === 0 ? 'fine' : 'project falcon ships' }, finish_reason: 'stop' }));
     res.setHeader('content-type', 'application/json');
@@ -145,4 +151,20 @@ test('models.retrieve (GET /v1/models/{id}): a model the caller may use, a catal
       return true;
     });
   }
+});
+
+test("the Anthropic SDK reads aam's request id (request-id: _request_id, an error's requestID), streamed or not; the OpenAI SDK's x-request-id", async () => {
+  const anthropic = new Anthropic({ baseURL: gw.url, apiKey: key, maxRetries: 0 });
+  const m = await anthropic.messages.create({ model: 'claude', max_tokens: 20, messages: [{ role: 'user', content: 'hi' }] });
+  assert.match(m._request_id ?? '', /^req_/);
+  const s = anthropic.messages.stream({ model: 'chat', max_tokens: 20, messages: [{ role: 'user', content: 'hi' }] });
+  await s.finalMessage();
+  assert.match(s.request_id ?? '', /^req_/);
+  await assert.rejects(anthropic.messages.create({ model: 'nope', max_tokens: 5, messages: [{ role: 'user', content: 'hi' }] }), (e: unknown) => {
+    assert.ok(e instanceof Anthropic.NotFoundError, String(e));
+    assert.match(e.requestID ?? '', /^req_/);
+    return true;
+  });
+  const o = await openai().chat.completions.create({ model: 'chat', messages: [{ role: 'user', content: 'hi' }] });
+  assert.match(o._request_id ?? '', /^req_/);
 });

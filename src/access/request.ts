@@ -85,7 +85,16 @@ export function sendJson(ctx: Ctx, status: number, body: unknown, headers: Recor
 }
 
 export function sendText(ctx: Ctx, status: number, text: string, contentType: string, headers: Record<string, string> = {}): void {
-  ctx.res.send(status, text, { 'content-type': contentType, 'x-request-id': ctx.requestId, ...headers });
+  ctx.res.send(status, text, anthropicRequestId({ 'content-type': contentType, 'x-request-id': ctx.requestId, ...headers }, ctx));
+}
+
+/**
+ * On the Anthropic wire aam's request id also goes as `request-id`, the header Anthropic answers
+ * with and its SDK reads (message._request_id, an error's requestID): null through aam before.
+ */
+export function anthropicRequestId(h: Record<string, string>, ctx: Pick<Ctx, 'wire' | 'requestId'>): Record<string, string> {
+  if (ctx.wire === 'anthropic') h['request-id'] = ctx.requestId;
+  return h;
 }
 
 export function sendError(ctx: Ctx, err: unknown): void {

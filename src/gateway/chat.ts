@@ -15,7 +15,7 @@ import { chatStreamGuard, hasOutputWebhook, nextTurn, streamPieces, TURN_MS, wat
 import type { EventScrubber } from '../access/scrub-events.ts';
 import type { EventGuard } from '../guardrails/engine.ts';
 import { badRequest, toAamError } from '../access/errors.ts';
-import { readJsonBody, sendText } from '../access/request.ts';
+import { anthropicRequestId, readJsonBody, sendText } from '../access/request.ts';
 import type { Access, Ctx } from './plane.ts';
 import { parseJsonInTurns } from '../access/json-turns.ts';
 import type { Identity } from '../identity/types.ts';
@@ -313,7 +313,7 @@ function sendChecked(a: Access, route: Route, codec: ClientCodec, cache: CacheSt
 }
 
 function sendWhole(ctx: Ctx, text: string, r: Answered, call: CallOutcome, cache: CacheState): void {
-  ctx.res.send(200, text, answerHeaders(ctx.requestId, r.target, call.cost, cache));
+  ctx.res.send(200, text, anthropicRequestId(answerHeaders(ctx.requestId, r.target, call.cost, cache), ctx));
 }
 
 /** One non-streamed answer over the route's targets (fallback, retries); `need` orders them for strategy cost. */
@@ -484,7 +484,7 @@ class ChatStream {
     if (this.cache.hit) h['x-aam-cache'] = 'hit';
     else if (this.cache.save) h['x-aam-cache'] = 'miss';
     if (extra) for (const k in extra) h[k] = extra[k];
-    res.writeHead(200, h);
+    res.writeHead(200, anthropicRequestId(h, this.a.ctx));
   }
 
   /** The call's outcome: a failure answered (or thrown, before any header), a stream relayed. */
