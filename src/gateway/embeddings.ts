@@ -7,7 +7,7 @@ import { watchesOutput } from '../access/guard.ts';
 import { recordCall } from './record.ts';
 import { allowedModels, mayUseModel } from '../policy/decide.ts';
 import { catalogLookup } from '../config/catalog.ts';
-import { AamError, badRequest } from '../access/errors.ts';
+import { AamError, badRequest, pathSegment } from '../access/errors.ts';
 import { readJson, sendJson, sendText } from '../access/request.ts';
 import type { Ctx } from './plane.ts';
 import type { Identity } from '../identity/types.ts';
@@ -127,8 +127,7 @@ export async function handleModels(ctx: Ctx): Promise<void> {
 export async function handleModelById(ctx: Ctx): Promise<void> {
   if (ctx.req.method !== 'GET') throw new AamError(404, 'not_found', `no route ${ctx.req.method} ${ctx.path}; use GET /v1/models/{id}`);
   const identity = await identify(ctx);
-  let id = '';
-  try { id = decodeURIComponent(ctx.path.slice(ctx.path.indexOf('/models/') + '/models/'.length)); } catch { /* not a model name */ }
+  const id = pathSegment(ctx.path.slice(ctx.path.indexOf('/models/') + '/models/'.length), 'model id');
   const cfg = ctx.cfg;
   const exists = cfg.routes.has(id) || catalogLookup(cfg.catalog.catalog, id)?.ok === true;
   const usable = exists && mayUseModel(identity.agent, id, cfg.policies);
