@@ -130,6 +130,11 @@ test("structured output across wires: OpenAI's json_schema reaches Anthropic as 
   assert.equal(sent?.format?.type, 'json_schema', JSON.stringify(seen[0]));
   assert.deepEqual(Object.keys(sent.format.schema?.properties ?? {}), ['name', 'age']);
   assert.equal(seen[0].response_format, undefined);
+  // A schema Anthropic refuses (an open object, a length bound) is not sent: no 400 the request never had.
+  seen.length = 0;
+  await openai().chat.completions.create({ model: 'claude', messages: [{ role: 'user', content: 'who' }], response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'object', properties: { name: { type: 'string', maxLength: 5 } }, additionalProperties: false } } } });
+  await openai().chat.completions.create({ model: 'claude', messages: [{ role: 'user', content: 'who' }], response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'object', properties: { name: { type: 'string' } } } } } });
+  assert.deepEqual(seen.map((b) => b.output_config), [undefined, undefined]);
 
   seen.length = 0;
   const schema = { type: 'object', properties: { name: { type: 'string' } }, required: ['name'], additionalProperties: false };

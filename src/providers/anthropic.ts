@@ -150,10 +150,33 @@ export function anthropicMessages(messages: ChatMessage[]): { system: string | O
   return { system: systemOf(messages), messages: out };
 }
 
-/** OpenAI's response_format json_schema as Anthropic's output_config.format; undefined for anything else. */
+/**
+ * OpenAI's response_format json_schema as Anthropic's output_config.format, when Anthropic takes
+ * the schema (else undefined: not sent, as before, rather than a 400 the request never had).
+ */
 function jsonSchemaFormat(rf: ChatRequest['response_format']): Obj | undefined {
   const js = rf?.type === 'json_schema' && isObj(rf.json_schema) ? rf.json_schema : undefined;
-  return js !== undefined && isObj(js.schema) ? { type: 'json_schema', schema: js.schema } : undefined;
+  return js !== undefined && isObj(js.schema) && anthropicSchema(js.schema, 0) ? { type: 'json_schema', schema: js.schema } : undefined;
+}
+
+/** Keywords Anthropic's structured outputs refuse (its SDKs strip them and check client-side). */
+const UNSUPPORTED_KEYWORDS = new Set(['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf', 'minLength', 'maxLength', 'maxItems', 'minProperties', 'maxProperties']);
+
+/** Does Anthropic take this schema: every object closed (additionalProperties: false), no refused keyword, minItems 0 or 1? */
+function anthropicSchema(node: unknown, depth: number): boolean {
+  if (depth > 64) return false;
+  if (Array.isArray(node)) return node.every((n) => anthropicSchema(n, depth + 1));
+  if (!isObj(node)) return true;
+  if ((node.type === 'object' || isObj(node.properties)) && node.additionalProperties !== false) return false;
+  if (typeof node.minItems === 'number' && node.minItems > 1) return false;
+  for (const k in node) {
+    if (UNSUPPORTED_KEYWORDS.has(k)) return false;
+    // properties / $defs hold schemas by name: a property called "minimum" is not the keyword.
+    const v = node[k];
+    if ((k === 'properties' || k === '$defs' || k === 'definitions') && isObj(v)) { for (const n in v) if (!anthropicSchema(v[n], depth + 1)) return false; }
+    else if (!anthropicSchema(v, depth + 1)) return false;
+  }
+  return true;
 }
 
 export function anthropicBody(req: ChatRequest, target: TargetInfo): Obj {
