@@ -393,6 +393,17 @@ test('with other requests in flight, an admission on an idle connection waits fo
   } finally { await lim.close(); }
 });
 
+test('a request\'s rate count fits its head in the script\'s arguments (nRates * 4 below the plan\'s 4096): more is refused before any Redis call', async () => {
+  const lim = new FleetLimiter(fleet, {});
+  const rates = (n: number): AdmitRequest['rates'] => Array.from({ length: n }, (_, i) => ({ key: `agent:many-${i}`, limits: { rpm: 1000 } }));
+  try {
+    const before = scripts;
+    await assert.rejects(lim.admit({ rates: rates(1024), tokens: 1, budgets: [], amountUsd: 0 }), /1024 rate limits on one request: at most 1023/);
+    assert.equal(scripts, before, 'nothing sent');
+    assert.ok((await lim.admit({ rates: rates(3), tokens: 1, budgets: [], amountUsd: 0 })).ok, 'a few rates are admitted');
+  } finally { await lim.close(); }
+});
+
 test('a call carries each budget plan once (its keys and limits), however many of its admissions and settlements name it; each decided by its own plan', async () => {
   const lim = new FleetLimiter(fleet, { settleDelayMs: 600_000 });
   const a: AdmitRequest = { rates: [], tokens: 0, budgets: Object.freeze([{ key: 'agent:plan-a', limits: { daily_usd: 0.5 } }]), amountUsd: 0.2 };
@@ -413,15 +424,15 @@ test('a call carries each budget plan once (its keys and limits), however many o
     assert.deepEqual(results.map((r) => r.ok), [true, true, true, true, true, false, true], 'a: $0.2 twice in $0.5, then refused; b: all three');
     assert.equal(keys(), 4, 'each plan\'s hash and zset once (not 2 keys an admission)');
     // numKeys, the keys, 6 (window, settlements, ttls, plans), per plan 3 (budgets, daily, monthly),
-    // 1 (admissions), per admission 5 (plan, rates, amount, member, cache).
-    assert.equal(strings(), 1 + 4 + 6 + 2 * 3 + 1 + 6 * 5, `the call's strings: ${lastScript.slice(1).join(' ')}`);
+    // 1 (admissions), per admission 3 (its head: plan, rates and cache in one number; amount, member).
+    assert.equal(strings(), 1 + 4 + 6 + 2 * 3 + 1 + 6 * 3, `the call's strings: ${lastScript.slice(1).join(' ')}`);
     assert.ok(near((await budget('agent:plan-a')).reserved, 0.4) && near((await budget('agent:plan-b')).reserved, 0.6));
     // The 6 settlements of both plans, a and b in turn, ride on one admission of b: each plan once
     // again; b's second charge crosses $0.50 (its totals read in their place among a's, which have none).
     results.forEach((r, i) => { if (r.ok) lim.settle(r.ticket!, reqs[i] === b ? 0.4 : 0.2, null); });
     await admitted(lim, { ...b, amountUsd: 0 });
     assert.equal(keys(), 4);
-    assert.equal(strings(), 1 + 4 + 6 + 2 * 3 + 6 * 6 + 1 + 5, 'per settlement 6 (plan, rates, member, amount, charge, flags)');
+    assert.equal(strings(), 1 + 4 + 6 + 2 * 3 + 6 * 4 + 1 + 3, 'per settlement 4 (its head: plan, rates and flags in one number; member, amount, charge)');
     assert.ok(near((await budget('agent:plan-a')).reserved, 0) && near((await budget('agent:plan-b')).reserved, 0), 'every settlement let its own plan\'s reservation go');
     assert.ok(near((await budget('agent:plan-a')).spent, 0.6) && near((await budget('agent:plan-b')).spent, 1.2), 'each charged to its own plan');
     await until(() => alerts.length > 0, 5000, 'b\'s alert');
