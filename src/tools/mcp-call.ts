@@ -484,15 +484,48 @@ export async function listPrompts(rt: Runtime, s: SessionCtx): Promise<Gathered<
   return gathered(lists.map((l) => ({ ...l, items: s.scope === null ? l.items.map((p) => ({ ...p, name: `${l.entry.name}${NAME_SEP}${p.name}` })) : l.items })), 'prompts');
 }
 
+/** The server a <server>__<name> (as /mcp exposes prompts) belongs to: the longest server name that prefixes it. */
+function prefixedServer(rt: Runtime, name: string): ServerEntry | undefined {
+  let entry: ServerEntry | undefined;
+  for (const e of rt.catalog.servers.values()) {
+    if (name.startsWith(e.name + NAME_SEP) && (!entry || e.name.length > entry.name.length)) entry = e;
+  }
+  return entry;
+}
+
+/**
+ * What a listing shows the agent passes the output guardrails, as results do: each item of a page
+ * (a tool definition, prompt, resource or template, with its descriptions, schemas, titles and
+ * annotations) with its server's guardrails. A redaction shows the redacted item; a block
+ * withholds that item alone (the block is recorded), so one poisoned definition does not hide the
+ * server's other items. `server`: the server an item came from (null when not known).
+ */
+export async function guardedListing<T>(rt: Runtime, s: SessionCtx, method: string, items: readonly T[], server: (item: T) => string | null, requestId: string): Promise<T[]> {
+  const out: T[] = [];
+  for (const item of items) {
+    const name = server(item);
+    const go = await s.access.guard('output', item, name === null ? method : `${method} ${name}`, requestId, name === null ? undefined : rt.catalog.servers.get(name)?.spec.guardrails);
+    if (go.ok) out.push(go.value as T);
+  }
+  return out;
+}
+
+/** The server a listed prompt, resource or template came from (see guardedListing). */
+export function listedServer(rt: Runtime, s: SessionCtx, key: 'prompts' | 'resources' | 'resourceTemplates'): (item: unknown) => string | null {
+  if (s.scope !== null) return () => s.scope;
+  if (key === 'prompts') return (p) => prefixedServer(rt, String((p as Prompt).name))?.name ?? null;
+  if (key === 'resources') return (r) => s.resourceOwner.get(String((r as Resource).uri)) ?? null;
+  return (t) => s.templateOwners.find((o) => o.template === (t as ResourceTemplate).uriTemplate)?.server ?? null;
+}
+
 /** The server that serves prompt `name` as this endpoint exposes it (<server>__<prompt> on /mcp), and its own name for it. */
 function promptOwner(rt: Runtime, s: SessionCtx, name: string, requestId = `req_${randomUUID()}`): { entry: ServerEntry; prompt: string } {
   let entry: ServerEntry | undefined;
   let prompt = name;
   if (s.scope !== null) entry = rt.catalog.servers.get(s.scope);
   else {
-    for (const e of rt.catalog.servers.values()) {
-      if (name.startsWith(e.name + NAME_SEP) && (!entry || e.name.length > entry.name.length)) { entry = e; prompt = name.slice(e.name.length + NAME_SEP.length); }
-    }
+    entry = prefixedServer(rt, name);
+    if (entry) prompt = name.slice(entry.name.length + NAME_SEP.length);
   }
   if (!entry) {
     // No server of that name: decided as a prompt of a server named so would be (its name before

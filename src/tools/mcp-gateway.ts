@@ -311,13 +311,13 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     server.setRequestHandler(ListToolsRequestSchema, async (req, extra) => {
       const rc = forRequest(ctx, extra);
       await catalog.ready(ctx.scope, listWaitMs);
-      return await toolsPage(rt, rc, req.params?.cursor, pageSize) as { tools: Tool[]; nextCursor?: string };
+      return await toolsPage(rt, rc, req.params?.cursor, pageSize, postId(extra)) as { tools: Tool[]; nextCursor?: string };
     });
     server.setRequestHandler(CallToolRequestSchema, async (req, extra) =>
       // A trace the agent carried in params._meta (MCP semconv) is the one this call continues.
       callTool(rt, forRequest(ctx, extra), req.params.name, req.params.arguments, { ...callExtra(req.params._meta?.progressToken, extra, ctx.logLevel), carried: mcpTraceparent(req.params) }));
-    server.setRequestHandler(ListResourcesRequestSchema, async (req, extra) => { const rc = forRequest(ctx, extra); return listPage(rt, rc, 'resources/list', 'resources', req.params?.cursor, pageSize, () => listResources(rt, rc)); });
-    server.setRequestHandler(ListResourceTemplatesRequestSchema, async (req, extra) => { const rc = forRequest(ctx, extra); return listPage(rt, rc, 'resources/templates/list', 'resourceTemplates', req.params?.cursor, pageSize, () => listResourceTemplates(rt, rc)); });
+    server.setRequestHandler(ListResourcesRequestSchema, async (req, extra) => { const rc = forRequest(ctx, extra); return listPage(rt, rc, 'resources/list', 'resources', req.params?.cursor, pageSize, () => listResources(rt, rc), postId(extra)); });
+    server.setRequestHandler(ListResourceTemplatesRequestSchema, async (req, extra) => { const rc = forRequest(ctx, extra); return listPage(rt, rc, 'resources/templates/list', 'resourceTemplates', req.params?.cursor, pageSize, () => listResourceTemplates(rt, rc), postId(extra)); });
     server.setRequestHandler(ReadResourceRequestSchema, async (req, extra) => readResource(rt, forRequest(ctx, extra), req.params.uri, callExtra(req.params._meta?.progressToken, extra, ctx.logLevel)));
     // A session's subscriptions are held by one replica at a time: the one it last subscribed on.
     // The registry says who holds it (a replica that missed the note reads it there); the note is the fast path.
@@ -344,7 +344,7 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
       await passOn(id, UNSUBSCRIBED, { uri: req.params.uri });
       return {};
     });
-    server.setRequestHandler(ListPromptsRequestSchema, async (req, extra) => { const rc = forRequest(ctx, extra); return listPage(rt, rc, 'prompts/list', 'prompts', req.params?.cursor, pageSize, () => listPrompts(rt, rc)); });
+    server.setRequestHandler(ListPromptsRequestSchema, async (req, extra) => { const rc = forRequest(ctx, extra); return listPage(rt, rc, 'prompts/list', 'prompts', req.params?.cursor, pageSize, () => listPrompts(rt, rc), postId(extra)); });
     server.setRequestHandler(GetPromptRequestSchema, async (req, extra) => getPrompt(rt, forRequest(ctx, extra), req.params.name, req.params.arguments, callExtra(req.params._meta?.progressToken, extra, ctx.logLevel)));
     return server;
   }
@@ -551,13 +551,17 @@ interface SdkExtra {
 const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** Forward cancellation (signal) and, when the client asked for them, progress notifications and log messages (on this request's stream). */
+/** aam's id of the POST that carried this message (attachAccess), which its evidence is keyed by. */
+function postId(extra: { authInfo?: AuthInfo }): string | undefined {
+  const rid = extra.authInfo?.extra?.requestId;
+  return typeof rid === 'string' ? rid : undefined;
+}
+
 function callExtra(progressToken: string | number | undefined, extra: SdkExtra, logLevel?: LoggingLevel): Extra {
   const onprogress = progressToken === undefined ? undefined
     : (p: Progress) => { extra.sendNotification({ method: 'notifications/progress', params: { ...p, progressToken } }).catch(() => {}); };
-  // aam's id of the POST that carried this message (attachAccess), which its evidence is keyed by.
-  const rid = extra.authInfo?.extra?.requestId;
   const log = logLevel === undefined ? undefined : { level: logLevel, send: (p: LogParams) => { extra.sendNotification({ method: 'notifications/message', params: p }).catch(() => {}); } };
-  return { signal: extra.signal, onprogress, log, jsonrpcId: extra.requestId, requestId: typeof rid === 'string' ? rid : undefined };
+  return { signal: extra.signal, onprogress, log, jsonrpcId: extra.requestId, requestId: postId(extra) };
 }
 
 

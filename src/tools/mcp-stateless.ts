@@ -13,7 +13,7 @@ import type { CompleteRequest, LoggingLevel, Progress } from '@modelcontextproto
 import { mcpTraceparent } from '../observability/otlp-genai.ts';
 import { optionalCapabilities, type CompiledTool } from './catalog.ts';
 import { decodeHeaderValue, headerParams, isLogLevel, LOG_LEVEL_NAMES, MODERN_VERSION, NAMED, SESSION_VERSION, SESSION_VERSIONS, sseEvent, valueAt } from './mcp-headers.ts';
-import { callTool, completeArgument, refuseUnlisted, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
+import { callTool, completeArgument, guardedListing, listedServer, refuseUnlisted, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { isInputRequired, TASKS_EXT } from './mcp-mrtr.ts';
 import { taskRequest } from './mcp-tasks.ts';
 import type { Gathered } from './mcp-pages.ts';
@@ -186,7 +186,7 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
       };
     case 'tools/list': {
       await rt.catalog.ready(s.scope, o.listWaitMs);
-      return { ...await toolsPage(rt, s, params.cursor, o.pageSize), ...PRIVATE };
+      return { ...await toolsPage(rt, s, params.cursor, o.pageSize, mx.requestId), ...PRIVATE };
     }
     case 'tools/call': {
       const name = String(params.name);
@@ -200,15 +200,15 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
       // A trace the agent carried in params._meta is the one this call continues (as on sessions).
       return callTool(rt, s, name, params.arguments, { ...mx, carried: mcpTraceparent(params) }) as Promise<Json>;
     }
-    case 'resources/list': return { ...await listPage(rt, s, method, 'resources', params.cursor, o.pageSize, () => listResources(rt, s)), ...PRIVATE };
-    case 'resources/templates/list': return { ...await listPage(rt, s, method, 'resourceTemplates', params.cursor, o.pageSize, () => listResourceTemplates(rt, s)), ...PRIVATE };
+    case 'resources/list': return { ...await listPage(rt, s, method, 'resources', params.cursor, o.pageSize, () => listResources(rt, s), mx.requestId), ...PRIVATE };
+    case 'resources/templates/list': return { ...await listPage(rt, s, method, 'resourceTemplates', params.cursor, o.pageSize, () => listResourceTemplates(rt, s), mx.requestId), ...PRIVATE };
     case 'resources/read': {
       // No session remembers which server listed a URI: on /mcp, list (as this caller) to find its owner.
       if (s.scope === null) await Promise.all([listResources(rt, s), listResourceTemplates(rt, s)]);
       const r = await readResource(rt, s, String(params.uri), mx);
       return isInputRequired(r) ? r : { ...r, ...PRIVATE }; // an interim result carries no caching hints
     }
-    case 'prompts/list': return { ...await listPage(rt, s, method, 'prompts', params.cursor, o.pageSize, () => listPrompts(rt, s)), ...PRIVATE };
+    case 'prompts/list': return { ...await listPage(rt, s, method, 'prompts', params.cursor, o.pageSize, () => listPrompts(rt, s), mx.requestId), ...PRIVATE };
     case 'tasks/get': case 'tasks/update': case 'tasks/cancel': return taskRequest(rt, s, method, params, extra);
     case 'completion/complete': {
       // No session remembers which server listed a template: on /mcp, list them (as this caller) to find its owner.
@@ -221,10 +221,13 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
 }
 
 /** One page of the tools this caller may call, named as its endpoint exposes them (both generations). */
-export async function toolsPage(rt: Runtime, s: SessionCtx, cursor: unknown, pageSize: number): Promise<{ tools: Json[]; nextCursor?: string }> {
+export async function toolsPage(rt: Runtime, s: SessionCtx, cursor: unknown, pageSize: number, requestId = `req_${randomUUID()}`): Promise<{ tools: Json[]; nextCursor?: string }> {
   const start = decodeCursor(cursor, 'tools/list').o;
   const all = await visibleTools(rt, s);
-  const tools = all.slice(start, start + pageSize).map((t) => ({ ...t.def, name: rt.catalog.exposedName(s.scope, t) }));
+  const page = all.slice(start, start + pageSize);
+  const servers = new Map<Json, string>();
+  const named = page.map((t) => { const def = { ...t.def, name: rt.catalog.exposedName(s.scope, t) } as Json; servers.set(def, t.server); return def; });
+  const tools = await guardedListing(rt, s, 'tools/list', named, (d) => servers.get(d) ?? null, requestId);
   return start + pageSize < all.length ? { tools, nextCursor: encodeCursor(start + pageSize) } : { tools };
 }
 
@@ -235,7 +238,7 @@ export async function toolsPage(rt: Runtime, s: SessionCtx, cursor: unknown, pag
  * server is asked). The first page gathers every server's whole list; the pages after it are cut
  * from that gathering while it is fresh and the caller's own (rt.pages, mcp-pages.ts), else gathered again.
  */
-export async function listPage<K extends string, T>(rt: Runtime, s: SessionCtx, method: string, key: K, cursor: unknown, pageSize: number, list: () => Promise<Gathered<T>>): Promise<Record<K, T[]> & { nextCursor?: string }> {
+export async function listPage<K extends 'prompts' | 'resources' | 'resourceTemplates', T>(rt: Runtime, s: SessionCtx, method: string, key: K, cursor: unknown, pageSize: number, list: () => Promise<Gathered<T>>, requestId = `req_${randomUUID()}`): Promise<Record<K, T[]> & { nextCursor?: string }> {
   const { o: start, p: kept } = decodeCursor(cursor, method);
   const who = s.identity.agent.spiffeId;
   const hit = kept === undefined ? undefined : rt.pages.take(kept, who, s.scope, method) as T[] | undefined;
@@ -247,7 +250,7 @@ export async function listPage<K extends string, T>(rt: Runtime, s: SessionCtx, 
     all = g.items;
     if (start + pageSize < all.length) id = rt.pages.keep(g, who, s.scope, method);
   }
-  const items = { [key]: all.slice(start, start + pageSize) } as Record<K, T[]>;
+  const items = { [key]: await guardedListing(rt, s, method, all.slice(start, start + pageSize), listedServer(rt, s, key), requestId) } as Record<K, T[]>;
   return start + pageSize < all.length ? { ...items, nextCursor: encodeCursor(start + pageSize, id) } : items;
 }
 
