@@ -440,6 +440,22 @@ test('a call carries each budget plan once (its keys and limits), however many o
   } finally { await lim.close(); }
 });
 
+test('the 100 % alert: a refusal of a request larger than the whole budget does not fire it; a refusal once the budget is spent does', async () => {
+  const lim = new FleetLimiter(fleet, {});
+  const alerts: BudgetAlert[] = [];
+  lim.onAlert = (x) => alerts.push(x);
+  const req = (amountUsd: number): AdmitRequest => ({ rates: [], tokens: 0, budgets: Object.freeze([{ key: 'agent:alert-100', limits: { daily_usd: 1, alert_at: [100] } }]), amountUsd });
+  try {
+    assert.equal((await lim.admit(req(5))).ok, false, '$5 asked of $1');
+    assert.equal(alerts.length, 0, 'nothing spent: the request was too large, the budget is not exhausted');
+    lim.settle(await admitted(lim, req(0.6)), 0.6, null);
+    await until(async () => near((await budget('agent:alert-100')).spent, 0.6), 5000, 'the $0.60 settled');
+    assert.equal((await lim.admit(req(0.6))).ok, false);
+    await until(() => alerts.length > 0, 5000, 'the 100 % alert');
+    assert.deepEqual(alerts.map((x) => [x.key, x.threshold]), [['agent:alert-100', 100]]);
+  } finally { await lim.close(); }
+});
+
 test('a reservation zset made by a call of several admissions gets the budget key\'s expiry, as a skiplist', async () => {
   const lim = new FleetLimiter(fleet, { settleDelayMs: 600_000 });
   const req: AdmitRequest = { rates: [], tokens: 0, budgets: Object.freeze([{ key: 'agent:made-in-turn', limits: { daily_usd: 1 } }]), amountUsd: 0 };

@@ -111,6 +111,11 @@ test('alert thresholds fire once per period', () => {
   assert.equal(spend(2, T0), false);
   assert.deepEqual(alerts.map((a) => a.threshold), [50, 80, 100]);
   assert.equal(alerts[2].period, 'daily');
+  // A request larger than the whole budget is refused without the 100 % alert (nothing is exhausted).
+  const fresh: BudgetAlert[] = [];
+  const l3 = new BudgetLedger({ onAlert: (a) => fresh.push(a) });
+  assert.equal(l3.reserve('agent:b', 11, limits, T0).ok, false);
+  assert.equal(fresh.length, 0);
   // New day: alerts fire again.
   spend(6, new Date('2026-11-26T08:00:00Z'));
   assert.deepEqual(alerts.map((a) => a.threshold), [50, 80, 100, 50]);

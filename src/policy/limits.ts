@@ -4,7 +4,7 @@
 // No timers: stale entries are swept opportunistically, so memory stays bounded and nothing
 // keeps the process alive.
 
-import type { AdmitRequest, AdmitResult, BudgetAlert, BudgetLimits, Limiter, Period, RateLimits, Ticket } from '../store/types.ts';
+import { refusalExhausts, type AdmitRequest, type AdmitResult, type BudgetAlert, type BudgetLimits, type Limiter, type Period, type RateLimits, type Ticket } from '../store/types.ts';
 
 export type { BudgetAlert, BudgetLimits, Period, RateLimits } from '../store/types.ts';
 
@@ -104,8 +104,7 @@ export class BudgetLedger {
     if (limit === undefined) return null;
     const committed = w.spent + a.reserved;
     if (committed + amount <= limit + 1e-9) return null; // epsilon: float sums of cents
-    // Exhausted: the 100 % alert (when configured) fires even if settled spend never reaches it exactly.
-    if (limits.alert_at?.includes(100) && !w.fired.has(100)) {
+    if (limits.alert_at?.includes(100) && refusalExhausts(amount, limit) && !w.fired.has(100)) {
       w.fired.add(100);
       this.onAlert({ key: a.key, period, threshold: 100, spent: w.spent, limit, windowStart: new Date(w.start) });
     }

@@ -7,7 +7,7 @@
 import type { Fleet } from './fleet.ts';
 import { exactCacheKey, parseCacheValue } from './fleet-cache.ts';
 import { SCRIPT, scriptRunner } from './redis-script.ts';
-import { StoreUnavailable, type AdmitRequest, type AdmitResult, type BudgetAlert, type Limiter, type Period, type Ticket } from './types.ts';
+import { refusalExhausts, StoreUnavailable, type AdmitRequest, type AdmitResult, type BudgetAlert, type Limiter, type Period, type Ticket } from './types.ts';
 
 const dayStart = (t: number): number => { const d = new Date(t); return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate()); };
 const monthStart = (t: number): number => { const d = new Date(t); return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1); };
@@ -564,8 +564,7 @@ export class FleetLimiter implements Limiter {
     const period = reply[2] as Period;
     const b = req.budgets[j];
     const limit = (period === 'daily' ? b.limits.daily_usd : b.limits.monthly_usd) ?? 0;
-    // Exhausted: the 100 % alert (when configured) fires even if settled spend never reaches it exactly.
-    if (b.limits.alert_at?.includes(100)) this.#alertOnce(b.key, period, 100, Number(reply[3]), limit, period === 'daily' ? d : m);
+    if (b.limits.alert_at?.includes(100) && refusalExhausts(amount, limit)) this.#alertOnce(b.key, period, 100, Number(reply[3]), limit, period === 'daily' ? d : m);
     return {
       ok: false, code: 'budget_exceeded', key: b.key, period, spent: Number(reply[3]), limit,
       resetAt: new Date(period === 'daily' ? d + 86_400_000 : nextMonth(m)),

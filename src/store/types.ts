@@ -39,6 +39,16 @@ export interface KeyBook {
 
 export type Period = 'daily' | 'monthly';
 
+/**
+ * A refused reservation fires the 100 % alert (when configured) even if settled spend never reaches
+ * it exactly, since worst-case estimates stop requests short of it; but only for a request that an
+ * unspent budget would admit: one asking more than the whole limit says nothing about what is left
+ * (its refusal tells the caller to ask for less). Embedded ledger and fleet script alike.
+ */
+export function refusalExhausts(amountUsd: number, limitUsd: number): boolean {
+  return amountUsd <= limitUsd + 1e-9;
+}
+
 /** Budget amounts in USD; a ScopedBudget from limitsFor() fits as is. */
 export interface BudgetLimits { daily_usd?: number; monthly_usd?: number; alert_at?: readonly number[] }
 
