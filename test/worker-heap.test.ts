@@ -37,7 +37,9 @@ process.stdout.write(JSON.stringify({ worker, main }));
     const out = execFileSync(NODE_BIN, ['--max-semi-space-size=8', file], { cwd: ROOT, encoding: 'utf8', timeout: 120_000 });
     const { worker, main } = JSON.parse(out.trim().split('\n').at(-1)!) as { worker: number; main: number };
     const MB = 1024 * 1024;
-    assert.ok(worker <= 4 * MB, `worker new space ${worker / MB} MB (its limit: 4 MB young generation)`);
+    // Its 4 MB young generation, never the gateway's 8 MB semi-spaces (16 MB of new space) the flag would
+    // give it; V8 has reported 5.5 MB once under load (CI at ad6c44f, passing 4 of 4 runs alone after).
+    assert.ok(worker < 8 * MB, `worker new space ${worker / MB} MB (its limit: 4 MB young generation; the flag's would be 16 MB)`);
     // Two 8 MB semi-spaces, never V8's default (32 MB here) that --max-semi-space-size=0 would give
     // it; V8 has reported up to 768 KB more than the 16 MB once under load (CI at 51d2380).
     assert.ok(main >= 16 * MB && main < 24 * MB, `the gateway thread keeps its two 8 MB semi-spaces: new space ${main / MB} MB`);
