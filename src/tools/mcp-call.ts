@@ -166,12 +166,14 @@ export function refuseUnlisted(rt: Runtime, s: SessionCtx, name: string, rawArgs
   const at = rt.catalog.locate(s.scope, name);
   if (at.entry?.tools.has(at.tool)) return;
   const d = s.access.authorize(at.resource, at.action, (rawArgs ?? {}) as Record<string, unknown>, context(rt, s, requestId, { server: at.entry?.name, tool: at.tool }));
+  refuseDenied(rt, s, d, requestId, { server: at.entry?.name, tool: at.tool, resource: at.resource, action: at.action }, `tools/call "${name}" (resource ${at.resource}, action ${at.action})`);
+}
+
+/** A decision that does not let a name no server lists proceed: its tool.decision evidence, then -32001 naming the policy. */
+function refuseDenied(rt: Runtime, s: SessionCtx, d: Decision, requestId: string, ev: Record<string, unknown>, what: string): void {
   if (d.effect !== 'deny' && (d.allowed || d.effect === 'approval_required')) return;
-  rt.deps.audit.record({
-    type: 'tool.decision', plane: 'mcp', request_id: requestId, client_request_id: s.access.clientRequestId, session_id: s.sessionId(), ...identityFields(s.identity),
-    server: at.entry?.name, tool: at.tool, resource: at.resource, action: at.action, decision: decisionFields(d),
-  });
-  throw new ToolError('policy_denied', denialMessage(d, `tools/call "${name}" (resource ${at.resource}, action ${at.action})`), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
+  rt.deps.audit.record({ type: 'tool.decision', plane: 'mcp', request_id: requestId, client_request_id: s.access.clientRequestId, session_id: s.sessionId(), ...identityFields(s.identity), ...ev, decision: decisionFields(d) });
+  throw new ToolError('policy_denied', denialMessage(d, what), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
 }
 
 export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs: unknown, extra: Extra): Promise<CallToolResult> {
@@ -532,10 +534,7 @@ function promptOwner(rt: Runtime, s: SessionCtx, name: string, requestId = `req_
     // "__" as the resource), so a caller denied it cannot tell which servers exist (as for tools).
     const resource = rt.catalog.locate(null, name).resource;
     const d = s.access.authorize(resource, PROMPT_GET, {}, context(rt, s, requestId, {}));
-    if (d.effect === 'deny' || (!d.allowed && d.effect !== 'approval_required')) {
-      rt.deps.audit.record({ type: 'tool.decision', plane: 'mcp', request_id: requestId, client_request_id: s.access.clientRequestId, session_id: s.sessionId(), ...identityFields(s.identity), resource, action: PROMPT_GET, prompt: name, decision: decisionFields(d) });
-      throw new ToolError('policy_denied', denialMessage(d, `prompts/get "${name}" (resource ${resource})`), { code: RPC.denied, status: 403, data: { policy: d.policy, rule: d.rule } });
-    }
+    refuseDenied(rt, s, d, requestId, { resource, action: PROMPT_GET, prompt: name }, `prompts/get "${name}" (resource ${resource})`);
     throw new ToolError('unknown_prompt', `unknown prompt "${name}"; call prompts/list for the prompts you may use`, { code: RPC.notFound, status: 404 });
   }
   return { entry, prompt };
