@@ -151,8 +151,9 @@ const AUDIT_ROOM = 90_000;
 
 
 /** What a callee's credential adds to a call (injectCallee). */
-/** A provider without a credential injects nothing: one shared, frozen injection (gateway/upstream.ts reuses its header merge). */
+/** What /readyz reports for the embedded store (SQLite in this process: nothing to ask). */
 const EMBEDDED_HEALTH: StoreHealth = Object.freeze({ kind: 'embedded', ok: true, stores: Object.freeze({ sqlite: Object.freeze({ ok: true }) }) });
+/** A provider without a credential injects nothing: one shared, frozen injection (gateway/upstream.ts reuses its header merge). */
 const NO_INJECTION: Injection = Object.freeze({ headers: Object.freeze({}) });
 
 type CalleeInjection = { headers: Record<string, string>; query?: Record<string, string>; credential: CredentialInjection['credential'] };

@@ -133,9 +133,11 @@ export function parseJsonInTurns(text: Source, opts: { long?: number; slice?: nu
   for (let open = quoteFrom(text, 0); open >= 0;) {
     const close = literalEnd(text, open);
     if (close < 0) break;
-    if (names !== null && nextToken(text, close + 1) === 58 /* ':' (a key) */) {
-      if (names.add(nameHash(text, open + 1, close)).size > max!) throw new JsonTooComplex(max!);
-    } else if (close - open - 1 >= longMin && nextToken(text, close + 1) !== 58) spans.push([open, close]);
+    const long = close - open - 1 >= longMin;
+    // Whether it is a key is asked only when it matters: names are counted, or it is long.
+    if ((names !== null || long) && nextToken(text, close + 1) === 58 /* ':' (a key) */) {
+      if (names !== null && names.add(nameHash(text, open + 1, close)).size > max!) throw new JsonTooComplex(max!);
+    } else if (long) spans.push([open, close]);
     open = quoteFrom(text, close + 1);
   }
   if (spans.length === 0) return JSON.parse(textOf(text));
