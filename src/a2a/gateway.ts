@@ -424,7 +424,7 @@ export function createA2aGateway(): A2aGateway {
    * SSE relayed event by event: each event's JSON-RPC result is bound, guarded and written at once; the caller ends it.
    * Once it waits, the relay is in the server's list of open streams: a shutdown's drain stops it (StreamRelay).
    */
-  function relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: { drained: boolean }): StreamRelay | Promise<StreamRelay> {
+  function relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: RelayEnd): StreamRelay | Promise<StreamRelay> {
     const ms = ctx.rt.options.sseKeepaliveMs;
     if (ms > 0 && keepalives?.ms !== ms) keepalives = new Deadlines(ms);
     return new StreamRelay(ctx, access, name, skill, caller, body, binding, rpcId, end, ms > 0 ? keepalives! : null).start();
@@ -436,9 +436,12 @@ export function createA2aGateway(): A2aGateway {
 /** What a call's steps use of their gateway (its callee connections and its answer relays). */
 interface HopDeps {
   dispatcher(url: URL): H1Agent | undefined;
-  relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: { drained: boolean }): StreamRelay | Promise<StreamRelay>;
+  relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: RelayEnd): StreamRelay | Promise<StreamRelay>;
   relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, raw: Buffer | null, method: string, binding: Binding): Record<string, unknown> | string | Promise<Record<string, unknown> | string>;
 }
+
+/** How a stream relay ended early, noted on its call for the evidence: a shutdown's drain, or its caller's going away. */
+type RelayEnd = { drained: boolean; left: boolean };
 
 /** What a call acknowledges once its evidence is safe: a JSON answer (parsed, or its text as written), or a stream's end. */
 type Answer = Record<string, unknown> | string | StreamRelay;
@@ -481,6 +484,8 @@ class HopCall implements CalleeHandler {
   status = 0;
   /** A stream relay ended by a shutdown's drain (relayStream sets it). */
   drained = false;
+  /** The caller closed its connection before the stream it asked for ended (StreamRelay.abort). */
+  left = false;
   /** What finish() delivers once the evidence is safe (the answer, its text, or a stream's relay: its end). */
   answer: Answer | null = null;
 
@@ -658,7 +663,9 @@ class HopCall implements CalleeHandler {
       access.settle(this.adm!, 0, 0);
       const ev = this.ev!;
       ev.credential = this.credential;
-      ev.outcome = this.drained ? { status: this.status, latency_ms: performance.now() - this.started, ended: 'shutdown_drain' } : { status: this.status, latency_ms: performance.now() - this.started };
+      ev.outcome = this.drained ? { status: this.status, latency_ms: performance.now() - this.started, ended: 'shutdown_drain' }
+        : this.left ? { status: 499, error: 'client disconnected', latency_ms: performance.now() - this.started }
+        : { status: this.status, latency_ms: performance.now() - this.started };
       access.record(ev as never);
       if (ctx.decision) ctx.decision.recorded = true;
     } catch (e) { return this.fail(e); }
@@ -835,9 +842,9 @@ class StreamRelay {
   readonly binding: Binding;
   readonly rpcId: Rpc['id'];
   /** The call's note that a drain ended the stream (its evidence says so). */
-  readonly end: { drained: boolean };
+  readonly end: RelayEnd;
 
-  constructor(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: { drained: boolean }, keepalives: Deadlines | null) {
+  constructor(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: RelayEnd, keepalives: Deadlines | null) {
     this.ctx = ctx; this.access = access; this.name = name; this.skill = skill; this.caller = caller;
     this.body = body; this.binding = binding; this.rpcId = rpcId; this.end = end;
     this.keepalives = keepalives;
@@ -853,12 +860,25 @@ class StreamRelay {
     if (this.unlist !== null) return;
     const body = this.body;
     this.unlist = this.ctx.rt.streams.add(() => { this.draining = true; body.wake(); });
+    // The server's close listener aborts ctx.call when the caller goes away before the stream's end.
+    if (this.ctx.res.destroyed) this.abort();
+    else this.ctx.call = this;
     if (this.keepalives === null) return;
     const res = this.ctx.res;
     // The head goes out with the first write (a write of its own cost ~0.06 ms CPU per stream); a
     // callee that stays silent sends it with the first keep-alive.
     // A comment after each idle period (never inside a frame: writes are whole frames), postponed by every write.
     this.keepalive = new KeepAlive(this.keepalives, () => { if (!res.writableEnded && !res.destroyed) { this.head(); res.write(SSE_KEEPALIVE); } });
+  }
+
+  /**
+   * The caller closed its connection mid-stream: the callee's stream is closed too (its task goes
+   * on there; the caller may resubscribe), not read on for nobody until the callee ends it.
+   */
+  abort(): void {
+    this.end.left = true;
+    this.body.destroy();
+    this.body.wake();
   }
 
   /** The SSE head's headers (written by head(), or with the whole stream by close()). */
@@ -994,7 +1014,7 @@ class StreamRelay {
   emit(rec: SseRecord): boolean | Promise<boolean> {
     let ev: Record<string, unknown>;
     try { ev = JSON.parse(rec.data) as Record<string, unknown>; } catch {
-      this.fail(null, -32603, `agent "${this.name}" sent a stream event that is not JSON`);
+      this.fail(this.rpcId, -32603, `agent "${this.name}" sent a stream event that is not JSON`);
       return false;
     }
     if (ev.result === undefined) return this.framed(ev, undefined, rec.data, rec.event);
@@ -1056,7 +1076,7 @@ class StreamRelay {
       }
     } catch (e) {
       body.destroy();
-      this.fail(null, -32603, `agent "${this.name}" stream failed: ${(e as Error).message}`);
+      this.fail(this.rpcId, -32603, `agent "${this.name}" stream failed: ${(e as Error).message}`);
     }
     this.release();
     return this.done();
@@ -1121,7 +1141,7 @@ class StreamRelay {
       } catch (e) {
         body.destroy();
         if (this.draining && !this.end.drained) this.drained();
-        else this.fail(null, -32603, `agent "${this.name}" stream failed: ${(e as Error).message}`);
+        else this.fail(this.rpcId, -32603, `agent "${this.name}" stream failed: ${(e as Error).message}`);
       }
       this.release();
       return this.done();

@@ -1,0 +1,107 @@
+// A stream that ends before its task does, from either side, as the official @a2a-js/sdk client
+// sees it. A callee that cuts its stream: the caller's SDK raises aam's error (its JSON-RPC event
+// carries the caller's request id; with id null the SDK saw only "JSON-RPC response ID mismatch").
+// A caller that goes away mid-stream: aam closes the callee's stream at once (its task goes on
+// there, to be resubscribed to), rather than reading it on for nobody until the callee ends, and
+// records the call as the chat plane records a client that left (499, client disconnected).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { ClientFactory, ClientFactoryOptions, JsonRpcTransportFactory, RestTransportFactory } from '@a2a-js/sdk/client';
+import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { queryEvents } from '../src/audit/query.ts';
+
+let gw: TestGateway;
+let callee: Server;
+let key = '';
+/** Streams the callee saw closed before it ended them ('hold'). */
+let closedByAam = 0;
+
+const sse = (id: unknown, result: unknown) => `data: ${JSON.stringify({ jsonrpc: '2.0', id, result })}\n\n`;
+
+before(async () => {
+  callee = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => { body += c; });
+    req.on('end', () => {
+      const rpc = JSON.parse(body) as { id: unknown; params: { message: { parts: Array<{ text: string }> } } };
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(sse(rpc.id, { task: { id: 't1', contextId: 'c1', status: { state: 'TASK_STATE_WORKING' } } }));
+      res.write(sse(rpc.id, { artifactUpdate: { taskId: 't1', contextId: 'c1', artifact: { artifactId: 'a1', parts: [{ text: 'alpha' }] }, append: true } }));
+      // 'cut': the callee's connection drops mid-stream; 'hold': the stream stays open (a long task).
+      if (rpc.params.message.parts[0].text === 'cut') setTimeout(() => res.destroy(), 50);
+      else res.on('close', () => { if (!res.writableEnded) closedByAam++; });
+    });
+  });
+  await new Promise<void>((r) => callee.listen(0, '127.0.0.1', r));
+  gw = await startTestGateway(yaml(
+    doc('Agent', 'caller', { workload: 'spiffe://test/agent/caller' }),
+    doc('Agent', 'worker', { workload: 'spiffe://test/agent/worker', a2a: { url: `http://127.0.0.1:${(callee.address() as AddressInfo).port}/a2a` } }),
+    doc('AgentPolicy', 'caller-calls-worker', { identity: { agent: 'caller' }, agents: [{ agent: 'worker' }] }),
+  ));
+  key = gw.key('caller');
+});
+
+after(async () => {
+  await gw?.close();
+  callee?.closeAllConnections();
+  await new Promise((r) => callee?.close(r));
+});
+
+async function sdkClient(rest: boolean) {
+  const fetchImpl: typeof fetch = (input, init) => {
+    const headers = new Headers(init?.headers);
+    headers.set('authorization', `Bearer ${key}`);
+    return fetch(input, { ...init, headers });
+  };
+  const factory = new ClientFactory(ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
+    transports: [rest ? new RestTransportFactory({ fetchImpl }) : new JsonRpcTransportFactory({ fetchImpl })],
+    ...(rest ? { preferredTransports: ['HTTP+JSON'] } : {}),
+    cardResolver: undefined,
+  }));
+  const card = { name: 'worker', description: 'd', version: '1', supportedInterfaces: [{ url: `${gw.url}/a2a/worker`, protocolBinding: rest ? 'HTTP+JSON' : 'JSONRPC', protocolVersion: '1.0' }], capabilities: { streaming: true }, defaultInputModes: [], defaultOutputModes: [], skills: [] };
+  return factory.createFromAgentCard(card as never);
+}
+
+const message = (text: string) => ({
+  message: { messageId: `u-${Math.random().toString(36).slice(2)}`, contextId: '', taskId: '', role: 1, parts: [{ content: { $case: 'text', value: text }, metadata: undefined, filename: '', mediaType: '' }], metadata: undefined, extensions: [], referenceTaskIds: [] },
+  configuration: undefined, metadata: undefined, tenant: '',
+}) as never;
+
+for (const rest of [false, true]) {
+  test(`a callee that cuts its stream: the SDK client (${rest ? 'HTTP+JSON' : 'JSON-RPC'}) gets the events, then raises aam's error`, async () => {
+    const client = await sdkClient(rest);
+    const got: unknown[] = [];
+    await assert.rejects(async () => { for await (const ev of client.sendMessageStream(message('cut'))) got.push(ev); }, (e: Error) => {
+      assert.doesNotMatch(e.message, /mismatch/, 'the error event carries the caller\'s request id');
+      assert.match(`${e.message} ${String((e.cause as Error | undefined)?.message ?? '')}`, /agent "worker" stream failed/);
+      return true;
+    });
+    assert.equal(got.length, 2, 'the task and the artifact came first');
+  });
+}
+
+test('a caller that goes away mid-stream: the callee\'s stream is closed at once; the call is recorded 499 client disconnected', async () => {
+  const ac = new AbortController();
+  const r = await fetch(`${gw.url}/a2a/worker`, {
+    method: 'POST', signal: ac.signal, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendStreamingMessage', params: { message: { messageId: 'm1', role: 'ROLE_USER', parts: [{ text: 'hold' }] } } }),
+  });
+  const requestId = r.headers.get('x-request-id')!;
+  const reader = r.body!.getReader();
+  assert.match(new TextDecoder().decode((await reader.read()).value), /TASK_STATE_WORKING/);
+  ac.abort();
+  for (let i = 0; i < 100 && closedByAam === 0; i++) await new Promise((res) => setTimeout(res, 20));
+  assert.equal(closedByAam, 1, 'aam closed the callee\'s stream when its caller left');
+  const log = gw.g.rt.auditLog!;
+  let events: Array<{ type: string; outcome?: { status: number; error?: string } }> = [];
+  for (let i = 0; i < 50 && !events.length; i++) {
+    await log.flush();
+    events = queryEvents(log.db, { requestId, limit: 10 }) as never;
+    if (!events.length) await new Promise((res) => setTimeout(res, 20));
+  }
+  assert.deepEqual(events.map((e) => e.type), ['a2a_call']);
+  assert.equal(events[0].outcome?.status, 499);
+  assert.equal(events[0].outcome?.error, 'client disconnected');
+});
