@@ -318,6 +318,15 @@ test('guardrails see object keys of an A2A DataPart: a blocked keyword in a key 
   assert.equal(agents.received.get('risk-scorer'), undefined, 'the callee never saw it');
 });
 
+test('guardrails read an A2A file part\'s bytes (`raw`, base64 on the wire) as the text they hold: a blocked keyword in a text file never reaches the callee', async () => {
+  agents.received.delete('risk-scorer');
+  const client = await sdkClient('risk-scorer', 'planner');
+  const file = Buffer.from('Quarterly memo. The status of Project Falcon is attached below, for the board only.');
+  const message = { message: { messageId: `u-${Math.random().toString(36).slice(2)}`, contextId: '', taskId: '', role: 1, parts: [{ content: { $case: 'raw', value: file }, metadata: undefined, filename: 'memo.txt', mediaType: 'text/plain' }], metadata: { skill: 'score' }, extensions: [], referenceTaskIds: [] }, configuration: undefined, metadata: undefined, tenant: '' } as never;
+  await assert.rejects(client.sendMessage(message), /guardrail "no-falcon"/);
+  assert.equal(agents.received.get('risk-scorer'), undefined, 'the callee never saw it');
+});
+
 test('rate limits apply to A2A calls: the third call in a minute with rpm 2 is 429 with retry-after', async () => {
   assert.equal((await rpc('helper', 'burst', 'SendMessage', send('one'))).status, 200);
   assert.equal((await rpc('helper', 'burst', 'SendMessage', send('two'))).status, 200);

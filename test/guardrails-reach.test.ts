@@ -185,6 +185,11 @@ test('MCP resources/read and prompts/get results pass output guardrails', async 
     const text = JSON.stringify(r);
     assert.ok(!text.includes('jane@example.com'), text);
     assert.match(text, /\[EMAIL\]/);
+    // A file's bytes (`blob`, base64 by the protocol) are read as the text they hold, and redacted there.
+    await masked.listResourceTemplates();
+    const file = await masked.readResource({ uri: 'account-history://a1/1999' });
+    const csv = Buffer.from((file.contents[0] as { blob: string }).blob, 'base64').toString('utf8');
+    assert.equal(csv, 'id,contact\na1,[EMAIL]\n');
   } finally { await masked.close(); }
   const ssn = await connect('ssn');
   try {

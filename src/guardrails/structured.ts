@@ -24,7 +24,8 @@ const MAX_DEPTH = 64;
  * direction uses it (chat requests and results, embeddings input, MCP arguments and results,
  * HTTP tool bodies, webhooks), so nothing an agent sends or receives is out of its sight:
  * - a string under a key named `arguments` that parses as JSON (tool-call arguments) is walked as JSON;
- * - base64 payloads (`data:` URLs, and `data` / `file_data` / `b64_json` values) that decode to text
+ * - base64 payloads (`data:` URLs, and `data` / `file_data` / `b64_json` values, A2A file parts' `raw`
+ *   and MCP resource contents' `blob`) that decode to text
  *   are walked as that text (re-encoded when changed); ones that decode to binary media are skipped;
  * - opaque provider tokens (thinking `signature`, `encrypted_content`) and enum-like `role`/`type`
  *   values are not content and are skipped;
@@ -52,13 +53,18 @@ const WIRE_KEYS: ReadonlySet<string> = new Set([
   'source', 'media_type', 'cache_control', 'thinking', 'signature', 'is_error', 'refusal', 'stop', 'extra', 'anthropicExtra',
   'response_format', 'json_schema', 'schema', 'metadata', 'stream', 'stream_options', 'include_usage', 'max_tokens',
   'max_completion_tokens', 'temperature', 'top_p', 'user', 'parallel_tool_calls', 'tool_use_id', 'input', 'title', 'default',
-  'parts', 'messageId', 'contextId', 'taskId', 'kind', 'mimeType', 'mediaType', 'uri', 'blob', 'structuredContent', 'isError',
+  'parts', 'messageId', 'contextId', 'taskId', 'kind', 'mimeType', 'mediaType', 'uri', 'blob', 'raw', 'structuredContent', 'isError',
   'annotations', '_meta', 'anyOf', 'oneOf', 'allOf', '$ref', '$defs', 'const', 'minimum', 'maximum', 'pattern',
 ]);
 
 const OPAQUE_KEYS: ReadonlySet<string> = new Set(['signature', 'encrypted_content']);
 const ENUM_KEYS: ReadonlySet<string> = new Set(['role', 'type']);
-const BASE64_KEYS: ReadonlySet<string> = new Set(['data', 'file_data', 'b64_json']);
+/**
+ * Keys whose string values may be base64 payloads, with the shortest value read as one: 64 for
+ * names that also hold plain text (`data`), 1 for fields that are base64 by protocol (A2A's `raw`,
+ * MCP's `blob`), so a small text file (one CSV row) is read as the text it holds too.
+ */
+const BASE64_KEYS: ReadonlyMap<string, number> = new Map([['data', 64], ['file_data', 64], ['b64_json', 64], ['raw', 1], ['blob', 1]]);
 const ARGUMENTS_KEY = 'arguments';
 const ENUM_VALUE = /^[a-z_]{1,32}$/;
 
@@ -68,8 +74,6 @@ export function walkerMaySkip(key: string): boolean {
 }
 const DATA_URL = /^data:([^,;]{0,100})((?:;[^,;]{0,100}){0,4});base64,/;
 const BASE64 = /^[A-Za-z0-9+/_-]+={0,2}$/;
-/** Shortest base64 value treated as an encoded payload (shorter ones are plain text). */
-const MIN_BASE64 = 64;
 
 export function mapLeaves(v: unknown, visit: LeafVisitor, path = '$', depth = 0, key = ''): unknown {
   if (typeof v === 'string') return mapString(v, visit, path, key);
@@ -132,7 +136,7 @@ function mapString(s: string, visit: LeafVisitor, path: string, key: string): st
     }
   }
   const url = s.startsWith('data:') ? DATA_URL.exec(s) : null;
-  if (url || (BASE64_KEYS.has(key) && s.length >= MIN_BASE64 && BASE64.test(s))) {
+  if (url || (s.length >= (BASE64_KEYS.get(key) ?? Infinity) && BASE64.test(s))) {
     const prefix = url ? url[0] : '';
     const decoded = textOf(s.slice(prefix.length));
     if (decoded === null) return s; // binary media: not text, nothing a text detector can read
