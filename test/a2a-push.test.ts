@@ -105,6 +105,11 @@ test('SSRF: private, loopback, link-local and non-http push URLs are refused bef
   assert.match(String(await pushUrlRefusal('http://192.168.1.2/x', [])), /private, loopback or link-local address \(192\.168\.1\.2\).*AAM_A2A_PUSH_ALLOW/);
   assert.equal(await pushUrlRefusal('http://192.168.1.2/x', ['192.168.1.2']), null, 'an operator may allow a host');
   assert.equal(await pushUrlRefusal('https://93.184.216.34/hook', []), null);
+  // Private IPv4 inside IPv6 addresses that reach it (NAT64, 6to4, IPv4-compatible); a NAT64 address of a public host stays allowed.
+  for (const url of ['http://[64:ff9b::a9fe:a9fe]/latest', 'http://[64:ff9b::10.1.2.3]/x', 'http://[2002:7f00:1::]/x', 'http://[2002:c0a8:102::1]/x', 'http://[::a00:7]/x']) {
+    assert.match(String(await pushUrlRefusal(url, [])), /private, loopback or link-local/, url);
+  }
+  assert.equal(await pushUrlRefusal('http://[64:ff9b::5db8:d822]/hook', []), null);
   const forged = await fetch(`${gw.url}/a2a/worker/push/psh_0123`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-a2a-notification-token': 'x' }, body: '{"task":{"id":"t"}}' });
   assert.equal(forged.status, 401);
 });

@@ -6,8 +6,8 @@
 // the caller's URL with the caller's own token. The callee never learns the caller's URL or token.
 //
 // SSRF rule: aam posts only to http(s) URLs without userinfo whose host resolves to public
-// addresses; loopback, private, link-local, CGNAT, unique-local and multicast addresses are
-// refused unless the host (or host:port) is listed in AAM_A2A_PUSH_ALLOW. The check is made when
+// addresses; loopback, private, link-local, CGNAT, unique-local and multicast addresses (also
+// inside NAT64, 6to4 and IPv4-compatible IPv6 addresses) are refused unless the host (or host:port) is listed in AAM_A2A_PUSH_ALLOW. The check is made when
 // the config is registered and again before every delivery (a name may resolve elsewhere later).
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { lookup } from 'node:dns/promises';
@@ -17,7 +17,18 @@ import type { Identity } from '../identity/types.ts';
 import type { PushRouteStore } from '../store/types.ts';
 
 const BLOCKED = new BlockList();
-for (const [net, bits] of [['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12], ['192.0.0.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['224.0.0.0', 3]] as const) BLOCKED.addSubnet(net, bits, 'ipv4');
+const BLOCKED_V4 = [['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12], ['192.0.0.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['224.0.0.0', 3]] as const;
+for (const [net, bits] of BLOCKED_V4) {
+  BLOCKED.addSubnet(net, bits, 'ipv4');
+  // The same IPv4 nets inside IPv6 addresses that reach them: NAT64 (64:ff9b::/96, RFC 6052; a
+  // DNS64 name of a public host stays allowed), 6to4 (2002::/16) and IPv4-compatible (::/96).
+  const [a, b, c, d] = net.split('.').map(Number);
+  const hi = ((a << 8) | b).toString(16);
+  const lo = ((c << 8) | d).toString(16);
+  BLOCKED.addSubnet(`64:ff9b::${hi}:${lo}`, 96 + bits, 'ipv6');
+  BLOCKED.addSubnet(`2002:${hi}:${lo}::`, 16 + bits, 'ipv6');
+  BLOCKED.addSubnet(`::${hi}:${lo}`, 96 + bits, 'ipv6');
+}
 // IPv4-mapped IPv6 addresses (::ffff:a.b.c.d) are checked against the IPv4 rules by BlockList itself.
 for (const [net, bits] of [['::', 127], ['fc00::', 7], ['fe80::', 10], ['ff00::', 8]] as const) BLOCKED.addSubnet(net, bits, 'ipv6');
 
