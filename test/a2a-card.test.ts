@@ -51,6 +51,7 @@ test('where aam takes X.509-SVIDs (mTLS, asked of this TLS connection), the card
   const bearer = rewriteCard({ name: 'x', skills: [] }, AAM, () => true, CALLEE);
   assert.deepEqual(Object.keys(bearer.securitySchemes as object), ['aam']);
   assert.deepEqual(bearer.securityRequirements, [{ schemes: { aam: { list: [] } } }]);
+  assert.doesNotMatch(JSON.stringify(bearer.securitySchemes), /mTLS|X\.509/, 'where it does not, the card does not say it does');
   const both = rewriteCard({ name: 'x', skills: [] }, AAM, () => true, CALLEE, true);
   assert.deepEqual(Object.keys(both.securitySchemes as object), ['aam', 'aam_mtls']);
   assert.ok((both.securitySchemes as { aam_mtls: { mtlsSecurityScheme?: unknown } }).aam_mtls.mtlsSecurityScheme);

@@ -40,7 +40,7 @@ export class CardCache {
 
 /** The scheme aam enforces on /a2a/<agent>, in A2A v1 card form. */
 const AAM_SCHEME = {
-  aam: { httpAuthSecurityScheme: { scheme: 'Bearer', bearerFormat: 'aam virtual key or JWT-SVID', description: 'An aam virtual key (aam_...) or a JWT-SVID; or mTLS with an X.509-SVID. aam injects the callee\'s own credential.' } },
+  aam: { httpAuthSecurityScheme: { scheme: 'Bearer', bearerFormat: 'aam virtual key or JWT-SVID', description: 'An aam virtual key (aam_...) or a JWT-SVID. aam injects the callee\'s own credential.' } },
 };
 /** With mTLS on: an X.509-SVID instead, either scheme sufficing (A2A: any one requirement of the list). */
 const AAM_SCHEMES_MTLS = {
