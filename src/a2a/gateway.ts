@@ -22,7 +22,7 @@ import { decide } from '../policy/decide.ts';
 import type { Decision } from '../policy/types.ts';
 import { cardRefusal, decidingAgentRule, maxDelegationDepth } from '../policy/agents.ts';
 import type { AgentSpec } from '../config/schema.ts';
-import { CardCache, CARD_PATH, rewriteCard } from './card.ts';
+import { CardCache, CARD_PATH, rewriteCard, type Card } from './card.ts';
 import { idsIn, SeenIds } from './tasks.ts';
 import { passesRaw } from './raw.ts';
 import { ArtifactText, PushArtifactText, mayJoin, type HeldRelease, type Released } from './chunks.ts';
@@ -179,7 +179,8 @@ export function createA2aGateway(): A2aGateway {
     }
     const context = { time: new Date().toISOString(), request_id: ctx.requestId };
     const mayCall = (skill: string) => decide({ kind: 'agent', agent: access.identity.agent, callee: name, skill, context }, ctx.cfg.policies).allowed;
-    sendJson(ctx, 200, rewriteCard(raw, `${publicBase(ctx)}/a2a/${encodeURIComponent(name)}`, mayCall, spec.url, ctx.rt.tls !== null && (ctx.req.socket as { encrypted?: boolean }).encrypted === true), { 'cache-control': 'private, max-age=30' });
+    const card = rewriteCard(raw, `${publicBase(ctx)}/a2a/${encodeURIComponent(name)}`, mayCall, spec.url, ctx.rt.tls !== null && (ctx.req.socket as { encrypted?: boolean }).encrypted === true);
+    sendJson(ctx, 200, access.guardrails().length ? await guardedCard(access, name, card) : card, { 'cache-control': 'private, max-age=30' });
   }
 
   /** What a call's steps (HopCall) use of this gateway: made once. */
@@ -728,6 +729,24 @@ class HopCall implements CalleeHandler {
 
   /** The call's answer or refusal is out: it is no longer a request handler (see send). */
   handled(): void { this.ctx.rt.handled(); }
+}
+
+/**
+ * The card as the caller's output guardrails leave it: its descriptions and examples are text the
+ * caller's model reads, as an MCP listing's are (guardedListing). A skill they block is withheld
+ * alone (the block recorded); a block elsewhere in the card refuses it (400 guardrail_blocked).
+ */
+async function guardedCard(access: Access, name: string, card: Card): Promise<Card> {
+  const { skills, ...rest } = card;
+  const out = await access.guard('output', rest, `a2a ${name} card`, 'chat');
+  if (!Array.isArray(skills)) return out;
+  const kept: unknown[] = [];
+  for (const skill of skills) {
+    try { kept.push(await access.guard('output', skill, `a2a ${name} card skill`, 'chat')); } catch (e) {
+      if (!(e instanceof AamError && e.code === 'guardrail_blocked')) throw e;
+    }
+  }
+  return { ...out, skills: kept };
 }
 
 /** A rule's refusal, as the A2A plane frames it (429 with its retry-after). */
