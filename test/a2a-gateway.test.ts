@@ -166,6 +166,29 @@ test('streaming: SendStreamingMessage is relayed event by event; the task belong
   assert.equal((await rpc('helper', 'planner', 'GetTask', { id: taskId })).body.result?.id, taskId, 'the callee is still up');
 });
 
+test('proto JSON\'s snake_case names of the fields aam isolates by (task_id, context_id, reference_task_ids, task_push_notification_config), which the SDK\'s server reads too, are refused: another caller\'s task and a push target aam did not check never reach the callee', async () => {
+  // The planner's task (its stream's first event names it).
+  const s = await fetch(`${gw.url}/a2a/helper`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'a2a-version': '1.0', authorization: `Bearer ${keys.planner}` },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendStreamingMessage', params: send('stream for the planner') }),
+  });
+  const taskId = (JSON.parse((await s.text()).split('\n')[0].slice(6)) as { result: { task: { id: string; contextId: string } } }).result.task;
+  const cases: Array<[string, Record<string, unknown>, Record<string, unknown>?]> = [
+    ['message.task_id', { task_id: taskId.id }],
+    ['message.context_id', { context_id: taskId.contextId }],
+    ['message.reference_task_ids', { reference_task_ids: [taskId.id] }],
+    ['configuration.task_push_notification_config', {}, { task_push_notification_config: { url: 'http://127.0.0.1:9/hook', token: 't' } }],
+  ];
+  for (const [field, extra, configuration] of cases) {
+    agents.received.delete('helper');
+    const params = { message: { messageId: `r-${Math.random()}`, role: 'ROLE_USER', parts: [{ text: 'hi' }], ...extra }, ...(configuration ? { configuration } : {}) };
+    const r = await rpc('helper', 'risk-scorer', 'SendMessage', params);
+    assert.equal(r.body.error?.code, -32602, `${field}: ${JSON.stringify(r.body)}`);
+    assert.match(r.body.error!.message, new RegExp(`${field.replace('.', '\\.')} is proto JSON's other name`), field);
+    assert.equal(agents.received.get('helper'), undefined, `${field}: the callee never saw it`);
+  }
+});
+
 test('a denied skill is 403 naming the policy; the callee never sees it', async () => {
   agents.received.delete('risk-scorer');
   const r = await rpc('risk-scorer', 'planner', 'SendMessage', send('give me everything', 'export'));

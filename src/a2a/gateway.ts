@@ -200,6 +200,8 @@ export function createA2aGateway(): A2aGateway {
     if (SEND.has(rpc.method)) {
       const msg = rpc.params.message as Record<string, unknown> | undefined;
       if (!msg || typeof msg !== 'object') throw new RpcError(-32602, `${rpc.method} needs params.message`);
+      const alias = unreadAlias(msg, rpc.params.configuration);
+      if (alias !== null) throw new RpcError(-32602, `${rpc.method}: ${alias[0]} is proto JSON's other name for ${alias[1]}, which aam checks (the task's, context's or push target's owner); send ${alias[1]}`);
       const meta = msg.metadata as Record<string, unknown> | undefined;
       const skill = typeof meta?.skill === 'string' ? meta.skill : '';
       const taskId = typeof msg.taskId === 'string' && msg.taskId ? msg.taskId : undefined;
@@ -747,6 +749,22 @@ async function guardedCard(access: Access, name: string, card: Card): Promise<Ca
     }
   }
   return { ...out, skills: kept };
+}
+
+/**
+ * Proto JSON's snake_case names of the fields aam reads to isolate a send (the SDK's server reads
+ * them when the camelCase name is absent): a callee must never act on a task, context or push
+ * target aam did not check, so a send naming one is refused. [sent, what aam reads]
+ */
+const MESSAGE_ALIASES = [['task_id', 'taskId'], ['context_id', 'contextId'], ['reference_task_ids', 'referenceTaskIds']] as const;
+const CONFIGURATION_ALIASES = [['task_push_notification_config', 'taskPushNotificationConfig'], ['push_notification_config', 'taskPushNotificationConfig']] as const;
+
+function unreadAlias(msg: object, configuration: unknown): readonly [string, string] | null {
+  for (const a of MESSAGE_ALIASES) if (a[0] in msg) return [`message.${a[0]}`, `message.${a[1]}`];
+  if (configuration && typeof configuration === 'object') {
+    for (const a of CONFIGURATION_ALIASES) if (a[0] in configuration) return [`configuration.${a[0]}`, `configuration.${a[1]}`];
+  }
+  return null;
 }
 
 /** A rule's refusal, as the A2A plane frames it (429 with its retry-after). */
