@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { ClientFactory, ClientFactoryOptions, JsonRpcTransportFactory, RestTransportFactory } from '@a2a-js/sdk/client';
+import { sdkClientThroughAam } from './helpers/a2a-client.ts';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { startTestAgents, type TestAgents } from './helpers/a2a-agents.ts';
 import { runAudit } from './audit-helpers.ts';
@@ -34,25 +34,7 @@ const config = () => yaml(
 );
 
 /** The official SDK client through aam, over JSON-RPC or HTTP+JSON. */
-function sdkClient(gw: TestGateway, rest = false) {
-  const key = gw.key('caller');
-  const fetchImpl: typeof fetch = (input, init) => {
-    const headers = new Headers(init?.headers);
-    headers.set('authorization', `Bearer ${key}`);
-    return fetch(input, { ...init, headers });
-  };
-  const factory = new ClientFactory(ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
-    transports: [rest ? new RestTransportFactory({ fetchImpl }) : new JsonRpcTransportFactory({ fetchImpl })],
-    cardResolver: undefined,
-  }));
-  const card = {
-    name: 'worker', description: 'works', version: '1.0.0',
-    supportedInterfaces: [{ url: `${gw.url}/a2a/worker`, protocolBinding: rest ? 'HTTP+JSON' : 'JSONRPC', protocolVersion: '1.0' }],
-    capabilities: { streaming: true, pushNotifications: false, extensions: [] },
-    defaultInputModes: ['text/plain'], defaultOutputModes: ['text/plain'], skills: [{ id: 'work', name: 'work', description: 'work', tags: [] }],
-  };
-  return factory.createFromAgentCard(card as never);
-}
+const sdkClient = (gw: TestGateway, rest = false) => sdkClientThroughAam(gw.url, 'worker', gw.key('caller'), rest);
 
 const message = (text: string) => ({
   message: { messageId: `u-${Math.random().toString(36).slice(2)}`, contextId: '', taskId: '', role: 1, parts: [{ content: { $case: 'text', value: text }, metadata: undefined, filename: '', mediaType: '' }], metadata: { skill: 'work' }, extensions: [], referenceTaskIds: [] },

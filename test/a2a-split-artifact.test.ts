@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ClientFactory, ClientFactoryOptions, JsonRpcTransportFactory, RestTransportFactory } from '@a2a-js/sdk/client';
+import { sdkClientThroughAam } from './helpers/a2a-client.ts';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 
 const SECRET = 'split-cred-4f0c9a72e1b85d36c0';
@@ -108,24 +108,7 @@ after(async () => {
 });
 
 /** The official SDK client, through aam, over JSON-RPC or HTTP+JSON. */
-async function sdkClient(rest = false) {
-  const fetchImpl: typeof fetch = (input, init) => {
-    const headers = new Headers(init?.headers);
-    headers.set('authorization', `Bearer ${key}`);
-    return fetch(input, { ...init, headers });
-  };
-  const factory = new ClientFactory(ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
-    transports: [rest ? new RestTransportFactory({ fetchImpl }) : new JsonRpcTransportFactory({ fetchImpl })],
-    cardResolver: undefined,
-  }));
-  const card = {
-    name: 'chunker', description: 'streams an artifact in chunks', version: '1.0.0',
-    supportedInterfaces: [{ url: `${gw.url}/a2a/chunker`, protocolBinding: rest ? 'HTTP+JSON' : 'JSONRPC', protocolVersion: '1.0' }],
-    capabilities: { streaming: true, pushNotifications: false, extensions: [] },
-    defaultInputModes: ['text/plain'], defaultOutputModes: ['text/plain'], skills: [],
-  };
-  return factory.createFromAgentCard(card as never);
-}
+const sdkClient = (rest = false) => sdkClientThroughAam(gw.url, 'chunker', key, rest);
 
 type SdkPart = { content?: { $case: string; value: unknown } };
 type Ev = { payload?: { $case: string; value: { artifact?: { artifactId: string; parts: SdkPart[] }; artifacts?: Array<{ artifactId: string; parts: SdkPart[] }>; append?: boolean } } };

@@ -8,9 +8,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { ClientFactory, ClientFactoryOptions, JsonRpcTransportFactory, RestTransportFactory } from '@a2a-js/sdk/client';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { queryEvents } from '../src/audit/query.ts';
+import { sdkClientThroughAam } from './helpers/a2a-client.ts';
 
 let gw: TestGateway;
 let callee: Server;
@@ -49,20 +49,7 @@ after(async () => {
   await new Promise((r) => callee?.close(r));
 });
 
-async function sdkClient(rest: boolean) {
-  const fetchImpl: typeof fetch = (input, init) => {
-    const headers = new Headers(init?.headers);
-    headers.set('authorization', `Bearer ${key}`);
-    return fetch(input, { ...init, headers });
-  };
-  const factory = new ClientFactory(ClientFactoryOptions.createFrom(ClientFactoryOptions.default, {
-    transports: [rest ? new RestTransportFactory({ fetchImpl }) : new JsonRpcTransportFactory({ fetchImpl })],
-    ...(rest ? { preferredTransports: ['HTTP+JSON'] } : {}),
-    cardResolver: undefined,
-  }));
-  const card = { name: 'worker', description: 'd', version: '1', supportedInterfaces: [{ url: `${gw.url}/a2a/worker`, protocolBinding: rest ? 'HTTP+JSON' : 'JSONRPC', protocolVersion: '1.0' }], capabilities: { streaming: true }, defaultInputModes: [], defaultOutputModes: [], skills: [] };
-  return factory.createFromAgentCard(card as never);
-}
+const sdkClient = (rest: boolean) => sdkClientThroughAam(gw.url, 'worker', key, rest);
 
 const message = (text: string) => ({
   message: { messageId: `u-${Math.random().toString(36).slice(2)}`, contextId: '', taskId: '', role: 1, parts: [{ content: { $case: 'text', value: text }, metadata: undefined, filename: '', mediaType: '' }], metadata: undefined, extensions: [], referenceTaskIds: [] },
