@@ -188,6 +188,29 @@ test('walker: redaction inside a base64 text payload is re-encoded; binary media
   assert.equal(applyToChat(thinking, [red], 'input').verdict, 'allow', 'opaque signature not content');
 });
 
+test('walker: a string that only fits the base64 alphabet is read as written, not skipped as binary', () => {
+  // Digits joined by '-' and '/' decode to bytes that are no text; real encoded bytes are mostly letters of both cases.
+  const ssns = Array.from({ length: 6 }, (_, i) => (i % 2 ? '219-09-9999' : '078-05-1120')).join('/');
+  const red = g('r', { detect: ['ssn'] });
+  for (const [where, value] of [
+    ['data', { messages: [], extra: { data: ssns } }],
+    ['data, a letter of each case', { messages: [], extra: { data: `${ssns}/aA` } }],
+    ['file_data', { messages: [{ role: 'user', content: [{ type: 'file', file: { file_data: ssns } }] }] }],
+    ['b64_json', { messages: [], extra: { b64_json: ssns } }],
+    ['A2A raw', { messages: [], extra: { parts: [{ raw: ssns }] } }],
+  ] as const) {
+    const r = applyToChat(value as never, [red], 'input');
+    assert.equal(r.verdict, 'redact', where);
+    assert.doesNotMatch(JSON.stringify(r.value), /078-05-1120/, where);
+  }
+  // Encoded bytes of no known kind (raw PCM audio, an unknown format) are still not read.
+  const pcm = Buffer.alloc(3000); for (let i = 0; i < pcm.length; i++) pcm[i] = (i * 7919 + (i >> 3)) & 0xff;
+  const b64 = pcm.toString('base64');
+  const literal = g('l', { regex: [b64.slice(100, 120).replace(/[+/]/g, '\\$&')] }); // would match the text if it were read
+  assert.notEqual(applyToChat({ messages: [], extra: { note: b64 } }, [literal], 'input').verdict, 'allow', 'the pattern matches the text');
+  assert.equal(applyToChat({ messages: [], extra: { data: b64 } }, [literal], 'input').verdict, 'allow', 'encoded bytes are not read');
+});
+
 test('walker: leaves in order for webhooks, and replaced in the same order', () => {
   const v = { a: 'one', b: [{ c: 'two' }, 3], d: { arguments: '{"x":"three"}' }, role: 'user' };
   assert.deepEqual(leafTexts(v), ['one', 'two', 'three']);

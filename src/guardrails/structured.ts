@@ -26,7 +26,8 @@ const MAX_DEPTH = 64;
  * - a string under a key named `arguments` that parses as JSON (tool-call arguments) is walked as JSON;
  * - base64 payloads (`data:` URLs, and `data` / `file_data` / `b64_json` values, A2A file parts' `raw`
  *   and MCP resource contents' `blob`) that decode to text
- *   are walked as that text (re-encoded when changed); ones that decode to binary media are skipped;
+ *   are walked as that text (re-encoded when changed); ones that decode to binary media are skipped,
+ *   but a string that only fits the alphabet (few letters, or one case) is read as written;
  * - opaque provider tokens (thinking `signature`, `encrypted_content`) and enum-like `role`/`type`
  *   values are not content and are skipped;
  * - deeper than MAX_DEPTH, a subtree is handed to `deep` as one flat JSON text (it cannot be rebuilt);
@@ -138,17 +139,33 @@ function mapString(s: string, visit: LeafVisitor, path: string, key: string): st
   const url = s.startsWith('data:') ? DATA_URL.exec(s) : null;
   if (url || (s.length >= (BASE64_KEYS.get(key) ?? Infinity) && BASE64.test(s))) {
     const prefix = url ? url[0] : '';
-    const decoded = textOf(s.slice(prefix.length));
-    if (decoded === null) return s; // binary media: not text, nothing a text detector can read
-    const out = visit.leaf(decoded, path);
-    return out === decoded ? s : prefix + Buffer.from(out, 'utf8').toString('base64');
+    const b64 = s.slice(prefix.length);
+    const bytes = Buffer.from(b64, b64.includes('-') || b64.includes('_') ? 'base64url' : 'base64');
+    const decoded = textOf(bytes);
+    if (decoded !== null) {
+      const out = visit.leaf(decoded, path);
+      return out === decoded ? s : prefix + Buffer.from(out, 'utf8').toString('base64');
+    }
+    // Binary (an image, audio, a PDF): nothing a text detector can read. Encoded bytes are mostly
+    // letters of both cases (52 of the 64 symbols); a string of digits and `-`/`/` with a letter or
+    // two (`078-05-1120/219-09-9999/…`) only fits the alphabet, and is read as the string it is.
+    if (readsAsEncoded(b64)) return s;
   }
   return visit.leaf(s, path);
 }
 
-/** base64 -> UTF-8 text, or null when it is not base64 of printable text (an image, audio, a PDF). */
-function textOf(b64: string): string | null {
-  const bytes = Buffer.from(b64, b64.includes('-') || b64.includes('_') ? 'base64url' : 'base64');
+/** Upper and lower case letters, and letters at least half of the symbols (random base64: ~81 %). */
+function readsAsEncoded(s: string): boolean {
+  let upper = 0, lower = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i) | 32;
+    if (c >= 97 && c <= 122) { if (s.charCodeAt(i) < 97) upper++; else lower++; }
+  }
+  return upper > 0 && lower > 0 && (upper + lower) * 2 >= s.length;
+}
+
+/** Decoded base64 -> UTF-8 text, or null when it is not printable text (an image, audio, a PDF). */
+function textOf(bytes: Buffer): string | null {
   if (bytes.length === 0) return null;
   let control = 0;
   for (let i = 0; i < bytes.length; i++) {
