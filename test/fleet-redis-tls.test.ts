@@ -2,12 +2,13 @@
 // this file's own with a TLS port only, and a throwaway CA made here with the openssl CLI: a budgeted
 // request is admitted and the budget refuses as over plain TCP (the admission's own connection,
 // resp.ts, and ioredis's both over TLS); a server whose certificate that CA did not sign is refused
-// (503 store_unavailable, nothing reaches it); a wrong password over TLS never gets ready; a server
+// (at start the replica refuses to start; a running replica reconnecting to one answers 503
+// store_unavailable; nothing reaches it); a wrong password over TLS never gets ready; a server
 // that requires client certificates (tls-auth-clients yes) takes AAM_REDIS_CERT_FILE / _KEY_FILE's.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
+import { createServer, connect, type AddressInfo, type Socket } from 'node:net';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fleetStore, fleetUrls } from './helpers/fleet.ts';
@@ -38,6 +39,23 @@ function freePort(): Promise<number> {
     s.once('error', reject);
     s.listen(0, '127.0.0.1', () => { const p = (s.address() as { port: number }).port; s.close(() => resolve(p)); });
   });
+}
+
+/** A TCP relay to a local port, which switchTo() changes (connections open then are cut, as a failover would). */
+async function tcpRelay(port: number): Promise<{ port: number; switchTo(p: number): void; close(): void }> {
+  let target = port;
+  const open = new Set<Socket>();
+  const relay = createServer((client) => {
+    const upstream = connect(target, '127.0.0.1');
+    for (const s of [client, upstream]) { open.add(s); s.once('close', () => open.delete(s)); s.on('error', () => { client.destroy(); upstream.destroy(); }); }
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((r) => relay.listen(0, '127.0.0.1', r));
+  return {
+    port: (relay.address() as AddressInfo).port,
+    switchTo: (p) => { target = p; for (const s of open) s.destroy(); },
+    close: () => { relay.close(); for (const s of open) s.destroy(); },
+  };
 }
 
 interface TlsRedis { port: number; url: string; cli(...args: string[]): string }
@@ -106,7 +124,8 @@ async function gateway(redisUrl: string, ca: string, budgetUsd: number) {
   const store = await fleetStore(redisUrl);
   const d = tempDir('aam-fleet-tls-');
   writeFileSync(join(d, 'aam.yaml'), config(budgetUsd));
-  const gw = await startGateway({ configPath: join(d, 'aam.yaml'), dataDir: join(d, 'data'), port: 0, host: '127.0.0.1', env: { ...process.env, ...store.env, AAM_REDIS_CA_FILE: ca, AAM_LOG_LEVEL: 'error' } });
+  const gw = await startGateway({ configPath: join(d, 'aam.yaml'), dataDir: join(d, 'data'), port: 0, host: '127.0.0.1', env: { ...process.env, ...store.env, AAM_REDIS_CA_FILE: ca, AAM_LOG_LEVEL: 'error' } })
+    .catch(async (e: unknown) => { await store.drop(); throw e; });
   return { gw, url: `http://127.0.0.1:${gw.port}`, close: async () => { await gw.close(); await store.drop(); } };
 }
 
@@ -126,21 +145,41 @@ test('over rediss:// with AAM_REDIS_CA_FILE: a budgeted request is admitted and 
   } finally { await g.close(); }
 });
 
-test('a Redis whose certificate the CA did not sign is refused: 503 store_unavailable, never an unchecked 200, nothing reaches it', async () => {
-  const before = server.cli('DBSIZE');
-  const g = await gateway(rogueServer.url, good.ca, 1);
+test('a Redis whose certificate the CA did not sign: a replica refuses to start, naming it; nothing reaches that server', async () => {
+  await assert.rejects(gateway(rogueServer.url, good.ca, 1), /cannot use Redis \(AAM_REDIS_URL\): .*certificate.*SELF_SIGNED_CERT_IN_CHAIN/);
+  // Not one command (not even AUTH) reached the server: no client ever got past the handshake.
+  assert.equal(rogueServer.cli('DBSIZE'), '0');
+  assert.doesNotMatch(rogueServer.cli('CLIENT', 'LIST'), /name=aam/);
+});
+
+test('a running replica that reconnects to a Redis whose certificate the CA did not sign: 503 store_unavailable, never an unchecked 200, nothing reaches it', async () => {
+  // The replica reaches Redis through a TCP relay (TLS end to end), which is then pointed at the rogue server.
+  const relay = await tcpRelay(server.port);
+  const g = await gateway(`rediss://:${PASSWORD}@127.0.0.1:${relay.port}`, good.ca, 1);
   try {
     const key = (await g.gw.rt.keyBook.create('spender')).secret;
-    assert.deepEqual(await call(g.url, key), { status: 503, code: 'store_unavailable' });
-    const ready = await fetch(`${g.url}/readyz`);
+    assert.equal((await call(g.url, key)).status, 200);
+    relay.switchTo(rogueServer.port);
+    // /readyz names redis, and (once a reconnect has met the certificate) why.
+    const readyz = async () => {
+      const r = await fetch(`${g.url}/readyz`);
+      return { status: r.status, body: (await r.json()) as { down?: string[]; store: { stores: { redis: { error?: string } } } } };
+    };
+    await until(async () => /certificate/.test((await readyz()).body.store.stores.redis.error ?? ''), 10_000, 'readyz to name the certificate');
+    const ready = await readyz();
     assert.equal(ready.status, 503);
-    assert.deepEqual(((await ready.json()) as { down: string[] }).down, ['redis']);
-    // Not one command (not even AUTH) reached the server: no client ever got past the handshake.
+    assert.deepEqual(ready.body.down, ['redis']);
+    assert.deepEqual(await call(g.url, key), { status: 503, code: 'store_unavailable' });
     assert.equal(rogueServer.cli('DBSIZE'), '0');
     assert.doesNotMatch(rogueServer.cli('CLIENT', 'LIST'), /name=aam/);
-    assert.equal(server.cli('DBSIZE'), before);
-  } finally { await g.close(); }
-  // The admission connection by itself says why.
+  } finally { await g.close(); relay.close(); }
+});
+
+test('a Redis that asks for a client certificate aam does not present: a replica refuses to start, naming AAM_REDIS_URL', async () => {
+  await assert.rejects(gateway(mtlsServer.url, good.ca, 1), /cannot use Redis \(AAM_REDIS_URL\): .*certificate/i);
+});
+
+test('the admission connection by itself says why a rogue certificate is refused', async () => {
   const conn = connectAdmission(rogueServer.url, 'aam-admit-rogue', { tls: { ca: readFileSync(good.ca, 'utf8') } });
   const errors: string[] = [];
   conn.on('error', (e: Error) => errors.push(e.message));

@@ -73,6 +73,11 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     sseKeepaliveMs: wholeNumberEnv('AAM_SSE_KEEPALIVE_MS', env.AAM_SSE_KEEPALIVE_MS, { unit: 'milliseconds', min: 1 }),
     publicUrl: publicUrlFrom(env.AAM_PUBLIC_URL), parseConfig: o.parseConfig, config,
   }));
+  // Redis unreachable at start is waited for (openFleet refused one that refuses aam): said once here.
+  const redisAtStart = fleet?.fleet.health().stores.redis;
+  if (redisAtStart && !redisAtStart.ok) {
+    rt.log.error({ event: 'store_unavailable', store: 'redis', error: redisAtStart.error }, 'Redis (AAM_REDIS_URL) does not answer: requests that need it get 503 store_unavailable, and /readyz names it, until it does');
+  }
   // X.509-SVIDs: one CA bundle per trust domain (TrustDomain x509_bundle_file; --client-ca for the
   // local ones). The handshake verifies against all of them; each SVID against its own domain's.
   const x509 = x509m?.loadX509Trust(rt.compiled.set, o.clientCa);

@@ -63,10 +63,12 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
   const sql = connectPostgres(env.databaseUrl, opts.poolMax, { queryTimeout: opts.follow ? QUERY_TIMEOUT_S : 0, tls: env.databaseTls });
   const prefix = fleetPrefix(databaseName(env.databaseUrl));
   const redis = connectRedis(env.redisUrl, 'aam', { tls: env.redisTls });
-  redis.on('error', () => { /* state is read from redis.status; errors reach the callers of commands */ });
   const admission = connectAdmission(env.redisUrl, 'aam-admit', { lazy: !opts.admission, tls: env.redisTls });
   const evidence: EventWriter = opts.admission ? connectEvidence(env.databaseUrl, { queryTimeout: opts.follow ? QUERY_TIMEOUT_S : 0, name: 'aam-evidence', tls: env.databaseTls }) : sql;
-  admission.on('error', () => {});
+  // State is read from each connection's status (errors reach the callers of commands); the last
+  // error since it was ready says why it is down (/readyz, and a refusal at start).
+  const redisWhy = lastError(redis);
+  const admissionWhy = lastError(admission);
   let pgError: string | null = null;
   let sub: Redis | null = null;
   try {
@@ -80,8 +82,11 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
     } catch (e) {
       throw new Error(`cannot use the fleet database (AAM_DATABASE_URL): ${errMsg(e)}`, { cause: e });
     }
-    // Redis may be down at start: requests then get 503 store_unavailable until it answers.
+    // Redis may be down at start: requests then get 503 store_unavailable until it answers. One
+    // that refuses aam (password, certificate) will not change its mind: the start stops, saying so.
     await Promise.all([redis.connect().catch(() => {}), opts.admission ? admission.connect().catch(() => {}) : null]);
+    const refusal = redisRefusal(redisWhy()) ?? redisRefusal(admissionWhy());
+    if (refusal !== null) throw new Error(`cannot use Redis (AAM_REDIS_URL): ${refusal}`);
   } catch (e) {
     redis.disconnect();
     admission.disconnect();
@@ -116,7 +121,7 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
     const redisOk = down === null;
     const stores = {
       postgres: pgError === null ? { ok: true } : { ok: false, error: pgError },
-      redis: redisOk ? { ok: true } : { ok: false, error: `${down === admission ? 'admission connection' : 'connection'} ${down.status}` },
+      redis: redisOk ? { ok: true } : { ok: false, error: `${down === admission ? 'admission connection' : 'connection'} ${down.status}${because(down === admission ? admissionWhy() : redisWhy())}` },
     };
     return { kind: 'fleet', ok: stores.postgres.ok && redisOk, stores };
   };
@@ -148,6 +153,36 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
     },
   };
 }
+
+/** What a Redis connection emits (ioredis, resp.ts) that lastError reads. */
+interface Emitting { on(event: 'error', fn: (e: unknown) => void): unknown; on(event: 'ready', fn: () => void): unknown }
+
+/** The connection's last error since it was last ready (null while it is), read by the returned function. */
+function lastError(conn: Emitting): () => unknown {
+  let last: unknown = null;
+  conn.on('error', (e) => { last = e; });
+  conn.on('ready', () => { last = null; });
+  return () => last;
+}
+
+const because = (e: unknown): string => (e === null ? '' : `: ${errMsg(e)}`);
+
+/**
+ * Why Redis refused aam, when waiting will not help: a wrong or missing password (AUTH/HELLO
+ * answered WRONGPASS or NOAUTH), or TLS that does not check out (the server's certificate, or the
+ * server refusing aam's). null for anything else (refused, reset, timed out: Redis may come back).
+ */
+export function redisRefusal(e: unknown): string | null {
+  if (e === null || e === undefined) return null;
+  const message = errMsg(e);
+  const code = (e as { code?: unknown }).code;
+  if (/^(WRONGPASS|NOAUTH)\b/.test(message)) return `${message} (check the password in AAM_REDIS_URL: redis://:PASSWORD@host:port)`;
+  if (typeof code === 'string' && TLS_REFUSAL.test(code)) return `${message} (${code}: TLS to Redis does not check out; see AAM_REDIS_CA_FILE, AAM_REDIS_CERT_FILE)`;
+  return null;
+}
+
+/** Node's codes for a certificate that does not verify, and OpenSSL's for a handshake the other side refused. */
+const TLS_REFUSAL = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|^ERR_SSL_|^ERR_TLS_/;
 
 /** How long /readyz waits for a store's answer before naming it down (a Redis command's own stall limit). */
 const PROBE_MS = COMMAND_TIMEOUT_MS;
