@@ -3,7 +3,7 @@
 // (exit 1, nothing written) naming AAM_REDIS_URL and what Redis answered, as a wrong PostgreSQL
 // password does; they used to start and answer 503 for ever (the command: exit 0). A Redis that
 // is only unreachable is still waited for: the replica starts, logs it once and /readyz names it
-// with the cause.
+// with the cause; `aam fleet status` says what Redis answered.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -15,7 +15,7 @@ import { serveRefusal, startServeChild } from './helpers/serve-child.ts';
 import { runCli } from './helpers/e2e.ts';
 import { tempDir } from './helpers/temp.ts';
 import { doc, yaml } from './helpers/gateway.ts';
-import { redisRefusal } from '../src/store/fleet.ts';
+import { redisRefusal } from '../src/store/redis.ts';
 
 let store: FleetTestStore;
 const dir = tempDir('aam-fleet-redis-refusal-');
@@ -59,6 +59,12 @@ for (const [what, url, answer] of cases) {
     try { assert.equal((await sql`SELECT count(*)::int AS n FROM keys`)[0].n, 0); } finally { await sql.end(); }
   });
 }
+
+test('aam fleet status with a wrong password says what Redis answered (not "Connection is closed."), exit 1', async () => {
+  const r = await runCli(['fleet', 'status'], { env: { ...process.env, ...store.env, AAM_REDIS_URL: withPassword('not-the-password') } });
+  assert.equal(r.code, 1);
+  assert.match(r.stdout, /redis: DOWN \(WRONGPASS.*AAM_REDIS_URL/);
+});
 
 test('a Redis that does not answer at start is waited for: the replica starts, logs it once, /readyz names redis and why', async () => {
   const gw = await startServeChild({ config, data: join(dir, 'down'), env: { ...store.env, AAM_REDIS_URL: 'redis://:pw@127.0.0.1:1', AAM_ADMIN_TOKEN: ADMIN } });

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Fleet, FleetEnv } from './fleet.ts';
 import { connectPostgres, databaseName, schemaVersion, SCHEMA_VERSION } from './postgres.ts';
-import { connectRedis, fleetPrefix, type Redis } from './redis.ts';
+import { connectRedis, fleetPrefix, lastError, redisRefusal, type Redis } from './redis.ts';
 import { errMsg } from '../lib/error-message.ts';
 
 /**
@@ -70,12 +70,13 @@ export interface FleetStatus {
 export async function readFleetStatus(env: FleetEnv): Promise<FleetStatus> {
   const sql = connectPostgres(env.databaseUrl, 1, { tls: env.databaseTls });
   const redis = connectRedis(env.redisUrl, 'aam-status', { tls: env.redisTls });
-  redis.on('error', () => {});
+  // What Redis answered (WRONGPASS, a certificate error), not connect()'s "Connection is closed.".
+  const why = lastError(redis);
   const prefix = fleetPrefix(databaseName(env.databaseUrl));
   try {
     const [pg, rd] = await Promise.all([
       schemaVersion(sql).then((schema) => ({ ok: true, schema, known: SCHEMA_VERSION }), (e: unknown) => ({ ok: false, known: SCHEMA_VERSION, error: errMsg(e) })),
-      replicasIn(redis, prefix).then((replicas) => ({ ok: true as const, replicas }), (e: unknown) => ({ ok: false as const, error: errMsg(e) })),
+      replicasIn(redis, prefix).then((replicas) => ({ ok: true as const, replicas }), (e: unknown) => ({ ok: false as const, error: redisRefusal(why()) ?? errMsg(why() ?? e) })),
     ]);
     const replicas = rd.ok ? rd.replicas : [];
     const configs: Record<string, string[]> = {};

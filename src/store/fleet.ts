@@ -5,7 +5,7 @@
 // and each kind also polls on a short timer, so a lost message delays a change by at most that.
 import { randomBytes } from 'node:crypto';
 import { connectPostgres, databaseName, migrate, requireSchema, QUERY_TIMEOUT_S, type Sql } from './postgres.ts';
-import { connectAdmission, connectRedis, fleetPrefix, COMMAND_TIMEOUT_MS, type Redis } from './redis.ts';
+import { connectAdmission, connectRedis, fleetPrefix, lastError, redisRefusal, COMMAND_TIMEOUT_MS, type Redis } from './redis.ts';
 import type { RespConnection } from './resp.ts';
 import { connectEvidence, type EventWriter } from './pg-wire.ts';
 import type { StoreHealth } from './types.ts';
@@ -154,35 +154,7 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
   };
 }
 
-/** What a Redis connection emits (ioredis, resp.ts) that lastError reads. */
-interface Emitting { on(event: 'error', fn: (e: unknown) => void): unknown; on(event: 'ready', fn: () => void): unknown }
-
-/** The connection's last error since it was last ready (null while it is), read by the returned function. */
-function lastError(conn: Emitting): () => unknown {
-  let last: unknown = null;
-  conn.on('error', (e) => { last = e; });
-  conn.on('ready', () => { last = null; });
-  return () => last;
-}
-
 const because = (e: unknown): string => (e === null ? '' : `: ${errMsg(e)}`);
-
-/**
- * Why Redis refused aam, when waiting will not help: a wrong or missing password (AUTH/HELLO
- * answered WRONGPASS or NOAUTH), or TLS that does not check out (the server's certificate, or the
- * server refusing aam's). null for anything else (refused, reset, timed out: Redis may come back).
- */
-export function redisRefusal(e: unknown): string | null {
-  if (e === null || e === undefined) return null;
-  const message = errMsg(e);
-  const code = (e as { code?: unknown }).code;
-  if (/^(WRONGPASS|NOAUTH)\b/.test(message)) return `${message} (check the password in AAM_REDIS_URL: redis://:PASSWORD@host:port)`;
-  if (typeof code === 'string' && TLS_REFUSAL.test(code)) return `${message} (${code}: TLS to Redis does not check out; see AAM_REDIS_CA_FILE, AAM_REDIS_CERT_FILE)`;
-  return null;
-}
-
-/** Node's codes for a certificate that does not verify, and OpenSSL's for a handshake the other side refused. */
-const TLS_REFUSAL = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|^ERR_SSL_|^ERR_TLS_/;
 
 /** How long /readyz waits for a store's answer before naming it down (a Redis command's own stall limit). */
 const PROBE_MS = COMMAND_TIMEOUT_MS;

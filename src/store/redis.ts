@@ -5,6 +5,7 @@ import { Redis } from 'ioredis';
 import type { ConnectionOptions } from 'node:tls';
 import { RespConnection } from './resp.ts';
 import type { TlsFiles } from './fleet-tls.ts';
+import { errMsg } from '../lib/error-message.ts';
 
 export type { Redis } from 'ioredis';
 
@@ -100,3 +101,31 @@ function watchStalls(redis: Redis, ms: number): void {
 export function fleetPrefix(database: string): string {
   return `aam:{${database}}:`;
 }
+
+/** What a Redis connection emits (ioredis, resp.ts) that lastError reads. */
+interface Emitting { on(event: 'error', fn: (e: unknown) => void): unknown; on(event: 'ready', fn: () => void): unknown }
+
+/** The connection's last error since it was last ready (null while it is), read by the returned function. */
+export function lastError(conn: Emitting): () => unknown {
+  let last: unknown = null;
+  conn.on('error', (e) => { last = e; });
+  conn.on('ready', () => { last = null; });
+  return () => last;
+}
+
+/**
+ * Why Redis refused aam, when waiting will not help: a wrong or missing password (AUTH/HELLO
+ * answered WRONGPASS or NOAUTH), or TLS that does not check out (the server's certificate, or the
+ * server refusing aam's). null for anything else (refused, reset, timed out: Redis may come back).
+ */
+export function redisRefusal(e: unknown): string | null {
+  if (e === null || e === undefined) return null;
+  const message = errMsg(e);
+  const code = (e as { code?: unknown }).code;
+  if (/^(WRONGPASS|NOAUTH)\b/.test(message)) return `${message} (check the password in AAM_REDIS_URL: redis://:PASSWORD@host:port)`;
+  if (typeof code === 'string' && TLS_REFUSAL.test(code)) return `${message} (${code}: TLS to Redis does not check out; see AAM_REDIS_CA_FILE, AAM_REDIS_CERT_FILE)`;
+  return null;
+}
+
+/** Node's codes for a certificate that does not verify, and OpenSSL's for a handshake the other side refused. */
+const TLS_REFUSAL = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|^ERR_SSL_|^ERR_TLS_/;
