@@ -89,6 +89,8 @@ export function loadMasterKey(opts: LoadMasterKeyOptions): MasterKey {
     if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new CredentialError('master_key', `cannot read master key file ${path}: ${(e as Error).message}`);
   }
   if (!st) {
+    // A fleet's replicas and commands share AAM_MASTER_KEY: a key file made here would be this machine's alone.
+    if (env.AAM_DATABASE_URL) throw new CredentialError('master_key', `fleet mode (AAM_DATABASE_URL) needs AAM_MASTER_KEY, the same on every replica and aam command; it is not set (and there is no ${path}); for a new fleet, ${HOW_TO_MAKE}`);
     if (opts.create === false) throw new CredentialError('master_key', `no master key: set AAM_MASTER_KEY or start the server once to create ${path}`);
     mkdirSync(opts.dataDir, { recursive: true, mode: 0o700 });
     const key = randomBytes(32);

@@ -1,13 +1,16 @@
-// Fleet mode, a Redis that refuses aam at start, against the real PostgreSQL and Redis of npm test:
+// Fleet mode, starts that must stop with a clear message, against the real PostgreSQL and Redis of
+// npm test. A Redis that refuses aam:
 // a wrong or missing password in AAM_REDIS_URL stops `aam serve` (exit 1) and an `aam` command
 // (exit 1, nothing written) naming AAM_REDIS_URL and what Redis answered, as a wrong PostgreSQL
 // password does; they used to start and answer 503 for ever (the command: exit 0). A Redis that
 // is only unreachable is still waited for: the replica starts, logs it once and /readyz names it
-// with the cause; `aam fleet status` says what Redis answered.
+// with the cause; `aam fleet status` says what Redis answered. No AAM_MASTER_KEY: a replica or a
+// command that needs the key stops saying so, instead of making a master.key of its own in its data
+// dir (the second replica then refused with "wrong master key ... restore master.key").
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import postgres from 'postgres';
 import { fleetStore, type FleetTestStore } from './helpers/fleet.ts';
@@ -87,4 +90,19 @@ test('redisRefusal: passwords and certificates refuse; a Redis that is away does
     new Error('LOADING Redis is loading the dataset in memory'), null]) {
     assert.equal(redisRefusal(away), null, String(away));
   }
+});
+
+test('no AAM_MASTER_KEY in fleet mode: aam serve and aam identity issue stop naming it, and make no master.key of their own', async () => {
+  const env = { ...store.env, AAM_ADMIN_TOKEN: ADMIN };
+  delete (env as Record<string, string | undefined>).AAM_MASTER_KEY;
+  const data = join(dir, 'no-master');
+  const outcome = await serveRefusal({ config, data, env: { ...env, AAM_MASTER_KEY: '' } });
+  assert.match(outcome, /exited \(1\) before listening/);
+  assert.match(outcome, /fleet mode \(AAM_DATABASE_URL\) needs AAM_MASTER_KEY/);
+  assert.equal(existsSync(join(data, 'master.key')), false);
+  const cli = join(dir, 'no-master-cli');
+  const r = await runCli(['identity', 'issue', '--agent', 'a', '--config', config, '--data', cli], { env: { ...process.env, ...env, AAM_MASTER_KEY: '' } });
+  assert.equal(r.code, 1, r.stdout + r.stderr);
+  assert.match(r.stderr, /needs AAM_MASTER_KEY/);
+  assert.equal(existsSync(join(cli, 'master.key')), false);
 });
