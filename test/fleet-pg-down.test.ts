@@ -92,6 +92,7 @@ test('PostgreSQL down: an HTTP tool call and an MCP tools/call are refused store
     assert.match(mBody.error.message, /not forwarded/);
     assert.equal(apiCalls, before, 'the tool never saw the call');
     const m = await mcpCall(2);
+    assert.equal(m.status, 503, 'MCP 2026 (no session) answers the same HTTP status as every other plane');
     const mId = m.headers.get('x-request-id')!;
     const answer = await rpcAnswer(m);
     assert.equal(answer.result, undefined, `no result while its evidence is not committed: ${JSON.stringify(answer)}`);

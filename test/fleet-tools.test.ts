@@ -131,7 +131,8 @@ test('Redis down: tool calls and MCP sessions get 503 store_unavailable (never f
     // MCP 2026 has no session: the tool rule's own rpm (tool-deps' admission) is what cannot be counted.
     const r4 = await fetch(`${url}/mcp`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'web__read_account' },
       body: JSON.stringify({ jsonrpc: '2.0', id: 10, method: 'tools/call', params: { name: 'web__read_account', arguments: { id: 'a1' }, _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {}, 'io.modelcontextprotocol/clientInfo': { name: 't', version: '1' } } } }) });
-    const t4 = await r4.text(); assert.equal(r4.status, 200, t4); // a 2026 answer carries JSON-RPC errors in a 200 body
+    const t4 = await r4.text(); assert.equal(r4.status, 503, t4); // the same HTTP status as a session's (the Contract's 503)
+    assert.equal(r4.headers.get('retry-after'), '1');
     const e4 = (JSON.parse(t4) as { error: { code: number; message: string; data: unknown } }).error;
     assert.equal(e4.code, -32603);
     assert.match(e4.message, /Redis .* is unavailable/);

@@ -114,9 +114,12 @@ export function embedderFor(ctx: Ctx, identity: Identity, routeName: string | un
 /** GET /v1/models: only the routes this caller's policy allows. */
 export async function handleModels(ctx: Ctx): Promise<void> {
   const identity = await identify(ctx);
-  const created = Math.floor(ctx.rt.startedAt / 1000);
-  const data = allowedModels(identity.agent, ctx.cfg.policies).map((id) => ({ id, object: 'model', created, owned_by: 'aam' }));
-  sendJson(ctx, 200, { object: 'list', data });
+  sendJson(ctx, 200, { object: 'list', data: allowedModels(identity.agent, ctx.cfg.policies).map((id) => modelObject(ctx, id)) });
+}
+
+/** One model as OpenAI's models API writes it; `created` is when this gateway started (routes have no birth date). */
+function modelObject(ctx: Ctx, id: string) {
+  return { id, object: 'model', created: Math.floor(ctx.rt.startedAt / 1000), owned_by: 'aam' };
 }
 
 /**
@@ -132,5 +135,5 @@ export async function handleModelById(ctx: Ctx): Promise<void> {
   const exists = cfg.routes.has(id) || catalogLookup(cfg.catalog.catalog, id)?.ok === true;
   const usable = exists && mayUseModel(identity.agent, id, cfg.policies);
   if (!usable) throw new AamError(404, 'model_not_found', `model "${id}" is not a model you may use on this gateway; GET /v1/models lists them`, { param: 'model' });
-  sendJson(ctx, 200, { id, object: 'model', created: Math.floor(ctx.rt.startedAt / 1000), owned_by: 'aam' });
+  sendJson(ctx, 200, modelObject(ctx, id));
 }

@@ -106,9 +106,20 @@ export interface StatelessOptions {
 }
 
 /** A JSON answer, or (subscriptions/listen) a stream that writes its own response. */
-type Reply = { status: number; body: Json; stream?: (res: ServerResponse) => Promise<void> };
+type Reply = { status: number; body: Json; stream?: (res: ServerResponse) => Promise<void>; retryAfter?: number };
 const error = (id: unknown, status: number, code: number, message: string, data?: unknown): Reply =>
   ({ status, body: { jsonrpc: '2.0', id: id ?? null, error: { code, message, ...(data === undefined ? {} : { data }) } } });
+
+/**
+ * The HTTP status of a refusal: -32021 (a capability the request did not declare) is a 400, as the
+ * spec's MissingRequiredClientCapabilityError says; a fleet store that cannot answer is the
+ * Contract's 503 store_unavailable with retry-after, as a session's request gets (mcp-gateway.ts);
+ * any other JSON-RPC error rides in a 200 body.
+ */
+function refusal(id: unknown, e: ToolError): Reply {
+  const r = error(id, e.code === MODERN_RPC.missingCapability ? 400 : e.errorCode === 'store_unavailable' ? 503 : 200, e.code, e.message, e.data);
+  return r.status === 503 ? { ...r, retryAfter: Number(e.data?.retry_after_seconds ?? 1) } : r;
+}
 /** Cacheable results (lists, resources/read) depend on who asks: a shared cache must never serve them to anyone else. */
 const PRIVATE = { ttlMs: 0, cacheScope: 'private' } as const;
 
@@ -134,7 +145,7 @@ export async function handleModern(o: StatelessOptions, headers: IncomingHttpHea
   if (res.headersSent) return void res.end();
   if (r === null) { res.writeHead(202); return void res.end(); }
   if (r.stream) return r.stream(res);
-  res.writeHead(r.status, { 'content-type': 'application/json' });
+  res.writeHead(r.status, r.retryAfter === undefined ? { 'content-type': 'application/json' } : { 'content-type': 'application/json', 'retry-after': String(r.retryAfter) });
   res.end(JSON.stringify(r.body));
 }
 
@@ -165,8 +176,7 @@ async function answer(o: StatelessOptions, headers: IncomingHttpHeaders, body: J
     return { status: 200, body: { jsonrpc: '2.0', id, result: { ...result, resultType: kind } } };
   } catch (e) {
     if (e instanceof ToolError && e.code === MODERN_RPC.headerMismatch) return error(id, 400, e.code, e.message);
-    // -32021 (a capability the request did not declare) is a 400, as the spec's MissingRequiredClientCapabilityError says.
-    if (e instanceof ToolError) return error(id, e.code === MODERN_RPC.missingCapability ? 400 : 200, e.code, e.message, e.data);
+    if (e instanceof ToolError) return refusal(id, e);
     throw e;
   }
 }
