@@ -127,7 +127,7 @@ test('cache writes\' split, unit: relayed whole and streamed (a cache replay too
   const split = anthropicChatResponse({ id: 'm', content: [{ type: 'text', text: 'ok' }], stop_reason: 'end_turn',
     usage: { input_tokens: 10, cache_creation_input_tokens: 1200, cache_creation: { ephemeral_5m_input_tokens: 1200, ephemeral_1h_input_tokens: 0 }, output_tokens: 5 } });
   assert.deepEqual(enc(split).usage, { input_tokens: 10, output_tokens: 5, cache_creation_input_tokens: 1200, cache_creation: { ephemeral_5m_input_tokens: 1200, ephemeral_1h_input_tokens: 0 } });
-  const frames = resultToEvents(split).map(anthropicCodec.streamEncoder({ includeUsage: true, routeName: 'x' })).join('');
+  const frames = resultToEvents(split).map(anthropicCodec.streamEncoder({ includeUsage: true, model: 'x' })).join('');
   const start = /event: message_start\ndata: (.*)\n/.exec(frames)?.[1] ?? '';
   const delta = /event: message_delta\ndata: (.*)\n/.exec(frames)?.[1] ?? '';
   assert.deepEqual((JSON.parse(start) as { message: { usage: unknown } }).message.usage, enc(split).usage, 'a replay opens with the usage, split included');

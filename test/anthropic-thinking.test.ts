@@ -100,12 +100,14 @@ test('OpenAI SDK to the same Anthropic route: tool calls as before, no thinking 
   const r = await openai.chat.completions.create(body);
   assert.equal(r.choices[0].message.tool_calls?.[0]?.type === 'function' ? r.choices[0].message.tool_calls[0].function.name : '', 'get_weather');
   assert.equal(r.choices[0].message.content, 'Let me check.');
-  assert.doesNotMatch(JSON.stringify(r), /signature|thinking|redacted/);
+  // The fake upstream's model is named thinking-tools: the answer's model field names it, nothing else may.
+  assert.equal(r.model, 'thinking-tools');
+  assert.doesNotMatch(JSON.stringify({ ...r, model: '' }), /signature|thinking|redacted/);
   let text = '';
   let args = '';
   let raw = '';
   for await (const c of await openai.chat.completions.create({ ...body, stream: true })) {
-    raw += JSON.stringify(c);
+    raw += JSON.stringify({ ...c, model: '' });
     text += c.choices[0]?.delta.content ?? '';
     args += c.choices[0]?.delta.tool_calls?.[0]?.function?.arguments ?? '';
   }
@@ -139,7 +141,7 @@ test('parser + encoder round trip: the stream the client gets has the upstream\'
   const events: StreamEvent[] = [];
   for (const r of new SseParser().push(sse)) events.push(...parser.push(r.data, r.event));
   events.push(...parser.end());
-  const encode = anthropicCodec.streamEncoder({ includeUsage: true, routeName: 'thinking-tools' });
+  const encode = anthropicCodec.streamEncoder({ includeUsage: true, model: 'thinking-tools' });
   const out = events.map(encode).join('');
   // Every content block event as the upstream sent it: same types, indexes, deltas (the encoder sends
   // no empty input_json_delta, and message_start / message_delta carry aam's usage form).
@@ -149,7 +151,7 @@ test('parser + encoder round trip: the stream the client gets has the upstream\'
   // Replayed from the cache: the same blocks again, the deltas of a block cut in other places.
   const stored = eventsToResult(events);
   assert.ok(stored);
-  const encode2 = anthropicCodec.streamEncoder({ includeUsage: true, routeName: 'thinking-tools' });
+  const encode2 = anthropicCodec.streamEncoder({ includeUsage: true, model: 'thinking-tools' });
   assert.deepEqual(joined(blocks(resultToEvents(stored).map(encode2).join(''))), joined(blocks(sse)));
 
   // Not streamed: re-encoded, the content is the upstream's (thinking first, signature and data untouched).
@@ -195,7 +197,7 @@ test('Claude on Bedrock: reasoningContent (streamed and whole) reaches an Anthro
   ];
   const parser = bedrockAdapter.streamParser();
   const events = [...frames.flatMap(([e, p]) => parser.push(JSON.stringify(p), e)), ...parser.end()];
-  const encode = anthropicCodec.streamEncoder({ includeUsage: true, routeName: 'claude' });
+  const encode = anthropicCodec.streamEncoder({ includeUsage: true, model: 'claude' });
   const got = frames0(events.map(encode).join(''));
   assert.deepEqual(got.slice(0, 6), [
     { type: 'content_block_start', index: 0, content_block: { type: 'thinking', thinking: '', signature: '' } },
@@ -333,7 +335,7 @@ test('interleaved thinking, unit: Anthropic whole answer, cache record of a stre
   const stored = eventsToResult(events);
   assert.ok(stored);
   assert.deepEqual((anthropicCodec.encodeResult(stored, 'x') as { content: unknown }).content, content);
-  const encode = anthropicCodec.streamEncoder({ includeUsage: true, routeName: 'x' });
+  const encode = anthropicCodec.streamEncoder({ includeUsage: true, model: 'x' });
   const starts = frames0(resultToEvents(stored).map(encode).join('')).filter((f) => (f as { type: string }).type === 'content_block_start').map((f) => (f as { content_block: { type: string } }).content_block.type);
   assert.deepEqual(starts, KINDS);
   // A plain (not interleaved) answer carries no order: nothing changes for it.

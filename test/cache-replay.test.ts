@@ -70,7 +70,7 @@ test('interleaved tool deltas (as upstreams send them) are reassembled per index
 for (const wire of ['openai', 'anthropic'] as const) {
   test(`replay encodes with the ${wire} codec and parses back to the same answer`, () => {
     const r = twoTools();
-    const encode = codecFor(wire).streamEncoder({ includeUsage: true, routeName: 'fast' });
+    const encode = codecFor(wire).streamEncoder({ includeUsage: true, model: 'fast' });
     let sse = '';
     for (const e of resultToEvents(r)) sse += encode(e);
     sse += codecFor(wire).streamDone;

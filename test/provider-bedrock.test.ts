@@ -261,7 +261,7 @@ function parseFrames(bytes: Buffer, step: number): StreamEvent[] {
 
 function encode(wire: 'openai' | 'anthropic', events: StreamEvent[]): string {
   const codec = codecFor(wire);
-  const enc = codec.streamEncoder({ includeUsage: true, routeName: 'my-route' });
+  const enc = codec.streamEncoder({ includeUsage: true, model: 'my-route' });
   let s = '';
   for (const ev of events) s += enc(ev);
   return (s + codec.streamDone).replace(/"created":\d+/g, '"created":0');

@@ -91,10 +91,10 @@ test('both sdks read encodeResult bodies', async () => {
 });
 
 test('sdks surface a mid-stream error from streamError', async () => {
-  next = { body: codecFor('openai').streamEncoder({ includeUsage: false, routeName: 'r' })({ type: 'text', text: 'partial' }) + codecFor('openai').streamError('upstream cut the stream', 'upstream_incomplete'), sse: true };
+  next = { body: codecFor('openai').streamEncoder({ includeUsage: false, model: 'r' })({ type: 'text', text: 'partial' }) + codecFor('openai').streamError('upstream cut the stream', 'upstream_incomplete'), sse: true };
   const s = await openai().chat.completions.create({ model: 'r', stream: true, messages: [{ role: 'user', content: 'x' }] });
   await assert.rejects((async () => { for await (const c of s) void c; })(), /upstream cut the stream/);
-  const enc = codecFor('anthropic').streamEncoder({ includeUsage: true, routeName: 'r' });
+  const enc = codecFor('anthropic').streamEncoder({ includeUsage: true, model: 'r' });
   next = { body: enc({ type: 'start', id: 'msg_1', model: 'm' }) + enc({ type: 'text', text: 'partial' }) + codecFor('anthropic').streamError('upstream cut the stream', 'api_error'), sse: true };
   await assert.rejects(anthropic().messages.stream({ model: 'r', max_tokens: 5, messages: [{ role: 'user', content: 'x' }] }).finalMessage(), /upstream cut the stream/);
 });

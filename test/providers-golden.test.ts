@@ -95,7 +95,7 @@ function parseStream(type: AdapterType, chunks: string[]): StreamEvent[] {
 
 function encode(wire: 'openai' | 'anthropic', events: StreamEvent[], includeUsage: boolean): string {
   const codec = codecFor(wire);
-  const enc = codec.streamEncoder({ includeUsage, routeName: 'my-route' });
+  const enc = codec.streamEncoder({ includeUsage, model: 'my-route' });
   let s = '';
   for (const ev of events) s += enc(ev);
   return (s + codec.streamDone).replace(/"created":\d+/g, '"created":0');

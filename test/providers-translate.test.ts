@@ -271,7 +271,7 @@ test('anthropic stream parser: error event and missing message_stop', () => {
 });
 
 function encodeAll(wire: 'openai' | 'anthropic', events: StreamEvent[], includeUsage = true): string {
-  const enc = codecFor(wire).streamEncoder({ includeUsage, routeName: 'r' });
+  const enc = codecFor(wire).streamEncoder({ includeUsage, model: 'r' });
   return events.map(enc).join('');
 }
 

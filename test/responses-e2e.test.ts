@@ -63,7 +63,7 @@ test('OpenAI SDK responses.create, not streamed: translated to chat completions,
   assert.match(r.id, /^resp_/);
   assert.equal(r.status, 'completed');
   assert.equal(r.output_text, 'echo: hello there');
-  assert.equal(r.model, 'gpt');
+  assert.equal(r.model, 'ok', 'the model that answered, as the upstream names it (not the route)');
   assert.ok(r.usage && r.usage.input_tokens > 0 && r.usage.total_tokens === r.usage.input_tokens + r.usage.output_tokens);
   const up = fake.requests[0];
   assert.equal(up.path, '/v1/chat/completions');

@@ -169,7 +169,7 @@ test('the Response is written as a template: the same text, byte for byte, as JS
     for (const model of ['gpt-4o-mini', 'route "x"\u007f']) {
       // The opening Response of a stream (response.created / response.in_progress).
       const opening: string[] = [];
-      const enc = responsesCodec(m).streamEncoder({ includeUsage: true, routeName: model });
+      const enc = responsesCodec(m).streamEncoder({ includeUsage: true, model: model });
       for (const line of enc({ type: 'start', id: 'x', model }).split('\n')) if (line.startsWith('data: ')) opening.push(line.slice(6));
       for (const d of opening) assert.equal(JSON.stringify((JSON.parse(d) as { response: unknown }).response), JSON.stringify(responseJson(m, model, 'in_progress')));
       assert.equal(opening.length, 2);
@@ -183,7 +183,7 @@ test('the Response is written as a template: the same text, byte for byte, as JS
         // The same answer streamed: its final Response (response.completed / .incomplete, and what is stored).
         let streamed: FinishedResponse | undefined;
         const codec = responsesCodec(m, (x) => { streamed = x; });
-        const se = codec.streamEncoder({ includeUsage: true, routeName: model });
+        const se = codec.streamEncoder({ includeUsage: true, model: model });
         se({ type: 'start', id: 'x', model });
         if (r.text) se({ type: 'text', text: r.text });
         r.toolCalls.forEach((tc, i) => { se({ type: 'tool_start', index: i, id: tc.id, name: tc.function.name }); se({ type: 'tool_args', index: i, delta: tc.function.arguments }); });
@@ -261,7 +261,7 @@ for (const name of eventFiles) {
     let stored: Record<string, unknown> | undefined;
     let storedIds: readonly string[] = [];
     const codec = responsesCodec(meta(), (r) => { stored = JSON.parse(r.json) as Record<string, unknown>; storedIds = r.outputIds; });
-    const enc = codec.streamEncoder({ includeUsage: true, routeName: 'my-route' });
+    const enc = codec.streamEncoder({ includeUsage: true, model: 'my-route' });
     let out = '';
     for (const ev of events) out += enc(ev);
     assert.ok(!out.includes('response.completed'), 'the terminator waits for streamDone (written once the answer is stored)');
@@ -295,17 +295,27 @@ for (const name of eventFiles) {
 }
 
 test('responses stream: opening events prepared while the upstream works are the same bytes; an error before them starts at 0', () => {
-  const events = JSON.parse(readFileSync(join(streamDir, `${eventFiles[0]}.events.json`), 'utf8')) as StreamEvent[];
+  const named = JSON.parse(readFileSync(join(streamDir, `${eventFiles[0]}.events.json`), 'utf8')) as StreamEvent[];
+  // An upstream that names no model (Bedrock): the stream carries the encoder's.
+  const events = named.map((e) => (e.type === 'start' ? { ...e, model: '' } : e));
   const run = (prepare: boolean, model = 'my-route'): string => {
     const codec = responsesCodec(meta());
     if (prepare) codec.prepareStream?.('my-route');
-    const enc = codec.streamEncoder({ includeUsage: true, routeName: model });
+    const enc = codec.streamEncoder({ includeUsage: true, model: model });
     return events.map((e) => enc(e)).join('') + codec.streamDone;
   };
   assert.equal(run(true), run(false));
   // Prepared for another name than the stream's (never in chat.ts): built again, numbered from 0.
   assert.equal(run(true, 'other'), run(false, 'other'));
   assert.ok(run(false, 'other').includes('"model":"other"'));
+  // A start event naming the model wins over the name prepared for (built again, numbered from 0).
+  const codec = responsesCodec(meta());
+  codec.prepareStream?.('my-route');
+  const enc0 = codec.streamEncoder({ includeUsage: true, model: 'my-route' });
+  const byName = readSse(named.map((e) => enc0(e)).join(''));
+  const upstreamModel = (named[0] as { model: string }).model;
+  assert.ok(upstreamModel !== '' && byName[0].data.sequence_number === 0);
+  assert.equal((byName[0].data.response as { model: string }).model, upstreamModel);
   // The upstream failed after the opening events were prepared: the error event is the first one sent.
   const failed = responsesCodec(meta());
   failed.prepareStream?.('my-route');
@@ -313,20 +323,20 @@ test('responses stream: opening events prepared while the upstream works are the
   assert.deepEqual(evs.map((e) => [e.event, e.data.sequence_number]), [['error', 0]]);
   const failedLater = responsesCodec(meta());
   failedLater.prepareStream?.('my-route');
-  const enc = failedLater.streamEncoder({ includeUsage: true, routeName: 'my-route' });
+  const enc = failedLater.streamEncoder({ includeUsage: true, model: 'my-route' });
   const first = enc({ type: 'error', message: 'upstream broke', errorType: 'api_error' });
   assert.deepEqual(readSse(first).map((e) => [e.event, e.data.sequence_number]), [['error', 0]]);
 });
 
 test('responses stream: an empty answer is one empty message; an error is an error event carrying both shapes', () => {
   const codec = responsesCodec(meta());
-  const enc = codec.streamEncoder({ includeUsage: true, routeName: 'r' });
+  const enc = codec.streamEncoder({ includeUsage: true, model: 'r' });
   const out = [{ type: 'start', id: 'x', model: 'm' }, { type: 'finish', reason: 'stop' }].map((e) => enc(e as StreamEvent)).join('') + codec.streamDone;
   const got = assembleResponses(readSse(out));
   assert.equal(got.text, '');
   assert.equal((got.completed.output as unknown[]).length, 1);
   const c2 = responsesCodec(meta());
-  const enc2 = c2.streamEncoder({ includeUsage: true, routeName: 'r' });
+  const enc2 = c2.streamEncoder({ includeUsage: true, model: 'r' });
   const text = enc2({ type: 'text', text: 'partial' }) + c2.streamError('upstream broke', 'api_error');
   const evs = readSse(text);
   const err = evs[evs.length - 1];

@@ -27,7 +27,7 @@ import { localStream, openUpstreamStream, StreamBroken, type OpenStream } from '
 import { CallAbort, failureError, sendAttempt, sendStreamAttempt, unusable, UPSTREAM_MESSAGE_MAX, type AttemptFailure, type AttemptStream, type AttemptText, type OutboundRequest, type UpstreamBody } from './upstream.ts';
 import { traced } from './traced.ts';
 import { Deadlines, KeepAlive } from './deadlines.ts';
-import { targetInfo, type Route, type Target } from './routes.ts';
+import { servedModel, targetInfo, type Route, type Target } from './routes.ts';
 import { blockedMessage } from '../guardrails/engine.ts';
 import { resultToEvents, StreamRecorder } from '../cache/replay.ts';
 import type { CacheLookup } from '../cache/model-cache.ts';
@@ -225,7 +225,7 @@ async function replayWhole(a: Access, route: Route, codec: ClientCodec, adm: Adm
   const { ctx } = a;
   finish(a, route, null, hit.usage, adm, 200, false, undefined, 'hit');
   const result = await a.guardChatOutput(hit);
-  const body = encodeBody(codec, result, route.name);
+  const body = encodeBody(codec, result, result.model || route.name);
   await ctx.rt.evidenceSafe();
   await codec.settle?.();
   sendText(ctx, 200, body, 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
@@ -282,7 +282,7 @@ function sendChecked(a: Access, route: Route, codec: ClientCodec, cache: CacheSt
     // what they saw), and when no secret hides in it split across text blocks (the joined text shows
     // it; re-encoded, the door scrubs it).
     const raw = result === r.value.result && !watchesOutput(a.gs) && !holdsSecret(ctx.rt.egress, result.text ?? '') && !thinkingHoldsSecret(ctx.rt.egress, result) ? r.value.raw : null;
-    const text = raw ?? encodeBody(codec, result, route.name);
+    const text = raw ?? encodeBody(codec, result, result.model);
     const safe = ctx.rt.evidenceSafeNow();
     if (safe) {
       // The answer waits for its evidence's commit (the fleet's INSERT in flight): the counters are
@@ -349,6 +349,7 @@ function wholeAnswer(target: Target, adapter: ProviderAdapter, codec: ClientCode
 function readAnswer(target: Target, adapter: ProviderAdapter, codec: ClientCodec, text: string, parsed: unknown): WholeAnswer | AttemptFailure {
   let result: ChatResult;
   try { result = adapter.chatResponse(parsed); } catch { return unusable(target, 'not a valid chat response'); }
+  result.model = servedModel(result.model, target); // a fresh object: what the cache keeps names it too
   // Same wire format on both sides: hand the upstream body through untouched (keeps every field).
   return { ok: true as const, value: { result, raw: adapter.wire === codec.wire ? text : null } };
 }
@@ -403,7 +404,7 @@ function streamChat(a: Access, route: Route, req: ChatRequest, codec: ClientCode
       return openUpstreamStream(target, up1.body, adapterFor(codec, target).streamParser());
     });
     // The upstream request is sent (runAttempts ran up to its first await): what needs no answer is built meanwhile.
-    codec.prepareStream?.(route.name);
+    codec.prepareStream?.(early?.target.model ?? route.targets[0]?.model ?? route.name);
     if (called instanceof Promise) {
       s.ahead = callEvidenceAhead(ctx, identity);
       done = called.then((r) => s.answered(r));
@@ -503,7 +504,7 @@ class ChatStream {
     this.stream = r.value;
     this.openHeaders(r.target ? { 'x-aam-target': r.target.label } : undefined);
     this.recorder = this.cache.save ? new StreamRecorder() : null;
-    this.encode = this.codec.streamEncoder({ includeUsage: this.includeUsage, routeName: this.route.name });
+    this.encode = this.codec.streamEncoder({ includeUsage: this.includeUsage, model: r.target ? servedModel(undefined, r.target) : this.cache.hit?.model || this.route.name });
     // Credentials are scrubbed per text/tool-argument stream (a secret can be split across
     // deltas), then guardrails see the scrubbed events.
     this.scrub = ctx.rt.eventScrubber();
@@ -706,8 +707,8 @@ function thinkingHoldsSecret(egress: Parameters<typeof holdsSecret>[0], result: 
 }
 
 /** A non-streamed answer's JSON body text in the client's wire. */
-function encodeBody(codec: ClientCodec, result: ChatResult, routeName: string): string {
-  return codec.encodeResultText ? codec.encodeResultText(result, routeName) : JSON.stringify(codec.encodeResult(result, routeName));
+function encodeBody(codec: ClientCodec, result: ChatResult, model: string): string {
+  return codec.encodeResultText ? codec.encodeResultText(result, model) : JSON.stringify(codec.encodeResult(result, model));
 }
 
 /** Writes s; a promise only when the socket pushes back (wait for drain or close). */

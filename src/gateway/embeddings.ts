@@ -12,7 +12,7 @@ import { readJson, sendJson, sendText } from '../access/request.ts';
 import type { Ctx } from './plane.ts';
 import type { Identity } from '../identity/types.ts';
 import type { EmbeddingsRequest } from '../providers/types.ts';
-import { targetInfo, type Route, type Target } from './routes.ts';
+import { servedModel, targetInfo, type Route, type Target } from './routes.ts';
 import { embeddingFromResult } from '../cache/semantic.ts';
 import { runAttempts } from './attempts.ts';
 import { demoEmbeddings } from './demo.ts';
@@ -69,9 +69,8 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
 async function sendEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: EmbeddingsRequest, result: EmbeddingsResult, raw: string | null, target: Target | null, cache: 'hit' | 'miss' | null, cost: number | null = 0): Promise<void> {
   const usage = result.usage ? { ...result.usage, outputTokens: 0 } : undefined;
   recordCall(ctx, identity, route, target, usage, 200, false, undefined, cost, cache, 'embeddings');
-  const routeName = route.name;
   const body = raw ?? JSON.stringify({
-    object: 'list', model: routeName,
+    object: 'list', model: result.model || route.name,
     data: result.data.map((d) => ({ object: 'embedding', index: d.index, embedding: embeddingAs(d.embedding, req.encoding_format) })),
     usage: { prompt_tokens: result.usage?.inputTokens ?? 0, total_tokens: result.usage?.inputTokens ?? 0 },
   });
@@ -94,6 +93,7 @@ export function callEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: 
     if (!res.ok) return res;
     let result: EmbeddingsResult;
     try { result = adapter.embeddingsResponse(JSON.parse(res.text)); } catch { return unusable(target, 'not a valid embeddings response'); }
+    result.model = servedModel(result.model, target);
     return { ok: true as const, value: { result, raw: adapter.wire === 'openai' && embeddingsEncodedAs(result, req.encoding_format) ? res.text : null } };
   });
 }

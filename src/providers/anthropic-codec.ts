@@ -35,7 +35,7 @@ function toolUse(tc: ToolCall): unknown {
   return { type: 'tool_use', id: tc.id, name: tc.function.name, input: argsObject(tc.function.arguments) };
 }
 
-function encodeResult(r: ChatResult, routeName: string): unknown {
+function encodeResult(r: ChatResult, model: string): unknown {
   const content: unknown[] = [];
   if (r.order !== undefined) { // interleaved thinking: the upstream's order, as Anthropic signed it
     for (const b of resultBlocks(r)) content.push(b.kind === 'thinking' ? b.block : b.kind === 'text' ? { type: 'text', text: b.text } : toolUse(b.call));
@@ -48,7 +48,7 @@ function encodeResult(r: ChatResult, routeName: string): unknown {
     id: r.id,
     type: 'message',
     role: 'assistant',
-    model: routeName,
+    model,
     content,
     stop_reason: STOP_REASON[r.finishReason],
     stop_sequence: null,
@@ -62,8 +62,8 @@ function frame(event: string, json: string): string {
 
 interface Pending { tool: boolean; index: number; id: string; name: string; buf: string }
 
-function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev: StreamEvent) => string {
-  const model = JSON.stringify(opts.routeName);
+function streamEncoder(opts: { includeUsage: boolean; model: string }): (ev: StreamEvent) => string {
+  let model = JSON.stringify(opts.model);
   let started = false;
   let done = false;
   let block = -1; // Anthropic index of the open block, -1 when none
@@ -129,7 +129,11 @@ function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev:
   return (ev: StreamEvent): string => {
     if (done) return '';
     if (ev.type === 'error') { done = true; return streamError(ev.message, ev.errorType); }
-    if (ev.type === 'start') return started ? '' : startMsg(ev.id, ev.usage);
+    if (ev.type === 'start') {
+      if (started) return '';
+      if (ev.model) model = JSON.stringify(ev.model);
+      return startMsg(ev.id, ev.usage);
+    }
     let s = started ? '' : startMsg(localId('msg_'));
     switch (ev.type) {
       case 'text':

@@ -12,14 +12,14 @@ export function openaiUsageJson(u: Usage): Record<string, unknown> {
   return out;
 }
 
-function encodeResult(r: ChatResult, routeName: string): unknown {
+function encodeResult(r: ChatResult, model: string): unknown {
   const message: Record<string, unknown> = { role: 'assistant', content: r.text, refusal: null };
   if (r.toolCalls.length > 0) message.tool_calls = r.toolCalls;
   const out: Record<string, unknown> = {
     id: r.id,
     object: 'chat.completion',
     created: r.created,
-    model: routeName,
+    model,
     choices: [{ index: 0, message, logprobs: null, finish_reason: r.finishReason }],
   };
   if (r.usage !== undefined) out.usage = openaiUsageJson(r.usage);
@@ -31,12 +31,12 @@ function encodeResult(r: ChatResult, routeName: string): unknown {
  * cost is one JSON.stringify of the changing value. Usage arrives before finish (canonical
  * order) and is written after the finish chunk, as OpenAI does, only if the client asked.
  */
-function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev: StreamEvent) => string {
+function streamEncoder(opts: { includeUsage: boolean; model: string }): (ev: StreamEvent) => string {
   let prefix = '';
   let roleSent = false;
   let usage: Usage | undefined;
   let done = false;
-  const model = JSON.stringify(opts.routeName);
+  let model = JSON.stringify(opts.model);
   const begin = (id: string): string => {
     prefix = `data: {"id":${JSON.stringify(id)},"object":"chat.completion.chunk","created":${nowSeconds()},"model":${model},"choices":`;
     roleSent = true;
@@ -49,7 +49,9 @@ function streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev:
     if (!roleSent && ev.type !== 'start' && ev.type !== 'error') head = begin(localId('chatcmpl-'));
     switch (ev.type) {
       case 'start':
-        return roleSent ? '' : begin(ev.id);
+        if (roleSent) return '';
+        if (ev.model) model = JSON.stringify(ev.model);
+        return begin(ev.id);
       case 'text':
         // One template, not delta() around an inner one: the chunk most streams are made of.
         return ev.text.length === 0 ? head : `${head}${prefix}[{"index":0,"delta":{"content":${JSON.stringify(ev.text)}},"logprobs":null,"finish_reason":null}]}\n\n`;

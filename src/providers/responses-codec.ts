@@ -225,15 +225,15 @@ export class ResponsesCodec implements ClientCodec {
     return this.frame('response.created', `"response":${r}`) + this.frame('response.in_progress', `"response":${r}`);
   }
 
-  prepareStream(routeName: string): void {
+  prepareStream(model: string): void {
     // Sequence numbers 0 and 1: nothing else is framed before a stream's opening events.
-    if (this.seq === 0) { this.opening = this.openingFrames(routeName); this.preparedFor = routeName; }
+    if (this.seq === 0) { this.opening = this.openingFrames(model); this.preparedFor = model; }
   }
 
-  streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev: StreamEvent) => string {
+  streamEncoder(opts: { includeUsage: boolean; model: string }): (ev: StreamEvent) => string {
     const meta = this.meta;
     const frame = (type: string, body: string): string => this.frame(type, body);
-    const model = opts.routeName;
+    let model = opts.model;
     let started = false;
     let done = false;
     let usage: Usage | undefined;
@@ -291,6 +291,7 @@ export class ResponsesCodec implements ClientCodec {
     return (ev: StreamEvent): string => {
       if (done) return '';
       if (ev.type === 'error') { done = true; return this.streamError(ev.message, ev.errorType); }
+      if (!started && ev.type === 'start' && ev.model) model = ev.model;
       let s = started ? '' : start();
       switch (ev.type) {
         case 'start':
@@ -345,15 +346,15 @@ export class ResponsesCodec implements ClientCodec {
     return this.frame('error', `"code":${c},"message":${m},"param":null,"error":{"type":${t},"code":${c},"message":${m},"param":null}`);
   }
 
-  encodeResultText(result: ChatResult, routeName: string): string {
+  encodeResultText(result: ChatResult, model: string): string {
     const items = outputTexts(this.meta, result);
-    const json = finishedText(this.meta, routeName, items.texts, result.finishReason, result.usage, this.completedAt(), this.echoed);
+    const json = finishedText(this.meta, model, items.texts, result.finishReason, result.usage, this.completedAt(), this.echoed);
     this.onCompleted?.({ outputIds: items.ids, json });
     return json;
   }
 
-  encodeResult(result: ChatResult, routeName: string): Obj {
-    return JSON.parse(this.encodeResultText(result, routeName)) as Obj;
+  encodeResult(result: ChatResult, model: string): Obj {
+    return JSON.parse(this.encodeResultText(result, model)) as Obj;
   }
 }
 

@@ -264,18 +264,21 @@ export interface ProviderAdapter {
 /** A client-facing wire format (what the agent speaks): OpenAI chat, Anthropic or OpenAI Responses. */
 export interface ClientCodec {
   wire: 'openai' | 'anthropic' | 'responses';
-  /** Encode a non-streamed result as the client's JSON body. */
-  encodeResult(result: ChatResult, routeName: string): unknown;
+  /** Encode a non-streamed result as the client's JSON body; `model` is the name its `model` field carries. */
+  encodeResult(result: ChatResult, model: string): unknown;
   /** The same body as JSON text, when the codec writes it itself (no object to serialize again). */
-  encodeResultText?(result: ChatResult, routeName: string): string;
+  encodeResultText?(result: ChatResult, model: string): string;
   /**
    * Called once a stream's upstream request is under way (before its answer is awaited), with the
-   * route name the stream will carry: what needs no answer (a Responses stream's opening events)
-   * is built while the upstream works. Optional; otherwise built when first needed.
+   * model name the stream will likely carry: what needs no answer (a Responses stream's opening events)
+   * is built while the upstream works (built again if the stream names another). Optional; otherwise built when first needed.
    */
-  prepareStream?(routeName: string): void;
-  /** Make a stateful stream encoder; returns SSE text for each event ('' when nothing to send). */
-  streamEncoder(opts: { includeUsage: boolean; routeName: string }): (ev: StreamEvent) => string;
+  prepareStream?(model: string): void;
+  /**
+   * Make a stateful stream encoder; returns SSE text for each event ('' when nothing to send). The
+   * stream carries the `start` event's model when it names one, else `model`.
+   */
+  streamEncoder(opts: { includeUsage: boolean; model: string }): (ev: StreamEvent) => string;
   /** Text of the stream terminator (e.g. "data: [DONE]\n\n"), if any. */
   streamDone: string;
   /** SSE error event to end a stream that failed after commit; `code` (default: the type) is aam's error code, e.g. store_unavailable. */
