@@ -130,11 +130,17 @@ test("structured output across wires: OpenAI's json_schema reaches Anthropic as 
   assert.equal(sent?.format?.type, 'json_schema', JSON.stringify(seen[0]));
   assert.deepEqual(Object.keys(sent.format.schema?.properties ?? {}), ['name', 'age']);
   assert.equal(seen[0].response_format, undefined);
-  // A schema Anthropic refuses (an open object, a length bound) is not sent: no 400 the request never had.
+  // A schema Anthropic refuses (an open object, a length bound) is never dropped silently: 400 naming response_format, nothing sent.
   seen.length = 0;
-  await openai().chat.completions.create({ model: 'claude', messages: [{ role: 'user', content: 'who' }], response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'object', properties: { name: { type: 'string', maxLength: 5 } }, additionalProperties: false } } } });
-  await openai().chat.completions.create({ model: 'claude', messages: [{ role: 'user', content: 'who' }], response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'object', properties: { name: { type: 'string' } } } } } });
-  assert.deepEqual(seen.map((b) => b.output_config), [undefined, undefined]);
+  for (const schema of [{ type: 'object', properties: { name: { type: 'string', maxLength: 5 } }, additionalProperties: false }, { type: 'object', properties: { name: { type: 'string' } } }]) {
+    await assert.rejects(openai().chat.completions.create({ model: 'claude', messages: [{ role: 'user', content: 'who' }], response_format: { type: 'json_schema', json_schema: { name: 'p', schema } } }), (e: unknown) => {
+      assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+      assert.equal((e.error as { param?: string }).param, 'response_format');
+      assert.match(e.message, /Anthropic takes a json_schema only with every object additionalProperties: false .*model route "claude"/);
+      return true;
+    });
+  }
+  assert.equal(seen.length, 0);
 
   seen.length = 0;
   const schema = { type: 'object', properties: { name: { type: 'string' } }, required: ['name'], additionalProperties: false };

@@ -7,6 +7,7 @@ import { codecFor } from '../providers/index.ts';
 import { parseOpenAIChatRequest } from '../providers/openai.ts';
 import { parseAnthropicRequest } from '../providers/anthropic.ts';
 import { SSE_KEEPALIVE } from '../providers/sse.ts';
+import { uncarried } from '../providers/params.ts';
 import type { ChatRequest, ChatResult, ClientCodec, ProviderAdapter, StreamEvent, Usage } from '../providers/types.ts';
 import { openAccess } from '../access/context.ts';
 import { holdsSecret } from '../access/egress.ts';
@@ -14,7 +15,7 @@ import type { Admission } from '../access/decide.ts';
 import { chatStreamGuard, hasOutputWebhook, nextTurn, streamPieces, TURN_MS, watchesOutput } from '../access/guard.ts';
 import type { EventScrubber } from '../access/scrub-events.ts';
 import type { EventGuard } from '../guardrails/engine.ts';
-import { badRequest, toAamError } from '../access/errors.ts';
+import { AamError, badRequest, toAamError } from '../access/errors.ts';
 import { anthropicRequestId, readJsonBody, sendText } from '../access/request.ts';
 import type { Access, Ctx } from './plane.ts';
 import { parseJsonInTurns } from '../access/json-turns.ts';
@@ -29,6 +30,7 @@ import { traced } from './traced.ts';
 import { Deadlines, KeepAlive } from './deadlines.ts';
 import { servedModel, targetInfo, type Route, type Target } from './routes.ts';
 import { blockedMessage } from '../guardrails/engine.ts';
+import type { Category } from '../guardrails/types.ts';
 import { resultToEvents, StreamRecorder } from '../cache/replay.ts';
 import type { CacheLookup } from '../cache/model-cache.ts';
 import { embedderFor } from './embeddings.ts';
@@ -96,12 +98,38 @@ export function serveChat(a: Access, parsedReq: ChatRequest, codec: ClientCodec,
 }
 
 /** serveChat's input guardrails (req: as resolved), then the cache. */
-function guardInput(a: Access, route: Route, parsedReq: ChatRequest, req: ChatRequest, bodyBytes: number, codec: ClientCodec, opts: ServeOptions): Promise<void> {
-  a.guardrails(route.guardrails);
+function guardInput(a: Access, routed: Route, parsedReq: ChatRequest, req: ChatRequest, bodyBytes: number, codec: ClientCodec, opts: ServeOptions): Promise<void> {
+  a.guardrails(routed.guardrails);
+  const route = carrying(a, routed, req, codec);
   const guarded = a.guardChatInput(req);
   return guarded instanceof Promise
     ? guarded.then((g) => lookUp(a, route, parsedReq, req, g, bodyBytes, codec, opts))
     : lookUp(a, route, parsedReq, req, guarded, bodyBytes, codec, opts);
+}
+
+/**
+ * The route's targets that carry every answer-changing field of the request (providers/params.ts):
+ * a field is never dropped silently, so the others do not serve it (no fallback to them); none
+ * left is a 400 naming the field and the route. Logprobs are refused where output guardrails
+ * watch: they read the answer's text, and its tokens would spell what they redact.
+ */
+function carrying(a: Access, route: Route, req: ChatRequest, codec: ClientCodec): Route {
+  if (req.extra === undefined && req.anthropicExtra === undefined && (req.response_format === undefined || req.response_format.type === 'text')) return route;
+  const x = req.extra;
+  if (x && (x.logprobs === true || (x.top_logprobs !== undefined && x.top_logprobs !== null)) && watchesOutput(a.gs)) {
+    throw new AamError(400, 'invalid_request', `logprobs: model route "${route.name}" has output guardrails, which read the answer's text, not its tokens; ask without logprobs`, { param: 'logprobs' });
+  }
+  const stream = req.stream === true;
+  let why: string | null = null;
+  const targets = route.targets.filter((t) => {
+    if (t.provider.type === 'demo') return true;
+    const w = uncarried(req, adapterFor(codec, t).wire, stream);
+    if (w !== null) why ??= `${w} (target ${t.label})`;
+    return w === null;
+  });
+  if (targets.length === route.targets.length) return route;
+  if (targets.length === 0) throw new AamError(400, 'invalid_request', `${why}; model route "${route.name}" has no target that takes it, and aam does not drop it silently`, { param: why!.slice(0, why!.indexOf(':')) });
+  return { ...route, targets };
 }
 
 /** serveChat's cache lookup, for the request the input guardrails passed (req; unguarded: before them), then admission. */
@@ -634,11 +662,13 @@ class ChatStream {
   private end(): Promise<void> | undefined {
     const { a, route, adm, codec, res } = this;
     const stream = this.stream!;
-    if (this.guard) a.streamFindings(this.guard, this.blockedBy);
-    if (this.blockedBy) stream.abort();
     let tail = this.held;
     this.held = '';
-    if (this.scrub && !this.broken) for (const ev of this.scrub.end()) tail += this.encode!(ev);
+    // What the scrubber and the guard still hold goes out, cleared as at a clean end, before the
+    // terminator or the error event of a stream the upstream broke (a cut loses none of it).
+    if (!this.blockedBy && !this.ac.aborted) tail += this.released();
+    if (this.guard) a.streamFindings(this.guard, this.blockedBy);
+    if (this.blockedBy) stream.abort();
     // Not needed past the last event: let go before the waits below (the parser, framer and encoder).
     this.stream = null;
     this.encode = null;
@@ -658,6 +688,34 @@ class ChatStream {
     // counters and the cache entry are done (the terminator still waits for evidenceSafe()).
     const sent = a.ctx.rt.evidenceSoon();
     return sent ? sent.then(() => this.recorded(call, tail)) : this.recorded(call, tail);
+  }
+
+  /** The held text, scrubbed then guarded; a block found in it ends the stream as any block does. */
+  private released(): string {
+    const encode = this.encode!;
+    const evs = this.scrub ? this.scrub.end() : [];
+    let out = '';
+    const guard = this.guard;
+    if (!guard) {
+      for (const ev of evs) out += encode(ev);
+      return out;
+    }
+    for (const ev of evs) {
+      const r = guard.push(ev);
+      if (r.blocked) return this.blockedIn(r.blocked);
+      for (const g of r.events) out += encode(g);
+    }
+    const r = guard.end();
+    if (r.blocked) return this.blockedIn(r.blocked);
+    for (const g of r.events) out += encode(g);
+    return out;
+  }
+
+  private blockedIn(b: { guardrail: string; category: Category }): string {
+    this.blockedBy = b.guardrail;
+    this.broken = blockedMessage(b.guardrail, b.category, 'output');
+    this.brokenType = 'guardrail_blocked';
+    return '';
   }
 
   private recorded(call: CallOutcome, tail: string): Promise<void> | undefined {

@@ -150,9 +150,14 @@ export function anthropicMessages(messages: ChatMessage[]): { system: string | O
   return { system: systemOf(messages), messages: out };
 }
 
+/** Does Anthropic take this response_format as its structured output (json_schema, a schema it accepts)? */
+export function anthropicTakesFormat(rf: ChatRequest['response_format']): boolean {
+  return jsonSchemaFormat(rf) !== undefined;
+}
+
 /**
  * OpenAI's response_format json_schema as Anthropic's output_config.format, when Anthropic takes
- * the schema (else undefined: not sent, as before, rather than a 400 the request never had).
+ * the schema (else undefined; params.ts refuses such a request for an Anthropic target).
  */
 function jsonSchemaFormat(rf: ChatRequest['response_format']): Obj | undefined {
   const js = rf?.type === 'json_schema' && isObj(rf.json_schema) ? rf.json_schema : undefined;

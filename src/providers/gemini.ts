@@ -134,6 +134,11 @@ export function geminiBody(req: ChatRequest): Obj {
   const max = req.max_completion_tokens ?? req.max_tokens;
   if (max !== undefined) gen.maxOutputTokens = max;
   if (req.stop !== undefined) gen.stopSequences = typeof req.stop === 'string' ? [req.stop] : req.stop;
+  // OpenAI's sampling fields Gemini has too (params.ts lists them as carried here).
+  const x = req.extra;
+  if (typeof x?.seed === 'number') gen.seed = x.seed;
+  if (typeof x?.presence_penalty === 'number') gen.presencePenalty = x.presence_penalty;
+  if (typeof x?.frequency_penalty === 'number') gen.frequencyPenalty = x.frequency_penalty;
   const rf = req.response_format;
   if (rf !== undefined && (rf.type === 'json_object' || rf.type === 'json_schema')) {
     gen.responseMimeType = 'application/json';

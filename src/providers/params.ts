@@ -1,0 +1,63 @@
+// Which request fields that change the answer each upstream wire carries (the README's table).
+// A field a target's wire would drop is never dropped silently: the gateway serves the request
+// only from targets that carry it, and answers 400 naming the field when none does.
+import type { ChatRequest, ProviderAdapter } from './types.ts';
+import { anthropicTakesFormat } from './anthropic.ts';
+import { isObj } from '../lib/json.ts';
+
+type Wire = ProviderAdapter['wire'];
+
+/** OpenAI chat fields (ChatRequest.extra) and the wires that carry them; any other extra field is delivery or bookkeeping. */
+const EXTRA: Readonly<Record<string, readonly Wire[]>> = {
+  seed: ['openai', 'gemini'],
+  frequency_penalty: ['openai', 'gemini'],
+  presence_penalty: ['openai', 'gemini'],
+  logit_bias: ['openai'],
+  prediction: ['openai'],
+  modalities: ['openai'],
+  audio: ['openai'],
+  web_search_options: ['openai'],
+  reasoning_effort: ['openai', 'openai-responses'],
+};
+
+/** Anthropic fields (ChatRequest.anthropicExtra) that change the answer; `thinking` is left to the model (others think their own way). */
+const ANTHROPIC_EXTRA: Readonly<Record<string, readonly Wire[]>> = {
+  top_k: ['anthropic', 'bedrock'],
+};
+
+/**
+ * The first answer-changing field of `req` that an upstream of `wire` would not carry, with why;
+ * null when it carries them all. `stream`: the call is streamed (no wire's logprobs are relayed
+ * in a stream: aam re-encodes every stream, and each token would pass around the scrubber).
+ */
+export function uncarried(req: ChatRequest, wire: Wire, stream: boolean): string | null {
+  const x = req.extra;
+  if (x !== undefined) {
+    if (x.logprobs === true || (x.top_logprobs !== undefined && x.top_logprobs !== null)) {
+      const f = x.logprobs === true ? 'logprobs' : 'top_logprobs';
+      if (stream) return `${f}: logprobs are not relayed in streams (send the request with stream: false)`;
+      if (wire !== 'openai') return `${f}: a ${wire} upstream returns no logprobs`;
+    }
+    for (const k in x) {
+      const wires = EXTRA[k];
+      if (wires !== undefined && x[k] !== null && !wires.includes(wire)) return `${k}: a ${wire} upstream has no such parameter`;
+    }
+  }
+  const ax = req.anthropicExtra;
+  if (ax !== undefined) {
+    for (const k in ax) {
+      const wires = ANTHROPIC_EXTRA[k];
+      if (wires !== undefined && !wires.includes(wire)) return `${k}: a ${wire} upstream has no such parameter`;
+    }
+  }
+  const rf = req.response_format;
+  if (rf !== undefined && rf.type !== 'text') {
+    if (wire === 'bedrock') return `response_format: ${String(rf.type)} has no Bedrock Converse form`;
+    // An Anthropic client's own output_config goes to Anthropic as it sent it.
+    if (wire === 'anthropic' && !isObj(req.anthropicExtra?.output_config)) {
+      if (rf.type !== 'json_schema') return `response_format: ${String(rf.type)} has no Anthropic form (use json_schema)`;
+      if (!anthropicTakesFormat(rf)) return 'response_format: Anthropic takes a json_schema only with every object additionalProperties: false and no minimum/maxLength-style bounds';
+    }
+  }
+  return null;
+}

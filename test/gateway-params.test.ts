@@ -1,0 +1,103 @@
+// Request fields that change the answer are carried or refused, never dropped silently
+// (providers/params.ts): a target whose wire has no form for one does not serve the request, and a
+// route with none left answers 400 naming the field and the route. Real SDK against a local upstream.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+import { startTestGateway, doc, yaml, agentDocs, type TestGateway } from './helpers/gateway.ts';
+import { localServer, type LocalServer } from './helpers/e2e.ts';
+import { uncarried } from '../src/providers/params.ts';
+import { geminiAdapter } from '../src/providers/gemini.ts';
+import type { ChatRequest } from '../src/providers/types.ts';
+
+let up: LocalServer;
+let gw: TestGateway;
+let key: string;
+const seen: Array<{ url: string; body: Record<string, unknown> }> = [];
+
+before(async () => {
+  up = await localServer((req, res, raw) => {
+    const body = JSON.parse(raw) as Record<string, unknown>;
+    seen.push({ url: req.url!, body });
+    res.setHeader('content-type', 'application/json');
+    if (req.url!.endsWith('/messages')) {
+      res.end(JSON.stringify({ id: 'msg_1', type: 'message', role: 'assistant', model: 'c', content: [{ type: 'text', text: 'fine' }], stop_reason: 'end_turn', stop_sequence: null, usage: { input_tokens: 3, output_tokens: 1 } }));
+      return;
+    }
+    const logprobs = body.logprobs === true ? { content: [{ token: 'fine', logprob: -0.1, bytes: [102, 105, 110, 101], top_logprobs: [] }] } : null;
+    res.end(JSON.stringify({ id: 'c1', object: 'chat.completion', created: 1, model: 'g', choices: [{ index: 0, message: { role: 'assistant', content: 'fine' }, logprobs, finish_reason: 'stop' }], usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 } }));
+  });
+  const free = { pricing: { free: true } };
+  gw = await startTestGateway(yaml(
+    doc('Credential', 'aws', { env: 'AAM_TEST_AWS_SECRET', aws: { access_key_id: 'AKIAIOSFODNN7EXAMPLE' } }),
+    doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${up.url}/v1` }),
+    doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${up.url}/v1` }),
+    doc('Provider', 'br', { type: 'bedrock', baseUrl: up.url, credential: 'aws', bedrock: { region: 'us-east-1' } }),
+    doc('Guardrail', 'mask', { on: ['output'], detect: ['email'], action: 'redact' }),
+    doc('Model', 'gpt', { targets: [{ provider: 'oai', model: 'g' }], ...free }),
+    doc('Model', 'claude', { targets: [{ provider: 'ant', model: 'c' }], ...free }),
+    doc('Model', 'nova', { targets: [{ provider: 'br', model: 'amazon.nova-pro-v1:0' }], ...free }),
+    doc('Model', 'claude-then-gpt', { targets: [{ provider: 'ant', model: 'c' }, { provider: 'oai', model: 'g' }], ...free }),
+    doc('Model', 'masked', { targets: [{ provider: 'oai', model: 'g' }], guardrails: ['mask'], ...free }),
+    ...agentDocs(['gpt', 'claude', 'nova', 'claude-then-gpt', 'masked']),
+  ), { AAM_TEST_AWS_SECRET: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' });
+  key = gw.key('tester');
+});
+after(async () => { await gw?.close(); await up?.close(); });
+
+const openai = () => new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: key, maxRetries: 0 });
+const hi = [{ role: 'user' as const, content: 'hi' }];
+const schema = { type: 'json_schema' as const, json_schema: { name: 'p', schema: { type: 'object', properties: { name: { type: 'string' } }, required: ['name'], additionalProperties: false } } };
+
+async function refused(p: Promise<unknown>, param: string, message: RegExp): Promise<void> {
+  await assert.rejects(p, (e: unknown) => {
+    assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+    assert.equal((e.error as { param?: string }).param, param);
+    assert.match(e.message, message);
+    return true;
+  });
+}
+
+test('response_format to a Bedrock route: 400 naming the field and the route, nothing sent upstream', async () => {
+  seen.length = 0;
+  await refused(openai().chat.completions.create({ model: 'nova', messages: hi, response_format: schema }), 'response_format', /response_format: json_schema has no Bedrock Converse form \(target br\/amazon\.nova-pro-v1:0\); model route "nova" has no target that takes it/);
+  await refused(openai().chat.completions.create({ model: 'claude', messages: hi, response_format: { type: 'json_object' } }), 'response_format', /no Anthropic form/);
+  assert.equal(seen.length, 0);
+});
+
+test('logprobs: relayed whole from an OpenAI-wire upstream; refused in a stream, to an Anthropic route and under output guardrails', async () => {
+  const r = await openai().chat.completions.create({ model: 'gpt', messages: hi, logprobs: true });
+  assert.equal(r.choices[0].logprobs?.content?.[0]?.token, 'fine');
+  seen.length = 0;
+  await refused(openai().chat.completions.create({ model: 'gpt', messages: hi, logprobs: true, stream: true }), 'logprobs', /logprobs are not relayed in streams/);
+  await refused(openai().chat.completions.create({ model: 'claude', messages: hi, top_logprobs: 2 }), 'top_logprobs', /anthropic upstream returns no logprobs/);
+  await refused(openai().chat.completions.create({ model: 'masked', messages: hi, logprobs: true }), 'logprobs', /output guardrails/);
+  assert.equal(seen.length, 0, 'no upstream saw a refused request');
+});
+
+test('a mixed route serves a field only from the targets that carry it (seed: not the Anthropic target)', async () => {
+  seen.length = 0;
+  const r = await openai().chat.completions.create({ model: 'claude-then-gpt', messages: hi, seed: 7 }).withResponse();
+  assert.equal(r.response.headers.get('x-aam-target'), 'oai/g');
+  assert.deepEqual(seen.map((s) => [s.url, s.body.seed]), [['/v1/chat/completions', 7]]);
+  // Without the field, the route's first target serves as before.
+  const plain = await openai().chat.completions.create({ model: 'claude-then-gpt', messages: hi }).withResponse();
+  assert.equal(plain.response.headers.get('x-aam-target'), 'ant/c');
+});
+
+test('the table: each wire carries what it has a form for', () => {
+  const req = (extra: Partial<ChatRequest>): ChatRequest => ({ model: 'm', messages: [{ role: 'user', content: 'x' }], ...extra });
+  assert.equal(uncarried(req({ extra: { seed: 1, logprobs: true } }), 'openai', false), null);
+  assert.equal(uncarried(req({ extra: { seed: 1 } }), 'gemini', false), null);
+  assert.match(uncarried(req({ extra: { seed: 1 } }), 'bedrock', false)!, /^seed: /);
+  assert.match(uncarried(req({ extra: { logit_bias: {} } }), 'gemini', false)!, /^logit_bias: /);
+  assert.equal(uncarried(req({ extra: { logprobs: false, user: 'u', metadata: {} } }), 'anthropic', true), null, 'logprobs: false and bookkeeping fields change nothing');
+  assert.equal(uncarried(req({ response_format: schema }), 'anthropic', false), null, 'a schema Anthropic takes');
+  assert.match(uncarried(req({ response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'object', properties: { n: { type: 'integer', minimum: 1 } }, additionalProperties: false } } } }), 'anthropic', false)!, /^response_format: Anthropic takes a json_schema only/);
+  assert.equal(uncarried(req({ response_format: { type: 'json_object' } }), 'gemini', false), null);
+  assert.match(uncarried(req({ anthropicExtra: { top_k: 5 } }), 'openai', false)!, /^top_k: /);
+  assert.equal(uncarried(req({ anthropicExtra: { top_k: 5 } }), 'bedrock', false), null);
+  // Gemini gets the sampling fields it has.
+  const body = JSON.parse(geminiAdapter.chatRequest(req({ extra: { seed: 3, presence_penalty: 0.5, frequency_penalty: 0.25 } }), { model: 'gemini-2.5-flash', stream: false, options: {} }).body) as { generationConfig: Record<string, unknown> };
+  assert.deepEqual(body.generationConfig, { seed: 3, presencePenalty: 0.5, frequencyPenalty: 0.25 });
+});
