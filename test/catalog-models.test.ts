@@ -66,3 +66,31 @@ test('gateway: a catalog model without a known price under a budget is refused, 
     assert.equal(priced.status, 200, priced.text);
   } finally { await gw.close(); await fake.close(); }
 });
+
+test('GET /v1/models: a "*" OpenAI-compatible catalog lists what its upstream serves (its GET /models, with the credential, kept 60 s), filtered by policy', async () => {
+  const fake = await startFakeUpstream();
+  const gw = await startTestGateway(yaml(
+    doc('Credential', 'loc-key', { env: 'TEST_LOC_KEY' }),
+    doc('Provider', 'loc', { type: 'openai-compatible', baseUrl: `${fake.url}/v1`, credential: 'loc-key', models: '*' }),
+    doc('Provider', 'down', { type: 'openai-compatible', baseUrl: 'http://127.0.0.1:9/v1', models: '*' }),
+    doc('Model', 'plain', { targets: [{ provider: 'loc', model: 'ok' }] }),
+    doc('Agent', 'bot', { workload: 'spiffe://test/agent/bot' }),
+    doc('AgentPolicy', 'p', { identity: { agent: 'bot' }, models: { allow: ['plain', 'loc/*', 'down/*'], deny: ['loc/fail-*'] } }),
+  ), { TEST_LOC_KEY: 'sk-loc-secret-0123456789' });
+  try {
+    const key = gw.key('bot');
+    const list = async () => ((await (await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${key}` } })).json()) as { data: Array<{ id: string }> }).data.map((m) => m.id);
+    const ids = await list();
+    for (const want of ['plain', 'loc/ok', 'loc/tools', 'loc/cut-stream']) assert.ok(ids.includes(want), `${want} in ${ids.join(', ')}`);
+    for (const not of ['loc/fail-500', 'loc/fail-429']) assert.ok(!ids.includes(not), `${not} is denied, so not listed`);
+    assert.ok(!ids.some((id) => id.startsWith('down/')), 'an upstream that does not answer lists nothing (the rest still does)');
+    const asked = fake.requests.filter((r) => r.method === 'GET' && r.path === '/v1/models');
+    assert.equal(asked.length, 1);
+    assert.equal(asked[0].headers.authorization, 'Bearer sk-loc-secret-0123456789', 'asked with the provider\'s credential');
+    assert.deepEqual(await list(), ids, 'the same list from what was kept');
+    assert.equal(fake.requests.filter((r) => r.method === 'GET').length, 1, 'kept: not asked again');
+    // A listed model answers as listed.
+    const r = await chat(gw.url, key, 'loc/tools', 'hi');
+    assert.equal(r.status, 200, r.text);
+  } finally { await gw.close(); await fake.close(); }
+});

@@ -20,6 +20,7 @@ import { costUsd, estimateCostUsd } from './pricing.ts';
 import { CallAbort, failureError, sendAttempt, unusable, UPSTREAM_MESSAGE_MAX } from './upstream.ts';
 import { traced } from './traced.ts';
 import { resolveRoute } from './resolve.ts';
+import { upstreamCatalogNames } from './upstream-models.ts';
 
 export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const a = await openAccess(ctx);
@@ -111,10 +112,17 @@ export function embedderFor(ctx: Ctx, identity: Identity, routeName: string | un
   };
 }
 
-/** GET /v1/models: only the routes this caller's policy allows. */
+/**
+ * GET /v1/models: only the routes and catalog models this caller's policy allows; for a `*`
+ * OpenAI-compatible catalog, the models its upstream lists (upstream-models.ts), decided one by one.
+ */
 export async function handleModels(ctx: Ctx): Promise<void> {
   const identity = await identify(ctx);
-  sendJson(ctx, 200, { object: 'list', data: allowedModels(identity.agent, ctx.cfg.policies).map((id) => modelObject(ctx, id)) });
+  const policies = ctx.cfg.policies;
+  const ids = allowedModels(identity.agent, policies);
+  const upstream = await upstreamCatalogNames(ctx, identity);
+  const listed = upstream.length === 0 ? ids : [...new Set([...ids, ...upstream.filter((n) => mayUseModel(identity.agent, n, policies))])];
+  sendJson(ctx, 200, { object: 'list', data: listed.map((id) => modelObject(ctx, id)) });
 }
 
 /** One model as OpenAI's models API writes it; `created` is when this gateway started (routes have no birth date). */
