@@ -267,10 +267,10 @@ test('embedded limiter: rate first, then budget; settle charges the cost and cor
   limiter.settle(t1, 0.25, 900);
   assert.deepEqual(limiter.ledger.usage('agent:a'), { daily: 0.25, monthly: 0.25, reserved: 0 });
   assert.deepEqual(limiter.ledger.usage('team:t'), { daily: 0.25, monthly: 0.25, reserved: 0 });
-  // 100 + 100 estimated, then the first was 900: 1100 tokens on both keys, over the 1000 tpm.
-  const rated = limiter.admit({ rates, tokens: 1, budgets: [], amountUsd: 0 });
+  // 100 estimated (the budget's refusal counted none), then it was 900: 900 tokens on both keys, so 150 more are over the 1000 tpm.
+  const rated = limiter.admit({ rates, tokens: 150, budgets: [], amountUsd: 0 });
   assert.deepEqual(rated, { ok: false, code: 'rate_limited', limit: 'tpm', key: 'agent:a', retryAfterSeconds: (rated as { retryAfterSeconds: number }).retryAfterSeconds });
-  assert.equal(limiter.admit({ rates: [rates[1]], tokens: 1, budgets: [], amountUsd: 0 }).ok, false, 'the virtual key was corrected too');
+  assert.equal(limiter.admit({ rates: [rates[1]], tokens: 150, budgets: [], amountUsd: 0 }).ok, false, 'the virtual key was corrected too');
   const t2 = admitted(limiter.admit({ rates: [], tokens: 0, budgets, amountUsd: 0.7 }));
   limiter.release(t2);
   assert.equal(limiter.ledger.usage('agent:a').reserved, 0);

@@ -110,4 +110,18 @@ for (const make of impls) {
     while (last.ok && Date.now() < end) { if (last.ticket) limiter.release(last.ticket); await new Promise((r) => setTimeout(r, 10)); last = await admit(budget); }
     assert.ok(!last.ok && last.code === 'budget_exceeded' && Math.abs(last.spent - 0.8) < 1e-9, JSON.stringify(last));
   });
+
+  test(`Limiter (${make.name}): a request its budget refuses uses no rpm/tpm (it did no work upstream)`, async () => {
+    const { limiter } = await make();
+    const req = (amountUsd: number) => ({ rates: [{ key: 'agent:rb', limits: { rpm: 2, tpm: 100 } }], tokens: 40, budgets: [{ key: 'agent:rb', limits: { daily_usd: 1 } }], amountUsd });
+    const first = await limiter.admit(req(0.6));
+    assert.ok(first.ok, JSON.stringify(first));
+    const refused = await limiter.admit(req(0.6));
+    assert.ok(!refused.ok && refused.code === 'budget_exceeded', JSON.stringify(refused));
+    // The refusal counted neither a request nor its 40 tokens: one more fits both (2 rpm, 80 of 100 tpm).
+    const second = await limiter.admit(req(0.3));
+    assert.ok(second.ok, JSON.stringify(second));
+    const third = await limiter.admit(req(0));
+    assert.ok(!third.ok && third.code === 'rate_limited' && third.limit === 'rpm', JSON.stringify(third));
+  });
 }

@@ -195,6 +195,13 @@ export class RateLimiter {
 
   /** All-or-nothing over several keys (agent, key id, team): counts only when every key admits. */
   checkMany(entries: ReadonlyArray<{ key: string; limits: RateLimits }>, tokensEstimate: number, now: Date = new Date()): RateResult {
+    const r = this.fits(entries, tokensEstimate, now);
+    if (r.ok) this.count(entries, tokensEstimate, now);
+    return r;
+  }
+
+  /** Would one request of ~tokensEstimate tokens fit on every key now? Counts nothing. */
+  fits(entries: ReadonlyArray<{ key: string; limits: RateLimits }>, tokensEstimate: number, now: Date = new Date()): RateResult {
     const t = now.getTime();
     if (++this.ops % SWEEP_EVERY === 0) this.sweep(now);
     const tokens = tokensEstimate > 0 && Number.isFinite(tokensEstimate) ? tokensEstimate : 0;
@@ -210,6 +217,13 @@ export class RateLimiter {
         if (wait > 0) return { ok: false, retryAfterSeconds: Math.max(1, Math.ceil(wait / 1000)), limit: 'tpm', key };
       }
     }
+    return { ok: true };
+  }
+
+  /** Count one admitted request on every key (after fits()). */
+  count(entries: ReadonlyArray<{ key: string; limits: RateLimits }>, tokensEstimate: number, now: Date = new Date()): void {
+    const t = now.getTime();
+    const tokens = tokensEstimate > 0 && Number.isFinite(tokensEstimate) ? tokensEstimate : 0;
     for (const { key, limits } of entries) {
       let c = this.cells.get(key);
       if (!c) { c = { rpmTat: 0, tpmTat: 0, tpmInterval: 0 }; this.cells.set(key, c); }
@@ -219,7 +233,6 @@ export class RateLimiter {
         if (tokens > 0) c.tpmTat = Math.max(c.tpmTat, t) + tokens * c.tpmInterval;
       }
     }
-    return { ok: true };
   }
 
   /** Correct tpm after completion with the real token count (may go into debt, never below now). */
@@ -260,8 +273,9 @@ interface EmbeddedTicket extends Ticket { reservation: Reservation | null; rateK
 
 /**
  * The embedded Limiter: this process's ledger and limiter, answered synchronously (no await
- * between check and count). A request rejected by its budget has already counted against rpm,
- * as before the store seam.
+ * between check and count). Rates are checked, then the budgets, and the rates counted only for
+ * a request both admit: one refused by its budget did no work upstream and uses no rpm/tpm (as
+ * the fleet's admission script, store/fleet-limits.ts).
  */
 export class EmbeddedLimiter implements Limiter {
   readonly ledger: BudgetLedger;
@@ -273,8 +287,9 @@ export class EmbeddedLimiter implements Limiter {
   }
 
   admit(req: AdmitRequest): AdmitResult {
+    const now = new Date();
     if (req.rates.length) {
-      const r = this.rates.checkMany(req.rates, req.tokens);
+      const r = this.rates.fits(req.rates, req.tokens, now);
       if (!r.ok) return { ok: false, code: 'rate_limited', limit: r.limit, key: r.key, retryAfterSeconds: r.retryAfterSeconds };
     }
     let reservation: Reservation | null = null;
@@ -283,6 +298,7 @@ export class EmbeddedLimiter implements Limiter {
       if (!r.ok) return r;
       reservation = r.reservation;
     }
+    if (req.rates.length) this.rates.count(req.rates, req.tokens, now);
     const ticket: EmbeddedTicket = { kind: 'ticket', reservation, rateKeys: req.rates.map((e) => e.key), tokens: req.tokens };
     return { ok: true, ticket };
   }

@@ -1,6 +1,6 @@
 // Budgets and rpm/tpm limits on the fleet store. Admission is ONE Redis script per request (one
 // round trip): it checks rpm/tpm (GCRA, Redis's clock) and the budgets, then counts the rates and
-// reserves the estimate on every budget key, all or nothing. Reservations carry an expiry, so a
+// reserves the estimate on every budget key, all or nothing (a budget refusal counts no rate). Reservations carry an expiry, so a
 // replica that dies mid-request does not hold budget forever. Settled spend goes to Redis (the
 // live total the script checks) and, batched about once a second, to PostgreSQL (durable: a
 // Redis that restarts empty is re-seeded from it, so an exhausted budget stays exhausted).
@@ -262,6 +262,8 @@ local function admit()
   end
   if missing then return missing end
   if rateFail then return rateFail end
+  -- A request its budget refuses did no work upstream: it uses no rpm/tpm (as the embedded limiter).
+  if budgetFail then return budgetFail end
   for i = 1, nr do
     local c = cells[i]
     local until_ = now
@@ -282,7 +284,6 @@ local function admit()
     -- The expiry of the tats this admission wrote (it replaces a settle's, as a later PEXPIRE would).
     h.exp = math.ceil(until_ - now) + 1000
   end
-  if budgetFail then return budgetFail end
   if amount > 0 then
     -- The reservation's expiry as ZADD takes it.
     if not score then score = string.format('%d', now + ttl) end
