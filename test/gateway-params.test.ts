@@ -93,7 +93,8 @@ test('the table: each wire carries what it has a form for', () => {
   assert.match(uncarried(req({ extra: { logit_bias: {} } }), 'gemini', false)!, /^logit_bias: /);
   assert.equal(uncarried(req({ extra: { logprobs: false, user: 'u', metadata: {} } }), 'anthropic', true), null, 'logprobs: false and bookkeeping fields change nothing');
   assert.equal(uncarried(req({ response_format: schema }), 'anthropic', false), null, 'a schema Anthropic takes');
-  assert.match(uncarried(req({ response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'object', properties: { n: { type: 'integer', minimum: 1 } }, additionalProperties: false } } } }), 'anthropic', false)!, /^response_format: Anthropic takes a json_schema only/);
+  assert.equal(uncarried(req({ response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'object', properties: { n: { type: 'integer', minimum: 1 } } } } } }), 'anthropic', false), null, 'bounds and open objects are rewritten');
+  assert.match(uncarried(req({ response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'object', additionalProperties: { type: 'string' } } } } }), 'anthropic', false)!, /^response_format: Anthropic has no form for this json_schema \(an object whose additionalProperties is a schema/);
   assert.equal(uncarried(req({ response_format: { type: 'json_object' } }), 'gemini', false), null);
   assert.match(uncarried(req({ anthropicExtra: { top_k: 5 } }), 'openai', false)!, /^top_k: /);
   assert.equal(uncarried(req({ anthropicExtra: { top_k: 5 } }), 'bedrock', false), null);

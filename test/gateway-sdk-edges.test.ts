@@ -130,16 +130,28 @@ test("structured output across wires: OpenAI's json_schema reaches Anthropic as 
   assert.equal(sent?.format?.type, 'json_schema', JSON.stringify(seen[0]));
   assert.deepEqual(Object.keys(sent.format.schema?.properties ?? {}), ['name', 'age']);
   assert.equal(seen[0].response_format, undefined);
-  // A schema Anthropic refuses (an open object, a length bound) is never dropped silently: 400 naming response_format, nothing sent.
+  // Bounds Anthropic refuses and open objects are rewritten as Anthropic's SDKs do (objects closed,
+  // bounds moved into the description for the client's own check); a map has no form: 400, nothing sent.
   seen.length = 0;
-  for (const schema of [{ type: 'object', properties: { name: { type: 'string', maxLength: 5 } }, additionalProperties: false }, { type: 'object', properties: { name: { type: 'string' } } }]) {
-    await assert.rejects(openai().chat.completions.create({ model: 'claude', messages: [{ role: 'user', content: 'who' }], response_format: { type: 'json_schema', json_schema: { name: 'p', schema } } }), (e: unknown) => {
-      assert.ok(e instanceof OpenAI.BadRequestError, String(e));
-      assert.equal((e.error as { param?: string }).param, 'response_format');
-      assert.match(e.message, /Anthropic takes a json_schema only with every object additionalProperties: false .*model route "claude"/);
-      return true;
-    });
-  }
+  const Bounded = z.object({ name: z.string().max(5), age: z.number().int().min(0) });
+  const b = await openai().chat.completions.parse({ model: 'claude', messages: [{ role: 'user', content: 'who' }], response_format: zodResponseFormat(Bounded, 'person') });
+  assert.equal(b.choices[0].message.parsed?.name, 'Ada');
+  const props = (seen[0].output_config as { format: { schema: { properties: Record<string, Record<string, unknown>>; additionalProperties: unknown } } }).format.schema;
+  assert.equal(props.additionalProperties, false);
+  assert.equal(props.properties.name.maxLength, undefined);
+  assert.match(String(props.properties.name.description), /maxLength: 5/);
+  assert.match(String(props.properties.age.description), /minimum: 0/);
+  seen.length = 0;
+  const open = await openai().chat.completions.create({ model: 'claude', messages: [{ role: 'user', content: 'who' }], response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'object', properties: { name: { type: 'string', enum: ['Ada'] } } } } } });
+  assert.equal(open.choices[0].message.role, 'assistant');
+  assert.deepEqual((seen[0].output_config as { format: { schema: unknown } }).format.schema, { type: 'object', properties: { name: { type: 'string', enum: ['Ada'] } }, additionalProperties: false });
+  seen.length = 0;
+  await assert.rejects(openai().chat.completions.create({ model: 'claude', messages: [{ role: 'user', content: 'who' }], response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'object', additionalProperties: { type: 'string' } } } } }), (e: unknown) => {
+    assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+    assert.equal((e.error as { param?: string }).param, 'response_format');
+    assert.match(e.message, /Anthropic has no form for this json_schema .*model route "claude"/);
+    return true;
+  });
   assert.equal(seen.length, 0);
 
   seen.length = 0;

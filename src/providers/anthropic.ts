@@ -150,38 +150,62 @@ export function anthropicMessages(messages: ChatMessage[]): { system: string | O
   return { system: systemOf(messages), messages: out };
 }
 
-/** Does Anthropic take this response_format as its structured output (json_schema, a schema it accepts)? */
+/** Does Anthropic take this response_format as its structured output (json_schema with a schema it can hold)? */
 export function anthropicTakesFormat(rf: ChatRequest['response_format']): boolean {
   return jsonSchemaFormat(rf) !== undefined;
 }
 
 /**
- * OpenAI's response_format json_schema as Anthropic's output_config.format, when Anthropic takes
- * the schema (else undefined; params.ts refuses such a request for an Anthropic target).
+ * OpenAI's response_format json_schema as Anthropic's output_config.format, with the schema in the
+ * form Anthropic takes (else undefined; params.ts refuses such a request for an Anthropic target).
  */
 function jsonSchemaFormat(rf: ChatRequest['response_format']): Obj | undefined {
   const js = rf?.type === 'json_schema' && isObj(rf.json_schema) ? rf.json_schema : undefined;
-  return js !== undefined && isObj(js.schema) && anthropicSchema(js.schema, 0) ? { type: 'json_schema', schema: js.schema } : undefined;
+  const schema = js !== undefined && isObj(js.schema) ? anthropicSchema(js.schema, 0) : undefined;
+  return schema !== undefined ? { type: 'json_schema', schema } : undefined;
 }
 
-/** Keywords Anthropic's structured outputs refuse (its SDKs strip them and check client-side). */
+/** Keywords whose values are data (or names), not schemas: kept as written. */
+const DATA_KEYWORDS = new Set(['enum', 'const', 'default', 'examples', 'required', 'description', 'title']);
+/** Keywords Anthropic's structured outputs refuse (its SDKs move them into the description and check client-side). */
 const UNSUPPORTED_KEYWORDS = new Set(['minimum', 'maximum', 'exclusiveMinimum', 'exclusiveMaximum', 'multipleOf', 'minLength', 'maxLength', 'maxItems', 'minProperties', 'maxProperties']);
 
-/** Does Anthropic take this schema: every object closed (additionalProperties: false), no refused keyword, minItems 0 or 1? */
-function anthropicSchema(node: unknown, depth: number): boolean {
-  if (depth > 64) return false;
-  if (Array.isArray(node)) return node.every((n) => anthropicSchema(n, depth + 1));
-  if (!isObj(node)) return true;
-  if ((node.type === 'object' || isObj(node.properties)) && node.additionalProperties !== false) return false;
-  if (typeof node.minItems === 'number' && node.minItems > 1) return false;
-  for (const k in node) {
-    if (UNSUPPORTED_KEYWORDS.has(k)) return false;
-    // properties / $defs hold schemas by name: a property called "minimum" is not the keyword.
-    const v = node[k];
-    if ((k === 'properties' || k === '$defs' || k === 'definitions') && isObj(v)) { for (const n in v) if (!anthropicSchema(v[n], depth + 1)) return false; }
-    else if (!anthropicSchema(v, depth + 1)) return false;
+/**
+ * A schema as Anthropic takes it, the way its own SDKs rewrite one: every object closed
+ * (`additionalProperties: false`: an answer to the closed schema fits the open one), bounds it
+ * refuses (and `minItems` above 1) moved into the description as a hint, since the client (zod,
+ * the Agents SDK) still checks them. Undefined when it cannot be held: an object whose
+ * `additionalProperties` is itself a schema (a map), or nesting deeper than 64.
+ */
+function anthropicSchema(node: unknown, depth: number): unknown {
+  if (depth > 64) return undefined;
+  if (Array.isArray(node)) {
+    const out: unknown[] = [];
+    for (const n of node) { const m = anthropicSchema(n, depth + 1); if (m === undefined) return undefined; out.push(m); }
+    return out;
   }
-  return true;
+  if (!isObj(node)) return node;
+  const out: Obj = {};
+  const moved: string[] = [];
+  for (const k in node) {
+    const v = node[k];
+    if (UNSUPPORTED_KEYWORDS.has(k) || (k === 'minItems' && typeof v === 'number' && v > 1)) { moved.push(`${k}: ${JSON.stringify(v)}`); continue; }
+    if (k === 'additionalProperties' && v !== false && v !== true) return undefined; // a map: no closed form
+    if (DATA_KEYWORDS.has(k)) { out[k] = v; continue; } // values, not schemas
+    // properties / $defs hold schemas by name: a property called "minimum" is not the keyword.
+    if ((k === 'properties' || k === '$defs' || k === 'definitions') && isObj(v)) {
+      const named: Obj = {};
+      for (const n in v) { const m = anthropicSchema(v[n], depth + 1); if (m === undefined) return undefined; named[n] = m; }
+      out[k] = named;
+    } else {
+      const m = anthropicSchema(v, depth + 1);
+      if (m === undefined) return undefined;
+      out[k] = m;
+    }
+  }
+  if (node.type === 'object' || isObj(node.properties)) out.additionalProperties = false;
+  if (moved.length > 0) out.description = `${typeof node.description === 'string' ? `${node.description} ` : ''}{${moved.join(', ')}}`;
+  return out;
 }
 
 export function anthropicBody(req: ChatRequest, target: TargetInfo): Obj {

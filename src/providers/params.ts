@@ -56,7 +56,7 @@ export function uncarried(req: ChatRequest, wire: Wire, stream: boolean): string
     // An Anthropic client's own output_config goes to Anthropic as it sent it.
     if (wire === 'anthropic' && !isObj(req.anthropicExtra?.output_config)) {
       if (rf.type !== 'json_schema') return `response_format: ${String(rf.type)} has no Anthropic form (use json_schema)`;
-      if (!anthropicTakesFormat(rf)) return 'response_format: Anthropic takes a json_schema only with every object additionalProperties: false and no minimum/maxLength-style bounds';
+      if (!anthropicTakesFormat(rf)) return 'response_format: Anthropic has no form for this json_schema (an object whose additionalProperties is a schema, or nesting deeper than 64)';
     }
   }
   return null;
