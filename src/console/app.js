@@ -352,10 +352,15 @@ function chart(title, points, fmt) {
   return figure;
 }
 
+/** The hash as a path; a malformed escape (#/agents/%E0) is taken as written rather than stopping the router. */
+function hashPath(raw) {
+  try { return decodeURIComponent(raw); } catch { return raw; }
+}
+
 async function route() {
   navigation++;
   stopTail();
-  const h = decodeURIComponent(location.hash.slice(1) || '/agents');
+  const h = hashPath(location.hash.slice(1) || '/agents');
   const [path, query] = h.split('?');
   let m;
   try {
