@@ -27,7 +27,28 @@ test('text without secrets comes back as the same string', () => {
   assert.equal(r.leaked.length, 0);
 });
 
-test('base64 (std and url, any alignment), url-encoded and JSON-escaped forms are scrubbed', () => {
+test('url-encoded, JSON-escaped and hex forms are scrubbed with a named marker', () => {
+  const weird = 'p@ss/word+with "quotes" and spaces==';
+  const sc = new Scrubber([{ name: 'w', value: weird }]);
+  const cases = [
+    encodeURIComponent(weird),
+    encodeURIComponent(weird).toLowerCase().replace(/%[0-9a-f]{2}/g, (m) => m), // lowercase hex
+    JSON.stringify({ k: weird }),
+    // An upstream that dumps the key's bytes: Buffer.from(key).toString('hex'), either case, alone or inside a longer dump.
+    Buffer.from(weird).toString('hex'),
+    Buffer.from(weird).toString('hex').toUpperCase(),
+    Buffer.from(`\x00${weird}\n`).toString('hex'),
+  ];
+  for (const c of cases) {
+    const r = sc.scrub(`before ${c} after`);
+    assert.ok(r.text.includes('[REDACTED:w]'), `not scrubbed: ${c} -> ${r.text}`);
+    assert.ok(!r.text.includes(weird), c);
+    assert.ok(!r.text.toLowerCase().includes(Buffer.from(weird).toString('hex').slice(0, 16)), c);
+    assert.deepEqual(r.leaked, ['w']);
+  }
+});
+
+test('base64 forms (std and url, any alignment) are overwritten in place: the value stays valid base64, same length, the leak is named', () => {
   const weird = 'p@ss/word+with "quotes" and spaces==';
   const sc = new Scrubber([{ name: 'w', value: weird }]);
   const cases = [
@@ -36,16 +57,34 @@ test('base64 (std and url, any alignment), url-encoded and JSON-escaped forms ar
     Buffer.from('x' + weird + 'y').toString('base64'),
     Buffer.from('xy' + weird).toString('base64url'),
     Buffer.from('user:' + weird).toString('base64'),
-    encodeURIComponent(weird),
-    encodeURIComponent(weird).toLowerCase().replace(/%[0-9a-f]{2}/g, (m) => m), // lowercase hex
-    JSON.stringify({ k: weird }),
+    // A key inside a PNG-like blob (what an MCP image or blob content carries).
+    Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0, 1, 2]), Buffer.from(weird), Buffer.from([0xff, 0])]).toString('base64'),
   ];
   for (const c of cases) {
-    const r = sc.scrub(`before ${c} after`);
-    assert.ok(r.text.includes('[REDACTED:w]'), `not scrubbed: ${c} -> ${r.text}`);
-    assert.ok(!r.text.includes(weird), c);
+    const r = sc.scrub(`{"data":"${c}"}`);
+    const out = /^\{"data":"(.*)"\}$/.exec(r.text)?.[1] ?? '';
+    assert.equal(out.length, c.length, `${c} -> ${r.text}`);
+    assert.notEqual(out, c);
+    assert.match(out, /REDACTED/);
+    assert.match(out, /^[A-Za-z0-9+/_-]*={0,2}$/);
+    if (!/[-_]/.test(c)) assert.doesNotThrow(() => atob(out), out);
+    assert.ok(!Buffer.from(out, 'base64').toString('latin1').includes(weird.slice(0, 8)), out);
     assert.deepEqual(r.leaked, ['w']);
   }
+  // The same in a stream cut at every position, and across joined parts.
+  const text = `{"data":"${cases[5]}"}`;
+  const whole = sc.scrub(text).text;
+  for (let i = 0; i <= text.length; i++) assert.equal(streamAll(sc, [text.slice(0, i), text.slice(i)]).out, whole, `split at ${i}`);
+  const cut = cases[5].length >> 1;
+  const parts = sc.scrubJoined([cases[5].slice(0, cut), cases[5].slice(cut)]);
+  assert.equal(parts.texts.join(''), /"data":"(.*)"/.exec(whole)?.[1]);
+  assert.deepEqual(parts.leaked, ['w']);
+});
+
+test('a hit that is the raw secret as well as a base64 spelling is marked (the raw form wins)', () => {
+  const b64like = Buffer.from('inner-key-0123456789').toString('base64');
+  const sc = new Scrubber([{ name: 'raw-b64', value: b64like }]);
+  assert.equal(sc.scrub(`token ${b64like} end`).text, 'token [REDACTED:raw-b64] end');
 });
 
 test('secrets shorter than 8 characters are not scrubbed and are reported as skipped', () => {

@@ -44,7 +44,8 @@ const STDIO_SERVER = fileURLToPath(new URL('./helpers/leak-stdio-server.ts', imp
 const TEXT = Object.keys(TEXT_FORMS);
 /** An A2A artifact streamed in chunks the caller appends, the secret cut across them (two chunks, the b64 form, three). */
 const SPLIT_CHUNKS = [...SPLIT_DELTA, 'split-chunks3'];
-const MARKER = /\[REDACTED:[a-z-]+(,[a-z-]+)*\]/;
+/** A named marker, or (a base64 spelling, overwritten in place so the value stays base64) the filler. */
+const MARKER = /\[REDACTED:[a-z-]+(,[a-z-]+)*\]|(REDACTED){2}/;
 
 let up: LeakUpstream;
 let gw: TestGateway;
@@ -557,6 +558,26 @@ after(async () => {
 });
 
 for (const row of ROWS) test(`${row.plane} | ${row.channel} | ${row.form}`, row.run);
+
+// ---- a key inside base64 content: redacted, and the message still valid for the agent's SDK ----
+
+test('mcp tools/call and resources/read | base64 image and blob holding the key | the MCP SDK accepts the result; the decoded bytes hold no key', async () => {
+  // No outcome() wrapper: a scrub that broke the base64 makes the SDK throw ("Invalid Base64 string").
+  const call = await mcp.callTool({ name: 'leaky__leak', arguments: { channel: 'body', form: 'binary', tag: 'b64-valid-call' } });
+  const image = (call.content as Array<{ type: string; data?: string }>).find((c) => c.type === 'image');
+  const read = await mcp.readResource({ uri: 'leak://body/binary/b64-valid-read' });
+  const blob = (read.contents[0] as { blob?: string }).blob;
+  for (const data of [image?.data, blob]) {
+    assert.ok(typeof data === 'string' && data.length > 0);
+    assert.match(data, /(REDACTED){2}/, 'the key\'s base64 is overwritten in place');
+    const bytes = Buffer.from(data, 'base64');
+    assert.equal(bytes.toString('base64'), data, 'still canonical base64');
+    const leaks = [...findLeaks(bytes.toString('latin1'), ALL), ...findLeaks(data, ALL)];
+    assert.equal(leaks.length, 0, report('the decoded content', leaks));
+  }
+  assert.ok(up.served('b64-valid-call') >= 1 && up.served('b64-valid-read') >= 1);
+  await cap.take();
+});
 
 // ---- what aam exposes or keeps beyond one plane ----
 

@@ -4,6 +4,13 @@
 //
 // Overlapping secrets are handled by finding every start position (lookahead scan) and merging
 // the intervals, so a secret that overlaps another one is still fully covered.
+//
+// A secret found only in its base64 spelling sits, most often, inside a base64 value (an MCP image
+// or blob, an A2A file part, a data: URL, a basic-auth header): a bracketed marker there would make
+// the whole value invalid base64 and the agent's SDK would reject the message (the MCP SDK checks
+// image/audio/blob data with atob). Such a hit is overwritten in place with "REDACTED" letters, same
+// length, padding kept: the value stays valid base64, the leak is still reported by name. It needs
+// no look at the neighbours, so a stream scrubs it chunk by chunk like any other hit.
 
 export const MIN_SCRUB_LENGTH = 8;
 const EMPTY: readonly string[] = Object.freeze([]);
@@ -37,7 +44,7 @@ function escapeRegex(s: string): string {
 }
 
 /** Base64 substrings of `bytes` that do not depend on neighbouring bytes, for each of the 3 alignments. */
-function base64Forms(bytes: Buffer): string[] {
+export function base64Forms(bytes: Buffer): string[] {
   // The whole encoding first (covers the padding when the secret is the whole encoded value).
   const out: string[] = [bytes.toString('base64'), bytes.toString('base64url')];
   for (let k = 0; k < 3; k++) {
@@ -57,6 +64,11 @@ export function secretForms(value: string): string[] {
   for (const f of base64Forms(bytes)) forms.add(f);
   // Its UTF-8 bytes one char per byte: how the egress door reads a binary body (a non-ASCII secret).
   forms.add(bytes.toString('latin1'));
+  // Hex, as an upstream dumps bytes (Buffer#toString('hex'), a debug print): both cases. Byte
+  // aligned, so the whole encoding is the only spelling.
+  const hex = bytes.toString('hex');
+  forms.add(hex);
+  forms.add(hex.toUpperCase());
   const url = encodeURIComponent(value);
   forms.add(url);
   forms.add(url.replace(/%[0-9A-F]{2}/g, (m) => m.toLowerCase()));
@@ -87,11 +99,31 @@ function jsonEscaped(s: string): string[] {
   ].filter((e) => e !== s);
 }
 
-interface Interval { start: number; end: number; names: string[] }
+/** Same-length base64 text a hit inside a base64 value is overwritten with (see the top of the file). */
+const FILL = 'REDACTED';
+const BASE64_TEXT = /^[A-Za-z0-9+/_-]+=*$/;
+
+/**
+ * `length` filler characters (`pad` of them '=' at the end, the one before an 'A': no stray bits);
+ * `phase`: how far into the hit they start (a hit cut across joined parts reads as one).
+ */
+function filler(length: number, pad: number, phase = 0): string {
+  const n = length - pad;
+  if (n <= 0) return '='.repeat(length);
+  const p = phase % FILL.length;
+  let s = FILL.repeat(Math.ceil((n + p) / FILL.length)).slice(p, p + n);
+  if (pad > 0) s = s.slice(0, -1) + 'A';
+  return s + '='.repeat(pad);
+}
+
+/** `fill`: every secret spelling in it is a base64-only one (overwritten in place, not marked). */
+interface Interval { start: number; end: number; names: string[]; fill: boolean }
 
 export class Scrubber {
   /** Exact pattern -> credential name. */
   readonly #owner: Map<string, string>;
+  /** Patterns that are only ever a base64 spelling (a hit is overwritten with filler, not marked). */
+  readonly #base64Only = new Set<string>();
   /** Any pattern at all (fast path: one search). */
   readonly #quick: RegExp | undefined;
   /** Every start position (slow path, only after a hit). */
@@ -110,12 +142,19 @@ export class Scrubber {
   constructor(entries: readonly ScrubEntry[]) {
     this.#owner = new Map();
     const skipped: string[] = [];
+    const base64 = new Set<string>();
+    const other = new Set<string>();
     for (const e of entries) {
       if (e.value.length < MIN_SCRUB_LENGTH) { skipped.push(e.name); continue; }
-      for (const f of [...secretForms(e.value), ...(e.extra ?? []).flatMap((x) => secretForms(x))]) {
-        if (!this.#owner.has(f)) this.#owner.set(f, e.name);
+      for (const v of [e.value, ...(e.extra ?? [])]) {
+        const b64 = new Set(base64Forms(Buffer.from(v, 'utf8')));
+        for (const f of secretForms(v)) {
+          if (!this.#owner.has(f)) this.#owner.set(f, e.name);
+          (b64.has(f) && BASE64_TEXT.test(f) ? base64 : other).add(f);
+        }
       }
     }
+    for (const f of base64) if (!other.has(f)) this.#base64Only.add(f);
     this.skipped = Object.freeze(skipped);
     // Longest first, so at one position the longest secret wins over a shorter one it contains.
     const patterns = [...this.#owner.keys()].sort((a, b) => b.length - a.length);
@@ -164,8 +203,12 @@ export class Scrubber {
       let pos = o;
       for (const iv of ivs) {
         if (iv.end <= o || iv.start >= end) continue;
-        if (iv.start >= pos) piece += joined.slice(pos, iv.start) + marker(iv.names);
-        pos = Math.max(pos, Math.min(iv.end, end));
+        const to = Math.min(iv.end, end);
+        // Filler covers each text's own share (every part stays valid base64); a marker stands where the secret starts.
+        const from = Math.max(pos, iv.start);
+        if (iv.fill) piece += joined.slice(pos, from) + filler(to - from, padOf(joined, from, to), from - iv.start);
+        else if (iv.start >= pos) piece += joined.slice(pos, iv.start) + marker(iv.names);
+        pos = Math.max(pos, to);
       }
       out.push(piece + joined.slice(pos, end));
       o = end;
@@ -236,11 +279,13 @@ export class Scrubber {
       const start = m.index;
       const end = start + v.length;
       const name = this.#owner.get(v) as string;
+      const fill = this.#base64Only.has(v);
       const last = out[out.length - 1];
       if (last && start < last.end) {
         if (end > last.end) last.end = end;
         if (!last.names.includes(name)) last.names.push(name);
-      } else out.push({ start, end, names: [name] });
+        if (!fill) last.fill = false;
+      } else out.push({ start, end, names: [name], fill });
       re.lastIndex = start + 1;
     }
     return out;
@@ -255,13 +300,20 @@ function marker(names: readonly string[]): string {
   return `[REDACTED:${names.join(',')}]`;
 }
 
-/** text[from, to) with the intervals inside it replaced by markers. */
+/** How many '=' end text[start, end) (a whole-value base64 spelling's padding). */
+function padOf(text: string, start: number, end: number): number {
+  let n = 0;
+  while (end - n > start && text.charCodeAt(end - n - 1) === 61) n++;
+  return n;
+}
+
+/** text[from, to) with the intervals inside it replaced by markers (by filler when inside base64). */
 function render(text: string, intervals: readonly Interval[], from: number, to: number): string {
   let out = '';
   let at = from;
   for (const iv of intervals) {
     if (iv.start >= to) break;
-    out += text.slice(at, iv.start) + marker(iv.names);
+    out += text.slice(at, iv.start) + (iv.fill ? filler(iv.end - iv.start, padOf(text, iv.start, iv.end)) : marker(iv.names));
     at = iv.end;
   }
   return out + text.slice(at, to);

@@ -50,6 +50,9 @@ export const TEXT_FORMS: Readonly<Record<string, (s: string) => Piece[]>> = {
   'b64-url-0': (s) => [plain(b64(s, 'base64url'))],
   'b64-url-1': (s) => [plain(b64(`u${s}:`, 'base64url'))],
   'b64-url-2': (s) => [plain(b64(`us${s}:p`, 'base64url'))],
+  // Buffer.from(key).toString('hex'): an upstream dumping the bytes it got, either case.
+  hex: (s) => [plain(Buffer.from(s, 'utf8').toString('hex'))],
+  'hex-upper': (s) => [plain(Buffer.from(s, 'utf8').toString('hex').toUpperCase())],
   url: (s) => [plain(encodeURIComponent(s))],
   'url-lower': (s) => [plain(encodeURIComponent(s).replace(/%[0-9A-F]{2}/g, (m) => m.toLowerCase()))],
   'json-php': (s) => [phpJson(s)],
@@ -113,6 +116,12 @@ export function spellings(s: string): Map<string, string> {
   const add = (name: string, v: string) => { if (v.length >= 8 && ![...m.values()].includes(v)) m.set(name, v); };
   // (Base64 of ASCII text has no '+' or '/' unless the text has '>', '?' or '~': no escaped spellings needed.)
   for (const [k, v] of Object.entries(base64Cores(s))) add(k, v);
+  const hex = Buffer.from(s, 'utf8').toString('hex');
+  add('hex', hex);
+  add('hex-upper', hex.toUpperCase());
+  // A clipped hex dump: its first 16 digits (8 bytes of the secret), either case.
+  add('hex-prefix', hex.slice(0, 16));
+  add('hex-upper-prefix', hex.slice(0, 16).toUpperCase());
   add('url', encodeURIComponent(s));
   add('url-lower', encodeURIComponent(s).replace(/%[0-9A-F]{2}/g, (x) => x.toLowerCase()));
   add('json-php', s.replace(/\//g, '\\/'));
