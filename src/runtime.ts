@@ -498,7 +498,7 @@ export class Runtime {
 
   /**
    * Re-read the config; on any error keep the last good one. Returns the error text, or null.
-   * `actor` (file-watch, SIGHUP, admin-token) is named in the admin event of a change or failure.
+   * `actor` (file-watch, SIGHUP, admin, a person) is named in the admin event of a change or failure.
    * Validation blocks this thread; the server reloads with reloadInBackground.
    */
   reload(actor: AdminActor = 'system'): string | null {

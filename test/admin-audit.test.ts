@@ -4,6 +4,8 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTestGateway, doc, yaml, agentDocs, type TestGateway } from './helpers/gateway.ts';
 import type { AuditEvent } from '../src/audit/event.ts';
+import { refusalBudget, REFUSALS_RECORDED } from '../src/console/auth.ts';
+import { until } from './helpers/e2e.ts';
 
 const TOKEN = 'admin-token-for-tests-0123456789';
 let gw: TestGateway;
@@ -20,6 +22,11 @@ after(async () => { await gw?.close(); });
 const admin = (path: string, init: RequestInit = {}, token = TOKEN) =>
   fetch(`${gw.url}/admin/v1${path}`, { ...init, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', ...(init.headers ?? {}) } });
 
+/** Recorded break-glass refusals, newest first. */
+async function refusals(): Promise<AuditEvent[]> {
+  return ((await (await admin('/audit?type=admin&limit=500')).json()) as { data: AuditEvent[] }).data.filter((e) => e.admin?.action === 'admin_token_refused');
+}
+
 async function chat(key: string, model: string): Promise<{ status: number; requestId: string }> {
   const r = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ model, messages: [{ role: 'user', content: 'hi' }] }) });
   await r.text();
@@ -33,6 +40,35 @@ test('audit queries need the admin token (missing, wrong and agent keys are refu
     assert.equal(r.status, 401, what);
     assert.match(await r.text(), /admin/);
   }
+});
+
+test('wrong AAM_ADMIN_TOKEN attempts (admin API Bearer, console sign-in form) are admin events, at most 10 a minute; agent keys and missing tokens are not', async () => {
+  const before = await refusals();
+  const wrong = (i: number) => `not-the-admin-token-${i}-0123456789abcdef`;
+  const api = await fetch(`${gw.url}/admin/v1/keys`, { headers: { authorization: `Bearer ${wrong(0)}` } });
+  assert.equal(api.status, 401);
+  const form = await fetch(`${gw.url}/console/token-login`, { method: 'POST', redirect: 'manual', headers: { origin: gw.url, 'content-type': 'application/x-www-form-urlencoded' }, body: `token=${wrong(1)}` });
+  assert.equal(form.status, 401);
+  await fetch(`${gw.url}/admin/v1/keys`, { headers: { authorization: `Bearer ${gw.key('tester')}` } });
+  await fetch(`${gw.url}/admin/v1/keys`);
+  let two: AuditEvent[] = [];
+  await until(async () => (two = await refusals()).length >= before.length + 2, 10_000, 'two refusals on record');
+  const fresh = two.slice(0, two.length - before.length).reverse();
+  assert.deepEqual(fresh.map((e) => [e.admin?.target, e.admin?.actor, e.outcome?.status]), [['admin_api', 'unauthenticated', 401], ['console', 'unauthenticated', 401]]);
+  assert.match(String(fresh[0].detail?.from), /127\.0\.0\.1/);
+  assert.ok(!JSON.stringify(fresh).includes(wrong(0)) && !JSON.stringify(fresh).includes(wrong(1)), 'the guess itself is never recorded');
+  // A burst: refused every time, never more than REFUSALS_RECORDED events a minute.
+  for (let i = 0; i < 25; i++) assert.equal((await fetch(`${gw.url}/admin/v1/keys`, { headers: { authorization: `Bearer ${wrong(i + 2)}` } })).status, 401);
+  await new Promise((r) => setTimeout(r, 500));
+  // (The first test's wrong token, in the same minute, is one of them.)
+  assert.equal((await refusals()).length, REFUSALS_RECORDED, 'the burst is capped');
+});
+
+test('refusalBudget: a fixed window of N recorded refusals; the next recorded one carries the count left unrecorded', () => {
+  const take = refusalBudget(2, 1000);
+  assert.deepEqual([take(0), take(10), take(20), take(30)], [0, 0, null, null]);
+  assert.deepEqual([take(1000), take(1001), take(1002)], [2, 0, null]);
+  assert.equal(take(5000), 1);
 });
 
 test('GET /admin/v1/audit filters by decision, agent and request; /audit/requests/{id} is one request\'s chain', async () => {
@@ -59,7 +95,7 @@ test('GET /admin/v1/audit filters by decision, agent and request; /audit/request
   // The key made through the admin API is evidence too, with the admin token as the actor.
   const keys = (await (await admin('/audit?type=admin&limit=50')).json()) as { data: AuditEvent[] };
   const made = keys.data.find((e) => e.admin?.action === 'key_created' && e.admin?.target === id);
-  assert.equal(made?.admin?.actor, 'admin-token');
+  assert.equal(made?.admin?.actor, 'admin'); // DESIGN.md: break-glass is recorded as `admin`
   assert.ok(!JSON.stringify(keys).includes(key), 'the key secret is never in the trail');
 
   const bad = await admin('/audit?since=yesterday-ish');

@@ -292,7 +292,7 @@ test('a malformed hash (a bad %-escape) still routes: the page says what is wron
   assert.match(await page.getByRole('alert').innerText(), /no Agent "%E0%A4%A"/);
   assert.ok(problems.slice(seen).every((p) => /404/.test(p)), problems.slice(seen).join('\n')); // the browser logs the API's 404, nothing threw
   problems.splice(seen);
-  await page.evaluate(() => { location.hash = '#%'; });
+  await page.evaluate(() => { (globalThis as unknown as { location: { hash: string } }).location.hash = '#%'; });
   await page.getByRole('heading', { name: 'Agents' }).waitFor();
   await page.getByRole('link', { name: 'Approvals' }).click();
   await page.getByRole('heading', { name: 'Approvals' }).waitFor();

@@ -195,7 +195,7 @@ test('tool pins: a changed definition seen on A is flagged on B; once B sees it 
     assert.equal(cli.code, 0, cli.stderr);
     const acceptTook = await within(3000, 'B serves the accepted tool', async () => /Acme/.test(await search()));
     assert.deepEqual(await flaggedOn(B), []);
-    assert.equal((await adminCall<ToolDiff>(B, 'GET', '/tools/crm/search_accounts/diff')).json.acceptedBy, 'admin-token');
+    assert.equal((await adminCall<ToolDiff>(B, 'GET', '/tools/crm/search_accounts/diff')).json.acceptedBy, 'admin');
     process.stdout.write(`# tool pins: flag A -> B ${flagTook.toFixed(0)} ms, accept on A -> served on B ${acceptTook.toFixed(0)} ms\n`);
   } finally {
     await client.close();

@@ -239,7 +239,7 @@ test('break-glass: AAM_ADMIN_TOKEN still opens the admin API and a console sessi
   const cookie = r.headers.getSetCookie()[0].split(';')[0];
   const me = await (await fetch(`${env.url}/admin/v1/me`, { headers: { cookie } })).json() as Me;
   assert.equal(me.role, 'admin');
-  assert.equal(me.actor, 'admin-token');
+  assert.equal(me.actor, 'admin');
 });
 
 test('credentials are admin-only and name the person; a reload by an operator is recorded under their name', async () => {

@@ -6,18 +6,23 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { ConfigSet } from '../config/schema.ts';
+import type { AuditEventInput } from '../audit/event.ts';
 import { AamError } from '../access/errors.ts';
 import { atLeast, compileRoles, type Role, type RoleTable, type HumanClaims } from './roles.ts';
 import type { LoginStore, Session, SessionStore } from './sessions.ts';
 import { OidcError, OidcUnavailable, type OidcClient } from './oidc.ts';
 
-/** The person behind an admin event (the break-glass token is recorded as such). */
-export type Actor = 'admin-token' | { type: 'user'; sub: string; email?: string };
+/**
+ * The person behind an admin event. Whoever holds AAM_ADMIN_TOKEN is the break-glass `admin`
+ * (DESIGN.md "Console and human identity": recorded as such), in events, tables and /me alike.
+ */
+export const BREAK_GLASS = 'admin';
+export type Actor = typeof BREAK_GLASS | { type: 'user'; sub: string; email?: string };
 
 export interface Principal {
   actor: Actor;
   role: Role;
-  /** Short name for tables (approvals' decided_by, tool pins): "user:<email or sub>" or "admin-token". */
+  /** Short name for tables (approvals' decided_by, tool pins): "user:<email or sub>" or "admin" (break-glass). */
   label: string;
   /** Set when the request came with a console session. */
   session?: { id: string; csrf: string; expiresAt: number };
@@ -53,6 +58,52 @@ export interface HumanAuth {
   /** Throws unless the request comes from our own origin (login forms, logout, every cookie-authenticated change). */
   checkOrigin(req: IncomingMessage): void;
   principalOf(s: Session, id?: string): Principal | null;
+  /**
+   * Put a wrong AAM_ADMIN_TOKEN on record (admin API Bearer or the console's sign-in form), at
+   * most REFUSALS_RECORDED per minute per gateway: the next event says how many went unrecorded.
+   */
+  recordTokenRefused(at: RefusalScene, e: AdminTokenRefused): void;
+}
+
+/** Where a refusal happened: the request and the trail it goes to. */
+export interface RefusalScene {
+  rt: { audit: { record(e: AuditEventInput): void } | null };
+  requestId: string;
+  req: IncomingMessage;
+}
+
+/**
+ * A value that is not this gateway's AAM_ADMIN_TOKEN (a 401). Recorded, rate-limited, by whoever
+ * catches it (recordTokenRefused). No lockout: the token is at least 32 random characters
+ * (checkAdminToken), so guessing it online is hopeless at any rate, while a lockout keyed on the
+ * source address would lock out everyone behind the same proxy, and a global one would hand an
+ * attacker the switch that turns break-glass off, the way in when the IdP is down.
+ */
+export class AdminTokenRefused extends AamError {
+  readonly via: 'admin_api' | 'console';
+  constructor(via: 'admin_api' | 'console', message: string) {
+    super(401, 'admin_unauthorized', message, via === 'admin_api' ? { headers: { 'www-authenticate': 'Bearer realm="aam-admin"' } } : undefined);
+    this.via = via;
+  }
+}
+
+/** Refused break-glass attempts put on record per minute (a brute force cannot flood the trail). */
+export const REFUSALS_RECORDED = 10;
+const REFUSAL_WINDOW_MS = 60_000;
+
+/** Fixed-window budget: the number of refusals left unrecorded since the last recorded one, or null (over budget: count it, record nothing). */
+export function refusalBudget(max = REFUSALS_RECORDED, windowMs = REFUSAL_WINDOW_MS): (now: number) => number | null {
+  let start = -Infinity;
+  let used = 0;
+  let unrecorded = 0;
+  return (now) => {
+    if (now - start >= windowMs) { start = now; used = 0; }
+    if (used >= max) { unrecorded++; return null; }
+    used++;
+    const n = unrecorded;
+    unrecorded = 0;
+    return n;
+  };
 }
 
 /**
@@ -131,7 +182,7 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
     const session = id ? { id, csrf: s.csrf, expiresAt: s.expiresAt } : undefined;
     // A break-glass session dies with the token it was opened with (unset or changed at restart: gone).
     if (s.kind === 'admin-token') {
-      return o.adminToken && s.tokenTag !== undefined && safeEqual(s.tokenTag, adminTokenTag(o.adminToken)) ? { actor: 'admin-token', role: 'admin', label: 'admin-token', session } : null;
+      return o.adminToken && s.tokenTag !== undefined && safeEqual(s.tokenTag, adminTokenTag(o.adminToken)) ? { actor: BREAK_GLASS, role: 'admin', label: BREAK_GLASS, session } : null;
     }
     const role = roleOf(s);
     return role ? { actor: userActor(s), role, label: `user:${s.email ?? s.sub}`, session } : null;
@@ -173,7 +224,7 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
     if (typeof auth === 'string') {
       const m = /^Bearer\s+(\S+)$/i.exec(auth);
       if (!m) throw unauthorized('admin API needs "Authorization: Bearer <AAM_ADMIN_TOKEN or an OpenID Connect ID token>"');
-      if (isAdminToken(m[1])) return { actor: 'admin-token', role: 'admin', label: 'admin-token' };
+      if (isAdminToken(m[1])) return { actor: BREAK_GLASS, role: 'admin', label: BREAK_GLASS };
       if (!o.adminToken && !o.oidc) throw unauthorized(ADMIN_API_OFF); // a token set in the client's shell, not the gateway's
       // Only something shaped like a JWT is shown to the IdP's keys, and only what cannot be an
       // aam credential (virtual keys and join tokens start with "aam") is ever sent to the IdP.
@@ -181,9 +232,9 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
       if (o.oidc && !m[1].startsWith('aam') && /^[\x21-\x7e]{16,4096}$/.test(m[1])) return person(() => o.oidc!.verifyAccessToken(m[1]));
       // An agent's credential is told apart from a wrong admin token: each has its own fix.
       const agentLike = m[1].startsWith('aam') || JWT_SHAPE.test(m[1]);
-      throw unauthorized(agentLike
-        ? `admin API needs "Authorization: Bearer $AAM_ADMIN_TOKEN"${o.oidc ? ' or an OpenID Connect ID or access token' : ''}; agent keys and agent tokens are not accepted here`
-        : `the Bearer token is not this gateway's AAM_ADMIN_TOKEN${o.oidc ? ' nor an OpenID Connect token' : ''}: send the value the gateway was started with`);
+      if (agentLike) throw unauthorized(`admin API needs "Authorization: Bearer $AAM_ADMIN_TOKEN"${o.oidc ? ' or an OpenID Connect ID or access token' : ''}; agent keys and agent tokens are not accepted here`);
+      const msg = `the Bearer token is not this gateway's AAM_ADMIN_TOKEN${o.oidc ? ' nor an OpenID Connect token' : ''}: send the value the gateway was started with`;
+      throw o.adminToken ? new AdminTokenRefused('admin_api', msg) : unauthorized(msg);
     }
     const s = await sessionOf(req);
     if (s) {
@@ -202,8 +253,18 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
       : ADMIN_API_OFF);
   }
 
+  const budget = refusalBudget();
+  function recordTokenRefused(at: RefusalScene, e: AdminTokenRefused): void {
+    const unrecorded = budget(Date.now());
+    if (unrecorded === null) return;
+    at.rt.audit?.record({
+      type: 'admin', request_id: at.requestId, admin: { action: 'admin_token_refused', target: e.via, actor: 'unauthenticated' },
+      detail: { from: at.req.socket.remoteAddress ?? 'unknown', unrecorded_before: unrecorded }, outcome: { status: 401, error: 'not the AAM_ADMIN_TOKEN' },
+    });
+  }
+
   return {
-    oidc: o.oidc, sessions, logins, cookie, adminTokenEnabled: o.adminToken !== null, roleOf, isAdminToken, checkOrigin, sessionOf, principalOf,
+    oidc: o.oidc, sessions, logins, cookie, adminTokenEnabled: o.adminToken !== null, roleOf, isAdminToken, checkOrigin, sessionOf, principalOf, recordTokenRefused,
     async require(req, need) {
       const p = await authenticate(req);
       mustHave(p, need);

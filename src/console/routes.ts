@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { readBody, type Ctx, type Handler, type Routes } from '../access/request.ts';
 import { AamError, toAamError } from '../access/errors.ts';
-import { adminTokenTag, BREAK_GLASS_ENDED, createHumanAuth, parseCookies, userActor, type HumanAuth } from './auth.ts';
+import { AdminTokenRefused, adminTokenTag, BREAK_GLASS, BREAK_GLASS_ENDED, createHumanAuth, parseCookies, userActor, type HumanAuth } from './auth.ts';
 import type { ConsoleRuntime } from './plane.ts';
 import { consoleStores, LOGIN_TTL_MS, MAX_SESSION_MS } from './sessions.ts';
 import { createOidcClient, oidcSettingsFrom } from './oidc.ts';
@@ -111,9 +111,14 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
   routes.exact.set('POST /console/token-login', page(async (ctx) => {
     auth.checkOrigin(ctx.req);
     const token = (await formOf(ctx)).get('token') ?? '';
-    if (!auth.adminTokenEnabled || !auth.isAdminToken(token)) throw new AamError(401, 'admin_unauthorized', 'that is not the AAM_ADMIN_TOKEN this gateway was started with');
+    if (!auth.adminTokenEnabled) throw new AamError(401, 'admin_unauthorized', 'that is not the AAM_ADMIN_TOKEN this gateway was started with');
+    if (!auth.isAdminToken(token)) {
+      const e = new AdminTokenRefused('console', 'that is not the AAM_ADMIN_TOKEN this gateway was started with');
+      auth.recordTokenRefused(ctx, e);
+      throw e;
+    }
     const { id, session } = await auth.sessions.create({ kind: 'admin-token', sub: 'admin-token', groups: [], expiresAt: Date.now() + MAX_SESSION_MS, tokenTag: adminTokenTag(token) });
-    ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action: 'console_login', target: 'console', actor: 'admin-token' }, outcome: { status: 200 } });
+    ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action: 'console_login', target: 'console', actor: BREAK_GLASS }, outcome: { status: 200 } });
     redirect(ctx, '/console', [cookie(sessionCookie, id, (session.expiresAt - Date.now()) / 1000)]);
   }));
 
@@ -128,7 +133,7 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
       const csrf = (await formOf(ctx)).get('csrf') ?? ctx.req.headers['x-csrf-token'];
       if (csrf !== s.session.csrf) throw new AamError(403, 'csrf_failed', 'sign-out needs the page\'s CSRF token; reload the console and try again');
       await auth.sessions.delete(s.id);
-      const actor = s.session.kind === 'admin-token' ? 'admin-token' : userActor(s.session);
+      const actor = s.session.kind === 'admin-token' ? BREAK_GLASS : userActor(s.session);
       const idp = s.session.kind === 'oidc' && auth.oidc ? await auth.oidc.endSessionUrl(s.session.idToken) : null;
       ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action: 'console_logout', target: 'console', actor }, detail: { at_idp: idp !== null }, outcome: { status: 200 } });
       if (idp) next = idp;

@@ -10,7 +10,7 @@ import type { Runtime } from '../runtime.ts';
 import { decisionArg, limitArg, MAX_LIMIT, planeArg, queryEvents, showRequest } from '../audit/query.ts';
 import { sinceTime, USAGE_GROUPINGS, type UsageGrouping } from '../gateway/usage.ts';
 import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy/authzen.ts';
-import { createHumanAuth, mustHave, RoleRefused, type HumanAuth, type Principal } from '../console/auth.ts';
+import { AdminTokenRefused, createHumanAuth, mustHave, RoleRefused, type HumanAuth, type Principal } from '../console/auth.ts';
 import { consoleStores } from '../console/sessions.ts';
 import type { FleetCursor } from '../audit/fleet-log.ts';
 import { MAX_TAILS, tailAudit, tailFleetAudit, type TailCounter } from '../console/tail.ts';
@@ -116,10 +116,12 @@ const limitParam = asParam(limitArg);
 
 /**
  * A person refused for want of a role is evidence too (who tried what): one admin event naming
- * them, the route, the role it needs and the one they have. Unauthenticated refusals (401) name
- * nobody and are not recorded; a CSRF refusal is the browser's, not the person's.
+ * them, the route, the role it needs and the one they have. A wrong AAM_ADMIN_TOKEN is recorded
+ * (rate-limited, by the auth module); other unauthenticated refusals (401) name nobody and are
+ * not; a CSRF refusal is the browser's, not the person's.
  */
-function recordRefusal(ctx: Ctx, e: unknown): void {
+function recordRefusal(ctx: Ctx, auth: HumanAuth, e: unknown): void {
+  if (e instanceof AdminTokenRefused) { auth.recordTokenRefused(ctx, e); return; }
   if (!(e instanceof RoleRefused)) return;
   ctx.rt.audit?.record({
     type: 'admin', request_id: ctx.requestId, admin: { action: 'admin_denied', target: `${ctx.req.method} ${ctx.path}`, actor: e.actor },
@@ -324,7 +326,8 @@ function privateAnswer(ctx: Ctx): void {
 
 const authzen = (batch: boolean, auth: (ctx: Ctx) => HumanAuth): Handler => async (ctx) => {
   privateAnswer(ctx);
-  await auth(ctx).require(ctx.req, 'viewer').catch((e: unknown) => { recordRefusal(ctx, e); throw e; });
+  const a = auth(ctx);
+  await a.require(ctx.req, 'viewer').catch((e: unknown) => { recordRefusal(ctx, a, e); throw e; });
   const body = await readJson(ctx);
   const compiled = ctx.cfg.policies;
   const r = batch ? evaluateAuthZenBatch(body, lookupInConfig(compiled), compiled) : evaluateAuthZen(body, lookupInConfig(compiled), compiled);
@@ -338,5 +341,9 @@ export function addAdminRoutes(routes: Routes, auth?: HumanAuth): void {
   routes.exact.set('POST /access/v1/evaluation', authzen(false, authOf));
   routes.exact.set('POST /access/v1/evaluations', authzen(true, authOf));
   const tails: TailCounter = { open: 0 };
-  routes.prefixes.push(['/admin/v1/', (ctx) => { privateAnswer(ctx); return adminDispatch(ctx, authOf(ctx), tails).catch((e: unknown) => { recordRefusal(ctx, e); throw storeRefusal(e); }); }]);
+  routes.prefixes.push(['/admin/v1/', (ctx) => {
+    privateAnswer(ctx);
+    const a = authOf(ctx);
+    return adminDispatch(ctx, a, tails).catch((e: unknown) => { recordRefusal(ctx, a, e); throw storeRefusal(e); });
+  }]);
 }
