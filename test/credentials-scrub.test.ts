@@ -48,12 +48,20 @@ test('url-encoded, JSON-escaped and hex forms are scrubbed with a named marker',
   }
 });
 
-test('base64 forms (std and url, any alignment) are overwritten in place: the value stays valid base64, same length, the leak is named', () => {
+test('a base64 spelling standing alone (std and url) gets the named marker', () => {
+  const weird = 'p@ss/word+with "quotes" and spaces==';
+  const sc = new Scrubber([{ name: 'w', value: weird }]);
+  for (const c of [Buffer.from(weird).toString('base64'), Buffer.from(weird).toString('base64url')]) {
+    assert.equal(sc.scrub(`b64=${c} (end)`).text, 'b64=[REDACTED:w] (end)');
+    assert.equal(streamAll(sc, [`b64=${c}`, ' (end)']).out, 'b64=[REDACTED:w] (end)', 'a stream waits for the next character to tell');
+    assert.equal(streamAll(sc, [`b64=${c}`]).out, 'b64=[REDACTED:w]');
+  }
+});
+
+test('base64 spellings inside a longer base64 run (any alignment) are overwritten in place: the value stays valid base64, same length, the leak is named', () => {
   const weird = 'p@ss/word+with "quotes" and spaces==';
   const sc = new Scrubber([{ name: 'w', value: weird }]);
   const cases = [
-    Buffer.from(weird).toString('base64'),
-    Buffer.from(weird).toString('base64url'),
     Buffer.from('x' + weird + 'y').toString('base64'),
     Buffer.from('xy' + weird).toString('base64url'),
     Buffer.from('user:' + weird).toString('base64'),
@@ -72,11 +80,13 @@ test('base64 forms (std and url, any alignment) are overwritten in place: the va
     assert.deepEqual(r.leaked, ['w']);
   }
   // The same in a stream cut at every position, and across joined parts.
-  const text = `{"data":"${cases[5]}"}`;
+  const blob = cases[3];
+  const text = `{"data":"${blob}"}`;
   const whole = sc.scrub(text).text;
   for (let i = 0; i <= text.length; i++) assert.equal(streamAll(sc, [text.slice(0, i), text.slice(i)]).out, whole, `split at ${i}`);
-  const cut = cases[5].length >> 1;
-  const parts = sc.scrubJoined([cases[5].slice(0, cut), cases[5].slice(cut)]);
+  for (let i = 1; i < text.length; i++) for (const j of [i + 1, i + 7, i + 40]) assert.equal(streamAll(sc, [text.slice(0, i), text.slice(i, j), text.slice(j)]).out, whole, `split at ${i}, ${j}`);
+  const cut = blob.length >> 1;
+  const parts = sc.scrubJoined([blob.slice(0, cut), blob.slice(cut)]);
   assert.equal(parts.texts.join(''), /"data":"(.*)"/.exec(whole)?.[1]);
   assert.deepEqual(parts.leaked, ['w']);
 });

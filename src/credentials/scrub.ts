@@ -5,12 +5,13 @@
 // Overlapping secrets are handled by finding every start position (lookahead scan) and merging
 // the intervals, so a secret that overlaps another one is still fully covered.
 //
-// A secret found only in its base64 spelling sits, most often, inside a base64 value (an MCP image
-// or blob, an A2A file part, a data: URL, a basic-auth header): a bracketed marker there would make
-// the whole value invalid base64 and the agent's SDK would reject the message (the MCP SDK checks
-// image/audio/blob data with atob). Such a hit is overwritten in place with "REDACTED" letters, same
-// length, padding kept: the value stays valid base64, the leak is still reported by name. It needs
-// no look at the neighbours, so a stream scrubs it chunk by chunk like any other hit.
+// A secret found in a base64 spelling inside a longer base64 run (an MCP image or blob, an A2A file
+// part, a data: URL) cannot take a bracketed marker: the whole value would stop being base64 and the
+// agent's SDK would reject the message (the MCP SDK checks image/audio/blob data with atob). Such a
+// hit is overwritten in place with "REDACTED" letters, same length, padding kept: the value stays
+// valid base64, the leak is still reported by name. A base64 spelling standing alone (an echoed
+// header, "b64=...") gets the marker like any other. A stream holds back such a hit that ends its
+// buffer until the next character says which it is.
 
 export const MIN_SCRUB_LENGTH = 8;
 const EMPTY: readonly string[] = Object.freeze([]);
@@ -116,8 +117,23 @@ function filler(length: number, pad: number, phase = 0): string {
   return s + '='.repeat(pad);
 }
 
-/** `fill`: every secret spelling in it is a base64-only one (overwritten in place, not marked). */
+/** `fill`: every secret spelling in it is a base64-only one (overwritten in place when inside a base64 run). */
 interface Interval { start: number; end: number; names: string[]; fill: boolean }
+
+/** A base64 or base64url character (not '=': padding only ever follows). */
+function isBase64Char(c: number): boolean {
+  return (c >= 65 && c <= 90) || (c >= 97 && c <= 122) || (c >= 48 && c <= 57) || c === 43 || c === 47 || c === 45 || c === 95;
+}
+
+/**
+ * Is this base64-only hit part of a longer base64 run (a character of the run right before or after
+ * it, within text[lo, hi))? `before`: the character before text[lo] (a stream's previous chunk), -1 when none.
+ */
+function inBase64Run(text: string, iv: Interval, before: number, lo = 0, hi = text.length): boolean {
+  const prev = iv.start > lo ? text.charCodeAt(iv.start - 1) : before;
+  const next = iv.end < hi ? text.charCodeAt(iv.end) : -1;
+  return isBase64Char(prev) || isBase64Char(next) || next === 61;
+}
 
 export class Scrubber {
   /** Exact pattern -> credential name. */
@@ -195,18 +211,28 @@ export class Scrubber {
     const first = joined.search(this.#quick);
     if (first < 0) return { texts, leaked: EMPTY };
     const ivs = this.#intervals(joined, first);
+    // A part boundary is no base64 neighbour (each part is its own value): decided once per hit.
+    const ends: number[] = [];
+    let total = 0;
+    for (const t of texts) ends.push(total += t.length);
+    const partOf = (i: number) => { let k = 0; while (ends[k] <= i) k++; return k; };
+    const fills = ivs.map((iv) => {
+      const k = partOf(iv.start);
+      return iv.fill && inBase64Run(joined, iv, -1, k === 0 ? 0 : ends[k - 1], ends[partOf(iv.end - 1)]);
+    });
     const out: string[] = [];
     let o = 0;
     for (const t of texts) {
       const end = o + t.length;
       let piece = '';
       let pos = o;
-      for (const iv of ivs) {
+      for (let k = 0; k < ivs.length; k++) {
+        const iv = ivs[k];
         if (iv.end <= o || iv.start >= end) continue;
         const to = Math.min(iv.end, end);
         // Filler covers each text's own share (every part stays valid base64); a marker stands where the secret starts.
         const from = Math.max(pos, iv.start);
-        if (iv.fill) piece += joined.slice(pos, from) + filler(to - from, padOf(joined, from, to), from - iv.start);
+        if (fills[k]) piece += joined.slice(pos, from) + filler(to - from, padOf(joined, from, to), from - iv.start);
         else if (iv.start >= pos) piece += joined.slice(pos, iv.start) + marker(iv.names);
         pos = Math.max(pos, to);
       }
@@ -307,13 +333,13 @@ function padOf(text: string, start: number, end: number): number {
   return n;
 }
 
-/** text[from, to) with the intervals inside it replaced by markers (by filler when inside base64). */
-function render(text: string, intervals: readonly Interval[], from: number, to: number): string {
+/** text[from, to) with the intervals inside it replaced by markers (by filler inside a base64 run; `before` as for inBase64Run). */
+function render(text: string, intervals: readonly Interval[], from: number, to: number, before = -1): string {
   let out = '';
   let at = from;
   for (const iv of intervals) {
     if (iv.start >= to) break;
-    out += text.slice(at, iv.start) + (iv.fill ? filler(iv.end - iv.start, padOf(text, iv.start, iv.end)) : marker(iv.names));
+    out += text.slice(at, iv.start) + (iv.fill && inBase64Run(text, iv, before) ? filler(iv.end - iv.start, padOf(text, iv.start, iv.end)) : marker(iv.names));
     at = iv.end;
   }
   return out + text.slice(at, to);
@@ -331,6 +357,8 @@ class ChunkScrubber implements StreamScrubber {
   /** Made at the first secret found (most streams have none). */
   #leaked: Set<string> | null = null;
   #pending = '';
+  /** The upstream's character before the pending text (-1 at the start): a base64 hit's left neighbour. */
+  #before = -1;
 
   constructor(s: Scrubber, onLeak?: (names: readonly string[]) => void, pending = '') {
     this.#s = s;
@@ -362,11 +390,17 @@ class ChunkScrubber implements StreamScrubber {
         break;
       }
     }
+    // A base64 hit that ends the buffer: whether it is inside a base64 run depends on what comes next.
+    let last = -1;
+    while (last + 1 < intervals.length && intervals[last + 1].start < cut) last++;
+    if (last >= 0 && intervals[last].fill && intervals[last].end >= buf.length) cut = intervals[last].start;
+    const before = this.#before;
     this.#pending = buf.slice(cut);
+    if (cut > 0) this.#before = buf.charCodeAt(cut - 1);
     if (!intervals.length) return cut === buf.length ? buf : buf.slice(0, cut);
     const emitted = intervals.filter((iv) => iv.start < cut);
     this.#report(emitted);
-    return render(buf, emitted, 0, cut);
+    return render(buf, emitted, 0, cut, before);
   }
 
   end(): string {
@@ -375,7 +409,7 @@ class ChunkScrubber implements StreamScrubber {
     if (!rest) return '';
     const { intervals } = this.#s.scan(rest);
     this.#report(intervals);
-    return render(rest, intervals, 0, rest.length);
+    return render(rest, intervals, 0, rest.length, this.#before);
   }
 
   #report(intervals: readonly Interval[]): void {
