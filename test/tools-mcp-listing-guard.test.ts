@@ -5,7 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
-import { ADMIN_TOKEN, connectClient, serversReady, toolEvents } from './helpers/mcp.ts';
+import { ADMIN_TOKEN, connectClient, rpcError, serversReady, toolEvents } from './helpers/mcp.ts';
 import { stdioServerDoc } from './fixtures/mcp-accounts/upstream.ts';
 
 const SSN = '078-05-1120';
@@ -76,4 +76,31 @@ test('resources/list and prompts/list: an item a blocking output guardrail refus
   assert.deepEqual((await plain.listResources()).resources.map((r) => r.name), ['Acme Corp', 'Globex']);
   assert.deepEqual((await client.listPrompts()).prompts, []);
   assert.deepEqual((await plain.listPrompts()).prompts.map((p) => p.name), ['crm__summarize_account']);
+});
+
+test('tools/call of a tool the listing withholds is refused like a tool no server lists (same error, no upstream call); a caller without the guardrail calls it', async () => {
+  const args = { query: 'acme' };
+  // The caller may call search_accounts (policy): a name no server lists is then "unknown tool" (-32602).
+  const withheld = await rpcError(client.callTool({ name: 'crm__search_accounts', arguments: args }));
+  const unknown = { code: -32602, message: 'MCP error -32602: unknown tool "crm__search_accounts"; call tools/list for the tools you may call' };
+  assert.equal(withheld.code, unknown.code);
+  assert.equal(withheld.message, unknown.message, 'nothing tells a withheld tool from a missing one');
+  assert.ok(!withheld.message.includes(SSN) && !JSON.stringify(withheld.data ?? null).includes('no-ssn-out'));
+  const calls = (await toolEvents(gw, { type: 'tool.call' })).filter((e) => (e as { tool?: string }).tool === 'search_accounts' && (e as { identity?: { agent?: string } }).identity?.agent === 'guarded');
+  assert.equal(calls.length, 0, 'never forwarded');
+  // The same on /mcp/<server> and in the stateless 2026-07-28 generation.
+  const scoped = (await connectClient(gw, gw.key('guarded'), '/mcp/crm')).client;
+  try {
+    const e = await rpcError(scoped.callTool({ name: 'search_accounts', arguments: args }));
+    assert.equal(e.code, unknown.code);
+  } finally { await scoped.close(); }
+  const r = await fetch(`${gw.url}/mcp`, { method: 'POST', headers: { authorization: `Bearer ${gw.key('guarded')}`, 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'mcp-protocol-version': '2026-07-28', 'mcp-method': 'tools/call', 'mcp-name': 'crm__search_accounts' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'crm__search_accounts', arguments: args, _meta: { 'io.modelcontextprotocol/protocolVersion': '2026-07-28', 'io.modelcontextprotocol/clientCapabilities': {}, 'io.modelcontextprotocol/clientInfo': { name: 't', version: '1' } } } }) });
+  const body = await r.json() as { error?: { code: number } };
+  assert.equal(body.error?.code, unknown.code, JSON.stringify(body));
+  // A caller whose policy has no such guardrail calls it as usual; the redacting server guardrail does not withhold.
+  const ok = await plain.callTool({ name: 'crm__search_accounts', arguments: args });
+  assert.ok(!ok.isError, JSON.stringify(ok));
+  const masked = await client.callTool({ name: 'mail__search_accounts', arguments: args });
+  assert.ok(!masked.isError, JSON.stringify(masked));
 });

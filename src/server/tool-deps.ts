@@ -83,6 +83,11 @@ class ToolAccessOf implements ToolAccess {
     return admitToolCall(this.#a.ctx.rt, this.#a.identity, rule);
   }
 
+  guardrails(attached?: readonly string[]) {
+    const a = this.#a;
+    return guardrailsOf(a.ctx.rt, a.identity, attached, a.set);
+  }
+
   guard(direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]) {
     const a = this.#a;
     return guardValue(a.ctx.rt, { requestId, traceId: requestTraceId(a.ctx) }, a.identity, guardrailsOf(a.ctx.rt, a.identity, attached, a.set), direction, value, where);

@@ -9,6 +9,7 @@ import type { Decision } from '../policy/types.ts';
 import { argsDigest, checkHeld, heldCall, type Approvals } from './approvals.ts';
 import { declaresTasks, inputCapabilities, isInputRequired, isTask, openState, relayTask, sealState, TASKS_EXT, type MrtrIn, type StateBinding } from './mcp-mrtr.ts';
 import type { Catalog, CompiledTool, ServerEntry } from './catalog.ts';
+import type { CompiledGuardrail } from '../guardrails/engine-core.ts';
 import type { CallOptions, ListKind, Listing, LogParams } from './upstream.ts';
 import type { Gathered, PageStore } from './mcp-pages.ts';
 import { decisionFields, denialMessage, intentUnrecorded, NAME_SEP } from './util.ts';
@@ -160,11 +161,12 @@ function listable(rt: Runtime, s: SessionCtx): ServerEntry[] {
  * A name no listed tool has is decided as a tool of that name would be (its server's resource and
  * mapping; an unknown server's name as the resource): a caller denied it gets the same -32001 as
  * for a real tool, so probing learns nothing about which tools or servers exist, and no upstream
- * is asked to list again for it. An allowed caller is told the tool is unknown.
+ * is asked to list again for it. An allowed caller is told the tool is unknown. `withheld`: the
+ * tool exists but this caller's listing withholds it (withheldFromListing): treated the same.
  */
-export function refuseUnlisted(rt: Runtime, s: SessionCtx, name: string, rawArgs: unknown, requestId: string): void {
+export function refuseUnlisted(rt: Runtime, s: SessionCtx, name: string, rawArgs: unknown, requestId: string, withheld = false): void {
   const at = rt.catalog.locate(s.scope, name);
-  if (at.entry?.tools.has(at.tool)) return;
+  if (!withheld && at.entry?.tools.has(at.tool)) return;
   const d = s.access.authorize(at.resource, at.action, (rawArgs ?? {}) as Record<string, unknown>, context(rt, s, requestId, { server: at.entry?.name, tool: at.tool }));
   refuseDenied(rt, s, d, requestId, { server: at.entry?.name, tool: at.tool, resource: at.resource, action: at.action }, `tools/call "${name}" (resource ${at.resource}, action ${at.action})`);
 }
@@ -180,9 +182,11 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   const { deps, catalog } = rt;
   const requestId = extra.requestId ?? `req_${randomUUID()}`;
   refuseUnlisted(rt, s, name, rawArgs, requestId);
-  // resolve
+  // resolve (a tool this caller's listing withholds is as unknown as one no server lists)
   const t = await catalog.resolve(s.scope, name);
-  if (!t) throw new ToolError('unknown_tool', `unknown tool "${name}"; call tools/list for the tools you may call`, { code: RPC.notFound, status: 404 });
+  const withheld = t !== undefined && await withheldFromListing(rt, s, t, requestId);
+  if (withheld) refuseUnlisted(rt, s, name, rawArgs, requestId, true);
+  if (!t || withheld) throw new ToolError('unknown_tool', `unknown tool "${name}"; call tools/list for the tools you may call`, { code: RPC.notFound, status: 404 });
   const entry = catalog.servers.get(t.server) as ServerEntry;
   let args = (rawArgs ?? {}) as Record<string, unknown>;
   const base = { type: 'tool.call', plane: 'mcp', request_id: requestId, client_request_id: s.access.clientRequestId, trace_id: s.access.traceId(extra.carried), jsonrpc_id: extra.jsonrpcId, session_id: s.sessionId(), ...identityFields(s.identity),
@@ -510,6 +514,45 @@ export async function guardedListing<T>(rt: Runtime, s: SessionCtx, method: stri
     if (go.ok) out.push(go.value as T);
   }
   return out;
+}
+
+type Shown = { ok: true; value: unknown } | { ok: false; guardrail: string; message: string };
+/**
+ * Verdicts on tool definitions as a listing shows them, per guardrail list (one array per config
+ * and names), definition (a new object whenever the upstream's definition changes) and exposed
+ * name: a listing scans each definition once, not on every tools/list and tools/call. Webhook
+ * guardrails (a third party's answer may change) are asked every time.
+ */
+const definitionVerdicts = new WeakMap<readonly CompiledGuardrail[], WeakMap<CompiledTool['def'], Map<string, Promise<Shown>>>>();
+
+/** A tool's definition as this caller's listing shows it: redacted, or withheld (a block, recorded when first seen). */
+export function guardedDefinition(rt: Runtime, s: SessionCtx, t: CompiledTool, requestId: string): Promise<Shown> | Shown {
+  const name = rt.catalog.exposedName(s.scope, t);
+  const attached = rt.catalog.servers.get(t.server)?.spec.guardrails;
+  const gs = s.access.guardrails(attached);
+  if (gs.length === 0) return { ok: true, value: name === t.def.name ? t.def : { ...t.def, name } };
+  const scan = () => s.access.guard('output', { ...t.def, name }, `tools/list ${t.server}`, requestId, attached);
+  if (gs.some((g) => g.webhook !== undefined)) return scan();
+  let byDef = definitionVerdicts.get(gs);
+  if (!byDef) definitionVerdicts.set(gs, byDef = new WeakMap());
+  let byName = byDef.get(t.def);
+  if (!byName) byDef.set(t.def, byName = new Map());
+  let v = byName.get(name);
+  if (!v) {
+    v = scan();
+    byName.set(name, v);
+    v.catch(() => byName.delete(name));
+  }
+  return v;
+}
+
+/**
+ * Does this caller's tools/list withhold `t` (a blocking output guardrail refuses its definition)?
+ * Then a call to it is refused like a call to a name no server lists: a definition too poisoned
+ * to show is not one to run either, and the answer is no oracle for it.
+ */
+async function withheldFromListing(rt: Runtime, s: SessionCtx, t: CompiledTool, requestId: string): Promise<boolean> {
+  return !(await guardedDefinition(rt, s, t, requestId)).ok;
 }
 
 /** The server a listed prompt, resource or template came from (see guardedListing). */

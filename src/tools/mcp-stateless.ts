@@ -13,7 +13,7 @@ import type { CompleteRequest, LoggingLevel, Progress } from '@modelcontextproto
 import { mcpTraceparent } from '../observability/otlp-genai.ts';
 import { optionalCapabilities, type CompiledTool } from './catalog.ts';
 import { decodeHeaderValue, headerParams, isLogLevel, LOG_LEVEL_NAMES, MODERN_VERSION, NAMED, SESSION_VERSION, SESSION_VERSIONS, sseEvent, valueAt } from './mcp-headers.ts';
-import { callTool, completeArgument, guardedListing, listedServer, refuseUnlisted, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
+import { callTool, completeArgument, guardedDefinition, guardedListing, listedServer, refuseUnlisted, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, visibleTools, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
 import { isInputRequired, TASKS_EXT } from './mcp-mrtr.ts';
 import { taskRequest } from './mcp-tasks.ts';
 import type { Gathered } from './mcp-pages.ts';
@@ -234,10 +234,8 @@ async function dispatch(o: StatelessOptions, s: SessionCtx, method: string, para
 export async function toolsPage(rt: Runtime, s: SessionCtx, cursor: unknown, pageSize: number, requestId = `req_${randomUUID()}`): Promise<{ tools: Json[]; nextCursor?: string }> {
   const start = decodeCursor(cursor, 'tools/list').o;
   const all = await visibleTools(rt, s);
-  const page = all.slice(start, start + pageSize);
-  const servers = new Map<Json, string>();
-  const named = page.map((t) => { const def = { ...t.def, name: rt.catalog.exposedName(s.scope, t) } as Json; servers.set(def, t.server); return def; });
-  const tools = await guardedListing(rt, s, 'tools/list', named, (d) => servers.get(d) ?? null, requestId);
+  const shown = await Promise.all(all.slice(start, start + pageSize).map((t) => guardedDefinition(rt, s, t, requestId)));
+  const tools = shown.flatMap((go) => (go.ok ? [go.value as Json] : []));
   return start + pageSize < all.length ? { tools, nextCursor: encodeCursor(start + pageSize) } : { tools };
 }
 

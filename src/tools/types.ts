@@ -3,6 +3,7 @@
 // and, per request, the caller's ToolAccess (decisions, limits, guardrails).
 import type { Identity } from '../identity/types.ts';
 import type { Decision } from '../policy/types.ts';
+import type { CompiledGuardrail } from '../guardrails/engine-core.ts';
 
 /**
  * The caller's access context for one HTTP request (src/access/context.ts, opened when the caller
@@ -35,6 +36,11 @@ export interface ToolAccess {
   /** Guardrails on tool arguments (input) or results (output): the possibly redacted value, or a block. */
   /** `attached`: guardrails the tool's own resource (McpServer/HttpTool spec.guardrails) adds to the caller's. */
   guard(direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]): Promise<{ ok: true; value: unknown } | { ok: false; guardrail: string; message: string }>;
+  /**
+   * The guardrails guard() applies with `attached`: one array per config and list of names (a
+   * verdict cache key), empty when there are none.
+   */
+  guardrails(attached?: readonly string[]): readonly CompiledGuardrail[];
   /**
    * This caller's access as of now, for a stream that outlives its request (subscriptions/listen):
    * the identity re-resolved against the running config and key store, with the policies in force
