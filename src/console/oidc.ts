@@ -2,7 +2,10 @@
 // a certified relying party), and ID tokens presented as Bearer to the admin API (jose, checked
 // against the issuer's JWKS, issuer, audience = our client id, expiry). Opaque access tokens as
 // Bearer are asked about at the IdP (introspection, which also says which client the token is for,
-// or userinfo), with answers cached briefly and boundedly. Nothing here decides a role.
+// or userinfo), with answers cached briefly and boundedly. JWT access tokens (RFC 9068, as
+// Keycloak, Okta, Auth0 and Entra issue them for an API: aud = the API, no nonce) are verified
+// locally against the issuer's JWKS when AAM_OIDC_AUDIENCE names the admin API's audience, and
+// refused with that advice otherwise. Nothing here decides a role.
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import type * as Oidc from 'openid-client';
@@ -21,6 +24,10 @@ export interface OidcSettings {
   scopes: string;
   /** Opaque access tokens as Bearer: checked by introspection, userinfo, either (auto) or refused. */
   accessTokens: AccessTokenMode;
+  /** AAM_OIDC_AUDIENCE: the audience JWT access tokens for the admin API carry; null: JWT access tokens are refused. */
+  apiAudience: string | null;
+  /** AAM_OIDC_GROUPS_CLAIM: the claim whose strings RoleBinding `group` subjects match (a name, or a dotted path like realm_access.roles). */
+  groupsClaim: string;
 }
 
 export type AccessTokenMode = 'auto' | 'introspection' | 'userinfo' | 'off';
@@ -36,7 +43,8 @@ export function oidcSettingsFrom(env: NodeJS.ProcessEnv, publicUrl: string | nul
   try { new URL(issuer!); } catch { throw new Error(`AAM_OIDC_ISSUER must be the issuer's URL, like https://login.example.com/realms/acme (got "${issuer}")`); }
   const accessTokens = (env.AAM_OIDC_ACCESS_TOKENS ?? 'auto') as AccessTokenMode;
   if (!ACCESS_TOKEN_MODES.includes(accessTokens)) throw new Error(`AAM_OIDC_ACCESS_TOKENS must be one of ${ACCESS_TOKEN_MODES.join(', ')} (got "${env.AAM_OIDC_ACCESS_TOKENS}")`);
-  return { accessTokens, issuer: issuer!, clientId: clientId!, clientSecret: clientSecret!, redirectUri: `${publicUrl}/console/callback`, postLogoutRedirectUri: `${publicUrl}/console/signed-out`, scopes: env.AAM_OIDC_SCOPES ?? 'openid email profile' };
+  const apiAudience = env.AAM_OIDC_AUDIENCE || null;
+  return { accessTokens, apiAudience, groupsClaim: env.AAM_OIDC_GROUPS_CLAIM || 'groups', issuer: issuer!, clientId: clientId!, clientSecret: clientSecret!, redirectUri: `${publicUrl}/console/callback`, postLogoutRedirectUri: `${publicUrl}/console/signed-out`, scopes: env.AAM_OIDC_SCOPES ?? 'openid email profile' };
 }
 
 /** One login in progress: what the callback must see again (kept server-side, never in the URL). */
@@ -89,13 +97,27 @@ const CLOCK_TOLERANCE_S = 5;
  */
 const emailVerified = (v: unknown): boolean => v === undefined || v === true || v === 'true';
 
-/** email (only when not marked unverified) and groups, in the shape roles need. */
-export function humanClaims(c: Record<string, unknown>): HumanClaims {
+/** A claim by name, else by dotted path (Keycloak's realm_access.roles; Auth0's namespaced claims are names with dots). */
+function claimAt(c: Record<string, unknown>, name: string): unknown {
+  if (name in c) return c[name];
+  let v: unknown = c;
+  for (const part of name.split('.')) v = v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[part] : undefined;
+  return v;
+}
+
+/** email (only when not marked unverified) and groups (from `groupsClaim`), in the shape roles need. */
+export function humanClaims(c: Record<string, unknown>, groupsClaim = 'groups'): HumanClaims {
   if (typeof c.sub !== 'string' || !c.sub) throw new OidcError('the ID token has no subject (sub)');
   const email = typeof c.email === 'string' && emailVerified(c.email_verified) ? c.email : undefined;
-  const groups = Array.isArray(c.groups) ? c.groups.filter((g): g is string => typeof g === 'string') : [];
+  const g = claimAt(c, groupsClaim);
+  const groups = Array.isArray(g) ? g.filter((x): x is string => typeof x === 'string') : typeof g === 'string' ? g.split(' ').filter(Boolean) : [];
   return { sub: c.sub, email, groups };
 }
+
+/** A JWT's header typ as RFC 8725 compares it: lowercase, without "application/". */
+const typOf = (header: { typ?: unknown }): string => (typeof header.typ === 'string' ? header.typ.toLowerCase().replace(/^application\//, '') : '');
+/** What an access token's header may say: RFC 9068's at+jwt, or the plain JWT most IdPs still send; anything else (logout+jwt, secevent+jwt, dpop+jwt) is another kind of token. */
+const ACCESS_TYPS = new Set(['at+jwt', 'jwt', '']);
 
 export function createOidcClient(settings: OidcSettings): OidcClient {
   // Required here, not imported: a gateway without OIDC sign-in never loads it (~1 MB RSS).
@@ -146,7 +168,7 @@ export function createOidcClient(settings: OidcSettings): OidcClient {
       }
       throw new OidcUnavailable(`the IdP's userinfo endpoint could not be asked: ${(e as Error).message}`);
     }
-    return { ...humanClaims(claims), exp };
+    return { ...humanClaims(claims, settings.groupsClaim), exp };
   }
 
   /** An ID token's claims once its signature (the issuer's current JWKS), issuer, audience, expiry and azp hold. */
@@ -165,6 +187,23 @@ export function createOidcClient(settings: OidcSettings): OidcClient {
       throw new OidcError(`${what} names several audiences and was issued to ${typeof payload.azp === 'string' ? payload.azp : 'no authorized party (azp)'}, not ${settings.clientId}`);
     }
     return payload;
+  }
+
+  /** A JWT access token's claims once its signature, issuer, audience (AAM_OIDC_AUDIENCE), expiry and typ hold. */
+  async function accessTokenClaims(c: Oidc.Configuration, token: string, typ: string): Promise<JWTPayload> {
+    const meta = c.serverMetadata();
+    if (settings.apiAudience === null) {
+      throw new OidcError(`the Bearer token is a JWT access token (typ ${typ}); to accept access tokens for the admin API, set AAM_OIDC_AUDIENCE to the audience your IdP issues them for (and AAM_OIDC_GROUPS_CLAIM to the claim that holds roles or groups), or send an ID token`);
+    }
+    if (!ACCESS_TYPS.has(typ)) throw new OidcError(`the Bearer token's typ is "${typ}", not an access token (at+jwt)`);
+    if (!meta.jwks_uri) throw new OidcError('the OpenID Provider publishes no jwks_uri');
+    jwks ??= jose().createRemoteJWKSet(new URL(meta.jwks_uri));
+    try {
+      const { payload } = await jose().jwtVerify(token, jwks, { issuer: meta.issuer, audience: settings.apiAudience, algorithms: ALGS, clockTolerance: CLOCK_TOLERANCE_S, requiredClaims: ['exp', 'sub', 'iat'] });
+      return payload;
+    } catch (e) {
+      throw new OidcError(`the Bearer token is not a valid access token from ${meta.issuer} for ${settings.apiAudience}: ${(e as Error).message}`);
+    }
   }
 
   return {
@@ -220,7 +259,7 @@ export function createOidcClient(settings: OidcSettings): OidcClient {
       if ((idc.email === undefined || idc.groups === undefined) && c.serverMetadata().userinfo_endpoint) {
         try { claims = { ...(await oidc.fetchUserInfo(c, tokens.access_token, idc.sub)), ...idc }; } catch { /* the ID token's claims stand */ }
       }
-      return { ...humanClaims(claims), exp: idc.exp, idToken: tokens.id_token };
+      return { ...humanClaims(claims, settings.groupsClaim), exp: idc.exp, idToken: tokens.id_token };
     },
     async endSessionUrl(idToken) {
       const c = await configured().catch(() => null);
@@ -228,8 +267,16 @@ export function createOidcClient(settings: OidcSettings): OidcClient {
       return oidc.buildEndSessionUrl(c, { post_logout_redirect_uri: settings.postLogoutRedirectUri, ...(idToken ? { id_token_hint: idToken } : {}) }).href;
     },
     async verifyBearer(token) {
-      const payload = await idTokenClaims(await configured(), token, 'the Bearer token');
-      return { ...humanClaims(payload), exp: payload.exp! };
+      const c = await configured();
+      let header: { typ?: unknown };
+      let unverified: JWTPayload;
+      try { header = jose().decodeProtectedHeader(token); unverified = jose().decodeJwt(token); } catch { throw new OidcError('the Bearer token is not a well-formed JWT'); }
+      const typ = typOf(header);
+      // An RFC 9068 access token says so; many IdPs' access tokens do not, but name the API as audience (an ID token names our client).
+      const auds = [unverified.aud ?? []].flat();
+      const access = typ === 'at+jwt' || (settings.apiAudience !== null && auds.includes(settings.apiAudience) && !auds.includes(settings.clientId));
+      const payload = access ? await accessTokenClaims(c, token, typ) : await idTokenClaims(c, token, 'the Bearer token');
+      return { ...humanClaims(payload, settings.groupsClaim), exp: payload.exp! };
     },
   };
 }

@@ -59,7 +59,7 @@ export interface ConsoleEnv {
   close(): Promise<void>;
 }
 
-export async function startConsoleEnv(o: { idTokenTtlS?: number } = {}): Promise<ConsoleEnv> {
+export async function startConsoleEnv(o: { idTokenTtlS?: number; env?: Record<string, string> } = {}): Promise<ConsoleEnv> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const upstream = await localServer((_req, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"ok":true}'); });
@@ -73,7 +73,7 @@ export async function startConsoleEnv(o: { idTokenTtlS?: number } = {}): Promise
       configPath, dataDir: join(dir, 'data'), port, host: '127.0.0.1',
       env: {
         ...process.env, AAM_LOG_LEVEL: 'error', AAM_ADMIN_TOKEN: ADMIN_TOKEN, TEST_CONSOLE_SF_TOKEN: TOOL_SECRET, AAM_PUBLIC_URL: url,
-        AAM_OIDC_ISSUER: idp.issuer, AAM_OIDC_CLIENT_ID: idp.clientId, AAM_OIDC_CLIENT_SECRET: idp.clientSecret,
+        AAM_OIDC_ISSUER: idp.issuer, AAM_OIDC_CLIENT_ID: idp.clientId, AAM_OIDC_CLIENT_SECRET: idp.clientSecret, ...o.env,
       },
       parseConfig: parseConfigTexts, // validated in this thread: no config thread per start and reload
     });

@@ -12,7 +12,7 @@ export interface TestIdp {
   clientId: string;
   clientSecret: string;
   /** Sign a token with the provider's own key (claims merged over iss/aud/sub/iat/exp defaults). */
-  sign(claims: Record<string, unknown>, opts?: { key?: 'provider' | 'other' }): Promise<string>;
+  sign(claims: Record<string, unknown>, opts?: { key?: 'provider' | 'other'; typ?: string }): Promise<string>;
   /** An opaque access token the provider issued for a user (to aam's client unless another is named). */
   accessToken(login: string, opts?: { clientId?: string; expiresIn?: number }): Promise<string>;
   /** Revoke an access token at the provider. */
@@ -78,7 +78,7 @@ export async function startTestIdp(o: { redirectUri: string; users: Record<strin
       const now = Math.floor(Date.now() / 1000);
       const key = opts.key === 'other' ? other : provider;
       return new SignJWT({ iss: issuer, aud: clientId, sub: 'alice', iat: now, exp: now + 600, ...claims })
-        .setProtectedHeader({ alg: 'RS256', kid: key.jwk.kid, typ: 'JWT' }).sign(key.key);
+        .setProtectedHeader({ alg: 'RS256', kid: key.jwk.kid, typ: opts.typ ?? 'JWT' }).sign(key.key);
     },
     async accessToken(login, opts = {}) {
       const id = opts.clientId ?? clientId;
