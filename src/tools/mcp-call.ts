@@ -184,7 +184,8 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
   refuseUnlisted(rt, s, name, rawArgs, requestId);
   // resolve (a tool this caller's listing withholds is as unknown as one no server lists)
   const t = await catalog.resolve(s.scope, name);
-  const withheld = t !== undefined && await withheldFromListing(rt, s, t, requestId);
+  const w = t !== undefined && withheldFromListing(rt, s, t, requestId);
+  const withheld = w instanceof Promise ? await w : w;
   if (withheld) refuseUnlisted(rt, s, name, rawArgs, requestId, true);
   if (!t || withheld) throw new ToolError('unknown_tool', `unknown tool "${name}"; call tools/list for the tools you may call`, { code: RPC.notFound, status: 404 });
   const entry = catalog.servers.get(t.server) as ServerEntry;
@@ -551,8 +552,10 @@ export function guardedDefinition(rt: Runtime, s: SessionCtx, t: CompiledTool, r
  * Then a call to it is refused like a call to a name no server lists: a definition too poisoned
  * to show is not one to run either, and the answer is no oracle for it.
  */
-async function withheldFromListing(rt: Runtime, s: SessionCtx, t: CompiledTool, requestId: string): Promise<boolean> {
-  return !(await guardedDefinition(rt, s, t, requestId)).ok;
+function withheldFromListing(rt: Runtime, s: SessionCtx, t: CompiledTool, requestId: string): boolean | Promise<boolean> {
+  // No guardrails (most callers): nothing is withheld, and a call builds and awaits nothing to find that out.
+  if (s.access.guardrails(rt.catalog.servers.get(t.server)?.spec.guardrails).length === 0) return false;
+  return Promise.resolve(guardedDefinition(rt, s, t, requestId)).then((go) => !go.ok);
 }
 
 /** The server a listed prompt, resource or template came from (see guardedListing). */
