@@ -61,10 +61,6 @@ export interface Target {
 }
 
 /**
- * The target as an adapter sees it for a call (model, stream, options): one frozen object per
- * target and kind of call, not one per attempt (adapters only read it).
- */
-/**
  * The `model` an answer carries, on every path (chat, Messages, Responses, embeddings; streamed,
  * whole, relayed as written or translated, replayed from the cache): the model that served it, as
  * the upstream names it (OpenAI's dated snapshot, e.g. gpt-4o-2024-08-06), else the model aam asked
@@ -75,6 +71,10 @@ export function servedModel(upstream: string | undefined, target: Target): strin
   return upstream || target.model;
 }
 
+/**
+ * The target as an adapter sees it for a call (model, stream, options): one frozen object per
+ * target and kind of call, not one per attempt (adapters only read it).
+ */
 export function targetInfo(target: Target, stream: boolean): TargetInfo {
   return stream
     ? (target.streamInfo ??= Object.freeze({ model: target.model, stream: true, options: target.options }))
