@@ -224,13 +224,14 @@ export function encodeEvent(input: AuditEventInput, at: number, iso: (ms: number
   }
   const given = typeof e.time === 'string' ? e.time : undefined;
   const time = given ?? iso(at);
-  let json: string;
+  let json: string | undefined;
   try {
     const head = given === undefined ? (e as { [EVENT_HEAD]?: EventHead })[EVENT_HEAD] : undefined;
     const rest = head !== undefined ? membersAfter(e, head) : undefined;
     if (rest !== undefined) json = '{"time":"' + time + '"' + (head!.text ? ',' + head!.text : '') + rest + '}';
-    else {
-      // The common case stamps the time without copying the caller's object.
+    else if (given === undefined && !('time' in e)) json = timeFirst(e, time);
+    if (json === undefined) {
+      // A time member given (or another value to drop), or an integer-like key: the time joined in front.
       const j = JSON.stringify(given !== undefined || e.time === undefined ? e : { ...e, time: undefined });
       json = given !== undefined ? j : '{"time":"' + time + '"' + (j.length > 2 ? ',' + j.slice(1) : '}');
     }
@@ -243,6 +244,17 @@ export function encodeEvent(input: AuditEventInput, at: number, iso: (ms: number
 }
 
 const isoTime = (ms: number): string => new Date(ms).toISOString();
+
+/**
+ * The text of `e` (which has no time member) with `time` as its first member, as one flat string:
+ * the scrubber reads it as it is. The event's own text with the time joined in front was three
+ * strings (its text, a slice, the joined one) and a flatten by the scrubber: ~0.8 KB more per
+ * event, on every plane. Undefined when an integer-like key leads (it goes before "time" in any object).
+ */
+function timeFirst(e: Record<string, unknown>, time: string): string | undefined {
+  const json = JSON.stringify({ time, ...e });
+  return json.startsWith('{"time":"') ? json : undefined;
+}
 
 /**
  * An event's leading members encoded ahead of the rest (a model call's type, request, trace,
