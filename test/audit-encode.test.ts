@@ -18,13 +18,13 @@ function reference(e: Record<string, unknown>, time = TIME): string {
   return '{"time":"' + time + '"' + (j.length > 2 ? ',' + j.slice(1) : '}');
 }
 
-function a2aCall(i = 0): AuditEventInput {
+function a2aCall(i = 0): AuditEventInput & Record<string, unknown> {
   return {
     type: 'a2a_call', request_id: `req_0123456789abcdef${i}`, trace_id: '0af7651916cd43dd8448eb211c80319c',
     identity: { spiffe_id: 'spiffe://bench/agent/caller', agent: 'caller', owner: 'o@example.com', team: 'bench', environment: 'dev', deployment: undefined, method: 'virtual_key', key_id: 'key_abcdef', token_id: undefined },
     policy: { name: 'bench-policy', version: 'sha256:0123456789abcdef', rule: 'agents[0]', decision: 'allow', reason: 'agents rule 0 allows echo (skill echo) \u00e9\u2028' },
     a2a: { agent: 'echo', skill: 'echo', method: 'SendStreamingMessage', stream: true, delegation: { id: 'dlg_0123456789abcdef', hop: 1, parent_request_id: `req_0123456789abcdef${i}`, chain: ['caller', 'echo'] } },
-    credential: { name: 'echo-key', version: 1 }, outcome: { status: 200, latency_ms: 1.25 + i },
+    credential: { name: 'echo-key', version: 1 }, outcome: { status: 200, latency_ms: 1.25 + i } as AuditEventInput['outcome'],
   };
 }
 

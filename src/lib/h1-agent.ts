@@ -6,9 +6,9 @@
 // Why not undici: per request undici builds a Request (header validation with a RegExp per
 // header), runs llhttp in wasm with a JS callback per header, arms its own timers and writes
 // several buffers; in the gateway's CPU profile that was the largest single part (13 % of its
-// samples). Here a request is one string written once (head and body), the header block of a
-// frozen header object is validated and serialized once (cached), the response head is parsed
-// from one latin1 string, and the timeouts are deadlines checked by one coarse clock (TICK_MS)
+// samples). Here a request is one buffer written once (head and body, the head written as bytes
+// with no string per line), the header block of a frozen header object is validated and encoded
+// once (cached), the response head is parsed from one latin1 string, and the timeouts are deadlines checked by one coarse clock (TICK_MS)
 // per agent (owned by it, stopped by close()/destroy() and when its last socket closes), not a timer per request.
 // Measured against undici's Agent.dispatch (one process pinned to a core, 20,000 POSTs to bench/mock-upstream.js):
 // 29-39 % less CPU per request at c=64 (11-18 us), 28-45 % less at c=1 (notes of session 18, report-h1).
@@ -70,14 +70,14 @@ type ParseState = typeof Parse[keyof typeof Parse];
 type ClockKind = typeof Clock[keyof typeof Clock];
 
 // ---------------------------------------------------------------------------------------------
-// Request heads. A frozen header object (the Exchange reuses the merged headers of a target) is
-// validated and serialized once.
+// Request heads, written as bytes (HeadWriter). A frozen header object (the Exchange reuses the
+// merged headers of a target) is validated and serialized once.
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const BAD_VALUE = /[\0\r\n]/;
 const BAD_PATH = /[^\u0021-\u00ff]/;
-const NON_ASCII = /[^\0-\x7f]/;
-const heads = new WeakMap<object, string>();
+/** A frozen header object's block, as the bytes of the encoding it was written in. */
+const heads = new WeakMap<object, { enc: HeadEncoding; bytes: Buffer }>();
 /** A Buffer body up to this many bytes is copied behind its head and written with it as one buffer. */
 const ONE_WRITE_BODY = 16 * 1024;
 
@@ -85,18 +85,73 @@ const ONE_WRITE_BODY = 16 * 1024;
 const FRAMING = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade']);
 
 /**
- * The header lines, in the object's order. One string per line appended (no array per header, no
- * lower-cased copy of a name that cannot be a framing one): the head is ~1.7 KB of garbage less per call.
+ * How a head's text becomes bytes: Latin-1 (one byte a character) when a body follows it, UTF-8
+ * for a head alone, as the head was written when it was one string (a string body's head is ASCII
+ * or was written as Latin-1 apart from it; a Buffer body's head as Latin-1; a head alone as a string).
  */
-function headerBlock(h: Options['headers']): string {
-  if (h == null) return '';
+type HeadEncoding = 'latin1' | 'utf8';
+
+/**
+ * A request's head written as bytes, then copied out once with its body: no string per header
+ * line and no joined head for the socket write to flatten and encode (an A2A call's head and body:
+ * ~2 KB of garbage less per call, 107 B left). One per agent: a head is written in one synchronous step.
+ */
+class HeadWriter {
+  #buf = Buffer.allocUnsafe(4096);
+  #at = 0;
+  enc: HeadEncoding = 'latin1';
+
+  begin(enc: HeadEncoding): void {
+    this.#at = 0;
+    this.enc = enc;
+  }
+
+  get at(): number { return this.#at; }
+
+  text(s: string): void {
+    this.#room(this.enc === 'latin1' ? s.length : s.length * 3);
+    this.#at += this.#buf.write(s, this.#at, this.enc);
+  }
+
+  bytes(b: Buffer): void {
+    this.#room(b.length);
+    this.#at += b.copy(this.#buf, this.#at);
+  }
+
+  /** A copy of what was written from `from` on. */
+  since(from: number): Buffer {
+    return Buffer.from(this.#buf.subarray(from, this.#at));
+  }
+
+  /** The head, and `body` (a string as UTF-8, of `bodyBytes` bytes) after it, as one new Buffer. */
+  end(body: string | Buffer | null, bodyBytes: number): Buffer {
+    const out = Buffer.allocUnsafe(this.#at + bodyBytes);
+    this.#buf.copy(out, 0, 0, this.#at);
+    if (typeof body === 'string') out.write(body, this.#at, 'utf8');
+    else if (body !== null) body.copy(out, this.#at);
+    // A head over 64 KiB (headers that large are the caller's choice) is not kept for the next one.
+    if (this.#buf.length > MAX_HEAD) this.#buf = Buffer.allocUnsafe(4096);
+    return out;
+  }
+
+  #room(n: number): void {
+    if (this.#at + n <= this.#buf.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.#buf.length * 2, this.#at + n));
+    this.#buf.copy(grown, 0, 0, this.#at);
+    this.#buf = grown;
+  }
+}
+
+/** The header lines, in the object's order (a frozen object's are validated and encoded once). */
+function writeHeaders(w: HeadWriter, h: Options['headers']): void {
+  if (h == null) return;
   if (typeof h !== 'object' || Array.isArray(h) || Symbol.iterator in (h as object)) throw new H1Error('headers: a plain object', 'UND_ERR_INVALID_ARG');
   const frozen = Object.isFrozen(h);
   if (frozen) {
     const hit = heads.get(h);
-    if (hit !== undefined) return hit;
+    if (hit !== undefined && hit.enc === w.enc) { w.bytes(hit.bytes); return; }
   }
-  let out = '';
+  const from = w.at;
   for (const name in h) {
     const v = (h as Record<string, unknown>)[name];
     if (v === undefined || v === null) continue;
@@ -109,25 +164,32 @@ function headerBlock(h: Options['headers']): string {
       prefix = `${name}: `;
       if (prefixes.size < MAX_PREFIXES) prefixes.set(name, prefix);
     }
-    if (typeof v === 'string') out = headerLine(out, name, prefix, v);
-    else if (Array.isArray(v)) for (let i = 0; i < v.length; i++) out = headerLine(out, name, prefix, String(v[i]));
-    else out = headerLine(out, name, prefix, String(v));
+    if (typeof v === 'string') headerLine(w, name, prefix, v);
+    else if (Array.isArray(v)) for (let i = 0; i < v.length; i++) headerLine(w, name, prefix, String(v[i]));
+    else headerLine(w, name, prefix, String(v));
   }
-  if (frozen) heads.set(h, out);
-  return out;
+  if (frozen) heads.set(h, { enc: w.enc, bytes: w.since(from) });
 }
 
 /**
  * `name: ` of each header name seen, once it was checked (a token, not a framing name): a head's
- * lines are then appended with no `name: ` string made and no name regex run per header per call
+ * lines are then written with no `name: ` string made and no name regex run per header per call
  * (an A2A call's eight headers: ~250 B less per call). Names only, never values; bounded.
  */
 const prefixes = new Map<string, string>();
 const MAX_PREFIXES = 512;
 
-function headerLine(out: string, name: string, prefix: string, value: string): string {
+function headerLine(w: HeadWriter, name: string, prefix: string, value: string): void {
   if (BAD_VALUE.test(value)) throw new H1Error(`invalid ${name} header value`, 'UND_ERR_INVALID_ARG');
-  return out + prefix + value + '\r\n';
+  w.text(prefix);
+  w.text(value);
+  w.text('\r\n');
+}
+
+function contentLength(w: HeadWriter, n: number): void {
+  w.text('content-length: ');
+  w.text(String(n));
+  w.text('\r\n\r\n');
 }
 
 function hasHost(h: Options['headers']): boolean {
@@ -142,9 +204,9 @@ function hasHost(h: Options['headers']): boolean {
 class Req implements Dispatcher.DispatchController {
   readonly handler: Handler;
   readonly method: string;
-  /** Everything before the body, and the body (a string body is already appended to `head`). */
-  head: string;
-  body: Buffer | null;
+  /** Everything before the body, with the body when it goes in the same write; else the body, written after it. */
+  readonly head: Buffer;
+  readonly body: Buffer | null;
   readonly headersMs: number;
   readonly bodyMs: number;
   readonly noBody: boolean;
@@ -165,24 +227,33 @@ class Req implements Dispatcher.DispatchController {
     const path = opts.path;
     if (typeof path !== 'string' || path[0] !== '/' || BAD_PATH.test(path)) throw new H1Error('invalid request path', 'UND_ERR_INVALID_ARG');
     if (!TOKEN.test(method)) throw new H1Error('invalid request method', 'UND_ERR_INVALID_ARG');
-    const block = headerBlock(opts.headers);
-    let head = `${method} ${path} HTTP/1.1\r\n${hasHost(opts.headers) ? '' : pool.hostLine}${block}`;
     const b = opts.body;
+    const w = pool.agent.heads;
+    w.begin(b == null ? 'utf8' : 'latin1');
+    w.text(method);
+    w.text(' ');
+    w.text(path);
+    w.text(' HTTP/1.1\r\n');
+    if (!hasHost(opts.headers)) w.text(pool.hostLine);
+    writeHeaders(w, opts.headers);
     this.body = null;
     if (typeof b === 'string') {
-      head += `content-length: ${Buffer.byteLength(b)}\r\n\r\n`;
-      // Head and body as one string, written once (UTF-8); a head with non-ASCII header bytes goes as latin1 on its own.
-      if (NON_ASCII.test(block)) this.body = Buffer.from(b);
-      else head += b;
+      // Head and body in one buffer, written once (the body as UTF-8).
+      const n = Buffer.byteLength(b);
+      contentLength(w, n);
+      this.head = w.end(b, n);
     } else if (b instanceof Uint8Array) {
-      head += `content-length: ${b.byteLength}\r\n\r\n`;
-      this.body = Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+      contentLength(w, b.byteLength);
+      const body = Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+      // A small body is copied behind its head (one buffer, one write: no cork, no writev of two).
+      if (body.length <= ONE_WRITE_BODY) this.head = w.end(body, body.length);
+      else { this.head = w.end(null, 0); this.body = body; }
     } else if (b == null) {
-      head += method === 'POST' || method === 'PUT' || method === 'PATCH' ? 'content-length: 0\r\n\r\n' : '\r\n';
+      w.text(method === 'POST' || method === 'PUT' || method === 'PATCH' ? 'content-length: 0\r\n\r\n' : '\r\n');
+      this.head = w.end(null, 0);
     } else {
       throw new H1Error('body: a string or a Buffer', 'UND_ERR_INVALID_ARG');
     }
-    this.head = head;
     this.headersMs = opts.headersTimeout ?? 300_000;
     this.bodyMs = opts.bodyTimeout ?? 300_000;
     this.noBody = method === 'HEAD';
@@ -333,17 +404,9 @@ class Conn {
     const body = r.body;
     if (body === null) {
       s.write(r.head);
-    } else if (body.length <= ONE_WRITE_BODY) {
-      // Head (Latin-1: one byte a character) and a small body in one buffer, one write: no cork,
-      // no two queued writes and no writev of a string and a buffer.
-      const head = r.head;
-      const out = Buffer.allocUnsafe(head.length + body.length);
-      out.write(head, 0, 'latin1');
-      body.copy(out, head.length);
-      s.write(out);
     } else {
       s.cork();
-      s.write(r.head, 'latin1');
+      s.write(r.head);
       s.write(body);
       s.uncork();
     }
@@ -743,6 +806,8 @@ export class H1Agent implements UpstreamDispatcher {
    * head) is copied out before the callback returns, so one buffer serves every connection of the agent.
    */
   readonly readBuffer = Buffer.allocUnsafe(64 * 1024);
+  /** Where this agent's request heads are written (HeadWriter). */
+  readonly heads = new HeadWriter();
   /** The clock's time at its last tick (performance.now()). */
   now = 0;
   /** Every open connection: the clock checks their deadlines. */
