@@ -8,8 +8,9 @@
 // several buffers; in the gateway's CPU profile that was the largest single part (13 % of its
 // samples). Here a request is one buffer written once (head and body, the head written as bytes
 // with no string per line), the header block of a frozen header object is validated and encoded
-// once (cached), the response head is parsed from one latin1 string, and the timeouts are deadlines checked by one coarse clock (TICK_MS)
-// per agent (owned by it, stopped by close()/destroy() and when its last socket closes), not a timer per request.
+// once (cached), the response head is parsed from one latin1 string, and the timeouts are
+// deadlines checked by one coarse clock (TICK_MS) per agent (owned by it, stopped by
+// close()/destroy() and when its last socket closes), not a timer per request.
 // Measured against undici's Agent.dispatch (one process pinned to a core, 20,000 POSTs to bench/mock-upstream.js):
 // 29-39 % less CPU per request at c=64 (11-18 us), 28-45 % less at c=1 (notes of session 18, report-h1).
 //
