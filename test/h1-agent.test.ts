@@ -104,7 +104,7 @@ const target = { label: 'p/m' } as unknown as Parameters<typeof networkFailure>[
 test('content-length: the body split at every byte boundary, on one kept-alive socket', async () => {
   const body = '{"id":"x","choices":[{"message":{"content":"héllo"}}]}';
   const whole = `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nset-cookie: a=1\r\nset-cookie: b=2\r\nx-Mixed-Case:  spaced \r\n\r\n${body}`;
-  const bytes = Buffer.from(whole);
+  const bytes = Buffer.from(whole, 'latin1'); // the NBSP (whitespace before an extension) as one byte
   const srv = await raw((s, _h, n) => { void writeApart(s, [bytes.subarray(0, n), bytes.subarray(n)]); });
   const a = agent();
   for (let i = 1; i < bytes.length; i++) {
@@ -120,14 +120,14 @@ test('content-length: the body split at every byte boundary, on one kept-alive s
 
 test('chunked with extensions and trailers, split at every byte boundary', async () => {
   const whole = 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/event-stream\r\n\r\n'
-    + '5;ext=1\r\nhello\r\n1A\r\n abcdefghijklmnopqrstuvwxy\r\n0\r\nx-trailer: t1\r\nx-other: t2\r\n\r\n';
-  const bytes = Buffer.from(whole);
+    + '5;ext=1\r\nhello\r\n1A\r\n abcdefghijklmnopqrstuvwxy\r\nA \t\u00a0;e\r\n0123456789\r\n3\r\n!?.\r\n0\r\nx-trailer: t1\r\nx-other: t2\r\n\r\n';
+  const bytes = Buffer.from(whole, 'latin1'); // the NBSP (whitespace before an extension) as one byte
   const srv = await raw((s, _h, n) => { void writeApart(s, [bytes.subarray(0, n), bytes.subarray(n)]); });
   const a = agent();
   for (let i = 1; i < bytes.length; i++) {
     const r = await send(a, { origin: srv.origin });
     assert.equal(r.error, null, `split at ${i}: ${r.error?.message}`);
-    assert.equal(r.body.toString(), 'hello abcdefghijklmnopqrstuvwxy', `split at ${i}`);
+    assert.equal(r.body.toString(), 'hello abcdefghijklmnopqrstuvwxy0123456789!?.', `split at ${i}`);
     assert.deepEqual(r.trailers, { 'x-trailer': 't1', 'x-other': 't2' }, `split at ${i}`);
   }
   assert.equal(srv.conns.length, 1, 'every request on the same socket');
@@ -135,7 +135,7 @@ test('chunked with extensions and trailers, split at every byte boundary', async
 
 test('1xx answers are skipped (split anywhere), the final answer is the one given', async () => {
   const whole = 'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok';
-  const bytes = Buffer.from(whole);
+  const bytes = Buffer.from(whole, 'latin1'); // the NBSP (whitespace before an extension) as one byte
   const srv = await raw((s, _h, n) => { void writeApart(s, [bytes.subarray(0, n), bytes.subarray(n)]); });
   const a = agent();
   for (let i = 1; i < bytes.length; i++) {
@@ -569,6 +569,9 @@ test('a bad chunk size, a bad chunk end, a bad content-length and a malformed st
     '/neg': 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n',
     '/huge': 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nfffffffffffffffff\r\nhello\r\n0\r\n\r\n',
     '/end': 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhelloX\r\n0\r\n\r\n',
+    '/space': 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5 x\r\nhello\r\n0\r\n\r\n',
+    '/empty': 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\r\nhello\r\n0\r\n\r\n',
+    '/lead': 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n 5\r\nhello\r\n0\r\n\r\n',
     '/cl': 'HTTP/1.1 200 OK\r\ncontent-length: 1x\r\n\r\n',
     '/status': 'HTTP/1.1 2x0 OK\r\ncontent-length: 0\r\n\r\n',
     '/proto': 'HTTX/1.1 200 OK\r\ncontent-length: 0\r\n\r\n',
@@ -584,6 +587,7 @@ test('a bad chunk size, a bad chunk end, a bad content-length and a malformed st
   }
   assert.deepEqual(codes, {
     '/size': 'HPE_INVALID_CHUNK_SIZE', '/tail': 'HPE_INVALID_CHUNK_SIZE', '/neg': 'HPE_INVALID_CHUNK_SIZE', '/huge': 'HPE_INVALID_CHUNK_SIZE', '/end': 'HPE_STRICT',
+    '/space': 'HPE_INVALID_CHUNK_SIZE', '/empty': 'HPE_INVALID_CHUNK_SIZE', '/lead': 'HPE_INVALID_CHUNK_SIZE',
     '/cl': 'HPE_INVALID_CONTENT_LENGTH', '/status': 'HPE_INVALID_STATUS', '/proto': 'HPE_INVALID_STATUS', '/short': 'HPE_INVALID_STATUS',
   });
   assert.equal(srv.conns.length, Object.keys(answers).length, 'each error closed its socket');

@@ -487,10 +487,14 @@ class Conn {
             if (this.line.length > 1024) throw new H1Error('Invalid chunk size', 'HPE_INVALID_CHUNK_SIZE');
             return;
           }
-          const line = this.line + buf.toString('latin1', at, nl);
-          this.line = '';
+          // A line begun in an earlier read is joined as text; a whole one is read from the bytes.
+          if (this.line === '') this.left = chunkSize(buf, at, nl);
+          else {
+            const line = this.line + buf.toString('latin1', at, nl);
+            this.line = '';
+            this.left = chunkSize(line, 0, line.length);
+          }
           at = nl + 1;
-          this.left = chunkSize(line);
           this.state = this.left === 0 ? Parse.Trailers : Parse.ChunkData;
           break;
         }
@@ -665,19 +669,22 @@ class Conn {
 
 const isDigit = (c: number): boolean => c >= 48 && c <= 57;
 
-function chunkSize(line: string): number {
-  let end = line.length;
-  if (line.charCodeAt(end - 1) === 13) end--;
-  const semi = line.indexOf(';');
-  if (semi >= 0 && semi < end) end = semi;
+/**
+ * The size on a chunk-size line: `line` from `from` to `to` (the LF excluded), read as Latin-1 text
+ * or as its bytes (a line that came whole in one read: no string made per chunk).
+ */
+function chunkSize(line: string | Buffer, from: number, to: number): number {
+  let end = to;
+  if (end > from && codeAt(line, end - 1) === 13) end--;
+  for (let i = from; i < end; i++) if (codeAt(line, i) === 59) { end = i; break; } // ';': an extension follows
   let n = 0;
   let digits = 0;
-  for (let i = 0; i < end; i++) {
-    const c = line.charCodeAt(i);
+  for (let i = from; i < end; i++) {
+    const c = codeAt(line, i);
     const d = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1;
     if (d < 0) {
       // Whitespace before an extension is tolerated; anything else is not a size.
-      if ((c === 32 || c === 9) && digits > 0 && line.slice(i, end).trim() === '') break;
+      if ((c === 32 || c === 9) && digits > 0 && allSpace(line, i, end)) break;
       throw new H1Error('Invalid chunk size', 'HPE_INVALID_CHUNK_SIZE');
     }
     n = n * 16 + d;
@@ -685,6 +692,17 @@ function chunkSize(line: string): number {
   }
   if (digits === 0) throw new H1Error('Invalid chunk size', 'HPE_INVALID_CHUNK_SIZE');
   return n;
+}
+
+const codeAt = (line: string | Buffer, i: number): number => (typeof line === 'string' ? line.charCodeAt(i) : line[i]);
+
+/** Whether the characters from `i` to `end` are all what String#trim removes (of Latin-1: TAB..CR, space, NBSP). */
+function allSpace(line: string | Buffer, i: number, end: number): boolean {
+  for (; i < end; i++) {
+    const c = codeAt(line, i);
+    if (!(c === 32 || (c >= 9 && c <= 13) || c === 160)) return false;
+  }
+  return true;
 }
 
 function addHeader(h: Record<string, string | string[]>, name: string, value: string): void {
