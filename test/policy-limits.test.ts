@@ -1,5 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { BudgetLedger, RateLimiter, type BudgetAlert, type Reservation } from '../src/policy/limits.ts';
 
 const T0 = new Date('2026-11-25T10:00:00Z');
@@ -188,4 +190,27 @@ test('reservations are objects the caller holds', () => {
   assert.equal(res.done, false);
   ledger.release(res);
   assert.equal(res.done, true);
+});
+
+test('a reservation and its settle over the frozen entries the access path passes make no iterator per request', () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const ledger = new BudgetLedger();
+  // As decide.ts budgetEntriesOf passes them: frozen, made once per policy set.
+  const entries = Object.freeze([{ key: 'agent:a', limits: { daily_usd: 1e9 } }, { key: 'team:t', limits: { daily_usd: 1e9, monthly_usd: 1e9 } }]);
+  const N = 2000;
+  const once = () => { const r = ledger.reserveMany(entries, 0.000001, T0); if (r.ok) ledger.settle(r.reservation, 0, T0); };
+  for (let i = 0; i < 20000; i++) once(); // warm
+  const per: number[] = [];
+  for (let round = 0; round < 3; round++) {
+    gc();
+    const before = getHeapStatistics().used_heap_size;
+    for (let i = 0; i < N; i++) once();
+    per.push((getHeapStatistics().used_heap_size - before) / N);
+  }
+  // About 200 B (the reservation, its entries' copy, the results); with for-of over the frozen
+  // entries (an iterator and its results) and an empty thresholds array per settle, about 550.
+  const least = Math.min(...per);
+  assert.ok(least < 380, `${least.toFixed(0)} bytes per reservation (rounds: ${per.map((p) => p.toFixed(0)).join(', ')})`);
+  assert.equal(ledger.usage('agent:a', T0).reserved, 0);
 });

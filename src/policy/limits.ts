@@ -37,6 +37,8 @@ const nextDay = (start: number): number => start + 86_400_000;
 const nextMonth = (start: number): number => { const d = new Date(start); return Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + 1, 1); };
 
 const SWEEP_EVERY = 1024;
+/** A budget without alert thresholds (no array made per settle). */
+const NO_THRESHOLDS: readonly number[] = Object.freeze([]);
 
 function dayWindow(t: number): Window { const start = dayStart(t); return { start, end: nextDay(start), spent: 0, fired: new Set() }; }
 function monthWindow(t: number): Window { const start = monthStart(t); return { start, end: nextMonth(start), spent: 0, fired: new Set() }; }
@@ -91,12 +93,15 @@ export class BudgetLedger {
     const t = now.getTime();
     if (++this.ops % SWEEP_EVERY === 0) this.sweep(now);
     const amount = amountUsd > 0 && Number.isFinite(amountUsd) ? amountUsd : 0;
-    for (const { key, limits } of entries) {
+    // Indexed loops: for-of over these (frozen) arrays made an iterator and its results per
+    // request (~170 B, and 0.9 % of an A2A hop's main-thread samples for this function).
+    for (let i = 0; i < entries.length; i++) {
+      const { key, limits } = entries[i];
       const a = this.account(key, t);
       const fail = this.over(a, a.day, 'daily', limits.daily_usd, amount, limits) ?? this.over(a, a.month, 'monthly', limits.monthly_usd, amount, limits);
       if (fail) return fail;
     }
-    for (const { key } of entries) this.account(key, t).reserved += amount;
+    for (let i = 0; i < entries.length; i++) this.account(entries[i].key, t).reserved += amount;
     return { ok: true, reservation: { id: this.nextId++, entries: entries.slice(), amountUsd: amount, done: false } };
   }
 
@@ -122,13 +127,14 @@ export class BudgetLedger {
     if (r.done) return { chargedUsd: 0, estimated };
     r.done = true;
     const t = now.getTime();
-    for (const { key, limits: l } of r.entries) {
+    for (let i = 0; i < r.entries.length; i++) {
+      const { key, limits: l } = r.entries[i];
       const a = this.account(key, t);
       a.reserved = Math.max(0, a.reserved - r.amountUsd);
       a.day.spent += charge;
       a.month.spent += charge;
-      this.alerts(a, a.day, 'daily', l.daily_usd, l.alert_at ?? []);
-      this.alerts(a, a.month, 'monthly', l.monthly_usd, l.alert_at ?? []);
+      this.alerts(a, a.day, 'daily', l.daily_usd, l.alert_at ?? NO_THRESHOLDS);
+      this.alerts(a, a.month, 'monthly', l.monthly_usd, l.alert_at ?? NO_THRESHOLDS);
     }
     return { chargedUsd: charge, estimated };
   }
@@ -137,15 +143,16 @@ export class BudgetLedger {
   release(r: Reservation, now: Date = new Date()): void {
     if (r.done) return;
     r.done = true;
-    for (const { key } of r.entries) {
-      const a = this.account(key, now.getTime());
+    for (let i = 0; i < r.entries.length; i++) {
+      const a = this.account(r.entries[i].key, now.getTime());
       a.reserved = Math.max(0, a.reserved - r.amountUsd);
     }
   }
 
   private alerts(a: Account, w: Window, period: Period, limit: number | undefined, thresholds: readonly number[]): void {
     if (!limit) return;
-    for (const t of thresholds) {
+    for (let i = 0; i < thresholds.length; i++) {
+      const t = thresholds[i];
       if (w.fired.has(t) || w.spent < (limit * t) / 100) continue;
       w.fired.add(t);
       this.onAlert({ key: a.key, period, threshold: t, spent: w.spent, limit, windowStart: new Date(w.start) });
