@@ -104,7 +104,7 @@ const target = { label: 'p/m' } as unknown as Parameters<typeof networkFailure>[
 test('content-length: the body split at every byte boundary, on one kept-alive socket', async () => {
   const body = '{"id":"x","choices":[{"message":{"content":"héllo"}}]}';
   const whole = `HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nset-cookie: a=1\r\nset-cookie: b=2\r\nx-Mixed-Case:  spaced \r\n\r\n${body}`;
-  const bytes = Buffer.from(whole, 'latin1'); // the NBSP (whitespace before an extension) as one byte
+  const bytes = Buffer.from(whole);
   const srv = await raw((s, _h, n) => { void writeApart(s, [bytes.subarray(0, n), bytes.subarray(n)]); });
   const a = agent();
   for (let i = 1; i < bytes.length; i++) {
@@ -135,7 +135,7 @@ test('chunked with extensions and trailers, split at every byte boundary', async
 
 test('1xx answers are skipped (split anywhere), the final answer is the one given', async () => {
   const whole = 'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok';
-  const bytes = Buffer.from(whole, 'latin1'); // the NBSP (whitespace before an extension) as one byte
+  const bytes = Buffer.from(whole);
   const srv = await raw((s, _h, n) => { void writeApart(s, [bytes.subarray(0, n), bytes.subarray(n)]); });
   const a = agent();
   for (let i = 1; i < bytes.length; i++) {
