@@ -242,6 +242,32 @@ test('CEL syntax and type errors are load errors with the position', () => {
   assert.throws(() => compile(CRM(`    - { resource: crm.deals, actions: [read], deny: [read] }`)), /both allowed .* and denied/);
 });
 
+test('CEL cost is bounded at load: no comprehension over args that reads args again, matches() only with a literal linear-time pattern', () => {
+  const refused = (when: string, why: RegExp, column: number) => assert.throws(() => compile(CRM(`    - { resource: crm.deals, actions: [read], when: '${when}' }`)), (e: unknown) => {
+    assert.ok(e instanceof ConfigError);
+    assert.equal(e.issues[0].path, 'spec.tools[0].when');
+    assert.match(e.issues[0].message, why);
+    assert.match(e.issues[0].message, new RegExp(`at column ${column} in`));
+    return true;
+  });
+  // Measured before: 38 ms at 3,000 items, growing with the square; 30 s for matches on 29 characters.
+  refused('args.to.all(x, x in args.to)', /CEL cost: all\(\) over the caller's data reads the caller's data again/, 1);
+  refused('args.to.size() < 5 && args.to.exists(x, args.cc.exists(y, y == x))', /exists\(\) over the caller's data/, 23);
+  refused('args.rows.all(r, r.all(c, c in r))', /all\(\) over the caller's data/, 18);
+  refused('args.q.matches(args.p)', /matches\(\) needs its pattern as a string literal/, 1);
+  refused('args.q.matches("^(a+)\\\\1$")', /matches\(\) pattern .* cannot run in linear time: it uses a backreference/, 16);
+  // One pass over the caller's data stays allowed, and so does a literal list around it.
+  const c = compile(CRM(`    - resource: crm.deals
+      actions: [read]
+      when: 'args.to.all(x, x.endsWith("@corp.example") && ["a", "b"].exists(p, x.startsWith(p))) && args.q.matches("^(a+)+$") == false'`));
+  const fa = agent(c, 'finance-analyst');
+  const started = performance.now();
+  const d = decide(tool(fa, 'crm.deals', 'read', { to: ['a@corp.example', 'b@corp.example'], q: `${'a'.repeat(27)}!` }), c);
+  assert.equal(d.effect, 'allow');
+  assert.ok(performance.now() - started < 1000, `a backtracking pattern is bounded (${performance.now() - started} ms)`);
+  assert.equal(decide(tool(fa, 'crm.deals', 'read', { to: ['c@corp.example'], q: 'x' }), c).effect, 'deny');
+});
+
 test('approval: required yields approval_required, and wins over a plain allow', () => {
   const c = compile(CRM(`    - { resource: crm.deals, actions: [update], approval: required }
     - { resource: 'crm.*', actions: [update, read] }`));

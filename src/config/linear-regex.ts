@@ -7,6 +7,10 @@
 import { setFlagsFromString } from 'node:v8';
 
 setFlagsFromString('--enable-experimental-regexp-engine');
+// Patterns compiled by code aam does not own (CEL's matches() does `new RegExp(p)` per call) run on
+// the backtracking engine; with this flag V8 re-runs one on the linear engine after 50,000
+// backtracks, when the engine supports it: `when:` patterns are checked at load to be such.
+setFlagsFromString('--enable-experimental-regexp-engine-on-excessive-backtracks');
 
 /** False on a Node.js whose V8 lacks the engine: user patterns are then refused, never run unbounded. */
 const LINEAR_ENGINE = ((): boolean => {

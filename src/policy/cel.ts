@@ -6,6 +6,7 @@
 // (config load), so it is required, which Node 24 does for ES modules without top-level await.
 import { createRequire } from 'node:module';
 import type { Environment } from '@marcbachmann/cel-js';
+import { celCostProblem, type CelNode } from './cel-cost.ts';
 
 export interface CelVars {
   identity: Readonly<Record<string, unknown>>;
@@ -71,6 +72,8 @@ export function compileCondition(source: string): CompiledCondition | CelCompile
   if (checked.type !== 'bool' && checked.type !== 'dyn') {
     return { message: `CEL condition must return bool, this one returns ${checked.type}`, column: 1 };
   }
+  const costly = celCostProblem(fn.ast as CelNode);
+  if (costly) return { message: `CEL cost: ${costly.message}`, column: costly.column };
   return {
     source,
     usesContext: /\bcontext\b/.test(source),
