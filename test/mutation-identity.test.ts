@@ -151,6 +151,17 @@ test('the key is read from Authorization: Bearer (any case and spacing), x-api-k
     assert401(await plainModels(headers), 'missing_credentials', NO_CREDENTIALS, what);
   }
   assert401(await plainModels(bearer('sk-not-aam')), 'invalid_api_key', /^unrecognised credential: expected an aam virtual key \(aam_\.\.\.\) or a JWT-SVID$/, 'a foreign key');
+  // Two headers naming different callers: refused, whichever header comes first (before, Authorization won silently).
+  const other = plain.rt.keys.create('quiet').secret;
+  for (const [what, headers] of [
+    ['Bearer and another x-api-key', { authorization: `Bearer ${s}`, 'x-api-key': other }],
+    ['x-api-key and another api-key', { 'x-api-key': other, 'api-key': s }],
+    ['Bearer and another api-key', { authorization: `Bearer ${s}`, 'api-key': 'aam_bogus' }],
+  ] as Array<[string, Record<string, string>]>) {
+    assert401(await plainModels(headers), 'invalid_api_key', /^two different credentials in one request \("Authorization: Bearer", x-api-key, api-key\): send one$/, what);
+  }
+  const same = await plainModels({ authorization: `Bearer ${s}`, 'x-api-key': s, 'api-key': s });
+  assert.equal(same.status, 200, `the same key in every header: ${same.text}`);
 });
 
 test('a request span names who called, how, and the decision', async () => {

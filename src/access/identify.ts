@@ -8,15 +8,21 @@ import { KEY_PREFIX } from '../identity/keys.ts';
 import { looksLikeJwt } from '../identity/jwt-svid.ts';
 import { trustDomainOfId } from '../policy/compile.ts';
 
-/** The bearer secret from `Authorization: Bearer`, `x-api-key` (Anthropic SDKs) or `api-key` (Azure SDKs). */
+/**
+ * The bearer secret from `Authorization: Bearer`, `x-api-key` (Anthropic SDKs) or `api-key` (Azure SDKs).
+ * An Authorization header decides alone (a `Basic` one is no credential). Two of them carrying
+ * different secrets are refused: which one names the caller would depend on the reader (a proxy,
+ * a rate limiter or a log keyed on the other header would disagree with aam's evidence).
+ */
 export function presentedSecret(headers: Ctx['req']['headers']): string | undefined {
   const auth = headers.authorization;
-  if (typeof auth === 'string') {
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(auth);
-    return m ? m[1] : undefined;
+  const bearer = typeof auth === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(auth)?.[1] : undefined;
+  const keys = [headers['x-api-key'], headers['api-key']].map((k) => (typeof k === 'string' ? k.trim() : '')).filter((k) => k !== '');
+  const all = bearer === undefined ? keys : [bearer, ...keys];
+  if (all.some((k) => k !== all[0])) {
+    throw unauthorized('two different credentials in one request ("Authorization: Bearer", x-api-key, api-key): send one', 'invalid_api_key');
   }
-  const k = headers['x-api-key'] ?? headers['api-key'];
-  return typeof k === 'string' && k ? k.trim() : undefined;
+  return typeof auth === 'string' ? bearer : all[0];
 }
 
 function unauthorized(message: string, code: 'missing_credentials' | 'invalid_api_key' | 'invalid_token' = 'invalid_api_key'): AamError {
