@@ -76,6 +76,22 @@ test('keys create prints the key as the last stdout line; list/revoke/rotate; --
   }
 });
 
+test('global options may come before the command (before: unknown command "aam.yaml"); keys create refuses an --expires in the past (before: an expired key was made and printed)', async () => {
+  const d = join(dir, 'data-order');
+  const first = await run(['--config', 'aam.yaml', '--data', d, 'keys', 'create', '--agent', 'finance-analyst']);
+  assert.equal(first.code, 0, first.stderr);
+  assert.match(first.stdout.trim().split('\n').at(-1)!, /^aam_/);
+  const short = await run(['-d', d, 'keys', 'list', '--json']);
+  assert.equal(short.code, 0, short.stderr);
+  assert.equal((JSON.parse(short.stdout) as unknown[]).length, 1);
+  const past = await run(['keys', 'create', '--agent', 'finance-analyst', '--expires', '2020-01-01T00:00:00Z', '--config', 'aam.yaml', '--data', d]);
+  assert.equal(past.code, 2);
+  assert.match(past.stderr, /--expires: 2020-01-01T00:00:00.000Z is in the past, so the key would never work; give a future time/);
+  assert.equal(past.stdout, '', 'no key printed');
+  const list = await run(['keys', 'list', '--json', '--data', d]);
+  assert.equal((JSON.parse(list.stdout) as unknown[]).length, 1, 'no key made');
+});
+
 test('keys and audit commands start without the gateway: an embedded `aam keys list` loads neither runtime.ts nor serve.ts', async () => {
   // Each CLI command is its own process, so what it loads is its start-up time (it was ~440
   // modules, the whole gateway, for every command; a key command needs about half of that).

@@ -84,6 +84,7 @@ const commands: Record<string, Command> = {
       agentMustExist(g, agent);
       const expires = values.expires as string | undefined;
       if (expires && Number.isNaN(Date.parse(expires))) { err(`--expires: "${expires}" is not an ISO-8601 time`); return 2; }
+      if (expires && Date.parse(expires) <= Date.now()) { err(`--expires: ${new Date(expires).toISOString()} is in the past, so the key would never work; give a future time`); return 2; }
       const { key, secret } = await (await stores()).withKeyBook(g.data, (keys) => keys.create(agent, { name: values.name as string | undefined, expiresAt: expires ? new Date(expires).toISOString() : undefined }));
       const unrecorded = await recordCliAdmin(g.data, 'key_created', key.id, { agent });
       err(`created key ${key.id} for agent ${agent}; store it now, it is not shown again:`);
@@ -174,8 +175,22 @@ export function unknownCommand(words: readonly string[], known: readonly string[
   return `${typed}: aam ${words[0]} ${group.join(' | ')}\n`;
 }
 
+/** Options that take a value when written apart (`--config F`, `-c F`): F is not a command word. */
+const GLOBAL_VALUED = new Set(Object.entries(GLOBAL_OPTIONS ?? {}).filter(([, o]) => o.type === 'string').flatMap(([n, o]) => [`--${n}`, ...(o.short ? [`-${o.short}`] : [])]));
+
+/** Where the words typed are, options aside: `aam --config F keys create` is `keys create` (before: unknown command "F"). */
+function wordIndexes(argv: readonly string[]): number[] {
+  const at: number[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    if (!argv[i].startsWith('-')) at.push(i);
+    else if (GLOBAL_VALUED.has(argv[i])) i++;
+  }
+  return at;
+}
+
 export async function main(argv: string[]): Promise<number> {
-  const words = argv.filter((a) => !a.startsWith('-'));
+  const at = wordIndexes(argv);
+  const words = at.map((i) => argv[i]);
   const pick = (table: Record<string, Command>): string => (table[words.slice(0, 2).join(' ')] ? words.slice(0, 2).join(' ') : words[0] ?? '');
   let table = commands;
   let name = pick(table);
@@ -186,8 +201,8 @@ export async function main(argv: string[]): Promise<number> {
     out(help(table));
     return 0;
   }
-  const rest = [...argv];
-  for (const w of name.split(' ')) rest.splice(rest.indexOf(w), 1);
+  const named = new Set(at.slice(0, name.split(' ').length));
+  const rest = argv.filter((_, i) => !named.has(i));
   let parsed;
   try {
     parsed = parseArgs({ args: rest, options: { ...GLOBAL_OPTIONS, ...cmd.options }, allowPositionals: true, strict: true });
