@@ -10,6 +10,7 @@ import { parseProm, sumOf } from './helpers/prom.ts';
 import { parseConfigTexts } from '../src/config/load.ts';
 import { compilePolicies } from '../src/policy/compile.ts';
 import { decide } from '../src/policy/decide.ts';
+import { explain } from '../src/policy/test-runner.ts';
 
 const docs = (mode: 'audit' | 'enforce', crmUrl = 'http://127.0.0.1:9') => [
   doc('HttpTool', 'crm', { baseUrl: crmUrl, resource: 'crm.accounts', actions: { export: { method: 'POST', path: '/export' } } }),
@@ -82,4 +83,16 @@ test('shadow mode: tool decisions too; switched to enforce, the same policy deni
   assert.equal(enforced.shadow, undefined, 'no shadow tables without audit-mode policies');
   assert.equal(decide(tool(enforced.agents.get('analyst')!), enforced).effect, 'deny');
   assert.equal(decide({ kind: 'model', agent: enforced.agents.get('analyst')!, model: 'big' }, enforced).effect, 'deny');
+});
+
+test('policy explain shows the audit-mode policies and what they would deny (before: nothing of the shadow, so a rollout could not be checked offline)', () => {
+  const audit = compilePolicies(parseConfigTexts([{ file: 'a.yaml', text: yaml(...docs('audit')) }]));
+  const analyst = audit.agents.get('analyst')!;
+  const lines = explain({ kind: 'model', agent: analyst, model: 'big' }, audit);
+  assert.ok(lines.includes('audit-mode policies that apply (shadow: they decide, record and never block): finance-tighten (team=finance)'), lines.join('\n'));
+  assert.ok(lines.includes('decision: ALLOW by policy "analyst-models" models.allow[1]'), lines.join('\n'));
+  assert.match(lines.join('\n'), /\nshadow: would DENY by policy "finance-tighten" models\.deny\[0\] \(mode: audit, recorded as would_deny, not enforced\): policy "finance-tighten" models\.deny\[0\] denies model "big"/);
+  const tool = explain({ kind: 'tool', agent: analyst, resource: 'crm.accounts', action: 'export', args: {} }, audit).join('\n');
+  assert.match(tool, /\nshadow: would DENY by policy "finance-tighten" tools\[0\]/);
+  assert.doesNotMatch(explain({ kind: 'model', agent: analyst, model: 'fast' }, audit).join('\n'), /would DENY/, 'nothing when the shadow agrees');
 });

@@ -1,6 +1,6 @@
 // Step 2 of every access path: may this identity do this? Policy decision, then rate limits and
 // budget reservation. Every decision is recorded as evidence, allow or deny.
-import { decide, decideModel } from '../policy/decide.ts';
+import { decide, decideModel, shadowDeny } from '../policy/decide.ts';
 import type { AgentRecord } from '../identity/types.ts';
 import { setFor, type PolicySet } from '../policy/compile.ts';
 import type { AccessRequest, Decision } from '../policy/types.ts';
@@ -41,10 +41,8 @@ export function authorize(ctx: Ctx, identity: Identity, req: AccessRequest, set?
  * counted (aam_policy_decisions_total{effect="would_deny"}), and the request goes on.
  */
 export function shadowed(ctx: Ctx, agent: AgentRecord, req: AccessRequest, d: Decision): Decision {
-  const shadow = ctx.cfg.policies.shadow;
-  if (!shadow || d.effect === 'deny') return d;
-  const s = decide(req, shadow);
-  if (s.effect !== 'deny') return d;
+  const s = shadowDeny(req, ctx.cfg.policies, d);
+  if (!s) return d;
   ctx.rt.metrics?.decision('would_deny', agent.name);
   return { ...d, wouldDeny: { policy: s.policy, rule: s.rule, rulePath: s.rulePath, reason: s.reason } };
 }

@@ -38,6 +38,16 @@ export function decide(req: AccessRequest, compiled: CompiledPolicies): Decision
 }
 
 /**
+ * Shadow mode: an enforced allow decided again with the policies in mode: audit counted as
+ * enforced. Their deny (evidence only, the request goes on), or undefined.
+ */
+export function shadowDeny(req: AccessRequest, compiled: CompiledPolicies, enforced: Decision): Decision | undefined {
+  if (!compiled.shadow || enforced.effect === 'deny') return undefined;
+  const s = decide(req, compiled.shadow);
+  return s.effect === 'deny' ? s : undefined;
+}
+
+/**
  * An A2A call's decision, memoized per (callee, skill) in the caller's set when no rule's `when`
  * was evaluated: then it depends on the set, the callee and the skill alone (deny rules, skills),
  * and a call costs no rules array, reason strings, closures or Decision of its own. A decision a

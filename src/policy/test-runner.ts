@@ -6,7 +6,7 @@ import type { AgentRecord } from '../identity/types.ts';
 import type { AccessRequest, Decision, Effect } from './types.ts';
 import { setFor, rulesFor, trustDomainOfId, modelEntry, type CompiledPolicies, type ModelGlob } from './compile.ts';
 import { catalogTargets } from '../config/catalog.ts';
-import { decide, celContext, who } from './decide.ts';
+import { decide, celContext, shadowDeny, who } from './decide.ts';
 import { checkArgs } from './args.ts';
 import type { CelVars } from './cel.ts';
 import { isObj } from '../lib/json.ts';
@@ -127,6 +127,8 @@ export function explain(req: AccessRequest, compiled: CompiledPolicies): string[
   const lines = [`identity: ${who(a)}${attrs.length ? ` [${attrs.join(', ')}]` : ''}`];
   if (set.policies.length === 0) lines.push('policies that apply: none');
   else lines.push(`policies that apply: ${set.policies.map((p) => `${p.name} (${p.subject.describe})`).join('; ')}`);
+  const watching = compiled.shadow ? setFor(req.agent, compiled.shadow).policies.filter((p) => !set.policies.some((e) => e.name === p.name)) : [];
+  if (watching.length) lines.push(`audit-mode policies that apply (shadow: they decide, record and never block): ${watching.map((p) => `${p.name} (${p.subject.describe})`).join('; ')}`);
   if (req.kind === 'model') {
     lines.push(`request: model "${req.model}"`);
     for (const p of set.policies) {
@@ -175,6 +177,8 @@ export function explain(req: AccessRequest, compiled: CompiledPolicies): string[
   const d = decide(req, compiled);
   lines.push(`decision: ${d.effect.toUpperCase()}${d.policy ? ` by policy "${d.policy}" ${d.rulePath ?? ''}`.trimEnd() : ' (default deny)'}`);
   lines.push(`reason: ${d.reason}`);
+  const s = shadowDeny(req, compiled, d);
+  if (s) lines.push(`shadow: would DENY by policy "${s.policy}" ${s.rulePath ?? ''} (mode: audit, recorded as would_deny, not enforced): ${s.reason}`);
   lines.push(`config version: ${d.configVersion}`);
   return lines;
 }
