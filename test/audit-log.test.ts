@@ -12,7 +12,7 @@ import { queryEvents, showRequest, describeEvent } from '../src/audit/query.ts';
 import { applyRetention, startRetention } from '../src/audit/retention.ts';
 import { firstSeqAtOrAfter, openAuditDb, readCheckpoints, readEvents } from '../src/audit/store.ts';
 import { toOcsf } from '../src/audit/ocsf.ts';
-import { encodeEvent, isoClock } from '../src/audit/event.ts';
+import { encodeEvent, isoClock, type AuditEventInput } from '../src/audit/event.ts';
 import { rewriteTrail, sampleEvent, tempDir, writeSegmentFile } from './audit-helpers.ts';
 import { processStartOf } from '../src/audit/segment.ts';
 import { until } from './helpers/e2e.ts';
@@ -232,6 +232,30 @@ test('OCSF mapping is an API Activity with actor, api, resources and status', as
   assert.equal(o.resources?.[0].name, 'salesforce.accounts');
   assert.equal(o.metadata.uid, e.hash);
   assert.equal(o.metadata.sequence, e.seq);
+  await log.close();
+});
+
+test('OCSF: the tool planes\' flat events map too (before: empty actor, operation "tool:undefined.undefined", a denied call status Unknown, and agent, key and decision dropped), and every event has the src_endpoint and actor OCSF 1.3.0 requires', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir });
+  await log.recordDurable({
+    type: 'tool.decision', plane: 'http', request_id: 'req-flat', spiffe_id: 'spiffe://prod/agent/analyst', agent: 'analyst', owner: 'jane@example.com', team: 'finance',
+    environment: 'prod', deployment: 'v1', auth_method: 'virtual_key', key_id: 'key_1', tool: 'crm', action: 'export', resource: 'crm.accounts', args_digest: 'sha256:ab',
+    decision: { effect: 'deny', allowed: false, policy: 'analyst', rule: 0, reason: 'policy "analyst" tools[0] denies action "export" on crm.accounts', config_version: 'v1' },
+  } as unknown as AuditEventInput); // as the HTTP tool plane writes it: `tool` is the tool's name
+  await log.recordDurable({ type: 'admin', request_id: 'req-admin', admin: { action: 'gateway_started', target: 'v1', actor: 'system' }, outcome: { status: 200 } });
+  await log.recordDurable({ type: 'budget_alert', request_id: 'req-alert', detail: { threshold: 80 } });
+  const [flat, admin, alert] = queryEvents(log.db, { order: 'asc' }).map(toOcsf);
+  assert.deepEqual(flat.actor.user, { name: 'analyst', uid: 'spiffe://prod/agent/analyst', email_addr: 'jane@example.com', groups: [{ name: 'finance' }] });
+  assert.deepEqual(flat.src_endpoint, { uid: 'spiffe://prod/agent/analyst', name: 'analyst' });
+  assert.equal(flat.api.operation, 'tool:crm:export');
+  assert.deepEqual([flat.status_id, flat.severity_id], [2, 3], 'a denied tool call is a failure');
+  assert.equal(flat.resources?.[0].name, 'crm.accounts');
+  assert.match(flat.message, /^tool\.decision analyst tool:crm:export deny by analyst$/);
+  const kept = flat.unmapped as { key_id?: string; decision?: { reason?: string }; environment?: string };
+  assert.deepEqual([kept.key_id, kept.environment, kept.decision?.reason], ['key_1', 'prod', 'policy "analyst" tools[0] denies action "export" on crm.accounts']);
+  assert.deepEqual(admin.src_endpoint, { name: 'system' });
+  assert.deepEqual([alert.actor, alert.src_endpoint], [{ app_name: 'aam' }, { svc_name: 'aam' }], 'aam itself');
   await log.close();
 });
 

@@ -348,6 +348,42 @@ export function indexColumns(e: Record<string, unknown>): { agent: string | null
   return { agent, decision: effect };
 }
 
+// The tool planes' events (tool.decision, tool.outcome, ...) are flat: identity fields, server,
+// tool, resource and action at the top, the decision in `decision`. These read either shape, for
+// every view of an event (aam audit show/query, OCSF).
+type Flat = Record<string, unknown>;
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+
+/** Who acted, from `identity` or the flat fields. */
+export function identityOf(e: AuditEvent): AuditIdentity | undefined {
+  if (e.identity) return e.identity;
+  const f = e as Flat;
+  const spiffe = str(f.spiffe_id);
+  if (spiffe === undefined) return undefined;
+  const id: AuditIdentity = { spiffe_id: spiffe, agent: str(f.agent) ?? '?', method: str(f.auth_method) ?? '?' };
+  for (const k of ['owner', 'team', 'environment', 'deployment', 'key_id'] as const) {
+    const v = str(f[k]);
+    if (v !== undefined) id[k] = v;
+  }
+  return id;
+}
+
+/** The decision, from `policy` or a flat event's `decision`. */
+export function policyOf(e: AuditEvent): AuditPolicy | undefined {
+  if (e.policy) return e.policy;
+  const d = (e as Flat).decision;
+  if (d === null || typeof d !== 'object') return undefined;
+  const v = d as Flat;
+  return { name: str(v.policy) ?? '', version: str(v.config_version) ?? '', rule: typeof v.rule === 'number' ? v.rule : str(v.rule) ?? '?', decision: str(v.effect) ?? '?', reason: str(v.reason) ?? '' };
+}
+
+/** The tool acted on, from `tool` or the flat fields (where `tool` is the tool's name). */
+export function toolOf(e: AuditEvent): AuditTool | undefined {
+  if (typeof e.tool !== 'string') return e.tool;
+  const f = e as Flat;
+  return { server: str(f.server), tool: str(f.tool), resource: str(f.resource), action: str(f.action), args_digest: str(f.args_digest) };
+}
+
 /** The planes an event can belong to (the audit page's and API's `plane` filter). */
 export const PLANES = ['model', 'tool', 'a2a', 'admin'] as const;
 export type Plane = typeof PLANES[number];

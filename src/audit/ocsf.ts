@@ -1,6 +1,8 @@
 // OCSF mapping: every audit event as an API Activity (class_uid 6003, category 6 Application
-// Activity). Fields OCSF has no slot for go to `unmapped`, so nothing is lost.
-import type { AuditEvent } from './event.ts';
+// Activity, schema 1.3.0: actor, api and src_endpoint required). The event's own fields go to
+// `unmapped` whole (less what metadata carries), so nothing is lost. Events of both shapes (nested
+// identity/policy/tool, and the tool planes' flat ones) are read through event.ts's views.
+import { identityOf, policyOf, toolOf, type AuditEvent, type AuditPolicy } from './event.ts';
 
 export interface OcsfApiActivity {
   class_uid: 6003;
@@ -19,6 +21,8 @@ export interface OcsfApiActivity {
   message: string;
   metadata: { version: string; product: { name: string; vendor_name: string }; uid: string; correlation_uid: string; sequence: number; log_name: string };
   actor: { user?: { name: string; uid: string; email_addr?: string; groups?: { name: string }[] }; app_name?: string };
+  /** Who the call came from: the workload's SPIFFE ID, the person, or aam itself (aam keeps no client address). */
+  src_endpoint: { uid?: string; name?: string; svc_name?: string };
   api: { operation: string; service: { name: string }; request: { uid: string } };
   resources?: { name: string; type: string; data?: unknown }[];
   unmapped: Record<string, unknown>;
@@ -27,8 +31,12 @@ export interface OcsfApiActivity {
 const ACTIVITY: Record<string, [number, string]> = { create: [1, 'Create'], read: [2, 'Read'], search: [2, 'Read'], list: [2, 'Read'], update: [3, 'Update'], delete: [4, 'Delete'] };
 
 export function toOcsf(e: AuditEvent): OcsfApiActivity {
-  const [activityId, activityName] = activityOf(e);
-  const failed = isFailure(e);
+  const who = identityOf(e);
+  const policy = policyOf(e);
+  const tool = toolOf(e);
+  const [activityId, activityName] = activityOf(e, tool?.action);
+  const failed = isFailure(e, policy);
+  const { seq: _seq, hash: _hash, time: _time, request_id: _request, type, ...rest } = e;
   const out: OcsfApiActivity = {
     class_uid: 6003,
     class_name: 'API Activity',
@@ -38,57 +46,58 @@ export function toOcsf(e: AuditEvent): OcsfApiActivity {
     activity_name: activityName,
     type_uid: 6003 * 100 + activityId,
     time: Date.parse(e.time),
-    severity_id: e.type === 'credential_leak' ? 4 : e.policy?.decision === 'deny' || failed ? 3 : 1,
+    severity_id: e.type === 'credential_leak' ? 4 : policy?.decision === 'deny' || failed ? 3 : 1,
     status_id: failed === undefined ? 0 : failed ? 2 : 1,
-    message: messageOf(e),
+    message: messageOf(e, who?.agent, tool, policy),
     metadata: { version: '1.3.0', product: { name: 'aam', vendor_name: 'aam' }, uid: e.hash, correlation_uid: e.request_id, sequence: e.seq, log_name: 'aam.audit' },
-    actor: {},
-    api: { operation: operationOf(e), service: { name: e.model?.provider ?? e.tool?.server ?? 'aam' }, request: { uid: e.request_id } },
-    unmapped: { aam_type: e.type, prev_hash: e.prev_hash, trace_id: e.trace_id, policy: e.policy, credential: e.credential, model: e.model, detail: e.detail, admin: e.admin },
+    actor: { app_name: 'aam' },
+    src_endpoint: { svc_name: 'aam' },
+    api: { operation: operationOf(e, tool), service: { name: e.model?.provider ?? tool?.server ?? tool?.tool ?? 'aam' }, request: { uid: e.request_id } },
+    unmapped: { aam_type: type, ...rest },
   };
   if (e.outcome) {
     out.status = failed ? 'Failure' : 'Success';
     out.status_code = String(e.outcome.status);
     if (e.outcome.error_class || e.outcome.error) out.status_detail = [e.outcome.error_class, e.outcome.error].filter(Boolean).join(': ');
   }
-  if (e.identity) {
-    out.actor.user = { name: e.identity.agent, uid: e.identity.spiffe_id, email_addr: e.identity.owner, groups: e.identity.team ? [{ name: e.identity.team }] : undefined };
-    out.actor.app_name = e.identity.deployment;
+  if (who) {
+    out.actor = { user: { name: who.agent, uid: who.spiffe_id, email_addr: who.owner, groups: who.team ? [{ name: who.team }] : undefined }, app_name: who.deployment };
+    out.src_endpoint = { uid: who.spiffe_id, name: who.agent || who.spiffe_id };
   } else if (e.admin) {
     const a = e.admin.actor;
-    out.actor.user = typeof a === 'string' ? { name: a, uid: a } : { name: a.email ?? a.sub, uid: a.sub, email_addr: a.email };
+    out.actor = { user: typeof a === 'string' ? { name: a, uid: a } : { name: a.email ?? a.sub, uid: a.sub, email_addr: a.email } };
+    out.src_endpoint = { name: out.actor.user!.name };
   }
-  if (e.tool) out.resources = [{ name: e.tool.resource ?? `${e.tool.server}/${e.tool.tool}`, type: 'tool', data: { server: e.tool.server, tool: e.tool.tool, action: e.tool.action, args_digest: e.tool.args_digest } }];
+  if (tool) out.resources = [{ name: tool.resource ?? `${tool.server}/${tool.tool}`, type: 'tool', data: { server: tool.server, tool: tool.tool, action: tool.action, args_digest: tool.args_digest } }];
   else if (e.model) out.resources = [{ name: e.model.route, type: 'model', data: { provider: e.model.provider, model: e.model.model } }];
   else if (e.admin?.target) out.resources = [{ name: e.admin.target, type: 'admin_target' }];
   return out;
 }
 
-function activityOf(e: AuditEvent): [number, string] {
-  const action = (e.tool?.action ?? e.admin?.action ?? '').toLowerCase();
+function activityOf(e: AuditEvent, toolAction: string | undefined): [number, string] {
+  const action = (toolAction ?? e.admin?.action ?? '').toLowerCase();
   for (const [k, v] of Object.entries(ACTIVITY)) if (action.startsWith(k)) return v;
   return [99, 'Other'];
 }
 
-function isFailure(e: AuditEvent): boolean | undefined {
-  if (e.policy?.decision === 'deny') return true;
+function isFailure(e: AuditEvent, policy: AuditPolicy | undefined): boolean | undefined {
+  if (policy?.decision === 'deny') return true;
   if (!e.outcome) return undefined;
   const s = e.outcome.status;
   if (typeof s === 'number') return s >= 400;
   return e.outcome.error_class !== undefined || /^(error|fail|denied|refused|blocked)/i.test(s);
 }
 
-function operationOf(e: AuditEvent): string {
+function operationOf(e: AuditEvent, tool: ReturnType<typeof toolOf>): string {
   if (e.model) return `model:${e.model.route}`;
-  if (e.tool) return `tool:${e.tool.server}.${e.tool.tool}`;
+  if (tool) return `tool:${[tool.server, tool.tool].filter(Boolean).join('.')}${tool.action ? `:${tool.action}` : ''}`;
   if (e.admin) return `admin:${e.admin.action}`;
   return e.type;
 }
 
-function messageOf(e: AuditEvent): string {
+function messageOf(e: AuditEvent, agent: string | undefined, tool: ReturnType<typeof toolOf>, policy: AuditPolicy | undefined): string {
   const a = e.admin?.actor;
-  const who = e.identity?.agent ?? (typeof a === 'object' ? a.email ?? a.sub : a) ?? 'unknown';
-  const what = operationOf(e);
-  const decision = e.policy ? ` ${e.policy.decision} by ${e.policy.name || 'default'}` : '';
-  return `${e.type} ${who} ${what}${decision}`;
+  const who = agent ?? (typeof a === 'object' ? a.email ?? a.sub : a) ?? 'unknown';
+  const decision = policy ? ` ${policy.decision} by ${policy.name || 'default'}` : '';
+  return `${e.type} ${who} ${operationOf(e, tool)}${decision}`;
 }

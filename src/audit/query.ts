@@ -2,8 +2,8 @@
 // on the query keys stored per block (time ranges also per block), and only the segment bytes of
 // blocks with a match are read; results are the hashed event texts.
 import type { DatabaseSync } from 'node:sqlite';
-import type { AuditEvent, AuditIdentity, AuditPolicy, AuditTool, Plane } from './event.ts';
-import { planeOf, PLANES, typeMayBeIn } from './event.ts';
+import type { AuditEvent, Plane } from './event.ts';
+import { identityOf, planeOf, PLANES, policyOf, toolOf, typeMayBeIn } from './event.ts';
 import { readEvents, toEvent } from './store.ts';
 import type { EventKeys, KeyCondition } from './store.ts';
 import { timeOrAgo } from '../config/duration.ts';
@@ -82,9 +82,9 @@ export function showRequest(db: DatabaseSync, requestId: string): AuditEvent[] {
 /** One line per event for `aam audit show`. */
 export function describeEvent(e: AuditEvent): string {
   const parts = [`#${e.seq}`, e.time, e.type];
-  const who = e.identity ?? flatIdentity(e);
+  const who = identityOf(e);
   if (who) parts.push(`agent=${who.agent} (${who.spiffe_id}, ${who.method}${who.key_id ? ' ' + who.key_id : ''})`);
-  const policy = e.policy ?? flatPolicy(e.decision);
+  const policy = policyOf(e);
   if (policy) parts.push(`policy=${policy.name || '(default)'}#${policy.rule} ${policy.decision}: ${policy.reason}`);
   const cred = e.credential as { name?: string; version?: string | number; names?: string[] } | undefined;
   if (cred) parts.push(`credential=${cred.name ?? (cred.names ?? []).join(',')}${cred.version ? '@' + cred.version : ''}`);
@@ -98,7 +98,7 @@ export function describeEvent(e: AuditEvent): string {
   if (a2a) parts.push(`a2a=${a2a.agent}${a2a.skill ? ` skill=${a2a.skill}` : ''}${a2a.method ? ` ${a2a.method}` : ''}${a2a.delegation?.hop ? ` hop=${a2a.delegation.hop}` : ''}`);
   const dlg = e.delegation as { id?: string; hop?: number; parent_request_id?: string; chain?: string[] } | undefined;
   if (dlg) parts.push(`serving=${dlg.parent_request_id} (${(dlg.chain ?? []).join(' -> ')}, hop ${dlg.hop}, ${dlg.id})`);
-  const tool = typeof e.tool === 'string' ? flatTool(e) : e.tool;
+  const tool = toolOf(e);
   if (tool) parts.push(`tool=${tool.server ? tool.server + '.' : ''}${tool.tool ?? ''} ${tool.resource ?? ''}:${tool.action ?? ''}${tool.args_digest ? ' args=' + tool.args_digest : ''}`);
   if (e.admin) parts.push(`admin=${e.admin.action} ${e.admin.target ?? ''} by ${typeof e.admin.actor === 'string' ? e.admin.actor : `${e.admin.actor.email ?? e.admin.actor.sub} (sub ${e.admin.actor.sub})`}`);
   if (e.outcome) parts.push(`outcome=${e.outcome.status}${e.outcome.error_class ? ' ' + e.outcome.error_class : ''}${outcomeError(e.outcome.error, policy?.reason)}`);
@@ -114,26 +114,6 @@ function outcomeError(error: unknown, reason: string | undefined): string {
   return `: ${error.length > MAX_SHOWN_ERROR ? error.slice(0, MAX_SHOWN_ERROR) + '…' : error}`;
 }
 const MAX_SHOWN_ERROR = 500;
-
-// The tool planes' events (tool.decision, tool.outcome, ...) are flat: identity fields, server,
-// tool, resource and action at the top, the decision in `decision`. Read for the one-line view.
-type Flat = Record<string, unknown>;
-const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
-
-function flatIdentity(e: Flat): AuditIdentity | undefined {
-  const spiffe = str(e.spiffe_id);
-  return spiffe === undefined ? undefined : { spiffe_id: spiffe, agent: str(e.agent) ?? '?', method: str(e.auth_method) ?? '?', key_id: str(e.key_id) };
-}
-
-function flatPolicy(d: unknown): AuditPolicy | undefined {
-  if (d === null || typeof d !== 'object') return undefined;
-  const v = d as Flat;
-  return { name: str(v.policy) ?? '', version: '', rule: typeof v.rule === 'number' ? v.rule : str(v.rule) ?? '?', decision: str(v.effect) ?? '?', reason: str(v.reason) ?? '' };
-}
-
-function flatTool(e: Flat): AuditTool {
-  return { server: str(e.server), tool: str(e.tool), resource: str(e.resource), action: str(e.action), args_digest: str(e.args_digest) };
-}
 
 /** A time filter (ISO-8601, or a duration ago like 24h or 7d) as ISO-8601; throws naming the filter. */
 export function isoTime(v: string | Date, field: string): string {
