@@ -10,7 +10,8 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { openAuditLog } from '../src/audit/log.ts';
 import { startSinks } from '../src/audit/sinks.ts';
-import { webhookSink, otlpLogsSink, signWebhookBody } from '../src/audit/sink-http.ts';
+import { webhookSink, otlpLogsSink, otlpRecord, signWebhookBody } from '../src/audit/sink-http.ts';
+import type { AuditEvent } from '../src/audit/event.ts';
 import { fileSink } from '../src/audit/sink-file.ts';
 import { verifyDatabase, verifyExport } from '../src/audit/verify.ts';
 import { checkpointSignatureValid } from '../src/audit/checkpoint.ts';
@@ -214,4 +215,17 @@ test('every sink gets each signed checkpoint as its own record, after the events
   await new Promise((r) => hook.close(r));
   await new Promise((r) => collector.close(r));
   await log.close();
+});
+
+test('OTLP log record of a tool plane\'s flat event names the agent, tool and decision; a denial is WARN (before: gen_ai.tool.name "undefined__undefined", no agent, INFO)', () => {
+  const e = {
+    seq: 7, time: '2026-12-07T11:06:23.223Z', prev_hash: '0'.repeat(64), hash: 'a'.repeat(64), type: 'tool.decision', plane: 'http', request_id: 'req-1',
+    spiffe_id: 'spiffe://prod/agent/analyst', agent: 'analyst', auth_method: 'virtual_key', tool: 'crm', action: 'export', resource: 'crm.accounts',
+    decision: { effect: 'deny', allowed: false, policy: 'analyst', rule: 0, reason: 'denied' },
+  } as unknown as AuditEvent;
+  const r = otlpRecord(e) as { severityText: string; attributes: Array<{ key: string; value: { stringValue?: string } }> };
+  const a = Object.fromEntries(r.attributes.map((x) => [x.key, x.value.stringValue]));
+  assert.equal(r.severityText, 'WARN');
+  assert.deepEqual([a['gen_ai.agent.id'], a['gen_ai.agent.name'], a['gen_ai.tool.name'], a['aam.policy.name'], a['aam.policy.decision']],
+    ['spiffe://prod/agent/analyst', 'analyst', 'crm', 'analyst', 'deny']);
 });

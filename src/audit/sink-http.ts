@@ -3,7 +3,7 @@
 // checkpoints too, as records of their own.
 import { createHash, createHmac } from 'node:crypto';
 import type { AuditSink } from './sinks.ts';
-import type { AuditEvent } from './event.ts';
+import { identityOf, policyOf, toolOf, type AuditEvent } from './event.ts';
 import { toOcsf } from './ocsf.ts';
 import { checkpointLine, checkpointRecord } from './checkpoint.ts';
 import type { Checkpoint } from './checkpoint.ts';
@@ -114,17 +114,20 @@ export function otlpCheckpointRecord(c: Checkpoint): Record<string, unknown> {
 
 export function otlpRecord(e: AuditEvent): Record<string, unknown> {
   const nanos = (BigInt(Date.parse(e.time)) * 1_000_000n).toString();
-  const warn = e.policy?.decision === 'deny' || e.type === 'credential_leak' || e.type === 'budget_alert';
+  const who = identityOf(e);
+  const policy = policyOf(e);
+  const tool = toolOf(e);
+  const warn = policy?.decision === 'deny' || e.type === 'credential_leak' || e.type === 'budget_alert';
   const attrs: { key: string; value: OtlpValue }[] = [
     attr('event.name', `aam.audit.${e.type}`),
     { key: 'aam.audit.seq', value: { intValue: String(e.seq) } },
     attr('aam.audit.hash', e.hash),
     attr('aam.request_id', e.request_id),
   ];
-  if (e.identity) attrs.push(attr('gen_ai.agent.id', e.identity.spiffe_id), attr('gen_ai.agent.name', e.identity.agent));
-  if (e.policy) attrs.push(attr('aam.policy.name', e.policy.name), attr('aam.policy.decision', e.policy.decision));
+  if (who) attrs.push(attr('gen_ai.agent.id', who.spiffe_id), attr('gen_ai.agent.name', who.agent));
+  if (policy) attrs.push(attr('aam.policy.name', policy.name), attr('aam.policy.decision', policy.decision));
   if (e.model) attrs.push(attr('gen_ai.request.model', e.model.route), attr('gen_ai.provider.name', e.model.provider ?? ''));
-  if (e.tool) attrs.push(attr('gen_ai.tool.name', `${e.tool.server}__${e.tool.tool}`));
+  if (tool) attrs.push(attr('gen_ai.tool.name', tool.server ? `${tool.server}__${tool.tool}` : tool.tool ?? ''));
   const rec: Record<string, unknown> = {
     timeUnixNano: nanos,
     observedTimeUnixNano: nanos,

@@ -2,7 +2,7 @@
 // request made while serving an A2A call it made (linked by their `delegation` events'
 // parent_request_id), recursively: agent A -> agent B (skill) -> B's model, tool and A2A calls.
 import type { DatabaseSync } from 'node:sqlite';
-import type { AuditEvent } from './event.ts';
+import { identityOf, type AuditEvent } from './event.ts';
 import { describeEvent, queryEvents, showRequest } from './query.ts';
 
 export interface RequestNode {
@@ -53,7 +53,7 @@ export function delegationTree(db: DatabaseSync, requestId: string): RequestNode
 /** Indented text: each request's events, its delegated requests below it. */
 export function describeTree(n: RequestNode, depth = 0): string[] {
   const pad = '  '.repeat(depth);
-  const who = n.events.find((e) => e.identity)?.identity?.agent;
+  const who = n.events.map(identityOf).find((i) => i !== undefined)?.agent;
   const lines = [`${pad}${depth ? '-> ' : ''}request ${n.requestId}${who ? ` (agent ${who})` : ''}`];
   for (const e of n.events) lines.push(`${pad}   ${describeEvent(e)}`);
   for (const c of n.children) lines.push(...describeTree(c, depth + 1));
