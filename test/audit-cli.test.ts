@@ -34,6 +34,11 @@ test('audit verify/export/query/show/public-key/prune work end to end and verify
   const bad = await runAudit('audit verify', dir, { 'public-key': pemFile, file: exportFile });
   assert.equal(bad.code, 1);
   assert.match(bad.out, /TAMPERED: .*altered at seq 7/);
+  // A file that cannot be read is exit 2 naming the flag (before: exit 1, the code for "tampered", with a bare ENOENT).
+  const gone = await runAudit('audit verify', dir, { 'public-key': pemFile, file: join(dir, 'no-such.jsonl') });
+  assert.deepEqual([gone.code, gone.err.trim()], [2, `--file ${join(dir, 'no-such.jsonl')}: no such file; give an \`aam audit export\` or sink JSONL file`]);
+  const noKey = await runAudit('audit verify', dir, { 'public-key': join(dir, 'no-such.pem') });
+  assert.deepEqual([noKey.code, noKey.err.trim()], [2, `--public-key ${join(dir, 'no-such.pem')}: no such file; give the PEM from \`aam audit public-key\``]);
 
   const q = await runAudit('audit query', dir, { agent: 'flat-agent', json: true });
   const flat = JSON.parse(q.out.trim()) as Record<string, unknown>;

@@ -2,7 +2,7 @@
 // (structurally, so audit does not import the cli layer); wire with
 // `Object.assign(extraCommands, auditCommands)` in src/cli/commands.ts.
 import type { ParseArgsConfig } from 'node:util';
-import { createWriteStream, existsSync, readFileSync } from 'node:fs';
+import { accessSync, constants, createWriteStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { once } from 'node:events';
 import type { Writable } from 'node:stream';
 import { verifyDatabase, verifyExport } from './verify.ts';
@@ -63,12 +63,17 @@ function configTeams(config: string): string[] {
 export const auditCommands: Record<string, AuditCommand> = {
   'audit verify': {
     summary: 'verify the audit hash chain and signed checkpoints (database or exported file), optionally against a checkpoint kept elsewhere',
-    usage: 'aam audit verify [--public-key PEM_FILE] [--file EXPORT.jsonl] [--checkpoint FILE|URL|JSON]   (exit 0 = intact, 1 = tampered or cut)',
+    usage: 'aam audit verify [--public-key PEM_FILE] [--file EXPORT.jsonl] [--checkpoint FILE|URL|JSON]   (exit 0 = intact, 1 = tampered or cut, 2 = a file or checkpoint given cannot be read)',
     options: { 'public-key': { type: 'string' }, file: { type: 'string' }, checkpoint: { type: 'string' }, json: { type: 'boolean' } },
     run: async ({ values, g }) => {
       const keyFile = str(values['public-key']);
-      const pem = keyFile ? readFileSync(keyFile, 'utf8') : undefined;
       const file = str(values.file);
+      // A file that cannot be read is a usage error (2), never "tampered" (1).
+      for (const [path, flag, what] of [[keyFile, '--public-key', 'the PEM from `aam audit public-key`'], [file, '--file', 'an `aam audit export` or sink JSONL file']] as const) {
+        const why = path === undefined ? undefined : unreadable(path);
+        if (why) { err(`${flag} ${path}: ${why}; give ${what}`); return 2; }
+      }
+      const pem = keyFile ? readFileSync(keyFile, 'utf8') : undefined;
       const source = str(values.checkpoint);
       const fleetUrl = process.env.AAM_DATABASE_URL;
       if (fleetUrl && !file) {
@@ -303,6 +308,15 @@ function progressLine(verb: string, unit: string): ((n: number, total?: number) 
  * True (and said) when the data dir holds no trail: opening it would create an empty one, so a
  * mistyped --data (or a trail deleted whole) would read as an intact trail of 0 events.
  */
+/** Why a file named on the command line cannot be read, or undefined. */
+function unreadable(path: string): string | undefined {
+  try {
+    return statSync(path).isFile() ? (accessSync(path, constants.R_OK), undefined) : 'not a file';
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : errMsg(e);
+  }
+}
+
 function noTrail(dataDir: string): boolean {
   if (existsSync(auditDbPath(dataDir))) return false;
   err(`no audit trail in ${dataDir} (no ${AUDIT_DB_FILE}): give the gateway's data dir (--data or AAM_DATA_DIR); if the trail was there, it is gone`);
