@@ -34,6 +34,17 @@ test('validate: the repo config is valid; a broken one lists every problem with 
   assert.match(r.stderr, /bad\.yaml:\d+ \(document 1\): spec: unknown field "colour"/);
   assert.match(r.stderr, /\(document 2\): kind: kind must be one of/);
   assert.match(r.stderr, /2 problems found/);
+  // Problems found when policies are compiled (CEL, rule conflicts) name their line too (before: file and document only).
+  const policy = join(dir, 'bad-policy.yaml');
+  writeFileSync(policy, [
+    'apiVersion: access.envisionai.dev/v1\nkind: Agent\nmetadata: { name: a }\nspec: { workload: spiffe://prod/agent/a }\n',
+    'apiVersion: access.envisionai.dev/v1\nkind: AgentPolicy\nmetadata: { name: p }\nspec:\n  identity: { agent: a }\n  tools:\n    - resource: crm\n      actions: [read]\n      when: \'args.limit <= \'\n',
+  ].join('---\n'));
+  const cel = await run(['validate', policy]);
+  assert.equal(cel.code, 1);
+  assert.match(cel.stderr, /bad-policy\.yaml:14 \(document 2\): spec\.tools\[0\]\.when: CEL syntax error: .* at column 15/);
+  const explained = await run(['policy', 'explain', '--agent', 'a', '--model', 'm', '--config', policy]);
+  assert.match(explained.stderr, /^error: .*bad-policy\.yaml:14 \(document 2\): spec\.tools\[0\]\.when/);
 });
 
 test('the seed policy from DESIGN.md loads unchanged', async (t) => {

@@ -2,7 +2,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { resolve } from 'node:path';
 import { ConfigError, formatIssues } from '../config/errors.ts';
-import { loadConfigHere as loadConfig, parseConfigInBackground } from '../config/isolated.ts';
+import { loadConfigHere as loadConfig, parseConfigInBackground, withLinesHere } from '../config/isolated.ts';
 import { readConfigSources } from '../config/sources.ts';
 import { compilePolicies } from '../policy/compile.ts';
 import type { Command, Globals } from './command.ts';
@@ -66,7 +66,7 @@ const commands: Record<string, Command> = {
         return 0;
       } catch (e) {
         if (e instanceof ConfigError) {
-          err(formatIssues(e.issues));
+          err(formatIssues(withLinesHere(e.issues)));
           err(`${e.issues.length} problem${e.issues.length === 1 ? '' : 's'} found in ${file}`);
           return 1;
         }
@@ -214,7 +214,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await cmd.run({ values: parsed.values as Record<string, string | boolean | string[] | undefined>, positionals: parsed.positionals, g: globalsFrom(parsed.values) });
   } catch (e) {
-    err(`error: ${e instanceof ConfigError ? formatIssues(e.issues) : (e as Error).message}`);
+    err(`error: ${e instanceof ConfigError ? formatIssues(withLinesHere(e.issues)) : (e as Error).message}`);
     return 1;
   }
 }

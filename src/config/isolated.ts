@@ -67,6 +67,12 @@ export function parseConfigInBackground(sources: readonly ConfigSource[]): Promi
  * processes where a thread's start-up would cost more than the loader's memory. `aam serve` never calls it.
  */
 export function loadConfigHere(path: string): ConfigSet {
-  const loader = createRequire(import.meta.url)(fileURLToPath(new URL('./load.ts', import.meta.url))) as typeof import('./load.ts');
-  return loader.loadConfig(path);
+  return loaderHere().loadConfig(path);
 }
+
+/** The lines of issues found after loading (policy compilation), for the CLI: see load.ts withLines. */
+export function withLinesHere(issues: readonly ConfigIssue[]): ConfigIssue[] {
+  return loaderHere().withLines(issues);
+}
+
+const loaderHere = (): typeof import('./load.ts') => createRequire(import.meta.url)(fileURLToPath(new URL('./load.ts', import.meta.url))) as typeof import('./load.ts');

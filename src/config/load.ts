@@ -1,5 +1,6 @@
 // Parse + validate + cross-reference a multi-document YAML config. Pure apart from reading files.
 // Every problem is collected (not just the first) so `aam validate` can print them all.
+import { readFileSync } from 'node:fs';
 import { parseAllDocuments, LineCounter, isMap, isSeq, type Document } from 'yaml';
 import type { z } from 'zod';
 import { documentSchema, specByKind, unknownFieldMessage, type ConfigSet, type Kind, type Resource } from './schema.ts';
@@ -40,6 +41,36 @@ function lineOf(doc: Document, path: ReadonlyArray<PropertyKey>, lc: LineCounter
     } else break;
   }
   return best;
+}
+
+/** "spec.tools[0].when" -> ['spec', 'tools', 0, 'when'] (the inverse of pathString). */
+function pathKeys(path: string): PropertyKey[] {
+  return [...path.matchAll(/([^.[\]]+)|\[(\d+)\]/g)].map((m) => (m[2] !== undefined ? Number(m[2]) : m[1]));
+}
+
+/**
+ * Issues found after loading (policy compilation: CEL, rule conflicts) carry file, document and
+ * path but no line, since the compiled config keeps no YAML: the line is looked up in the file
+ * as it is now. Best effort: an issue whose file or document cannot be read again keeps no line.
+ */
+export function withLines(issues: readonly ConfigIssue[]): ConfigIssue[] {
+  const docs = new Map<string, { list: Document[]; lc: LineCounter } | null>();
+  const parsed = (file: string) => {
+    if (!docs.has(file)) {
+      try {
+        const lc = new LineCounter();
+        docs.set(file, { list: parseAllDocuments(readFileSync(file, 'utf8'), { lineCounter: lc, prettyErrors: false }) as Document[], lc });
+      } catch { docs.set(file, null); }
+    }
+    return docs.get(file);
+  };
+  return issues.map((i) => {
+    if (i.line !== undefined || i.document < 0 || !i.path) return i;
+    const p = parsed(i.file);
+    const doc = p?.list[i.document];
+    const line = doc ? lineOf(doc, pathKeys(i.path), p.lc) : undefined;
+    return line === undefined ? i : { ...i, line };
+  });
 }
 
 export interface ParsedDoc { kind: Kind; name: string; labels: Record<string, string>; spec: unknown; file: string; index: number; doc: Document; lc: LineCounter }
