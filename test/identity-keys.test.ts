@@ -45,6 +45,7 @@ const secrets: string[] = [];
 const keep = (s: string) => { secrets.push(s); return s; };
 
 let expiredKey: string;
+let expiredAt: number;
 let futureKey: string;
 let rotatedOld: string;
 let rotatedNew: string;
@@ -59,9 +60,11 @@ before(async () => {
     doc('Agent', 'a', { workload: 'spiffe://prod/agent/a' }),
     doc('AgentPolicy', 'a', { identity: { workload: 'spiffe://prod/agent/a' }, models: { allow: ['one'] } }),
   ));
-  // The CLI, as an operator runs it: one key already expired, one expiring next year, one rotated with no grace.
+  // The CLI, as an operator runs it: one key expiring in a moment (one already expired is refused), one
+  // expiring next year, one rotated with no grace.
   const cli = (...args: string[]) => runCli([...args, '--config', configPath, '--data', data], { env: env() });
-  const past = await cli('keys', 'create', '--agent', 'a', '--expires', new Date(Date.now() - 60_000).toISOString());
+  expiredAt = Date.now() + 8_000; // room for the CLI to start under load
+  const past = await cli('keys', 'create', '--agent', 'a', '--expires', new Date(expiredAt).toISOString());
   assert.equal(past.code, 0, past.stderr);
   expiredKey = keep(lastLine(past.stdout));
   const future = await cli('keys', 'create', '--agent', 'a', '--expires', new Date(Date.now() + 365 * 86_400_000).toISOString());
@@ -82,6 +85,7 @@ after(async () => {
 });
 
 test('aam keys create --expires: an expired key is refused (401 naming the expiry), an unexpired one works', async () => {
+  await new Promise((r) => setTimeout(r, Math.max(0, expiredAt + 50 - Date.now())));
   const old = await models(expiredKey);
   assert.equal(old.status, 401);
   assert.match(old.text, /API key key_[0-9a-f]+ expired at /);
