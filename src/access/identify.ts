@@ -17,12 +17,20 @@ import { trustDomainOfId } from '../policy/compile.ts';
 export function presentedSecret(headers: Ctx['req']['headers']): string | undefined {
   const auth = headers.authorization;
   const bearer = typeof auth === 'string' ? /^Bearer\s+(\S+)\s*$/i.exec(auth)?.[1] : undefined;
-  const keys = [headers['x-api-key'], headers['api-key']].map((k) => (typeof k === 'string' ? k.trim() : '')).filter((k) => k !== '');
-  const all = bearer === undefined ? keys : [bearer, ...keys];
-  if (all.some((k) => k !== all[0])) {
+  const x = keyHeader(headers['x-api-key']);
+  const a = keyHeader(headers['api-key']);
+  const first = bearer ?? x ?? a;
+  if ((x !== undefined && x !== first) || (a !== undefined && a !== first)) {
     throw unauthorized('two different credentials in one request ("Authorization: Bearer", x-api-key, api-key): send one', 'invalid_api_key');
   }
-  return typeof auth === 'string' ? bearer : all[0];
+  return typeof auth === 'string' ? bearer : first;
+}
+
+/** A key header's secret, trimmed; none when absent or blank. (No arrays: this runs on every request.) */
+function keyHeader(v: string | string[] | undefined): string | undefined {
+  if (typeof v !== 'string') return undefined;
+  const k = v.trim();
+  return k === '' ? undefined : k;
 }
 
 function unauthorized(message: string, code: 'missing_credentials' | 'invalid_api_key' | 'invalid_token' = 'invalid_api_key'): AamError {
