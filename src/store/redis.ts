@@ -123,7 +123,7 @@ export function redisRefusal(e: unknown): string | null {
   const message = errMsg(e);
   const code = (e as { code?: unknown }).code;
   if (/^(WRONGPASS|NOAUTH)\b/.test(message)) return `${message} (check the password in AAM_REDIS_URL: redis://:PASSWORD@host:port)`;
-  if (typeof code === 'string' && TLS_REFUSAL.test(code)) return `${message} (${code}: TLS to Redis does not check out; see AAM_REDIS_CA_FILE, AAM_REDIS_CERT_FILE)`;
+  if (typeof code === 'string' && TLS_REFUSAL.test(code)) return `${message} (${code}: TLS to Redis does not check out: its server certificate against AAM_REDIS_CA_FILE, or a client certificate it asks for, AAM_REDIS_CERT_FILE and AAM_REDIS_KEY_FILE)`;
   return null;
 }
 
