@@ -115,6 +115,15 @@ const a2aCall = (agent: string) => async (i: Instruction): Promise<unknown[]> =>
 };
 
 /** An A2A callee's agent card through aam (fetched with aam's credential for the callee, rewritten). */
+/** GET /v1/models: an openai-compatible `models: "*"` catalog lists what its upstream's GET /models answers. */
+async function listModels(): Promise<unknown[]> {
+  const r = await cap.fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${key()}` } });
+  const text = await r.text();
+  assert.equal(r.status, 200, text);
+  assert.match(text, /"oai-any\/leaky-/, 'the upstream\'s ids are listed');
+  return [text];
+}
+
 async function a2aCard(agent: string): Promise<unknown[]> {
   const r = await cap.fetch(`${gw.url}/a2a/${agent}/.well-known/agent-card.json`, { headers: { authorization: `Bearer ${key()}` } });
   const text = await r.text();
@@ -390,6 +399,7 @@ const PLANES: Plane[] = [
   // call aam makes for the caller): in its answer, stream events, errors, headers, and its agent card.
   { name: 'a2a query credential', call: a2aCall('leaky-query-agent'), shows: (c) => c !== 'header',
     channels: { body: [...TEXT, 'split-parts@mid', ...SPLIT_TCP], stream: [...TEXT, ...SPLIT_TCP, ...SPLIT_CHUNKS], error: [...TEXT, 'split-tcp@mid'], header: TEXT } },
+  { name: 'model listing of a "*" catalog', call: listModels, shows: () => true, noUpstreamCount: true, channels: { '/v1/models': ['all-text-forms'] } },
   { name: 'a2a query credential card', call: () => a2aCard('leaky-query-agent'), shows: () => true, noUpstreamCount: true, channels: { card: ['all-text-forms'] } },
   // A stdio MCP server that prints its credential to stderr: aam logs those lines.
   { name: 'mcp stdio server', shows: () => true, noUpstreamCount: true, wholeLog: true, marker: /\[REDACTED:stdio-key\]/, channels: { 'stderr (log)': ['all-text-forms'] },
@@ -495,6 +505,7 @@ before(async () => {
     doc('Credential', 'stdio-key', { env: 'LEAK_STDIO_KEY' }),
     doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${up.url}/v1`, credential: 'llm-key' }),
     doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${up.url}/v1`, credential: 'ant-key' }),
+    doc('Provider', 'oai-any', { type: 'openai-compatible', baseUrl: `${up.url}/v1`, credential: 'llm-key', models: '*' }),
     // One target per plane: failing rows of one plane never open another plane's circuit breaker.
     doc('Model', 'leak-chat', target('oai', 'leaky-chat')),
     doc('Model', 'leak-stream', target('oai', 'leaky-stream')),
@@ -524,7 +535,7 @@ before(async () => {
     doc('Agent', 'hunter', { workload: 'spiffe://test/agent/hunter', team: 'qa', environment: 'dev' }),
     doc('AgentPolicy', 'hunter-policy', {
       identity: { workload: 'spiffe://test/agent/hunter' },
-      models: { allow: ['leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached', 'leak-responses', 'leak-responses-stream', 'leak-bedrock', 'leak-bedrock-stream', 'leak-vertex', 'leak-vertex-stream'] },
+      models: { allow: ['oai-any/**', 'leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached', 'leak-responses', 'leak-responses-stream', 'leak-bedrock', 'leak-bedrock-stream', 'leak-vertex', 'leak-vertex-stream'] },
       tools: [{ resource: 'leaky', actions: ['*'] }, { resource: 'leaky-lists', actions: ['*'] }, { resource: 'leaky-modern', actions: ['*'] }, { resource: 'leaky-stdio', actions: ['*'] }, { resource: 'leaky.api', actions: ['*'] }],
       agents: [{ agent: 'leaky-agent' }, { agent: 'leaky-query-agent' }],
     }),

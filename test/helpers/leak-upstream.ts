@@ -563,6 +563,12 @@ export async function startLeakUpstream(opts: { vertexToken?: string } = {}): Pr
       count(tag);
       return tool(res, { channel: t[1], form: decodeURIComponent(t[2]), tag }, secret);
     }
+    // A `models: "*"` catalog's own list (GET /v1/models lists it): one id per text form of the key.
+    if (req.method === 'GET' && path === '/v1/models') {
+      const data = Object.keys(TEXT_FORMS).map((f) => `{"id":"leaky-${payload(f, secret, 'json')}","object":"model"}`).join(',');
+      res.writeHead(200, { 'content-type': 'application/json' }).end(`{"object":"list","data":[${data}]}`);
+      return;
+    }
     if (req.method === 'GET' && /^\/a2a(-query)?\/\.well-known\/agent-card\.json$/.test(path)) {
       res.writeHead(200, { 'content-type': 'application/json' }).end(leakyCard(secret));
       return;
