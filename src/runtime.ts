@@ -57,7 +57,7 @@ import type { Mtls } from './identity/x509-svid.ts';
 import { createJoinTokenStore, fleetJoinTokenStore, type JoinTokenStore } from './identity/join-tokens.ts';
 import { IdentitySeen, redisSeenBackend, sqliteSeenBackend } from './identity/seen.ts';
 import { trustDomainsFromConfig } from './identity/jwks-cache.ts';
-import type { McpGateway } from './tools/mcp-lazy.ts';
+import type { McpGateway } from './tools/mcp-shared.ts';
 import { OpenStreams } from './lib/open-streams.ts';
 import type { HttpToolProxy } from './tools/http-tool.ts';
 import { wholeNumberEnv } from './lib/env-number.ts';

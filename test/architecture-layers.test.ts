@@ -2,7 +2,9 @@
 // -> access -> services -> foundations. A module (a folder of src/, or src/runtime.ts) may import its
 // own layer or lower ones, never a higher one, and no import chain may come back to where it started:
 // not between modules, not between files (type-only imports count: they tie the code together as
-// much as values do). Lazy `import()` of a sibling is a load-time choice and is not an edge.
+// much as values do). A lazy `import('./x.ts')` is an edge too: it defers loading, not the dependency,
+// so a lazy front and what it loads share their types through a third module (store/fleet-env.ts,
+// tools/mcp-shared.ts) instead of importing each other.
 // No exceptions: below the server, the runtime is seen through views (access/runtime-view.ts and
 // each plane's plane.ts), and src/runtime.ts, the composition root, is named by nothing below it.
 // Check by hand: `grep -rn "from '\.\./\(server/\|runtime\.ts\)" src/access src/gateway` prints nothing.
@@ -48,6 +50,7 @@ export function edgesOf(file: string, text: string): Edge[] {
     const allTypes = braces !== null && braces[1].split(',').map((s) => s.trim()).filter(Boolean).every((s) => s.startsWith('type '));
     out.push({ from: file, to: resolve(dirname(file), spec), typeOnly: Boolean(m[2]) || allTypes });
   }
+  for (const m of code.matchAll(/\bimport\(\s*'(\.[^']+)'\s*\)/g)) out.push({ from: file, to: resolve(dirname(file), m[1]), typeOnly: false });
   return out;
 }
 
@@ -117,6 +120,7 @@ test('the checks see what they must: an upward import, a type-only one and a cyc
   assert.equal(moduleOf(reexport.to), 'runtime');
   const runtimeType = edgesOf(f, "import type { Runtime, Compiled } from '../runtime.ts';")[0];
   assert.ok(runtimeType.typeOnly && LAYERS[moduleOf(runtimeType.to)] > LAYERS[moduleOf(f)], 'the runtime\'s type is an upward edge like any other');
-  assert.deepEqual(edgesOf(f, "// import { a } from '../cli/main.ts';\nconst m = await import('./lazy.ts');"), []);
+  assert.deepEqual(edgesOf(f, "// import { a } from '../cli/main.ts';\n// await import('./z.ts');"), []);
+  assert.deepEqual(edgesOf(f, "const m = await import('./lazy.ts');").map((e) => rel(e.to)), ['src/access/lazy.ts'], 'a lazy import is an edge');
   assert.deepEqual(cycles(['a', 'b', 'c'], (n) => ({ a: ['b'], b: ['a'], c: ['a'] })[n] ?? []), [['a', 'b']]);
 });

@@ -6,7 +6,7 @@ import { keepSseAlive, readJson, sendJson } from '../access/request.ts';
 import { openAccess } from '../access/context.ts';
 import { toolAccess } from './tool-deps.ts';
 import { protectedResourceMetadata, wwwAuthenticate } from '../tools/mcp-metadata.ts';
-import type { McpGateway } from '../tools/mcp-lazy.ts';
+import type { McpGateway } from '../tools/mcp-shared.ts';
 import type { HttpToolProxy } from '../tools/http-tool.ts';
 
 /**

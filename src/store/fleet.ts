@@ -9,10 +9,10 @@ import { connectAdmission, connectRedis, fleetPrefix, lastError, redisRefusal, C
 import type { RespConnection } from './resp.ts';
 import { connectEvidence, type EventWriter } from './pg-wire.ts';
 import type { StoreHealth } from './types.ts';
-import type { FleetEnv } from './fleet-lazy.ts';
+import type { FleetEnv } from './fleet-env.ts';
 import { errMsg } from '../lib/error-message.ts';
 
-export { fleetEnv, type FleetEnv } from './fleet-lazy.ts';
+export { fleetEnv, type FleetEnv } from './fleet-env.ts';
 
 export interface Fleet {
   readonly sql: Sql;

@@ -12,7 +12,7 @@ import type { Identity } from '../identity/types.ts';
 import { mcpTraceparent } from '../observability/otlp-genai.ts';
 import { createCatalog } from './catalog.ts';
 import { callTool, completeArgument, DEFAULT_MAX_RESULT_BYTES, getPrompt, listPrompts, listResources, listResourceTemplates, readResource, subscribeResource, unsubscribeResource, type Extra, type Runtime, type SessionCtx } from './mcp-call.ts';
-import { createMcpShared, sessionLimits, type McpGateway, type McpGatewayOptions, type McpShared } from './mcp-lazy.ts';
+import { createMcpShared, sessionLimits, type McpGateway, type McpGatewayOptions, type McpShared } from './mcp-shared.ts';
 import { handleModern, isModernRequest, listPage, toolsPage } from './mcp-stateless.ts';
 import { createListenHub } from './mcp-listen.ts';
 import { createPageStore } from './mcp-pages.ts';
