@@ -78,7 +78,7 @@ test('prom-client (process metrics) is loaded by the first /metrics scrape, not 
     const text = await res.text();
     assert.equal(res.status, 200);
     assert.ok(resolved.has('prom-client'));
-    assert.match(text, /^aam_process_process_cpu_user_seconds_total /m, 'process metrics on the first scrape');
+    assert.match(text, /^aam_process_cpu_user_seconds_total /m, 'process metrics on the first scrape');
     assert.match(text, /^# TYPE aam_config_info gauge$/m);
   } finally {
     await gw.close();

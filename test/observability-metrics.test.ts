@@ -38,7 +38,7 @@ test('model calls, decisions and refusals are counted per label set; an unknown 
     assert.ok(text.includes(`\n# TYPE ${name} ${type}\n`), `TYPE of ${name}`);
   }
   const s = parseProm(text);
-  assert.ok(s.some((x) => x.name === 'aam_process_process_cpu_user_seconds_total'), 'process metrics (prom-client) still there');
+  assert.ok(s.some((x) => x.name === 'aam_process_cpu_user_seconds_total'), 'process metrics (prom-client) still there');
   const req = s.filter((x) => x.name === 'aam_model_requests_total');
   assert.deepEqual(req.map((x) => [x.labels, x.value]), [
     [{ agent: 'analyst', team: 'finance', route: 'gpt', provider: 'oai', status: '200' }, 2],

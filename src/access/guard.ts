@@ -54,6 +54,8 @@ export function guardrailsOf(rt: AccessRuntime, identity: Identity, routeGuardra
 }
 
 function record(rt: AccessRuntime, at: EvidenceAt, identity: Identity, direction: Direction, where: string, verdict: string, findings: readonly FindingSummary[], extra: Record<string, unknown> = {}): void {
+  const metrics = rt.metrics;
+  if (metrics?.guardrailVerdict) for (const name of new Set(findings.map((f) => f.guardrail))) metrics.guardrailVerdict(name, direction, verdict);
   rt.audit?.record({
     type: 'guardrail', request_id: at.requestId, trace_id: at.traceId, identity: identityEvidence(identity),
     guardrail: { direction, where, verdict, findings: findings.map((f) => ({ guardrail: f.guardrail, category: f.category, count: f.count })), ...extra },

@@ -64,6 +64,8 @@ export interface AuditModel {
   stream?: boolean;
   /** Response cache: hit (served at $0 from cache), miss, or null when the route has no cache. */
   cache?: 'hit' | 'miss' | null;
+  /** Upstream attempts that failed before the outcome (retried or fallen back from), in order; absent when the first attempt answered. */
+  attempts?: Array<{ target: string; status: number; error: string }>;
 }
 
 export interface AuditTool {

@@ -4,19 +4,22 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Route, Target } from './routes.ts';
 import { targetOrder, type TokenNeed } from './strategy.ts';
-import type { AttemptFailure } from './upstream.ts';
+import type { AttemptFailure, AttemptLog } from './upstream.ts';
 
 /** Longest retry-after we wait on the same target before moving on to the next one. */
 const MAX_SAME_TARGET_WAIT_MS = 2_000;
 
-export interface AttemptLog { target: string; status: number; message: string }
 
 export type AttemptsResult<T> =
   | { ok: true; value: T; target: Target; attempts: readonly AttemptLog[] }
   | { ok: false; failure: AttemptFailure; attempts: readonly AttemptLog[] };
 
-/** A call's cancellation as runAttempts reads it: `signal` is only asked for to wait out a backoff (CallAbort makes it then). */
-export interface Cancel { readonly aborted: boolean; readonly signal: AbortSignal }
+/**
+ * A call's cancellation as runAttempts reads it: `signal` is only asked for to wait out a backoff
+ * (CallAbort makes it then). `failed` is where the loop keeps its attempt log once an attempt
+ * failed, for the call's evidence and metrics (gateway/record.ts).
+ */
+export interface Cancel { readonly aborted: boolean; readonly signal: AbortSignal; failed?: readonly AttemptLog[] | null }
 
 /** A result's attempt log when its first attempt answered: shared, never written (nothing failed to log). */
 const NO_ATTEMPTS: readonly AttemptLog[] = Object.freeze([]);
@@ -92,6 +95,8 @@ function clientClosed(): AttemptFailure {
  */
 async function attemptLoop<T, A>(route: Route, cancel: Cancel, once: Once<A>, read: Read<A, T> | undefined, order: readonly Target[], first: AttemptFailure | typeof SKIPPED | undefined): Promise<AttemptsResult<T>> {
   const attempts: AttemptLog[] = [];
+  // Only this loop logs failures (a first attempt that answered never comes here).
+  cancel.failed = attempts;
   let last: AttemptFailure | null = null;
   let skipped = 0;
   for (let t = 0; t < order.length; t++) {

@@ -552,6 +552,8 @@ class ChatStream {
     // with the first content would be converted before then. Send the first chunk now.
     this.res.socket?.uncork();
     this.pastHead = true;
+    const target = this.target;
+    if (target) this.a.ctx.rt.metrics?.firstChunk?.(this.route.name, target.provider.name, performance.now() - this.a.ctx.start);
     return this.relay();
   }
 

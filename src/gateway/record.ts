@@ -7,6 +7,7 @@ import { encodesAhead, identityEvidence, requestTraceId } from '../access/eviden
 import { policyEvidence, recordEvidence } from '../access/decide.ts';
 import { modelSpanAttributes } from '../observability/otlp-genai.ts';
 import type { Route, Target } from './routes.ts';
+import { UPSTREAM_MESSAGE_MAX } from './upstream.ts';
 import { EVENT_HEAD, eventHead, type AuditIdentity, type AuditModel, type AuditPolicy, type EventHead } from '../audit/event.ts';
 
 /**
@@ -44,7 +45,13 @@ export function countCall(ctx: Ctx, identity: Identity, route: Route, call: Call
     inputTokens: usage?.inputTokens ?? null, outputTokens: usage?.outputTokens ?? null, cachedTokens: usage?.cachedTokens ?? null,
     cacheWriteTokens: usage?.cacheWriteTokens ?? null, costUsd: cost, latencyMs, status, stream, cache,
   });
-  ctx.rt.metrics?.modelCall(a.name, a.team, route.name, target?.provider.name ?? '', status, latencyMs, usage, cost);
+  const metrics = ctx.rt.metrics;
+  if (metrics) {
+    metrics.modelCall(a.name, a.team, route.name, target?.provider.name ?? '', status, latencyMs, usage, cost);
+    if (cache) metrics.cacheLookup?.(route.name, cache);
+    const failed = ctx.call?.failed;
+    if (failed && failed.length > 0) metrics.failedAttempts?.(route.name, failed);
+  }
   ctx.span?.setAttributes(modelSpanAttributes({ operation, provider: target?.provider.type, route: route.name, requestModel: target?.model, inputTokens: usage?.inputTokens, outputTokens: usage?.outputTokens, costUsd: cost ?? undefined }));
 }
 
@@ -87,6 +94,10 @@ export function recordCallEvidence(ctx: Ctx, identity: Identity, route: Route, c
   };
   // Last, as the event has always listed it; no spread of an empty object per call without it.
   if (usage?.cacheWriteTokens !== undefined) model.cache_write_tokens = usage.cacheWriteTokens;
+  // The targets tried before the outcome: the request went to each of them (data left for every
+  // provider named here), so the evidence names them, with what each answered.
+  const failed = ctx.call?.failed;
+  if (failed && failed.length > 0) model.attempts = failed.map((f) => ({ target: f.target, status: f.status, error: ctx.rt.scrub(f.message, UPSTREAM_MESSAGE_MAX) }));
   recordEvidence(ctx, identity, {
     type: m.type, request_id: m.request_id, trace_id: m.trace_id, identity: m.identity, policy: m.policy,
     [EVENT_HEAD]: ahead?.head,

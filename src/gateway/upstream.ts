@@ -66,8 +66,13 @@ export interface UpstreamBody extends AsyncIterableIterator<Buffer | readonly Bu
  * call. No AbortController per call either: `signal` is made when something first asks for one
  * (a retry's backoff), already aborted if the call was; `aborted` and `reason` need none.
  */
+/** One failed upstream attempt, as a call's evidence names it (message scrubbed when recorded). */
+export interface AttemptLog { target: string; status: number; message: string }
+
 export class CallAbort {
   inFlight: { abort(reason: Error): void } | null = null;
+  /** The attempts that failed (attempts.ts fills it in; null while none has). */
+  failed: readonly AttemptLog[] | null = null;
   private done = false;
   private why: unknown = undefined;
   private controller: AbortController | null = null;

@@ -23,6 +23,14 @@ export interface MetricsSink {
   modelCall(agent: string, team: string | undefined, route: string, provider: string, status: number, latencyMs: number, usage: { inputTokens: number; outputTokens: number } | undefined, cost: number | null): void;
   /** One upstream tool call (MCP tools/call or HTTP tool), by agent and McpServer/HttpTool name. */
   toolCall?(agent: string, server: string, outcome: string, latencyMs: number): void;
+  /** A streamed answer's first content went to the client, latencyMs after the request arrived. */
+  firstChunk?(route: string, provider: string, latencyMs: number): void;
+  /** A model request's cache lookup: 'hit' or 'miss' (routes without a cache are not counted). */
+  cacheLookup?(route: string, result: 'hit' | 'miss'): void;
+  /** Upstream attempts that failed before the call's outcome (each one retried or fallen back from, or the last). */
+  failedAttempts?(route: string, attempts: readonly { target: string; status: number }[]): void;
+  /** A guardrail's non-allow verdict (block, redact, flag) on input or output. */
+  guardrailVerdict?(guardrail: string, direction: string, verdict: string): void;
 }
 
 export class Metrics implements MetricsSink {
@@ -39,20 +47,27 @@ export class Metrics implements MetricsSink {
   readonly #upstreamErrors = new Counter('aam_upstream_errors_total', 'Model calls that failed after fallbacks', ['route', 'status']);
   // Per agent (bounded like every agent label): percentiles of the tool calls each agent makes.
   readonly #toolLatency = new Histogram('aam_tool_call_duration_seconds', 'Upstream tool call latency (MCP tools/call, HTTP tools) by agent, McpServer/HttpTool and outcome (ok, tool_error, error)', ['agent', 'server', 'outcome'], [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]);
+  readonly #firstChunk = new Histogram('aam_model_time_to_first_chunk_seconds', 'Streamed model calls: request in to the first content out to the client', ['route', 'provider'], [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]);
+  readonly #cacheLookups = new Counter('aam_cache_lookups_total', 'Model requests on routes with a cache, by result (hit, miss)', ['route', 'result']);
+  readonly #failedAttempts = new Counter('aam_upstream_attempt_failures_total', 'Upstream attempts that failed (then retried, fallen back from, or the call failed), by target and status', ['route', 'target', 'status']);
+  readonly #guardrailVerdicts = new Counter('aam_guardrail_verdicts_total', 'Guardrail verdicts other than allow, by guardrail, direction (input, output) and verdict (block, redact, flag)', ['guardrail', 'direction', 'verdict']);
   readonly info = new Gauge('aam_config_info', 'Loaded config version', ['version']);
-  readonly #all: readonly Metric[] = [this.#requests, this.#latency, this.#tokens, this.#cost, this.#unknownCost, this.#decisions, this.#limited, this.#upstreamErrors, this.#toolLatency, this.info];
+  readonly #all: readonly Metric[] = [this.#requests, this.#latency, this.#firstChunk, this.#tokens, this.#cost, this.#unknownCost, this.#cacheLookups, this.#failedAttempts, this.#decisions, this.#limited, this.#upstreamErrors, this.#guardrailVerdicts, this.#toolLatency, this.info];
   // Resolved series by label values (see label-tree.ts): agent > team > route > provider > status
   // for model calls, effect|code > agent for decisions and refusals.
   readonly #calls: Level = new Map();
   readonly #decisionSeries: Level = new Map();
   readonly #limitedSeries: Level = new Map();
   readonly #toolSeries: Level = new Map();
+  readonly #firstChunkSeries: Level = new Map();
+  readonly #cacheSeries: Level = new Map();
 
   /** The scrape body: process metrics, then aam's. */
   async text(): Promise<string> {
     this.#process ??= import('prom-client').then(({ Registry: R, collectDefaultMetrics }) => {
       const r = new R();
-      collectDefaultMetrics({ register: r, prefix: 'aam_process_' });
+      // prom-client's own names behind `aam_`: aam_process_cpu_seconds_total, aam_nodejs_eventloop_lag_seconds.
+      collectDefaultMetrics({ register: r, prefix: 'aam_' });
       return r;
     });
     return `${await (await this.#process).metrics()}\n${exposition(this.#all)}`;
@@ -81,6 +96,22 @@ export class Metrics implements MetricsSink {
     if (h === undefined) { h = this.#toolLatency.labels(a, server, outcome); byOutcome.set(outcome, h); }
     h.observe(latencyMs / 1000);
   }
+
+  firstChunk(route: string, provider: string, latencyMs: number): void {
+    const byProvider = level(this.#firstChunkSeries, route);
+    let h = byProvider.get(provider) as HistogramSeries | undefined;
+    if (h === undefined) { h = this.#firstChunk.labels(route, provider); byProvider.set(provider, h); }
+    h.observe(latencyMs / 1000);
+  }
+
+  cacheLookup(route: string, result: 'hit' | 'miss'): void { this.#pair(this.#cacheSeries, this.#cacheLookups, route, result).inc(); }
+
+  // Rare (a failing upstream): resolved by label values each time.
+  failedAttempts(route: string, attempts: readonly { target: string; status: number }[]): void {
+    for (const f of attempts) this.#failedAttempts.labels(route, f.target, String(f.status)).inc();
+  }
+
+  guardrailVerdict(guardrail: string, direction: string, verdict: string): void { this.#guardrailVerdicts.labels(guardrail, direction, verdict).inc(); }
 
   #callSeries(agent: string, team: string, route: string, provider: string, status: number): CallSeries {
     const byStatus = level(level(level(level(this.#calls, agent), team), route), provider);

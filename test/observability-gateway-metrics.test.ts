@@ -1,0 +1,73 @@
+// What an operator watches on a gateway, end to end through a real gateway and the openai SDK:
+// a target that fails and is fallen back from is named in the call's evidence (the prompt went
+// there too) and counted per target and status; streamed calls report time to first chunk; cache
+// lookups count hits and misses; guardrail verdicts count per guardrail, direction and verdict;
+// prom-client's process metrics are named aam_process_* / aam_nodejs_* (not aam_process_process_*).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { startFakeUpstream, type FakeUpstream } from './fake-upstream.ts';
+import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { auditOf } from './helpers/e2e.ts';
+import { parseProm, sumOf } from './helpers/prom.ts';
+
+let fake: FakeUpstream;
+let gw: TestGateway;
+
+before(async () => {
+  fake = await startFakeUpstream();
+  gw = await startTestGateway(yaml(
+    doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${fake.url}/v1` }),
+    doc('Model', 'gpt', { targets: [{ provider: 'oai', model: 'fail-500' }, { provider: 'oai', model: 'ok' }], retries: { attempts: 0 }, pricing: { input_per_1m: 1, output_per_1m: 2 } }),
+    doc('Model', 'cached', { targets: [{ provider: 'oai', model: 'ok' }], cache: { mode: 'exact', ttl_seconds: 60 }, pricing: { input_per_1m: 1, output_per_1m: 2 } }),
+    doc('Guardrail', 'falcon', { on: ['input'], keywords: ['project falcon'], action: 'block' }),
+    doc('Agent', 'analyst', { workload: 'spiffe://prod/agent/analyst', team: 'finance' }),
+    doc('AgentPolicy', 'analyst-models', { identity: { workload: 'spiffe://prod/agent/analyst' }, models: { allow: ['gpt', 'cached'] }, guardrails: ['falcon'] }),
+  ));
+});
+after(async () => {
+  await gw?.g.close();
+  if (gw) rmSync(join(gw.dataDir, '..'), { recursive: true, force: true });
+  await fake?.close();
+});
+
+test('fallbacks are evidence and metrics; time to first chunk, cache lookups and guardrail verdicts are counted; process metrics are aam_process_*', async () => {
+  const { secret } = gw.g.rt.keys.create('analyst');
+  const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: secret, maxRetries: 0 });
+
+  const whole = await client.chat.completions.create({ model: 'gpt', messages: [{ role: 'user', content: 'hi' }] }).withResponse();
+  assert.equal(whole.response.headers.get('x-aam-target'), 'oai/ok', 'the second target served');
+  const [ev] = await auditOf(gw, whole.response.headers.get('x-request-id')!);
+  assert.equal(ev.model?.provider, 'oai');
+  const attempts = ev.model?.attempts ?? [];
+  assert.deepEqual(attempts.map((a) => [a.target, a.status]), [['oai/fail-500', 500]]);
+  assert.match(attempts[0].error, /fake upstream: fail-500/);
+
+  const stream = await client.chat.completions.create({ model: 'gpt', messages: [{ role: 'user', content: 'stream me' }], stream: true });
+  for await (const chunk of stream) void chunk;
+
+  // A call whose first target answered names no attempts.
+  await client.chat.completions.create({ model: 'cached', messages: [{ role: 'user', content: 'same' }] });
+  const hit = await client.chat.completions.create({ model: 'cached', messages: [{ role: 'user', content: 'same' }] }).withResponse();
+  assert.equal(hit.response.headers.get('x-aam-cache'), 'hit');
+  const [missEv] = (await auditOf(gw, hit.response.headers.get('x-request-id')!));
+  assert.equal(missEv.model?.attempts, undefined);
+
+  await assert.rejects(client.chat.completions.create({ model: 'gpt', messages: [{ role: 'user', content: 'about project falcon' }] }), (e: { status?: number }) => e.status === 400);
+
+  const samples = parseProm(await (await fetch(`${gw.url}/metrics`)).text());
+  const sum = (name: string, match: Record<string, string>) => sumOf(samples, name, match);
+  assert.equal(sum('aam_upstream_attempt_failures_total', { route: 'gpt', target: 'oai/fail-500', status: '500' }), 2, 'one failed attempt per gpt call (whole and streamed)');
+  assert.equal(sum('aam_model_requests_total', { route: 'gpt', status: '200' }), 2, 'both answered after the fallback');
+  assert.equal(sum('aam_model_time_to_first_chunk_seconds_count', { route: 'gpt', provider: 'oai' }), 1, 'the streamed call only');
+  assert.ok(sum('aam_model_time_to_first_chunk_seconds_sum', { route: 'gpt', provider: 'oai' }) > 0);
+  assert.equal(sum('aam_cache_lookups_total', { route: 'cached', result: 'miss' }), 1);
+  assert.equal(sum('aam_cache_lookups_total', { route: 'cached', result: 'hit' }), 1);
+  assert.equal(sum('aam_cache_lookups_total', { route: 'gpt' }), 0, 'a route without a cache is not counted');
+  assert.equal(sum('aam_guardrail_verdicts_total', { guardrail: 'falcon', direction: 'input', verdict: 'block' }), 1);
+  const names = new Set(samples.map((s) => s.name));
+  assert.ok(names.has('aam_process_cpu_user_seconds_total') && names.has('aam_nodejs_eventloop_lag_seconds'), 'prom-client metrics behind aam_');
+  assert.ok(![...names].some((n) => n.startsWith('aam_process_process_')), 'no doubled prefix');
+});
