@@ -12,6 +12,7 @@ import { startFakeUpstream, type FakeUpstream } from './fake-upstream.ts';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { auditOf } from './helpers/e2e.ts';
 import { parseProm, sumOf } from './helpers/prom.ts';
+import { describeEvent } from '../src/audit/query.ts';
 
 let fake: FakeUpstream;
 let gw: TestGateway;
@@ -44,6 +45,7 @@ test('fallbacks are evidence and metrics; time to first chunk, cache lookups and
   const attempts = ev.model?.attempts ?? [];
   assert.deepEqual(attempts.map((a) => [a.target, a.status]), [['oai/fail-500', 500]]);
   assert.match(attempts[0].error, /fake upstream: fail-500/);
+  assert.match(describeEvent(ev), /model=gpt->oai\/ok .* failed_first=oai\/fail-500:500/, '`aam audit show` names it');
 
   const stream = await client.chat.completions.create({ model: 'gpt', messages: [{ role: 'user', content: 'stream me' }], stream: true });
   for await (const chunk of stream) void chunk;

@@ -93,6 +93,9 @@ export function describeEvent(e: AuditEvent): string {
     parts.push(e.model.provider
       ? `model=${e.model.route}->${e.model.provider}/${e.model.model} tokens=${e.model.input_tokens ?? '?'}/${e.model.output_tokens ?? '?'} cost=${e.model.cost_usd ?? 'unknown'}`
       : `model=${e.model.route}`);
+    // The targets the request also went to, which failed first.
+    const tried = e.model.attempts;
+    if (Array.isArray(tried) && tried.length > 0) parts.push(`failed_first=${tried.map((a) => `${a.target}:${a.status}`).join(',')}`);
   }
   const a2a = e.a2a as { agent?: string; skill?: string; method?: string; delegation?: { hop?: number } } | undefined;
   if (a2a) parts.push(`a2a=${a2a.agent}${a2a.skill ? ` skill=${a2a.skill}` : ''}${a2a.method ? ` ${a2a.method}` : ''}${a2a.delegation?.hop ? ` hop=${a2a.delegation.hop}` : ''}`);
