@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { createServer as createAamServer, type Routes } from '../src/server/http.ts';
 
 let gw: TestGateway;
 let callee: Server;
@@ -139,4 +140,29 @@ test('a2a routes: the card and an HTTP+JSON route under the agent are served; an
   const anon = await req('/a2a/echo/message:send', { body: '{}', auth: false });
   assert.equal(anon.status, 401);
   assert.equal(typeof anon.body.error.status, 'string');
+});
+
+test('the router: exact routes before prefixes; a route set after the server was made is served, and a 405 names its method', async () => {
+  const routes: Routes = { exact: new Map(), prefixes: [] };
+  const said = (what: string) => (ctx: Parameters<Routes['prefixes'][0][1]>[0]) => { ctx.res.send(200, what, { 'content-type': 'text/plain' }); };
+  routes.exact.set('GET /r/exact', said('exact'));
+  routes.prefixes.push(['/r/', said('prefix')]);
+  const server = createAamServer(gw.g.rt, routes);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const at = (method: string, path: string) => fetch(`http://127.0.0.1:${(server.address() as AddressInfo).port}${path}`, { method }).then(async (r) => [r.status, await r.text()] as const);
+  try {
+    assert.deepEqual(await at('GET', '/r/exact'), [200, 'exact']);
+    assert.deepEqual(await at('GET', '/r/other'), [200, 'prefix']);
+    assert.equal((await at('GET', '/nowhere'))[0], 404);
+    // Set once requests were served (as the admin, MCP and identity routes are set after the core ones).
+    routes.exact.set('POST /later', said('later'));
+    routes.exact.set('GET /r/later', said('later exact'));
+    assert.deepEqual(await at('POST', '/later'), [200, 'later']);
+    assert.deepEqual(await at('GET', '/r/later'), [200, 'later exact'], 'an exact route set later wins over its prefix');
+    const [status, body] = await at('GET', '/later');
+    assert.equal(status, 405);
+    assert.match(body, /use POST/);
+  } finally {
+    await new Promise<void>((r) => server.close(() => r()));
+  }
 });

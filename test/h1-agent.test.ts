@@ -118,6 +118,27 @@ test('content-length: the body split at every byte boundary, on one kept-alive s
   assert.equal(srv.conns.length, 1, 'every request on the same socket');
 });
 
+test('header names in any case: a known name (node sends Date, Connection, Keep-Alive in capitals) and its near misses are what a slice lower-cased gives', async () => {
+  const lines = ['Date: d', 'CONTENT-TYPE: text/plain', 'Cache-Control: no-cache', 'X-Request-Id: r1', 'Vary: a', 'vary: b', 'Set-Cookie: c=1',
+    // Near misses of known names (same length, one character off, '_' for '-', a Latin-1 letter): their own names.
+    'Content_Type: u', 'Content\rType: r', 'Content-Typf: f', 'Dat\u00c9: e', 'Server1: s', 'Etag0: x', 'X-Request-Ie: i', 'Keep-Alive: max=3, Timeout=1', 'Connection: keep-alive'];
+  const srv = await raw((s) => { s.write(Buffer.from(`HTTP/1.1 200 OK\r\n${lines.join('\r\n')}\r\ncontent-length: 2\r\n\r\nok`, 'latin1')); });
+  const a = agent();
+  const r = await send(a, { origin: srv.origin });
+  assert.equal(r.error, null);
+  const want: Record<string, string | string[]> = {};
+  for (const l of [...lines, 'content-length: 2']) {
+    const c = l.indexOf(':');
+    const name = l.slice(0, c).toLowerCase();
+    const v = l.slice(c + 2);
+    const old = want[name];
+    want[name] = old === undefined ? v : Array.isArray(old) ? [...old, v] : [old, v];
+  }
+  assert.deepEqual(r.headers, want);
+  await sleep(50);
+  assert.equal(a.sockets, 0, 'Keep-Alive\'s Timeout=1, in any case, leaves no time to reuse the socket: closed');
+});
+
 test('chunked with extensions and trailers, split at every byte boundary', async () => {
   const whole = 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/event-stream\r\n\r\n'
     + '5;ext=1\r\nhello\r\n1A\r\n abcdefghijklmnopqrstuvwxy\r\nA \t\u00a0;e\r\n0123456789\r\n3\r\n!?.\r\n0\r\nx-trailer: t1\r\nx-other: t2\r\n\r\n';

@@ -54,13 +54,22 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
   // method -> path -> the exact route's key: a request's lookup builds no `${method} ${path}` string
   // (the handler is still read from routes.exact, so a handler set later is the one called).
   const keyByMethod = new Map<string, Map<string, string>>();
-  for (const key of routes.exact.keys()) {
-    const [m, p] = key.split(' ');
-    methodsByPath.set(p, [...(methodsByPath.get(p) ?? []), m]);
-    let paths = keyByMethod.get(m);
-    if (!paths) keyByMethod.set(m, (paths = new Map()));
-    paths.set(p, key);
-  }
+  // Made again when routes were added after this listener (the planes' routes are set once at
+  // start): a miss (a prefixed route such as /a2a/<agent>, a 404) then builds no key string either.
+  let indexed = -1;
+  const index = (): void => {
+    methodsByPath.clear();
+    keyByMethod.clear();
+    for (const key of routes.exact.keys()) {
+      const [m, p] = key.split(' ');
+      methodsByPath.set(p, [...(methodsByPath.get(p) ?? []), m]);
+      let paths = keyByMethod.get(m);
+      if (!paths) keyByMethod.set(m, (paths = new Map()));
+      paths.set(p, key);
+    }
+    indexed = routes.exact.size;
+  };
+  const prefixes = routes.prefixes;
   return (req: IncomingMessage, res: ServerResponse): void => {
     // First, before any handler: the egress door (every byte to the agent is scrubbed).
     if (!(res instanceof EgressResponse)) throw new Error('the HTTP server must be created with EgressResponse (server/http.ts createServer)');
@@ -92,11 +101,11 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
       ctx.span = span;
       res.on('close', () => endHttpSpan(span, res.statusCode, 'server'));
     }
+    if (routes.exact.size !== indexed) index();
     const key = keyByMethod.get(req.method!)?.get(path);
-    // A miss (a prefixed route, a 404, a route added after this listener) looks up as before.
-    let handler = (key === undefined ? undefined : routes.exact.get(key)) ?? routes.exact.get(`${req.method} ${path}`);
+    let handler = key === undefined ? undefined : routes.exact.get(key);
     if (!handler) {
-      for (const [prefix, h] of routes.prefixes) if (path.startsWith(prefix)) { handler = h; break; }
+      for (let i = 0; i < prefixes.length; i++) if (path.startsWith(prefixes[i][0])) { handler = prefixes[i][1]; break; }
     }
     if (!handler) {
       const allowed = methodsByPath.get(path);
