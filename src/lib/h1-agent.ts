@@ -464,8 +464,7 @@ class Conn {
         }
         case Parse.Length: {
           const n = Math.min(this.left, end - at);
-          const view = at === 0 && n === end ? buf : buf.subarray(at, at + n);
-          const chunk = this.shared ? Buffer.from(view) : view;
+          const chunk = this.chunkOf(buf, at, at + n);
           at += n;
           this.left -= n;
           if (this.left === 0) this.state = Parse.Done;
@@ -476,8 +475,7 @@ class Conn {
         }
         case Parse.Close: {
           this.touched = true;
-          const view = at === 0 ? buf : buf.subarray(at);
-          r.handler.onResponseData?.(r, this.shared ? Buffer.from(view) : view);
+          r.handler.onResponseData?.(r, this.chunkOf(buf, at, end));
           return;
         }
         case Parse.ChunkSize: {
@@ -500,8 +498,7 @@ class Conn {
         }
         case Parse.ChunkData: {
           const n = Math.min(this.left, end - at);
-          const view = at === 0 && n === end ? buf : buf.subarray(at, at + n);
-          const chunk = this.shared ? Buffer.from(view) : view;
+          const chunk = this.chunkOf(buf, at, at + n);
           at += n;
           this.left -= n;
           if (this.left === 0) { this.state = Parse.ChunkEnd; this.left = 2; }
@@ -542,6 +539,17 @@ class Conn {
         }
       }
     }
+  }
+
+  /**
+   * Body bytes `from`..`to` of a read, as the handler keeps them: a view of a read's own buffer, or
+   * a copy out of the shared one (copied into a Buffer of their own: no view made of it first).
+   */
+  private chunkOf(buf: Buffer, from: number, to: number): Buffer {
+    if (!this.shared) return from === 0 && to === buf.length ? buf : buf.subarray(from, to);
+    const c = Buffer.allocUnsafe(to - from);
+    buf.copy(c, 0, from, to);
+    return c;
   }
 
   /** A complete head: the status line and headers; then the body from `at`. */
