@@ -186,3 +186,38 @@ for (const [label, dispatcher] of [['undici', undefined], ['H1Agent', h1]] as co
     assert.equal(up.body.ended, true);
   });
 }
+
+// A character cut by a read: its first byte waits (readText's carry) and is put before the next read's chunks.
+let cut: Server;
+let cutUrl: URL;
+before(async () => {
+  cut = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(Buffer.from([...Buffer.from('data: caf'), 0xc3]));
+      setTimeout(() => { res.write(Buffer.from([0xa9, ...Buffer.from(' 1\n\n')])); res.write('data: na\u00efve 2\n\n'); res.end('data: 3\n\n'); }, 150);
+    });
+  });
+  await new Promise<void>((r) => cut.listen(0, '127.0.0.1', r));
+  cutUrl = new URL(`http://127.0.0.1:${(cut.address() as AddressInfo).port}/a2a`);
+});
+after(async () => {
+  cut.closeAllConnections();
+  await new Promise((r) => cut.close(r));
+});
+
+for (const [label, dispatcher] of [['undici', undefined], ['H1Agent', h1]] as const) {
+  test(`${label}: readText() holds a character's first bytes back to the next read, which puts them before its chunks`, async () => {
+    const up = await callWith(cutUrl, { headers: {}, body: '{}', timeoutMs: 30_000 }, dispatcher);
+    await new Promise((r) => setTimeout(r, 75));
+    assert.equal(up.body.readText(), 'data: caf', 'the cut character waits');
+    const texts: string[] = [];
+    while (!up.body.ended) {
+      const t = up.body.readText();
+      if (t === null) await up.body.ready(); else texts.push(t);
+    }
+    assert.equal(texts.join(''), 'é 1\n\ndata: na\u00efve 2\n\ndata: 3\n\n');
+    assert.ok(texts[0].startsWith('é'));
+  });
+}

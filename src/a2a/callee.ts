@@ -157,11 +157,17 @@ class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
     this.bytesRead += c.length;
     // Every chunk waiting is one text (a callee's events, each its own HTTP chunk, that came in one
     // read): one decode and one pass of the relay's SSE parser, not one per chunk.
+    // Copied into one Buffer of their length (no array of the parts for Buffer.concat).
     if (this.#carry !== null || this.#chunks.length > 0) {
-      const parts = this.#carry !== null ? [this.#carry, c] : [c];
+      const carry = this.#carry;
       this.#carry = null;
-      for (let n = this.#shift(); n !== undefined; n = this.#shift()) { parts.push(n); this.bytesRead += n.length; }
-      c = Buffer.concat(parts);
+      let total = c.length + (carry !== null ? carry.length : 0);
+      for (let i = 0; i < this.#chunks.length; i++) total += this.#chunks[i].length;
+      const all = Buffer.allocUnsafe(total);
+      let at = carry !== null ? carry.copy(all, 0) : 0;
+      at += c.copy(all, at);
+      for (let n = this.#shift(); n !== undefined; n = this.#shift()) { at += n.copy(all, at); this.bytesRead += n.length; }
+      c = all;
     }
     const cut = utf8Complete(c);
     if (cut < c.length) { this.#carry = Buffer.from(c.subarray(cut)); c = c.subarray(0, cut); }
