@@ -5,7 +5,7 @@
 // gateway uses for http(s) callees.
 import { test, after, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { sendToCallee, type CalleeAnswer, type CalleeRequest } from '../src/a2a/callee.ts';
 import { H1Agent } from '../src/lib/h1-agent.ts';
@@ -156,28 +156,32 @@ for (const [label, dispatcher] of [['undici', undefined], ['H1Agent', h1]] as co
 
 // A callee's events, each its own HTTP chunk, written together (as bench/a2a-echo-agent.ts writes its three).
 const events = ['data: {"a":1}\n\n', 'data: {"b":"\u00e9t\u00e9"}\n\n', 'data: {"c":3}\n\n'];
-let burst: Server;
-let burstUrl: URL;
-before(async () => {
-  burst = createServer((req, res) => {
+/** A callee answering every call with an event stream that `write` writes (after the request's body), at `url` once started. */
+function sseCallee(write: (res: ServerResponse) => void): { url: URL } {
+  const at = { url: new URL('http://127.0.0.1:9/') };
+  const s = createServer((req, res) => {
     req.resume();
-    req.on('end', () => {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      for (const e of events.slice(0, -1)) res.write(e);
-      res.end(events[events.length - 1]);
-    });
+    req.on('end', () => { res.writeHead(200, { 'content-type': 'text/event-stream' }); write(res); });
   });
-  await new Promise<void>((r) => burst.listen(0, '127.0.0.1', r));
-  burstUrl = new URL(`http://127.0.0.1:${(burst.address() as AddressInfo).port}/a2a`);
-});
-after(async () => {
-  burst.closeAllConnections();
-  await new Promise((r) => burst.close(r));
+  before(async () => {
+    await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+    at.url = new URL(`http://127.0.0.1:${(s.address() as AddressInfo).port}/a2a`);
+  });
+  after(async () => {
+    s.closeAllConnections();
+    await new Promise((r) => s.close(r));
+  });
+  return at;
+}
+
+const burst = sseCallee((res) => {
+  for (const e of events.slice(0, -1)) res.write(e);
+  res.end(events[events.length - 1]);
 });
 
 for (const [label, dispatcher] of [['undici', undefined], ['H1Agent', h1]] as const) {
   test(`${label}: readText() takes every chunk that has arrived as one text (one decode, one parse per read)`, async () => {
-    const up = await callWith(burstUrl, { headers: {}, body: '{}', timeoutMs: 30_000 }, dispatcher);
+    const up = await callWith(burst.url, { headers: {}, body: '{}', timeoutMs: 30_000 }, dispatcher);
     // Everything arrives (three chunks and the end) before the first read.
     await new Promise((r) => setTimeout(r, 300));
     assert.equal(up.body.readText(), events.join(''));
@@ -188,28 +192,14 @@ for (const [label, dispatcher] of [['undici', undefined], ['H1Agent', h1]] as co
 }
 
 // A character cut by a read: its first byte waits (readText's carry) and is put before the next read's chunks.
-let cut: Server;
-let cutUrl: URL;
-before(async () => {
-  cut = createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.write(Buffer.from([...Buffer.from('data: caf'), 0xc3]));
-      setTimeout(() => { res.write(Buffer.from([0xa9, ...Buffer.from(' 1\n\n')])); res.write('data: na\u00efve 2\n\n'); res.end('data: 3\n\n'); }, 150);
-    });
-  });
-  await new Promise<void>((r) => cut.listen(0, '127.0.0.1', r));
-  cutUrl = new URL(`http://127.0.0.1:${(cut.address() as AddressInfo).port}/a2a`);
-});
-after(async () => {
-  cut.closeAllConnections();
-  await new Promise((r) => cut.close(r));
+const cut = sseCallee((res) => {
+  res.write(Buffer.from([...Buffer.from('data: caf'), 0xc3]));
+  setTimeout(() => { res.write(Buffer.from([0xa9, ...Buffer.from(' 1\n\n')])); res.write('data: na\u00efve 2\n\n'); res.end('data: 3\n\n'); }, 150);
 });
 
 for (const [label, dispatcher] of [['undici', undefined], ['H1Agent', h1]] as const) {
   test(`${label}: readText() holds a character's first bytes back to the next read, which puts them before its chunks`, async () => {
-    const up = await callWith(cutUrl, { headers: {}, body: '{}', timeoutMs: 30_000 }, dispatcher);
+    const up = await callWith(cut.url, { headers: {}, body: '{}', timeoutMs: 30_000 }, dispatcher);
     await new Promise((r) => setTimeout(r, 75));
     assert.equal(up.body.readText(), 'data: caf', 'the cut character waits');
     const texts: string[] = [];
