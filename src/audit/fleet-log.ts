@@ -73,7 +73,19 @@ export interface FleetAuditLog {
   close(): Promise<void>;
 }
 
-interface Waiter { target: number; since: number; resolve: () => void; reject: (e: Error) => void }
+/**
+ * What the requests of one group commit wait for: one promise for all of them (not a promise, an
+ * executor and a record per request), settled once `committed` reaches `target`. `since`: when its
+ * last request joined (the commit deadline counts from there); `first`: when it was made.
+ */
+interface Waiter { target: number; since: number; first: number; promise: Promise<void>; resolve: () => void; reject: (e: Error) => void }
+
+/**
+ * A request joins the open waiter (events recorded since the last INSERT left) only this long (ms)
+ * after it was made: the waiter's deadline is its last joiner's, so an earlier one is refused at
+ * most this much later than its own deadline, also while an INSERT hangs and none leaves.
+ */
+const JOIN_MS = 20;
 
 /** pg_try_advisory_xact_lock key for signing checkpoints ('aam-ckpt'). */
 const CHECKPOINT_LOCK = 0x61616d2d636b;
@@ -196,6 +208,10 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
   let commitMs = 0;
   let retryTimer: NodeJS.Timeout | undefined;
   let waiters: Waiter[] = [];
+  /** The newest waiter while no INSERT has left since it was made: later events go in the same INSERT, so their requests join it. */
+  let open: Waiter | null = null;
+  /** The last seq an INSERT carried (a waiter for no more than this waits for one in flight: none joins it). */
+  let sent = 0;
   const alert = (a: Omit<AuditAlert, 'queued'>) => opts.onAlert?.({ ...a, queued: pending.length / W });
 
   const settle = (error?: Error) => {
@@ -206,6 +222,7 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
       else still.push(w);
     }
     waiters = still;
+    if (error) open = null;
   };
 
   const schedule = () => {
@@ -232,11 +249,13 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
     scheduled = false;
     if (inFlight || pending.length === 0) return;
     inFlight = true;
+    open = null;
     const batch = pending.length <= batchSize * W ? pending : pending.slice(0, batchSize * W);
     pending = batch === pending ? [] : pending.slice(batchSize * W);
     const n = batch.length / W;
     const lastSeq = batch[batch.length - W + SEQ] as number;
     const lastHash = batch[batch.length - W + HASH] as string;
+    sent = lastSeq;
     const t0 = performance.now();
     const again = (batch[SEQ] as number) <= sentBefore;
     writer.unsafe(insertText(n, again), batchValues(batch), { prepare: n <= PREPARED_ROWS })
@@ -286,7 +305,20 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
 
   const upTo = (target: number): Promise<void> => {
     if (target <= committed) return Promise.resolve();
-    return new Promise((resolve, reject) => { waiters.push({ target, since: performance.now(), resolve, reject }); schedule(); });
+    const now = performance.now();
+    if (open !== null && now - open.first < JOIN_MS) {
+      open.target = target;
+      open.since = now;
+      return open.promise;
+    }
+    let resolve!: () => void;
+    let reject!: (e: Error) => void;
+    const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej; });
+    const w: Waiter = { target, since: now, first: now, promise, resolve, reject };
+    waiters.push(w);
+    open = target > sent ? w : null;
+    schedule();
+    return promise;
   };
 
   // One watchdog instead of a timer per request: waiters are in arrival order.
@@ -297,6 +329,7 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
     while (n < waiters.length && waiters[n].since < cut) n++;
     if (n === 0) return;
     const late = waiters.splice(0, n);
+    if (open !== null && late.includes(open)) open = null;
     const error = new AuditUnavailableError(`PostgreSQL did not commit the audit trail within ${commitTimeoutMs} ms; the events stay queued and are written when it answers`);
     if (!failing) { failing = true; alert({ kind: 'write_failed', message: error.message }); }
     for (const w of late) w.reject(error);
