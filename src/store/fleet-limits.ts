@@ -380,8 +380,12 @@ type Reply = [admissions: AdmitReply[], totals: string[], cached: Array<string |
  * is added when it is written) and its ARGV block after the head.
  */
 interface Own { plan: BudgetPlan; keys: string[]; low: number; args: Array<string | number> }
-/** An admission waiting for its script call: resolved with its reply, its cache value and the call's window. */
-interface Waiting { own: Own; resolve: (r: { reply: AdmitReply; value: string | null; d: number; m: number }) => void; reject: (e: unknown) => void }
+/**
+ * The admissions of one script call, waiting for it: their arguments in call order and one promise
+ * for all of them (not a promise, an executor and a reply object per request). Once it resolves,
+ * `reply` is the call's (admission i's is reply[0][i]) and d, m its window.
+ */
+interface Call { owns: Own[]; done: Promise<void>; resolve: () => void; reject: (e: unknown) => void; reply: Reply | null; d: number; m: number }
 
 const NONE: string[] = [];
 /** No settlements on a call (never changed). */
@@ -401,6 +405,20 @@ interface Window { d: number; m: number; dayField: string; monthField: string; p
  * once per call, its settlements and admissions name it by number).
  */
 interface BudgetPlan { keys: string[]; args: number[]; budgets: AdmitRequest['budgets']; recent: number; alerts: boolean; call: number; index: number }
+/**
+ * A number as the script's ARGV text, the last one formatted kept: a replica's requests repeat
+ * their estimate and their charge (one price and usage shape per route), and each fraction costs a
+ * shortest-decimal conversion (encodeInto's String(), the member's template) every time.
+ */
+function lastText(): (n: number) => string {
+  let last = 0;
+  let text = '0';
+  return (n) => {
+    if (n !== last) { last = n; text = String(n); }
+    return text;
+  };
+}
+
 /** Rate hash names kept (agents and virtual keys seen); past this the map starts again. */
 const MAX_RATE_NAMES = 10_000;
 
@@ -433,8 +451,8 @@ export class FleetLimiter implements Limiter {
   #calls = 0;
   /** The plans of the call being built (reused). */
   readonly #callPlans: BudgetPlan[] = [];
-  /** Admissions waiting for this turn's script call (one call carries them all). */
-  #waiting: Waiting[] = [];
+  /** Admissions waiting for this turn's script calls (one call carries up to MAX_ADMISSIONS). */
+  #waiting: Call[] = [];
   #armed = false;
   /** Settlements not yet in Redis, oldest first: their reservations still hold budget meanwhile. */
   #queue: Settlement[] = [];
@@ -457,6 +475,9 @@ export class FleetLimiter implements Limiter {
   #plans = new WeakMap<AdmitRequest['budgets'], BudgetPlan>();
   /** Rate hash names per rate key (see #rateKey). */
   #rateNames = new Map<string, string>();
+  /** Estimates' and charges' texts (see lastText). */
+  readonly #amountText = lastText();
+  readonly #chargeText = lastText();
   /** Budget threshold crossings (alert_at); each fires on exactly one replica of the fleet. */
   onAlert: (alert: BudgetAlert) => void = () => {};
   /**
@@ -482,7 +503,8 @@ export class FleetLimiter implements Limiter {
     const p = this.#fleet.prefix;
     const amount = req.amountUsd > 0 && Number.isFinite(req.amountUsd) ? req.amountUsd : 0;
     const tokens = req.tokens > 0 && Number.isFinite(req.tokens) ? req.tokens : 0;
-    const member = `${this.#fleet.replicaId}:${++this.#seq}|${amount}`;
+    const amountText = this.#amountText(amount);
+    const member = `${this.#fleet.replicaId}:${++this.#seq}|${amountText}`;
     const plan = this.#budgetPlan(req.budgets);
     const nr = req.rates.length;
     // Keys: rate hashes, then the cache entry (none: a shared empty array).
@@ -505,7 +527,7 @@ export class FleetLimiter implements Limiter {
       }
       if (req.cacheKey !== undefined) keys.push(exactCacheKey(p, req.cacheKey));
     }
-    args[at++] = amount;
+    args[at++] = amountText;
     args[at++] = member;
     const own: Own = { plan, keys, low: nr * 4 + (req.cacheKey !== undefined ? 1 : 0), args };
     let reply: AdmitReply;
@@ -528,15 +550,18 @@ export class FleetLimiter implements Limiter {
       value = r[2][0] ?? null;
     } else {
       // A call is in flight, or other requests are: this one goes with the others of its turn.
-      let got: { reply: AdmitReply; value: string | null; d: number; m: number };
+      const call = this.#admission();
+      const i = call.owns.push(own) - 1;
       try {
-        got = await this.#admission(own);
+        await call.done;
       } catch (e) {
         throw new StoreUnavailable('redis', (e as Error).message);
       }
-      reply = got.reply;
-      value = got.value;
-      ({ d, m } = got);
+      const r = call.reply as Reply;
+      reply = r[0][i];
+      value = r[2][i] ?? null;
+      d = call.d;
+      m = call.m;
     }
     if (reply !== 'ok' && reply[0] === 'seed') {
       await this.#seed(req, reply.slice(1).map(Number), d, m);
@@ -630,36 +655,43 @@ export class FleetLimiter implements Limiter {
   }
 
   /**
-   * The reply of an admission made while a script call is in flight: it waits for the turn's check
-   * phase, where one call carries every admission of the turn (Redis reads their budget and rate
-   * hashes once, and runs one script, not one each).
+   * The call an admission made while a script call is in flight joins: it is sent at the turn's
+   * check phase, where one call carries every admission of the turn (Redis reads their budget and
+   * rate hashes once, and runs one script, not one each), up to MAX_ADMISSIONS each.
    */
-  #admission(own: Own): Promise<{ reply: AdmitReply; value: string | null; d: number; m: number }> {
-    return new Promise((resolve, reject) => {
-      this.#waiting.push({ own, resolve, reject });
-      if (!this.#armed) { this.#armed = true; setImmediate(this.#turn); }
-    });
+  #admission(): Call {
+    const last = this.#waiting.length > 0 ? this.#waiting[this.#waiting.length - 1] : undefined;
+    if (last !== undefined && last.owns.length < MAX_ADMISSIONS) return last;
+    let resolve!: () => void;
+    let reject!: (e: unknown) => void;
+    const done = new Promise<void>((res, rej) => { resolve = res; reject = rej; });
+    const call: Call = { owns: [], done, resolve, reject, reply: null, d: 0, m: 0 };
+    this.#waiting.push(call);
+    if (!this.#armed) { this.#armed = true; setImmediate(this.#turn); }
+    return call;
   }
 
   readonly #turn = (): void => {
     this.#armed = false;
-    while (this.#waiting.length > 0) this.#sendWaiting();
+    const calls = this.#waiting;
+    this.#waiting = [];
+    for (let i = 0; i < calls.length; i++) this.#send(calls[i]);
   };
 
-  /** One script call, written at once: the queued settlements and up to MAX_ADMISSIONS waiting admissions. */
-  #sendWaiting(): void {
-    const group = this.#waiting.length <= MAX_ADMISSIONS ? this.#waiting : this.#waiting.slice(0, MAX_ADMISSIONS);
-    this.#waiting = group === this.#waiting ? [] : this.#waiting.slice(MAX_ADMISSIONS);
+  /** One script call, written at once: the queued settlements and the call's admissions. */
+  #send(call: Call): void {
     const { d, m } = this.#windowAt(Date.now());
-    const owns = group.map((g) => g.own);
     this.admitCalls++;
     const batch = this.#take();
-    this.#script(batch, owns, d, m, true).then((r) => {
+    this.#script(batch, call.owns, d, m, true).then((r) => {
       if (batch.length > 0) this.#crossed(batch, r[1], d, m);
-      for (let i = 0; i < group.length; i++) group[i].resolve({ reply: r[0][i], value: r[2][i] ?? null, d, m });
+      call.reply = r;
+      call.d = d;
+      call.m = m;
+      call.resolve();
     }, (e: unknown) => {
       this.#notCarried(batch, e);
-      for (const g of group) g.reject(e);
+      call.reject(e);
     });
   }
 
@@ -718,8 +750,8 @@ export class FleetLimiter implements Limiter {
       out[at++] = ft.plan.index * HEAD_PLAN + nr * 4 + (s.retry ? 1 : 0) + (ft.plan.alerts ? 2 : 0);
       if (nr > 0) { out[at++] = tokens; out[at++] = ft.tokens; }
       out[at++] = ft.member;
-      out[at++] = ft.amount;
-      out[at++] = s.charge;
+      out[at++] = this.#amountText(ft.amount);
+      out[at++] = this.#chargeText(s.charge);
     }
     out[at++] = owns.length;
     for (let i = 0; i < owns.length; i++) {
