@@ -8,7 +8,9 @@
 // per script call of `npm run bench`'s fleet c=64 row, c=64 ~28. Rounds interleave the trees; per
 // round and tree: admissions per EVALSHA, Redis's usec per request inside EVALSHA (INFO
 // commandstats: wall time, a loaded host stretches it) and redis-server's CPU per request (its main
-// thread's, /proc schedstat; the 100 ms after the round included). Stores on CPU 0, this on CPU 1.
+// thread's, /proc schedstat; the 100 ms after the round included), and this process's own CPU per
+// request (process.cpuUsage: the replica's side of admission, its limiter, RESP encoding and
+// parsing and promises, plus this loop's). Stores on CPU 0, this on CPU 1.
 //   node bench/fleet-admit-cost.ts [--n 5000] [--rounds 8] [--conc 12] TREE [TREE...]
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -47,7 +49,7 @@ const redisPort = new URL(stores.env.AAM_REDIS_URL).port;
 const redisPid = Number(/pid=(\d+)/.exec(spawnSync('ss', ['-ltnpH', `sport = :${redisPort}`], { encoding: 'utf8' }).stdout)?.[1]);
 const redisNs = (): number => Number(readFileSync(`/proc/${redisPid}/schedstat`, 'utf8').split(' ')[0]);
 interface Limiter { admit(r: unknown): Promise<{ ok: boolean; ticket?: unknown; code?: string }>; settle(t: unknown, c: number, tk: number): void; close(): Promise<void>; admitCalls: number; settleCalls: number }
-const sides: Array<{ tree: string; db: string; limiter: Limiter; fleet: { close(): Promise<void> }; rows: Array<{ perCall: number; usec: number; cpuUs: number }> }> = [];
+const sides: Array<{ tree: string; db: string; limiter: Limiter; fleet: { close(): Promise<void> }; rows: Array<{ perCall: number; usec: number; cpuUs: number; selfUs: number }> }> = [];
 try {
   for (const [i, tree] of trees.entries()) {
     const db = await stores.database(`aam_a${i}`);
@@ -74,19 +76,21 @@ try {
       const before = await stores.counters();
       const calls0 = s.limiter.admitCalls + s.limiter.settleCalls;
       const ns0 = redisNs();
+      const self0 = process.cpuUsage();
       await run(s.limiter, N);
+      const self = process.cpuUsage(self0);
       await sleep(100); // the last settlements go alone
       const ns = redisNs() - ns0;
       const after = await stores.counters();
       const calls = s.limiter.admitCalls + s.limiter.settleCalls - calls0;
-      const row = { perCall: N / calls, usec: ((after.redisUsec.evalsha ?? 0) - (before.redisUsec.evalsha ?? 0)) / N, cpuUs: ns / 1000 / N };
+      const row = { perCall: N / calls, usec: ((after.redisUsec.evalsha ?? 0) - (before.redisUsec.evalsha ?? 0)) / N, cpuUs: ns / 1000 / N, selfUs: (self.user + self.system) / N };
       s.rows.push(row);
-      console.log(`round ${r + 1} ${s.tree}: ${row.perCall.toFixed(1)} admissions per call, EVALSHA ${row.usec.toFixed(2)} us per request, redis-server CPU ${row.cpuUs.toFixed(1)} us per request`);
+      console.log(`round ${r + 1} ${s.tree}: ${row.perCall.toFixed(1)} admissions per call, EVALSHA ${row.usec.toFixed(2)} us per request, redis-server CPU ${row.cpuUs.toFixed(1)} us per request, this process ${row.selfUs.toFixed(1)} us per request`);
     }
   }
   const med = (a: number[]): number => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
   console.log(`\nmedians of ${opt.rounds} interleaved rounds of ${N} at c=${C}:`);
-  for (const s of sides) console.log(`  ${s.tree}: EVALSHA ${med(s.rows.map((x) => x.usec)).toFixed(2)} us/request (${s.rows.map((x) => x.usec.toFixed(2)).join(', ')}), redis CPU ${med(s.rows.map((x) => x.cpuUs)).toFixed(1)} us/request (${s.rows.map((x) => x.cpuUs.toFixed(1)).join(', ')}), ${med(s.rows.map((x) => x.perCall)).toFixed(1)} per call`);
+  for (const s of sides) console.log(`  ${s.tree}: EVALSHA ${med(s.rows.map((x) => x.usec)).toFixed(2)} us/request (${s.rows.map((x) => x.usec.toFixed(2)).join(', ')}), redis CPU ${med(s.rows.map((x) => x.cpuUs)).toFixed(1)} us/request (${s.rows.map((x) => x.cpuUs.toFixed(1)).join(', ')}), this process ${med(s.rows.map((x) => x.selfUs)).toFixed(1)} us/request (${s.rows.map((x) => x.selfUs.toFixed(1)).join(', ')}), ${med(s.rows.map((x) => x.perCall)).toFixed(1)} per call`);
   for (const s of sides) { await s.limiter.close(); await s.fleet.close(); }
 } finally {
   await stores.stop();

@@ -4,10 +4,12 @@
 // process on a database of its own, migrated by that tree, of one PostgreSQL + Redis started as
 // `npm run bench` starts them (stores on CPU 0, this process on CPU 1). Each batch size B of --batch
 // loops: record B bench model_call events (request ids as a replica makes them, a random trace id
-// each), journaled(), so every INSERT carries B rows: `npm run bench`'s fleet c=64 row commits
+// each), each followed by its journaled(), so every INSERT carries B rows: `npm run bench`'s fleet c=64 row commits
 // 10-16 per INSERT, c=1 one. Per round, tree and B: the evidence connection's backend CPU per event
 // (its /proc schedstat, ns), every PostgreSQL process's (10 ms ticks: walwriter, autovacuum...), WAL
-// bytes per event and the bytes each relation of audit_events (heap, every index) grew per event.
+// bytes per event and the bytes each relation of audit_events (heap, every index) grew per event,
+// and this process's CPU per event (process.cpuUsage: the replica's side, record, hash, the INSERT's
+// encoding, its reply and the waiters, plus making the test event).
 // TREE::sql:STATEMENT[;STATEMENT] runs those statements on that side's database after its migration
 // (e.g. `.::sql:DROP INDEX audit_events_trace` beside `.`: what that index costs).
 //   node bench/fleet-audit-cost.ts [--n 20000] [--rounds 3] [--batch 1,16,64] TREE [TREE...]
@@ -47,7 +49,7 @@ const cpuNs = (pid: number): number => Number(readFileSync(`/proc/${pid}/schedst
 
 interface Audit { record(e: unknown): boolean; journaled(): Promise<void>; close(): Promise<void> }
 interface Sql { unsafe<T>(text: string, values?: unknown[]): Promise<T> }
-interface Row { backendUs: number; pgUs: number; walBytes: number; relBytes: Record<string, number> }
+interface Row { backendUs: number; pgUs: number; walBytes: number; relBytes: Record<string, number>; selfUs: number }
 interface Side { name: string; db: string; sql: Sql; audit: Audit; pid: number; fleet: { close(): Promise<void> }; rows: Map<number, Row[]> }
 const sides: Side[] = [];
 try {
@@ -64,10 +66,13 @@ try {
     const [b] = await fleet.sql.unsafe(`SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'INSERT INTO audit_events%'`);
     sides.push({ name: s.name, db: db.name, sql: fleet.sql, audit, pid: Number(b.pid), fleet, rows: new Map() });
   }
+  // Each event's request awaits journaled(), as a replica's requests do (the last one's promise
+  // settles after the others': one INSERT carries them all).
   const run = async (a: Audit, n: number, batch: number): Promise<void> => {
     for (let done = 0; done < n; done += batch) {
-      for (let k = 0; k < batch; k++) a.record(event());
-      await a.journaled();
+      let last: Promise<void> = Promise.resolve();
+      for (let k = 0; k < batch; k++) { a.record(event()); last = a.journaled(); }
+      await last;
     }
   };
   const sizes = async (s: Side): Promise<Record<string, number>> => {
@@ -83,14 +88,16 @@ try {
         const c0 = await stores.counters(s.db);
         const z0 = await sizes(s);
         const ns0 = cpuNs(s.pid);
+        const self0 = process.cpuUsage();
         await run(s.audit, N, b);
+        const self = process.cpuUsage(self0);
         const ns = cpuNs(s.pid) - ns0;
         const z1 = await sizes(s);
         const cost = storeCost(c0, await stores.counters(s.db), N);
         const relBytes = Object.fromEntries(Object.keys(z1).filter((k) => k !== '(wal)').map((k) => [k, (z1[k] - (z0[k] ?? 0)) / N]));
-        const row: Row = { backendUs: ns / 1000 / N, pgUs: Object.values(cost.pg_cpu_us_by_process).reduce((sum, x) => sum + x, 0), walBytes: (z1['(wal)'] - z0['(wal)']) / N, relBytes };
+        const row: Row = { backendUs: ns / 1000 / N, pgUs: Object.values(cost.pg_cpu_us_by_process).reduce((sum, x) => sum + x, 0), walBytes: (z1['(wal)'] - z0['(wal)']) / N, relBytes, selfUs: (self.user + self.system) / N };
         s.rows.set(b, [...(s.rows.get(b) ?? []), row]);
-        console.log(`round ${r + 1} ${s.name} B=${b}: evidence backend ${row.backendUs.toFixed(1)} us/event, all PostgreSQL ${row.pgUs.toFixed(1)} (${JSON.stringify(cost.pg_cpu_us_by_process)}), WAL ${Math.round(row.walBytes)} B/event`);
+        console.log(`round ${r + 1} ${s.name} B=${b}: evidence backend ${row.backendUs.toFixed(1)} us/event, all PostgreSQL ${row.pgUs.toFixed(1)} (${JSON.stringify(cost.pg_cpu_us_by_process)}), WAL ${Math.round(row.walBytes)} B/event, this process ${row.selfUs.toFixed(1)} us/event`);
       }
     }
   }
@@ -99,7 +106,7 @@ try {
   for (const s of sides) {
     for (const [b, rows] of s.rows) {
       const rel = Object.keys(rows[0].relBytes).map((k) => `${k} ${Math.round(med(rows.map((x) => x.relBytes[k])))}`).join(', ');
-      console.log(`  ${s.name} B=${b}: evidence backend ${med(rows.map((x) => x.backendUs)).toFixed(1)} us/event (${rows.map((x) => x.backendUs.toFixed(1)).join(', ')}), all PostgreSQL ${med(rows.map((x) => x.pgUs)).toFixed(1)}, WAL ${Math.round(med(rows.map((x) => x.walBytes)))} B/event; bytes/event by relation: ${rel}`);
+      console.log(`  ${s.name} B=${b}: evidence backend ${med(rows.map((x) => x.backendUs)).toFixed(1)} us/event (${rows.map((x) => x.backendUs.toFixed(1)).join(', ')}), all PostgreSQL ${med(rows.map((x) => x.pgUs)).toFixed(1)}, WAL ${Math.round(med(rows.map((x) => x.walBytes)))} B/event, this process ${med(rows.map((x) => x.selfUs)).toFixed(1)} us/event (${rows.map((x) => x.selfUs.toFixed(1)).join(', ')}); bytes/event by relation: ${rel}`);
     }
   }
   for (const s of sides) { await s.audit.close(); await s.fleet.close(); }
