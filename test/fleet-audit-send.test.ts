@@ -168,3 +168,26 @@ test('a group commit is one INSERT of all its rows (first attempt plain); after 
     proxy.close();
   }
 });
+
+test('a request whose event is in the INSERT in flight is answered when that INSERT commits; the requests of events recorded after it share one wait for the next', async () => {
+  const own = postgres(store.databaseUrl, { max: 2, onnotice: () => {} });
+  try {
+    await migrate(own);
+    const log = await openFleetAuditLog(own, { replica: `wait-${randomBytes(3).toString('hex')}`, keyEncryptionKey: randomBytes(32), checkpointIntervalMs: 3_600_000 });
+    log.record({ type: 'admin', request_id: 'wait-a' });
+    await log.send(); // INSERT 1 (wait-a) in flight
+    const first = log.journaled();
+    log.record({ type: 'admin', request_id: 'wait-b' });
+    const second = log.journaled();
+    log.record({ type: 'admin', request_id: 'wait-c' });
+    const third = log.journaled();
+    assert.equal(second, third, 'events recorded since the last INSERT left: their requests share one promise');
+    assert.notEqual(first, second);
+    await first;
+    assert.equal(log.stats().written, 1, 'answered by the INSERT its event was in, not held for the events recorded after it');
+    await third;
+    assert.deepEqual([log.stats().written, log.stats().batches], [3, 2]);
+    assert.deepEqual(await requestIdsLike(own, 'wait-%'), ['wait-a', 'wait-b', 'wait-c']);
+    await log.close();
+  } finally { await own.end(); }
+});
