@@ -93,6 +93,9 @@ export function connectEvidence(url: string, opts: PostgresOptions & { queryTime
 
 // ---- Frontend messages -----------------------------------------------------------------------
 
+/** A plain connection's read buffer (its replies are small: one read takes many). */
+const READ_BYTES = 16 * 1024;
+
 /** A growable output buffer, reused: messages are written into it and sent as one write. */
 class Out {
   buf = Buffer.allocUnsafe(16384);
@@ -304,7 +307,8 @@ export class PgWire implements EventWriter {
       this.#retries = 0;
       if (this.#ended) { socket.destroy(); throw new Error('the evidence connection is closed'); }
       this.#socket = socket;
-      socket.on('data', (d: Buffer) => this.#read(d));
+      if (this.#plain === socket) this.#deliver = (d) => this.#read(d);
+      else socket.on('data', (d: Buffer) => this.#read(d));
       socket.setKeepAlive(true, 60_000);
       let why = new Error('the connection to PostgreSQL was closed');
       socket.on('error', (e) => { why = e; });
@@ -319,11 +323,23 @@ export class PgWire implements EventWriter {
     }
   }
 
+  /**
+   * A connection without TLS reads into one buffer of its own (onread), not through the socket's
+   * Readable stream: that allocates 64 KB per read, which with npm start's MALLOC_MMAP_THRESHOLD_
+   * (32 KB) is an mmap and a munmap per reply (strace, c=64: ~700 of each per 8,000 requests over
+   * embedded's). Its bytes go to #deliver; nothing may keep a view of them (#read copies the rest).
+   */
+  #plain: Socket | null = null;
+  #deliver: (d: Buffer) => void = () => {};
+
   /** TCP (or the Unix socket), TLS per the target, startup and authentication, until ReadyForQuery. */
   #open(): Promise<Socket | TLSSocket> {
     const t = this.target;
     return new Promise((resolve, reject) => {
-      let socket: Socket | TLSSocket = t.path ? createConnection({ path: t.path }) : createConnection({ host: t.host, port: t.port });
+      const input = t.tls ? null : Buffer.allocUnsafeSlow(READ_BYTES);
+      const onread = input ? { buffer: input, callback: (n: number) => { this.#deliver(input.subarray(0, n)); return true; } } : undefined;
+      let socket: Socket | TLSSocket = t.path ? createConnection({ path: t.path, onread }) : createConnection({ host: t.host, port: t.port, onread });
+      this.#plain = input ? socket : null;
       let buf: Buffer = Buffer.alloc(0);
       let scram: Scram | null = null;
       let done = false;
@@ -332,7 +348,12 @@ export class PgWire implements EventWriter {
       const onError = (e: Error) => fail(e);
       const onClose = () => fail(new Error('PostgreSQL closed the connection during startup'));
       const listen = (s: Socket | TLSSocket) => { s.on('error', onError); s.on('close', onClose); };
-      const startup = () => { socket.on('data', onData); socket.write(startupMessage(t)); };
+      const startup = () => {
+        // Startup keeps views of what it read: a copy of each read (a few, once per connection).
+        if (this.#plain === socket) this.#deliver = (d) => onData(Buffer.from(d));
+        else socket.on('data', onData);
+        socket.write(startupMessage(t));
+      };
       const onData = (d: Buffer) => {
         buf = buf.length ? Buffer.concat([buf, d]) : d;
         try {
@@ -349,6 +370,7 @@ export class PgWire implements EventWriter {
               if (done) return;
               done = true;
               clearTimeout(timer);
+              if (this.#plain === socket) this.#deliver = () => {};
               socket.off('data', onData); socket.off('error', onError); socket.off('close', onClose);
               socket.setNoDelay(true);
               if (buf.length) this.#in = Buffer.from(buf);
