@@ -159,6 +159,34 @@ test('item_reference inputs are resolved by aam from the agent\'s stored respons
     (e: unknown) => e instanceof OpenAI.NotFoundError && /not an item of a stored response of this agent/.test(e.message));
 });
 
+test('input_file and input_audio reach each upstream in its own form (Anthropic document, Gemini inline data), or are a 400 naming the part: never dropped', async () => {
+  const PDF = 'JVBERi0xLjQK';
+  const ask = (model: string, part: Record<string, unknown>) => client().responses.create({ model, input: [{ role: 'user', content: [part, { type: 'input_text', text: 'summarise' }] }] as unknown as OpenAI.Responses.ResponseInput });
+  const sent = async (model: string, part: Record<string, unknown>): Promise<unknown> => {
+    fake.reset();
+    await ask(model, part);
+    const b = fake.requests[0].body as { messages?: Array<{ content: unknown[] }>; contents?: Array<{ parts: unknown[] }> };
+    return (b.messages?.[0].content ?? b.contents?.[0].parts ?? [])[0];
+  };
+  const pdf = { type: 'input_file', filename: 'a.pdf', file_data: `data:application/pdf;base64,${PDF}` };
+  assert.deepEqual(await sent('claude', pdf), { type: 'document', source: { type: 'base64', media_type: 'application/pdf', data: PDF }, title: 'a.pdf' });
+  assert.deepEqual(await sent('claude', { type: 'input_file', filename: 'notes.txt', file_data: Buffer.from('the notes').toString('base64') }),
+    { type: 'document', source: { type: 'text', media_type: 'text/plain', data: 'the notes' }, title: 'notes.txt' });
+  assert.deepEqual(await sent('claude', { type: 'input_file', file_url: 'https://example.com/a.pdf' }), { type: 'document', source: { type: 'url', url: 'https://example.com/a.pdf' } });
+  assert.deepEqual(await sent('gemini', pdf), { inlineData: { mimeType: 'application/pdf', data: PDF } });
+  assert.deepEqual(await sent('gemini', { type: 'input_audio', input_audio: { data: 'UklGRg==', format: 'wav' } }), { inlineData: { mimeType: 'audio/wav', data: 'UklGRg==' } });
+  assert.deepEqual(await sent('gpt', pdf), { type: 'file', file: { file_data: `data:application/pdf;base64,${PDF}`, filename: 'a.pdf' } });
+  // No form on the wire: a 400 naming the part, and nothing reaches the upstream (not the text without it).
+  fake.reset();
+  for (const [model, part] of [['claude', { type: 'input_file', file_id: 'file-abc123' }], ['gemini', { type: 'input_file', file_id: 'file-abc123' }], ['claude', { type: 'input_audio', input_audio: { data: 'UklGRg==', format: 'wav' } }]] as const) {
+    await assert.rejects(ask(model, part), (e: unknown) => e instanceof OpenAI.BadRequestError && (e.error as { param?: string }).param === 'messages[0].content[0]' && /no target that takes it/.test(e.message), `${model} ${part.type}`);
+  }
+  // A chat-completions client's file part to an Anthropic route, the same way.
+  await client().chat.completions.create({ model: 'claude', messages: [{ role: 'user', content: [{ type: 'file', file: { filename: 'a.pdf', file_data: `data:application/pdf;base64,${PDF}` } }] }] });
+  assert.equal(((fake.requests[0].body as { messages: Array<{ content: Array<{ type: string }> }> }).messages[0].content[0]).type, 'document');
+  assert.equal(fake.requests.length, 1);
+});
+
 test('GET /v1/responses/{id} returns the stored response to its agent only; another agent gets 404 like an unknown id', async () => {
   const r = await client().responses.create({ model: 'gpt', input: 'remember me' });
   const got = await client().responses.retrieve(r.id);

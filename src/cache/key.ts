@@ -16,12 +16,12 @@ const KEY_FORMAT = 'aam-cache-v1';
 // Fields that change delivery or bookkeeping but not the answer:
 // - stream / stream_options: a cached answer is replayed in whichever form the client asked for;
 // - user / metadata (OpenAI and Anthropic): end-user tags for abuse tracking;
-// - anthropicMarks: a flag the parsers derive from the messages, which are in the key;
+// - anthropicMarks, otherParts: flags the parsers derive from the messages, which are in the key;
 // - store / service_tier / prompt_cache_key / safety_identifier: provider-side storage, priority
 //   and caching hints, not generation parameters.
 // Everything else (temperature, max_tokens, tools, response_format, seed, stop, ...) is kept:
 // when in doubt a field stays in the key, because a false miss costs money, a false hit is wrong.
-const DROP_TOP = new Set(['stream', 'stream_options', 'user', 'model', 'extra', 'anthropicExtra', 'anthropicMarks']);
+const DROP_TOP = new Set(['stream', 'stream_options', 'user', 'model', 'extra', 'anthropicExtra', 'anthropicMarks', 'otherParts']);
 const DROP_EXTRA = new Set(['stream', 'stream_options', 'user', 'metadata', 'store', 'service_tier', 'prompt_cache_key', 'safety_identifier']);
 
 /** Scope part of the key. A `team` scope without a team falls back to the agent (fail closed). */

@@ -114,7 +114,7 @@ function guardInput(a: Access, routed: Route, parsedReq: ChatRequest, req: ChatR
  * watch: they read the answer's text, and its tokens would spell what they redact.
  */
 function carrying(a: Access, route: Route, req: ChatRequest, codec: ClientCodec): Route {
-  if (req.extra === undefined && req.anthropicExtra === undefined && (req.response_format === undefined || req.response_format.type === 'text')) return route;
+  if (req.extra === undefined && req.anthropicExtra === undefined && req.otherParts === undefined && (req.response_format === undefined || req.response_format.type === 'text')) return route;
   const x = req.extra;
   if (x && (x.logprobs === true || (x.top_logprobs !== undefined && x.top_logprobs !== null)) && watchesOutput(a.gs)) {
     throw new AamError(400, 'invalid_request', `logprobs: model route "${route.name}" has output guardrails, which read the answer's text, not its tokens; ask without logprobs`, { param: 'logprobs' });

@@ -7,7 +7,7 @@
 // conversation sent upstream: never forwarded as ids to a provider.
 import { openAccess } from '../access/context.ts';
 import { sameRedactions } from '../access/guard.ts';
-import { itemsToMessages, parseResponsesRequest, type ResponseItem, type ResponsesRequest } from '../providers/responses-parse.ts';
+import { itemsToMessages, parseResponsesRequest, type Marks, type ResponseItem, type ResponsesRequest } from '../providers/responses-parse.ts';
 import { responsesCodec, type FinishedResponse, type ResponseMeta, type ResponsesCodecHooks } from '../providers/responses-codec.ts';
 import { responsesUpstreamAdapter } from '../providers/responses-upstream.ts';
 import { localId, nowSeconds, type Obj } from '../providers/util.ts';
@@ -111,12 +111,15 @@ function withIds(responseId: string, items: readonly ResponseItem[]): ResponseIt
 }
 
 function withConversation(req: ChatRequest, p: ResponsesRequest, items: ResponseItem[]): ChatRequest {
-  const marks = { on: false };
+  const marks: Marks = { on: false };
   const messages = itemsToMessages(p.instructions, items, marks);
   if (!messages.some((m) => m.role !== 'system' && m.role !== 'developer')) {
     throw badRequest('input: the conversation holds no message to answer; send a user message or a function_call_output', 'input');
   }
-  return marks.on ? { ...req, messages, anthropicMarks: true } : { ...req, messages };
+  const out: ChatRequest = { ...req, messages };
+  if (marks.on) out.anthropicMarks = true;
+  if (marks.parts === true) out.otherParts = true;
+  return out;
 }
 
 const unknownResponse = (id: string, param?: string) => new AamError(404, 'not_found',

@@ -43,14 +43,15 @@ function toPart(b: Obj, at: string, marks: Marks): ContentPart | Bad | typeof TH
   }
   if (b.type === 'thinking' || b.type === 'redacted_thinking') return THINKING;
   if (b.cache_control !== undefined) marks.on = true;
+  marks.parts = true;
   return b as ContentPart; // document and other native blocks pass through for Anthropic upstreams
 }
 
 /** toPart's answer for a thinking block: the caller keeps the block itself. */
 const THINKING = Symbol('thinking');
 
-/** Whether the request holds a field only the Anthropic wire has (ChatRequest.anthropicMarks). */
-interface Marks { on: boolean }
+/** Whether the request holds a field only the Anthropic wire has (ChatRequest.anthropicMarks), a part other than text and image (otherParts). */
+interface Marks { on: boolean; parts?: boolean }
 
 function isBad(v: unknown): v is Bad {
   return isObj(v) && v.ok === false;
@@ -245,5 +246,6 @@ export function parseAnthropicRequest(body: unknown): ParseResult<ChatRequest> {
   }
   if (extra !== undefined) req.anthropicExtra = extra;
   if (marks.on) req.anthropicMarks = true;
+  if (marks.parts === true) req.otherParts = true;
   return { ok: true, req };
 }

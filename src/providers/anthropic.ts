@@ -30,6 +30,33 @@ function imageBlock(url: string): Obj {
     : { type: 'image', source: { type: 'url', url } };
 }
 
+const FILE_EXT = /\.([a-z0-9]+)$/i;
+
+/**
+ * An OpenAI file part ({file: {file_data, filename, file_url}}) as an Anthropic document block: a
+ * PDF as base64, text as a text source, a file_url as a URL (Anthropic fetches PDFs); the media
+ * type from the data: URL, else the filename. Null when Anthropic has no form for it (an OpenAI
+ * file_id, another type): params.ts refuses the request for this target then.
+ */
+export function anthropicDocument(p: ContentPart): Obj | null {
+  const f = (p as { file?: unknown }).file;
+  if (!isObj(f)) return null;
+  const title = typeof f.filename === 'string' ? f.filename : undefined;
+  let source: Obj | null = null;
+  if (typeof f.file_data === 'string') {
+    const m = DATA_URL.exec(f.file_data);
+    const ext = FILE_EXT.exec(title ?? '')?.[1]?.toLowerCase();
+    const media = m !== null ? m[1] : ext === 'pdf' ? 'application/pdf' : ext === 'txt' || ext === 'md' ? 'text/plain' : '';
+    const data = m !== null ? m[2] : f.file_data;
+    if (media === 'application/pdf') source = { type: 'base64', media_type: media, data };
+    else if (media.startsWith('text/')) source = { type: 'text', media_type: 'text/plain', data: Buffer.from(data, 'base64').toString('utf8') };
+  } else if (typeof f.file_url === 'string') {
+    source = { type: 'url', url: f.file_url };
+  }
+  if (source === null) return null;
+  return title !== undefined ? { type: 'document', source, title } : { type: 'document', source };
+}
+
 /** A block with the canonical part's cache breakpoint, if it has one, after its own fields. */
 function cached(block: Obj, cc: CacheControl | undefined): Obj {
   if (isObj(cc)) block.cache_control = cc;
@@ -50,6 +77,7 @@ function partsToBlocks(content: string | ContentPart[] | null, out: unknown[]): 
   for (const p of content) {
     if (p.type === 'text') out.push(cached({ type: 'text', text: (p as TextPart).text }, (p as TextPart).cache_control));
     else if (p.type === 'image_url') out.push(cached(imageBlock((p as ImagePart).image_url.url), (p as ImagePart).cache_control));
+    else if (p.type === 'file') out.push(cached(anthropicDocument(p) ?? p, p.cache_control as CacheControl | undefined));
     else out.push(p); // Anthropic-native blocks (document, ...) pass through untouched.
   }
 }

@@ -20,7 +20,32 @@ const DATA_URL = /^data:([^;,]+);base64,(.*)$/s;
 const EXT = /\.([a-z0-9]+)(?:[?#]|$)/i;
 const MIME_BY_EXT: Readonly<Record<string, string>> = {
   png: 'image/png', jpg: 'image/jpeg', jpeg: 'image/jpeg', webp: 'image/webp', gif: 'image/gif', heic: 'image/heic', pdf: 'application/pdf',
+  txt: 'text/plain', md: 'text/markdown', mp3: 'audio/mp3', wav: 'audio/wav',
 };
+
+/**
+ * An OpenAI file part ({file: {file_data, filename, file_url}}) as a Gemini part: file_data inline
+ * (its media type from the data: URL, else the filename), file_url by URI. Null when Gemini has no
+ * form for it (an OpenAI file_id, a type unknown): params.ts refuses the request for this target then.
+ */
+export function geminiFile(p: ContentPart): Obj | null {
+  const f = (p as { file?: unknown }).file;
+  if (!isObj(f)) return null;
+  if (typeof f.file_data === 'string') {
+    const m = DATA_URL.exec(f.file_data);
+    const mime = m !== null ? m[1] : typeof f.filename === 'string' ? MIME_BY_EXT[EXT.exec(f.filename)?.[1]?.toLowerCase() ?? ''] : undefined;
+    return mime !== undefined ? { inlineData: { mimeType: mime, data: m !== null ? m[2] : f.file_data } } : null;
+  }
+  if (typeof f.file_url !== 'string') return null;
+  const mime = MIME_BY_EXT[EXT.exec(f.file_url)?.[1]?.toLowerCase() ?? ''];
+  return { fileData: mime !== undefined ? { mimeType: mime, fileUri: f.file_url } : { fileUri: f.file_url } };
+}
+
+/** An OpenAI input_audio part ({input_audio: {data, format}}) as inline Gemini audio; null without data and format. */
+export function geminiAudio(p: ContentPart): Obj | null {
+  const a = (p as { input_audio?: unknown }).input_audio;
+  return isObj(a) && typeof a.data === 'string' && typeof a.format === 'string' ? { inlineData: { mimeType: `audio/${a.format}`, data: a.data } } : null;
+}
 
 // Gemini 3 rejects a replayed functionCall without its thoughtSignature. Canonical tool calls have
 // no field for it, so it rides in the tool-call id (base64url, valid for Anthropic ids too).
@@ -53,6 +78,10 @@ function partsOf(content: string | ContentPart[] | null, out: Obj[]): void {
         const mime = MIME_BY_EXT[EXT.exec(url)?.[1]?.toLowerCase() ?? ''];
         out.push({ fileData: mime !== undefined ? { mimeType: mime, fileUri: url } : { fileUri: url } });
       }
+    } else {
+      // params.ts served this target only if every such part has a form here.
+      const g = p.type === 'file' ? geminiFile(p) : p.type === 'input_audio' ? geminiAudio(p) : null;
+      if (g !== null) out.push(g);
     }
   }
 }

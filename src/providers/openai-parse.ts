@@ -17,8 +17,8 @@ function bad(field: string, message: string): { ok: false; field: string; messag
   return { ok: false, field, message };
 }
 
-/** Whether a request holds an Anthropic cache breakpoint (ChatRequest.anthropicMarks). */
-interface Marks { on: boolean }
+/** Whether a request holds an Anthropic cache breakpoint (ChatRequest.anthropicMarks), a part other than text and image_url (otherParts). */
+interface Marks { on: boolean; parts?: boolean }
 
 /** Returns an error message for one message, or undefined when valid. */
 function checkMessage(m: unknown, at: string, marks: Marks): { field: string; message: string } | undefined {
@@ -32,6 +32,7 @@ function checkMessage(m: unknown, at: string, marks: Marks): { field: string; me
       if (!isObj(p) || typeof p.type !== 'string') return bad(`${at}.content[${i}]`, 'must be an object with a string "type"');
       if (p.type === 'text' && typeof p.text !== 'string') return bad(`${at}.content[${i}].text`, 'must be a string');
       if (p.cache_control !== undefined) marks.on = true;
+      if (p.type !== 'text' && p.type !== 'image_url') marks.parts = true;
       if (p.type === 'image_url' && !(isObj(p.image_url) && typeof p.image_url.url === 'string')) {
         return bad(`${at}.content[${i}].image_url.url`, 'must be a string');
       }
@@ -141,6 +142,7 @@ export function parseOpenAIChatRequest(body: unknown): ParseResult<ChatRequest> 
   if (extra !== undefined) req.extra = extra;
   // LiteLLM's form of Anthropic prompt caching: cache_control on parts, messages and tools.
   if (marks.on) req.anthropicMarks = true;
+  if (marks.parts === true) req.otherParts = true;
   return { ok: true, req };
 }
 

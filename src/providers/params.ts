@@ -1,8 +1,9 @@
 // Which request fields that change the answer each upstream wire carries (the README's table).
 // A field a target's wire would drop is never dropped silently: the gateway serves the request
 // only from targets that carry it, and answers 400 naming the field when none does.
-import type { ChatRequest, ProviderAdapter } from './types.ts';
-import { anthropicTakesFormat } from './anthropic.ts';
+import type { ChatRequest, ContentPart, ProviderAdapter } from './types.ts';
+import { anthropicDocument, anthropicTakesFormat } from './anthropic.ts';
+import { geminiAudio, geminiFile } from './gemini.ts';
 import { isObj } from '../lib/json.ts';
 
 type Wire = ProviderAdapter['wire'];
@@ -26,6 +27,23 @@ const ANTHROPIC_EXTRA: Readonly<Record<string, readonly Wire[]>> = {
 };
 
 /**
+ * Why `wire` has no form for content part `p` (neither text nor image_url), or null when it has
+ * one. OpenAI wires take the parts as written (a Responses upstream a file as input_file); an
+ * Anthropic client's own blocks (document, ...) go to Anthropic as sent.
+ */
+function partUncarried(p: ContentPart, wire: Wire): string | null {
+  if (wire === 'openai' || wire === 'openai-responses') return null;
+  if (p.type === 'file') {
+    if (wire === 'anthropic' && anthropicDocument(p) !== null) return null;
+    if (wire === 'gemini' && geminiFile(p) !== null) return null;
+    if (wire === 'bedrock') return 'a file part: bedrock upstreams take no files';
+    return `a file part: ${wire} upstreams take file_data (a data: URL, or base64 with a filename saying its type${wire === 'anthropic' ? ': a PDF or text' : ''}) or a file_url, not an OpenAI file_id`;
+  }
+  if (p.type === 'input_audio') return wire === 'gemini' && geminiAudio(p) !== null ? null : `an input_audio part: ${wire} upstreams take no audio input`;
+  return wire === 'anthropic' ? null : `a ${p.type} part: ${wire} upstreams have no form for it`;
+}
+
+/**
  * The first answer-changing field of `req` that an upstream of `wire` would not carry, with why;
  * null when it carries them all. `stream`: the call is streamed (no wire's logprobs are relayed
  * in a stream: aam re-encodes every stream, and each token would pass around the scrubber).
@@ -41,6 +59,17 @@ export function uncarried(req: ChatRequest, wire: Wire, stream: boolean): string
     for (const k in x) {
       const wires = EXTRA[k];
       if (wires !== undefined && x[k] !== null && !wires.includes(wire)) return `${k}: a ${wire} upstream has no such parameter`;
+    }
+  }
+  if (req.otherParts === true) {
+    for (let i = 0; i < req.messages.length; i++) {
+      const c = req.messages[i].content;
+      if (!Array.isArray(c)) continue;
+      for (let j = 0; j < c.length; j++) {
+        if (c[j].type === 'text' || c[j].type === 'image_url') continue;
+        const why = partUncarried(c[j], wire);
+        if (why !== null) return `messages[${i}].content[${j}]: ${why}`;
+      }
     }
   }
   const ax = req.anthropicExtra;

@@ -243,8 +243,8 @@ export function parseResponsesRequest(body: unknown): ParseResult<ResponsesReque
 
 // ---- items -> canonical messages ----
 
-/** Whether the conversation holds an Anthropic cache breakpoint (ChatRequest.anthropicMarks). */
-export interface Marks { on: boolean }
+/** Whether the conversation holds an Anthropic cache breakpoint (ChatRequest.anthropicMarks), a file or audio part (otherParts). */
+export interface Marks { on: boolean; parts?: boolean }
 
 function partOf(p: Obj, marks: Marks): ContentPart | null {
   switch (p.type) {
@@ -262,11 +262,12 @@ function partOf(p: Obj, marks: Marks): ContentPart | null {
       return part;
     }
     case 'input_file': {
+      marks.parts = true;
       const file: Obj = {};
       for (const k of ['file_data', 'file_id', 'filename', 'file_url']) if (typeof p[k] === 'string') file[k] = p[k];
       return { type: 'file', file };
     }
-    case 'input_audio': return { type: 'input_audio', input_audio: p.input_audio };
+    case 'input_audio': marks.parts = true; return { type: 'input_audio', input_audio: p.input_audio };
     default: return null;
   }
 }

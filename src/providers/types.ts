@@ -92,6 +92,12 @@ export interface ChatRequest {
    * to an unknown cache_control). Unset, they send the messages as they are.
    */
   anthropicMarks?: true;
+  /**
+   * Set by the parsers when a message holds a content part other than text and image_url (file,
+   * input_audio, an Anthropic client's document, ...): the gateway then serves the request only
+   * from targets whose wire has a form for each such part (params.ts), none is dropped silently.
+   */
+  otherParts?: true;
 }
 
 export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'content_filter';
