@@ -46,13 +46,18 @@ before(async () => {
     doc('Model', 'embed', { kind: 'embeddings', targets: [{ provider: 'local-embed', model: 'test-embedder' }] }),
     doc('Model', 'semantic', { targets: [{ provider: 'oai', model: 'ok' }], cache: { mode: 'semantic', threshold: 0.8, embedding_model: 'embed', ttl_seconds: 60, scope: 'agent' } }),
     doc('Model', 'other', { targets: [{ provider: 'oai', model: 'ok' }] }),
+    // Priced: each embedding (1 token from the local embedder) costs $0.005, half of frugal's budget.
+    doc('Model', 'embed-priced', { kind: 'embeddings', targets: [{ provider: 'local-embed', model: 'test-embedder' }], pricing: { input_per_1m: 5000, output_per_1m: 0 } }),
+    doc('Model', 'semantic-priced', { targets: [{ provider: 'oai', model: 'ok' }], pricing: { input_per_1m: 1, output_per_1m: 1 }, cache: { mode: 'semantic', threshold: 0.8, embedding_model: 'embed-priced', ttl_seconds: 60, scope: 'agent' } }),
+    doc('Agent', 'frugal', { workload: 'spiffe://test/agent/frugal', team: 'red', environment: 'dev' }),
+    doc('AgentPolicy', 'frugal-policy', { identity: { workload: 'spiffe://test/agent/frugal' }, models: { allow: ['semantic-priced'], budget: { daily_usd: 0.01, scope: 'agent' } } }),
     ...agent('red-1', 'red', ALL),
     ...agent('red-2', 'red', ALL),
     ...agent('blue-1', 'blue', ALL),
     ...agent('outsider', 'red', ['other']),
   );
   gw = await startTestGateway(config);
-  for (const a of ['red-1', 'red-2', 'blue-1', 'outsider']) keys[a] = gw.key(a);
+  for (const a of ['red-1', 'red-2', 'blue-1', 'outsider', 'frugal']) keys[a] = gw.key(a);
 });
 after(async () => { await gw?.close(); await fake?.close(); await embedder?.close(); });
 
@@ -172,4 +177,28 @@ test('semantic cache: a paraphrase hits, an unrelated question misses', async ()
   // Semantic entries are scoped like exact ones: another agent's paraphrase misses.
   const otherAgent = await chat(gw.url, keys['red-2'], 'semantic', "what's France's capital city");
   assert.equal(otherAgent.headers.get('x-aam-cache'), 'miss');
+});
+
+test("semantic cache: the lookup's embedding is an upstream call of its own, in the audit trail and usage with its cost, and charged to the caller's budget, hit or miss", async () => {
+  const client = new OpenAI({ apiKey: keys['frugal'], baseURL: `${gw.url}/v1`, maxRetries: 0 });
+  const ask = (q: string) => client.chat.completions.create({ model: 'semantic-priced', max_tokens: 16, messages: [{ role: 'user', content: q }] }).withResponse();
+  const miss = await ask('What is the capital of Portugal?');
+  const hit = await ask("what's Portugal's capital city");
+  assert.deepEqual([miss.response.headers.get('x-aam-cache'), hit.response.headers.get('x-aam-cache')], ['miss', 'hit']);
+  for (const r of [miss, hit]) {
+    const calls = (await auditOf(gw, r.response.headers.get('x-request-id') ?? '', 'model_call')).map((e) => e.model);
+    assert.deepEqual(calls.map((m) => [m?.route, m?.provider]), [['embed-priced', 'local-embed'], ['semantic-priced', r === miss ? 'oai' : null]]);
+    assert.equal(calls[0]?.cost_usd, 0.005);
+    assert.equal(calls[1]?.cost_usd === 0, r === hit, 'the answer itself: a hit is $0');
+  }
+  gw.g.rt.usage.flush();
+  const usage = gw.g.rt.db.prepare(`SELECT sum(cost_usd) AS c, count(*) AS n FROM usage_rollup WHERE agent = 'frugal' AND route = 'embed-priced'`).get() as { c: number };
+  assert.equal(usage.c, 0.01, 'both embeddings in the usage');
+  // The two embeddings spent the $0.01 budget: the next request (its answer's worst case a few
+  // millionths of a dollar) is refused.
+  const refused = await ask('And the capital of Spain?').then(() => null, (e: unknown) => e);
+  assert.ok(refused instanceof OpenAI.RateLimitError && (refused.error as { code?: string }).code === 'budget_exceeded', String(refused));
+  // Its embedding is recorded and the refusal is still the request's decision event.
+  const events = await auditOf(gw, refused.headers?.get('x-request-id') ?? '');
+  assert.deepEqual(events.map((e) => [e.type, e.model?.route, e.outcome?.status]), [['model_call', 'embed-priced', 200], ['decision', 'semantic-priced', 429]]);
 });

@@ -26,6 +26,12 @@ export class Access<C extends Ctx = Ctx> {
   gs: readonly CompiledGuardrail[] = [];
   /** The A2A call this request serves (x-aam-delegation, verified and bound to this caller), if any. */
   delegation?: Delegation;
+  /**
+   * What upstream calls made on this request's behalf before its own cost (the semantic cache's
+   * embedding): charged to the budgets with the request's own cost when it settles, or alone when
+   * the request is released (those calls were billed whatever became of it).
+   */
+  sideCostUsd = 0;
 
   constructor(ctx: C, identity: Identity) {
     this.ctx = ctx;
@@ -95,9 +101,14 @@ export class Access<C extends Ctx = Ctx> {
     return admit(this.ctx, this.identity, tokensEstimate, costEstimateUsd, this.set, cacheKey);
   }
 
-  settle(a: Admission, costUsd: number | null, tokens: number | null): void { settle(this.ctx, a, costUsd, tokens); }
+  settle(a: Admission, costUsd: number | null, tokens: number | null): void {
+    settle(this.ctx, a, costUsd === null || this.sideCostUsd === 0 ? costUsd : costUsd + this.sideCostUsd, tokens);
+  }
 
-  release(a: Admission): void { release(this.ctx, a); }
+  release(a: Admission): void {
+    if (this.sideCostUsd > 0) settle(this.ctx, a, this.sideCostUsd, null);
+    else release(this.ctx, a);
+  }
 
   /** This request and its trace, for evidence written outside recordEvidence (guardrail events). */
   at(): EvidenceAt { return { requestId: this.ctx.requestId, traceId: requestTraceId(this.ctx) }; }

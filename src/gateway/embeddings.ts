@@ -4,7 +4,7 @@ import type { EmbeddingsResult } from '../providers/types.ts';
 import { identify } from '../access/identify.ts';
 import { openAccess } from '../access/context.ts';
 import { watchesOutput } from '../access/guard.ts';
-import { recordCall } from './record.ts';
+import { recordCall, recordSideCall } from './record.ts';
 import { allowedModels, mayUseModel } from '../policy/decide.ts';
 import { catalogLookup } from '../config/catalog.ts';
 import { AamError, badRequest, pathSegment } from '../access/errors.ts';
@@ -99,16 +99,29 @@ export function callEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: 
   });
 }
 
-/** The semantic cache's embedder: the route named in cache.embedding_model, called as the same caller. */
+/**
+ * The semantic cache's embedder: the route named in cache.embedding_model, called as the same
+ * caller. Each call is an upstream call of its own, recorded as one (a model_call of that route
+ * with its tokens and cost, in the usage too), whether the lookup then hits or not.
+ */
 export function embedderFor(ctx: Ctx, identity: Identity, routeName: string | undefined): ((text: string) => Promise<Float32Array>) | undefined {
   const route = routeName ? ctx.cfg.routes.get(routeName) : undefined;
   if (!route) return undefined;
   return async (text) => {
     const ac = new CallAbort();
     const timer = setTimeout(() => ac.abort(new DOMException('no embedding within 10000 ms', 'TimeoutError')), 10_000);
+    const t0 = performance.now();
     const r = await callEmbeddings(ctx, identity, route, { model: route.name, input: text }, ac).finally(() => clearTimeout(timer));
-    if (!r.ok) throw new Error(r.failure.message);
-    return embeddingFromResult(r.value.result);
+    const latencyMs = performance.now() - t0;
+    if (!r.ok) {
+      const error = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
+      recordSideCall(ctx, identity, route, { target: null, usage: undefined, status: r.failure.clientStatus, stream: false, error, cost: null, cache: null, latencyMs }, 'embeddings');
+      throw new Error(r.failure.message);
+    }
+    const { result } = r.value;
+    const usage = result.usage ? { ...result.usage, outputTokens: 0 } : undefined;
+    recordSideCall(ctx, identity, route, { target: r.target, usage, status: 200, stream: false, cost: costUsd(result.usage, r.target.pricing), cache: null, latencyMs }, 'embeddings');
+    return embeddingFromResult(result);
   };
 }
 

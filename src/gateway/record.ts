@@ -20,6 +20,23 @@ export function recordCall(ctx: Ctx, identity: Identity, route: Route, target: T
   recordCallEvidence(ctx, identity, route, call);
 }
 
+/**
+ * An upstream call made on a request's behalf before its own (the semantic cache embedding the
+ * prompt): counted and recorded as a model_call of its route like any upstream call, without
+ * closing the request's decision (the request's own outcome, a refusal included, still writes
+ * it), and its credential not left for the request's own event (a cache hit used none). Its cost
+ * goes to the budgets when the request settles (Access.sideCostUsd).
+ */
+export function recordSideCall(ctx: Ctx, identity: Identity, route: Route, call: CallOutcome, operation: 'chat' | 'embeddings'): void {
+  countCall(ctx, identity, route, call, operation);
+  const decision = ctx.decision;
+  const closed = decision?.recorded ?? false;
+  recordCallEvidence(ctx, identity, route, call);
+  if (decision) decision.recorded = closed;
+  ctx.credentialUsed = undefined;
+  if (call.cost !== null && ctx.access) ctx.access.sideCostUsd += call.cost;
+}
+
 /** What one model request came to, as its counters and its evidence record it. */
 export interface CallOutcome {
   target: Target | null;
