@@ -3,6 +3,9 @@
 // upstream model name, so a test picks it in an aam Model route target:
 //   ok (default for any other name)  text answer echoing the last user message
 //   tools                            two tool calls (get_weather, get_time)
+//   handoff                          a call of the first tool named transfer_to_* the request offers (an Agents
+//                                    SDK handoff), arguments {}; without one, ok
+//   json                             a JSON text answer in pieces, {"city":"Paris","temp_c":21} (structured output)
 //   tool-loop                        one get_weather call, then (once the last message is its
 //                                    result) a final answer quoting that result: a whole tool loop
 //   fail-500 | fail-400 | fail-429   error in the wire's shape (429 carries retry-after: 1)
@@ -13,6 +16,7 @@
 //   cut-stream                       two content pieces, then the socket is destroyed
 //   error-before-content             stream opens (role chunk / message_start) then an error, no content
 //   silent-<ms>                      first chunk, silence for ms, then the rest
+//   pause-<ms>                       ok, streamed: the first content piece, silence for ms, then the rest
 //   prompt-cache                     ok, and Anthropic usage reports a prompt-cache write of 1200 tokens (200
 //                                    for 5 minutes, 1000 for an hour) on the first request to it, a read of
 //                                    1200 on every later one
@@ -159,9 +163,19 @@ function answerFor(behaviour: string, userText: string, toolResult: string | nul
     return toolResult === null ? { pieces: [], tools: true, input: 30, output: 9, calls: [TOOLS[0]] }
       : { pieces: ['final: ', 'the tool said ', toolResult], tools: false, input: 50, output: 6 };
   }
+  if (behaviour === 'json') return { pieces: ['{"city":', '"Paris",', '"temp_c":21}'], tools: false, input: 12, output: 9 };
   const text = `echo: ${userText}`;
   const words = text.split(/(?<= )/);
   return { pieces: words.length > 1 ? words : [text, ''], tools: false, input: 10 + userText.length, output: words.length };
+}
+
+/** The first transfer_to_* tool a request offers (OpenAI chat, Responses or Anthropic tool shapes). */
+function handoffTool(tools: unknown): string | undefined {
+  for (const t of Array.isArray(tools) ? tools : []) {
+    const name: unknown = isObj(t) ? (isObj(t.function) ? t.function.name : t.name) : undefined;
+    if (typeof name === 'string' && name.startsWith('transfer_to_')) return name;
+  }
+  return undefined;
 }
 
 function errorBody(wire: Wire, status: number, message: string): string {
@@ -380,7 +394,7 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
     timers.add(t);
   });
 
-  async function writeFrames(res: ServerResponse, frames: Frame[], behaviour: string, silentMs: number): Promise<void> {
+  async function writeFrames(res: ServerResponse, frames: Frame[], behaviour: string, silentMs: number, pauseMs = 0): Promise<void> {
     let content = 0;
     for (let i = 0; i < frames.length; i++) {
       if (res.destroyed) return;
@@ -388,6 +402,7 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
       if (frames[i].content) content++;
       if (behaviour === 'cut-stream' && content === 2) { await sleep(5); res.socket?.destroy(); return; }
       if (i === 0 && silentMs > 0) await wait(silentMs);
+      else if (pauseMs > 0 && content === 1 && frames[i].content) await wait(pauseMs);
       else if (chunkDelay > 0) await wait(chunkDelay);
     }
     res.end();
@@ -441,7 +456,9 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(embeddings(b, model)));
       return;
     }
-    const answer = answerFor(behaviour, lastUserText(wire, body), lastToolResult(wire, body));
+    const handoff = behaviour === 'handoff' ? handoffTool(b.tools) : undefined;
+    const answer = handoff !== undefined ? { pieces: [], tools: true, input: 20, output: 5, calls: [{ id: 'call_fake_handoff_003', name: handoff, args: ['{}'] }] }
+      : answerFor(behaviour, lastUserText(wire, body), lastToolResult(wire, body));
     if (behaviour === 'prompt-cache') { if (n === 1) answer.cacheWrite = 1200; else answer.cacheRead = 1200; }
     if ((behaviour === 'thinking-tools' || behaviour === 'thinking-interleaved') && !answer.thinking) {
       const bad = behaviour === 'thinking-tools' ? thinkingSentBack(body, raw) : interleavedSentBack(body);
@@ -474,7 +491,7 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
       : wire === 'gemini' ? geminiFrames(model, answer)
       : wire === 'responses' ? responsesFrames(model, answer)
       : openaiFrames(model, answer, so.include_usage === true);
-    await writeFrames(res, frames, behaviour, silentMs);
+    await writeFrames(res, frames, behaviour, silentMs, num('pause-'));
   }
 
   const server = createServer((req, res) => {

@@ -4,6 +4,16 @@
 import { startFakeUpstream, type FakeUpstream } from '../fake-upstream.ts';
 import { startTestGateway, doc, yaml, type TestGateway } from './gateway.ts';
 
+/**
+ * More routes: json-* answer {"city":"Paris","temp_c":21} (structured output), handoff-* call the
+ * transfer_to_* tool they are offered (an Agents SDK handoff), pause-* stream their first piece of
+ * text and then nothing for 5 s (a client aborts meanwhile).
+ */
+const EXTRA: ReadonlyArray<[string, string, string]> = [
+  ['json-oai', 'oai', 'json'], ['json-ant', 'ant', 'json'], ['json-native', 'openai', 'json'],
+  ['handoff-oai', 'oai', 'handoff'], ['handoff-ant', 'ant', 'handoff'], ['pause-oai', 'oai', 'pause-5000'], ['pause-ant', 'ant', 'pause-5000'],
+];
+
 export interface FrameworkRig { fake: FakeUpstream; gw: TestGateway; key: string; close(): Promise<void> }
 
 /**
@@ -20,8 +30,9 @@ export async function startFrameworkRig(): Promise<FrameworkRig> {
     doc('Provider', 'gem', { type: 'gemini', baseUrl: `${fake.url}/v1beta`, credential: 'up-key' }),
     doc('Provider', 'openai', { type: 'openai', baseUrl: `${fake.url}/v1`, credential: 'up-key' }),
     route('loop-oai', 'oai'), route('loop-ant', 'ant'), route('loop-gem', 'gem'), route('loop-native', 'openai'),
+    ...EXTRA.map(([name, provider, model]) => doc('Model', name, { targets: [{ provider, model }], retries: { attempts: 1, backoff_ms: 0 } })),
     doc('Agent', 'fw', { workload: 'spiffe://test/agent/fw', owner: 'qa@example.com', team: 'qa', environment: 'dev' }),
-    doc('AgentPolicy', 'fw-policy', { identity: { workload: 'spiffe://test/agent/fw' }, models: { allow: ['loop-oai', 'loop-ant', 'loop-gem', 'loop-native'] } }),
+    doc('AgentPolicy', 'fw-policy', { identity: { workload: 'spiffe://test/agent/fw' }, models: { allow: ['loop-oai', 'loop-ant', 'loop-gem', 'loop-native', ...EXTRA.map(([name]) => name)] } }),
   ), { TEST_UPSTREAM_KEY: 'sk-fw-upstream-secret-0123456789abcdef' });
   return { fake, gw, key: gw.key('fw'), close: async () => { await gw.close(); await fake.close(); } };
 }
@@ -29,3 +40,6 @@ export async function startFrameworkRig(): Promise<FrameworkRig> {
 /** What the weather tool answers, and the final answer the fake upstream makes of it. */
 export const weatherOf = (location: string): string => `sunny in ${location}`;
 export const FINAL = 'final: the tool said sunny in Paris';
+
+/** What the json-* routes answer. */
+export const WEATHER_JSON = { city: 'Paris', temp_c: 21 };
