@@ -61,6 +61,31 @@ test('time checks: expired, nbf/iat in the future, with 30 s skew tolerated', as
   assert.equal(failure(await v.verify(await sign(key, noExp))).code, 'malformed', 'exp is required');
 });
 
+test('lifetime: an external token may live at most max_token_seconds (default 1 h), as issued and as presented; iat is required', async () => {
+  const c = clock();
+  const key = await makeKey('ES256');
+  const td = await fileDomain('partner', key);
+  const v = createJwtVerifier({ isRegisteredAgent: () => false, trustDomains: [td], audience: ['aam'], now: c.now });
+  const tenYears = failure(await v.verify(await sign(key, svidClaims(PARTNER, T0, { exp: T0 + 10 * 365 * 86400 }))));
+  assert.equal(tenYears.code, 'too_long_lived');
+  assert.equal(tenYears.status, 401);
+  assert.match(tenYears.message, /lives 315360000 s \(exp - iat\); trust domain "partner" accepts JWT-SVIDs of at most 3600 s \(TrustDomain max_token_seconds\)/);
+  assert.equal((await v.verify(await sign(key, svidClaims(PARTNER, T0, { exp: T0 + 3600 })))).ok, true, 'exactly the bound');
+  assert.equal(failure(await v.verify(await sign(key, svidClaims(PARTNER, T0, { exp: T0 + 3601 })))).code, 'too_long_lived');
+  // A backdated iat does not help (exp - iat), nor does a future one (iat past now + skew is refused), so exp - now is bounded too.
+  assert.equal(failure(await v.verify(await sign(key, svidClaims(PARTNER, T0 - 3000, { exp: T0 + 3600 })))).code, 'too_long_lived');
+  assert.equal(failure(await v.verify(await sign(key, svidClaims(PARTNER, T0 + 31, { nbf: T0, exp: T0 + 3631 })))).code, 'not_yet_valid');
+  const noIat = svidClaims(PARTNER, T0);
+  delete noIat.iat;
+  const f = failure(await v.verify(await sign(key, noIat)));
+  assert.equal(f.code, 'too_long_lived');
+  assert.match(f.message, /no iat/);
+  // Configurable per trust domain (a reload keeps the other domains' caches, not this bound).
+  v.update([{ ...td, maxTokenSeconds: 120 }]);
+  assert.equal(failure(await v.verify(await sign(key, svidClaims(PARTNER, T0)))).code, 'too_long_lived', '300 s > 120 s');
+  assert.equal((await v.verify(await sign(key, svidClaims(PARTNER, T0, { exp: T0 + 120 })))).ok, true);
+});
+
 test('audience: must include ours; a trust domain may pin its own audience', async () => {
   const c = clock();
   const key = await makeKey('ES256');
@@ -233,7 +258,7 @@ test('TrustDomain resources load from config; jwks_file is resolved next to the 
 apiVersion: access.envisionai.dev/v1
 kind: TrustDomain
 metadata: { name: partner }
-spec: { jwks_file: bundles/partner.json, refresh_seconds: 60, audience: aam-partner }
+spec: { jwks_file: bundles/partner.json, refresh_seconds: 60, audience: aam-partner, max_token_seconds: 600 }
 ---
 apiVersion: access.envisionai.dev/v1
 kind: TrustDomain
@@ -242,12 +267,12 @@ spec: { jwks_url: "https://spire.example.com/keys" }
 ` }]);
   const list = trustDomainsFromConfig(config);
   assert.deepEqual(list, [
-    { name: 'partner', jwksFile: '/etc/aam/bundles/partner.json', refreshSeconds: 60, audience: 'aam-partner' },
-    { name: 'prod', jwksUrl: 'https://spire.example.com/keys', refreshSeconds: 300 },
+    { name: 'partner', jwksFile: '/etc/aam/bundles/partner.json', refreshSeconds: 60, audience: 'aam-partner', maxTokenSeconds: 600 },
+    { name: 'prod', jwksUrl: 'https://spire.example.com/keys', refreshSeconds: 300, maxTokenSeconds: 3600 },
   ]);
   const upper = parseConfigTexts([{ file: 'x.yaml', text: 'apiVersion: access.envisionai.dev/v1\nkind: TrustDomain\nmetadata: { name: Prod }\nspec: { jwks_file: a.json }\n' }]);
   assert.throws(() => trustDomainsFromConfig(upper), /TrustDomain "Prod".*lowercase/);
-  for (const spec of ['{}', '{ jwks_file: a.json, jwks_url: "https://x/k" }', '{ jwks_file: a.json, extra: 1 }']) {
+  for (const spec of ['{}', '{ jwks_file: a.json, jwks_url: "https://x/k" }', '{ jwks_file: a.json, extra: 1 }', '{ jwks_file: a.json, max_token_seconds: 0 }', '{ jwks_file: a.json, max_token_seconds: 1.5 }']) {
     assert.throws(() => parseConfigTexts([{ file: 'x.yaml', text: `apiVersion: access.envisionai.dev/v1\nkind: TrustDomain\nmetadata: { name: p }\nspec: ${spec}\n` }]));
   }
 });

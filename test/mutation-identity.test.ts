@@ -222,6 +222,8 @@ test('JWT-SVIDs: an aam token counts as its key and dies with it; external token
   assert.equal(xev.identity?.method, 'jwt_svid');
   assert.equal(xev.identity?.key_id, undefined, 'an external token belongs to no key');
   assert401(await call('/v1/models', bearer(await sign(PARTNER, { iat: now - 900, exp: now - 600 }))), 'invalid_token', /^invalid JWT-SVID \(expired\): /, 'expired');
+  assert401(await call('/v1/models', bearer(await sign(PARTNER, { exp: now + 10 * 365 * 86400 }))), 'invalid_token',
+    /^invalid JWT-SVID \(too_long_lived\): token lives 315360000 s \(exp - iat\); trust domain "partner.example" accepts JWT-SVIDs of at most 3600 s/, '10-year token');
   // A trust domain whose keys cannot be fetched: fail closed, but as "retry", not "your token is bad".
   const down = await call('/v1/models', bearer(await sign('spiffe://down.example/bot')));
   assert.equal(down.status, 503, down.text);

@@ -303,6 +303,8 @@ export const trustDomainSpec = z.strictObject({
   refresh_seconds: positive.optional(),
   /** Audience tokens from this trust domain must carry (default: the gateway's own audiences). */
   audience: z.string().min(1).optional(),
+  /** Longest JWT-SVID accepted from this domain, exp - iat and exp - now (default 3600); iat is then required. */
+  max_token_seconds: z.number().int().positive().max(30 * 24 * 3600).optional(),
 }).refine((s) => s.jwks_url === undefined || s.jwks_file === undefined, {
   message: 'set at most one of jwks_url or jwks_file',
 }).refine((s) => s.jwks_url !== undefined || s.jwks_file !== undefined || s.x509_bundle_file !== undefined, {

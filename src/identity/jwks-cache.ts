@@ -14,6 +14,8 @@ export interface TrustDomainSource {
   jwksFile?: string;
   refreshSeconds: number;
   audience?: string;
+  /** Longest token lifetime accepted (exp - iat, and exp - now); default DEFAULT_MAX_TOKEN_SECONDS. */
+  maxTokenSeconds?: number;
 }
 
 export interface KeyEntry {
@@ -53,6 +55,8 @@ export interface JwksCache {
 }
 
 export const DEFAULT_REFRESH_SECONDS = 300;
+/** SPIRE mints JWT-SVIDs for 5 min by default: an hour leaves room, a 10-year token is refused. */
+export const DEFAULT_MAX_TOKEN_SECONDS = 3600;
 const MAX_BYTES = 1 << 20;
 const MAX_KEYS = 100;
 
@@ -78,6 +82,7 @@ export function trustDomainsFromConfig(config: Pick<ConfigSet, 'trustDomains'>):
     ...(r.spec.jwks_file ? { jwksFile: pathNextToConfig(r.file, r.spec.jwks_file) } : {}),
     refreshSeconds: r.spec.refresh_seconds ?? DEFAULT_REFRESH_SECONDS,
     ...(r.spec.audience ? { audience: r.spec.audience } : {}),
+    maxTokenSeconds: r.spec.max_token_seconds ?? DEFAULT_MAX_TOKEN_SECONDS,
   }));
 }
 

@@ -4,7 +4,7 @@
 import type { JWTPayload, ProtectedHeaderParameters } from 'jose';
 import { jose } from '../lib/jose.ts';
 import type { KeyObject } from 'node:crypto';
-import { createJwksCache, type JwksCache, type JwksCacheOptions, type KeyEntry, type TrustDomainSource } from './jwks-cache.ts';
+import { createJwksCache, DEFAULT_MAX_TOKEN_SECONDS, type JwksCache, type JwksCacheOptions, type KeyEntry, type TrustDomainSource } from './jwks-cache.ts';
 import { parseSpiffeId } from './spiffe-id.ts';
 import type { Issuer } from './issuer.ts';
 
@@ -16,7 +16,7 @@ const JWT_SHAPE = /^eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 
 export type VerifyFailureCode =
   | 'malformed' | 'alg_not_allowed' | 'bad_signature' | 'expired' | 'not_yet_valid' | 'bad_audience'
-  | 'bad_subject' | 'unknown_trust_domain' | 'unknown_agent' | 'revoked' | 'jwks_unavailable' | 'wrong_type';
+  | 'bad_subject' | 'unknown_trust_domain' | 'unknown_agent' | 'revoked' | 'jwks_unavailable' | 'wrong_type' | 'too_long_lived';
 
 export interface VerifiedSvid {
   ok: true;
@@ -101,7 +101,8 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
     for (const src of list) {
       const prev = domains.get(src.name);
       const same = prev && prev.source.jwksUrl === src.jwksUrl && prev.source.jwksFile === src.jwksFile
-        && prev.source.refreshSeconds === src.refreshSeconds && prev.source.audience === src.audience;
+        && prev.source.refreshSeconds === src.refreshSeconds && prev.source.audience === src.audience
+        && prev.source.maxTokenSeconds === src.maxTokenSeconds;
       next.set(src.name, same ? prev : createJwksCache(src, { ...opts.jwks, now }));
     }
     domains = next; // atomic swap: in-flight verifications keep the map they started with
@@ -192,6 +193,10 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
       return mapJoseError(e, audience, resource);
     }
     if (typeof claims.iat === 'number' && claims.iat > now() / 1000 + skew) return fail('not_yet_valid', 'iat is in the future');
+    if (domain) {
+      const long = lifetimeProblem(claims, domain.source);
+      if (long) return fail('too_long_lived', long);
+    }
     if (verifiedBy === 'aam' && !opts.isRegisteredAgent(id.id)) {
       return fail('unknown_agent', `${id.id} is not a registered Agent (removed from the config?)`);
     }
@@ -231,6 +236,20 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
       return errors.filter((e): e is string => e !== undefined);
     },
   };
+}
+
+/**
+ * Why a token of an external trust domain lives too long to accept, or undefined: a leaked
+ * long-lived token stays usable until its exp. exp - iat is bounded, and iat is never in the
+ * future (checked before), so exp - now is bounded by the same plus the clock skew; without iat
+ * the lifetime is unknown.
+ */
+export function lifetimeProblem(claims: JWTPayload, domain: Pick<TrustDomainSource, 'name' | 'maxTokenSeconds'>): string | undefined {
+  const max = domain.maxTokenSeconds ?? DEFAULT_MAX_TOKEN_SECONDS;
+  const bound = `trust domain "${domain.name}" accepts JWT-SVIDs of at most ${max} s (TrustDomain max_token_seconds)`;
+  if (typeof claims.iat !== 'number') return `token has no iat, so its lifetime is unknown; ${bound}`;
+  const lives = (claims.exp as number) - claims.iat;
+  return lives > max ? `token lives ${lives} s (exp - iat); ${bound}` : undefined;
 }
 
 /** The alg must fit the key: stops RSA/EC/EdDSA confusion and weak RSA keys. */
