@@ -176,7 +176,7 @@ test('tampered payload, malformed tokens and non-SPIFFE subjects', async () => {
   assert.equal(failure(await v.verify(await sign(key, svidClaims(PARTNER, T0), { kid: undefined }))).code, 'malformed');
 });
 
-test('JWKS URL: fetched once, cached; unknown kid refetches once (rate-limited) to pick up rotation', async () => {
+test('JWKS URL: fetched once, cached; unknown kids refetch at most once per second (waiting for it) to pick up rotation', async () => {
   const c = clock();
   const k1 = await makeKey('ES256');
   const k2 = await makeKey('EdDSA');
@@ -192,22 +192,64 @@ test('JWKS URL: fetched once, cached; unknown kid refetches once (rate-limited) 
     assert.equal(srv.hits(), 1, 'keys are served from the cache');
     srv.setKeys([k1, k2]); // publisher rotates in a new key
     const t2 = await sign(k2, svidClaims(PARTNER, T0));
-    // Within the refetch rate limit (10 s) an unknown kid does not hit the JWKS server.
-    assert.equal(failure(await v.verify(t2)).code, 'bad_signature');
-    assert.equal(srv.hits(), 1);
-    c.advance(11);
+    // Within the refetch window (1 s after the last fetch) an unknown kid waits for the fetch that ends it.
+    const t = performance.now();
     const r = await v.verify(t2);
     assert.equal(r.ok, true, JSON.stringify(r));
+    assert.ok(performance.now() - t > 500, 'it waited for the window');
     assert.equal(srv.hits(), 2);
-    // A garbage kid right after is rate-limited (no request storm from forged kids).
-    assert.equal(failure(await v.verify(await sign(k2, svidClaims(PARTNER, T0), { kid: 'nope' }))).code, 'bad_signature');
-    assert.equal(srv.hits(), 2);
+    // A garbage kid right after waits for the next window too, and is refused (one fetch per window, not per kid).
+    const junk = await Promise.all(['nope', 'nope2', 'nope3'].map(async (kid) => v.verify(await sign(k2, svidClaims(PARTNER, T0), { kid }))));
+    for (const j of junk) assert.equal(failure(j).code, 'bad_signature');
+    assert.equal(srv.hits(), 3);
     // Routine refresh after refresh_seconds happens in the background; the request is not blocked.
     c.advance(301);
     assert.equal((await v.verify(await sign(k1, svidClaims(PARTNER, T0 + 312)))).ok, true);
     await new Promise((r) => setTimeout(r, 50));
-    assert.equal(srv.hits(), 3);
+    assert.equal(srv.hits(), 4);
   } finally {
+    await srv.close();
+  }
+});
+
+test('kid storm: tokens with random unknown kids cannot delay a real key rotation past one refetch window', async (tc) => {
+  const k1 = await makeKey('ES256');
+  const k2 = await makeKey('ES256');
+  const srv = await jwksServer([k1]);
+  const junk = await sign(k1, svidClaims(PARTNER, Math.floor(Date.now() / 1000)), { kid: 'junk' });
+  const [head, ...rest] = junk.split('.');
+  /** The junk token under another kid (its signature is not checked: no key has that kid). */
+  const withKid = (kid: string) => [Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(head, 'base64url').toString()), kid })).toString('base64url'), ...rest].join('.');
+  let stop = false;
+  let refused = 0;
+  try {
+    const v = createJwtVerifier({ isRegisteredAgent: () => false, audience: ['aam'], trustDomains: [{ name: 'partner', jwksUrl: srv.url, refreshSeconds: 300 }] });
+    assert.deepEqual(await v.warm(), []);
+    const storm = Array.from({ length: 16 }, async () => {
+      while (!stop) {
+        const r = await v.verify(withKid(`junk-${Math.random().toString(36).slice(2)}`));
+        assert.equal(failure(r).code, 'bad_signature');
+        refused++;
+        await new Promise((r) => setImmediate(r));
+      }
+    });
+    const started = performance.now();
+    await new Promise((r) => setTimeout(r, 1500)); // the storm is under way: the limiter is spent on junk
+    srv.setKeys([k1, k2]); // the publisher rotates
+    const t = performance.now();
+    const r = await v.verify(await sign(k2, svidClaims(PARTNER, Math.floor(Date.now() / 1000))));
+    const ms = performance.now() - t;
+    assert.equal(r.ok, true, JSON.stringify(r));
+    assert.ok(ms < 2500, `the new key verified after ${ms.toFixed(0)} ms (one window is 1 s)`);
+    stop = true;
+    await Promise.all(storm);
+    const seconds = (performance.now() - started) / 1000;
+    tc.diagnostic(`new key verified after ${ms.toFixed(0)} ms; ${refused} junk tokens, ${srv.hits()} JWKS fetches in ${seconds.toFixed(1)} s`);
+    // One fetch per window at most (plus the warm-up one and one in flight at the end).
+    assert.ok(srv.hits() <= Math.ceil(seconds) + 2, `${srv.hits()} fetches in ${seconds.toFixed(1)} s for ${refused} junk tokens`);
+    assert.ok(refused > 16, `${refused} junk tokens refused`);
+  } finally {
+    stop = true;
     await srv.close();
   }
 });

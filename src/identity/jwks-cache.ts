@@ -1,6 +1,8 @@
 // Per-trust-domain JWKS cache: keys imported once per fetch, served from memory on the request path.
 // Stale keys are used while a background refresh runs (bounded by maxStaleSeconds); an unknown kid
 // triggers one rate-limited refetch (key rotation); no keys at all fails closed (jwks_unavailable).
+// A kid seen while the limiter is closed waits for the fetch that ends its window instead of being
+// refused, so tokens with random kids (a "kid storm") cannot delay a real rotation past one window.
 import { readFile } from 'node:fs/promises';
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { dirname, isAbsolute, resolve } from 'node:path';
@@ -37,8 +39,10 @@ export type KeyLookup =
 export interface JwksCacheOptions {
   now?: () => number;
   fetch?: typeof fetch;
-  /** Minimum gap between fetches caused by an unknown kid or a failure (default 10 s). */
+  /** Minimum gap between fetches after a failure (default 10 s). */
   minRefetchSeconds?: number;
+  /** Minimum gap between fetches caused by unknown kids while the JWKS loads fine (default 1000 ms). */
+  kidRefetchMs?: number;
   /** How long keys may be used after a failed refresh before failing closed (default 3600 s). */
   maxStaleSeconds?: number;
   timeoutMs?: number;
@@ -89,6 +93,7 @@ export function trustDomainsFromConfig(config: Pick<ConfigSet, 'trustDomains'>):
 export function createJwksCache(source: TrustDomainSource, opts: JwksCacheOptions = {}): JwksCache {
   const now = opts.now ?? Date.now;
   const minGap = (opts.minRefetchSeconds ?? 10) * 1000;
+  const kidGap = opts.kidRefetchMs ?? 1000;
   const maxStale = (opts.maxStaleSeconds ?? 3600) * 1000;
   const doFetch = opts.fetch ?? fetch;
   const timeoutMs = opts.timeoutMs ?? 5000;
@@ -97,6 +102,8 @@ export function createJwksCache(source: TrustDomainSource, opts: JwksCacheOption
   let lastAttempt = -Infinity;
   let lastError: string | undefined;
   let inflight: Promise<string | undefined> | undefined;
+  /** The fetch at the end of the unknown-kid window, shared by every kid that waits for it. */
+  let next: Promise<string | undefined> | undefined;
 
   const load = async (): Promise<Map<string, KeyEntry>> => {
     const text = source.jwksUrl ? await fetchText(source.jwksUrl, doFetch, timeoutMs) : await readFile(source.jwksFile!, 'utf8');
@@ -122,6 +129,22 @@ export function createJwksCache(source: TrustDomainSource, opts: JwksCacheOption
     return inflight;
   };
 
+  /**
+   * The fetch an unknown kid waits for: the one in flight, one now, or the one that ends the
+   * window (at most one per kidGap: a storm of junk kids costs the publisher one fetch per
+   * window, and a genuine new kid waits at most that long). Undefined after a failure while the
+   * longer failure gap runs (the publisher is not hammered; the kid is refused at once).
+   */
+  const fetchForKid = (): Promise<string | undefined> | undefined => {
+    if (inflight) return inflight;
+    const wait = lastAttempt + (lastError === undefined ? kidGap : minGap) - now();
+    if (wait <= 0) return refresh();
+    if (lastError !== undefined) return undefined;
+    // Never longer than one window, even when the clock stepped back.
+    next ??= new Promise<void>((r) => { setTimeout(r, Math.min(wait, kidGap)).unref(); }).then(() => { next = undefined; return inflight ?? refresh(); });
+    return next;
+  };
+
   const unavailable = (why: string | undefined): KeyLookup => ({ ok: false, code: 'jwks_unavailable', message: why ?? `trust domain "${source.name}": JWKS not loaded` });
 
   return {
@@ -142,9 +165,10 @@ export function createJwksCache(source: TrustDomainSource, opts: JwksCacheOption
         void refresh(); // stale-while-revalidate: a routine refresh never blocks the request path
       }
       let k = keys?.get(kid);
-      if (!k && (inflight || canFetch())) {
-        // Unknown kid: the publisher may have rotated. One refetch, rate-limited by minRefetchSeconds.
-        const err = await (inflight ?? refresh());
+      const fetching = k ? undefined : fetchForKid();
+      if (fetching) {
+        // Unknown kid: the publisher may have rotated. One refetch, rate-limited (fetchForKid).
+        const err = await fetching;
         if (err) return unavailable(err);
         k = keys?.get(kid);
       }
