@@ -66,11 +66,11 @@ interface TlsRedis { port: number; url: string; cli(...args: string[]): string }
  * handshake itself. Over TLS 1.3 the server refuses it after the client's handshake is done, and
  * its close may reach the client as a reset before the alert is read (then it looks unreachable).
  */
-async function tlsRedis(c: ReturnType<typeof certs>, clients = false): Promise<TlsRedis> {
+async function tlsRedis(c: ReturnType<typeof certs>, clients = false, protocols = 'TLSv1.2'): Promise<TlsRedis> {
   const port = await freePort();
   const rdir = tempDir('aam-redis-tls-data-');
   const proc = spawn('redis-server', ['--port', '0', '--tls-port', String(port), '--bind', '127.0.0.1', '--tls-cert-file', c.cert, '--tls-key-file', c.key,
-    '--tls-ca-cert-file', c.ca, '--tls-auth-clients', clients ? 'yes' : 'no', ...(clients ? ['--tls-protocols', 'TLSv1.2'] : []), '--requirepass', PASSWORD, '--save', '', '--appendonly', 'no', '--dir', rdir, '--loglevel', 'warning'], { stdio: 'ignore' });
+    '--tls-ca-cert-file', c.ca, '--tls-auth-clients', clients ? 'yes' : 'no', ...(clients ? ['--tls-protocols', protocols] : []), '--requirepass', PASSWORD, '--save', '', '--appendonly', 'no', '--dir', rdir, '--loglevel', 'warning'], { stdio: 'ignore' });
   procs.push(proc);
   const cli = (...args: string[]) => spawnSync('redis-cli', ['--tls', '--cacert', c.ca, ...(clients ? ['--cert', c.client.cert, '--key', c.client.key] : []), '-h', '127.0.0.1', '-p', String(port), '-a', PASSWORD, '--no-auth-warning', ...args], { encoding: 'utf8' }).stdout.trim();
   const deadline = Date.now() + 10_000;
@@ -86,12 +86,13 @@ let rogue: ReturnType<typeof certs>;
 let server: TlsRedis;
 let rogueServer: TlsRedis;
 let mtlsServer: TlsRedis;
+let mtls13Server: TlsRedis;
 
 before(async () => {
   fleetUrls(); // npm test: PostgreSQL for the fleet's database, and redis-server installed
   good = certs('good');
   rogue = certs('rogue');
-  [server, rogueServer, mtlsServer] = await Promise.all([tlsRedis(good), tlsRedis(rogue), tlsRedis(good, true)]);
+  [server, rogueServer, mtlsServer, mtls13Server] = await Promise.all([tlsRedis(good), tlsRedis(rogue), tlsRedis(good, true), tlsRedis(good, true, 'TLSv1.3')]);
   upstream = await localServer(async (_req, res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ id: 'c', object: 'chat.completion', created: 1, model: 'm', choices: [{ index: 0, message: { role: 'assistant', content: 'ok' }, finish_reason: 'stop' }], usage: { prompt_tokens: 5, completion_tokens: 100, total_tokens: 105 } }));
@@ -182,6 +183,19 @@ test('a running replica that reconnects to a Redis whose certificate the CA did 
 
 test('a Redis that asks for a client certificate aam does not present: a replica refuses to start, naming AAM_REDIS_URL', async () => {
   await assert.rejects(gateway(mtlsServer.url, good.ca, 1), /cannot use Redis \(AAM_REDIS_URL\): .*client certificate it asks for/s);
+});
+
+test('TLS 1.3 to a Redis that asks for a client certificate aam lacks (its close may arrive as a reset): refused at start every time, naming the certificate files', async () => {
+  for (let i = 0; i < 3; i++) {
+    await assert.rejects(gateway(mtls13Server.url, good.ca, 1), /cannot use Redis \(AAM_REDIS_URL\): .*(right after the TLS handshake.*AAM_REDIS_CERT_FILE|client certificate it asks for)/s);
+  }
+});
+
+test('rediss:// to a Redis without TLS (it would time out, and be waited for): refused at start, saying it answers plain Redis', async () => {
+  const plain = fleetUrls().redisUrl.replace(/^redis:/, 'rediss:');
+  const t = performance.now();
+  await assert.rejects(gateway(plain, good.ca, 1), /cannot use Redis \(AAM_REDIS_URL\): AAM_REDIS_URL is rediss:\/\/ \(TLS\), but 127\.0\.0\.1:\d+ answers plain Redis without TLS: use redis:\/\//);
+  assert.ok(performance.now() - t < 15_000);
 });
 
 test('the admission connection by itself says why a rogue certificate is refused', async () => {

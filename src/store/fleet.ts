@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { connectPostgres, databaseName, migrate, requireSchema, QUERY_TIMEOUT_S, type Sql } from './postgres.ts';
 import { connectAdmission, connectRedis, fleetPrefix, lastError, redisRefusal, COMMAND_TIMEOUT_MS, type Redis } from './redis.ts';
+import { redisTlsMisfit } from './redis-probe.ts';
 import type { RespConnection } from './resp.ts';
 import { connectEvidence, type EventWriter } from './pg-wire.ts';
 import type { StoreHealth } from './types.ts';
@@ -85,7 +86,8 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
     // Redis may be down at start: requests then get 503 store_unavailable until it answers. One
     // that refuses aam (password, certificate) will not change its mind: the start stops, saying so.
     await Promise.all([redis.connect().catch(() => {}), opts.admission ? admission.connect().catch(() => {}) : null]);
-    const refusal = redisRefusal(redisWhy()) ?? redisRefusal(admissionWhy());
+    const refusal = redisRefusal(redisWhy()) ?? redisRefusal(admissionWhy())
+      ?? (redis.status === 'ready' ? null : await redisTlsMisfit(env.redisUrl, env.redisTls));
     if (refusal !== null) throw new Error(`cannot use Redis (AAM_REDIS_URL): ${refusal}`);
   } catch (e) {
     redis.disconnect();
