@@ -1,7 +1,7 @@
 // The one runtime object: the compiled config (swapped atomically on reload) and the long-lived
 // services. Everything mutable in a running gateway hangs off this object; nothing is global.
 import { ConfigError, formatIssues } from './config/errors.ts';
-import { parseConfigIsolated, parseConfigInBackground } from './config/isolated.ts';
+import { linesInBackground, parseConfigIsolated, parseConfigInBackground } from './config/isolated.ts';
 import { configDigest, readConfigSources, type ConfigSource } from './config/sources.ts';
 import type { ConfigSet } from './config/schema.ts';
 import { compilePolicies, setFor, type CompiledPolicies, type PolicySet } from './policy/compile.ts';
@@ -517,12 +517,14 @@ export class Runtime {
    */
   reloadInBackground(actor: AdminActor = 'system'): Promise<string | null> {
     const run = async (): Promise<string | null> => {
+      let sources: readonly ConfigSource[] = [];
       try {
-        const sources = readConfigSources(this.options.configPath);
+        sources = readConfigSources(this.options.configPath);
         if (this.#unchanged(sources, actor)) return null;
         return this.#apply(this.#parseConfig ? this.#parseConfig(sources) : await parseConfigInBackground(sources), actor);
       } catch (e) {
-        return this.#refused(e, actor);
+        // Policy compilation's issues (CEL, rule conflicts) name no line until looked up in the texts.
+        return this.#refused(e instanceof ConfigError ? new ConfigError(await linesInBackground(sources, e.issues)) : e, actor);
       }
     };
     const next = this.#reloading.then(run);

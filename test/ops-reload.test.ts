@@ -9,6 +9,9 @@ import { queryEvents } from '../src/audit/query.ts';
 import { isConfigEvent } from '../src/config/watch.ts';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { chat, until } from './helpers/e2e.ts';
+import { startServeChild } from './helpers/serve-child.ts';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 
 const provider = doc('Provider', 'demo', { type: 'demo' });
 const routes = ['one', 'two'].map((m) => doc('Model', m, { targets: [{ provider: 'demo', model: 'd' }] }));
@@ -66,6 +69,28 @@ test('a failed file-watch reload is recorded (config_reload_failed, actor file-w
     replaceAtomically(gw, config(['one', 'two']), 'aam.yaml.tmp');
     await until(async () => (await status(gw, key, 'two')) === 200, 10_000, 'the fixed config to apply');
   } finally { await gw.close(); }
+});
+
+test('aam serve: a SIGHUP reload whose policy fails to compile logs one line naming the file, the line and the reason, and keeps the old config', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aam-reload-'));
+  const path = join(dir, 'aam.yaml');
+  writeFileSync(path, config(['one']));
+  const gw = await startServeChild({ config: path, data: join(dir, 'data') });
+  try {
+    // The schema takes the string; only the policy's compilation (CEL) refuses it, with no YAML at hand.
+    const bad = yaml(provider, ...routes, agent, doc('AgentPolicy', 'tester-policy', { identity: { agent: 'tester' }, models: { allow: ['one'] }, tools: [{ resource: 'x.y', actions: ['read'], when: 'identity.team == ' }] }));
+    writeFileSync(path, bad);
+    const line = bad.split('\n').findIndex((l) => l.includes('identity.team == ')) + 1;
+    gw.proc.kill('SIGHUP');
+    await until(() => /config_reload_failed/.test(gw.stderr()), 20_000, 'a config_reload_failed log line');
+    const failed = gw.stderr().split('\n').filter((l) => l.includes('config_reload_failed'));
+    assert.ok(failed.length >= 1);
+    const entry = JSON.parse(failed[0]) as { msg: string; error: string };
+    assert.match(entry.msg, /keeping the last good config/);
+    assert.ok(entry.error.includes(`${path}:${line} (document 5): spec.tools[0].when: CEL syntax error`), entry.error);
+    const health = await fetch(`${gw.url}/readyz`);
+    assert.equal(health.status, 200, 'the old config keeps serving');
+  } finally { await gw.stop(); }
 });
 
 test('a reload someone asks for is recorded under their name even when nothing changed (the file watcher may have applied it first)', async () => {

@@ -45,6 +45,27 @@ export function parseConfigIsolated(sources: readonly ConfigSource[]): ConfigSet
 
 /** parseConfigIsolated without blocking this thread (reloads: requests are served meanwhile). */
 export function parseConfigInBackground(sources: readonly ConfigSource[]): Promise<ConfigSet> {
+  return inBackground(sources).then((out) => settle(out.bytes, out.why));
+}
+
+/**
+ * Issues found after loading (policy compilation: CEL, rule conflicts) with their lines in the
+ * texts compiled, looked up in the loader's process (the gateway's thread keeps no YAML, nor the
+ * loader); the issues as they were if that fails. A failed reload's log line then names the line.
+ */
+export async function linesInBackground(sources: readonly ConfigSource[], issues: readonly ConfigIssue[]): Promise<ConfigIssue[]> {
+  if (issues.every((i) => i.line !== undefined || i.document < 0 || !i.path)) return [...issues];
+  try {
+    const out = await inBackground({ sources, lines: issues });
+    const reply = out.bytes.length ? deserialize(out.bytes) as LoadReply : undefined;
+    return reply && 'issues' in reply ? reply.issues : [...issues];
+  } catch {
+    return [...issues];
+  }
+}
+
+/** The child's answer to `input` (its bytes; `why` it gave none), without blocking this thread. */
+function inBackground(input: unknown): Promise<{ bytes: Buffer; why: () => string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, childArgv(), { stdio: ['pipe', 'pipe', 'inherit'], timeout: ANSWER_MS });
     const chunks: Buffer[] = [];
@@ -55,10 +76,8 @@ export function parseConfigInBackground(sources: readonly ConfigSource[]): Promi
     });
     child.stdin.on('error', () => { /* the child ended early: its exit says why */ });
     child.on('error', (e) => reject(new Error(`config validation failed: ${e.message}`)));
-    child.on('close', (code, signal) => {
-      try { resolve(settle(Buffer.concat(chunks), () => `the validating process ended without an answer (exit ${code ?? signal})`)); } catch (e) { reject(e); }
-    });
-    child.stdin.end(JSON.stringify(sources));
+    child.on('close', (code, signal) => resolve({ bytes: Buffer.concat(chunks), why: () => `the validating process ended without an answer (exit ${code ?? signal})` }));
+    child.stdin.end(JSON.stringify(input));
   });
 }
 

@@ -1,10 +1,12 @@
-// The process of isolated.ts: reads the config texts (JSON) on stdin, validates them, writes one
-// answer (v8-serialized LoadReply) on stdout and exits. The loader is imported inside the try so
-// that even a failure to load it is an answer.
+// The process of isolated.ts: reads the config texts (JSON) on stdin, validates them (or gives
+// issues found after loading their lines in those texts), writes one answer (v8-serialized
+// LoadReply) on stdout and exits. The loader is imported inside the try so that even a failure to
+// load it is an answer.
 import { readFileSync, writeSync } from 'node:fs';
 import { serialize } from 'node:v8';
 import type { ConfigSource } from './sources.ts';
 import type { LoadReply } from './isolated.ts';
+import type { ConfigIssue } from './errors.ts';
 
 function answer(reply: LoadReply): void {
   let bytes: Buffer;
@@ -19,10 +21,16 @@ function answer(reply: LoadReply): void {
 }
 
 try {
-  const sources = JSON.parse(readFileSync(0, 'utf8')) as ConfigSource[];
-  const { parseConfigTexts, ConfigError } = await import('./load.ts');
-  try { answer({ set: parseConfigTexts(sources) }); } catch (e) {
-    answer(e instanceof ConfigError ? { issues: e.issues } : { error: (e as Error).message ?? String(e) });
+  const asked = JSON.parse(readFileSync(0, 'utf8')) as ConfigSource[] | { sources: ConfigSource[]; lines: ConfigIssue[] };
+  const { parseConfigTexts, withLines, ConfigError } = await import('./load.ts');
+  // Issues found after loading (policy compilation), to be given their lines in the texts compiled.
+  if (!Array.isArray(asked)) {
+    const texts = new Map(asked.sources.map((s) => [s.file, s.text]));
+    answer({ issues: withLines(asked.lines, (f) => texts.get(f) ?? '') });
+  } else {
+    try { answer({ set: parseConfigTexts(asked) }); } catch (e) {
+      answer(e instanceof ConfigError ? { issues: e.issues } : { error: (e as Error).message ?? String(e) });
+    }
   }
 } catch (e) {
   answer({ error: `config validation: cannot load the loader: ${(e as Error).message}` });

@@ -51,15 +51,16 @@ function pathKeys(path: string): PropertyKey[] {
 /**
  * Issues found after loading (policy compilation: CEL, rule conflicts) carry file, document and
  * path but no line, since the compiled config keeps no YAML: the line is looked up in the file
- * as it is now. Best effort: an issue whose file or document cannot be read again keeps no line.
+ * as it is now (or in `textOf`, the texts that were compiled). Best effort: an issue whose file or
+ * document cannot be read again keeps no line.
  */
-export function withLines(issues: readonly ConfigIssue[]): ConfigIssue[] {
+export function withLines(issues: readonly ConfigIssue[], textOf: (file: string) => string = (f) => readFileSync(f, 'utf8')): ConfigIssue[] {
   const docs = new Map<string, { list: Document[]; lc: LineCounter } | null>();
   const parsed = (file: string) => {
     if (!docs.has(file)) {
       try {
         const lc = new LineCounter();
-        docs.set(file, { list: parseAllDocuments(readFileSync(file, 'utf8'), { lineCounter: lc, prettyErrors: false }) as Document[], lc });
+        docs.set(file, { list: parseAllDocuments(textOf(file), { lineCounter: lc, prettyErrors: false }) as Document[], lc });
       } catch { docs.set(file, null); }
     }
     return docs.get(file);
