@@ -104,3 +104,21 @@ test('tools/call of a tool the listing withholds is refused like a tool no serve
   const masked = await client.callTool({ name: 'mail__search_accounts', arguments: args });
   assert.ok(!masked.isError, JSON.stringify(masked));
 });
+
+test('every listing that withholds an item records it: a second tools/list, prompts/list and resources/list (verdicts cached, evidence not)', async () => {
+  const blocks = async (where: string) => (await toolEvents(gw, { type: 'guardrail' })).filter((e) => {
+    const g = (e as { guardrail?: { where: string; verdict: string } }).guardrail;
+    return g?.verdict === 'block' && g.where === where;
+  }).length;
+  for (const [where, list] of [['tools/list crm', () => client.listTools()], ['prompts/list crm', () => client.listPrompts()], ['resources/list crm', () => client.listResources()]] as const) {
+    await list();
+    const before = await blocks(where);
+    assert.ok(before >= 1, `${where}: the first listing's block is on record`);
+    await list();
+    const again = await connectClient(gw, gw.key('guarded'));
+    try {
+      await (where.startsWith('tools') ? again.client.listTools() : where.startsWith('prompts') ? again.client.listPrompts() : again.client.listResources());
+    } finally { await again.client.close(); }
+    assert.equal(await blocks(where), before + 2, `${where}: each later listing (this session's and a new one's) records the block it withholds`);
+  }
+});

@@ -735,20 +735,15 @@ class HopCall implements CalleeHandler {
 
 /**
  * The card as the caller's output guardrails leave it: its descriptions and examples are text the
- * caller's model reads, as an MCP listing's are (guardedListing). A skill they block is withheld
- * alone (the block recorded); a block elsewhere in the card refuses it (400 guardrail_blocked).
+ * caller's model reads. Its skills are a listing, guarded by the access path's one rule for
+ * listings (as an MCP listing's items are): a skill they block is withheld alone (the block
+ * recorded); a block elsewhere in the card refuses it (400 guardrail_blocked).
  */
 async function guardedCard(access: Access, name: string, card: Card): Promise<Card> {
   const { skills, ...rest } = card;
   const out = await access.guard('output', rest, `a2a ${name} card`, 'chat');
   if (!Array.isArray(skills)) return out;
-  const kept: unknown[] = [];
-  for (const skill of skills) {
-    try { kept.push(await access.guard('output', skill, `a2a ${name} card skill`, 'chat')); } catch (e) {
-      if (!(e instanceof AamError && e.code === 'guardrail_blocked')) throw e;
-    }
-  }
-  return { ...out, skills: kept };
+  return { ...out, skills: await access.guardListing(skills as unknown[], `a2a ${name} card skill`, 'chat') };
 }
 
 /**

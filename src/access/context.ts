@@ -11,7 +11,7 @@ import type { CompiledGuardrail, Direction, EventGuard } from '../guardrails/eng
 import type { ChatRequest, ChatResult } from '../providers/types.ts';
 import { identify } from './identify.ts';
 import { authorize, admit, settle, release, recordEvidence, type Admission } from './decide.ts';
-import { guardrailsOf, guardChatInput, guardChatOutput, guardOrThrow, overScanBudget, recordStreamFindings } from './guard.ts';
+import { guardListing, guardrailsOf, guardChatInput, guardChatOutput, guardOrThrow, overScanBudget, recordStreamFindings } from './guard.ts';
 import { createTextCounter, type TextShape } from '../guardrails/text-budget.ts';
 import { DELEGATION_HEADER, delegationEvidence, verifyDelegation, type Delegation } from './delegation.ts';
 import { identityEvidence, requestTraceId, type EvidenceAt } from './evidence.ts';
@@ -90,6 +90,16 @@ export class Access<C extends Ctx = Ctx> {
    */
   guard<T>(direction: Direction, value: T, where: string, shape: 'chat' | 'json' = 'json'): Promise<T> {
     return this.gs.length ? guardOrThrow(this.ctx.rt, this.at(), this.identity, this.gs, direction, value, where, shape) : Promise.resolve(value);
+  }
+
+  /**
+   * A listing's items as the output guardrails leave them (access/guard.ts guardListing): the
+   * blocked ones withheld (each block recorded), verdicts cached per item's content.
+   */
+  guardListing<T>(items: readonly T[], where: string, shape: 'chat' | 'json' = 'json'): Promise<T[]> {
+    if (this.gs.length === 0) return Promise.resolve([...items]);
+    const gs = this.gs;
+    return guardListing(this.ctx.rt, this.at(), this.identity, items, (item) => ({ where, gs, key: JSON.stringify(item) }), shape);
   }
 
   streamFindings(guard: EventGuard, blockedBy?: string): void {

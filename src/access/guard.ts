@@ -9,7 +9,7 @@ import { guardrailsFor } from '../policy/decide.ts';
 import type { PolicySet } from '../policy/compile.ts';
 import {
   applyToJson, blockedMessage, compileGuardrail, createEventGuard, leafTexts, replaceLeaves, runWebhookGuardrails,
-  type CompiledGuardrail, type Direction, type FindingSummary, type EventGuard,
+  type CompiledGuardrail, type Direction, type FindingSummary, type EventGuard, type StructuredVerdict,
 } from '../guardrails/engine.ts';
 import { scanValue } from '../guardrails/structured.ts';
 export { nextTurn, TURN_MS } from '../guardrails/structured.ts';
@@ -79,10 +79,10 @@ export type Guarded<T> = { ok: true; value: T } | { ok: false; guardrail: string
  * detectors, regexes, keywords and size over every string leaf (the walker; detectors, regexes and
  * keywords over object keys too), json_schema on tool payloads, then webhook guardrails over the same leaves. Non-allow verdicts are evidence.
  */
-export async function guardValue<T>(rt: AccessRuntime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], direction: Direction, value: T, where: string, shape: 'chat' | 'json' = 'json'): Promise<Guarded<T>> {
+export async function guardValue<T>(rt: AccessRuntime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], direction: Direction, value: T, where: string, shape: 'chat' | 'json' = 'json', key?: ItemKey): Promise<Guarded<T>> {
   if (gs.length === 0) return { ok: true, value };
   // Large values are scanned across loop turns (big leaves on the scan thread); small ones at once, with no await.
-  const scanned = scanValue(value, gs, direction, shape, rt.scanThread);
+  const scanned = key === undefined ? scanValue(value, gs, direction, shape, rt.scanThread) : listedVerdict(rt, gs, direction, shape, value, key);
   const v = scanned instanceof Promise ? await scanned : scanned;
   if (v.verdict !== 'allow') record(rt, at, identity, direction, where, v.verdict, v.findings);
   if (v.verdict === 'block') return { ok: false, guardrail: v.blockedBy ?? '', message: blockedMessage(v.blockedBy ?? 'guardrail', v.blockedCategory, direction) };
@@ -95,6 +95,68 @@ export async function guardValue<T>(rt: AccessRuntime, at: EvidenceAt, identity:
     if (w.verdict === 'redact') out = replaceLeaves(out, w.texts);
   }
   return { ok: true, value: out };
+}
+
+/**
+ * What stands for a listed item in the verdict cache: its content (its JSON), or an object that
+ * stands for it while it lives (a tool's definition: a new object whenever the upstream changes it)
+ * with the name it is shown under.
+ */
+export type ItemKey = string | { readonly obj: object; readonly name: string };
+
+type Scanned = StructuredVerdict<unknown> | Promise<StructuredVerdict<unknown>>;
+interface Verdicts { byObj: WeakMap<object, Map<string, Scanned>>; byText: Map<string, Scanned> }
+/** Content keys kept per guardrail list (then it starts over: a listing is not a way to fill memory). */
+const TEXT_VERDICTS_MAX = 10_000;
+/** Per guardrail list (one array per config and names: a reload starts over). */
+const verdicts = new WeakMap<readonly CompiledGuardrail[], Verdicts>();
+
+/**
+ * The walker's verdict on a listed item, scanned once per guardrail list and item however many
+ * callers list it. The verdict is cached, not its evidence: guardValue records it for every caller
+ * whose listing it changes. Webhook guardrails (a third party may answer otherwise) are asked every time.
+ */
+function listedVerdict<T>(rt: AccessRuntime, gs: readonly CompiledGuardrail[], direction: Direction, shape: 'chat' | 'json', value: T, key: ItemKey): StructuredVerdict<T> | Promise<StructuredVerdict<T>> {
+  let memo = verdicts.get(gs);
+  if (!memo) verdicts.set(gs, memo = { byObj: new WeakMap(), byText: new Map() });
+  let map: Map<string, Scanned>;
+  let k: string;
+  if (typeof key === 'string') {
+    map = memo.byText;
+    k = `${direction}\0${shape}\0${key}`;
+    if (map.size >= TEXT_VERDICTS_MAX && !map.has(k)) map.clear();
+  } else {
+    let byName = memo.byObj.get(key.obj);
+    if (!byName) memo.byObj.set(key.obj, byName = new Map());
+    map = byName;
+    k = `${direction}\0${shape}\0${key.name}`;
+  }
+  let v = map.get(k);
+  if (v === undefined) {
+    v = scanValue(value, gs, direction, shape, rt.scanThread);
+    map.set(k, v);
+    if (v instanceof Promise) v.catch(() => map.delete(k));
+  }
+  return v as StructuredVerdict<T> | Promise<StructuredVerdict<T>>;
+}
+
+/** One item of a listing: where it is shown (evidence), the guardrails it passes and what stands for it in the verdict cache. */
+export interface ListedItem { where: string; gs: readonly CompiledGuardrail[]; key: ItemKey }
+
+/**
+ * A listing as the caller's output guardrails leave it (MCP tools, prompts, resources and
+ * templates; an A2A card's skills): each item guarded on its own, with its descriptions, schemas
+ * and examples. A redaction shows the redacted item; a block withholds that item alone (recorded
+ * for this caller), so one poisoned item does not hide the others.
+ */
+export async function guardListing<T>(rt: AccessRuntime, at: EvidenceAt, identity: Identity, items: readonly T[], of: (item: T) => ListedItem, shape: 'chat' | 'json' = 'json'): Promise<T[]> {
+  const out: T[] = [];
+  for (const item of items) {
+    const o = of(item);
+    const g = await guardValue(rt, at, identity, o.gs, 'output', item, o.where, shape, o.key);
+    if (g.ok) out.push(g.value);
+  }
+  return out;
 }
 
 function orThrow<T>(g: Guarded<T>): T {

@@ -14,7 +14,7 @@ import { toolSpanAttributes, toolSpanName } from '../observability/otlp-genai.ts
 import { requestTraceId } from '../access/evidence.ts';
 import { Access as AccessOf, currentCaller } from '../access/context.ts';
 import type { Ctx } from './http.ts';
-import { guardrailsOf, guardValue, nextTurn, redactForReview, TURN_MS } from '../access/guard.ts';
+import { guardListing, guardrailsOf, guardValue, nextTurn, redactForReview, TURN_MS, type ItemKey } from '../access/guard.ts';
 import { JsonTooComplex, MAX_KEY_NAMES, parseJsonInTurns } from '../access/json-turns.ts';
 import type { IncomingMessage } from 'node:http';
 import { scrubAcross } from '../access/egress.ts';
@@ -88,9 +88,17 @@ class ToolAccessOf implements ToolAccess {
     return guardrailsOf(a.ctx.rt, a.identity, attached, a.set);
   }
 
-  guard(direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]) {
+  guard(direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[], key?: ItemKey) {
     const a = this.#a;
-    return guardValue(a.ctx.rt, { requestId, traceId: requestTraceId(a.ctx) }, a.identity, guardrailsOf(a.ctx.rt, a.identity, attached, a.set), direction, value, where);
+    return guardValue(a.ctx.rt, { requestId, traceId: requestTraceId(a.ctx) }, a.identity, guardrailsOf(a.ctx.rt, a.identity, attached, a.set), direction, value, where, 'json', key);
+  }
+
+  guardListing<T>(items: readonly T[], requestId: string, of: (item: T) => { where: string; attached?: readonly string[]; key: ItemKey }): Promise<T[]> {
+    const a = this.#a;
+    return guardListing(a.ctx.rt, { requestId, traceId: requestTraceId(a.ctx) }, a.identity, items, (item) => {
+      const o = of(item);
+      return { where: o.where, key: o.key, gs: guardrailsOf(a.ctx.rt, a.identity, o.attached, a.set) };
+    });
   }
 
   current(): ToolAccess | { gone: string } {

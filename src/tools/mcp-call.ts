@@ -9,7 +9,6 @@ import type { Decision } from '../policy/types.ts';
 import { argsDigest, checkHeld, heldCall, type Approvals } from './approvals.ts';
 import { declaresTasks, inputCapabilities, isInputRequired, isTask, openState, relayTask, sealState, TASKS_EXT, type MrtrIn, type StateBinding } from './mcp-mrtr.ts';
 import type { Catalog, CompiledTool, ServerEntry } from './catalog.ts';
-import type { CompiledGuardrail } from '../guardrails/engine-core.ts';
 import type { CallOptions, ListKind, Listing, LogParams } from './upstream.ts';
 import type { Gathered, PageStore } from './mcp-pages.ts';
 import { decisionFields, denialMessage, intentUnrecorded, NAME_SEP } from './util.ts';
@@ -502,49 +501,31 @@ function prefixedServer(rt: Runtime, name: string): ServerEntry | undefined {
 
 /**
  * What a listing shows the agent passes the output guardrails, as results do: each item of a page
- * (a tool definition, prompt, resource or template, with its descriptions, schemas, titles and
- * annotations) with its server's guardrails. A redaction shows the redacted item; a block
- * withholds that item alone (the block is recorded), so one poisoned definition does not hide the
- * server's other items. `server`: the server an item came from (null when not known).
+ * (a prompt, resource or template, with its descriptions, titles and annotations) with its
+ * server's guardrails, by the access path's one rule for listings (guardListing: a block withholds
+ * the item alone and is recorded for this caller; the verdict is cached per item's content, so a
+ * listing rescans nothing it has seen). `server`: the server an item came from (null when not known).
  */
-export async function guardedListing<T>(rt: Runtime, s: SessionCtx, method: string, items: readonly T[], server: (item: T) => string | null, requestId: string): Promise<T[]> {
-  const out: T[] = [];
-  for (const item of items) {
+export function guardedListing<T>(rt: Runtime, s: SessionCtx, method: string, items: readonly T[], server: (item: T) => string | null, requestId: string): Promise<T[]> {
+  return s.access.guardListing(items, requestId, (item) => {
     const name = server(item);
-    const go = await s.access.guard('output', item, name === null ? method : `${method} ${name}`, requestId, name === null ? undefined : rt.catalog.servers.get(name)?.spec.guardrails);
-    if (go.ok) out.push(go.value as T);
-  }
-  return out;
+    return { where: name === null ? method : `${method} ${name}`, attached: name === null ? undefined : rt.catalog.servers.get(name)?.spec.guardrails, key: JSON.stringify(item) };
+  });
 }
 
 type Shown = { ok: true; value: unknown } | { ok: false; guardrail: string; message: string };
-/**
- * Verdicts on tool definitions as a listing shows them, per guardrail list (one array per config
- * and names), definition (a new object whenever the upstream's definition changes) and exposed
- * name: a listing scans each definition once, not on every tools/list and tools/call. Webhook
- * guardrails (a third party's answer may change) are asked every time.
- */
-const definitionVerdicts = new WeakMap<readonly CompiledGuardrail[], WeakMap<CompiledTool['def'], Map<string, Promise<Shown>>>>();
 
-/** A tool's definition as this caller's listing shows it: redacted, or withheld (a block, recorded when first seen). */
+/**
+ * A tool's definition as this caller's listing shows it: redacted, or withheld (a block, recorded
+ * for every caller it is withheld from). The verdict is cached per definition (a new object
+ * whenever the upstream's definition changes) and exposed name, as for every listed item
+ * (access/guard.ts guardListing): a listing scans each definition once, not on every tools/list and tools/call.
+ */
 export function guardedDefinition(rt: Runtime, s: SessionCtx, t: CompiledTool, requestId: string): Promise<Shown> | Shown {
   const name = rt.catalog.exposedName(s.scope, t);
   const attached = rt.catalog.servers.get(t.server)?.spec.guardrails;
-  const gs = s.access.guardrails(attached);
-  if (gs.length === 0) return { ok: true, value: name === t.def.name ? t.def : { ...t.def, name } };
-  const scan = () => s.access.guard('output', { ...t.def, name }, `tools/list ${t.server}`, requestId, attached);
-  if (gs.some((g) => g.webhook !== undefined)) return scan();
-  let byDef = definitionVerdicts.get(gs);
-  if (!byDef) definitionVerdicts.set(gs, byDef = new WeakMap());
-  let byName = byDef.get(t.def);
-  if (!byName) byDef.set(t.def, byName = new Map());
-  let v = byName.get(name);
-  if (!v) {
-    v = scan();
-    byName.set(name, v);
-    v.catch(() => byName.delete(name));
-  }
-  return v;
+  if (s.access.guardrails(attached).length === 0) return { ok: true, value: name === t.def.name ? t.def : { ...t.def, name } };
+  return s.access.guard('output', { ...t.def, name }, `tools/list ${t.server}`, requestId, attached, { obj: t.def, name });
 }
 
 /**

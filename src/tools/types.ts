@@ -4,6 +4,7 @@
 import type { Identity } from '../identity/types.ts';
 import type { Decision } from '../policy/types.ts';
 import type { CompiledGuardrail } from '../guardrails/engine-core.ts';
+import type { ItemKey } from '../access/guard.ts';
 
 /**
  * The caller's access context for one HTTP request (src/access/context.ts, opened when the caller
@@ -35,7 +36,13 @@ export interface ToolAccess {
   admitCall(decision: Decision): ToolAdmission | Promise<ToolAdmission>;
   /** Guardrails on tool arguments (input) or results (output): the possibly redacted value, or a block. */
   /** `attached`: guardrails the tool's own resource (McpServer/HttpTool spec.guardrails) adds to the caller's. */
-  guard(direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[]): Promise<{ ok: true; value: unknown } | { ok: false; guardrail: string; message: string }>;
+  /** `key`: what stands for a listed item in the verdict cache (access/guard.ts ItemKey): scanned once, recorded for every caller. */
+  guard(direction: 'input' | 'output', value: unknown, where: string, requestId: string, attached?: readonly string[], key?: ItemKey): Promise<{ ok: true; value: unknown } | { ok: false; guardrail: string; message: string }>;
+  /**
+   * A listing as this caller's output guardrails leave it: each item with its server's guardrails
+   * (`attached`), the blocked ones withheld (each block recorded), verdicts cached per item (access/guard.ts guardListing).
+   */
+  guardListing<T>(items: readonly T[], requestId: string, of: (item: T) => { where: string; attached?: readonly string[]; key: ItemKey }): Promise<T[]>;
   /**
    * The guardrails guard() applies with `attached`: one array per config and list of names (a
    * verdict cache key), empty when there are none.
