@@ -94,3 +94,31 @@ test('GET /v1/models: a "*" OpenAI-compatible catalog lists what its upstream se
     assert.equal(r.status, 200, r.text);
   } finally { await gw.close(); await fake.close(); }
 });
+
+test('GET /v1/models of a "*" catalog: the listing is kept per credential as injected for the caller (a caller whose policy may not use it lists nothing of it), and the ids pass the caller\'s output guardrails', async () => {
+  const fake = await startFakeUpstream();
+  const gw = await startTestGateway(yaml(
+    doc('Credential', 'loc-key', { env: 'TEST_LOC_KEY' }),
+    doc('Credential', 'another-key', { env: 'TEST_LOC_KEY' }),
+    doc('Provider', 'loc', { type: 'openai-compatible', baseUrl: `${fake.url}/v1`, credential: 'loc-key', models: '*' }),
+    doc('Guardrail', 'no-tools-word', { on: ['output'], keywords: ['tools'], action: 'block' }),
+    doc('Agent', 'bot', { workload: 'spiffe://test/agent/bot' }),
+    doc('Agent', 'other', { workload: 'spiffe://test/agent/other' }),
+    doc('Agent', 'guarded', { workload: 'spiffe://test/agent/guarded' }),
+    doc('AgentPolicy', 'p', { identity: { agent: 'bot' }, models: { allow: ['loc/*'] }, credentials: { allow: ['loc-key'] } }),
+    doc('AgentPolicy', 'o', { identity: { agent: 'other' }, models: { allow: ['loc/*'] }, credentials: { allow: ['another-key'] } }),
+    doc('AgentPolicy', 'g', { identity: { agent: 'guarded' }, models: { allow: ['loc/*'] }, guardrails: ['no-tools-word'] }),
+  ), { TEST_LOC_KEY: 'sk-loc-secret-0123456789' });
+  try {
+    const list = async (agent: string) => ((await (await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${gw.key(agent)}` } })).json()) as { data: Array<{ id: string }> }).data.map((m) => m.id);
+    const ids = await list('bot');
+    assert.ok(ids.includes('loc/ok') && ids.includes('loc/tools'), ids.join(', '));
+    // Kept 60 s, but not for a caller whose policy may not use the credential it was asked with.
+    assert.deepEqual(await list('other'), [], 'credentials.allow is checked on every listing');
+    // Same credential: the kept listing; the ids as the caller's output guardrails leave them.
+    const guarded = await list('guarded');
+    assert.ok(guarded.includes('loc/ok'), guarded.join(', '));
+    assert.ok(!guarded.includes('loc/tools'), 'an id an output guardrail blocks is withheld');
+    assert.equal(fake.requests.filter((r) => r.method === 'GET' && r.path === '/v1/models').length, 1, 'one credential, one upstream listing');
+  } finally { await gw.close(); await fake.close(); }
+});

@@ -127,14 +127,19 @@ export function embedderFor(ctx: Ctx, identity: Identity, routeName: string | un
 
 /**
  * GET /v1/models: only the routes and catalog models this caller's policy allows; for a `*`
- * OpenAI-compatible catalog, the models its upstream lists (upstream-models.ts), decided one by one.
+ * OpenAI-compatible catalog, the models its upstream lists (upstream-models.ts), decided one by one
+ * and shown as the caller's output guardrails leave them.
  */
 export async function handleModels(ctx: Ctx): Promise<void> {
-  const identity = await identify(ctx);
+  const a = await openAccess(ctx);
+  const { identity } = a;
   const policies = ctx.cfg.policies;
   const ids = allowedModels(identity.agent, policies);
   const upstream = await upstreamCatalogNames(ctx, identity);
-  const listed = upstream.length === 0 ? ids : [...new Set([...ids, ...upstream.filter((n) => mayUseModel(identity.agent, n, policies))])];
+  // The upstream's ids are its answer: the caller's output guardrails see them, as a listing (a blocked id is withheld).
+  a.guardrails();
+  const shown = upstream.length === 0 ? upstream : await a.guardListing(upstream.filter((n) => mayUseModel(identity.agent, n, policies)), 'GET /v1/models', 'chat');
+  const listed = shown.length === 0 ? ids : [...new Set([...ids, ...shown])];
   sendJson(ctx, 200, { object: 'list', data: listed.map((id) => modelObject(ctx, id)) });
 }
 
