@@ -24,6 +24,12 @@ before(async () => {
       res.end(JSON.stringify({ id: 'msg_1', type: 'message', role: 'assistant', model: 'c', content: [{ type: 'text', text: 'fine' }], stop_reason: 'end_turn', stop_sequence: null, usage: { input_tokens: 3, output_tokens: 1 } }));
       return;
     }
+    if (req.url!.endsWith('/responses')) {
+      // OpenAI's Responses API: logprobs when asked with include.
+      const lp = Array.isArray(body.include) && body.include.includes('message.output_text.logprobs') ? [{ token: 'fine', logprob: -0.2, bytes: [102, 105, 110, 101], top_logprobs: [] }] : [];
+      res.end(JSON.stringify({ id: 'resp_up', object: 'response', created_at: 1, status: 'completed', model: 'o', output: [{ id: 'msg_up', type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', annotations: [], logprobs: lp, text: 'fine' }] }], usage: { input_tokens: 3, output_tokens: 1, total_tokens: 4 } }));
+      return;
+    }
     const logprobs = body.logprobs === true ? { content: [{ token: 'fine', logprob: -0.1, bytes: [102, 105, 110, 101], top_logprobs: [] }] } : null;
     res.end(JSON.stringify({ id: 'c1', object: 'chat.completion', created: 1, model: 'g', choices: [{ index: 0, message: { role: 'assistant', content: 'fine' }, logprobs, finish_reason: 'stop' }], usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 } }));
   });
@@ -38,8 +44,11 @@ before(async () => {
     doc('Model', 'claude', { targets: [{ provider: 'ant', model: 'c' }], ...free }),
     doc('Model', 'nova', { targets: [{ provider: 'br', model: 'amazon.nova-pro-v1:0' }], ...free }),
     doc('Model', 'claude-then-gpt', { targets: [{ provider: 'ant', model: 'c' }, { provider: 'oai', model: 'g' }], ...free }),
+    doc('Provider', 'real-oai', { type: 'openai', baseUrl: `${up.url}/v1` }),
+    doc('Model', 'o', { targets: [{ provider: 'real-oai', model: 'o' }], ...free }),
+    doc('Model', 'gpt-cached', { targets: [{ provider: 'oai', model: 'g' }], cache: { mode: 'exact', ttl_seconds: 300 }, ...free }),
     doc('Model', 'masked', { targets: [{ provider: 'oai', model: 'g' }], guardrails: ['mask'], ...free }),
-    ...agentDocs(['gpt', 'claude', 'nova', 'claude-then-gpt', 'masked']),
+    ...agentDocs(['gpt', 'claude', 'nova', 'claude-then-gpt', 'masked', 'o', 'gpt-cached']),
   ), { AAM_TEST_AWS_SECRET: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' });
   key = gw.key('tester');
 });
@@ -101,4 +110,46 @@ test('the table: each wire carries what it has a form for', () => {
   // Gemini gets the sampling fields it has.
   const body = JSON.parse(geminiAdapter.chatRequest(req({ extra: { seed: 3, presence_penalty: 0.5, frequency_penalty: 0.25 } }), { model: 'gemini-2.5-flash', stream: false, options: {} }).body) as { generationConfig: Record<string, unknown> };
   assert.deepEqual(body.generationConfig, { seed: 3, presencePenalty: 0.5, frequencyPenalty: 0.25 });
+});
+
+test('logprobs and the cache: a hit replays the logprobs the answer was stored with (the request asked for them: they are part of its key)', async () => {
+  seen.length = 0;
+  const first = await openai().chat.completions.create({ model: 'gpt-cached', messages: [{ role: 'user', content: 'cache me' }], logprobs: true, top_logprobs: 1 }).withResponse();
+  assert.equal(first.response.headers.get('x-aam-cache'), 'miss');
+  const hit = await openai().chat.completions.create({ model: 'gpt-cached', messages: [{ role: 'user', content: 'cache me' }], logprobs: true, top_logprobs: 1 }).withResponse();
+  assert.equal(hit.response.headers.get('x-aam-cache'), 'hit');
+  assert.equal(seen.length, 1, 'the hit reached no upstream');
+  assert.deepEqual(hit.data.choices[0].logprobs?.content, first.data.choices[0].logprobs?.content);
+  assert.equal(hit.data.choices[0].logprobs?.content?.[0]?.token, 'fine');
+  // Without logprobs asked, another key: the stored logprobs are not this request's answer.
+  const plain = await openai().chat.completions.create({ model: 'gpt-cached', messages: [{ role: 'user', content: 'cache me' }] }).withResponse();
+  assert.equal(plain.response.headers.get('x-aam-cache'), 'miss');
+  assert.equal(plain.data.choices[0].logprobs, null);
+});
+
+test('Responses API include "message.output_text.logprobs" and top_logprobs: carried to an OpenAI-wire chat upstream and to OpenAI\'s Responses API, refused elsewhere; an include aam cannot honour is a 400 naming it (reasoning.encrypted_content: none to include: aam answers carry no reasoning items)', async () => {
+  seen.length = 0;
+  const viaChat = await openai().responses.create({ model: 'gpt', input: 'hi', include: ['message.output_text.logprobs'], top_logprobs: 2 });
+  const part = viaChat.output[0].type === 'message' ? viaChat.output[0].content[0] : undefined;
+  assert.equal(part?.type === 'output_text' ? part.logprobs?.[0]?.token : undefined, 'fine');
+  assert.equal(seen.at(-1)!.body.logprobs, true);
+  assert.equal(seen.at(-1)!.body.top_logprobs, 2);
+  const native = await openai().responses.create({ model: 'o', input: 'hi', include: ['message.output_text.logprobs'], top_logprobs: 3 });
+  assert.ok(seen.at(-1)!.url.endsWith('/responses'));
+  assert.deepEqual(seen.at(-1)!.body.include, ['message.output_text.logprobs']);
+  assert.equal(seen.at(-1)!.body.top_logprobs, 3);
+  const nativePart = native.output[0].type === 'message' ? native.output[0].content[0] : undefined;
+  assert.equal(nativePart?.type === 'output_text' ? nativePart.logprobs?.[0]?.logprob : undefined, -0.2);
+  // Not asked: none (top_logprobs alone asks for nothing, as on OpenAI).
+  const none = await openai().responses.create({ model: 'gpt', input: 'hi', top_logprobs: 2 });
+  const nonePart = none.output[0].type === 'message' ? none.output[0].content[0] : undefined;
+  assert.deepEqual(nonePart?.type === 'output_text' ? nonePart.logprobs : undefined, []);
+  assert.equal(seen.at(-1)!.body.logprobs, undefined);
+  const codex = await openai().responses.create({ model: 'gpt', input: 'hi', include: ['reasoning.encrypted_content'] });
+  assert.ok(!codex.output.some((i) => i.type === 'reasoning'));
+  seen.length = 0;
+  await refused(openai().responses.create({ model: 'claude', input: 'hi', include: ['message.output_text.logprobs'] }), 'logprobs', /anthropic upstream returns no logprobs/);
+  await refused(openai().responses.create({ model: 'gpt', input: 'hi', include: ['message.output_text.logprobs', 'code_interpreter_call.logs' as never] }), 'include[1]', /not an include aam can honour/);
+  await refused(openai().responses.create({ model: 'gpt', input: 'hi', include: ['message.output_text.logprobs'], top_logprobs: 30 }), 'top_logprobs', /0 to 20/);
+  assert.equal(seen.length, 0, 'nothing refused reached an upstream');
 });

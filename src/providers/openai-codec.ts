@@ -20,7 +20,7 @@ function encodeResult(r: ChatResult, model: string): unknown {
     object: 'chat.completion',
     created: r.created,
     model,
-    choices: [{ index: 0, message, logprobs: null, finish_reason: r.finishReason }],
+    choices: [{ index: 0, message, logprobs: r.logprobs !== undefined ? { content: r.logprobs, refusal: null } : null, finish_reason: r.finishReason }],
   };
   if (r.usage !== undefined) out.usage = openaiUsageJson(r.usage);
   return out;

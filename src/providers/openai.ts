@@ -1,7 +1,7 @@
 // OpenAI chat-completions wire (also OpenAI-compatible servers: vLLM, Ollama, Groq, OpenRouter...).
 // Upstream side: canonical request -> OpenAI body; OpenAI response / SSE chunks -> canonical.
 import type {
-  ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult, ProviderAdapter, ProviderError,
+  ChatRequest, ChatResult, EmbeddingsRequest, Json, EmbeddingsResult, ProviderAdapter, ProviderError,
   RawChatHead, StreamEvent, StreamParser, TargetInfo, ToolCall, Usage, UpstreamRequest,
 } from './types.ts';
 import { OPENAI_FINISH, UpstreamShapeError, arr, localId, num, nowSeconds, obj, rawChatHead, statusType, usageOf, withoutAnthropicMarks } from './util.ts';
@@ -87,6 +87,8 @@ export function openaiChatResponse(body: unknown): ChatResult {
   };
   const usage = openaiUsage(body.usage);
   if (usage !== undefined) result.usage = usage;
+  const logprobs = arr(obj(choice.logprobs)?.content);
+  if (logprobs !== undefined) result.logprobs = logprobs as Json[];
   return result;
 }
 

@@ -54,7 +54,7 @@ export function uncarried(req: ChatRequest, wire: Wire, stream: boolean): string
     if (x.logprobs === true || (x.top_logprobs !== undefined && x.top_logprobs !== null)) {
       const f = x.logprobs === true ? 'logprobs' : 'top_logprobs';
       if (stream) return `${f}: logprobs are not relayed in streams (send the request with stream: false)`;
-      if (wire !== 'openai') return `${f}: a ${wire} upstream returns no logprobs`;
+      if (wire !== 'openai' && wire !== 'openai-responses') return `${f}: a ${wire} upstream returns no logprobs`;
     }
     for (const k in x) {
       const wires = EXTRA[k];

@@ -117,8 +117,8 @@ export function finishedText(meta: ResponseMeta, model: string, items: readonly 
     + `${e.afterUsage},"completed_at":${num(completedAt)}}`;
 }
 
-function messageItem(id: string, text: string, status: string): Obj {
-  return { id, type: 'message', status, role: 'assistant', content: [{ type: 'output_text', annotations: [], logprobs: [], text }] };
+function messageItem(id: string, text: string, status: string, logprobs: readonly unknown[] = []): Obj {
+  return { id, type: 'message', status, role: 'assistant', content: [{ type: 'output_text', annotations: [], logprobs, text }] };
 }
 
 function callItem(id: string, callId: string, name: string, args: string, status: string): Obj {
@@ -129,7 +129,7 @@ function callItem(id: string, callId: string, name: string, args: string, status
 export function outputItems(meta: ResponseMeta, r: ChatResult): Obj[] {
   const out: Obj[] = [];
   const status = INCOMPLETE[r.finishReason] ? 'incomplete' : 'completed';
-  if ((r.text !== null && r.text !== '') || r.toolCalls.length === 0) out.push(messageItem(itemId(meta, 'msg', 0), r.text ?? '', status));
+  if ((r.text !== null && r.text !== '') || r.toolCalls.length === 0) out.push(messageItem(itemId(meta, 'msg', 0), r.text ?? '', status, r.logprobs));
   for (const tc of r.toolCalls) out.push(callItem(itemId(meta, 'fc', out.length), tc.id, tc.function.name, tc.function.arguments, 'completed'));
   return out;
 }
@@ -142,7 +142,7 @@ function outputTexts(meta: ResponseMeta, r: ChatResult): { ids: string[]; texts:
   if ((r.text !== null && r.text !== '') || r.toolCalls.length === 0) {
     const id = itemId(meta, 'msg', 0);
     ids.push(id);
-    texts.push(messageJson(id, status, partJson(JSON.stringify(r.text ?? ''))));
+    texts.push(messageJson(id, status, partJson(JSON.stringify(r.text ?? ''), r.logprobs)));
   }
   for (const tc of r.toolCalls) {
     const id = itemId(meta, 'fc', ids.length);
@@ -160,7 +160,7 @@ interface OpenText { index: number; id: string; text: string; at: string }
 interface OpenCall { index: number; id: string; callId: string; name: string; args: string; at: string }
 
 /** A message item's JSON and its one part's, from its text already JSON-encoded (in messageItem's field order). */
-const partJson = (textJson: string): string => `{"type":"output_text","annotations":[],"logprobs":[],"text":${textJson}}`;
+const partJson = (textJson: string, logprobs?: readonly unknown[]): string => `{"type":"output_text","annotations":[],"logprobs":${logprobs === undefined ? '[]' : JSON.stringify(logprobs)},"text":${textJson}}`;
 const messageJson = (id: string, status: string, part: string): string => `{"id":${JSON.stringify(id)},"type":"message","status":"${status}","role":"assistant","content":[${part}]}`;
 const callJson = (id: string, callId: string, name: string, argsJson: string): string =>
   `{"id":${JSON.stringify(id)},"type":"function_call","status":"completed","arguments":${argsJson},"call_id":${JSON.stringify(callId)},"name":${JSON.stringify(name)}}`;

@@ -28,8 +28,8 @@ const bad = (field: string, message: string): Bad => ({ ok: false, field, messag
 const isBad = (v: unknown): v is Bad => isObj(v) && v.ok === false;
 const given = (v: unknown): boolean => v !== undefined && v !== null;
 
-// Fields with no meaning on a translated path (include, truncation, stream_options, top_logprobs,
-// ...) are accepted and not forwarded.
+// Fields with no meaning on a translated path (truncation, stream_options, ...) are accepted and
+// not forwarded. `include` and `top_logprobs` are mapped (includes) or refused, never dropped.
 /** OpenAI fields chat completions knows too: forwarded to OpenAI-wire upstreams. */
 const FORWARDED = ['service_tier', 'safety_identifier', 'prompt_cache_key'] as const;
 const UNSUPPORTED: Readonly<Record<string, string>> = {
@@ -37,6 +37,36 @@ const UNSUPPORTED: Readonly<Record<string, string>> = {
   conversation: 'conversations are not supported through aam; chain responses with previous_response_id instead',
   prompt: 'stored prompt templates are not supported through aam; send instructions and input instead',
 };
+
+/**
+ * `include` values and what aam does with them: the output text's logprobs are chat's logprobs
+ * (carried to the targets that return them, refused by the others: providers/params.ts); the
+ * outputs of tools OpenAI runs itself cannot occur (such tools are refused), and aam's answers
+ * carry no reasoning items (as a model that does not reason answers on OpenAI), so for those and
+ * for encrypted reasoning (which agents such as Codex always ask for) there is nothing to include.
+ */
+const LOGPROBS_INCLUDE = 'message.output_text.logprobs';
+const NOTHING_TO_INCLUDE = new Set(['reasoning.encrypted_content', 'file_search_call.results', 'web_search_call.results', 'web_search_call.action.sources', 'code_interpreter_call.outputs', 'computer_call_output.output.image_url', 'message.input_image.image_url']);
+
+/** The request's `include` and `top_logprobs` as chat's logprobs fields (extra), or the first bad field. */
+function includes(b: Obj, extra: Obj): Bad | undefined {
+  let logprobs = false;
+  if (given(b.include)) {
+    if (!Array.isArray(b.include)) return bad('include', 'must be an array of strings');
+    for (let i = 0; i < b.include.length; i++) {
+      const v: unknown = b.include[i];
+      if (v === LOGPROBS_INCLUDE) logprobs = true;
+      else if (typeof v !== 'string' || !NOTHING_TO_INCLUDE.has(v)) return bad(`include[${i}]`, `${JSON.stringify(v)} is not an include aam can honour; use "${LOGPROBS_INCLUDE}"`);
+    }
+  }
+  if (given(b.top_logprobs)) {
+    const n = b.top_logprobs;
+    if (!Number.isInteger(n) || (n as number) < 0 || (n as number) > 20) return bad('top_logprobs', 'must be an integer from 0 to 20');
+    if (logprobs) extra.top_logprobs = n;
+  }
+  if (logprobs) extra.logprobs = true;
+  return undefined;
+}
 
 const ROLES = new Set(['user', 'system', 'developer', 'assistant']);
 const INPUT_PARTS = new Set(['input_text', 'input_image', 'input_file', 'input_audio']);
@@ -236,6 +266,11 @@ export function parseResponsesRequest(body: unknown): ParseResult<ResponsesReque
     if (typeof b.reasoning.effort === 'string') (extra ??= {}).reasoning_effort = b.reasoning.effort;
   }
   for (const k of FORWARDED) if (given(b[k])) (extra ??= {})[k] = b[k];
+  if (given(b.include) || given(b.top_logprobs)) {
+    const e = includes(b, extra ??= {});
+    if (e) return e;
+    if (Object.keys(extra).length === 0) extra = undefined;
+  }
   if (extra !== undefined) chat.extra = extra;
   // Other fields (newer API additions, IGNORED ones) are not forwarded: a chat upstream would refuse them.
   return { ok: true, req: { chat, instructions, input, previousResponseId, store: b.store !== false, echo } };

@@ -3,7 +3,7 @@
 // so OpenAI is called on its own Responses API (models offered only there work). aam keeps the
 // conversation state itself: every request carries the whole conversation and `store: false`,
 // so OpenAI holds nothing and no provider id reaches the agent.
-import type { ChatMessage, ChatRequest, ChatResult, ContentPart, FinishReason, ProviderAdapter, StreamEvent, StreamParser, TargetInfo, Usage } from './types.ts';
+import type { ChatMessage, ChatRequest, ChatResult, ContentPart, FinishReason, Json, ProviderAdapter, StreamEvent, StreamParser, TargetInfo, Usage } from './types.ts';
 import { UpstreamShapeError, arr, localId, num, nowSeconds, obj, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { jsonRequest, openaiErrorMessage } from './openai.ts';
@@ -65,6 +65,11 @@ export function responsesBody(req: ChatRequest, target: TargetInfo): Obj {
   else if (rf?.type === 'json_schema' && isObj(rf.json_schema)) body.text = { format: { type: 'json_schema', ...rf.json_schema } };
   const x = req.extra ?? {};
   if (typeof x.reasoning_effort === 'string') body.reasoning = { effort: x.reasoning_effort };
+  // Chat's logprobs are the Responses API's include of the output text's logprobs.
+  if (x.logprobs === true) {
+    body.include = ['message.output_text.logprobs'];
+    if (typeof x.top_logprobs === 'number') body.top_logprobs = x.top_logprobs;
+  }
   for (const k of ['service_tier', 'safety_identifier', 'prompt_cache_key']) if (x[k] !== undefined) body[k] = x[k];
   if (target.stream) body.stream = true;
   return body;
@@ -85,11 +90,17 @@ export function responsesChatResponse(body: unknown): ChatResult {
   const output = arr(body.output);
   if (output === undefined) throw new UpstreamShapeError('upstream response has no output array');
   let text: string | null = null;
+  let logprobs: Json[] | undefined;
   const toolCalls: ChatResult['toolCalls'] = [];
   for (const it of output) {
     if (!isObj(it)) continue;
     if (it.type === 'message') {
-      for (const c of arr(it.content) ?? []) if (isObj(c) && c.type === 'output_text' && typeof c.text === 'string') text = (text ?? '') + c.text;
+      for (const c of arr(it.content) ?? []) {
+        if (!isObj(c) || c.type !== 'output_text' || typeof c.text !== 'string') continue;
+        text = (text ?? '') + c.text;
+        const lp = arr(c.logprobs);
+        if (lp !== undefined && lp.length > 0) (logprobs ??= []).push(...lp as Json[]);
+      }
     } else if (it.type === 'function_call') {
       toolCalls.push({ id: str(it.call_id) ?? `call_${toolCalls.length}`, type: 'function', function: { name: str(it.name) ?? '', arguments: str(it.arguments) ?? '' } });
     }
@@ -100,6 +111,7 @@ export function responsesChatResponse(body: unknown): ChatResult {
   };
   const usage = responsesUsage(body.usage);
   if (usage !== undefined) result.usage = usage;
+  if (logprobs !== undefined) result.logprobs = logprobs;
   return result;
 }
 

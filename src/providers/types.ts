@@ -143,6 +143,12 @@ export interface ChatResult {
    * order is thinking, text, tool calls. resultBlocks (util.ts) walks it.
    */
   order?: ResultBlock[];
+  /**
+   * The answer's token log probabilities, when the request asked for them (logprobs): OpenAI chat's
+   * choices[0].logprobs.content, whose entries a Responses output_text's logprobs share. Kept in
+   * the cache with the answer, so a hit replays them.
+   */
+  logprobs?: Json[];
 }
 
 /** An answer's block in upstream order (see ChatResult.order): a text block is its length. */
