@@ -338,23 +338,27 @@ export function eventHash(eventWithoutHash: Record<string, unknown>): string {
   return sha256Hex(String(rest.prev_hash) + canonicalJson(rest));
 }
 
-/** Copies of event fields kept as query keys; the verifier checks they agree with the event. */
-export function indexColumns(e: Record<string, unknown>): { agent: string | null; decision: string | null } {
-  const identity = e.identity as Record<string, unknown> | undefined;
-  const policy = e.policy as Record<string, unknown> | undefined;
-  const decision = e.decision as Record<string, unknown> | string | undefined;
-  const agent = typeof identity?.agent === 'string' ? identity.agent : typeof e.agent === 'string' ? e.agent : null;
-  const effect = typeof policy?.decision === 'string' ? policy.decision
-    : typeof decision === 'string' ? decision
-      : typeof decision?.effect === 'string' ? decision.effect : null;
-  return { agent, decision: effect };
-}
-
 // The tool planes' events (tool.decision, tool.outcome, ...) are flat: identity fields, server,
 // tool, resource and action at the top, the decision in `decision`. These read either shape, for
-// every view of an event (aam audit show/query, OCSF).
+// every view of an event (aam audit show/query, OCSF) and its index columns.
 type Flat = Record<string, unknown>;
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+
+/** The acting agent's name: `identity.agent`, or a flat event's `agent`. */
+function agentOf(e: Flat): string | undefined {
+  return str((e.identity as Flat | undefined)?.agent) ?? str(e.agent);
+}
+
+/** The decision's effect: `policy.decision`, or a flat event's `decision` (the effect itself, or an object's `effect`). */
+function effectOf(e: Flat): string | undefined {
+  const d = e.decision;
+  return str((e.policy as Flat | undefined)?.decision) ?? str(d) ?? (d !== null && typeof d === 'object' ? str((d as Flat).effect) : undefined);
+}
+
+/** Copies of event fields kept as query keys; the verifier checks they agree with the event. */
+export function indexColumns(e: Record<string, unknown>): { agent: string | null; decision: string | null } {
+  return { agent: agentOf(e) ?? null, decision: effectOf(e) ?? null };
+}
 
 /** Who acted, from `identity` or the flat fields. */
 export function identityOf(e: AuditEvent): AuditIdentity | undefined {
@@ -362,7 +366,7 @@ export function identityOf(e: AuditEvent): AuditIdentity | undefined {
   const f = e as Flat;
   const spiffe = str(f.spiffe_id);
   if (spiffe === undefined) return undefined;
-  const id: AuditIdentity = { spiffe_id: spiffe, agent: str(f.agent) ?? '?', method: str(f.auth_method) ?? '?' };
+  const id: AuditIdentity = { spiffe_id: spiffe, agent: agentOf(f) ?? '?', method: str(f.auth_method) ?? '?' };
   for (const k of ['owner', 'team', 'environment', 'deployment', 'key_id'] as const) {
     const v = str(f[k]);
     if (v !== undefined) id[k] = v;
@@ -376,7 +380,7 @@ export function policyOf(e: AuditEvent): AuditPolicy | undefined {
   const d = (e as Flat).decision;
   if (d === null || typeof d !== 'object') return undefined;
   const v = d as Flat;
-  return { name: str(v.policy) ?? '', version: str(v.config_version) ?? '', rule: typeof v.rule === 'number' ? v.rule : str(v.rule) ?? '?', decision: str(v.effect) ?? '?', reason: str(v.reason) ?? '' };
+  return { name: str(v.policy) ?? '', version: str(v.config_version) ?? '', rule: typeof v.rule === 'number' ? v.rule : str(v.rule) ?? '?', decision: effectOf(e as Flat) ?? '?', reason: str(v.reason) ?? '' };
 }
 
 /** The tool acted on, from `tool` or the flat fields (where `tool` is the tool's name). */
