@@ -25,8 +25,8 @@ test('aam validate names the unknown kind it found (and the nearest known one)',
   writeFileSync(file, yaml(doc('Robot', 'r', {}), doc('Providr', 'p', { type: 'demo' }), doc('Provider', 'ok', { type: 'demo' })));
   const r = await runCli(['validate', file], { env: { ...process.env, AAM_LOG_LEVEL: 'error' } });
   assert.equal(r.code, 1, r.stderr);
-  assert.match(r.stderr, /\(document 1\): kind: kind must be one of [^\n]*, not "Robot"\n/);
-  assert.match(r.stderr, /\(document 2\): kind: [^\n]*not "Providr" \(did you mean Provider\?\)/);
+  assert.match(r.stderr, /\(document 1\): kind: kind must be one of [^\n]*, not the string "Robot"\n/);
+  assert.match(r.stderr, /\(document 2\): kind: [^\n]*not the string "Providr" \(did you mean Provider\?\)/);
   assert.match(r.stderr, /2 problems found/);
 });
 
@@ -112,4 +112,23 @@ test('a misspelt field gets the nearest real one (or the list of fields there); 
     'spec.models.allow[0]: Model "m" is defined but invalid (see aam.yaml document 2, listed above)',
   ]);
   assert.deepEqual(problems(yaml(doc('McpServer', 's', { transport: 'stdio', command: 'x', tools: { t: { acton: 'a' } } }))), ['spec.tools.t: unknown field "acton" (did you mean action?)']);
+});
+
+test('the document head is described like the spec: a misspelt metadata or name gets the nearest real one, a missing field is "missing", a YAML syntax error has its line', () => {
+  const at = (text: string): string[] => {
+    try { parseConfigTexts([{ file: 'aam.yaml', text }]); return []; } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      return e.issues.map((i) => `${i.line ?? '-'} ${i.path}: ${i.message}`);
+    }
+  };
+  const head = 'apiVersion: access.envisionai.dev/v1\nkind: Provider\n';
+  // Before: 'metadata: Invalid input: expected object, received undefined' and ': Unrecognized key: "metdata"'.
+  assert.deepEqual(at(`${head}metdata: { name: p }\nspec: { type: demo }\n`), ['1 metadata: required field is missing (expected a mapping)', '1 : unknown field "metdata" (did you mean metadata?)']);
+  assert.deepEqual(at(`${head}metadata: { nam: p }\nspec: { type: demo }\n`), ['3 metadata.name: required field is missing (expected a string)', '3 metadata: unknown field "nam" (did you mean name?)']);
+  assert.deepEqual(at('- a\n- b\n'), ['1 : expected a mapping, not a list']);
+  assert.deepEqual(at('apiVersion: access.envisionai.dev/v1\nmetadata: { name: p }\nspec: {}\n'), [`1 kind: kind must be one of ${['Credential', 'Provider', 'Model', 'Agent', 'AgentPolicy', 'McpServer', 'HttpTool', 'Guardrail', 'TrustDomain', 'RoleBinding'].join(', ')} (none given)`]);
+  // A misspelt value of a closed list gets the nearest option too.
+  assert.match(at(`${head}metadata: { name: p }\nspec: { type: openia }\n`)[0], /^4 spec\.type: Invalid option: [^\n]*, not the string "openia" \(did you mean openai\?\)$/);
+  // Before: no line (the yaml library fills linePos only with prettyErrors).
+  assert.deepEqual(at(`${head}metadata: { name: p }\nspec:\n\ttype: demo\n`), ['5 : YAML syntax: Tabs are not allowed as indentation']);
 });

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { parseAllDocuments, LineCounter, isMap, isSeq, type Document } from 'yaml';
 import type { z } from 'zod';
-import { documentSchema, specByKind, unknownFieldMessage, type ConfigSet, type Kind, type Resource } from './schema.ts';
+import { documentSchema, nearest, specByKind, unknownFieldMessage, type ConfigSet, type Kind, type Resource } from './schema.ts';
 import { resolvePricing } from './pricing.ts';
 import { compileLinearRegex } from './linear-regex.ts';
 import { catalogLookup, catalogProviderOf, compileCatalog, type Catalog } from './catalog.ts';
@@ -92,14 +92,15 @@ export function parseConfigTexts(sources: readonly ConfigSource[]): ConfigSet {
     const list = Array.isArray(docs) ? docs : [docs as unknown as Document];
     list.forEach((doc, index) => {
       for (const err of doc.errors) {
-        issues.push({ file, document: index, path: '', line: err.linePos?.[0]?.line, message: `YAML syntax: ${err.message.split('\n')[0]}` });
+        // linePos is only filled with prettyErrors: the line is taken from the error's offset.
+        issues.push({ file, document: index, path: '', line: lc.linePos(err.pos[0]).line, message: `YAML syntax: ${err.message.split('\n')[0]}` });
       }
       if (doc.errors.length) return;
       const value = doc.toJS({ maxAliasCount: 100 }) as unknown;
       if (value === null || value === undefined) return; // empty document (e.g. trailing ---)
       const head = documentSchema.safeParse(value);
       if (!head.success) {
-        for (const i of head.error.issues) issues.push({ file, document: index, path: pathString(i.path), line: lineOf(doc, i.path, lc), message: i.message });
+        for (const i of head.error.issues) issues.push({ file, document: index, path: pathString(i.path), line: lineOf(doc, i.path, lc), message: describeZodIssue(i, documentSchema, value) });
         return;
       }
       const d = head.data;
@@ -109,7 +110,7 @@ export function parseConfigTexts(sources: readonly ConfigSource[]): ConfigSet {
         refused.set(`${d.kind}/${d.metadata.name}`, `${file} document ${index + 1}`);
         for (const i of spec.error.issues) {
           const p = ['spec', ...i.path];
-          issues.push({ file, document: index, path: pathString(p), line: lineOf(doc, p, lc), message: describeZodIssue(i, d.kind, d.spec ?? {}) });
+          issues.push({ file, document: index, path: pathString(p), line: lineOf(doc, p, lc), message: describeZodIssue(i, specByKind[d.kind] as z.ZodType, d.spec ?? {}) });
         }
         return;
       }
@@ -154,12 +155,15 @@ function refusedReference(i: ConfigIssue, refused: ReadonlyMap<string, string>):
 }
 
 /** A spec issue in words; a wrong type or value names what was found, read from the spec (zod's issues do not carry their input). */
-function describeZodIssue(i: z.core.$ZodIssue, kind: Kind, spec: unknown): string {
-  if (i.code === 'unrecognized_keys') return unknownFieldMessage(kind, i.path, i.keys);
+/** A zod issue of `schema` checking `root` (a document, or its spec) in the words of the YAML: what was found, the nearest real name. */
+function describeZodIssue(i: z.core.$ZodIssue, schema: z.ZodType, root: unknown): string {
+  if (i.code === 'unrecognized_keys') return unknownFieldMessage(schema, i.path, i.keys);
   if (i.code !== 'invalid_type' && i.code !== 'invalid_value') return i.message;
-  const found = valueAt(spec, i.path);
+  const found = valueAt(root, i.path);
   if (i.code === 'invalid_type') return found === undefined ? `required field is missing (expected ${typeName(i.expected)})` : `expected ${typeName(i.expected)}, not ${describeValue(found.value)}`;
-  return found === undefined ? i.message : `${i.message}, not ${describeValue(found.value)}`;
+  if (found === undefined) return `${i.message} (none given)`;
+  const near = typeof found.value === 'string' ? nearest(found.value, i.values.filter((v): v is string => typeof v === 'string')) : null;
+  return `${i.message}, not ${describeValue(found.value)}${near ? ` (did you mean ${near}?)` : ''}`;
 }
 
 /** The value at `path` in a parsed YAML document, if it is there (`{ value }` so a present null is told from absence). */

@@ -336,18 +336,9 @@ export const specByKind = {
 export type Kind = keyof typeof specByKind;
 export const KINDS = Object.keys(specByKind) as Kind[];
 
-/** Names the kind that was found (and the nearest known one), so a typo is obvious. */
-export function unknownKindMessage(found: unknown): string {
-  const list = `kind must be one of ${KINDS.join(', ')}`;
-  if (found === undefined) return `${list} (no kind given)`;
-  const text = typeof found === 'string' ? found : JSON.stringify(found);
-  const near = typeof found === 'string' ? nearest(found, KINDS) : null;
-  return `${list}, not "${text}"${near ? ` (did you mean ${near}?)` : ''}`;
-}
-
 /** `unknown field "stratgy" (did you mean strategy?)`, else the fields that exist there, so a typo is obvious. */
-export function unknownFieldMessage(kind: Kind, path: readonly PropertyKey[], keys: readonly string[]): string {
-  const known = fieldsAt(specByKind[kind], path);
+export function unknownFieldMessage(schema: z.ZodType, path: readonly PropertyKey[], keys: readonly string[]): string {
+  const known = fieldsAt(schema, path);
   const what = `unknown field${keys.length > 1 ? 's' : ''} ${keys.map((k) => `"${k}"`).join(', ')}`;
   if (known.length === 0) return what;
   const near = keys.map((k) => nearest(k, known)).filter((n): n is string => n !== null);
@@ -370,7 +361,7 @@ function fieldsAt(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
 }
 
 /** The candidate within two edits (case-insensitive) of `s`, if any. */
-function nearest<T extends string>(s: string, candidates: readonly T[]): T | null {
+export function nearest<T extends string>(s: string, candidates: readonly T[]): T | null {
   let best: T | null = null;
   let bestD = 3;
   for (const k of candidates) {
@@ -393,7 +384,7 @@ function editDistance(a: string, b: string): number {
 
 export const documentSchema = z.strictObject({
   apiVersion: z.literal(API_VERSION, { error: `apiVersion must be ${API_VERSION}` }),
-  kind: z.enum(KINDS as [Kind, ...Kind[]], { error: (iss) => unknownKindMessage(iss.input) }),
+  kind: z.enum(KINDS as [Kind, ...Kind[]], { error: `kind must be one of ${KINDS.join(', ')}` }),
   metadata: z.strictObject({
     name: routeName,
     labels: labels.optional(),
