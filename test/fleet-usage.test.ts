@@ -84,10 +84,10 @@ test('usage answers fleet-wide: 3 calls on A and 2 on B are 5 in `aam usage` and
   const tester = rows.find((x) => x.agent === 'tester');
   assert.equal(tester?.requests, 5, r.stdout);
   assert.equal(typeof tester?.requests, 'number', 'numbers, not numeric strings');
-  // Without the fleet URLs the CLI reads its own (empty) data dir: the fleet's usage is only in PostgreSQL.
+  // Without the fleet URLs the CLI reads a data dir, and this one holds nothing: it says so (before: [], exit 0).
   const local = await runCli(['usage', '--json', '--since', '1h', '--config', configPath, '--data', join(dir, 'cli-data')]);
-  assert.equal(local.code, 0, local.stderr);
-  assert.deepEqual(JSON.parse(local.stdout), []);
+  assert.equal(local.code, 1, local.stdout);
+  assert.match(local.stderr, /no aam data in .*cli-data \(no aam\.db\): give the gateway's data dir \(--data or AAM_DATA_DIR\), or a fleet's AAM_DATABASE_URL and AAM_REDIS_URL/);
 });
 
 interface AgentRow { budgets: Array<{ key: string; spent: { daily: number; monthly: number; reserved: number } }>; usage_30d: { cost_usd: number } | null; last_model_call: string | null }

@@ -98,7 +98,7 @@ const commands: Record<string, Command> = {
     usage: 'aam keys list [--json]',
     options: { json: { type: 'boolean' } },
     run: async ({ values, g }) => {
-      const list = await (await stores()).withKeyBook(g.data, (keys) => keys.list());
+      const list = await (await stores()).withKeyBook(g.data, (keys) => keys.list(), { existing: true });
       if (values.json) { out(JSON.stringify(list, null, 2)); return 0; }
       if (list.length === 0) { out('no keys (create one: aam keys create --agent NAME)'); return 0; }
       out(['ID'.padEnd(22), 'AGENT'.padEnd(24), 'STATE'.padEnd(9), 'CREATED'].join(' '));
@@ -114,7 +114,7 @@ const commands: Record<string, Command> = {
     usage: 'aam keys revoke ID',
     run: async ({ positionals, g }) => {
       if (!positionals[0]) { err('missing key ID (see: aam keys list)'); return 2; }
-      const k = await (await stores()).withKeyBook(g.data, (keys) => keys.revoke(positionals[0]));
+      const k = await (await stores()).withKeyBook(g.data, (keys) => keys.revoke(positionals[0]), { existing: true });
       out(`revoked ${k.id} (agent ${k.agent}) at ${k.revokedAt}`);
       const unrecorded = await recordCliAdmin(g.data, 'key_revoked', k.id, { agent: k.agent });
       if (unrecorded) { err(unrecorded); return 1; }
@@ -129,7 +129,7 @@ const commands: Record<string, Command> = {
       if (!positionals[0]) { err('missing key ID (see: aam keys list)'); return 2; }
       const grace = Number(values.grace ?? 3600);
       if (!Number.isFinite(grace) || grace < 0) { err('--grace must be a number of seconds >= 0'); return 2; }
-      const { key, secret } = await (await stores()).withKeyBook(g.data, (keys) => keys.rotate(positionals[0], grace));
+      const { key, secret } = await (await stores()).withKeyBook(g.data, (keys) => keys.rotate(positionals[0], grace), { existing: true });
       const unrecorded = await recordCliAdmin(g.data, 'key_rotated', key.id, { agent: key.agent, grace_seconds: grace });
       err(`rotated ${key.id}; the previous secret stays valid for ${grace}s. New secret (shown once):`);
       out(secret);

@@ -1,5 +1,7 @@
 // The CLI's side of the store seam: the same stores as the gateway, chosen the same way
 // (AAM_DATABASE_URL + AAM_REDIS_URL: the fleet; otherwise the data dir's SQLite).
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { openDatabase } from '../store/sqlite.ts';
 import { embeddedKeyBook, openKeyStore } from '../identity/keys.ts';
 import type { FleetStores } from '../runtime.ts';
@@ -21,10 +23,19 @@ async function openFleetStores(env: NodeJS.ProcessEnv): Promise<FleetStores | nu
   return fleetEnv(env) ? (await import('../runtime.ts')).openFleetStores(env, { follow: false }) : null;
 }
 
-/** Run fn with the key store of this data dir or fleet, then close what was opened. */
-export async function withKeyBook<T>(dataDir: string, fn: (keys: KeyBook) => Promise<T>): Promise<T> {
+/**
+ * A command that reads what a gateway wrote (keys list/revoke/rotate, usage) needs that gateway's data
+ * dir: a mistyped --data would otherwise be created empty and answer "no keys".
+ */
+function writtenDataDir(dataDir: string): string {
+  if (!existsSync(join(dataDir, 'aam.db'))) throw new Error(`no aam data in ${dataDir} (no aam.db): give the gateway's data dir (--data or AAM_DATA_DIR), or a fleet's AAM_DATABASE_URL and AAM_REDIS_URL`);
+  return dataDir;
+}
+
+/** Run fn with the key store of this data dir or fleet, then close what was opened; `existing`: the data dir must be there already. */
+export async function withKeyBook<T>(dataDir: string, fn: (keys: KeyBook) => Promise<T>, opts: { existing?: boolean } = {}): Promise<T> {
   const fleet = await openFleetStores(process.env);
-  const keys = fleet ? fleet.keys : embeddedKeyBook(openKeyStore(openDatabase(dataDir), dataDir));
+  const keys = fleet ? fleet.keys : embeddedKeyBook(openKeyStore(openDatabase(opts.existing ? writtenDataDir(dataDir) : dataDir), dataDir));
   try { return await fn(keys); } finally {
     keys.close();
     if (fleet) { await fleet.limiter.close(); await fleet.fleet.close(); }
@@ -64,7 +75,7 @@ export function withJoinTokens<T>(dataDir: string, fn: (tokens: JoinTokenStore) 
 
 /** Run fn with the usage rollups of the fleet (every replica's) or of the data dir. */
 export function withUsage<T>(dataDir: string, fn: (usage: { summary(by: UsageGrouping, since: number): Array<Record<string, unknown>> | Promise<Array<Record<string, unknown>>> }) => Promise<T> | T): Promise<T> {
-  return withFleet(async (fleet) => fn(fleet ? fleet.usage : new UsageRecorder(openDatabase(dataDir))));
+  return withFleet(async (fleet) => fn(fleet ? fleet.usage : new UsageRecorder(openDatabase(writtenDataDir(dataDir)))));
 }
 
 /** `aam migrate`: bring the fleet database to this version's schema (replicas also do it at start). */
