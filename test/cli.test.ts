@@ -112,9 +112,11 @@ test('keys and audit commands start without the gateway: an embedded `aam keys l
 import { appendFileSync } from 'node:fs';
 registerHooks({ load(url, ctx, next) { appendFileSync(${JSON.stringify(log)}, url + '\\n'); return next(url, ctx); } });
 `);
+  const made = await run(['keys', 'create', '--agent', 'finance-analyst', '--config', 'aam.yaml', '--data', join(dir, 'lazy')]);
+  assert.equal(made.code, 0, made.stderr);
   const r = await run(['keys', 'list', '--json', '--data', join(dir, 'lazy')], undefined, ['--import', preload]);
   assert.equal(r.code, 0, r.stderr);
-  assert.deepEqual(JSON.parse(r.stdout), []);
+  assert.equal((JSON.parse(r.stdout) as unknown[]).length, 1);
   // bin/aam.js runs the built dist/ when npm install built it (a clean clone), else src/: name both as src/*.ts
   const src = readFileSync(log, 'utf8').split('\n').filter((u) => /\/(src|dist)\//.test(u)).map((u) => u.replace(/^.*\/(src|dist)\//, 'src/').replace(/\.js$/, '.ts'));
   assert.ok(src.includes('src/cli/main.ts') && src.includes('src/identity/keys.ts'), 'the hook saw the command run');
@@ -200,4 +202,39 @@ test('audit query/export: --since takes an ISO time or a duration ago; a bad --s
   const usage = await run(['usage', '--since', 'yesterday', '--data', data]);
   assert.equal(usage.code, 1);
   assert.match(usage.stderr, /--since: "yesterday" is neither/, 'aam usage checks --since as audit does');
+});
+
+test('a mistyped --data is refused by the commands that read a gateway\'s data (before: created empty, "no keys", exit 0); credentials set refuses a name no Credential has (before: stored where nothing reads it)', async () => {
+  const typo = join(dir, 'no-such-data');
+  for (const args of [['keys', 'list'], ['keys', 'revoke', 'key_1'], ['keys', 'rotate', 'key_1'], ['usage']]) {
+    const r = await run([...args, '--data', typo]);
+    assert.equal(r.code, 1, `${args.join(' ')}: ${r.stdout}`);
+    assert.match(r.stderr, new RegExp(`no aam data in ${typo} \\(no aam.db\\): give the gateway's data dir \\(--data or AAM_DATA_DIR\\)`));
+    assert.ok(!existsSync(typo), `${args.join(' ')} created ${typo}`);
+  }
+  const cfg = join(dir, 'stored.yaml');
+  writeFileSync(cfg, 'apiVersion: access.envisionai.dev/v1\nkind: Credential\nmetadata: { name: salesforce-token }\nspec: { stored: true }\n');
+  const wrong = await run(['credentials', 'set', 'salesforce-tokn', '--config', cfg, '--data', join(dir, 'cred-data')], 'a-secret-value-1234567890');
+  assert.equal(wrong.code, 1, wrong.stdout);
+  assert.match(wrong.stderr, /no Credential "salesforce-tokn" in the config \(stored ones: salesforce-token\); add a Credential document with `stored: true` first/);
+  const right = await run(['credentials', 'set', 'salesforce-token', '--config', cfg, '--data', join(dir, 'cred-data')], 'a-secret-value-1234567890');
+  assert.equal(right.code, 0, right.stderr);
+  assert.match(right.stdout, /stored salesforce-token version 1/);
+});
+
+test('a misspelt option names the command and the nearest real option (before: node\'s "To specify a positional argument starting with a \'-\'..."); aam --version; a stray option without a command is refused (before: help, exit 0)', async () => {
+  const typo = await run(['keys', 'list', '--jsn']);
+  assert.equal(typo.code, 2);
+  assert.equal(typo.stderr, 'unknown option --jsn for aam keys list (did you mean --json?)\nusage: aam keys list [--json]\n');
+  const far = await run(['usage', '--verbose']);
+  assert.equal(far.code, 2);
+  assert.match(far.stderr, /^unknown option --verbose for aam usage; its options: --config, --data, --help, --by, --since, --json\n/);
+  const version = await run(['--version']);
+  assert.deepEqual([version.code, version.stdout], [0, `aam ${(JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }).version}\n`]);
+  const stray = await run(['--verbose']);
+  assert.equal(stray.code, 2);
+  assert.match(stray.stderr, /^unknown option --verbose: give a command first/);
+  const plain = await run(['--config', 'aam.yaml']);
+  assert.equal(plain.code, 0, 'global options alone still print the help');
+  assert.match(plain.stdout, /^aam - Agent Access Manager/);
 });

@@ -7,6 +7,8 @@ import { readConfigSources } from '../config/sources.ts';
 import { compilePolicies } from '../policy/compile.ts';
 import type { Command, Globals } from './command.ts';
 import { listenPort } from '../lib/env-number.ts';
+import { nearest } from '../lib/nearest.ts';
+import { readFileSync } from 'node:fs';
 
 // The stores, the CLI's evidence writer and the commands in commands.ts (audit, import, policy
 // tools) load when a command needs them: `aam serve` does not hold their modules.
@@ -162,7 +164,7 @@ async function allCommands(): Promise<Record<string, Command>> {
 function help(commands: Record<string, Command>): string {
   const lines = ['aam - Agent Access Manager', '', 'Usage: aam <command> [options]', '', 'Commands:'];
   for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(20)} ${c.summary}`);
-  lines.push('', 'Global options: --config F (env AAM_CONFIG, default aam.yaml), --data D (env AAM_DATA_DIR, default ./data), --help');
+  lines.push('', 'Global options: --config F (env AAM_CONFIG, default aam.yaml), --data D (env AAM_DATA_DIR, default ./data), --help; aam --version prints the version');
   lines.push('Run "aam <command> --help" for the options of one command.');
   return lines.join('\n');
 }
@@ -175,7 +177,22 @@ export function unknownCommand(words: readonly string[], known: readonly string[
   return `${typed}: aam ${words[0]} ${group.join(' | ')}\n`;
 }
 
+/** node:util's parseArgs errors in the CLI's words: an unknown option names the command and the nearest real one. */
+export function optionError(e: Error & { code?: string }, command: string, options: ParseArgsConfig['options']): string {
+  const unknown = e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? /Unknown option '([^']+)'/.exec(e.message)?.[1] : undefined;
+  if (!unknown) return e.message;
+  const names = Object.keys(options ?? {}).map((n) => `--${n}`);
+  const near = unknown.startsWith('--') ? nearest(unknown, names) : null;
+  return `unknown option ${unknown} for aam ${command}${near ? ` (did you mean ${near}?)` : `; its options: ${names.join(', ')}`}`;
+}
+
+/** This aam's version (package.json), for `aam --version` and bug reports. */
+function packageVersion(): string {
+  try { return String((JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown }).version); } catch { return 'unknown'; }
+}
+
 /** Options that take a value when written apart (`--config F`, `-c F`): F is not a command word. */
+const GLOBAL_FLAGS = new Set(Object.entries(GLOBAL_OPTIONS ?? {}).flatMap(([n, o]) => [`--${n}`, ...(o.short ? [`-${o.short}`] : [])]));
 const GLOBAL_VALUED = new Set(Object.entries(GLOBAL_OPTIONS ?? {}).filter(([, o]) => o.type === 'string').flatMap(([n, o]) => [`--${n}`, ...(o.short ? [`-${o.short}`] : [])]));
 
 /** Where the words typed are, options aside: `aam --config F keys create` is `keys create` (before: unknown command "F"). */
@@ -198,6 +215,9 @@ export async function main(argv: string[]): Promise<number> {
   const cmd = table[name];
   if (!cmd) {
     if (name && name !== 'help') { err(unknownCommand(words, Object.keys(table))); err(help(table)); return 2; }
+    if (words.length === 0 && (argv.includes('--version') || argv.includes('-V'))) { out(`aam ${packageVersion()}`); return 0; }
+    const stray = argv.find((a, i) => a.startsWith('-') && !at.includes(i) && !GLOBAL_FLAGS.has(a.split('=')[0]) && !GLOBAL_VALUED.has(argv[i - 1]));
+    if (stray) { err(`unknown option ${stray.split('=')[0]}: give a command first (aam <command> --help lists its options)\n`); err(help(table)); return 2; }
     out(help(table));
     return 0;
   }
@@ -207,7 +227,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: rest, options: { ...GLOBAL_OPTIONS, ...cmd.options }, allowPositionals: true, strict: true });
   } catch (e) {
-    err(`${(e as Error).message}\nusage: ${cmd.usage}`);
+    err(`${optionError(e as Error & { code?: string }, name, { ...GLOBAL_OPTIONS, ...cmd.options })}\nusage: ${cmd.usage}`);
     return 2;
   }
   if (parsed.values.help) { out(`${cmd.summary}\n\nusage: ${cmd.usage}\n\nGlobal options: --config F, --data D`); return 0; }

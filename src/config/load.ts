@@ -3,9 +3,10 @@
 import { readFileSync } from 'node:fs';
 import { parseAllDocuments, LineCounter, isMap, isSeq, type Document } from 'yaml';
 import type { z } from 'zod';
-import { documentSchema, nearest, specByKind, unknownFieldMessage, type ConfigSet, type Kind, type Resource } from './schema.ts';
+import { documentSchema, specByKind, unknownFieldMessage, type ConfigSet, type Kind, type Resource } from './schema.ts';
 import { resolvePricing } from './pricing.ts';
 import { compileLinearRegex } from './linear-regex.ts';
+import { nearest } from '../lib/nearest.ts';
 import { catalogLookup, catalogProviderOf, compileCatalog, type Catalog } from './catalog.ts';
 import { hasWildcard, stringMatcher } from './glob.ts';
 import { ConfigError, type ConfigIssue } from './errors.ts';

@@ -1,6 +1,7 @@
 // Resource schemas: the one place that says what a valid config document is.
 // Strict objects everywhere so unknown fields are load errors, not silently ignored.
 import { z } from 'zod';
+import { nearest } from '../lib/nearest.ts';
 
 export const API_VERSION = 'access.envisionai.dev/v1';
 
@@ -358,28 +359,6 @@ function fieldsAt(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
   }
   unwrap();
   return cur instanceof z.ZodObject ? Object.keys(cur.shape) : [];
-}
-
-/** The candidate within two edits (case-insensitive) of `s`, if any. */
-export function nearest<T extends string>(s: string, candidates: readonly T[]): T | null {
-  let best: T | null = null;
-  let bestD = 3;
-  for (const k of candidates) {
-    const d = editDistance(s.toLowerCase(), k.toLowerCase());
-    if (d < bestD) { best = k; bestD = d; }
-  }
-  return best;
-}
-
-function editDistance(a: string, b: string): number {
-  if (Math.abs(a.length - b.length) > 2) return 3;
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const cur = [i];
-    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    prev = cur;
-  }
-  return prev[b.length];
 }
 
 export const documentSchema = z.strictObject({
