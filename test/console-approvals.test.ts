@@ -61,4 +61,10 @@ test('a held call notifies the webhook once (signed, with a console link, withou
   });
   const late = await fetch(`${gw.url}/admin/v1/approvals/${firstId}/approve`, { method: 'POST', headers: admin });
   assert.equal(late.status, 404, 'an expired approval cannot be granted');
+  const expired = (await (await fetch(`${gw.url}/admin/v1/approvals?status=expired`, { headers: admin })).json()) as { data: Array<{ id: string }> };
+  assert.ok(expired.data.some((a) => a.id === firstId), 'listed under its status');
+  // A misspelt status is named (before: 200 with an empty list, as if nothing were held).
+  const typo = await fetch(`${gw.url}/admin/v1/approvals?status=expierd`, { headers: admin });
+  assert.equal(typo.status, 400);
+  assert.equal(((await typo.json()) as { error: { message: string } }).error.message, 'status must be one of pending, approved, rejected, used, expired, not "expierd"');
 });

@@ -174,7 +174,7 @@ Object.assign(extraCommands, {
     summary: 'accept the current definition of a tool so it is offered again', usage: 'aam tools accept SERVER TOOL',
     run: async ({ positionals }) => { if (positionals.length < 2) { err('usage: aam tools accept SERVER TOOL'); return 2; } return printJson(await admin('POST', `/admin/v1/tools/${encodeURIComponent(positionals[0])}/${encodeURIComponent(positionals[1])}/accept`)); },
   },
-  'approvals list': { summary: 'tool calls waiting for approval', usage: 'aam approvals list [--status pending]', options: { status: { type: 'string' } },
+  'approvals list': { summary: 'tool calls waiting for approval', usage: 'aam approvals list [--status pending|approved|rejected|used|expired]   (default: all)', options: { status: { type: 'string' } },
     run: async ({ values }) => printJson(await admin('GET', `/admin/v1/approvals${values.status ? `?status=${values.status}` : ''}`)) },
   'approvals approve': { summary: 'approve a held tool call (the agent retries it within the window)', usage: 'aam approvals approve ID',
     run: async ({ positionals }) => { if (!positionals[0]) { err('missing approval ID'); return 2; } return printJson(await admin('POST', `/admin/v1/approvals/${positionals[0]}/approve`)); } },

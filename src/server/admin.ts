@@ -4,6 +4,7 @@
 // pins and reloads, admin sets credentials. An agent's virtual key or JWT never gets in.
 import { AamError, pathSegment } from '../access/errors.ts';
 import { StoreUnavailable, postgresUnreachable } from '../store/types.ts';
+import { APPROVAL_STATUSES, type ApprovalStatus } from '../store/approvals.ts';
 import { readJson, sendJson } from '../access/request.ts';
 import type { Ctx, Handler, Routes } from './http.ts';
 import type { Runtime } from '../runtime.ts';
@@ -267,7 +268,9 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
   if (tools) {
     if (method === 'GET' && rest === '/approvals') {
       const status = new URLSearchParams(ctx.query).get('status') ?? undefined;
-      return sendJson(ctx, 200, { data: await tools.mcp.approvals.list(status ? { status: status as 'pending' } : undefined) });
+      // A misspelt status would list nothing, as if no call were held.
+      if (status && !APPROVAL_STATUSES.includes(status as ApprovalStatus)) throw new AamError(400, 'invalid_request', `status must be one of ${APPROVAL_STATUSES.join(', ')}, not "${status}"`);
+      return sendJson(ctx, 200, { data: await tools.mcp.approvals.list(status ? { status: status as ApprovalStatus } : undefined) });
     }
     if (method === 'POST' && (m = /^\/approvals\/([\w-]+)\/(approve|reject)$/.exec(rest))) {
       mustHave(who, 'approver');

@@ -6,7 +6,8 @@
 import { randomBytes } from 'node:crypto';
 import type { DatabaseSync } from 'node:sqlite';
 
-export type ApprovalStatus = 'pending' | 'approved' | 'rejected' | 'used' | 'expired';
+export const APPROVAL_STATUSES = ['pending', 'approved', 'rejected', 'used', 'expired'] as const;
+export type ApprovalStatus = typeof APPROVAL_STATUSES[number];
 
 /** One call that a decision held: who, what, with which arguments (digest), and the rule that held it. */
 export interface HeldCall {
