@@ -2,7 +2,7 @@
 // bind (a budgeted route without a price) is refused at load, naming the route, target and policy.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseConfigTexts, ConfigError } from '../src/config/load.ts';
@@ -131,4 +131,13 @@ test('the document head is described like the spec: a misspelt metadata or name 
   assert.match(at(`${head}metadata: { name: p }\nspec: { type: openia }\n`)[0], /^4 spec\.type: Invalid option: [^\n]*, not the string "openia" \(did you mean openai\?\)$/);
   // Before: no line (the yaml library fills linePos only with prettyErrors).
   assert.deepEqual(at(`${head}metadata: { name: p }\nspec:\n\ttype: demo\n`), ['5 : YAML syntax: Tabs are not allowed as indentation']);
+});
+
+test('a config directory with no YAML file is refused (before: "OK (0 providers, 0 models, ...)" and a gateway that refused every request)', async () => {
+  const empty = join(dir, 'empty-config-dir');
+  mkdirSync(empty);
+  writeFileSync(join(empty, 'README.txt'), 'not a config');
+  const r = await runCli(['validate', empty], { env: { ...process.env, AAM_LOG_LEVEL: 'error' } });
+  assert.equal(r.code, 1, r.stdout);
+  assert.match(r.stderr, /empty-config-dir: a directory with no \*\.yaml or \*\.yml file: nothing to load/);
 });

@@ -14,7 +14,10 @@ export function configFiles(path: string): string[] {
     throw new ConfigError([{ file: path, document: -1, path: '', message: 'config file not found (set --config or AAM_CONFIG)' }]);
   }
   if (!st.isDirectory()) return [path];
-  return readdirSync(path).filter((f) => /\.ya?ml$/.test(f)).sort().map((f) => join(path, f));
+  const files = readdirSync(path).filter((f) => /\.ya?ml$/.test(f)).sort().map((f) => join(path, f));
+  // A mistyped directory would otherwise load as an empty config: every request refused, nothing said.
+  if (files.length === 0) throw new ConfigError([{ file: path, document: -1, path: '', message: 'a directory with no *.yaml or *.yml file: nothing to load (give the config file, or the directory that holds its files)' }]);
+  return files;
 }
 
 /** The text of every file of the config at `path`. */
