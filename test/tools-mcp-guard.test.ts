@@ -161,6 +161,11 @@ test('rug-pull: a changed tool definition is withheld until an admin accepts it'
   const accepted = await admin<ToolDiff>(gw, 'POST', '/tools/crm/search_accounts/accept');
   assert.equal(accepted.status, 200);
   assert.equal((await admin<ToolDiff>(gw, 'GET', '/tools/crm/search_accounts/diff')).json.status, 'accepted');
+  // A misspelt server is named (before: 200 status "unknown", as for a tool not seen yet).
+  for (const [method, path] of [['GET', '/tools/cmr/search_accounts/diff'], ['POST', '/tools/cmr/search_accounts/accept']] as const) {
+    const typo = await admin<{ error: { message: string } }>(gw, method, path);
+    assert.deepEqual([typo.status, typo.json.error.message], [404, 'no McpServer "cmr" in the config (defined: crm)'], path);
+  }
   assert.ok((await client.listTools()).tools.some((t) => t.name === 'crm__search_accounts'));
   const r = await client.callTool({ name: 'crm__search_accounts', arguments: { query: 'acme' } });
   assert.match(textOf(r), /Acme/);

@@ -284,6 +284,9 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     if (method === 'GET' && rest === '/mcp/status') return sendJson(ctx, 200, tools.mcp.status());
     if ((m = /^\/tools\/([^/]+)\/([^/]+)\/(diff|accept)$/.exec(rest))) {
       const [server, tool] = [pathSegment(m[1], 'MCP server name'), pathSegment(m[2], 'tool name')];
+      // A misspelt server would read as a tool "unknown" so far (200), not as a name that is not there.
+      const servers = [...rt.compiled.set.mcpServers.keys()];
+      if (!servers.includes(server)) throw new AamError(404, 'not_found', `no McpServer "${server}" in the config (defined: ${servers.join(', ') || 'none'})`);
       if (method === 'GET' && m[3] === 'diff') return sendJson(ctx, 200, wrap(() => tools.mcp.toolDiff(server, tool)));
       if (method === 'POST' && m[3] === 'accept') {
         mustHave(who, 'operator');
