@@ -191,8 +191,10 @@ Object.assign(extraCommands, {
       if (!name) { err('missing credential NAME'); return 2; }
       if (process.stdin.isTTY) err(`enter the secret for ${name}, then press Ctrl-D:`);
       const secret = await readSecretFromStdin();
-      const r = await withVault(g, (vault) => vault.set(name, secret));
+      const { r, read } = await withVault(g, async (vault) => ({ r: await vault.set(name, secret), read: vault.list().some((c) => c.name === name) }));
       out(`stored ${r.name} version ${r.version} (${r.created}); running gateways pick it up within a second`);
+      // Stored ahead of its Credential document is allowed (a stored one must have a value before it loads), but a typo must show.
+      if (!read) err(`note: ${g.config} has no Credential "${name}", so nothing reads this value until a Credential with \`stored: true\` of that name is added (a typo?)`);
       const unrecorded = await recordCliAdmin(g.data, 'credential_set', r.name, { version: r.version });
       if (unrecorded) { err(unrecorded); return 1; }
       return 0;

@@ -278,17 +278,12 @@ export class Vault {
   async set(name: string, secret: string): Promise<{ name: string; version: number; created: string }> {
     if (secret === '') throw new CredentialError('credential_config', `refusing to store an empty secret for "${name}"`, { credential: name });
     const e = this.#entries.get(name);
-    // A mistyped name would be stored where no Credential reads it, and the set would look done.
-    if (!e) {
-      const stored = [...this.#entries].filter(([, x]) => x.source === 'stored').map(([n]) => n);
-      throw new CredentialError('credential_config', `no Credential "${name}" in the config (stored ones: ${stored.join(', ') || 'none'}); add a Credential document with \`stored: true\` first`, { credential: name });
-    }
-    if (e.source !== 'stored') {
+    if (e && e.source !== 'stored') {
       throw new CredentialError('credential_config', `Credential "${name}" reads from ${e.source}${e.ref ? ` ${e.ref}` : ''}; only credentials with \`stored: true\` can be set`, { credential: name });
     }
     const info = await this.#store.put(name, secret);
     const now = this.#entries.get(name); // a refresh while storing may have taken this version already
-    if (now && now.version < info.version) {
+    if (e && now && now.version < info.version) {
       const fresh = new Secret(secret);
       const next: Entry = { ...now, secret: fresh, version: info.version, created: Date.parse(info.createdAt), problem: undefined, warnings: withLengthWarning(now.warnings, fresh) };
       this.#entries.set(name, next);
