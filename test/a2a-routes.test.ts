@@ -5,46 +5,30 @@
 // unknown agent (404), each with its JSON-RPC or HTTP+JSON shape.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { startCalleeGateway, rpcCallee, type TestGateway } from './helpers/gateway.ts';
 import { createServer as createAamServer, type Routes } from '../src/server/http.ts';
 
 let gw: TestGateway;
-let callee: Server;
 let key = '';
+let close: (() => Promise<void>) | undefined;
 /** Paths the callee was called on, in order. */
 const calls: string[] = [];
 
 before(async () => {
-  callee = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c: Buffer) => { body += c; });
-    req.on('end', () => {
-      calls.push(req.url ?? '');
-      if (req.method === 'GET') {
-        res.writeHead(200, { 'content-type': 'application/json' });
-        res.end('{"name":"echo","supportedInterfaces":[{"url":"http://x","protocolBinding":"JSONRPC","protocolVersion":"1.0"}],"skills":[{"id":"echo","name":"echo"}]}');
-        return;
-      }
-      const rpc = JSON.parse(body) as { id: unknown };
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ jsonrpc: '2.0', id: rpc.id, result: { message: { messageId: 'm1', role: 'ROLE_AGENT', parts: [{ text: 'ok' }] } } }));
-    });
+  const callee = rpcCallee((call, res, req) => {
+    calls.push(req.url ?? '');
+    res.writeHead(200, { 'content-type': 'application/json' });
+    if (req.method === 'GET') {
+      res.end('{"name":"echo","supportedInterfaces":[{"url":"http://x","protocolBinding":"JSONRPC","protocolVersion":"1.0"}],"skills":[{"id":"echo","name":"echo"}]}');
+      return;
+    }
+    res.end(JSON.stringify({ jsonrpc: '2.0', id: call!.id, result: { message: { messageId: 'm1', role: 'ROLE_AGENT', parts: [{ text: 'ok' }] } } }));
   });
-  await new Promise<void>((r) => callee.listen(0, '127.0.0.1', r));
-  gw = await startTestGateway(yaml(
-    doc('Agent', 'caller', { workload: 'spiffe://test/agent/caller' }),
-    doc('Agent', 'echo', { workload: 'spiffe://test/agent/echo', a2a: { url: `http://127.0.0.1:${(callee.address() as AddressInfo).port}/a2a` } }),
-    doc('AgentPolicy', 'caller-calls-echo', { identity: { agent: 'caller' }, agents: [{ agent: 'echo' }] }),
-  ));
-  key = gw.key('caller');
+  ({ gw, key, close } = await startCalleeGateway(callee, { agent: 'echo', caller: 'caller' }));
 });
 
-after(async () => {
-  await gw?.close();
-  await new Promise((r) => callee?.close(r));
-});
+after(() => close?.());
 
 const send = JSON.stringify({ jsonrpc: '2.0', id: 7, method: 'SendMessage', params: { message: { messageId: 'b1', role: 'ROLE_USER', parts: [{ text: 'hi' }] } } });
 

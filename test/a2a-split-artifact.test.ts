@@ -6,16 +6,14 @@
 // held back reaches the caller before the task's final status.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { sdkClientThroughAam } from './helpers/a2a-client.ts';
-import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { startCalleeGateway, rpcCallee, doc, type TestGateway } from './helpers/gateway.ts';
 
 const SECRET = 'split-cred-4f0c9a72e1b85d36c0';
 const MARKER = '[REDACTED:split-token]';
 let gw: TestGateway;
-let callee: Server;
 let key = '';
+let close: (() => Promise<void>) | undefined;
 
 /** A text as it is written inside a JSON string, with its first and last characters as \u escapes. */
 const esc = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
@@ -78,32 +76,22 @@ function events(id: unknown, script: string): string[] {
 
 before(async () => {
   process.env.A2A_SPLIT_TEST_TOKEN = SECRET;
-  callee = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c: Buffer) => { body += c; });
-    req.on('end', () => {
-      const rpc = JSON.parse(body) as { id: unknown; params: { message: { parts: Array<{ text: string }> } } };
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      // Each event a write of its own, a moment apart: the caller has each chunk before the next exists.
-      const list = events(rpc.id, rpc.params.message.parts[0].text);
-      let i = 0;
-      const next = () => { if (i < list.length) { res.write(`data: ${list[i++]}\n\n`); setTimeout(next, 5); } else res.end(); };
-      next();
-    });
+  const callee = rpcCallee((call, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    // Each event a write of its own, a moment apart: the caller has each chunk before the next exists.
+    const list = events(call!.id, call!.text);
+    let i = 0;
+    const next = () => { if (i < list.length) { res.write(`data: ${list[i++]}\n\n`); setTimeout(next, 5); } else res.end(); };
+    next();
   });
-  await new Promise<void>((r) => callee.listen(0, '127.0.0.1', r));
-  gw = await startTestGateway(yaml(
-    doc('Credential', 'split-token', { env: 'A2A_SPLIT_TEST_TOKEN' }),
-    doc('Agent', 'caller', { workload: 'spiffe://test/agent/caller' }),
-    doc('Agent', 'chunker', { workload: 'spiffe://test/agent/chunker', a2a: { url: `http://127.0.0.1:${(callee.address() as AddressInfo).port}/a2a`, credential: 'split-token' } }),
-    doc('AgentPolicy', 'caller-calls-chunker', { identity: { agent: 'caller' }, agents: [{ agent: 'chunker' }] }),
-  ));
-  key = gw.key('caller');
+  ({ gw, key, close } = await startCalleeGateway(callee, {
+    agent: 'chunker', caller: 'caller', a2a: { credential: 'split-token' },
+    docs: [doc('Credential', 'split-token', { env: 'A2A_SPLIT_TEST_TOKEN' })],
+  }));
 });
 
 after(async () => {
-  await gw?.close();
-  await new Promise((r) => callee?.close(r));
+  await close?.();
   delete process.env.A2A_SPLIT_TEST_TOKEN;
 });
 

@@ -6,48 +6,31 @@
 // records the call as the chat plane records a client that left (499, client disconnected).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
+import { startCalleeGateway, rpcCallee, type TestGateway } from './helpers/gateway.ts';
 import { queryEvents } from '../src/audit/query.ts';
 import { sdkClientThroughAam } from './helpers/a2a-client.ts';
 
 let gw: TestGateway;
-let callee: Server;
 let key = '';
+let close: (() => Promise<void>) | undefined;
 /** Streams the callee saw closed before it ended them ('hold'). */
 let closedByAam = 0;
 
 const sse = (id: unknown, result: unknown) => `data: ${JSON.stringify({ jsonrpc: '2.0', id, result })}\n\n`;
 
 before(async () => {
-  callee = createServer((req, res) => {
-    let body = '';
-    req.on('data', (c: Buffer) => { body += c; });
-    req.on('end', () => {
-      const rpc = JSON.parse(body) as { id: unknown; params: { message: { parts: Array<{ text: string }> } } };
-      res.writeHead(200, { 'content-type': 'text/event-stream' });
-      res.write(sse(rpc.id, { task: { id: 't1', contextId: 'c1', status: { state: 'TASK_STATE_WORKING' } } }));
-      res.write(sse(rpc.id, { artifactUpdate: { taskId: 't1', contextId: 'c1', artifact: { artifactId: 'a1', parts: [{ text: 'alpha' }] }, append: true } }));
-      // 'cut': the callee's connection drops mid-stream; 'hold': the stream stays open (a long task).
-      if (rpc.params.message.parts[0].text === 'cut') setTimeout(() => res.destroy(), 50);
-      else res.on('close', () => { if (!res.writableEnded) closedByAam++; });
-    });
+  const callee = rpcCallee((call, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' });
+    res.write(sse(call!.id, { task: { id: 't1', contextId: 'c1', status: { state: 'TASK_STATE_WORKING' } } }));
+    res.write(sse(call!.id, { artifactUpdate: { taskId: 't1', contextId: 'c1', artifact: { artifactId: 'a1', parts: [{ text: 'alpha' }] }, append: true } }));
+    // 'cut': the callee's connection drops mid-stream; 'hold': the stream stays open (a long task).
+    if (call!.text === 'cut') setTimeout(() => res.destroy(), 50);
+    else res.on('close', () => { if (!res.writableEnded) closedByAam++; });
   });
-  await new Promise<void>((r) => callee.listen(0, '127.0.0.1', r));
-  gw = await startTestGateway(yaml(
-    doc('Agent', 'caller', { workload: 'spiffe://test/agent/caller' }),
-    doc('Agent', 'worker', { workload: 'spiffe://test/agent/worker', a2a: { url: `http://127.0.0.1:${(callee.address() as AddressInfo).port}/a2a` } }),
-    doc('AgentPolicy', 'caller-calls-worker', { identity: { agent: 'caller' }, agents: [{ agent: 'worker' }] }),
-  ));
-  key = gw.key('caller');
+  ({ gw, key, close } = await startCalleeGateway(callee, { agent: 'worker', caller: 'caller' }));
 });
 
-after(async () => {
-  await gw?.close();
-  callee?.closeAllConnections();
-  await new Promise((r) => callee?.close(r));
-});
+after(() => close?.());
 
 const sdkClient = (rest: boolean) => sdkClientThroughAam(gw.url, 'worker', key, rest);
 

@@ -2,7 +2,7 @@
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startGateway, type Running } from '../../src/cli/serve.ts';
 import { parseConfigTexts } from '../../src/config/load.ts';
@@ -49,16 +49,50 @@ export function agentDocs(models: string[], extra: Record<string, unknown> = {})
   ];
 }
 
+/** What a callee test needs: the gateway, the caller's key, and close() for both. */
+export interface CalleeGateway { gw: TestGateway; key: string; close(): Promise<void> }
+
 /**
- * A gateway in front of one plain A2A callee server (started here on a free port): agent "echo" at
- * its /a2a, and "planner" allowed to call it (`key`). close() closes both.
+ * A gateway in front of one plain A2A callee server (listening here on a free port): agent `agent`
+ * at its /a2a (with `a2a` settings beside the url, e.g. a credential), `caller` allowed to call it
+ * (`key`), and `docs` beside them. close() closes both, the callee's open streams too.
  */
-export async function startEchoGateway(callee: Server): Promise<{ gw: TestGateway; key: string; close(): Promise<void> }> {
+export async function startCalleeGateway(callee: Server, opts: { agent: string; caller: string; a2a?: Record<string, unknown>; docs?: string[] }): Promise<CalleeGateway> {
   await new Promise<void>((resolve) => callee.listen(0, '127.0.0.1', resolve));
+  const { agent, caller } = opts;
   const gw = await startTestGateway(yaml(
-    doc('Agent', 'echo', { workload: 'spiffe://test/agent/echo', a2a: { url: `http://127.0.0.1:${(callee.address() as AddressInfo).port}/a2a` } }),
-    doc('Agent', 'planner', { workload: 'spiffe://test/agent/planner' }),
-    doc('AgentPolicy', 'planner-calls-echo', { identity: { agent: 'planner' }, agents: [{ agent: 'echo' }] }),
+    ...opts.docs ?? [],
+    doc('Agent', agent, { workload: `spiffe://test/agent/${agent}`, a2a: { url: `http://127.0.0.1:${(callee.address() as AddressInfo).port}/a2a`, ...opts.a2a } }),
+    doc('Agent', caller, { workload: `spiffe://test/agent/${caller}` }),
+    doc('AgentPolicy', `${caller}-calls-${agent}`, { identity: { agent: caller }, agents: [{ agent }] }),
   ));
-  return { gw, key: gw.key('planner'), close: async () => { await gw.close(); await new Promise<void>((resolve) => callee.close(() => resolve())); } };
+  return {
+    gw, key: gw.key(caller),
+    close: async () => { await gw.close(); callee.closeAllConnections(); await new Promise<void>((resolve) => callee.close(() => resolve())); },
+  };
+}
+
+/** Agent "echo" behind `callee`, and "planner" allowed to call it. */
+export const startEchoGateway = (callee: Server): Promise<CalleeGateway> => startCalleeGateway(callee, { agent: 'echo', caller: 'planner' });
+
+/** A JSON-RPC call as a callee reads it: its id and its message's first text part. */
+export interface CalleeCall { id: unknown; text: string }
+
+/**
+ * A plain A2A callee (node:http) that reads each request's body whole and hands it to `answer`
+ * (`call`: the JSON-RPC id and first text part when the body is a JSON-RPC message, else null).
+ */
+export function rpcCallee(answer: (call: CalleeCall | null, res: ServerResponse, req: IncomingMessage, body: string) => void): Server {
+  return createServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => { body += c; });
+    req.on('end', () => {
+      let call: CalleeCall | null = null;
+      try {
+        const rpc = JSON.parse(body) as { id: unknown; params?: { message?: { parts?: Array<{ text?: string }> } } };
+        call = { id: rpc.id, text: rpc.params?.message?.parts?.[0]?.text ?? '' };
+      } catch { /* not JSON: a GET, or a test's own body */ }
+      answer(call, res, req, body);
+    });
+  });
 }
