@@ -2,10 +2,10 @@
 // free ports, a temp dir), run the suite against them, and tear both down — on success, failure
 // and Ctrl-C alike. Missing Debian packages are installed (as root) or named (otherwise): fleet
 // tests never skip silently.
-//   npm test                          whole suite (tsc beside node --test test/**/*.test.ts)
+//   npm test                          whole suite (tsc beside test/**/*.test.ts, slowest first: run-tests.ts)
 //   npm test -- test/fleet-*.test.ts  only these files, same services, no tsc
 import { spawn, spawnSync, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, globSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { setPriority, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -232,11 +232,42 @@ export function runScratch(base = tmpdir()): RunScratch {
 }
 
 /**
- * The test runner's arguments. Force exit ends a file whose tests are done though a handle is left
- * open; blocking-stdio.ts makes sure that exit drops none of the results (test-runner-reports).
+ * The test runner's arguments (scripts/run-tests.ts: the files in this order, two at a time).
+ * Force exit ends a file whose tests are done though a handle is left open; blocking-stdio.ts makes
+ * sure that exit drops none of the results (test-runner-reports).
  */
 export function runnerArgs(files: readonly string[]): string[] {
-  return ['--require', join(ROOT, 'scripts', 'blocking-stdio.ts'), '--test', '--test-force-exit', '--test-concurrency=2', '--test-timeout=120000', ...(files.length ? files : ['test/**/*.test.ts'])];
+  return ['--require', join(ROOT, 'scripts', 'blocking-stdio.ts'), join(ROOT, 'scripts', 'run-tests.ts'), ...(files.length ? files : suiteFiles())];
+}
+
+/** Wall times of the suite's files on a recorded run (`AAM_TEST_DURATIONS=scripts/test-durations.txt npm test`). */
+const DURATIONS = join(ROOT, 'scripts', 'test-durations.txt');
+
+/** `<seconds>\t<file>` lines: seconds by file. */
+export function parseDurations(text: string): Map<string, number> {
+  const took = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const [s, file] = line.split('\t');
+    if (file && Number.isFinite(Number(s))) took.set(file.trim(), Number(s));
+  }
+  return took;
+}
+
+/**
+ * The slowest first, so the two at a time end together rather than one core running the last
+ * long file alone; a file with no recorded time (new) first of all, as it may be long.
+ */
+export function slowestFirst(files: readonly string[], took: ReadonlyMap<string, number>): string[] {
+  const t = (f: string) => took.get(f) ?? Infinity;
+  return [...files].sort((a, b) => t(b) - t(a) || (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/** Every test file of the suite (test/**\/*.test.ts, relative to the repo), slowest first. */
+export function suiteFiles(): string[] {
+  const files = globSync('test/**/*.test.ts', { cwd: ROOT });
+  let text = '';
+  try { text = readFileSync(DURATIONS, 'utf8'); } catch { /* none recorded: by name */ }
+  return slowestFirst(files, parseDurations(text));
 }
 
 /** Exit code and output of a type-check started by typecheck(). */
