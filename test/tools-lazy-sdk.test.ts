@@ -79,9 +79,9 @@ test('no MCP server configured: the SDK is not loaded until /mcp is called, then
     assert.deepEqual(await admin('GET', '/mcp/status'), { status: 200, json: {} });
     assert.deepEqual(await admin('GET', '/tools/flagged'), { status: 200, json: { data: [] } });
     assert.deepEqual(await admin('GET', '/approvals'), { status: 200, json: { data: [] } });
+    // A server the config does not define is a 404 (14c7f61), answered without the SDK too.
     const diff = await admin('GET', '/tools/none/nope/diff');
-    assert.equal(diff.status, 200);
-    assert.equal((diff.json as { status: string }).status, 'unknown');
+    assert.equal(diff.status, 404, JSON.stringify(diff.json));
     assert.equal(sdkLoaded(s.log), false, `SDK loaded before any /mcp call:\n${existsSync(s.log) ? readFileSync(s.log, 'utf8') : ''}`);
 
     // MCP 2025-11-25: initialize opens a session on the SDK's server.
