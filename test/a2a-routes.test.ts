@@ -6,7 +6,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AddressInfo } from 'node:net';
-import { startCalleeGateway, rpcCallee, type TestGateway } from './helpers/gateway.ts';
+import { startCalleeGateway, type TestGateway } from './helpers/gateway.ts';
+import { rpcCallee } from './helpers/rpc-callee.ts';
 import { createServer as createAamServer, type Routes } from '../src/server/http.ts';
 
 let gw: TestGateway;

@@ -7,7 +7,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { sdkClientThroughAam } from './helpers/a2a-client.ts';
-import { startCalleeGateway, rpcCallee, doc, type TestGateway } from './helpers/gateway.ts';
+import { startCalleeGateway, doc, type TestGateway } from './helpers/gateway.ts';
+import { rpcCallee } from './helpers/rpc-callee.ts';
 
 const SECRET = 'split-cred-4f0c9a72e1b85d36c0';
 const MARKER = '[REDACTED:split-token]';

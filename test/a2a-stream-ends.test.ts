@@ -6,7 +6,8 @@
 // records the call as the chat plane records a client that left (499, client disconnected).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startCalleeGateway, rpcCallee, type TestGateway } from './helpers/gateway.ts';
+import { startCalleeGateway, type TestGateway } from './helpers/gateway.ts';
+import { rpcCallee } from './helpers/rpc-callee.ts';
 import { queryEvents } from '../src/audit/query.ts';
 import { sdkClientThroughAam } from './helpers/a2a-client.ts';
 

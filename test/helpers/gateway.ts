@@ -2,7 +2,9 @@
 import { mkdtempSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+// node:http as a type only: an ES import of it loads Node's bundled undici (and http2, tls), which
+// test/memory-builtins.test.ts, importing this file, checks a gateway does not load.
+import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { startGateway, type Running } from '../../src/cli/serve.ts';
 import { parseConfigTexts } from '../../src/config/load.ts';
@@ -74,25 +76,3 @@ export async function startCalleeGateway(callee: Server, opts: { agent: string; 
 
 /** Agent "echo" behind `callee`, and "planner" allowed to call it. */
 export const startEchoGateway = (callee: Server): Promise<CalleeGateway> => startCalleeGateway(callee, { agent: 'echo', caller: 'planner' });
-
-/** A JSON-RPC call as a callee reads it: its id and its message's first text part. */
-export interface CalleeCall { id: unknown; text: string }
-
-/**
- * A plain A2A callee (node:http) that reads each request's body whole and hands it to `answer`
- * (`call`: the JSON-RPC id and first text part when the body is a JSON-RPC message, else null).
- */
-export function rpcCallee(answer: (call: CalleeCall | null, res: ServerResponse, req: IncomingMessage, body: string) => void): Server {
-  return createServer((req, res) => {
-    let body = '';
-    req.on('data', (c: Buffer) => { body += c; });
-    req.on('end', () => {
-      let call: CalleeCall | null = null;
-      try {
-        const rpc = JSON.parse(body) as { id: unknown; params?: { message?: { parts?: Array<{ text?: string }> } } };
-        call = { id: rpc.id, text: rpc.params?.message?.parts?.[0]?.text ?? '' };
-      } catch { /* not JSON: a GET, or a test's own body */ }
-      answer(call, res, req, body);
-    });
-  });
-}
