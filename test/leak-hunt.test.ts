@@ -357,6 +357,9 @@ const PLANES: Plane[] = [
     channels: { stream: [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, ...SPLIT_TCP], 'stream-error': [...TEXT, 'split-tcp@mid'], header: ['raw', 'b64-std-1'], error: ['raw'] } },
   { name: 'embeddings', call: embeddings, shows: modelShows, sweep: 'error',
     channels: { body: [...TEXT, ...SPLIT_TCP, ...BINARY], header: ['raw', 'b64-std-1'], error: TEXT } },
+  // A route that fails over: the first target's 500 (echoing the secret) is retried on the second,
+  // and the call's evidence names the failed attempt with its error (model.attempts: scrubbed).
+  { name: 'chat completions failed over', call: chat('leak-fallback'), shows: modelShows, channels: { 'error-500': TEXT } },
   // A cached route: the second identical call is served from the cache (stored in the data dir).
   { name: 'chat completions cached', shows: modelShows, channels: { body: [...TEXT, 'split-tcp@mid'] },
     call: async (i) => [...await chat('leak-cached')(i), ...await chat('leak-cached')(i)] },
@@ -515,6 +518,7 @@ before(async () => {
     doc('Model', 'leak-responses-stream', target('oai', 'leaky-responses-stream')),
     doc('Model', 'leak-embed', target('oai', 'leaky-embed', { kind: 'embeddings' })),
     doc('Model', 'leak-cached', target('oai', 'leaky-cached', { cache: { mode: 'exact' } })),
+    doc('Model', 'leak-fallback', { targets: [{ provider: 'oai', model: 'leaky-fallback-a' }, { provider: 'oai', model: 'leaky-fallback-b' }], retries: { attempts: 0 }, breaker: { failures: 1000 } }),
     doc('Credential', 'aws-sts', { env: 'LEAK_AWS_STS', kind: 'aws_sigv4' }),
     doc('Credential', 'gcp-sa', { env: 'LEAK_GCP_SA', kind: 'google_service_account' }),
     doc('Provider', 'bedrock', { type: 'bedrock', baseUrl: up.url, credential: 'aws-sts', bedrock: { region: 'us-east-1' } }),
@@ -535,7 +539,7 @@ before(async () => {
     doc('Agent', 'hunter', { workload: 'spiffe://test/agent/hunter', team: 'qa', environment: 'dev' }),
     doc('AgentPolicy', 'hunter-policy', {
       identity: { workload: 'spiffe://test/agent/hunter' },
-      models: { allow: ['oai-any/**', 'leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached', 'leak-responses', 'leak-responses-stream', 'leak-bedrock', 'leak-bedrock-stream', 'leak-vertex', 'leak-vertex-stream'] },
+      models: { allow: ['oai-any/**', 'leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached', 'leak-fallback', 'leak-responses', 'leak-responses-stream', 'leak-bedrock', 'leak-bedrock-stream', 'leak-vertex', 'leak-vertex-stream'] },
       tools: [{ resource: 'leaky', actions: ['*'] }, { resource: 'leaky-lists', actions: ['*'] }, { resource: 'leaky-modern', actions: ['*'] }, { resource: 'leaky-stdio', actions: ['*'] }, { resource: 'leaky.api', actions: ['*'] }],
       agents: [{ agent: 'leaky-agent' }, { agent: 'leaky-query-agent' }],
     }),
