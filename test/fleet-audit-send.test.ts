@@ -10,7 +10,7 @@ import { fleetStore, pgProxy, type FleetTestStore } from './helpers/fleet.ts';
 import { until } from './helpers/e2e.ts';
 import { openFleetAuditLog } from '../src/audit/fleet-log.ts';
 import { migrate } from '../src/store/postgres.ts';
-import { PgWire, connectEvidence } from '../src/store/pg-wire.ts';
+import { PgWire, connectEvidence, type EventWriter } from '../src/store/pg-wire.ts';
 import { Socket } from 'node:net';
 
 let store: FleetTestStore;
@@ -190,4 +190,40 @@ test('a request whose event is in the INSERT in flight is answered when that INS
     assert.deepEqual(await requestIdsLike(own, 'wait-%'), ['wait-a', 'wait-b', 'wait-c']);
     await log.close();
   } finally { await own.end(); }
+});
+
+test('under load the events recorded while an INSERT is in flight leave as its reply is read, not at the end of that loop turn (after every other socket the poll phase reads)', async () => {
+  const own = postgres(store.databaseUrl, { max: 2, onnotice: () => {} });
+  const wire = connectEvidence(store.databaseUrl, { queryTimeout: 5, name: 'aam-next-test' });
+  // aam's own connection, each INSERT it starts and commits noted; a commit also notes this turn's
+  // check phase (where an INSERT put off with setImmediate would leave).
+  const marks: string[] = [];
+  const writer: EventWriter = {
+    get writesAtOnce() { return wire.writesAtOnce; },
+    end: (o) => wire.end(o),
+    unsafe: (text, values, opts) => {
+      marks.push('insert');
+      return wire.unsafe(text, values, opts).then(() => { marks.push('committed'); setImmediate(() => marks.push('check phase')); });
+    },
+  };
+  try {
+    await migrate(own);
+    const log = await openFleetAuditLog(own, { replica: `next-${randomBytes(3).toString('hex')}`, writer, keyEncryptionKey: randomBytes(32), checkpointIntervalMs: 3_600_000 });
+    log.record({ type: 'admin', request_id: 'next-warm' });
+    await log.journaled(); // connected
+    await new Promise((r) => setImmediate(r)); // its commit's check phase noted
+    for (let i = 0; i < 3; i++) {
+      marks.length = 0;
+      log.record({ type: 'admin', request_id: `next-${i}-a` });
+      log.send(); // in flight
+      log.record({ type: 'admin', request_id: `next-${i}-b` });
+      log.record({ type: 'admin', request_id: `next-${i}-c` });
+      await log.journaled();
+      await new Promise((r) => setImmediate(r));
+      assert.deepEqual(marks.slice(0, 4), ['insert', 'committed', 'insert', 'check phase'], 'the next INSERT left before the check phase of the turn the first commit was read in');
+      assert.deepEqual(marks.filter((m) => m === 'insert').length, 2, 'the two events recorded meanwhile in one INSERT');
+    }
+    assert.deepEqual(await requestIdsLike(own, 'next-%'), ['next-warm', ...[0, 1, 2].flatMap((i) => ['a', 'b', 'c'].map((x) => `next-${i}-${x}`))]);
+    await log.close();
+  } finally { await Promise.all([own.end(), wire.end()]); }
 });

@@ -268,8 +268,11 @@ export async function openFleetAuditLog(sql: Sql, opts: FleetAuditOptions): Prom
         streak = 0;
         headLater();
         if (failing) { failing = false; alert({ kind: 'recovered', message: 'audit trail writes to PostgreSQL again' }); }
+        // The events recorded while this INSERT was in flight leave now, not at this turn's check
+        // phase: under load the reply is read amid a poll phase that goes on with many requests'
+        // sockets, and one INSERT in flight at a time made each group commit wait for all of them.
+        if (pending.length > 0 && !retryTimer) write();
         settle();
-        schedule();
       }, (e: unknown) => {
         inFlight = false;
         failures++;
