@@ -5,7 +5,7 @@ import type { ConfigSet } from '../config/schema.ts';
 import { appendFileSync } from 'node:fs';
 import { Runtime, openFleetStores, type FleetStores, type RuntimeOptions } from '../runtime.ts';
 import { watchConfig } from '../config/watch.ts';
-import { createServer, coreRoutes } from '../server/http.ts';
+import { createServer, coreRoutes, endKeepAlive } from '../server/http.ts';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { addAdminRoutes, checkAdminToken } from '../server/admin.ts';
 import { addConsoleRoutes, createConsoleAuth } from '../console/routes.ts';
@@ -205,7 +205,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   const close = () => closing ??= (async () => {
     watcher.close();
     rt.ready = false;
-    // Drain: stop accepting; end the long-lived streams, every plane's, from the server's one list
+    // Drain: stop accepting (and keeping connections alive: endKeepAlive); end the long-lived streams, every plane's, from the server's one list
     // of them (rt.streams: MCP listen and GET SSE streams, their clients reconnect, to another
     // replica in a fleet; A2A stream relays, ended with an error event telling the caller to
     // resubscribe to its task); let in-flight requests (a model's answer streaming, an A2A
@@ -218,6 +218,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
       // for it, so idle connections are swept until the last one is gone.
       sweep = setInterval(() => server.closeIdleConnections(), 50);
       server.close(() => resolve());
+      endKeepAlive(server);
       server.closeIdleConnections();
     });
     let ended = 0;

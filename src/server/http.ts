@@ -2,6 +2,7 @@
 // costs more per request than the whole policy decision). Routes are exact paths; the few
 // prefixed families (/mcp/, /tools/, /admin/) are dispatched by prefix.
 import type { IncomingMessage, ServerResponse, Server } from 'node:http';
+import type { Socket } from 'node:net';
 import { createServer as createHttpServer, https } from '../lib/node-http.ts';
 import type { ServerOptions as HttpsOptions } from 'node:https';
 import type { Compiled, Runtime } from '../runtime.ts';
@@ -162,5 +163,31 @@ export function createServer(rt: Runtime, routes: Routes, opts: ServerOptions = 
   const base = { ...timing, ServerResponse: EgressResponse };
   const server: Server = opts.tls ? https().createServer({ ...opts.tls, ...base }, listener) : createHttpServer(base, listener);
   server.keepAliveTimeout = 65_000;
+  // Its open connections (the TLS socket the HTTP parser reads, with TLS), for endKeepAlive.
+  const sockets = new Set<Socket>();
+  server.on(opts.tls ? 'secureConnection' : 'connection', (s: Socket) => {
+    sockets.add(s);
+    s.once('close', () => sockets.delete(s));
+  });
+  connections.set(server, sockets);
   return server;
+}
+
+const connections = new WeakMap<Server, Set<Socket>>();
+
+/**
+ * For a drain, after server.close(): from now on every answer says `connection: close` and its
+ * connection ends after it, both the answers still being made on the open connections (headers
+ * not yet sent) and those to requests arriving on them later. Node goes on serving requests on
+ * kept-alive connections after close(), promising keep-alive: a busy client held a draining
+ * replica until its drain was cut, and a request sent as the idle sweep closed its connection
+ * was reset (ECONNRESET) instead of going to another replica.
+ */
+export function endKeepAlive(server: Server): void {
+  server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => { res.shouldKeepAlive = false; });
+  for (const s of connections.get(server) ?? []) {
+    // The answer being written on this connection: Node's own link from socket to response.
+    const res = (s as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (res && !res.headersSent) res.shouldKeepAlive = false;
+  }
 }
