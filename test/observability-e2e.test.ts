@@ -58,3 +58,40 @@ test('spans carry gen_ai attributes, continue the caller trace and reach the ups
     await fake.close();
   }
 });
+
+test('server spans name a route template, never a raw path with ids in it; probes and scrapes are not traced', async () => {
+  const fake = await startFakeUpstream();
+  const collector = await startCollector();
+  const gw = await startTestGateway(yaml(
+    doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${fake.url}/v1` }),
+    doc('Model', 'gpt', { targets: [{ provider: 'oai', model: 'ok' }] }),
+    ...agentDocs(['gpt']),
+  ), { OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_BSP_SCHEDULE_DELAY: '50' });
+  try {
+    const auth = { authorization: `Bearer ${gw.key('tester')}` };
+    for (const id of ['resp_0a1b2c', 'resp_9f8e7d']) assert.equal((await fetch(`${gw.url}/v1/responses/${id}`, { headers: auth })).status, 404);
+    assert.equal((await fetch(`${gw.url}/wp-login.php`)).status, 404);
+    assert.equal((await fetch(`${gw.url}/v1/models`, { method: 'DELETE' })).status, 405);
+    for (const probe of ['/healthz', '/readyz', '/metrics']) assert.equal((await fetch(`${gw.url}${probe}`)).status, 200);
+    assert.equal((await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'gpt', messages: [{ role: 'user', content: 'hi' }] }) })).status, 200);
+    await gw.g.rt.tracer!.flush();
+    const servers: OtlpSpan[] = [];
+    for (const r of collector.received) {
+      const b = r.body as { resourceSpans?: Array<{ scopeSpans: Array<{ spans: OtlpSpan[] }> }> };
+      for (const rs of b.resourceSpans ?? []) for (const ss of rs.scopeSpans) servers.push(...ss.spans.filter((s) => s.kind === 2));
+    }
+    const route = (s: OtlpSpan) => s.attributes.find((a) => a.key === 'http.route')?.value.stringValue;
+    const path = (s: OtlpSpan) => s.attributes.find((a) => a.key === 'url.path')?.value.stringValue;
+    assert.deepEqual(servers.map((s) => [s.name, route(s) ?? null, path(s)]), [
+      ['GET /v1/responses/*', '/v1/responses/*', '/v1/responses/resp_0a1b2c'],
+      ['GET /v1/responses/*', '/v1/responses/*', '/v1/responses/resp_9f8e7d'],
+      ['GET', null, '/wp-login.php'],
+      ['DELETE /v1/models', '/v1/models', '/v1/models'],
+      ['POST /v1/chat/completions', '/v1/chat/completions', '/v1/chat/completions'],
+    ]);
+  } finally {
+    await gw.close();
+    await collector.close();
+    await fake.close();
+  }
+});

@@ -97,19 +97,20 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
       rt.inFlight--;
       if (ctx.call !== undefined && !res.writableFinished) ctx.call.abort();
     });
-    if (rt.tracer) {
-      const span = startServerSpan(rt.tracer, req, { route: path, path, startTime: ctx.start });
-      ctx.span = span;
-      res.on('close', () => endHttpSpan(span, res.statusCode, 'server'));
-    }
     if (routes.exact.size !== indexed) index();
     const key = keyByMethod.get(req.method!)?.get(path);
     let handler = key === undefined ? undefined : routes.exact.get(key);
+    let prefix: string | undefined;
     if (!handler) {
-      for (let i = 0; i < prefixes.length; i++) if (path.startsWith(prefixes[i][0])) { handler = prefixes[i][1]; break; }
+      for (let i = 0; i < prefixes.length; i++) if (path.startsWith(prefixes[i][0])) { handler = prefixes[i][1]; prefix = prefixes[i][0]; break; }
+    }
+    const allowed = handler ? undefined : methodsByPath.get(path);
+    if (rt.tracer && !UNTRACED.has(path)) {
+      const span = startServerSpan(rt.tracer, req, { route: spanRoute(path, handler !== undefined || allowed !== undefined, prefix), path, startTime: ctx.start });
+      ctx.span = span;
+      res.on('close', () => endHttpSpan(span, res.statusCode, 'server'));
     }
     if (!handler) {
-      const allowed = methodsByPath.get(path);
       sendError(ctx, allowed
         ? new AamError(405, 'method_not_allowed', `${req.method} is not allowed on ${path}; use ${allowed.join(' or ')}`, { headers: { allow: allowed.join(', ') } })
         : new AamError(404, 'not_found', `no route ${req.method} ${path}`));
@@ -127,6 +128,20 @@ export function createRequestListener(rt: Runtime, routes: Routes) {
       rt.handled();
     }
   };
+}
+
+/** Probes and scrapes (every few seconds from each orchestrator and Prometheus): no spans, they would drown the agents' traces. */
+const UNTRACED = new Set(['/healthz', '/readyz', '/metrics']);
+
+/**
+ * `http.route` of a server span (and its name, `{method} {route}`): the path of an exact route, a
+ * prefixed family's prefix and `*` (what follows holds ids: responses, tasks, keys), none for a
+ * path no route has. The HTTP conventions want a low-cardinality template here: the raw path made a
+ * span name per response id, and one per path a scanner tried.
+ */
+export function spanRoute(path: string, routed: boolean, prefix: string | undefined): string | undefined {
+  if (prefix !== undefined) return `${prefix}*`;
+  return routed ? path : undefined;
 }
 
 /**
