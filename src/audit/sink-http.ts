@@ -62,21 +62,26 @@ export function signWebhookBody(secret: string, body: string): string {
 
 export interface OtlpLogsSinkOptions {
   name?: string;
-  /** Collector base URL, e.g. http://localhost:4318 (or OTEL_EXPORTER_OTLP_ENDPOINT); /v1/logs is appended. */
+  /** Collector base URL, e.g. http://localhost:4318; /v1/logs is appended. */
   endpoint: string;
+  /** The logs URL as is (resolveOtlp('logs'): OTEL_EXPORTER_OTLP_LOGS_ENDPOINT); wins over endpoint. */
+  url?: string;
   headers?: Record<string, string>;
   serviceName?: string;
+  /** Resource attributes (resolveOtlp's: service.name, OTEL_RESOURCE_ATTRIBUTES...); wins over serviceName. */
+  resource?: Record<string, string>;
   timeoutMs?: number;
 }
 
 type OtlpValue = { stringValue: string } | { intValue: string } | { doubleValue: number } | { boolValue: boolean };
 
 export function otlpLogsSink(opts: OtlpLogsSinkOptions): AuditSink {
-  const url = opts.endpoint.replace(/\/+$/, '') + (opts.endpoint.endsWith('/v1/logs') ? '' : '/v1/logs');
+  const url = opts.url ?? opts.endpoint.replace(/\/+$/, '') + (opts.endpoint.endsWith('/v1/logs') ? '' : '/v1/logs');
+  const resource = Object.entries(opts.resource ?? { 'service.name': opts.serviceName ?? 'aam' }).map(([k, v]) => attr(k, v));
   const send = (logRecords: Record<string, unknown>[]): Promise<void> => {
     const body = JSON.stringify({
       resourceLogs: [{
-        resource: { attributes: [attr('service.name', opts.serviceName ?? 'aam')] },
+        resource: { attributes: resource },
         scopeLogs: [{ scope: { name: 'aam.audit' }, logRecords }],
       }],
     });

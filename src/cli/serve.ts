@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import type { ConfigSet } from '../config/schema.ts';
 import { appendFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import { Runtime, openFleetStores, type FleetStores, type RuntimeOptions } from '../runtime.ts';
 import { watchConfig } from '../config/watch.ts';
 import { createServer, coreRoutes, endKeepAlive } from '../server/http.ts';
@@ -12,6 +13,7 @@ import { addConsoleRoutes, createConsoleAuth } from '../console/routes.ts';
 import { approvalNotifier, approvalWebhookFrom } from '../console/notify.ts';
 import { Metrics } from '../observability/metrics.ts';
 import { createTracer } from '../observability/tracing.ts';
+import { resolveOtlp } from '../observability/otlp-config.ts';
 import { addIdentityRoutes } from '../server/identity-routes.ts';
 import { addToolRoutes } from '../server/tool-routes.ts';
 import { createLazyMcpGateway } from '../tools/mcp-lazy.ts';
@@ -134,9 +136,13 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   rt.audit = fleetAudit ?? audit;
   rt.auditLog = audit;
   // Fleet: every replica runs the sinks; for each sink one replica at a time delivers the whole fleet's trail.
-  const sinks = audit ? startSinks(audit, auditSinks(env)) : fleet && fleetAudit ? (await import('../audit/fleet-sinks.ts')).startFleetSinks(fleet.fleet.sql, auditSinks(env), {
-    onError: (name, e, attempt) => { if (attempt === 1) rt.log.warn({ event: 'audit_sink_failed', sink: name, err: e }, `audit sink ${name} failed; retrying with backoff`); },
-  }) : null;
+  // Which process sent a span or an audit log record: the replica id `aam fleet status` and the
+  // trail name, else one per process (OTEL_RESOURCE_ATTRIBUTES may set its own).
+  const otlpResource = { 'service.instance.id': fleet?.fleet.replicaId ?? randomBytes(6).toString('hex') };
+  // A sink that fails is logged once per failure streak, one process or a fleet (it retries with backoff).
+  const sinkErrors = { onError: (name: string, e: unknown, attempt: number) => { if (attempt === 1) rt.log.warn({ event: 'audit_sink_failed', sink: name, err: e }, `audit sink ${name} failed; retrying with backoff`); } };
+  const sinks = audit ? startSinks(audit, auditSinks(env, otlpResource), sinkErrors)
+    : fleet && fleetAudit ? (await import('../audit/fleet-sinks.ts')).startFleetSinks(fleet.fleet.sql, auditSinks(env, otlpResource), sinkErrors) : null;
   const sinkShutdownMs = wholeNumberEnv('AAM_AUDIT_SINK_SHUTDOWN_MS', env.AAM_AUDIT_SINK_SHUTDOWN_MS, { unit: 'milliseconds', fallback: 5000 });
   rt.audit?.record({ type: 'admin', request_id: `startup-${Date.now()}`, admin: { action: 'gateway_started', target: rt.compiled.version, actor: 'system' }, outcome: { status: 200 } });
   // Identity: aam's own JWT-SVID issuer (keys created 0600 on first start) and the verifier for
@@ -152,7 +158,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     keyProblem: (keyId, generation) => rt.keyBook.generationProblem(keyId, generation),
   });
   for (const problem of await rt.jwt.warm()) rt.log.warn({ event: 'trust_domain_unavailable', problem }, 'trust domain JWKS not loaded yet');
-  rt.tracer = createTracer({ logger: rt.log, env });
+  rt.tracer = createTracer({ logger: rt.log, env, resourceDefaults: otlpResource });
   const metrics = new Metrics();
   rt.metrics = metrics;
   metrics.info.set({ version: rt.compiled.version }, 1);
@@ -303,7 +309,7 @@ export function publicUrlFrom(value: string | undefined): string | undefined {
 }
 
 /** Audit exports configured by environment: a JSONL/OCSF file, a signed webhook, OTLP logs. */
-function auditSinks(env: NodeJS.ProcessEnv): AuditSink[] {
+function auditSinks(env: NodeJS.ProcessEnv, resourceDefaults: Record<string, string>): AuditSink[] {
   const sinks: AuditSink[] = [];
   const format = env.AAM_AUDIT_FORMAT === 'ocsf' ? 'ocsf' : 'native';
   if (env.AAM_AUDIT_FILE) sinks.push(fileSink({ path: env.AAM_AUDIT_FILE, format }));
@@ -311,8 +317,12 @@ function auditSinks(env: NodeJS.ProcessEnv): AuditSink[] {
     if (!env.AAM_AUDIT_WEBHOOK_SECRET) throw new Error('AAM_AUDIT_WEBHOOK_URL needs AAM_AUDIT_WEBHOOK_SECRET (HMAC key for x-aam-signature)');
     sinks.push(webhookSink({ url: env.AAM_AUDIT_WEBHOOK_URL, secret: env.AAM_AUDIT_WEBHOOK_SECRET, format }));
   }
+  // The traces' resolver (endpoint, headers, resource, timeout, OTEL_SDK_DISABLED, OTEL_LOGS_EXPORTER=none):
+  // the logs went without OTEL_EXPORTER_OTLP_HEADERS, so a collector that wants a token refused them.
+  const logs = resolveOtlp('logs', { env, resourceDefaults });
+  // Named by the variable's value, as before: a fleet's delivery cursor is kept per sink name.
   const otlp = env.OTEL_EXPORTER_OTLP_LOGS_ENDPOINT ?? env.OTEL_EXPORTER_OTLP_ENDPOINT;
-  if (otlp) sinks.push(otlpLogsSink({ endpoint: otlp }));
+  if (logs && otlp) sinks.push(otlpLogsSink({ name: `otlp:${otlp}`, endpoint: otlp, url: logs.url, headers: logs.headers, resource: logs.resource, timeoutMs: logs.timeoutMs }));
   return sinks;
 }
 

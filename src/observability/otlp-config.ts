@@ -16,6 +16,8 @@ export interface OtlpOptions {
   serviceName?: string;
   /** Extra resource attributes. Env OTEL_RESOURCE_ATTRIBUTES ("k=v,k2=v2"). */
   resourceAttributes?: Record<string, string>;
+  /** Resource attributes OTEL_RESOURCE_ATTRIBUTES may override (service.instance.id). */
+  resourceDefaults?: Record<string, string>;
   /** Queue bound; when full the oldest item is dropped and counted (default 2048). */
   maxQueue?: number;
   /** Items per POST (default 512). */
@@ -71,6 +73,7 @@ export function resolveOtlp(signal: OtlpSignal, opts: OtlpOptions = {}): Resolve
   };
   const resource: Record<string, string> = {
     'service.name': 'aam',
+    ...opts.resourceDefaults,
     ...parseKeyValues(env.OTEL_RESOURCE_ATTRIBUTES ?? ''),
     ...opts.resourceAttributes,
     'telemetry.sdk.name': 'aam',
