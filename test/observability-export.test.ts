@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createTracer } from '../src/observability/tracing.ts';
 import { createOtlpLogExporter } from '../src/observability/otlp-logs.ts';
+import { resolveOtlp } from '../src/observability/otlp-config.ts';
 import { startCollector, freePort, spansOf, attrs, type OtlpKv } from './observability-collector.ts';
 
 const SLOW = 60_000; // a timer that never fires during a test: only size and flush() export
@@ -244,4 +245,13 @@ test('logs send(): resolves once the collector accepted, rejects while it is dow
   await logs.shutdown();
   await assert.rejects(logs.send([{ body: 'late' }]), /shut down/);
   await col.close();
+});
+
+test('OTEL_EXPORTER_OTLP_PROTOCOL: http/json and http/protobuf are taken (JSON is sent); grpc or anything else refuses, naming the variable and the HTTP port', () => {
+  const base = { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318' };
+  for (const ok of ['http/json', 'http/protobuf', ' HTTP/PROTOBUF ', '']) assert.ok(resolveOtlp('traces', { env: { ...base, OTEL_EXPORTER_OTLP_PROTOCOL: ok } }));
+  assert.throws(() => resolveOtlp('traces', { env: { ...base, OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' } }), /OTEL_EXPORTER_OTLP_PROTOCOL is "grpc": aam exports OTLP over HTTP only[^]*4318/);
+  assert.throws(() => resolveOtlp('logs', { env: { ...base, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_EXPORTER_OTLP_LOGS_PROTOCOL: 'grpc' } }), /OTEL_EXPORTER_OTLP_LOGS_PROTOCOL is "grpc"/);
+  assert.ok(resolveOtlp('traces', { env: { ...base, OTEL_EXPORTER_OTLP_LOGS_PROTOCOL: 'grpc' } }), 'the logs setting is the logs\' alone');
+  assert.equal(resolveOtlp('traces', { env: { OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' } }), null, 'no endpoint: nothing is exported, nothing to refuse');
 });

@@ -66,6 +66,7 @@ export function resolveOtlp(signal: OtlpSignal, opts: OtlpOptions = {}): Resolve
   const url = resolveUrl(signal, opts, env);
   if (!url) return null;
   const sig = SIGNAL_ENV[signal];
+  checkProtocol(env, sig);
   const headers = {
     ...parseKeyValues(env.OTEL_EXPORTER_OTLP_HEADERS ?? ''),
     ...parseKeyValues(env[`OTEL_EXPORTER_OTLP_${sig}_HEADERS`] ?? ''),
@@ -121,6 +122,17 @@ function resolveUrl(signal: OtlpSignal, opts: OtlpOptions, env: Record<string, s
     throw new Error(`${source} must be an http(s) URL such as http://localhost:4318 (OTLP/HTTP; got "${url}")`);
   }
   return parsed.toString();
+}
+
+/**
+ * aam speaks OTLP/HTTP (JSON, which collectors take on their HTTP port beside protobuf): `grpc`
+ * (port 4317) would have had every export fail, each batch retried for a minute and dropped.
+ */
+function checkProtocol(env: Record<string, string | undefined>, sig: string): void {
+  const name = env[`OTEL_EXPORTER_OTLP_${sig}_PROTOCOL`]?.trim() ? `OTEL_EXPORTER_OTLP_${sig}_PROTOCOL` : 'OTEL_EXPORTER_OTLP_PROTOCOL';
+  const protocol = env[name]?.trim().toLowerCase();
+  if (!protocol || protocol === 'http/json' || protocol === 'http/protobuf') return;
+  throw new Error(`${name} is "${env[name]}": aam exports OTLP over HTTP only (it sends JSON); set http/json or http/protobuf, or unset it, and point the endpoint at the collector's OTLP/HTTP port (usually 4318), not gRPC's 4317`);
 }
 
 function joinPath(base: string, path: string): string {
