@@ -13,6 +13,7 @@ import { parseAllDocuments, parse } from 'yaml';
 import { ROOT, runCli } from './helpers/e2e.ts';
 import { tempDir } from './helpers/temp.ts';
 import { fleetEnv } from '../src/store/fleet-lazy.ts';
+import { drainTimeoutMs } from '../src/cli/serve.ts';
 
 const SHARED = ['AAM_DATABASE_URL', 'AAM_REDIS_URL', 'AAM_MASTER_KEY', 'AAM_ADMIN_TOKEN'];
 const TLS_FILES = ['AAM_DATABASE_CA_FILE', 'AAM_DATABASE_CERT_FILE', 'AAM_DATABASE_KEY_FILE', 'AAM_REDIS_CA_FILE', 'AAM_REDIS_CERT_FILE', 'AAM_REDIS_KEY_FILE'];
@@ -43,6 +44,17 @@ test('the Deployment serves on AAM_PORT with /healthz liveness and /readyz readi
   assert.equal(service.kind, 'Service');
   assert.equal(service.spec.ports[0].targetPort, 'http');
   assert.deepEqual(service.spec.selector, deployment.spec.selector.matchLabels);
+});
+
+test('shutdown: a preStop sleep keeps the pod serving while Kubernetes takes it out of the Service; the grace period covers it, the drain and the sinks', () => {
+  const env = envOf(container.env);
+  const [cmd, seconds] = container.lifecycle.preStop.exec.command as string[];
+  assert.equal(cmd, 'sleep');
+  assert.ok(Number(seconds) >= 3, 'long enough for kube-proxy and ingresses to let go');
+  // The grace period starts with preStop; then SIGTERM: the drain, the handlers' 2 s, the sinks' final checkpoint, margin.
+  const needMs = Number(seconds) * 1000 + drainTimeoutMs(env.AAM_DRAIN_TIMEOUT_MS) + 2000 + Number(env.AAM_AUDIT_SINK_SHUTDOWN_MS ?? 5000) + 3000;
+  const grace = deployment.spec.template.spec.terminationGracePeriodSeconds as number;
+  assert.ok(grace * 1000 >= needMs, `terminationGracePeriodSeconds ${grace} s < ${needMs} ms`);
 });
 
 test('the config comes from the ConfigMap at AAM_CONFIG, the data dir is ephemeral, and the config validates', async () => {
