@@ -6,6 +6,7 @@ import OpenAI from 'openai';
 import { startFakeUpstream } from './fake-upstream.ts';
 import { startCollector } from './observability-collector.ts';
 import { startTestGateway, doc, yaml, agentDocs } from './helpers/gateway.ts';
+import { startTestAgents } from './helpers/a2a-agents.ts';
 
 type Attr = { key: string; value: Record<string, unknown> };
 type OtlpSpan = { traceId: string; spanId: string; parentSpanId?: string; name: string; kind: number; attributes: Attr[] };
@@ -93,5 +94,45 @@ test('server spans name a route template, never a raw path with ids in it; probe
     await gw.close();
     await collector.close();
     await fake.close();
+  }
+});
+
+test('an A2A call is an invoke_agent CLIENT span under the request\'s SERVER span, and the callee continues that span', async () => {
+  const agents = await startTestAgents([{ name: 'worker', skills: ['work'], aamUrl: () => '', key: () => '' }]);
+  const collector = await startCollector();
+  const gw = await startTestGateway(yaml(
+    doc('Agent', 'caller', { workload: 'spiffe://test/agent/caller' }),
+    doc('Agent', 'worker', { workload: 'spiffe://test/agent/worker', a2a: { url: `${agents.base}/worker` } }),
+    doc('AgentPolicy', 'caller-calls', { identity: { agent: 'caller' }, agents: [{ agent: 'worker' }] }),
+  ), { OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_BSP_SCHEDULE_DELAY: '50' });
+  try {
+    const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+    const r = await fetch(`${gw.url}/a2a/worker`, {
+      method: 'POST', headers: { authorization: `Bearer ${gw.key('caller')}`, 'content-type': 'application/json', traceparent: `00-${traceId}-00f067aa0ba902b7-01` },
+      body: JSON.stringify({ jsonrpc: '2.0', id: '1', method: 'SendMessage', params: { message: { messageId: 'm1', role: 'ROLE_USER', parts: [{ text: 'hello' }], metadata: { skill: 'work' } } } }),
+    });
+    assert.equal(r.status, 200, await r.text());
+    await gw.g.rt.tracer!.flush();
+    const spans: OtlpSpan[] = [];
+    for (const x of collector.received) {
+      const b = x.body as { resourceSpans?: Array<{ scopeSpans: Array<{ spans: OtlpSpan[] }> }> };
+      for (const rs of b.resourceSpans ?? []) for (const ss of rs.scopeSpans) spans.push(...ss.spans);
+    }
+    const server = spans.find((s) => s.kind === 2)!;
+    const call = spans.find((s) => s.name === 'invoke_agent worker');
+    assert.ok(call, `an invoke_agent span (spans: ${spans.map((s) => s.name).join(', ')})`);
+    assert.equal(call.kind, 3, 'CLIENT');
+    assert.equal(call.traceId, traceId);
+    assert.equal(call.parentSpanId, server.spanId);
+    const attr = (k: string) => call.attributes.find((a) => a.key === k)?.value;
+    assert.equal(attr('gen_ai.operation.name')?.stringValue, 'invoke_agent');
+    assert.equal(attr('gen_ai.agent.name')?.stringValue, 'worker');
+    assert.equal(attr('aam.a2a.caller')?.stringValue, 'spiffe://test/agent/caller');
+    assert.equal(attr('http.response.status_code')?.intValue, '200');
+    assert.equal(agents.received.get('worker')?.traceparent, `00-${traceId}-${call.spanId}-01`, 'the callee\'s parent is the CLIENT span');
+  } finally {
+    await gw.close();
+    await collector.close();
+    await agents.close();
   }
 });

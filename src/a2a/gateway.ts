@@ -32,6 +32,8 @@ import { PushRoutes, type PushRoute, pinnedDispatcher, pushConfigIn, pushDestina
 import { SseParser, sseFrame, SSE_KEEPALIVE, type SseRecord } from '../providers/sse.ts';
 import { Deadlines, KeepAlive } from '../gateway/deadlines.ts';
 import { isObj } from '../lib/json.ts';
+import { endHttpSpan, type Span } from '../observability/tracing.ts';
+import { agentCallSpanAttributes, agentCallSpanName } from '../observability/otlp-genai.ts';
 
 const TIMEOUT_MS = 300_000;
 /** An A2A call costs aam nothing, but a caller whose budget is spent is refused like any other call. */
@@ -481,6 +483,8 @@ class HopCall implements CalleeHandler {
   calls: RuleAdmission | undefined = undefined;
   delegation: Delegation | undefined = undefined;
   traceparent = '';
+  /** Its CLIENT span (tracing on): the callee's traceparent names it; ended with the call's outcome. */
+  span: Span | undefined = undefined;
   started = 0;
   ev: CallEvent | undefined = undefined;
   credential: { name: string; version: number } | undefined = undefined;
@@ -570,7 +574,11 @@ class HopCall implements CalleeHandler {
     ctx.rt.handling++;
     const delegation = (this.delegation = delegate(access.delegation, identity, name, ctx.requestId, ctx.rt.ids));
     const traceId = requestTraceId(ctx);
-    this.traceparent = outgoingTraceparent(ctx.span, traceId, ctx.rt.ids);
+    const span = ctx.span && ctx.rt.tracer ? (this.span = ctx.rt.tracer.startSpan(agentCallSpanName(name), {
+      kind: 'client', parent: ctx.span.context,
+      attributes: agentCallSpanAttributes({ agent: name, skill: this.skill, method: rpc.method, caller: identity.agent.spiffeId }),
+    })) : ctx.span;
+    this.traceparent = outgoingTraceparent(span, traceId, ctx.rt.ids);
     this.started = performance.now();
     // One literal each way (no properties added to it after), in the evidence's order.
     const stream = STREAMING.has(rpc.method);
@@ -669,6 +677,7 @@ class HopCall implements CalleeHandler {
       ev.outcome = this.drained ? { status: this.status, latency_ms: performance.now() - this.started, ended: 'shutdown_drain' }
         : this.left ? { status: 499, error: 'client disconnected', latency_ms: performance.now() - this.started }
         : { status: this.status, latency_ms: performance.now() - this.started };
+      this.ended(this.left && !this.drained ? 499 : this.status);
       access.record(ev as never);
       if (ctx.decision) ctx.decision.recorded = true;
     } catch (e) { return this.fail(e); }
@@ -678,6 +687,14 @@ class HopCall implements CalleeHandler {
     // The wait is one promise layer with this call as its handler (safe, refused): no closures over the answer.
     this.answer = answer;
     if (ctx.rt.evidenceSafeThen(this) === undefined) this.safe();
+  }
+
+  /** Its span ends with the call's outcome, once (finish, then a fail of the answer's write, ends it first). */
+  ended(status: number): void {
+    const span = this.span;
+    if (span === undefined) return;
+    this.span = undefined;
+    endHttpSpan(span, status, 'client');
   }
 
   /** The evidence is safe (evidenceSafeThen): the answer goes out (a stream's relay ends), and the call is handled. */
@@ -719,6 +736,7 @@ class HopCall implements CalleeHandler {
         access.record(ev as never);
         if (ctx.decision) ctx.decision.recorded = true;
       }
+      this.ended(toAamError(e).status);
       refusing = this.binding.refuse(ctx, e, this.rpc.id);
     } catch (x) {
       // Not even refused (a record or a write that threw): logged, and the caller's connection cut.

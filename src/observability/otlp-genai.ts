@@ -120,6 +120,22 @@ export function toolSpanAttributes(t: ToolSpanInput): Attributes {
   };
 }
 
+/** `invoke_agent {agent}`: an A2A call aam makes to a callee for its caller (GenAI agent spans). */
+export function agentCallSpanName(agent: string): string {
+  return `invoke_agent ${agent}`;
+}
+
+/** The invoked agent is gen_ai.agent.* here (GenAI's invoke_agent); the caller is aam.a2a.caller. */
+export function agentCallSpanAttributes(c: { agent: string; skill?: string; method: string; caller: string }): Attributes {
+  return {
+    'gen_ai.operation.name': 'invoke_agent',
+    'gen_ai.agent.name': c.agent,
+    'aam.a2a.skill': c.skill,
+    'aam.a2a.method': c.method,
+    'aam.a2a.caller': c.caller,
+  };
+}
+
 export interface DecisionSpanInput {
   policy?: string;
   /** 'allow' | 'deny' (or the decision effect string). */
