@@ -229,3 +229,10 @@ test('OTLP log record of a tool plane\'s flat event names the agent, tool and de
   assert.deepEqual([a['gen_ai.agent.id'], a['gen_ai.agent.name'], a['gen_ai.tool.name'], a['aam.policy.name'], a['aam.policy.decision']],
     ['spiffe://prod/agent/analyst', 'analyst', 'crm', 'analyst', 'deny']);
 });
+
+test('OTLP log record of a fleet event names the replica whose chain holds it (aam.audit.replica; the resource names the replica that delivered it)', () => {
+  const e = { seq: 3, time: '2026-12-07T11:06:23.223Z', prev_hash: '0'.repeat(64), hash: 'b'.repeat(64), type: 'model_call', request_id: 'req-2', replica: '8dcce006954e' } as unknown as AuditEvent;
+  const a = Object.fromEntries((otlpRecord(e) as { attributes: Array<{ key: string; value: { stringValue?: string; intValue?: string } }> }).attributes.map((x) => [x.key, x.value.stringValue ?? x.value.intValue]));
+  assert.deepEqual([a['aam.audit.replica'], a['aam.audit.seq']], ['8dcce006954e', '3']);
+  assert.equal(Object.hasOwn(Object.fromEntries((otlpRecord({ ...e, replica: undefined } as unknown as AuditEvent) as { attributes: Array<{ key: string }> }).attributes.map((x) => [x.key, 1])), 'aam.audit.replica'), false, 'one process: none');
+});

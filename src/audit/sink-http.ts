@@ -129,6 +129,8 @@ export function otlpRecord(e: AuditEvent): Record<string, unknown> {
     attr('aam.audit.hash', e.hash),
     attr('aam.request_id', e.request_id),
   ];
+  // Fleet: the replica whose chain holds the event (the resource's service.instance.id is the replica that delivered it).
+  if (typeof e.replica === 'string') attrs.push(attr('aam.audit.replica', e.replica));
   if (who) attrs.push(attr('gen_ai.agent.id', who.spiffe_id), attr('gen_ai.agent.name', who.agent));
   if (policy) attrs.push(attr('aam.policy.name', policy.name), attr('aam.policy.decision', policy.decision));
   if (e.model) attrs.push(attr('gen_ai.request.model', e.model.route), attr('gen_ai.provider.name', e.model.provider ?? ''));
