@@ -30,6 +30,8 @@ export async function startFrameworkRig(): Promise<FrameworkRig> {
     doc('Provider', 'gem', { type: 'gemini', baseUrl: `${fake.url}/v1beta`, credential: 'up-key' }),
     doc('Provider', 'openai', { type: 'openai', baseUrl: `${fake.url}/v1`, credential: 'up-key' }),
     route('loop-oai', 'oai'), route('loop-ant', 'ant'), route('loop-gem', 'gem'), route('loop-native', 'openai'),
+    // A route that exists but fw's policy does not allow (a policy denial as each SDK reports it).
+    route('denied-ant', 'ant'),
     ...EXTRA.map(([name, provider, model]) => doc('Model', name, { targets: [{ provider, model }], retries: { attempts: 1, backoff_ms: 0 } })),
     doc('Agent', 'fw', { workload: 'spiffe://test/agent/fw', owner: 'qa@example.com', team: 'qa', environment: 'dev' }),
     doc('AgentPolicy', 'fw-policy', { identity: { workload: 'spiffe://test/agent/fw' }, models: { allow: ['loop-oai', 'loop-ant', 'loop-gem', 'loop-native', ...EXTRA.map(([name]) => name)] } }),
