@@ -240,3 +240,72 @@ test('a misspelt option names the command and the nearest real option (before: n
   assert.equal(plain.code, 0, 'global options alone still print the help');
   assert.match(plain.stdout, /^aam - Agent Access Manager/);
 });
+
+test('words beyond a command\'s own arguments are refused, exit 2, naming its usage, by every command (before: ignored: `aam keys rotate K1 K2` rotated K1 only)', async () => {
+  const { allCommands, main } = await import('../src/cli/main.ts');
+  const table = await allCommands();
+  // In process: the check runs before any command does, so nothing here touches a store or the network
+  // (without it, each command fails fast on a config and a data dir that are not there).
+  const write = process.stderr.write;
+  let said = '';
+  process.stderr.write = ((s: string) => { said += s; return true; }) as typeof process.stderr.write;
+  try {
+    for (const [name, c] of Object.entries(table)) {
+      if (c.args?.at(-1)?.endsWith('...')) continue; // takes several (keys revoke, identity import-keys): below
+      said = '';
+      const args = (c.args ?? []).map((a, i) => `arg${i}`);
+      const code = await main([...name.split(' '), ...args, 'extra-word', '--config', join(dir, 'no-such.yaml'), '--data', join(dir, 'never-made')]);
+      assert.equal(code, 2, name);
+      assert.equal(said, `aam ${name} takes ${args.length === 0 ? 'no arguments' : `at most ${args.length} argument${args.length === 1 ? '' : 's'} (${c.args!.join(' ')})`}; extra: "extra-word"\nusage: ${c.usage}\n`, name);
+    }
+  } finally { process.stderr.write = write; }
+  assert.ok(!existsSync(join(dir, 'never-made')));
+  const show = await run(['audit', 'show', 'req_1', 'extra', '--data', data]);
+  assert.deepEqual([show.code, show.stderr], [2, 'aam audit show takes at most 1 argument (REQUEST_ID); extra: "extra"\nusage: aam audit show REQUEST_ID [--json]\n']);
+});
+
+test('keys revoke takes several IDs, all or none: an unknown ID revokes nothing', async () => {
+  const d = join(dir, 'data-revoke');
+  const ids: string[] = [];
+  for (let i = 0; i < 2; i++) {
+    assert.equal((await run(['keys', 'create', '--agent', 'finance-analyst', '--config', 'aam.yaml', '--data', d])).code, 0);
+  }
+  for (const k of JSON.parse((await run(['keys', 'list', '--json', '--data', d])).stdout) as Array<{ id: string }>) ids.push(k.id);
+  const state = async () => (JSON.parse((await run(['keys', 'list', '--json', '--data', d])).stdout) as Array<{ revokedAt: string | null }>).map((k) => k.revokedAt !== null);
+  const bad = await run(['keys', 'revoke', ids[0], 'key_nope', '--data', d]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.stderr, /no API key with id key_nope \(see: aam keys list\); nothing revoked/);
+  assert.deepEqual(await state(), [false, false]);
+  const both = await run(['keys', 'revoke', ...ids, '--data', d]);
+  assert.equal(both.code, 0, both.stderr);
+  assert.equal(both.stdout.trim().split('\n').length, 2);
+  assert.deepEqual(await state(), [true, true]);
+});
+
+test('the README\'s Commands table and the CLI\'s command table name the same commands and flags, and each usage line the flags its command takes', async () => {
+  const { allCommands } = await import('../src/cli/main.ts');
+  const table = await allCommands();
+  const readme = readFileSync('README.md', 'utf8');
+  const section = readme.slice(readme.indexOf('## Commands'), readme.indexOf('## HTTP API'));
+  const documented = new Map<string, Set<string>>();
+  for (const row of section.split('\n').filter((l) => l.startsWith('| `'))) {
+    const cell = row.split(/(?<!\\)\|/)[1].trim();
+    if (!cell.includes('aam ')) continue; // `npm start`
+    let group = '';
+    // One cell: `npx aam keys list [--json]` / `revoke ID...` / `rotate ID [--grace SECONDS]`; the later forms are the group's.
+    for (const piece of cell.split(/ \/ (?=`)/)) {
+      const span = /`([^`]+)`/.exec(piece)![1].replace(/\\\|/g, '|');
+      const words = /(?:^|\| )(?:npx )?aam (.*)$/.exec(span)?.[1] ?? (span.startsWith(`${group} `) ? span : `${group} ${span}`);
+      const name = [words.split(' ').slice(0, 2).join(' '), words.split(' ')[0]].find((n) => table[n]) ?? words;
+      group = name.split(' ')[0];
+      documented.set(name, new Set([...span.matchAll(/--([a-z][a-z0-9-]*)/g)].map((m) => m[1])));
+    }
+  }
+  assert.deepEqual([...documented.keys()].sort(), Object.keys(table).sort(), 'README Commands rows = aam --help');
+  for (const [name, c] of Object.entries(table)) {
+    const options = Object.keys(c.options ?? {}).sort();
+    const inUsage = [...new Set([...c.usage.matchAll(/--([a-z][a-z0-9-]*)/g)].map((m) => m[1]))].filter((o) => o !== 'config' && o !== 'data').sort();
+    assert.deepEqual(inUsage, options, `aam ${name}: its usage names every option it takes and no other`);
+    assert.deepEqual([...documented.get(name)!].filter((o) => o !== 'config' && o !== 'data').sort(), options, `README row of aam ${name}: its flags`);
+  }
+});

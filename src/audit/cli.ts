@@ -39,6 +39,7 @@ export interface AuditCommand {
   summary: string;
   usage: string;
   options?: ParseArgsConfig['options'];
+  args?: readonly string[];
   run(args: { values: Values; positionals: string[]; g: { config: string; data: string } }): Promise<number> | number;
 }
 
@@ -63,7 +64,7 @@ function configTeams(config: string): string[] {
 export const auditCommands: Record<string, AuditCommand> = {
   'audit verify': {
     summary: 'verify the audit hash chain and signed checkpoints (database or exported file), optionally against a checkpoint kept elsewhere',
-    usage: 'aam audit verify [--public-key PEM_FILE] [--file EXPORT.jsonl] [--checkpoint FILE|URL|JSON]   (exit 0 = intact, 1 = tampered or cut, 2 = a file or checkpoint given cannot be read)',
+    usage: 'aam audit verify [--public-key PEM_FILE] [--file EXPORT.jsonl] [--checkpoint FILE|URL|JSON] [--json]   (exit 0 = intact, 1 = tampered or cut, 2 = a file or checkpoint given cannot be read)',
     options: { 'public-key': { type: 'string' }, file: { type: 'string' }, checkpoint: { type: 'string' }, json: { type: 'boolean' } },
     run: async ({ values, g }) => {
       const keyFile = str(values['public-key']);
@@ -207,6 +208,7 @@ export const auditCommands: Record<string, AuditCommand> = {
   'audit show': {
     summary: 'print the whole chain of one request: identity -> decision -> credential -> upstream -> outcome',
     usage: 'aam audit show REQUEST_ID [--json]',
+    args: ['REQUEST_ID'],
     options: { json: { type: 'boolean' } },
     run: async ({ values, positionals, g }) => {
       await recover(g.data);

@@ -8,5 +8,7 @@ export type Command = {
   summary: string;
   usage: string;
   options?: ParseArgsConfig['options'];
+  /** Its positional arguments as usage names them (`[FILE]` optional, `ID...` one or more); none when absent. More is a usage error (main.ts). */
+  args?: readonly string[];
   run(args: { values: Record<string, string | boolean | string[] | undefined>; positionals: string[]; g: Globals }): Promise<number> | number;
 };

@@ -18,6 +18,7 @@ import { policyDiffCommands } from './policy-diff.ts';
 import { recordCliAdmin } from './evidence.ts';
 import { withIssuer, withJoinTokens, withUsage, withVault } from './stores.ts';
 import { fleetEnv } from '../store/fleet-lazy.ts';
+import { ago, table } from './table.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
 const err = (line: string) => process.stderr.write(line + '\n');
@@ -28,6 +29,7 @@ const since = (v: unknown): number => flagTime('--since', v) ?? sinceTime(undefi
 export const extraCommands: Record<string, Command> = {
   'policy test': {
     summary: 'run a YAML table of decision cases against the config; exit 1 on any mismatch',
+    args: ['CASES.yaml'],
     usage: 'aam policy test CASES.yaml   (cases: [{agent|workload|identity, model | resource+action+args | callee+skill, expect: allow|deny|approval_required}])',
     run: ({ positionals, g }) => {
       if (!positionals[0]) { err('missing CASES.yaml'); return 2; }
@@ -94,6 +96,7 @@ export const extraCommands: Record<string, Command> = {
   'identity import-keys': {
     summary: 'add issuer key files of another data dir (keys.json, obo-keys.json) to aam\'s key rings, retired: tokens they signed keep verifying',
     usage: 'aam identity import-keys FILE... [--ring svid|obo]   (keys.json: JWT-SVID ring, obo-keys.json: on-behalf-of ring)',
+    args: ['FILE...'],
     options: { ring: { type: 'string' } },
     run: async ({ positionals, values, g }) => {
       if (positionals.length === 0) { err('name the key files: aam identity import-keys DATA/issuer/keys.json DATA/issuer/obo-keys.json'); return 2; }
@@ -133,6 +136,7 @@ export const extraCommands: Record<string, Command> = {
       // Fleet (AAM_DATABASE_URL): every replica's rollups in PostgreSQL; otherwise this data dir's.
       const rows = await withUsage(g.data, (usage) => usage.summary(by as 'agent', since(values.since)));
       if (values.json) { out(JSON.stringify(rows, null, 2)); return 0; }
+      if (rows.length === 0) { out(`no usage recorded since ${new Date(since(values.since)).toISOString()} (a gateway records each model call; try a longer --since)`); return 0; }
       // CACHE_READ / CACHE_WRITE: prompt-cache reads and writes, parts of IN_TOK priced apart.
       out([by.toUpperCase().padEnd(28), 'REQUESTS'.padStart(9), 'IN_TOK'.padStart(10), 'OUT_TOK'.padStart(10), 'CACHE_READ'.padStart(10), 'CACHE_WRITE'.padStart(11), 'COST_USD'.padStart(12), 'UNKNOWN'.padStart(8)].join(' '));
       for (const r of rows) {
@@ -163,29 +167,88 @@ async function admin(method: string, path: string, body?: unknown): Promise<unkn
 }
 
 const printJson = (v: unknown) => { out(JSON.stringify(v, null, 2)); return 0; };
+/** --json: the data as the admin API answers it; otherwise the lines made for people. */
+const show = (values: Record<string, unknown>, data: unknown, lines: () => string[]): number => {
+  if (values.json) return printJson(data);
+  for (const l of lines()) out(l);
+  return 0;
+};
+const JSON_FLAG = { json: { type: 'boolean' } } as const;
+const toolPath = (p: string[]) => `/admin/v1/tools/${encodeURIComponent(p[0])}/${encodeURIComponent(p[1])}`;
+
+type ToolDiff = { server: string; tool: string; status: string; changed: string[]; acceptedDigest?: string; currentDigest?: string; acceptedBy?: string; acceptedAt?: string; accepted?: Record<string, unknown>; current?: Record<string, unknown> };
+type Approval = { id: string; status: string; agent: string; target: string; resource: string; action: string; reason: string; createdAt: string; expiresAt: string; decidedBy?: string; decidedAt?: string };
+const digest = (d?: string) => (d ? d.slice(0, 19) : '-');
+
+/** A tool definition's review: what changed, field by field, accepted then current. */
+function diffLines(d: ToolDiff): string[] {
+  const lines = [`${d.server}/${d.tool}: ${d.status}${d.changed.length ? ` (${d.changed.join(', ')} changed)` : ''}`,
+    `  accepted: ${digest(d.acceptedDigest)}${d.acceptedBy ? ` by ${d.acceptedBy} ${ago(d.acceptedAt)}` : ''}`, `  current:  ${digest(d.currentDigest)}`];
+  for (const f of d.changed) lines.push(`${f}:`, `  - ${JSON.stringify(d.accepted?.[f] ?? null)}`, `  + ${JSON.stringify(d.current?.[f] ?? null)}`);
+  if (d.status === 'changed') lines.push(`withheld from agents until accepted: aam tools accept ${d.server} ${d.tool}`);
+  return lines;
+}
 
 Object.assign(extraCommands, {
-  'tools flagged': { summary: 'MCP tools withheld because their definition changed (rug-pull defence)', usage: 'aam tools flagged', run: async () => printJson(await admin('GET', '/admin/v1/tools/flagged')) },
+  'tools flagged': {
+    summary: 'MCP tools withheld because their definition changed (rug-pull defence)', usage: 'aam tools flagged [--json]', options: JSON_FLAG,
+    run: async ({ values }) => {
+      const { data } = await admin('GET', '/admin/v1/tools/flagged') as { data: ToolDiff[] };
+      return show(values, data, () => data.length === 0
+        ? ['no tools withheld: every MCP tool matches the definition accepted for it (a changed one is listed here)']
+        : [...table(['SERVER', 'TOOL', 'CHANGED', 'ACCEPTED BY', 'ACCEPTED'], data.map((d) => [d.server, d.tool, d.changed.join(',') || '-', d.acceptedBy ?? '-', ago(d.acceptedAt)])),
+          '', 'review one: aam tools diff SERVER TOOL; offer it again: aam tools accept SERVER TOOL']);
+    },
+  },
   'tools diff': {
-    summary: 'show how a tool definition changed since it was accepted', usage: 'aam tools diff SERVER TOOL',
-    run: async ({ positionals }) => { if (positionals.length < 2) { err('usage: aam tools diff SERVER TOOL'); return 2; } return printJson(await admin('GET', `/admin/v1/tools/${encodeURIComponent(positionals[0])}/${encodeURIComponent(positionals[1])}/diff`)); },
+    summary: 'show how a tool definition changed since it was accepted', usage: 'aam tools diff SERVER TOOL [--json]', args: ['SERVER', 'TOOL'], options: JSON_FLAG,
+    run: async ({ positionals, values }) => {
+      if (positionals.length < 2) { err('usage: aam tools diff SERVER TOOL'); return 2; }
+      const d = await admin('GET', `${toolPath(positionals)}/diff`) as ToolDiff;
+      return show(values, d, () => diffLines(d));
+    },
   },
   'tools accept': {
-    summary: 'accept the current definition of a tool so it is offered again', usage: 'aam tools accept SERVER TOOL',
-    run: async ({ positionals }) => { if (positionals.length < 2) { err('usage: aam tools accept SERVER TOOL'); return 2; } return printJson(await admin('POST', `/admin/v1/tools/${encodeURIComponent(positionals[0])}/${encodeURIComponent(positionals[1])}/accept`)); },
+    summary: 'accept the current definition of a tool so it is offered again', usage: 'aam tools accept SERVER TOOL [--json]', args: ['SERVER', 'TOOL'], options: JSON_FLAG,
+    run: async ({ positionals, values }) => {
+      if (positionals.length < 2) { err('usage: aam tools accept SERVER TOOL'); return 2; }
+      const d = await admin('POST', `${toolPath(positionals)}/accept`) as ToolDiff;
+      return show(values, d, () => [`accepted ${d.server}/${d.tool} (${digest(d.currentDigest)}); agents are offered it again`]);
+    },
   },
-  'approvals list': { summary: 'tool calls waiting for approval', usage: 'aam approvals list [--status pending|approved|rejected|used|expired]   (default: all)', options: { status: { type: 'string' } },
-    run: async ({ values }) => printJson(await admin('GET', `/admin/v1/approvals${values.status ? `?status=${values.status}` : ''}`)) },
-  'approvals approve': { summary: 'approve a held tool call (the agent retries it within the window)', usage: 'aam approvals approve ID',
-    run: async ({ positionals }) => { if (!positionals[0]) { err('missing approval ID'); return 2; } return printJson(await admin('POST', `/admin/v1/approvals/${positionals[0]}/approve`)); } },
-  'approvals reject': { summary: 'reject a held tool call', usage: 'aam approvals reject ID',
-    run: async ({ positionals }) => { if (!positionals[0]) { err('missing approval ID'); return 2; } return printJson(await admin('POST', `/admin/v1/approvals/${positionals[0]}/reject`)); } },
+  'approvals list': {
+    summary: 'tool calls held for approval', usage: 'aam approvals list [--status pending|approved|rejected|used|expired] [--json]   (default: all)', options: { status: { type: 'string' }, ...JSON_FLAG },
+    run: async ({ values }) => {
+      const { data } = await admin('GET', `/admin/v1/approvals${values.status ? `?status=${encodeURIComponent(String(values.status))}` : ''}`) as { data: Approval[] };
+      return show(values, data, () => data.length === 0
+        ? [`no ${values.status ? `${String(values.status)} ` : ''}approvals: a call is held here when a policy rule with \`approval: required\` matches it`]
+        : [...table(['ID', 'STATUS', 'AGENT', 'CALL', 'REASON', 'CREATED', 'EXPIRES'], data.map((a) => [a.id, a.status, a.agent, `${a.target} ${a.action}`, a.reason, ago(a.createdAt), ago(a.expiresAt)])),
+          ...(data.some((a) => a.status === 'pending') ? ['', 'decide: aam approvals approve ID | aam approvals reject ID'] : [])]);
+    },
+  },
+  'approvals approve': {
+    summary: 'approve a held tool call (the agent retries it within the window)', usage: 'aam approvals approve ID [--json]', args: ['ID'], options: JSON_FLAG,
+    run: async ({ positionals, values }) => {
+      if (!positionals[0]) { err('missing approval ID (see: aam approvals list --status pending)'); return 2; }
+      const a = await admin('POST', `/admin/v1/approvals/${encodeURIComponent(positionals[0])}/approve`) as Approval;
+      return show(values, a, () => [`approved ${a.id}: ${a.agent}'s ${a.target} ${a.action}; its retry of the same call goes through until ${a.expiresAt} (${ago(a.expiresAt)})`]);
+    },
+  },
+  'approvals reject': {
+    summary: 'reject a held tool call', usage: 'aam approvals reject ID [--json]', args: ['ID'], options: JSON_FLAG,
+    run: async ({ positionals, values }) => {
+      if (!positionals[0]) { err('missing approval ID (see: aam approvals list --status pending)'); return 2; }
+      const a = await admin('POST', `/admin/v1/approvals/${encodeURIComponent(positionals[0])}/reject`) as Approval;
+      return show(values, a, () => [`rejected ${a.id}: ${a.agent}'s ${a.target} ${a.action} stays refused`]);
+    },
+  },
 } satisfies Record<string, Command>);
 
 Object.assign(extraCommands, {
   'credentials set': {
     summary: 'store a new version of a `stored: true` credential, read from stdin (never from argv)',
     usage: 'printf %s "$SECRET" | aam credentials set NAME',
+    args: ['NAME'],
     run: async ({ positionals, g }) => {
       const name = positionals[0];
       if (!name) { err('missing credential NAME'); return 2; }
@@ -207,6 +270,7 @@ Object.assign(extraCommands, {
     run: async ({ values, g }) => {
       const list = await withVault(g, (vault) => Promise.resolve(vault.list()));
       if (values.json) return printJson(list);
+      if (list.length === 0) { out(`no credentials: ${g.config} has no Credential document (add one, then \`aam credentials set NAME\` for a \`stored: true\` one)`); return 0; }
       out(['NAME'.padEnd(24), 'SOURCE'.padEnd(8), 'KIND'.padEnd(26), 'VER'.padStart(4), 'STATUS'.padEnd(8), 'LAST USED'].join(' '));
       for (const c of list) {
         out([c.name.padEnd(24), c.source.padEnd(8), c.kind.padEnd(26), String(c.version ?? '-').padStart(4), c.status.padEnd(8), c.last_used ?? '-'].join(' '));

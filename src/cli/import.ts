@@ -36,6 +36,7 @@ export const importCommands: Record<string, Command> = {
   'import litellm': {
     summary: 'convert a LiteLLM proxy config.yaml into aam documents (stdout), list what does not map (stderr), validate',
     usage: 'aam import litellm CONFIG.yaml [--out aam.yaml]',
+    args: ['CONFIG.yaml'],
     options: { out: { type: 'string', short: 'o' } },
     run: async ({ positionals, values }) => {
       if (!positionals[0]) { err('missing CONFIG.yaml'); return 2; }
@@ -47,6 +48,7 @@ export const importCommands: Record<string, Command> = {
   'import portkey': {
     summary: 'convert a Portkey gateway config (JSON) into aam documents: one Model route (stdout), list what does not map (stderr), validate',
     usage: 'aam import portkey CONFIG.json [--name ROUTE] [--out aam.yaml]   (route name defaults to the file name)',
+    args: ['CONFIG.json'],
     options: { out: { type: 'string', short: 'o' }, name: { type: 'string' } },
     run: async ({ positionals, values }) => {
       if (!positionals[0]) { err('missing CONFIG.json'); return 2; }

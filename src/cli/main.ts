@@ -59,6 +59,7 @@ const commands: Record<string, Command> = {
   validate: {
     summary: 'check a config file and print every problem',
     usage: 'aam validate [FILE]   (default: --config / AAM_CONFIG / aam.yaml)',
+    args: ['[FILE]'],
     run: ({ positionals, g }) => {
       const file = positionals[0] ? resolve(positionals[0]) : g.config;
       try {
@@ -112,20 +113,33 @@ const commands: Record<string, Command> = {
     },
   },
   'keys revoke': {
-    summary: 'revoke a key; the next request with it is refused',
-    usage: 'aam keys revoke ID',
+    summary: 'revoke keys; the next request with any of them is refused (an unknown ID revokes none)',
+    usage: 'aam keys revoke ID...',
+    args: ['ID...'],
     run: async ({ positionals, g }) => {
       if (!positionals[0]) { err('missing key ID (see: aam keys list)'); return 2; }
-      const k = await (await stores()).withKeyBook(g.data, (keys) => keys.revoke(positionals[0]), { existing: true });
-      out(`revoked ${k.id} (agent ${k.agent}) at ${k.revokedAt}`);
-      const unrecorded = await recordCliAdmin(g.data, 'key_revoked', k.id, { agent: k.agent });
-      if (unrecorded) { err(unrecorded); return 1; }
+      const ids = [...new Set(positionals)];
+      const revoked = await (await stores()).withKeyBook(g.data, async (keys) => {
+        // All or none: every ID is checked before the first is revoked.
+        const known = new Set((await keys.list()).map((k) => k.id));
+        const unknown = ids.filter((id) => !known.has(id));
+        if (unknown.length) throw new Error(`no API key with id ${unknown.join(', ')} (see: aam keys list); nothing revoked`);
+        const done = [];
+        for (const id of ids) done.push(await keys.revoke(id));
+        return done;
+      }, { existing: true });
+      for (const k of revoked) out(`revoked ${k.id} (agent ${k.agent}) at ${k.revokedAt}`);
+      for (const k of revoked) {
+        const unrecorded = await recordCliAdmin(g.data, 'key_revoked', k.id, { agent: k.agent });
+        if (unrecorded) { err(unrecorded); return 1; }
+      }
       return 0;
     },
   },
   'keys rotate': {
     summary: 'new secret for the same key id; the old secret works for a grace period',
     usage: 'aam keys rotate ID [--grace SECONDS]   (default grace 3600)',
+    args: ['ID'],
     options: { grace: { type: 'string' } },
     run: async ({ positionals, values, g }) => {
       if (!positionals[0]) { err('missing key ID (see: aam keys list)'); return 2; }
@@ -156,8 +170,8 @@ const commands: Record<string, Command> = {
   },
 };
 
-/** The built-in commands and those of commands.ts. */
-async function allCommands(): Promise<Record<string, Command>> {
+/** The built-in commands and those of commands.ts (what `aam --help` lists). */
+export async function allCommands(): Promise<Record<string, Command>> {
   return { ...commands, ...(await import('./commands.ts')).extraCommands };
 }
 
@@ -184,6 +198,13 @@ export function optionError(e: Error & { code?: string }, command: string, optio
   const names = Object.keys(options ?? {}).map((n) => `--${n}`);
   const near = unknown.startsWith('--') ? nearest(unknown, names) : null;
   return `unknown option ${unknown} for aam ${command}${near ? ` (did you mean ${near}?)` : `; its options: ${names.join(', ')}`}`;
+}
+
+/** Words beyond a command's own arguments (`aam keys rotate K1 K2`): a usage error naming them, never ignored. */
+export function extraArguments(name: string, args: readonly string[] = [], positionals: readonly string[]): string | undefined {
+  if (positionals.length <= args.length || args.at(-1)?.endsWith('...')) return undefined;
+  const takes = args.length === 0 ? 'no arguments' : `at most ${args.length} argument${args.length === 1 ? '' : 's'} (${args.join(' ')})`;
+  return `aam ${name} takes ${takes}; extra: ${positionals.slice(args.length).map((w) => JSON.stringify(w)).join(' ')}`;
 }
 
 /** This aam's version (package.json), for `aam --version` and bug reports. */
@@ -231,6 +252,8 @@ export async function main(argv: string[]): Promise<number> {
     return 2;
   }
   if (parsed.values.help) { out(`${cmd.summary}\n\nusage: ${cmd.usage}\n\nGlobal options: --config F, --data D`); return 0; }
+  const extra = extraArguments(name, cmd.args, parsed.positionals);
+  if (extra) { err(`${extra}\nusage: ${cmd.usage}`); return 2; }
   try {
     return await cmd.run({ values: parsed.values as Record<string, string | boolean | string[] | undefined>, positionals: parsed.positionals, g: globalsFrom(parsed.values) });
   } catch (e) {

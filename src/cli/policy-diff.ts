@@ -51,6 +51,7 @@ export const policyDiffCommands: Record<string, Command> = {
   'policy diff': {
     summary: 'what a config change would change: replay the trail\'s recent decisions under NEW (--against-trail), or compare what each agent may do',
     usage: 'aam policy diff OLD.yaml NEW.yaml [--against-trail 7d|ISO [--data D | --file EXPORT.jsonl]] [--json]  (with AAM_DATABASE_URL: the fleet trail)   (exit 0: no change, 1: changes, 2: error)',
+    args: ['OLD.yaml', 'NEW.yaml'],
     options: { 'against-trail': { type: 'string' }, file: { type: 'string' }, json: { type: 'boolean' } },
     run: async ({ values, positionals, g }) => {
       if (positionals.length !== 2) { err('usage: aam policy diff OLD.yaml NEW.yaml [--against-trail 7d]  (give exactly two config files)'); return 2; }
