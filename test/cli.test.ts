@@ -309,3 +309,13 @@ test('the README\'s Commands table and the CLI\'s command table name the same co
     assert.deepEqual([...documented.get(name)!].filter((o) => o !== 'config' && o !== 'data').sort(), options, `README row of aam ${name}: its flags`);
   }
 });
+
+test('aam GROUP --help lists the group\'s commands with their usage, exit 0 (before: "needs a subcommand", exit 2); aam --help keeps each group together (before: policy diff after import portkey)', async () => {
+  const keys = await run(['keys', '--help']);
+  assert.equal(keys.code, 0, keys.stderr);
+  assert.deepEqual(keys.stdout.split('\n').filter((l) => l.startsWith('  usage: ')).map((l) => l.split(' ').slice(3, 6).join(' ')), ['aam keys create', 'aam keys list', 'aam keys revoke', 'aam keys rotate']);
+  assert.equal((await run(['keys'])).code, 2, 'without --help a group alone is still a usage error');
+  const all = (await run(['--help'])).stdout.split('\n').filter((l) => /^ {2}[a-z]/.test(l)).map((l) => l.trim().split(/ {2,}/)[0]);
+  const groups = all.map((n) => n.split(' ')[0]);
+  assert.deepEqual(groups.filter((g, i) => groups.indexOf(g) !== i && groups[i - 1] !== g), [], `each group together: ${all.join(', ')}`);
+});

@@ -175,12 +175,23 @@ export async function allCommands(): Promise<Record<string, Command>> {
   return { ...commands, ...(await import('./commands.ts')).extraCommands };
 }
 
+/** The commands, each group's together (in the order groups first appear), summaries aligned. */
 function help(commands: Record<string, Command>): string {
+  const names = Object.keys(commands);
+  const first = (n: string) => names.findIndex((m) => m.split(' ')[0] === n.split(' ')[0]);
+  const sorted = names.map((n, i) => [n, i] as const).sort((a, b) => first(a[0]) - first(b[0]) || a[1] - b[1]).map(([n]) => n);
+  const width = Math.max(...names.map((n) => n.length));
   const lines = ['aam - Agent Access Manager', '', 'Usage: aam <command> [options]', '', 'Commands:'];
-  for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(20)} ${c.summary}`);
+  for (const name of sorted) lines.push(`  ${name.padEnd(width)}  ${commands[name].summary}`);
   lines.push('', 'Global options: --config F (env AAM_CONFIG, default aam.yaml), --data D (env AAM_DATA_DIR, default ./data), --help; aam --version prints the version');
   lines.push('Run "aam <command> --help" for the options of one command.');
   return lines.join('\n');
+}
+
+/** `aam keys --help`: the group's commands with their usage. */
+function groupHelp(group: string, commands: Record<string, Command>): string | undefined {
+  const members = Object.entries(commands).filter(([n]) => n.startsWith(`${group} `));
+  return members.length === 0 ? undefined : members.map(([n, c]) => `aam ${n}: ${c.summary}\n  usage: ${c.usage}`).join('\n');
 }
 
 /** The words the user typed and, for a known group (`aam audit tail`), the subcommands it has. */
@@ -235,6 +246,8 @@ export async function main(argv: string[]): Promise<number> {
   if (!table[name]) name = pick(table = await allCommands());
   const cmd = table[name];
   if (!cmd) {
+    const group = words.length === 1 && (argv.includes('--help') || argv.includes('-h')) ? groupHelp(name, table) : undefined;
+    if (group) { out(group); return 0; }
     if (name && name !== 'help') { err(unknownCommand(words, Object.keys(table))); err(help(table)); return 2; }
     if (words.length === 0 && (argv.includes('--version') || argv.includes('-V'))) { out(`aam ${packageVersion()}`); return 0; }
     const stray = argv.find((a, i) => a.startsWith('-') && !at.includes(i) && !GLOBAL_FLAGS.has(a.split('=')[0]) && !GLOBAL_VALUED.has(argv[i - 1]));
