@@ -319,3 +319,19 @@ test('aam GROUP --help lists the group\'s commands with their usage, exit 0 (bef
   const groups = all.map((n) => n.split(' ')[0]);
   assert.deepEqual(groups.filter((g, i) => groups.indexOf(g) !== i && groups[i - 1] !== g), [], `each group together: ${all.join(', ')}`);
 });
+
+test('keys list, credentials list and usage for people: columns, times relative to now, an empty state that says what to do (before: ISO times, a bare header)', async () => {
+  const d = join(dir, 'data-tables');
+  const none = join(dir, 'no-credentials.yaml');
+  writeFileSync(none, 'apiVersion: access.envisionai.dev/v1\nkind: Agent\nmetadata: { name: a }\nspec: { workload: spiffe://prod/agent/a }\n');
+  assert.equal((await run(['keys', 'create', '--agent', 'finance-analyst', '--name', 'ci', '--expires', new Date(Date.now() + 3 * 86_400_000).toISOString(), '--config', 'aam.yaml', '--data', d])).code, 0);
+  const keys = (await run(['keys', 'list', '--data', d])).stdout.split('\n');
+  assert.match(keys[0], /^ID +AGENT +NAME +STATE +CREATED +EXPIRES$/);
+  assert.match(keys[1], /^key_\S+ +finance-analyst +ci +active +\d+s ago +in 2d$/);
+  const creds = await run(['credentials', 'list', '--config', none, '--data', d]);
+  assert.equal(creds.stdout, `no credentials: ${none} has no Credential document (add one, then \`aam credentials set NAME\` for a \`stored: true\` one)\n`);
+  assert.deepEqual(JSON.parse((await run(['credentials', 'list', '--json', '--config', none, '--data', d])).stdout), []);
+  const used = await run(['usage', '--since', '1h', '--data', d]);
+  assert.match(used.stdout, /^no usage recorded since \S+Z \(a gateway records each model call; try a longer --since\)\n$/);
+  assert.deepEqual(JSON.parse((await run(['usage', '--json', '--data', d])).stdout), []);
+});

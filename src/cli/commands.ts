@@ -271,11 +271,12 @@ Object.assign(extraCommands, {
       const list = await withVault(g, (vault) => Promise.resolve(vault.list()));
       if (values.json) return printJson(list);
       if (list.length === 0) { out(`no credentials: ${g.config} has no Credential document (add one, then \`aam credentials set NAME\` for a \`stored: true\` one)`); return 0; }
-      out(['NAME'.padEnd(24), 'SOURCE'.padEnd(8), 'KIND'.padEnd(26), 'VER'.padStart(4), 'STATUS'.padEnd(8), 'LAST USED'].join(' '));
-      for (const c of list) {
-        out([c.name.padEnd(24), c.source.padEnd(8), c.kind.padEnd(26), String(c.version ?? '-').padStart(4), c.status.padEnd(8), c.last_used ?? '-'].join(' '));
+      const rows = table(['NAME', 'SOURCE', 'KIND', 'VER', 'STATUS', 'LAST USED'], list.map((c) => [c.name, c.source, c.kind, String(c.version ?? '-'), c.status, ago(c.last_used)]));
+      out(rows[0]);
+      list.forEach((c, i) => {
+        out(rows[i + 1]);
         for (const w of [...(c.problem ? [c.problem] : []), ...c.warnings]) out(`  ! ${w}`);
-      }
+      });
       return 0;
     },
   },

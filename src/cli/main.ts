@@ -9,6 +9,7 @@ import type { Command, Globals } from './command.ts';
 import { listenPort } from '../lib/env-number.ts';
 import { nearest } from '../lib/nearest.ts';
 import { readFileSync } from 'node:fs';
+import { ago, table } from './table.ts';
 
 // The stores, the CLI's evidence writer and the commands in commands.ts (audit, import, policy
 // tools) load when a command needs them: `aam serve` does not hold their modules.
@@ -104,11 +105,8 @@ const commands: Record<string, Command> = {
       const list = await (await stores()).withKeyBook(g.data, (keys) => keys.list(), { existing: true });
       if (values.json) { out(JSON.stringify(list, null, 2)); return 0; }
       if (list.length === 0) { out('no keys (create one: aam keys create --agent NAME)'); return 0; }
-      out(['ID'.padEnd(22), 'AGENT'.padEnd(24), 'STATE'.padEnd(9), 'CREATED'].join(' '));
-      for (const k of list) {
-        const state = k.revokedAt ? 'revoked' : k.expiresAt && Date.parse(k.expiresAt) <= Date.now() ? 'expired' : 'active';
-        out([k.id.padEnd(22), k.agent.padEnd(24), state.padEnd(9), k.createdAt].join(' '));
-      }
+      const state = (k: (typeof list)[number]) => (k.revokedAt ? 'revoked' : k.expiresAt && Date.parse(k.expiresAt) <= Date.now() ? 'expired' : 'active');
+      for (const l of table(['ID', 'AGENT', 'NAME', 'STATE', 'CREATED', 'EXPIRES'], list.map((k) => [k.id, k.agent, k.name ?? '-', state(k), ago(k.createdAt), ago(k.expiresAt)]))) out(l);
       return 0;
     },
   },
