@@ -42,6 +42,8 @@ test('aam tools flagged|diff|accept and approvals list|approve: readable tables 
   assert.match(await aam('approvals', 'list'), /^no approvals: a call is held here when a policy rule with `approval: required` matches it\n$/);
   assert.match(await aam('approvals', 'list', '--status', 'pending'), /^no pending approvals: /);
   assert.deepEqual(JSON.parse(await aam('approvals', 'list', '--json')), []);
+  const typo = await runCli(['approvals', 'list', '--status', 'pendng'], { env });
+  assert.deepEqual([typo.code, typo.stderr], [2, '--status must be one of pending, approved, rejected, used, expired, not "pendng"\n'], 'a usage error, as the other flags');
   assert.match(await aam('tools', 'flagged'), /^no tools withheld: /);
   assert.deepEqual(JSON.parse(await aam('tools', 'flagged', '--json')), []);
 

@@ -19,6 +19,7 @@ import { recordCliAdmin } from './evidence.ts';
 import { withIssuer, withJoinTokens, withUsage, withVault } from './stores.ts';
 import { fleetEnv } from '../store/fleet-lazy.ts';
 import { ago, table } from './table.ts';
+import { APPROVAL_STATUSES } from '../store/approvals.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
 const err = (line: string) => process.stderr.write(line + '\n');
@@ -219,6 +220,8 @@ Object.assign(extraCommands, {
   'approvals list': {
     summary: 'tool calls held for approval', usage: 'aam approvals list [--status pending|approved|rejected|used|expired] [--json]   (default: all)', options: { status: { type: 'string' }, ...JSON_FLAG },
     run: async ({ values }) => {
+      // Checked here as the other flags are (exit 2), not left to the gateway's 400 (exit 1).
+      if (values.status !== undefined && !(APPROVAL_STATUSES as readonly string[]).includes(String(values.status))) { err(`--status must be one of ${APPROVAL_STATUSES.join(', ')}, not "${String(values.status)}"`); return 2; }
       const { data } = await admin('GET', `/admin/v1/approvals${values.status ? `?status=${encodeURIComponent(String(values.status))}` : ''}`) as { data: Approval[] };
       return show(values, data, () => data.length === 0
         ? [`no ${values.status ? `${String(values.status)} ` : ''}approvals: a call is held here when a policy rule with \`approval: required\` matches it`]
