@@ -130,6 +130,8 @@ test('aam import (CLI): YAML on stdout or --out, unmapped items on stderr, the r
   const bad = join(dir, 'bad.json');
   writeFileSync(bad, '{ "targets": [ ');
   const b = await runCli(['import', 'portkey', bad]);
-  assert.notEqual(b.code, 0);
+  assert.equal(b.code, 2, 'a file given that cannot be read is a usage error, as for policy test and audit verify');
   assert.match(b.stderr, /bad\.json is not a readable JSON file/);
+  const missing = await runCli(['import', 'litellm', join(dir, 'no-such.yaml')]);
+  assert.deepEqual([missing.code, missing.stderr], [2, `${join(dir, 'no-such.yaml')}: no such file; give the YAML file to import\n`], 'before: "error: ENOENT: no such file or directory, open …", exit 1');
 });
