@@ -315,6 +315,9 @@ test('aam GROUP --help lists the group\'s commands with their usage, exit 0 (bef
   assert.equal(keys.code, 0, keys.stderr);
   assert.deepEqual(keys.stdout.split('\n').filter((l) => l.startsWith('  usage: ')).map((l) => l.split(' ').slice(3, 6).join(' ')), ['aam keys create', 'aam keys list', 'aam keys revoke', 'aam keys rotate']);
   assert.equal((await run(['keys'])).code, 2, 'without --help a group alone is still a usage error');
+  assert.deepEqual(await run(['help', 'keys']), keys, 'aam help GROUP is aam GROUP --help');
+  const rotate = await run(['help', 'keys', 'rotate']);
+  assert.deepEqual([rotate.code, rotate.stdout.split('\n')[2]], [0, 'usage: aam keys rotate ID [--grace SECONDS]   (default grace 3600)']);
   const all = (await run(['--help'])).stdout.split('\n').filter((l) => /^ {2}[a-z]/.test(l)).map((l) => l.trim().split(/ {2,}/)[0]);
   const groups = all.map((n) => n.split(' ')[0]);
   assert.deepEqual(groups.filter((g, i) => groups.indexOf(g) !== i && groups[i - 1] !== g), [], `each group together: ${all.join(', ')}`);

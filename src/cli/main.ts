@@ -244,6 +244,8 @@ export async function main(argv: string[]): Promise<number> {
   if (!table[name]) name = pick(table = await allCommands());
   const cmd = table[name];
   if (!cmd) {
+    // `aam help keys rotate` is `aam keys rotate --help`.
+    if (name === 'help' && words.length > 1) return main([...argv.filter((_, i) => i !== at[0]), '--help']);
     const group = words.length === 1 && (argv.includes('--help') || argv.includes('-h')) ? groupHelp(name, table) : undefined;
     if (group) { out(group); return 0; }
     if (name && name !== 'help') { err(unknownCommand(words, Object.keys(table))); err(help(table)); return 2; }
