@@ -11,6 +11,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import assert from 'node:assert/strict';
 import { fileURLToPath } from 'node:url';
+import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
@@ -145,6 +148,8 @@ async function a2aRestCall(i: Instruction): Promise<unknown[]> {
 /** The caller's push webhook: what each row's notification delivered (headers and bytes), by row tag. */
 let hook: Server;
 let hookUrl = '';
+/** Where the audit file sink writes (outside the data dir, as an operator would put it). */
+let exportDir = '';
 const hooked = new Map<string, Array<{ headers: string; body: Buffer }>>();
 
 /**
@@ -486,6 +491,7 @@ const ROWS: Row[] = PLANES.flatMap((plane, p) => [
 
 before(async () => {
   logs = captureStderr();
+  exportDir = mkdtempSync(join(tmpdir(), 'aam-leak-export-'));
   up = await startLeakUpstream({ vertexToken: SECRETS['gcp-token'] });
   hook = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -548,7 +554,10 @@ before(async () => {
   const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
   const sa = JSON.stringify({ type: 'service_account', project_id: 'leak-project', private_key_id: 'k1', private_key: rsa, client_email: 'leak@leak-project.iam.gserviceaccount.com', token_uri: `${up.url}/token` });
   gw = await startTestGateway(config, { LEAK_AWS_STS: sts, LEAK_GCP_SA: sa, LEAK_LLM_KEY: SECRETS['llm-key'], LEAK_ANT_KEY: SECRETS['ant-key'], LEAK_MCP_KEY: SECRETS['mcp-key'], LEAK_TOOL_KEY: SECRETS['tool-key'], LEAK_STDIO_KEY: SECRETS['stdio-key'], LEAK_A2A_KEY: SECRETS['agent-key'], LEAK_QUERY_KEY: SECRETS['query-key'], AAM_A2A_PUSH_ALLOW: new URL(hookUrl).host,
-    AAM_LOG_LEVEL: 'debug' }); // the gateway's logger at its most verbose: the most it would ever write
+    AAM_LOG_LEVEL: 'debug', // the gateway's logger at its most verbose: the most it would ever write
+    // Every export: spans and audit log records (OTLP), the audit webhook and the audit file.
+    OTEL_EXPORTER_OTLP_ENDPOINT: `${hookUrl}/otlp`, AAM_AUDIT_WEBHOOK_URL: `${hookUrl}/audit-webhook`, AAM_AUDIT_WEBHOOK_SECRET: 'leak-hunt-hmac',
+    AAM_AUDIT_FILE: join(exportDir, 'audit.jsonl') });
   agentKey = gw.key('hunter');
   openai = new OpenAI({ apiKey: agentKey, baseURL: `${gw.url}/v1`, maxRetries: 0, fetch: cap.fetch });
   anthropic = new Anthropic({ apiKey: agentKey, baseURL: gw.url, maxRetries: 0, fetch: cap.fetch });
@@ -570,6 +579,7 @@ after(async () => {
   hook?.closeAllConnections();
   await new Promise((r) => hook?.close(r));
   logs?.restore();
+  if (exportDir) rmSync(exportDir, { recursive: true, force: true });
 });
 
 for (const row of ROWS) test(`${row.plane} | ${row.channel} | ${row.form}`, row.run);
@@ -601,6 +611,38 @@ test('metrics | /metrics | all forms', async () => {
   assert.match(text, /aam_/);
   const leaks = findLeaks(text, ALL);
   assert.equal(leaks.length, 0, report('/metrics', leaks));
+});
+
+// ---- what aam sends out of band: spans, audit log records, the audit webhook and file ----
+
+/** What the hook server received on a path (OTLP posts to <endpoint>/v1/traces, /v1/logs). */
+const exported = (path: string) => hooked.get(path) ?? [];
+
+/** Everything recorded so far has left through each export (the sinks wake on each commit; spans on flush). */
+async function exportsCaughtUp(): Promise<void> {
+  await gw.g.rt.auditLog?.flush();
+  await gw.g.rt.tracer?.flush();
+  const head = gw.g.rt.auditLog?.stats().lastSeq ?? 0;
+  // Each delivery names its seq range (x-aam-seq-range: first-last); the sinks deliver in order.
+  const last = (path: string) => Math.max(0, ...exported(path).map((r) => Number(/"x-aam-seq-range":"\d+-(\d+)"/.exec(r.headers)?.[1] ?? 0)));
+  await until(() => existsSync(join(exportDir, 'audit.jsonl')) && last('audit-webhook') >= head && exported('otlp/v1/logs').length > 0, 30_000, `the audit sinks delivered up to seq ${head}`);
+}
+
+for (const [name, path] of [['OTLP traces', 'otlp/v1/traces'], ['OTLP audit logs', 'otlp/v1/logs'], ['audit webhook', 'audit-webhook']] as const) {
+  test(`export | ${name} | all forms`, async () => {
+    await exportsCaughtUp();
+    const bodies = exported(path);
+    assert.ok(bodies.length > 0, `${name} received something`);
+    const leaks = bodies.flatMap((b) => [...agentViews(b.body).flatMap((v) => findLeaks(v, ALL, { stride: 6 })), ...findLeaks(b.headers, ALL)]);
+    assert.equal(leaks.length, 0, report(name, leaks));
+  });
+}
+
+test('export | audit file (AAM_AUDIT_FILE) | all forms', async () => {
+  await exportsCaughtUp();
+  const leaks = grepDir(exportDir, ALL);
+  assert.ok(statSync(join(exportDir, 'audit.jsonl')).size > 0);
+  assert.equal(leaks.length, 0, report('the audit file', leaks));
 });
 
 test('log | every line written | all forms', () => {
