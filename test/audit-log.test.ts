@@ -602,10 +602,13 @@ test('the writer hashes stored bytes exactly as verification hashes the text (no
   const { chainHash, chainHashLines, encodeEvent } = await import('../src/audit/event.ts');
   const lines = [sampleEvent(1), sampleEvent(2, { request_id: 'réq-✓-日本' }), sampleEvent(3, { detail: { note: 'emoji 🙂 and "quotes"\n' } })]
     .map((e) => encodeEvent(e, Date.now()).json);
-  const hashes = chainHashLines(Buffer.from(lines.join('\n') + '\n'), 41, 'ab'.repeat(32));
-  let prev = 'ab'.repeat(32);
-  const expected = lines.map((l, i) => (prev = chainHash(l, 41 + i, prev)));
-  assert.deepEqual(hashes, expected);
+  // Seqs whose digit count changes within the batch too (the writer writes them digit by digit).
+  for (const first of [41, 1, 8, 98, 999_999, 9_007_199_254_740_989]) {
+    const hashes = chainHashLines(Buffer.from(lines.join('\n') + '\n'), first, 'ab'.repeat(32));
+    let prev = 'ab'.repeat(32);
+    const expected = lines.map((l, i) => (prev = chainHash(l, first + i, prev)));
+    assert.deepEqual(hashes, expected, `from seq ${first}`);
+  }
   // And through a real log: the stored non-ASCII event verifies and reads back intact.
   const dir = tempDir();
   const log = openAuditLog({ dataDir: dir });
@@ -691,4 +694,29 @@ test('small closed segment files (one per CLI command) are merged into one; the 
   assert.equal(again.stats().queued, 0);
   await again.close();
   assert.equal(verifyDatabase(dir).events, 21);
+});
+
+test('a periodic checkpoint is signed with the batch that reaches it; one that cannot be stored fails no batch and is signed with the next', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir, checkpointEvery: 50, batchSize: 20, checkpointIntervalMs: 3_600_000 });
+  for (let i = 0; i < 60; i++) log.record(sampleEvent(i));
+  await log.flush();
+  const db = openAuditDb(dir);
+  try {
+    // Stored with the block of events 41..60: its tree size is that batch's last event.
+    assert.deepEqual(readCheckpoints(db).map((c) => c.tree_size), [60]);
+    db.exec("CREATE TRIGGER no_checkpoints BEFORE INSERT ON audit_checkpoints BEGIN SELECT RAISE(ABORT, 'no room'); END");
+    for (let i = 0; i < 60; i++) log.record(sampleEvent(100 + i));
+    await log.flush();
+    assert.equal(log.stats().written, 120, 'every batch committed');
+    assert.equal(log.stats().failures, 0);
+    assert.deepEqual(readCheckpoints(db).map((c) => c.tree_size), [60]);
+    db.exec('DROP TRIGGER no_checkpoints');
+    for (let i = 0; i < 20; i++) log.record(sampleEvent(200 + i));
+    await log.flush();
+    assert.deepEqual(readCheckpoints(db).map((c) => c.tree_size), [60, 140]);
+  } finally { db.close(); }
+  await log.close();
+  const r = verifyDatabase(dir, log.publicKeyPem());
+  assert.equal(r.ok, true, r.firstError?.message);
 });

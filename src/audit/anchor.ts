@@ -23,9 +23,14 @@ export function checkpointFilePath(dataDir: string, env: NodeJS.ProcessEnv = pro
  */
 export function appendCheckpoints(path: string, cps: readonly Checkpoint[]): void {
   if (cps.length === 0) return;
-  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   // O_APPEND: several processes sharing the data dir append whole lines without interleaving.
-  const fd = openSync(path, 'a', 0o600);
+  // The directory is made only when missing (a mkdir per checkpoint is a syscall the writer's core pays).
+  let fd: number;
+  try { fd = openSync(path, 'a', 0o600); } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+    fd = openSync(path, 'a', 0o600);
+  }
   try {
     writeSync(fd, cps.map((c) => checkpointLine(c) + '\n').join(''));
     if (cps.some((c) => c.type !== 'periodic')) fsyncSync(fd);

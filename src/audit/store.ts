@@ -639,8 +639,13 @@ export function newestCheckpointId(db: DatabaseSync): number {
 }
 
 export function insertCheckpoint(db: DatabaseSync, c: Checkpoint): void {
-  db.prepare('INSERT INTO audit_checkpoints (tree_size, head_hash, time, type, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)')
-    .run(c.tree_size, c.head_hash, c.time, c.type, c.key_id, c.signature);
+  checkpointInserter(db)(c);
+}
+
+/** insertCheckpoint with its statement prepared once (the writer's, once per checkpointEvery events). */
+export function checkpointInserter(db: DatabaseSync): (c: Checkpoint) => void {
+  const insert = db.prepare('INSERT INTO audit_checkpoints (tree_size, head_hash, time, type, key_id, signature) VALUES (?, ?, ?, ?, ?, ?)');
+  return (c) => { insert.run(c.tree_size, c.head_hash, c.time, c.type, c.key_id, c.signature); };
 }
 
 /** The latest retention anchor: the signed checkpoint the remaining chain starts from. */

@@ -7,7 +7,7 @@ import { GENESIS_HASH, chainHashLines } from './event.ts';
 import { signCheckpoint } from './checkpoint.ts';
 import type { Checkpoint, CheckpointType } from './checkpoint.ts';
 import type { SigningKey } from './keys.ts';
-import { getMeta, insertCheckpoint, keyIndexInserter, metaAccess, readCheckpoints, retentionAnchor, TRACE_INDEX_FROM, traceIndexInserter, transaction } from './store.ts';
+import { checkpointInserter, getMeta, insertCheckpoint, keyIndexInserter, metaAccess, readCheckpoints, retentionAnchor, TRACE_INDEX_FROM, traceIndexInserter, transaction } from './store.ts';
 import { closedKey, deleteSegment, indexedKey, readBytes } from './segment.ts';
 import { appendCheckpoints } from './anchor.ts';
 import { errMsg } from '../lib/error-message.ts';
@@ -81,6 +81,7 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
   const insert = db.prepare('INSERT INTO audit_blocks (first_seq, last_seq, prev_hash, last_hash, min_time, max_time, segment, byte_start, byte_end, sealed, hashes, keys) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?)');
   const indexKeys = keyIndexInserter(db);
   const indexTraces = traceIndexInserter(db);
+  const addCheckpoint = checkpointInserter(db);
   let syncFull = true;
   // One read buffer for the batches (grown up to SCRATCH_MAX; a rare larger batch gets its own): a
   // fresh buffer per batch is external memory that only a GC frees, and they piled up in a busy
@@ -114,10 +115,15 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
     const head = storedHead();
     if (head.seq === 0 || head.seq === lastCheckpointSeq) return undefined;
     const c = signCheckpoint(key, head.seq, head.hash, type);
-    insertCheckpoint(db, c);
-    lastCheckpointSeq = head.seq;
-    copyOut(c);
+    addCheckpoint(c);
+    checkpointed(c);
     return c;
+  }
+
+  /** After the commit that stored c. */
+  function checkpointed(c: Checkpoint): void {
+    lastCheckpointSeq = c.tree_size;
+    copyOut(c);
   }
 
   return {
@@ -153,14 +159,16 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
           meta.set(indexedKey(segment), String(end));
         }
         for (const gen of close) meta.set(closedKey(gen), new Date().toISOString());
-        return { firstSeq: head.seq + 1, lastSeq: seq, lastHash: prev };
+        // Signed in the batch's own transaction: a commit of its own cost as much as a small batch's.
+        // A failed checkpoint must not fail the batch; the next one retries.
+        let cp: Checkpoint | undefined;
+        if (seq > lastCheckpointSeq && seq - lastCheckpointSeq >= checkpointEvery) {
+          try { cp = signCheckpoint(key, seq, prev, 'periodic'); addCheckpoint(cp); } catch { cp = undefined; }
+        }
+        return { firstSeq: head.seq + 1, lastSeq: seq, lastHash: prev, checkpoint: cp };
       });
-      let cp: Checkpoint | undefined;
-      if (res.lastSeq - lastCheckpointSeq >= checkpointEvery) {
-        // A failed checkpoint must not fail the (already committed) batch; the next one retries.
-        try { cp = checkpoint('periodic'); } catch { cp = undefined; }
-      }
-      return { ...res, hashes, checkpoint: cp };
+      if (res.checkpoint) checkpointed(res.checkpoint);
+      return { ...res, hashes };
     },
     prune(before, maxSeq = Number.MAX_SAFE_INTEGER) {
       const dropped: string[] = [];
