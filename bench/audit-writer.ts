@@ -2,7 +2,7 @@
 // model_call events (one per request: a sequential request id, its own trace id, --agents agents: 1 as in cpu-per-request) are
 // appended to a segment file as the gateway does, then createBatchWriter().write() commits them in
 // batches of --batch (c=64 at ~3000 requests/s with the 250 ms flush delay, log.ts FLUSH_DELAY_MS: ~750). Reported: CPU
-// microseconds per event of write() (median of --rounds, each round a fresh trail of --events),
+// microseconds per event of write() (this thread's, with the signed checkpoints copied to a file as the writer thread does) (median of --rounds, each round a fresh trail of --events),
 // and SQLite's statements and index rows per event. Trees are interleaved per round, so the
 // load of a shared machine falls on each alike.
 //   node bench/audit-writer.ts [--events 30000] [--batch 750] [--rounds 7] [--agents 1] [--rps 3000] [TREE...]
@@ -51,7 +51,8 @@ async function round(m: Awaited<ReturnType<typeof load>>): Promise<Round> {
   try {
     const db = m.store.openAuditDb(dir);
     const key = m.keys.loadOrCreateSigningKey(join(dir, 'keys', 'k.key'));
-    const w = m.writer.createBatchWriter(db, dir, key, 1000);
+    // Signed checkpoints copied to a file, as the gateway's writer thread does (log.ts: checkpointFilePath).
+    const w = m.writer.createBatchWriter(db, dir, key, 1000, { path: join(dir, 'audit-checkpoints.jsonl'), onError: (e: string) => { throw new Error(e); } });
     const seg = m.segment.createSegment(dir);
     const iso = m.event.isoClock();
     // The segment lines and each batch's wire form, as log.ts builds them (not timed).
@@ -69,9 +70,10 @@ async function round(m: Awaited<ReturnType<typeof load>>): Promise<Round> {
     for (let b = 0; b < warm; b++) w.write(batches[b].batch, []);
     const rowsBefore = Number(db.prepare('SELECT count(*) AS n FROM audit_key_blocks').get().n);
     const timedEvents = batches.slice(warm).reduce((s, b) => s + Number(b.batch.count), 0);
-    const c0 = process.cpuUsage();
+    // This thread's CPU only: the load of other threads (and processes) is not charged to write().
+    const c0 = process.threadCpuUsage();
     for (let b = warm; b < batches.length; b++) w.write(batches[b].batch, []);
-    const c = process.cpuUsage(c0);
+    const c = process.threadCpuUsage(c0);
     const rows = Number(db.prepare('SELECT count(*) AS n FROM audit_key_blocks').get().n) - rowsBefore;
     seg.close();
     db.close();
