@@ -56,7 +56,7 @@ async function round(m: Awaited<ReturnType<typeof load>>): Promise<Round> {
     const seg = m.segment.createSegment(dir);
     const iso = m.event.isoClock();
     // The segment lines and each batch's wire form, as log.ts builds them (not timed).
-    const batches: { batch: Record<string, unknown> }[] = [];
+    const batches: { batch: Record<string, unknown>; cols: (string | null)[][] }[] = [];
     for (let i = 0; i < EVENTS; i += BATCH) {
       const n = Math.min(BATCH, EVENTS - i);
       const enc = Array.from({ length: n }, (_, k) => m.event.encodeEvent(event(i + k), Date.now(), iso));
@@ -64,15 +64,25 @@ async function round(m: Awaited<ReturnType<typeof load>>): Promise<Round> {
       const ends: number[] = seg.appendMany(enc.map((e: { json: string }) => e.json));
       const keys: (string | null)[] = [];
       for (const e of enc) keys.push(...e.cols);
-      batches.push({ batch: { segment: seg.gen, start, end: ends[ends.length - 1], count: n, keys: JSON.stringify(keys), minTime: enc[0].cols[0], maxTime: enc[n - 1].cols[0], close: [] } });
+      batches.push({ batch: { segment: seg.gen, start, end: ends[ends.length - 1], count: n, keys: JSON.stringify(keys), minTime: enc[0].cols[0], maxTime: enc[n - 1].cols[0], close: [] }, cols: enc.map((e: { cols: (string | null)[] }) => e.cols) });
     }
+    // A tree whose log.ts collects each batch's index keys as it sends it (store.ts blockIndexer) does
+    // that in the timed part too: it is work on the same core, moved from the writer thread.
+    const send = (b: (typeof batches)[number]): void => {
+      if (m.store.blockIndexer) {
+        const ix = m.store.blockIndexer();
+        for (const c of b.cols) ix.add(c[1], c[2], c[3], c[4]);
+        b.batch.index = ix.done();
+      }
+      w.write(b.batch, []);
+    };
     const warm = Math.min(batches.length - 1, Math.ceil(batches.length / 10));
-    for (let b = 0; b < warm; b++) w.write(batches[b].batch, []);
+    for (let b = 0; b < warm; b++) send(batches[b]);
     const rowsBefore = Number(db.prepare('SELECT count(*) AS n FROM audit_key_blocks').get().n);
     const timedEvents = batches.slice(warm).reduce((s, b) => s + Number(b.batch.count), 0);
     // This thread's CPU only: the load of other threads (and processes) is not charged to write().
     const c0 = process.threadCpuUsage();
-    for (let b = warm; b < batches.length; b++) w.write(batches[b].batch, []);
+    for (let b = warm; b < batches.length; b++) send(batches[b]);
     const c = process.threadCpuUsage(c0);
     const rows = Number(db.prepare('SELECT count(*) AS n FROM audit_key_blocks').get().n) - rowsBefore;
     seg.close();

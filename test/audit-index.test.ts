@@ -17,6 +17,7 @@ import type { AuditEventInput } from '../src/audit/event.ts';
 import { verifyDatabase } from '../src/audit/verify.ts';
 import type { DatabaseSync } from 'node:sqlite';
 import { sampleEvent, tempDir } from './audit-helpers.ts';
+import { readBytes } from '../src/audit/segment.ts';
 import { until } from './helpers/e2e.ts';
 
 const QUERIES: AuditQuery[] = [
@@ -307,5 +308,24 @@ test('query plans: every filter and combination the API, live tail, console and 
     }
   }
   assert.equal(checked, combos.length * 6);
+  await log.close();
+});
+
+test('the index rows the writer stores for a batch (collected as log.ts sends it) are those of the stored block (indexKeysOf, as the backfill finds them)', async () => {
+  const dir = tempDir();
+  const log = openAuditLog({ dataDir: dir, batchSize: 25 });
+  // Every plane, request ids across buckets (t-9, t-10, ...), agents and none.
+  for (let i = 0; i < 120; i++) { log.record(planeEvent(i)); if (i % 40 === 39) await log.flush(); }
+  await log.flush();
+  const blocks = log.db.prepare('SELECT first_seq, keys, segment, byte_start, byte_end FROM audit_blocks ORDER BY first_seq').all();
+  assert.ok(blocks.length >= 4);
+  const rows = log.db.prepare("SELECT kind, value FROM audit_key_blocks WHERE first_seq = ? AND kind <> 't' ORDER BY kind, value");
+  for (const b of blocks) {
+    const lines = (): Buffer => readBytes(dir, String(b.segment), Number(b.byte_start), Number(b.byte_end));
+    const expected = indexKeysOf(String(b.keys), lines).map((k) => k.kind + ' ' + k.value).sort();
+    const stored = rows.all(b.first_seq).map((r) => `${r.kind} ${r.value}`).sort();
+    assert.deepEqual(stored, expected, `block ${b.first_seq}`);
+    assert.ok(stored.some((k) => k.startsWith('p ')) && stored.some((k) => k.startsWith('r ')));
+  }
   await log.close();
 });

@@ -20,7 +20,7 @@ import type { CheckpointType } from './checkpoint.ts';
 import { loadOrCreateSigningKey, signingKeyPath } from './keys.ts';
 import { checkpointFilePath } from './anchor.ts';
 import type { SigningKey } from './keys.ts';
-import { KEYS, KEY_INDEX_FROM, FACET_INDEX_FROM, auditDbPath, blockEvents, getMeta, lastBlock, openAuditDb, readCheckpoints, retentionAnchor, segmentReferenced, setMeta, transaction } from './store.ts';
+import { KEYS, KEY_INDEX_FROM, blockIndexer, FACET_INDEX_FROM, auditDbPath, blockEvents, getMeta, lastBlock, openAuditDb, readCheckpoints, retentionAnchor, segmentReferenced, setMeta, transaction } from './store.ts';
 import { claimedKey, closedKey, createSegment, writtenWhole, deleteSegment, indexedKey, legacyJournalKey, legacyJournalLines, linesFrom, listSegments, openInThisProcess, processAlive, processStartOf, segmentFileName } from './segment.ts';
 import type { SegmentFile } from './segment.ts';
 import type { WriterInit, WriterReply, WriterRequest } from './writer-worker.ts';
@@ -398,6 +398,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     urgent = false;
     const want: number[] = [];
     const keys = new Array<string | null>(n * KEYS);
+    const index = blockIndexer();
     let minTime = n ? first.time : '';
     let maxTime = minTime;
     for (let i = 0; i < n; i++) {
@@ -409,12 +410,13 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       keys[k + 2] = e.requestId;
       keys[k + 3] = e.agent;
       keys[k + 4] = e.decision;
+      index.add(e.type, e.requestId, e.agent, e.decision);
       if (e.time < minTime) minTime = e.time; else if (e.time > maxTime) maxTime = e.time;
     }
     const id = nextId++;
     inFlight = { id, n };
     // Keys go as one JSON text (what the block row stores): one string to copy, not 5 per event.
-    const batch = { segment: first?.gen ?? '', start: n ? first.jstart : 0, end: n ? items[qHead + n - 1].jend : 0, count: n, keys: JSON.stringify(keys), minTime, maxTime, close };
+    const batch = { segment: first?.gen ?? '', start: n ? first.jstart : 0, end: n ? items[qHead + n - 1].jend : 0, count: n, keys: JSON.stringify(keys), minTime, maxTime, close, index: index.done() };
     return new Promise((resolve) => {
       call({ op: 'write', id, batch, want }, (r) => {
         inFlight = undefined;

@@ -7,6 +7,7 @@ import { GENESIS_HASH, chainHashLines } from './event.ts';
 import { signCheckpoint } from './checkpoint.ts';
 import type { Checkpoint, CheckpointType } from './checkpoint.ts';
 import type { SigningKey } from './keys.ts';
+import type { BlockIndex } from './store.ts';
 import { checkpointInserter, getMeta, insertCheckpoint, keyIndexInserter, metaAccess, readCheckpoints, retentionAnchor, TRACE_INDEX_FROM, traceIndexInserter, transaction } from './store.ts';
 import { closedKey, deleteSegment, indexedKey, readBytes } from './segment.ts';
 import { appendCheckpoints } from './anchor.ts';
@@ -26,6 +27,8 @@ export interface WireBatch {
   minTime: string;
   maxTime: string;
   close: readonly string[];
+  /** The lines' index keys, as log.ts collected them while sending (blockIndexer); absent: found from `keys` here. */
+  index?: BlockIndex;
 }
 
 export interface WriteResult {
@@ -129,7 +132,7 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
   return {
     head: storedHead,
     checkpoint,
-    write({ segment, start, end, count, keys, minTime, maxTime, close }, wantHashes) {
+    write({ segment, start, end, count, keys, minTime, maxTime, close, index }, wantHashes) {
       // fsync only for batches someone waits on (recordDurable): the rest are already safe from
       // a process crash in the segment file, and an fsync per batch costs the hot path.
       const durable = wantHashes.length > 0;
@@ -152,7 +155,7 @@ export function createBatchWriter(db: DatabaseSync, dataDir: string, key: Signin
           prev = all[count - 1];
           for (const i of wantHashes) hashes[i] = all[i];
           insert.run(head.seq + 1, seq, head.hash, prev, minTime, maxTime, segment, start, end, all.join(''), keys);
-          indexKeys(head.seq + 1, keys, () => bytes);
+          indexKeys(head.seq + 1, index ?? keys, () => bytes);
           // Trace ids from here on: the first batch of a trail that had none indexed marks where they start.
           if (meta.get(TRACE_INDEX_FROM) === undefined) meta.set(TRACE_INDEX_FROM, String(head.seq + 1));
           indexTraces(head.seq + 1, bytes, minTime, maxTime);
