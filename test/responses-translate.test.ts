@@ -213,12 +213,18 @@ function readSse(s: string): Ev[] {
 function assembleResponses(events: Ev[]): { text: string; calls: Array<{ call_id: string; name: string; arguments: string }>; completed: Record<string, unknown> } {
   assert.deepEqual(events.slice(0, 2).map((e) => e.event), ['response.created', 'response.in_progress']);
   const open = new Map<string, string>();
+  let added = 0;
   let text = '';
   const args = new Map<string, string>();
   events.forEach((e, i) => {
     assert.equal(e.data.type, e.event, 'type names the event');
     assert.equal(e.data.sequence_number, i, 'sequence numbers count from 0 without gaps');
-    if (e.event === 'response.output_item.added') open.set((e.data.item as { id: string }).id, (e.data.item as { type: string }).type);
+    if (e.event === 'response.output_item.added') {
+      // As OpenAI streams them: one item at a time, each done before the next is added, output_index counting up.
+      assert.equal(open.size, 0, `output_item.added (output_index ${String(e.data.output_index)}) while another item is open`);
+      assert.equal(e.data.output_index, added++, 'output_index counts up from 0');
+      open.set((e.data.item as { id: string }).id, (e.data.item as { type: string }).type);
+    }
     if (e.event === 'response.output_text.delta') { assert.ok(open.has(e.data.item_id as string)); text += e.data.delta as string; }
     if (e.event === 'response.function_call_arguments.delta') args.set(e.data.item_id as string, (args.get(e.data.item_id as string) ?? '') + (e.data.delta as string));
     if (e.event === 'response.function_call_arguments.done') assert.equal(e.data.arguments, args.get(e.data.item_id as string) ?? '');

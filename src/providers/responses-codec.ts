@@ -3,7 +3,7 @@
 // content parts and text deltas, function-call argument deltas, response.completed with usage).
 // One codec per request: it knows the response's id and the request fields a Response echoes,
 // and hands the finished Response to `onCompleted` (the gateway stores it). Pure: no I/O.
-import type { ChatResult, ClientCodec, FinishReason, ProviderAdapter, StreamEvent, Usage } from './types.ts';
+import type { ChatResult, ClientCodec, FinishReason, Json, ProviderAdapter, StreamEvent, Usage } from './types.ts';
 import { nowSeconds } from './util.ts';
 import type { Obj } from './util.ts';
 
@@ -91,8 +91,8 @@ function echoed(meta: ResponseMeta): Echoed {
 }
 
 /** The Response's JSON up to its output items (`incomplete`: incomplete_details.reason, or null). */
-function head(meta: ResponseMeta, model: string, status: string, incomplete: string | undefined): string {
-  return `{"id":${JSON.stringify(meta.id)},"object":"response","created_at":${num(meta.createdAt)},"status":"${status}","background":false,"error":null`
+function head(meta: ResponseMeta, model: string, status: string, incomplete: string | undefined, error = 'null'): string {
+  return `{"id":${JSON.stringify(meta.id)},"object":"response","created_at":${num(meta.createdAt)},"status":"${status}","background":false,"error":${error}`
     + `,"incomplete_details":${incomplete === undefined ? 'null' : `{"reason":"${incomplete}"}`},"instructions":${or(meta.instructions, 'null')}`
     + `,"max_output_tokens":${or(meta.echo.max_output_tokens, 'null')},"model":${JSON.stringify(model)},"output":[`;
 }
@@ -115,6 +115,15 @@ export function finishedText(meta: ResponseMeta, model: string, items: readonly 
   const incomplete = INCOMPLETE[reason];
   return `${head(meta, model, incomplete ? 'incomplete' : 'completed', incomplete)}${items.join(',')}${e.afterOutput}${usage ? usageText(usage) : 'null'}`
     + `${e.afterUsage},"completed_at":${num(completedAt)}}`;
+}
+
+/**
+ * A stream's Response cut before its finish, from its finished items' JSON texts: `failed` with the
+ * upstream's error (OpenAI's error object: code server_error), or `incomplete` (the client went away).
+ */
+export function cutText(meta: ResponseMeta, model: string, items: readonly string[], status: 'failed' | 'incomplete', error: string | null, usage: Usage | undefined, e: Echoed = echoed(meta)): string {
+  const err = error === null ? 'null' : `{"code":"server_error","message":${JSON.stringify(error)}}`;
+  return `${head(meta, model, status, undefined, err)}${items.join(',')}${e.afterOutput}${usage ? usageText(usage) : 'null'}${e.afterUsage}}`;
 }
 
 function messageItem(id: string, text: string, status: string, logprobs: readonly unknown[] = []): Obj {
@@ -142,7 +151,7 @@ function outputTexts(meta: ResponseMeta, r: ChatResult): { ids: string[]; texts:
   if ((r.text !== null && r.text !== '') || r.toolCalls.length === 0) {
     const id = itemId(meta, 'msg', 0);
     ids.push(id);
-    texts.push(messageJson(id, status, partJson(JSON.stringify(r.text ?? ''), r.logprobs)));
+    texts.push(messageJson(id, status, partJson(JSON.stringify(r.text ?? ''), r.logprobs === undefined ? undefined : JSON.stringify(r.logprobs))));
   }
   for (const tc of r.toolCalls) {
     const id = itemId(meta, 'fc', ids.length);
@@ -156,11 +165,11 @@ function outputTexts(meta: ResponseMeta, r: ChatResult): { ids: string[]; texts:
 export interface FinishedResponse { outputIds: readonly string[]; json: string }
 
 /** `at`: the item's fixed delta fields, serialized once per item (deltas are the hot path). */
-interface OpenText { index: number; id: string; text: string; at: string }
-interface OpenCall { index: number; id: string; callId: string; name: string; args: string; at: string }
+interface OpenText { index: number; id: string; text: string; at: string; logprobs?: Json[] }
+interface OpenCall { index: number; id: string; callId: string; name: string; args: string; at: string; done: boolean }
 
 /** A message item's JSON and its one part's, from its text already JSON-encoded (in messageItem's field order). */
-const partJson = (textJson: string, logprobs?: readonly unknown[]): string => `{"type":"output_text","annotations":[],"logprobs":${logprobs === undefined ? '[]' : JSON.stringify(logprobs)},"text":${textJson}}`;
+const partJson = (textJson: string, logprobsJson = '[]'): string => `{"type":"output_text","annotations":[],"logprobs":${logprobsJson},"text":${textJson}}`;
 const messageJson = (id: string, status: string, part: string): string => `{"id":${JSON.stringify(id)},"type":"message","status":"${status}","role":"assistant","content":[${part}]}`;
 const callJson = (id: string, callId: string, name: string, argsJson: string): string =>
   `{"id":${JSON.stringify(id)},"type":"function_call","status":"completed","arguments":${argsJson},"call_id":${JSON.stringify(callId)},"name":${JSON.stringify(name)}}`;
@@ -230,6 +239,9 @@ export class ResponsesCodec implements ClientCodec {
     if (this.seq === 0) { this.opening = this.openingFrames(model); this.preparedFor = model; }
   }
 
+  /** Ends a stream cut before its finish (see streamError, streamAborted): set by the stream's encoder. */
+  private cut: ((status: 'failed' | 'incomplete', error: string | null) => void) | null = null;
+
   streamEncoder(opts: { includeUsage: boolean; model: string }): (ev: StreamEvent) => string {
     const meta = this.meta;
     const frame = (type: string, body: string): string => this.frame(type, body);
@@ -238,7 +250,14 @@ export class ResponsesCodec implements ClientCodec {
     let done = false;
     let usage: Usage | undefined;
     let text: OpenText | null = null;
-    const calls = new Map<number, OpenCall>(); // canonical tool index -> open function_call item
+    // One item is open at a time, as OpenAI streams them: each item's .done comes before the next
+    // one's .added, output_index counting up. A call that starts while another is open is held
+    // (OpenAI-compatible upstreams may interleave parallel calls' arguments, so the open one may
+    // not be over) and written whole once the open one must end: at text, or at finish.
+    const calls = new Map<number, OpenCall>(); // canonical tool index -> its function_call
+    let call: OpenCall | null = null; // the open one
+    const held: OpenCall[] = [];
+    let late = false; // a call got arguments after its item was done (see tool_args)
     const slots: string[] = []; // finished items' JSON by output_index
     const ids: string[] = []; // and their ids
     let next = 0;
@@ -266,31 +285,62 @@ export class ResponsesCodec implements ClientCodec {
       if (t === null) return '';
       text = null;
       const tj = JSON.stringify(t.text); // once for the three events that carry it (and the Response)
-      const part = partJson(tj);
+      const lj = t.logprobs === undefined ? '[]' : JSON.stringify(t.logprobs);
+      const part = partJson(tj, lj);
       const item = messageJson(t.id, status, part);
       slots[t.index] = item;
       ids[t.index] = t.id;
-      return frame('response.output_text.done', `${t.at},"text":${tj},"logprobs":[]`)
+      return frame('response.output_text.done', `${t.at},"text":${tj},"logprobs":${lj}`)
         + frame('response.content_part.done', `${t.at},"part":${part}`)
         + frame('response.output_item.done', `"output_index":${t.index},"item":${item}`);
     };
+    /** A call's output_index and item id, given when its item is added. */
+    const place = (c: OpenCall): void => {
+      c.index = next++;
+      c.id = itemId(meta, 'fc', c.index);
+      c.at = `"item_id":${JSON.stringify(c.id)},"output_index":${c.index}`;
+    };
+    const addCall = (c: OpenCall): string =>
+      frame('response.output_item.added', `"output_index":${c.index},"item":${JSON.stringify(callItem(c.id, c.callId, c.name, '', 'in_progress'))}`);
+    const callDone = (c: OpenCall): string => {
+      const aj = JSON.stringify(c.args);
+      const item = callJson(c.id, c.callId, c.name, aj);
+      slots[c.index] = item;
+      ids[c.index] = c.id;
+      c.done = true;
+      return frame('response.function_call_arguments.done', `${c.at},"name":${JSON.stringify(c.name)},"arguments":${aj}`)
+        + frame('response.output_item.done', `"output_index":${c.index},"item":${item}`);
+    };
+    /** The open call ends, then the held ones are written whole, each ended before the next. */
     const closeCalls = (): string => {
       let s = '';
-      for (const c of calls.values()) {
-        const aj = JSON.stringify(c.args);
-        const item = callJson(c.id, c.callId, c.name, aj);
-        slots[c.index] = item;
-        ids[c.index] = c.id;
-        s += frame('response.function_call_arguments.done', `${c.at},"name":${JSON.stringify(c.name)},"arguments":${aj}`)
-          + frame('response.output_item.done', `"output_index":${c.index},"item":${item}`);
+      if (call !== null) { s += callDone(call); call = null; }
+      for (const c of held) {
+        place(c);
+        s += addCall(c);
+        if (c.args !== '') s += frame('response.function_call_arguments.delta', `${c.at},"delta":${JSON.stringify(c.args)}`);
+        s += callDone(c);
       }
-      calls.clear();
+      held.length = 0;
       return s;
+    };
+    /** The Response as it stands (finished items, the open text as incomplete), ending the stream without a finish. */
+    this.cut = (status, error) => {
+      this.cut = null;
+      if (!started || done) return;
+      done = true;
+      const t = text;
+      if (t !== null) { // no events: the stream is over
+        slots[t.index] = messageJson(t.id, 'incomplete', partJson(JSON.stringify(t.text), t.logprobs === undefined ? '[]' : JSON.stringify(t.logprobs)));
+        ids[t.index] = t.id;
+      }
+      // A call not yet ended has arguments that may be cut mid-JSON: left out, as nothing can run it.
+      this.onCompleted?.({ outputIds: ids.filter((x) => x !== undefined), json: cutText(meta, model, slots.filter((x) => x !== undefined), status, error, usage, this.echoed) });
     };
 
     return (ev: StreamEvent): string => {
       if (done) return '';
-      if (ev.type === 'error') { done = true; return this.streamError(ev.message, ev.errorType); }
+      if (ev.type === 'error') return this.streamError(ev.message, ev.errorType);
       if (!started && ev.type === 'start' && ev.model) model = ev.model;
       let s = started ? '' : start();
       switch (ev.type) {
@@ -298,34 +348,42 @@ export class ResponsesCodec implements ClientCodec {
           return s;
         case 'text': {
           if (ev.text.length === 0) return s;
-          if (text === null) s += openText();
+          if (text === null) s += closeCalls() + openText();
           const t = text as unknown as OpenText;
           t.text += ev.text;
-          return s + frame('response.output_text.delta', `${t.at},"delta":${JSON.stringify(ev.text)},"logprobs":[]`);
+          if (ev.logprobs === undefined) return s + frame('response.output_text.delta', `${t.at},"delta":${JSON.stringify(ev.text)},"logprobs":[]`);
+          (t.logprobs ??= []).push(...ev.logprobs);
+          return s + frame('response.output_text.delta', `${t.at},"delta":${JSON.stringify(ev.text)},"logprobs":${JSON.stringify(ev.logprobs)}`);
         }
         case 'tool_start': {
-          // Text before a call is its own message item; calls stay open (their arguments may interleave) until finish.
-          s += closeText('completed');
-          const id = itemId(meta, 'fc', next);
-          const c: OpenCall = { index: next, id, callId: ev.id, name: ev.name, args: '', at: `"item_id":${JSON.stringify(id)},"output_index":${next}` };
-          next++;
+          const c: OpenCall = { index: -1, id: '', callId: ev.id, name: ev.name, args: '', at: '', done: false };
           calls.set(ev.index, c);
-          return s + frame('response.output_item.added', `"output_index":${c.index},"item":${JSON.stringify(callItem(c.id, c.callId, c.name, '', 'in_progress'))}`);
+          if (call !== null || held.length > 0) { held.push(c); return s; }
+          // Text before a call is its own message item.
+          s += closeText('completed');
+          place(c);
+          call = c;
+          return s + addCall(c);
         }
         case 'tool_args': {
           const c = calls.get(ev.index);
           if (c === undefined || ev.delta.length === 0) return s;
           c.args += ev.delta;
-          return s + frame('response.function_call_arguments.delta', `${c.at},"delta":${JSON.stringify(ev.delta)}`);
+          if (c === call) return s + frame('response.function_call_arguments.delta', `${c.at},"delta":${JSON.stringify(ev.delta)}`);
+          // Held: written whole later. Already done (text came between its arguments): in the Response only.
+          if (c.done) late = true;
+          return s;
         }
         case 'usage':
           usage = ev.usage;
           return s;
         case 'finish': {
           done = true;
+          this.cut = null;
           const status = INCOMPLETE[ev.reason] ? 'incomplete' : 'completed';
-          if (next === 0) s += openText(); // an empty answer is still one (empty) message
+          if (next === 0 && call === null && held.length === 0) s += openText(); // an empty answer is still one (empty) message
           s += closeText(status) + closeCalls();
+          if (late) for (const c of calls.values()) slots[c.index] = callJson(c.id, c.callId, c.name, JSON.stringify(c.args));
           const json = finishedText(meta, model, slots, ev.reason, usage, this.completedAt(), this.echoed);
           this.onCompleted?.({ outputIds: ids, json });
           this.terminator = frame(status === 'completed' ? 'response.completed' : 'response.incomplete', `"response":${json}`);
@@ -337,8 +395,13 @@ export class ResponsesCodec implements ClientCodec {
     };
   }
 
+  /** The client went away mid-stream: the Response is kept as it stands, status incomplete (stored with store: true). */
+  streamAborted(): void { this.cut?.('incomplete', null); }
+
   /** The error event (top-level and nested fields: the older and newer shapes SDKs read). */
   streamError(message: string, type: string, code = type): string {
+    // A stream the upstream broke: its Response is kept as it stands, status failed, with the error.
+    this.cut?.('failed', message);
     this.unprepare();
     const m = JSON.stringify(message);
     const t = JSON.stringify(type);

@@ -162,7 +162,8 @@ export type StreamEvent =
    * take cache_creation from there only). The closing `usage` event still comes and is the one counted.
    */
   | { type: 'start'; id: string; model: string; usage?: Usage }
-  | { type: 'text'; text: string }
+  /** `logprobs`: this text's tokens (OpenAI chat's logprobs.content entries), when the request asked and the upstream sent them. */
+  | { type: 'text'; text: string; logprobs?: Json[] }
   | { type: 'tool_start'; index: number; id: string; name: string }
   | { type: 'tool_args'; index: number; delta: string }
   /**
