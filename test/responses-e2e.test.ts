@@ -22,7 +22,7 @@ let otherKey: string;
 const SECRET = 'sk-upstream-secret-value-responses-0123456789';
 
 const route = (name: string, provider: string, model: string) => doc('Model', name, { targets: [{ provider, model }], retries: { attempts: 1, backoff_ms: 0 } });
-const MODELS = ['gpt', 'claude', 'gemini', 'loop-oai', 'loop-ant', 'loop-gem', 'cut', 'cached', 'native', 'loop-native', 'masked', 'masked-in'];
+const MODELS = ['gpt', 'claude', 'gemini', 'loop-oai', 'loop-ant', 'loop-gem', 'cut', 'pause', 'cached', 'native', 'loop-native', 'masked', 'masked-in'];
 
 before(async () => {
   fake = await startFakeUpstream();
@@ -36,7 +36,7 @@ before(async () => {
     // type openai: OpenAI itself, called on its own Responses API by Responses clients.
     doc('Provider', 'openai', { type: 'openai', baseUrl: `${fake.url}/v1`, credential: 'up-key' }),
     route('native', 'openai', 'ok'), route('loop-native', 'openai', 'tool-loop'),
-    route('denied', 'oai', 'ok'), route('cut', 'oai', 'cut-stream'),
+    route('denied', 'oai', 'ok'), route('cut', 'oai', 'cut-stream'), route('pause', 'oai', 'pause-5000'),
     doc('Model', 'cached', { targets: [{ provider: 'oai', model: 'ok' }], cache: { mode: 'exact', ttl_seconds: 300, scope: 'agent' } }),
     doc('Guardrail', 'no-falcon', { on: ['input'], keywords: ['project falcon'], action: 'block' }),
     doc('Guardrail', 'mask-email-out', { on: ['output'], detect: ['email'], action: 'redact' }),
@@ -353,6 +353,51 @@ test('an upstream that breaks mid-stream ends the Responses stream with an error
   await assert.rejects((async () => { for await (const ev of stream) seen.push(ev.type); })(), (e: unknown) => e instanceof OpenAI.APIError && /stream|upstream/i.test(e.message));
   assert.ok(seen.includes('response.output_text.delta'), 'content had been committed before the break');
   assert.ok(!seen.includes('response.completed'));
+});
+
+test('a broken stream is still stored (store: true), as OpenAI keeps it: failed with the error and the partial output; an aborted one incomplete; both chain', async () => {
+  const cut = await client().responses.create({ model: 'cut', input: 'a b c d e f', stream: true });
+  let id = '';
+  let text = '';
+  await assert.rejects((async () => {
+    for await (const ev of cut) {
+      if (ev.type === 'response.created') id = ev.response.id;
+      if (ev.type === 'response.output_text.delta') text += ev.delta;
+    }
+  })());
+  assert.match(id, /^resp_/);
+  const failed = await client().responses.retrieve(id);
+  assert.equal(failed.status, 'failed');
+  assert.equal(failed.error?.code, 'server_error');
+  assert.match(failed.error?.message ?? '', /upstream stream from oai\/cut-stream/);
+  assert.equal(failed.output_text, text, 'the partial output, as streamed');
+  assert.equal((failed.output[0] as { status: string }).status, 'incomplete');
+  assert.equal(failed.completed_at ?? null, null);
+
+  // The client goes away after the first delta: the upstream call is cut, the Response kept as it stands.
+  const paused = await client().responses.create({ model: 'pause', input: 'slow words here', stream: true });
+  let pid = '';
+  let ptext = '';
+  for await (const ev of paused) {
+    if (ev.type === 'response.created') pid = ev.response.id;
+    if (ev.type === 'response.output_text.delta') { ptext += ev.delta; paused.controller.abort(); break; }
+  }
+  let aborted: OpenAI.Responses.Response | undefined;
+  for (let i = 0; i < 100 && aborted === undefined; i++) {
+    aborted = await client().responses.retrieve(pid).catch((e: unknown) => { if (e instanceof OpenAI.NotFoundError) return undefined; throw e; });
+    if (aborted === undefined) await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.equal(aborted?.status, 'incomplete');
+  assert.equal(aborted?.error, null);
+  assert.equal(aborted?.output_text, ptext);
+
+  // Either can be chained: its input and what it answered are the conversation.
+  fake.reset();
+  const next = await client().responses.create({ model: 'gpt', previous_response_id: id, input: 'go on' });
+  assert.equal(next.status, 'completed');
+  const sent = (fake.requests[0].body as Up).messages!;
+  assert.deepEqual(sent.map((m) => m.role), ['user', 'assistant', 'user']);
+  assert.equal(sent[1].content, text);
 });
 
 test('response store: per agent, expiring, items indexed (unit, with a clock)', async () => {

@@ -677,12 +677,17 @@ class ChatStream {
     this.scrub = null;
     this.guard = null;
     if (this.ac.aborted) {
+      codec.streamAborted?.();
       finish(a, route, this.target, this.usage, adm, 499, true, 'client disconnected');
       return undefined;
     }
     if (this.broken) {
       finish(a, route, this.target, this.usage, adm, this.blockedBy ? 400 : 502, true, this.broken);
-      res.end(tail + codec.streamError(this.broken, this.brokenType));
+      const error = codec.streamError(this.broken, this.brokenType);
+      // What the error handed on (a failed Response, stored) is written before the error is sent.
+      const settled = codec.settle?.();
+      if (settled) return settled.then(() => { res.end(tail + error); });
+      res.end(tail + error);
       return undefined;
     }
     const call = settleAndRecord(a, route, this.target, this.usage, adm, 200, true, undefined, this.cache.hit ? 'hit' : this.cache.save ? 'miss' : null, this.ahead);

@@ -296,6 +296,8 @@ export interface ClientCodec {
   streamDone: string;
   /** SSE error event to end a stream that failed after commit; `code` (default: the type) is aam's error code, e.g. store_unavailable. */
   streamError(message: string, type: string, code?: string): string;
+  /** The client went away mid-stream (nothing more is written): what the stream made so far is handed on (a Responses codec stores it, incomplete). */
+  streamAborted?(): void;
   /**
    * The upstream translator to use instead of the provider's own for a provider type, when this
    * client wire has a native API there (Responses clients -> OpenAI's Responses API).
