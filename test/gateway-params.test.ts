@@ -107,6 +107,14 @@ test('the table: each wire carries what it has a form for', () => {
   assert.equal(uncarried(req({ response_format: { type: 'json_object' } }), 'gemini', false), null);
   assert.match(uncarried(req({ anthropicExtra: { top_k: 5 } }), 'openai', false)!, /^top_k: /);
   assert.equal(uncarried(req({ anthropicExtra: { top_k: 5 } }), 'bedrock', false), null);
+  // Bedrock takes inline documents (Converse document blocks) in user turns, not a URL, an OpenAI file id, a tool result's file.
+  const file = (f: Record<string, string>, role: ChatRequest['messages'][number]['role'] = 'user'): ChatRequest =>
+    req({ otherParts: true, messages: [{ role, content: [{ type: 'file', file: f }], ...(role === 'tool' ? { tool_call_id: 'c' } : {}) }] });
+  assert.equal(uncarried(file({ file_data: 'data:text/csv;base64,YSxi' }), 'bedrock', false), null);
+  assert.equal(uncarried(file({ file_data: 'YSxi', filename: 'sheet.xlsx' }), 'bedrock', false), null);
+  assert.match(uncarried(file({ file_data: 'YSxi', filename: 'x.exe' }), 'bedrock', false)!, /^messages\[0\]\.content\[0\]: a file part: bedrock upstreams take file_data/);
+  assert.match(uncarried(file({ file_id: 'file-1' }), 'bedrock', false)!, /not a file_url or an OpenAI file_id/);
+  assert.match(uncarried(file({ file_data: 'data:application/pdf;base64,JVBE' }, 'tool'), 'bedrock', false)!, /a file part in a tool message: bedrock upstreams take documents in user messages only/);
   // Gemini gets the sampling fields it has.
   const body = JSON.parse(geminiAdapter.chatRequest(req({ extra: { seed: 3, presence_penalty: 0.5, frequency_penalty: 0.25 } }), { model: 'gemini-2.5-flash', stream: false, options: {} }).body) as { generationConfig: Record<string, unknown> };
   assert.deepEqual(body.generationConfig, { seed: 3, presencePenalty: 0.5, frequencyPenalty: 0.25 });

@@ -122,6 +122,24 @@ test('bedrock e2e: a chat call goes out as Converse, SigV4-signed for the provid
   assert.equal(model?.credential?.name, 'aws-key');
 });
 
+test('bedrock e2e: a Responses input_file (PDF) goes as a Converse document block; a file_url or a file in a tool result is a 400 naming the part, nothing sent', async () => {
+  const ask = (content: unknown[]) => fetch(`${gw.url}/v1/responses`, {
+    method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'claude', input: [{ role: 'user', content }] }),
+  });
+  const n = seen.length;
+  const r = await ask([{ type: 'input_text', text: 'Summarise' }, { type: 'input_file', filename: 'report.v2.pdf', file_data: 'data:application/pdf;base64,JVBERi0xLjQK' }]);
+  assert.equal(r.status, 200, await r.clone().text());
+  assert.equal(seen.length, n + 1);
+  assert.deepEqual(last().body, { messages: [{ role: 'user', content: [{ text: 'Summarise' }, { document: { format: 'pdf', name: 'report-v2', source: { bytes: 'JVBERi0xLjQK' } } }] }] });
+  const refused = await ask([{ type: 'input_text', text: 'Summarise' }, { type: 'input_file', file_url: 'https://example.com/a.pdf' }]);
+  assert.equal(refused.status, 400);
+  const err = (await refused.json() as { error: { param: string; message: string } }).error;
+  assert.equal(err.param, 'messages[0].content[1]');
+  assert.match(err.message, /bedrock upstreams take file_data .* not a file_url/);
+  assert.equal(seen.length, n + 1, 'nothing reached Bedrock');
+});
+
 test('bedrock e2e: ConverseStream event-stream frames become an OpenAI stream (text, two tool calls, usage)', async () => {
   const res = await fetch(`${gw.url}/v1/chat/completions`, {
     method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },

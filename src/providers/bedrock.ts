@@ -30,6 +30,37 @@ function imageBlock(url: string): Obj {
   return { image: { format: m[1] === 'jpg' ? 'jpeg' : m[1], source: { bytes: m[2] } } };
 }
 
+/** Converse document formats by media type and by file extension. */
+const DOC_FORMAT_BY_MIME: Readonly<Record<string, string>> = {
+  'application/pdf': 'pdf', 'text/csv': 'csv', 'application/msword': 'doc', 'application/vnd.ms-excel': 'xls',
+  'application/vnd.openxmlformats-officedocument.wordprocessingml.document': 'docx',
+  'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet': 'xlsx', 'text/html': 'html', 'text/plain': 'txt', 'text/markdown': 'md',
+};
+const DOC_FORMATS = new Set(Object.values(DOC_FORMAT_BY_MIME));
+const DOC_DATA_URL = /^data:([^;,]+);base64,(.*)$/s;
+const DOC_EXT = /\.([a-z0-9]+)$/i;
+
+/**
+ * An OpenAI file part ({file: {file_data, filename}}) as a Converse document block: the bytes
+ * inline, the format from the data: URL's media type, else the filename's extension (pdf, csv,
+ * doc, docx, xls, xlsx, html, txt, md). Its name is the filename without extension, reduced to the
+ * characters Converse allows (letters, digits, spaces, hyphens, parentheses, brackets). Null when
+ * Converse has no form for it (a file_url or OpenAI file_id, another type): params.ts refuses the
+ * request for this target then.
+ */
+export function bedrockDocument(p: ContentPart): Obj | null {
+  const f = (p as { file?: unknown }).file;
+  if (!isObj(f) || typeof f.file_data !== 'string') return null;
+  const filename = typeof f.filename === 'string' ? f.filename : '';
+  const m = DOC_DATA_URL.exec(f.file_data);
+  const ext = DOC_EXT.exec(filename)?.[1]?.toLowerCase() ?? '';
+  const format = m !== null ? DOC_FORMAT_BY_MIME[m[1].toLowerCase()] : DOC_FORMATS.has(ext) ? ext : undefined;
+  if (format === undefined) return null;
+  const base = ext !== '' ? filename.slice(0, -(ext.length + 1)) : filename;
+  const name = base.replace(/[^A-Za-z0-9\s\-()[\]]+/g, '-').replace(/\s+/g, ' ').trim() || 'document';
+  return { document: { format, name, source: { bytes: m !== null ? m[2] : f.file_data } } };
+}
+
 /**
  * Converse's cachePoint block for an Anthropic cache breakpoint (`cache_control`), put after the
  * block it marks: the prompt up to there is cached. Its ttl ("5m" | "1h") goes along.
@@ -52,6 +83,7 @@ function blocksOf(content: string | ContentPart[] | null, out: Obj[], caching = 
     const n = out.length;
     if (p.type === 'text') { const t = (p as { text: string }).text; if (t.length > 0) out.push({ text: t }); }
     else if (p.type === 'image_url') out.push(imageBlock((p as { image_url: { url: string } }).image_url.url));
+    else if (p.type === 'file') { const d = bedrockDocument(p); if (d !== null) out.push(d); }
     markEnd(out, n, (p as TextPart).cache_control, caching);
   }
 }

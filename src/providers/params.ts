@@ -4,6 +4,7 @@
 import type { ChatRequest, ContentPart, ProviderAdapter } from './types.ts';
 import { anthropicDocument, anthropicTakesFormat } from './anthropic.ts';
 import { geminiAudio, geminiFile } from './gemini.ts';
+import { bedrockDocument } from './bedrock.ts';
 import { isObj } from '../lib/json.ts';
 
 type Wire = ProviderAdapter['wire'];
@@ -36,7 +37,8 @@ function partUncarried(p: ContentPart, wire: Wire): string | null {
   if (p.type === 'file') {
     if (wire === 'anthropic' && anthropicDocument(p) !== null) return null;
     if (wire === 'gemini' && geminiFile(p) !== null) return null;
-    if (wire === 'bedrock') return 'a file part: bedrock upstreams take no files';
+    if (wire === 'bedrock' && bedrockDocument(p) !== null) return null;
+    if (wire === 'bedrock') return 'a file part: bedrock upstreams take file_data (a data: URL, or base64 with a filename) of a pdf, csv, doc, docx, xls, xlsx, html, txt or md document, not a file_url or an OpenAI file_id';
     return `a file part: ${wire} upstreams take file_data (a data: URL, or base64 with a filename saying its type${wire === 'anthropic' ? ': a PDF or text' : ''}) or a file_url, not an OpenAI file_id`;
   }
   if (p.type === 'input_audio') return wire === 'gemini' && geminiAudio(p) !== null ? null : `an input_audio part: ${wire} upstreams take no audio input`;
@@ -67,7 +69,10 @@ export function uncarried(req: ChatRequest, wire: Wire, stream: boolean): string
       if (!Array.isArray(c)) continue;
       for (let j = 0; j < c.length; j++) {
         if (c[j].type === 'text' || c[j].type === 'image_url') continue;
-        const why = partUncarried(c[j], wire);
+        // Converse takes documents in user turns only (a tool result, system or assistant text would drop it).
+        const why = wire === 'bedrock' && c[j].type === 'file' && req.messages[i].role !== 'user'
+          ? `a file part in a ${req.messages[i].role} message: bedrock upstreams take documents in user messages only`
+          : partUncarried(c[j], wire);
         if (why !== null) return `messages[${i}].content[${j}]: ${why}`;
       }
     }
