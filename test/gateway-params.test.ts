@@ -24,6 +24,26 @@ before(async () => {
       res.end(JSON.stringify({ id: 'msg_1', type: 'message', role: 'assistant', model: 'c', content: [{ type: 'text', text: 'fine' }], stop_reason: 'end_turn', stop_sequence: null, usage: { input_tokens: 3, output_tokens: 1 } }));
       return;
     }
+    if (body.stream === true) {
+      // Streams with logprobs when asked: the text in two pieces, each with its token.
+      res.setHeader('content-type', 'text/event-stream');
+      const tok = (t: string) => ({ token: t, logprob: -0.3, bytes: [...Buffer.from(t)], top_logprobs: [] });
+      if (req.url!.endsWith('/responses')) {
+        const asked = Array.isArray(body.include) && body.include.includes('message.output_text.logprobs');
+        const ev = (o: Record<string, unknown>) => `event: ${String(o.type)}\ndata: ${JSON.stringify(o)}\n\n`;
+        const r = { id: 'resp_up', object: 'response', created_at: 1, status: 'in_progress', model: 'o', output: [] };
+        res.end(ev({ type: 'response.created', response: r })
+          + ev({ type: 'response.output_text.delta', item_id: 'm', output_index: 0, content_index: 0, delta: 'fi', logprobs: asked ? [tok('fi')] : [] })
+          + ev({ type: 'response.output_text.delta', item_id: 'm', output_index: 0, content_index: 0, delta: 'ne', logprobs: asked ? [tok('ne')] : [] })
+          + ev({ type: 'response.completed', response: { ...r, status: 'completed', usage: { input_tokens: 3, output_tokens: 2, total_tokens: 5 } } }));
+        return;
+      }
+      const chunk = (delta: Record<string, unknown>, lp: unknown, finish: string | null) => `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'g', choices: [{ index: 0, delta, logprobs: lp, finish_reason: finish }] })}\n\n`;
+      const lp = (t: string) => (body.logprobs === true ? { content: [tok(t)], refusal: null } : null);
+      res.end(chunk({ role: 'assistant', content: '' }, null, null) + chunk({ content: 'fi' }, lp('fi'), null) + chunk({ content: 'ne' }, lp('ne'), null) + chunk({}, null, 'stop')
+        + `data: ${JSON.stringify({ id: 'c1', object: 'chat.completion.chunk', created: 1, model: 'g', choices: [], usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 } })}\n\ndata: [DONE]\n\n`);
+      return;
+    }
     if (req.url!.endsWith('/responses')) {
       // OpenAI's Responses API: logprobs when asked with include.
       const lp = Array.isArray(body.include) && body.include.includes('message.output_text.logprobs') ? [{ token: 'fine', logprob: -0.2, bytes: [102, 105, 110, 101], top_logprobs: [] }] : [];
@@ -74,11 +94,31 @@ test('response_format to a Bedrock route: 400 naming the field and the route, no
   assert.equal(seen.length, 0);
 });
 
-test('logprobs: relayed whole from an OpenAI-wire upstream; refused in a stream, to an Anthropic route and under output guardrails', async () => {
+test('logprobs: relayed from an OpenAI-wire upstream, whole and streamed; refused to an Anthropic route (streamed too) and under output guardrails', async () => {
   const r = await openai().chat.completions.create({ model: 'gpt', messages: hi, logprobs: true });
   assert.equal(r.choices[0].logprobs?.content?.[0]?.token, 'fine');
+  // Streamed: each chunk carries its text's tokens (chat), each output_text.delta its logprobs (Responses, chat or native upstream).
+  const tokens: string[] = [];
+  for await (const c of await openai().chat.completions.create({ model: 'gpt', messages: hi, logprobs: true, stream: true })) {
+    for (const l of c.choices[0]?.logprobs?.content ?? []) tokens.push(l.token);
+  }
+  assert.deepEqual(tokens, ['fi', 'ne']);
+  for (const model of ['gpt', 'o']) {
+    const deltas: string[] = [];
+    let done: unknown;
+    let completed: OpenAI.Responses.Response | undefined;
+    for await (const ev of await openai().responses.create({ model, input: 'hi', include: ['message.output_text.logprobs'], stream: true })) {
+      if (ev.type === 'response.output_text.delta') for (const l of ev.logprobs) deltas.push(l.token);
+      if (ev.type === 'response.output_text.done') done = ev.logprobs.map((l) => l.token);
+      if (ev.type === 'response.completed') completed = ev.response;
+    }
+    assert.deepEqual(deltas, ['fi', 'ne'], model);
+    assert.deepEqual(done, ['fi', 'ne'], model);
+    const part = completed?.output[0]?.type === 'message' ? completed.output[0].content[0] : undefined;
+    assert.deepEqual(part?.type === 'output_text' ? part.logprobs?.map((l) => l.token) : undefined, ['fi', 'ne'], model);
+  }
   seen.length = 0;
-  await refused(openai().chat.completions.create({ model: 'gpt', messages: hi, logprobs: true, stream: true }), 'logprobs', /logprobs are not relayed in streams/);
+  await refused(openai().chat.completions.create({ model: 'claude', messages: hi, logprobs: true, stream: true }), 'logprobs', /anthropic upstream returns no logprobs/);
   await refused(openai().chat.completions.create({ model: 'claude', messages: hi, top_logprobs: 2 }), 'top_logprobs', /anthropic upstream returns no logprobs/);
   await refused(openai().chat.completions.create({ model: 'masked', messages: hi, logprobs: true }), 'logprobs', /output guardrails/);
   assert.equal(seen.length, 0, 'no upstream saw a refused request');
@@ -96,25 +136,25 @@ test('a mixed route serves a field only from the targets that carry it (seed: no
 
 test('the table: each wire carries what it has a form for', () => {
   const req = (extra: Partial<ChatRequest>): ChatRequest => ({ model: 'm', messages: [{ role: 'user', content: 'x' }], ...extra });
-  assert.equal(uncarried(req({ extra: { seed: 1, logprobs: true } }), 'openai', false), null);
-  assert.equal(uncarried(req({ extra: { seed: 1 } }), 'gemini', false), null);
-  assert.match(uncarried(req({ extra: { seed: 1 } }), 'bedrock', false)!, /^seed: /);
-  assert.match(uncarried(req({ extra: { logit_bias: {} } }), 'gemini', false)!, /^logit_bias: /);
-  assert.equal(uncarried(req({ extra: { logprobs: false, user: 'u', metadata: {} } }), 'anthropic', true), null, 'logprobs: false and bookkeeping fields change nothing');
-  assert.equal(uncarried(req({ response_format: schema }), 'anthropic', false), null, 'a schema Anthropic takes');
-  assert.equal(uncarried(req({ response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'object', properties: { n: { type: 'integer', minimum: 1 } } } } } }), 'anthropic', false), null, 'bounds and open objects are rewritten');
-  assert.match(uncarried(req({ response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'object', additionalProperties: { type: 'string' } } } } }), 'anthropic', false)!, /^response_format: Anthropic has no form for this json_schema \(an object whose additionalProperties is a schema/);
-  assert.equal(uncarried(req({ response_format: { type: 'json_object' } }), 'gemini', false), null);
-  assert.match(uncarried(req({ anthropicExtra: { top_k: 5 } }), 'openai', false)!, /^top_k: /);
-  assert.equal(uncarried(req({ anthropicExtra: { top_k: 5 } }), 'bedrock', false), null);
+  assert.equal(uncarried(req({ extra: { seed: 1, logprobs: true } }), 'openai'), null);
+  assert.equal(uncarried(req({ extra: { seed: 1 } }), 'gemini'), null);
+  assert.match(uncarried(req({ extra: { seed: 1 } }), 'bedrock')!, /^seed: /);
+  assert.match(uncarried(req({ extra: { logit_bias: {} } }), 'gemini')!, /^logit_bias: /);
+  assert.equal(uncarried(req({ extra: { logprobs: false, user: 'u', metadata: {} } }), 'anthropic'), null, 'logprobs: false and bookkeeping fields change nothing');
+  assert.equal(uncarried(req({ response_format: schema }), 'anthropic'), null, 'a schema Anthropic takes');
+  assert.equal(uncarried(req({ response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'object', properties: { n: { type: 'integer', minimum: 1 } } } } } }), 'anthropic'), null, 'bounds and open objects are rewritten');
+  assert.match(uncarried(req({ response_format: { type: 'json_schema', json_schema: { name: 'p', schema: { type: 'object', additionalProperties: { type: 'string' } } } } }), 'anthropic')!, /^response_format: Anthropic has no form for this json_schema \(an object whose additionalProperties is a schema/);
+  assert.equal(uncarried(req({ response_format: { type: 'json_object' } }), 'gemini'), null);
+  assert.match(uncarried(req({ anthropicExtra: { top_k: 5 } }), 'openai')!, /^top_k: /);
+  assert.equal(uncarried(req({ anthropicExtra: { top_k: 5 } }), 'bedrock'), null);
   // Bedrock takes inline documents (Converse document blocks) in user turns, not a URL, an OpenAI file id, a tool result's file.
   const file = (f: Record<string, string>, role: ChatRequest['messages'][number]['role'] = 'user'): ChatRequest =>
     req({ otherParts: true, messages: [{ role, content: [{ type: 'file', file: f }], ...(role === 'tool' ? { tool_call_id: 'c' } : {}) }] });
-  assert.equal(uncarried(file({ file_data: 'data:text/csv;base64,YSxi' }), 'bedrock', false), null);
-  assert.equal(uncarried(file({ file_data: 'YSxi', filename: 'sheet.xlsx' }), 'bedrock', false), null);
-  assert.match(uncarried(file({ file_data: 'YSxi', filename: 'x.exe' }), 'bedrock', false)!, /^messages\[0\]\.content\[0\]: a file part: bedrock upstreams take file_data/);
-  assert.match(uncarried(file({ file_id: 'file-1' }), 'bedrock', false)!, /not a file_url or an OpenAI file_id/);
-  assert.match(uncarried(file({ file_data: 'data:application/pdf;base64,JVBE' }, 'tool'), 'bedrock', false)!, /a file part in a tool message: bedrock upstreams take documents in user messages only/);
+  assert.equal(uncarried(file({ file_data: 'data:text/csv;base64,YSxi' }), 'bedrock'), null);
+  assert.equal(uncarried(file({ file_data: 'YSxi', filename: 'sheet.xlsx' }), 'bedrock'), null);
+  assert.match(uncarried(file({ file_data: 'YSxi', filename: 'x.exe' }), 'bedrock')!, /^messages\[0\]\.content\[0\]: a file part: bedrock upstreams take file_data/);
+  assert.match(uncarried(file({ file_id: 'file-1' }), 'bedrock')!, /not a file_url or an OpenAI file_id/);
+  assert.match(uncarried(file({ file_data: 'data:application/pdf;base64,JVBE' }, 'tool'), 'bedrock')!, /a file part in a tool message: bedrock upstreams take documents in user messages only/);
   // Gemini gets the sampling fields it has.
   const body = JSON.parse(geminiAdapter.chatRequest(req({ extra: { seed: 3, presence_penalty: 0.5, frequency_penalty: 0.25 } }), { model: 'gemini-2.5-flash', stream: false, options: {} }).body) as { generationConfig: Record<string, unknown> };
   assert.deepEqual(body.generationConfig, { seed: 3, presencePenalty: 0.5, frequencyPenalty: 0.25 });
@@ -129,6 +169,18 @@ test('logprobs and the cache: a hit replays the logprobs the answer was stored w
   assert.equal(seen.length, 1, 'the hit reached no upstream');
   assert.deepEqual(hit.data.choices[0].logprobs?.content, first.data.choices[0].logprobs?.content);
   assert.equal(hit.data.choices[0].logprobs?.content?.[0]?.token, 'fine');
+  // A streamed answer is stored with its tokens, and a streamed hit replays them.
+  const streamTokens = async (): Promise<string[]> => {
+    const t: string[] = [];
+    for await (const c of await openai().chat.completions.create({ model: 'gpt-cached', messages: [{ role: 'user', content: 'stream me' }], logprobs: true, stream: true })) {
+      for (const l of c.choices[0]?.logprobs?.content ?? []) t.push(l.token);
+    }
+    return t;
+  };
+  const n = seen.length;
+  assert.deepEqual(await streamTokens(), ['fi', 'ne']);
+  assert.deepEqual(await streamTokens(), ['fi', 'ne']);
+  assert.equal(seen.length, n + 1, 'the second stream was a hit');
   // Without logprobs asked, another key: the stored logprobs are not this request's answer.
   const plain = await openai().chat.completions.create({ model: 'gpt-cached', messages: [{ role: 'user', content: 'cache me' }] }).withResponse();
   assert.equal(plain.response.headers.get('x-aam-cache'), 'miss');

@@ -423,3 +423,26 @@ test('a fleet store that cannot answer refuses the call (a limit is never skippe
   await a;
   await assert.rejects(Promise.resolve(admitRuleCall(later.rt, id, r, 'tool', refuse, storeDown)), (e: unknown) => e instanceof Refused && e.r.code === 'rate_limited');
 });
+
+test('the event scrubber relays a text\'s token logprobs only as text that passed it: held text takes its tokens along, redacted text drops them', () => {
+  const tok = (token: string) => ({ token, logprob: -0.1, bytes: [], top_logprobs: [] });
+  // Clean text: each event keeps its tokens.
+  const clean = scrubEvents([{ type: 'text', text: 'hello ', logprobs: [tok('hello'), tok(' ')] }, { type: 'text', text: 'world', logprobs: [tok('world')] }]);
+  const tokens = (evs: StreamEvent[]) => evs.flatMap((e) => (e.type === 'text' ? (e.logprobs ?? []).map((l) => (l as { token: string }).token) : []));
+  assert.deepEqual(tokens(clean), ['hello', ' ', 'world']);
+  // Text held (it could begin a secret) comes out later with its tokens.
+  const start = SECRET.slice(0, 3);
+  const held = scrubEvents([{ type: 'text', text: `say ${start}`, logprobs: [tok('say'), tok(' '), tok(start)] }, { type: 'text', text: 'xyz', logprobs: [tok('xyz')] }]);
+  assert.equal(read(held).text, `say ${start}xyz`);
+  assert.deepEqual(tokens(held), ['say', ' ', start, 'xyz']);
+  // A secret split across deltas and tokens: the redacted text goes without the tokens that spell the secret.
+  const cut = SECRET.length >> 1;
+  const out = scrubEvents([
+    { type: 'text', text: `key ${SECRET.slice(0, cut)}`, logprobs: [tok('key'), tok(' '), tok(SECRET.slice(0, cut))] },
+    { type: 'text', text: `${SECRET.slice(cut)} done`, logprobs: [tok(SECRET.slice(cut)), tok(' done')] },
+  ]);
+  assert.equal(read(out).text, 'key [REDACTED:openai-key] done');
+  const relayed = JSON.stringify(out.map((e) => (e.type === 'text' ? e.logprobs ?? null : null)));
+  assert.ok(!relayed.includes(SECRET.slice(0, cut)) && !relayed.includes(SECRET.slice(cut)), relayed);
+  assert.deepEqual(tokens(out), ['key', ' '], 'the text before the secret keeps its tokens');
+});

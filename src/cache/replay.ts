@@ -2,7 +2,7 @@
 // a streaming client gets canonical events (start, text chunks, per-tool start/args, usage,
 // finish: the order every adapter and encoder uses), which its own codec then encodes. A streamed
 // answer is stored only when it completed: a finish event and no error.
-import type { ChatResult, FinishReason, ResultBlock, StreamEvent, ThinkingBlock, ToolCall, Usage } from '../providers/types.ts';
+import type { ChatResult, FinishReason, Json, ResultBlock, StreamEvent, ThinkingBlock, ToolCall, Usage } from '../providers/types.ts';
 import { interleavedOrder, resultBlocks } from '../providers/types.ts';
 
 /** Size of replayed text and tool-argument chunks (characters). */
@@ -25,7 +25,9 @@ export function resultToEvents(result: ChatResult, chunkChars = CHUNK): StreamEv
   if (result.thinking) {
     for (const b of result.thinking) thinkingEvents(b, events, chunkChars);
   }
-  if (result.text) for (const text of chunks(result.text, chunkChars)) events.push({ type: 'text', text });
+  // Text with its tokens' logprobs is one event: the tokens are not split with it.
+  if (result.text && result.logprobs !== undefined) events.push({ type: 'text', text: result.text, logprobs: result.logprobs });
+  else if (result.text) for (const text of chunks(result.text, chunkChars)) events.push({ type: 'text', text });
   result.toolCalls.forEach((tc, index) => toolEvents(tc, index, events, chunkChars));
   if (result.usage) events.push({ type: 'usage', usage: result.usage });
   events.push({ type: 'finish', reason: result.finishReason });
@@ -79,6 +81,7 @@ export class StreamRecorder {
   private seq: ResultBlock[] | undefined;
   private reason: FinishReason | null = null;
   private usage: Usage | undefined;
+  private logprobs: Json[] | undefined;
   private failed = false;
   private size = 0;
   private readonly maxChars: number;
@@ -95,6 +98,7 @@ export class StreamRecorder {
       case 'start': this.id = ev.id; this.model = ev.model; break;
       case 'text':
         this.text += ev.text; this.hasText ||= ev.text.length > 0; this.grow(ev.text.length);
+        if (ev.logprobs !== undefined) (this.logprobs ??= []).push(...ev.logprobs);
         if (this.seq !== undefined && ev.text.length > 0) {
           const n = this.seq.length;
           if (n > 0 && typeof this.seq[n - 1] === 'number') this.seq[n - 1] = (this.seq[n - 1] as number) + ev.text.length;
@@ -135,6 +139,7 @@ export class StreamRecorder {
       toolCalls: this.tools, finishReason: this.reason,
     };
     if (this.usage) out.usage = this.usage;
+    if (this.logprobs) out.logprobs = this.logprobs;
     if (this.thinking) {
       out.thinking = this.thinking;
       const order = this.seq !== undefined ? interleavedOrder(this.seq) : undefined;

@@ -119,11 +119,10 @@ function carrying(a: Access, route: Route, req: ChatRequest, codec: ClientCodec)
   if (x && (x.logprobs === true || (x.top_logprobs !== undefined && x.top_logprobs !== null)) && watchesOutput(a.gs)) {
     throw new AamError(400, 'invalid_request', `logprobs: model route "${route.name}" has output guardrails, which read the answer's text, not its tokens; ask without logprobs`, { param: 'logprobs' });
   }
-  const stream = req.stream === true;
   let why: string | null = null;
   const targets = route.targets.filter((t) => {
     if (t.provider.type === 'demo') return true;
-    const w = uncarried(req, adapterFor(codec, t).wire, stream);
+    const w = uncarried(req, adapterFor(codec, t).wire);
     if (w !== null) why ??= `${w} (target ${t.label})`;
     return w === null;
   });

@@ -52,9 +52,12 @@ function streamEncoder(opts: { includeUsage: boolean; model: string }): (ev: Str
         if (roleSent) return '';
         if (ev.model) model = JSON.stringify(ev.model);
         return begin(ev.id);
-      case 'text':
+      case 'text': {
         // One template, not delta() around an inner one: the chunk most streams are made of.
-        return ev.text.length === 0 ? head : `${head}${prefix}[{"index":0,"delta":{"content":${JSON.stringify(ev.text)}},"logprobs":null,"finish_reason":null}]}\n\n`;
+        if (ev.text.length === 0) return head;
+        const lp = ev.logprobs === undefined ? 'null' : `{"content":${JSON.stringify(ev.logprobs)},"refusal":null}`;
+        return `${head}${prefix}[{"index":0,"delta":{"content":${JSON.stringify(ev.text)}},"logprobs":${lp},"finish_reason":null}]}\n\n`;
+      }
       case 'tool_start':
         return head + delta(`{"tool_calls":[{"index":${ev.index},"id":${JSON.stringify(ev.id)},"type":"function","function":{"name":${JSON.stringify(ev.name)},"arguments":""}}]}`);
       case 'tool_args':

@@ -147,6 +147,7 @@ class OpenAIStreamParser implements StreamParser {
     const c = Array.isArray(choices) ? obj(choices[0]) : undefined;
     const delta = obj(c?.delta);
     if (!c || !delta || typeof delta.content !== 'string' || delta.tool_calls !== undefined || typeof c.finish_reason === 'string') return;
+    if (c.logprobs !== undefined && c.logprobs !== null) return; // its text's tokens: parsed with every chunk
     this.tpl.learn(data, event, delta.content);
   }
 
@@ -155,7 +156,10 @@ class OpenAIStreamParser implements StreamParser {
     const delta = c.delta;
     if (isObj(delta)) {
       const text = delta.content;
-      if (typeof text === 'string' && text.length > 0) out.push({ type: 'text', text });
+      if (typeof text === 'string' && text.length > 0) {
+        const lp = c.logprobs === undefined || c.logprobs === null ? undefined : arr(obj(c.logprobs)?.content);
+        out.push(lp !== undefined && lp.length > 0 ? { type: 'text', text, logprobs: lp as Json[] } : { type: 'text', text });
+      }
       const tcs = delta.tool_calls;
       if (Array.isArray(tcs)) for (let i = 0; i < tcs.length; i++) this.toolDelta(tcs[i], i, out);
     }

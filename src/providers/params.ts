@@ -47,15 +47,14 @@ function partUncarried(p: ContentPart, wire: Wire): string | null {
 
 /**
  * The first answer-changing field of `req` that an upstream of `wire` would not carry, with why;
- * null when it carries them all. `stream`: the call is streamed (no wire's logprobs are relayed
- * in a stream: aam re-encodes every stream, and each token would pass around the scrubber).
+ * null when it carries them all. Logprobs go in streams too: the stream's scrubber relays a text's
+ * tokens only when they spell the text it lets out (access/scrub-events.ts).
  */
-export function uncarried(req: ChatRequest, wire: Wire, stream: boolean): string | null {
+export function uncarried(req: ChatRequest, wire: Wire): string | null {
   const x = req.extra;
   if (x !== undefined) {
     if (x.logprobs === true || (x.top_logprobs !== undefined && x.top_logprobs !== null)) {
       const f = x.logprobs === true ? 'logprobs' : 'top_logprobs';
-      if (stream) return `${f}: logprobs are not relayed in streams (send the request with stream: false)`;
       if (wire !== 'openai' && wire !== 'openai-responses') return `${f}: a ${wire} upstream returns no logprobs`;
     }
     for (const k in x) {

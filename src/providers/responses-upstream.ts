@@ -132,7 +132,10 @@ class ResponsesStreamParser implements StreamParser {
     }
     switch (ev.type) {
       case 'response.output_text.delta':
-        if (typeof ev.delta === 'string' && ev.delta.length > 0) out.push({ type: 'text', text: ev.delta });
+        if (typeof ev.delta === 'string' && ev.delta.length > 0) {
+          const lp = arr(ev.logprobs);
+          out.push(lp !== undefined && lp.length > 0 ? { type: 'text', text: ev.delta, logprobs: lp as Json[] } : { type: 'text', text: ev.delta });
+        }
         break;
       case 'response.output_item.added': {
         const it = obj(ev.item);
