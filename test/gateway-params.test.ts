@@ -14,6 +14,8 @@ let up: LocalServer;
 let gw: TestGateway;
 let key: string;
 const seen: Array<{ url: string; body: Record<string, unknown> }> = [];
+/** OpenAI's encrypted reasoning item, as its Responses API answers it when asked (include reasoning.encrypted_content). */
+const REASONING = { id: 'rs_up', type: 'reasoning', summary: [], encrypted_content: 'gAAAAABoEncryptedByOpenAI==' };
 
 before(async () => {
   up = await localServer((req, res, raw) => {
@@ -32,7 +34,11 @@ before(async () => {
         const asked = Array.isArray(body.include) && body.include.includes('message.output_text.logprobs');
         const ev = (o: Record<string, unknown>) => `event: ${String(o.type)}\ndata: ${JSON.stringify(o)}\n\n`;
         const r = { id: 'resp_up', object: 'response', created_at: 1, status: 'in_progress', model: 'o', output: [] };
-        res.end(ev({ type: 'response.created', response: r })
+        const reasoning = Array.isArray(body.include) && body.include.includes('reasoning.encrypted_content')
+          ? ev({ type: 'response.output_item.added', output_index: 0, item: { id: 'rs_up', type: 'reasoning', summary: [] } })
+            + ev({ type: 'response.output_item.done', output_index: 0, item: REASONING })
+          : '';
+        res.end(ev({ type: 'response.created', response: r }) + reasoning
           + ev({ type: 'response.output_text.delta', item_id: 'm', output_index: 0, content_index: 0, delta: 'fi', logprobs: asked ? [tok('fi')] : [] })
           + ev({ type: 'response.output_text.delta', item_id: 'm', output_index: 0, content_index: 0, delta: 'ne', logprobs: asked ? [tok('ne')] : [] })
           + ev({ type: 'response.completed', response: { ...r, status: 'completed', usage: { input_tokens: 3, output_tokens: 2, total_tokens: 5 } } }));
@@ -47,7 +53,8 @@ before(async () => {
     if (req.url!.endsWith('/responses')) {
       // OpenAI's Responses API: logprobs when asked with include.
       const lp = Array.isArray(body.include) && body.include.includes('message.output_text.logprobs') ? [{ token: 'fine', logprob: -0.2, bytes: [102, 105, 110, 101], top_logprobs: [] }] : [];
-      res.end(JSON.stringify({ id: 'resp_up', object: 'response', created_at: 1, status: 'completed', model: 'o', output: [{ id: 'msg_up', type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', annotations: [], logprobs: lp, text: 'fine' }] }], usage: { input_tokens: 3, output_tokens: 1, total_tokens: 4 } }));
+      const reasoning = Array.isArray(body.include) && body.include.includes('reasoning.encrypted_content') ? [REASONING] : [];
+      res.end(JSON.stringify({ id: 'resp_up', object: 'response', created_at: 1, status: 'completed', model: 'o', output: [...reasoning, { id: 'msg_up', type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', annotations: [], logprobs: lp, text: 'fine' }] }], usage: { input_tokens: 3, output_tokens: 1, total_tokens: 4 } }));
       return;
     }
     const logprobs = body.logprobs === true ? { content: [{ token: 'fine', logprob: -0.1, bytes: [102, 105, 110, 101], top_logprobs: [] }] } : null;
@@ -212,4 +219,34 @@ test('Responses API include "message.output_text.logprobs" and top_logprobs: car
   await refused(openai().responses.create({ model: 'gpt', input: 'hi', include: ['message.output_text.logprobs', 'code_interpreter_call.logs' as never] }), 'include[1]', /not an include aam can honour/);
   await refused(openai().responses.create({ model: 'gpt', input: 'hi', include: ['message.output_text.logprobs'], top_logprobs: 30 }), 'top_logprobs', /0 to 20/);
   assert.equal(seen.length, 0, 'nothing refused reached an upstream');
+});
+
+test('Responses include "reasoning.encrypted_content": OpenAI\'s reasoning items relayed whole (stream and not), sent back in input for a stateless turn (store: false) to OpenAI\'s Responses API; another target is a 400 naming it', async () => {
+  seen.length = 0;
+  const first = await openai().responses.create({ model: 'o', input: 'hi', store: false, include: ['reasoning.encrypted_content'] });
+  assert.deepEqual(seen[0].body.include, ['reasoning.encrypted_content']);
+  assert.deepEqual(first.output.map((i) => i.type), ['reasoning', 'message']);
+  assert.deepEqual(first.output[0], REASONING);
+  assert.equal(first.output_text, 'fine');
+  // Streamed: the reasoning item is added and done whole, before the message.
+  const order: string[] = [];
+  let completed: OpenAI.Responses.Response | undefined;
+  for await (const ev of await openai().responses.create({ model: 'o', input: 'hi', store: false, include: ['reasoning.encrypted_content'], stream: true })) {
+    if (ev.type === 'response.output_item.added' || ev.type === 'response.output_item.done') order.push(`${ev.type.slice(21)} ${ev.item.type} ${ev.output_index}`);
+    if (ev.type === 'response.output_item.done' && ev.item.type === 'reasoning') assert.deepEqual(ev.item, REASONING);
+    if (ev.type === 'response.completed') completed = ev.response;
+  }
+  assert.deepEqual(order, ['added reasoning 0', 'done reasoning 0', 'added message 1', 'done message 1']);
+  assert.deepEqual(completed?.output[0], REASONING);
+  // The next turn, stateless (as the Agents SDK does with store: false): the items sent back, reasoning first.
+  seen.length = 0;
+  const input = [{ role: 'user' as const, content: 'hi' }, ...first.output, { role: 'user' as const, content: 'and then?' }] as OpenAI.Responses.ResponseInput;
+  await openai().responses.create({ model: 'o', input, store: false, include: ['reasoning.encrypted_content'] });
+  assert.deepEqual((seen[0].body.input as Array<{ type?: string }>).map((i) => i.type), ['message', 'reasoning', 'message', 'message']);
+  assert.deepEqual((seen[0].body.input as unknown[])[1], REASONING, 'sent back as OpenAI answered it');
+  // A target that cannot read it: 400 naming it, nothing sent.
+  seen.length = 0;
+  await refused(openai().responses.create({ model: 'gpt', input, store: false }), 'messages[1].reasoning', /goes to OpenAI's Responses API only; a openai upstream cannot read it/);
+  await refused(openai().responses.create({ model: 'claude', input, store: false }), 'messages[1].reasoning', /anthropic upstream cannot read it/);
+  assert.equal(seen.length, 0);
 });

@@ -25,6 +25,7 @@ export function resultToEvents(result: ChatResult, chunkChars = CHUNK): StreamEv
   if (result.thinking) {
     for (const b of result.thinking) thinkingEvents(b, events, chunkChars);
   }
+  if (result.reasoning) for (const item of result.reasoning) events.push({ type: 'reasoning_item', item });
   // Text with its tokens' logprobs is one event: the tokens are not split with it.
   if (result.text && result.logprobs !== undefined) events.push({ type: 'text', text: result.text, logprobs: result.logprobs });
   else if (result.text) for (const text of chunks(result.text, chunkChars)) events.push({ type: 'text', text });
@@ -82,6 +83,7 @@ export class StreamRecorder {
   private reason: FinishReason | null = null;
   private usage: Usage | undefined;
   private logprobs: Json[] | undefined;
+  private reasoning: Json[] | undefined;
   private failed = false;
   private size = 0;
   private readonly maxChars: number;
@@ -124,6 +126,7 @@ export class StreamRecorder {
         break;
       }
       case 'redacted_thinking': (this.thinking ??= []).push({ type: 'redacted_thinking', data: ev.data }); this.grow(ev.data.length); this.block('thinking'); break;
+      case 'reasoning_item': (this.reasoning ??= []).push(ev.item); break;
       case 'usage': this.usage = ev.usage; break;
       case 'finish': this.reason = ev.reason; break;
       case 'error': this.failed = true; break;
@@ -140,6 +143,7 @@ export class StreamRecorder {
     };
     if (this.usage) out.usage = this.usage;
     if (this.logprobs) out.logprobs = this.logprobs;
+    if (this.reasoning) out.reasoning = this.reasoning;
     if (this.thinking) {
       out.thinking = this.thinking;
       const order = this.seq !== undefined ? interleavedOrder(this.seq) : undefined;

@@ -172,6 +172,8 @@ function streamEncoder(opts: { includeUsage: boolean; model: string }): (ev: Str
         return s + signatureDelta(ev.signature);
       case 'redacted_thinking':
         return s + stopBlock() + flushQueue() + redacted(ev.data);
+      case 'reasoning_item':
+        return s; // OpenAI's encrypted reasoning: no Anthropic form (only a Responses client asks for it)
       case 'usage':
         usage = ev.usage;
         return s;

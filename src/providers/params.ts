@@ -64,6 +64,10 @@ export function uncarried(req: ChatRequest, wire: Wire): string | null {
   }
   if (req.otherParts === true) {
     for (let i = 0; i < req.messages.length; i++) {
+      // OpenAI's encrypted reasoning is OpenAI's to read: no other model (nor OpenAI's chat API) can use it.
+      if (req.messages[i].reasoning !== undefined && wire !== 'openai-responses') {
+        return `messages[${i}].reasoning: a Responses reasoning item (encrypted_content) goes to OpenAI's Responses API only; a ${wire} upstream cannot read it (send the conversation without it)`;
+      }
       const c = req.messages[i].content;
       if (!Array.isArray(c)) continue;
       for (let j = 0; j < c.length; j++) {

@@ -136,9 +136,9 @@ function callItem(id: string, callId: string, name: string, args: string, status
 
 /** Output items of a whole answer: its text as one message (also when empty and no call was made), then its calls (as objects: the codec writes outputTexts). */
 export function outputItems(meta: ResponseMeta, r: ChatResult): Obj[] {
-  const out: Obj[] = [];
+  const out: Obj[] = r.reasoning !== undefined ? r.reasoning.map((it) => it as Obj) : [];
   const status = INCOMPLETE[r.finishReason] ? 'incomplete' : 'completed';
-  if ((r.text !== null && r.text !== '') || r.toolCalls.length === 0) out.push(messageItem(itemId(meta, 'msg', 0), r.text ?? '', status, r.logprobs));
+  if ((r.text !== null && r.text !== '') || r.toolCalls.length === 0) out.push(messageItem(itemId(meta, 'msg', out.length), r.text ?? '', status, r.logprobs));
   for (const tc of r.toolCalls) out.push(callItem(itemId(meta, 'fc', out.length), tc.id, tc.function.name, tc.function.arguments, 'completed'));
   return out;
 }
@@ -148,8 +148,10 @@ function outputTexts(meta: ResponseMeta, r: ChatResult): { ids: string[]; texts:
   const ids: string[] = [];
   const texts: string[] = [];
   const status = INCOMPLETE[r.finishReason] ? 'incomplete' : 'completed';
+  // OpenAI's reasoning items first, whole (their id and encrypted_content are OpenAI's, for the client to send back).
+  if (r.reasoning !== undefined) for (const it of r.reasoning) { ids.push(reasoningId(it, ids.length)); texts.push(JSON.stringify(it)); }
   if ((r.text !== null && r.text !== '') || r.toolCalls.length === 0) {
-    const id = itemId(meta, 'msg', 0);
+    const id = itemId(meta, 'msg', ids.length);
     ids.push(id);
     texts.push(messageJson(id, status, partJson(JSON.stringify(r.text ?? ''), r.logprobs === undefined ? undefined : JSON.stringify(r.logprobs))));
   }
@@ -160,6 +162,12 @@ function outputTexts(meta: ResponseMeta, r: ChatResult): { ids: string[]; texts:
   }
   return { ids, texts };
 }
+
+/** A reasoning item's id (OpenAI's), or one by its place when it has none. */
+const reasoningId = (it: Json, at: number): string => {
+  const id = (it as { id?: unknown } | null)?.id;
+  return typeof id === 'string' ? id : `rs_${at}`;
+};
 
 /** A finished Response: its output items' ids and its JSON text (what is answered, and stored). */
 export interface FinishedResponse { outputIds: readonly string[]; json: string }
@@ -261,6 +269,7 @@ export class ResponsesCodec implements ClientCodec {
     const slots: string[] = []; // finished items' JSON by output_index
     const ids: string[] = []; // and their ids
     let next = 0;
+    let reasoned = 0; // of them, reasoning items
 
     const start = (): string => {
       started = true;
@@ -374,6 +383,17 @@ export class ResponsesCodec implements ClientCodec {
           if (c.done) late = true;
           return s;
         }
+        case 'reasoning_item': {
+          // Whole, as OpenAI's Responses API finished it: after the open item, before what follows.
+          s += closeText('completed') + closeCalls();
+          const index = next++;
+          reasoned++;
+          const ij = JSON.stringify(ev.item);
+          slots[index] = ij;
+          ids[index] = reasoningId(ev.item, index);
+          return s + frame('response.output_item.added', `"output_index":${index},"item":${ij}`)
+            + frame('response.output_item.done', `"output_index":${index},"item":${ij}`);
+        }
         case 'usage':
           usage = ev.usage;
           return s;
@@ -381,7 +401,7 @@ export class ResponsesCodec implements ClientCodec {
           done = true;
           this.cut = null;
           const status = INCOMPLETE[ev.reason] ? 'incomplete' : 'completed';
-          if (next === 0 && call === null && held.length === 0) s += openText(); // an empty answer is still one (empty) message
+          if (next === reasoned) s += openText(); // an answer with no text nor call is still one (empty) message
           s += closeText(status) + closeCalls();
           if (late) for (const c of calls.values()) slots[c.index] = callJson(c.id, c.callId, c.name, JSON.stringify(c.args));
           const json = finishedText(meta, model, slots, ev.reason, usage, this.completedAt(), this.echoed);

@@ -3,7 +3,7 @@
 // validated here (the first bad field is named); `item_reference` items are left for the gateway
 // to resolve from its store, then `itemsToMessages` turns the whole conversation into canonical
 // chat messages. Pure: no I/O, no policy.
-import type { ChatMessage, ChatRequest, ContentPart, ImagePart, TextPart, ToolCall, ToolChoice, ToolDef } from './types.ts';
+import type { ChatMessage, ChatRequest, ContentPart, ImagePart, Json, TextPart, ToolCall, ToolChoice, ToolDef } from './types.ts';
 import type { Obj } from './util.ts';
 import type { ParseResult } from './openai-parse.ts';
 import { isNum, isObj } from '../lib/json.ts';
@@ -40,22 +40,24 @@ const UNSUPPORTED: Readonly<Record<string, string>> = {
 
 /**
  * `include` values and what aam does with them: the output text's logprobs are chat's logprobs
- * (carried to the targets that return them, refused by the others: providers/params.ts); the
- * outputs of tools OpenAI runs itself cannot occur (such tools are refused), and aam's answers
- * carry no reasoning items (as a model that does not reason answers on OpenAI), so for those and
- * for encrypted reasoning (which agents such as Codex always ask for) there is nothing to include.
+ * (carried to the targets that return them, refused by the others: providers/params.ts);
+ * encrypted reasoning asks OpenAI's Responses API for its reasoning items (other targets answer
+ * none, as a model that does not reason answers on OpenAI: agents such as Codex always ask); the
+ * outputs of tools OpenAI runs itself cannot occur (such tools are refused): nothing to include.
  */
 const LOGPROBS_INCLUDE = 'message.output_text.logprobs';
-const NOTHING_TO_INCLUDE = new Set(['reasoning.encrypted_content', 'file_search_call.results', 'web_search_call.results', 'web_search_call.action.sources', 'code_interpreter_call.outputs', 'computer_call_output.output.image_url', 'message.input_image.image_url']);
+const REASONING_INCLUDE = 'reasoning.encrypted_content';
+const NOTHING_TO_INCLUDE = new Set(['file_search_call.results', 'web_search_call.results', 'web_search_call.action.sources', 'code_interpreter_call.outputs', 'computer_call_output.output.image_url', 'message.input_image.image_url']);
 
-/** The request's `include` and `top_logprobs` as chat's logprobs fields (extra), or the first bad field. */
-function includes(b: Obj, extra: Obj): Bad | undefined {
+/** The request's `include` and `top_logprobs` as chat's logprobs fields (extra) and the reasoning items asked (chat), or the first bad field. */
+function includes(b: Obj, extra: Obj, chat: ChatRequest): Bad | undefined {
   let logprobs = false;
   if (given(b.include)) {
     if (!Array.isArray(b.include)) return bad('include', 'must be an array of strings');
     for (let i = 0; i < b.include.length; i++) {
       const v: unknown = b.include[i];
       if (v === LOGPROBS_INCLUDE) logprobs = true;
+      else if (v === REASONING_INCLUDE) chat.reasoningItems = true;
       else if (typeof v !== 'string' || !NOTHING_TO_INCLUDE.has(v)) return bad(`include[${i}]`, `${JSON.stringify(v)} is not an include aam can honour; use "${LOGPROBS_INCLUDE}"`);
     }
   }
@@ -132,7 +134,9 @@ function checkItem(it: unknown, at: string): ResponseItem | Bad | null {
       if (typeof it.id !== 'string' || it.id === '') return bad(`${at}.id`, 'must be the id of an item of a stored response');
       return it as ResponseItem;
     case 'reasoning':
-      return null; // aam's translated answers carry no reasoning items; one sent back is dropped
+      // OpenAI's own reasoning (sent back for a stateless turn): to OpenAI's Responses API only (params.ts).
+      if (typeof it.encrypted_content !== 'string') return null; // without it OpenAI cannot use it (store: false): nothing to carry
+      return it as ResponseItem;
     default:
       return bad(`${at}.type`, `"${String(type)}" items are not supported through aam; use message, function_call, function_call_output or item_reference`);
   }
@@ -267,7 +271,7 @@ export function parseResponsesRequest(body: unknown): ParseResult<ResponsesReque
   }
   for (const k of FORWARDED) if (given(b[k])) (extra ??= {})[k] = b[k];
   if (given(b.include) || given(b.top_logprobs)) {
-    const e = includes(b, extra ??= {});
+    const e = includes(b, extra ??= {}, chat);
     if (e) return e;
     if (Object.keys(extra).length === 0) extra = undefined;
   }
@@ -339,7 +343,16 @@ export function itemsToMessages(instructions: string | null, items: readonly Res
   const out: ChatMessage[] = [];
   if (instructions !== null && instructions !== '') out.push({ role: 'system', content: instructions });
   let turn: ChatMessage | null = null; // the assistant turn function calls still join
+  let reasoned: ChatMessage | null = null; // a turn of reasoning items only, so far: its text and calls join it
   for (const it of items) {
+    if (it.type === 'reasoning') {
+      if (reasoned === null) { reasoned = { role: 'assistant', content: null, reasoning: [] }; out.push(reasoned); turn = reasoned; }
+      reasoned.reasoning!.push(it as Json);
+      marks.parts = true;
+      continue;
+    }
+    const joined = reasoned;
+    reasoned = null;
     if (it.type === 'function_call') {
       const call: ToolCall = { id: it.call_id as string, type: 'function', function: { name: it.name as string, arguments: it.arguments as string } };
       if (turn === null) { turn = { role: 'assistant', content: null, tool_calls: [] }; out.push(turn); }
@@ -351,6 +364,7 @@ export function itemsToMessages(instructions: string | null, items: readonly Res
       out.push(withCache({ role: 'tool', tool_call_id: it.call_id as string, content: contentOf(it.output, marks) }, it, marks));
     } else if (it.type === 'message') {
       if (it.role === 'assistant') {
+        if (joined !== null) { joined.content = textOf(it.content); turn = joined; continue; }
         turn = { role: 'assistant', content: textOf(it.content) };
         out.push(turn);
       } else {

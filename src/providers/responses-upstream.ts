@@ -33,6 +33,7 @@ export function responsesInput(messages: readonly ChatMessage[]): Obj[] {
     if (m.role === 'tool') {
       out.push({ type: 'function_call_output', call_id: m.tool_call_id ?? '', output: typeof m.content === 'string' ? m.content : (m.content ?? []).map(inputPart) });
     } else if (m.role === 'assistant') {
+      if (m.reasoning !== undefined) for (const r of m.reasoning) out.push(r as Obj);
       const text = textOf(m.content);
       if (text !== '') out.push({ type: 'message', role: 'assistant', content: [{ type: 'output_text', text, annotations: [] }] });
       for (const tc of m.tool_calls ?? []) out.push({ type: 'function_call', call_id: tc.id, name: tc.function.name, arguments: tc.function.arguments });
@@ -66,10 +67,13 @@ export function responsesBody(req: ChatRequest, target: TargetInfo): Obj {
   const x = req.extra ?? {};
   if (typeof x.reasoning_effort === 'string') body.reasoning = { effort: x.reasoning_effort };
   // Chat's logprobs are the Responses API's include of the output text's logprobs.
+  const include: string[] = [];
   if (x.logprobs === true) {
-    body.include = ['message.output_text.logprobs'];
+    include.push('message.output_text.logprobs');
     if (typeof x.top_logprobs === 'number') body.top_logprobs = x.top_logprobs;
   }
+  if (req.reasoningItems === true) include.push('reasoning.encrypted_content');
+  if (include.length > 0) body.include = include;
   for (const k of ['service_tier', 'safety_identifier', 'prompt_cache_key']) if (x[k] !== undefined) body[k] = x[k];
   if (target.stream) body.stream = true;
   return body;
@@ -91,6 +95,7 @@ export function responsesChatResponse(body: unknown): ChatResult {
   if (output === undefined) throw new UpstreamShapeError('upstream response has no output array');
   let text: string | null = null;
   let logprobs: Json[] | undefined;
+  let reasoning: Json[] | undefined;
   const toolCalls: ChatResult['toolCalls'] = [];
   for (const it of output) {
     if (!isObj(it)) continue;
@@ -101,6 +106,8 @@ export function responsesChatResponse(body: unknown): ChatResult {
         const lp = arr(c.logprobs);
         if (lp !== undefined && lp.length > 0) (logprobs ??= []).push(...lp as Json[]);
       }
+    } else if (it.type === 'reasoning') {
+      (reasoning ??= []).push(it as Json);
     } else if (it.type === 'function_call') {
       toolCalls.push({ id: str(it.call_id) ?? `call_${toolCalls.length}`, type: 'function', function: { name: str(it.name) ?? '', arguments: str(it.arguments) ?? '' } });
     }
@@ -112,6 +119,7 @@ export function responsesChatResponse(body: unknown): ChatResult {
   const usage = responsesUsage(body.usage);
   if (usage !== undefined) result.usage = usage;
   if (logprobs !== undefined) result.logprobs = logprobs;
+  if (reasoning !== undefined) result.reasoning = reasoning;
   return result;
 }
 
@@ -144,6 +152,11 @@ class ResponsesStreamParser implements StreamParser {
         this.callIndex.set(str(it.id) ?? `item_${index}`, index);
         out.push({ type: 'tool_start', index, id: str(it.call_id) ?? `call_${index}`, name: str(it.name) ?? '' });
         if (typeof it.arguments === 'string' && it.arguments.length > 0) out.push({ type: 'tool_args', index, delta: it.arguments });
+        break;
+      }
+      case 'response.output_item.done': {
+        const it = obj(ev.item);
+        if (it?.type === 'reasoning') out.push({ type: 'reasoning_item', item: it as Json });
         break;
       }
       case 'response.function_call_arguments.delta': {

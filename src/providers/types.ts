@@ -52,6 +52,11 @@ export interface ChatMessage {
    * block, text part (content is then parts) or tool call. Anthropic and Bedrock get them in it.
    */
   order?: BlockKind[];
+  /**
+   * An assistant turn's OpenAI Responses reasoning items (encrypted_content: OpenAI's, opaque), as
+   * the client sent them back, before the turn's text and calls: to OpenAI's Responses API only.
+   */
+  reasoning?: Json[];
 }
 
 /** One content block of an assistant turn, by kind (see ChatMessage.order). */
@@ -98,6 +103,8 @@ export interface ChatRequest {
    * from targets whose wire has a form for each such part (params.ts), none is dropped silently.
    */
   otherParts?: true;
+  /** A Responses client's include of reasoning.encrypted_content: OpenAI's Responses API is asked for its reasoning items. */
+  reasoningItems?: true;
 }
 
 export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'content_filter';
@@ -149,6 +156,8 @@ export interface ChatResult {
    * the cache with the answer, so a hit replays them.
    */
   logprobs?: Json[];
+  /** OpenAI Responses reasoning items of the answer (before its text and calls), when the request asked for them (reasoningItems). */
+  reasoning?: Json[];
 }
 
 /** An answer's block in upstream order (see ChatResult.order): a text block is its length. */
@@ -174,6 +183,8 @@ export type StreamEvent =
   | { type: 'thinking'; text: string }
   | { type: 'thinking_signature'; signature: string }
   | { type: 'redacted_thinking'; data: string }
+  /** An OpenAI Responses reasoning item, whole (its encrypted_content is opaque): only the Responses codec writes it. */
+  | { type: 'reasoning_item'; item: Json }
   | { type: 'finish'; reason: FinishReason }
   | { type: 'usage'; usage: Usage }
   /** Error reported inside an already-open upstream stream. */
@@ -186,7 +197,7 @@ export type StreamEvent =
 export function isContentEvent(ev: StreamEvent): boolean {
   switch (ev.type) {
     case 'text': return ev.text.length > 0;
-    case 'tool_start': case 'tool_args': case 'thinking_start': case 'thinking': case 'redacted_thinking': return true;
+    case 'tool_start': case 'tool_args': case 'thinking_start': case 'thinking': case 'redacted_thinking': case 'reasoning_item': return true;
     default: return false;
   }
 }
