@@ -8,6 +8,7 @@
 //   json                             a JSON text answer in pieces, {"city":"Paris","temp_c":21} (structured output)
 //   tool-loop                        one get_weather call, then (once the last message is its
 //                                    result) a final answer quoting that result: a whole tool loop
+// On the Responses wire, a request whose include has reasoning.encrypted_content gets REASONING_ITEM first.
 //   fail-500 | fail-400 | fail-429   error in the wire's shape (429 carries retry-after: 1)
 //   flaky-<n>                        503 for the first n requests to this model, then ok
 //   hang                             never answers
@@ -90,7 +91,10 @@ const TOOLS = [
   { id: 'call_fake_time_002', name: 'get_time', args: ['{"tz": ', '"Europe/Paris"}'] },
 ];
 
-interface Answer { pieces: string[]; tools: boolean; input: number; output: number; calls?: typeof TOOLS; cacheWrite?: number; cacheRead?: number; thinking?: boolean; interleaved?: boolean }
+interface Answer { pieces: string[]; tools: boolean; input: number; output: number; calls?: typeof TOOLS; cacheWrite?: number; cacheRead?: number; thinking?: boolean; interleaved?: boolean; reasoning?: boolean }
+
+/** The reasoning item the Responses wire answers first when asked (include reasoning.encrypted_content). */
+export const REASONING_ITEM = { id: 'rs_fake_0', type: 'reasoning', summary: [], encrypted_content: 'gAAAAABfakeEncryptedReasoning==' } as const;
 
 /** thinking-tools' blocks: a signature with the characters base64 has (and JSON might escape differently). */
 export const THINKING = {
@@ -192,6 +196,7 @@ function responsesAnswer(model: string, a: Answer, status = 'completed'): Obj {
   const output: Obj[] = a.tools
     ? (a.calls ?? TOOLS).map((t, i) => ({ id: `fc_fake_${i}`, type: 'function_call', status: 'completed', call_id: t.id, name: t.name, arguments: t.args.join('') }))
     : [{ id: 'msg_fake_0', type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', text: a.pieces.join(''), annotations: [] }] }];
+  if (a.reasoning === true) output.unshift({ ...REASONING_ITEM });
   return { id: 'resp_fake_0001', object: 'response', created_at: 1764081600, status, model, output, usage: { input_tokens: a.input, input_tokens_details: { cached_tokens: 0 }, output_tokens: a.output, output_tokens_details: { reasoning_tokens: 0 }, total_tokens: a.input + a.output } };
 }
 
@@ -199,16 +204,22 @@ function responsesFrames(model: string, a: Answer): Frame[] {
   let seq = 0;
   const e = (type: string, data: Obj, content = false): Frame => ({ data: ev(type, { type, sequence_number: seq++, ...data }), content });
   const out: Frame[] = [e('response.created', { response: { ...responsesAnswer(model, a, 'in_progress'), output: [], usage: null } })];
+  const r = a.reasoning === true ? 1 : 0;
+  if (r === 1) {
+    out.push(e('response.output_item.added', { output_index: 0, item: { id: REASONING_ITEM.id, type: 'reasoning', summary: [] } }));
+    out.push(e('response.output_item.done', { output_index: 0, item: { ...REASONING_ITEM } }));
+  }
   if (a.tools) {
-    (a.calls ?? TOOLS).forEach((t, i) => {
-      const id = `fc_fake_${i}`;
+    (a.calls ?? TOOLS).forEach((t, j) => {
+      const i = j + r;
+      const id = `fc_fake_${j}`;
       out.push(e('response.output_item.added', { output_index: i, item: { id, type: 'function_call', status: 'in_progress', call_id: t.id, name: t.name, arguments: '' } }, true));
       for (const f of t.args) out.push(e('response.function_call_arguments.delta', { item_id: id, output_index: i, delta: f }, true));
       out.push(e('response.output_item.done', { output_index: i, item: { id, type: 'function_call', status: 'completed', call_id: t.id, name: t.name, arguments: t.args.join('') } }));
     });
   } else {
-    out.push(e('response.output_item.added', { output_index: 0, item: { id: 'msg_fake_0', type: 'message', status: 'in_progress', role: 'assistant', content: [] } }));
-    for (const p of a.pieces) out.push(e('response.output_text.delta', { item_id: 'msg_fake_0', output_index: 0, content_index: 0, delta: p }, true));
+    out.push(e('response.output_item.added', { output_index: r, item: { id: 'msg_fake_0', type: 'message', status: 'in_progress', role: 'assistant', content: [] } }));
+    for (const p of a.pieces) out.push(e('response.output_text.delta', { item_id: 'msg_fake_0', output_index: r, content_index: 0, delta: p }, true));
   }
   out.push(e('response.completed', { response: responsesAnswer(model, a) }));
   return out;
@@ -460,6 +471,7 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
     const answer = handoff !== undefined ? { pieces: [], tools: true, input: 20, output: 5, calls: [{ id: 'call_fake_handoff_003', name: handoff, args: ['{}'] }] }
       : answerFor(behaviour, lastUserText(wire, body), lastToolResult(wire, body));
     if (behaviour === 'prompt-cache') { if (n === 1) answer.cacheWrite = 1200; else answer.cacheRead = 1200; }
+    if (wire === 'responses' && Array.isArray(b.include) && b.include.includes('reasoning.encrypted_content')) answer.reasoning = true;
     if ((behaviour === 'thinking-tools' || behaviour === 'thinking-interleaved') && !answer.thinking) {
       const bad = behaviour === 'thinking-tools' ? thinkingSentBack(body, raw) : interleavedSentBack(body);
       if (bad !== null) { res.writeHead(400, { 'content-type': 'application/json' }).end(errorBody(wire, 400, bad)); return; }

@@ -6,6 +6,7 @@ import OpenAI from 'openai';
 import { z } from 'zod';
 import { Agent, run, tool, setTracingDisabled, OpenAIResponsesModel, OpenAIChatCompletionsModel, type Model } from '@openai/agents';
 import { startFrameworkRig, weatherOf, FINAL, type FrameworkRig } from './helpers/frameworks.ts';
+import { REASONING_ITEM } from './fake-upstream.ts';
 
 let rig: FrameworkRig;
 before(async () => {
@@ -14,14 +15,14 @@ before(async () => {
 });
 after(async () => { await rig?.close(); });
 
-function agentWith(model: Model, calls: string[]): Agent {
+function agentWith(model: Model, calls: string[], modelSettings?: ConstructorParameters<typeof Agent>[0]['modelSettings']): Agent {
   const getWeather = tool({
     name: 'get_weather',
     description: 'Current weather for a city',
     parameters: z.object({ location: z.string() }),
     execute: async ({ location }) => { calls.push(location); return weatherOf(location); },
   });
-  return new Agent({ name: 'weather', instructions: 'Use the tool.', tools: [getWeather], model });
+  return new Agent({ name: 'weather', instructions: 'Use the tool.', tools: [getWeather], model, ...(modelSettings ? { modelSettings } : {}) });
 }
 
 // The Agents SDK pins its own openai release; the client object is the same at run time.
@@ -54,6 +55,31 @@ for (const [label, make] of [
     });
   }
 }
+
+test('Agents SDK, Responses model, stateless (store: false, include reasoning.encrypted_content): OpenAI\'s reasoning items come back to the SDK and go to OpenAI again with the tool result', async () => {
+  for (const stream of [false, true]) {
+    const calls: string[] = [];
+    const agent = agentWith(new OpenAIResponsesModel(client(), 'loop-native'), calls, { store: false, providerData: { include: ['reasoning.encrypted_content'] } });
+    rig.fake.reset();
+    let finalOutput: unknown;
+    if (stream) {
+      const s = await run(agent, 'What is the weather in Paris?', { stream: true });
+      for await (const _ of s) { /* drain */ }
+      await s.completed;
+      finalOutput = s.finalOutput;
+    } else finalOutput = (await run(agent, 'What is the weather in Paris?')).finalOutput;
+    assert.equal(finalOutput, FINAL, `stream ${stream}`);
+    assert.deepEqual(calls, ['Paris']);
+    const ups = rig.fake.requests.map((r) => r.body as { include?: string[]; store?: boolean; input: Array<{ type?: string; encrypted_content?: string }> });
+    assert.equal(ups.length, 2, JSON.stringify(ups[0]));
+    assert.deepEqual(ups[0].include, ['reasoning.encrypted_content']);
+    assert.equal(ups[0].store, false);
+    // The second turn carries the first answer's reasoning item (before its call) as OpenAI made it.
+    const second = ups[1].input;
+    assert.deepEqual(second.map((i) => i.type ?? 'message'), ['message', 'message', 'reasoning', 'function_call', 'function_call_output'], `stream ${stream}`);
+    assert.equal(second[2].encrypted_content, REASONING_ITEM.encrypted_content);
+  }
+});
 
 test('Agents SDK, Responses model: a run chained with previousResponseId continues the conversation aam stored', async () => {
   const calls: string[] = [];
