@@ -20,6 +20,7 @@ import type { FleetLimiter } from './store/fleet-limits.ts';
 import { FleetMcpSessions } from './store/fleet-mcp-sessions.ts';
 import { FleetCache } from './store/fleet-cache.ts';
 import { FleetTaskOwners, memoryTaskOwners } from './store/task-owners.ts';
+import { memoryLiveCalls, redisLiveCalls, type LiveCalls } from './store/live-calls.ts';
 import { openExpiringTable, sealedTable } from './store/sqlite-expiring.ts';
 import { memoryMcpSessions } from './store/mcp-sessions.ts';
 import type { FleetPins } from './store/fleet-pins.ts';
@@ -181,6 +182,7 @@ export class Runtime {
   readonly usage: UsageRecorder;
   /** Identity methods each agent used, and when last (console Agents page). */
   readonly identitySeen: IdentitySeen;
+  readonly liveCalls: LiveCalls;
   readonly ledger: BudgetLedger;
   readonly rates: RateLimiter;
   /** Response cache (exact and semantic), for routes with spec.cache. */
@@ -276,6 +278,7 @@ export class Runtime {
     this.#keys = this.fleet ? null : openKeyStore(this.db, opts.dataDir, true);
     this.keyBook = this.fleet ? this.fleet.keys : embeddedKeyBook(this.#keys!);
     this.usage = new UsageRecorder(this.db, { shared: this.fleet?.usage });
+    this.liveCalls = this.fleet ? redisLiveCalls(this.fleet.fleet.redis, this.fleet.fleet.prefix) : memoryLiveCalls();
     this.identitySeen = new IdentitySeen(this.fleet ? redisSeenBackend(this.fleet.fleet.redis, this.fleet.fleet.prefix) : sqliteSeenBackend(this.db),
       (e) => this.log.warn({ event: 'identity_seen_write_failed', err: e }, 'identity methods seen: write failed (retried at the next flush)'));
     const onAlert = (a: BudgetAlert) => {

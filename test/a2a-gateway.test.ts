@@ -248,7 +248,7 @@ test('depth is bounded: planner -> risk-scorer -> helper -> archivist is hop 3, 
   assert.equal(link.trace_id, root.trace_id);
 });
 
-test('a forged or borrowed delegation header is refused', async () => {
+test('a forged, borrowed or replayed delegation header is refused', async () => {
   const forged = await rpc('helper', 'risk-scorer', 'SendMessage', send('x'), { 'x-aam-delegation': 'v1.e30.AAAA' });
   assert.equal(forged.status, 401);
   assert.match(forged.body.error!.message, /bad signature/);
@@ -259,6 +259,38 @@ test('a forged or borrowed delegation header is refused', async () => {
   const borrowed = await rpc('archivist', 'helper', 'SendMessage', send('x'), { 'x-aam-delegation': real });
   assert.equal(borrowed.status, 403);
   assert.match(borrowed.body.error!.message, /issued to agent "risk-scorer"/);
+  // Replayed by the callee it was issued to, once the call that issued it has ended: it links nothing.
+  const replay = await fetch(`${gw.url}/v1/chat/completions`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${keys['risk-scorer']}`, 'x-aam-delegation': real },
+    body: JSON.stringify({ model: 'small', messages: [{ role: 'user', content: 'unrelated' }] }),
+  });
+  assert.equal(replay.status, 401);
+  assert.match(((await replay.json()) as { error: { message: string } }).error.message, /was issued for an A2A call that has ended/);
+  const again = await rpc('helper', 'risk-scorer', 'SendMessage', send('x'), { 'x-aam-delegation': real });
+  assert.equal(again.status, 401, 'nor may it extend the chain (claim its depth) with it');
+});
+
+test('a task the callee answered as working holds its delegation: its model calls after the answer are linked, until aam sees the task completed or canceled', async () => {
+  const working = async () => {
+    const r = await rpc('risk-scorer', 'planner', 'SendMessage', { ...send('work:score', 'score'), configuration: { returnImmediately: true } });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const task = r.body.result!.task as { id: string; status: { state: string } };
+    assert.match(task.status.state, /WORKING/);
+    return { id: task.id, work: agents.working.get(task.id)! };
+  };
+  const state = async (id: string) => ((await rpc('risk-scorer', 'planner', 'GetTask', { id })).body.result as { status: { state: string } }).status.state;
+  const done = await working();
+  assert.equal(await done.work.model(), 200, 'the call has answered, its task works on: honoured');
+  assert.match(await state(done.id), /WORKING/);
+  assert.equal(await done.work.model(), 200, 'a poll that sees it working changes nothing');
+  done.work.complete();
+  while (!/COMPLETED/.test(await state(done.id))) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(await done.work.model(), 401, 'aam saw it completed: refused');
+  const canceled = await working();
+  assert.equal(await canceled.work.model(), 200);
+  const c = await rpc('risk-scorer', 'planner', 'CancelTask', { id: canceled.id });
+  assert.match(JSON.stringify(c.body.result), /CANCELED/);
+  assert.equal(await canceled.work.model(), 401, 'aam saw it canceled: refused');
 });
 
 test('a secret the callee echoes is scrubbed, in answers and in streams', async () => {
@@ -278,16 +310,10 @@ test('a secret the callee echoes is scrubbed, in answers and in streams', async 
 });
 
 test('evidence: the A2A call and the callee\'s own calls are linked by the delegation', async () => {
-  const r = await rpc('risk-scorer', 'planner', 'SendMessage', send('call:helper:linked', 'score'));
+  // The callee makes a model call while serving, then calls helper, both with the header it was given.
+  const r = await rpc('risk-scorer', 'planner', 'SendMessage', send('model:call:helper:linked', 'score'));
   assert.equal(r.status, 200);
-  assert.match(JSON.stringify(r.body), /relayed: helper says: linked/);
-  // The callee's model call while serving, with the header it was given.
-  const h = agents.received.get('risk-scorer')!;
-  const m = await fetch(`${gw.url}/v1/chat/completions`, {
-    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${keys['risk-scorer']}`, 'x-aam-delegation': String(h['x-aam-delegation']) },
-    body: JSON.stringify({ model: 'small', messages: [{ role: 'user', content: 'score this' }] }),
-  });
-  assert.equal(m.status, 200);
+  assert.match(JSON.stringify(r.body), /model 200; relayed: helper says: linked/);
   const { queryEvents } = await import('../src/audit/query.ts');
   await gw.g.rt.auditLog!.flush();
   const db = gw.g.rt.auditLog!.db;

@@ -13,6 +13,8 @@ let gw: TestGateway;
 let callee: http.Server;
 /** The x-aam-delegation header each callee path last received. */
 const received = new Map<string, string>();
+/** While set, the callee answers only once it settles (a delegation is honoured only while its call runs). */
+let hold: Promise<void> | undefined;
 
 const FIRST: Record<string, string> = {
   method: 'context.method == "SendMessage"', hop: 'context.hop == 1', chain: 'context.chain == ["planner"]',
@@ -28,7 +30,8 @@ before(async () => {
     received.set(req.url ?? '', String(req.headers['x-aam-delegation'] ?? ''));
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
+    req.on('end', async () => {
+      if (req.url === '/echo') await hold;
       const rpc = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { id: unknown };
       res.writeHead(200, { 'content-type': 'application/json' }).end(`{"jsonrpc":"2.0","id":${JSON.stringify(rpc.id)},"result":{"message":{"messageId":"r1","role":"ROLE_AGENT","parts":[{"text":"done"}]}}}`);
     });
@@ -70,8 +73,12 @@ test('a first hop\'s `when` reads its method, hop 1, the caller alone as its cha
 });
 
 test('a delegated hop\'s `when` reads hop 2 and the delegation\'s chain, and its own caller\'s environment', async () => {
-  const first = await send('planner', 'echo', 'method');
-  assert.equal(first.status, 200, first.body);
+  // echo serves planner's call (held open) while it makes its own calls with the delegation it got.
+  let release!: () => void;
+  hold = new Promise<void>((r) => { release = r; });
+  received.delete('/echo');
+  const serving = send('planner', 'echo', 'method');
+  while (!received.has('/echo')) await new Promise((r) => setTimeout(r, 5));
   const delegation = received.get('/echo');
   assert.ok(delegation);
   for (const skill of ['hop', 'chain', 'environment']) {
@@ -79,6 +86,10 @@ test('a delegated hop\'s `when` reads hop 2 and the delegation\'s chain, and its
     assert.equal(ok.status, 200, `${skill}: ${ok.body}`);
   }
   for (const skill of ['first', 'alone']) assert.equal((await send('echo', 'other', skill, { 'x-aam-delegation': delegation })).status, 403, skill);
+  hold = undefined;
+  release();
+  const first = await serving;
+  assert.equal(first.status, 200, first.body);
   // Without the delegation, echo's own call is a first hop: its chain is echo alone.
   for (const skill of ['first', 'alone']) assert.equal((await send('echo', 'other', skill)).status, 200, skill);
   for (const skill of ['hop', 'chain']) assert.equal((await send('echo', 'other', skill)).status, 403, skill);

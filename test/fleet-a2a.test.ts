@@ -26,7 +26,7 @@ const held = new Promise<void>((r) => { release = r; });
 
 before(async () => {
   store = await fleetStore();
-  agents = await startTestAgents([{ name: 'helper', skills: ['help'], aamUrl: () => urls[0], key: () => keys.helper, hold: () => held }]);
+  agents = await startTestAgents([{ name: 'helper', skills: ['help'], aamUrl: () => urls[0], key: () => keys.helper, hold: () => held, slowMs: 1500 }]);
   dir = mkdtempSync(join(tmpdir(), 'aam-fleet-a2a-'));
   const configPath = join(dir, 'aam.yaml');
   writeFileSync(configPath, yaml(
@@ -114,6 +114,46 @@ test('Redis round trips: a replica asks Redis about ids it has not seen, then an
   const seen = owners.calls;
   for (let i = 0; i < 3; i++) assert.equal((await rpc(urls[1], 'planner', 'GetTask', { id: taskId })).body.result?.id, taskId);
   assert.equal(owners.calls, seen, 'then none');
+});
+
+/** helper's own A2A call through replica `url` with delegation `header`: past the delegation check (then its policy, which allows it no agent: 403), or refused by it (401). */
+const useDelegation = (url: string, header: string) => fetch(`${url}/a2a/helper`, {
+  method: 'POST', headers: { 'content-type': 'application/json', 'a2a-version': '1.0', authorization: `Bearer ${keys.helper}`, 'x-aam-delegation': header },
+  body: JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'SendMessage', params: { message: { messageId: 'x', role: 'ROLE_USER', parts: [{ text: 'x' }] } } }),
+}).then(async (r) => ({ status: r.status, text: await r.text() }));
+
+test('a delegation is honoured on every replica while its call runs (Redis), and refused on every replica once it has ended', async () => {
+  agents.received.delete('helper');
+  const call = rpc(urls[0], 'planner', 'SendMessage', { message: { messageId: `m-${Math.random()}`, role: 'ROLE_USER', parts: [{ text: 'slow answer' }] } });
+  while (!agents.received.has('helper')) await new Promise((r) => setTimeout(r, 10));
+  const header = String(agents.received.get('helper')!['x-aam-delegation']);
+  const use = (url: string) => useDelegation(url, header);
+  const during = await use(urls[1]);
+  assert.equal(during.status, 403, `replica 1 honours it while the call runs on replica 0: ${during.text}`);
+  assert.equal((await call).status, 200);
+  for (const url of urls) {
+    const after = await use(url);
+    assert.equal(after.status, 401, after.text);
+    assert.match(after.text, /was issued for an A2A call that has ended/);
+  }
+});
+
+test('a delegation held by a task its call left working is honoured on every replica, and refused on every replica once another replica saw the task completed', async () => {
+  const r = await rpc(urls[0], 'planner', 'SendMessage', { message: { messageId: `m-${Math.random()}`, role: 'ROLE_USER', parts: [{ text: 'work:later' }] }, configuration: { returnImmediately: true } });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  const id = (r.body.result!.task as { id: string }).id;
+  const work = agents.working.get(id)!;
+  for (const url of urls) {
+    const during = await useDelegation(url, work.delegation);
+    assert.equal(during.status, 403, `the call has answered on replica 0, its task works on: honoured (${url}): ${during.text}`);
+  }
+  work.complete();
+  while (!/COMPLETED/.test(JSON.stringify((await rpc(urls[1], 'planner', 'GetTask', { id })).body))) await new Promise((res) => setTimeout(res, 10));
+  for (const url of urls) {
+    const after = await useDelegation(url, work.delegation);
+    assert.equal(after.status, 401, after.text);
+    assert.match(after.text, /was issued for an A2A call that has ended/);
+  }
 });
 
 /** The official SDK client through replica `url`, as `as`. */

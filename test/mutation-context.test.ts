@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Access, currentCaller, openAccess } from '../src/access/context.ts';
-import { delegate, encodeDelegation } from '../src/access/delegation.ts';
+import { callEnded, callStarted, delegate, encodeDelegation, taskEnded } from '../src/access/delegation.ts';
 import { AamError } from '../src/access/errors.ts';
 import type { Ctx } from '../src/access/request.ts';
 import type { AccessRuntime } from '../src/access/runtime-view.ts';
@@ -14,6 +14,7 @@ import { compilePolicies, setFor } from '../src/policy/compile.ts';
 import { compileGuardrail } from '../src/guardrails/engine.ts';
 import { BudgetLedger, EmbeddedLimiter, RateLimiter } from '../src/policy/limits.ts';
 import { IdentitySeen, type SeenRow } from '../src/identity/seen.ts';
+import { memoryLiveCalls } from '../src/store/live-calls.ts';
 import { IdPool } from '../src/observability/otlp-context.ts';
 import { MasterKey } from '../src/credentials/master-key.ts';
 import type { Identity } from '../src/identity/types.ts';
@@ -47,6 +48,9 @@ type Event = Record<string, any>; // eslint-disable-line @typescript-eslint/no-e
 
 const MASTER = new MasterKey(Buffer.alloc(32, 3), 'env');
 
+/** A2A calls in flight, shared by every runtime made here (as one process's). */
+const liveCalls = memoryLiveCalls();
+
 function setup(opts: { headers?: Record<string, string>; key?: { agent: string; id: string } } = {}) {
   const events: Event[] = [];
   const rows: SeenRow[] = [];
@@ -63,6 +67,7 @@ function setup(opts: { headers?: Record<string, string>; key?: { agent: string; 
     metrics: null,
     limiter: new EmbeddedLimiter(new BudgetLedger(), new RateLimiter()),
     identitySeen: new IdentitySeen({ write: async (r) => { rows.push(...r); }, read: async () => rows }),
+    liveCalls,
     ids: new IdPool(),
     vault: { subkey: (info: string) => MASTER.derive(info) },
     scrub: (t: string) => t,
@@ -235,6 +240,9 @@ test('opening access identifies the caller; a request serving an A2A call is lin
   const d = delegate(undefined, who(plain, 'analyst'), 'plain', 'req_parent', { traceId: () => 'c0ffee' });
   const serving = setup({ key: { agent: 'plain', id: 'k1' }, headers: { 'x-aam-delegation': '' } });
   (serving.ctx.req.headers as Record<string, string>)['x-aam-delegation'] = encodeDelegation(serving.rt, d);
+  // Not issued by a call that runs (never started, or ended): refused, nothing recorded.
+  await assert.rejects(async () => openAccess(serving.ctx), (e: unknown) => e instanceof AamError && e.status === 401 && /A2A call that has ended/.test(e.message));
+  callStarted(serving.rt, d);
   const b = await openAccess(serving.ctx);
   assert.deepEqual(b.delegation, d);
   assert.equal(serving.events.length, 1);
@@ -245,6 +253,29 @@ test('opening access identifies the caller; a request serving an A2A call is lin
   // The activity table notes the delegation for the console.
   assert.ok((await serving.rt.identitySeen.table()).get('plain')?.delegation, 'the console shows the agent serving a delegation');
   assert.equal((await plain.rt.identitySeen.table()).get('plain')?.delegation, undefined);
+  // The call answers but left task t1 running at the callee (a `working` task): honoured while it is.
+  callEnded(serving.rt, d, 'plain', ['t1']);
+  assert.deepEqual((await openAccess(serving.ctx)).delegation, d, 'a task the call left running holds its delegation');
+  taskEnded(serving.rt, 'other', 't1');
+  assert.deepEqual((await openAccess(serving.ctx)).delegation, d, 'another callee\'s task t1 is not this one');
+  // The task is seen terminal: the same header, replayed, is refused.
+  taskEnded(serving.rt, 'plain', 't1');
+  const linked = serving.events.length;
+  await assert.rejects(async () => openAccess(serving.ctx), (e: unknown) => e instanceof AamError && e.status === 401 && e.code === 'invalid_delegation' && /has ended/.test(e.message));
+  assert.equal(serving.events.length, linked, 'a refused replay records no link');
+  // A call that left no task running: refused as soon as it has ended.
+  callStarted(serving.rt, d);
+  callEnded(serving.rt, d, 'plain', null);
+  await assert.rejects(async () => openAccess(serving.ctx), (e: unknown) => e instanceof AamError && e.status === 401 && /has ended/.test(e.message));
+  // Held by a task, but past the delegation's life (its exp is the cap): refused (as expired) however the task stands.
+  const short = { ...d, exp: Date.now() + 30 };
+  callStarted(serving.rt, short);
+  callEnded(serving.rt, short, 'plain', ['t2']);
+  (serving.ctx.req.headers as Record<string, string>)['x-aam-delegation'] = encodeDelegation(serving.rt, short);
+  await new Promise((r) => setTimeout(r, 40));
+  await assert.rejects(async () => openAccess(serving.ctx), (e: unknown) => e instanceof AamError && e.status === 401);
+  (serving.ctx.req.headers as Record<string, string>)['x-aam-delegation'] = encodeDelegation(serving.rt, d);
+  callStarted(serving.rt, d);
 
   // The same header presented by another agent: refused before anything is recorded.
   const borrowed = setup({ key: { agent: 'analyst', id: 'k2' } });

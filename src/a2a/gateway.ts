@@ -17,13 +17,13 @@ import { admitRuleCall, type RuleAdmission, type RuleRefusal } from '../access/r
 import { encodesAhead, identityEvidence, requestTraceId } from '../access/evidence.ts';
 import { EVENT_HEAD, eventHead, type EventHead } from '../audit/event.ts';
 import { postToAgent, scrubAcross } from '../access/egress.ts';
-import { chainName, delegate, delegationEvidence, encodeDelegation, outgoingTraceparent, type Delegation } from '../access/delegation.ts';
+import { callEnded, callStarted, chainName, taskEnded, delegate, delegationEvidence, encodeDelegation, outgoingTraceparent, type Delegation } from '../access/delegation.ts';
 import { decide } from '../policy/decide.ts';
 import type { Decision } from '../policy/types.ts';
 import { cardRefusal, decidingAgentRule, maxDelegationDepth } from '../policy/agents.ts';
 import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard, type Card } from './card.ts';
-import { idsIn, SeenIds } from './tasks.ts';
+import { idsIn, SeenIds, statesIn, type TaskStates } from './tasks.ts';
 import { passesRaw } from './raw.ts';
 import { ArtifactText, PushArtifactText, mayJoin, type HeldRelease, type Released } from './chunks.ts';
 import { StoreUnavailable } from '../store/types.ts';
@@ -276,6 +276,8 @@ export function createA2aGateway(): A2aGateway {
     const owned = await Promise.all(ids.tasks.map((t) => owner(ctx, name, 'task', t)));
     const foreign = ids.tasks.length === 0 || ids.tasks.some((t, i) => owned[i]?.caller !== caller || (route.taskId !== '' && t !== route.taskId));
     if (foreign) throw new AamError(403, 'policy_denied', `a push notification through this route must be about the task it was registered for (${route.taskId || 'the task its message created'})`);
+    // A task reported terminal ends the delegations it held (the callee works on it no more).
+    statesIn(body, { taskState: (task, terminal) => { if (terminal) taskEnded(ctx.rt, name, task); } });
     // The caller as it is now, not as it registered: a removed, moved or revoked caller, or a
     // policy that no longer lets it call this agent, gets no more notifications.
     const identity = currentCaller(ctx, route.identity);
@@ -398,7 +400,7 @@ export function createA2aGateway(): A2aGateway {
    * reframed), else the message to re-serialise. A promise only when something waits (a fleet
    * store's binding, an output guardrail, a push config's routes).
    */
-  function relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, raw: Buffer | null, method: string, binding: Binding): Record<string, unknown> | string | Promise<Record<string, unknown> | string> {
+  function relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, raw: Buffer | null, method: string, binding: Binding, states: TaskStates): Record<string, unknown> | string | Promise<Record<string, unknown> | string> {
     if (raw === null) throw new AamError(502, 'upstream_error', `agent "${name}" answered more than ${MAX_RESPONSE_BYTES} bytes`);
     const text = raw.toString('utf8');
     let msg: Record<string, unknown>;
@@ -406,6 +408,7 @@ export function createA2aGateway(): A2aGateway {
       throw new AamError(502, 'upstream_error', `agent "${name}" answered without a JSON-RPC body`);
     }
     if (msg.result !== undefined) {
+      statesIn(msg.result, states);
       const bound = bind(ctx, name, msg.result, caller, skill);
       if (bound instanceof Promise || access.gs.length || method.includes('PushNotificationConfig')) return checkedJson(ctx, access, name, msg, bound, method, binding, raw, text);
       const result = scrubAcross(ctx.rt.egress, msg.result);
@@ -442,11 +445,11 @@ export function createA2aGateway(): A2aGateway {
 interface HopDeps {
   dispatcher(url: URL): H1Agent | undefined;
   relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: RelayEnd): StreamRelay | Promise<StreamRelay>;
-  relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, raw: Buffer | null, method: string, binding: Binding): Record<string, unknown> | string | Promise<Record<string, unknown> | string>;
+  relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, raw: Buffer | null, method: string, binding: Binding, states: TaskStates): Record<string, unknown> | string | Promise<Record<string, unknown> | string>;
 }
 
 /** How a stream relay ended early, noted on its call for the evidence: a shutdown's drain, or its caller's going away. */
-type RelayEnd = { drained: boolean; left: boolean };
+type RelayEnd = TaskStates & { drained: boolean; left: boolean };
 
 /** What a call acknowledges once its evidence is safe: a JSON answer (parsed, or its text as written), or a stream's end. */
 type Answer = Record<string, unknown> | string | StreamRelay;
@@ -495,6 +498,8 @@ class HopCall implements CalleeHandler {
   left = false;
   /** What finish() delivers once the evidence is safe (the answer, its text, or a stream's relay: its end). */
   answer: Answer | null = null;
+  /** Tasks a send left running as last seen (null: none): they keep its delegation live after its answer (taskState). */
+  running: string[] | null = null;
 
   constructor(deps: HopDeps, ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding, skill: string, taskId: string | undefined, hop: number) {
     this.deps = deps;
@@ -573,6 +578,7 @@ class HopCall implements CalleeHandler {
     const identity = access.identity;
     ctx.rt.handling++;
     const delegation = (this.delegation = delegate(access.delegation, identity, name, ctx.requestId, ctx.rt.ids));
+    callStarted(ctx.rt, delegation);
     const traceId = requestTraceId(ctx);
     const span = ctx.span && ctx.rt.tracer ? (this.span = ctx.rt.tracer.startSpan(agentCallSpanName(name), {
       kind: 'client', parent: ctx.span.context,
@@ -662,7 +668,7 @@ class HopCall implements CalleeHandler {
   relayed(raw: Buffer | null): void {
     const { ctx, access, name, skill, binding, rpc } = this;
     let relayed: Record<string, unknown> | string | Promise<Record<string, unknown> | string>;
-    try { relayed = this.deps.relayJson(ctx, access, name, skill, access.identity.agent.spiffeId, raw, rpc.method, binding); } catch (e) { return this.fail(e); }
+    try { relayed = this.deps.relayJson(ctx, access, name, skill, access.identity.agent.spiffeId, raw, rpc.method, binding, this); } catch (e) { return this.fail(e); }
     if (relayed instanceof Promise) relayed.then((answer) => this.finish(answer), (e: unknown) => this.fail(e));
     else this.finish(relayed);
   }
@@ -743,12 +749,32 @@ class HopCall implements CalleeHandler {
       ctx.rt.log.error({ requestId: ctx.requestId, err: x }, 'a2a call failed and could not be refused');
       ctx.res.destroy();
     }
-    if (refusing) refusing.then(ctx.rt.handled, ctx.rt.handled);
+    if (refusing) refusing.then(() => this.handled(), () => this.handled());
     else this.handled();
   }
 
   /** The call's answer or refusal is out: it is no longer a request handler (see send). */
-  handled(): void { this.ctx.rt.handled(); }
+  handled(): void {
+    if (this.delegation) callEnded(this.ctx.rt, this.delegation, this.name, this.running);
+    this.ctx.rt.handled();
+  }
+
+  /**
+   * A task state in the callee's answer or stream (TaskStates). A send's task not terminal keeps its
+   * delegation live after the answer, until aam sees it terminal; a task this call did not create
+   * (it names one: a poll, cancel, resubscribe or continuation) seen terminal ends the delegations
+   * it held. A task this send created was held by no other call: no store write for it.
+   */
+  taskState(task: string, terminal: boolean): void {
+    const running = this.running;
+    const at = running === null ? -1 : running.indexOf(task);
+    if (!terminal) {
+      if (at < 0 && SEND.has(this.rpc.method)) (this.running ??= []).push(task);
+      return;
+    }
+    if (at >= 0) running!.splice(at, 1);
+    if (this.taskId !== undefined) taskEnded(this.ctx.rt, this.name, task);
+  }
 }
 
 /**
@@ -1068,6 +1094,7 @@ class StreamRelay {
       return false;
     }
     if (ev.result === undefined) return this.framed(ev, undefined, rec.data, rec.event);
+    statesIn(ev.result, this.end);
     let owning: void | Promise<void>;
     try { owning = bind(this.ctx, this.name, ev.result, this.caller, this.skill, this.bound); } catch (e) { return this.refused(ev, e); }
     return owning instanceof Promise || this.access.gs.length ? this.checked(ev, owning, rec.data, rec.event) : this.framed(ev, ev.result, rec.data, rec.event);

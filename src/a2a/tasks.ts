@@ -74,3 +74,36 @@ function idsOf(o: unknown, out: TaskIds, seen: SeenIds | undefined): TaskIds {
   if (c !== undefined) out.contexts.push(c);
   return out;
 }
+
+/** Who hears of the task states an answer, stream event or push notification reports (statesIn). */
+export interface TaskStates {
+  /** `task`'s state as reported now: terminal (completed, failed, canceled, rejected) or not. */
+  taskState(task: string, terminal: boolean): void;
+}
+
+/** Task states `result` reports (a Task, `{task}` or `{statusUpdate}`), each to `to`. */
+export function statesIn(result: unknown, to: TaskStates): void {
+  if (!result || typeof result !== 'object') return;
+  const r = result as Record<string, unknown>;
+  stateOf(r, str(r.id), to);
+  const task = r.task as Record<string, unknown> | undefined;
+  if (task && typeof task === 'object') stateOf(task, str(task.id), to);
+  const su = r.statusUpdate as Record<string, unknown> | undefined;
+  if (su && typeof su === 'object') stateOf(su, str(su.taskId), to);
+}
+
+function stateOf(o: Record<string, unknown>, id: string | undefined, to: TaskStates): void {
+  const status = o.status as Record<string, unknown> | undefined;
+  if (id === undefined || !status || typeof status !== 'object') return;
+  to.taskState(id, isTerminal(status.state));
+}
+
+/**
+ * A task state after which the callee does no more work on the task: completed, failed, canceled,
+ * rejected (v1 names, with or without TASK_STATE_, any case; proto numbers 3, 4, 5, 7). Submitted,
+ * working, input-required and auth-required are not (nor an unknown state: it holds until the cap).
+ */
+export function isTerminal(state: unknown): boolean {
+  if (typeof state === 'number') return state === 3 || state === 4 || state === 5 || state === 7;
+  return typeof state === 'string' && /^(TASK_STATE_)?(COMPLETED|FAILED|CANCELL?ED|REJECTED)$/i.test(state);
+}

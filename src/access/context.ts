@@ -13,7 +13,7 @@ import { identify } from './identify.ts';
 import { authorize, admit, settle, release, recordEvidence, type Admission } from './decide.ts';
 import { guardListing, guardrailsOf, guardChatInput, guardChatOutput, guardOrThrow, overScanBudget, recordStreamFindings } from './guard.ts';
 import { createTextCounter, type TextShape } from '../guardrails/text-budget.ts';
-import { DELEGATION_HEADER, delegationEvidence, verifyDelegation, type Delegation } from './delegation.ts';
+import { DELEGATION_HEADER, delegationEvidence, liveDelegation, type Delegation } from './delegation.ts';
 import { identityEvidence, requestTraceId, type EvidenceAt } from './evidence.ts';
 
 /** C: the plane's view of the request context (see request.ts Ctx). */
@@ -151,13 +151,16 @@ export function openAccess<C extends Ctx>(ctx: C): Access<C> | Promise<Access<C>
   return id instanceof Promise ? id.then((i) => opened(ctx, i)) : opened(ctx, id);
 }
 
-function opened<C extends Ctx>(ctx: C, identity: Identity): Access<C> {
+function opened<C extends Ctx>(ctx: C, identity: Identity): Access<C> | Promise<Access<C>> {
   const a = new Access(ctx, identity);
-  const d = verifyDelegation(ctx.rt, ctx.req.headers[DELEGATION_HEADER], a.identity);
-  if (d) {
-    a.delegation = d;
-    ctx.rt.identitySeen.note(a.identity.agent.name, 'delegation');
-    a.record({ type: 'delegation', request_id: ctx.requestId, trace_id: requestTraceId(ctx), identity: identityEvidence(a.identity), delegation: delegationEvidence(d) });
-  }
+  const d = liveDelegation(ctx.rt, ctx.req.headers[DELEGATION_HEADER], a.identity);
+  if (d === undefined) return a;
+  return d instanceof Promise ? d.then((live) => linked(ctx, a, live)) : linked(ctx, a, d);
+}
+
+function linked<C extends Ctx>(ctx: C, a: Access<C>, d: Delegation): Access<C> {
+  a.delegation = d;
+  ctx.rt.identitySeen.note(a.identity.agent.name, 'delegation');
+  a.record({ type: 'delegation', request_id: ctx.requestId, trace_id: requestTraceId(ctx), identity: identityEvidence(a.identity), delegation: delegationEvidence(d) });
   return a;
 }

@@ -6,6 +6,9 @@
 // refused, so a chain cannot be borrowed, lengthened or cut short by editing it. It carries the
 // chain's id, the hop count (the first caller's call is hop 1), the agents already in the chain
 // (cycles are refused) and the request id of the A2A call that delegated (the evidence link).
+// It is honoured only while that call runs, or a task it left running is not done (rt.liveCalls:
+// this process, or Redis in a fleet), so a callee cannot keep it to link later, unrelated calls
+// into the caller's tree.
 import { hash, timingSafeEqual } from 'node:crypto';
 import type { Identity } from '../identity/types.ts';
 import type { AccessRuntime } from './runtime-view.ts';
@@ -13,7 +16,7 @@ import { AamError } from './errors.ts';
 
 export const DELEGATION_HEADER = 'x-aam-delegation';
 const VERSION = 'v1';
-/** A delegation outlives the call that made it by at most this (a callee serves within it). */
+/** The longest a delegation lives, however long its call runs (a stream may run long: A2A's timeout is between its events). */
 const TTL_MS = 60 * 60 * 1000;
 const MAX_HEADER = 4096;
 
@@ -134,6 +137,47 @@ export function verifyDelegation(rt: AccessRuntime, header: string | string[] | 
     throw new AamError(403, 'invalid_delegation', `${DELEGATION_HEADER} was issued to agent "${d.callee}", not to ${chainName(identity)}; an agent may only forward the delegation it was given`);
   }
   return d;
+}
+
+/**
+ * The delegation a request carries (verifyDelegation), honoured only while it is live: the A2A call
+ * that issued it runs, or a task that call left running is not done as aam last saw it (callEnded).
+ * Replayed after that, the header is refused (401).
+ */
+export function liveDelegation(rt: AccessRuntime, header: string | string[] | undefined, identity: Identity, now = Date.now()): Delegation | undefined | Promise<Delegation> {
+  const d = verifyDelegation(rt, header, identity, now);
+  if (d === undefined) return undefined;
+  const live = rt.liveCalls.live(callKey(d));
+  if (live === true) return d;
+  if (live === false) throw over();
+  return live.then((l) => { if (!l) throw over(); return d; });
+}
+
+const over = () => invalid('was issued for an A2A call that has ended (a delegation is honoured only while its call runs or a task it left running is not done, 1 h at most)');
+
+/** The A2A call that issued `d`, in rt.liveCalls. */
+const callKey = (d: Delegation): string => `${d.id}:${d.parent}`;
+
+/** A callee's task, in rt.liveCalls (the callee's name has no `:` once encoded). */
+const taskKey = (callee: string, task: string): string => `${encodeURIComponent(callee)}:${task}`;
+
+/** The A2A call issuing `d` starts: `d` is honoured until callEnded (or its exp). */
+export function callStarted(rt: AccessRuntime, d: Delegation, now = Date.now()): void {
+  rt.liveCalls.begin(callKey(d), d.exp - now);
+}
+
+/**
+ * The A2A call that issued `d` to `callee` has ended (answered, refused or failed): `d` is refused
+ * from now on, unless the call left `tasks` running (the callee goes on working on them after its
+ * answer): then until aam sees each terminal (taskEnded), or `d` expires.
+ */
+export function callEnded(rt: AccessRuntime, d: Delegation, callee: string, tasks: readonly string[] | null): void {
+  rt.liveCalls.end(callKey(d), tasks === null || tasks.length === 0 ? null : tasks.map((t) => taskKey(callee, t)));
+}
+
+/** `callee`'s task `task` reached a terminal state (an answer, stream event or push notification said so): the delegations it held end. */
+export function taskEnded(rt: AccessRuntime, callee: string, task: string): void {
+  rt.liveCalls.taskEnded(taskKey(callee, task));
 }
 
 /**

@@ -4,6 +4,7 @@
 import type { ConfigSet } from '../config/schema.ts';
 import type { CompiledPolicies } from '../policy/compile.ts';
 import type { Limiter, KeyBook } from '../store/types.ts';
+import type { LiveCalls } from '../store/live-calls.ts';
 import type { AgentRegistry } from '../identity/registry.ts';
 import type { JwtVerifier, VerifiedSvid } from '../identity/jwt-svid.ts';
 import type { Mtls } from '../identity/x509-svid.ts';
@@ -75,6 +76,8 @@ export interface AccessRuntime {
   readonly limiter: Limiter;
   readonly keyBook: KeyBook;
   readonly identitySeen: IdentitySeen;
+  /** A2A calls in flight (delegation.ts): a delegation is honoured only while its call runs. */
+  readonly liveCalls: LiveCalls;
   readonly scanThread: ScanThread;
   readonly jwt: JwtVerifier | null;
   readonly tls: Mtls | null;

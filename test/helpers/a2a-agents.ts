@@ -1,7 +1,7 @@
 // Real A2A v1 agents built with the official @a2a-js/sdk server (its JSON-RPC transport handler
 // on node:http, as its express adapter does), for end-to-end tests.
 // Each agent echoes, streams (task -> working -> artifact -> completed), echoes a secret on
-// request, or calls another agent through aam (`call:<agent>:<text>`), forwarding the
+// request, makes a model call through aam first (`model:<rest>`), or calls another agent through aam (`call:<agent>:<text>`), forwarding the
 // x-aam-delegation and traceparent headers it received, as a well-behaved callee does.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -14,6 +14,8 @@ export interface TestAgents {
   base: string;
   /** Headers each agent received on its last A2A call (by agent path name). */
   received: Map<string, Record<string, string | string[] | undefined>>;
+  /** Tasks an agent goes on working on after its answer (`work:`), by task id. */
+  working: Map<string, Work>;
   close(): Promise<void>;
 }
 
@@ -27,12 +29,27 @@ export interface AgentDef {
   slowMs?: number;
 }
 
+/**
+ * A task the agent answered as `working` (a send with `work:` and returnImmediately: the SDK
+ * answers with the task at once) and goes on working on, as an async agent does.
+ */
+export interface Work {
+  /** Its model call through aam now, with the delegation it got with the send: the HTTP status. */
+  model(): Promise<number>;
+  /** The x-aam-delegation header the agent got with the send. */
+  delegation: string;
+  /** The task completes (the agent publishes it; aam sees it when it is next asked or told). */
+  complete(): void;
+}
+
 type Part = { content?: { $case: string; value: unknown } };
 const textOf = (parts: readonly Part[]): string => parts.map((p) => (p.content?.$case === 'text' ? String(p.content.value) : '')).join('');
 const textPart = (text: string) => ({ content: { $case: 'text', value: text }, metadata: undefined, filename: '', mediaType: '' });
 const agentMessage = (text: string, contextId: string, taskId = '') => ({ messageId: `m-${Math.random().toString(36).slice(2)}`, contextId, taskId, role: 2, parts: [textPart(text)], metadata: undefined, extensions: [], referenceTaskIds: [] });
 
-function executor(def: AgentDef, received: TestAgents['received']): AgentExecutor {
+function executor(def: AgentDef, received: TestAgents['received'], working: TestAgents['working']): AgentExecutor {
+  /** How each working task ends (a state published on its bus), by task id. */
+  const ends = new Map<string, (state: number) => void>();
   return {
     async execute(rc: RequestContext, bus: ExecutionEventBus): Promise<void> {
       const headers = (rc.context.state.get('headers') ?? {}) as Record<string, string | string[] | undefined>;
@@ -55,24 +72,51 @@ function executor(def: AgentDef, received: TestAgents['received']): AgentExecuto
         bus.finished();
         return;
       }
+      if (text.startsWith('work:')) {
+        const status = (state: number) => ({ kind: 'statusUpdate', data: { taskId: rc.taskId, contextId: rc.contextId, status: { state, message: undefined, timestamp: undefined }, metadata: undefined } as never });
+        bus.publish({ kind: 'task', data: { id: rc.taskId, contextId: rc.contextId, status: { state: 2, message: undefined, timestamp: undefined }, artifacts: [], history: [rc.userMessage], metadata: undefined } as never });
+        await new Promise<void>((resolve) => {
+          ends.set(rc.taskId, (state) => { ends.delete(rc.taskId); working.delete(rc.taskId); bus.publish(status(state) as never); resolve(); });
+          working.set(rc.taskId, { model: () => modelThroughAam(def, headers), delegation: String(headers['x-aam-delegation'] ?? ''), complete: () => ends.get(rc.taskId)?.(3) });
+        });
+        bus.finished();
+        return;
+      }
       if (def.slowMs && text.startsWith('slow')) await new Promise((r) => setTimeout(r, def.slowMs));
-      let answer = `${def.name} says: ${text}`;
-      if (text === 'echo-secret' && def.secret) answer = `the key is ${def.secret}`;
-      const call = /^call:([^:]+):?(.*)$/.exec(text);
+      // `model:<rest>`: a model call through aam while serving (its status goes in the answer), then <rest>.
+      const model = text.startsWith('model:') ? await modelThroughAam(def, headers) : undefined;
+      const rest = model === undefined ? text : text.slice('model:'.length);
+      let answer = `${def.name} says: ${rest}`;
+      if (rest === 'echo-secret' && def.secret) answer = `the key is ${def.secret}`;
+      const call = /^call:([^:]+):?(.*)$/.exec(rest);
       if (call) answer = await callThroughAam(def, headers, call[1], call[2] || 'hello');
+      if (model !== undefined) answer = `model ${model}; ${answer}`;
       bus.publish({ kind: 'message', data: agentMessage(answer, rc.contextId) as never });
       bus.finished();
     },
-    async cancelTask(): Promise<void> { /* nothing long-running */ },
+    // A working task is canceled (published on its bus); nothing else runs long.
+    async cancelTask(taskId: string): Promise<void> { ends.get(taskId)?.(5); },
   };
+}
+
+/** Delegation and trace context a callee forwards on the calls it makes while serving. */
+function forwarded(def: AgentDef, headers: Record<string, string | string[] | undefined>): Record<string, string> {
+  const h: Record<string, string> = { authorization: `Bearer ${def.key()}`, 'content-type': 'application/json' };
+  for (const k of ['x-aam-delegation', 'traceparent']) if (typeof headers[k] === 'string') h[k] = headers[k] as string;
+  return h;
+}
+
+/** The callee's model call through aam (model `small`) while serving: its HTTP status. */
+async function modelThroughAam(def: AgentDef, headers: Record<string, string | string[] | undefined>): Promise<number> {
+  const r = await fetch(`${def.aamUrl()}/v1/chat/completions`, { method: 'POST', headers: forwarded(def, headers), body: JSON.stringify({ model: 'small', messages: [{ role: 'user', content: 'score this' }] }) });
+  await r.arrayBuffer();
+  return r.status;
 }
 
 /** The callee's own call through aam, with its own key, forwarding delegation and trace context. */
 async function callThroughAam(def: AgentDef, headers: Record<string, string | string[] | undefined>, agent: string, text: string): Promise<string> {
-  const h: Record<string, string> = { authorization: `Bearer ${def.key()}`, 'content-type': 'application/json', 'a2a-version': '1.0' };
-  for (const k of ['x-aam-delegation', 'traceparent']) if (typeof headers[k] === 'string') h[k] = headers[k] as string;
   const r = await fetch(`${def.aamUrl()}/a2a/${agent}`, {
-    method: 'POST', headers: h,
+    method: 'POST', headers: { ...forwarded(def, headers), 'a2a-version': '1.0' },
     body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendMessage', params: { message: { messageId: 'n1', role: 'ROLE_USER', parts: [{ text }], metadata: { skill: 'any' } } } }),
   });
   const j = await r.json() as { result?: { message?: { parts?: Array<{ text?: string }> } }; error?: { message: string } };
@@ -81,6 +125,7 @@ async function callThroughAam(def: AgentDef, headers: Record<string, string | st
 
 export async function startTestAgents(defs: AgentDef[]): Promise<TestAgents> {
   const received: TestAgents['received'] = new Map();
+  const working: TestAgents['working'] = new Map();
   let base = '';
   const byName = new Map<string, { card: () => unknown; rpc: JsonRpcTransportHandler }>();
   for (const def of defs) {
@@ -92,7 +137,7 @@ export async function startTestAgents(defs: AgentDef[]): Promise<TestAgents> {
       defaultInputModes: ['text/plain'], defaultOutputModes: ['text/plain'],
       skills: def.skills.map((s) => ({ id: s, name: s, description: `skill ${s}`, tags: [s] })),
     });
-    const handler = new DefaultRequestHandler(card() as never, new InMemoryTaskStore(), executor(def, received));
+    const handler = new DefaultRequestHandler(card() as never, new InMemoryTaskStore(), executor(def, received, working));
     byName.set(def.name, { card, rpc: new JsonRpcTransportHandler(handler) });
   }
   const serve = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
@@ -128,7 +173,7 @@ export async function startTestAgents(defs: AgentDef[]): Promise<TestAgents> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return {
-    base, received,
+    base, received, working,
     close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
   };
 }
