@@ -3,6 +3,10 @@
 // triggers one rate-limited refetch (key rotation); no keys at all fails closed (jwks_unavailable).
 // A kid seen while the limiter is closed waits for the fetch that ends its window instead of being
 // refused, so tokens with random kids (a "kid storm") cannot delay a real rotation past one window.
+// A kid a fetch showed absent is refused at once for a while (one junk kid repeated costs no fetch
+// per window). A refresh honours HTTP caching: If-None-Match with the last ETag (304: the keys are
+// kept, not parsed again), and the publisher's Cache-Control max-age, within bounds, in place of
+// refresh_seconds.
 import { readFile } from 'node:fs/promises';
 import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import { dirname, isAbsolute, resolve } from 'node:path';
@@ -45,6 +49,8 @@ export interface JwksCacheOptions {
   kidRefetchMs?: number;
   /** How long keys may be used after a failed refresh before failing closed (default 3600 s). */
   maxStaleSeconds?: number;
+  /** How long a kid a fetch showed absent is refused without another fetch (default 60 s). */
+  absentKidSeconds?: number;
   timeoutMs?: number;
 }
 
@@ -63,6 +69,13 @@ export const DEFAULT_REFRESH_SECONDS = 300;
 export const DEFAULT_MAX_TOKEN_SECONDS = 3600;
 const MAX_BYTES = 1 << 20;
 const MAX_KEYS = 100;
+/** A publisher's Cache-Control max-age is honoured within these (a shorter one would hammer it; a longer one keeps a removed key trusted). */
+export const MAX_AGE_BOUNDS_SECONDS = [30, 3600] as const;
+/** Kids remembered absent at most (past it the oldest is forgotten: a storm of distinct kids is the fetch limiter's). */
+const MAX_ABSENT = 10_000;
+
+/** What a fetch of the JWKS URL brought: its text (null: 304, the keys held are current), its ETag, its max-age. */
+interface Fetched { text: string | null; etag?: string; maxAgeSeconds?: number }
 
 /** A path from a config file, resolved against that file's directory when relative. */
 export function pathNextToConfig(configFile: string, path: string): string {
@@ -104,18 +117,28 @@ export function createJwksCache(source: TrustDomainSource, opts: JwksCacheOption
   let inflight: Promise<string | undefined> | undefined;
   /** The fetch at the end of the unknown-kid window, shared by every kid that waits for it. */
   let next: Promise<string | undefined> | undefined;
+  /** The keys' ETag (sent as If-None-Match) and how long they are fresh (the publisher's max-age, bounded, or refresh_seconds). */
+  let etag: string | undefined;
+  let ttl = source.refreshSeconds * 1000;
+  const absentFor = (opts.absentKidSeconds ?? 60) * 1000;
+  /** Kid -> until when it is refused without a fetch (a fetch showed it absent). */
+  const absent = new Map<string, number>();
 
-  const load = async (): Promise<Map<string, KeyEntry>> => {
-    const text = source.jwksUrl ? await fetchText(source.jwksUrl, doFetch, timeoutMs) : await readFile(source.jwksFile!, 'utf8');
-    if (text.length > MAX_BYTES) throw new Error(`JWKS larger than ${MAX_BYTES} bytes`);
-    return parseJwks(text);
+  const load = async (): Promise<Fetched> => {
+    const got = source.jwksUrl ? await fetchText(source.jwksUrl, doFetch, timeoutMs, keys ? etag : undefined) : { text: await readFile(source.jwksFile!, 'utf8') };
+    if (got.text !== null && got.text.length > MAX_BYTES) throw new Error(`JWKS larger than ${MAX_BYTES} bytes`);
+    return got;
   };
 
   const refresh = (): Promise<string | undefined> => {
     inflight ??= (async () => {
       lastAttempt = now();
       try {
-        keys = await load();
+        const got = await load();
+        if (got.text !== null) keys = parseJwks(got.text);
+        etag = got.etag;
+        ttl = got.maxAgeSeconds === undefined ? source.refreshSeconds * 1000
+          : Math.min(Math.max(got.maxAgeSeconds, MAX_AGE_BOUNDS_SECONDS[0]), MAX_AGE_BOUNDS_SECONDS[1]) * 1000;
         loadedAt = now();
         lastError = undefined;
         return undefined;
@@ -145,6 +168,13 @@ export function createJwksCache(source: TrustDomainSource, opts: JwksCacheOption
     return next;
   };
 
+  /** `kid` was not in the keys a fetch brought: refused without another fetch for absentFor. */
+  const noteAbsent = (kid: string): void => {
+    absent.delete(kid);
+    if (absent.size >= MAX_ABSENT) absent.delete(absent.keys().next().value!);
+    absent.set(kid, now() + absentFor);
+  };
+
   const unavailable = (why: string | undefined): KeyLookup => ({ ok: false, code: 'jwks_unavailable', message: why ?? `trust domain "${source.name}": JWKS not loaded` });
 
   return {
@@ -155,7 +185,6 @@ export function createJwksCache(source: TrustDomainSource, opts: JwksCacheOption
     async lookup(kid) {
       const canFetch = () => now() - lastAttempt >= minGap;
       const age = () => (loadedAt === undefined ? Infinity : now() - loadedAt);
-      const ttl = source.refreshSeconds * 1000;
       if (age() >= ttl + maxStale) {
         // Nothing trustworthy cached: this request waits for a fetch, or fails closed.
         if (inflight) await inflight;
@@ -165,12 +194,13 @@ export function createJwksCache(source: TrustDomainSource, opts: JwksCacheOption
         void refresh(); // stale-while-revalidate: a routine refresh never blocks the request path
       }
       let k = keys?.get(kid);
-      const fetching = k ? undefined : fetchForKid();
+      const fetching = k || (absent.get(kid) ?? 0) > now() ? undefined : fetchForKid();
       if (fetching) {
         // Unknown kid: the publisher may have rotated. One refetch, rate-limited (fetchForKid).
         const err = await fetching;
         if (err) return unavailable(err);
         k = keys?.get(kid);
+        if (!k) noteAbsent(kid);
       }
       if (!k) return { ok: false, code: 'unknown_kid', message: `key "${kid}" is not in the JWKS of trust domain "${source.name}"` };
       return { ok: true, key: k };
@@ -178,8 +208,15 @@ export function createJwksCache(source: TrustDomainSource, opts: JwksCacheOption
   };
 }
 
-async function fetchText(url: string, doFetch: typeof fetch, timeoutMs: number): Promise<string> {
-  const res = await doFetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } });
+/** The JWKS at `url`; `etag` (the keys held) is sent as If-None-Match, and a 304 is text null. */
+async function fetchText(url: string, doFetch: typeof fetch, timeoutMs: number, etag: string | undefined): Promise<Fetched> {
+  const res = await doFetch(url, { signal: AbortSignal.timeout(timeoutMs), headers: etag ? { accept: 'application/json', 'if-none-match': etag } : { accept: 'application/json' } });
+  const cache = httpCaching(res.headers);
+  if (res.status === 304 && etag) {
+    await res.body?.cancel();
+    // A 304 may leave its ETag out: the held keys' stays theirs.
+    return { text: null, ...cache, etag: cache.etag ?? etag };
+  }
   if (!res.ok) {
     await res.body?.cancel();
     throw new Error(`HTTP ${res.status}`);
@@ -189,7 +226,16 @@ async function fetchText(url: string, doFetch: typeof fetch, timeoutMs: number):
     await res.body?.cancel();
     throw new Error(`JWKS larger than ${MAX_BYTES} bytes`);
   }
-  return res.text();
+  return { text: await res.text(), ...cache };
+}
+
+/** ETag, and Cache-Control's max-age (no-store or no-cache: 0, then bounded), of a JWKS response. */
+export function httpCaching(h: Headers): { etag?: string; maxAgeSeconds?: number } {
+  const etag = h.get('etag') ?? undefined;
+  const cc = (h.get('cache-control') ?? '').toLowerCase();
+  const m = /(?:^|,)\s*max-age\s*=\s*"?(\d+)"?\s*(?:,|$)/.exec(cc);
+  const maxAgeSeconds = /(?:^|,)\s*no-(?:store|cache)\s*(?:[,=]|$)/.test(cc) ? 0 : m ? Number(m[1]) : undefined;
+  return { ...(etag ? { etag } : {}), ...(maxAgeSeconds !== undefined ? { maxAgeSeconds } : {}) };
 }
 
 /**
