@@ -94,6 +94,23 @@ test('the callee\'s notifications reach the caller\'s webhook through aam: calle
   assert.equal((await rpc('other', 'ListTaskPushNotificationConfigs', { taskId })).body.error?.message, `task "${taskId}" not found`);
 });
 
+test('a push notification that reports a task terminal ends the delegation its send left live (nobody polls it)', async () => {
+  const r = await rpc('caller', 'SendMessage', { message: message('work:push'), configuration: { returnImmediately: true, taskPushNotificationConfig: { url: hookUrl, token: 'caller-hook-token' } } });
+  assert.equal(r.status, 200, r.text);
+  const id = (r.body.result!.task as { id: string }).id;
+  const work = agents.working.get(id)!;
+  // worker's own A2A call with the delegation: past its check (then a cycle: 403), or refused by it (401).
+  const use = async () => (await fetch(`${gw.url}/a2a/worker`, {
+    method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${keys.worker}`, 'x-aam-delegation': work.delegation },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'SendMessage', params: { message: message('x') } }),
+  })).text();
+  assert.match(await use(), /would loop/, 'the task works on: honoured');
+  const n = hooked.length;
+  work.complete();
+  await until('the completed notification', () => hooked.slice(n).some((h) => /COMPLETED|"state":\s*3/.test(h.body)));
+  assert.match(await use(), /was issued for an A2A call that has ended/);
+});
+
 test('SSRF: private, loopback, link-local and non-http push URLs are refused before the callee sees them; an unknown push route is 401', async () => {
   const first = await rpc('caller', 'SendMessage', { message: message('hello') });
   assert.equal(first.status, 200);
