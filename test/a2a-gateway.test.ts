@@ -291,6 +291,17 @@ test('a task the callee answered as working holds its delegation: its model call
   const c = await rpc('risk-scorer', 'planner', 'CancelTask', { id: canceled.id });
   assert.match(JSON.stringify(c.body.result), /CANCELED/);
   assert.equal(await canceled.work.model(), 401, 'aam saw it canceled: refused');
+  // Seen completed in a resubscribed stream (SubscribeToTask) through aam.
+  const streamed = await working();
+  assert.equal(await streamed.work.model(), 200);
+  const sub = await fetch(`${gw.url}/a2a/risk-scorer`, {
+    method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream', 'a2a-version': '1.0', authorization: `Bearer ${keys.planner}` },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 8, method: 'SubscribeToTask', params: { id: streamed.id } }),
+  });
+  assert.equal(sub.status, 200);
+  streamed.work.complete();
+  assert.match(await sub.text(), /COMPLETED/);
+  assert.equal(await streamed.work.model(), 401, 'aam saw it completed in the stream: refused');
 });
 
 test('a secret the callee echoes is scrubbed, in answers and in streams', async () => {
