@@ -14,7 +14,8 @@ import { compilePolicies, setFor } from '../src/policy/compile.ts';
 import { compileGuardrail } from '../src/guardrails/engine.ts';
 import { BudgetLedger, EmbeddedLimiter, RateLimiter } from '../src/policy/limits.ts';
 import { IdentitySeen, type SeenRow } from '../src/identity/seen.ts';
-import { memoryLiveCalls } from '../src/store/live-calls.ts';
+import { memoryLiveCalls, redisLiveCalls } from '../src/store/live-calls.ts';
+import { connectRedis } from '../src/store/redis.ts';
 import { IdPool } from '../src/observability/otlp-context.ts';
 import { MasterKey } from '../src/credentials/master-key.ts';
 import type { Identity } from '../src/identity/types.ts';
@@ -276,6 +277,17 @@ test('opening access identifies the caller; a request serving an A2A call is lin
   await assert.rejects(async () => openAccess(serving.ctx), (e: unknown) => e instanceof AamError && e.status === 401);
   (serving.ctx.req.headers as Record<string, string>)['x-aam-delegation'] = encodeDelegation(serving.rt, d);
   callStarted(serving.rt, d);
+
+  // A fleet replica that is not running the call asks Redis; Redis down: 503 store_unavailable, never honoured unchecked.
+  const redis = connectRedis('redis://127.0.0.1:1', 'aam-test-down');
+  try {
+    const fleet = setup({ key: { agent: 'plain', id: 'k1' }, headers: { 'x-aam-delegation': encodeDelegation(serving.rt, d) } });
+    Object.assign(fleet.rt, { liveCalls: redisLiveCalls(redis, 'aam:{test}:') });
+    await assert.rejects(async () => openAccess(fleet.ctx), (e: unknown) => e instanceof AamError && e.status === 503 && e.code === 'store_unavailable' && /cannot tell whether the A2A call that issued x-aam-delegation is still live/.test(e.message));
+    assert.deepEqual(fleet.events, []);
+  } finally {
+    redis.disconnect();
+  }
 
   // The same header presented by another agent: refused before anything is recorded.
   const borrowed = setup({ key: { agent: 'analyst', id: 'k2' } });
