@@ -2,8 +2,8 @@
 // after its answer while a task it left running (not terminal as aam last saw it) holds it, up to
 // the ttl given at its start (the delegation's expiry: a task nobody polls holds it no longer).
 // One process: maps in memory. A fleet: this replica's running calls in memory (answered with no
-// trip), and in Redis a set per call (a member while it runs, one per task holding it) and a set
-// per task (the calls it holds), written without waiting (the callee needs a round trip to its
+// trip), and in Redis a key per running call, a set per call of the tasks holding it and a set per
+// task of the calls it holds, written without waiting (the callee needs a round trip to its
 // caller's answer before it can call back, by which time they have landed); an empty set is gone.
 import type { Redis } from './redis.ts';
 import { StoreUnavailable } from './types.ts';
@@ -72,64 +72,63 @@ export function memoryLiveCalls(now: () => number = Date.now): LiveCalls {
   };
 }
 
-/** The member of a call's set while it runs (a task's member is `t` + its key). */
-const RUNNING = 'r';
-
-// KEYS: the call's set. ARGV: ttl ms.
-const BEGIN = `redis.call('SADD', KEYS[1], '${RUNNING}') redis.call('PEXPIRE', KEYS[1], ARGV[1])`;
-// KEYS: the call's set, then each holding task's set. ARGV: the call's id, then each task's member.
-// The tasks hold the call (each task's set lives as long as the call's), then it no longer runs.
-const END = `
-if #KEYS > 1 and redis.call('EXISTS', KEYS[1]) == 1 then
-  local ttl = redis.call('PTTL', KEYS[1])
-  for i = 2, #KEYS do
-    redis.call('SADD', KEYS[1], ARGV[i])
+// KEYS: the call's running key, its held set, then each holding task's set. ARGV: the call's id,
+// then each task's member. The tasks hold the call (for what is left of its ttl), then it no longer runs.
+const END_HELD = `
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl > 0 then
+  for i = 3, #KEYS do
+    redis.call('SADD', KEYS[2], ARGV[i - 1])
     redis.call('SADD', KEYS[i], ARGV[1])
-    if ttl > 0 then redis.call('PEXPIRE', KEYS[i], ttl) end
+    redis.call('PEXPIRE', KEYS[i], ttl)
   end
+  redis.call('PEXPIRE', KEYS[2], ttl)
 end
-redis.call('SREM', KEYS[1], '${RUNNING}')`;
-// KEYS: the task's set. ARGV: the calls' key prefix, the task's member. The calls it held lose it.
+redis.call('DEL', KEYS[1])`;
+// KEYS: the task's set. ARGV: the held sets' key prefix, the task's member. The calls it held lose it.
 const TASK_ENDED = `
 for _, c in ipairs(redis.call('SMEMBERS', KEYS[1])) do redis.call('SREM', ARGV[1] .. c, ARGV[2]) end
 redis.call('DEL', KEYS[1])`;
 
 type Scripted = {
-  aamLiveBegin(key: string, ttlMs: number): Promise<unknown>;
-  aamLiveEnd(n: number, ...a: string[]): Promise<unknown>;
-  aamLiveTaskEnded(key: string, callPrefix: string, member: string): Promise<unknown>;
+  aamLiveEndHeld(n: number, ...a: string[]): Promise<unknown>;
+  aamLiveTaskEnded(key: string, heldPrefix: string, member: string): Promise<unknown>;
 };
 
+/**
+ * A call's keys: `live:c:<call>` while it runs (SET with its ttl at its start, DEL at its end: two
+ * plain commands, the usual call's whole cost), and `live:h:<call>`, the set of tasks holding it
+ * (only for a call that left tasks running). Live: either exists (one EXISTS for both).
+ */
 export function redisLiveCalls(redis: Redis, prefix: string): LiveCalls {
-  redis.defineCommand('aamLiveBegin', { numberOfKeys: 1, lua: BEGIN });
-  redis.defineCommand('aamLiveEnd', { lua: END });
+  redis.defineCommand('aamLiveEndHeld', { lua: END_HELD });
   redis.defineCommand('aamLiveTaskEnded', { numberOfKeys: 1, lua: TASK_ENDED });
   const r = redis as unknown as Scripted;
   /** This replica's running calls. */
   const running = new Set<string>();
-  const calls = `${prefix}live:c:`;
+  const runs = `${prefix}live:c:`;
+  const held = `${prefix}live:h:`;
   const taskKey = (task: string) => `${prefix}live:t:${task}`;
   const ignore = (): void => {};
   return {
     begin(call, ttlMs) {
       running.add(call);
-      r.aamLiveBegin(calls + call, ttlMs).catch(ignore);
+      redis.set(runs + call, '1', 'PX', ttlMs).catch(ignore);
     },
-    end(call, held) {
+    end(call, tasks) {
       running.delete(call);
-      const n = held?.length ?? 0;
-      if (n === 0) { r.aamLiveEnd(1, calls + call, call).catch(ignore); return; }
-      const keys = [calls + call];
+      if (tasks === null || tasks.length === 0) { redis.del(runs + call).catch(ignore); return; }
+      const keys = [runs + call, held + call];
       const argv = [call];
-      for (const task of held!) { keys.push(taskKey(task)); argv.push(`t${task}`); }
-      r.aamLiveEnd(keys.length, ...keys, ...argv).catch(ignore);
+      for (const task of tasks) { keys.push(taskKey(task)); argv.push(`t${task}`); }
+      r.aamLiveEndHeld(keys.length, ...keys, ...argv).catch(ignore);
     },
     taskEnded(task) {
-      r.aamLiveTaskEnded(taskKey(task), calls, `t${task}`).catch(ignore);
+      r.aamLiveTaskEnded(taskKey(task), held, `t${task}`).catch(ignore);
     },
     live(call) {
       if (running.has(call)) return true;
-      return redis.exists(calls + call).then((n) => n === 1, (e: unknown) => {
+      return redis.exists(runs + call, held + call).then((n) => n > 0, (e: unknown) => {
         throw new StoreUnavailable('redis', `A2A delegation: cannot tell whether its call still runs: ${(e as Error).message}`);
       });
     },
