@@ -46,6 +46,16 @@ test('the Deployment serves on AAM_PORT with /healthz liveness and /readyz readi
   assert.deepEqual(service.spec.selector, deployment.spec.selector.matchLabels);
 });
 
+test('a startup probe holds liveness off while a replica connects and migrates (it listens only after)', () => {
+  const probe = container.startupProbe as Obj;
+  assert.ok(probe, 'a startupProbe: liveness alone kills a replica whose migration takes over ~30 s');
+  assert.equal(probe.httpGet.path, '/healthz');
+  assert.equal(probe.httpGet.port, 'http');
+  // Kubernetes defaults: periodSeconds 10, failureThreshold 3.
+  const windowS = (probe.periodSeconds ?? 10) * (probe.failureThreshold ?? 3);
+  assert.ok(windowS >= 300, `startup window ${windowS} s covers a migration that rewrites a big table (>= 5 min)`);
+});
+
 test('shutdown: a preStop sleep keeps the pod serving while Kubernetes takes it out of the Service; the grace period covers it, the drain and the sinks', () => {
   const env = envOf(container.env);
   const [cmd, seconds] = container.lifecycle.preStop.exec.command as string[];
