@@ -358,7 +358,7 @@ async function withFleet<T>(url: string, fn: (sql: Sql) => Promise<T>): Promise<
   const drivers = await fleetDrivers();
   const sql = drivers.connectPostgres(url, 2, { tls: databaseTls(process.env, url) });
   try {
-    await drivers.requireSchema(sql);
+    await drivers.requireSchema(sql).catch((e: unknown) => { throw drivers.connectionError(e); });
     return await fn(sql);
   } finally { await sql.end({ timeout: 2 }); }
 }

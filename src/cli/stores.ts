@@ -82,10 +82,10 @@ export function withUsage<T>(dataDir: string, fn: (usage: { summary(by: UsageGro
 export async function migrateFleet(env: NodeJS.ProcessEnv): Promise<string> {
   const urls = fleetEnv(env);
   if (!urls) throw new Error('aam migrate works on the fleet database: set AAM_DATABASE_URL (and AAM_REDIS_URL); the embedded store needs no migration');
-  const { connectPostgres, migrate, SCHEMA_VERSION } = await fleetDrivers();
+  const { connectPostgres, connectionError, migrate, SCHEMA_VERSION } = await fleetDrivers();
   const sql = connectPostgres(urls.databaseUrl, 1, { tls: urls.databaseTls });
   try {
-    const r = await migrate(sql);
+    const r = await migrate(sql).catch((e: unknown) => { throw connectionError(e); });
     return r.applied.length
       ? `migrated the fleet database from schema ${r.from} to ${r.to} (${r.applied.map((m) => `${m.version} ${m.name}`).join('; ')})`
       : `the fleet database is at schema ${r.from}, current for this aam (${SCHEMA_VERSION}); nothing to do`;

@@ -10,6 +10,6 @@ export async function fleetDrivers() {
   const [fleet, status, pg] = await Promise.all([import('./fleet.ts'), import('./fleet-status.ts'), import('./postgres.ts')]);
   return {
     openFleet: fleet.openFleet, startHeartbeat: status.startHeartbeat, readFleetStatus: status.readFleetStatus, formatFleetStatus: status.formatFleetStatus,
-    connectPostgres: pg.connectPostgres, migrate: pg.migrate, requireSchema: pg.requireSchema, SCHEMA_VERSION: pg.SCHEMA_VERSION,
+    connectPostgres: pg.connectPostgres, connectionError: pg.connectionError, migrate: pg.migrate, requireSchema: pg.requireSchema, SCHEMA_VERSION: pg.SCHEMA_VERSION,
   };
 }

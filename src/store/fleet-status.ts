@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Fleet, FleetEnv } from './fleet.ts';
-import { connectPostgres, databaseName, schemaVersion, SCHEMA_VERSION } from './postgres.ts';
+import { connectionError, connectPostgres, databaseName, schemaVersion, SCHEMA_VERSION } from './postgres.ts';
 import { connectRedis, fleetPrefix, lastError, redisRefusal, type Redis } from './redis.ts';
 import { errMsg } from '../lib/error-message.ts';
 
@@ -75,7 +75,7 @@ export async function readFleetStatus(env: FleetEnv): Promise<FleetStatus> {
   const prefix = fleetPrefix(databaseName(env.databaseUrl));
   try {
     const [pg, rd] = await Promise.all([
-      schemaVersion(sql).then((schema) => ({ ok: true, schema, known: SCHEMA_VERSION }), (e: unknown) => ({ ok: false, known: SCHEMA_VERSION, error: errMsg(e) })),
+      schemaVersion(sql).then((schema) => ({ ok: true, schema, known: SCHEMA_VERSION }), (e: unknown) => ({ ok: false, known: SCHEMA_VERSION, error: errMsg(connectionError(e)) })),
       replicasIn(redis, prefix).then((replicas) => ({ ok: true as const, replicas }), (e: unknown) => ({ ok: false as const, error: redisRefusal(why()) ?? errMsg(why() ?? e) })),
     ]);
     const replicas = rd.ok ? rd.replicas : [];

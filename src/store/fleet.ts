@@ -4,7 +4,7 @@
 // per fleet; a replica that was disconnected (and may have missed messages) re-reads on reconnect,
 // and each kind also polls on a short timer, so a lost message delays a change by at most that.
 import { randomBytes } from 'node:crypto';
-import { connectPostgres, databaseName, migrate, requireSchema, QUERY_TIMEOUT_S, type Sql } from './postgres.ts';
+import { connectPostgres, databaseError, databaseName, migrate, requireSchema, QUERY_TIMEOUT_S, type Sql } from './postgres.ts';
 import { connectAdmission, connectRedis, fleetPrefix, lastError, redisRefusal, COMMAND_TIMEOUT_MS, type Redis } from './redis.ts';
 import { redisTlsMisfit } from './redis-probe.ts';
 import type { RespConnection } from './resp.ts';
@@ -81,7 +81,7 @@ export async function openFleet(env: FleetEnv, opts: { follow: boolean; migrate:
         await sql`SELECT 1`;
       } else await requireSchema(sql);
     } catch (e) {
-      throw new Error(`cannot use the fleet database (AAM_DATABASE_URL): ${errMsg(e)}`, { cause: e });
+      throw databaseError(e);
     }
     // Redis may be down at start: requests then get 503 store_unavailable until it answers. One
     // that refuses aam (password, certificate) will not change its mind: the start stops, saying so.

@@ -284,6 +284,36 @@ export function connectPostgres(url: string, max = 10, opts: PostgresOptions = {
   });
 }
 
+/** Why aam cannot reach or log in to PostgreSQL, by the error's code (SQLSTATE or socket), with what to check; null: another error. */
+export function databaseHint(e: unknown): string | null {
+  const code = (e as { code?: unknown } | null)?.code;
+  switch (code) {
+    case '28P01': case '28000':
+      return 'the user or password in AAM_DATABASE_URL is wrong, or pg_hba.conf refuses this host';
+    case '3D000':
+      return 'the database named in AAM_DATABASE_URL does not exist: create it (createdb), then run aam migrate';
+    case 'ECONNREFUSED': case 'ENOTFOUND': case 'EAI_AGAIN': case 'ETIMEDOUT': case 'CONNECT_TIMEOUT': case 'EHOSTUNREACH': case 'ENETUNREACH':
+      return 'PostgreSQL is unreachable at the host and port in AAM_DATABASE_URL: check them, and that it is up and lets this host in';
+    default:
+      return null;
+  }
+}
+
+/**
+ * The one wording of "cannot use the fleet database" for every command and a replica's start: it
+ * names AAM_DATABASE_URL and, for a refused login or connection, what to check.
+ */
+export function databaseError(e: unknown): Error {
+  const hint = databaseHint(e);
+  const msg = e instanceof Error ? e.message || String((e as { code?: unknown }).code ?? e) : String(e);
+  return new Error(`cannot use the fleet database (AAM_DATABASE_URL): ${msg}${hint ? ` (${hint})` : ''}`, { cause: e });
+}
+
+/** A refused login or connection as databaseError; any other error (a failed query, a migration) as it is. */
+export function connectionError(e: unknown): unknown {
+  return databaseHint(e) === null ? e : databaseError(e);
+}
+
 /** Apply the migrations this database lacks, one transaction each, under the fleet-wide lock. */
 export async function migrate(sql: Sql): Promise<{ from: number; to: number; applied: Migration[] }> {
   const conn = await sql.reserve();

@@ -1,0 +1,55 @@
+// A fleet store aam cannot log in to or reach: every command that opens it (`aam migrate`, the
+// stores the other commands open, `aam audit verify`) and a replica's start name AAM_DATABASE_URL and
+// say what to check (the password, the database, the host), against the real PostgreSQL of npm test.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { fleetUrls } from './helpers/fleet.ts';
+import { runCli } from './helpers/e2e.ts';
+import { tempDir } from './helpers/temp.ts';
+import { doc, yaml, agentDocs } from './helpers/gateway.ts';
+import { writeFileSync } from 'node:fs';
+import { startGateway } from '../src/cli/serve.ts';
+
+const { databaseUrl, redisUrl } = fleetUrls();
+const withUrl = (edit: (u: URL) => void): string => { const u = new URL(databaseUrl); edit(u); return u.toString(); };
+const WRONG_PASSWORD = withUrl((u) => { u.password = 'not-the-password'; });
+const NO_DATABASE = withUrl((u) => { u.pathname = '/aam_no_such_database'; });
+const env = (url: string) => ({ ...process.env, AAM_DATABASE_URL: url, AAM_REDIS_URL: redisUrl, AAM_MASTER_KEY: '11'.repeat(32), AAM_LOG_LEVEL: 'error' });
+
+/** A loopback port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
+  const { port } = s.address() as AddressInfo;
+  await new Promise<void>((r) => s.close(() => r()));
+  return port;
+}
+
+const PASSWORD_HINT = /cannot use the fleet database \(AAM_DATABASE_URL\): password authentication failed for user "aam" \(the user or password in AAM_DATABASE_URL is wrong/;
+
+test('aam migrate, a store-opening command and audit verify with a wrong password name AAM_DATABASE_URL and the password', async () => {
+  for (const args of [['migrate'], ['keys', 'list'], ['audit', 'verify']]) {
+    const r = await runCli(args, { env: env(WRONG_PASSWORD) });
+    assert.notEqual(r.code, 0, args.join(' '));
+    assert.match(r.stderr, PASSWORD_HINT, `${args.join(' ')}: ${r.stderr}`);
+    assert.ok(!r.stderr.includes('not-the-password'), 'the password is not printed');
+  }
+});
+
+test('aam migrate on a database that does not exist says to create it; on a closed port, that PostgreSQL is unreachable', async () => {
+  const missing = await runCli(['migrate'], { env: env(NO_DATABASE) });
+  assert.notEqual(missing.code, 0);
+  assert.match(missing.stderr, /AAM_DATABASE_URL.*does not exist.*create it/, missing.stderr);
+  const port = await closedPort();
+  const down = await runCli(['migrate'], { env: env(withUrl((u) => { u.port = String(port); })) });
+  assert.notEqual(down.code, 0);
+  assert.match(down.stderr, /cannot use the fleet database \(AAM_DATABASE_URL\):.*PostgreSQL is unreachable at the host and port in AAM_DATABASE_URL/, down.stderr);
+});
+
+test("a replica's start with a wrong password is refused with the same words", async () => {
+  const d = tempDir('aam-store-errors-');
+  writeFileSync(join(d, 'aam.yaml'), yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] }), ...agentDocs(['one'])));
+  await assert.rejects(startGateway({ configPath: join(d, 'aam.yaml'), dataDir: join(d, 'data'), port: 0, host: '127.0.0.1', env: env(WRONG_PASSWORD) }), PASSWORD_HINT);
+});
