@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { openAuditLog } from '../src/audit/log.ts';
 import { startSinks } from '../src/audit/sinks.ts';
 import { webhookSink, otlpLogsSink, otlpRecord, signWebhookBody } from '../src/audit/sink-http.ts';
+import { resolveOtlp } from '../src/observability/otlp-config.ts';
 import type { AuditEvent } from '../src/audit/event.ts';
 import { fileSink } from '../src/audit/sink-file.ts';
 import { verifyDatabase, verifyExport } from '../src/audit/verify.ts';
@@ -132,7 +133,7 @@ test('OTLP logs sink posts /v1/logs JSON that a local collector can read', async
     res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
   });
   const port = (collector.address() as AddressInfo).port;
-  const runner = startSinks(log, [otlpLogsSink({ endpoint: `http://127.0.0.1:${port}` })], { pollMs: 20 });
+  const runner = startSinks(log, [otlpLogsSink(resolveOtlp('logs', { endpoint: `http://127.0.0.1:${port}`, env: {} })!)], { pollMs: 20 });
   for (let i = 0; i < 10; i++) log.record(sampleEvent(i, { trace_id: '0af7651916cd43dd8448eb211c80319c' }));
   await log.flush();
   await runner.drain(60_000);
@@ -174,7 +175,7 @@ test('every sink gets each signed checkpoint as its own record, after the events
   const path = join(dir, 'export', 'audit.jsonl');
   const sinks = () => [
     webhookSink({ name: 'siem', url: `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook`, secret }),
-    otlpLogsSink({ endpoint: `http://127.0.0.1:${(collector.address() as AddressInfo).port}` }),
+    otlpLogsSink(resolveOtlp('logs', { endpoint: `http://127.0.0.1:${(collector.address() as AddressInfo).port}`, env: {} })!),
     fileSink({ path }),
   ];
   const runner = startSinks(log, sinks(), { batchSize: 30, pollMs: 20 });

@@ -1,9 +1,10 @@
 // OTLP export machinery: batching, retry after collector outage, bounded queue, shutdown flush,
-// permanent errors, partial success, gzip, and the OTLP logs exporter.
+// permanent errors, partial success, gzip, and the OTLP audit logs sink that shares it.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createTracer } from '../src/observability/tracing.ts';
-import { createOtlpLogExporter } from '../src/observability/otlp-logs.ts';
+import { otlpLogsSink } from '../src/audit/sink-http.ts';
+import type { AuditEvent } from '../src/audit/event.ts';
 import { resolveOtlp } from '../src/observability/otlp-config.ts';
 import { startCollector, freePort, spansOf, attrs, type OtlpKv } from './observability-collector.ts';
 
@@ -181,69 +182,29 @@ test('gzip compression from OTEL_EXPORTER_OTLP_COMPRESSION', async () => {
   assert.throws(() => createTracer({ endpoint: col.url, env: { OTEL_EXPORTER_OTLP_COMPRESSION: 'zstd' } }), /gzip or none/);
 });
 
-interface OtlpLog { timeUnixNano: string; observedTimeUnixNano: string; severityNumber: number; severityText: string; body: Record<string, unknown>; attributes: OtlpKv[]; traceId?: string; spanId?: string }
+const EVENT = { seq: 7, time: '2026-01-02T03:04:05.006Z', prev_hash: '0'.repeat(64), hash: 'a'.repeat(64), type: 'model_call', request_id: 'req_1' } as unknown as AuditEvent;
 
-test('OTLP logs exporter delivers batched log records to /v1/logs', async () => {
-  const col = await startCollector();
-  assert.equal(createOtlpLogExporter({ env: {} }), null);
-  const logs = createOtlpLogExporter({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: col.url, OTEL_SERVICE_NAME: 'aam-audit' }, scopeName: 'aam.audit', flushIntervalMs: SLOW })!;
-  logs.emit({
-    time: '2026-01-02T03:04:05.006Z', severity: 'warn', body: { type: 'tool_call', decision: 'deny', args: [1, 'x', null] },
-    attributes: { 'aam.request_id': 'req_1', seq: 7 }, traceId: '4bf92f3577b34da6a3ce929d0e0e4736', spanId: '00f067aa0ba902b7',
-  });
-  logs.emit({ body: 'plain text', traceId: 'not-hex' });
-  await logs.shutdown();
-  assert.equal(col.received.length, 1);
-  assert.equal(col.received[0].path, '/v1/logs');
-  const body = col.received[0].body as { resourceLogs: Array<{ resource: { attributes: OtlpKv[] }; scopeLogs: Array<{ scope: { name: string }; logRecords: OtlpLog[] }> }> };
+test('the OTLP audit logs sink: the logs URL as is, gzip per OTEL_EXPORTER_OTLP_COMPRESSION like the spans, resolves once accepted, rejects while the collector is down', async () => {
+  const port = await freePort();
+  const cfg = resolveOtlp('logs', { env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: `http://127.0.0.1:${port}/logs-here`, OTEL_EXPORTER_OTLP_COMPRESSION: 'gzip', OTEL_SERVICE_NAME: 'aam-audit' } })!;
+  const sink = otlpLogsSink(cfg);
+  assert.equal(sink.name, `otlp:http://127.0.0.1:${port}/logs-here`);
+  await assert.rejects(sink.deliver([EVENT], []), /OTLP export of 1 log records failed: cannot reach/);
+  const col = await startCollector(port);
+  col.respond = { status: 503 };
+  await assert.rejects(sink.deliver([EVENT], []), /503/);
+  col.respond = { status: 200 };
+  await sink.deliver([EVENT, { ...EVENT, seq: 8 } as AuditEvent], []);
+  const last = col.received.at(-1)!;
+  assert.equal(last.path, '/logs-here');
+  assert.equal(last.headers['content-encoding'], 'gzip');
+  const body = last.body as { resourceLogs: Array<{ resource: { attributes: OtlpKv[] }; scopeLogs: Array<{ scope: { name: string }; logRecords: Array<{ timeUnixNano: string; attributes: OtlpKv[] }> }> }> };
   assert.deepEqual(attrs(body.resourceLogs[0].resource.attributes)['service.name'], { stringValue: 'aam-audit' });
   const sl = body.resourceLogs[0].scopeLogs[0];
   assert.equal(sl.scope.name, 'aam.audit');
-  const [a, b] = sl.logRecords;
-  assert.equal(a.timeUnixNano, '1767323045006000000');
-  assert.equal(a.severityNumber, 13);
-  assert.equal(a.severityText, 'WARN');
-  assert.deepEqual(a.body, { kvlistValue: { values: [
-    { key: 'type', value: { stringValue: 'tool_call' } },
-    { key: 'decision', value: { stringValue: 'deny' } },
-    { key: 'args', value: { arrayValue: { values: [{ intValue: '1' }, { stringValue: 'x' }, {}] } } },
-  ] } });
-  assert.deepEqual(attrs(a.attributes), { 'aam.request_id': { stringValue: 'req_1' }, seq: { intValue: '7' } });
-  assert.equal(a.traceId, '4bf92f3577b34da6a3ce929d0e0e4736');
-  assert.equal(a.spanId, '00f067aa0ba902b7');
-  assert.deepEqual(b.body, { stringValue: 'plain text' });
-  assert.equal(b.severityNumber, 9);
-  assert.equal(b.traceId, undefined, 'a malformed trace id is left out');
-  assert.equal(b.timeUnixNano, b.observedTimeUnixNano);
-  assert.equal(logs.stats().exported, 2);
-  await col.close();
-});
-
-test('OTEL_EXPORTER_OTLP_LOGS_ENDPOINT is used as the full logs URL', async () => {
-  const col = await startCollector();
-  const logs = createOtlpLogExporter({ env: { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_EXPORTER_OTLP_LOGS_ENDPOINT: `${col.url}/logs-here` } })!;
-  logs.emit({ body: 'x' });
-  await logs.flush();
-  assert.equal(col.received[0].path, '/logs-here');
-  await logs.shutdown();
-  await col.close();
-});
-
-test('logs send(): resolves once the collector accepted, rejects while it is down (for a cursor-keeping audit sink)', async () => {
-  const port = await freePort();
-  const logs = createOtlpLogExporter({ endpoint: `http://127.0.0.1:${port}`, env: {} })!;
-  await assert.rejects(logs.send([{ body: 'e1' }]), /OTLP export of 1 log records failed: cannot reach/);
-  const col = await startCollector(port);
-  col.respond = { status: 503 };
-  await assert.rejects(logs.send([{ body: 'e1' }]), /503/);
-  col.respond = { status: 200 };
-  await logs.send([{ body: 'e1' }, { body: 'e2', severity: 'error' }]);
-  const recs = (col.received.at(-1)!.body as { resourceLogs: Array<{ scopeLogs: Array<{ logRecords: Array<{ body: unknown; severityNumber: number }> }> }> }).resourceLogs[0].scopeLogs[0].logRecords;
-  assert.deepEqual(recs.map((r) => r.body), [{ stringValue: 'e1' }, { stringValue: 'e2' }]);
-  assert.equal(recs[1].severityNumber, 17);
-  assert.equal(logs.stats().exported, 2);
-  await logs.shutdown();
-  await assert.rejects(logs.send([{ body: 'late' }]), /shut down/);
+  assert.equal(sl.logRecords[0].timeUnixNano, '1767323045006000000');
+  assert.deepEqual(sl.logRecords.map((r) => attrs(r.attributes)['aam.audit.seq']), [{ intValue: '7' }, { intValue: '8' }]);
+  await sink.close!();
   await col.close();
 });
 

@@ -19,7 +19,7 @@ after(() => rmSync(root, { recursive: true, force: true }));
 type Attr = { key: string; value: { stringValue?: string } };
 type Resource = { attributes: Attr[] };
 
-test('OTLP logs use the traces\' OTEL_* settings (headers, service name, resource), both name the instance; a failing webhook is logged', async () => {
+test('OTLP logs use the traces\' OTEL_* settings (headers, compression, service name, resource), both name the instance; a failing webhook is logged', async () => {
   const collector = await startCollector();
   const dir = join(root, 'one');
   mkdirSync(dir, { recursive: true });
@@ -34,6 +34,7 @@ test('OTLP logs use the traces\' OTEL_* settings (headers, service name, resourc
   const gw = await startServeChild({ config, data, env: {
     OTEL_EXPORTER_OTLP_ENDPOINT: collector.url, OTEL_BSP_SCHEDULE_DELAY: '50',
     OTEL_EXPORTER_OTLP_HEADERS: 'authorization=Bearer%20collector-token', OTEL_SERVICE_NAME: 'aam-prod', OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment.name=prod',
+    OTEL_EXPORTER_OTLP_COMPRESSION: 'gzip',
     // Nothing listens there: the webhook fails on every attempt.
     AAM_AUDIT_WEBHOOK_URL: 'http://127.0.0.1:9/hook', AAM_AUDIT_WEBHOOK_SECRET: 'whsec-test',
   } });
@@ -45,6 +46,7 @@ test('OTLP logs use the traces\' OTEL_* settings (headers, service name, resourc
     await until(() => logged() && body('/v1/traces').length > 0, 15_000, 'spans and the model_call log record at the collector');
     for (const path of ['/v1/traces', '/v1/logs']) {
       for (const x of body(path)) assert.equal(x.headers.authorization, 'Bearer collector-token', `${path} carries OTEL_EXPORTER_OTLP_HEADERS`);
+      for (const x of body(path)) assert.equal(x.headers['content-encoding'], 'gzip', `${path} is gzipped per OTEL_EXPORTER_OTLP_COMPRESSION (the logs were not)`);
     }
     const resourceOf = (path: string): Record<string, string | undefined> => {
       const b = body(path)[0].body as { resourceSpans?: Array<{ resource: Resource }>; resourceLogs?: Array<{ resource: Resource }> };

@@ -1,5 +1,5 @@
 // HTTP sinks: a signed webhook (batched JSON, HMAC-SHA256 in x-aam-signature, seq range as the
-// idempotency key) and OpenTelemetry logs over OTLP/HTTP JSON (/v1/logs). Both carry the signed
+// idempotency key) and OpenTelemetry logs over OTLP/HTTP JSON (/v1/logs, through the traces' exporter). Both carry the signed
 // checkpoints too, as records of their own.
 import { createHash, createHmac } from 'node:crypto';
 import type { AuditSink } from './sinks.ts';
@@ -7,6 +7,9 @@ import { identityOf, policyOf, toolOf, type AuditEvent } from './event.ts';
 import { toOcsf } from './ocsf.ts';
 import { checkpointLine, checkpointRecord } from './checkpoint.ts';
 import type { Checkpoint } from './checkpoint.ts';
+import type { ResolvedOtlp } from '../observability/otlp-config.ts';
+import { createBatchExporter } from '../observability/otlp-exporter.ts';
+import { keyValues } from '../observability/otlp-encode.ts';
 
 export interface WebhookSinkOptions {
   name?: string;
@@ -60,41 +63,30 @@ export function signWebhookBody(secret: string, body: string): string {
   return 'sha256=' + createHmac('sha256', secret).update(body).digest('hex');
 }
 
-export interface OtlpLogsSinkOptions {
-  name?: string;
-  /** Collector base URL, e.g. http://localhost:4318; /v1/logs is appended. */
-  endpoint: string;
-  /** The logs URL as is (resolveOtlp('logs'): OTEL_EXPORTER_OTLP_LOGS_ENDPOINT); wins over endpoint. */
-  url?: string;
-  headers?: Record<string, string>;
-  serviceName?: string;
-  /** Resource attributes (resolveOtlp's: service.name, OTEL_RESOURCE_ATTRIBUTES...); wins over serviceName. */
-  resource?: Record<string, string>;
-  timeoutMs?: number;
-}
-
 type OtlpValue = { stringValue: string } | { intValue: string } | { doubleValue: number } | { boolValue: boolean };
 
-export function otlpLogsSink(opts: OtlpLogsSinkOptions): AuditSink {
-  const url = opts.url ?? opts.endpoint.replace(/\/+$/, '') + (opts.endpoint.endsWith('/v1/logs') ? '' : '/v1/logs');
-  const resource = Object.entries(opts.resource ?? { 'service.name': opts.serviceName ?? 'aam' }).map(([k, v]) => attr(k, v));
-  const send = (logRecords: Record<string, unknown>[]): Promise<void> => {
-    const body = JSON.stringify({
-      resourceLogs: [{
-        resource: { attributes: resource },
-        scopeLogs: [{ scope: { name: 'aam.audit' }, logRecords }],
-      }],
-    });
-    return post(url, body, { ...opts.headers, 'content-type': 'application/json' }, opts.timeoutMs ?? 10_000);
-  };
+/**
+ * OTLP logs through the traces' exporter (one place for OTEL_* headers, resource, timeout, gzip
+ * per OTEL_EXPORTER_OTLP_COMPRESSION, kept-alive connections, partial success): each delivery is one
+ * POST that resolves once the collector accepted it; the sink runner keeps the cursor and retries.
+ * `name`: the cursor is kept under it (default otlp:<logs URL>).
+ */
+export function otlpLogsSink(cfg: ResolvedOtlp, name = `otlp:${cfg.url}`): AuditSink {
+  const resource = keyValues(cfg.resource);
+  const exporter = createBatchExporter<Record<string, unknown>>(cfg, {
+    encode: (logRecords) => JSON.stringify({ resourceLogs: [{ resource: { attributes: resource }, scopeLogs: [{ scope: { name: 'aam.audit' }, logRecords }] }] }),
+    rejectedField: 'rejectedLogRecords',
+    noun: 'log records',
+  });
   return {
-    name: opts.name ?? `otlp:${opts.endpoint}`,
-    deliver: (events) => send(events.map(otlpRecord)),
-    deliverCheckpoints: (checkpoints) => send(checkpoints.map(otlpCheckpointRecord)),
-    deliverFleetCheckpoints: (lines) => send(lines.map((line) => {
+    name,
+    deliver: (events) => exporter.send(events.map(otlpRecord)),
+    deliverCheckpoints: (checkpoints) => exporter.send(checkpoints.map(otlpCheckpointRecord)),
+    deliverFleetCheckpoints: (lines) => exporter.send(lines.map((line) => {
       const nanos = (BigInt(Date.parse((JSON.parse(line) as { time: string }).time)) * 1_000_000n).toString();
       return { timeUnixNano: nanos, observedTimeUnixNano: nanos, severityNumber: 9, severityText: 'INFO', body: { stringValue: line }, attributes: [attr('event.name', 'aam.audit.fleet_checkpoint')] };
     })),
+    close: () => exporter.shutdown(1000),
   };
 }
 

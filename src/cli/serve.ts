@@ -322,7 +322,7 @@ function auditSinks(env: NodeJS.ProcessEnv, resourceDefaults: Record<string, str
   const logs = resolveOtlp('logs', { env, resourceDefaults });
   // Named by the variable's value, as before: a fleet's delivery cursor is kept per sink name.
   const otlp = env.OTEL_EXPORTER_OTLP_LOGS_ENDPOINT ?? env.OTEL_EXPORTER_OTLP_ENDPOINT;
-  if (logs && otlp) sinks.push(otlpLogsSink({ name: `otlp:${otlp}`, endpoint: otlp, url: logs.url, headers: logs.headers, resource: logs.resource, timeoutMs: logs.timeoutMs }));
+  if (logs && otlp) sinks.push(otlpLogsSink(logs, `otlp:${otlp}`));
   return sinks;
 }
 
