@@ -97,7 +97,7 @@ test('server spans name a route template, never a raw path with ids in it; probe
   }
 });
 
-test('an A2A call is an invoke_agent CLIENT span under the request\'s SERVER span, and the callee continues that span', async () => {
+test('an A2A call is an invoke_agent CLIENT span under the request\'s SERVER span (which names the callee), and the callee continues that span', async () => {
   const agents = await startTestAgents([{ name: 'worker', skills: ['work'], aamUrl: () => '', key: () => '' }]);
   const collector = await startCollector();
   const gw = await startTestGateway(yaml(
@@ -119,6 +119,9 @@ test('an A2A call is an invoke_agent CLIENT span under the request\'s SERVER spa
       for (const rs of b.resourceSpans ?? []) for (const ss of rs.scopeSpans) spans.push(...ss.spans);
     }
     const server = spans.find((s) => s.kind === 2)!;
+    assert.equal(server.name, 'POST /a2a/*');
+    const onServer = (k: string) => server.attributes.find((a) => a.key === k)?.value?.stringValue;
+    assert.deepEqual([onServer('aam.a2a.callee'), onServer('aam.a2a.skill')], ['worker', 'work'], 'the SERVER span names the callee (its name is the route template)');
     const call = spans.find((s) => s.name === 'invoke_agent worker');
     assert.ok(call, `an invoke_agent span (spans: ${spans.map((s) => s.name).join(', ')})`);
     assert.equal(call.kind, 3, 'CLIENT');

@@ -123,6 +123,8 @@ test('tracing on: execute_tool spans for MCP and HTTP tool calls reach the colle
   assert.equal(attr(mcpSpan, 'aam.tool.server')?.stringValue, 'kb');
   const parent = spans.find((s) => s.spanId === mcpSpan.parentSpanId);
   assert.equal(parent?.kind, 2, 'child of the POST /mcp server span');
+  // The SERVER span's name is the route template: it names the MCP server and tool resource as attributes.
+  assert.deepEqual([attr(parent!, 'aam.tool.server')?.stringValue, typeof attr(parent!, 'aam.tool.resource')?.stringValue], ['kb', 'string']);
   // The MCP server got this span as its parent in params._meta.
   const meta = mcp.metas.at(-1);
   assert.equal(meta?.traceparent, `00-${TRACE}-${mcpSpan.spanId}-01`);
@@ -133,6 +135,9 @@ test('tracing on: execute_tool spans for MCP and HTTP tool calls reach the colle
   assert.equal(attr(httpSpan, 'gen_ai.tool.name')?.stringValue, 'crm/read');
   assert.equal(attr(httpSpan, 'aam.tool.resource')?.stringValue, 'crm.accounts');
   assert.equal(crmHeaders.at(-1)?.traceparent, `00-${TRACE}-${httpSpan.spanId}-01`, 'the HTTP tool got the span as parent');
+  const httpServer = spans.find((s) => s.spanId === httpSpan.parentSpanId)!;
+  assert.equal(httpServer.kind, 2);
+  assert.deepEqual([attr(httpServer, 'aam.tool.resource')?.stringValue, attr(httpServer, 'aam.tool.action')?.stringValue], ['crm.accounts', attr(httpSpan, 'aam.tool.action')?.stringValue]);
 });
 
 test('tracing on: resources/read and prompts/get get spans of their own ({method} {target}, MCP conventions); servers continue them; no tool-call metric', async () => {

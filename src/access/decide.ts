@@ -11,7 +11,7 @@ import type { Ctx } from './request.ts';
 import type { Identity } from '../identity/types.ts';
 import type { AccessRuntime } from './runtime-view.ts';
 import { identityEvidence, requestTraceId } from './evidence.ts';
-import { decisionSpanAttributes } from '../observability/otlp-genai.ts';
+import { decisionSpanAttributes, targetSpanAttributes } from '../observability/otlp-genai.ts';
 import { selectForRecord } from '../audit/select.ts';
 import { planeOf, type AuditEventInput, type AuditPolicy } from '../audit/event.ts';
 
@@ -41,6 +41,8 @@ export function authorize(ctx: Ctx, identity: Identity, req: AccessRequest, set?
  * counted (aam_policy_decisions_total{effect="would_deny"}), and the request goes on.
  */
 export function shadowed(ctx: Ctx, agent: AgentRecord, req: AccessRequest, d: Decision): Decision {
+  // Every plane's decision passes here: the one place the SERVER span learns what the request targets.
+  if (ctx.span) ctx.span.setAttributes(targetSpanAttributes(req) ?? {});
   const s = shadowDeny(req, ctx.cfg.policies, d);
   if (!s) return d;
   ctx.rt.metrics?.decision('would_deny', agent.name);

@@ -158,6 +158,18 @@ export function decisionSpanAttributes(d: DecisionSpanInput): Attributes {
 }
 
 /**
+ * What a decided request targets, for the request's SERVER span: its name is the route template
+ * (`POST /a2a/*`, `POST /mcp/*`; HTTP conventions keep names low-cardinality), so the callee, MCP
+ * server or tool resource is said here. The CLIENT span under it (invoke_agent, execute_tool) names it too.
+ */
+export function targetSpanAttributes(req: { kind: string; callee?: string; skill?: string; resource?: string; action?: string; context?: Readonly<Record<string, unknown>> }): Attributes | null {
+  if (req.kind === 'agent') return { 'aam.a2a.callee': req.callee, 'aam.a2a.skill': req.skill || undefined };
+  if (req.kind !== 'tool') return null;
+  const server = req.context?.server;
+  return { 'aam.tool.server': typeof server === 'string' ? server : undefined, 'aam.tool.resource': req.resource, 'aam.tool.action': req.action };
+}
+
+/**
  * MCP carries trace context per message in `params._meta` (unprefixed `traceparent`,
  * `tracestate`; MCP semconv "Context propagation"). The incoming one, if any:
  */
