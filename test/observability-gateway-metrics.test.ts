@@ -23,9 +23,13 @@ before(async () => {
     doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${fake.url}/v1` }),
     doc('Model', 'gpt', { targets: [{ provider: 'oai', model: 'fail-500' }, { provider: 'oai', model: 'ok' }], retries: { attempts: 0 }, pricing: { input_per_1m: 1, output_per_1m: 2 } }),
     doc('Model', 'cached', { targets: [{ provider: 'oai', model: 'ok' }], cache: { mode: 'exact', ttl_seconds: 60 }, pricing: { input_per_1m: 1, output_per_1m: 2 } }),
+    // A semantic cache whose embedding route and answering route both fall back: two calls per
+    // request, each with a failed attempt of its own.
+    doc('Model', 'emb', { kind: 'embeddings', targets: [{ provider: 'oai', model: 'fail-500' }, { provider: 'oai', model: 'ok' }], retries: { attempts: 0 } }),
+    doc('Model', 'sem', { targets: [{ provider: 'oai', model: 'fail-500' }, { provider: 'oai', model: 'ok' }], retries: { attempts: 0 }, cache: { mode: 'semantic', threshold: 0.99, embedding_model: 'emb', ttl_seconds: 60 } }),
     doc('Guardrail', 'falcon', { on: ['input'], keywords: ['project falcon'], action: 'block' }),
     doc('Agent', 'analyst', { workload: 'spiffe://prod/agent/analyst', team: 'finance' }),
-    doc('AgentPolicy', 'analyst-models', { identity: { workload: 'spiffe://prod/agent/analyst' }, models: { allow: ['gpt', 'cached'] }, guardrails: ['falcon'] }),
+    doc('AgentPolicy', 'analyst-models', { identity: { workload: 'spiffe://prod/agent/analyst' }, models: { allow: ['gpt', 'cached', 'sem'] }, guardrails: ['falcon'] }),
   ));
 });
 after(async () => {
@@ -72,4 +76,22 @@ test('fallbacks are evidence and metrics; time to first chunk, cache lookups and
   const names = new Set(samples.map((s) => s.name));
   assert.ok(names.has('aam_process_cpu_user_seconds_total') && names.has('aam_nodejs_eventloop_lag_seconds'), 'prom-client metrics behind aam_');
   assert.ok(![...names].some((n) => n.startsWith('aam_process_process_')), 'no doubled prefix');
+});
+
+test("a side call's failed attempts are its own: the semantic cache's embedding and the answer each name theirs, counted once", async () => {
+  const { secret } = gw.g.rt.keys.create('analyst');
+  const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: secret, maxRetries: 0 });
+  const before = parseProm(await (await fetch(`${gw.url}/metrics`)).text());
+  const whole = await client.chat.completions.create({ model: 'sem', messages: [{ role: 'user', content: 'first question about tides' }] }).withResponse();
+  const streamed = await client.chat.completions.create({ model: 'sem', messages: [{ role: 'user', content: 'another one on volcanoes' }], stream: true }).withResponse();
+  for await (const chunk of streamed.data) void chunk;
+  for (const r of [whole.response, streamed.response]) {
+    assert.equal(r.headers.get('x-aam-cache'), 'miss');
+    const calls = await auditOf(gw, r.headers.get('x-request-id')!, 'model_call');
+    assert.deepEqual(calls.map((e) => [e.model?.route, e.model?.attempts?.map((a) => `${a.target} ${a.status}`)]),
+      [['emb', ['oai/fail-500 500']], ['sem', ['oai/fail-500 500']]], 'each model_call names exactly its own failed attempt');
+  }
+  const after = parseProm(await (await fetch(`${gw.url}/metrics`)).text());
+  const delta = (route: string) => sumOf(after, 'aam_upstream_attempt_failures_total', { route, target: 'oai/fail-500', status: '500' }) - sumOf(before, 'aam_upstream_attempt_failures_total', { route, target: 'oai/fail-500', status: '500' });
+  assert.deepEqual([delta('emb'), delta('sem')], [2, 2], 'one failed attempt per call, each counted once under its own route');
 });

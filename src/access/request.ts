@@ -55,11 +55,7 @@ export interface Ctx<R extends AccessRuntime = AccessRuntime, C extends AccessCo
    * The upstream call to abort when the client goes away before its answer is finished: the
    * server's one close listener per request does it (a plane's own listener cost a second one).
    */
-  call?: {
-    abort(): void;
-    /** The upstream attempts that failed, in order (set only once one has): the call's evidence and metrics name them. */
-    readonly failed?: readonly { target: string; status: number; message: string }[] | null;
-  };
+  call?: { abort(): void };
 }
 
 /** A route handler of the one HTTP server (src/server/http.ts); planes export these. */

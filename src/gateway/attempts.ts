@@ -16,13 +16,13 @@ export type AttemptsResult<T> =
 
 /**
  * A call's cancellation as runAttempts reads it: `signal` is only asked for to wait out a backoff
- * (CallAbort makes it then). `failed` is where the loop keeps its attempt log once an attempt
- * failed, for the call's evidence and metrics (gateway/record.ts).
+ * (CallAbort makes it then). The attempts that failed are in the result, never on the call: a
+ * side call on the same request (the semantic cache's embedding) has attempts of its own.
  */
-export interface Cancel { readonly aborted: boolean; readonly signal: AbortSignal; failed?: readonly AttemptLog[] | null }
+export interface Cancel { readonly aborted: boolean; readonly signal: AbortSignal }
 
 /** A result's attempt log when its first attempt answered: shared, never written (nothing failed to log). */
-const NO_ATTEMPTS: readonly AttemptLog[] = Object.freeze([]);
+export const NO_ATTEMPTS: readonly AttemptLog[] = Object.freeze([]);
 
 /** One attempt's outcome, as runAttempts reads it. */
 export type AttemptResult<T> = { ok: true; value: T } | AttemptFailure;
@@ -55,7 +55,7 @@ export function runAttempts<T, A>(
   const target = order[0];
   if (target === undefined || route.attemptsPerTarget < 1) return attemptLoop(route, cancel, once, read, order, undefined);
   if (!target.breaker.allow()) return attemptLoop(route, cancel, once, read, order, SKIPPED);
-  if (cancel.aborted) return Promise.resolve({ ok: false, failure: clientClosed(), attempts: [] });
+  if (cancel.aborted) return Promise.resolve({ ok: false, failure: clientClosed(), attempts: NO_ATTEMPTS });
   const started = performance.now();
   let p: Promise<A>;
   try { p = once(target); } catch (e) { target.breaker.release(); return Promise.reject(e); }
@@ -94,9 +94,8 @@ function clientClosed(): AttemptFailure {
  * (SKIPPED), or its first attempt's failure, to be handled here as if this loop had made it.
  */
 async function attemptLoop<T, A>(route: Route, cancel: Cancel, once: Once<A>, read: Read<A, T> | undefined, order: readonly Target[], first: AttemptFailure | typeof SKIPPED | undefined): Promise<AttemptsResult<T>> {
-  const attempts: AttemptLog[] = [];
   // Only this loop logs failures (a first attempt that answered never comes here).
-  cancel.failed = attempts;
+  const attempts: AttemptLog[] = [];
   let last: AttemptFailure | null = null;
   let skipped = 0;
   for (let t = 0; t < order.length; t++) {

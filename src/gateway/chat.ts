@@ -20,12 +20,12 @@ import { anthropicRequestId, readJsonBody, sendText } from '../access/request.ts
 import type { Access, Ctx } from './plane.ts';
 import { parseJsonInTurns } from '../access/json-turns.ts';
 import type { Identity } from '../identity/types.ts';
-import { runAttempts, type AttemptsResult } from './attempts.ts';
+import { NO_ATTEMPTS, runAttempts, type AttemptsResult } from './attempts.ts';
 import { targetOrder, type TokenNeed } from './strategy.ts';
 import { demoChat, demoStream } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
 import { localStream, openUpstreamStream, StreamBroken, type OpenStream } from './stream.ts';
-import { CallAbort, failureError, sendAttempt, sendStreamAttempt, unusable, UPSTREAM_MESSAGE_MAX, type AttemptFailure, type AttemptStream, type AttemptText, type OutboundRequest, type UpstreamBody } from './upstream.ts';
+import { CallAbort, failureError, sendAttempt, sendStreamAttempt, unusable, UPSTREAM_MESSAGE_MAX, type AttemptFailure, type AttemptLog, type AttemptStream, type AttemptText, type OutboundRequest, type UpstreamBody } from './upstream.ts';
 import { traced } from './traced.ts';
 import { Deadlines, KeepAlive } from './deadlines.ts';
 import { servedModel, targetInfo, type Route, type Target } from './routes.ts';
@@ -34,7 +34,7 @@ import type { Category } from '../guardrails/types.ts';
 import { resultToEvents, StreamRecorder } from '../cache/replay.ts';
 import type { CacheLookup } from '../cache/model-cache.ts';
 import { embedderFor } from './embeddings.ts';
-import { callEvidenceAhead, countCall, recordCall, recordCallEvidence, type CallEvidenceAhead, type CallOutcome } from './record.ts';
+import { callEvidenceAhead, countCall, failedCall, recordCall, recordCallEvidence, type CallEvidenceAhead, type CallOutcome } from './record.ts';
 import { chatUpstream, clientBody, type ClientBody } from './raw-body.ts';
 import { resolveRoute } from './resolve.ts';
 
@@ -250,7 +250,7 @@ function completeChat(a: Access, route: Route, req: ChatRequest, codec: ClientCo
 /** A cache hit, answered whole ($0). */
 async function replayWhole(a: Access, route: Route, codec: ClientCodec, adm: Admission, cache: CacheState, hit: ChatResult): Promise<void> {
   const { ctx } = a;
-  finish(a, route, null, hit.usage, adm, 200, false, undefined, 'hit');
+  finish(a, route, null, hit.usage, adm, 200, false, undefined, 'hit', NO_ATTEMPTS);
   const result = await a.guardChatOutput(hit);
   const body = encodeBody(codec, result, result.model || route.name);
   await ctx.rt.evidenceSafe();
@@ -266,10 +266,10 @@ function answerWhole(a: Access, route: Route, codec: ClientCodec, adm: Admission
   if (!r.ok) {
     a.release(adm);
     const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
-    recordCall(ctx, identity, route, null, undefined, r.failure.clientStatus, false, message);
+    recordCall(ctx, identity, route, failedCall(ctx, r.failure.clientStatus, false, message, r.attempts));
     throw failureError(r.failure, message);
   }
-  const call = settleAndRecord(a, route, r.target, r.value.result.usage, adm, 200, false, undefined, cache.save ? 'miss' : null, ahead);
+  const call = settleAndRecord(a, route, r.target, r.value.result.usage, adm, 200, false, undefined, cache.save ? 'miss' : null, r.attempts, ahead);
   // Without output guardrails nothing more is recorded before the answer: alone in flight, the
   // evidence's write (the fleet's INSERT) starts now, its round trip overlapping the checks and
   // encoding below once it is on the socket; the answer still waits for evidenceSafeNow().
@@ -390,7 +390,7 @@ async function checkedWhole(a: Access, route: Route, req: ChatRequest, codec: Cl
   const r = await callWhole(a.ctx, a.identity, route, req, codec, ac, need);
   if (!r.ok) return r;
   const checked = await a.guardChatOutput(r.value.result);
-  return { ok: true as const, value: localStream(resultToEvents(checked)), target: r.target };
+  return { ok: true as const, value: localStream(resultToEvents(checked)), target: r.target, attempts: r.attempts };
 }
 
 /** A whole answer's headers (sendText's, then target, cost, cache), filled in one object: no spreads per request. */
@@ -402,7 +402,7 @@ function answerHeaders(requestId: string, target: Target, cost: number | null, c
 }
 
 /** What a streamed call came to: the stream opened (target null: a cached answer) or the attempts' failure. */
-type StreamCalled = { ok: true; value: OpenStream; target: Target | null } | { ok: false; failure: AttemptFailure };
+type StreamCalled = { ok: true; value: OpenStream; target: Target | null; attempts: readonly AttemptLog[] } | { ok: false; failure: AttemptFailure; attempts: readonly AttemptLog[] };
 
 /**
  * A streamed answer. Not an async function: its frame (~2 KB) lived from the call to the stream's
@@ -416,7 +416,7 @@ function streamChat(a: Access, route: Route, req: ChatRequest, codec: ClientCode
   const s = new ChatStream(a, route, codec, adm, ac, cache, whole, codec.wire === 'anthropic' || req.stream_options?.include_usage === true);
   let done: Promise<void> | undefined;
   try {
-    const called: StreamCalled | Promise<StreamCalled> = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null }
+    const called: StreamCalled | Promise<StreamCalled> = cache.hit ? { ok: true as const, value: localStream(resultToEvents(cache.hit)), target: null, attempts: NO_ATTEMPTS }
       : whole ? checkedWhole(a, route, req, codec, ac, need) : runAttempts(route, ac, (target): Promise<AttemptStream | { ok: true; value: OpenStream } | AttemptFailure> => {
       // Not an async function (its frame was ~0.4 KB per stream); a throw is the attempt's rejection all the same.
       if (target.provider.type === 'demo') return Promise.resolve({ ok: true as const, value: localStream(demoStream(req, target.model)) });
@@ -470,6 +470,8 @@ class ChatStream {
   /** Text held for the stream's last write (see send); written if the stream ends otherwise. */
   held = '';
   target: Target | null = null;
+  /** The upstream attempts that failed before the stream opened (its evidence names them). */
+  attempts: readonly AttemptLog[] = NO_ATTEMPTS;
   stream: OpenStream | null = null;
   recorder: StreamRecorder | null = null;
   encode: ((ev: StreamEvent) => string) | null = null;
@@ -522,12 +524,13 @@ class ChatStream {
     if (!r.ok) {
       a.release(this.adm);
       const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
-      recordCall(ctx, a.identity, this.route, null, undefined, r.failure.clientStatus, true, message);
+      recordCall(ctx, a.identity, this.route, failedCall(ctx, r.failure.clientStatus, true, message, r.attempts));
       if (!res.headersSent) throw failureError(r.failure, message);
       res.end(this.codec.streamError(message, 'api_error'));
       return undefined;
     }
     this.target = r.target;
+    this.attempts = r.attempts;
     this.stream = r.value;
     this.openHeaders(r.target ? { 'x-aam-target': r.target.label } : undefined);
     this.recorder = this.cache.save ? new StreamRecorder() : null;
@@ -677,11 +680,11 @@ class ChatStream {
     this.guard = null;
     if (this.ac.aborted) {
       codec.streamAborted?.();
-      finish(a, route, this.target, this.usage, adm, 499, true, 'client disconnected');
+      finish(a, route, this.target, this.usage, adm, 499, true, 'client disconnected', null, this.attempts);
       return undefined;
     }
     if (this.broken) {
-      finish(a, route, this.target, this.usage, adm, this.blockedBy ? 400 : 502, true, this.broken);
+      finish(a, route, this.target, this.usage, adm, this.blockedBy ? 400 : 502, true, this.broken, null, this.attempts);
       const error = codec.streamError(this.broken, this.brokenType);
       // What the error handed on (a failed Response, stored) is written before the error is sent.
       const settled = codec.settle?.();
@@ -689,7 +692,7 @@ class ChatStream {
       res.end(tail + error);
       return undefined;
     }
-    const call = settleAndRecord(a, route, this.target, this.usage, adm, 200, true, undefined, this.cache.hit ? 'hit' : this.cache.save ? 'miss' : null, this.ahead);
+    const call = settleAndRecord(a, route, this.target, this.usage, adm, 200, true, undefined, this.cache.hit ? 'hit' : this.cache.save ? 'miss' : null, this.attempts, this.ahead);
     // Every finding is recorded by now: alone in flight, the evidence's write starts before the
     // counters and the cache entry are done (the terminator still waits for evidenceSafe()).
     const sent = a.ctx.rt.evidenceSoon();
@@ -782,17 +785,17 @@ function write(res: ServerResponse, s: string): Promise<void> | undefined {
 }
 
 /** Settle budget/limits and record usage + evidence (target null: served from cache, $0). */
-function finish(a: Access, route: Route, target: Target | null, usage: Usage | undefined, adm: Admission, status: number, stream: boolean, error?: string, cache: 'hit' | 'miss' | null = null): number | null {
-  const call = settleAndRecord(a, route, target, usage, adm, status, stream, error, cache);
+function finish(a: Access, route: Route, target: Target | null, usage: Usage | undefined, adm: Admission, status: number, stream: boolean, error: string | undefined, cache: 'hit' | 'miss' | null, attempts: readonly AttemptLog[]): number | null {
+  const call = settleAndRecord(a, route, target, usage, adm, status, stream, error, cache, attempts);
   countCall(a.ctx, a.identity, route, call);
   return call.cost;
 }
 
 /** finish() but for its counters (countCall): settle budget/limits and record the evidence. */
-function settleAndRecord(a: Access, route: Route, target: Target | null, usage: Usage | undefined, adm: Admission, status: number, stream: boolean, error: string | undefined, cache: 'hit' | 'miss' | null, ahead?: CallEvidenceAhead): CallOutcome {
+function settleAndRecord(a: Access, route: Route, target: Target | null, usage: Usage | undefined, adm: Admission, status: number, stream: boolean, error: string | undefined, cache: 'hit' | 'miss' | null, attempts: readonly AttemptLog[], ahead?: CallEvidenceAhead): CallOutcome {
   const cost = target ? costUsd(usage, target.pricing) : 0;
   a.settle(adm, cost, usage ? usage.inputTokens + usage.outputTokens : null);
-  const call: CallOutcome = { target, usage, status, stream, error, cost, cache, latencyMs: performance.now() - a.ctx.start };
+  const call: CallOutcome = { target, usage, status, stream, error, cost, cache, latencyMs: performance.now() - a.ctx.start, attempts };
   recordCallEvidence(a.ctx, a.identity, route, call, ahead);
   return call;
 }

@@ -14,10 +14,10 @@ import type { Identity } from '../identity/types.ts';
 import type { EmbeddingsRequest } from '../providers/types.ts';
 import { servedModel, targetInfo, type Route, type Target } from './routes.ts';
 import { embeddingFromResult } from '../cache/semantic.ts';
-import { runAttempts } from './attempts.ts';
+import { NO_ATTEMPTS, runAttempts } from './attempts.ts';
 import { demoEmbeddings } from './demo.ts';
 import { costUsd, estimateCostUsd } from './pricing.ts';
-import { CallAbort, failureError, sendAttempt, unusable, UPSTREAM_MESSAGE_MAX } from './upstream.ts';
+import { CallAbort, failureError, sendAttempt, unusable, UPSTREAM_MESSAGE_MAX, type AttemptLog } from './upstream.ts';
 import { traced } from './traced.ts';
 import { resolveRoute } from './resolve.ts';
 import { upstreamCatalogNames } from './upstream-models.ts';
@@ -51,7 +51,7 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   ctx.call = ac;
   if (look?.status === 'hit' && look.entry) {
     a.settle(adm, 0, 0);
-    return await sendEmbeddings(ctx, identity, route, req, look.entry.result as EmbeddingsResult, null, null, 'hit');
+    return await sendEmbeddings(ctx, identity, route, req, look.entry.result as EmbeddingsResult, null, null, 'hit', 0, NO_ATTEMPTS);
   }
   const r = await callEmbeddings(ctx, identity, route, req, ac);
   if (!r.ok) {
@@ -64,12 +64,12 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   a.settle(adm, cost, result.usage ? result.usage.inputTokens : null);
   // The upstream's body as written carries fields no guardrail read: with output guardrails the
   // agent gets aam's encoding of the vectors and usage only.
-  await sendEmbeddings(ctx, identity, route, req, result, watchesOutput(a.gs) ? null : raw, r.target, look ? 'miss' : null, cost);
+  await sendEmbeddings(ctx, identity, route, req, result, watchesOutput(a.gs) ? null : raw, r.target, look ? 'miss' : null, cost, r.attempts);
 }
 
-async function sendEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: EmbeddingsRequest, result: EmbeddingsResult, raw: string | null, target: Target | null, cache: 'hit' | 'miss' | null, cost: number | null = 0): Promise<void> {
+async function sendEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: EmbeddingsRequest, result: EmbeddingsResult, raw: string | null, target: Target | null, cache: 'hit' | 'miss' | null, cost: number | null, attempts: readonly AttemptLog[]): Promise<void> {
   const usage = result.usage ? { ...result.usage, outputTokens: 0 } : undefined;
-  recordCall(ctx, identity, route, target, usage, 200, false, undefined, cost, cache, 'embeddings');
+  recordCall(ctx, identity, route, { target, usage, status: 200, stream: false, cost, cache, latencyMs: performance.now() - ctx.start, attempts }, 'embeddings');
   const body = raw ?? JSON.stringify({
     object: 'list', model: result.model || route.name,
     data: result.data.map((d) => ({ object: 'embedding', index: d.index, embedding: embeddingAs(d.embedding, req.encoding_format) })),
@@ -115,12 +115,12 @@ export function embedderFor(ctx: Ctx, identity: Identity, routeName: string | un
     const latencyMs = performance.now() - t0;
     if (!r.ok) {
       const error = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
-      recordSideCall(ctx, identity, route, { target: null, usage: undefined, status: r.failure.clientStatus, stream: false, error, cost: null, cache: null, latencyMs }, 'embeddings');
+      recordSideCall(ctx, identity, route, { target: null, usage: undefined, status: r.failure.clientStatus, stream: false, error, cost: null, cache: null, latencyMs, attempts: r.attempts }, 'embeddings');
       throw new Error(r.failure.message);
     }
     const { result } = r.value;
     const usage = result.usage ? { ...result.usage, outputTokens: 0 } : undefined;
-    recordSideCall(ctx, identity, route, { target: r.target, usage, status: 200, stream: false, cost: costUsd(result.usage, r.target.pricing), cache: null, latencyMs }, 'embeddings');
+    recordSideCall(ctx, identity, route, { target: r.target, usage, status: 200, stream: false, cost: costUsd(result.usage, r.target.pricing), cache: null, latencyMs, attempts: r.attempts }, 'embeddings');
     return embeddingFromResult(result);
   };
 }

@@ -7,17 +7,21 @@ import { encodesAhead, identityEvidence, requestTraceId } from '../access/eviden
 import { policyEvidence, recordEvidence } from '../access/decide.ts';
 import { modelSpanAttributes } from '../observability/otlp-genai.ts';
 import type { Route, Target } from './routes.ts';
-import { UPSTREAM_MESSAGE_MAX } from './upstream.ts';
+import { UPSTREAM_MESSAGE_MAX, type AttemptLog } from './upstream.ts';
 import { EVENT_HEAD, eventHead, type AuditIdentity, type AuditModel, type AuditPolicy, type EventHead } from '../audit/event.ts';
 
 /**
  * Usage rollup, metrics, span attributes and the model_call audit event (carrying the request's
- * decision) for one model request, whatever its outcome. target null: no upstream answered.
+ * decision) for one model request, whatever its outcome. call.target null: no upstream answered.
  */
-export function recordCall(ctx: Ctx, identity: Identity, route: Route, target: Target | null, usage: Usage | undefined, status: number, stream: boolean, error?: string, cost: number | null = null, cache: 'hit' | 'miss' | null = null, operation: 'chat' | 'embeddings' = 'chat'): void {
-  const call: CallOutcome = { target, usage, status, stream, error, cost, cache, latencyMs: performance.now() - ctx.start };
+export function recordCall(ctx: Ctx, identity: Identity, route: Route, call: CallOutcome, operation: 'chat' | 'embeddings' = 'chat'): void {
   countCall(ctx, identity, route, call, operation);
   recordCallEvidence(ctx, identity, route, call);
+}
+
+/** A request whose attempts all failed (or that the client left): no upstream answered it. */
+export function failedCall(ctx: Ctx, status: number, stream: boolean, error: string, attempts: readonly AttemptLog[]): CallOutcome {
+  return { target: null, usage: undefined, status, stream, error, cost: null, cache: null, latencyMs: performance.now() - ctx.start, attempts };
 }
 
 /**
@@ -47,6 +51,11 @@ export interface CallOutcome {
   cost: number | null;
   cache: 'hit' | 'miss' | null;
   latencyMs: number;
+  /**
+   * The upstream attempts of this call that failed before its outcome, in order (runAttempts'
+   * result): carried with the call, so a side call on the same request never lends or takes any.
+   */
+  attempts: readonly AttemptLog[];
 }
 
 /**
@@ -54,7 +63,7 @@ export interface CallOutcome {
  * caller may count after the answer is out (the model_call event is what must precede it).
  */
 export function countCall(ctx: Ctx, identity: Identity, route: Route, call: CallOutcome, operation: 'chat' | 'embeddings' = 'chat'): void {
-  const { target, usage, status, stream, cost, cache, latencyMs } = call;
+  const { target, usage, status, stream, cost, cache, latencyMs, attempts } = call;
   const a = identity.agent;
   ctx.rt.usage.record({
     agent: a.name || a.spiffeId, team: a.team ?? null, keyId: identity.keyId ?? null,
@@ -66,8 +75,7 @@ export function countCall(ctx: Ctx, identity: Identity, route: Route, call: Call
   if (metrics) {
     metrics.modelCall(a.name, a.team, route.name, target?.provider.name ?? '', status, latencyMs, usage, cost);
     if (cache) metrics.cacheLookup?.(route.name, cache);
-    const failed = ctx.call?.failed;
-    if (failed && failed.length > 0) metrics.failedAttempts?.(route.name, failed);
+    if (attempts.length > 0) metrics.failedAttempts?.(route.name, attempts);
   }
   ctx.span?.setAttributes(modelSpanAttributes({ operation, provider: target?.provider.type, route: route.name, requestModel: target?.model, inputTokens: usage?.inputTokens, outputTokens: usage?.outputTokens, costUsd: cost ?? undefined }));
 }
@@ -100,7 +108,7 @@ function callMembers(ctx: Ctx, identity: Identity): CallEvidenceAhead['members']
 
 /** The model_call audit event, carrying the request's decision: written before the request is answered. */
 export function recordCallEvidence(ctx: Ctx, identity: Identity, route: Route, call: CallOutcome, ahead?: CallEvidenceAhead): void {
-  const { target, usage, status, stream, error, cost, cache, latencyMs } = call;
+  const { target, usage, status, stream, error, cost, cache, latencyMs, attempts } = call;
   const decision = ctx.decision;
   if (decision) decision.recorded = true;
   const m = ahead?.members ?? callMembers(ctx, identity);
@@ -113,8 +121,7 @@ export function recordCallEvidence(ctx: Ctx, identity: Identity, route: Route, c
   if (usage?.cacheWriteTokens !== undefined) model.cache_write_tokens = usage.cacheWriteTokens;
   // The targets tried before the outcome: the request went to each of them (data left for every
   // provider named here), so the evidence names them, with what each answered.
-  const failed = ctx.call?.failed;
-  if (failed && failed.length > 0) model.attempts = failed.map((f) => ({ target: f.target, status: f.status, error: ctx.rt.scrub(f.message, UPSTREAM_MESSAGE_MAX) }));
+  if (attempts.length > 0) model.attempts = attempts.map((f) => ({ target: f.target, status: f.status, error: ctx.rt.scrub(f.message, UPSTREAM_MESSAGE_MAX) }));
   recordEvidence(ctx, identity, {
     type: m.type, request_id: m.request_id, trace_id: m.trace_id, identity: m.identity, policy: m.policy,
     [EVENT_HEAD]: ahead?.head,

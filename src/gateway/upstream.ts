@@ -71,8 +71,6 @@ export interface AttemptLog { target: string; status: number; message: string }
 
 export class CallAbort {
   inFlight: { abort(reason: Error): void } | null = null;
-  /** The attempts that failed (attempts.ts fills it in; null while none has). */
-  failed: readonly AttemptLog[] | null = null;
   private done = false;
   private why: unknown = undefined;
   private controller: AbortController | null = null;
