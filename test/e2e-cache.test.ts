@@ -8,6 +8,7 @@ import { startFakeUpstream, type FakeUpstream } from './fake-upstream.ts';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { chat, sseContent, localServer, auditOf, type LocalServer } from './helpers/e2e.ts';
 import { embedSync } from '../src/cache/test-embedder.ts';
+import type { EmbeddedLimiter } from '../src/policy/limits.ts';
 
 let fake: FakeUpstream;
 let embedder: LocalServer;
@@ -46,18 +47,22 @@ before(async () => {
     doc('Model', 'embed', { kind: 'embeddings', targets: [{ provider: 'local-embed', model: 'test-embedder' }] }),
     doc('Model', 'semantic', { targets: [{ provider: 'oai', model: 'ok' }], cache: { mode: 'semantic', threshold: 0.8, embedding_model: 'embed', ttl_seconds: 60, scope: 'agent' } }),
     doc('Model', 'other', { targets: [{ provider: 'oai', model: 'ok' }] }),
-    // Priced: each embedding (1 token from the local embedder) costs $0.005, half of frugal's budget.
+    // Priced: each embedding (1 token from the local embedder) costs $0.005, about half of frugal's
+    // budget (which leaves room for the two answers' few millionths of a dollar).
     doc('Model', 'embed-priced', { kind: 'embeddings', targets: [{ provider: 'local-embed', model: 'test-embedder' }], pricing: { input_per_1m: 5000, output_per_1m: 0 } }),
     doc('Model', 'semantic-priced', { targets: [{ provider: 'oai', model: 'ok' }], pricing: { input_per_1m: 1, output_per_1m: 1 }, cache: { mode: 'semantic', threshold: 0.8, embedding_model: 'embed-priced', ttl_seconds: 60, scope: 'agent' } }),
     doc('Agent', 'frugal', { workload: 'spiffe://test/agent/frugal', team: 'red', environment: 'dev' }),
-    doc('AgentPolicy', 'frugal-policy', { identity: { workload: 'spiffe://test/agent/frugal' }, models: { allow: ['semantic-priced'], budget: { daily_usd: 0.01, scope: 'agent' } } }),
+    doc('AgentPolicy', 'frugal-policy', { identity: { workload: 'spiffe://test/agent/frugal' }, models: { allow: ['semantic-priced'], budget: { daily_usd: 0.0101, scope: 'agent' } } }),
+    // Room for one embedding ($0.005), not for a long answer.
+    doc('Agent', 'tight', { workload: 'spiffe://test/agent/tight', team: 'red', environment: 'dev' }),
+    doc('AgentPolicy', 'tight-policy', { identity: { workload: 'spiffe://test/agent/tight' }, models: { allow: ['semantic-priced'], budget: { daily_usd: 0.00502, scope: 'agent' } } }),
     ...agent('red-1', 'red', ALL),
     ...agent('red-2', 'red', ALL),
     ...agent('blue-1', 'blue', ALL),
     ...agent('outsider', 'red', ['other']),
   );
   gw = await startTestGateway(config);
-  for (const a of ['red-1', 'red-2', 'blue-1', 'outsider', 'frugal']) keys[a] = gw.key(a);
+  for (const a of ['red-1', 'red-2', 'blue-1', 'outsider', 'frugal', 'tight']) keys[a] = gw.key(a);
 });
 after(async () => { await gw?.close(); await fake?.close(); await embedder?.close(); });
 
@@ -194,11 +199,27 @@ test("semantic cache: the lookup's embedding is an upstream call of its own, in 
   gw.g.rt.usage.flush();
   const usage = gw.g.rt.db.prepare(`SELECT sum(cost_usd) AS c, count(*) AS n FROM usage_rollup WHERE agent = 'frugal' AND route = 'embed-priced'`).get() as { c: number };
   assert.equal(usage.c, 0.01, 'both embeddings in the usage');
-  // The two embeddings spent the $0.01 budget: the next request (its answer's worst case a few
-  // millionths of a dollar) is refused.
+  // Each embedding was charged as it answered: the next request's embedding is made (the budget
+  // is not yet overspent) and charged, and the request (its answer's worst case a few millionths
+  // of a dollar) is refused.
   const refused = await ask('And the capital of Spain?').then(() => null, (e: unknown) => e);
   assert.ok(refused instanceof OpenAI.RateLimitError && (refused.error as { code?: string }).code === 'budget_exceeded', String(refused));
   // Its embedding is recorded and the refusal is still the request's decision event.
   const events = await auditOf(gw, refused.headers?.get('x-request-id') ?? '');
   assert.deepEqual(events.map((e) => [e.type, e.model?.route, e.outcome?.status]), [['model_call', 'embed-priced', 200], ['decision', 'semantic-priced', 429]]);
+});
+
+test("semantic cache: the lookup's embedding is charged to the budget when the request it was made for is then refused", async () => {
+  const client = new OpenAI({ apiKey: keys['tight'], baseURL: `${gw.url}/v1`, maxRetries: 0 });
+  // Its worst case (10,000 output tokens: $0.01) is over the budget, embedding or not.
+  const refused = await client.chat.completions.create({ model: 'semantic-priced', max_tokens: 10_000, messages: [{ role: 'user', content: 'What is the capital of Norway?' }] }).then(() => null, (e: unknown) => e);
+  assert.ok(refused instanceof OpenAI.RateLimitError && (refused.error as { code?: string }).code === 'budget_exceeded', String(refused));
+  const events = await auditOf(gw, refused.headers?.get('x-request-id') ?? '');
+  assert.deepEqual(events.map((e) => [e.type, e.model?.route, e.model?.cost_usd, e.outcome?.status]), [['model_call', 'embed-priced', 0.005, 200], ['decision', 'semantic-priced', undefined, 429]]);
+  // The upstream billed the embedding: the budget is charged with it, nothing left reserved.
+  const ledger = (gw.g.rt.limiter as EmbeddedLimiter).ledger.usage('agent:tight');
+  assert.deepEqual([Math.round(ledger.daily * 1e6) / 1e6, ledger.reserved], [0.005, 0]);
+  gw.g.rt.usage.flush();
+  const usage = gw.g.rt.db.prepare(`SELECT sum(cost_usd) AS c FROM usage_rollup WHERE agent = 'tight' AND route = 'embed-priced'`).get() as { c: number };
+  assert.equal(usage.c, 0.005, 'and in the usage');
 });

@@ -10,7 +10,7 @@ import type { AuditEventInput } from '../audit/event.ts';
 import type { CompiledGuardrail, Direction, EventGuard } from '../guardrails/engine.ts';
 import type { ChatRequest, ChatResult } from '../providers/types.ts';
 import { identify } from './identify.ts';
-import { authorize, admit, settle, release, recordEvidence, type Admission } from './decide.ts';
+import { authorize, admit, admitSide, settle, release, recordEvidence, type Admission } from './decide.ts';
 import { guardListing, guardrailsOf, guardChatInput, guardChatOutput, guardOrThrow, overScanBudget, recordStreamFindings } from './guard.ts';
 import { createTextCounter, type TextShape } from '../guardrails/text-budget.ts';
 import { DELEGATION_HEADER, delegationEvidence, liveDelegation, type Delegation } from './delegation.ts';
@@ -26,12 +26,6 @@ export class Access<C extends Ctx = Ctx> {
   gs: readonly CompiledGuardrail[] = [];
   /** The A2A call this request serves (x-aam-delegation, verified and bound to this caller), if any. */
   delegation?: Delegation;
-  /**
-   * What upstream calls made on this request's behalf before its own cost (the semantic cache's
-   * embedding): charged to the budgets with the request's own cost when it settles, or alone when
-   * the request is released (those calls were billed whatever became of it).
-   */
-  sideCostUsd = 0;
 
   constructor(ctx: C, identity: Identity) {
     this.ctx = ctx;
@@ -111,13 +105,21 @@ export class Access<C extends Ctx = Ctx> {
     return admit(this.ctx, this.identity, tokensEstimate, costEstimateUsd, this.set, cacheKey);
   }
 
+  /**
+   * The budgets held for an upstream call made on this request's behalf before its own (the
+   * semantic cache's embedding; decide.ts admitSide): settle it with the call's cost once it
+   * answers. null: a budget is already overspent, make no such call.
+   */
+  admitSide(): Admission | null | Promise<Admission | null> {
+    return admitSide(this.ctx, this.set);
+  }
+
   settle(a: Admission, costUsd: number | null, tokens: number | null): void {
-    settle(this.ctx, a, costUsd === null || this.sideCostUsd === 0 ? costUsd : costUsd + this.sideCostUsd, tokens);
+    settle(this.ctx, a, costUsd, tokens);
   }
 
   release(a: Admission): void {
-    if (this.sideCostUsd > 0) settle(this.ctx, a, this.sideCostUsd, null);
-    else release(this.ctx, a);
+    release(this.ctx, a);
   }
 
   /** This request and its trace, for evidence written outside recordEvidence (guardrail events). */

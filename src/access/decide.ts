@@ -147,6 +147,26 @@ function budgetRefusal(r: { period: string; key: string; spent: number; limit: n
   return `${budget} has $${left.toFixed(4)} left (incl. in-flight reservations), less than this request may cost ($${costEstimateUsd.toFixed(4)}: its prompt and output limit, max_tokens or max_output_tokens (4096 when unset), at the route's price, held until it settles); lower that limit, or wait: ${resets}`;
 }
 
+/**
+ * The budgets held for an upstream call made on a request's behalf before its own (the semantic
+ * cache's embedding): nothing reserved and no rate counted (the request's own admission does
+ * those); the call's cost is charged by settling it once the call answers, whatever then becomes
+ * of the request (refused, failed or answered: the upstream billed the call). null: a budget is
+ * already overspent, so no such call is made. A store that cannot answer rejects (storeFailure).
+ */
+export function admitSide(ctx: Ctx, set: PolicySet): Admission | null | Promise<Admission | null> {
+  const limits = set.limits;
+  if (limits.budgets.length === 0) return NOTHING_COUNTED;
+  let r: AdmitResult | Promise<AdmitResult>;
+  try { r = ctx.rt.limiter.admit({ rates: NO_RATES, tokens: 0, budgets: budgetEntriesOf(limits), amountUsd: 0 }); } catch (e) { return Promise.reject(storeFailure(e)); }
+  if (r instanceof Promise) return r.then(sideAdmitted, (e: unknown) => { throw storeFailure(e); });
+  return sideAdmitted(r);
+}
+
+function sideAdmitted(r: AdmitResult): Admission | null {
+  return r.ok ? (r.ticket ? { ticket: r.ticket } : NOTHING_COUNTED) : null;
+}
+
 /** A fleet store that cannot answer: fail closed, naming the store, never admit unchecked. */
 export function storeFailure(e: unknown): unknown {
   if (!(e instanceof StoreUnavailable)) return e;

@@ -38,7 +38,7 @@ export interface Ctx<R extends AccessRuntime = AccessRuntime, C extends AccessCo
   /** RFC 8707: the absolute URL of the protected resource (route) this request is addressed to, where a route has one (/mcp, /mcp/<server>). */
   resource?: string;
   /** The access context opened by identify (model plane; access/context.ts): identity with its resolved policy set. */
-  access?: { readonly identity: Identity; readonly set: PolicySet; sideCostUsd: number };
+  access?: { readonly identity: Identity; readonly set: PolicySet };
   /** Server span when tracing is on. */
   span?: Span;
   /** The request's trace id once asked for (requestTraceId in access/evidence.ts), when there is no span to carry it. */

@@ -142,7 +142,7 @@ function lookUp(a: Access, route: Route, parsedReq: ChatRequest, unguarded: Chat
   if (!route.cache) return admitAndCall(a, route, req, bodyBytes, codec, client, null);
   const { ctx, identity } = a;
   return ctx.rt.cache.lookup('chat', route, req, { agent: identity.agent.spiffeId, team: identity.agent.team }, ctx.req.headers,
-    { embed: embedderFor(ctx, identity, route.cache.embedding_model), defer: true })
+    { embed: embedderFor(a, route.cache.embedding_model), defer: true })
     .then((look) => admitAndCall(a, route, req, bodyBytes, codec, client, look));
 }
 

@@ -9,7 +9,7 @@ import { allowedModels, mayUseModel } from '../policy/decide.ts';
 import { catalogLookup } from '../config/catalog.ts';
 import { AamError, badRequest, pathSegment } from '../access/errors.ts';
 import { readJson, sendJson, sendText } from '../access/request.ts';
-import type { Ctx } from './plane.ts';
+import type { Access, Ctx } from './plane.ts';
 import type { Identity } from '../identity/types.ts';
 import type { EmbeddingsRequest } from '../providers/types.ts';
 import { servedModel, targetInfo, type Route, type Target } from './routes.ts';
@@ -102,25 +102,42 @@ export function callEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: 
 /**
  * The semantic cache's embedder: the route named in cache.embedding_model, called as the same
  * caller. Each call is an upstream call of its own, recorded as one (a model_call of that route
- * with its tokens and cost, in the usage too), whether the lookup then hits or not.
+ * with its tokens and cost, in the usage too) and charged to the caller's budgets as it answers,
+ * whether the lookup then hits or not and whatever becomes of the request (refused, failed).
+ * With a budget already overspent none is made (the lookup is a miss; the request's own admission
+ * refuses it).
  */
-export function embedderFor(ctx: Ctx, identity: Identity, routeName: string | undefined): ((text: string) => Promise<Float32Array>) | undefined {
+export function embedderFor(a: Access, routeName: string | undefined): ((text: string) => Promise<Float32Array>) | undefined {
+  const { ctx, identity } = a;
   const route = routeName ? ctx.cfg.routes.get(routeName) : undefined;
   if (!route) return undefined;
   return async (text) => {
+    const adm = await a.admitSide();
+    if (adm === null) throw new Error('a budget of the caller is spent: no embedding call');
     const ac = new CallAbort();
     const timer = setTimeout(() => ac.abort(new DOMException('no embedding within 10000 ms', 'TimeoutError')), 10_000);
     const t0 = performance.now();
-    const r = await callEmbeddings(ctx, identity, route, { model: route.name, input: text }, ac).finally(() => clearTimeout(timer));
+    let r: Awaited<ReturnType<typeof callEmbeddings>>;
+    try {
+      r = await callEmbeddings(ctx, identity, route, { model: route.name, input: text }, ac);
+    } catch (e) {
+      a.release(adm);
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
     const latencyMs = performance.now() - t0;
     if (!r.ok) {
+      a.release(adm);
       const error = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
       recordSideCall(ctx, identity, route, { target: null, usage: undefined, status: r.failure.clientStatus, stream: false, error, cost: null, cache: null, latencyMs, attempts: r.attempts }, 'embeddings');
       throw new Error(r.failure.message);
     }
     const { result } = r.value;
     const usage = result.usage ? { ...result.usage, outputTokens: 0 } : undefined;
-    recordSideCall(ctx, identity, route, { target: r.target, usage, status: 200, stream: false, cost: costUsd(result.usage, r.target.pricing), cache: null, latencyMs, attempts: r.attempts }, 'embeddings');
+    const cost = costUsd(result.usage, r.target.pricing);
+    a.settle(adm, cost, null);
+    recordSideCall(ctx, identity, route, { target: r.target, usage, status: 200, stream: false, cost, cache: null, latencyMs, attempts: r.attempts }, 'embeddings');
     return embeddingFromResult(result);
   };
 }

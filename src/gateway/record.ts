@@ -29,7 +29,7 @@ export function failedCall(ctx: Ctx, status: number, stream: boolean, error: str
  * prompt): counted and recorded as a model_call of its route like any upstream call, without
  * closing the request's decision (the request's own outcome, a refusal included, still writes
  * it), and its credential not left for the request's own event (a cache hit used none). Its cost
- * goes to the budgets when the request settles (Access.sideCostUsd).
+ * is charged to the budgets by its caller (Access.admitSide), not with the request's.
  */
 export function recordSideCall(ctx: Ctx, identity: Identity, route: Route, call: CallOutcome, operation: 'chat' | 'embeddings'): void {
   countCall(ctx, identity, route, call, operation);
@@ -38,7 +38,6 @@ export function recordSideCall(ctx: Ctx, identity: Identity, route: Route, call:
   recordCallEvidence(ctx, identity, route, call);
   if (decision) decision.recorded = closed;
   ctx.credentialUsed = undefined;
-  if (call.cost !== null && ctx.access) ctx.access.sideCostUsd += call.cost;
 }
 
 /** What one model request came to, as its counters and its evidence record it. */
