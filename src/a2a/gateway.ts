@@ -139,27 +139,30 @@ export function createA2aGateway(): A2aGateway {
     // A body whose params alone are over a blocking guardrail's scan budget is refused while it is read.
     return readJsonWithBytes(ctx, undefined, access.bodyWatch('a2a-jsonrpc', `a2a ${name}`)).then((body) => {
       let rpc: Rpc;
-      try { rpc = parseRpc(body); } catch (e) { return JSONRPC.refuse(ctx, e, null); }
+      try { rpc = parseRpc(body); } catch (e) { return refusedCall(ctx, access, name, e, null, JSONRPC); }
       // A promise only while a step before the callee waits (see call()); from the callee on, the call refuses on its own.
       let calling: Promise<void> | void;
-      try { calling = call(ctx, access, name, spec, rpc, JSONRPC); } catch (e) { return JSONRPC.refuse(ctx, e, rpc.id); }
-      return calling && calling.catch((e: unknown) => JSONRPC.refuse(ctx, e, rpc.id));
-    }, (e: unknown) => JSONRPC.refuse(ctx, e, null));
+      try { calling = call(ctx, access, name, spec, rpc, JSONRPC); } catch (e) { return refusedCall(ctx, access, name, e, rpc.id, JSONRPC); }
+      return calling && calling.catch((e: unknown) => refusedCall(ctx, access, name, e, rpc.id, JSONRPC));
+    }, (e: unknown) => refusedCall(ctx, access, name, e, null, JSONRPC));
   }
 
   /** An HTTP+JSON route (rest.ts): read as the JSON-RPC call it stands for. */
   async function restCall(ctx: Ctx, name: string, rest: string): Promise<void> {
     let rpcId: Rpc['id'] = null;
+    // Set once the caller and the callee are known: a refusal from then on is a refused call of that callee.
+    let calling: Access | undefined;
     try {
       const op = restOp(ctx.req.method ?? '', rest, ctx.query);
       const opened = openAccess(ctx);
       const access = opened instanceof Promise ? await opened : opened;
       const spec = calleeSpec(ctx, name);
+      calling = access;
       const rpc = await restRpc(ctx, op, access.bodyWatch('a2a-rest', `a2a ${name}`));
       rpcId = rpc.id;
       await call(ctx, access, name, spec, rpc, REST);
     } catch (e) {
-      return REST.refuse(ctx, e, rpcId);
+      return calling ? refusedCall(ctx, calling, name, e, rpcId, REST) : REST.refuse(ctx, e, rpcId);
     }
   }
 
@@ -680,12 +683,14 @@ class HopCall implements CalleeHandler {
       access.settle(this.adm!, 0, 0);
       const ev = this.ev!;
       ev.credential = this.credential;
-      ev.outcome = this.drained ? { status: this.status, latency_ms: performance.now() - this.started, ended: 'shutdown_drain' }
-        : this.left ? { status: 499, error: 'client disconnected', latency_ms: performance.now() - this.started }
-        : { status: this.status, latency_ms: performance.now() - this.started };
+      const ms = performance.now() - this.started;
+      ev.outcome = this.drained ? { status: this.status, latency_ms: ms, ended: 'shutdown_drain' }
+        : this.left ? { status: 499, error: 'client disconnected', latency_ms: ms }
+        : { status: this.status, latency_ms: ms };
       this.ended(this.left && !this.drained ? 499 : this.status);
       access.record(ev as never);
       if (ctx.decision) ctx.decision.recorded = true;
+      ctx.rt.metrics?.a2aCall?.(access.identity.agent.name, this.name, this.skill, this.drained ? 'drained' : this.left ? 'client_closed' : this.status >= 400 ? 'callee_error' : 'ok', ms, this.status);
     } catch (e) { return this.fail(e); }
     // A stream's last events (those that came with the callee's end, not yet flushed) wait with the
     // end and leave in the same write: relayStream corked the socket for that (end() uncorks it).
@@ -738,9 +743,13 @@ class HopCall implements CalleeHandler {
       if (!ctx.decision?.recorded) {
         const ev = this.ev!;
         ev.credential = this.credential;
-        ev.outcome = { status: toAamError(e).status, error: (e as Error).message, latency_ms: performance.now() - this.started };
+        const err = toAamError(e);
+        const ms = performance.now() - this.started;
+        ev.outcome = { status: err.status, error: (e as Error).message, latency_ms: ms };
         access.record(ev as never);
         if (ctx.decision) ctx.decision.recorded = true;
+        // The callee's failure (unreachable, or an answer aam could not take) is upstream_error; others are aam's.
+        ctx.rt.metrics?.a2aCall?.(access.identity.agent.name, this.name, this.skill, 'error', ms, err.code === 'upstream_error' ? err.status : 0);
       }
       this.ended(toAamError(e).status);
       refusing = this.binding.refuse(ctx, e, this.rpc.id);
@@ -804,6 +813,15 @@ function unreadAlias(msg: object, configuration: unknown): readonly [string, str
     for (const a of CONFIGURATION_ALIASES) if (a[0] in configuration) return [`configuration.${a[0]}`, `configuration.${a[1]}`];
   }
   return null;
+}
+
+/** JSON-RPC errors aam raises itself, named as aam_a2a_refusals_total's code label says them. */
+const RPC_REFUSAL: Record<number, string> = { [-32602]: 'invalid_params', [-32601]: 'method_not_found', [TASK_NOT_FOUND]: 'task_not_found', [UNSUPPORTED]: 'unsupported_operation' };
+
+/** A call refused before its callee was called (its caller and callee known): counted, then refused as its binding answers. */
+function refusedCall(ctx: Ctx, access: Access, name: string, e: unknown, id: Rpc['id'], binding: Binding): Promise<void> | void {
+  ctx.rt.metrics?.a2aRefused?.(access.identity.agent.name, name, e instanceof RpcError ? RPC_REFUSAL[e.code] ?? 'invalid_request' : toAamError(e).code);
+  return binding.refuse(ctx, e, id);
 }
 
 /** A rule's refusal, as the A2A plane frames it (429 with its retry-after). */
@@ -897,6 +915,8 @@ class StreamRelay {
   readonly bound = new SeenIds();
   /** The head is written (head()): from then on frames go out as chunks. */
   headed = false;
+  /** An event went to the caller (its time to first event is observed then). */
+  sent = false;
   /** The keep-alive clock (null: none), and this relay's keep-alive and its drain's unlisting once it waits (listen()). */
   readonly keepalives: Deadlines | null;
   keepalive: KeepAlive | null = null;
@@ -1012,7 +1032,13 @@ class StreamRelay {
 
   flush(): void {
     this.cut();
-    if (this.out) { this.head(); this.ctx.res.write(this.out); this.out = ''; this.keepalive?.refresh(); }
+    if (this.out) { this.head(); this.ctx.res.write(this.out); this.out = ''; this.keepalive?.refresh(); if (!this.sent) this.firstEvent(); }
+  }
+
+  /** The stream's first event is out (a keep-alive is not one): aam_a2a_time_to_first_event_seconds. */
+  firstEvent(): void {
+    this.sent = true;
+    this.ctx.rt.metrics?.a2aFirstEvent?.(this.name, performance.now() - this.ctx.start);
   }
 
   /**
@@ -1031,6 +1057,7 @@ class StreamRelay {
   close(last: string): void {
     const res = this.ctx.res;
     this.cut();
+    if (!this.sent && (this.out || last)) this.firstEvent();
     if (this.headed) res.end(last);
     else res.send(200, this.out + last, this.headers());
   }

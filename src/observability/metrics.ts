@@ -31,7 +31,31 @@ export interface MetricsSink {
   failedAttempts?(route: string, attempts: readonly { target: string; status: number }[]): void;
   /** A guardrail's non-allow verdict (block, redact, flag) on input or output. */
   guardrailVerdict?(guardrail: string, direction: string, verdict: string): void;
+  /**
+   * One A2A call that reached its callee (or failed on the way, after its admission), by caller,
+   * callee, skill and outcome (A2A_OUTCOMES), latencyMs from aam's call to the callee to the
+   * answer's end; calleeStatus: the callee's HTTP status (502: unreachable; 0: not the callee's
+   * doing), counted as a callee failure when >= 500.
+   */
+  a2aCall?(agent: string, callee: string, skill: string, outcome: A2aOutcome, latencyMs: number, calleeStatus: number): void;
+  /** An A2A stream's first event went to the caller, latencyMs after the request arrived. */
+  a2aFirstEvent?(callee: string, latencyMs: number): void;
+  /** An A2A call refused before its callee was called (policy, delegation chain, limits, guardrails, a bad request), by aam's code. */
+  a2aRefused?(agent: string, callee: string, code: string): void;
 }
+
+/**
+ * What came of an A2A call: ok (the callee answered, < 400), callee_error (it answered >= 400),
+ * error (aam failed it after its admission: unreachable, a guardrail, evidence), client_closed
+ * (the caller left a stream), drained (a shutdown ended the stream).
+ */
+export type A2aOutcome = 'ok' | 'callee_error' | 'error' | 'client_closed' | 'drained';
+
+/** Skills kept as label values per caller and callee; others are counted as "other" (a skill is the caller's text). */
+export const A2A_SKILLS_PER_CALLEE = 32;
+
+/** The series one A2A call updates, resolved once per (agent, callee, skill, outcome). */
+interface A2aSeries { requests: CounterSeries; latency: HistogramSeries }
 
 export class Metrics implements MetricsSink {
   readonly contentType = CONTENT_TYPE;
@@ -51,8 +75,14 @@ export class Metrics implements MetricsSink {
   readonly #cacheLookups = new Counter('aam_cache_lookups_total', 'Model requests on routes with a cache, by result (hit, miss)', ['route', 'result']);
   readonly #failedAttempts = new Counter('aam_upstream_attempt_failures_total', 'Upstream attempts that failed (then retried, fallen back from, or the call failed), by target and status', ['route', 'target', 'status']);
   readonly #guardrailVerdicts = new Counter('aam_guardrail_verdicts_total', 'Guardrail verdicts other than allow, by guardrail, direction (input, output) and verdict (block, redact, flag)', ['guardrail', 'direction', 'verdict']);
+  readonly #a2aRequests = new Counter('aam_a2a_requests_total', 'A2A calls made to a callee, by caller, callee, skill ("other" past 32 per caller and callee, "" unnamed) and outcome (ok, callee_error, error, client_closed, drained)', ['agent', 'callee', 'skill', 'outcome']);
+  readonly #a2aLatency = new Histogram('aam_a2a_request_duration_seconds', 'A2A call latency (aam to the callee to the answer\'s or stream\'s end) by caller, callee and outcome', ['agent', 'callee', 'outcome'], [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300]);
+  readonly #a2aFirstEvent = new Histogram('aam_a2a_time_to_first_event_seconds', 'Streamed A2A calls: request in to the first event out to the caller', ['callee'], [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]);
+  readonly #a2aCalleeErrors = new Counter('aam_a2a_callee_errors_total', 'A2A calls whose callee failed (answered >= 500, or unreachable: 502), by callee and status', ['callee', 'status']);
+  readonly #a2aRefusals = new Counter('aam_a2a_refusals_total', 'A2A calls refused before the callee was called, by caller, callee and code (policy_denied, delegation_cycle, delegation_depth_exceeded, rate_limited, budget_exceeded, guardrail_blocked, ...)', ['agent', 'callee', 'code']);
   readonly info = new Gauge('aam_config_info', 'Loaded config version', ['version']);
-  readonly #all: readonly Metric[] = [this.#requests, this.#latency, this.#firstChunk, this.#tokens, this.#cost, this.#unknownCost, this.#cacheLookups, this.#failedAttempts, this.#decisions, this.#limited, this.#upstreamErrors, this.#guardrailVerdicts, this.#toolLatency, this.info];
+  readonly #all: readonly Metric[] = [this.#requests, this.#latency, this.#firstChunk, this.#tokens, this.#cost, this.#unknownCost, this.#cacheLookups, this.#failedAttempts, this.#decisions, this.#limited, this.#upstreamErrors, this.#guardrailVerdicts, this.#toolLatency,
+    this.#a2aRequests, this.#a2aLatency, this.#a2aFirstEvent, this.#a2aCalleeErrors, this.#a2aRefusals, this.info];
   // Resolved series by label values (see label-tree.ts): agent > team > route > provider > status
   // for model calls, effect|code > agent for decisions and refusals.
   readonly #calls: Level = new Map();
@@ -61,6 +91,10 @@ export class Metrics implements MetricsSink {
   readonly #toolSeries: Level = new Map();
   readonly #firstChunkSeries: Level = new Map();
   readonly #cacheSeries: Level = new Map();
+  // agent > callee > skill > outcome; callee for first events; agent > callee > code for refusals.
+  readonly #a2aSeries: Level = new Map();
+  readonly #a2aFirstSeries: Level = new Map();
+  readonly #a2aRefusalSeries: Level = new Map();
 
   /** The scrape body: process metrics, then aam's. */
   async text(): Promise<string> {
@@ -112,6 +146,37 @@ export class Metrics implements MetricsSink {
   }
 
   guardrailVerdict(guardrail: string, direction: string, verdict: string): void { this.#guardrailVerdicts.labels(guardrail, direction, verdict).inc(); }
+
+  a2aCall(agent: string, callee: string, skill: string, outcome: A2aOutcome, latencyMs: number, calleeStatus: number): void {
+    const a = agent || 'unregistered';
+    const bySkill = level(level(this.#a2aSeries, a), callee);
+    // A skill is the caller's text (a rule without `skills` lets any through): past the cap, "other".
+    const shown = bySkill.has(skill) || bySkill.size < A2A_SKILLS_PER_CALLEE ? skill : 'other';
+    const byOutcome = level(bySkill, shown);
+    let c = byOutcome.get(outcome) as A2aSeries | undefined;
+    if (c === undefined) {
+      c = { requests: this.#a2aRequests.labels(a, callee, shown, outcome), latency: this.#a2aLatency.labels(a, callee, outcome) };
+      byOutcome.set(outcome, c);
+    }
+    c.requests.inc();
+    c.latency.observe(latencyMs / 1000);
+    // Rare (a failing callee): resolved by label values each time.
+    if (calleeStatus >= 500) this.#a2aCalleeErrors.labels(callee, String(calleeStatus)).inc();
+  }
+
+  a2aFirstEvent(callee: string, latencyMs: number): void {
+    let h = this.#a2aFirstSeries.get(callee) as HistogramSeries | undefined;
+    if (h === undefined) { h = this.#a2aFirstEvent.labels(callee); this.#a2aFirstSeries.set(callee, h); }
+    h.observe(latencyMs / 1000);
+  }
+
+  a2aRefused(agent: string, callee: string, code: string): void {
+    const a = agent || 'unregistered';
+    const byCode = level(level(this.#a2aRefusalSeries, a), callee);
+    let s = byCode.get(code) as CounterSeries | undefined;
+    if (s === undefined) { s = this.#a2aRefusals.labels(a, callee, code); byCode.set(code, s); }
+    s.inc();
+  }
 
   #callSeries(agent: string, team: string, route: string, provider: string, status: number): CallSeries {
     const byStatus = level(level(level(level(this.#calls, agent), team), route), provider);
