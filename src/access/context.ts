@@ -93,7 +93,7 @@ export class Access<C extends Ctx = Ctx> {
   guardListing<T>(items: readonly T[], where: string, shape: 'chat' | 'json' = 'json'): Promise<T[]> {
     if (this.gs.length === 0) return Promise.resolve([...items]);
     const gs = this.gs;
-    return guardListing(this.ctx.rt, this.at(), this.identity, items, (item) => ({ where, gs, key: JSON.stringify(item) }), shape);
+    return guardListing(this.ctx.rt, this.at(), this.identity, items, (item) => ({ where, gs, key: { content: item } }), shape);
   }
 
   streamFindings(guard: EventGuard, blockedBy?: string): void {

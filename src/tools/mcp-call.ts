@@ -509,7 +509,7 @@ function prefixedServer(rt: Runtime, name: string): ServerEntry | undefined {
 export function guardedListing<T>(rt: Runtime, s: SessionCtx, method: string, items: readonly T[], server: (item: T) => string | null, requestId: string): Promise<T[]> {
   return s.access.guardListing(items, requestId, (item) => {
     const name = server(item);
-    return { where: name === null ? method : `${method} ${name}`, attached: name === null ? undefined : rt.catalog.servers.get(name)?.spec.guardrails, key: JSON.stringify(item) };
+    return { where: name === null ? method : `${method} ${name}`, attached: name === null ? undefined : rt.catalog.servers.get(name)?.spec.guardrails, key: { content: item } };
   });
 }
 
