@@ -4,23 +4,15 @@
 // text: past A2A_SKILLS_PER_CALLEE per caller and callee they are counted as "other".
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
 import { startTestAgents, type TestAgents } from './helpers/a2a-agents.ts';
 import { parseProm, sumOf, type Sample } from './helpers/prom.ts';
+import { freePort } from './helpers/e2e.ts';
 import { A2A_SKILLS_PER_CALLEE } from '../src/observability/metrics.ts';
 
 let gw: TestGateway;
 let agents: TestAgents;
 let key = '';
-
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 
 before(async () => {
   const aamUrl = () => gw.url;
@@ -28,7 +20,7 @@ before(async () => {
     { name: 'scorer', skills: ['score', 'export'], aamUrl, key: () => key },
     { name: 'helper', skills: ['help'], aamUrl, key: () => key },
   ]);
-  const port = await closedPort();
+  const port = await freePort(); // nothing listens there: a callee that is unreachable
   gw = await startTestGateway(yaml(
     doc('Agent', 'scorer', { workload: 'spiffe://test/agent/scorer', a2a: { url: `${agents.base}/scorer` } }),
     doc('Agent', 'helper', { workload: 'spiffe://test/agent/helper', a2a: { url: `${agents.base}/helper` } }),
