@@ -27,9 +27,11 @@ before(async () => {
     // request, each with a failed attempt of its own.
     doc('Model', 'emb', { kind: 'embeddings', targets: [{ provider: 'oai', model: 'fail-500' }, { provider: 'oai', model: 'ok' }], retries: { attempts: 0 } }),
     doc('Model', 'sem', { targets: [{ provider: 'oai', model: 'fail-500' }, { provider: 'oai', model: 'ok' }], retries: { attempts: 0 }, cache: { mode: 'semantic', threshold: 0.99, embedding_model: 'emb', ttl_seconds: 60 } }),
+    // An embeddings route all of whose targets fail: the failed request still names what it tried.
+    doc('Model', 'emb-down', { kind: 'embeddings', targets: [{ provider: 'oai', model: 'fail-500' }, { provider: 'oai', model: 'fail-429' }], retries: { attempts: 0 } }),
     doc('Guardrail', 'falcon', { on: ['input'], keywords: ['project falcon'], action: 'block' }),
     doc('Agent', 'analyst', { workload: 'spiffe://prod/agent/analyst', team: 'finance' }),
-    doc('AgentPolicy', 'analyst-models', { identity: { workload: 'spiffe://prod/agent/analyst' }, models: { allow: ['gpt', 'cached', 'sem'] }, guardrails: ['falcon'] }),
+    doc('AgentPolicy', 'analyst-models', { identity: { workload: 'spiffe://prod/agent/analyst' }, models: { allow: ['gpt', 'cached', 'sem', 'emb-down'] }, guardrails: ['falcon'] }),
   ));
 });
 after(async () => {
@@ -94,4 +96,20 @@ test("a side call's failed attempts are its own: the semantic cache's embedding 
   const after = parseProm(await (await fetch(`${gw.url}/metrics`)).text());
   const delta = (route: string) => sumOf(after, 'aam_upstream_attempt_failures_total', { route, target: 'oai/fail-500', status: '500' }) - sumOf(before, 'aam_upstream_attempt_failures_total', { route, target: 'oai/fail-500', status: '500' });
   assert.deepEqual([delta('emb'), delta('sem')], [2, 2], 'one failed attempt per call, each counted once under its own route');
+});
+
+test('an embeddings request whose every target failed is a model_call naming each attempt, counted like a chat call', async () => {
+  const { secret } = gw.g.rt.keys.create('analyst');
+  const client = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: secret, maxRetries: 0 });
+  const before = parseProm(await (await fetch(`${gw.url}/metrics`)).text());
+  const err = await client.embeddings.create({ model: 'emb-down', input: 'tides' }).then(() => null, (e: unknown) => e);
+  assert.ok(err instanceof OpenAI.APIError, 'the SDK sees the upstream failure');
+  const requestId = err.headers?.get('x-request-id');
+  assert.ok(requestId);
+  const calls = await auditOf(gw, requestId, 'model_call');
+  assert.deepEqual(calls.map((e) => [e.model?.route, Number(e.outcome?.status) >= 400, e.model?.attempts?.map((a) => `${a.target} ${a.status}`)]),
+    [['emb-down', true, ['oai/fail-500 500', 'oai/fail-429 429']]]);
+  const after = parseProm(await (await fetch(`${gw.url}/metrics`)).text());
+  const delta = (target: string, status: string) => sumOf(after, 'aam_upstream_attempt_failures_total', { route: 'emb-down', target, status }) - sumOf(before, 'aam_upstream_attempt_failures_total', { route: 'emb-down', target, status });
+  assert.deepEqual([delta('oai/fail-500', '500'), delta('oai/fail-429', '429')], [1, 1]);
 });

@@ -4,7 +4,7 @@ import type { EmbeddingsResult } from '../providers/types.ts';
 import { identify } from '../access/identify.ts';
 import { openAccess } from '../access/context.ts';
 import { watchesOutput } from '../access/guard.ts';
-import { recordCall, recordSideCall } from './record.ts';
+import { failedCall, recordCall, recordSideCall } from './record.ts';
 import { allowedModels, mayUseModel } from '../policy/decide.ts';
 import { catalogLookup } from '../config/catalog.ts';
 import { AamError, badRequest, pathSegment } from '../access/errors.ts';
@@ -56,7 +56,10 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
   const r = await callEmbeddings(ctx, identity, route, req, ac);
   if (!r.ok) {
     a.release(adm);
-    throw failureError(r.failure, ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX));
+    // Recorded as the chat path records it: the model_call names the targets tried and their errors.
+    const message = ctx.rt.scrub(r.failure.message, UPSTREAM_MESSAGE_MAX);
+    recordCall(ctx, identity, route, failedCall(ctx, r.failure.clientStatus, false, message, r.attempts), 'embeddings');
+    throw failureError(r.failure, message);
   }
   look?.save(r.value.result);
   const { result, raw } = r.value;
