@@ -48,6 +48,18 @@ test('aam migrate on a database that does not exist says to create it; on a clos
   assert.match(down.stderr, /cannot use the fleet database \(AAM_DATABASE_URL\):.*PostgreSQL is unreachable at the host and port in AAM_DATABASE_URL/, down.stderr);
 });
 
+test('policy diff --against-trail with a wrong password names AAM_DATABASE_URL and the password, and the export to replay instead', async () => {
+  const d = tempDir('aam-store-errors-');
+  const config = yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] }), ...agentDocs(['one']));
+  writeFileSync(join(d, 'old.yaml'), config);
+  writeFileSync(join(d, 'new.yaml'), config);
+  const r = await runCli(['policy', 'diff', join(d, 'old.yaml'), join(d, 'new.yaml'), '--against-trail', '7d'], { env: env(WRONG_PASSWORD) });
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, PASSWORD_HINT, r.stderr);
+  assert.match(r.stderr, /aam audit export/);
+  assert.ok(!r.stderr.includes('not-the-password'), 'the password is not printed');
+});
+
 test("a replica's start with a wrong password is refused with the same words", async () => {
   const d = tempDir('aam-store-errors-');
   writeFileSync(join(d, 'aam.yaml'), yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] }), ...agentDocs(['one'])));

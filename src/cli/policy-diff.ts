@@ -85,10 +85,13 @@ export const policyDiffCommands: Record<string, Command> = {
       const fleetUrl = process.env.AAM_DATABASE_URL;
       if (fleetUrl) {
         // Fleet mode: every replica's decisions, straight from PostgreSQL.
-        const sql = (await fleetDrivers()).connectPostgres(fleetUrl, 2, { tls: databaseTls(process.env, fleetUrl) });
+        const drivers = await fleetDrivers();
+        const sql = drivers.connectPostgres(fleetUrl, 2, { tls: databaseTls(process.env, fleetUrl) });
         let events: Record<string, unknown>[];
         try { events = await fleetEventsSince(sql, new Date(since).toISOString(), [...DECISION_TYPES]); } catch (e) {
-          err(`cannot read the fleet's audit trail from PostgreSQL (AAM_DATABASE_URL): ${(e as Error).message}; check the URL, or replay an \`aam audit export\` file with --file`);
+          // A refused login or connection in the words every command uses (what to check); a failed query as it is.
+          const why = drivers.connectionError(e);
+          err(`${why === e ? `cannot read the fleet's audit trail from PostgreSQL (AAM_DATABASE_URL): ${(e as Error).message}` : (why as Error).message}; or replay an \`aam audit export\` file with --file`);
           return 2;
         } finally { await sql.end({ timeout: 2 }); }
         return report(diffAgainstTrail(old.compiled, next.compiled, events));
