@@ -243,7 +243,7 @@ test('opening access identifies the caller; a request serving an A2A call is lin
   (serving.ctx.req.headers as Record<string, string>)['x-aam-delegation'] = encodeDelegation(serving.rt, d);
   // Not issued by a call that runs (never started, or ended): refused, nothing recorded.
   await assert.rejects(async () => openAccess(serving.ctx), (e: unknown) => e instanceof AamError && e.status === 401 && /A2A call that has ended/.test(e.message));
-  callStarted(serving.rt, d);
+  const call = callStarted(serving.rt, d);
   const b = await openAccess(serving.ctx);
   assert.deepEqual(b.delegation, d);
   assert.equal(serving.events.length, 1);
@@ -255,7 +255,7 @@ test('opening access identifies the caller; a request serving an A2A call is lin
   assert.ok((await serving.rt.identitySeen.table()).get('plain')?.delegation, 'the console shows the agent serving a delegation');
   assert.equal((await plain.rt.identitySeen.table()).get('plain')?.delegation, undefined);
   // The call answers but left task t1 running at the callee (a `working` task): honoured while it is.
-  callEnded(serving.rt, d, 'plain', ['t1']);
+  callEnded(serving.rt, call, 'plain', ['t1']);
   assert.deepEqual((await openAccess(serving.ctx)).delegation, d, 'a task the call left running holds its delegation');
   taskEnded(serving.rt, 'other', 't1');
   assert.deepEqual((await openAccess(serving.ctx)).delegation, d, 'another callee\'s task t1 is not this one');
@@ -265,13 +265,11 @@ test('opening access identifies the caller; a request serving an A2A call is lin
   await assert.rejects(async () => openAccess(serving.ctx), (e: unknown) => e instanceof AamError && e.status === 401 && e.code === 'invalid_delegation' && /has ended/.test(e.message));
   assert.equal(serving.events.length, linked, 'a refused replay records no link');
   // A call that left no task running: refused as soon as it has ended.
-  callStarted(serving.rt, d);
-  callEnded(serving.rt, d, 'plain', null);
+  callEnded(serving.rt, callStarted(serving.rt, d), 'plain', null);
   await assert.rejects(async () => openAccess(serving.ctx), (e: unknown) => e instanceof AamError && e.status === 401 && /has ended/.test(e.message));
   // Held by a task, but past the delegation's life (its exp is the cap): refused (as expired) however the task stands.
   const short = { ...d, exp: Date.now() + 30 };
-  callStarted(serving.rt, short);
-  callEnded(serving.rt, short, 'plain', ['t2']);
+  callEnded(serving.rt, callStarted(serving.rt, short), 'plain', ['t2']);
   (serving.ctx.req.headers as Record<string, string>)['x-aam-delegation'] = encodeDelegation(serving.rt, short);
   await new Promise((r) => setTimeout(r, 40));
   await assert.rejects(async () => openAccess(serving.ctx), (e: unknown) => e instanceof AamError && e.status === 401);
@@ -294,6 +292,33 @@ test('opening access identifies the caller; a request serving an A2A call is lin
   (borrowed.ctx.req.headers as Record<string, string>)['x-aam-delegation'] = encodeDelegation(borrowed.rt, d);
   await assert.rejects(async () => openAccess(borrowed.ctx), (e: unknown) => e instanceof AamError && e.status === 403 && e.code === 'invalid_delegation');
   assert.deepEqual(borrowed.events.filter((e) => e.type === 'delegation'), []);
+});
+
+test('this process\'s live calls: one is live while it runs, up to its ttl; after its answer only while a task it left running is not terminal, up to the same ttl', () => {
+  let t = 1_000;
+  const live = memoryLiveCalls(() => t);
+  live.begin('run', 100);
+  assert.equal(live.live('run'), true);
+  t = 1_100;
+  assert.equal(live.live('run'), false, 'past its ttl, though it still runs');
+  live.end('run', null);
+  t = 1_000;
+  live.begin('done', 100);
+  live.end('done', null);
+  assert.equal(live.live('done'), false, 'ended with no task running');
+  live.end('done', ['late']);
+  assert.equal(live.live('done'), false, 'an end after its end holds nothing');
+  live.begin('held', 100);
+  live.end('held', ['x', 'y']);
+  live.taskEnded('x');
+  assert.equal(live.live('held'), true, 'y still holds it');
+  live.taskEnded('y');
+  assert.equal(live.live('held'), false);
+  live.begin('capped', 100);
+  live.end('capped', ['z']);
+  t = 1_100;
+  assert.equal(live.live('capped'), false, 'a running task holds it no longer than its ttl');
+  assert.equal(live.live('never'), false);
 });
 
 test('opening access for a JWT-SVID caller (identified asynchronously) gives the same access context, with that caller', async () => {

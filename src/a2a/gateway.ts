@@ -17,7 +17,7 @@ import { admitRuleCall, type RuleAdmission, type RuleRefusal } from '../access/r
 import { encodesAhead, identityEvidence, requestTraceId } from '../access/evidence.ts';
 import { EVENT_HEAD, eventHead, type EventHead } from '../audit/event.ts';
 import { postToAgent, scrubAcross } from '../access/egress.ts';
-import { callEnded, callStarted, chainName, taskEnded, delegate, delegationEvidence, encodeDelegation, outgoingTraceparent, type Delegation } from '../access/delegation.ts';
+import { callEnded, callStarted, chainName, taskEnded, delegate, delegationEvidence, encodeDelegation, outgoingTraceparent, type Delegation, type LiveCall } from '../access/delegation.ts';
 import { decide } from '../policy/decide.ts';
 import type { Decision } from '../policy/types.ts';
 import { cardRefusal, decidingAgentRule, maxDelegationDepth } from '../policy/agents.ts';
@@ -488,6 +488,8 @@ class HopCall implements CalleeHandler {
   adm: Admission | undefined = undefined;
   calls: RuleAdmission | undefined = undefined;
   delegation: Delegation | undefined = undefined;
+  /** Its delegation's entry in rt.liveCalls while it runs (send; handled ends it). */
+  live: LiveCall | undefined = undefined;
   traceparent = '';
   /** Its CLIENT span (tracing on): the callee's traceparent names it; ended with the call's outcome. */
   span: Span | undefined = undefined;
@@ -581,7 +583,7 @@ class HopCall implements CalleeHandler {
     const identity = access.identity;
     ctx.rt.handling++;
     const delegation = (this.delegation = delegate(access.delegation, identity, name, ctx.requestId, ctx.rt.ids));
-    callStarted(ctx.rt, delegation);
+    this.live = callStarted(ctx.rt, delegation);
     const traceId = requestTraceId(ctx);
     const span = ctx.span && ctx.rt.tracer ? (this.span = ctx.rt.tracer.startSpan(agentCallSpanName(name), {
       kind: 'client', parent: ctx.span.context,
@@ -764,7 +766,7 @@ class HopCall implements CalleeHandler {
 
   /** The call's answer or refusal is out: it is no longer a request handler (see send). */
   handled(): void {
-    if (this.delegation) callEnded(this.ctx.rt, this.delegation, this.name, this.running);
+    if (this.live !== undefined) callEnded(this.ctx.rt, this.live, this.name, this.running);
     this.ctx.rt.handled();
   }
 

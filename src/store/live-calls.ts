@@ -19,19 +19,25 @@ export interface LiveCalls {
   live(call: string): boolean | Promise<boolean>;
 }
 
-/** A live call: until when at most, whether it runs, the tasks holding it. */
-interface Held { until: number; running: boolean; tasks: Set<string> | null }
+/**
+ * A call held after its answer by the tasks it left running, until when at most. A running call
+ * is its expiry alone (a number: no object per call, and nothing to sweep in it but that).
+ */
+interface Held { until: number; tasks: Set<string> }
+
+const untilOf = (h: number | Held): number => (typeof h === 'number' ? h : h.until);
 
 /** Sweep the maps of what outlived its ttl only when this many are held (then at twice as many). */
 const SWEEP_AT = 10_000;
 
 export function memoryLiveCalls(now: () => number = Date.now): LiveCalls {
-  const calls = new Map<string, Held>();
+  /** Call -> its expiry while it runs, or what holds it once it has answered. */
+  const calls = new Map<string, number | Held>();
   /** Task -> the calls it holds (ended with it). */
   const tasks = new Map<string, Set<string>>();
   let sweepAt = SWEEP_AT;
   const sweep = (t: number): void => {
-    for (const [k, h] of calls) if (h.until <= t) calls.delete(k);
+    for (const [k, h] of calls) if (untilOf(h) <= t) calls.delete(k);
     for (const [k, held] of tasks) {
       for (const c of held) if (!calls.has(c)) held.delete(c);
       if (held.size === 0) tasks.delete(k);
@@ -43,14 +49,13 @@ export function memoryLiveCalls(now: () => number = Date.now): LiveCalls {
       const t = now();
       // Calls end far more often than tasks are left running: a sweep only when many are held.
       if (calls.size + tasks.size >= sweepAt) sweep(t);
-      calls.set(call, { until: t + ttlMs, running: true, tasks: null });
+      calls.set(call, t + ttlMs);
     },
     end(call, held) {
       const h = calls.get(call);
-      if (h === undefined) return;
+      if (typeof h !== 'number') return;
       if (held === null || held.length === 0) { calls.delete(call); return; }
-      h.running = false;
-      h.tasks = new Set(held);
+      calls.set(call, { until: h, tasks: new Set(held) });
       for (const task of held) {
         const by = tasks.get(task);
         if (by) by.add(call); else tasks.set(task, new Set([call]));
@@ -62,12 +67,13 @@ export function memoryLiveCalls(now: () => number = Date.now): LiveCalls {
       tasks.delete(task);
       for (const call of by) {
         const h = calls.get(call);
-        if (h?.tasks?.delete(task) && h.tasks.size === 0 && !h.running) calls.delete(call);
+        if (typeof h === 'object' && h.tasks.delete(task) && h.tasks.size === 0) calls.delete(call);
       }
     },
     live(call) {
       const h = calls.get(call);
-      return h !== undefined && h.until > now() && (h.running || (h.tasks?.size ?? 0) > 0);
+      if (h === undefined) return false;
+      return typeof h === 'number' ? h > now() : h.until > now() && h.tasks.size > 0;
     },
   };
 }
