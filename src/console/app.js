@@ -214,7 +214,19 @@ async function auditPage(params) {
       if (body.querySelector('td[colspan]')) body.replaceChildren();
       body.prepend(el('tr', { class: 'new' }, cells(JSON.parse(ev.data)).map((c) => el('td', {}, c))));
     });
-    tail.onerror = () => { status.textContent = ' live tail interrupted; retrying…'; };
+    // The server ends a tail whose reader may no longer read the trail (signed out, expired, role removed).
+    tail.addEventListener('ended', (ev) => {
+      const why = JSON.parse(ev.data);
+      stopTail();
+      live.setAttribute('aria-pressed', 'false');
+      status.textContent = '';
+      main.prepend(why.status === 401 ? signedOut() : notice(`The live tail stopped: ${why.message}`, 'error'));
+    });
+    // A refused reconnect (401/403, e.g. after a restart) closes the EventSource for good: say so.
+    tail.onerror = () => {
+      if (tail && tail.readyState === EventSource.CLOSED) { stopTail(); live.setAttribute('aria-pressed', 'false'); status.textContent = ' live tail stopped; reload the page to follow again.'; }
+      else status.textContent = ' live tail interrupted; retrying…';
+    };
   } }, 'Live tail');
   // Pages of 100, newest first: older ones by the answer's cursor, with the same filters.
   const pageLink = (before, label) => {

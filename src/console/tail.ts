@@ -3,6 +3,9 @@
 // a second (a query over the newest events, not a scan), so a tail costs the same whether the
 // trail holds a thousand events or a million; streams per process are bounded. In fleet mode it
 // polls PostgreSQL, so a tail opened on any replica shows the events of every replica.
+// A tail lives only as long as the right to read the trail: each poll first asks `allowed` again
+// (the session still there, the token still valid, a role still bound), and the stream ends with
+// an `ended` event saying why when it is not, so signing out or losing the role stops it at once.
 import type { ServerResponse } from 'node:http';
 import type { AuditLog } from '../audit/log.ts';
 import { queryEvents, type AuditQuery } from '../audit/query.ts';
@@ -14,17 +17,19 @@ const KEEPALIVE_MS = 15_000;
 const LOOKBACK_MS = 5000;
 
 export interface TailCounter { open: number }
+/** Why the reader may no longer read the trail (401: signed out, token expired; 403: role removed), or null while they may. */
+export type StillAllowed = () => Promise<{ status: number; message: string } | null>;
 type Filter = Pick<AuditQuery, 'agent' | 'agents' | 'decision' | 'type' | 'plane'>;
 interface Fresh { id: string; event: Record<string, unknown> }
 
 /** Stream events matching `filter` (agent or agents, decision, type, plane) until the client goes away. */
-export async function tailAudit(res: ServerResponse, log: AuditLog, filter: Filter, count: TailCounter, headers: Record<string, string>): Promise<void> {
+export async function tailAudit(res: ServerResponse, log: AuditLog, filter: Filter, count: TailCounter, headers: Record<string, string>, allowed: StillAllowed): Promise<void> {
   await log.flush();
   // Start after the newest event already committed: the page shows history with a query.
   const newest = queryEvents(log.db, { limit: 1 })[0];
   let lastSeq = newest?.seq ?? -1;
   let lastTime = newest ? new Date(newest.time) : new Date();
-  return stream(res, count, headers, async () => {
+  return stream(res, count, headers, allowed, async () => {
     await log.flush();
     // Events at the same millisecond as the last one sent may still be new: filter by seq.
     // Commit order (seq) and creation time differ by a little: look back a few seconds, keep only new seqs.
@@ -39,7 +44,7 @@ export async function tailAudit(res: ServerResponse, log: AuditLog, filter: Filt
  * each poll looks back a few seconds (commit delay plus clock skew) and sends what it has not sent
  * yet, named by chain and seq (the SSE id is replica:seq).
  */
-export async function tailFleetAudit(res: ServerResponse, sql: Sql, flush: () => Promise<void>, filter: Filter, count: TailCounter, headers: Record<string, string>): Promise<void> {
+export async function tailFleetAudit(res: ServerResponse, sql: Sql, flush: () => Promise<void>, filter: Filter, count: TailCounter, headers: Record<string, string>, allowed: StillAllowed): Promise<void> {
   await flush().catch(() => {});
   const { queryFleetEvents } = await import('../audit/fleet-log.ts'); // fleet mode only
   const seen = new Map<string, number>();
@@ -48,7 +53,7 @@ export async function tailFleetAudit(res: ServerResponse, sql: Sql, flush: () =>
     queryFleetEvents(sql, { ...filter, since: new Date(Date.now() - LOOKBACK_MS).toISOString(), order: 'asc', limit: 2000 });
   // What is there already is history (the page queried it): only later events are sent.
   for (const e of await recent()) seen.set(key(e), Date.parse(String(e.time)));
-  return stream(res, count, headers, async () => {
+  return stream(res, count, headers, allowed, async () => {
     await flush().catch(() => {});
     const fresh = (await recent()).filter((e) => !seen.has(key(e)));
     const now = Date.now();
@@ -58,8 +63,8 @@ export async function tailFleetAudit(res: ServerResponse, sql: Sql, flush: () =>
   });
 }
 
-/** The SSE framing and pacing both tails share: poll, send what is new, keep the stream alive. */
-function stream(res: ServerResponse, count: TailCounter, headers: Record<string, string>, poll: () => Promise<Fresh[]>): void {
+/** The SSE framing and pacing both tails share: check the reader, poll, send what is new, keep the stream alive. */
+function stream(res: ServerResponse, count: TailCounter, headers: Record<string, string>, allowed: StillAllowed, poll: () => Promise<Fresh[]>): void {
   count.open++;
   res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', ...headers });
   res.write(': aam audit tail\n\n');
@@ -69,6 +74,12 @@ function stream(res: ServerResponse, count: TailCounter, headers: Record<string,
     if (busy) return;
     busy = true;
     try {
+      const refused = await allowed();
+      if (refused !== null) {
+        clearInterval(timer);
+        res.end(`event: ended\ndata: ${JSON.stringify(refused)}\n\n`);
+        return;
+      }
       const fresh = await poll();
       for (const e of fresh) res.write(`id: ${e.id}\nevent: audit\ndata: ${JSON.stringify(e.event)}\n\n`);
       idle = fresh.length ? 0 : idle + POLL_MS;

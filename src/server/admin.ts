@@ -2,7 +2,7 @@
 // (break-glass admin), a console session or an OIDC ID token (console/auth.ts), with the person's
 // role checked per route: viewer reads, approver decides held calls, operator changes keys, tool
 // pins and reloads, admin sets credentials. An agent's virtual key or JWT never gets in.
-import { AamError, pathSegment } from '../access/errors.ts';
+import { AamError, pathSegment, toAamError } from '../access/errors.ts';
 import { StoreUnavailable, postgresUnreachable } from '../store/types.ts';
 import { APPROVAL_STATUSES, type ApprovalStatus } from '../store/approvals.ts';
 import { readJson, sendJson } from '../access/request.ts';
@@ -14,7 +14,7 @@ import { evaluateAuthZen, evaluateAuthZenBatch, lookupInConfig } from '../policy
 import { AdminTokenRefused, createHumanAuth, mustHave, RoleRefused, type HumanAuth, type Principal } from '../console/auth.ts';
 import { consoleStores } from '../console/sessions.ts';
 import type { FleetCursor } from '../audit/fleet-log.ts';
-import { MAX_TAILS, tailAudit, tailFleetAudit, type TailCounter } from '../console/tail.ts';
+import { MAX_TAILS, tailAudit, tailFleetAudit, type StillAllowed, type TailCounter } from '../console/tail.ts';
 import { agentsOverview, capabilities, latestCheckpoint, simulate } from '../console/views.ts';
 import { isObj } from '../lib/json.ts';
 
@@ -141,6 +141,12 @@ async function optionalJson(ctx: Ctx): Promise<Record<string, unknown>> {
 /** Identity methods seen per agent; null (shown as unavailable, not as none seen) when its store does not answer. */
 const seenTable = (rt: Runtime) => rt.identitySeen.table().catch(() => null);
 
+/** A live tail's reader asked again, as at its first request: the same session or token, still valid, still holding a role. */
+const stillReader = (ctx: Ctx, auth: HumanAuth): StillAllowed => () => auth.require(ctx.req, 'viewer').then(() => null, (e: unknown) => {
+  const { status, message } = toAamError(e);
+  return { status, message };
+});
+
 /** Admin handlers by "METHOD /path" below /admin/v1; ids are taken from the path. */
 async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Promise<void> {
   // Every route needs at least viewer; changes check their own role below.
@@ -253,12 +259,12 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     if (tails.open >= MAX_TAILS) throw new AamError(503, 'unavailable', `${MAX_TAILS} audit tails are open on this gateway already; close one or query /admin/v1/audit`, { headers: { 'retry-after': '10' } });
     const q = new URLSearchParams(ctx.query);
     const audit = rt.audit;
-    return tailFleetAudit(ctx.res, rt.fleet.fleet.sql, async () => { await audit.journaled?.(); }, tailFilters(rt, q), tails, { 'x-request-id': ctx.requestId });
+    return tailFleetAudit(ctx.res, rt.fleet.fleet.sql, async () => { await audit.journaled?.(); }, tailFilters(rt, q), tails, { 'x-request-id': ctx.requestId }, stillReader(ctx, auth));
   }
   if (method === 'GET' && rest === '/audit/stream' && rt.auditLog) {
     if (tails.open >= MAX_TAILS) throw new AamError(503, 'unavailable', `${MAX_TAILS} audit tails are open on this gateway already; close one or query /admin/v1/audit`, { headers: { 'retry-after': '10' } });
     const q = new URLSearchParams(ctx.query);
-    return tailAudit(ctx.res, rt.auditLog, tailFilters(rt, q), tails, { 'x-request-id': ctx.requestId });
+    return tailAudit(ctx.res, rt.auditLog, tailFilters(rt, q), tails, { 'x-request-id': ctx.requestId }, stillReader(ctx, auth));
   }
   if (method === 'GET' && (m = /^\/audit\/requests\/([\w.:-]+)$/.exec(rest)) && rt.auditLog) {
     await rt.auditLog.flush();
