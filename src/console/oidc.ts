@@ -80,6 +80,12 @@ export interface OidcClient {
    */
   endSessionUrl(idToken: string | undefined): Promise<string | null>;
   /**
+   * The origins sign-out may send the browser to (a page's CSP form-action), without waiting for
+   * the IdP: its end_session_endpoint's once discovery has answered, else the issuer's (asking it
+   * meanwhile), none when it offers no RP-initiated logout.
+   */
+  signOutOrigins(): string[];
+  /**
    * An opaque access token as Bearer: active, issued to this client (when the IdP can say:
    * introspection) and whose person userinfo names. Answers are reused for up to a minute.
    */
@@ -89,6 +95,9 @@ export interface OidcClient {
 // Asymmetric only: an HS256 token "signed" with the client secret proves nothing about the IdP.
 const ALGS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
 const CLOCK_TOLERANCE_S = 5;
+/** How long aam waits for the IdP (discovery and every later call), and how long a failed discovery stands before it is tried again. */
+const DISCOVERY_TIMEOUT_S = 5;
+const DISCOVERY_RETRY_MS = 15_000;
 
 /**
  * email_verified as IdPs send it: a boolean, or the string "true"/"false" (AWS Cognito's userinfo,
@@ -124,13 +133,26 @@ export function createOidcClient(settings: OidcSettings): OidcClient {
   const oidc = createRequire(import.meta.url)('openid-client') as typeof Oidc;
   const issuerUrl = new URL(settings.issuer);
   // Discovery happens on first use and is retried after a failure, so an IdP that is down when
-  // aam starts does not keep the gateway from serving agents.
+  // aam starts does not keep the gateway from serving agents. An IdP that does not answer costs one
+  // person DISCOVERY_TIMEOUT_S, not every page and request 30 s (openid-client's default): its
+  // failure is the answer for DISCOVERY_RETRY_MS, and the timeout bounds every later call to it too.
   let config: Promise<Oidc.Configuration> | null = null;
+  let discovered: Oidc.Configuration | null = null;
+  let failed: { at: number; error: OidcUnavailable } | null = null;
   let jwks: ReturnType<typeof createRemoteJWKSet> | null = null;
-  const configured = (): Promise<Oidc.Configuration> => config ??= oidc.discovery(issuerUrl, settings.clientId, undefined, oidc.ClientSecretBasic(settings.clientSecret),
-    // A plain-http issuer is allowed only when the operator configured one (local IdPs, tests).
-    issuerUrl.protocol === 'http:' ? { execute: [oidc.allowInsecureRequests] } : undefined)
-    .catch((e: unknown) => { config = null; throw new OidcError(`the OpenID Provider ${settings.issuer} could not be reached or described itself badly: ${(e as Error).message}`); });
+  const configured = (): Promise<Oidc.Configuration> => {
+    if (config) return config;
+    if (failed && Date.now() - failed.at < DISCOVERY_RETRY_MS) return Promise.reject(failed.error);
+    return config = oidc.discovery(issuerUrl, settings.clientId, undefined, oidc.ClientSecretBasic(settings.clientSecret), {
+      timeout: DISCOVERY_TIMEOUT_S,
+      // A plain-http issuer is allowed only when the operator configured one (local IdPs, tests).
+      ...(issuerUrl.protocol === 'http:' ? { execute: [oidc.allowInsecureRequests] } : {}),
+    }).then((c) => { discovered = c; failed = null; return c; }, (e: unknown) => {
+      config = null;
+      failed = { at: Date.now(), error: new OidcUnavailable(`the OpenID Provider ${settings.issuer} could not be reached or described itself badly: ${(e as Error).message}`) };
+      throw failed.error;
+    });
+  };
 
   // Answers per token hash (the token itself is not kept): the person, or why not; bounded, oldest out.
   const answers = new Map<string, { until: number; who?: LoggedIn; error?: OidcError; pending?: Promise<LoggedIn> }>();
@@ -260,6 +282,11 @@ export function createOidcClient(settings: OidcSettings): OidcClient {
         try { claims = { ...(await oidc.fetchUserInfo(c, tokens.access_token, idc.sub)), ...idc }; } catch { /* the ID token's claims stand */ }
       }
       return { ...humanClaims(claims, settings.groupsClaim), exp: idc.exp, idToken: tokens.id_token };
+    },
+    signOutOrigins() {
+      if (!discovered) { configured().catch(() => {}); return [issuerUrl.origin]; }
+      const end = discovered.serverMetadata().end_session_endpoint;
+      return end ? [new URL(end).origin] : [];
     },
     async endSessionUrl(idToken) {
       const c = await configured().catch(() => null);

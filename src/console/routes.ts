@@ -67,9 +67,10 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
       return send(ctx, 200, loginPage({ sso: !!auth.oidc, token: auth.adminTokenEnabled, error }));
     }
     const who = typeof p.actor === 'string' ? 'break-glass admin token' : p.actor.email ?? p.actor.sub;
-    // Sign-out (a form) goes on to the IdP's end_session_endpoint: the page's CSP must let it.
-    const end = s.session.kind === 'oidc' && auth.oidc ? await auth.oidc.endSessionUrl(undefined) : null;
-    send(ctx, 200, appShell({ who, role: p.role, csrf: s.session.csrf }), end ? { 'content-security-policy': cspFormTargets([new URL(end).origin]) } : {});
+    // Sign-out (a form) goes on to the IdP's end_session_endpoint: the page's CSP must let it. Known
+    // without asking the IdP, so the console opens for a signed-in person while the IdP is down.
+    const targets = s.session.kind === 'oidc' && auth.oidc ? auth.oidc.signOutOrigins() : [];
+    send(ctx, 200, appShell({ who, role: p.role, csrf: s.session.csrf }), targets.length ? { 'content-security-policy': cspFormTargets(targets) } : {});
   }));
   routes.exact.set('GET /console/', (ctx) => redirect(ctx, '/console'));
   for (const [path, a] of assets) {
@@ -78,7 +79,13 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
 
   routes.exact.set('GET /console/login', page(async (ctx) => {
     if (!auth.oidc) throw new AamError(404, 'not_found', 'single sign-on is not configured (AAM_OIDC_ISSUER, AAM_OIDC_CLIENT_ID, AAM_OIDC_CLIENT_SECRET, AAM_PUBLIC_URL)');
-    const { url, tx } = await auth.oidc.begin().catch((e: unknown) => { throw new AamError(503, 'unavailable', (e as Error).message); });
+    let begun;
+    try { begun = await auth.oidc.begin(); } catch (e) {
+      // The IdP is down: say so on the sign-in page, where break-glass sign-in (if enabled) still works.
+      const fallback = auth.adminTokenEnabled ? '; sign in with the break-glass AAM_ADMIN_TOKEN below if it cannot wait' : '';
+      return send(ctx, 503, loginPage({ sso: true, token: auth.adminTokenEnabled, error: `Single sign-on is unavailable right now (${(e as Error).message}). Try again in a minute${fallback}.` }), { 'retry-after': '15' });
+    }
+    const { url, tx } = begun;
     const id = randomBytes(32).toString('base64url');
     await auth.logins.put(id, tx);
     redirect(ctx, url, [cookie(loginCookie, id, LOGIN_TTL_MS / 1000)]);
