@@ -68,6 +68,14 @@ function action(out, fn) {
   };
 }
 
+/** An action that cannot be undone asks first, in `out`: the confirm button does it, Cancel (focused, so Enter does no harm) does not. */
+function confirmIn(out, question, label, fn) {
+  const cancel = el('button', { type: 'button', onclick: () => out.replaceChildren() }, 'Cancel');
+  out.replaceChildren(el('div', { class: 'confirm', role: 'group', 'aria-label': 'Confirm' }, el('p', {}, question),
+    el('button', { type: 'button', class: 'danger', onclick: action(out, fn) }, label), ' ', cancel));
+  cancel.focus();
+}
+
 const METHOD_NAMES = { virtual_key: 'virtual key', jwt_svid: 'JWT-SVID', x509_svid: 'X.509-SVID', delegation: 'A2A delegation', on_behalf_of: 'on-behalf-of' };
 /** "virtual key (last 5/12/2026, 10:00:00), JWT-SVID (…)": the ways an agent proved who it is, newest first. */
 function methodsText(m) {
@@ -103,7 +111,8 @@ async function agentPage(name, flash) {
   const keyRows = a.keys.map((k) => [k.id, k.name || '-', when(k.created_at), k.revoked_at ? `revoked ${when(k.revoked_at)}` : 'active', when(k.last_rotated_at),
     k.revoked_at || !can('operator') ? '' : el('span', {},
       el('button', { type: 'button', onclick: action(out, async () => { const r = await api('POST', `/keys/${k.id}/rotate`, { grace_seconds: 3600 }); await agentPage(name, { secret: r.key, text: 'Rotated. The old secret keeps working for an hour.' }); }) }, 'Rotate'), ' ',
-      el('button', { type: 'button', class: 'danger', onclick: action(out, async () => { await api('POST', `/keys/${k.id}/revoke`); await agentPage(name, { text: `Key ${k.id} revoked.` }); }) }, 'Revoke'))]);
+      el('button', { type: 'button', class: 'danger', onclick: () => confirmIn(out, `Revoke key ${k.id}${k.name ? ` (${k.name})` : ''}? Every agent using it is refused (401) at once; this cannot be undone.`, `Revoke ${k.id}`,
+        async () => { await api('POST', `/keys/${k.id}/revoke`); await agentPage(name, { text: `Key ${k.id} revoked.` }); }) }, 'Revoke'))]);
   const create = can('operator') ? el('form', { onsubmit: action(out, async () => { const r = await api('POST', '/keys', { agent: name, name: create.elements.keyname.value || undefined }); await agentPage(name, { secret: r.key, text: `Key ${r.id} created.` }); }) },
     el('label', { for: 'keyname' }, 'New key name '), el('input', { id: 'keyname', name: 'keyname', autocomplete: 'off' }), ' ', el('button', { type: 'submit' }, 'Create key')) : null;
   show(`Agent ${name}`,
@@ -180,11 +189,13 @@ const AUDIT_FILTERS = [...TAIL_FILTERS, 'since', 'request_id', 'trace_id'];
 async function auditPage(params) {
   const q = new URLSearchParams(params);
   const f = el('form', { class: 'filters' },
-    ...[['agent', 'Agent'], ['team', 'Team'], ['decision', 'Decision'], ['type', 'Event type'], ['since', 'Since (e.g. 24h)'], ['request_id', 'Request id'], ['trace_id', 'Trace id']].map(([n, label]) =>
+    ...[['agent', 'Agent'], ['team', 'Team'], ['type', 'Event type'], ['since', 'Since (e.g. 24h)'], ['request_id', 'Request id'], ['trace_id', 'Trace id']].map(([n, label]) =>
       el('span', {}, el('label', { for: `f-${n}` }, `${label} `), el('input', { id: `f-${n}`, name: n, value: q.get(n) || '', autocomplete: 'off' }), ' ')),
-    el('span', {}, el('label', { for: 'f-plane' }, 'Plane '), el('select', { id: 'f-plane', name: 'plane' },
-      ...[['', 'any'], ['model', 'model'], ['tool', 'tools'], ['a2a', 'A2A'], ['admin', 'admin']].map(([v, label]) =>
-        el('option', { value: v, selected: (q.get('plane') || '') === v }, label))), ' '),
+    // Closed lists are choices, not free text (a typo would only be refused after Search).
+    ...[['decision', 'Decision', [['', 'any'], ['allow', 'allow'], ['deny', 'deny'], ['approval_required', 'approval required']]],
+      ['plane', 'Plane', [['', 'any'], ['model', 'model'], ['tool', 'tools'], ['a2a', 'A2A'], ['admin', 'admin']]]].map(([n, label, options]) =>
+      el('span', {}, el('label', { for: `f-${n}` }, `${label} `), el('select', { id: `f-${n}`, name: n },
+        ...options.map(([v, text]) => el('option', { value: v, selected: (q.get(n) || '') === v }, text))), ' ')),
     el('button', { type: 'submit' }, 'Search'));
   f.addEventListener('submit', (ev) => {
     ev.preventDefault();
@@ -193,7 +204,9 @@ async function auditPage(params) {
     location.hash = `#/audit?${p}`;
   });
   q.set('limit', '100');
-  const { data, next_before: older } = await api('GET', `/audit?${q}`);
+  const answer = await orRefused(api('GET', `/audit?${q}`), (why) => show('Audit', f, why));
+  if (!answer) return;
+  const { data, next_before: older } = answer;
   const cells = (e) => [String(e.seq), when(e.time), e.type,
     e.identity ? e.identity.agent : typeof e.agent === 'string' ? e.agent : e.admin ? actorText(e.admin.actor) : '-',
     e.policy ? effectBadge(e.policy.decision) : '-', whatText(e),
@@ -238,6 +251,15 @@ async function auditPage(params) {
   const paging = el('p', { class: 'paging' }, q.get('before') ? pageLink(null, 'Newest events') : null, q.get('before') && older ? ' · ' : null,
     older ? pageLink(older, 'Older events') : null);
   show('Audit', f, el('p', {}, live, status), t, paging);
+}
+
+/** A page's query refused (a bad filter): the page keeps its form and says why under it (`showWith(notice)`), rather than leaving for an error page. */
+async function orRefused(promise, showWith) {
+  try { return await promise; } catch (e) {
+    if (e instanceof SignedOut || e instanceof Superseded) throw e;
+    showWith(notice(e.message, 'error'));
+    return null;
+  }
 }
 
 /** The audit page's live tail (server-sent events); closed when the page changes. */
@@ -319,7 +341,9 @@ async function spendPage(params) {
   const f = el('form', { class: 'filters' }, el('label', { for: 'sp-since' }, 'Since '), el('input', { id: 'sp-since', name: 'since', value: since, autocomplete: 'off' }), ' ', el('button', { type: 'submit' }, 'Show'));
   f.addEventListener('submit', (ev) => { ev.preventDefault(); location.hash = `#/spend?since=${encodeURIComponent(f.elements.since.value.trim())}`; });
   const by = ['agent', 'team', 'model', 'route', 'key'];
-  const [agents, daily, ...usage] = await Promise.all([api('GET', '/agents'), api('GET', `/usage/daily?by=agent&since=${encodeURIComponent(since)}`), ...by.map((b) => api('GET', `/usage?by=${b}&since=${encodeURIComponent(since)}`))]);
+  const all = await orRefused(Promise.all([api('GET', '/agents'), api('GET', `/usage/daily?by=agent&since=${encodeURIComponent(since)}`), ...by.map((b) => api('GET', `/usage?by=${b}&since=${encodeURIComponent(since)}`))]), (why) => show('Spend', f, why));
+  if (!all) return;
+  const [agents, daily, ...usage] = all;
   const max = Math.max(0.000001, ...usage[0].data.map((r) => r.cost_usd || 0));
   const bar = (v, limit) => el('span', { class: 'bar', role: 'img', 'aria-label': `${Math.round((100 * v) / limit)}%` }, el('span', { class: `fill${v >= limit ? ' over' : ''}`, style: null, 'data-pct': String(Math.min(100, Math.round((100 * v) / limit))) }));
   const burn = agents.data.flatMap((a) => a.budgets.flatMap((b) => [

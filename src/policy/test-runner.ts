@@ -62,14 +62,17 @@ function identityOf(c: Obj, compiled: CompiledPolicies, agents: ReadonlyMap<stri
 }
 
 /** Build the AccessRequest a case describes (shared with explain). */
+/** A name the request gives: an empty one (a form left blank) names nothing and is not decided as "". */
+const named = (v: unknown): v is string => typeof v === 'string' && v.trim() !== '';
+
 export function requestOf(c: Obj, compiled: CompiledPolicies, agents: ReadonlyMap<string, AgentRecord> = compiled.agents): AccessRequest {
   const agent = identityOf(c, compiled, agents);
-  if (typeof c.model === 'string') return { kind: 'model', agent, model: c.model };
-  if (typeof c.callee === 'string') {
+  if (named(c.model)) return { kind: 'model', agent, model: c.model };
+  if (named(c.callee)) {
     if (c.context !== undefined && !isObj(c.context)) throw new CaseError('context must be a mapping');
     return { kind: 'agent', agent, callee: c.callee, skill: typeof c.skill === 'string' ? c.skill : '', context: c.context as Obj | undefined };
   }
-  if (typeof c.resource === 'string' && typeof c.action === 'string') {
+  if (named(c.resource) && named(c.action)) {
     if (c.args !== undefined && !isObj(c.args)) throw new CaseError('args must be a mapping');
     if (c.context !== undefined && !isObj(c.context)) throw new CaseError('context must be a mapping');
     return { kind: 'tool', agent, resource: c.resource, action: c.action, args: (c.args as Obj | undefined) ?? {}, context: c.context as Obj | undefined };
