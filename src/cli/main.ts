@@ -10,6 +10,7 @@ import { listenPort } from '../lib/env-number.ts';
 import { nearest } from '../lib/nearest.ts';
 import { readFileSync } from 'node:fs';
 import { ago, table } from './table.ts';
+import { graceProblem } from '../store/key-secrets.ts';
 
 // The stores, the CLI's evidence writer and the commands in commands.ts (audit, import, policy
 // tools) load when a command needs them: `aam serve` does not hold their modules.
@@ -142,7 +143,8 @@ const commands: Record<string, Command> = {
     run: async ({ positionals, values, g }) => {
       if (!positionals[0]) { err('missing key ID (see: aam keys list)'); return 2; }
       const grace = Number(values.grace ?? 3600);
-      if (!Number.isFinite(grace) || grace < 0) { err('--grace must be a number of seconds >= 0'); return 2; }
+      const bad = graceProblem(values.grace === '' ? NaN : grace);
+      if (bad) { err(`--grace ${bad}`); return 2; }
       const { key, secret } = await (await stores()).withKeyBook(g.data, (keys) => keys.rotate(positionals[0], grace), { existing: true });
       const unrecorded = await recordCliAdmin(g.data, 'key_rotated', key.id, { agent: key.agent, grace_seconds: grace });
       err(`rotated ${key.id}; the previous secret stays valid for ${grace}s. New secret (shown once):`);

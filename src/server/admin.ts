@@ -17,6 +17,7 @@ import type { FleetCursor } from '../audit/fleet-log.ts';
 import { MAX_TAILS, tailAudit, tailFleetAudit, type StillAllowed, type TailCounter } from '../console/tail.ts';
 import { agentsOverview, capabilities, latestCheckpoint, simulate } from '../console/views.ts';
 import { isObj } from '../lib/json.ts';
+import { graceProblem } from '../store/key-secrets.ts';
 
 const isGrouping = (by: string): by is UsageGrouping => (USAGE_GROUPINGS as readonly string[]).includes(by);
 
@@ -188,9 +189,11 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
   }
   if (method === 'POST' && (m = /^\/keys\/([\w-]+)\/rotate$/.exec(rest))) {
     mustHave(who, 'operator');
-    const body = (await readJson(ctx).catch(() => ({}))) as { grace_seconds?: unknown };
-    const grace = typeof body.grace_seconds === 'number' ? body.grace_seconds : 3600;
-    const { key, secret } = await wrapAsync(() => rt.keyBook.rotate(m![1], grace));
+    const body = await optionalJson(ctx);
+    const grace = 'grace_seconds' in body ? body.grace_seconds : 3600;
+    const bad = graceProblem(grace);
+    if (bad) throw new AamError(400, 'invalid_request', `grace_seconds ${bad}`, { param: 'grace_seconds' });
+    const { key, secret } = await wrapAsync(() => rt.keyBook.rotate(m![1], grace as number));
     audit(ctx, who, 'key_rotated', key.id, { agent: key.agent, grace_seconds: grace });
     return sendJson(ctx, 200, { ...key, key: secret, previous_valid_for_seconds: grace });
   }

@@ -24,3 +24,17 @@ export function newSecret(): string {
 export function newKeyId(): string {
   return 'key_' + randomBytes(8).toString('hex');
 }
+
+/** Longest a rotated-out secret may keep working: a grace beyond a year would be no rotation at all. */
+export const MAX_GRACE_SECONDS = 365 * 86_400;
+
+/**
+ * A rotation's grace period (seconds the old secret keeps working), as the CLI's --grace and the
+ * admin API's grace_seconds give it: a number from 0 to MAX_GRACE_SECONDS, else why not.
+ */
+export function graceProblem(v: unknown): string | undefined {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0 || v > MAX_GRACE_SECONDS) {
+    return `must be a number of seconds from 0 (the old secret stops at once) to ${MAX_GRACE_SECONDS} (a year)${typeof v === 'string' ? ', not a string' : ''}`;
+  }
+  return undefined;
+}
