@@ -75,6 +75,7 @@ test('revoking a key asks first: Cancel (focused) keeps it, the confirm button r
   assert.equal(await page.evaluate('document.activeElement.textContent'), 'Cancel');
   await page.keyboard.press('Enter'); // the focused Cancel
   await page.getByRole('button', { name: `Revoke ${made.id}` }).waitFor({ state: 'detached' });
+  assert.equal(await page.evaluate('document.activeElement.textContent'), 'Revoke', 'the focus is back where the person was');
   assert.equal(await works(), 200, 'nothing revoked yet');
   await row.getByRole('button', { name: 'Revoke', exact: true }).click();
   await page.getByRole('button', { name: `Revoke ${made.id}` }).click();

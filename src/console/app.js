@@ -68,9 +68,12 @@ function action(out, fn) {
   };
 }
 
-/** An action that cannot be undone asks first, in `out`: the confirm button does it, Cancel (focused, so Enter does no harm) does not. */
-function confirmIn(out, question, label, fn) {
-  const cancel = el('button', { type: 'button', onclick: () => out.replaceChildren() }, 'Cancel');
+/**
+ * An action that cannot be undone asks first, in `out`: the confirm button does it, Cancel (focused,
+ * so Enter does no harm) does not and hands the focus back to the button that asked (`opener`).
+ */
+function confirmIn(out, opener, question, label, fn) {
+  const cancel = el('button', { type: 'button', onclick: () => { out.replaceChildren(); opener.focus(); } }, 'Cancel');
   out.replaceChildren(el('div', { class: 'confirm', role: 'group', 'aria-label': 'Confirm' }, el('p', {}, question),
     el('button', { type: 'button', class: 'danger', onclick: action(out, fn) }, label), ' ', cancel));
   cancel.focus();
@@ -111,7 +114,7 @@ async function agentPage(name, flash) {
   const keyRows = a.keys.map((k) => [k.id, k.name || '-', when(k.created_at), k.revoked_at ? `revoked ${when(k.revoked_at)}` : 'active', when(k.last_rotated_at),
     k.revoked_at || !can('operator') ? '' : el('span', {},
       el('button', { type: 'button', onclick: action(out, async () => { const r = await api('POST', `/keys/${k.id}/rotate`, { grace_seconds: 3600 }); await agentPage(name, { secret: r.key, text: 'Rotated. The old secret keeps working for an hour.' }); }) }, 'Rotate'), ' ',
-      el('button', { type: 'button', class: 'danger', onclick: () => confirmIn(out, `Revoke key ${k.id}${k.name ? ` (${k.name})` : ''}? Every agent using it is refused (401) at once; this cannot be undone.`, `Revoke ${k.id}`,
+      el('button', { type: 'button', class: 'danger', onclick: (ev) => confirmIn(out, ev.currentTarget, `Revoke key ${k.id}${k.name ? ` (${k.name})` : ''}? Every agent using it is refused (401) at once; this cannot be undone.`, `Revoke ${k.id}`,
         async () => { await api('POST', `/keys/${k.id}/revoke`); await agentPage(name, { text: `Key ${k.id} revoked.` }); }) }, 'Revoke'))]);
   const create = can('operator') ? el('form', { onsubmit: action(out, async () => { const r = await api('POST', '/keys', { agent: name, name: create.elements.keyname.value || undefined }); await agentPage(name, { secret: r.key, text: `Key ${r.id} created.` }); }) },
     el('label', { for: 'keyname' }, 'New key name '), el('input', { id: 'keyname', name: 'keyname', autocomplete: 'off' }), ' ', el('button', { type: 'submit' }, 'Create key')) : null;
