@@ -169,3 +169,15 @@ test('spend over time: GET /admin/v1/usage/daily counts today\'s calls per agent
   assert.ok(dailyByKey.data.some((d) => d.key === keyId));
   assert.ok(!JSON.stringify(byKey).includes(key));
 });
+
+test('reached over https (AAM_PUBLIC_URL https): console pages tell the browser to keep to https (HSTS) and cookies are __Host-/Secure; over plain http neither', async () => {
+  assert.equal((await fetch(`${gw.url}/console`)).headers.get('strict-transport-security'), null, 'HSTS over http means nothing, and would pin a dev host');
+  const tls = await startTestGateway(yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'm', { targets: [{ provider: 'demo', model: 'd' }] }), ...agentDocs(['m'])), { AAM_ADMIN_TOKEN: TOKEN, AAM_PUBLIC_URL: 'https://aam.example.com' });
+  try {
+    for (const path of ['/console', '/console/app.js']) assert.equal((await fetch(`${tls.url}${path}`)).headers.get('strict-transport-security'), 'max-age=31536000', path);
+    const login = await fetch(`${tls.url}/console/token-login`, { method: 'POST', redirect: 'manual', headers: { origin: 'https://aam.example.com', 'content-type': 'application/x-www-form-urlencoded' }, body: `token=${TOKEN}` });
+    assert.equal(login.status, 303);
+    assert.equal(login.headers.get('strict-transport-security'), 'max-age=31536000');
+    assert.match(login.headers.getSetCookie()[0], /^__Host-aam_session=[\w-]{43}; Path=\/; HttpOnly; SameSite=Lax; Secure; Max-Age=\d+$/);
+  } finally { await tls.close(); }
+});

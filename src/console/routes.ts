@@ -16,13 +16,6 @@ const ASSETS: Record<string, { file: string; type: string }> = {
   '/console/favicon.svg': { file: 'favicon.svg', type: 'image/svg+xml' },
 };
 
-function send(ctx: Ctx, status: number, html: string, extra: Record<string, string | string[]> = {}): void {
-  ctx.res.send(status, html, { 'content-type': 'text/html; charset=utf-8', 'x-request-id': ctx.requestId, ...PAGE_HEADERS, ...extra });
-}
-
-const redirect = (ctx: Ctx, location: string, cookies: string[] = []) =>
-  ctx.res.send(303, '', { location, 'x-request-id': ctx.requestId, ...PAGE_HEADERS, ...(cookies.length ? { 'set-cookie': cookies } : {}) });
-
 async function formOf(ctx: Ctx): Promise<URLSearchParams> {
   const ct = ctx.req.headers['content-type'] ?? '';
   if (!/^application\/x-www-form-urlencoded/i.test(ct)) throw new AamError(415, 'unsupported_media_type', 'send the form as application/x-www-form-urlencoded');
@@ -45,6 +38,12 @@ export function createConsoleAuth(rt: ConsoleRuntime, env: NodeJS.ProcessEnv, tl
 export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAuth, o: ConsoleOptions): void {
   const assets = new Map(Object.entries(ASSETS).map(([path, a]) => [path, { text: readFileSync(new URL(`./${a.file}`, import.meta.url), 'utf8'), type: a.type }]));
   const secure = auth.cookie.secure;
+  // Reached over https (here or at a proxy): the browser is told to keep to https for this host.
+  const headers = secure ? { ...PAGE_HEADERS, 'strict-transport-security': 'max-age=31536000' } : PAGE_HEADERS;
+  const send = (ctx: Ctx, status: number, html: string, extra: Record<string, string | string[]> = {}): void =>
+    ctx.res.send(status, html, { 'content-type': 'text/html; charset=utf-8', 'x-request-id': ctx.requestId, ...headers, ...extra });
+  const redirect = (ctx: Ctx, location: string, cookies: string[] = []) =>
+    ctx.res.send(303, '', { location, 'x-request-id': ctx.requestId, ...headers, ...(cookies.length ? { 'set-cookie': cookies } : {}) });
   const loginCookie = secure ? '__Host-aam_login' : 'aam_login';
   const cookie = (name: string, value: string, maxAgeS: number) =>
     `${name}=${value}; Path=/; HttpOnly; SameSite=Lax${secure ? '; Secure' : ''}; Max-Age=${Math.max(0, Math.floor(maxAgeS))}`;
@@ -74,7 +73,7 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
   }));
   routes.exact.set('GET /console/', (ctx) => redirect(ctx, '/console'));
   for (const [path, a] of assets) {
-    routes.exact.set(`GET ${path}`, (ctx) => ctx.res.send(200, a.text, { 'content-type': a.type, 'x-request-id': ctx.requestId, ...PAGE_HEADERS, 'cache-control': 'no-cache' }));
+    routes.exact.set(`GET ${path}`, (ctx) => ctx.res.send(200, a.text, { 'content-type': a.type, 'x-request-id': ctx.requestId, ...headers, 'cache-control': 'no-cache' }));
   }
 
   routes.exact.set('GET /console/login', page(async (ctx) => {
