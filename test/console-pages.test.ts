@@ -181,3 +181,16 @@ test('reached over https (AAM_PUBLIC_URL https): console pages tell the browser 
     assert.match(login.headers.getSetCookie()[0], /^__Host-aam_session=[\w-]{43}; Path=\/; HttpOnly; SameSite=Lax; Secure; Max-Age=\d+$/);
   } finally { await tls.close(); }
 });
+
+test('a console page typed as a path (/console/audit?agent=x) opens that page; other methods keep the router\'s 405/404', async () => {
+  const go = (path: string, method = 'GET') => fetch(`${gw.url}${path}`, { method, redirect: 'manual' });
+  for (const [path, to] of [['/console/audit', '/console#/audit'], ['/console/audit?agent=tester&plane=model', '/console#/audit?agent=tester&plane=model'], ['/console/agents/a%20b', '/console#/agents/a%20b'], ['/console/logout', '/console#/logout']]) {
+    const r = await go(path);
+    assert.deepEqual([r.status, r.headers.get('location')], [303, to], path);
+    assert.match(r.headers.get('content-security-policy') ?? '', /default-src 'none'/);
+  }
+  assert.equal((await go('/console/app.js')).status, 200, 'assets are still served');
+  const wrong = await go('/console/login', 'POST');
+  assert.deepEqual([wrong.status, wrong.headers.get('allow')], [405, 'GET']);
+  assert.equal((await go('/console/nothing', 'POST')).status, 404);
+});

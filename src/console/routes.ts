@@ -72,6 +72,20 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
     send(ctx, 200, appShell({ who, role: p.role, csrf: s.session.csrf }), targets.length ? { 'content-security-policy': cspFormTargets(targets) } : {});
   }));
   routes.exact.set('GET /console/', (ctx) => redirect(ctx, '/console'));
+  // People type the pages they see as paths (/console/audit, /console/agents/x): the app routes by
+  // the fragment, so a GET of any other /console/ path opens that page (same origin, fragment only).
+  // Other methods are refused as the router refuses them (405 naming the methods, else 404).
+  routes.prefixes.push(['/console/', (ctx) => {
+    const path = ctx.path;
+    if (ctx.req.method === 'GET') {
+      const page = `${path.slice('/console'.length)}${ctx.query ? `?${ctx.query}` : ''}`.replace(/[^\x21-\x7e]/g, encodeURIComponent);
+      return redirect(ctx, `/console#${page}`);
+    }
+    const allowed = [...routes.exact.keys()].filter((k) => k.endsWith(` ${path}`)).map((k) => k.split(' ')[0]);
+    throw allowed.length
+      ? new AamError(405, 'method_not_allowed', `${ctx.req.method} is not allowed on ${path}; use ${allowed.join(' or ')}`, { headers: { allow: allowed.join(', ') } })
+      : new AamError(404, 'not_found', `no route ${ctx.req.method} ${path}`);
+  }]);
   for (const [path, a] of assets) {
     routes.exact.set(`GET ${path}`, (ctx) => ctx.res.send(200, a.text, { 'content-type': a.type, 'x-request-id': ctx.requestId, ...headers, 'cache-control': 'no-cache' }));
   }
