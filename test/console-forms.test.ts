@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import type { Browser, Page } from 'playwright-core';
-import { chromiumMissing, launchChromium, startConsoleEnv, ADMIN_TOKEN, type ConsoleEnv } from './helpers/console-setup.ts';
+import { chromiumMissing, launchChromium, signInWithBrowser, startConsoleEnv, ADMIN_TOKEN, type ConsoleEnv } from './helpers/console-setup.ts';
 
 const skip = chromiumMissing;
 let env: ConsoleEnv;
@@ -22,12 +22,7 @@ before(async () => {
   page = await (await browser.newContext()).newPage();
   page.setDefaultTimeout(20_000);
   page.on('pageerror', (e) => errors.push(e.message));
-  await page.goto(`${env.url}/console`);
-  await page.getByRole('link', { name: 'Sign in with single sign-on' }).click();
-  await page.locator('input[name="login"]').fill('alice');
-  await page.locator('input[name="password"]').fill('any');
-  await page.locator('button[type="submit"]').click();
-  await page.waitForURL(`${env.url}/console`);
+  await signInWithBrowser(page, env.url, 'alice');
   await page.getByRole('heading', { name: 'Agents' }).waitFor();
 });
 after(async () => {

@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { chromiumMissing, launchChromium, startConsoleEnv, ADMIN_TOKEN, type ConsoleEnv } from './helpers/console-setup.ts';
+import { chromiumMissing, launchChromium, signInWithBrowser, startConsoleEnv, ADMIN_TOKEN, type ConsoleEnv } from './helpers/console-setup.ts';
 import { loginWithoutBrowser, type CookieJar } from './helpers/oidc-idp.ts';
 
 let env: ConsoleEnv;
@@ -59,12 +59,7 @@ test('browser: the audit page following the live tail says the session ended whe
     page.setDefaultTimeout(20_000);
     const errors: string[] = [];
     page.on('pageerror', (e) => errors.push(e.message));
-    await page.goto(`${env.url}/console`);
-    await page.getByRole('link', { name: 'Sign in with single sign-on' }).click();
-    await page.locator('input[name="login"]').fill('victor');
-    await page.locator('input[name="password"]').fill('any');
-    await page.locator('button[type="submit"]').click();
-    await page.waitForURL(`${env.url}/console`);
+    await signInWithBrowser(page, env.url, 'victor');
     await page.goto(`${env.url}/console#/audit`);
     const live = page.getByRole('button', { name: 'Live tail' });
     await live.click();

@@ -1,7 +1,7 @@
 // A gateway with single sign-on against the in-process OpenID Provider, role bindings for five
 // people, an HTTP tool whose deletes need approval, and an agent with a hostile name.
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import type { Browser } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startGateway, type Running } from '../../src/cli/serve.ts';
@@ -101,4 +101,14 @@ export async function launchChromium(prefix: string): Promise<{ browser: Browser
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', `--disk-cache-dir=${profile}`],
   });
   return { browser, close: async () => { await browser.close(); rmSync(profile, { recursive: true, force: true }); } };
+}
+
+/** Sign in at the console through the test IdP's login form, as a person does, and wait for the console. */
+export async function signInWithBrowser(page: Page, url: string, login: string): Promise<void> {
+  await page.goto(`${url}/console`);
+  await page.getByRole('link', { name: 'Sign in with single sign-on' }).click();
+  await page.locator('input[name="login"]').fill(login);
+  await page.locator('input[name="password"]').fill('any');
+  await page.locator('button[type="submit"]').click();
+  await page.waitForURL(`${url}/console`);
 }
