@@ -3,7 +3,7 @@
 // verdict other than allow is evidence (guardrail, category, where; never the value).
 import type { AccessRuntime, GuardrailLists } from './runtime-view.ts';
 import type { Identity } from '../identity/types.ts';
-import type { ChatRequest, ChatResult, StreamEvent } from '../providers/types.ts';
+import type { ChatRequest, ChatResult, StreamEvent, ThinkingBlock } from '../providers/types.ts';
 import { textBlocks, withTextBlocks } from '../providers/types.ts';
 import { guardrailsFor } from '../policy/decide.ts';
 import type { PolicySet } from '../policy/compile.ts';
@@ -256,20 +256,33 @@ export function sameRedactions<T>(value: T, before: unknown, after: unknown): T 
 
 /**
  * Output guardrails on a complete answer (text, tool-call arguments, and the text of its thinking
- * blocks: an Anthropic client reads it; never a signature or redacted data); the same object when clean.
+ * blocks and OpenAI reasoning items' summaries: the client reads it; never a signature, redacted
+ * data or encrypted_content); the same object when clean.
  */
 export async function guardChatOutput(rt: AccessRuntime, at: EvidenceAt, identity: Identity, gs: readonly CompiledGuardrail[], result: ChatResult): Promise<ChatResult> {
   const th = result.thinking;
   // Interleaved thinking with several text blocks: each block is shown on its own, so a redaction
   // keeps it in its place (the order's lengths are those of the guarded blocks).
   const segments = result.order !== undefined ? textBlocks(result.order, result.text ?? '') : undefined;
-  const shown: { text: string | string[] | null; tool_calls: ChatResult['toolCalls']; thinking?: string[] } = { text: segments ?? result.text, tool_calls: result.toolCalls };
-  if (th !== undefined) shown.thinking = th.map((b) => (b.type === 'thinking' ? b.thinking : ''));
+  const shown: { text: string | string[] | null; tool_calls: ChatResult['toolCalls']; thinking?: Array<string | string[]> } = { text: segments ?? result.text, tool_calls: result.toolCalls };
+  if (th !== undefined) shown.thinking = th.map(thinkingText);
   const out = orThrow(await guardValue(rt, at, identity, gs, 'output', shown, 'completion', 'chat'));
   if (out === shown) return result;
   const guarded: ChatResult = Array.isArray(out.text) ? withTextBlocks({ ...result, toolCalls: out.tool_calls }, out.text) : { ...result, text: out.text, toolCalls: out.tool_calls };
-  if (th !== undefined) guarded.thinking = th.map((b, i) => (b.type === 'thinking' && out.thinking?.[i] !== undefined ? { ...b, thinking: out.thinking[i] } : b));
+  if (th !== undefined) guarded.thinking = th.map((b, i) => withThinkingText(b, out.thinking?.[i]));
   return guarded;
+}
+
+/** What a thinking block shows the client: its text, a reasoning item's summary texts, nothing of a redacted block. */
+export function thinkingText(b: ThinkingBlock): string | string[] {
+  return b.type === 'thinking' ? b.thinking : b.type === 'reasoning' ? b.summary : '';
+}
+
+/** A thinking block with what the guardrails left of thinkingText(b) (the same block when unchanged). */
+function withThinkingText(b: ThinkingBlock, t: string | string[] | undefined): ThinkingBlock {
+  if (b.type === 'thinking' && typeof t === 'string' && t !== b.thinking) return { ...b, thinking: t };
+  if (b.type === 'reasoning' && Array.isArray(t) && t !== b.summary) return { ...b, summary: t };
+  return b;
 }
 
 /**

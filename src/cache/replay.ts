@@ -2,8 +2,8 @@
 // a streaming client gets canonical events (start, text chunks, per-tool start/args, usage,
 // finish: the order every adapter and encoder uses), which its own codec then encodes. A streamed
 // answer is stored only when it completed: a finish event and no error.
-import type { ChatResult, FinishReason, Json, ResultBlock, StreamEvent, ThinkingBlock, ToolCall, Usage } from '../providers/types.ts';
-import { interleavedOrder, resultBlocks } from '../providers/types.ts';
+import type { ChatResult, FinishReason, Json, ReasoningBlock, ResultBlock, StreamEvent, ThinkingBlock, ToolCall, Usage } from '../providers/types.ts';
+import { interleavedOrder, reasoningItemId, resultBlocks } from '../providers/types.ts';
 
 /** Size of replayed text and tool-argument chunks (characters). */
 const CHUNK = 256;
@@ -25,7 +25,6 @@ export function resultToEvents(result: ChatResult, chunkChars = CHUNK): StreamEv
   if (result.thinking) {
     for (const b of result.thinking) thinkingEvents(b, events, chunkChars);
   }
-  if (result.reasoning) for (const item of result.reasoning) events.push({ type: 'reasoning_item', item });
   // Text with its tokens' logprobs is one event: the tokens are not split with it.
   if (result.text && result.logprobs !== undefined) events.push({ type: 'text', text: result.text, logprobs: result.logprobs });
   else if (result.text) for (const text of chunks(result.text, chunkChars)) events.push({ type: 'text', text });
@@ -37,6 +36,15 @@ export function resultToEvents(result: ChatResult, chunkChars = CHUNK): StreamEv
 
 function thinkingEvents(b: ThinkingBlock, events: StreamEvent[], chunkChars: number): void {
   if (b.type === 'redacted_thinking') { events.push({ type: 'redacted_thinking', data: b.data }); return; }
+  if (b.type === 'reasoning') { // each summary part opens under the item's id; the item ends it
+    const id = reasoningItemId(b.item);
+    for (const part of b.summary) {
+      events.push(id === undefined ? { type: 'thinking_start' } : { type: 'thinking_start', id });
+      for (const text of chunks(part, chunkChars)) events.push({ type: 'thinking', text });
+    }
+    events.push({ type: 'reasoning_item', item: b.item });
+    return;
+  }
   events.push({ type: 'thinking_start' });
   for (const text of chunks(b.thinking, chunkChars)) events.push({ type: 'thinking', text });
   events.push({ type: 'thinking_signature', signature: b.signature });
@@ -83,7 +91,8 @@ export class StreamRecorder {
   private reason: FinishReason | null = null;
   private usage: Usage | undefined;
   private logprobs: Json[] | undefined;
-  private reasoning: Json[] | undefined;
+  /** The OpenAI reasoning item whose summary parts are coming (its id), until reasoning_item ends it. */
+  private reasoningOpen: string | null = null;
   private failed = false;
   private size = 0;
   private readonly maxChars: number;
@@ -118,15 +127,28 @@ export class StreamRecorder {
         this.grow(ev.delta.length);
         break;
       }
-      case 'thinking_start': (this.thinking ??= []).push({ type: 'thinking', thinking: '', signature: '' }); this.block('thinking'); break;
+      case 'thinking_start':
+        if (ev.id === undefined) { this.reasoningOpen = null; (this.thinking ??= []).push({ type: 'thinking', thinking: '', signature: '' }); this.block('thinking'); break; }
+        // An OpenAI reasoning item's summary part: the item's next part, or a new item.
+        if (this.reasoningOpen !== ev.id) { this.reasoningOpen = ev.id; (this.thinking ??= []).push({ type: 'reasoning', summary: [], item: null }); this.block('thinking'); }
+        (this.thinking![this.thinking!.length - 1] as ReasoningBlock).summary.push('');
+        break;
       case 'thinking': case 'thinking_signature': {
         const b = this.thinking?.[this.thinking.length - 1];
+        if (b?.type === 'reasoning' && ev.type === 'thinking' && this.reasoningOpen !== null) { b.summary[b.summary.length - 1] += ev.text; this.grow(ev.text.length); break; }
         if (b?.type !== 'thinking') { this.failed = true; break; } // outside a thinking block: not a faithful record
         if (ev.type === 'thinking') { b.thinking += ev.text; this.grow(ev.text.length); } else b.signature += ev.signature;
         break;
       }
-      case 'redacted_thinking': (this.thinking ??= []).push({ type: 'redacted_thinking', data: ev.data }); this.grow(ev.data.length); this.block('thinking'); break;
-      case 'reasoning_item': (this.reasoning ??= []).push(ev.item); break;
+      case 'redacted_thinking': this.reasoningOpen = null; (this.thinking ??= []).push({ type: 'redacted_thinking', data: ev.data }); this.grow(ev.data.length); this.block('thinking'); break;
+      case 'reasoning_item': {
+        // Ends the item whose summary came (the same id), else an item without a summary.
+        const b = this.thinking?.[this.thinking.length - 1];
+        if (b?.type === 'reasoning' && this.reasoningOpen !== null && this.reasoningOpen === reasoningItemId(ev.item)) b.item = ev.item;
+        else { (this.thinking ??= []).push({ type: 'reasoning', summary: [], item: ev.item }); this.block('thinking'); }
+        this.reasoningOpen = null;
+        break;
+      }
       case 'usage': this.usage = ev.usage; break;
       case 'finish': this.reason = ev.reason; break;
       case 'error': this.failed = true; break;
@@ -143,7 +165,6 @@ export class StreamRecorder {
     };
     if (this.usage) out.usage = this.usage;
     if (this.logprobs) out.logprobs = this.logprobs;
-    if (this.reasoning) out.reasoning = this.reasoning;
     if (this.thinking) {
       out.thinking = this.thinking;
       const order = this.seq !== undefined ? interleavedOrder(this.seq) : undefined;

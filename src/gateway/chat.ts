@@ -12,7 +12,7 @@ import type { ChatRequest, ChatResult, ClientCodec, ProviderAdapter, StreamEvent
 import { openAccess } from '../access/context.ts';
 import { holdsSecret } from '../access/egress.ts';
 import type { Admission } from '../access/decide.ts';
-import { chatStreamGuard, hasOutputWebhook, nextTurn, streamPieces, TURN_MS, watchesOutput } from '../access/guard.ts';
+import { chatStreamGuard, hasOutputWebhook, nextTurn, streamPieces, thinkingText, TURN_MS, watchesOutput } from '../access/guard.ts';
 import type { EventScrubber } from '../access/scrub-events.ts';
 import type { EventGuard } from '../guardrails/engine.ts';
 import { AamError, badRequest, toAamError } from '../access/errors.ts';
@@ -769,7 +769,7 @@ class ChatStream {
 function thinkingHoldsSecret(egress: Parameters<typeof holdsSecret>[0], result: ChatResult): boolean {
   if (result.thinking === undefined) return false;
   let joined = '';
-  for (const b of result.thinking) if (b.type === 'thinking') joined += b.thinking;
+  for (const b of result.thinking) { const t = thinkingText(b); joined += typeof t === 'string' ? t : t.join(''); }
   return holdsSecret(egress, joined);
 }
 

@@ -82,7 +82,8 @@ export function createEventGuard(guardrails: readonly CompiledGuardrail[], opts:
         case 'thinking_start':
         case 'thinking_signature':
         case 'redacted_thinking':
-          // A signature ends its block's text; a new block starts after everything held.
+        case 'reasoning_item':
+          // A signature (or the end of a reasoning item) ends its block's text; a new block starts after everything held.
           flushThinking(out);
           flushText(out);
           out.push(ev);

@@ -38,9 +38,10 @@ function toolUse(tc: ToolCall): unknown {
 function encodeResult(r: ChatResult, model: string): unknown {
   const content: unknown[] = [];
   if (r.order !== undefined) { // interleaved thinking: the upstream's order, as Anthropic signed it
-    for (const b of resultBlocks(r)) content.push(b.kind === 'thinking' ? b.block : b.kind === 'text' ? { type: 'text', text: b.text } : toolUse(b.call));
+    for (const b of resultBlocks(r)) if (b.kind !== 'thinking' || b.block.type !== 'reasoning') content.push(b.kind === 'thinking' ? b.block : b.kind === 'text' ? { type: 'text', text: b.text } : toolUse(b.call));
   } else {
-    if (r.thinking !== undefined) for (const b of r.thinking) content.push(b);
+    // OpenAI's reasoning items have no Anthropic form (only a Responses client asks for them).
+    if (r.thinking !== undefined) for (const b of r.thinking) if (b.type !== 'reasoning') content.push(b);
     if (r.text !== null && r.text.length > 0) content.push({ type: 'text', text: r.text });
     for (const tc of r.toolCalls) content.push(toolUse(tc));
   }
@@ -69,6 +70,7 @@ function streamEncoder(opts: { includeUsage: boolean; model: string }): (ev: Str
   let block = -1; // Anthropic index of the open block, -1 when none
   let openTool = -1; // canonical tool index of the open block, -1 for text
   let thinking = false; // the open block is a thinking block
+  let openai = false; // an OpenAI reasoning item's summary is coming (no Anthropic form: left out)
   let nextBlock = 0;
   let usage: Usage | undefined;
   const queue: Pending[] = [];
@@ -162,9 +164,10 @@ function streamEncoder(opts: { includeUsage: boolean; model: string }): (ev: Str
         return s;
       }
       case 'thinking_start':
-        return s + nextThinking();
+        openai = ev.id !== undefined;
+        return openai ? s : s + nextThinking();
       case 'thinking':
-        if (ev.text.length === 0) return s;
+        if (ev.text.length === 0 || openai) return s;
         if (!thinking) s += nextThinking();
         return s + thinkingDelta(ev.text);
       case 'thinking_signature':
@@ -173,6 +176,7 @@ function streamEncoder(opts: { includeUsage: boolean; model: string }): (ev: Str
       case 'redacted_thinking':
         return s + stopBlock() + flushQueue() + redacted(ev.data);
       case 'reasoning_item':
+        openai = false;
         return s; // OpenAI's encrypted reasoning: no Anthropic form (only a Responses client asks for it)
       case 'usage':
         usage = ev.usage;

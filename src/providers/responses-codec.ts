@@ -3,7 +3,8 @@
 // content parts and text deltas, function-call argument deltas, response.completed with usage).
 // One codec per request: it knows the response's id and the request fields a Response echoes,
 // and hands the finished Response to `onCompleted` (the gateway stores it). Pure: no I/O.
-import type { ChatResult, ClientCodec, FinishReason, Json, ProviderAdapter, StreamEvent, Usage } from './types.ts';
+import type { ChatResult, ClientCodec, FinishReason, Json, ProviderAdapter, StreamEvent, ThinkingBlock, Usage } from './types.ts';
+import { reasoningItemId } from './types.ts';
 import { nowSeconds } from './util.ts';
 import type { Obj } from './util.ts';
 
@@ -19,6 +20,11 @@ export interface ResponseMeta {
   echo: Obj;
   /** Clock for completed_at (unix seconds); tests fix it. */
   now?: () => number;
+  /**
+   * include reasoning.encrypted_content: an Anthropic thinking block's reasoning item carries its
+   * signature (a redacted one its data) as encrypted_content, so it can come back (thinkingOf).
+   */
+  encrypted?: boolean;
 }
 
 export function responsesUsageJson(u: Usage): Obj {
@@ -32,7 +38,7 @@ export function responsesUsageJson(u: Usage): Obj {
 }
 
 /** Item ids derive from the response id (unique), so they need no randomness and read back to it. */
-export function itemId(meta: ResponseMeta, kind: 'msg' | 'fc', outputIndex: number): string {
+export function itemId(meta: ResponseMeta, kind: 'msg' | 'fc' | 'rs', outputIndex: number): string {
   return `${kind}_${meta.id.startsWith('resp_') ? meta.id.slice(5) : meta.id}_${outputIndex}`;
 }
 
@@ -134,9 +140,36 @@ function callItem(id: string, callId: string, name: string, args: string, status
   return { id, type: 'function_call', status, arguments: args, call_id: callId, name };
 }
 
+// ---- Reasoning items: OpenAI's, and Anthropic thinking blocks as reasoning items ----
+
+/** What marks an encrypted_content as aam's own: an Anthropic thinking block's signature, or a redacted block's data. */
+const SIGNED = 'aam:thinking:';
+const REDACTED = 'aam:redacted_thinking:';
+
+/**
+ * A reasoning item sent back in input, as the Anthropic thinking block it was made from (its
+ * summary text the thinking, its encrypted_content the signature), or null when it is OpenAI's.
+ */
+export function thinkingOf(encrypted: string, summary: readonly string[]): ThinkingBlock | null {
+  if (encrypted.startsWith(SIGNED)) return { type: 'thinking', thinking: summary.join(''), signature: encrypted.slice(SIGNED.length) };
+  if (encrypted.startsWith(REDACTED)) return { type: 'redacted_thinking', data: encrypted.slice(REDACTED.length) };
+  return null;
+}
+
+const summaryOf = (texts: readonly string[]): Obj[] => texts.map((text) => ({ type: 'summary_text', text }));
+
+/** A thinking block as its reasoning item: OpenAI's with its summary back in; an Anthropic block with its text as the summary. */
+function reasoningItem(meta: ResponseMeta, b: ThinkingBlock, at: number): Obj {
+  if (b.type === 'reasoning') return { ...(b.item as Obj), summary: summaryOf(b.summary) };
+  const item: Obj = { id: itemId(meta, 'rs', at), type: 'reasoning', summary: summaryOf(b.type === 'thinking' ? [b.thinking] : []) };
+  if (meta.encrypted === true) item.encrypted_content = b.type === 'thinking' ? SIGNED + b.signature : REDACTED + b.data;
+  return item;
+}
+
 /** Output items of a whole answer: its text as one message (also when empty and no call was made), then its calls (as objects: the codec writes outputTexts). */
 export function outputItems(meta: ResponseMeta, r: ChatResult): Obj[] {
-  const out: Obj[] = r.reasoning !== undefined ? r.reasoning.map((it) => it as Obj) : [];
+  const out: Obj[] = [];
+  if (r.thinking !== undefined) for (const b of r.thinking) out.push(reasoningItem(meta, b, out.length));
   const status = INCOMPLETE[r.finishReason] ? 'incomplete' : 'completed';
   if ((r.text !== null && r.text !== '') || r.toolCalls.length === 0) out.push(messageItem(itemId(meta, 'msg', out.length), r.text ?? '', status, r.logprobs));
   for (const tc of r.toolCalls) out.push(callItem(itemId(meta, 'fc', out.length), tc.id, tc.function.name, tc.function.arguments, 'completed'));
@@ -148,8 +181,14 @@ function outputTexts(meta: ResponseMeta, r: ChatResult): { ids: string[]; texts:
   const ids: string[] = [];
   const texts: string[] = [];
   const status = INCOMPLETE[r.finishReason] ? 'incomplete' : 'completed';
-  // OpenAI's reasoning items first, whole (their id and encrypted_content are OpenAI's, for the client to send back).
-  if (r.reasoning !== undefined) for (const it of r.reasoning) { ids.push(reasoningId(it, ids.length)); texts.push(JSON.stringify(it)); }
+  // Reasoning items first (OpenAI's id and encrypted_content as sent, for the client to send back).
+  if (r.thinking !== undefined) {
+    for (const b of r.thinking) {
+      const it = reasoningItem(meta, b, ids.length);
+      ids.push(reasoningId(it as Json, ids.length));
+      texts.push(JSON.stringify(it));
+    }
+  }
   if ((r.text !== null && r.text !== '') || r.toolCalls.length === 0) {
     const id = itemId(meta, 'msg', ids.length);
     ids.push(id);
@@ -164,10 +203,7 @@ function outputTexts(meta: ResponseMeta, r: ChatResult): { ids: string[]; texts:
 }
 
 /** A reasoning item's id (OpenAI's), or one by its place when it has none. */
-const reasoningId = (it: Json, at: number): string => {
-  const id = (it as { id?: unknown } | null)?.id;
-  return typeof id === 'string' ? id : `rs_${at}`;
-};
+const reasoningId = (it: Json, at: number): string => reasoningItemId(it) ?? `rs_${at}`;
 
 /** A finished Response: its output items' ids and its JSON text (what is answered, and stored). */
 export interface FinishedResponse { outputIds: readonly string[]; json: string }
@@ -175,6 +211,8 @@ export interface FinishedResponse { outputIds: readonly string[]; json: string }
 /** `at`: the item's fixed delta fields, serialized once per item (deltas are the hot path). */
 interface OpenText { index: number; id: string; text: string; at: string; logprobs?: Json[] }
 interface OpenCall { index: number; id: string; callId: string; name: string; args: string; at: string; done: boolean }
+/** A reasoning item being streamed: OpenAI's (`openai`: its id, ended by reasoning_item) or an Anthropic thinking block's. */
+interface OpenReasoning { index: number; id: string; openai: boolean; parts: string[]; partOpen: boolean; signature: string; at: string }
 
 /** A message item's JSON and its one part's, from its text already JSON-encoded (in messageItem's field order). */
 const partJson = (textJson: string, logprobsJson = '[]'): string => `{"type":"output_text","annotations":[],"logprobs":${logprobsJson},"text":${textJson}}`;
@@ -270,6 +308,7 @@ export class ResponsesCodec implements ClientCodec {
     const ids: string[] = []; // and their ids
     let next = 0;
     let reasoned = 0; // of them, reasoning items
+    let rs: OpenReasoning | null = null; // the reasoning item open
 
     const start = (): string => {
       started = true;
@@ -333,11 +372,62 @@ export class ResponsesCodec implements ClientCodec {
       held.length = 0;
       return s;
     };
+    // A reasoning item streams as OpenAI streams one: added, then each summary part added, its text
+    // deltas, its text and part done, then the item done (OpenAI's with its id and encrypted_content
+    // as sent; an Anthropic thinking block's with its text as the summary, signature kept: reasoningItem).
+    const openReasoning = (id?: string): string => {
+      const s = closeText('completed') + closeCalls() + closeReasoning();
+      const index = next++;
+      reasoned++;
+      const rid = id ?? itemId(meta, 'rs', index);
+      rs = { index, id: rid, openai: id !== undefined, parts: [], partOpen: false, signature: '', at: `"item_id":${JSON.stringify(rid)},"output_index":${index}` };
+      return s + frame('response.output_item.added', `"output_index":${index},"item":{"id":${JSON.stringify(rid)},"type":"reasoning","summary":[]}`);
+    };
+    const openPart = (r: OpenReasoning): string => {
+      r.parts.push('');
+      r.partOpen = true;
+      return frame('response.reasoning_summary_part.added', `${r.at},"summary_index":${r.parts.length - 1},"part":{"type":"summary_text","text":""}`);
+    };
+    const closePart = (r: OpenReasoning): string => {
+      if (!r.partOpen) return '';
+      r.partOpen = false;
+      const k = r.parts.length - 1;
+      const tj = JSON.stringify(r.parts[k]);
+      return frame('response.reasoning_summary_text.done', `${r.at},"summary_index":${k},"text":${tj}`)
+        + frame('response.reasoning_summary_part.done', `${r.at},"summary_index":${k},"part":{"type":"summary_text","text":${tj}}`);
+    };
+    /** The item as it stands (OpenAI's rest of it when it came). */
+    const reasoningNow = (r: OpenReasoning, item?: Json): string => JSON.stringify(reasoningItem(meta, r.openai
+      ? { type: 'reasoning', summary: r.parts, item: item ?? { id: r.id, type: 'reasoning', summary: [] } }
+      : { type: 'thinking', thinking: r.parts.join(''), signature: r.signature }, r.index));
+    const closeReasoning = (item?: Json): string => {
+      const r = rs;
+      if (r === null) return '';
+      rs = null;
+      const ij = reasoningNow(r, item);
+      slots[r.index] = ij;
+      ids[r.index] = r.id;
+      return closePart(r) + frame('response.output_item.done', `"output_index":${r.index},"item":${ij}`);
+    };
+    /** A reasoning item that comes whole (a redacted thinking block; OpenAI's without a summary). */
+    const wholeReasoning = (b: ThinkingBlock): string => {
+      const s = closeText('completed') + closeCalls() + closeReasoning();
+      const index = next++;
+      reasoned++;
+      const it = reasoningItem(meta, b, index);
+      const ij = JSON.stringify(it);
+      slots[index] = ij;
+      ids[index] = reasoningId(it as Json, index);
+      return s + frame('response.output_item.added', `"output_index":${index},"item":${ij}`)
+        + frame('response.output_item.done', `"output_index":${index},"item":${ij}`);
+    };
     /** The Response as it stands (finished items, the open text as incomplete), ending the stream without a finish. */
     this.cut = (status, error) => {
       this.cut = null;
       if (!started || done) return;
       done = true;
+      const r = rs;
+      if (r !== null) { slots[r.index] = reasoningNow(r); ids[r.index] = r.id; }
       const t = text;
       if (t !== null) { // no events: the stream is over
         slots[t.index] = messageJson(t.id, 'incomplete', partJson(JSON.stringify(t.text), t.logprobs === undefined ? '[]' : JSON.stringify(t.logprobs)));
@@ -357,7 +447,7 @@ export class ResponsesCodec implements ClientCodec {
           return s;
         case 'text': {
           if (ev.text.length === 0) return s;
-          if (text === null) s += closeCalls() + openText();
+          if (text === null) s += closeReasoning() + closeCalls() + openText();
           const t = text as unknown as OpenText;
           t.text += ev.text;
           if (ev.logprobs === undefined) return s + frame('response.output_text.delta', `${t.at},"delta":${JSON.stringify(ev.text)},"logprobs":[]`);
@@ -369,7 +459,7 @@ export class ResponsesCodec implements ClientCodec {
           calls.set(ev.index, c);
           if (call !== null || held.length > 0) { held.push(c); return s; }
           // Text before a call is its own message item.
-          s += closeText('completed');
+          s += closeText('completed') + closeReasoning();
           place(c);
           call = c;
           return s + addCall(c);
@@ -383,16 +473,33 @@ export class ResponsesCodec implements ClientCodec {
           if (c.done) late = true;
           return s;
         }
+        case 'thinking_start': {
+          const r = rs as OpenReasoning | null;
+          // OpenAI's next summary part of the open item; else a new item.
+          if (r !== null && ev.id !== undefined && r.openai && r.id === ev.id) return s + closePart(r) + openPart(r);
+          s += openReasoning(ev.id);
+          return s + openPart(rs as unknown as OpenReasoning);
+        }
+        case 'thinking': {
+          if (ev.text.length === 0) return s;
+          if (rs === null) s += openReasoning();
+          const r = rs as unknown as OpenReasoning;
+          if (!r.partOpen) s += openPart(r);
+          r.parts[r.parts.length - 1] += ev.text;
+          return s + frame('response.reasoning_summary_text.delta', `${r.at},"summary_index":${r.parts.length - 1},"delta":${JSON.stringify(ev.text)}`);
+        }
+        case 'thinking_signature': {
+          const r = rs as OpenReasoning | null;
+          if (r !== null && !r.openai) r.signature += ev.signature;
+          return s;
+        }
+        case 'redacted_thinking':
+          return s + wholeReasoning({ type: 'redacted_thinking', data: ev.data });
         case 'reasoning_item': {
-          // Whole, as OpenAI's Responses API finished it: after the open item, before what follows.
-          s += closeText('completed') + closeCalls();
-          const index = next++;
-          reasoned++;
-          const ij = JSON.stringify(ev.item);
-          slots[index] = ij;
-          ids[index] = reasoningId(ev.item, index);
-          return s + frame('response.output_item.added', `"output_index":${index},"item":${ij}`)
-            + frame('response.output_item.done', `"output_index":${index},"item":${ij}`);
+          // The end of OpenAI's item whose summary streamed; else one without a summary, whole.
+          const r = rs as OpenReasoning | null;
+          if (r !== null && r.openai && r.id === reasoningItemId(ev.item)) return s + closeReasoning(ev.item);
+          return s + wholeReasoning({ type: 'reasoning', summary: [], item: ev.item });
         }
         case 'usage':
           usage = ev.usage;
@@ -401,6 +508,7 @@ export class ResponsesCodec implements ClientCodec {
           done = true;
           this.cut = null;
           const status = INCOMPLETE[ev.reason] ? 'incomplete' : 'completed';
+          s += closeReasoning();
           if (next === reasoned) s += openText(); // an answer with no text nor call is still one (empty) message
           s += closeText(status) + closeCalls();
           if (late) for (const c of calls.values()) slots[c.index] = callJson(c.id, c.callId, c.name, JSON.stringify(c.args));
@@ -410,7 +518,7 @@ export class ResponsesCodec implements ClientCodec {
           return s;
         }
         default:
-          return s; // Anthropic thinking: not a Responses reasoning item (its signature is Anthropic's)
+          return s;
       }
     };
   }

@@ -3,7 +3,7 @@
 // so OpenAI is called on its own Responses API (models offered only there work). aam keeps the
 // conversation state itself: every request carries the whole conversation and `store: false`,
 // so OpenAI holds nothing and no provider id reaches the agent.
-import type { ChatMessage, ChatRequest, ChatResult, ContentPart, FinishReason, Json, ProviderAdapter, StreamEvent, StreamParser, TargetInfo, Usage } from './types.ts';
+import type { ChatMessage, ChatRequest, ChatResult, ContentPart, FinishReason, Json, ProviderAdapter, ReasoningBlock, StreamEvent, StreamParser, TargetInfo, ThinkingBlock, Usage } from './types.ts';
 import { UpstreamShapeError, arr, localId, num, nowSeconds, obj, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { jsonRequest, openaiErrorMessage } from './openai.ts';
@@ -89,13 +89,25 @@ function finishOf(r: Obj, calls: number): FinishReason {
   return calls > 0 ? 'tool_calls' : 'stop';
 }
 
+/** A reasoning item's summary texts (summary_text parts, in order). */
+function summaryTexts(it: Obj): string[] {
+  const out: string[] = [];
+  for (const p of arr(it.summary) ?? []) if (isObj(p) && typeof p.text === 'string') out.push(p.text);
+  return out;
+}
+
+/** A reasoning item as a canonical block: its summary texts apart (model output, read as thinking text), the rest as sent. */
+function reasoningBlock(it: Obj): ReasoningBlock {
+  return { type: 'reasoning', summary: summaryTexts(it), item: { ...it, summary: [] } as Json };
+}
+
 export function responsesChatResponse(body: unknown): ChatResult {
   if (!isObj(body)) throw new UpstreamShapeError('upstream returned a non-object response');
   const output = arr(body.output);
   if (output === undefined) throw new UpstreamShapeError('upstream response has no output array');
   let text: string | null = null;
   let logprobs: Json[] | undefined;
-  let reasoning: Json[] | undefined;
+  let thinking: ThinkingBlock[] | undefined;
   const toolCalls: ChatResult['toolCalls'] = [];
   for (const it of output) {
     if (!isObj(it)) continue;
@@ -107,7 +119,7 @@ export function responsesChatResponse(body: unknown): ChatResult {
         if (lp !== undefined && lp.length > 0) (logprobs ??= []).push(...lp as Json[]);
       }
     } else if (it.type === 'reasoning') {
-      (reasoning ??= []).push(it as Json);
+      (thinking ??= []).push(reasoningBlock(it));
     } else if (it.type === 'function_call') {
       toolCalls.push({ id: str(it.call_id) ?? `call_${toolCalls.length}`, type: 'function', function: { name: str(it.name) ?? '', arguments: str(it.arguments) ?? '' } });
     }
@@ -119,7 +131,7 @@ export function responsesChatResponse(body: unknown): ChatResult {
   const usage = responsesUsage(body.usage);
   if (usage !== undefined) result.usage = usage;
   if (logprobs !== undefined) result.logprobs = logprobs;
-  if (reasoning !== undefined) result.reasoning = reasoning;
+  if (thinking !== undefined) result.thinking = thinking;
   return result;
 }
 
@@ -128,6 +140,8 @@ class ResponsesStreamParser implements StreamParser {
   private started = false;
   private finished = false;
   private readonly callIndex = new Map<string, number>(); // item id -> canonical tool index
+  /** Reasoning items whose summary parts streamed (their text came as deltas, not again at .done). */
+  private readonly summarized = new Set<string>();
 
   push(data: string, _event?: string, parsed?: { value: unknown }): StreamEvent[] {
     const ev = parsed ? parsed.value : parseJson(data);
@@ -154,9 +168,27 @@ class ResponsesStreamParser implements StreamParser {
         if (typeof it.arguments === 'string' && it.arguments.length > 0) out.push({ type: 'tool_args', index, delta: it.arguments });
         break;
       }
+      // A reasoning item's summary: each part opens under the item's id, its text as thinking deltas
+      // (scrubbed and guarded as thinking text); the item's .done ends it, its summary taken out.
+      case 'response.reasoning_summary_part.added': {
+        const id = str(ev.item_id) ?? '';
+        this.summarized.add(id);
+        out.push({ type: 'thinking_start', id });
+        break;
+      }
+      case 'response.reasoning_summary_text.delta':
+        if (typeof ev.delta === 'string' && ev.delta.length > 0) out.push({ type: 'thinking', text: ev.delta });
+        break;
       case 'response.output_item.done': {
         const it = obj(ev.item);
-        if (it?.type === 'reasoning') out.push({ type: 'reasoning_item', item: it as Json });
+        if (it?.type !== 'reasoning') break;
+        const b = reasoningBlock(it);
+        const id = str(it.id) ?? '';
+        // A summary that did not stream (an upstream that sends only the finished item): its parts now.
+        if (!this.summarized.has(id)) {
+          for (const text of b.summary) { out.push({ type: 'thinking_start', id }); if (text.length > 0) out.push({ type: 'thinking', text }); }
+        }
+        out.push({ type: 'reasoning_item', item: b.item });
         break;
       }
       case 'response.function_call_arguments.delta': {

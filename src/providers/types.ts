@@ -130,7 +130,16 @@ export interface Usage {
  */
 export type ThinkingBlock =
   | { type: 'thinking'; thinking: string; signature: string }
-  | { type: 'redacted_thinking'; data: string };
+  | { type: 'redacted_thinking'; data: string }
+  | ReasoningBlock;
+
+/**
+ * An OpenAI Responses reasoning item of an answer (asked for with include reasoning.encrypted_content):
+ * its summary texts, model output read like thinking text (credential scrubbing, output guardrails),
+ * and the rest of the item as OpenAI sent it (`summary` empty; id and encrypted_content opaque, for
+ * the client to send back). Only the Responses codec writes it.
+ */
+export interface ReasoningBlock { type: 'reasoning'; summary: string[]; item: Json }
 
 /** Provider-neutral, non-streamed chat result. */
 export interface ChatResult {
@@ -141,7 +150,7 @@ export interface ChatResult {
   toolCalls: ToolCall[];
   finishReason: FinishReason;
   usage?: Usage;
-  /** The answer's thinking blocks, in order (they come before its text and tool calls); Anthropic clients only get them. */
+  /** The answer's thinking blocks (OpenAI's reasoning items too), in order (they come before its text and tool calls). */
   thinking?: ThinkingBlock[];
   /**
    * Set only when thinking blocks came interleaved with text / tool_use (Anthropic's interleaved
@@ -156,8 +165,12 @@ export interface ChatResult {
    * the cache with the answer, so a hit replays them.
    */
   logprobs?: Json[];
-  /** OpenAI Responses reasoning items of the answer (before its text and calls), when the request asked for them (reasoningItems). */
-  reasoning?: Json[];
+}
+
+/** An OpenAI reasoning item's id (what its summary parts' thinking_start name), if it has one. */
+export function reasoningItemId(item: Json): string | undefined {
+  const id = (item as { id?: unknown } | null)?.id;
+  return typeof id === 'string' ? id : undefined;
 }
 
 /** An answer's block in upstream order (see ChatResult.order): a text block is its length. */
@@ -177,13 +190,15 @@ export type StreamEvent =
   | { type: 'tool_args'; index: number; delta: string }
   /**
    * Anthropic extended thinking: a thinking block opens, its text arrives in `thinking` deltas, its
-   * signature last; a redacted block comes whole. Only the Anthropic client codec writes them.
+   * signature last; a redacted block comes whole. An OpenAI Responses reasoning item the same way:
+   * each summary part opens with a `thinking_start` naming the item (`id`), its text in `thinking`
+   * deltas (scrubbed and guarded as any thinking text), and `reasoning_item` ends the item.
    */
-  | { type: 'thinking_start' }
+  | { type: 'thinking_start'; id?: string }
   | { type: 'thinking'; text: string }
   | { type: 'thinking_signature'; signature: string }
   | { type: 'redacted_thinking'; data: string }
-  /** An OpenAI Responses reasoning item, whole (its encrypted_content is opaque): only the Responses codec writes it. */
+  /** The end of an OpenAI reasoning item: the rest of it as OpenAI finished it (ReasoningBlock.item: summary empty, encrypted_content opaque). */
   | { type: 'reasoning_item'; item: Json }
   | { type: 'finish'; reason: FinishReason }
   | { type: 'usage'; usage: Usage }

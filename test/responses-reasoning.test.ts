@@ -1,0 +1,149 @@
+// Reasoning through /v1/responses: an OpenAI target's reasoning items (include
+// reasoning.encrypted_content) and a Claude target's thinking blocks reach the agent as Responses
+// reasoning items whose summary text is model output like any other: the credential scrubber and
+// the output guardrails read it (streamed and whole), the input guardrails read it when it comes
+// back, and encrypted_content (OpenAI's, or the signature aam carries for Anthropic) stays opaque.
+// Real OpenAI SDK against fake upstreams that answer what the test names in its prompt.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+import { startTestGateway, doc, yaml, agentDocs, type TestGateway } from './helpers/gateway.ts';
+import { localServer, type LocalServer } from './helpers/e2e.ts';
+
+const SECRET = 'sk-proj-Rz7QkV2mXb9LwT4nYc6PdF8sHj3GtA5uEq1';
+const SSN = '078-05-1120';
+
+let up: LocalServer;
+let gw: TestGateway;
+let key: string;
+const seen: Array<{ url: string; body: Record<string, unknown> }> = [];
+
+const ev = (o: Record<string, unknown>) => `event: ${String(o.type)}\ndata: ${JSON.stringify(o)}\n\n`;
+
+/** The summary an OpenAI upstream reasons with, by the prompt: the credential it got (split in two deltas), or an SSN. */
+function summaryPieces(prompt: string, credential: string): string[] {
+  if (prompt.includes('ECHO-KEY')) {
+    const cut = credential.length >> 1;
+    return [`the key is ${credential.slice(0, cut)}`, `${credential.slice(cut)} (end)`];
+  }
+  if (prompt.includes('SSN')) return ['the number is 078-05-', '1120 (end)'];
+  return ['nothing to hide'];
+}
+
+/** OpenAI's Responses API with include reasoning.encrypted_content: one reasoning item (its summary streamed in deltas), then "ok". */
+function openaiResponses(body: Record<string, unknown>, credential: string): { sse?: string; json?: string } {
+  const input = body.input as Array<{ role?: string; content?: unknown }>;
+  const prompt = JSON.stringify(input.filter((i) => i.role === 'user').at(-1)?.content ?? '');
+  const pieces = summaryPieces(prompt, credential);
+  const done = { id: 'rs_up', type: 'reasoning', summary: [{ type: 'summary_text', text: pieces.join('') }], encrypted_content: 'gAAAAABoEncryptedByOpenAI==' };
+  const message = { id: 'msg_up', type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', annotations: [], logprobs: [], text: 'ok' }] };
+  const usage = { input_tokens: 3, output_tokens: 2, total_tokens: 5 };
+  const r = { id: 'resp_up', object: 'response', created_at: 1, status: 'in_progress', model: 'o', output: [] };
+  if (body.stream !== true) return { json: JSON.stringify({ ...r, status: 'completed', output: [done, message], usage }) };
+  const at = { item_id: 'rs_up', output_index: 0, summary_index: 0 };
+  return {
+    sse: ev({ type: 'response.created', response: r })
+      + ev({ type: 'response.output_item.added', output_index: 0, item: { id: 'rs_up', type: 'reasoning', summary: [] } })
+      + ev({ type: 'response.reasoning_summary_part.added', ...at, part: { type: 'summary_text', text: '' } })
+      + pieces.map((delta) => ev({ type: 'response.reasoning_summary_text.delta', ...at, delta })).join('')
+      + ev({ type: 'response.reasoning_summary_text.done', ...at, text: pieces.join('') })
+      + ev({ type: 'response.reasoning_summary_part.done', ...at, part: { type: 'summary_text', text: pieces.join('') } })
+      + ev({ type: 'response.output_item.done', output_index: 0, item: done })
+      + ev({ type: 'response.output_item.added', output_index: 1, item: { ...message, status: 'in_progress', content: [] } })
+      + ev({ type: 'response.output_text.delta', item_id: 'msg_up', output_index: 1, content_index: 0, delta: 'ok', logprobs: [] })
+      + ev({ type: 'response.output_item.done', output_index: 1, item: message })
+      + ev({ type: 'response.completed', response: { ...r, status: 'completed', output: [done, message], usage } }),
+  };
+}
+
+before(async () => {
+  up = await localServer((req, res, raw) => {
+    const body = JSON.parse(raw) as Record<string, unknown>;
+    seen.push({ url: req.url!, body });
+    const credential = String(req.headers.authorization ?? '').replace(/^Bearer /, '');
+    if (req.url!.endsWith('/responses')) {
+      const a = openaiResponses(body, credential);
+      res.writeHead(200, { 'content-type': a.sse ? 'text/event-stream' : 'application/json' }).end(a.sse ?? a.json);
+      return;
+    }
+    res.writeHead(404).end();
+  });
+  const free = { pricing: { free: true } };
+  gw = await startTestGateway(yaml(
+    doc('Credential', 'oai-key', { env: 'AAM_TEST_REASONING_KEY' }),
+    doc('Provider', 'real-oai', { type: 'openai', baseUrl: `${up.url}/v1`, credential: 'oai-key' }),
+    doc('Guardrail', 'no-ssn', { on: ['output'], regex: ['\\d{3}-\\d{2}-\\d{4}'], action: 'block' }),
+    doc('Guardrail', 'mask-ssn', { on: ['output'], detect: ['ssn'], action: 'redact' }),
+    doc('Guardrail', 'no-ssn-in', { on: ['input'], regex: ['\\d{3}-\\d{2}-\\d{4}'], action: 'block' }),
+    doc('Model', 'o', { targets: [{ provider: 'real-oai', model: 'o' }], ...free }),
+    doc('Model', 'o-deny', { targets: [{ provider: 'real-oai', model: 'o' }], guardrails: ['no-ssn'], ...free }),
+    doc('Model', 'o-mask', { targets: [{ provider: 'real-oai', model: 'o' }], guardrails: ['mask-ssn'], ...free }),
+    doc('Model', 'o-in', { targets: [{ provider: 'real-oai', model: 'o' }], guardrails: ['no-ssn-in'], ...free }),
+    ...agentDocs(['o', 'o-deny', 'o-mask', 'o-in']),
+  ), { AAM_TEST_REASONING_KEY: SECRET });
+  key = gw.key('tester');
+});
+after(async () => { await gw?.close(); await up?.close(); });
+
+const openai = () => new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: key, maxRetries: 0 });
+const INCLUDE = ['reasoning.encrypted_content' as const];
+
+/** Every SSE event of a raw streamed /v1/responses call, and the bytes as sent. */
+async function rawStream(body: Record<string, unknown>): Promise<{ text: string; events: Array<Record<string, unknown>> }> {
+  const r = await fetch(`${gw.url}/v1/responses`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify({ ...body, stream: true }) });
+  const text = await r.text();
+  const events = text.split('\n').filter((l) => l.startsWith('data: ')).map((l) => JSON.parse(l.slice(6)) as Record<string, unknown>);
+  return { text, events };
+}
+
+const summaryDeltas = (events: Array<Record<string, unknown>>) => events.filter((e) => e.type === 'response.reasoning_summary_text.delta').map((e) => String(e.delta)).join('');
+
+test('a credential split across two reasoning summary deltas is redacted in the stream (deltas, done events, the completed Response)', async () => {
+  const { text, events } = await rawStream({ model: 'o', input: 'ECHO-KEY', store: false, include: INCLUDE });
+  assert.ok(!text.includes(SECRET.slice(0, 12)) && !text.includes(SECRET.slice(-12)), 'no piece of the key on the wire');
+  const joined = summaryDeltas(events);
+  assert.ok(!joined.includes(SECRET), `the deltas joined hold no key: ${joined}`);
+  assert.match(joined, /^the key is \[REDACTED:oai-key\] \(end\)$/);
+  const done = events.find((e) => e.type === 'response.output_item.done' && (e.item as { type: string }).type === 'reasoning')!.item as { summary: Array<{ text: string }>; encrypted_content: string; id: string };
+  assert.equal(done.summary[0].text, joined, 'the finished item says what the deltas said');
+  assert.equal(done.encrypted_content, 'gAAAAABoEncryptedByOpenAI==', 'encrypted_content as OpenAI sent it');
+  assert.equal(done.id, 'rs_up');
+  const completed = events.find((e) => e.type === 'response.completed')!.response as { output: Array<{ type: string; summary?: Array<{ text: string }> }> };
+  assert.deepEqual(completed.output.map((i) => i.type), ['reasoning', 'message']);
+  assert.equal(completed.output[0].summary![0].text, joined);
+});
+
+test('an output guardrail reads reasoning summaries: a deny regex blocks the answer (stream and whole), a redact guardrail masks the summary', async () => {
+  await assert.rejects(openai().responses.create({ model: 'o-deny', input: 'SSN', store: false, include: INCLUDE }), (e: unknown) => {
+    assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+    assert.equal((e.error as { code?: string }).code, 'guardrail_blocked');
+    return true;
+  });
+  const { text, events } = await rawStream({ model: 'o-deny', input: 'SSN', store: false, include: INCLUDE });
+  assert.ok(!text.includes('1120'), 'no part of the number after its first half');
+  assert.ok(events.some((e) => e.type === 'error'), `the stream ends with an error: ${text.slice(-400)}`);
+  assert.ok(!events.some((e) => e.type === 'response.completed'));
+  // Redacted: whole and streamed.
+  const whole = await openai().responses.create({ model: 'o-mask', input: 'SSN', store: false, include: INCLUDE });
+  const item = whole.output[0] as OpenAI.Responses.ResponseReasoningItem;
+  assert.equal(item.summary[0].text, 'the number is [SSN] (end)');
+  assert.equal(item.encrypted_content, 'gAAAAABoEncryptedByOpenAI==');
+  const streamed = await rawStream({ model: 'o-mask', input: 'SSN', store: false, include: INCLUDE });
+  assert.equal(summaryDeltas(streamed.events), 'the number is [SSN] (end)');
+  assert.ok(!streamed.text.includes(SSN));
+});
+
+test('a reasoning item sent back in input: the input guardrails read its summary text', async () => {
+  const input = [
+    { role: 'user' as const, content: 'hi' },
+    { id: 'rs_up', type: 'reasoning' as const, summary: [{ type: 'summary_text' as const, text: `the number is ${SSN}` }], encrypted_content: 'gAAAAABoEncryptedByOpenAI==' },
+    { role: 'user' as const, content: 'and then?' },
+  ];
+  seen.length = 0;
+  await assert.rejects(openai().responses.create({ model: 'o-in', input, store: false, include: INCLUDE }), (e: unknown) => {
+    assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+    assert.equal((e.error as { code?: string }).code, 'guardrail_blocked');
+    return true;
+  });
+  assert.equal(seen.length, 0, 'nothing reached the upstream');
+});
