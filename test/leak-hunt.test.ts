@@ -80,6 +80,10 @@ const messages = (model: string) => (i: Instruction) => outcome(() => anthropic.
 const messagesStream = (model: string) => (i: Instruction) => drain(() => anthropic.messages.create({ model, max_tokens: 64, stream: true, messages: user(i) }));
 const responses = (model: string) => (i: Instruction) => outcome(() => openai.responses.create({ model, input: instruction(i) }));
 const responsesStream = (model: string) => (i: Instruction) => drain(() => openai.responses.create({ model, stream: true, input: instruction(i) }));
+/** OpenAI's Responses API asked for its reasoning items (as the Agents SDK and Codex do: stateless, include). */
+const REASONING = { store: false, include: ['reasoning.encrypted_content' as const] };
+const reasoning = (model: string) => (i: Instruction) => outcome(() => openai.responses.create({ model, input: instruction(i), ...REASONING }));
+const reasoningStream = (model: string) => (i: Instruction) => drain(() => openai.responses.create({ model, stream: true, input: instruction(i), ...REASONING }));
 const embeddings = (i: Instruction) => outcome(() => openai.embeddings.create({ model: 'leak-embed', input: instruction(i), encoding_format: 'float' }));
 
 async function httpTool(i: Instruction): Promise<unknown[]> {
@@ -417,6 +421,16 @@ const PLANES: Plane[] = [
     } },
 ];
 
+/**
+ * Reasoning items through /v1/responses (OpenAI's Responses API, a `type: openai` provider): the
+ * credential echoed in a reasoning item's summary, whole and streamed in summary deltas. Kept apart
+ * from PLANES (their own rows, tags and routes).
+ */
+const REASONING_PLANES: Plane[] = [
+  { name: 'responses reasoning', call: reasoning('leak-reasoning'), shows: modelShows, channels: { reasoning: [...TEXT, ...SPLIT_TCP] } },
+  { name: 'responses reasoning stream', call: reasoningStream('leak-reasoning-stream'), shows: modelShows, channels: { reasoning: [...TEXT, ...SPLIT_DELTA, ...SPLIT_TCP] } },
+];
+
 function report(where: string, leaks: readonly Leak[]): string {
   return `${where}: ${leaks.map((l) => `${l.secret} as ${l.form} in ${l.context}`).join('\n  ')}\n(secrets this run: ${JSON.stringify(SECRETS)})`;
 }
@@ -479,7 +493,7 @@ async function dataDir(plane: string): Promise<void> {
 /** A row of the table: what the upstream does (plane, channel, form) and the check it runs. */
 interface Row { plane: string; channel: string; form: string; run(): Promise<void> }
 
-const ROWS: Row[] = PLANES.flatMap((plane, p) => [
+const ROWS: Row[] = [...PLANES, ...REASONING_PLANES].flatMap((plane, p) => [
   ...Object.entries(plane.channels).flatMap(([channel, forms]) => forms.map((form, f): Row => ({
     plane: plane.name, channel, form, run: () => hunt(plane, channel, form, `r${p}-${channel.replace(/\W/g, '')}-${f}`),
   }))),
@@ -515,6 +529,9 @@ before(async () => {
     doc('Provider', 'oai', { type: 'openai-compatible', baseUrl: `${up.url}/v1`, credential: 'llm-key' }),
     doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${up.url}/v1`, credential: 'ant-key' }),
     doc('Provider', 'oai-any', { type: 'openai-compatible', baseUrl: `${up.url}/v1`, credential: 'llm-key', models: '*' }),
+    doc('Provider', 'oai-native', { type: 'openai', baseUrl: `${up.url}/v1`, credential: 'llm-key' }),
+    doc('Model', 'leak-reasoning', target('oai-native', 'leaky-reasoning')),
+    doc('Model', 'leak-reasoning-stream', target('oai-native', 'leaky-reasoning-stream')),
     // One target per plane: failing rows of one plane never open another plane's circuit breaker.
     doc('Model', 'leak-chat', target('oai', 'leaky-chat')),
     doc('Model', 'leak-stream', target('oai', 'leaky-stream')),
@@ -545,7 +562,7 @@ before(async () => {
     doc('Agent', 'hunter', { workload: 'spiffe://test/agent/hunter', team: 'qa', environment: 'dev' }),
     doc('AgentPolicy', 'hunter-policy', {
       identity: { workload: 'spiffe://test/agent/hunter' },
-      models: { allow: ['oai-any/**', 'leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached', 'leak-fallback', 'leak-responses', 'leak-responses-stream', 'leak-bedrock', 'leak-bedrock-stream', 'leak-vertex', 'leak-vertex-stream'] },
+      models: { allow: ['oai-any/**', 'leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached', 'leak-fallback', 'leak-responses', 'leak-responses-stream', 'leak-reasoning', 'leak-reasoning-stream', 'leak-bedrock', 'leak-bedrock-stream', 'leak-vertex', 'leak-vertex-stream'] },
       tools: [{ resource: 'leaky', actions: ['*'] }, { resource: 'leaky-lists', actions: ['*'] }, { resource: 'leaky-modern', actions: ['*'] }, { resource: 'leaky-stdio', actions: ['*'] }, { resource: 'leaky.api', actions: ['*'] }],
       agents: [{ agent: 'leaky-agent' }, { agent: 'leaky-query-agent' }],
     }),

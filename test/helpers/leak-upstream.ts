@@ -1,5 +1,5 @@
 // A leaky upstream for the leak hunt (test/leak-hunt.test.ts): one HTTP server that speaks the
-// OpenAI (chat, stream, embeddings), Anthropic (messages, stream), Bedrock (Converse, ConverseStream
+// OpenAI (chat, stream, embeddings, the Responses API's reasoning items), Anthropic (messages, stream), Bedrock (Converse, ConverseStream
 // event-stream frames) and Vertex (Gemini wire, with a token endpoint) wires, an HTTP tool API and
 // two MCP servers (Streamable HTTP, hand-written JSON-RPC so every byte and write is ours). Each
 // request names a channel, a form and a row tag; the upstream echoes the credential it received
@@ -167,6 +167,31 @@ function anthropicStream(form: string, secret: string, channel: string): string 
     + ev('message_stop', '{"type":"message_stop"}');
 }
 
+// ---- OpenAI's Responses API: a reasoning item (asked for with include) whose summary echoes the credential ----
+
+/** The reasoning channel: the pieces are a reasoning item's summary (streamed: one delta each), before an answer of "ok". */
+function responsesWire(res: ServerResponse, ins: Instruction, secret: string, stream: boolean): Promise<void> {
+  const { form } = ins;
+  const pieces = deltas(form, secret);
+  const summary = `[{"type":"summary_text","text":"${pieces.join('')}"}]`;
+  const item = `{"id":"rs_leak","type":"reasoning","summary":${summary},"encrypted_content":"gAAAAABleakEncrypted=="}`;
+  const message = '{"id":"msg_leak","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","annotations":[],"logprobs":[],"text":"ok"}]}';
+  const r = (status: string, output: string) => `{"id":"resp_leak","object":"response","created_at":1764081600,"status":"${status}","model":"leaky","output":[${output}],"usage":{"input_tokens":3,"output_tokens":3,"total_tokens":6}}`;
+  if (!stream) return send(res, 200, { 'content-type': 'application/json' }, r('completed', `${item},${message}`), form, secret);
+  const e = (type: string, rest: string) => `event: ${type}\ndata: {"type":"${type}",${rest}}\n\n`;
+  const at = '"item_id":"rs_leak","output_index":0,"summary_index":0';
+  const body = e('response.created', `"response":${r('in_progress', '')}`)
+    + e('response.output_item.added', '"output_index":0,"item":{"id":"rs_leak","type":"reasoning","summary":[]}')
+    + e('response.reasoning_summary_part.added', `${at},"part":{"type":"summary_text","text":""}`)
+    + pieces.map((p) => e('response.reasoning_summary_text.delta', `${at},"delta":"${p}"`)).join('')
+    + e('response.reasoning_summary_text.done', `${at},"text":"${pieces.join('')}"`)
+    + e('response.reasoning_summary_part.done', `${at},"part":{"type":"summary_text","text":"${pieces.join('')}"}`)
+    + e('response.output_item.done', `"output_index":0,"item":${item}`)
+    + e('response.output_text.delta', '"item_id":"msg_leak","output_index":1,"content_index":0,"delta":"ok","logprobs":[]')
+    + e('response.completed', `"response":${r('completed', `${item},${message}`)}`);
+  return send(res, 200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }, body, form, secret);
+}
+
 // ---- model planes ----
 
 /** An error answer in the wire's shape; 400 ends the route (no retry, no circuit breaker), the others are for their own rows. */
@@ -244,6 +269,11 @@ async function vertex(res: ServerResponse, ins: Instruction, secret: string, str
 function lastUserText(body: Obj): string {
   const input = body.input;
   if (typeof input === 'string') return input;
+  // OpenAI's Responses API: the last user message item.
+  if (Array.isArray(input)) {
+    const c = (input as Obj[]).filter((x) => x.role === 'user').at(-1)?.content;
+    return typeof c === 'string' ? c : Array.isArray(c) ? (c as Obj[]).map((x) => String(x.text ?? '')).join(' ') : '';
+  }
   // Gemini wire: contents[].parts[].text.
   if (Array.isArray(body.contents)) return ((body.contents as Obj[]).filter((c) => c.role === 'user').at(-1)?.parts as Obj[] | undefined ?? []).map((x) => String(x.text ?? '')).join(' ');
   const msgs = Array.isArray(body.messages) ? body.messages as Obj[] : [];
@@ -590,6 +620,7 @@ export async function startLeakUpstream(opts: { vertexToken?: string } = {}): Pr
     if (path === '/v1/chat/completions') return model('openai', res, ins, secret, body.stream === true);
     if (path === '/v1/messages') return model('anthropic', res, ins, secret, body.stream === true);
     if (path === '/v1/embeddings') return model('embeddings', res, ins, secret, false);
+    if (path === '/v1/responses') return responsesWire(res, ins, secret, body.stream === true);
     const b = /^\/model\/[^/]+\/(converse|converse-stream)$/.exec(path);
     if (b) return bedrock(res, ins, secret, b[1] === 'converse-stream');
     const v = /^\/v1\/projects\/[^/]+\/locations\/[^/]+\/publishers\/google\/models\/[^/:]+:(generateContent|streamGenerateContent)$/.exec(path);
