@@ -6,7 +6,7 @@ import OpenAI from 'openai';
 import { z } from 'zod';
 import { Agent, run, tool, setTracingDisabled, OpenAIResponsesModel, OpenAIChatCompletionsModel, type Model } from '@openai/agents';
 import { startFrameworkRig, weatherOf, FINAL, type FrameworkRig } from './helpers/frameworks.ts';
-import { REASONING_ITEM } from './fake-upstream.ts';
+import { REASONING_ITEM, THINKING } from './fake-upstream.ts';
 
 let rig: FrameworkRig;
 before(async () => {
@@ -78,6 +78,36 @@ test('Agents SDK, Responses model, stateless (store: false, include reasoning.en
     const second = ups[1].input;
     assert.deepEqual(second.map((i) => i.type ?? 'message'), ['message', 'message', 'reasoning', 'function_call', 'function_call_output'], `stream ${stream}`);
     assert.equal(second[2].encrypted_content, REASONING_ITEM.encrypted_content);
+  }
+});
+
+test('Agents SDK, Responses model, stateless (store: false, include reasoning.encrypted_content) on Claude with extended thinking: its thinking and redacted_thinking blocks reach the SDK as reasoning items and go back to Anthropic as the same blocks, signature unchanged, with the tool result', async () => {
+  for (const stream of [false, true]) {
+    const calls: string[] = [];
+    const agent = agentWith(new OpenAIResponsesModel(client(), 'think-ant'), calls, { store: false, providerData: { include: ['reasoning.encrypted_content'] } });
+    rig.fake.reset();
+    let finalOutput: unknown;
+    let items: Array<{ type: string; rawItem?: unknown }> = [];
+    if (stream) {
+      const s = await run(agent, 'What is the weather in Paris?', { stream: true });
+      for await (const _ of s) { /* drain */ }
+      await s.completed;
+      finalOutput = s.finalOutput;
+      items = s.newItems as typeof items;
+    } else {
+      const r = await run(agent, 'What is the weather in Paris?');
+      finalOutput = r.finalOutput;
+      items = r.newItems as typeof items;
+    }
+    // The turn after the tool call reached Anthropic with both blocks as answered (else the fake, as Anthropic, answers 400).
+    assert.equal(finalOutput, FINAL, `stream ${stream}`);
+    assert.deepEqual(calls, ['Paris']);
+    const reasoning = items.filter((i) => i.type === 'reasoning_item').map((i) => i.rawItem as { content?: Array<{ text: string }> });
+    assert.equal(reasoning.length, 2, `two reasoning items (thinking, redacted_thinking): ${JSON.stringify(items.map((i) => i.type))}`);
+    assert.equal(reasoning[0].content?.[0]?.text, THINKING.thinking.thinking, 'the thinking text is the summary the SDK shows');
+    const second = rig.fake.requests[1].body as { messages: Array<{ role: string; content: Array<Record<string, unknown>> }> };
+    const asst = second.messages.find((m) => m.role === 'assistant')!;
+    assert.deepEqual(asst.content.slice(0, 2), [THINKING.thinking, THINKING.redacted], `stream ${stream}`);
   }
 });
 

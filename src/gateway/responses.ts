@@ -43,7 +43,7 @@ export async function handleResponses(ctx: Ctx): Promise<void> {
   const store = failClosed(ctx.rt.responses);
   const meta: ResponseMeta = {
     id: localId('resp_'), createdAt: nowSeconds(), instructions: p.instructions,
-    previousResponseId: p.previousResponseId, store: p.store, echo: p.echo,
+    previousResponseId: p.previousResponseId, store: p.store, echo: p.echo, encrypted: p.chat.reasoningItems === true,
   };
   let input: ResponseItem[] = p.input;
   let atRest: ResponseItem[] | null = null; // the input as the input guardrails left it

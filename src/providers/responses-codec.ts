@@ -3,7 +3,7 @@
 // content parts and text deltas, function-call argument deltas, response.completed with usage).
 // One codec per request: it knows the response's id and the request fields a Response echoes,
 // and hands the finished Response to `onCompleted` (the gateway stores it). Pure: no I/O.
-import type { ChatResult, ClientCodec, FinishReason, Json, ProviderAdapter, StreamEvent, ThinkingBlock, Usage } from './types.ts';
+import type { ChatResult, ClientCodec, FinishReason, Json, ProviderAdapter, ReasoningBlock, StreamEvent, ThinkingBlock, Usage } from './types.ts';
 import { reasoningItemId } from './types.ts';
 import { nowSeconds } from './util.ts';
 import type { Obj } from './util.ts';
@@ -150,7 +150,7 @@ const REDACTED = 'aam:redacted_thinking:';
  * A reasoning item sent back in input, as the Anthropic thinking block it was made from (its
  * summary text the thinking, its encrypted_content the signature), or null when it is OpenAI's.
  */
-export function thinkingOf(encrypted: string, summary: readonly string[]): ThinkingBlock | null {
+export function thinkingOf(encrypted: string, summary: readonly string[]): Exclude<ThinkingBlock, ReasoningBlock> | null {
   if (encrypted.startsWith(SIGNED)) return { type: 'thinking', thinking: summary.join(''), signature: encrypted.slice(SIGNED.length) };
   if (encrypted.startsWith(REDACTED)) return { type: 'redacted_thinking', data: encrypted.slice(REDACTED.length) };
   return null;

@@ -7,6 +7,7 @@ import type { ChatMessage, ChatRequest, ContentPart, ImagePart, Json, TextPart, 
 import type { Obj } from './util.ts';
 import type { ParseResult } from './openai-parse.ts';
 import { isNum, isObj } from '../lib/json.ts';
+import { thinkingOf } from './responses-codec.ts';
 
 /** One validated Responses item (message, function_call, function_call_output, item_reference). */
 export type ResponseItem = Obj & { type: string };
@@ -134,8 +135,9 @@ function checkItem(it: unknown, at: string): ResponseItem | Bad | null {
       if (typeof it.id !== 'string' || it.id === '') return bad(`${at}.id`, 'must be the id of an item of a stored response');
       return it as ResponseItem;
     case 'reasoning':
-      // OpenAI's own reasoning (sent back for a stateless turn): to OpenAI's Responses API only (params.ts).
-      if (typeof it.encrypted_content !== 'string') return null; // without it OpenAI cannot use it (store: false): nothing to carry
+      // Reasoning sent back for a stateless turn: OpenAI's (to OpenAI's Responses API only, params.ts), or
+      // an Anthropic thinking block aam answered as one (its signature as encrypted_content).
+      if (typeof it.encrypted_content !== 'string') return null; // without it no model can use it (store: false): nothing to carry
       return it as ResponseItem;
     default:
       return bad(`${at}.type`, `"${String(type)}" items are not supported through aam; use message, function_call, function_call_output or item_reference`);
@@ -328,6 +330,13 @@ function withCache(m: ChatMessage, it: ResponseItem, marks: Marks): ChatMessage 
   return m;
 }
 
+/** A reasoning item's summary texts, in order. */
+function summaryTexts(it: Obj): string[] {
+  const out: string[] = [];
+  if (Array.isArray(it.summary)) for (const p of it.summary) if (isObj(p) && typeof p.text === 'string') out.push(p.text);
+  return out;
+}
+
 function textOf(c: unknown): string {
   if (typeof c === 'string') return c;
   let s = '';
@@ -346,9 +355,11 @@ export function itemsToMessages(instructions: string | null, items: readonly Res
   let reasoned: ChatMessage | null = null; // a turn of reasoning items only, so far: its text and calls join it
   for (const it of items) {
     if (it.type === 'reasoning') {
-      if (reasoned === null) { reasoned = { role: 'assistant', content: null, reasoning: [] }; out.push(reasoned); turn = reasoned; }
-      reasoned.reasoning!.push(it as Json);
-      marks.parts = true;
+      if (reasoned === null) { reasoned = { role: 'assistant', content: null }; out.push(reasoned); turn = reasoned; }
+      // An Anthropic thinking block aam answered as this item goes back as that block (to Anthropic
+      // and Bedrock only: anthropicMarks); OpenAI's own item to OpenAI's Responses API only (params.ts).
+      const th = thinkingOf(it.encrypted_content as string, summaryTexts(it));
+      if (th !== null) { (reasoned.thinking ??= []).push(th); marks.on = true; } else { (reasoned.reasoning ??= []).push(it as Json); marks.parts = true; }
       continue;
     }
     const joined = reasoned;

@@ -7,11 +7,13 @@ import { startTestGateway, doc, yaml, type TestGateway } from './gateway.ts';
 /**
  * More routes: json-* answer {"city":"Paris","temp_c":21} (structured output), handoff-* call the
  * transfer_to_* tool they are offered (an Agents SDK handoff), pause-* stream their first piece of
- * text and then nothing for 5 s (a client aborts meanwhile).
+ * text and then nothing for 5 s (a client aborts meanwhile), think-ant is Claude with extended
+ * thinking (thinking-tools: its turn after the tool call must carry both thinking blocks as sent).
  */
 const EXTRA: ReadonlyArray<[string, string, string]> = [
   ['json-oai', 'oai', 'json'], ['json-ant', 'ant', 'json'], ['json-native', 'openai', 'json'],
   ['handoff-oai', 'oai', 'handoff'], ['handoff-ant', 'ant', 'handoff'], ['pause-oai', 'oai', 'pause-5000'], ['pause-ant', 'ant', 'pause-5000'],
+  ['think-ant', 'ant', 'thinking-tools'],
 ];
 
 export interface FrameworkRig { fake: FakeUpstream; gw: TestGateway; key: string; close(): Promise<void> }
