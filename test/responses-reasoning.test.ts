@@ -147,3 +147,22 @@ test('a reasoning item sent back in input: the input guardrails read its summary
   });
   assert.equal(seen.length, 0, 'nothing reached the upstream');
 });
+
+test('cache: a streamed OpenAI reasoning item (two summary parts) is recorded as one reasoning block and replayed as the same events', async () => {
+  const { eventsToResult, resultToEvents } = await import('../src/cache/replay.ts');
+  const item = { id: 'rs_1', type: 'reasoning', summary: [], encrypted_content: 'gAAAAABo==' };
+  const events = [
+    { type: 'start' as const, id: 'r', model: 'o' },
+    { type: 'thinking_start' as const, id: 'rs_1' }, { type: 'thinking' as const, text: 'first ' }, { type: 'thinking' as const, text: 'part' },
+    { type: 'thinking_start' as const, id: 'rs_1' }, { type: 'thinking' as const, text: 'second part' },
+    { type: 'reasoning_item' as const, item },
+    { type: 'text' as const, text: 'ok' },
+    { type: 'finish' as const, reason: 'stop' as const },
+  ];
+  const r = eventsToResult(events, 0)!;
+  assert.deepEqual(r.thinking, [{ type: 'reasoning', summary: ['first part', 'second part'], item }]);
+  assert.equal(r.text, 'ok');
+  const again = resultToEvents(r);
+  assert.deepEqual(eventsToResult(again, 0), r, 'replayed, it records the same answer');
+  assert.deepEqual(again.filter((e) => e.type === 'thinking_start'), [{ type: 'thinking_start', id: 'rs_1' }, { type: 'thinking_start', id: 'rs_1' }]);
+});
