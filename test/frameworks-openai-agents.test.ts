@@ -56,18 +56,24 @@ for (const [label, make] of [
   }
 }
 
+/** A stateless run (store: false, include reasoning.encrypted_content) on `route`, streamed or not: its final output, new items and tool calls. */
+async function statelessRun(route: string, stream: boolean): Promise<{ finalOutput: unknown; items: Array<{ type: string; rawItem?: unknown }>; calls: string[] }> {
+  const calls: string[] = [];
+  const agent = agentWith(new OpenAIResponsesModel(client(), route), calls, { store: false, providerData: { include: ['reasoning.encrypted_content'] } });
+  rig.fake.reset();
+  if (!stream) {
+    const r = await run(agent, 'What is the weather in Paris?');
+    return { finalOutput: r.finalOutput, items: r.newItems, calls };
+  }
+  const s = await run(agent, 'What is the weather in Paris?', { stream: true });
+  for await (const _ of s) { /* drain */ }
+  await s.completed;
+  return { finalOutput: s.finalOutput, items: s.newItems, calls };
+}
+
 test('Agents SDK, Responses model, stateless (store: false, include reasoning.encrypted_content): OpenAI\'s reasoning items come back to the SDK and go to OpenAI again with the tool result', async () => {
   for (const stream of [false, true]) {
-    const calls: string[] = [];
-    const agent = agentWith(new OpenAIResponsesModel(client(), 'loop-native'), calls, { store: false, providerData: { include: ['reasoning.encrypted_content'] } });
-    rig.fake.reset();
-    let finalOutput: unknown;
-    if (stream) {
-      const s = await run(agent, 'What is the weather in Paris?', { stream: true });
-      for await (const _ of s) { /* drain */ }
-      await s.completed;
-      finalOutput = s.finalOutput;
-    } else finalOutput = (await run(agent, 'What is the weather in Paris?')).finalOutput;
+    const { finalOutput, calls } = await statelessRun('loop-native', stream);
     assert.equal(finalOutput, FINAL, `stream ${stream}`);
     assert.deepEqual(calls, ['Paris']);
     const ups = rig.fake.requests.map((r) => r.body as { include?: string[]; store?: boolean; input: Array<{ type?: string; encrypted_content?: string }> });
@@ -83,22 +89,7 @@ test('Agents SDK, Responses model, stateless (store: false, include reasoning.en
 
 test('Agents SDK, Responses model, stateless (store: false, include reasoning.encrypted_content) on Claude with extended thinking: its thinking and redacted_thinking blocks reach the SDK as reasoning items and go back to Anthropic as the same blocks, signature unchanged, with the tool result', async () => {
   for (const stream of [false, true]) {
-    const calls: string[] = [];
-    const agent = agentWith(new OpenAIResponsesModel(client(), 'think-ant'), calls, { store: false, providerData: { include: ['reasoning.encrypted_content'] } });
-    rig.fake.reset();
-    let finalOutput: unknown;
-    let items: Array<{ type: string; rawItem?: unknown }> = [];
-    if (stream) {
-      const s = await run(agent, 'What is the weather in Paris?', { stream: true });
-      for await (const _ of s) { /* drain */ }
-      await s.completed;
-      finalOutput = s.finalOutput;
-      items = s.newItems as typeof items;
-    } else {
-      const r = await run(agent, 'What is the weather in Paris?');
-      finalOutput = r.finalOutput;
-      items = r.newItems as typeof items;
-    }
+    const { finalOutput, items, calls } = await statelessRun('think-ant', stream);
     // The turn after the tool call reached Anthropic with both blocks as answered (else the fake, as Anthropic, answers 400).
     assert.equal(finalOutput, FINAL, `stream ${stream}`);
     assert.deepEqual(calls, ['Paris']);
