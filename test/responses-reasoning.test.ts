@@ -41,13 +41,16 @@ function openaiResponses(body: Record<string, unknown>, credential: string): { s
   const r = { id: 'resp_up', object: 'response', created_at: 1, status: 'in_progress', model: 'o', output: [] };
   if (body.stream !== true) return { json: JSON.stringify({ ...r, status: 'completed', output: [done, message], usage }) };
   const at = { item_id: 'rs_up', output_index: 0, summary_index: 0 };
+  // DONE-ONLY: an upstream that streams no summary events, only the finished item.
+  const summaryEvents = prompt.includes('DONE-ONLY') ? ''
+    : ev({ type: 'response.reasoning_summary_part.added', ...at, part: { type: 'summary_text', text: '' } })
+      + pieces.map((delta) => ev({ type: 'response.reasoning_summary_text.delta', ...at, delta })).join('')
+      + ev({ type: 'response.reasoning_summary_text.done', ...at, text: pieces.join('') })
+      + ev({ type: 'response.reasoning_summary_part.done', ...at, part: { type: 'summary_text', text: pieces.join('') } });
   return {
     sse: ev({ type: 'response.created', response: r })
       + ev({ type: 'response.output_item.added', output_index: 0, item: { id: 'rs_up', type: 'reasoning', summary: [] } })
-      + ev({ type: 'response.reasoning_summary_part.added', ...at, part: { type: 'summary_text', text: '' } })
-      + pieces.map((delta) => ev({ type: 'response.reasoning_summary_text.delta', ...at, delta })).join('')
-      + ev({ type: 'response.reasoning_summary_text.done', ...at, text: pieces.join('') })
-      + ev({ type: 'response.reasoning_summary_part.done', ...at, part: { type: 'summary_text', text: pieces.join('') } })
+      + summaryEvents
       + ev({ type: 'response.output_item.done', output_index: 0, item: done })
       + ev({ type: 'response.output_item.added', output_index: 1, item: { ...message, status: 'in_progress', content: [] } })
       + ev({ type: 'response.output_text.delta', item_id: 'msg_up', output_index: 1, content_index: 0, delta: 'ok', logprobs: [] })
@@ -111,6 +114,12 @@ test('a credential split across two reasoning summary deltas is redacted in the 
   const completed = events.find((e) => e.type === 'response.completed')!.response as { output: Array<{ type: string; summary?: Array<{ text: string }> }> };
   assert.deepEqual(completed.output.map((i) => i.type), ['reasoning', 'message']);
   assert.equal(completed.output[0].summary![0].text, joined);
+});
+
+test('an upstream that streams only the finished reasoning item: its summary is still scrubbed and reaches the client as summary events', async () => {
+  const { text, events } = await rawStream({ model: 'o', input: 'ECHO-KEY DONE-ONLY', store: false, include: INCLUDE });
+  assert.ok(!text.includes(SECRET.slice(0, 12)), 'no piece of the key on the wire');
+  assert.match(summaryDeltas(events), /^the key is \[REDACTED:oai-key\] \(end\)$/);
 });
 
 test('an output guardrail reads reasoning summaries: a deny regex blocks the answer (stream and whole), a redact guardrail masks the summary', async () => {
