@@ -98,6 +98,38 @@ test('a settlement no admission carries is sent alone within the settle delay (s
   } finally { await lim.close(); }
 });
 
+test('a settlement queued while Redis was away is still sent alone once it is back: the last reservation of a quiet replica is let go', async () => {
+  // Measured from outside: after Redis was away 10 s under load, 2 of 3 replicas sent no settlement
+  // alone any more (until restarted): each one's last request kept its reservation for 15 min.
+  const redis = await privateRedis();
+  const own = await fleetStore(redis.url);
+  const f = await openFleet({ databaseUrl: own.databaseUrl, redisUrl: own.redisUrl }, { follow: false, migrate: true });
+  const lim = new FleetLimiter(f, { settleDelayMs: 50 });
+  const held = async (key: string) => {
+    const [spent, reserved] = await f.redis.hmget(`${f.prefix}b:${key}`, today(), 'r');
+    return { spent: Number(spent ?? 0), reserved: Number(reserved ?? 0) };
+  };
+  try {
+    const t = await admitted(lim, request('agent:away'));
+    // Redis frozen: an admission in flight resets the limiter's connection after its 1 s timeout,
+    // and its reconnects go unanswered (the data is kept, unlike a restart).
+    redis.pause();
+    await assert.rejects(lim.admit(request('agent:probe')));
+    assert.notEqual(f.admission.status, 'ready');
+    lim.settle(t, 0.07, 10);
+    await new Promise((r) => setTimeout(r, 300)); // the settle timer fired (several times) while Redis was away
+    redis.resume();
+    await until(() => f.admission.status === 'ready', 10_000, 'the limiter reconnected');
+    await until(async () => { const b = await held('agent:away'); return near(b.spent, 0.07) && near(b.reserved, 0); }, 5_000,
+      '$0.07 settled and the reservation let go with no further request (was held until the next admission, or 15 min)');
+  } finally {
+    await lim.close();
+    await f.close();
+    await own.drop();
+    await redis.stop();
+  }
+});
+
 test('steady traffic arms one settle timer, not one per request', async (t) => {
   // One timer per settle delay while admissions keep taking the queue: it fires once per DELAY and
   // is armed again (the queue is young), so the count depends on how long the 20 round trips take.

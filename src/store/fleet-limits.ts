@@ -763,31 +763,39 @@ export class FleetLimiter implements Limiter {
     return this.#run(out, now);
   }
 
-  /** Send queued settlements alone: no admission came to carry them. */
+  /**
+   * Send queued settlements alone: no admission came to carry them. #sending is let go in a
+   * callback, never inside the sending body: with Redis away that body sends nothing and ends
+   * before the assignment, so a `finally` in it cleared #sending before it was set, leaving a
+   * settled promise there that every later call returned. No settlement then went alone again
+   * (until a restart): a quiet replica's last reservations held their budget for the reservation
+   * TTL (15 min), and shutdown did not send the queue.
+   */
   #sendQueued(): Promise<void> {
     if (this.#sending) return this.#sending;
-    this.#sending = (async () => {
+    const sending = this.#sendAll().finally(() => {
+      this.#sending = null;
+      // Redis away: try again later (the queue is bounded meanwhile).
+      if (this.#queue.length > 0) this.#arm();
+    });
+    this.#sending = sending;
+    return sending;
+  }
+
+  async #sendAll(): Promise<void> {
+    while (this.#queue.length > 0 && this.#fleet.admission.status === 'ready') {
+      const { d, m } = this.#windowAt(Date.now());
+      this.settleCalls++;
+      // A failed call queued its settlements again: wait a delay before the next try.
+      const batch = this.#take();
+      if (batch.length === 0) break;
       try {
-        while (this.#queue.length > 0 && this.#fleet.admission.status === 'ready') {
-          const { d, m } = this.#windowAt(Date.now());
-          this.settleCalls++;
-          // A failed call queued its settlements again: wait a delay before the next try.
-          const batch = this.#take();
-          if (batch.length === 0) break;
-          try {
-            this.#crossed(batch, (await this.#script(batch, SETTLE_ONLY, d, m))[1], d, m);
-          } catch (e) {
-            this.#notCarried(batch, e);
-            break;
-          }
-        }
-      } finally {
-        this.#sending = null;
-        // Redis away: try again later (the queue is bounded meanwhile).
-        if (this.#queue.length > 0) this.#arm();
+        this.#crossed(batch, (await this.#script(batch, SETTLE_ONLY, d, m))[1], d, m);
+      } catch (e) {
+        this.#notCarried(batch, e);
+        break;
       }
-    })();
-    return this.#sending;
+    }
   }
 
   /**
