@@ -193,7 +193,7 @@ test('/readyz asks the stores: a Redis frozen while the replica is idle is named
   }
 });
 
-test('Redis down: 503 store_unavailable (never an unchecked 200), /readyz names redis; back by itself, budget still enforced', async () => {
+test('Redis down: 503 store_unavailable (never an unchecked 200), counted in aam_limited_total, /readyz names redis; back by itself, budget still enforced', async () => {
   const redis = await privateRedis();
   const own = await fleetStore(redis.url);
   const d = tempDir('aam-fleet-redis-');
@@ -210,6 +210,10 @@ test('Redis down: 503 store_unavailable (never an unchecked 200), /readyz names 
     await redis.stop();
     const down = await call(url, key, 'priced');
     assert.deepEqual(down, { status: 503, code: 'store_unavailable' });
+    // Counted where an operator looks: such a request reaches no upstream, so before this no
+    // counter moved and the model plane's metrics only went quiet during the outage.
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    assert.match(metrics, /^aam_limited_total\{code="store_unavailable",agent="spender"\} 1$/m, metrics.split('\n').filter((l) => l.startsWith('aam_limited')).join('\n'));
     const ready = await fetch(`${url}/readyz`);
     assert.equal(ready.status, 503);
     assert.deepEqual(((await ready.json()) as { down: string[] }).down, ['redis']);

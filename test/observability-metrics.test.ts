@@ -15,7 +15,7 @@ const FAMILIES: Record<string, [type: string, help: string]> = {
   aam_model_cost_usd_total: ['counter', 'Known cost in USD (calls with unknown cost are counted in aam_model_unknown_cost_total)'],
   aam_model_unknown_cost_total: ['counter', 'Model calls whose cost is unknown (no price or no usage reported)'],
   aam_policy_decisions_total: ['counter', 'Policy decisions by effect'],
-  aam_limited_total: ['counter', 'Requests refused by rate limit or budget'],
+  aam_limited_total: ['counter', 'Requests refused by rate limit or budget, or because the fleet store could not check them'],
   aam_upstream_errors_total: ['counter', 'Model calls that failed after fallbacks'],
   aam_config_info: ['gauge', 'Loaded config version'],
 };

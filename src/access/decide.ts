@@ -116,8 +116,8 @@ export function admit(ctx: Ctx, identity: Identity, tokensEstimate: number, cost
   if (rates.length === 0 && limits.budgets.length === 0) return NOTHING_COUNTED;
   const req = { rates, tokens: tokensEstimate, budgets: budgetEntriesOf(limits), amountUsd: costEstimateUsd, cacheKey };
   let r: AdmitResult | Promise<AdmitResult>;
-  try { r = ctx.rt.limiter.admit(req); } catch (e) { throw storeFailure(e); }
-  if (r instanceof Promise) return r.then((v) => admitted(ctx, identity, set, v, costEstimateUsd), (e: unknown) => { throw storeFailure(e); });
+  try { r = ctx.rt.limiter.admit(req); } catch (e) { throw limitUnchecked(ctx.rt, identity, e, storeFailure); }
+  if (r instanceof Promise) return r.then((v) => admitted(ctx, identity, set, v, costEstimateUsd), (e: unknown) => { throw limitUnchecked(ctx.rt, identity, e, storeFailure); });
   return admitted(ctx, identity, set, r, costEstimateUsd);
 }
 
@@ -165,6 +165,17 @@ export function admitSide(ctx: Ctx, set: PolicySet): Admission | null | Promise<
 
 function sideAdmitted(r: AdmitResult): Admission | null {
   return r.ok ? (r.ticket ? { ticket: r.ticket } : NOTHING_COUNTED) : null;
+}
+
+/**
+ * A limit check the fleet store could not answer (Redis down): counted with the limits' refusals
+ * (aam_limited_total, code store_unavailable), then mapped to the plane's error by `refuse`. Such
+ * a request never reaches an upstream, so no other counter saw it: during a Redis outage the
+ * model and tool planes' metrics only went quiet.
+ */
+export function limitUnchecked(rt: AccessRuntime, identity: Identity, e: unknown, refuse: (e: unknown) => unknown): unknown {
+  if (e instanceof StoreUnavailable) rt.metrics?.limited('store_unavailable', identity.agent.name);
+  return refuse(e);
 }
 
 /** A fleet store that cannot answer: fail closed, naming the store, never admit unchecked. */

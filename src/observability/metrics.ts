@@ -67,7 +67,7 @@ export class Metrics implements MetricsSink {
   readonly #cost = new Counter('aam_model_cost_usd_total', 'Known cost in USD (calls with unknown cost are counted in aam_model_unknown_cost_total)', ['agent', 'team', 'route']);
   readonly #unknownCost = new Counter('aam_model_unknown_cost_total', 'Model calls whose cost is unknown (no price or no usage reported)', ['agent', 'team', 'route']);
   readonly #decisions = new Counter('aam_policy_decisions_total', 'Policy decisions by effect', ['effect', 'agent']);
-  readonly #limited = new Counter('aam_limited_total', 'Requests refused by rate limit or budget', ['code', 'agent']);
+  readonly #limited = new Counter('aam_limited_total', 'Requests refused by rate limit or budget, or because the fleet store could not check them', ['code', 'agent']);
   readonly #upstreamErrors = new Counter('aam_upstream_errors_total', 'Model calls that failed after fallbacks', ['route', 'status']);
   // Per agent (bounded like every agent label): percentiles of the tool calls each agent makes.
   readonly #toolLatency = new Histogram('aam_tool_call_duration_seconds', 'Upstream tool call latency (MCP tools/call, HTTP tools) by agent, McpServer/HttpTool and outcome (ok, tool_error, error)', ['agent', 'server', 'outcome'], [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120]);
