@@ -389,7 +389,11 @@ export class Runtime {
    * (nearly) full, or storage is failing and AAM_AUDIT_FAIL_MODE=fail_closed.
    */
   evidenceRefusal(message: string): EvidenceUnavailable {
-    return new EvidenceUnavailable(message, { store: this.fleet !== null });
+    const e = new EvidenceUnavailable(message, { store: this.fleet !== null });
+    // Every plane's refusal is made here: counted once, so an outage of the trail shows in the
+    // metrics (the refused model calls are counted nowhere else; A2A's only per callee).
+    this.metrics?.evidenceRefused?.(e.code);
+    return e;
   }
 
   auditHasRoom(): boolean {

@@ -98,6 +98,10 @@ test('PostgreSQL down: an HTTP tool call and an MCP tools/call are refused store
     assert.equal(answer.result, undefined, `no result while its evidence is not committed: ${JSON.stringify(answer)}`);
     assert.equal(answer.error?.data?.code, 'store_unavailable', JSON.stringify(answer));
     assert.match(answer.error?.message ?? '', /audit trail could not record/);
+    // Counted where an operator looks (the refused calls moved no other counter).
+    const metrics = await (await fetch(`${url}/metrics`)).text();
+    const refused = Number(/^aam_evidence_refusals_total\{code="store_unavailable"\} (\d+)$/m.exec(metrics)?.[1] ?? 0);
+    assert.ok(refused >= 2, `the HTTP tool's and the MCP call's refusals counted: ${refused}`);
     proxy.start();
     await until(async () => (await httpTool()).status === 200, 20_000, 'HTTP tool calls answered again, with no restart');
     await until(async () => (await rpcAnswer(await mcpCall(3))).result !== undefined, 20_000, 'MCP calls answered again');

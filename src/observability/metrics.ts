@@ -42,6 +42,8 @@ export interface MetricsSink {
   a2aFirstEvent?(callee: string, latencyMs: number): void;
   /** An A2A call refused before its callee was called (policy, delegation chain, limits, guardrails, a bad request), by aam's code. */
   a2aRefused?(agent: string, callee: string, code: string): void;
+  /** A request refused (or a stream ended unacknowledged) because its evidence could not be recorded, by aam's code (store_unavailable: the fleet's PostgreSQL; unavailable: the local trail). */
+  evidenceRefused?(code: string): void;
 }
 
 /**
@@ -80,9 +82,10 @@ export class Metrics implements MetricsSink {
   readonly #a2aFirstEvent = new Histogram('aam_a2a_time_to_first_event_seconds', 'Streamed A2A calls: request in to the first event out to the caller', ['callee'], [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60]);
   readonly #a2aCalleeErrors = new Counter('aam_a2a_callee_errors_total', 'A2A calls whose callee failed (answered >= 500, or unreachable: 502), by callee and status', ['callee', 'status']);
   readonly #a2aRefusals = new Counter('aam_a2a_refusals_total', 'A2A calls refused before the callee was called, by caller, callee and code (policy_denied, delegation_cycle, delegation_depth_exceeded, rate_limited, budget_exceeded, guardrail_blocked, ...)', ['agent', 'callee', 'code']);
+  readonly #evidenceRefusals = new Counter('aam_evidence_refusals_total', 'Requests of any plane refused, or streams ended unacknowledged, because their evidence could not be recorded, by code (store_unavailable: the fleet\'s PostgreSQL; unavailable: the local audit trail)', ['code']);
   readonly info = new Gauge('aam_config_info', 'Loaded config version', ['version']);
   readonly #all: readonly Metric[] = [this.#requests, this.#latency, this.#firstChunk, this.#tokens, this.#cost, this.#unknownCost, this.#cacheLookups, this.#failedAttempts, this.#decisions, this.#limited, this.#upstreamErrors, this.#guardrailVerdicts, this.#toolLatency,
-    this.#a2aRequests, this.#a2aLatency, this.#a2aFirstEvent, this.#a2aCalleeErrors, this.#a2aRefusals, this.info];
+    this.#a2aRequests, this.#a2aLatency, this.#a2aFirstEvent, this.#a2aCalleeErrors, this.#a2aRefusals, this.#evidenceRefusals, this.info];
   // Resolved series by label values (see label-tree.ts): agent > team > route > provider > status
   // for model calls, effect|code > agent for decisions and refusals.
   readonly #calls: Level = new Map();
@@ -109,6 +112,7 @@ export class Metrics implements MetricsSink {
 
   decision(effect: string, agent: string): void { this.#pair(this.#decisionSeries, this.#decisions, effect, agent || 'unregistered').inc(); }
   limited(code: string, agent: string): void { this.#pair(this.#limitedSeries, this.#limited, code, agent || 'unregistered').inc(); }
+  evidenceRefused(code: string): void { this.#evidenceRefusals.labels(code).inc(); }
 
   modelCall(agent: string, team: string | undefined, route: string, provider: string, status: number, latencyMs: number, usage: { inputTokens: number; outputTokens: number } | undefined, cost: number | null): void {
     const c = this.#callSeries(agent || 'unregistered', team ?? '', route, provider, status);
