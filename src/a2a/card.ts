@@ -1,5 +1,5 @@
 // A callee's agent card as callers see it through aam: fetched from `<url>/.well-known/agent-card.json`
-// (cached briefly), then rewritten so the only way to reach the agent is aam's `/a2a/<agent>`
+// (else its origin's `/.well-known/agent-card.json`; cached briefly), then rewritten so the only way to reach the agent is aam's `/a2a/<agent>`
 // (JSON-RPC, and HTTP+JSON under it) with the auth scheme aam enforces, and listing only the skills this caller may call.
 // A signature over the callee's card no longer matches the rewritten one, so it is dropped.
 import { request } from '../lib/http-client.ts';
@@ -13,29 +13,45 @@ export type Card = Record<string, unknown>;
 export class CardCache {
   readonly #m = new Map<string, { card: Card; expires: number }>();
 
-  /** The callee's own card, from cache or fetched with aam's credential for it (headers, or query parameters). */
+  /**
+   * The callee's own card, from cache or fetched with aam's credential for it (headers, or query
+   * parameters): from `<url>/.well-known/agent-card.json`, else (that answering 404) from the
+   * well-known URI at its origin's root, where A2A v1 (RFC 8615) puts it: the SDK's own layout
+   * serves JSON-RPC at a path (`/a2a/jsonrpc`) and the card at the root.
+   */
   async get(agent: string, baseUrl: string, auth: { headers: Record<string, string>; query?: Record<string, string> }, timeoutMs: number): Promise<Card> {
     const key = `${agent}\0${baseUrl}`;
     const hit = this.#m.get(key);
     if (hit && hit.expires > Date.now()) return hit.card;
     const url = new URL(baseUrl);
     url.pathname = url.pathname.replace(/\/+$/, '') + CARD_PATH;
-    for (const k in auth.query) url.searchParams.set(k, auth.query[k]);
-    const up = await request(url, { method: 'GET', headers: { accept: 'application/json', 'a2a-version': '1.0', ...auth.headers }, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
-    let size = 0;
-    const chunks: Buffer[] = [];
-    for await (const c of up.body) {
-      size += (c as Buffer).length;
-      if (size > MAX_CARD_BYTES) { up.body.destroy(); throw new Error(`the card is larger than ${MAX_CARD_BYTES} bytes`); }
-      chunks.push(c as Buffer);
+    let got = await fetchCard(url, auth, timeoutMs);
+    if (got === 404 && url.pathname !== CARD_PATH) {
+      url.pathname = CARD_PATH;
+      got = await fetchCard(url, auth, timeoutMs);
     }
-    if (up.statusCode !== 200) throw new Error(`the card request answered HTTP ${up.statusCode}`);
-    const card = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
-    if (!card || typeof card !== 'object' || Array.isArray(card)) throw new Error('the card is not a JSON object');
-    this.#m.set(key, { card: card as Card, expires: Date.now() + CARD_TTL_MS });
+    if (typeof got === 'number') throw new Error(`the card request answered HTTP ${got}${got === 404 ? ` at the Agent's spec.a2a.url + ${CARD_PATH} and at ${CARD_PATH} of its origin` : ''}`);
+    this.#m.set(key, { card: got, expires: Date.now() + CARD_TTL_MS });
     if (this.#m.size > 1024) this.#m.delete(this.#m.keys().next().value as string);
-    return card as Card;
+    return got;
   }
+}
+
+/** A card fetched from `url`: the object, or the HTTP status that was not 200. */
+async function fetchCard(url: URL, auth: { headers: Record<string, string>; query?: Record<string, string> }, timeoutMs: number): Promise<Card | number> {
+  for (const k in auth.query) url.searchParams.set(k, auth.query[k]);
+  const up = await request(url, { method: 'GET', headers: { accept: 'application/json', 'a2a-version': '1.0', ...auth.headers }, headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+  let size = 0;
+  const chunks: Buffer[] = [];
+  for await (const c of up.body) {
+    size += (c as Buffer).length;
+    if (size > MAX_CARD_BYTES) { up.body.destroy(); throw new Error(`the card is larger than ${MAX_CARD_BYTES} bytes`); }
+    chunks.push(c as Buffer);
+  }
+  if (up.statusCode !== 200) return up.statusCode;
+  const card = JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+  if (!card || typeof card !== 'object' || Array.isArray(card)) throw new Error('the card is not a JSON object');
+  return card as Card;
 }
 
 /** The scheme aam enforces on /a2a/<agent>, in A2A v1 card form. */

@@ -122,6 +122,8 @@ export function createA2aGateway(): A2aGateway {
     if (rest) {
       const push = /^\/push\/([A-Za-z0-9_]{1,80})$/.exec(rest);
       if (push) return receivePush(ctx, name, push[1]);
+      // The SDK's createFromUrl resolves the card path against its URL: `/a2a/<agent>` without a slash lands here.
+      if (`/${name}${rest}` === CARD_PATH) throw new AamError(404, 'not_found', `no agent card at ${path}: an agent's card is at /a2a/<agent>${CARD_PATH}; the @a2a-js/sdk ClientFactory.createFromUrl resolves the card against its URL, so give it /a2a/<agent>/ with the trailing slash`);
       return restCall(ctx, name, rest);
     }
     let opened: Access | Promise<Access>;
