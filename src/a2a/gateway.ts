@@ -412,6 +412,9 @@ export function createA2aGateway(): A2aGateway {
     try { msg = JSON.parse(text) as Record<string, unknown>; } catch {
       throw new AamError(502, 'upstream_error', `agent "${name}" answered without a JSON-RPC body`);
     }
+    if (msg === null || typeof msg !== 'object' || (msg.result === undefined && (msg.error === null || typeof msg.error !== 'object'))) {
+      throw new AamError(502, 'upstream_error', `agent "${name}" answered JSON that is not a JSON-RPC response (no result, no error object)`);
+    }
     if (msg.result !== undefined) {
       statesIn(msg.result, states);
       const bound = bind(ctx, name, msg.result, caller, skill);
@@ -652,6 +655,12 @@ class HopCall implements CalleeHandler {
       this.status = up.statusCode;
       const caller = access.identity.agent.spiffeId;
       const ct = String(up.headers['content-type'] ?? '');
+      // Not the callee's JSON-RPC answer (its auth refusing aam's credential, a wrong URL's page): the caller's
+      // status must not say it was the caller that was refused, nor its body what the callee runs on.
+      if (up.statusCode >= 300 && (up.statusCode === 401 || up.statusCode === 403 || !ct.includes('json'))) {
+        up.body.destroy();
+        return this.fail(notJsonRpc(name, up.statusCode, ct, this.credential?.name));
+      }
       // The answer: parsed (re-serialised when sent), its text as the callee wrote it, or a stream's relay.
       // A stream's relay starts once the read that carried its head is parsed (this is called from
       // within it): an answer whose events and end came in that read is relayed in one pass, with no wait.
@@ -831,6 +840,15 @@ function refusedCall(ctx: Ctx, access: Access, name: string, e: unknown, id: Rpc
 /** A rule's refusal, as the A2A plane frames it (429 with its retry-after). */
 function ruleRefusal(r: RuleRefusal): AamError {
   return new AamError(429, r.code, r.message, { headers: { 'retry-after': String(r.retryAfterSeconds) } });
+}
+
+/** A callee's HTTP answer that is no JSON-RPC answer: 502, saying what to check. */
+function notJsonRpc(name: string, status: number, ct: string, credential: string | undefined): AamError {
+  const what = `agent "${name}" answered HTTP ${status}${ct ? ` (${ct.split(';')[0]})` : ''}, not a JSON-RPC response`;
+  if (status === 401 || status === 403) {
+    return new AamError(502, 'upstream_error', `${what}: it refused aam's credential for it (${credential ? `Credential "${credential}"` : 'none: the Agent has no spec.a2a.credential'}); check the Agent's spec.a2a.credential`);
+  }
+  return new AamError(502, 'upstream_error', status === 404 || status === 405 ? `${what}: check that the Agent's spec.a2a.url is its JSON-RPC endpoint` : what);
 }
 
 function unreachable(name: string, e: unknown): AamError {
