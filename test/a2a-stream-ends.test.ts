@@ -3,7 +3,8 @@
 // carries the caller's request id; with id null the SDK saw only "JSON-RPC response ID mismatch").
 // A caller that goes away mid-stream: aam closes the callee's stream at once (its task goes on
 // there, to be resubscribed to), rather than reading it on for nobody until the callee ends, and
-// records the call as the chat plane records a client that left (499, client disconnected).
+// records the call as the chat plane records a client that left (499, client disconnected). A
+// stream that ends with aam's error is recorded with it (502, as chat records a broken stream), not 200.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startCalleeGateway, type TestGateway } from './helpers/gateway.ts';
@@ -26,6 +27,7 @@ before(async () => {
     res.write(sse(call!.id, { artifactUpdate: { taskId: 't1', contextId: 'c1', artifact: { artifactId: 'a1', parts: [{ text: 'alpha' }] }, append: true } }));
     // 'cut': the callee's connection drops mid-stream; 'hold': the stream stays open (a long task).
     if (call!.text === 'cut') setTimeout(() => res.destroy(), 50);
+    else if (call!.text === 'garbage') res.end('data: {not json\n\n');
     else res.on('close', () => { if (!res.writableEnded) closedByAam++; });
   });
   ({ gw, key, close } = await startCalleeGateway(callee, { agent: 'worker', caller: 'caller' }));
@@ -76,3 +78,20 @@ test('a caller that goes away mid-stream: the callee\'s stream is closed at once
   assert.equal(events[0].outcome?.status, 499);
   assert.equal(events[0].outcome?.error, 'client disconnected');
 });
+
+for (const [text, why] of [['cut', /^agent "worker" stream failed: /], ['garbage', /^agent "worker" sent a stream event that is not JSON$/]] as const) {
+  test(`a stream the callee breaks (${text}) is recorded 502 with aam's error, not 200`, async () => {
+    const r = await fetch(`${gw.url}/a2a/worker`, {
+      method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendStreamingMessage', params: { message: { messageId: 'm1', role: 'ROLE_USER', parts: [{ text }] } } }),
+    });
+    assert.equal(r.status, 200, 'the stream had begun');
+    assert.match(await r.text(), /"error":\{"code":-32603/);
+    const log = gw.g.rt.auditLog!;
+    await log.flush();
+    const events = queryEvents(log.db, { requestId: r.headers.get('x-request-id')!, limit: 10 }) as unknown as Array<{ type: string; outcome: { status: number; error?: string } }>;
+    assert.deepEqual(events.map((e) => e.type), ['a2a_call']);
+    assert.equal(events[0].outcome.status, 502);
+    assert.match(String(events[0].outcome.error), why);
+  });
+}

@@ -457,7 +457,7 @@ interface HopDeps {
 }
 
 /** How a stream relay ended early, noted on its call for the evidence: a shutdown's drain, or its caller's going away. */
-type RelayEnd = TaskStates & { drained: boolean; left: boolean };
+type RelayEnd = TaskStates & { drained: boolean; left: boolean; broken: { status: number; error: string } | null };
 
 /** What a call acknowledges once its evidence is safe: a JSON answer (parsed, or its text as written), or a stream's end. */
 type Answer = Record<string, unknown> | string | StreamRelay;
@@ -506,6 +506,8 @@ class HopCall implements CalleeHandler {
   drained = false;
   /** The caller closed its connection before the stream it asked for ended (StreamRelay.abort). */
   left = false;
+  /** A stream relay ended with an error event (the callee broke it, or aam refused an event): its evidence says so. */
+  broken: { status: number; error: string } | null = null;
   /** What finish() delivers once the evidence is safe (the answer, its text, or a stream's relay: its end). */
   answer: Answer | null = null;
   /** Tasks a send left running as last seen (null: none): they keep its delegation live after its answer (taskState). */
@@ -699,11 +701,12 @@ class HopCall implements CalleeHandler {
       const ms = performance.now() - this.started;
       ev.outcome = this.drained ? { status: this.status, latency_ms: ms, ended: 'shutdown_drain' }
         : this.left ? { status: 499, error: 'client disconnected', latency_ms: ms }
+        : this.broken !== null ? { ...this.broken, latency_ms: ms }
         : { status: this.status, latency_ms: ms };
-      this.ended(this.left && !this.drained ? 499 : this.status);
+      this.ended(this.left && !this.drained ? 499 : this.broken?.status ?? this.status);
       access.record(ev as never);
       if (ctx.decision) ctx.decision.recorded = true;
-      ctx.rt.metrics?.a2aCall?.(access.identity.agent.name, this.name, this.skill, this.drained ? 'drained' : this.left ? 'client_closed' : this.status >= 400 ? 'callee_error' : 'ok', ms, this.status);
+      ctx.rt.metrics?.a2aCall?.(access.identity.agent.name, this.name, this.skill, this.drained ? 'drained' : this.left ? 'client_closed' : this.status >= 400 || this.broken?.status === 502 ? 'callee_error' : 'ok', ms, this.status);
     } catch (e) { return this.fail(e); }
     // A stream's last events (those that came with the callee's end, not yet flushed) wait with the
     // end and leave in the same write: relayStream corked the socket for that (end() uncorks it).
@@ -1088,6 +1091,7 @@ class StreamRelay {
   release(): void { this.joined?.end(this.held); }
 
   fail(id: unknown, code: number, message: string, data?: { code: string; http_status?: number }): void {
+    this.end.broken ??= { status: data?.http_status ?? 502, error: message };
     this.release();
     this.add(this.binding.failFrame(id, code, message, data));
   }
