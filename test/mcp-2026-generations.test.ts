@@ -1,13 +1,16 @@
 // MCP 2026-07-28 (stateless) and 2025-11-25 (sessions) on the same aam endpoints, end to end: the
-// SDK's client for 2025-11-25, and for 2026-07-28 (which the installed SDK does not speak) a small
-// client written from the spec (basic/transports/streamable-http, server/discover). The upstream is
-// a real SDK server that speaks only 2025-11-25, so every modern call is translated by aam.
+// SDK's v1 client for 2025-11-25; for 2026-07-28 the SDK's v2 client (@modelcontextprotocol/client,
+// its versionNegotiation pinned or auto) and, for what it would never send (mismatched headers, bad
+// versions, batches), a small client written from the spec (basic/transports/streamable-http,
+// server/discover). One upstream is a real SDK server that speaks only 2025-11-25, so every modern
+// call to it is translated by aam; the other a 2026-07-28 server written from the spec.
 // Every modern message sent and received is also validated against the spec's JSON Schema
 // (vendored in test/fixtures/mcp-schema).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server as HttpServer } from 'node:http';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
+import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport, ProtocolError } from '@modelcontextprotocol/client';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { CallToolRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, ReadResourceRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { startTestGateway, doc, yaml, type TestGateway } from './helpers/gateway.ts';
@@ -339,6 +342,36 @@ test('aam speaks 2026-07-28 to an upstream that does: SDK (2025-11-25) and moder
   for (const r of calls) {
     assert.ok(String(r.headers.authorization).includes(SECRET) && !String(r.headers.authorization).includes(key));
     assert.equal((r.body.params._meta as Record<string, unknown>)['io.modelcontextprotocol/protocolVersion'], VERSION);
+  }
+});
+
+/** The MCP SDK's v2 client (2026-07-28) on aam's `path`, as the caller: pinned to 2026-07-28, or probing (auto). */
+async function sdkModern(path: string, mode: 'auto' | { pin: '2026-07-28' }): Promise<ModernClient> {
+  const client = new ModernClient({ name: 'sdk-v2', version: '1.0.0' }, { capabilities: {}, versionNegotiation: { mode } });
+  await client.connect(new ModernTransport(new URL(`${gw.url}${path}`), { requestInit: { headers: { authorization: `Bearer ${key}` } } }));
+  return client;
+}
+
+test('the MCP SDK\'s own 2026-07-28 client (v2, pinned or auto) through aam: discover, list, call both upstream generations with its mirrored headers, a denial it raises, scrubbed answers', async () => {
+  for (const mode of [{ pin: '2026-07-28' } as const, 'auto' as const]) {
+    const start = modernSeen.length;
+    const client = await sdkModern('/mcp', mode);
+    try {
+      assert.equal(client.getServerVersion()?.name, 'aam');
+      const tools = (await client.listTools()).tools.map((t) => t.name).filter((n) => /^(legacy|modern)__/.test(n)).sort();
+      assert.deepEqual(tools, ['legacy__leak', 'legacy__search', 'modern__search', 'modern__whoami'], 'the denied tool is not listed');
+      assert.equal(textOf(await client.callTool({ name: 'legacy__search', arguments: { region: 'Zürich', q: 'a', limit: 3 } })), 'found a in Zürich');
+      assert.equal(textOf(await client.callTool({ name: 'modern__search', arguments: { region: 'Zürich', q: 'b', limit: 4 } })), 'modern found b in Zürich');
+      const leaked = textOf(await client.callTool({ name: 'legacy__leak', arguments: {} }));
+      assert.ok(!leaked.includes(SECRET) && !leaked.includes(key), 'the credential is scrubbed and the client key never went upstream');
+      await assert.rejects(client.callTool({ name: 'legacy__wipe', arguments: {} }), (e: unknown) => e instanceof ProtocolError && e.code === -32001 && /navigator-policy/.test(e.message));
+      const read = await client.readResource({ uri: 'memo://q3' });
+      assert.equal((read.contents[0] as { text: string }).text, 'the q3 memo');
+    } finally {
+      await client.close();
+    }
+    const modernCall = modernSeen.slice(start).find((r) => r.body.method === 'tools/call')!;
+    assert.equal(modernCall.headers['mcp-param-region'], `=?base64?${Buffer.from('Zürich').toString('base64')}?=`, 'aam accepted the SDK\'s mirrored headers and mirrored them upstream');
   }
 });
 
