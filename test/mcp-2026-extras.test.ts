@@ -2,7 +2,8 @@
 // route, the upstream catalog honouring cacheScope / ttlMs, and multi-round-trip (input_required)
 // requests relayed with the caller's identity bound. The upstream is a small 2026-07-28 server
 // written from the spec (basic/patterns/mrtr, server/utilities/caching); the client is a
-// conformant request builder (the installed SDK does not speak 2026-07-28). The messages aam sends
+// conformant request builder (it sends what the SDK never would), and for input_required also the
+// MCP SDK's own 2026-07-28 client (@modelcontextprotocol/client v2). The messages aam sends
 // for these features (input_required, listen acknowledgements and notifications, progress) are also
 // validated against the spec's JSON Schema (vendored in test/fixtures/mcp-schema), and every Tasks
 // extension message the tests and the upstream send or receive against the extension's schema
@@ -16,6 +17,7 @@ import { connectClient, mcpSchemaCheck, serversReady, sseMessages, textOf, toolE
 import { issueAgentSvid } from '../src/identity/issue.ts';
 import { stdioServerDoc } from './fixtures/mcp-accounts/upstream.ts';
 import { listenLoopback, closeAll } from './helpers/e2e.ts';
+import { Client as ModernClient, StreamableHTTPClientTransport as ModernTransport } from '@modelcontextprotocol/client';
 
 const VERSION = '2026-07-28';
 const SECRET = 'extras-upstream-secret-NEEDLE-7a6b5c';
@@ -338,6 +340,23 @@ test('input_required: relayed to a 2026-07-28 client with aam\'s sealed state; o
   // The retry was decided again and recorded like any call.
   const statuses = (await toolEvents(gw, { type: 'tool.outcome' })).map((e) => e as { tool?: string; outcome?: { status?: string } }).filter((e) => e.tool === 'confirm').map((e) => e.outcome?.status);
   assert.ok(statuses.includes('input_required') && statuses.includes('ok'), JSON.stringify(statuses));
+});
+
+test('input_required with the MCP SDK\'s own 2026-07-28 client (v2): its elicitation handler answers aam\'s inputRequests and it retries with aam\'s sealed state, byte for byte, to the final result', async () => {
+  const client = new ModernClient({ name: 'sdk-v2', version: '1.0.0' }, { capabilities: { elicitation: { form: {} } }, versionNegotiation: { mode: { pin: VERSION } } });
+  const asked: string[] = [];
+  client.setRequestHandler('elicitation/create', async (req) => { asked.push(String((req.params as { message?: string }).message)); return { action: 'accept', content: { ok: true } }; });
+  await client.connect(new ModernTransport(new URL(`${gw.url}/mcp/alpha`), { requestInit: { headers: { authorization: `Bearer ${key}` } } }));
+  try {
+    const from = seen.length;
+    const done = await client.callTool({ name: 'confirm', arguments: { amount: 5 } });
+    assert.equal(textOf(done), 'confirmed=true state=upstream-state-1', 'the upstream got its own state back through aam\'s seal');
+    assert.deepEqual(asked, ['Really?']);
+    const calls = seen.slice(from).filter((x) => x.body.method === 'tools/call');
+    assert.equal(calls.length, 2, 'asked, then answered: one retry');
+  } finally {
+    await client.close();
+  }
 });
 
 test('decide before you look: a caller denied a tool, resource or prompt gets the policy\'s -32001 whatever requestState it sends, learning nothing of the state', async () => {
