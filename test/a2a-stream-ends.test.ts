@@ -22,6 +22,11 @@ const sse = (id: unknown, result: unknown) => `data: ${JSON.stringify({ jsonrpc:
 
 before(async () => {
   const callee = rpcCallee((call, res) => {
+    // 'slow': a SendMessage answered after 400 ms (its caller has gone by then).
+    if (call!.text === 'slow') {
+      setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id: call!.id, result: { message: { messageId: 'a', role: 'ROLE_AGENT', parts: [{ text: 'late' }] } } })), 400);
+      return;
+    }
     res.writeHead(200, { 'content-type': 'text/event-stream' });
     res.write(sse(call!.id, { task: { id: 't1', contextId: 'c1', status: { state: 'TASK_STATE_WORKING' } } }));
     res.write(sse(call!.id, { artifactUpdate: { taskId: 't1', contextId: 'c1', artifact: { artifactId: 'a1', parts: [{ text: 'alpha' }] }, append: true } }));
@@ -95,3 +100,25 @@ for (const [text, why] of [['cut', /^agent "worker" stream failed: /], ['garbage
     assert.match(String(events[0].outcome.error), why);
   });
 }
+
+test('a caller that goes away before its SendMessage is answered: the call is recorded 499 client disconnected, not 200', async () => {
+  const ac = new AbortController();
+  const sent = fetch(`${gw.url}/a2a/worker`, {
+    method: 'POST', signal: ac.signal, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendMessage', params: { message: { messageId: 'm1', role: 'ROLE_USER', parts: [{ text: 'slow' }] } } }),
+  });
+  const log = gw.g.rt.auditLog!;
+  await log.flush();
+  const before = queryEvents(log.db, { type: 'a2a_call', limit: 1000 }).length;
+  setTimeout(() => ac.abort(), 100);
+  await assert.rejects(sent);
+  let events: Array<{ outcome: { status: number; error?: string } }> = [];
+  for (let i = 0; i < 100 && events.length <= before; i++) {
+    await new Promise((res) => setTimeout(res, 20));
+    await log.flush();
+    events = queryEvents(log.db, { type: 'a2a_call', limit: 1000, order: 'asc' }) as never;
+  }
+  const call = events[events.length - 1];
+  assert.equal(call.outcome.status, 499);
+  assert.equal(call.outcome.error, 'client disconnected');
+});

@@ -504,7 +504,7 @@ class HopCall implements CalleeHandler {
   status = 0;
   /** A stream relay ended by a shutdown's drain (relayStream sets it). */
   drained = false;
-  /** The caller closed its connection before the stream it asked for ended (StreamRelay.abort). */
+  /** The caller closed its connection before its answer or the stream it asked for ended (abort, StreamRelay.abort). */
   left = false;
   /** A stream relay ended with an error event (the callee broke it, or aam refused an event): its evidence says so. */
   broken: { status: number; error: string } | null = null;
@@ -634,6 +634,8 @@ class HopCall implements CalleeHandler {
         const body = rpc.bytes !== undefined && params === rpc.params ? rpc.bytes : JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params });
         const url = withQuery(urlOf(this.spec), auth.query);
         sendToCallee(url, { headers, body, timeoutMs: TIMEOUT_MS, wholeUpTo: MAX_RESPONSE_BYTES }, this, this.deps.dispatcher(url));
+        // A caller that goes away before the answer (the server's close listener): recorded 499 (a stream's relay takes this over).
+        ctx.call = this;
       } catch (e) {
         throw unreachable(name, e);
       }
@@ -642,6 +644,9 @@ class HopCall implements CalleeHandler {
       if (encodesAhead(ctx)) this.ev![EVENT_HEAD] = eventHead(this.ev!);
     } catch (e) { this.fail(e); }
   }
+
+  /** The caller closed its connection before its answer: the callee's answer goes nowhere, and the evidence says so. */
+  abort(): void { this.left = true; }
 
   /** No answer came (sendToCallee): the callee is unreachable. */
   unanswered(e: Error): void { this.fail(unreachable(this.name, e)); }
