@@ -40,14 +40,20 @@ test('audit verify/export/query/show/public-key/prune work end to end and verify
   const noKey = await runAudit('audit verify', dir, { 'public-key': join(dir, 'no-such.pem') });
   assert.deepEqual([noKey.code, noKey.err.trim()], [2, `--public-key ${join(dir, 'no-such.pem')}: no such file; give the PEM from \`aam audit public-key\``]);
 
+  // --json: one JSON document, as every command's (before: JSON Lines); --jsonl: one event per line, as exports are.
   const q = await runAudit('audit query', dir, { agent: 'flat-agent', json: true });
-  const flat = JSON.parse(q.out.trim()) as Record<string, unknown>;
-  assert.deepEqual([flat.plane, flat.seq], ['mcp', 121]);
+  const [flat, ...more] = JSON.parse(q.out) as Array<Record<string, unknown>>;
+  assert.deepEqual([flat.plane, flat.seq, more.length], ['mcp', 121, 0]);
+  const lines = (await runAudit('audit query', dir, { limit: '3', jsonl: true })).out.trim().split('\n');
+  assert.deepEqual(lines.map((l) => (JSON.parse(l) as { seq: number }).seq), [121, 120, 119], 'newest first, one per line');
   assert.equal((await runAudit('audit query', dir, { decision: 'allow', agent: 'flat-agent' })).out.split('\n').filter(Boolean).length, 1);
 
   const show = await runAudit('audit show', dir, {}, ['req-5']);
   assert.equal(show.code, 0);
   assert.deepEqual(show.out.trim().split('\n').map((l) => l.split('  ')[2]), ['decision', 'model_call']);
+  const tree = JSON.parse((await runAudit('audit show', dir, { json: true }, ['req-5'])).out) as { request_id: string; events: Array<{ type: string }>; children: unknown[] };
+  assert.deepEqual([tree.request_id, tree.events.map((e) => e.type), tree.children], ['req-5', ['decision', 'model_call'], []]);
+  assert.deepEqual((await runAudit('audit show', dir, { jsonl: true }, ['req-5'])).out.trim().split('\n').map((l) => (JSON.parse(l) as { type: string }).type), ['decision', 'model_call']);
   assert.equal((await runAudit('audit show', dir, {}, ['nope'])).code, 1);
 
   const ocsf = join(dir, 'ocsf.jsonl');
@@ -89,7 +95,7 @@ test('aam audit query --team: the events of the agents the config puts in that t
   const query = async (values: Record<string, string | boolean>) => {
     const r = await runAudit('audit query', dir, { json: true, limit: '1000', ...values }, [], config);
     assert.equal(r.code, 0, r.err);
-    return r.out.trim().split('\n').filter(Boolean).map((l) => JSON.parse(l) as { seq: number; identity: { agent: string }; policy: { decision: string } });
+    return JSON.parse(r.out) as Array<{ seq: number; identity: { agent: string }; policy: { decision: string } }>;
   };
   const finance = await query({ team: 'finance' });
   assert.equal(finance.length, 10);

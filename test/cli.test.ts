@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { readFileSync, existsSync } from 'node:fs';
 import { tempDir } from './helpers/temp.ts';
@@ -74,11 +74,11 @@ test('keys create prints the key as the last stdout line; list/revoke/rotate; --
   assert.match(rev.stdout, /revoked/);
   // Each of these is in the audit trail, with the OS user who ran it.
   const q = await run(['audit', 'query', '--type', 'admin', '--json', '--limit', '10', '--data', data]);
-  const admin = q.stdout.trim().split('\n').map((l) => JSON.parse(l) as { admin: { action: string; target: string; actor: string } }).map((e) => e.admin).reverse();
+  const admin = (JSON.parse(q.stdout) as Array<{ admin: { action: string; target: string; actor: string } }>).map((e) => e.admin).reverse();
   assert.deepEqual(admin.map((a) => [a.action, a.target]), [['key_created', k.id], ['key_rotated', k.id], ['key_revoked', k.id]]);
   assert.ok(admin.every((a) => a.actor.startsWith('cli:')), JSON.stringify(admin));
   const unknown = await run(['keys', 'create', '--agent', 'nobody', '--config', 'aam.yaml', '--data', data]);
-  assert.equal(unknown.code, 1);
+  assert.equal(unknown.code, 2, 'an --agent the config lacks is a usage error');
   assert.match(unknown.stderr, /no Agent "nobody"/);
   for (const cmd of [['serve'], ['keys', 'create'], ['credentials', 'set']]) {
     const h = await run([...cmd, '--help']);
@@ -135,7 +135,37 @@ test('policy test: exit 0 when every case matches, 1 with the failing case expla
   assert.match(bad.stdout, /FAIL .*expected deny, got allow \(policy "finance-analyst-readonly" tools\[0\]\)/);
   const missing = await run(['policy', 'test', join(dir, 'no-such-cases.yaml'), '--config', 'aam.yaml']);
   assert.equal(missing.code, 2);
-  assert.match(missing.stderr, /no-such-cases\.yaml: no such file \(a YAML list of cases/);
+  assert.match(missing.stderr, /no-such-cases\.yaml: no such file; give a YAML list of cases/);
+});
+
+test('a file, a flag\'s value or an --agent a command cannot use is a usage error: exit 2, naming it and what to give (before: exit 1 for import-keys, policy test, --ttl, --since, --limit)', async () => {
+  const bad = join(dir, 'bad-input');
+  mkdirSync(bad, { recursive: true });
+  const keys = join(bad, 'keys.json');
+  writeFileSync(keys, '{not json', { mode: 0o600 });
+  const loose = join(bad, 'obo-keys.json');
+  writeFileSync(loose, '{}', { mode: 0o644 });
+  chmodSync(loose, 0o644);
+  const cases = join(bad, 'cases.yaml');
+  writeFileSync(cases, 'key: [\n');
+  const d = ['--data', join(bad, 'data'), '--config', 'aam.yaml'];
+  for (const [args, says] of [
+    [['identity', 'import-keys', keys], /keys\.json is not valid JSON; restore it from a backup/],
+    [['identity', 'import-keys', join(bad, 'gone', 'keys.json')], /keys\.json does not exist \(a data dir keeps them in issuer\/keys\.json/],
+    [['identity', 'import-keys', loose], /has mode 0644.*Fix: chmod 600/],
+    [['policy', 'test', cases], /cases\.yaml is not valid YAML: /],
+    [['policy', 'test', bad], /bad-input: a directory, not a file; give a YAML list of cases/],
+    [['identity', 'issue', '--agent', 'finance-analyst', '--ttl', 'soon'], /invalid ttl "soon": use e\.g\. 90s, 15m/],
+    [['identity', 'issue', '--agent', 'nobody'], /no Agent "nobody" in .*aam\.yaml \(defined: /],
+    [['identity', 'join-token', '--agent', 'nobody'], /no Agent "nobody" in .*aam\.yaml \(defined: /],
+    [['audit', 'query', '--plane', 'mdoel'], /plane "mdoel" is not one of model/],
+    [['import', 'portkey', join(bad, 'gone.json')], /gone\.json: no such file; give the JSON file to import/],
+  ] as Array<[string[], RegExp]>) {
+    const r = await run([...args, ...d]);
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
+    assert.match(r.stderr, says, args.join(' '));
+    assert.doesNotMatch(r.stderr, /^error: /, 'said as a usage error, not a failure');
+  }
 });
 
 test('policy explain: an A2A call (--callee, --skill) as policy test and the admin API take it; without a request the error names the flags', async () => {
@@ -160,7 +190,7 @@ test('an unknown subcommand of a known group lists the group\'s subcommands (bef
 
 test('audit query --decision is checked: a misspelt one is named instead of printing an empty trail', async () => {
   const r = await run(['audit', 'query', '--decision', 'denied', '--data', data]);
-  assert.equal(r.code, 1);
+  assert.equal(r.code, 2);
   assert.match(r.stderr, /audit query: decision "denied" is not one of allow, deny, approval_required/);
 });
 
@@ -173,7 +203,7 @@ test('credentials set reads stdin only and list never shows values', async () =>
   assert.match(list.stdout, /vaulted\s+stored/);
   assert.ok(!list.stdout.includes('super-secret-value-123'));
   const q = await run(['audit', 'query', '--type', 'admin', '--json', '--data', data]);
-  const ev = JSON.parse(q.stdout.trim().split('\n')[0]) as { admin: { action: string; target: string }; detail: { version: number } };
+  const [ev] = JSON.parse(q.stdout) as Array<{ admin: { action: string; target: string }; detail: { version: number } }>;
   assert.deepEqual([ev.admin.action, ev.admin.target, ev.detail.version], ['credential_set', 'vaulted', 1]);
   const all = await run(['audit', 'export', '--data', data]);
   assert.ok(!all.stdout.includes('super-secret-value-123'), 'the trail never holds the value');
@@ -181,26 +211,28 @@ test('credentials set reads stdin only and list never shows values', async () =>
 
 test('audit query/export: --since takes an ISO time or a duration ago; a bad --since or --limit is named (before: no limit at all, or a RangeError), and export makes no file', async () => {
   // The credentials test above recorded a credential_set event in this data dir a moment ago.
-  const recent = await run(['audit', 'query', '--type', 'admin', '--since', '1h', '--limit', '1', '--json', '--data', data]);
+  const recent = await run(['audit', 'query', '--type', 'admin', '--since', '1h', '--limit', '1', '--jsonl', '--data', data]);
   assert.equal(recent.code, 0, recent.stderr);
   const lines = recent.stdout.trim().split('\n');
   assert.equal(lines.length, 1, '--limit 1: one event');
   assert.equal((JSON.parse(lines[0]) as { type: string }).type, 'admin');
   const future = await run(['audit', 'query', '--since', new Date(Date.now() + 3_600_000).toISOString(), '--json', '--data', data]);
-  assert.equal(future.stdout.trim(), '', 'nothing after an hour from now');
+  assert.deepEqual(JSON.parse(future.stdout), [], 'nothing after an hour from now: an empty array, still one JSON document');
+  const both = await run(['audit', 'query', '--json', '--jsonl', '--data', data]);
+  assert.deepEqual([both.code, both.stderr.trim()], [2, 'give --json (one JSON document) or --jsonl (one event per line), not both']);
   const limit = await run(['audit', 'query', '--limit', 'abc', '--data', data]);
-  assert.equal(limit.code, 1);
+  assert.equal(limit.code, 2);
   assert.match(limit.stderr, /audit query: limit "abc" is not a whole number from 1 to 10000/);
   const since = await run(['audit', 'query', '--since', 'yesterday', '--data', data]);
-  assert.equal(since.code, 1);
+  assert.equal(since.code, 2, 'a flag\'s value that cannot be used is a usage error');
   assert.match(since.stderr, /--since: "yesterday" is neither an ISO time \(like 2026-01-31T00:00:00Z\) nor a duration ago \(like 30m, 24h, 7d\)/);
   const file = join(dir, 'since.jsonl');
   const exported = await run(['audit', 'export', '--since', 'yesterday', '--out', file, '--data', data]);
-  assert.equal(exported.code, 1);
+  assert.equal(exported.code, 2);
   assert.match(exported.stderr, /--since: "yesterday" is neither/);
   assert.ok(!existsSync(file), 'no output file for a refused export');
   const usage = await run(['usage', '--since', 'yesterday', '--data', data]);
-  assert.equal(usage.code, 1);
+  assert.equal(usage.code, 2);
   assert.match(usage.stderr, /--since: "yesterday" is neither/, 'aam usage checks --since as audit does');
 });
 
@@ -261,7 +293,8 @@ test('words beyond a command\'s own arguments are refused, exit 2, naming its us
   } finally { process.stderr.write = write; }
   assert.ok(!existsSync(join(dir, 'never-made')));
   const show = await run(['audit', 'show', 'req_1', 'extra', '--data', data]);
-  assert.deepEqual([show.code, show.stderr], [2, 'aam audit show takes at most 1 argument (REQUEST_ID); extra: "extra"\nusage: aam audit show REQUEST_ID [--json]\n']);
+  assert.equal(show.code, 2);
+  assert.ok(show.stderr.startsWith('aam audit show takes at most 1 argument (REQUEST_ID); extra: "extra"\nusage: aam audit show REQUEST_ID [--json | --jsonl]'), show.stderr);
 });
 
 test('keys revoke takes several IDs, all or none: an unknown ID revokes nothing', async () => {

@@ -87,7 +87,7 @@ test('the writer fills the columns; trace, decision, plane and team (agents) fil
     const cli = async (values: Record<string, string | boolean>) => {
       const r = await runAudit('audit query', dir, { json: true, since: new Date(Date.now() - 60_000).toISOString(), ...values }, [], join(dir, 'aam.yaml'));
       assert.equal(r.code, 0, r.err);
-      return r.out.trim().split('\n').filter(Boolean).map((l) => String((JSON.parse(l) as { request_id: string }).request_id)).filter((id) => id.startsWith('n')).sort();
+      return (JSON.parse(r.out) as Array<{ request_id: string }>).map((e) => String(e.request_id)).filter((id) => id.startsWith('n')).sort();
     };
     assert.deepEqual(await cli({ team: 'red' }), ['n1', 'n3']);
     assert.deepEqual(await cli({ team: 'blue', plane: 'a2a' }), ['n4']);

@@ -80,7 +80,9 @@ test('events from both replicas verify as one trail from the CLI; query and show
   assert.match(cliEvent.body, /"action":"key_created"/);
   const show = await cli('audit', 'show', ids[1], '--json');
   assert.equal(show.code, 0, show.stderr);
-  assert.ok(show.stdout.trim().split('\n').every((l) => (JSON.parse(l) as { request_id: string }).request_id === ids[1]));
+  const tree = JSON.parse(show.stdout) as { request_id: string; events: Array<{ request_id: string }>; children: unknown[] };
+  assert.equal(tree.request_id, ids[1]);
+  assert.ok(tree.events.length > 0 && tree.events.every((e) => e.request_id === ids[1]));
   // The admin API of either replica answers fleet-wide too.
   const viaB = await fetch(`${replicas[1].url}/admin/v1/audit/requests/${ids[0]}`, { headers: { authorization: `Bearer ${ADMIN}` } });
   assert.equal(viaB.status, 200);
@@ -90,14 +92,14 @@ test('events from both replicas verify as one trail from the CLI; query and show
   for (const id of ids) assert.ok(listed.data.some((e) => e.request_id === id), `the admin API lists ${id}`);
   const q = await cli('audit', 'query', '--agent', 'tester', '--json');
   assert.equal(q.code, 0, q.stderr);
-  const seen = new Set(q.stdout.trim().split('\n').map((l) => (JSON.parse(l) as { request_id: string }).request_id));
+  const seen = new Set((JSON.parse(q.stdout) as Array<{ request_id: string }>).map((e) => e.request_id));
   for (const id of ids) assert.ok(seen.has(id), `query lists ${id}`);
   // --trace: the events of one trace, whichever replica served them.
   const trace = randomBytes(16).toString('hex');
   const traced = await Promise.all([0, 1].map((i) => chat(replicas[i].url, secret, 'one', 'traced', { headers: { traceparent: `00-${trace}-00f067aa0ba902b7-01` } })));
   const t = await cli('audit', 'query', '--trace', trace, '--json');
   assert.equal(t.code, 0, t.stderr);
-  const tev = t.stdout.trim().split('\n').map((l) => JSON.parse(l) as { request_id: string; trace_id: string; replica: string });
+  const tev = JSON.parse(t.stdout) as Array<{ request_id: string; trace_id: string; replica: string }>;
   assert.deepEqual(new Set(tev.map((e) => e.request_id)), new Set(traced.map((r) => r.requestId)));
   assert.ok(tev.every((e) => e.trace_id === trace));
   assert.equal(new Set(tev.map((e) => e.replica)).size, 2);

@@ -161,7 +161,7 @@ test('`aam identity import-keys` after the first fleet start: another data dir\'
     await chmod(loose, 0o644);
     const before = await stamps();
     let r = await importKeys(oboFile, loose);
-    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /mode 0644.*chmod 600/);
     // A key whose kid is not its public key's thumbprint (a renamed or forged key) is refused.
     const forged = join(dir, 'loose', 'obo-keys.json');
@@ -169,7 +169,7 @@ test('`aam identity import-keys` after the first fleet start: another data dir\'
     state.keys[0].kid = state.active = 'not-its-thumbprint';
     await writeFile(forged, JSON.stringify(state), { mode: 0o600 });
     r = await importKeys(forged);
-    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /not named by its public key's thumbprint/);
     // The ring is never guessed from a file's contents.
     r = await importKeys(join(dir, 'loose', 'other.json'));

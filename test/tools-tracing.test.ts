@@ -207,7 +207,7 @@ test('tracing off: upstreams still get the caller\'s trace; one trace id finds t
   // The CLI: --trace, and a clear error for something that is not a trace id.
   const cli = await runCli(['audit', 'query', '--trace', trace.toUpperCase(), '--json', '--data', plain.dataDir]);
   assert.equal(cli.code, 0, cli.stderr);
-  assert.equal(cli.stdout.trim().split('\n').map((l) => JSON.parse(l) as { trace_id: string }).filter((e) => e.trace_id === trace).length, events.length, cli.stdout);
+  assert.equal((JSON.parse(cli.stdout) as Array<{ trace_id: string }>).filter((e) => e.trace_id === trace).length, events.length, cli.stdout);
   const bad = await runCli(['audit', 'query', '--trace', 'req_123', '--data', plain.dataDir]);
   assert.equal(bad.code, 1);
   assert.match(bad.stderr, /trace id "req_123" is not 32 hex digits/);

@@ -10,7 +10,7 @@ import type { VerifyResult } from './verify.ts';
 import { newestCheckpoint, readCheckpointSource } from './anchor.ts';
 import type { Checkpoint } from './checkpoint.ts';
 import { exportJsonl } from './export.ts';
-import { queryEvents, describeEvent, decisionArg, limitArg } from './query.ts';
+import { queryEvents, describeEvent, decisionArg, limitArg, planeArg } from './query.ts';
 import { delegationTree, describeTree, type RequestNode } from './tree.ts';
 import { toOcsf } from './ocsf.ts';
 import { AUDIT_DB_FILE, auditDbPath, openAuditDb, readEvents } from './store.ts';
@@ -33,8 +33,11 @@ import { pruneFleet } from './fleet-retention.ts';
 import { keyIdOf } from './keys.ts';
 import { loadMasterKey } from '../credentials/master-key.ts';
 import { errMsg } from '../lib/error-message.ts';
+import { given, UsageError } from '../lib/usage-error.ts';
 
 type Values = Record<string, string | boolean | string[] | undefined>;
+type Format = 'text' | 'json' | 'jsonl';
+const FORMAT_FLAGS = { json: { type: 'boolean' }, jsonl: { type: 'boolean' } } as const;
 export interface AuditCommand {
   summary: string;
   usage: string;
@@ -174,11 +177,12 @@ export const auditCommands: Record<string, AuditCommand> = {
   },
   'audit query': {
     summary: 'list audit events (newest first)',
-    usage: 'aam audit query [--agent NAME] [--team TEAM] [--since ISO-8601|24h|7d] [--decision allow|deny|approval_required] [--plane model|tool|a2a|admin] [--request-id ID] [--trace TRACE_ID] [--type TYPE] [--limit N] [--json]',
-    options: { agent: { type: 'string' }, team: { type: 'string' }, since: { type: 'string' }, decision: { type: 'string' }, plane: { type: 'string' }, 'request-id': { type: 'string' }, trace: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' } },
+    usage: 'aam audit query [--agent NAME] [--team TEAM] [--since ISO-8601|24h|7d] [--decision allow|deny|approval_required] [--plane model|tool|a2a|admin] [--request-id ID] [--trace TRACE_ID] [--type TYPE] [--limit N] [--json | --jsonl]   (--json: one JSON array; --jsonl: one event per line)',
+    options: { agent: { type: 'string' }, team: { type: 'string' }, since: { type: 'string' }, decision: { type: 'string' }, plane: { type: 'string' }, 'request-id': { type: 'string' }, trace: { type: 'string' }, type: { type: 'string' }, limit: { type: 'string' }, ...FORMAT_FLAGS },
     run: async ({ values, g }) => {
-      if (values.decision !== undefined) decisionArg(String(values.decision));
-      const limit = limitArg(str(values.limit));
+      const format = outputFormat(values);
+      given(() => { if (values.decision !== undefined) decisionArg(String(values.decision)); if (values.plane !== undefined) planeArg(String(values.plane)); });
+      const limit = given(() => limitArg(str(values.limit)));
       const since = sinceFlag(values.since);
       const team = str(values.team);
       const agents = team === undefined ? undefined : teamAgents(g.config, team);
@@ -189,7 +193,7 @@ export const auditCommands: Record<string, AuditCommand> = {
           agent: str(values.agent), agents, since, decision: str(values.decision), plane: str(values.plane),
           requestId: str(values['request-id']), traceId: str(values.trace), type: str(values.type), limit,
         }));
-        printEvents(events as unknown as AuditEvent[], values.json === true);
+        printEvents(events as unknown as AuditEvent[], format);
         return 0;
       }
       await recover(g.data);
@@ -200,17 +204,18 @@ export const auditCommands: Record<string, AuditCommand> = {
           agent: str(values.agent), agents, since, decision: str(values.decision), plane: str(values.plane),
           requestId: str(values['request-id']), traceId: str(values.trace), type: str(values.type), limit,
         });
-        printEvents(events, values.json === true);
+        printEvents(events, format);
         return 0;
       } finally { db.close(); }
     },
   },
   'audit show': {
     summary: 'print the whole chain of one request: identity -> decision -> credential -> upstream -> outcome',
-    usage: 'aam audit show REQUEST_ID [--json]',
+    usage: 'aam audit show REQUEST_ID [--json | --jsonl]   (--json: one JSON object, the events of the A2A calls it made under children; --jsonl: one event per line)',
     args: ['REQUEST_ID'],
-    options: { json: { type: 'boolean' } },
+    options: FORMAT_FLAGS,
     run: async ({ values, positionals, g }) => {
+      const format = outputFormat(values);
       await recover(g.data);
       const id = positionals[0];
       if (!id) { err('missing REQUEST_ID (the x-request-id of the request, or request_id in `aam audit query`)'); return 2; }
@@ -218,7 +223,7 @@ export const auditCommands: Record<string, AuditCommand> = {
       if (fleetUrl) {
         const events = (await withFleet(fleetUrl, (sql) => queryFleetEvents(sql, { requestId: id, limit: 10_000 }))).reverse();
         if (events.length === 0) { err(`no audit events for request "${id}" in the fleet trail`); return 1; }
-        printEvents(events as unknown as AuditEvent[], values.json === true);
+        printTree({ requestId: id, events: events as unknown as AuditEvent[], children: [] }, format);
         return 0;
       }
       if (noTrail(g.data)) return 1;
@@ -226,9 +231,7 @@ export const auditCommands: Record<string, AuditCommand> = {
       try {
         const tree = delegationTree(db, id);
         if (tree.events.length === 0) { err(`no audit events for request "${id}"`); return 1; }
-        // The request's own events, then (indented) what agents did while serving its A2A calls.
-        if (values.json === true || tree.children.length === 0) printEvents(flatten(tree), values.json === true);
-        else for (const line of describeTree(tree)) out(line);
+        printTree(tree, format);
         return 0;
       } finally { db.close(); }
     },
@@ -384,6 +387,23 @@ function flatten(n: RequestNode): AuditEvent[] {
   return [...n.events, ...n.children.flatMap(flatten)];
 }
 
-function printEvents(events: AuditEvent[], json: boolean): void {
-  for (const e of events) out(json ? JSON.stringify(e) : describeEvent(e));
+/** --json is one JSON document, as every command's (jq, JSON.parse); --jsonl one event per line, as exports are. */
+function outputFormat(values: Values): Format {
+  if (values.json && values.jsonl) throw new UsageError('give --json (one JSON document) or --jsonl (one event per line), not both');
+  return values.json ? 'json' : values.jsonl ? 'jsonl' : 'text';
+}
+
+function printEvents(events: AuditEvent[], format: Format): void {
+  if (format === 'json') { out(JSON.stringify(events, null, 2)); return; }
+  for (const e of events) out(format === 'jsonl' ? JSON.stringify(e) : describeEvent(e));
+}
+
+/** One request's events with, under children, those of the A2A calls it made (and theirs). */
+const treeDocument = (n: RequestNode): unknown => ({ request_id: n.requestId, events: n.events, children: n.children.map(treeDocument) });
+
+function printTree(tree: RequestNode, format: Format): void {
+  if (format === 'json') out(JSON.stringify(treeDocument(tree), null, 2));
+  // The request's own events, then (indented) what agents did while serving its A2A calls.
+  else if (format === 'jsonl' || tree.children.length === 0) printEvents(flatten(tree), format);
+  else for (const line of describeTree(tree)) out(line);
 }

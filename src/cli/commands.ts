@@ -1,7 +1,6 @@
 // Subcommands beyond serve/validate/keys, kept apart so main.ts stays a dispatcher.
-import { existsSync, readFileSync } from 'node:fs';
 import { basename } from 'node:path';
-import type { Command } from './command.ts';
+import { agentMustExist, type Command } from './command.ts';
 import { loadConfigHere as loadConfig } from '../config/isolated.ts';
 import { compilePolicies } from '../policy/compile.ts';
 import { runPolicyTests, explain, requestOf } from '../policy/test-runner.ts';
@@ -20,6 +19,7 @@ import { withIssuer, withJoinTokens, withUsage, withVault } from './stores.ts';
 import { fleetEnv } from '../store/fleet-lazy.ts';
 import { ago, table } from './table.ts';
 import { APPROVAL_STATUSES } from '../store/approvals.ts';
+import { given, givenAsync, givenFile } from '../lib/usage-error.ts';
 
 const out = (line: string) => process.stdout.write(line + '\n');
 const err = (line: string) => process.stderr.write(line + '\n');
@@ -34,9 +34,9 @@ export const extraCommands: Record<string, Command> = {
     usage: 'aam policy test CASES.yaml   (cases: [{agent|workload|identity, model | resource+action+args | callee+skill, expect: allow|deny|approval_required}])',
     run: ({ positionals, g }) => {
       if (!positionals[0]) { err('missing CASES.yaml'); return 2; }
-      if (!existsSync(positionals[0])) { err(`${positionals[0]}: no such file (a YAML list of cases: - { agent: NAME, model: M, expect: allow })`); return 2; }
+      const cases = givenFile(positionals[0], 'a YAML list of cases: - { agent: NAME, model: M, expect: allow }');
       const compiled = compilePolicies(loadConfig(g.config));
-      const report = runPolicyTests(readFileSync(positionals[0], 'utf8'), compiled);
+      const report = runPolicyTests(cases, compiled, undefined, positionals[0]);
       for (const l of report.lines) out(l);
       return report.failed > 0 ? 1 : 0;
     },
@@ -60,8 +60,10 @@ export const extraCommands: Record<string, Command> = {
     options: { agent: { type: 'string' }, ttl: { type: 'string' }, audience: { type: 'string' } },
     run: async ({ values, g }) => {
       if (!values.agent) { err('missing --agent NAME'); return 2; }
-      const registry = buildAgentRegistry(loadConfig(g.config));
-      const ttlSeconds = parseTtl(String(values.ttl ?? '15m'));
+      const config = loadConfig(g.config);
+      agentMustExist(config, g.config, String(values.agent));
+      const registry = buildAgentRegistry(config);
+      const ttlSeconds = given(() => parseTtl(String(values.ttl ?? '15m')));
       const svid = await withIssuer(g.data, { issuer: process.env.AAM_ISSUER_URL },
         (issuer) => issueAgentSvid(issuer, registry, { agent: String(values.agent), ttlSeconds, audience: String(values.audience ?? 'aam') }));
       err(`JWT-SVID for ${svid.spiffeId}, expires ${new Date(svid.expiresAt * 1000).toISOString()}:`);
@@ -76,8 +78,8 @@ export const extraCommands: Record<string, Command> = {
     run: async ({ values, g }) => {
       const agent = String(values.agent ?? '');
       if (!agent) { err('missing --agent NAME'); return 2; }
-      if (!loadConfig(g.config).agents.has(agent)) { err(`no Agent "${agent}" in ${g.config}`); return 1; }
-      const ttlSeconds = parseTtl(String(values.ttl ?? '1h'), 7 * 86400);
+      agentMustExist(loadConfig(g.config), g.config, agent);
+      const ttlSeconds = given(() => parseTtl(String(values.ttl ?? '1h'), 7 * 86400));
       const t = await withJoinTokens(g.data, async (tokens) => tokens.create({ agent, ttlSeconds, createdBy: 'cli' }));
       err(`join token ${t.id} for ${agent}, single use, expires ${new Date(t.expiresAt * 1000).toISOString()}:`);
       out(t.token);
@@ -106,8 +108,8 @@ export const extraCommands: Record<string, Command> = {
       const ringOf = (path: string): 'svid' | 'obo' | undefined => (values.ring as 'svid' | 'obo' | undefined) ?? ({ 'keys.json': 'svid', 'obo-keys.json': 'obo' } as const)[basename(path) as 'keys.json'];
       const unnamed = positionals.find((p) => ringOf(p) === undefined);
       if (unnamed) { err(`${unnamed}: not keys.json (JWT-SVID keys) or obo-keys.json (on-behalf-of keys); say which ring it belongs to with --ring svid|obo`); return 2; }
-      // Every file checked before anything is written: one bad file imports nothing.
-      const files = await Promise.all(positionals.map((p) => readIssuerKeyFile(p)));
+      // Every file checked before anything is written: one bad file imports nothing (exit 2, as every file given that cannot be used).
+      const files = await Promise.all(positionals.map((p) => givenAsync(readIssuerKeyFile(p))));
       const fleet = Boolean(fleetEnv(process.env));
       const results = await withIssuer(g.data, {}, async (issuer) => {
         const done: Array<{ path: string; ring: 'svid' | 'obo'; r: KeyImport }> = [];

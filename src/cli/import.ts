@@ -1,7 +1,8 @@
 // `aam import litellm FILE` and `aam import portkey FILE`: another gateway's config as aam
 // documents on stdout (or --out), what could not be mapped on stderr (one line each, with its
 // path), and the result validated with the same loader as `aam validate` (exit 1 if it fails).
-import { readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
+import { givenFile, UsageError } from '../lib/usage-error.ts';
 import { basename, extname } from 'node:path';
 import type { Command } from './command.ts';
 import type { ImportResult } from '../config/import-common.ts';
@@ -28,10 +29,9 @@ async function emit(file: string, from: string, r: ImportResult, outPath: string
 }
 
 /** The file named on the command line, parsed; or why it cannot be (a usage error, exit 2, as for policy test and audit verify). */
-function read(file: string, what: string, parse: (s: string) => unknown): { value: unknown } | { problem: string } {
-  let text: string;
-  try { text = readFileSync(file, 'utf8'); } catch (e) { return { problem: `${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}; give the ${what} to import` }; }
-  try { return { value: parse(text) }; } catch (e) { return { problem: `${file} is not a readable ${what}: ${(e as Error).message}` }; }
+function read(file: string, what: string, parse: (s: string) => unknown): unknown {
+  const text = givenFile(file, `the ${what} to import`);
+  try { return parse(text); } catch (e) { throw new UsageError(`${file} is not a readable ${what}: ${(e as Error).message}`); }
 }
 
 export const importCommands: Record<string, Command> = {
@@ -44,8 +44,7 @@ export const importCommands: Record<string, Command> = {
       if (!positionals[0]) { err('missing CONFIG.yaml'); return 2; }
       const [{ parse: parseYaml }, { importLitellm }] = await Promise.all([import('yaml'), import('../config/import-litellm.ts')]);
       const cfg = read(positionals[0], 'YAML file', parseYaml);
-      if ('problem' in cfg) { err(cfg.problem); return 2; }
-      return emit(positionals[0], 'LiteLLM', importLitellm(cfg.value), values.out as string | undefined);
+      return emit(positionals[0], 'LiteLLM', importLitellm(cfg), values.out as string | undefined);
     },
   },
   'import portkey': {
@@ -57,9 +56,8 @@ export const importCommands: Record<string, Command> = {
       if (!positionals[0]) { err('missing CONFIG.json'); return 2; }
       const { importPortkey } = await import('../config/import-portkey.ts');
       const cfg = read(positionals[0], 'JSON file', JSON.parse);
-      if ('problem' in cfg) { err(cfg.problem); return 2; }
       const route = (values.name as string | undefined) ?? basename(positionals[0], extname(positionals[0]));
-      return emit(positionals[0], 'Portkey', importPortkey(cfg.value, route), values.out as string | undefined);
+      return emit(positionals[0], 'Portkey', importPortkey(cfg, route), values.out as string | undefined);
     },
   },
 };

@@ -5,12 +5,13 @@ import { ConfigError, formatIssues } from '../config/errors.ts';
 import { loadConfigHere as loadConfig, parseConfigInBackground, withLinesHere } from '../config/isolated.ts';
 import { readConfigSources } from '../config/sources.ts';
 import { compilePolicies } from '../policy/compile.ts';
-import type { Command, Globals } from './command.ts';
+import { agentMustExist, type Command, type Globals } from './command.ts';
 import { listenPort } from '../lib/env-number.ts';
 import { nearest } from '../lib/nearest.ts';
 import { readFileSync } from 'node:fs';
 import { ago, table } from './table.ts';
 import { graceProblem } from '../store/key-secrets.ts';
+import { UsageError } from '../lib/usage-error.ts';
 
 // The stores, the CLI's evidence writer and the commands in commands.ts (audit, import, policy
 // tools) load when a command needs them: `aam serve` does not hold their modules.
@@ -32,13 +33,6 @@ export function globalsFrom(values: Record<string, unknown>, env = process.env):
 
 function out(line: string): void { process.stdout.write(line + '\n'); }
 function err(line: string): void { process.stderr.write(line + '\n'); }
-
-function agentMustExist(g: Globals, agent: string): void {
-  const set = loadConfig(g.config);
-  if (!set.agents.has(agent)) {
-    throw new Error(`no Agent "${agent}" in ${g.config} (defined: ${[...set.agents.keys()].join(', ') || 'none'})`);
-  }
-}
 
 const commands: Record<string, Command> = {
   serve: {
@@ -86,7 +80,7 @@ const commands: Record<string, Command> = {
     run: async ({ values, g }) => {
       const agent = values.agent as string | undefined;
       if (!agent) { err('missing --agent NAME (an Agent defined in the config)'); return 2; }
-      agentMustExist(g, agent);
+      agentMustExist(loadConfig(g.config), g.config, agent);
       const expires = values.expires as string | undefined;
       if (expires && Number.isNaN(Date.parse(expires))) { err(`--expires: "${expires}" is not an ISO-8601 time`); return 2; }
       if (expires && Date.parse(expires) <= Date.now()) { err(`--expires: ${new Date(expires).toISOString()} is in the past, so the key would never work; give a future time`); return 2; }
@@ -272,6 +266,8 @@ export async function main(argv: string[]): Promise<number> {
   try {
     return await cmd.run({ values: parsed.values as Record<string, string | boolean | string[] | undefined>, positionals: parsed.positionals, g: globalsFrom(parsed.values) });
   } catch (e) {
+    // What the user gave cannot be used (a flag's value, a file named): a usage error, as above.
+    if (e instanceof UsageError) { err(e.message); return 2; }
     err(`error: ${e instanceof ConfigError ? formatIssues(withLinesHere(e.issues)) : (e as Error).message}`);
     return 1;
   }

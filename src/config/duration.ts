@@ -1,5 +1,7 @@
 // Durations as people write them in flags and environment variables: 90s, 15m, 1h30m, 90d, or
 // plain seconds. One parser for every such value (token TTLs, retention periods).
+import { UsageError } from '../lib/usage-error.ts';
+
 const UNITS: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86400 };
 
 /** Seconds in `text`; throws naming `what` with examples when it is not a positive duration. */
@@ -35,5 +37,5 @@ export function timeOrAgo(text: string, now = Date.now()): number {
 /** A CLI flag's time (timeOrAgo), undefined when the flag is not given; errors name the flag. */
 export function flagTime(flag: string, value: unknown): number | undefined {
   if (value === undefined) return undefined;
-  try { return timeOrAgo(String(value)); } catch (e) { throw new Error(`${flag}: ${(e as Error).message}`); }
+  try { return timeOrAgo(String(value)); } catch (e) { throw new UsageError(`${flag}: ${(e as Error).message}`); }
 }

@@ -10,6 +10,7 @@ import { decide, celContext, shadowDeny, who } from './decide.ts';
 import { checkArgs } from './args.ts';
 import type { CelVars } from './cel.ts';
 import { isObj } from '../lib/json.ts';
+import { UsageError } from '../lib/usage-error.ts';
 
 // yaml loads on the first test table read (`aam policy test`), not in a gateway whose console
 // only explains decisions with this module (~0.3 MB of module source kept for good otherwise).
@@ -86,13 +87,13 @@ function describe(c: Obj): string {
   return typeof c.model === 'string' ? `${subject} model ${c.model}` : `${subject} ${String(c.action)} ${String(c.resource)}`;
 }
 
-export function runPolicyTests(casesYamlText: string, compiled: CompiledPolicies, agents: ReadonlyMap<string, AgentRecord> = compiled.agents): PolicyTestReport {
+export function runPolicyTests(casesYamlText: string, compiled: CompiledPolicies, agents: ReadonlyMap<string, AgentRecord> = compiled.agents, file = 'policy test file'): PolicyTestReport {
   let doc: unknown;
   try { doc = parseYaml(casesYamlText); } catch (e) {
-    throw new Error(`policy test file is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
+    throw new UsageError(`${file} is not valid YAML: ${(e as Error).message.split('\n')[0]}`);
   }
   const list = Array.isArray(doc) ? doc : isObj(doc) && Array.isArray(doc.cases) ? doc.cases : null;
-  if (!list) throw new Error('policy test file must be a YAML list of cases (or a mapping with "cases:")');
+  if (!list) throw new UsageError(`${file} must be a YAML list of cases (or a mapping with "cases:")`);
   const results: PolicyTestResult[] = list.map((raw: unknown, index: number) => runCase(raw, index, compiled, agents));
   const failed = results.filter((r) => !r.ok).length;
   const lines = results.map((r) => r.line);
