@@ -65,3 +65,22 @@ test("a replica's start with a wrong password is refused with the same words", a
   writeFileSync(join(d, 'aam.yaml'), yaml(doc('Provider', 'demo', { type: 'demo' }), doc('Model', 'one', { targets: [{ provider: 'demo', model: 'd' }] }), ...agentDocs(['one'])));
   await assert.rejects(startGateway({ configPath: join(d, 'aam.yaml'), dataDir: join(d, 'data'), port: 0, host: '127.0.0.1', env: env(WRONG_PASSWORD) }), PASSWORD_HINT);
 });
+
+test('a CLI admin action whose evidence cannot reach the fleet database (after its stores opened) says so in the same words', async () => {
+  const { recordCliAdmin } = await import('../src/cli/evidence.ts');
+  const saved = { url: process.env.AAM_DATABASE_URL, key: process.env.AAM_MASTER_KEY };
+  process.env.AAM_MASTER_KEY = '11'.repeat(32);
+  try {
+    process.env.AAM_DATABASE_URL = WRONG_PASSWORD;
+    const refused = await recordCliAdmin(tempDir('aam-store-errors-'), 'key_created', 'key_1', { agent: 'a' });
+    assert.match(refused ?? '', /^key_created key_1 was done, but its audit event could not be written: /);
+    assert.match(refused ?? '', PASSWORD_HINT);
+    assert.ok(!refused?.includes('not-the-password'), 'the password is not printed');
+    const port = await closedPort();
+    process.env.AAM_DATABASE_URL = withUrl((u) => { u.port = String(port); });
+    const down = await recordCliAdmin(tempDir('aam-store-errors-'), 'key_revoked', 'key_1');
+    assert.match(down ?? '', /could not be written: cannot use the fleet database \(AAM_DATABASE_URL\):.*PostgreSQL is unreachable at the host and port in AAM_DATABASE_URL/, down ?? '');
+  } finally {
+    for (const [k, v] of [['AAM_DATABASE_URL', saved.url], ['AAM_MASTER_KEY', saved.key]] as const) { if (v === undefined) delete process.env[k]; else process.env[k] = v; }
+  }
+});

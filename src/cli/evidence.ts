@@ -26,13 +26,17 @@ export async function recordCliAdmin(dataDir: string, action: string, target: st
     const fleetUrl = process.env.AAM_DATABASE_URL;
     if (fleetUrl) {
       // Fleet mode: the event joins the fleet's trail in PostgreSQL, on a chain of this command's own.
-      const sql = (await fleetDrivers()).connectPostgres(fleetUrl, 1, { tls: databaseTls(process.env, fleetUrl) });
+      const drivers = await fleetDrivers();
+      const sql = drivers.connectPostgres(fleetUrl, 1, { tls: databaseTls(process.env, fleetUrl) });
       try {
         const log = await openFleetAuditLog(sql, {
           replica: `cli-${randomBytes(6).toString('hex')}`, commitTimeoutMs: 120_000,
           keyEncryptionKey: loadMasterKey({ dataDir, env: process.env }).derive(SIGNING_KEY_KEK_INFO),
         });
         try { await log.recordDurable(adminEvent(action, target, cliActor(), detail, 200, 'cli-')); } finally { await log.close(); }
+      } catch (e) {
+        // A refused login or connection in the words every command uses (names AAM_DATABASE_URL, what to check).
+        throw drivers.connectionError(e);
       } finally { await sql.end({ timeout: 2 }); }
       return null;
     }
