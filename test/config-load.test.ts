@@ -141,3 +141,16 @@ test('a config directory with no YAML file is refused (before: "OK (0 providers,
   assert.equal(r.code, 1, r.stdout);
   assert.match(r.stderr, /empty-config-dir: a directory with no \*\.yaml or \*\.yml file: nothing to load/);
 });
+
+test('TrustDomain absent_kid_seconds: how long a kid its JWKS lacked is refused without a fetch, beside refresh_seconds (default 60), checked with a clear error', async () => {
+  const { trustDomainsFromConfig } = await import('../src/identity/jwks-cache.ts');
+  const td = (spec: Record<string, unknown>) => yaml(doc('TrustDomain', 'partner.example', { jwks_url: 'https://partner.example/jwks.json', ...spec }));
+  const sources = (text: string) => trustDomainsFromConfig(parseConfigTexts([{ file: 'aam.yaml', text }]));
+  assert.equal(sources(td({ absent_kid_seconds: 15 }))[0].absentKidSeconds, 15);
+  assert.equal(sources(td({}))[0].absentKidSeconds, 60);
+  assert.equal(sources(td({ absent_kid_seconds: 0 }))[0].absentKidSeconds, 0);
+  assert.deepEqual(problems(td({ absent_kid_seconds: 7200 })), ['spec.absent_kid_seconds: at most 3600: a kid refused longer keeps a partner\'s new key out for as long after a rotation; give 0 to 3600 (default 60)']);
+  assert.deepEqual(problems(td({ absent_kid_seconds: 1.5 })), ['spec.absent_kid_seconds: expected int, not the number 1.5']);
+  assert.deepEqual(problems(td({ absent_kid_seconds: '60s' })), ['spec.absent_kid_seconds: expected a number, not the string "60s"']);
+  assert.deepEqual(problems(td({ absent_kid_seconds: -1 })), ['spec.absent_kid_seconds: must be 0 (look the kid up every time, at most once a second) or more seconds, to 3600 (default 60)']);
+});

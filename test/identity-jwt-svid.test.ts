@@ -309,8 +309,8 @@ spec: { jwks_url: "https://spire.example.com/keys" }
 ` }]);
   const list = trustDomainsFromConfig(config);
   assert.deepEqual(list, [
-    { name: 'partner', jwksFile: '/etc/aam/bundles/partner.json', refreshSeconds: 60, audience: 'aam-partner', maxTokenSeconds: 600 },
-    { name: 'prod', jwksUrl: 'https://spire.example.com/keys', refreshSeconds: 300, maxTokenSeconds: 3600 },
+    { name: 'partner', jwksFile: '/etc/aam/bundles/partner.json', refreshSeconds: 60, absentKidSeconds: 60, audience: 'aam-partner', maxTokenSeconds: 600 },
+    { name: 'prod', jwksUrl: 'https://spire.example.com/keys', refreshSeconds: 300, absentKidSeconds: 60, maxTokenSeconds: 3600 },
   ]);
   const upper = parseConfigTexts([{ file: 'x.yaml', text: 'apiVersion: access.envisionai.dev/v1\nkind: TrustDomain\nmetadata: { name: Prod }\nspec: { jwks_file: a.json }\n' }]);
   assert.throws(() => trustDomainsFromConfig(upper), /TrustDomain "Prod".*lowercase/);

@@ -302,6 +302,8 @@ export const trustDomainSpec = z.strictObject({
   /** PEM file of the CAs that sign this domain's X.509-SVIDs (mTLS); only they can vouch for its SPIFFE IDs. Relative to the config file. */
   x509_bundle_file: z.string().min(1).optional(),
   refresh_seconds: positive.optional(),
+  /** How long a kid a fetch of this domain's JWKS showed absent is refused without another fetch (default 60; 0: every time, at most once a second). */
+  absent_kid_seconds: z.number().int().min(0, { message: 'must be 0 (look the kid up every time, at most once a second) or more seconds, to 3600 (default 60)' }).max(3600, { message: 'at most 3600: a kid refused longer keeps a partner\'s new key out for as long after a rotation; give 0 to 3600 (default 60)' }).optional(),
   /** Audience tokens from this trust domain must carry (default: the gateway's own audiences). */
   audience: z.string().min(1).optional(),
   /** Longest JWT-SVID accepted from this domain, exp - iat and exp - now (default 3600); iat is then required. */

@@ -19,6 +19,8 @@ export interface TrustDomainSource {
   /** Absolute path. */
   jwksFile?: string;
   refreshSeconds: number;
+  /** How long a kid a fetch showed absent is refused without another fetch (TrustDomain absent_kid_seconds, default DEFAULT_ABSENT_KID_SECONDS). */
+  absentKidSeconds?: number;
   audience?: string;
   /** Longest token lifetime accepted (exp - iat, and exp - now); default DEFAULT_MAX_TOKEN_SECONDS. */
   maxTokenSeconds?: number;
@@ -49,8 +51,6 @@ export interface JwksCacheOptions {
   kidRefetchMs?: number;
   /** How long keys may be used after a failed refresh before failing closed (default 3600 s). */
   maxStaleSeconds?: number;
-  /** How long a kid a fetch showed absent is refused without another fetch (default 60 s). */
-  absentKidSeconds?: number;
   timeoutMs?: number;
 }
 
@@ -65,6 +65,8 @@ export interface JwksCache {
 }
 
 export const DEFAULT_REFRESH_SECONDS = 300;
+/** One junk kid sent over and over costs one fetch a minute, and a kid a publisher adds late is found within one. */
+export const DEFAULT_ABSENT_KID_SECONDS = 60;
 /** SPIRE mints JWT-SVIDs for 5 min by default: an hour leaves room, a 10-year token is refused. */
 export const DEFAULT_MAX_TOKEN_SECONDS = 3600;
 const MAX_BYTES = 1 << 20;
@@ -98,6 +100,7 @@ export function trustDomainsFromConfig(config: Pick<ConfigSet, 'trustDomains'>):
     ...(r.spec.jwks_url ? { jwksUrl: r.spec.jwks_url } : {}),
     ...(r.spec.jwks_file ? { jwksFile: pathNextToConfig(r.file, r.spec.jwks_file) } : {}),
     refreshSeconds: r.spec.refresh_seconds ?? DEFAULT_REFRESH_SECONDS,
+    absentKidSeconds: r.spec.absent_kid_seconds ?? DEFAULT_ABSENT_KID_SECONDS,
     ...(r.spec.audience ? { audience: r.spec.audience } : {}),
     maxTokenSeconds: r.spec.max_token_seconds ?? DEFAULT_MAX_TOKEN_SECONDS,
   }));
@@ -120,7 +123,7 @@ export function createJwksCache(source: TrustDomainSource, opts: JwksCacheOption
   /** The keys' ETag (sent as If-None-Match) and how long they are fresh (the publisher's max-age, bounded, or refresh_seconds). */
   let etag: string | undefined;
   let ttl = source.refreshSeconds * 1000;
-  const absentFor = (opts.absentKidSeconds ?? 60) * 1000;
+  const absentFor = (source.absentKidSeconds ?? DEFAULT_ABSENT_KID_SECONDS) * 1000;
   /** Kid -> until when it is refused without a fetch (a fetch showed it absent). */
   const absent = new Map<string, number>();
 

@@ -101,7 +101,7 @@ export function createJwtVerifier(opts: JwtVerifierOptions): JwtVerifier {
     for (const src of list) {
       const prev = domains.get(src.name);
       const same = prev && prev.source.jwksUrl === src.jwksUrl && prev.source.jwksFile === src.jwksFile
-        && prev.source.refreshSeconds === src.refreshSeconds && prev.source.audience === src.audience
+        && prev.source.refreshSeconds === src.refreshSeconds && prev.source.absentKidSeconds === src.absentKidSeconds && prev.source.audience === src.audience
         && prev.source.maxTokenSeconds === src.maxTokenSeconds;
       next.set(src.name, same ? prev : createJwksCache(src, { ...opts.jwks, now }));
     }
