@@ -54,6 +54,11 @@ test('a startup probe holds liveness off while a replica connects and migrates (
   // Kubernetes defaults: periodSeconds 10, failureThreshold 3.
   const windowS = (probe.periodSeconds ?? 10) * (probe.failureThreshold ?? 3);
   assert.ok(windowS >= 300, `startup window ${windowS} s covers a migration that rewrites a big table (>= 5 min)`);
+  // The README says how to widen it, with the manifest's own numbers.
+  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+  const said = /`failureThreshold` × `periodSeconds`: `deploy\/kubernetes\/deployment\.yaml` has (\d+) × (\d+) s = (\d+) min/.exec(readme.replace(/\s+/g, ' '));
+  assert.ok(said, 'README: how long a replica may take to start, and how to change it');
+  assert.deepEqual(said.slice(1).map(Number), [probe.failureThreshold, probe.periodSeconds, windowS / 60]);
 });
 
 test('shutdown: a preStop sleep keeps the pod serving while Kubernetes takes it out of the Service; the grace period covers it, the drain and the sinks', () => {
