@@ -12,6 +12,7 @@ import { request } from 'undici';
 import { pinnedDispatcher, pushDestination, pushUrlRefusal } from '../src/a2a/push.ts';
 import { PushArtifactText } from '../src/a2a/chunks.ts';
 import { memoryPushHeld } from '../src/store/push-held.ts';
+import { parseProm, sumOf, type Sample } from './helpers/prom.ts';
 
 const SECRET = 'push-worker-cred-7c3e9b4f21aa8d1f';
 let gw: TestGateway;
@@ -234,4 +235,23 @@ test('push artifact text is bounded: past the route bound (least recently notifi
   assert.notEqual(cur, undefined);
   await new Promise((r) => setTimeout(r, 300));
   assert.equal(released.length, 3, 'r5\'s first holder let go of nothing: the state was no longer the one it wrote');
+});
+
+test('push notifications are on /metrics by the caller they are for, callee and outcome; an unverified route\'s names are never labels', async () => {
+  const scrape = async () => parseProm(await (await fetch(`${gw.url}/metrics`)).text());
+  const before = await scrape();
+  const count = (s: Sample[], labels: Record<string, string>) => sumOf(s, 'aam_a2a_push_notifications_total', labels);
+  const r = await rpc('caller', 'SendStreamingMessage', { message: message('stream the secret'), configuration: { taskPushNotificationConfig: { url: hookUrl, token: 'caller-hook-token' } } });
+  assert.equal(r.status, 200, r.text);
+  let after = await scrape();
+  for (let i = 0; i < 150 && count(after, { agent: 'caller', callee: 'worker', outcome: 'delivered' }) <= count(before, { agent: 'caller', callee: 'worker', outcome: 'delivered' }); i++) {
+    await new Promise((res) => setTimeout(res, 20));
+    after = await scrape();
+  }
+  assert.ok(count(after, { agent: 'caller', callee: 'worker', outcome: 'delivered' }) > count(before, { agent: 'caller', callee: 'worker', outcome: 'delivered' }), 'delivered, by caller and callee');
+  const forged = await fetch(`${gw.url}/a2a/made-up-${Math.random()}/push/psh_0123`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-a2a-notification-token': 'x' }, body: '{"task":{"id":"t"}}' });
+  assert.equal(forged.status, 401);
+  const last = await scrape();
+  assert.equal(count(last, { agent: 'unknown', callee: 'unknown', outcome: 'refused' }) - count(before, { agent: 'unknown', callee: 'unknown', outcome: 'refused' }), 1, 'an unknown route: refused, its URL\'s name not a label');
+  assert.ok(!last.some((s) => s.name === 'aam_a2a_push_notifications_total' && s.labels.callee.startsWith('made-up-')));
 });

@@ -28,7 +28,7 @@ import { passesRaw } from './raw.ts';
 import { ArtifactText, PushArtifactText, mayJoin, type HeldRelease, type Released } from './chunks.ts';
 import { StoreUnavailable } from '../store/types.ts';
 import { restFromAam, restFromRpc, restOp } from './rest.ts';
-import { PushRoutes, type PushRoute, pinnedDispatcher, pushConfigIn, pushDestination, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
+import { PushRoutes, type PushRoute, type PushSeen, pinnedDispatcher, pushConfigIn, pushOutcome, pushDestination, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
 import { SseParser, sseFrame, SSE_KEEPALIVE, type SseRecord } from '../providers/sse.ts';
 import { Deadlines, KeepAlive } from '../gateway/deadlines.ts';
 import { isObj } from '../lib/json.ts';
@@ -121,7 +121,7 @@ export function createA2aGateway(): A2aGateway {
     }
     if (rest) {
       const push = /^\/push\/([A-Za-z0-9_]{1,80})$/.exec(rest);
-      if (push) return receivePush(ctx, name, push[1]);
+      if (push) return countedPush(ctx, name, push[1]);
       // The SDK's createFromUrl resolves the card path against its URL: `/a2a/<agent>` without a slash lands here.
       if (`/${name}${rest}` === CARD_PATH) throw new AamError(404, 'not_found', `no agent card at ${path}: an agent's card is at /a2a/<agent>${CARD_PATH}; the @a2a-js/sdk ClientFactory.createFromUrl resolves the card against its URL, so give it /a2a/<agent>/ with the trailing slash`);
       return restCall(ctx, name, rest);
@@ -268,11 +268,25 @@ export function createA2aGateway(): A2aGateway {
    * X-A2A-Notification-Token): verified, checked against the caller's tasks, guarded with the
    * caller's guardrails, scrubbed, and posted to the caller's URL with the caller's token.
    */
-  async function receivePush(ctx: Ctx, name: string, id: string): Promise<void> {
+  /** receivePush, counted in aam_a2a_push_notifications_total by what came of it. */
+  async function countedPush(ctx: Ctx, name: string, id: string): Promise<void> {
+    const seen: PushSeen = { agent: '', callee: '', held: false };
+    try {
+      await receivePush(ctx, name, id, seen);
+      ctx.rt.metrics?.a2aPush?.(seen.agent, seen.callee, seen.held ? 'held' : 'delivered');
+    } catch (e) {
+      ctx.rt.metrics?.a2aPush?.(seen.agent, seen.callee, pushOutcome(toAamError(e)));
+      throw e;
+    }
+  }
+
+  async function receivePush(ctx: Ctx, name: string, id: string, seen: PushSeen): Promise<void> {
     if (ctx.req.method !== 'POST') throw new AamError(405, 'method_not_allowed', 'push notifications are POSTed', { headers: { allow: 'POST' } });
     const token = ctx.req.headers['x-a2a-notification-token'];
     const route = await storeCall(() => new PushRoutes(ctx.rt.a2aPushRoutes).verify(id, name, typeof token === 'string' ? token : undefined));
     if (!route) throw new AamError(401, 'invalid_token', 'unknown push route or wrong X-A2A-Notification-Token');
+    seen.agent = route.identity.agent.name;
+    seen.callee = name;
     const body = await readJson(ctx);
     const caller = route.identity.agent.spiffeId;
     const ids = idsIn(body);
@@ -311,6 +325,7 @@ export function createA2aGateway(): A2aGateway {
       }
       const joiner = pushText;
       const values = await storeCall(() => joiner.pass(route.id, { route, ctx, name }, value));
+      seen.held = values.length === 0;
       for (const v of values) status = await postPush(ctx, route, v);
       access.record({ type: 'a2a_call', ...ev, outcome: { status, latency_ms: performance.now() - started } } as never);
     } catch (e) {

@@ -15,6 +15,7 @@ import { BlockList, isIP } from 'node:net';
 import { createAgent, type Agent } from '../lib/http-client.ts';
 import type { Identity } from '../identity/types.ts';
 import type { PushRouteStore } from '../store/types.ts';
+import type { A2aPushOutcome } from '../observability/metrics.ts';
 
 const BLOCKED = new BlockList();
 const BLOCKED_V4 = [['0.0.0.0', 8], ['10.0.0.0', 8], ['100.64.0.0', 10], ['127.0.0.0', 8], ['169.254.0.0', 16], ['172.16.0.0', 12], ['192.0.0.0', 24], ['192.168.0.0', 16], ['198.18.0.0', 15], ['224.0.0.0', 3]] as const;
@@ -163,4 +164,12 @@ export async function restoreCallerTargets(result: unknown, routeOf: (aamUrl: st
   const o = result as Record<string, unknown>;
   if (Array.isArray(o.configs)) return { ...o, configs: await Promise.all(o.configs.map(fix)) };
   return fix(result);
+}
+
+/** What countedPush learnt of a notification as it went: the caller and callee once its route is verified, and whether its text was held. */
+export interface PushSeen { agent: string; callee: string; held: boolean }
+
+/** A notification aam failed, as aam_a2a_push_notifications_total's outcome: a guardrail's block, the sender's fault (4xx), or aam's side (5xx). */
+export function pushOutcome(e: { status: number; code: string }): A2aPushOutcome {
+  return e.code === 'guardrail_blocked' ? 'blocked' : e.status < 500 ? 'refused' : 'error';
 }

@@ -44,7 +44,17 @@ export interface MetricsSink {
   a2aRefused?(agent: string, callee: string, code: string): void;
   /** A request refused (or a stream ended unacknowledged) because its evidence could not be recorded, by aam's code (store_unavailable: the fleet's PostgreSQL; unavailable: the local trail). */
   evidenceRefused?(code: string): void;
+  /** A callee's push notification to aam, by the caller it is for (agent; "" before its route is verified), callee ("" likewise) and what came of it. */
+  a2aPush?(agent: string, callee: string, outcome: A2aPushOutcome): void;
 }
+
+/**
+ * What came of a push notification: delivered (posted to the caller's URL), held (its text held
+ * back to be joined with the next one), refused (no such route, a wrong token, another task's,
+ * a policy that no longer lets the caller call the callee), blocked (a guardrail), error (the
+ * caller's URL did not take it, a store down).
+ */
+export type A2aPushOutcome = 'delivered' | 'held' | 'refused' | 'blocked' | 'error';
 
 /**
  * What came of an A2A call: ok (the callee answered, < 400), callee_error (it answered >= 400),
@@ -83,9 +93,10 @@ export class Metrics implements MetricsSink {
   readonly #a2aCalleeErrors = new Counter('aam_a2a_callee_errors_total', 'A2A calls whose callee failed (answered >= 500, or unreachable: 502), by callee and status', ['callee', 'status']);
   readonly #a2aRefusals = new Counter('aam_a2a_refusals_total', 'A2A calls refused before the callee was called, by caller, callee and code (policy_denied, delegation_cycle, delegation_depth_exceeded, rate_limited, budget_exceeded, guardrail_blocked, ...)', ['agent', 'callee', 'code']);
   readonly #evidenceRefusals = new Counter('aam_evidence_refusals_total', 'Requests of any plane refused, or streams ended unacknowledged, because their evidence could not be recorded, by code (store_unavailable: the fleet\'s PostgreSQL; unavailable: the local audit trail)', ['code']);
+  readonly #a2aPushes = new Counter('aam_a2a_push_notifications_total', 'Push notifications callees sent through aam, by the caller they are for, callee and outcome (delivered, held, refused, blocked, error); agent and callee "unknown" before the route is verified', ['agent', 'callee', 'outcome']);
   readonly info = new Gauge('aam_config_info', 'Loaded config version', ['version']);
   readonly #all: readonly Metric[] = [this.#requests, this.#latency, this.#firstChunk, this.#tokens, this.#cost, this.#unknownCost, this.#cacheLookups, this.#failedAttempts, this.#decisions, this.#limited, this.#upstreamErrors, this.#guardrailVerdicts, this.#toolLatency,
-    this.#a2aRequests, this.#a2aLatency, this.#a2aFirstEvent, this.#a2aCalleeErrors, this.#a2aRefusals, this.#evidenceRefusals, this.info];
+    this.#a2aRequests, this.#a2aLatency, this.#a2aFirstEvent, this.#a2aCalleeErrors, this.#a2aRefusals, this.#evidenceRefusals, this.#a2aPushes, this.info];
   // Resolved series by label values (see label-tree.ts): agent > team > route > provider > status
   // for model calls, effect|code > agent for decisions and refusals.
   readonly #calls: Level = new Map();
@@ -98,6 +109,7 @@ export class Metrics implements MetricsSink {
   readonly #a2aSeries: Level = new Map();
   readonly #a2aFirstSeries: Level = new Map();
   readonly #a2aRefusalSeries: Level = new Map();
+  readonly #a2aPushSeries: Level = new Map();
 
   /** The scrape body: process metrics, then aam's. */
   async text(): Promise<string> {
@@ -179,6 +191,14 @@ export class Metrics implements MetricsSink {
     const byCode = level(level(this.#a2aRefusalSeries, a), callee);
     let s = byCode.get(code) as CounterSeries | undefined;
     if (s === undefined) { s = this.#a2aRefusals.labels(a, callee, code); byCode.set(code, s); }
+    s.inc();
+  }
+
+  a2aPush(agent: string, callee: string, outcome: A2aPushOutcome): void {
+    // Names come from the verified route (config names), never from the URL of an unverified one.
+    const byOutcome = level(level(this.#a2aPushSeries, agent || 'unknown'), callee || 'unknown');
+    let s = byOutcome.get(outcome) as CounterSeries | undefined;
+    if (s === undefined) { s = this.#a2aPushes.labels(agent || 'unknown', callee || 'unknown', outcome); byOutcome.set(outcome, s); }
     s.inc();
   }
 
