@@ -1,6 +1,6 @@
 // Approval flow, durable intent, rug-pull defence, pinned digests and upstream crash/restart,
 // end-to-end through the real gateway and its admin API (one gateway per test).
-import { test, after } from 'node:test';
+import { test, after, beforeEach } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,8 +14,14 @@ import { STDIO_TIMEOUT_MS, callsIn, startHttpFixture, stdioServerDoc, tempFile }
 import type { Approval } from '../src/tools/approvals.ts';
 import type { ToolDiff } from '../src/tools/tool-integrity.ts';
 
-const cleanups: Array<() => Promise<void>> = [];
-after(async () => { for (const c of cleanups.reverse()) await c(); });
+/**
+ * Each test's cleanups, undone in reverse; the tests' sets side by side: each gateway waits for its
+ * MCP servers to exit (0.6-3.4 s each at load 25: 23 s one after another).
+ */
+const cleanups: Array<Array<() => Promise<void>>> = [];
+beforeEach(() => { cleanups.push([]); });
+const cleanup = (c: () => Promise<void>): void => { cleanups.at(-1)!.push(c); };
+after(async () => { await Promise.all(cleanups.map(async (set) => { for (const c of set.reverse()) await c(); })); });
 
 const ANALYST = 'spiffe://prod/agent/finance-analyst';
 
@@ -41,10 +47,10 @@ const status = mcpStatus;
 
 async function setup(docs: string[], opts: { env?: Record<string, string>; agent?: string; ready?: boolean } = {}): Promise<{ gw: TestGateway; client: Client }> {
   const gw = await startTestGateway(yaml(...identities, ...docs), { AAM_ADMIN_TOKEN: ADMIN_TOKEN, ...opts.env });
-  cleanups.push(() => gw.close());
+  cleanup(() => gw.close());
   if (opts.ready !== false) await serversReady(gw);
   const { client } = await connectClient(gw, gw.key(opts.agent ?? 'finance-analyst'));
-  cleanups.push(() => client.close());
+  cleanup(() => client.close());
   return { gw, client };
 }
 
@@ -115,7 +121,7 @@ test('a mutating call whose intent cannot be recorded durably is not forwarded',
   const { gw, client } = await setup([stdioServerDoc('crm', { CALLS_FILE: file })], { agent: 'writer' });
   // Another connection holds the audit database's write lock: nothing can be committed.
   const lock = new DatabaseSync(join(gw.dataDir, 'audit.db'));
-  cleanups.push(async () => { if (lock.isOpen) lock.close(); });
+  cleanup(async () => { if (lock.isOpen) lock.close(); });
   lock.exec('BEGIN IMMEDIATE');
   try {
     const refused = await rpcError(client.callTool({ name: 'crm__delete_account', arguments: { id: 'a1' } }));
@@ -214,7 +220,7 @@ test('a restarted server: the sessions that may list its prompts and resources a
   const { client, gw } = await setup([stdioServerDoc('crm', {}), lister, listerPolicy], { agent: 'lister' });
   // The analyst may call crm's tools, not get its prompts or read its resources.
   const { client: analyst } = await connectClient(gw, gw.key('finance-analyst'));
-  cleanups.push(() => analyst.close());
+  cleanup(() => analyst.close());
   const heard = (c: Client) => {
     const got: string[] = [];
     c.setNotificationHandler(PromptListChangedNotificationSchema, async () => { got.push('prompts'); });
@@ -297,7 +303,7 @@ test('cancellation is forwarded to the upstream', async () => {
 test('legacy HTTP+SSE upstream: tools listed, calls authorized, credential injected and never shown to the agent', async () => {
   const file = tempFile('calls.jsonl');
   const sse = await startHttpFixture({ CALLS_FILE: file }, 'sse');
-  cleanups.push(() => sse.close());
+  cleanup(() => sse.close());
   const SECRET = 'legacy-secret-NEEDLE-112233445566';
   const { client } = await setup([
     doc('Credential', 'legacy-token', { env: 'TEST_LEGACY_TOKEN' }),
