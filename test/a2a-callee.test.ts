@@ -49,6 +49,9 @@ before(async () => {
       pump();
     });
   });
+  // Idle connections stay open for the whole file: with node's 5 s default, a host slow enough to
+  // fire the server's timer as undici reuses the socket reset a POST (ECONNRESET, not retried).
+  server.keepAliveTimeout = 120_000;
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   url = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/a2a`);
 });
