@@ -46,6 +46,17 @@ export class EvidenceUnavailable extends AamError {
 
 export const badRequest = (message: string, param?: string) => new AamError(400, 'invalid_request', message, { param });
 
+/**
+ * An error's headers as sent: a retry-after over a minute (a daily budget's runs to midnight UTC) also
+ * says `x-should-retry: false`, which the OpenAI and Anthropic SDKs obey. Without it they slept the
+ * whole retry-after (hours, the agent hung) and then sent the request again.
+ */
+export function errorHeaders(e: AamError): Record<string, string> {
+  const retry = Number(e.headers['retry-after']);
+  return retry > SDK_RETRY_WAIT_S ? { ...e.headers, 'x-should-retry': 'false' } : e.headers;
+}
+const SDK_RETRY_WAIT_S = 60;
+
 /** OpenAI wire error body. */
 export function openaiErrorBody(e: AamError): string {
   return JSON.stringify({ error: { message: e.message, type: e.type, param: e.param, code: e.code } });

@@ -9,7 +9,7 @@ import type { Identity } from '../identity/types.ts';
 import type { Span } from '../observability/tracing.ts';
 import type { AccessRequest, Decision } from '../policy/types.ts';
 import type { PolicySet } from '../policy/compile.ts';
-import { AamError, anthropicErrorBody, jsonRpcErrorBody, openaiErrorBody, toAamError } from './errors.ts';
+import { AamError, anthropicErrorBody, errorHeaders, jsonRpcErrorBody, openaiErrorBody, toAamError } from './errors.ts';
 import { jsonTooDeep, MAX_JSON_DEPTH } from './json-depth.ts';
 import { keyCount, memberCount, scanJsonKeys } from './json-keys.ts';
 import { JsonTooComplex, MAX_KEY_NAMES, parseJsonInTurns } from './json-turns.ts';
@@ -103,7 +103,7 @@ export function sendError(ctx: Ctx, err: unknown): void {
   if (ctx.res.headersSent) { ctx.res.destroy(); return; }
   // The egress door scrubs the body: no error text reaches an agent unscrubbed.
   const body = ctx.wire === 'openai' ? openaiErrorBody(e) : ctx.wire === 'anthropic' ? anthropicErrorBody(e) : jsonRpcErrorBody(e);
-  sendText(ctx, e.status, body, 'application/json', e.headers);
+  sendText(ctx, e.status, body, 'application/json', errorHeaders(e));
 }
 
 /**
