@@ -13,6 +13,7 @@ import { addConsoleRoutes, createConsoleAuth } from '../console/routes.ts';
 import { approvalNotifier, approvalWebhookFrom } from '../console/notify.ts';
 import { Metrics } from '../observability/metrics.ts';
 import { createTracer } from '../observability/tracing.ts';
+import type { Logger } from '../observability/log.ts';
 import { resolveOtlp } from '../observability/otlp-config.ts';
 import { addIdentityRoutes } from '../server/identity-routes.ts';
 import { addToolRoutes } from '../server/tool-routes.ts';
@@ -21,7 +22,7 @@ import { createHttpToolProxy } from '../tools/http-tool.ts';
 import { createApprovals } from '../store/approvals.ts';
 import { toolDeps } from '../server/tool-deps.ts';
 // The evidence modules the gateway runs, not the barrel (audit/index.ts), which also holds the CLI's.
-import { openAuditLog } from '../audit/log.ts';
+import { openAuditLog, type AuditAlert } from '../audit/log.ts';
 import { startSinks, stopSinksWithCheckpoint, type AuditSink } from '../audit/sinks.ts';
 import { fileSink } from '../audit/sink-file.ts';
 import { webhookSink, otlpLogsSink } from '../audit/sink-http.ts';
@@ -106,7 +107,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   const fleetAudit = fleet && fleetAuditM && env.AAM_AUDIT !== 'off' ? await fleetAuditM.openFleetAuditLog(fleet.fleet.sql, {
     replica: fleet.fleet.replicaId, writer: fleet.fleet.evidence, keyEncryptionKey: loadMasterKey({ dataDir: o.dataDir, env }).derive(fleetAuditM.SIGNING_KEY_KEK_INFO),
     scrub: (json) => rt.scrub(json),
-    onAlert: (a) => rt.log.error({ event: 'audit_alert', ...a }, 'audit storage problem'),
+    onAlert: (a) => logAuditAlert(rt.log, a),
     checkpointIntervalMs: wholeNumberEnv('AAM_AUDIT_CHECKPOINT_INTERVAL_MS', env.AAM_AUDIT_CHECKPOINT_INTERVAL_MS, { unit: 'milliseconds', min: 1 }),
     // A copy outside the database: `aam audit verify --checkpoint` catches rows and checkpoints cut together.
     onCheckpoint: (line) => appendFileSync(checkpointFilePath(o.dataDir, env), line + '\n', { mode: 0o600 }),
@@ -117,7 +118,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     dataDir: o.dataDir, failMode, durableTimeoutMs: 2_000, checkpointFile: checkpointFilePath(o.dataDir, env),
     // Evidence passes the same scrubber as every response: upstream text never puts a secret on disk.
     scrub: (json) => rt.scrub(json),
-    onAlert: (a) => rt.log.error({ event: 'audit_alert', ...a }, 'audit storage problem'),
+    onAlert: (a) => logAuditAlert(rt.log, a),
     segments: retentionMs ? { ...DEFAULT_SEGMENTS, maxAgeMs: segmentAgeFor(retentionMs) } : undefined,
     writerNice,
   });
@@ -271,6 +272,12 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
 const HANDLERS_SETTLE_MS = 2_000;
 
 /** AAM_DRAIN_TIMEOUT_MS: how long a shutdown lets in-flight requests finish (default 10000); a bad value refuses the start. */
+/** An audit storage alert in the log: a recovery is news (info: it must not page anyone), the rest a problem (error). */
+export function logAuditAlert(log: Logger, a: AuditAlert): void {
+  if (a.kind === 'recovered') log.info({ event: 'audit_alert', ...a }, 'audit storage recovered');
+  else log.error({ event: 'audit_alert', ...a }, 'audit storage problem');
+}
+
 export function drainTimeoutMs(value: string | undefined): number {
   return wholeNumberEnv('AAM_DRAIN_TIMEOUT_MS', value, { unit: 'milliseconds', fallback: 10_000 });
 }
