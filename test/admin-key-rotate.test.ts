@@ -4,7 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startTestGateway, doc, yaml, agentDocs, type TestGateway } from './helpers/gateway.ts';
-import { graceProblem, MAX_GRACE_SECONDS } from '../src/store/key-secrets.ts';
+import { graceProblem, keyNameProblem, MAX_GRACE_SECONDS, MAX_KEY_NAME } from '../src/store/key-secrets.ts';
 
 const TOKEN = 'admin-key-rotate-token-0123456789abcdefgh';
 let gw: TestGateway;
@@ -32,4 +32,23 @@ test('admin API key rotation: a grace that is not 0..1 year seconds is a 400 nam
 test('the grace rule the CLI and the admin API share', () => {
   for (const ok of [0, 1, 3600, MAX_GRACE_SECONDS]) assert.equal(graceProblem(ok), undefined, String(ok));
   for (const bad of [-1, NaN, Infinity, MAX_GRACE_SECONDS + 1, '60', null]) assert.ok(graceProblem(bad), String(bad));
+});
+
+test('admin API key creation: a name that is not 1 to 100 printable characters is a 400 naming name, and no key is made (5,000 characters were taken)', async () => {
+  const count = async () => ((await (await fetch(`${gw.url}/admin/v1/keys`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as { data: unknown[] }).data.length;
+  const before = await count();
+  for (const name of ['x'.repeat(5000), 'x'.repeat(MAX_KEY_NAME + 1), '', 'two\nlines', 42]) {
+    const r = await admin('/keys', JSON.stringify({ agent: 'tester', name }));
+    const text = await r.text();
+    assert.equal(r.status, 400, `${String(name).slice(0, 20)}: ${text}`);
+    assert.match(text, /name must/);
+  }
+  assert.equal(await count(), before, 'no refused request made a key');
+  const ok = await admin('/keys', JSON.stringify({ agent: 'tester', name: 'n'.repeat(MAX_KEY_NAME) }));
+  assert.equal(ok.status, 201);
+});
+
+test('the key name rule the CLI and the admin API share', () => {
+  for (const ok of ['ci', 'payments bot (prod)', 'é'.repeat(MAX_KEY_NAME)]) assert.equal(keyNameProblem(ok), undefined, ok);
+  for (const bad of ['', 'x'.repeat(MAX_KEY_NAME + 1), 'a\tb', 'a\u007fb', 7, null]) assert.ok(keyNameProblem(bad), String(bad));
 });

@@ -360,6 +360,9 @@ test('keys list, credentials list and usage for people: columns, times relative 
   const d = join(dir, 'data-tables');
   const none = join(dir, 'no-credentials.yaml');
   writeFileSync(none, 'apiVersion: access.envisionai.dev/v1\nkind: Agent\nmetadata: { name: a }\nspec: { workload: spiffe://prod/agent/a }\n');
+  const long = await run(['keys', 'create', '--agent', 'finance-analyst', '--name', 'x'.repeat(101), '--config', 'aam.yaml', '--data', d]);
+  assert.equal(long.code, 2, long.stderr);
+  assert.match(long.stderr, /--name must be 1 to 100 characters, not 101/);
   assert.equal((await run(['keys', 'create', '--agent', 'finance-analyst', '--name', 'ci', '--expires', new Date(Date.now() + 3 * 86_400_000).toISOString(), '--config', 'aam.yaml', '--data', d])).code, 0);
   const keys = (await run(['keys', 'list', '--data', d])).stdout.split('\n');
   assert.match(keys[0], /^ID +AGENT +NAME +STATE +CREATED +EXPIRES$/);

@@ -10,7 +10,7 @@ import { listenPort } from '../lib/env-number.ts';
 import { nearest } from '../lib/nearest.ts';
 import { readFileSync } from 'node:fs';
 import { ago, table } from './table.ts';
-import { graceProblem } from '../store/key-secrets.ts';
+import { graceProblem, keyNameProblem } from '../store/key-secrets.ts';
 import { UsageError } from '../lib/usage-error.ts';
 
 // The stores, the CLI's evidence writer and the commands in commands.ts (audit, import, policy
@@ -81,6 +81,8 @@ const commands: Record<string, Command> = {
       const agent = values.agent as string | undefined;
       if (!agent) { err('missing --agent NAME (an Agent defined in the config)'); return 2; }
       agentMustExist(loadConfig(g.config), g.config, agent);
+      const badName = values.name === undefined ? undefined : keyNameProblem(values.name);
+      if (badName) { err(`--name ${badName}`); return 2; }
       const expires = values.expires as string | undefined;
       if (expires && Number.isNaN(Date.parse(expires))) { err(`--expires: "${expires}" is not an ISO-8601 time`); return 2; }
       if (expires && Date.parse(expires) <= Date.now()) { err(`--expires: ${new Date(expires).toISOString()} is in the past, so the key would never work; give a future time`); return 2; }

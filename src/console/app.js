@@ -117,7 +117,7 @@ async function agentPage(name, flash) {
       el('button', { type: 'button', class: 'danger', onclick: (ev) => confirmIn(out, ev.currentTarget, `Revoke key ${k.id}${k.name ? ` (${k.name})` : ''}? Every agent using it is refused (401) at once; this cannot be undone.`, `Revoke ${k.id}`,
         async () => { await api('POST', `/keys/${k.id}/revoke`); await agentPage(name, { text: `Key ${k.id} revoked.` }); }) }, 'Revoke'))]);
   const create = can('operator') ? el('form', { onsubmit: action(out, async () => { const r = await api('POST', '/keys', { agent: name, name: create.elements.keyname.value || undefined }); await agentPage(name, { secret: r.key, text: `Key ${r.id} created.` }); }) },
-    el('label', { for: 'keyname' }, 'New key name '), el('input', { id: 'keyname', name: 'keyname', autocomplete: 'off' }), ' ', el('button', { type: 'submit' }, 'Create key')) : null;
+    el('label', { for: 'keyname' }, 'New key name '), el('input', { id: 'keyname', name: 'keyname', autocomplete: 'off', maxlength: '100' }), ' ', el('button', { type: 'submit' }, 'Create key')) : null;
   show(`Agent ${name}`,
     el('dl', {}, [['SPIFFE ID', a.spiffe_id], ['Owner', a.owner], ['Team', a.team], ['Environment', a.environment], ['Deployment', a.deployment], ['Identity methods seen', methodsText(a.identity_methods)], ['Policies', a.policies.join(', ') || 'none']]
       .flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v || '-')])),

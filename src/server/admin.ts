@@ -17,7 +17,7 @@ import type { FleetCursor } from '../audit/fleet-log.ts';
 import { MAX_TAILS, tailAudit, tailFleetAudit, type StillAllowed, type TailCounter } from '../console/tail.ts';
 import { agentsOverview, capabilities, latestCheckpoint, simulate } from '../console/views.ts';
 import { isObj } from '../lib/json.ts';
-import { graceProblem } from '../store/key-secrets.ts';
+import { graceProblem, keyNameProblem } from '../store/key-secrets.ts';
 
 const isGrouping = (by: string): by is UsageGrouping => (USAGE_GROUPINGS as readonly string[]).includes(by);
 
@@ -177,7 +177,9 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
     if (typeof body.agent !== 'string' || !ctx.cfg.policies.agents.has(body.agent)) {
       throw new AamError(400, 'invalid_request', `agent: must name an Agent in the config (${[...ctx.cfg.policies.agents.keys()].join(', ')})`, { param: 'agent' });
     }
-    const { key, secret } = await rt.keyBook.create(body.agent, { name: typeof body.name === 'string' ? body.name : undefined });
+    const badName = body.name === undefined ? undefined : keyNameProblem(body.name);
+    if (badName) throw new AamError(400, 'invalid_request', `name ${badName}`, { param: 'name' });
+    const { key, secret } = await rt.keyBook.create(body.agent, { name: body.name as string | undefined });
     audit(ctx, who, 'key_created', key.id, { agent: key.agent });
     return sendJson(ctx, 201, { ...key, key: secret });
   }

@@ -38,3 +38,17 @@ export function graceProblem(v: unknown): string | undefined {
   }
   return undefined;
 }
+
+/** Longest label a key may carry: it is shown in key lists, the console and the evidence of every change to the key. */
+export const MAX_KEY_NAME = 100;
+
+/**
+ * A key's label as the CLI's --name and the admin API's `name` give it: 1 to MAX_KEY_NAME
+ * characters, none of them control characters (a newline would forge lines in a table), else why not.
+ */
+export function keyNameProblem(v: unknown): string | undefined {
+  if (typeof v !== 'string') return 'must be a string (a label for the key)';
+  if (v.length === 0 || v.length > MAX_KEY_NAME) return `must be 1 to ${MAX_KEY_NAME} characters, not ${v.length}`;
+  if (/[\u0000-\u001f\u007f]/.test(v)) return 'must not contain control characters (newlines, tabs, ...)';
+  return undefined;
+}
