@@ -186,20 +186,11 @@ export class Metrics implements MetricsSink {
     h.observe(latencyMs / 1000);
   }
 
-  a2aRefused(agent: string, callee: string, code: string): void {
-    const a = agent || 'unregistered';
-    const byCode = level(level(this.#a2aRefusalSeries, a), callee);
-    let s = byCode.get(code) as CounterSeries | undefined;
-    if (s === undefined) { s = this.#a2aRefusals.labels(a, callee, code); byCode.set(code, s); }
-    s.inc();
-  }
+  a2aRefused(agent: string, callee: string, code: string): void { this.#triple(this.#a2aRefusalSeries, this.#a2aRefusals, agent || 'unregistered', callee, code).inc(); }
 
   a2aPush(agent: string, callee: string, outcome: A2aPushOutcome): void {
     // Names come from the verified route (config names), never from the URL of an unverified one.
-    const byOutcome = level(level(this.#a2aPushSeries, agent || 'unknown'), callee || 'unknown');
-    let s = byOutcome.get(outcome) as CounterSeries | undefined;
-    if (s === undefined) { s = this.#a2aPushes.labels(agent || 'unknown', callee || 'unknown', outcome); byOutcome.set(outcome, s); }
-    s.inc();
+    this.#triple(this.#a2aPushSeries, this.#a2aPushes, agent || 'unknown', callee || 'unknown', outcome).inc();
   }
 
   #callSeries(agent: string, team: string, route: string, provider: string, status: number): CallSeries {
@@ -225,6 +216,13 @@ export class Metrics implements MetricsSink {
     const byB = level(tree, a);
     let s = byB.get(b) as CounterSeries | undefined;
     if (s === undefined) { s = family.labels(a, b); byB.set(b, s); }
+    return s;
+  }
+
+  #triple(tree: Level, family: Counter, a: string, b: string, c: string): CounterSeries {
+    const byC = level(level(tree, a), b);
+    let s = byC.get(c) as CounterSeries | undefined;
+    if (s === undefined) { s = family.labels(a, b, c); byC.set(c, s); }
     return s;
   }
 }
