@@ -42,6 +42,32 @@ test('recordDurable resolves only after the event is readable from another conne
   assert.equal(statSync(join(dir, 'keys', 'audit-signing.key')).mode & 0o777, 0o600);
 });
 
+test('buffer mode: a durable write\'s deadline counts from when the writer thread is up; one not committed by then is refused and stays queued', async () => {
+  const dir = tempDir();
+  // 1 ms: no thread starts that fast (0.1 s quiet, 3-4 s on a loaded host, when a 2 s deadline
+  // refused the first non-idempotent tool call after start). The thread's start is not the write's.
+  const log = openAuditLog({ dataDir: dir, durableTimeoutMs: 1, busyTimeoutMs: 30_000 });
+  const first = await log.recordDurable(sampleEvent(1, { type: 'tool_intent' }));
+  assert.equal(first.seq, 1);
+  await log.close();
+
+  // The thread up and the database held by another writer: refused after its deadline, written once free.
+  const held = openAuditLog({ dataDir: dir, durableTimeoutMs: 300, busyTimeoutMs: 30_000 });
+  await held.recordDurable(sampleEvent(2));
+  const other = new DatabaseSync(join(dir, 'audit.db'));
+  other.exec('BEGIN EXCLUSIVE');
+  const t0 = performance.now();
+  await assert.rejects(held.recordDurable(sampleEvent(3, { type: 'tool_intent' })), (e: unknown) => e instanceof AuditUnavailableError && /^audit event not committed within 300 ms; it stays queued$/.test(e.message));
+  assert.ok(performance.now() - t0 < 5_000, 'refused at its deadline, not after the busy timeout');
+  other.exec('COMMIT');
+  other.close();
+  await held.flush();
+  const db = new DatabaseSync(join(dir, 'audit.db'), { readOnly: true });
+  assert.deepEqual([...readEvents(db, { fromSeq: 1 })].map((r) => r.type), ['tool_intent', sampleEvent(2).type, 'tool_intent']);
+  db.close();
+  await held.close();
+});
+
 test('events recorded within the default flush delay go to the writer as one batch (one block), without a flush', async () => {
   // A batch costs the writer a commit whatever its size: at a few hundred requests/s, 50 ms
   // batches of a few events cost it ~3x as much per event as FLUSH_DELAY_MS (250 ms) batches.

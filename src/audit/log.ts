@@ -73,7 +73,11 @@ export interface AuditLogOptions {
    * (visible to queries and sinks). A durable record or a flush() does not wait for it.
    */
   flushDelayMs?: number;
-  /** buffer mode: recordDurable rejects if not committed within this time (default 10 000). */
+  /**
+   * buffer mode: recordDurable rejects if not committed within this time (default 10 000), counted
+   * from when the writer thread is up: a thread started for this write (the first request, or the
+   * first after writerIdleMs) may take up to WRITER_START_MS more to load and open the database.
+   */
   durableTimeoutMs?: number;
   /** Stop the writer thread after this long without a request (default 30 000 ms); the next one starts a new thread. */
   writerIdleMs?: number;
@@ -184,6 +188,13 @@ export class AuditUnavailableError extends Error {
   }
 }
 
+/**
+ * How long a writer thread may take to start (load its modules, open the database, read the key)
+ * before a durable write's own deadline begins: measured 0.1 s on a quiet host and 3-4 s with the
+ * 2 cores at load 25, when a 2 s deadline refused the first non-idempotent tool call after start.
+ */
+const WRITER_START_MS = 15_000;
+
 export function openAuditLog(opts: AuditLogOptions): AuditLog {
   const cfg = {
     checkpointEvery: opts.checkpointEvery ?? 1000,
@@ -235,6 +246,10 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
   // The writer thread costs ~15 MB RSS (bench/RESULTS.md), so it runs only while there is work:
   // started by the first request, stopped after writerIdleMs without one.
   let worker: Worker | undefined;
+  /** The current thread has answered once (it is up): durable deadlines count from then. */
+  let workerUp = false;
+  /** Durable writes made while no thread was up: their deadline starts when one is. */
+  const awaitingWriter = new Set<Entry>();
   /** false from a thread's death until its restart backoff has passed. */
   let alive = true;
   /** A thread stopping for idleness: requests made meanwhile go to the next thread. */
@@ -282,7 +297,9 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     // semi-space), and the writer's garbage is small batches (measured: -12 MB RSS under load).
     const w = new Worker(new URL('./writer-worker.ts', import.meta.url), { name: WRITER_THREAD, workerData: init, resourceLimits: { maxYoungGenerationSizeMb: 4 } });
     w.unref();
+    workerUp = false;
     w.on('message', (r: WriterReply) => {
+      if (!workerUp && worker === w) writerUp();
       if (r.op === 'alert') { alert({ kind: 'checkpoint_failed', message: r.message }); return; }
       const cb = calls.get(r.id);
       calls.delete(r.id);
@@ -296,7 +313,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
       if (dead || retired.has(w)) return;
       dead = true;
       alive = false;
-      if (worker === w) worker = undefined;
+      if (worker === w) { worker = undefined; workerUp = false; }
       const pending = [...calls.values()];
       calls.clear();
       for (const cb of pending) cb({ op: 'failed', id: 0, error: `audit writer thread died: ${why}` });
@@ -307,6 +324,25 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
     w.on('error', (e) => died(e.message));
     w.on('exit', (code) => died(`exit code ${code}`));
     return w;
+  }
+
+  function writerUp(): void {
+    workerUp = true;
+    for (const e of awaitingWriter) if (e.durable) armDurable(e, cfg.durableTimeoutMs);
+    awaitingWriter.clear();
+  }
+
+  /** buffer mode: a durable write not committed within ms is refused (the event stays queued). */
+  function armDurable(e: Entry, ms: number): void {
+    const d = e.durable;
+    if (!d) return;
+    if (d.timer) clearTimeout(d.timer);
+    d.timer = setTimeout(() => {
+      if (e.durable !== d) return;
+      e.durable = undefined;
+      awaitingWriter.delete(e);
+      d.reject(new AuditUnavailableError(`audit event not committed within ${cfg.durableTimeoutMs} ms${ms > cfg.durableTimeoutMs ? ` (the audit writer thread did not start within ${WRITER_START_MS} ms)` : ''}; it stays queued`));
+    }, ms);
   }
 
   function call(req: WriterRequest, cb: (r: WriterReply) => void): void {
@@ -351,6 +387,7 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
         if (idleTimer) { clearTimeout(idleTimer); idleTimer = undefined; }
         retired.add(w);
         worker = undefined;
+        workerUp = false;
         void w.terminate().then(() => resolve(), () => resolve());
       });
     }).finally(() => { stopping = undefined; });
@@ -602,11 +639,9 @@ export function openAuditLog(opts: AuditLogOptions): AuditLog {
           reject(new AuditUnavailableError(closed ? 'audit log is closed (shutting down); the action was not recorded' : `audit queue is full (${cfg.maxQueue} events); the action was not recorded`));
           return;
         }
-        if (cfg.failMode === 'buffer' && queuedEntry.durable) {
-          queuedEntry.durable.timer = setTimeout(() => {
-            queuedEntry.durable = undefined;
-            reject(new AuditUnavailableError(`audit event not committed within ${cfg.durableTimeoutMs} ms; it stays queued`));
-          }, cfg.durableTimeoutMs);
+        if (cfg.failMode === 'buffer') {
+          if (workerUp) armDurable(queuedEntry, cfg.durableTimeoutMs);
+          else { awaitingWriter.add(queuedEntry); armDurable(queuedEntry, cfg.durableTimeoutMs + WRITER_START_MS); }
         }
         // A durable write is worth an attempt even while failing: fail_closed must answer now.
         if (failing) retryNow();
