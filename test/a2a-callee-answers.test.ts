@@ -1,6 +1,6 @@
 // A callee whose HTTP answer is no JSON-RPC answer (its auth refusing aam's credential, the page of
 // a URL that is not its JSON-RPC endpoint, JSON of another shape) is a 502 upstream_error to the
-// caller, saying what to check: never the callee's status (a 401 would tell the caller its own key
+// caller, A2A's InvalidAgentResponseError (-32006; the SDK raises it as that class), saying what to check: never the callee's status (a 401 would tell the caller its own key
 // was refused) nor its body. Seen through the official @a2a-js/sdk client.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -62,6 +62,7 @@ for (const [agent, why] of [
     assert.equal(r.status, 502, JSON.stringify(r.body));
     assert.equal(r.body.id, 9);
     assert.equal(r.body.error.data.code, 'upstream_error');
+    assert.equal(r.body.error.code, -32006, 'A2A\'s InvalidAgentResponseError: the callee answered what is no answer');
     assert.match(r.body.error.message, why);
     assert.doesNotMatch(JSON.stringify(r.body), new RegExp(`${TOKEN}|Cannot POST|crashed|echo`));
     const [call] = await auditOf(gw, r.id, 'a2a_call') as unknown as Array<{ outcome: { status: number; error: string } }>;
@@ -70,7 +71,7 @@ for (const [agent, why] of [
     // The SDK client raises the same words (JSON-RPC and HTTP+JSON).
     for (const rest of [false, true]) {
       const client = await sdkClientThroughAam(gw.url, agent, key, rest);
-      await assert.rejects(client.sendMessage(send), (e: Error) => why.test(e.message), `${rest ? 'HTTP+JSON' : 'JSON-RPC'}`);
+      await assert.rejects(client.sendMessage(send), (e: Error) => why.test(e.message) && e.name === 'InvalidAgentResponseError', `${rest ? 'HTTP+JSON' : 'JSON-RPC'}`);
     }
   });
 }

@@ -54,6 +54,11 @@ for (const rest of [false, true]) {
     await assert.rejects(async () => { for await (const ev of client.sendMessageStream(message('cut'))) got.push(ev); }, (e: Error) => {
       assert.doesNotMatch(e.message, /mismatch/, 'the error event carries the caller\'s request id');
       assert.match(`${e.message} ${String((e.cause as Error | undefined)?.message ?? '')}`, /agent "worker" stream failed/);
+      // The SDK raises A2A's InvalidAgentResponseError (JSON-RPC: as the cause of its stream error, -32006;
+      // HTTP+JSON: itself, from the error event's INVALID_AGENT_RESPONSE).
+      const typed = (rest ? e : e.cause) as { name?: string; envelopeCode?: number } | undefined;
+      assert.equal(typed?.name, 'InvalidAgentResponseError', `${e.name}: ${e.message}`);
+      if (!rest) assert.equal(typed?.envelopeCode, -32006);
       return true;
     });
     assert.equal(got.length, 2, 'the task and the artifact came first');
@@ -91,7 +96,8 @@ for (const [text, why] of [['cut', /^agent "worker" stream failed: /], ['garbage
       body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendStreamingMessage', params: { message: { messageId: 'm1', role: 'ROLE_USER', parts: [{ text }] } } }),
     });
     assert.equal(r.status, 200, 'the stream had begun');
-    assert.match(await r.text(), /"error":\{"code":-32603/);
+    // A2A's InvalidAgentResponseError: the callee's answer is at fault, not aam (-32603).
+    assert.match(await r.text(), /"error":\{"code":-32006/);
     const log = gw.g.rt.auditLog!;
     await log.flush();
     const events = queryEvents(log.db, { requestId: r.headers.get('x-request-id')!, limit: 10 }) as unknown as Array<{ type: string; outcome: { status: number; error?: string } }>;

@@ -9,6 +9,7 @@ import { getGlobalDispatcher } from '../lib/http-client.ts';
 import type { UpstreamDispatcher } from '../lib/h1-agent.ts';
 
 const HIGH_WATER = 64 * 1024;
+const LEFT = 'the caller stopped reading the callee\'s answer';
 
 export interface CalleeAnswer {
   statusCode: number;
@@ -18,7 +19,7 @@ export interface CalleeAnswer {
    * the whole answer once it has ended, in one promise (no iterator turns for a JSON answer);
    * null, the answer cut off, when it is longer than max bytes.
    */
-  body: AsyncIterable<Buffer> & CalleeText & { destroy(): void; all(max: number): Promise<Buffer | null> };
+  body: AsyncIterable<Buffer> & CalleeText & CalleeCall & { all(max: number): Promise<Buffer | null> };
   /**
    * With sendToCallee's `wholeUpTo`, an answer that is not an event stream: its whole body, read
    * before the answer resolved (null: longer than wholeUpTo bytes, cut off). Undefined for a
@@ -52,6 +53,16 @@ export interface CalleeText {
   wake(): void;
 }
 
+/** The call in flight (sendToCallee's return, and its answer's body). */
+export interface CalleeCall {
+  /**
+   * Stop: the request is aborted (its connection closed, so the callee sees it end) wherever it
+   * is: before its head (the handler's unanswered, with `reason`), or while its body is read (the
+   * body ends; with `reason`, readText and all() throw it, so the end is not read as the callee's).
+   */
+  destroy(reason?: Error): void;
+}
+
 /**
  * Who is told of the answer (sendToCallee): `answered` once its head has come (with wholeUpTo, a JSON
  * answer once its body has too), or `unanswered` when none came. Called from the connection's
@@ -62,7 +73,7 @@ export interface CalleeHandler {
   unanswered(e: Error): void;
 }
 
-class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
+class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer>, CalleeCall {
   #controller: Dispatcher.DispatchController | null = null;
   readonly #chunks: Buffer[] = [];
   #bytes = 0;
@@ -83,7 +94,11 @@ class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
 
   constructor(head: CalleeHandler, wholeUpTo: number) { this.#head = head; this.#wholeUpTo = wholeUpTo; }
 
-  onRequestStart(controller: Dispatcher.DispatchController): void { this.#controller = controller; }
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    // Destroyed before the request went out (its caller left while a connection was made).
+    if (this.#done) controller.abort(this.#error ?? new Error(LEFT));
+  }
 
   onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: IncomingHttpHeaders): void {
     if (statusCode < 200 || this.#head === null) return;
@@ -200,11 +215,14 @@ class Call implements Dispatcher.DispatchHandler, AsyncIterable<Buffer> {
     });
   }
 
-  destroy(): void {
+  destroy(reason?: Error): void {
     if (this.#done) return;
     this.#done = true;
     this.#chunks.length = 0;
-    this.#controller?.abort(new Error('the caller stopped reading the callee\'s answer'));
+    if (reason !== undefined) this.#error ??= reason;
+    this.#controller?.abort(reason ?? new Error(LEFT));
+    // A reader waiting for the next chunk reads the end (or the reason) now.
+    this.#signal();
   }
 }
 
@@ -226,6 +244,7 @@ export function utf8Complete(b: Buffer): number {
   return n;
 }
 
+/** `timeoutMs`: the longest wait for the answer's head, and between two chunks of its body (undici's headersTimeout and bodyTimeout). */
 export type CalleeRequest = { headers: Record<string, string>; body: string | Buffer; timeoutMs: number; wholeUpTo?: number };
 
 /**
@@ -233,11 +252,13 @@ export type CalleeRequest = { headers: Record<string, string>; body: string | Bu
  * `wholeUpTo`, of an answer that is not an event stream once its whole body has (CalleeAnswer.whole),
  * with no promise in between (an A2A call is its own handler). Through `dispatcher` (the A2A
  * gateway's own H1Agent for http(s) callees), else undici's global one. A request that cannot be
- * made at all throws.
+ * made at all throws. Its return stops it (CalleeCall.destroy).
  */
-export function sendToCallee(url: URL, opts: CalleeRequest, to: CalleeHandler, dispatcher?: UpstreamDispatcher): void {
+export function sendToCallee(url: URL, opts: CalleeRequest, to: CalleeHandler, dispatcher?: UpstreamDispatcher): CalleeCall {
+  const call = new Call(to, opts.wholeUpTo ?? 0);
   (dispatcher ?? getGlobalDispatcher()).dispatch({
     origin: url.origin, path: url.search ? `${url.pathname}${url.search}` : url.pathname, method: 'POST',
     headers: opts.headers, body: opts.body, headersTimeout: opts.timeoutMs, bodyTimeout: opts.timeoutMs,
-  }, new Call(to, opts.wholeUpTo ?? 0));
+  }, call);
+  return call;
 }

@@ -6,7 +6,7 @@
 // (SSE relayed event by event) -> guard output -> record (linked to the delegation chain).
 // Everything written to the caller goes through the egress door (ctx.res), which scrubs it.
 import { H1Agent } from '../lib/h1-agent.ts';
-import { sendToCallee, type CalleeAnswer, type CalleeHandler, type CalleeText } from './callee.ts';
+import { sendToCallee, type CalleeAnswer, type CalleeCall, type CalleeHandler, type CalleeText } from './callee.ts';
 import type { Access, CalleeInjection, Ctx } from './plane.ts';
 import { readJson, readJsonWithBytes, sendJson, type BodyWatch } from '../access/request.ts';
 import { AamError, EvidenceUnavailable, pathSegment, toAamError } from '../access/errors.ts';
@@ -30,12 +30,14 @@ import { StoreUnavailable } from '../store/types.ts';
 import { restFromAam, restFromRpc, restOp } from './rest.ts';
 import { PushRoutes, type PushRoute, type PushSeen, pinnedDispatcher, pushConfigIn, pushOutcome, pushDestination, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
 import { SseParser, sseFrame, SSE_KEEPALIVE, type SseRecord } from '../providers/sse.ts';
-import { Deadlines, KeepAlive } from '../gateway/deadlines.ts';
+import { Deadlines, KeepAlive, type Timed } from '../gateway/deadlines.ts';
 import { isObj } from '../lib/json.ts';
 import { endHttpSpan, type Span } from '../observability/tracing.ts';
 import { agentCallSpanAttributes, agentCallSpanName } from '../observability/otlp-genai.ts';
 
-const TIMEOUT_MS = 300_000;
+/** spec.a2a.timeouts' defaults: the longest silence of a callee (before its answer's head, between two chunks), and a request/response call's whole (a stream has no total unless set). */
+const IDLE_MS = 300_000;
+const TOTAL_MS = 300_000;
 /** An A2A call costs aam nothing, but a caller whose budget is spent is refused like any other call. */
 const BUDGET_PROBE_USD = 0.000001;
 const MAX_RESPONSE_BYTES = 10 * 1024 * 1024;
@@ -56,6 +58,8 @@ const STREAMING = new Set(['SendStreamingMessage', 'SubscribeToTask']);
 /** JSON-RPC error codes aam uses (A2A keeps -32001..-32009 for its own errors). */
 const RPC_CODE: Record<number, number> = { 400: -32602, 401: -32051, 403: -32050, 404: -32053, 413: -32602, 415: -32602, 429: -32029 };
 const TASK_NOT_FOUND = -32001;
+/** A2A's InvalidAgentResponseError: the callee's answer is not a valid answer to the call (aam's own failures stay -32603). */
+const INVALID_AGENT_RESPONSE = -32006;
 /** The most tasks one message may refer to (each is looked up in the task-owner store). */
 const MAX_REFERENCED_TASKS = 64;
 const UNSUPPORTED = -32004;
@@ -69,6 +73,11 @@ type Rpc = { jsonrpc: '2.0'; id: string | number | null; method: string; params:
 class RpcError extends Error {
   readonly code: number;
   constructor(code: number, message: string) { super(message); this.code = code; }
+}
+
+/** The callee answered what is no valid answer to the call: 502 upstream_error, framed as A2A's InvalidAgentResponseError (-32006; HTTP+JSON: 502 INVALID_AGENT_RESPONSE). */
+class InvalidAnswer extends AamError {
+  constructor(message: string) { super(502, 'upstream_error', message); }
 }
 
 export interface A2aGateway {
@@ -191,7 +200,14 @@ export function createA2aGateway(): A2aGateway {
   }
 
   /** What a call's steps (HopCall) use of this gateway: made once. */
-  const hopDeps: HopDeps = { dispatcher: calleeDispatcher, relayStream, relayJson };
+  /** The clocks of calls' totals (spec.a2a.timeouts.total_ms), one per bound (Deadlines: one node timer for its calls). */
+  const totals = new Map<number, Deadlines>();
+  const totalClock = (ms: number): Deadlines => {
+    let d = totals.get(ms);
+    if (d === undefined) totals.set(ms, d = new Deadlines(ms));
+    return d;
+  };
+  const hopDeps: HopDeps = { dispatcher: calleeDispatcher, relayStream, relayJson, totals: totalClock };
 
   /**
    * Not an async function (its frame was ~2 KB per call): its steps up to the callee run at once
@@ -420,16 +436,18 @@ export function createA2aGateway(): A2aGateway {
    * reframed), else the message to re-serialise. A promise only when something waits (a fleet
    * store's binding, an output guardrail, a push config's routes).
    */
-  function relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, raw: Buffer | null, method: string, binding: Binding, states: TaskStates): Record<string, unknown> | string | Promise<Record<string, unknown> | string> {
-    if (raw === null) throw new AamError(502, 'upstream_error', `agent "${name}" answered more than ${MAX_RESPONSE_BYTES} bytes`);
+  function relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, raw: Buffer | null, method: string, binding: Binding, states: TaskStates, id: Rpc['id']): Record<string, unknown> | string | Promise<Record<string, unknown> | string> {
+    if (raw === null) throw new InvalidAnswer(`agent "${name}" answered more than ${MAX_RESPONSE_BYTES} bytes`);
     const text = raw.toString('utf8');
     let msg: Record<string, unknown>;
     try { msg = JSON.parse(text) as Record<string, unknown>; } catch {
-      throw new AamError(502, 'upstream_error', `agent "${name}" answered without a JSON-RPC body`);
+      throw new InvalidAnswer(`agent "${name}" answered without a JSON-RPC body`);
     }
     if (msg === null || typeof msg !== 'object' || (msg.result === undefined && (msg.error === null || typeof msg.error !== 'object'))) {
-      throw new AamError(502, 'upstream_error', `agent "${name}" answered JSON that is not a JSON-RPC response (no result, no error object)`);
+      throw new InvalidAnswer(`agent "${name}" answered JSON that is not a JSON-RPC response (no result, no error object)`);
     }
+    const other = otherRequest(name, msg, id);
+    if (other !== null) throw other;
     if (msg.result !== undefined) {
       statesIn(msg.result, states);
       const bound = bind(ctx, name, msg.result, caller, skill);
@@ -467,12 +485,14 @@ export function createA2aGateway(): A2aGateway {
 /** What a call's steps use of their gateway (its callee connections and its answer relays). */
 interface HopDeps {
   dispatcher(url: URL): H1Agent | undefined;
+  /** The clock of calls whose total is `ms`. */
+  totals(ms: number): Deadlines;
   relayStream(ctx: Ctx, access: Access, name: string, skill: string, caller: string, body: CalleeText & { destroy(): void }, binding: Binding, rpcId: Rpc['id'], end: RelayEnd): StreamRelay | Promise<StreamRelay>;
-  relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, raw: Buffer | null, method: string, binding: Binding, states: TaskStates): Record<string, unknown> | string | Promise<Record<string, unknown> | string>;
+  relayJson(ctx: Ctx, access: Access, name: string, skill: string, caller: string, raw: Buffer | null, method: string, binding: Binding, states: TaskStates, id: Rpc['id']): Record<string, unknown> | string | Promise<Record<string, unknown> | string>;
 }
 
 /** How a stream relay ended early, noted on its call for the evidence: a shutdown's drain, or its caller's going away. */
-type RelayEnd = TaskStates & { drained: boolean; left: boolean; broken: { status: number; error: string } | null };
+type RelayEnd = TaskStates & { drained: boolean; left: boolean; broken: { status: number; error: string } | null; failure(e: unknown): unknown };
 
 /** What a call acknowledges once its evidence is safe: a JSON answer (parsed, or its text as written), or a stream's end. */
 type Answer = Record<string, unknown> | string | StreamRelay;
@@ -487,7 +507,7 @@ type CallEvent = { type: 'a2a_call'; request_id: string; trace_id: string; ident
  * From inject on, a failure releases the admission, is recorded and is refused (fail). It is also the
  * stream relay's end marker (`drained`: ended by a shutdown's drain, which its evidence says).
  */
-class HopCall implements CalleeHandler {
+class HopCall implements CalleeHandler, Timed {
   readonly deps: HopDeps;
   readonly ctx: Ctx;
   readonly access: Access;
@@ -527,6 +547,13 @@ class HopCall implements CalleeHandler {
   answer: Answer | null = null;
   /** Tasks a send left running as last seen (null: none): they keep its delegation live after its answer (taskState). */
   running: string[] | null = null;
+  /** The call to the callee in flight (post): abort and expire stop it. */
+  upstream: CalleeCall | undefined = undefined;
+  /** On the clock of its total (Timed), while it runs (post to handled). */
+  deadline = 0;
+  older: Timed | null = null;
+  newer: Timed | null = null;
+  clock: Deadlines | null = null;
 
   constructor(deps: HopDeps, ctx: Ctx, access: Access, name: string, spec: NonNullable<AgentSpec['a2a']>, rpc: Rpc, binding: Binding, skill: string, taskId: string | undefined, hop: number) {
     this.deps = deps;
@@ -648,7 +675,11 @@ class HopCall implements CalleeHandler {
         const params = this.params;
         const body = rpc.bytes !== undefined && params === rpc.params ? rpc.bytes : JSON.stringify({ jsonrpc: '2.0', id: rpc.id, method: rpc.method, params });
         const url = withQuery(urlOf(this.spec), auth.query);
-        sendToCallee(url, { headers, body, timeoutMs: TIMEOUT_MS, wholeUpTo: MAX_RESPONSE_BYTES }, this, this.deps.dispatcher(url));
+        const t = this.spec.timeouts;
+        this.upstream = sendToCallee(url, { headers, body, timeoutMs: t?.idle_ms ?? IDLE_MS, wholeUpTo: MAX_RESPONSE_BYTES }, this, this.deps.dispatcher(url));
+        // Its whole bounded (a stream's only when set): on a clock shared by the calls of that bound (Deadlines).
+        const total = t?.total_ms ?? (STREAMING.has(rpc.method) ? 0 : TOTAL_MS);
+        if (total > 0) this.deps.totals(total).add(this);
         // A caller that goes away before the answer (the server's close listener): recorded 499 (a stream's relay takes this over).
         ctx.call = this;
       } catch (e) {
@@ -660,11 +691,41 @@ class HopCall implements CalleeHandler {
     } catch (e) { this.fail(e); }
   }
 
-  /** The caller closed its connection before its answer: the callee's answer goes nowhere, and the evidence says so. */
-  abort(): void { this.left = true; }
+  /**
+   * The caller closed its connection before its answer: the call to the callee is aborted (its
+   * connection closed: the callee sees its request end), not read to its end for nobody; the
+   * evidence says 499 (fail, or finish when the answer was in already).
+   */
+  abort(): void {
+    this.left = true;
+    this.upstream?.destroy();
+  }
 
-  /** No answer came (sendToCallee): the callee is unreachable. */
-  unanswered(e: Error): void { this.fail(unreachable(this.name, e)); }
+  /** The call's total (spec.a2a.timeouts.total_ms) has passed (its clock, Deadlines): the callee's call is stopped with a 504. */
+  expire(): void {
+    const ms = this.spec.timeouts?.total_ms ?? TOTAL_MS;
+    this.upstream?.destroy(new AamError(504, 'upstream_timeout', `agent "${this.name}" did not finish its answer within ${ms} ms (spec.a2a.timeouts.total_ms${this.spec.timeouts?.total_ms === undefined ? `, default ${TOTAL_MS} for ${this.rpc.method}` : ''}); raise it for this Agent, or use SendStreamingMessage for a long task`));
+  }
+
+  /** No answer came (sendToCallee): the callee is unreachable, or silent past its idle bound. */
+  unanswered(e: Error): void { this.fail(this.failure(e, false)); }
+
+  /**
+   * What the callee's failure is to the caller: a timeout (idle: undici's headers or body timeout;
+   * total: expire's) 504 upstream_timeout; no answer, unreachable (502); an answer that broke off
+   * (its connection cut mid-body) an invalid answer (-32006). Anything else is aam's own, as it is.
+   */
+  failure(e: unknown, answered = true): unknown {
+    if (e instanceof AamError) return e;
+    const code = (e as { code?: unknown }).code;
+    if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
+      const ms = this.spec.timeouts?.idle_ms;
+      return new AamError(504, 'upstream_timeout', `agent "${this.name}" sent nothing for ${ms ?? IDLE_MS} ms ${answered ? 'in the middle of its answer' : 'before its answer began'} (spec.a2a.timeouts.idle_ms${ms === undefined ? ', the default' : ''}); raise it for this Agent, or have the agent send SSE keep-alive comments while it works`);
+    }
+    if (!answered) return unreachable(this.name, e);
+    if (typeof code === 'string') return new InvalidAnswer(`agent "${this.name}" ${STREAMING.has(this.rpc.method) ? 'stream failed' : 'answer broke off'}: ${(e as Error).message} (its connection broke before the answer ended)`);
+    return e;
+  }
 
   /**
    * The callee's answer (sendToCallee, from the connection's handler: no promise turn), relayed: a
@@ -689,7 +750,7 @@ class HopCall implements CalleeHandler {
       if (ct.startsWith('text/event-stream')) return queueMicrotask(() => this.relay(up.body, caller));
       // Read whole already (sendToCallee's wholeUpTo), unless its body failed after its head: all() says how.
       if (up.whole !== undefined) return this.relayed(up.whole);
-      up.body.all(MAX_RESPONSE_BYTES).then((raw) => this.relayed(raw), (e: unknown) => this.fail(e));
+      up.body.all(MAX_RESPONSE_BYTES).then((raw) => this.relayed(raw), (e: unknown) => this.fail(this.failure(e)));
     } catch (e) { this.fail(e); }
   }
 
@@ -706,7 +767,7 @@ class HopCall implements CalleeHandler {
   relayed(raw: Buffer | null): void {
     const { ctx, access, name, skill, binding, rpc } = this;
     let relayed: Record<string, unknown> | string | Promise<Record<string, unknown> | string>;
-    try { relayed = this.deps.relayJson(ctx, access, name, skill, access.identity.agent.spiffeId, raw, rpc.method, binding, this); } catch (e) { return this.fail(e); }
+    try { relayed = this.deps.relayJson(ctx, access, name, skill, access.identity.agent.spiffeId, raw, rpc.method, binding, this, rpc.id); } catch (e) { return this.fail(e); }
     if (relayed instanceof Promise) relayed.then((answer) => this.finish(answer), (e: unknown) => this.fail(e));
     else this.finish(relayed);
   }
@@ -781,14 +842,17 @@ class HopCall implements CalleeHandler {
         ev.credential = this.credential;
         const err = toAamError(e);
         const ms = performance.now() - this.started;
-        ev.outcome = { status: err.status, error: (e as Error).message, latency_ms: ms };
+        // A caller that left (abort: its callee's call was stopped) is recorded as one, whatever that stop did.
+        ev.outcome = this.left ? { status: 499, error: 'client disconnected', latency_ms: ms } : { status: err.status, error: (e as Error).message, latency_ms: ms };
         access.record(ev as never);
         if (ctx.decision) ctx.decision.recorded = true;
-        // The callee's failure (unreachable, or an answer aam could not take) is upstream_error; others are aam's.
-        ctx.rt.metrics?.a2aCall?.(access.identity.agent.name, this.name, this.skill, 'error', ms, err.code === 'upstream_error' ? err.status : 0);
+        // The callee's failure (unreachable, silent, or an answer aam could not take) is upstream_error or _timeout; others are aam's.
+        ctx.rt.metrics?.a2aCall?.(access.identity.agent.name, this.name, this.skill, this.left ? 'client_closed' : 'error', ms, err.code === 'upstream_error' || err.code === 'upstream_timeout' ? err.status : 0);
       }
-      this.ended(toAamError(e).status);
-      refusing = this.binding.refuse(ctx, e, this.rpc.id);
+      this.ended(this.left ? 499 : toAamError(e).status);
+      // Nobody to refuse to: the caller's connection is gone.
+      if (this.left) ctx.res.destroy();
+      else refusing = this.binding.refuse(ctx, e, this.rpc.id);
     } catch (x) {
       // Not even refused (a record or a write that threw): logged, and the caller's connection cut.
       ctx.rt.log.error({ requestId: ctx.requestId, err: x }, 'a2a call failed and could not be refused');
@@ -800,6 +864,7 @@ class HopCall implements CalleeHandler {
 
   /** The call's answer or refusal is out: it is no longer a request handler (see send). */
   handled(): void {
+    this.clock?.remove(this);
     if (this.live !== undefined) callEnded(this.ctx.rt, this.live, this.name, this.running);
     this.ctx.rt.handled();
   }
@@ -869,9 +934,20 @@ function ruleRefusal(r: RuleRefusal): AamError {
 function notJsonRpc(name: string, status: number, ct: string, credential: string | undefined): AamError {
   const what = `agent "${name}" answered HTTP ${status}${ct ? ` (${ct.split(';')[0]})` : ''}, not a JSON-RPC response`;
   if (status === 401 || status === 403) {
-    return new AamError(502, 'upstream_error', `${what}: it refused aam's credential for it (${credential ? `Credential "${credential}"` : 'none: the Agent has no spec.a2a.credential'}); check the Agent's spec.a2a.credential`);
+    return new InvalidAnswer(`${what}: it refused aam's credential for it (${credential ? `Credential "${credential}"` : 'none: the Agent has no spec.a2a.credential'}); check the Agent's spec.a2a.credential`);
   }
-  return new AamError(502, 'upstream_error', status === 404 || status === 405 ? `${what}: check that the Agent's spec.a2a.url is its JSON-RPC endpoint` : what);
+  return new InvalidAnswer(status === 404 || status === 405 ? `${what}: check that the Agent's spec.a2a.url is its JSON-RPC endpoint` : what);
+}
+
+/**
+ * A JSON-RPC answer (or stream event) whose id is not the call's: it answers another request, so it
+ * is refused, never relayed (null: the call's own). An error with id null is the call's (JSON-RPC
+ * 2.0: the callee could not read the request's id).
+ */
+function otherRequest(name: string, msg: Record<string, unknown>, id: Rpc['id']): InvalidAnswer | null {
+  if (msg.id === id || (msg.id === null && msg.error !== undefined)) return null;
+  // The callee's id is not repeated: its text reaches the caller only as a checked answer.
+  return new InvalidAnswer(`agent "${name}" answered another request (${msg.id === undefined ? 'its answer has no JSON-RPC id' : 'its answer\'s JSON-RPC id is not'} this call's id ${JSON.stringify(id)}): the agent must answer each request with its id, as JSON-RPC 2.0 says; check the agent's JSON-RPC server`);
 }
 
 function unreachable(name: string, e: unknown): AamError {
@@ -1116,6 +1192,14 @@ class StreamRelay {
     this.add(this.binding.failFrame(id, code, message, data));
   }
 
+  /** The stream broke (the callee's connection, timeout or event; else aam's own error, -32603): it ends with the error. */
+  broke(e: unknown): void {
+    const f = this.end.failure(e);
+    if (!(f instanceof AamError)) return this.fail(this.rpcId, -32603, `agent "${this.name}" stream failed: ${(e as Error).message}`);
+    const r = rpcErrorOf(f);
+    this.fail(this.rpcId, r.code, r.message, r.data);
+  }
+
   /** An event aam could not pass on: the stream ends with the error. */
   refused(ev: Record<string, unknown>, e: unknown): false {
     const r = rpcErrorOf(toAamError(e));
@@ -1163,9 +1247,12 @@ class StreamRelay {
   emit(rec: SseRecord): boolean | Promise<boolean> {
     let ev: Record<string, unknown>;
     try { ev = JSON.parse(rec.data) as Record<string, unknown>; } catch {
-      this.fail(this.rpcId, -32603, `agent "${this.name}" sent a stream event that is not JSON`);
+      this.fail(this.rpcId, INVALID_AGENT_RESPONSE, `agent "${this.name}" sent a stream event that is not JSON`);
       return false;
     }
+    if (!isObj(ev)) { this.fail(this.rpcId, INVALID_AGENT_RESPONSE, `agent "${this.name}" sent a stream event that is not a JSON-RPC response`); return false; }
+    const other = otherRequest(this.name, ev, this.rpcId);
+    if (other !== null) { this.fail(this.rpcId, INVALID_AGENT_RESPONSE, other.message); return false; }
     if (ev.result === undefined) return this.framed(ev, undefined, rec.data, rec.event);
     statesIn(ev.result, this.end);
     let owning: void | Promise<void>;
@@ -1192,7 +1279,7 @@ class StreamRelay {
     this.reading(text);
     const records = this.parser.push(text);
     if (records.length) this.eventFrom = this.body.bytesRead;
-    else if (this.body.bytesRead - this.eventFrom > MAX_RESPONSE_BYTES) throw new Error(`an event larger than ${MAX_RESPONSE_BYTES} bytes`);
+    else if (this.body.bytesRead - this.eventFrom > MAX_RESPONSE_BYTES) throw new InvalidAnswer(`agent "${this.name}" stream failed: an event larger than ${MAX_RESPONSE_BYTES} bytes`);
     return records;
   }
 
@@ -1226,7 +1313,7 @@ class StreamRelay {
       }
     } catch (e) {
       body.destroy();
-      this.fail(this.rpcId, -32603, `agent "${this.name}" stream failed: ${(e as Error).message}`);
+      this.broke(e);
     }
     this.release();
     return this.done();
@@ -1291,7 +1378,7 @@ class StreamRelay {
       } catch (e) {
         body.destroy();
         if (this.draining && !this.end.drained) this.drained();
-        else this.fail(this.rpcId, -32603, `agent "${this.name}" stream failed: ${(e as Error).message}`);
+        else this.broke(e);
       }
       this.release();
       return this.done();
@@ -1347,7 +1434,7 @@ const REST: Binding = {
     return sseFrame(JSON.stringify(restFromRpc(typeof err.code === 'number' ? err.code : -32603, String(err.message ?? 'the agent stream failed')).body), 'error');
   },
   failFrame(_id, code, message, data) {
-    const body = data ? restFromAam(data.http_status ?? 500, data.code, message).body : restFromRpc(code, message).body;
+    const body = data && code !== INVALID_AGENT_RESPONSE ? restFromAam(data.http_status ?? 500, data.code, message).body : restFromRpc(code, message).body;
     return sseFrame(JSON.stringify(body), 'error');
   },
   refuse(ctx, e) {
@@ -1358,7 +1445,7 @@ const REST: Binding = {
     }
     const err = toAamError(e);
     if (failed(ctx, e, err)) return;
-    const r = restFromAam(err.status, err.code, err.message);
+    const r = err instanceof InvalidAnswer ? restFromRpc(INVALID_AGENT_RESPONSE, err.message) : restFromAam(err.status, err.code, err.message);
     return afterEvidence(ctx, e, () => sendJson(ctx, r.status, r.body, err.headers));
   },
 };
@@ -1447,7 +1534,7 @@ function rpcError(ctx: Ctx, e: unknown, id: Rpc['id']): Promise<void> | void {
 
 /** An aam refusal as a JSON-RPC error: the code by its HTTP status (a body that is not JSON: A2A's JSONParseError), aam's own code and status in data. */
 function rpcErrorOf(err: AamError): { code: number; message: string; data: { code: string; http_status: number } } {
-  const code = err.code === 'invalid_json' ? -32700 : RPC_CODE[err.status] ?? -32603;
+  const code = err instanceof InvalidAnswer ? INVALID_AGENT_RESPONSE : err.code === 'invalid_json' ? -32700 : RPC_CODE[err.status] ?? -32603;
   return { code, message: err.message, data: { code: err.code, http_status: err.status } };
 }
 

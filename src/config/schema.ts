@@ -165,7 +165,11 @@ export const agentSpec = z.strictObject({
   labels: labels.optional(),
   description: z.string().optional(),
   /** The agent's A2A endpoint: callers reach it only through aam at /a2a/<agent>, with this credential injected. */
-  a2a: z.strictObject({ url: z.url({ protocol: /^https?$/ }), credential: name.optional() }).optional(),
+  a2a: z.strictObject({
+    url: z.url({ protocol: /^https?$/ }), credential: name.optional(),
+    /** idle_ms: the longest silence of the callee (before its answer's head, between two chunks); total_ms: a call's whole (default: 300000 for a request/response call, none for a stream). */
+    timeouts: z.strictObject({ idle_ms: positive.optional(), total_ms: positive.optional() }).optional(),
+  }).optional(),
 });
 
 /** agents: which A2A agents (and skills) this identity may call; deny wins, default deny. */
