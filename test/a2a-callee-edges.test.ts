@@ -227,3 +227,18 @@ test('total_ms: a stream alive with keep-alives is cut at its total (504, record
   assert.equal(ev.outcome.status, 504);
   // "quick" has no total_ms: its stream with keep-alives ran 1 s, past 400 ms idle, and ended as the callee ended it (above).
 });
+
+test('spec.a2a.timeouts: positive milliseconds, idle_ms and total_ms only; the config refuses anything else naming the field', async () => {
+  const { parseConfigTexts, ConfigError } = await import('../src/config/load.ts');
+  const problems = (timeouts: unknown): string[] => {
+    try { parseConfigTexts([{ file: 'aam.yaml', text: yaml(doc('Agent', 'x', { workload: 'spiffe://test/agent/x', a2a: { url: 'http://127.0.0.1:9/a2a', timeouts } })) }]); return []; } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      return e.issues.map((i) => `${i.path}: ${i.message}`);
+    }
+  };
+  assert.deepEqual(problems({ idle_ms: 1000, total_ms: 60_000 }), []);
+  for (const bad of [{ idle_ms: 0 }, { total_ms: -5 }, { idle_ms: '300s' }, { idle: 1000 }]) {
+    const [p] = problems(bad);
+    assert.match(String(p), /a2a\.timeouts/, `${JSON.stringify(bad)}: ${p}`);
+  }
+});
