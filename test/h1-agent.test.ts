@@ -273,7 +273,15 @@ test('the request\'s bytes are pinned: header order and values, framing names of
   const long = 'v'.repeat(70_000);
   await one({ method: 'POST', path: '/long', headers: { 'x-long': long }, body: 'b' }, `POST /long HTTP/1.1\r\nhost: ${host}\r\nx-long: ${long}\r\ncontent-length: 1\r\n\r\nb`);
   await one({ method: 'POST', path: '/s', headers: { 'x-s': 's' }, body: 'b' }, `POST /s HTTP/1.1\r\nhost: ${host}\r\nx-s: s\r\ncontent-length: 1\r\n\r\nb`);
-  assert.equal(sent.length, 14);
+  // The content-length's digits (written as bytes) at every count of them, the last digit 0 and 9.
+  for (const n of [9, 10, 99, 100, 909, 1000, 9999, 10_000, 99_990, 123_456]) {
+    const b = Buffer.alloc(n, 'x');
+    await one({ method: 'POST', path: '/n', headers: { 'x-n': String(n) }, body: b }, `POST /n HTTP/1.1\r\nhost: ${host}\r\nx-n: ${n}\r\ncontent-length: ${n}\r\n\r\n${b.toString('latin1')}`);
+  }
+  // A path with Latin-1 characters: Latin-1 bytes before a body, UTF-8 in a head alone (as it was written when it was one string).
+  await one({ method: 'POST', path: '/caf\u00e9', headers: { 'x-p': 'p' }, body: 'b' }, `POST /caf\u00e9 HTTP/1.1\r\nhost: ${host}\r\nx-p: p\r\ncontent-length: 1\r\n\r\nb`);
+  await one({ method: 'GET', path: '/caf\u00e9', headers: { 'x-p': 'p' } }, `GET /caf\u00c3\u00a9 HTTP/1.1\r\nhost: ${host}\r\nx-p: p\r\n\r\n`);
+  assert.equal(sent.length, 26);
   // A value with a line break or NUL, or a name that is not a token, is refused before anything is sent (also in an array).
   for (const headers of [{ 'x-bad': 'a\nb' }, { 'x-bad': ['ok', 'a\0b'] }, { 'bad name': 'v' }, { 'x-bad': 'a\rb' }]) {
     assert.throws(() => a.dispatch({ origin, path: '/', method: 'GET', headers } as Dispatcher.DispatchOptions, {}), { code: 'UND_ERR_INVALID_ARG' });
