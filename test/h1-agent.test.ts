@@ -286,6 +286,17 @@ test('the request\'s bytes are pinned: header order and values, framing names of
   for (const headers of [{ 'x-bad': 'a\nb' }, { 'x-bad': ['ok', 'a\0b'] }, { 'bad name': 'v' }, { 'x-bad': 'a\rb' }]) {
     assert.throws(() => a.dispatch({ origin, path: '/', method: 'GET', headers } as Dispatcher.DispatchOptions, {}), { code: 'UND_ERR_INVALID_ARG' });
   }
+  // With a body (the head as Latin-1: a short value is checked as its bytes are stored, a long one
+  // by the RegExp), at either end of a value, on both sides of the length where that changes.
+  for (const len of [1, 2, 63, 64, 65, 300]) {
+    for (const bad of ['\r', '\n', '\0']) {
+      for (const value of [bad + 'v'.repeat(len - 1), 'v'.repeat(len - 1) + bad]) {
+        assert.throws(() => a.dispatch({ origin, path: '/', method: 'POST', headers: { 'x-ok': 'fine', 'x-bad': value }, body: 'b' }, {}), { code: 'UND_ERR_INVALID_ARG', message: 'invalid x-bad header value' }, JSON.stringify(value));
+      }
+    }
+  }
+  // Nothing of a refused request was sent, and the next one's head is whole.
+  await one({ method: 'POST', path: '/after', headers: { 'x-v': 'v'.repeat(64), 'x-w': 'w'.repeat(65) }, body: 'b' }, `POST /after HTTP/1.1\r\nhost: ${host}\r\nx-v: ${'v'.repeat(64)}\r\nx-w: ${'w'.repeat(65)}\r\ncontent-length: 1\r\n\r\nb`);
 });
 
 test('a request\'s head is written as bytes: dispatching an A2A call (eight headers, a Buffer body) makes well under 1 KB of garbage', () => {

@@ -85,6 +85,8 @@ const ONE_WRITE_BODY = 16 * 1024;
 /** Framing header names: ours (the body is known, its length is sent). Looked up only for a name of one of their lengths. */
 const FRAMING = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'upgrade']);
 const CONTENT_LENGTH = 'content-length: ';
+/** A header value up to this long is stored byte by byte (a loop beats a native call's overhead); a longer one is written. */
+const SHORT_VALUE = 64;
 
 /**
  * How a head's text becomes bytes: Latin-1 (one byte a character) when a body follows it, UTF-8
@@ -121,17 +123,32 @@ class HeadWriter {
   }
 
   /**
-   * One header line, `prefix` (`name: `) then `value` then CRLF: one room check, and the CRLF
-   * stored as two bytes, not a third write (a native call per line: an A2A call's head has ten).
+   * One header line, `prefix` (`name: `) then `value` then CRLF, with one room check and the CRLF
+   * stored as two bytes; false, with nothing kept, when the value holds NUL, CR or LF. Each native
+   * write costs more than storing a few dozen bytes (an A2A call's head has ten lines).
    */
-  line(prefix: string, value: string): void {
-    this.#room(prefix.length + (this.enc === 'latin1' ? value.length : value.length * 3) + 2);
+  line(prefix: string, value: string): boolean {
+    const latin1 = this.enc === 'latin1';
+    const short = latin1 && value.length <= SHORT_VALUE;
+    if (!short && BAD_VALUE.test(value)) return false;
+    this.#room(prefix.length + (latin1 ? value.length : value.length * 3) + 2);
     const buf = this.#buf;
-    let at = this.#at + buf.write(prefix, this.#at, this.enc);
-    at += buf.write(value, at, this.enc);
+    let at = this.#at;
+    // A name (a token: ASCII) is stored byte by byte; so is a short Latin-1 value (each
+    // character's low byte, as write(value, 'latin1') stores it), checked as it goes: no native
+    // call and no RegExp for either. The line is only kept (#at moved) once it is whole and valid.
+    for (let i = 0; i < prefix.length; i++) buf[at++] = prefix.charCodeAt(i);
+    if (short) {
+      for (let i = 0; i < value.length; i++) {
+        const c = value.charCodeAt(i);
+        if (c === 0 || c === 10 || c === 13) return false;
+        buf[at++] = c & 0xff;
+      }
+    } else at += buf.write(value, at, this.enc);
     buf[at] = 13;
     buf[at + 1] = 10;
     this.#at = at + 2;
+    return true;
   }
 
   /** `METHOD path HTTP/1.1` and its CRLF (the space after the method stored as a byte). */
@@ -222,8 +239,7 @@ const prefixes = new Map<string, string>();
 const MAX_PREFIXES = 512;
 
 function headerLine(w: HeadWriter, name: string, prefix: string, value: string): void {
-  if (BAD_VALUE.test(value)) throw new H1Error(`invalid ${name} header value`, 'UND_ERR_INVALID_ARG');
-  w.line(prefix, value);
+  if (!w.line(prefix, value)) throw new H1Error(`invalid ${name} header value`, 'UND_ERR_INVALID_ARG');
 }
 
 function hasHost(h: Options['headers']): boolean {
