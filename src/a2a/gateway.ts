@@ -11,7 +11,7 @@ import type { Access, CalleeInjection, Ctx } from './plane.ts';
 import { readJson, readJsonWithBytes, sendJson, type BodyWatch } from '../access/request.ts';
 import { AamError, EvidenceUnavailable, pathSegment, toAamError } from '../access/errors.ts';
 import { Access as AccessOf, currentCaller as callerNow, openAccess } from '../access/context.ts';
-import { authorize, policyEvidence, recordDecision, storeFailure, type Admission } from '../access/decide.ts';
+import { authorize, policyEvidence, recordDecision, storeFailure, storeUnchecked, type Admission } from '../access/decide.ts';
 import type { Identity } from '../identity/types.ts';
 import { admitRuleCall, type RuleAdmission, type RuleRefusal } from '../access/rule-limits.ts';
 import { encodesAhead, identityEvidence, requestTraceId } from '../access/evidence.ts';
@@ -299,7 +299,7 @@ export function createA2aGateway(): A2aGateway {
   async function receivePush(ctx: Ctx, name: string, id: string, seen: PushSeen): Promise<void> {
     if (ctx.req.method !== 'POST') throw new AamError(405, 'method_not_allowed', 'push notifications are POSTed', { headers: { allow: 'POST' } });
     const token = ctx.req.headers['x-a2a-notification-token'];
-    const route = await storeCall(() => new PushRoutes(ctx.rt.a2aPushRoutes).verify(id, name, typeof token === 'string' ? token : undefined));
+    const route = await storeCall(ctx, () => new PushRoutes(ctx.rt.a2aPushRoutes).verify(id, name, typeof token === 'string' ? token : undefined));
     if (!route) throw new AamError(401, 'invalid_token', 'unknown push route or wrong X-A2A-Notification-Token');
     seen.agent = route.identity.agent.name;
     seen.callee = name;
@@ -340,7 +340,7 @@ export function createA2aGateway(): A2aGateway {
         rt.streams.add(() => made.releaseAll());
       }
       const joiner = pushText;
-      const values = await storeCall(() => joiner.pass(route.id, { route, ctx, name }, value));
+      const values = await storeCall(ctx, () => joiner.pass(route.id, { route, ctx, name }, value));
       seen.held = values.length === 0;
       for (const v of values) status = await postPush(ctx, route, v);
       access.record({ type: 'a2a_call', ...ev, outcome: { status, latency_ms: performance.now() - started } } as never);
@@ -419,7 +419,7 @@ export function createA2aGateway(): A2aGateway {
 
   /** Who owns an id, from the store seam; a fleet store that cannot answer refuses (503), never "not found". */
   async function owner(ctx: Ctx, callee: string, kind: 'task' | 'context', id: string) {
-    return storeCall(() => ctx.rt.a2aTasks.get(callee, kind, id));
+    return storeCall(ctx, () => ctx.rt.a2aTasks.get(callee, kind, id));
   }
 
   /** The owner of a task id, which must be this caller (another caller's task does not exist for it). */
@@ -463,7 +463,7 @@ export function createA2aGateway(): A2aGateway {
   async function checkedJson(ctx: Ctx, access: Access, name: string, msg: Record<string, unknown>, bound: void | Promise<void>, method: string, binding: Binding, raw: Buffer, text: string): Promise<Record<string, unknown> | string> {
     if (bound) await bound;
     // The caller's own push URL and token restored: never the callee's text.
-    if (method.includes('PushNotificationConfig')) msg = { ...msg, result: await storeCall(() => restoreCallerTargets(msg.result, (url) => new PushRoutes(ctx.rt.a2aPushRoutes).get(url.slice(url.lastIndexOf('/') + 1)))) };
+    if (method.includes('PushNotificationConfig')) msg = { ...msg, result: await storeCall(ctx, () => restoreCallerTargets(msg.result, (url) => new PushRoutes(ctx.rt.a2aPushRoutes).get(url.slice(url.lastIndexOf('/') + 1)))) };
     const result = scrubAcross(ctx.rt.egress, await access.guard('output', msg.result, `a2a ${name}`, 'chat'));
     if (result !== msg.result) return { ...msg, result };
     return method.includes('PushNotificationConfig') ? msg : asWritten(ctx, binding, raw, text, msg);
@@ -598,7 +598,7 @@ class HopCall implements CalleeHandler, Timed {
     if (refused) throw new AamError(400, 'push_url_refused', refused);
     const callerToken = typeof token === 'string' && token ? token : undefined;
     // The registering request names the route's evidence: what it holds and lets go of later is recorded under it.
-    const route = await storeCall(() => new PushRoutes(ctx.rt.a2aPushRoutes).add({ callee: name, taskId: this.taskId ?? '', skill: this.skill, identity: this.access.identity, url, ...(callerToken ? { callerToken } : {}), requestId: ctx.requestId, traceId: requestTraceId(ctx) }));
+    const route = await storeCall(ctx, () => new PushRoutes(ctx.rt.a2aPushRoutes).add({ callee: name, taskId: this.taskId ?? '', skill: this.skill, identity: this.access.identity, url, ...(callerToken ? { callerToken } : {}), requestId: ctx.requestId, traceId: requestTraceId(ctx) }));
     this.params = withAamTarget(this.rpc.method, this.params, `${publicBase(ctx)}/a2a/${encodeURIComponent(name)}/push/${route.id}`, route.token);
   }
 
@@ -921,7 +921,12 @@ const RPC_REFUSAL: Record<number, string> = { [-32602]: 'invalid_params', [-3260
 
 /** A call refused before its callee was called (its caller and callee known): counted, then refused as its binding answers. */
 function refusedCall(ctx: Ctx, access: Access, name: string, e: unknown, id: Rpc['id'], binding: Binding): Promise<void> | void {
-  ctx.rt.metrics?.a2aRefused?.(access.identity.agent.name, name, e instanceof RpcError ? RPC_REFUSAL[e.code] ?? 'invalid_request' : toAamError(e).code);
+  const code = e instanceof RpcError ? RPC_REFUSAL[e.code] ?? 'invalid_request' : toAamError(e).code;
+  ctx.rt.metrics?.a2aRefused?.(access.identity.agent.name, name, code);
+  // A store that could not check whose task it is refuses before any decision: evidence all the same.
+  if (code === 'store_unavailable' && !ctx.decision) {
+    access.record({ type: 'a2a_call', request_id: ctx.requestId, identity: identityEvidence(access.identity), a2a: { agent: name }, outcome: { status: 503, error_class: 'server', error: (e as Error).message } } as never);
+  }
   return binding.refuse(ctx, e, id);
 }
 
@@ -977,16 +982,21 @@ function refuseChain(ctx: Ctx, access: Access, name: string, skill: string, meth
  * A task-owner or push-route store call; Redis down is 503 store_unavailable, never "not found".
  * The embedded stores answer at once: then no promise (a stream's binding costs it no loop turn).
  */
-function storeCall<T>(fn: () => T | Promise<T>): T | Promise<T> {
+function storeCall<T>(ctx: Ctx, fn: () => T | Promise<T>): T | Promise<T> {
   let r: T | Promise<T>;
-  try { r = fn(); } catch (e) { throw storeRefusal(e); }
-  return r instanceof Promise ? r.catch((e: unknown) => { throw storeRefusal(e); }) : r;
+  try { r = fn(); } catch (e) { throw storeRefusal(ctx, e); }
+  return r instanceof Promise ? r.catch((e: unknown) => { throw storeRefusal(ctx, e); }) : r;
 }
 
-/** The fleet's store cannot answer: 503 store_unavailable (whose task it is cannot be checked); any other error as it is. */
-function storeRefusal(e: unknown): unknown {
+/**
+ * The fleet's store cannot answer: 503 store_unavailable (whose task it is cannot be checked),
+ * counted with every plane's such refusal (storeUnchecked) when a caller was identified (a
+ * callee's push has its own counter); any other error as it is.
+ */
+function storeRefusal(ctx: Ctx, e: unknown): unknown {
   if (!(e instanceof StoreUnavailable)) return e;
-  return new AamError(503, 'store_unavailable', `Redis (the fleet store for A2A task owners and push routes) is unavailable, so aam cannot check whose task or push route this is: ${e.message}; retry shortly`, { headers: { 'retry-after': '1' } });
+  const refused = new AamError(503, 'store_unavailable', `Redis (the fleet store for A2A task owners and push routes) is unavailable, so aam cannot check whose task or push route this is: ${e.message}; retry shortly`, { headers: { 'retry-after': '1' } });
+  return ctx.identity ? storeUnchecked(ctx.rt, ctx.identity, e, () => refused) : refused;
 }
 
 /**
@@ -998,7 +1008,7 @@ function bind(ctx: Ctx, callee: string, result: unknown, caller: string, skill: 
   const ids = idsIn(result, seen);
   // Nothing new to bind (a plain message; a stream's later events): no promise, no await.
   if (ids.tasks.length === 0 && ids.contexts.length === 0) return;
-  return storeCall(() => ctx.rt.a2aTasks.bind(callee, ids, caller, skill));
+  return storeCall(ctx, () => ctx.rt.a2aTasks.bind(callee, ids, caller, skill));
 }
 
 /**

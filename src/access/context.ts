@@ -15,6 +15,7 @@ import { guardListing, guardrailsOf, guardChatInput, guardChatOutput, guardOrThr
 import { createTextCounter, type TextShape } from '../guardrails/text-budget.ts';
 import { DELEGATION_HEADER, delegationEvidence, liveDelegation, type Delegation } from './delegation.ts';
 import { identityEvidence, requestTraceId, type EvidenceAt } from './evidence.ts';
+import { AamError } from './errors.ts';
 
 /** C: the plane's view of the request context (see request.ts Ctx). */
 export class Access<C extends Ctx = Ctx> {
@@ -157,7 +158,15 @@ function opened<C extends Ctx>(ctx: C, identity: Identity): Access<C> | Promise<
   const a = new Access(ctx, identity);
   const d = liveDelegation(ctx.rt, ctx.req.headers[DELEGATION_HEADER], a.identity);
   if (d === undefined) return a;
-  return d instanceof Promise ? d.then((live) => linked(ctx, a, live)) : linked(ctx, a, d);
+  return d instanceof Promise ? d.then((live) => linked(ctx, a, live), (e: unknown) => { throw unchecked(ctx, a, e); }) : linked(ctx, a, d);
+}
+
+/** A delegation the fleet store could not check (Redis down): its refusal is evidence too, under the caller's identity. */
+function unchecked<C extends Ctx>(ctx: C, a: Access<C>, e: unknown): unknown {
+  if (e instanceof AamError && e.code === 'store_unavailable') {
+    a.record({ type: 'delegation', request_id: ctx.requestId, trace_id: requestTraceId(ctx), identity: identityEvidence(a.identity), outcome: { status: e.status, error_class: 'server', error: e.message } });
+  }
+  return e;
 }
 
 function linked<C extends Ctx>(ctx: C, a: Access<C>, d: Delegation): Access<C> {

@@ -116,8 +116,8 @@ export function admit(ctx: Ctx, identity: Identity, tokensEstimate: number, cost
   if (rates.length === 0 && limits.budgets.length === 0) return NOTHING_COUNTED;
   const req = { rates, tokens: tokensEstimate, budgets: budgetEntriesOf(limits), amountUsd: costEstimateUsd, cacheKey };
   let r: AdmitResult | Promise<AdmitResult>;
-  try { r = ctx.rt.limiter.admit(req); } catch (e) { throw limitUnchecked(ctx.rt, identity, e, storeFailure); }
-  if (r instanceof Promise) return r.then((v) => admitted(ctx, identity, set, v, costEstimateUsd), (e: unknown) => { throw limitUnchecked(ctx.rt, identity, e, storeFailure); });
+  try { r = ctx.rt.limiter.admit(req); } catch (e) { throw storeUnchecked(ctx.rt, identity, e, storeFailure); }
+  if (r instanceof Promise) return r.then((v) => admitted(ctx, identity, set, v, costEstimateUsd), (e: unknown) => { throw storeUnchecked(ctx.rt, identity, e, storeFailure); });
   return admitted(ctx, identity, set, r, costEstimateUsd);
 }
 
@@ -168,12 +168,14 @@ function sideAdmitted(r: AdmitResult): Admission | null {
 }
 
 /**
- * A limit check the fleet store could not answer (Redis down): counted with the limits' refusals
- * (aam_limited_total, code store_unavailable), then mapped to the plane's error by `refuse`. Such
- * a request never reaches an upstream, so no other counter saw it: during a Redis outage the
- * model and tool planes' metrics only went quiet.
+ * The one step every plane's refusal passes when a fleet store could not answer a check (Redis
+ * down: a limit, an MCP session's owner, an A2A task's owner or live call): counted with the
+ * limits' refusals (aam_limited_total, code store_unavailable, by agent), then mapped to the
+ * plane's error by `refuse`. Such a request never reaches an upstream, so no other counter saw it:
+ * during a Redis outage a plane that went around this step only went quiet. Each plane records
+ * the refusal as evidence on its own error path (tests: fleet-redis-refusals, one row per plane).
  */
-export function limitUnchecked(rt: AccessRuntime, identity: Identity, e: unknown, refuse: (e: unknown) => unknown): unknown {
+export function storeUnchecked(rt: AccessRuntime, identity: Identity, e: unknown, refuse: (e: unknown) => unknown): unknown {
   if (e instanceof StoreUnavailable) rt.metrics?.limited('store_unavailable', identity.agent.name);
   return refuse(e);
 }

@@ -13,6 +13,7 @@ import { hash, timingSafeEqual } from 'node:crypto';
 import type { Identity } from '../identity/types.ts';
 import type { AccessRuntime } from './runtime-view.ts';
 import { AamError } from './errors.ts';
+import { storeUnchecked } from './decide.ts';
 
 export const DELEGATION_HEADER = 'x-aam-delegation';
 const VERSION = 'v1';
@@ -150,12 +151,12 @@ export function liveDelegation(rt: AccessRuntime, header: string | string[] | un
   const live = rt.liveCalls.live(callKey(d));
   if (live === true) return d;
   if (live === false) throw over();
-  return live.then((l) => { if (!l) throw over(); return d; }, unknown);
+  return live.then((l) => { if (!l) throw over(); return d; }, (e: unknown) => { throw storeUnchecked(rt, identity, e, unknown); });
 }
 
-/** The fleet store cannot say whether the call is live: 503, never honoured unchecked. */
-function unknown(e: unknown): never {
-  throw new AamError(503, 'store_unavailable', `Redis (the fleet store of live A2A calls) is unavailable, so aam cannot tell whether the A2A call that issued ${DELEGATION_HEADER} is still live: ${(e as Error).message}; retry shortly`, { headers: { 'retry-after': '1' } });
+/** The fleet store cannot say whether the call is live: 503, never honoured unchecked (counted by storeUnchecked). */
+function unknown(e: unknown): AamError {
+  return new AamError(503, 'store_unavailable', `Redis (the fleet store of live A2A calls) is unavailable, so aam cannot tell whether the A2A call that issued ${DELEGATION_HEADER} is still live: ${(e as Error).message}; retry shortly`, { headers: { 'retry-after': '1' } });
 }
 
 const over = () => invalid('was issued for an A2A call that has ended (a delegation is honoured only while its call runs or a task it left running is not done, 1 h at most)');

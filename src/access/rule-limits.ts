@@ -7,7 +7,7 @@
 import type { AccessRuntime } from './runtime-view.ts';
 import type { Identity } from '../identity/types.ts';
 import type { AdmitResult } from '../store/types.ts';
-import { limitUnchecked, rateEntriesOf } from './decide.ts';
+import { storeUnchecked, rateEntriesOf } from './decide.ts';
 
 export interface LimitedRule {
   policy: string;
@@ -45,9 +45,9 @@ export function admitRuleCall(rt: AccessRuntime, identity: Identity, rule: Limit
   const budgets = limits ? rateEntriesOf(identity, prefix, {}).map((e) => ({ key: e.key, limits })) : [];
   const req = { rates: rule.rate ? rateEntriesOf(identity, prefix, rule.rate) : [], tokens: 0, budgets, amountUsd: 1 };
   let r: AdmitResult | Promise<AdmitResult>;
-  try { r = rt.limiter.admit(req); } catch (e) { throw limitUnchecked(rt, identity, e, storeFailure); }
+  try { r = rt.limiter.admit(req); } catch (e) { throw storeUnchecked(rt, identity, e, storeFailure); }
   const done = (v: AdmitResult) => admitted(rt, identity, prefix, rule, plane, v, refuse);
-  if (r instanceof Promise) return r.then(done, (e: unknown) => { throw limitUnchecked(rt, identity, e, storeFailure); });
+  if (r instanceof Promise) return r.then(done, (e: unknown) => { throw storeUnchecked(rt, identity, e, storeFailure); });
   return done(r);
 }
 

@@ -18,7 +18,7 @@ import { guardListing, guardrailsOf, guardValue, nextTurn, redactForReview, TURN
 import { JsonTooComplex, MAX_KEY_NAMES, parseJsonInTurns } from '../access/json-turns.ts';
 import type { IncomingMessage } from 'node:http';
 import { scrubAcross } from '../access/egress.ts';
-import { noteActivity, shadowed, storeUnavailableMessage } from '../access/decide.ts';
+import { noteActivity, shadowed, storeUnavailableMessage, storeUnchecked } from '../access/decide.ts';
 import { StoreUnavailable } from '../store/types.ts';
 import { admitRuleCall, UNCOUNTED } from '../access/rule-limits.ts';
 import { errMsg } from '../lib/error-message.ts';
@@ -81,6 +81,10 @@ class ToolAccessOf implements ToolAccess {
     const rule = decidingToolRule(this.#a.set, d);
     if (!rule || (!rule.rate && !rule.budget)) return UNCOUNTED;
     return admitToolCall(this.#a.ctx.rt, this.#a.identity, rule);
+  }
+
+  storeRefusal(e: StoreUnavailable, message: string): ToolError {
+    return storeUnchecked(this.#a.ctx.rt, this.#a.identity, e, () => storeRefused(e, message)) as ToolError;
   }
 
   guardrails(attached?: readonly string[]) {

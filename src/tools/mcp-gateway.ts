@@ -18,7 +18,7 @@ import { createListenHub } from './mcp-listen.ts';
 import { createPageStore } from './mcp-pages.ts';
 import { isLogLevel } from './mcp-headers.ts';
 import { isObj } from '../lib/json.ts';
-import { RPC, ToolError, type ToolAccess, type ToolDeps } from './types.ts';
+import { identityFields, RPC, ToolError, type ToolAccess, type ToolDeps } from './types.ts';
 import { ALL_SESSIONS, LOG_LEVEL_HOLD, StoreUnavailable, type McpSessionNote, type McpSessionRecord } from '../store/types.ts';
 import type { LogParams, WatchList } from './upstream.ts';
 import { optionalCapabilities } from './catalog.ts';
@@ -469,6 +469,21 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
     return s.transport.handleRequest(req, res, body);
   }
 
+  /**
+   * A session request the registry could not check (Redis down): counted and recorded like every
+   * plane's such refusal (the caller, the method, the session), answered once its evidence is safe.
+   */
+  async function refuseUnchecked(req: IncomingMessage, res: ServerResponse, access: ToolAccess, body: unknown, sid: string | undefined, e: StoreUnavailable): Promise<void> {
+    const what = sid ? 'check whom this MCP session belongs to' : 'count open MCP sessions against their caps';
+    const refused = access.storeRefusal(e, `Redis (the fleet store for MCP sessions) is unavailable, so aam cannot ${what}: ${e.message}; retry shortly`);
+    const method = isObj(body) && typeof body.method === 'string' ? body.method.slice(0, 64) : undefined;
+    deps.audit.record({ type: 'tool.rejected', plane: 'mcp', request_id: requestIdOf(req), client_request_id: access.clientRequestId, trace_id: access.traceId(), ...identityFields(access.identity),
+      session_id: sid, method, outcome: { status: refused.errorCode, error: refused.message } });
+    await deps.audit.safe()?.catch(() => {});
+    res.setHeader('retry-after', '1');
+    rpcError(res, refused.status, refused.code, refused.message, refused.data);
+  }
+
   /** Why the key a session was opened with no longer authenticates (the session dies with it), or undefined. */
   function keyProblemOf(rec: McpSessionRecord): string | undefined {
     return rec.keyId === undefined ? undefined : deps.keyProblem(rec.keyId, rec.keyGeneration);
@@ -505,10 +520,9 @@ export function createMcpGateway(config: ConfigSet, deps: ToolDeps, opts: McpGat
         if (!isInit) return rpcError(res, 400, RPC.invalidParams, 'missing Mcp-Session-Id header: start a session with an initialize request first (MCP 2025-11-25 and earlier), or send MCP 2026-07-28 requests carrying params._meta["io.modelcontextprotocol/protocolVersion"] and the MCP-Protocol-Version header');
         return await startSession(req, res, access, serverName, body);
       } catch (e) {
-        // The fleet's session registry cannot answer: refuse (a session's owner cannot be checked).
+        // The fleet's session registry cannot answer: refuse (a session's owner or the caps cannot be checked).
         if (!(e instanceof StoreUnavailable)) throw e;
-        res.setHeader('retry-after', '1');
-        return rpcError(res, 503, RPC.upstream, `Redis (the fleet store for MCP sessions) is unavailable, so aam cannot check whom this session belongs to: ${e.message}; retry shortly`, { code: 'store_unavailable', retry_after_seconds: 1, store: e.store });
+        return refuseUnchecked(req, res, access, body, typeof sid === 'string' && sid ? sid : undefined, e);
       }
     },
     async reload(next) {

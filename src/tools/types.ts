@@ -34,6 +34,12 @@ export interface ToolAccess {
    * `forwarded()` once the call goes upstream (it then counts against the budget), else `dropped()`.
    */
   admitCall(decision: Decision): ToolAdmission | Promise<ToolAdmission>;
+  /**
+   * The refusal of a request a fleet store could not check (an MCP session's owner or cap: Redis
+   * down), counted where every plane's such refusal is (aam_limited_total, store_unavailable):
+   * 503, JSON-RPC -32603, retry in 1 s. The plane records it as evidence.
+   */
+  storeRefusal(e: import('../store/types.ts').StoreUnavailable, message: string): ToolError;
   /** Guardrails on tool arguments (input) or results (output): the possibly redacted value, or a block. */
   /** `attached`: guardrails the tool's own resource (McpServer/HttpTool spec.guardrails) adds to the caller's. */
   /** `key`: what stands for a listed item in the verdict cache (access/guard.ts ItemKey): scanned once, recorded for every caller. */
