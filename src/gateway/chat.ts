@@ -34,7 +34,7 @@ import type { Category } from '../guardrails/types.ts';
 import { resultToEvents, StreamRecorder } from '../cache/replay.ts';
 import type { CacheLookup } from '../cache/model-cache.ts';
 import { embedderFor } from './embeddings.ts';
-import { callEvidenceAhead, countCall, failedCall, recordCall, recordCallEvidence, type CallEvidenceAhead, type CallOutcome } from './record.ts';
+import { answeredAs, callEvidenceAhead, countCall, failedCall, recordCall, recordCallEvidence, type CallEvidenceAhead, type CallOutcome } from './record.ts';
 import { chatUpstream, clientBody, type ClientBody } from './raw-body.ts';
 import { resolveRoute } from './resolve.ts';
 
@@ -250,11 +250,18 @@ function completeChat(a: Access, route: Route, req: ChatRequest, codec: ClientCo
 /** A cache hit, answered whole ($0). */
 async function replayWhole(a: Access, route: Route, codec: ClientCodec, adm: Admission, cache: CacheState, hit: ChatResult): Promise<void> {
   const { ctx } = a;
-  finish(a, route, null, hit.usage, adm, 200, false, undefined, 'hit', NO_ATTEMPTS);
-  const result = await a.guardChatOutput(hit);
-  const body = encodeBody(codec, result, result.model || route.name);
-  await ctx.rt.evidenceSafe();
-  await codec.settle?.();
+  const call = settleAndRecord(a, route, null, hit.usage, adm, 200, false, undefined, 'hit', NO_ATTEMPTS);
+  let body: string;
+  try {
+    const result = await a.guardChatOutput(hit);
+    body = encodeBody(codec, result, result.model || route.name);
+    await ctx.rt.evidenceSafe();
+    await codec.settle?.();
+  } catch (e) {
+    countCall(ctx, a.identity, route, answeredAs(call, e));
+    throw e;
+  }
+  countCall(ctx, a.identity, route, call);
   sendText(ctx, 200, body, 'application/json', { ...cacheHeader(cache), 'x-aam-cost-usd': '0' });
 }
 
@@ -312,15 +319,17 @@ function sendChecked(a: Access, route: Route, codec: ClientCodec, cache: CacheSt
     const text = raw ?? encodeBody(codec, result, result.model);
     const safe = ctx.rt.evidenceSafeNow();
     if (safe) {
-      // The answer waits for its evidence's commit (the fleet's INSERT in flight): the counters are
-      // done meanwhile instead of after it.
+      // The answer waits for its evidence's commit (the fleet's INSERT in flight); counted once
+      // that says what the caller is answered: 200, or 503 when the commit failed (answeredAs).
       handed = true;
-      countCall(ctx, a.identity, route, call);
       return safe.then(() => {
         const settled = codec.settle?.();
-        if (!settled) { sendWhole(ctx, text, r, call, cache); return undefined; }
-        return settled.then(() => sendWhole(ctx, text, r, call, cache));
-      });
+        if (!settled) { try { sendWhole(ctx, text, r, call, cache); } finally { countCall(ctx, a.identity, route, call); } return undefined; }
+        return settled.then(
+          () => { try { sendWhole(ctx, text, r, call, cache); } finally { countCall(ctx, a.identity, route, call); } },
+          (e: unknown) => { countCall(ctx, a.identity, route, call); throw e; },
+        );
+      }, (e: unknown) => { countCall(ctx, a.identity, route, answeredAs(call, e)); throw e; });
     }
     const settled = codec.settle?.();
     if (settled) {

@@ -4,7 +4,7 @@ import type { EmbeddingsResult } from '../providers/types.ts';
 import { identify } from '../access/identify.ts';
 import { openAccess } from '../access/context.ts';
 import { watchesOutput } from '../access/guard.ts';
-import { failedCall, recordCall, recordSideCall } from './record.ts';
+import { answeredAs, countCall, failedCall, recordCall, recordCallEvidence, recordSideCall, type CallOutcome } from './record.ts';
 import { allowedModels, mayUseModel } from '../policy/decide.ts';
 import { catalogLookup } from '../config/catalog.ts';
 import { AamError, badRequest, pathSegment } from '../access/errors.ts';
@@ -72,7 +72,8 @@ export async function handleEmbeddings(ctx: Ctx): Promise<void> {
 
 async function sendEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: EmbeddingsRequest, result: EmbeddingsResult, raw: string | null, target: Target | null, cache: 'hit' | 'miss' | null, cost: number | null, attempts: readonly AttemptLog[]): Promise<void> {
   const usage = result.usage ? { ...result.usage, outputTokens: 0 } : undefined;
-  recordCall(ctx, identity, route, { target, usage, status: 200, stream: false, cost, cache, latencyMs: performance.now() - ctx.start, attempts }, 'embeddings');
+  const call: CallOutcome = { target, usage, status: 200, stream: false, cost, cache, latencyMs: performance.now() - ctx.start, attempts };
+  recordCallEvidence(ctx, identity, route, call);
   const body = raw ?? JSON.stringify({
     object: 'list', model: result.model || route.name,
     data: result.data.map((d) => ({ object: 'embedding', index: d.index, embedding: embeddingAs(d.embedding, req.encoding_format) })),
@@ -80,7 +81,9 @@ async function sendEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: E
   });
   const headers: Record<string, string> = target ? { 'x-aam-target': target.label } : {};
   if (cache) headers['x-aam-cache'] = cache;
-  await ctx.rt.evidenceSafe();
+  // Counted as answered: 503 when the evidence could not be committed (answeredAs).
+  try { await ctx.rt.evidenceSafe(); } catch (e) { countCall(ctx, identity, route, answeredAs(call, e), 'embeddings'); throw e; }
+  countCall(ctx, identity, route, call, 'embeddings');
   sendText(ctx, 200, body, 'application/json', headers);
 }
 

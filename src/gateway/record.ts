@@ -8,6 +8,7 @@ import { policyEvidence, recordEvidence } from '../access/decide.ts';
 import { modelSpanAttributes } from '../observability/otlp-genai.ts';
 import type { Route, Target } from './routes.ts';
 import { UPSTREAM_MESSAGE_MAX, type AttemptLog } from './upstream.ts';
+import { EvidenceUnavailable } from '../access/errors.ts';
 import { EVENT_HEAD, eventHead, type AuditIdentity, type AuditModel, type AuditPolicy, type EventHead } from '../audit/event.ts';
 
 /**
@@ -55,6 +56,16 @@ export interface CallOutcome {
    * result): carried with the call, so a side call on the same request never lends or takes any.
    */
   attempts: readonly AttemptLog[];
+}
+
+/**
+ * The call as its caller was answered: a 503 when its evidence could not be committed
+ * (EvidenceUnavailable, the same in a fleet and on one process), its usage and cost kept (the
+ * upstream billed them, and the budget was charged). Counted with the upstream's 200 before, so
+ * aam_model_requests_total and the usage rollups showed no refusal while every caller got 503.
+ */
+export function answeredAs(call: CallOutcome, e: unknown): CallOutcome {
+  return e instanceof EvidenceUnavailable ? { ...call, status: e.status } : call;
 }
 
 /**
