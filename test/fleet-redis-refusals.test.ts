@@ -177,3 +177,34 @@ test('Redis down: a request carrying x-aam-delegation whose call\'s liveness can
     await redis.start();
   }
 });
+
+test('Redis stopped and started under load (model, HTTP tool, MCP 2026 calls, a few a second each): every 503 is store_unavailable, counted once and in the trail; every other answer is a 200', async (t) => {
+  await until(async () => (await chat()).status === 200 && (await httpTool()).status === 200, 15_000, 'serving');
+  const before = await limitedStoreUnavailable('worker');
+  const answers: Array<{ plane: string; status: number; code?: string; id: string }> = [];
+  let running = true;
+  const loop = async (plane: string, call: () => Promise<Response>) => {
+    while (running) {
+      const r = await refusal(await call()).catch(() => null);
+      if (r) answers.push({ plane, ...r });
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  };
+  const loops = [loop('model', chat), loop('http tool', httpTool), loop('mcp 2026', mcpModernCall)];
+  await new Promise((r) => setTimeout(r, 1000));
+  await redis.stop();
+  await new Promise((r) => setTimeout(r, 2000));
+  await redis.start();
+  await until(async () => (await fetch(`${url}/readyz`)).status === 200, 15_000, '/readyz back');
+  await new Promise((r) => setTimeout(r, 1000));
+  running = false;
+  await Promise.all(loops);
+  const refused = answers.filter((a) => a.status !== 200);
+  assert.ok(refused.length > 0, 'some calls met the outage');
+  for (const a of refused) assert.deepEqual([a.status, a.code], [503, 'store_unavailable'], JSON.stringify(a));
+  for (const plane of ['model', 'http tool', 'mcp 2026']) assert.ok(answers.some((a) => a.plane === plane && a.status === 200), `${plane} answered after the outage`);
+  assert.equal(await limitedStoreUnavailable('worker'), before + refused.length, `each refusal counted once (${refused.length} refused of ${answers.length})`);
+  t.diagnostic(`${answers.length} calls, ${refused.length} refused during the outage`);
+  const ids = refused.map((a) => a.id);
+  await until(async () => (await sql`SELECT DISTINCT request_id FROM audit_trail WHERE request_id = ANY(${ids})`).length === ids.length, 10_000, 'every refusal in the trail');
+});
