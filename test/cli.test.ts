@@ -159,6 +159,9 @@ test('a file, a flag\'s value or an --agent a command cannot use is a usage erro
     [['identity', 'issue', '--agent', 'nobody'], /no Agent "nobody" in .*aam\.yaml \(defined: /],
     [['identity', 'join-token', '--agent', 'nobody'], /no Agent "nobody" in .*aam\.yaml \(defined: /],
     [['audit', 'query', '--plane', 'mdoel'], /plane "mdoel" is not one of model/],
+    // before: --older-than 90x was exit 1 ("error: invalid ..."), --before soon said only "give --before or --older-than"
+    [['audit', 'prune', '--older-than', '90x'], /invalid --older-than "90x": use e\.g\. 90s, 15m, 1h30m or 90d/],
+    [['audit', 'prune', '--before', 'soon'], /--before: "soon" is not an ISO-8601 time \(like 2026-01-31T00:00:00Z\); or give --older-than 90d/],
     [['import', 'portkey', join(bad, 'gone.json')], /gone\.json: no such file; give the JSON file to import/],
   ] as Array<[string[], RegExp]>) {
     const r = await run([...args, ...d]);
@@ -186,6 +189,9 @@ test('an unknown subcommand of a known group lists the group\'s subcommands (bef
   assert.match(r.stderr, /^unknown command "audit tail": aam audit verify \| export \| query \| show \| public-key \| prune\n/);
   assert.match((await run(['policy'])).stderr, /^"policy" needs a subcommand: aam policy test \| explain \| diff\n/);
   assert.match((await run(['frobnicate'])).stderr, /^unknown command "frobnicate"\n/);
+  // A typo of a command names the nearest one, as a misspelt option does.
+  assert.match((await run(['kees', 'list'])).stderr, /^unknown command "kees" \(did you mean keys\?\)\n/);
+  assert.match((await run(['keys', 'lst'])).stderr, /^unknown command "keys lst" \(did you mean keys list\?\): aam keys create \| list/);
 });
 
 test('audit query --decision is checked: a misspelt one is named instead of printing an empty trail', async () => {

@@ -334,9 +334,14 @@ async function recover(dataDir: string): Promise<void> {
   if (n > 0) err(`recovered ${n} event(s) a gateway wrote to its segment file but stopped before committing`);
 }
 
+/** The prune cut from its flags; a value that is no time is the caller's fault (UsageError, exit 2), as for --since. */
 function cutoff(before: string | undefined, olderThan: string | undefined): Date | undefined {
-  if (before) { const d = new Date(before); return Number.isNaN(d.getTime()) ? undefined : d; }
-  return olderThan ? new Date(Date.now() - parseDurationSeconds(olderThan, '--older-than') * 1000) : undefined;
+  if (before) {
+    const d = new Date(before);
+    if (Number.isNaN(d.getTime())) throw new UsageError(`--before: "${before}" is not an ISO-8601 time (like 2026-01-31T00:00:00Z); or give --older-than 90d`);
+    return d;
+  }
+  return olderThan ? new Date(Date.now() - given(() => parseDurationSeconds(olderThan, '--older-than')) * 1000) : undefined;
 }
 
 function printVerify(r: VerifyResult, what: string): void {

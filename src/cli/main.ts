@@ -193,8 +193,12 @@ function groupHelp(group: string, commands: Record<string, Command>): string | u
 /** The words the user typed and, for a known group (`aam audit tail`), the subcommands it has. */
 export function unknownCommand(words: readonly string[], known: readonly string[]): string {
   const group = known.filter((k) => k.startsWith(`${words[0]} `)).map((k) => k.slice(words[0].length + 1));
-  if (group.length === 0) return `unknown command "${words[0]}"\n`;
-  const typed = words[1] === undefined ? `"${words[0]}" needs a subcommand` : `unknown command "${words[0]} ${words[1]}"`;
+  if (group.length === 0) {
+    const near = nearest(words[0], [...new Set(known.map((k) => k.split(' ')[0]))]);
+    return `unknown command "${words[0]}"${near ? ` (did you mean ${near}?)` : ''}\n`;
+  }
+  const near = words[1] === undefined ? null : nearest(words[1], group);
+  const typed = words[1] === undefined ? `"${words[0]}" needs a subcommand` : `unknown command "${words[0]} ${words[1]}"${near ? ` (did you mean ${words[0]} ${near}?)` : ''}`;
   return `${typed}: aam ${words[0]} ${group.join(' | ')}\n`;
 }
 
