@@ -114,6 +114,20 @@ test('a misspelt field gets the nearest real one (or the list of fields there); 
   assert.deepEqual(problems(yaml(doc('McpServer', 's', { transport: 'stdio', command: 'x', tools: { t: { acton: 'a' } } }))), ['spec.tools.t: unknown field "acton" (did you mean action?)']);
 });
 
+test('a reference to a missing document names the nearest name (a typo), else the names there are, else the kind to add; the same words for every kind of reference', () => {
+  const cred = doc('Credential', 'openai-key', { env: 'OPENAI_API_KEY' });
+  const tool = (credential: string) => doc('HttpTool', 'crm', { baseUrl: 'http://127.0.0.1:1', resource: 'crm', credential, actions: { read: { method: 'GET', path: '/a' } } });
+  // Before: "unknown Credential "opnai-key"" with no hint (HttpTool, McpServer, credentials.allow, identity.agent, a2a),
+  // and "(defined: none defined)" where there was none.
+  assert.deepEqual(problems(yaml(cred, tool('opnai-key'))), ['spec.credential: unknown Credential "opnai-key" (did you mean openai-key?)']);
+  assert.deepEqual(problems(yaml(cred, tool('vault-token'))), ['spec.credential: unknown Credential "vault-token" (defined: openai-key)']);
+  assert.deepEqual(problems(yaml(tool('vault-token'))), ['spec.credential: unknown Credential "vault-token" (there is none: add a kind: Credential document)']);
+  assert.deepEqual(problems(yaml(demo, agent, doc('AgentPolicy', 'p', { identity: { agent: 'b' }, models: { allow: ['nope'] } }))), [
+    'spec.identity.agent: unknown Agent "b" (did you mean a?)',
+    'spec.models.allow[0]: unknown Model route "nope" (there is none: add a kind: Model document)',
+  ]);
+});
+
 test('the document head is described like the spec: a misspelt metadata or name gets the nearest real one, a missing field is "missing", a YAML syntax error has its line', () => {
   const at = (text: string): string[] => {
     try { parseConfigTexts([{ file: 'aam.yaml', text }]); return []; } catch (e) {

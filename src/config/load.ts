@@ -193,15 +193,14 @@ type At = (kind: Kind, r: Resource<unknown>, path: PropertyKey[], message: strin
 
 /** Dangling references and cross-resource rules that a per-document schema cannot see. */
 function checkReferences(set: ConfigSet, at: At): void {
-  const names = (m: Map<string, unknown>) => [...m.keys()].join(', ') || 'none defined';
   const knownGuardrails = (kind: Kind, r: Resource<unknown>, list: readonly string[] | undefined): void => {
     (list ?? []).forEach((g, i) => {
-      if (!set.guardrails.has(g)) at(kind, r, ['spec', 'guardrails', i], `unknown Guardrail "${g}" (defined: ${names(set.guardrails)})`);
+      if (!set.guardrails.has(g)) at(kind, r, ['spec', 'guardrails', i], unknownRef('Guardrail', g, set.guardrails));
     });
   };
   for (const p of set.providers.values()) {
     const s = p.spec;
-    if (s.credential && !set.credentials.has(s.credential)) at('Provider', p, ['spec', 'credential'], `unknown Credential "${s.credential}" (defined: ${names(set.credentials)})`);
+    if (s.credential && !set.credentials.has(s.credential)) at('Provider', p, ['spec', 'credential'], unknownRef('Credential', s.credential, set.credentials));
     if (s.type !== 'demo' && !s.baseUrl && s.type !== 'openai' && s.type !== 'anthropic' && s.type !== 'gemini' && s.type !== 'bedrock' && s.type !== 'vertex') at('Provider', p, ['spec', 'baseUrl'], `baseUrl is required for type ${s.type}`);
     if (s.type === 'azure-openai' && !s.azure) at('Provider', p, ['spec', 'azure'], 'azure-openai needs azure: { apiVersion: "2024-10-21" }');
     const cred = s.credential ? set.credentials.get(s.credential)?.spec : undefined;
@@ -211,11 +210,11 @@ function checkReferences(set: ConfigSet, at: At): void {
   }
   for (const m of set.models.values()) {
     m.spec.targets.forEach((t, i) => {
-      if (!set.providers.has(t.provider)) at('Model', m, ['spec', 'targets', i, 'provider'], `unknown Provider "${t.provider}" (defined: ${names(set.providers)})`);
+      if (!set.providers.has(t.provider)) at('Model', m, ['spec', 'targets', i, 'provider'], unknownRef('Provider', t.provider, set.providers));
     });
     knownGuardrails('Model', m, m.spec.guardrails);
     if (m.spec.cache?.mode === 'semantic' && m.spec.cache.embedding_model && !set.models.has(m.spec.cache.embedding_model)) {
-      at('Model', m, ['spec', 'cache', 'embedding_model'], `unknown Model "${m.spec.cache.embedding_model}"`);
+      at('Model', m, ['spec', 'cache', 'embedding_model'], unknownRef('Model', m.spec.cache.embedding_model, set.models));
     }
   }
   const catalog = compileCatalog(set);
@@ -227,37 +226,37 @@ function checkReferences(set: ConfigSet, at: At): void {
   }
   for (const pol of set.policies.values()) {
     const s = pol.spec;
-    if (s.identity.agent && !set.agents.has(s.identity.agent)) at('AgentPolicy', pol, ['spec', 'identity', 'agent'], `unknown Agent "${s.identity.agent}"`);
+    if (s.identity.agent && !set.agents.has(s.identity.agent)) at('AgentPolicy', pol, ['spec', 'identity', 'agent'], unknownRef('Agent', s.identity.agent, set.agents));
     for (const list of ['allow', 'deny'] as const) {
       (s.models?.[list] ?? []).forEach((name, i) => {
         const problem = modelNameProblem(set, catalog, name);
-        if (problem) at('AgentPolicy', pol, ['spec', 'models', list, i], problem === 'unknown' ? `unknown Model route "${name}" (defined: ${names(set.models)})` : problem);
+        if (problem) at('AgentPolicy', pol, ['spec', 'models', list, i], problem === 'unknown' ? unknownRef('Model', name, set.models, 'Model route') : problem);
       });
     }
     knownGuardrails('AgentPolicy', pol, s.guardrails);
     (s.credentials?.allow ?? []).forEach((c, i) => {
-      if (!set.credentials.has(c)) at('AgentPolicy', pol, ['spec', 'credentials', 'allow', i], `unknown Credential "${c}"`);
+      if (!set.credentials.has(c)) at('AgentPolicy', pol, ['spec', 'credentials', 'allow', i], unknownRef('Credential', c, set.credentials));
     });
     (s.agents ?? []).forEach((r, i) => {
       const callee = set.agents.get(r.agent);
-      if (r.agent !== '*' && !callee) at('AgentPolicy', pol, ['spec', 'agents', i, 'agent'], `unknown Agent "${r.agent}" (defined: ${names(set.agents)})`);
+      if (r.agent !== '*' && !callee) at('AgentPolicy', pol, ['spec', 'agents', i, 'agent'], unknownRef('Agent', r.agent, set.agents));
       else if (callee && !callee.spec.a2a) at('AgentPolicy', pol, ['spec', 'agents', i, 'agent'], `Agent "${r.agent}" publishes no A2A endpoint; add spec.a2a: { url } to it`);
     });
   }
   for (const a of set.agents.values()) {
     const c = a.spec.a2a?.credential;
-    if (c && !set.credentials.has(c)) at('Agent', a, ['spec', 'a2a', 'credential'], `unknown Credential "${c}"`);
+    if (c && !set.credentials.has(c)) at('Agent', a, ['spec', 'a2a', 'credential'], unknownRef('Credential', c, set.credentials));
   }
   for (const m of set.mcpServers.values()) {
     const s = m.spec;
-    if (s.credential && !set.credentials.has(s.credential)) at('McpServer', m, ['spec', 'credential'], `unknown Credential "${s.credential}"`);
+    if (s.credential && !set.credentials.has(s.credential)) at('McpServer', m, ['spec', 'credential'], unknownRef('Credential', s.credential, set.credentials));
     if (s.transport === 'stdio' && !s.command) at('McpServer', m, ['spec', 'command'], 'stdio transport needs command');
     if (s.transport !== 'stdio' && !s.url) at('McpServer', m, ['spec', 'url'], `${s.transport} transport needs url`);
     if (m.name.includes('__')) at('McpServer', m, ['metadata', 'name'], 'must not contain "__" (used to join server and tool names)');
     knownGuardrails('McpServer', m, s.guardrails);
   }
   for (const h of set.httpTools.values()) {
-    if (h.spec.credential && !set.credentials.has(h.spec.credential)) at('HttpTool', h, ['spec', 'credential'], `unknown Credential "${h.spec.credential}"`);
+    if (h.spec.credential && !set.credentials.has(h.spec.credential)) at('HttpTool', h, ['spec', 'credential'], unknownRef('Credential', h.spec.credential, set.credentials));
     knownGuardrails('HttpTool', h, h.spec.guardrails);
   }
   checkBudgetsCanBind(set, at);
@@ -271,6 +270,17 @@ function checkReferences(set: ConfigSet, at: At): void {
       try { compileLinearRegex(r); } catch (e) { at('Guardrail', g, ['spec', 'regex', i], (e as Error).message); }
     });
   }
+}
+
+/**
+ * A reference to a document the config lacks, said the same way everywhere: the nearest name
+ * (a typo), else the names there are, else which kind of document to add.
+ */
+function unknownRef(kind: Kind, name: string, defined: Map<string, unknown>, what: string = kind): string {
+  const names = [...defined.keys()];
+  const near = nearest(name, names);
+  const hint = near ? `did you mean ${near}?` : names.length > 0 ? `defined: ${names.slice(0, 20).join(', ')}${names.length > 20 ? ', ...' : ''}` : `there is none: add a kind: ${kind} document`;
+  return `unknown ${what} "${name}" (${hint})`;
 }
 
 /**
