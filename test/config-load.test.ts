@@ -128,6 +128,15 @@ test('a reference to a missing document names the nearest name (a typo), else th
   ]);
 });
 
+test('a number or list out of its bounds says the bound and what was found (before: zod\'s "Too big: expected number to be <=10")', () => {
+  assert.deepEqual(problems(yaml(demo, doc('Model', 'm', { targets: [{ provider: 'demo', model: 'd', timeouts: { connect_ms: -5 } }], retries: { attempts: 20 }, breaker: { failures: 0 } }))), [
+    'spec.targets[0].timeouts.connect_ms: must be more than 0, not -5',
+    'spec.retries.attempts: must be at most 10, not 20',
+    'spec.breaker.failures: must be at least 1, not 0',
+  ]);
+  assert.deepEqual(problems(yaml(doc('Guardrail', 'g', { on: [], action: 'block' }))), ['spec.on: must be at least 1 item (it has 0)']);
+});
+
 test('the document head is described like the spec: a misspelt metadata or name gets the nearest real one, a missing field is "missing", a YAML syntax error has its line', () => {
   const at = (text: string): string[] => {
     try { parseConfigTexts([{ file: 'aam.yaml', text }]); return []; } catch (e) {

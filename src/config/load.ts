@@ -159,12 +159,24 @@ function refusedReference(i: ConfigIssue, refused: ReadonlyMap<string, string>):
 /** A zod issue of `schema` checking `root` (a document, or its spec) in the words of the YAML: what was found, the nearest real name. */
 function describeZodIssue(i: z.core.$ZodIssue, schema: z.ZodType, root: unknown): string {
   if (i.code === 'unrecognized_keys') return unknownFieldMessage(schema, i.path, i.keys);
+  if ((i.code === 'too_big' || i.code === 'too_small') && i.message.startsWith('Too ')) return boundMessage(i, valueAt(root, i.path)?.value);
   if (i.code !== 'invalid_type' && i.code !== 'invalid_value') return i.message;
   const found = valueAt(root, i.path);
   if (i.code === 'invalid_type') return found === undefined ? `required field is missing (expected ${typeName(i.expected)})` : `expected ${typeName(i.expected)}, not ${describeValue(found.value)}`;
   if (found === undefined) return `${i.message} (none given)`;
   const near = typeof found.value === 'string' ? nearest(found.value, i.values.filter((v): v is string => typeof v === 'string')) : null;
   return `${i.message}, not ${describeValue(found.value)}${near ? ` (did you mean ${near}?)` : ''}`;
+}
+
+/** A bound in the YAML's words with what was found: `must be at most 10, not 20` (zod's own: "Too big: expected number to be <=10"). */
+function boundMessage(i: z.core.$ZodIssueTooBig | z.core.$ZodIssueTooSmall, found: unknown): string {
+  const big = i.code === 'too_big';
+  const limit = Number(big ? (i as z.core.$ZodIssueTooBig).maximum : (i as z.core.$ZodIssueTooSmall).minimum);
+  const cmp = big ? (i.inclusive ? 'at most' : 'less than') : (i.inclusive ? 'at least' : 'more than');
+  const unit = i.origin === 'array' ? (limit === 1 ? ' item' : ' items') : i.origin === 'string' ? (limit === 1 ? ' character' : ' characters') : '';
+  const size = Array.isArray(found) ? found.length : typeof found === 'string' ? found.length : undefined;
+  const got = typeof found === 'number' ? `, not ${found}` : size !== undefined ? ` (it has ${size})` : '';
+  return `must be ${cmp} ${limit}${unit}${got}`;
 }
 
 /** The value at `path` in a parsed YAML document, if it is there (`{ value }` so a present null is told from absence). */
