@@ -47,6 +47,26 @@ test('validate: the repo config is valid; a broken one lists every problem with 
   assert.match(explained.stderr, /^error: .*bad-policy\.yaml:14 \(document 2\): spec\.tools\[0\]\.when/);
 });
 
+test('validate notes a required credential whose env var or file is absent here (serve would refuse to start), without failing: the serving machine may have it', async () => {
+  const cfg = join(dir, 'absent-cred.yaml');
+  const h = 'apiVersion: access.envisionai.dev/v1\n';
+  writeFileSync(cfg, [
+    `${h}kind: Credential\nmetadata: { name: c }\nspec: { env: AAM_TEST_NOT_SET_VAR }\n`,
+    `${h}kind: Credential\nmetadata: { name: f }\nspec: { file: ${join(dir, 'no-such-secret')} }\n`,
+    `${h}kind: Credential\nmetadata: { name: o }\nspec: { env: AAM_TEST_NOT_SET_OPTIONAL }\n`,
+    `${h}kind: Provider\nmetadata: { name: p }\nspec: { type: openai, credential: c }\n`,
+    `${h}kind: Provider\nmetadata: { name: q }\nspec: { type: anthropic, credential: f }\n`,
+    `${h}kind: Provider\nmetadata: { name: r }\nspec: { type: gemini, credential: o, optional: true }\n`,
+  ].join('---\n'));
+  const r = await run(['validate', cfg]);
+  assert.equal(r.code, 0, r.stderr);
+  // Before: only "OK"; `aam serve` then stopped at "cannot load credentials".
+  assert.deepEqual(r.stderr.trim().split('\n'), [
+    'note: Credential "c": environment variable AAM_TEST_NOT_SET_VAR is not set (export it, or mark the Provider that uses it optional: true); `aam serve` refuses to start where it is missing',
+    `note: Credential "f": file ${join(dir, 'no-such-secret')} does not exist (create it or fix the path); \`aam serve\` refuses to start where it is missing`,
+  ]);
+});
+
 test('the seed policy from DESIGN.md loads unchanged', async (t) => {
   // The fixture holds the seed policy verbatim; when ../shared/DESIGN.md is present, prove it.
   const fixture = readFileSync('test/fixtures/policy-seed.yaml', 'utf8');

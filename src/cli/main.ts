@@ -12,6 +12,7 @@ import { readFileSync } from 'node:fs';
 import { ago, table } from './table.ts';
 import { graceProblem, keyNameProblem } from '../store/key-secrets.ts';
 import { UsageError } from '../lib/usage-error.ts';
+import { absentSources } from '../credentials/presence.ts';
 
 // The stores, the CLI's evidence writer and the commands in commands.ts (audit, import, policy
 // tools) load when a command needs them: `aam serve` does not hold their modules.
@@ -62,6 +63,8 @@ const commands: Record<string, Command> = {
         const set = loadConfig(file);
         compilePolicies(set);
         out(`${file}: OK (${set.providers.size} providers, ${set.models.size} models, ${set.agents.size} agents, ${set.policies.size} policies, ${set.credentials.size} credentials; version ${set.digest.slice(0, 12)})`);
+        // Not a config problem (the serving machine may have them), but `aam serve` here would refuse to start.
+        for (const p of absentSources(set, process.env)) err(`note: ${p}; \`aam serve\` refuses to start where it is missing`);
         return 0;
       } catch (e) {
         if (e instanceof ConfigError) {

@@ -5,6 +5,7 @@ import { readFileSync, statSync, type Stats } from 'node:fs';
 import type { DatabaseSync } from 'node:sqlite';
 import type { ConfigSet, CredentialKind, CredentialSpec } from '../config/schema.ts';
 import { CredentialError } from './errors.ts';
+import { envNotSet, optionalNames } from './presence.ts';
 import { loadMasterKey, type MasterKey } from './master-key.ts';
 import { MIN_SCRUB_LENGTH, Scrubber, type ScrubEntry } from './scrub.ts';
 import { REVEAL, Secret } from './secret.ts';
@@ -96,16 +97,6 @@ function sourceOf(spec: CredentialSpec): { source: CredentialSource; ref?: strin
   return { source: 'none' };
 }
 
-/** Credentials whose every user is a Provider marked optional: missing is not a load error. */
-function optionalNames(config: ConfigSet): Set<string> {
-  const required = new Set<string>();
-  const optional = new Set<string>();
-  for (const p of config.providers.values()) if (p.spec.credential) (p.spec.optional ? optional : required).add(p.spec.credential);
-  for (const m of config.mcpServers.values()) if (m.spec.credential) required.add(m.spec.credential);
-  for (const h of config.httpTools.values()) if (h.spec.credential) required.add(h.spec.credential);
-  return new Set([...optional].filter((n) => !required.has(n)));
-}
-
 const SHORT_WARNING = `value shorter than ${MIN_SCRUB_LENGTH} characters: it is not scrubbed from responses`;
 
 /** The warnings with the short-value one set for this value: a rotation can make a value short or long. */
@@ -180,7 +171,7 @@ export class Vault {
     // Versions stay monotonic per name across reloads: the same value keeps it, a new value bumps it.
     if (source === 'env') {
       const v = this.#env[ref as string];
-      if (v === undefined || v === '') e.problem = `Credential "${name}": environment variable ${ref} is not set (export it${optional ? '' : ', or mark the Provider that uses it optional: true'})`;
+      if (v === undefined || v === '') e.problem = envNotSet(name, ref as string, optional);
       else this.#setValue(e, new Secret(v), prev);
     } else if (source === 'file') {
       this.#readFile(e, prev);
