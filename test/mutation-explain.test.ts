@@ -140,14 +140,14 @@ test('policy test: each case\'s identity (agent, workload, ad hoc identity), PAS
     'PASS case 9: spiffe://lab/z read db: deny (policy "gold" tools[0])',
     'FAIL case 10: ? model fast: identity needs workload (a SPIFFE ID)',
     'FAIL case 11: ? model fast: needs agent (name), workload (SPIFFE ID) or identity { workload, team, ... }',
-    'FAIL case 12: ann undefined undefined: needs model, or resource and action (or callee and skill for an A2A call)',
+    'FAIL case 12: ann: needs model, or resource and action (or callee and skill for an A2A call)',
     'PASS case 13: ann calls helper: allow (policy "fin" agents[1])',
     'FAIL case 14: ann calls helper: context must be a mapping',
     'FAIL case 15: ann read crm: args must be a mapping',
     'FAIL case 16: ann read crm: context must be a mapping',
-    'FAIL case 17: ann model fast: expect must be allow, deny or approval_required',
-    'FAIL case 18: ann model fast: expect must be allow, deny or approval_required',
-    'FAIL case 19: ? undefined undefined: a case must be a mapping',
+    'FAIL case 17: ann model fast: expect must be allow, deny or approval_required, not "maybe"',
+    'FAIL case 18: ann model fast: expect must be allow, deny or approval_required (none given)',
+    'FAIL case 19: "just text": a case must be a mapping',
     'PASS case 20: ann write crm: approval_required (policy "fin" tools[1])',
     '8 passed, 12 failed',
   ]);
@@ -158,6 +158,19 @@ test('policy test: each case\'s identity (agent, workload, ad hoc identity), PAS
   assert.deepEqual(runPolicyTests('cases:\n  - { agent: ann, model: fast, expect: allow }\n', c).lines, ['PASS case 1: ann model fast: allow (policy "fin" models.allow[0])', '1 passed, 0 failed']);
   assert.throws(() => runPolicyTests('cases: 1', c), { message: 'policy test file must be a YAML list of cases (or a mapping with "cases:")' });
   assert.throws(() => runPolicyTests('- [', c), (e: Error) => e.message.startsWith('policy test file is not valid YAML: ') && !e.message.includes('\n'));
+});
+
+test('policy test: a misspelt field or expect names the nearest real one (before: "needs agent (name)..." for agnet:, and a bare "expect must be ..." for alow)', () => {
+  assert.deepEqual(runPolicyTests(`
+- { agnet: ann, model: fast, expect: deny }
+- { agent: ann, model: fast, expect: alow }
+- { agent: ann, model: fast, expect: allow, colour: blue }
+`, c).lines, [
+    'FAIL case 1: ? model fast: unknown field "agnet" (did you mean agent?); a case has name, agent, workload, identity, model, resource, action, args, callee, skill, context, expect, expect_policy',
+    'FAIL case 2: ann model fast: expect must be allow, deny or approval_required, not "alow" (did you mean allow?)',
+    'FAIL case 3: ann model fast: unknown field "colour"; a case has name, agent, workload, identity, model, resource, action, args, callee, skill, context, expect, expect_policy',
+    '0 passed, 3 failed',
+  ]);
 });
 
 test('policy test: the agents a run is given (e.g. a fleet\'s registry) come before the config\'s, for names and workloads', () => {
@@ -251,9 +264,9 @@ test('policy test: a tool case needs both resource and action, an empty or null 
 - ~
 - { agent: cat, resource: crm, action: read, expect: allow }
 `, c2).lines, [
-    'FAIL case 1: cat undefined crm: needs model, or resource and action (or callee and skill for an A2A call)',
-    'FAIL case 2: cat read undefined: needs model, or resource and action (or callee and skill for an A2A call)',
-    'FAIL case 3: ? undefined undefined: a case must be a mapping',
+    'FAIL case 1: cat crm: needs model, or resource and action (or callee and skill for an A2A call)',
+    'FAIL case 2: cat read: needs model, or resource and action (or callee and skill for an A2A call)',
+    'FAIL case 3: null: a case must be a mapping',
     'PASS case 4: cat read crm: allow (policy "a" tools[0])',
     '1 passed, 3 failed',
   ]);

@@ -11,6 +11,7 @@ import { checkArgs } from './args.ts';
 import type { CelVars } from './cel.ts';
 import { isObj } from '../lib/json.ts';
 import { UsageError } from '../lib/usage-error.ts';
+import { nearest } from '../lib/nearest.ts';
 
 // yaml loads on the first test table read (`aam policy test`), not in a gateway whose console
 // only explains decisions with this module (~0.3 MB of module source kept for good otherwise).
@@ -81,11 +82,18 @@ export function requestOf(c: Obj, compiled: CompiledPolicies, agents: ReadonlyMa
   throw new CaseError('needs model, or resource and action (or callee and skill for an A2A call)');
 }
 
-function describe(c: Obj): string {
+/** A case in a few words for its PASS/FAIL line; only what it gives (before: "ann undefined undefined"). */
+function describe(raw: unknown): string {
+  if (!isObj(raw)) return JSON.stringify(raw) ?? String(raw);
+  const c = raw;
   const subject = typeof c.agent === 'string' ? c.agent : typeof c.workload === 'string' ? c.workload : isObj(c.identity) ? String(c.identity.workload ?? c.identity.spiffe_id ?? '?') : '?';
   if (typeof c.callee === 'string') return `${subject} calls ${c.callee}${typeof c.skill === 'string' ? ` skill ${c.skill}` : ''}`;
-  return typeof c.model === 'string' ? `${subject} model ${c.model}` : `${subject} ${String(c.action)} ${String(c.resource)}`;
+  if (typeof c.model === 'string') return `${subject} model ${c.model}`;
+  return [subject, c.action, c.resource].filter((w) => typeof w === 'string').join(' ');
 }
+
+/** The fields a case may have: any other is a typo that would otherwise change the case unseen (`agnet:`). */
+const CASE_FIELDS = ['name', 'agent', 'workload', 'identity', 'model', 'resource', 'action', 'args', 'callee', 'skill', 'context', 'expect', 'expect_policy'];
 
 export function runPolicyTests(casesYamlText: string, compiled: CompiledPolicies, agents: ReadonlyMap<string, AgentRecord> = compiled.agents, file = 'policy test file'): PolicyTestReport {
   let doc: unknown;
@@ -103,11 +111,16 @@ export function runPolicyTests(casesYamlText: string, compiled: CompiledPolicies
 
 function runCase(raw: unknown, index: number, compiled: CompiledPolicies, agents: ReadonlyMap<string, AgentRecord>): PolicyTestResult {
   const c = isObj(raw) ? raw : {};
-  const name = typeof c.name === 'string' ? c.name : `case ${index + 1}: ${describe(c)}`;
+  const name = typeof c.name === 'string' ? c.name : `case ${index + 1}: ${describe(raw)}`;
   const fail = (msg: string, expected: Effect | null = null, decision: Decision | null = null): PolicyTestResult =>
     ({ index, name, ok: false, expected, decision, line: `FAIL ${name}: ${msg}` });
   if (!isObj(raw)) return fail('a case must be a mapping');
-  if (typeof c.expect !== 'string' || !EFFECTS.includes(c.expect)) return fail('expect must be allow, deny or approval_required');
+  const unknown = Object.keys(c).filter((k) => !CASE_FIELDS.includes(k));
+  if (unknown.length) return fail(unknown.map((k) => { const n = nearest(k, CASE_FIELDS); return `unknown field "${k}"${n ? ` (did you mean ${n}?)` : ''}`; }).join(', ') + `; a case has ${CASE_FIELDS.join(', ')}`);
+  if (typeof c.expect !== 'string' || !EFFECTS.includes(c.expect)) {
+    const near = typeof c.expect === 'string' ? nearest(c.expect, EFFECTS) : null;
+    return fail(`expect must be allow, deny or approval_required${c.expect === undefined ? ' (none given)' : `, not ${JSON.stringify(c.expect)}${near ? ` (did you mean ${near}?)` : ''}`}`);
+  }
   const expected = c.expect as Effect;
   let d: Decision;
   try { d = decide(requestOf(c, compiled, agents), compiled); } catch (e) {
