@@ -67,6 +67,18 @@ test('validate notes a required credential whose env var or file is absent here 
   ]);
 });
 
+test('serve on a port already in use says so and what to give instead (before: "listen EADDRINUSE: address already in use 0.0.0.0:N")', async () => {
+  const { createServer } = await import('node:net');
+  const busy = createServer();
+  await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+  const port = (busy.address() as import('node:net').AddressInfo).port;
+  try {
+    const r = await run(['serve', '--port', String(port), '--host', '127.0.0.1', '--data', join(dir, 'busy-data')]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, new RegExp(`error: port ${port} on 127\\.0\\.0\\.1 is already in use \\(another aam or another program listens there\\): stop it, or give another port with --port N or AAM_PORT`));
+  } finally { busy.close(); }
+});
+
 test('the seed policy from DESIGN.md loads unchanged', async (t) => {
   // The fixture holds the seed policy verbatim; when ../shared/DESIGN.md is present, prove it.
   const fixture = readFileSync('test/fixtures/policy-seed.yaml', 'utf8');

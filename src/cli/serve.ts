@@ -198,8 +198,8 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   // A connection's identity is its handshake's certificate: no renegotiating to another one.
   if (rt.tls) server.on('secureConnection', (s: TLSSocket) => s.disableRenegotiation());
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(o.port, o.host, () => { server.off('error', reject); resolve(); });
+    server.once('error', (e) => reject(listenError(e as NodeJS.ErrnoException, o.port, o.host)));
+    server.listen(o.port, o.host, () => { server.removeAllListeners('error'); resolve(); });
   });
   rt.ready = true;
   const port = (server.address() as AddressInfo).port;
@@ -360,4 +360,13 @@ export async function serve(o: ServeOptions): Promise<number> {
   const gcMs = releaseStartupMemory();
   g.rt.log.debug({ event: 'startup_memory_released', gc_ms: Math.round(gcMs), rss_mb: Math.round(process.memoryUsage.rss() / 1048576) }, 'startup garbage collected');
   return 0;
+}
+
+/** Why the gateway cannot listen, and what to give instead (before: "listen EADDRINUSE: address already in use 0.0.0.0:8080"). */
+export function listenError(e: NodeJS.ErrnoException, port: number, host: string): Error {
+  const where = `port ${port} on ${host}`;
+  if (e.code === 'EADDRINUSE') return new Error(`${where} is already in use (another aam or another program listens there): stop it, or give another port with --port N or AAM_PORT`, { cause: e });
+  if (e.code === 'EACCES') return new Error(`${where} needs privileges this user lacks (ports below 1024): give a port above 1023 with --port N or AAM_PORT`, { cause: e });
+  if (e.code === 'EADDRNOTAVAIL' || e.code === 'ENOTFOUND') return new Error(`host ${host} is not an address of this machine: give one with --host or AAM_HOST (0.0.0.0: every address)`, { cause: e });
+  return e;
 }
