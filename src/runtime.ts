@@ -487,7 +487,7 @@ export class Runtime {
   /** Event-level stream scrubber, or null when no credential is active (zero cost). */
   eventScrubber(): EventScrubber | null {
     const sc = this.vault.scrubber();
-    return sc.size ? createEventScrubber(() => sc.stream((names) => this.#leak(names))) : null;
+    return sc.size ? createEventScrubber(() => sc.stream((names) => this.#leak(names)), (texts) => sc.scrubJoined(texts).texts) : null;
   }
 
   #leak(names: readonly string[], requestId = '-'): void {

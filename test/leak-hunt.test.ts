@@ -347,9 +347,9 @@ const PLANES: Plane[] = [
   { name: 'chat completions stream', call: chatStream('leak-stream'), shows: modelShows, sweep: 'error',
     channels: { stream: [...TEXT, ...SPLIT_DELTA, ...SPLIT_TCP, ...BINARY], 'tool-args': [...TEXT, ...SPLIT_DELTA], 'stream-error': [...TEXT, ...SPLIT_TCP], header: TEXT, error: TEXT, ...ERRORS } },
   { name: 'anthropic messages', call: messages('leak-claude'), shows: modelShows, sweep: 'error',
-    channels: { body: [...TEXT, ...SPLIT_PARTS, ...SPLIT_TCP, ...BINARY], thinking: [...TEXT, ...SPLIT_TCP], header: TEXT, error: [...TEXT, ...SPLIT_TCP, 'binary'], ...ERRORS } },
+    channels: { body: [...TEXT, ...SPLIT_PARTS, ...SPLIT_TCP, ...BINARY], thinking: [...TEXT, ...SPLIT_PARTS, ...SPLIT_TCP], header: TEXT, error: [...TEXT, ...SPLIT_TCP, 'binary'], ...ERRORS } },
   { name: 'anthropic messages stream', call: messagesStream('leak-claude-stream'), shows: modelShows, sweep: 'error',
-    channels: { stream: [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, ...SPLIT_TCP, ...BINARY], 'tool-args': [...TEXT, ...SPLIT_DELTA], thinking: [...TEXT, ...SPLIT_DELTA, ...SPLIT_TCP], 'stream-error': [...TEXT, ...SPLIT_TCP], header: TEXT, error: TEXT, ...ERRORS } },
+    channels: { stream: [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, ...SPLIT_TCP, ...BINARY], 'tool-args': [...TEXT, ...SPLIT_DELTA], thinking: [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, ...SPLIT_TCP], 'stream-error': [...TEXT, ...SPLIT_TCP], header: TEXT, error: TEXT, ...ERRORS } },
   // The Responses API, translated to a chat-completions upstream (and stored by aam: the data-dir row checks it at rest).
   { name: 'responses', call: responses('leak-responses'), shows: modelShows, sweep: 'error',
     channels: { body: [...TEXT, ...SPLIT_TCP, ...BINARY], header: TEXT, error: [...TEXT, ...SPLIT_TCP, 'binary'], ...ERRORS } },
@@ -427,8 +427,8 @@ const PLANES: Plane[] = [
  * from PLANES (their own rows, tags and routes).
  */
 const REASONING_PLANES: Plane[] = [
-  { name: 'responses reasoning', call: reasoning('leak-reasoning'), shows: modelShows, channels: { reasoning: [...TEXT, ...SPLIT_TCP] } },
-  { name: 'responses reasoning stream', call: reasoningStream('leak-reasoning-stream'), shows: modelShows, channels: { reasoning: [...TEXT, ...SPLIT_DELTA, ...SPLIT_TCP] } },
+  { name: 'responses reasoning', call: reasoning('leak-reasoning'), shows: modelShows, channels: { reasoning: [...TEXT, ...SPLIT_PARTS, ...SPLIT_TCP] } },
+  { name: 'responses reasoning stream', call: reasoningStream('leak-reasoning-stream'), shows: modelShows, channels: { reasoning: [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, ...SPLIT_TCP] } },
 ];
 
 function report(where: string, leaks: readonly Leak[]): string {

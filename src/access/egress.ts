@@ -232,6 +232,20 @@ export function scrubAcross<T>(src: ScrubSource, value: T): T {
 }
 
 /**
+ * Texts an agent joins back together that leave in one body with JSON between them (an answer's
+ * thinking blocks, a reasoning item's summary parts): scrubbed across their boundaries, a secret's
+ * marker where it starts, the leak reported. The same array when none holds a secret.
+ */
+export function scrubJoinedTexts(src: ScrubSource, texts: readonly string[], requestId?: string): readonly string[] {
+  const sc = src.scrubber();
+  if (sc.size === 0 || texts.length < 2) return texts;
+  const r = sc.scrubJoined(texts);
+  if (r.leaked.length === 0) return texts;
+  src.leaked(r.leaked, requestId);
+  return r.texts;
+}
+
+/**
  * Texts aam sends a third party to judge (the leaves a guardrail webhook gets): scrubbed as the
  * door scrubs what an agent gets, across the leaves too (a checker may join them), so a credential
  * an upstream echoed, or an agent sent, never reaches the checker. The answer still leaves through

@@ -278,8 +278,8 @@ export function thinkingText(b: ThinkingBlock): string | string[] {
   return b.type === 'thinking' ? b.thinking : b.type === 'reasoning' ? b.summary : '';
 }
 
-/** A thinking block with what the guardrails left of thinkingText(b) (the same block when unchanged). */
-function withThinkingText(b: ThinkingBlock, t: string | string[] | undefined): ThinkingBlock {
+/** A thinking block with what the guardrails (or the scrub) left of thinkingText(b) (the same block when unchanged). */
+export function withThinkingText(b: ThinkingBlock, t: string | string[] | undefined): ThinkingBlock {
   if (b.type === 'thinking' && typeof t === 'string' && t !== b.thinking) return { ...b, thinking: t };
   if (b.type === 'reasoning' && Array.isArray(t) && t !== b.summary) return { ...b, summary: t };
   return b;

@@ -2,7 +2,11 @@
 // not contiguous in the SSE bytes (JSON framing sits between the pieces), so the text of each
 // text stream, each thinking block's text and each tool call's arguments is scrubbed as its own
 // character stream, holding back only what could be the start of a secret. Held text is released
-// before any other event. (A signature or redacted data passes the door's own scrub, as every byte.)
+// before any other event, but for the boundary between two thinking blocks (a Claude block's
+// signature and the next one's start; OpenAI's next summary part or item): a reader joins an
+// answer's thinking texts, so the held tail carries on into the next block, the boundary's events
+// waiting behind it, and a secret cut there is redacted where it starts (the next block keeps what
+// follows it). (A signature or redacted data passes the door's own scrub, as every byte.)
 import type { Json, StreamEvent } from '../providers/types.ts';
 import type { StreamScrubber } from '../credentials/scrub.ts';
 
@@ -11,7 +15,13 @@ export interface EventScrubber { push(ev: StreamEvent): readonly StreamEvent[]; 
 
 const NONE: readonly StreamEvent[] = Object.freeze([]);
 
-type MakeStream = () => Pick<StreamScrubber, 'push' | 'end'>;
+type MakeStream = () => Pick<StreamScrubber, 'push' | 'end' | 'pending'>;
+/** Texts a reader joins, scrubbed across their boundaries, one each (Scrubber.scrubJoined's texts; leaks reported by the stream). */
+type ScrubJoined = (texts: readonly string[]) => readonly string[];
+
+/** Events between two thinking blocks: a thinking stream's held tail carries on past them. */
+const isThinkingBoundary = (ev: StreamEvent): boolean =>
+  ev.type === 'thinking_start' || ev.type === 'thinking_signature' || ev.type === 'reasoning_item' || ev.type === 'redacted_thinking';
 
 /** A text's token logprobs taken in and not yet let out; `skip`: characters of the first token's text already let out. */
 interface Tokens { lp: Json[]; skip: number }
@@ -40,7 +50,11 @@ function spelled(pending: Tokens, released: string): { lp: Json[] | undefined; r
   return { lp: n > 0 ? pending.lp.slice(0, n) : undefined, rest };
 }
 
-export function createEventScrubber(make: MakeStream): EventScrubber {
+/**
+ * `joined`: how text released across a thinking-block boundary is cut between the two blocks (a
+ * secret's marker in the first); without it, what is released at once goes with the first block.
+ */
+export function createEventScrubber(make: MakeStream, joined?: ScrubJoined): EventScrubber {
   let text: ReturnType<MakeStream> | null = null;
   let logprobs: Tokens | null = null;
   /** A text event of released text, with the logprobs that spell it. */
@@ -51,11 +65,43 @@ export function createEventScrubber(make: MakeStream): EventScrubber {
     return lp === undefined ? { type: 'text', text: t } : { type: 'text', text: t, logprobs: lp };
   };
   let thinking: ReturnType<MakeStream> | null = null;
+  /** Boundary events waiting behind the thinking stream's held tail, and how much of what it holds is the earlier block's. */
+  const waiting: StreamEvent[] = [];
+  let carry = 0;
   const tools = new Map<number, ReturnType<MakeStream>>();
   // The one-event answer of a text delta, reused: the common case makes no array per event.
   const one: StreamEvent[] = [];
+  /**
+   * `raw` (what the stream let out, as the upstream wrote it: the earlier block's `carry` characters,
+   * then the next block's) released as `shown`: the earlier block's part, the waiting events, the next block's part.
+   */
+  const release = (out: StreamEvent[], raw: string, shown: string) => {
+    let parts: readonly string[];
+    if (shown === raw) parts = [raw.slice(0, carry), raw.slice(carry)];
+    else parts = joined ? joined([raw.slice(0, carry), raw.slice(carry)]) : [shown, ''];
+    if (parts[0]) out.push({ type: 'thinking', text: parts[0] });
+    out.push(...waiting);
+    waiting.length = 0;
+    carry = 0;
+    if (parts[1]) out.push({ type: 'thinking', text: parts[1] });
+  };
   const endThinking = (out: StreamEvent[]) => {
-    if (thinking) { const t = thinking.end(); thinking = null; if (t) out.push({ type: 'thinking', text: t }); }
+    if (!thinking) return;
+    const raw = thinking.pending;
+    const t = thinking.end();
+    thinking = null;
+    if (waiting.length > 0) release(out, raw, t);
+    else if (t) out.push({ type: 'thinking', text: t });
+  };
+  /** A thinking delta while boundary events wait: what is let out of the earlier block goes before them. */
+  const bridged = (s: NonNullable<typeof thinking>, text: string, out: StreamEvent[]) => {
+    const buf = s.pending + text;
+    const t = s.push(text);
+    const raw = buf.slice(0, buf.length - s.pending.length);
+    if (raw.length > carry) { release(out, raw, t); return; }
+    carry -= raw.length;
+    if (t) out.push({ type: 'thinking', text: t });
+    if (carry === 0) { out.push(...waiting); waiting.length = 0; }
   };
   const endText = (out: StreamEvent[]) => {
     if (text) { const t = text.end(); text = null; if (t) out.push(textEvent(t)); }
@@ -97,9 +143,19 @@ export function createEventScrubber(make: MakeStream): EventScrubber {
         const out: StreamEvent[] = [];
         endText(out);
         thinking ??= make();
+        if (waiting.length > 0) { bridged(thinking, ev.text, out); return out; }
         const t = thinking.push(ev.text);
         if (t) out.push({ type: 'thinking', text: t });
         return out;
+      }
+      if (thinking !== null && isThinkingBoundary(ev)) {
+        // The held tail may be a secret's start that the next block ends: it waits for that block.
+        const held = thinking.pending.length;
+        if (waiting.length === 0 ? held > 0 : held === carry) {
+          if (waiting.length === 0) carry = held;
+          waiting.push(ev);
+          return NONE;
+        }
       }
       if (ev.type === 'tool_args') {
         let s = tools.get(ev.index);

@@ -10,9 +10,9 @@ import { SSE_KEEPALIVE } from '../providers/sse.ts';
 import { uncarried } from '../providers/params.ts';
 import type { ChatRequest, ChatResult, ClientCodec, ProviderAdapter, StreamEvent, Usage } from '../providers/types.ts';
 import { openAccess } from '../access/context.ts';
-import { holdsSecret } from '../access/egress.ts';
+import { holdsSecret, scrubJoinedTexts } from '../access/egress.ts';
 import type { Admission } from '../access/decide.ts';
-import { chatStreamGuard, hasOutputWebhook, nextTurn, streamPieces, thinkingText, TURN_MS, watchesOutput } from '../access/guard.ts';
+import { chatStreamGuard, hasOutputWebhook, nextTurn, streamPieces, thinkingText, TURN_MS, watchesOutput, withThinkingText } from '../access/guard.ts';
 import type { EventScrubber } from '../access/scrub-events.ts';
 import type { EventGuard } from '../guardrails/engine.ts';
 import { AamError, badRequest, toAamError } from '../access/errors.ts';
@@ -306,8 +306,10 @@ function checkWhole(a: Access, route: Route, codec: ClientCodec, cache: CacheSta
     : sendChecked(a, route, codec, cache, r, call, checked);
 }
 
-function sendChecked(a: Access, route: Route, codec: ClientCodec, cache: CacheState, r: Answered, call: CallOutcome, result: ChatResult): Promise<void> | undefined {
+function sendChecked(a: Access, route: Route, codec: ClientCodec, cache: CacheState, r: Answered, call: CallOutcome, checked: ChatResult): Promise<void> | undefined {
   const { ctx } = a;
+  // A secret split across thinking blocks (or summary parts) has JSON between its halves in the body: the door cannot see it.
+  const result = thinkingScrubbed(ctx.rt.egress, checked, ctx.requestId);
   // Counting is handed on (done, or left to the promise returned) once this is true.
   let handed = false;
   try {
@@ -772,6 +774,22 @@ class ChatStream {
     this.keepalive.stop();
     for (const b of this.bodies) b.destroy();
   }
+}
+
+/**
+ * The answer with its thinking texts (each block's text, each summary part) scrubbed across their
+ * boundaries, as a reader joins them: a secret split across two is redacted where it starts. The
+ * same object when none is split (one within a text is the door's).
+ */
+function thinkingScrubbed(egress: Parameters<typeof holdsSecret>[0], result: ChatResult, requestId: string): ChatResult {
+  const th = result.thinking;
+  if (th === undefined) return result;
+  const texts: string[] = [];
+  for (const b of th) { const t = thinkingText(b); if (typeof t === 'string') texts.push(t); else texts.push(...t); }
+  const clean = scrubJoinedTexts(egress, texts, requestId);
+  if (clean === texts) return result;
+  let k = 0;
+  return { ...result, thinking: th.map((b) => { const t = thinkingText(b); return withThinkingText(b, typeof t === 'string' ? clean[k++] : t.map(() => clean[k++])); }) };
 }
 
 /** The answer's thinking text, its blocks joined, holds a secret (one split across blocks too). */

@@ -130,9 +130,13 @@ function openaiStream(form: string, secret: string, channel: string): string {
 
 const ev = (event: string, dataJson: string) => `event: ${event}\ndata: ${dataJson}\n\n`;
 
-/** thinking: the pieces are a signed thinking block's text, before an answer of "ok" (extended thinking). */
-function anthropicBody(pieces: string[], thinking = false): string {
-  const content = thinking ? `{"type":"thinking","thinking":"${pieces.join('')}","signature":"sig-leak"},{"type":"text","text":"ok"}`
+/**
+ * thinking: the pieces are a signed thinking block's text, before an answer of "ok" (extended
+ * thinking); split-parts: each piece a signed block of its own.
+ */
+function anthropicBody(pieces: string[], thinking = false, parts = false): string {
+  const signed = (t: string) => `{"type":"thinking","thinking":"${t}","signature":"sig-leak"}`;
+  const content = thinking ? `${parts ? pieces.map(signed).join(',') : signed(pieces.join(''))},{"type":"text","text":"ok"}`
     : pieces.map((p) => `{"type":"text","text":"${p}"}`).join(',');
   return `{"id":"msg_leak","type":"message","role":"assistant","model":"leaky","content":[${content}],"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":3,"output_tokens":3}}`;
 }
@@ -141,10 +145,13 @@ const textBlock = (index: number, deltasJson: string[]) => ev('content_block_sta
   + deltasJson.map((p) => ev('content_block_delta', `{"type":"content_block_delta","index":${index},"delta":{"type":"text_delta","text":"${p}"}}`)).join('')
   + ev('content_block_stop', `{"type":"content_block_stop","index":${index}}`);
 
-const thinkingBlock = (deltasJson: string[]) => ev('content_block_start', '{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}')
-  + deltasJson.map((p) => ev('content_block_delta', `{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"${p}"}}`)).join('')
-  + ev('content_block_delta', '{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"sig-leak"}}')
-  + ev('content_block_stop', '{"type":"content_block_stop","index":0}') + textBlock(1, ['ok']);
+const signedBlock = (index: number, deltasJson: string[]) => ev('content_block_start', `{"type":"content_block_start","index":${index},"content_block":{"type":"thinking","thinking":"","signature":""}}`)
+  + deltasJson.map((p) => ev('content_block_delta', `{"type":"content_block_delta","index":${index},"delta":{"type":"thinking_delta","thinking":"${p}"}}`)).join('')
+  + ev('content_block_delta', `{"type":"content_block_delta","index":${index},"delta":{"type":"signature_delta","signature":"sig-leak"}}`)
+  + ev('content_block_stop', `{"type":"content_block_stop","index":${index}}`);
+/** One thinking block of the pieces as deltas, or (parts) each piece a block of its own, then a text block. */
+const thinkingBlock = (deltasJson: string[], parts = false) => (parts ? deltasJson.map((p, i) => signedBlock(i, [p])).join('') : signedBlock(0, deltasJson))
+  + textBlock(parts ? deltasJson.length : 1, ['ok']);
 
 const toolUseBlock = (argPieces: string[]) => ev('content_block_start', '{"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"toolu_1","name":"echo","input":{}}}')
   + argPieces.map((a) => ev('content_block_delta', `{"type":"content_block_delta","index":0,"delta":{"type":"input_json_delta","partial_json":${a}}}`)).join('')
@@ -160,7 +167,7 @@ function anthropicStream(form: string, secret: string, channel: string): string 
   const pieces = channel === 'header' ? ['ok'] : deltas(form, secret);
   // split-parts: each piece is its own text block; otherwise all are deltas of one block.
   const blocks = channel === 'tool-args' ? toolUseBlock(toolArgPieces(form, secret))
-    : channel === 'thinking' ? thinkingBlock(pieces)
+    : channel === 'thinking' ? thinkingBlock(pieces, form.startsWith('split-parts'))
     : form.startsWith('split-parts') ? pieces.map((p, i) => textBlock(i, [p])).join('') : textBlock(0, pieces);
   return start + blocks
     + ev('message_delta', '{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":3}}')
@@ -169,23 +176,29 @@ function anthropicStream(form: string, secret: string, channel: string): string 
 
 // ---- OpenAI's Responses API: a reasoning item (asked for with include) whose summary echoes the credential ----
 
-/** The reasoning channel: the pieces are a reasoning item's summary (streamed: one delta each), before an answer of "ok". */
+/**
+ * The reasoning channel: the pieces are a reasoning item's summary (streamed: one delta each), before
+ * an answer of "ok"; split-parts: each piece a summary part of its own.
+ */
 function responsesWire(res: ServerResponse, ins: Instruction, secret: string, stream: boolean): Promise<void> {
   const { form } = ins;
   const pieces = deltas(form, secret);
-  const summary = `[{"type":"summary_text","text":"${pieces.join('')}"}]`;
+  const parts = form.startsWith('split-parts') ? pieces : [pieces.join('')];
+  const summary = `[${parts.map((t) => `{"type":"summary_text","text":"${t}"}`).join(',')}]`;
   const item = `{"id":"rs_leak","type":"reasoning","summary":${summary},"encrypted_content":"gAAAAABleakEncrypted=="}`;
   const message = '{"id":"msg_leak","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","annotations":[],"logprobs":[],"text":"ok"}]}';
   const r = (status: string, output: string) => `{"id":"resp_leak","object":"response","created_at":1764081600,"status":"${status}","model":"leaky","output":[${output}],"usage":{"input_tokens":3,"output_tokens":3,"total_tokens":6}}`;
   if (!stream) return send(res, 200, { 'content-type': 'application/json' }, r('completed', `${item},${message}`), form, secret);
   const e = (type: string, rest: string) => `event: ${type}\ndata: {"type":"${type}",${rest}}\n\n`;
-  const at = '"item_id":"rs_leak","output_index":0,"summary_index":0';
+  const at = (k: number) => `"item_id":"rs_leak","output_index":0,"summary_index":${k}`;
+  // One summary part streamed in the pieces as deltas, or (split-parts) one part per piece.
+  const part = (k: number, ds: string[]) => e('response.reasoning_summary_part.added', `${at(k)},"part":{"type":"summary_text","text":""}`)
+    + ds.map((p) => e('response.reasoning_summary_text.delta', `${at(k)},"delta":"${p}"`)).join('')
+    + e('response.reasoning_summary_text.done', `${at(k)},"text":"${ds.join('')}"`)
+    + e('response.reasoning_summary_part.done', `${at(k)},"part":{"type":"summary_text","text":"${ds.join('')}"}`);
   const body = e('response.created', `"response":${r('in_progress', '')}`)
     + e('response.output_item.added', '"output_index":0,"item":{"id":"rs_leak","type":"reasoning","summary":[]}')
-    + e('response.reasoning_summary_part.added', `${at},"part":{"type":"summary_text","text":""}`)
-    + pieces.map((p) => e('response.reasoning_summary_text.delta', `${at},"delta":"${p}"`)).join('')
-    + e('response.reasoning_summary_text.done', `${at},"text":"${pieces.join('')}"`)
-    + e('response.reasoning_summary_part.done', `${at},"part":{"type":"summary_text","text":"${pieces.join('')}"}`)
+    + (parts.length > 1 ? parts.map((p, k) => part(k, [p])).join('') : part(0, pieces))
     + e('response.output_item.done', `"output_index":0,"item":${item}`)
     + e('response.output_text.delta', '"item_id":"msg_leak","output_index":1,"content_index":0,"delta":"ok","logprobs":[]')
     + e('response.completed', `"response":${r('completed', `${item},${message}`)}`);
@@ -214,7 +227,7 @@ async function model(wire: 'openai' | 'anthropic' | 'embeddings', res: ServerRes
     return send(res, 200, { ...headers, 'content-type': 'text/event-stream', 'cache-control': 'no-cache' }, body, form, secret);
   }
   const shown = channel === 'header' ? 'ok' : p;
-  const body = wire === 'anthropic' ? anthropicBody(channel === 'header' ? ['ok'] : deltas(form, secret), channel === 'thinking')
+  const body = wire === 'anthropic' ? anthropicBody(channel === 'header' ? ['ok'] : deltas(form, secret), channel === 'thinking', form.startsWith('split-parts'))
     : wire === 'embeddings' ? `{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1,0.2,0.3]}],"model":"${shown}","usage":{"prompt_tokens":1,"total_tokens":1}}`
       : openaiBody(shown, channel === 'header' ? 'ok' : payload(form, secret, 'text'));
   return send(res, 200, { ...headers, ...json }, body, form, secret);
