@@ -6,7 +6,7 @@ import OpenAI from 'openai';
 import { z } from 'zod';
 import { Agent, run, tool, setTracingDisabled, OpenAIResponsesModel, OpenAIChatCompletionsModel, type Model } from '@openai/agents';
 import { startFrameworkRig, weatherOf, FINAL, type FrameworkRig } from './helpers/frameworks.ts';
-import { REASONING_ITEM, THINKING } from './fake-upstream.ts';
+import { REASONING_ITEM, THINKING, THINKING2 } from './fake-upstream.ts';
 
 let rig: FrameworkRig;
 before(async () => {
@@ -99,6 +99,37 @@ test('Agents SDK, Responses model, stateless (store: false, include reasoning.en
     const second = rig.fake.requests[1].body as { messages: Array<{ role: string; content: Array<Record<string, unknown>> }> };
     const asst = second.messages.find((m) => m.role === 'assistant')!;
     assert.deepEqual(asst.content.slice(0, 2), [THINKING.thinking, THINKING.redacted], `stream ${stream}`);
+  }
+});
+
+test('Agents SDK, Responses model, stateless, on Claude with interleaved thinking (thinking, text, call, thinking, text, call): the items reach the SDK in the model\'s order and go back to Anthropic in it (the fake answers 400 otherwise)', async () => {
+  for (const stream of [false, true]) {
+    const calls: string[] = [];
+    const getTime = tool({ name: 'get_time', description: 'Local time in a time zone', parameters: z.object({ tz: z.string() }), execute: async ({ tz }) => { calls.push(tz); return `noon in ${tz}`; } });
+    const base = agentWith(new OpenAIResponsesModel(client(), 'think-interleaved'), calls, { store: false, providerData: { include: ['reasoning.encrypted_content'] } });
+    const agent = base.clone({ tools: [...base.tools, getTime] });
+    rig.fake.reset();
+    let finalOutput: unknown;
+    let items: Array<{ type: string; rawItem?: unknown }>;
+    if (stream) {
+      const s = await run(agent, 'Weather and time in Paris?', { stream: true });
+      for await (const _ of s) { /* drain */ }
+      await s.completed;
+      finalOutput = s.finalOutput;
+      items = s.newItems;
+    } else {
+      const r = await run(agent, 'Weather and time in Paris?');
+      finalOutput = r.finalOutput;
+      items = r.newItems;
+    }
+    // The fake, as Anthropic, answered the turn with the results (its blocks in order, else a 400 the run throws).
+    assert.match(String(finalOutput), /^final: the tool said /, `stream ${stream}`);
+    assert.deepEqual(calls, ['Paris', 'Europe/Paris']);
+    const first = items.slice(0, 6).map((i) => i.type);
+    assert.deepEqual(first, ['reasoning_item', 'message_output_item', 'tool_call_item', 'reasoning_item', 'message_output_item', 'tool_call_item'], `stream ${stream}: ${JSON.stringify(items.map((i) => i.type))}`);
+    const thoughts = items.filter((i) => i.type === 'reasoning_item').map((i) => (i.rawItem as { content?: Array<{ text: string }> }).content?.[0]?.text);
+    assert.deepEqual(thoughts, [THINKING.thinking.thinking, THINKING2.thinking]);
+    assert.equal(rig.fake.requests.length, 2, `stream ${stream}: one turn with the two calls, one with their results`);
   }
 });
 

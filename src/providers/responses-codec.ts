@@ -3,8 +3,8 @@
 // content parts and text deltas, function-call argument deltas, response.completed with usage).
 // One codec per request: it knows the response's id and the request fields a Response echoes,
 // and hands the finished Response to `onCompleted` (the gateway stores it). Pure: no I/O.
-import type { ChatResult, ClientCodec, FinishReason, Json, ProviderAdapter, ReasoningBlock, StreamEvent, ThinkingBlock, Usage } from './types.ts';
-import { reasoningItemId } from './types.ts';
+import type { ChatResult, ClientCodec, FinishReason, Json, ProviderAdapter, ReasoningBlock, StreamEvent, ThinkingBlock, ToolCall, Usage } from './types.ts';
+import { reasoningItemId, resultBlocks } from './types.ts';
 import { nowSeconds } from './util.ts';
 import type { Obj } from './util.ts';
 
@@ -166,13 +166,48 @@ function reasoningItem(meta: ResponseMeta, b: ThinkingBlock, at: number): Obj {
   return item;
 }
 
-/** Output items of a whole answer: its text as one message (also when empty and no call was made), then its calls (as objects: the codec writes outputTexts). */
+/** One output item of a whole answer (see answerItems). */
+type AnswerItem =
+  | { kind: 'reasoning'; block: ThinkingBlock }
+  | { kind: 'message'; text: string; status: string; logprobs?: Json[] }
+  | { kind: 'call'; call: ToolCall };
+
+/**
+ * A whole answer's output items in the order the model produced its blocks (resultBlocks: Claude's
+ * interleaved thinking between text and calls stays where it was, so the turn sent back is the one
+ * Anthropic signed): a reasoning item per thinking block, a message per run of text (the last one
+ * the answer's status, as a stream closes it), an item per call; an answer with no text nor call
+ * is still one (empty) message, after its reasoning.
+ */
+function answerItems(r: ChatResult): AnswerItem[] {
+  const status = INCOMPLETE[r.finishReason] ? 'incomplete' : 'completed';
+  const out: AnswerItem[] = [];
+  let msg: { kind: 'message'; text: string; status: string; logprobs?: Json[] } | null = null;
+  let messages = 0;
+  for (const b of resultBlocks(r)) {
+    if (b.kind === 'text') {
+      if (msg === null) { msg = { kind: 'message', text: '', status: 'completed' }; out.push(msg); messages++; }
+      msg.text += b.text;
+      continue;
+    }
+    msg = null;
+    out.push(b.kind === 'thinking' ? { kind: 'reasoning', block: b.block } : { kind: 'call', call: b.call });
+  }
+  if (messages === 0 && r.toolCalls.length === 0) out.push({ kind: 'message', text: '', status: 'completed' });
+  let last: AnswerItem | undefined;
+  for (const it of out) if (it.kind === 'message') { if (last === undefined && r.logprobs !== undefined) it.logprobs = r.logprobs; last = it; }
+  if (last !== undefined && last.kind === 'message') last.status = status;
+  return out;
+}
+
+/** Output items of a whole answer (answerItems), as objects (the codec writes outputTexts). */
 export function outputItems(meta: ResponseMeta, r: ChatResult): Obj[] {
   const out: Obj[] = [];
-  if (r.thinking !== undefined) for (const b of r.thinking) out.push(reasoningItem(meta, b, out.length));
-  const status = INCOMPLETE[r.finishReason] ? 'incomplete' : 'completed';
-  if ((r.text !== null && r.text !== '') || r.toolCalls.length === 0) out.push(messageItem(itemId(meta, 'msg', out.length), r.text ?? '', status, r.logprobs));
-  for (const tc of r.toolCalls) out.push(callItem(itemId(meta, 'fc', out.length), tc.id, tc.function.name, tc.function.arguments, 'completed'));
+  for (const it of answerItems(r)) {
+    if (it.kind === 'reasoning') out.push(reasoningItem(meta, it.block, out.length));
+    else if (it.kind === 'message') out.push(messageItem(itemId(meta, 'msg', out.length), it.text, it.status, it.logprobs));
+    else out.push(callItem(itemId(meta, 'fc', out.length), it.call.id, it.call.function.name, it.call.function.arguments, 'completed'));
+  }
   return out;
 }
 
@@ -180,24 +215,21 @@ export function outputItems(meta: ResponseMeta, r: ChatResult): Obj[] {
 function outputTexts(meta: ResponseMeta, r: ChatResult): { ids: string[]; texts: string[] } {
   const ids: string[] = [];
   const texts: string[] = [];
-  const status = INCOMPLETE[r.finishReason] ? 'incomplete' : 'completed';
-  // Reasoning items first (OpenAI's id and encrypted_content as sent, for the client to send back).
-  if (r.thinking !== undefined) {
-    for (const b of r.thinking) {
-      const it = reasoningItem(meta, b, ids.length);
-      ids.push(reasoningId(it as Json, ids.length));
-      texts.push(JSON.stringify(it));
+  for (const it of answerItems(r)) {
+    if (it.kind === 'reasoning') {
+      // OpenAI's id and encrypted_content as sent, for the client to send back.
+      const ri = reasoningItem(meta, it.block, ids.length);
+      ids.push(reasoningId(ri as Json, ids.length));
+      texts.push(JSON.stringify(ri));
+    } else if (it.kind === 'message') {
+      const id = itemId(meta, 'msg', ids.length);
+      ids.push(id);
+      texts.push(messageJson(id, it.status, partJson(JSON.stringify(it.text), it.logprobs === undefined ? undefined : JSON.stringify(it.logprobs))));
+    } else {
+      const id = itemId(meta, 'fc', ids.length);
+      ids.push(id);
+      texts.push(callJson(id, it.call.id, it.call.function.name, JSON.stringify(it.call.function.arguments)));
     }
-  }
-  if ((r.text !== null && r.text !== '') || r.toolCalls.length === 0) {
-    const id = itemId(meta, 'msg', ids.length);
-    ids.push(id);
-    texts.push(messageJson(id, status, partJson(JSON.stringify(r.text ?? ''), r.logprobs === undefined ? undefined : JSON.stringify(r.logprobs))));
-  }
-  for (const tc of r.toolCalls) {
-    const id = itemId(meta, 'fc', ids.length);
-    ids.push(id);
-    texts.push(callJson(id, tc.id, tc.function.name, JSON.stringify(tc.function.arguments)));
   }
   return { ids, texts };
 }

@@ -8,12 +8,14 @@ import { startTestGateway, doc, yaml, type TestGateway } from './gateway.ts';
  * More routes: json-* answer {"city":"Paris","temp_c":21} (structured output), handoff-* call the
  * transfer_to_* tool they are offered (an Agents SDK handoff), pause-* stream their first piece of
  * text and then nothing for 5 s (a client aborts meanwhile), think-ant is Claude with extended
- * thinking (thinking-tools: its turn after the tool call must carry both thinking blocks as sent).
+ * thinking (thinking-tools: its turn after the tool call must carry both thinking blocks as sent),
+ * think-interleaved Claude with interleaved thinking (thinking, text, get_weather, thinking, text,
+ * get_time: the turn after the calls must carry its thinking and tool_use blocks in that order).
  */
 const EXTRA: ReadonlyArray<[string, string, string]> = [
   ['json-oai', 'oai', 'json'], ['json-ant', 'ant', 'json'], ['json-native', 'openai', 'json'],
   ['handoff-oai', 'oai', 'handoff'], ['handoff-ant', 'ant', 'handoff'], ['pause-oai', 'oai', 'pause-5000'], ['pause-ant', 'ant', 'pause-5000'],
-  ['think-ant', 'ant', 'thinking-tools'],
+  ['think-ant', 'ant', 'thinking-tools'], ['think-interleaved', 'ant', 'thinking-interleaved'],
 ];
 
 export interface FrameworkRig { fake: FakeUpstream; gw: TestGateway; key: string; close(): Promise<void> }
