@@ -8,6 +8,7 @@ import { startTestGateway, doc, yaml, agentDocs, type TestGateway } from './help
 import { localServer, type LocalServer } from './helpers/e2e.ts';
 import { uncarried } from '../src/providers/params.ts';
 import { geminiAdapter } from '../src/providers/gemini.ts';
+import { bedrockBody } from '../src/providers/bedrock.ts';
 import type { ChatRequest } from '../src/providers/types.ts';
 
 let up: LocalServer;
@@ -69,13 +70,15 @@ before(async () => {
     doc('Guardrail', 'mask', { on: ['output'], detect: ['email'], action: 'redact' }),
     doc('Model', 'gpt', { targets: [{ provider: 'oai', model: 'g' }], ...free }),
     doc('Model', 'claude', { targets: [{ provider: 'ant', model: 'c' }], ...free }),
+    // A Claude that takes only a fixed thinking budget (before adaptive thinking).
+    doc('Model', 'claude-45', { targets: [{ provider: 'ant', model: 'claude-sonnet-4-5-20250929' }], ...free }),
     doc('Model', 'nova', { targets: [{ provider: 'br', model: 'amazon.nova-pro-v1:0' }], ...free }),
     doc('Model', 'claude-then-gpt', { targets: [{ provider: 'ant', model: 'c' }, { provider: 'oai', model: 'g' }], ...free }),
     doc('Provider', 'real-oai', { type: 'openai', baseUrl: `${up.url}/v1` }),
     doc('Model', 'o', { targets: [{ provider: 'real-oai', model: 'o' }], ...free }),
     doc('Model', 'gpt-cached', { targets: [{ provider: 'oai', model: 'g' }], cache: { mode: 'exact', ttl_seconds: 300 }, ...free }),
     doc('Model', 'masked', { targets: [{ provider: 'oai', model: 'g' }], guardrails: ['mask'], ...free }),
-    ...agentDocs(['gpt', 'claude', 'nova', 'claude-then-gpt', 'masked', 'o', 'gpt-cached']),
+    ...agentDocs(['gpt', 'claude', 'claude-45', 'nova', 'claude-then-gpt', 'masked', 'o', 'gpt-cached']),
   ), { AAM_TEST_AWS_SECRET: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' });
   key = gw.key('tester');
 });
@@ -141,6 +144,31 @@ test('a mixed route serves a field only from the targets that carry it (seed: no
   assert.equal(plain.response.headers.get('x-aam-target'), 'ant/c');
 });
 
+test('reasoning_effort (chat) and reasoning.effort (Responses) reach Claude as thinking: adaptive with output_config.effort (4.6 and later), a fixed budget below max_tokens (3.7 to 4.5); a max_tokens too small for it and a model without it (Nova) are 400s naming reasoning_effort', async () => {
+  seen.length = 0;
+  await openai().chat.completions.create({ model: 'claude', messages: hi, reasoning_effort: 'medium' });
+  await openai().chat.completions.create({ model: 'claude-45', messages: hi, reasoning_effort: 'high', max_tokens: 10_000 });
+  await openai().responses.create({ model: 'claude-45', input: 'hi', reasoning: { effort: 'low' } });
+  await openai().chat.completions.create({ model: 'claude-45', messages: hi, reasoning_effort: 'high', max_tokens: 3000 });
+  await openai().chat.completions.create({ model: 'claude', messages: hi, reasoning_effort: 'none' });
+  await openai().chat.completions.create({ model: 'claude', messages: hi, reasoning_effort: 'low', response_format: schema });
+  const sent = seen.map((x) => [x.body.thinking, x.body.output_config, x.body.max_tokens]);
+  assert.deepEqual(sent.slice(0, 5), [
+    [{ type: 'adaptive' }, { effort: 'medium' }, 4096 + 2048],
+    [{ type: 'enabled', budget_tokens: 4096 }, undefined, 10_000],
+    [{ type: 'enabled', budget_tokens: 1024 }, undefined, 4096 + 1024],
+    [{ type: 'enabled', budget_tokens: 2999 }, undefined, 3000],
+    [undefined, undefined, 4096],
+  ]);
+  assert.deepEqual((sent[5][1] as { effort?: string }).effort, 'low', 'beside the structured output\'s format');
+  assert.ok((sent[5][1] as { format?: unknown }).format !== undefined);
+  seen.length = 0;
+  await refused(openai().chat.completions.create({ model: 'claude-45', messages: hi, reasoning_effort: 'medium', max_tokens: 1024 }), 'reasoning_effort', /reasoning_effort: claude-sonnet-4-5-20250929 thinks with a budget of at least 1024 tokens, below max_tokens \(1024\); raise max_tokens above 1024/);
+  await refused(openai().chat.completions.create({ model: 'nova', messages: hi, reasoning_effort: 'low' }), 'reasoning_effort', /amazon\.nova-pro-v1:0 model on Bedrock has no such parameter/);
+  await refused(openai().chat.completions.create({ model: 'claude', messages: hi, reasoning_effort: 'extreme' as 'high' }), 'reasoning_effort', /"extreme" is not an effort aam maps/);
+  assert.equal(seen.length, 0, 'nothing reached an upstream');
+});
+
 test('the table: each wire carries what it has a form for', () => {
   const req = (extra: Partial<ChatRequest>): ChatRequest => ({ model: 'm', messages: [{ role: 'user', content: 'x' }], ...extra });
   assert.equal(uncarried(req({ extra: { seed: 1, logprobs: true } }), 'openai'), null);
@@ -162,6 +190,15 @@ test('the table: each wire carries what it has a form for', () => {
   assert.match(uncarried(file({ file_data: 'YSxi', filename: 'x.exe' }), 'bedrock')!, /^messages\[0\]\.content\[0\]: a file part: bedrock upstreams take file_data/);
   assert.match(uncarried(file({ file_id: 'file-1' }), 'bedrock')!, /not a file_url or an OpenAI file_id/);
   assert.match(uncarried(file({ file_data: 'data:application/pdf;base64,JVBE' }, 'tool'), 'bedrock')!, /a file part in a tool message: bedrock upstreams take documents in user messages only/);
+  // Claude on Bedrock: the effort as thinking in additionalModelRequestFields, maxTokens room for it; other Bedrock models refuse it.
+  assert.equal(uncarried(req({ extra: { reasoning_effort: 'low' } }), 'bedrock', 'us.anthropic.claude-3-7-sonnet-20250219-v1:0'), null);
+  assert.match(uncarried(req({ extra: { reasoning_effort: 'low' } }), 'bedrock', 'meta.llama3-70b-instruct-v1:0')!, /^reasoning_effort: /);
+  assert.match(uncarried(req({ extra: { reasoning_effort: 'low' } }), 'gemini')!, /^reasoning_effort: /);
+  const br = (model: string, extra: Partial<ChatRequest>) => bedrockBody(req({ extra: { reasoning_effort: 'medium' }, ...extra }), model) as { additionalModelRequestFields?: Record<string, unknown>; inferenceConfig?: Record<string, unknown> };
+  assert.deepEqual(br('us.anthropic.claude-3-7-sonnet-20250219-v1:0', {}), { ...br('us.anthropic.claude-3-7-sonnet-20250219-v1:0', {}), additionalModelRequestFields: { thinking: { type: 'enabled', budget_tokens: 2048 } }, inferenceConfig: { maxTokens: 4096 + 2048 } });
+  assert.deepEqual(br('anthropic.claude-opus-4-6-v1', { max_tokens: 8000, anthropicExtra: { top_k: 5 } }).additionalModelRequestFields, { top_k: 5, thinking: { type: 'adaptive' }, output_config: { effort: 'medium' } });
+  assert.deepEqual(br('anthropic.claude-opus-4-6-v1', { max_tokens: 8000 }).inferenceConfig, { maxTokens: 8000 });
+  assert.deepEqual(br('anthropic.claude-opus-4-1-20250805-v1:0', { anthropicExtra: { thinking: { type: 'enabled', budget_tokens: 3000 } } }).additionalModelRequestFields, { thinking: { type: 'enabled', budget_tokens: 3000 } }, 'an Anthropic client\'s own thinking wins');
   // Gemini gets the sampling fields it has.
   const body = JSON.parse(geminiAdapter.chatRequest(req({ extra: { seed: 3, presence_penalty: 0.5, frequency_penalty: 0.25 } }), { model: 'gemini-2.5-flash', stream: false, options: {} }).body) as { generationConfig: Record<string, unknown> };
   assert.deepEqual(body.generationConfig, { seed: 3, presencePenalty: 0.5, frequencyPenalty: 0.25 });

@@ -122,7 +122,7 @@ function carrying(a: Access, route: Route, req: ChatRequest, codec: ClientCodec)
   let why: string | null = null;
   const targets = route.targets.filter((t) => {
     if (t.provider.type === 'demo') return true;
-    const w = uncarried(req, adapterFor(codec, t).wire);
+    const w = uncarried(req, adapterFor(codec, t).wire, t.model);
     if (w !== null) why ??= `${w} (target ${t.label})`;
     return w === null;
   });

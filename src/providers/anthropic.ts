@@ -8,13 +8,14 @@ import { interleavedOrder } from './types.ts';
 import { UpstreamShapeError, argsObject, arr, localId, num, nowSeconds, obj, rawChatHead, statusType, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { StreamTemplate } from './chunk-template.ts';
+import { claudeThinking, DEFAULT_MAX_TOKENS } from './claude-effort.ts';
 import { isObj, parseJson, sameEntries, str } from '../lib/json.ts';
 
 export { anthropicCodec, anthropicErrorBody } from './anthropic-codec.ts';
 export { parseAnthropicRequest } from './anthropic-parse.ts';
 
 export const ANTHROPIC_VERSION = '2023-06-01';
-export const DEFAULT_MAX_TOKENS = 4096;
+export { DEFAULT_MAX_TOKENS };
 
 const STOP: Readonly<Record<string, FinishReason>> = {
   end_turn: 'stop', stop_sequence: 'stop', pause_turn: 'stop', max_tokens: 'length',
@@ -269,6 +270,16 @@ export function anthropicBody(req: ChatRequest, target: TargetInfo): Obj {
   const format = jsonSchemaFormat(req.response_format);
   const oc = isObj(body.output_config) ? body.output_config : undefined;
   if (format !== undefined && oc?.format === undefined) body.output_config = { ...oc, format };
+  // An OpenAI client's reasoning effort is Claude's thinking (an Anthropic client's own thinking wins).
+  const effort = req.extra?.reasoning_effort;
+  if (typeof effort === 'string' && body.thinking === undefined) {
+    const t = claudeThinking(effort, target.model, req.max_completion_tokens ?? req.max_tokens);
+    if (t !== null && typeof t !== 'string') {
+      body.thinking = t.thinking;
+      body.max_tokens = t.maxTokens;
+      if (t.effort !== undefined) body.output_config = { ...(isObj(body.output_config) ? body.output_config : undefined), effort: t.effort };
+    }
+  }
   if (req.user !== undefined && !isObj(body.metadata)) body.metadata = { user_id: req.user };
   if (target.stream) body.stream = true;
   else delete body.stream;

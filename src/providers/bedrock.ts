@@ -11,6 +11,7 @@ import { interleavedOrder } from './types.ts';
 import { UpstreamShapeError, argsObject, arr, localId, num, nowSeconds, obj, statusType, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { isObj, parseJson, str } from '../lib/json.ts';
+import { claudeThinking } from './claude-effort.ts';
 
 const STOP: Readonly<Record<string, FinishReason>> = {
   end_turn: 'stop', stop_sequence: 'stop', max_tokens: 'length', model_context_window_exceeded: 'length',
@@ -148,7 +149,7 @@ function thinkingOf(rc: Obj): ThinkingBlock | undefined {
 }
 
 /** Claude on Bedrock (a model id, an inference profile or an ARN naming one): the signatures are Claude's, no other model takes them. */
-const isClaude = (model: string): boolean => /claude/i.test(model);
+export const isClaude = (model: string): boolean => /claude/i.test(model);
 
 /** Models that take Converse cache points (Claude, Nova); others would refuse the request. */
 const cachesPrompts = (model: string): boolean => /claude|nova/i.test(model);
@@ -235,11 +236,20 @@ export function bedrockBody(req: ChatRequest, model = ''): Obj {
     body.toolConfig = cfg;
   }
   // Model-specific fields an Anthropic client sent (top_k, thinking...) go where Bedrock takes them.
-  if (req.anthropicExtra !== undefined) {
-    const extra: Obj = {};
-    for (const [k, v] of Object.entries(req.anthropicExtra)) if (k !== 'metadata') extra[k] = v;
-    for (const _ in extra) { body.additionalModelRequestFields = extra; break; }
+  const extra: Obj = {};
+  if (req.anthropicExtra !== undefined) for (const [k, v] of Object.entries(req.anthropicExtra)) if (k !== 'metadata') extra[k] = v;
+  // An OpenAI client's reasoning effort is Claude's thinking, there too (an Anthropic client's own thinking wins).
+  const effort = req.extra?.reasoning_effort;
+  if (typeof effort === 'string' && extra.thinking === undefined && isClaude(model)) {
+    const t = claudeThinking(effort, model, max);
+    if (t !== null && typeof t !== 'string') {
+      extra.thinking = t.thinking;
+      if (t.effort !== undefined) extra.output_config = { ...(isObj(extra.output_config) ? extra.output_config : undefined), effort: t.effort };
+      inf.maxTokens = t.maxTokens;
+      body.inferenceConfig = inf;
+    }
   }
+  for (const _ in extra) { body.additionalModelRequestFields = extra; break; }
   return body;
 }
 

@@ -4,7 +4,8 @@
 import type { ChatRequest, ContentPart, ProviderAdapter } from './types.ts';
 import { anthropicDocument, anthropicTakesFormat } from './anthropic.ts';
 import { geminiAudio, geminiFile } from './gemini.ts';
-import { bedrockDocument } from './bedrock.ts';
+import { bedrockDocument, isClaude } from './bedrock.ts';
+import { claudeThinking } from './claude-effort.ts';
 import { isObj } from '../lib/json.ts';
 
 type Wire = ProviderAdapter['wire'];
@@ -19,7 +20,8 @@ const EXTRA: Readonly<Record<string, readonly Wire[]>> = {
   modalities: ['openai'],
   audio: ['openai'],
   web_search_options: ['openai'],
-  reasoning_effort: ['openai', 'openai-responses'],
+  // Claude's thinking on Anthropic and Bedrock (claude-effort.ts; claudeUncarried below says when not).
+  reasoning_effort: ['openai', 'openai-responses', 'anthropic', 'bedrock'],
 };
 
 /** Anthropic fields (ChatRequest.anthropicExtra) that change the answer; `thinking` is left to the model (others think their own way). */
@@ -45,14 +47,27 @@ function partUncarried(p: ContentPart, wire: Wire): string | null {
   return wire === 'anthropic' ? null : `a ${p.type} part: ${wire} upstreams have no form for it`;
 }
 
+/** Why a reasoning effort cannot become Claude's thinking on this target (a model that is not Claude on Bedrock, a max_tokens too small), or null. */
+function effortUncarried(req: ChatRequest, effort: unknown, wire: Wire, model: string): string | null {
+  if (wire === 'bedrock' && !isClaude(model)) return `reasoning_effort: ${model || 'this'} model on Bedrock has no such parameter (Claude models map it to thinking)`;
+  if (typeof effort !== 'string') return 'reasoning_effort: must be a string (none, minimal, low, medium, high or xhigh)';
+  if (req.anthropicExtra?.thinking !== undefined) return null; // the client's own thinking wins
+  const t = claudeThinking(effort, model, req.max_completion_tokens ?? req.max_tokens);
+  return typeof t === 'string' ? t : null;
+}
+
 /**
- * The first answer-changing field of `req` that an upstream of `wire` would not carry, with why;
+ * The first answer-changing field of `req` that an upstream of `wire` (model `model`) would not carry, with why;
  * null when it carries them all. Logprobs go in streams too: the stream's scrubber relays a text's
  * tokens only when they spell the text it lets out (access/scrub-events.ts).
  */
-export function uncarried(req: ChatRequest, wire: Wire): string | null {
+export function uncarried(req: ChatRequest, wire: Wire, model = ''): string | null {
   const x = req.extra;
   if (x !== undefined) {
+    if (x.reasoning_effort !== undefined && x.reasoning_effort !== null && (wire === 'anthropic' || wire === 'bedrock')) {
+      const why = effortUncarried(req, x.reasoning_effort, wire, model);
+      if (why !== null) return why;
+    }
     if (x.logprobs === true || (x.top_logprobs !== undefined && x.top_logprobs !== null)) {
       const f = x.logprobs === true ? 'logprobs' : 'top_logprobs';
       if (wire !== 'openai' && wire !== 'openai-responses') return `${f}: a ${wire} upstream returns no logprobs`;

@@ -1,0 +1,51 @@
+// OpenAI's reasoning effort (chat `reasoning_effort`, Responses `reasoning.effort`) as Claude's
+// thinking, the one mapping for Anthropic and Claude on Bedrock. Anthropic's current API (2026):
+// Claude 4.6 and later think adaptively (`thinking: {type: "adaptive"}` steered by
+// `output_config.effort` low / medium / high; 4.7 and later refuse a fixed budget), while Claude
+// 3.7, 4, 4.1 and 4.5 take only a fixed budget (`thinking: {type: "enabled", budget_tokens}`: at
+// least 1,024 tokens and below max_tokens, which counts the thinking). Pure: no I/O.
+import type { Obj } from './util.ts';
+
+/** max_tokens aam sends Claude when the client set none (Anthropic requires one). */
+export const DEFAULT_MAX_TOKENS = 4096;
+
+/** Claude's smallest thinking budget (Anthropic refuses less). */
+export const MIN_THINKING_BUDGET = 1024;
+
+/** Effort -> thinking budget (the values LiteLLM uses, so a client moving over thinks as much), and the adaptive effort. */
+const EFFORTS: Readonly<Record<string, { budget: number; effort: 'low' | 'medium' | 'high' }>> = {
+  minimal: { budget: 1024, effort: 'low' },
+  low: { budget: 1024, effort: 'low' },
+  medium: { budget: 2048, effort: 'medium' },
+  high: { budget: 4096, effort: 'high' },
+  xhigh: { budget: 8192, effort: 'high' },
+};
+
+/**
+ * Claude models that take only a fixed budget: 3.7 Sonnet, and the 4, 4.1 and 4.5 families (by
+ * model id, dated or not, Bedrock's `anthropic.` / regional prefixes and `-v1:0` suffixes included).
+ * Any other id (4.6 and later, an alias aam cannot date) thinks adaptively.
+ */
+const BUDGET_ONLY = /claude-3-7-sonnet|claude-(?:opus|sonnet|haiku)-4(?:-[015])?(?:-\d{8}|-v\d|[@:]|$)/;
+
+/** What a request's effort becomes for a Claude model: the body's `thinking`, `output_config.effort` (adaptive) and `max_tokens`. */
+export interface ClaudeThinking { thinking: Obj; effort?: 'low' | 'medium' | 'high'; maxTokens: number }
+
+/**
+ * `effort` for Claude model `model` with the client's max_tokens (`max`, undefined when it set
+ * none): the fields to send, null for `none` (no thinking asked), or why it cannot be sent (a
+ * string starting with the field, for the 400). Without a client max_tokens, the answer keeps aam's
+ * default room (4,096 tokens) on top of the thinking; with one, a fixed budget stays below it.
+ */
+export function claudeThinking(effort: string, model: string, max: number | undefined): ClaudeThinking | null | string {
+  if (effort === 'none') return null;
+  const e = EFFORTS[effort];
+  if (e === undefined) return `reasoning_effort: "${effort}" is not an effort aam maps to Claude's thinking (use none, minimal, low, medium, high or xhigh)`;
+  if (!BUDGET_ONLY.test(model)) return { thinking: { type: 'adaptive' }, effort: e.effort, maxTokens: max ?? DEFAULT_MAX_TOKENS + e.budget };
+  if (max === undefined) return { thinking: { type: 'enabled', budget_tokens: e.budget }, maxTokens: DEFAULT_MAX_TOKENS + e.budget };
+  const budget = Math.min(e.budget, max - 1);
+  if (budget < MIN_THINKING_BUDGET) {
+    return `reasoning_effort: ${model} thinks with a budget of at least ${MIN_THINKING_BUDGET} tokens, below max_tokens (${max}); raise max_tokens above ${MIN_THINKING_BUDGET} or leave reasoning_effort out`;
+  }
+  return { thinking: { type: 'enabled', budget_tokens: budget }, maxTokens: max };
+}
