@@ -423,12 +423,14 @@ const PLANES: Plane[] = [
 
 /**
  * Reasoning items through /v1/responses (OpenAI's Responses API, a `type: openai` provider): the
- * credential echoed in a reasoning item's summary, whole and streamed in summary deltas. Kept apart
+ * credential echoed in a reasoning item's summary or raw reasoning (reasoning_text), whole and streamed
+ * in deltas, in one part or cut across two (split-parts: two summary parts, two thinking blocks). Kept apart
  * from PLANES (their own rows, tags and routes).
  */
 const REASONING_PLANES: Plane[] = [
-  { name: 'responses reasoning', call: reasoning('leak-reasoning'), shows: modelShows, channels: { reasoning: [...TEXT, ...SPLIT_PARTS, ...SPLIT_TCP] } },
-  { name: 'responses reasoning stream', call: reasoningStream('leak-reasoning-stream'), shows: modelShows, channels: { reasoning: [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, ...SPLIT_TCP] } },
+  // reasoning-content: the item's raw reasoning (content reasoning_text parts, gpt-oss) instead of its summary.
+  { name: 'responses reasoning', call: reasoning('leak-reasoning'), shows: modelShows, channels: { reasoning: [...TEXT, ...SPLIT_PARTS, ...SPLIT_TCP], 'reasoning-content': [...TEXT, ...SPLIT_PARTS, 'split-tcp@mid'] } },
+  { name: 'responses reasoning stream', call: reasoningStream('leak-reasoning-stream'), shows: modelShows, channels: { reasoning: [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, ...SPLIT_TCP], 'reasoning-content': [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, 'split-tcp@mid'] } },
 ];
 
 function report(where: string, leaks: readonly Leak[]): string {

@@ -35,14 +35,23 @@ function openaiResponses(body: Record<string, unknown>, credential: string): { s
   const input = body.input as Array<{ role?: string; content?: unknown }>;
   const prompt = JSON.stringify(input.filter((i) => i.role === 'user').at(-1)?.content ?? '');
   const pieces = summaryPieces(prompt, credential);
-  const done = { id: 'rs_up', type: 'reasoning', summary: [{ type: 'summary_text', text: pieces.join('') }], encrypted_content: 'gAAAAABoEncryptedByOpenAI==' };
+  // RAW-COT: the pieces are the item's raw reasoning (a reasoning_text part of its content, as gpt-oss answers), with no summary.
+  const raw = prompt.includes('RAW-COT');
+  const done = raw
+    ? { id: 'rs_up', type: 'reasoning', summary: [], content: [{ type: 'reasoning_text', text: pieces.join('') }], encrypted_content: 'gAAAAABoEncryptedByOpenAI==' }
+    : { id: 'rs_up', type: 'reasoning', summary: [{ type: 'summary_text', text: pieces.join('') }], encrypted_content: 'gAAAAABoEncryptedByOpenAI==' };
   const message = { id: 'msg_up', type: 'message', status: 'completed', role: 'assistant', content: [{ type: 'output_text', annotations: [], logprobs: [], text: 'ok' }] };
   const usage = { input_tokens: 3, output_tokens: 2, total_tokens: 5 };
   const r = { id: 'resp_up', object: 'response', created_at: 1, status: 'in_progress', model: 'o', output: [] };
   if (body.stream !== true) return { json: JSON.stringify({ ...r, status: 'completed', output: [done, message], usage }) };
   const at = { item_id: 'rs_up', output_index: 0, summary_index: 0 };
   // DONE-ONLY: an upstream that streams no summary events, only the finished item.
+  const rawAt = { item_id: 'rs_up', output_index: 0, content_index: 0 };
   const summaryEvents = prompt.includes('DONE-ONLY') ? ''
+    : raw ? ev({ type: 'response.content_part.added', ...rawAt, part: { type: 'reasoning_text', text: '' } })
+      + pieces.map((delta) => ev({ type: 'response.reasoning_text.delta', ...rawAt, delta })).join('')
+      + ev({ type: 'response.reasoning_text.done', ...rawAt, text: pieces.join('') })
+      + ev({ type: 'response.content_part.done', ...rawAt, part: { type: 'reasoning_text', text: pieces.join('') } })
     : ev({ type: 'response.reasoning_summary_part.added', ...at, part: { type: 'summary_text', text: '' } })
       + pieces.map((delta) => ev({ type: 'response.reasoning_summary_text.delta', ...at, delta })).join('')
       + ev({ type: 'response.reasoning_summary_text.done', ...at, text: pieces.join('') })
@@ -142,6 +151,36 @@ test('an output guardrail reads reasoning summaries: a deny regex blocks the ans
   assert.ok(!streamed.text.includes(SSN));
 });
 
+test('an OpenAI reasoning item\'s raw reasoning (content reasoning_text parts, gpt-oss): the output guardrails read it, a deny regex blocks (stream and whole), a redact guardrail masks it; the credential scrub reads it across its deltas', async () => {
+  const reasoningTexts = (events: Array<Record<string, unknown>>) => events.filter((e) => e.type === 'response.reasoning_text.delta').map((e) => String(e.delta)).join('');
+  await assert.rejects(openai().responses.create({ model: 'o-deny', input: 'SSN RAW-COT', store: false, include: INCLUDE }), (e: unknown) => {
+    assert.ok(e instanceof OpenAI.BadRequestError, String(e));
+    assert.equal((e.error as { code?: string }).code, 'guardrail_blocked');
+    return true;
+  });
+  const denied = await rawStream({ model: 'o-deny', input: 'SSN RAW-COT', store: false, include: INCLUDE });
+  assert.ok(!denied.text.includes('1120'), 'no part of the number after its first half');
+  assert.ok(denied.events.some((e) => e.type === 'error') && !denied.events.some((e) => e.type === 'response.completed'), denied.text.slice(-400));
+  const whole = await openai().responses.create({ model: 'o-mask', input: 'SSN RAW-COT', store: false, include: INCLUDE });
+  const item = whole.output[0] as OpenAI.Responses.ResponseReasoningItem;
+  assert.deepEqual(item.content, [{ type: 'reasoning_text', text: 'the number is [SSN] (end)' }]);
+  assert.deepEqual(item.summary, []);
+  assert.equal(item.encrypted_content, 'gAAAAABoEncryptedByOpenAI==');
+  const streamed = await rawStream({ model: 'o-mask', input: 'SSN RAW-COT', store: false, include: INCLUDE });
+  assert.ok(!streamed.text.includes(SSN));
+  assert.equal(reasoningTexts(streamed.events), 'the number is [SSN] (end)');
+  const types = streamed.events.map((e) => String(e.type)).filter((t, i, all) => t !== all[i - 1]);
+  assert.deepEqual(types.slice(2, 8), ['response.output_item.added', 'response.content_part.added', 'response.reasoning_text.delta', 'response.reasoning_text.done', 'response.content_part.done', 'response.output_item.done'], 'streamed as OpenAI streams a reasoning_text part');
+  const completed = streamed.events.find((e) => e.type === 'response.completed')!.response as { output: Array<{ content?: unknown }> };
+  assert.deepEqual(completed.output[0].content, [{ type: 'reasoning_text', text: 'the number is [SSN] (end)' }]);
+  // A credential cut across two reasoning_text deltas: redacted, whole and streamed.
+  const key = await rawStream({ model: 'o', input: 'ECHO-KEY RAW-COT', store: false, include: INCLUDE });
+  assert.ok(!key.text.includes(SECRET.slice(0, 12)) && !key.text.includes(SECRET.slice(-12)), 'no piece of the key on the wire');
+  assert.match(reasoningTexts(key.events), /^the key is \[REDACTED:oai-key\] \(end\)$/);
+  const keyWhole = await openai().responses.create({ model: 'o', input: 'ECHO-KEY RAW-COT', store: false, include: INCLUDE });
+  assert.match((keyWhole.output[0] as OpenAI.Responses.ResponseReasoningItem).content?.[0]?.text ?? '', /^the key is \[REDACTED:oai-key\] \(end\)$/);
+});
+
 test('a reasoning item sent back in input: the input guardrails read its summary text', async () => {
   const input = [
     { role: 'user' as const, content: 'hi' },
@@ -174,4 +213,20 @@ test('cache: a streamed OpenAI reasoning item (two summary parts) is recorded as
   const again = resultToEvents(r);
   assert.deepEqual(eventsToResult(again, 0), r, 'replayed, it records the same answer');
   assert.deepEqual(again.filter((e) => e.type === 'thinking_start'), [{ type: 'thinking_start', id: 'rs_1' }, { type: 'thinking_start', id: 'rs_1' }]);
+});
+
+test('cache: an OpenAI reasoning item with a reasoning_text part is recorded with its raw reasoning and replayed as the same events', async () => {
+  const { eventsToResult, resultToEvents } = await import('../src/cache/replay.ts');
+  const item = { id: 'rs_2', type: 'reasoning', summary: [], content: [], encrypted_content: 'gAAAAABo==' };
+  const events = [
+    { type: 'start' as const, id: 'r', model: 'o' },
+    { type: 'thinking_start' as const, id: 'rs_2' }, { type: 'thinking' as const, text: 'short' },
+    { type: 'thinking_start' as const, id: 'rs_2', content: true as const }, { type: 'thinking' as const, text: 'the raw ' }, { type: 'thinking' as const, text: 'chain' },
+    { type: 'reasoning_item' as const, item },
+    { type: 'text' as const, text: 'ok' },
+    { type: 'finish' as const, reason: 'stop' as const },
+  ];
+  const r = eventsToResult(events, 0)!;
+  assert.deepEqual(r.thinking, [{ type: 'reasoning', summary: ['short'], content: ['the raw chain'], item }]);
+  assert.deepEqual(eventsToResult(resultToEvents(r), 0), r, 'replayed, it records the same answer');
 });

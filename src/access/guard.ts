@@ -273,16 +273,19 @@ export async function guardChatOutput(rt: AccessRuntime, at: EvidenceAt, identit
   return guarded;
 }
 
-/** What a thinking block shows the client: its text, a reasoning item's summary texts, nothing of a redacted block. */
+/** What a thinking block shows the client: its text, a reasoning item's summary texts then its reasoning texts, nothing of a redacted block. */
 export function thinkingText(b: ThinkingBlock): string | string[] {
-  return b.type === 'thinking' ? b.thinking : b.type === 'reasoning' ? b.summary : '';
+  if (b.type !== 'reasoning') return b.type === 'thinking' ? b.thinking : '';
+  return b.content === undefined ? b.summary : [...b.summary, ...b.content];
 }
 
 /** A thinking block with what the guardrails (or the scrub) left of thinkingText(b) (the same block when unchanged). */
 export function withThinkingText(b: ThinkingBlock, t: string | string[] | undefined): ThinkingBlock {
   if (b.type === 'thinking' && typeof t === 'string' && t !== b.thinking) return { ...b, thinking: t };
-  if (b.type === 'reasoning' && Array.isArray(t) && t !== b.summary) return { ...b, summary: t };
-  return b;
+  if (b.type !== 'reasoning' || !Array.isArray(t) || t === b.summary) return b;
+  if (b.content === undefined) return { ...b, summary: t };
+  const n = b.summary.length;
+  return { ...b, summary: t.slice(0, n), content: t.slice(n) };
 }
 
 /**

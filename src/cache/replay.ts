@@ -42,6 +42,10 @@ function thinkingEvents(b: ThinkingBlock, events: StreamEvent[], chunkChars: num
       events.push(id === undefined ? { type: 'thinking_start' } : { type: 'thinking_start', id });
       for (const text of chunks(part, chunkChars)) events.push({ type: 'thinking', text });
     }
+    for (const part of b.content ?? []) { // its reasoning_text parts the same way
+      events.push(id === undefined ? { type: 'thinking_start', content: true } : { type: 'thinking_start', id, content: true });
+      for (const text of chunks(part, chunkChars)) events.push({ type: 'thinking', text });
+    }
     events.push({ type: 'reasoning_item', item: b.item });
     return;
   }
@@ -93,6 +97,8 @@ export class StreamRecorder {
   private logprobs: Json[] | undefined;
   /** The OpenAI reasoning item whose summary parts are coming (its id), until reasoning_item ends it. */
   private reasoningOpen: string | null = null;
+  /** Its part open is a reasoning_text part (else a summary part). */
+  private inContent = false;
   private failed = false;
   private size = 0;
   private readonly maxChars: number;
@@ -129,13 +135,22 @@ export class StreamRecorder {
       }
       case 'thinking_start':
         if (ev.id === undefined) { this.reasoningOpen = null; (this.thinking ??= []).push({ type: 'thinking', thinking: '', signature: '' }); this.block('thinking'); break; }
-        // An OpenAI reasoning item's summary part: the item's next part, or a new item.
+        // An OpenAI reasoning item's summary (or reasoning_text) part: the item's next part, or a new item.
         if (this.reasoningOpen !== ev.id) { this.reasoningOpen = ev.id; (this.thinking ??= []).push({ type: 'reasoning', summary: [], item: null }); this.block('thinking'); }
-        (this.thinking![this.thinking!.length - 1] as ReasoningBlock).summary.push('');
+        {
+          const rb = this.thinking![this.thinking!.length - 1] as ReasoningBlock;
+          if (ev.content) (rb.content ??= []).push(''); else rb.summary.push('');
+          this.inContent = ev.content === true;
+        }
         break;
       case 'thinking': case 'thinking_signature': {
         const b = this.thinking?.[this.thinking.length - 1];
-        if (b?.type === 'reasoning' && ev.type === 'thinking' && this.reasoningOpen !== null) { b.summary[b.summary.length - 1] += ev.text; this.grow(ev.text.length); break; }
+        if (b?.type === 'reasoning' && ev.type === 'thinking' && this.reasoningOpen !== null) {
+          const parts = this.inContent ? b.content! : b.summary;
+          parts[parts.length - 1] += ev.text;
+          this.grow(ev.text.length);
+          break;
+        }
         if (b?.type !== 'thinking') { this.failed = true; break; } // outside a thinking block: not a faithful record
         if (ev.type === 'thinking') { b.thinking += ev.text; this.grow(ev.text.length); } else b.signature += ev.signature;
         break;

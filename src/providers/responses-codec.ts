@@ -157,10 +157,15 @@ export function thinkingOf(encrypted: string, summary: readonly string[]): Exclu
 }
 
 const summaryOf = (texts: readonly string[]): Obj[] => texts.map((text) => ({ type: 'summary_text', text }));
+const reasoningTextOf = (texts: readonly string[]): Obj[] => texts.map((text) => ({ type: 'reasoning_text', text }));
 
 /** A thinking block as its reasoning item: OpenAI's with its summary back in; an Anthropic block with its text as the summary. */
 function reasoningItem(meta: ResponseMeta, b: ThinkingBlock, at: number): Obj {
-  if (b.type === 'reasoning') return { ...(b.item as Obj), summary: summaryOf(b.summary) };
+  if (b.type === 'reasoning') {
+    const it: Obj = { ...(b.item as Obj), summary: summaryOf(b.summary) };
+    if (b.content !== undefined) it.content = reasoningTextOf(b.content);
+    return it;
+  }
   const item: Obj = { id: itemId(meta, 'rs', at), type: 'reasoning', summary: summaryOf(b.type === 'thinking' ? [b.thinking] : []) };
   if (meta.encrypted === true) item.encrypted_content = b.type === 'thinking' ? SIGNED + b.signature : REDACTED + b.data;
   return item;
@@ -244,7 +249,13 @@ export interface FinishedResponse { outputIds: readonly string[]; json: string }
 interface OpenText { index: number; id: string; text: string; at: string; logprobs?: Json[] }
 interface OpenCall { index: number; id: string; callId: string; name: string; args: string; at: string; done: boolean }
 /** A reasoning item being streamed: OpenAI's (`openai`: its id, ended by reasoning_item) or an Anthropic thinking block's. */
-interface OpenReasoning { index: number; id: string; openai: boolean; parts: string[]; partOpen: boolean; signature: string; at: string }
+interface OpenReasoning {
+  index: number; id: string; openai: boolean; signature: string; at: string;
+  /** Summary parts' texts, and (OpenAI's) reasoning_text parts' texts, as streamed so far. */
+  parts: string[]; content: string[] | undefined;
+  /** The part being streamed: a summary part, a reasoning_text part, or none. */
+  open: 'summary' | 'content' | null;
+}
 
 /** A message item's JSON and its one part's, from its text already JSON-encoded (in messageItem's field order). */
 const partJson = (textJson: string, logprobsJson = '[]'): string => `{"type":"output_text","annotations":[],"logprobs":${logprobsJson},"text":${textJson}}`;
@@ -412,17 +423,31 @@ export class ResponsesCodec implements ClientCodec {
       const index = next++;
       reasoned++;
       const rid = id ?? itemId(meta, 'rs', index);
-      rs = { index, id: rid, openai: id !== undefined, parts: [], partOpen: false, signature: '', at: `"item_id":${JSON.stringify(rid)},"output_index":${index}` };
+      rs = { index, id: rid, openai: id !== undefined, parts: [], content: undefined, open: null, signature: '', at: `"item_id":${JSON.stringify(rid)},"output_index":${index}` };
       return s + frame('response.output_item.added', `"output_index":${index},"item":{"id":${JSON.stringify(rid)},"type":"reasoning","summary":[]}`);
     };
     const openPart = (r: OpenReasoning): string => {
       r.parts.push('');
-      r.partOpen = true;
+      r.open = 'summary';
       return frame('response.reasoning_summary_part.added', `${r.at},"summary_index":${r.parts.length - 1},"part":{"type":"summary_text","text":""}`);
     };
+    // A reasoning_text part (OpenAI's raw reasoning, gpt-oss) streams as OpenAI streams one: a content part of the item.
+    const openContent = (r: OpenReasoning): string => {
+      (r.content ??= []).push('');
+      r.open = 'content';
+      return frame('response.content_part.added', `${r.at},"content_index":${r.content.length - 1},"part":{"type":"reasoning_text","text":""}`);
+    };
     const closePart = (r: OpenReasoning): string => {
-      if (!r.partOpen) return '';
-      r.partOpen = false;
+      if (r.open === null) return '';
+      const kind = r.open;
+      r.open = null;
+      if (kind === 'content') {
+        const c = r.content as string[];
+        const k = c.length - 1;
+        const tj = JSON.stringify(c[k]);
+        return frame('response.reasoning_text.done', `${r.at},"content_index":${k},"text":${tj}`)
+          + frame('response.content_part.done', `${r.at},"content_index":${k},"part":{"type":"reasoning_text","text":${tj}}`);
+      }
       const k = r.parts.length - 1;
       const tj = JSON.stringify(r.parts[k]);
       return frame('response.reasoning_summary_text.done', `${r.at},"summary_index":${k},"text":${tj}`)
@@ -430,7 +455,7 @@ export class ResponsesCodec implements ClientCodec {
     };
     /** The item as it stands (OpenAI's rest of it when it came). */
     const reasoningNow = (r: OpenReasoning, item?: Json): string => JSON.stringify(reasoningItem(meta, r.openai
-      ? { type: 'reasoning', summary: r.parts, item: item ?? { id: r.id, type: 'reasoning', summary: [] } }
+      ? { type: 'reasoning', summary: r.parts, ...(r.content !== undefined ? { content: r.content } : {}), item: item ?? { id: r.id, type: 'reasoning', summary: [] } }
       : { type: 'thinking', thinking: r.parts.join(''), signature: r.signature }, r.index));
     const closeReasoning = (item?: Json): string => {
       const r = rs;
@@ -507,16 +532,21 @@ export class ResponsesCodec implements ClientCodec {
         }
         case 'thinking_start': {
           const r = rs as OpenReasoning | null;
-          // OpenAI's next summary part of the open item; else a new item.
-          if (r !== null && ev.id !== undefined && r.openai && r.id === ev.id) return s + closePart(r) + openPart(r);
+          // OpenAI's next summary (or reasoning_text) part of the open item; else a new item.
+          if (r !== null && ev.id !== undefined && r.openai && r.id === ev.id) return s + closePart(r) + (ev.content ? openContent(r) : openPart(r));
           s += openReasoning(ev.id);
-          return s + openPart(rs as unknown as OpenReasoning);
+          return s + (ev.content ? openContent(rs as unknown as OpenReasoning) : openPart(rs as unknown as OpenReasoning));
         }
         case 'thinking': {
           if (ev.text.length === 0) return s;
           if (rs === null) s += openReasoning();
           const r = rs as unknown as OpenReasoning;
-          if (!r.partOpen) s += openPart(r);
+          if (r.open === 'content') {
+            const c = r.content as string[];
+            c[c.length - 1] += ev.text;
+            return s + frame('response.reasoning_text.delta', `${r.at},"content_index":${c.length - 1},"delta":${JSON.stringify(ev.text)}`);
+          }
+          if (r.open === null) s += openPart(r);
           r.parts[r.parts.length - 1] += ev.text;
           return s + frame('response.reasoning_summary_text.delta', `${r.at},"summary_index":${r.parts.length - 1},"delta":${JSON.stringify(ev.text)}`);
         }

@@ -96,9 +96,20 @@ function summaryTexts(it: Obj): string[] {
   return out;
 }
 
-/** A reasoning item as a canonical block: its summary texts apart (model output, read as thinking text), the rest as sent. */
+/** A reasoning item's raw reasoning texts (its content's reasoning_text parts), or undefined when it has none. */
+function contentTexts(it: Obj): string[] | undefined {
+  const c = arr(it.content);
+  if (c === undefined || c.length === 0) return undefined;
+  const out: string[] = [];
+  for (const p of c) if (isObj(p) && typeof p.text === 'string') out.push(p.text);
+  return out;
+}
+
+/** A reasoning item as a canonical block: its summary and reasoning texts apart (model output, read as thinking text), the rest as sent. */
 function reasoningBlock(it: Obj): ReasoningBlock {
-  return { type: 'reasoning', summary: summaryTexts(it), item: { ...it, summary: [] } as Json };
+  const content = contentTexts(it);
+  if (content === undefined) return { type: 'reasoning', summary: summaryTexts(it), item: { ...it, summary: [] } as Json };
+  return { type: 'reasoning', summary: summaryTexts(it), content, item: { ...it, summary: [], content: [] } as Json };
 }
 
 export function responsesChatResponse(body: unknown): ChatResult {
@@ -142,6 +153,8 @@ class ResponsesStreamParser implements StreamParser {
   private readonly callIndex = new Map<string, number>(); // item id -> canonical tool index
   /** Reasoning items whose summary parts streamed (their text came as deltas, not again at .done). */
   private readonly summarized = new Set<string>();
+  /** Reasoning items whose reasoning_text parts streamed. */
+  private readonly reasoned = new Set<string>();
 
   push(data: string, _event?: string, parsed?: { value: unknown }): StreamEvent[] {
     const ev = parsed ? parsed.value : parseJson(data);
@@ -177,8 +190,17 @@ class ResponsesStreamParser implements StreamParser {
         break;
       }
       case 'response.reasoning_summary_text.delta':
+      case 'response.reasoning_text.delta':
         if (typeof ev.delta === 'string' && ev.delta.length > 0) out.push({ type: 'thinking', text: ev.delta });
         break;
+      // A reasoning item's raw reasoning text (gpt-oss): each reasoning_text part opens like a summary part.
+      case 'response.content_part.added': {
+        if (obj(ev.part)?.type !== 'reasoning_text') break;
+        const id = str(ev.item_id) ?? '';
+        this.reasoned.add(id);
+        out.push({ type: 'thinking_start', id, content: true });
+        break;
+      }
       case 'response.output_item.done': {
         const it = obj(ev.item);
         if (it?.type !== 'reasoning') break;
@@ -187,6 +209,9 @@ class ResponsesStreamParser implements StreamParser {
         // A summary that did not stream (an upstream that sends only the finished item): its parts now.
         if (!this.summarized.has(id)) {
           for (const text of b.summary) { out.push({ type: 'thinking_start', id }); if (text.length > 0) out.push({ type: 'thinking', text }); }
+        }
+        if (!this.reasoned.has(id)) {
+          for (const text of b.content ?? []) { out.push({ type: 'thinking_start', id, content: true }); if (text.length > 0) out.push({ type: 'thinking', text }); }
         }
         out.push({ type: 'reasoning_item', item: b.item });
         break;

@@ -139,7 +139,16 @@ export type ThinkingBlock =
  * and the rest of the item as OpenAI sent it (`summary` empty; id and encrypted_content opaque, for
  * the client to send back). Only the Responses codec writes it.
  */
-export interface ReasoningBlock { type: 'reasoning'; summary: string[]; item: Json }
+export interface ReasoningBlock {
+  type: 'reasoning';
+  summary: string[];
+  /**
+   * Its raw reasoning text (`content`'s reasoning_text parts: gpt-oss and other open-weight models
+   * answer their chain of thought so), read like the summary; the item then has `content: []`.
+   */
+  content?: string[];
+  item: Json;
+}
 
 /** Provider-neutral, non-streamed chat result. */
 export interface ChatResult {
@@ -192,9 +201,10 @@ export type StreamEvent =
    * Anthropic extended thinking: a thinking block opens, its text arrives in `thinking` deltas, its
    * signature last; a redacted block comes whole. An OpenAI Responses reasoning item the same way:
    * each summary part opens with a `thinking_start` naming the item (`id`), its text in `thinking`
-   * deltas (scrubbed and guarded as any thinking text), and `reasoning_item` ends the item.
+   * deltas (scrubbed and guarded as any thinking text), and `reasoning_item` ends the item; a
+   * reasoning_text part of its `content` the same way, its thinking_start marked `content`.
    */
-  | { type: 'thinking_start'; id?: string }
+  | { type: 'thinking_start'; id?: string; content?: true }
   | { type: 'thinking'; text: string }
   | { type: 'thinking_signature'; signature: string }
   | { type: 'redacted_thinking'; data: string }

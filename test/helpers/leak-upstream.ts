@@ -184,18 +184,26 @@ function responsesWire(res: ServerResponse, ins: Instruction, secret: string, st
   const { form } = ins;
   const pieces = deltas(form, secret);
   const parts = form.startsWith('split-parts') ? pieces : [pieces.join('')];
-  const summary = `[${parts.map((t) => `{"type":"summary_text","text":"${t}"}`).join(',')}]`;
-  const item = `{"id":"rs_leak","type":"reasoning","summary":${summary},"encrypted_content":"gAAAAABleakEncrypted=="}`;
+  // reasoning-content: the pieces are the item's raw reasoning (reasoning_text parts of its content, gpt-oss), not its summary.
+  const raw = ins.channel === 'reasoning-content';
+  const kind = raw ? 'reasoning_text' : 'summary_text';
+  const texts = `[${parts.map((t) => `{"type":"${kind}","text":"${t}"}`).join(',')}]`;
+  const item = `{"id":"rs_leak","type":"reasoning","summary":${raw ? '[]' : texts},${raw ? `"content":${texts},` : ''}"encrypted_content":"gAAAAABleakEncrypted=="}`;
   const message = '{"id":"msg_leak","type":"message","status":"completed","role":"assistant","content":[{"type":"output_text","annotations":[],"logprobs":[],"text":"ok"}]}';
   const r = (status: string, output: string) => `{"id":"resp_leak","object":"response","created_at":1764081600,"status":"${status}","model":"leaky","output":[${output}],"usage":{"input_tokens":3,"output_tokens":3,"total_tokens":6}}`;
   if (!stream) return send(res, 200, { 'content-type': 'application/json' }, r('completed', `${item},${message}`), form, secret);
   const e = (type: string, rest: string) => `event: ${type}\ndata: {"type":"${type}",${rest}}\n\n`;
-  const at = (k: number) => `"item_id":"rs_leak","output_index":0,"summary_index":${k}`;
-  // One summary part streamed in the pieces as deltas, or (split-parts) one part per piece.
-  const part = (k: number, ds: string[]) => e('response.reasoning_summary_part.added', `${at(k)},"part":{"type":"summary_text","text":""}`)
-    + ds.map((p) => e('response.reasoning_summary_text.delta', `${at(k)},"delta":"${p}"`)).join('')
-    + e('response.reasoning_summary_text.done', `${at(k)},"text":"${ds.join('')}"`)
-    + e('response.reasoning_summary_part.done', `${at(k)},"part":{"type":"summary_text","text":"${ds.join('')}"}`);
+  const at = (k: number) => `"item_id":"rs_leak","output_index":0,"${raw ? 'content' : 'summary'}_index":${k}`;
+  // One summary (or reasoning_text) part streamed in the pieces as deltas, or (split-parts) one part per piece.
+  const part = (k: number, ds: string[]) => (raw
+    ? e('response.content_part.added', `${at(k)},"part":{"type":"reasoning_text","text":""}`)
+      + ds.map((p) => e('response.reasoning_text.delta', `${at(k)},"delta":"${p}"`)).join('')
+      + e('response.reasoning_text.done', `${at(k)},"text":"${ds.join('')}"`)
+      + e('response.content_part.done', `${at(k)},"part":{"type":"reasoning_text","text":"${ds.join('')}"}`)
+    : e('response.reasoning_summary_part.added', `${at(k)},"part":{"type":"summary_text","text":""}`)
+      + ds.map((p) => e('response.reasoning_summary_text.delta', `${at(k)},"delta":"${p}"`)).join('')
+      + e('response.reasoning_summary_text.done', `${at(k)},"text":"${ds.join('')}"`)
+      + e('response.reasoning_summary_part.done', `${at(k)},"part":{"type":"summary_text","text":"${ds.join('')}"}`));
   const body = e('response.created', `"response":${r('in_progress', '')}`)
     + e('response.output_item.added', '"output_index":0,"item":{"id":"rs_leak","type":"reasoning","summary":[]}')
     + (parts.length > 1 ? parts.map((p, k) => part(k, [p])).join('') : part(0, pieces))
