@@ -73,6 +73,16 @@ before(async () => {
     const body = JSON.parse(raw) as Record<string, unknown>;
     seen.push({ url: req.url!, body });
     const credential = String(req.headers.authorization ?? '').replace(/^Bearer /, '');
+    if (/generatecontent/i.test(req.url!)) {
+      // Gemini: thought summaries only when asked (includeThoughts), as Gemini answers them (thought: true parts before the text).
+      const asked = (body.generationConfig as { thinkingConfig?: { includeThoughts?: boolean } } | undefined)?.thinkingConfig?.includeThoughts === true;
+      const thoughts = asked ? [{ text: 'the number is 078-05-', thought: true }, { text: '1120 (end)', thought: true }] : [];
+      const chunk = (parts: unknown[], finish?: string) => ({ candidates: [{ content: { role: 'model', parts }, ...(finish ? { finishReason: finish } : {}), index: 0 }], usageMetadata: { promptTokenCount: 3, candidatesTokenCount: 1, thoughtsTokenCount: 4, totalTokenCount: 8 }, modelVersion: 'gemini-2.5-flash', responseId: 'g1' });
+      if (req.url!.includes('streamGenerateContent')) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' }).end([...thoughts.map((t) => chunk([t])), chunk([{ text: 'ok' }], 'STOP')].map((c) => `data: ${JSON.stringify(c)}\n\n`).join(''));
+      } else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(chunk([...thoughts, { text: 'ok' }], 'STOP')));
+      return;
+    }
     if (req.url!.endsWith('/responses')) {
       const a = openaiResponses(body, credential);
       res.writeHead(200, { 'content-type': a.sse ? 'text/event-stream' : 'application/json' }).end(a.sse ?? a.json);
@@ -87,11 +97,14 @@ before(async () => {
     doc('Guardrail', 'no-ssn', { on: ['output'], regex: ['\\d{3}-\\d{2}-\\d{4}'], action: 'block' }),
     doc('Guardrail', 'mask-ssn', { on: ['output'], detect: ['ssn'], action: 'redact' }),
     doc('Guardrail', 'no-ssn-in', { on: ['input'], regex: ['\\d{3}-\\d{2}-\\d{4}'], action: 'block' }),
+    doc('Provider', 'gem', { type: 'gemini', baseUrl: `${up.url}/v1beta`, credential: 'oai-key' }),
+    doc('Model', 'g', { targets: [{ provider: 'gem', model: 'gemini-2.5-flash' }], ...free }),
+    doc('Model', 'g-mask', { targets: [{ provider: 'gem', model: 'gemini-2.5-flash' }], guardrails: ['mask-ssn'], ...free }),
     doc('Model', 'o', { targets: [{ provider: 'real-oai', model: 'o' }], ...free }),
     doc('Model', 'o-deny', { targets: [{ provider: 'real-oai', model: 'o' }], guardrails: ['no-ssn'], ...free }),
     doc('Model', 'o-mask', { targets: [{ provider: 'real-oai', model: 'o' }], guardrails: ['mask-ssn'], ...free }),
     doc('Model', 'o-in', { targets: [{ provider: 'real-oai', model: 'o' }], guardrails: ['no-ssn-in'], ...free }),
-    ...agentDocs(['o', 'o-deny', 'o-mask', 'o-in']),
+    ...agentDocs(['o', 'o-deny', 'o-mask', 'o-in', 'g', 'g-mask']),
   ), { AAM_TEST_REASONING_KEY: SECRET });
   key = gw.key('tester');
 });
@@ -229,4 +242,20 @@ test('cache: an OpenAI reasoning item with a reasoning_text part is recorded wit
   const r = eventsToResult(events, 0)!;
   assert.deepEqual(r.thinking, [{ type: 'reasoning', summary: ['short'], content: ['the raw chain'], item }]);
   assert.deepEqual(eventsToResult(resultToEvents(r), 0), r, 'replayed, it records the same answer');
+});
+
+test('Gemini: asked for reasoning (include reasoning.encrypted_content), aam requests thought summaries (includeThoughts) and relays them as reasoning items through the same output guardrails, streamed and whole; not asked, none are requested', async () => {
+  seen.length = 0;
+  const plain = await openai().responses.create({ model: 'g', input: 'SSN', store: false });
+  assert.deepEqual(plain.output.map((i) => i.type), ['message']);
+  assert.equal((seen[0].body.generationConfig as { thinkingConfig?: unknown } | undefined)?.thinkingConfig, undefined, 'no thoughts asked when no reasoning is');
+  const whole = await openai().responses.create({ model: 'g-mask', input: 'SSN', store: false, include: INCLUDE });
+  assert.deepEqual(whole.output.map((i) => i.type), ['reasoning', 'message']);
+  assert.equal((whole.output[0] as OpenAI.Responses.ResponseReasoningItem).summary[0].text, 'the number is [SSN] (end)', 'the thought passed the redact guardrail');
+  assert.deepEqual(seen.at(-1)!.body.generationConfig, { thinkingConfig: { includeThoughts: true } });
+  const streamed = await rawStream({ model: 'g-mask', input: 'SSN', store: false, include: INCLUDE });
+  assert.ok(!streamed.text.includes(SSN));
+  assert.equal(summaryDeltas(streamed.events), 'the number is [SSN] (end)', streamed.text);
+  const completed = streamed.events.find((e) => e.type === 'response.completed')!.response as { output: Array<{ type: string }> };
+  assert.deepEqual(completed.output.map((i) => i.type), ['reasoning', 'message']);
 });

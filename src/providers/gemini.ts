@@ -3,7 +3,7 @@
 // are synthesized (call_<n>) and tool results are matched back by function name.
 import type {
   ChatMessage, ChatRequest, ChatResult, ContentPart, EmbeddingsRequest, EmbeddingsResult, FinishReason,
-  ProviderAdapter, ProviderError, StreamEvent, StreamParser, ToolCall, Usage,
+  ProviderAdapter, ProviderError, StreamEvent, StreamParser, ThinkingBlock, ToolCall, Usage,
 } from './types.ts';
 import { UpstreamShapeError, arr, localId, num, nowSeconds, obj, statusType, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
@@ -174,8 +174,25 @@ export function geminiBody(req: ChatRequest): Obj {
     const schema = obj(rf.json_schema)?.schema;
     if (isObj(schema)) gen.responseJsonSchema = schema;
   }
+  if (wantsThoughts(req)) gen.thinkingConfig = { includeThoughts: true };
   for (const _ in gen) { body.generationConfig = gen; break; }
   return body;
+}
+
+/**
+ * Reasoning asked for: a Responses client's include of reasoning.encrypted_content, or an Anthropic
+ * client's thinking. Gemini then answers its thought summaries (includeThoughts), which reach the
+ * client as thinking blocks, scrubbed and guarded as any thinking text.
+ */
+function wantsThoughts(req: ChatRequest): boolean {
+  if (req.reasoningItems === true) return true;
+  const t = req.anthropicExtra?.thinking;
+  return isObj(t) && t.type !== 'disabled';
+}
+
+/** A thought part's text (Gemini's thought summary: `thought: true`), or undefined for any other part. */
+function thoughtText(p: Obj): string | undefined {
+  return p.thought === true && typeof p.text === 'string' ? p.text : undefined;
 }
 
 export function geminiUsage(u: unknown): Usage | undefined {
@@ -199,8 +216,19 @@ export function geminiChatResponse(body: unknown): ChatResult {
   }
   let text: string | null = null;
   const toolCalls: ToolCall[] = [];
+  let thinking: ThinkingBlock[] | undefined;
+  let thought: { type: 'thinking'; thinking: string; signature: string } | null = null; // the run of thought parts open
   for (const p of arr(obj(cand?.content)?.parts) ?? []) {
-    if (!isObj(p) || p.thought === true) continue;
+    if (!isObj(p)) continue;
+    const tt = thoughtText(p);
+    if (tt !== undefined) {
+      if (thought === null) { thought = { type: 'thinking', thinking: '', signature: '' }; (thinking ??= []).push(thought); }
+      thought.thinking += tt;
+      if (typeof p.thoughtSignature === 'string') thought.signature = p.thoughtSignature;
+      continue;
+    }
+    thought = null;
+    if (p.thought === true) continue;
     if (typeof p.text === 'string') text = (text ?? '') + p.text;
     const fc = obj(p.functionCall);
     if (fc !== undefined) {
@@ -220,6 +248,7 @@ export function geminiChatResponse(body: unknown): ChatResult {
   };
   const usage = geminiUsage(body.usageMetadata);
   if (usage !== undefined) result.usage = usage;
+  if (thinking !== undefined) result.thinking = thinking;
   return result;
 }
 
@@ -227,6 +256,8 @@ class GeminiStreamParser implements StreamParser {
   private started = false;
   private tools = 0;
   private finished = false;
+  /** A run of thought parts is open (its thinking_start sent). */
+  private thinking = false;
   private usage: Usage | undefined;
   /**
    * The frame of the last chunk parsed whole whose only effect was one text part (chunk-template.ts).
@@ -240,6 +271,7 @@ class GeminiStreamParser implements StreamParser {
     if (parsed === undefined) {
       const text = this.tpl.match(data, event);
       if (text !== null) {
+        this.thinking = false;
         if (this.tplUsage !== undefined) this.usage = this.tplUsage;
         return text.length > 0 ? [{ type: 'text', text }] : [];
       }
@@ -258,7 +290,16 @@ class GeminiStreamParser implements StreamParser {
     const cand = candidateOf(chunk);
     const parts = arr(obj(cand?.content)?.parts);
     for (const p of parts ?? []) {
-      if (!isObj(p) || p.thought === true) continue;
+      if (!isObj(p)) continue;
+      // Thought summaries (asked for with includeThoughts) are thinking: a run of them is one block.
+      const tt = thoughtText(p);
+      if (tt !== undefined) {
+        if (!this.thinking) { this.thinking = true; out.push({ type: 'thinking_start' }); }
+        if (tt.length > 0) out.push({ type: 'thinking', text: tt });
+        continue;
+      }
+      if (p.thought === true) continue;
+      this.thinking = false;
       if (typeof p.text === 'string' && p.text.length > 0) out.push({ type: 'text', text: p.text });
       const fc = obj(p.functionCall);
       if (fc !== undefined) {
