@@ -187,6 +187,12 @@ type AnswerItem =
 function answerItems(r: ChatResult): AnswerItem[] {
   const status = INCOMPLETE[r.finishReason] ? 'incomplete' : 'completed';
   const out: AnswerItem[] = [];
+  if (r.order === undefined) { // the canonical order (no interleaving): thinking, the text, the calls, without resultBlocks' copies
+    if (r.thinking !== undefined) for (const block of r.thinking) out.push({ kind: 'reasoning', block });
+    if ((r.text !== null && r.text !== '') || r.toolCalls.length === 0) out.push({ kind: 'message', text: r.text ?? '', status, logprobs: r.logprobs });
+    for (const call of r.toolCalls) out.push({ kind: 'call', call });
+    return out;
+  }
   let msg: { kind: 'message'; text: string; status: string; logprobs?: Json[] } | null = null;
   let messages = 0;
   for (const b of resultBlocks(r)) {
