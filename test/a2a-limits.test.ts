@@ -78,7 +78,7 @@ test('agents[].budget: calls per day are counted per rule on both bindings; a de
   assert.equal(over.status, 429);
   assert.equal(over.body.error?.status, 'RESOURCE_EXHAUSTED');
   assert.equal(over.body.error?.details[0].reason, 'BUDGET_EXCEEDED');
-  assert.match(over.body.error!.message, /A2A call budget exhausted: policy "limited" agents\[1\]\.budget allows 2 calls per day for agent:spiffe:\/\/test\/agent\/planner, and 2 were made; it resets at /);
+  assert.match(over.body.error!.message, /A2A call budget exhausted: policy "limited" agents\[1\]\.budget allows 2 calls per day for agent:spiffe:\/\/test\/agent\/planner, and 2 were made; it will reset at /);
   assert.ok(Number(over.retryAfter) >= 1);
   assert.equal(agents.received.get('risk-scorer'), undefined, 'the callee never saw it');
   const rpc = await jsonRpc('risk-scorer', 'four', 'score');

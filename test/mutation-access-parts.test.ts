@@ -347,14 +347,14 @@ test('a rule\'s call budget counts forwarded calls once, gives back dropped ones
   assert.deepEqual(x.data, { retry_after_seconds: x.retryAfterSeconds, policy: 'p', rule: 1, resets_at: midnight.toISOString() });
   const wait = Math.ceil((midnight.getTime() - Date.now()) / 1000);
   assert.ok(Math.abs(x.retryAfterSeconds - wait) <= 2, `${x.retryAfterSeconds} s to midnight UTC, about ${wait}`);
-  assert.equal(x.message, `tool call budget exhausted: policy "p" tools[1].budget allows 2 calls per day for agent:spiffe://prod/agent/analyst, and 2 were made; it resets at ${midnight.toISOString()}`);
+  assert.equal(x.message, `tool call budget exhausted: policy "p" tools[1].budget allows 2 calls per day for agent:spiffe://prod/agent/analyst, and 2 were made; it will reset at ${midnight.toISOString()}`);
   assert.deepEqual(l.seen.limited, ['budget_exceeded analyst']);
   // A2A calls and monthly budgets say so.
   const m = limits();
   const month = rule({ budget: { calls_per_month: 1 }, path: 'agents[0]', index: 0 });
   admitNow(m, id, month, 'a2a').forwarded();
   const y = refusedBy(() => admitNow(m, id, month, 'a2a'));
-  assert.match(y.message, /^A2A call budget exhausted: policy "p" agents\[0\]\.budget allows 1 calls per month for agent:spiffe:\/\/prod\/agent\/analyst, and 1 were made; it resets at \d{4}-\d\d-01T00:00:00\.000Z$/);
+  assert.match(y.message, /^A2A call budget exhausted: policy "p" agents\[0\]\.budget allows 1 calls per month for agent:spiffe:\/\/prod\/agent\/analyst, and 1 were made; it will reset at \d{4}-\d\d-01T00:00:00\.000Z$/);
   assert.equal(y.data.rule, 0);
   assert.ok(y.retryAfterSeconds >= 1);
   // A rate and a budget on one rule: both hold.

@@ -228,7 +228,7 @@ test('budgets: the estimate is reserved, settled at the real cost or released; o
   const e = refused(() => admit(context(r), id, 10, 0.2));
   assert.deepEqual([e.status, e.code], [429, 'budget_exceeded']);
   // Not spent, but short of this request's estimate: says what is left and what the request may cost.
-  const m = /^daily budget of \$1 for (\S+) has \$(\d+\.\d{4}) left \(incl\. in-flight reservations\), less than this request may cost \(\$(\d+\.\d{4}): .+; lower that limit, or wait: it resets at (\S+)$/.exec(e.message);
+  const m = /^daily budget of \$1 for (\S+) has \$(\d+\.\d{4}) left \(incl\. in-flight reservations\), less than this request may cost \(\$(\d+\.\d{4}): .+; lower that limit, or wait: it will reset at (\S+)$/.exec(e.message);
   assert.ok(m, e.message);
   assert.equal(m[2], '0.1000', 'released 0.4, settled 0.7, kept the 0.2 estimate: 0.9 of 1 spent');
   assert.equal(m[3], '0.2000');
@@ -241,7 +241,7 @@ test('budgets: the estimate is reserved, settled at the real cost or released; o
   settle(context(quiet), admit(context(quiet), id, 10, 1) as Admission, 1, 5);
   const spent = refused(() => admit(context(quiet), id, 10, 0.01));
   assert.equal(spent.code, 'budget_exceeded');
-  assert.match(spent.message, /^daily budget of \$1 for \S+ is exhausted \(\$1\.0000 spent incl\. in-flight reservations\); it resets at \S+$/);
+  assert.match(spent.message, /^daily budget of \$1 for \S+ is exhausted \(\$1\.0000 spent incl\. in-flight reservations\); it will reset at \S+$/);
   // A reservation with no ticket (nothing counted) settles and releases as nothing.
   settle(context(r), { ticket: null }, 5, 5);
   release(context(r), { ticket: null });

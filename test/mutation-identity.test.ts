@@ -323,7 +323,7 @@ test('budgets: what was spent is the real cost of each call (a failed call gives
   assert.equal(last.error?.code, 'budget_exceeded');
   // Spent to the limit, or short of the next call's estimate (then what is left is said).
   const msg = last.error?.message ?? '';
-  const m = /^daily budget of \$1 for \S+ (?:is exhausted \(\$(\d+\.\d{4}) spent|has \$(\d+\.\d{4}) left) .*it resets at (\S+)$/.exec(msg);
+  const m = /^daily budget of \$1 for \S+ (?:is exhausted \(\$(\d+\.\d{4}) spent|has \$(\d+\.\d{4}) left) .*it will reset at (\S+)$/.exec(msg);
   assert.ok(m, msg);
   const spent = m[1] ?? (1 - Number(m[2])).toFixed(4);
   assert.equal(spent, costs.reduce((a, b) => a + b, 0).toFixed(4), 'the spend is the sum of the real costs');

@@ -77,7 +77,7 @@ test('HTTP tools: calls_per_day holds per agent (429 budget_exceeded, retry-afte
   const j = (await over.json()) as { error: { code: string; type: string; message: string } };
   assert.equal(j.error.code, 'budget_exceeded');
   assert.equal(j.error.type, 'rate_limit_error');
-  assert.match(j.error.message, /policy "ops" tools\[0\]\.budget allows 2 calls per day for agent:spiffe:\/\/prod\/agent\/mailer, and 2 were made; it resets at /);
+  assert.match(j.error.message, /policy "ops" tools\[0\]\.budget allows 2 calls per day for agent:spiffe:\/\/prod\/agent\/mailer, and 2 were made; it will reset at /);
   assert.ok(j.error.message.includes(nextUtcDay()), j.error.message);
   assert.equal(apiSeen.length, seen, 'a call over budget never reaches the upstream');
   // Another key of the same agent shares the agent's budget; another agent has its own.

@@ -135,13 +135,21 @@ function admitted(ctx: Ctx, identity: Identity, set: PolicySet, r: AdmitResult, 
 }
 
 /**
+ * How a spent budget's refusal ends, on every plane: "it will reset at <ISO time>". The words are what
+ * LangChain JS reads as a spent quota (@langchain/core's AsyncCaller matches /will reset at/i on a 429):
+ * RateLimitQuotaExhaustedError, marked not retryable, instead of RateLimitCapacityError, marked
+ * retryable (which a retry wrapper around the model, or a graph's retry policy, would try again).
+ */
+export const resetsAt = (at: Date): string => `it will reset at ${at.toISOString()}`;
+
+/**
  * Why a budget refused: spent, or not spent but short of what this request may cost (its worst
  * case is reserved, so concurrent requests cannot overspend): "exhausted ($0.0000 spent)" sent users looking for spend there
  * was none of, when lowering the output limit was the fix.
  */
 function budgetRefusal(r: { period: string; key: string; spent: number; limit: number; resetAt: Date }, costEstimateUsd: number): string {
   const budget = `${r.period} budget of $${r.limit} for ${r.key}`;
-  const resets = `it resets at ${r.resetAt.toISOString()}`;
+  const resets = resetsAt(r.resetAt);
   const left = r.limit - r.spent;
   if (left <= 1e-9) return `${budget} is exhausted ($${r.spent.toFixed(4)} spent incl. in-flight reservations); ${resets}`;
   return `${budget} has $${left.toFixed(4)} left (incl. in-flight reservations), less than this request may cost ($${costEstimateUsd.toFixed(4)}: its prompt and output limit, max_tokens or max_output_tokens (4096 when unset), at the route's price, held until it settles); lower that limit, or wait: ${resets}`;

@@ -7,7 +7,7 @@
 import type { AccessRuntime } from './runtime-view.ts';
 import type { Identity } from '../identity/types.ts';
 import type { AdmitResult } from '../store/types.ts';
-import { storeUnchecked, rateEntriesOf } from './decide.ts';
+import { storeUnchecked, rateEntriesOf, resetsAt } from './decide.ts';
 
 export interface LimitedRule {
   policy: string;
@@ -70,5 +70,5 @@ function admitted(rt: AccessRuntime, identity: Identity, prefix: string, rule: L
   const retry = Math.max(1, Math.ceil((r.resetAt.getTime() - Date.now()) / 1000));
   const per = r.period === 'daily' ? 'day' : 'month';
   throw refuse({ code: 'budget_exceeded', retryAfterSeconds: retry, data: { retry_after_seconds: retry, ...where, resets_at: r.resetAt.toISOString() },
-    message: `${plane === 'tool' ? 'tool' : 'A2A'} call budget exhausted: policy "${rule.policy}" ${rule.path}.budget allows ${r.limit} calls per ${per} for ${r.key.slice(prefix.length)}, and ${r.spent} were made; it resets at ${r.resetAt.toISOString()}` });
+    message: `${plane === 'tool' ? 'tool' : 'A2A'} call budget exhausted: policy "${rule.policy}" ${rule.path}.budget allows ${r.limit} calls per ${per} for ${r.key.slice(prefix.length)}, and ${r.spent} were made; ${resetsAt(r.resetAt)}` });
 }
