@@ -112,3 +112,43 @@ test('drain: a request sent on an open connection after the drain began (a strea
     await gw.close();
   }
 });
+
+test('drain: a connection on which the client has sent nothing (a pool\'s spare, a balancer\'s pre-connect) is closed within a sweep or two, not held to the drain bound; one whose request was sent as the drain began (part of it) is left to finish it', async () => {
+  const gw = await slowGateway();
+  const spare = connect(gw.port, '127.0.0.1');
+  const partial = connect(gw.port, '127.0.0.1');
+  let closing: Promise<void> | undefined;
+  try {
+    const errors: string[] = [];
+    spare.on('error', (e: NodeJS.ErrnoException) => errors.push(`spare ${e.code}`));
+    partial.on('error', (e: NodeJS.ErrnoException) => errors.push(`partial ${e.code}`));
+    await Promise.all([spare, partial].map((s) => new Promise((r) => s.once('connect', r))));
+    // Both accepted by the gateway (one still in the listen backlog is reset when the listener closes).
+    while (await new Promise<number>((r) => gw.g.server.getConnections((_e, c) => r(c ?? 0))) < 2) await new Promise((r) => setTimeout(r, 10));
+    let answer = '';
+    partial.setEncoding('utf8');
+    partial.on('data', (c: string) => { answer += c; });
+    // Written as the drain begins: not yet read by the gateway when close() first sweeps.
+    partial.write('GET /healthz HTTP/1.1\r\nhost: x\r\n');
+    const spareClosed = new Promise<void>((r) => spare.once('close', () => r()));
+    const partialClosed = new Promise<void>((r) => partial.once('close', () => r()));
+    // The drain bound is AAM_DRAIN_TIMEOUT_MS's default, 10 s: before, close() waited it out for the spare.
+    const t0 = performance.now();
+    closing = gw.g.close();
+    await spareClosed;
+    await new Promise((r) => setTimeout(r, 300));
+    assert.ok(!partial.destroyed && answer === '', `the connection with a request under way is not cut: ${errors} ${answer}`);
+    partial.write('\r\n'); // the request completes: answered, and told to close
+    await partialClosed;
+    assert.match(answer, /^HTTP\/1\.1 200 [^]*connection: close/i, answer);
+    await closing;
+    const took = performance.now() - t0;
+    assert.ok(took < 5_000, `close() took ${Math.round(took)} ms: held by a connection that sent nothing`);
+    assert.deepEqual(errors.filter((e) => e.startsWith('partial')), [], 'the request under way was not reset');
+  } finally {
+    spare.destroy();
+    partial.destroy();
+    await (closing ?? Promise.resolve());
+    await gw.close();
+  }
+});

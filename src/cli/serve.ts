@@ -6,7 +6,7 @@ import { appendFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Runtime, openFleetStores, type FleetStores, type RuntimeOptions } from '../runtime.ts';
 import { watchConfig } from '../config/watch.ts';
-import { createServer, coreRoutes, endKeepAlive } from '../server/http.ts';
+import { createServer, coreRoutes, endKeepAlive, unusedSweep } from '../server/http.ts';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { addAdminRoutes, checkAdminToken } from '../server/admin.ts';
 import { addConsoleRoutes, createConsoleAuth } from '../console/routes.ts';
@@ -222,11 +222,13 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     let sweep: NodeJS.Timeout | undefined;
     const drained = new Promise<void>((resolve) => {
       // A keep-alive connection goes idle when its in-flight request finishes; close() would wait
-      // for it, so idle connections are swept until the last one is gone.
-      sweep = setInterval(() => server.closeIdleConnections(), 50);
+      // for it, so idle connections are swept until the last one is gone, and those never used with them.
+      const unused = unusedSweep(server);
+      sweep = setInterval(() => { server.closeIdleConnections(); unused(); }, 50);
       server.close(() => resolve());
       endKeepAlive(server);
       server.closeIdleConnections();
+      unused();
     });
     let ended = 0;
     try { ended = rt.streams.drain(); } catch (e) { rt.log.warn({ event: 'drain_streams_failed', err: e }, 'long-lived streams not all ended for the drain'); }

@@ -178,7 +178,7 @@ export function createServer(rt: Runtime, routes: Routes, opts: ServerOptions = 
   const base = { ...timing, ServerResponse: EgressResponse };
   const server: Server = opts.tls ? https().createServer({ ...opts.tls, ...base }, listener) : createHttpServer(base, listener);
   server.keepAliveTimeout = 65_000;
-  // Its open connections (the TLS socket the HTTP parser reads, with TLS), for endKeepAlive.
+  // Its open connections (the TLS socket the HTTP parser reads, with TLS), for endKeepAlive and unusedSweep.
   const sockets = new Set<Socket>();
   server.on(opts.tls ? 'secureConnection' : 'connection', (s: Socket) => {
     sockets.add(s);
@@ -198,6 +198,28 @@ const connections = new WeakMap<Server, Set<Socket>>();
  * replica until its drain was cut, and a request sent as the idle sweep closed its connection
  * was reset (ECONNRESET) instead of going to another replica.
  */
+/**
+ * For a drain, after server.close(): a sweep, called every few tens of ms, that ends the open
+ * connections on which the client has sent nothing (not a byte: `bytesRead` counts a TLS socket's
+ * decrypted bytes, 0 after its handshake) since the previous sweep too: a request already on its way
+ * when the drain began is read by then and served. Node's closeIdleConnections() leaves such
+ * connections (one is idle only after a request), so one a client opened ahead of need (fetch/undici
+ * reopens its pool's connections as others close; a load balancer pre-connects) held server.close()
+ * for the whole drain bound: 10 s a replica in test/fleet-mcp-notify (3 fetch connections). The client
+ * sees it close before its request went out and sends that on a new connection (another replica).
+ */
+export function unusedSweep(server: Server): () => void {
+  let quiet = new Set<Socket>();
+  return () => {
+    const still = new Set<Socket>();
+    for (const s of connections.get(server) ?? []) {
+      if (s.bytesRead !== 0) continue;
+      if (quiet.has(s)) s.destroy(); else still.add(s);
+    }
+    quiet = still;
+  };
+}
+
 export function endKeepAlive(server: Server): void {
   server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => { res.shouldKeepAlive = false; });
   for (const s of connections.get(server) ?? []) {
