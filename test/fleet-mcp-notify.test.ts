@@ -70,7 +70,8 @@ before(async () => {
     doc('Agent', 'b', { workload: 'spiffe://test/agent/b' }),
     doc('AgentPolicy', 'pb', { identity: { workload: 'spiffe://test/agent/b' }, tools: [{ resource: 'crm', actions: ['search_accounts'] }] }),
   ));
-  fleet = await startReplicas({ store, configPath, dir, agents: ['a', 'b'] });
+  // A dropped listen stream's upstream watch is kept for the grace (default 10 s): the last test waits it out.
+  fleet = await startReplicas({ store, configPath, dir, agents: ['a', 'b'], env: { AAM_MCP_STREAM_GRACE: '1s' } });
 });
 
 after(async () => {
@@ -248,5 +249,5 @@ test('a 2026-07-28 subscriptions/listen on replica A hears an update made throug
     assert.match(text, /"uri":"memo:\/\/x"/);
     assert.equal(streams.length, 1, 'only the replica serving the listen stream listens upstream');
   } finally { ac.abort(); }
-  await until(async () => streams.length === 0, 20_000, 'A to end its upstream stream');
+  await until(async () => streams.length === 0, 20_000, 'A to end its upstream stream (after the 1 s grace)');
 });
