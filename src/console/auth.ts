@@ -11,6 +11,7 @@ import { AamError } from '../access/errors.ts';
 import { atLeast, compileRoles, type Role, type RoleTable, type HumanClaims } from './roles.ts';
 import type { LoginStore, Session, SessionStore } from './sessions.ts';
 import { OidcError, OidcUnavailable, type OidcClient } from './oidc.ts';
+import { createRenewer, type RenewLog } from './renew.ts';
 
 /**
  * The person behind an admin event. Whoever holds AAM_ADMIN_TOKEN is the break-glass `admin`
@@ -25,7 +26,7 @@ export interface Principal {
   /** Short name for tables (approvals' decided_by, tool pins): "user:<email or sub>" or "admin" (break-glass). */
   label: string;
   /** Set when the request came with a console session. */
-  session?: { id: string; csrf: string; expiresAt: number };
+  session?: { id: string; csrf: string; expiresAt: number; renews: boolean };
 }
 
 export interface HumanAuthOptions {
@@ -39,6 +40,8 @@ export interface HumanAuthOptions {
   publicUrl: string | null;
   /** Serving TLS: cookies are Secure and __Host- prefixed. */
   tls: boolean;
+  /** Where a session the IdP refused to renew is told (never a token). */
+  log?: RenewLog;
 }
 
 export interface HumanAuth {
@@ -49,7 +52,7 @@ export interface HumanAuth {
   readonly cookie: { name: string; secure: boolean };
   /** Authenticate and check the role; throws 401/403 (AamError) otherwise. */
   require(req: IncomingMessage, need: Role): Promise<Principal>;
-  /** The session of a request's cookie, if live (for pages). */
+  /** The session of a request's cookie, if live (for pages); renewed at the IdP first when its ID token runs out (renew.ts). */
   sessionOf(req: IncomingMessage): Promise<{ id: string; session: Session } | undefined>;
   /** A person's current role, or null when no RoleBinding names them. */
   roleOf(c: HumanClaims): Role | null;
@@ -179,7 +182,7 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
   const isAdminToken = (t: string) => o.adminToken !== null && safeEqual(t, o.adminToken);
 
   const principalOf = (s: Session, id?: string): Principal | null => {
-    const session = id ? { id, csrf: s.csrf, expiresAt: s.expiresAt } : undefined;
+    const session = id ? { id, csrf: s.csrf, expiresAt: s.expiresAt, renews: s.refreshToken !== undefined } : undefined;
     // A break-glass session dies with the token it was opened with (unset or changed at restart: gone).
     if (s.kind === 'admin-token') {
       return o.adminToken && s.tokenTag !== undefined && safeEqual(s.tokenTag, adminTokenTag(o.adminToken)) ? { actor: BREAK_GLASS, role: 'admin', label: BREAK_GLASS, session } : null;
@@ -196,11 +199,16 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
     }
   }
 
+  const renewer = createRenewer(sessions, o.oidc, o.log);
   const sessionOf = async (req: IncomingMessage) => {
     const id = parseCookies(req.headers.cookie).get(cookie.name);
     if (!id) return undefined;
     let session: Session | undefined;
-    try { session = await sessions.get(id); } catch (e) {
+    try {
+      session = await sessions.get(id);
+      if (session) session = await renewer.fresh(id, session);
+    } catch (e) {
+      if (e instanceof AamError) throw e;
       // Fail closed: without its store a session opens nothing (the fleet's Redis is down).
       throw new AamError(503, 'store_unavailable', `console sessions are unavailable: ${(e as Error).message}`, { headers: { 'retry-after': '5' } });
     }

@@ -55,7 +55,12 @@ export interface LoggedIn extends HumanClaims {
   exp: number;
   /** The ID token itself (after a login; kept for sign-out at the IdP). */
   idToken?: string;
+  /** The refresh token, when the IdP gave one (after a login or a renewal): the session is renewed with it. */
+  refreshToken?: string;
 }
+
+/** What a renewal must match: the person the session was opened for, and the ID token it holds (its nonce). */
+export interface RenewalOf { sub: string; idToken?: string }
 
 export class OidcError extends Error {}
 /** The IdP could not be asked (down, or it refused aam itself): not the caller's fault, a 503. */
@@ -72,6 +77,13 @@ export interface OidcClient {
   begin(): Promise<{ url: string; tx: LoginTransaction }>;
   /** Redeem the callback URL: state, PKCE, nonce, ID token signature/iss/aud/exp all checked. */
   finish(callbackUrl: URL, tx: LoginTransaction): Promise<LoggedIn>;
+  /**
+   * Renew a session with its refresh token: the new ID token is checked as at sign-in (signature,
+   * issuer, audience, expiry) and must name the same person (sub) with the same nonce if it carries
+   * one; email and groups are read again. OidcError when the IdP refuses (invalid_grant: revoked,
+   * expired, reused) or answers wrongly; OidcUnavailable when it cannot be asked.
+   */
+  renew(refreshToken: string, was: RenewalOf): Promise<LoggedIn>;
   /** An ID token as Bearer: verified against the issuer's current JWKS. */
   verifyBearer(token: string): Promise<LoggedIn>;
   /**
@@ -228,8 +240,36 @@ export function createOidcClient(settings: OidcSettings): OidcClient {
     }
   }
 
+  /** The person of a token response: the ID token's claims, completed from userinfo (bound to the same subject) when email or groups are missing. */
+  async function personOf(c: Oidc.Configuration, tokens: Oidc.TokenEndpointResponse, idc: Oidc.IDToken): Promise<HumanClaims> {
+    let claims: Record<string, unknown> = idc;
+    // Many IdPs put email/groups only in userinfo; ask it (bound to the same subject).
+    if ((idc.email === undefined || idc.groups === undefined) && c.serverMetadata().userinfo_endpoint) {
+      try { claims = { ...(await oidc.fetchUserInfo(c, tokens.access_token, idc.sub)), ...idc }; } catch { /* the ID token's claims stand */ }
+    }
+    return humanClaims(claims, settings.groupsClaim);
+  }
+
   return {
     settings,
+    async renew(refreshToken, was) {
+      const c = await configured().catch((e: unknown) => { throw new OidcUnavailable((e as Error).message); });
+      let tokens: Awaited<ReturnType<typeof oidc.refreshTokenGrant>>;
+      try { tokens = await oidc.refreshTokenGrant(c, refreshToken); } catch (e) {
+        // The IdP answered with an OAuth error (invalid_grant: revoked, expired, already used): a refusal.
+        if (e instanceof oidc.ResponseBodyError && e.status >= 400 && e.status < 500) throw new OidcError(`the identity provider refused to renew it (${e.error}${e.error_description ? `: ${e.error_description}` : ''})`);
+        const cause = (e as Error).cause;
+        throw new OidcUnavailable(`the identity provider could not renew it right now: ${(e as Error).message}${cause instanceof Error ? ` (${cause.message})` : ''}`);
+      }
+      const idc = tokens.claims();
+      if (!idc || !tokens.id_token) throw new OidcError('the identity provider renewed it without a new ID token, so who you are cannot be checked again');
+      await idTokenClaims(c, tokens.id_token, 'the renewed ID token');
+      if (idc.sub !== was.sub) throw new OidcError(`the renewed ID token names another person (${idc.sub}, not ${was.sub})`);
+      // OIDC Core 12.2: a renewed ID token need not carry a nonce; if it does, it is the sign-in's.
+      const nonce = was.idToken ? jose().decodeJwt(was.idToken).nonce : undefined;
+      if (idc.nonce !== undefined && idc.nonce !== nonce) throw new OidcError('the renewed ID token carries a nonce other than the sign-in\'s');
+      return { ...(await personOf(c, tokens, idc)), exp: idc.exp, idToken: tokens.id_token, refreshToken: tokens.refresh_token ?? refreshToken };
+    },
     async verifyAccessToken(token) {
       const k = createHash('sha256').update(token).digest('base64url');
       const now = Date.now();
@@ -276,12 +316,7 @@ export function createOidcClient(settings: OidcSettings): OidcClient {
       // Core 3.1.3.7 allows it); aam checks its signature against the issuer's keys as well, as it
       // does for a Bearer ID token: a spoofed or intercepted token endpoint answer opens nothing.
       await idTokenClaims(c, tokens.id_token, 'login failed: the ID token from the token endpoint');
-      let claims: Record<string, unknown> = idc;
-      // Many IdPs put email/groups only in userinfo; ask it (bound to the same subject).
-      if ((idc.email === undefined || idc.groups === undefined) && c.serverMetadata().userinfo_endpoint) {
-        try { claims = { ...(await oidc.fetchUserInfo(c, tokens.access_token, idc.sub)), ...idc }; } catch { /* the ID token's claims stand */ }
-      }
-      return { ...humanClaims(claims, settings.groupsClaim), exp: idc.exp, idToken: tokens.id_token };
+      return { ...(await personOf(c, tokens, idc)), exp: idc.exp, idToken: tokens.id_token, ...(tokens.refresh_token ? { refreshToken: tokens.refresh_token } : {}) };
     },
     signOutOrigins() {
       if (!discovered) { configured().catch(() => {}); return [issuerUrl.origin]; }

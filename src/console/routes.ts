@@ -6,8 +6,9 @@ import { readBody, type Ctx, type Handler, type Routes } from '../access/request
 import { AamError, toAamError } from '../access/errors.ts';
 import { AdminTokenRefused, adminTokenTag, BREAK_GLASS, BREAK_GLASS_ENDED, createHumanAuth, parseCookies, userActor, type HumanAuth } from './auth.ts';
 import type { ConsoleRuntime } from './plane.ts';
-import { consoleStores, LOGIN_TTL_MS, MAX_SESSION_MS } from './sessions.ts';
+import { consoleStores, LOGIN_TTL_MS, sessionLimitsFrom } from './sessions.ts';
 import { createOidcClient, oidcSettingsFrom } from './oidc.ts';
+import { RenewalUnavailable } from './renew.ts';
 import { appShell, cspFormTargets, errorPage, loginPage, PAGE_HEADERS } from './html.ts';
 
 const ASSETS: Record<string, { file: string; type: string }> = {
@@ -29,7 +30,7 @@ export function createConsoleAuth(rt: ConsoleRuntime, env: NodeJS.ProcessEnv, tl
   const publicUrl = rt.options.publicUrl;
   const settings = oidcSettingsFrom(env, publicUrl);
   return createHumanAuth({
-    ...consoleStores(rt), config: () => rt.compiled.set, adminToken: rt.options.adminToken, oidc: settings ? createOidcClient(settings) : null, publicUrl,
+    ...consoleStores(rt, sessionLimitsFrom(env)), config: () => rt.compiled.set, adminToken: rt.options.adminToken, oidc: settings ? createOidcClient(settings) : null, publicUrl, log: rt.log,
     // Secure cookies whenever people reach aam over TLS (here or at a proxy in front of it).
     tls: tls || (publicUrl?.startsWith('https:') ?? false),
   });
@@ -54,7 +55,9 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
     try { await h(ctx); } catch (err) {
       if (!(err instanceof AamError)) ctx.rt.log.error({ requestId: ctx.requestId, err }, 'console page failed');
       const e = toAamError(err);
-      send(ctx, e.status, e.status === 401 || e.status === 403 ? loginPage({ sso: !!auth.oidc, token: auth.adminTokenEnabled, error: e.message }) : errorPage('Something went wrong', e.message));
+      // Signed out, no role, or a session the IdP must renew but cannot now: the sign-in page says why.
+      const signIn = e.status === 401 || e.status === 403 || err instanceof RenewalUnavailable;
+      send(ctx, e.status, signIn ? loginPage({ sso: !!auth.oidc, token: auth.adminTokenEnabled, error: e.message }) : errorPage('Something went wrong', e.message), err instanceof RenewalUnavailable ? e.headers : {});
     }
   };
 
@@ -69,7 +72,7 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
     // Sign-out (a form) goes on to the IdP's end_session_endpoint: the page's CSP must let it. Known
     // without asking the IdP, so the console opens for a signed-in person while the IdP is down.
     const targets = s.session.kind === 'oidc' && auth.oidc ? auth.oidc.signOutOrigins() : [];
-    send(ctx, 200, appShell({ who, role: p.role, csrf: s.session.csrf }), targets.length ? { 'content-security-policy': cspFormTargets(targets) } : {});
+    send(ctx, 200, appShell({ who, role: p.role, csrf: s.session.csrf, until: s.session.expiresAt, renews: s.session.refreshToken !== undefined }), targets.length ? { 'content-security-policy': cspFormTargets(targets) } : {});
   }));
   routes.exact.set('GET /console/', (ctx) => redirect(ctx, '/console'));
   // People type the pages they see as paths (/console/audit, /console/agents/x): the app routes by
@@ -123,8 +126,8 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
       ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action: 'console_login_refused', target: 'console', actor: { type: 'user', sub: who.sub, email: who.email } }, detail: { groups: who.groups.join(',') }, outcome: { status: 403 } });
       return send(ctx, 403, errorPage('No access', `you signed in as ${who.email ?? who.sub}, but no RoleBinding names you${who.groups.length ? ` or your groups (${who.groups.join(', ')})` : ''}; ask an aam admin to add one`));
     }
-    const { id: sid, session } = await auth.sessions.create({ kind: 'oidc', sub: who.sub, email: who.email, groups: who.groups, expiresAt: who.exp * 1000, idToken: who.idToken });
-    ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action: 'console_login', target: 'console', actor: { type: 'user', sub: who.sub, email: who.email } }, detail: { role, expires_at: new Date(session.expiresAt).toISOString() }, outcome: { status: 200 } });
+    const { id: sid, session } = await auth.sessions.create({ kind: 'oidc', sub: who.sub, email: who.email, groups: who.groups, expiresAt: who.exp * 1000, idToken: who.idToken, refreshToken: who.refreshToken });
+    ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action: 'console_login', target: 'console', actor: { type: 'user', sub: who.sub, email: who.email } }, detail: { role, expires_at: new Date(session.expiresAt).toISOString(), renews: session.refreshToken !== undefined }, outcome: { status: 200 } });
     redirect(ctx, '/console', [cookie(sessionCookie, sid, (session.expiresAt - Date.now()) / 1000), cookie(loginCookie, '', 0)]);
   }));
 
@@ -137,7 +140,7 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
       auth.recordTokenRefused(ctx, e);
       throw e;
     }
-    const { id, session } = await auth.sessions.create({ kind: 'admin-token', sub: 'admin-token', groups: [], expiresAt: Date.now() + MAX_SESSION_MS, tokenTag: adminTokenTag(token) });
+    const { id, session } = await auth.sessions.create({ kind: 'admin-token', sub: 'admin-token', groups: [], expiresAt: Infinity, tokenTag: adminTokenTag(token) });
     ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action: 'console_login', target: 'console', actor: BREAK_GLASS }, outcome: { status: 200 } });
     redirect(ctx, '/console', [cookie(sessionCookie, id, (session.expiresAt - Date.now()) / 1000)]);
   }));

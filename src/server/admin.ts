@@ -157,7 +157,7 @@ async function adminDispatch(ctx: Ctx, auth: HumanAuth, tails: TailCounter): Pro
   const rt = ctx.rt;
   let m: RegExpExecArray | null;
   if (method === 'GET' && rest === '/me') {
-    return sendJson(ctx, 200, { actor: who.actor, role: who.role, csrf_token: who.session?.csrf ?? null, session_expires_at: who.session ? new Date(who.session.expiresAt).toISOString() : null });
+    return sendJson(ctx, 200, { actor: who.actor, role: who.role, csrf_token: who.session?.csrf ?? null, session_expires_at: who.session ? new Date(who.session.expiresAt).toISOString() : null, session_renews: who.session?.renews ?? null });
   }
   if (method === 'GET' && rest === '/keys') return sendJson(ctx, 200, { data: await rt.keyBook.list() });
   if (method === 'GET' && rest === '/agents') return sendJson(ctx, 200, { data: await agentsOverview(rt, ctx.cfg, await rt.keyBook.list(), await seenTable(rt)) });

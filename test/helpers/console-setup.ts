@@ -8,7 +8,7 @@ import { startGateway, type Running } from '../../src/cli/serve.ts';
 import { parseConfigTexts } from '../../src/config/load.ts';
 import { doc, yaml } from './gateway.ts';
 import { freePort, localServer, type LocalServer } from './e2e.ts';
-import { startTestIdp, type TestIdp } from './oidc-idp.ts';
+import { startTestIdp, type TestIdp, type TestUser } from './oidc-idp.ts';
 
 export const ADMIN_TOKEN = 'console-break-glass-token-0123456789abcdef';
 export const TOOL_SECRET = 'sf-secret-value-never-in-a-page-9f8e7d';
@@ -59,11 +59,12 @@ export interface ConsoleEnv {
   close(): Promise<void>;
 }
 
-export async function startConsoleEnv(o: { idTokenTtlS?: number; env?: Record<string, string> } = {}): Promise<ConsoleEnv> {
+/** users: the IdP's people (USERS unless given; a test may change their groups as the IdP would). */
+export async function startConsoleEnv(o: { idTokenTtlS?: number; env?: Record<string, string>; refreshTokens?: boolean; users?: Record<string, TestUser> } = {}): Promise<ConsoleEnv> {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const upstream = await localServer((_req, res) => { res.writeHead(200, { 'content-type': 'application/json' }); res.end('{"ok":true}'); });
-  const idp = await startTestIdp({ redirectUri: `${url}/console/callback`, users: USERS, idTokenTtlS: o.idTokenTtlS });
+  const idp = await startTestIdp({ redirectUri: `${url}/console/callback`, users: o.users ?? USERS, idTokenTtlS: o.idTokenTtlS, refreshTokens: o.refreshTokens });
   const dir = mkdtempSync(join(tmpdir(), 'aam-console-'));
   const configPath = join(dir, 'aam.yaml');
   writeFileSync(configPath, consoleConfig(upstream.url));

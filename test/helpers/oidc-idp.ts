@@ -17,6 +17,10 @@ export interface TestIdp {
   accessToken(login: string, opts?: { clientId?: string; expiresIn?: number }): Promise<string>;
   /** Revoke an access token at the provider. */
   revoke(token: string): Promise<void>;
+  /** Revoke a refresh token at the provider (its next use is invalid_grant). */
+  revokeRefresh(token: string): Promise<void>;
+  /** Refresh-token grants the provider answered (ok or not), to count renewals. */
+  refreshes: Array<{ status: number }>;
   /** The provider's own view of a token (its introspection answer, as aam's client). */
   introspect(token: string): Promise<{ active: boolean }>;
   close(): Promise<void>;
@@ -25,15 +29,21 @@ export interface TestIdp {
 interface TokenLike { save(): Promise<string> }
 interface ProviderLike {
   callback(): (req: unknown, res: unknown) => void;
+  on(event: string, fn: (ctx: never, err?: unknown) => void): void;
   proxy?: boolean;
   Client: { find(id: string): Promise<unknown> };
   Grant: new (o: object) => { addOIDCScope(s: string): void; save(): Promise<string> };
   AccessToken: (new (o: object) => TokenLike) & { find(v: string): Promise<{ destroy(): Promise<void> } | undefined> };
+  RefreshToken: { find(v: string): Promise<{ destroy(): Promise<void> } | undefined> };
 }
 type ProviderCtor = new (issuer: string, config: Record<string, unknown>) => ProviderLike;
 
-/** rpLogout: false hides the end_session_endpoint (an IdP without RP-initiated logout). */
-export async function startTestIdp(o: { redirectUri: string; users: Record<string, TestUser>; idTokenTtlS?: number; rpLogout?: boolean }): Promise<TestIdp> {
+/**
+ * rpLogout: false hides the end_session_endpoint (an IdP without RP-initiated logout). refreshTokens:
+ * a refresh token with every code grant (as Keycloak gives one for `openid`), rotated on each use
+ * (a reused one revokes the grant, as oidc-provider, Auth0 and Okta do with rotation on).
+ */
+export async function startTestIdp(o: { redirectUri: string; users: Record<string, TestUser>; idTokenTtlS?: number; rpLogout?: boolean; refreshTokens?: boolean }): Promise<TestIdp> {
   const spec = 'oidc-provider'; // untyped package: loaded by name so the type checker does not look for its types
   const { default: Provider } = (await import(spec)) as { default: ProviderCtor };
   const server: Server = createServer();
@@ -48,7 +58,7 @@ export async function startTestIdp(o: { redirectUri: string; users: Record<strin
   const clientId = 'aam-console';
   const clientSecret = 'test-client-secret-0123456789abcdef';
   const p = new Provider(issuer, {
-    clients: [{ client_id: clientId, client_secret: clientSecret, redirect_uris: [o.redirectUri], post_logout_redirect_uris: [o.redirectUri.replace(/\/callback$/, '/signed-out')], response_types: ['code'], grant_types: ['authorization_code'], token_endpoint_auth_method: 'client_secret_basic' },
+    clients: [{ client_id: clientId, client_secret: clientSecret, redirect_uris: [o.redirectUri], post_logout_redirect_uris: [o.redirectUri.replace(/\/callback$/, '/signed-out')], response_types: ['code'], grant_types: o.refreshTokens ? ['authorization_code', 'refresh_token'] : ['authorization_code'], token_endpoint_auth_method: 'client_secret_basic' },
       // Another application at the same IdP: its users' tokens are not for aam.
       { client_id: 'other-app', client_secret: 'other-app-secret-0123456789abcdef', redirect_uris: ['http://127.0.0.1:9/cb'], response_types: ['code'], grant_types: ['authorization_code'] }],
     jwks: { keys: [provider.jwk] },
@@ -62,6 +72,7 @@ export async function startTestIdp(o: { redirectUri: string; users: Record<strin
     pkce: { required: () => true },
     features: { devInteractions: { enabled: true }, rpInitiatedLogout: { enabled: o.rpLogout ?? true }, introspection: { enabled: true }, revocation: { enabled: true } },
     cookies: { keys: ['test-cookie-signing-key-0123456789'] },
+    ...(o.refreshTokens ? { issueRefreshToken: async () => true, rotateRefreshToken: true } : {}),
     ttl: { IdToken: o.idTokenTtlS ?? 3600, AccessToken: 3600, Interaction: 600, Session: 3600, Grant: 3600 },
     // First-party console: no consent screen.
     loadExistingGrant: async (ctx: { oidc: { provider: { Grant: new (o: object) => { addOIDCScope(s: string): void; save(): Promise<string> } }; client: { clientId: string }; session: { accountId: string } } }) => {
@@ -71,6 +82,10 @@ export async function startTestIdp(o: { redirectUri: string; users: Record<strin
       return grant;
     },
   });
+  const refreshes: Array<{ status: number }> = [];
+  type GrantCtx = { oidc?: { params?: { grant_type?: string } } };
+  p.on('grant.success', (ctx: GrantCtx) => { if (ctx.oidc?.params?.grant_type === 'refresh_token') refreshes.push({ status: 200 }); });
+  p.on('grant.error', (ctx: GrantCtx) => { if (ctx.oidc?.params?.grant_type === 'refresh_token') refreshes.push({ status: 400 }); });
   server.on('request', p.callback());
   return {
     issuer, clientId, clientSecret,
@@ -88,6 +103,8 @@ export async function startTestIdp(o: { redirectUri: string; users: Record<strin
       return new p.AccessToken({ accountId: login, client: await p.Client.find(id), grantId, scope: 'openid email profile', gty: 'authorization_code', ...(opts.expiresIn ? { expiresIn: opts.expiresIn } : {}) }).save();
     },
     async revoke(token) { await (await p.AccessToken.find(token))?.destroy(); },
+    async revokeRefresh(token) { await (await p.RefreshToken.find(token))?.destroy(); },
+    refreshes,
     async introspect(token) {
       const r = await fetch(`${issuer}/token/introspection`, { method: 'POST', headers: { authorization: `Basic ${Buffer.from(`${clientId}:${clientSecret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' }, body: `token=${encodeURIComponent(token)}` });
       return r.json() as Promise<{ active: boolean }>;

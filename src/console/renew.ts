@@ -1,0 +1,103 @@
+// Console sessions that outlive a short ID token (Keycloak's default is 5 minutes): a session
+// opened with a refresh token is renewed at the IdP when its ID token runs out, on the request that
+// finds it due, re-checking the new ID token as at sign-in and re-reading email and groups (a group
+// removed at the IdP takes effect at the next renewal). One renewal per session at a time, fleet-wide
+// (the store's claim): with refresh token rotation the IdP invalidates the old token on use, and a
+// second use of it may revoke the whole grant. A refusal (invalid_grant: revoked, expired, reused)
+// ends the session; an IdP that cannot be asked leaves it usable until its ID token's expiry, no
+// longer (no grace: the IdP alone says whether the person is still who they were), then 503.
+import { AamError } from '../access/errors.ts';
+import { OidcUnavailable, type OidcClient } from './oidc.ts';
+import { renewFrom, type Session, type SessionStore } from './sessions.ts';
+
+export const EXPIRED_AT_IDP = 'signed out: your sign-in expired at the identity provider';
+/** How long one renewal may hold a session (the IdP's 5 s timeout, discovery included, with room). */
+const CLAIM_MS = 15_000;
+/** How long a request waits for another replica's renewal of the same session, and how often it looks. */
+const WAIT_MS = 12_000;
+const POLL_MS = 100;
+/** After the IdP could not be asked, requests of a session still within its ID token do not ask again for this long. */
+const QUIET_MS = 15_000;
+const QUIET_MAX = 10_000;
+
+export interface Renewer {
+  /** The session, renewed first when due; throws 401 (ended), 503 (IdP or store unavailable and it cannot wait). */
+  fresh(id: string, s: Session): Promise<Session>;
+}
+
+export interface RenewLog { warn(obj: Record<string, unknown>, msg: string): void }
+
+const due = (s: Session, now: number): boolean => s.renewAt !== undefined && now >= s.renewAt;
+const within = (s: Session, now: number): boolean => s.idExp !== undefined && now < s.idExp;
+
+/** The IdP must renew the session and cannot be asked now: pages show the sign-in page, saying so. */
+export class RenewalUnavailable extends AamError {}
+
+const expired = (why: string) => new AamError(401, 'admin_unauthorized', `${EXPIRED_AT_IDP} (${why}); sign in again`);
+const ended = () => new AamError(401, 'admin_unauthorized', 'your console session has ended (signed out, or it could not be renewed); sign in again');
+const unavailable = (why: string) => new RenewalUnavailable(503, 'unavailable', `Single sign-on is unavailable right now, and your session must be renewed there before it opens anything more (${why}). Try again in a minute; sign in with the break-glass AAM_ADMIN_TOKEN if it cannot wait.`, { headers: { 'retry-after': '15' } });
+
+export function createRenewer(sessions: SessionStore, oidc: OidcClient | null, log?: RenewLog): Renewer {
+  const inflight = new Map<string, Promise<Session>>();
+  const quiet = new Map<string, { until: number; why: string }>();
+
+  /** The IdP could not be asked: the session as it is while its ID token lasts, else 503. */
+  function meanwhile(id: string, s: Session, why: string): Session {
+    if (!quiet.has(id) && quiet.size >= QUIET_MAX) quiet.delete(quiet.keys().next().value!);
+    quiet.set(id, { until: Date.now() + QUIET_MS, why });
+    if (within(s, Date.now())) return s;
+    throw unavailable(why);
+  }
+
+  /** Another request (here or on another replica) is renewing it: its result, once stored. */
+  async function awaitOther(id: string, s: Session): Promise<Session> {
+    const deadline = Date.now() + WAIT_MS;
+    while (Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, POLL_MS));
+      const now = await sessions.get(id);
+      if (!now) throw ended();
+      if (!due(now, Date.now())) return now;
+    }
+    return meanwhile(id, s, 'another renewal of this session did not finish in time');
+  }
+
+  async function renew(id: string, s: Session): Promise<Session> {
+    if (!(await sessions.claim(id, CLAIM_MS))) return awaitOther(id, s);
+    try {
+      const cur = await sessions.get(id); // renewed by another replica just now, or signed out?
+      if (!cur) throw ended();
+      if (!due(cur, Date.now())) return cur;
+      let who;
+      try { who = await oidc!.renew(cur.refreshToken!, { sub: cur.sub, idToken: cur.idToken }); } catch (e) {
+        if (e instanceof OidcUnavailable) return meanwhile(id, cur, e.message);
+        await sessions.delete(id);
+        log?.warn({ event: 'console_session_renewal_refused', sub: cur.sub, error: (e as Error).message }, 'console session ended: the identity provider refused to renew it');
+        throw expired((e as Error).message);
+      }
+      const idExp = who.exp * 1000;
+      const next: Session = { ...cur, email: who.email, groups: who.groups, idToken: who.idToken, refreshToken: who.refreshToken, idExp, renewAt: renewFrom(idExp, Date.now()) };
+      if (!(await sessions.replace(id, next))) throw ended(); // signed out meanwhile: stays out
+      quiet.delete(id);
+      return next;
+    } finally {
+      await sessions.release(id).catch(() => {}); // the claim expires by itself
+    }
+  }
+
+  return {
+    async fresh(id, s) {
+      const now = Date.now();
+      if (s.kind !== 'oidc' || !due(s, now)) return s;
+      // Single sign-on switched off since (a restart without AAM_OIDC_*): nothing can renew it.
+      if (!oidc || !s.refreshToken) { if (within(s, now)) return s; throw expired('single sign-on is no longer configured here'); }
+      const q = quiet.get(id);
+      if (q && q.until > now) { if (within(s, now)) return s; throw unavailable(q.why); }
+      let p = inflight.get(id);
+      if (!p) {
+        p = renew(id, s).finally(() => inflight.delete(id));
+        inflight.set(id, p);
+      }
+      return p;
+    },
+  };
+}
