@@ -113,7 +113,12 @@ async function agentPage(name, flash) {
   const out = el('div', { 'aria-live': 'polite' });
   const keyRows = a.keys.map((k) => [k.id, k.name || '-', when(k.created_at), k.revoked_at ? `revoked ${when(k.revoked_at)}` : 'active', when(k.last_rotated_at),
     k.revoked_at || !can('operator') ? '' : el('span', {},
-      el('button', { type: 'button', onclick: action(out, async () => { const r = await api('POST', `/keys/${k.id}/rotate`, { grace_seconds: 3600 }); await agentPage(name, { secret: r.key, text: 'Rotated. The old secret keeps working for an hour.' }); }) }, 'Rotate'), ' ',
+      graceChoice(k.id), ' ',
+      el('button', { type: 'button', onclick: action(out, async () => {
+        const grace = Number(document.getElementById(`grace-${k.id}`).value);
+        const r = await api('POST', `/keys/${k.id}/rotate`, { grace_seconds: grace });
+        await agentPage(name, { secret: r.key, text: `Rotated. ${graceText(r.previous_valid_for_seconds)}` });
+      }) }, 'Rotate'), ' ',
       el('button', { type: 'button', class: 'danger', onclick: (ev) => confirmIn(out, ev.currentTarget, `Revoke key ${k.id}${k.name ? ` (${k.name})` : ''}? Every agent using it is refused (401) at once; this cannot be undone.`, `Revoke ${k.id}`,
         async () => { await api('POST', `/keys/${k.id}/revoke`); await agentPage(name, { text: `Key ${k.id} revoked.` }); }) }, 'Revoke'))]);
   const create = can('operator') ? el('form', { onsubmit: action(out, async () => { const r = await api('POST', '/keys', { agent: name, name: create.elements.keyname.value || undefined }); await agentPage(name, { secret: r.key, text: `Key ${r.id} created.` }); }) },
@@ -128,6 +133,18 @@ async function agentPage(name, flash) {
       el('span', {}, effectBadge(t.effect), t.conditional ? ' (depends on arguments)' : ''), t.policy || '(default deny)', t.rule || '-', t.reason])));
   if (flash && flash.secret) showSecret(out, flash.secret, flash.text);
   else if (flash) out.replaceChildren(notice(flash.text));
+}
+
+/** How long a rotated-out secret keeps working: the admin API's grace_seconds (it checks the value, as the CLI's --grace). */
+const GRACES = [[0, 'no time: it stops at once'], [300, '5 minutes'], [3600, '1 hour'], [86400, '1 day'], [604800, '7 days']];
+function graceChoice(keyId) {
+  return el('span', {}, el('label', { for: `grace-${keyId}` }, 'Old secret works for '),
+    el('select', { id: `grace-${keyId}` }, GRACES.map(([v, text]) => el('option', { value: v, selected: v === 3600 }, text))));
+}
+function graceText(s) {
+  if (s === 0) return 'The old secret no longer works.';
+  const g = GRACES.find(([v]) => v === s);
+  return `The old secret keeps working for ${g ? g[1] : `${s} seconds`}.`;
 }
 
 /** A new key secret is shown once, here, and never again. */
@@ -421,7 +438,31 @@ async function route() {
   }
 }
 
-api('GET', '/me').then((m) => { me = m; route(); }, (e) => (e instanceof SignedOut ? show('Signed out', signedOut()) : show('Error', notice(e.message, 'error'))));
+/** Warn this long before the session ends for good (or at once when less is left). */
+const WARN_MS = 5 * 60_000;
+const clock = (d) => d.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+
+/**
+ * The header's "until" in the browser's time zone, a warning (role=alert) WARN_MS before the session
+ * ends when nothing can renew it past then, and the signed-out page when it has ended.
+ */
+function watchSessionEnd(iso) {
+  const t = document.getElementById('session-end');
+  if (!iso || !t) return;
+  const end = new Date(iso);
+  t.textContent = clock(end);
+  t.setAttribute('datetime', iso);
+  const box = document.getElementById('session-warning');
+  const left = end.getTime() - Date.now();
+  setTimeout(() => {
+    box.replaceChildren(el('p', { class: 'warning', role: 'alert' }, `Your session ends at ${clock(end)} and cannot be renewed past then: finish what you are doing, then `,
+      el('a', { href: '/console/login' }, 'sign in again'), '.'));
+  }, Math.max(0, left - WARN_MS));
+  // setTimeout takes at most 2^31-1 ms (24.8 days): a longer session is warned about by a later page load.
+  if (left < 2 ** 31) setTimeout(() => { box.replaceChildren(); navigation++; stopTail(); show('Signed out', signedOut()); }, Math.max(0, left));
+}
+
+api('GET', '/me').then((m) => { me = m; watchSessionEnd(m.session_expires_at); route(); }, (e) => (e instanceof SignedOut ? show('Signed out', signedOut()) : show('Error', notice(e.message, 'error'))));
 window.addEventListener('hashchange', route);
 // The skip link moves focus to the content without touching the hash (the hash is the router's).
 document.querySelector('.skip').addEventListener('click', (ev) => { ev.preventDefault(); main.focus(); });
