@@ -1,6 +1,7 @@
 // Console sessions in fleet mode: two replicas on one PostgreSQL + Redis behind one public URL. A
 // sign-in started on one replica finishes on the other, the session works on either, sign-out on
-// one ends it on both, and no session row lands in a replica's data dir. Run through `npm test`
+// one ends it on both, no session row lands in a replica's data dir, and two replicas renewing one
+// session at once (3 s ID tokens, refresh tokens rotated) renew it once. Run through `npm test`
 // (it starts PostgreSQL and Redis): npm test -- test/console-fleet.test.ts
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -26,7 +27,7 @@ before(async () => {
   const ports = [await freePort(), await freePort()];
   urls.push(...ports.map((p) => `http://127.0.0.1:${p}`));
   // The public URL (a load balancer in production) is replica 0; both replicas serve it.
-  idp = await startTestIdp({ redirectUri: `${urls[0]}/console/callback`, users: USERS });
+  idp = await startTestIdp({ redirectUri: `${urls[0]}/console/callback`, users: USERS, idTokenTtlS: 3, refreshTokens: true });
   dir = mkdtempSync(join(tmpdir(), 'aam-console-fleet-'));
   const configPath = join(dir, 'aam.yaml');
   writeFileSync(configPath, consoleConfig(upstream.url));
@@ -74,6 +75,20 @@ test('fleet: sign-in started on one replica finishes on another; the session wor
   const out = await fetch(`${urls[0]}/console/logout`, { method: 'POST', redirect: 'manual', headers: { cookie: jar.header(), origin: urls[0], 'content-type': 'application/x-www-form-urlencoded' }, body: `csrf=${csrf}` });
   assert.equal(out.status, 303);
   for (const url of urls) assert.equal((await me(url, jar)).status, 401, `signed out on ${url}`);
+});
+
+test('fleet: replicas renewing one session at once renew it once at the IdP (a reused rotated refresh token would revoke the grant); it goes on on both', async () => {
+  const { callback, jar, body } = await loginWithoutBrowser(urls[1], 'victor', { callbackUrl: (u) => new URL(`${urls[0]}${u.pathname}${u.search}`) });
+  assert.equal(callback.status, 303, body);
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  await sleep(4200); // past the 3 s ID token
+  const before = idp.refreshes.length;
+  const all = await Promise.all([...urls, ...urls, ...urls].map((url) => me(url, jar)));
+  assert.deepEqual(all.map((r) => r.status), [200, 200, 200, 200, 200, 200]);
+  assert.deepEqual(idp.refreshes.slice(before).map((x) => x.status), [200], 'one refresh-token grant for both replicas');
+  await sleep(4200);
+  for (const url of urls) assert.equal((await me(url, jar)).status, 200, `renewed again, then used on ${url}`);
+  assert.ok(idp.refreshes.slice(before).every((x) => x.status === 200));
 });
 
 test('fleet: identity methods seen on one replica show on every replica (kept in the fleet store, not per replica)', async () => {
