@@ -69,7 +69,8 @@ test('key rotate offers the grace: "no time" stops the old secret at once, "1 da
   assert.equal((await chat(made.key)).status, 200);
   const { page, errors, close } = await open(plain, 'olga');
   try {
-    await page.goto(`${plain.url}/console#/agents/finance-analyst`);
+    await page.getByRole('link', { name: 'finance-analyst' }).click();
+    await page.getByRole('heading', { name: 'Agent finance-analyst' }).waitFor().catch(async (e: Error) => { throw new Error(`${e.message}\n${await page.locator('main').innerText()}`); });
     const grace = page.getByLabel('Old secret works for').and(page.locator(`#grace-${made.id}`));
     assert.equal(await grace.inputValue(), '3600', 'an hour unless chosen otherwise');
     await grace.selectOption({ label: 'no time: it stops at once' });
