@@ -2,8 +2,9 @@
 // oidc-provider issuing 3 s ID tokens and rotating refresh tokens) the session is renewed at the
 // IdP, re-reading groups (a group removed there takes effect at the next renewal); a refused
 // renewal ends it with a page saying so; two requests renewing at once renew once; an IdP that is
-// down past the ID token's expiry gives the SSO-unavailable page (no grace). The refresh token is a
-// secret: sealed in the store, never in a log line, the audit trail or a page.
+// down past the ID token's expiry gives the SSO-unavailable page (no grace); sign-out revokes the
+// refresh token there. The refresh token is a secret: sealed in the store, never in a log line, the
+// audit trail or a page.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -133,6 +134,18 @@ test('the refresh token never appears in clear: not in the store, the data dir, 
     for (const l of logged) assert.ok(!l.includes(t), 'not in a log line');
     for (const p of pages) assert.ok(!p.includes(t), 'not in a page, /me or the audit trail');
   }
+});
+
+test('sign-out revokes the session\'s refresh token at the IdP (RFC 7009), so a copy of it renews nothing', async () => {
+  const { jar, id } = await signIn('vera');
+  const rt = stored(id)!.refreshToken!;
+  assert.equal((await env.idp.introspect(rt)).active, true);
+  const m = await (await me(jar)).json() as Me;
+  const out = await fetch(`${env.url}/console/logout`, { method: 'POST', redirect: 'manual', headers: { cookie: jar.header(), origin: env.url, 'content-type': 'application/x-www-form-urlencoded' }, body: `csrf=${m.csrf_token}` });
+  assert.equal(out.status, 303);
+  const deadline = Date.now() + 10_000;
+  while ((await env.idp.introspect(rt)).active && Date.now() < deadline) await sleep(100);
+  assert.equal((await env.idp.introspect(rt)).active, false, 'revoked at the IdP');
 });
 
 test('IdP down past the ID token\'s expiry: the sign-in page says single sign-on is unavailable (503, retry-after), the session is kept for when it is back (no grace meanwhile)', async () => {

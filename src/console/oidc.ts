@@ -84,6 +84,8 @@ export interface OidcClient {
    * expired, reused) or answers wrongly; OidcUnavailable when it cannot be asked.
    */
   renew(refreshToken: string, was: RenewalOf): Promise<LoggedIn>;
+  /** Revoke a refresh token at the IdP (RFC 7009) when it offers a revocation_endpoint; false when it could not. */
+  revokeRefreshToken(refreshToken: string): Promise<boolean>;
   /** An ID token as Bearer: verified against the issuer's current JWKS. */
   verifyBearer(token: string): Promise<LoggedIn>;
   /**
@@ -299,6 +301,11 @@ export function createOidcClient(settings: OidcSettings): OidcClient {
         state: tx.state, nonce: tx.nonce, code_challenge: await oidc.calculatePKCECodeChallenge(tx.verifier), code_challenge_method: 'S256',
       });
       return { url: url.href, tx };
+    },
+    async revokeRefreshToken(refreshToken) {
+      const c = await configured().catch(() => null);
+      if (!c?.serverMetadata().revocation_endpoint) return false;
+      return oidc.tokenRevocation(c, refreshToken, { token_type_hint: 'refresh_token' }).then(() => true, () => false);
     },
     async finish(callbackUrl, tx) {
       const c = await configured();
