@@ -53,12 +53,12 @@ export function errorPage(title: string, message: string): string {
  * The console page. The header says who is signed in and until when (UTC here; the script shows it
  * in the browser's time zone): `until` is when the session ends for good (renewals stop at it).
  */
-export function appShell(o: { who: string; role: string; csrf: string; until: number; renews: boolean }): string {
+export function appShell(o: { who: string; role: string; csrf: string; until: number }): string {
   const until = new Date(o.until);
   const hhmm = `${until.toISOString().slice(11, 16)} UTC`;
   return layout('Console', `<a class="skip" href="#main">Skip to content</a><header><a class="brand" href="#/agents">aam</a>
 <nav aria-label="Main"><a href="#/agents">Agents</a><a href="#/approvals">Approvals</a><a href="#/simulator">Policy simulator</a><a href="#/audit">Audit</a><a href="#/spend">Spend</a><a href="#/tools">Tools</a></nav>
-<span class="who">Signed in as ${esc(o.who)} (${esc(o.role)}) until <time id="session-end" datetime="${until.toISOString()}" data-renews="${o.renews}">${hhmm}</time></span>
+<span class="who">Signed in as ${esc(o.who)} (${esc(o.role)}) until <time id="session-end" datetime="${until.toISOString()}">${hhmm}</time></span>
 <form method="post" action="/console/logout"><input type="hidden" name="csrf" value="${esc(o.csrf)}"><button type="submit">Sign out</button></form></header>
 <div id="session-warning"></div>
 <main id="main" tabindex="-1"><p>Loading…</p></main>

@@ -72,7 +72,7 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
     // Sign-out (a form) goes on to the IdP's end_session_endpoint: the page's CSP must let it. Known
     // without asking the IdP, so the console opens for a signed-in person while the IdP is down.
     const targets = s.session.kind === 'oidc' && auth.oidc ? auth.oidc.signOutOrigins() : [];
-    send(ctx, 200, appShell({ who, role: p.role, csrf: s.session.csrf, until: s.session.expiresAt, renews: s.session.refreshToken !== undefined }), targets.length ? { 'content-security-policy': cspFormTargets(targets) } : {});
+    send(ctx, 200, appShell({ who, role: p.role, csrf: s.session.csrf, until: s.session.expiresAt }), targets.length ? { 'content-security-policy': cspFormTargets(targets) } : {});
   }));
   routes.exact.set('GET /console/', (ctx) => redirect(ctx, '/console'));
   // People type the pages they see as paths (/console/audit, /console/agents/x): the app routes by
