@@ -51,6 +51,23 @@ const SCRIPTS: Record<string, { stream: boolean; events: string[] }> = {
       event(artifact('[{"text":"gamma"}]')),
     ],
   },
+  // Events no artifact joins (a2a/chunks.ts sees none of them): only the scrub across one event's
+  // text parts and the raw check's reading of escaped strings stand between the secret and the caller.
+  statusStream: {
+    stream: true,
+    events: [
+      event(task),
+      // A status message whose two text parts split the secret.
+      event(`{"statusUpdate":{"taskId":"t1","contextId":"c1","status":{"state":"TASK_STATE_WORKING","message":{"messageId":"s1","role":"ROLE_AGENT","parts":[{"text":"key ${SECRET.slice(0, HALF)}"},{"text":"${SECRET.slice(HALF)} here"}]}}}}`),
+      event('{"statusUpdate":{"taskId":"t1","contextId":"c1","status":{"state":"TASK_STATE_WORKING"}}}'),
+      // A status message with the secret in a JSON escape the door does not know, in its one text part.
+      event(`{"statusUpdate":{"taskId":"t1","contextId":"c1","status":{"state":"TASK_STATE_WORKING","message":{"messageId":"s2","role":"ROLE_AGENT","parts":[{"text":"key ${ESCAPED} here"}]}}}}`),
+      // The same escape in a string that is no text part (the message's metadata).
+      event(`{"statusUpdate":{"taskId":"t1","contextId":"c1","status":{"state":"TASK_STATE_WORKING","message":{"messageId":"s3","role":"ROLE_AGENT","parts":[],"metadata":{"note":"${ESCAPED}"}}}}}`),
+      // The final task: its history's two messages split the secret between them.
+      event(`{"task":{"id":"t1","contextId":"c1","status":{"state":"TASK_STATE_COMPLETED"},"history":[{"messageId":"h1","role":"ROLE_AGENT","parts":[{"text":"key ${SECRET.slice(0, HALF)}"}]},{"messageId":"h2","role":"ROLE_AGENT","parts":[{"text":"${SECRET.slice(HALF)} here"}]}]}}`),
+    ],
+  },
 };
 
 before(async () => {
@@ -153,6 +170,22 @@ test('a2a raw: stream events that carry a secret are redacted while their neighb
   // (The half it did check, which could begin the secret, moved on to the artifact's next text part: a2a/chunks.ts.)
   assert.equal(texts(JSON.parse(frames[5])).join(''), `key ${SECRET.slice(0, HALF)}harmless`);
   assert.ok(!r.text.includes(SECRET), r.text);
+});
+
+test('a2a raw: stream events no artifact joins (status messages, a final task\'s history) have the secret redacted, split across their text parts or in a JSON escape; their neighbours go through raw', async () => {
+  const r = await post(callerBody('statusStream', 'SendStreamingMessage'), true);
+  assert.equal(r.status, 200);
+  const frames = r.text.split('\n\n').filter((f) => f.startsWith('data: ')).map((f) => f.slice('data: '.length));
+  const sent = SCRIPTS.statusStream.events;
+  assert.equal(frames.length, sent.length, r.text);
+  for (const i of [0, 2]) assert.equal(frames[i], sent[i], `event ${i}`);
+  for (const i of [1, 3, 4, 5]) {
+    assert.notEqual(frames[i], sent[i], `event ${i} went through raw`);
+    const read = JSON.stringify(JSON.parse(frames[i]));
+    assert.ok(!read.includes(SECRET) && read.includes('REDACTED'), `event ${i}: ${read}`);
+  }
+  assert.ok(!texts(JSON.parse(frames[1])).join('').includes(SECRET));
+  assert.ok(!texts(JSON.parse(frames[5])).join('').includes(SECRET));
 });
 
 test('a2a raw: an answer or a stream event (no artifact in it) that writes a key twice is re-serialised: the caller never reads the value aam did not bind', async () => {
