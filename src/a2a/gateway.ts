@@ -25,6 +25,7 @@ import type { AgentSpec } from '../config/schema.ts';
 import { CardCache, CARD_PATH, rewriteCard, type Card } from './card.ts';
 import { idsIn, SeenIds, statesIn, type TaskStates } from './tasks.ts';
 import { passesRaw } from './raw.ts';
+import { EventWalk } from './event-walk.ts';
 import { ArtifactText, PushArtifactText, mayJoin, type HeldRelease, type Released } from './chunks.ts';
 import { StoreUnavailable } from '../store/types.ts';
 import { restFromAam, restFromRpc, restOp } from './rest.ts';
@@ -1042,6 +1043,8 @@ class StreamRelay {
   joined: ArtifactText | null = null;
   /** The JSON-RPC id of the callee's last event. */
   lastId: unknown = null;
+  /** What one walk found in the event being framed (its keys, text parts, escaped strings). */
+  readonly walk = new EventWalk();
   /** Ids this stream has bound (its events repeat them): each bound once. */
   readonly bound = new SeenIds();
   /** The head is written (head()): from then on frames go out as chunks. */
@@ -1224,7 +1227,10 @@ class StreamRelay {
    */
   framed(ev: Record<string, unknown>, result: unknown, data: string, event: string | undefined): boolean {
     const egress = this.ctx.rt.egress;
-    if (result !== undefined) try { result = scrubAcross(egress, result); } catch (e) { return this.refused(ev, e); }
+    // One walk over the event for the scrub across its parts and the raw check (event-walk.ts).
+    const walk = this.walk;
+    walk.read(egress, ev, data);
+    if (result !== undefined) try { result = walk.scrubbed(egress, ev, result); } catch (e) { return this.refused(ev, e); }
     this.lastId = ev.id;
     if (this.joined !== null || mayJoin(result)) {
       const joined = this.joined ??= new ArtifactText(egress);
@@ -1234,7 +1240,7 @@ class StreamRelay {
     }
     const binding = this.binding;
     if (result !== ev.result) this.add(binding.frame({ ...ev, result }, event));
-    else if (binding === JSONRPC && passesRaw(egress, data, ev)) this.asWritten(data, event);
+    else if (binding === JSONRPC && walk.passesRaw(egress, data)) this.asWritten(data, event);
     else this.add(binding.frame(ev, event));
     return !(ev.error !== undefined && binding === REST);
   }

@@ -20,13 +20,38 @@ import { keyCount, memberCount, textMemberCount } from '../access/json-keys.ts';
  * re-serialised as before).
  */
 export function passesRaw(egress: ScrubSource, bytes: Buffer | string, value: unknown): boolean {
-  const text = typeof bytes === 'string';
-  const members = text ? textMemberCount(bytes) : memberCount(bytes);
+  const members = membersOf(bytes);
+  // Counted only within the depth memberCount allows (keyCount's recursion is not bounded).
   if (members < 0 || keyCount(value) !== members) return false;
-  if ((text ? bytes.indexOf('\\') : bytes.indexOf(0x5c)) === -1 || egress.scrubber().size === 0) return true; // '\\'
+  if (!escapesChecked(egress, bytes)) return true;
   const strings: string[] = [];
   stringsOf(value, strings);
   return !holdsSecret(egress, strings.join('\n'));
+}
+
+/**
+ * passesRaw for a value one walk has read already (a stream event: a2a/event-walk.ts): `keys`, its
+ * keys counted (keyCount), and `strings`, every string in it, keys included, when escapesChecked
+ * (else null). Strings not gathered where they must be checked: re-serialised (fails closed).
+ */
+export function passesRawWalked(egress: ScrubSource, bytes: Buffer | string, keys: number, strings: readonly string[] | null): boolean {
+  const members = membersOf(bytes);
+  if (members < 0 || keys !== members) return false;
+  if (!escapesChecked(egress, bytes)) return true;
+  return strings !== null && !holdsSecret(egress, strings.join('\n'));
+}
+
+/**
+ * True when the strings of `bytes` are to be checked, decoded, for a secret (stringsOf): it has a
+ * backslash (text without one has no JSON escapes at all) and some credential is active.
+ */
+export function escapesChecked(egress: ScrubSource, bytes: Buffer | string): boolean {
+  return (typeof bytes === 'string' ? bytes.indexOf('\\') : bytes.indexOf(0x5c)) !== -1 && egress.scrubber().size > 0; // '\\'
+}
+
+/** The members `bytes` writes (no key repeats when its parsed value has as many keys), -1 when nested too deep to count. */
+function membersOf(bytes: Buffer | string): number {
+  return typeof bytes === 'string' ? textMemberCount(bytes) : memberCount(bytes);
 }
 
 /** Every string in a parsed JSON value, object keys included. */

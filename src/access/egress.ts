@@ -12,7 +12,7 @@ import type { Dispatcher } from 'undici';
 import type { IncomingMessage, OutgoingHttpHeaders, OutgoingHttpHeader } from 'node:http';
 import { ServerResponse } from '../lib/node-http.ts';
 import type { Scrubber, StreamScrubber } from '../credentials/scrub.ts';
-import { mapLeaves, textLeavesUpTo } from '../guardrails/structured.ts';
+import { mapLeaves, textLeafCount, textLeavesUpTo } from '../guardrails/structured.ts';
 import { closeAfterAnswer } from './linger.ts';
 import { request } from '../lib/http-client.ts';
 
@@ -243,6 +243,15 @@ export function scrubJoinedTexts(src: ScrubSource, texts: readonly string[], req
   if (r.leaked.length === 0) return texts;
   src.leaked(r.leaked, requestId);
   return r.texts;
+}
+
+/**
+ * What a string under `key` counts towards scrubAcross's text parts (textLeavesUpTo's rule: 1 for a
+ * text part, `max` for JSON arguments), for a walk of its own that decides whether to call it
+ * (a2a/event-walk.ts: a stream event's one walk).
+ */
+export function acrossPartCount(key: string, s: string, max: number): number {
+  return textLeafCount(key, s, max);
 }
 
 /**

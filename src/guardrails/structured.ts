@@ -108,10 +108,7 @@ export function mapLeaves(v: unknown, visit: LeafVisitor, path = '$', depth = 0,
  * that needs only those leaves (scrubAcross) skips the walk when there are too few of them.
  */
 export function textLeavesUpTo(v: unknown, max: number, depth = 0, key = ''): number {
-  if (typeof v === 'string') {
-    if (key === 'text' || key.endsWith('.text')) return 1;
-    return key === ARGUMENTS_KEY && (v.startsWith('{') || v.startsWith('[')) ? max : 0;
-  }
+  if (typeof v === 'string') return textLeafCount(key, v, max);
   if (typeof v !== 'object' || v === null || depth >= MAX_DEPTH) return 0;
   let n = 0;
   if (Array.isArray(v)) {
@@ -124,6 +121,15 @@ export function textLeavesUpTo(v: unknown, max: number, depth = 0, key = ''): nu
     n += textLeavesUpTo((v as Record<string, unknown>)[k], max, depth + 1, k);
   }
   return n;
+}
+
+/**
+ * What a string under `key` (an array's elements under the array's key) counts in textLeavesUpTo:
+ * 1 for a text part, `max` for a JSON `arguments` string, else 0. One rule for every walk that counts them.
+ */
+export function textLeafCount(key: string, s: string, max: number): number {
+  if (key === 'text' || key.endsWith('.text')) return 1;
+  return key === ARGUMENTS_KEY && (s.startsWith('{') || s.startsWith('[')) ? max : 0;
 }
 
 function mapString(s: string, visit: LeafVisitor, path: string, key: string): string {
