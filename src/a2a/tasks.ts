@@ -44,7 +44,7 @@ export class SeenIds {
 const NONE: TaskIds = Object.freeze({ tasks: Object.freeze([]) as unknown as string[], contexts: Object.freeze([]) as unknown as string[] });
 
 /**
- * Task and context ids in a SendMessage/GetTask result or a stream event (v1 shapes). `seen`:
+ * Task and context ids in a SendMessage/GetTask result or a stream event (v1 and v0.3 shapes). `seen`:
  * the ids this stream bound already, left out (and the new ones added to it). The shared NONE,
  * with no object or array made, when there is nothing (new) to bind: a plain message, a stream's
  * later events.
@@ -60,10 +60,16 @@ export function idsIn(result: unknown, seen?: SeenIds): TaskIds {
   return idsOf(r.artifactUpdate, out, seen);
 }
 
+/**
+ * The task an object names: a message's, artifact-update's or status-update's `taskId` (v1's
+ * `{statusUpdate}` and v0.3's `{kind: 'status-update'}` alike), or a Task's own `id` (it has a status).
+ */
+const taskOf = (x: Record<string, unknown>): string | undefined => str(x.taskId) ?? (x.status !== undefined ? str(x.id) : undefined);
+
 function idsOf(o: unknown, out: TaskIds, seen: SeenIds | undefined): TaskIds {
   if (!o || typeof o !== 'object') return out;
   const x = o as Record<string, unknown>;
-  const task = str(x.taskId) ?? (x.status !== undefined ? str(x.id) : undefined);
+  const task = taskOf(x);
   const t = task && (seen === undefined || seen.newTask(task)) ? task : undefined;
   const ctx = str(x.contextId);
   const c = ctx && (seen === undefined || seen.newContext(ctx)) ? ctx : undefined;
@@ -81,21 +87,26 @@ export interface TaskStates {
   taskState(task: string, terminal: boolean): void;
 }
 
-/** Task states `result` reports (a Task, `{task}` or `{statusUpdate}`), each to `to`. */
+/**
+ * Task states `result` reports, each to `to`: the result itself (a Task, or v0.3's unwrapped
+ * `{kind: 'status-update', taskId}`: a stream may end on one with no task snapshot after it), and
+ * v1's `{task}` and `{statusUpdate}`.
+ */
 export function statesIn(result: unknown, to: TaskStates): void {
   if (!result || typeof result !== 'object') return;
   const r = result as Record<string, unknown>;
-  stateOf(r, str(r.id), to);
-  const task = r.task as Record<string, unknown> | undefined;
-  if (task && typeof task === 'object') stateOf(task, str(task.id), to);
-  const su = r.statusUpdate as Record<string, unknown> | undefined;
-  if (su && typeof su === 'object') stateOf(su, str(su.taskId), to);
+  stateOf(r, to);
+  stateOf(r.task, to);
+  stateOf(r.statusUpdate, to);
 }
 
-function stateOf(o: Record<string, unknown>, id: string | undefined, to: TaskStates): void {
-  const status = o.status as Record<string, unknown> | undefined;
-  if (id === undefined || !status || typeof status !== 'object') return;
-  to.taskState(id, isTerminal(status.state));
+function stateOf(o: unknown, to: TaskStates): void {
+  if (!o || typeof o !== 'object') return;
+  const x = o as Record<string, unknown>;
+  const status = x.status as Record<string, unknown> | undefined;
+  if (!status || typeof status !== 'object') return;
+  const id = taskOf(x);
+  if (id !== undefined) to.taskState(id, isTerminal(status.state));
 }
 
 /**
