@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import OpenAI from 'openai';
 import { startTestGateway, doc, yaml, agentDocs, type TestGateway } from './helpers/gateway.ts';
 import { localServer, type LocalServer } from './helpers/e2e.ts';
-import { uncarried } from '../src/providers/params.ts';
+import { sentMaxTokens, uncarried } from '../src/providers/params.ts';
 import { geminiAdapter } from '../src/providers/gemini.ts';
 import { bedrockBody } from '../src/providers/bedrock.ts';
 import type { ChatRequest } from '../src/providers/types.ts';
@@ -14,6 +14,7 @@ import type { ChatRequest } from '../src/providers/types.ts';
 let up: LocalServer;
 let gw: TestGateway;
 let key: string;
+let thinkerKey: string;
 const seen: Array<{ url: string; body: Record<string, unknown> }> = [];
 /** OpenAI's encrypted reasoning item, as its Responses API answers it when asked (include reasoning.encrypted_content). */
 const REASONING = { id: 'rs_up', type: 'reasoning', summary: [], encrypted_content: 'gAAAAABoEncryptedByOpenAI==' };
@@ -79,8 +80,13 @@ before(async () => {
     doc('Model', 'gpt-cached', { targets: [{ provider: 'oai', model: 'g' }], cache: { mode: 'exact', ttl_seconds: 300 }, ...free }),
     doc('Model', 'masked', { targets: [{ provider: 'oai', model: 'g' }], guardrails: ['mask'], ...free }),
     ...agentDocs(['gpt', 'claude', 'claude-45', 'nova', 'claude-then-gpt', 'masked', 'o', 'gpt-cached']),
+    // $1 an output token, prompts free: a $5,000 budget takes 4,096 output tokens, not 4,096 + 2,048.
+    doc('Model', 'claude-priced', { targets: [{ provider: 'ant', model: 'c' }], pricing: { input_per_1m: 0, output_per_1m: 1_000_000 } }),
+    doc('Agent', 'thinker', { workload: 'spiffe://test/agent/thinker', team: 'qa' }),
+    doc('AgentPolicy', 'thinker', { identity: { agent: 'thinker' }, models: { allow: ['claude-priced'], budget: { daily_usd: 5000 } } }),
   ), { AAM_TEST_AWS_SECRET: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' });
   key = gw.key('tester');
+  thinkerKey = gw.key('thinker');
 });
 after(async () => { await gw?.close(); await up?.close(); });
 
@@ -167,6 +173,37 @@ test('reasoning_effort (chat) and reasoning.effort (Responses) reach Claude as t
   await refused(openai().chat.completions.create({ model: 'nova', messages: hi, reasoning_effort: 'low' }), 'reasoning_effort', /amazon\.nova-pro-v1:0 model on Bedrock has no such parameter/);
   await refused(openai().chat.completions.create({ model: 'claude', messages: hi, reasoning_effort: 'extreme' as 'high' }), 'reasoning_effort', /"extreme" is not an effort aam maps/);
   assert.equal(seen.length, 0, 'nothing reached an upstream');
+});
+
+test('a budget reserves the max_tokens sent: the thinking a reasoning effort adds on Claude (4,096 + 2,048 for medium, no client max_tokens) is refused 429 where the client\'s 4,096 would fit', async () => {
+  const thinker = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: thinkerKey, maxRetries: 0 });
+  seen.length = 0;
+  await assert.rejects(thinker.chat.completions.create({ model: 'claude-priced', messages: hi, reasoning_effort: 'medium' }), (e: unknown) => {
+    assert.ok(e instanceof OpenAI.RateLimitError, String(e));
+    assert.equal(e.code, 'budget_exceeded');
+    assert.match(e.message, /has \$5000\.0000 left .*less than this request may cost \(\$6144\.0000: .*plus the budget of the thinking a reasoning effort adds on Claude/);
+    return true;
+  });
+  assert.equal(seen.length, 0, 'nothing reached an upstream');
+  // Without the effort, or with a client max_tokens the thinking stays within, the same budget admits it.
+  await thinker.chat.completions.create({ model: 'claude-priced', messages: hi });
+  await thinker.chat.completions.create({ model: 'claude-priced', messages: hi, reasoning_effort: 'medium', max_tokens: 4000 });
+  assert.deepEqual(seen.map((x) => [x.body.thinking, x.body.max_tokens]), [[undefined, 4096], [{ type: 'adaptive' }, 4000]]);
+});
+
+test('sentMaxTokens: the output limit each wire is sent, raised only where aam adds Claude thinking', () => {
+  const req = (extra: Partial<ChatRequest>): ChatRequest => ({ model: 'm', messages: [{ role: 'user', content: 'x' }], ...extra });
+  const effort = { extra: { reasoning_effort: 'xhigh' } };
+  assert.equal(sentMaxTokens(req({}), 'anthropic', 'c'), 4096);
+  assert.equal(sentMaxTokens(req({ max_tokens: 300 }), 'openai', 'g'), 300);
+  assert.equal(sentMaxTokens(req(effort), 'anthropic', 'claude-sonnet-4-5-20250929'), 4096 + 8192);
+  assert.equal(sentMaxTokens(req(effort), 'bedrock', 'us.anthropic.claude-3-7-sonnet-20250219-v1:0'), 4096 + 8192);
+  assert.equal(sentMaxTokens(req({ ...effort, max_completion_tokens: 9000 }), 'anthropic', 'claude-sonnet-4-5-20250929'), 9000);
+  // The client's own thinking wins (aam adds none); other wires and models take no effort as thinking.
+  assert.equal(sentMaxTokens(req({ ...effort, anthropicExtra: { thinking: { type: 'enabled', budget_tokens: 2000 } }, max_tokens: 3000 }), 'anthropic', 'c'), 3000);
+  assert.equal(sentMaxTokens(req(effort), 'openai', 'o3'), 4096);
+  assert.equal(sentMaxTokens(req(effort), 'bedrock', 'amazon.nova-pro-v1:0'), 4096);
+  assert.equal(sentMaxTokens(req(effort), 'gemini', 'gemini-2.5-pro'), 4096);
 });
 
 test('the table: each wire carries what it has a form for', () => {

@@ -7,7 +7,7 @@ import { codecFor } from '../providers/index.ts';
 import { parseOpenAIChatRequest } from '../providers/openai.ts';
 import { parseAnthropicRequest } from '../providers/anthropic.ts';
 import { SSE_KEEPALIVE } from '../providers/sse.ts';
-import { uncarried } from '../providers/params.ts';
+import { sentMaxTokens, uncarried } from '../providers/params.ts';
 import type { ChatRequest, ChatResult, ClientCodec, ProviderAdapter, StreamEvent, Usage } from '../providers/types.ts';
 import { openAccess } from '../access/context.ts';
 import { holdsSecret, scrubJoinedTexts } from '../access/egress.ts';
@@ -155,10 +155,16 @@ function hitOf(look: CacheLookup | null): ChatResult | null {
 function admitAndCall(a: Access, route: Route, req: ChatRequest, bodyBytes: number, codec: ClientCodec, client: ClientBody | undefined, look: CacheLookup | null): Promise<void> {
   // ~4 bytes per token; the request body size is a free upper bound of the prompt.
   const promptTokens = Math.ceil(bodyBytes / 4);
-  const maxOut = req.max_completion_tokens ?? req.max_tokens ?? 4096;
-  // A hit costs $0 (the admission script reserves nothing for an entry it finds, too).
+  // Each target's output limit as sent (raised for the thinking a reasoning effort adds on Claude).
+  const hit = hitOf(look) !== null;
+  let maxOut = 0;
   let estimate = 0;
-  if (!hitOf(look)) for (const t of route.targets) estimate = Math.max(estimate, estimateCostUsd(promptTokens, maxOut, t.pricing));
+  for (const t of route.targets) {
+    const out = t.provider.type === 'demo' ? sentMaxTokens(req, 'openai', t.model) : sentMaxTokens(req, adapterFor(codec, t).wire, t.model);
+    maxOut = Math.max(maxOut, out);
+    // A hit costs $0 (the admission script reserves nothing for an entry it finds, too).
+    if (!hit) estimate = Math.max(estimate, estimateCostUsd(promptTokens, out, t.pricing));
+  }
   const admitted = a.admit(promptTokens + maxOut, estimate, look?.pending?.key);
   const need: TokenNeed = { inputTokens: promptTokens, outputTokens: maxOut };
   if (admitted instanceof Promise || look?.pending) return admittedLater(a, route, req, codec, client, look, admitted, need);

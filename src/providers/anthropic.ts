@@ -8,7 +8,7 @@ import { interleavedOrder } from './types.ts';
 import { UpstreamShapeError, argsObject, arr, localId, num, nowSeconds, obj, rawChatHead, statusType, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { StreamTemplate } from './chunk-template.ts';
-import { claudeThinking, DEFAULT_MAX_TOKENS } from './claude-effort.ts';
+import { effortThinking, DEFAULT_MAX_TOKENS } from './claude-effort.ts';
 import { isObj, parseJson, sameEntries, str } from '../lib/json.ts';
 
 export { anthropicCodec, anthropicErrorBody } from './anthropic-codec.ts';
@@ -271,14 +271,11 @@ export function anthropicBody(req: ChatRequest, target: TargetInfo): Obj {
   const oc = isObj(body.output_config) ? body.output_config : undefined;
   if (format !== undefined && oc?.format === undefined) body.output_config = { ...oc, format };
   // An OpenAI client's reasoning effort is Claude's thinking (an Anthropic client's own thinking wins).
-  const effort = req.extra?.reasoning_effort;
-  if (typeof effort === 'string' && body.thinking === undefined) {
-    const t = claudeThinking(effort, target.model, req.max_completion_tokens ?? req.max_tokens);
-    if (t !== null && typeof t !== 'string') {
-      body.thinking = t.thinking;
-      body.max_tokens = t.maxTokens;
-      if (t.effort !== undefined) body.output_config = { ...(isObj(body.output_config) ? body.output_config : undefined), effort: t.effort };
-    }
+  const t = effortThinking(req, target.model);
+  if (t !== null) {
+    body.thinking = t.thinking;
+    body.max_tokens = t.maxTokens;
+    if (t.effort !== undefined) body.output_config = { ...(isObj(body.output_config) ? body.output_config : undefined), effort: t.effort };
   }
   if (req.user !== undefined && !isObj(body.metadata)) body.metadata = { user_id: req.user };
   if (target.stream) body.stream = true;

@@ -11,7 +11,7 @@ import { interleavedOrder } from './types.ts';
 import { UpstreamShapeError, argsObject, arr, localId, num, nowSeconds, obj, statusType, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { isObj, parseJson, str } from '../lib/json.ts';
-import { claudeThinking } from './claude-effort.ts';
+import { effortThinking } from './claude-effort.ts';
 
 const STOP: Readonly<Record<string, FinishReason>> = {
   end_turn: 'stop', stop_sequence: 'stop', max_tokens: 'length', model_context_window_exceeded: 'length',
@@ -239,10 +239,9 @@ export function bedrockBody(req: ChatRequest, model = ''): Obj {
   const extra: Obj = {};
   if (req.anthropicExtra !== undefined) for (const [k, v] of Object.entries(req.anthropicExtra)) if (k !== 'metadata') extra[k] = v;
   // An OpenAI client's reasoning effort is Claude's thinking, there too (an Anthropic client's own thinking wins).
-  const effort = req.extra?.reasoning_effort;
-  if (typeof effort === 'string' && extra.thinking === undefined && isClaude(model)) {
-    const t = claudeThinking(effort, model, max);
-    if (t !== null && typeof t !== 'string') {
+  if (isClaude(model)) {
+    const t = effortThinking(req, model);
+    if (t !== null) {
       extra.thinking = t.thinking;
       if (t.effort !== undefined) extra.output_config = { ...(isObj(extra.output_config) ? extra.output_config : undefined), effort: t.effort };
       inf.maxTokens = t.maxTokens;

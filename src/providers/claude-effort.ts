@@ -5,6 +5,7 @@
 // 3.7, 4, 4.1 and 4.5 take only a fixed budget (`thinking: {type: "enabled", budget_tokens}`: at
 // least 1,024 tokens and below max_tokens, which counts the thinking). Pure: no I/O.
 import type { Obj } from './util.ts';
+import type { ChatRequest } from './types.ts';
 
 /** max_tokens aam sends Claude when the client set none (Anthropic requires one). */
 export const DEFAULT_MAX_TOKENS = 4096;
@@ -48,4 +49,16 @@ export function claudeThinking(effort: string, model: string, max: number | unde
     return `reasoning_effort: ${model} thinks with a budget of at least ${MIN_THINKING_BUDGET} tokens, below max_tokens (${max}); raise max_tokens above ${MIN_THINKING_BUDGET} or leave reasoning_effort out`;
   }
   return { thinking: { type: 'enabled', budget_tokens: budget }, maxTokens: max };
+}
+
+/**
+ * The thinking aam adds to `req` for Claude model `model` (Anthropic, Claude on Bedrock): null when
+ * the client gave no reasoning effort, or its own thinking (which wins), or an effort that asks for
+ * none or cannot be sent (uncarried refuses that one before any target is called).
+ */
+export function effortThinking(req: ChatRequest, model: string): ClaudeThinking | null {
+  const effort = req.extra?.reasoning_effort;
+  if (typeof effort !== 'string' || req.anthropicExtra?.thinking !== undefined) return null;
+  const t = claudeThinking(effort, model, req.max_completion_tokens ?? req.max_tokens);
+  return typeof t === 'string' ? null : t;
 }

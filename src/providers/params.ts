@@ -5,7 +5,7 @@ import type { ChatRequest, ContentPart, ProviderAdapter } from './types.ts';
 import { anthropicDocument, anthropicTakesFormat } from './anthropic.ts';
 import { geminiAudio, geminiFile } from './gemini.ts';
 import { bedrockDocument, isClaude } from './bedrock.ts';
-import { claudeThinking } from './claude-effort.ts';
+import { claudeThinking, effortThinking, DEFAULT_MAX_TOKENS } from './claude-effort.ts';
 import { isObj } from '../lib/json.ts';
 
 type Wire = ProviderAdapter['wire'];
@@ -112,4 +112,17 @@ export function uncarried(req: ChatRequest, wire: Wire, model = ''): string | nu
     }
   }
   return null;
+}
+
+/**
+ * The output limit a `wire` upstream (model `model`) is asked for: the client's max_tokens (or
+ * max_completion_tokens; 4096 when it set none, what Anthropic is sent), raised when aam adds Claude
+ * thinking for a reasoning effort (claude-effort.ts). A budget reserves this, not the client's own limit.
+ */
+export function sentMaxTokens(req: ChatRequest, wire: Wire, model: string): number {
+  if (wire === 'anthropic' || (wire === 'bedrock' && isClaude(model))) {
+    const t = effortThinking(req, model);
+    if (t !== null) return t.maxTokens;
+  }
+  return req.max_completion_tokens ?? req.max_tokens ?? DEFAULT_MAX_TOKENS;
 }
