@@ -29,7 +29,7 @@ export const credentialSpec = z.strictObject({
     prefix: z.string().optional(),
     query: z.string().min(1).optional(),
   }).optional(),
-  /** What the secret is; inferred when omitted (oauth2 -> oauth2_client_credentials, obo -> on_behalf_of, else api_key). */
+  /** What the secret is; inferred when omitted (oauth2, obo, aws, google, inject.query / inject.header name theirs, else api_key: see effectiveKind). */
   kind: credentialKind.optional(),
   /** basic: the user name (the source then holds only the password; without it the source holds "user:password"). */
   username: z.string().min(1).optional(),
