@@ -32,7 +32,7 @@ test('validate: the repo config is valid; a broken one lists every problem with 
   const r = await run(['validate', bad]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /bad\.yaml:\d+ \(document 1\): spec: unknown field "colour"/);
-  assert.match(r.stderr, /\(document 2\): kind: kind must be one of/);
+  assert.match(r.stderr, /\(document 2\): kind: must be one of/);
   assert.match(r.stderr, /2 problems found/);
   // Problems found when policies are compiled (CEL, rule conflicts) name their line too (before: file and document only).
   const policy = join(dir, 'bad-policy.yaml');
@@ -170,7 +170,7 @@ test('policy test: exit 0 when every case matches, 1 with the failing case expla
   assert.match(missing.stderr, /no-such-cases\.yaml: no such file; give a YAML list of cases/);
 });
 
-test('a file, a flag\'s value or an --agent a command cannot use is a usage error: exit 2, naming it and what to give (before: exit 1 for import-keys, policy test, --ttl, --since, --limit)', async () => {
+test('a file, a flag\'s value or an --agent a command cannot use is a usage error: exit 2, naming it and what to give (before: exit 1 for import-keys, policy test, --ttl, --since, --limit; a negative number was "ambiguous")', async () => {
   const bad = join(dir, 'bad-input');
   mkdirSync(bad, { recursive: true });
   const keys = join(bad, 'keys.json');
@@ -195,6 +195,9 @@ test('a file, a flag\'s value or an --agent a command cannot use is a usage erro
     [['audit', 'prune', '--older-than', '90x'], /invalid --older-than "90x": use e\.g\. 90s, 15m, 1h30m or 90d/],
     [['audit', 'prune', '--before', 'soon'], /--before: "soon" is not an ISO-8601 time \(like 2026-01-31T00:00:00Z\); or give --older-than 90d/],
     [['import', 'portkey', join(bad, 'gone.json')], /gone\.json: no such file; give the JSON file to import/],
+    // before: a negative number after a flag was parseArgs' "argument is ambiguous ... use '--grace=-XYZ'"
+    [['keys', 'rotate', 'key_x', '--grace', '-1'], /^--grace must be a number of seconds from 0 \(the old secret stops at once\) to 31536000/],
+    [['audit', 'query', '--limit', '-3'], /^audit query: limit "-3" is not a whole number from 1 to 10000/],
   ] as Array<[string[], RegExp]>) {
     const r = await run([...args, ...d]);
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);

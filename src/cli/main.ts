@@ -214,6 +214,20 @@ export function optionError(e: Error & { code?: string }, command: string, optio
   return `unknown option ${unknown} for aam ${command}${near ? ` (did you mean ${near}?)` : `; its options: ${names.join(', ')}`}`;
 }
 
+/**
+ * `--grace -1` as `--grace=-1`: a negative number after an option that takes a value is that value, so the
+ * command's own check says what range to give (parseArgs alone calls it "ambiguous" and suggests --grace=-XYZ).
+ */
+export function negativeValues(args: readonly string[], options: ParseArgsConfig['options']): string[] {
+  const valued = new Set(Object.entries(options ?? {}).filter(([, o]) => o.type === 'string').flatMap(([n, o]) => [`--${n}`, ...(o.short ? [`-${o.short}`] : [])]));
+  const out: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    if (valued.has(args[i]) && /^-\d/.test(args[i + 1] ?? '')) out.push(`${args[i]}=${args[++i]}`);
+    else out.push(args[i]);
+  }
+  return out;
+}
+
 /** Words beyond a command's own arguments (`aam keys rotate K1 K2`): a usage error naming them, never ignored. */
 export function extraArguments(name: string, args: readonly string[] = [], positionals: readonly string[]): string | undefined {
   if (positionals.length <= args.length || args.at(-1)?.endsWith('...')) return undefined;
@@ -264,7 +278,7 @@ export async function main(argv: string[]): Promise<number> {
   const rest = argv.filter((_, i) => !named.has(i));
   let parsed;
   try {
-    parsed = parseArgs({ args: rest, options: { ...GLOBAL_OPTIONS, ...cmd.options }, allowPositionals: true, strict: true });
+    parsed = parseArgs({ args: negativeValues(rest, { ...GLOBAL_OPTIONS, ...cmd.options }), options: { ...GLOBAL_OPTIONS, ...cmd.options }, allowPositionals: true, strict: true });
   } catch (e) {
     err(`${optionError(e as Error & { code?: string }, name, { ...GLOBAL_OPTIONS, ...cmd.options })}\nusage: ${cmd.usage}`);
     return 2;
