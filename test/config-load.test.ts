@@ -25,7 +25,7 @@ test('aam validate names the unknown kind it found (and the nearest known one)',
   writeFileSync(file, yaml(doc('Robot', 'r', {}), doc('Providr', 'p', { type: 'demo' }), doc('Provider', 'ok', { type: 'demo' })));
   const r = await runCli(['validate', file], { env: { ...process.env, AAM_LOG_LEVEL: 'error' } });
   assert.equal(r.code, 1, r.stderr);
-  assert.match(r.stderr, /\(document 1\): kind: kind must be one of [^\n]*, not the string "Robot"\n/);
+  assert.match(r.stderr, /\(document 1\): kind: must be one of [^\n]*, not the string "Robot"\n/);
   assert.match(r.stderr, /\(document 2\): kind: [^\n]*not the string "Providr" \(did you mean Provider\?\)/);
   assert.match(r.stderr, /2 problems found/);
 });
@@ -149,7 +149,9 @@ test('the document head is described like the spec: a misspelt metadata or name 
   assert.deepEqual(at(`${head}metdata: { name: p }\nspec: { type: demo }\n`), ['1 metadata: required field is missing (expected a mapping)', '1 : unknown field "metdata" (did you mean metadata?)']);
   assert.deepEqual(at(`${head}metadata: { nam: p }\nspec: { type: demo }\n`), ['3 metadata.name: required field is missing (expected a string)', '3 metadata: unknown field "nam" (did you mean name?)']);
   assert.deepEqual(at('- a\n- b\n'), ['1 : expected a mapping, not a list']);
-  assert.deepEqual(at('apiVersion: access.envisionai.dev/v1\nmetadata: { name: p }\nspec: {}\n'), [`1 kind: kind must be one of ${['Credential', 'Provider', 'Model', 'Agent', 'AgentPolicy', 'McpServer', 'HttpTool', 'Guardrail', 'TrustDomain', 'RoleBinding'].join(', ')} (none given)`]);
+  assert.deepEqual(at('apiVersion: access.envisionai.dev/v1\nmetadata: { name: p }\nspec: {}\n'), [`1 kind: must be one of ${['Credential', 'Provider', 'Model', 'Agent', 'AgentPolicy', 'McpServer', 'HttpTool', 'Guardrail', 'TrustDomain', 'RoleBinding'].join(', ')} (none given)`]);
+  // Before: 'kind: kind must be ...' and 'apiVersion: apiVersion must be ...' (the field named twice).
+  assert.deepEqual(at('apiVersion: v2\nkind: Provider\nmetadata: { name: p }\nspec: { type: demo }\n'), ['1 apiVersion: must be access.envisionai.dev/v1, not the string "v2"']);
   // A misspelt value of a closed list gets the nearest option too.
   assert.match(at(`${head}metadata: { name: p }\nspec: { type: openia }\n`)[0], /^4 spec\.type: Invalid option: [^\n]*, not the string "openia" \(did you mean openai\?\)$/);
   // Before: no line (the yaml library fills linePos only with prettyErrors).

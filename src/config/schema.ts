@@ -368,8 +368,8 @@ function fieldsAt(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
 }
 
 export const documentSchema = z.strictObject({
-  apiVersion: z.literal(API_VERSION, { error: `apiVersion must be ${API_VERSION}` }),
-  kind: z.enum(KINDS as [Kind, ...Kind[]], { error: `kind must be one of ${KINDS.join(', ')}` }),
+  apiVersion: z.literal(API_VERSION, { error: `must be ${API_VERSION}` }),
+  kind: z.enum(KINDS as [Kind, ...Kind[]], { error: `must be one of ${KINDS.join(', ')}` }),
   metadata: z.strictObject({
     name: routeName,
     labels: labels.optional(),
