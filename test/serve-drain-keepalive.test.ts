@@ -113,6 +113,37 @@ test('drain: a request sent on an open connection after the drain began (a strea
   }
 });
 
+test('drain: a request already at the gateway on an idle kept-alive connection when the drain begins (not yet read) is answered with connection: close, not reset', async () => {
+  const gw = await slowGateway();
+  const socket = connect(gw.port, '127.0.0.1');
+  let closing: Promise<void> | undefined;
+  try {
+    let text = '';
+    const errors: string[] = [];
+    socket.setEncoding('utf8');
+    socket.on('data', (c: string) => { text += c; });
+    socket.on('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? e.message));
+    const ended = new Promise<void>((r) => { socket.on('close', () => r()); });
+    // /readyz answers after a turn (a store probe): a synchronous answer to a GET closes its connection (its request not yet complete).
+    socket.write('GET /readyz HTTP/1.1\r\nhost: x\r\n\r\n');
+    const t0 = performance.now();
+    while (!text.includes('"ready"') && performance.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 5));
+    assert.match(text, /^HTTP\/1\.1 200 [^]*connection: keep-alive/i, 'answered and kept alive: the connection is now idle');
+    // On loopback the write is in the gateway's socket buffer at once; close() runs before the gateway reads it.
+    socket.write('GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n');
+    closing = gw.g.close();
+    await ended;
+    const answers = text.split(/(?=HTTP\/1\.1 )/);
+    assert.equal(answers.length, 2, `the request already sent was answered: ${text} ${errors}`);
+    assert.match(answers[1], /^HTTP\/1\.1 200 [^]*connection: close/i, answers[1]);
+    assert.deepEqual(errors, [], 'not reset');
+  } finally {
+    socket.destroy();
+    await (closing ?? Promise.resolve());
+    await gw.close();
+  }
+});
+
 test('drain: a connection on which the client has sent nothing (a pool\'s spare, a balancer\'s pre-connect) is closed within a sweep or two, not held to the drain bound; one whose request was sent as the drain began (part of it) is left to finish it', async () => {
   const gw = await slowGateway();
   const spare = connect(gw.port, '127.0.0.1');

@@ -6,7 +6,7 @@ import { appendFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { Runtime, openFleetStores, type FleetStores, type RuntimeOptions } from '../runtime.ts';
 import { watchConfig } from '../config/watch.ts';
-import { createServer, coreRoutes, endKeepAlive, unusedSweep } from '../server/http.ts';
+import { createServer, coreRoutes, drainConnections } from '../server/http.ts';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { addAdminRoutes, checkAdminToken } from '../server/admin.ts';
 import { addConsoleRoutes, createConsoleAuth } from '../console/routes.ts';
@@ -212,35 +212,27 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
   const close = () => closing ??= (async () => {
     watcher.close();
     rt.ready = false;
-    // Drain: stop accepting (and keeping connections alive: endKeepAlive); end the long-lived streams, every plane's, from the server's one list
+    // Drain: stop accepting (and keeping connections alive: drainConnections); end the long-lived streams, every plane's, from the server's one list
     // of them (rt.streams: MCP listen and GET SSE streams, their clients reconnect, to another
     // replica in a fleet; A2A stream relays, ended with an error event telling the caller to
     // resubscribe to its task); let in-flight requests (a model's answer streaming, an A2A
     // SendMessage) finish, for at most AAM_DRAIN_TIMEOUT_MS; then cut what is left. The rest of
     // close() (final audit checkpoint, sinks, fleet) always runs after it.
     const t0 = performance.now();
-    let sweep: NodeJS.Timeout | undefined;
-    const drained = new Promise<void>((resolve) => {
-      // A keep-alive connection goes idle when its in-flight request finishes; close() would wait
-      // for it, so idle connections are swept until the last one is gone, and those never used with them.
-      const unused = unusedSweep(server);
-      sweep = setInterval(() => { server.closeIdleConnections(); unused(); }, 50);
-      server.close(() => resolve());
-      endKeepAlive(server);
-      server.closeIdleConnections();
-      unused();
-    });
+    // Stop accepting; close the connections with nothing under way (kept-alive ones between requests,
+    // ones never used) until the last one is gone; every answer from now on closes its connection.
+    const drain = drainConnections(server);
     let ended = 0;
     try { ended = rt.streams.drain(); } catch (e) { rt.log.warn({ event: 'drain_streams_failed', err: e }, 'long-lived streams not all ended for the drain'); }
     let timer: NodeJS.Timeout | undefined;
-    const inTime = await Promise.race([drained.then(() => true), new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), drainMs); })]);
+    const inTime = await Promise.race([drain.closed.then(() => true), new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), drainMs); })]);
     clearTimeout(timer);
-    clearInterval(sweep);
+    drain.stop();
     if (!inTime) {
       const cut = await new Promise<number>((resolve) => server.getConnections((_e, n) => resolve(n ?? 0)));
       server.closeAllConnections();
       rt.log.warn({ event: 'drain_cut', connections: cut, drain_timeout_ms: drainMs }, `drain did not finish within ${drainMs} ms: cut ${cut} connection(s) still open`);
-      await drained;
+      await drain.closed;
     }
     // A cut request's handler still records its usage and outcome: the stores close after it (bounded).
     if (!await rt.handlersSettled(HANDLERS_SETTLE_MS)) rt.log.warn({ event: 'drain_handlers_unsettled', handlers: rt.handling, wait_ms: HANDLERS_SETTLE_MS }, `${rt.handling} request handler(s) still running ${HANDLERS_SETTLE_MS} ms after the drain; closing without their last records`);

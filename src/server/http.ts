@@ -178,7 +178,7 @@ export function createServer(rt: Runtime, routes: Routes, opts: ServerOptions = 
   const base = { ...timing, ServerResponse: EgressResponse };
   const server: Server = opts.tls ? https().createServer({ ...opts.tls, ...base }, listener) : createHttpServer(base, listener);
   server.keepAliveTimeout = 65_000;
-  // Its open connections (the TLS socket the HTTP parser reads, with TLS), for endKeepAlive and unusedSweep.
+  // Its open connections (the TLS socket the HTTP parser reads, with TLS), for the drain (drainConnections).
   const sockets = new Set<Socket>();
   server.on(opts.tls ? 'secureConnection' : 'connection', (s: Socket) => {
     sockets.add(s);
@@ -191,36 +191,79 @@ export function createServer(rt: Runtime, routes: Routes, opts: ServerOptions = 
 const connections = new WeakMap<Server, Set<Socket>>();
 
 /**
- * For a drain, after server.close(): from now on every answer says `connection: close` and its
+ * The drain's connection half: stop accepting, answer every request from now on with `connection:
+ * close` (endKeepAlive), and close the connections with nothing under way; `closed` settles when the
+ * last one is gone (server.close()'s callback), stop() ends the sweeps (at the drain bound's cut).
+ */
+export function drainConnections(server: Server): { closed: Promise<void>; stop(): void } {
+  endKeepAlive(server);
+  const sweep = drainSweep(server);
+  const timer = setInterval(sweep, SWEEP_MS);
+  sweep();
+  // server.close() closes Node's idle connections at once: after the loop's next read too, so a
+  // request already at aam on one of them is answered (with connection: close), not reset.
+  const closed = new Promise<void>((resolve) => afterRead(() => server.close(() => resolve())));
+  return { closed, stop: () => clearInterval(timer) };
+}
+
+const SWEEP_MS = 50;
+
+/** Runs fn once the event loop has read its sockets again (a poll phase lies between two immediates). */
+function afterRead(fn: () => void): void {
+  setImmediate(() => setImmediate(fn));
+}
+
+/**
+ * A drain's sweep, called every SWEEP_MS: it closes the connections with nothing under way, no
+ * answer being made and between requests (a kept-alive one whose last answer ended; one on which the
+ * client has sent nothing, not a byte: `bytesRead` counts a TLS socket's decrypted bytes, 0 after its
+ * handshake), at two sweeps in a row with not a byte read in between. Each sweep runs after the loop
+ * has read its sockets, so a request already at aam is parsed and answered rather than reset.
+ * Node's closeIdleConnections() alone closed a kept-alive connection at the first sweep after its
+ * answer ended, racing the client's next request on it (a stream promised keep-alive before the
+ * drain, its agent sending again at once: 5 of 20 such requests reset or unanswered under load);
+ * and it never closes a connection the client has not used yet (fetch/undici reopens its pool's
+ * connections as others close; a load balancer pre-connects), which held close() to the drain bound:
+ * 10 s a replica in test/fleet-mcp-notify. A client sees such a close before its request went out
+ * and sends it on a new connection (another replica).
+ */
+function drainSweep(server: Server): () => void {
+  let quiet = new Map<Socket, number>();
+  const sweep = (): void => {
+    const idle = betweenRequests(server);
+    if (!idle) { server.closeIdleConnections(); return; }
+    const still = new Map<Socket, number>();
+    for (const s of connections.get(server) ?? []) {
+      const res = (s as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+      if ((res && !res.finished) || (s.bytesRead !== 0 && !idle.has(s))) continue;
+      if (quiet.get(s) === s.bytesRead) s.destroy(); else still.set(s, s.bytesRead);
+    }
+    quiet = still;
+  };
+  return () => afterRead(sweep);
+}
+
+/**
+ * The connections whose HTTP parser is between requests: Node's own list, the one its
+ * closeIdleConnections() reads (a request's headers half read are not between). Undefined if this
+ * Node has no such list (the sweep then falls back to closeIdleConnections()).
+ */
+function betweenRequests(server: Server): Set<Socket> | undefined {
+  const key = Object.getOwnPropertySymbols(server).find((k) => k.description === 'http.server.connections');
+  const list = key && (server as unknown as Record<symbol, { idle?: () => { socket: Socket }[] }>)[key];
+  if (typeof list?.idle !== 'function') return undefined;
+  return new Set(list.idle().map((p) => p.socket));
+}
+
+/**
+ * For a drain: from now on every answer says `connection: close` and its
  * connection ends after it, both the answers still being made on the open connections (headers
  * not yet sent) and those to requests arriving on them later. Node goes on serving requests on
  * kept-alive connections after close(), promising keep-alive: a busy client held a draining
  * replica until its drain was cut, and a request sent as the idle sweep closed its connection
  * was reset (ECONNRESET) instead of going to another replica.
  */
-/**
- * For a drain, after server.close(): a sweep, called every few tens of ms, that ends the open
- * connections on which the client has sent nothing (not a byte: `bytesRead` counts a TLS socket's
- * decrypted bytes, 0 after its handshake) since the previous sweep too: a request already on its way
- * when the drain began is read by then and served. Node's closeIdleConnections() leaves such
- * connections (one is idle only after a request), so one a client opened ahead of need (fetch/undici
- * reopens its pool's connections as others close; a load balancer pre-connects) held server.close()
- * for the whole drain bound: 10 s a replica in test/fleet-mcp-notify (3 fetch connections). The client
- * sees it close before its request went out and sends that on a new connection (another replica).
- */
-export function unusedSweep(server: Server): () => void {
-  let quiet = new Set<Socket>();
-  return () => {
-    const still = new Set<Socket>();
-    for (const s of connections.get(server) ?? []) {
-      if (s.bytesRead !== 0) continue;
-      if (quiet.has(s)) s.destroy(); else still.add(s);
-    }
-    quiet = still;
-  };
-}
-
-export function endKeepAlive(server: Server): void {
+function endKeepAlive(server: Server): void {
   server.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => { res.shouldKeepAlive = false; });
   for (const s of connections.get(server) ?? []) {
     // The answer being written on this connection: Node's own link from socket to response.
