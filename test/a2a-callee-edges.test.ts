@@ -18,6 +18,8 @@ let key = '';
 let close: (() => Promise<void>) | undefined;
 /** When the callee saw each request ('hang...') close, by its text. */
 const closedAt = new Map<string, number>();
+/** The 'hang...' requests the callee has (their texts). */
+const arrived = new Set<string>();
 
 const sse = (id: unknown, result: unknown) => `data: ${JSON.stringify({ jsonrpc: '2.0', id, result })}\n\n`;
 const task = { task: { id: 't1', contextId: 'c1', status: { state: 'TASK_STATE_WORKING' } } };
@@ -29,6 +31,7 @@ before(async () => {
     const json = (id: unknown) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ jsonrpc: '2.0', id, result: { message: { messageId: 'a', role: 'ROLE_AGENT', parts: [{ text: 'answer' }] } } }));
     if (text.startsWith('hang')) {
       const at = text;
+      arrived.add(at);
       res.on('close', () => { if (!res.writableEnded) closedAt.set(at, performance.now()); });
       if (text.startsWith('hang-stream')) { res.writeHead(200, { 'content-type': 'text/event-stream' }); res.write(sse(call!.id, task)); }
       return;
@@ -151,8 +154,11 @@ for (const method of ['SendMessage', 'SendStreamingMessage'] as const) {
         ? client.sendMessage(message(tag), { signal: ac.signal } as never)
         : (async () => { for await (const e of client.sendMessageStream(message(tag), { signal: ac.signal } as never)) got.push(e); })();
       running.catch(() => undefined);
-      await new Promise((res) => setTimeout(res, 150));
-      if (method === 'SendStreamingMessage') assert.equal(got.length, 1, 'the first event came');
+      // Until the callee has the request (and, streaming, the caller its first event): a fixed 150 ms was too short under load.
+      const ready = () => arrived.has(tag) && (method === 'SendMessage' || got.length > 0);
+      for (let j = 0; j < 1000 && !ready(); j++) await new Promise((res) => setTimeout(res, 10));
+      assert.ok(ready(), `the callee has ${tag}${method === 'SendMessage' ? '' : ' and its first event came'}`);
+      if (method === 'SendStreamingMessage') assert.equal(got.length, 1, 'the first event came, and only it');
       const t0 = performance.now();
       ac.abort();
       await assert.rejects(running);
@@ -173,7 +179,7 @@ for (const method of ['SendMessage', 'SendStreamingMessage'] as const) {
       });
       let requestId = '';
       if (method === 'SendStreamingMessage') { const res = await sent; requestId = res.headers.get('x-request-id')!; await res.body!.getReader().read(); }
-      else await new Promise((res) => setTimeout(res, 150));
+      else for (let j = 0; j < 1000 && !arrived.has(`${text}-evidence`); j++) await new Promise((res) => setTimeout(res, 10));
       ac.abort();
       await sent.catch(() => undefined);
       return requestId;
