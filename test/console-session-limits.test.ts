@@ -51,6 +51,12 @@ test('the idle timeout ends a session unused for an hour; each use (noted at mos
   const idle = await s.create({ kind: 'admin-token', sub: 'admin-token', groups: [], expiresAt: Infinity, tokenTag: 't' });
   at(H + 1);
   assert.equal(await s.get(idle.id), undefined, 'an hour unused');
+  // A passive read (the live audit tail re-checking its reader) finds the session but is not a use.
+  const tailed = await s.create({ kind: 'admin-token', sub: 'admin-token', groups: [], expiresAt: Infinity, tokenTag: 't' });
+  at(50 * M);
+  assert.ok(await s.get(tailed.id, true), 'still live at 50 min');
+  at(11 * M);
+  assert.equal(await s.get(tailed.id, true), undefined, 'an hour after its last real use, however often it was read passively');
 });
 
 test('a renewed session is stored in place, not brought back once signed out; one renewal claim at a time', async () => {

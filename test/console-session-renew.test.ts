@@ -3,14 +3,15 @@
 // IdP, re-reading groups (a group removed there takes effect at the next renewal); a refused
 // renewal ends it with a page saying so; two requests renewing at once renew once; an IdP that is
 // down past the ID token's expiry gives the SSO-unavailable page (no grace); sign-out revokes the
-// refresh token there. The refresh token is a secret: sealed in the store, never in a log line, the
+// refresh token there. A renewal that changes a person's role or groups, and a refused one, are
+// on the audit trail. The refresh token is a secret: sealed in the store, never in a log line, the
 // audit trail or a page.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { startConsoleEnv, type ConsoleEnv } from './helpers/console-setup.ts';
+import { startConsoleEnv, ADMIN_TOKEN, type ConsoleEnv } from './helpers/console-setup.ts';
 import { loginWithoutBrowser, type CookieJar, type TestUser } from './helpers/oidc-idp.ts';
 import { unseal } from '../src/store/seal.ts';
 import { sha256Hex } from '../src/lib/hash.ts';
@@ -47,13 +48,27 @@ async function signIn(login: string): Promise<{ jar: CookieJar; id: string; setC
   return { jar, id: jar.cookies.get('aam_session')!, setCookie: callback.headers.getSetCookie().find((c) => c.startsWith('aam_session='))! };
 }
 
+/** Every refresh and ID token a session of this file held (none may reach the audit trail). */
+const secrets = new Set<string>();
+const unsealed = (id: string, what: string, sealed: string | undefined) => (sealed ? unseal(createHash('sha256').update(`aam console ${what} v1\0`).update(id).digest(), sealed) : null);
+
 /** The stored record of a session, and its refresh token unsealed with the key only the cookie gives. */
 function stored(id: string): { record: string; refreshToken: string | null } | undefined {
   const row = env.g.rt.db.prepare('SELECT record FROM console_session WHERE id_hash = ?').get(sha256Hex(id)) as { record: string } | undefined;
   if (!row) return undefined;
-  const sealed = (JSON.parse(row.record) as { refreshTokenSealed?: string }).refreshTokenSealed;
-  const key = createHash('sha256').update('aam console refresh_token v1\0').update(id).digest();
-  return { record: row.record, refreshToken: sealed ? unseal(key, sealed) : null };
+  const r = JSON.parse(row.record) as { refreshTokenSealed?: string; idTokenSealed?: string };
+  const refreshToken = unsealed(id, 'refresh_token', r.refreshTokenSealed);
+  for (const t of [refreshToken, unsealed(id, 'id_token', r.idTokenSealed)]) if (t) secrets.add(t);
+  return { record: row.record, refreshToken };
+}
+
+interface AdminEvent { admin: { action: string; actor: { sub: string } }; detail?: Record<string, unknown>; outcome: { status: number; error?: string } }
+/** The trail's console-session renewal events for `sub`, oldest first (read with the break-glass token). */
+async function renewalEvents(sub: string): Promise<AdminEvent[]> {
+  const r = await fetch(`${env.url}/admin/v1/audit?type=admin&limit=1000`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } });
+  assert.equal(r.status, 200);
+  const all = ((await r.json()) as { data: AdminEvent[] }).data;
+  return all.filter((e) => e.admin.action.startsWith('console_session_renew') && e.admin.actor.sub === sub).reverse();
 }
 
 test('a session with a refresh token outlives its 3 s ID token: renewed at the IdP, groups read again (a group removed there takes effect at the next renewal)', async () => {
@@ -79,12 +94,21 @@ test('a session with a refresh token outlives its 3 s ID token: renewed at the I
   assert.equal(((await (await me(jar)).json()) as Me).role, 'operator', 'until the next renewal, the groups she signed in with');
   await pastIdToken();
   assert.equal(((await (await me(jar)).json()) as Me).role, 'viewer', 'the next renewal reads her groups again');
+  stored(id); // (its tokens are collected for the last check: none on the trail)
 
   users.olga.groups = [];
   await pastIdToken();
   const none = await me(jar);
   assert.equal(none.status, 403);
   assert.match(((await none.json()) as { error: { message: string } }).error.message, /no RoleBinding names olga@example\.com/);
+  stored(id);
+
+  // The trail: the two renewals that changed her groups and role, not the one that changed nothing.
+  const events = await renewalEvents('olga');
+  assert.deepEqual(events.map((e) => [e.admin.action, e.outcome.status, e.detail]), [
+    ['console_session_renewed', 200, { role_before: 'operator', role_after: 'viewer', groups_before: 'platform', groups_after: 'everyone' }],
+    ['console_session_renewed', 200, { role_before: 'viewer', role_after: 'none', groups_before: 'everyone', groups_after: '' }],
+  ]);
 });
 
 test('a renewal the IdP refuses (refresh token revoked there) ends the session: the page says the sign-in expired at the identity provider', async () => {
@@ -99,6 +123,12 @@ test('a renewal the IdP refuses (refresh token revoked there) ends the session: 
   assert.equal(stored(id), undefined, 'the session is gone from the store');
   assert.equal((await me(jar)).status, 401);
   assert.ok(logged.some((l) => l.includes('console_session_renewal_refused') && l.includes('"sub":"victor"')), 'the refusal is logged');
+  const [refused, ...more] = await renewalEvents('victor');
+  assert.equal(more.length, 0);
+  assert.equal(refused.admin.action, 'console_session_renewal_refused', 'and on the audit trail');
+  assert.equal(refused.outcome.status, 401);
+  assert.match(refused.outcome.error!, /^the identity provider refused to renew it \(invalid_grant/);
+  assert.deepEqual(refused.detail, { role_before: 'viewer' });
 });
 
 test('requests renewing one session at once renew it once at the IdP (rotation: a reused refresh token would revoke the grant) and all succeed', async () => {
@@ -124,6 +154,11 @@ test('the refresh token never appears in clear: not in the store, the data dir, 
     JSON.stringify(m),
     await (await fetch(`${env.url}/admin/v1/audit?limit=1000`, { headers: { cookie: jar.header() } })).text(),
   ];
+  // The whole trail, renewal events of the earlier tests included, holds none of this file's refresh or ID tokens.
+  const trail = await (await fetch(`${env.url}/admin/v1/audit?limit=1000`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).text();
+  assert.ok(trail.includes('console_session_renewed') && trail.includes('console_session_renewal_refused'), 'the renewal events are there to check');
+  assert.ok(secrets.size >= 6, `tokens collected: ${secrets.size}`);
+  for (const t of secrets) assert.ok(!trail.includes(t), 'no token in the audit trail');
   const dataDir = dirname(env.g.rt.db.location()!);
   const files = readdirSync(dataDir, { recursive: true, withFileTypes: true }).filter((f) => f.isFile()).map((f) => readFileSync(join(f.parentPath, f.name)).toString('latin1'));
   assert.ok(files.length > 0);

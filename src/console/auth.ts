@@ -6,12 +6,12 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { ConfigSet } from '../config/schema.ts';
-import type { AuditEventInput } from '../audit/event.ts';
+import { adminEvent, type AuditEventInput } from '../audit/event.ts';
 import { AamError } from '../access/errors.ts';
 import { atLeast, compileRoles, type Role, type RoleTable, type HumanClaims } from './roles.ts';
 import type { LoginStore, Session, SessionStore } from './sessions.ts';
 import { OidcError, OidcUnavailable, type OidcClient } from './oidc.ts';
-import { createRenewer, type RenewLog } from './renew.ts';
+import { createRenewer, type RenewLog, type RenewWatch } from './renew.ts';
 
 /**
  * The person behind an admin event. Whoever holds AAM_ADMIN_TOKEN is the break-glass `admin`
@@ -42,6 +42,8 @@ export interface HumanAuthOptions {
   tls: boolean;
   /** Where a session the IdP refused to renew is told (never a token). */
   log?: RenewLog;
+  /** The audit trail: renewals that change a person's role, groups or email, and refused ones (never a token). */
+  audit?: { record(e: AuditEventInput): void } | null;
 }
 
 export interface HumanAuth {
@@ -50,10 +52,13 @@ export interface HumanAuth {
   readonly logins: LoginStore;
   readonly adminTokenEnabled: boolean;
   readonly cookie: { name: string; secure: boolean };
-  /** Authenticate and check the role; throws 401/403 (AamError) otherwise. */
-  require(req: IncomingMessage, need: Role): Promise<Principal>;
+  /**
+   * Authenticate and check the role; throws 401/403 (AamError) otherwise. `passive`: a check made by
+   * aam on the person's behalf (the live audit tail's), which does not count as use for the idle timeout.
+   */
+  require(req: IncomingMessage, need: Role, passive?: boolean): Promise<Principal>;
   /** The session of a request's cookie, if live (for pages); renewed at the IdP first when its ID token runs out (renew.ts). */
-  sessionOf(req: IncomingMessage): Promise<{ id: string; session: Session } | undefined>;
+  sessionOf(req: IncomingMessage, passive?: boolean): Promise<{ id: string; session: Session } | undefined>;
   /** A person's current role, or null when no RoleBinding names them. */
   roleOf(c: HumanClaims): Role | null;
   /** Is this the break-glass token? (constant time) */
@@ -199,13 +204,31 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
     }
   }
 
-  const renewer = createRenewer(sessions, o.oidc, o.log);
-  const sessionOf = async (req: IncomingMessage) => {
+  // On the trail: a renewal that changes what the person may do or who they are (role, groups,
+  // email), and a refused one (the session ended at the IdP). A renewal that changes nothing is
+  // left out: it would add an event per person per ID-token lifetime (5 min at Keycloak) and say
+  // nothing the sign-in event does not. Who, role, groups and the IdP's error only, never a token.
+  const listed = (g: readonly string[]) => [...g].sort().join(',');
+  const watch: RenewWatch = {
+    renewed(was, now) {
+      const [before, after] = [roleOf(was), roleOf(now)];
+      if (before === after && was.email === now.email && listed(was.groups) === listed(now.groups)) return;
+      o.audit?.record(adminEvent('console_session_renewed', 'console', userActor(now), {
+        role_before: before ?? 'none', role_after: after ?? 'none', groups_before: listed(was.groups), groups_after: listed(now.groups),
+        ...(was.email !== now.email ? { email_before: was.email ?? '', email_after: now.email ?? '' } : {}),
+      }));
+    },
+    refused(s, why) {
+      o.audit?.record({ ...adminEvent('console_session_renewal_refused', 'console', userActor(s), { role_before: roleOf(s) ?? 'none' }), outcome: { status: 401, error: why } });
+    },
+  };
+  const renewer = createRenewer(sessions, o.oidc, o.log, watch);
+  const sessionOf = async (req: IncomingMessage, passive = false) => {
     const id = parseCookies(req.headers.cookie).get(cookie.name);
     if (!id) return undefined;
     let session: Session | undefined;
     try {
-      session = await sessions.get(id);
+      session = await sessions.get(id, passive);
       if (session) session = await renewer.fresh(id, session);
     } catch (e) {
       if (e instanceof AamError) throw e;
@@ -227,7 +250,7 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
     return { actor: userActor(who), role, label: `user:${who.email ?? who.sub}` };
   }
 
-  async function authenticate(req: IncomingMessage): Promise<Principal> {
+  async function authenticate(req: IncomingMessage, passive: boolean): Promise<Principal> {
     const auth = req.headers.authorization;
     if (typeof auth === 'string') {
       const m = /^Bearer\s+(\S+)$/i.exec(auth);
@@ -244,7 +267,7 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
       const msg = `the Bearer token is not this gateway's AAM_ADMIN_TOKEN${o.oidc ? ' nor an OpenID Connect token' : ''}: send the value the gateway was started with`;
       throw o.adminToken ? new AdminTokenRefused('admin_api', msg) : unauthorized(msg);
     }
-    const s = await sessionOf(req);
+    const s = await sessionOf(req, passive);
     if (s) {
       const p = principalOf(s.session, s.id);
       if (!p && s.session.kind === 'admin-token') throw unauthorized(BREAK_GLASS_ENDED);
@@ -273,8 +296,8 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
 
   return {
     oidc: o.oidc, sessions, logins, cookie, adminTokenEnabled: o.adminToken !== null, roleOf, isAdminToken, checkOrigin, sessionOf, principalOf, recordTokenRefused,
-    async require(req, need) {
-      const p = await authenticate(req);
+    async require(req, need, passive = false) {
+      const p = await authenticate(req, passive);
       mustHave(p, need);
       return p;
     },

@@ -27,6 +27,12 @@ export interface Renewer {
 
 export interface RenewLog { warn(obj: Record<string, unknown>, msg: string): void }
 
+/** Told of each renewal's outcome (auth.ts puts the ones that matter on the audit trail); never given a token. */
+export interface RenewWatch {
+  renewed(before: Session, after: Session): void;
+  refused(s: Session, why: string): void;
+}
+
 const due = (s: Session, now: number): boolean => s.renewAt !== undefined && now >= s.renewAt;
 const within = (s: Session, now: number): boolean => s.idExp !== undefined && now < s.idExp;
 
@@ -37,7 +43,7 @@ const expired = (why: string) => new AamError(401, 'admin_unauthorized', `${EXPI
 const ended = () => new AamError(401, 'admin_unauthorized', 'your console session has ended (signed out, or it could not be renewed); sign in again');
 const unavailable = (why: string) => new RenewalUnavailable(503, 'unavailable', `Single sign-on is unavailable right now, and your session must be renewed there before it opens anything more (${why}). Try again in a minute; sign in with the break-glass AAM_ADMIN_TOKEN if it cannot wait.`, { headers: { 'retry-after': '15' } });
 
-export function createRenewer(sessions: SessionStore, oidc: OidcClient | null, log?: RenewLog): Renewer {
+export function createRenewer(sessions: SessionStore, oidc: OidcClient | null, log?: RenewLog, watch?: RenewWatch): Renewer {
   const inflight = new Map<string, Promise<Session>>();
   const quiet = new Map<string, { until: number; why: string }>();
 
@@ -72,12 +78,14 @@ export function createRenewer(sessions: SessionStore, oidc: OidcClient | null, l
         if (e instanceof OidcUnavailable) return meanwhile(id, cur, e.message);
         await sessions.delete(id);
         log?.warn({ event: 'console_session_renewal_refused', sub: cur.sub, error: (e as Error).message }, 'console session ended: the identity provider refused to renew it');
+        watch?.refused(cur, (e as Error).message);
         throw expired((e as Error).message);
       }
       const idExp = who.exp * 1000;
       const next: Session = { ...cur, email: who.email, groups: who.groups, idToken: who.idToken, refreshToken: who.refreshToken, idExp, renewAt: renewFrom(idExp, Date.now()) };
       if (!(await sessions.replace(id, next))) throw ended(); // signed out meanwhile: stays out
       quiet.delete(id);
+      watch?.renewed(cur, next);
       return next;
     } finally {
       await sessions.release(id).catch(() => {}); // the claim expires by itself

@@ -43,8 +43,11 @@ export type NewSession = Omit<Session, 'csrf' | 'seenAt' | 'idExp' | 'renewAt'>;
 export interface SessionStore {
   /** A new session; returns the cookie value (given out once, stored only as a hash). */
   create(s: NewSession): Promise<{ id: string; session: Session }>;
-  /** The live session (not past its end nor idle too long; its last use noted), or undefined. */
-  get(id: string): Promise<Session | undefined>;
+  /**
+   * The live session (not past its end nor idle too long), or undefined. Its last use is noted unless
+   * `passive` (a live audit tail re-checking its reader: only a person's own requests keep a session from idling out).
+   */
+  get(id: string, passive?: boolean): Promise<Session | undefined>;
   /** Store a renewed session in place; false when it is gone meanwhile (signed out: it stays gone). */
   replace(id: string, s: Session): Promise<boolean>;
   delete(id: string): Promise<void>;
@@ -162,14 +165,14 @@ export function createSqliteSessionStore(db: DatabaseSync, now: () => number = D
       insert.run(sha256Hex(made.id), storedSession(made.id, made.session), t, keptUntil(made.session, limits));
       return made;
     },
-    async get(id) {
+    async get(id, passive = false) {
       if (!ID_SHAPE.test(id)) return undefined;
       const r = byId.get(sha256Hex(id), now()) as { record: string } | undefined;
       if (!r) return undefined;
       const s = parseSession(id, r.record);
       const state = liveness(s, now(), limits);
       if (state === 'ended') return undefined;
-      if (state === 'touch') { s.seenAt = now(); put(id, s); }
+      if (state === 'touch' && !passive) { s.seenAt = now(); put(id, s); }
       return s;
     },
     async replace(id, s) { return put(id, s); },
@@ -208,14 +211,14 @@ export function createRedisConsoleStores(redis: Redis, prefix: string, now: () =
         await redis.set(sessionKey(made.id), storedSession(made.id, made.session), 'PX', ttl(made.session));
         return made;
       },
-      async get(id) {
+      async get(id, passive = false) {
         if (!ID_SHAPE.test(id)) return undefined;
         const text = await redis.get(sessionKey(id));
         if (!text) return undefined;
         const s = parseSession(id, text);
         const state = liveness(s, now(), limits);
         if (state === 'ended') return undefined;
-        if (state === 'touch') { s.seenAt = now(); await put(id, s); }
+        if (state === 'touch' && !passive) { s.seenAt = now(); await put(id, s); }
         return s;
       },
       replace: put,

@@ -143,7 +143,8 @@ async function optionalJson(ctx: Ctx): Promise<Record<string, unknown>> {
 const seenTable = (rt: Runtime) => rt.identitySeen.table().catch(() => null);
 
 /** A live tail's reader asked again, as at its first request: the same session or token, still valid, still holding a role. */
-const stillReader = (ctx: Ctx, auth: HumanAuth): StillAllowed => () => auth.require(ctx.req, 'viewer').then(() => null, (e: unknown) => {
+// Passive: an open tail alone does not keep a session from idling out (only the person's requests do).
+const stillReader = (ctx: Ctx, auth: HumanAuth): StillAllowed => () => auth.require(ctx.req, 'viewer', true).then(() => null, (e: unknown) => {
   const { status, message } = toAamError(e);
   return { status, message };
 });
