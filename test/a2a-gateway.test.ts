@@ -215,6 +215,56 @@ test('unknown agent is 404; no identity is 401; an unknown method is refused wit
   assert.equal(list.body.error?.code, -32004);
 });
 
+test('every refusal of an identified caller before a decision is an a2a_call event with its status and reason; an unidentified caller (401) leaves none', async () => {
+  // The planner's task, which risk-scorer then asks for.
+  const s = await fetch(`${gw.url}/a2a/helper`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'a2a-version': '1.0', authorization: `Bearer ${keys.planner}` },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendStreamingMessage', params: send('stream a task for the planner') }),
+  });
+  const first = (await s.text()).split('\n')[0];
+  const taskId = (JSON.parse(first.slice(6)) as { result: { task?: { id: string } } }).result.task?.id;
+  assert.ok(taskId, first);
+  const raw = async (body: string, as: string | null = 'risk-scorer') => {
+    const r = await fetch(`${gw.url}/a2a/helper`, { method: 'POST', headers: { 'content-type': 'application/json', 'a2a-version': '1.0', ...(as ? { authorization: `Bearer ${keys[as]}` } : {}) }, body });
+    await r.arrayBuffer();
+    return { status: r.status, requestId: r.headers.get('x-request-id')! };
+  };
+  const rest = async (path: string) => {
+    const r = await fetch(`${gw.url}/a2a/helper${path}`, { headers: { 'a2a-version': '1.0', authorization: `Bearer ${keys['risk-scorer']}` } });
+    await r.arrayBuffer();
+    return { status: r.status, requestId: r.headers.get('x-request-id')! };
+  };
+  agents.received.delete('helper');
+  // [what, the request, the evidence's status, its a2a member, its reason]
+  const cases: Array<[string, Promise<{ status: number; requestId: string | null }>, number, Record<string, unknown>, RegExp]> = [
+    ['another caller\'s task', rpc('helper', 'risk-scorer', 'GetTask', { id: taskId }), 404, { agent: 'helper', method: 'GetTask' }, new RegExp(`task "${taskId}" not found`)],
+    ['bad params', rpc('helper', 'risk-scorer', 'GetTask', {}), 400, { agent: 'helper', method: 'GetTask' }, /GetTask needs params\.id/],
+    ['an unknown method (not named in the trail)', rpc('helper', 'risk-scorer', 'DoSomethingElse', {}), 404, { agent: 'helper' }, /is not an A2A v1 method aam relays/],
+    ['no JSON-RPC request', raw('{"jsonrpc":"1.0","id":3}'), 400, { agent: 'helper' }, /needs jsonrpc: "2.0" and a method/],
+    ['no JSON', raw('{not json'), 400, { agent: 'helper' }, /JSON/],
+    ['HTTP+JSON, another caller\'s task', rest(`/tasks/${encodeURIComponent(taskId)}`), 404, { agent: 'helper', method: 'GetTask' }, /not found/],
+  ];
+  const { queryEvents } = await import('../src/audit/query.ts');
+  for (const [what, req, status, a2a, reason] of cases) {
+    const r = await req;
+    await gw.g.rt.auditLog!.flush();
+    const evs = queryEvents(gw.g.rt.auditLog!.db, { requestId: r.requestId!, limit: 10 });
+    assert.equal(evs.length, 1, `${what}: one event (${JSON.stringify(evs)})`);
+    const [ev] = evs;
+    assert.equal(ev.type, 'a2a_call', what);
+    assert.equal((ev.identity as { agent: string }).agent, 'risk-scorer', what);
+    assert.deepEqual(ev.a2a, a2a, what);
+    assert.equal(ev.outcome?.status, status, what);
+    assert.equal(ev.outcome?.error_class, 'client', what);
+    assert.match(ev.outcome!.error!, reason, what);
+  }
+  assert.equal(agents.received.get('helper'), undefined, 'the callee saw none of them');
+  const anon = await raw('{not json', null);
+  assert.equal(anon.status, 401);
+  await gw.g.rt.auditLog!.flush();
+  assert.deepEqual(queryEvents(gw.g.rt.auditLog!.db, { requestId: anon.requestId, limit: 10 }), [], 'no identity, no evidence');
+});
+
 test('a cycle is refused: planner -> risk-scorer -> planner', async () => {
   const client = await sdkClient('risk-scorer', 'planner');
   const reply = replyText(await client.sendMessage(userMessage('call:planner:back to you', 'score')));

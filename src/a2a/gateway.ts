@@ -28,7 +28,7 @@ import { passesRaw } from './raw.ts';
 import { EventWalk } from './event-walk.ts';
 import { ArtifactText, PushArtifactText, mayJoin, type HeldRelease, type Released } from './chunks.ts';
 import { StoreUnavailable } from '../store/types.ts';
-import { restFromAam, restFromRpc, restOp } from './rest.ts';
+import { restFromAam, restFromRpc, restOp, rpcStatus } from './rest.ts';
 import { PushRoutes, type PushRoute, type PushSeen, pinnedDispatcher, pushConfigIn, pushOutcome, pushDestination, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
 import { SseParser, sseFrame, SSE_KEEPALIVE, type SseRecord } from '../providers/sse.ts';
 import { Deadlines, KeepAlive, type Timed } from '../gateway/deadlines.ts';
@@ -154,14 +154,14 @@ export function createA2aGateway(): A2aGateway {
       try { rpc = parseRpc(body); } catch (e) { return refusedCall(ctx, access, name, e, null, JSONRPC); }
       // A promise only while a step before the callee waits (see call()); from the callee on, the call refuses on its own.
       let calling: Promise<void> | void;
-      try { calling = call(ctx, access, name, spec, rpc, JSONRPC); } catch (e) { return refusedCall(ctx, access, name, e, rpc.id, JSONRPC); }
-      return calling && calling.catch((e: unknown) => refusedCall(ctx, access, name, e, rpc.id, JSONRPC));
+      try { calling = call(ctx, access, name, spec, rpc, JSONRPC); } catch (e) { return refusedCall(ctx, access, name, e, rpc, JSONRPC); }
+      return calling && calling.catch((e: unknown) => refusedCall(ctx, access, name, e, rpc, JSONRPC));
     }, (e: unknown) => refusedCall(ctx, access, name, e, null, JSONRPC));
   }
 
   /** An HTTP+JSON route (rest.ts): read as the JSON-RPC call it stands for. */
   async function restCall(ctx: Ctx, name: string, rest: string): Promise<void> {
-    let rpcId: Rpc['id'] = null;
+    let rpc: Rpc | null = null;
     // Set once the caller and the callee are known: a refusal from then on is a refused call of that callee.
     let calling: Access | undefined;
     try {
@@ -170,11 +170,10 @@ export function createA2aGateway(): A2aGateway {
       const access = opened instanceof Promise ? await opened : opened;
       const spec = calleeSpec(ctx, name);
       calling = access;
-      const rpc = await restRpc(ctx, op, access.bodyWatch('a2a-rest', `a2a ${name}`));
-      rpcId = rpc.id;
+      rpc = await restRpc(ctx, op, access.bodyWatch('a2a-rest', `a2a ${name}`));
       await call(ctx, access, name, spec, rpc, REST);
     } catch (e) {
-      return calling ? refusedCall(ctx, calling, name, e, rpcId, REST) : REST.refuse(ctx, e, rpcId);
+      return calling ? refusedCall(ctx, calling, name, e, rpc, REST) : REST.refuse(ctx, e, null);
     }
   }
 
@@ -265,8 +264,8 @@ export function createA2aGateway(): A2aGateway {
     const from = access.delegation;
     const hop = (from?.hop ?? 0) + 1;
     const max = maxDelegationDepth(access.set);
-    if (from ? from.chain.includes(name) : chainName(identity) === name) refuseChain(ctx, access, name, skill, rpc.method, 'delegation_cycle', `calling agent "${name}" would loop: it is already in this delegation chain (${[...callChain(access), name].join(' -> ')}); aam refuses cycles`);
-    if (hop > max) refuseChain(ctx, access, name, skill, rpc.method, 'delegation_depth_exceeded', `calling agent "${name}" would be hop ${hop} of the delegation chain ${[...callChain(access), name].join(' -> ')}, over max_delegation_depth ${max} of ${chainName(identity)}'s policies`);
+    if (from ? from.chain.includes(name) : chainName(identity) === name) refuseChain(access, name, skill, rpc.method, 'delegation_cycle', `calling agent "${name}" would loop: it is already in this delegation chain (${[...callChain(access), name].join(' -> ')}); aam refuses cycles`);
+    if (hop > max) refuseChain(access, name, skill, rpc.method, 'delegation_depth_exceeded', `calling agent "${name}" would be hop ${hop} of the delegation chain ${[...callChain(access), name].join(' -> ')}, over max_delegation_depth ${max} of ${chainName(identity)}'s policies`);
     // The call is its own access request: its context is made only if a `when` rule reads it.
     const c = new HopCall(hopDeps, ctx, access, name, spec, rpc, binding, skill, taskId, hop);
     c.d = authorize(ctx, identity, c, access.set);
@@ -920,15 +919,29 @@ function unreadAlias(msg: object, configuration: unknown): readonly [string, str
 /** JSON-RPC errors aam raises itself, named as aam_a2a_refusals_total's code label says them. */
 const RPC_REFUSAL: Record<number, string> = { [-32602]: 'invalid_params', [-32601]: 'method_not_found', [TASK_NOT_FOUND]: 'task_not_found', [UNSUPPORTED]: 'unsupported_operation' };
 
-/** A call refused before its callee was called (its caller and callee known): counted, then refused as its binding answers. */
-function refusedCall(ctx: Ctx, access: Access, name: string, e: unknown, id: Rpc['id'], binding: Binding): Promise<void> | void {
+/**
+ * A call refused before its callee was called (its caller and callee known): counted, recorded,
+ * then refused as its binding answers. A refusal after the decision is that decision's event
+ * (recordDecision); one before it (a body that is no request, bad params, an unknown method,
+ * another caller's task, a store that cannot say whose task it is, a loop in the chain) is an
+ * a2a_call event of its own: its status and aam's reason, the method only when it is one aam relays.
+ */
+function refusedCall(ctx: Ctx, access: Access, name: string, e: unknown, rpc: Rpc | null, binding: Binding): Promise<void> | void {
   const code = e instanceof RpcError ? RPC_REFUSAL[e.code] ?? 'invalid_request' : toAamError(e).code;
   ctx.rt.metrics?.a2aRefused?.(access.identity.agent.name, name, code);
-  // A store that could not check whose task it is refuses before any decision: evidence all the same.
-  if (code === 'store_unavailable' && !ctx.decision) {
-    access.record({ type: 'a2a_call', request_id: ctx.requestId, identity: identityEvidence(access.identity), a2a: { agent: name }, outcome: { status: 503, error_class: 'server', error: (e as Error).message } } as never);
+  if (!ctx.decision) {
+    const status = e instanceof RpcError ? rpcStatus(e.code) : toAamError(e).status;
+    const a2a = e instanceof HopRefused ? e.a2a : rpc && (SEND.has(rpc.method) || Object.hasOwn(TASK_ID, rpc.method)) ? { agent: name, method: rpc.method } : { agent: name };
+    access.record({ type: 'a2a_call', request_id: ctx.requestId, identity: identityEvidence(access.identity), a2a,
+      outcome: { status, error_class: status >= 500 ? 'server' : 'client', error: (e as Error).message } } as never);
   }
-  return binding.refuse(ctx, e, id);
+  return binding.refuse(ctx, e, rpc?.id ?? null);
+}
+
+/** A hop the delegation chain refuses (a cycle, too deep): what its evidence says of the call (refusedCall records it). */
+class HopRefused extends AamError {
+  readonly a2a: Record<string, unknown>;
+  constructor(code: 'delegation_cycle' | 'delegation_depth_exceeded', message: string, a2a: Record<string, unknown>) { super(403, code, message); this.a2a = a2a; }
 }
 
 /** A rule's refusal, as the A2A plane frames it (429 with its retry-after). */
@@ -971,12 +984,10 @@ function callChain(access: Access): string[] {
   return from ? [...from.chain] : [chainName(access.identity)];
 }
 
-/** A refused chain is evidence too (it shows in the caller's tree), then a 403 (a function of its own: no closure per call). */
-function refuseChain(ctx: Ctx, access: Access, name: string, skill: string, method: string, code: 'delegation_cycle' | 'delegation_depth_exceeded', message: string): never {
+/** A refused chain is a 403 whose evidence (refusedCall's) shows in the caller's tree (a function of its own: no closure per call). */
+function refuseChain(access: Access, name: string, skill: string, method: string, code: 'delegation_cycle' | 'delegation_depth_exceeded', message: string): never {
   const from = access.delegation;
-  access.record({ type: 'a2a_call', request_id: ctx.requestId, identity: identityEvidence(access.identity),
-    a2a: { agent: name, skill, method, ...(from ? { delegation: delegationEvidence(from) } : {}) }, outcome: { status: 403, error_class: 'client', error: message } } as never);
-  throw new AamError(403, code, message);
+  throw new HopRefused(code, message, { agent: name, skill, method, ...(from ? { delegation: delegationEvidence(from) } : {}) });
 }
 
 /**
@@ -1455,9 +1466,9 @@ const REST: Binding = {
   },
   refuse(ctx, e) {
     if (e instanceof RpcError) {
-      recordDecision(ctx, 400, e.message);
+      recordDecision(ctx, rpcStatus(e.code), e.message);
       const r = restFromRpc(e.code, e.message);
-      return sendJson(ctx, r.status, r.body);
+      return afterEvidence(ctx, e, () => sendJson(ctx, r.status, r.body));
     }
     const err = toAamError(e);
     if (failed(ctx, e, err)) return;
@@ -1539,8 +1550,9 @@ function parseRpc(body: { value: unknown; bytes: Buffer | null }): Rpc {
  */
 function rpcError(ctx: Ctx, e: unknown, id: Rpc['id']): Promise<void> | void {
   if (e instanceof RpcError) {
-    recordDecision(ctx, 400, e.message);
-    return sendJson(ctx, 200, { jsonrpc: '2.0', id, error: { code: e.code, message: e.message } });
+    recordDecision(ctx, rpcStatus(e.code), e.message);
+    const body = { jsonrpc: '2.0', id, error: { code: e.code, message: e.message } };
+    return afterEvidence(ctx, e, () => sendJson(ctx, 200, body));
   }
   const err = toAamError(e);
   if (failed(ctx, e, err)) return;

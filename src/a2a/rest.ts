@@ -127,10 +127,14 @@ function restError(status: number, message: string, reason: string, domain: stri
   };
 }
 
+/** A JSON-RPC error's HTTP status, as the HTTP+JSON binding answers it (its evidence's status on either binding). */
+export function rpcStatus(code: number): number {
+  return A2A_ERRORS[code]?.status ?? 500;
+}
+
 /** A JSON-RPC error (the callee's, or A2A's own raised by aam) in HTTP+JSON form. */
 export function restFromRpc(code: number, message: string): RestError {
-  const known = A2A_ERRORS[code];
-  return restError(known?.status ?? 500, message, known?.reason ?? 'INTERNAL_ERROR', 'a2a-protocol.org');
+  return restError(rpcStatus(code), message, A2A_ERRORS[code]?.reason ?? 'INTERNAL_ERROR', 'a2a-protocol.org');
 }
 
 /** aam's own refusal (policy, identity, limits, guardrails) in HTTP+JSON form; its code in the ErrorInfo. */
