@@ -211,6 +211,8 @@ test('unknown agent is 404; no identity is 401; an unknown method is refused wit
   assert.equal(anon.status, 401);
   const odd = await rpc('risk-scorer', 'planner', 'DoSomethingElse', {});
   assert.equal(odd.body.error?.code, -32601);
+  // A name every object has (Object.prototype's) is no task method either.
+  for (const m of ['constructor', 'toString', '__proto__']) assert.equal((await rpc('risk-scorer', 'planner', m, {})).body.error?.code, -32601, m);
   const list = await rpc('risk-scorer', 'planner', 'ListTasks', {});
   assert.equal(list.body.error?.code, -32004);
 });

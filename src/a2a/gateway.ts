@@ -234,7 +234,7 @@ export function createA2aGateway(): A2aGateway {
       if (!taskId && !ctxId && !refs) return decided(ctx, access, name, spec, rpc, binding, skill, undefined);
       return sendOwners(ctx, name, caller, skill, taskId, ctxId, refs).then((s) => decided(ctx, access, name, spec, rpc, binding, s, taskId));
     }
-    if (rpc.method in TASK_ID) {
+    if (Object.hasOwn(TASK_ID, rpc.method)) {
       const id = rpc.params[TASK_ID[rpc.method]];
       if (typeof id !== 'string' || !id) throw new RpcError(-32602, `${rpc.method} needs params.${TASK_ID[rpc.method]}`);
       return ownedBy(ctx, name, 'task', id, caller).then((o) => decided(ctx, access, name, spec, rpc, binding, o.skill, id));
