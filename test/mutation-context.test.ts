@@ -282,7 +282,9 @@ test('opening access identifies the caller; a request serving an A2A call is lin
     const fleet = setup({ key: { agent: 'plain', id: 'k1' }, headers: { 'x-aam-delegation': encodeDelegation(serving.rt, d) } });
     Object.assign(fleet.rt, { liveCalls: redisLiveCalls(redis, 'aam:{test}:') });
     await assert.rejects(async () => openAccess(fleet.ctx), (e: unknown) => e instanceof AamError && e.status === 503 && e.code === 'store_unavailable' && /cannot tell whether the A2A call that issued x-aam-delegation is still live/.test(e.message));
-    assert.deepEqual(fleet.events, []);
+    // The refusal is evidence under the caller's identity (fleetedges), never a link to the call.
+    // (its outcome is left out here by the policy's audit.record selection)
+    assert.deepEqual(fleet.events.map((e) => [e.type, e.identity?.agent, e.request_id]), [['delegation', 'plain', 'req-ctx']]);
   } finally {
     redis.disconnect();
   }
