@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
+import { Agent, request } from 'node:http';
 import { LINGER_BYTES } from '../src/access/linger.ts';
 import { startTestGateway, yaml, agentDocs, doc, type TestGateway } from './helpers/gateway.ts';
 
@@ -99,4 +100,22 @@ test('a client still sending a body over the limit reads the 413, not a reset (t
 test('after refusing a body the gateway answers new connections as usual', async () => {
   const r = await fetch(`${gw.url}/healthz`);
   assert.equal(r.status, 200);
+});
+
+test('a request without a body answered at once (/healthz, a 401 to a GET) keeps its connection: nothing is left to read', async () => {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  const get = (path: string, headers: Record<string, string> = {}) => new Promise<{ status: number; connection?: string; reused: boolean }>((resolve, reject) => {
+    const req = request(`${gw.url}${path}`, { agent, headers }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode!, connection: res.headers.connection, reused: req.reusedSocket }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  try {
+    const answers = [await get('/healthz'), await get('/healthz'), await get('/v1/models'), await get('/v1/models', { authorization: `Bearer ${key}` })];
+    assert.deepEqual(answers.map((a) => [a.status, a.connection, a.reused]), [[200, 'keep-alive', false], [200, 'keep-alive', true], [401, 'keep-alive', true], [200, 'keep-alive', true]]);
+  } finally {
+    agent.destroy();
+  }
 });

@@ -13,7 +13,7 @@ import type { IncomingMessage, OutgoingHttpHeaders, OutgoingHttpHeader } from 'n
 import { ServerResponse } from '../lib/node-http.ts';
 import type { Scrubber, StreamScrubber } from '../credentials/scrub.ts';
 import { mapLeaves, textLeafCount, textLeavesUpTo } from '../guardrails/structured.ts';
-import { closeAfterAnswer } from './linger.ts';
+import { bodyUnread, closeAfterAnswer } from './linger.ts';
 import { request } from '../lib/http-client.ts';
 
 /** Where the door gets the current scrubber and reports a hit (a hit is evidence). */
@@ -71,7 +71,7 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
     const body = this.clean(text);
     this.#exact = true;
     // Answered before the body was all read (a refusal, a 401): close rather than read on.
-    const close = this.req.complete ? undefined : 'close';
+    const close = bodyUnread(this.req) ? 'close' : undefined;
     if (close !== undefined) closeAfterAnswer(this.req);
     // One object, filled in order (the caller's headers, then the exact length and a close): no spreads per answer.
     const h = this.#cleanHeaders(headers, {});

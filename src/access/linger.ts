@@ -8,6 +8,17 @@ import type { IncomingMessage } from 'node:http';
 export const LINGER_BYTES = 1024 * 1024;
 export const LINGER_MS = 1000;
 
+/**
+ * Whether part of the request's body may still be unread when it is answered. A request without a
+ * body (no content-length or 0, no transfer-encoding: a GET) has none, though node:http marks it
+ * complete only after its handler ran: answered at once (/healthz, a 401), it closed its connection.
+ */
+export function bodyUnread(req: IncomingMessage): boolean {
+  if (req.complete) return false;
+  const h = req.headers;
+  return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
+}
+
 /** Call before the answer's head is written; the answer must then say `connection: close`. */
 export function closeAfterAnswer(req: IncomingMessage): void {
   const socket = req.socket;
