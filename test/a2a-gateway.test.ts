@@ -267,6 +267,46 @@ test('every refusal of an identified caller before a decision is an a2a_call eve
   assert.deepEqual(queryEvents(gw.g.rt.auditLog!.db, { requestId: anon.requestId, limit: 10 }), [], 'no identity, no evidence');
 });
 
+test('caller-chosen text a refusal quotes (a task id, a method, a skill, a path) is cut to 64 characters and "…", in the answer and in the evidence alike', async () => {
+  // 100 KB in a body; 12 KB in a path (node:http's 16 KB bound on a request's head holds the rest).
+  const big = 'T'.repeat(100 * 1024);
+  const pathBig = 'T'.repeat(12 * 1024);
+  const rest = async (agent: string, path: string) => {
+    const r = await fetch(`${gw.url}/a2a/${agent}${path}`, { headers: { 'a2a-version': '1.0', authorization: `Bearer ${keys['risk-scorer']}` } });
+    return { status: r.status, requestId: r.headers.get('x-request-id'), body: await r.json() as { error?: { message: string } } };
+  };
+  const { queryEvents } = await import('../src/audit/query.ts');
+  const cases: Array<[string, Promise<{ status: number; requestId: string | null; body: { error?: { message: string } } }>, number]> = [
+    ['GetTask\'s id', rpc('helper', 'risk-scorer', 'GetTask', { id: big }), 200],
+    ['a message\'s taskId', rpc('helper', 'risk-scorer', 'SendMessage', { message: { messageId: 'm', role: 'ROLE_USER', parts: [{ text: 'x' }], taskId: big } }), 200],
+    ['a method', rpc('helper', 'risk-scorer', big, {}), 200],
+    ['a denied skill', rpc('archivist', 'outsider', 'SendMessage', send('x', big)), 403],
+    ['HTTP+JSON, a task id in the path', rest('helper', `/tasks/${pathBig}`), 404],
+    ['HTTP+JSON, a route', rest('helper', `/${pathBig}/tasks/x/y/z`), 404],
+  ];
+  for (const [what, req, status] of cases) {
+    const r = await req;
+    assert.equal(r.status, status, what);
+    const message = r.body.error!.message;
+    assert.match(message, /T{63,64}…/, `${what}: the text's head, then "…" (${message.slice(0, 300)})`);
+    assert.ok(!message.includes('T'.repeat(65)), what);
+    assert.ok(message.length < 600, `${what}: ${message.length} characters`);
+    await gw.g.rt.auditLog!.flush();
+    const evidence = JSON.stringify(queryEvents(gw.g.rt.auditLog!.db, { requestId: r.requestId!, limit: 10 }));
+    assert.ok(!evidence.includes('T'.repeat(65)), `${what}: the evidence quotes 64 characters at most (${evidence.length} characters)`);
+  }
+});
+
+test('clip: short text as it is; longer text its first 64 characters and "…", never half of a surrogate pair', async () => {
+  const { clip } = await import('../src/lib/error-message.ts');
+  assert.equal(clip('task-1'), 'task-1');
+  assert.equal(clip('x'.repeat(64)), 'x'.repeat(64));
+  assert.equal(clip('x'.repeat(65)), `${'x'.repeat(64)}…`);
+  // An emoji (two UTF-16 units) across the cut is left out whole.
+  assert.equal(clip(`${'x'.repeat(63)}😀tail`), `${'x'.repeat(63)}…`);
+  assert.equal(clip(`${'x'.repeat(62)}😀tail`), `${'x'.repeat(62)}😀…`);
+});
+
 test('a cycle is refused: planner -> risk-scorer -> planner', async () => {
   const client = await sdkClient('risk-scorer', 'planner');
   const reply = replyText(await client.sendMessage(userMessage('call:planner:back to you', 'score')));

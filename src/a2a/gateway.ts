@@ -33,6 +33,7 @@ import { PushRoutes, type PushRoute, type PushSeen, pinnedDispatcher, pushConfig
 import { SseParser, sseFrame, SSE_KEEPALIVE, type SseRecord } from '../providers/sse.ts';
 import { Deadlines, KeepAlive, type Timed } from '../gateway/deadlines.ts';
 import { isObj } from '../lib/json.ts';
+import { clip } from '../lib/error-message.ts';
 import { endHttpSpan, type Span } from '../observability/tracing.ts';
 import { agentCallSpanAttributes, agentCallSpanName } from '../observability/otlp-genai.ts';
 
@@ -122,7 +123,7 @@ export function createA2aGateway(): A2aGateway {
     const path = ctx.path;
     const slash = path.indexOf('/', 5);
     const encoded = slash < 0 ? path.slice(5) : path.slice(5, slash);
-    if (!path.startsWith('/a2a/') || encoded === '' || /[\n\r\u2028\u2029]/.test(path)) throw new AamError(404, 'not_found', `no A2A endpoint ${path}; use /a2a/<agent> (JSON-RPC) or /a2a/<agent>${CARD_PATH}`);
+    if (!path.startsWith('/a2a/') || encoded === '' || /[\n\r\u2028\u2029]/.test(path)) throw new AamError(404, 'not_found', `no A2A endpoint ${clip(path)}; use /a2a/<agent> (JSON-RPC) or /a2a/<agent>${CARD_PATH}`);
     const name = pathSegment(encoded, 'agent name');
     const rest = slash < 0 || slash === path.length - 1 ? '' : path.slice(slash);
     if (rest === CARD_PATH) {
@@ -138,7 +139,7 @@ export function createA2aGateway(): A2aGateway {
     }
     let opened: Access | Promise<Access>;
     try {
-      if (ctx.req.method !== 'POST') throw new AamError(405, 'method_not_allowed', `${ctx.req.method} is not allowed on ${ctx.path}; use POST (JSON-RPC) or an HTTP+JSON route such as ${ctx.path.replace(/\/$/, '')}/message:send`, { headers: { allow: 'POST' } });
+      if (ctx.req.method !== 'POST') throw new AamError(405, 'method_not_allowed', `${ctx.req.method} is not allowed on ${clip(ctx.path)}; use POST (JSON-RPC) or an HTTP+JSON route such as /a2a/${clip(encoded)}/message:send`, { headers: { allow: 'POST' } });
       opened = openAccess(ctx);
     } catch (e) { return JSONRPC.refuse(ctx, e, null); }
     return opened instanceof Promise ? opened.then((access) => rpcCall(ctx, access, name), (e: unknown) => JSONRPC.refuse(ctx, e, null)) : rpcCall(ctx, opened, name);
@@ -179,7 +180,7 @@ export function createA2aGateway(): A2aGateway {
 
   function calleeSpec(ctx: Ctx, name: string): NonNullable<AgentSpec['a2a']> {
     const a2a = ctx.cfg.set.agents.get(name)?.spec.a2a;
-    if (!a2a) throw new AamError(404, 'unknown_agent', `no A2A agent "${name}": an Agent resource with spec.a2a.url publishes one`);
+    if (!a2a) throw new AamError(404, 'unknown_agent', `no A2A agent "${clip(name)}": an Agent resource with spec.a2a.url publishes one`);
     return a2a;
   }
 
@@ -242,13 +243,13 @@ export function createA2aGateway(): A2aGateway {
     if (rpc.method === 'ListTasks' || rpc.method === 'GetExtendedAgentCard') {
       throw new RpcError(UNSUPPORTED, `aam does not relay ${rpc.method}: the callee sees every caller as aam, so its answer would mix callers; use GetTask with your task ids, or the card at /a2a/${name}${CARD_PATH}`);
     }
-    throw new RpcError(-32601, `method "${rpc.method}" is not an A2A v1 method aam relays (SendMessage, SendStreamingMessage, GetTask, CancelTask, SubscribeToTask, *TaskPushNotificationConfig*)`);
+    throw new RpcError(-32601, `method "${clip(rpc.method)}" is not an A2A v1 method aam relays (SendMessage, SendStreamingMessage, GetTask, CancelTask, SubscribeToTask, *TaskPushNotificationConfig*)`);
   }
 
   /** A message's skill when it names a task (the skill that created it), after its context and the tasks it refers to (if any) are found the caller's. */
   async function sendOwners(ctx: Ctx, name: string, caller: string, skill: string, taskId: string | undefined, ctxId: string | undefined, refs?: unknown[]): Promise<string> {
     if (taskId) skill = (await ownedBy(ctx, name, 'task', taskId, caller)).skill;
-    if (ctxId) { const o = await owner(ctx, name, 'context', ctxId); if (o && o.caller !== caller) throw new RpcError(TASK_NOT_FOUND, `context "${ctxId}" not found`); }
+    if (ctxId) { const o = await owner(ctx, name, 'context', ctxId); if (o && o.caller !== caller) throw new RpcError(TASK_NOT_FOUND, `context "${clip(ctxId)}" not found`); }
     if (refs) {
       if (refs.length > MAX_REFERENCED_TASKS || !refs.every((r) => typeof r === 'string' && r)) throw new RpcError(-32602, `message.referenceTaskIds must be at most ${MAX_REFERENCED_TASKS} task ids`);
       for (const r of refs as string[]) await ownedBy(ctx, name, 'task', r, caller);
@@ -425,7 +426,7 @@ export function createA2aGateway(): A2aGateway {
   /** The owner of a task id, which must be this caller (another caller's task does not exist for it). */
   async function ownedBy(ctx: Ctx, callee: string, kind: 'task', id: string, caller: string) {
     const o = await owner(ctx, callee, kind, id);
-    if (!o || o.caller !== caller) throw new RpcError(TASK_NOT_FOUND, `task "${id}" not found`);
+    if (!o || o.caller !== caller) throw new RpcError(TASK_NOT_FOUND, `task "${clip(id)}" not found`);
     return o;
   }
 
@@ -643,8 +644,8 @@ class HopCall implements CalleeHandler, Timed {
     // One literal each way (no properties added to it after), in the evidence's order.
     const stream = STREAMING.has(rpc.method);
     const a2a = this.taskId
-      ? { agent: name, skill: this.skill, method: rpc.method, task_id: this.taskId, stream, delegation: delegationEvidence(delegation) }
-      : { agent: name, skill: this.skill, method: rpc.method, stream, delegation: delegationEvidence(delegation) };
+      ? { agent: name, skill: clip(this.skill), method: rpc.method, task_id: this.taskId, stream, delegation: delegationEvidence(delegation) }
+      : { agent: name, skill: clip(this.skill), method: rpc.method, stream, delegation: delegationEvidence(delegation) };
     this.ev = { type: 'a2a_call', request_id: ctx.requestId, trace_id: traceId, identity: identityEvidence(identity), policy: policyEvidence(this.d!), a2a, credential: undefined, outcome: undefined };
     let injected: CalleeInjection | typeof NO_INJECTION | Promise<CalleeInjection>;
     try {

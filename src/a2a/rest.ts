@@ -3,6 +3,7 @@
 // relay and evidence path (gateway.ts); only the framing of answers and errors differs. The
 // callee is always spoken to in JSON-RPC at spec.a2a.url. Pure functions, no I/O.
 import { AamError, pathSegment } from '../access/errors.ts';
+import { clip } from '../lib/error-message.ts';
 
 export interface RestOp {
   /** The JSON-RPC method this route stands for. */
@@ -53,7 +54,7 @@ function segment(raw: string): string {
 function historyLength(q: URLSearchParams): Record<string, unknown> {
   const v = q.get('historyLength');
   if (v === null) return {};
-  if (!/^\d{1,9}$/.test(v)) throw new AamError(400, 'invalid_request', `historyLength must be a non-negative integer (got "${v.slice(0, 40)}")`);
+  if (!/^\d{1,9}$/.test(v)) throw new AamError(400, 'invalid_request', `historyLength must be a non-negative integer (got "${clip(v)}")`);
   return { historyLength: Number(v) };
 }
 
@@ -82,14 +83,14 @@ export function restOp(verb: string, rest: string, query: string): RestOp {
     if (!m) continue;
     const make = r.verbs[verb];
     if (!make) {
-      throw new AamError(405, 'method_not_allowed', `${verb} is not allowed on ${rest}; use ${Object.keys(r.verbs).join(' or ')}`, { headers: { allow: Object.keys(r.verbs).join(', ') } });
+      throw new AamError(405, 'method_not_allowed', `${verb} is not allowed on ${clip(rest)}; use ${Object.keys(r.verbs).join(' or ')}`, { headers: { allow: Object.keys(r.verbs).join(', ') } });
     }
     const ids = m.map((g, i) => (i === 0 ? g : segment(g)));
     const op = make(ids, q);
     if (tenant !== undefined) op.params.tenant = segment(tenant);
     return op;
   }
-  throw new AamError(404, 'not_found', `no A2A HTTP+JSON route ${rest}: aam serves /message:send, /message:stream, /tasks/ID, /tasks/ID:cancel, /tasks/ID:subscribe and /tasks/ID/pushNotificationConfigs[/ID] under /a2a/<agent>`);
+  throw new AamError(404, 'not_found', `no A2A HTTP+JSON route ${clip(rest)}: aam serves /message:send, /message:stream, /tasks/ID, /tasks/ID:cancel, /tasks/ID:subscribe and /tasks/ID/pushNotificationConfigs[/ID] under /a2a/<agent>`);
 }
 
 /** A2A's JSON-RPC error codes and what the HTTP+JSON binding says for each (A2A v1, section 5.4). */

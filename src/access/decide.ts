@@ -7,6 +7,7 @@ import type { AccessRequest, Decision } from '../policy/types.ts';
 import type { RateLimits } from '../policy/limits.ts';
 import { StoreUnavailable, type AdmitResult, type BudgetLimits, type SharedCacheEntry, type Ticket } from '../store/types.ts';
 import { AamError } from './errors.ts';
+import { clip } from '../lib/error-message.ts';
 import type { Ctx } from './request.ts';
 import type { Identity } from '../identity/types.ts';
 import type { AccessRuntime } from './runtime-view.ts';
@@ -64,7 +65,7 @@ export function recordDecision(ctx: Ctx, status: number, error?: string): void {
   recordEvidence(ctx, p.identity, {
     type: 'decision', request_id: ctx.requestId, trace_id: requestTraceId(ctx), identity: identityEvidence(p.identity),
     policy: policyEvidence(p.d),
-    ...(p.req.kind === 'model' ? { model: { route: p.req.model } } : p.req.kind === 'agent' ? { a2a: { agent: p.req.callee, skill: p.req.skill } } : { tool: { resource: p.req.resource, action: p.req.action } }),
+    ...(p.req.kind === 'model' ? { model: { route: p.req.model } } : p.req.kind === 'agent' ? { a2a: { agent: p.req.callee, skill: clip(p.req.skill) } } : { tool: { resource: p.req.resource, action: p.req.action } }),
     outcome: { status, error_class: status >= 500 ? 'server' : status >= 400 ? 'client' : undefined, error },
   });
 }

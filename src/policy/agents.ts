@@ -5,6 +5,7 @@ import type { AgentRuleSpec } from '../config/schema.ts';
 import type { Decision } from './types.ts';
 import type { CelVars, CompiledCondition, CelCompileError } from './cel.ts';
 import { isCompileError } from './cel.ts';
+import { clip } from '../lib/error-message.ts';
 
 /** Default bound on an agent-to-agent chain (the caller's call is hop 1). */
 export const DEFAULT_MAX_DELEGATION_DEPTH = 4;
@@ -79,7 +80,7 @@ type Make = (effect: Decision['effect'], policy: string, rule: number, rulePath:
 export function decideAgentCall(set: AgentRuleSource, callee: string, skill: string, context: () => Readonly<Record<string, unknown>>, make: Make): Decision {
   const rules: CompiledAgentRule[] = [];
   for (const p of set.policies) for (const r of p.agents) if (r.agent === callee || r.agent === '*') rules.push(r);
-  const what = skill ? `skill "${skill}" of agent "${callee}"` : `agent "${callee}" (no skill named in message.metadata.skill)`;
+  const what = skill ? `skill "${clip(skill)}" of agent "${callee}"` : `agent "${callee}" (no skill named in message.metadata.skill)`;
   for (const r of rules) {
     if (r.deny.has('*') || (skill && r.deny.has(skill))) return make('deny', r.policy, r.index, r.path, `policy "${r.policy}" ${r.path} denies ${what}`);
   }
@@ -100,7 +101,7 @@ export function decideAgentCall(set: AgentRuleSource, callee: string, skill: str
   if (whenFalse) return make('deny', whenFalse.policy, whenFalse.index, whenFalse.path, `policy "${whenFalse.policy}" ${whenFalse.path} allows ${what} only when \`${whenFalse.when?.source}\`, which is false for this call`);
   if (skillMiss) {
     const allowed = [...(skillMiss.skills ?? [])].join(', ') || 'none';
-    return make('deny', skillMiss.policy, skillMiss.index, skillMiss.path, `policy "${skillMiss.policy}" ${skillMiss.path} allows only skills ${allowed} of agent "${callee}", not ${skill ? `"${skill}"` : 'a message without message.metadata.skill'}`);
+    return make('deny', skillMiss.policy, skillMiss.index, skillMiss.path, `policy "${skillMiss.policy}" ${skillMiss.path} allows only skills ${allowed} of agent "${callee}", not ${skill ? `"${clip(skill)}"` : 'a message without message.metadata.skill'}`);
   }
   const who = set.agent.name ? `${set.agent.spiffeId} (agent "${set.agent.name}")` : set.agent.spiffeId;
   if (set.policies.length === 0) return make('deny', '', -1, '', `no AgentPolicy applies to ${who}, so calling ${what} is denied by default`);
