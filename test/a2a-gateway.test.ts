@@ -297,6 +297,52 @@ test('caller-chosen text a refusal quotes (a task id, a method, a skill, a path)
   }
 });
 
+test('an identified caller refused for an unknown callee (404) or a card it may not see (403) is an a2a_call event like its other refusals; a bad key naming any callee leaves none', async () => {
+  const long = `n${'x'.repeat(12 * 1024)}`;
+  const req = async (path: string, as: string | null, init: RequestInit = {}) => {
+    const r = await fetch(`${gw.url}/a2a/${path}`, { ...init, headers: { 'content-type': 'application/json', 'a2a-version': '1.0', authorization: `Bearer ${as === null ? 'aam_not_a_key_0000000000000000' : keys[as]}` } });
+    return { status: r.status, requestId: r.headers.get('x-request-id')!, text: await r.text() };
+  };
+  const post = (agent: string, as: string | null) => req(agent, as, { method: 'POST', body: JSON.stringify({ jsonrpc: '2.0', id: 9, method: 'SendMessage', params: send('x') }) });
+  const card = (agent: string, as: string | null) => req(`${agent}/.well-known/agent-card.json`, as);
+  // [what, the request, its status, the event's a2a member, its reason]
+  const cases: Array<[string, Promise<{ status: number; requestId: string; text: string }>, number, Record<string, unknown>, RegExp]> = [
+    ['JSON-RPC, an unknown callee', post('nobody', 'risk-scorer'), 404, { agent: 'nobody' }, /^no A2A agent "nobody"/],
+    ['HTTP+JSON, an unknown callee', req('nobody/tasks/t1', 'risk-scorer'), 404, { agent: 'nobody' }, /^no A2A agent "nobody"/],
+    ['the card of an unknown callee', card('nobody', 'risk-scorer'), 404, { agent: 'nobody', card: true }, /^no A2A agent "nobody"/],
+    ['a card its policy hides', card('risk-scorer', 'outsider'), 403, { agent: 'risk-scorer', card: true }, /^policy "outsider-none" agents\[0\] denies agent "risk-scorer"/],
+    ['a card no rule lets it see', card('archivist', 'outsider'), 403, { agent: 'archivist', card: true }, /^no policy has an agents rule allowing/],
+    ['a 12 KB callee name (clipped)', post(long, 'risk-scorer'), 404, { agent: `${long.slice(0, 64)}…` }, /^no A2A agent "nx{63}…"/],
+  ];
+  const { queryEvents } = await import('../src/audit/query.ts');
+  for (const [what, pending, status, a2a, reason] of cases) {
+    const r = await pending;
+    assert.equal(r.status, status, `${what}: ${r.text.slice(0, 300)}`);
+    assert.ok(r.text.length < 1000, `${what}: the answer quotes the name clipped (${r.text.length} characters)`);
+    await gw.g.rt.auditLog!.flush();
+    const evs = queryEvents(gw.g.rt.auditLog!.db, { requestId: r.requestId, limit: 10 });
+    assert.equal(evs.length, 1, `${what}: one event (${JSON.stringify(evs).slice(0, 500)})`);
+    const [ev] = evs;
+    assert.equal(ev.type, 'a2a_call', what);
+    assert.equal((ev.identity as { agent: string }).agent, status === 403 ? 'outsider' : 'risk-scorer', what);
+    assert.deepEqual(ev.a2a, a2a, what);
+    assert.equal(ev.outcome?.status, status, what);
+    assert.equal(ev.outcome?.error_class, 'client', what);
+    assert.match(ev.outcome!.error!, reason, what);
+  }
+  // A callee's name from the URL is never a label: an unknown one is counted as "unknown".
+  const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+  assert.match(metrics, /aam_a2a_refusals_total\{agent="risk-scorer",callee="unknown",code="unknown_agent"\} 4/);
+  assert.ok(!metrics.includes('callee="nobody"') && !metrics.includes('nxxxx'), 'no label from a URL');
+  // A bad key naming any callee, on either binding or the card: 401, in no event.
+  for (const [what, pending] of [['JSON-RPC', post(long, null)], ['HTTP+JSON', req(`${long}/tasks/t1`, null)], ['card', card(long, null)], ['a known callee', post('helper', null)]] as const) {
+    const r = await pending;
+    assert.equal(r.status, 401, what);
+    await gw.g.rt.auditLog!.flush();
+    assert.deepEqual(queryEvents(gw.g.rt.auditLog!.db, { requestId: r.requestId, limit: 10 }), [], `${what}: no identity, no evidence`);
+  }
+});
+
 test('clip: short text as it is; longer text its first 64 characters and "…", never half of a surrogate pair', async () => {
   const { clip } = await import('../src/lib/error-message.ts');
   assert.equal(clip('task-1'), 'task-1');

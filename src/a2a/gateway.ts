@@ -148,7 +148,7 @@ export function createA2aGateway(): A2aGateway {
   /** A JSON-RPC call once its caller is identified: the callee, the body, the call; every refusal is a JSON-RPC error. */
   function rpcCall(ctx: Ctx, access: Access, name: string): Promise<void> | void {
     let spec: NonNullable<AgentSpec['a2a']>;
-    try { spec = calleeSpec(ctx, name); } catch (e) { return JSONRPC.refuse(ctx, e, null); }
+    try { spec = calleeSpec(ctx, name); } catch (e) { return refusedCall(ctx, access, name, e, null, JSONRPC); }
     // A body whose params alone are over a blocking guardrail's scan budget is refused while it is read.
     return readJsonWithBytes(ctx, undefined, access.bodyWatch('a2a-jsonrpc', `a2a ${name}`)).then((body) => {
       let rpc: Rpc;
@@ -163,14 +163,14 @@ export function createA2aGateway(): A2aGateway {
   /** An HTTP+JSON route (rest.ts): read as the JSON-RPC call it stands for. */
   async function restCall(ctx: Ctx, name: string, rest: string): Promise<void> {
     let rpc: Rpc | null = null;
-    // Set once the caller and the callee are known: a refusal from then on is a refused call of that callee.
+    // Set once the caller is known: a refusal from then on (an unknown callee's too) is a refused call of that callee.
     let calling: Access | undefined;
     try {
       const op = restOp(ctx.req.method ?? '', rest, ctx.query);
       const opened = openAccess(ctx);
       const access = opened instanceof Promise ? await opened : opened;
-      const spec = calleeSpec(ctx, name);
       calling = access;
+      const spec = calleeSpec(ctx, name);
       rpc = await restRpc(ctx, op, access.bodyWatch('a2a-rest', `a2a ${name}`));
       await call(ctx, access, name, spec, rpc, REST);
     } catch (e) {
@@ -186,10 +186,18 @@ export function createA2aGateway(): A2aGateway {
 
   async function card(ctx: Ctx, name: string): Promise<void> {
     const access = await openAccess(ctx);
-    const spec = calleeSpec(ctx, name);
-    const hidden = cardRefusal(access.set, name);
-    if (hidden !== null) throw new AamError(403, 'policy_denied', hidden);
-    const auth = spec.credential ? await inject(ctx, access, spec.credential) : { headers: {} };
+    let spec: NonNullable<AgentSpec['a2a']>;
+    let auth: CalleeInjection | { headers: Record<string, string> };
+    try {
+      spec = calleeSpec(ctx, name);
+      const hidden = cardRefusal(access.set, name);
+      if (hidden !== null) throw new AamError(403, 'policy_denied', hidden);
+      auth = spec.credential ? await inject(ctx, access, spec.credential) : { headers: {} };
+    } catch (e) {
+      // Refused as a call would be (an unknown callee, one the caller may call no skill of): recorded, then answered once that is safe.
+      recordRefusal(ctx, access, name, e, CARD);
+      throw e;
+    }
     let raw;
     try { raw = await cards.get(name, spec.url, auth, 10_000); } catch (e) {
       throw new AamError(502, 'upstream_error', `agent "${name}" did not serve its agent card: ${(e as Error).message}`);
@@ -928,15 +936,29 @@ const RPC_REFUSAL: Record<number, string> = { [-32602]: 'invalid_params', [-3260
  * a2a_call event of its own: its status and aam's reason, the method only when it is one aam relays.
  */
 function refusedCall(ctx: Ctx, access: Access, name: string, e: unknown, rpc: Rpc | null, binding: Binding): Promise<void> | void {
-  const code = e instanceof RpcError ? RPC_REFUSAL[e.code] ?? 'invalid_request' : toAamError(e).code;
-  ctx.rt.metrics?.a2aRefused?.(access.identity.agent.name, name, code);
-  if (!ctx.decision) {
-    const status = e instanceof RpcError ? rpcStatus(e.code) : toAamError(e).status;
-    const a2a = e instanceof HopRefused ? e.a2a : rpc && (SEND.has(rpc.method) || Object.hasOwn(TASK_ID, rpc.method)) ? { agent: name, method: rpc.method } : { agent: name };
-    access.record({ type: 'a2a_call', request_id: ctx.requestId, identity: identityEvidence(access.identity), a2a,
-      outcome: { status, error_class: status >= 500 ? 'server' : 'client', error: (e as Error).message } } as never);
-  }
+  recordRefusal(ctx, access, name, e, e instanceof HopRefused ? e.a2a : rpc && (SEND.has(rpc.method) || Object.hasOwn(TASK_ID, rpc.method)) ? { method: rpc.method } : undefined);
   return binding.refuse(ctx, e, rpc?.id ?? null);
+}
+
+/** What a refused card request's event says besides its callee. */
+const CARD = Object.freeze({ card: true });
+
+/**
+ * A refusal of an identified caller before its callee was called or its card served: counted in
+ * aam_a2a_refusals_total and, unless a decision's event carries it, an a2a_call event of its own
+ * (`a2a`: what it says besides the callee). A callee aam does not know is the caller's text: clipped
+ * in the event, `unknown` as a label (a name from a URL is never one). An unidentified caller never
+ * gets here (its 401 comes first), so it cannot fill the trail with names.
+ */
+function recordRefusal(ctx: Ctx, access: Access, name: string, e: unknown, a2a: Readonly<Record<string, unknown>> | undefined): void {
+  const err = e instanceof RpcError ? null : toAamError(e);
+  const code = err === null ? RPC_REFUSAL[(e as RpcError).code] ?? 'invalid_request' : err.code;
+  const unknown = code === 'unknown_agent';
+  ctx.rt.metrics?.a2aRefused?.(access.identity.agent.name, unknown ? 'unknown' : name, code);
+  if (ctx.decision) return;
+  const status = err === null ? rpcStatus((e as RpcError).code) : err.status;
+  access.record({ type: 'a2a_call', request_id: ctx.requestId, identity: identityEvidence(access.identity), a2a: { agent: unknown ? clip(name) : name, ...a2a },
+    outcome: { status, error_class: status >= 500 ? 'server' : 'client', error: (e as Error).message } } as never);
 }
 
 /** A hop the delegation chain refuses (a cycle, too deep): what its evidence says of the call (refusedCall records it). */
@@ -988,7 +1010,7 @@ function callChain(access: Access): string[] {
 /** A refused chain is a 403 whose evidence (refusedCall's) shows in the caller's tree (a function of its own: no closure per call). */
 function refuseChain(access: Access, name: string, skill: string, method: string, code: 'delegation_cycle' | 'delegation_depth_exceeded', message: string): never {
   const from = access.delegation;
-  throw new HopRefused(code, message, { agent: name, skill, method, ...(from ? { delegation: delegationEvidence(from) } : {}) });
+  throw new HopRefused(code, message, { agent: name, skill: clip(skill), method, ...(from ? { delegation: delegationEvidence(from) } : {}) });
 }
 
 /**

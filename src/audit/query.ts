@@ -97,8 +97,8 @@ export function describeEvent(e: AuditEvent): string {
     const tried = e.model.attempts;
     if (Array.isArray(tried) && tried.length > 0) parts.push(`failed_first=${tried.map((a) => `${a.target}:${a.status}`).join(',')}`);
   }
-  const a2a = e.a2a as { agent?: string; skill?: string; method?: string; delegation?: { hop?: number } } | undefined;
-  if (a2a) parts.push(`a2a=${a2a.agent}${a2a.skill ? ` skill=${a2a.skill}` : ''}${a2a.method ? ` ${a2a.method}` : ''}${a2a.delegation?.hop ? ` hop=${a2a.delegation.hop}` : ''}`);
+  const a2a = e.a2a as { agent?: string; skill?: string; method?: string; card?: boolean; delegation?: { hop?: number } } | undefined;
+  if (a2a) parts.push(`a2a=${a2a.agent}${a2a.skill ? ` skill=${a2a.skill}` : ''}${a2a.method ? ` ${a2a.method}` : ''}${a2a.card ? ' card' : ''}${a2a.delegation?.hop ? ` hop=${a2a.delegation.hop}` : ''}`);
   const dlg = e.delegation as { id?: string; hop?: number; parent_request_id?: string; chain?: string[] } | undefined;
   if (dlg) parts.push(`serving=${dlg.parent_request_id} (${(dlg.chain ?? []).join(' -> ')}, hop ${dlg.hop}, ${dlg.id})`);
   const tool = toolOf(e);
