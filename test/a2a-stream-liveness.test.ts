@@ -4,11 +4,14 @@
 // `{statusUpdate: {taskId, status}}` and v0.3's unwrapped `{kind: 'status-update', taskId, status,
 // final}` (what @a2a-js/sdk's v0.3 compat server writes), whose state aam once never read: its
 // terminal update left the delegation honoured until the cap.
+// Each on both bindings: JSON-RPC and HTTP+JSON (`/message:stream`, whose frames are the results
+// alone), by fetch and through the @a2a-js/sdk client's HTTP+JSON transport.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startCalleeGateway, type TestGateway } from './helpers/gateway.ts';
 import { rpcCallee } from './helpers/rpc-callee.ts';
 import { statesIn } from '../src/a2a/tasks.ts';
+import { sdkClientThroughAam } from './helpers/a2a-client.ts';
 
 let gw: TestGateway;
 let key = '';
@@ -33,8 +36,9 @@ const STREAMS: Record<string, (task: string) => unknown[]> = {
 before(async () => {
   let n = 0;
   const callee = rpcCallee((call, res, req) => {
-    const text = call!.text;
-    delegations.set(text, String(req.headers['x-aam-delegation']));
+    // `<shape> rest`: the same stream, asked for by a caller on the HTTP+JSON binding.
+    const text = call!.text.split(' ')[0];
+    delegations.set(call!.text, String(req.headers['x-aam-delegation']));
     const task = `t${++n}`;
     res.writeHead(200, { 'content-type': 'text/event-stream' });
     // v0.3 callees send their task unwrapped (`kind: 'task'`); v1 callees wrap it in `{task}`.
@@ -49,13 +53,16 @@ before(async () => {
 
 after(() => close?.());
 
-/** Streams `text` to worker through aam, read to its end. */
+/** Streams `text` to worker through aam, read to its end: JSON-RPC, or HTTP+JSON (`/message:stream`) for a text ending " rest". */
 async function stream(text: string): Promise<string> {
-  const r = await fetch(`${gw.url}/a2a/worker`, {
+  const message = { messageId: `m-${text}`, role: 'ROLE_USER', parts: [{ text }] };
+  const rest = text.endsWith(' rest');
+  const r = await fetch(`${gw.url}/a2a/worker${rest ? '/message:stream' : ''}`, {
     method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', accept: 'text/event-stream' },
-    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'SendStreamingMessage', params: { message: { messageId: `m-${text}`, role: 'ROLE_USER', parts: [{ text }] } } }),
+    body: JSON.stringify(rest ? { message } : { jsonrpc: '2.0', id: 1, method: 'SendStreamingMessage', params: { message } }),
   });
   assert.equal(r.status, 200);
+  assert.match(String(r.headers.get('content-type')), /^text\/event-stream/);
   return r.text();
 }
 
@@ -68,7 +75,7 @@ async function use(delegation: string): Promise<string> {
   return r.text();
 }
 
-for (const text of ['v1-completed', 'v03-completed', 'v03-failed']) {
+for (const text of ['v1-completed', 'v03-completed', 'v03-failed', 'v1-completed rest', 'v03-completed rest', 'v03-failed rest']) {
   test(`a stream that ends on a terminal status update (${text}), with no task after it, ends its delegation with the call`, async () => {
     const body = await stream(text);
     assert.match(body, /status-update|statusUpdate/, body);
@@ -76,7 +83,7 @@ for (const text of ['v1-completed', 'v03-completed', 'v03-failed']) {
   });
 }
 
-for (const text of ['v1-working', 'v03-working', 'v03-bare-working']) {
+for (const text of ['v1-working', 'v03-working', 'v03-bare-working', 'v1-working rest', 'v03-working rest', 'v03-bare-working rest']) {
   test(`a stream that ends with its task still working (${text}) leaves its delegation live for the callee's later calls`, async () => {
     await stream(text);
     assert.match(await use(delegations.get(text)!), /would loop/, 'honoured: the task works on');
@@ -99,4 +106,18 @@ test('statesIn reads a task state from each shape that reports one, and none fro
   assert.deepEqual(seen({ kind: 'artifact-update', taskId: 'h', artifact: { artifactId: 'x', parts: [] } }), []);
   assert.deepEqual(seen({ artifactUpdate: { taskId: 'h', artifact: { artifactId: 'x', parts: [] } } }), []);
   assert.deepEqual(seen({ kind: 'status-update', status: { state: 'completed' } }), []);
+});
+
+test('through the @a2a-js/sdk client on HTTP+JSON: a stream that ends completed ends its delegation with the call; one left working keeps it live', async () => {
+  const client = await sdkClientThroughAam(gw.url, 'worker', key, true);
+  const message = (text: string) => ({
+    message: { messageId: `u-${text}`, contextId: '', taskId: '', role: 1, parts: [{ content: { $case: 'text', value: text }, metadata: undefined, filename: '', mediaType: '' }], metadata: undefined, extensions: [], referenceTaskIds: [] },
+    configuration: undefined, metadata: undefined, tenant: '',
+  }) as never;
+  for (const [text, then] of [['v1-completed sdk', /was issued for an A2A call that has ended/], ['v1-working sdk', /would loop/]] as const) {
+    const events: unknown[] = [];
+    for await (const ev of client.sendMessageStream(message(text))) events.push(ev);
+    assert.equal(events.length, 2, `${text}: the task, then its status update (${JSON.stringify(events)})`);
+    assert.match(await use(delegations.get(text)!), then, text);
+  }
 });
