@@ -234,6 +234,36 @@ test('total_ms: a stream alive with keep-alives is cut at its total (504, record
   // "quick" has no total_ms: its stream with keep-alives ran 1 s, past 400 ms idle, and ended as the callee ended it (above).
 });
 
+test('a callee timeout on HTTP+JSON: 504 DEADLINE_EXCEEDED (google.rpc\'s code for it; A2A names no error of its own), whose message the @a2a-js/sdk client raises names the bound to raise', async () => {
+  // Raw: the binding's google.rpc.Status body, aam's reason in its ErrorInfo.
+  const r = await fetch(`${gw.url}/a2a/quick/message:send`, {
+    method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ message: { messageId: 'm1', role: 'ROLE_USER', parts: [{ text: 'hang-idle-rest' }] } }),
+  });
+  assert.equal(r.status, 504);
+  const body = await r.json() as { error: { code: number; status: string; message: string; details: Array<Record<string, unknown>> } };
+  assert.equal(body.error.code, 504);
+  assert.equal(body.error.status, 'DEADLINE_EXCEEDED');
+  assert.match(body.error.message, /^agent "quick" sent nothing for 400 ms before its answer began \(spec\.a2a\.timeouts\.idle_ms\); raise it for this Agent/);
+  assert.deepEqual(body.error.details, [{ '@type': 'type.googleapis.com/google.rpc.ErrorInfo', reason: 'UPSTREAM_TIMEOUT', domain: 'aam', metadata: { code: 'upstream_timeout' } }]);
+  // The SDK raises an A2AError with the HTTP status and that message: no A2A error class fits a timeout.
+  const client = await sdkClientThroughAam(gw.url, 'quick', key, true);
+  await assert.rejects(client.sendMessage(message('hang-idle-sdk')), (e: Error & { statusCode?: number }) => {
+    assert.equal(e.name, 'A2AError', `${e.name}: ${e.message}`);
+    assert.equal(e.statusCode, 504);
+    assert.match(e.message, /sent nothing for 400 ms before its answer began \(spec\.a2a\.timeouts\.idle_ms\)/);
+    return true;
+  });
+  // A stream cut mid-way: its events, then an error event the SDK raises with the same words.
+  const events: unknown[] = [];
+  await assert.rejects((async () => { for await (const ev of client.sendMessageStream(message('silent'))) events.push(ev); })(), (e: Error) => {
+    assert.equal(e.name, 'A2AError', `${e.name}: ${e.message}`);
+    assert.match(e.message, /^agent "quick" sent nothing for 400 ms in the middle of its answer \(spec\.a2a\.timeouts\.idle_ms\)/);
+    return true;
+  });
+  assert.equal(events.length, 1, 'the task came before the cut');
+});
+
 test('spec.a2a.timeouts: positive milliseconds, idle_ms and total_ms only; the config refuses anything else naming the field', async () => {
   const { parseConfigTexts, ConfigError } = await import('../src/config/load.ts');
   const problems = (timeouts: unknown): string[] => {
