@@ -275,6 +275,10 @@ test('caller-chosen text a refusal quotes (a task id, a method, a skill, a path)
     const r = await fetch(`${gw.url}/a2a/${agent}${path}`, { headers: { 'a2a-version': '1.0', authorization: `Bearer ${keys['risk-scorer']}` } });
     return { status: r.status, requestId: r.headers.get('x-request-id'), body: await r.json() as { error?: { message: string } } };
   };
+  const put = async (path: string) => {
+    const r = await fetch(`${gw.url}/a2a/${path}`, { method: 'PUT', headers: { authorization: `Bearer ${keys['risk-scorer']}` } });
+    return { status: r.status, requestId: r.headers.get('x-request-id'), body: await r.json() as { error?: { message: string } } };
+  };
   const { queryEvents } = await import('../src/audit/query.ts');
   const cases: Array<[string, Promise<{ status: number; requestId: string | null; body: { error?: { message: string } } }>, number]> = [
     ['GetTask\'s id', rpc('helper', 'risk-scorer', 'GetTask', { id: big }), 200],
@@ -283,12 +287,14 @@ test('caller-chosen text a refusal quotes (a task id, a method, a skill, a path)
     ['a denied skill', rpc('archivist', 'outsider', 'SendMessage', send('x', big)), 403],
     ['HTTP+JSON, a task id in the path', rest('helper', `/tasks/${pathBig}`), 404],
     ['HTTP+JSON, a route', rest('helper', `/${pathBig}/tasks/x/y/z`), 404],
+    ['a verb on a card', put(`${pathBig}/.well-known/agent-card.json`), 405],
+    ['a verb on an agent', put(pathBig), 405],
   ];
   for (const [what, req, status] of cases) {
     const r = await req;
     assert.equal(r.status, status, what);
     const message = r.body.error!.message;
-    assert.match(message, /T{63,64}…/, `${what}: the text's head, then "…" (${message.slice(0, 300)})`);
+    assert.match(message, /T{32,64}…/, `${what}: the text's head, then "…" (${message.slice(0, 300)})`);
     assert.ok(!message.includes('T'.repeat(65)), what);
     assert.ok(message.length < 600, `${what}: ${message.length} characters`);
     await gw.g.rt.auditLog!.flush();

@@ -127,7 +127,7 @@ export function createA2aGateway(): A2aGateway {
     const name = pathSegment(encoded, 'agent name');
     const rest = slash < 0 || slash === path.length - 1 ? '' : path.slice(slash);
     if (rest === CARD_PATH) {
-      if (ctx.req.method !== 'GET') throw new AamError(405, 'method_not_allowed', `${ctx.req.method} is not allowed on ${ctx.path}; use GET`, { headers: { allow: 'GET' } });
+      if (ctx.req.method !== 'GET') throw new AamError(405, 'method_not_allowed', `${ctx.req.method} is not allowed on ${clip(ctx.path)}; use GET`, { headers: { allow: 'GET' } });
       return card(ctx, name);
     }
     if (rest) {
