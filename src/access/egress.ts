@@ -12,7 +12,7 @@ import type { Dispatcher } from 'undici';
 import type { IncomingMessage, OutgoingHttpHeaders, OutgoingHttpHeader } from 'node:http';
 import { ServerResponse } from '../lib/node-http.ts';
 import type { Scrubber, StreamScrubber } from '../credentials/scrub.ts';
-import { mapLeaves, textLeafCount, textLeavesUpTo } from '../guardrails/structured.ts';
+import { LEAF_MAX_DEPTH, mapLeaves, textLeavesUpTo, textPartOf } from '../guardrails/structured.ts';
 import { bodyUnread, closeAfterAnswer } from './linger.ts';
 import { request } from '../lib/http-client.ts';
 
@@ -246,12 +246,25 @@ export function scrubJoinedTexts(src: ScrubSource, texts: readonly string[], req
 }
 
 /**
- * What a string under `key` counts towards scrubAcross's text parts (textLeavesUpTo's rule: 1 for a
- * text part, `max` for JSON arguments), for a walk of its own that decides whether to call it
- * (a2a/event-walk.ts: a stream event's one walk).
+ * How scrubAcross reads a string of a value, for a walk gathering its text parts (structured.ts
+ * textPartOf: 1 a part as it is, 0 none, -1 read otherwise: let scrubAcross gather them).
  */
-export function acrossPartCount(key: string, s: string, max: number): number {
-  return textLeafCount(key, s, max);
+export function acrossPartOf(key: string, s: string, member: boolean): -1 | 0 | 1 {
+  return textPartOf(key, s, member);
+}
+
+/** The depth (the value's own is 0) from which scrubAcross gathers no text part (its walker's limit). */
+export const ACROSS_MAX_DEPTH = LEAF_MAX_DEPTH;
+
+/**
+ * scrubAcross for a value whose text parts a walk of its own gathered (a2a/event-walk.ts: exactly
+ * those scrubAcross joins, in its order; guardrails/structured.ts textPartOf): the value itself
+ * when their join holds no secret (one search; no path built per leaf), else scrubAcross. A secret
+ * split across parts is in their join, so this skips scrubAcross only where it would change nothing.
+ */
+export function scrubAcrossParts<T>(src: ScrubSource, value: T, parts: readonly string[]): T {
+  if (parts.length < 2 || !holdsSecret(src, parts.join(''))) return value;
+  return scrubAcross(src, value);
 }
 
 /**

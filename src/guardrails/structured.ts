@@ -132,6 +132,22 @@ export function textLeafCount(key: string, s: string, max: number): number {
   return key === ARGUMENTS_KEY && (s.startsWith('{') || s.startsWith('[')) ? max : 0;
 }
 
+/**
+ * How mapLeaves reads a string for scrubAcross's text parts (its leaves at a path ending in `.text`),
+ * for a walk that gathers them without building paths (a2a/event-walk.ts): 1, a part as it is (an
+ * object member under `text` or `*.text`: not an array element, whose path ends in `]`); 0, no part;
+ * -1, read otherwise (a data: URL part is decoded, a JSON `arguments` string walked as JSON: only
+ * mapLeaves knows its parts). `member`: the string is an object's member (else an array element).
+ */
+export function textPartOf(key: string, s: string, member: boolean): -1 | 0 | 1 {
+  if (key === ARGUMENTS_KEY) return s.startsWith('{') || s.startsWith('[') ? -1 : 0;
+  if (!member || (key !== 'text' && !key.endsWith('.text'))) return 0;
+  return s.startsWith('data:') ? -1 : 1;
+}
+
+/** mapLeaves hands a subtree at this depth (its value's own is 0) to `deep`: its text parts are not gathered. */
+export const LEAF_MAX_DEPTH = MAX_DEPTH;
+
 function mapString(s: string, visit: LeafVisitor, path: string, key: string): string {
   if (ENUM_KEYS.has(key) && ENUM_VALUE.test(s)) return s;
   if (key === ARGUMENTS_KEY && (s.startsWith('{') || s.startsWith('['))) {
