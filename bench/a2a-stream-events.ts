@@ -13,7 +13,9 @@
 // inside (v8.GCProfiler): a batch with one is measured again). A tree with src/a2a/event-walk.ts runs its
 // relay's sequence (one walk per event); without, the sequence before it (main at 4981c18).
 // --steps: the old sequence cut after each step (parse; + states/ids; + scrubAcross; + ArtifactText;
-// + raw check), so each step's share shows as the difference.
+// + raw check), so each step's share shows as the difference. A tree whose chunks.ts has mayAppend
+// reads each stream as a whole answer read at once (StreamRelay.start): no ArtifactText when no
+// event spells `append` (the echo set).
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -64,7 +66,11 @@ async function relayOf(tree: string, step: number): Promise<Stream> {
   const m = (p: string) => import(join(tree, 'src', p));
   const { Scrubber } = await m('credentials/scrub.ts');
   const { scrubAcross } = await m('access/egress.ts');
-  const { ArtifactText, mayJoin } = await m('a2a/chunks.ts');
+  const chunks = await m('a2a/chunks.ts');
+  const { ArtifactText, mayJoin } = chunks;
+  // A tree with chunks.ts mayAppend: the stream is the callee's whole answer read at once (the echo
+  // agent's), which may append to an artifact only if its text spells `append` (else no ArtifactText).
+  const mayAppend: (text: string) => boolean = chunks.mayAppend ?? (() => true);
   const { idsIn, SeenIds, statesIn } = await m('a2a/tasks.ts');
   const raw = await m('a2a/raw.ts');
   const sc = new Scrubber(SECRETS);
@@ -78,6 +84,7 @@ async function relayOf(tree: string, step: number): Promise<Stream> {
     let joined: { pass(r: unknown, e: (r: Obj) => void): unknown; end(e: (r: Obj) => void): void } | null = null;
     const held = (r: Obj) => { out += JSON.stringify({ jsonrpc: '2.0', id: 1, result: r }); };
     const walk = EventWalk ? new EventWalk() : null;
+    const appends = mayAppend(events.join('\n'));
     for (const data of events) {
       const ev = JSON.parse(data) as Obj;
       if (step < 2) { out += data; continue; }
@@ -88,7 +95,7 @@ async function relayOf(tree: string, step: number): Promise<Stream> {
         walk.read(egress, ev, data);
         result = walk.scrubbed(egress, ev, result);
       } else if (step >= 3) result = scrubAcross(egress, result);
-      if (step >= 4 && (joined !== null || mayJoin(result))) result = (joined ??= new ArtifactText(egress)).pass(result, held);
+      if (step >= 4 && (joined !== null || (appends && mayJoin(result)))) result = (joined ??= new ArtifactText(egress)).pass(result, held);
       if (result !== ev.result) out += JSON.stringify({ ...ev, result });
       else if (step < 5) out += data;
       else if (walk !== null ? walk.passesRaw(egress, data) : raw.passesRaw(egress, data, ev)) out += data;

@@ -19,7 +19,7 @@ let close: (() => Promise<void>) | undefined;
 /** A text as it is written inside a JSON string, with its first and last characters as \u escapes. */
 const esc = (c: string) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
 
-interface Chunk { json: string; append?: boolean; lastChunk?: boolean }
+interface Chunk { json: string; append?: boolean; lastChunk?: boolean; /** `append` spelled with a JSON escape (`\u0061ppend`). */ escaped?: boolean }
 /** Each script: the artifact's chunks (text as written in JSON) and the text the callee means (its chunks joined, decoded). */
 const SCRIPTS: Record<string, Chunk[]> = {
   // Two chunks, cut in the middle of the secret; the second is the last.
@@ -39,6 +39,15 @@ const SCRIPTS: Record<string, Chunk[]> = {
     { json: `key ${SECRET.slice(0, 11)}${esc(SECRET[11])}` },
     { json: `${esc(SECRET[12])}${SECRET.slice(13)} done`, append: true, lastChunk: true },
   ],
+  // The `append` key spelled with an escape: the caller's parser reads it as `append`.
+  'escaped-key': [
+    { json: `the key is ${SECRET.slice(0, 15)}` },
+    { json: `${SECRET.slice(15)}, keep it`, append: true, lastChunk: true, escaped: true },
+  ],
+  // One chunk, no append: whole, as the callee wrote it; its end could begin the secret.
+  whole: [
+    { json: `the key begins ${SECRET.slice(0, 6)}` },
+  ],
   // Nothing to hide: every event reaches the caller as the callee wrote it.
   clean: [
     { json: 'nothing ' },
@@ -47,7 +56,7 @@ const SCRIPTS: Record<string, Chunk[]> = {
 };
 const meant = (chunks: Chunk[]) => chunks.map((c) => JSON.parse(`"${c.json}"`) as string).join('');
 
-const artifactUpdate = (c: Chunk) => `{"artifactUpdate":{"taskId":"t1","contextId":"c1","artifact":{"artifactId":"a1","parts":[{"text":"${c.json}"}]}${c.append ? ',"append":true' : ''}${c.lastChunk ? ',"lastChunk":true' : ''}}}`;
+const artifactUpdate = (c: Chunk) => `{"artifactUpdate":{"taskId":"t1","contextId":"c1","artifact":{"artifactId":"a1","parts":[{"text":"${c.json}"}]}${c.append ? `,"${c.escaped ? '\\u0061' : 'a'}ppend":true` : ''}${c.lastChunk ? ',"lastChunk":true' : ''}}}`;
 const COMPLETED = '{"statusUpdate":{"taskId":"t1","contextId":"c1","status":{"state":"TASK_STATE_COMPLETED"}}}';
 /** Callees that append to an artifact whose text already went out: in a task snapshot, or after the task's final status. */
 const LATE: Record<string, string[]> = {
@@ -80,7 +89,10 @@ before(async () => {
   const callee = rpcCallee((call, res) => {
     res.writeHead(200, { 'content-type': 'text/event-stream' });
     // Each event a write of its own, a moment apart: the caller has each chunk before the next exists.
-    const list = events(call!.id, call!.text);
+    // `SCRIPT@once`: the whole answer in one write (aam reads it at once: its relay's first pass).
+    const [script, once] = call!.text.split('@');
+    const list = events(call!.id, script);
+    if (once !== undefined) { res.end(list.map((e) => `data: ${e}\n\n`).join('')); return; }
     let i = 0;
     const next = () => { if (i < list.length) { res.write(`data: ${list[i++]}\n\n`); setTimeout(next, 5); } else res.end(); };
     next();
@@ -120,10 +132,10 @@ async function stream(script: string, rest = false): Promise<{ text: string; kin
   return { text, kinds, parts: parts.length };
 }
 
-for (const script of ['two', 'three', 'escaped']) {
+for (const script of ['two', 'three', 'escaped', 'escaped-key', 'two@once', 'three@once', 'escaped@once', 'escaped-key@once']) {
   test(`a2a split artifact (${script}): the caller's joined artifact text is the callee's with the credential redacted`, async () => {
     const got = await stream(script);
-    const want = meant(SCRIPTS[script]);
+    const want = meant(SCRIPTS[script.split('@')[0]]);
     assert.ok(want.includes(SECRET), 'the callee does join to the credential');
     assert.ok(!got.text.includes(SECRET), got.text);
     assert.equal(got.text, want.replace(SECRET, MARKER));
@@ -143,6 +155,21 @@ test('a2a split artifact: an artifact with nothing to hold reaches the caller as
   assert.equal(got.text, meant(SCRIPTS.clean));
   assert.equal(got.parts, 2);
   assert.deepEqual(got.kinds, ['task', 'artifactUpdate', 'artifactUpdate', 'statusUpdate']);
+});
+
+test('a2a split artifact: a whole answer read at once with no event that appends goes out as the callee wrote it; one that appends is joined', async () => {
+  // Nothing to join: the artifact's end (which could begin the credential) is not held back as a chunk of its own.
+  const whole = await stream('whole@once');
+  assert.equal(whole.text, meant(SCRIPTS.whole));
+  assert.deepEqual(whole.kinds, ['task', 'artifactUpdate', 'statusUpdate']);
+  // Read as it comes, the same callee's end is held back (a later chunk could append the rest).
+  const held = await stream('whole');
+  assert.equal(held.text, meant(SCRIPTS.whole));
+  assert.deepEqual(held.kinds, ['task', 'artifactUpdate', 'artifactUpdate', 'statusUpdate']);
+  for (const script of ['snapshot@once', 'after-final@once']) {
+    const got = await stream(script);
+    assert.ok(!got.text.includes(SECRET), `${script}: ${got.text}`);
+  }
 });
 
 test('a2a split artifact: a chunk appended to text that already went out (a task snapshot, after the final status) cannot complete the credential', async () => {

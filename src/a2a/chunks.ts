@@ -39,6 +39,19 @@ interface Run {
 /** An artifact whose text has all gone out (a task snapshot's): only its last characters matter. */
 const ended = (recent: string): Run => ({ s: null, taskId: undefined, contextId: undefined, artifactId: undefined, v03: false, recent });
 
+/**
+ * False when no event in `text` (a callee's whole answer, read at once) can append to an artifact:
+ * it spells no `append` (a key spelled with escapes has a backslash). Then the caller joins no
+ * artifact text across events (an update without `append` replaces the artifact with its id): each
+ * artifact's text goes out whole in its event, through the egress door, and scrubAcross joins the
+ * parts inside it, so nothing needs holding back (ArtifactText is not used). Held back, the end of a
+ * one-chunk artifact that could start a secret ("...for risk": "sk" may begin a key) split it in two
+ * chunks, its event re-serialised and one more made.
+ */
+export function mayAppend(text: string): boolean {
+  return text.indexOf('append') !== -1 || text.indexOf('\\') !== -1;
+}
+
 /** True when a stream event's result is an artifact update or a task snapshot with artifacts (then it goes through ArtifactText). */
 export function mayJoin(result: unknown): boolean {
   if (!isObj(result)) return false;

@@ -26,7 +26,7 @@ import { CardCache, CARD_PATH, rewriteCard, type Card } from './card.ts';
 import { idsIn, SeenIds, statesIn, type TaskStates } from './tasks.ts';
 import { passesRaw } from './raw.ts';
 import { EventWalk } from './event-walk.ts';
-import { ArtifactText, PushArtifactText, mayJoin, type HeldRelease, type Released } from './chunks.ts';
+import { ArtifactText, PushArtifactText, mayAppend, mayJoin, type HeldRelease, type Released } from './chunks.ts';
 import { StoreUnavailable } from '../store/types.ts';
 import { restFromAam, restFromRpc, restOp, rpcStatus } from './rest.ts';
 import { PushRoutes, type PushRoute, type PushSeen, pinnedDispatcher, pushConfigIn, pushOutcome, pushDestination, pushUrlRefusal, restoreCallerTargets, withAamTarget } from './push.ts';
@@ -1075,6 +1075,8 @@ class StreamRelay {
    * the stream's first artifact update (or task snapshot with artifacts).
    */
   joined: ArtifactText | null = null;
+  /** The callee's events may append to an artifact (false: its whole answer was read at once and none can, chunks.ts mayAppend). */
+  appends = true;
   /** The JSON-RPC id of the callee's last event. */
   lastId: unknown = null;
   /** What one walk found in the event being framed (its keys, text parts, escaped strings). */
@@ -1266,7 +1268,7 @@ class StreamRelay {
     walk.read(egress, ev, data);
     if (result !== undefined) try { result = walk.scrubbed(egress, ev, result); } catch (e) { return this.refused(ev, e); }
     this.lastId = ev.id;
-    if (this.joined !== null || mayJoin(result)) {
+    if (this.joined !== null || (this.appends && mayJoin(result))) {
       const joined = this.joined ??= new ArtifactText(egress);
       // An error ends the stream: what artifacts hold goes out before it.
       if (ev.error !== undefined) joined.end(this.held);
@@ -1345,6 +1347,8 @@ class StreamRelay {
     if (!body.complete || this.ctx.rt.streams.draining) return this.run(null);
     try {
       const text = body.readText();
+      // The whole answer: its events are all in `text` (run() reads no more when it takes over).
+      if (text !== null && !mayAppend(text)) this.appends = false;
       let records = text === null ? NO_RECORDS : this.events(text);
       // The read's events, then what the parser holds at the end (run()'s order).
       for (let last = false; ; last = true) {
