@@ -5,6 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
 import { startEchoGateway, type TestGateway } from './helpers/gateway.ts';
+import { auditOf } from './helpers/e2e.ts';
 
 let gw: TestGateway;
 let callee: http.Server;
@@ -55,6 +56,10 @@ test('a SendMessage whose evidence cannot be recorded is refused 503, not answer
   assert.equal(body.result, undefined, 'the callee\'s answer is not passed on');
   assert.equal(body.error.message, 'the audit trail could not record this request, so it is not acknowledged: the disk is gone');
   assert.equal(body.error.data.http_status, 503);
+  // The trail says what the caller got beside the a2a_call (what the callee answered): one evidence_refused, no second a2a_call.
+  const trail = await auditOf(gw, r.headers.get('x-request-id')!);
+  assert.deepEqual(trail.map((e) => [e.type, e.outcome?.status]), [['a2a_call', 200], ['evidence_refused', 503]]);
+  assert.deepEqual([trail[1].amends, trail[1].answered, trail[1].identity?.agent], ['a2a_call', 'refused', 'planner']);
   // Recorded again: the next call is answered.
   const ok = await call('SendMessage', 8);
   const answer = await ok.json() as { id: number; result: { message: { parts: Array<{ text: string }> } } };
@@ -65,11 +70,13 @@ test('a SendMessage whose evidence cannot be recorded is refused 503, not answer
 test('a stream whose evidence cannot be recorded ends with an error event after its events', async () => {
   const r = await withJournalFailing(async () => {
     const res = await call('SendStreamingMessage', 9);
-    return { status: res.status, text: await res.text() };
+    return { status: res.status, text: await res.text(), id: res.headers.get('x-request-id')! };
   });
   assert.equal(r.status, 200);
   const events = r.text.split('\n\n').filter((f) => f.startsWith('data: ')).map((f) => JSON.parse(f.slice(6)) as { id: number; result?: Record<string, unknown>; error?: { code: number; message: string } });
   assert.deepEqual(events.map((e) => (e.result ? Object.keys(e.result)[0] : 'error')), ['task', 'statusUpdate', 'error']);
   assert.equal(events[2].id, 9);
   assert.equal(events[2].error!.message, 'the audit trail could not record this request, so it is not acknowledged: the disk is gone');
+  const trail = await auditOf(gw, r.id);
+  assert.deepEqual(trail.map((e) => [e.type, e.outcome?.status, e.answered]), [['a2a_call', 200, undefined], ['evidence_refused', 503, 'stream_cut']]);
 });

@@ -11,7 +11,7 @@ import type { Access, CalleeInjection, Ctx } from './plane.ts';
 import { readJson, readJsonWithBytes, sendJson, type BodyWatch } from '../access/request.ts';
 import { AamError, EvidenceUnavailable, pathSegment, toAamError } from '../access/errors.ts';
 import { Access as AccessOf, currentCaller as callerNow, openAccess } from '../access/context.ts';
-import { authorize, policyEvidence, recordDecision, storeFailure, storeUnchecked, type Admission } from '../access/decide.ts';
+import { authorize, policyEvidence, recordDecision, recordUnacknowledged, storeFailure, storeUnchecked, type Admission } from '../access/decide.ts';
 import type { Identity } from '../identity/types.ts';
 import { admitRuleCall, type RuleAdmission, type RuleRefusal } from '../access/rule-limits.ts';
 import { encodesAhead, identityEvidence, requestTraceId } from '../access/evidence.ts';
@@ -829,6 +829,8 @@ class HopCall implements CalleeHandler, Timed {
   /** The evidence could not be recorded (evidenceSafeThen): an answer is refused (503), a stream (its events out) ends with an error event. */
   refused(err: AamError): void {
     const answer = this.answer!;
+    // The a2a_call above says what the callee answered; the trail also says what the caller got.
+    recordUnacknowledged(this.ctx, this.access.identity, 'a2a_call', err, answer instanceof StreamRelay ? 'stream_cut' : 'refused', this.access.set);
     if (!(answer instanceof StreamRelay)) return this.fail(err);
     const r = rpcErrorOf(err);
     try { answer.close(this.binding.failFrame(this.rpc.id, r.code, r.message, r.data)); } catch (e) { return this.fail(e); }

@@ -6,7 +6,7 @@ import { setFor, type PolicySet } from '../policy/compile.ts';
 import type { AccessRequest, Decision } from '../policy/types.ts';
 import type { RateLimits } from '../policy/limits.ts';
 import { StoreUnavailable, type AdmitResult, type BudgetLimits, type SharedCacheEntry, type Ticket } from '../store/types.ts';
-import { AamError } from './errors.ts';
+import { AamError, EvidenceUnavailable } from './errors.ts';
 import { clip } from '../lib/error-message.ts';
 import type { Ctx } from './request.ts';
 import type { Identity } from '../identity/types.ts';
@@ -14,7 +14,7 @@ import type { AccessRuntime } from './runtime-view.ts';
 import { identityEvidence, requestTraceId } from './evidence.ts';
 import { decisionSpanAttributes, targetSpanAttributes } from '../observability/otlp-genai.ts';
 import { selectForRecord } from '../audit/select.ts';
-import { planeOf, type AuditEventInput, type AuditPolicy } from '../audit/event.ts';
+import { evidenceRefusedMembers, planeOf, type AuditEventInput, type AuditPolicy, type UnacknowledgedAs } from '../audit/event.ts';
 
 /**
  * Decide; throws 403 (policy_denied) when not allowed. A denial is recorded at once. An allow is
@@ -78,6 +78,17 @@ export function recordEvidence(ctx: Ctx, identity: Identity, ev: AuditEventInput
   if (ctx.clientRequestId) ev = { ...ev, client_request_id: ctx.clientRequestId };
   ctx.rt.audit?.record(sel ? selectForRecord(ev, sel) : ev);
   noteActivity(ctx.rt, identity.agent.name, ev);
+}
+
+/**
+ * A request whose event (`amends`: model_call, a2a_call) is written but whose evidence could not be
+ * made durable (EvidenceUnavailable; other errors: nothing to amend): the trail says what the caller
+ * got, in an evidence_refused event under the same request id (audit/event.ts EVIDENCE_REFUSED).
+ * Queued like the event it amends, it is committed with it once the trail recovers.
+ */
+export function recordUnacknowledged(ctx: Ctx, identity: Identity, amends: string, e: unknown, answered: UnacknowledgedAs, set?: PolicySet): void {
+  if (!(e instanceof EvidenceUnavailable)) return;
+  recordEvidence(ctx, identity, { request_id: ctx.requestId, identity: identityEvidence(identity), ...evidenceRefusedMembers(amends, answered, e.status, e.message) }, set);
 }
 
 /** The agent's last activity on the event's plane (the console's "Last activity"), for every plane's evidence. */

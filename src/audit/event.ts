@@ -433,6 +433,39 @@ export function adminEvent(action: string, target: string, actor: AdminActor, de
   return { type: 'admin', request_id: `${idPrefix}${action}-${Date.now()}`, admin: { action, target, actor }, detail, outcome: { status } };
 }
 
+/**
+ * The type of the event that amends a request's outcome after the fact: its events (model_call,
+ * tool.outcome, a2a_call) were written before its answer, then could not be made durable in time
+ * (fleet: PostgreSQL down; embedded: the segment write failed), so the caller was refused 503, or
+ * a stream whose 200 head was out ended with an error event (the agent got a cut answer). A
+ * second event of the call's own type would be counted twice (policy diff, usage); this one
+ * carries no decision, model or tool usage, only the link (request_id, `amends`) and what the
+ * caller got.
+ */
+export const EVIDENCE_REFUSED = 'evidence_refused';
+
+/** How the caller was answered when its evidence was not durable: refused outright, or its stream cut after the 200 head. */
+export type UnacknowledgedAs = 'refused' | 'stream_cut';
+
+/**
+ * The members of an evidence_refused event (the caller adds request, trace and identity): the
+ * event type it amends, how the caller was answered, and the outcome the counters also say
+ * (status: the refusal's, 503, for a cut stream too, as aam_model_requests_total counts it).
+ */
+export function evidenceRefusedMembers(amends: string, answered: UnacknowledgedAs, status: number, error: string): { type: typeof EVIDENCE_REFUSED; amends: string; answered: UnacknowledgedAs; outcome: AuditOutcome } {
+  return { type: EVIDENCE_REFUSED, amends, answered, outcome: { status, error_class: 'evidence_not_durable', error } };
+}
+
+/** What `aam audit show` and the console say of an evidence_refused event (null for other events). */
+export function unacknowledgedText(e: Record<string, unknown>): string | null {
+  if (e.type !== EVIDENCE_REFUSED) return null;
+  const status = (e.outcome as AuditOutcome | undefined)?.status ?? 503;
+  const amends = typeof e.amends === 'string' ? e.amends : 'call';
+  return e.answered === 'stream_cut'
+    ? `stream cut (200 head sent, then an error event; counted ${status}): evidence not durable, the ${amends} above was not acknowledged`
+    : `answered ${status}: evidence not durable, the ${amends} above was not acknowledged`;
+}
+
 /** The event that replaces one whose content cannot be encoded: the failure is recorded, never dropped. */
 export function encodingFailureEvent(input: AuditEventInput, err: unknown): AuditEventInput {
   return {

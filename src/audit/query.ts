@@ -3,7 +3,7 @@
 // blocks with a match are read; results are the hashed event texts.
 import type { DatabaseSync } from 'node:sqlite';
 import type { AuditEvent, Plane } from './event.ts';
-import { identityOf, planeOf, PLANES, policyOf, toolOf, typeMayBeIn } from './event.ts';
+import { identityOf, planeOf, PLANES, policyOf, toolOf, typeMayBeIn, unacknowledgedText } from './event.ts';
 import { readEvents, toEvent } from './store.ts';
 import type { EventKeys, KeyCondition } from './store.ts';
 import { timeOrAgo } from '../config/duration.ts';
@@ -104,6 +104,9 @@ export function describeEvent(e: AuditEvent): string {
   const tool = toolOf(e);
   if (tool) parts.push(`tool=${tool.server ? tool.server + '.' : ''}${tool.tool ?? ''} ${tool.resource ?? ''}:${tool.action ?? ''}${tool.args_digest ? ' args=' + tool.args_digest : ''}`);
   if (e.admin) parts.push(`admin=${e.admin.action} ${e.admin.target ?? ''} by ${typeof e.admin.actor === 'string' ? e.admin.actor : `${e.admin.actor.email ?? e.admin.actor.sub} (sub ${e.admin.actor.sub})`}`);
+  // A request refused (or its stream cut) after its call was written: what the caller got, beside the call.
+  const unacknowledged = unacknowledgedText(e);
+  if (unacknowledged) parts.push(unacknowledged);
   if (e.outcome) parts.push(`outcome=${e.outcome.status}${e.outcome.error_class ? ' ' + e.outcome.error_class : ''}${outcomeError(e.outcome.error, policy?.reason)}`);
   return parts.join('  ');
 }

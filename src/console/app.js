@@ -288,6 +288,7 @@ function stopTail() { if (tail) { tail.close(); tail = null; } }
 
 const actorText = (a) => (typeof a === 'string' ? a : `${a.email || a.sub}`);
 function whatText(e) {
+  if (e.type === 'evidence_refused') return `${e.answered === 'stream_cut' ? 'stream cut' : `answered ${e.outcome ? e.outcome.status : 503}`}: evidence not durable (amends ${e.amends || 'the call'})`;
   if (e.model) return `model ${e.model.route}${e.model.provider ? ` via ${e.model.provider}` : ''}`;
   // Tool-plane events name the tool flat (tool/server, action, resource); other events nest it.
   if (typeof e.tool === 'string' || typeof e.server === 'string') return `tool ${e.server || e.tool} ${e.action || ''} ${e.resource || ''}`.trim();
@@ -320,6 +321,10 @@ async function requestPage(id) {
       e.credential ? el('p', {}, `Credential: ${e.credential.name}${e.credential.version ? ` version ${e.credential.version}` : ''}`) : null,
       upstreamText(e) ? el('p', {}, `Upstream call: ${upstreamText(e)}`) : null,
       e.guardrail ? el('p', {}, `Guardrail verdict: ${e.guardrail.verdict} on ${e.guardrail.direction} ${e.guardrail.where}${(e.guardrail.findings || []).length ? ` (${e.guardrail.findings.map((f) => `${f.guardrail}: ${f.category} x${f.count}`).join(', ')})` : ''}`) : null,
+      // evidence_refused: the call above was written, then its evidence not made durable (audit/event.ts unacknowledgedText says the same).
+      e.type === 'evidence_refused' ? el('p', { class: 'refused' }, e.answered === 'stream_cut'
+        ? `Stream cut: the 200 head was sent, then an error event (counted ${e.outcome ? e.outcome.status : 503}): evidence not durable, the ${e.amends || 'call'} above was not acknowledged.`
+        : `Answered ${e.outcome ? e.outcome.status : 503}: evidence not durable, the ${e.amends || 'call'} above was not acknowledged.`) : null,
       e.outcome ? el('p', {}, `Outcome: ${e.outcome.status}${e.outcome.error_class ? ` ${e.outcome.error_class}` : ''}`) : null,
       el('details', {}, el('summary', {}, 'Event as recorded'), el('pre', {}, JSON.stringify(e, null, 2)))))));
 }

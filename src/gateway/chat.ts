@@ -34,7 +34,7 @@ import type { Category } from '../guardrails/types.ts';
 import { resultToEvents, StreamRecorder } from '../cache/replay.ts';
 import type { CacheLookup } from '../cache/model-cache.ts';
 import { embedderFor } from './embeddings.ts';
-import { answeredAs, callEvidenceAhead, countCall, failedCall, recordCall, recordCallEvidence, type CallEvidenceAhead, type CallOutcome } from './record.ts';
+import { callEvidenceAhead, unacknowledgedCall, countCall, failedCall, recordCall, recordCallEvidence, type CallEvidenceAhead, type CallOutcome } from './record.ts';
 import { chatUpstream, clientBody, type ClientBody } from './raw-body.ts';
 import { resolveRoute } from './resolve.ts';
 
@@ -264,7 +264,7 @@ async function replayWhole(a: Access, route: Route, codec: ClientCodec, adm: Adm
     await ctx.rt.evidenceSafe();
     await codec.settle?.();
   } catch (e) {
-    countCall(ctx, a.identity, route, answeredAs(call, e));
+    unacknowledgedCall(ctx, a.identity, route, call, e);
     throw e;
   }
   countCall(ctx, a.identity, route, call);
@@ -328,7 +328,7 @@ function sendChecked(a: Access, route: Route, codec: ClientCodec, cache: CacheSt
     const safe = ctx.rt.evidenceSafeNow();
     if (safe) {
       // The answer waits for its evidence's commit (the fleet's INSERT in flight); counted once
-      // that says what the caller is answered: 200, or 503 when the commit failed (answeredAs).
+      // that says what the caller is answered: 200, or 503 when the commit failed (unacknowledgedCall, which amends the trail too).
       handed = true;
       return safe.then(() => {
         const settled = codec.settle?.();
@@ -337,7 +337,7 @@ function sendChecked(a: Access, route: Route, codec: ClientCodec, cache: CacheSt
           () => { try { sendWhole(ctx, text, r, call, cache); } finally { countCall(ctx, a.identity, route, call); } },
           (e: unknown) => { countCall(ctx, a.identity, route, call); throw e; },
         );
-      }, (e: unknown) => { countCall(ctx, a.identity, route, answeredAs(call, e)); throw e; });
+      }, (e: unknown) => { unacknowledgedCall(ctx, a.identity, route, call, e); throw e; });
     }
     const settled = codec.settle?.();
     if (settled) {
@@ -746,23 +746,26 @@ class ChatStream {
 
   private recorded(call: CallOutcome, tail: string): Promise<void> | undefined {
     const { a, codec, res } = this;
-    countCall(a.ctx, a.identity, this.route, call);
     // Only a stream that ended cleanly is stored (never a cut or errored one).
     const complete = this.recorder?.result();
     this.recorder = null;
     if (complete) this.cache.save?.(complete);
     // The stream is acknowledged by its terminator: only once its evidence is crash-safe (and
     // what the codec handed on, e.g. a stored Response, is written). Evidence the trail could not
-    // commit ends it with an error event instead, as a whole answer would be refused (503).
+    // commit ends it with an error event instead, as a whole answer would be refused (503): counted
+    // so (as a stream the upstream broke is counted 502, not by its 200 head) and amended in the
+    // trail (unacknowledgedCall), so the metrics and the trail say the same.
     // Waited on only when there is something to wait for (a request alone in flight wrote its
     // evidence at once): a wait on an already-known value is a promise and a loop turn more.
     const safe = a.ctx.rt.evidenceSafeNow();
     if (safe) {
-      return safe.then(() => this.settled(tail), (e: unknown) => {
+      return safe.then(() => { countCall(a.ctx, a.identity, this.route, call); return this.settled(tail); }, (e: unknown) => {
+        unacknowledgedCall(a.ctx, a.identity, this.route, call, e, 'chat', 'stream_cut');
         const unsafe = toAamError(e);
         res.end(tail + codec.streamError(unsafe.message, unsafe.type, unsafe.code));
       });
     }
+    countCall(a.ctx, a.identity, this.route, call);
     return this.settled(tail);
   }
 

@@ -4,7 +4,7 @@ import type { EmbeddingsResult } from '../providers/types.ts';
 import { identify } from '../access/identify.ts';
 import { openAccess } from '../access/context.ts';
 import { watchesOutput } from '../access/guard.ts';
-import { answeredAs, countCall, failedCall, recordCall, recordCallEvidence, recordSideCall, type CallOutcome } from './record.ts';
+import { countCall, unacknowledgedCall, failedCall, recordCall, recordCallEvidence, recordSideCall, type CallOutcome } from './record.ts';
 import { allowedModels, mayUseModel } from '../policy/decide.ts';
 import { catalogLookup } from '../config/catalog.ts';
 import { AamError, badRequest, pathSegment } from '../access/errors.ts';
@@ -81,8 +81,8 @@ async function sendEmbeddings(ctx: Ctx, identity: Identity, route: Route, req: E
   });
   const headers: Record<string, string> = target ? { 'x-aam-target': target.label } : {};
   if (cache) headers['x-aam-cache'] = cache;
-  // Counted as answered: 503 when the evidence could not be committed (answeredAs).
-  try { await ctx.rt.evidenceSafe(); } catch (e) { countCall(ctx, identity, route, answeredAs(call, e), 'embeddings'); throw e; }
+  // Counted as answered: 503 when the evidence could not be committed (unacknowledgedCall: the trail says so too).
+  try { await ctx.rt.evidenceSafe(); } catch (e) { unacknowledgedCall(ctx, identity, route, call, e, 'embeddings'); throw e; }
   countCall(ctx, identity, route, call, 'embeddings');
   sendText(ctx, 200, body, 'application/json', headers);
 }

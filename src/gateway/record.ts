@@ -4,12 +4,12 @@ import type { Usage } from '../providers/types.ts';
 import type { Identity } from '../identity/types.ts';
 import type { Ctx } from './plane.ts';
 import { encodesAhead, identityEvidence, requestTraceId } from '../access/evidence.ts';
-import { policyEvidence, recordEvidence } from '../access/decide.ts';
+import { policyEvidence, recordEvidence, recordUnacknowledged } from '../access/decide.ts';
 import { modelSpanAttributes } from '../observability/otlp-genai.ts';
 import type { Route, Target } from './routes.ts';
 import { UPSTREAM_MESSAGE_MAX, type AttemptLog } from './upstream.ts';
 import { EvidenceUnavailable } from '../access/errors.ts';
-import { EVENT_HEAD, eventHead, type AuditIdentity, type AuditModel, type AuditPolicy, type EventHead } from '../audit/event.ts';
+import { EVENT_HEAD, eventHead, type AuditIdentity, type AuditModel, type AuditPolicy, type EventHead, type UnacknowledgedAs } from '../audit/event.ts';
 
 /**
  * Usage rollup, metrics, span attributes and the model_call audit event (carrying the request's
@@ -66,6 +66,17 @@ export interface CallOutcome {
  */
 export function answeredAs(call: CallOutcome, e: unknown): CallOutcome {
   return e instanceof EvidenceUnavailable ? { ...call, status: e.status } : call;
+}
+
+/**
+ * A call whose model_call event was written, then its answer failed (`e`): counted as answered
+ * (answeredAs), and when its evidence was not durable, the trail says so beside the model_call (an
+ * evidence_refused event: the model_call keeps the upstream's 200, which is what the upstream
+ * answered and billed). `answered`: refused (503), or a stream cut after its 200 head.
+ */
+export function unacknowledgedCall(ctx: Ctx, identity: Identity, route: Route, call: CallOutcome, e: unknown, operation: 'chat' | 'embeddings' = 'chat', answered: UnacknowledgedAs = 'refused'): void {
+  countCall(ctx, identity, route, answeredAs(call, e), operation);
+  recordUnacknowledged(ctx, identity, 'model_call', e, answered);
 }
 
 /**

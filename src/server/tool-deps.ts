@@ -8,7 +8,7 @@ import { decidingToolRule, type CompiledToolRule } from '../policy/compile.ts';
 import type { Decision } from '../policy/types.ts';
 import type { Runtime } from '../runtime.ts';
 import { storeRefused } from '../tools/util.ts';
-import { ToolError, RPC, type ToolAccess, type ToolAdmission, type JsonBody, type ToolCallTrace, type ToolDeps, type TraceContextIn } from '../tools/types.ts';
+import { ToolError, RPC, UnacknowledgedToolError, evidenceLink, type ToolAccess, type ToolAdmission, type JsonBody, type ToolCallTrace, type ToolDeps, type TraceContextIn } from '../tools/types.ts';
 import { parseTraceparent, traceHeaders } from '../observability/tracing.ts';
 import { toolSpanAttributes, toolSpanName } from '../observability/otlp-genai.ts';
 import { requestTraceId } from '../access/evidence.ts';
@@ -22,7 +22,8 @@ import { noteActivity, shadowed, storeUnavailableMessage, storeUnchecked } from 
 import { StoreUnavailable } from '../store/types.ts';
 import { admitRuleCall, UNCOUNTED } from '../access/rule-limits.ts';
 import { errMsg } from '../lib/error-message.ts';
-import { AamError } from '../access/errors.ts';
+import { AamError, EvidenceUnavailable } from '../access/errors.ts';
+import { evidenceRefusedMembers } from '../audit/event.ts';
 
 /** The tool plane's requests carry the whole runtime (the server's context). */
 type Access = AccessOf<Ctx>;
@@ -43,7 +44,7 @@ export function toolDeps(rt: Runtime): ToolDeps {
         if (!rt.audit?.recordDurable) return undefined;
         try { return await rt.audit.recordDurable(ev); } catch (e) { throw rt.fleet ? new StoreUnavailable('postgres', `audit trail: ${errMsg(e)}`) : e; }
       },
-      safe: () => rt.evidenceSafeNow()?.catch((e: unknown) => { throw evidenceRefused(e); }),
+      safe: (amends) => rt.evidenceSafeNow()?.catch((e: unknown) => { throw evidenceRefused(rt, e, amends); }),
     },
     log: rt.log,
     scrub: (text) => rt.scrub(text),
@@ -168,11 +169,19 @@ function toolStoreFailure(e: unknown): unknown {
   return storeRefused(e, storeUnavailableMessage(e));
 }
 
-/** Evidence not committed in time (EvidenceUnavailable): the tool plane's 503, aam's code in data as on the MCP plane's other refusals. */
-function evidenceRefused(e: unknown): unknown {
+/**
+ * Evidence not committed in time (EvidenceUnavailable): the tool plane's 503, aam's code in data as
+ * on the MCP plane's other refusals. With the call's event (`amends`, its outcome written), the
+ * trail says what the caller got beside it: an evidence_refused event under the same request.
+ */
+function evidenceRefused(rt: Runtime, e: unknown, amends: Record<string, unknown> | undefined): unknown {
   if (!(e instanceof AamError)) return e;
   const retry = Number(e.headers['retry-after']);
-  return new ToolError(e.code, e.message, { code: RPC.upstream, status: e.status, data: { code: e.code, ...(retry > 0 ? { retry_after_seconds: retry } : {}) } });
+  const opts = { code: RPC.upstream, status: e.status, data: { code: e.code, ...(retry > 0 ? { retry_after_seconds: retry } : {}) } };
+  if (!amends || !(e instanceof EvidenceUnavailable)) return new ToolError(e.code, e.message, opts);
+  const ev = { ...evidenceLink(amends), ...evidenceRefusedMembers('tool.outcome', 'refused', e.status, e.message) };
+  rt.audit?.record(ev);
+  return new UnacknowledgedToolError(e.code, e.message, opts);
 }
 
 /** The tool plane's view of a request's access context (one per request, like the context itself). */

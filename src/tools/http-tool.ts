@@ -12,7 +12,7 @@ import { argsDigest, checkHeld, heldCall, type Approvals } from './approvals.ts'
 import { createApprovals } from '../store/approvals.ts';
 import { compilePathTemplate, PathParamError, type PathTemplate } from './path-template.ts';
 import { decisionFields, denialMessage, intentUnrecorded } from './util.ts';
-import { identityFields, ToolError, type ToolAccess, type ToolAdmission, type ToolDeps } from './types.ts';
+import { identityFields, ToolError, UnacknowledgedToolError, type ToolAccess, type ToolAdmission, type ToolDeps } from './types.ts';
 import { errMsg } from '../lib/error-message.ts';
 
 export interface HttpToolProxyOptions {
@@ -262,7 +262,7 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
       delete out['content-length'];
       delete out['content-encoding'];
       // The answer acknowledges the call: only once its evidence is crash-safe (fleet: committed in PostgreSQL).
-      await deps.audit.safe();
+      await deps.audit.safe(audit);
       // The egress door (res) scrubs headers and body of every credential before they leave.
       res.writeHead(up.statusCode, out);
       res.end(answer);
@@ -271,7 +271,8 @@ export function createHttpToolProxy(config: ConfigSet, deps: ToolDeps, opts: Htt
       const err = e instanceof HttpToolError ? e
         : e instanceof ToolError ? fromToolError(e)
           : new HttpToolError(500, 'api_error', 'internal_error', `internal error in the HTTP tool proxy: ${errMsg(e)}`);
-      if (err.code !== 'policy_denied' && err.code !== 'approval_required') deps.audit.record({ ...audit, type: 'tool.outcome', outcome: { status: err.status, error: err.message } });
+      // A refusal for evidence not durable after the outcome was written is in the trail already (evidence_refused).
+      if (err.code !== 'policy_denied' && err.code !== 'approval_required' && !(e instanceof UnacknowledgedToolError)) deps.audit.record({ ...audit, type: 'tool.outcome', outcome: { status: err.status, error: err.message } });
       if (err.status >= 500) deps.log.warn({ request_id: requestId, tool: toolName, action: actionName, err: err.message }, 'http tool call failed');
       sendError(res, err, requestId);
     }

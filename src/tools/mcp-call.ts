@@ -12,7 +12,7 @@ import type { Catalog, CompiledTool, ServerEntry } from './catalog.ts';
 import type { CallOptions, ListKind, Listing, LogParams } from './upstream.ts';
 import type { Gathered, PageStore } from './mcp-pages.ts';
 import { decisionFields, denialMessage, intentUnrecorded, NAME_SEP } from './util.ts';
-import { identityFields, RPC, ToolError, type ToolAccess, type ToolAdmission, type ToolDeps, type TraceContextIn } from './types.ts';
+import { identityFields, RPC, ToolError, UnacknowledgedToolError, type ToolAccess, type ToolAdmission, type ToolDeps, type TraceContextIn } from './types.ts';
 import { isObj } from '../lib/json.ts';
 import { errMsg } from '../lib/error-message.ts';
 
@@ -260,11 +260,12 @@ export async function callTool(rt: Runtime, s: SessionCtx, name: string, rawArgs
     deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: relay ? 'input_required' : task ? 'task_created' : result.isError ? 'tool_error' : 'ok', bytes, latency_ms: performance.now() - started } });
     // The egress door scrubs credentials from the bytes the agent receives; guardrails see every leaf first.
     const out = await guardedResult(rt, s, result, `tools/call ${name}`, requestId, attached);
-    await deps.audit.safe();
+    await deps.audit.safe(base);
     if (task) return relayTask(deps.stateKey, out, { sub: binding.sub, server: t.server, tool: t.def.name, args: base.args_digest }) as unknown as CallToolResult;
     return relay ? relayInput(deps.stateKey, out, binding) as unknown as CallToolResult : out;
   } catch (e) {
-    deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: 'error', error: errMsg(e), latency_ms: performance.now() - started } });
+    // Refused for its evidence after its outcome was written: the trail says so already (evidence_refused), not a second outcome.
+    if (!(e instanceof UnacknowledgedToolError)) deps.audit.record({ ...base, type: 'tool.outcome', outcome: { status: 'error', error: errMsg(e), latency_ms: performance.now() - started } });
     throw e;
   }
 }

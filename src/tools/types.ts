@@ -95,8 +95,11 @@ export interface ToolDeps {
      * An answer is an acknowledgement: await this before one leaves. Resolves once every event
      * recorded so far survives a crash (fleet: committed in PostgreSQL); rejects with a 503
      * ToolError (store_unavailable in fleet mode) when it cannot be. undefined: safe already.
+     * amends: the call's event whose outcome is written (tool.outcome): refused, the trail says what
+     * the caller got beside it (an evidence_refused event with its link and identity, see
+     * evidenceLink), and the rejection is an UnacknowledgedToolError (no second tool.outcome).
      */
-    safe(): Promise<void> | undefined;
+    safe(amends?: Record<string, unknown>): Promise<void> | undefined;
   };
   log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
   /** Scrub text aam writes to disk (stored tool definitions); what reaches agents is scrubbed by the egress door. */
@@ -151,6 +154,16 @@ export function identityFields(identity: Identity): Record<string, unknown> {
   };
 }
 
+/** The members of a tool-plane event that link an evidence_refused event to its call: the request, the trace, who, and which tool. */
+const LINK = ['plane', 'request_id', 'client_request_id', 'trace_id', 'jsonrpc_id', 'session_id', 'spiffe_id', 'agent', 'owner', 'team', 'environment', 'deployment', 'auth_method', 'key_id', 'server', 'tool', 'resource', 'action'] as const;
+
+/** See LINK: an event's link members, present ones only. */
+export function evidenceLink(ev: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of LINK) if (ev[k] !== undefined) out[k] = ev[k];
+  return out;
+}
+
 /** A user-visible tool-plane error with a JSON-RPC code and an HTTP status for the /tools proxy. */
 export class ToolError extends Error {
   readonly code: number;
@@ -166,6 +179,9 @@ export class ToolError extends Error {
     this.data = opts.data;
   }
 }
+
+/** A call refused (503) after its outcome was written because its evidence was not durable: the trail says so already (evidence_refused). */
+export class UnacknowledgedToolError extends ToolError {}
 
 /** JSON-RPC codes: denials (and held approvals) use -32001 as the Contract says; upstream trouble -32603. */
 /** `limited` (rate limits, session caps) is in the implementation-defined server error range; data.retry_after_seconds says when to retry. */
