@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { startGateway, type Running } from '../src/cli/serve.ts';
@@ -17,31 +17,52 @@ import { tempDir } from './helpers/temp.ts';
 import { doc, yaml } from './helpers/gateway.ts';
 import { rewriteTrail, runAudit } from './audit-helpers.ts';
 import { parseProm } from './helpers/prom.ts';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { Server as McpServer } from '@modelcontextprotocol/sdk/server/index.js';
+import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
+import { CallToolRequestSchema, ListToolsRequestSchema, McpError } from '@modelcontextprotocol/sdk/types.js';
+import { queryEvents } from '../src/audit/query.ts';
 
 let g: Running;
 let api: Server;
+let mcp: Server;
 let url = '';
 let key = '';
 let dir = '';
 const data = () => join(dir, 'data');
 
-const config = (toolUrl: string, allow: string[]) => yaml(
+const config = (toolUrl: string, mcpUrl: string, allow: string[]) => yaml(
   doc('Provider', 'demo', { type: 'demo' }),
   doc('Model', 'small', { targets: [{ provider: 'demo', model: 'demo-small' }] }),
   doc('Model', 'embed', { kind: 'embeddings', targets: [{ provider: 'demo', model: 'demo-embed' }] }),
   doc('HttpTool', 'crm', { baseUrl: toolUrl, resource: 'crm.accounts', actions: { read: { method: 'GET', path: '/accounts/{id}' } } }),
+  doc('McpServer', 'kb', { transport: 'streamable-http', url: mcpUrl }),
   doc('Agent', 'writer', { workload: 'spiffe://test/agent/writer', team: 'ops' }),
-  doc('AgentPolicy', 'ops', { identity: { team: 'ops' }, models: { allow }, tools: [{ resource: 'crm.accounts', actions: ['read'] }] }),
+  doc('AgentPolicy', 'ops', { identity: { team: 'ops' }, models: { allow }, tools: [{ resource: 'crm.accounts', actions: ['read'] }, { resource: 'kb', actions: ['lookup'] }] }),
 );
 
 before(async () => {
   api = createServer((req, res) => { res.writeHead(200, { 'content-type': 'application/json' }).end('{"id":"a1","name":"Acme"}'); });
   await new Promise<void>((r) => api.listen(0, '127.0.0.1', r));
+  // A stateless MCP server with one tool.
+  const read = (req: IncomingMessage) => new Promise<string>((r) => { const c: Buffer[] = []; req.on('data', (d: Buffer) => c.push(d)); req.on('end', () => r(Buffer.concat(c).toString())); });
+  mcp = createServer(async (req, res) => {
+    if (req.method !== 'POST') { res.writeHead(405).end(); return; }
+    const server = new McpServer({ name: 'kb', version: '1.0.0' }, { capabilities: { tools: {} } });
+    server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: [{ name: 'lookup', inputSchema: { type: 'object' } }] }));
+    server.setRequestHandler(CallToolRequestSchema, async () => ({ content: [{ type: 'text', text: 'found it' }] }));
+    const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
+    await server.connect(transport);
+    await transport.handleRequest(req, res, JSON.parse(await read(req)));
+  });
+  await new Promise<void>((r) => mcp.listen(0, '127.0.0.1', r));
   dir = tempDir('aam-evidence-refused-');
   const toolUrl = `http://127.0.0.1:${(api.address() as AddressInfo).port}`;
-  writeFileSync(join(dir, 'aam.yaml'), config(toolUrl, ['small', 'embed']));
+  const mcpUrl = `http://127.0.0.1:${(mcp.address() as AddressInfo).port}/mcp`;
+  writeFileSync(join(dir, 'aam.yaml'), config(toolUrl, mcpUrl, ['small', 'embed']));
   // NEW for `aam policy diff`: the chat route no longer allowed.
-  writeFileSync(join(dir, 'new.yaml'), config(toolUrl, ['embed']));
+  writeFileSync(join(dir, 'new.yaml'), config(toolUrl, mcpUrl, ['embed']));
   g = await startGateway({ configPath: join(dir, 'aam.yaml'), dataDir: data(), port: 0, host: '127.0.0.1', env: { ...process.env, AAM_LOG_LEVEL: 'error' }, parseConfig: parseConfigTexts });
   url = `http://127.0.0.1:${g.port}`;
   key = g.rt.keys.create('writer').secret;
@@ -50,6 +71,8 @@ before(async () => {
 after(async () => {
   await g?.close();
   await new Promise<void>((r) => api ? api.close(() => r()) : r());
+  mcp?.closeAllConnections();
+  await new Promise<void>((r) => mcp ? mcp.close(() => r()) : r());
 });
 
 const post = (path: string, body: unknown) => fetch(`${url}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
@@ -144,6 +167,22 @@ test('an HTTP tool call refused 503 after its outcome was written: evidence_refu
   assert.deepEqual(amended.outcome, { status: 503, error_class: 'evidence_not_durable', error: REFUSAL });
 });
 
+test('an MCP tools/call refused after its outcome was written: a JSON-RPC error, and evidence_refused (amends tool.outcome) instead of a second tool.outcome', async () => {
+  const client = new Client({ name: 'test-agent', version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${key}` } } }));
+  try {
+    const e = await withJournalFailing(() => client.callTool({ name: 'kb__lookup', arguments: {} }).then(() => null, (x: unknown) => x));
+    assert.ok(e instanceof McpError, String(e));
+    assert.match(e.message, /the audit trail could not record this request/);
+  } finally { await client.close(); }
+  await g.rt.auditLog!.flush();
+  const [amended] = queryEvents(g.rt.auditLog!.db, { type: 'evidence_refused', agent: 'writer', limit: 1 });
+  assert.equal(amended.plane, 'mcp');
+  const events = await trailOf(amended.request_id);
+  assert.deepEqual(events.map((x) => [x.type, (x.outcome as { status: unknown } | undefined)?.status ?? null]), [['tool.decision', null], ['tool.outcome', 'ok'], ['evidence_refused', 503]]);
+  assert.deepEqual([amended.amends, amended.answered, amended.server, amended.tool], ['tool.outcome', 'refused', 'kb', 'lookup']);
+});
+
 test('answered once the trail writes again; `aam policy diff` replays the calls, not their amendments; verify passes, then catches an altered evidence_refused', async () => {
   assert.equal((await chat()).status, 200);
   await g.rt.auditLog!.flush();
@@ -155,8 +194,8 @@ test('answered once the trail writes again; `aam policy diff` replays the calls,
     code = await policyDiffCommands['policy diff'].run({ values: { 'against-trail': '1h', json: true }, positionals: [join(dir, 'aam.yaml'), join(dir, 'new.yaml')], g: { config: join(dir, 'aam.yaml'), data: data() } });
   } finally { process.stdout.write = orig; }
   const diff = JSON.parse(out) as { replayed: number; changed: number };
-  // Chat: refused, cut, answered (3 model_calls); embeddings 1; the tool's decision 1. Their 4 evidence_refused events are not replayed.
-  assert.deepEqual([code, diff.replayed, diff.changed], [1, 5, 3], out);
+  // Chat: refused, cut, answered (3 model_calls); embeddings 1; the HTTP and MCP tools' decisions 2. Their 5 evidence_refused events are not replayed.
+  assert.deepEqual([code, diff.replayed, diff.changed], [1, 6, 3], out);
   await g.close();
   const ok = await runAudit('audit verify', data());
   assert.equal(ok.code, 0, ok.out + ok.err);
