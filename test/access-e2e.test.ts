@@ -196,5 +196,5 @@ test('credentials.allow: an identity may only use the credentials its policy nam
 test('expose_to_agent: true is refused at load with a reason', async () => {
   const { parseConfigTexts, ConfigError } = await import('../src/config/load.ts');
   assert.throws(() => parseConfigTexts([{ file: 'x.yaml', text: doc('AgentPolicy', 'p', { identity: { team: 't' }, credentials: { expose_to_agent: true } }) }]),
-    (e: InstanceType<typeof ConfigError>) => /expose_to_agent: only false is supported/.test(e.message));
+    (e: InstanceType<typeof ConfigError>) => /expose_to_agent: must be false \(aam never hands credentials to agents\)/.test(e.message));
 });

@@ -163,9 +163,20 @@ function describeZodIssue(i: z.core.$ZodIssue, schema: z.ZodType, root: unknown)
   if (i.code !== 'invalid_type' && i.code !== 'invalid_value') return i.message;
   const found = valueAt(root, i.path);
   if (i.code === 'invalid_type') return found === undefined ? `required field is missing (expected ${typeName(i.expected)})` : `expected ${typeName(i.expected)}, not ${describeValue(found.value)}`;
-  if (found === undefined) return `${i.message} (none given)`;
+  const allowed = allowedMessage(i);
+  if (found === undefined) return `${allowed} (none given)`;
   const near = typeof found.value === 'string' ? nearest(found.value, i.values.filter((v): v is string => typeof v === 'string')) : null;
-  return `${i.message}, not ${describeValue(found.value)}${near ? ` (did you mean ${near}?)` : ''}`;
+  return `${allowed}, not ${describeValue(found.value)}${near ? ` (did you mean ${near}?)` : ''}`;
+}
+
+/**
+ * The values a field takes, in the YAML's words (`must be one of openai, anthropic`); zod's own
+ * ("Invalid option: expected one of "openai"|"anthropic"") only when a schema gave none of its own.
+ */
+function allowedMessage(i: z.core.$ZodIssueInvalidValue): string {
+  if (!/^Invalid (option|input)\b/.test(i.message)) return i.message;
+  const values = i.values.map((v) => String(v));
+  return values.length === 1 ? `must be ${values[0]}` : `must be one of ${values.join(', ')}`;
 }
 
 /** A bound in the YAML's words with what was found: `must be at most 10, not 20` (zod's own: "Too big: expected number to be <=10"). */
@@ -190,7 +201,7 @@ function valueAt(root: unknown, path: readonly PropertyKey[]): { value: unknown 
 }
 
 /** zod's type names in YAML's words. */
-const typeName = (t: string): string => ({ array: 'a list', object: 'a mapping', number: 'a number', string: 'a string', boolean: 'true or false' } as Record<string, string>)[t] ?? t;
+const typeName = (t: string): string => ({ array: 'a list', object: 'a mapping', number: 'a number', string: 'a string', boolean: 'true or false', nonoptional: 'a value' } as Record<string, string>)[t] ?? t;
 
 /** A found value as a user would recognise it in the YAML: `the string "75"`, `a list`, `null`. */
 function describeValue(v: unknown): string {

@@ -238,7 +238,7 @@ export const policySpec = z.strictObject({
   max_delegation_depth: z.number().int().min(1).max(32).optional(),
   credentials: z.strictObject({
     injection: z.enum(['runtime']).optional(),
-    expose_to_agent: z.literal(false, { error: 'expose_to_agent: only false is supported; aam never hands credentials to agents' }).optional(),
+    expose_to_agent: z.literal(false, { error: 'must be false (aam never hands credentials to agents)' }).optional(),
     allow: z.array(name).optional(),
   }).optional(),
   audit: z.strictObject({
@@ -368,8 +368,8 @@ function fieldsAt(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
 }
 
 export const documentSchema = z.strictObject({
-  apiVersion: z.literal(API_VERSION, { error: `must be ${API_VERSION}` }),
-  kind: z.enum(KINDS as [Kind, ...Kind[]], { error: `must be one of ${KINDS.join(', ')}` }),
+  apiVersion: z.literal(API_VERSION),
+  kind: z.enum(KINDS as [Kind, ...Kind[]]),
   metadata: z.strictObject({
     name: routeName,
     labels: labels.optional(),
