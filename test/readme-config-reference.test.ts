@@ -1,6 +1,6 @@
 // The README's config reference against the schema aam loads with (src/config/schema.ts): every field
-// any kind accepts is named in the README, and every value of every enum field is written on a README
-// line that names that field (`approval: none`, `scope: team`), so a value added to the schema without
+// any kind accepts is named as a field in the "## Config reference" section, and every value of every enum
+// field is written on a line of it that names that field (`approval: none`, `scope: team`), so a value added to the schema without
 // a word in the README fails here.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -42,18 +42,27 @@ const all = [
   ...Object.entries(specByKind).flatMap(([kind, schema]) => accepted(schema, kind, kind)),
   ...accepted(documentSchema, 'document', 'document'),
 ];
-const lines = readFileSync(new URL('../README.md', import.meta.url), 'utf8').split('\n');
+const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8').split('\n');
+/** The "## Config reference" section, up to the next "## " heading (before: the whole README, so a field named only in the fleet or Performance text passed). */
+const lines = readme.slice(readme.indexOf('## Config reference'), readme.findIndex((l, i) => i > readme.indexOf('## Config reference') && l.startsWith('## ')));
+const escaped = (w: string): string => w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 /** `word` standing alone: not part of a longer name (`scope` is not in `scopes`, `team` not in `team_id`). */
-const word = (w: string): RegExp => new RegExp(`(^|[^\\w-])${w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}($|[^\\w-])`);
+const word = (w: string): RegExp => new RegExp(`(^|[^\\w-])${escaped(w)}($|[^\\w-])`);
+/**
+ * `field` named as a field: a YAML key (`threshold:`, `{ min: 1`), a dotted path (`spec.cache.threshold`), `?field=` or
+ * `` `field` `` (before: the word anywhere, so `min` passed on "after 30 min" and `threshold` on a list of names).
+ */
+const key = (w: string): RegExp => new RegExp(`(^|[^\\w-])${escaped(w)}(\\s*:|\\.\\w|\\[)|\\.${escaped(w)}\\b|\\b${escaped(w)}=|\`${escaped(w)}\`|[{,] *${escaped(w)}\\b`);
 
-test('every field the config schema accepts is named in the README', () => {
+test('every field the config schema accepts is named as a field in the README\'s config reference', () => {
+  assert.ok(lines.length > 1000 && lines.length < readme.length, `the config reference is ${lines.length} of the README's ${readme.length} lines`);
   const fields = all.filter((a) => a.value === undefined);
   assert.ok(fields.length > 200, `walked ${fields.length} fields`);
-  const missing = fields.filter((a) => !lines.some((l) => word(a.field).test(l))).map((a) => `${a.where}.${a.field}`);
+  const missing = fields.filter((a) => !lines.some((l) => key(a.field).test(l))).map((a) => `${a.where}.${a.field}`);
   assert.deepEqual(missing, []);
 });
 
-test('every enum value the config schema accepts is written on a README line that names its field', () => {
+test('every enum value the config schema accepts is written on a line of the config reference that names its field', () => {
   const values = all.filter((a) => a.value !== undefined);
   assert.ok(values.length > 50, `walked ${values.length} enum values`);
   // before: approval none, budget and cache scope team, webhook on_error allow, credential kind api_key and
