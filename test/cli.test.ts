@@ -198,6 +198,9 @@ test('a file, a flag\'s value or an --agent a command cannot use is a usage erro
     // before: a negative number after a flag was parseArgs' "argument is ambiguous ... use '--grace=-XYZ'"
     [['keys', 'rotate', 'key_x', '--grace', '-1'], /^--grace must be a number of seconds from 0 \(the old secret stops at once\) to 31536000/],
     [['audit', 'query', '--limit', '-3'], /^audit query: limit "-3" is not a whole number from 1 to 10000/],
+    // before: `-c -1` read the file "=-1" ("config file not found", exit 1); a word like an option after one that takes a value is named
+    [['serve', '-c', '-1'], /(^|\n)-c \(--config\) takes a value, but the next word "-1" looks like an option: give the value after -c \(a value that starts with "-": --config=-1\)\nusage: aam serve /],
+    [['keys', 'create', '--agent', '--name', 'x'], /^--agent takes a value, but the next word "--name" looks like an option/],
   ] as Array<[string[], RegExp]>) {
     const r = await run([...args, ...d]);
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);

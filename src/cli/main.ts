@@ -206,7 +206,9 @@ export function unknownCommand(words: readonly string[], known: readonly string[
 }
 
 /** node:util's parseArgs errors in the CLI's words: an unknown option names the command and the nearest real one. */
-export function optionError(e: Error & { code?: string }, command: string, options: ParseArgsConfig['options']): string {
+export function optionError(e: Error & { code?: string }, command: string, options: ParseArgsConfig['options'], args: readonly string[] = []): string {
+  const dashed = e.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE' ? /^Option '([^']+)' argument is ambiguous/.exec(e.message)?.[1] : undefined;
+  if (dashed) return dashedValue(dashed, args[args.indexOf(dashed) + 1] ?? '', options);
   const unknown = e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? /Unknown option '([^']+)'/.exec(e.message)?.[1] : undefined;
   if (!unknown) return e.message;
   const names = Object.keys(options ?? {}).map((n) => `--${n}`);
@@ -214,15 +216,27 @@ export function optionError(e: Error & { code?: string }, command: string, optio
   return `unknown option ${unknown} for aam ${command}${near ? ` (did you mean ${near}?)` : `; its options: ${names.join(', ')}`}`;
 }
 
+/** `-c -1`, `--agent --name x`: the word after an option that takes a value looks like an option (parseArgs: "argument is ambiguous"). */
+function dashedValue(flag: string, next: string, options: ParseArgsConfig['options']): string {
+  const long = flag.startsWith('--') ? flag : `--${Object.entries(options ?? {}).find(([, o]) => `-${o.short}` === flag)?.[0] ?? flag.slice(1)}`;
+  const named = long === flag ? flag : `${flag} (${long})`;
+  return `${named} takes a value, but the next word "${next}" looks like an option: give the value after ${flag} (a value that starts with "-": ${long}=${next})`;
+}
+
+/** Options whose value is a number, a duration or a time: after them a negative number is the value (negativeValues). */
+const NUMERIC_OPTIONS = new Set(['port', 'grace', 'limit', 'ttl', 'since', 'older-than']);
+
 /**
- * `--grace -1` as `--grace=-1`: a negative number after an option that takes a value is that value, so the
+ * `--grace -1` as `--grace=-1`: a negative number after an option that takes a number is that value, so the
  * command's own check says what range to give (parseArgs alone calls it "ambiguous" and suggests --grace=-XYZ).
+ * After any other option (`-c -1`: a file named "-1"?) it stays a word that looks like an option (dashedValue).
  */
 export function negativeValues(args: readonly string[], options: ParseArgsConfig['options']): string[] {
-  const valued = new Set(Object.entries(options ?? {}).filter(([, o]) => o.type === 'string').flatMap(([n, o]) => [`--${n}`, ...(o.short ? [`-${o.short}`] : [])]));
+  const numeric = new Map(Object.entries(options ?? {}).filter(([n, o]) => o.type === 'string' && NUMERIC_OPTIONS.has(n)).flatMap(([n, o]) => [[`--${n}`, n], ...(o.short ? [[`-${o.short}`, n] as const] : [])] as Array<readonly [string, string]>));
   const out: string[] = [];
   for (let i = 0; i < args.length; i++) {
-    if (valued.has(args[i]) && /^-\d/.test(args[i + 1] ?? '')) out.push(`${args[i]}=${args[++i]}`);
+    const long = numeric.get(args[i]);
+    if (long !== undefined && /^-\d/.test(args[i + 1] ?? '')) out.push(`--${long}=${args[++i]}`);
     else out.push(args[i]);
   }
   return out;
@@ -280,7 +294,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     parsed = parseArgs({ args: negativeValues(rest, { ...GLOBAL_OPTIONS, ...cmd.options }), options: { ...GLOBAL_OPTIONS, ...cmd.options }, allowPositionals: true, strict: true });
   } catch (e) {
-    err(`${optionError(e as Error & { code?: string }, name, { ...GLOBAL_OPTIONS, ...cmd.options })}\nusage: ${cmd.usage}`);
+    err(`${optionError(e as Error & { code?: string }, name, { ...GLOBAL_OPTIONS, ...cmd.options }, rest)}\nusage: ${cmd.usage}`);
     return 2;
   }
   if (parsed.values.help) { out(`${cmd.summary}\n\nusage: ${cmd.usage}\n\nGlobal options: --config F, --data D`); return 0; }
