@@ -13,12 +13,25 @@ const data = join(dir, 'data');
 // start-up CPU); the processes of this file share one compile cache, so only the first pays.
 const compileCache = join(dir, 'compile-cache');
 
-const run = (args: string[], input?: string, node: string[] = []) => new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+type Ran = { code: number; stdout: string; stderr: string };
+const spawnAam = (args: string[], input?: string, node: string[] = []) => new Promise<Ran>((resolve) => {
   const child = execFile(process.execPath, [...node, 'bin/aam.js', ...args], { env: { ...process.env, AAM_LOG_LEVEL: 'error', NODE_COMPILE_CACHE: compileCache } }, (err, stdout, stderr) => {
     resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
   });
   if (input !== undefined) child.stdin?.end(input);
 });
+// Each `aam` process is mostly start-up (0.2-0.6 s of CPU: node, module loading, the config): checks that
+// need no order run their processes together (runAll), a few at a time so a loaded host is not flooded.
+const PARALLEL = 3;
+let running = 0;
+const waiting: Array<() => void> = [];
+const run = async (args: string[], input?: string, node: string[] = []): Promise<Ran> => {
+  if (running >= PARALLEL) await new Promise<void>((go) => waiting.push(go));
+  running++;
+  try { return await spawnAam(args, input, node); } finally { running--; waiting.shift()?.(); }
+};
+/** Independent `aam` runs, started together (at most PARALLEL at once), their results in order. */
+const runAll = (list: string[][]): Promise<Ran[]> => Promise.all(list.map((args) => run(args)));
 
 test('validate: the repo config is valid; a broken one lists every problem with file, line and field, exit 1', async () => {
   const ok = await run(['validate', 'aam.yaml']);
@@ -112,11 +125,11 @@ test('keys create prints the key as the last stdout line; list/revoke/rotate; --
   const unknown = await run(['keys', 'create', '--agent', 'nobody', '--config', 'aam.yaml', '--data', data]);
   assert.equal(unknown.code, 2, 'an --agent the config lacks is a usage error');
   assert.match(unknown.stderr, /no Agent "nobody"/);
-  for (const cmd of [['serve'], ['keys', 'create'], ['credentials', 'set']]) {
-    const h = await run([...cmd, '--help']);
-    assert.equal(h.code, 0, cmd.join(' '));
+  const helps = [['serve'], ['keys', 'create'], ['credentials', 'set']];
+  (await runAll(helps.map((cmd) => [...cmd, '--help']))).forEach((h, i) => {
+    assert.equal(h.code, 0, helps[i].join(' '));
     assert.match(h.stdout, /usage: .*aam /);
-  }
+  });
 });
 
 test('global options may come before the command (before: unknown command "aam.yaml"); keys create refuses an --expires in the past (before: an expired key was made and printed)', async () => {
@@ -181,7 +194,7 @@ test('a file, a flag\'s value or an --agent a command cannot use is a usage erro
   const cases = join(bad, 'cases.yaml');
   writeFileSync(cases, 'key: [\n');
   const d = ['--data', join(bad, 'data'), '--config', 'aam.yaml'];
-  for (const [args, says] of [
+  const table = [
     [['identity', 'import-keys', keys], /keys\.json is not valid JSON; restore it from a backup/],
     [['identity', 'import-keys', join(bad, 'gone', 'keys.json')], /keys\.json does not exist \(a data dir keeps them in issuer\/keys\.json/],
     [['identity', 'import-keys', loose], /has mode 0644.*Fix: chmod 600/],
@@ -201,12 +214,14 @@ test('a file, a flag\'s value or an --agent a command cannot use is a usage erro
     // before: `-c -1` read the file "=-1" ("config file not found", exit 1); a word like an option after one that takes a value is named
     [['serve', '-c', '-1'], /(^|\n)-c \(--config\) takes a value, but the next word "-1" looks like an option: give the value after -c \(a value that starts with "-": --config=-1\)\nusage: aam serve /],
     [['keys', 'create', '--agent', '--name', 'x'], /^--agent takes a value, but the next word "--name" looks like an option/],
-  ] as Array<[string[], RegExp]>) {
-    const r = await run([...args, ...d]);
+  ] as Array<[string[], RegExp]>;
+  const ran = await runAll(table.map(([args]) => [...args, ...d]));
+  table.forEach(([args, says], i) => {
+    const r = ran[i];
     assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}`);
     assert.match(r.stderr, says, args.join(' '));
     assert.doesNotMatch(r.stderr, /^error: /, 'said as a usage error, not a failure');
-  }
+  });
 });
 
 test('policy explain: an A2A call (--callee, --skill) as policy test and the admin API take it; without a request the error names the flags', async () => {
@@ -222,14 +237,14 @@ test('policy explain: an A2A call (--callee, --skill) as policy test and the adm
 });
 
 test('an unknown subcommand of a known group lists the group\'s subcommands (before: unknown command "audit")', async () => {
-  const r = await run(['audit', 'tail']);
+  const [r, policy, frob, kees, lst] = await runAll([['audit', 'tail'], ['policy'], ['frobnicate'], ['kees', 'list'], ['keys', 'lst']]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /^unknown command "audit tail": aam audit verify \| export \| query \| show \| public-key \| prune\n/);
-  assert.match((await run(['policy'])).stderr, /^"policy" needs a subcommand: aam policy test \| explain \| diff\n/);
-  assert.match((await run(['frobnicate'])).stderr, /^unknown command "frobnicate"\n/);
+  assert.match(policy.stderr, /^"policy" needs a subcommand: aam policy test \| explain \| diff\n/);
+  assert.match(frob.stderr, /^unknown command "frobnicate"\n/);
   // A typo of a command names the nearest one, as a misspelt option does.
-  assert.match((await run(['kees', 'list'])).stderr, /^unknown command "kees" \(did you mean keys\?\)\n/);
-  assert.match((await run(['keys', 'lst'])).stderr, /^unknown command "keys lst" \(did you mean keys list\?\): aam keys create \| list/);
+  assert.match(kees.stderr, /^unknown command "kees" \(did you mean keys\?\)\n/);
+  assert.match(lst.stderr, /^unknown command "keys lst" \(did you mean keys list\?\): aam keys create \| list/);
 });
 
 test('audit query --decision is checked: a misspelt one is named instead of printing an empty trail', async () => {
@@ -282,12 +297,12 @@ test('audit query/export: --since takes an ISO time or a duration ago; a bad --s
 
 test('a mistyped --data is refused by the commands that read a gateway\'s data (before: created empty, "no keys", exit 0); credentials set says when no Credential of the config reads the name (before: stored, silently, where nothing reads it)', async () => {
   const typo = join(dir, 'no-such-data');
-  for (const args of [['keys', 'list'], ['keys', 'revoke', 'key_1'], ['keys', 'rotate', 'key_1'], ['usage']]) {
-    const r = await run([...args, '--data', typo]);
-    assert.equal(r.code, 1, `${args.join(' ')}: ${r.stdout}`);
+  const commands = [['keys', 'list'], ['keys', 'revoke', 'key_1'], ['keys', 'rotate', 'key_1'], ['usage']];
+  (await runAll(commands.map((args) => [...args, '--data', typo]))).forEach((r, i) => {
+    assert.equal(r.code, 1, `${commands[i].join(' ')}: ${r.stdout}`);
     assert.match(r.stderr, new RegExp(`no aam data in ${typo} \\(no aam.db\\): give the gateway's data dir \\(--data or AAM_DATA_DIR\\)`));
-    assert.ok(!existsSync(typo), `${args.join(' ')} created ${typo}`);
-  }
+  });
+  assert.ok(!existsSync(typo), `one of ${commands.map((c) => c.join(' ')).join(', ')} created ${typo}`);
   const cfg = join(dir, 'stored.yaml');
   writeFileSync(cfg, 'apiVersion: access.envisionai.dev/v1\nkind: Credential\nmetadata: { name: salesforce-token }\nspec: { stored: true }\n');
   // Stored ahead of its document is allowed (a stored Credential needs a value before it loads), but said.
@@ -301,18 +316,14 @@ test('a mistyped --data is refused by the commands that read a gateway\'s data (
 });
 
 test('a misspelt option names the command and the nearest real option (before: node\'s "To specify a positional argument starting with a \'-\'..."); aam --version; a stray option without a command is refused (before: help, exit 0)', async () => {
-  const typo = await run(['keys', 'list', '--jsn']);
+  const [typo, far, version, stray, plain] = await runAll([['keys', 'list', '--jsn'], ['usage', '--verbose'], ['--version'], ['--verbose'], ['--config', 'aam.yaml']]);
   assert.equal(typo.code, 2);
   assert.equal(typo.stderr, 'unknown option --jsn for aam keys list (did you mean --json?)\nusage: aam keys list [--json]\n');
-  const far = await run(['usage', '--verbose']);
   assert.equal(far.code, 2);
   assert.match(far.stderr, /^unknown option --verbose for aam usage; its options: --config, --data, --help, --by, --since, --json\n/);
-  const version = await run(['--version']);
   assert.deepEqual([version.code, version.stdout], [0, `aam ${(JSON.parse(readFileSync('package.json', 'utf8')) as { version: string }).version}\n`]);
-  const stray = await run(['--verbose']);
   assert.equal(stray.code, 2);
   assert.match(stray.stderr, /^unknown option --verbose: give a command first/);
-  const plain = await run(['--config', 'aam.yaml']);
   assert.equal(plain.code, 0, 'global options alone still print the help');
   assert.match(plain.stdout, /^aam - Agent Access Manager/);
 });
@@ -388,14 +399,13 @@ test('the README\'s Commands table and the CLI\'s command table name the same co
 });
 
 test('aam GROUP --help lists the group\'s commands with their usage, exit 0 (before: "needs a subcommand", exit 2); aam --help keeps each group together (before: policy diff after import portkey)', async () => {
-  const keys = await run(['keys', '--help']);
+  const [keys, alone, helpKeys, rotate, top] = await runAll([['keys', '--help'], ['keys'], ['help', 'keys'], ['help', 'keys', 'rotate'], ['--help']]);
   assert.equal(keys.code, 0, keys.stderr);
   assert.deepEqual(keys.stdout.split('\n').filter((l) => l.startsWith('  usage: ')).map((l) => l.split(' ').slice(3, 6).join(' ')), ['aam keys create', 'aam keys list', 'aam keys revoke', 'aam keys rotate']);
-  assert.equal((await run(['keys'])).code, 2, 'without --help a group alone is still a usage error');
-  assert.deepEqual(await run(['help', 'keys']), keys, 'aam help GROUP is aam GROUP --help');
-  const rotate = await run(['help', 'keys', 'rotate']);
+  assert.equal(alone.code, 2, 'without --help a group alone is still a usage error');
+  assert.deepEqual(helpKeys, keys, 'aam help GROUP is aam GROUP --help');
   assert.deepEqual([rotate.code, rotate.stdout.split('\n')[2]], [0, 'usage: aam keys rotate ID [--grace SECONDS]   (default grace 3600)']);
-  const all = (await run(['--help'])).stdout.split('\n').filter((l) => /^ {2}[a-z]/.test(l)).map((l) => l.trim().split(/ {2,}/)[0]);
+  const all = top.stdout.split('\n').filter((l) => /^ {2}[a-z]/.test(l)).map((l) => l.trim().split(/ {2,}/)[0]);
   const groups = all.map((n) => n.split(' ')[0]);
   assert.deepEqual(groups.filter((g, i) => groups.indexOf(g) !== i && groups[i - 1] !== g), [], `each group together: ${all.join(', ')}`);
 });
