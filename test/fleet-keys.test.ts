@@ -88,6 +88,20 @@ test('a key created by the CLI, revoked on replica A, rotated on replica B takes
   assert.deepEqual(ids.map((k) => [k.id, k.revokedAt !== null, k.secrets]).sort(), [[id, true, 1], [k2.id, false, 2]].sort());
 });
 
+test('a key command without AAM_MASTER_KEY in fleet mode refuses before it acts (before: the key was made and printed, then "its audit event could not be written")', async () => {
+  const env = { ...fleetEnv(), AAM_MASTER_KEY: '' };
+  const data = tempDir('aam-fleet-nokey-');
+  const before = await runCli(['keys', 'list', '--json', '--config', config, '--data', data], { env });
+  for (const args of [['keys', 'create', '--agent', 'tester'], ['keys', 'rotate', 'key_nope'], ['keys', 'revoke', 'key_nope']]) {
+    const r = await runCli([...args, '--config', config, '--data', data], { env });
+    assert.equal(r.code, 1, args.join(' '));
+    assert.equal(r.stdout, '', `${args.join(' ')}: no secret printed`);
+    assert.match(r.stderr, /^error: fleet mode \(AAM_DATABASE_URL\) needs AAM_MASTER_KEY, the same on every replica and aam command; it is not set/, args.join(' '));
+  }
+  const after = await runCli(['keys', 'list', '--json', '--config', config, '--data', data], { env });
+  assert.equal(after.stdout, before.stdout, 'no key made');
+});
+
 test('a change whose announcement is lost still reaches every replica within the poll interval (1 s)', async () => {
   const created = await runCli(['keys', 'create', '--agent', 'tester', '--config', config, '--data', join(dir, 'cli-data')], { env: fleetEnv() });
   const secret = created.stdout.trim().split('\n').at(-1)!;
@@ -124,6 +138,10 @@ test('/readyz names the fleet store; aam migrate is idempotent; a replica refuse
     const early = await runCli(['keys', 'create', '--agent', 'tester', '--config', config, '--data', tempDir('aam-fleet-early-')], { env: { ...process.env, ...newer.env } });
     assert.equal(early.code, 1, early.stdout);
     assert.match(early.stderr, new RegExp(`schema version 0, older than this aam \\(${SCHEMA_VERSION}\\): run \`aam migrate\``));
+    // The README's walk runs aam fleet status there too: it said 'postgres: DOWN (relation "aam_schema" does not exist)'.
+    const unmigrated = await runCli(['fleet', 'status'], { env: { ...process.env, ...newer.env } });
+    assert.equal(unmigrated.code, 1, unmigrated.stderr);
+    assert.match(unmigrated.stdout, /^postgres: ok, schema 0 \(not migrated yet: run aam migrate, or start a replica, which migrates\)$/m);
     const fresh = await runCli(['migrate'], { env: { ...process.env, ...newer.env } });
     assert.match(fresh.stdout, new RegExp(`from schema 0 to ${SCHEMA_VERSION}`));
     const sql = postgres(newer.databaseUrl, { max: 1, onnotice: () => {} });

@@ -16,6 +16,17 @@ function cliActor(): string {
 }
 
 /**
+ * Throws what would keep an admin event of this command from being recorded, where that can be known
+ * before the action: in fleet mode the event's chain needs AAM_MASTER_KEY. A key command checks
+ * first, so it refuses with nothing done (before: the key was made and printed, then "its audit event
+ * could not be written", exit 1).
+ */
+export function cliAdminReady(dataDir: string): void {
+  if (process.env.AAM_AUDIT === 'off' || !process.env.AAM_DATABASE_URL) return;
+  loadMasterKey({ dataDir, env: process.env });
+}
+
+/**
  * Record one admin event durably. Returns an error text when it could not be written (the action
  * itself already happened: the caller says so and exits non-zero), null when recorded or when the
  * trail is off (AAM_AUDIT=off).

@@ -18,6 +18,7 @@ import { absentSources } from '../credentials/presence.ts';
 // tools) load when a command needs them: `aam serve` does not hold their modules.
 const stores = () => import('./stores.ts');
 const recordCliAdmin: typeof import('./evidence.ts').recordCliAdmin = async (...a) => (await import('./evidence.ts')).recordCliAdmin(...a);
+const cliAdminReady = async (dataDir: string): Promise<void> => (await import('./evidence.ts')).cliAdminReady(dataDir);
 
 const GLOBAL_OPTIONS: ParseArgsConfig['options'] = {
   config: { type: 'string', short: 'c' },
@@ -89,6 +90,7 @@ const commands: Record<string, Command> = {
       const expires = values.expires as string | undefined;
       if (expires && Number.isNaN(Date.parse(expires))) { err(`--expires: "${expires}" is not an ISO-8601 time`); return 2; }
       if (expires && Date.parse(expires) <= Date.now()) { err(`--expires: ${new Date(expires).toISOString()} is in the past, so the key would never work; give a future time`); return 2; }
+      await cliAdminReady(g.data);
       const { key, secret } = await (await stores()).withKeyBook(g.data, (keys) => keys.create(agent, { name: values.name as string | undefined, expiresAt: expires ? new Date(expires).toISOString() : undefined }));
       const unrecorded = await recordCliAdmin(g.data, 'key_created', key.id, { agent });
       err(`created key ${key.id} for agent ${agent}; store it now, it is not shown again:`);
@@ -117,6 +119,7 @@ const commands: Record<string, Command> = {
     run: async ({ positionals, g }) => {
       if (!positionals[0]) { err('missing key ID (see: aam keys list)'); return 2; }
       const ids = [...new Set(positionals)];
+      await cliAdminReady(g.data);
       const revoked = await (await stores()).withKeyBook(g.data, async (keys) => {
         // All or none: every ID is checked before the first is revoked.
         const known = new Set((await keys.list()).map((k) => k.id));
@@ -144,6 +147,7 @@ const commands: Record<string, Command> = {
       const grace = Number(values.grace ?? 3600);
       const bad = graceProblem(values.grace === '' ? NaN : grace);
       if (bad) { err(`--grace ${bad}`); return 2; }
+      await cliAdminReady(g.data);
       const { key, secret } = await (await stores()).withKeyBook(g.data, (keys) => keys.rotate(positionals[0], grace), { existing: true });
       const unrecorded = await recordCliAdmin(g.data, 'key_rotated', key.id, { agent: key.agent, grace_seconds: grace });
       err(`rotated ${key.id}; the previous secret stays valid for ${grace}s. New secret (shown once):`);

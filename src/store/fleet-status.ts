@@ -122,7 +122,7 @@ export function formatFleetStatus(s: FleetStatus, now = Date.now()): string[] {
   else if (configs.length === 1) lines.push(`config: all ${s.replicas.length} replicas run ${configs[0][0]}`);
   const pg = s.stores.postgres;
   lines.push(pg.ok
-    ? `postgres: ok, schema ${pg.schema}${pg.schema === pg.known ? '' : ` (this aam knows ${pg.known}: run aam migrate with the fleet's aam version)`}`
+    ? `postgres: ok, schema ${pg.schema}${pg.schema === pg.known ? '' : pg.schema === 0 ? ` (not migrated yet: run aam migrate, or start a replica, which migrates)` : ` (this aam knows ${pg.known}: run aam migrate with the fleet's aam version)`}`
     : `postgres: DOWN (${pg.error})`);
   lines.push(s.stores.redis.ok ? 'redis: ok' : `redis: DOWN (${s.stores.redis.error})`);
   return lines;

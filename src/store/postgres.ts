@@ -230,10 +230,7 @@ export class SchemaTooNew extends Error {
  * with `relation "..." does not exist`.
  */
 export async function requireSchema(sql: ISql): Promise<void> {
-  const found = await schemaVersion(sql).catch((e: unknown) => {
-    if ((e as { code?: unknown }).code === '42P01') return 0; // no aam_schema yet
-    throw e;
-  });
+  const found = await schemaVersion(sql);
   if (found > SCHEMA_VERSION) throw new SchemaTooNew(found);
   if (found < SCHEMA_VERSION) {
     throw new Error(`the fleet database is at schema version ${found}, older than this aam (${SCHEMA_VERSION}): run \`aam migrate\` with this aam version first (a replica of it migrates at start too)`);
@@ -346,9 +343,15 @@ export async function migrate(sql: Sql): Promise<{ from: number; to: number; app
   }
 }
 
+/** The schema version the fleet database is at: 0 before the first migration (no aam_schema table yet). */
 export async function schemaVersion(sql: ISql): Promise<number> {
-  const [r] = await sql<Array<{ v: number }>>`SELECT coalesce(max(version), 0)::int AS v FROM aam_schema`;
-  return r.v;
+  try {
+    const [r] = await sql<Array<{ v: number }>>`SELECT coalesce(max(version), 0)::int AS v FROM aam_schema`;
+    return r.v;
+  } catch (e) {
+    if ((e as { code?: unknown }).code === '42P01') return 0; // no aam_schema: never migrated
+    throw e;
+  }
 }
 
 /** The database name (the Redis key prefix is derived from it, so fleets sharing a Redis stay apart). */
