@@ -80,3 +80,17 @@ test('aam tools flagged|diff|accept and approvals list|approve: readable tables 
   assert.match(await aam('tools', 'accept', 'crm', 'search_accounts'), /^accepted crm\/search_accounts \(sha256:[0-9a-f]+\); agents are offered it again\n$/);
   assert.match(await aam('tools', 'flagged'), /^no tools withheld: /);
 });
+
+test('a gateway the CLI cannot reach: the error says where it looked, from which setting, and how to point it elsewhere (before: "...; is it running?")', async () => {
+  const { createServer } = await import('node:net');
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, '127.0.0.1', resolve));
+  const port = (probe.address() as import('node:net').AddressInfo).port;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  const env = { ...process.env, AAM_ADMIN_TOKEN: ADMIN_TOKEN, AAM_OIDC_TOKEN: '', AAM_LOG_LEVEL: 'error' };
+  const byUrl = await runCli(['approvals', 'list'], { env: { ...env, AAM_ADMIN_URL: `http://127.0.0.1:${port}`, AAM_PORT: '' } });
+  assert.equal(byUrl.code, 1);
+  assert.match(byUrl.stderr, new RegExp(`^error: cannot reach the gateway at http://127\\.0\\.0\\.1:${port} \\(AAM_ADMIN_URL; fetch failed\\): start it, or set AAM_ADMIN_URL to where it listens`));
+  const byPort = await runCli(['tools', 'flagged'], { env: { ...env, AAM_ADMIN_URL: '', AAM_PORT: String(port) } });
+  assert.match(byPort.stderr, new RegExp(`^error: cannot reach the gateway at http://127\\.0\\.0\\.1:${port} \\(AAM_PORT; fetch failed\\)`));
+});

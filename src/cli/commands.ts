@@ -154,7 +154,7 @@ export const extraCommands: Record<string, Command> = {
 
 /** The CLI talks to a running gateway's admin API for state that lives in the server. */
 async function admin(method: string, path: string, body?: unknown): Promise<unknown> {
-  const base = process.env.AAM_ADMIN_URL ?? `http://127.0.0.1:${process.env.AAM_PORT ?? 8080}`;
+  const base = process.env.AAM_ADMIN_URL || `http://127.0.0.1:${process.env.AAM_PORT || 8080}`;
   // A person's OpenID Connect ID token first: the action is then recorded under their name and role.
   const token = process.env.AAM_OIDC_TOKEN || process.env.AAM_ADMIN_TOKEN;
   if (!token) throw new Error('set AAM_OIDC_TOKEN (your ID token) or AAM_ADMIN_TOKEN (break-glass), and AAM_ADMIN_URL if the gateway is not on localhost:8080');
@@ -162,7 +162,8 @@ async function admin(method: string, path: string, body?: unknown): Promise<unkn
   try {
     res = await fetch(base + path, { method, headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
   } catch (e) {
-    throw new Error(`cannot reach the gateway at ${base} (${(e as Error).message}); is it running?`);
+    const from = process.env.AAM_ADMIN_URL ? 'AAM_ADMIN_URL' : process.env.AAM_PORT ? 'AAM_PORT' : 'the default: neither AAM_ADMIN_URL nor AAM_PORT is set';
+    throw new Error(`cannot reach the gateway at ${base} (${from}; ${(e as Error).message}): start it, or set AAM_ADMIN_URL to where it listens (e.g. http://127.0.0.1:8080)`);
   }
   const json = (await res.json().catch(() => ({}))) as { error?: { message?: string } };
   if (!res.ok) throw new Error(json.error?.message ?? `HTTP ${res.status}`);
