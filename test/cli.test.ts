@@ -70,6 +70,8 @@ test('validate notes a required credential whose env var or file is absent here 
     `${h}kind: Provider\nmetadata: { name: p }\nspec: { type: openai, credential: c }\n`,
     `${h}kind: Provider\nmetadata: { name: q }\nspec: { type: anthropic, credential: f }\n`,
     `${h}kind: Provider\nmetadata: { name: r }\nspec: { type: gemini, credential: o, optional: true }\n`,
+    `${h}kind: Credential\nmetadata: { name: s }\nspec: { env: AAM_TEST_NOT_SET_A2A }\n`,
+    `${h}kind: Agent\nmetadata: { name: scorer }\nspec: { workload: spiffe://prod/agent/scorer, a2a: { url: http://127.0.0.1:9/a2a, credential: s } }\n`,
   ].join('---\n'));
   const r = await run(['validate', cfg]);
   assert.equal(r.code, 0, r.stderr);
@@ -77,6 +79,8 @@ test('validate notes a required credential whose env var or file is absent here 
   assert.deepEqual(r.stderr.trim().split('\n'), [
     'note: Credential "c": environment variable AAM_TEST_NOT_SET_VAR is not set (export it, or mark the Provider that uses it optional: true); `aam serve` refuses to start where it is missing',
     `note: Credential "f": file ${join(dir, 'no-such-secret')} does not exist (create it or fix the path); \`aam serve\` refuses to start where it is missing`,
+    // An Agent's A2A credential: no Provider to mark optional (before: the note said to mark one).
+    'note: Credential "s": environment variable AAM_TEST_NOT_SET_A2A is not set (export it); `aam serve` refuses to start where it is missing',
   ]);
 });
 

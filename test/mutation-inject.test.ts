@@ -476,7 +476,7 @@ test('a credential with no value is refused as a 502 naming it, with what is wro
   const vault = vaultOf({ gone: '{ env: GONE_VAR }' });
   await assert.rejects(createInjector({ vault }).injectionFor('gone'), {
     code: 'credential_config', status: 502, credential: 'gone',
-    message: 'Credential "gone": environment variable GONE_VAR is not set (export it, or mark the Provider that uses it optional: true)',
+    message: 'Credential "gone": environment variable GONE_VAR is not set (export it)',
   });
   vault.close();
 });

@@ -91,20 +91,25 @@ test('a missing value fails the load unless every user of the credential is an o
   const tool = 'kind: HttpTool\nmetadata: { name: h }\nspec: { baseUrl: "http://127.0.0.1:1", credential: c, resource: r, actions: { get: { method: GET, path: / } } }';
   const required = 'Credential "c": environment variable C_MISSING is not set (export it, or mark the Provider that uses it optional: true)';
   const optional = 'Credential "c": environment variable C_MISSING is not set (export it)';
-  // An empty variable is as good as unset.
+  // An empty variable is as good as unset. Used by no Provider: no Provider to mark optional (before: the hint anyway).
   for (const env of [{}, { C_MISSING: '' }]) {
-    assert.throws(() => open([cred('c', '{ env: C_MISSING }')], env), { code: 'credential_config', message: `cannot load credentials:\n  ${required}` });
+    assert.throws(() => open([cred('c', '{ env: C_MISSING }')], env), { code: 'credential_config', message: `cannot load credentials:\n  ${optional}` });
   }
+  assert.throws(() => open([cred('c', '{ env: C_MISSING }'), provider('p1', false)], {}), { code: 'credential_config', message: `cannot load credentials:\n  ${required}` });
   const { vault } = open([cred('c', '{ env: C_MISSING }'), provider('p1', true), provider('p2', true)], {});
   assert.deepEqual(vault.tryResolve('c'), { ok: false, name: 'c', reason: optional });
   vault.close();
-  // One optional Provider and one that is not, or an MCP server or HTTP tool: required.
-  for (const other of [provider('p2', false), mcp, tool]) {
-    assert.throws(() => open([cred('c', '{ env: C_MISSING }'), provider('p1', true), other], {}), { code: 'credential_config', message: `cannot load credentials:\n  ${required}` });
+  // One optional Provider and one that is not, or an MCP server or HTTP tool: required (marking Providers optional
+  // helps only where Providers alone use it).
+  // An Agent's A2A credential too (before: not counted, so one beside an optional Provider was optional, and the
+  // calls to that agent went without it).
+  const agent = 'kind: Agent\nmetadata: { name: a }\nspec: { workload: spiffe://test/agent/a, a2a: { url: "http://127.0.0.1:1/a2a", credential: c } }';
+  for (const [other, says] of [[provider('p2', false), required], [mcp, optional], [tool, optional], [agent, optional]]) {
+    assert.throws(() => open([cred('c', '{ env: C_MISSING }'), provider('p1', true), other], {}), { code: 'credential_config', message: `cannot load credentials:\n  ${says}` });
   }
   // Two problems are listed one per line; strict: false (the CLI) lists them instead of failing.
   assert.throws(() => open([cred('a', '{ env: A_MISSING }'), cred('b', '{ env: V, aws: { access_key_id_env: ID_MISSING } }')], { V: 'aws-secret-value-123456', ID_MISSING: '  ' }), {
-    message: 'cannot load credentials:\n  Credential "a": environment variable A_MISSING is not set (export it, or mark the Provider that uses it optional: true)\n'
+    message: 'cannot load credentials:\n  Credential "a": environment variable A_MISSING is not set (export it)\n'
       + '  Credential "b": environment variable ID_MISSING (aws.access_key_id_env) is not set (export the AWS access key id in it)',
   });
   const cli = open([cred('a', '{ env: A_MISSING }')], {}, { strict: false }).vault;
@@ -112,7 +117,7 @@ test('a missing value fails the load unless every user of the credential is an o
   // The injector is refused with the problem, as a 502 naming the credential.
   assert.throws(() => cli[REVEAL]('a'), (e: unknown) => {
     assert.ok(e instanceof CredentialError);
-    assert.deepEqual([e.code, e.status, e.credential, e.message], ['credential_config', 502, 'a', 'Credential "a": environment variable A_MISSING is not set (export it, or mark the Provider that uses it optional: true)']);
+    assert.deepEqual([e.code, e.status, e.credential, e.message], ['credential_config', 502, 'a', 'Credential "a": environment variable A_MISSING is not set (export it)']);
     return true;
   });
   assert.throws(() => cli[REVEAL]('zz'), (e: unknown) => {
@@ -428,7 +433,7 @@ test('subkeys are HKDF-SHA256 of the master key per purpose; a missing AWS key i
     message: 'cannot load credentials:\n  Credential "b": environment variable ID_UNSET (aws.access_key_id_env) is not set (export the AWS access key id in it)',
   });
   assert.throws(() => open([cred('b', '{ env: B_MISSING, aws: { access_key_id_env: ID_MISSING } }')], {}), {
-    message: 'cannot load credentials:\n  Credential "b": environment variable B_MISSING is not set (export it, or mark the Provider that uses it optional: true)',
+    message: 'cannot load credentials:\n  Credential "b": environment variable B_MISSING is not set (export it)',
   });
 });
 

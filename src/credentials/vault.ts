@@ -5,7 +5,7 @@ import { readFileSync, statSync, type Stats } from 'node:fs';
 import type { DatabaseSync } from 'node:sqlite';
 import type { ConfigSet, CredentialKind, CredentialSpec } from '../config/schema.ts';
 import { CredentialError } from './errors.ts';
-import { envNotSet, optionalNames } from './presence.ts';
+import { envNotSet, optionalNames, providerOnlyNames } from './presence.ts';
 import { loadMasterKey, type MasterKey } from './master-key.ts';
 import { MIN_SCRUB_LENGTH, Scrubber, type ScrubEntry } from './scrub.ts';
 import { REVEAL, Secret } from './secret.ts';
@@ -151,11 +151,12 @@ export class Vault {
 
   #resolveAll(config: ConfigSet): Map<string, Entry> {
     const optional = optionalNames(config);
+    const providerOnly = providerOnlyNames(config);
     const out = new Map<string, Entry>();
     const problems: string[] = [];
     for (const r of config.credentials.values()) {
       const prev = this.#entries.get(r.name);
-      const e = this.#resolve(r.name, r.spec, optional.has(r.name), prev);
+      const e = this.#resolve(r.name, r.spec, optional.has(r.name), prev, providerOnly.has(r.name));
       out.set(r.name, e);
       if (e.problem && !e.optional) problems.push(e.problem);
     }
@@ -165,13 +166,13 @@ export class Vault {
     return out;
   }
 
-  #resolve(name: string, spec: CredentialSpec, optional: boolean, prev: Entry | undefined): Entry {
+  #resolve(name: string, spec: CredentialSpec, optional: boolean, prev: Entry | undefined, providerOnly = false): Entry {
     const { source, ref } = sourceOf(spec);
     const e: Entry = { name, spec, kind: effectiveKind(spec), source, ref, optional, version: 0, created: this.#now(), warnings: [] };
     // Versions stay monotonic per name across reloads: the same value keeps it, a new value bumps it.
     if (source === 'env') {
       const v = this.#env[ref as string];
-      if (v === undefined || v === '') e.problem = envNotSet(name, ref as string, optional);
+      if (v === undefined || v === '') e.problem = envNotSet(name, ref as string, providerOnly);
       else this.#setValue(e, new Secret(v), prev);
     } else if (source === 'file') {
       this.#readFile(e, prev);
