@@ -323,8 +323,12 @@ test('sign-out with an IdP that offers no end_session_endpoint is local only: no
   try {
     const client = createOidcClient(oidcSettingsFrom({ AAM_OIDC_ISSUER: idp.issuer, AAM_OIDC_CLIENT_ID: idp.clientId, AAM_OIDC_CLIENT_SECRET: idp.clientSecret }, 'http://127.0.0.1:9')!);
     assert.equal(await client.endSessionUrl('x.y.z'), null);
-    const down = createOidcClient(oidcSettingsFrom({ AAM_OIDC_ISSUER: 'http://127.0.0.1:9', AAM_OIDC_CLIENT_ID: 'c', AAM_OIDC_CLIENT_SECRET: 's' }, 'http://127.0.0.1:9')!);
+    const told: string[] = [];
+    const down = createOidcClient(oidcSettingsFrom({ AAM_OIDC_ISSUER: 'http://127.0.0.1:9', AAM_OIDC_CLIENT_ID: 'c', AAM_OIDC_CLIENT_SECRET: 's' }, 'http://127.0.0.1:9')!, { onUnavailable: (m) => told.push(m) });
     assert.equal(await down.endSessionUrl(undefined), null, 'an IdP out of reach: sign out here anyway');
+    // The operator's log is told why (before: the person saw "unavailable", the log nothing); once per retry window.
+    await assert.rejects(down.begin());
+    assert.deepEqual(told, ['the OpenID Provider http://127.0.0.1:9 could not be reached or described itself badly: fetch failed']);
   } finally { await idp.close(); }
 });
 

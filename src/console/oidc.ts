@@ -142,7 +142,11 @@ const typOf = (header: { typ?: unknown }): string => (typeof header.typ === 'str
 /** What an access token's header may say: RFC 9068's at+jwt, or the plain JWT most IdPs still send; anything else (logout+jwt, secevent+jwt, dpop+jwt) is another kind of token. */
 const ACCESS_TYPS = new Set(['at+jwt', 'jwt', '']);
 
-export function createOidcClient(settings: OidcSettings): OidcClient {
+/**
+ * `onUnavailable`: told each time discovery fails (at most once per DISCOVERY_RETRY_MS), so the operator's log
+ * says why sign-in is down; the person signing in sees only "try again in a minute".
+ */
+export function createOidcClient(settings: OidcSettings, opts: { onUnavailable?: (message: string) => void } = {}): OidcClient {
   // Required here, not imported: a gateway without OIDC sign-in never loads it (~1 MB RSS).
   const oidc = createRequire(import.meta.url)('openid-client') as typeof Oidc;
   const issuerUrl = new URL(settings.issuer);
@@ -164,6 +168,7 @@ export function createOidcClient(settings: OidcSettings): OidcClient {
     }).then((c) => { discovered = c; failed = null; return c; }, (e: unknown) => {
       config = null;
       failed = { at: Date.now(), error: new OidcUnavailable(`the OpenID Provider ${settings.issuer} could not be reached or described itself badly: ${(e as Error).message}`) };
+      opts.onUnavailable?.(failed.error.message);
       throw failed.error;
     });
   };

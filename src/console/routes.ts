@@ -30,7 +30,7 @@ export function createConsoleAuth(rt: ConsoleRuntime, env: NodeJS.ProcessEnv, tl
   const publicUrl = rt.options.publicUrl;
   const settings = oidcSettingsFrom(env, publicUrl);
   return createHumanAuth({
-    ...consoleStores(rt, sessionLimitsFrom(env)), config: () => rt.compiled.set, adminToken: rt.options.adminToken, oidc: settings ? createOidcClient(settings) : null, publicUrl, log: rt.log, audit: rt.audit,
+    ...consoleStores(rt, sessionLimitsFrom(env)), config: () => rt.compiled.set, adminToken: rt.options.adminToken, oidc: settings ? createOidcClient(settings, { onUnavailable: (message) => rt.log.warn({ event: 'oidc_unavailable', error: message }, 'console sign-in is unavailable: check AAM_OIDC_ISSUER and that aam can reach it') }) : null, publicUrl, log: rt.log, audit: rt.audit,
     // Secure cookies whenever people reach aam over TLS (here or at a proxy in front of it).
     tls: tls || (publicUrl?.startsWith('https:') ?? false),
   });
