@@ -218,6 +218,8 @@ test('a file, a flag\'s value or an --agent a command cannot use is a usage erro
     // before: `-c -1` read the file "=-1" ("config file not found", exit 1); a word like an option after one that takes a value is named
     [['serve', '-c', '-1'], /(^|\n)-c \(--config\) takes a value, but the next word "-1" looks like an option: give the value after -c \(a value that starts with "-": --config=-1\)\nusage: aam serve /],
     [['keys', 'create', '--agent', '--name', 'x'], /^--agent takes a value, but the next word "--name" looks like an option/],
+    // before: exit 1, "error: --port must be ..." (a failure, where every other flag's bad value is a usage error)
+    [['serve', '--port', '-5'], /(^|\n)--port must be a whole number from 0 to 65535, not "-5"\n/],
   ] as Array<[string[], RegExp]>;
   const ran = await runAll(table.map(([args]) => [...args, ...d]));
   table.forEach(([args, says], i) => {

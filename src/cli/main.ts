@@ -11,7 +11,7 @@ import { nearest } from '../lib/nearest.ts';
 import { readFileSync } from 'node:fs';
 import { ago, table } from './table.ts';
 import { graceProblem, keyNameProblem } from '../store/key-secrets.ts';
-import { UsageError } from '../lib/usage-error.ts';
+import { given, UsageError } from '../lib/usage-error.ts';
 import { absentSources } from '../credentials/presence.ts';
 
 // The stores, the CLI's evidence writer and the commands in commands.ts (audit, import, policy
@@ -49,7 +49,7 @@ const commands: Record<string, Command> = {
       config.catch(() => { /* surfaces where startGateway awaits it */ });
       return (await import('./serve.ts')).serve({
       configPath: g.config, dataDir: g.data, config,
-      port: listenPort(values.port as string | undefined, process.env.AAM_PORT), host: String(values.host ?? process.env.AAM_HOST ?? '0.0.0.0'),
+      port: given(() => listenPort(values.port as string | undefined, process.env.AAM_PORT)), host: String(values.host ?? process.env.AAM_HOST ?? '0.0.0.0'),
       tlsCert: values['tls-cert'] as string | undefined, tlsKey: values['tls-key'] as string | undefined, clientCa: values['client-ca'] as string | undefined,
       });
     },
