@@ -85,3 +85,48 @@ test('a held tail whose next block never comes (a text block, the stream\'s end)
   const cut = scrubEvents([{ type: 'thinking_start' }, { type: 'thinking', text: `key ${SECRET.slice(0, 5)}` }, { type: 'thinking_signature', signature: 's1' }]);
   assert.deepEqual(blocks(cut), { texts: ['key sk-li'], kinds: ['thinking_start', 'thinking', 'thinking_signature'] }, 'the stream\'s end releases the waiting signature too');
 });
+
+test('a credential spanning a whole middle block of three (the end of the first, all of the second, the start of the third): redacted in the first, each block\'s events in place', () => {
+  const three = (a: string, b: string, c: string): StreamEvent[] => [
+    { type: 'start', id: 'msg', model: 'claude' },
+    { type: 'thinking_start' }, { type: 'thinking', text: a }, { type: 'thinking_signature', signature: 'sig-1' },
+    { type: 'thinking_start' }, { type: 'thinking', text: b }, { type: 'thinking_signature', signature: 'sig-2' },
+    { type: 'thinking_start' }, { type: 'thinking', text: c }, { type: 'thinking_signature', signature: 'sig-3' },
+    { type: 'text', text: 'ok' }, { type: 'finish', reason: 'stop' },
+  ];
+  const KINDS = ['start', 'thinking_start', 'thinking', 'thinking_signature', 'thinking_start', 'thinking', 'thinking_signature', 'thinking_start', 'thinking', 'thinking_signature', 'text', 'finish'];
+  for (const [i, j] of [[1, 2], [5, 20], [9, SECRET.length - 1], [1, SECRET.length - 1]]) {
+    const out = scrubEvents(three(`the key is ${SECRET.slice(0, i)}`, SECRET.slice(i, j), `${SECRET.slice(j)} and more`));
+    const { texts, kinds } = blocks(out);
+    assert.deepEqual(texts, ['the key is [REDACTED:openai-key]', '', ' and more'], `cut at ${i}, ${j}: the middle block is all secret (no text of its own left)`);
+    assert.deepEqual(kinds.filter((k) => k !== 'thinking'), KINDS.filter((k) => k !== 'thinking'), `cut at ${i}, ${j}`);
+    assert.deepEqual(out.filter((e) => e.type === 'thinking_signature').map((e) => (e as { signature: string }).signature), ['sig-1', 'sig-2', 'sig-3']);
+  }
+  // Held text in three blocks that no secret completes: each goes back to its own block, unchanged.
+  const plain = scrubEvents(three('about sk-li', 've-', 'ness'));
+  assert.deepEqual(blocks(plain).texts, ['about sk-li', 've-', 'ness']);
+  assert.deepEqual(blocks(plain).kinds, KINDS);
+});
+
+test('a credential across four summary parts of one reasoning item, the middle two each a piece of it: redacted in the first part', () => {
+  const out = scrubEvents([
+    { type: 'thinking_start', id: 'rs_1' }, { type: 'thinking', text: `first ${SECRET.slice(0, 4)}` },
+    { type: 'thinking_start', id: 'rs_1' }, { type: 'thinking', text: SECRET.slice(4, 10) },
+    { type: 'thinking_start', id: 'rs_1' }, { type: 'thinking', text: SECRET.slice(10, 18) },
+    { type: 'thinking_start', id: 'rs_1' }, { type: 'thinking', text: `${SECRET.slice(18)} last` },
+    { type: 'reasoning_item', item: { id: 'rs_1', type: 'reasoning', summary: [] } }, { type: 'finish', reason: 'stop' },
+  ]);
+  assert.deepEqual(blocks(out).texts, ['first [REDACTED:openai-key]', '', '', ' last']);
+  assert.deepEqual(out.filter((e) => e.type !== 'thinking').map((e) => e.type), ['thinking_start', 'thinking_start', 'thinking_start', 'thinking_start', 'reasoning_item', 'finish']);
+});
+
+test('every way of cutting a credential across four thinking blocks: the joined thinking is the text with one marker where the credential was', () => {
+  const n = SECRET.length;
+  for (let i = 1; i < n - 1; i++) for (let j = i; j < n; j++) for (let k = j; k < n; k++) {
+    const texts = [`a ${SECRET.slice(0, i)}`, SECRET.slice(i, j), SECRET.slice(j, k), `${SECRET.slice(k)} z`];
+    const out = scrubEvents(texts.flatMap((t, b): StreamEvent[] => [{ type: 'thinking_start' }, ...(t ? [{ type: 'thinking' as const, text: t }] : []), { type: 'thinking_signature', signature: `s${b}` }]));
+    const joined = blocks(out).texts.join('');
+    assert.equal(joined, 'a [REDACTED:openai-key] z', `cuts ${i} ${j} ${k}`);
+    assert.equal(out.filter((e) => e.type === 'thinking_start').length, 4);
+  }
+});

@@ -6,7 +6,7 @@
 // signature and the next one's start; OpenAI's next summary part or item): a reader joins an
 // answer's thinking texts, so the held tail carries on into the next block, the boundary's events
 // waiting behind it, and a secret cut there is redacted where it starts (the next block keeps what
-// follows it). (A signature or redacted data passes the door's own scrub, as every byte.)
+// follows it). Blocks short enough to be held whole wait too: a secret spanning several is joined. (A signature or redacted data passes the door's own scrub, as every byte.)
 import type { Json, StreamEvent } from '../providers/types.ts';
 import type { StreamScrubber } from '../credentials/scrub.ts';
 
@@ -65,25 +65,36 @@ export function createEventScrubber(make: MakeStream, joined?: ScrubJoined): Eve
     return lp === undefined ? { type: 'text', text: t } : { type: 'text', text: t, logprobs: lp };
   };
   let thinking: ReturnType<MakeStream> | null = null;
-  /** Boundary events waiting behind the thinking stream's held tail, and how much of what it holds is the earlier block's. */
-  const waiting: StreamEvent[] = [];
+  /**
+   * Boundaries waiting behind the thinking stream's held tail, oldest first: each with the held
+   * characters of the block before it (`len`) and its events. `carry`: their lengths' sum (what the
+   * stream holds beyond it is the open block's). A secret may span several short blocks whole.
+   */
+  const waiting: Array<{ len: number; events: StreamEvent[] }> = [];
   let carry = 0;
   const tools = new Map<number, ReturnType<MakeStream>>();
   // The one-event answer of a text delta, reused: the common case makes no array per event.
   const one: StreamEvent[] = [];
   /**
-   * `raw` (what the stream let out, as the upstream wrote it: the earlier block's `carry` characters,
-   * then the next block's) released as `shown`: the earlier block's part, the waiting events, the next block's part.
+   * `raw` (what the stream let out, as the upstream wrote it) released as `shown`: cut at each
+   * waiting boundary it reaches, each block's part before that boundary's events (joined: a
+   * secret's marker in the block where it starts); a boundary it does not reach keeps waiting.
    */
   const release = (out: StreamEvent[], raw: string, shown: string) => {
-    let parts: readonly string[];
-    if (shown === raw) parts = [raw.slice(0, carry), raw.slice(carry)];
-    else parts = joined ? joined([raw.slice(0, carry), raw.slice(carry)]) : [shown, ''];
-    if (parts[0]) out.push({ type: 'thinking', text: parts[0] });
-    out.push(...waiting);
-    waiting.length = 0;
-    carry = 0;
-    if (parts[1]) out.push({ type: 'thinking', text: parts[1] });
+    const parts: string[] = [];
+    let at = 0;
+    let n = 0;
+    for (; n < waiting.length && at + waiting[n].len <= raw.length; n++) parts.push(raw.slice(at, at += waiting[n].len));
+    parts.push(raw.slice(at));
+    const texts = shown === raw ? parts : joined ? joined(parts) : [shown, ...parts.slice(1).map(() => '')];
+    for (let k = 0; k < parts.length; k++) {
+      if (texts[k]) out.push({ type: 'thinking', text: texts[k] });
+      if (k < n) out.push(...waiting[k].events);
+    }
+    waiting.splice(0, n);
+    // Let out short of the next boundary: that much less of its block is held.
+    if (waiting.length > 0) waiting[0].len -= raw.length - at;
+    carry = waiting.length > 0 ? carry - raw.length : 0;
   };
   const endThinking = (out: StreamEvent[]) => {
     if (!thinking) return;
@@ -93,15 +104,11 @@ export function createEventScrubber(make: MakeStream, joined?: ScrubJoined): Eve
     if (waiting.length > 0) release(out, raw, t);
     else if (t) out.push({ type: 'thinking', text: t });
   };
-  /** A thinking delta while boundary events wait: what is let out of the earlier block goes before them. */
+  /** A thinking delta while boundary events wait: what is let out goes before the boundaries it reaches. */
   const bridged = (s: NonNullable<typeof thinking>, text: string, out: StreamEvent[]) => {
     const buf = s.pending + text;
     const t = s.push(text);
-    const raw = buf.slice(0, buf.length - s.pending.length);
-    if (raw.length > carry) { release(out, raw, t); return; }
-    carry -= raw.length;
-    if (t) out.push({ type: 'thinking', text: t });
-    if (carry === 0) { out.push(...waiting); waiting.length = 0; }
+    release(out, buf.slice(0, buf.length - s.pending.length), t);
   };
   const endText = (out: StreamEvent[]) => {
     if (text) { const t = text.end(); text = null; if (t) out.push(textEvent(t)); }
@@ -149,13 +156,11 @@ export function createEventScrubber(make: MakeStream, joined?: ScrubJoined): Eve
         return out;
       }
       if (thinking !== null && isThinkingBoundary(ev)) {
-        // The held tail may be a secret's start that the next block ends: it waits for that block.
+        // The held tail may be a secret's start that a later block ends: it waits for that block.
+        // Held text of the block ending here (all of it, when earlier boundaries wait) opens a new wait.
         const held = thinking.pending.length;
-        if (waiting.length === 0 ? held > 0 : held === carry) {
-          if (waiting.length === 0) carry = held;
-          waiting.push(ev);
-          return NONE;
-        }
+        if (held > carry) { waiting.push({ len: held - carry, events: [ev] }); carry = held; return NONE; }
+        if (waiting.length > 0) { waiting[waiting.length - 1].events.push(ev); return NONE; }
       }
       if (ev.type === 'tool_args') {
         let s = tools.get(ev.index);
