@@ -128,3 +128,31 @@ test('a failing embedding call degrades to a miss and does not store semanticall
   assert.equal(c.semantic.stats().entries, 0);
   c.close();
 });
+
+test('an answer whose credential is cut across thinking blocks or summary parts is stored scrubbed as a reader joins them: nothing of it in the database, the marker where it starts', async () => {
+  const { DatabaseSync } = await import('node:sqlite');
+  const { Scrubber } = await import('../src/credentials/scrub.ts');
+  const SECRET = 'sk-live-9d8c7b6a5f4e3d2c1b0a';
+  const sc = new Scrubber([{ name: 'k', value: SECRET }]);
+  const db = new DatabaseSync(':memory:');
+  const cache = new ModelCache(db, { scrub: (json) => sc.scrub(json).text, scrubTexts: (texts) => sc.scrubJoined(texts).texts });
+  const cut = (at: number) => [`the key is ${SECRET.slice(0, at)}`, `${SECRET.slice(at)} ok`];
+  const answers: Array<[string, ChatResult]> = [
+    ['two Claude thinking blocks', { ...result('ok'), thinking: cut(9).map((t, i) => ({ type: 'thinking' as const, thinking: t, signature: `sig-${i}` })) }],
+    ['three, the middle one all secret', { ...result('ok'), thinking: [`a ${SECRET.slice(0, 4)}`, SECRET.slice(4, 20), `${SECRET.slice(20)} z`].map((t, i) => ({ type: 'thinking' as const, thinking: t, signature: `sig-${i}` })) }],
+    ['a reasoning item\'s two summary parts', { ...result('ok'), thinking: [{ type: 'reasoning', summary: cut(14), item: { id: 'rs_1', type: 'reasoning', summary: [], encrypted_content: 'gAAA' } }] }],
+    ['summary then raw reasoning', { ...result('ok'), thinking: [{ type: 'reasoning', summary: [cut(3)[0]], content: [cut(3)[1]], item: { id: 'rs_2', type: 'reasoning', summary: [], content: [] } }] }],
+  ];
+  for (const [what, answer] of answers) {
+    const look = await cache.lookup('chat', EXACT, ask(what), alice, {}, { now: T0 });
+    assert.ok(look.save(answer, T0), what);
+    const rows = db.prepare('SELECT body FROM cache_entries').all().map((r) => String((r as { body: unknown }).body)).join('\n');
+    for (const piece of [SECRET.slice(0, 9), SECRET.slice(9), SECRET.slice(4, 20), SECRET.slice(14), SECRET.slice(3)]) assert.ok(!rows.includes(piece), `${what}: "${piece}" of the credential is in the stored entry`);
+    const hit = await cache.lookup('chat', EXACT, ask(what), alice, {}, { now: T0 + 1 });
+    const th = (hit.entry?.result as ChatResult).thinking ?? [];
+    const texts = th.flatMap((b) => (b.type === 'thinking' ? [b.thinking] : b.type === 'reasoning' ? [...b.summary, ...b.content ?? []] : []));
+    assert.match(texts.join(''), /^(the key is|a) \[REDACTED:k\] (ok|z)$/, `${what}: the hit's thinking, joined`);
+    assert.equal(th.length, answer.thinking?.length, `${what}: every block kept`);
+  }
+  cache.close();
+});

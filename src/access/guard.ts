@@ -4,7 +4,7 @@
 import type { AccessRuntime, GuardrailLists } from './runtime-view.ts';
 import type { Identity } from '../identity/types.ts';
 import type { ChatRequest, ChatResult, StreamEvent, ThinkingBlock } from '../providers/types.ts';
-import { textBlocks, withTextBlocks } from '../providers/types.ts';
+import { textBlocks, thinkingText, withTextBlocks, withThinkingText } from '../providers/types.ts';
 import { guardrailsFor } from '../policy/decide.ts';
 import type { PolicySet } from '../policy/compile.ts';
 import {
@@ -271,21 +271,6 @@ export async function guardChatOutput(rt: AccessRuntime, at: EvidenceAt, identit
   const guarded: ChatResult = Array.isArray(out.text) ? withTextBlocks({ ...result, toolCalls: out.tool_calls }, out.text) : { ...result, text: out.text, toolCalls: out.tool_calls };
   if (th !== undefined) guarded.thinking = th.map((b, i) => withThinkingText(b, out.thinking?.[i]));
   return guarded;
-}
-
-/** What a thinking block shows the client: its text, a reasoning item's summary texts then its reasoning texts, nothing of a redacted block. */
-export function thinkingText(b: ThinkingBlock): string | string[] {
-  if (b.type !== 'reasoning') return b.type === 'thinking' ? b.thinking : '';
-  return b.content === undefined ? b.summary : [...b.summary, ...b.content];
-}
-
-/** A thinking block with what the guardrails (or the scrub) left of thinkingText(b) (the same block when unchanged). */
-export function withThinkingText(b: ThinkingBlock, t: string | string[] | undefined): ThinkingBlock {
-  if (b.type === 'thinking' && typeof t === 'string' && t !== b.thinking) return { ...b, thinking: t };
-  if (b.type !== 'reasoning' || !Array.isArray(t) || t === b.summary) return b;
-  if (b.content === undefined) return { ...b, summary: t };
-  const n = b.summary.length;
-  return { ...b, summary: t.slice(0, n), content: t.slice(n) };
 }
 
 /**

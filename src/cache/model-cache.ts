@@ -13,7 +13,7 @@
 import type { DatabaseSync } from 'node:sqlite';
 import type { ModelSpec } from '../config/schema.ts';
 import type { ChatRequest, ChatResult, EmbeddingsRequest, EmbeddingsResult } from '../providers/types.ts';
-import { textBlocks, withTextBlocks } from '../providers/types.ts';
+import { textBlocks, thinkingTexts, withTextBlocks, withThinkingTexts } from '../providers/types.ts';
 import { cacheDirectives } from './directives.ts';
 import { cacheKey, routeVersion, scopeKey, type CacheKind, type RouteShape } from './key.ts';
 import { DEFAULT_SEMANTIC_THRESHOLD, SemanticCache, type Embed, type SemanticOptions, type SemanticProbe, type SemanticScope } from './semantic.ts';
@@ -116,6 +116,14 @@ export class ModelCache {
       const texts = textBlocks(v.order, v.text ?? '');
       const clean = texts !== undefined ? this.scrubTexts(texts) : undefined;
       if (clean !== undefined && clean !== texts) answer = withTextBlocks(v, clean) as T;
+    }
+    // Thinking texts (blocks, summary and reasoning parts) the same way, as the door sends them: a
+    // secret split across two is stored redacted where it starts, not in two clean-looking pieces.
+    const th = 'thinking' in answer ? answer.thinking : undefined;
+    if (this.scrubTexts !== undefined && th !== undefined) {
+      const texts = thinkingTexts(th);
+      const clean = texts.length > 1 ? this.scrubTexts(texts) : texts;
+      if (clean !== texts) answer = { ...answer, thinking: withThinkingTexts(th, clean) };
     }
     const json = JSON.stringify(answer);
     const clean = this.scrub(json);

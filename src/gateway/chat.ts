@@ -9,10 +9,11 @@ import { parseAnthropicRequest } from '../providers/anthropic.ts';
 import { SSE_KEEPALIVE } from '../providers/sse.ts';
 import { sentMaxTokens, uncarried } from '../providers/params.ts';
 import type { ChatRequest, ChatResult, ClientCodec, ProviderAdapter, StreamEvent, Usage } from '../providers/types.ts';
+import { thinkingTexts, withThinkingTexts } from '../providers/types.ts';
 import { openAccess } from '../access/context.ts';
 import { holdsSecret, scrubJoinedTexts } from '../access/egress.ts';
 import type { Admission } from '../access/decide.ts';
-import { chatStreamGuard, hasOutputWebhook, nextTurn, streamPieces, thinkingText, TURN_MS, watchesOutput, withThinkingText } from '../access/guard.ts';
+import { chatStreamGuard, hasOutputWebhook, nextTurn, streamPieces, TURN_MS, watchesOutput } from '../access/guard.ts';
 import type { EventScrubber } from '../access/scrub-events.ts';
 import type { EventGuard } from '../guardrails/engine.ts';
 import { AamError, badRequest, toAamError } from '../access/errors.ts';
@@ -793,20 +794,14 @@ class ChatStream {
 function thinkingScrubbed(egress: Parameters<typeof holdsSecret>[0], result: ChatResult, requestId: string): ChatResult {
   const th = result.thinking;
   if (th === undefined) return result;
-  const texts: string[] = [];
-  for (const b of th) { const t = thinkingText(b); if (typeof t === 'string') texts.push(t); else texts.push(...t); }
+  const texts = thinkingTexts(th);
   const clean = scrubJoinedTexts(egress, texts, requestId);
-  if (clean === texts) return result;
-  let k = 0;
-  return { ...result, thinking: th.map((b) => { const t = thinkingText(b); return withThinkingText(b, typeof t === 'string' ? clean[k++] : t.map(() => clean[k++])); }) };
+  return clean === texts ? result : { ...result, thinking: withThinkingTexts(th, clean) };
 }
 
 /** The answer's thinking text, its blocks joined, holds a secret (one split across blocks too). */
 function thinkingHoldsSecret(egress: Parameters<typeof holdsSecret>[0], result: ChatResult): boolean {
-  if (result.thinking === undefined) return false;
-  let joined = '';
-  for (const b of result.thinking) { const t = thinkingText(b); joined += typeof t === 'string' ? t : t.join(''); }
-  return holdsSecret(egress, joined);
+  return result.thinking !== undefined && holdsSecret(egress, thinkingTexts(result.thinking).join(''));
 }
 
 /** A non-streamed answer's JSON body text in the client's wire. */

@@ -383,6 +383,34 @@ export function withTextBlocks(r: ChatResult, texts: readonly string[]): ChatRes
   return { ...r, text: texts.join(''), order };
 }
 
+/** What a thinking block shows the client: its text, a reasoning item's summary texts then its reasoning texts, nothing of a redacted block. */
+export function thinkingText(b: ThinkingBlock): string | string[] {
+  if (b.type !== 'reasoning') return b.type === 'thinking' ? b.thinking : '';
+  return b.content === undefined ? b.summary : [...b.summary, ...b.content];
+}
+
+/** A thinking block with what the guardrails (or the scrub) left of thinkingText(b) (the same block when unchanged). */
+export function withThinkingText(b: ThinkingBlock, t: string | string[] | undefined): ThinkingBlock {
+  if (b.type === 'thinking' && typeof t === 'string' && t !== b.thinking) return { ...b, thinking: t };
+  if (b.type !== 'reasoning' || !Array.isArray(t) || t === b.summary) return b;
+  if (b.content === undefined) return { ...b, summary: t };
+  const n = b.summary.length;
+  return { ...b, summary: t.slice(0, n), content: t.slice(n) };
+}
+
+/** An answer's thinking texts as a reader joins them: each block's text, each summary then reasoning part (scrubbed as one across their boundaries). */
+export function thinkingTexts(th: readonly ThinkingBlock[]): string[] {
+  const texts: string[] = [];
+  for (const b of th) { const t = thinkingText(b); if (typeof t === 'string') texts.push(t); else texts.push(...t); }
+  return texts;
+}
+
+/** `th` with thinkingTexts(th) replaced by `texts`, one each, in order (blocks whose texts are unchanged stay the same objects). */
+export function withThinkingTexts(th: readonly ThinkingBlock[], texts: readonly string[]): ThinkingBlock[] {
+  let k = 0;
+  return th.map((b) => { const t = thinkingText(b); return withThinkingText(b, typeof t === 'string' ? texts[k++] : t.map(() => texts[k++])); });
+}
+
 /**
  * An answer's blocks in the upstream's order: its `order` when set, else thinking, text, tool calls.
  * Text blocks whose lengths no longer add up to `text` (rewritten by something that saw the text
