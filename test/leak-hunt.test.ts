@@ -84,6 +84,10 @@ const responsesStream = (model: string) => (i: Instruction) => drain(() => opena
 const REASONING = { store: false, include: ['reasoning.encrypted_content' as const] };
 const reasoning = (model: string) => (i: Instruction) => outcome(() => openai.responses.create({ model, input: instruction(i), ...REASONING }));
 const reasoningStream = (model: string) => (i: Instruction) => drain(() => openai.responses.create({ model, stream: true, input: instruction(i), ...REASONING }));
+/** An Anthropic client asking for extended thinking (a Gemini target then asks for its thought summaries). */
+const THINK = { max_tokens: 2048, thinking: { type: 'enabled' as const, budget_tokens: 1024 } };
+const thoughts = (model: string) => (i: Instruction) => outcome(() => anthropic.messages.create({ model, ...THINK, messages: user(i) }));
+const thoughtsStream = (model: string) => (i: Instruction) => drain(() => anthropic.messages.create({ model, ...THINK, stream: true, messages: user(i) }));
 const embeddings = (i: Instruction) => outcome(() => openai.embeddings.create({ model: 'leak-embed', input: instruction(i), encoding_format: 'float' }));
 
 async function httpTool(i: Instruction): Promise<unknown[]> {
@@ -431,6 +435,13 @@ const REASONING_PLANES: Plane[] = [
   // reasoning-content: the item's raw reasoning (content reasoning_text parts, gpt-oss) instead of its summary.
   { name: 'responses reasoning', call: reasoning('leak-reasoning'), shows: modelShows, channels: { reasoning: [...TEXT, ...SPLIT_PARTS, ...SPLIT_TCP], 'reasoning-content': [...TEXT, ...SPLIT_PARTS, 'split-tcp@mid'] } },
   { name: 'responses reasoning stream', call: reasoningStream('leak-reasoning-stream'), shows: modelShows, channels: { reasoning: [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, ...SPLIT_TCP], 'reasoning-content': [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, 'split-tcp@mid'] } },
+  // Gemini thought summaries (Vertex, `thought: true` parts, asked for with includeThoughts) to an
+  // Anthropic client asking for thinking and a Responses client asking for reasoning items: one
+  // thought part, or the secret cut across two (split-parts; streamed, split-delta: one chunk each).
+  { name: 'vertex gemini thoughts to anthropic messages', call: thoughts('leak-vertex-thoughts'), shows: modelShows, channels: { thinking: [...TEXT, ...SPLIT_PARTS, ...SPLIT_TCP] } },
+  { name: 'vertex gemini thoughts to anthropic messages stream', call: thoughtsStream('leak-vertex-thoughts-stream'), shows: modelShows, channels: { thinking: [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, ...SPLIT_TCP] } },
+  { name: 'vertex gemini thoughts to responses reasoning', call: reasoning('leak-vertex-reasoning'), shows: modelShows, channels: { thinking: [...TEXT, ...SPLIT_PARTS, 'split-tcp@mid'] } },
+  { name: 'vertex gemini thoughts to responses reasoning stream', call: reasoningStream('leak-vertex-reasoning-stream'), shows: modelShows, channels: { thinking: [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, 'split-tcp@mid'] } },
 ];
 
 function report(where: string, leaks: readonly Leak[]): string {
@@ -552,6 +563,10 @@ before(async () => {
     doc('Model', 'leak-bedrock-stream', target('bedrock', 'anthropic.leaky-stream-v1:0')),
     doc('Model', 'leak-vertex', target('vertex', 'gemini-leaky')),
     doc('Model', 'leak-vertex-stream', target('vertex', 'gemini-leaky-stream')),
+    doc('Model', 'leak-vertex-thoughts', target('vertex', 'gemini-leaky-thoughts')),
+    doc('Model', 'leak-vertex-thoughts-stream', target('vertex', 'gemini-leaky-thoughts-stream')),
+    doc('Model', 'leak-vertex-reasoning', target('vertex', 'gemini-leaky-reasoning')),
+    doc('Model', 'leak-vertex-reasoning-stream', target('vertex', 'gemini-leaky-reasoning-stream')),
     doc('McpServer', 'leaky', { transport: 'streamable-http', url: `${up.url}/mcp`, credential: 'mcp-key', timeout_ms: 10_000 }),
     doc('McpServer', 'leaky-modern', { transport: 'streamable-http', url: `${up.url}/mcp-modern`, credential: 'mcp-key', timeout_ms: 10_000 }),
     doc('McpServer', 'leaky-lists', { transport: 'streamable-http', url: `${up.url}/mcp-lists`, credential: 'mcp-key', timeout_ms: 10_000 }),
@@ -564,7 +579,7 @@ before(async () => {
     doc('Agent', 'hunter', { workload: 'spiffe://test/agent/hunter', team: 'qa', environment: 'dev' }),
     doc('AgentPolicy', 'hunter-policy', {
       identity: { workload: 'spiffe://test/agent/hunter' },
-      models: { allow: ['oai-any/**', 'leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached', 'leak-fallback', 'leak-responses', 'leak-responses-stream', 'leak-reasoning', 'leak-reasoning-stream', 'leak-bedrock', 'leak-bedrock-stream', 'leak-vertex', 'leak-vertex-stream'] },
+      models: { allow: ['oai-any/**', 'leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached', 'leak-fallback', 'leak-responses', 'leak-responses-stream', 'leak-reasoning', 'leak-reasoning-stream', 'leak-bedrock', 'leak-bedrock-stream', 'leak-vertex', 'leak-vertex-stream', 'leak-vertex-thoughts', 'leak-vertex-thoughts-stream', 'leak-vertex-reasoning', 'leak-vertex-reasoning-stream'] },
       tools: [{ resource: 'leaky', actions: ['*'] }, { resource: 'leaky-lists', actions: ['*'] }, { resource: 'leaky-modern', actions: ['*'] }, { resource: 'leaky-stdio', actions: ['*'] }, { resource: 'leaky.api', actions: ['*'] }],
       agents: [{ agent: 'leaky-agent' }, { agent: 'leaky-query-agent' }],
     }),

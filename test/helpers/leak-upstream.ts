@@ -271,20 +271,31 @@ async function bedrock(res: ServerResponse, ins: Instruction, secret: string, st
 
 // ---- Google Vertex AI (Gemini wire on the project/region path; SSE stream) ----
 
-async function vertex(res: ServerResponse, ins: Instruction, secret: string, stream: boolean): Promise<void> {
+/**
+ * The thinking channel: the pieces are thought summaries (`thought: true` parts, answered only when
+ * the request asked for them with includeThoughts) before an answer of "ok"; whole, one part per
+ * piece (split-parts: the secret cut across two thought parts); streamed, one chunk per piece
+ * (split-delta), or both parts in one chunk (split-parts).
+ */
+async function vertex(res: ServerResponse, ins: Instruction, secret: string, stream: boolean, body: Obj): Promise<void> {
   const { channel, form } = ins;
   const p = payload(form, secret, 'json');
   const json = { 'content-type': 'application/json' };
   if (channel.startsWith('error')) return send(res, 400, json, `{"error":{"code":400,"message":"${p}","status":"INVALID_ARGUMENT"}}`, form, secret);
   const headers = channel === 'header' ? echoHeaders(payload(form, secret, 'text')) : {};
   const pieces = channel === 'header' ? ['ok'] : deltas(form, secret);
-  const candidate = (parts: string[], last: boolean) => `{"candidates":[{"content":{"role":"model","parts":[${parts.map((t) => `{"text":"${t}"}`).join(',')}]}${last ? ',"finishReason":"STOP"' : ''}}]${last ? ',"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":3,"totalTokenCount":6}' : ''},"modelVersion":"leaky"}`;
-  if (!stream) return send(res, 200, { ...headers, ...json }, candidate(pieces, true), form, secret);
+  const asked = ((((body.generationConfig ?? {}) as Obj).thinkingConfig ?? {}) as Obj).includeThoughts === true;
+  const thoughts = channel === 'thinking';
+  if (thoughts && !asked) return send(res, 200, json, '{"candidates":[{"content":{"role":"model","parts":[{"text":"no thoughts were asked for"}]},"finishReason":"STOP"}]}', form, secret);
+  const part = (t: string) => (thoughts && t !== 'ok' ? `{"text":"${t}","thought":true}` : `{"text":"${t}"}`);
+  const candidate = (parts: string[], last: boolean) => `{"candidates":[{"content":{"role":"model","parts":[${parts.map(part).join(',')}]}${last ? ',"finishReason":"STOP"' : ''}}]${last ? ',"usageMetadata":{"promptTokenCount":3,"candidatesTokenCount":3,"thoughtsTokenCount":2,"totalTokenCount":8}' : ''},"modelVersion":"leaky"}`;
+  if (!stream) return send(res, 200, { ...headers, ...json }, candidate(thoughts ? [...pieces, 'ok'] : pieces, true), form, secret);
   const data = (j: string) => `data: ${j}\r\n\r\n`;
-  const body = channel === 'stream-error'
+  const chunks = thoughts ? [...(form.startsWith('split-parts') ? [pieces] : pieces.map((t) => [t])), ['ok']] : pieces.map((t) => [t]);
+  const sse = channel === 'stream-error'
     ? data(candidate(['partial '], false)) + data(`{"error":{"code":500,"message":"${p}","status":"INTERNAL"}}`)
-    : pieces.map((t, i) => data(candidate([t], i === pieces.length - 1))).join('');
-  return send(res, 200, { ...headers, 'content-type': 'text/event-stream' }, body, form, secret);
+    : chunks.map((c, i) => data(candidate(c, i === chunks.length - 1))).join('');
+  return send(res, 200, { ...headers, 'content-type': 'text/event-stream' }, sse, form, secret);
 }
 
 function lastUserText(body: Obj): string {
@@ -645,7 +656,7 @@ export async function startLeakUpstream(opts: { vertexToken?: string } = {}): Pr
     const b = /^\/model\/[^/]+\/(converse|converse-stream)$/.exec(path);
     if (b) return bedrock(res, ins, secret, b[1] === 'converse-stream');
     const v = /^\/v1\/projects\/[^/]+\/locations\/[^/]+\/publishers\/google\/models\/[^/:]+:(generateContent|streamGenerateContent)$/.exec(path);
-    if (v) return vertex(res, ins, secret, v[1] === 'streamGenerateContent');
+    if (v) return vertex(res, ins, secret, v[1] === 'streamGenerateContent', body);
     res.writeHead(404).end();
   }
   const server = createServer((req, res) => {
