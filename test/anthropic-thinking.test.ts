@@ -362,3 +362,33 @@ test('interleaved thinking, unit: Anthropic whole answer, cache record of a stre
   const br = JSON.parse(bedrockAdapter.chatRequest(p.req, { model: 'anthropic.claude', stream: false, options: {} }).body) as { messages: Array<{ content: unknown[] }> };
   assert.deepEqual(br.messages[1].content, bedrockContent);
 });
+
+test('a credential cut across two thinking blocks, from the response cache: stored joined-scrubbed, and an entry holding it in pieces (as an older aam stored it) is scrubbed joined on replay, whole and streamed', async () => {
+  // A credential whose value spans the end of the first thinking block and the start of the second.
+  const cut = 'Paris.Paris is';
+  assert.ok(THINKING.thinking.thinking.endsWith('Paris.') && THINKING2.thinking.startsWith('Paris is'));
+  const sgw = await startTestGateway(yaml(
+    doc('Credential', 'cut-key', { env: 'THINKING_TEST_CUT_KEY' }),
+    doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${fake.url}/v1`, credential: 'cut-key' }),
+    doc('Model', 'claude-cut-cached', { targets: [{ provider: 'ant', model: 'thinking-interleaved' }], cache: { mode: 'exact', ttl_seconds: 60, scope: 'agent' } }),
+    ...agentDocs(['claude-cut-cached']),
+  ), { THINKING_TEST_CUT_KEY: cut });
+  try {
+    const anthropic = new Anthropic({ apiKey: sgw.key('tester'), baseURL: sgw.url, maxRetries: 0 });
+    const p = { ...iparams, model: 'claude-cut-cached' };
+    const thinkingOf = (m: Anthropic.Message) => m.content.flatMap((b) => (b.type === 'thinking' ? [b.thinking] : []));
+    const want = [THINKING.thinking.thinking.replace('Paris.', '[REDACTED:cut-key]'), THINKING2.thinking.slice('Paris is'.length)];
+    assert.deepEqual(thinkingOf(await anthropic.messages.create(p)), want, 'the miss');
+    const mem = (sgw.g.rt.cache.exact as unknown as { mem: Map<string, { entry: { result: ChatResult } }> }).mem;
+    assert.equal(mem.size, 1);
+    for (const item of mem.values()) {
+      assert.deepEqual(item.entry.result.thinking?.map((b) => (b.type === 'thinking' ? b.thinking : '')), want, 'stored scrubbed');
+      // Two thinking blocks next to each other (not interleaved: a text between them ends a streamed block's scrub).
+      item.entry = { ...item.entry, result: { ...item.entry.result, thinking: [{ ...THINKING.thinking }, { ...THINKING2 }], order: undefined } };
+    }
+    const { data: hit, response } = await anthropic.messages.create(p).withResponse();
+    assert.equal(response.headers.get('x-aam-cache'), 'hit');
+    assert.deepEqual(thinkingOf(hit), want, 'the whole hit');
+    assert.deepEqual(thinkingOf(await anthropic.messages.stream(p).finalMessage()), want, 'the streamed hit');
+  } finally { await sgw.close(); }
+});

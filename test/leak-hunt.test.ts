@@ -435,6 +435,9 @@ const REASONING_PLANES: Plane[] = [
   // reasoning-content: the item's raw reasoning (content reasoning_text parts, gpt-oss) instead of its summary.
   { name: 'responses reasoning', call: reasoning('leak-reasoning'), shows: modelShows, channels: { reasoning: [...TEXT, ...SPLIT_PARTS, ...SPLIT_TCP], 'reasoning-content': [...TEXT, ...SPLIT_PARTS, 'split-tcp@mid'] } },
   { name: 'responses reasoning stream', call: reasoningStream('leak-reasoning-stream'), shows: modelShows, channels: { reasoning: [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, ...SPLIT_TCP], 'reasoning-content': [...TEXT, ...SPLIT_DELTA, ...SPLIT_PARTS, 'split-tcp@mid'] } },
+  // A cached Claude route: thinking blocks (the secret cut across two, split-parts) stored, then replayed (the data-dir row checks the entry at rest).
+  { name: 'anthropic messages cached thinking', shows: modelShows, channels: { thinking: ['raw', ...SPLIT_PARTS] },
+    call: async (i) => [...await messages('leak-claude-cached')(i), ...await messages('leak-claude-cached')(i)] },
   // Gemini thought summaries (Vertex, `thought: true` parts, asked for with includeThoughts) to an
   // Anthropic client asking for thinking and a Responses client asking for reasoning items: one
   // thought part, or the secret cut across two (split-parts; streamed, split-delta: one chunk each).
@@ -554,6 +557,7 @@ before(async () => {
     doc('Model', 'leak-responses-stream', target('oai', 'leaky-responses-stream')),
     doc('Model', 'leak-embed', target('oai', 'leaky-embed', { kind: 'embeddings' })),
     doc('Model', 'leak-cached', target('oai', 'leaky-cached', { cache: { mode: 'exact' } })),
+    doc('Model', 'leak-claude-cached', target('ant', 'leaky-claude-cached', { cache: { mode: 'exact' } })),
     doc('Model', 'leak-fallback', { targets: [{ provider: 'oai', model: 'leaky-fallback-a' }, { provider: 'oai', model: 'leaky-fallback-b' }], retries: { attempts: 0 }, breaker: { failures: 1000 } }),
     doc('Credential', 'aws-sts', { env: 'LEAK_AWS_STS', kind: 'aws_sigv4' }),
     doc('Credential', 'gcp-sa', { env: 'LEAK_GCP_SA', kind: 'google_service_account' }),
@@ -579,7 +583,7 @@ before(async () => {
     doc('Agent', 'hunter', { workload: 'spiffe://test/agent/hunter', team: 'qa', environment: 'dev' }),
     doc('AgentPolicy', 'hunter-policy', {
       identity: { workload: 'spiffe://test/agent/hunter' },
-      models: { allow: ['oai-any/**', 'leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached', 'leak-fallback', 'leak-responses', 'leak-responses-stream', 'leak-reasoning', 'leak-reasoning-stream', 'leak-bedrock', 'leak-bedrock-stream', 'leak-vertex', 'leak-vertex-stream', 'leak-vertex-thoughts', 'leak-vertex-thoughts-stream', 'leak-vertex-reasoning', 'leak-vertex-reasoning-stream'] },
+      models: { allow: ['oai-any/**', 'leak-chat', 'leak-stream', 'leak-claude', 'leak-claude-stream', 'leak-embed', 'leak-cached', 'leak-claude-cached', 'leak-fallback', 'leak-responses', 'leak-responses-stream', 'leak-reasoning', 'leak-reasoning-stream', 'leak-bedrock', 'leak-bedrock-stream', 'leak-vertex', 'leak-vertex-stream', 'leak-vertex-thoughts', 'leak-vertex-thoughts-stream', 'leak-vertex-reasoning', 'leak-vertex-reasoning-stream'] },
       tools: [{ resource: 'leaky', actions: ['*'] }, { resource: 'leaky-lists', actions: ['*'] }, { resource: 'leaky-modern', actions: ['*'] }, { resource: 'leaky-stdio', actions: ['*'] }, { resource: 'leaky.api', actions: ['*'] }],
       agents: [{ agent: 'leaky-agent' }, { agent: 'leaky-query-agent' }],
     }),

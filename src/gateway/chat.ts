@@ -260,7 +260,8 @@ async function replayWhole(a: Access, route: Route, codec: ClientCodec, adm: Adm
   const call = settleAndRecord(a, route, null, hit.usage, adm, 200, false, undefined, 'hit', NO_ATTEMPTS);
   let body: string;
   try {
-    const result = await a.guardChatOutput(hit);
+    // Joined as a fresh answer's are (sendChecked): an entry stored before aam scrubbed them so may hold a secret cut across blocks.
+    const result = thinkingScrubbed(ctx.rt.egress, await a.guardChatOutput(hit), ctx.requestId);
     body = encodeBody(codec, result, result.model || route.name);
     await ctx.rt.evidenceSafe();
     await codec.settle?.();
