@@ -392,3 +392,54 @@ test('a credential cut across two thinking blocks, from the response cache: stor
     assert.deepEqual(thinkingOf(await anthropic.messages.stream(p).finalMessage()), want, 'the streamed hit');
   } finally { await sgw.close(); }
 });
+
+test('Gemini thought blocks (no Anthropic signature) sent back on a route that falls back to Anthropic: left out of the Anthropic request, so Claude answers; a tool loop whose turn keeps no thinking of Claude\'s is sent without thinking', async () => {
+  const sgw = await startTestGateway(yaml(
+    doc('Credential', 'up-key', { env: 'THINKING_TEST_UP_KEY' }),
+    doc('Provider', 'gem', { type: 'gemini', baseUrl: `${fake.url}/v1beta`, credential: 'up-key' }),
+    doc('Provider', 'ant', { type: 'anthropic', baseUrl: `${fake.url}/v1`, credential: 'up-key' }),
+    doc('Model', 'gem-then-claude', { targets: [{ provider: 'gem', model: 'fail-500' }, { provider: 'ant', model: 'ok' }], retries: { attempts: 0 } }),
+    ...agentDocs(['gem-then-claude']),
+  ), { THINKING_TEST_UP_KEY: 'up-key-value-123456' });
+  try {
+    const anthropic = new Anthropic({ apiKey: sgw.key('tester'), baseURL: sgw.url, maxRetries: 0 });
+    // What aam answered an Anthropic client for a Gemini thought summary: a thinking block, signature empty.
+    const thought = { type: 'thinking' as const, thinking: 'Gemini thought about the weather.', signature: '' };
+    const base = { model: 'gem-then-claude', max_tokens: 2048, thinking: { type: 'enabled' as const, budget_tokens: 1024 } };
+    const sent = () => JSON.parse(last().raw) as { thinking?: unknown; messages: Array<{ role: string; content: Array<{ type: string }> }> };
+    const m = await anthropic.messages.create({ ...base, messages: [ask, { role: 'assistant', content: [thought, { type: 'text', text: 'Sunny, I think.' }] }, { role: 'user', content: 'And tomorrow?' }] });
+    assert.equal(m.content.at(-1)?.type, 'text');
+    assert.equal(last().path, '/v1/messages', 'the fallback answered');
+    assert.deepEqual(sent().messages[1].content.map((b) => b.type), ['text'], 'the Gemini thought was left out');
+    assert.ok(sent().thinking, 'not a tool loop: thinking stays on');
+    // A tool loop begun on Gemini: its turn's thinking is Gemini's, so Claude gets the turn without thinking.
+    const loop = await anthropic.messages.create({ ...base, tools, messages: [ask,
+      { role: 'assistant', content: [thought, { type: 'tool_use', id: 'call_0', name: 'get_weather', input: { location: 'Paris' } }] },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'call_0', content: 'sunny, 21 C' }] }] });
+    assert.equal(loop.content.at(-1)?.type, 'text');
+    assert.deepEqual(sent().messages[1].content.map((b) => b.type), ['tool_use']);
+    assert.equal(sent().thinking, undefined, 'thinking off for this call: Anthropic requires the tool loop\'s turn to start with its own thinking');
+    // Streamed too.
+    const streamed = await anthropic.messages.stream({ ...base, messages: [ask, { role: 'assistant', content: [thought, { type: 'text', text: 'Sunny.' }] }, { role: 'user', content: 'Sure?' }] }).finalMessage();
+    assert.equal(streamed.content.at(-1)?.type, 'text');
+  } finally { await sgw.close(); }
+});
+
+test('Gemini thought parts reach a client as thinking blocks with no signature, Gemini\'s thoughtSignature included (it is no signature Claude takes)', async () => {
+  const { geminiChatResponse } = await import('../src/providers/gemini.ts');
+  const r = geminiChatResponse({ candidates: [{ content: { role: 'model', parts: [{ text: 'a thought', thought: true, thoughtSignature: 'R2VtaW5pU2ln' }, { text: 'Hi' }] }, finishReason: 'STOP' }] });
+  assert.deepEqual(r.thinking, [{ type: 'thinking', thinking: 'a thought', signature: '' }]);
+  // Sent back by an Anthropic client to Claude on Bedrock: left out there too, and a tool loop's call goes without thinking.
+  const p = parseAnthropicRequest({ model: 'claude', max_tokens: 2048, thinking: { type: 'enabled', budget_tokens: 1024 }, tools, messages: [
+    { role: 'user', content: 'Weather in Paris?' },
+    { role: 'assistant', content: [{ type: 'thinking', thinking: 'a thought', signature: '' }, { type: 'tool_use', id: 'call_0', name: 'get_weather', input: { location: 'Paris' } }] },
+    { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'call_0', content: 'sunny' }] },
+  ] });
+  assert.ok(p.ok);
+  const body = JSON.parse(bedrockAdapter.chatRequest(p.req, { model: 'anthropic.claude-sonnet-4-5-v1:0', stream: false, options: {} }).body) as { messages: Array<{ content: Array<Record<string, unknown>> }>; additionalModelRequestFields?: Record<string, unknown> };
+  assert.deepEqual(body.messages[1].content.map((b) => Object.keys(b)[0]), ['toolUse']);
+  assert.equal(body.additionalModelRequestFields?.thinking, undefined);
+  const direct = JSON.parse(anthropicAdapter.chatRequest(p.req, { model: 'claude-sonnet-4-5', stream: false, options: {} }).body) as { messages: Array<{ content: Array<{ type: string }> }>; thinking?: unknown };
+  assert.deepEqual(direct.messages[1].content.map((b) => b.type), ['tool_use']);
+  assert.equal(direct.thinking, undefined);
+});

@@ -30,6 +30,8 @@
 //                                    thinking, text, get_weather, a second thinking block, text, get_time; a turn
 //                                    carrying the tool results must send the thinking and tool_use blocks
 //                                    back in that order, thinking as sent (else 400), then a final answer
+// Anthropic wire, any model: a thinking block sent back without a signature is
+// 400 (as Anthropic answers), and so is a tool loop with thinking on whose assistant turn does not start with one.
 // Every request is recorded in `requests` (with `aborted` set if the caller went away early).
 import { createServer } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
@@ -135,6 +137,30 @@ function thinkingSentBack(body: unknown, raw: string): string | null {
   const c = asst && Array.isArray(asst.content) ? asst.content : [];
   if (JSON.stringify(c[0]) !== JSON.stringify(THINKING.thinking) || JSON.stringify(c[1]) !== JSON.stringify(THINKING.redacted)) {
     return 'messages.1.content.0.type: Expected `thinking` or `redacted_thinking`, but found `text`. When `thinking` is enabled, a final `assistant` message must start with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` blocks).';
+  }
+  return null;
+}
+
+/**
+ * Anthropic's check of every thinking block a request carries: it must have a signature (Anthropic
+ * also verifies it; tests here send made-up ones), else 400 as Anthropic answers; and with thinking on,
+ * an assistant turn that called tools, when the conversation ends with their results, must start with a thinking block.
+ */
+function foreignThinking(body: unknown): string | null {
+  const list = isObj(body) && Array.isArray(body.messages) ? body.messages as unknown[] : [];
+  for (let i = 0; i < list.length; i++) {
+    const m = list[i];
+    const c = isObj(m) && Array.isArray(m.content) ? m.content as unknown[] : [];
+    for (let j = 0; j < c.length; j++) {
+      const b = c[j];
+      if (isObj(b) && b.type === 'thinking' && (typeof b.signature !== 'string' || b.signature === '')) return `messages.${i}.content.${j}: Invalid \`signature\` in \`thinking\` block`;
+    }
+  }
+  const asst = list.findLastIndex((m) => isObj(m) && m.role === 'assistant');
+  const c = asst >= 0 && asst === list.length - 2 && Array.isArray((list[asst] as Obj).content) ? (list[asst] as Obj).content as Obj[] : [];
+  const on = isObj(body) && isObj(body.thinking) && body.thinking.type !== 'disabled';
+  if (on && c.some((b) => isObj(b) && b.type === 'tool_use') && !(isObj(c[0]) && (c[0].type === 'thinking' || c[0].type === 'redacted_thinking'))) {
+    return `messages.${asst}.content.0.type: Expected \`thinking\` or \`redacted_thinking\`, but found \`${String(c[0]?.type)}\`. When \`thinking\` is enabled, a final \`assistant\` message must start with a thinking block (preceeding the lastmost set of \`tool_use\` and \`tool_result\` blocks).`;
   }
   return null;
 }
@@ -472,6 +498,8 @@ export async function startFakeUpstream(opts: FakeUpstreamOptions = {}): Promise
       : answerFor(behaviour, lastUserText(wire, body), lastToolResult(wire, body));
     if (behaviour === 'prompt-cache') { if (n === 1) answer.cacheWrite = 1200; else answer.cacheRead = 1200; }
     if (wire === 'responses' && Array.isArray(b.include) && b.include.includes('reasoning.encrypted_content')) answer.reasoning = true;
+    const foreign = wire === 'anthropic' ? foreignThinking(body) : null;
+    if (foreign !== null) { res.writeHead(400, { 'content-type': 'application/json' }).end(errorBody(wire, 400, foreign)); return; }
     if ((behaviour === 'thinking-tools' || behaviour === 'thinking-interleaved') && !answer.thinking) {
       const bad = behaviour === 'thinking-tools' ? thinkingSentBack(body, raw) : interleavedSentBack(body);
       if (bad !== null) { res.writeHead(400, { 'content-type': 'application/json' }).end(errorBody(wire, 400, bad)); return; }

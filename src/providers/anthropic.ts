@@ -8,7 +8,7 @@ import { interleavedOrder } from './types.ts';
 import { UpstreamShapeError, argsObject, arr, localId, num, nowSeconds, obj, rawChatHead, statusType, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { StreamTemplate } from './chunk-template.ts';
-import { effortThinking, DEFAULT_MAX_TOKENS } from './claude-effort.ts';
+import { claudeSigned, effortThinking, unsignedToolLoop, DEFAULT_MAX_TOKENS } from './claude-effort.ts';
 import { isObj, parseJson, sameEntries, str } from '../lib/json.ts';
 
 export { anthropicCodec, anthropicErrorBody } from './anthropic-codec.ts';
@@ -64,10 +64,8 @@ function cached(block: Obj, cc: CacheControl | undefined): Obj {
   return block;
 }
 
-/** An assistant turn's thinking blocks as the Anthropic client sent them (anything else under the name is not Anthropic's). */
-function isThinking(b: unknown): b is Obj {
-  return isObj(b) && (b.type === 'thinking' || b.type === 'redacted_thinking');
-}
+/** An assistant turn's thinking blocks as the Anthropic client sent them, those Claude signed (anything else under the name is not Claude's). */
+const isThinking = claudeSigned;
 
 function partsToBlocks(content: string | ContentPart[] | null, out: unknown[]): void {
   if (content === null) return;
@@ -277,6 +275,8 @@ export function anthropicBody(req: ChatRequest, target: TargetInfo): Obj {
     body.max_tokens = t.maxTokens;
     if (t.effort !== undefined) body.output_config = { ...(isObj(body.output_config) ? body.output_config : undefined), effort: t.effort };
   }
+  // A tool loop begun on another model (its thinking left out): Claude takes the turn only without thinking.
+  if (isObj(body.thinking) && body.thinking.type !== 'disabled' && unsignedToolLoop(req.messages)) delete body.thinking;
   if (req.user !== undefined && !isObj(body.metadata)) body.metadata = { user_id: req.user };
   if (target.stream) body.stream = true;
   else delete body.stream;

@@ -11,7 +11,7 @@ import { interleavedOrder } from './types.ts';
 import { UpstreamShapeError, argsObject, arr, localId, num, nowSeconds, obj, statusType, usageOf } from './util.ts';
 import type { Obj } from './util.ts';
 import { isObj, parseJson, str } from '../lib/json.ts';
-import { effortThinking } from './claude-effort.ts';
+import { claudeSigned, effortThinking, unsignedToolLoop } from './claude-effort.ts';
 
 const STOP: Readonly<Record<string, FinishReason>> = {
   end_turn: 'stop', stop_sequence: 'stop', max_tokens: 'length', model_context_window_exceeded: 'length',
@@ -111,6 +111,7 @@ interface BMsg { role: 'user' | 'assistant'; content: Obj[] }
  */
 function reasoningBlocks(thinking: ReadonlyArray<Record<string, unknown>>, out: Obj[]): void {
   for (const t of thinking) {
+    if (!claudeSigned(t)) continue; // another model's thought (a Gemini one): Claude refuses it
     if (t.type === 'thinking' && typeof t.thinking === 'string') {
       const rt: Obj = { text: t.thinking };
       if (typeof t.signature === 'string') rt.signature = t.signature;
@@ -248,6 +249,7 @@ export function bedrockBody(req: ChatRequest, model = ''): Obj {
       body.inferenceConfig = inf;
     }
   }
+  if (isObj(extra.thinking) && extra.thinking.type !== 'disabled' && unsignedToolLoop(req.messages)) delete extra.thinking;
   for (const _ in extra) { body.additionalModelRequestFields = extra; break; }
   return body;
 }

@@ -5,7 +5,8 @@
 // 3.7, 4, 4.1 and 4.5 take only a fixed budget (`thinking: {type: "enabled", budget_tokens}`: at
 // least 1,024 tokens and below max_tokens, which counts the thinking). Pure: no I/O.
 import type { Obj } from './util.ts';
-import type { ChatRequest } from './types.ts';
+import type { ChatMessage, ChatRequest } from './types.ts';
+import { isObj } from '../lib/json.ts';
 
 /** max_tokens aam sends Claude when the client set none (Anthropic requires one). */
 export const DEFAULT_MAX_TOKENS = 4096;
@@ -61,4 +62,29 @@ export function effortThinking(req: ChatRequest, model: string): ClaudeThinking 
   if (typeof effort !== 'string' || req.anthropicExtra?.thinking !== undefined) return null;
   const t = claudeThinking(effort, model, req.max_completion_tokens ?? req.max_tokens);
   return typeof t === 'string' ? null : t;
+}
+
+/**
+ * A thinking block an Anthropic client sent back that Claude takes: one Claude signed (a thinking
+ * block with its signature, a redacted one with its data). Claude refuses any other (400 "Invalid
+ * signature"): a Gemini thought summary, which aam answers as a thinking block with no signature
+ * (Gemini's thoughtSignature is no signature of Claude's), is left out of what Claude is sent.
+ */
+export function claudeSigned(b: unknown): b is Obj {
+  if (!isObj(b)) return false;
+  if (b.type === 'thinking') return typeof b.thinking === 'string' && typeof b.signature === 'string' && b.signature !== '';
+  return b.type === 'redacted_thinking' && typeof b.data === 'string' && b.data !== '';
+}
+
+/**
+ * The conversation ends in a tool loop whose assistant turn (the tool calls the results answer)
+ * brought thinking, none of it Claude's (another model's, left out by claudeSigned): with thinking
+ * on, Claude requires that turn to start with its own thinking (400), so the call goes without it.
+ */
+export function unsignedToolLoop(messages: readonly ChatMessage[]): boolean {
+  let i = messages.length - 1;
+  while (i >= 0 && messages[i].role === 'tool') i--;
+  const m = messages[i];
+  return i < messages.length - 1 && m?.role === 'assistant' && (m.tool_calls?.length ?? 0) > 0
+    && (m.thinking?.length ?? 0) > 0 && !m.thinking!.some(claudeSigned);
 }

@@ -217,14 +217,15 @@ export function geminiChatResponse(body: unknown): ChatResult {
   let text: string | null = null;
   const toolCalls: ToolCall[] = [];
   let thinking: ThinkingBlock[] | undefined;
-  let thought: { type: 'thinking'; thinking: string; signature: string } | null = null; // the run of thought parts open
+  let thought: { type: 'thinking'; thinking: string; signature: '' } | null = null; // the run of thought parts open
   for (const p of arr(obj(cand?.content)?.parts) ?? []) {
     if (!isObj(p)) continue;
     const tt = thoughtText(p);
     if (tt !== undefined) {
+      // No signature, Gemini's thoughtSignature included: it is no signature Claude takes (a thought
+      // sent back goes to no Gemini model; Claude leaves an unsigned block out: claudeSigned).
       if (thought === null) { thought = { type: 'thinking', thinking: '', signature: '' }; (thinking ??= []).push(thought); }
       thought.thinking += tt;
-      if (typeof p.thoughtSignature === 'string') thought.signature = p.thoughtSignature;
       continue;
     }
     thought = null;
