@@ -74,12 +74,15 @@ before(async () => {
     // A Claude that takes only a fixed thinking budget (before adaptive thinking).
     doc('Model', 'claude-45', { targets: [{ provider: 'ant', model: 'claude-sonnet-4-5-20250929' }], ...free }),
     doc('Model', 'nova', { targets: [{ provider: 'br', model: 'amazon.nova-pro-v1:0' }], ...free }),
+    // Claude behind names aam cannot date: the target says how it thinks.
+    doc('Model', 'old-claude-alias', { targets: [{ provider: 'ant', model: 'team-claude-stable', thinking: 'budget' }], ...free }),
+    doc('Model', 'new-claude-deployment', { targets: [{ provider: 'ant', model: 'claude-sonnet-4-5-custom', thinking: 'adaptive' }], ...free }),
     doc('Model', 'claude-then-gpt', { targets: [{ provider: 'ant', model: 'c' }, { provider: 'oai', model: 'g' }], ...free }),
     doc('Provider', 'real-oai', { type: 'openai', baseUrl: `${up.url}/v1` }),
     doc('Model', 'o', { targets: [{ provider: 'real-oai', model: 'o' }], ...free }),
     doc('Model', 'gpt-cached', { targets: [{ provider: 'oai', model: 'g' }], cache: { mode: 'exact', ttl_seconds: 300 }, ...free }),
     doc('Model', 'masked', { targets: [{ provider: 'oai', model: 'g' }], guardrails: ['mask'], ...free }),
-    ...agentDocs(['gpt', 'claude', 'claude-45', 'nova', 'claude-then-gpt', 'masked', 'o', 'gpt-cached']),
+    ...agentDocs(['gpt', 'claude', 'claude-45', 'nova', 'claude-then-gpt', 'masked', 'o', 'gpt-cached', 'old-claude-alias', 'new-claude-deployment']),
     // $1 an output token, prompts free: a $5,000 budget takes 4,096 output tokens, not 4,096 + 2,048.
     doc('Model', 'claude-priced', { targets: [{ provider: 'ant', model: 'c' }], pricing: { input_per_1m: 0, output_per_1m: 1_000_000 } }),
     doc('Agent', 'thinker', { workload: 'spiffe://test/agent/thinker', team: 'qa' }),
@@ -173,6 +176,24 @@ test('reasoning_effort (chat) and reasoning.effort (Responses) reach Claude as t
   await refused(openai().chat.completions.create({ model: 'nova', messages: hi, reasoning_effort: 'low' }), 'reasoning_effort', /amazon\.nova-pro-v1:0 model on Bedrock has no such parameter/);
   await refused(openai().chat.completions.create({ model: 'claude', messages: hi, reasoning_effort: 'extreme' as 'high' }), 'reasoning_effort', /"extreme" is not an effort aam maps/);
   assert.equal(seen.length, 0, 'nothing reached an upstream');
+});
+
+test('a target\'s thinking setting decides how Claude thinks where its name cannot tell (an alias of an older Claude: a fixed budget, not adaptive, which it would refuse); budgets reserve what is sent; a bad value fails the config naming the field', async () => {
+  seen.length = 0;
+  await openai().chat.completions.create({ model: 'old-claude-alias', messages: hi, reasoning_effort: 'high' });
+  await openai().chat.completions.create({ model: 'new-claude-deployment', messages: hi, reasoning_effort: 'high' });
+  const sent = seen.map((x) => [x.body.thinking, x.body.max_tokens]);
+  assert.deepEqual(sent, [[{ type: 'enabled', budget_tokens: 4096 }, 4096 + 4096], [{ type: 'adaptive' }, 4096 + 4096]]);
+  // Claude on Bedrock behind an application inference profile (its ARN names no version).
+  const { bedrockBody } = await import('../src/providers/bedrock.ts');
+  const arn = 'arn:aws:bedrock:us-east-1:123456789012:application-inference-profile/claude-prod';
+  const br = bedrockBody({ model: 'x', messages: hi, max_tokens: 5000, extra: { reasoning_effort: 'medium' } }, arn, { thinking: 'budget' });
+  assert.deepEqual(br.additionalModelRequestFields, { thinking: { type: 'enabled', budget_tokens: 2048 } });
+  await refused(openai().chat.completions.create({ model: 'old-claude-alias', messages: hi, reasoning_effort: 'low', max_tokens: 1000 }), 'reasoning_effort', /team-claude-stable thinks with a budget of at least 1024 tokens/);
+  const { sentMaxTokens } = await import('../src/providers/params.ts');
+  assert.equal(sentMaxTokens({ model: 'x', messages: hi, extra: { reasoning_effort: 'xhigh' } }, 'anthropic', 'team-claude-stable', { thinking: 'budget' }), 4096 + 8192);
+  const { parseConfigTexts } = await import('../src/config/load.ts');
+  assert.throws(() => parseConfigTexts([{ file: 'aam.yaml', text: yaml(doc('Provider', 'ant', { type: 'anthropic', baseUrl: 'http://127.0.0.1:9' }), doc('Model', 'm', { targets: [{ provider: 'ant', model: 'x', thinking: 'fixed' }] })) }]), /thinking/);
 });
 
 test('a budget reserves the max_tokens sent: the thinking a reasoning effort adds on Claude (4,096 + 2,048 for medium, no client max_tokens) is refused 429 where the client\'s 4,096 would fit', async () => {

@@ -132,6 +132,11 @@ export const targetSpec = z.strictObject({
   timeouts: timeoutsSpec.optional(),
   /** This target's price (wins over the route's pricing and the built-in table). */
   pricing: pricingSpec.optional(),
+  /**
+   * How this Claude target thinks when a client sends a reasoning effort: `budget` (a fixed
+   * budget_tokens: Claude 3.7-4.5) or `adaptive` (4.6 and later). Unset: told by the model id.
+   */
+  thinking: z.enum(['budget', 'adaptive']).optional(),
 });
 
 export const cacheSpec = z.strictObject({

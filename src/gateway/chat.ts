@@ -123,7 +123,7 @@ function carrying(a: Access, route: Route, req: ChatRequest, codec: ClientCodec)
   let why: string | null = null;
   const targets = route.targets.filter((t) => {
     if (t.provider.type === 'demo') return true;
-    const w = uncarried(req, adapterFor(codec, t).wire, t.model);
+    const w = uncarried(req, adapterFor(codec, t).wire, t.model, t.options);
     if (w !== null) why ??= `${w} (target ${t.label})`;
     return w === null;
   });
@@ -161,7 +161,7 @@ function admitAndCall(a: Access, route: Route, req: ChatRequest, bodyBytes: numb
   let maxOut = 0;
   let estimate = 0;
   for (const t of route.targets) {
-    const out = t.provider.type === 'demo' ? sentMaxTokens(req, 'openai', t.model) : sentMaxTokens(req, adapterFor(codec, t).wire, t.model);
+    const out = t.provider.type === 'demo' ? sentMaxTokens(req, 'openai', t.model) : sentMaxTokens(req, adapterFor(codec, t).wire, t.model, t.options);
     maxOut = Math.max(maxOut, out);
     // A hit costs $0 (the admission script reserves nothing for an entry it finds, too).
     if (!hit) estimate = Math.max(estimate, estimateCostUsd(promptTokens, out, t.pricing));

@@ -179,6 +179,7 @@ export function compileRoute(name: string, s: ModelSpec, set: ConfigSet, provide
     const options: Record<string, string> = {};
     const az = set.providers.get(t.provider)?.spec.azure;
     if (az) { options.apiVersion = az.apiVersion; options.deployment = az.deployment ?? t.model; }
+    if (t.thinking !== undefined) options.thinking = t.thinking;
     const kept = prev?.targets.find((p) => p.label === label);
     return {
       provider, model: t.model, weight: t.weight ?? 1, region: t.region ?? set.providers.get(t.provider)?.spec.region,

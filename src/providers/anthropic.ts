@@ -269,7 +269,7 @@ export function anthropicBody(req: ChatRequest, target: TargetInfo): Obj {
   const oc = isObj(body.output_config) ? body.output_config : undefined;
   if (format !== undefined && oc?.format === undefined) body.output_config = { ...oc, format };
   // An OpenAI client's reasoning effort is Claude's thinking (an Anthropic client's own thinking wins).
-  const t = effortThinking(req, target.model);
+  const t = effortThinking(req, target.model, target.options);
   if (t !== null) {
     body.thinking = t.thinking;
     body.max_tokens = t.maxTokens;

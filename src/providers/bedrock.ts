@@ -205,7 +205,7 @@ function hasToolHistory(messages: BMsg[]): boolean {
   return messages.some((m) => m.content.some((b) => b.toolUse !== undefined || b.toolResult !== undefined));
 }
 
-export function bedrockBody(req: ChatRequest, model = ''): Obj {
+export function bedrockBody(req: ChatRequest, model = '', options?: Readonly<Record<string, string>>): Obj {
   const caching = req.anthropicMarks === true && cachesPrompts(model);
   const { system, messages } = bedrockMessages(req.messages, isClaude(model), caching);
   const body: Obj = { messages };
@@ -241,7 +241,7 @@ export function bedrockBody(req: ChatRequest, model = ''): Obj {
   if (req.anthropicExtra !== undefined) for (const [k, v] of Object.entries(req.anthropicExtra)) if (k !== 'metadata') extra[k] = v;
   // An OpenAI client's reasoning effort is Claude's thinking, there too (an Anthropic client's own thinking wins).
   if (isClaude(model)) {
-    const t = effortThinking(req, model);
+    const t = effortThinking(req, model, options);
     if (t !== null) {
       extra.thinking = t.thinking;
       if (t.effort !== undefined) extra.output_config = { ...(isObj(extra.output_config) ? extra.output_config : undefined), effort: t.effort };
@@ -402,7 +402,7 @@ export const bedrockAdapter: ProviderAdapter = {
     method: 'POST',
     path: modelPath(target.model) + (target.stream ? '/converse-stream' : '/converse'),
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(bedrockBody(req, target.model)),
+    body: JSON.stringify(bedrockBody(req, target.model, target.options)),
   }),
   chatResponse: bedrockChatResponse,
   streamParser: () => new BedrockStreamParser(),

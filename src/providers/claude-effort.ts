@@ -30,20 +30,33 @@ const EFFORTS: Readonly<Record<string, { budget: number; effort: 'low' | 'medium
  */
 const BUDGET_ONLY = /claude-3-7-sonnet|claude-(?:opus|sonnet|haiku)-4(?:-[015])?(?:-\d{8}|-v\d|[@:]|$)/;
 
+/** How a Claude model thinks: a fixed budget (3.7-4.5) or adaptively (4.6 and later). */
+export type ThinkingStyle = 'budget' | 'adaptive';
+
+/**
+ * `model`'s thinking style: the target's `thinking` setting (an alias or a deployment name that
+ * hides the model's version) when set, else told by the model id (an id aam cannot date: adaptive).
+ */
+export function thinkingStyle(model: string, options?: Readonly<Record<string, string>>): ThinkingStyle {
+  const set = options?.thinking;
+  if (set === 'budget' || set === 'adaptive') return set;
+  return BUDGET_ONLY.test(model) ? 'budget' : 'adaptive';
+}
+
 /** What a request's effort becomes for a Claude model: the body's `thinking`, `output_config.effort` (adaptive) and `max_tokens`. */
 export interface ClaudeThinking { thinking: Obj; effort?: 'low' | 'medium' | 'high'; maxTokens: number }
 
 /**
- * `effort` for Claude model `model` with the client's max_tokens (`max`, undefined when it set
+ * `effort` for Claude model `model` (thinking in `style`) with the client's max_tokens (`max`, undefined when it set
  * none): the fields to send, null for `none` (no thinking asked), or why it cannot be sent (a
  * string starting with the field, for the 400). Without a client max_tokens, the answer keeps aam's
  * default room (4,096 tokens) on top of the thinking; with one, a fixed budget stays below it.
  */
-export function claudeThinking(effort: string, model: string, max: number | undefined): ClaudeThinking | null | string {
+export function claudeThinking(effort: string, model: string, max: number | undefined, style: ThinkingStyle = thinkingStyle(model)): ClaudeThinking | null | string {
   if (effort === 'none') return null;
   const e = EFFORTS[effort];
   if (e === undefined) return `reasoning_effort: "${effort}" is not an effort aam maps to Claude's thinking (use none, minimal, low, medium, high or xhigh)`;
-  if (!BUDGET_ONLY.test(model)) return { thinking: { type: 'adaptive' }, effort: e.effort, maxTokens: max ?? DEFAULT_MAX_TOKENS + e.budget };
+  if (style === 'adaptive') return { thinking: { type: 'adaptive' }, effort: e.effort, maxTokens: max ?? DEFAULT_MAX_TOKENS + e.budget };
   if (max === undefined) return { thinking: { type: 'enabled', budget_tokens: e.budget }, maxTokens: DEFAULT_MAX_TOKENS + e.budget };
   const budget = Math.min(e.budget, max - 1);
   if (budget < MIN_THINKING_BUDGET) {
@@ -53,14 +66,15 @@ export function claudeThinking(effort: string, model: string, max: number | unde
 }
 
 /**
- * The thinking aam adds to `req` for Claude model `model` (Anthropic, Claude on Bedrock): null when
+ * The thinking aam adds to `req` for Claude model `model` (Anthropic, Claude on Bedrock; `options`:
+ * the target's, its `thinking` style if set): null when
  * the client gave no reasoning effort, or its own thinking (which wins), or an effort that asks for
  * none or cannot be sent (uncarried refuses that one before any target is called).
  */
-export function effortThinking(req: ChatRequest, model: string): ClaudeThinking | null {
+export function effortThinking(req: ChatRequest, model: string, options?: Readonly<Record<string, string>>): ClaudeThinking | null {
   const effort = req.extra?.reasoning_effort;
   if (typeof effort !== 'string' || req.anthropicExtra?.thinking !== undefined) return null;
-  const t = claudeThinking(effort, model, req.max_completion_tokens ?? req.max_tokens);
+  const t = claudeThinking(effort, model, req.max_completion_tokens ?? req.max_tokens, thinkingStyle(model, options));
   return typeof t === 'string' ? null : t;
 }
 

@@ -5,7 +5,7 @@ import type { ChatRequest, ContentPart, ProviderAdapter } from './types.ts';
 import { anthropicDocument, anthropicTakesFormat } from './anthropic.ts';
 import { geminiAudio, geminiFile } from './gemini.ts';
 import { bedrockDocument, isClaude } from './bedrock.ts';
-import { claudeThinking, effortThinking, DEFAULT_MAX_TOKENS } from './claude-effort.ts';
+import { claudeThinking, effortThinking, thinkingStyle, DEFAULT_MAX_TOKENS } from './claude-effort.ts';
 import { isObj } from '../lib/json.ts';
 
 type Wire = ProviderAdapter['wire'];
@@ -48,11 +48,11 @@ function partUncarried(p: ContentPart, wire: Wire): string | null {
 }
 
 /** Why a reasoning effort cannot become Claude's thinking on this target (a model that is not Claude on Bedrock, a max_tokens too small), or null. */
-function effortUncarried(req: ChatRequest, effort: unknown, wire: Wire, model: string): string | null {
+function effortUncarried(req: ChatRequest, effort: unknown, wire: Wire, model: string, options?: Readonly<Record<string, string>>): string | null {
   if (wire === 'bedrock' && !isClaude(model)) return `reasoning_effort: ${model || 'this'} model on Bedrock has no such parameter (Claude models map it to thinking)`;
   if (typeof effort !== 'string') return 'reasoning_effort: must be a string (none, minimal, low, medium, high or xhigh)';
   if (req.anthropicExtra?.thinking !== undefined) return null; // the client's own thinking wins
-  const t = claudeThinking(effort, model, req.max_completion_tokens ?? req.max_tokens);
+  const t = claudeThinking(effort, model, req.max_completion_tokens ?? req.max_tokens, thinkingStyle(model, options));
   return typeof t === 'string' ? t : null;
 }
 
@@ -61,11 +61,11 @@ function effortUncarried(req: ChatRequest, effort: unknown, wire: Wire, model: s
  * null when it carries them all. Logprobs go in streams too: the stream's scrubber relays a text's
  * tokens only when they spell the text it lets out (access/scrub-events.ts).
  */
-export function uncarried(req: ChatRequest, wire: Wire, model = ''): string | null {
+export function uncarried(req: ChatRequest, wire: Wire, model = '', options?: Readonly<Record<string, string>>): string | null {
   const x = req.extra;
   if (x !== undefined) {
     if (x.reasoning_effort !== undefined && x.reasoning_effort !== null && (wire === 'anthropic' || wire === 'bedrock')) {
-      const why = effortUncarried(req, x.reasoning_effort, wire, model);
+      const why = effortUncarried(req, x.reasoning_effort, wire, model, options);
       if (why !== null) return why;
     }
     if (x.logprobs === true || (x.top_logprobs !== undefined && x.top_logprobs !== null)) {
@@ -119,9 +119,9 @@ export function uncarried(req: ChatRequest, wire: Wire, model = ''): string | nu
  * max_completion_tokens; 4096 when it set none, what Anthropic is sent), raised when aam adds Claude
  * thinking for a reasoning effort (claude-effort.ts). A budget reserves this, not the client's own limit.
  */
-export function sentMaxTokens(req: ChatRequest, wire: Wire, model: string): number {
+export function sentMaxTokens(req: ChatRequest, wire: Wire, model: string, options?: Readonly<Record<string, string>>): number {
   if (wire === 'anthropic' || (wire === 'bedrock' && isClaude(model))) {
-    const t = effortThinking(req, model);
+    const t = effortThinking(req, model, options);
     if (t !== null) return t.maxTokens;
   }
   return req.max_completion_tokens ?? req.max_tokens ?? DEFAULT_MAX_TOKENS;
