@@ -86,7 +86,8 @@ before(async () => {
     // $1 an output token, prompts free: a $5,000 budget takes 4,096 output tokens, not 4,096 + 2,048.
     doc('Model', 'claude-priced', { targets: [{ provider: 'ant', model: 'c' }], pricing: { input_per_1m: 0, output_per_1m: 1_000_000 } }),
     doc('Agent', 'thinker', { workload: 'spiffe://test/agent/thinker', team: 'qa' }),
-    doc('AgentPolicy', 'thinker', { identity: { agent: 'thinker' }, models: { allow: ['claude-priced'], budget: { daily_usd: 5000 } } }),
+    doc('Model', 'gpt-4o-priced', { targets: [{ provider: 'oai', model: 'gpt-4o' }], pricing: { input_per_1m: 0, output_per_1m: 1_000_000 } }),
+    doc('AgentPolicy', 'thinker', { identity: { agent: 'thinker' }, models: { allow: ['claude-priced', 'gpt-4o-priced'], budget: { daily_usd: 5000 } } }),
   ), { AAM_TEST_AWS_SECRET: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' });
   key = gw.key('tester');
   thinkerKey = gw.key('thinker');
@@ -212,6 +213,27 @@ test('a budget reserves the max_tokens sent: the thinking a reasoning effort add
   assert.deepEqual(seen.map((x) => [x.body.thinking, x.body.max_tokens]), [[undefined, 4096], [{ type: 'adaptive' }, 4000]]);
 });
 
+test('a budget reserves what an OpenAI or Gemini model may answer when max_tokens is unset (its own output limit: gpt-4o 16,384), not 4,096; a client max_tokens bounds it', async () => {
+  const thinker = new OpenAI({ baseURL: `${gw.url}/v1`, apiKey: thinkerKey, maxRetries: 0 });
+  seen.length = 0;
+  await assert.rejects(thinker.chat.completions.create({ model: 'gpt-4o-priced', messages: hi }), (e: unknown) => {
+    assert.ok(e instanceof OpenAI.RateLimitError, String(e));
+    assert.equal(e.code, 'budget_exceeded');
+    assert.match(e.message, /less than this request may cost \(\$16384\.0000: .*when unset: the model's own output limit/);
+    return true;
+  });
+  assert.equal(seen.length, 0, 'nothing reached an upstream');
+  await thinker.chat.completions.create({ model: 'gpt-4o-priced', messages: hi, max_tokens: 4000 });
+  assert.equal(seen.length, 1);
+  const { unsetMaxTokens } = await import('../src/providers/params.ts');
+  const table: Array<[Parameters<typeof unsetMaxTokens>[0], string, number]> = [
+    ['openai', 'gpt-4o-mini', 16_384], ['openai', 'gpt-4.1-nano', 32_768], ['openai-responses', 'gpt-5-mini', 128_000], ['openai', 'o4-mini', 100_000],
+    ['openai', 'openai/gpt-4o', 16_384], ['gemini', 'gemini-2.5-flash', 65_536], ['gemini', 'gemini-2.0-flash', 8_192],
+    ['openai', 'llama-3-70b', 4096], ['anthropic', 'claude-sonnet-4-5', 4096], ['bedrock', 'amazon.nova-pro-v1:0', 4096], ['anthropic', 'gpt-4o', 4096],
+  ];
+  for (const [wire, model, n] of table) assert.equal(unsetMaxTokens(wire, model), n, `${wire} ${model}`);
+});
+
 test('sentMaxTokens: the output limit each wire is sent, raised only where aam adds Claude thinking', () => {
   const req = (extra: Partial<ChatRequest>): ChatRequest => ({ model: 'm', messages: [{ role: 'user', content: 'x' }], ...extra });
   const effort = { extra: { reasoning_effort: 'xhigh' } };
@@ -222,9 +244,9 @@ test('sentMaxTokens: the output limit each wire is sent, raised only where aam a
   assert.equal(sentMaxTokens(req({ ...effort, max_completion_tokens: 9000 }), 'anthropic', 'claude-sonnet-4-5-20250929'), 9000);
   // The client's own thinking wins (aam adds none); other wires and models take no effort as thinking.
   assert.equal(sentMaxTokens(req({ ...effort, anthropicExtra: { thinking: { type: 'enabled', budget_tokens: 2000 } }, max_tokens: 3000 }), 'anthropic', 'c'), 3000);
-  assert.equal(sentMaxTokens(req(effort), 'openai', 'o3'), 4096);
+  assert.equal(sentMaxTokens(req(effort), 'openai', 'o3'), 100_000); // not raised: o3's own output limit (no max_tokens set)
   assert.equal(sentMaxTokens(req(effort), 'bedrock', 'amazon.nova-pro-v1:0'), 4096);
-  assert.equal(sentMaxTokens(req(effort), 'gemini', 'gemini-2.5-pro'), 4096);
+  assert.equal(sentMaxTokens(req(effort), 'gemini', 'gemini-2.5-pro'), 65_536);
 });
 
 test('the table: each wire carries what it has a form for', () => {

@@ -164,7 +164,7 @@ function budgetRefusal(r: { period: string; key: string; spent: number; limit: n
   const resets = resetsAt(r.resetAt);
   const left = r.limit - r.spent;
   if (left <= 1e-9) return `${budget} is exhausted ($${r.spent.toFixed(4)} spent incl. in-flight reservations); ${resets}`;
-  return `${budget} has $${left.toFixed(4)} left (incl. in-flight reservations), less than this request may cost ($${costEstimateUsd.toFixed(4)}: its prompt and output limit, max_tokens or max_output_tokens (4096 when unset, plus the budget of the thinking a reasoning effort adds on Claude), at the route's price, held until it settles); lower that limit, or wait: ${resets}`;
+  return `${budget} has $${left.toFixed(4)} left (incl. in-flight reservations), less than this request may cost ($${costEstimateUsd.toFixed(4)}: its prompt and output limit, max_tokens or max_output_tokens (when unset: the model's own output limit on OpenAI and Gemini, 4096 for models aam does not know and for Claude, plus the budget of the thinking a reasoning effort adds on Claude), at the route's price, held until it settles); lower that limit, or wait: ${resets}`;
 }
 
 /**

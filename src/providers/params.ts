@@ -115,8 +115,35 @@ export function uncarried(req: ChatRequest, wire: Wire, model = '', options?: Re
 }
 
 /**
+ * What an OpenAI (chat, Responses) or Gemini upstream may answer when the client set no limit (aam
+ * then sends none, and the model's own output limit holds), by model family, from OpenAI's and
+ * Google's model pages (2026): gpt-5 128,000; o1/o3/o4 100,000; gpt-4.1 32,768; gpt-4o 16,384;
+ * Gemini 2.5 and 3 65,536 (thinking counts toward it); Gemini 2.0 and 1.5 8,192. Checked in order.
+ */
+const OUTPUT_LIMITS: ReadonlyArray<readonly [RegExp, number]> = [
+  [/(?:^|\/)gpt-5/, 128_000],
+  [/(?:^|\/)o[134](?:-|$)/, 100_000],
+  [/(?:^|\/)gpt-4\.1/, 32_768],
+  [/(?:^|\/)(?:chatgpt-)?gpt-4o/, 16_384],
+  [/(?:^|\/)gemini-(?:2\.5|3)/, 65_536],
+  [/(?:^|\/)gemini-(?:2\.0|1\.5)/, 8_192],
+];
+
+/**
+ * The limit a `wire` upstream answers within when the client set none: what aam sends Anthropic
+ * (4,096; Bedrock the same), the model's own output limit on an OpenAI or Gemini wire (a model
+ * not listed above: 4,096, a guess: a client's max_tokens bounds what is reserved).
+ */
+export function unsetMaxTokens(wire: Wire, model: string): number {
+  if (wire === 'openai' || wire === 'openai-responses' || wire === 'gemini') {
+    for (const [re, n] of OUTPUT_LIMITS) if (re.test(model)) return n;
+  }
+  return DEFAULT_MAX_TOKENS;
+}
+
+/**
  * The output limit a `wire` upstream (model `model`) is asked for: the client's max_tokens (or
- * max_completion_tokens; 4096 when it set none, what Anthropic is sent), raised when aam adds Claude
+ * max_completion_tokens; when it set none, unsetMaxTokens), raised when aam adds Claude
  * thinking for a reasoning effort (claude-effort.ts). A budget reserves this, not the client's own limit.
  */
 export function sentMaxTokens(req: ChatRequest, wire: Wire, model: string, options?: Readonly<Record<string, string>>): number {
@@ -124,5 +151,5 @@ export function sentMaxTokens(req: ChatRequest, wire: Wire, model: string, optio
     const t = effortThinking(req, model, options);
     if (t !== null) return t.maxTokens;
   }
-  return req.max_completion_tokens ?? req.max_tokens ?? DEFAULT_MAX_TOKENS;
+  return req.max_completion_tokens ?? req.max_tokens ?? unsetMaxTokens(wire, model);
 }
