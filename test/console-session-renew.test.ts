@@ -24,6 +24,7 @@ const users: Record<string, TestUser> = {
   vera: { email: 'vera@example.com', groups: ['everyone'] },
   pat: { email: 'pat@example.com', groups: ['everyone'] },
   dan: { email: 'dan@example.com', groups: ['everyone'] },
+  tess: { email: 'tess@example.com', groups: ['everyone'] },
 };
 
 let env: ConsoleEnv;
@@ -181,6 +182,20 @@ test('sign-out revokes the session\'s refresh token at the IdP (RFC 7009), so a 
   const deadline = Date.now() + 10_000;
   while ((await env.idp.introspect(rt)).active && Date.now() < deadline) await sleep(100);
   assert.equal((await env.idp.introspect(rt)).active, false, 'revoked at the IdP');
+});
+
+test('an open live tail does not renew a session at the IdP while its person is away: past the ID token it ends (renewal_due), and the person\'s next request renews it', async () => {
+  const { jar } = await signIn('tess');
+  const before = env.idp.refreshes.length;
+  // Without the fix the tail's once-a-second check renews the session and it streams until this timeout (the test fails).
+  const r = await fetch(`${env.url}/admin/v1/audit/stream`, { headers: { cookie: jar.header() }, signal: AbortSignal.timeout(ID_TOKEN_S * 1000 + 20_000) });
+  assert.equal(r.status, 200);
+  const text = await r.text(); // until the server ends it
+  assert.match(text, /event: ended\ndata: \{"status":401,"message":"your sign-in is due for renewal at the identity provider, and only your own requests renew it[^"]*","code":"renewal_due"\}/);
+  assert.deepEqual(env.idp.refreshes.slice(before), [], 'the tail asked the IdP nothing');
+  const m = await me(jar);
+  assert.equal(m.status, 200, 'the session is live: its person\'s next request renews it');
+  assert.deepEqual(env.idp.refreshes.slice(before).map((x) => x.status), [200]);
 });
 
 test('IdP down past the ID token\'s expiry: the sign-in page says single sign-on is unavailable (503, retry-after), the session is kept for when it is back (no grace meanwhile)', async () => {

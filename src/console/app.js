@@ -253,7 +253,8 @@ async function auditPage(params) {
       stopTail();
       live.setAttribute('aria-pressed', 'false');
       status.textContent = '';
-      main.prepend(why.status === 401 ? signedOut() : notice(`The live tail stopped: ${why.message}`, 'error'));
+      // renewal_due: the session is live but its sign-in must be renewed, which only the person's own request does.
+      main.prepend(why.status === 401 && why.code !== 'renewal_due' ? signedOut() : notice(`The live tail stopped: ${why.message}`, 'error'));
     });
     // A refused reconnect (401/403, e.g. after a restart) closes the EventSource for good: say so.
     tail.onerror = () => {

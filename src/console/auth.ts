@@ -229,7 +229,7 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
     let session: Session | undefined;
     try {
       session = await sessions.get(id, passive);
-      if (session) session = await renewer.fresh(id, session);
+      if (session) session = await renewer.fresh(id, session, passive);
     } catch (e) {
       if (e instanceof AamError) throw e;
       // Fail closed: without its store a session opens nothing (the fleet's Redis is down).

@@ -6,6 +6,8 @@
 // second use of it may revoke the whole grant. A refusal (invalid_grant: revoked, expired, reused)
 // ends the session; an IdP that cannot be asked leaves it usable until its ID token's expiry, no
 // longer (no grace: the IdP alone says whether the person is still who they were), then 503.
+// Only a person's own requests renew: a check aam makes on their behalf (the live tail's, passive)
+// never asks the IdP, so a tab left open does not keep renewing while its person is away.
 import { AamError } from '../access/errors.ts';
 import { OidcUnavailable, type OidcClient } from './oidc.ts';
 import { renewFrom, type Session, type SessionStore } from './sessions.ts';
@@ -21,8 +23,11 @@ const QUIET_MS = 15_000;
 const QUIET_MAX = 10_000;
 
 export interface Renewer {
-  /** The session, renewed first when due; throws 401 (ended), 503 (IdP or store unavailable and it cannot wait). */
-  fresh(id: string, s: Session): Promise<Session>;
+  /**
+   * The session, renewed first when due; throws 401 (ended), 503 (IdP or store unavailable and it
+   * cannot wait). `passive` (a check on the person's behalf): never renews; past the ID token, 401 renewal_due.
+   */
+  fresh(id: string, s: Session, passive?: boolean): Promise<Session>;
 }
 
 export interface RenewLog { warn(obj: Record<string, unknown>, msg: string): void }
@@ -41,6 +46,7 @@ export class RenewalUnavailable extends AamError {}
 
 const expired = (why: string) => new AamError(401, 'admin_unauthorized', `${EXPIRED_AT_IDP} (${why}); sign in again`);
 const ended = () => new AamError(401, 'admin_unauthorized', 'your console session has ended (signed out, or it could not be renewed); sign in again');
+const renewalDue = () => new AamError(401, 'renewal_due', 'your sign-in is due for renewal at the identity provider, and only your own requests renew it (an open live tail does not): follow the tail again to renew it');
 const unavailable = (why: string) => new RenewalUnavailable(503, 'unavailable', `Single sign-on is unavailable right now, and your session must be renewed there before it opens anything more (${why}). Try again in a minute; sign in with the break-glass AAM_ADMIN_TOKEN if it cannot wait.`, { headers: { 'retry-after': '15' } });
 
 export function createRenewer(sessions: SessionStore, oidc: OidcClient | null, log?: RenewLog, watch?: RenewWatch): Renewer {
@@ -93,9 +99,10 @@ export function createRenewer(sessions: SessionStore, oidc: OidcClient | null, l
   }
 
   return {
-    async fresh(id, s) {
+    async fresh(id, s, passive = false) {
       const now = Date.now();
       if (s.kind !== 'oidc' || !due(s, now)) return s;
+      if (passive) { if (within(s, now)) return s; throw renewalDue(); }
       // Single sign-on switched off since (a restart without AAM_OIDC_*): nothing can renew it.
       if (!oidc || !s.refreshToken) { if (within(s, now)) return s; throw expired('single sign-on is no longer configured here'); }
       const q = quiet.get(id);

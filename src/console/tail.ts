@@ -17,8 +17,8 @@ const KEEPALIVE_MS = 15_000;
 const LOOKBACK_MS = 5000;
 
 export interface TailCounter { open: number }
-/** Why the reader may no longer read the trail (401: signed out, token expired; 403: role removed), or null while they may. */
-export type StillAllowed = () => Promise<{ status: number; message: string } | null>;
+/** Why the reader may no longer read the trail (401: signed out, token expired, or code renewal_due; 403: role removed), or null while they may. */
+export type StillAllowed = () => Promise<{ status: number; message: string; code?: string } | null>;
 type Filter = Pick<AuditQuery, 'agent' | 'agents' | 'decision' | 'type' | 'plane'>;
 interface Fresh { id: string; event: Record<string, unknown> }
 

@@ -144,9 +144,11 @@ const seenTable = (rt: Runtime) => rt.identitySeen.table().catch(() => null);
 
 /** A live tail's reader asked again, as at its first request: the same session or token, still valid, still holding a role. */
 // Passive: an open tail alone does not keep a session from idling out (only the person's requests do).
+// Passive too for renewal: the tail never renews a session at the IdP; past its ID token it ends
+// (code renewal_due) and the person's next request renews it.
 const stillReader = (ctx: Ctx, auth: HumanAuth): StillAllowed => () => auth.require(ctx.req, 'viewer', true).then(() => null, (e: unknown) => {
-  const { status, message } = toAamError(e);
-  return { status, message };
+  const { status, message, code } = toAamError(e);
+  return { status, message, code };
 });
 
 /** Admin handlers by "METHOD /path" below /admin/v1; ids are taken from the path. */
