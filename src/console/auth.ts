@@ -12,6 +12,7 @@ import { atLeast, compileRoles, type Role, type RoleTable, type HumanClaims } fr
 import type { LoginStore, Session, SessionStore } from './sessions.ts';
 import { OidcError, OidcUnavailable, type OidcClient } from './oidc.ts';
 import { createRenewer, type RenewLog, type RenewWatch } from './renew.ts';
+import { createRevocations } from './revoke.ts';
 
 /**
  * The person behind an admin event. Whoever holds AAM_ADMIN_TOKEN is the break-glass `admin`
@@ -42,8 +43,10 @@ export interface HumanAuthOptions {
   tls: boolean;
   /** Where a session the IdP refused to renew is told (never a token). */
   log?: RenewLog;
-  /** The audit trail: renewals that change a person's role, groups or email, and refused ones (never a token). */
+  /** The audit trail: renewals that change a person's role, groups or email, refused ones, and refresh tokens sign-out could not revoke (never a token). */
   audit?: { record(e: AuditEventInput): void } | null;
+  /** When sign-out tries to revoke a refresh token (ms after it; revoke.ts's REVOKE_TRIES_MS unless given). */
+  revokeTries?: readonly number[];
 }
 
 export interface HumanAuth {
@@ -61,6 +64,11 @@ export interface HumanAuth {
   sessionOf(req: IncomingMessage, passive?: boolean): Promise<{ id: string; session: Session } | undefined>;
   /** A person's current role, or null when no RoleBinding names them. */
   roleOf(c: HumanClaims): Role | null;
+  /**
+   * A signed-out session's refresh token revoked at the IdP in the background, retried over a
+   * minute while the IdP cannot be asked; given up on, a console_session_revocation_failed event.
+   */
+  revokeAtIdp(s: Session): void;
   /** Is this the break-glass token? (constant time) */
   isAdminToken(token: string): boolean;
   /** Throws unless the request comes from our own origin (login forms, logout, every cookie-authenticated change). */
@@ -223,6 +231,17 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
     },
   };
   const renewer = createRenewer(sessions, o.oidc, o.log, watch);
+  const revocations = createRevocations(o.revokeTries);
+  // The token stays valid at the IdP until it expires there: on record, so an operator can revoke it at the IdP.
+  function revokeAtIdp(s: Session): void {
+    const { refreshToken } = s;
+    if (!refreshToken || !o.oidc) return;
+    const oidc = o.oidc;
+    revocations.start(() => oidc.revokeRefreshToken(refreshToken), (why, tries) => {
+      o.log?.warn({ event: 'console_session_revocation_failed', sub: s.sub, error: why, tries }, 'console sign-out could not revoke the refresh token at the identity provider');
+      o.audit?.record({ ...adminEvent('console_session_revocation_failed', 'console', userActor(s), { tries, refresh_token: 'valid at the identity provider until it expires there' }), outcome: { status: 503, error: why } });
+    });
+  }
   const sessionOf = async (req: IncomingMessage, passive = false) => {
     const id = parseCookies(req.headers.cookie).get(cookie.name);
     if (!id) return undefined;
@@ -295,7 +314,7 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
   }
 
   return {
-    oidc: o.oidc, sessions, logins, cookie, adminTokenEnabled: o.adminToken !== null, roleOf, isAdminToken, checkOrigin, sessionOf, principalOf, recordTokenRefused,
+    oidc: o.oidc, sessions, logins, cookie, adminTokenEnabled: o.adminToken !== null, roleOf, isAdminToken, checkOrigin, sessionOf, principalOf, recordTokenRefused, revokeAtIdp,
     async require(req, need, passive = false) {
       const p = await authenticate(req, passive);
       mustHave(p, need);

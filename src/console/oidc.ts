@@ -84,7 +84,7 @@ export interface OidcClient {
    * expired, reused) or answers wrongly; OidcUnavailable when it cannot be asked.
    */
   renew(refreshToken: string, was: RenewalOf): Promise<LoggedIn>;
-  /** Revoke a refresh token at the IdP (RFC 7009) when it offers a revocation_endpoint; false when it could not. */
+  /** Revoke a refresh token at the IdP (RFC 7009): true when revoked, false when it offers no revocation_endpoint; throws when it could not be asked or refused. */
   revokeRefreshToken(refreshToken: string): Promise<boolean>;
   /** An ID token as Bearer: verified against the issuer's current JWKS. */
   verifyBearer(token: string): Promise<LoggedIn>;
@@ -308,9 +308,13 @@ export function createOidcClient(settings: OidcSettings, opts: { onUnavailable?:
       return { url: url.href, tx };
     },
     async revokeRefreshToken(refreshToken) {
-      const c = await configured().catch(() => null);
-      if (!c?.serverMetadata().revocation_endpoint) return false;
-      return oidc.tokenRevocation(c, refreshToken, { token_type_hint: 'refresh_token' }).then(() => true, () => false);
+      const c = await configured();
+      if (!c.serverMetadata().revocation_endpoint) return false;
+      try { await oidc.tokenRevocation(c, refreshToken, { token_type_hint: 'refresh_token' }); } catch (e) {
+        const cause = (e as Error).cause;
+        throw new OidcUnavailable(`the identity provider did not revoke it: ${(e as Error).message}${cause instanceof Error ? ` (${cause.message})` : ''}`);
+      }
+      return true;
     },
     async finish(callbackUrl, tx) {
       const c = await configured();

@@ -157,7 +157,7 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
       if (csrf !== s.session.csrf) throw new AamError(403, 'csrf_failed', 'sign-out needs the page\'s CSRF token; reload the console and try again');
       await auth.sessions.delete(s.id);
       // Its refresh token would renew nothing here any more; revoked at the IdP too, without making sign-out wait for it.
-      if (s.session.refreshToken && auth.oidc) void auth.oidc.revokeRefreshToken(s.session.refreshToken);
+      auth.revokeAtIdp(s.session);
       const actor = s.session.kind === 'admin-token' ? BREAK_GLASS : userActor(s.session);
       const idp = s.session.kind === 'oidc' && auth.oidc ? await auth.oidc.endSessionUrl(s.session.idToken) : null;
       ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action: 'console_logout', target: 'console', actor }, detail: { at_idp: idp !== null }, outcome: { status: 200 } });

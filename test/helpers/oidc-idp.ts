@@ -23,6 +23,12 @@ export interface TestIdp {
   refreshes: Array<{ status: number }>;
   /** The provider's own view of a token (its introspection answer, as aam's client). */
   introspect(token: string): Promise<{ active: boolean }>;
+  /**
+   * Down (true: every connection is reset, as a crashed IdP behind a load balancer; requests so
+   * reset are counted in `refused`) or up again (false); the tests' own calls (introspect) go around it.
+   */
+  down(on: boolean): void;
+  readonly refused: number;
   close(): Promise<void>;
 }
 
@@ -86,8 +92,16 @@ export async function startTestIdp(o: { redirectUri: string; users: Record<strin
   type GrantCtx = { oidc?: { params?: { grant_type?: string } } };
   p.on('grant.success', (ctx: GrantCtx) => { if (ctx.oidc?.params?.grant_type === 'refresh_token') refreshes.push({ status: 200 }); });
   p.on('grant.error', (ctx: GrantCtx) => { if (ctx.oidc?.params?.grant_type === 'refresh_token') refreshes.push({ status: 400 }); });
-  server.on('request', p.callback());
+  const handle = p.callback();
+  let isDown = false;
+  let refused = 0;
+  server.on('request', (req, res) => {
+    if (isDown && req.headers['x-test-around'] === undefined) { refused++; req.socket.destroy(); return; }
+    handle(req, res);
+  });
   return {
+    get refused() { return refused; },
+    down(on) { isDown = on; if (on) server.closeAllConnections(); },
     issuer, clientId, clientSecret,
     async sign(claims, opts = {}) {
       const now = Math.floor(Date.now() / 1000);
@@ -106,7 +120,7 @@ export async function startTestIdp(o: { redirectUri: string; users: Record<strin
     async revokeRefresh(token) { await (await p.RefreshToken.find(token))?.destroy(); },
     refreshes,
     async introspect(token) {
-      const r = await fetch(`${issuer}/token/introspection`, { method: 'POST', headers: { authorization: `Basic ${Buffer.from(`${clientId}:${clientSecret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' }, body: `token=${encodeURIComponent(token)}` });
+      const r = await fetch(`${issuer}/token/introspection`, { method: 'POST', headers: { 'x-test-around': '1', authorization: `Basic ${Buffer.from(`${clientId}:${clientSecret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' }, body: `token=${encodeURIComponent(token)}` });
       return r.json() as Promise<{ active: boolean }>;
     },
     close: () => new Promise<void>((resolve) => { server.closeAllConnections(); server.close(() => resolve()); }),
