@@ -1,6 +1,8 @@
 // Console session lifetimes in the store, on a clock the test moves: the absolute maximum
 // (AAM_CONSOLE_SESSION_MAX), the idle timeout (AAM_CONSOLE_IDLE_TIMEOUT, a use noted at most every
-// minute), a session without a refresh token ending with its ID token, a renewed session not
+// minute), every person's session living to the maximum, renewed as its ID token runs out (with a
+// refresh token, or re-authorized silently without one), a session stored before that ending with
+// its ID token, a renewed session not
 // brought back once signed out, and one renewal claim at a time.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -24,19 +26,29 @@ test('limits from the environment: defaults 12 h and 1 h, durations like 30m, an
   assert.throws(() => sessionLimitsFrom({ AAM_CONSOLE_IDLE_TIMEOUT: 'soon' }), /invalid AAM_CONSOLE_IDLE_TIMEOUT "soon": use e\.g\. 90s, 15m/);
 });
 
-test('without a refresh token a session ends with its ID token; with one it lives to the maximum, renewed as the ID token runs out', async () => {
+test('a person\'s session lives to the maximum, renewed as the ID token runs out, with a refresh token or without one (silently re-authorized)', async () => {
   const { s, at, now } = store();
   const plain = await s.create(person({ expiresAt: now() + 5 * M, idToken: 'x.y.z' }));
-  assert.equal(plain.session.expiresAt, now() + 5 * M);
-  assert.equal(plain.session.renewAt, undefined);
+  assert.equal(plain.session.expiresAt, now() + 12 * H);
+  assert.deepEqual([plain.session.idExp, plain.session.renewAt], [now() + 5 * M, now() + 4 * M]);
   const renewable = await s.create(person({ expiresAt: now() + 5 * M, refreshToken: 'rt-secret-0123456789' }));
   assert.equal(renewable.session.expiresAt, now() + 12 * H);
   assert.equal(renewable.session.idExp, now() + 5 * M);
   assert.equal(renewable.session.renewAt, now() + 4 * M, 'a minute before the ID token runs out');
   const short = await s.create(person({ expiresAt: now() + 4000, refreshToken: 'rt' }));
   assert.equal(short.session.renewAt, now() + 3000, 'a quarter of a short token\'s life before');
+  // A record stored before sessions without a refresh token were renewed: it ends with its ID token.
+  const db = new DatabaseSync(':memory:');
+  let t = now();
+  const old = createSqliteSessionStore(db, () => t);
+  const made = await old.create(person({ expiresAt: t + 5 * M, idToken: 'x.y.z' }));
+  const { idExp: _e, renewAt: _r, ...before } = JSON.parse((db.prepare('SELECT record FROM console_session').get() as { record: string }).record) as Record<string, unknown>;
+  db.prepare('UPDATE console_session SET record = ?').run(JSON.stringify({ ...before, expiresAt: t + 5 * M }));
+  assert.equal((await old.get(made.id))?.renewAt, undefined, 'nothing renews it');
   at(5 * M);
-  assert.equal(await s.get(plain.id), undefined);
+  t = now();
+  assert.equal(await old.get(made.id), undefined);
+  assert.equal((await s.get(plain.id))?.idToken, 'x.y.z', 'still there, to be re-authorized');
   assert.equal((await s.get(renewable.id))?.refreshToken, 'rt-secret-0123456789', 'still there, to be renewed');
   const long = await s.create(person({ expiresAt: now() + 24 * H, idToken: 'x.y.z' }));
   assert.equal(long.session.expiresAt, now() + 12 * H, 'an ID token longer than the maximum does not lengthen it');

@@ -1,5 +1,5 @@
 // In the browser: the header says who is signed in and until when (the browser's time zone), warns
-// (role=alert) before an end nothing can renew, and a session renewed at the IdP goes on without a
+// (role=alert) before an end nothing can renew (the maximum), and a session renewed at the IdP goes on without a
 // warning; an agent's key rotates with the grace chosen (the admin API checks it, as the CLI does).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -8,12 +8,12 @@ import { chromiumMissing, launchChromium, signInWithBrowser, startConsoleEnv, AD
 import type { AuditEvent } from '../src/audit/event.ts';
 
 const skip = chromiumMissing;
-let plain: ConsoleEnv; // 2-minute ID tokens, no refresh token: the session ends with the ID token
+let plain: ConsoleEnv; // 2-minute ID tokens, no refresh token, sessions of at most 5 minutes: warned of at once
 let renewing: ConsoleEnv; // 3 s ID tokens and refresh tokens: renewed, up to 12 h
 let chrome: Awaited<ReturnType<typeof launchChromium>> | undefined;
 before(async () => {
   if (skip) return;
-  [plain, renewing] = await Promise.all([startConsoleEnv({ idTokenTtlS: 120 }), startConsoleEnv({ idTokenTtlS: 3, refreshTokens: true })]);
+  [plain, renewing] = await Promise.all([startConsoleEnv({ idTokenTtlS: 120, env: { AAM_CONSOLE_SESSION_MAX: '5m' } }), startConsoleEnv({ idTokenTtlS: 3, refreshTokens: true })]);
   chrome = await launchChromium('aam-session-ui-');
 });
 after(async () => { await chrome?.close(); await plain?.close(); await renewing?.close(); });
@@ -29,11 +29,12 @@ async function open(env: ConsoleEnv, login: string): Promise<{ page: Page; error
 }
 const localClock = (page: Page, iso: string) => page.evaluate((t) => new Date(t).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' }), iso);
 
-test('a session that cannot be renewed: the header says until when, and warns it ends (role=alert) with a way to sign in again', { skip }, async () => {
+test('a session near its maximum (AAM_CONSOLE_SESSION_MAX): the header says until when, and warns it ends (role=alert) with a way to sign in again', { skip }, async () => {
   const { page, errors, close } = await open(plain, 'olga');
   try {
     const me = await (await page.request.get(`${plain.url}/admin/v1/me`)).json() as { session_expires_at: string; session_renews: boolean };
-    assert.equal(me.session_renews, false);
+    assert.equal(me.session_renews, true, 'renewed (by silent re-authorization: no refresh token here) up to the maximum');
+    assert.ok(Date.parse(me.session_expires_at) < Date.now() + 5 * 60_000);
     const when = await localClock(page, me.session_expires_at);
     await page.locator('.who').filter({ hasText: `until ${when}` }).waitFor();
     assert.equal(await page.locator('.who').innerText(), `Signed in as olga@example.com (operator) until ${when}`);

@@ -6,7 +6,7 @@ export type ErrorCode =
   | 'model_not_found' | 'missing_credentials' | 'invalid_api_key' | 'invalid_token' | 'policy_denied' | 'approval_required'
   | 'rate_limited' | 'budget_exceeded' | 'guardrail_blocked' | 'upstream_error' | 'upstream_timeout'
   | 'no_healthy_upstream' | 'unavailable' | 'store_unavailable' | 'admin_unauthorized' | 'admin_forbidden' | 'csrf_failed' | 'internal_error'
-  | 'renewal_due'
+  | 'renewal_due' | 'reauthorization_required'
   | 'invalid_delegation' | 'delegation_cycle' | 'delegation_depth_exceeded' | 'unknown_agent' | 'push_url_refused';
 
 const TYPE_BY_STATUS: Record<number, string> = {

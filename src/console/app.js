@@ -34,6 +34,18 @@ async function api(method, path, body) {
   if (method !== 'GET') { headers['content-type'] = 'application/json'; headers['x-csrf-token'] = me.csrf_token || ''; }
   const r = await fetch(`/admin/v1${path}`, { method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body) });
   const data = await r.json().catch(() => ({}));
+  // Past the ID token of a session without a refresh token: loading the page again re-authorizes it
+  // at the IdP by redirect, without a form while the person is signed in there (a change is not
+  // resent: the person is told, and tries again after). Not twice within a minute (no reload loop).
+  if (r.status === 401 && data.error && data.error.code === 'reauthorization_required') {
+    const last = Number(sessionStorage.getItem('aam-reauthorized') || 0);
+    if (method === 'GET' && Date.now() - last > 60_000) {
+      sessionStorage.setItem('aam-reauthorized', String(Date.now()));
+      location.reload();
+      return new Promise(() => {}); // the page goes away
+    }
+    throw new Error(data.error.message);
+  }
   // The API's 401 speaks to scripts (which header to send); a person is told to sign in again.
   if (r.status === 401) throw new SignedOut((data.error && data.error.message) || 'HTTP 401');
   if (!r.ok) throw new Error((data.error && data.error.message) || `${method} ${path}: HTTP ${r.status}`);

@@ -11,7 +11,7 @@ import { AamError } from '../access/errors.ts';
 import { atLeast, compileRoles, type Role, type RoleTable, type HumanClaims } from './roles.ts';
 import type { LoginStore, Session, SessionStore } from './sessions.ts';
 import { OidcError, OidcUnavailable, type OidcClient } from './oidc.ts';
-import { createRenewer, type RenewLog, type RenewWatch } from './renew.ts';
+import { createRenewer, type Renewer, type RenewLog, type RenewWatch } from './renew.ts';
 import { createRevocations } from './revoke.ts';
 
 /**
@@ -64,6 +64,8 @@ export interface HumanAuth {
   sessionOf(req: IncomingMessage, passive?: boolean): Promise<{ id: string; session: Session } | undefined>;
   /** A person's current role, or null when no RoleBinding names them. */
   roleOf(c: HumanClaims): Role | null;
+  /** Renewal of sessions at the IdP (the silent re-authorization's callback ends in it). */
+  readonly renewer: Renewer;
   /**
    * A signed-out session's refresh token revoked at the IdP in the background, retried over a
    * minute while the IdP cannot be asked; given up on, a console_session_revocation_failed event.
@@ -195,7 +197,7 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
   const isAdminToken = (t: string) => o.adminToken !== null && safeEqual(t, o.adminToken);
 
   const principalOf = (s: Session, id?: string): Principal | null => {
-    const session = id ? { id, csrf: s.csrf, expiresAt: s.expiresAt, renews: s.refreshToken !== undefined } : undefined;
+    const session = id ? { id, csrf: s.csrf, expiresAt: s.expiresAt, renews: s.idExp !== undefined } : undefined;
     // A break-glass session dies with the token it was opened with (unset or changed at restart: gone).
     if (s.kind === 'admin-token') {
       return o.adminToken && s.tokenTag !== undefined && safeEqual(s.tokenTag, adminTokenTag(o.adminToken)) ? { actor: BREAK_GLASS, role: 'admin', label: BREAK_GLASS, session } : null;
@@ -314,7 +316,7 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
   }
 
   return {
-    oidc: o.oidc, sessions, logins, cookie, adminTokenEnabled: o.adminToken !== null, roleOf, isAdminToken, checkOrigin, sessionOf, principalOf, recordTokenRefused, revokeAtIdp,
+    oidc: o.oidc, sessions, logins, cookie, adminTokenEnabled: o.adminToken !== null, roleOf, isAdminToken, checkOrigin, sessionOf, principalOf, recordTokenRefused, renewer, revokeAtIdp,
     async require(req, need, passive = false) {
       const p = await authenticate(req, passive);
       mustHave(p, need);

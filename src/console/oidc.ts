@@ -47,8 +47,11 @@ export function oidcSettingsFrom(env: NodeJS.ProcessEnv, publicUrl: string | nul
   return { accessTokens, apiAudience, groupsClaim: env.AAM_OIDC_GROUPS_CLAIM || 'groups', issuer: issuer!, clientId: clientId!, clientSecret: clientSecret!, redirectUri: `${publicUrl}/console/callback`, postLogoutRedirectUri: `${publicUrl}/console/signed-out`, scopes: env.AAM_OIDC_SCOPES ?? 'openid email profile' };
 }
 
-/** One login in progress: what the callback must see again (kept server-side, never in the URL). */
-export interface LoginTransaction { state: string; nonce: string; verifier: string; createdAt: number }
+/**
+ * One login in progress: what the callback must see again (kept server-side, never in the URL);
+ * `renews`: the hash of the session a silent re-authorization renews (its cookie must come back with it).
+ */
+export interface LoginTransaction { state: string; nonce: string; verifier: string; createdAt: number; renews?: string }
 
 export interface LoggedIn extends HumanClaims {
   /** ID token expiry (epoch seconds): the session ends then at the latest. */
@@ -73,8 +76,12 @@ const ACCESS_CACHE_MAX = 1000;
 
 export interface OidcClient {
   readonly settings: OidcSettings;
-  /** Where to send the browser, and the transaction to keep until the callback. */
-  begin(): Promise<{ url: string; tx: LoginTransaction }>;
+  /**
+   * Where to send the browser, and the transaction to keep until the callback. `renew`: silent
+   * re-authorization of a session (prompt=none, its ID token as id_token_hint): the IdP answers at
+   * once, with a code while the person is signed in there, else with login_required.
+   */
+  begin(renew?: { session: string; idTokenHint?: string }): Promise<{ url: string; tx: LoginTransaction }>;
   /** Redeem the callback URL: state, PKCE, nonce, ID token signature/iss/aud/exp all checked. */
   finish(callbackUrl: URL, tx: LoginTransaction): Promise<LoggedIn>;
   /**
@@ -298,12 +305,13 @@ export function createOidcClient(settings: OidcSettings, opts: { onUnavailable?:
       remember(k, { until: now + ACCESS_CACHE_MS, pending });
       return pending;
     },
-    async begin() {
+    async begin(renew) {
       const c = await configured();
-      const tx: LoginTransaction = { state: oidc.randomState(), nonce: oidc.randomNonce(), verifier: oidc.randomPKCECodeVerifier(), createdAt: Date.now() };
+      const tx: LoginTransaction = { state: oidc.randomState(), nonce: oidc.randomNonce(), verifier: oidc.randomPKCECodeVerifier(), createdAt: Date.now(), ...(renew ? { renews: renew.session } : {}) };
       const url = oidc.buildAuthorizationUrl(c, {
         redirect_uri: settings.redirectUri, scope: settings.scopes, response_type: 'code',
         state: tx.state, nonce: tx.nonce, code_challenge: await oidc.calculatePKCECodeChallenge(tx.verifier), code_challenge_method: 'S256',
+        ...(renew ? { prompt: 'none', ...(renew.idTokenHint ? { id_token_hint: renew.idTokenHint } : {}) } : {}),
       });
       return { url: url.href, tx };
     },

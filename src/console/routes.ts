@@ -7,8 +7,9 @@ import { AamError, toAamError } from '../access/errors.ts';
 import { AdminTokenRefused, adminTokenTag, BREAK_GLASS, BREAK_GLASS_ENDED, createHumanAuth, parseCookies, userActor, type HumanAuth } from './auth.ts';
 import type { ConsoleRuntime } from './plane.ts';
 import { consoleStores, LOGIN_TTL_MS, sessionLimitsFrom } from './sessions.ts';
-import { createOidcClient, oidcSettingsFrom } from './oidc.ts';
-import { RenewalUnavailable } from './renew.ts';
+import { createOidcClient, oidcSettingsFrom, type LoginTransaction } from './oidc.ts';
+import { ReauthorizationRequired, RenewalUnavailable, unavailable } from './renew.ts';
+import { sha256Hex } from '../lib/hash.ts';
 import { appShell, cspFormTargets, errorPage, loginPage, PAGE_HEADERS } from './html.ts';
 
 const ASSETS: Record<string, { file: string; type: string }> = {
@@ -61,8 +62,26 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
     }
   };
 
+  // A session without a refresh token past its ID token: the browser goes to the IdP with
+  // prompt=none and comes back to the callback, re-authorized (or not) without a sign-in form.
+  // Redirects carry the page's fragment along, so the person lands where they were.
+  async function reauthorize(ctx: Ctx, e: ReauthorizationRequired): Promise<void> {
+    const sid = parseCookies(ctx.req.headers.cookie).get(sessionCookie)!;
+    let begun;
+    try { begun = await auth.oidc!.begin({ session: sha256Hex(sid), idTokenHint: e.idTokenHint }); } catch (err) {
+      throw unavailable((err as Error).message);
+    }
+    const id = randomBytes(32).toString('base64url');
+    await auth.logins.put(id, begun.tx);
+    redirect(ctx, begun.url, [cookie(loginCookie, id, LOGIN_TTL_MS / 1000)]);
+  }
+
   routes.exact.set('GET /console', page(async (ctx) => {
-    const s = await auth.sessionOf(ctx.req);
+    let s;
+    try { s = await auth.sessionOf(ctx.req); } catch (e) {
+      if (e instanceof ReauthorizationRequired) return reauthorize(ctx, e);
+      throw e;
+    }
     const p = s && auth.principalOf(s.session, s.id);
     if (!s || !p) {
       const error = !s ? undefined : s.session.kind === 'admin-token' ? BREAK_GLASS_ENDED : `no RoleBinding names ${s.session.email ?? s.session.sub}; ask an admin to add one`;
@@ -115,6 +134,7 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
       return send(ctx, 400, errorPage('Sign-in failed', 'this sign-in was not started from this browser or took longer than 10 minutes; start again from the console'));
     }
     const q = new URLSearchParams(ctx.query);
+    if (tx.renews) return reauthorized(ctx, tx, q);
     if (q.get('error')) return send(ctx, 400, errorPage('Sign-in failed', `the identity provider said: ${q.get('error')}${q.get('error_description') ? ` (${q.get('error_description')})` : ''}`));
     let who;
     try { who = await auth.oidc.finish(new URL(`${o.publicUrl}/console/callback?${ctx.query}`), tx); } catch (e) {
@@ -130,6 +150,21 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
     ctx.rt.audit?.record({ type: 'admin', request_id: ctx.requestId, admin: { action: 'console_login', target: 'console', actor: { type: 'user', sub: who.sub, email: who.email } }, detail: { role, expires_at: new Date(session.expiresAt).toISOString(), renews: session.refreshToken !== undefined }, outcome: { status: 200 } });
     redirect(ctx, '/console', [cookie(sessionCookie, sid, (session.expiresAt - Date.now()) / 1000), cookie(loginCookie, '', 0)]);
   }));
+
+  /** The IdP's answer to a silent re-authorization: the session renewed (back to the console), or ended (the sign-in page says why). */
+  async function reauthorized(ctx: Ctx, tx: LoginTransaction, q: URLSearchParams): Promise<void> {
+    const sid = parseCookies(ctx.req.headers.cookie).get(sessionCookie);
+    // The answer renews the session it was asked for, in the browser that asked, only.
+    if (!sid || sha256Hex(sid) !== tx.renews) throw new AamError(401, 'admin_unauthorized', 'this renewal of a console session was not started from this browser\'s session; sign in again');
+    const error = q.get('error');
+    if (error) throw await auth.renewer.notReauthorized(sid, `it answered ${error}${q.get('error_description') ? `: ${q.get('error_description')}` : ''}`);
+    let who;
+    try { who = await auth.oidc!.finish(new URL(`${o.publicUrl}/console/callback?${ctx.query}`), tx); } catch (e) {
+      throw await auth.renewer.notReauthorized(sid, (e as Error).message);
+    }
+    await auth.renewer.reauthorized(sid, who);
+    redirect(ctx, '/console', [cookie(loginCookie, '', 0)]);
+  }
 
   routes.exact.set('POST /console/token-login', page(async (ctx) => {
     auth.checkOrigin(ctx.req);
@@ -150,7 +185,10 @@ export function addConsoleRoutes<C extends Ctx>(routes: Routes<C>, auth: HumanAu
   // back to /console/signed-out. Without one, the session here ends and the IdP's stays.
   routes.exact.set('POST /console/logout', page(async (ctx) => {
     auth.checkOrigin(ctx.req);
-    const s = await auth.sessionOf(ctx.req);
+    // The session as stored, not renewed first: signing out works past the ID token, the IdP up or down.
+    const sid = parseCookies(ctx.req.headers.cookie).get(sessionCookie);
+    const found = sid ? await auth.sessions.get(sid).catch((e: Error) => { throw new AamError(503, 'store_unavailable', `console sessions are unavailable: ${e.message}`, { headers: { 'retry-after': '5' } }); }) : undefined;
+    const s = found && { id: sid!, session: found };
     let next = '/console';
     if (s) {
       const csrf = (await formOf(ctx)).get('csrf') ?? ctx.req.headers['x-csrf-token'];

@@ -21,17 +21,17 @@ export interface Session extends HumanClaims {
   /** 'oidc' (a person from the IdP) or 'admin-token' (break-glass login). */
   kind: 'oidc' | 'admin-token';
   csrf: string;
-  /** When the session ends for good (epoch ms): the absolute maximum, or the ID token's expiry when it cannot be renewed. */
+  /** When the session ends for good (epoch ms): the absolute maximum (a person's session is renewed until then, renew.ts). */
   expiresAt: number;
   /** Last request (epoch ms, written at most every TOUCH_MS): past the idle timeout the session ends. */
   seenAt: number;
   /** The ID token the session was opened (or last renewed) with (sign-out at the IdP); OIDC sessions only. */
   idToken?: string;
-  /** The IdP's refresh token, when it gave one: the session is renewed with it (renew.ts). */
+  /** The IdP's refresh token, when it gave one: the session is renewed with it (renew.ts); without one, by silent re-authorization. */
   refreshToken?: string;
-  /** Renewable sessions: the current ID token's expiry (epoch ms); past it the session opens nothing until renewed. */
+  /** OIDC sessions: the current ID token's expiry (epoch ms); past it the session opens nothing until renewed. */
   idExp?: number;
-  /** Renewable sessions: from when a request renews it (a little before idExp). */
+  /** OIDC sessions: from when a request renews it (a little before idExp). */
   renewAt?: number;
   /** Break-glass sessions: a digest of the AAM_ADMIN_TOKEN they were opened with (the session ends when it changes). */
   tokenTag?: string;
@@ -91,13 +91,14 @@ const ID_SHAPE = /^[A-Za-z0-9_-]{43}$/;
 export const renewFrom = (idExp: number, now: number): number => idExp - Math.min(RENEW_AHEAD_MS, Math.max(0, idExp - now) / 4);
 
 /**
- * A session as sign-in opens it. With a refresh token it lives until the maximum, renewed as its
- * ID token runs out; without one it ends with the ID token (never past the maximum either).
+ * A session as sign-in opens it. A person's lives until the maximum, renewed as its ID token runs
+ * out (with the refresh token, or by silent re-authorization at the IdP without one: renew.ts); a
+ * break-glass one until the maximum it was given.
  */
 function newSession(s: NewSession, now: number, limits: SessionLimits): { id: string; session: Session } {
   const id = randomBytes(32).toString('base64url');
   const end = now + limits.maxMs;
-  const renewable = s.kind === 'oidc' && s.refreshToken !== undefined;
+  const renewable = s.kind === 'oidc';
   const timing = renewable ? { expiresAt: end, idExp: s.expiresAt, renewAt: renewFrom(s.expiresAt, now) } : { expiresAt: Math.min(s.expiresAt, end) };
   return { id, session: { ...s, ...timing, seenAt: now, csrf: randomBytes(32).toString('base64url') } };
 }
@@ -123,7 +124,7 @@ function parseSession(id: string, text: string): Session {
     kind: r.kind === 'admin-token' ? 'admin-token' : 'oidc', sub: r.sub, email: r.email ?? undefined, groups: r.groups, csrf: r.csrf, expiresAt: r.expiresAt,
     // Records written before idle timeouts existed count as used now.
     seenAt: typeof r.seenAt === 'number' ? r.seenAt : Date.now(),
-    ...(idToken ? { idToken } : {}), ...(refreshToken ? { refreshToken, ...num('idExp'), ...num('renewAt') } : {}), ...(typeof r.tokenTag === 'string' ? { tokenTag: r.tokenTag } : {}),
+    ...(idToken ? { idToken } : {}), ...(refreshToken ? { refreshToken } : {}), ...num('idExp'), ...num('renewAt'), ...(typeof r.tokenTag === 'string' ? { tokenTag: r.tokenTag } : {}),
   };
 }
 
