@@ -131,3 +131,28 @@ test('a refresh token sign-out could not revoke (every try failed) is on the aud
   assert.equal((await env.idp.introspect(refreshToken)).active, true, 'what the event says: still valid at the IdP');
   db.close();
 });
+
+test('a gateway stopping gives up on the revocations still waiting for the IdP, on the audit trail (not dropped unseen)', async () => {
+  const { id } = await signIn('pat');
+  const { refreshToken } = stored(id)!;
+  const events: AuditEventInput[] = [];
+  const oidc = createOidcClient({ issuer: env.idp.issuer, clientId: env.idp.clientId, clientSecret: env.idp.clientSecret, redirectUri: `${env.url}/console/callback`, postLogoutRedirectUri: `${env.url}/console/signed-out`, scopes: 'openid email profile', accessTokens: 'auto', apiAudience: null, groupsClaim: 'groups' });
+  await oidc.begin();
+  const db = new DatabaseSync(':memory:');
+  const auth = createHumanAuth({
+    sessions: createSqliteSessionStore(db), logins: createMemoryLoginStore(), config: () => env.g.rt.compiled.set, adminToken: null, oidc, publicUrl: env.url, tls: false,
+    audit: { record: (e) => events.push(e) }, revokeTries: [0, 60_000],
+  });
+  env.idp.down(true);
+  try {
+    auth.revokeAtIdp({ kind: 'oidc', sub: 'pat', email: 'pat@example.com', groups: ['everyone'], csrf: 'c', expiresAt: Date.now() + 3600_000, seenAt: Date.now(), refreshToken });
+    await sleep(1500); // the first try has failed (reset by the IdP); the next is a minute away
+    assert.equal(events.length, 0);
+    auth.close();
+  } finally { env.idp.down(false); }
+  assert.equal(events.length, 1);
+  assert.equal(events[0].admin?.action, 'console_session_revocation_failed');
+  assert.equal((events[0].detail as { tries: number }).tries, 1);
+  assert.match((events[0].outcome as { error: string }).error, /the gateway stopped before the next try$/);
+  db.close();
+});

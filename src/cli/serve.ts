@@ -237,6 +237,7 @@ export async function startGateway(o: ServeOptions & { env?: NodeJS.ProcessEnv; 
     // A cut request's handler still records its usage and outcome: the stores close after it (bounded).
     if (!await rt.handlersSettled(HANDLERS_SETTLE_MS)) rt.log.warn({ event: 'drain_handlers_unsettled', handlers: rt.handling, wait_ms: HANDLERS_SETTLE_MS }, `${rt.handling} request handler(s) still running ${HANDLERS_SETTLE_MS} ms after the drain; closing without their last records`);
     rt.log.info({ event: 'drained', streams_ended: ended, cut: !inTime, ms: Math.round(performance.now() - t0) }, 'connections drained');
+    people.close(); // sign-outs' revocations still waiting for the IdP: given up on, on the trail before it closes
     await mcp.close().catch((e: unknown) => rt.log.error({ event: 'mcp_close_failed', err: e }, 'MCP plane not closed cleanly'));
     await routes.close(); // the A2A plane's connections to its callees
     // Before rt.close() ends the fleet's connections: the last events and a final checkpoint, to the sinks too (bounded wait).

@@ -71,6 +71,8 @@ export interface HumanAuth {
    * minute while the IdP cannot be asked; given up on, a console_session_revocation_failed event.
    */
   revokeAtIdp(s: Session): void;
+  /** The gateway is stopping: revocations still waiting to try again are given up on (on the audit trail while it is open). */
+  close(): void;
   /** Is this the break-glass token? (constant time) */
   isAdminToken(token: string): boolean;
   /** Throws unless the request comes from our own origin (login forms, logout, every cookie-authenticated change). */
@@ -316,7 +318,7 @@ export function createHumanAuth(o: HumanAuthOptions): HumanAuth {
   }
 
   return {
-    oidc: o.oidc, sessions, logins, cookie, adminTokenEnabled: o.adminToken !== null, roleOf, isAdminToken, checkOrigin, sessionOf, principalOf, recordTokenRefused, renewer, revokeAtIdp,
+    oidc: o.oidc, sessions, logins, cookie, adminTokenEnabled: o.adminToken !== null, roleOf, isAdminToken, checkOrigin, sessionOf, principalOf, recordTokenRefused, renewer, revokeAtIdp, close: () => revocations.close(),
     async require(req, need, passive = false) {
       const p = await authenticate(req, passive);
       mustHave(p, need);
