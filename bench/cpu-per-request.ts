@@ -3,7 +3,7 @@
 // JavaScript (as `npm start` runs it) and served in its own process; rounds interleave the trees
 // so that they see the same load. The mock upstream is bench/mock-upstream.js; the a2a kinds are an
 // A2A hop (SendMessage, SendStreamingMessage) to bench/a2a-echo-agent.ts.
-//   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] [--kind nonstream,stream,stream-nousage,messages,messages-stream,responses,responses-stream,responses-stored,a2a,a2a-stream] [--bare] [--pin CPU] [--fleet [--stores-cpu CPU]] TREE [TREE...]
+//   node bench/cpu-per-request.ts [--n 20000] [--rounds 3] [--conc 4] [--prof] [--kind nonstream,stream,stream-nousage,messages,messages-stream,responses,responses-stream,responses-stored,a2a,a2a-stream] [--bare] [--pin CPU] [--alloc] [--jit] [--fleet [--stores-cpu CPU]] TREE [TREE...]
 // --bare: the bare pass-through proxy (bench/bare-proxy.ts) joins the rounds as a tree named 'bare'
 // (chat kinds: in front of the mock; it forwards the request as it is), and as 'bare-a2a' in front of
 // the echo agent (a2a kinds), the floor the gateway is compared with (--prof: bench/results/prof-bare*/).
@@ -28,8 +28,14 @@
 // per request (the `allocated=` of the GCs logged during the round, per isolate: the main thread is
 // the largest). The count starts at the round's first GC, so it is off by at most one young
 // generation (16 MB) over --n requests. With it, per isolate: the bytes scavenges promoted to old space per
-// request (what later needs a major GC), the GCs logged (mark-compacts among them) and their pauses summed
-// per request (wall time of that thread: a loaded core stretches them).
+// request (what later needs a major GC), the GCs logged (mark-compacts among them), their pauses summed
+// per request (wall time of that thread: a loaded core stretches them) and the wall time of their phases
+// on V8's helper threads (the V8Worker threads' GC share).
+// --jit: every gateway (and with --bare the bare proxies) also runs with --trace-opt --trace-deopt, and each round
+// reports the optimizing compiles finished during it (Maglev and TurboFan, and the wall time of their
+// phase on V8's helper threads per request: the V8Worker threads' JIT share), the deopts (eager ones and
+// code invalidated by a changed dependency, e.g. an allocation site's tenuring), and the functions compiled
+// or deoptimized most (a warm gateway that keeps compiling the same function has a deopt loop).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -49,7 +55,7 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 const NODE = process.execPath;
 const { values: opt, positionals } = parseArgs({
   allowPositionals: true,
-  options: { n: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '3' }, conc: { type: 'string', default: '4' }, prof: { type: 'boolean', default: false }, bare: { type: 'boolean', default: false }, pin: { type: 'string' }, strace: { type: 'boolean', default: false }, alloc: { type: 'boolean', default: false }, kind: { type: 'string' }, fleet: { type: 'boolean', default: false }, 'stores-cpu': { type: 'string' } },
+  options: { n: { type: 'string', default: '20000' }, rounds: { type: 'string', default: '3' }, conc: { type: 'string', default: '4' }, prof: { type: 'boolean', default: false }, bare: { type: 'boolean', default: false }, pin: { type: 'string' }, strace: { type: 'boolean', default: false }, alloc: { type: 'boolean', default: false }, jit: { type: 'boolean', default: false }, kind: { type: 'string' }, fleet: { type: 'boolean', default: false }, 'stores-cpu': { type: 'string' } },
 });
 const N = Number(opt.n);
 // --pin CPU: every gateway (threads included) on that one core, as `npm run bench` runs them; the mock and this client are not pinned (--fleet: see --stores-cpu).
@@ -104,19 +110,44 @@ if (Object.keys(KINDS).length !== wanted.length) throw new Error(`--kind: use ${
 /** KB allocated per request, per isolate (largest first), from the --trace-gc-nvp lines written to `log` after byte `from`. */
 function allocatedPerRequest(log: string, from: number, n: number): string {
   const text = readFileSync(log).subarray(from).toString('utf8');
-  const byIsolate = new Map<string, { bytes: number; promoted: number; gcs: number; majors: number; pauseMs: number }>();
-  for (const m of text.matchAll(/^\[\d+:(0x[0-9a-f]+):\d+\].*?pause=([\d.]+) .*? gc=(\w+) .*? allocated=(\d+) promoted=(\d+) /gm)) {
-    const e = byIsolate.get(m[1]) ?? { bytes: 0, promoted: 0, gcs: 0, majors: 0, pauseMs: 0 };
+  const byIsolate = new Map<string, { bytes: number; promoted: number; gcs: number; majors: number; pauseMs: number; backgroundMs: number }>();
+  for (const m of text.matchAll(/^\[\d+:(0x[0-9a-f]+):\d+\].*?pause=([\d.]+) .*? gc=(\w+) .*? allocated=(\d+) promoted=(\d+) .*$/gm)) {
+    const e = byIsolate.get(m[1]) ?? { bytes: 0, promoted: 0, gcs: 0, majors: 0, pauseMs: 0, backgroundMs: 0 };
     e.bytes += Number(m[4]);
     e.promoted += Number(m[5]);
     e.pauseMs += Number(m[2]);
+    for (const b of m[0].matchAll(/ background\.[\w.]+=([\d.]+)/g)) e.backgroundMs += Number(b[1]);
     e.gcs++;
     if (m[3] === 'mc') e.majors++;
     byIsolate.set(m[1], e);
   }
-  // pause: the GC pauses of that thread summed, per request (the time it stopped for GC; helper threads' work not included).
+  // pause: the GC pauses of that thread summed, per request (the time it stopped for GC); background: the
+  // phases V8's helper threads (V8Worker) ran for it (parallel scavenging, concurrent marking and sweeping), summed.
   return [...byIsolate].sort((a, b) => b[1].bytes - a[1].bytes)
-    .map(([iso, e]) => `${iso} ${(e.bytes / n / 1024).toFixed(1)} KB, promoted ${(e.promoted / n).toFixed(0)} B (${e.gcs} GCs, ${e.majors} mark-compact, pause ${(e.pauseMs * 1000 / n).toFixed(2)} us)`).join(', ') || 'no GC logged';
+    .map(([iso, e]) => `${iso} ${(e.bytes / n / 1024).toFixed(1)} KB, promoted ${(e.promoted / n).toFixed(0)} B (${e.gcs} GCs, ${e.majors} mark-compact, pause ${(e.pauseMs * 1000 / n).toFixed(2)} us, background ${(e.backgroundMs * 1000 / n).toFixed(2)} us)`).join(', ') || 'no GC logged';
+}
+
+const JIT_FLAGS = ['--trace-opt', '--trace-deopt'];
+/** The optimizing compiles and deopts that --trace-opt/--trace-deopt logged to `log` after byte `from`, over `n` requests. */
+function jitPerRound(log: string, from: number, n: number): string {
+  const text = readFileSync(log).subarray(from).toString('utf8');
+  const count = (m: Map<string, number>, k: string): void => { m.set(k, (m.get(k) ?? 0) + 1); };
+  const top = (m: Map<string, number>): string => [...m].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([k, c]) => `${k} x${c}`).join(', ');
+  const sum = (m: Map<string, number>): number => [...m.values()].reduce((a, b) => a + b, 0);
+  const tiers = new Map<string, number>();
+  const fns = new Map<string, number>();
+  const deopts = new Map<string, number>();
+  let backgroundMs = 0;
+  // "took A, B, C ms": B is the phase that ran on a helper thread.
+  for (const m of text.matchAll(/^\[completed compiling 0x[0-9a-f]+ <JSFunction ?([^ ]*) \(sfi[^>]*> \(target (\w+)\)( OSR)? - took [\d.]+, ([\d.]+), [\d.]+ ms\]/gm)) {
+    count(tiers, m[2]);
+    count(fns, `${m[1] || '(anonymous)'} ${m[2]}${m[3] ?? ''}`);
+    backgroundMs += Number(m[4]);
+  }
+  for (const m of text.matchAll(/^\[bailout \(kind: [\w-]+, reason: ([^)]*)\): begin\. deoptimizing 0x[0-9a-f]+ <JSFunction ?([^ ]*) \(sfi/gm)) count(deopts, `${m[2] || '(anonymous)'}: ${m[1]}`);
+  // Code thrown away without a bailout because something it assumed changed (a map, an allocation site's tenuring).
+  for (const m of text.matchAll(/^\[marking dependent code 0x[0-9a-f]+ <Code \w+> \(0x[0-9a-f]+ <SharedFunctionInfo ?([^>]*)>\) .*? reason: ([^\]]*)\]/gm)) count(deopts, `${m[1] || '(anonymous)'}: ${m[2]}`);
+  return `${[...tiers].map(([t, c]) => `${c} ${t}`).join(' + ') || 'no'} compiles (helper threads ${(backgroundMs * 1000 / n).toFixed(1)} us per request${fns.size ? `; most: ${top(fns)}` : ''}), ${sum(deopts)} deopts${deopts.size ? ` (${top(deopts)})` : ''}`;
 }
 
 interface Gateway { tree: string; child: ChildProcess; pool: Pool; key: string; log?: string; /** --fleet: its PostgreSQL database. */ database?: string }
@@ -175,7 +206,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
     const out = mkdtempSync(join(tree, 'bench', 'tmp', 'cpu-dist-'));
     outs.push(out);
     const built: AamBuild = buildAam(NODE, tree, out);
-    const build: AamBuild = { ...built, flags: [...built.flags, ...flags, ...(opt.alloc ? ['--trace-gc-nvp'] : [])] };
+    const build: AamBuild = { ...built, flags: [...built.flags, ...flags, ...(opt.alloc ? ['--trace-gc-nvp'] : []), ...(opt.jit ? JIT_FLAGS : [])] };
     const configPath = join(dir, 'aam.yaml');
     writeFileSync(configPath, config);
     const dataDir = join(dir, 'data');
@@ -212,6 +243,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
     if (opt.prof) bareArgv.splice(1, 0, '--cpu-prof', `--cpu-prof-dir=${join(HERE, 'results', `prof-${b.tree}`)}`);
     // --alloc: the floor's allocation and GC pauses per request too (beside aam's).
     if (opt.alloc) bareArgv.splice(1, 0, '--trace-gc-nvp');
+    if (opt.jit) bareArgv.splice(1, 0, ...JIT_FLAGS);
     const log = join(work, `${b.tree}.log`);
     const child = startProcess(GW_PIN, bareArgv, { UPSTREAM_URL: `http://127.0.0.1:${b.upstream}`, PORT: String(port) }, log);
     children.push(child);
@@ -226,6 +258,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
   let switches = '';
   let wall = '';
   let alloc = '';
+  let jit = '';
   /** Of the last run's CPU per request, the kernel's part (stime, all threads). */
   let sys = 0;
   /** `n` requests, `CONC` at a time; the gateway's CPU microseconds per request. */
@@ -237,7 +270,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
     const s0 = sysTicks(g.child.pid as number) as number;
     const th0 = threadTicks(g.child.pid as number);
     const sw0 = threadSwitches(g.child.pid as number);
-    const log0 = opt.alloc && g.log ? statSync(g.log).size : 0;
+    const log0 = (opt.alloc || opt.jit) && g.log ? statSync(g.log).size : 0;
     const total: number[] = [];
     const content: number[] = [];
     await Promise.all(Array.from({ length: CONC }, async () => {
@@ -255,6 +288,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
     wall = `p50 ${(median(total) * 1000).toFixed(0)} us, p99 ${(quantile(total, 0.99) * 1000).toFixed(0)} us${stream ? `, first content p50 ${(median(content) * 1000).toFixed(0)} us` : ''}`;
     // Reset per run: a gateway without a GC log must not show the previous one's numbers.
     alloc = opt.alloc && g.log ? allocatedPerRequest(g.log, log0, n) : 'not measured';
+    jit = opt.jit && g.log ? jitPerRound(g.log, log0, n) : 'not measured';
     const perReq = (ticks: number): number => (ticks / CLK_TCK) * 1e6 / n;
     byThread = [...threadTicks(g.child.pid as number)].map(([name, t]) => [name, perReq(t - (th0.get(name) ?? 0))] as const)
       .filter(([, us]) => us >= 0.5).sort((a, b) => b[1] - a[1]).map(([name, us]) => `${name} ${us.toFixed(1)}`).join(', ');
@@ -278,7 +312,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
         if (st) { st.kill('SIGINT'); await new Promise((r) => st.once('exit', r)); console.log(readFileSync(join(work, 'strace.txt'), 'utf8').split('\n').slice(0, 16).join('\n')); }
         const key = `${g.tree} ${k}`;
         results.set(key, [...(results.get(key) ?? []), us]);
-        console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request (${sys.toFixed(1)} of it in the kernel; by thread: ${byThread}); ${wall}; context switches/request voluntary/involuntary (and run-queue wait per request): ${switches}${opt.alloc ? `; allocated per request: ${alloc}` : ''}`);
+        console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request (${sys.toFixed(1)} of it in the kernel; by thread: ${byThread}); ${wall}; context switches/request voluntary/involuntary (and run-queue wait per request): ${switches}${opt.alloc ? `; allocated per request: ${alloc}` : ''}${opt.jit ? `; JIT: ${jit}` : ''}`);
         if (stores) console.log(`  stores per request: ${stores.redis_by_command.evalsha ?? 0} EVALSHA, ${stores.redis_commands_per_request} Redis commands in all, ${stores.pg_xacts_per_request} PostgreSQL transactions (database ${g.database}), store CPU ${stores.store_cpu_ms_per_request} ms (Redis ${stores.redis_cpu_ms_per_request}: ${stores.redis_reads_per_request} reads, ${stores.redis_writes_per_request} writes; usec by command ${Object.entries(stores.redis_usec_by_command).map(([c, us]) => `${c} ${us}`).join(', ')}); ${pgDetail(stores)}`);
       }
     }
