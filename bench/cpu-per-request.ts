@@ -36,6 +36,9 @@
 // phase on V8's helper threads per request: the V8Worker threads' JIT share), the deopts (eager ones and
 // code invalidated by a changed dependency, e.g. an allocation site's tenuring), and the functions compiled
 // or deoptimized most (a warm gateway that keeps compiling the same function has a deopt loop).
+// Each round also reports the gateway's RSS when it started and ended: the start follows the gateway's idle
+// time while the other trees ran, in which V8's memory reducer may have run full GCs (after one, a warm
+// gateway re-optimizes ~150 functions: --jit shows the burst).
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
@@ -45,7 +48,7 @@ import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { bareProxyScript } from './lib/bare.ts';
 import { A2A_BENCH_TOKEN, a2aBenchConfig, aamBenchConfig, aamMigrate, aamServeArgv, buildAam, createAamKey, type AamBuild } from './lib/aam.ts';
-import { CLK_TCK, cpuTicks, startProcess, sysTicks, stopProcess, threadSwitches, threadTicks, waitHttp } from './lib/procs.ts';
+import { CLK_TCK, cpuTicks, rssKb, startProcess, sysTicks, stopProcess, threadSwitches, threadTicks, waitHttp } from './lib/procs.ts';
 import { sendOnce, type RequestSpec } from './lib/http-once.ts';
 import { freePort } from '../test/helpers/e2e.ts';
 import { startBenchFleet, storeCost, pgDetail, type BenchFleet } from './lib/fleet.ts';
@@ -259,6 +262,8 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
   let wall = '';
   let alloc = '';
   let jit = '';
+  /** The gateway's RSS (MB) when the last run started (after its idle time since the one before) and when it ended. */
+  let rss = '';
   /** Of the last run's CPU per request, the kernel's part (stime, all threads). */
   let sys = 0;
   /** `n` requests, `CONC` at a time; the gateway's CPU microseconds per request. */
@@ -270,6 +275,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
     const s0 = sysTicks(g.child.pid as number) as number;
     const th0 = threadTicks(g.child.pid as number);
     const sw0 = threadSwitches(g.child.pid as number);
+    const rss0 = rssKb(g.child.pid as number);
     const log0 = (opt.alloc || opt.jit) && g.log ? statSync(g.log).size : 0;
     const total: number[] = [];
     const content: number[] = [];
@@ -289,6 +295,8 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
     // Reset per run: a gateway without a GC log must not show the previous one's numbers.
     alloc = opt.alloc && g.log ? allocatedPerRequest(g.log, log0, n) : 'not measured';
     jit = opt.jit && g.log ? jitPerRound(g.log, log0, n) : 'not measured';
+    const rss1 = rssKb(g.child.pid as number);
+    rss = `${rss0 === null ? '?' : (rss0 / 1024).toFixed(0)} -> ${rss1 === null ? '?' : (rss1 / 1024).toFixed(0)} MB`;
     const perReq = (ticks: number): number => (ticks / CLK_TCK) * 1e6 / n;
     byThread = [...threadTicks(g.child.pid as number)].map(([name, t]) => [name, perReq(t - (th0.get(name) ?? 0))] as const)
       .filter(([, us]) => us >= 0.5).sort((a, b) => b[1] - a[1]).map(([name, us]) => `${name} ${us.toFixed(1)}`).join(', ');
@@ -312,7 +320,7 @@ spec: { targets: [ { provider: mock-anthropic, model: claude-bench, pricing: { i
         if (st) { st.kill('SIGINT'); await new Promise((r) => st.once('exit', r)); console.log(readFileSync(join(work, 'strace.txt'), 'utf8').split('\n').slice(0, 16).join('\n')); }
         const key = `${g.tree} ${k}`;
         results.set(key, [...(results.get(key) ?? []), us]);
-        console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request (${sys.toFixed(1)} of it in the kernel; by thread: ${byThread}); ${wall}; context switches/request voluntary/involuntary (and run-queue wait per request): ${switches}${opt.alloc ? `; allocated per request: ${alloc}` : ''}${opt.jit ? `; JIT: ${jit}` : ''}`);
+        console.log(`round ${r + 1} ${key}: ${us.toFixed(1)} us CPU/request (${sys.toFixed(1)} of it in the kernel; by thread: ${byThread}); ${wall}; RSS ${rss}; context switches/request voluntary/involuntary (and run-queue wait per request): ${switches}${opt.alloc ? `; allocated per request: ${alloc}` : ''}${opt.jit ? `; JIT: ${jit}` : ''}`);
         if (stores) console.log(`  stores per request: ${stores.redis_by_command.evalsha ?? 0} EVALSHA, ${stores.redis_commands_per_request} Redis commands in all, ${stores.pg_xacts_per_request} PostgreSQL transactions (database ${g.database}), store CPU ${stores.store_cpu_ms_per_request} ms (Redis ${stores.redis_cpu_ms_per_request}: ${stores.redis_reads_per_request} reads, ${stores.redis_writes_per_request} writes; usec by command ${Object.entries(stores.redis_usec_by_command).map(([c, us]) => `${c} ${us}`).join(', ')}); ${pgDetail(stores)}`);
       }
     }
