@@ -14,6 +14,21 @@
 // admission, guardrail step, credential injection, delegation, scrubbing door, audit trail). The
 // CPU column is the target's process CPU (all threads) over the c=64 run, so aam's is what
 // `cpu-per-request --kind a2a,a2a-stream --conc 64` reports for the same request.
+// It measures warm gateways, as the issue's targets are about what a hop costs a running gateway.
+// A fresh aam tiers up over its first ~10,000 sends (cpu-per-request --jit, c=64: ~850 optimizing
+// compiles over 22,000 A2A sends against the bare proxy's ~150; here, SendMessage compiles per 1,000
+// sends: aam 420-435 in the first 1,000, 23-52 in the next three, then 11-37; the bare proxy 330-344,
+// then 5-29), so each target first gets A2A_HOP_WARM sends of each kind at c=64 (default 10,000, 12-20 s
+// in all). Rounds interleave the targets, so each one idles while the others run; after a long enough
+// idle an aam's memory reducer drops optimized code and the next load re-compiles (~300 functions after
+// cpu-per-request's ~8 s idles). So before each measured pass the target gets A2A_HOP_REWARM sends
+// (default 2,000) of the kind measured, at c=64. In A2A_HOP_JIT=1 side runs, aam's compiles per 250
+// re-warm sends: with 2,000-request passes (short idles) 0-5, no burst; with 10,000-request passes
+// round 2 re-compiled 28 18 25 58 8 6 4 5 (send) and 21 13 9 7 0 2 1 4 (stream): the burst is over
+// after ~1,250 sends, then the warm rate. The measured passes then still had 6-16 compiles per 6,600
+// sends (2,000-request passes) and 20-99 per ~30,000 (10,000), the bare proxy 0-9.
+// A2A_HOP_JIT=1 (a side run: --trace-opt slows the gateways, so its table is not a measurement) runs
+// the gateways with --trace-opt and prints their compiles per warm-up step and per pass.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -33,16 +48,42 @@ const PIN = process.env.A2A_HOP_PIN !== '0';
 const GATEWAY = { cpu: PIN ? 1 : null, nice: 0 };
 if (PIN) spawnSync('taskset', ['-a', '-p', '-c', '0', String(process.pid)], { stdio: 'ignore' });
 const WARMUP = 300;
+const count = (name: string, dflt: number): number => {
+  const v = Number(process.env[name] ?? dflt);
+  if (!Number.isInteger(v) || v < 0) throw new Error(`${name}=${process.env[name]}: want a whole number of sends (0 or more)`);
+  return v;
+};
+/** Sends at c=64 of each kind that bring every target to steady state before round 1 (see the head comment). */
+const WARM = count('A2A_HOP_WARM', 10_000);
+/** Sends at c=64 of the kind about to be measured, before each measured pass: the re-optimization after idling. */
+const REWARM = count('A2A_HOP_REWARM', 2_000);
+/** A side run, not a measurement: the gateways log --trace-opt and each warm-up and pass reports their optimizing compiles. */
+const JIT = process.env.A2A_HOP_JIT === '1';
+const JIT_FLAGS = JIT ? ['--trace-opt'] : [];
 const NODE = process.execPath;
 const here = (f: string) => fileURLToPath(new URL(f, import.meta.url));
 
+/** Optimizing compiles each gateway's --trace-opt has logged so far, by pid (A2A_HOP_JIT=1 only). */
+const compiles = new Map<number, number>();
+/** Counts the "[completed compiling" lines --trace-opt writes to `proc`'s stdout. */
+function countCompiles(proc: ChildProcess): void {
+  let tail = '';
+  compiles.set(proc.pid!, 0);
+  proc.stdout!.on('data', (b: Buffer) => {
+    const lines = (tail + b.toString('latin1')).split('\n');
+    tail = lines.pop()!;
+    compiles.set(proc.pid!, compiles.get(proc.pid!)! + lines.filter((l) => l.startsWith('[completed compiling')).length);
+  });
+}
+
 async function child(script: string, env: Record<string, string>, gateway = false): Promise<{ port: number; proc: ChildProcess }> {
-  const [cmd, ...args] = pinnedArgv(gateway ? GATEWAY : { cpu: null, nice: 0 }, [NODE, script]);
+  const [cmd, ...args] = pinnedArgv(gateway ? GATEWAY : { cpu: null, nice: 0 }, [NODE, ...(gateway ? JIT_FLAGS : []), script]);
   const proc = spawn(cmd, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   const port = await new Promise<number>((resolve, reject) => {
     proc.stdout!.on('data', (b: Buffer) => { const m = /(?:listening|on) (\d+)/.exec(b.toString()); if (m) resolve(Number(m[1])); });
     proc.once('exit', (c) => reject(new Error(`${script} exited ${c}`)));
   });
+  if (gateway && JIT) countCompiles(proc);
   return { port, proc };
 }
 
@@ -84,6 +125,16 @@ async function latency(t: Target, stream: boolean): Promise<number[]> {
   return out.sort((a, b) => a - b);
 }
 
+/** `n` sends at c=64 that are not measured (warm-up). */
+async function load(t: Target, stream: boolean, n: number, c = 64): Promise<void> {
+  const pool = new Pool(t.origin, { connections: c });
+  const spec = specOf(t, stream);
+  let left = n;
+  const run = async (): Promise<void> => { while (left-- > 0) await once(pool, t, spec); };
+  await Promise.all(Array.from({ length: c }, run));
+  await pool.close();
+}
+
 async function throughput(t: Target, stream: boolean, c = 64): Promise<number> {
   const pool = new Pool(t.origin, { connections: c });
   const spec = specOf(t, stream);
@@ -104,7 +155,8 @@ const REPO = fileURLToPath(new URL('..', import.meta.url));
 mkdirSync(join(REPO, 'bench', 'tmp'), { recursive: true });
 // Built inside the repo (bench/tmp/, ignored by git) so that node_modules resolve.
 const out = mkdtempSync(join(REPO, 'bench', 'tmp', 'a2a-hop-'));
-const build = buildAam(NODE, REPO, out);
+const built = buildAam(NODE, REPO, out);
+const build = { ...built, flags: [...built.flags, ...JIT_FLAGS] };
 const agent = await child(here('./a2a-echo-agent.ts'), { PORT: '0' });
 const bare = await child(bareProxyScript(out), { UPSTREAM_URL: `http://127.0.0.1:${agent.port}`, PORT: String(await freePort()) }, true);
 const work = mkdtempSync(join(tmpdir(), 'aam-a2a-bench-'));
@@ -114,7 +166,8 @@ writeFileSync(configPath, a2aBenchConfig(await freePort(), agent.port));
 const key = createAamKey(NODE, REPO, configPath, work, build, build.env);
 const aamPort = await freePort();
 const [aamNode, ...aamArgs] = pinnedArgv(GATEWAY, aamServeArgv(NODE, REPO, configPath, aamPort, work, build));
-const aam = spawn(aamNode, aamArgs, { cwd: REPO, env: { ...process.env, ...build.env }, stdio: ['ignore', 'ignore', 'inherit'] });
+const aam = spawn(aamNode, aamArgs, { cwd: REPO, env: { ...process.env, ...build.env }, stdio: ['ignore', JIT ? 'pipe' : 'ignore', 'inherit'] });
+if (JIT) countCompiles(aam);
 if (!(await waitHttp(`http://127.0.0.1:${aamPort}/readyz`, 60_000, 200, aam))) throw new Error('aam serve did not start');
 const targets: Target[] = [
   { name: 'direct', origin: `http://127.0.0.1:${agent.port}`, path: '/a2a', headers: {} },
@@ -126,6 +179,25 @@ const fmt = (ms: number) => `${ms.toFixed(3)} ms`;
 const kinds = [false, true];
 const pidOf = (t: Target) => (t.name === 'direct' ? agent.proc.pid : t.name === 'bare proxy' ? bare.proc.pid : aam.pid)!;
 for (const stream of kinds) for (const t of targets) await check(t, stream);
+const jitOf = (t: Target): number => compiles.get(pidOf(t)) ?? 0;
+const kindName = (stream: boolean) => (stream ? 'stream' : 'send');
+/** `n` warm-up sends in steps of `step`; the gateway's compiles in each step (all 0 unless A2A_HOP_JIT=1). */
+async function warm(t: Target, stream: boolean, n: number, step: number): Promise<number[]> {
+  const steps: number[] = [];
+  for (let done = 0; done < n; done += step) {
+    const c0 = jitOf(t);
+    await load(t, stream, Math.min(step, n - done));
+    steps.push(jitOf(t) - c0);
+  }
+  return steps;
+}
+// Steady state before round 1, in steps of 1,000 so that A2A_HOP_JIT=1 can show where compiling stops.
+const warm0 = performance.now();
+for (const t of targets) for (const stream of kinds) {
+  const steps = await warm(t, stream, WARM, 1000);
+  if (JIT && t.name !== 'direct') console.error(`jit warm-up ${t.name} ${kindName(stream)}: compiles per 1,000 sends ${steps.join(' ')}`);
+}
+console.error(`warm-up: ${WARM} sends of each kind at c=64 per target, ${((performance.now() - warm0) / 1000).toFixed(1)} s`);
 /** Per round, per `stream:target`: p50 c=1, RPS c=64, CPU ms per request c=64. */
 const rounds: Array<Record<string, { p50: number; rps: number; cpu: number }>> = [];
 for (let r = 0; r < ROUNDS; r++) {
@@ -133,19 +205,22 @@ for (let r = 0; r < ROUNDS; r++) {
   for (const stream of kinds) {
     // Rotated each round, so no target is always measured first.
     for (const t of targets.map((_, k) => targets[(k + r) % targets.length])) {
+      const rewarm = await warm(t, stream, REWARM, 250);
+      const c1 = jitOf(t);
       const l = await latency(t, stream);
       // CPU of the process under test (all its threads), over the c=64 run: the cost per request without scheduling noise.
       const before = cpuTicks(pidOf(t));
       const rps = await throughput(t, stream);
       const cpu = before === null ? NaN : (((cpuTicks(pidOf(t)) ?? before) - before) * 1000 / CLK_TCK) / (N * 2);
       row[`${stream}:${t.name}`] = { p50: pct(l, 50), rps, cpu };
+      if (JIT && t.name !== 'direct') console.error(`jit round ${r + 1} ${t.name} ${kindName(stream)}: compiles per 250 re-warm sends ${rewarm.join(' ')}, then ${jitOf(t) - c1} in the measured pass`);
     }
   }
   rounds.push(row);
   console.error(`round ${r + 1}/${ROUNDS}: ${kinds.map((st) => `${st ? 'stream' : 'send'} aam-bare ${fmt(row[`${st}:aam`].p50 - row[`${st}:bare proxy`].p50)}, ${(100 * row[`${st}:aam`].rps / row[`${st}:bare proxy`].rps).toFixed(0)} %`).join('; ')}`);
 }
 const med = (k: string, f: (v: { p50: number; rps: number; cpu: number }) => number) => median(rounds.map((row) => f(row[k])));
-console.log(`A2A hop, ${ROUNDS} rounds (targets interleaved, rotated), each: ${N} sequential requests after ${WARMUP} warm-up (c=1) and ${N * 2} requests at c=64; ${PIN ? 'gateways pinned to CPU 1, echo agent and load generator to CPU 0' : 'unpinned'}; Node ${process.version}; aam: ${build.from}\n`);
+console.log(`A2A hop, ${ROUNDS} rounds (targets interleaved, rotated), after ${WARM} warm-up sends of each kind per target (c=64); each: ${REWARM} re-warm sends (c=64), ${N} sequential requests after ${WARMUP} warm-up (c=1) and ${N * 2} requests at c=64; ${PIN ? 'gateways pinned to CPU 1, echo agent and load generator to CPU 0' : 'unpinned'}; Node ${process.version}; aam: ${build.from}\n`);
 console.log('| request | target | p50 c=1 | RPS c=64 | CPU per request c=64 |');
 console.log('|---|---|---|---|---|');
 for (const stream of kinds) for (const t of targets) {
