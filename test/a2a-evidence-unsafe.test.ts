@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import http from 'node:http';
 import { startEchoGateway, type TestGateway } from './helpers/gateway.ts';
 import { auditOf } from './helpers/e2e.ts';
+import { parseProm } from './helpers/prom.ts';
 
 let gw: TestGateway;
 let callee: http.Server;
@@ -48,7 +49,21 @@ async function withJournalFailing<T>(f: () => Promise<T>): Promise<T> {
   try { return await f(); } finally { audit.journaledNow = real; }
 }
 
+/** aam_a2a_requests_total for the echo callee, by outcome. */
+async function a2aRequests(): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const s of parseProm(await (await fetch(`${gw.url}/metrics`)).text())) {
+    if (s.name === 'aam_a2a_requests_total' && s.labels.callee === 'echo') out[s.labels.outcome] = (out[s.labels.outcome] ?? 0) + s.value;
+  }
+  return out;
+}
+
+/** What the metrics counted between two reads (outcomes that moved). */
+const moved = (a: Record<string, number>, b: Record<string, number>) =>
+  Object.fromEntries(Object.keys(b).filter((k) => b[k] !== (a[k] ?? 0)).map((k) => [k, b[k] - (a[k] ?? 0)]));
+
 test('a SendMessage whose evidence cannot be recorded is refused 503, not answered', async () => {
+  const before = await a2aRequests();
   const r = await withJournalFailing(() => call('SendMessage', 7));
   const body = await r.json() as { id: number; result?: unknown; error: { message: string; data: { code: string; http_status: number } } };
   assert.equal(r.status, 503, JSON.stringify(body));
@@ -60,6 +75,8 @@ test('a SendMessage whose evidence cannot be recorded is refused 503, not answer
   const trail = await auditOf(gw, r.headers.get('x-request-id')!);
   assert.deepEqual(trail.map((e) => [e.type, e.outcome?.status]), [['a2a_call', 200], ['evidence_refused', 503]]);
   assert.deepEqual([trail[1].amends, trail[1].answered, trail[1].identity?.agent], ['a2a_call', 'refused', 'planner']);
+  // The metrics agree with what the caller got: aam's error, not an ok call.
+  assert.deepEqual(moved(before, await a2aRequests()), { error: 1 });
   // Recorded again: the next call is answered.
   const ok = await call('SendMessage', 8);
   const answer = await ok.json() as { id: number; result: { message: { parts: Array<{ text: string }> } } };
@@ -68,6 +85,7 @@ test('a SendMessage whose evidence cannot be recorded is refused 503, not answer
 });
 
 test('a stream whose evidence cannot be recorded ends with an error event after its events', async () => {
+  const before = await a2aRequests();
   const r = await withJournalFailing(async () => {
     const res = await call('SendStreamingMessage', 9);
     return { status: res.status, text: await res.text(), id: res.headers.get('x-request-id')! };
@@ -79,4 +97,5 @@ test('a stream whose evidence cannot be recorded ends with an error event after 
   assert.equal(events[2].error!.message, 'the audit trail could not record this request, so it is not acknowledged: the disk is gone');
   const trail = await auditOf(gw, r.id);
   assert.deepEqual(trail.map((e) => [e.type, e.outcome?.status, e.answered]), [['a2a_call', 200, undefined], ['evidence_refused', 503, 'stream_cut']]);
+  assert.deepEqual(moved(before, await a2aRequests()), { error: 1 });
 });

@@ -36,6 +36,7 @@ import { isObj } from '../lib/json.ts';
 import { clip } from '../lib/error-message.ts';
 import { endHttpSpan, type Span } from '../observability/tracing.ts';
 import { agentCallSpanAttributes, agentCallSpanName } from '../observability/otlp-genai.ts';
+import type { A2aOutcome } from '../observability/metrics.ts';
 
 /** spec.a2a.timeouts' defaults: the longest silence of a callee (before its answer's head, between two chunks), and a request/response call's whole (a stream has no total unless set). */
 const IDLE_MS = 300_000;
@@ -554,6 +555,9 @@ class HopCall implements CalleeHandler, Timed {
   broken: { status: number; error: string } | null = null;
   /** What finish() delivers once the evidence is safe (the answer, its text, or a stream's relay: its end). */
   answer: Answer | null = null;
+  /** What finish() found (the metrics' outcome if the evidence is safe) and the call's time, counted once it settles. */
+  outcome: A2aOutcome = 'ok';
+  ms = 0;
   /** Tasks a send left running as last seen (null: none): they keep its delegation live after its answer (taskState). */
   running: string[] | null = null;
   /** The call to the callee in flight (post): abort and expire stop it. */
@@ -796,7 +800,9 @@ class HopCall implements CalleeHandler, Timed {
       this.ended(this.left && !this.drained ? 499 : this.broken?.status ?? this.status);
       access.record(ev as never);
       if (ctx.decision) ctx.decision.recorded = true;
-      ctx.rt.metrics?.a2aCall?.(access.identity.agent.name, this.name, this.skill, this.drained ? 'drained' : this.left ? 'client_closed' : this.status >= 400 || this.broken?.status === 502 ? 'callee_error' : 'ok', ms, this.status);
+      // Counted once the evidence settles (safe, refused): a call refused for it is aam's error, not 'ok'.
+      this.outcome = this.drained ? 'drained' : this.left ? 'client_closed' : this.status >= 400 || this.broken?.status === 502 ? 'callee_error' : 'ok';
+      this.ms = ms;
     } catch (e) { return this.fail(e); }
     // A stream's last events (those that came with the callee's end, not yet flushed) wait with the
     // end and leave in the same write: relayStream corked the socket for that (end() uncorks it).
@@ -804,6 +810,11 @@ class HopCall implements CalleeHandler, Timed {
     // The wait is one promise layer with this call as its handler (safe, refused): no closures over the answer.
     this.answer = answer;
     if (ctx.rt.evidenceSafeThen(this) === undefined) this.safe();
+  }
+
+  /** The call counted in the A2A metrics (after finish recorded it), with the callee's status. */
+  metered(outcome: A2aOutcome): void {
+    this.ctx.rt.metrics?.a2aCall?.(this.access.identity.agent.name, this.name, this.skill, outcome, this.ms, this.status);
   }
 
   /** Its span ends with the call's outcome, once (finish, then a fail of the answer's write, ends it first). */
@@ -818,6 +829,7 @@ class HopCall implements CalleeHandler, Timed {
   safe(): void {
     const { ctx, status } = this;
     const answer = this.answer!;
+    this.metered(this.outcome);
     try {
       if (typeof answer === 'string') sendJson(ctx, status, answer);
       else if (answer instanceof StreamRelay) answer.close('');
@@ -829,6 +841,8 @@ class HopCall implements CalleeHandler, Timed {
   /** The evidence could not be recorded (evidenceSafeThen): an answer is refused (503), a stream (its events out) ends with an error event. */
   refused(err: AamError): void {
     const answer = this.answer!;
+    // The caller got aam's 503 (or a cut stream), as aam_model_requests_total counts it; a callee's failure still counts in its own series.
+    this.metered(this.outcome === 'client_closed' || this.outcome === 'drained' ? this.outcome : 'error');
     // The a2a_call above says what the callee answered; the trail also says what the caller got.
     recordUnacknowledged(this.ctx, this.access.identity, 'a2a_call', err, answer instanceof StreamRelay ? 'stream_cut' : 'refused', this.access.set);
     if (!(answer instanceof StreamRelay)) return this.fail(err);
