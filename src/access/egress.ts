@@ -73,10 +73,12 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
     // Answered before the body was all read (a refusal, a 401): close rather than read on.
     const close = bodyUnread(this.req) ? 'close' : undefined;
     if (close !== undefined) closeAfterAnswer(this.req);
-    // One object, filled in order (the caller's headers, then the exact length and a close): no spreads per answer.
-    const h = this.#cleanHeaders(headers, {});
-    h['content-length'] = Buffer.byteLength(body);
-    if (close !== undefined) h.connection = close;
+    // The head as [name, value, ...] pairs, in order (the caller's headers, then the exact length and
+    // a close): node writes such an array as it is. A fresh object filled per answer, with keys in
+    // each answer's own order, made megamorphic stores and map transitions, then node's for-in over it.
+    const h = this.#cleanHeaders(headers);
+    h.push('content-length', Buffer.byteLength(body));
+    if (close !== undefined) h.push('connection', close);
     super.writeHead(status, h);
     this.#exact = false;
     super.end(body);
@@ -99,7 +101,8 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
   }
 
   override appendHeader(name: string, value: string | readonly string[]): this {
-    if (this.#sc === null) return super.appendHeader(name, value);
+    // #exact: send()'s own head, already scrubbed (node appends it when headers were set before).
+    if (this.#sc === null || this.#exact) return super.appendHeader(name, value);
     if (name.toLowerCase() === 'content-length') return this;
     return super.appendHeader(name, typeof value === 'string' ? this.clean(value) : value.map((v) => this.clean(v)));
   }
@@ -177,15 +180,16 @@ export class EgressResponse<Req extends IncomingMessage = IncomingMessage> exten
   }
 
   /**
-   * The headers' values scrubbed, into `out` (returned); with no active credential they are
-   * copied as they are. No entry arrays and no closure per header: every answer's head passes here.
+   * The headers as [name, value, ...] pairs, values scrubbed (with no active credential, as they
+   * are), undefined values left out. No closure per header: every answer's head passes here.
    */
-  #cleanHeaders(h: OutgoingHttpHeaders, out: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  #cleanHeaders(h: OutgoingHttpHeaders): Array<string | number | string[]> {
     const sc = this.#sc;
+    const out: Array<string | number | string[]> = [];
     for (const k in h) {
       const v = h[k];
       if (v === undefined) continue;
-      out[k] = sc === null ? v : this.#scrubValue(sc, v);
+      out.push(k, sc === null ? v : this.#scrubValue(sc, v));
     }
     return out;
   }
