@@ -314,8 +314,12 @@ export class Vault {
 
   /** The scrubber for every active value (and live derived tokens); rebuilt only after a change. */
   scrubber(): Scrubber {
-    const now = this.#now();
-    if (now >= this.#derivedNextExpiry) this.#purgeDerived(now);
+    // No live derived token (the usual case): no clock read. Several calls per request (the egress
+    // door's open and refresh, the audit line's scrub) read it before.
+    if (this.#derivedNextExpiry !== Infinity) {
+      const now = this.#now();
+      if (now >= this.#derivedNextExpiry) this.#purgeDerived(now);
+    }
     if (this.#scrubber) return this.#scrubber;
     const entries: ScrubEntry[] = [];
     for (const e of this.#entries.values()) {
