@@ -303,6 +303,24 @@ test('caller-chosen text a refusal quotes (a task id, a method, a skill, a path)
   }
 });
 
+test('an allowed call naming a 100 KB skill: the metrics label and the a2a_call event quote 64 characters of it; a malformed percent-encoding quotes 200', async () => {
+  const big = `S${'s'.repeat(100 * 1024)}`;
+  const r = await rpc('helper', 'planner', 'SendMessage', send('long skill', big));
+  assert.equal(r.status, 200, JSON.stringify(r.body).slice(0, 300));
+  const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+  assert.match(metrics, new RegExp(`skill="S${'s'.repeat(63)}…"`), 'the label is the skill clipped');
+  assert.ok(!metrics.includes('s'.repeat(65)), 'no label holds more of it');
+  await gw.g.rt.auditLog!.flush();
+  const { queryEvents } = await import('../src/audit/query.ts');
+  const evidence = JSON.stringify(queryEvents(gw.g.rt.auditLog!.db, { requestId: r.requestId!, limit: 10 }));
+  assert.match(evidence, /"type":"a2a_call"/);
+  assert.ok(!evidence.includes('s'.repeat(65)), `the evidence quotes 64 characters at most (${evidence.length} characters)`);
+  const bad = await fetch(`${gw.url}/a2a/h%${'x'.repeat(10 * 1024)}`, { method: 'POST', headers: { authorization: `Bearer ${keys.planner}` } });
+  const message = (await bad.json() as { error: { message: string } }).error.message;
+  assert.equal(bad.status, 400);
+  assert.match(message, /malformed percent-encoding in the .* "h%x{198}…"/);
+});
+
 test('an identified caller refused for an unknown callee (404) or a card it may not see (403) is an a2a_call event like its other refusals; a bad key naming any callee leaves none', async () => {
   const long = `n${'x'.repeat(12 * 1024)}`;
   const req = async (path: string, as: string | null, init: RequestInit = {}) => {

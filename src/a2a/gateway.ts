@@ -526,6 +526,8 @@ class HopCall implements CalleeHandler, Timed {
   readonly rpc: Rpc;
   readonly binding: Binding;
   readonly skill: string;
+  /** The skill as spans, metrics labels and events quote it (the caller chose it; policy decides on the whole). */
+  readonly shownSkill: string;
   readonly taskId: string | undefined;
   /** Its hop in the delegation chain (decided() counts it; the decision's context reads it). */
   readonly hop: number;
@@ -577,6 +579,7 @@ class HopCall implements CalleeHandler, Timed {
     this.rpc = rpc;
     this.binding = binding;
     this.skill = skill;
+    this.shownSkill = clip(skill);
     this.taskId = taskId;
     this.hop = hop;
     this.params = rpc.params;
@@ -649,15 +652,15 @@ class HopCall implements CalleeHandler, Timed {
     const traceId = requestTraceId(ctx);
     const span = ctx.span && ctx.rt.tracer ? (this.span = ctx.rt.tracer.startSpan(agentCallSpanName(name), {
       kind: 'client', parent: ctx.span.context,
-      attributes: agentCallSpanAttributes({ agent: name, skill: this.skill, method: rpc.method, caller: identity.agent.spiffeId }),
+      attributes: agentCallSpanAttributes({ agent: name, skill: this.shownSkill, method: rpc.method, caller: identity.agent.spiffeId }),
     })) : ctx.span;
     this.traceparent = outgoingTraceparent(span, traceId, ctx.rt.ids);
     this.started = performance.now();
     // One literal each way (no properties added to it after), in the evidence's order.
     const stream = STREAMING.has(rpc.method);
     const a2a = this.taskId
-      ? { agent: name, skill: clip(this.skill), method: rpc.method, task_id: this.taskId, stream, delegation: delegationEvidence(delegation) }
-      : { agent: name, skill: clip(this.skill), method: rpc.method, stream, delegation: delegationEvidence(delegation) };
+      ? { agent: name, skill: this.shownSkill, method: rpc.method, task_id: this.taskId, stream, delegation: delegationEvidence(delegation) }
+      : { agent: name, skill: this.shownSkill, method: rpc.method, stream, delegation: delegationEvidence(delegation) };
     this.ev = { type: 'a2a_call', request_id: ctx.requestId, trace_id: traceId, identity: identityEvidence(identity), policy: policyEvidence(this.d!), a2a, credential: undefined, outcome: undefined };
     let injected: CalleeInjection | typeof NO_INJECTION | Promise<CalleeInjection>;
     try {
@@ -814,7 +817,7 @@ class HopCall implements CalleeHandler, Timed {
 
   /** The call counted in the A2A metrics (after finish recorded it), with the callee's status. */
   metered(outcome: A2aOutcome): void {
-    this.ctx.rt.metrics?.a2aCall?.(this.access.identity.agent.name, this.name, this.skill, outcome, this.ms, this.status);
+    this.ctx.rt.metrics?.a2aCall?.(this.access.identity.agent.name, this.name, this.shownSkill, outcome, this.ms, this.status);
   }
 
   /** Its span ends with the call's outcome, once (finish, then a fail of the answer's write, ends it first). */
@@ -872,7 +875,7 @@ class HopCall implements CalleeHandler, Timed {
         access.record(ev as never);
         if (ctx.decision) ctx.decision.recorded = true;
         // The callee's failure (unreachable, silent, or an answer aam could not take) is upstream_error or _timeout; others are aam's.
-        ctx.rt.metrics?.a2aCall?.(access.identity.agent.name, this.name, this.skill, this.left ? 'client_closed' : 'error', ms, err.code === 'upstream_error' || err.code === 'upstream_timeout' ? err.status : 0);
+        ctx.rt.metrics?.a2aCall?.(access.identity.agent.name, this.name, this.shownSkill, this.left ? 'client_closed' : 'error', ms, err.code === 'upstream_error' || err.code === 'upstream_timeout' ? err.status : 0);
       }
       this.ended(this.left ? 499 : toAamError(e).status);
       // Nobody to refuse to: the caller's connection is gone.

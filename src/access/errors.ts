@@ -1,6 +1,8 @@
 // Coded errors: every error a client can see has a stable code, an HTTP status, an OpenAI-style
 // type and a message that says what was wrong and how to fix it.
 
+import { clip } from '../lib/error-message.ts';
+
 export type ErrorCode =
   | 'invalid_json' | 'invalid_request' | 'body_too_large' | 'unsupported_media_type' | 'not_found' | 'method_not_allowed'
   | 'model_not_found' | 'missing_credentials' | 'invalid_api_key' | 'invalid_token' | 'policy_denied' | 'approval_required'
@@ -89,7 +91,7 @@ export function pathSegment(raw: string, what: string): string {
   try {
     return decodeURIComponent(raw);
   } catch {
-    throw new AamError(400, 'invalid_request', `malformed percent-encoding in the ${what} "${raw.slice(0, 200)}"; encode "%" as "%25"`);
+    throw new AamError(400, 'invalid_request', `malformed percent-encoding in the ${what} "${clip(raw, 200)}"; encode "%" as "%25"`);
   }
 }
 
