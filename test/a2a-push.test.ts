@@ -13,6 +13,7 @@ import { pinnedDispatcher, pushDestination, pushUrlRefusal } from '../src/a2a/pu
 import { PushArtifactText } from '../src/a2a/chunks.ts';
 import { memoryPushHeld } from '../src/store/push-held.ts';
 import { parseProm, sumOf, type Sample } from './helpers/prom.ts';
+import { auditOf } from './helpers/e2e.ts';
 
 const SECRET = 'push-worker-cred-7c3e9b4f21aa8d1f';
 let gw: TestGateway;
@@ -110,6 +111,31 @@ test('a push notification that reports a task terminal ends the delegation its s
   work.complete();
   await until('the completed notification', () => hooked.slice(n).some((h) => /COMPLETED|"state":\s*3/.test(h.body)));
   assert.match(await use(), /was issued for an A2A call that has ended/);
+});
+
+test('a push notification delivered while the audit trail cannot record it is refused 503 to the callee, and the trail says so beside its a2a_call', async () => {
+  const r = await rpc('caller', 'SendMessage', { message: message('work:push'), configuration: { returnImmediately: true, taskPushNotificationConfig: { url: hookUrl, token: 'caller-hook-token' } } });
+  assert.equal(r.status, 200, r.text);
+  const work = agents.working.get((r.body.result!.task as { id: string }).id)!;
+  const scrape = async () => sumOf(parseProm(await (await fetch(`${gw.url}/metrics`)).text()), 'aam_a2a_push_notifications_total', { agent: 'caller', callee: 'worker', outcome: 'error' });
+  const errors = await scrape();
+  const n = hooked.length;
+  const audit = gw.g.rt.audit as { journaledNow?: (now?: boolean) => Promise<void> | undefined };
+  const real = audit.journaledNow;
+  assert.ok(real, 'the embedded audit log has a journal wait');
+  audit.journaledNow = () => Promise.reject(new Error('the disk is gone'));
+  try {
+    work.complete();
+    // Delivered to the caller's webhook, then refused to the callee once its evidence fails (counted error).
+    await until('the refused acknowledgement', () => hooked.length > n);
+    for (let i = 0; i < 1500 && await scrape() === errors; i++) await new Promise((res) => setTimeout(res, 20));
+  } finally { audit.journaledNow = real; }
+  assert.ok(await scrape() > errors, 'the acknowledgement refused: counted error');
+  const requestId = String(hooked[n].headers['x-aam-request-id']);
+  const trail = await auditOf(gw, requestId);
+  // The delivery (200 at the webhook), what the callee got (evidence_refused), the decision with the request's outcome.
+  assert.deepEqual(trail.map((e) => [e.type, e.outcome?.status]), [['a2a_call', 200], ['evidence_refused', 503], ['decision', 503]], JSON.stringify(trail).slice(0, 600));
+  assert.deepEqual([trail[1].amends, trail[1].answered, trail[1].identity?.agent], ['a2a_call', 'refused', 'caller']);
 });
 
 test('SSRF: private, loopback, link-local and non-http push URLs are refused before the callee sees them; an unknown push route is 401', async () => {

@@ -358,8 +358,9 @@ export function createA2aGateway(): A2aGateway {
       access.record({ type: 'a2a_call', ...ev, outcome: { status: toAamError(e).status, error: (e as Error).message, latency_ms: performance.now() - started } } as never);
       throw e;
     }
-    // Acknowledged to the callee only once its evidence is safe (else 503: delivered, but not recorded yet).
-    await ctx.rt.evidenceSafe();
+    // Acknowledged to the callee only once its evidence is safe (else 503: delivered, but not recorded
+    // yet; the trail then says so beside the a2a_call that records the delivery).
+    try { await ctx.rt.evidenceSafe(); } catch (e) { recordUnacknowledged(ctx, identity, 'a2a_call', e, 'refused', access.set); throw e; }
     sendJson(ctx, 200, {});
   }
 
