@@ -21,7 +21,7 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { Server as McpServer } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
-import { CallToolRequestSchema, ListToolsRequestSchema, McpError } from '@modelcontextprotocol/sdk/types.js';
+import { CallToolRequestSchema, GetPromptRequestSchema, ListPromptsRequestSchema, ListResourcesRequestSchema, ListToolsRequestSchema, McpError, ReadResourceRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import { queryEvents } from '../src/audit/query.ts';
 
 let g: Running;
@@ -39,7 +39,7 @@ const config = (toolUrl: string, mcpUrl: string, allow: string[]) => yaml(
   doc('HttpTool', 'crm', { baseUrl: toolUrl, resource: 'crm.accounts', actions: { read: { method: 'GET', path: '/accounts/{id}' } } }),
   doc('McpServer', 'kb', { transport: 'streamable-http', url: mcpUrl }),
   doc('Agent', 'writer', { workload: 'spiffe://test/agent/writer', team: 'ops' }),
-  doc('AgentPolicy', 'ops', { identity: { team: 'ops' }, models: { allow }, tools: [{ resource: 'crm.accounts', actions: ['read'] }, { resource: 'kb', actions: ['lookup'] }] }),
+  doc('AgentPolicy', 'ops', { identity: { team: 'ops' }, models: { allow }, tools: [{ resource: 'crm.accounts', actions: ['read'] }, { resource: 'kb', actions: ['lookup', 'resources/read', 'prompts/get'] }] }),
 );
 
 before(async () => {
@@ -49,8 +49,12 @@ before(async () => {
   const read = (req: IncomingMessage) => new Promise<string>((r) => { const c: Buffer[] = []; req.on('data', (d: Buffer) => c.push(d)); req.on('end', () => r(Buffer.concat(c).toString())); });
   mcp = createServer(async (req, res) => {
     if (req.method !== 'POST') { res.writeHead(405).end(); return; }
-    const server = new McpServer({ name: 'kb', version: '1.0.0' }, { capabilities: { tools: {} } });
+    const server = new McpServer({ name: 'kb', version: '1.0.0' }, { capabilities: { tools: {}, resources: {}, prompts: {} } });
     server.setRequestHandler(ListToolsRequestSchema, async () => ({ tools: [{ name: 'lookup', inputSchema: { type: 'object' } }] }));
+    server.setRequestHandler(ListResourcesRequestSchema, async () => ({ resources: [{ uri: 'kb://notes', name: 'notes' }] }));
+    server.setRequestHandler(ReadResourceRequestSchema, async () => ({ contents: [{ uri: 'kb://notes', text: 'the notes' }] }));
+    server.setRequestHandler(ListPromptsRequestSchema, async () => ({ prompts: [{ name: 'brief' }] }));
+    server.setRequestHandler(GetPromptRequestSchema, async () => ({ messages: [{ role: 'user', content: { type: 'text', text: 'brief me' } }] }));
     server.setRequestHandler(CallToolRequestSchema, async () => ({ content: [{ type: 'text', text: 'found it' }] }));
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true });
     await server.connect(transport);
@@ -183,6 +187,25 @@ test('an MCP tools/call refused after its outcome was written: a JSON-RPC error,
   assert.deepEqual([amended.amends, amended.answered, amended.server, amended.tool], ['tool.outcome', 'refused', 'kb', 'lookup']);
 });
 
+test('MCP reads (resources/read, prompts/get) refused for their evidence: a JSON-RPC error, and evidence_refused beside the read\'s tool.decision', async () => {
+  const client = new Client({ name: 'test-agent', version: '1.0.0' });
+  await client.connect(new StreamableHTTPClientTransport(new URL(`${url}/mcp`), { requestInit: { headers: { authorization: `Bearer ${key}` } } }));
+  try {
+    await client.listResources();
+    for (const [what, read] of [['resources/read', () => client.readResource({ uri: 'kb://notes' })], ['prompts/get', () => client.getPrompt({ name: 'kb__brief' })]] as const) {
+      const e = await withJournalFailing(() => (read() as Promise<unknown>).then(() => null, (x: unknown) => x));
+      assert.ok(e instanceof McpError, `${what}: ${String(e)}`);
+      assert.match(e.message, /the audit trail could not record this request/, what);
+      await g.rt.auditLog!.flush();
+      const amended = queryEvents(g.rt.auditLog!.db, { type: 'evidence_refused', agent: 'writer', limit: 10 }).find((x) => x.action === what);
+      assert.ok(amended, `${what}: an evidence_refused event`);
+      const events = await trailOf(amended.request_id);
+      assert.deepEqual(events.map((x) => x.type), ['tool.decision', 'evidence_refused'], what);
+      assert.deepEqual([amended.amends, amended.answered, amended.plane, amended.server], ['tool.decision', 'refused', 'mcp', 'kb'], what);
+    }
+  } finally { await client.close(); }
+});
+
 test('answered once the trail writes again; `aam policy diff` replays the calls, not their amendments; verify passes, then catches an altered evidence_refused', async () => {
   assert.equal((await chat()).status, 200);
   await g.rt.auditLog!.flush();
@@ -194,8 +217,8 @@ test('answered once the trail writes again; `aam policy diff` replays the calls,
     code = await policyDiffCommands['policy diff'].run({ values: { 'against-trail': '1h', json: true }, positionals: [join(dir, 'aam.yaml'), join(dir, 'new.yaml')], g: { config: join(dir, 'aam.yaml'), data: data() } });
   } finally { process.stdout.write = orig; }
   const diff = JSON.parse(out) as { replayed: number; changed: number };
-  // Chat: refused, cut, answered (3 model_calls); embeddings 1; the HTTP and MCP tools' decisions 2. Their 5 evidence_refused events are not replayed.
-  assert.deepEqual([code, diff.replayed, diff.changed], [1, 6, 3], out);
+  // Chat: refused, cut, answered (3 model_calls); embeddings 1; the HTTP and MCP tools' decisions 2, the MCP reads' 2. Their 7 evidence_refused events are not replayed.
+  assert.deepEqual([code, diff.replayed, diff.changed], [1, 8, 3], out);
   await g.close();
   const ok = await runAudit('audit verify', data());
   assert.equal(ok.code, 0, ok.out + ok.err);

@@ -44,7 +44,7 @@ export function toolDeps(rt: Runtime): ToolDeps {
         if (!rt.audit?.recordDurable) return undefined;
         try { return await rt.audit.recordDurable(ev); } catch (e) { throw rt.fleet ? new StoreUnavailable('postgres', `audit trail: ${errMsg(e)}`) : e; }
       },
-      safe: (amends) => rt.evidenceSafeNow()?.catch((e: unknown) => { throw evidenceRefused(rt, e, amends); }),
+      safe: (amends, amendsType = 'tool.outcome') => rt.evidenceSafeNow()?.catch((e: unknown) => { throw evidenceRefused(rt, e, amends, amendsType); }),
     },
     log: rt.log,
     scrub: (text) => rt.scrub(text),
@@ -174,12 +174,12 @@ function toolStoreFailure(e: unknown): unknown {
  * on the MCP plane's other refusals. With the call's event (`amends`, its outcome written), the
  * trail says what the caller got beside it: an evidence_refused event under the same request.
  */
-function evidenceRefused(rt: Runtime, e: unknown, amends: Record<string, unknown> | undefined): unknown {
+function evidenceRefused(rt: Runtime, e: unknown, amends: Record<string, unknown> | undefined, amendsType: string): unknown {
   if (!(e instanceof AamError)) return e;
   const retry = Number(e.headers['retry-after']);
   const opts = { code: RPC.upstream, status: e.status, data: { code: e.code, ...(retry > 0 ? { retry_after_seconds: retry } : {}) } };
   if (!amends || !(e instanceof EvidenceUnavailable)) return new ToolError(e.code, e.message, opts);
-  const ev = { ...evidenceLink(amends), ...evidenceRefusedMembers('tool.outcome', 'refused', e.status, e.message) };
+  const ev = { ...evidenceLink(amends), ...evidenceRefusedMembers(amendsType, 'refused', e.status, e.message) };
   rt.audit?.record(ev);
   return new UnacknowledgedToolError(e.code, e.message, opts);
 }

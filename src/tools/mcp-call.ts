@@ -445,12 +445,15 @@ export async function readResource(rt: Runtime, s: SessionCtx, uri: string, extr
   const mrtr = await untilForwarded(adm, () => mrtrOut(rt, s, extra, retryState(rt, binding, extra, { request_id: requestId, ...ev }, `resources/read "${uri}"`), { where: `resources/read ${uri}`, requestId, attached: owner.spec.guardrails, ev }));
   const r = await traced(s, owner, RESOURCE_READ, uri, extra, (o) => owner.upstream.readResource(uri, s.identity, { ...o, mrtr }), logRelay(rt, s, extra, `resources/read ${uri}`, requestId, owner.spec.guardrails));
   enforceLimit(rt, owner, `resources/read "${uri}"`, r);
-  return acknowledged(rt, interim(rt, extra, await guardedResult(rt, s, r, `resources/read ${uri}`, requestId, owner.spec.guardrails), binding, `resources/read "${uri}"`));
+  return acknowledged(rt, interim(rt, extra, await guardedResult(rt, s, r, `resources/read ${uri}`, requestId, owner.spec.guardrails), binding, `resources/read "${uri}"`), { request_id: requestId, client_request_id: s.access.clientRequestId, trace_id: s.access.traceId(), ...ev });
 }
 
-/** A read's answer, once its evidence is crash-safe (fleet: committed in PostgreSQL): the answer acknowledges it. */
-async function acknowledged<T>(rt: Runtime, answer: T): Promise<T> {
-  await rt.deps.audit.safe();
+/**
+ * A read's answer, once its evidence is crash-safe (fleet: committed in PostgreSQL): the answer
+ * acknowledges it. Refused (503), the trail says so beside the read's tool.decision (`decided`: its link).
+ */
+async function acknowledged<T>(rt: Runtime, answer: T, decided: Record<string, unknown>): Promise<T> {
+  await rt.deps.audit.safe(decided, 'tool.decision');
   return answer;
 }
 
@@ -584,7 +587,7 @@ export async function getPrompt(rt: Runtime, s: SessionCtx, name: string, args: 
   });
   const r = await traced(s, entry, PROMPT_GET, prompt, extra, (o) => entry.upstream.getPrompt(prompt, guarded, s.identity, { ...o, mrtr }), logRelay(rt, s, extra, `prompts/get ${name}`, requestId, entry.spec.guardrails));
   enforceLimit(rt, entry, `prompts/get "${name}"`, r);
-  return acknowledged(rt, interim(rt, extra, await guardedResult(rt, s, r, `prompts/get ${name}`, requestId, entry.spec.guardrails), binding, `prompts/get "${name}"`));
+  return acknowledged(rt, interim(rt, extra, await guardedResult(rt, s, r, `prompts/get ${name}`, requestId, entry.spec.guardrails), binding, `prompts/get "${name}"`), { request_id: requestId, client_request_id: s.access.clientRequestId, trace_id: s.access.traceId(), ...ev });
 }
 
 /**

@@ -95,11 +95,12 @@ export interface ToolDeps {
      * An answer is an acknowledgement: await this before one leaves. Resolves once every event
      * recorded so far survives a crash (fleet: committed in PostgreSQL); rejects with a 503
      * ToolError (store_unavailable in fleet mode) when it cannot be. undefined: safe already.
-     * amends: the call's event whose outcome is written (tool.outcome): refused, the trail says what
-     * the caller got beside it (an evidence_refused event with its link and identity, see
-     * evidenceLink), and the rejection is an UnacknowledgedToolError (no second tool.outcome).
+     * amends: the request's last event, of type `amendsType` (a call's tool.outcome, a read's
+     * tool.decision): refused, the trail says what the caller got beside it (an evidence_refused
+     * event with its link and identity, see evidenceLink), and the rejection is an
+     * UnacknowledgedToolError (no second tool.outcome).
      */
-    safe(amends?: Record<string, unknown>): Promise<void> | undefined;
+    safe(amends?: Record<string, unknown>, amendsType?: string): Promise<void> | undefined;
   };
   log: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
   /** Scrub text aam writes to disk (stored tool definitions); what reaches agents is scrubbed by the egress door. */
