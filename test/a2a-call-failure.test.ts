@@ -59,3 +59,16 @@ test('a call the callee never served is a 502, recorded once, and spends neither
     assert.deepEqual([call.a2a.agent, call.a2a.skill, call.a2a.delegation.hop], ['gone', 'x', 1]);
   }
 });
+
+test('a card the callee does not serve is a 502 naming it, and an a2a_call event (card) for the identified caller, not a refusal', async () => {
+  const r = await fetch(`${gw.url}/a2a/gone/.well-known/agent-card.json`, { headers: { authorization: `Bearer ${key}` } });
+  const body = await r.json() as { error: { message: string } };
+  assert.equal(r.status, 502, JSON.stringify(body));
+  assert.match(body.error.message, /^agent "gone" did not serve its agent card: /);
+  const { queryEvents } = await import('../src/audit/query.ts');
+  await gw.g.rt.auditLog!.flush();
+  const events = queryEvents(gw.g.rt.auditLog!.db, { requestId: r.headers.get('x-request-id')!, limit: 10 }) as unknown as Array<{ type: string; a2a: unknown; outcome: { status: number; error_class: string } }>;
+  assert.deepEqual(events.map((e) => [e.type, e.a2a, e.outcome.status, e.outcome.error_class]), [['a2a_call', { agent: 'gone', card: true }, 502, 'server']]);
+  const metrics = await (await fetch(`${gw.url}/metrics`)).text();
+  assert.ok(!/aam_a2a_refusals_total\{[^}]*code="upstream_error"/.test(metrics), 'not counted as a refusal');
+});

@@ -201,7 +201,10 @@ export function createA2aGateway(): A2aGateway {
     }
     let raw;
     try { raw = await cards.get(name, spec.url, auth, 10_000); } catch (e) {
-      throw new AamError(502, 'upstream_error', `agent "${name}" did not serve its agent card: ${(e as Error).message}`);
+      // The callee failed, not a refusal: in the trail as its failed calls are, not counted as a refusal.
+      const failed = new AamError(502, 'upstream_error', `agent "${name}" did not serve its agent card: ${(e as Error).message}`);
+      recordA2aFailure(ctx, access, name, failed, CARD);
+      throw failed;
     }
     const context = { time: new Date().toISOString(), request_id: ctx.requestId };
     const mayCall = (skill: string) => decide({ kind: 'agent', agent: access.identity.agent, callee: name, skill, context }, ctx.cfg.policies).allowed;
@@ -975,9 +978,13 @@ function recordRefusal(ctx: Ctx, access: Access, name: string, e: unknown, a2a: 
   const code = err === null ? RPC_REFUSAL[(e as RpcError).code] ?? 'invalid_request' : err.code;
   const unknown = code === 'unknown_agent';
   ctx.rt.metrics?.a2aRefused?.(access.identity.agent.name, unknown ? 'unknown' : name, code);
+  recordA2aFailure(ctx, access, unknown ? clip(name) : name, e, a2a, err === null ? rpcStatus((e as RpcError).code) : err.status);
+}
+
+/** An identified caller's request that reached no callee answer: its a2a_call event (unless its decision's event carries it). */
+function recordA2aFailure(ctx: Ctx, access: Access, agent: string, e: unknown, a2a: Readonly<Record<string, unknown>> | undefined, status = toAamError(e).status): void {
   if (ctx.decision) return;
-  const status = err === null ? rpcStatus((e as RpcError).code) : err.status;
-  access.record({ type: 'a2a_call', request_id: ctx.requestId, identity: identityEvidence(access.identity), a2a: { agent: unknown ? clip(name) : name, ...a2a },
+  access.record({ type: 'a2a_call', request_id: ctx.requestId, identity: identityEvidence(access.identity), a2a: { agent, ...a2a },
     outcome: { status, error_class: status >= 500 ? 'server' : 'client', error: (e as Error).message } } as never);
 }
 
