@@ -819,9 +819,9 @@ class HopCall implements CalleeHandler, Timed {
     if (ctx.rt.evidenceSafeThen(this) === undefined) this.safe();
   }
 
-  /** The call counted in the A2A metrics (after finish recorded it), with the callee's status. */
-  metered(outcome: A2aOutcome): void {
-    this.ctx.rt.metrics?.a2aCall?.(this.access.identity.agent.name, this.name, this.shownSkill, outcome, this.ms, this.status);
+  /** The call counted in the A2A metrics, once: after finish recorded it (its time, the callee's status), or by fail. */
+  metered(outcome: A2aOutcome, ms = this.ms, calleeStatus = this.status): void {
+    this.ctx.rt.metrics?.a2aCall?.(this.access.identity.agent.name, this.name, this.shownSkill, outcome, ms, calleeStatus);
   }
 
   /** Its span ends with the call's outcome, once (finish, then a fail of the answer's write, ends it first). */
@@ -879,7 +879,7 @@ class HopCall implements CalleeHandler, Timed {
         access.record(ev as never);
         if (ctx.decision) ctx.decision.recorded = true;
         // The callee's failure (unreachable, silent, or an answer aam could not take) is upstream_error or _timeout; others are aam's.
-        ctx.rt.metrics?.a2aCall?.(access.identity.agent.name, this.name, this.shownSkill, this.left ? 'client_closed' : 'error', ms, err.code === 'upstream_error' || err.code === 'upstream_timeout' ? err.status : 0);
+        this.metered(this.left ? 'client_closed' : 'error', ms, err.code === 'upstream_error' || err.code === 'upstream_timeout' ? err.status : 0);
       }
       this.ended(this.left ? 499 : toAamError(e).status);
       // Nobody to refuse to: the caller's connection is gone.
